@@ -1,0 +1,344 @@
+"""Chat (conversation) templates, stored as data in ``templates/chat/<name>.yaml``.
+
+Two separator styles cover every supported model:
+
+``mpt`` (InternVL ``SeparatorStyle.MPT``)
+    ``system_template(sys) + sep``, then ``role + message + sep`` for every turn, then the bare
+    assistant role as the generation prompt.  Used by ``Hermes-2``, ``internlm2-chat``,
+    ``phi3-chat``, ``internvl2_5`` and ``pocket-tiny``.
+
+``two`` (LLaVA / MobileVLM ``SeparatorStyle.TWO``)
+    ``system_template(sys) + sep``, then ``role + ": " + message`` followed by ``sep`` after user
+    turns and ``sep2`` after assistant turns; the generation prompt is ``role + ":"``.  Used by
+    ``vicuna_v1``.
+
+``ChatTemplate.segments`` cuts the rendered text into pieces flagged ``True`` where the text is
+trained on: each assistant answer plus its end separator (the separator with trailing
+whitespace removed, e.g. ``answer<|im_end|>``; the ``\\n`` that ``internvl2_5`` puts after
+``<|im_end|>`` stays untrained, as in InternVL's ``preprocess_internvl2_5``).
+
+The ``<image>`` placeholder is ordinary text here; image-token expansion happens elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from model.resources import templates_dir
+
+__all__ = [
+    "ChatTemplate",
+    "get_chat_template",
+    "list_chat_templates",
+    "load_chat_template",
+    "normalize_messages",
+    "SEP_STYLES",
+]
+
+SEP_STYLES = ("mpt", "two")
+SYSTEM_PLACEHOLDER = "{system_message}"
+_REQUIRED_FIELDS = (
+    "name",
+    "description",
+    "sep_style",
+    "system_template",
+    "system_message",
+    "user_role",
+    "assistant_role",
+    "sep",
+    "sep2",
+    "stop_strings",
+)
+_OPTIONAL_FIELDS = {"add_bos": False}
+_ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """A conversation template (see the module docstring for the two separator styles)."""
+
+    name: str
+    description: str
+    sep_style: str
+    system_template: str
+    system_message: str
+    user_role: str
+    assistant_role: str
+    sep: str
+    sep2: str | None
+    stop_strings: tuple[str, ...]
+    add_bos: bool = False  # the tokenizer's BOS goes first when the model was trained with it
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def roles(self) -> tuple[str, str]:
+        """(user role string, assistant role string)."""
+        return (self.user_role, self.assistant_role)
+
+    @property
+    def eos_string(self) -> str:
+        """The string that ends an assistant turn (the stripped end separator), e.g. ``<|im_end|>``."""
+        return self._assistant_end().strip()
+
+    def _assistant_end(self) -> str:
+        return self.sep if self.sep_style == "mpt" else (self.sep2 or "")
+
+    def _user_end(self) -> str:
+        return self.sep
+
+    def _role_prefix(self, role: str) -> str:
+        text = self.user_role if role == "user" else self.assistant_role
+        return text + ": " if self.sep_style == "two" else text
+
+    def _generation_prompt(self) -> str:
+        return self.assistant_role + ":" if self.sep_style == "two" else self.assistant_role
+
+    def _system_prompt(self, system_message: str) -> str:
+        return self.system_template.replace(SYSTEM_PLACEHOLDER, system_message)
+
+    # ------------------------------------------------------------------ rendering
+    def segments(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = False,
+        system_message: str | None = None,
+    ) -> list[tuple[str, bool]]:
+        """The text of :meth:`render` cut into consecutive ``(text, trained)`` pieces.
+
+        ``trained`` is True exactly for each assistant answer plus its end separator (trailing
+        whitespace of the separator excluded).  Adjacent pieces with the same flag are merged, so
+        the flags alternate, and ``"".join(t for t, _ in pieces) == render(...)``.
+
+        System message precedence: a leading ``system`` message in ``messages``, else the
+        ``system_message`` argument, else the template's own message.  The generation prompt (the
+        bare assistant role) is appended only when ``add_generation_prompt`` is true and the
+        conversation ends with a user turn.
+        """
+        system, turns = _split_system(messages, self.name)
+        if system is None:
+            system = self.system_message if system_message is None else system_message
+        if not isinstance(system, str):
+            raise ValueError(f"chat template {self.name!r}: system message must be a string, got {type(system).__name__}")
+
+        pieces: list[tuple[str, bool]] = [(self._system_prompt(system) + self.sep, False)]
+        for role, content in turns:
+            pieces.append((self._role_prefix(role), False))
+            if role == "user":
+                pieces.append((content + self._user_end(), False))
+            else:
+                end = self._assistant_end()
+                trained_end = end.rstrip()
+                pieces.append((content + trained_end, True))
+                pieces.append((end[len(trained_end):], False))
+        if add_generation_prompt and turns and turns[-1][0] == "user":
+            pieces.append((self._generation_prompt(), False))
+        return _merge(pieces)
+
+    def render(
+        self,
+        messages: list[dict],
+        add_generation_prompt: bool = True,
+        system_message: str | None = None,
+    ) -> str:
+        """The prompt text for ``messages`` (see :meth:`segments` for the rules)."""
+        return "".join(text for text, _ in self.segments(messages, add_generation_prompt, system_message))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The template as a plain dict (the YAML fields)."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "sep_style": self.sep_style,
+            "system_template": self.system_template,
+            "system_message": self.system_message,
+            "user_role": self.user_role,
+            "assistant_role": self.assistant_role,
+            "sep": self.sep,
+            "sep2": self.sep2,
+            "stop_strings": list(self.stop_strings),
+        }
+
+
+def _merge(pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    out: list[tuple[str, bool]] = []
+    for text, trained in pieces:
+        if not text:
+            continue
+        if out and out[-1][1] == trained:
+            out[-1] = (out[-1][0] + text, trained)
+        else:
+            out.append((text, trained))
+    return out
+
+
+def _split_system(messages: list[dict], template_name: str) -> tuple[str | None, list[tuple[str, str]]]:
+    """Validate ``messages``; return (leading system content or None, [(role, content), ...])."""
+    if isinstance(messages, (str, bytes)) or not hasattr(messages, "__iter__"):
+        raise ValueError(f"chat template {template_name!r}: messages must be a list of dicts")
+    messages = list(messages)
+    system: str | None = None
+    turns: list[tuple[str, str]] = []
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+            raise ValueError(f"message {i}: expected a dict with 'role' and 'content', got {msg!r}")
+        role, content = msg["role"], msg["content"]
+        if role not in _ROLES:
+            raise ValueError(f"message {i}: unknown role {role!r} (expected one of {', '.join(_ROLES)})")
+        if not isinstance(content, str):
+            raise ValueError(f"message {i} ({role}): content must be a string, got {type(content).__name__}")
+        if role == "system":
+            if i != 0:
+                raise ValueError(f"message {i}: a system message is only allowed as the first message")
+            system = content
+            continue
+        expected = "user" if len(turns) % 2 == 0 else "assistant"
+        if role != expected:
+            raise ValueError(
+                f"message {i}: expected role {expected!r}, got {role!r} "
+                "(messages must alternate user/assistant, starting with user, after an optional system message)"
+            )
+        turns.append((role, content))
+    if not turns:
+        raise ValueError(f"chat template {template_name!r}: the conversation has no user message")
+    return system, turns
+
+
+# ---------------------------------------------------------------------- loading
+def _chat_dir() -> Path:
+    return templates_dir() / "chat"
+
+
+def list_chat_templates() -> list[str]:
+    """Names of the bundled chat templates (the ``templates/chat/*.yaml`` file stems), sorted."""
+    return sorted(p.stem for p in _chat_dir().glob("*.yaml"))
+
+
+def load_chat_template(path: str | Path) -> ChatTemplate:
+    """Load and validate one template YAML file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read chat template ({exc})") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: malformed YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of template fields, got {type(data).__name__}")
+
+    for field in _REQUIRED_FIELDS:
+        if field not in data:
+            raise ValueError(f"{path}: missing field {field!r}")
+    unknown = sorted(set(data) - set(_REQUIRED_FIELDS) - set(_OPTIONAL_FIELDS))
+    if unknown:
+        raise ValueError(f"{path}: unknown field(s) {', '.join(map(repr, unknown))}")
+
+    def need_str(field: str, allow_empty: bool = True) -> str:
+        value = data[field]
+        if not isinstance(value, str):
+            raise ValueError(f"{path}: field {field!r} must be a string, got {type(value).__name__}")
+        if not allow_empty and not value:
+            raise ValueError(f"{path}: field {field!r} must not be empty")
+        return value
+
+    name = need_str("name", allow_empty=False)
+    description = need_str("description")
+    sep_style = need_str("sep_style")
+    if sep_style not in SEP_STYLES:
+        raise ValueError(f"{path}: field 'sep_style' must be one of {', '.join(SEP_STYLES)}, got {sep_style!r}")
+    system_template = need_str("system_template")
+    if system_template.count(SYSTEM_PLACEHOLDER) != 1:
+        raise ValueError(f"{path}: field 'system_template' must contain {SYSTEM_PLACEHOLDER} exactly once")
+    system_message = need_str("system_message")
+    user_role = need_str("user_role", allow_empty=False)
+    assistant_role = need_str("assistant_role", allow_empty=False)
+    sep = need_str("sep", allow_empty=False)
+    sep2 = data["sep2"]
+    if sep_style == "two":
+        sep2 = need_str("sep2", allow_empty=False)
+    elif sep2 is not None:
+        raise ValueError(f"{path}: field 'sep2' must be null for sep_style 'mpt'")
+    stops = data["stop_strings"]
+    if not isinstance(stops, list) or not stops or not all(isinstance(s, str) and s for s in stops):
+        raise ValueError(f"{path}: field 'stop_strings' must be a non-empty list of non-empty strings")
+
+    data = {**_OPTIONAL_FIELDS, **data}
+    if not isinstance(data["add_bos"], bool):
+        raise ValueError(f"{path}: field 'add_bos' must be true or false")
+
+    return ChatTemplate(
+        name=name,
+        description=description,
+        sep_style=sep_style,
+        system_template=system_template,
+        system_message=system_message,
+        user_role=user_role,
+        assistant_role=assistant_role,
+        sep=sep,
+        sep2=sep2,
+        stop_strings=tuple(stops),
+        add_bos=data["add_bos"],
+    )
+
+
+@lru_cache(maxsize=None)
+def _load_bundled(name: str) -> ChatTemplate:
+    path = _chat_dir() / f"{name}.yaml"
+    template = load_chat_template(path)
+    if template.name != name:
+        raise ValueError(f"{path}: field 'name' is {template.name!r}, expected {name!r} (the file name)")
+    return template
+
+
+def get_chat_template(name: str) -> ChatTemplate:
+    """The bundled template ``templates/chat/<name>.yaml``; a path to a ``.yaml``/``.yml`` file also works."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"chat template name must be a non-empty string, got {name!r}")
+    if name.endswith((".yaml", ".yml")):
+        return load_chat_template(name)
+    known = list_chat_templates()
+    if name not in known:
+        raise ValueError(f"unknown chat template {name!r}; known templates: {', '.join(known)}")
+    return _load_bundled(name)
+
+
+# ---------------------------------------------------------------------- conversation formats
+_FROM_TO_ROLE = {"human": "user", "gpt": "assistant", "system": "system"}
+
+
+def normalize_messages(conversation: list[dict]) -> list[dict]:
+    """Convert InternVL/LLaVA JSONL turns (``{"from": "human"|"gpt"|"system", "value": ...}``) or
+    role/content messages (``{"role": "user"|"assistant"|"system", "content": str}``) into
+    ``[{"role": ..., "content": ...}, ...]``.  Turn order is not checked here (``render`` does)."""
+    if isinstance(conversation, (str, bytes, dict)) or not hasattr(conversation, "__iter__"):
+        raise ValueError(f"conversation must be a list of turns, got {type(conversation).__name__}")
+    out: list[dict] = []
+    for i, turn in enumerate(conversation):
+        if not isinstance(turn, dict):
+            raise ValueError(f"turn {i}: expected a dict, got {type(turn).__name__}")
+        if "from" in turn:
+            source = turn["from"]
+            if source not in _FROM_TO_ROLE:
+                raise ValueError(f"turn {i}: unknown 'from' value {source!r} (expected human, gpt or system)")
+            if "value" not in turn:
+                raise ValueError(f"turn {i}: missing 'value'")
+            role, content = _FROM_TO_ROLE[source], turn["value"]
+        elif "role" in turn:
+            role = turn["role"]
+            if role not in _ROLES:
+                raise ValueError(f"turn {i}: unknown role {role!r} (expected user, assistant or system)")
+            if "content" not in turn:
+                raise ValueError(f"turn {i}: missing 'content'")
+            content = turn["content"]
+        else:
+            raise ValueError(f"turn {i}: expected 'from'/'value' or 'role'/'content' keys, got {sorted(turn)}")
+        if not isinstance(content, str):
+            raise ValueError(f"turn {i}: content must be a string, got {type(content).__name__}")
+        out.append({"role": role, "content": content})
+    return out

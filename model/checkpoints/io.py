@@ -1,0 +1,129 @@
+"""Reading and writing checkpoint files: safetensors (single or sharded), JSON, strict state-dict loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers.initialization import no_init_weights
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory cannot be read as the layout it claims to be."""
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: invalid JSON ({err})") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_bytes(Path(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write through a temporary file and rename, so a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """All tensors of a checkpoint directory: `model.safetensors`, a sharded index, or any `*.safetensors`.
+
+    PyTorch pickle files are refused unless `allow_pickle`; even then they are read with
+    `torch.load(weights_only=True)`, which rebuilds tensors only and runs no code.
+    """
+    directory = Path(directory)
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        shards = sorted(set(read_json(index)["weight_map"].values()))
+        files = [directory / s for s in shards]
+    elif (directory / "model.safetensors").is_file():
+        files = [directory / "model.safetensors"]
+    else:
+        files = sorted(directory.glob("*.safetensors"))
+    if files:
+        state: dict[str, torch.Tensor] = {}
+        for f in files:
+            if not f.is_file():
+                raise CheckpointError(f"{f}: shard listed in the index is missing")
+            state.update(load_file(str(f)))
+        return state
+    pickles = sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES) if directory.is_dir() else []
+    if pickles and allow_pickle:
+        state = {}
+        for f in pickles:
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
+        return state
+    if pickles:
+        raise CheckpointError(
+            f"{directory}: only PyTorch pickle weights ({', '.join(p.name for p in pickles)}); pocket-adapt reads "
+            "safetensors by default. Pass allow_pickle=True (CLI: --allow-pickle) to read them with "
+            "torch.load(weights_only=True), which loads tensors only and runs no code."
+        )
+    raise CheckpointError(f"{directory}: no weights found (expected model.safetensors or a sharded index)")
+
+
+def write_state_dict(directory: Path, state: dict[str, torch.Tensor], name: str = "model.safetensors") -> Path:
+    """Save tensors as safetensors, atomically. Shared storage is cloned (safetensors refuses aliases)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    seen: set[int] = set()
+    clean = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        ptr = tensor.untyped_storage().data_ptr()
+        clean[key] = tensor.clone().contiguous() if ptr in seen else tensor.contiguous()
+        seen.add(ptr)
+    target = directory / name
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.")
+    os.close(fd)
+    try:
+        save_file(clean, tmp, metadata={"format": "pt"})
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def build_empty(model_cls, config):
+    """Instantiate without spending time on random initialisation (weights are loaded right after)."""
+    with no_init_weights():
+        return model_cls(config)
+
+
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, tied: Iterable[str] = ()) -> None:
+    """Load `state` into `model`; anything missing or left over is an error naming the keys.
+
+    Keys in `tied` (e.g. an `lm_head.weight` tied to the input embeddings) may be absent.
+    """
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in set(tied)]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source}: weights do not match the model built from its config — "
+            f"missing {len(missing)} {missing[:6]}{' …' if len(missing) > 6 else ''}, "
+            f"unexpected {len(unexpected)} {unexpected[:6]}{' …' if len(unexpected) > 6 else ''}"
+        )
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()

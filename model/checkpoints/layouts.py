@@ -1,0 +1,34 @@
+"""Which layout a checkpoint directory is in, from its `config.json` alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .io import CheckpointError, read_json
+
+LAYOUTS = {
+    "pocket": "pocket-adapt's own (`model_type: pocket_vlm`)",
+    "native": "transformers-native InternVL (`model_type: internvl`)",
+    "original": "original OpenGVLab InternVL chat (`model_type: internvl_chat`)",
+    "mobilevlm": "MobileVLM / MobileVLM V2 (`model_type: mobilevlm`)",
+}
+
+
+def detect_layout(directory: Path) -> str:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no config.json (not a checkpoint directory)")
+    raw = read_json(path)
+    model_type = raw.get("model_type")
+    if model_type == "pocket_vlm":
+        return "pocket"
+    if model_type == "internvl":
+        return "native"
+    if model_type == "internvl_chat" or "llm_config" in raw:
+        return "original"
+    if model_type == "mobilevlm" or "mm_projector_type" in raw:
+        return "mobilevlm"
+    raise CheckpointError(
+        f"{path}: model_type {model_type!r} is not a layout pocket-adapt reads; known layouts: "
+        + "; ".join(LAYOUTS.values())
+    )

@@ -1,0 +1,164 @@
+"""transformers-native InternVL layout (`model_type: internvl`, `InternVLForConditionalGeneration`).
+
+Ours ↔ native is a prefix rename: `vision_tower.*` ↔ `model.vision_tower.*`, `multi_modal_projector.*`
+↔ `model.multi_modal_projector.*`, `language_model.model.*` ↔ `model.language_model.*`,
+`language_model.lm_head.*` ↔ `lm_head.*`. Legacy native layouts (no leading `model.`) load too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from transformers import AutoConfig, InternVLConfig
+
+from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig
+from ..vlm import PocketVLM, PocketVLMConfig
+from .io import CheckpointError, build_empty, load_strict, read_json, read_state_dict, write_json, write_state_dict
+
+SIDECAR = "pocket_adapt.json"  # our tiling + chat template, kept beside exported checkpoints
+
+
+def native_to_ours(key: str) -> str:
+    for prefix in ("model.vision_tower.", "model.multi_modal_projector."):
+        if key.startswith(prefix):
+            return key[len("model."):]
+    if key.startswith("model.language_model."):
+        return "language_model.model." + key[len("model.language_model."):]
+    if key.startswith("lm_head."):
+        return "language_model." + key
+    if key.startswith("language_model.") and not key.startswith(("language_model.model.", "language_model.lm_head.")):
+        return "language_model.model." + key[len("language_model."):]  # legacy: LM without its inner `model.`
+    return key
+
+
+def ours_to_native(key: str) -> str:
+    if key.startswith(("vision_tower.", "multi_modal_projector.")):
+        return "model." + key
+    if key.startswith("language_model.model."):
+        return "model.language_model." + key[len("language_model.model."):]
+    if key.startswith("language_model.lm_head."):
+        return key[len("language_model."):]
+    raise CheckpointError(f"cannot place key {key!r} in the native InternVL layout")
+
+
+def config_from_native(native: InternVLConfig, directory: Path) -> PocketVLMConfig:
+    sidecar = read_json(directory / SIDECAR) if (directory / SIDECAR).is_file() else {}
+    tiling = sidecar.get("tiling") or tiling_from_preprocessor(directory)
+    return PocketVLMConfig(
+        vision_config=native.vision_config,
+        text_config=native.text_config,
+        vision_feature_layer=_single_layer(native.vision_feature_layer),
+        projector_type="pixel_shuffle_mlp",
+        projector_options={
+            "downsample_ratio": native.downsample_ratio,
+            "ps_version": "v2",
+            "hidden_act": native.projector_hidden_act,
+        },
+        image_token_id=native.image_token_id,
+        tiling=tiling,
+        # native checkpoints (InternVL2.5 / 3) were trained with the internvl2_5 ChatML template
+        chat_template=sidecar.get("chat_template", "internvl2_5"),
+    )
+
+
+def tiling_from_preprocessor(directory: Path) -> dict:
+    """Tiling from a `preprocessor_config.json` written for `GotOcr2ImageProcessor[Pil]`, if any."""
+    path = directory / "preprocessor_config.json"
+    if not path.is_file():
+        return TilingConfig().to_dict()
+    pre = read_json(path)
+    size = pre.get("size") or {}
+    return TilingConfig(
+        tile_size=int(size.get("height", 448)),
+        min_tiles=int(pre.get("min_patches", 1)),
+        max_tiles=int(pre.get("max_patches", 12)),
+        mode="dynamic" if pre.get("crop_to_patches", True) else "resize",
+        mean=tuple(pre.get("image_mean", IMAGENET_MEAN)),
+        std=tuple(pre.get("image_std", IMAGENET_STD)),
+    ).to_dict()
+
+
+def load_native(directory: Path) -> PocketVLM:
+    native = AutoConfig.from_pretrained(str(directory))
+    if not isinstance(native, InternVLConfig):
+        raise CheckpointError(f"{directory}: config.json is {native.model_type!r}, not transformers' 'internvl'")
+    if native.vision_feature_select_strategy != "default":
+        raise CheckpointError(f"{directory}: vision_feature_select_strategy {native.vision_feature_select_strategy!r} is not supported (only 'default': CLS dropped)")
+    config = config_from_native(native, Path(directory))
+    state = {native_to_ours(k): v for k, v in read_state_dict(Path(directory)).items()}
+    vlm = build_empty(PocketVLM, config)
+    load_strict(vlm, state, str(directory), tied=_tied_keys(config))
+    return vlm
+
+
+def native_config(config: PocketVLMConfig) -> InternVLConfig:
+    """The `InternVLConfig` that describes `config`; only pixel-shuffle-MLP InternViT models have one."""
+    options = config.projector_options
+    if config.projector_type != "pixel_shuffle_mlp":
+        raise CheckpointError(f"the native InternVL layout has no {config.projector_type!r} projector")
+    if options.get("ps_version", "v2") != "v2":
+        raise CheckpointError("the native InternVL layout implements pixel shuffle v2 only; this model uses v1")
+    if config.vision_config.model_type != "internvl_vision":
+        raise CheckpointError(f"the native InternVL layout needs an InternViT tower, not {config.vision_config.model_type!r}")
+    return InternVLConfig(
+        vision_config=config.vision_config.to_dict(),
+        text_config=config.text_config.to_dict(),
+        image_token_id=config.image_token_id,
+        image_seq_length=config.image_seq_length,
+        downsample_ratio=options.get("downsample_ratio", 0.5),
+        projector_hidden_act=options.get("hidden_act", "gelu"),
+        vision_feature_layer=config.vision_feature_layer,
+        vision_feature_select_strategy="default",
+        tie_word_embeddings=bool(getattr(config.text_config, "tie_word_embeddings", False)),
+    )
+
+
+def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
+    """Write `out_dir` so `AutoModelForImageTextToText.from_pretrained(out_dir)` loads it as InternVL."""
+    out_dir = Path(out_dir)
+    config = native_config(vlm.config)
+    config.architectures = ["InternVLForConditionalGeneration"]
+    config.dtype = vlm.dtype
+    tied = set(_tied_keys(vlm.config))
+    state = {ours_to_native(k): v for k, v in vlm.state_dict().items() if k not in tied}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(str(out_dir))
+    write_state_dict(out_dir, state)
+    if processor is not None:
+        processor.save_pretrained(out_dir)
+        write_json(out_dir / "preprocessor_config.json", _preprocessor_config(processor.tiling))
+    write_json(out_dir / SIDECAR, {"tiling": vlm.config.tiling, "chat_template": vlm.config.chat_template})
+    return out_dir
+
+
+def _preprocessor_config(tiling: TilingConfig) -> dict:
+    if tiling.mode != "dynamic":
+        raise CheckpointError(f"GotOcr2 image processors implement dynamic tiling only, not mode {tiling.mode!r}")
+    if not tiling.thumbnail:
+        warnings.warn("GotOcr2 image processors always add a thumbnail; this model was set up without one", stacklevel=3)
+    return {
+        "image_processor_type": "GotOcr2ImageProcessor",
+        "crop_to_patches": True,
+        "min_patches": tiling.min_tiles,
+        "max_patches": tiling.max_tiles,
+        "size": {"height": tiling.tile_size, "width": tiling.tile_size},
+        "do_resize": True,
+        "resample": 3,  # bicubic
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": list(tiling.mean),
+        "image_std": list(tiling.std),
+        "do_convert_rgb": True,
+    }
+
+
+def _tied_keys(config: PocketVLMConfig) -> list[str]:
+    return ["language_model.lm_head.weight"] if getattr(config.text_config, "tie_word_embeddings", False) else []
+
+
+def _single_layer(layer) -> int:
+    if isinstance(layer, (list, tuple)):
+        raise CheckpointError("a list-valued vision_feature_layer is not supported")
+    return int(layer)

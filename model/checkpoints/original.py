@@ -1,0 +1,328 @@
+"""The original OpenGVLab InternVL chat layout (`model_type: internvl_chat`, remote-code `InternVLChatModel`).
+
+Read without executing any of the checkpoint's Python: the config is parsed as JSON and mapped onto
+transformers classes. Vision: `vision_model.*` with fused `attn.qkv` → InternVLVisionModel keys with
+separate q/k/v. Projector: `mlp1.{0,1,3}` → `layer_norm`, `linear_1`, `linear_2`. LLM: Qwen2, Llama
+and Phi-3 keep their keys; InternLM2 becomes a Llama (`wqkv` de-interleaved per KV group).
+`ps_version` is honoured (v1 and v2).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, InternVLVisionConfig, LlamaConfig, PreTrainedConfig
+
+from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig
+from ..vlm import PocketVLM, PocketVLMConfig
+from .io import CheckpointError, build_empty, load_strict, read_json, read_state_dict, write_json, write_state_dict
+
+# original template names → ours (same names; listed so an unknown one fails clearly)
+TEMPLATES = {"Hermes-2", "internlm2-chat", "phi3-chat", "internvl2_5"}
+
+_VISION_RENAMES = [
+    (r"^embeddings\.class_embedding$", "embeddings.cls_token"),
+    (r"^embeddings\.position_embedding$", "embeddings.position_embeddings"),
+    (r"^embeddings\.patch_embedding\.", "embeddings.patch_embeddings.projection."),
+    (r"^encoder\.layers\.(\d+)\.", r"encoder.layer.\1."),
+    (r"\.ls1$", ".lambda_1"),
+    (r"\.ls2$", ".lambda_2"),
+    (r"\.attn\.proj\.", ".attention.projection_layer."),
+    (r"\.attn\.(q_norm|k_norm)\.", r".attention.\1."),
+    (r"\.norm1\.", ".layernorm_before."),
+    (r"\.norm2\.", ".layernorm_after."),
+]
+_PROJECTOR = {"mlp1.0.": "multi_modal_projector.layer_norm.", "mlp1.1.": "multi_modal_projector.linear_1.",
+              "mlp1.3.": "multi_modal_projector.linear_2."}
+_INTERNLM2_RENAMES = [
+    (".tok_embeddings.", ".embed_tokens."),
+    (".attention.wo.", ".self_attn.o_proj."),
+    (".feed_forward.w1.", ".mlp.gate_proj."),
+    (".feed_forward.w2.", ".mlp.down_proj."),
+    (".feed_forward.w3.", ".mlp.up_proj."),
+    (".attention_norm.", ".input_layernorm."),
+    (".ffn_norm.", ".post_attention_layernorm."),
+]
+
+
+# ---------------------------------------------------------------- configs
+
+def vision_config_from_original(vc: dict, image_size: int | None) -> InternVLVisionConfig:
+    if vc.get("model_type", "intern_vit_6b") != "intern_vit_6b":
+        raise CheckpointError(f"vision_config.model_type {vc.get('model_type')!r} is not InternViT ('intern_vit_6b')")
+    return InternVLVisionConfig(
+        hidden_size=vc["hidden_size"],
+        num_hidden_layers=vc["num_hidden_layers"],
+        num_attention_heads=vc["num_attention_heads"],
+        intermediate_size=vc["intermediate_size"],
+        attention_bias=bool(vc.get("qkv_bias", False)),
+        use_qk_norm=bool(vc.get("qk_normalization", False)),
+        norm_type=vc.get("norm_type", "rms_norm"),
+        layer_norm_eps=vc.get("layer_norm_eps", 1e-6),
+        hidden_act=vc.get("hidden_act", "gelu"),
+        image_size=image_size or vc.get("image_size", 448),
+        patch_size=vc.get("patch_size", 14),
+        num_channels=vc.get("num_channels", 3),
+        attention_dropout=vc.get("attention_dropout", 0.0),
+        initializer_range=vc.get("initializer_range", 0.02),
+        layer_scale_init_value=vc.get("initializer_factor", 0.1),
+    )
+
+
+def text_config_from_original(lc: dict) -> PreTrainedConfig:
+    arch = (lc.get("architectures") or [""])[0]
+    model_type = lc.get("model_type", "")
+    fields = {k: v for k, v in lc.items() if k not in ("architectures", "auto_map", "_name_or_path", "model_type", "transformers_version", "torch_dtype", "dtype")}
+    if model_type == "internlm2" or arch.startswith("InternLM2"):
+        return _internlm2_as_llama(lc)
+    if model_type in ("qwen2", "llama", "phi3", "qwen3", "mistral"):
+        config = AutoConfig.for_model(model_type, **fields)
+        config.architectures = [arch] if arch else None
+        return config
+    raise CheckpointError(f"llm_config.model_type {model_type!r} ({arch}) is not supported; known: qwen2, llama, phi3, qwen3, mistral, internlm2")
+
+
+def _internlm2_as_llama(lc: dict) -> LlamaConfig:
+    rope = {"rope_type": "default", "rope_theta": float(lc.get("rope_theta", 10000.0))}
+    scaling = lc.get("rope_scaling")
+    if scaling:
+        kind = scaling.get("type") or scaling.get("rope_type")
+        if kind not in ("dynamic", "linear"):
+            raise CheckpointError(f"InternLM2 rope_scaling {scaling!r} is not supported")
+        rope.update(rope_type=kind, factor=float(scaling["factor"]))
+    return LlamaConfig(
+        vocab_size=lc["vocab_size"], hidden_size=lc["hidden_size"], intermediate_size=lc["intermediate_size"],
+        num_hidden_layers=lc["num_hidden_layers"], num_attention_heads=lc["num_attention_heads"],
+        num_key_value_heads=lc.get("num_key_value_heads", lc["num_attention_heads"]),
+        hidden_act=lc.get("hidden_act", "silu"), rms_norm_eps=lc.get("rms_norm_eps", 1e-6),
+        max_position_embeddings=lc.get("max_position_embeddings", 2048), rope_parameters=rope,
+        attention_bias=bool(lc.get("bias", False)), bos_token_id=lc.get("bos_token_id", 1),
+        eos_token_id=lc.get("eos_token_id", 2), pad_token_id=lc.get("pad_token_id"),
+        tie_word_embeddings=bool(lc.get("tie_word_embeddings", False)),
+    )
+
+
+def config_from_original(raw: dict, image_token_id: int) -> PocketVLMConfig:
+    template = raw.get("template") or "Hermes-2"
+    if template not in TEMPLATES:
+        raise CheckpointError(f"conversation template {template!r} is not supported; known: {sorted(TEMPLATES)}")
+    image_size = raw.get("force_image_size") or raw["vision_config"].get("image_size", 448)
+    ps_version = raw.get("ps_version", "v1")  # the InternVLChatConfig default; released models say v2
+    return PocketVLMConfig(
+        vision_config=vision_config_from_original(raw["vision_config"], image_size),
+        text_config=text_config_from_original(raw["llm_config"]),
+        vision_feature_layer=int(raw.get("select_layer", -1)),
+        projector_type="pixel_shuffle_mlp",
+        projector_options={"downsample_ratio": float(raw.get("downsample_ratio", 0.5)), "ps_version": ps_version},
+        image_token_id=image_token_id,
+        tiling=TilingConfig(
+            tile_size=int(image_size),
+            min_tiles=int(raw.get("min_dynamic_patch", 1)),
+            max_tiles=int(raw.get("max_dynamic_patch", 12)),
+            thumbnail=bool(raw.get("use_thumbnail", True)),
+            mode="dynamic" if raw.get("dynamic_image_size", True) else "resize",
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+        ).to_dict(),
+        chat_template=template,
+    )
+
+
+# ---------------------------------------------------------------- weights
+
+def state_dict_from_original(state: dict[str, torch.Tensor], config: PocketVLMConfig, is_internlm2: bool) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key.startswith("vision_model."):
+            _vision_key(key[len("vision_model."):], tensor, out)
+        elif key[:7] in _PROJECTOR:
+            out[_PROJECTOR[key[:7]] + key[7:]] = tensor
+        elif key.startswith("language_model."):
+            if ".lora_" in key or ".base_model.model." in key:
+                raise CheckpointError(f"{key}: unmerged LoRA weights; merge them first (InternVL tools/merge_lora.py)")
+            if is_internlm2:
+                _internlm2_key(key, tensor, config.text_config, out)
+            else:
+                out[key] = tensor
+        else:
+            raise CheckpointError(f"unexpected key {key!r} in an original InternVL checkpoint")
+    return out
+
+
+def _vision_key(key: str, tensor: torch.Tensor, out: dict) -> None:
+    if ".lora_" in key or key.startswith("base_model."):
+        raise CheckpointError(f"vision_model.{key}: unmerged LoRA weights; merge them first")
+    match = re.match(r"^(encoder\.layers\.\d+)\.attn\.qkv\.(weight|bias)$", key)
+    if match:
+        layer = re.sub(r"layers\.(\d+)", r"layer.\1", match.group(1))
+        for name, part in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+            out[f"vision_tower.{layer}.attention.{name}.{match.group(2)}"] = part.clone()
+        return
+    for pattern, repl in _VISION_RENAMES:
+        key = re.sub(pattern, repl, key)
+    out["vision_tower." + key] = tensor
+
+
+def _internlm2_key(key: str, tensor: torch.Tensor, text: LlamaConfig, out: dict) -> None:
+    if key == "language_model.output.weight":
+        out["language_model.lm_head.weight"] = tensor
+        return
+    if key.endswith(".attention.wqkv.weight"):
+        q, k, v = split_internlm2_wqkv(tensor, text)
+        base = key[: -len(".attention.wqkv.weight")]
+        for name, part in (("q_proj", q), ("k_proj", k), ("v_proj", v)):
+            out[f"{base}.self_attn.{name}.weight"] = part
+        return
+    for old, new in _INTERNLM2_RENAMES:
+        key = key.replace(old, new)
+    out[key] = tensor
+
+
+def split_internlm2_wqkv(wqkv: torch.Tensor, text: LlamaConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """De-interleave InternLM2's fused wqkv: per KV group, q-per-kv query heads, then one key, one value head."""
+    heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
+    head_dim = text.hidden_size // heads
+    group = heads // kv_heads + 2
+    w = wqkv.reshape(kv_heads, group, head_dim, wqkv.shape[-1])
+    q = w[:, :-2].reshape(-1, wqkv.shape[-1])
+    return q.clone(), w[:, -2].reshape(-1, wqkv.shape[-1]).clone(), w[:, -1].reshape(-1, wqkv.shape[-1]).clone()
+
+
+def fuse_internlm2_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text: LlamaConfig) -> torch.Tensor:
+    """Inverse of `split_internlm2_wqkv`."""
+    heads, kv_heads = text.num_attention_heads, text.num_key_value_heads
+    head_dim = text.hidden_size // heads
+    hidden = q.shape[-1]
+    q = q.reshape(kv_heads, heads // kv_heads, head_dim, hidden)
+    k = k.reshape(kv_heads, 1, head_dim, hidden)
+    v = v.reshape(kv_heads, 1, head_dim, hidden)
+    return torch.cat([q, k, v], dim=1).reshape(-1, hidden)
+
+
+# ---------------------------------------------------------------- load / export
+
+def load_original(directory: Path, tokenizer) -> PocketVLM:
+    directory = Path(directory)
+    raw = read_json(directory / "config.json")
+    for field in ("vision_config", "llm_config"):
+        if field not in raw:
+            raise CheckpointError(f"{directory / 'config.json'}: missing {field!r} (not an InternVL chat config)")
+    image_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+    if image_token_id is None or image_token_id == tokenizer.unk_token_id:
+        raise CheckpointError(f"{directory}: the tokenizer has no <IMG_CONTEXT> token")
+    config = config_from_original(raw, image_token_id)
+    lc = raw["llm_config"]
+    is_internlm2 = lc.get("model_type") == "internlm2" or (lc.get("architectures") or [""])[0].startswith("InternLM2")
+    state = state_dict_from_original(read_state_dict(directory), config, is_internlm2)
+    vlm = build_empty(PocketVLM, config)
+    tied = ["language_model.lm_head.weight"] if getattr(config.text_config, "tie_word_embeddings", False) else []
+    load_strict(vlm, state, str(directory), tied=tied)
+    return vlm
+
+
+def original_config(config: PocketVLMConfig) -> dict:
+    """The `config.json` of the original layout for `config` (InternViT + pixel-shuffle MLP models)."""
+    if config.projector_type != "pixel_shuffle_mlp" or config.vision_config.model_type != "internvl_vision":
+        raise CheckpointError("the original InternVL layout needs an InternViT tower and the pixel-shuffle MLP projector")
+    if config.chat_template not in TEMPLATES:
+        raise CheckpointError(f"the original InternVL code has no {config.chat_template!r} template; known: {sorted(TEMPLATES)}")
+    vc = config.vision_config
+    tiling = config.tiling_config
+    llm = config.text_config.to_dict()
+    llm["architectures"] = [type_name_for(config.text_config)]
+    return {
+        "architectures": ["InternVLChatModel"],
+        "model_type": "internvl_chat",
+        "template": config.chat_template,
+        "downsample_ratio": config.projector_options.get("downsample_ratio", 0.5),
+        "ps_version": config.projector_options.get("ps_version", "v2"),
+        "select_layer": config.vision_feature_layer,
+        "force_image_size": tiling.tile_size,
+        "dynamic_image_size": tiling.mode == "dynamic",
+        "min_dynamic_patch": tiling.min_tiles,
+        "max_dynamic_patch": tiling.max_tiles,
+        "use_thumbnail": tiling.thumbnail,
+        "use_backbone_lora": 0,
+        "use_llm_lora": 0,
+        "vision_config": {
+            "model_type": "intern_vit_6b",
+            "architectures": ["InternVisionModel"],
+            "hidden_size": vc.hidden_size,
+            "num_hidden_layers": vc.num_hidden_layers,
+            "num_attention_heads": vc.num_attention_heads,
+            "intermediate_size": vc.intermediate_size,
+            "qkv_bias": vc.attention_bias,
+            "qk_normalization": vc.use_qk_norm,
+            "norm_type": vc.norm_type,
+            "layer_norm_eps": vc.layer_norm_eps,
+            "hidden_act": vc.hidden_act,
+            "image_size": tiling.tile_size,
+            "patch_size": vc.patch_size[0],
+            "num_channels": vc.num_channels,
+            "initializer_factor": vc.layer_scale_init_value,
+            "initializer_range": vc.initializer_range,
+            "drop_path_rate": 0.0,
+        },
+        "llm_config": llm,
+    }
+
+
+def type_name_for(text: PreTrainedConfig) -> str:
+    return {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "phi3": "Phi3ForCausalLM",
+            "qwen3": "Qwen3ForCausalLM", "mistral": "MistralForCausalLM"}.get(text.model_type, "AutoModelForCausalLM")
+
+
+def original_state_dict(vlm: PocketVLM) -> dict[str, torch.Tensor]:
+    """Our weights under the original key names (fused qkv, `mlp1.*`, `language_model.*`)."""
+    inverse_projector = {v: k for k, v in _PROJECTOR.items()}
+    state = vlm.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        if key.startswith("vision_tower."):
+            key = key[len("vision_tower."):]
+            match = re.match(r"^encoder\.layer\.(\d+)\.attention\.q_proj\.(weight|bias)$", key)
+            if match:
+                n, kind = match.groups()
+                parts = [state[f"vision_tower.encoder.layer.{n}.attention.{p}.{kind}"] for p in ("q_proj", "k_proj", "v_proj")]
+                out[f"vision_model.encoder.layers.{n}.attn.qkv.{kind}"] = torch.cat(parts)
+                continue
+            if re.search(r"\.attention\.(k_proj|v_proj)\.", key):
+                continue
+            for pattern, repl in _ORIGINAL_VISION_NAMES:
+                key = re.sub(pattern, repl, key)
+            out["vision_model." + key] = tensor
+        elif key.startswith("multi_modal_projector."):
+            prefix = next(p for p in inverse_projector if key.startswith(p))
+            out[inverse_projector[prefix] + key[len(prefix):]] = tensor
+        else:
+            out[key] = tensor
+    return out
+
+
+_ORIGINAL_VISION_NAMES = [
+    (r"^embeddings\.cls_token$", "embeddings.class_embedding"),
+    (r"^embeddings\.position_embeddings$", "embeddings.position_embedding"),
+    (r"^embeddings\.patch_embeddings\.projection\.", "embeddings.patch_embedding."),
+    (r"^encoder\.layer\.(\d+)\.", r"encoder.layers.\1."),
+    (r"\.lambda_1$", ".ls1"),
+    (r"\.lambda_2$", ".ls2"),
+    (r"\.attention\.projection_layer\.", ".attn.proj."),
+    (r"\.attention\.(q_norm|k_norm)\.", r".attn.\1."),
+    (r"\.layernorm_before\.", ".norm1."),
+    (r"\.layernorm_after\.", ".norm2."),
+]
+
+
+def export_original(vlm: PocketVLM, processor, out_dir: Path) -> Path:
+    """Write the OpenGVLab layout (weights + config.json + tokenizer); add the remote-code `*.py` files
+    of the base model beside it to load it with InternVL's own scripts."""
+    out_dir = Path(out_dir)
+    raw = original_config(vlm.config)
+    raw["torch_dtype"] = str(vlm.dtype).removeprefix("torch.")
+    write_json(out_dir / "config.json", raw)
+    write_state_dict(out_dir, original_state_dict(vlm))
+    if processor is not None:
+        processor.save_pretrained(out_dir)
+    return out_dir

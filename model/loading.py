@@ -1,0 +1,102 @@
+"""`load(path_or_preset)` → `(vlm, processor)`, whatever the checkpoint layout; `save` writes ours."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from .checkpoints.io import CheckpointError
+from .checkpoints.layouts import detect_layout
+from .presets import PRESETS, get_preset
+from .processor import VLMProcessor
+from .resources import assets_dir
+from .vlm import PocketVLM
+
+
+def load(
+    source: str | os.PathLike,
+    dtype: torch.dtype | str | None = None,
+    device: str | torch.device | None = None,
+    allow_pickle: bool = False,
+    chat_template: str | None = None,
+    seed: int = 0,
+) -> tuple[PocketVLM, VLMProcessor]:
+    """Load a local checkpoint directory (any supported layout) or build a preset.
+
+    Presets are configs: `pocket-tiny` is built with seeded random weights and its bundled tokenizer;
+    the public-model presets are fetched from their hub id (needs network, never used in tests)
+    unless a local copy is given as `source`. No checkpoint code is ever executed.
+    """
+    path = Path(source)
+    if path.is_dir():
+        vlm, tokenizer = _load_dir(path, allow_pickle)
+    elif str(source) in PRESETS:
+        vlm, tokenizer = _load_preset(str(source), allow_pickle, seed)
+    else:
+        raise CheckpointError(
+            f"{source}: not a checkpoint directory nor a preset; presets: {', '.join(PRESETS)}"
+        )
+    if chat_template:
+        vlm.config.chat_template = chat_template
+    if dtype is not None:
+        vlm = vlm.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
+    if device is not None:
+        vlm = vlm.to(device)
+    vlm.eval()
+    return vlm, VLMProcessor.from_config(vlm.config, tokenizer)
+
+
+def save(vlm: PocketVLM, processor: VLMProcessor, out_dir: str | os.PathLike) -> Path:
+    """Our own layout: `config.json` (tiling and chat template included), safetensors weights, tokenizer."""
+    out_dir = Path(out_dir)
+    vlm.save_pretrained(str(out_dir), safe_serialization=True)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def _load_dir(path: Path, allow_pickle: bool):
+    layout = detect_layout(path)
+    if layout == "pocket":
+        return PocketVLM.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path))
+    tokenizer = load_tokenizer(path)
+    if layout == "native":
+        from .checkpoints.native import load_native
+
+        return load_native(path), tokenizer
+    if layout == "original":
+        from .checkpoints.original import load_original
+
+        return load_original(path, tokenizer), tokenizer
+    from .checkpoints.mobilevlm import load_mobilevlm
+
+    return load_mobilevlm(path, tokenizer, allow_pickle=allow_pickle), tokenizer
+
+
+def _load_preset(name: str, allow_pickle: bool, seed: int):
+    preset = get_preset(name)
+    if preset.hub_id is None:
+        torch.manual_seed(seed)
+        return PocketVLM(preset.build()), AutoTokenizer.from_pretrained(str(assets_dir() / name))
+    from huggingface_hub import snapshot_download
+
+    local = snapshot_download(preset.hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"])
+    return _load_dir(Path(local), allow_pickle)
+
+
+def load_tokenizer(path: Path):
+    """The checkpoint's tokenizer, without running its code. Remote-code tokenizers (InternLM2) are
+    read through their sentencepiece model as a Llama tokenizer."""
+    try:
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as err:  # remote-code tokenizer classes fail here
+        if (path / "tokenizer.model").is_file():
+            from transformers import LlamaTokenizer
+
+            try:
+                return LlamaTokenizer(vocab_file=str(path / "tokenizer.model"))
+            except Exception as inner:
+                raise CheckpointError(f"{path}: tokenizer could not be read without remote code ({inner})") from err
+        raise CheckpointError(f"{path}: tokenizer could not be loaded ({err})") from err

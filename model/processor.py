@@ -1,0 +1,244 @@
+"""Images + a conversation → model inputs (input_ids, attention_mask, pixel_values, labels).
+
+Each `<image>` placeholder in the text becomes `<img>` + `<IMG_CONTEXT>` × (tokens per tile × tiles)
++ `</img>` (MobileVLM: the context tokens alone). Ids are assembled piece by piece rather than by
+tokenising thousands of repeated context tokens, and a sequence that does not fit is refused, never
+cut inside its image tokens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from .chat import ChatTemplate, get_chat_template, normalize_messages
+from .tiling import TilingConfig, load_image, preprocess_image
+
+IMAGE_PLACEHOLDER = "<image>"
+IGNORE_INDEX = -100
+
+
+class SampleTooLongError(ValueError):
+    """The sample's tokens (image tokens included) exceed the maximum sequence length."""
+
+
+@dataclass
+class Encoded:
+    """One encoded sample. `num_tiles[i]` tiles of `pixel_values` belong to image i."""
+
+    input_ids: torch.LongTensor
+    attention_mask: torch.LongTensor
+    pixel_values: torch.Tensor | None
+    labels: torch.LongTensor | None = None
+    num_tiles: list[int] = field(default_factory=list)
+
+    def to_model_inputs(self) -> dict[str, torch.Tensor]:
+        """Batch of one, ready for `PocketVLM.forward` / `generate`."""
+        inputs = {"input_ids": self.input_ids[None], "attention_mask": self.attention_mask[None]}
+        if self.pixel_values is not None:
+            inputs["pixel_values"] = self.pixel_values
+        if self.labels is not None:
+            inputs["labels"] = self.labels[None]
+        return inputs
+
+
+class VLMProcessor:
+    """Tokeniser + tiling + chat template of one model, all read from its config."""
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        tiling: TilingConfig,
+        chat_template: ChatTemplate,
+        image_seq_length: int,
+        image_context_token: str = "<IMG_CONTEXT>",
+        image_start_token: str | None = "<img>",
+        image_end_token: str | None = "</img>",
+    ):
+        self.tokenizer = tokenizer
+        self.tiling = tiling
+        self.chat_template = chat_template
+        self.image_seq_length = image_seq_length
+        self.image_context_token = image_context_token
+        self.image_start_token = image_start_token
+        self.image_end_token = image_end_token
+        missing = [t for t in (image_context_token, image_start_token, image_end_token) if t and t not in tokenizer.get_vocab()]
+        if missing:
+            # released InternVL tokenizers hold these already; others (MobileVLM's) get them added.
+            # The model never looks image-context ids up in its embeddings, so no resize is needed.
+            tokenizer.add_tokens(missing, special_tokens=True)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_context_token)
+        self._start_ids = [tokenizer.convert_tokens_to_ids(image_start_token)] if image_start_token else []
+        self._end_ids = [tokenizer.convert_tokens_to_ids(image_end_token)] if image_end_token else []
+
+    @classmethod
+    def from_config(cls, config, tokenizer: PreTrainedTokenizerBase) -> VLMProcessor:
+        """Build from a `PocketVLMConfig` and its tokenizer."""
+        return cls(
+            tokenizer=tokenizer,
+            tiling=config.tiling_config,
+            chat_template=get_chat_template(config.chat_template),
+            image_seq_length=config.image_seq_length,
+            image_context_token=config.image_context_token,
+            image_start_token=config.image_start_token,
+            image_end_token=config.image_end_token,
+        )
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, config) -> VLMProcessor:
+        return cls.from_config(config, AutoTokenizer.from_pretrained(str(path)))
+
+    def save_pretrained(self, path: str | os.PathLike) -> None:
+        self.tokenizer.save_pretrained(str(path))
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end generation: the template's stop strings that are single tokens, plus EOS."""
+        vocab = self.tokenizer.get_vocab()
+        ids = [vocab[s] for s in self.chat_template.stop_strings if s in vocab]
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return sorted(set(ids))
+
+    def image_tokens(self, num_tiles: int) -> list[int]:
+        """The id run one image with `num_tiles` tiles becomes."""
+        return self._start_ids + [self.image_token_id] * (num_tiles * self.image_seq_length) + self._end_ids
+
+    def prepare_images(
+        self, images: Sequence[Image.Image | str | os.PathLike], tiling: TilingConfig | None = None
+    ) -> tuple[torch.Tensor | None, list[int]]:
+        """Tiles of all images, concatenated, and the tile count of each (multi-image cap applied)."""
+        if not images:
+            return None, []
+        tiling = (tiling or self.tiling).for_images(len(images))
+        tensors = [preprocess_image(_as_image(img), tiling) for img in images]
+        return torch.cat(tensors), [t.shape[0] for t in tensors]
+
+    def __call__(
+        self,
+        conversation: list[dict],
+        images: Sequence[Image.Image | str | os.PathLike] = (),
+        add_generation_prompt: bool = True,
+        with_labels: bool = False,
+        max_length: int | None = None,
+        tiling: TilingConfig | None = None,
+        system_message: str | None = None,
+    ) -> Encoded:
+        """Encode one conversation (InternVL `from/value` turns or `role/content` messages).
+
+        With `with_labels`, only assistant answers (and their end separators) are supervised.
+        Raises `SampleTooLongError` when the result would exceed `max_length`.
+        """
+        messages = add_image_placeholders(normalize_messages(conversation), len(images))
+        pixel_values, num_tiles = self.prepare_images(images, tiling)
+        segments = self.chat_template.segments(
+            messages, add_generation_prompt=add_generation_prompt, system_message=system_message
+        )
+        ids: list[int] = []
+        labels: list[int] = []
+        if self.chat_template.add_bos and self.tokenizer.bos_token_id is not None:
+            ids.append(self.tokenizer.bos_token_id)
+            labels.append(IGNORE_INDEX)
+        image_iter = iter(num_tiles)
+        for text, trained in segments:
+            piece = self._encode_text(text, image_iter)
+            ids.extend(piece)
+            labels.extend(piece if trained else [IGNORE_INDEX] * len(piece))
+        if max_length is not None and len(ids) > max_length:
+            raise SampleTooLongError(
+                f"sample needs {len(ids)} tokens ({sum(num_tiles) * self.image_seq_length} of them image "
+                f"tokens for {sum(num_tiles)} tiles) but max_length is {max_length}"
+            )
+        if with_labels:
+            # image tokens are inputs, never targets (they sit in user turns, but be explicit)
+            labels = [IGNORE_INDEX if i == self.image_token_id else lab for i, lab in zip(ids, labels)]
+        input_ids = torch.tensor(ids, dtype=torch.long)
+        return Encoded(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            pixel_values=pixel_values,
+            labels=torch.tensor(labels, dtype=torch.long) if with_labels else None,
+            num_tiles=num_tiles,
+        )
+
+    def _encode_text(self, text: str, image_iter) -> list[int]:
+        parts = text.split(IMAGE_PLACEHOLDER)
+        ids: list[int] = []
+        for k, part in enumerate(parts):
+            if k:
+                try:
+                    ids.extend(self.image_tokens(next(image_iter)))
+                except StopIteration:
+                    raise ValueError("more <image> placeholders than images") from None
+            if part:
+                ids.extend(self.tokenizer.encode(part, add_special_tokens=False))
+        return ids
+
+    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        stops = set(self.stop_token_ids)
+        cut = next((k for k, i in enumerate(ids) if i in stops), len(ids))
+        return self.tokenizer.decode(ids[:cut], skip_special_tokens=skip_special_tokens).strip()
+
+    def pad(self, samples: Sequence[Encoded], padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad a batch with the tokenizer's pad id; the mask comes from lengths (never from id 0)."""
+        longest = max(len(s.input_ids) for s in samples)
+        batch_ids, batch_mask, batch_labels = [], [], []
+        for s in samples:
+            gap = longest - len(s.input_ids)
+            ids_pad = torch.full((gap,), self.pad_token_id, dtype=torch.long)
+            zeros = torch.zeros(gap, dtype=torch.long)
+            ignore = torch.full((gap,), IGNORE_INDEX, dtype=torch.long)
+            join = (lambda a, b: torch.cat([b, a])) if padding_side == "left" else (lambda a, b: torch.cat([a, b]))
+            batch_ids.append(join(s.input_ids, ids_pad))
+            batch_mask.append(join(s.attention_mask, zeros))
+            if s.labels is not None:
+                batch_labels.append(join(s.labels, ignore))
+        batch = {"input_ids": torch.stack(batch_ids), "attention_mask": torch.stack(batch_mask)}
+        pixels = [s.pixel_values for s in samples if s.pixel_values is not None]
+        if pixels:
+            batch["pixel_values"] = torch.cat(pixels)
+        if batch_labels:
+            batch["labels"] = torch.stack(batch_labels)
+        return batch
+
+
+def add_image_placeholders(messages: list[dict], n_images: int) -> list[dict]:
+    """Check `<image>` placeholders against the image count; add them where InternVL would.
+
+    One image and no placeholder: `<image>\\n` is prepended to the first user turn. Several images
+    and no placeholder: `Image-1: <image>\\nImage-2: <image>\\n…` is. Any other disagreement is an error.
+    """
+    found = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
+    if found == n_images:
+        return messages
+    if found == 0 and n_images > 0:
+        first_user = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
+        if first_user is None:
+            raise ValueError("images were given but the conversation has no user turn")
+        if n_images == 1:
+            prefix = f"{IMAGE_PLACEHOLDER}\n"
+        else:
+            prefix = "".join(f"Image-{k + 1}: {IMAGE_PLACEHOLDER}\n" for k in range(n_images))
+        messages = [dict(m) for m in messages]
+        messages[first_user]["content"] = prefix + messages[first_user]["content"]
+        return messages
+    raise ValueError(f"the conversation has {found} <image> placeholders but {n_images} images were given")
+
+
+def _as_image(image: Image.Image | str | os.PathLike) -> Image.Image:
+    if isinstance(image, Image.Image):
+        return image
+    return load_image(Path(image))

@@ -1,0 +1,564 @@
+"""Vision -> language projectors, behind a small registry.
+
+Every projector takes patch features ``(N, L, C_in)`` -- ``L = grid_h * grid_w`` patch tokens in row-major
+order, CLS already dropped -- and returns ``(N, L_out, D)``.  Every projector class has
+``num_tokens(grid_h, grid_w)``; the built-in ones also have a classmethod ``count_tokens(grid_h, grid_w, **options)``
+so :func:`projector_tokens` can answer without building weights.
+
+Built-in projectors (state-dict keys match the upstream checkpoints so they load with ``strict=True``):
+
+- ``pixel_shuffle_mlp``: InternVL ``mlp1`` / transformers ``InternVLMultiModalProjector``; g x g grid -> ``(g*ratio)**2``
+  tokens (32x32 -> 256).
+- ``ldp``: MobileVLM v1 ``LDPNetProjector`` (``mm_projector_type="ldpnet"``); ``ceil(g/2)**2`` (24x24 -> 144).
+- ``ldpv2``: MobileVLM V2 ``LDPNetV2Projector`` (``"ldpnetv2"``); ``pooled_grid**2``, default ``(g//2)**2`` (24 -> 144).
+- ``mlp2x_gelu`` (any ``mlp{N}x_gelu`` name is accepted): LLaVA MLP; ``g_h*g_w`` tokens.
+- ``linear``: a plain ``nn.Linear``; ``g_h*g_w`` tokens.
+
+Only ``pixel_shuffle_mlp`` with ``ps_version="v2"`` is what transformers' native InternVL computes; ``"v1"`` (the
+original ``InternVLChatConfig`` default, used by some 1.5-era checkpoints) emits the same tokens on a transposed grid.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "PROJECTORS",
+    "register_projector",
+    "build_projector",
+    "projector_tokens",
+    "projector_from_mobilevlm_type",
+    "pixel_shuffle",
+    "make_divisible",
+    "PixelShuffleMLPProjector",
+    "LDPProjector",
+    "LDPv2Projector",
+    "MLPGeluProjector",
+    "LinearProjector",
+]
+
+PROJECTORS: dict[str, type[nn.Module]] = {}
+
+_MLP_GELU_RE = re.compile(r"^mlp(\d+)x_gelu$")
+# Constructor arguments that build_projector supplies itself; never user options.
+_POSITIONAL = ("vision_hidden", "text_hidden")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# registry
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def register_projector(name: str, *, overwrite: bool = False) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding a projector to :data:`PROJECTORS` under ``name``.
+
+    The class must be an ``nn.Module`` built as ``cls(vision_hidden, text_hidden, **options)`` and must define
+    ``num_tokens(self, grid_h, grid_w) -> int``.  Define a classmethod ``count_tokens(grid_h, grid_w, **options)``
+    too if :func:`projector_tokens` should work without building weights.  Registering a different class under a
+    taken name raises ``ValueError`` unless ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"projector name must be a non-empty string, got {name!r}")
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise TypeError(f"register_projector({name!r}) expects an nn.Module subclass, got {cls!r}")
+        if not callable(getattr(cls, "num_tokens", None)):
+            raise TypeError(f"projector class {cls.__name__} must define num_tokens(self, grid_h, grid_w) -> int")
+        existing = PROJECTORS.get(name)
+        if existing is not None and existing is not cls and not overwrite:
+            raise ValueError(
+                f"projector name {name!r} is already registered to {existing.__module__}.{existing.__qualname__}; "
+                "pass overwrite=True to replace it"
+            )
+        PROJECTORS[name] = cls
+        return cls
+
+    return decorator
+
+
+def _known_names() -> str:
+    return ", ".join(sorted(PROJECTORS)) + ", mlp<N>x_gelu"
+
+
+def _resolve(name: str) -> tuple[type[nn.Module], dict[str, Any]]:
+    """Registry class for ``name`` plus the options the name itself implies (the depth of ``mlp3x_gelu``)."""
+    if not isinstance(name, str):
+        raise ValueError(f"projector name must be a string, got {name!r}; known projectors: {_known_names()}")
+    match = _MLP_GELU_RE.match(name)
+    if name in PROJECTORS:
+        cls = PROJECTORS[name]
+        implied = {"depth": int(match.group(1))} if match and issubclass(cls, MLPGeluProjector) else {}
+        return cls, implied
+    if match:
+        return MLPGeluProjector, {"depth": int(match.group(1))}
+    raise ValueError(f"unknown projector {name!r}; known projectors: {_known_names()}")
+
+
+def _accepted_options(cls: type[nn.Module]) -> tuple[list[str], bool]:
+    """Keyword options ``cls.__init__`` accepts besides the two widths, and whether it takes ``**kwargs``."""
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
+    names, var_kw = [], False
+    for p in params:
+        if p.kind is inspect.Parameter.VAR_KEYWORD:
+            var_kw = True
+        elif p.kind is not inspect.Parameter.VAR_POSITIONAL and p.name not in _POSITIONAL:
+            names.append(p.name)
+    return names, var_kw
+
+
+def _merge_options(name: str, cls: type[nn.Module], implied: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    accepted, var_kw = _accepted_options(cls)
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown and not var_kw:
+        raise TypeError(
+            f"projector {name!r} got unknown option(s) {unknown}; accepted options: {sorted(accepted) or 'none'}"
+        )
+    for key, value in implied.items():
+        if key in options and options[key] != value:
+            raise ValueError(f"projector {name!r} implies {key}={value!r}, but {key}={options[key]!r} was passed")
+    return {**options, **implied}
+
+
+def build_projector(name: str, vision_hidden: int, text_hidden: int, **options: Any) -> nn.Module:
+    """Build the projector registered as ``name`` mapping width ``vision_hidden`` to ``text_hidden``.
+
+    Unknown names raise ``ValueError`` listing the known ones; unknown options raise ``TypeError``; bad option
+    values raise ``ValueError``.  ``mlp{N}x_gelu`` names are accepted for any N >= 1.
+    """
+    cls, implied = _resolve(name)
+    for label, width in (("vision_hidden", vision_hidden), ("text_hidden", text_hidden)):
+        if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
+            raise ValueError(f"{label} must be a positive int, got {width!r}")
+    return cls(vision_hidden, text_hidden, **_merge_options(name, cls, implied, options))
+
+
+def projector_tokens(name: str, grid_h: int, grid_w: int, **options: Any) -> int:
+    """Tokens the projector ``name`` emits for a ``grid_h x grid_w`` feature grid, without building weights.
+
+    Options are those of :func:`build_projector`; ones that do not change the count (``hidden_act``) are accepted
+    and ignored.
+    """
+    cls, implied = _resolve(name)
+    merged = _merge_options(name, cls, implied, options)
+    count = getattr(cls, "count_tokens", None)
+    if count is None:
+        raise TypeError(
+            f"projector {name!r} ({cls.__name__}) has no count_tokens classmethod; build it and call num_tokens()"
+        )
+    return int(count(grid_h, grid_w, **merged))
+
+
+def projector_from_mobilevlm_type(mm_projector_type: str) -> str:
+    """Registry name for a MobileVLM ``mm_projector_type`` string (same precedence as MobileVLM's builder)."""
+    t = mm_projector_type
+    if not isinstance(t, str):
+        raise ValueError(f"mm_projector_type must be a string, got {t!r}")
+    if t == "linear":
+        return "linear"
+    if _MLP_GELU_RE.match(t):
+        return t
+    if t.startswith("ldpnetv2"):  # checked before the v1 prefix, which it also matches
+        return "ldpv2"
+    if t.startswith("ldpnet"):
+        return "ldp"
+    raise ValueError(
+        f"unknown MobileVLM mm_projector_type {t!r}; expected 'linear', 'mlp<N>x_gelu', 'ldpnetv2*' or 'ldpnet*'"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# shared helpers
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``value`` to a multiple of ``divisor`` the way MobileNet does (never down by more than 10%)."""
+    floor = divisor if min_value is None else min_value
+    rounded = max(floor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def _check_grid(grid_h: int, grid_w: int, who: str) -> None:
+    for label, v in (("grid_h", grid_h), ("grid_w", grid_w)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{who}: {label} must be a positive int, got {v!r}")
+
+
+def _square_grid(grid_h: int, grid_w: int, who: str) -> int:
+    _check_grid(grid_h, grid_w, who)
+    if grid_h != grid_w:
+        raise ValueError(f"{who} needs a square feature grid, got {grid_h}x{grid_w}")
+    return grid_h
+
+
+def _side_from_tokens(x: Tensor, who: str) -> int:
+    if x.dim() != 3:
+        raise ValueError(f"{who} expects patch features of shape (N, L, C), got {tuple(x.shape)}")
+    n_tokens = x.shape[1]
+    side = math.isqrt(n_tokens)
+    if side * side != n_tokens or side == 0:
+        raise ValueError(
+            f"{who} needs a square grid of patch tokens (CLS dropped), but L={n_tokens} is not a perfect square"
+        )
+    return side
+
+
+def _shuffle_factor(ratio: float) -> int:
+    """The integer k with ratio == 1/k (0.5 -> 2); ValueError otherwise."""
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 < ratio <= 1):
+        raise ValueError(f"downsample ratio must be in (0, 1] and equal to 1/k for an integer k, got {ratio!r}")
+    k = round(1 / ratio)
+    if abs(k * ratio - 1) > 1e-6:
+        raise ValueError(f"downsample ratio must be 1/k for an integer k (0.5, 0.25, ...), got {ratio!r}")
+    return k
+
+
+def _tokens_to_map(x: Tensor, side: int) -> Tensor:
+    """(N, side*side, C) row-major tokens -> (N, C, side, side)."""
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
+
+
+def _map_to_tokens(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, H*W, C), row-major."""
+    return x.flatten(2).transpose(1, 2)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# pixel shuffle (InternVL)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def pixel_shuffle(x: Tensor, ratio: float = 0.5, version: str = "v2") -> Tensor:
+    """InternVL's pixel shuffle (a space-to-depth "unshuffle"): ``(N, rows, cols, C) -> (N, rows*r, cols*r, C/r^2)``.
+
+    With ``k = 1/ratio``, output cell (i, j) of ``"v2"`` concatenates the k x k input block in row-major order;
+    for k=2 that is ``[x(2i,2j), x(2i,2j+1), x(2i+1,2j), x(2i+1,2j+1)]``.  ``"v1"`` holds the same blocks on a
+    transposed grid -- ``v1[:, i, j] == v2[:, j, i]``, shape ``(N, cols*r, rows*r, C/r^2)`` -- which is what
+    InternVL's ``ps_version='v1'`` (and its flattened, column-major token order) computes.
+    """
+    if version not in ("v1", "v2"):
+        raise ValueError(f"pixel_shuffle version must be 'v1' or 'v2', got {version!r}")
+    if x.dim() != 4:
+        raise ValueError(f"pixel_shuffle expects (N, rows, cols, C), got shape {tuple(x.shape)}")
+    k = _shuffle_factor(ratio)
+    n, rows, cols, c = x.shape
+    if rows % k or cols % k:
+        raise ValueError(f"pixel_shuffle with ratio {ratio} needs rows and cols divisible by {k}, got {rows}x{cols}")
+    out = x.reshape(n, rows // k, k, cols // k, k, c).permute(0, 1, 3, 2, 4, 5)
+    out = out.reshape(n, rows // k, cols // k, k * k * c)
+    if version == "v1":
+        out = out.transpose(1, 2)
+    return out.contiguous()
+
+
+@register_projector("pixel_shuffle_mlp")
+class PixelShuffleMLPProjector(nn.Module):
+    """InternVL ``mlp1``: pixel shuffle, then LayerNorm(C*k^2) -> Linear -> act -> Linear.
+
+    Submodule names equal transformers' ``InternVLMultiModalProjector`` (``layer_norm``, ``linear_1``, ``act``,
+    ``linear_2``), so its state dict loads strictly.  The original InternVL ``mlp1.{0,1,3}`` keys map to
+    ``layer_norm``, ``linear_1``, ``linear_2``.  32x32 grid -> 256 tokens at ratio 0.5.
+    """
+
+    def __init__(
+        self,
+        vision_hidden: int,
+        text_hidden: int,
+        downsample_ratio: float = 0.5,
+        ps_version: str = "v2",
+        hidden_act: str = "gelu",
+        layer_norm_eps: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if ps_version not in ("v1", "v2"):
+            raise ValueError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
+        factor = _shuffle_factor(downsample_ratio)
+        from transformers.activations import ACT2FN
+
+        if hidden_act not in ACT2FN:
+            raise ValueError(f"unknown hidden_act {hidden_act!r}; known: {sorted(ACT2FN)}")
+        self.vision_hidden, self.text_hidden = vision_hidden, text_hidden
+        self.downsample_ratio, self.ps_version, self.factor = downsample_ratio, ps_version, factor
+        in_width = vision_hidden * factor * factor
+        self.layer_norm = nn.LayerNorm(in_width, eps=layer_norm_eps)
+        self.linear_1 = nn.Linear(in_width, text_hidden)
+        self.act = ACT2FN[hidden_act]
+        self.linear_2 = nn.Linear(text_hidden, text_hidden)
+
+    @classmethod
+    def count_tokens(
+        cls, grid_h: int, grid_w: int, downsample_ratio: float = 0.5, ps_version: str = "v2", **_: Any
+    ) -> int:
+        if ps_version not in ("v1", "v2"):
+            raise ValueError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
+        side = _square_grid(grid_h, grid_w, "pixel_shuffle_mlp")
+        k = _shuffle_factor(downsample_ratio)
+        if side % k:
+            raise ValueError(f"pixel_shuffle_mlp: grid {side}x{side} is not divisible by {k} (ratio {downsample_ratio})")
+        return (side // k) ** 2
+
+    def num_tokens(self, grid_h: int, grid_w: int) -> int:
+        return self.count_tokens(grid_h, grid_w, downsample_ratio=self.downsample_ratio)
+
+    def project(self, shuffled: Tensor) -> Tensor:
+        """The MLP alone, on already pixel-shuffled tokens ``(N, L', C*k^2)``."""
+        return self.linear_2(self.act(self.linear_1(self.layer_norm(shuffled))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        side = _side_from_tokens(x, "pixel_shuffle_mlp")
+        self.count_tokens(side, side, downsample_ratio=self.downsample_ratio)  # divisibility check
+        n, _, c = x.shape
+        grid = pixel_shuffle(x.reshape(n, side, side, c), self.downsample_ratio, self.ps_version)
+        return self.project(grid.reshape(n, -1, grid.shape[-1]))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# MobileVLM LDP (v1)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channel dim of an NCHW map (timm ``LayerNormAct2d`` with no activation; eps 1e-5)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class _SqueezeExcite(nn.Module):
+    """Channel gate: global avg pool -> fc1 (1x1 conv) -> ReLU -> fc2 (1x1 conv) -> Hardsigmoid -> scale."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.activation = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.scale_activation = nn.Hardsigmoid()
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = F.adaptive_avg_pool2d(x, 1)
+        gate = self.scale_activation(self.fc2(self.activation(self.fc1(gate))))
+        return x * gate
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV3 inverted residual with expanded == in == out width (so no expansion conv).
+
+    ``block`` = [depthwise 3x3 (no bias) + LayerNorm2d + Hardswish, SE, pointwise 1x1 (no bias) + LayerNorm2d];
+    residual only when ``stride == 1``.
+    """
+
+    def __init__(self, channels: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.use_res_connect = stride == 1
+        self.block = nn.Sequential(
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False),
+                LayerNorm2d(channels, eps=1e-5),
+                nn.Hardswish(),
+            ),
+            _SqueezeExcite(channels, make_divisible(channels // 4, 8)),
+            nn.Sequential(
+                nn.Conv2d(channels, channels, 1, bias=False),
+                LayerNorm2d(channels, eps=1e-5),
+            ),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.block(x)
+        return out + x if self.use_res_connect else out
+
+
+class _LDPBlock(nn.Module):
+    def __init__(self, vision_hidden: int, text_hidden: int) -> None:
+        super().__init__()
+        # The leading Identity layers keep MobileVLM's parameter indices (mlp.1 / mlp.3, mb_block.1 / mb_block.2).
+        self.mlp = nn.Sequential(
+            nn.Identity(), nn.Linear(vision_hidden, text_hidden), nn.GELU(), nn.Linear(text_hidden, text_hidden)
+        )
+        self.mb_block = nn.Sequential(
+            nn.Identity(), _InvertedResidual(text_hidden, stride=1), _InvertedResidual(text_hidden, stride=2)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        side = _side_from_tokens(x, "ldp")
+        y = _tokens_to_map(self.mlp(x), side)
+        return _map_to_tokens(self.mb_block(y))
+
+
+@register_projector("ldp")
+class LDPProjector(nn.Module):
+    """MobileVLM v1 ``LDPNetProjector``: token MLP, then a stride-1 and a stride-2 MobileNetV3 block.
+
+    Keys: ``model.mlp.{1,3}.*``, ``model.mb_block.{1,2}.block.{0.0,0.1,1.fc1,1.fc2,2.0,2.1}.*``.
+    24x24 -> 12x12 = 144 tokens; in general a side g becomes ``ceil(g / 2)``.
+    """
+
+    def __init__(self, vision_hidden: int, text_hidden: int) -> None:
+        super().__init__()
+        self.vision_hidden, self.text_hidden = vision_hidden, text_hidden
+        self.model = _LDPBlock(vision_hidden, text_hidden)
+
+    @classmethod
+    def count_tokens(cls, grid_h: int, grid_w: int, **_: Any) -> int:
+        side = _square_grid(grid_h, grid_w, "ldp")
+        out = (side + 2 * 1 - 3) // 2 + 1  # 3x3 conv, stride 2, padding 1
+        return out * out
+
+    def num_tokens(self, grid_h: int, grid_w: int) -> int:
+        return self.count_tokens(grid_h, grid_w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(x)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# MobileVLM V2 LDPv2
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _TokenMLP(nn.Module):
+    """MobileVLM V2 ``FeatureIRLayer``: token-wise Linear -> GELU -> Linear under ``.mlp``."""
+
+    def __init__(self, in_width: int, out_width: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(in_width, out_width), nn.GELU(), nn.Linear(out_width, out_width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mlp(x)
+
+
+class _TokenPool(nn.Module):
+    """MobileVLM V2 ``TokenDownLayer`` on an NCHW map: adaptive average pool to ``pooled`` (or half the input)."""
+
+    def __init__(self, pooled: tuple[int, int] | None) -> None:
+        super().__init__()
+        self.pooled = pooled
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        if self.pooled is not None:
+            return self.pooled
+        if h < 2 or w < 2:
+            raise ValueError(f"ldpv2: cannot halve a {h}x{w} grid; pass pooled_grid")
+        return h // 2, w // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(x, self.output_size(x.shape[-2], x.shape[-1]))
+
+
+class _PosInject(nn.Module):
+    """MobileVLM V2 ``PosInjectLayer`` (Twins PEG): depthwise 3x3 conv with bias, plus the input."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.peg = nn.Sequential(nn.Conv2d(channels, channels, 3, stride=1, padding=1, groups=channels, bias=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.peg(x) + x
+
+
+def _pooled_pair(pooled_grid: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if pooled_grid is None:
+        return None
+    pair = (pooled_grid, pooled_grid) if isinstance(pooled_grid, int) else tuple(pooled_grid)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in pair):
+        raise ValueError(f"ldpv2: pooled_grid must be a positive int or a pair of them, got {pooled_grid!r}")
+    return pair  # type: ignore[return-value]
+
+
+@register_projector("ldpv2")
+class LDPv2Projector(nn.Module):
+    """MobileVLM V2 ``LDPNetV2Projector``: token MLP -> adaptive avg pool -> PEG (depthwise conv + residual).
+
+    Keys: ``mlp.mlp.{0,2}.*``, ``peg.peg.0.{weight,bias}`` (``dwn`` has no parameters).  MobileVLM pools to a fixed
+    12x12; here ``pooled_grid=None`` (default) pools to half the input grid (floor), which is the same for the
+    24x24 CLIP-L/336 grid and for llama.cpp's 2x2 average pool.  Pass ``pooled_grid=12`` for MobileVLM's
+    fixed-output behaviour at other resolutions.
+    """
+
+    def __init__(
+        self, vision_hidden: int, text_hidden: int, pooled_grid: int | tuple[int, int] | None = None
+    ) -> None:
+        super().__init__()
+        self.vision_hidden, self.text_hidden = vision_hidden, text_hidden
+        self.pooled_grid = _pooled_pair(pooled_grid)
+        self.mlp = _TokenMLP(vision_hidden, text_hidden)
+        self.dwn = _TokenPool(self.pooled_grid)
+        self.peg = _PosInject(text_hidden)
+
+    @classmethod
+    def count_tokens(
+        cls, grid_h: int, grid_w: int, pooled_grid: int | tuple[int, int] | None = None, **_: Any
+    ) -> int:
+        side = _square_grid(grid_h, grid_w, "ldpv2")
+        ph, pw = _TokenPool(_pooled_pair(pooled_grid)).output_size(side, side)
+        return ph * pw
+
+    def num_tokens(self, grid_h: int, grid_w: int) -> int:
+        return self.count_tokens(grid_h, grid_w, pooled_grid=self.pooled_grid)
+
+    def forward(self, x: Tensor) -> Tensor:
+        side = _side_from_tokens(x, "ldpv2")
+        y = _tokens_to_map(self.mlp(x), side)
+        return _map_to_tokens(self.peg(self.dwn(y)))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# token-preserving projectors (LLaVA)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _same_tokens(grid_h: int, grid_w: int, who: str) -> int:
+    _check_grid(grid_h, grid_w, who)
+    return grid_h * grid_w
+
+
+@register_projector("mlp2x_gelu")
+class MLPGeluProjector(nn.Sequential):
+    """LLaVA ``mlp{depth}x_gelu``: Linear, then (GELU, Linear) x (depth-1); keys ``0.*``, ``2.*``, ...
+
+    Registered as ``mlp2x_gelu``; :func:`build_projector` accepts any ``mlp{N}x_gelu`` name and sets ``depth=N``.
+    """
+
+    def __init__(self, vision_hidden: int, text_hidden: int, depth: int = 2) -> None:
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"mlp_gelu depth must be an int >= 1, got {depth!r}")
+        layers: list[nn.Module] = [nn.Linear(vision_hidden, text_hidden)]
+        for _ in range(depth - 1):
+            layers += [nn.GELU(), nn.Linear(text_hidden, text_hidden)]
+        super().__init__(*layers)
+        self.vision_hidden, self.text_hidden, self.depth = vision_hidden, text_hidden, depth
+
+    @classmethod
+    def count_tokens(cls, grid_h: int, grid_w: int, **_: Any) -> int:
+        return _same_tokens(grid_h, grid_w, "mlp_gelu")
+
+    def num_tokens(self, grid_h: int, grid_w: int) -> int:
+        return self.count_tokens(grid_h, grid_w)
+
+
+@register_projector("linear")
+class LinearProjector(nn.Linear):
+    """A plain ``nn.Linear(vision_hidden, text_hidden)`` (keys ``weight``, ``bias``)."""
+
+    def __init__(self, vision_hidden: int, text_hidden: int) -> None:
+        super().__init__(vision_hidden, text_hidden)
+        self.vision_hidden, self.text_hidden = vision_hidden, text_hidden
+
+    @classmethod
+    def count_tokens(cls, grid_h: int, grid_w: int, **_: Any) -> int:
+        return _same_tokens(grid_h, grid_w, "linear")
+
+    def num_tokens(self, grid_h: int, grid_w: int) -> int:
+        return self.count_tokens(grid_h, grid_w)

@@ -1,0 +1,295 @@
+"""InternVL dynamic tiling and image normalisation.
+
+Reproduces InternVL2 / Mini-InternVL preprocessing (``dynamic_preprocess`` + ``build_transform``):
+pick the tile grid whose aspect ratio is closest to the image's, resize the whole image to that
+grid with bicubic resampling, cut it row-major into square tiles and append a thumbnail of the
+whole image when there is more than one tile. Two single-tile modes cover other model families:
+``pad`` (LLaVA / MobileVLM expand-to-square) and ``resize`` (squash to one tile).
+
+Normalisation is bit-compatible with transformers' ``GotOcr2ImageProcessorPil``: uint8 is scaled
+by ``1/255`` in float64, cast to float32, then ``(x - mean) / std`` is computed in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "SIGLIP_MEAN",
+    "SIGLIP_STD",
+    "TilingConfig",
+    "candidate_grids",
+    "tile_grid",
+    "count_tiles",
+    "split_into_tiles",
+    "normalize",
+    "preprocess_image",
+    "ImageLoadError",
+    "load_image",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
+
+Mode = Literal["dynamic", "pad", "resize"]
+_MODES: tuple[str, ...] = ("dynamic", "pad", "resize")
+_BICUBIC = Image.Resampling.BICUBIC
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """How one image becomes tiles.
+
+    ``mode``: ``dynamic`` = InternVL tiles (+ thumbnail); ``pad`` = pad to a centred square with
+    colour ``int(255 * mean)`` then resize to one tile; ``resize`` = squash to one tile.
+    ``min_tiles`` / ``max_tiles`` / ``thumbnail`` only apply to ``dynamic``.
+    """
+
+    tile_size: int = 448
+    min_tiles: int = 1
+    max_tiles: int = 12
+    thumbnail: bool = True
+    mode: Mode = "dynamic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        # Coerce sequences (e.g. lists from JSON/YAML) so the frozen config stays hashable.
+        object.__setattr__(self, "mean", _triple("mean", self.mean))
+        object.__setattr__(self, "std", _triple("std", self.std))
+        for name in ("tile_size", "min_tiles", "max_tiles"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"TilingConfig.{name} must be an int, got {value!r}")
+        if self.tile_size <= 0:
+            raise ValueError(f"TilingConfig.tile_size must be > 0, got {self.tile_size}")
+        if self.min_tiles < 1:
+            raise ValueError(f"TilingConfig.min_tiles must be >= 1, got {self.min_tiles}")
+        if self.min_tiles > self.max_tiles:
+            raise ValueError(
+                f"TilingConfig.min_tiles ({self.min_tiles}) must be <= max_tiles ({self.max_tiles})"
+            )
+        if self.mode not in _MODES:
+            raise ValueError(f"TilingConfig.mode must be one of {_MODES}, got {self.mode!r}")
+        if not isinstance(self.thumbnail, bool):
+            raise ValueError(f"TilingConfig.thumbnail must be a bool, got {self.thumbnail!r}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"TilingConfig.std must be > 0, got {self.std}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, JSON/YAML-safe dict (mean/std as lists); inverse of :meth:`from_dict`."""
+        d = dataclasses.asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TilingConfig:
+        """Build from a dict; unknown keys raise ``ValueError`` naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown TilingConfig key(s): {', '.join(map(repr, unknown))}; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+    def for_images(self, n_images: int) -> TilingConfig:
+        """Config for one image of an ``n_images``-image sample: ``max(1, max_tiles // n)`` tiles each.
+
+        A cap of 1 gives a single tile (hence no thumbnail). ``min_tiles`` is clamped to the cap.
+        """
+        if n_images < 1:
+            raise ValueError(f"n_images must be >= 1, got {n_images}")
+        cap = max(1, self.max_tiles // n_images)
+        return dataclasses.replace(self, max_tiles=cap, min_tiles=min(self.min_tiles, cap))
+
+
+def _triple(name: str, values: Sequence[float]) -> tuple[float, float, float]:
+    vals = tuple(float(v) for v in values)
+    if len(vals) != 3:
+        raise ValueError(f"TilingConfig.{name} must have 3 values, got {values!r}")
+    return vals  # type: ignore[return-value]
+
+
+@lru_cache(maxsize=64)
+def _candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
+    # Same insertion sequence into a set as InternVL, so CPython's iteration order (which the
+    # stable sort keeps among equal tile counts, and which decides ties) is identical.
+    grids: set[tuple[int, int]] = set()
+    for n in range(min_tiles, max_tiles + 1):
+        for cols in range(1, n + 1):
+            for rows in range(1, n + 1):
+                if min_tiles <= cols * rows <= max_tiles:
+                    grids.add((cols, rows))
+    return tuple(sorted(grids, key=lambda g: g[0] * g[1]))
+
+
+def candidate_grids(min_tiles: int, max_tiles: int) -> list[tuple[int, int]]:
+    """All ``(cols, rows)`` with ``min_tiles <= cols*rows <= max_tiles``, in InternVL's order."""
+    return list(_candidate_grids(min_tiles, max_tiles))
+
+
+def tile_grid(
+    width: int, height: int, min_tiles: int = 1, max_tiles: int = 12, tile_size: int = 448
+) -> tuple[int, int]:
+    """InternVL's ``(cols, rows)`` for a ``width`` x ``height`` image (no pixels touched).
+
+    Closest aspect ratio wins; on an exact tie a later (larger) grid wins only while the image
+    area exceeds half the grid's pixel area.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    aspect = width / height
+    area = width * height
+    best, best_diff = (1, 1), float("inf")
+    for cols, rows in _candidate_grids(min_tiles, max_tiles):
+        diff = abs(aspect - cols / rows)
+        if diff < best_diff:
+            best, best_diff = (cols, rows), diff
+        elif diff == best_diff and area > 0.5 * tile_size * tile_size * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def count_tiles(width: int, height: int, config: TilingConfig) -> int:
+    """Number of tiles ``split_into_tiles`` yields for this size, thumbnail included."""
+    if config.mode != "dynamic":
+        return 1
+    cols, rows = tile_grid(width, height, config.min_tiles, config.max_tiles, config.tile_size)
+    n = cols * rows
+    return n + 1 if config.thumbnail and n > 1 else n
+
+
+def _pad_color(mean: Sequence[float]) -> tuple[int, int, int]:
+    return tuple(int(255 * m) for m in mean)  # type: ignore[return-value]
+
+
+def _expand_to_square(image: Image.Image, color: tuple[int, int, int]) -> Image.Image:
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), color)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    # Plain convert, as InternVL does: alpha is dropped, not composited onto white.
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def split_into_tiles(image: Image.Image, config: TilingConfig) -> list[Image.Image]:
+    """RGB tiles of ``config.tile_size``², row-major, thumbnail last (dynamic mode, >1 tile)."""
+    image = _to_rgb(image)
+    size = config.tile_size
+    if config.mode == "resize":
+        return [image.resize((size, size), _BICUBIC)]
+    if config.mode == "pad":
+        return [_expand_to_square(image, _pad_color(config.mean)).resize((size, size), _BICUBIC)]
+    cols, rows = tile_grid(*image.size, config.min_tiles, config.max_tiles, size)
+    resized = image.resize((size * cols, size * rows), _BICUBIC)
+    tiles = [
+        resized.crop((c * size, r * size, (c + 1) * size, (r + 1) * size))
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    if config.thumbnail and len(tiles) > 1:
+        tiles.append(image.resize((size, size), _BICUBIC))
+    return tiles
+
+
+@lru_cache(maxsize=16)
+def _lookup_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    # (3, 256) float32: every uint8 value normalised exactly as GotOcr2ImageProcessorPil does
+    # (float64 rescale, cast to float32, then float32 subtract/divide). A gather through it
+    # is bit-identical to the arithmetic and one pass over memory.
+    scaled = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
+    m = np.asarray(mean, dtype=np.float32)[:, None]
+    s = np.asarray(std, dtype=np.float32)[:, None]
+    return (scaled[None, :] - m) / s
+
+
+def _normalize_arrays(
+    tiles: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """Equally sized ``(H, W, 3)`` uint8 arrays (views are fine) -> float32 ``(N, 3, H, W)``."""
+    lut = _lookup_table(tuple(float(v) for v in mean), tuple(float(v) for v in std))
+    h, w, _ = tiles[0].shape
+    out = np.empty((len(tiles), 3, h, w), dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        if tile.shape != (h, w, 3):
+            raise ValueError(f"all tiles must be {w}x{h} RGB, tile {i} has shape {tile.shape}")
+        for c in range(3):
+            np.take(lut[c], tile[..., c], out=out[i, c])
+    return torch.from_numpy(out)
+
+
+def normalize(
+    tiles: list[Image.Image], mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
+    """Stack equally sized tiles into a float32 ``(N, 3, H, W)`` tensor of ``(x/255 - mean) / std``."""
+    if not tiles:
+        raise ValueError("normalize() needs at least one tile")
+    return _normalize_arrays([np.asarray(_to_rgb(t)) for t in tiles], mean, std)
+
+
+def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
+    """Tile and normalise one image: float32 ``(count_tiles, 3, tile_size, tile_size)``."""
+    image = _to_rgb(image)
+    if config.mode != "dynamic":
+        return normalize(split_into_tiles(image, config), config.mean, config.std)
+    # Same pixels as split_into_tiles, but tiles are numpy views of the resized canvas rather
+    # than one PIL crop (a copy) per tile.
+    size = config.tile_size
+    cols, rows = tile_grid(*image.size, config.min_tiles, config.max_tiles, size)
+    canvas = np.asarray(image.resize((size * cols, size * rows), _BICUBIC))
+    tiles = [
+        canvas[r * size : (r + 1) * size, c * size : (c + 1) * size]
+        for r in range(rows)
+        for c in range(cols)
+    ]
+    if config.thumbnail and len(tiles) > 1:
+        tiles.append(np.asarray(image.resize((size, size), _BICUBIC)))
+    return _normalize_arrays(tiles, config.mean, config.std)
+
+
+class ImageLoadError(ValueError):
+    """An image file is missing, unreadable, not an image, or truncated."""
+
+
+def load_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Open and fully decode an image as RGB; any failure raises ``ImageLoadError("<path>: <reason>")``.
+
+    Decoding happens here so truncated files fail at load time, not later inside a data loader.
+    No EXIF rotation and no alpha compositing, as in InternVL.
+    """
+    try:
+        image = Image.open(path)
+        try:
+            image.load()
+            # convert() always returns a new in-memory image, so the file can be closed now.
+            return image.convert("RGB")
+        finally:
+            image.close()
+    except FileNotFoundError:
+        raise ImageLoadError(f"{os.fspath(path)}: file not found") from None
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ImageLoadError(f"{os.fspath(path)}: {reason}") from exc

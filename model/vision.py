@@ -1,0 +1,79 @@
+"""Vision towers built from transformers classes, and feature-layer selection.
+
+InternViT is `InternVLVisionModel` (`model_type="internvl_vision"`); MobileVLM's CLIP ViT-L/14-336 is
+`CLIPVisionModel` (`"clip_vision_model"`). Any vision config `AutoModel` can build works, as long as
+its output is a square grid of patch tokens (optionally preceded by one CLS token).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoModel, CLIPVisionConfig, InternVLVisionConfig, PreTrainedConfig
+
+
+def build_vision_tower(vision_config: PreTrainedConfig) -> nn.Module:
+    """A randomly initialised tower for `vision_config` (weights come from a checkpoint later)."""
+    return AutoModel.from_config(vision_config)
+
+
+def patch_grid(vision_config: PreTrainedConfig) -> tuple[int, int]:
+    """(rows, cols) of patch tokens one tile yields."""
+    image = _pair(vision_config.image_size)
+    patch = _pair(vision_config.patch_size)
+    return image[0] // patch[0], image[1] // patch[1]
+
+
+def select_features(tower: nn.Module, pixel_values: torch.Tensor, feature_layer: int = -1) -> torch.Tensor:
+    """Patch features `(tiles, rows*cols, C)` from layer `feature_layer`, CLS dropped.
+
+    -1 is the tower's `last_hidden_state` (InternVL's `select_layer=-1`); any other k indexes
+    `hidden_states` (L+1 entries, 0 = embeddings), so -2 is the output of the second-to-last layer
+    (MobileVLM's `mm_vision_select_layer=-2`).
+    """
+    if feature_layer == -1:
+        hidden = tower(pixel_values=pixel_values).last_hidden_state
+    else:
+        hidden = tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states[feature_layer]
+    patch = _pair(tower.config.patch_size)
+    n_patches = (pixel_values.shape[-2] // patch[0]) * (pixel_values.shape[-1] // patch[1])
+    extra = hidden.shape[1] - n_patches
+    if extra not in (0, 1):
+        raise ValueError(
+            f"vision tower returned {hidden.shape[1]} tokens for {n_patches} patches; "
+            "expected the patch grid, optionally preceded by one CLS token"
+        )
+    return hidden[:, extra:, :]
+
+
+def internvit_config(size: str = "300m", **overrides) -> InternVLVisionConfig:
+    """InternViT configs as embedded in released InternVL2 checkpoints (class defaults differ: set all)."""
+    if size == "300m":
+        values = dict(
+            hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+            attention_bias=True, use_qk_norm=False, norm_type="layer_norm", layer_norm_eps=1e-6,
+        )
+    elif size == "6b":
+        values = dict(
+            hidden_size=3200, num_hidden_layers=45, num_attention_heads=25, intermediate_size=12800,
+            attention_bias=False, use_qk_norm=True, norm_type="rms_norm", layer_norm_eps=1e-6,
+        )
+    else:
+        raise ValueError(f"unknown InternViT size {size!r}; known: '300m', '6b'")
+    values.update(image_size=448, patch_size=14, hidden_act="gelu", use_mean_pooling=True)
+    values.update(overrides)
+    return InternVLVisionConfig(**values)
+
+
+def clip_vit_l14_336_config(**overrides) -> CLIPVisionConfig:
+    """OpenAI CLIP ViT-L/14-336 vision config (MobileVLM's tower)."""
+    values = dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+        image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5,
+    )
+    values.update(overrides)
+    return CLIPVisionConfig(**values)
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))

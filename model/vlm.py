@@ -1,0 +1,215 @@
+"""The composite vision-language model: vision tower + projector + any transformers causal LM.
+
+Module names follow transformers' InternVL (`vision_tower`, `multi_modal_projector`) so that the
+native layout is a prefix rename away; the LLM is kept whole (`language_model` = a
+`*ForCausalLM`), which lets any causal LM plug in and keeps its own `generate` and KV cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from huggingface_hub.dataclasses import strict
+from torch import nn
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    PreTrainedConfig,
+    PreTrainedModel,
+)
+from transformers.configuration_utils import SubConfigSpec
+from transformers.modeling_outputs import ModelOutput
+
+from .projectors import build_projector, projector_tokens
+from .tiling import TilingConfig
+from .vision import build_vision_tower, patch_grid, select_features
+
+
+class ImageTokenMismatchError(ValueError):
+    """The number of image-context tokens differs from the number of image features."""
+
+
+@strict
+class PocketVLMConfig(PreTrainedConfig):
+    """Config of a pocket-adapt VLM.
+
+    `vision_config` / `text_config` are any transformers configs (InternViT, CLIP; Qwen2, Llama,
+    Phi-3, ...). `projector_options` go to the projector (e.g. `downsample_ratio`, `ps_version`).
+    `tiling` and `chat_template` are the one place the preprocessing of this model is written down:
+    training, evaluation, demos and export all read them from here.
+    """
+
+    model_type = "pocket_vlm"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="internvl_vision"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    vision_feature_layer: int = -1
+    projector_type: str = "pixel_shuffle_mlp"
+    projector_options: dict | None = None
+    image_token_id: int = 0
+    image_context_token: str = "<IMG_CONTEXT>"
+    image_start_token: str | None = "<img>"
+    image_end_token: str | None = "</img>"
+    tiling: dict | None = None
+    chat_template: str = "Hermes-2"
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        self.projector_options = dict(self.projector_options or {})
+        self.tiling = TilingConfig.from_dict(self.tiling or {}).to_dict()
+        # tying is decided by the LLM itself; mirror it so save/load of the composite agrees
+        self.tie_word_embeddings = bool(getattr(self.text_config, "tie_word_embeddings", False))
+
+    @property
+    def tiling_config(self) -> TilingConfig:
+        return TilingConfig.from_dict(self.tiling)
+
+    @property
+    def image_seq_length(self) -> int:
+        """Image tokens one tile becomes after the projector."""
+        rows, cols = patch_grid(self.vision_config)
+        return projector_tokens(self.projector_type, rows, cols, **self.projector_options)
+
+
+@dataclass
+class VLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: object | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    image_hidden_states: torch.Tensor | None = None
+
+
+class PocketVLM(PreTrainedModel):
+    """Tiles → vision tower → projector → image-token merge → causal LM."""
+
+    config: PocketVLMConfig
+    config_class = PocketVLMConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _skip_keys_device_placement = ["past_key_values"]
+
+    def __init__(self, config: PocketVLMConfig):
+        super().__init__(config)
+        self.vision_tower = build_vision_tower(config.vision_config)
+        self.multi_modal_projector = build_projector(
+            config.projector_type,
+            config.vision_config.hidden_size,
+            config.text_config.hidden_size,
+            **config.projector_options,
+        )
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(tiles, tokens_per_tile, text_hidden)` features for a flat batch of tiles."""
+        pixel_values = pixel_values.to(dtype=self.vision_tower.dtype)
+        features = select_features(self.vision_tower, pixel_values, self.config.vision_feature_layer)
+        return self.multi_modal_projector(features)
+
+    def embed(
+        self, input_ids: torch.LongTensor, pixel_values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Text embeddings with image features written over the image-context positions.
+
+        Image-context ids are never looked up in the embedding table, so a tokenizer may carry the
+        token beyond the LLM's vocabulary (MobileVLM) without resizing it.
+        """
+        image_mask = input_ids == self.config.image_token_id
+        embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))
+        n_tokens = int(image_mask.sum())
+        if pixel_values is None or pixel_values.shape[0] == 0:
+            if n_tokens:
+                raise ImageTokenMismatchError(
+                    f"the input holds {n_tokens} image tokens but no pixel_values were given"
+                )
+            return embeds, None
+        features = self.get_image_features(pixel_values)
+        n_features = features.shape[0] * features.shape[1]
+        if n_tokens != n_features:
+            raise ImageTokenMismatchError(
+                f"image tokens and image features disagree: {n_tokens} tokens in input_ids, "
+                f"{n_features} features ({features.shape[0]} tiles x {features.shape[1]}). "
+                "A sequence was probably truncated inside its image tokens; drop such samples "
+                "instead of truncating them."
+            )
+        embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), features.to(embeds.dtype))
+        return embeds, features
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> VLMOutput:
+        image_features = None
+        if inputs_embeds is None:
+            inputs_embeds, image_features = self.embed(input_ids, pixel_values)
+        out = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        return VLMOutput(
+            loss=out.loss,
+            logits=out.logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            image_hidden_states=image_features,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.LongTensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **generate_kwargs,
+    ) -> torch.LongTensor:
+        """Generate with the LLM's own `generate` (KV cache included); returns the new tokens only."""
+        inputs_embeds, _ = self.embed(input_ids, pixel_values)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.language_model.generate(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+        )
+
+
+AutoConfig.register(PocketVLMConfig.model_type, PocketVLMConfig, exist_ok=True)
+AutoModelForImageTextToText.register(PocketVLMConfig, PocketVLM, exist_ok=True)

@@ -1,0 +1,1 @@
+"""Package data: recipe YAMLs, chat templates and DeepSpeed configs (no code)."""
