@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .checkpoints.io import CheckpointError
 from .checkpoints.layouts import detect_layout
@@ -86,11 +88,23 @@ def _load_preset(name: str, allow_pickle: bool, seed: int):
     return _load_dir(Path(local), allow_pickle)
 
 
+@contextmanager
+def _quiet_transformers():
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def load_tokenizer(path: Path):
     """The checkpoint's tokenizer, without running its code. Remote-code tokenizers (InternLM2) are
     read through their sentencepiece model as a Llama tokenizer."""
     try:
-        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+        # AutoTokenizer peeks at config.json, which for remote-code layouts only draws a warning
+        with _quiet_transformers():
+            return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     except Exception as err:  # remote-code tokenizer classes fail here
         if (path / "tokenizer.model").is_file():
             from transformers import LlamaTokenizer

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -110,7 +111,7 @@ class TilingConfig:
         return cls(**d)
 
     def for_images(self, n_images: int) -> TilingConfig:
-        """Config for one image of an ``n_images``-image sample: ``max(1, max_tiles // n)`` tiles each.
+        """Config for each image of an ``n_images``-image sample: ``max(1, max_tiles // n)`` tiles.
 
         A cap of 1 gives a single tile (hence no thumbnail). ``min_tiles`` is clamped to the cap.
         """
@@ -223,7 +224,9 @@ def _lookup_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray
     scaled = (np.arange(256, dtype=np.float64) * (1 / 255)).astype(np.float32)
     m = np.asarray(mean, dtype=np.float32)[:, None]
     s = np.asarray(std, dtype=np.float32)[:, None]
-    return (scaled[None, :] - m) / s
+    lut = (scaled[None, :] - m) / s
+    lut.setflags(write=False)  # shared through the cache
+    return lut
 
 
 def _normalize_arrays(
@@ -244,7 +247,7 @@ def _normalize_arrays(
 def normalize(
     tiles: list[Image.Image], mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
-    """Stack equally sized tiles into a float32 ``(N, 3, H, W)`` tensor of ``(x/255 - mean) / std``."""
+    """Stack equally sized tiles into float32 ``(N, 3, H, W)`` holding ``(x/255 - mean) / std``."""
     if not tiles:
         raise ValueError("normalize() needs at least one tile")
     return _normalize_arrays([np.asarray(_to_rgb(t)) for t in tiles], mean, std)
@@ -275,7 +278,7 @@ class ImageLoadError(ValueError):
 
 
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Open and fully decode an image as RGB; any failure raises ``ImageLoadError("<path>: <reason>")``.
+    """Open and fully decode an image as RGB; failures raise ``ImageLoadError("<path>: <reason>")``.
 
     Decoding happens here so truncated files fail at load time, not later inside a data loader.
     No EXIF rotation and no alpha compositing, as in InternVL.

@@ -10,11 +10,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from transformers import AutoConfig, InternVLConfig
+from transformers import AutoConfig, InternVLConfig, InternVLForConditionalGeneration
 
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import CheckpointError, build_empty, load_strict, read_json, read_state_dict, write_json, write_state_dict
+from .io import CheckpointError, build_empty, load_strict, read_json, read_state_dict, write_json
 
 SIDECAR = "pocket_adapt.json"  # our tiling + chat template, kept beside exported checkpoints
 
@@ -115,16 +115,18 @@ def native_config(config: PocketVLMConfig) -> InternVLConfig:
 
 
 def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
-    """Write `out_dir` so `AutoModelForImageTextToText.from_pretrained(out_dir)` loads it as InternVL."""
+    """Write `out_dir` so `AutoModelForImageTextToText.from_pretrained(out_dir)` loads it as InternVL.
+
+    The weights go through transformers' own `InternVLForConditionalGeneration.save_pretrained`, so
+    the files are exactly what transformers itself writes for this model.
+    """
     out_dir = Path(out_dir)
     config = native_config(vlm.config)
-    config.architectures = ["InternVLForConditionalGeneration"]
-    config.dtype = vlm.dtype
     tied = set(_tied_keys(vlm.config))
     state = {ours_to_native(k): v for k, v in vlm.state_dict().items() if k not in tied}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(str(out_dir))
-    write_state_dict(out_dir, state)
+    hf = build_empty(InternVLForConditionalGeneration, config)
+    load_strict(hf, state, "export", tied=["lm_head.weight"] if tied else [])
+    hf.to(vlm.dtype).save_pretrained(str(out_dir), safe_serialization=True)
     if processor is not None:
         processor.save_pretrained(out_dir)
         write_json(out_dir / "preprocessor_config.json", _preprocessor_config(processor.tiling))

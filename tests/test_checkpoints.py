@@ -1,0 +1,286 @@
+"""Checkpoint layouts: native InternVL, original OpenGVLab InternVL, MobileVLM V2, ours; export back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForImageTextToText, CLIPVisionConfig, CLIPVisionModel, LlamaConfig
+
+import model
+from model.checkpoints import CheckpointError, detect_layout
+from model.checkpoints.native import export_native
+from model.checkpoints.original import export_original, fuse_internlm2_wqkv
+from model.projectors import build_projector
+from model.vlm import PocketVLM
+
+from .conftest import original_layout_config, original_layout_tensors, randomize_, write_original
+
+
+def logits_of(vlm, inputs) -> torch.Tensor:
+    with torch.no_grad():
+        return vlm(**inputs).logits
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_layout_detection(native_dir, original_dir, tmp_path):
+    assert detect_layout(native_dir) == "native"
+    assert detect_layout(original_dir) == "original"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="bert"):
+        detect_layout(tmp_path)
+    with pytest.raises(CheckpointError, match="not a checkpoint directory nor a preset"):
+        model.load(tmp_path / "nowhere")
+
+
+def test_original_layout_and_native_twin_load_to_the_same_model(original_dir, native_dir, prompt_inputs):
+    from_original, proc_o = model.load(original_dir)
+    from_native, _ = model.load(native_dir)
+    assert_same_weights(from_original, from_native)
+    assert torch.allclose(logits_of(from_original, prompt_inputs), logits_of(from_native, prompt_inputs), atol=1e-6)
+    # the original config's tiling and template are honoured
+    assert proc_o.tiling.tile_size == 56 and proc_o.tiling.max_tiles == 6 and proc_o.tiling.thumbnail
+    assert from_original.config.chat_template == "Hermes-2"
+    assert proc_o.image_token_id == proc_o.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
+
+
+def test_original_ps_version_v1_is_honoured(tmp_path, hf_internvl, tiny_tokenizer, prompt_inputs):
+    directory = write_original(
+        tmp_path / "v1", original_layout_tensors(hf_internvl), original_layout_config(hf_internvl, "v1"), tiny_tokenizer
+    )
+    v1, _ = model.load(directory)
+    assert v1.config.projector_options["ps_version"] == "v1"
+    pixels = prompt_inputs["pixel_values"]
+    with torch.no_grad():
+        got = v1.get_image_features(pixels)
+        # v1 = the v2 output token grid transposed (2x2 tokens per tile here)
+        features = hf_internvl.model.vision_tower(pixel_values=pixels).last_hidden_state[:, 1:]
+        v2 = hf_internvl.model.pixel_shuffle(features.reshape(len(pixels), 4, 4, -1), 0.5)
+        expected = hf_internvl.model.multi_modal_projector(v2.transpose(1, 2).reshape(len(pixels), 4, -1))
+    assert torch.allclose(got, expected, atol=1e-5)
+    with pytest.raises(CheckpointError, match="v1"):
+        export_native(v1, None, tmp_path / "out")
+
+
+def test_export_native_loads_in_transformers_without_missing_keys(original_dir, tmp_path, prompt_inputs):
+    vlm, processor = model.load(original_dir)
+    out = export_native(vlm, processor, tmp_path / "native")
+    hf, info = AutoModelForImageTextToText.from_pretrained(str(out), output_loading_info=True)
+    assert type(hf).__name__ == "InternVLForConditionalGeneration"
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert torch.allclose(logits_of(hf.eval(), prompt_inputs), logits_of(vlm, prompt_inputs), atol=1e-5)
+    # and it comes back into pocket-adapt unchanged, tiling and template included
+    again, proc2 = model.load(out)
+    assert_same_weights(again, vlm)
+    assert proc2.tiling == processor.tiling and again.config.chat_template == "Hermes-2"
+
+
+def test_export_original_round_trip(native_dir, tmp_path, prompt_inputs):
+    vlm, processor = model.load(native_dir)
+    vlm.config.chat_template = "Hermes-2"
+    out = export_original(vlm, processor, tmp_path / "orig")
+    raw = json.loads((out / "config.json").read_text())
+    assert raw["model_type"] == "internvl_chat" and raw["ps_version"] == "v2"
+    assert raw["vision_config"]["qkv_bias"] is True
+    again, _ = model.load(out)
+    assert_same_weights(again, vlm)
+
+
+def _internlm2_checkpoint(tmp_path: Path, hf_internvl, tokenizer):
+    """An original-layout InternVL2-2B-style checkpoint: InternLM2 LLM keys and fused, interleaved wqkv."""
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+    )
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(1)
+    llama = LlamaForCausalLM(text)
+    randomize_(llama, seed=3)
+    sd = llama.state_dict()
+    tensors = {k: v for k, v in original_layout_tensors(hf_internvl).items() if not k.startswith("language_model.")}
+    tensors["language_model.model.tok_embeddings.weight"] = sd["model.embed_tokens.weight"]
+    tensors["language_model.model.norm.weight"] = sd["model.norm.weight"]
+    tensors["language_model.output.weight"] = sd["lm_head.weight"]
+    for n in range(2):
+        src, dst = f"model.layers.{n}.", f"language_model.model.layers.{n}."
+        q, k, v = (sd[src + f"self_attn.{p}_proj.weight"] for p in "qkv")
+        tensors[dst + "attention.wqkv.weight"] = fuse_internlm2_wqkv(q, k, v, text)
+        tensors[dst + "attention.wo.weight"] = sd[src + "self_attn.o_proj.weight"]
+        tensors[dst + "feed_forward.w1.weight"] = sd[src + "mlp.gate_proj.weight"]
+        tensors[dst + "feed_forward.w3.weight"] = sd[src + "mlp.up_proj.weight"]
+        tensors[dst + "feed_forward.w2.weight"] = sd[src + "mlp.down_proj.weight"]
+        tensors[dst + "attention_norm.weight"] = sd[src + "input_layernorm.weight"]
+        tensors[dst + "ffn_norm.weight"] = sd[src + "post_attention_layernorm.weight"]
+    llm_config = {
+        "architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2",
+        "auto_map": {"AutoConfig": "configuration_internlm2.InternLM2Config"}, "vocab_size": len(tokenizer),
+        "hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 1000000, "bias": False,
+        "hidden_act": "silu", "max_position_embeddings": 2048, "tie_word_embeddings": False,
+    }
+    config = original_layout_config(hf_internvl, llm_config=llm_config)
+    config["template"] = "internlm2-chat"
+    return write_original(tmp_path / "internlm2", tensors, config, tokenizer), llama
+
+
+def test_internlm2_checkpoint_loads_as_llama(tmp_path, hf_internvl, tiny_tokenizer):
+    directory, llama = _internlm2_checkpoint(tmp_path, hf_internvl, tiny_tokenizer)
+    vlm, processor = model.load(directory)
+    assert vlm.config.text_config.model_type == "llama"
+    assert processor.chat_template.name == "internlm2-chat"
+    ids = torch.tensor([[20, 17, 99, 300, 70]])
+    with torch.no_grad():
+        assert torch.allclose(vlm(input_ids=ids).logits, llama.eval()(input_ids=ids).logits, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def mobilevlm_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny MobileVLM V2 checkpoint: LlamaConfig + mm_* keys, CLIP tower under model.vision_tower.vision_tower."""
+    directory = tmp_path_factory.mktemp("mobilevlm")
+    clip_cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=56, patch_size=14, projection_dim=16)
+    tower_dir = directory / "clip-tower"
+    tower_dir.mkdir()
+    clip_cfg.save_pretrained(str(tower_dir))
+    torch.manual_seed(2)
+    clip = CLIPVisionModel(clip_cfg)
+    projector = build_projector("ldpv2", 32, 48)
+    from transformers import LlamaForCausalLM
+
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=48, intermediate_size=96,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4))
+    for module, seed in ((clip, 4), (projector, 5), (llama, 6)):
+        randomize_(module, seed)
+    tensors = {f"model.vision_tower.vision_tower.{k}": v for k, v in clip.state_dict().items()}
+    # transformers 4.33-era files also carry the position-id buffer
+    tensors["model.vision_tower.vision_tower.vision_model.embeddings.position_ids"] = torch.arange(17)[None]
+    tensors.update({f"model.mm_projector.{k}": v for k, v in projector.state_dict().items()})
+    tensors.update({k: v for k, v in llama.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "model.safetensors"))
+    config = llama.config.to_dict()
+    config.update({
+        "architectures": ["MobileLlamaForCausalLM"], "model_type": "mobilevlm", "mm_hidden_size": 32,
+        "mm_projector_type": "ldpnetv2", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+        "mm_vision_tower": str(tower_dir), "vision_tower_type": "clip", "image_aspect_ratio": "pad",
+        "mm_use_im_start_end": False, "mm_use_im_patch_token": False, "use_mm_proj": True,
+        "tune_mm_mlp_adapter": False, "freeze_mm_mlp_adapter": False, "mm_projector_lr": None,
+        "max_sequence_length": 2048,
+    })
+    (directory / "config.json").write_text(json.dumps(config))
+    tiny_tokenizer.save_pretrained(str(directory))
+    return directory, clip.eval(), projector.eval(), llama.eval()
+
+
+def test_mobilevlm_v2_checkpoint_loads_and_runs(mobilevlm_dir, example_image):
+    directory, clip, projector, llama = mobilevlm_dir
+    assert detect_layout(directory) == "mobilevlm"
+    vlm, processor = model.load(directory)
+    assert vlm.config.projector_type == "ldpv2" and vlm.config.vision_feature_layer == -2
+    assert processor.tiling.mode == "pad" and processor.tiling.tile_size == 56
+    assert processor.chat_template.name == "vicuna_v1"
+    enc = processor([{"role": "user", "content": "What is this?"}], images=[example_image])
+    assert enc.pixel_values.shape == (1, 3, 56, 56)
+    assert int((enc.input_ids == processor.image_token_id).sum()) == 4  # 4x4 grid pooled to 2x2
+    assert "<img>" not in processor.tokenizer.decode(enc.input_ids, skip_special_tokens=False)
+    with torch.no_grad():
+        # layer -2 of CLIP, CLS dropped, then LDPv2
+        hidden = clip(pixel_values=enc.pixel_values, output_hidden_states=True).hidden_states[-2][:, 1:]
+        assert torch.allclose(vlm.get_image_features(enc.pixel_values), projector(hidden), atol=1e-5)
+        ids = torch.tensor([[3, 9, 27]])
+        assert torch.allclose(vlm(input_ids=ids).logits, llama(input_ids=ids).logits, atol=1e-5)
+    new = vlm.generate(**enc.to_model_inputs(), max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert new.shape == (1, 4)
+
+
+def test_pickle_weights_are_refused_unless_allowed(tmp_path, mobilevlm_dir):
+    directory, *_ = mobilevlm_dir
+    copy = tmp_path / "bin"
+    copy.mkdir()
+    for f in directory.iterdir():
+        if f.is_file() and f.suffix != ".safetensors":
+            (copy / f.name).write_bytes(f.read_bytes())
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(directory / "model.safetensors")), copy / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match="pickle"):
+        model.load(copy)
+    vlm, _ = model.load(copy, allow_pickle=True)
+    reference, _ = model.load(directory)
+    assert_same_weights(vlm, reference)
+
+
+def test_missing_or_unexpected_weights_are_named(tmp_path, native_dir):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in native_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(broken / "model.safetensors"))
+    tensors.pop("multi_modal_projector.linear_2.bias")  # transformers writes the legacy (no `model.`) names
+    tensors["extra.weight"] = torch.zeros(1)
+    save_file(tensors, str(broken / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"missing 1 \['multi_modal_projector.linear_2.bias'\].*unexpected 1"):
+        model.load(broken)
+
+
+def test_save_load_round_trip_is_safetensors(tmp_path, example_image):
+    vlm, processor = model.load("pocket-tiny")
+    out = model.save(vlm, processor, tmp_path / "ckpt")
+    assert (out / "model.safetensors").is_file()
+    assert not list(out.glob("*.bin"))
+    assert detect_layout(out) == "pocket"
+    again, proc2 = model.load(out)
+    assert_same_weights(again, vlm)
+    assert proc2.tiling == processor.tiling and again.config.chat_template == "pocket-tiny"
+    enc = processor([{"role": "user", "content": "Shapes?"}], images=[example_image])
+    assert torch.equal(logits_of(again, enc.to_model_inputs()), logits_of(vlm, enc.to_model_inputs()))
+
+
+def test_pocket_tiny_exports_to_transformers(tmp_path, example_image):
+    vlm, processor = model.load("pocket-tiny")
+    out = export_native(vlm, processor, tmp_path / "hf")
+    hf, info = AutoModelForImageTextToText.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    enc = processor([{"role": "user", "content": "Shapes?"}], images=[example_image])
+    assert torch.allclose(logits_of(hf.eval(), enc.to_model_inputs()), logits_of(vlm, enc.to_model_inputs()), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "name, vision_params, projector_params, tokens_per_tile",
+    [
+        ("internvl2-1b", (300e6, 310e6), 4_482_816, 256),
+        ("mini-internvl-2b", (300e6, 310e6), 12_595_200, 256),
+        ("mini-internvl-4b", (300e6, 310e6), 22_034_432, 256),
+        ("mobilevlm-v2-1.7b", (300e6, 310e6), 6_316_032, 144),
+        ("mobilevlm-v2-3b", (300e6, 310e6), 9_205_760, 144),
+    ],
+)
+def test_public_presets_have_the_released_shapes(name, vision_params, projector_params, tokens_per_tile):
+    config = model.preset_config(name)
+    with torch.device("meta"):
+        vlm = PocketVLM(config)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert vision_params[0] < count(vlm.vision_tower) < vision_params[1]
+    assert count(vlm.multi_modal_projector) == projector_params
+    assert config.image_seq_length == tokens_per_tile
+
+
+def test_pocket_tiny_preset_is_tiny_and_deterministic():
+    a, processor = model.load("pocket-tiny")
+    b, _ = model.load("pocket-tiny")
+    assert sum(p.numel() for p in a.parameters()) < 5_000_000
+    assert_same_weights(a, b)
+    assert processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>") == a.config.image_token_id
