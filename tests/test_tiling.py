@@ -1,0 +1,405 @@
+"""InternVL dynamic tiling: reference vectors, parity with transformers, modes, config, loading."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.tiling import (
+    CLIP_MEAN,
+    CLIP_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    ImageLoadError,
+    TilingConfig,
+    candidate_grids,
+    count_tiles,
+    load_image,
+    normalize,
+    preprocess_image,
+    split_into_tiles,
+    tile_grid,
+)
+
+GotOcr2ImageProcessorPil = pytest.importorskip("transformers").GotOcr2ImageProcessorPil
+
+# internvl.md §1 test vectors: (W, H) -> (grid, tiles) at max 6 and at max 12, thumbnail on.
+REFERENCE = [
+    ((448, 448), (1, 1), 1, (1, 1), 1),
+    ((500, 500), (1, 1), 1, (1, 1), 1),
+    ((224, 224), (1, 1), 1, (1, 1), 1),
+    ((1000, 1000), (2, 2), 5, (3, 3), 10),
+    ((800, 600), (3, 2), 7, (4, 3), 13),
+    ((640, 480), (3, 2), 7, (4, 3), 13),
+    ((1024, 768), (3, 2), 7, (4, 3), 13),
+    ((1920, 1080), (2, 1), 3, (4, 2), 9),
+    ((1600, 900), (2, 1), 3, (4, 2), 9),
+    ((2688, 896), (3, 1), 4, (6, 2), 13),
+    ((100, 1000), (1, 6), 7, (1, 10), 11),
+]
+REFERENCE_SIZES = [r[0] for r in REFERENCE]
+
+
+def _random_sizes(n: int = 30, seed: int = 1234) -> list[tuple[int, int]]:
+    rng = random.Random(seed)
+    sizes = [(1, 1), (1, 4000), (4000, 1), (3, 700), (2500, 40), (7, 9), (13, 5)]
+    while len(sizes) < n:
+        w, h = rng.randint(16, 3000), rng.randint(16, 3000)
+        if rng.random() < 0.3:  # extreme aspect ratio
+            squash = rng.randint(5, 40)
+            w, h = (w, max(1, w // squash)) if rng.random() < 0.5 else (max(1, h // squash), h)
+        sizes.append((w, h))
+    return sizes
+
+
+RANDOM_SIZES = _random_sizes()
+
+
+def _noise(width: int, height: int, seed: int = 0, mode: str = "RGB") -> Image.Image:
+    channels = {"RGB": 3, "RGBA": 4, "L": 1}[mode]
+    arr = np.random.default_rng(seed).integers(0, 256, (height, width, channels), dtype=np.uint8)
+    return Image.fromarray(arr[..., 0] if channels == 1 else arr, mode)
+
+
+def _processor(
+    max_tiles: int = 12,
+    tile_size: int = 448,
+    crop: bool = True,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> GotOcr2ImageProcessorPil:
+    return GotOcr2ImageProcessorPil(
+        size={"height": tile_size, "width": tile_size},
+        crop_to_patches=crop,
+        min_patches=1,
+        max_patches=max_tiles,
+        image_mean=mean,
+        image_std=std,
+        resample=Image.Resampling.BICUBIC,
+    )
+
+
+# --- reference vectors and candidate order ---------------------------------------------------
+
+
+def test_candidate_order_max6_matches_internvl() -> None:
+    assert candidate_grids(1, 6) == [
+        (1, 1), (1, 2), (2, 1), (3, 1), (1, 3), (4, 1), (1, 4),
+        (2, 2), (1, 5), (5, 1), (6, 1), (2, 3), (1, 6), (3, 2),
+    ]  # fmt: skip
+
+
+def test_candidate_order_max12() -> None:
+    grids = candidate_grids(1, 12)
+    assert len(grids) == 35
+    assert grids[:8] == [(1, 1), (1, 2), (2, 1), (3, 1), (1, 3), (2, 2), (4, 1), (1, 4)]
+    assert grids[-5:] == [(3, 4), (4, 3), (1, 12), (6, 2), (2, 6)]
+    products = [c * r for c, r in grids]
+    assert products == sorted(products)
+    assert set(grids) == {(c, r) for c in range(1, 13) for r in range(1, 13) if c * r <= 12}
+
+
+def test_candidate_grids_respects_min_and_returns_copy() -> None:
+    grids = candidate_grids(3, 4)
+    assert all(3 <= c * r <= 4 for c, r in grids) and len(grids) == 5
+    grids.clear()
+    assert len(candidate_grids(3, 4)) == 5
+
+
+@pytest.mark.parametrize(("size", "grid6", "tiles6", "grid12", "tiles12"), REFERENCE)
+def test_reference_vectors(size, grid6, tiles6, grid12, tiles12) -> None:
+    w, h = size
+    assert tile_grid(w, h, 1, 6) == grid6
+    assert tile_grid(w, h, 1, 12) == grid12
+    assert count_tiles(w, h, TilingConfig(max_tiles=6)) == tiles6
+    assert count_tiles(w, h, TilingConfig(max_tiles=12)) == tiles12
+
+
+def test_small_images_are_upscaled_to_the_closest_ratio() -> None:
+    # A strictly closer ratio wins regardless of area: 64x48 still gets 4x3 at max 12.
+    assert tile_grid(64, 48) == (4, 3)
+    assert len(split_into_tiles(_noise(64, 48), TilingConfig())) == 13
+
+
+def test_tile_grid_rejects_empty_image() -> None:
+    with pytest.raises(ValueError):
+        tile_grid(0, 10)
+
+
+# --- parity with transformers' GotOcr2ImageProcessorPil ----------------------------------------
+
+
+@pytest.mark.parametrize("max_tiles", [12, 6, 4, 2])
+def test_tile_count_parity_with_transformers(max_tiles: int) -> None:
+    proc = _processor(max_tiles)
+    config = TilingConfig(max_tiles=max_tiles)
+    kwargs = {"max_patches": max_tiles, "crop_to_patches": True}
+    for w, h in REFERENCE_SIZES + RANDOM_SIZES:
+        expected = proc.get_number_of_image_patches(h, w, kwargs)
+        assert count_tiles(w, h, config) == expected, (w, h)
+
+
+@pytest.mark.parametrize(
+    ("size", "max_tiles"),
+    [((2688, 896), 12), ((640, 480), 4), ((300, 1000), 4), ((1000, 1000), 4), ((20, 15), 4)],
+)
+def test_pixel_parity_with_transformers(size: tuple[int, int], max_tiles: int) -> None:
+    image = _noise(*size, seed=size[0])
+    expected = _processor(max_tiles)(image, return_tensors="pt")
+    ours = preprocess_image(image, TilingConfig(max_tiles=max_tiles))
+    assert ours.dtype == torch.float32
+    assert ours.shape == expected["pixel_values"].shape
+    assert int(expected["num_patches"][0]) == ours.shape[0]
+    torch.testing.assert_close(ours, expected["pixel_values"], atol=1e-5, rtol=0)
+
+
+def test_pixel_parity_many_sizes_small_tiles() -> None:
+    # Small tiles keep this fast while exercising the grid choice, resize, crop and thumbnail
+    # on every random size, including extreme aspect ratios and 1x1.
+    for max_tiles in (12, 6):
+        proc = _processor(max_tiles, tile_size=28)
+        config = TilingConfig(tile_size=28, max_tiles=max_tiles)
+        for i, (w, h) in enumerate(RANDOM_SIZES):
+            image = _noise(min(w, 600), min(h, 600), seed=i)  # cap decode cost, keep the shape
+            expected = proc(image, return_tensors="pt")["pixel_values"]
+            ours = preprocess_image(image, config)
+            assert ours.shape == expected.shape, (image.size, max_tiles)
+            torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+def test_grayscale_input_parity_with_transformers() -> None:
+    image = _noise(500, 300, mode="L")
+    expected = _processor(4)(image, return_tensors="pt")["pixel_values"]
+    torch.testing.assert_close(
+        preprocess_image(image, TilingConfig(max_tiles=4)), expected, atol=1e-5, rtol=0
+    )
+
+
+def test_resize_mode_clip_stats_parity_with_transformers() -> None:
+    image = _noise(333, 517)
+    proc = _processor(crop=False, mean=CLIP_MEAN, std=CLIP_STD)
+    expected = proc(image, return_tensors="pt")["pixel_values"]
+    config = TilingConfig(mode="resize", mean=CLIP_MEAN, std=CLIP_STD)
+    torch.testing.assert_close(preprocess_image(image, config), expected, atol=1e-5, rtol=0)
+
+
+# --- tiling behaviour ----------------------------------------------------------------------------
+
+
+def test_tiles_are_row_major_and_thumbnail_last() -> None:
+    # 2 cols x 3 rows of solid 8x8 blocks; the grid matches exactly, so the resize is a no-op.
+    colours = [(10 * k, 255 - 10 * k, 3 * k) for k in range(6)]
+    arr = np.zeros((24, 16, 3), dtype=np.uint8)
+    for k, colour in enumerate(colours):
+        r, c = divmod(k, 2)
+        arr[r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8] = colour
+    config = TilingConfig(tile_size=8, max_tiles=6)
+    tiles = split_into_tiles(Image.fromarray(arr), config)
+    assert tile_grid(16, 24, 1, 6) == (2, 3)
+    assert len(tiles) == 7 == count_tiles(16, 24, config)
+    for k, colour in enumerate(colours):
+        assert tiles[k].size == (8, 8) and tiles[k].mode == "RGB"
+        assert np.all(np.asarray(tiles[k]) == colour), k
+    thumb = np.asarray(tiles[6])
+    assert thumb.shape == (8, 8, 3) and len(np.unique(thumb.reshape(-1, 3), axis=0)) > 1
+
+
+@pytest.mark.parametrize("size", [(448, 448), (224, 224), (500, 500), (30, 31)])
+def test_single_tile_never_gets_thumbnail(size: tuple[int, int]) -> None:
+    config = TilingConfig(thumbnail=True)
+    assert count_tiles(*size, config) == 1
+    assert len(split_into_tiles(_noise(*size), config)) == 1
+
+
+def test_max_tiles_one_gives_single_tile() -> None:
+    config = TilingConfig(max_tiles=1)
+    assert count_tiles(2688, 896, config) == 1
+    assert preprocess_image(_noise(300, 100), config).shape == (1, 3, 448, 448)
+
+
+def test_thumbnail_off() -> None:
+    config = TilingConfig(thumbnail=False, tile_size=32)
+    image = _noise(640, 480)
+    tiles = split_into_tiles(image, config)
+    assert len(tiles) == 12 == count_tiles(640, 480, config)
+    on = split_into_tiles(image, TilingConfig(tile_size=32))
+    assert len(on) == 13
+    for off_tile, on_tile in zip(tiles, on[:12], strict=True):
+        assert np.array_equal(np.asarray(off_tile), np.asarray(on_tile))
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        TilingConfig(tile_size=32),
+        TilingConfig(tile_size=32, thumbnail=False, max_tiles=6),
+        TilingConfig(tile_size=32, mode="pad", mean=CLIP_MEAN, std=CLIP_STD),
+        TilingConfig(tile_size=32, mode="resize", mean=SIGLIP_MEAN, std=SIGLIP_STD),
+    ],
+)
+def test_preprocess_equals_split_then_normalize(config: TilingConfig) -> None:
+    for size in [(640, 480), (100, 1000), (33, 33), (1, 1)]:
+        image = _noise(*size, seed=sum(size), mode="RGBA")
+        ours = preprocess_image(image, config)
+        reference = normalize(split_into_tiles(image, config), config.mean, config.std)
+        assert ours.shape == (count_tiles(*size, config), 3, 32, 32)
+        assert torch.equal(ours, reference)
+
+
+def test_rgba_drops_alpha_like_internvl() -> None:
+    # InternVL calls convert("RGB"): alpha is discarded, not composited onto white.
+    rgba = _noise(100, 60, mode="RGBA")
+    rgb = Image.fromarray(np.asarray(rgba)[..., :3])
+    config = TilingConfig(tile_size=16)
+    assert torch.equal(preprocess_image(rgba, config), preprocess_image(rgb, config))
+
+
+def test_normalize_values_and_errors() -> None:
+    tile = Image.fromarray(np.array([[[0, 255, 128]]], dtype=np.uint8))
+    out = normalize([tile], SIGLIP_MEAN, SIGLIP_STD)
+    assert out.shape == (1, 3, 1, 1) and out.dtype == torch.float32
+    torch.testing.assert_close(out.flatten(), torch.tensor([-1.0, 1.0, 128 / 255 * 2 - 1]))
+    with pytest.raises(ValueError):
+        normalize([], IMAGENET_MEAN, IMAGENET_STD)
+    with pytest.raises(ValueError):
+        normalize([tile, _noise(2, 2)], IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_pad_mode_centres_image_on_mean_colour() -> None:
+    pad = (122, 116, 104)  # int(255 * CLIP_MEAN)
+    # Wide 64x32 -> 64x64 canvas (rows 16..47 image) -> bicubic down to 32x32: image rows ~8..23.
+    config = TilingConfig(tile_size=32, mode="pad", mean=CLIP_MEAN, std=CLIP_STD)
+    image = Image.new("RGB", (64, 32), (255, 0, 0))
+    (tile,) = split_into_tiles(image, config)
+    px = np.asarray(tile)
+    assert tile.size == (32, 32)
+    assert (px[:6] == pad).all() and (px[-6:] == pad).all()
+    assert (px[10:22] == (255, 0, 0)).all()
+    assert count_tiles(64, 32, config) == 1
+    assert preprocess_image(image, config).shape == (1, 3, 32, 32)
+    # Tall 16x64 at tile 64: no resize, so the centring is exact (columns 24..39).
+    config64 = TilingConfig(tile_size=64, mode="pad", mean=CLIP_MEAN, std=CLIP_STD)
+    tall = np.asarray(split_into_tiles(Image.new("RGB", (16, 64), (0, 0, 255)), config64)[0])
+    assert (tall[:, :24] == pad).all() and (tall[:, 40:] == pad).all()
+    assert (tall[:, 24:40] == (0, 0, 255)).all()
+
+
+def test_pad_mode_odd_padding_goes_after() -> None:
+    config = TilingConfig(tile_size=5, mode="pad", mean=CLIP_MEAN)
+    px = np.asarray(split_into_tiles(Image.new("RGB", (5, 2), (255, 255, 255)), config)[0])
+    # 5x2 -> 5x5 canvas with the image at rows 1..2 (offset (5-2)//2 = 1), no resize needed.
+    assert (px[0] == (122, 116, 104)).all() and (px[3:] == (122, 116, 104)).all()
+    assert (px[1:3] == 255).all()
+
+
+def test_resize_mode_squashes_to_one_tile() -> None:
+    config = TilingConfig(tile_size=40, mode="resize")
+    image = _noise(2688, 896)
+    (tile,) = split_into_tiles(image, config)
+    assert tile.size == (40, 40)
+    expected = image.resize((40, 40), Image.Resampling.BICUBIC)
+    assert np.array_equal(np.asarray(tile), np.asarray(expected))
+    assert count_tiles(2688, 896, config) == 1
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+def test_config_defaults_and_round_trip() -> None:
+    config = TilingConfig()
+    assert (config.tile_size, config.min_tiles, config.max_tiles) == (448, 1, 12)
+    assert config.thumbnail and config.mode == "dynamic" and config.mean == IMAGENET_MEAN
+    custom = TilingConfig(tile_size=336, max_tiles=6, mode="pad", mean=CLIP_MEAN, std=CLIP_STD)
+    d = json.loads(json.dumps(custom.to_dict()))
+    assert TilingConfig.from_dict(d) == custom
+    assert TilingConfig.from_dict({"mean": [0.5, 0.5, 0.5]}).mean == (0.5, 0.5, 0.5)
+    hash(TilingConfig.from_dict(d))
+
+
+def test_from_dict_rejects_unknown_keys() -> None:
+    with pytest.raises(ValueError, match=r"unknown TilingConfig key.*'max_patches'.*'size'"):
+        TilingConfig.from_dict({"max_patches": 6, "size": 448, "tile_size": 448})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"min_tiles": 7, "max_tiles": 6},
+        {"tile_size": 0},
+        {"tile_size": -448},
+        {"min_tiles": 0},
+        {"mode": "crop"},
+        {"mean": [0.5, 0.5]},
+        {"std": [0.5, 0.0, 0.5]},
+        {"max_tiles": 6.0},
+    ],
+)
+def test_from_dict_validates(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        TilingConfig.from_dict(bad)
+
+
+@pytest.mark.parametrize(
+    ("n_images", "cap"), [(1, 12), (2, 6), (3, 4), (5, 2), (6, 2), (7, 1), (12, 1), (40, 1)]
+)
+def test_for_images_rule(n_images: int, cap: int) -> None:
+    config = TilingConfig(max_tiles=12).for_images(n_images)
+    assert config.max_tiles == cap and config.min_tiles == 1 and config.thumbnail
+    cols, rows = tile_grid(2688, 896, 1, cap)
+    assert count_tiles(2688, 896, config) == (1 if cap == 1 else cols * rows + 1)
+
+
+def test_for_images_cap_one_has_no_thumbnail_and_clamps_min() -> None:
+    config = TilingConfig(min_tiles=2, max_tiles=6).for_images(4)
+    assert (config.min_tiles, config.max_tiles) == (1, 1)
+    assert len(split_into_tiles(_noise(900, 300), config)) == 1
+    with pytest.raises(ValueError):
+        TilingConfig().for_images(0)
+
+
+# --- load_image ------------------------------------------------------------------------------
+
+
+def test_load_image_converts_to_rgb(tmp_path) -> None:
+    path = tmp_path / "gray.png"
+    _noise(40, 30, mode="L").save(path)
+    image = load_image(path)
+    assert image.mode == "RGB" and image.size == (40, 30)
+    assert load_image(str(path)).mode == "RGB"
+
+
+def test_load_image_missing_file(tmp_path) -> None:
+    path = tmp_path / "nope.jpg"
+    with pytest.raises(ImageLoadError, match="nope.jpg") as info:
+        load_image(path)
+    assert isinstance(info.value, ValueError) and str(path) in str(info.value)
+
+
+def test_load_image_not_an_image(tmp_path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_text("this is not a PNG\n" * 20)
+    with pytest.raises(ImageLoadError, match="notes.png: ."):
+        load_image(path)
+
+
+def test_load_image_truncated_png(tmp_path) -> None:
+    full = tmp_path / "full.png"
+    _noise(256, 256).save(full)  # noise barely compresses, so cutting it loses pixel data
+    data = full.read_bytes()
+    path = tmp_path / "truncated.png"
+    path.write_bytes(data[: len(data) // 2])
+    Image.open(path)  # the header alone still parses: only a full decode catches it
+    with pytest.raises(ImageLoadError, match="truncated.png: ."):
+        load_image(path)
+
+
+def test_load_image_directory(tmp_path) -> None:
+    with pytest.raises(ImageLoadError):
+        load_image(tmp_path)
