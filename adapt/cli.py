@@ -1,0 +1,197 @@
+"""The `adapt` command line. Verbs are thin: each parses its flags and calls one library function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_QUESTION = "What shapes are in the picture?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.handler(args) or 0
+    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
+        print(f"adapt {args.verb}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="adapt", description="Adapt small vision-language models to specialist fields.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    chat = verbs.add_parser("chat", help="ask a model about images", description="Ask a model about one or more images.")
+    chat.add_argument("question", nargs="?", default=DEFAULT_QUESTION, help=f"the question (default: {DEFAULT_QUESTION!r})")
+    _model_flags(chat)
+    chat.add_argument("--image", "-i", action="append", default=[], help="image file (repeat for several images)")
+    chat.add_argument("--example-image", action="store_true", help="use the bundled example image")
+    chat.add_argument("--max-new-tokens", type=int, default=64)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--max-tiles", type=int, help="override the model's tile cap for this question")
+    chat.add_argument("--system", help="system message (default: the chat template's)")
+    chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
+    chat.set_defaults(handler=_chat)
+
+    export = verbs.add_parser("export", help="write a checkpoint in a format other tools load")
+    _model_flags(export)
+    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket"])
+    export.add_argument("--out", "-o", required=True, type=Path)
+    export.set_defaults(handler=_export)
+
+    inspect = verbs.add_parser("inspect", help="describe a checkpoint or preset: layout, parts, tiling, template")
+    _model_flags(inspect)
+    inspect.set_defaults(handler=_inspect)
+
+    tiles = verbs.add_parser("tiles", help="plan the tiles and image tokens of an image size (no pixels read)")
+    tiles.add_argument("size", help="WIDTHxHEIGHT, e.g. 1600x900, or an image file")
+    tiles.add_argument("--max-tiles", type=int, default=12)
+    tiles.add_argument("--min-tiles", type=int, default=1)
+    tiles.add_argument("--tokens-per-tile", type=int, default=256)
+    tiles.add_argument("--no-thumbnail", action="store_true")
+    tiles.set_defaults(handler=_tiles)
+
+    presets = verbs.add_parser("presets", help="list the built-in model presets")
+    presets.set_defaults(handler=_presets)
+    return parser
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default="pocket-tiny", help="preset name or checkpoint directory (default: pocket-tiny)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load in this dtype")
+    parser.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    parser.add_argument("--allow-pickle", action="store_true", help="read .bin weights with torch.load(weights_only=True)")
+
+
+def _load(args):
+    import model
+
+    return model.load(args.model, dtype=args.dtype, device=args.device, allow_pickle=args.allow_pickle)
+
+
+def _chat(args) -> int:
+    import dataclasses
+
+    import torch
+
+    from model.resources import assets_dir
+
+    images = list(args.image)
+    if args.example_image:
+        images.append(str(assets_dir() / "example.png"))
+    vlm, processor = _load(args)
+    tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles else None
+    encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
+    if args.show_prompt:
+        print(_summarise_prompt(processor, encoded.input_ids), file=sys.stderr)
+    print(f"[{args.model}: {len(images)} image(s), {sum(encoded.num_tiles)} tile(s), {len(encoded.input_ids)} tokens]", file=sys.stderr)
+    inputs = {k: v.to(vlm.device) for k, v in encoded.to_model_inputs().items()}
+    sampling = dict(do_sample=True, temperature=args.temperature) if args.temperature > 0 else dict(do_sample=False)
+    streamer = _StopAwareStreamer(processor)
+    with torch.inference_mode():
+        vlm.generate(**inputs, max_new_tokens=args.max_new_tokens, eos_token_id=processor.stop_token_ids,
+                     pad_token_id=processor.pad_token_id, streamer=streamer, **sampling)
+    return 0
+
+
+class _StopAwareStreamer:
+    """Prints tokens as they come; stops printing at the first stop token."""
+
+    def __init__(self, processor):
+        from transformers import TextStreamer
+
+        self._inner = TextStreamer(processor.tokenizer, skip_special_tokens=True)
+        self._stops = set(processor.stop_token_ids)
+        self._done = False
+
+    def put(self, value) -> None:
+        if self._done:
+            return
+        ids = value.flatten().tolist()
+        cut = next((k for k, i in enumerate(ids) if i in self._stops), None)
+        if cut is not None:
+            self._done = True
+            ids = ids[:cut]
+        if ids:
+            import torch
+
+            self._inner.put(torch.tensor(ids))
+
+    def end(self) -> None:
+        self._inner.end()
+
+
+def _summarise_prompt(processor, input_ids) -> str:
+    text = processor.tokenizer.decode(input_ids, skip_special_tokens=False)
+    token = processor.image_context_token
+    import re
+
+    return re.sub(f"(?:{re.escape(token)})+", lambda m: f"{token}×{len(m.group(0)) // len(token)}", text)
+
+
+def _export(args) -> int:
+    from deploy.hf import export
+
+    vlm, processor = _load(args)
+    out = export(vlm, processor, args.format, args.out)
+    print(f"wrote {args.format} checkpoint to {out}")
+    return 0
+
+
+def _inspect(args) -> int:
+    vlm, processor = _load(args)
+    cfg = vlm.config
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    rows = [
+        ("vision tower", f"{type(vlm.vision_tower).__name__} ({count(vlm.vision_tower):,} params), layer {cfg.vision_feature_layer}"),
+        ("projector", f"{cfg.projector_type} {cfg.projector_options or ''} ({count(vlm.multi_modal_projector):,} params)"),
+        ("language model", f"{type(vlm.language_model).__name__} ({count(vlm.language_model):,} params)"),
+        ("image tokens", f"{cfg.image_seq_length} per tile, id {cfg.image_token_id} ({cfg.image_context_token})"),
+        ("tiling", ", ".join(f"{k}={v}" for k, v in cfg.tiling.items())),
+        ("chat template", cfg.chat_template),
+        ("dtype", str(vlm.dtype)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _tiles(args) -> int:
+    from model.tiling import TilingConfig, count_tiles, tile_grid
+
+    if Path(args.size).is_file():
+        from PIL import Image
+
+        with Image.open(args.size) as img:  # reads the header only
+            width, height = img.size
+    else:
+        try:
+            width, height = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"size {args.size!r} is neither WIDTHxHEIGHT nor an image file") from None
+    config = TilingConfig(min_tiles=args.min_tiles, max_tiles=args.max_tiles, thumbnail=not args.no_thumbnail)
+    cols, rows = tile_grid(width, height, args.min_tiles, args.max_tiles)
+    n = count_tiles(width, height, config)
+    print(f"{width}x{height}: grid {cols}x{rows} (cols x rows), {n} tiles{' incl. thumbnail' if n > cols * rows else ''}, "
+          f"{n * args.tokens_per_tile} image tokens")
+    return 0
+
+
+def _presets(args) -> int:
+    from model.presets import PRESETS
+
+    width = max(map(len, PRESETS))
+    for name, preset in PRESETS.items():
+        where = f"  [{preset.hub_id}]" if preset.hub_id else "  [built in]"
+        print(f"{name:<{width}}  {preset.description}{where}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

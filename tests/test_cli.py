@@ -1,0 +1,51 @@
+"""The `adapt` verbs as a user runs them (in-process, tiny model)."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import AutoModelForImageTextToText
+
+from adapt.cli import main
+
+
+def test_chat_on_the_example_image(capsys):
+    assert main(["chat", "--example-image", "--max-new-tokens", "4", "--show-prompt", "Which shapes?"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s), 7 tile(s)" in err
+    assert "<img><IMG_CONTEXT>×112</img>" in err  # 7 tiles x 16 tokens, summarised
+
+
+def test_chat_reports_a_missing_image_without_traceback(capsys, tmp_path):
+    assert main(["chat", "--image", str(tmp_path / "missing.png")]) == 1
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "Traceback" not in err
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert main(["inspect", "--model", "no-such-model"]) == 1
+    assert "presets: pocket-tiny" in capsys.readouterr().err
+
+
+def test_tiles_plans_without_pixels(capsys):
+    assert main(["tiles", "2688x896"]) == 0
+    out = capsys.readouterr().out
+    assert "grid 6x2" in out and "3328 image tokens" in out
+    assert main(["tiles", "800x600", "--max-tiles", "6"]) == 0
+    assert "grid 3x2 (cols x rows), 7 tiles" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_export_hf_then_transformers_loads_it(tmp_path, capsys):
+    out = tmp_path / "hf"
+    assert main(["export", "--format", "hf", "--out", str(out)]) == 0
+    _, info = AutoModelForImageTextToText.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert main(["inspect", "--model", str(out)]) == 0
+    assert "pixel_shuffle_mlp" in capsys.readouterr().out
+
+
+def test_presets_listed(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("pocket-tiny", "internvl2-1b", "mini-internvl-2b", "mini-internvl-4b", "mobilevlm-v2-1.7b", "mobilevlm-v2-3b"):
+        assert name in out
