@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .chat import ChatTemplate, get_chat_template, normalize_messages
-from .tiling import TilingConfig, load_image, preprocess_image
+from .tiling import TilingConfig, count_tiles, load_image, preprocess_image
 
 IMAGE_PLACEHOLDER = "<image>"
 IGNORE_INDEX = -100
@@ -140,8 +140,31 @@ class VLMProcessor:
         With `with_labels`, only assistant answers (and their end separators) are supervised.
         Raises `SampleTooLongError` when the result would exceed `max_length`.
         """
-        messages = add_image_placeholders(normalize_messages(conversation), len(images))
         pixel_values, num_tiles = self.prepare_images(images, tiling)
+        return self.encode_tokens(
+            conversation, num_tiles, add_generation_prompt, with_labels, max_length, system_message, pixel_values
+        )
+
+    def tiles_for_sizes(self, sizes: Sequence[tuple[int, int]], tiling: TilingConfig | None = None) -> list[int]:
+        """Tile counts of images of these (width, height) sizes, without reading pixels."""
+        tiling = (tiling or self.tiling).for_images(len(sizes))
+        return [count_tiles(w, h, tiling) for w, h in sizes]
+
+    def encode_tokens(
+        self,
+        conversation: list[dict],
+        num_tiles: Sequence[int] = (),
+        add_generation_prompt: bool = True,
+        with_labels: bool = False,
+        max_length: int | None = None,
+        system_message: str | None = None,
+        pixel_values: torch.Tensor | None = None,
+    ) -> Encoded:
+        """The token side of `__call__`, given each image's tile count (pixels optional).
+
+        Cheap enough to measure every sample of a data set before training (see `tiles_for_sizes`).
+        """
+        messages = add_image_placeholders(normalize_messages(conversation), len(num_tiles))
         segments = self.chat_template.segments(
             messages, add_generation_prompt=add_generation_prompt, system_message=system_message
         )
@@ -169,7 +192,7 @@ class VLMProcessor:
             attention_mask=torch.ones_like(input_ids),
             pixel_values=pixel_values,
             labels=torch.tensor(labels, dtype=torch.long) if with_labels else None,
-            num_tiles=num_tiles,
+            num_tiles=list(num_tiles),
         )
 
     def _encode_text(self, text: str, image_iter) -> list[int]:

@@ -169,3 +169,13 @@ def test_processor_prompt_is_byte_identical_to_template(tiny_tokenizer, example_
         "<image>", "<img>" + "<IMG_CONTEXT>" * 4 + "</img>"
     )
     assert tiny_tokenizer.decode(enc.input_ids) == expected
+
+
+def test_token_plan_without_pixels_equals_full_encoding(ours, example_image):
+    _, processor = ours
+    conversation = [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": "shapes"}]
+    full = processor(conversation, images=[example_image], add_generation_prompt=False, with_labels=True)
+    tiles = processor.tiles_for_sizes([example_image.size])
+    planned = processor.encode_tokens(conversation, tiles, add_generation_prompt=False, with_labels=True)
+    assert tiles == full.num_tiles
+    assert torch.equal(planned.input_ids, full.input_ids) and torch.equal(planned.labels, full.labels)
