@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = verbs.add_parser("presets", help="list the built-in model presets")
     presets.set_defaults(handler=_presets)
+
+    _recipe_verbs(verbs)
     return parser
 
 
@@ -190,6 +192,125 @@ def _presets(args) -> int:
     for name, preset in PRESETS.items():
         where = f"  [{preset.hub_id}]" if preset.hub_id else "  [built in]"
         print(f"{name:<{width}}  {preset.description}{where}")
+    return 0
+
+
+# ---------------------------------------------------------------------- recipe verbs: validate, recipes, init
+def _recipe_verbs(verbs) -> None:
+    train = verbs.add_parser("train", help="train (or resume) the run a recipe describes",
+                             description="Train from a recipe; resumes from the newest complete checkpoint in its output dir.")
+    train.add_argument("recipe", type=Path)
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    train.add_argument("--nproc-per-node", type=int, default=1, help="data-parallel processes (relaunches under torchrun)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
+    train.set_defaults(handler=_train)
+
+    evaluate = verbs.add_parser("eval", help="score a model on a recipe's held-out sources (domain and general side by side)")
+    evaluate.add_argument("recipe", type=Path)
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    evaluate.add_argument("--model", action="append", default=[], metavar="[LABEL=]SOURCE",
+                          help="model to score (repeatable); default: base = recipe model, adapted = the run's final model")
+    evaluate.add_argument("--out", type=Path, help="report folder (default: <output.dir>/eval)")
+    evaluate.set_defaults(handler=_eval)
+
+    quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
+    quick.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. mixing.general_ratio=0")
+    quick.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    quick.add_argument("--no-progress", action="store_true")
+    quick.set_defaults(handler=_quickstart)
+
+    validate = verbs.add_parser(
+        "validate", help="check a recipe and print it resolved (absolute paths, every default filled in)",
+        description="Check a recipe and print it resolved. Exit status 1 (with the reason) when it is not valid.")
+    validate.add_argument("recipe", type=Path, help="the recipe .yaml")
+    validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                          help="override recipe keys, e.g. training.max_steps=20 parts.llm.mode=full")
+    validate.set_defaults(handler=_validate)
+
+    recipes = verbs.add_parser("recipes", help="list the recipe templates (copy one with `adapt init`)")
+    recipes.set_defaults(handler=_recipes)
+
+    init = verbs.add_parser("init", help="copy a recipe template, comments included, into a folder",
+                            description="Copy template NAME to DIR/NAME.yaml; never overwrites a file.")
+    init.add_argument("name", help="template name (see `adapt recipes`)")
+    init.add_argument("dir", type=Path, help="destination folder (created if missing)")
+    init.set_defaults(handler=_init)
+
+
+def _train(args) -> int:
+    import os
+
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)  # fail fast, before any process is launched
+    if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        import subprocess
+
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}",
+               "-m", "adapt.cli", "train", str(args.recipe), *args.overrides] + (["--no-progress"] if args.no_progress else [])
+        return subprocess.call(cmd)
+    from .train import train
+
+    final = train(recipe, progress=not args.no_progress)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"final model: {final}\nnext: adapt eval {args.recipe}   |   adapt chat --model {final} --image IMAGE")
+    return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import plot_comparison, write_report
+    from .recipe import load_recipe
+    from .run_eval import eval_kinds, evaluate_model
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in args.model)
+    if not models:
+        models = {"base": recipe.model.source}
+        final = Path(recipe.output.dir) / "final"
+        if final.is_dir():
+            models["adapted"] = str(final)
+    out = args.out or Path(recipe.output.dir) / "eval"
+    runs = {label: evaluate_model(recipe, source, label, out) for label, source in models.items()}
+    kinds = eval_kinds(recipe)
+    _, md = write_report(out, runs, kinds)
+    plot_comparison(runs, kinds, out / "comparison.png")
+    print(md.read_text())
+    return 0
+
+
+def _quickstart(args) -> int:
+    from .quickstart import quickstart
+
+    quickstart(args.out, args.overrides, progress=not args.no_progress)
+    return 0
+
+
+def _validate(args) -> int:
+    from .recipe import load_recipe, recipe_warnings
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(recipe.to_yaml(), end="")
+    for note in recipe_warnings(recipe):
+        print(f"note: {note}", file=sys.stderr)
+    print(f"{args.recipe}: valid recipe {recipe.name!r}", file=sys.stderr)
+    return 0
+
+
+def _recipes(args) -> int:
+    from .recipe import list_recipe_templates
+
+    templates = list_recipe_templates()
+    width = max((len(name) for name in templates), default=0)
+    for name, description in templates.items():
+        print(f"{name:<{width}}  {description}")
+    return 0
+
+
+def _init(args) -> int:
+    from .recipe import copy_recipe_template
+
+    path = copy_recipe_template(args.name, args.dir)
+    print(f"wrote {path}\nnext: edit it, then `adapt validate {path}`")
     return 0
 
 

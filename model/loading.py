@@ -12,7 +12,7 @@ from transformers.utils import logging as hf_logging
 
 from .checkpoints.io import CheckpointError
 from .checkpoints.layouts import detect_layout
-from .presets import PRESETS, get_preset
+from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
 from .processor import VLMProcessor
 from .resources import assets_dir
 from .vlm import PocketVLM
@@ -81,7 +81,13 @@ def _load_preset(name: str, allow_pickle: bool, seed: int):
     preset = get_preset(name)
     if preset.hub_id is None:
         torch.manual_seed(seed)
-        return PocketVLM(preset.build()), AutoTokenizer.from_pretrained(str(assets_dir() / name))
+        vlm = PocketVLM(preset.build())
+        if preset.weights and (assets_dir() / preset.weights).is_file():
+            from .checkpoints.io import load_strict, read_state_dict
+
+            weights = assets_dir() / preset.weights
+            load_strict(vlm, read_state_dict(weights.parent), str(weights))
+        return vlm, AutoTokenizer.from_pretrained(str(assets_dir() / POCKET_TINY_TOKENIZER))
     from huggingface_hub import snapshot_download
 
     local = snapshot_download(preset.hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"])

@@ -27,6 +27,7 @@ class Preset:
     build: Callable[[], PocketVLMConfig]
     hub_id: str | None = None
     layout: str = "original"
+    weights: str | None = None  # safetensors file under model/assets/ with the preset's trained weights
 
 
 def _internvl2_1b() -> PocketVLMConfig:
@@ -111,7 +112,9 @@ def _pocket_tiny() -> PocketVLMConfig:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
-        Preset("pocket-tiny", "tiny InternVL-shaped model (2 M params) for CPU tests and the quick start", _pocket_tiny, layout="pocket"),
+        Preset("pocket-tiny", "tiny InternVL-shaped model (1.7 M params) pre-trained on the synthetic general world; CPU tests and the quick start",
+               _pocket_tiny, layout="pocket", weights="pocket-tiny/model.safetensors"),
+        Preset("pocket-tiny-scratch", "pocket-tiny with seeded random weights (the start of its pre-training)", _pocket_tiny, layout="pocket"),
         Preset("internvl2-1b", "InternVL2-1B / Mini-InternVL-1B: InternViT-300M + Qwen2-0.5B", _internvl2_1b, "OpenGVLab/InternVL2-1B"),
         Preset("mini-internvl-2b", "Mini-InternVL-2B: InternViT-300M + InternLM2-1.8B (as Llama)", _mini_internvl_2b, "OpenGVLab/InternVL2-2B"),
         Preset("mini-internvl-4b", "Mini-InternVL-4B: InternViT-300M + Phi-3-mini", _mini_internvl_4b, "OpenGVLab/InternVL2-4B"),

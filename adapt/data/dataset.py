@@ -1,0 +1,92 @@
+"""Records → training tensors: a map-style dataset over a mixture order, and its collate function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from model.processor import SampleTooLongError
+from model.tiling import ImageLoadError, load_image
+
+from .samples import TOO_LONG, UNREADABLE_IMAGE, Record, SkipLog, record_tiling
+
+__all__ = ["SupervisedDataset", "collate"]
+
+
+class SupervisedDataset(torch.utils.data.Dataset):
+    """Item ``i`` encodes record ``order[i]`` (a ``(source, index)`` pair, e.g. from
+    `MixturePlan.epoch`) with labels on the gpt turns only.
+
+    Images are fully decoded here (`model.tiling.load_image`), so a file whose header read fine but
+    whose body is truncated or corrupt shows up now: the item is ``None``, the record is logged
+    once as ``"unreadable image"`` and later visits return ``None`` at once; `collate` drops it.
+    Note that with DataLoader workers each worker logs into its own copy of ``skips``; count
+    ``batch["n_dropped"]`` in the training loop to see load-time drops in the main process.
+    """
+
+    def __init__(
+        self,
+        records: dict[str, list[Record]],
+        order: Sequence[tuple[str, int]],
+        processor,
+        max_seq_length: int,
+        skips: SkipLog,
+        tiling=None,
+    ):
+        self.records = records
+        self.processor = processor
+        self.max_seq_length = max_seq_length
+        self.skips = skips
+        self.tiling = tiling if tiling is not None else processor.tiling
+        self._bad: set[tuple[str, int]] = set()
+        self.set_order(order)
+
+    def set_order(self, order: Sequence[tuple[str, int]]) -> None:
+        """Use a new order (e.g. the next epoch's) without rebuilding the dataset."""
+        for source, index in order[:1]:
+            self.records[source][index]  # fail fast on a wrong order
+        self.order = list(order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int) -> dict | None:
+        source, index = self.order[i]
+        if (source, index) in self._bad:
+            return None
+        record = self.records[source][index]
+        try:
+            images = [load_image(p) for p in record.images]
+        except ImageLoadError as exc:
+            self._drop(record, index, UNREADABLE_IMAGE, str(exc))
+            return None
+        try:
+            encoded = self.processor(
+                record.conversations, images, add_generation_prompt=False, with_labels=True,
+                max_length=self.max_seq_length, tiling=record_tiling(record, self.tiling),
+            )
+        except SampleTooLongError as exc:  # measure() was skipped or used another tiling
+            self._drop(record, index, TOO_LONG, str(exc))
+            return None
+        return {"encoded": encoded, "source": source, "record": record}
+
+    def _drop(self, record: Record, index: int, reason: str, detail: str) -> None:
+        self._bad.add((record.source, index))
+        self.skips.add(record.source, reason, record.where, detail)
+
+
+def collate(batch: list[dict | None], processor) -> dict:
+    """Drop ``None`` items and pad the rest (``processor.pad``: pad id, mask from lengths, labels
+    −100). Adds ``"sources"`` (one per row) and ``"n_dropped"``. Raises ``ValueError`` when every
+    item was dropped. Use ``functools.partial(collate, processor=processor)`` as a DataLoader's
+    ``collate_fn``."""
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        raise ValueError(
+            f"all {len(batch)} samples of the batch were dropped (unreadable images); see the skip log"
+        )
+    out = processor.pad([item["encoded"] for item in kept])
+    out["sources"] = [item["source"] for item in kept]
+    out["n_dropped"] = len(batch) - len(kept)
+    return out

@@ -1,0 +1,225 @@
+"""Ratio-based mixing of domain and general (replay) sources, resampled every epoch.
+
+By default every domain record is seen once per epoch and general sources fill ``general_ratio``
+of the epoch. Within each group, samples are shared by explicit ``ratio`` weights when any are
+given, else in proportion to size (× InternVL ``repeat``). A source drawn more often than it has
+records is repeated (one full permutation per repetition, then a random remainder); one drawn less
+often gets a different random subset each epoch, continuing through a random permutation so that
+every record is seen before any is seen twice. Everything is deterministic in ``(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["MixturePlan"]
+
+_KINDS = ("domain", "general")
+
+
+class MixturePlan:
+    def __init__(
+        self,
+        sizes: dict[str, int],
+        kinds: dict[str, str],
+        general_ratio: float,
+        ratios: dict[str, float | None] | None = None,
+        repeats: dict[str, float | None] | None = None,
+        epoch_size: int | None = None,
+        seed: int = 0,
+    ):
+        """``sizes``: records per source; ``kinds``: "domain" | "general" per source;
+        ``general_ratio``: the general share of each epoch (0 ≤ r < 1); ``ratios``: optional
+        weights within a kind (give all of a kind or none); ``repeats``: InternVL ``repeat_time``
+        per source, where a value > 1 multiplies the source's size (its records are seen that many
+        times per epoch) and a value ≤ 1 counts as 1, because `read_source` already applied it by
+        keeping the first lines (so pass the specs' repeats as they are, with the sizes of what
+        was read); ``epoch_size``: samples per epoch (default: every domain record once,
+        ``round(n_domain / (1 - general_ratio))``)."""
+        ratios = {k: v for k, v in (ratios or {}).items() if v is not None}
+        repeats = {k: v for k, v in (repeats or {}).items() if v is not None}
+        unknown = sorted((set(kinds) | set(ratios) | set(repeats)) - set(sizes))
+        if unknown:
+            raise ValueError(f"unknown source(s) in kinds/ratios/repeats: {', '.join(unknown)}")
+        missing = sorted(set(sizes) - set(kinds))
+        if missing:
+            raise ValueError(f"no kind given for source(s): {', '.join(missing)}")
+        for name, kind in kinds.items():
+            if kind not in _KINDS:
+                raise ValueError(f"source {name!r}: kind must be one of {_KINDS}, got {kind!r}")
+        for name, n in sizes.items():
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+                raise ValueError(f"source {name!r}: size must be an int >= 0, got {n!r}")
+        for name, r in ratios.items():
+            if not (r >= 0 and math.isfinite(r)):
+                raise ValueError(f"source {name!r}: ratio must be >= 0, got {r!r}")
+        for name, r in repeats.items():
+            if not (r > 0 and math.isfinite(r)):
+                raise ValueError(f"source {name!r}: repeat must be > 0, got {r!r}")
+        if not (0 <= general_ratio < 1):
+            raise ValueError(f"general_ratio must be in [0, 1), got {general_ratio!r}")
+        if epoch_size is not None and (isinstance(epoch_size, bool) or not isinstance(epoch_size, int) or epoch_size < 1):
+            raise ValueError(f"epoch_size must be an int >= 1, got {epoch_size!r}")
+
+        self.sizes = {k: int(v) for k, v in sizes.items()}
+        self.kinds = dict(kinds)
+        self.general_ratio = float(general_ratio)
+        self.ratios = ratios
+        self.repeats = repeats
+        self.seed = int(seed)
+        self.names = sorted(self.sizes)
+        self.effective = {k: self.sizes[k] * max(1.0, self.repeats.get(k, 1.0)) for k in self.names}
+
+        domain = [k for k in self.names if self.kinds[k] == "domain"]
+        general = [k for k in self.names if self.kinds[k] == "general"]
+        usable = [k for k in general if self.sizes[k] > 0 and self.ratios.get(k, 1.0) > 0]
+        if self.general_ratio > 0 and not usable:
+            raise ValueError(
+                f"general_ratio is {self.general_ratio:g} but there is no general source with records "
+                f"and ratio > 0 (general sources: {', '.join(general) or 'none'}); add one or set general_ratio to 0"
+            )
+        n_domain = round(sum(self.effective[k] for k in domain))
+        if epoch_size is None:
+            if n_domain == 0:
+                raise ValueError("no domain records to build an epoch from; give epoch_size or a domain source")
+            epoch_size = round(n_domain / (1 - self.general_ratio))
+            domain_target = n_domain  # exactly: every domain record once
+        else:
+            domain_target = epoch_size - round(epoch_size * self.general_ratio)
+        general_target = epoch_size - domain_target
+
+        self._counts: dict[str, int] = {k: 0 for k in self.names}
+        if domain_target:
+            self._counts.update(self._allocate(domain, domain_target, "domain"))
+        if general_target:
+            self._counts.update(self._allocate(general, general_target, "general"))
+        self.epoch_size = epoch_size
+
+    def _allocate(self, names: list[str], target: int, kind: str) -> dict[str, int]:
+        """Largest-remainder shares of ``target`` by ratio (if any given) or effective size."""
+        given = [k for k in names if k in self.ratios]
+        if given and len(given) != len(names):
+            raise ValueError(
+                f"ratio given for some {kind} sources ({', '.join(given)}) but not for "
+                f"{', '.join(k for k in names if k not in self.ratios)}: give it for all {kind} sources or none"
+            )
+        if given:
+            empty = [k for k in names if self.ratios[k] > 0 and self.sizes[k] == 0]
+            if empty:
+                raise ValueError(f"{kind} source(s) with ratio > 0 but no usable records: {', '.join(empty)}")
+            weights = {k: float(self.ratios[k]) for k in names}
+        else:
+            weights = {k: self.effective[k] for k in names}
+        total = sum(weights.values())
+        if total <= 0:
+            if kind == "general":
+                raise ValueError(
+                    f"general_ratio is {self.general_ratio} but there is no general source with records and "
+                    "ratio > 0; add a general source or set general_ratio to 0"
+                )
+            raise ValueError(f"{target} {kind} samples per epoch are wanted but no {kind} source has records")
+        exact = {k: target * w / total for k, w in weights.items()}
+        counts = {k: math.floor(v) for k, v in exact.items()}
+        left = target - sum(counts.values())
+        # largest remainder first; ties by name for determinism
+        for k in sorted(names, key=lambda k: (-(exact[k] - counts[k]), k))[:left]:
+            counts[k] += 1
+        return counts
+
+    # ---------------------------------------------------------------------------- queries
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def counts(self) -> dict[str, int]:
+        """Samples per source per epoch."""
+        return dict(self._counts)
+
+    def epoch(self, epoch: int) -> list[tuple[str, int]]:
+        """``(source, record index)`` in training order for ``epoch``; deterministic in (seed, epoch)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        items: list[tuple[str, int]] = []
+        for name in self.names:
+            idx = self._source_indices(name, epoch)
+            items.extend((name, int(i)) for i in idx)
+        order = np.random.default_rng([self.seed, epoch, 0]).permutation(len(items))
+        return [items[i] for i in order]
+
+    def _source_indices(self, name: str, epoch: int) -> np.ndarray:
+        n, c = self.sizes[name], self._counts[name]
+        if c == 0 or n == 0:
+            return np.empty(0, dtype=np.int64)
+        full, rest = divmod(c, n)
+        tag = zlib.crc32(name.encode("utf-8"))
+        parts = [np.random.default_rng([self.seed, epoch, 1, tag, k]).permutation(n) for k in range(full)]
+        if rest:
+            parts.append(_remainder_stream(n, rest, epoch, [self.seed, 2, tag]))
+        return np.concatenate(parts)
+
+    def describe(self) -> str:
+        """Markdown table: source | kind | records | repeat | per-epoch samples | share."""
+        lines = [
+            f"Mixture: {self.epoch_size} samples per epoch, general_ratio {self.general_ratio:g}",
+            "",
+            "| source | kind | records | repeat | per-epoch samples | share |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for name in sorted(self.names, key=lambda k: (self.kinds[k] != "domain", k)):
+            c = self._counts[name]
+            share = c / self.epoch_size if self.epoch_size else 0.0
+            rep = self.repeats.get(name)
+            lines.append(
+                f"| {name} | {self.kinds[name]} | {self.sizes[name]} | {'' if rep is None else f'{rep:g}'} | {c} | {share:.1%} |"
+            )
+        return "\n".join(lines)
+
+    @classmethod
+    def from_sources(cls, specs: Sequence, records: dict[str, list], general_ratio: float,
+                     epoch_size: int | None = None, seed: int = 0) -> MixturePlan:
+        """Plan for `SourceSpec`s whose records `read_source` / `measure` returned.
+
+        ``read_source`` already applied ``repeat < 1`` (it kept the first lines); ``repeat > 1``
+        multiplies the source's size here.
+        """
+        return cls(
+            sizes={s.name: len(records.get(s.name, [])) for s in specs},
+            kinds={s.name: s.kind for s in specs},
+            general_ratio=general_ratio,
+            ratios={s.name: s.ratio for s in specs},
+            repeats={s.name: s.repeat for s in specs},
+            epoch_size=epoch_size,
+            seed=seed,
+        )
+
+
+def _remainder_stream(n: int, r: int, epoch: int, key: list[int]) -> np.ndarray:
+    """Epoch ``epoch``'s ``r`` (< n) distinct indices from an endless run of random permutations of
+    ``range(n)``, ``r`` per epoch: every index comes once before any comes twice.
+
+    When an epoch straddles two permutations, the next one is drawn so that its head avoids the
+    indices the current epoch already took, keeping the epoch free of duplicates.
+    """
+    cycle = 0
+    perm = np.random.default_rng(key + [cycle]).permutation(n)
+    pos = 0
+    for e in range(epoch + 1):
+        take = perm[pos:pos + r]
+        pos += len(take)
+        if len(take) < r:
+            need = r - len(take)
+            cycle += 1
+            rng = np.random.default_rng(key + [cycle])
+            taken = np.zeros(n, dtype=bool)
+            taken[take] = True
+            others = rng.permutation(np.flatnonzero(~taken))
+            tail = rng.permutation(np.concatenate([others[need:], take]))
+            perm = np.concatenate([others[:need], tail])
+            take = np.concatenate([take, perm[:need]])
+            pos = need
+        if e == epoch:
+            return take
+    raise AssertionError("unreachable")

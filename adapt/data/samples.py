@@ -1,0 +1,588 @@
+"""Read InternVL chat JSONL (and meta JSON) sources into validated `Record`s.
+
+A bad record never stops a run: it is logged in a `SkipLog` under one of the `REASONS` with its
+``file:line``, and reading goes on. `SkipLog.check` then turns "too many bad records" into one
+clear `DataQualityError`. `measure` computes each record's exact token count (image tokens
+included) from image headers alone and drops what does not fit, so nothing is ever truncated.
+
+Format (reference: InternVL ``docs/en/get_started/chat_data_format.md``)::
+
+    {"id": 0, "image": "a.jpg", "conversations": [{"from": "human", "value": "<image>\\nQ"},
+                                                  {"from": "gpt", "value": "A"}]}
+
+``image`` is a path or a list of paths, relative to the source's root (absolute paths must lie
+inside it). ``video`` is a folder of frame images or a list of frame paths; ``<video>`` becomes
+``Frame-1: <image>\\nFrame-2: <image>\\n…`` and every frame gets one tile. Optional pocket keys
+``task``, ``answer``, ``options`` and ``meta`` pass through to evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from PIL import Image
+
+__all__ = [
+    "REASONS",
+    "DataQualityError",
+    "Record",
+    "SkipLog",
+    "SourceSpec",
+    "expand_sources",
+    "measure",
+    "read_source",
+    "record_tiling",
+]
+
+# The skip reasons, verbatim (they appear in reports and skips.json).
+INVALID_JSON = "invalid JSON"
+NOT_OBJECT = "not a JSON object"
+MISSING_CONVERSATIONS = "missing conversations"
+MALFORMED_CONVERSATION = "malformed conversation"
+INVALID_MEDIA = "invalid image field"
+IMAGE_COUNT_MISMATCH = "image count mismatch"
+PATH_ESCAPES = "path escapes data root"
+MISSING_IMAGE = "missing image"
+UNREADABLE_IMAGE = "unreadable image"
+VIDEO_FILE = "video files are not supported"
+TOO_LONG = "too long for max_seq_length"
+REASONS = (
+    INVALID_JSON, NOT_OBJECT, MISSING_CONVERSATIONS, MALFORMED_CONVERSATION, INVALID_MEDIA,
+    IMAGE_COUNT_MISMATCH, PATH_ESCAPES, MISSING_IMAGE, UNREADABLE_IMAGE, VIDEO_FILE, TOO_LONG,
+)
+
+KINDS = ("domain", "general")
+IMAGE_PLACEHOLDER = "<image>"
+VIDEO_PLACEHOLDER = "<video>"
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".wmv", ".m4v", ".mpg", ".mpeg", ".3gp", ".ts"})
+_FROM = {"human": "human", "gpt": "gpt", "system": "system", "user": "human", "assistant": "gpt"}
+_EXAMPLES_KEPT = 3
+
+
+class DataQualityError(ValueError):
+    """Too large a share of a source's records was skipped."""
+
+
+@dataclass
+class SourceSpec:
+    """One data source as a recipe names it.
+
+    ``path`` is an InternVL chat ``.jsonl`` or an InternVL meta ``.json`` (see `expand_sources`).
+    ``root`` is where image paths are resolved (default: the annotation file's folder).
+    ``ratio`` is a mixing weight within the source's kind; ``repeat`` is InternVL's ``repeat_time``;
+    ``max_tiles`` caps the tiles per image for this source (InternVL ``max_dynamic_patch``).
+    """
+
+    name: str
+    path: Path
+    root: Path | None = None
+    kind: str = "domain"  # "domain" | "general"
+    ratio: float | None = None
+    repeat: float | None = None
+    max_tiles: int | None = None
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if self.root is not None:
+            self.root = Path(self.root)
+        if self.kind not in KINDS:
+            raise ValueError(f"source {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+        if self.ratio is not None and not (self.ratio >= 0 and math.isfinite(self.ratio)):
+            raise ValueError(f"source {self.name!r}: ratio must be >= 0, got {self.ratio!r}")
+        _check_repeat(self.repeat, f"source {self.name!r}")
+        if self.max_tiles is not None and (isinstance(self.max_tiles, bool) or not isinstance(self.max_tiles, int) or self.max_tiles < 1):
+            raise ValueError(f"source {self.name!r}: max_tiles must be an int >= 1, got {self.max_tiles!r}")
+
+    @property
+    def data_root(self) -> Path:
+        return self.root if self.root is not None else self.path.parent
+
+
+def _check_repeat(repeat: float | None, what: str) -> None:
+    if repeat is None:
+        return
+    if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not (repeat > 0 and math.isfinite(repeat)):
+        raise ValueError(f"{what}: repeat must be a number > 0, got {repeat!r}")
+    if repeat > 1 and not float(repeat).is_integer():
+        raise ValueError(f"{what}: repeat > 1 must be a whole number (InternVL repeat_time), got {repeat!r}")
+
+
+@dataclass
+class Record:
+    """One validated sample. ``conversations`` are InternVL turns with placeholders already fixed:
+    one ``<image>`` per entry of ``images`` (videos expanded to frames)."""
+
+    source: str
+    line: int  # 1-based line in the annotation file
+    conversations: list[dict]
+    images: list[Path]  # resolved, inside the root
+    image_sizes: list[tuple[int, int]]  # (w, h) read from headers only
+    task: str | None = None
+    answer: str | None = None
+    options: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+    max_tiles: int | None = None  # per-record tile cap (the source's max_tiles; 1 for video frames)
+    n_tokens: int | None = None  # filled by measure()
+    file: Path | None = None  # the annotation file, for "file:line" messages
+
+    @property
+    def where(self) -> str:
+        return f"{self.file if self.file is not None else self.source}:{self.line}"
+
+
+# ---------------------------------------------------------------------------------- skip log
+class SkipLog:
+    """Counts and first examples of skipped records, by source and reason."""
+
+    def __init__(self, examples: int = _EXAMPLES_KEPT):
+        self._examples_kept = examples
+        self._counts: dict[tuple[str, str], int] = {}
+        self._examples: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+    def add(self, source: str, reason: str, where: str, detail: str = "") -> None:
+        key = (source, reason)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        examples = self._examples.setdefault(key, [])
+        if len(examples) < self._examples_kept:
+            examples.append((where, detail))
+
+    def count(self, source: str | None = None, reason: str | None = None) -> int:
+        return sum(
+            n for (s, r), n in self._counts.items()
+            if (source is None or s == source) and (reason is None or r == reason)
+        )
+
+    def examples(self, source: str, reason: str) -> list[tuple[str, str]]:
+        """The first few ``(where, detail)`` pairs logged for this source and reason."""
+        return list(self._examples.get((source, reason), []))
+
+    def sources(self) -> list[str]:
+        return sorted({s for s, _ in self._counts})
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __bool__(self) -> bool:  # an empty log is still a log, not "nothing"
+        return True
+
+    def to_dict(self) -> list[dict]:
+        return [
+            {
+                "source": s, "reason": r, "count": n,
+                "examples": [{"where": w, "detail": d} for w, d in self._examples[(s, r)]],
+            }
+            for (s, r), n in sorted(self._counts.items())
+        ]
+
+    def table(self) -> str:
+        """Markdown: source | reason | count | first example (where: detail)."""
+        if not self._counts:
+            return "No records were skipped."
+        lines = ["| source | reason | count | first example |", "|---|---|---:|---|"]
+        for (s, r), n in sorted(self._counts.items()):
+            where, detail = self._examples[(s, r)][0]
+            example = f"{where}: {detail}" if detail else where
+            lines.append(f"| {_md(s)} | {_md(r)} | {n} | {_md(example)} |")
+        return "\n".join(lines)
+
+    def save(self, out_dir: str | os.PathLike) -> None:
+        """Write ``skips.json`` (every count, first examples) and ``skips.md`` (the table)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "skips.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out / "skips.md").write_text("# Skipped records\n\n" + self.table() + "\n", encoding="utf-8")
+
+    def check(self, kept: dict[str, int], max_bad_fraction: float) -> None:
+        """Raise `DataQualityError` naming every source whose skipped share exceeds the limit.
+
+        ``kept`` maps each source to its kept record count; a source counts as bad at
+        ``skipped / (skipped + kept) > max_bad_fraction``.
+        """
+        failing = []
+        for source in sorted(set(kept) | set(self.sources())):
+            bad = self.count(source)
+            total = bad + kept.get(source, 0)
+            if total and bad / total > max_bad_fraction:
+                failing.append(f"  {source}: {bad} of {total} records skipped ({bad / total:.1%})")
+        if failing:
+            raise DataQualityError(
+                f"too many bad records (limit {max_bad_fraction:.1%} per source):\n"
+                + "\n".join(failing) + "\n\n" + self.table()
+            )
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# ---------------------------------------------------------------------------------- sources
+def expand_sources(specs: Iterable[SourceSpec]) -> list[SourceSpec]:
+    """Replace each InternVL meta ``.json`` by one spec per entry; ``.jsonl`` specs stay as they are.
+
+    A meta entry ``{"root", "annotation", "repeat_time", "max_dynamic_patch", "length", …}`` becomes
+    ``SourceSpec(name="<spec name>/<entry>", path=annotation, root=root, repeat=repeat_time,
+    max_tiles=max_dynamic_patch)`` with the parent's kind. Relative ``root`` / ``annotation`` paths
+    are resolved against the meta file's folder, or against the working directory (as InternVL
+    does) when only that exists. The parent's ``repeat`` multiplies each entry's; a parent
+    ``max_tiles`` applies where the entry has none; a parent ``ratio`` is split across the entries
+    in proportion to their line counts × repeat.
+    """
+    out: list[SourceSpec] = []
+    for spec in specs:
+        if spec.path.suffix.lower() != ".json":
+            out.append(spec)
+            continue
+        out.extend(_expand_meta(spec))
+    names = [s.name for s in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate data source name(s): {', '.join(dupes)}")
+    return out
+
+
+def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
+    meta_path = spec.path
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"source {spec.name!r}: meta file not found: {meta_path}")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"source {spec.name!r}: {meta_path} is not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or not meta:
+        raise ValueError(f"source {spec.name!r}: {meta_path} must be a JSON object of named entries")
+    children: list[SourceSpec] = []
+    for key, entry in meta.items():
+        what = f"source {spec.name!r}, meta entry {key!r} in {meta_path}"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{what}: expected an object, got {type(entry).__name__}")
+        if "annotation" not in entry:
+            raise ValueError(f"{what}: missing 'annotation'")
+        annotation = _meta_path(meta_path, entry["annotation"])
+        if annotation.suffix.lower() != ".jsonl":
+            raise ValueError(f"{what}: the annotation must be a .jsonl file, got {entry['annotation']!r}")
+        root = _meta_path(meta_path, entry["root"]) if entry.get("root") not in (None, "") else None
+        repeat = entry.get("repeat_time", 1)
+        _check_repeat(repeat, what)
+        if spec.repeat is not None:
+            repeat = repeat * spec.repeat
+            _check_repeat(repeat, what + " (times the source's repeat)")
+        max_tiles = entry.get("max_dynamic_patch", spec.max_tiles)
+        children.append(SourceSpec(
+            name=f"{spec.name}/{key}", path=annotation, root=root, kind=spec.kind,
+            repeat=None if repeat == 1 else repeat, max_tiles=max_tiles,
+        ))
+    if spec.ratio is not None:
+        weights = []
+        for child in children:
+            if not child.path.is_file():
+                raise FileNotFoundError(f"source {child.name!r}: annotation file not found: {child.path}")
+            lines = _count_lines(child.path)
+            r = child.repeat or 1
+            weights.append(int(lines * r) if r < 1 else lines * r)
+        total = sum(weights)
+        for child, w in zip(children, weights):
+            child.ratio = spec.ratio * (w / total if total else 1 / len(children))
+    return children
+
+
+def _meta_path(meta_path: Path, value) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{meta_path}: expected a path string, got {value!r}")
+    p = Path(value).expanduser()
+    if p.is_absolute():
+        return p
+    beside = meta_path.parent / p
+    if not beside.exists() and p.exists():
+        return p
+    return beside
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
+    """Read and validate one ``.jsonl`` source; bad records are logged in ``skips``, never raised.
+
+    ``spec.repeat < 1`` keeps only the **first** ``int(n_lines * repeat)`` non-blank lines, exactly
+    as InternVL's ``repeat_time`` does (not a random subset: shuffle the file if it is ordered).
+    ``repeat > 1`` is not applied here (no duplicated records): the mixture plan
+    (`MixturePlan.from_sources`) samples such a source ``repeat`` times per epoch.
+
+    Raises ``FileNotFoundError`` when the annotation file is missing and ``ValueError`` for a meta
+    ``.json`` (run `expand_sources` first).
+    """
+    path = spec.path
+    if path.suffix.lower() == ".json":
+        raise ValueError(f"source {spec.name!r}: {path} is a meta JSON; expand it with expand_sources() first")
+    if not path.is_file():
+        raise FileNotFoundError(f"source {spec.name!r}: annotation file not found: {path}")
+    root = spec.data_root
+    if not root.is_dir():
+        raise FileNotFoundError(f"source {spec.name!r}: data root not found: {root}")
+    root = root.resolve()
+
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = [(n, text) for n, text in enumerate(f, start=1) if text.strip()]
+    if spec.repeat is not None and spec.repeat < 1:
+        lines = lines[: int(len(lines) * spec.repeat)]
+
+    sizes: dict[Path, tuple[int, int] | str] = {}  # header cache: many records share an image
+    records = []
+    for n, text in lines:
+        try:
+            record = _parse(spec, root, path, n, text, sizes)
+        except _Skip as skip:
+            skips.add(spec.name, skip.reason, f"{path}:{n}", skip.detail)
+            continue
+        records.append(record)
+    return records
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes: dict) -> Record:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _Skip(INVALID_JSON, str(exc)) from None
+    if not isinstance(obj, dict):
+        raise _Skip(NOT_OBJECT, f"got {type(obj).__name__}")
+    if "conversations" not in obj:
+        raise _Skip(MISSING_CONVERSATIONS, f"keys: {', '.join(sorted(obj)) or '(none)'}")
+    turns = _check_conversation(obj["conversations"])
+
+    if "image" in obj and "video" in obj and obj["image"] not in (None, [], "") and obj["video"] not in (None, [], ""):
+        raise _Skip(INVALID_MEDIA, "a record has either 'image' or 'video', not both")
+    max_tiles = spec.max_tiles
+    video = obj.get("video")
+    if video not in (None, [], ""):
+        frames = _video_frames(video, root)
+        turns = _expand_video(turns, len(frames))
+        images = frames
+        max_tiles = 1
+    else:
+        images = [_inside_root(p, root) for p in _image_list(obj.get("image"))]
+        turns = _place_images(turns, len(images))
+
+    image_sizes = [_image_size(p, sizes) for p in images]
+    meta = obj.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    if "id" in obj:
+        meta.setdefault("id", obj["id"])
+    options = obj.get("options")
+    return Record(
+        source=spec.name,
+        line=line,
+        conversations=turns,
+        images=images,
+        image_sizes=image_sizes,
+        task=None if obj.get("task") is None else str(obj["task"]),
+        answer=None if obj.get("answer") is None else str(obj["answer"]),
+        options=[str(o) for o in options] if isinstance(options, list) else None,
+        meta=meta,
+        max_tiles=max_tiles,
+        file=path,
+    )
+
+
+def _check_conversation(conversations) -> list[dict]:
+    """InternVL turns: an optional system turn, then human/gpt alternating, ending with gpt."""
+    if not isinstance(conversations, list) or not conversations:
+        raise _Skip(MALFORMED_CONVERSATION, "conversations must be a non-empty list of turns")
+    turns = []
+    for i, turn in enumerate(conversations):
+        if not isinstance(turn, dict):
+            raise _Skip(MALFORMED_CONVERSATION, f"turn {i} is not an object")
+        role = turn.get("from", turn.get("role"))
+        value = turn.get("value", turn.get("content"))
+        if role not in _FROM:
+            raise _Skip(MALFORMED_CONVERSATION, f"turn {i}: unknown role {role!r} (expected human, gpt or system)")
+        if not isinstance(value, str) or not value.strip():
+            raise _Skip(MALFORMED_CONVERSATION, f"turn {i} ({_FROM[role]}): value must be a non-empty string")
+        turns.append({"from": _FROM[role], "value": value})
+    body = turns[1:] if turns[0]["from"] == "system" else turns
+    for i, turn in enumerate(body):
+        expected = "human" if i % 2 == 0 else "gpt"
+        if turn["from"] != expected:
+            offset = len(turns) - len(body)
+            raise _Skip(
+                MALFORMED_CONVERSATION,
+                f"turn {i + offset}: expected {expected!r}, got {turn['from']!r} "
+                "(roles must alternate human/gpt after an optional system turn)",
+            )
+    if not any(t["from"] == "gpt" for t in body):
+        raise _Skip(MALFORMED_CONVERSATION, "no gpt turn to learn from")
+    if body[-1]["from"] != "gpt":
+        raise _Skip(MALFORMED_CONVERSATION, "the conversation ends with an unanswered human turn")
+    return turns
+
+
+def _image_list(value) -> list[str]:
+    if value is None or value == "" or value == []:
+        return []
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(p, str) and p for p in items):
+        raise _Skip(INVALID_MEDIA, f"'image' must be a path or a list of paths, got {value!r}"[:200])
+    return items
+
+
+def _inside_root(value: str, root: Path) -> Path:
+    """Resolve (symlinks too) and refuse anything outside ``root``."""
+    p = Path(value).expanduser()
+    resolved = (p if p.is_absolute() else root / p).resolve()
+    if not resolved.is_relative_to(root):
+        raise _Skip(PATH_ESCAPES, f"{value!r} resolves to {resolved}, outside {root}")
+    return resolved
+
+
+def _image_size(path: Path, cache: dict) -> tuple[int, int]:
+    if path not in cache:
+        cache[path] = _read_size(path)
+    got = cache[path]
+    if isinstance(got, _Skip):
+        raise got
+    return got
+
+
+def _read_size(path: Path) -> tuple[int, int] | _Skip:
+    if not path.exists():
+        return _Skip(MISSING_IMAGE, f"{path} not found")
+    if not path.is_file():
+        return _Skip(UNREADABLE_IMAGE, f"{path} is not a file")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        return _Skip(UNREADABLE_IMAGE, f"{path}: {exc or type(exc).__name__}")
+    if w <= 0 or h <= 0:
+        return _Skip(UNREADABLE_IMAGE, f"{path}: size {w}x{h}")
+    return (w, h)
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
+
+
+def _video_frames(video, root: Path) -> list[Path]:
+    if isinstance(video, list):
+        if not all(isinstance(p, str) and p for p in video):
+            raise _Skip(INVALID_MEDIA, "'video' must be a folder of frames or a list of frame paths")
+        if any(Path(p).suffix.lower() in VIDEO_SUFFIXES for p in video):
+            raise _Skip(VIDEO_FILE, "extract frames to a folder (or list the frame images) first")
+        return [_inside_root(p, root) for p in video]
+    if not isinstance(video, str):
+        raise _Skip(INVALID_MEDIA, "'video' must be a folder of frames or a list of frame paths")
+    if Path(video).suffix.lower() in VIDEO_SUFFIXES:
+        raise _Skip(VIDEO_FILE, f"{video!r}: extract frames to a folder (or list the frame images) first")
+    folder = _inside_root(video, root)
+    if not folder.exists():
+        raise _Skip(MISSING_IMAGE, f"video frame folder {folder} not found")
+    if not folder.is_dir():
+        raise _Skip(VIDEO_FILE, f"{video!r} is a file; extract frames to a folder (or list the frame images) first")
+    frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=_natural_key)
+    if not frames:
+        raise _Skip(MISSING_IMAGE, f"no frame images in {folder}")
+    return [_inside_root(str(p), root) for p in frames]
+
+
+def _first_human(turns: list[dict]) -> int:
+    return next(k for k, t in enumerate(turns) if t["from"] == "human")
+
+
+def _count(turns: list[dict], placeholder: str) -> int:
+    return sum(t["value"].count(placeholder) for t in turns)
+
+
+def _place_images(turns: list[dict], n_images: int) -> list[dict]:
+    """One image and no ``<image>``: prepend ``<image>\\n`` to the first human turn (InternVL).
+    Otherwise the placeholder count must equal the image count."""
+    found = _count(turns, IMAGE_PLACEHOLDER)
+    if _count(turns, VIDEO_PLACEHOLDER):
+        raise _Skip(IMAGE_COUNT_MISMATCH, "<video> placeholder in a record without 'video'")
+    if n_images == 1 and found == 0:
+        turns = [dict(t) for t in turns]
+        k = _first_human(turns)
+        turns[k]["value"] = IMAGE_PLACEHOLDER + "\n" + turns[k]["value"]
+        return turns
+    if found != n_images:
+        raise _Skip(IMAGE_COUNT_MISMATCH, f"{found} <image> placeholder(s) for {n_images} image(s)")
+    return turns
+
+
+def _expand_video(turns: list[dict], n_frames: int) -> list[dict]:
+    """``<video>`` (prepended to the first human turn when absent, as InternVL does) becomes
+    ``Frame-1: <image>\\nFrame-2: <image>\\n…``."""
+    if _count(turns, IMAGE_PLACEHOLDER):
+        raise _Skip(IMAGE_COUNT_MISMATCH, "<image> placeholder in a video record (use <video>)")
+    found = _count(turns, VIDEO_PLACEHOLDER)
+    if found > 1:
+        raise _Skip(IMAGE_COUNT_MISMATCH, f"{found} <video> placeholders; a record holds one video")
+    turns = [dict(t) for t in turns]
+    if found == 0:
+        k = _first_human(turns)
+        turns[k]["value"] = VIDEO_PLACEHOLDER + "\n" + turns[k]["value"]
+    frames = "\n".join(f"Frame-{i + 1}: {IMAGE_PLACEHOLDER}" for i in range(n_frames))
+    for t in turns:
+        if VIDEO_PLACEHOLDER in t["value"]:
+            value = t["value"]
+            t["value"] = value.replace(VIDEO_PLACEHOLDER + "\n", frames + "\n") if VIDEO_PLACEHOLDER + "\n" in value else value.replace(VIDEO_PLACEHOLDER, frames)
+    return turns
+
+
+# ---------------------------------------------------------------------------------- measuring
+def record_tiling(record: Record, tiling):
+    """The tiling for this record: ``tiling`` with the record's ``max_tiles`` cap, if any."""
+    if record.max_tiles is None or record.max_tiles == tiling.max_tiles:
+        return tiling
+    return replace(tiling, max_tiles=record.max_tiles, min_tiles=min(tiling.min_tiles, record.max_tiles))
+
+
+def measure(records: list[Record], processor, max_seq_length: int, skips: SkipLog, tiling=None) -> list[Record]:
+    """Fill each record's ``n_tokens`` (image tokens included, from header sizes only) and drop,
+    logging ``"too long for max_seq_length"``, every record that does not fit. Never truncates.
+
+    ``tiling`` defaults to the processor's; a record's ``max_tiles`` overrides its cap.
+    """
+    tiling = tiling if tiling is not None else processor.tiling
+    kept = []
+    for record in records:
+        t = record_tiling(record, tiling)
+        num_tiles = processor.tiles_for_sizes(record.image_sizes, t) if record.image_sizes else []
+        try:
+            encoded = processor.encode_tokens(record.conversations, num_tiles, add_generation_prompt=False)
+        except ValueError as exc:  # the chat template refused it: validation missed something
+            skips.add(record.source, MALFORMED_CONVERSATION, record.where, str(exc))
+            continue
+        n = len(encoded.input_ids)
+        if n > max_seq_length:
+            n_image = sum(num_tiles) * processor.image_seq_length
+            skips.add(
+                record.source, TOO_LONG, record.where,
+                f"{n} tokens ({n_image} image tokens for {sum(num_tiles)} tiles of {len(num_tiles)} image(s)) "
+                f"> {max_seq_length}",
+            )
+            continue
+        record.n_tokens = n
+        kept.append(record)
+    return kept
+
+
+def record_to_dict(record: Record) -> dict:
+    """JSON-safe dict of a record (paths as strings)."""
+    d = asdict(record)
+    d["images"] = [str(p) for p in record.images]
+    d["file"] = None if record.file is None else str(record.file)
+    return d

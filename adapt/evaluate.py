@@ -1,0 +1,470 @@
+"""Generation, scoring, reports and pictures: what adaptation gained on the domain and kept in general.
+
+    preds = predict(vlm, processor, records)                    # greedy, batched, left padded
+    runs = {"base": summarize(base_preds, kinds), "adapted": summarize(preds, kinds)}
+    write_report(out_dir, runs, kinds)                          # eval.json + eval.md (with deltas)
+    plot_comparison(runs, kinds, out_dir / "eval.png")
+
+**Main metric.** Each task has one (accuracy for mc/classification, acc@0.5 for grounding, token_f1
+for short answers; registered tasks name theirs, see `adapt.metrics`). A source's main metric is the
+mean over its samples of each sample's task's main metric, so a source mixing tasks still has one
+number. The "domain" and "general" aggregates are means over all samples of their sources (sources
+weigh by their sample counts), not means of source means.
+
+**Kinds.** `kinds` maps a source to "domain" or "general" (general = replay / retention sets).
+Sources it does not name count as "domain".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from .metrics import infer_task, main_metric, question_of, reference_of, score
+
+GROUPS = ("domain", "general")
+
+
+@dataclass
+class Prediction:
+    """One evaluated sample. `prompt` is the question (last human turn), not the templated prompt."""
+
+    source: str
+    line: int
+    task: str
+    prompt: str
+    prediction: str
+    reference: str
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+class Skipped(NamedTuple):
+    """A record `predict` could not evaluate."""
+
+    source: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}"
+
+
+class Predictions(list):
+    """A list of `Prediction`s that also remembers the records skipped (``skipped``: `Skipped` tuples)."""
+
+    def __init__(self, items: Iterable[Prediction] = (), skipped: Sequence[Skipped] = ()):
+        super().__init__(items)
+        self.skipped: list[Skipped] = list(skipped)
+
+
+# --------------------------------------------------------------------------------------------------
+# generation
+
+
+def split_for_eval(record: Any) -> tuple[list[dict], str]:
+    """The conversation up to (excluding) the LAST gpt turn, and the reference answer.
+
+    The reference is `record.answer` when set, else the value of that last gpt turn. Earlier gpt
+    turns stay in the prompt as history.
+    """
+    turns = list(record.conversations)
+    gpt_turns = [k for k, t in enumerate(turns) if t.get("from") == "gpt" or t.get("role") == "assistant"]
+    last_gpt = gpt_turns[-1] if gpt_turns else None
+    if last_gpt is None:
+        if getattr(record, "answer", None) is None:
+            raise ValueError(f"{record.source}:{record.line}: no gpt turn and no answer to evaluate against")
+        return turns, record.answer
+    return turns[:last_gpt], reference_of(record)
+
+
+def _tiling_for(processor, record):
+    max_tiles = getattr(record, "max_tiles", None)
+    if not max_tiles or max_tiles == processor.tiling.max_tiles:
+        return None
+    tiling = processor.tiling
+    return dataclasses.replace(tiling, max_tiles=max_tiles, min_tiles=min(tiling.min_tiles, max_tiles))
+
+
+def predict(
+    vlm,
+    processor,
+    records: Sequence[Any],
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    progress: bool = True,
+    **generate_kwargs,
+) -> Predictions:
+    """Greedy answers for `records`, scored with `adapt.metrics.score`, in the records' order.
+
+    Batches are left padded (so every row's last prompt token sits at the end) and formed from
+    records of similar length (`record.n_tokens`) to waste little padding; `record.max_tiles`
+    caps a record's tiles as in training. Records whose images fail to load are skipped, counted in
+    the result's ``skipped`` and named in a warning. Shows a tqdm bar with ETA when `progress`.
+    `generate_kwargs` go to `generate` over the greedy defaults (e.g. ``min_new_tokens``).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from model.tiling import ImageLoadError, load_image
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    records = list(records)
+    # longest first: the batch most likely to run out of memory runs first, and the ETA errs high
+    order = sorted(range(len(records)), key=lambda k: -(getattr(records[k], "n_tokens", None) or 0))
+    device = next(vlm.parameters()).device
+    dtype = next(vlm.parameters()).dtype
+    gen_kwargs = dict(
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        eos_token_id=processor.stop_token_ids,
+        pad_token_id=processor.pad_token_id,
+    )
+    gen_kwargs.update(generate_kwargs)
+    results: dict[int, Prediction] = {}
+    skipped: list[tuple[int, Skipped]] = []
+    was_training = vlm.training
+    vlm.eval()
+    bar = tqdm(total=len(records), desc="evaluating", unit="sample", disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, len(order), batch_size):
+            encoded, meta = [], []
+            for k in order[start : start + batch_size]:
+                record = records[k]
+                try:
+                    images = [load_image(path) for path in (record.images or [])]
+                except ImageLoadError as exc:
+                    skipped.append((k, Skipped(record.source, record.line, str(exc))))
+                    bar.update(1)
+                    continue
+                conversation, reference = split_for_eval(record)
+                tiling = _tiling_for(processor, record)
+                encoded.append(processor(conversation, images, add_generation_prompt=True, tiling=tiling))
+                meta.append((k, record, reference))
+            if not encoded:
+                continue
+            batch = processor.pad(encoded, padding_side="left")
+            batch = {name: t.to(device) for name, t in batch.items()}
+            if "pixel_values" in batch:
+                batch["pixel_values"] = batch["pixel_values"].to(dtype)
+            with torch.inference_mode():
+                new_tokens = vlm.generate(**batch, **gen_kwargs)
+            for (k, record, reference), row in zip(meta, new_tokens):
+                text = processor.decode(row)
+                results[k] = Prediction(
+                    source=record.source,
+                    line=record.line,
+                    task=infer_task(record),
+                    prompt=question_of(record),
+                    prediction=text,
+                    reference=reference,
+                    scores=score(text, record, reference),
+                )
+            bar.update(len(meta))
+    finally:
+        bar.close()
+        vlm.train(was_training)
+    skipped = [entry for _, entry in sorted(skipped, key=lambda item: item[0])]
+    if skipped:
+        shown = "; ".join(map(str, skipped[:10])) + (f"; … and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        warnings.warn(
+            f"skipped {len(skipped)} of {len(records)} records whose images failed to load: {shown}", stacklevel=2
+        )
+    return Predictions((results[k] for k in range(len(records)) if k in results), skipped=skipped)
+
+
+def save_predictions(predictions: Iterable[Prediction], path: str | os.PathLike) -> None:
+    """One JSON object per line (the `Prediction` fields)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for p in predictions:
+            f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+
+
+def load_predictions(path: str | os.PathLike) -> list[Prediction]:
+    """Read what `save_predictions` wrote."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [Prediction(**json.loads(line)) for line in f if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------------
+# summaries and reports
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None = None) -> dict:
+    """Per-source and per-group means of a run's scores.
+
+    Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "tasks": {task: n},
+    "skipped"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...]}}, "n", "skipped"}``.
+    A metric's mean is over the source's samples that have it. Groups without sources are left out.
+    """
+    kinds = dict(kinds or {})
+    skipped = list(getattr(predictions, "skipped", []))
+    predictions = list(predictions)
+    per_source: dict[str, list[Prediction]] = {}
+    for p in predictions:
+        per_source.setdefault(p.source, []).append(p)
+    for entry in skipped:
+        per_source.setdefault(entry.source, [])
+
+    sources: dict[str, dict] = {}
+    group_mains: dict[str, list[float]] = {g: [] for g in GROUPS}
+    group_sources: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for source in sorted(per_source):
+        preds = per_source[source]
+        kind = kinds.get(source, "domain")
+        if kind not in GROUPS:
+            raise ValueError(f"kind of source {source!r} must be 'domain' or 'general', got {kind!r}")
+        values: dict[str, list[float]] = {}
+        tasks: dict[str, int] = {}
+        mains: list[float] = []
+        for p in preds:
+            tasks[p.task] = tasks.get(p.task, 0) + 1
+            for name, value in p.scores.items():
+                values.setdefault(name, []).append(float(value))
+            m = main_metric(p.task, p.scores)
+            if m is not None:
+                mains.append(float(m))
+        sources[source] = {
+            "kind": kind,
+            "n": len(preds),
+            "main": _mean(mains),
+            "metrics": {name: _mean(v) for name, v in values.items()},
+            "tasks": tasks,
+            "skipped": sum(1 for e in skipped if e.source == source),
+        }
+        group_mains[kind].extend(mains)
+        group_sources[kind].append(source)
+    groups = {
+        g: {"n": len(group_mains[g]), "main": _mean(group_mains[g]), "sources": group_sources[g]}
+        for g in GROUPS
+        if group_sources[g]
+    }
+    return {"sources": sources, "groups": groups, "n": len(predictions), "skipped": len(skipped)}
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _fmt_delta(a: float | None, b: float | None) -> str:
+    if a is None or b is None:
+        return "—"
+    return f"{a - b:+.3f}"
+
+
+def _cells(vals: Mapping[str, float | None], names: list[str], compared: list[str]) -> list[str]:
+    """Each run's value, then each compared run's delta against "base"."""
+    return [_fmt(vals[n]) for n in names] + [_fmt_delta(vals[n], vals["base"]) for n in compared]
+
+
+def _ns(entries: list[dict | None]) -> str:
+    ns = [str(e["n"]) for e in entries if e is not None]
+    return "/".join(dict.fromkeys(ns)) if ns else "0"
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    """A markdown table: the first `text_columns` columns left aligned, numbers right aligned."""
+    rule = "|".join("---" if k < text_columns else "---:" for k in range(len(header)))
+    lines = ["| " + " | ".join(header) + " |", "|" + rule + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _kind_of(source: str, runs: Mapping[str, dict], kinds: Mapping[str, str] | None) -> str:
+    if kinds and source in kinds:
+        return kinds[source]
+    for summary in runs.values():
+        if source in summary.get("sources", {}):
+            return summary["sources"][source]["kind"]
+    return "domain"
+
+
+def _ordered_sources(runs: Mapping[str, dict], kinds: Mapping[str, str] | None) -> list[str]:
+    names = dict.fromkeys(s for summary in runs.values() for s in summary.get("sources", {}))
+    rank = {g: k for k, g in enumerate(GROUPS)}
+    return sorted(names, key=lambda s: (rank.get(_kind_of(s, runs, kinds), len(GROUPS)), s))
+
+
+def write_report(
+    out_dir: str | os.PathLike, runs: Mapping[str, dict], kinds: Mapping[str, str] | None = None
+) -> tuple[Path, Path]:
+    """Write ``eval.json`` (all summaries) and ``eval.md`` (side-by-side tables) into `out_dir`.
+
+    `runs` maps a run name to its `summarize` output, e.g. ``{"base": …, "adapted": …}``. When a
+    "base" run exists, every other run gets a delta column (run − base): the domain row shows the
+    gain, the general row the retention. Returns (json_path, md_path).
+    """
+    if not runs:
+        raise ValueError("write_report needs at least one run")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(runs)
+    compared = [n for n in names if n != "base"] if "base" in runs else []
+    header_runs = names + [f"Δ ({n} − base)" for n in compared]
+
+    json_path = out / "eval.json"
+    json_path.write_text(json.dumps({"kinds": dict(kinds or {}), "runs": runs}, indent=2, ensure_ascii=False) + "\n")
+
+    md: list[str] = ["# Evaluation", ""]
+    md.append(
+        "Main metric: accuracy for multiple choice and classification, acc@0.5 (IoU > 0.5) for grounding, "
+        "token F1 for short answers, or a domain task's own; a source's is the mean over its samples, and "
+        "domain/general average over all samples of their sources."
+    )
+    md.append("")
+
+    # at a glance: the groups
+    md += ["## Domain gain and general retention (main metric)", ""]
+    rows = []
+    for g in GROUPS:
+        entries = [runs[n].get("groups", {}).get(g) for n in names]
+        if not any(entries):
+            continue
+        vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
+        rows.append([g, _ns(entries)] + _cells(vals, names, compared))
+    md += _table(["group", "n"] + header_runs, rows) + [""]
+    if compared:
+        for n in compared:
+            notes = []
+            for g in GROUPS:
+                a = runs[n].get("groups", {}).get(g, {}).get("main")
+                b = runs["base"].get("groups", {}).get(g, {}).get("main")
+                if a is not None and b is not None:
+                    extra = f" (keeps {a / b:.1%} of base)" if g == "general" and b > 0 else ""
+                    notes.append(f"{g} {a - b:+.3f}{extra}")
+            if notes:
+                md += [f"**{n} vs base:** " + "; ".join(notes) + ".", ""]
+
+    # every source's main metric side by side
+    sources = _ordered_sources(runs, kinds)
+    md += ["## Sources (main metric)", ""]
+    rows = []
+    for s in sources:
+        entries = [runs[n].get("sources", {}).get(s) for n in names]
+        vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
+        rows.append([s, _kind_of(s, runs, kinds), _ns(entries)] + _cells(vals, names, compared))
+    md += _table(["source", "kind", "n"] + header_runs, rows, text_columns=2) + [""]
+
+    # one table per source with all its metrics
+    md += ["## Per source, all metrics", ""]
+    for s in sources:
+        entries = [runs[n].get("sources", {}).get(s) for n in names]
+        metric_names = list(dict.fromkeys(m for e in entries if e for m in e.get("metrics", {})))
+        skipped = max((e or {}).get("skipped", 0) for e in entries)
+        tasks = sorted({t for e in entries if e for t in e.get("tasks", {})})
+        md += [f"### {s} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
+               + (f"; {skipped} skipped" if skipped else "") + ")", ""]
+        rows = []
+        for m in ["main"] + metric_names:
+            if m == "main":
+                vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
+            else:
+                vals = {n: (e or {}).get("metrics", {}).get(m) for n, e in zip(names, entries)}
+            rows.append([m] + _cells(vals, names, compared))
+        md += _table(["metric"] + header_runs, rows) + [""]
+
+    md_path = out / "eval.md"
+    md_path.write_text("\n".join(md))
+    return json_path, md_path
+
+
+# --------------------------------------------------------------------------------------------------
+# pictures (matplotlib's Agg canvas directly: no pyplot, no global backend switch)
+
+
+def _figure(width: float, height: float, ncols: int = 1):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, axes
+
+
+def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], value_of, title: str) -> None:
+    names = list(runs)
+    width = 0.8 / max(1, len(names))
+    for k, n in enumerate(names):
+        vals = [value_of(runs[n], key) for key in keys]
+        xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(labels))]
+        heights = [v if v is not None else 0.0 for v in vals]
+        bars = ax.bar(xs, heights, width * 0.95, label=n)
+        for b, v in zip(bars, vals):
+            ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+    crowded = len(labels) > 3
+    ax.set_xticks(range(len(labels)), labels, rotation=20 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_ylim(0, 1.22)
+    ax.set_ylabel("main metric")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper center", ncols=max(1, len(names)), frameon=False)
+
+
+def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, png_path: str | os.PathLike) -> Path:
+    """Grouped bars of the main metric: domain and general for each run, and every source beside them."""
+    if not runs:
+        raise ValueError("plot_comparison needs at least one run")
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    groups = [g for g in GROUPS if any(g in r.get("groups", {}) for r in runs.values())]
+    sources = _ordered_sources(runs, kinds)
+    fig, (ax_g, ax_s) = _figure(max(9.0, 4 + 0.6 * len(sources) * max(1, len(runs))), 4.2, ncols=2)
+    group_main = lambda r, g: r.get("groups", {}).get(g, {}).get("main")  # noqa: E731
+    _bars(ax_g, groups, groups, runs, group_main, "domain gain / general retention")
+    labels = [f"{s} ({_kind_of(s, runs, kinds)})" for s in sources]
+    _bars(ax_s, sources, labels, runs, lambda r, s: r.get("sources", {}).get(s, {}).get("main"), "per source")
+    fig.savefig(png_path)
+    return png_path
+
+
+def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
+    """Plot a JSONL training log: total ``loss`` and one line per ``loss/<source>`` key against ``step``.
+
+    Lines without a step, or that are not JSON (a run killed mid-write), are ignored. A source's
+    line only has points at the steps that logged it, so sources seen rarely still draw. Rising
+    general-source lines while the domain falls is forgetting.
+    """
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    with Path(log_path).open(encoding="utf-8") as f:
+        for raw in f:
+            try:
+                entry = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if not isinstance(entry, dict) or "step" not in entry:
+                continue
+            for key, value in entry.items():
+                is_loss = key == "loss" or key.startswith("loss/")
+                if is_loss and isinstance(value, (int, float)) and math.isfinite(value):
+                    xs, ys = series.setdefault(key, ([], []))
+                    xs.append(float(entry["step"]))
+                    ys.append(float(value))
+    if not series:
+        raise ValueError(f"{log_path}: no lines with 'step' and 'loss' or 'loss/<source>'")
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig, (ax,) = _figure(8.0, 4.5)
+    if "loss" in series:
+        ax.plot(*series["loss"], color="black", linewidth=2, label="loss (total)")
+    for key in sorted(k for k in series if k != "loss"):
+        xs, ys = series[key]
+        ax.plot(xs, ys, linewidth=1, alpha=0.85, marker="." if len(xs) < 50 else None, label=key.split("/", 1)[1])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("training loss (total and per source)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(png_path)
+    return png_path

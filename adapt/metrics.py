@@ -1,0 +1,420 @@
+"""Generic answer metrics, and the registry domains plug their task scorers into.
+
+Every scorer answers one question about one sample: ``(prediction, record, reference) -> {name: value}``
+with values in [0, 1]. `score` picks the scorer from the record's task (`infer_task`).
+
+Built-in tasks and their **main metric** (the one number a source is judged by in reports):
+
+=====================  =============================  ===========
+task                   scores                         main metric
+=====================  =============================  ===========
+``mc``                 ``accuracy``                   accuracy
+``classification``     ``accuracy``                   accuracy
+``short`` / ``vqa``    ``exact_match``, ``token_f1``  token_f1
+``grounding``          ``acc@0.5``                    acc@0.5
+=====================  =============================  ===========
+
+A registered task names its main metric (`register_task(..., main_metric=...)`), else it is the first
+key its scorer returns. A source's main metric is the mean over its samples of each sample's task's
+main metric (see `adapt.evaluate.summarize`).
+
+Choices are parsed strictly (`parse_choice`): an explicit letter, or an answer whose normalised text
+*equals* one option's text. A prediction is never counted right because the reference happens to
+be a substring of it ("rainforest" does not answer "forest"; see the LLaVA-Med closed-question
+pitfall in domains.md §3.3), and answers naming two different options count as wrong.
+
+Boxes follow InternVL: ``<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>`` on a 0–1000 grid; a hit is
+IoU > 0.5 (strictly) between the first predicted and the first reference box. IoU does not change
+when x and y are scaled by the image width and height, so it is computed on the grid directly.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from adapt.data.samples import Record
+
+Box = tuple[float, float, float, float]
+MetricFn = Callable[[str, "Record", str], dict[str, float]]
+"""A task scorer: (prediction, record, reference) -> named scores in [0, 1]."""
+
+# --------------------------------------------------------------------------------------------------
+# text normalisation, exact match, token F1 (SQuAD conventions)
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def _is_punct(ch: str) -> bool:
+    return ch in string.punctuation or unicodedata.category(ch).startswith("P")
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop punctuation (ASCII and Unicode) and the articles a/an/the, squeeze spaces.
+
+    SQuAD's normaliser, so "The Forest." and "forest" agree. Like SQuAD, punctuation is removed
+    rather than replaced, so "3.5" becomes "35" on both sides.
+    """
+    text = "".join(ch for ch in str(text).lower() if not _is_punct(ch))
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """1.0 when the normalised texts are equal, else 0.0."""
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD token F1 over normalised words (bag of words with counts).
+
+    If either side has no words, 1.0 only when both are empty.
+    """
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+# --------------------------------------------------------------------------------------------------
+# multiple choice
+
+_LETTERS = string.ascii_uppercase
+# a whole answer that is only a label: "B", "b", "B.", "(B)", "B)", "[B]"
+_ONLY_LABEL = re.compile(r"^[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?$")
+# an answer starting with a label and a delimiter: "B. forest", "(B) forest", "B) forest", "B: forest"
+_LEADING_LABEL = re.compile(r"^(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Z])(?:\s*[.:)]|[ \t]*\n))\s*(.*)$", re.S)
+# "The answer is B", "Answer: (C)", "option D", "correct choice is b."
+# (a lowercase letter only when punctuation or the end follows: "the answer is a forest" names no option)
+_KEYWORD_LABEL = re.compile(
+    r"\b(?i:answer|option|choice)\b\s*(?i:is\b)?\s*[:\-]?\s*[(\[]?"
+    r"(?:([A-Z])(?![A-Za-z])|([a-z])(?=\s*[)\].,;:!?]|\s*$))"
+)
+# a capital letter standing alone inside text: "(B)", "B or C", "... is B." — A and I (article and
+# pronoun) only when label punctuation or the end follows: "A forest" and "I think" name no option
+_LABEL_IN_TEXT = re.compile(
+    r"\(([A-Z])\)"
+    r"|(?<![A-Za-z0-9'’])([B-HJ-Z])(?![A-Za-z0-9'’])"
+    r"|(?<![A-Za-z0-9'’])([AI])(?:[.:),;?!](?=\s|$)|\s*$)"
+)
+# lettered options listed in a question: "A. text", "(B) text", "C) text", "D: text", one per line
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.M)
+# lead-ins stripped before comparing an answer with option texts
+_LEAD_IN = re.compile(
+    r"^(?:(?:so|thus|therefore|i think|i believe)\s*,?\s*)?"
+    r"(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice)\s*(?:is|:)?\s*:?\s*",
+    re.I,
+)
+
+
+def _valid_letters(options: Sequence[str] | None) -> str:
+    return _LETTERS[: len(options)] if options else _LETTERS
+
+
+def options_from_question(question: str) -> list[str] | None:
+    """Option texts listed as lettered lines ("A. …\\nB. …") in a question, or None.
+
+    Needs at least two lines lettered A, B, C… in order from A.
+    """
+    found = _OPTION_LINE.findall(question or "")
+    options: list[str] = []
+    for letter, text in found:
+        if letter == _LETTERS[len(options)]:
+            options.append(text)
+        elif options:
+            break
+    return options if len(options) >= 2 else None
+
+
+def _option_by_text(text: str, options: Sequence[str] | None) -> str | None:
+    """The letter of the one option whose normalised text equals `text` exactly, else None."""
+    if not options:
+        return None
+    norm = normalize_answer(text)
+    if not norm:
+        return None
+    hits = {_LETTERS[k] for k, opt in enumerate(options) if normalize_answer(opt) == norm}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def parse_choice(prediction: str, options: Sequence[str] | None) -> str | None:
+    """The option letter a prediction chooses, or None when it chooses none or several.
+
+    Accepted, in this order:
+
+    1. only a label: ``B``, ``b``, ``B.``, ``(B)``;
+    2. an answer whose normalised text (also after a lead-in like "The answer is") equals exactly one
+       option's text: ``Forest.`` → the letter of "forest". Containment never counts, so "forest"
+       does not match "rainforest" and "tropical forest" does not match "forest";
+    3. a leading label, ``B. forest``, ``(B) forest``, ``B) forest`` (None if the rest is exactly the
+       text of a *different* option);
+    4. letters named in text: ``The answer is B``, ``Answer: (C)``, ``I'd pick (B).`` — every
+       distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
+       count after "answer/option/choice" and before punctuation or the end; a sentence-initial
+       article ("A forest") is not a label.
+
+    Letters beyond the number of options are ignored; with `options` None any A–Z is a label.
+    """
+    text = (prediction or "").strip()
+    if not text:
+        return None
+    valid = _valid_letters(options)
+
+    m = _ONLY_LABEL.match(text)
+    if m:
+        letter = m.group(1).upper()
+        return letter if letter in valid else None
+
+    # an option's exact text wins over letters inside it (option "type A" is not the label A)
+    by_text = _option_by_text(text, options) or _option_by_text(_LEAD_IN.sub("", text), options)
+    if by_text is not None:
+        return by_text
+
+    m = _LEADING_LABEL.match(text)
+    if m:
+        letter = (m.group(1) or m.group(2) or m.group(3)).upper()
+        rest = m.group(4)
+        if letter in valid:
+            named = _option_by_text(rest, options)
+            if named is not None and named != letter:
+                return None  # "B. desert" where desert is option C: contradictory
+            others = _letters_in_text(rest, valid) - {letter}
+            return None if others else letter
+
+    letters = _letters_in_text(text, valid)
+    return letters.pop() if len(letters) == 1 else None
+
+
+def _letters_in_text(text: str, valid: str) -> set[str]:
+    letters = {(m.group(1) or m.group(2)).upper() for m in _KEYWORD_LABEL.finditer(text)}
+    for m in _LABEL_IN_TEXT.finditer(text):
+        letters.add(m.group(1) or m.group(2) or m.group(3))
+    return {x for x in letters if x in valid}
+
+
+def _reference_letter(reference: str, options: Sequence[str] | None) -> str | None:
+    ref = (reference or "").strip()
+    m = _ONLY_LABEL.match(ref)
+    if m and m.group(1).upper() in _valid_letters(options):
+        # a one-letter reference is a label, unless the options say it is an option's text
+        by_text = _option_by_text(ref, options)
+        return by_text or m.group(1).upper()
+    return _option_by_text(ref, options)
+
+
+def mc_accuracy(prediction: str, reference: str, options: Sequence[str] | None) -> float:
+    """1.0 when the prediction chooses the reference option, else 0.0.
+
+    `reference` is a letter ("B", "(B)") or an option's text. When it is neither (a class name and
+    no option list), the normalised prediction must equal the reference exactly.
+    """
+    ref_letter = _reference_letter(reference, options)
+    if ref_letter is None:
+        return exact_match(prediction, reference)
+    return float(parse_choice(prediction, options) == ref_letter)
+
+
+# --------------------------------------------------------------------------------------------------
+# grounding boxes
+
+_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
+_BOX_LIST = re.compile(r"\[" + _NUM + "," + _NUM + "," + _NUM + "," + _NUM + r"\]")
+_BOX_TAG = re.compile(r"<box>(.*?)(?:</box>|$)", re.S)
+
+
+def parse_boxes(text: str) -> list[Box]:
+    """Every ``[x1, y1, x2, y2]`` inside ``<box>…</box>`` spans, in order (several per span allowed).
+
+    Without any ``<box>`` tag the whole text is searched, as InternVL's evaluator does with its regex
+    ``\\[*\\[(.*?),(.*?),(.*?),(.*?)\\]\\]*``; an unclosed final ``<box>`` (generation cut short) still
+    counts. Lists without exactly four numbers are skipped, so malformed text gives ``[]``.
+    """
+    text = text or ""
+    spans = _BOX_TAG.findall(text) if "<box>" in text else [text]
+    return [tuple(float(v) for v in m.groups()) for span in spans for m in _BOX_LIST.finditer(span)]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes; 0.0 for empty or inverted boxes."""
+    ax1, ay1, ax2, ay2 = (float(v) for v in a)
+    bx1, by1, bx2, by2 = (float(v) for v in b)
+    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+    inter = iw * ih
+    area_a = max(0.0, ax2 - ax1) * max(0.0, ay2 - ay1)
+    area_b = max(0.0, bx2 - bx1) * max(0.0, by2 - by1)
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> float:
+    """1.0 when the first predicted box overlaps the first reference box with IoU > `threshold`.
+
+    Both are on InternVL's 0–1000 grid. As in InternVL's RefCOCO evaluator, a predicted box whose
+    four values sum to less than 4 is read as normalised to 0–1 and scaled by 1000. No predicted box
+    scores 0.0; a reference without a box is an error in the data and raises ValueError.
+    """
+    refs = parse_boxes(reference)
+    if not refs:
+        raise ValueError(f"grounding reference has no [[x1, y1, x2, y2]] box: {reference!r}")
+    preds = parse_boxes(prediction)
+    if not preds:
+        return 0.0
+    pred = preds[0]
+    if sum(pred) < 4:
+        pred = tuple(v * 1000 for v in pred)
+    return float(box_iou(pred, refs[0]) > threshold)
+
+
+# --------------------------------------------------------------------------------------------------
+# task registry and dispatch
+
+
+def _turn_value(turn: Any, role: str) -> str | None:
+    if isinstance(turn, dict):
+        if turn.get("from") == role or turn.get("role") == {"gpt": "assistant", "human": "user"}[role]:
+            return turn.get("value", turn.get("content"))
+    return None
+
+
+def reference_of(record: Any) -> str:
+    """The record's reference answer: `record.answer`, else the value of its last gpt turn."""
+    if getattr(record, "answer", None) is not None:
+        return record.answer
+    for turn in reversed(record.conversations):
+        value = _turn_value(turn, "gpt")
+        if value is not None:
+            return value
+    raise ValueError(f"{_where(record)}: no answer and no gpt turn to evaluate against")
+
+
+def question_of(record: Any) -> str:
+    """The text of the last human turn before the last gpt turn (or the last human turn)."""
+    turns = list(record.conversations)
+    last_gpt = max((k for k, t in enumerate(turns) if _turn_value(t, "gpt") is not None), default=len(turns))
+    for turn in reversed(turns[:last_gpt]):
+        value = _turn_value(turn, "human")
+        if value is not None:
+            return value
+    return ""
+
+
+def record_options(record: Any) -> list[str] | None:
+    """`record.options`, else the lettered options listed in its question, else None."""
+    options = getattr(record, "options", None)
+    if options:
+        return list(options)
+    return options_from_question(question_of(record))
+
+
+def _where(record: Any) -> str:
+    return f"{getattr(record, 'source', '?')}:{getattr(record, 'line', '?')}"
+
+
+def _score_mc(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    return {"accuracy": mc_accuracy(prediction, reference, record_options(record))}
+
+
+def _score_short(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    return {"exact_match": exact_match(prediction, reference), "token_f1": token_f1(prediction, reference)}
+
+
+def _score_grounding(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    return {"acc@0.5": grounding_hit(prediction, reference)}
+
+
+_TASKS: dict[str, MetricFn] = {}
+_MAIN: dict[str, str] = {}
+_BUILTIN = {
+    "mc": (_score_mc, "accuracy"),
+    "classification": (_score_mc, "accuracy"),
+    "short": (_score_short, "token_f1"),
+    "vqa": (_score_short, "token_f1"),
+    "grounding": (_score_grounding, "acc@0.5"),
+}
+
+
+def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metric: str | None = None) -> None:
+    """Register the scorer of a task; domains plug their metrics in here.
+
+    `fn(prediction, record, reference)` returns named scores in [0, 1]. `main_metric` names the score
+    reports rank by (default: the first key `fn` returns). Re-registering a task needs `overwrite=True`.
+    """
+    if not task or not isinstance(task, str):
+        raise ValueError(f"task name must be a non-empty string, got {task!r}")
+    if not callable(fn):
+        raise TypeError(f"scorer for task {task!r} must be callable, got {type(fn).__name__}")
+    if task in _TASKS and not overwrite and _TASKS[task] is not fn:
+        raise ValueError(f"task {task!r} already has a scorer ({_TASKS[task].__qualname__}); pass overwrite=True")
+    _TASKS[task] = fn
+    if main_metric is not None:
+        _MAIN[task] = main_metric
+    else:
+        _MAIN.pop(task, None)
+
+
+def unregister_task(task: str) -> None:
+    """Remove a task's scorer (built-ins come back with their defaults)."""
+    _TASKS.pop(task, None)
+    _MAIN.pop(task, None)
+    if task in _BUILTIN:
+        register_task(task, _BUILTIN[task][0], main_metric=_BUILTIN[task][1])
+
+
+def registered_tasks() -> list[str]:
+    return sorted(_TASKS)
+
+
+for _name, (_fn, _main) in _BUILTIN.items():
+    register_task(_name, _fn, main_metric=_main)
+
+
+def main_metric_name(task: str, scores: dict[str, float] | None = None) -> str | None:
+    """The name of a task's main metric: registered, else the first score's name, else None."""
+    if task in _MAIN:
+        return _MAIN[task]
+    if scores:
+        return next(iter(scores))
+    return None
+
+
+def main_metric(task: str, scores: dict[str, float]) -> float | None:
+    """The value of a sample's main metric (None if its scores lack it)."""
+    name = main_metric_name(task, scores)
+    return scores.get(name) if name is not None else None
+
+
+def infer_task(record: Any) -> str:
+    """`record.task` if set; else "grounding" if the reference holds a ``<box>``; else "mc" if the
+    record has options or its question lists lettered options ("A. …\\nB. …"); else "short"."""
+    task = getattr(record, "task", None)
+    if task:
+        return task
+    if "<box>" in reference_of(record):
+        return "grounding"
+    if record_options(record):
+        return "mc"
+    return "short"
+
+
+def score(prediction: str, record: Any, reference: str | None = None) -> dict[str, float]:
+    """Score one prediction with its task's scorer (`infer_task`). Unknown tasks raise KeyError."""
+    if reference is None:
+        reference = reference_of(record)
+    task = infer_task(record)
+    fn = _TASKS.get(task)
+    if fn is None:
+        raise KeyError(
+            f"{_where(record)}: no scorer for task {task!r}; known: {', '.join(registered_tasks())}. "
+            "Register one with adapt.metrics.register_task."
+        )
+    return {name: float(value) for name, value in fn(prediction, record, reference).items()}

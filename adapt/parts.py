@@ -1,0 +1,122 @@
+"""Per-part training modes: each of vision / projector / llm is `frozen`, `lora` or `full`.
+
+LoRA targets are resolved to full module names inside their part before peft sees them, so the
+vision tower and the LLM sharing names such as `q_proj` can never wrap the wrong part.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+
+PART_PREFIXES = {"vision": "vision_tower.", "projector": "multi_modal_projector.", "llm": "language_model."}
+MODES = ("frozen", "lora", "full")
+
+
+@dataclass(frozen=True)
+class PartSetting:
+    mode: str = "frozen"
+    lr: float = 1e-4
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] | None = None  # module-name suffixes inside the part; None = every Linear
+
+
+def part_of(name: str) -> str:
+    """Which part a parameter or module name (with or without peft's prefixes) belongs to."""
+    for part, prefix in PART_PREFIXES.items():
+        if name.startswith(prefix) or f".{prefix}" in name:
+            return part
+    raise ValueError(f"{name!r} belongs to no part ({', '.join(PART_PREFIXES)})")
+
+
+def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) -> list[str]:
+    """Full names of the Linear modules of `part` that LoRA wraps (never the LM head)."""
+    prefix = PART_PREFIXES[part]
+    names = [
+        name for name, module in model.named_modules()
+        if name.startswith(prefix) and isinstance(module, nn.Linear) and not name.endswith("lm_head")
+    ]
+    if suffixes:
+        names = [n for n in names if any(n == prefix + s or n.endswith("." + s) for s in suffixes)]
+        if not names:
+            raise ValueError(f"LoRA targets {list(suffixes)} match no Linear module in the {part} part")
+    if not names:
+        raise ValueError(f"the {part} part has no Linear module for LoRA; use mode 'full' or 'frozen'")
+    return names
+
+
+def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module:
+    """Freeze, LoRA-wrap or unfreeze each part. Returns the model to train (a PeftModel if any LoRA)."""
+    for part, setting in settings.items():
+        if part not in PART_PREFIXES:
+            raise ValueError(f"unknown part {part!r}; parts are {', '.join(PART_PREFIXES)}")
+        if setting.mode not in MODES:
+            raise ValueError(f"part {part}: mode {setting.mode!r} is not one of {', '.join(MODES)}")
+    lora_parts = {p: s for p, s in settings.items() if s.mode == "lora"}
+    if lora_parts:
+        targets: list[str] = []
+        ranks: dict[str, int] = {}
+        alphas: dict[str, float] = {}
+        for part, setting in lora_parts.items():
+            names = lora_targets(model, part, setting.targets)
+            targets += names
+            ranks.update({n: setting.r for n in names})
+            alphas.update({n: setting.alpha for n in names})
+        first = next(iter(lora_parts.values()))
+        config = LoraConfig(
+            r=first.r, lora_alpha=first.alpha, lora_dropout=first.dropout, target_modules=targets,
+            rank_pattern=_exact(ranks), alpha_pattern=_exact(alphas), bias="none",
+        )
+        dropouts = {s.dropout for s in lora_parts.values()}
+        if len(dropouts) > 1:
+            raise ValueError(f"LoRA dropout must be the same for every LoRA part (got {sorted(dropouts)})")
+        model = get_peft_model(model, config)
+    for name, param in model.named_parameters():
+        mode = settings.get(part_of(name), PartSetting()).mode
+        param.requires_grad = mode == "full" or (mode == "lora" and "lora_" in name)
+    return model
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The PocketVLM inside a PeftModel (or the model itself)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold LoRA weights into the base weights and drop the wrappers."""
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def parameter_groups(model: nn.Module, settings: dict[str, PartSetting], weight_decay: float) -> list[dict]:
+    """AdamW groups: one per (part, decay / no decay), each with its part's learning rate."""
+    groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        decay = param.ndim >= 2 and "norm" not in name and "embeddings" not in name
+        groups.setdefault((part_of(name), decay), []).append(param)
+    return [
+        {"params": params, "lr": settings[part].lr, "weight_decay": weight_decay if decay else 0.0, "part": part}
+        for (part, decay), params in sorted(groups.items())
+    ]
+
+
+def trainable_summary(model: nn.Module) -> dict[str, tuple[int, int]]:
+    """(trainable, total) parameter counts per part."""
+    counts = {p: [0, 0] for p in PART_PREFIXES}
+    for name, param in model.named_parameters():
+        part = part_of(name)
+        counts[part][1] += param.numel()
+        if param.requires_grad:
+            counts[part][0] += param.numel()
+    return {p: (t, n) for p, (t, n) in counts.items()}
+
+
+def _exact(mapping: dict[str, float]) -> dict[str, float]:
+    # peft matches pattern keys as regexes against the module-name tail; anchor full names exactly
+    return {"^" + name.replace(".", r"\.") + "$": value for name, value in mapping.items()}

@@ -1,0 +1,829 @@
+"""The recipe: one YAML file that says what to adapt, on which data, and how.
+
+    from adapt.recipe import load_recipe
+    recipe = load_recipe("recipe.yaml", ["training.max_steps=20"])
+    recipe.training.batch_size, recipe.data.sources[0].path, recipe.tiling_for(processor.tiling)
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelt key is an error that names
+the file, the dotted key and the closest valid key. Paths in a recipe are relative to the recipe
+file's folder and are resolved (made absolute) at load time; ``Recipe.to_yaml()`` writes the
+resolved recipe with every default filled in, which loads back to the same recipe from anywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import os
+import re
+import types
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+if TYPE_CHECKING:
+    from model.tiling import TilingConfig
+
+__all__ = [
+    "DEEPSPEED_PRESETS",
+    "DataSource",
+    "Recipe",
+    "RecipeError",
+    "apply_overrides",
+    "copy_recipe_template",
+    "list_recipe_templates",
+    "load_recipe",
+    "parse_recipe",
+    "recipe_warnings",
+    "resolve_deepspeed_config",
+]
+
+DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class RecipeError(ValueError):
+    """A recipe problem the user can fix; the message names the file and the dotted key."""
+
+
+# ---------------------------------------------------------------------- helpers for validators
+def _context(info: ValidationInfo) -> dict:
+    return info.context if isinstance(info.context, dict) else {}
+
+
+def _base_dir(info: ValidationInfo) -> Path:
+    return Path(_context(info).get("base_dir") or Path.cwd()).absolute()
+
+
+def _resolve(path: str | os.PathLike, base: Path) -> Path:
+    p = Path(path).expanduser()
+    return Path(os.path.normpath(p if p.is_absolute() else base / p))
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" — did you mean {match[0]!r}?" if match else ""
+
+
+# ---------------------------------------------------------------------- the schema
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Section):
+    """Which model to start from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "pocket-tiny"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    trust_remote_code: bool = False
+    chat_template: str | None = None
+    allow_pickle: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str, info: ValidationInfo) -> str:
+        from model.presets import PRESETS
+
+        if not value.strip():
+            raise ValueError(f"must name a model preset ({', '.join(PRESETS)}) or a checkpoint directory")
+        directory = _resolve(value, _base_dir(info))
+        if directory.is_dir():  # a directory wins over a preset of the same name, as in model.load
+            return str(directory)
+        if value in PRESETS:
+            return value
+        raise ValueError(
+            f"{value!r} is neither a model preset nor a checkpoint directory (no folder {directory}); "
+            f"presets: {', '.join(PRESETS)}{_suggest(value, PRESETS)}"
+        )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _chat_template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if value.endswith((".yaml", ".yml")):
+            path = _resolve(value, _base_dir(info))
+            if not path.is_file():
+                raise ValueError(f"chat template file {path} does not exist")
+            return str(path)
+        from model.chat import list_chat_templates
+
+        known = list_chat_templates()
+        if value not in known:
+            raise ValueError(
+                f"unknown chat template {value!r}; bundled templates: {', '.join(known)}"
+                f"{_suggest(value, known)} (or give a path to a .yaml template)"
+            )
+        return value
+
+
+class LoraSpec(_Section):
+    """LoRA settings of one part (used when the part's mode is ``lora``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    targets: list[str] | None = None
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("must list at least one module name, or be null for the part's default modules")
+            if any(not t.strip() for t in value):
+                raise ValueError("module names must not be empty")
+        return value
+
+
+class PartSpec(_Section):
+    """How one part (vision tower, projector, language model) is trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["frozen", "lora", "full"]
+    lr: float = Field(gt=0)
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+
+
+class VisionPart(PartSpec):
+    mode: Literal["frozen", "lora", "full"] = "frozen"
+    lr: float = Field(2e-5, gt=0)
+
+
+class ProjectorPart(PartSpec):
+    mode: Literal["frozen", "lora", "full"] = "full"
+    lr: float = Field(1e-4, gt=0)
+
+
+class LlmPart(PartSpec):
+    mode: Literal["frozen", "lora", "full"] = "lora"
+    lr: float = Field(1e-4, gt=0)
+
+
+class Parts(_Section):
+    model_config = ConfigDict(extra="forbid")
+
+    vision: VisionPart = Field(default_factory=VisionPart)
+    projector: ProjectorPart = Field(default_factory=ProjectorPart)
+    llm: LlmPart = Field(default_factory=LlmPart)
+
+    def items(self) -> list[tuple[str, PartSpec]]:
+        return [("vision", self.vision), ("projector", self.projector), ("llm", self.llm)]
+
+    @model_validator(mode="after")
+    def _something_to_train(self) -> Parts:
+        if all(part.mode == "frozen" for _, part in self.items()):
+            raise ValueError("every part is frozen, so nothing would train; set a part's mode to lora or full")
+        dropouts = {name: part.lora.dropout for name, part in self.items() if part.mode == "lora"}
+        if len(set(dropouts.values())) > 1:
+            shown = ", ".join(f"{name}.lora.dropout={d}" for name, d in dropouts.items())
+            raise ValueError(f"every LoRA part must use the same lora.dropout (got {shown})")
+        return self
+
+
+class TilingOverrides(_Section):
+    """Tiling shared by training, eval, demo and export; null keeps the model's own value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tile_size: int | None = Field(None, ge=1)
+    min_tiles: int | None = Field(None, ge=1)
+    max_tiles: int | None = Field(None, ge=1)
+    thumbnail: bool | None = None
+
+    @model_validator(mode="after")
+    def _order(self) -> TilingOverrides:
+        if self.min_tiles is not None and self.max_tiles is not None and self.min_tiles > self.max_tiles:
+            raise ValueError(f"min_tiles ({self.min_tiles}) must be <= max_tiles ({self.max_tiles})")
+        return self
+
+
+class DataSource(_Section):
+    """One annotation file: InternVL chat JSONL, or an InternVL meta .json listing several."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: Path
+    root: Path | None = None
+    kind: Literal["domain", "general"] = "domain"
+    ratio: float | None = Field(None, ge=0)
+    repeat: float | None = Field(None, gt=0)
+    max_tiles: int | None = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a usable name: use letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: Path, info: ValidationInfo) -> Path:
+        if value.suffix not in (".jsonl", ".json"):
+            raise ValueError(f"{str(value)!r} must be a .jsonl annotation file or an InternVL meta .json file")
+        return _resolve(value, _base_dir(info))
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, _base_dir(info))
+
+    @field_validator("repeat")
+    @classmethod
+    def _repeat(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and value != int(value):
+            raise ValueError(f"above 1 must be a whole number (InternVL repeat_time), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _finish(self) -> DataSource:
+        if self.ratio is not None and self.repeat is not None:
+            raise ValueError("give ratio or repeat, not both (ratio: a share of the mix; repeat: passes over the file)")
+        if self.root is None:
+            self.root = self.path.parent
+        return self
+
+
+class Data(_Section):
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[DataSource] = Field(default_factory=list)
+    eval_sources: list[DataSource] = Field(default_factory=list)
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+
+    @field_validator("sources", "eval_sources")
+    @classmethod
+    def _unique(cls, value: list[DataSource]) -> list[DataSource]:
+        seen: set[str] = set()
+        for source in value:
+            if source.name in seen:
+                raise ValueError(f"two sources are named {source.name!r}; names must be unique")
+            seen.add(source.name)
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _ratios(cls, value: list[DataSource]) -> list[DataSource]:
+        for kind in ("domain", "general"):
+            with_ratio = [s.name for s in value if s.kind == kind and s.ratio is not None]
+            without = [s.name for s in value if s.kind == kind and s.ratio is None]
+            if with_ratio and without:
+                raise ValueError(f"ratio is given for {kind} source(s) {', '.join(with_ratio)} but not for "
+                                 f"{', '.join(without)}: give it to every {kind} source or to none")
+        return value
+
+
+class Mixing(_Section):
+    model_config = ConfigDict(extra="forbid")
+
+    general_ratio: float = Field(0.3, ge=0, lt=1)
+    seed: int = 0
+    epoch_size: int | None = Field(None, ge=1)
+
+
+class Training(_Section):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float | None = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    max_seq_length: int = Field(4096, ge=16)
+    gradient_checkpointing: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _length(self) -> Training:
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("set epochs or max_steps (max_steps wins when both are set)")
+        return self
+
+
+class Distributed(_Section):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["none", "ddp", "deepspeed"] = "none"
+    deepspeed: str = "zero1"
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed(cls, value: str, info: ValidationInfo) -> str:
+        if value in DEEPSPEED_PRESETS:
+            return value
+        if not value.endswith(".json"):
+            raise ValueError(f"must be one of {', '.join(DEEPSPEED_PRESETS)} or a path to a .json file, "
+                             f"got {value!r}{_suggest(value, DEEPSPEED_PRESETS)}")
+        return str(_resolve(value, _base_dir(info)))
+
+    @model_validator(mode="after")
+    def _readable(self) -> Distributed:
+        if self.strategy == "deepspeed":
+            resolve_deepspeed_config(self.deepspeed)  # a missing or malformed file is an error now, not at launch
+        return self
+
+
+class Output(_Section):
+    model_config = ConfigDict(extra="forbid")
+
+    dir: Path | None = None  # filled in as <recipe folder>/runs/<name>
+    save_every: int = Field(200, ge=1)
+    keep_last: int = Field(2, ge=1)
+    merge_lora: bool = True
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return None if value is None else _resolve(value, _base_dir(info))
+
+
+class Logging(_Section):
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(10, ge=1)
+    tensorboard: bool = True
+
+
+class EvalSpec(_Section):
+    model_config = ConfigDict(extra="forbid")
+
+    every: int | None = Field(None, ge=1)
+    max_samples: int | None = Field(None, ge=1)
+    max_new_tokens: int = Field(32, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class Recipe(_Section):
+    """A whole recipe. Build it with :func:`load_recipe` or :func:`parse_recipe` (they resolve paths)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    parts: Parts = Field(default_factory=Parts)
+    tiling: TilingOverrides = Field(default_factory=TilingOverrides)
+    data: Data = Field(default_factory=Data)
+    mixing: Mixing = Field(default_factory=Mixing)
+    training: Training = Field(default_factory=Training)
+    distributed: Distributed = Field(default_factory=Distributed)
+    output: Output = Field(default_factory=Output)
+    logging: Logging = Field(default_factory=Logging)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    seed: int = 0
+
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a usable run name: use letters, digits, '.', '_' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _defaults(self, info: ValidationInfo) -> Recipe:
+        base = _base_dir(info)
+        self._base_dir = base
+        if self.name is None:
+            fallback = _context(info).get("name") or "recipe"
+            self.name = fallback if _NAME_RE.fullmatch(fallback) else re.sub(r"[^A-Za-z0-9._-]", "_", fallback)
+        if self.output.dir is None:
+            self.output.dir = base / "runs" / self.name
+        if self.data.sources and self.mixing.general_ratio > 0 and not any(s.kind == "general" for s in self.data.sources):
+            raise ValueError(
+                f"mixing.general_ratio is {self.mixing.general_ratio:g} but no entry of data.sources has kind: general; "
+                "add a general source (general replay keeps the model's general skills) or set mixing.general_ratio: 0")
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder the recipe's relative paths were resolved against (the recipe file's folder)."""
+        return self._base_dir if self._base_dir is not None else Path.cwd()
+
+    def tiling_for(self, model_tiling: TilingConfig) -> TilingConfig:
+        """The model's own :class:`~model.tiling.TilingConfig` with this recipe's non-null overrides."""
+        import dataclasses
+
+        overrides = {k: v for k, v in self.tiling.model_dump().items() if v is not None}
+        try:
+            return dataclasses.replace(model_tiling, **overrides)
+        except ValueError as err:
+            shown = ", ".join(f"tiling.{k}={v}" for k, v in overrides.items())
+            raise RecipeError(f"recipe {self.name!r}: {shown} does not fit the model's tiling {model_tiling}: {err}") from None
+
+    def deepspeed_config(self) -> dict | None:
+        """The DeepSpeed config dict when ``distributed.strategy`` is deepspeed, else None."""
+        return resolve_deepspeed_config(self.distributed.deepspeed) if self.distributed.strategy == "deepspeed" else None
+
+    def to_yaml(self) -> str:
+        """The resolved recipe (absolute paths, every default filled in) as YAML."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True, default_flow_style=False)
+
+
+# ---------------------------------------------------------------------- schema walking (for messages)
+def _submodel(annotation: Any) -> type[BaseModel] | None:
+    """The section model inside an annotation (``X``, ``X | None``, ``list[X]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _submodel(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is list:
+        return True
+    return origin in (Union, types.UnionType) and any(_is_list(a) for a in get_args(annotation))
+
+
+def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    cls: type[BaseModel] | None = Recipe
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if cls is None or part not in cls.model_fields:
+            return None
+        cls = _submodel(cls.model_fields[part].annotation)
+    return cls
+
+
+def _all_keys(cls: type[BaseModel] = Recipe, prefix: str = "") -> list[tuple[str, str]]:
+    """(leaf name, dotted path) for every key of the schema; list items show as ``[]``."""
+    out = []
+    for name, field in cls.model_fields.items():
+        path = f"{prefix}{name}"
+        out.append((name, path))
+        sub = _submodel(field.annotation)
+        if sub is not None:
+            out += _all_keys(sub, path + ("[]." if _is_list(field.annotation) else "."))
+    return out
+
+
+def _dotted(loc: Sequence[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+# names other toolkits (HF Trainer, InternVL, LLaMA-Factory, peft) use for our keys
+_ALIASES = {
+    "rank": "r", "lora_r": "r", "lora_rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
+    "target_modules": "targets", "lora_target": "targets", "learning_rate": "lr",
+    "lr_scheduler_type": "schedule", "scheduler": "schedule", "gradient_accumulation_steps": "grad_accum",
+    "per_device_train_batch_size": "batch_size", "num_train_epochs": "epochs", "warmup": "warmup_ratio",
+    "model_name_or_path": "source", "save_steps": "save_every", "save_total_limit": "keep_last",
+    "logging_steps": "every", "output_dir": "dir", "model_max_length": "max_seq_length",
+    "cutoff_len": "max_seq_length", "max_dynamic_patch": "max_tiles", "min_dynamic_patch": "min_tiles",
+    "force_image_size": "tile_size", "use_thumbnail": "thumbnail", "repeat_time": "repeat",
+    "grad_checkpoint": "gradient_checkpointing", "dataloader_num_workers": "num_workers",
+    "bf16": "precision", "fp16": "precision", "torch_dtype": "dtype", "template": "chat_template",
+    "conv_style": "chat_template", "annotation": "path", "image_root": "root", "epoch": "epochs",
+}
+
+
+def _unknown_key_message(parent: Sequence[str | int], key: Any) -> str:
+    key = str(key)
+    cls = _model_at(parent)
+    valid = list(cls.model_fields) if cls is not None else []
+    here = _dotted(parent)
+    shown = f"'{here}.{key}'" if here else f"'{key}' at top level"
+    alias = _ALIASES.get(key.lower().replace("-", "_"))
+    if alias in valid:
+        return f"unknown key {shown} — did you mean {_dotted([*parent, alias])!r}?"
+    if alias is not None:
+        key = alias
+    elsewhere = [path for leaf, path in _all_keys() if leaf == key and path.rsplit(".", 1)[0] != here]
+    if elsewhere:
+        hint = " or ".join(repr(p) for p in elsewhere[:3])
+        return f"unknown key {shown} — did you mean {hint}?"
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if not match:
+        match = [v for v in valid if v.lower() == key.lower().replace("-", "_")][:1]
+    if match:
+        return f"unknown key {shown} — did you mean {_dotted([*parent, match[0]])!r}?"
+    return f"unknown key {shown}; valid keys {'in ' + repr(here) if here else 'at top level'}: {', '.join(valid)}"
+
+
+def _error_lines(err: ValidationError) -> list[tuple[tuple, str]]:
+    lines = []
+    for e in err.errors(include_url=False):
+        loc, kind, msg = tuple(e["loc"]), e["type"], e["msg"]
+        if kind == "extra_forbidden":
+            lines.append((loc, _unknown_key_message(loc[:-1], loc[-1])))
+            continue
+        key = _dotted(loc)
+        if kind == "missing":
+            text = "missing (this key is required)"
+        elif kind in ("model_type", "model_attributes_type", "dict_type"):
+            text = f"expected a mapping of keys (key: value lines), got {type(e['input']).__name__} {e['input']!r}"
+        elif kind == "list_type":
+            text = f"expected a list (lines starting with '- '), got {type(e['input']).__name__} {e['input']!r}"
+        else:
+            text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            text = text.replace("Input should be", "must be", 1)
+            if kind not in ("value_error", "assertion_error"):
+                text += f" (got {e['input']!r})"
+        lines.append((loc, f"{key}: {text}" if key else text))
+    return lines
+
+
+# ---------------------------------------------------------------------- loading
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys (a second ``training:`` block would silently win)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, str) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+        if isinstance(key, str):
+            seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_load(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        raise RecipeError(f"{where}: malformed YAML{at}: {problem}{f' ({context})' if context else ''}") from None
+
+
+def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a recipe file, apply ``dotted.key=value`` overrides, validate and resolve paths."""
+    path = Path(path)
+    where = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{where}: no such recipe file (list the templates with `adapt recipes`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"{where}: cannot read the recipe ({exc})") from None
+    data = _yaml_load(text, where)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping of sections (model:, data:, training: …), "
+                          f"got a {type(data).__name__}")
+    try:
+        data = apply_overrides(data, overrides)
+    except RecipeError as err:
+        raise RecipeError(f"{where}: {err}") from None
+    return _validate(data, path.parent, path.stem, where, overrides, _line_numbers(text))
+
+
+def parse_recipe(data: dict, base_dir: str | os.PathLike, name: str, *, origin: str | None = None,
+                 overrides: Sequence[str] = ()) -> Recipe:
+    """Validate recipe ``data`` (a dict as read from YAML); relative paths resolve against ``base_dir``.
+
+    ``name`` is the run name unless ``data`` has its own; ``origin`` (the file name) prefixes errors.
+    """
+    return _validate(data, base_dir, name, origin or f"recipe {name!r}", overrides, {})
+
+
+def _validate(data: Any, base_dir: str | os.PathLike, name: str, where: str, overrides: Sequence[str],
+              lines: dict[tuple, int]) -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where}: expected a mapping of sections (model:, data:, training: …), "
+                          f"got a {type(data).__name__}")
+    base = Path(base_dir).expanduser().absolute()
+    try:
+        recipe = Recipe.model_validate(data, context={"base_dir": base, "name": name})
+    except ValidationError as err:
+        set_by = {tuple(_parse_key(o.split("=", 1)[0])): o for o in overrides if "=" in o}
+        found = []
+        for loc, text in _error_lines(err):
+            by = next((o for k, o in set_by.items() if loc[:len(k)] == k), None)
+            line = None if by else next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
+            note = f" (set by override {by!r})" if by else (f" (line {line})" if line else "")
+            found.append((line or 0, f"{where}: {text}{note}"))
+        raise RecipeError("\n".join(text for _, text in sorted(found, key=lambda f: f[0]))) from None
+    recipe._base_dir = base
+    return recipe
+
+
+def _line_numbers(text: str) -> dict[tuple, int]:
+    """1-based line of every key and list item of a YAML document, by its location tuple."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node: yaml.Node, loc: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    lines.setdefault(loc + (key_node.value,), key_node.start_mark.line + 1)
+                    walk(value_node, loc + (key_node.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[loc + (i,)] = item.start_mark.line + 1
+                walk(item, loc + (i,))
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+# ---------------------------------------------------------------------- overrides
+_KEY_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)?((?:\[-?\d+\])*)")
+
+
+def _parse_key(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for seg in key.strip().split("."):
+        if re.fullmatch(r"-?\d+", seg):
+            parts.append(int(seg))
+            continue
+        m = _KEY_PART.fullmatch(seg)
+        if not seg or m is None:
+            raise RecipeError(f"{key!r} is not a dotted key such as training.max_steps or data.sources[0].ratio")
+        if m.group(1):
+            parts.append(m.group(1))
+        parts += [int(i) for i in re.findall(r"\[(-?\d+)\]", m.group(2))]
+    return parts
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """A copy of ``data`` with each ``dotted.key=value`` set; values are parsed as YAML.
+
+    ``training.max_steps=20``, ``parts.llm.mode=full``, ``tiling.max_tiles=null``,
+    ``data.sources[0].ratio=0.5``, ``data.sources=[{name: a, path: a.jsonl}]``. Keys are checked
+    against the schema, so a misspelt key fails here with a suggestion.
+    """
+    data = copy.deepcopy(data) if data else {}
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r}: expected dotted.key=value, e.g. training.max_steps=20")
+        key, raw = item.split("=", 1)
+        try:
+            path = _parse_key(key)
+        except RecipeError as err:
+            raise RecipeError(f"override {item!r}: {err}") from None
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)}); "
+                              "quote it if it is text") from None
+        _set(data, path, value, item)
+    return data
+
+
+def _set(data: dict, path: list[str | int], value: Any, item: str) -> None:
+    if not path or isinstance(path[0], int):
+        raise RecipeError(f"override {item!r}: the key must start with a section name")
+    cls: type[BaseModel] | None = Recipe
+    node: Any = data
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        here = _dotted(path[:i])
+        if isinstance(part, int):
+            if not isinstance(node, list):
+                raise RecipeError(f"override {item!r}: {here!r} is not a list")
+            if not -len(node) <= part < len(node):
+                raise RecipeError(f"override {item!r}: {here!r} has {len(node)} item(s), no item [{part}]")
+            if last:
+                node[part] = value
+            else:
+                if node[part] is None:
+                    node[part] = {}
+                node = node[part]
+            continue
+        if isinstance(node, list):
+            raise RecipeError(f"override {item!r}: {here!r} is a list; pick an item, e.g. {here}[0].{part}")
+        if cls is None:
+            raise RecipeError(f"override {item!r}: {here!r} is a value, not a section")
+        if part not in cls.model_fields:
+            raise RecipeError(f"override {item!r}: {_unknown_key_message(path[:i], part)}")
+        if not isinstance(node, dict):
+            raise RecipeError(f"override {item!r}: {here!r} in the recipe is not a mapping")
+        if last:
+            node[part] = value
+            return
+        annotation = cls.model_fields[part].annotation
+        if node.get(part) is None:
+            if isinstance(path[i + 1], int):
+                raise RecipeError(f"override {item!r}: {_dotted(path[:i + 1])!r} is empty, no item [{path[i + 1]}]")
+            node[part] = {}
+        node = node[part]
+        cls = _submodel(annotation)
+
+
+# ---------------------------------------------------------------------- DeepSpeed
+def resolve_deepspeed_config(name_or_path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> dict:
+    """The DeepSpeed config for ``zero1``/``zero2``/``zero3`` (``templates/deepspeed/``) or a JSON file.
+
+    The bundled configs leave batch sizes, gradient accumulation, clipping and fp16/bf16 on "auto"
+    (the trainer fills them from the recipe), give bucket sizes as numbers, and define no optimizer
+    or scheduler: the trainer passes its own AdamW with one learning rate per part.
+    """
+    if str(name_or_path) in DEEPSPEED_PRESETS:
+        from model.resources import templates_dir
+
+        path = templates_dir() / "deepspeed" / f"{name_or_path}.json"
+    else:
+        path = _resolve(name_or_path, Path(base_dir).absolute() if base_dir is not None else Path.cwd())
+    if not path.is_file():
+        raise RecipeError(f"DeepSpeed config {str(name_or_path)!r}: no such file {path}; "
+                          f"use {', '.join(DEEPSPEED_PRESETS)} or a path to a .json file")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RecipeError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not isinstance(config, dict):
+        raise RecipeError(f"{path}: a DeepSpeed config must be a JSON object, got {type(config).__name__}")
+    return config
+
+
+# ---------------------------------------------------------------------- templates
+def _recipe_templates_dir() -> Path:
+    from model.resources import templates_dir
+
+    return templates_dir() / "recipes"
+
+
+def list_recipe_templates() -> dict[str, str]:
+    """Template name -> its one-line description (the first comment line of the file)."""
+    out = {}
+    for path in sorted(_recipe_templates_dir().glob("*.yaml")):
+        first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "")
+        out[path.stem] = first.lstrip("#").strip() if first.lstrip().startswith("#") else ""
+    return out
+
+
+def copy_recipe_template(name: str, dest_dir: str | os.PathLike) -> Path:
+    """Copy template ``name`` byte for byte (comments included) to ``dest_dir/<name>.yaml``; never overwrites."""
+    stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
+    known = list_recipe_templates()
+    if stem not in known:
+        raise RecipeError(f"unknown recipe template {name!r}; templates: {', '.join(known)}{_suggest(stem, known)}")
+    dest_dir = Path(dest_dir)
+    target = dest_dir / f"{stem}.yaml"
+    if target.exists():
+        raise RecipeError(f"{target} already exists; not overwriting it (move it away or choose another folder)")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    data = (_recipe_templates_dir() / f"{stem}.yaml").read_bytes()
+    try:
+        with open(target, "xb") as f:  # "x": fail rather than overwrite a file that appeared meanwhile
+            f.write(data)
+    except FileExistsError:
+        raise RecipeError(f"{target} already exists; not overwriting it") from None
+    return target
+
+
+# ---------------------------------------------------------------------- advice (not errors)
+def recipe_warnings(recipe: Recipe) -> list[str]:
+    """Things that are allowed but probably not meant (missing data files, an empty general share…)."""
+    notes = []
+    for key, sources in (("data.sources", recipe.data.sources), ("data.eval_sources", recipe.data.eval_sources)):
+        for i, source in enumerate(sources):
+            if not source.path.exists():
+                notes.append(f"{key}[{i}] ({source.name}): {source.path} does not exist yet")
+    if not recipe.data.sources:
+        notes.append("data.sources is empty: there is nothing to train on")
+    general = [s for s in recipe.data.sources if s.kind == "general"]
+    if general and recipe.mixing.general_ratio == 0:
+        notes.append("mixing.general_ratio is 0, so the general source(s) are not used")
+    if recipe.eval.every is not None and not recipe.data.eval_sources:
+        notes.append(f"eval.every is {recipe.eval.every} but data.eval_sources is empty")
+    if recipe.distributed.strategy != "deepspeed" and recipe.distributed.deepspeed not in DEEPSPEED_PRESETS:
+        notes.append(f"distributed.deepspeed is set but distributed.strategy is {recipe.distributed.strategy!r}")
+    return notes

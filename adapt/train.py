@@ -1,0 +1,334 @@
+"""`adapt train`: one explicit training loop, driven by a recipe.
+
+Flow: load the model → set each part frozen / LoRA / full → read, validate and measure the data →
+plan the domain/general mixture → train with AdamW and per-part learning rates (single process,
+torch DDP under torchrun, or DeepSpeed) → atomic safetensors checkpoints → final model (LoRA merged).
+Losses are logged per data source, so forgetting of general skills shows while training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+import model as model_core
+from model.processor import IGNORE_INDEX
+
+from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data.dataset import SupervisedDataset, collate
+from .data.mixture import MixturePlan
+from .data.samples import SkipLog, SourceSpec, expand_sources, measure, read_source
+from .parts import PartSetting, apply_parts, base_model, merge_lora, parameter_groups, trainable_summary
+from .recipe import Recipe, resolve_deepspeed_config
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+
+def setup_distributed() -> Distributed:
+    """Join the process group torchrun / deepspeed launched us in (gloo on CPU, nccl on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return Distributed(int(os.environ.get("RANK", "0")), world, local_rank, device)
+
+
+def part_settings(recipe: Recipe) -> dict[str, PartSetting]:
+    out = {}
+    for part in ("vision", "projector", "llm"):
+        p = getattr(recipe.parts, part)
+        targets = tuple(p.lora.targets) if p.lora.targets else None
+        out[part] = PartSetting(p.mode, p.lr, p.lora.r, p.lora.alpha, p.lora.dropout, targets)
+    return out
+
+
+def source_specs(sources) -> list[SourceSpec]:
+    return expand_sources([
+        SourceSpec(s.name, Path(s.path), Path(s.root) if s.root else None, s.kind, s.ratio, s.repeat, s.max_tiles)
+        for s in sources
+    ])
+
+
+def load_records(specs: list[SourceSpec], processor, max_seq_length: int, skips: SkipLog, tiling) -> dict[str, list]:
+    records = {}
+    for spec in specs:
+        read = read_source(spec, skips)
+        records[spec.name] = measure(read, processor, max_seq_length, skips, tiling=tiling)
+    return records
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row summed cross-entropy and supervised-token counts (shifted for next-token prediction)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    ce = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
+    mask = shift_labels != IGNORE_INDEX
+    return (ce * mask).sum(1), mask.sum(1)
+
+
+class Trainer:
+    """Holds the run's state; `run()` trains from the last complete checkpoint (or from scratch)."""
+
+    def __init__(self, recipe: Recipe, dist: Distributed | None = None, progress: bool = True):
+        self.recipe = recipe
+        self.dist = dist or setup_distributed()
+        self.progress = progress and self.dist.main
+        self.out_dir = Path(recipe.output.dir)
+        t = recipe.training
+        _seed_everything(recipe.seed)
+        dtype = recipe.model.dtype
+        vlm, processor = model_core.load(recipe.model.source, dtype=dtype, allow_pickle=recipe.model.allow_pickle,
+                                         chat_template=recipe.model.chat_template)
+        self.tiling = recipe.tiling_for(processor.tiling)
+        processor.tiling = self.tiling
+        vlm.config.tiling = self.tiling.to_dict()
+        self.processor = processor
+
+        self.skips = SkipLog()
+        self.records = load_records(source_specs(recipe.data.sources), processor, t.max_seq_length, self.skips, self.tiling)
+        self.skips.check({k: len(v) for k, v in self.records.items()}, recipe.data.max_bad_fraction)
+        if self.dist.main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.skips.save(self.out_dir)
+        kinds = {s.name: s.kind for s in source_specs(recipe.data.sources)}
+        specs = {s.name: s for s in source_specs(recipe.data.sources)}
+        self.plan = MixturePlan(
+            sizes={k: len(v) for k, v in self.records.items()}, kinds=kinds,
+            general_ratio=recipe.mixing.general_ratio, ratios={k: s.ratio for k, s in specs.items()},
+            repeats={k: s.repeat for k, s in specs.items()}, epoch_size=recipe.mixing.epoch_size, seed=recipe.mixing.seed,
+        )
+        self.micro_batch = t.batch_size
+        self.samples_per_step = t.batch_size * t.grad_accum * self.dist.world
+        self.steps_per_epoch = max(1, len(self.plan) // self.samples_per_step)
+        self.total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1) * self.steps_per_epoch))
+
+        if t.gradient_checkpointing:
+            vlm.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.settings = part_settings(recipe)
+        self.model = apply_parts(vlm, self.settings).to(self.dist.device)
+        self.model.train()
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.settings, t.weight_decay), betas=(0.9, 0.999), eps=1e-8)
+        self.scheduler = get_scheduler(
+            "constant_with_warmup" if t.schedule == "constant" else t.schedule, self.optimizer,
+            num_warmup_steps=int(t.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
+        )
+        self.engine = None
+        if recipe.distributed.strategy == "deepspeed":
+            self.engine = self._deepspeed()
+        elif self.dist.world > 1:
+            self.engine = torch.nn.parallel.DistributedDataParallel(self.model)
+        self._epoch_cache: tuple[int, SupervisedDataset] | None = None
+
+    # ------------------------------------------------------------------ data
+    def _dataset(self, epoch: int) -> SupervisedDataset:
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            order = self.plan.epoch(epoch)
+            ds = SupervisedDataset(self.records, order, self.processor, self.recipe.training.max_seq_length, self.skips, self.tiling)
+            self._epoch_cache = (epoch, ds)
+        return self._epoch_cache[1]
+
+    def micro_batch_at(self, step: int, micro: int) -> dict:
+        """The micro-batch of this rank: a pure function of (step, micro), so a resumed run sees the same data."""
+        t = self.recipe.training
+        start = ((step * t.grad_accum + micro) * self.dist.world + self.dist.rank) * self.micro_batch
+        items = []
+        for k in range(start, start + self.micro_batch):
+            epoch, index = divmod(k, len(self.plan))
+            items.append(self._dataset(epoch)[index])
+        return collate(items, self.processor)
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> Path:
+        start_step = self._resume()
+        log_path = self.out_dir / "train_log.jsonl"
+        writer = self._tensorboard()
+        if self.dist.main:
+            self._print_plan(start_step)
+        bar = tqdm(total=self.total_steps, initial=start_step, desc="train", disable=not self.progress, dynamic_ncols=True)
+        t = self.recipe.training
+        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
+        window = {"loss": [], "tokens": 0, "per_source": {}}
+        for step in range(start_step, self.total_steps):
+            started = time.perf_counter()
+            sums: dict[str, list[float]] = {}
+            for micro in range(t.grad_accum):
+                batch = self.micro_batch_at(step, micro)
+                sources = batch.pop("sources")
+                batch.pop("n_dropped", None)
+                batch = {k: v.to(self.dist.device) for k, v in batch.items()}
+                labels = batch.pop("labels")
+                with autocast:
+                    logits = (self.engine or self.model)(**batch).logits
+                row_loss, row_tokens = token_losses(logits, labels)
+                loss = row_loss.sum() / row_tokens.sum().clamp(min=1)
+                for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
+                    acc = sums.setdefault(src, [0.0, 0])
+                    acc[0] += l
+                    acc[1] += n
+                if self.recipe.distributed.strategy == "deepspeed":
+                    self.engine.backward(loss)
+                    self.engine.step()
+                else:
+                    (loss / t.grad_accum).backward()
+            if self.recipe.distributed.strategy != "deepspeed":
+                grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            else:
+                grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
+            total_loss = sum(v[0] for v in sums.values()) / max(1, sum(v[1] for v in sums.values()))
+            entry = {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "loss": total_loss,
+                     "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                     "step_time": round(time.perf_counter() - started, 4)}
+            entry.update({f"loss/{src}": v[0] / max(1, v[1]) for src, v in sorted(sums.items())})
+            if self.dist.main:
+                with log_path.open("a") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+                if writer:
+                    for key, value in entry.items():
+                        if key != "step":
+                            writer.add_scalar(key, value, step + 1)
+                bar.set_postfix({k.removeprefix("loss/"): f"{v:.3f}" for k, v in entry.items() if k.startswith("loss")}, refresh=False)
+            bar.update(1)
+            if (step + 1) % self.recipe.output.save_every == 0 and step + 1 < self.total_steps:
+                self._save(step + 1)
+        bar.close()
+        self._save(self.total_steps)
+        final = self._finish()
+        if writer:
+            writer.close()
+        return final
+
+    # ------------------------------------------------------------------ pieces
+    def _resume(self) -> int:
+        latest = latest_checkpoint(self.out_dir)
+        if latest is None:
+            if self.dist.main:
+                (self.out_dir / "train_log.jsonl").unlink(missing_ok=True)
+            return 0
+        state = load_checkpoint(latest, self.model, self.optimizer, self.scheduler)
+        step = int(state["step"])
+        if self.dist.main:
+            _truncate_log(self.out_dir / "train_log.jsonl", step)
+            print(f"resuming from {latest} (step {step} of {self.total_steps})", flush=True)
+        return step
+
+    def _save(self, step: int) -> None:
+        if self.dist.main:
+            save_checkpoint(self.out_dir, step, self.model, self.optimizer, self.scheduler,
+                            {"recipe": self.recipe.name, "total_steps": self.total_steps}, self.recipe.output.keep_last)
+        self.dist.barrier()
+
+    def _finish(self) -> Path:
+        final = self.out_dir / "final"
+        if self.dist.main:
+            if self.recipe.output.merge_lora:
+                merged = merge_lora(self.model)
+            else:
+                merged = base_model(self.model)
+                if merged is not self.model:
+                    self.model.save_pretrained(str(self.out_dir / "adapter"))
+            model_core.save(merged, self.processor, final)
+            from .evaluate import plot_loss_curve
+
+            plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png")
+            self.skips.save(self.out_dir)
+        self.dist.barrier()
+        return final
+
+    def _print_plan(self, start_step: int) -> None:
+        summary = trainable_summary(self.model)
+        print(self.plan.describe(), flush=True)
+        for part, (trainable, total) in summary.items():
+            print(f"  {part:<9} {self.settings[part].mode:<6} lr {self.settings[part].lr:<8g} {trainable:,} of {total:,} params trainable")
+        print(f"  {self.total_steps} steps x {self.samples_per_step} samples ({self.steps_per_epoch} steps/epoch), "
+              f"{self.dist.world} process(es), output {self.out_dir}", flush=True)
+        if self.skips.count():
+            print(self.skips.table(), flush=True)
+
+    def _tensorboard(self):
+        if not (self.recipe.logging.tensorboard and self.dist.main):
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("tensorboard is not installed: pip install tensorboard (or set logging.tensorboard: false)", flush=True)
+            return None
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _deepspeed(self):
+        import deepspeed
+
+        t = self.recipe.training
+        config = resolve_deepspeed_config(self.recipe.distributed.deepspeed)
+        config = _fill_auto(config, {
+            "train_micro_batch_size_per_gpu": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
+            "train_batch_size": self.samples_per_step, "gradient_clipping": t.max_grad_norm,
+        })
+        config.setdefault("bf16", {})["enabled"] = t.precision == "bf16"
+        config.setdefault("fp16", {})["enabled"] = t.precision == "fp16"
+        engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
+        return engine
+
+
+def train(recipe: Recipe, progress: bool = True) -> Path:
+    """Train (or resume) the run a recipe describes; returns the final model folder."""
+    return Trainer(recipe, progress=progress).run()
+
+
+def _fill_auto(config: dict, values: dict) -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out[key] = _fill_auto(value, values)
+        elif value == "auto" and key in values:
+            out[key] = values[key]
+        else:
+            out[key] = value
+    for key, value in values.items():
+        out.setdefault(key, value)
+    return out
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines a killed run wrote after its last complete checkpoint."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

@@ -1,0 +1,382 @@
+"""adapt.data: reading/validating InternVL JSONL, meta JSON expansion, measuring, mixing, encoding."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import model
+from adapt.data import (
+    DataQualityError,
+    MixturePlan,
+    SkipLog,
+    SourceSpec,
+    SupervisedDataset,
+    collate,
+    expand_sources,
+    measure,
+    read_source,
+)
+from model.processor import IGNORE_INDEX
+
+
+@pytest.fixture(scope="module")
+def processor():
+    _, proc = model.load("pocket-tiny")  # 112 px tiles, 16 tokens per tile, up to 6 tiles
+    return proc
+
+
+def png(path: Path, size=(112, 112), color=(200, 30, 30)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, color).save(path)
+    return path
+
+
+def conv(question="What is shown?", answer="A red square."):
+    return [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+
+
+def write_jsonl(path: Path, lines: list) -> Path:
+    """Each item is a dict (dumped) or a raw string (written verbatim)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in lines))
+    return path
+
+
+# ------------------------------------------------------------------------------ reading
+def test_every_skip_reason_is_counted_with_file_and_line(tmp_path):
+    root = tmp_path / "data"
+    png(root / "a.png")
+    png(root / "b.png", (224, 112))
+    png(tmp_path / "outside.png")
+    (root / "link.png").symlink_to(tmp_path / "outside.png")
+    (root / "bad.png").write_text("this is not a png")
+    (root / "clip.mp4").write_bytes(b"\x00" * 16)
+    lines = [
+        {"conversations": conv()},                                              # 1 ok, text only
+        "{not json",                                                            # 2
+        "[1, 2, 3]",                                                            # 3
+        {"image": "a.png"},                                                     # 4
+        {"conversations": [{"from": "gpt", "value": "hi"}, {"from": "human", "value": "q"}]},  # 5
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "  "}]},  # 6
+        {"conversations": [{"from": "human", "value": "q"}]},                   # 7 no gpt turn
+        {"image": ["a.png", "b.png"], "conversations": conv("<image>\nOne placeholder, two images")},  # 8
+        {"conversations": conv("<image>\nNo image given")},                     # 9
+        {"image": "../outside.png", "conversations": conv()},                   # 10
+        {"image": str(tmp_path / "outside.png"), "conversations": conv()},      # 11
+        {"image": "link.png", "conversations": conv()},                         # 12 symlink escape
+        {"image": "nope.png", "conversations": conv()},                         # 13
+        {"image": "bad.png", "conversations": conv()},                          # 14
+        {"video": "clip.mp4", "conversations": conv("<video>\nWhat happens?")},  # 15
+        {"image": "a.png", "conversations": conv()},                            # 16 ok
+        "",                                                                     # 17 blank: ignored
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": 3}]},  # 18
+        {"image": str(root / "a.png"), "conversations": conv()},                # 19 ok: absolute inside root
+    ]
+    ann = write_jsonl(root / "train.jsonl", lines)
+    skips = SkipLog()
+    records = read_source(SourceSpec("dom", ann), skips)
+
+    assert [r.line for r in records] == [1, 16, 19]
+    expected = {
+        "invalid JSON": [2], "not a JSON object": [3], "missing conversations": [4],
+        "malformed conversation": [5, 6, 7, 18], "image count mismatch": [8, 9],
+        "path escapes data root": [10, 11, 12], "missing image": [13], "unreadable image": [14],
+        "video files are not supported": [15],
+    }
+    for reason, where in expected.items():
+        assert skips.count("dom", reason) == len(where), reason
+        first = skips.examples("dom", reason)[0][0]
+        assert first == f"{ann}:{where[0]}", reason
+    assert skips.count("dom", "malformed conversation") == 4  # line 18 too (3 examples kept, all counted)
+    assert skips.count() == 15  # every bad line exactly once
+
+    table = skips.table()
+    assert "| dom | path escapes data root | 3 |" in table
+    assert f"{ann}:10" in table
+    skips.save(tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "skips.json").read_text())
+    assert sum(row["count"] for row in saved) == skips.count()
+    assert "path escapes data root" in (tmp_path / "out" / "skips.md").read_text()
+
+
+def test_missing_annotation_file_names_source_and_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"'gone'.*nothing\.jsonl"):
+        read_source(SourceSpec("gone", tmp_path / "nothing.jsonl"), SkipLog())
+
+
+def test_record_kinds_and_placeholders(tmp_path):
+    root = tmp_path / "data"
+    png(root / "img" / "a.png")
+    png(root / "img" / "b.png", (224, 112))
+    for k in (1, 2, 10):  # natural order: frame_2 before frame_10
+        png(root / "vid" / f"frame_{k}.png", (160, 90))
+    ann = write_jsonl(root / "train.jsonl", [
+        {"conversations": conv("Hello?", "Hi."), "task": "chat", "answer": "Hi.", "meta": {"k": 1}, "id": 7},
+        {"image": "img/a.png", "conversations": conv("Colour?", "Red.")},
+        {"image": ["img/a.png", "img/b.png"], "options": ["A", "B"],
+         "conversations": conv("Image-1: <image>\nImage-2: <image>\nSame?", "No.")},
+        {"video": "vid", "conversations": conv("<video>\nWhat moves?", "Nothing.")},
+        {"video": ["vid/frame_1.png", "vid/frame_2.png"], "conversations": conv("Describe.", "Still.")},
+    ])
+    skips = SkipLog()
+    text, single, multi, video, frames = read_source(SourceSpec("d", ann, max_tiles=4), skips)
+    assert skips.count() == 0
+
+    assert text.images == [] and text.task == "chat" and text.answer == "Hi."
+    assert text.meta == {"k": 1, "id": 7}
+    assert single.conversations[0]["value"] == "<image>\nColour?"  # prepended, as InternVL does
+    assert single.images == [(root / "img" / "a.png").resolve()] and single.image_sizes == [(112, 112)]
+    assert single.max_tiles == 4
+    assert multi.image_sizes == [(112, 112), (224, 112)] and multi.options == ["A", "B"]
+    assert [p.name for p in video.images] == ["frame_1.png", "frame_2.png", "frame_10.png"]
+    assert video.conversations[0]["value"] == (
+        "Frame-1: <image>\nFrame-2: <image>\nFrame-3: <image>\nWhat moves?"
+    )
+    assert video.max_tiles == 1
+    assert frames.conversations[0]["value"].startswith("Frame-1: <image>\nFrame-2: <image>\nDescribe.")
+
+
+def test_meta_json_expansion_and_repeat_time(tmp_path):
+    data = tmp_path / "data"
+    png(data / "imgs" / "x.png")
+    write_jsonl(data / "small.jsonl", [{"image": "x.png", "conversations": conv(answer=f"a{i}")} for i in range(10)])
+    write_jsonl(data / "big.jsonl", [{"conversations": conv(answer=f"b{i}")} for i in range(4)])
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({
+        "half": {"root": "data/imgs", "annotation": "data/small.jsonl", "repeat_time": 0.55, "length": 10},
+        "twice": {"root": "data", "annotation": "data/big.jsonl", "repeat_time": 2, "max_dynamic_patch": 2},
+    }))
+    local = write_jsonl(tmp_path / "local.jsonl", [{"conversations": conv()}])
+    specs = expand_sources([SourceSpec("gen", meta, kind="general"), SourceSpec("dom", local)])
+    half, twice, dom = specs
+    assert (half.name, half.repeat, half.root, half.kind) == ("gen/half", 0.55, tmp_path / "data/imgs", "general")
+    assert (twice.name, twice.repeat, twice.max_tiles) == ("gen/twice", 2, 2)
+    assert dom is specs[2] and dom.name == "dom"
+
+    skips = SkipLog()
+    records = {s.name: read_source(s, skips) for s in specs}
+    assert [r.conversations[1]["value"] for r in records["gen/half"]] == [f"a{i}" for i in range(5)]  # first int(10*.55)
+    assert len(records["gen/twice"]) == 4 and records["gen/twice"][0].max_tiles == 2
+
+    # repeat_time 2 doubles a source's weight in the mix (the records are not duplicated)
+    plan = MixturePlan.from_sources(specs, records, general_ratio=0.5, epoch_size=26, seed=1)
+    assert plan.counts() == {"dom": 13, "gen/half": 5, "gen/twice": 8}
+
+
+def test_meta_repeat_above_one_must_be_whole(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"a": {"root": ".", "annotation": "a.jsonl", "repeat_time": 1.5}}))
+    with pytest.raises(ValueError, match="whole number"):
+        expand_sources([SourceSpec("m", meta)])
+
+
+def test_parent_ratio_is_split_by_lines_times_repeat(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}] * 3)
+    write_jsonl(tmp_path / "b.jsonl", [{"conversations": conv()}] * 3)
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({
+        "a": {"root": ".", "annotation": "a.jsonl", "repeat_time": 1},
+        "b": {"root": ".", "annotation": "b.jsonl", "repeat_time": 3},
+    }))
+    a, b = expand_sources([SourceSpec("m", meta, kind="general", ratio=2.0)])
+    assert a.ratio == pytest.approx(0.5) and b.ratio == pytest.approx(1.5)
+
+
+# ------------------------------------------------------------------------------ measuring
+def test_measure_drops_only_the_over_long_sample(tmp_path, processor):
+    root = tmp_path / "data"
+    png(root / "small.png", (112, 112))   # 1 tile  -> 16 image tokens
+    png(root / "wide.png", (336, 112))    # 3x1 + thumbnail = 4 tiles -> 64 image tokens
+    ann = write_jsonl(root / "t.jsonl", [
+        {"image": "small.png", "conversations": conv()},
+        {"image": "wide.png", "conversations": conv()},
+        {"conversations": conv()},
+    ])
+    skips = SkipLog()
+    records = read_source(SourceSpec("d", ann), skips)
+    lengths = {}
+    for r in records:
+        lengths[r.line] = len(processor.encode_tokens(
+            r.conversations, processor.tiles_for_sizes(r.image_sizes) if r.images else [], add_generation_prompt=False
+        ).input_ids)
+    assert lengths[2] - lengths[1] == 48  # 3 more tiles of 16 tokens
+    limit = lengths[2] - 1
+    kept = measure(records, processor, limit, skips)
+    assert [r.line for r in kept] == [1, 3]
+    assert [r.n_tokens for r in kept] == [lengths[1], lengths[3]]
+    assert skips.count("d", "too long for max_seq_length") == 1
+    where, detail = skips.examples("d", "too long for max_seq_length")[0]
+    assert where == f"{ann}:2" and "64 image tokens" in detail
+
+    # a per-record tile cap is honoured: with max_tiles=1 the wide image is one tile and fits
+    capped = read_source(SourceSpec("c", ann, max_tiles=1), skips)
+    assert len(measure(capped, processor, limit, skips)) == 3
+
+
+def test_data_quality_check(tmp_path):
+    skips = SkipLog()
+    for k in range(2):
+        skips.add("dom", "missing image", f"f.jsonl:{k + 1}", "x.png not found")
+    skips.add("gen", "invalid JSON", "g.jsonl:1")
+    skips.check({"dom": 18, "gen": 99}, max_bad_fraction=0.1)  # 2/20 = 10%: not over
+    with pytest.raises(DataQualityError) as err:
+        skips.check({"dom": 8, "gen": 99}, max_bad_fraction=0.1)  # 2/10 = 20%
+    message = str(err.value)
+    assert "dom: 2 of 10" in message and "gen:" not in message.split("\n\n")[0]
+    assert "| dom | missing image | 2 | f.jsonl:1: x.png not found |" in message
+    assert isinstance(err.value, ValueError)
+
+
+# ------------------------------------------------------------------------------ mixing
+def _plan(general_ratio, **kw):
+    sizes = kw.pop("sizes", {"drive": 70, "med": 30, "coco": 500, "gqa": 50})
+    kinds = kw.pop("kinds", {"drive": "domain", "med": "domain", "coco": "general", "gqa": "general"})
+    return MixturePlan(sizes, kinds, general_ratio, **kw)
+
+
+@pytest.mark.parametrize("general_ratio", [0.0, 0.3, 0.5])
+def test_mixture_proportions(general_ratio):
+    plan = _plan(general_ratio, seed=3)
+    n_domain = 100
+    assert len(plan) == round(n_domain / (1 - general_ratio))
+    counts = plan.counts()
+    assert counts["drive"] == 70 and counts["med"] == 30  # every domain record once
+    general = counts["coco"] + counts["gqa"]
+    assert abs(general - general_ratio * len(plan)) <= 1
+    if general:
+        assert abs(counts["coco"] - general * 500 / 550) <= 1  # proportional to size
+    for epoch in range(3):
+        order = plan.epoch(epoch)
+        assert len(order) == len(plan)
+        assert Counter(s for s, _ in order) == Counter({k: v for k, v in counts.items() if v})
+        drive = [i for s, i in order if s == "drive"]
+        assert sorted(drive) == list(range(70))
+    assert str(len(plan)) in plan.describe() and "coco" in plan.describe()
+
+
+def test_mixture_explicit_ratios_repeat_and_epoch_size():
+    plan = _plan(0.25, ratios={"coco": 1, "gqa": 3}, epoch_size=400)
+    c = plan.counts()
+    assert c["coco"] + c["gqa"] == 100 and c["gqa"] == 75 and c["coco"] == 25
+    assert c["drive"] + c["med"] == 300 and c["drive"] == 210 and c["med"] == 90  # ∝ size
+    rep = _plan(0.0, repeats={"med": 3})
+    assert rep.counts()["med"] == 90 and len(rep) == 160
+    # repeat < 1 was applied by read_source (first lines kept): the plan does not apply it again
+    assert _plan(0.0, repeats={"med": 0.5}).counts()["med"] == 30
+    with pytest.raises(ValueError, match="give it for all"):
+        _plan(0.3, ratios={"coco": 1})
+
+
+def test_mixture_reshuffles_per_epoch_and_is_reproducible():
+    a, b = _plan(0.3, seed=7), _plan(0.3, seed=7)
+    assert a.epoch(0) == b.epoch(0) and a.epoch(2) == b.epoch(2)
+    assert a.epoch(0) != a.epoch(1)
+    assert _plan(0.3, seed=8).epoch(0) != a.epoch(0)
+    general = [x for x in a.epoch(0) if x[0] == "coco"]
+    assert general != [x for x in a.epoch(1) if x[0] == "coco"]
+
+
+def test_mixture_over_and_under_sampling():
+    plan = MixturePlan({"d": 10, "small": 4, "large": 100}, {"d": "domain", "small": "general", "large": "general"},
+                       general_ratio=0.5, ratios={"small": 1, "large": 1})
+    assert plan.counts() == {"d": 10, "small": 5, "large": 5}
+    seen_large = []
+    for epoch in range(20):
+        order = plan.epoch(epoch)
+        small = Counter(i for s, i in order if s == "small")
+        assert sorted(small.values()) == [1, 1, 1, 2]  # one full pass + one random extra
+        large = [i for s, i in order if s == "large"]
+        assert len(set(large)) == 5  # distinct within the epoch
+        seen_large.extend(large)
+    # 20 epochs x 5 = 100 = one full pass over the large source: every record once, none twice
+    assert sorted(seen_large) == list(range(100))
+    firsts = {tuple(sorted(i for s, i in plan.epoch(e) if s == "large")) for e in range(5)}
+    assert len(firsts) == 5  # a different subset each epoch
+
+
+def test_mixture_errors():
+    with pytest.raises(ValueError, match="no general source"):
+        MixturePlan({"d": 10}, {"d": "domain"}, general_ratio=0.3)
+    with pytest.raises(ValueError, match="no general source"):
+        _plan(0.3, ratios={"coco": 0, "gqa": 0})
+    plan = MixturePlan({"d": 10}, {"d": "domain"}, general_ratio=0.0)
+    assert len(plan) == 10 and sorted(i for _, i in plan.epoch(0)) == list(range(10))
+    with pytest.raises(ValueError, match="general_ratio"):
+        MixturePlan({"d": 10}, {"d": "domain"}, general_ratio=1.0)
+
+
+# ------------------------------------------------------------------------------ tensors
+def _truncated_png(path: Path) -> Path:
+    png(path, (224, 224), (10, 200, 90))
+    Image.effect_noise((224, 224), 64).convert("RGB").save(path)  # incompressible body
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_dataset_truncated_image_is_dropped_at_load_time(tmp_path, processor):
+    root = tmp_path / "data"
+    png(root / "ok.png")
+    _truncated_png(root / "cut.png")
+    ann = write_jsonl(root / "t.jsonl", [
+        {"image": "ok.png", "conversations": conv("What colour?", "Red.")},
+        {"image": "cut.png", "conversations": conv("And this?", "Green.")},
+        {"conversations": conv("Say hi.", "Hi<|endoftext|>!")},  # a real token with the pad id
+    ])
+    skips = SkipLog()
+    records = measure(read_source(SourceSpec("d", ann), skips), processor, 512, skips)
+    assert len(records) == 3 and skips.count() == 0  # the header of cut.png reads fine
+    order = [("d", 0), ("d", 1), ("d", 2)]
+    ds = SupervisedDataset({"d": records}, order, processor, 512, skips)
+    items = [ds[i] for i in range(len(ds))]
+    assert items[1] is None
+    assert skips.count("d", "unreadable image") == 1
+    assert skips.examples("d", "unreadable image")[0][0] == f"{ann}:2"
+    assert ds[1] is None and skips.count("d", "unreadable image") == 1  # logged once
+
+    batch = collate(items, processor)
+    assert batch["n_dropped"] == 1 and batch["sources"] == ["d", "d"]
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    lengths = [len(items[0]["encoded"].input_ids), len(items[2]["encoded"].input_ids)]
+    assert lengths[0] > lengths[1]
+    assert mask.sum(1).tolist() == lengths  # mask from lengths, not from id != pad
+    assert (ids[1, lengths[1]:] == processor.pad_token_id).all()
+    assert (labels[1, lengths[1]:] == IGNORE_INDEX).all()
+    assert (ids[1, : lengths[1]] == processor.pad_token_id).any()  # the real <|endoftext|> ...
+    assert mask[1, : lengths[1]].all()  # ... keeps attention
+    assert batch["pixel_values"].shape[0] == 1  # one tile from ok.png
+
+    with pytest.raises(ValueError, match="dropped"):
+        collate([None, None], processor)
+
+
+def test_labels_supervise_only_answers(tmp_path, processor):
+    root = tmp_path / "data"
+    png(root / "a.png")
+    ann = write_jsonl(root / "t.jsonl", [{
+        "image": "a.png",
+        "conversations": [
+            {"from": "system", "value": "Be brief."},
+            {"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Red."},
+            {"from": "human", "value": "Shape?"}, {"from": "gpt", "value": "Square."},
+        ],
+    }])
+    skips = SkipLog()
+    records = measure(read_source(SourceSpec("d", ann, max_tiles=1), skips), processor, 512, skips)
+    item = SupervisedDataset({"d": records}, [("d", 0)], processor, 512, skips)[0]
+    enc = item["encoded"]
+    assert enc.labels is not None and enc.num_tiles == [1]
+    supervised = enc.labels[enc.labels != IGNORE_INDEX]
+    eos = processor.chat_template.eos_string
+    text = processor.tokenizer.decode(supervised)
+    assert text == f"Red.{eos}Square.{eos}"
+    assert (enc.input_ids == processor.image_token_id).sum() == processor.image_seq_length
+    assert records[0].n_tokens == len(enc.input_ids)  # measure() matches the real encoding

@@ -1,0 +1,195 @@
+"""Evaluation: batched greedy generation (left padding), skipping broken images, summaries, reports, plots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from adapt.evaluate import (
+    Prediction,
+    Predictions,
+    load_predictions,
+    plot_comparison,
+    plot_loss_curve,
+    predict,
+    save_predictions,
+    split_for_eval,
+    summarize,
+    write_report,
+)
+
+
+@dataclass
+class Rec:
+    """Stand-in for adapt.data.samples.Record (attribute access only)."""
+
+    source: str
+    line: int
+    conversations: list[dict]
+    images: list[Path] = field(default_factory=list)
+    image_sizes: list = field(default_factory=list)
+    task: str | None = None
+    answer: str | None = None
+    options: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+    max_tiles: int | None = None
+    n_tokens: int | None = None
+
+
+def turns(*values: str) -> list[dict]:
+    return [{"from": "human" if k % 2 == 0 else "gpt", "value": v} for k, v in enumerate(values)]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from model import load
+
+    return load("pocket-tiny")
+
+
+@pytest.fixture()
+def records(tmp_path) -> list[Rec]:
+    red, green = tmp_path / "red.png", tmp_path / "green.jpg"
+    Image.new("RGB", (120, 90), (200, 30, 40)).save(red)
+    Image.new("RGB", (300, 100), (20, 160, 40)).save(green)
+    return [
+        Rec("scenes", 1, turns("<image>\nWhich scene?\nA. desert\nB. forest", "B"), [red], max_tiles=2),
+        Rec("scenes", 2, turns("<image>\nDescribe the colours of this picture in a few words, please.", "green"), [green]),
+        # multi-turn: the first answer stays in the prompt as history; no image at all
+        Rec("chat", 3, turns("Hello", "Hi there.", "Name a colour.", "red")),
+    ]
+
+
+def test_split_for_eval_cuts_at_last_gpt_turn():
+    rec = Rec("s", 1, turns("q1", "a1", "q2", "a2"))
+    conv, ref = split_for_eval(rec)
+    assert conv == turns("q1", "a1", "q2") and ref == "a2"
+    rec.answer = "override"
+    assert split_for_eval(rec)[1] == "override"
+
+
+def test_predict_structure_and_batching_matches_unbatched(tiny, records):
+    vlm, processor = tiny
+    # random weights like to emit special tokens that decode to "": forbid them, so that equal
+    # answers below mean something
+    force_text = dict(min_new_tokens=6, suppress_tokens=processor.tokenizer.all_special_ids)
+    one_by_one = predict(vlm, processor, records, max_new_tokens=6, batch_size=1, progress=False, **force_text)
+    batched = predict(vlm, processor, records, max_new_tokens=6, batch_size=3, progress=False, **force_text)
+    assert [(p.source, p.line) for p in batched] == [("scenes", 1), ("scenes", 2), ("chat", 3)]
+    assert [p.task for p in batched] == ["mc", "short", "short"]
+    assert [p.reference for p in batched] == ["B", "green", "red"]
+    assert batched[0].prompt.endswith("B. forest") and batched[2].prompt == "Name a colour."
+    assert set(batched[0].scores) == {"accuracy"} and set(batched[1].scores) == {"exact_match", "token_f1"}
+    assert all(isinstance(p.prediction, str) and p.prediction for p in batched) and batched.skipped == []
+    # left padding must not change any answer (the three prompts have different lengths)
+    assert [p.prediction for p in batched] == [p.prediction for p in one_by_one]
+    assert [p.scores for p in batched] == [p.scores for p in one_by_one]
+    assert not vlm.training
+
+
+def test_predict_skips_and_counts_missing_images(tiny, records, tmp_path):
+    vlm, processor = tiny
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    records[0].images = [tmp_path / "missing.png"]
+    records.append(Rec("scenes", 4, turns("<image>\nWhat?", "x"), [broken]))
+    with pytest.warns(UserWarning, match=r"skipped 2 of 4.*scenes:1.*missing\.png"):
+        preds = predict(vlm, processor, records, max_new_tokens=2, batch_size=2, progress=False)
+    assert [(p.source, p.line) for p in preds] == [("scenes", 2), ("chat", 3)]
+    assert [(s.source, s.line) for s in preds.skipped] == [("scenes", 1), ("scenes", 4)]
+    assert str(preds.skipped[1]).startswith("scenes:4: ") and "broken.png" in preds.skipped[1].reason
+    summary = summarize(preds)
+    assert summary["skipped"] == 2 and summary["sources"]["scenes"]["skipped"] == 2
+    assert summary["sources"]["scenes"]["n"] == 1
+
+
+def P(source, task, scores, line=0) -> Prediction:
+    return Prediction(source, line, task, "q", "p", "r", scores)
+
+
+@pytest.fixture()
+def runs():
+    kinds = {"rs": "domain", "med": "domain", "replay": "general"}
+    base = [
+        P("rs", "mc", {"accuracy": 0.0}), P("rs", "mc", {"accuracy": 1.0}),
+        P("rs", "grounding", {"acc@0.5": 0.0}), P("rs", "grounding", {"acc@0.5": 0.0}),
+        P("med", "short", {"exact_match": 0.0, "token_f1": 0.5}),
+        P("replay", "mc", {"accuracy": 1.0}), P("replay", "mc", {"accuracy": 1.0}),
+    ]
+    adapted = [
+        P("rs", "mc", {"accuracy": 1.0}), P("rs", "mc", {"accuracy": 1.0}),
+        P("rs", "grounding", {"acc@0.5": 1.0}), P("rs", "grounding", {"acc@0.5": 0.0}),
+        P("med", "short", {"exact_match": 1.0, "token_f1": 1.0}),
+        P("replay", "mc", {"accuracy": 1.0}), P("replay", "mc", {"accuracy": 0.0}),
+    ]
+    return kinds, {"base": summarize(base, kinds), "adapted": summarize(adapted, kinds)}
+
+
+def test_summarize_numbers(runs):
+    kinds, r = runs
+    base, adapted = r["base"], r["adapted"]
+    rs = base["sources"]["rs"]
+    assert rs["n"] == 4 and rs["kind"] == "domain" and rs["tasks"] == {"mc": 2, "grounding": 2}
+    assert rs["metrics"] == {"accuracy": 0.5, "acc@0.5": 0.0}  # each over the samples that have it
+    assert rs["main"] == pytest.approx(0.25)  # mean of per-sample main metrics
+    assert base["sources"]["med"]["main"] == 0.5  # token_f1 is the short-answer main metric
+    # groups: means over all samples of their sources, not means of source means
+    assert base["groups"]["domain"] == {"n": 5, "main": pytest.approx((0 + 1 + 0 + 0 + 0.5) / 5), "sources": ["med", "rs"]}
+    assert adapted["groups"]["domain"]["main"] == pytest.approx(4 / 5)
+    assert base["groups"]["general"]["main"] == 1.0 and adapted["groups"]["general"]["main"] == 0.5
+    assert summarize([P("x", "mc", {"accuracy": 1.0})])["sources"]["x"]["kind"] == "domain"  # default kind
+
+
+def test_report_tables_and_deltas(runs, tmp_path):
+    kinds, r = runs
+    json_path, md_path = write_report(tmp_path / "report", r, kinds)
+    data = json.loads(json_path.read_text())
+    assert data["runs"]["adapted"]["groups"]["general"]["main"] == 0.5 and data["kinds"] == kinds
+    md = md_path.read_text()
+    assert "| group | n | base | adapted | Δ (adapted − base) |" in md
+    assert "| domain | 5 | 0.300 | 0.800 | +0.500 |" in md
+    assert "| general | 2 | 1.000 | 0.500 | -0.500 |" in md
+    assert "**adapted vs base:** domain +0.500; general -0.500 (keeps 50.0% of base)." in md
+    assert "| rs | domain | 4 | 0.250 | 0.750 | +0.500 |" in md
+    assert "| replay | general | 2 | 1.000 | 0.500 | -0.500 |" in md
+    assert "### med (domain; n = 1; tasks: short)" in md
+    assert "| token_f1 | 0.500 | 1.000 | +0.500 |" in md
+    # sources are listed domain first
+    assert md.index("| med | domain") < md.index("| rs | domain") < md.index("| replay | general")
+    # a single run has no delta column
+    _, md_single = write_report(tmp_path / "single", {"adapted": r["adapted"]}, kinds)
+    text = md_single.read_text()
+    assert "Δ" not in text and "| domain | 5 | 0.800 |" in text
+
+
+def _is_png(path: Path) -> None:
+    with Image.open(path) as img:
+        img.verify()
+        assert img.format == "PNG"
+
+
+def test_plots_are_valid_pngs(runs, tmp_path):
+    kinds, r = runs
+    _is_png(plot_comparison(r, kinds, tmp_path / "plots" / "eval.png"))
+    log = tmp_path / "train.jsonl"
+    lines = [{"step": s, "loss": 2.0 / s, "loss/rs": 2.2 / s, "lr": 1e-4} for s in range(1, 6)]
+    lines += [{"step": 6, "loss": 0.3, "loss/replay": 1.5}, {"event": "saved"}]
+    log.write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"step\": 7, \"lo")  # a torn last line
+    _is_png(plot_loss_curve(log, tmp_path / "loss.png"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="no lines"):
+        plot_loss_curve(empty, tmp_path / "none.png")
+
+
+def test_save_and_load_predictions(tmp_path):
+    preds = Predictions([P("rs", "mc", {"accuracy": 1.0}, line=3), P("med", "short", {"token_f1": 0.25}, line=4)])
+    path = tmp_path / "out" / "predictions.jsonl"
+    save_predictions(preds, path)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[0])["scores"] == {"accuracy": 1.0}
+    assert load_predictions(path) == list(preds)

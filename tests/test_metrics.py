@@ -1,0 +1,230 @@
+"""Generic metrics: strict choice parsing, SQuAD EM/F1, InternVL boxes, task inference and the registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from adapt import metrics
+from adapt.metrics import (
+    box_iou,
+    exact_match,
+    grounding_hit,
+    infer_task,
+    mc_accuracy,
+    normalize_answer,
+    options_from_question,
+    parse_boxes,
+    parse_choice,
+    register_task,
+    score,
+    token_f1,
+)
+
+
+@dataclass
+class Rec:
+    """Stand-in for adapt.data.samples.Record (attribute access only)."""
+
+    conversations: list[dict]
+    source: str = "toy"
+    line: int = 1
+    images: list[Path] = field(default_factory=list)
+    image_sizes: list = field(default_factory=list)
+    task: str | None = None
+    answer: str | None = None
+    options: list[str] | None = None
+    meta: dict = field(default_factory=dict)
+    max_tiles: int | None = None
+    n_tokens: int | None = None
+
+
+def qa(question: str, reply: str, **kw) -> Rec:
+    return Rec([{"from": "human", "value": question}, {"from": "gpt", "value": reply}], **kw)
+
+
+OPTS = ["desert", "forest", "rainforest", "tropical forest"]
+
+
+# ---------------------------------------------------------------------------------------- text
+
+
+def test_normalize_answer_squad_style():
+    assert normalize_answer("  The  Forest, (mostly)!  ") == "forest mostly"
+    assert normalize_answer("An apple a day") == "apple day"
+    assert normalize_answer("“Théâtre” — yes") == "théâtre yes"  # unicode punctuation too
+    assert normalize_answer("") == ""
+
+
+def test_exact_match_and_token_f1_known_values():
+    assert exact_match("The forest.", "forest") == 1.0
+    assert exact_match("forests", "forest") == 0.0
+    assert token_f1("the big red car", "red car") == pytest.approx(0.8)  # p=2/3, r=1
+    assert token_f1("a small dog barked", "the dog barked loudly") == pytest.approx(2 / 3)  # p=2/3, r=2/3
+    assert token_f1("yes yes", "yes") == pytest.approx(2 / 3)  # counts, not sets: p=1/2, r=1
+    assert token_f1("cat", "dog") == 0.0
+    assert token_f1("", "") == 1.0 and token_f1("the", "") == 1.0  # both empty after normalising
+    assert token_f1("", "dog") == 0.0
+
+
+# -------------------------------------------------------------------------------- choices
+
+
+@pytest.mark.parametrize(
+    "prediction, expected",
+    [
+        ("B", "B"), ("b", "B"), ("B.", "B"), ("(B)", "B"), ("[B]", "B"),
+        ("B) forest", "B"), ("B. forest", "B"), ("(B) forest", "B"), ("B: forest", "B"),
+        ("The answer is B", "B"), ("The answer is B.", "B"), ("Answer: (C)", "C"), ("answer: b", "B"),
+        ("the best option is d.", "D"), ("I think it's B", "B"), ("I'd pick (C).", "C"),
+        ("Forest.", "B"), ("The answer is forest", "B"), ("tropical forest", "D"), ("A forest.", "B"),
+        ("A", "A"), ("It is A.", "A"),
+    ],
+)
+def test_parse_choice_accepts(prediction, expected):
+    assert parse_choice(prediction, OPTS) == expected
+
+
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        "", "   ", "blah", "E", "(F)",  # nothing, or a letter beyond the options
+        "B or C", "B, not C", "The answer is B. Or maybe (C).",  # two letters
+        "B. desert",  # label and option text disagree
+        "It is a rainforest in the tropics",  # containment never counts
+        "A forest grows here",  # "A" as an article is not a label
+    ],
+)
+def test_parse_choice_refuses(prediction):
+    assert parse_choice(prediction, OPTS) is None
+
+
+def test_substring_pitfall_is_closed():
+    # "forest" is a substring of "rainforest" and "tropical forest": neither may be chosen by luck
+    assert parse_choice("forest", OPTS) == "B"
+    assert parse_choice("rainforest", OPTS) == "C"
+    assert mc_accuracy("rainforest", "forest", OPTS) == 0.0
+    assert mc_accuracy("tropical forest", "B", OPTS) == 0.0
+    assert mc_accuracy("forest", "rainforest", OPTS) == 0.0
+    # and without options the reference text must match exactly, not be contained
+    assert mc_accuracy("rainforest", "forest", None) == 0.0
+    assert mc_accuracy("Forest", "forest", None) == 1.0
+
+
+def test_ambiguous_option_texts_give_none():
+    assert parse_choice("forest", ["forest", "Forest.", "lake"]) is None
+
+
+def test_option_text_wins_over_letters_inside_it():
+    assert parse_choice("Type A", ["Type B", "Type A"]) == "B"
+
+
+def test_mc_accuracy_letter_or_text_reference():
+    assert mc_accuracy("B", "B", OPTS) == 1.0
+    assert mc_accuracy("(B) forest", "forest", OPTS) == 1.0
+    assert mc_accuracy("The answer is forest.", "(B)", OPTS) == 1.0
+    assert mc_accuracy("C", "B", OPTS) == 0.0
+    assert mc_accuracy("B or C", "B", OPTS) == 0.0
+
+
+def test_options_from_question():
+    q = "<image>\nWhich scene?\nA. desert\nB) forest\n(C) lake\nAnswer with the option's letter."
+    assert options_from_question(q) == ["desert", "forest", "lake"]
+    assert options_from_question("What is B. subtilis?") is None
+    assert options_from_question("B. one\nC. two") is None  # must start at A
+
+
+# ---------------------------------------------------------------------------------- boxes
+
+
+def test_parse_boxes_internvl_text_and_several_boxes():
+    text = "<ref>the red car</ref><box>[[12, 340, 560, 998]]</box>"
+    assert parse_boxes(text) == [(12.0, 340.0, 560.0, 998.0)]
+    several = "<ref>cars</ref><box>[[1, 2, 3, 4], [5,6,7,8]]</box> and <ref>dog</ref><box>[[9, 10, 11, 12]]</box>"
+    assert parse_boxes(several) == [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12)]
+    assert parse_boxes("[[10.5, 20, 30, 40]]") == [(10.5, 20, 30, 40)]  # no tag: whole text, as InternVL
+    assert parse_boxes("<box>[[1, 2, 3, 4]") == [(1, 2, 3, 4)]  # cut off before </box>
+
+
+@pytest.mark.parametrize("text", ["", "no box here", "<box>[[1, 2, 3]]</box>", "<box>[[a, b, c, d]]</box>",
+                                  "<box></box>", "<box>[[1, 2, 3, 4, 5]]</box>"])
+def test_parse_boxes_malformed(text):
+    assert parse_boxes(text) == []
+
+
+def test_box_iou_values():
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (10, 0, 20, 10)) == 0.0  # touching edges
+    assert box_iou((10, 10, 0, 0), (0, 0, 10, 10)) == 0.0  # inverted box has no area
+
+
+def test_grounding_hit_strict_threshold():
+    ref = "<ref>x</ref><box>[[0, 0, 100, 100]]</box>"
+    # IoU exactly 0.5: (0,0,100,100) vs (0,0,100,50) -> 5000 / 10000
+    assert box_iou((0, 0, 100, 100), (0, 0, 100, 50)) == 0.5
+    assert grounding_hit("<box>[[0, 0, 100, 50]]</box>", ref) == 0.0  # not > 0.5
+    assert grounding_hit("<box>[[0, 0, 100, 51]]</box>", ref) == 1.0
+    assert grounding_hit("<box>[[0, 0, 100, 100]]</box>", ref) == 1.0
+    assert grounding_hit("I cannot see it", ref) == 0.0
+    # only the first predicted box counts
+    assert grounding_hit("<box>[[500, 500, 600, 600], [0, 0, 100, 100]]</box>", ref) == 0.0
+    # InternVL reads a box summing to < 4 as normalised to 0-1
+    assert grounding_hit("[[0.0, 0.0, 0.1, 0.1]]", ref) == 1.0
+    with pytest.raises(ValueError, match="no"):
+        grounding_hit("<box>[[0, 0, 1, 1]]</box>", "a cat")
+
+
+# ---------------------------------------------------------------------------- dispatch
+
+
+def test_infer_task():
+    assert infer_task(qa("Where is it?", "x", task="driving_plan")) == "driving_plan"
+    assert infer_task(qa("Find <ref>the car</ref>", "<ref>the car</ref><box>[[1, 2, 3, 4]]</box>")) == "grounding"
+    assert infer_task(qa("Which?", "B", options=["a", "b"])) == "mc"
+    assert infer_task(qa("Which?\nA. desert\nB. forest", "B")) == "mc"
+    assert infer_task(qa("What colour?", "red")) == "short"
+    assert infer_task(qa("What colour?", "ignored", answer="<box>[[1, 2, 3, 4]]</box>")) == "grounding"
+
+
+def test_score_builtins():
+    assert score("B", qa("Which?\nA. desert\nB. forest", "B"), "B") == {"accuracy": 1.0}
+    assert score("forest", qa("Which?\nA. desert\nB. forest", "B"), "B") == {"accuracy": 1.0}
+    assert score("forest", qa("Scene?", "forest", task="classification", options=OPTS), "forest") == {"accuracy": 1.0}
+    s = score("red car", qa("What?", "the red car"), "the red car")
+    assert s == {"exact_match": 1.0, "token_f1": 1.0}
+    s = score("<box>[[0, 0, 10, 10]]</box>", qa("Find", "<box>[[0, 0, 10, 10]]</box>"), "<box>[[0, 0, 10, 10]]</box>")
+    assert s == {"acc@0.5": 1.0}
+    # the reference defaults to the record's
+    assert score("red", qa("What colour?", "Red.")) == {"exact_match": 1.0, "token_f1": 1.0}
+
+
+def test_register_custom_task_scorer():
+    def closed_yes_no(prediction, record, reference):
+        return {"closed_acc": float(normalize_answer(prediction).split()[:1] == normalize_answer(reference).split()[:1]),
+                "length": 1.0}
+
+    try:
+        register_task("toy_closed", closed_yes_no, main_metric="closed_acc")
+        rec = qa("Is there a lesion?", "yes", task="toy_closed")
+        assert score("Yes, in the left lung.", rec, "yes") == {"closed_acc": 1.0, "length": 1.0}
+        assert metrics.main_metric("toy_closed", {"length": 1.0, "closed_acc": 0.0}) == 0.0
+        with pytest.raises(ValueError, match="overwrite"):
+            register_task("toy_closed", lambda p, r, ref: {"x": 0.0})
+        register_task("toy_closed", lambda p, r, ref: {"x": 0.5}, overwrite=True)
+        assert score("anything", rec, "yes") == {"x": 0.5}
+        assert metrics.main_metric("toy_closed", {"x": 0.5}) == 0.5  # first key when none is named
+    finally:
+        metrics.unregister_task("toy_closed")
+    with pytest.raises(KeyError, match="toy_closed"):
+        score("yes", qa("Is there a lesion?", "yes", task="toy_closed"), "yes")
+
+
+def test_builtin_tasks_cannot_be_replaced_by_accident():
+    with pytest.raises(ValueError):
+        register_task("mc", lambda p, r, ref: {"accuracy": 1.0})
+    assert metrics.main_metric_name("grounding") == "acc@0.5"
+    assert metrics.main_metric_name("short") == "token_f1"

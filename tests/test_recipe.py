@@ -1,0 +1,475 @@
+"""The recipe schema, its error messages, overrides, templates and the recipe verbs."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from adapt.cli import main
+from adapt.recipe import (
+    DEEPSPEED_PRESETS,
+    Recipe,
+    RecipeError,
+    apply_overrides,
+    list_recipe_templates,
+    load_recipe,
+    parse_recipe,
+    resolve_deepspeed_config,
+)
+from model.resources import templates_dir
+from model.tiling import TilingConfig
+
+MINIMAL = """\
+data:
+  sources:
+    - {name: field, path: data/field/train.jsonl}
+    - {name: general, path: data/general/train.jsonl, kind: general}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def error_of(path: Path, overrides=()) -> str:
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, overrides)
+    return str(info.value)
+
+
+# ---------------------------------------------------------------------- defaults and round trip
+def test_defaults(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL, "my-run.yaml"))
+    assert recipe.name == "my-run"
+    assert recipe.base_dir == tmp_path
+    assert recipe.model.source == "pocket-tiny" and recipe.model.dtype == "float32"
+    assert not recipe.model.trust_remote_code and recipe.model.chat_template is None and not recipe.model.allow_pickle
+    parts = recipe.parts
+    assert (parts.vision.mode, parts.vision.lr) == ("frozen", 2e-5)
+    assert (parts.projector.mode, parts.projector.lr) == ("full", 1e-4)
+    assert (parts.llm.mode, parts.llm.lr) == ("lora", 1e-4)
+    assert (parts.llm.lora.r, parts.llm.lora.alpha, parts.llm.lora.dropout, parts.llm.lora.targets) == (16, 32, 0.05, None)
+    assert recipe.tiling.model_dump() == {"tile_size": None, "min_tiles": None, "max_tiles": None, "thumbnail": None}
+    assert recipe.data.eval_sources == [] and recipe.data.max_bad_fraction == 0.05
+    src = recipe.data.sources[0]
+    assert (src.kind, src.ratio, src.repeat, src.max_tiles) == ("domain", None, None, None)
+    assert (recipe.mixing.general_ratio, recipe.mixing.seed, recipe.mixing.epoch_size) == (0.3, 0, None)
+    t = recipe.training
+    assert (t.epochs, t.max_steps, t.batch_size, t.grad_accum, t.schedule) == (1, None, 4, 1, "cosine")
+    assert (t.warmup_ratio, t.weight_decay, t.max_grad_norm, t.max_seq_length) == (0.03, 0.0, 1.0, 4096)
+    assert (t.gradient_checkpointing, t.precision, t.num_workers) == (False, "fp32", 0)
+    assert (recipe.distributed.strategy, recipe.distributed.deepspeed) == ("none", "zero1")
+    assert recipe.output.dir == tmp_path / "runs" / "my-run"
+    assert (recipe.output.save_every, recipe.output.keep_last, recipe.output.merge_lora) == (200, 2, True)
+    assert (recipe.logging.every, recipe.logging.tensorboard) == (10, True)
+    assert (recipe.eval.every, recipe.eval.max_samples, recipe.eval.max_new_tokens, recipe.eval.batch_size) == (None, None, 32, 8)
+    assert recipe.seed == 0
+
+
+def test_empty_recipe_is_all_defaults(tmp_path):
+    recipe = load_recipe(write(tmp_path, ""))
+    assert recipe.name == "recipe" and recipe.data.sources == []
+
+
+def test_name_in_the_file_wins_over_the_stem(tmp_path):
+    recipe = load_recipe(write(tmp_path, "name: landcover-lora\n" + MINIMAL))
+    assert recipe.name == "landcover-lora" and recipe.output.dir == tmp_path / "runs" / "landcover-lora"
+
+
+def test_round_trip_through_yaml(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL + "training: {max_steps: 7}\ntiling: {max_tiles: 4}\n"))
+    text = recipe.to_yaml()
+    data = yaml.safe_load(text)
+    assert data["training"]["max_steps"] == 7 and data["parts"]["llm"]["lora"]["r"] == 16  # defaults filled in
+    assert data["data"]["sources"][0]["path"] == str(tmp_path / "data/field/train.jsonl")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = load_recipe(write(elsewhere, text, "copy.yaml"))
+    assert again.model_dump() == recipe.model_dump()
+    assert again.to_yaml() == text
+
+
+# ---------------------------------------------------------------------- unknown keys
+def test_unknown_top_level_key_suggests(tmp_path):
+    path = write(tmp_path, MINIMAL + "trainig:\n  max_steps: 3\n")
+    message = error_of(path)
+    assert f"{path}: unknown key 'trainig' at top level — did you mean 'training'?" in message
+    assert "line 5" in message
+
+
+def test_unknown_nested_key_suggests(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL + "training:\n  bach_size: 2\n"))
+    assert "recipe.yaml: unknown key 'training.bach_size' — did you mean 'training.batch_size'?" in message
+
+
+def test_unknown_key_in_a_list_item(tmp_path):
+    message = error_of(write(tmp_path, "data:\n  sources:\n    - {nmae: a, path: a.jsonl}\n"))
+    assert "unknown key 'data.sources[0].nmae' — did you mean 'data.sources[0].name'?" in message
+
+
+def test_misplaced_key_points_to_its_section(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL + "max_steps: 20\ntraining: {general_ratio: 0.5}\n"))
+    assert "unknown key 'max_steps' at top level — did you mean 'training.max_steps'?" in message
+    assert "unknown key 'training.general_ratio' — did you mean 'mixing.general_ratio'?" in message
+
+
+def test_unknown_key_without_a_close_match_lists_the_valid_ones(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL + "logging:\n  wandb_project: x\n"))
+    assert "unknown key 'logging.wandb_project'" in message and "every, tensorboard" in message
+
+
+# ---------------------------------------------------------------------- types and values
+@pytest.mark.parametrize(("snippet", "expected"), [
+    ("training: {batch_size: four}", "training.batch_size: must be a valid integer"),
+    ("training: {batch_size: 0}", "training.batch_size: must be greater than or equal to 1 (got 0)"),
+    ("training: {precision: fp8}", "training.precision: must be 'fp32', 'bf16' or 'fp16' (got 'fp8')"),
+    ("parts: {llm: {mode: qlora}}", "parts.llm.mode: must be 'frozen', 'lora' or 'full' (got 'qlora')"),
+    ("mixing: {general_ratio: 1}", "mixing.general_ratio: must be less than 1"),
+    ("training: [1, 2]", "training: expected a mapping"),
+    ("distributed: {deepspeed: zero4}", "distributed.deepspeed: must be one of zero1, zero2, zero3 or a path"),
+    ("model: {source: pocket-tinny}", "model.source: 'pocket-tinny' is neither a model preset nor a checkpoint directory"),
+    ("model: {chat_template: hermes-2}", "model.chat_template: unknown chat template 'hermes-2'"),
+    ("training: {epochs: null, max_steps: null}", "training: set epochs or max_steps"),
+    ("parts: {projector: {mode: frozen}, llm: {mode: frozen}}", "parts: every part is frozen"),
+    ("tiling: {min_tiles: 6, max_tiles: 2}", "tiling: min_tiles (6) must be <= max_tiles (2)"),
+])
+def test_wrong_values_name_the_key(tmp_path, snippet, expected):
+    message = error_of(write(tmp_path, MINIMAL + snippet + "\n"))
+    assert message.startswith(f"{tmp_path / 'recipe.yaml'}: ")
+    assert expected in message
+
+
+def test_preset_typo_suggests_the_preset(tmp_path):
+    assert "did you mean 'pocket-tiny'?" in error_of(write(tmp_path, "model: {source: pocket-tinny}\n"))
+
+
+def test_every_error_is_reported_in_file_order(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL + "training: {batch_size: 0}\nmixing: {general_ratio: 2}\n"))
+    lines = message.splitlines()
+    assert len(lines) == 2 and "training.batch_size" in lines[0] and "mixing.general_ratio" in lines[1]
+
+
+def test_numbers_written_like_1e_4_are_floats(tmp_path):
+    # YAML 1.1 reads 1e-4 (no dot) as a string; the schema still takes it as a number
+    recipe = load_recipe(write(tmp_path, MINIMAL + "parts: {llm: {lr: 1e-4}}\n"))
+    assert recipe.parts.llm.lr == pytest.approx(1e-4)
+
+
+def test_ratio_and_repeat_are_exclusive(tmp_path):
+    text = "data:\n  sources:\n    - {name: a, path: a.jsonl, ratio: 0.5, repeat: 2}\nmixing: {general_ratio: 0}\n"
+    message = error_of(write(tmp_path, text))
+    assert "data.sources[0]: give ratio or repeat, not both" in message
+
+
+def test_repeat_above_one_is_whole(tmp_path):
+    text = "data:\n  sources:\n    - {name: a, path: a.jsonl, repeat: 1.5}\nmixing: {general_ratio: 0}\n"
+    assert "data.sources[0].repeat: above 1 must be a whole number" in error_of(write(tmp_path, text))
+
+
+def test_ratio_for_all_of_a_kind_or_none(tmp_path):
+    text = """\
+    data:
+      sources:
+        - {name: a, path: a.jsonl, ratio: 2}
+        - {name: b, path: b.jsonl}
+    mixing: {general_ratio: 0}
+    """
+    assert "ratio is given for domain source(s) a but not for b" in error_of(write(tmp_path, text))
+
+
+def test_general_ratio_needs_a_general_source(tmp_path):
+    message = error_of(write(tmp_path, "data:\n  sources:\n    - {name: a, path: a.jsonl}\n"))
+    assert "mixing.general_ratio is 0.3 but no entry of data.sources has kind: general" in message
+
+
+def test_source_names_are_unique_and_paths_are_annotation_files(tmp_path):
+    text = """\
+    data:
+      sources:
+        - {name: a, path: a.jsonl}
+        - {name: a, path: b.csv}
+    """
+    message = error_of(write(tmp_path, text))
+    assert "data.sources[1].path: 'b.csv' must be a .jsonl annotation file or an InternVL meta .json" in message
+    text = "data:\n  sources:\n    - {name: a, path: a.jsonl}\n    - {name: a, path: b.jsonl}\nmixing: {general_ratio: 0}\n"
+    assert "data.sources: two sources are named 'a'" in error_of(write(tmp_path, text))
+
+
+def test_different_lora_dropouts_are_refused(tmp_path):
+    text = MINIMAL + "parts: {vision: {mode: lora, lora: {dropout: 0.1}}}\n"
+    assert "every LoRA part must use the same lora.dropout" in error_of(write(tmp_path, text))
+
+
+# ---------------------------------------------------------------------- malformed files
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = write(tmp_path, "training:\n  batch_size: 2\n   epochs: 3\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}: malformed YAML at line 3")
+
+
+def test_duplicate_section_is_an_error(tmp_path):
+    message = error_of(write(tmp_path, "training: {batch_size: 2}\nseed: 1\ntraining: {epochs: 2}\n"))
+    assert "line 3" in message and "duplicate key 'training' (first at line 1)" in message
+
+
+def test_a_recipe_must_be_a_mapping(tmp_path):
+    assert "expected a mapping of sections" in error_of(write(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_recipe_file(tmp_path):
+    assert "no such recipe file" in error_of(tmp_path / "nope.yaml")
+
+
+# ---------------------------------------------------------------------- overrides
+def test_override_values_are_yaml():
+    data = apply_overrides({"training": {"batch_size": 2}}, [
+        "training.max_steps=20", "mixing.general_ratio=0", "parts.llm.mode=full", "training.gradient_checkpointing=true",
+        "eval.max_samples=null", "tiling.max_tiles=", "parts.llm.lora.targets=[q_proj, v_proj]", "name=run-2",
+        "parts.llm.lr=2.5e-4", "data.sources=[{name: a, path: a.jsonl}]",
+    ])
+    assert data["training"] == {"batch_size": 2, "max_steps": 20, "gradient_checkpointing": True}
+    assert data["mixing"]["general_ratio"] == 0 and data["parts"]["llm"]["mode"] == "full"
+    assert data["eval"]["max_samples"] is None and data["tiling"]["max_tiles"] is None
+    assert data["parts"]["llm"]["lora"]["targets"] == ["q_proj", "v_proj"] and data["name"] == "run-2"
+    assert data["data"]["sources"] == [{"name": "a", "path": "a.jsonl"}]
+
+
+def test_overrides_do_not_touch_the_input():
+    original = {"training": {"batch_size": 2}}
+    apply_overrides(original, ["training.batch_size=8"])
+    assert original == {"training": {"batch_size": 2}}
+
+
+def test_override_into_a_list_item():
+    data = {"data": {"sources": [{"name": "a", "path": "a.jsonl"}, {"name": "b", "path": "b.jsonl"}]}}
+    out = apply_overrides(data, ["data.sources[1].ratio=0.25", "data.sources.0.kind=general"])
+    assert out["data"]["sources"][1]["ratio"] == 0.25 and out["data"]["sources"][0]["kind"] == "general"
+    with pytest.raises(RecipeError, match=r"'data.sources' has 2 item\(s\), no item \[5\]"):
+        apply_overrides(data, ["data.sources[5].ratio=1"])
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("trainig.max_steps=2", "override 'trainig.max_steps=2': unknown key 'trainig' at top level — did you mean 'training'?"),
+    ("training.max_step=2", "unknown key 'training.max_step' — did you mean 'training.max_steps'?"),
+    ("parts.llm.lora.rank=8", "unknown key 'parts.llm.lora.rank' — did you mean 'parts.llm.lora.r'?"),
+    ("training.max_steps", "expected dotted.key=value"),
+    ("training.max_steps.x=1", "'training.max_steps' is a value, not a section"),
+    ("data.sources=[", "the value is not valid YAML"),
+])
+def test_bad_overrides(override, expected):
+    with pytest.raises(RecipeError) as info:
+        apply_overrides({}, [override])
+    assert expected in str(info.value)
+
+
+def test_overrides_through_load_recipe(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    recipe = load_recipe(path, ["training.max_steps=20", "mixing.general_ratio=0", "parts.llm.mode=full"])
+    assert recipe.training.max_steps == 20 and recipe.mixing.general_ratio == 0 and recipe.parts.llm.mode == "full"
+    message = error_of(path, ["training.bach_size=2"])
+    assert message.startswith(f"{path}: override 'training.bach_size=2'") and "did you mean 'training.batch_size'?" in message
+    message = error_of(path, ["training.max_steps=many"])
+    assert "training.max_steps: must be a valid integer" in message
+    assert "(set by override 'training.max_steps=many')" in message
+
+
+# ---------------------------------------------------------------------- paths
+def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    (folder / "ckpt").mkdir(parents=True)
+    (folder / "my_template.yaml").write_text("name: x\n")
+    (folder / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    path = write(folder, """\
+    model: {source: ckpt, chat_template: my_template.yaml}
+    data:
+      sources:
+        - {name: a, path: data/a.jsonl}
+        - {name: g, path: ../shared/general/meta.json, root: /images, kind: general}
+      eval_sources:
+        - {name: a, path: data/a_test.jsonl, root: imgs}
+    distributed: {strategy: deepspeed, deepspeed: ds.json}
+    output: {dir: out}
+    """)
+    monkeypatch.chdir(tmp_path)  # somewhere else: must not matter
+    recipe = load_recipe(path)
+    assert recipe.base_dir == folder
+    assert recipe.model.source == str(folder / "ckpt")
+    assert recipe.model.chat_template == str(folder / "my_template.yaml")
+    a, g = recipe.data.sources
+    assert a.path == folder / "data" / "a.jsonl" and a.root == folder / "data"  # root defaults to the file's folder
+    assert g.path == tmp_path / "shared" / "general" / "meta.json" and g.root == Path("/images")
+    assert recipe.data.eval_sources[0].root == folder / "imgs"
+    assert recipe.distributed.deepspeed == str(folder / "ds.json")
+    assert recipe.deepspeed_config() == {"zero_optimization": {"stage": 2}}
+    assert recipe.output.dir == folder / "out"
+
+
+def test_a_missing_data_file_is_not_a_schema_error(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL))
+    assert not recipe.data.sources[0].path.exists()
+
+
+def test_parse_recipe_from_a_dict(tmp_path):
+    recipe = parse_recipe({"data": {"sources": [{"name": "a", "path": "a.jsonl"}]}, "mixing": {"general_ratio": 0}},
+                          tmp_path, "from-dict")
+    assert recipe.name == "from-dict" and recipe.base_dir == tmp_path
+    assert recipe.data.sources[0].path == tmp_path / "a.jsonl"
+    with pytest.raises(RecipeError, match="recipe 'from-dict': unknown key 'trainig' at top level"):
+        parse_recipe({"trainig": {}}, tmp_path, "from-dict")
+
+
+def test_every_model_forbids_extra_keys():
+    import adapt.recipe as module
+
+    models = [v for v in vars(module).values() if isinstance(v, type) and issubclass(v, module.BaseModel)
+              and v.__module__ == module.__name__]
+    assert Recipe in models and len(models) > 10
+    assert all(m.model_config.get("extra") == "forbid" for m in models)
+
+
+# ---------------------------------------------------------------------- tiling
+def test_tiling_overrides_merge_into_the_models_tiling(tmp_path):
+    model_tiling = TilingConfig(tile_size=448, min_tiles=1, max_tiles=12, thumbnail=True)
+    recipe = load_recipe(write(tmp_path, MINIMAL + "tiling: {max_tiles: 6, thumbnail: false}\n"))
+    merged = recipe.tiling_for(model_tiling)
+    assert (merged.tile_size, merged.min_tiles, merged.max_tiles, merged.thumbnail) == (448, 1, 6, False)
+    assert merged.mean == model_tiling.mean
+    assert load_recipe(write(tmp_path, MINIMAL)).tiling_for(model_tiling) == model_tiling
+    clash = load_recipe(write(tmp_path, MINIMAL + "tiling: {min_tiles: 8}\n"))
+    with pytest.raises(RecipeError, match="tiling.min_tiles=8"):
+        clash.tiling_for(TilingConfig(max_tiles=6))
+
+
+# ---------------------------------------------------------------------- DeepSpeed
+@pytest.mark.parametrize("name", DEEPSPEED_PRESETS)
+def test_bundled_deepspeed_configs(name):
+    config = resolve_deepspeed_config(name)
+    assert config["zero_optimization"]["stage"] == int(name[-1])
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"):
+        assert config[key] == "auto"
+    assert config["bf16"]["enabled"] == "auto" and config["fp16"]["enabled"] == "auto"
+    assert "optimizer" not in config and "scheduler" not in config  # the trainer's per-part lr groups stay
+    autos = [k for k, v in config["zero_optimization"].items() if v == "auto"]
+    assert autos == []  # only the keys the trainer fills are "auto"
+    if name == "zero3":
+        assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+def test_deepspeed_config_from_a_path(tmp_path):
+    (tmp_path / "mine.json").write_text(json.dumps({"zero_optimization": {"stage": 2}, "train_batch_size": 16}))
+    assert resolve_deepspeed_config(tmp_path / "mine.json")["train_batch_size"] == 16
+    assert resolve_deepspeed_config("mine.json", base_dir=tmp_path)["zero_optimization"]["stage"] == 2
+    with pytest.raises(RecipeError, match="no such file"):
+        resolve_deepspeed_config(tmp_path / "absent.json")
+    (tmp_path / "broken.json").write_text('{"zero_optimization": {\n  "stage": 2,\n}')
+    with pytest.raises(RecipeError, match="malformed JSON at line 3"):
+        resolve_deepspeed_config(tmp_path / "broken.json")
+
+
+def test_a_missing_deepspeed_file_fails_validation_only_when_used(tmp_path):
+    load_recipe(write(tmp_path, MINIMAL + "distributed: {deepspeed: absent.json}\n"))
+    message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: absent.json}\n"))
+    assert "distributed: DeepSpeed config" in message and "no such file" in message
+
+
+# ---------------------------------------------------------------------- templates
+def test_templates_are_listed_with_descriptions():
+    templates = list_recipe_templates()
+    assert {"quickstart", "internvl2-1b_lora"} <= set(templates)
+    assert all(description for description in templates.values())
+
+
+@pytest.mark.parametrize("name", sorted(list_recipe_templates()))
+def test_shipped_templates_validate(name):
+    path = templates_dir() / "recipes" / f"{name}.yaml"
+    text = path.read_text()
+    assert "adapt validate" in text and "adapt train" in text and "adapt eval" in text
+    recipe = load_recipe(path)
+    assert recipe.name == name
+    assert recipe.data.sources and recipe.data.eval_sources
+    # every key of the schema appears in the template, so it documents itself
+    dumped = yaml.safe_load(recipe.to_yaml())
+    written = yaml.safe_load(text)
+
+    def keys(d, prefix=""):
+        out = set()
+        for k, v in d.items():
+            out.add(prefix + k)
+            if isinstance(v, dict):
+                out |= keys(v, prefix + k + ".")
+        return out
+
+    assert keys(dumped) == keys(written)
+
+
+def test_quickstart_template_settings():
+    recipe = load_recipe(templates_dir() / "recipes" / "quickstart.yaml")
+    assert recipe.model.source == "pocket-tiny" and recipe.mixing.general_ratio == 0.3
+    assert [(p.mode) for _, p in recipe.parts.items()] == ["frozen", "full", "lora"]
+    base = recipe.base_dir
+    assert [(s.name, s.kind, s.path) for s in recipe.data.sources] == [
+        ("landcover", "domain", base / "data/landcover/train.jsonl"), ("general", "general", base / "data/general/train.jsonl")]
+    assert [(s.kind, s.path) for s in recipe.data.eval_sources] == [
+        ("domain", base / "data/landcover/test.jsonl"), ("general", base / "data/general/test.jsonl")]
+    assert recipe.training.max_steps and recipe.training.max_steps <= 500
+
+
+def test_internvl2_1b_template_follows_the_2nd_finetune_script():
+    recipe = load_recipe(templates_dir() / "recipes" / "internvl2-1b_lora.yaml")
+    t = recipe.training
+    assert recipe.model.source == "internvl2-1b" and recipe.parts.llm.mode == "lora" and recipe.parts.llm.lora.r == 16
+    assert recipe.parts.llm.lr == 4e-5 and t.warmup_ratio == 0.03 and t.schedule == "cosine" and t.weight_decay == 0.01
+    assert t.max_seq_length == 4096 and t.precision == "bf16" and t.batch_size * t.grad_accum * 2 == 16
+    assert recipe.distributed.strategy == "deepspeed" and recipe.distributed.deepspeed == "zero1"
+    assert recipe.tiling.max_tiles == 6 and recipe.tiling.thumbnail is True
+
+
+# ---------------------------------------------------------------------- the verbs
+def test_init_copies_the_template_with_comments_and_refuses_to_overwrite(tmp_path, capsys):
+    dest = tmp_path / "new" / "project"
+    assert main(["init", "quickstart", str(dest)]) == 0
+    copied = dest / "quickstart.yaml"
+    assert copied.read_bytes() == (templates_dir() / "recipes" / "quickstart.yaml").read_bytes()
+    assert copied.read_text().startswith("# ") and "adapt validate" in copied.read_text()
+    assert str(copied) in capsys.readouterr().out
+    copied.write_text("# mine\n")
+    assert main(["init", "quickstart", str(dest)]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "Traceback" not in err
+    assert copied.read_text() == "# mine\n"
+    assert main(["init", "quikstart", str(dest)]) == 1
+    assert "did you mean 'quickstart'?" in capsys.readouterr().err
+
+
+def test_recipes_lists_the_templates(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart" in out and "internvl2-1b_lora" in out
+    assert list_recipe_templates()["quickstart"] in out
+
+
+def test_validate_prints_the_resolved_recipe(tmp_path, capsys):
+    path = write(tmp_path, MINIMAL)
+    assert main(["validate", str(path), "training.max_steps=5", "mixing.general_ratio=0.5"]) == 0
+    captured = capsys.readouterr()
+    data = yaml.safe_load(captured.out)
+    assert data["training"]["max_steps"] == 5 and data["mixing"]["general_ratio"] == 0.5
+    assert data["output"]["dir"] == str(tmp_path / "runs" / "recipe")
+    assert "does not exist yet" in captured.err  # a note, not an error
+
+
+def test_validate_fails_clearly_on_a_bad_key(tmp_path, capsys):
+    path = write(tmp_path, MINIMAL + "trainig: {max_steps: 2}\n")
+    assert main(["validate", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "unknown key 'trainig' at top level — did you mean 'training'?" in captured.err
+    assert str(path) in captured.err and "Traceback" not in captured.err
+    assert main(["validate", str(write(tmp_path, MINIMAL, "ok.yaml")), "training.bach_size=3"]) == 1
+    assert "did you mean 'training.batch_size'?" in capsys.readouterr().err
