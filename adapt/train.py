@@ -103,6 +103,8 @@ class Trainer:
         self.progress = progress and self.dist.main
         self.out_dir = Path(recipe.output.dir)
         t = recipe.training
+        if t.precision == "fp16" and self.dist.device.type != "cuda":
+            raise ValueError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
         _seed_everything(recipe.seed)
         dtype = recipe.model.dtype
         vlm, processor = model_core.load(recipe.model.source, dtype=dtype, allow_pickle=recipe.model.allow_pickle,
@@ -174,13 +176,16 @@ class Trainer:
             self._print_plan(start_step)
         bar = tqdm(total=self.total_steps, initial=start_step, desc="train", disable=not self.progress, dynamic_ncols=True)
         t = self.recipe.training
-        autocast = torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=t.precision == "bf16")
-        window = {"loss": [], "tokens": 0, "per_source": {}}
+        autocast = torch.autocast(self.dist.device.type, dtype=_AUTOCAST[t.precision], enabled=t.precision != "fp32")
+        scaler = torch.amp.GradScaler(self.dist.device.type, enabled=t.precision == "fp16")
+        batches = iter(torch.utils.data.DataLoader(
+            _MicroBatches(self, start_step), batch_size=None, num_workers=t.num_workers,
+            prefetch_factor=2 if t.num_workers else None))
         for step in range(start_step, self.total_steps):
             started = time.perf_counter()
             sums: dict[str, list[float]] = {}
-            for micro in range(t.grad_accum):
-                batch = self.micro_batch_at(step, micro)
+            for _ in range(t.grad_accum):
+                batch = next(batches)
                 sources = batch.pop("sources")
                 batch.pop("n_dropped", None)
                 batch = {k: v.to(self.dist.device) for k, v in batch.items()}
@@ -197,10 +202,12 @@ class Trainer:
                     self.engine.backward(loss)
                     self.engine.step()
                 else:
-                    (loss / t.grad_accum).backward()
+                    scaler.scale(loss / t.grad_accum).backward()
             if self.recipe.distributed.strategy != "deepspeed":
+                scaler.unscale_(self.optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
-                self.optimizer.step()
+                scaler.step(self.optimizer)
+                scaler.update()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             else:
@@ -211,14 +218,10 @@ class Trainer:
                      "step_time": round(time.perf_counter() - started, 4)}
             entry.update({f"loss/{src}": v[0] / max(1, v[1]) for src, v in sorted(sums.items())})
             if self.dist.main:
-                with log_path.open("a") as fh:
-                    fh.write(json.dumps(entry) + "\n")
-                if writer:
-                    for key, value in entry.items():
-                        if key != "step":
-                            writer.add_scalar(key, value, step + 1)
-                bar.set_postfix({k.removeprefix("loss/"): f"{v:.3f}" for k, v in entry.items() if k.startswith("loss")}, refresh=False)
+                self._log(entry, log_path, writer, bar)
             bar.update(1)
+            if self.recipe.eval.every and (step + 1) % self.recipe.eval.every == 0 and step + 1 < self.total_steps:
+                self._evaluate(step + 1, writer)
             if (step + 1) % self.recipe.output.save_every == 0 and step + 1 < self.total_steps:
                 self._save(step + 1)
         bar.close()
@@ -229,6 +232,42 @@ class Trainer:
         return final
 
     # ------------------------------------------------------------------ pieces
+    def _log(self, entry: dict, log_path: Path, writer, bar) -> None:
+        with log_path.open("a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+        if writer:
+            for key, value in entry.items():
+                if key != "step":
+                    writer.add_scalar(key, value, entry["step"])
+        losses = {k.removeprefix("loss/"): f"{v:.3f}" for k, v in entry.items() if k.startswith("loss")}
+        bar.set_postfix(losses, refresh=False)
+        if not self.progress and entry["step"] % self.recipe.logging.every == 0:
+            print(f"step {entry['step']}/{self.total_steps} " + " ".join(f"{k} {v}" for k, v in losses.items())
+                  + f" lr {entry['lr']:.3g}", flush=True)
+
+    def _evaluate(self, step: int, writer) -> None:
+        """Score the model being trained on the eval sources (main process; others wait)."""
+        if self.dist.main and self.recipe.data.eval_sources:
+            from .evaluate import predict, summarize
+
+            specs = source_specs(self.recipe.data.eval_sources)
+            records = load_records(specs, self.processor, self.recipe.training.max_seq_length, SkipLog(), self.tiling)
+            limit = self.recipe.eval.max_samples
+            flat = [r for rs in records.values() for r in (rs[:limit] if limit else rs)]
+            summary = summarize(predict(base_model(self.model), self.processor, flat, self.recipe.eval.max_new_tokens,
+                                        self.recipe.eval.batch_size, progress=False), {s.name: s.kind for s in specs})
+            self.model.train()
+            line = {"step": step, **{f"eval/{g}": v["main"] for g, v in summary["groups"].items()},
+                    **{f"eval/{s}": v["main"] for s, v in summary["sources"].items()}}
+            with (self.out_dir / "eval_log.jsonl").open("a") as fh:
+                fh.write(json.dumps(line) + "\n")
+            if writer:
+                for key, value in line.items():
+                    if key != "step":
+                        writer.add_scalar(key, value, step)
+            print(f"eval at step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in line.items() if k != "step"), flush=True)
+        self.dist.barrier()
+
     def _resume(self) -> int:
         latest = latest_checkpoint(self.out_dir)
         if latest is None:
@@ -299,6 +338,25 @@ class Trainer:
         engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
         return engine
+
+
+class _MicroBatches(torch.utils.data.Dataset):
+    """Micro-batch k of the run from `first_step` on; workers may build them ahead (images decode in parallel)."""
+
+    def __init__(self, trainer: Trainer, first_step: int):
+        self.trainer = trainer
+        self.first = first_step * trainer.recipe.training.grad_accum
+        self.total = trainer.total_steps * trainer.recipe.training.grad_accum
+
+    def __len__(self) -> int:
+        return self.total - self.first
+
+    def __getitem__(self, k: int) -> dict:
+        step, micro = divmod(self.first + k, self.trainer.recipe.training.grad_accum)
+        return self.trainer.micro_batch_at(step, micro)
+
+
+_AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def train(recipe: Recipe, progress: bool = True) -> Path:

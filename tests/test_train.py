@@ -1,0 +1,188 @@
+"""Training: per-part modes, checkpoints and resume, multi-process runs, the quick start's training path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import model
+from adapt.parts import PartSetting, apply_parts, parameter_groups, trainable_summary
+from adapt.recipe import load_recipe
+from adapt.train import Trainer, train
+from domains.general.world import generate_general, generate_landcover
+
+RECIPE = """
+name: tiny
+model: {{source: pocket-tiny-scratch}}
+parts:
+  vision: {{mode: {vision}, lr: 1.0e-3}}
+  projector: {{mode: full, lr: 1.0e-3}}
+  llm: {{mode: lora, lr: 1.0e-3, lora: {{r: 4, alpha: 8, dropout: 0.1}}}}
+data:
+  sources:
+    - {{name: landcover, path: data/landcover/train.jsonl, kind: domain}}
+    - {{name: general, path: data/general/train.jsonl, kind: general}}
+  eval_sources:
+    - {{name: landcover, path: data/landcover/test.jsonl, kind: domain}}
+    - {{name: general, path: data/general/test.jsonl, kind: general}}
+mixing: {{general_ratio: 0.5, seed: 3}}
+training: {{max_steps: {steps}, batch_size: 4, warmup_ratio: 0.1, max_seq_length: 512}}
+output: {{dir: out, save_every: {save_every}, keep_last: 2}}
+logging: {{tensorboard: true}}
+eval: {{max_new_tokens: 24, batch_size: 8}}
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    generate_general(root / "data" / "general", n_train=48, n_test=8)
+    generate_landcover(root / "data" / "landcover", n_train=32, n_test=8)
+    return root
+
+
+def write_recipe(folder: Path, data_dir: Path, steps: int = 6, save_every: int = 3, vision: str = "frozen") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data").exists() or (folder / "data").symlink_to(data_dir / "data")
+    path = folder / "tiny.yaml"
+    path.write_text(RECIPE.format(steps=steps, save_every=save_every, vision=vision))
+    return path
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_lora_trains_only_the_chosen_part():
+    vlm, _ = model.load("pocket-tiny-scratch")
+    before = {k: v.clone() for k, v in vlm.state_dict().items()}
+    settings = {"vision": PartSetting("frozen"), "projector": PartSetting("frozen"), "llm": PartSetting("lora", lr=1e-2, r=4)}
+    peft_model = apply_parts(vlm, settings)
+    summary = trainable_summary(peft_model)
+    assert summary["vision"][0] == 0 and summary["projector"][0] == 0 and summary["llm"][0] > 0
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and ".language_model." in n for n in trainable)
+    # the vision tower also has q_proj/k_proj/v_proj: none of them may be wrapped
+    assert not any("vision_tower" in n and "lora_" in n for n, _ in peft_model.named_parameters())
+    optimizer = torch.optim.AdamW(parameter_groups(peft_model, settings, 0.0))
+    ids = torch.tensor([[20, 30, 40, 50, 60]])
+    out = peft_model(input_ids=ids)
+    out.logits.float().pow(2).mean().backward()
+    optimizer.step()
+    merged = peft_model.merge_and_unload()
+    after = merged.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("language_model.") for k in changed)
+
+
+def test_per_part_learning_rates_and_targets():
+    vlm, _ = model.load("pocket-tiny-scratch")
+    settings = {"vision": PartSetting("lora", lr=1e-5, r=2, targets=("fc1",)), "projector": PartSetting("full", lr=1e-4),
+                "llm": PartSetting("lora", lr=1e-3, r=8, targets=("q_proj", "v_proj"))}
+    peft_model = apply_parts(vlm, settings)
+    names = [n for n, p in peft_model.named_parameters() if p.requires_grad and "lora_A" in n]
+    assert all(n.split(".lora_A")[0].endswith(("mlp.fc1", "self_attn.q_proj", "self_attn.v_proj")) for n in names)
+    assert any("vision_tower" in n for n in names) and any("language_model" in n for n in names)
+    lrs = {g["part"]: g["lr"] for g in parameter_groups(peft_model, settings, 0.01)}
+    assert lrs == {"vision": 1e-5, "projector": 1e-4, "llm": 1e-3}
+    with pytest.raises(ValueError, match="match no Linear"):
+        apply_parts(model.load("pocket-tiny-scratch")[0], {"llm": PartSetting("lora", targets=("nope",))})
+
+
+def test_training_run_writes_checkpoints_logs_and_a_merged_model(tmp_path, data_dir, example_image):
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=6, save_every=2))
+    final = train(recipe, progress=False)
+    out = Path(recipe.output.dir)
+    log = read_log(out)
+    assert [e["step"] for e in log] == list(range(1, 7))
+    assert all("loss/landcover" in e or "loss/general" in e for e in log)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]  # keep_last 2
+    ckpt = out / "checkpoint-6"
+    assert {p.name for p in ckpt.iterdir()} == {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))
+    assert (out / "loss.png").is_file() and list((out / "tensorboard").iterdir())
+    trained = load_file(str(ckpt / "trainable.safetensors"))
+    assert any("lora_A" in k for k in trained) and not any("vision_tower" in k for k in trained)
+    # the final model is merged: plain PocketVLM weights, loadable and usable
+    vlm, processor = model.load(final)
+    assert not any("lora" in k for k in vlm.state_dict())
+    enc = processor([{"role": "user", "content": "Which class?"}], images=[example_image])
+    assert vlm.generate(**enc.to_model_inputs(), max_new_tokens=3).shape[1] <= 3
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, data_dir):
+    steps, save_every = 30, 10
+    reference = load_recipe(write_recipe(tmp_path / "reference", data_dir, steps, save_every))
+    train(reference, progress=False)
+    expected = read_log(Path(reference.output.dir))
+
+    path = write_recipe(tmp_path / "killed", data_dir, steps, save_every)
+    out = path.parent / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "adapt.cli", "train", str(path), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        log = out / "train_log.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= 15:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert (out / "checkpoint-10").is_dir() and not (out / "final").exists()
+    resumed = subprocess.run([sys.executable, "-m", "adapt.cli", "train", str(path), "--no-progress"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout and "checkpoint-10" in resumed.stdout
+    got = read_log(out)
+    assert [e["step"] for e in got] == list(range(1, steps + 1))
+    for a, b in zip(got, expected):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), a["step"]
+
+
+@pytest.mark.slow
+def test_two_process_cpu_run(tmp_path, data_dir):
+    path = write_recipe(tmp_path, data_dir, steps=4, save_every=2)
+    run = subprocess.run([sys.executable, "-m", "adapt.cli", "train", str(path), "--nproc-per-node", "2", "--no-progress"],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = path.parent / "out"
+    assert [e["step"] for e in read_log(out)] == [1, 2, 3, 4]
+    assert "2 process(es)" in run.stdout and (out / "final" / "model.safetensors").is_file()
+    # one process writes; ranks agree on the weights because DDP averaged their gradients
+    recipe = load_recipe(path)
+    trainer = Trainer(recipe, progress=False)
+    assert trainer.samples_per_step == 4  # single-process view of the same recipe
+
+
+def test_bad_data_fraction_stops_the_run(tmp_path, data_dir):
+    path = write_recipe(tmp_path, data_dir)
+    broken = tmp_path / "broken.jsonl"
+    lines = (data_dir / "data" / "landcover" / "train.jsonl").read_text().splitlines()
+    broken.write_text("\n".join(lines[:10] + ["{not json"] * 5) + "\n")
+    recipe = load_recipe(path, [f"data.sources=[{{name: broken, path: {broken}, root: {data_dir / 'data' / 'landcover'}}}]",
+                                "mixing.general_ratio=0"])
+    with pytest.raises(ValueError, match="broken"):
+        Trainer(recipe, progress=False)
+
+
+def test_data_workers_give_the_same_run_and_eval_runs_during_training(tmp_path, data_dir):
+    plain = load_recipe(write_recipe(tmp_path / "plain", data_dir, steps=4, save_every=10))
+    train(plain, progress=False)
+    workers = load_recipe(write_recipe(tmp_path / "workers", data_dir, steps=4, save_every=10),
+                          ["training.num_workers=2", "eval.every=2", "eval.max_samples=2"])
+    train(workers, progress=False)
+    a, b = read_log(Path(plain.output.dir)), read_log(Path(workers.output.dir))
+    assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], abs=1e-6)
+    evals = [json.loads(line) for line in (Path(workers.output.dir) / "eval_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [2] and "eval/domain" in evals[0] and "eval/general" in evals[0]
