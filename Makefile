@@ -17,7 +17,7 @@ $(VENV)/.installed-$(EXTRAS): pyproject.toml
 	touch $@
 
 quickstart: setup
-	$(VENV)/bin/adapt chat --example-image "What shapes are in the picture?"
+	$(VENV)/bin/adapt quickstart
 
 test: setup
 	$(PY) -m pytest -q

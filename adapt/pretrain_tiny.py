@@ -2,9 +2,10 @@
 
     python -m adapt.pretrain_tiny --out runs/pocket-tiny-pretrain [--steps 5000] [--install]
 
-The general world (shapes, colours, counts, positions; `domains.general.world`) is given in two
-forms: the multiple-choice questions the quick start scores, and the same questions answered with a
-single word, which teaches the tiny model to see before it learns to pick option letters.
+The general world (shapes, colours, counts, positions; `domains.general.world`) is asked as
+multiple choice with the candidates listed and the answer given as the label, the style the quick
+start scores (a model this small, trained from scratch, learns to see long before it learns to copy
+option letters).
 `--install` copies the result to `model/assets/pocket-tiny/model.safetensors`, where the `pocket-tiny`
 preset loads it from.
 """
@@ -23,13 +24,6 @@ from .recipe import load_recipe
 from .run_eval import evaluate_model
 from .train import train
 
-QUESTIONS = {
-    "color": "What colour is the shape?",
-    "shape": "What kind of shape is in the image?",
-    "count": "How many shapes are in the image?",
-    "position": "Where is the shape in the image?",
-}
-
 RECIPE = """# pocket-tiny pre-training on the synthetic general world (written by python -m adapt.pretrain_tiny)
 name: pocket-tiny-pretrain
 model: {{source: pocket-tiny-scratch}}
@@ -40,7 +34,6 @@ parts:
 data:
   sources:
     - {{name: general, path: data/general/train.jsonl, kind: domain}}
-    - {{name: general_words, path: data/general/train_words.jsonl, kind: domain}}
   eval_sources:
     - {{name: general, path: data/general/test.jsonl, kind: general}}
 mixing: {{general_ratio: 0.0, seed: 0}}
@@ -52,24 +45,10 @@ seed: 0
 """
 
 
-def write_word_answers(source: Path, target: Path) -> None:
-    """The same images and questions, answered with the attribute itself instead of an option letter."""
-    with source.open() as fh, target.open("w") as out:
-        for line in fh:
-            record = json.loads(line)
-            question = QUESTIONS[record["family"]]
-            out.write(json.dumps({
-                "id": record["id"] + "-words", "image": record["image"], "task": "short", "answer": record["label"],
-                "conversations": [{"from": "human", "value": f"<image>\n{question}\nAnswer with a single word."},
-                                  {"from": "gpt", "value": record["label"]}],
-            }) + "\n")
-
-
 def pretrain_tiny(out_dir: Path, steps: int = 5000, lr: float = 1e-3, install: bool = False, progress: bool = True) -> Path:
     out_dir = Path(out_dir)
     general = out_dir / "data" / "general"
-    generate_general(general, n_train=8000, n_test=200)
-    write_word_answers(general / "train.jsonl", general / "train_words.jsonl")
+    generate_general(general, n_train=8000, n_test=200, answer_style="label")
     recipe_path = out_dir / "pretrain.yaml"
     recipe_path.write_text(RECIPE.format(steps=steps, lr=lr))
     recipe = load_recipe(recipe_path)

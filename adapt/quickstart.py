@@ -28,8 +28,9 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     out_dir = Path(out_dir)
     data = out_dir / "data"
     print(f"[1/4] generating data in {data}", flush=True)
-    generate_general(data / "general")
-    generate_landcover(data / "landcover")
+    # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
+    generate_general(data / "general", answer_style="label")
+    generate_landcover(data / "landcover", answer_style="label")
     recipe_path = out_dir / f"{RECIPE}.yaml"
     shutil.copyfile(templates_dir() / "recipes" / f"{RECIPE}.yaml", recipe_path)
     recipe = load_recipe(recipe_path, [*overrides, f"output.dir={(out_dir / 'train').resolve()}"])

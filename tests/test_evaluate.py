@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from adapt.data.samples import Record
 from adapt.evaluate import (
     Prediction,
     Predictions,
@@ -23,21 +23,9 @@ from adapt.evaluate import (
 )
 
 
-@dataclass
-class Rec:
-    """Stand-in for adapt.data.samples.Record (attribute access only)."""
-
-    source: str
-    line: int
-    conversations: list[dict]
-    images: list[Path] = field(default_factory=list)
-    image_sizes: list = field(default_factory=list)
-    task: str | None = None
-    answer: str | None = None
-    options: list[str] | None = None
-    meta: dict = field(default_factory=dict)
-    max_tiles: int | None = None
-    n_tokens: int | None = None
+def Rec(source: str, line: int, conversations: list[dict], images: list[Path] = (), **fields) -> Record:
+    """A record as adapt.data would read it (image sizes are not needed to score)."""
+    return Record(source, line, conversations, list(images), [(0, 0)] * len(images), **fields)
 
 
 def turns(*values: str) -> list[dict]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from adapt import metrics
+from adapt.data.samples import Record
 from adapt.metrics import (
     box_iou,
     exact_match,
@@ -24,21 +24,9 @@ from adapt.metrics import (
 )
 
 
-@dataclass
-class Rec:
-    """Stand-in for adapt.data.samples.Record (attribute access only)."""
-
-    conversations: list[dict]
-    source: str = "toy"
-    line: int = 1
-    images: list[Path] = field(default_factory=list)
-    image_sizes: list = field(default_factory=list)
-    task: str | None = None
-    answer: str | None = None
-    options: list[str] | None = None
-    meta: dict = field(default_factory=dict)
-    max_tiles: int | None = None
-    n_tokens: int | None = None
+def Rec(conversations: list[dict], source: str = "toy", line: int = 1, **fields) -> Record:
+    """A text-only record as adapt.data would read it."""
+    return Record(source, line, conversations, [], [], **fields)
 
 
 def qa(question: str, reply: str, **kw) -> Rec:

@@ -186,3 +186,17 @@ def test_data_workers_give_the_same_run_and_eval_runs_during_training(tmp_path, 
     assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], abs=1e-6)
     evals = [json.loads(line) for line in (Path(workers.output.dir) / "eval_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [2] and "eval/domain" in evals[0] and "eval/general" in evals[0]
+
+
+def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
+    from adapt.cli import main
+
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=10)
+    assert main(["train", str(path), "--no-progress", "eval.max_samples=3"]) == 0
+    assert "final model:" in capsys.readouterr().out
+    assert main(["eval", str(path), "eval.max_samples=3"]) == 0
+    printed = capsys.readouterr().out
+    assert "Δ (adapted − base)" in printed and "landcover" in printed and "general" in printed
+    report = json.loads((path.parent / "out" / "eval" / "eval.json").read_text())
+    assert report["runs"]["adapted"]["sources"]["landcover"]["n"] == 3
+    assert (path.parent / "out" / "eval" / "comparison.png").is_file()

@@ -296,3 +296,20 @@ def test_tasks_are_visually_learnable(general, landcover):
     assert lc >= 0.6, lc  # chance: 1/8
     assert colour >= 0.6, colour  # chance: 1/8
     assert position >= 0.6, position  # chance: 1/4
+
+
+def test_label_style_lists_candidates_and_answers_with_the_label(tmp_path):
+    from domains.general.world import generate_landcover
+
+    paths = generate_landcover(tmp_path / "lc", n_train=20, n_test=2, answer_style="label")
+    records = [json.loads(line) for line in paths["train"].read_text().splitlines()]
+    mc = [r for r in records if r["task"] == "mc"]
+    assert mc and all(r["answer"] == r["label"] == r["conversations"][1]["value"] for r in mc)
+    for r in mc:
+        question = r["conversations"][0]["value"]
+        assert question.startswith("<image>\n") and f"Options: {', '.join(r['options'])}." in question
+        assert r["answer"] in r["options"] and not any(o[:3] in ("A. ", "B. ") for o in r["options"])
+    grounding = [r for r in records if r["task"] == "grounding"]
+    assert grounding and all("<box>[[" in r["answer"] for r in grounding)
+    with pytest.raises(ValueError, match="answer_style"):
+        generate_landcover(tmp_path / "x", n_train=1, n_test=1, answer_style="letters")

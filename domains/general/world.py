@@ -31,7 +31,7 @@ import os
 import re
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -686,19 +686,50 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]]) -> dict[str, Path
     return result
 
 
+ANSWER_STYLES = ("letter", "label")
+LABEL_INSTRUCTION = "Answer with one of the options."
+
+
+def label_style(sample: Sample) -> Sample:
+    """Candidates listed in the question, the answer given as the label itself.
+
+    This is the style of Mini-InternVL's remote-sensing classification prompts ("classify the image
+    within one of the given classes … answer with one word"); it asks a model to see, not to copy an
+    option letter, which a tiny model trained from scratch learns far sooner.
+    """
+    record = sample.record
+    if record["task"] != "mc":
+        return sample
+    question = record["conversations"][0]["value"].split("\n")[1]
+    options = [opt.split(". ", 1)[1] for opt in record["options"]]
+    prompt = f"<image>\n{question}\nOptions: {', '.join(options)}.\n{LABEL_INSTRUCTION}"
+    record = {**record, "answer": record["label"], "options": options,
+              "conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": record["label"]}]}
+    return replace(sample, record=record)
+
+
+def _styled(samples: Iterator[Sample], answer_style: str) -> Iterator[Sample]:
+    if answer_style not in ANSWER_STYLES:
+        raise ValueError(f"answer_style {answer_style!r} is not one of {ANSWER_STYLES}")
+    return samples if answer_style == "letter" else map(label_style, samples)
+
+
 def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0,
-                     image_size: int = 112) -> dict[str, Path]:
-    """Write the general shapes world (multiple choice over :data:`GENERAL_TASKS`) under ``out_dir``."""
+                     image_size: int = 112, answer_style: str = "letter") -> dict[str, Path]:
+    """Write the general shapes world (multiple choice over :data:`GENERAL_TASKS`) under ``out_dir``.
+
+    `answer_style`: "letter" (Mini-InternVL multiple choice, A-D) or "label" (see :func:`label_style`).
+    """
     return _write(Path(out_dir), {
-        "train": general_samples("train", n_train, seed, image_size),
-        "test": general_samples("test", n_test, seed, image_size),
+        "train": _styled(general_samples("train", n_train, seed, image_size), answer_style),
+        "test": _styled(general_samples("test", n_test, seed, image_size), answer_style),
     })
 
 
 def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, seed: int = 1,
-                       image_size: int = 112) -> dict[str, Path]:
+                       image_size: int = 112, answer_style: str = "letter") -> dict[str, Path]:
     """Write the land-cover specialist domain (~70 % classification mc, ~30 % grounding) under ``out_dir``."""
     return _write(Path(out_dir), {
-        "train": landcover_samples("train", n_train, seed, image_size),
-        "test": landcover_samples("test", n_test, seed, image_size),
+        "train": _styled(landcover_samples("train", n_train, seed, image_size), answer_style),
+        "test": _styled(landcover_samples("test", n_test, seed, image_size), answer_style),
     })

@@ -1,0 +1,29 @@
+"""The quick start's whole path (data, base eval, training, adapted eval, report) on a tiny step budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+
+from adapt.cli import main
+
+
+@pytest.mark.slow
+def test_quickstart_path_on_a_small_budget(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--no-progress", "training.max_steps=3", "eval.max_samples=4"]) == 0
+    printed = capsys.readouterr().out
+    assert "[4/4] scoring the adapted model" in printed and "done in" in printed
+    report = json.loads((out / "report" / "eval.json").read_text())
+    assert set(report["runs"]) == {"base", "adapted"}
+    for run in report["runs"].values():
+        assert set(run["groups"]) == {"domain", "general"}
+        assert run["sources"]["landcover"]["n"] == 4 and run["sources"]["general"]["n"] == 4
+    assert "Δ" in (out / "report" / "eval.md").read_text()
+    Image.open(out / "report" / "comparison.png").verify()
+    Image.open(out / "train" / "loss.png").verify()
+    assert (out / "train" / "final" / "model.safetensors").is_file()
+    # mixing off is one override away
+    assert "general_ratio: 0.3" in (out / "quickstart.yaml").read_text()
