@@ -26,6 +26,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer, scheduler, extra: dict, keep_last: int) -> Path:
+    """`optimizer=None` leaves the optimizer state out (DeepSpeed's ZeRO state holds objects, not just tensors)."""
     out_dir = Path(out_dir)
     final = out_dir / f"checkpoint-{step}"
     partial = out_dir / f"checkpoint-{step}.partial"
@@ -33,8 +34,10 @@ def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer,
     partial.mkdir(parents=True)
     trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     save_file(trainable, str(partial / "trainable.safetensors"), metadata={"format": "pt"})
-    tensors, meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, str(partial / "optimizer.safetensors"), metadata={"format": "pt"})
+    meta = None
+    if optimizer is not None:
+        tensors, meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, str(partial / "optimizer.safetensors"), metadata={"format": "pt"})
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
@@ -67,7 +70,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) ->
         for name, value in weights.items():
             params[name].copy_(value)
     state = json.loads((path / "trainer_state.json").read_text())
-    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
+    if optimizer is not None and state["optimizer"] is not None:
+        optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
     rng = load_file(str(path / "rng.safetensors"))
     torch.set_rng_state(rng["torch"])
@@ -79,26 +83,38 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) ->
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split any optimizer state (torch's, DeepSpeed ZeRO's) into tensors and a JSON skeleton."""
     tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict] = {}
-    for idx, param_state in state_dict["state"].items():
-        for key, value in param_state.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{idx}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    groups = [{k: v for k, v in g.items()} for g in state_dict["param_groups"]]
-    return tensors, {"scalars": scalars, "param_groups": groups}
+
+    def split(obj, path: str):
+        if isinstance(obj, torch.Tensor):
+            tensors[path] = obj.detach().cpu().contiguous()
+            return {"__tensor__": path}
+        if isinstance(obj, dict):
+            return {"__items__": [[split(k, f"{path}.k{n}"), split(v, f"{path}.{n}")] for n, (k, v) in enumerate(obj.items())]}
+        if isinstance(obj, (list, tuple)):
+            items = [split(v, f"{path}.{n}") for n, v in enumerate(obj)]
+            return {"__tuple__": items} if isinstance(obj, tuple) else items
+        if obj is None or isinstance(obj, (bool, int, float, str)):
+            return obj
+        raise TypeError(f"optimizer state holds a {type(obj).__name__} at {path!r}, which a safetensors checkpoint cannot store")
+
+    return tensors, split(state_dict, "opt")
 
 
-def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    for idx, values in meta["scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta) -> dict:
+    def join(obj):
+        if isinstance(obj, dict):
+            if "__tensor__" in obj:
+                return tensors[obj["__tensor__"]]
+            if "__tuple__" in obj:
+                return tuple(join(v) for v in obj["__tuple__"])
+            return {join(k): join(v) for k, v in obj["__items__"]}
+        if isinstance(obj, list):
+            return [join(v) for v in obj]
+        return obj
+
+    return join(meta)
 
 
 def _jsonable(value):

@@ -142,6 +142,8 @@ class Trainer:
             "constant_with_warmup" if t.schedule == "constant" else t.schedule, self.optimizer,
             num_warmup_steps=int(t.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
         )
+        # resume before any wrapper copies the weights (DeepSpeed keeps its own fp32 master copy)
+        self.start_step = self._resume()
         self.engine = None
         if recipe.distributed.strategy == "deepspeed":
             self.engine = self._deepspeed()
@@ -169,7 +171,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
     def run(self) -> Path:
-        start_step = self._resume()
+        start_step = self.start_step
         log_path = self.out_dir / "train_log.jsonl"
         writer = self._tensorboard()
         if self.dist.main:
@@ -180,7 +182,9 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.dist.device.type, enabled=t.precision == "fp16")
         batches = iter(torch.utils.data.DataLoader(
             _MicroBatches(self, start_step), batch_size=None, num_workers=t.num_workers,
-            prefetch_factor=2 if t.num_workers else None))
+            prefetch_factor=2 if t.num_workers else None,
+            # its own generator: drawing a worker seed from the global RNG would shift dropout after a resume
+            generator=torch.Generator().manual_seed(self.recipe.seed)))
         for step in range(start_step, self.total_steps):
             started = time.perf_counter()
             sums: dict[str, list[float]] = {}
@@ -274,7 +278,11 @@ class Trainer:
             if self.dist.main:
                 (self.out_dir / "train_log.jsonl").unlink(missing_ok=True)
             return 0
-        state = load_checkpoint(latest, self.model, self.optimizer, self.scheduler)
+        deepspeed = self.recipe.distributed.strategy == "deepspeed"
+        state = load_checkpoint(latest, self.model, None if deepspeed else self.optimizer, self.scheduler)
+        if deepspeed and self.dist.main:
+            print("note: DeepSpeed resume restores weights, schedule, RNG and data position; the optimizer "
+                  "moments restart (ZeRO optimizer state is not stored in safetensors checkpoints)", flush=True)
         step = int(state["step"])
         if self.dist.main:
             _truncate_log(self.out_dir / "train_log.jsonl", step)
@@ -283,7 +291,8 @@ class Trainer:
 
     def _save(self, step: int) -> None:
         if self.dist.main:
-            save_checkpoint(self.out_dir, step, self.model, self.optimizer, self.scheduler,
+            optimizer = None if self.recipe.distributed.strategy == "deepspeed" else self.optimizer
+            save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler,
                             {"recipe": self.recipe.name, "total_steps": self.total_steps}, self.recipe.output.keep_last)
         self.dist.barrier()
 
@@ -364,17 +373,19 @@ def train(recipe: Recipe, progress: bool = True) -> Path:
     return Trainer(recipe, progress=progress).run()
 
 
-def _fill_auto(config: dict, values: dict) -> dict:
+def _fill_auto(config: dict, values: dict, top: bool = True) -> dict:
+    """Replace DeepSpeed "auto" values with the recipe's; top-level keys the config lacks are added."""
     out = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            out[key] = _fill_auto(value, values)
+            out[key] = _fill_auto(value, values, top=False)
         elif value == "auto" and key in values:
             out[key] = values[key]
         else:
             out[key] = value
-    for key, value in values.items():
-        out.setdefault(key, value)
+    if top:
+        for key, value in values.items():
+            out.setdefault(key, value)
     return out
 
 

@@ -28,9 +28,10 @@ def load(
 ) -> tuple[PocketVLM, VLMProcessor]:
     """Load a local checkpoint directory (any supported layout) or build a preset.
 
-    Presets are configs: `pocket-tiny` is built with seeded random weights and its bundled tokenizer;
-    the public-model presets are fetched from their hub id (needs network, never used in tests)
-    unless a local copy is given as `source`. No checkpoint code is ever executed.
+    Presets are configs: `pocket-tiny` comes with its bundled tokenizer and pre-trained weights
+    (`python -m adapt.pretrain_tiny` reproduces them), `pocket-tiny-scratch` with seeded random
+    weights; the public-model presets are fetched from their hub id (needs network, never used in
+    tests) unless a local copy is given as `source`. No checkpoint code is ever executed.
     """
     path = Path(source)
     if path.is_dir():

@@ -22,6 +22,7 @@ from .tiling import TilingConfig, count_tiles, load_image, preprocess_image
 
 IMAGE_PLACEHOLDER = "<image>"
 IGNORE_INDEX = -100
+GROUNDING_MARKUP = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
 
 
 class SampleTooLongError(ValueError):
@@ -209,11 +210,18 @@ class VLMProcessor:
         return ids
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
+        """Text up to the first stop token. Special tokens are dropped, except InternVL's grounding
+        markup (`<ref>`, `<box>`, `<quad>` and their closings), which is part of an answer."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
         stops = set(self.stop_token_ids)
-        cut = next((k for k, i in enumerate(ids) if i in stops), len(ids))
-        return self.tokenizer.decode(ids[:cut], skip_special_tokens=skip_special_tokens).strip()
+        ids = ids[: next((k for k, i in enumerate(ids) if i in stops), len(ids))]
+        if skip_special_tokens:
+            vocab = self.tokenizer.get_vocab()
+            keep = {vocab[t] for t in GROUNDING_MARKUP if t in vocab}
+            drop = set(self.tokenizer.all_special_ids) - keep
+            ids = [i for i in ids if i not in drop]
+        return self.tokenizer.decode(ids, skip_special_tokens=False).strip()
 
     def pad(self, samples: Sequence[Encoded], padding_side: str = "right") -> dict[str, torch.Tensor]:
         """Pad a batch with the tokenizer's pad id; the mask comes from lengths (never from id 0)."""

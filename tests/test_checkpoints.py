@@ -284,3 +284,15 @@ def test_pocket_tiny_preset_is_tiny_and_deterministic():
     assert sum(p.numel() for p in a.parameters()) < 5_000_000
     assert_same_weights(a, b)
     assert processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>") == a.config.image_token_id
+
+
+def test_internvit_6b_config_builds_the_6b_tower():
+    from model.vision import build_vision_tower, internvit_config
+
+    config = internvit_config("6b")
+    assert config.use_qk_norm and config.norm_type == "rms_norm" and not config.attention_bias
+    with torch.device("meta"):
+        tower = build_vision_tower(config)
+    assert 5.0e9 < sum(p.numel() for p in tower.parameters()) < 6.0e9
+    with pytest.raises(ValueError, match="unknown InternViT size"):
+        internvit_config("2b")

@@ -200,3 +200,22 @@ def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
     report = json.loads((path.parent / "out" / "eval" / "eval.json").read_text())
     assert report["runs"]["adapted"]["sources"]["landcover"]["n"] == 3
     assert (path.parent / "out" / "eval" / "comparison.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["zero1", "zero2"])
+def test_deepspeed_zero_run_on_cpu(tmp_path, data_dir, stage):
+    pytest.importorskip("deepspeed", reason="the distributed extra (deepspeed) is part of the dev install")
+    path = write_recipe(tmp_path, data_dir, steps=4, save_every=2)
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29600 + (stage == "zero2")),
+           "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    cmd = [sys.executable, "-m", "adapt.cli", "train", str(path), "--no-progress",
+           "distributed.strategy=deepspeed", f"distributed.deepspeed={stage}"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = path.parent / "out"
+    log = read_log(out)
+    assert [e["step"] for e in log] == [1, 2, 3, 4] and log[-1]["loss"] < log[0]["loss"] * 1.5
+    assert (out / "checkpoint-4" / "trainable.safetensors").is_file() and (out / "final" / "model.safetensors").is_file()
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.bin"))
+    model.load(out / "final")

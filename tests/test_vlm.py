@@ -179,3 +179,13 @@ def test_token_plan_without_pixels_equals_full_encoding(ours, example_image):
     planned = processor.encode_tokens(conversation, tiles, add_generation_prompt=False, with_labels=True)
     assert tiles == full.num_tiles
     assert torch.equal(planned.input_ids, full.input_ids) and torch.equal(planned.labels, full.labels)
+
+
+def test_decode_keeps_grounding_markup_and_stops_at_the_end_token(ours):
+    _, processor = ours
+    tok = processor.tokenizer
+    answer = "<ref>the boat</ref><box>[[12, 340, 560, 780]]</box>"
+    ids = tok.encode(answer + "<|im_end|>trailing", add_special_tokens=False)
+    assert processor.decode(ids) == answer
+    ids = tok.encode("<img><IMG_CONTEXT></img>a red circle", add_special_tokens=False)
+    assert processor.decode(ids) == "a red circle"
