@@ -8,6 +8,7 @@ Losses are logged per data source, so forgetting of general skills shows while t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -289,15 +290,30 @@ class Trainer:
             print(f"resuming from {latest} (step {step} of {self.total_steps})", flush=True)
         return step
 
+    def _gathered(self, params):
+        """Whole parameters on every rank for the duration (ZeRO-3 partitions them; a no-op otherwise)."""
+        if self.recipe.distributed.strategy == "deepspeed":
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(params), modifier_rank=None)
+        return contextlib.nullcontext()
+
     def _save(self, step: int) -> None:
-        if self.dist.main:
-            optimizer = None if self.recipe.distributed.strategy == "deepspeed" else self.optimizer
-            save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler,
-                            {"recipe": self.recipe.name, "total_steps": self.total_steps}, self.recipe.output.keep_last)
+        with self._gathered(p for p in self.model.parameters() if p.requires_grad):
+            if self.dist.main:
+                optimizer = None if self.recipe.distributed.strategy == "deepspeed" else self.optimizer
+                save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler,
+                                {"recipe": self.recipe.name, "total_steps": self.total_steps}, self.recipe.output.keep_last)
         self.dist.barrier()
 
     def _finish(self) -> Path:
         final = self.out_dir / "final"
+        with self._gathered(self.model.parameters()):
+            self._write_final(final)
+        self.dist.barrier()
+        return final
+
+    def _write_final(self, final: Path) -> None:
         if self.dist.main:
             if self.recipe.output.merge_lora:
                 merged = merge_lora(self.model)
@@ -310,8 +326,6 @@ class Trainer:
 
             plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png")
             self.skips.save(self.out_dir)
-        self.dist.barrier()
-        return final
 
     def _print_plan(self, start_step: int) -> None:
         summary = trainable_summary(self.model)

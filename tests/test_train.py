@@ -176,11 +176,12 @@ def test_bad_data_fraction_stops_the_run(tmp_path, data_dir):
         Trainer(recipe, progress=False)
 
 
-def test_data_workers_give_the_same_run_and_eval_runs_during_training(tmp_path, data_dir):
+def test_data_workers_and_checkpointing_give_the_same_run_and_eval_runs_during_training(tmp_path, data_dir):
     plain = load_recipe(write_recipe(tmp_path / "plain", data_dir, steps=4, save_every=10))
     train(plain, progress=False)
     workers = load_recipe(write_recipe(tmp_path / "workers", data_dir, steps=4, save_every=10),
-                          ["training.num_workers=2", "eval.every=2", "eval.max_samples=2"])
+                          ["training.num_workers=2", "training.gradient_checkpointing=true", "eval.every=2",
+                           "eval.max_samples=2"])
     train(workers, progress=False)
     a, b = read_log(Path(plain.output.dir)), read_log(Path(workers.output.dir))
     assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], abs=1e-6)
