@@ -116,25 +116,21 @@ class Trainer:
         self.processor = processor
 
         self.skips = SkipLog()
-        self.records = load_records(source_specs(recipe.data.sources), processor, t.max_seq_length, self.skips, self.tiling)
+        specs = source_specs(recipe.data.sources)
+        self.records = load_records(specs, processor, t.max_seq_length, self.skips, self.tiling)
         self.skips.check({k: len(v) for k, v in self.records.items()}, recipe.data.max_bad_fraction)
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.skips.save(self.out_dir)
-        kinds = {s.name: s.kind for s in source_specs(recipe.data.sources)}
-        specs = {s.name: s for s in source_specs(recipe.data.sources)}
-        self.plan = MixturePlan(
-            sizes={k: len(v) for k, v in self.records.items()}, kinds=kinds,
-            general_ratio=recipe.mixing.general_ratio, ratios={k: s.ratio for k, s in specs.items()},
-            repeats={k: s.repeat for k, s in specs.items()}, epoch_size=recipe.mixing.epoch_size, seed=recipe.mixing.seed,
-        )
+        self.plan = MixturePlan.from_sources(specs, self.records, recipe.mixing.general_ratio,
+                                             recipe.mixing.epoch_size, recipe.mixing.seed)
         self.micro_batch = t.batch_size
         self.samples_per_step = t.batch_size * t.grad_accum * self.dist.world
         self.steps_per_epoch = max(1, len(self.plan) // self.samples_per_step)
         self.total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1) * self.steps_per_epoch))
 
         if t.gradient_checkpointing:
-            vlm.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            vlm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         self.settings = part_settings(recipe)
         self.model = apply_parts(vlm, self.settings).to(self.dist.device)
         self.model.train()
