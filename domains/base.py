@@ -1,0 +1,309 @@
+"""The domain plugin contract and its registry.
+
+A domain plugin bundles everything pocket-adapt knows about one field of data (remote sensing, driving,
+medical imaging, ...): how to read its raw files, how to convert public data sets into InternVL chat
+JSONL, how to score its tasks, which recipe templates fit it, a synthetic generator for tests and quick
+starts, and optional hooks for the demo.
+
+Data flows one way, ``domains -> adapt``: nothing here imports training or evaluation code. A plugin
+only *exposes* callables; ``adapt`` looks plugins up through this registry (for example it hands
+``plugin.metrics[task]`` to ``adapt.metrics.register_task``).
+
+Where plugins come from:
+
+* built-in domains (:data:`BUILTIN_DOMAINS`): each module exposes a ``PLUGIN`` attribute, imported on
+  first use of the registry;
+* third-party packages: an entry point in the group ``pocket_adapt.domains`` whose object is a
+  :class:`DomainPlugin` or a zero-argument callable returning one, for example in ``pyproject.toml``::
+
+      [project.entry-points."pocket_adapt.domains"]
+      forestry = "my_package.forestry:PLUGIN"
+
+  A broken entry point (import error, wrong object, duplicate name) is reported by name through
+  :func:`discovery_errors` and a warning; the other plugins still load.
+* :func:`register_domain` at run time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BUILTIN_DOMAINS",
+    "ENTRY_POINT_GROUP",
+    "ConvertReport",
+    "Converter",
+    "DomainPlugin",
+    "MetricFn",
+    "Reader",
+    "discovery_errors",
+    "get_domain",
+    "list_domains",
+    "register_domain",
+    "unregister_domain",
+]
+
+ENTRY_POINT_GROUP = "pocket_adapt.domains"
+# built-in domain name -> module exposing ``PLUGIN``
+BUILTIN_DOMAINS: dict[str, str] = {
+    "general": "domains.general",
+    "remote_sensing": "domains.remote_sensing",
+}
+
+Reader = Callable[..., Any]  # (path, **options) -> PIL.Image.Image in mode "RGB"
+Converter = Callable[..., "ConvertReport"]  # (src: Path, out: Path, **options) -> ConvertReport
+MetricFn = Callable[[str, Mapping[str, Any], Any], dict]  # (prediction, record, reference) -> {name: score}
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+# --------------------------------------------------------------------------------------------- reports
+@dataclass
+class ConvertReport:
+    """What a converter did: how many samples it wrote and what it skipped, by reason, with examples.
+
+    Converters call :meth:`wrote` for each written sample and :meth:`skip` for each rejected input;
+    :meth:`table` renders a markdown summary for the CLI and for logs.
+    """
+
+    dataset: str = ""
+    source: str | Path | None = None
+    out: str | Path | None = None
+    written: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+    examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> ["file: detail", ...]
+    outputs: dict[str, Path] = field(default_factory=dict)  # e.g. split name -> JSONL path
+    max_examples: int = 3
+
+    def wrote(self, n: int = 1) -> None:
+        self.written += int(n)
+
+    def skip(self, file: str | Path, reason: str, detail: str | None = None) -> None:
+        """Count one skipped input under `reason`; keep the first few as ``"file: detail"`` examples."""
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        kept = self.examples.setdefault(reason, [])
+        if len(kept) < self.max_examples:
+            kept.append(f"{file}: {detail or reason}")
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def merge(self, other: ConvertReport) -> ConvertReport:
+        """Add `other`'s counts (for example one report per split) into this report; returns self."""
+        self.written += other.written
+        for reason, n in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
+            kept = self.examples.setdefault(reason, [])
+            for ex in other.examples.get(reason, []):
+                if len(kept) < self.max_examples:
+                    kept.append(ex)
+        self.outputs.update(other.outputs)
+        return self
+
+    def table(self) -> str:
+        """A markdown summary: one row for the written samples, one per skip reason (most frequent first)."""
+        title = f"**{self.dataset}**" if self.dataset else "**conversion**"
+        where = f" `{self.source}` → `{self.out}`" if self.source is not None or self.out is not None else ""
+        lines = [f"{title}{where}", "", "| outcome | count | examples |", "|---|---:|---|",
+                 f"| written | {self.written} | |"]
+        for reason, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
+            ex = "<br>".join(_cell(e) for e in self.examples.get(reason, []))
+            lines.append(f"| skipped: {_cell(reason)} | {n} | {ex} |")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------------------------- plugins
+@dataclass
+class DomainPlugin:
+    """One domain. Only `name` is required; everything else defaults to empty.
+
+    * `readers`: file suffix (``".tif"``, lower case, with the dot) or ``"*"`` (any file) -> callable
+      ``(path, **options) -> PIL RGB image``; :meth:`read` picks one by suffix.
+    * `converters`: data-set name -> ``(src: Path, out: Path, **options) -> ConvertReport``.
+    * `metrics`: task name -> scorer ``(prediction, record, reference) -> dict[str, float]``, the signature
+      ``adapt.metrics.register_task`` takes.
+    * `recipes`: names of recipe templates under ``templates/recipes`` (without ``.yaml``).
+    * `synthetic`: a generator ``(out_dir, **options) -> ...`` writing a small synthetic data set.
+    * `demo_hooks`: optional hook name -> callable for the demo app's domain panel.
+    """
+
+    name: str
+    description: str = ""
+    readers: dict[str, Reader] = field(default_factory=dict)
+    converters: dict[str, Converter] = field(default_factory=dict)
+    metrics: dict[str, MetricFn] = field(default_factory=dict)
+    recipes: tuple[str, ...] = ()
+    synthetic: Callable[..., Any] | None = None
+    demo_hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise ValueError(f"domain name must be lower-case snake_case (e.g. 'remote_sensing'), got {self.name!r}")
+        where = f"domain {self.name!r}"
+        for attr in ("readers", "converters", "metrics", "demo_hooks"):
+            value = getattr(self, attr)
+            if value is None:
+                value = {}
+            if not isinstance(value, Mapping):
+                raise TypeError(f"{where}: {attr} must be a dict of name -> callable, got {type(value).__name__}")
+            value = dict(value)
+            for key, fn in value.items():
+                if not isinstance(key, str) or not key:
+                    raise TypeError(f"{where}: {attr} keys must be non-empty strings, got {key!r}")
+                if not callable(fn):
+                    raise TypeError(f"{where}: {attr}[{key!r}] must be callable, got {type(fn).__name__}")
+            setattr(self, attr, value)
+        for suffix in self.readers:
+            if suffix != "*" and not (suffix.startswith(".") and suffix == suffix.lower()):
+                raise ValueError(f"{where}: reader keys are lower-case file suffixes like '.tif' or '*', got {suffix!r}")
+        if isinstance(self.recipes, str):
+            self.recipes = (self.recipes,)
+        self.recipes = tuple(self.recipes or ())
+        if not all(isinstance(r, str) and r for r in self.recipes):
+            raise TypeError(f"{where}: recipes must be template names (strings), got {self.recipes!r}")
+        if self.synthetic is not None and not callable(self.synthetic):
+            raise TypeError(f"{where}: synthetic must be callable or None, got {type(self.synthetic).__name__}")
+
+    def reader_for(self, path: str | Path) -> Reader:
+        suffix = Path(path).suffix.lower()
+        fn = self.readers.get(suffix) or self.readers.get("*")
+        if fn is None:
+            known = ", ".join(sorted(self.readers)) or "none"
+            raise ValueError(f"{path}: domain {self.name!r} has no reader for {suffix or 'files without a suffix'!r} "
+                             f"(readers for: {known})")
+        return fn
+
+    def read(self, path: str | Path, **options: Any):
+        """Read a raw field file into an RGB PIL image with the reader registered for its suffix."""
+        return self.reader_for(path)(Path(path), **options)
+
+    def convert(self, dataset: str, src: str | Path, out: str | Path, **options: Any) -> ConvertReport:
+        fn = self.converters.get(dataset)
+        if fn is None:
+            known = ", ".join(sorted(self.converters)) or "none yet"
+            raise ValueError(f"domain {self.name!r} has no converter for data set {dataset!r} (known: {known})")
+        return fn(Path(src), Path(out), **options)
+
+
+# --------------------------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, DomainPlugin] = {}
+_ERRORS: dict[str, str] = {}  # source (builtin:<name> / entry point name) -> message
+_LOADED = False
+
+
+def register_domain(plugin: DomainPlugin, *, overwrite: bool = False) -> DomainPlugin:
+    """Add `plugin` to the registry. Re-registering a different plugin under a taken name needs `overwrite`."""
+    if not isinstance(plugin, DomainPlugin):
+        raise TypeError(f"register_domain expects a DomainPlugin, got {type(plugin).__name__}")
+    old = _REGISTRY.get(plugin.name)
+    if old is not None and old is not plugin and not overwrite:
+        raise ValueError(f"domain {plugin.name!r} is already registered ({old.description or 'no description'}); "
+                         "pass overwrite=True to replace it")
+    _REGISTRY[plugin.name] = plugin
+    return plugin
+
+
+def unregister_domain(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def get_domain(name: str) -> DomainPlugin:
+    """The plugin called `name`; an unknown name raises ValueError listing the known ones."""
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        msg = f"unknown domain {name!r}; known domains: {known}"
+        if _ERRORS:
+            msg += "; plugins that failed to load: " + "; ".join(f"{k} ({v})" for k, v in sorted(_ERRORS.items()))
+        raise ValueError(msg) from None
+
+
+def list_domains() -> list[str]:
+    """Names of all registered domains (built-in, entry points, run-time), sorted."""
+    _ensure_loaded()
+    return sorted(_REGISTRY)
+
+
+def discovery_errors() -> dict[str, str]:
+    """Plugins that failed to load: ``{"builtin:<name>" or entry-point name: message}``."""
+    _ensure_loaded()
+    return dict(_ERRORS)
+
+
+def reload_domains() -> None:
+    """Forget discovered plugins and errors and discover again (run-time registrations are dropped too)."""
+    global _LOADED
+    _REGISTRY.clear()
+    _ERRORS.clear()
+    _LOADED = False
+    _ensure_loaded()
+
+
+def _ensure_loaded() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    _LOADED = True
+    for name, module in BUILTIN_DOMAINS.items():
+        try:
+            plugin = _as_plugin(importlib.import_module(module).PLUGIN, f"{module}.PLUGIN")
+            if plugin.name != name:
+                raise ValueError(f"{module}.PLUGIN is named {plugin.name!r}, expected {name!r}")
+            if plugin.name not in _REGISTRY:
+                _REGISTRY[plugin.name] = plugin
+        except Exception as exc:  # one broken domain must not hide the others
+            _report(f"builtin:{name}", exc)
+    _load_entry_points()
+
+
+def _load_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    try:
+        eps = entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as exc:  # a broken distribution's metadata
+        _report(f"entry points ({ENTRY_POINT_GROUP})", exc)
+        return
+    for ep in eps:
+        label = f"entry point {ep.name!r} ({ep.value})"
+        try:
+            plugin = _as_plugin(ep.load(), label)
+            old = _REGISTRY.get(plugin.name)
+            if old is not None and old is not plugin:
+                raise ValueError(f"domain name {plugin.name!r} is already taken; rename the plugin")
+            _REGISTRY[plugin.name] = plugin
+        except Exception as exc:
+            _report(label, exc)
+
+
+def _as_plugin(obj: Any, label: str) -> DomainPlugin:
+    if isinstance(obj, DomainPlugin):
+        return obj
+    if callable(obj):
+        made = obj()
+        if isinstance(made, DomainPlugin):
+            return made
+        raise TypeError(f"{label} returned {type(made).__name__}, expected a DomainPlugin")
+    raise TypeError(f"{label} is a {type(obj).__name__}, expected a DomainPlugin or a callable returning one")
+
+
+def _report(label: str, exc: BaseException) -> None:
+    msg = f"{type(exc).__name__}: {exc}"
+    _ERRORS[label] = msg
+    warnings.warn(f"pocket-adapt: domain plugin {label} failed to load: {msg}", RuntimeWarning, stacklevel=3)

@@ -1,0 +1,178 @@
+"""Boxes, points and the InternVL 0-1000 grounding text shared by all domains.
+
+Pixel boxes are ``Box(x1, y1, x2, y2)``: x to the right, y down, ``(x1, y1)`` the top-left and ``(x2, y2)``
+the bottom-right *edge* (so a box covering the whole ``W x H`` image is ``Box(0, 0, W, H)``).
+
+InternVL writes boxes as integers on a 0-1000 grid, ``round(x / W * 1000)`` (``internvl.md`` §8), in the
+text form ``<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>``; several boxes of one phrase share one
+``<box>``: ``<box>[[...], [...]]</box>``. The grid step is ``W / 1000`` pixels, so a pixel -> grid -> pixel
+round trip is exact to half a step: within one pixel for images up to 2000 px on a side.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+__all__ = [
+    "GRID",
+    "Box",
+    "Point",
+    "clip_box",
+    "from_grid",
+    "parse_ref_boxes",
+    "point_from_grid",
+    "point_to_grid",
+    "render_ref_box",
+    "to_grid",
+]
+
+GRID = 1000
+
+
+class Box(NamedTuple):
+    """A pixel box; coordinates may be floats. Use :meth:`checked` to validate."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def width(self) -> float:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> float:
+        return self.y2 - self.y1
+
+    @property
+    def area(self) -> float:
+        return max(0.0, self.width) * max(0.0, self.height)
+
+    @property
+    def center(self) -> Point:
+        return Point((self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2)
+
+    def checked(self) -> Box:
+        """Return self if the coordinates are finite and ordered (x1 <= x2, y1 <= y2), else ValueError."""
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self):
+            raise ValueError(f"box {tuple(self)} has non-finite or non-numeric coordinates")
+        if self.x2 < self.x1 or self.y2 < self.y1:
+            raise ValueError(f"box {tuple(self)} is not ordered: need x1 <= x2 and y1 <= y2")
+        return self
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x2, other.x2) - max(self.x1, other.x1))
+        iy = max(0.0, min(self.y2, other.y2) - max(self.y1, other.y1))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+class Point(NamedTuple):
+    x: float
+    y: float
+
+
+def _size(width: float, height: float) -> None:
+    if not (width > 0 and height > 0):
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+
+
+def clip_box(box: Sequence[float], width: float, height: float) -> Box:
+    """Clip a pixel box to the ``width x height`` image; a box lying wholly outside raises ValueError."""
+    _size(width, height)
+    b = Box(*box).checked()
+    if b.x1 >= width or b.y1 >= height or b.x2 <= 0 or b.y2 <= 0:
+        raise ValueError(f"box {tuple(b)} lies outside the {width}x{height} image")
+    return Box(max(0, b.x1), max(0, b.y1), min(width, b.x2), min(height, b.y2))
+
+
+def to_grid(box: Sequence[float], width: float, height: float) -> list[int]:
+    """Pixel box -> ``[x1, y1, x2, y2]`` on the 0-1000 grid: clipped to the image, ``round(v / W * 1000)``."""
+    b = clip_box(box, width, height)
+    scale = (width, height, width, height)
+    return [min(GRID, max(0, round(v / s * GRID))) for v, s in zip(b, scale)]
+
+
+def from_grid(grid: Sequence[float], width: float, height: float) -> Box:
+    """``[x1, y1, x2, y2]`` on the 0-1000 grid -> pixel :class:`Box` (grid values are clamped to 0..1000)."""
+    _size(width, height)
+    if len(grid) != 4:
+        raise ValueError(f"grid box needs 4 values, got {list(grid)!r}")
+    g = [min(GRID, max(0, float(v))) for v in grid]
+    return Box(g[0] / GRID * width, g[1] / GRID * height, g[2] / GRID * width, g[3] / GRID * height).checked()
+
+
+def point_to_grid(point: Sequence[float], width: float, height: float) -> list[int]:
+    _size(width, height)
+    x, y = point
+    if not (0 <= x <= width and 0 <= y <= height):
+        raise ValueError(f"point {tuple(point)} lies outside the {width}x{height} image")
+    return [round(x / width * GRID), round(y / height * GRID)]
+
+
+def point_from_grid(grid: Sequence[float], width: float, height: float) -> Point:
+    _size(width, height)
+    gx, gy = (min(GRID, max(0, float(v))) for v in grid)
+    return Point(gx / GRID * width, gy / GRID * height)
+
+
+def _grid_box(box: Sequence[float]) -> list[int]:
+    vals = list(box)
+    if len(vals) != 4:
+        raise ValueError(f"grid box needs 4 values, got {vals!r}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= GRID for v in vals):
+        raise ValueError(f"grid box {vals!r} must hold integers in 0..{GRID}; pass width/height to convert pixels")
+    if vals[2] < vals[0] or vals[3] < vals[1]:
+        raise ValueError(f"grid box {vals!r} is not ordered: need x1 <= x2 and y1 <= y2")
+    return vals
+
+
+def render_ref_box(phrase: str, boxes: Sequence[float] | Iterable[Sequence[float]],
+                   width: float | None = None, height: float | None = None) -> str:
+    """``<ref>phrase</ref><box>[[x1, y1, x2, y2], ...]</box>``.
+
+    `boxes` is one box or a list of boxes. Without `width`/`height` they are already 0-1000 grid integers;
+    with them they are pixel boxes, clipped and converted with :func:`to_grid`.
+    """
+    if "<ref>" in phrase or "</ref>" in phrase or "<box>" in phrase or "</box>" in phrase:
+        raise ValueError(f"phrase {phrase!r} must not contain <ref>/<box> tags")
+    items = list(boxes)
+    if len(items) == 4 and all(isinstance(v, (int, float)) for v in items):
+        items = [items]  # a single box
+    if not items:
+        raise ValueError(f"no boxes given for phrase {phrase!r}")
+    if (width is None) != (height is None):
+        raise ValueError("give both width and height (pixel boxes) or neither (grid boxes)")
+    grid = [to_grid(b, width, height) if width is not None else _grid_box(b) for b in items]
+    inner = ", ".join(f"[{b[0]}, {b[1]}, {b[2]}, {b[3]}]" for b in grid)
+    return f"<ref>{phrase}</ref><box>[{inner}]</box>"
+
+
+_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
+_ONE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
+_REF_OR_BOX = re.compile(r"<ref>(.*?)</ref>\s*(?:<box>(.*?)</box>)?|<box>(.*?)</box>", re.DOTALL)
+
+
+def parse_ref_boxes(text: str, width: float | None = None, height: float | None = None
+                    ) -> list[tuple[str, list]]:
+    """Every ``<ref>phrase</ref><box>[[...], ...]</box>`` in `text` as ``(phrase, [boxes])``, in order.
+
+    Boxes are 0-1000 grid ``[x1, y1, x2, y2]`` lists of ints (floats kept if written as floats); with
+    `width`/`height` they come back as pixel :class:`Box` es. A ``<box>`` without a ``<ref>`` gets phrase
+    ``""``; a ``<ref>`` without a ``<box>`` gets ``[]``. Malformed boxes inside ``<box>`` are ignored.
+    """
+    out: list[tuple[str, list]] = []
+    for m in _REF_OR_BOX.finditer(text):
+        phrase = m.group(1) if m.group(1) is not None else ""
+        body = m.group(2) if m.group(1) is not None else m.group(3)
+        boxes: list = []
+        for bm in _ONE_BOX.finditer(body or ""):
+            vals = [float(v) if "." in v else int(v) for v in bm.groups()]
+            boxes.append(from_grid(vals, width, height) if width is not None else vals)
+        out.append((phrase.strip(), boxes))
+    return out

@@ -1,0 +1,398 @@
+"""Reading GeoTIFF and other GDAL rasters into 8-bit RGB images and chips, with rasterio.
+
+* :func:`read_rgb` reads a whole (small) raster -- an EuroSAT patch, an RSVQA tile -- as a PIL RGB image
+  plus a boolean valid-pixel mask.
+* :func:`iter_chips` walks a large scene in ``size x size`` chips through windowed reads, never reading
+  the whole scene; each :class:`Chip` carries its window and affine transform, so boxes can be moved
+  between chip pixels and map coordinates (:func:`chip_box_to_map`, :func:`map_box_to_chip`).
+
+**Band selection** (`bands`): ``None`` (the default: RGB guessed, see below), 1-based band indexes
+(``[4, 3, 2]``) or band names (``["B4", "B3", "B2"]``). One band gives a grey image; otherwise exactly
+three are needed. Names are matched, in this order, against
+
+1. `band_names` if given (one name per band of the file, in file order),
+2. the band descriptions stored in the file (``src.descriptions``, e.g. ``"B04"``),
+3. for a 13-band file without descriptions: the **EuroSAT MS order** :data:`EUROSAT_BANDS` =
+   ``B01 B02 B03 B04 B05 B06 B07 B08 B09 B10 B11 B12 B8A`` -- B8A is *last* in the EuroSAT files
+   (not 9th as in the paper; phelber/EuroSAT#7), so Sentinel-2 RGB = B04, B03, B02 = indexes 4, 3, 2.
+
+Sentinel-2 names are normalised, so ``"B4"``, ``"b04"`` and ``"B04"`` are one band, and ``"B8a"`` is
+``"B8A"``. The default RGB is B04/B03/B02 when those names are known (descriptions, `band_names` or a
+13-band EuroSAT file), else bands 1, 2, 3, else band 1 as grey.
+
+**Stretch**: per band, the `stretch` ``(low, high)`` percentiles are computed over valid pixels only and
+mapped linearly to 0..255 (clipped). ``stretch=None`` keeps the values as they are, clipped to 0..255
+(right for uint8 RGB files). A band with no spread (``high == low``) becomes 0.
+
+**Nodata**: a pixel is invalid when any selected band equals the nodata value (`nodata` if given, else the
+file's), or is NaN / infinite. Invalid pixels are black in the image and ``False`` in the mask.
+
+Errors name the file: :class:`RasterError` (a ``ValueError``) for unreadable, truncated or corrupt files,
+zero-size rasters, unsupported data types (complex) and bad band selections.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from PIL import Image
+from rasterio.errors import RasterioError
+from rasterio.windows import Window
+
+from domains.boxes import Box
+
+__all__ = [
+    "EUROSAT_BANDS",
+    "SENTINEL2_RGB",
+    "Chip",
+    "RasterError",
+    "chip_box_to_map",
+    "iter_chips",
+    "map_box_to_chip",
+    "normalize_band_name",
+    "read_rgb",
+    "read_rgb_image",
+    "resolve_bands",
+]
+
+# band order of the EuroSAT multispectral GeoTIFFs (13 bands, uint16): B8A is LAST
+EUROSAT_BANDS: tuple[str, ...] = (
+    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
+)
+SENTINEL2_RGB: tuple[str, ...] = ("B04", "B03", "B02")
+MAX_READ_PIXELS = 64_000_000  # read_rgb refuses larger rasters: use iter_chips
+_STAT_WINDOWS = 8  # iter_chips samples up to 8 x 8 windows for scene-wide stretch statistics
+_STAT_WINDOW = 128  # ... each at most 128 x 128 pixels (and never larger than a chip)
+
+
+class RasterError(ValueError):
+    """A raster that cannot be read as asked; the message starts with the file name."""
+
+
+@dataclass
+class Chip:
+    """One chip of a scene: the 8-bit RGB image, its valid mask and where it lies."""
+
+    image: Image.Image
+    mask: np.ndarray  # bool (height, width), True where the pixel is valid
+    window: Window  # in the scene's pixel grid
+    transform: Affine  # the chip's own pixel -> map transform
+    row: int  # chip index along y
+    col: int  # chip index along x
+    path: Path
+    crs: Any = None
+
+    @property
+    def valid_fraction(self) -> float:
+        return float(self.mask.mean()) if self.mask.size else 0.0
+
+    def box_to_map(self, box: Sequence[float]) -> tuple[float, float, float, float]:
+        return chip_box_to_map(box, self.transform)
+
+    def box_from_map(self, bounds: Sequence[float]) -> Box:
+        return map_box_to_chip(bounds, self.transform)
+
+
+# --------------------------------------------------------------------------------------------- bands
+_S2 = re.compile(r"^B0*(\d{1,2})(A?)$")
+
+
+def normalize_band_name(name: str) -> str:
+    """``"B4"`` / ``"b04"`` -> ``"B04"``, ``"b8a"`` -> ``"B8A"``; other names are upper-cased and stripped."""
+    n = str(name).strip().upper()
+    m = _S2.match(n)
+    if not m:
+        return n
+    return f"B{int(m.group(1))}A" if m.group(2) else f"B{int(m.group(1)):02d}"
+
+
+def _known_names(src, band_names: Sequence[str] | None) -> list[str] | None:
+    path = src.name
+    if band_names is not None:
+        if len(band_names) != src.count:
+            raise RasterError(f"{path}: band_names lists {len(band_names)} names but the file has {src.count} bands")
+        return [normalize_band_name(n) for n in band_names]
+    desc = [d for d in (src.descriptions or ()) if d]
+    if len(desc) == src.count:
+        return [normalize_band_name(d) for d in src.descriptions]
+    if src.count == len(EUROSAT_BANDS) and not desc:
+        return list(EUROSAT_BANDS)
+    return None
+
+
+def resolve_bands(src, bands: Sequence[int | str] | None = None,
+                  band_names: Sequence[str] | None = None) -> list[int]:
+    """1-based indexes of the bands to read from the open dataset `src` (see the module notes)."""
+    path = src.name
+    names = _known_names(src, band_names)
+    if bands is None:
+        if names and all(b in names for b in SENTINEL2_RGB):
+            return [names.index(b) + 1 for b in SENTINEL2_RGB]
+        return [1, 2, 3] if src.count >= 3 else [1]
+    if isinstance(bands, (str, int)):
+        bands = [bands]
+    bands = list(bands)
+    if len(bands) not in (1, 3):
+        raise RasterError(f"{path}: give 1 band (grey) or 3 bands (RGB), got {bands!r}")
+    out = []
+    for b in bands:
+        if isinstance(b, (int, np.integer)) and not isinstance(b, bool):
+            if not 1 <= int(b) <= src.count:
+                raise RasterError(f"{path}: band index {b} out of range; band indexes are 1-based, 1..{src.count}")
+            out.append(int(b))
+        elif isinstance(b, str):
+            key = normalize_band_name(b)
+            if not names or key not in names:
+                known = ", ".join(names) if names else "none (the file has no band descriptions; pass band_names)"
+                raise RasterError(f"{path}: no band named {b!r}; known band names: {known}")
+            out.append(names.index(key) + 1)
+        else:
+            raise RasterError(f"{path}: a band is a 1-based index or a name, got {b!r}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------- reading
+def _open(path: str | Path):
+    p = Path(path)
+    if not p.exists():
+        raise RasterError(f"{p}: no such file")
+    try:
+        src = rasterio.open(p)
+    except RasterioError as exc:
+        if "dimensions" in str(exc).lower():
+            raise RasterError(f"{p}: zero-size raster: {exc}") from exc
+        raise RasterError(f"{p}: cannot open as a raster (corrupt, truncated or not a GDAL format): {exc}") from exc
+    try:
+        _check(src, p)
+    except Exception:
+        src.close()
+        raise
+    return src
+
+
+def _check(src, path: Path) -> None:
+    if src.width <= 0 or src.height <= 0 or src.count <= 0:
+        raise RasterError(f"{path}: zero-size raster ({src.width}x{src.height}, {src.count} bands)")
+    for i, dt in enumerate(src.dtypes, start=1):
+        kind = np.dtype(dt).kind if dt in np.sctypeDict else "?"
+        if kind not in "uif":
+            raise RasterError(f"{path}: band {i} has unsupported data type {dt!r}; "
+                              "supported: unsigned / signed integers and floats (not complex)")
+
+
+def _nodata(src, nodata: float | None) -> float | None:
+    if nodata is not None:
+        return float(nodata)
+    return None if src.nodata is None else float(src.nodata)
+
+
+def _read(src, path: Path, indexes: list[int], window: Window | None = None) -> np.ndarray:
+    try:
+        return src.read(indexes, window=window) if window is not None else src.read(indexes)
+    except RasterioError as exc:
+        where = f" window {_win(window)}" if window is not None else ""
+        detail = f"{exc}" + (f" ({exc.__cause__})" if exc.__cause__ is not None else "")
+        raise RasterError(f"{path}: read failed{where} (truncated or corrupt file?): {detail}") from exc
+
+
+def _win(w: Window) -> str:
+    return f"(col {int(w.col_off)}, row {int(w.row_off)}, {int(w.width)}x{int(w.height)})"
+
+
+def _valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(bands, H, W) -> (H, W) bool: every band finite and different from nodata."""
+    valid = np.ones(data.shape[1:], dtype=bool)
+    if data.dtype.kind == "f":
+        valid &= np.isfinite(data).all(axis=0)
+    if nodata is not None and not math.isnan(nodata) and _representable(nodata, data.dtype):
+        valid &= (data != np.asarray(nodata).astype(data.dtype)).all(axis=0)
+    return valid
+
+
+def _representable(value: float, dtype: np.dtype) -> bool:
+    if dtype.kind == "f":
+        return True
+    info = np.iinfo(dtype)
+    return float(value).is_integer() and info.min <= value <= info.max
+
+
+def _check_stretch(stretch) -> tuple[float, float] | None:
+    if stretch is None:
+        return None
+    lo, hi = stretch
+    if not 0 <= lo < hi <= 100:
+        raise ValueError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {stretch!r}")
+    return float(lo), float(hi)
+
+
+def _band_limits(data: np.ndarray, valid: np.ndarray, stretch: tuple[float, float]) -> list[tuple[float, float]] | None:
+    """Per band (low, high) percentile values over valid pixels; None when no pixel is valid."""
+    if not valid.any():
+        return None
+    limits = []
+    for band in data:
+        values = band[valid].astype(np.float64)
+        lo, hi = np.percentile(values, stretch)
+        limits.append((float(lo), float(hi)))
+    return limits
+
+
+def _to_rgb8(data: np.ndarray, valid: np.ndarray, limits: list[tuple[float, float]] | None) -> np.ndarray:
+    """(1 or 3, H, W) -> (H, W, 3) uint8; invalid pixels black."""
+    out = np.zeros(data.shape, dtype=np.uint8)
+    for i, band in enumerate(data):
+        x = band.astype(np.float32)
+        if limits is None:
+            y = np.clip(np.nan_to_num(x, nan=0.0, posinf=255.0, neginf=0.0), 0, 255)
+        else:
+            lo, hi = limits[i]
+            if hi > lo:
+                y = np.clip((np.nan_to_num(x, nan=lo) - lo) * (255.0 / (hi - lo)), 0, 255)
+            else:
+                y = np.zeros_like(x)
+        out[i] = np.rint(y).astype(np.uint8)
+    out[:, ~valid] = 0
+    if out.shape[0] == 1:
+        out = np.repeat(out, 3, axis=0)
+    return np.ascontiguousarray(out.transpose(1, 2, 0))
+
+
+def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
+             stretch: tuple[float, float] | None = (2, 98), nodata: float | None = None,
+             band_names: Sequence[str] | None = None) -> tuple[Image.Image, np.ndarray]:
+    """Read a whole raster as ``(PIL RGB image, valid mask)``; see the module notes for the options.
+
+    Meant for patches and tiles; a raster above :data:`MAX_READ_PIXELS` pixels raises RasterError (use
+    :func:`iter_chips`).
+    """
+    p = Path(path)
+    stretch = _check_stretch(stretch)
+    with _open(p) as src:
+        if src.width * src.height > MAX_READ_PIXELS:
+            raise RasterError(f"{p}: {src.width}x{src.height} is too large to read whole; use iter_chips")
+        indexes = resolve_bands(src, bands, band_names)
+        nd = _nodata(src, nodata)
+        data = _read(src, p, indexes)
+    valid = _valid_mask(data, nd)
+    if not valid.any():
+        raise RasterError(f"{p}: every pixel is nodata ({nd}) or not finite in bands {indexes}")
+    limits = _band_limits(data, valid, stretch) if stretch else None
+    return Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), valid
+
+
+def read_rgb_image(path: str | Path, **options: Any) -> Image.Image:
+    """:func:`read_rgb` without the mask: the reader the ``remote_sensing`` domain plugin registers."""
+    return read_rgb(path, **options)[0]
+
+
+# --------------------------------------------------------------------------------------------- chips
+def _starts(length: int, size: int, step: int) -> list[int]:
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, step))
+    if starts[-1] != length - size:
+        starts.append(length - size)  # the last chip is aligned to the edge, so every chip is full size
+    return starts
+
+
+def _scene_limits(src, path: Path, indexes: list[int], nodata: float | None, stretch: tuple[float, float],
+                  size: int) -> list[tuple[float, float]] | None:
+    """Scene-wide percentiles from a grid of small sample windows (bounded memory, no whole-scene read)."""
+    w = min(_STAT_WINDOW, size, src.width)
+    h = min(_STAT_WINDOW, size, src.height)
+    nx = min(_STAT_WINDOWS, max(1, src.width // w))
+    ny = min(_STAT_WINDOWS, max(1, src.height // h))
+    xs = np.linspace(0, src.width - w, nx).round().astype(int) if nx > 1 else [0]
+    ys = np.linspace(0, src.height - h, ny).round().astype(int) if ny > 1 else [0]
+    samples = [[] for _ in indexes]
+    for y in ys:
+        for x in xs:
+            data = _read(src, path, indexes, Window(int(x), int(y), w, h))
+            valid = _valid_mask(data, nodata)
+            for i, band in enumerate(data):
+                samples[i].append(band[valid].astype(np.float64))
+    values = [np.concatenate(s) for s in samples]
+    if not values[0].size:
+        return None
+    return [tuple(float(v) for v in np.percentile(v, stretch)) for v in values]
+
+
+def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
+               stretch: tuple[float, float] | None = (2, 98), nodata: float | None = None,
+               band_names: Sequence[str] | None = None, stretch_scope: str = "scene",
+               min_valid: float = 0.0, report=None) -> Iterator[Chip]:
+    """Yield :class:`Chip` s of ``size x size`` pixels (smaller only when the scene is), row by row.
+
+    Chips step by ``size - overlap``; the last row / column is aligned to the scene edge. Every read is a
+    window no larger than one chip, so memory stays bounded whatever the scene size.
+
+    `stretch_scope`: ``"scene"`` (default) stretches every chip with the same percentiles, estimated from up
+    to 8 x 8 sample windows spread over the scene; ``"chip"`` computes them per chip.
+    A chip whose valid fraction is 0 (all nodata) or below `min_valid` is skipped, not yielded; pass a
+    :class:`domains.base.ConvertReport` as `report` to count skips by reason with examples.
+    """
+    p = Path(path)
+    if size <= 0 or not 0 <= overlap < size:
+        raise ValueError(f"need size > 0 and 0 <= overlap < size, got size={size}, overlap={overlap}")
+    if stretch_scope not in ("scene", "chip"):
+        raise ValueError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
+    stretch = _check_stretch(stretch)
+    with _open(p) as src:
+        indexes = resolve_bands(src, bands, band_names)
+        nd = _nodata(src, nodata)
+        scene_limits = None
+        if stretch and stretch_scope == "scene":
+            scene_limits = _scene_limits(src, p, indexes, nd, stretch, size)
+        step = size - overlap
+        for r, row_off in enumerate(_starts(src.height, size, step)):
+            for c, col_off in enumerate(_starts(src.width, size, step)):
+                win = Window(col_off, row_off, min(size, src.width), min(size, src.height))
+                data = _read(src, p, indexes, win)
+                valid = _valid_mask(data, nd)
+                frac = float(valid.mean())
+                if frac == 0.0 or frac < min_valid:
+                    if report is not None:
+                        reason = "all nodata" if frac == 0.0 else f"valid fraction below {min_valid:g}"
+                        report.skip(f"{p} {_win(win)}", reason, f"{frac:.1%} valid")
+                    continue
+                if not stretch:
+                    limits = None
+                elif stretch_scope == "chip" or scene_limits is None:
+                    limits = _band_limits(data, valid, stretch)
+                else:
+                    limits = scene_limits
+                if report is not None:
+                    report.wrote()
+                yield Chip(image=Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), mask=valid,
+                           window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r, col=c,
+                           path=p, crs=src.crs)
+
+
+# --------------------------------------------------------------------------------------------- coordinates
+def chip_box_to_map(box: Sequence[float], transform: Affine) -> tuple[float, float, float, float]:
+    """Pixel box in a chip (or scene) -> map bounds ``(left, bottom, right, top)`` through `transform`.
+
+    For rotated transforms the result is the axis-aligned bounding box of the four transformed corners.
+    """
+    x1, y1, x2, y2 = Box(*box).checked()
+    xs, ys = zip(*(transform @ (x, y) for x, y in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))))
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def map_box_to_chip(bounds: Sequence[float], transform: Affine) -> Box:
+    """Map bounds ``(left, bottom, right, top)`` -> pixel :class:`Box` in the chip (or scene) of `transform`."""
+    left, bottom, right, top = bounds
+    if right < left or top < bottom:
+        raise ValueError(f"map bounds {tuple(bounds)} must be (left, bottom, right, top) with left <= right, "
+                         "bottom <= top")
+    inv = ~transform
+    cols, rows = zip(*(inv @ (x, y) for x, y in ((left, top), (right, top), (left, bottom), (right, bottom))))
+    return Box(min(cols), min(rows), max(cols), max(rows))

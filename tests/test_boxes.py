@@ -1,0 +1,93 @@
+"""Pixel boxes and the InternVL 0-1000 grounding text."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from domains.boxes import (
+    Box,
+    clip_box,
+    from_grid,
+    parse_ref_boxes,
+    point_from_grid,
+    point_to_grid,
+    render_ref_box,
+    to_grid,
+)
+
+
+def test_to_grid_rounds_like_internvl():
+    assert to_grid(Box(0, 0, 448, 448), 448, 448) == [0, 0, 1000, 1000]
+    # round(x / W * 1000): 10/448*1000 = 22.32 -> 22, 100/300*1000 = 333.3 -> 333
+    assert to_grid((10, 100, 224, 150), 448, 300) == [22, 333, 500, 500]
+
+
+def test_round_trip_within_one_pixel():
+    rng = random.Random(0)
+    for _ in range(3000):
+        w, h = rng.randint(1, 2000), rng.randint(1, 2000)
+        x1, x2 = sorted(rng.uniform(0, w) for _ in range(2))
+        y1, y2 = sorted(rng.uniform(0, h) for _ in range(2))
+        if x1 >= w or y1 >= h or x2 <= 0 or y2 <= 0:
+            continue
+        grid = to_grid(Box(x1, y1, x2, y2), w, h)
+        assert all(isinstance(v, int) and 0 <= v <= 1000 for v in grid)
+        back = from_grid(grid, w, h)
+        for a, b in zip(back, (x1, y1, x2, y2)):
+            assert abs(a - b) <= 1.0, (w, h, (x1, y1, x2, y2), grid, back)
+        assert to_grid(back, w, h) == grid  # the grid is a fixed point
+
+
+def test_clipping_and_outside():
+    assert clip_box((-5, -5, 50, 60), 40, 50) == Box(0, 0, 40, 50)
+    assert to_grid((-5, 10, 500, 20), 100, 100) == [0, 100, 1000, 200]
+    with pytest.raises(ValueError, match=r"box \(120, 0, 130, 10\) lies outside the 100x100 image"):
+        to_grid((120, 0, 130, 10), 100, 100)
+    with pytest.raises(ValueError, match="not ordered"):
+        to_grid((10, 10, 5, 20), 100, 100)
+    with pytest.raises(ValueError, match="non-finite"):
+        Box(float("nan"), 0, 1, 1).checked()
+    with pytest.raises(ValueError, match="image size"):
+        to_grid((0, 0, 1, 1), 0, 10)
+
+
+def test_render_and_parse():
+    one = render_ref_box("the boat", [120, 40, 300, 200])
+    assert one == "<ref>the boat</ref><box>[[120, 40, 300, 200]]</box>"
+    many = render_ref_box("tanks", [[1, 2, 3, 4], [500, 500, 1000, 1000]])
+    assert many == "<ref>tanks</ref><box>[[1, 2, 3, 4], [500, 500, 1000, 1000]]</box>"
+    px = render_ref_box("plane", [Box(0, 0, 224, 112)], width=448, height=448)
+    assert px == "<ref>plane</ref><box>[[0, 0, 500, 250]]</box>"
+    text = f"Here: {one} and {many}. <box>[[7,8, 9 ,10]]</box> <ref>nothing</ref>"
+    assert parse_ref_boxes(text) == [
+        ("the boat", [[120, 40, 300, 200]]),
+        ("tanks", [[1, 2, 3, 4], [500, 500, 1000, 1000]]),
+        ("", [[7, 8, 9, 10]]),
+        ("nothing", []),
+    ]
+    (phrase, boxes), = parse_ref_boxes(px, width=448, height=448)
+    assert phrase == "plane" and boxes == [Box(0, 0, 224, 112)]
+
+
+def test_render_errors():
+    with pytest.raises(ValueError, match="integers in 0..1000"):
+        render_ref_box("x", [0, 0, 1001, 5])
+    with pytest.raises(ValueError, match="integers in 0..1000"):
+        render_ref_box("x", [0.5, 0, 10, 5])
+    with pytest.raises(ValueError, match="no boxes"):
+        render_ref_box("x", [])
+    with pytest.raises(ValueError, match="must not contain"):
+        render_ref_box("<ref>x", [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="outside"):
+        render_ref_box("x", [Box(500, 500, 600, 600)], width=100, height=100)
+
+
+def test_points_and_iou():
+    assert point_to_grid((224, 112), 448, 448) == [500, 250]
+    assert point_from_grid([500, 250], 448, 448) == (224.0, 112.0)
+    with pytest.raises(ValueError, match="outside"):
+        point_to_grid((500, 0), 448, 448)
+    assert Box(0, 0, 10, 10).iou(Box(5, 0, 15, 10)) == pytest.approx(1 / 3)
+    assert Box(0, 0, 10, 10).center == (5, 5)

@@ -1,0 +1,176 @@
+"""The domain plugin contract, the registry and entry-point discovery."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from domains import base
+from domains.base import (
+    ConvertReport,
+    DomainPlugin,
+    get_domain,
+    list_domains,
+    register_domain,
+)
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """A fresh registry (built-ins reloaded) that is restored after the test."""
+    saved, errors, loaded = dict(base._REGISTRY), dict(base._ERRORS), base._LOADED
+    base._REGISTRY.clear()
+    base._ERRORS.clear()
+    monkeypatch.setattr(base, "_LOADED", False)
+    yield
+    base._REGISTRY.clear()
+    base._REGISTRY.update(saved)
+    base._ERRORS.clear()
+    base._ERRORS.update(errors)
+    base._LOADED = loaded
+
+
+def test_builtins_registered(clean_registry):
+    names = list_domains()
+    assert "general" in names and "remote_sensing" in names
+    general = get_domain("general")
+    from domains.general import generate_general
+    assert general.synthetic is generate_general
+    assert "quickstart" in general.recipes
+    rs = get_domain("remote_sensing")
+    assert ".tif" in rs.readers and rs.converters == {}
+    assert "no data-set converters" in rs.description.lower()
+    assert base.discovery_errors() == {}
+
+
+def test_unknown_domain_lists_known(clean_registry):
+    with pytest.raises(ValueError, match=r"unknown domain 'nope'.*general.*remote_sensing"):
+        get_domain("nope")
+
+
+def test_register_and_conflicts(clean_registry):
+    scorer = lambda prediction, record, reference: {"exact": float(prediction == reference)}
+    plugin = DomainPlugin(name="forestry", description="trees", metrics={"species": scorer}, recipes="forestry_x")
+    assert register_domain(plugin) is plugin
+    assert get_domain("forestry").metrics["species"]("a", {}, "a") == {"exact": 1.0}
+    assert plugin.recipes == ("forestry_x",)
+    register_domain(plugin)  # the same object again is fine
+    with pytest.raises(ValueError, match="already registered"):
+        register_domain(DomainPlugin(name="forestry"))
+    register_domain(DomainPlugin(name="forestry", description="new"), overwrite=True)
+    assert get_domain("forestry").description == "new"
+    base.unregister_domain("forestry")
+    assert "forestry" not in list_domains()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"name": "Bad Name"}, "snake_case"),
+    ({"name": "x", "readers": {".tif": 3}}, r"readers\['.tif'\] must be callable"),
+    ({"name": "x", "readers": {"tif": print}}, "suffixes"),
+    ({"name": "x", "converters": [print]}, "must be a dict"),
+    ({"name": "x", "synthetic": "gen"}, "synthetic must be callable"),
+    ({"name": "x", "recipes": (1,)}, "recipes"),
+])
+def test_plugin_validation(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        DomainPlugin(**kwargs)
+
+
+def test_reader_and_converter_dispatch(tmp_path):
+    seen = []
+
+    def reader(path, **opts):
+        seen.append((path, opts))
+        return "image"
+
+    def converter(src: Path, out: Path, **options) -> ConvertReport:
+        report = ConvertReport(dataset="toy", source=src, out=out)
+        report.wrote(2)
+        report.skip("a.json", "missing image", "a.png not found")
+        return report
+
+    plugin = DomainPlugin(name="toy", readers={".tif": reader}, converters={"toy": converter})
+    assert plugin.read(tmp_path / "x.TIF", band=1) == "image"
+    assert seen == [(tmp_path / "x.TIF", {"band": 1})]
+    with pytest.raises(ValueError, match=r"x\.png.*no reader for '\.png'.*\.tif"):
+        plugin.read(tmp_path / "x.png")
+    report = plugin.convert("toy", tmp_path, tmp_path / "out")
+    assert report.written == 2 and report.total_skipped == 1
+    with pytest.raises(ValueError, match="no converter for data set 'other'.*toy"):
+        plugin.convert("other", tmp_path, tmp_path)
+
+
+def test_convert_report_table_and_merge():
+    r = ConvertReport(dataset="rsvqa", source="raw", out="out", max_examples=2)
+    r.wrote(5)
+    for i in range(3):
+        r.skip(f"img{i}.tif", "unreadable image", "truncated TIFF")
+    r.skip("q9.json", "empty | answer")
+    assert r.skipped == {"unreadable image": 3, "empty | answer": 1}
+    assert r.examples["unreadable image"] == ["img0.tif: truncated TIFF", "img1.tif: truncated TIFF"]
+    table = r.table()
+    assert "| written | 5 | |" in table
+    assert "| skipped: unreadable image | 3 | img0.tif: truncated TIFF<br>img1.tif: truncated TIFF |" in table
+    assert "empty \\| answer" in table  # pipes escaped in cells
+    assert str(r) == table
+    other = ConvertReport(written=1, skipped={"unreadable image": 1}, examples={"unreadable image": ["z: z"]})
+    r.merge(other)
+    assert r.written == 6 and r.skipped["unreadable image"] == 4
+
+
+class _FakeEP:
+    def __init__(self, name, value, obj=None, exc=None):
+        self.name, self.value, self._obj, self._exc = name, value, obj, exc
+
+    def load(self):
+        if self._exc:
+            raise self._exc
+        return self._obj
+
+
+def test_entry_points_discovery(clean_registry, monkeypatch):
+    good = DomainPlugin(name="forestry", description="from an entry point")
+    factory = lambda: DomainPlugin(name="oceans")
+    eps = [
+        _FakeEP("forestry", "pkg.forestry:PLUGIN", good),
+        _FakeEP("broken", "pkg.broken:PLUGIN", exc=ImportError("No module named 'pkg.broken'")),
+        _FakeEP("oceans", "pkg.oceans:make", factory),
+        _FakeEP("wrong", "pkg.wrong:X", 42),
+        _FakeEP("dupe", "pkg.dupe:PLUGIN", DomainPlugin(name="general")),
+    ]
+    calls = []
+
+    def fake_entry_points(**kw):
+        calls.append(kw)
+        return eps
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    with pytest.warns(RuntimeWarning) as caught:
+        names = list_domains()
+    messages = " ".join(str(w.message) for w in caught)
+    assert all(f"entry point '{n}'" in messages for n in ("broken", "wrong", "dupe"))
+    assert calls == [{"group": "pocket_adapt.domains"}]
+    assert {"forestry", "oceans", "general", "remote_sensing"} <= set(names)
+    assert get_domain("forestry") is good
+    assert get_domain("general").description != ""  # the built-in kept its name
+    errors = base.discovery_errors()
+    assert set(errors) == {"entry point 'broken' (pkg.broken:PLUGIN)", "entry point 'wrong' (pkg.wrong:X)",
+                           "entry point 'dupe' (pkg.dupe:PLUGIN)"}
+    assert "No module named" in errors["entry point 'broken' (pkg.broken:PLUGIN)"]
+    with pytest.raises(ValueError, match="failed to load.*broken"):
+        get_domain("broken")
+
+
+def test_broken_builtin_is_reported_not_fatal(clean_registry, monkeypatch):
+    mod = types.ModuleType("domains._broken_test_domain")
+    mod.PLUGIN = "not a plugin"
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setitem(base.BUILTIN_DOMAINS, "broken_test", mod.__name__)
+    with pytest.warns(RuntimeWarning, match="builtin:broken_test"):
+        names = list_domains()
+    assert "general" in names and "broken_test" not in names
+    assert "builtin:broken_test" in base.discovery_errors()

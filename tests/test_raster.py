@@ -1,0 +1,249 @@
+"""Raster reading with rasterio: band selection, stretch, nodata, chips with windowed reads, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio")
+from affine import Affine
+from rasterio.crs import CRS
+
+from domains.base import ConvertReport, get_domain
+from domains.boxes import Box
+from domains.remote_sensing.raster import (
+    EUROSAT_BANDS,
+    RasterError,
+    chip_box_to_map,
+    iter_chips,
+    map_box_to_chip,
+    normalize_band_name,
+    read_rgb,
+    resolve_bands,
+)
+
+CRS_UTM33 = CRS.from_epsg(32633)
+TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)  # 10 m pixels, north up
+
+
+def write_tif(path, data, nodata=None, descriptions=None, transform=TRANSFORM, **extra):
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                   dtype=data.dtype.name, crs=CRS_UTM33, transform=transform, nodata=nodata, **extra)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        if descriptions:
+            for i, d in enumerate(descriptions, start=1):
+                dst.set_band_description(i, d)
+    return path
+
+
+def eurosat_patch(rng, size=64):
+    """13 bands of uint16 with a different range per band, so band mix-ups show."""
+    return np.stack([rng.integers(100 * (i + 1), 100 * (i + 1) + 3000, (size, size)) for i in range(13)]
+                    ).astype(np.uint16)
+
+
+def test_band_names_normalised():
+    assert normalize_band_name("B4") == "B04"
+    assert normalize_band_name(" b04 ") == "B04"
+    assert normalize_band_name("b8a") == "B8A"
+    assert normalize_band_name("red") == "RED"
+    assert EUROSAT_BANDS[-1] == "B8A" and EUROSAT_BANDS.index("B04") == 3
+
+
+def test_eurosat_13_band_order(tmp_path):
+    rng = np.random.default_rng(0)
+    data = eurosat_patch(rng)
+    path = write_tif(tmp_path / "AnnualCrop_1.tif", data)
+    with rasterio.open(path) as src:
+        assert resolve_bands(src) == [4, 3, 2]
+        assert resolve_bands(src, ["B4", "B3", "B2"]) == [4, 3, 2]
+        assert resolve_bands(src, ["B8A"]) == [13]  # B8A is last in the EuroSAT files
+        assert resolve_bands(src, ["B08"]) == [8]
+        assert resolve_bands(src, [1, 2, 3]) == [1, 2, 3]
+    default, mask = read_rgb(path)
+    by_name, _ = read_rgb(path, bands=["B04", "B03", "B02"])
+    by_index, _ = read_rgb(path, bands=[4, 3, 2])
+    assert default.mode == "RGB" and default.size == (64, 64) and mask.all()
+    assert np.array_equal(np.asarray(default), np.asarray(by_name))
+    assert np.array_equal(np.asarray(default), np.asarray(by_index))
+    assert not np.array_equal(np.asarray(default), np.asarray(read_rgb(path, bands=[1, 2, 3])[0]))
+    # the red channel is the stretched band 4
+    b4 = data[3].astype(np.float64)
+    lo, hi = np.percentile(b4, (2, 98))
+    expected = np.rint(np.clip((b4 - lo) * 255 / (hi - lo), 0, 255))
+    assert np.abs(np.asarray(default)[..., 0].astype(int) - expected).max() <= 1
+
+
+def test_descriptions_used_when_present(tmp_path):
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 4000, (4, 32, 32)).astype(np.uint16)
+    path = write_tif(tmp_path / "s2.tif", data, descriptions=["B02", "B03", "B04", "B08"])
+    with rasterio.open(path) as src:
+        assert resolve_bands(src) == [3, 2, 1]
+        assert resolve_bands(src, ["B8", "B4", "B3"]) == [4, 3, 2]
+        with pytest.raises(RasterError, match=r"s2\.tif: no band named 'B11'; known band names: B02, B03, B04, B08"):
+            resolve_bands(src, ["B11", "B4", "B3"])
+        with pytest.raises(RasterError, match="1-based, 1..4"):
+            resolve_bands(src, [0, 1, 2])
+        with pytest.raises(RasterError, match="1 band .* or 3 bands"):
+            resolve_bands(src, [1, 2])
+        assert resolve_bands(src, ["nir", "red", "green"], band_names=["blue", "green", "red", "nir"]) == [4, 3, 2]
+
+
+def test_stretch_over_valid_pixels_only_and_nodata(tmp_path):
+    rng = np.random.default_rng(2)
+    data = rng.integers(1000, 2001, (3, 40, 40)).astype(np.uint16)
+    data[:, :20, :] = 0  # top half nodata
+    path = write_tif(tmp_path / "half.tif", data, nodata=0)
+    img, mask = read_rgb(path)
+    arr = np.asarray(img)
+    assert mask[:20].sum() == 0 and mask[20:].all()
+    assert (arr[:20] == 0).all()
+    for b in range(3):
+        valid = data[b, 20:].astype(np.float64)
+        lo, hi = np.percentile(valid, (2, 98))  # zeros are not in the statistics
+        expected = np.rint(np.clip((valid - lo) * 255 / (hi - lo), 0, 255))
+        assert np.abs(arr[20:, :, b].astype(int) - expected).max() <= 1
+    assert arr[20:].max() == 255 and arr[20:].min() == 0
+    # nodata given overrides the file's
+    _, mask2 = read_rgb(path, nodata=2000)
+    assert (~mask2[20:]).sum() == ((data[:, 20:] == 2000).any(axis=0)).sum()
+
+
+def test_single_band_float_and_uint8(tmp_path):
+    x = np.linspace(0, 1, 30 * 30, dtype=np.float32).reshape(30, 30)
+    x[0, 0] = np.nan
+    grey, mask = read_rgb(write_tif(tmp_path / "dem.tif", x))
+    arr = np.asarray(grey)
+    assert arr.shape == (30, 30, 3) and (arr[..., 0] == arr[..., 2]).all()
+    assert not mask[0, 0] and mask.sum() == 899
+    rgb8 = np.random.default_rng(3).integers(0, 256, (3, 16, 16)).astype(np.uint8)
+    plain, _ = read_rgb(write_tif(tmp_path / "rgb8.tif", rgb8), stretch=None)
+    assert np.array_equal(np.asarray(plain), rgb8.transpose(1, 2, 0))
+    with pytest.raises(ValueError, match="percentiles"):
+        read_rgb(tmp_path / "rgb8.tif", stretch=(98, 2))
+
+
+def test_plugin_reader(tmp_path):
+    path = write_tif(tmp_path / "x.tif", eurosat_patch(np.random.default_rng(4), 16))
+    img = get_domain("remote_sensing").read(path)
+    assert img.mode == "RGB" and img.size == (16, 16)
+
+
+def test_errors_name_the_file(tmp_path):
+    with pytest.raises(RasterError, match=r"missing\.tif: no such file"):
+        read_rgb(tmp_path / "missing.tif")
+    junk = tmp_path / "junk.tif"
+    junk.write_bytes(b"II*\x00" + b"\x13" * 200)
+    with pytest.raises(RasterError, match=r"junk\.tif"):
+        read_rgb(junk)
+    # truncated: a valid strip-organised TIFF cut in the middle of its pixel data
+    full = write_tif(tmp_path / "full.tif", np.random.default_rng(5).integers(0, 60000, (3, 256, 256)).astype(np.uint16))
+    blob = full.read_bytes()
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(RasterError, match=r"cut\.tif"):
+        read_rgb(cut)
+    cpx = write_tif(tmp_path / "cpx.tif", np.ones((1, 8, 8), np.complex64))
+    with pytest.raises(RasterError, match=r"cpx\.tif: band 1 has unsupported data type 'complex64'"):
+        read_rgb(cpx)
+    zero = tmp_path / "zero.vrt"
+    zero.write_text('<VRTDataset rasterXSize="0" rasterYSize="0">'
+                    '<VRTRasterBand dataType="Byte" band="1"></VRTRasterBand></VRTDataset>')
+    with pytest.raises(RasterError, match=r"zero\.vrt: zero-size raster"):
+        read_rgb(zero)
+    empty = write_tif(tmp_path / "empty.tif", np.zeros((3, 8, 8), np.uint16), nodata=0)
+    with pytest.raises(RasterError, match=r"empty\.tif: every pixel is nodata"):
+        read_rgb(empty)
+
+
+@pytest.fixture(scope="module")
+def big_scene(tmp_path_factory):
+    """4000 x 4000 uint16, 3 bands, tiled + deflate; the top-left 1000 x 1000 is nodata."""
+    h = w = 4000
+    path = tmp_path_factory.mktemp("scene") / "scene.tif"
+    profile = dict(driver="GTiff", width=w, height=h, count=3, dtype="uint16", crs=CRS_UTM33, transform=TRANSFORM,
+                   nodata=0, tiled=True, blockxsize=256, blockysize=256, compress="deflate", zlevel=1)
+    xx = np.arange(w, dtype=np.uint32)[None, :]
+    with rasterio.open(path, "w", **profile) as dst:
+        for row0 in range(0, h, 500):  # written in strips to keep the fixture light
+            yy = np.arange(row0, row0 + 500, dtype=np.uint32)[:, None]
+            strip = np.stack(np.broadcast_arrays(xx * 4 + 1, yy * 4 + 1, ((xx + yy) % 4096) * 4 + 1)).astype(np.uint16)
+            if row0 < 1000:
+                strip[:, : min(500, 1000 - row0), :1000] = 0
+            dst.write(strip, window=rasterio.windows.Window(0, row0, w, 500))
+    return path
+
+
+def test_iter_chips_windowed_reads_only(big_scene, monkeypatch):
+    calls = []
+    real_read = rasterio.io.DatasetReader.read
+
+    def spy(self, *args, **kwargs):
+        window = kwargs.get("window")
+        calls.append(None if window is None else (int(window.width), int(window.height)))
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    report = ConvertReport(dataset="chips")
+    chips = list(iter_chips(big_scene, size=448, overlap=64, report=report))
+    assert calls and None not in calls, "a read without a window would load the whole scene"
+    assert max(max(wh) for wh in calls) <= 448
+    # 11 x 11 positions (step 384, the last aligned to the edge at 3552); 2 x 2 lie wholly in the nodata corner
+    assert len(chips) == 121 - 4 and report.written == 117
+    assert report.skipped == {"all nodata": 4}
+    assert report.examples["all nodata"][0].startswith(f"{big_scene} (col 0, row 0, 448x448)")
+    assert all(c.image.size == (448, 448) for c in chips)
+    last = chips[-1]
+    assert (int(last.window.col_off), int(last.window.row_off)) == (3552, 3552)
+    assert last.crs == CRS_UTM33
+    # a partly-nodata chip: invalid pixels masked and black
+    part = next(c for c in chips if c.row == 2 and c.col == 2)  # starts at 768: overlaps the corner up to 1000
+    assert not part.mask[:232, :232].any() and part.mask[232:, :].all()
+    assert (np.asarray(part.image)[:232, :232] == 0).all()
+    # scene-wide stretch: the same scene value gives the same colour in two overlapping chips
+    a = next(c for c in chips if c.row == 3 and c.col == 3)
+    b = next(c for c in chips if c.row == 3 and c.col == 4)
+    overlap = slice(int(b.window.col_off - a.window.col_off), 448)
+    assert np.array_equal(np.asarray(a.image)[:, overlap], np.asarray(b.image)[:, : 448 - overlap.start])
+
+
+def test_chip_transform_and_boxes(big_scene):
+    chip = next(c for c in iter_chips(big_scene, size=448, overlap=64) if c.row == 4 and c.col == 5)
+    col_off, row_off = int(chip.window.col_off), int(chip.window.row_off)
+    assert (col_off, row_off) == (5 * 384, 4 * 384)
+    assert chip.transform == TRANSFORM @ Affine.translation(col_off, row_off)
+    box = Box(10, 20, 110, 220)
+    left, bottom, right, top = chip.box_to_map(box)
+    assert left == pytest.approx(500000 + (col_off + 10) * 10)
+    assert right == pytest.approx(500000 + (col_off + 110) * 10)
+    assert top == pytest.approx(5000000 - (row_off + 20) * 10)
+    assert bottom == pytest.approx(5000000 - (row_off + 220) * 10)
+    back = chip.box_from_map((left, bottom, right, top))
+    assert back == pytest.approx(tuple(box))
+    # the same map box in scene pixels
+    assert map_box_to_chip((left, bottom, right, top), TRANSFORM) == pytest.approx(
+        (col_off + 10, row_off + 20, col_off + 110, row_off + 220))
+    with pytest.raises(ValueError, match="left <= right"):
+        map_box_to_chip((10, 0, 0, 10), TRANSFORM)
+    rotated = Affine.rotation(30) @ Affine.scale(2)
+    l, b, r, t = chip_box_to_map(Box(0, 0, 10, 10), rotated)
+    assert r - l > 20 and t - b > 20  # the bounding box of the rotated square
+
+
+def test_small_scene_one_chip_and_min_valid(tmp_path):
+    data = np.full((3, 100, 150), 500, np.uint16)
+    data[:, :, :100] = 0
+    path = write_tif(tmp_path / "small.tif", data, nodata=0)
+    chips = list(iter_chips(path, size=448, stretch_scope="chip"))
+    assert len(chips) == 1 and chips[0].image.size == (150, 100)
+    report = ConvertReport()
+    assert list(iter_chips(path, size=448, min_valid=0.5, report=report)) == []
+    assert report.skipped == {"valid fraction below 0.5": 1}
+    assert "33.3% valid" in report.examples["valid fraction below 0.5"][0]
+    with pytest.raises(ValueError, match="overlap"):
+        list(iter_chips(path, size=64, overlap=64))
