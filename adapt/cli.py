@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets.set_defaults(handler=_presets)
 
     _recipe_verbs(verbs)
+    _domain_verbs(verbs)
     return parser
 
 
@@ -246,9 +247,12 @@ def _recipe_verbs(verbs) -> None:
 def _train(args) -> int:
     import os
 
-    from .recipe import load_recipe
+    from .recipe import load_recipe, recipe_warnings
 
     recipe = load_recipe(args.recipe, args.overrides)  # fail fast, before any process is launched
+    if "LOCAL_RANK" not in os.environ:
+        for note in recipe_warnings(recipe):
+            print(f"note: {note}", file=sys.stderr)
     if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         import subprocess
 
@@ -317,6 +321,66 @@ def _init(args) -> int:
 
     path = copy_recipe_template(args.name, args.dir)
     print(f"wrote {path}\nnext: edit it, then `adapt validate {path}`")
+    return 0
+
+
+# ---------------------------------------------------------------------- domain verbs: domains, convert
+def _domain_verbs(verbs) -> None:
+    domains = verbs.add_parser("domains", help="list the domain plugins: converters, tasks, readers",
+                               description="List the domain plugins with their data-set converters and task "
+                                           "scorers, and any plugin that failed to load.")
+    domains.set_defaults(handler=_domains)
+
+    convert = verbs.add_parser("convert", help="convert a public data set into InternVL chat JSONL",
+                               description="Run domain DOMAIN's converter for DATASET on the raw files in --src, "
+                                           "writing JSONL (and images) into --out; prints what was written and skipped.")
+    convert.add_argument("domain", help="domain name (see `adapt domains`)")
+    convert.add_argument("dataset", help="data-set name (see `adapt domains`)")
+    convert.add_argument("--src", required=True, type=Path, help="folder with the downloaded raw data set")
+    convert.add_argument("--out", required=True, type=Path, help="output folder")
+    convert.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="converter option (repeatable); values are read as YAML: 3, true, [a, b]")
+    convert.set_defaults(handler=_convert)
+
+
+def _domains(args) -> int:
+    from domains.base import discovery_errors, get_domain, list_domains
+
+    for name in list_domains():
+        plugin = get_domain(name)
+        print(f"{name}: {plugin.description or '(no description)'}")
+        print(f"  converters: {', '.join(sorted(plugin.converters)) or '—'}")
+        print(f"  tasks:      {', '.join(sorted(plugin.metrics)) or '—'}")
+        print(f"  readers:    {', '.join(sorted(plugin.readers)) or '—'}")
+        if plugin.recipes:
+            print(f"  recipes:    {', '.join(plugin.recipes)}")
+    errors = discovery_errors()
+    for label, message in sorted(errors.items()):
+        print(f"failed to load {label}: {message}", file=sys.stderr)
+    return 1 if errors and not list_domains() else 0
+
+
+def _convert(args) -> int:
+    import yaml
+
+    from domains.base import get_domain
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option {item!r} is not KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    plugin = get_domain(args.domain)  # unknown domain: ValueError naming the known ones
+    if args.dataset not in plugin.converters:
+        known = ", ".join(sorted(plugin.converters)) or "none yet"
+        raise ValueError(f"domain {args.domain!r} has no converter for data set {args.dataset!r} (known: {known})")
+    if not args.src.exists():
+        raise FileNotFoundError(f"--src {args.src} does not exist")
+    report = plugin.convert(args.dataset, args.src, args.out, **options)
+    print(report.table())
+    for split, path in sorted(report.outputs.items()):
+        print(f"{split}: {path}")
     return 0
 
 

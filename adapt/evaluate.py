@@ -106,7 +106,8 @@ def predict(
     Batches are left padded (so every row's last prompt token sits at the end) and formed from
     records of similar length (`record.n_tokens`) to waste little padding; `record.max_tiles`
     caps a record's tiles as in training. Records whose images fail to load are skipped, counted in
-    the result's ``skipped`` and named in a warning. Shows a tqdm bar with ETA when `progress`.
+    the result's ``skipped`` and named in a warning. Domain plugins' task scorers are registered first
+    (`adapt.domains_bridge.register_domain_metrics`). Shows a tqdm bar with ETA when `progress`.
     `generate_kwargs` go to `generate` over the greedy defaults (e.g. ``min_new_tokens``).
     """
     import torch
@@ -114,6 +115,9 @@ def predict(
 
     from model.tiling import ImageLoadError, load_image
 
+    from .domains_bridge import register_domain_metrics
+
+    register_domain_metrics()  # domain plugins' task scorers (e.g. rsvqa per question type)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     records = list(records)

@@ -264,12 +264,24 @@ class DataSource(_Section):
         return self
 
 
+class Augment(_Section):
+    """Training-time augmentation (``domains.remote_sensing.augment``): random flips, 90° turns and
+    colour jitter, boxes in the text moved with the pixels. Training items only, never eval."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flips: bool = True
+    rot90: bool = True
+    color_jitter: float = Field(0.2, ge=0, le=1)
+
+
 class Data(_Section):
     model_config = ConfigDict(extra="forbid")
 
     sources: list[DataSource] = Field(default_factory=list)
     eval_sources: list[DataSource] = Field(default_factory=list)
     max_bad_fraction: float = Field(0.05, ge=0, le=1)
+    augment: Augment | None = None  # null: no augmentation (the default)
 
     @field_validator("sources", "eval_sources")
     @classmethod
@@ -824,6 +836,9 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
         notes.append("mixing.general_ratio is 0, so the general source(s) are not used")
     if recipe.eval.every is not None and not recipe.data.eval_sources:
         notes.append(f"eval.every is {recipe.eval.every} but data.eval_sources is empty")
+    if recipe.model.trust_remote_code:
+        notes.append("model.trust_remote_code is true, but pocket-adapt reads every supported layout without "
+                     "running checkpoint code, so it has no effect")
     if recipe.distributed.strategy != "deepspeed" and recipe.distributed.deepspeed not in DEEPSPEED_PRESETS:
         notes.append(f"distributed.deepspeed is set but distributed.strategy is {recipe.distributed.strategy!r}")
     return notes

@@ -27,6 +27,7 @@ import model as model_core
 from model.processor import IGNORE_INDEX
 
 from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data.augment import build_augment
 from .data.dataset import SupervisedDataset, collate
 from .data.mixture import MixturePlan
 from .data.samples import SkipLog, SourceSpec, expand_sources, measure, read_source
@@ -147,12 +148,14 @@ class Trainer:
         elif self.dist.world > 1:
             self.engine = torch.nn.parallel.DistributedDataParallel(self.model)
         self._epoch_cache: tuple[int, SupervisedDataset] | None = None
+        self.augment = build_augment(recipe.data.augment, recipe.seed)
 
     # ------------------------------------------------------------------ data
     def _dataset(self, epoch: int) -> SupervisedDataset:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
             order = self.plan.epoch(epoch)
-            ds = SupervisedDataset(self.records, order, self.processor, self.recipe.training.max_seq_length, self.skips, self.tiling)
+            ds = SupervisedDataset(self.records, order, self.processor, self.recipe.training.max_seq_length, self.skips,
+                                   self.tiling, augment=self.augment, epoch=epoch)
             self._epoch_cache = (epoch, ds)
         return self._epoch_cache[1]
 

@@ -33,8 +33,15 @@ class SupervisedDataset(torch.utils.data.Dataset):
         max_seq_length: int,
         skips: SkipLog,
         tiling=None,
+        augment=None,
+        epoch: int = 0,
     ):
         self.records = records
+        # training-time augmentation: ``augment(image, record, key=(epoch, i)) -> (image, record)``
+        # (e.g. ``domains.remote_sensing.augment.build_augmentation``); a pure function of (its seed,
+        # epoch, position), so a resumed run sees the same pixels. Evaluation never uses it.
+        self.augment = augment
+        self.epoch = int(epoch)
         self.processor = processor
         self.max_seq_length = max_seq_length
         self.skips = skips
@@ -42,8 +49,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self._bad: set[tuple[str, int]] = set()
         self.set_order(order)
 
-    def set_order(self, order: Sequence[tuple[str, int]]) -> None:
+    def set_order(self, order: Sequence[tuple[str, int]], epoch: int | None = None) -> None:
         """Use a new order (e.g. the next epoch's) without rebuilding the dataset."""
+        if epoch is not None:
+            self.epoch = int(epoch)
         for source, index in order[:1]:
             self.records[source][index]  # fail fast on a wrong order
         self.order = list(order)
@@ -61,6 +70,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
         except ImageLoadError as exc:
             self._drop(record, index, UNREADABLE_IMAGE, str(exc))
             return None
+        if self.augment is not None and len(images) == 1:
+            image, record = self.augment(images[0], record, key=(self.epoch, i))
+            images = [image]
         try:
             encoded = self.processor(
                 record.conversations, images, add_generation_prompt=False, with_labels=True,

@@ -1,8 +1,10 @@
 """Remote sensing: GeoTIFF / GDAL rasters (Sentinel-2, EuroSAT MS, aerial tiles) read into RGB and chips.
 
-Part 1 provides the reader (:mod:`domains.remote_sensing.raster`); data-set converters (RSVQA, DIOR-RSVG,
-EuroSAT, ...), metrics and the synthetic generator come later. ``rasterio`` is imported only when a
-raster is read, so the registry works without it.
+Provides the reader (:mod:`domains.remote_sensing.raster`), data-set converters into InternVL chat JSONL
+(:mod:`domains.remote_sensing.convert`: UC Merced / AID / NWPU / EuroSAT (RGB and 13-band MS) scene
+classification, RSVQA LR / HR, DIOR-RSVG grounding and region perception) and a synthetic generator writing
+small data sets in the public layouts (:mod:`domains.remote_sensing.synthetic`). ``rasterio`` and the
+converter modules are imported only when used, so the registry works without rasterio.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from domains.base import DomainPlugin
+from domains.remote_sensing.metrics import METRICS
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt")
 
@@ -22,12 +25,57 @@ def read_raster_rgb(path: str | Path, **options: Any):
     return read_rgb_image(path, **options)
 
 
+def _classification(dataset: str):
+    def convert(src: Path, out: Path, **options: Any):
+        from domains.remote_sensing.convert import convert_classification
+
+        return convert_classification(src, out, dataset=dataset, **options)
+
+    convert.__name__ = f"convert_{dataset}"
+    convert.__doc__ = f"Folder-per-class {dataset} -> classification JSONL (convert.convert_classification)."
+    return convert
+
+
+def convert_rsvqa(src: Path, out: Path, **options: Any):
+    """RSVQA LR / HR -> VQA JSONL (:func:`domains.remote_sensing.convert.convert_rsvqa`)."""
+    from domains.remote_sensing.convert import convert_rsvqa as fn
+
+    return fn(src, out, **options)
+
+
+def convert_dior_rsvg(src: Path, out: Path, **options: Any):
+    """DIOR-RSVG -> grounding + region JSONL (:func:`domains.remote_sensing.convert.convert_dior_rsvg`)."""
+    from domains.remote_sensing.convert import convert_dior_rsvg as fn
+
+    return fn(src, out, **options)
+
+
+def synthetic(out_dir: Path, **options: Any):
+    """Small synthetic data sets in the public layouts (:func:`domains.remote_sensing.synthetic.generate_all`)."""
+    from domains.remote_sensing.synthetic import generate_all
+
+    return generate_all(out_dir, **options)
+
+
+CONVERTERS = {
+    **{name: _classification(name) for name in ("ucmerced", "aid", "nwpu", "eurosat", "eurosat_ms")},
+    "rsvqa": convert_rsvqa,
+    "rsvqa_lr": convert_rsvqa,
+    "rsvqa_hr": convert_rsvqa,
+    "dior_rsvg": convert_dior_rsvg,
+}
+
 PLUGIN = DomainPlugin(
     name="remote_sensing",
     description="Satellite and aerial imagery: GeoTIFF / GDAL rasters with 1-13+ bands read to 8-bit RGB "
-                "(EuroSAT MS band order handled) and cut into georeferenced chips. No data-set converters, "
-                "metrics or synthetic generator yet (domain plugins part 1).",
+                "(EuroSAT MS band order handled) and cut into georeferenced chips; converters for scene "
+                "classification (UC Merced, AID, NWPU, EuroSAT RGB / MS), RSVQA and DIOR-RSVG; a synthetic "
+                "generator in the public layouts.",
     readers={suffix: read_raster_rgb for suffix in RASTER_SUFFIXES},
+    converters=CONVERTERS,
+    synthetic=synthetic,
+    metrics=METRICS,  # rsvqa (per question type), classification, grounding, region
 )
 
-__all__ = ["PLUGIN", "RASTER_SUFFIXES", "read_raster_rgb"]
+__all__ = ["CONVERTERS", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_rsvqa", "read_raster_rgb",
+           "synthetic"]

@@ -1,0 +1,29 @@
+"""The recipe's ``data.augment`` section -> the training-time augmentation callable (or None).
+
+    augment = build_augment(recipe.data.augment, recipe.seed)   # None when the section is null
+    image, record = augment(image, record, key=(epoch, position))
+
+The augmentation itself (flips, 90° turns, colour jitter, boxes in the text moved with the pixels)
+lives with the domains: ``domains.remote_sensing.augment.build_augmentation``. It is applied by
+`SupervisedDataset` to training items only, keyed by ``(epoch, position)`` so resume is exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build_augment"]
+
+
+def build_augment(spec: Any, seed: int = 0):
+    """An augmentation for `spec` (``recipe.data.augment``: an object or dict with ``flips``, ``rot90``,
+    ``color_jitter``), or None when `spec` is None or switches everything off."""
+    if spec is None:
+        return None
+    values = spec if isinstance(spec, dict) else spec.model_dump()
+    if not (values.get("flips") or values.get("rot90") or values.get("color_jitter")):
+        return None
+    from domains.remote_sensing.augment import build_augmentation
+
+    return build_augmentation(flips=bool(values.get("flips")), rot90=bool(values.get("rot90")),
+                              color_jitter=float(values.get("color_jitter") or 0.0), seed=seed)

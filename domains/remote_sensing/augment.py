@@ -1,0 +1,208 @@
+"""Box-aware image augmentation for overhead imagery (albumentations): flips, 90° turns, colour jitter.
+
+    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0)
+    image, record = aug(image, record, key=(epoch, index))   # deterministic per (seed, key)
+
+Overhead scenes have no "up", so flips and quarter turns are label-preserving for classification,
+VQA about presence/counts/areas and grounding — *provided the boxes move with the pixels*. The
+callable finds every box in the record's text and moves it:
+
+* ``<box>[[x1, y1, x2, y2], …]</box>`` in any turn (and in ``record.answer``): grounding answers;
+* bare ``[[x1, y1, x2, y2]]`` in **human** turns: region boxes of region questions.
+
+Boxes are read on InternVL's 0–1000 grid, turned into pixel boxes with ``domains.boxes.from_grid``,
+transformed by albumentations together with the image (``BboxParams(format="pascal_voc")``) and written
+back with ``domains.boxes.to_grid`` for the new width and height, in the ``[a, b, c, d]`` form
+``render_ref_box`` uses; all other text is kept byte for byte. A flip or quarter turn maps the grid
+exactly (``x -> 1000 - x``).
+
+Left alone (returned unchanged): records without exactly one image, records whose ``meta`` has
+``"augment": false`` (questions about left/right/top/bottom, for example), and records whose boxes do
+not parse as ordered 0–1000 grid boxes. Colour jitter changes brightness, contrast and saturation but
+never hue (colour can be the label: water, vegetation). Text that *names* directions is not rewritten.
+
+``albumentations`` is imported when the augmentation is built, so the plugin loads without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from domains.boxes import GRID, from_grid, to_grid
+
+__all__ = ["Augmentation", "build_augmentation", "derive_seed"]
+
+_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
+_ONE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
+# a <box> span, or (group 2) a bare [[...], [...]] list of boxes
+_SPANS = re.compile(r"<box>(.*?)</box>|(\[\s*\[[^\[\]]*\](?:\s*,\s*\[[^\[\]]*\])*\s*\])", re.DOTALL)
+_EPS = 1e-3  # px added to zero-width/height boxes (albumentations rejects them); removed by rounding
+
+
+def derive_seed(seed: int, key: Any = None) -> int:
+    """A 32-bit seed from `seed` and a key (an int or a tuple of ints such as ``(epoch, index)``)."""
+    entropy = [int(seed) & 0xFFFFFFFF]
+    if key is not None:
+        entropy += [int(k) & 0xFFFFFFFF for k in (key if isinstance(key, (tuple, list)) else (key,))]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+
+def _is_human(turn: Mapping) -> bool:
+    return turn.get("from") == "human" or turn.get("role") == "user"
+
+
+def _rewrite(text: str, human: bool, on_box: Callable[[list[float]], str]) -> str:
+    """`text` with each box (as :data:`_SPANS` finds them) replaced by ``on_box(grid_values)``."""
+
+    def span(m: re.Match) -> str:
+        if m.group(1) is None and not human:
+            return m.group(0)  # a bare [[...]] outside a human turn is not a box we own
+        return _ONE_BOX.sub(lambda b: on_box([float(v) for v in b.groups()]), m.group(0))
+
+    return _SPANS.sub(span, text)
+
+
+class Augmentation:
+    """The callable `build_augmentation` returns; see the module docstring."""
+
+    def __init__(self, flips: bool = True, rot90: bool = True, color_jitter: float = 0.2, seed: int = 0):
+        if not 0 <= float(color_jitter) <= 1:
+            raise ValueError(f"color_jitter must be in [0, 1], got {color_jitter!r}")
+        import albumentations as A  # noqa: F401  (fail at build time when it is missing)
+
+        self.flips, self.rot90, self.color_jitter, self.seed = bool(flips), bool(rot90), float(color_jitter), int(seed)
+        self._calls = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.flips or self.rot90 or self.color_jitter > 0
+
+    def __repr__(self) -> str:
+        return (f"Augmentation(flips={self.flips}, rot90={self.rot90}, color_jitter={self.color_jitter}, "
+                f"seed={self.seed})")
+
+    def _compose(self, seed: int):
+        import albumentations as A
+
+        ops = []
+        if self.flips:
+            ops += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
+        if self.rot90:
+            ops.append(A.RandomRotate90(p=1.0))
+        if self.color_jitter > 0:
+            j = self.color_jitter
+            ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
+        params = A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True) if self.flips or self.rot90 else None
+        return A.Compose(ops, bbox_params=params, seed=seed)
+
+    def __call__(self, image, record: Any, key: Any = None):
+        """Augment one image and move the boxes of `record` with it; returns ``(image, record)``.
+
+        `key` (e.g. ``(epoch, index)``) makes the draw a pure function of ``(seed, key)``; without it
+        successive calls draw from a counter.
+        """
+        from PIL import Image
+
+        if not self.enabled:
+            return image, record
+        meta = _get(record, "meta") or {}
+        images = _get(record, "images")
+        if (isinstance(meta, Mapping) and meta.get("augment") is False) or (images is not None and len(images) != 1):
+            return image, record
+        if key is None:
+            key = (0xC0FFEE, self._calls)
+            self._calls += 1
+        width, height = image.size
+        texts = _texts(record)
+
+        grid_boxes: list[list[float]] = []
+
+        def collect(vals: list[float]) -> str:
+            grid_boxes.append(vals)
+            return ""
+
+        for _, human, text in texts:
+            _rewrite(text, human, collect)
+        pixel_boxes = []
+        for vals in grid_boxes:
+            if not all(0 <= v <= GRID for v in vals) or vals[2] < vals[0] or vals[3] < vals[1]:
+                return image, record  # not boxes we can move faithfully
+            b = list(from_grid(vals, width, height))
+            for lo, hi, size in ((0, 2, width), (1, 3, height)):
+                if b[hi] - b[lo] <= 0:
+                    if b[hi] + _EPS <= size:
+                        b[hi] += _EPS
+                    else:
+                        b[lo] -= _EPS
+            pixel_boxes.append(b)
+
+        array = np.asarray(image.convert("RGB"))
+        if not (self.flips or self.rot90):  # colour only: the boxes stay where they are
+            out = self._compose(derive_seed(self.seed, key))(image=array)
+            return Image.fromarray(out["image"]), record
+        out = self._compose(derive_seed(self.seed, key))(
+            image=array, bboxes=np.asarray(pixel_boxes, dtype=np.float64).reshape(-1, 4),
+            box_ids=list(range(len(pixel_boxes))))
+        new_image = Image.fromarray(out["image"])
+        new_w, new_h = new_image.size
+        moved: dict[int, list[int]] = {}
+        for box, idx in zip(out["bboxes"], out["box_ids"]):
+            moved[int(idx)] = to_grid([float(v) for v in box[:4]], new_w, new_h)
+        if len(moved) != len(pixel_boxes):
+            return image, record  # a box was lost (cannot happen for flips/turns); keep the sample intact
+
+        counter = iter(range(len(pixel_boxes)))
+
+        def render(_vals: list[float]) -> str:
+            g = moved[next(counter)]
+            return f"[{g[0]}, {g[1]}, {g[2]}, {g[3]}]"
+
+        rewritten = {where: _rewrite(text, human, render) for where, human, text in texts}
+        return new_image, _replace(record, rewritten, (new_w, new_h))
+
+
+def build_augmentation(flips: bool = True, rot90: bool = True, color_jitter: float = 0.2, seed: int = 0) -> Augmentation:
+    """A callable ``(image: PIL, record, key=None) -> (PIL, record)`` (see the module docstring)."""
+    return Augmentation(flips=flips, rot90=rot90, color_jitter=color_jitter, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------ records
+def _get(record: Any, name: str) -> Any:
+    return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+
+
+def _texts(record: Any) -> list[tuple[Any, bool, str]]:
+    """``(where, is_human, text)`` for every turn value and the answer, in a fixed order."""
+    out: list[tuple[Any, bool, str]] = []
+    for k, turn in enumerate(_get(record, "conversations") or []):
+        value = turn.get("value", turn.get("content"))
+        if isinstance(value, str):
+            out.append((k, _is_human(turn), value))
+    answer = _get(record, "answer")
+    if isinstance(answer, str):
+        out.append(("answer", False, answer))
+    return out
+
+
+def _replace(record: Any, rewritten: dict[Any, str], size: tuple[int, int]) -> Any:
+    turns = []
+    for k, turn in enumerate(_get(record, "conversations") or []):
+        if k in rewritten:
+            turn = dict(turn)
+            turn["value" if "value" in turn else "content"] = rewritten[k]
+        turns.append(turn)
+    changes: dict[str, Any] = {"conversations": turns}
+    if "answer" in rewritten:
+        changes["answer"] = rewritten["answer"]
+    if isinstance(record, Mapping):
+        return {**record, **changes}
+    if dataclasses.is_dataclass(record):
+        if hasattr(record, "image_sizes") and record.image_sizes is not None and len(record.image_sizes) == 1:
+            changes["image_sizes"] = [size]
+        return dataclasses.replace(record, **changes)
+    raise TypeError(f"cannot augment a record of type {type(record).__name__}")

@@ -1,0 +1,613 @@
+"""Convert public remote-sensing data sets into InternVL chat JSONL (``internvl.md`` §8).
+
+Converters (each ``(src, out, **options) -> ConvertReport``; registered on the ``remote_sensing`` plugin):
+
+* :func:`convert_classification` -- folder-per-class scene classification (UC Merced, AID, NWPU-RESISC45,
+  EuroSAT RGB, EuroSAT MS 13-band) -> ``task: "classification"`` records.
+* :func:`convert_rsvqa` -- RSVQA LR / HR JSON splits -> ``task: "rsvqa"`` records.
+* :func:`convert_dior_rsvg` -- DIOR-RSVG VOC XML -> ``task: "grounding"`` and ``task: "region"`` records.
+
+**Output.** ``out/<dataset>_<split>.jsonl`` (``report.outputs[split]``) with images written as PNG under
+``out/images/<dataset>/...``; record ``image`` paths are relative to `out` (use `out` as the InternVL
+``root``). Every record holds ``id``, ``image``, ``width``, ``height``, ``conversations`` (one human turn
+starting ``<image>\\n`` and one gpt turn), ``task``, ``answer`` (the reference) and ``meta``.
+
+**Idempotent and resumable.** The source is only read. An output PNG is re-used when it exists and is not
+older than its source file (PNGs are written atomically, so a killed run leaves no half files); a JSONL is
+rewritten only when its content changes. Re-running on the same source therefore rewrites nothing and
+gives byte-identical JSONL; a run that was stopped picks up where it left off.
+
+**Bad input** (truncated / corrupt rasters, zero-size rasters, all-nodata images, unsupported data types,
+boxes outside their image, empty class folders, malformed JSON / XML, missing images or answers) is
+skipped and counted in the report under a reason, with the file named; the rest converts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from domains.base import ConvertReport
+from domains.boxes import Box, clip_box, render_ref_box, to_grid
+
+__all__ = [
+    "CLASSIFICATION_DATASETS",
+    "CLASSIFICATION_INSTRUCTION",
+    "GROUNDING_QUESTION",
+    "REGION_QUESTION",
+    "RSVQA_INSTRUCTION",
+    "class_label",
+    "convert_classification",
+    "convert_dior_rsvg",
+    "convert_rsvqa",
+    "normalize_rsvqa_answer",
+    "rsvqa_bucket",
+]
+
+CLASSIFICATION_DATASETS = ("ucmerced", "aid", "nwpu", "eurosat", "eurosat_ms")
+# GeoChat / Mini-InternVL remote-sensing scene-classification prompt (domains.md §2.3)
+CLASSIFICATION_QUESTION = "Classify the image from the following classes: {classes}."
+CLASSIFICATION_INSTRUCTION = "Answer in one word or a short phrase."
+RSVQA_INSTRUCTION = "Answer the question using a single word or phrase."
+GROUNDING_QUESTION = "Please provide the bounding box coordinate of the region this sentence describes: <ref>{}</ref>"
+REGION_QUESTION = "What object is in this location [[{}, {}, {}, {}]]?"
+
+PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+RASTER_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = PIL_SUFFIXES + RASTER_SUFFIXES
+_PNG = {"format": "PNG", "compress_level": 6, "optimize": False}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+class _Skip(Exception):
+    """An input to skip: ``reason`` (the report key) and a detail naming the file."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _skip(report: ConvertReport, file: Any, reason: str, detail: str) -> None:
+    """``report.skip`` without repeating the file name when `detail` already starts with it."""
+    name = str(file)
+    if detail.startswith(name + ": "):
+        detail = detail[len(name) + 2:]
+    report.skip(name, reason, detail)
+
+
+def _raster_reason(msg: str) -> str:
+    m = msg.lower()
+    if "zero-size" in m or "zero number of strips" in m or "dimensions" in m:
+        return "zero-size raster"
+    if "every pixel is nodata" in m:
+        return "all nodata"
+    if "unsupported data type" in m:
+        return "unsupported data type"
+    if "no such file" in m:
+        return "missing image"
+    if "band" in m and ("no band named" in m or "out of range" in m or "give 1 band" in m):
+        return "bad band selection"
+    return "unreadable image"
+
+
+def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any = "auto") -> Image.Image:
+    """Source image -> PIL RGB. TIFFs go through rasterio (:func:`read_rgb`); JPEG / PNG / BMP through PIL.
+
+    ``stretch="auto"``: uint8 rasters are kept as they are, others get a 2-98 % percentile stretch.
+    Raises :class:`_Skip` with a reason.
+    """
+    if not path.is_file():
+        raise _Skip("missing image", f"{path}: no such file")
+    if path.suffix.lower() in PIL_SUFFIXES and bands is None:
+        try:
+            with Image.open(path) as im:
+                im.load()
+                if im.width == 0 or im.height == 0:
+                    raise _Skip("zero-size raster", f"{path}: zero-size image {im.width}x{im.height}")
+                if im.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr"):
+                    raise _Skip("unsupported data type", f"{path}: unsupported image mode {im.mode!r}")
+                return im.convert("RGB")
+        except _Skip:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise _Skip("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc}") from exc
+    from domains.remote_sensing.raster import RasterError, read_rgb
+
+    try:
+        if stretch == "auto":
+            stretch = _auto_stretch(path)
+        return read_rgb(path, bands=bands, stretch=stretch)[0]
+    except RasterError as exc:
+        raise _Skip(_raster_reason(str(exc)), str(exc)) from exc
+
+
+def _auto_stretch(path: Path):
+    import rasterio
+    from rasterio.errors import RasterioError
+
+    try:
+        with rasterio.open(path) as src:
+            return None if all(dt == "uint8" for dt in src.dtypes) else (2, 98)
+    except (RasterioError, ValueError, TypeError):
+        return (2, 98)  # read_rgb reports the real problem
+
+
+def _fresh(dst: Path, src: Path) -> bool:
+    try:
+        return dst.stat().st_size > 0 and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns
+    except OSError:
+        return False
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_png(img: Image.Image, path: Path) -> None:
+    _atomic_write(path, lambda f: img.save(f, **_PNG))
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+def _image_out(src_img: Path, dst: Path, load: Callable[[], Image.Image],
+               resize: Callable[[Image.Image], Image.Image] | None = None,
+               expect: tuple[int, int] | None = None) -> tuple[int, int]:
+    """Write `dst` from `src_img` unless it is already there, fresh (and of size `expect`); returns (W, H)."""
+    if _fresh(dst, src_img):
+        try:
+            size = _png_size(dst)
+            if expect is None or tuple(size) == tuple(expect):
+                return size
+        except (OSError, UnidentifiedImageError):
+            pass  # a damaged output: write it again
+    img = load()
+    if resize is not None:
+        img = resize(img)
+    _save_png(img, dst)
+    return img.size
+
+
+def _write_jsonl(records: list[dict], path: Path) -> bool:
+    """Write `records` to `path` unless it already holds exactly these bytes; True when written."""
+    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n" for r in records).encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    _atomic_write(path, lambda f: f.write(data))
+    return True
+
+
+def _finish(report: ConvertReport, out: Path, dataset: str, splits: dict[str, list[dict]]) -> ConvertReport:
+    for split, records in splits.items():
+        path = out / f"{dataset}_{split}.jsonl"
+        _write_jsonl(records, path)
+        report.outputs[split] = path
+        report.wrote(len(records))
+    return report
+
+
+def _record(rid: str, image: str, size: tuple[int, int], question: str, answer: str, task: str, **extra: Any) -> dict:
+    return {"id": rid, "image": image, "width": size[0], "height": size[1],
+            "conversations": [{"from": "human", "value": "<image>\n" + question},
+                              {"from": "gpt", "value": answer}],
+            "task": task, "answer": answer, **extra}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"
+
+
+# --------------------------------------------------------------------------------------------- classification
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def class_label(folder: str) -> str:
+    """Class folder name -> label text: ``"AnnualCrop"`` -> ``"annual crop"``, ``"basketball_court"`` ->
+    ``"basketball court"``, ``"denseresidential"`` stays."""
+    return " ".join(_CAMEL.sub(" ", folder).replace("_", " ").replace("-", " ").split()).lower()
+
+
+def _class_root(src: Path) -> Path:
+    """Descend through single wrapper folders (``UCMerced_LandUse/Images/...``) to the class folders."""
+    root = src
+    for _ in range(4):
+        subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        files = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if len(subdirs) == 1 and not files:
+            root = subdirs[0]
+        else:
+            break
+    return root
+
+
+def _split_of(key: str, test_fraction: float) -> str:
+    if test_fraction <= 0:
+        return "train"
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
+    return "test" if h < test_fraction else "train"
+
+
+def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
+                           bands: Sequence[int | str] | None = None, stretch: Any = "auto",
+                           test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
+                           resize: int | None = None) -> ConvertReport:
+    """Folder-per-class scene classification -> ``task: "classification"`` records.
+
+    `src` holds one folder per class (wrapper folders are descended). Each image becomes a record whose
+    human turn lists every class label (sorted), GeoChat / Mini-InternVL style::
+
+        <image>\\nClassify the image from the following classes: a, b, c.\\nAnswer in one word or a short phrase.
+
+    and whose answer is the label (:func:`class_label` of the folder name unless `label_fn` is given);
+    ``options`` holds the labels, ``meta`` the class folder and the source path.
+
+    `dataset`: one of :data:`CLASSIFICATION_DATASETS` (names the outputs). For ``"eurosat_ms"`` (13-band
+    GeoTIFFs) `bands` defaults to B04, B03, B02 (EuroSAT file order, B8A last); any other `bands` is passed
+    to :func:`~domains.remote_sensing.raster.read_rgb`. `stretch`: ``"auto"`` (uint8 as is, else 2-98 %),
+    ``None`` or percentiles. `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
+    the relative path (stable across runs and machines). `resize`: longer image side of the output PNGs.
+    """
+    src, out = Path(src), Path(out)
+    if dataset not in CLASSIFICATION_DATASETS:
+        raise ValueError(f"dataset must be one of {CLASSIFICATION_DATASETS}, got {dataset!r}")
+    if not src.is_dir():
+        raise ValueError(f"{src}: not a directory (expected one folder per class)")
+    if dataset == "eurosat_ms" and bands is None:
+        bands = ["B04", "B03", "B02"]
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    root = _class_root(src)
+    classes: list[tuple[Path, list[Path]]] = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        imgs = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not imgs:
+            _skip(report, d, "empty class folder", f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            continue
+        classes.append((d, imgs))
+    labels = sorted({label_fn(d.name) for d, _ in classes})
+    question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
+    splits: dict[str, list[dict]] = {"train": [], "test": []} if test_fraction > 0 else {"train": []}
+    resizer = _resizer(resize)
+    for d, imgs in classes:
+        label = label_fn(d.name)
+        for img in imgs:
+            rel = img.relative_to(root).as_posix()
+            image = f"images/{dataset}/{_safe(d.name)}/{_safe(img.stem)}.png"
+            try:
+                size = _image_out(img, out / image, lambda img=img: _load_rgb(img, bands, stretch), resizer)
+            except _Skip as exc:
+                _skip(report, img, exc.reason, exc.detail)
+                continue
+            rid = f"{dataset}/{_safe(d.name)}/{_safe(img.stem)}"
+            splits[_split_of(rel, test_fraction)].append(_record(
+                rid, image, size, question, label, "classification", options=list(labels), label=label,
+                meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
+    return _finish(report, out, dataset, splits)
+
+
+def _resizer(resize: int | None) -> Callable[[Image.Image], Image.Image] | None:
+    if resize is None:
+        return None
+    if int(resize) < 1:
+        raise ValueError(f"resize must be a positive longer-side length in pixels, got {resize}")
+
+    def fn(img: Image.Image) -> Image.Image:
+        return img.resize(_resized_size(img.size, int(resize)), Image.Resampling.BICUBIC)
+
+    return fn
+
+
+def _resized_size(size: tuple[int, int], longer: int) -> tuple[int, int]:
+    w, h = size
+    s = longer / max(w, h)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+# --------------------------------------------------------------------------------------------- RSVQA
+def normalize_rsvqa_answer(answer: Any, qtype: str | None = None) -> str:
+    """RSVQA answer -> the scored form: lower case, spaces collapsed; area ``"1 234 m2"`` -> ``"1234m2"``."""
+    text = " ".join(str(answer).strip().lower().split())
+    if qtype == "area" or re.fullmatch(r"[\d ,.]+\s*m2", text):
+        m = re.fullmatch(r"([\d ,.]+?)\s*m2", text)
+        if m:
+            text = m.group(1).replace(" ", "").replace(",", "") + "m2"
+    elif qtype == "count":
+        text = text.replace(" ", "")
+    return text
+
+
+def rsvqa_bucket(answer: str) -> str | None:
+    """Count / area answers in the Mini-InternVL buckets ``0``, ``1-100``, ``101-1000``, ``>1000``."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(?:m2)?", answer)
+    if not m:
+        return None
+    v = float(m.group(1))
+    return "0" if v == 0 else "1-100" if v <= 100 else "101-1000" if v <= 1000 else ">1000"
+
+
+_RSVQA_SPLIT = re.compile(r"^(?P<prefix>.+?)_split_(?P<split>.+)_questions\.json$")
+
+
+def _load_json(path: Path, key: str, report: ConvertReport) -> list | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = data[key] if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise TypeError(f"expected an object with a {key!r} list")
+        return rows
+    except FileNotFoundError:
+        _skip(report, path, "missing file", f"{path}: no such file")
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        _skip(report, path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
+    return None
+
+
+def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, images_dir: str | Path | None = None,
+                  splits: Sequence[str] | None = None, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
+                  resize: int | None = None) -> ConvertReport:
+    """RSVQA (LR or HR) -> ``task: "rsvqa"`` VQA records, one per active question.
+
+    Reads every ``<prefix>_split_<split>_{questions,answers,images}.json`` in `src` (or only `splits`);
+    without split files, ``all_questions.json`` / ``all_answers.json`` give one ``all`` split. Images come
+    from `images_dir`, else ``Images_LR`` (LR) or ``Data`` (HR), as ``{img_id}.tif``. Only ``active``
+    questions, answers and images are used; a question's answer is ``answers[answers_ids[0]]``.
+
+    Prompt: ``question + "\\nAnswer the question using a single word or phrase."``; answer normalised by
+    :func:`normalize_rsvqa_answer`. ``meta`` keeps ``question_type`` (scored per type), ``img_id``,
+    ``question_id``, ``split`` and, for count / area, the Mini-InternVL ``bucket``. `dataset` (default
+    ``rsvqa_lr`` / ``rsvqa_hr`` from the file prefix) names the outputs.
+    """
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise ValueError(f"{src}: not a directory (expected the RSVQA json files)")
+    found = []
+    for p in sorted(src.glob("*_split_*_questions.json")):
+        m = _RSVQA_SPLIT.match(p.name)
+        if m and (splits is None or m.group("split") in splits):
+            found.append((m.group("prefix"), m.group("split"), p))
+    if not found and (src / "all_questions.json").exists():
+        found.append(("", "all", src / "all_questions.json"))
+    if not found:
+        raise ValueError(f"{src}: no RSVQA files (*_split_*_questions.json or all_questions.json)")
+    prefix = found[0][0]
+    hr = prefix.upper() in ("USGS", "HR")
+    dataset = dataset or ("rsvqa_hr" if hr else "rsvqa_lr")
+    if images_dir is None:
+        images_dir = next((src / d for d in (("Data", "Images_HR") if hr else ("Images_LR", "Data")) if (src / d).is_dir()),
+                          src / ("Data" if hr else "Images_LR"))
+    images_dir = Path(images_dir)
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    resizer = _resizer(resize)
+    out_splits: dict[str, list[dict]] = {}
+    image_status: dict[str, tuple[str, tuple[int, int]] | _Skip] = {}
+    for pre, split, qpath in found:
+        apath = qpath.with_name(qpath.name.replace("_questions.json", "_answers.json")) if split != "all" \
+            else src / "all_answers.json"
+        questions = _load_json(qpath, "questions", report)
+        answers = _load_json(apath, "answers", report)
+        if questions is None or answers is None:
+            continue
+        ipath = qpath.with_name(qpath.name.replace("_questions.json", "_images.json"))
+        inactive_images: set = set()
+        if split != "all" and ipath.exists():
+            imgs = _load_json(ipath, "images", report)
+            inactive_images = {str(i.get("id")) for i in imgs or [] if isinstance(i, dict) and not i.get("active", True)}
+        by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+        records: list[dict] = []
+        for q in questions:
+            where = f"{qpath.name} question {q.get('id') if isinstance(q, dict) else '?'}"
+            if not isinstance(q, dict) or not all(k in q for k in ("id", "img_id", "question", "answers_ids")):
+                _skip(report, where, "malformed record", f"{where}: needs id, img_id, question, answers_ids")
+                continue
+            if not q.get("active", True):
+                _skip(report, where, "inactive question", f"{where}: active is false")
+                continue
+            ids = q["answers_ids"] if isinstance(q["answers_ids"], list) else [q["answers_ids"]]
+            ans = by_id.get(ids[0]) if ids else None
+            if ans is None or "answer" not in ans or not ans.get("active", True):
+                _skip(report, where, "missing answer", f"{where}: no active answer {ids[:1]} in {apath.name}")
+                continue
+            img_key = str(q["img_id"])
+            if img_key in inactive_images:
+                _skip(report, where, "inactive image", f"{where}: image {img_key} is not active")
+                continue
+            if img_key not in image_status:
+                img_src = images_dir / f"{img_key}.tif"
+                image = f"images/{dataset}/{_safe(img_key)}.png"
+                try:
+                    size = _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p, bands, stretch), resizer)
+                    image_status[img_key] = (image, size)
+                except _Skip as exc:
+                    image_status[img_key] = exc
+                    _skip(report, img_src, exc.reason, exc.detail)  # counted once per image
+            status = image_status[img_key]
+            if isinstance(status, _Skip):
+                _skip(report, where, "image skipped", f"{where}: {status.reason}: {status.detail}")
+                continue
+            qtype = str(q.get("type", ""))
+            answer = normalize_rsvqa_answer(ans["answer"], qtype)
+            meta = {"dataset": dataset, "split": split, "question_type": qtype, "img_id": q["img_id"],
+                    "question_id": q["id"]}
+            if qtype in ("count", "area"):
+                meta["bucket"] = rsvqa_bucket(answer)
+            question = str(q["question"]).strip() + "\n" + RSVQA_INSTRUCTION
+            records.append(_record(f"{dataset}/{split}/{q['id']}", status[0], status[1], question, answer, "rsvqa",
+                                   meta=meta))
+        out_splits[split] = records
+    return _finish(report, out, dataset, out_splits)
+
+
+# --------------------------------------------------------------------------------------------- DIOR-RSVG
+def _xml_int(el: ET.Element | None, tag: str) -> float:
+    node = el.find(tag) if el is not None else None
+    if node is None or node.text is None:
+        raise ValueError(f"missing <{tag}>")
+    return float(node.text.strip())
+
+
+def _split_indices(src: Path, report: ConvertReport) -> dict[int, str] | None:
+    found: dict[int, str] = {}
+    any_file = False
+    for split in ("train", "val", "test"):
+        p = src / f"{split}.txt"
+        if not p.exists():
+            continue
+        any_file = True
+        for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                found.setdefault(int(line), split)
+            except ValueError:
+                _skip(report, f"{p}:{n}", "malformed split file", f"{p}:{n}: {line!r} is not an object index")
+    return found if any_file else None
+
+
+def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsvg",
+                      tasks: Sequence[str] = ("grounding", "region"), resize: int | None = None,
+                      images_dir: str = "JPEGImages", annotations_dir: str = "Annotations") -> ConvertReport:
+    """DIOR-RSVG -> grounding and region-perception records.
+
+    Reads ``Annotations/*.xml`` (sorted by name) and ``JPEGImages/<filename>``. Each ``<object>`` with a
+    ``<description>`` gives, for `tasks`:
+
+    * ``"grounding"``: ``<image>\\nPlease provide the bounding box coordinate of the region this sentence
+      describes: <ref>{description}</ref>`` -> ``<ref>{description}</ref><box>[[x1, y1, x2, y2]]</box>``;
+    * ``"region"``: ``<image>\\nWhat object is in this location [[x1, y1, x2, y2]]?`` -> the object name.
+
+    Boxes are on the 0-1000 grid (``round(v / W * 1000)``); ``<bndbox>`` values are taken as pixel edges
+    as RSVG-pytorch and the Mini-InternVL evaluator do. A box partly outside the image is clipped, one
+    wholly outside (or empty) is skipped. ``meta`` keeps the pixel box in the *output* image
+    (``bbox``), the output ``size`` [W, H], the original pixel box (``source_bbox``), ``source_size``, the
+    object ``name`` and its global ``object_index``.
+
+    Splits: ``train.txt`` / ``val.txt`` / ``test.txt`` in `src` list global object indices counted over the
+    xml files in sorted order (RSVG-pytorch counts in ``os.walk`` order, which is the sorted order on
+    most file systems); objects in none of them are skipped. Without split files everything goes to
+    ``all``. `resize`: longer side of the output PNGs; boxes are scaled with the image, so the grid box is
+    unchanged and the pixel round trip stays within one pixel.
+    """
+    src, out = Path(src), Path(out)
+    unknown = set(tasks) - {"grounding", "region"}
+    if unknown or not tasks:
+        raise ValueError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tuple(tasks)!r}")
+    ann_dir = src / annotations_dir
+    if not ann_dir.is_dir():
+        raise ValueError(f"{src}: no {annotations_dir}/ folder of VOC xml files")
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    split_map = _split_indices(src, report)
+    out_splits: dict[str, list[dict]] = {s: [] for s in (("train", "val", "test") if split_map is not None else ("all",))}
+    if resize is not None and int(resize) < 1:
+        raise ValueError(f"resize must be a positive longer-side length in pixels, got {resize}")
+    obj_index = -1
+    for xml in sorted(ann_dir.glob("*.xml")):
+        try:
+            root = ET.parse(xml).getroot()
+            objects = root.findall("object")
+        except (ET.ParseError, OSError) as exc:
+            _skip(report, xml, "malformed XML", f"{xml}: {exc}")
+            continue
+        first = obj_index + 1
+        obj_index += len(objects)
+        if not objects:
+            _skip(report, xml, "no objects", f"{xml}: no <object> elements")
+            continue
+        fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
+        img_src = src / images_dir / fname
+        if not img_src.exists() and not Path(fname).suffix:
+            img_src = src / images_dir / f"{fname}.jpg"
+        try:
+            with Image.open(img_src) as im:
+                src_w, src_h = im.size
+        except FileNotFoundError:
+            _skip(report, xml, "missing image", f"{xml}: image {img_src} not found")
+            continue
+        except (UnidentifiedImageError, OSError) as exc:
+            _skip(report, img_src, "unreadable image", f"{img_src}: {exc}")
+            continue
+        if src_w <= 0 or src_h <= 0:
+            _skip(report, img_src, "zero-size raster", f"{img_src}: zero-size image")
+            continue
+        out_w, out_h = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
+        sx, sy = out_w / src_w, out_h / src_h
+        image = f"images/{dataset}/{_safe(Path(fname).stem)}.png"
+        pending: list[tuple[str, dict]] = []
+        for k, obj in enumerate(objects):
+            idx = first + k
+            where = f"{xml.name} object {k} (index {idx})"
+            split = "all" if split_map is None else split_map.get(idx)
+            if split is None:
+                _skip(report, where, "not in split files", f"{where}: listed in no train/val/test.txt")
+                continue
+            name = (obj.findtext("name") or "").strip()
+            desc = " ".join((obj.findtext("description") or "").split())
+            try:
+                bb = obj.find("bndbox")
+                raw = Box(_xml_int(bb, "xmin"), _xml_int(bb, "ymin"), _xml_int(bb, "xmax"), _xml_int(bb, "ymax"))
+                raw.checked()
+            except ValueError as exc:
+                _skip(report, where, "malformed box", f"{xml}: object {k}: {exc}")
+                continue
+            try:
+                box = clip_box(raw, src_w, src_h)
+                if box.width <= 0 or box.height <= 0:
+                    raise ValueError(f"box {tuple(raw)} is empty inside the {src_w}x{src_h} image")
+            except ValueError as exc:
+                _skip(report, where, "box outside image", f"{xml}: object {k}: {exc}")
+                continue
+            if not name:
+                _skip(report, where, "missing name", f"{xml}: object {k} has no <name>")
+                continue
+            if "grounding" in tasks and not desc:
+                _skip(report, where, "missing description", f"{xml}: object {k} has no <description>")
+                continue
+            if any(t in desc for t in ("<ref>", "</ref>", "<box>", "</box>")):
+                _skip(report, where, "malformed description", f"{xml}: object {k}: description holds <ref>/<box> tags")
+                continue
+            out_box = [box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy]
+            grid = to_grid(out_box, out_w, out_h)
+            meta = {"dataset": dataset, "split": split, "object_index": idx, "name": name,
+                    "bbox": [round(v, 3) for v in out_box], "size": [out_w, out_h],
+                    "source_bbox": list(raw), "source_size": [src_w, src_h], "source": xml.name}
+            base = f"{dataset}/{xml.stem}/{k}"
+            if "grounding" in tasks:
+                pending.append((split, _record(f"{base}/grounding", image, (out_w, out_h), GROUNDING_QUESTION.format(desc),
+                                               render_ref_box(desc, grid), "grounding",
+                                               meta={**meta, "phrase": desc, "grid_box": grid})))
+            if "region" in tasks:
+                pending.append((split, _record(f"{base}/region", image, (out_w, out_h), REGION_QUESTION.format(*grid),
+                                               name, "region", meta={**meta, "grid_box": grid})))
+        if not pending:
+            continue
+        try:
+            _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p),
+                       (lambda im, wh=(out_w, out_h): im.resize(wh, Image.Resampling.BICUBIC)) if resize else None,
+                       expect=(out_w, out_h))
+        except _Skip as exc:
+            _skip(report, img_src, exc.reason, exc.detail)
+            continue
+        for split, rec in pending:
+            out_splits[split].append(rec)
+    return _finish(report, out, dataset, out_splits)

@@ -1,0 +1,295 @@
+"""Remote-sensing task scorers: RSVQA per question type, scene classification, grounding and region labels.
+
+Every scorer has the signature ``(prediction, record, reference) -> {name: value}`` that
+``adapt.metrics.register_task`` takes; the first key is the task's main metric (also named by the
+function's ``main_metric`` attribute). `record` may be an ``adapt`` ``Record`` or a plain mapping: only
+``meta``, ``options`` and ``image_sizes`` are read, with ``getattr`` or ``.get``. Nothing here imports
+``adapt`` (data flows ``domains -> adapt``).
+
+**rsvqa** (``domains.md`` §2.1). The question type comes from ``record.meta["question_type"]`` (or
+``meta["type"]``, the RSVQA field name). Both sides are *normalised*, then compared whole — never by
+containment, so "no" does not hit inside "not sure" and "1" does not hit inside "12":
+
+* yes/no and other words (``rural``/``urban``): lower case, punctuation and articles dropped;
+* ``count``: the whole answer must be one number (digits, ``1,234``, or an English number word up to
+  twenty); ``accuracy`` needs the same integer, and ``bucket_accuracy/count`` the same Mini-InternVL
+  bucket (0 / 1–100 / 101–1000 / >1000);
+* ``area``: ``"<n>m2"`` (``m2``, ``m^2``, ``m²``, ``square meters`` stripped); scored in the same buckets, as
+  Mini-InternVL does, with the exact value as ``exact_accuracy/area``.
+
+Returns ``{"accuracy": a, "accuracy/<type>": a}`` (+ the bucket / exact keys for count and area), so a
+source's summary shows overall and per-type accuracy side by side.
+
+**classification**: the prediction must name exactly one label: its normalised text (CamelCase and
+``_``/``-`` split into words, so ``AnnualCrop`` = ``annual crop``) must *equal* the reference label's, or,
+when the record lists options, be that option's letter (``B``, ``(B)``, ``B. forest``).
+
+**grounding**: Acc@0.5 — the first predicted box (``<box>[[…]]</box>``; a bare ``[[…]]`` also counts, as
+in InternVL's evaluator, and boxes summing to < 4 are read as 0–1 and scaled by 1000) against the first
+reference box, a hit when IoU > 0.5 (IoU is scale-invariant, so it is computed on the 0–1000 grid).
+
+**region**: a region (``[[x1, y1, x2, y2]]`` in the question) is named by a label: exact label match as
+for classification.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from domains.boxes import Box, parse_ref_boxes
+
+__all__ = [
+    "AREA_BUCKETS",
+    "METRICS",
+    "bucket",
+    "label_key",
+    "match_label",
+    "normalize_rsvqa",
+    "parse_number",
+    "score_classification",
+    "score_grounding",
+    "score_region",
+    "score_rsvqa",
+]
+
+# upper edges of the Mini-InternVL count/area buckets: 0 / 1-100 / 101-1000 / >1000
+AREA_BUCKETS = (0, 100, 1000)
+
+
+def _field(record: Any, name: str, default: Any = None) -> Any:
+    if isinstance(record, Mapping):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+# ---------------------------------------------------------------------------------------------- text
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_LEAD_IN = re.compile(r"^(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|label|class)\s*(?:is|:)\s*", re.IGNORECASE)
+
+
+def _strip_punct(text: str) -> str:
+    return "".join(" " if (ch in string.punctuation or unicodedata.category(ch).startswith("P")) else ch
+                   for ch in text)
+
+
+def _words(text: str) -> str:
+    text = _ARTICLES.sub(" ", _strip_punct(str(text).lower()))
+    return " ".join(text.split())
+
+
+def normalize_rsvqa(text: str) -> str:
+    """Lower case, no punctuation or articles, single spaces, a lead-in ("the answer is") dropped."""
+    text = _LEAD_IN.sub("", str(text or "").strip())
+    return _words(text)
+
+
+_NUMBER_WORDS = {w: k for k, w in enumerate(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
+_NUMBER = re.compile(r"^\s*(-?\d{1,3}(?:,\d{3})+|-?\d+(?:\.\d+)?)\s*$")
+_AREA_UNIT = re.compile(r"\s*(?:m2|m\^2|m²|sq\.?\s*m|square\s+met(?:er|re)s?)\s*\.?\s*$", re.IGNORECASE)
+
+
+def parse_number(text: str, *, area: bool = False) -> float | None:
+    """The number a whole answer states ("12", "1,234", "12.0", "twelve"; with `area`, "300m2"), else None.
+
+    Only an answer that is a number as a whole counts: "12 or 13" and "about 12 cars" give None.
+    """
+    text = _LEAD_IN.sub("", str(text or "").strip()).strip().rstrip(".").strip()
+    if area:
+        text = _AREA_UNIT.sub("", text)
+    m = _NUMBER.match(text)
+    if m:
+        return float(m.group(1).replace(",", ""))
+    word = text.lower()
+    return float(_NUMBER_WORDS[word]) if word in _NUMBER_WORDS else None
+
+
+def bucket(value: float) -> int:
+    """Mini-InternVL's bucket of a count or area: 0 → 0, 1–100 → 1, 101–1000 → 2, > 1000 → 3."""
+    for k, edge in enumerate(AREA_BUCKETS):
+        if value <= edge:
+            return k
+    return len(AREA_BUCKETS)
+
+
+# ---------------------------------------------------------------------------------------------- rsvqa
+def _question_type(record: Any) -> str | None:
+    meta = _field(record, "meta") or {}
+    qtype = meta.get("question_type", meta.get("type")) if isinstance(meta, Mapping) else None
+    return str(qtype) if qtype else None
+
+
+def score_rsvqa(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    """RSVQA accuracy, overall and for the record's question type (see the module docstring)."""
+    qtype = _question_type(record)
+    extra: dict[str, float] = {}
+    if qtype in ("count", "area"):
+        is_area = qtype == "area"
+        ref = parse_number(reference, area=is_area)
+        if ref is None:
+            raise ValueError(f"rsvqa {qtype} reference is not a number: {reference!r}")
+        pred = parse_number(prediction, area=is_area)
+        exact = float(pred is not None and pred == ref)
+        in_bucket = float(pred is not None and bucket(pred) == bucket(ref))
+        hit = in_bucket if is_area else exact
+        extra[f"bucket_accuracy/{qtype}"] = in_bucket
+        if is_area:
+            extra["exact_accuracy/area"] = exact
+    else:
+        hit = float(normalize_rsvqa(prediction) == normalize_rsvqa(reference) != "")
+    out = {"accuracy": hit}
+    if qtype:
+        out[f"accuracy/{qtype}"] = hit
+    out.update(extra)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- labels
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_LETTERS = string.ascii_uppercase
+_ONLY_LETTER = re.compile(r"^[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?$")
+_LEADING_LETTER = re.compile(r"^(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z])\s*[.:)])\s*(.*)$", re.DOTALL)
+
+
+def label_key(text: str) -> str:
+    """A label's comparison key: CamelCase and ``_``/``-`` split into words, lower case, no punctuation
+    or articles ("AnnualCrop", "annual_crop" and "Annual crop." all give "annual crop")."""
+    text = _CAMEL.sub(" ", str(text or "").strip())
+    return _words(text.replace("_", " ").replace("-", " "))
+
+
+def _option_of_text(text: str, options: Sequence[str]) -> int | None:
+    key = label_key(text)
+    hits = {k for k, opt in enumerate(options) if key and label_key(opt) == key}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def match_label(answer: str, labels: Sequence[str] | None = None) -> str | None:
+    """The label (one of `labels`, or the answer's own key when `labels` is None) an answer names, else None.
+
+    With `labels`: the answer's key must equal exactly one label's key (after a lead-in such as "The
+    answer is"), or the answer is an option letter (``B``, ``(B)``, ``B. forest`` — None when the text
+    after the letter names a different label). Containment never counts ("forest" ≠ "rainforest").
+    """
+    text = str(answer or "").strip()
+    if not labels:
+        key = label_key(_LEAD_IN.sub("", text))
+        return key or None
+    labels = list(labels)
+    m = _ONLY_LETTER.match(text)
+    if m and _option_of_text(text, labels) is None:  # a label named "A" wins over the letter A
+        idx = _LETTERS.find(m.group(1).upper())
+        return labels[idx] if 0 <= idx < len(labels) else None
+    m = _LEADING_LETTER.match(text)  # before the text: "A. Rainforest" must not read as "(a) rainforest"
+    if m and _option_of_text(text, labels) is None or (m and _option_of_text(m.group(4), labels) is not None):
+        idx = _LETTERS.find(m.group(1) or m.group(2) or m.group(3))
+        rest = m.group(4).strip()
+        if 0 <= idx < len(labels):
+            if rest and _option_of_text(rest, labels) not in (None, idx):
+                return None  # "B. desert" where desert is option C: contradictory
+            return labels[idx]
+    k = _option_of_text(text, labels)
+    if k is None:
+        k = _option_of_text(_LEAD_IN.sub("", text), labels)
+    return labels[k] if k is not None else None
+
+
+_OPTION_PREFIX = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$")
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.MULTILINE)
+
+
+def _options(record: Any) -> list[str] | None:
+    """The record's options without "A. " prefixes; else lettered lines (A., B., …) of its last question."""
+    options = _field(record, "options") or None
+    if options:
+        out = []
+        for k, opt in enumerate(options):
+            m = _OPTION_PREFIX.match(str(opt))
+            out.append(m.group(2) if m and m.group(1) == _LETTERS[k] else str(opt))
+        return out
+    turns = [t for t in (_field(record, "conversations") or []) if isinstance(t, Mapping) and _is_human(t)]
+    found = _OPTION_LINE.findall(str(turns[-1].get("value", "")) if turns else "")
+    listed: list[str] = []
+    for letter, text in found:
+        if letter == _LETTERS[len(listed)]:
+            listed.append(text)
+        elif listed:
+            break
+    return listed if len(listed) >= 2 else None
+
+
+def _is_human(turn: Mapping) -> bool:
+    return turn.get("from") == "human" or turn.get("role") == "user"
+
+
+def _label_accuracy(prediction: str, record: Any, reference: str) -> float:
+    options = _options(record)
+    if options:
+        ref = match_label(reference, options)
+        if ref is None:  # the reference is not an option: compare texts
+            return float(label_key(prediction) == label_key(reference) != "")
+        return float(match_label(prediction, options) == ref)
+    pred = match_label(prediction)
+    return float(pred is not None and pred == label_key(reference))
+
+
+def score_classification(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    """Scene classification: 1.0 when the prediction names the reference label exactly."""
+    return {"accuracy": _label_accuracy(prediction, record, reference)}
+
+
+def score_region(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    """Region classification (a box in the question, a label in the answer): exact label match."""
+    return {"accuracy": _label_accuracy(prediction, record, reference)}
+
+
+# ---------------------------------------------------------------------------------------------- boxes
+_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
+_BARE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
+_UNCLOSED = re.compile(r"<box>((?:(?!</box>).)*)$", re.DOTALL)
+
+
+def _boxes(text: str) -> list[list[float]]:
+    """Grid boxes in `text`: those inside ``<box>`` spans (an unclosed last one included); else bare ones."""
+    text = text or ""
+    found = [list(map(float, b)) for _, boxes in parse_ref_boxes(text) for b in boxes]
+    if "<box>" in text:
+        m = _UNCLOSED.search(text)
+        if m:
+            found += [[float(v) for v in bm.groups()] for bm in _BARE_BOX.finditer(m.group(1))]
+        return found
+    return [[float(v) for v in bm.groups()] for bm in _BARE_BOX.finditer(text)]
+
+
+def score_grounding(prediction: str, record: Any, reference: str, threshold: float = 0.5) -> dict[str, float]:
+    """Acc@0.5: 1.0 when the IoU of the first predicted and first reference box is > `threshold`."""
+    refs = _boxes(reference)
+    if not refs:
+        raise ValueError(f"grounding reference has no [[x1, y1, x2, y2]] box: {reference!r}")
+    preds = _boxes(prediction)
+    if not preds:
+        return {"acc@0.5": 0.0}
+    pred = preds[0]
+    if sum(pred) < 4:  # InternVL: values normalised to 0-1
+        pred = [v * 1000 for v in pred]
+    if pred[2] < pred[0] or pred[3] < pred[1]:
+        return {"acc@0.5": 0.0}
+    iou = Box(*pred).iou(Box(*refs[0]))
+    return {"acc@0.5": float(iou > threshold)}
+
+
+score_rsvqa.main_metric = "accuracy"  # type: ignore[attr-defined]
+score_classification.main_metric = "accuracy"  # type: ignore[attr-defined]
+score_region.main_metric = "accuracy"  # type: ignore[attr-defined]
+score_grounding.main_metric = "acc@0.5"  # type: ignore[attr-defined]
+
+METRICS = {
+    "rsvqa": score_rsvqa,
+    "classification": score_classification,
+    "grounding": score_grounding,
+    "region": score_region,
+}

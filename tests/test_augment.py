@@ -1,0 +1,212 @@
+"""Box-aware augmentation (domains.remote_sensing.augment), its recipe key and the dataset hook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("albumentations")
+
+from adapt.data.augment import build_augment
+from adapt.data.dataset import SupervisedDataset
+from adapt.data.samples import Record, SkipLog
+from adapt.recipe import RecipeError, load_recipe
+from domains.boxes import from_grid, parse_ref_boxes, to_grid
+from domains.remote_sensing.augment import Augmentation, build_augmentation, derive_seed
+from model.tiling import TilingConfig
+
+W, H = 320, 200
+BOX_PX = (40, 30, 120, 90)  # x1, y1, x2, y2 in pixels
+
+
+def marked_image(box=BOX_PX, size=(W, H)) -> Image.Image:
+    """Black image with the box filled white, so the pixels tell where the box went."""
+    a = np.zeros((size[1], size[0], 3), np.uint8)
+    x1, y1, x2, y2 = box
+    a[y1:y2, x1:x2] = 255
+    return Image.fromarray(a)
+
+
+def white_bbox(image: Image.Image) -> tuple[int, int, int, int]:
+    a = np.asarray(image)[..., 0] > 127
+    ys, xs = np.nonzero(a)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def grounding_record(grid) -> Record:
+    box = f"[{grid[0]}, {grid[1]}, {grid[2]}, {grid[3]}]"
+    answer = f"<ref>the roof</ref><box>[{box}]</box>"
+    return Record(source="rs", line=1, images=["x.png"], image_sizes=[(W, H)], task="grounding", answer=answer,
+                  conversations=[{"from": "human", "value": f"<image>\nWhat is in [{box}]? Then find the roof."},
+                                 {"from": "gpt", "value": f"A roof. {answer}"}])
+
+
+@pytest.mark.parametrize("flips,rot90", [(True, False), (False, True), (True, True)])
+def test_boxes_follow_the_pixels(flips, rot90):
+    grid = to_grid(BOX_PX, W, H)
+    record = grounding_record(grid)
+    aug = build_augmentation(flips=flips, rot90=rot90, color_jitter=0.0, seed=7)
+    seen_sizes, changed = set(), 0
+    for k in range(16):
+        image, out = aug(marked_image(), record, key=(0, k))
+        nw, nh = image.size
+        seen_sizes.add((nw, nh))
+        (phrase, boxes), = parse_ref_boxes(out.answer)
+        assert phrase == "the roof" and len(boxes) == 1
+        moved = from_grid(boxes[0], nw, nh)
+        truth = white_bbox(image)
+        assert all(abs(a - b) <= 1 for a, b in zip(moved, truth)), (moved, truth)
+        # the gpt turn, the human region box and the answer are re-rendered alike
+        g = boxes[0]
+        text = f"[{g[0]}, {g[1]}, {g[2]}, {g[3]}]"
+        assert out.conversations[0]["value"] == f"<image>\nWhat is in [{text}]? Then find the roof."
+        assert out.conversations[1]["value"] == f"A roof. <ref>the roof</ref><box>[{text}]</box>"
+        assert out.image_sizes == [(nw, nh)]
+        changed += g != grid
+    assert changed > 0
+    assert (len(seen_sizes) == 2) == rot90  # quarter turns swap width and height
+
+
+def test_exact_maps_on_the_grid():
+    record = grounding_record([100, 200, 300, 400])
+    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.0, seed=0)
+    allowed = set()
+    for x1, y1, x2, y2 in [(100, 200, 300, 400)]:
+        for _ in range(4):  # the 8 symmetries of the square, on the grid
+            allowed |= {(x1, y1, x2, y2), (1000 - x2, y1, 1000 - x1, y2), (x1, 1000 - y2, x2, 1000 - y1),
+                        (1000 - x2, 1000 - y2, 1000 - x1, 1000 - y1)}
+            x1, y1, x2, y2 = y1, 1000 - x2, y2, 1000 - x1  # a quarter turn
+    for k in range(20):
+        _, out = aug(marked_image(), record, key=(1, k))
+        (_, (box,)), = parse_ref_boxes(out.answer)
+        assert tuple(box) in allowed
+
+
+def test_deterministic_per_seed_and_key_and_colour_keeps_boxes():
+    record = grounding_record(to_grid(BOX_PX, W, H))
+    a = build_augmentation(color_jitter=0.3, seed=3)
+    b = build_augmentation(color_jitter=0.3, seed=3)
+    i1, r1 = a(marked_image(), record, key=(2, 5))
+    i2, r2 = b(marked_image(), record, key=(2, 5))
+    assert np.array_equal(np.asarray(i1), np.asarray(i2)) and r1 == r2
+    outs = {np.asarray(a(marked_image(), record, key=(2, k))[0]).tobytes() for k in range(8)}
+    assert len(outs) > 1
+    assert derive_seed(3, (2, 5)) == derive_seed(3, (2, 5)) != derive_seed(4, (2, 5))
+    colour_only = build_augmentation(flips=False, rot90=False, color_jitter=0.5, seed=1)
+    img, out = colour_only(marked_image(), record, key=(0, 0))
+    assert out.answer == record.answer and img.size == (W, H)
+
+
+def test_records_left_alone():
+    aug = build_augmentation(color_jitter=0.0, seed=0)
+    record = grounding_record(to_grid(BOX_PX, W, H))
+    image = marked_image()
+    for rec in (
+        Record(**{**record.__dict__, "meta": {"augment": False}}),  # opted out
+        Record(**{**record.__dict__, "images": ["a.png", "b.png"]}),  # several images
+        Record(**{**record.__dict__, "answer": "<box>[[500, 500, 100, 100]]</box>"}),  # unordered box
+    ):
+        got_image, got = aug(image, rec, key=(0, 0))
+        assert got is rec and got_image is image
+    off = build_augmentation(flips=False, rot90=False, color_jitter=0.0)
+    assert off(image, record) == (image, record)
+
+
+def test_degenerate_box_and_dict_records():
+    rec = {"conversations": [{"from": "human", "value": "<image>\n[[0, 0, 0, 10]] and [[1, 2]]"},
+                             {"from": "gpt", "value": "<box>[[0, 0, 0, 10]]</box> [[5, 5, 6, 6]]"}]}
+    aug = build_augmentation(flips=True, rot90=False, color_jitter=0.0, seed=0)
+    outs = {aug(marked_image(), rec, key=(0, k))[1]["conversations"][1]["value"] for k in range(12)}
+    assert outs <= {"<box>[[0, 0, 0, 10]]</box> [[5, 5, 6, 6]]", "<box>[[1000, 0, 1000, 10]]</box> [[5, 5, 6, 6]]",
+                    "<box>[[0, 990, 0, 1000]]</box> [[5, 5, 6, 6]]", "<box>[[1000, 990, 1000, 1000]]</box> [[5, 5, 6, 6]]"}
+    assert len(outs) > 1  # bare [[...]] in a gpt turn is not a box and stays as written
+
+
+def test_bad_jitter():
+    with pytest.raises(ValueError):
+        build_augmentation(color_jitter=2.0)
+
+
+# ------------------------------------------------------------------------------------------ recipe
+MINIMAL = """\
+data:
+  sources:
+    - {name: field, path: data/field/train.jsonl}
+    - {name: general, path: data/general/train.jsonl, kind: general}
+"""
+
+
+def _recipe(tmp_path, extra=""):
+    path = tmp_path / "r.yaml"
+    path.write_text(MINIMAL + extra)
+    return path
+
+
+def test_recipe_augment_off_by_default(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path))
+    assert recipe.data.augment is None and build_augment(recipe.data.augment, recipe.seed) is None
+    again = tmp_path / "again.yaml"
+    again.write_text(recipe.to_yaml())
+    assert load_recipe(again).data.augment is None
+
+
+def test_recipe_augment_key(tmp_path):
+    recipe = load_recipe(_recipe(tmp_path, "  augment: {flips: true, rot90: false, color_jitter: 0.1}\n"))
+    spec = recipe.data.augment
+    assert (spec.flips, spec.rot90, spec.color_jitter) == (True, False, 0.1)
+    aug = build_augment(spec, recipe.seed)
+    assert isinstance(aug, Augmentation) and (aug.flips, aug.rot90, aug.color_jitter) == (True, False, 0.1)
+    defaults = load_recipe(_recipe(tmp_path, "  augment: {}\n")).data.augment
+    assert (defaults.flips, defaults.rot90, defaults.color_jitter) == (True, True, 0.2)
+    assert build_augment({"flips": False, "rot90": False, "color_jitter": 0}) is None
+    again = tmp_path / "again.yaml"
+    again.write_text(recipe.to_yaml())
+    assert load_recipe(again).data.augment == spec
+
+
+@pytest.mark.parametrize("extra,needle", [
+    ("  augment: {flip: true}\n", "flip"),
+    ("  augment: {color_jitter: 1.5}\n", "color_jitter"),
+    ("  augment: {rot90: maybe}\n", "rot90"),
+])
+def test_recipe_augment_errors(tmp_path, extra, needle):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(_recipe(tmp_path, extra))
+    assert needle in str(info.value) and "augment" in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------ dataset hook
+class _EchoProcessor:
+    """Stands in for the processor: returns what it was given."""
+
+    tiling = TilingConfig()
+
+    def __call__(self, conversation, images, **kwargs):
+        return {"conversation": conversation, "images": images}
+
+
+def test_dataset_applies_augmentation_per_epoch_and_position(tmp_path):
+    marked_image().save(tmp_path / "x.png")
+    record = grounding_record(to_grid(BOX_PX, W, H))
+    record.images = [tmp_path / "x.png"]
+    records = {"rs": [record]}
+    order = [("rs", 0)] * 6
+    plain = SupervisedDataset(records, order, _EchoProcessor(), 512, SkipLog())
+    assert all(plain[i]["encoded"]["conversation"] == record.conversations for i in range(6))
+
+    aug = build_augmentation(color_jitter=0.0, seed=11)
+    ds = SupervisedDataset(records, order, _EchoProcessor(), 512, SkipLog(), augment=aug, epoch=3)
+    first = [ds[i]["encoded"] for i in range(6)]
+    again = SupervisedDataset(records, order, _EchoProcessor(), 512, SkipLog(), augment=aug, epoch=3)
+    for i, enc in enumerate(first):  # a pure function of (seed, epoch, position): resume sees the same data
+        enc2 = again[i]["encoded"]
+        assert enc["conversation"] == enc2["conversation"]
+        assert np.array_equal(np.asarray(enc["images"][0]), np.asarray(enc2["images"][0]))
+        _, expected_rec = aug(marked_image(), record, key=(3, i))
+        assert enc["conversation"] == expected_rec.conversations
+        assert ds[i]["record"].answer == expected_rec.answer
+    assert len({str(e["conversation"]) for e in first}) > 1
+    ds.set_order(order, epoch=4)
+    assert ds.epoch == 4
+    assert record.answer == grounding_record(to_grid(BOX_PX, W, H)).answer  # the stored record is untouched

@@ -1,0 +1,89 @@
+"""`adapt domains` and `adapt convert` (with a tiny fake plugin registered here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapt.cli import main
+from domains import base
+from domains.base import ConvertReport, DomainPlugin, register_domain, unregister_domain
+
+
+def _fake_converter(src: Path, out: Path, **options) -> ConvertReport:
+    report = ConvertReport(dataset="toy", source=src, out=out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "train.jsonl"
+    n = int(options.get("limit", 2))
+    path.write_text("".join('{"conversations": []}\n' for _ in range(n)))
+    report.wrote(n)
+    report.skip("bad.tif", "unreadable raster", "truncated")
+    report.outputs["train"] = path
+    _fake_converter.last = options
+    return report
+
+
+@pytest.fixture
+def fake_domain():
+    plugin = DomainPlugin(name="toy_domain", description="A toy domain for CLI tests.",
+                          converters={"toy": _fake_converter}, metrics={"toy_task": lambda p, r, ref: {"accuracy": 1.0}})
+    register_domain(plugin, overwrite=True)
+    yield plugin
+    unregister_domain(plugin.name)
+
+
+def test_domains_lists_plugins(fake_domain, capsys):
+    assert main(["domains"]) == 0
+    out = capsys.readouterr().out
+    assert "toy_domain: A toy domain for CLI tests." in out
+    assert "converters: toy" in out and "tasks:      toy_task" in out
+    assert "remote_sensing:" in out and "general:" in out
+
+
+def test_domains_shows_discovery_errors(fake_domain, capsys, monkeypatch):
+    monkeypatch.setattr(base, "_ERRORS", {"entry point 'broken' (x:y)": "ImportError: no module x"})
+    assert main(["domains"]) == 0
+    err = capsys.readouterr().err
+    assert "failed to load entry point 'broken' (x:y): ImportError: no module x" in err
+
+
+def test_convert_prints_report(fake_domain, tmp_path, capsys):
+    src = tmp_path / "raw"
+    src.mkdir()
+    rc = main(["convert", "toy_domain", "toy", "--src", str(src), "--out", str(tmp_path / "out"),
+               "--option", "limit=3", "--option", "split=val", "--option", "classes=[a, b]"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| written | 3 | |" in out
+    assert "| skipped: unreadable raster | 1 | bad.tif: truncated |" in out
+    assert f"train: {tmp_path / 'out' / 'train.jsonl'}" in out
+    assert _fake_converter.last == {"limit": 3, "split": "val", "classes": ["a", "b"]}
+    assert (tmp_path / "out" / "train.jsonl").read_text().count("\n") == 3
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["convert", "nope", "toy"], "unknown domain 'nope'"),
+    (["convert", "toy_domain", "nope"], "no converter for data set 'nope' (known: toy)"),
+    (["convert", "toy_domain", "toy", "--option", "novalue"], "is not KEY=VALUE"),
+])
+def test_convert_errors(fake_domain, tmp_path, capsys, argv, needle):
+    src = tmp_path / "raw"
+    src.mkdir()
+    rc = main([*argv, "--src", str(src), "--out", str(tmp_path / "out")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adapt convert: error:") and needle in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_missing_src(fake_domain, tmp_path, capsys):
+    rc = main(["convert", "toy_domain", "toy", "--src", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert rc == 1 and "does not exist" in capsys.readouterr().err
+
+
+def test_convert_real_ucmerced_if_present(tmp_path):
+    plugin = base.get_domain("remote_sensing")
+    if "ucmerced" not in plugin.converters:
+        pytest.skip("remote_sensing has no ucmerced converter yet")
+    assert main(["convert", "remote_sensing", "nope", "--src", str(tmp_path), "--out", str(tmp_path / "o")]) == 1

@@ -1,0 +1,357 @@
+"""Remote-sensing converters on synthetic data in the public layouts: records, idempotence, bad input, boxes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rasterio = pytest.importorskip("rasterio")
+from PIL import Image
+
+from domains.base import get_domain
+from domains.boxes import parse_ref_boxes
+from domains.remote_sensing.convert import (
+    convert_classification,
+    convert_dior_rsvg,
+    convert_rsvqa,
+    normalize_rsvqa_answer,
+    rsvqa_bucket,
+)
+from domains.remote_sensing.raster import read_rgb
+from domains.remote_sensing.synthetic import generate
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def all_records(report) -> list[dict]:
+    return [r for p in report.outputs.values() for r in records(p)]
+
+
+def check_wellformed(recs: list[dict], out: Path) -> None:
+    assert recs
+    ids = [r["id"] for r in recs]
+    assert len(ids) == len(set(ids))
+    for r in recs:
+        human, gpt = r["conversations"]
+        assert human["from"] == "human" and gpt["from"] == "gpt"
+        assert human["value"].startswith("<image>\n")
+        assert sum(t["value"].count("<image>") for t in r["conversations"]) == 1
+        assert gpt["value"] == r["answer"] and r["answer"]
+        img = out / r["image"]
+        assert img.is_file() and img.suffix == ".png"
+        with Image.open(img) as im:
+            assert im.size == (r["width"], r["height"]) and im.mode == "RGB"
+
+
+def tree_state(root: Path) -> dict[str, tuple[str, int]]:
+    return {p.relative_to(root).as_posix(): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_idempotent(convert, src: Path, out: Path, **kw):
+    before_src = tree_state(src)
+    first = convert(src, out, **kw)
+    state = tree_state(out)
+    second = convert(src, out, **kw)
+    assert tree_state(out) == state  # same bytes, nothing rewritten (mtimes unchanged)
+    assert second.written == first.written and second.skipped == first.skipped
+    assert tree_state(src) == before_src  # the source is never modified
+    return first
+
+
+def write_tif(path: Path, data: np.ndarray, nodata=None) -> Path:
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1], "count": data.shape[0],
+               "dtype": data.dtype.name, "crs": CRS.from_epsg(32633),
+               "transform": Affine(10, 0, 500000, 0, -10, 5000000), "nodata": nodata}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return path
+
+
+def zero_size_tiff(path: Path) -> Path:
+    """A TIFF whose ImageWidth / ImageLength are 0 (rasterio cannot write one)."""
+    tags = [(256, 3, 0), (257, 3, 0), (258, 3, 8), (259, 3, 1), (262, 3, 1), (273, 4, 8), (277, 3, 1),
+            (278, 3, 1), (279, 4, 0)]
+    ifd = struct.pack("<H", len(tags))
+    for tag, typ, val in tags:
+        ifd += struct.pack("<HHI", tag, typ, 1) + (struct.pack("<HH", val, 0) if typ == 3 else struct.pack("<I", val))
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0))
+    return path
+
+
+# --------------------------------------------------------------------------------------------- generator
+def test_synthetic_layouts_and_determinism(tmp_path):
+    a = generate("ucmerced", tmp_path / "a", n=2, seed=3)
+    b = generate("ucmerced", tmp_path / "b", n=2, seed=3)
+    assert {k: v[0] for k, v in tree_state(a).items()} == {k: v[0] for k, v in tree_state(b).items()}
+    tif = a / "forest" / "forest00.tif"
+    with rasterio.open(tif) as src:
+        assert (src.count, src.dtypes[0], src.crs.to_epsg(), src.nodata) == (3, "uint8", 32633, 0)
+        assert src.transform.a == 0.3
+    e = generate("eurosat_ms", tmp_path / "e", n=1, classes=["Forest", "SeaLake"])
+    with rasterio.open(e / "SeaLake" / "SeaLake_1.tif") as src:
+        assert (src.count, src.dtypes[0]) == (13, "uint16")
+    r = generate("rsvqa_hr", tmp_path / "r", n=5)
+    assert (r / "USGS_split_train_questions.json").exists() and (r / "Data" / "0.tif").exists()
+    q = json.loads((r / "USGS_split_train_questions.json").read_text())["questions"][0]
+    assert {"id", "img_id", "type", "question", "answers_ids", "active"} <= set(q)
+    d = generate("dior_rsvg", tmp_path / "d", n=2)
+    assert (d / "JPEGImages" / "00001.jpg").exists() and (d / "Annotations" / "00001.xml").exists()
+    assert "<description>" in (d / "Annotations" / "00001.xml").read_text()
+    with pytest.raises(ValueError, match="unknown synthetic kind"):
+        generate("nope", tmp_path / "x")
+
+
+def test_plugin_registers_converters_and_synthetic(tmp_path):
+    plugin = get_domain("remote_sensing")
+    assert {"ucmerced", "aid", "nwpu", "eurosat", "eurosat_ms", "rsvqa", "dior_rsvg"} <= set(plugin.converters)
+    made = plugin.synthetic(tmp_path / "syn", kinds=["ucmerced"], n=1)
+    report = plugin.convert("ucmerced", made["ucmerced"], tmp_path / "out", test_fraction=0)
+    assert report.written == 5 and report.total_skipped == 0
+
+
+# --------------------------------------------------------------------------------------------- classification
+def test_classification_ucmerced(tmp_path):
+    src = generate("ucmerced", tmp_path / "UCMerced_LandUse" / "Images", n=3)
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_classification, tmp_path / "UCMerced_LandUse", out, dataset="ucmerced")
+    recs = all_records(report)
+    assert report.written == len(recs) == 15 and report.total_skipped == 0
+    assert set(report.outputs) == {"train", "test"}
+    check_wellformed(recs, out)
+    r = recs[0]
+    assert r["task"] == "classification" and r["answer"] in r["options"] == r["options"]
+    assert r["options"] == sorted(["agricultural", "forest", "river", "denseresidential", "chaparral"])
+    assert "Classify the image from the following classes: " in r["conversations"][0]["value"]
+    for opt in r["options"]:
+        assert opt in r["conversations"][0]["value"]
+    assert {x["answer"] for x in recs} == set(r["options"])
+    # uint8 RGB is taken as is (no stretch)
+    tif = src / "forest" / "forest00.tif"
+    with rasterio.open(tif) as ds:
+        raw = ds.read().transpose(1, 2, 0)
+    png = next(x for x in recs if x["meta"]["source"] == "forest/forest00.tif")
+    assert np.array_equal(np.asarray(Image.open(out / png["image"])), raw)
+
+
+def test_classification_eurosat_13_band_rgb(tmp_path):
+    src = generate("eurosat_ms", tmp_path / "EuroSAT_MS", n=2, classes=["Forest", "River", "Highway"])
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_classification, src, out, dataset="eurosat_ms", test_fraction=0)
+    recs = all_records(report)
+    check_wellformed(recs, out)
+    assert report.written == 6
+    assert {r["answer"] for r in recs} == {"forest", "river", "highway"}
+    tif = src / "River" / "River_1.tif"
+    rec = next(r for r in recs if r["meta"]["source"] == "River/River_1.tif")
+    got = np.asarray(Image.open(out / rec["image"]))
+    expect = np.asarray(read_rgb(tif, bands=[4, 3, 2])[0])  # B04, B03, B02 in EuroSAT file order
+    wrong = np.asarray(read_rgb(tif, bands=[1, 2, 3])[0])
+    assert np.array_equal(got, expect) and not np.array_equal(got, wrong)
+    # explicit bands are honoured
+    report2 = convert_classification(src, tmp_path / "out2", dataset="eurosat_ms", bands=[8, 4, 3], test_fraction=0)
+    rec2 = next(r for r in all_records(report2) if r["meta"]["source"] == "River/River_1.tif")
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out2" / rec2["image"])),
+                          np.asarray(read_rgb(tif, bands=[8, 4, 3])[0]))
+
+
+def test_classification_bad_inputs_skipped(tmp_path):
+    src = generate("ucmerced", tmp_path / "src", n=2)
+    forest = src / "forest"
+    blob = (forest / "forest00.tif").read_bytes()
+    (forest / "truncated.tif").write_bytes(blob[: len(blob) // 2])
+    (forest / "corrupt.tif").write_bytes(b"II*\x00" + b"\x13" * 200)
+    zero_size_tiff(forest / "zero.tif")
+    write_tif(forest / "nodata.tif", np.zeros((3, 8, 8), np.uint8), nodata=0)
+    write_tif(forest / "complex.tif", np.ones((1, 8, 8), np.complex64))
+    (src / "emptyclass").mkdir()
+    (src / "emptyclass" / "notes.txt").write_text("no images here")
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_classification, src, out, dataset="ucmerced", test_fraction=0)
+    assert report.written == 10  # every good image converted
+    assert report.skipped == {"unreadable image": 2, "zero-size raster": 1, "all nodata": 1,
+                              "unsupported data type": 1, "empty class folder": 1}
+    examples = " ".join(e for ex in report.examples.values() for e in ex)
+    for name in ("truncated.tif", "corrupt.tif", "zero.tif", "nodata.tif", "complex.tif", "emptyclass"):
+        assert name in examples
+    assert "complex64" in examples and "nodata" in examples
+    assert "emptyclass" not in records(report.outputs["train"])[0]["conversations"][0]["value"]
+    assert "skipped: all nodata" in report.table()
+    check_wellformed(all_records(report), out)
+
+
+def test_classification_resumes(tmp_path):
+    src = generate("ucmerced", tmp_path / "src", n=2)
+    out = tmp_path / "out"
+    full = convert_classification(src, out, test_fraction=0)
+    jsonl = full.outputs["train"].read_bytes()
+    pngs = sorted(out.rglob("*.png"))
+    for p in pngs[::2]:  # as if a run had been stopped half-way
+        p.unlink()
+    full.outputs["train"].unlink()
+    kept = {p: p.stat().st_mtime_ns for p in pngs[1::2]}
+    again = convert_classification(src, out, test_fraction=0)
+    assert again.outputs["train"].read_bytes() == jsonl
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items())  # done work is not redone
+    assert all(p.exists() for p in pngs)
+    assert not list(out.rglob("*.part"))
+
+
+# --------------------------------------------------------------------------------------------- RSVQA
+@pytest.mark.parametrize("kind", ["rsvqa_lr", "rsvqa_hr"])
+def test_rsvqa(tmp_path, kind):
+    src = generate(kind, tmp_path / kind, n=5)
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_rsvqa, src, out)
+    assert set(report.outputs) == {"train", "val", "test"}
+    recs = all_records(report)
+    check_wellformed(recs, out)
+    assert report.written == 20 and report.skipped == {"inactive question": 3}
+    types = {r["meta"]["question_type"] for r in recs}
+    assert types == ({"presence", "comp", "count", "area"} if kind == "rsvqa_hr"
+                     else {"presence", "comp", "count", "rural_urban"})
+    for r in recs:
+        assert r["task"] == "rsvqa" and r["id"].startswith(kind)
+        assert r["conversations"][0]["value"].endswith("\nAnswer the question using a single word or phrase.")
+        if r["meta"]["question_type"] in ("presence", "comp"):
+            assert r["answer"] in ("yes", "no")
+        if r["meta"]["question_type"] == "area":
+            assert r["answer"].endswith("m2") and r["meta"]["bucket"]
+    # answers agree with the source files
+    qs = {q["id"]: q for q in json.loads((src / ("USGS" if kind == "rsvqa_hr" else "LR")
+                                                .__add__("_split_train_questions.json")).read_text())["questions"]}
+    ans = {a["id"]: a for a in json.loads((src / ("USGS" if kind == "rsvqa_hr" else "LR")
+                                                 .__add__("_split_train_answers.json")).read_text())["answers"]}
+    for r in records(report.outputs["train"]):
+        q = qs[r["meta"]["question_id"]]
+        assert r["answer"] == ans[q["answers_ids"][0]]["answer"].lower()
+    # images are written once per tile, shared by its questions
+    assert len({r["image"] for r in recs}) == 5
+
+
+def test_rsvqa_answer_normalisation():
+    assert normalize_rsvqa_answer(" Yes ") == "yes"
+    assert normalize_rsvqa_answer("1 234 m2", "area") == "1234m2"
+    assert normalize_rsvqa_answer("Urban", "rural_urban") == "urban"
+    assert normalize_rsvqa_answer(12, "count") == "12"
+    assert [rsvqa_bucket(a) for a in ("0", "7", "101m2", "5000m2", "yes")] == ["0", "1-100", "101-1000", ">1000", None]
+
+
+def test_rsvqa_bad_inputs(tmp_path):
+    src = generate("rsvqa_lr", tmp_path / "src", n=5)
+    (src / "LR_split_val_answers.json").write_text('{"answers": [ {"id": 1,')  # malformed JSON
+    blob = (src / "Images_LR" / "0.tif").read_bytes()
+    (src / "Images_LR" / "0.tif").chmod(0o644)
+    (src / "Images_LR" / "0.tif").write_bytes(blob[: len(blob) // 3])  # truncated tile: its 4 questions go
+    (src / "Images_LR" / "1.tif").unlink()  # missing tile
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_rsvqa, src, out)
+    assert report.skipped["malformed JSON"] == 1
+    assert "LR_split_val_answers.json" in " ".join(report.examples["malformed JSON"])
+    assert report.skipped["unreadable image"] == 1 and report.skipped["missing image"] == 1
+    assert report.skipped["image skipped"] == 8
+    assert set(report.outputs) == {"train", "test"}
+    assert report.written == 4 + 4  # train: 3 tiles, 2 bad; test: 1 tile
+    check_wellformed(all_records(report), out)
+
+
+# --------------------------------------------------------------------------------------------- DIOR-RSVG
+def test_dior_rsvg(tmp_path):
+    src = generate("dior_rsvg", tmp_path / "DIOR_RSVG", n=4)
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_dior_rsvg, src, out)
+    recs = all_records(report)
+    check_wellformed(recs, out)
+    assert report.total_skipped == 0
+    n_objects = sum(len(p.read_text().split()) for p in (src / f"{s}.txt" for s in ("train", "val", "test")))
+    assert report.written == 2 * n_objects
+    for r in recs:
+        m = r["meta"]
+        if r["task"] == "grounding":
+            q = r["conversations"][0]["value"]
+            assert q == ("<image>\nPlease provide the bounding box coordinate of the region this sentence describes: "
+                         f"<ref>{m['phrase']}</ref>")
+            [(phrase, [grid])] = parse_ref_boxes(r["answer"])
+            assert phrase == m["phrase"] and grid == m["grid_box"]
+            assert r["answer"] == f"<ref>{phrase}</ref><box>[[{', '.join(map(str, grid))}]]</box>"
+        else:
+            assert r["task"] == "region"
+            assert r["conversations"][0]["value"] == "<image>\nWhat object is in this location [[{}, {}, {}, {}]]?".format(
+                *m["grid_box"])
+            assert r["answer"] == m["name"]
+        # box on the grid = round(v / W * 1000)
+        W, H = m["size"]
+        assert m["grid_box"] == [round(v / s * 1000) for v, s in zip(m["bbox"], (W, H, W, H))]
+    # splits follow the global object indices in train/val/test.txt
+    for split, path in report.outputs.items():
+        listed = {int(x) for x in (src / f"{split}.txt").read_text().split()}
+        assert {r["meta"]["object_index"] for r in records(path)} == listed
+
+
+@pytest.mark.parametrize("resize", [None, 37, 100, 448])
+def test_dior_box_round_trip_through_resize(tmp_path, resize):
+    src = generate("dior_rsvg", tmp_path / "src", n=3, size=96)
+    out = tmp_path / "out"
+    report = convert_dior_rsvg(src, out, resize=resize)
+    recs = [r for r in all_records(report) if r["task"] == "grounding"]
+    assert recs
+    for r in recs:
+        W, H = r["width"], r["height"]
+        if resize:
+            assert max(W, H) == resize
+        with Image.open(out / r["image"]) as im:
+            assert im.size == (W, H)
+        [(_, [box])] = parse_ref_boxes(r["answer"], W, H)  # pixels in the output image
+        sw, sh = r["meta"]["source_size"]
+        back = [box.x1 * sw / W, box.y1 * sh / H, box.x2 * sw / W, box.y2 * sh / H]
+        assert np.allclose(back, r["meta"]["source_bbox"], atol=1.0), (back, r["meta"]["source_bbox"])
+        assert np.allclose(list(box), r["meta"]["bbox"], atol=max(W, H) / 2000 + 1e-9)
+
+
+def test_dior_bad_inputs(tmp_path):
+    src = generate("dior_rsvg", tmp_path / "src", n=5)
+    ann = src / "Annotations"
+    # a box wholly outside the image
+    x1 = (ann / "00001.xml").read_text()
+    start = x1.index("<xmin>")
+    end = x1.index("</ymax>") + len("</ymax>")
+    (ann / "00001.xml").write_text(x1[:start] + "<xmin>500</xmin><ymin>500</ymin><xmax>600</xmax><ymax>600</ymax>"
+                                   + x1[end:])
+    (ann / "00002.xml").write_text("<annotation><object><name>ship</name>")  # malformed XML
+    (src / "JPEGImages" / "00003.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # corrupt image
+    n3 = (ann / "00003.xml").read_text().count("<object>")
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_dior_rsvg, src, out, tasks=("grounding",))
+    assert report.skipped["box outside image"] == 1
+    assert "00001.xml" in report.examples["box outside image"][0]
+    assert report.skipped["malformed XML"] == 1 and "00002.xml" in report.examples["malformed XML"][0]
+    assert report.skipped["unreadable image"] == 1 and "00003.jpg" in report.examples["unreadable image"][0]
+    assert report.written >= 1
+    recs = all_records(report)
+    check_wellformed(recs, out)
+    assert all(r["task"] == "grounding" for r in recs)
+    stems = {r["meta"]["source"] for r in recs}
+    assert "00002.xml" not in stems and "00003.xml" not in stems
+    assert n3 >= 1
+
+
+def test_source_is_never_modified_and_outputs_relative(tmp_path):
+    src = generate("dior_rsvg", tmp_path / "src", n=2)
+    shutil.copytree(src, tmp_path / "copy")
+    report = convert_dior_rsvg(src, tmp_path / "out", resize=32)
+    assert {k: v[0] for k, v in tree_state(src).items()} == {k: v[0] for k, v in tree_state(tmp_path / "copy").items()}
+    for r in all_records(report):
+        assert not Path(r["image"]).is_absolute() and r["image"].startswith("images/dior_rsvg/")

@@ -1,0 +1,204 @@
+"""Remote-sensing scorers (domains.remote_sensing.metrics) and their wiring into adapt's task registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapt import metrics as am
+from adapt.data.samples import Record
+from adapt.domains_bridge import register_domain_metrics
+from adapt.evaluate import Prediction, summarize
+from domains.base import DomainPlugin, register_domain, unregister_domain
+from domains.remote_sensing.metrics import (
+    METRICS,
+    bucket,
+    label_key,
+    match_label,
+    parse_number,
+    score_classification,
+    score_grounding,
+    score_region,
+    score_rsvqa,
+)
+
+
+def rec(task=None, qtype=None, options=None, answer="x"):
+    meta = {"question_type": qtype} if qtype else {}
+    return Record(source="rs", line=1, conversations=[{"from": "human", "value": "<image>\nq"},
+                                                       {"from": "gpt", "value": answer}],
+                  images=[], image_sizes=[], task=task, answer=answer, options=options, meta=meta)
+
+
+# ------------------------------------------------------------------------------------------- rsvqa
+@pytest.mark.parametrize("pred,ref,hit", [
+    ("Yes", "yes", 1.0), ("yes.", "yes", 1.0), ("The answer is no", "no", 1.0), ("no", "yes", 0.0),
+    ("not sure", "no", 0.0), ("no, there is none", "no", 0.0), ("", "no", 0.0),
+    ("Rural", "rural", 1.0), ("urban area", "urban", 0.0),
+])
+def test_rsvqa_words_whole_answer_only(pred, ref, hit):
+    out = score_rsvqa(pred, rec(qtype="presence"), ref)
+    assert out == {"accuracy": hit, "accuracy/presence": hit}
+    assert next(iter(out)) == "accuracy"
+
+
+@pytest.mark.parametrize("pred,ref,hit,bucket_hit", [
+    ("12", "12", 1.0, 1.0), ("12.", "12", 1.0, 1.0), ("twelve", "12", 1.0, 1.0), ("1,234", "1234", 1.0, 1.0),
+    ("1", "12", 0.0, 1.0), ("12 or 13", "12", 0.0, 0.0), ("0", "0", 1.0, 1.0), ("0", "3", 0.0, 0.0),
+    ("about 12 cars", "12", 0.0, 0.0),
+])
+def test_rsvqa_count_exact_number_and_bucket(pred, ref, hit, bucket_hit):
+    out = score_rsvqa(pred, rec(qtype="count"), ref)
+    assert out["accuracy"] == out["accuracy/count"] == hit
+    assert out["bucket_accuracy/count"] == bucket_hit
+
+
+@pytest.mark.parametrize("pred,ref,hit,exact", [
+    ("500m2", "500m2", 1.0, 1.0), ("600 m2", "500m2", 1.0, 0.0), ("600", "500m2", 1.0, 0.0),
+    ("50m2", "500m2", 0.0, 0.0), ("0m2", "0m2", 1.0, 1.0), ("2000 square meters", "1500m2", 1.0, 0.0),
+    ("big", "500m2", 0.0, 0.0),
+])
+def test_rsvqa_area_buckets(pred, ref, hit, exact):
+    out = score_rsvqa(pred, rec(qtype="area"), ref)
+    assert out["accuracy"] == out["accuracy/area"] == hit
+    assert out["exact_accuracy/area"] == exact
+
+
+def test_buckets_and_numbers():
+    assert [bucket(v) for v in (0, 1, 100, 101, 1000, 1001)] == [0, 1, 1, 2, 2, 3]
+    assert parse_number("300m2", area=True) == 300 and parse_number("300m2") is None
+    assert parse_number("-") is None and parse_number("three") == 3
+
+
+def test_rsvqa_type_from_rsvqa_field_and_missing():
+    r = rec(qtype=None)
+    r.meta = {"type": "comp"}
+    assert score_rsvqa("yes", r, "yes") == {"accuracy": 1.0, "accuracy/comp": 1.0}
+    assert score_rsvqa("yes", {"meta": {}}, "yes") == {"accuracy": 1.0}
+    with pytest.raises(ValueError):
+        score_rsvqa("3", rec(qtype="count"), "many")
+
+
+# --------------------------------------------------------------------------------- labels
+def test_label_key_and_match():
+    assert label_key("AnnualCrop") == label_key("annual_crop") == label_key("Annual crop.") == "annual crop"
+    labels = ["Forest", "Rainforest", "SeaLake"]
+    assert match_label("forest", labels) == "Forest"
+    assert match_label("The answer is sea lake", labels) == "SeaLake"
+    assert match_label("tropical forest", labels) is None
+    assert match_label("B", labels) == "Rainforest" and match_label("(C)", labels) == "SeaLake"
+    assert match_label("A. Rainforest", labels) is None  # contradictory
+    assert match_label("D", labels) is None
+
+
+@pytest.mark.parametrize("pred,ref,hit", [
+    ("forest", "Forest", 1.0), ("rainforest", "forest", 0.0), ("Forest.", "forest", 1.0),
+    ("HerbaceousVegetation", "herbaceous vegetation", 1.0), ("a forest near a river", "forest", 0.0),
+])
+def test_classification_exact_label(pred, ref, hit):
+    assert score_classification(pred, rec(task="classification"), ref) == {"accuracy": hit}
+    assert score_region(pred, rec(task="region"), ref) == {"accuracy": hit}
+
+
+def test_classification_with_options_letters_and_text():
+    r = rec(task="classification", options=["forest", "river", "desert"])
+    assert score_classification("B", r, "B")["accuracy"] == 1.0
+    assert score_classification("river", r, "B")["accuracy"] == 1.0
+    assert score_classification("B", r, "river")["accuracy"] == 1.0
+    assert score_classification("C", r, "river")["accuracy"] == 0.0
+    assert score_classification("B or C", r, "river")["accuracy"] == 0.0
+    prefixed = rec(task="classification", options=["A. desert", "B. forest"])
+    assert score_classification("forest", prefixed, "B")["accuracy"] == 1.0
+    assert score_classification("A", prefixed, "desert")["accuracy"] == 1.0
+    in_question = rec(task="classification")
+    in_question.conversations[0]["value"] = "<image>\nScene?\nA. desert\nB. forest\nAnswer with the letter."
+    assert score_classification("forest", in_question, "B")["accuracy"] == 1.0
+    assert score_classification("B.", in_question, "B")["accuracy"] == 1.0
+    assert score_classification("desert", in_question, "B")["accuracy"] == 0.0
+
+
+# --------------------------------------------------------------------------------- grounding
+REF = "<ref>the plane</ref><box>[[100, 100, 300, 300]]</box>"
+
+
+@pytest.mark.parametrize("pred,hit", [
+    (REF, 1.0),
+    ("<ref>plane</ref><box>[[110, 110, 310, 310]]</box>", 1.0),
+    ("<box>[[200, 200, 400, 400]]</box>", 0.0),  # IoU 1/7
+    ("[[100, 100, 300, 300]]", 1.0),  # bare box, as InternVL's evaluator accepts
+    ("<box>[[0.1, 0.1, 0.3, 0.3]]</box>", 1.0),  # 0-1 normalised
+    ("<ref>plane</ref><box>[[100, 100, 300, 300]", 1.0),  # cut short
+    ("no idea", 0.0),
+    ("<box>[[300, 300, 100, 100]]</box>", 0.0),
+])
+def test_grounding_acc05(pred, hit):
+    out = score_grounding(pred, rec(task="grounding"), REF)
+    assert out == {"acc@0.5": hit}
+
+
+def test_grounding_iou_exactly_half_is_a_miss():
+    # [0,0,200,100] vs [0,0,100,100]: IoU = 0.5 exactly -> not > 0.5
+    assert score_grounding("<box>[[0, 0, 200, 100]]</box>", {}, "<box>[[0, 0, 100, 100]]</box>")["acc@0.5"] == 0.0
+    with pytest.raises(ValueError):
+        score_grounding("<box>[[0, 0, 1, 1]]</box>", {}, "nothing")
+
+
+def test_metrics_table():
+    assert set(METRICS) == {"rsvqa", "classification", "grounding", "region"}
+    assert all(callable(fn) and fn.main_metric for fn in METRICS.values())
+
+
+# --------------------------------------------------------------------------------- wiring into adapt
+@pytest.fixture
+def rs_plugin():
+    plugin = DomainPlugin(name="rs_metrics_test", metrics={"rsvqa_t": score_rsvqa, "grounding": score_grounding})
+    register_domain(plugin, overwrite=True)
+    yield plugin
+    unregister_domain(plugin.name)
+    for task in ("rsvqa_t", "grounding", "classification", "region", "rsvqa"):
+        am.unregister_task(task)
+
+
+def test_register_domain_metrics_adds_and_overrides_builtins(rs_plugin):
+    owners = register_domain_metrics()
+    assert owners.get("rsvqa_t") == "rs_metrics_test"
+    assert am._TASKS["grounding"] in (score_grounding, METRICS["grounding"])
+    r = rec(task="rsvqa_t", qtype="presence", answer="yes")
+    assert am.score("Yes.", r) == {"accuracy": 1.0, "accuracy/presence": 1.0}
+    assert am.main_metric_name("rsvqa_t") == "accuracy"
+    assert register_domain_metrics() == owners  # idempotent
+
+
+def test_user_registration_wins(rs_plugin):
+    def mine(prediction, record, reference):
+        return {"mine": 1.0}
+
+    am.register_task("rsvqa_t", mine)
+    try:
+        owners = register_domain_metrics()
+        assert "rsvqa_t" not in owners and am._TASKS["rsvqa_t"] is mine
+    finally:
+        am.unregister_task("rsvqa_t")
+
+
+def test_summary_shows_per_question_type_accuracy(rs_plugin):
+    register_domain_metrics()
+    rows = [("presence", "yes", "yes"), ("presence", "no", "yes"), ("count", "3", "3"), ("comp", "no", "no")]
+    preds = []
+    for k, (qtype, pred, ref) in enumerate(rows):
+        r = rec(task="rsvqa_t", qtype=qtype, answer=ref)
+        preds.append(Prediction("rsvqa", k + 1, "rsvqa_t", "q", pred, ref, am.score(pred, r)))
+    src = summarize(preds)["sources"]["rsvqa"]
+    assert src["main"] == pytest.approx(0.75)
+    m = src["metrics"]
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["accuracy/presence"] == pytest.approx(0.5)
+    assert m["accuracy/count"] == 1.0 and m["accuracy/comp"] == 1.0
+
+
+def test_real_plugin_exposes_metrics_when_wired():
+    from domains.base import get_domain
+
+    plugin = get_domain("remote_sensing")
+    if not plugin.metrics:
+        pytest.skip("remote_sensing plugin has no metrics= entry yet")
+    assert set(METRICS) <= set(plugin.metrics)
