@@ -342,6 +342,29 @@ def _domain_verbs(verbs) -> None:
                          help="converter option (repeatable); values are read as YAML: 3, true, [a, b]")
     convert.set_defaults(handler=_convert)
 
+    synth = verbs.add_parser("synthesize", help="write a domain's synthetic raw data (public layouts) for trying things out",
+                             description="Run domain DOMAIN's synthetic-data generator into --out.")
+    synth.add_argument("domain", help="domain name (see `adapt domains`)")
+    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                       help="generator option (repeatable), e.g. n=20 seed=1")
+    synth.set_defaults(handler=_synthesize)
+
+
+def _synthesize(args) -> int:
+    import yaml
+
+    from domains.base import get_domain
+
+    plugin = get_domain(args.domain)
+    if plugin.synthetic is None:
+        raise ValueError(f"domain {args.domain!r} has no synthetic-data generator")
+    options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
+    result = plugin.synthetic(args.out, **options)
+    for name, path in (result.items() if isinstance(result, dict) else [("out", result)]):
+        print(f"{name}: {path}")
+    return 0
+
 
 def _domains(args) -> int:
     from domains.base import discovery_errors, get_domain, list_domains
