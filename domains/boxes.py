@@ -176,3 +176,26 @@ def parse_ref_boxes(text: str, width: float | None = None, height: float | None 
             boxes.append(from_grid(vals, width, height) if width is not None else vals)
         out.append((phrase.strip(), boxes))
     return out
+
+
+PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
+
+
+def draw_ref_boxes(image, text: str, width: int = 3):
+    """A copy of `image` with every `<ref>phrase</ref><box>[[…]]</box>` of `text` drawn and labelled.
+
+    Boxes are read on the 0–1000 grid of this image; each phrase gets its own colour.
+    """
+    from PIL import ImageDraw
+
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    for k, (phrase, boxes) in enumerate(parse_ref_boxes(text, out.width, out.height)):
+        colour = PALETTE[k % len(PALETTE)]
+        for box in boxes:
+            draw.rectangle([box.x1, box.y1, box.x2 - 1, box.y2 - 1], outline=colour, width=width)
+            if phrase:
+                left, top = box.x1, max(0, box.y1 - 12)
+                draw.rectangle([left, top, left + 6 * len(phrase) + 4, top + 12], fill=colour)
+                draw.text((left + 2, top), phrase, fill=(255, 255, 255))
+    return out

@@ -91,3 +91,16 @@ def test_points_and_iou():
         point_to_grid((500, 0), 448, 448)
     assert Box(0, 0, 10, 10).iou(Box(5, 0, 15, 10)) == pytest.approx(1 / 3)
     assert Box(0, 0, 10, 10).center == (5, 5)
+
+
+def test_draw_ref_boxes_draws_each_box_on_its_grid_position():
+    from PIL import Image
+
+    from domains.boxes import PALETTE, draw_ref_boxes
+
+    image = Image.new("RGB", (200, 100), (0, 0, 0))
+    drawn = draw_ref_boxes(image, "<ref>boat</ref><box>[[100, 200, 500, 800]]</box> and <ref>tank</ref><box>[[600, 100, 900, 900]]</box>")
+    assert image.getpixel((20, 50)) == (0, 0, 0)  # the input is not modified
+    assert drawn.getpixel((20, 50)) == PALETTE[0]  # left edge of the boat box: x = 0.1 * 200
+    assert drawn.getpixel((120, 50)) == PALETTE[1]  # left edge of the tank box: x = 0.6 * 200
+    assert drawn.getpixel((60, 50)) == (0, 0, 0)  # inside the boat box, untouched
