@@ -175,3 +175,20 @@ def test_broken_builtin_is_reported_not_fatal(clean_registry, monkeypatch):
         names = list_domains()
     assert "general" in names and "broken_test" not in names
     assert "builtin:broken_test" in base.discovery_errors()
+
+
+def test_remote_sensing_demo_hooks_read_a_geotiff_and_draw_an_answer(tmp_path):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "scene.tif"
+    data = (np.arange(3 * 40 * 60, dtype=np.uint16).reshape(3, 40, 60) % 4000) + 1
+    with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=3, dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 10, 10), nodata=0) as dst:
+        dst.write(data)
+    hooks = get_domain("remote_sensing").demo_hooks
+    image = hooks["read_upload"](path)
+    assert image.size == (60, 40) and image.mode == "RGB"
+    drawn = hooks["draw_answer"](image, "<ref>field</ref><box>[[0, 0, 500, 500]]</box>")
+    assert drawn.size == image.size and drawn.getpixel((0, 10)) != image.getpixel((0, 10))

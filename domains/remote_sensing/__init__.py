@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from domains.base import DomainPlugin
+from domains.boxes import draw_ref_boxes
 from domains.remote_sensing.metrics import METRICS
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt")
@@ -50,6 +51,14 @@ def convert_dior_rsvg(src: Path, out: Path, **options: Any):
     return fn(src, out, **options)
 
 
+def convert_scene_chips(src: Path, out: Path, **options: Any):
+    """Large GeoTIFF scene(s) -> georeferenced chips (+ grounding records from a boxes file)
+    (:func:`domains.remote_sensing.convert.convert_scene_chips`)."""
+    from domains.remote_sensing.convert import convert_scene_chips as fn
+
+    return fn(src, out, **options)
+
+
 def synthetic(out_dir: Path, **options: Any):
     """Small synthetic data sets in the public layouts (:func:`domains.remote_sensing.synthetic.generate_all`)."""
     from domains.remote_sensing.synthetic import generate_all
@@ -63,7 +72,14 @@ CONVERTERS = {
     "rsvqa_lr": convert_rsvqa,
     "rsvqa_hr": convert_rsvqa,
     "dior_rsvg": convert_dior_rsvg,
+    "scene_chips": convert_scene_chips,
 }
+
+def _read_upload(path, **options):
+    from .raster import read_rgb_image
+
+    return read_rgb_image(path, **options)
+
 
 PLUGIN = DomainPlugin(
     name="remote_sensing",
@@ -75,7 +91,9 @@ PLUGIN = DomainPlugin(
     converters=CONVERTERS,
     synthetic=synthetic,
     metrics=METRICS,  # rsvqa (per question type), classification, grounding, region
+    # for a demo panel: read an upload (any raster rasterio opens) and draw an answer's boxes on it
+    demo_hooks={"read_upload": _read_upload, "draw_answer": draw_ref_boxes},
 )
 
-__all__ = ["CONVERTERS", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_rsvqa", "read_raster_rgb",
-           "synthetic"]
+__all__ = ["CONVERTERS", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_rsvqa", "convert_scene_chips",
+           "read_raster_rgb", "synthetic"]

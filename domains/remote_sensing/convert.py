@@ -611,3 +611,470 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
         for split, rec in pending:
             out_splits[split].append(rec)
     return _finish(report, out, dataset, out_splits)
+
+
+# --------------------------------------------------------------------------------------------- scene chips
+SCENE_CHIPS_DATASET = "scene_chips"
+SCENE_SUFFIXES = (".tif", ".tiff")
+MIN_INSIDE = 0.5  # an object cut by a chip border is kept (clipped) when >= 50 % of its box area is inside
+
+
+def _scene_files(src: Path) -> list[Path]:
+    if src.is_file():
+        return [src]
+    if src.is_dir():
+        return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in SCENE_SUFFIXES
+                      and not p.name.startswith("."))
+    raise ValueError(f"{src}: no such file or directory (expected a GeoTIFF scene or a folder of them)")
+
+
+class _SparseBlocks:
+    """Cheap all-nodata test for GeoTIFFs written sparse (``SPARSE_OK``): a block that was never written has
+    no offset in the file, so ``dataset.block_size`` fails for it and GDAL fills it with nodata on read.
+
+    Only used when that fill value is invalid for the chip reader: the effective nodata equals the file's
+    nodata (or 0 when the file has none). ``window_empty`` then says a window holds no valid pixel without
+    reading it; any doubt (other drivers, unexpected errors) answers False, so the window is read.
+    """
+
+    def __init__(self, src, indexes: list[int], nodata: float | None):
+        fill = 0.0 if src.nodata is None else float(src.nodata)
+        self.on = src.driver == "GTiff" and nodata is not None and float(nodata) == fill
+        self.src, self.indexes = src, indexes
+        self.bh, self.bw = src.block_shapes[0] if self.on else (1, 1)
+        self.cache: dict[tuple[int, int], bool] = {}
+
+    def _absent(self, i: int, j: int) -> bool:
+        key = (i, j)
+        if key not in self.cache:
+            from rasterio.errors import RasterBlockError
+
+            absent = False
+            for b in self.indexes:
+                try:
+                    self.src.block_size(b, i, j)
+                except RasterBlockError:
+                    absent = True  # a pixel is invalid when any selected band is nodata
+                    break
+                except Exception:  # noqa: BLE001 - unknown: read the window instead
+                    break
+            self.cache[key] = absent
+        return self.cache[key]
+
+    def window_empty(self, col: int, row: int, width: int, height: int) -> bool:
+        if not self.on:
+            return False
+        for i in range(row // self.bh, (row + height - 1) // self.bh + 1):
+            for j in range(col // self.bw, (col + width - 1) // self.bw + 1):
+                if not self._absent(i, j):
+                    return False
+        return True
+
+
+def iter_scene_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
+                     stretch: Any = "auto", nodata: float | None = None, band_names: Sequence[str] | None = None,
+                     stretch_scope: str = "scene", min_valid: float = 0.0, report: ConvertReport | None = None):
+    """:func:`~domains.remote_sensing.raster.iter_chips` with a cheap all-nodata pre-check for sparse GeoTIFFs.
+
+    Same chips, order, skip rule and skip reasons (``"all nodata"``, ``"valid fraction below …"``) as
+    ``iter_chips``, and every read is still one window no larger than a chip; but a chip whose GeoTIFF
+    blocks were never written (``SPARSE_OK`` files: most of a huge, mostly empty scene) is recognised from
+    the block index without reading pixels. ``stretch="auto"``: uint8 scenes as they are, else 2-98 %.
+    """
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from domains.remote_sensing import raster as R
+
+    p = Path(path)
+    if size <= 0 or not 0 <= overlap < size:
+        raise ValueError(f"need size > 0 and 0 <= overlap < size, got size={size}, overlap={overlap}")
+    if stretch_scope not in ("scene", "chip"):
+        raise ValueError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
+    if stretch == "auto":
+        stretch = _auto_stretch(p)
+    stretch = R._check_stretch(stretch)
+    with R._open(p) as src:
+        indexes = R.resolve_bands(src, bands, band_names)
+        nd = R._nodata(src, nodata)
+        sparse = _SparseBlocks(src, indexes, nd)
+        scene_limits = None
+        if stretch and stretch_scope == "scene":
+            scene_limits = R._scene_limits(src, p, indexes, nd, stretch, size)
+        step = size - overlap
+        w, h = min(size, src.width), min(size, src.height)
+        for r, row_off in enumerate(R._starts(src.height, size, step)):
+            for c, col_off in enumerate(R._starts(src.width, size, step)):
+                win = Window(col_off, row_off, w, h)
+                if sparse.window_empty(col_off, row_off, w, h):
+                    if report is not None:
+                        report.skip(f"{p} {R._win(win)}", "all nodata", "0.0% valid (no data blocks written)")
+                    continue
+                data = R._read(src, p, indexes, win)
+                valid = R._valid_mask(data, nd)
+                frac = float(valid.mean())
+                if frac == 0.0 or frac < min_valid:
+                    if report is not None:
+                        reason = "all nodata" if frac == 0.0 else f"valid fraction below {min_valid:g}"
+                        report.skip(f"{p} {R._win(win)}", reason, f"{frac:.1%} valid")
+                    continue
+                if not stretch:
+                    limits = None
+                elif stretch_scope == "chip" or scene_limits is None:
+                    limits = R._band_limits(data, valid, stretch)
+                else:
+                    limits = scene_limits
+                yield R.Chip(image=Image.fromarray(R._to_rgb8(data, valid, limits), mode="RGB"), mask=valid,
+                             window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r,
+                             col=c, path=p, crs=src.crs)
+
+
+# ---- boxes file
+_PHRASE_KEYS = ("phrase", "description", "class", "name", "label", "category")
+_PIXEL_KEYS = ("box", "pixel_box", "bbox_pixels")
+_MAP_KEYS = ("bounds", "map_bounds", "map_box")
+
+
+def _geometry_bounds(geom: Any) -> tuple[float, float, float, float]:
+    """Bounds ``(left, bottom, right, top)`` of a GeoJSON geometry (every coordinate pair it holds)."""
+    xs: list[float] = []
+    ys: list[float] = []
+
+    def walk(c: Any) -> None:
+        if isinstance(c, (list, tuple)) and len(c) >= 2 and all(isinstance(v, (int, float)) for v in c[:2]) \
+                and not isinstance(c[0], bool):
+            xs.append(float(c[0]))
+            ys.append(float(c[1]))
+        elif isinstance(c, (list, tuple)):
+            for item in c:
+                walk(item)
+
+    if not isinstance(geom, dict):
+        raise TypeError("geometry is not an object")
+    if geom.get("type") == "GeometryCollection":
+        for g in geom.get("geometries") or []:
+            b = _geometry_bounds(g)
+            xs += [b[0], b[2]]
+            ys += [b[1], b[3]]
+    else:
+        walk(geom.get("coordinates"))
+    if not xs:
+        raise ValueError(f"geometry {geom.get('type')!r} holds no coordinates")
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _four(v: Any, what: str) -> tuple[float, float, float, float]:
+    if not isinstance(v, (list, tuple)) or len(v) != 4 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        raise ValueError(f"{what} must be 4 numbers, got {v!r}")
+    import math
+
+    out = tuple(float(x) for x in v)
+    if not all(math.isfinite(x) for x in out):
+        raise ValueError(f"{what} {list(v)!r} is not finite")
+    return out  # type: ignore[return-value]
+
+
+def load_scene_boxes(path: str | Path, report: ConvertReport | None = None) -> tuple[list[dict], Any]:
+    """Read a boxes file (see :func:`convert_scene_chips`) -> ``(objects, crs)``.
+
+    Each object: ``{"id", "phrase", "name", "scene", "pixel": (x1, y1, x2, y2) | None, "bounds": (left,
+    bottom, right, top) | None}``; `crs` is the file's top-level ``"crs"`` (or None). Malformed entries are
+    skipped into `report` (reasons ``"missing phrase"``, ``"malformed box"``); an unreadable file raises
+    ValueError.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{p}: cannot read the boxes file as JSON / GeoJSON: {exc}") from exc
+    crs = None
+    if isinstance(data, dict):
+        crs = data.get("crs")
+        if isinstance(crs, dict):  # old GeoJSON: {"type": "name", "properties": {"name": "EPSG:32633"}}
+            crs = (crs.get("properties") or {}).get("name")
+        if data.get("type") == "FeatureCollection":
+            items = data.get("features")
+        else:
+            items = data.get("objects", data.get("boxes"))
+    else:
+        items = data
+    if not isinstance(items, list):  # a bad file is a ValueError, as for unreadable JSON
+        raise ValueError(  # noqa: TRY004
+            f"{p}: expected a list of objects, {{'objects': [...]}} or a GeoJSON FeatureCollection")
+    objects = []
+    for k, item in enumerate(items):
+        where = f"{p.name} object {k}"
+        try:
+            if not isinstance(item, dict):
+                raise TypeError("not an object")
+            feature = item.get("type") == "Feature"
+            props = dict(item.get("properties") or {}) if feature else item
+            oid = props.get("id", item.get("id", k))
+            phrase = next((str(props[key]).strip() for key in _PHRASE_KEYS if props.get(key)), "")
+            phrase = " ".join(phrase.split())
+            where = f"{p.name} object {oid!s}" + (f" ({phrase!r})" if phrase else "")
+            if not phrase:
+                raise _Skip("missing phrase", f"{where}: needs one of {', '.join(_PHRASE_KEYS)}")
+            if any(t in phrase for t in ("<ref>", "</ref>", "<box>", "</box>")):
+                raise _Skip("malformed description", f"{where}: phrase holds <ref>/<box> tags")
+            name = str(next((props[key] for key in ("class", "name", "label", "category") if props.get(key)), phrase))
+            pixel = bounds = None
+            pk = next((key for key in _PIXEL_KEYS if props.get(key) is not None), None)
+            mk = next((key for key in _MAP_KEYS if props.get(key) is not None), None)
+            if pk:
+                pixel = Box(*_four(props[pk], pk)).checked()
+            elif mk:
+                bounds = _four(props[mk], mk)
+            elif feature and item.get("geometry"):
+                bounds = _geometry_bounds(item["geometry"])
+            elif feature and item.get("bbox") is not None:
+                bounds = _four(item["bbox"][:2] + item["bbox"][-2:] if len(item["bbox"]) == 6 else item["bbox"], "bbox")
+            else:
+                raise ValueError(f"needs a pixel box ({'/'.join(_PIXEL_KEYS)}), map bounds ({'/'.join(_MAP_KEYS)}) "
+                                 "or a GeoJSON geometry")
+            if bounds is not None and (bounds[2] < bounds[0] or bounds[3] < bounds[1]):
+                raise ValueError(f"map bounds {list(bounds)} must be [left, bottom, right, top]")
+            box_area = pixel.area if pixel is not None else (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
+            if box_area <= 0:
+                raise ValueError(f"empty box {list(pixel or bounds)}")
+        except _Skip as exc:
+            if report is not None:
+                _skip(report, where, exc.reason, exc.detail)
+            continue
+        except (ValueError, TypeError, KeyError) as exc:
+            if report is not None:
+                _skip(report, where, "malformed box", f"{where}: {exc}")
+            continue
+        scene = props.get("scene", props.get("image"))
+        objects.append({"id": oid, "phrase": phrase, "name": name, "scene": None if scene is None else str(scene),
+                        "pixel": pixel, "bounds": bounds, "where": where})
+    return objects, crs
+
+
+def _same_crs(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return True
+    try:
+        from rasterio.crs import CRS
+
+        return CRS.from_user_input(a) == CRS.from_user_input(b)
+    except Exception:  # noqa: BLE001 - an unparsable crs string: compare text
+        return str(a) == str(b)
+
+
+def _scene_matches(obj: dict, scene: Path, rel: str) -> bool:
+    s = obj["scene"]
+    return s is None or s in (scene.name, scene.stem, rel)
+
+
+def _round(v: float, nd: int = 3) -> float:
+    r = round(float(v), nd)
+    return 0.0 if r == 0 else r
+
+
+def chip_grid_to_scene(grid: Sequence[float], meta: dict) -> Box:
+    """A 0-1000 grid box predicted on a chip -> pixel :class:`Box` in the whole scene (``meta`` of a record
+    or an index row of :func:`convert_scene_chips`)."""
+    from domains.boxes import from_grid
+
+    col, row, w, h = meta["window"]
+    b = from_grid(grid, w, h)
+    return Box(b.x1 + col, b.y1 + row, b.x2 + col, b.y2 + row)
+
+
+def chip_grid_to_map(grid: Sequence[float], meta: dict) -> tuple[float, float, float, float]:
+    """A 0-1000 grid box predicted on a chip -> map bounds ``(left, bottom, right, top)`` in ``meta["crs"]``,
+    through the chip's affine ``meta["transform"]`` (6 numbers ``a, b, c, d, e, f``)."""
+    from affine import Affine
+
+    from domains.boxes import from_grid
+    from domains.remote_sensing.raster import chip_box_to_map
+
+    _, _, w, h = meta["window"]
+    return chip_box_to_map(from_grid(grid, w, h), Affine(*meta["transform"][:6]))
+
+
+def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overlap: int = 64,
+                        bands: Sequence[int | str] | None = None, boxes: str | Path | None = None,
+                        min_valid: float = 0.05, stretch: Any = "auto", nodata: float | None = None,
+                        band_names: Sequence[str] | None = None, stretch_scope: str = "scene",
+                        dataset: str = SCENE_CHIPS_DATASET, min_inside: float = MIN_INSIDE) -> ConvertReport:
+    """Cut large GeoTIFF scenes into georeferenced chips; with `boxes`, grounding records per chip.
+
+    `src`: one GeoTIFF or a folder of them (``*.tif`` / ``*.tiff``, searched recursively, sorted). Each scene
+    is cut by :func:`iter_scene_chips` (``iter_chips`` semantics: ``size x size`` chips stepping by
+    ``size - overlap``, last row / column aligned to the edge, windowed reads only, so memory stays bounded;
+    all-nodata blocks of sparse GeoTIFFs are recognised without reading). Chips that are all nodata or whose
+    valid fraction is below `min_valid` are not written and are counted in the report (``"all nodata"``,
+    ``"valid fraction below …"``). `bands`, `stretch` (``"auto"``: uint8 as is, else 2-98 %), `nodata`,
+    `band_names`, `stretch_scope` go to the chip reader.
+
+    **Output.** Every kept chip is written as ``out/images/<dataset>/<scene>/<scene>_x<col>_y<row>_<w>x<h>.png``
+    and listed in ``out/chips.jsonl`` (``report.outputs["chips"]``), one row per chip: ``id``, ``image``
+    (relative to `out`), ``width``, ``height``, ``scene`` (path relative to `src`), ``scene_size`` [W, H],
+    ``window`` [col_off, row_off, width, height] in scene pixels, ``transform`` (the chip's pixel -> map affine
+    as 6 numbers ``a, b, c, d, e, f``: x = a*col + b*row + c, y = d*col + e*row + f), ``crs`` (``"EPSG:…"``
+    or WKT; None when the scene has none) and ``valid_fraction``. **Without `boxes`** that index and the
+    PNGs are all that is written (for later labelling); ``report.written`` counts the chips.
+
+    **With `boxes`** there is also ``out/<dataset>_all.jsonl`` (``report.outputs["all"]``) with one
+    ``task: "grounding"`` record per (object, chip): ``<image>\\nPlease provide the bounding box coordinate
+    of the region this sentence describes: <ref>{phrase}</ref>`` -> ``<ref>{phrase}</ref><box>[[x1, y1, x2,
+    y2]]</box>`` with the box in the chip's pixel frame on the 0-1000 grid; ``report.written`` counts these
+    records. ``meta`` holds the chip fields above plus ``object`` (id), ``phrase``, ``name``, ``bbox`` (chip
+    pixels, clipped), ``grid_box``, ``scene_bbox`` (scene pixels, unclipped), ``map_bounds`` (the clipped
+    box in map coordinates) and ``inside_fraction``. A predicted grid box goes back to map coordinates with
+    :func:`chip_grid_to_map` (or to scene pixels with :func:`chip_grid_to_scene`).
+
+    **Boxes file** (JSON or GeoJSON, UTF-8). Either a list of objects, ``{"objects": [...]}``, or a GeoJSON
+    ``FeatureCollection`` (an object's fields are then read from the feature's ``properties``)::
+
+        {"crs": "EPSG:32633",                       # optional; map boxes in another CRS are skipped
+         "objects": [
+           {"id": 1, "phrase": "the large red-roofed warehouse", "box": [1020, 1040, 1180, 1110]},
+           {"id": 2, "class": "ship", "bounds": [510200.0, 3989500.0, 510400.0, 3989600.0]},
+           {"id": 3, "phrase": "a pond", "box": [10, 10, 50, 40], "scene": "tile_07.tif"}]}
+
+    * the phrase is the first of ``phrase``, ``description``, ``class``, ``name``, ``label``, ``category``
+      (``name`` in meta is the first of ``class``, ``name``, ``label``, ``category``, else the phrase);
+    * ``box`` (or ``pixel_box``): **pixel** ``[x1, y1, x2, y2]`` in the *scene's* pixel grid (x right, y
+      down, x2/y2 the far edges, so the whole scene is ``[0, 0, W, H]``);
+    * ``bounds`` (or ``map_bounds``, ``map_box``): **map** ``[left, bottom, right, top]`` in the scene CRS;
+      a GeoJSON feature may instead carry a ``geometry`` (Polygon, MultiPolygon, ...: its bounding box is
+      used) or a ``bbox`` member -- GeoJSON coordinates are taken in the *scene CRS*, not WGS 84, unless
+      you reproject them first;
+    * ``scene`` (optional): file name, stem or path relative to `src` of the scene the object belongs to;
+      without it the object is tried against every scene.
+
+    **Objects and chip borders.** An object's box is matched against every kept chip it intersects: it is
+    kept in that chip, clipped to the chip, when at least `min_inside` (50 %) of its whole box area lies
+    inside the chip, and dropped from that chip otherwise. With ``overlap > 0`` an object can therefore
+    appear in several chips (one record each). Boxes reaching past the scene edge follow the same rule
+    (the outside part counts as outside every chip). Skipped, with the object named: ``"box outside
+    image"`` (the box lies wholly outside every scene), ``"box in no chip"`` (inside the scene but in no
+    kept chip with >= 50 % inside: cut by chip borders, or in nodata chips), ``"crs mismatch"``,
+    ``"missing phrase"``, ``"malformed box"``.
+
+    Idempotent as the other converters: chip PNGs are re-used when present, not older than their scene and
+    of the right size (change `bands` / `stretch` into a fresh `out`), and JSONL files are rewritten only
+    when their content changes.
+    """
+    import numpy as np
+
+    from domains.remote_sensing.raster import RasterError, map_box_to_chip
+
+    src, out = Path(src), Path(out)
+    if not 0 < min_inside <= 1:
+        raise ValueError(f"min_inside must be in (0, 1], got {min_inside}")
+    scenes = _scene_files(src)
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    if not scenes:
+        raise ValueError(f"{src}: no GeoTIFF scenes ({', '.join(SCENE_SUFFIXES)})")
+    objects: list[dict] = []
+    boxes_crs = None
+    if boxes is not None:
+        objects, boxes_crs = load_scene_boxes(boxes, report)
+    from collections import Counter
+
+    ids = [str(o["id"]) for o in objects]
+    seen = Counter(ids)
+    rid_of = [_safe(i) if seen[i] == 1 else f"{_safe(i)}~{k}" for k, i in enumerate(ids)]  # unique record ids
+    placed: dict[int, str] = {}  # object index -> "" (recorded) or why not yet
+    index: list[dict] = []
+    records: list[dict] = []
+    for scene in scenes:
+        rel = scene.name if src.is_file() else scene.relative_to(src).as_posix()
+        tag = _safe(Path(rel).with_suffix("").as_posix())
+        # -- objects of this scene, in scene pixels
+        scene_objs: list[tuple[int, Box]] = []
+        try:
+            import rasterio
+
+            with rasterio.open(scene) as ds:
+                W, H, transform, crs = ds.width, ds.height, ds.transform, ds.crs
+        except Exception:  # noqa: BLE001 - iter_scene_chips reports the problem below
+            W = H = 0
+            transform = crs = None
+        for k, obj in enumerate(objects):
+            if not W or not _scene_matches(obj, scene, rel):
+                continue
+            if obj["pixel"] is not None:
+                b = obj["pixel"]
+            else:
+                if not _same_crs(boxes_crs, crs):
+                    placed.setdefault(k, f"crs mismatch: boxes file crs {boxes_crs!r}, scene {rel} crs {crs}")
+                    continue
+                b = Box(*(round(v, 6) for v in map_box_to_chip(obj["bounds"], transform)))
+            if b.x2 <= 0 or b.y2 <= 0 or b.x1 >= W or b.y1 >= H:
+                placed.setdefault(k, f"box {[_round(v) for v in b]} (scene pixels) lies outside the {W}x{H} scene {rel}")
+                continue
+            placed[k] = f"in scene, in no kept chip with >= {min_inside:.0%} of its box inside" \
+                if placed.get(k) != "" else ""
+            scene_objs.append((k, b))
+        arr = np.array([list(b) for _, b in scene_objs], dtype=np.float64).reshape(-1, 4)
+        areas = (arr[:, 2] - arr[:, 0]) * (arr[:, 3] - arr[:, 1])
+        crs_text = None
+        try:
+            chips = iter_scene_chips(scene, size=size, overlap=overlap, bands=bands, stretch=stretch, nodata=nodata,
+                                     band_names=band_names, stretch_scope=stretch_scope, min_valid=min_valid,
+                                     report=report)
+            for chip in chips:
+                col, row = int(chip.window.col_off), int(chip.window.row_off)
+                w, h = chip.image.size
+                image = f"images/{dataset}/{tag}/{tag}_x{col}_y{row}_{w}x{h}.png"
+                _image_out(scene, out / image, lambda im=chip.image: im, expect=(w, h))
+                if crs_text is None and chip.crs is not None:
+                    crs_text = chip.crs.to_string()
+                cid = f"{dataset}/{tag}/x{col}_y{row}"
+                chip_meta = {"scene": rel, "scene_size": [W, H], "window": [col, row, w, h],
+                             "transform": [float(v) for v in tuple(chip.transform)[:6]], "crs": crs_text}
+                index.append({"id": cid, "image": image, "width": w, "height": h, **chip_meta,
+                              "valid_fraction": _round(chip.valid_fraction, 4)})
+                if not len(arr):
+                    continue
+                ix = np.clip(np.minimum(arr[:, 2], col + w) - np.maximum(arr[:, 0], col), 0, None)
+                iy = np.clip(np.minimum(arr[:, 3], row + h) - np.maximum(arr[:, 1], row), 0, None)
+                frac = ix * iy / areas
+                for n in np.nonzero(frac >= min_inside - 1e-12)[0]:
+                    k, b = scene_objs[n]
+                    obj = objects[k]
+                    cb = clip_box((b.x1 - col, b.y1 - row, b.x2 - col, b.y2 - row), w, h)
+                    grid = to_grid(cb, w, h)
+                    left, bottom, right, top = chip.box_to_map(cb)
+                    meta = {"dataset": dataset, **chip_meta, "object": obj["id"], "phrase": obj["phrase"],
+                            "name": obj["name"], "bbox": [_round(v) for v in cb], "grid_box": grid,
+                            "scene_bbox": [_round(v) for v in b],
+                            "map_bounds": [_round(v, 6) for v in (left, bottom, right, top)],
+                            "inside_fraction": _round(frac[n], 4)}
+                    records.append(_record(f"{cid}/{rid_of[k]}", image, (w, h),
+                                           GROUNDING_QUESTION.format(obj["phrase"]),
+                                           render_ref_box(obj["phrase"], grid), "grounding", meta=meta))
+                    placed[k] = ""
+        except RasterError as exc:
+            _skip(report, scene, _raster_reason(str(exc)), str(exc))
+            continue
+    for k, obj in enumerate(objects):
+        why = placed.get(k)
+        if why == "":
+            continue
+        if why is None:
+            why = "matches no scene" if obj["scene"] is not None else "no readable scene"
+            reason = "box outside image"
+        elif why.startswith("crs mismatch"):
+            reason = "crs mismatch"
+        elif why.startswith("in scene"):
+            reason = "box in no chip"
+        else:
+            reason = "box outside image"
+        _skip(report, obj["where"], reason, f"{obj['where']}: {why}")
+    _write_jsonl(index, out / "chips.jsonl")
+    report.outputs["chips"] = out / "chips.jsonl"
+    if boxes is None:
+        report.wrote(len(index))
+        return report
+    return _finish(report, out, dataset, {"all": records})
+
+
+__all__ += ["SCENE_CHIPS_DATASET", "chip_grid_to_map", "chip_grid_to_scene", "convert_scene_chips", "iter_scene_chips",
+            "load_scene_boxes"]
