@@ -628,108 +628,18 @@ def _scene_files(src: Path) -> list[Path]:
     raise ValueError(f"{src}: no such file or directory (expected a GeoTIFF scene or a folder of them)")
 
 
-class _SparseBlocks:
-    """Cheap all-nodata test for GeoTIFFs written sparse (``SPARSE_OK``): a block that was never written has
-    no offset in the file, so ``dataset.block_size`` fails for it and GDAL fills it with nodata on read.
-
-    Only used when that fill value is invalid for the chip reader: the effective nodata equals the file's
-    nodata (or 0 when the file has none). ``window_empty`` then says a window holds no valid pixel without
-    reading it; any doubt (other drivers, unexpected errors) answers False, so the window is read.
-    """
-
-    def __init__(self, src, indexes: list[int], nodata: float | None):
-        fill = 0.0 if src.nodata is None else float(src.nodata)
-        self.on = src.driver == "GTiff" and nodata is not None and float(nodata) == fill
-        self.src, self.indexes = src, indexes
-        self.bh, self.bw = src.block_shapes[0] if self.on else (1, 1)
-        self.cache: dict[tuple[int, int], bool] = {}
-
-    def _absent(self, i: int, j: int) -> bool:
-        key = (i, j)
-        if key not in self.cache:
-            from rasterio.errors import RasterBlockError
-
-            absent = False
-            for b in self.indexes:
-                try:
-                    self.src.block_size(b, i, j)
-                except RasterBlockError:
-                    absent = True  # a pixel is invalid when any selected band is nodata
-                    break
-                except Exception:  # noqa: BLE001 - unknown: read the window instead
-                    break
-            self.cache[key] = absent
-        return self.cache[key]
-
-    def window_empty(self, col: int, row: int, width: int, height: int) -> bool:
-        if not self.on:
-            return False
-        for i in range(row // self.bh, (row + height - 1) // self.bh + 1):
-            for j in range(col // self.bw, (col + width - 1) // self.bw + 1):
-                if not self._absent(i, j):
-                    return False
-        return True
-
-
 def iter_scene_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
                      stretch: Any = "auto", nodata: float | None = None, band_names: Sequence[str] | None = None,
                      stretch_scope: str = "scene", min_valid: float = 0.0, report: ConvertReport | None = None):
-    """:func:`~domains.remote_sensing.raster.iter_chips` with a cheap all-nodata pre-check for sparse GeoTIFFs.
+    """:func:`~domains.remote_sensing.raster.iter_chips` with ``stretch="auto"`` (uint8 as is, else 2-98 %)."""
+    from domains.remote_sensing.raster import iter_chips
 
-    Same chips, order, skip rule and skip reasons (``"all nodata"``, ``"valid fraction below …"``) as
-    ``iter_chips``, and every read is still one window no larger than a chip; but a chip whose GeoTIFF
-    blocks were never written (``SPARSE_OK`` files: most of a huge, mostly empty scene) is recognised from
-    the block index without reading pixels. ``stretch="auto"``: uint8 scenes as they are, else 2-98 %.
-    """
-    from affine import Affine
-    from rasterio.windows import Window
-
-    from domains.remote_sensing import raster as R
-
-    p = Path(path)
-    if size <= 0 or not 0 <= overlap < size:
-        raise ValueError(f"need size > 0 and 0 <= overlap < size, got size={size}, overlap={overlap}")
-    if stretch_scope not in ("scene", "chip"):
-        raise ValueError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
     if stretch == "auto":
-        stretch = _auto_stretch(p)
-    stretch = R._check_stretch(stretch)
-    with R._open(p) as src:
-        indexes = R.resolve_bands(src, bands, band_names)
-        nd = R._nodata(src, nodata)
-        sparse = _SparseBlocks(src, indexes, nd)
-        scene_limits = None
-        if stretch and stretch_scope == "scene":
-            scene_limits = R._scene_limits(src, p, indexes, nd, stretch, size)
-        step = size - overlap
-        w, h = min(size, src.width), min(size, src.height)
-        for r, row_off in enumerate(R._starts(src.height, size, step)):
-            for c, col_off in enumerate(R._starts(src.width, size, step)):
-                win = Window(col_off, row_off, w, h)
-                if sparse.window_empty(col_off, row_off, w, h):
-                    if report is not None:
-                        report.skip(f"{p} {R._win(win)}", "all nodata", "0.0% valid (no data blocks written)")
-                    continue
-                data = R._read(src, p, indexes, win)
-                valid = R._valid_mask(data, nd)
-                frac = float(valid.mean())
-                if frac == 0.0 or frac < min_valid:
-                    if report is not None:
-                        reason = "all nodata" if frac == 0.0 else f"valid fraction below {min_valid:g}"
-                        report.skip(f"{p} {R._win(win)}", reason, f"{frac:.1%} valid")
-                    continue
-                if not stretch:
-                    limits = None
-                elif stretch_scope == "chip" or scene_limits is None:
-                    limits = R._band_limits(data, valid, stretch)
-                else:
-                    limits = scene_limits
-                yield R.Chip(image=Image.fromarray(R._to_rgb8(data, valid, limits), mode="RGB"), mask=valid,
-                             window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r,
-                             col=c, path=p, crs=src.crs)
+        stretch = _auto_stretch(Path(path))
+    return iter_chips(path, size=size, overlap=overlap, bands=bands, stretch=stretch, nodata=nodata,
+                      band_names=band_names, stretch_scope=stretch_scope, min_valid=min_valid, report=report)
 
 
-# ---- boxes file
 _PHRASE_KEYS = ("phrase", "description", "class", "name", "label", "category")
 _PIXEL_KEYS = ("box", "pixel_box", "bbox_pixels")
 _MAP_KEYS = ("bounds", "map_bounds", "map_box")

@@ -325,6 +325,49 @@ def _scene_limits(src, path: Path, indexes: list[int], nodata: float | None, str
     return [tuple(float(v) for v in np.percentile(v, stretch)) for v in values]
 
 
+class _SparseBlocks:
+    """Cheap all-nodata test for GeoTIFFs written sparse (``SPARSE_OK``): a block that was never written has
+    no offset in the file, so ``dataset.block_size`` fails for it and GDAL fills it with nodata on read.
+
+    Only used when that fill value is invalid for the chip reader: the effective nodata equals the file's
+    nodata (or 0 when the file has none). ``window_empty`` then says a window holds no valid pixel without
+    reading it; any doubt (other drivers, unexpected errors) answers False, so the window is read.
+    """
+
+    def __init__(self, src, indexes: list[int], nodata: float | None):
+        fill = 0.0 if src.nodata is None else float(src.nodata)
+        self.on = src.driver == "GTiff" and nodata is not None and float(nodata) == fill
+        self.src, self.indexes = src, indexes
+        self.bh, self.bw = src.block_shapes[0] if self.on else (1, 1)
+        self.cache: dict[tuple[int, int], bool] = {}
+
+    def _absent(self, i: int, j: int) -> bool:
+        key = (i, j)
+        if key not in self.cache:
+            from rasterio.errors import RasterBlockError
+
+            absent = False
+            for b in self.indexes:
+                try:
+                    self.src.block_size(b, i, j)
+                except RasterBlockError:
+                    absent = True  # a pixel is invalid when any selected band is nodata
+                    break
+                except Exception:  # noqa: BLE001 - unknown: read the window instead
+                    break
+            self.cache[key] = absent
+        return self.cache[key]
+
+    def window_empty(self, col: int, row: int, width: int, height: int) -> bool:
+        if not self.on:
+            return False
+        for i in range(row // self.bh, (row + height - 1) // self.bh + 1):
+            for j in range(col // self.bw, (col + width - 1) // self.bw + 1):
+                if not self._absent(i, j):
+                    return False
+        return True
+
+
 def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
                stretch: tuple[float, float] | None = (2, 98), nodata: float | None = None,
                band_names: Sequence[str] | None = None, stretch_scope: str = "scene",
@@ -348,6 +391,7 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
     with _open(p) as src:
         indexes = resolve_bands(src, bands, band_names)
         nd = _nodata(src, nodata)
+        sparse = _SparseBlocks(src, indexes, nd)
         scene_limits = None
         if stretch and stretch_scope == "scene":
             scene_limits = _scene_limits(src, p, indexes, nd, stretch, size)
@@ -355,6 +399,10 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
         for r, row_off in enumerate(_starts(src.height, size, step)):
             for c, col_off in enumerate(_starts(src.width, size, step)):
                 win = Window(col_off, row_off, min(size, src.width), min(size, src.height))
+                if sparse.window_empty(col_off, row_off, win.width, win.height):
+                    if report is not None:
+                        report.skip(f"{p} {_win(win)}", "all nodata", "0.0% valid (no data blocks written)")
+                    continue
                 data = _read(src, p, indexes, win)
                 valid = _valid_mask(data, nd)
                 frac = float(valid.mean())
@@ -369,8 +417,6 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                     limits = _band_limits(data, valid, stretch)
                 else:
                     limits = scene_limits
-                if report is not None:
-                    report.wrote()
                 yield Chip(image=Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), mask=valid,
                            window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r, col=c,
                            path=p, crs=src.crs)
