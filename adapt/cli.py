@@ -222,7 +222,10 @@ def _recipe_verbs(verbs) -> None:
 
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
     quick.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. mixing.general_ratio=0")
-    quick.add_argument("--out", type=Path, default=Path("runs/quickstart"))
+    quick.add_argument("--out", type=Path, help="default: runs/quickstart (runs/quickstart-<field> for other fields)")
+    quick.add_argument("--field", default="landcover", choices=["landcover", "remote_sensing"],
+                       help="landcover: the default story; remote_sensing: synthetic GeoTIFF/RSVQA/DIOR sets "
+                            "through the remote-sensing converters")
     quick.add_argument("--no-progress", action="store_true")
     quick.set_defaults(handler=_quickstart)
 
@@ -291,7 +294,8 @@ def _eval(args) -> int:
 def _quickstart(args) -> int:
     from .quickstart import quickstart
 
-    quickstart(args.out, args.overrides, progress=not args.no_progress)
+    out = args.out or Path("runs/quickstart" if args.field == "landcover" else f"runs/quickstart-{args.field}")
+    quickstart(out, args.overrides, progress=not args.no_progress, field=args.field)
     return 0
 
 

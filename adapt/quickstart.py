@@ -20,19 +20,40 @@ from .recipe import load_recipe
 from .run_eval import eval_kinds, evaluate_model
 from .train import train
 
-RECIPE = "quickstart"
+FIELDS = {"landcover": "quickstart", "remote_sensing": "remote-sensing_pocket-tiny_full"}
+RS_SAMPLES = 24  # per class / image in the synthetic remote-sensing sets
 
 
-def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (), progress: bool = True) -> dict:
+def prepare_landcover(data: Path) -> None:
+    # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
+    generate_general(data / "general", answer_style="label")
+    generate_landcover(data / "landcover", answer_style="label")
+
+
+def prepare_remote_sensing(data: Path) -> None:
+    """Synthetic GeoTIFF / RSVQA / DIOR-RSVG sets in their public layouts, converted by the plugin."""
+    from domains.base import get_domain
+
+    plugin = get_domain("remote_sensing")
+    raw = plugin.synthetic(data.parent / "raw", n=RS_SAMPLES)
+    for dataset in ("ucmerced", "rsvqa_lr", "dior_rsvg"):
+        plugin.convert(dataset, raw[dataset], data / "rs")
+    get_domain("general").synthetic(data / "general", answer_style="label")
+
+
+def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (), progress: bool = True,
+               field: str = "landcover") -> dict:
+    """`field`: "landcover" (the default story) or "remote_sensing" (the plugin's synthetic rasters,
+    converters and recipe template, end to end)."""
+    if field not in FIELDS:
+        raise ValueError(f"unknown quick-start field {field!r}; known: {', '.join(FIELDS)}")
     started = time.perf_counter()
     out_dir = Path(out_dir)
     data = out_dir / "data"
     print(f"[1/4] generating data in {data}", flush=True)
-    # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
-    generate_general(data / "general", answer_style="label")
-    generate_landcover(data / "landcover", answer_style="label")
-    recipe_path = out_dir / f"{RECIPE}.yaml"
-    shutil.copyfile(templates_dir() / "recipes" / f"{RECIPE}.yaml", recipe_path)
+    (prepare_landcover if field == "landcover" else prepare_remote_sensing)(data)
+    recipe_path = out_dir / f"{FIELDS[field]}.yaml"
+    shutil.copyfile(templates_dir() / "recipes" / f"{FIELDS[field]}.yaml", recipe_path)
     recipe = load_recipe(recipe_path, [*overrides, f"output.dir={(out_dir / 'train').resolve()}"])
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a quick start always starts over
     reports = out_dir / "report"

@@ -27,3 +27,16 @@ def test_quickstart_path_on_a_small_budget(tmp_path, capsys):
     assert (out / "train" / "final" / "model.safetensors").is_file()
     # mixing off is one override away
     assert "general_ratio: 0.3" in (out / "quickstart.yaml").read_text()
+
+
+@pytest.mark.slow
+def test_remote_sensing_quickstart_runs_on_the_plugins_synthetic_rasters(tmp_path, capsys):
+    out = tmp_path / "rs"
+    args = ["quickstart", "--field", "remote_sensing", "--out", str(out), "--no-progress",
+            "training.max_steps=2", "eval.max_samples=3", "eval.max_new_tokens=8"]
+    assert main(args) == 0
+    assert "[4/4] scoring the adapted model" in capsys.readouterr().out
+    assert list((out / "raw" / "ucmerced").rglob("*.tif"))  # GeoTIFFs in the public layout
+    report = json.loads((out / "report" / "eval.json").read_text())
+    sources = report["runs"]["adapted"]["sources"]
+    assert {"ucmerced", "rsvqa_lr", "dior_rsvg", "general"} <= set(sources)
