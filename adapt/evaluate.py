@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .metrics import infer_task, main_metric, question_of, reference_of, score
+from .metrics import aggregator, infer_task, main_metric, question_of, reference_of, score
 
 GROUPS = ("domain", "general")
 
@@ -43,6 +43,7 @@ class Prediction:
     prediction: str
     reference: str
     scores: dict[str, float] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)  # the record's meta (a domain's corpus metrics read it)
 
 
 class Skipped(NamedTuple):
@@ -171,6 +172,7 @@ def predict(
                     prediction=text,
                     reference=reference,
                     scores=score(text, record, reference),
+                    meta=dict(getattr(record, "meta", None) or {}),
                 )
             bar.update(len(meta))
     finally:
@@ -208,14 +210,37 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None = None) -> dict:
+def _aggregate(task: str, preds: list[Prediction], context: Mapping[str, Any]) -> tuple[dict, list[str], float | None]:
+    """Run `task`'s corpus-level aggregate: (metrics with None = not computed, notes, main value or None)."""
+    fn = aggregator(task)
+    if fn is None:
+        return {}, [], None
+    out = dict(fn(preds, dict(context)) or {})
+    notes = [str(n) for n in out.pop("notes", []) or []]
+    values = {k: (None if v is None else float(v)) for k, v in out.items()}
+    main = None
+    for name in (getattr(fn, "main_metric", None), getattr(fn, "fallback_main_metric", None)):
+        if name is not None and values.get(name) is not None:
+            main = values[name]
+            if name != getattr(fn, "main_metric", None):
+                notes.append(f"main metric for {task}: {name} ({fn.main_metric} not computed)")
+            break
+    return values, notes, main
+
+
+def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None = None,
+              context: Mapping[str, Any] | None = None) -> dict:
     """Per-source and per-group means of a run's scores.
 
     Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "tasks": {task: n},
-    "skipped"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...]}}, "n", "skipped"}``.
-    A metric's mean is over the source's samples that have it. Groups without sources are left out.
+    "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...]}}, "n", "skipped"}``.
+    A metric's mean is over the source's samples that have it. Tasks with a corpus-level aggregate
+    (`adapt.metrics.register_task(..., aggregate=...)`) get its values instead (None = not computed) and
+    its main value stands for each of their samples in the source and group means. `context` goes to
+    the aggregates (e.g. ``{"judge": ...}``). Groups without sources are left out.
     """
     kinds = dict(kinds or {})
+    context = dict(context or {})
     skipped = list(getattr(predictions, "skipped", []))
     predictions = list(predictions)
     per_source: dict[str, list[Prediction]] = {}
@@ -234,21 +259,34 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             raise ValueError(f"kind of source {source!r} must be 'domain' or 'general', got {kind!r}")
         values: dict[str, list[float]] = {}
         tasks: dict[str, int] = {}
-        mains: list[float] = []
+        by_task: dict[str, list[Prediction]] = {}
         for p in preds:
             tasks[p.task] = tasks.get(p.task, 0) + 1
-            for name, value in p.scores.items():
-                values.setdefault(name, []).append(float(value))
-            m = main_metric(p.task, p.scores)
-            if m is not None:
-                mains.append(float(m))
+            by_task.setdefault(p.task, []).append(p)
+        corpus: dict[str, float | None] = {}
+        notes: list[str] = []
+        mains: list[float] = []
+        for task, task_preds in by_task.items():
+            agg_values, agg_notes, agg_main = _aggregate(task, task_preds, context)
+            corpus.update(agg_values)
+            notes += agg_notes
+            for p in task_preds:
+                for name, value in p.scores.items():
+                    if name not in agg_values:
+                        values.setdefault(name, []).append(float(value))
+                m = agg_main if aggregator(task) is not None else main_metric(p.task, p.scores)
+                if m is not None:
+                    mains.append(float(m))
+        metrics = {name: _mean(v) for name, v in values.items()}
+        metrics.update(corpus)
         sources[source] = {
             "kind": kind,
             "n": len(preds),
             "main": _mean(mains),
-            "metrics": {name: _mean(v) for name, v in values.items()},
+            "metrics": metrics,
             "tasks": tasks,
             "skipped": sum(1 for e in skipped if e.source == source),
+            "notes": list(dict.fromkeys(notes)),
         }
         group_mains[kind].extend(mains)
         group_sources[kind].append(source)
@@ -380,6 +418,14 @@ def write_report(
                 vals = {n: (e or {}).get("metrics", {}).get(m) for n, e in zip(names, entries)}
             rows.append([m] + _cells(vals, names, compared))
         md += _table(["metric"] + header_runs, rows) + [""]
+        not_computed = [m for m in metric_names
+                        if any(e and m in e.get("metrics", {}) and e["metrics"][m] is None for e in entries)]
+        if not_computed:
+            md += [f"Not computed (shown as —, not 0): {', '.join(not_computed)}.", ""]
+        for note in dict.fromkeys(n for e in entries if e for n in e.get("notes", [])):
+            md += [f"- {note}"]
+        if any(e and e.get("notes") for e in entries):
+            md += [""]
 
     md_path = out / "eval.md"
     md_path.write_text("\n".join(md))

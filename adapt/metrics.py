@@ -18,6 +18,15 @@ A registered task names its main metric (`register_task(..., main_metric=...)`),
 key its scorer returns. A source's main metric is the mean over its samples of each sample's task's
 main metric (see `adapt.evaluate.summarize`).
 
+**Corpus-level metrics.** Some scores exist only over a whole set (BLEU, CIDEr, DriveLM's final score).
+A task registers an `aggregate` callable, ``(predictions, context) -> {name: value}``, where each
+prediction has ``.prediction``, ``.reference``, ``.meta``, ``.scores`` and ``.task``, and `context`
+carries run settings (``{"judge": {...} | None}``). Its values replace the per-sample means of the
+same names for that task's samples; a value of None means *not computed* and is shown as such, never
+as 0; a ``"notes"`` list of strings is printed under the source in reports. The aggregate names the
+task's main metric with its ``main_metric`` attribute (and ``fallback_main_metric`` for when that is
+None). A scorer function with an ``aggregate`` attribute brings it along (see `domains_bridge`).
+
 Choices are parsed strictly (`parse_choice`): an explicit letter, or an answer whose normalised text
 *equals* one option's text. A prediction is never counted right because the reference happens to
 be a substring of it ("rainforest" does not answer "forest"; see the LLaVA-Med closed-question
@@ -334,6 +343,7 @@ def _score_grounding(prediction: str, record: Any, reference: str) -> dict[str, 
 
 _TASKS: dict[str, MetricFn] = {}
 _MAIN: dict[str, str] = {}
+_AGGREGATE: dict[str, Callable[..., dict]] = {}
 _BUILTIN = {
     "mc": (_score_mc, "accuracy"),
     "classification": (_score_mc, "accuracy"),
@@ -343,11 +353,14 @@ _BUILTIN = {
 }
 
 
-def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metric: str | None = None) -> None:
+def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metric: str | None = None,
+                  aggregate: Callable[..., dict] | None = None) -> None:
     """Register the scorer of a task; domains plug their metrics in here.
 
     `fn(prediction, record, reference)` returns named scores in [0, 1]. `main_metric` names the score
-    reports rank by (default: the first key `fn` returns). Re-registering a task needs `overwrite=True`.
+    reports rank by (default: the first key `fn` returns). `aggregate` computes corpus-level metrics
+    (see the module docstring; default: `fn.aggregate` when the scorer has one). Re-registering a task
+    needs `overwrite=True`.
     """
     if not task or not isinstance(task, str):
         raise ValueError(f"task name must be a non-empty string, got {task!r}")
@@ -355,17 +368,30 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
         raise TypeError(f"scorer for task {task!r} must be callable, got {type(fn).__name__}")
     if task in _TASKS and not overwrite and _TASKS[task] is not fn:
         raise ValueError(f"task {task!r} already has a scorer ({_TASKS[task].__qualname__}); pass overwrite=True")
+    aggregate = aggregate if aggregate is not None else getattr(fn, "aggregate", None)
+    if aggregate is not None and not callable(aggregate):
+        raise TypeError(f"aggregate of task {task!r} must be callable, got {type(aggregate).__name__}")
     _TASKS[task] = fn
     if main_metric is not None:
         _MAIN[task] = main_metric
     else:
         _MAIN.pop(task, None)
+    if aggregate is not None:
+        _AGGREGATE[task] = aggregate
+    else:
+        _AGGREGATE.pop(task, None)
+
+
+def aggregator(task: str) -> Callable[..., dict] | None:
+    """The corpus-level aggregate registered for `task`, if any."""
+    return _AGGREGATE.get(task)
 
 
 def unregister_task(task: str) -> None:
     """Remove a task's scorer (built-ins come back with their defaults)."""
     _TASKS.pop(task, None)
     _MAIN.pop(task, None)
+    _AGGREGATE.pop(task, None)
     if task in _BUILTIN:
         register_task(task, _BUILTIN[task][0], main_metric=_BUILTIN[task][1])
 

@@ -380,6 +380,17 @@ class Logging(_Section):
     tensorboard: bool = True
 
 
+class Judge(_Section):
+    """An OpenAI-compatible chat-completions endpoint that grades free-form answers (DriveLM's ChatGPT term)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str  # e.g. http://127.0.0.1:8000/v1/chat/completions
+    model: str
+    api_key_env: str | None = None  # name of the environment variable holding the key (never the key itself)
+    timeout: float = Field(60.0, gt=0)
+
+
 class EvalSpec(_Section):
     model_config = ConfigDict(extra="forbid")
 
@@ -387,6 +398,11 @@ class EvalSpec(_Section):
     max_samples: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(32, ge=1)
     batch_size: int = Field(8, ge=1)
+    judge: Judge | None = None
+
+    def context(self) -> dict:
+        """What corpus-level metrics get (`adapt.evaluate.summarize`'s `context`)."""
+        return {"judge": self.judge.model_dump() if self.judge else None}
 
 
 class Recipe(_Section):

@@ -28,7 +28,7 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
     save_predictions(predictions, out_dir / f"predictions_{label}.jsonl")
     if skips.count():
         skips.save(out_dir)
-    return summarize(predictions, {s.name: s.kind for s in specs})
+    return summarize(predictions, {s.name: s.kind for s in specs}, recipe.eval.context())
 
 
 def eval_kinds(recipe: Recipe) -> dict[str, str]:

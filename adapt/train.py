@@ -259,7 +259,8 @@ class Trainer:
             limit = self.recipe.eval.max_samples
             flat = [r for rs in records.values() for r in (rs[:limit] if limit else rs)]
             summary = summarize(predict(base_model(self.model), self.processor, flat, self.recipe.eval.max_new_tokens,
-                                        self.recipe.eval.batch_size, progress=False), {s.name: s.kind for s in specs})
+                                        self.recipe.eval.batch_size, progress=False), {s.name: s.kind for s in specs},
+                                self.recipe.eval.context())
             self.model.train()
             line = {"step": step, **{f"eval/{g}": v["main"] for g, v in summary["groups"].items()},
                     **{f"eval/{s}": v["main"] for s, v in summary["sources"].items()}}

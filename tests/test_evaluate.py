@@ -181,3 +181,51 @@ def test_save_and_load_predictions(tmp_path):
     lines = path.read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[0])["scores"] == {"accuracy": 1.0}
     assert load_predictions(path) == list(preds)
+
+
+def test_corpus_aggregate_replaces_means_and_reports_not_computed(tmp_path):
+    """A task's corpus-level aggregate: its values win over per-sample means, None stays 'not computed',
+    its main value stands for every sample of the task, notes reach the report, context reaches it."""
+    from adapt.metrics import register_task, unregister_task
+
+    seen = {}
+
+    def scorer(prediction, record, reference):
+        return {"accuracy": float(prediction == reference)}
+
+    def aggregate(preds, context):
+        seen["context"] = context
+        seen["meta"] = [p.meta for p in preds]
+        n_right = sum(p.prediction == p.reference for p in preds)
+        return {"accuracy": n_right / len(preds), "corpus_score": 0.25 * n_right, "judge_term": None,
+                "final": None, "notes": ["judge term not computed"]}
+
+    aggregate.main_metric = "final"
+    aggregate.fallback_main_metric = "corpus_score"
+    register_task("corpus_demo", scorer, aggregate=aggregate)
+    try:
+        preds = [
+            Prediction("drv", 1, "corpus_demo", "q", "a", "a", {"accuracy": 1.0}, meta={"tag": 0}),
+            Prediction("drv", 2, "corpus_demo", "q", "b", "a", {"accuracy": 0.0}, meta={"tag": 2}),
+            Prediction("drv", 3, "mc", "q", "A", "A", {"accuracy": 1.0}),
+        ]
+        summary = summarize(preds, {"drv": "domain"}, {"judge": None})
+        src = summary["sources"]["drv"]
+        assert seen["context"] == {"judge": None} and seen["meta"] == [{"tag": 0}, {"tag": 2}]
+        assert src["metrics"]["corpus_score"] == 0.25 and src["metrics"]["judge_term"] is None
+        assert src["metrics"]["final"] is None
+        # the aggregate's accuracy covers its two samples; the mc sample is outside it
+        assert src["metrics"]["accuracy"] == 0.5
+        # main: the fallback (0.25) for each of the 2 aggregated samples, the mc sample's own 1.0
+        assert src["main"] == pytest.approx((0.25 + 0.25 + 1.0) / 3)
+        assert "judge term not computed" in src["notes"] and any("fallback" in n or "not computed" in n
+                                                                 for n in src["notes"])
+        _, md = write_report(tmp_path, {"adapted": summary}, {"drv": "domain"})
+        text = md.read_text()
+        assert "Not computed (shown as —, not 0): judge_term, final" in text
+        assert "- judge term not computed" in text
+        # predictions keep meta through save/load
+        save_predictions(preds, tmp_path / "p.jsonl")
+        assert load_predictions(tmp_path / "p.jsonl")[0].meta == {"tag": 0}
+    finally:
+        unregister_task("corpus_demo")
