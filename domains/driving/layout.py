@@ -1,0 +1,269 @@
+"""nuScenes camera names and orders, the stitched six-view layout, and DriveLM c-tags with their coordinate maps.
+
+**Cameras.** nuScenes has six 1600×900 cameras. Orders differ between tools (``domains.md`` §1.3), so every
+order here is an explicit, named tuple (:data:`CAMERA_ORDERS`); nothing relies on dict order.
+
+**Stitched layout** (Mini-InternVL): each camera resized to 896×448, pasted into a 3×2 grid (front-left, front,
+front-right / back-left, back, back-right), one 2688×896 image. Under InternVL tiling at max 12 tiles it is a 6×2
+grid of 448 px tiles (each the left or right half of one camera) plus a thumbnail: 13 tiles.
+
+**c-tags.** DriveLM names objects ``<c1,CAM_BACK,1088.3,497.5>``: object id, the camera holding the object
+centre, and the centre in that camera's 1600×900 pixels. Samples carry them rewritten onto a 0–1000 grid:
+
+* *stitched*: ``<c1,CAM_BACK,[x,y]>`` on the grid of the whole 2688×896 image::
+
+      x_norm = (x_cam / 1600 + col) / 3 * 1000        y_norm = (y_cam / 900 + row) / 2 * 1000
+
+  and the inverse (Mini-InternVL's ``post_process``), clamped to the camera frame::
+
+      x_cam = (x_norm * 2688 / 1000 - col * 896) * 1600 / 896
+      y_cam = (y_norm * 896 / 1000 - row * 448) * 900 / 448
+
+* *multi-image*: ``<c1,CAM_BACK,[x,y]>`` on the named camera's own grid, ``x_norm = x_cam / 1600 * 1000``.
+
+Grid values keep :data:`GRID_DECIMALS` decimals: one grid unit is 4.8 camera pixels across the stitched image, so
+integer grid values could not give back the camera pixel; with two decimals every coordinate round-trips within
+0.03 px before the inverse rounds to 0.1 px (tested over random points).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import NamedTuple
+
+from PIL import Image, ImageDraw, ImageFont
+
+__all__ = [
+    "CAMERAS",
+    "CAMERA_ORDERS",
+    "CAMERA_SIZE",
+    "CELL_SIZE",
+    "DRIVELM_ORDER",
+    "GRID_DECIMALS",
+    "STITCHED_PREFIX",
+    "STITCHED_SIZE",
+    "STITCH_ORDER",
+    "CTag",
+    "CTagError",
+    "camera_order",
+    "cell_of",
+    "ctag_points",
+    "from_camera_grid",
+    "from_stitched",
+    "iter_ctags",
+    "multi_view_prefix",
+    "render_ctag",
+    "rewrite_ctags",
+    "split_stitched",
+    "stitch_cameras",
+    "to_camera_grid",
+    "to_stitched",
+]
+
+CAMERA_SIZE = (1600, 900)  # nuScenes camera images, (W, H)
+CELL_SIZE = (896, 448)  # one camera in the stitched image
+STITCHED_SIZE = (2688, 896)
+GRID = 1000.0
+GRID_DECIMALS = 2
+CAMERA_DECIMALS = 1  # DriveLM writes camera pixels with one decimal; the inverse rounds to it
+
+# Mini-InternVL stitch grid (and the devkit's render grid): row 0 front, row 1 back, left to right
+STITCH_ORDER = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
+# DriveLM JSON ``image_paths`` / llama-adapter
+DRIVELM_ORDER = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+# nuScenes sensor-table listing as in the devkit tutorials
+NUSCENES_ORDER = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
+CAMERA_ORDERS: dict[str, tuple[str, ...]] = {"stitch": STITCH_ORDER, "drivelm": DRIVELM_ORDER, "nuscenes": NUSCENES_ORDER}
+CAMERAS = frozenset(STITCH_ORDER)
+
+LABEL_COLOR = (255, 0, 255)  # camera names drawn in magenta, DejaVuSans-Bold 50, at the cell's top-left
+LABEL_SIZE = 50
+
+
+class CTagError(ValueError):
+    """A c-tag names an unknown camera or lies outside its image."""
+
+
+def camera_order(name: str) -> tuple[str, ...]:
+    """The camera order called `name` (``stitch``, ``drivelm`` or ``nuscenes``)."""
+    try:
+        return CAMERA_ORDERS[name]
+    except KeyError:
+        raise ValueError(f"unknown camera order {name!r}; known: {', '.join(CAMERA_ORDERS)}") from None
+
+
+def _check_camera(camera: str) -> str:
+    if camera not in CAMERAS:
+        raise CTagError(f"unknown camera {camera!r}; nuScenes cameras are {', '.join(STITCH_ORDER)}")
+    return camera
+
+
+def cell_of(camera: str) -> tuple[int, int]:
+    """(col, row) of `camera` in the stitched 3×2 grid."""
+    k = STITCH_ORDER.index(_check_camera(camera))
+    return k % 3, k // 3
+
+
+def _inside(value: float, limit: float, what: str, camera: str) -> None:
+    if not 0.0 <= value <= limit:
+        raise CTagError(f"{what} = {value:g} lies outside {camera}'s image (0..{limit:g})")
+
+
+# --------------------------------------------------------------------------------------------- coordinate maps
+def to_stitched(x: float, y: float, camera: str, decimals: int | None = GRID_DECIMALS) -> tuple[float, float]:
+    """Camera pixels (1600×900 frame of `camera`) -> 0–1000 grid of the stitched 2688×896 image."""
+    col, row = cell_of(camera)
+    _inside(x, CAMERA_SIZE[0], "x", camera)
+    _inside(y, CAMERA_SIZE[1], "y", camera)
+    xn = (x / CAMERA_SIZE[0] + col) / 3 * GRID
+    yn = (y / CAMERA_SIZE[1] + row) / 2 * GRID
+    return (round(xn, decimals), round(yn, decimals)) if decimals is not None else (xn, yn)
+
+
+def from_stitched(xn: float, yn: float, camera: str, decimals: int | None = CAMERA_DECIMALS) -> tuple[float, float]:
+    """Stitched-image grid -> `camera`'s pixels, clamped to its 1600×900 frame (Mini-InternVL's inverse)."""
+    col, row = cell_of(camera)
+    cw, ch = CELL_SIZE
+    x = (xn * STITCHED_SIZE[0] / GRID - col * cw) * CAMERA_SIZE[0] / cw
+    y = (yn * STITCHED_SIZE[1] / GRID - row * ch) * CAMERA_SIZE[1] / ch
+    x = min(max(x, 0.0), float(CAMERA_SIZE[0]))
+    y = min(max(y, 0.0), float(CAMERA_SIZE[1]))
+    return (round(x, decimals), round(y, decimals)) if decimals is not None else (x, y)
+
+
+def to_camera_grid(x: float, y: float, camera: str, decimals: int | None = GRID_DECIMALS) -> tuple[float, float]:
+    """Camera pixels -> the camera's own 0–1000 grid (multi-image samples)."""
+    _check_camera(camera)
+    _inside(x, CAMERA_SIZE[0], "x", camera)
+    _inside(y, CAMERA_SIZE[1], "y", camera)
+    xn, yn = x / CAMERA_SIZE[0] * GRID, y / CAMERA_SIZE[1] * GRID
+    return (round(xn, decimals), round(yn, decimals)) if decimals is not None else (xn, yn)
+
+
+def from_camera_grid(xn: float, yn: float, camera: str, decimals: int | None = CAMERA_DECIMALS) -> tuple[float, float]:
+    """A camera's own 0–1000 grid -> its pixels, clamped to the frame."""
+    _check_camera(camera)
+    x = min(max(xn / GRID * CAMERA_SIZE[0], 0.0), float(CAMERA_SIZE[0]))
+    y = min(max(yn / GRID * CAMERA_SIZE[1], 0.0), float(CAMERA_SIZE[1]))
+    return (round(x, decimals), round(y, decimals)) if decimals is not None else (x, y)
+
+
+# --------------------------------------------------------------------------------------------- c-tags
+_NUM = r"[-+]?\d+(?:\.\d+)?"
+# <c1,CAM_BACK,1088.3,497.5> (DriveLM) and <c1,CAM_BACK,[x,y]> (Mini-InternVL); spaces tolerated
+_CTAG = re.compile(
+    rf"<c(?P<id>\d+)\s*,\s*(?P<cam>[A-Za-z_]+)\s*,\s*(?P<open>\[?)\s*(?P<x>{_NUM})\s*,\s*(?P<y>{_NUM})\s*(?P<close>\]?)\s*>"
+)
+
+
+class CTag(NamedTuple):
+    """One c-tag: object number, camera, coordinates (camera pixels or grid, as the text had them)."""
+
+    obj: int
+    camera: str
+    x: float
+    y: float
+    start: int = -1  # span in the text it was read from
+    end: int = -1
+
+
+def iter_ctags(text: str) -> Iterator[CTag]:
+    """Every c-tag in `text`, bracketed or not, in order (the camera is not checked here)."""
+    for m in _CTAG.finditer(text or ""):
+        yield CTag(int(m["id"]), m["cam"], float(m["x"]), float(m["y"]), m.start(), m.end())
+
+
+def ctag_points(text: str) -> list[tuple[str, float, float]]:
+    """``[(camera, x, y), ...]`` of the c-tags in `text`."""
+    return [(t.camera, t.x, t.y) for t in iter_ctags(text)]
+
+
+def _fmt(v: float, decimals: int) -> str:
+    text = f"{v:.{decimals}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def render_ctag(obj: int, camera: str, x: float, y: float, *, bracket: bool = True,
+                decimals: int = GRID_DECIMALS) -> str:
+    """``<c{obj},{camera},[x,y]>`` (or DriveLM's unbracketed form), trailing zeros trimmed."""
+    xy = f"{_fmt(x, decimals)},{_fmt(y, decimals)}"
+    return f"<c{obj},{camera},[{xy}]>" if bracket else f"<c{obj},{camera},{xy}>"
+
+
+def rewrite_ctags(text: str, convert: Callable[[float, float, str], tuple[float, float]], *, bracket: bool = True,
+                  decimals: int = GRID_DECIMALS) -> str:
+    """Rewrite every c-tag in `text` with `convert(x, y, camera) -> (x', y')`.
+
+    Raises `CTagError` naming the tag when its camera is unknown or `convert` finds it outside the image.
+    """
+    out, pos = [], 0
+    for tag in iter_ctags(text):
+        try:
+            x, y = convert(tag.x, tag.y, tag.camera)
+        except CTagError as exc:
+            raise CTagError(f"c-tag {text[tag.start:tag.end]!r}: {exc}") from None
+        out += [text[pos:tag.start], render_ctag(tag.obj, tag.camera, x, y, bracket=bracket, decimals=decimals)]
+        pos = tag.end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------- prompts
+STITCHED_PREFIX = "<image>\n"
+
+
+def multi_view_prefix(order: tuple[str, ...] | str = STITCH_ORDER) -> str:
+    """The text that introduces six images in a multi-image sample: ``"CAM_FRONT_LEFT: <image>\\n..."``, one line
+    per camera in `order` (a camera tuple or a :data:`CAMERA_ORDERS` name). Images go in the same order."""
+    cams = camera_order(order) if isinstance(order, str) else tuple(order)
+    for cam in cams:
+        _check_camera(cam)
+    return "".join(f"{cam}: <image>\n" for cam in cams)
+
+
+# --------------------------------------------------------------------------------------------- images
+@lru_cache(maxsize=4)
+def _label_font(size: int = LABEL_SIZE) -> ImageFont.ImageFont:
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"  # shipped with matplotlib
+    try:
+        return ImageFont.truetype(str(path), size)
+    except OSError:  # pragma: no cover - a matplotlib without its fonts
+        return ImageFont.load_default(size)
+
+
+def stitch_cameras(images: Mapping[str, Image.Image], *, label: bool = True) -> Image.Image:
+    """Six camera images (camera name -> image, any size) -> one 2688×896 RGB image in :data:`STITCH_ORDER`.
+
+    Each camera is resized to 896×448 (bicubic) and, with `label`, its name is drawn at the cell's top-left in
+    magenta DejaVuSans-Bold 50 as Mini-InternVL does. A missing or unknown camera raises `CTagError`.
+    """
+    unknown = sorted(set(images) - CAMERAS)
+    missing = [c for c in STITCH_ORDER if c not in images]
+    if unknown or missing:
+        raise CTagError(f"stitching needs exactly the six nuScenes cameras; missing {missing or 'none'}, "
+                        f"unknown {unknown or 'none'}")
+    canvas = Image.new("RGB", STITCHED_SIZE)
+    for camera in STITCH_ORDER:
+        col, row = cell_of(camera)
+        cell = images[camera].convert("RGB").resize(CELL_SIZE, Image.Resampling.BICUBIC)
+        if label:
+            ImageDraw.Draw(cell).text((0, 0), camera, fill=LABEL_COLOR, font=_label_font())
+        canvas.paste(cell, (col * CELL_SIZE[0], row * CELL_SIZE[1]))
+    return canvas
+
+
+def split_stitched(image: Image.Image, *, camera_size: tuple[int, int] | None = CAMERA_SIZE) -> dict[str, Image.Image]:
+    """A stitched image (any size with the 3:1 layout) -> camera name -> its cell, resized to `camera_size`."""
+    w, h = image.size
+    out = {}
+    for camera in STITCH_ORDER:
+        col, row = cell_of(camera)
+        box = (round(col * w / 3), round(row * h / 2), round((col + 1) * w / 3), round((row + 1) * h / 2))
+        cell = image.crop(box)
+        out[camera] = cell.resize(camera_size, Image.Resampling.BICUBIC) if camera_size else cell
+    return out
