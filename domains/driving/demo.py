@@ -1,0 +1,221 @@
+"""Demo hooks for driving: read six camera images (or one stitched image) into model input, and draw an
+answer's object tags back on the cameras they name.
+
+* :func:`read_upload` takes the six nuScenes cameras — each file's camera read from its name
+  (``…__CAM_FRONT_LEFT__….jpg``), or, when no name says, the upload order in the chosen camera order — or one
+  stitched 3:1 image, and returns what the demo feeds the model: one stitched 2688×896 image with
+  :data:`~domains.driving.layout.STITCHED_PREFIX` (``mode="stitched"``), or six camera images with
+  :func:`~domains.driving.layout.multi_view_prefix` (``mode="multi"``).
+* :func:`draw_answer` marks every c-tag ``<cN,CAM,[x,y]>`` of an answer on the camera it names, with
+  ``cN`` next to it, plus any ``<ref>…</ref><box>[[…]]</box>`` boxes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from domains.boxes import PALETTE, draw_ref_boxes
+from domains.driving import layout
+
+__all__ = ["camera_from_name", "draw_answer", "read_upload"]
+
+MODES = ("stitched", "multi")
+ASPECT_TOLERANCE = 0.05  # a stitched upload's width / height may differ from 3 by this share
+_CAMERA_IN_NAME = re.compile(r"CAM_(?:FRONT|BACK)(?:_(?:LEFT|RIGHT))?(?![A-Z])")
+
+
+def camera_from_name(name: str) -> str | None:
+    """The nuScenes camera a file name names (``CAM_FRONT_LEFT`` wins over its prefix ``CAM_FRONT``), or None
+    when it names none or several different ones."""
+    found = {m.group(0) for m in _CAMERA_IN_NAME.finditer(Path(name).name.upper())}
+    return found.pop() if len(found) == 1 else None
+
+
+def _read_image(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return ImageOps.exif_transpose(img).convert("RGB")
+    except Image.DecompressionBombError:
+        raise ValueError(f"{path.name}: the image has too many pixels to be read safely") from None
+    except (Image.UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"{path.name}: cannot be read as an image ({exc})") from None
+
+
+def _check_mode(mode: str, order: str | Sequence[str]) -> tuple[str, ...]:
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'stitched' or 'multi', got {mode!r}")
+    cams = layout.camera_order(order) if isinstance(order, str) else tuple(order)
+    if sorted(cams) != sorted(layout.STITCH_ORDER):
+        raise ValueError(f"camera order must list the six nuScenes cameras once each, got {list(cams)}")
+    return cams
+
+
+def _assign_cameras(paths: list[Path], cams: tuple[str, ...], order_name: str, warnings: list[str]
+                    ) -> dict[str, Path]:
+    named = {p: camera_from_name(p.name) for p in paths}
+    if all(cam is None for cam in named.values()):
+        warnings.append(f"no file name names its camera (e.g. CAM_FRONT_LEFT); the upload order was taken as "
+                        f"the {order_name} order: {', '.join(cams)}")
+        return dict(zip(cams, paths))
+    unnamed = [p.name for p, cam in named.items() if cam is None]
+    if unnamed:
+        raise ValueError(f"cannot tell the camera of {', '.join(unnamed)}: name every file with its camera "
+                         f"(CAM_FRONT_LEFT, CAM_FRONT, …) or none of them and upload in the {order_name} order")
+    by_cam: dict[str, list[str]] = {}
+    for p, cam in named.items():
+        by_cam.setdefault(cam, []).append(p.name)
+    dupes = {cam: names for cam, names in by_cam.items() if len(names) > 1}
+    if dupes:
+        detail = "; ".join(f"{cam}: {', '.join(names)}" for cam, names in sorted(dupes.items()))
+        missing = [c for c in layout.STITCH_ORDER if c not in by_cam]
+        raise ValueError(f"duplicate cameras in the upload ({detail}); missing {', '.join(missing)}")
+    return {cam: p for p, cam in named.items()}
+
+
+def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: str = "stitch",
+                **options: Any) -> dict:
+    """Six camera images or one stitched image -> the demo's model input (see the module docstring).
+
+    Returns ``{"images", "labels", "prompt", "info", "warnings"}``. `order` names the camera order
+    (:data:`~domains.driving.layout.CAMERA_ORDERS`) used for multi-image input and for uploads whose names do
+    not say their camera. Raises ValueError for a wrong number of files, duplicate or unnamed cameras, a
+    single image that is not 3:1, and unreadable images.
+    """
+    paths = [Path(p) for p in paths]
+    cams = _check_mode(mode, order)
+    order_name = order if isinstance(order, str) else "given"
+    warnings: list[str] = []
+    info: dict[str, str] = {"mode": mode, "camera order": ", ".join(cams)}
+    if len(paths) == 6:
+        files = _assign_cameras(paths, cams, order_name, warnings)
+        views = {cam: _read_image(files[cam]) for cam in layout.STITCH_ORDER}
+        info["input"] = "six camera images"
+        info["cameras"] = "; ".join(f"{cam} ← {files[cam].name}" for cam in cams)
+        off = [f"{cam} {img.width}×{img.height}" for cam, img in views.items() if img.size != layout.CAMERA_SIZE]
+        if off:
+            warnings.append(f"nuScenes cameras are 1600×900; got {', '.join(off)} (coordinates stay relative to "
+                            f"each image)")
+    elif len(paths) == 1:
+        img = _read_image(paths[0])
+        aspect = img.width / img.height
+        if abs(aspect / 3.0 - 1.0) > ASPECT_TOLERANCE:
+            raise ValueError(f"{paths[0].name}: one image must be a stitched six-camera image with a 3:1 aspect "
+                             f"(2688×896), got {img.width}×{img.height}; or upload the six camera images")
+        info["input"] = f"one stitched image ({img.width}×{img.height})"
+        if mode == "stitched":
+            stitched = img if img.size == layout.STITCHED_SIZE else img.resize(layout.STITCHED_SIZE,
+                                                                               Image.Resampling.BICUBIC)
+            return {"images": [stitched], "labels": ["stitched: " + " | ".join(layout.STITCH_ORDER)],
+                    "prompt": layout.STITCHED_PREFIX, "info": info, "warnings": warnings}
+        views = layout.split_stitched(img)
+        warnings.append("the six views were cut from the stitched image: each is upscaled from its cell and keeps "
+                        "any camera label drawn on it")
+    else:
+        raise ValueError(f"upload six camera images (CAM_FRONT_LEFT … CAM_BACK_RIGHT) or one stitched image; "
+                         f"got {len(paths)} files")
+    if mode == "stitched":
+        return {"images": [layout.stitch_cameras(views)], "labels": ["stitched: " + " | ".join(layout.STITCH_ORDER)],
+                "prompt": layout.STITCHED_PREFIX, "info": info, "warnings": warnings}
+    return {"images": [views[cam] for cam in cams], "labels": list(cams), "prompt": layout.multi_view_prefix(cams),
+            "info": info, "warnings": warnings}
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+@lru_cache(maxsize=8)
+def _font(size: int) -> ImageFont.ImageFont:
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
+    try:
+        return ImageFont.truetype(str(path), size)
+    except OSError:  # pragma: no cover - a matplotlib without its fonts
+        return ImageFont.load_default(size)
+
+
+def _color(obj: int) -> tuple[int, int, int]:
+    return PALETTE[(obj - 1) % len(PALETTE)]
+
+
+def _marker(image: Image.Image, x: float, y: float, label: str, color: tuple[int, int, int]) -> None:
+    """A filled dot ringed in white at (x, y) with `label` beside it, drawn in place and clipped to `image`."""
+    draw = ImageDraw.Draw(image)
+    r = max(4, round(min(image.size) * 0.02))
+    draw.ellipse([x - r - 2, y - r - 2, x + r + 2, y + r + 2], fill=(255, 255, 255))
+    draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
+    font = _font(max(10, round(r * 2.2)))
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+    w, h = right - left, bottom - top
+    tx = x + r + 4 if x + r + 4 + w + 4 <= image.width else x - r - 8 - w  # keep the label inside the image
+    ty = min(max(y - h / 2, 0), max(0, image.height - h - 4))
+    draw.rectangle([tx - 2, ty - 2, tx + w + 2, ty + h + 4], fill=color)
+    draw.text((tx - left, ty - top), label, fill=(255, 255, 255), font=font)
+
+
+def _note(image: Image.Image, text: str) -> None:
+    draw = ImageDraw.Draw(image)
+    font = _font(max(12, image.height // 30))
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    y = image.height - (bottom - top) - 8
+    draw.rectangle([0, y - 4, right - left + 8, image.height], fill=(0, 0, 0))
+    draw.text((4 - left, y - top), text, fill=(255, 255, 0), font=font)
+
+
+def _camera_xy(tag: layout.CTag, text: str, mode: str, camera: str) -> tuple[float, float]:
+    """The tag's point in `camera`'s 1600×900 pixels (bracketed = grid of `mode`; else camera pixels)."""
+    if "[" in text[tag.start:tag.end]:
+        convert = layout.from_stitched if mode == "stitched" else layout.from_camera_grid
+        return convert(tag.x, tag.y, camera, decimals=None)
+    cw, ch = layout.CAMERA_SIZE
+    return min(max(tag.x, 0.0), float(cw)), min(max(tag.y, 0.0), float(ch))
+
+
+def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stitched", order: str = "stitch",
+                **options: Any) -> list[Image.Image]:
+    """Copies of `images` with the answer's c-tags and ``<ref>/<box>`` boxes drawn.
+
+    * ``stitched`` (one 3:1 image): a tag is mapped to its named camera's pixels (``from_stitched``, clamped
+      to that camera) and drawn inside that camera's cell, so a point that strays into a neighbouring cell
+      still lands on the camera it names; boxes are read on the whole image's 0–1000 grid.
+    * ``multi`` (one image per camera in `order`): a tag is drawn on its camera's image at its own grid point;
+      boxes, which name no camera, are drawn on every view.
+
+    Tags naming unknown cameras are listed in a note at the bottom of the first image, never drawn.
+    """
+    cams = _check_mode(mode, order)
+    out = [img.convert("RGB").copy() for img in images]
+    if mode == "stitched" and len(out) != 1:
+        raise ValueError(f"stitched mode draws on one stitched image, got {len(out)} images")
+    if mode == "multi" and len(out) != len(cams):
+        raise ValueError(f"multi mode draws on {len(cams)} camera images ({', '.join(cams)}), got {len(out)}")
+    text = str(answer or "")
+    unknown: list[str] = []
+    for tag in layout.iter_ctags(text):
+        camera = tag.camera.upper()
+        if camera not in layout.CAMERAS:
+            unknown.append(f"c{tag.obj} ({tag.camera})")
+            continue
+        x_cam, y_cam = _camera_xy(tag, text, mode, camera)
+        if mode == "stitched":
+            img = out[0]
+            col, row = layout.cell_of(camera)
+            box = (round(col * img.width / 3), round(row * img.height / 2),
+                   round((col + 1) * img.width / 3), round((row + 1) * img.height / 2))
+            cell = img.crop(box)  # drawing on the cell alone keeps the marker on its camera
+            _marker(cell, x_cam / layout.CAMERA_SIZE[0] * cell.width, y_cam / layout.CAMERA_SIZE[1] * cell.height,
+                    f"c{tag.obj}", _color(tag.obj))
+            img.paste(cell, box[:2])
+        else:
+            img = out[cams.index(camera)]
+            _marker(img, x_cam / layout.CAMERA_SIZE[0] * img.width, y_cam / layout.CAMERA_SIZE[1] * img.height,
+                    f"c{tag.obj}", _color(tag.obj))
+    if "<box>" in text:
+        out = [draw_ref_boxes(img, text) for img in out]
+    if unknown and out:
+        _note(out[0], "not drawn, unknown camera: " + ", ".join(unknown))
+    return out

@@ -1,0 +1,156 @@
+"""Driving demo hooks: uploads -> model input, answers drawn back on the cameras."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from PIL import Image
+
+from domains.boxes import PALETTE
+from domains.driving import layout
+from domains.driving.demo import camera_from_name, draw_answer, read_upload
+
+COLORS = {cam: (20 + 35 * k, 200 - 30 * k, 60 + 25 * k) for k, cam in enumerate(layout.STITCH_ORDER)}
+SMALL = (160, 90)  # 16:9 like the real cameras, small enough to be fast
+
+
+def write_cameras(tmp_path, names=None, size=SMALL):
+    paths = []
+    for cam in layout.STITCH_ORDER:
+        name = (names or {}).get(cam, f"n008-2018__{cam}__1537291010612404.jpg")
+        path = tmp_path / name
+        Image.new("RGB", size, COLORS[cam]).save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+def close(pixel, color, tol=6):
+    return all(abs(a - b) <= tol for a, b in zip(pixel, color))
+
+
+def cell_center(camera, size=layout.STITCHED_SIZE):
+    col, row = layout.cell_of(camera)
+    return int((col + 0.5) * size[0] / 3), int((row + 0.75) * size[1] / 2)  # below the camera label
+
+
+# --------------------------------------------------------------------------------------------- read_upload
+def test_camera_from_name():
+    assert camera_from_name("n008__CAM_FRONT_LEFT__1537.jpg") == "CAM_FRONT_LEFT"
+    assert camera_from_name("cam_front.png") == "CAM_FRONT"
+    assert camera_from_name("samples/CAM_BACK/x__CAM_BACK_RIGHT__1.jpg") == "CAM_BACK_RIGHT"  # the file name counts
+    assert camera_from_name("CAM_FRONT_and_CAM_BACK.png") is None
+    assert camera_from_name("frame_001.png") is None
+
+
+def test_six_named_cameras_are_stitched_whatever_the_upload_order(tmp_path):
+    # bare names make CAM_FRONT a prefix of CAM_FRONT_LEFT / CAM_FRONT_RIGHT
+    paths = write_cameras(tmp_path, names={cam: f"{cam}.png" for cam in layout.STITCH_ORDER})
+    random.Random(0).shuffle(paths)
+    out = read_upload(paths)
+    assert out["prompt"] == layout.STITCHED_PREFIX
+    (img,) = out["images"]
+    assert img.size == layout.STITCHED_SIZE and img.mode == "RGB"
+    for cam in layout.STITCH_ORDER:
+        assert close(img.getpixel(cell_center(cam)), COLORS[cam]), cam
+    assert "CAM_FRONT ← CAM_FRONT.png" in out["info"]["cameras"]
+    assert any("1600×900" in w for w in out["warnings"])  # the small test cameras are flagged
+
+
+def test_six_cameras_in_multi_mode_follow_the_named_order(tmp_path):
+    paths = write_cameras(tmp_path)
+    out = read_upload(paths, mode="multi", order="drivelm")
+    assert out["labels"] == list(layout.DRIVELM_ORDER)
+    assert out["prompt"] == layout.multi_view_prefix("drivelm")
+    assert out["prompt"].count("<image>") == 6
+    for cam, img in zip(layout.DRIVELM_ORDER, out["images"]):
+        assert close(img.getpixel((80, 45)), COLORS[cam]), cam
+
+
+def test_unnamed_cameras_take_the_upload_order_with_a_warning(tmp_path):
+    names = {cam: f"view_{k}.png" for k, cam in enumerate(layout.NUSCENES_ORDER)}
+    paths = sorted(write_cameras(tmp_path, names=names))  # view_0 .. view_5 = the nuScenes order
+    out = read_upload(paths, mode="multi", order="nuscenes")
+    assert any("upload order was taken as the nuscenes order" in w for w in out["warnings"])
+    for cam, img in zip(layout.NUSCENES_ORDER, out["images"]):
+        assert close(img.getpixel((80, 45)), COLORS[cam]), cam
+
+
+def test_upload_errors_are_clear(tmp_path):
+    paths = write_cameras(tmp_path)
+    with pytest.raises(ValueError, match="got 2 files"):
+        read_upload(paths[:2])
+    dupe = tmp_path / "copy__CAM_BACK__2.jpg"
+    dupe.write_bytes(paths[4].read_bytes())
+    with pytest.raises(ValueError, match=r"duplicate cameras.*CAM_BACK.*missing CAM_BACK_RIGHT"):
+        read_upload([*paths[:5], dupe])
+    unnamed = tmp_path / "mystery.jpg"
+    unnamed.write_bytes(paths[5].read_bytes())
+    with pytest.raises(ValueError, match="cannot tell the camera of mystery.jpg"):
+        read_upload([*paths[:5], unnamed])
+    broken = tmp_path / "x__CAM_BACK_RIGHT__3.jpg"
+    broken.write_text("not an image")
+    with pytest.raises(ValueError, match="x__CAM_BACK_RIGHT__3.jpg: cannot be read"):
+        read_upload([*paths[:5], broken])
+    with pytest.raises(ValueError, match="mode"):
+        read_upload(paths, mode="panorama")
+    square = tmp_path / "square.png"
+    Image.new("RGB", (500, 500)).save(square)
+    with pytest.raises(ValueError, match="3:1"):
+        read_upload([square])
+
+
+def test_one_stitched_image_in_both_modes(tmp_path):
+    views = {cam: Image.new("RGB", SMALL, COLORS[cam]) for cam in layout.STITCH_ORDER}
+    path = tmp_path / "stitched.png"
+    layout.stitch_cameras(views).resize((1344, 448)).save(path)
+    out = read_upload([path])
+    assert out["images"][0].size == layout.STITCHED_SIZE and out["prompt"] == layout.STITCHED_PREFIX
+    out = read_upload([path], mode="multi")
+    assert out["labels"] == list(layout.STITCH_ORDER) and len(out["images"]) == 6
+    assert all(img.size == layout.CAMERA_SIZE for img in out["images"])
+    for cam, img in zip(layout.STITCH_ORDER, out["images"]):
+        assert close(img.getpixel((800, 700)), COLORS[cam]), cam
+    assert any("cut from the stitched image" in w for w in out["warnings"])
+
+
+# --------------------------------------------------------------------------------------------- draw_answer
+def stitched_image():
+    return layout.stitch_cameras({cam: Image.new("RGB", SMALL, COLORS[cam]) for cam in layout.STITCH_ORDER},
+                                 label=False)
+
+
+def test_markers_land_on_the_named_camera_in_the_stitched_image():
+    xb, yb = layout.to_stitched(800.0, 450.0, "CAM_BACK")
+    answer = f"Notice <c1,CAM_BACK,[{xb},{yb}]> and <c2,CAM_FRONT,[900,100]> now."
+    (out,) = draw_answer([stitched_image()], answer)
+    assert out.getpixel((896 + 448, 448 + 224)) == PALETTE[0]  # CAM_BACK cell centre
+    # grid x 900 lies in CAM_FRONT_RIGHT's cell; the marker is clamped to CAM_FRONT's right edge (y 180 px)
+    y = round(180 / 900 * 448)
+    assert out.getpixel((1790, y)) == PALETTE[1]
+    assert close(out.getpixel((1796, y)), COLORS["CAM_FRONT_RIGHT"])  # nothing spills into the next camera
+    # camera pixels (DriveLM's unbracketed form) are accepted too
+    (out,) = draw_answer([stitched_image()], "<c3,CAM_BACK_LEFT,400.0,450.0>")
+    assert out.getpixel((224, 448 + 224)) == PALETTE[2]
+
+
+def test_markers_in_multi_mode_and_unknown_cameras():
+    images = [Image.new("RGB", (400, 225), COLORS[cam]) for cam in layout.STITCH_ORDER]
+    xn, yn = layout.to_camera_grid(400.0, 675.0, "CAM_BACK_LEFT")
+    out = draw_answer(images, f"<c4,CAM_BACK_LEFT,[{xn},{yn}]> <c5,CAM_TOP,[10,10]>", mode="multi")
+    k = layout.STITCH_ORDER.index("CAM_BACK_LEFT")
+    assert out[k].getpixel((100, 169)) == PALETTE[3]
+    for j, img in enumerate(out):
+        if j not in (0, k):
+            assert img.tobytes() == images[j].tobytes()
+    assert out[0].getpixel((2, 223)) == (0, 0, 0)  # the note listing c5 (CAM_TOP), first image's bottom
+    assert images[k].getpixel((100, 169)) == COLORS["CAM_BACK_LEFT"]  # inputs are not modified
+    with pytest.raises(ValueError, match="6 camera images"):
+        draw_answer(images[:2], "x", mode="multi")
+    with pytest.raises(ValueError, match="one stitched image"):
+        draw_answer(images, "x")
+
+
+def test_boxes_are_drawn_too():
+    (out,) = draw_answer([stitched_image()], "<ref>car</ref><box>[[100, 500, 200, 900]]</box>")
+    assert out.getpixel((int(0.15 * 2688), round(0.9 * 896) - 2)) == PALETTE[0]

@@ -1,0 +1,204 @@
+"""The DriveLM LLM judge against a local chat-completions server (127.0.0.1, no network)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from domains.driving import layout
+from domains.driving.judge import (
+    DRIVELM_PROMPT,
+    DRIVELM_SYSTEM,
+    Judge,
+    JudgeConfig,
+    JudgeError,
+    parse_rating,
+)
+from domains.driving.metrics import (
+    NOTE_NO_JUDGE,
+    aggregate_drivelm,
+    final_score,
+    match_points,
+    pixel_points,
+)
+
+KEY_ENV = "POCKET_ADAPT_TEST_JUDGE_KEY"
+SECRET = "sk-test-secret-123"
+
+
+class FakeJudgeServer:
+    """Answers chat completions: the rating in `replies` for the rated answer (default "80"), or an error."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.replies: dict[str, object] = {}
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                answer = body["messages"][1]["content"].split("This is my answer: ", 1)[1]
+                reply = server.replies.get(answer, "80")
+                if isinstance(reply, int):  # an HTTP error status, with the key echoed back as some servers do
+                    data = json.dumps({"error": f"bad request for key {self.headers.get('Authorization')}"}).encode()
+                    self.send_response(reply)
+                else:
+                    data = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}],
+                                       "usage": {"total_tokens": 3}}).encode()
+                    self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def server(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    srv = FakeJudgeServer()
+    yield srv
+    srv.close()
+
+
+def judge_config(server, **extra):
+    return {"url": server.url, "model": "judge-model", "api_key_env": KEY_ENV, "timeout": 5, "retries": 0, **extra}
+
+
+# --------------------------------------------------------------------------------------------- client
+def test_judge_sends_drivelm_prompt_and_reads_the_rating(server):
+    server.replies["my answer"] = "85"
+    judge = Judge(judge_config(server))
+    assert judge.rate("my answer", "the correct answer") == 85.0
+    req = server.requests[-1]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["Authorization"] == f"Bearer {SECRET}"
+    body = req["body"]
+    assert body["model"] == "judge-model" and body["temperature"] == 0.6
+    assert body["messages"] == [
+        {"role": "system", "content": DRIVELM_SYSTEM},
+        {"role": "user", "content": DRIVELM_PROMPT + "This is the correct answer: the correct answer"
+                                    + "This is my answer: my answer"}]
+    assert SECRET not in repr(judge) and SECRET not in repr(judge.config)
+
+
+def test_parse_rating():
+    assert parse_rating("85") == 85.0
+    assert parse_rating("<think>maybe 20?</think>\n62") == 62.0
+    assert parse_rating("Score: 77/100") == 77.0
+    for bad in ("great answer", "150", ""):
+        with pytest.raises(JudgeError):
+            parse_rating(bad)
+
+
+def test_failures_are_counted_not_scored_and_the_key_is_masked(server):
+    server.replies.update({"broken": 500, "denied": 401, "chatty": "I cannot rate this."})
+    judge = Judge(judge_config(server))
+    scores, errors = judge.rate_many([("fine", "ref"), ("broken", "ref"), ("denied", "ref"), ("chatty", "ref")],
+                                     progress=False)
+    assert scores == [80.0, None, None, None]
+    assert len(errors) == 3
+    assert any("HTTP 500" in e for e in errors) and any("HTTP 401" in e for e in errors)
+    assert any("no number" in e for e in errors)
+    assert all(SECRET not in e for e in errors) and any("***" in e for e in errors)
+    with pytest.raises(JudgeError, match="HTTP 500"):
+        judge.rate("broken", "ref")
+
+
+def test_unreachable_server_is_an_error(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    judge = Judge({"url": "http://127.0.0.1:9/v1/chat/completions", "model": "m", "timeout": 2, "retries": 0})
+    assert judge.config.endpoint == "http://127.0.0.1:9/v1/chat/completions"
+    with pytest.raises(JudgeError, match="cannot reach"):
+        judge.rate("a", "b")
+
+
+def test_config_validation(monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(ValueError, match="'url'"):
+        JudgeConfig.from_mapping({"model": "m"})
+    with pytest.raises(ValueError, match="http"):
+        JudgeConfig.from_mapping({"url": "file:///etc/passwd", "model": "m"})
+    with pytest.raises(ValueError, match="unknown keys"):
+        JudgeConfig.from_mapping({"url": "http://x", "model": "m", "api_key": "sk-inline"})
+    with pytest.raises(ValueError, match="timeout"):
+        JudgeConfig.from_mapping({"url": "http://x", "model": "m", "timeout": 0})
+    with pytest.raises(ValueError, match=KEY_ENV):
+        Judge({"url": "http://x", "model": "m", "api_key_env": KEY_ENV})
+
+
+# --------------------------------------------------------------------------------------------- final score
+def tag(obj, camera, x, y):
+    return layout.render_ctag(obj, camera, *layout.to_stitched(x, y, camera))
+
+
+def pred(prediction, drivelm_tag, answer_pixels):
+    meta = {"drivelm_tag": drivelm_tag, "view_mode": "stitched", "answer_pixels": answer_pixels}
+    return SimpleNamespace(prediction=prediction, reference="", meta=meta, task="drivelm", scores={})
+
+
+def corpus():
+    return [
+        pred("A", 0, "A"),
+        pred("No.", 0, "Yes."),
+        pred("Slow down and stop.", 1, "Keep going at the same speed."),
+        pred("Turn left.", 1, "Turn left at the intersection."),
+        pred("There is a car to the front of the ego vehicle.", 2, "There is a truck to the front of the ego vehicle."),
+        pred("There is a red light.", 2, "There is a green light."),
+        pred(f"Notice {tag(1, 'CAM_BACK', 1090.0, 500.0)} first.", 3,
+             "Notice <c1,CAM_BACK,1088.3,497.5> first, then <c2,CAM_FRONT,700.0,400.0>."),
+    ]
+
+
+def test_final_score_with_a_judge(server):
+    server.replies.update({"Slow down and stop.": "20", "Turn left.": "90",
+                           "Notice <c1,CAM_BACK,1090.0,500.0> first.": "70"})
+    out = aggregate_drivelm(corpus(), {"judge": judge_config(server), "progress": False})
+    assert out["chatgpt"] == pytest.approx(55.0)
+    f1 = match_points(pixel_points("<c1,CAM_BACK,1090.0,500.0>"),
+                      pixel_points("<c1,CAM_BACK,1088.3,497.5> <c2,CAM_FRONT,700.0,400.0>"))[1]
+    assert out["match_f1"] == pytest.approx(f1)
+    assert out["match"] == pytest.approx((f1 * 100 + 70.0) / 2)
+    assert out["accuracy"] == pytest.approx(0.5)
+    assert out["final_score"] == pytest.approx(final_score(chatgpt=55.0, language=out["language"],
+                                                           match=out["match"], accuracy=0.5))
+    assert out["final_score"] == pytest.approx(
+        0.4 * 0.55 + 0.2 * out["language"] + 0.2 * out["match"] / 100 + 0.2 * 0.5)
+    assert out["final_score_no_judge"] == pytest.approx(0.2 * out["language"] + 0.2 * 0.5 + 0.1 * f1)
+    assert NOTE_NO_JUDGE not in out["notes"]
+    # the judge saw the predictions with their c-tags back in camera pixels (DriveLM's form)
+    rated = [r["body"]["messages"][1]["content"].split("This is my answer: ")[1] for r in server.requests]
+    assert sorted(rated) == sorted(["Slow down and stop.", "Turn left.", "Notice <c1,CAM_BACK,1090.0,500.0> first."])
+
+
+def test_judge_failures_and_missing_key_are_reported(server, monkeypatch):
+    server.replies["Slow down and stop."] = 500
+    out = aggregate_drivelm(corpus(), {"judge": judge_config(server), "progress": False})
+    assert out["chatgpt"] == pytest.approx(80.0)  # only "Turn left." was rated
+    assert any("LLM judge failed on 1 of 3 samples" in n for n in out["notes"])
+    assert all(SECRET not in n for n in out["notes"])
+
+    monkeypatch.delenv(KEY_ENV)
+    out = aggregate_drivelm(corpus(), {"judge": judge_config(server), "progress": False})
+    assert out["chatgpt"] is None and out["match"] is None and out["final_score"] is None
+    assert out["final_score_no_judge"] is not None
+    assert any("LLM judge not used" in n and KEY_ENV in n for n in out["notes"])
+
+    out = aggregate_drivelm(corpus(), {})  # no judge configured
+    assert out["final_score"] is None and NOTE_NO_JUDGE in out["notes"]
