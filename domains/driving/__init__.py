@@ -1,0 +1,84 @@
+"""Autonomous driving: nuScenes camera rigs, DriveLM-nuScenes QA, the stitched six-view layout.
+
+* :mod:`domains.driving.layout` -- camera names and orders, the 2688×896 stitched image, DriveLM c-tags and their
+  coordinate maps (stitched grid / each camera's grid).
+* :mod:`domains.driving.nuscenes` -- nuScenes through the nuscenes-devkit (cameras, projected 2-D boxes, frame
+  sequences) and the ``nuscenes`` converter (grounding and region samples per camera image).
+* :mod:`domains.driving.drivelm` -- the ``drivelm`` converter (DriveLM-nuScenes v1.1, stitched or multi-image).
+* :mod:`domains.driving.synthetic` -- a small rendered nuScenes + DriveLM set in the public layouts.
+* :mod:`domains.driving.metrics` / :mod:`domains.driving.demo` -- DriveLM scoring and the demo hooks.
+
+Converters, the devkit and the demo code are imported only when used, so the registry loads without the devkit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from domains.base import DomainPlugin
+from domains.driving.metrics import METRICS
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def read_image_rgb(path: str | Path, **options: Any):
+    """Reader for the plugin: a camera (or stitched) image as a PIL RGB image."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def convert_drivelm(src: Path, out: Path, **options: Any):
+    """DriveLM-nuScenes v1.1 -> ``drivelm`` JSONL (:func:`domains.driving.drivelm.convert_drivelm`)."""
+    from domains.driving.drivelm import convert_drivelm as fn
+
+    return fn(src, out, **options)
+
+
+def convert_nuscenes(src: Path, out: Path, **options: Any):
+    """nuScenes dataroot -> grounding + region JSONL (:func:`domains.driving.nuscenes.convert_nuscenes`)."""
+    from domains.driving.nuscenes import convert_nuscenes as fn
+
+    return fn(src, out, **options)
+
+
+def synthetic(out_dir: Path, **options: Any):
+    """Rendered nuScenes + DriveLM in the public layouts (:func:`domains.driving.synthetic.generate`)."""
+    from domains.driving.synthetic import generate
+
+    return generate(out_dir, **options)
+
+
+def read_upload(*args: Any, **kwargs: Any):
+    """Demo hook: camera uploads -> model inputs (:func:`domains.driving.demo.read_upload`)."""
+    from domains.driving.demo import read_upload as fn
+
+    return fn(*args, **kwargs)
+
+
+def draw_answer(*args: Any, **kwargs: Any):
+    """Demo hook: c-tags / boxes of an answer drawn on the cameras (:func:`domains.driving.demo.draw_answer`)."""
+    from domains.driving.demo import draw_answer as fn
+
+    return fn(*args, **kwargs)
+
+
+CONVERTERS = {"drivelm": convert_drivelm, "nuscenes": convert_nuscenes}
+
+PLUGIN = DomainPlugin(
+    name="driving",
+    description="Autonomous driving: nuScenes six-camera rigs read through the nuscenes-devkit (2-D boxes projected "
+                "per camera, frame sequences), DriveLM-nuScenes v1.1 QA on the Mini-InternVL stitched 2688x896 view "
+                "or as six images with c-tags mapped exactly; a rendered synthetic nuScenes + DriveLM set.",
+    readers={suffix: read_image_rgb for suffix in IMAGE_SUFFIXES},
+    converters=CONVERTERS,
+    metrics=METRICS,
+    recipes=("driving_pocket-tiny_full",),
+    synthetic=synthetic,
+    demo_hooks={"read_upload": read_upload, "draw_answer": draw_answer},
+)
+
+__all__ = ["CONVERTERS", "IMAGE_SUFFIXES", "METRICS", "PLUGIN", "convert_drivelm", "convert_nuscenes", "draw_answer",
+           "read_image_rgb", "read_upload", "synthetic"]

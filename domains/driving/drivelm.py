@@ -1,0 +1,430 @@
+"""DriveLM-nuScenes v1.1 -> InternVL chat JSONL, on the stitched six-view image or as six camera images.
+
+**Input** (``domains.md`` §1.1): ``v1_1_train_nus.json`` / ``v1_1_val_nus_q_only.json`` (or a folder holding
+them)::
+
+    {scene_token: {"scene_description": str, "key_frames": {sample_token: {
+        "key_object_infos": {...}, "image_paths": {"CAM_FRONT": "../nuscenes/samples/CAM_FRONT/...jpg", ...},
+        "QA": {"perception": [{"Q", "A", "C", "con_up", "con_down", "cluster", "layer"}], "prediction": [...],
+               "planning": [...], "behavior": [...]}}}}}
+
+Image paths are resolved relative to the JSON's folder (they may reach one level up, the official
+``../nuscenes/samples/...`` form) or, with ``nuscenes_root``, as ``nuscenes_root/samples/CAM_X/<file>``; a path
+whose ``..`` steps lead outside that root is refused (symlinked data folders are followed).
+
+**View modes** (``view_mode``):
+
+* ``stitched`` (Mini-InternVL): the six cameras stitched once per frame into a 2688×896 PNG
+  (``images/<dataset>/stitch/<scene>_<frame>.png``, written atomically and reused); the human turn starts with
+  ``layout.STITCHED_PREFIX``; c-tags ``<c1,CAM_BACK,1088.3,497.5>`` become ``<c1,CAM_BACK,[x,y]>`` on the
+  stitched image's 0-1000 grid (``layout.to_stitched``).
+* ``multi``: the six camera images in the named ``camera_order`` (linked or copied to
+  ``images/nuscenes/samples/CAM_X/``), introduced by ``layout.multi_view_prefix``; c-tags on the named camera's
+  own grid (``layout.to_camera_grid``).
+
+**Records**: ``task: "drivelm"``, ``answer`` in the sample's coordinates, ``meta`` with ``scene``, ``frame``,
+``qa_id`` (``f"{scene}_{frame}_{i}"``, i over perception + prediction + planning + behavior), ``category``,
+``drivelm_tag`` (:func:`drivelm_tag`), ``view_mode``, ``camera_order``, ``answer_pixels`` and
+``question_pixels`` (the DriveLM texts, c-tags in camera pixels), ``split``, ``source``. Questions that list
+lettered options (``... Please select the correct answer from the following options: A. ... D. ...``) keep
+them in ``options``; ``mc=True`` turns "What is the moving status of object ..." and "Predict the behavior ..."
+into DriveLM's 4-way multiple choice (``convert_data.py``) with distractors drawn deterministically per QA id.
+
+**Splits**: a training file -> ``train`` (``val_fraction`` moves that share of its scenes to ``val``); a
+``*q_only*`` file (no answers) -> ``test``, with empty answers (never used for training). Output
+``out/<dataset>_<split>.jsonl``; ``dataset`` defaults to ``drivelm`` (stitched) / ``drivelm_multi``.
+
+**Bad input** is skipped and counted: a file that is not JSON or not the layout, a malformed scene / frame /
+QA, a missing or unreadable camera image, a sample token unknown to the nuScenes tables (with ``dataroot``), a
+c-tag naming an unknown camera or lying outside the image. Re-runs reuse images and rewrite nothing unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from domains.base import ConvertReport
+from domains.driving import layout
+from domains.driving.layout import (
+    CAMERAS,
+    STITCH_ORDER,
+    STITCHED_PREFIX,
+    STITCHED_SIZE,
+    CTagError,
+    iter_ctags,
+    multi_view_prefix,
+    rewrite_ctags,
+    stitch_cameras,
+    to_camera_grid,
+    to_stitched,
+)
+from domains.driving.nuscenes import (
+    atomic_write,
+    hash_split,
+    image_size,
+    is_fresh,
+    link_or_copy,
+    write_jsonl,
+)
+
+__all__ = [
+    "BEHAVIOR_CHOICES",
+    "MC_PREFIX",
+    "MOVING_STATUS_CHOICES",
+    "QA_CATEGORIES",
+    "TAGS",
+    "choice_question",
+    "convert_drivelm",
+    "drivelm_tag",
+    "is_behavior_question",
+    "is_moving_status_question",
+    "parse_options",
+]
+
+QA_CATEGORIES = ("perception", "prediction", "planning", "behavior")
+TAGS = {0: "accuracy", 1: "chatgpt", 2: "language", 3: "match"}
+VIEW_MODES = ("stitched", "multi")
+MC_PREFIX = " Please select the correct answer from the following options:"
+
+# DriveLM challenge/convert_data.py: the answer sets the 4-way multiple choice draws its distractors from
+MOVING_STATUS_CHOICES = ("Going ahead.", "Turn right.", "Turn left.", "Stopped.", "Back up.", "Reverse parking.",
+                         "Drive backward.")
+_STEER = ("is going straight", "is slightly steering to the left", "is steering to the left",
+          "is slightly steering to the right", "is steering to the right")
+_SPEED = ("driving slowly", "driving with normal speed", "driving fast", "driving very fast")
+BEHAVIOR_CHOICES = tuple(f"The ego vehicle {s}. The ego vehicle is {v}." for s in _STEER for v in _SPEED) + (
+    "The ego vehicle is going straight. The ego vehicle is not moving.",)
+
+_YES_NO = re.compile(r"^\s*(yes|no)\b", re.IGNORECASE)
+_OPTION = re.compile(r"(?:^|\s)([A-Z])\.\s+(.*?)(?=\s+[A-Z]\.\s|\s*$)", re.DOTALL)
+
+
+class _Skip(Exception):
+    def __init__(self, reason: str, where: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.where, self.detail = reason, where, detail
+
+
+# --------------------------------------------------------------------------------------------- QA rules
+def is_moving_status_question(question: str) -> bool:
+    return "what is the moving status of object" in question.lower()
+
+
+def is_behavior_question(question: str) -> bool:
+    return "predict the behavior" in question.lower()
+
+
+def drivelm_tag(category: str, question: str, answer: str | None) -> int:
+    """The DriveLM metric tag of a QA (``convert_data.py`` / ``extract_data.py`` rules, applied to every QA).
+
+    * behavior -> 0 (accuracy); perception "moving status" -> 0, other perception -> 2 (language);
+    * prediction whose answer names objects by c-tag (the graph question) -> 3 (match), a yes/no answer -> 0,
+      other prediction -> 1 (LLM judge);
+    * planning -> 1 (LLM judge).
+    """
+    if category == "behavior":
+        return 0
+    if category == "perception":
+        return 0 if is_moving_status_question(question) else 2
+    if category == "prediction":
+        if answer and next(iter_ctags(answer), None) is not None:
+            return 3
+        if answer and _YES_NO.match(answer):
+            return 0
+        return 1
+    return 1
+
+
+def parse_options(question: str) -> list[str] | None:
+    """The option texts after ``Please select the correct answer from the following options:``, else None."""
+    k = question.lower().rfind(MC_PREFIX.strip().lower())
+    if k < 0:
+        return None
+    tail = question[k + len(MC_PREFIX.strip()):]
+    found = _OPTION.findall(tail)
+    opts = [text.strip() for letter, text in found]
+    if len(opts) < 2 or [letter for letter, _ in found] != [chr(65 + i) for i in range(len(found))]:
+        return None
+    return opts
+
+
+def choice_question(question: str, answer: str, choices: Sequence[str], key: str) -> tuple[str, str, list[str]]:
+    """DriveLM's 4-way multiple choice: (question with lettered options, answer letter, the four options).
+
+    Three distractors come from `choices` without the answer; the order is drawn from a generator seeded by
+    `key` (the QA id), so conversion is deterministic.
+    """
+    rng = random.Random(int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:16], 16))
+    pool = [c for c in choices if c != answer]
+    options = rng.sample(pool, 3)
+    options.insert(rng.randrange(4), answer)
+    listed = " ".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options))
+    return f"{question}{MC_PREFIX} {listed}", chr(65 + options.index(answer)), options
+
+
+# --------------------------------------------------------------------------------------------- input
+def _json_files(src: Path) -> list[Path]:
+    if src.is_file():
+        return [src]
+    if src.is_dir():
+        files = sorted(p for p in src.glob("*.json") if p.is_file())
+        if files:
+            return files
+    raise ValueError(f"{src}: expected a DriveLM JSON file or a folder holding v1_1_train_nus.json / "
+                     "v1_1_val_nus_q_only.json")
+
+
+def _split_of_file(path: Path) -> str:
+    name = path.name.lower()
+    if "q_only" in name or "test" in name:
+        return "test"
+    return "val" if "val" in name else "train"
+
+
+def _resolve_image(raw: Any, camera: str, json_dir: Path, nuscenes_root: Path | None) -> tuple[Path, str]:
+    """(source path, path under out) of one ``image_paths`` entry; refuses paths escaping the root."""
+    if not isinstance(raw, str) or not raw.strip():
+        raise _Skip("malformed frame", camera, f"image path of {camera} is {raw!r}")
+    rel = PurePosixPath(raw.strip().replace("\\", "/"))
+    if nuscenes_root is not None:
+        parts = rel.parts
+        if "samples" not in parts:
+            raise _Skip("malformed frame", camera, f"{raw!r}: no samples/ folder in the path")
+        tail = parts[len(parts) - 1 - parts[::-1].index("samples"):]
+        root = Path(os.path.abspath(nuscenes_root))
+        path = Path(os.path.normpath(root / PurePosixPath(*tail)))
+    else:
+        root = Path(os.path.abspath(json_dir.parent))
+        path = Path(os.path.normpath(root / json_dir.name / rel))
+    # lexical check: ".." in the JSON cannot leave the root; a data folder the user symlinked in still works
+    if not path.is_relative_to(root):
+        raise _Skip("path escapes data root", camera, f"{raw!r} resolves to {path}, outside {root}")
+    return path, f"images/nuscenes/samples/{camera}/{path.name}"
+
+
+def _load_sample_tokens(dataroot: str | Path, version: str | None) -> set[str]:
+    from domains.driving.nuscenes import open_nuscenes
+
+    nusc = open_nuscenes(dataroot, version)
+    return {s["token"] for s in nusc.sample}
+
+
+# --------------------------------------------------------------------------------------------- converter
+class _Frames:
+    """Per-run cache of the images written for each frame (stitched PNG or linked camera files)."""
+
+    def __init__(self, out: Path, dataset: str, view_mode: str, order: tuple[str, ...], link: str):
+        self.out, self.dataset, self.view_mode, self.order, self.link = out, dataset, view_mode, order, link
+        self.done: dict[tuple[str, str], tuple[list[str], list[tuple[int, int]]] | _Skip] = {}
+
+    def images(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]):
+        key = (scene, frame)
+        if key not in self.done:
+            try:
+                self.done[key] = self._write(scene, frame, paths)
+            except _Skip as exc:
+                self.done[key] = exc
+        got = self.done[key]
+        if isinstance(got, _Skip):
+            raise got
+        return got
+
+    def _write(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]):
+        for cam in STITCH_ORDER:
+            src = paths[cam][0]
+            if not src.is_file():
+                raise _Skip("missing camera image", str(src), f"{src}: no such file ({cam} of frame {frame})")
+        if self.view_mode == "stitched":
+            name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{scene}_{frame}")
+            rel = f"images/{self.dataset}/stitch/{name}.png"
+            dst = self.out / rel
+            sources = [paths[c][0] for c in STITCH_ORDER]
+            try:
+                if is_fresh(dst, sources) and image_size(dst) == STITCHED_SIZE:
+                    return [rel], [STITCHED_SIZE]
+            except (OSError, UnidentifiedImageError):
+                pass  # damaged output: write it again
+            cams = {}
+            for cam in STITCH_ORDER:
+                try:
+                    with Image.open(paths[cam][0]) as im:
+                        cams[cam] = im.convert("RGB")
+                except (OSError, UnidentifiedImageError, ValueError) as exc:
+                    raise _Skip("unreadable camera image", str(paths[cam][0]), f"{paths[cam][0]}: {exc}") from exc
+            stitched = stitch_cameras(cams)
+            atomic_write(dst, lambda f: stitched.save(f, format="PNG", compress_level=6))
+            return [rel], [STITCHED_SIZE]
+        rels, sizes = [], []
+        for cam in self.order:
+            src, rel = paths[cam]
+            try:
+                sizes.append(image_size(src))
+                link_or_copy(src, self.out / rel, self.link)
+            except (OSError, UnidentifiedImageError) as exc:
+                raise _Skip("unreadable camera image", str(src), f"{src}: {exc}") from exc
+            rels.append(rel)
+        return rels, sizes
+
+
+def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched", camera_order: str | None = None,
+                    nuscenes_root: str | Path | None = None, dataroot: str | Path | None = None,
+                    version: str | None = None, mc: bool = False, val_fraction: float = 0.0,
+                    dataset: str | None = None, link: str = "hardlink", progress: bool = True) -> ConvertReport:
+    """DriveLM-nuScenes v1.1 JSON -> ``task: "drivelm"`` records (see the module notes).
+
+    `view_mode`: ``stitched`` or ``multi``. `camera_order`: the image order of multi mode (``stitch``, ``drivelm``, ``nuscenes``; default ``stitch``). `nuscenes_root`: folder
+    holding ``samples/`` (default: the official relative paths from the JSON's folder). `dataroot` (+
+    `version`): nuScenes tables to check sample tokens against. `mc`: DriveLM's test-style multiple choice.
+    `val_fraction`: share of a training file's scenes put in ``val`` (by a hash of the scene token). `dataset`:
+    output name. `link`: ``hardlink`` or ``copy`` for camera images (multi mode).
+    """
+    from tqdm import tqdm
+
+    if view_mode not in VIEW_MODES:
+        raise ValueError(f"view_mode must be 'stitched' or 'multi', got {view_mode!r}")
+    src, out = Path(src), Path(out)
+    order_name = "stitch" if view_mode == "stitched" else (camera_order or "stitch")
+    order = layout.camera_order(order_name)
+    dataset = dataset or ("drivelm" if view_mode == "stitched" else "drivelm_multi")
+    root = Path(nuscenes_root) if nuscenes_root is not None else None
+    if root is not None and not root.is_dir():
+        raise ValueError(f"nuscenes_root {root} is not a folder")
+    known_samples = _load_sample_tokens(dataroot, version) if dataroot is not None else None
+    if view_mode == "stitched":
+        prefix, convert = STITCHED_PREFIX, to_stitched
+    else:
+        prefix, convert = multi_view_prefix(order), to_camera_grid
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    frames = _Frames(out, dataset, view_mode, order, link)
+    splits: dict[str, list[dict]] = {}
+
+    for path in _json_files(src):
+        file_split = _split_of_file(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"top level is a {type(data).__name__}, expected {{scene_token: scene}}")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
+            report.skip(path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
+            continue
+        scene_split = {s: file_split for s in data}
+        if file_split == "train" and val_fraction:
+            scene_split = hash_split({s: s for s in data}, float(val_fraction))
+        items = []
+        for scene, body in data.items():
+            if not isinstance(body, dict) or not isinstance(body.get("key_frames"), dict):
+                report.skip(f"{path.name} scene {scene}", "malformed scene",
+                            f"{path}: scene {scene} has no key_frames object")
+                continue
+            items += [(scene, frame, fbody) for frame, fbody in body["key_frames"].items()]
+        for scene, frame, fbody in tqdm(items, desc=f"DriveLM {path.name}", unit="frame", disable=not progress):
+            where = f"{path.name} scene {scene} frame {frame}"
+            split = scene_split[scene]
+            records = splits.setdefault(split, [])
+            try:
+                qas, paths = _frame_parts(fbody, path.parent, root, where)
+                if known_samples is not None and frame not in known_samples:
+                    raise _Skip("unknown sample token", where,
+                                f"sample token {frame} is not in the nuScenes sample table at {dataroot}")
+                images, sizes = frames.images(scene, frame, paths)
+            except _Skip as exc:
+                report.skip(exc.where if exc.reason.endswith("camera image") else where, exc.reason, exc.detail)
+                continue
+            for i, (category, qa) in enumerate(qas):
+                qa_id = f"{scene}_{frame}_{i}"
+                try:
+                    rec = _qa_record(qa_id, category, qa, split, mc, prefix, convert, view_mode, order_name,
+                                     images, sizes, scene, frame, path.name)
+                except _Skip as exc:
+                    report.skip(f"{where} QA {i}", exc.reason, f"{where} QA {i} ({category}): {exc.detail}")
+                    continue
+                records.append(rec)
+
+    for split in sorted(splits):
+        path = out / f"{dataset}_{split}.jsonl"
+        write_jsonl(splits[split], path)
+        report.outputs[split] = path
+        report.wrote(len(splits[split]))
+    return report
+
+
+def _frame_parts(fbody: Any, json_dir: Path, root: Path | None, where: str):
+    """The frame's QAs as ``[(category, qa)]`` in DriveLM's order and its six image paths."""
+    if not isinstance(fbody, dict):
+        raise _Skip("malformed frame", where, "frame is not an object")
+    qa = fbody.get("QA")
+    image_paths = fbody.get("image_paths")
+    if not isinstance(qa, dict):
+        raise _Skip("malformed frame", where, "frame has no QA object")
+    if not isinstance(image_paths, dict):
+        raise _Skip("malformed frame", where, "frame has no image_paths object")
+    unknown = sorted(set(image_paths) - CAMERAS)
+    missing = [c for c in STITCH_ORDER if c not in image_paths]
+    if unknown or missing:
+        raise _Skip("malformed frame", where, f"image_paths must name the six cameras; missing {missing or 'none'}, "
+                                              f"unknown {unknown or 'none'}")
+    qas = []
+    for category in QA_CATEGORIES:
+        items = qa.get(category, [])
+        if not isinstance(items, list):
+            raise _Skip("malformed frame", where, f"QA[{category!r}] is not a list")
+        qas += [(category, item) for item in items]
+    paths = {cam: _resolve_image(image_paths[cam], cam, json_dir, root) for cam in STITCH_ORDER}
+    return qas, paths
+
+
+def _qa_record(qa_id: str, category: str, qa: Any, split: str, mc: bool, prefix: str, convert, view_mode: str,
+               order_name: str, images: list[str], sizes: list[tuple[int, int]], scene: str, frame: str,
+               source: str) -> dict:
+    if not isinstance(qa, dict) or not isinstance(qa.get("Q"), str) or not qa["Q"].strip():
+        raise _Skip("malformed QA", qa_id, "needs a non-empty string 'Q'")
+    question = qa["Q"].strip()
+    answer = qa.get("A")
+    if answer is not None and not isinstance(answer, str):
+        raise _Skip("malformed QA", qa_id, f"'A' must be a string, got {type(answer).__name__}")
+    answer = (answer or "").strip()
+    if not answer and split != "test":
+        raise _Skip("missing answer", qa_id, "no answer in a training file")
+    tag = qa.get("tag")
+    tag = tag[0] if isinstance(tag, list) and tag else tag
+    tag = int(tag) if isinstance(tag, int) and tag in TAGS else drivelm_tag(category, question, answer)
+
+    options = parse_options(question)
+    answer_text = None
+    if options is None and mc and answer and (
+            (category == "perception" and is_moving_status_question(question)) or
+            (category == "behavior" and is_behavior_question(question))):
+        choices = MOVING_STATUS_CHOICES if category == "perception" else BEHAVIOR_CHOICES
+        answer_text = answer
+        question, answer, options = choice_question(question, answer, choices, qa_id)
+    try:
+        q_grid = rewrite_ctags(question, convert)
+        a_grid = rewrite_ctags(answer, convert)
+    except CTagError as exc:
+        raise _Skip("bad c-tag", qa_id, str(exc)) from None
+    meta = {"scene": scene, "frame": frame, "qa_id": qa_id, "category": category, "drivelm_tag": tag,
+            "view_mode": view_mode, "camera_order": order_name, "answer_pixels": answer, "question_pixels": question,
+            "split": split, "source": source}
+    if answer_text is not None:
+        meta["answer_text"] = answer_text
+    if len(images) == 1:
+        media: dict[str, Any] = {"image": images[0], "width": sizes[0][0], "height": sizes[0][1]}
+    else:
+        media = {"image": images, "width_list": [s[0] for s in sizes], "height_list": [s[1] for s in sizes]}
+    record = {"id": qa_id, **media,
+              "conversations": [{"from": "human", "value": prefix + q_grid}, {"from": "gpt", "value": a_grid}],
+              "task": "drivelm", "answer": a_grid}
+    if options is not None:
+        record["options"] = options
+    record["meta"] = meta
+    return record
+

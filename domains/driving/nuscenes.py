@@ -1,0 +1,494 @@
+"""nuScenes through the real nuscenes-devkit: cameras, projected 2-D boxes, frame sequences, and a converter.
+
+Reading (``domains.md`` §1.3): a dataroot holds ``<version>/*.json`` (the 13 tables), ``samples/CAM_*/...jpg``
+and ``maps/``; :func:`open_nuscenes` loads it with ``NuScenes(version, dataroot, verbose=False)`` (the version is
+detected when not given). Cameras always come in an explicit, named order (:data:`layout.CAMERA_ORDERS`).
+
+2-D boxes (:func:`camera_objects`) come from the devkit: ``nusc.get_sample_data(sd_token, box_vis_level=...)``
+gives the annotated boxes in the camera frame, ``view_points`` projects their eight corners, and the extent of
+their convex hull within the image is the box (``post_process_coords``, as nuScenes' own 2-D export does). Annotations can be filtered by nuScenes
+visibility (1: 0-40 %, 2: 40-60 %, 3: 60-80 %, 4: 80-100 %) and category.
+
+Converter :func:`convert_nuscenes` (``PLUGIN.converters["nuscenes"]``) writes, per camera image of every key
+frame, grounding samples (``Where is the car?`` -> ``<ref>car</ref><box>[[x1, y1, x2, y2]]</box>``, all boxes of
+that category, left to right, on the image's 0-1000 grid) and region samples (``What is the object at
+<box>[[...]]</box>?`` -> ``car``). With ``history=N`` each sample is a frame sequence: the N previous key frames of
+the same camera and the current one, introduced ``Frame-1: <image>\\n...`` as InternVL video prompts do; boxes are
+on the last (current) frame.
+
+The devkit is imported lazily (it pulls in OpenCV, scikit-learn and matplotlib); without it a clear ImportError
+says to install the driving extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from domains.base import ConvertReport
+from domains.boxes import Box, render_ref_box, to_grid
+from domains.driving.layout import camera_order
+
+__all__ = [
+    "CATEGORY_PHRASES",
+    "VERSIONS",
+    "CameraObject",
+    "atomic_write",
+    "camera_objects",
+    "camera_tokens",
+    "category_phrase",
+    "convert_nuscenes",
+    "detect_version",
+    "frame_sequence",
+    "hash_split",
+    "image_size",
+    "is_fresh",
+    "link_or_copy",
+    "open_nuscenes",
+    "previous_samples",
+    "require_devkit",
+    "scene_samples",
+    "write_jsonl",
+]
+
+VERSIONS = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
+INSTALL_HINT = ("the nuScenes reader needs nuscenes-devkit; install the driving extra: "
+                "pip install 'pocket-adapt[driving]' && pip install --no-deps 'nuscenes-devkit==1.2.0' "
+                "(`make setup` does both)")
+
+# nuScenes detection-challenge categories -> the phrase used in prompts
+CATEGORY_PHRASES: dict[str, str] = {
+    "animal": "animal",
+    "human.pedestrian.adult": "pedestrian",
+    "human.pedestrian.child": "child",
+    "human.pedestrian.construction_worker": "construction worker",
+    "human.pedestrian.personal_mobility": "person on a scooter",
+    "human.pedestrian.police_officer": "police officer",
+    "human.pedestrian.stroller": "stroller",
+    "human.pedestrian.wheelchair": "wheelchair",
+    "movable_object.barrier": "barrier",
+    "movable_object.debris": "debris",
+    "movable_object.pushable_pullable": "cart",
+    "movable_object.trafficcone": "traffic cone",
+    "static_object.bicycle_rack": "bicycle rack",
+    "vehicle.bicycle": "bicycle",
+    "vehicle.bus.bendy": "bus",
+    "vehicle.bus.rigid": "bus",
+    "vehicle.car": "car",
+    "vehicle.construction": "construction vehicle",
+    "vehicle.emergency.ambulance": "ambulance",
+    "vehicle.emergency.police": "police car",
+    "vehicle.motorcycle": "motorcycle",
+    "vehicle.trailer": "trailer",
+    "vehicle.truck": "truck",
+}
+GROUNDING_QUESTION = "Where is the {phrase}?"
+REGION_QUESTION = "What is the object at {box}?"
+
+
+def category_phrase(category: str) -> str:
+    """nuScenes category name -> prompt phrase (``vehicle.car`` -> ``car``; unknown: last part, words)."""
+    return CATEGORY_PHRASES.get(category) or category.rsplit(".", 1)[-1].replace("_", " ")
+
+
+# --------------------------------------------------------------------------------------------- devkit
+def require_devkit():
+    """The devkit's ``NuScenes`` class, or ImportError with the install hint."""
+    try:
+        from nuscenes.nuscenes import NuScenes
+    except ImportError as exc:
+        raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
+    return NuScenes
+
+
+def detect_version(dataroot: str | Path) -> str:
+    """The table version under `dataroot`: the one of :data:`VERSIONS` (else any folder) holding ``sample.json``."""
+    root = Path(dataroot)
+    found = [v for v in VERSIONS if (root / v / "sample.json").is_file()]
+    if not found and root.is_dir():
+        found = sorted(p.name for p in root.iterdir() if (p / "sample.json").is_file())
+    if not found:
+        raise ValueError(f"{root}: no nuScenes tables found (expected {root}/v1.0-mini/sample.json or "
+                         f"{root}/v1.0-trainval/sample.json)")
+    if len(found) > 1:
+        raise ValueError(f"{root}: several table versions ({', '.join(found)}); pass version=...")
+    return found[0]
+
+
+def open_nuscenes(dataroot: str | Path, version: str | None = None):
+    """``NuScenes(version, dataroot, verbose=False)`` with the version detected when not given.
+
+    Raises ValueError naming the dataroot when the tables are missing or do not load.
+    """
+    NuScenes = require_devkit()
+    root = Path(dataroot)
+    version = version or detect_version(root)
+    if not (root / version).is_dir():
+        raise ValueError(f"{root}: no table folder {version}/ (found: "
+                         f"{', '.join(sorted(p.name for p in root.iterdir() if p.is_dir())) or 'nothing'})")
+    try:
+        return NuScenes(version=version, dataroot=str(root), verbose=False)
+    except (AssertionError, KeyError, IndexError, json.JSONDecodeError, OSError, TypeError) as exc:
+        raise ValueError(f"{root}/{version}: the nuScenes tables do not load "
+                         f"({type(exc).__name__}: {exc})") from exc
+
+
+def _vis_level(level: str | int):
+    from nuscenes.utils.geometry_utils import BoxVisibility
+
+    levels = {"any": BoxVisibility.ANY, "all": BoxVisibility.ALL}
+    if isinstance(level, str) and level.lower() in levels:
+        return levels[level.lower()]
+    if level in (BoxVisibility.ANY, BoxVisibility.ALL):
+        return level
+    raise ValueError(f"box_vis_level must be 'any' (a corner in the image) or 'all' (every corner), got {level!r}")
+
+
+@dataclass(frozen=True)
+class CameraObject:
+    """One annotated object as seen by one camera."""
+
+    annotation: str  # sample_annotation token
+    instance: str  # instance token (the same object across frames)
+    category: str  # nuScenes category name
+    phrase: str  # prompt phrase (category_phrase)
+    box: Box  # pixel box in the camera image (projected corners' extent, clipped)
+    visibility: int  # nuScenes visibility token 1..4
+    depth: float  # distance of the box centre along the camera axis, metres
+
+
+def _category_match(category: str, wanted: Sequence[str] | None) -> bool:
+    if not wanted:
+        return True
+    phrase = category_phrase(category)
+    return any(category == w or category.startswith(w + ".") or phrase == w for w in wanted)
+
+
+def camera_objects(nusc, sd_token: str, *, box_vis_level: str | int = "any", min_visibility: int = 1,
+                   categories: Sequence[str] | None = None, min_box_px: float = 2.0) -> list[CameraObject]:
+    """The annotated objects of a camera sample_data with their clipped 2-D boxes, nearest first.
+
+    Uses ``nusc.get_sample_data(sd_token, box_vis_level=...)``, ``view_points`` of the box corners and the
+    devkit's ``post_process_coords`` (the extent of the corners' convex hull within the image, as nuScenes'
+    own 2-D annotation export computes it).
+    `min_visibility` keeps annotations whose visibility token is at least this (1-4); `categories` keeps
+    category names, prefixes (``"vehicle"``) or phrases (``"car"``); boxes narrower or lower than
+    `min_box_px` after clipping are dropped.
+    """
+    import numpy as np
+    from nuscenes.scripts.export_2d_annotations_as_json import post_process_coords
+    from nuscenes.utils.geometry_utils import view_points
+
+    sd = nusc.get("sample_data", sd_token)
+    width, height = int(sd["width"]), int(sd["height"])
+    _, boxes, intrinsic = nusc.get_sample_data(sd_token, box_vis_level=_vis_level(box_vis_level))
+    found = []
+    for box in boxes:
+        ann = nusc.get("sample_annotation", box.token)
+        visibility = int(ann.get("visibility_token") or 0)
+        if visibility < min_visibility or not _category_match(box.name, categories):
+            continue
+        corners = box.corners()
+        if (corners[2] <= 0.1).any():  # a corner behind the camera: the projection is not a box
+            continue
+        pts = view_points(corners, np.asarray(intrinsic), normalize=True)[:2]
+        try:  # the devkit's 2-D box: the corners' convex hull intersected with the image
+            extent = post_process_coords(pts.T.tolist(), (width, height))
+        except (AttributeError, ValueError):  # the intersection degenerates to a line or a point
+            extent = None
+        if extent is None:
+            continue
+        clipped = Box(*(float(v) for v in extent))
+        if clipped.width < min_box_px or clipped.height < min_box_px:
+            continue
+        found.append(CameraObject(ann["token"], ann["instance_token"], box.name, category_phrase(box.name),
+                                  Box(*(round(v, 2) for v in clipped)), visibility, float(box.center[2])))
+    return sorted(found, key=lambda o: (o.depth, o.annotation))
+
+
+def camera_tokens(nusc, sample_token: str, order: str | Sequence[str] = "stitch") -> list[tuple[str, str]]:
+    """``[(camera, sample_data token), ...]`` of a sample's key-frame cameras in `order` (a name or a tuple).
+
+    A camera the sample lacks raises ValueError naming it.
+    """
+    cams = camera_order(order) if isinstance(order, str) else tuple(order)
+    data = nusc.get("sample", sample_token)["data"]
+    missing = [c for c in cams if c not in data]
+    if missing:
+        raise ValueError(f"sample {sample_token} has no sample_data for {', '.join(missing)}")
+    return [(c, data[c]) for c in cams]
+
+
+def scene_samples(nusc, scene_token: str) -> list[str]:
+    """The scene's sample tokens in time order (``first_sample_token`` then ``next``)."""
+    scene = nusc.get("scene", scene_token)
+    tokens, token, seen = [], scene["first_sample_token"], set()
+    while token and token not in seen:
+        seen.add(token)
+        tokens.append(token)
+        token = nusc.get("sample", token)["next"]
+    return tokens
+
+
+def previous_samples(nusc, sample_token: str, n: int) -> list[str]:
+    """Up to `n` previous key frames of the sample (walking ``sample['prev']``), oldest first."""
+    out: list[str] = []
+    token = nusc.get("sample", sample_token)["prev"]
+    while token and len(out) < n:
+        out.append(token)
+        token = nusc.get("sample", token)["prev"]
+    return out[::-1]
+
+
+def frame_sequence(nusc, sample_token: str, camera: str, history: int) -> list[str]:
+    """Sample_data tokens of `camera` for the `history` previous key frames and this one, oldest first."""
+    tokens = previous_samples(nusc, sample_token, history) + [sample_token]
+    return [nusc.get("sample", t)["data"][camera] for t in tokens]
+
+
+# --------------------------------------------------------------------------------------------- files
+def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Write `path` through a temporary file in the same folder, so a killed run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(records: Iterable[dict], path: Path) -> bool:
+    """Write `records` unless `path` already holds exactly these bytes (idempotent re-runs); True if written."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write(path, lambda f: f.write(data))
+    return True
+
+
+def is_fresh(dst: Path, sources: Iterable[Path]) -> bool:
+    try:
+        st = dst.stat()
+        return st.st_size > 0 and all(st.st_mtime_ns >= s.stat().st_mtime_ns for s in sources)
+    except OSError:
+        return False
+
+
+def link_or_copy(src: Path, dst: Path, mode: str = "hardlink") -> None:
+    """Put `src` at `dst`: a hard link (``mode="hardlink"``, falling back to a copy across file systems) or a
+    copy (``"copy"``). An existing `dst` of the same size, not older than `src`, is kept."""
+    if mode not in ("hardlink", "copy"):
+        raise ValueError(f"link mode must be 'hardlink' or 'copy', got {mode!r}")
+    try:
+        if dst.stat().st_size == src.stat().st_size and is_fresh(dst, [src]):
+            return
+    except OSError:
+        pass
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
+    tmp.unlink(missing_ok=True)
+    try:
+        if mode == "hardlink":
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copy2(src, tmp)
+        else:
+            shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        return im.size
+
+
+# --------------------------------------------------------------------------------------------- converter
+def _scene_splits(nusc, version: str, split_by: str, val_fraction: float) -> dict[str, str]:
+    """scene token -> "train" | "val" (| "test" for v1.0-test)."""
+    names = {s["token"]: s["name"] for s in nusc.scene}
+    if split_by not in ("auto", "official", "hash"):
+        raise ValueError(f"split_by must be 'auto', 'official' or 'hash', got {split_by!r}")
+    if split_by in ("auto", "official"):
+        from nuscenes.utils.splits import create_splits_scenes
+
+        official = create_splits_scenes()
+        if version == "v1.0-mini":
+            table = {"train": official["mini_train"], "val": official["mini_val"]}
+        elif version == "v1.0-test":
+            table = {"test": official["test"]}
+        else:
+            table = {"train": official["train"], "val": official["val"]}
+        by_name = {name: split for split, scenes in table.items() for name in scenes}
+        if all(n in by_name for n in names.values()):
+            return {tok: by_name[n] for tok, n in names.items()}
+        if split_by == "official":
+            unknown = sorted(n for n in names.values() if n not in by_name)
+            raise ValueError(f"scenes not in the official {version} splits: {', '.join(unknown[:5])}")
+    return hash_split(names, val_fraction)
+
+
+def hash_split(keys: dict[str, str], val_fraction: float) -> dict[str, str]:
+    """key -> "train" | "val": ``round(n * val_fraction)`` keys (at least 1 and at most n-1 when the fraction is
+    positive and n >= 2) go to val, picked by a hash of their names (stable across runs and machines)."""
+    if not 0 <= val_fraction < 1:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    order = sorted(keys, key=lambda k: hashlib.sha1(str(keys[k]).encode()).hexdigest())
+    n_val = 0
+    if val_fraction > 0 and len(order) >= 2:
+        n_val = min(len(order) - 1, max(1, round(len(order) * val_fraction)))
+    val = set(order[:n_val])
+    return {k: "val" if k in val else "train" for k in keys}
+
+
+def _frames_prefix(n: int) -> str:
+    return "".join(f"Frame-{i + 1}: <image>\n" for i in range(n))
+
+
+def _record(rid: str, images: list[str], sizes: list[tuple[int, int]], question: str, answer: str, task: str,
+            meta: dict) -> dict:
+    if len(images) == 1:
+        media: dict[str, Any] = {"image": images[0], "width": sizes[0][0], "height": sizes[0][1]}
+        human = "<image>\n" + question
+    else:
+        media = {"image": images, "width_list": [s[0] for s in sizes], "height_list": [s[1] for s in sizes]}
+        human = _frames_prefix(len(images)) + question
+    return {"id": rid, **media, "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": answer}],
+            "task": task, "answer": answer, "meta": meta}
+
+
+def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = None, cameras: str = "stitch",
+                     history: int = 0, min_visibility: int = 2, categories: Sequence[str] | str | None = None,
+                     tasks: Sequence[str] | str = ("grounding", "region"), box_vis_level: str = "any",
+                     min_box_px: float = 8.0, split_by: str = "auto", val_fraction: float = 0.2,
+                     link: str = "hardlink", dataset: str = "nuscenes", progress: bool = True) -> ConvertReport:
+    """nuScenes dataroot -> grounding and region JSONL per camera image (see the module notes).
+
+    `version`: table version (detected when None). `cameras`: camera order name (``stitch``, ``drivelm``,
+    ``nuscenes``) fixing the order samples are written in. `history`: previous key frames per sample (0 = single
+    images). `min_visibility`: least nuScenes visibility token (1-4). `categories`: names, prefixes or phrases
+    to keep (all when None). `tasks`: ``grounding`` and/or ``region``. `box_vis_level`: ``any`` or ``all``
+    corners inside the image. `min_box_px`: smallest clipped box side kept. `split_by`: ``official`` (the
+    devkit's scene splits; mini: mini_train / mini_val), ``hash`` (`val_fraction` of the scenes by a hash of
+    the name) or ``auto`` (official when every scene is listed there). `link`: ``hardlink`` or ``copy`` for
+    the camera images put under ``out/images/nuscenes/`` (record paths are relative to `out`).
+
+    Output ``out/<dataset>_<split>.jsonl``; ``report.outputs[split]``. A missing camera file, or a sequence
+    needing one, is skipped and counted; re-runs rewrite nothing when nothing changed.
+    """
+    from tqdm import tqdm
+
+    src, out = Path(src), Path(out)
+    if isinstance(categories, str):
+        categories = [c.strip() for c in categories.split(",") if c.strip()]
+    tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
+    if not tasks or set(tasks) - {"grounding", "region"}:
+        raise ValueError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tasks!r}")
+    if int(history) < 0:
+        raise ValueError(f"history must be >= 0 previous key frames, got {history}")
+    if not 1 <= int(min_visibility) <= 4:
+        raise ValueError(f"min_visibility must be a nuScenes visibility token 1-4, got {min_visibility}")
+    order = camera_order(cameras)
+    _vis_level(box_vis_level)
+    version = version or detect_version(src)
+    nusc = open_nuscenes(src, version)
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    scene_split = _scene_splits(nusc, version, split_by, float(val_fraction))
+    splits: dict[str, list[dict]] = {s: [] for s in sorted(set(scene_split.values()))}
+    published: dict[str, tuple[str, tuple[int, int]] | None] = {}  # sd token -> (out path, size) | None
+
+    def publish(sd_token: str) -> tuple[str, tuple[int, int]] | None:
+        if sd_token not in published:
+            sd = nusc.get("sample_data", sd_token)
+            path = Path(nusc.get_sample_data_path(sd_token))
+            rel = f"images/nuscenes/{sd['filename']}"
+            if not path.is_file():
+                report.skip(path, "missing camera image", f"{path}: no such file (sample_data {sd_token})")
+                published[sd_token] = None
+            else:
+                try:
+                    size = image_size(path)
+                    link_or_copy(path, out / rel, link)
+                    published[sd_token] = (rel, size)
+                except OSError as exc:
+                    report.skip(path, "unreadable camera image", f"{path}: {exc}")
+                    published[sd_token] = None
+        return published[sd_token]
+
+    samples = [(scene["token"], t) for scene in sorted(nusc.scene, key=lambda s: s["name"])
+               for t in scene_samples(nusc, scene["token"])]
+    for scene_token, sample_token in tqdm(samples, desc=f"nuScenes {version}", unit="frame", disable=not progress):
+        scene_name = nusc.get("scene", scene_token)["name"]
+        split = scene_split[scene_token]
+        data = nusc.get("sample", sample_token)["data"]
+        for camera in order:
+            if camera not in data:
+                report.skip(f"sample {sample_token}", "missing camera", f"sample {sample_token} has no {camera}")
+                continue
+            seq = frame_sequence(nusc, sample_token, camera, int(history))
+            got = [publish(t) for t in seq]
+            if any(g is None for g in got):
+                report.skip(f"sample {sample_token} {camera}", "camera image skipped",
+                            f"sample {sample_token} {camera}: a camera image of the sequence is missing")
+                continue
+            images, sizes = [g[0] for g in got], [g[1] for g in got]
+            objects = camera_objects(nusc, data[camera], box_vis_level=box_vis_level,
+                                     min_visibility=int(min_visibility), categories=categories,
+                                     min_box_px=float(min_box_px))
+            w, h = sizes[-1]
+            sd_w, sd_h = (int(nusc.get("sample_data", data[camera])[k]) for k in ("width", "height"))
+            if (w, h) != (sd_w, sd_h):
+                report.skip(images[-1], "image size mismatch",
+                            f"{images[-1]}: file is {w}x{h}, the sample_data table says {sd_w}x{sd_h}")
+                continue
+            frame_note = f" in Frame-{len(images)}" if len(images) > 1 else ""
+            base = {"dataset": dataset, "split": split, "scene": scene_name, "sample": sample_token,
+                    "camera": camera, "sample_data": data[camera], "history": len(images) - 1}
+            rid = f"{dataset}/{sample_token}/{camera}"
+            if "grounding" in tasks:
+                by_phrase: dict[str, list[CameraObject]] = {}
+                for obj in objects:
+                    by_phrase.setdefault(obj.phrase, []).append(obj)
+                for phrase in sorted(by_phrase):
+                    objs = sorted(by_phrase[phrase], key=lambda o: (o.box.x1, o.box.y1))
+                    grid = [to_grid(o.box, w, h) for o in objs]
+                    question = GROUNDING_QUESTION.format(phrase=phrase)[:-1] + frame_note + "?"
+                    splits[split].append(_record(
+                        f"{rid}/grounding/{phrase.replace(' ', '_')}", images, sizes, question,
+                        render_ref_box(phrase, grid), "grounding",
+                        {**base, "phrase": phrase, "categories": sorted({o.category for o in objs}),
+                         "boxes": [list(o.box) for o in objs], "grid_boxes": grid,
+                         "annotations": [o.annotation for o in objs]}))
+            if "region" in tasks:
+                for obj in objects:
+                    grid = to_grid(obj.box, w, h)
+                    box_text = f"<box>[[{grid[0]}, {grid[1]}, {grid[2]}, {grid[3]}]]</box>"
+                    question = REGION_QUESTION.format(box=box_text)[:-1] + frame_note + "?"
+                    splits[split].append(_record(
+                        f"{rid}/region/{obj.annotation}", images, sizes, question, obj.phrase, "region",
+                        {**base, "phrase": obj.phrase, "category": obj.category, "box": list(obj.box),
+                         "grid_box": grid, "annotation": obj.annotation, "visibility": obj.visibility}))
+    for split, records in splits.items():
+        path = out / f"{dataset}_{split}.jsonl"
+        write_jsonl(records, path)
+        report.outputs[split] = path
+        report.wrote(len(records))
+    return report
+

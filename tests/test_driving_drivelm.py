@@ -1,0 +1,294 @@
+"""domains.driving.drivelm: DriveLM-nuScenes v1.1 -> stitched / multi-image records with exact c-tag coordinates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from adapt.data.samples import SkipLog, SourceSpec, read_source
+from domains.driving.drivelm import (
+    BEHAVIOR_CHOICES,
+    MOVING_STATUS_CHOICES,
+    QA_CATEGORIES,
+    choice_question,
+    convert_drivelm,
+    drivelm_tag,
+    parse_options,
+)
+from domains.driving.layout import (
+    DRIVELM_ORDER,
+    STITCH_ORDER,
+    STITCHED_PREFIX,
+    from_camera_grid,
+    from_stitched,
+    iter_ctags,
+    multi_view_prefix,
+    stitch_cameras,
+)
+from domains.driving.synthetic import generate
+
+TRAIN = "v1_1_train_nus.json"
+Q_ONLY = "v1_1_val_nus_q_only.json"
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    """``raw/nuscenes`` and ``raw/drivelm`` as the synthetic generator writes them."""
+    root = tmp_path_factory.mktemp("raw")
+    generate(root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def stitched(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stitched")
+    return out, convert_drivelm(raw / "drivelm", out, val_fraction=0.5, progress=False)
+
+
+@pytest.fixture(scope="module")
+def multi(raw, tmp_path_factory):
+    out = tmp_path_factory.mktemp("multi")
+    return out, convert_drivelm(raw / "drivelm", out, view_mode="multi", camera_order="drivelm", progress=False)
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _source_qas(raw: Path) -> dict[str, tuple[str, dict]]:
+    """qa_id -> (category, source QA) over both DriveLM files."""
+    out = {}
+    for name in (TRAIN, Q_ONLY):
+        data = json.loads((raw / "drivelm" / name).read_text())
+        for scene, body in data.items():
+            for frame, fr in body["key_frames"].items():
+                qas = [(c, qa) for c in QA_CATEGORIES for qa in fr["QA"][c]]
+                out.update({f"{scene}_{frame}_{i}": qa for i, qa in enumerate(qas)})
+    return out
+
+
+def _assert_round_trip(records: list[dict], sources: dict, inverse) -> int:
+    """Every c-tag of every record, mapped back to camera pixels, is the source's within 0.1 px."""
+    n = 0
+    for r in records:
+        category, src = sources[r["meta"]["qa_id"]]
+        assert r["meta"]["category"] == category
+        for grid_text, pixel_text, source_text in (
+                (r["answer"], r["meta"]["answer_pixels"], src["A"]),
+                (r["conversations"][0]["value"], r["meta"]["question_pixels"], src["Q"])):
+            assert pixel_text == source_text.strip()
+            got, want = list(iter_ctags(grid_text)), list(iter_ctags(source_text))
+            assert len(got) == len(want)
+            for g, w in zip(got, want):
+                assert (g.obj, g.camera) == (w.obj, w.camera)
+                x, y = inverse(g.x, g.y, g.camera)
+                assert abs(x - w.x) <= 0.1 and abs(y - w.y) <= 0.1, (g, w)
+                n += 1
+    return n
+
+
+def test_stitched_records_and_exact_round_trip(raw, stitched):
+    out, report = stitched
+    assert set(report.outputs) == {"train", "val", "test"} and report.total_skipped == 0
+    records = {s: _records(out / f"drivelm_{s}.jsonl") for s in ("train", "val", "test")}
+    assert report.written == sum(map(len, records.values()))
+    sources = _source_qas(raw)
+    n_tags = 0
+    for split, recs in records.items():
+        n_tags += _assert_round_trip(recs, sources, from_stitched)
+        for r in recs:
+            assert r["task"] == "drivelm" and r["id"] == r["meta"]["qa_id"]
+            assert r["image"].startswith("images/drivelm/stitch/") and (r["width"], r["height"]) == (2688, 896)
+            assert r["conversations"][0]["value"].startswith(STITCHED_PREFIX)
+            assert r["conversations"][0]["value"].count("<image>") == 1
+            assert r["meta"]["view_mode"] == "stitched" and r["meta"]["camera_order"] == "stitch"
+            assert r["meta"]["split"] == split and r["meta"]["drivelm_tag"] in (0, 1, 2, 3)
+            assert all(t.x == round(t.x, 2) for t in iter_ctags(r["answer"]))
+            if split == "test":
+                assert r["answer"] == "" and r["conversations"][1]["value"] == ""
+            else:
+                assert r["answer"] and r["conversations"][1]["value"] == r["answer"]
+    assert n_tags > 200
+    # scenes do not straddle train and val
+    scenes = {s: {r["meta"]["scene"] for r in recs} for s, recs in records.items()}
+    assert len(scenes["train"]) == len(scenes["val"]) == 1 and not scenes["train"] & scenes["val"]
+    # train + val records read cleanly in adapt (the answer-less test questions are not training data)
+    for split in ("train", "val"):
+        skips = SkipLog()
+        assert len(read_source(SourceSpec(split, out / f"drivelm_{split}.jsonl"), skips)) == len(records[split])
+        assert len(skips) == 0
+
+
+def test_stitched_image_is_written_once_and_matches_the_cameras(raw, stitched):
+    out, _ = stitched
+    r = _records(out / "drivelm_train.jsonl")[0]
+    source = json.loads((raw / "drivelm" / TRAIN).read_text())
+    frame = source[r["meta"]["scene"]]["key_frames"][r["meta"]["frame"]]
+    cams = {c: Image.open(raw / "drivelm" / p) for c, p in frame["image_paths"].items()}
+    expected = np.asarray(stitch_cameras(cams))
+    assert np.array_equal(np.asarray(Image.open(out / r["image"]).convert("RGB")), expected)
+    pngs = list((out / "images" / "drivelm" / "stitch").glob("*.png"))
+    assert len(pngs) == 9  # one per key frame (3 scenes x 3 frames), shared by all its QAs
+
+
+def test_multi_view_records_and_exact_round_trip(raw, multi):
+    out, report = multi
+    assert report.total_skipped == 0
+    recs = _records(out / "drivelm_multi_train.jsonl") + _records(out / "drivelm_multi_test.jsonl")
+    assert _assert_round_trip(recs, _source_qas(raw), from_camera_grid) > 200
+    source = json.loads((raw / "drivelm" / TRAIN).read_text())
+    for r in recs:
+        assert r["conversations"][0]["value"].startswith(multi_view_prefix("drivelm"))
+        assert [Path(p).parent.name for p in r["image"]] == list(DRIVELM_ORDER)
+        assert r["width_list"] == [1600] * 6 and r["height_list"] == [900] * 6
+        assert r["meta"]["view_mode"] == "multi" and r["meta"]["camera_order"] == "drivelm"
+        frame = source.get(r["meta"]["scene"], {}).get("key_frames", {}).get(r["meta"]["frame"])
+        if frame:
+            for cam, rel in zip(DRIVELM_ORDER, r["image"]):
+                assert (out / rel).read_bytes() == (raw / "drivelm" / frame["image_paths"][cam]).read_bytes()
+    skips = SkipLog()
+    assert read_source(SourceSpec("multi", out / "drivelm_multi_train.jsonl"), skips) and len(skips) == 0
+
+
+def test_reruns_reuse_images_and_rewrite_nothing(raw, tmp_path):
+    first = convert_drivelm(raw / "drivelm" / TRAIN, tmp_path, progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    second = convert_drivelm(raw / "drivelm" / TRAIN, tmp_path, progress=False)
+    assert second.written == first.written and set(first.outputs) == {"train"}
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps
+
+
+def test_tag_rules():
+    assert drivelm_tag("behavior", "Predict the behavior of the ego vehicle.", "x") == 0
+    assert drivelm_tag("perception", "What is the moving status of object <c1,CAM_BACK,1,2>?", "Stopped.") == 0
+    assert drivelm_tag("perception", "What are the important objects in the current scene?", "There is") == 2
+    assert drivelm_tag("prediction", "Would <c1,CAM_BACK,1,2> be in the moving direction?", "Yes.") == 0
+    assert drivelm_tag("prediction", "What object should the ego vehicle notice first?",
+                       "Firstly notice that <c1,CAM_BACK,1,2>.") == 3
+    assert drivelm_tag("prediction", "What is the future state of <c1,CAM_BACK,1,2>?", "Keep going straight.") == 1
+    assert drivelm_tag("prediction", "Is it safe?", "Nothing noteworthy.") == 1  # "no" must be a word
+    assert drivelm_tag("planning", "What actions could the ego vehicle take?", "Slow down.") == 1
+
+
+def test_given_tags_are_kept(raw, stitched):
+    out, _ = stitched
+    sources = _source_qas(raw)
+    for r in _records(out / "drivelm_test.jsonl"):
+        assert r["meta"]["drivelm_tag"] == sources[r["meta"]["qa_id"]][1]["tag"][0]
+
+
+def test_options_are_parsed_and_kept(stitched):
+    q = ("Predict the behavior of the ego vehicle. Please select the correct answer from the following options: "
+         "A. The ego vehicle is going straight. The ego vehicle is driving fast. B. The ego vehicle is steering to "
+         "the left. The ego vehicle is driving slowly. C. The ego vehicle is going straight. The ego vehicle is not "
+         "moving. D. The ego vehicle is slightly steering to the right. The ego vehicle is driving very fast.")
+    assert parse_options(q) == [
+        "The ego vehicle is going straight. The ego vehicle is driving fast.",
+        "The ego vehicle is steering to the left. The ego vehicle is driving slowly.",
+        "The ego vehicle is going straight. The ego vehicle is not moving.",
+        "The ego vehicle is slightly steering to the right. The ego vehicle is driving very fast."]
+    assert parse_options("What is the moving status of object <c1,CAM_FRONT,1,2>?") is None
+    out, _ = stitched
+    with_options = [r for r in _records(out / "drivelm_test.jsonl") if "options" in r]
+    assert with_options and all(len(r["options"]) == 4 for r in with_options)
+    assert {r["meta"]["category"] for r in with_options} == {"perception", "behavior"}
+
+
+def test_mc_option_makes_deterministic_four_way_choices(raw, tmp_path):
+    reports = [convert_drivelm(raw / "drivelm" / TRAIN, tmp_path / k, mc=True, view_mode="multi", progress=False)
+               for k in "ab"]
+    a, b = (_records(rep.outputs["train"]) for rep in reports)
+    assert [r["conversations"] for r in a] == [r["conversations"] for r in b]
+    mcs = [r for r in a if "options" in r]
+    assert {r["meta"]["category"] for r in mcs} == {"perception", "behavior"}
+    for r in mcs:
+        assert r["answer"] in "ABCD" and len(r["answer"]) == 1 and len(set(r["options"])) == 4
+        assert r["options"]["ABCD".index(r["answer"])] == r["meta"]["answer_text"]
+        pool = MOVING_STATUS_CHOICES if r["meta"]["category"] == "perception" else BEHAVIOR_CHOICES
+        assert set(r["options"]) <= set(pool)
+        assert "Please select the correct answer from the following options: A. " in r["conversations"][0]["value"]
+        assert r["meta"]["answer_pixels"] == r["answer"]  # DriveLM's test form: the letter
+    q, letter, options = choice_question("Q?", "Stopped.", MOVING_STATUS_CHOICES, "k")
+    assert choice_question("Q?", "Stopped.", MOVING_STATUS_CHOICES, "k") == (q, letter, options)
+    assert parse_options(q) == options
+
+
+# --------------------------------------------------------------------------------------------- bad input
+def _copy_raw(raw: Path, dst: Path) -> Path:
+    shutil.copytree(raw / "drivelm", dst / "drivelm")
+    (dst / "nuscenes").symlink_to(raw / "nuscenes", target_is_directory=True)
+    return dst / "drivelm"
+
+
+def test_bad_input_is_skipped_and_counted(raw, tmp_path):
+    drivelm = _copy_raw(raw, tmp_path)
+    data = json.loads((drivelm / TRAIN).read_text())
+    s0, s1 = list(data)
+    f0, f1, f2 = list(data[s0]["key_frames"])
+    f3 = next(iter(data[s1]["key_frames"]))
+    qa = data[s0]["key_frames"][f0]["QA"]
+    qa["perception"][0]["A"] += " Also <c9,CAM_ROOF,10.0,10.0>."  # unknown camera
+    qa["perception"][1]["Q"] = "Where is <c8,CAM_FRONT,1700.0,10.0>?"  # outside the image
+    del qa["prediction"][0]["Q"]  # missing field
+    qa["planning"][0]["A"] = ""  # no answer in a training file
+    data[s0]["key_frames"][f1]["image_paths"]["CAM_BACK"] = "../nuscenes/samples/CAM_BACK/missing.jpg"
+    data[s0]["key_frames"][f2]["image_paths"]["CAM_FRONT"] = "../../../../etc/passwd"
+    del data[s1]["key_frames"][f3]["QA"]
+    data["bad-scene"] = ["not", "a", "scene"]
+    (drivelm / TRAIN).write_text(json.dumps(data))
+    (drivelm / "broken.json").write_text("{not json")
+    report = convert_drivelm(drivelm, tmp_path / "out", view_mode="multi", progress=False)
+    assert report.skipped == {"bad c-tag": 2, "malformed QA": 1, "missing answer": 1, "missing camera image": 1,
+                              "path escapes data root": 1, "malformed frame": 1, "malformed scene": 1,
+                              "malformed JSON": 1}
+    assert "CAM_ROOF" in " ".join(report.examples["bad c-tag"]) and "1700" in " ".join(report.examples["bad c-tag"])
+    assert "missing.jpg" in report.examples["missing camera image"][0]
+    assert "broken.json" in report.examples["malformed JSON"][0]
+    train = _records(report.outputs["train"])
+    frames_out = {r["meta"]["frame"] for r in train}
+    assert f0 in frames_out and f1 not in frames_out and f2 not in frames_out and f3 not in frames_out
+    n_f0 = sum(len(v) for v in data[s0]["key_frames"][f0]["QA"].values())
+    assert sum(r["meta"]["frame"] == f0 for r in train) == n_f0 - 4
+
+
+def test_unknown_sample_tokens_with_a_dataroot(raw, tmp_path):
+    drivelm = _copy_raw(raw, tmp_path)
+    data = json.loads((drivelm / TRAIN).read_text())
+    scene = next(iter(data))
+    frames = data[scene]["key_frames"]
+    first = next(iter(frames))
+    frames["f" * 32] = frames.pop(first)
+    (drivelm / TRAIN).write_text(json.dumps(data))
+    report = convert_drivelm(drivelm / TRAIN, tmp_path / "out", dataroot=raw / "nuscenes", view_mode="multi",
+                             progress=False)
+    assert report.skipped == {"unknown sample token": 1}
+    assert "f" * 32 in report.examples["unknown sample token"][0]
+    without = convert_drivelm(drivelm / TRAIN, tmp_path / "out2", view_mode="multi", progress=False)
+    assert without.total_skipped == 0 and without.written > report.written
+
+
+def test_nuscenes_root_option(raw, tmp_path):
+    (tmp_path / "qa").mkdir()
+    shutil.copy(raw / "drivelm" / TRAIN, tmp_path / "qa" / TRAIN)
+    # without the root the official relative paths point nowhere
+    missing = convert_drivelm(tmp_path / "qa" / TRAIN, tmp_path / "a", progress=False)
+    assert missing.written == 0 and missing.skipped["missing camera image"] == 6
+    report = convert_drivelm(tmp_path / "qa" / TRAIN, tmp_path / "b", nuscenes_root=raw / "nuscenes",
+                             view_mode="multi", progress=False)
+    assert report.total_skipped == 0 and report.written > 0
+    r = _records(report.outputs["train"])[0]
+    assert [Path(p).parent.name for p in r["image"]] == list(STITCH_ORDER)  # multi mode's default order
+
+
+def test_argument_errors(raw, tmp_path):
+    with pytest.raises(ValueError, match="view_mode must be"):
+        convert_drivelm(raw / "drivelm", tmp_path, view_mode="grid")
+    with pytest.raises(ValueError, match="unknown camera order"):
+        convert_drivelm(raw / "drivelm", tmp_path, view_mode="multi", camera_order="clockwise")
+    with pytest.raises(ValueError, match="expected a DriveLM JSON file"):
+        convert_drivelm(tmp_path / "nothing", tmp_path)

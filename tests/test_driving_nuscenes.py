@@ -1,0 +1,239 @@
+"""domains.driving.nuscenes: nuScenes through the real devkit and the ``nuscenes`` grounding / region converter."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from adapt.data.samples import SkipLog, SourceSpec, read_source
+from domains.base import get_domain
+from domains.boxes import from_grid, parse_ref_boxes
+from domains.driving.layout import DRIVELM_ORDER, STITCH_ORDER
+from domains.driving.nuscenes import (
+    camera_objects,
+    camera_tokens,
+    category_phrase,
+    convert_nuscenes,
+    detect_version,
+    frame_sequence,
+    open_nuscenes,
+    previous_samples,
+    require_devkit,
+    scene_samples,
+)
+from domains.driving.synthetic import generate
+
+pytest.importorskip("nuscenes")
+
+
+@pytest.fixture(scope="module")
+def dataroot(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("nus")
+    return generate(out, drivelm=False, progress=False)["nuscenes"]
+
+
+@pytest.fixture(scope="module")
+def nusc(dataroot):
+    return open_nuscenes(dataroot)
+
+
+@pytest.fixture(scope="module")
+def converted(dataroot, tmp_path_factory):
+    out = tmp_path_factory.mktemp("nus_out")
+    report = convert_nuscenes(dataroot, out, progress=False)
+    return out, report
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_version_detection_and_loading_errors(dataroot, tmp_path):
+    assert detect_version(dataroot) == "v1.0-mini"
+    with pytest.raises(ValueError, match="no nuScenes tables found"):
+        detect_version(tmp_path)
+    two = tmp_path / "two"
+    for v in ("v1.0-mini", "v1.0-trainval"):
+        (two / v).mkdir(parents=True)
+        (two / v / "sample.json").write_text("[]")
+    with pytest.raises(ValueError, match="several table versions"):
+        detect_version(two)
+    broken = tmp_path / "broken"
+    shutil.copytree(dataroot / "v1.0-mini", broken / "v1.0-mini")
+    (broken / "v1.0-mini" / "scene.json").unlink()
+    with pytest.raises(ValueError, match="the nuScenes tables do not load"):
+        open_nuscenes(broken)
+
+
+def test_missing_devkit_gives_the_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "nuscenes.nuscenes", None)  # import fails as if not installed
+    with pytest.raises(ImportError, match=r"install the driving extra.*pocket-adapt\[driving\]"):
+        require_devkit()
+
+
+def test_cameras_in_explicit_orders_and_frame_walks(nusc):
+    scene = min(nusc.scene, key=lambda s: s["name"])
+    samples = scene_samples(nusc, scene["token"])
+    assert len(samples) == 3 and samples[0] == scene["first_sample_token"]
+    assert [c for c, _ in camera_tokens(nusc, samples[0])] == list(STITCH_ORDER)
+    assert [c for c, _ in camera_tokens(nusc, samples[0], "drivelm")] == list(DRIVELM_ORDER)
+    assert previous_samples(nusc, samples[2], 5) == samples[:2]
+    assert previous_samples(nusc, samples[0], 2) == []
+    seq = frame_sequence(nusc, samples[2], "CAM_FRONT", 1)
+    assert seq == [nusc.get("sample", t)["data"]["CAM_FRONT"] for t in samples[1:]]
+    assert all(nusc.get("sample_data", t)["channel"] == "CAM_FRONT" for t in seq)
+
+
+def test_camera_objects_are_devkit_boxes_with_filters(nusc):
+    from nuscenes.utils.geometry_utils import BoxVisibility
+
+    total = 0
+    for sample in nusc.sample:
+        for cam in STITCH_ORDER:
+            sd = sample["data"][cam]
+            objs = camera_objects(nusc, sd, min_visibility=1, min_box_px=0)
+            _, boxes, _ = nusc.get_sample_data(sd, box_vis_level=BoxVisibility.ANY)
+            assert {o.annotation for o in objs} <= {b.token for b in boxes}
+            for o in objs:
+                assert 0 <= o.box.x1 < o.box.x2 <= 1600 and 0 <= o.box.y1 < o.box.y2 <= 900
+                assert o.phrase == category_phrase(o.category) and 1 <= o.visibility <= 4
+            assert [o.depth for o in objs] == sorted(o.depth for o in objs)
+            total += len(objs)
+            vis3 = camera_objects(nusc, sd, min_visibility=3, min_box_px=0)
+            assert {o.annotation for o in vis3} == {o.annotation for o in objs if o.visibility >= 3}
+            cars = camera_objects(nusc, sd, min_visibility=1, min_box_px=0, categories=["vehicle"])
+            assert all(o.category.startswith("vehicle.") for o in cars)
+            peds = camera_objects(nusc, sd, min_visibility=1, min_box_px=0, categories=["pedestrian"])
+            assert {o.annotation for o in peds} == {o.annotation for o in objs if o.phrase == "pedestrian"}
+    assert total > 30
+    with pytest.raises(ValueError, match="box_vis_level must be"):
+        camera_objects(nusc, nusc.sample[0]["data"]["CAM_FRONT"], box_vis_level="some")
+
+
+def test_category_phrases():
+    assert category_phrase("vehicle.car") == "car"
+    assert category_phrase("human.pedestrian.adult") == "pedestrian"
+    assert category_phrase("movable_object.trafficcone") == "traffic cone"
+    assert category_phrase("vehicle.new_thing") == "new thing"
+
+
+def test_converter_writes_grounding_and_region_per_camera_image(converted, nusc):
+    out, report = converted
+    assert set(report.outputs) == {"train", "val"} and report.total_skipped == 0
+    train, val = _records(out / "nuscenes_train.jsonl"), _records(out / "nuscenes_val.jsonl")
+    assert report.written == len(train) + len(val) > 50
+    assert {r["meta"]["scene"] for r in val} == {"scene-0103"}  # the official mini_val scene
+    assert {r["meta"]["scene"] for r in train} == {"scene-0061", "scene-0553"}
+    grounding = [r for r in train + val if r["task"] == "grounding"]
+    region = [r for r in train + val if r["task"] == "region"]
+    assert grounding and region
+    for r in grounding:
+        human, gpt = (t["value"] for t in r["conversations"])
+        assert human == f"<image>\nWhere is the {r['meta']['phrase']}?" and gpt == r["answer"]
+        ((phrase, boxes),) = parse_ref_boxes(r["answer"])
+        assert phrase == r["meta"]["phrase"] and boxes == r["meta"]["grid_boxes"]
+        assert [b[0] for b in boxes] == sorted(b[0] for b in boxes)  # left to right
+        for grid, px in zip(boxes, r["meta"]["boxes"]):
+            back = from_grid(grid, r["width"], r["height"])
+            assert max(abs(a - b) for a, b in zip(back, px)) <= 1.0  # grid step 1.6 / 0.9 px
+        assert (out / r["image"]).is_file() and r["image"].startswith("images/nuscenes/samples/")
+    for r in region:
+        ((_, (box,)),) = parse_ref_boxes(r["conversations"][0]["value"])
+        assert box == r["meta"]["grid_box"] and r["answer"] == r["meta"]["phrase"]
+        assert r["meta"]["visibility"] >= 2  # default min_visibility
+    # the boxes are the devkit's
+    r = grounding[0]
+    objs = camera_objects(nusc, r["meta"]["sample_data"], min_box_px=8, min_visibility=2)
+    assert sorted(list(o.box) for o in objs if o.phrase == r["meta"]["phrase"]) == sorted(r["meta"]["boxes"])
+
+
+def test_converter_output_reads_cleanly_in_adapt(converted):
+    out, _ = converted
+    skips = SkipLog()
+    records = read_source(SourceSpec("nuscenes", out / "nuscenes_train.jsonl"), skips)
+    assert records and len(skips) == 0
+    assert all(rec.images[0].is_file() and rec.image_sizes == [(1600, 900)] for rec in records)
+
+
+def test_history_makes_frame_sequences(dataroot, tmp_path, nusc):
+    report = convert_nuscenes(dataroot, tmp_path, history=2, tasks="grounding", progress=False)
+    recs = _records(report.outputs["train"]) + _records(report.outputs["val"])
+    by_len = {}
+    for r in recs:
+        images = r["image"] if isinstance(r["image"], list) else [r["image"]]
+        by_len.setdefault(len(images), []).append(r)
+        assert r["meta"]["history"] == len(images) - 1
+        if len(images) > 1:
+            human = r["conversations"][0]["value"]
+            prefix = "".join(f"Frame-{i + 1}: <image>\n" for i in range(len(images)))
+            assert human == prefix + f"Where is the {r['meta']['phrase']} in Frame-{len(images)}?"
+            cams = {Path(p).parent.name for p in images}
+            assert cams == {r["meta"]["camera"]}
+            stamps = [int(Path(p).stem.rsplit("__", 1)[1]) for p in images]
+            assert stamps == sorted(stamps) and stamps[-1] == nusc.get("sample_data", r["meta"]["sample_data"])[
+                "timestamp"]
+            assert r["width_list"] == [1600] * len(images)
+    assert set(by_len) == {1, 2, 3}  # first key frame alone, then 1 and 2 previous frames
+    skips = SkipLog()
+    assert read_source(SourceSpec("seq", report.outputs["train"]), skips) and len(skips) == 0
+
+
+def test_options_categories_and_min_visibility(dataroot, tmp_path):
+    only_cars = convert_nuscenes(dataroot, tmp_path / "a", categories="vehicle.car", progress=False)
+    recs = _records(only_cars.outputs["train"])
+    assert recs and {r["meta"]["phrase"] for r in recs} == {"car"}
+    strict = convert_nuscenes(dataroot, tmp_path / "b", min_visibility=4, tasks=["region"], split_by="hash",
+                              val_fraction=0.34, progress=False)
+    recs = _records(strict.outputs["train"]) + _records(strict.outputs["val"])
+    assert recs and all(r["meta"]["visibility"] == 4 and r["task"] == "region" for r in recs)
+    assert len({r["meta"]["scene"] for r in _records(strict.outputs["val"])}) == 1
+    for bad, match in [({"tasks": ["detect"]}, "tasks must be"), ({"history": -1}, "history must be"),
+                       ({"min_visibility": 5}, "min_visibility must be"), ({"cameras": "ring"}, "unknown camera order"),
+                       ({"split_by": "random"}, "split_by must be")]:
+        with pytest.raises(ValueError, match=match):
+            convert_nuscenes(dataroot, tmp_path / "c", progress=False, **bad)
+
+
+def test_missing_camera_file_is_skipped_and_counted(dataroot, tmp_path, nusc):
+    root = tmp_path / "nus"
+    shutil.copytree(dataroot, root)
+    sample = min(nusc.scene, key=lambda s: s["name"])["first_sample_token"]
+    gone = root / nusc.get("sample_data", nusc.get("sample", sample)["data"]["CAM_FRONT"])["filename"]
+    gone.unlink()
+    report = convert_nuscenes(root, tmp_path / "out", history=1, progress=False)
+    assert report.skipped["missing camera image"] == 1
+    assert str(gone) in report.examples["missing camera image"][0]
+    # the frame itself and the next frame's sequence (which needs it) are skipped; the rest converts
+    assert report.skipped["camera image skipped"] == 2
+    recs = _records(report.outputs["train"])
+    assert recs and all(r["meta"]["sample"] != sample or r["meta"]["camera"] != "CAM_FRONT" for r in recs)
+
+
+def test_reruns_are_idempotent(dataroot, tmp_path):
+    first = convert_nuscenes(dataroot, tmp_path, link="copy", progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    data = {p: p.read_bytes() for p in first.outputs.values()}
+    second = convert_nuscenes(dataroot, tmp_path, link="copy", progress=False)
+    assert second.written == first.written
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps
+    assert {p: p.read_bytes() for p in second.outputs.values()} == data
+
+
+def test_plugin_converter_and_reader(dataroot, tmp_path):
+    plugin = get_domain("driving")
+    report = plugin.convert("nuscenes", dataroot, tmp_path, tasks="region", progress=False)
+    assert report.written > 0
+    image = plugin.read(next((tmp_path / "images").rglob("*.jpg")))
+    assert image.mode == "RGB" and image.size == (1600, 900)
+
+
+def test_plugin_registry_does_not_import_the_devkit():
+    import subprocess
+
+    code = ("import sys, domains.driving as d; assert d.PLUGIN.converters and 'drivelm' in d.PLUGIN.metrics; "
+            "assert 'nuscenes' not in sys.modules, 'devkit imported at plugin load'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
