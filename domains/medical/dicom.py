@@ -1,0 +1,786 @@
+"""Reading DICOM files into 8-bit RGB images with pydicom 3, plus series and safe zip handling.
+
+**Pixel pipeline** (:func:`dicom_to_rgb`), in the order DICOM PS3.4 prescribes for greyscale images:
+
+1. decode one frame with pydicom's pixel-data plug-ins (native, RLE, JPEG baseline / extended /
+   lossless, JPEG-LS, JPEG 2000 through pylibjpeg-libjpeg / -openjpeg / -rle, pyjpegls and Pillow);
+2. **modality LUT**: RescaleSlope / RescaleIntercept or a Modality LUT Sequence
+   (``pydicom.pixels.apply_modality_lut``; Hounsfield units for CT). In enhanced multi-frame files the
+   frame's functional groups (Pixel Value Transformation, Frame VOI LUT) override the top level;
+3. **VOI**: `window` ``None`` uses the file's own VOI LUT Sequence or WindowCenter / WindowWidth (the
+   first value when multi-valued) with its VOILUTFunction (``LINEAR``, ``LINEAR_EXACT``, ``SIGMOID``);
+   with neither, the frame's min-max. A preset name (:data:`WINDOW_PRESETS`), ``(center, width)``,
+   a ``"center/width"`` string or ``"minmax"`` override the file. Output is scaled to [0, 1] here:
+   pydicom's own VOI functions return values in the input bit-depth range;
+4. **MONOCHROME1** (high values dark) is inverted after windowing.
+
+Colour images skip 2-4: ``YBR_FULL`` / ``YBR_FULL_422`` are converted with
+``pydicom.pixels.convert_color_space``, ``PALETTE COLOR`` with ``apply_color_lut``; samples wider
+than 8 bits are scaled by BitsStored (or the palette's entry size).
+
+**Errors**: everything that can go wrong with a file -- missing, empty, not DICOM, truncated, no pixel
+data (DICOMDIR, SR, RT structure sets, waveforms), undecodable compressed data, broken image
+attributes -- raises :class:`DicomError`, whose message starts with the file and gives the reason.
+Messages never quote patient attributes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import tempfile
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    convert_color_space,
+    get_decoder,
+)
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DICOM_SUFFIXES",
+    "WINDOW_PRESETS",
+    "DicomError",
+    "DicomSeries",
+    "dicom_to_rgb",
+    "extract_zip",
+    "find_series",
+    "frame_count",
+    "has_pixel_data",
+    "load_series",
+    "modality_values",
+    "read_dicom",
+    "read_dicom_rgb",
+    "resolve_window",
+    "window_values",
+]
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# (center, width) in modality units (Hounsfield units for CT)
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "brain": (40.0, 80.0),
+    "subdural": (80.0, 200.0),
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (40.0, 400.0),
+    "soft_tissue": (40.0, 400.0),
+    "bone": (400.0, 1800.0),
+    "abdomen": (50.0, 400.0),
+    "liver": (60.0, 160.0),
+}
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
+MAX_GZIP_BYTES = 1024**3
+_DETAIL_CHARS = 240
+
+
+class DicomError(ValueError):
+    """A DICOM file that cannot be read as asked. ``str(err)`` is ``"<file>: <reason> (<detail>)"``.
+
+    `reason` is short and stable (good for counting, e.g. ``"no pixel data"``); `detail` is the
+    library's structural message, if any. Neither ever holds patient data.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, reason: str, detail: str | None = None):
+        self.path = str(path) if path is not None else "<dataset>"
+        self.reason = reason
+        self.detail = _short(detail) if detail else None
+        super().__init__(f"{self.path}: {reason}" + (f" ({self.detail})" if self.detail else ""))
+
+
+def _short(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------- reading
+def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset:
+    """Read a DICOM file; ``header_only`` stops before the pixel data. Raises :class:`DicomError`.
+
+    Files without the 128-byte preamble and ``DICM`` prefix (older writers, raw datasets) are read too,
+    but only when the result looks like DICOM (standard group 0008 elements); a missing Transfer Syntax
+    UID is filled in from the encoding the file was parsed with. Gzipped files (``.dcm.gz``) are
+    decompressed in memory, up to :data:`MAX_GZIP_BYTES`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DicomError(path, "file not found")
+    if path.is_dir():
+        raise DicomError(path, "is a directory, not a DICOM file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise DicomError(path, "cannot read file", str(exc)) from exc
+    if size == 0:
+        raise DicomError(path, "empty file")
+    try:
+        source = _gunzipped(path) or path
+        try:
+            ds = pydicom.dcmread(source, stop_before_pixels=header_only)
+        except InvalidDicomError:
+            if isinstance(source, io.BytesIO):
+                source.seek(0)
+            with warnings.catch_warnings():  # a probe: garbage parses with VR warnings, judged below
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(source, stop_before_pixels=header_only, force=True)
+            if not any(tag.group == 0x0008 for tag in ds.keys()):  # noqa: SIM118 - a Dataset iterates elements
+                raise DicomError(path, "not a DICOM file", "no DICM prefix and no DICOM data elements") from None
+    except DicomError:
+        raise
+    except Exception as exc:  # pydicom raises many types (EOFError, struct.error, ValueError, ...)
+        raise DicomError(path, "unreadable or corrupt DICOM", f"{type(exc).__name__}: {exc}") from exc
+    if len(ds) == 0:
+        raise DicomError(path, "not a DICOM file", "no data elements")
+    if not ds.filename:
+        ds.filename = str(path)
+    _fill_transfer_syntax(ds)
+    return ds
+
+
+def _gunzipped(path: Path) -> io.BytesIO | None:
+    with path.open("rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            return None
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read(MAX_GZIP_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DicomError(path, "corrupt gzip file", str(exc)) from exc
+    if len(data) > MAX_GZIP_BYTES:
+        raise DicomError(path, "gzipped file too large", f"more than {MAX_GZIP_BYTES} bytes uncompressed")
+    return io.BytesIO(data)
+
+
+def _fill_transfer_syntax(ds: Dataset) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return
+    implicit, little = ds.original_encoding
+    if implicit is None or little is None:
+        return
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+
+
+def has_pixel_data(ds: Dataset) -> bool:
+    return any(kw in ds for kw in PIXEL_KEYWORDS)
+
+
+def _name(ds: Dataset, path: str | os.PathLike | None = None) -> str:
+    if path is not None:
+        return str(path)
+    filename = getattr(ds, "filename", None)
+    return str(filename) if isinstance(filename, (str, os.PathLike)) and str(filename) else "<dataset>"
+
+
+def frame_count(ds: Dataset) -> int:
+    """Number of frames (1 when NumberOfFrames is absent or empty); :class:`DicomError` if invalid."""
+    try:
+        value = ds.get("NumberOfFrames")
+        n = int(value) if value not in (None, "") else 1
+    except (TypeError, ValueError) as exc:
+        raise DicomError(_name(ds), "invalid NumberOfFrames", str(exc)) from exc
+    return max(n, 1)
+
+
+def _object_kind(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if not uid and "DirectoryRecordSequence" in ds:
+        return "DICOMDIR"
+    try:
+        name = UID(str(uid)).name if uid else ""
+    except (TypeError, ValueError):
+        name = ""
+    return name or "unknown object type"
+
+
+# --------------------------------------------------------------------------------------------- windows
+def resolve_window(window: str | Sequence[float] | None) -> tuple[float, float] | str | None:
+    """Normalise a `window` argument: ``None`` (the file's own), ``"minmax"`` or ``(center, width)``.
+
+    Accepts a preset name (:data:`WINDOW_PRESETS`, case-insensitive, ``-`` or space for ``_``), a
+    ``"40/400"`` or ``"40,400"`` string, or a pair of numbers. Raises ``ValueError`` on anything else.
+    """
+    if window is None:
+        return None
+    if isinstance(window, str):
+        key = window.strip().lower().replace("-", "_").replace(" ", "_")
+        if key in ("", "file", "auto", "default"):
+            return None
+        if key == "minmax":
+            return "minmax"
+        if key in WINDOW_PRESETS:
+            return WINDOW_PRESETS[key]
+        parts = key.replace(",", "/").split("/")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            center, width = float(parts[0]), float(parts[1])
+        except ValueError:
+            raise ValueError(f"unknown window {window!r}: use one of {sorted(WINDOW_PRESETS)}, 'minmax', "
+                             "'center/width' or a (center, width) pair") from None
+    else:
+        try:
+            center, width = (float(v) for v in window)
+        except (TypeError, ValueError):
+            raise ValueError(f"window must be a preset name or a (center, width) pair, got {window!r}") from None
+    if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
+        raise ValueError(f"window width must be a positive number, got center={center}, width={width}")
+    return center, width
+
+
+def window_values(x: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """The DICOM VOI window (PS3.3 C.11.2.1.2) of modality values `x`, scaled to [0, 1] (float64).
+
+    ``LINEAR``: 0 below ``c - 0.5 - (w - 1) / 2``, 1 above ``c - 0.5 + (w - 1) / 2``, else
+    ``(x - (c - 0.5)) / (w - 1) + 0.5`` (needs ``w >= 1``); ``LINEAR_EXACT``: ``(x - c) / w + 0.5``
+    clipped; ``SIGMOID``: ``1 / (1 + exp(-4 (x - c) / w))``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    function = (function or "LINEAR").upper()
+    if width <= 0:
+        raise ValueError(f"window width must be > 0, got {width}")
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -700, 700)))
+    if function == "LINEAR_EXACT":
+        return np.clip((x - center) / width + 0.5, 0.0, 1.0)
+    if function != "LINEAR":
+        raise ValueError(f"unknown VOI LUT function {function!r}: use one of {VOI_FUNCTIONS}")
+    if width < 1:
+        raise ValueError(f"LINEAR window width must be >= 1, got {width}")
+    if width == 1:  # degenerate: a threshold at c - 0.5
+        return (x > center - 0.5).astype(np.float64)
+    lo, hi = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
+    y = (x - (center - 0.5)) / (width - 1) + 0.5
+    return np.where(x <= lo, 0.0, np.where(x > hi, 1.0, y))
+
+
+def _first_number(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        if len(value) == 0:
+            return None
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _file_window(view: Dataset) -> tuple[float, float, str] | None:
+    center, width = _first_number(view.get("WindowCenter")), _first_number(view.get("WindowWidth"))
+    if center is None or width is None:
+        return None
+    function = str(view.get("VOILUTFunction") or "LINEAR").strip().upper()
+    if function not in VOI_FUNCTIONS:
+        function = "LINEAR"  # the DICOM default for unknown / empty values
+    if width <= 0 or (function == "LINEAR" and width < 1):
+        return None  # an invalid window in the file: fall back to min-max
+    return center, width, function
+
+
+def _minmax(x: np.ndarray) -> np.ndarray:
+    finite = np.isfinite(x)
+    if not finite.any():
+        return np.zeros_like(x, dtype=np.float64)
+    lo, hi = float(x[finite].min()), float(x[finite].max())
+    if hi <= lo:
+        return np.zeros_like(x, dtype=np.float64)
+    return np.clip((np.where(finite, x, lo) - lo) / (hi - lo), 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------- pixels
+# attributes the value pipeline reads; enhanced multi-frame files carry them per frame in functional groups
+_VALUE_KEYWORDS = (
+    "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "Modality",
+    "RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence",
+    "VOILUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction",
+)
+_FRAME_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
+
+
+def _frame_view(ds: Dataset, frame: int) -> Dataset:
+    """A small dataset with the value-transform attributes that apply to `frame`."""
+    view = Dataset()
+    for keyword in _VALUE_KEYWORDS:
+        if keyword in ds:
+            view[keyword] = ds[keyword]
+    groups = []
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and frame < len(per_frame):
+        groups.append(per_frame[frame])
+    for group in groups:
+        for seq_keyword in _FRAME_GROUPS:
+            items = group.get(seq_keyword)
+            if items:
+                for element in items[0]:
+                    view[element.tag] = element
+    if getattr(ds, "file_meta", None) is not None:
+        view.file_meta = ds.file_meta
+    return view
+
+
+def _decode(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
+    """One frame as decoded by pydicom, and its photometric interpretation after decoding."""
+    tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if not tsyntax:
+        raise _Fail("no Transfer Syntax UID in the file meta information")
+    decoder = get_decoder(UID(tsyntax))
+    if not decoder.is_available:
+        raise _Fail(f"no pixel-data plug-in installed for {UID(tsyntax).name}",
+                    "install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle and pyjpegls")
+    arr, meta = decoder.as_array(ds, index=frame, as_rgb=False)
+    return arr, str(meta.get("photometric_interpretation") or ds.get("PhotometricInterpretation") or "")
+
+
+class _Fail(Exception):
+    def __init__(self, reason: str, detail: str | None = None):
+        super().__init__(reason)
+        self.reason, self.detail = reason, detail
+
+
+def modality_values(ds_or_path: Dataset | str | os.PathLike, *, frame: int = 0) -> np.ndarray:
+    """One greyscale frame after the modality LUT (float64; Hounsfield units for CT)."""
+    ds, name = _dataset(ds_or_path)
+    with _errors(name, ds):
+        arr, photometric = _checked_frame(ds, frame)
+        if arr.ndim != 2:
+            raise _Fail(f"not a greyscale image ({photometric})")
+        return np.asarray(apply_modality_lut(arr, _frame_view(ds, frame)), dtype=np.float64)
+
+
+def dicom_to_rgb(
+    ds_or_path: Dataset | str | os.PathLike,
+    *,
+    window: str | tuple[float, float] | None = None,
+    frame: int = 0,
+) -> Image.Image:
+    """One frame of a DICOM image as an 8-bit RGB PIL image (see the module docstring for the pipeline).
+
+    `window` applies to greyscale images only: ``None`` = the file's VOI LUT / window (else min-max),
+    a :data:`WINDOW_PRESETS` name, ``"minmax"``, ``"center/width"`` or ``(center, width)``.
+    """
+    chosen = resolve_window(window)  # argument errors are ValueErrors, before any file work
+    ds, name = _dataset(ds_or_path)
+    with _errors(name, ds):
+        arr, photometric = _checked_frame(ds, frame)
+        if photometric in ("MONOCHROME1", "MONOCHROME2") or (arr.ndim == 2 and photometric != "PALETTE COLOR"):
+            if arr.ndim != 2:
+                raise _Fail(f"{photometric} image with {arr.shape[-1]} samples per pixel")
+            grey = _grey(arr, _frame_view(ds, frame), chosen, photometric)
+            rgb = np.repeat(_to_uint8(grey)[..., None], 3, axis=-1)
+        else:
+            rgb = _colour(arr, ds, photometric)
+        return Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+
+
+def _checked_frame(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
+    if not has_pixel_data(ds):
+        raise _Fail("no pixel data", _object_kind(ds))
+    n = frame_count(ds)
+    if not isinstance(frame, (int, np.integer)) or not 0 <= int(frame) < n:
+        raise _Fail(f"frame {frame} out of range", f"the file has {n} frame{'s' * (n != 1)}")
+    arr, photometric = _decode(ds, int(frame))
+    if arr.size == 0:
+        raise _Fail("empty image", f"shape {arr.shape}")
+    return arr, photometric.strip().upper()
+
+
+def _grey(arr: np.ndarray, view: Dataset, window: tuple[float, float] | str | None, photometric: str) -> np.ndarray:
+    values = np.asarray(apply_modality_lut(arr, view), dtype=np.float64)
+    if isinstance(window, tuple):
+        out = window_values(values, *window)
+    elif window == "minmax":
+        out = _minmax(values)
+    elif view.get("VOILUTSequence"):
+        out = _voi_lut(values, view)
+    elif (file_window := _file_window(view)) is not None:
+        out = window_values(values, *file_window)
+    else:
+        out = _minmax(values)
+    if photometric == "MONOCHROME1":
+        out = 1.0 - out
+    return out
+
+
+def _voi_lut(values: np.ndarray, view: Dataset) -> np.ndarray:
+    """The first VOI LUT of the file applied to modality values, scaled to [0, 1].
+
+    The output range is ``0 .. 2**bits - 1`` from the LUT descriptor, widened when the entries exceed
+    it and narrowed to the bits really used when the descriptor overstates them by 4 or more (a common
+    quirk: 12-bit entries under a 16-bit descriptor).
+    """
+    descriptor = view.VOILUTSequence[0].LUTDescriptor
+    entries, first, bits = int(descriptor[0]) or 2**16, int(descriptor[1]), int(descriptor[2])
+    # LUT inputs are integers; clip first so pydicom's uint16 index array cannot wrap around
+    inputs = np.clip(np.rint(np.nan_to_num(values)), first, first + entries - 1).astype(np.int64)
+    mapped = apply_voi(inputs, view, index=0).astype(np.float64)
+    top = float(apply_voi(np.arange(first, first + entries, dtype=np.int64), view, index=0).max())
+    nominal = float(2**bits - 1)
+    if top > nominal:
+        nominal = top
+    elif max(int(top).bit_length(), 1) <= bits - 4:
+        nominal = float(2 ** max(int(top).bit_length(), 1) - 1)
+    return np.clip(mapped / nominal, 0.0, 1.0) if nominal > 0 else _minmax(mapped)
+
+
+def _colour(arr: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:
+    if photometric == "PALETTE COLOR":
+        if arr.ndim != 2:
+            raise _Fail("PALETTE COLOR image with more than one sample per pixel")
+        rgb = apply_color_lut(arr, ds)
+        # entries are 8 or 16 bits (the descriptor's third value); apply_color_lut returns uint8 / uint16
+        return _scale_bits(rgb, 16 if rgb.dtype.itemsize > 1 else 8)
+    if arr.ndim != 3 or arr.shape[-1] != 3:
+        raise _Fail(f"unsupported photometric interpretation {photometric or '(missing)'}",
+                    f"decoded shape {arr.shape}")
+    if photometric in ("YBR_FULL", "YBR_FULL_422"):
+        if arr.dtype != np.uint8:
+            raise _Fail(f"unsupported {photometric} bit depth", f"{arr.dtype} samples")
+        return convert_color_space(arr, photometric, "RGB")
+    if photometric != "RGB":  # YBR_ICT / YBR_RCT are returned as RGB by the JPEG 2000 decoders
+        raise _Fail(f"unsupported photometric interpretation {photometric}")
+    bits = int(ds.get("BitsStored") or arr.dtype.itemsize * 8)
+    return _scale_bits(arr, bits)
+
+
+def _scale_bits(arr: np.ndarray, bits: int) -> np.ndarray:
+    if arr.dtype == np.uint8 and bits <= 8:
+        return arr
+    top = float(2 ** min(max(bits, 1), 32) - 1)
+    return _to_uint8(np.clip(arr.astype(np.float64) / top, 0.0, 1.0))
+
+
+def _to_uint8(unit: np.ndarray) -> np.ndarray:
+    return np.rint(np.clip(np.nan_to_num(unit), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def _dataset(ds_or_path: Dataset | str | os.PathLike) -> tuple[Dataset, str]:
+    if isinstance(ds_or_path, Dataset):
+        return ds_or_path, _name(ds_or_path)
+    return read_dicom(ds_or_path), str(ds_or_path)
+
+
+class _errors:
+    """Turn any failure in the pixel pipeline into a DicomError naming the file and a reason."""
+
+    def __init__(self, name: str, ds: Dataset):
+        self.name, self.ds = name, ds
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if not isinstance(exc, Exception):
+            return False
+        if isinstance(exc, DicomError):
+            if exc.path == "<dataset>" and self.name != "<dataset>":
+                raise DicomError(self.name, exc.reason, exc.detail) from exc
+            return False
+        if isinstance(exc, _Fail):
+            raise DicomError(self.name, exc.reason, exc.detail) from exc
+        raise DicomError(self.name, *_classify(exc, self.ds)) from exc
+
+
+def _classify(exc: Exception, ds: Dataset) -> tuple[str, str]:
+    message = str(exc)
+    detail = f"{type(exc).__name__}: {message}"
+    try:
+        syntax = UID(ds.file_meta.TransferSyntaxUID)
+        syntax_name = syntax.name
+        compressed = syntax.is_compressed
+    except (AttributeError, TypeError, ValueError):
+        syntax_name, compressed = "unknown transfer syntax", False
+    lowered = message.lower()
+    if isinstance(exc, NotImplementedError) and "transfer syntax" in lowered:
+        return f"unsupported transfer syntax {syntax_name}", detail
+    if "less than expected" in lowered or "truncat" in lowered or isinstance(exc, EOFError):
+        return "truncated or corrupt pixel data", detail
+    if isinstance(exc, RuntimeError) and compressed:
+        return f"cannot decode {syntax_name} pixel data", detail
+    if "missing required element" in lowered or isinstance(exc, (AttributeError, KeyError)):
+        return "missing image attribute", detail
+    if compressed:
+        return f"cannot decode {syntax_name} pixel data", detail
+    return "invalid image attributes or pixel data", detail
+
+
+def read_dicom_rgb(path: str | os.PathLike, **options: Any) -> Image.Image:
+    """The plugin reader (``.dcm``, ``.dicom``, files without a suffix): :func:`dicom_to_rgb` of a path.
+
+    Options: `window`, `frame` (as :func:`dicom_to_rgb`).
+    """
+    return dicom_to_rgb(path, **options)
+
+
+# --------------------------------------------------------------------------------------------- series
+@dataclass
+class _Header:
+    path: Path
+    series_uid: str
+    sop_uid: str
+    position: np.ndarray | None
+    orientation: np.ndarray | None
+    instance: int | None
+    frames: int
+
+
+@dataclass
+class DicomSeries:
+    """The images of one series, in anatomical order.
+
+    `paths` are the files sorted by ImagePositionPatient projected on the slice normal (from
+    ImageOrientationPatient), then InstanceNumber; when any file lacks a position, by InstanceNumber then
+    file name. A multi-frame file counts one slice per frame (frames in stored order), so ``len`` and
+    indexes address slices: :attr:`slices` maps each to ``(path, frame)``.
+    """
+
+    series_uid: str
+    paths: list[Path]
+    positions: list[float | None] = field(default_factory=list)  # along the slice normal, mm
+    frames: list[int] = field(default_factory=list)  # frames per path
+
+    def __post_init__(self) -> None:
+        if not self.frames:
+            self.frames = [1] * len(self.paths)
+        if not self.positions:
+            self.positions = [None] * len(self.paths)
+
+    @property
+    def slices(self) -> list[tuple[Path, int]]:
+        return [(path, f) for path, n in zip(self.paths, self.frames) for f in range(n)]
+
+    def __len__(self) -> int:
+        return sum(self.frames)
+
+    def image(self, index: int, window: str | tuple[float, float] | None = None) -> Image.Image:
+        """Slice `index` as an RGB image (see :func:`dicom_to_rgb` for `window`)."""
+        slices = self.slices
+        if not -len(slices) <= index < len(slices):
+            raise IndexError(f"slice {index} out of range for a series of {len(slices)}")
+        path, frame = slices[index]
+        return dicom_to_rgb(path, window=window, frame=frame)
+
+    def pick(self, n: int) -> list[int]:
+        """`n` evenly spaced slice indexes: the centres of `n` equal runs of slices (all when ``n >= len``)."""
+        total = len(self)
+        if n < 1:
+            raise ValueError(f"pick needs n >= 1, got {n}")
+        if n >= total:
+            return list(range(total))
+        return [int((i + 0.5) * total / n) for i in range(n)]
+
+
+def _header(path: Path) -> _Header:
+    ds = read_dicom(path, header_only=True)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise DicomError(path, "no pixel data", _object_kind(ds))
+    return _Header(
+        path=path,
+        series_uid=str(ds.get("SeriesInstanceUID") or ""),
+        sop_uid=str(ds.get("SOPInstanceUID") or ""),
+        position=_vector(ds.get("ImagePositionPatient"), 3),
+        orientation=_vector(ds.get("ImageOrientationPatient"), 6),
+        instance=_int_or_none(ds.get("InstanceNumber")),
+        frames=frame_count(ds),
+    )
+
+
+def _vector(value: Any, size: int) -> np.ndarray | None:
+    try:
+        vec = np.asarray([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return vec if vec.shape == (size,) and np.isfinite(vec).all() else None
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _sorted_series(uid: str, headers: list[_Header]) -> DicomSeries:
+    normal = None
+    for h in headers:
+        if h.orientation is not None:
+            candidate = np.cross(h.orientation[:3], h.orientation[3:])
+            if np.linalg.norm(candidate) > 1e-6:
+                normal = candidate / np.linalg.norm(candidate)
+                break
+    big = float("inf")
+    if normal is not None and all(h.position is not None for h in headers):
+        keyed = [(float(np.dot(normal, h.position)), h) for h in headers]
+        keyed.sort(key=lambda kv: (kv[0], kv[1].instance if kv[1].instance is not None else big, str(kv[1].path)))
+        return DicomSeries(uid, [h.path for _, h in keyed], [pos for pos, _ in keyed], [h.frames for _, h in keyed])
+    headers = sorted(headers, key=lambda h: (h.instance if h.instance is not None else big, str(h.path)))
+    return DicomSeries(uid, [h.path for h in headers], [None] * len(headers), [h.frames for h in headers])
+
+
+SkipFn = Callable[[Path, str, str | None], Any]
+
+
+def _candidate_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        if root.is_file():
+            return [root]
+        if not root.is_dir():
+            raise DicomError(root, "folder not found")
+        return sorted(p for p in root.rglob("*")
+                      if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return [Path(p) for p in source]
+
+
+def find_series(
+    folder: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None
+) -> list[DicomSeries]:
+    """All image series under `folder` (recursively) or in a list of files, grouped by SeriesInstanceUID.
+
+    Files that are not DICOM images (other files, DICOMDIR, SR, broken files) and repeated
+    SOPInstanceUIDs are skipped; ``on_skip(path, reason, detail)`` hears about each (for example
+    ``ConvertReport.skip``). Series come in the order of their first file.
+    """
+    files = _candidate_files(folder)
+    groups: dict[str, list[_Header]] = {}
+    seen: set[str] = set()
+    for path in tqdm(files, desc="reading DICOM headers", unit="file", disable=len(files) < 200):
+        try:
+            header = _header(path)
+        except DicomError as err:
+            if on_skip is not None:
+                on_skip(path, err.reason, err.detail)
+            continue
+        if header.sop_uid and header.sop_uid in seen:
+            if on_skip is not None:
+                on_skip(path, "duplicate SOPInstanceUID", None)
+            continue
+        seen.add(header.sop_uid)
+        groups.setdefault(header.series_uid, []).append(header)
+    return [_sorted_series(uid, headers) for uid, headers in groups.items()]
+
+
+def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -> DicomSeries:
+    """Exactly one series from a folder or a list of files; :class:`DicomError` for none or several."""
+    skipped: list[str] = []
+    series = find_series(folder_or_paths, on_skip=lambda p, reason, detail: skipped.append(f"{p.name}: {reason}"))
+    where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
+    if not series:
+        detail = "; ".join(skipped[:3]) + (f"; ... {len(skipped) - 3} more" if len(skipped) > 3 else "")
+        raise DicomError(where, "no DICOM images found", detail or "no files")
+    if len(series) > 1:
+        raise DicomError(where, f"{len(series)} series found, expected one",
+                         "pass one series folder, or use find_series")
+    return series[0]
+
+
+# --------------------------------------------------------------------------------------------- zips
+def extract_zip(
+    zip_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    max_files: int = 10_000,
+    max_bytes: int = 2 * 1024**3,
+) -> list[Path]:
+    """Safely extract a zip (e.g. an uploaded study) into `out_dir`; returns the extracted files, sorted.
+
+    Refuses, with :class:`DicomError` and before writing anything, archives that are not zips, hold
+    encrypted entries, symlinks, absolute paths or ``..`` components, or exceed `max_files` entries or
+    `max_bytes` uncompressed bytes; sizes are enforced while extracting too, so headers that lie do not
+    help a zip bomb. ``__MACOSX/`` resource forks are ignored.
+    """
+    zip_path, out_dir = Path(zip_path), Path(out_dir)
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except FileNotFoundError as exc:
+        raise DicomError(zip_path, "file not found") from exc
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DicomError(zip_path, "not a valid zip archive", str(exc)) from exc
+    with archive:
+        members = []
+        total = 0
+        for info in archive.infolist():
+            if info.is_dir():
+                continue
+            name = info.filename.replace("\\", "/")
+            parts = PurePosixPath(name).parts
+            if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
+                raise DicomError(zip_path, "unsafe path in zip", f"entry {info.filename!r} escapes the folder")
+            if parts and parts[0] == "__MACOSX":
+                continue
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise DicomError(zip_path, "symlink in zip", f"entry {info.filename!r}")
+            if info.flag_bits & 0x1:
+                raise DicomError(zip_path, "encrypted zip entry", f"entry {info.filename!r}")
+            total += info.file_size
+            kept = [p for p in parts if p not in ("", ".")]
+            if not kept:
+                continue
+            members.append((info, PurePosixPath(*kept)))
+            if len(members) > max_files:
+                raise DicomError(zip_path, "too many files in zip", f"more than {max_files}")
+            if total > max_bytes:
+                raise DicomError(zip_path, "zip too large", f"more than {max_bytes} bytes uncompressed")
+        out_root = out_dir.resolve()
+        out_root.mkdir(parents=True, exist_ok=True)
+        written: list[Path] = []
+        budget = max_bytes
+        for info, relative in members:
+            target = (out_root / relative).resolve()
+            if out_root not in target.parents:
+                raise DicomError(zip_path, "unsafe path in zip", f"entry {info.filename!r} escapes the folder")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            budget -= _copy_member(archive, info, target, budget, zip_path)
+            written.append(target)
+    return sorted(written)
+
+
+def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, zip_path: Path) -> int:
+    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+    copied = 0
+    try:
+        with archive.open(info) as src, os.fdopen(fd, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                copied += len(chunk)
+                if copied > info.file_size or copied > budget:
+                    raise DicomError(zip_path, "zip too large", f"entry {info.filename!r} is larger than declared")
+                dst.write(chunk)
+        os.replace(tmp, target)
+    except DicomError:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise DicomError(zip_path, "corrupt zip entry", f"{info.filename!r}: {exc}") from exc
+    return copied
+

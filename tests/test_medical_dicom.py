@@ -1,0 +1,598 @@
+"""DICOM reading: every pydicom test file, the modality LUT -> VOI -> MONOCHROME1 pipeline, colour,
+multi-frame, compressed transfer syntaxes, series sorting, corrupt inputs and safe zip extraction."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+import shutil
+import stat
+import zipfile
+from collections import Counter
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pydicom")
+import pydicom
+import pydicom.data
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import apply_color_lut, apply_windowing, convert_color_space
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    JPEG2000,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+    generate_uid,
+)
+
+from domains.medical.dicom import (
+    WINDOW_PRESETS,
+    DicomError,
+    dicom_to_rgb,
+    extract_zip,
+    find_series,
+    frame_count,
+    has_pixel_data,
+    load_series,
+    modality_values,
+    read_dicom,
+    read_dicom_rgb,
+    resolve_window,
+    window_values,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+TEST_FILES = Path(pydicom.data.DATA_ROOT) / "test_files"
+
+
+def _offline_testdata_files() -> list[Path]:
+    """``get_testdata_files()`` with downloads disabled: only files on disk."""
+    def no_download(*_args, **_kwargs):
+        raise RuntimeError("downloads are disabled in tests")
+
+    with mock.patch("pydicom.data.data_manager.data_path_with_download", no_download):
+        found = pydicom.data.get_testdata_files()
+    return sorted(Path(p) for p in found if Path(p).is_file())
+
+
+TESTDATA = _offline_testdata_files()
+
+
+def shipped(name: str) -> Path:
+    """A shipped test file by name (top level first, then the DICOMDIR trees)."""
+    path = TEST_FILES / name
+    if path.is_file():
+        return path
+    found = [p for p in TESTDATA if p.name == name]
+    assert found, f"{name} is not shipped with this pydicom"
+    return found[0]
+
+
+def rgb(source, **options) -> np.ndarray:
+    return np.asarray(dicom_to_rgb(source, **options)).astype(np.int64)
+
+
+def outcome(path: Path) -> str:
+    """'decoded' or the DicomError reason; anything else escapes and fails the test."""
+    try:
+        image = dicom_to_rgb(path)
+    except DicomError as err:
+        assert str(path) in str(err) and err.reason, str(err)
+        return err.reason
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.width > 0 and image.height > 0
+    return "decoded"
+
+
+# --------------------------------------------------------------------------------------------- sweep
+@pytest.mark.parametrize("path", TESTDATA, ids=[str(p.relative_to(p.parents[1]) if "test_files" in p.parts else p.name)
+                                                 for p in TESTDATA])
+def test_every_pydicom_test_file_decodes_or_fails_clearly(path):
+    reason = outcome(path)
+    if reason == "decoded":
+        ds = read_dicom(path, header_only=True)
+        assert dicom_to_rgb(path).size == (int(ds.Columns), int(ds.Rows))
+        return
+    try:
+        ds = read_dicom(path)
+    except DicomError:
+        return  # not DICOM / unreadable: the reason was already checked
+    if not has_pixel_data(ds):
+        assert reason == "no pixel data"
+
+
+def test_pydicom_test_file_summary(capsys):
+    counts: Counter[str] = Counter()
+    reasons: dict[str, str] = {}
+    for path in TESTDATA:
+        reason = outcome(path)
+        counts[reason] += 1
+        reasons[path.name] = reason
+    with capsys.disabled():
+        print(f"\npydicom {pydicom.__version__} test files: {len(TESTDATA)}; " +
+              ", ".join(f"{reason}: {n}" for reason, n in counts.most_common()))
+    # every transfer syntax family the plug-ins cover decodes
+    for name in ("CT_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                 "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "JPGExtended.dcm", "JPEG2000.dcm",
+                 "SC_rgb_jpeg_gdcm.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm", "examples_palette.dcm", "693_J2KI.dcm",
+                 "JPEGLSNearLossless_16.dcm", "rtdose.dcm", "zipMR.gz"):
+        assert reasons[name] == "decoded", name
+    assert reasons["MR_truncated.dcm"] == "truncated or corrupt pixel data"
+    assert reasons["JPEG-lossy.dcm"].startswith("cannot decode JPEG")
+    for name in ("DICOMDIR", "rtstruct.dcm", "rtplan.dcm", "test-SR.dcm", "waveform_ecg.dcm"):
+        assert reasons[name] == "no pixel data", name
+    for name in ("README.txt", "test1.json", "crayons.icc"):
+        assert reasons[name] == "not a DICOM file", name
+    assert counts["decoded"] >= 80
+
+
+def test_no_pixel_data_names_the_object():
+    with pytest.raises(DicomError, match=r"rtstruct\.dcm: no pixel data \(RT Structure Set Storage\)"):
+        dicom_to_rgb(shipped("rtstruct.dcm"))
+    with pytest.raises(DicomError, match=r"DICOMDIR: no pixel data \(Media Storage Directory Storage\)"):
+        dicom_to_rgb(shipped("DICOMDIR"))
+
+
+def test_corrupt_and_foreign_files(tmp_path):
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(png, "PNG")
+    source = shipped("CT_small.dcm").read_bytes()
+    cases = {
+        "random.dcm": (random.Random(0).randbytes(4096), "not a DICOM file"),
+        "photo.dcm": (png.getvalue(), "not a DICOM file"),
+        "empty.dcm": (b"", "empty file"),
+        "header_cut.dcm": (source[:700], None),  # cut inside the header
+        "pixels_cut.dcm": (source[:-5000], "truncated or corrupt pixel data"),
+        "bad.dcm.gz": (b"\x1f\x8b" + b"garbage" * 10, "corrupt gzip file"),
+    }
+    for name, (data, reason) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(DicomError) as info:
+            dicom_to_rgb(path)
+        assert str(info.value).startswith(f"{path}: "), str(info.value)
+        if reason:
+            assert info.value.reason == reason, (name, str(info.value))
+    with pytest.raises(DicomError, match="file not found"):
+        read_dicom(tmp_path / "missing.dcm")
+    with pytest.raises(DicomError, match="is a directory"):
+        read_dicom(tmp_path)
+    with pytest.raises(DicomError, match="truncated"):
+        dicom_to_rgb(shipped("MR_truncated.dcm"))
+
+
+def test_header_only_and_gzip(tmp_path):
+    header = read_dicom(shipped("CT_small.dcm"), header_only=True)
+    assert "PixelData" not in header and header.Rows == 128
+    gz = tmp_path / "ct.dcm.gz"
+    gz.write_bytes(gzip.compress(shipped("CT_small.dcm").read_bytes()))
+    assert np.array_equal(rgb(gz), rgb(shipped("CT_small.dcm")))
+    assert read_dicom_rgb(shipped("CT_small.dcm")).mode == "RGB"
+
+
+# --------------------------------------------------------------------------------------------- values
+def test_ct_small_hounsfield_units():
+    hu = modality_values(shipped("CT_small.dcm"))
+    raw = pydicom.dcmread(shipped("CT_small.dcm")).pixel_array
+    assert hu.min() == -896 and hu.max() == 1167
+    assert np.array_equal(hu, raw.astype(float) - 1024)
+    # no WC/WW in CT_small: the default is the min-max of the HU values
+    image = rgb(shipped("CT_small.dcm"))[..., 0]
+    assert np.array_equal(image, np.rint((hu + 896) / (1167 + 896) * 255))
+
+
+def test_slope_and_intercept(tmp_path):
+    ds = pydicom.dcmread(shipped("MR_small.dcm"))
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -4096
+    path = tmp_path / "rescaled.dcm"
+    ds.save_as(path)
+    values = modality_values(path)
+    assert np.array_equal(values, ds.pixel_array.astype(float) * 2 - 4096)
+    # the file's window is in modality units: WC/WW 600/1600 now applies to the rescaled values
+    expected = np.rint(window_values(values, 600, 1600) * 255)
+    assert np.array_equal(rgb(path)[..., 0], expected)
+
+
+def test_modality_lut_sequence():
+    ds = pydicom.dcmread(shipped("CT_small.dcm"))
+    del ds.RescaleSlope, ds.RescaleIntercept
+    raw = ds.pixel_array.astype(np.int64)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.ModalityLUTType = "HU"
+    item.LUTData = [min(3 * v, 65535) for v in range(4096)]
+    ds.ModalityLUTSequence = Sequence([item])
+    assert np.array_equal(modality_values(ds), np.minimum(3 * np.clip(raw, 0, 4095), 65535))
+
+
+def test_linear_window_exact_edges():
+    c, w = 40.0, 80.0
+    lo, hi = c - 0.5 - (w - 1) / 2, c - 0.5 + (w - 1) / 2  # 0.0 and 79.0
+    x = np.array([lo - 1, lo, lo + 1e-9, c - 0.5, hi, hi + 1e-9, hi + 1])
+    y = window_values(x, c, w)
+    assert y[0] == 0 and y[1] == 0 and 0 < y[2] < 1e-9
+    assert y[3] == 0.5
+    assert y[4] == pytest.approx(1.0) and y[5] == 1 and y[6] == 1
+    assert window_values(np.array([c]), c, w, "LINEAR_EXACT")[0] == 0.5
+    assert window_values(np.array([c - w / 2, c + w / 2]), c, w, "LINEAR_EXACT").tolist() == [0.0, 1.0]
+    sig = window_values(np.array([c, c + w / 4]), c, w, "SIGMOID")
+    assert sig[0] == 0.5 and sig[1] == pytest.approx(1 / (1 + np.exp(-1)))
+    with pytest.raises(ValueError):
+        window_values(x, c, 0.5)
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+def test_window_matches_pydicom(function):
+    """Our [0, 1] window is pydicom's apply_windowing rescaled from its output range."""
+    ds = pydicom.dcmread(shipped("MR_small.dcm"))
+    ds.VOILUTFunction = function
+    out = apply_windowing(ds.pixel_array, ds)  # int16 data: output range -32768..32767
+    ours = window_values(ds.pixel_array.astype(float), 600, 1600, function)
+    assert np.allclose((out + 32768) / 65535, ours, atol=1e-9)
+    assert np.array_equal(rgb(ds)[..., 0], np.rint(ours * 255))
+
+
+def test_file_window_presets_and_explicit():
+    mr = shipped("MR_small.dcm")
+    assert np.array_equal(rgb(mr), rgb(mr, window=(600, 1600)))
+    assert np.array_equal(rgb(mr, window="600/1600"), rgb(mr, window=(600, 1600)))
+    assert not np.array_equal(rgb(mr), rgb(mr, window="minmax"))
+    # multi-valued WC/WW: the first pair
+    mismatch = shipped("J2K_pixelrep_mismatch.dcm")
+    assert list(read_dicom(mismatch, header_only=True).WindowWidth) == [100, 100, 200]
+    assert np.array_equal(rgb(mismatch), rgb(mismatch, window=(40, 100)))
+    ct = shipped("CT_small.dcm")
+    hu = modality_values(ct)
+    for name in ("brain", "subdural", "lung", "mediastinum", "bone", "abdomen", "liver", "soft_tissue"):
+        center, width = WINDOW_PRESETS[name]
+        assert np.array_equal(rgb(ct, window=name)[..., 0], np.rint(window_values(hu, center, width) * 255)), name
+    assert not np.array_equal(rgb(ct, window="lung"), rgb(ct, window="bone"))
+    assert resolve_window("Soft-Tissue") == WINDOW_PRESETS["soft_tissue"]
+    assert resolve_window("40,400") == (40.0, 400.0) and resolve_window(None) is None
+    for bad in ("nonsense", (40, 0), (40,), "1/2/3"):
+        with pytest.raises(ValueError):
+            dicom_to_rgb(ct, window=bad)
+
+
+def test_invalid_file_window_falls_back_to_minmax():
+    ds = pydicom.dcmread(shipped("MR_small.dcm"))
+    ds.WindowWidth = 0
+    assert np.array_equal(rgb(ds), rgb(ds, window="minmax"))
+
+
+def test_voi_lut_sequence():
+    ds = pydicom.dcmread(shipped("MR_small.dcm"))
+    raw = ds.pixel_array.astype(np.int64)
+    item = Dataset()
+    item.LUTDescriptor = [2048, 0, 12]
+    item.LUTData = [min(2 * v, 4095) for v in range(2048)]  # a 12-bit LUT saturating at input 2047
+    ds.VOILUTSequence = Sequence([item])
+    expected = np.minimum(2 * np.clip(raw, 0, 2047), 4095) / 4095
+    assert np.array_equal(rgb(ds)[..., 0], np.rint(expected * 255))
+    # the same 12-bit entries under a 16-bit descriptor (a common quirk) are scaled by the bits used
+    item.LUTDescriptor = [2048, 0, 16]
+    assert np.array_equal(rgb(ds)[..., 0], np.rint(expected * 255))
+    # an explicit window overrides the file's VOI LUT
+    assert np.array_equal(rgb(ds, window=(600, 1600)), rgb(shipped("MR_small.dcm")))
+
+
+def test_monochrome1_inverted_after_windowing():
+    ds = pydicom.dcmread(shipped("MR_small.dcm"))
+    normal = rgb(ds)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    inverted = rgb(ds)
+    assert np.abs(inverted - (255 - normal)).max() <= 1  # rounding of exact halves only
+    assert np.abs(rgb(ds, window="brain") - (255 - rgb(shipped("MR_small.dcm"), window="brain"))).max() <= 1
+    # a real MONOCHROME1 CR from pydicom's DICOMDIR test tree
+    cr = next(p for p in TESTDATA if p.name == "6154")
+    cr_ds = pydicom.dcmread(cr)
+    assert cr_ds.PhotometricInterpretation == "MONOCHROME1"
+    flipped = rgb(cr_ds)
+    cr_ds.PhotometricInterpretation = "MONOCHROME2"
+    assert np.abs(flipped - (255 - rgb(cr_ds))).max() <= 1
+
+
+# --------------------------------------------------------------------------------------------- colour
+def test_rgb_and_ybr_colour_files():
+    reference = rgb(shipped("SC_rgb_rle.dcm"))
+    stripes = reference[5::10, 50]
+    assert stripes.tolist() == [[255, 0, 0], [255, 128, 128], [0, 255, 0], [128, 255, 128], [0, 0, 255],
+                                [128, 128, 255], [0, 0, 0], [64, 64, 64], [192, 192, 192], [255, 255, 255]]
+    exact = ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb_gdcm_KY.dcm", "SC_rgb_rle_16bit.dcm", "SC_rgb_rle_32bit.dcm")
+    lossy = ("SC_rgb_dcmtk_+eb+cy+n1.dcm", "SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_jpeg_dcmtk.dcm",
+             "SC_ybr_full_422_uncompressed.dcm", "SC_rgb_jls_lossy_line.dcm", "SC_rgb_jpeg_lossy_gdcm.dcm")
+    for name in exact:
+        assert np.array_equal(rgb(shipped(name)), reference), name
+    for name in lossy:
+        other = rgb(shipped(name))
+        assert np.abs(other - reference).mean() < 4, name
+        assert np.abs(other[5::10, 50] - stripes).max() <= 12, name  # stripe centres: away from chroma edges
+
+
+def test_ybr_conversion_matches_pydicom():
+    path = shipped("SC_ybr_full_422_uncompressed.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "YBR_FULL_422"
+    ds.pixel_array_options(as_rgb=False)
+    raw = ds.pixel_array
+    assert np.array_equal(rgb(path), convert_color_space(raw, "YBR_FULL", "RGB").astype(np.int64))
+
+
+def test_palette_colour():
+    path = shipped("examples_palette.dcm")
+    ds = pydicom.dcmread(path)
+    assert ds.PhotometricInterpretation == "PALETTE COLOR"
+    image = rgb(path)
+    lut = apply_color_lut(ds.pixel_array, ds).astype(np.float64)  # 16-bit entries
+    assert np.array_equal(image, np.rint(lut / 65535 * 255))
+    assert (image[..., 0] != image[..., 2]).any()  # really colour
+
+
+# --------------------------------------------------------------------------------------------- frames
+def test_multiframe_frame_selection():
+    path = shipped("examples_ybr_color.dcm")
+    ds = pydicom.dcmread(path)
+    assert frame_count(ds) == 30
+    frames = ds.pixel_array  # all frames, converted to RGB by pydicom
+    for k in (0, 17, 29):
+        assert np.abs(rgb(path, frame=k) - frames[k].astype(np.int64)).max() <= 1, k
+    assert not np.array_equal(rgb(path, frame=0), rgb(path, frame=29))
+    with pytest.raises(DicomError, match="frame 30 out of range"):
+        dicom_to_rgb(path, frame=30)
+    dose = shipped("rtdose.dcm")
+    volume = pydicom.dcmread(dose).pixel_array.astype(np.float64)
+    k = 7
+    expected = (volume[k] - volume[k].min()) / (volume[k].max() - volume[k].min())
+    assert np.array_equal(rgb(dose, frame=k)[..., 0], np.rint(expected * 255))
+
+
+def _enhanced_two_frames() -> Dataset:
+    """An enhanced-style 2-frame dataset: shared rescale, per-frame windows in functional groups."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows = ds.Columns = 8
+    ds.NumberOfFrames = 2
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    pixels = np.arange(128, dtype=np.uint16).reshape(2, 8, 8) * 10
+    ds.PixelData = pixels.tobytes()
+    transform = Dataset()
+    transform.RescaleSlope, transform.RescaleIntercept, transform.RescaleType = 2, -100, "US"
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = Sequence([transform])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for center, width in ((300, 400), (2000, 1000)):
+        voi = Dataset()
+        voi.WindowCenter, voi.WindowWidth = center, width
+        group = Dataset()
+        group.FrameVOILUTSequence = Sequence([voi])
+        per_frame.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    return ds
+
+
+def test_enhanced_functional_groups():
+    ds = _enhanced_two_frames()
+    pixels = np.frombuffer(ds.PixelData, dtype="<u2").reshape(2, 8, 8).astype(np.float64)
+    for k, (center, width) in enumerate(((300, 400), (2000, 1000))):
+        values = modality_values(ds, frame=k)
+        assert np.array_equal(values, pixels[k] * 2 - 100)
+        assert np.array_equal(rgb(ds, frame=k)[..., 0], np.rint(window_values(values, center, width) * 255))
+
+
+# --------------------------------------------------------------------------------------------- codecs
+def test_mr_small_transfer_syntax_variants_are_identical():
+    reference = modality_values(shipped("MR_small.dcm"))
+    for name in ("MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
+                 "MR_small_bigendian.dcm", "MR_small_expb.dcm", "MR_small_implicit.dcm", "MR_small_padded.dcm"):
+        assert np.array_equal(modality_values(shipped(name)), reference), name
+        assert np.array_equal(rgb(shipped(name)), rgb(shipped("MR_small.dcm"))), name
+
+
+@pytest.mark.parametrize(("syntax", "options", "max_error"), [
+    (RLELossless, {}, 0),
+    (JPEGLSLossless, {}, 0),
+    (JPEG2000Lossless, {}, 0),
+    (JPEGLSNearLossless, {"jls_error": 3}, 3),
+    (JPEG2000, {"j2k_cr": [8]}, None),
+])
+def test_mr_small_encoded_here_decodes_close(tmp_path, syntax, options, max_error):
+    ds = pydicom.dcmread(shipped("MR_small.dcm"))
+    reference = ds.pixel_array.astype(np.float64)
+    ds.compress(syntax, **options)
+    path = tmp_path / "mr.dcm"
+    ds.save_as(path)
+    assert str(read_dicom(path, header_only=True).file_meta.TransferSyntaxUID) == syntax
+    values = modality_values(path)
+    error = np.abs(values - reference)
+    if max_error is None:  # lossy JPEG 2000: small relative to the value range
+        assert np.sqrt((error**2).mean()) < 0.02 * np.ptp(reference)
+    else:
+        assert error.max() <= max_error
+    assert np.abs(rgb(path) - rgb(shipped("MR_small.dcm"))).mean() < (1 if max_error == 0 else 4)
+
+
+def test_jpeg_extended_and_jpeg2000_files():
+    """JPGExtended (12-bit JPEG process 2/4) and JPEG2000.dcm ship the same NM image."""
+    extended, j2k = rgb(shipped("JPGExtended.dcm")), rgb(shipped("JPEG2000.dcm"))
+    assert extended.shape == j2k.shape == (1024, 256, 3)
+    assert np.corrcoef(extended[..., 0].ravel(), j2k[..., 0].ravel())[0, 1] > 0.9
+
+
+# --------------------------------------------------------------------------------------------- series
+def _write_slices(folder: Path, positions, orientation=(1, 0, 0, 0, 1, 0), instances=None, series_uid=None,
+                  names=None) -> dict[float, Path]:
+    """CT_small copies at the given positions along the normal; returns position -> path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid = series_uid or generate_uid(entropy_srcs=[str(folder)])
+    row, col = np.array(orientation[:3], float), np.array(orientation[3:], float)
+    normal = np.cross(row, col)
+    written = {}
+    for k, pos in enumerate(positions):
+        ds = pydicom.dcmread(shipped("CT_small.dcm"))
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid(entropy_srcs=[series_uid, str(k)])
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.ImageOrientationPatient = list(orientation)
+        ds.ImagePositionPatient = [float(v) for v in normal * pos + np.array([-10.0, 5.0, 0.0])]
+        ds.InstanceNumber = instances[k] if instances else k + 1
+        arr = ds.pixel_array.copy()
+        arr[:8, :8] = int(pos * 10)  # a mark to recognise the slice
+        ds.PixelData = arr.tobytes()
+        path = folder / (names[k] if names else f"slice_{k:03d}.dcm")
+        ds.save_as(path)
+        written[pos] = path
+    return written
+
+
+def test_series_sorted_by_position_not_file_order(tmp_path):
+    positions = [12.5, -5.0, 30.0, 0.0, 7.5, 20.0]
+    names = ["b.dcm", "f.dcm", "a.dcm", "e.dcm", "c.dcm", "d.dcm"]  # file order unrelated to position
+    instances = [1, 2, 3, 4, 5, 6]  # instance numbers in file-writing order: also unrelated
+    written = _write_slices(tmp_path / "axial", positions, instances=instances, names=names)
+    series = load_series(tmp_path / "axial")
+    assert series.positions == sorted(positions)
+    assert series.paths == [written[p] for p in sorted(positions)]
+    assert len(series) == 6
+    for i in range(6):
+        assert np.array_equal(np.asarray(series.image(i)), np.asarray(dicom_to_rgb(series.paths[i])))
+    # sagittal slices: the normal is -x, so sorting follows the projection, not raw coordinates
+    sag = _write_slices(tmp_path / "sagittal", [3.0, 1.0, 2.0], orientation=(0, 1, 0, 0, 0, -1))
+    sagittal = load_series(tmp_path / "sagittal")
+    assert sagittal.paths == [sag[1.0], sag[2.0], sag[3.0]]
+    # the same files given as a shuffled list
+    shuffled = list(written.values())
+    random.Random(1).shuffle(shuffled)
+    assert load_series(shuffled).paths == series.paths
+
+
+def test_series_without_positions_uses_instance_number(tmp_path):
+    written = _write_slices(tmp_path / "s", [1.0, 2.0, 3.0], instances=[3, 1, 2])
+    for path in written.values():
+        ds = pydicom.dcmread(path)
+        del ds.ImagePositionPatient
+        ds.save_as(path)
+    series = load_series(tmp_path / "s")
+    assert series.paths == [written[2.0], written[3.0], written[1.0]]
+    assert series.positions == [None, None, None]
+
+
+def test_series_pick():
+    from domains.medical.dicom import DicomSeries
+
+    series = DicomSeries("1.2.3", [Path(f"{k}.dcm") for k in range(10)])
+    assert series.pick(1) == [5]
+    assert series.pick(2) == [2, 7]
+    assert series.pick(5) == [1, 3, 5, 7, 9]
+    assert series.pick(10) == series.pick(50) == list(range(10))
+    with pytest.raises(ValueError):
+        series.pick(0)
+    multi = DicomSeries("1.2.4", [Path("multi.dcm")], frames=[4])
+    assert len(multi) == 4 and multi.slices[3] == (Path("multi.dcm"), 3)
+
+
+def test_find_series_groups_and_skips(tmp_path):
+    _write_slices(tmp_path / "study" / "one", [0.0, 5.0])
+    _write_slices(tmp_path / "study" / "two", [0.0, 2.0, 4.0])
+    (tmp_path / "study" / "notes.txt").write_text("not dicom")
+    shutil.copy(shipped("DICOMDIR"), tmp_path / "study" / "DICOMDIR")
+    shutil.copy(shipped("rtstruct.dcm"), tmp_path / "study" / "rtstruct.dcm")
+    dup = tmp_path / "study" / "two_copy.dcm"
+    shutil.copy(min((tmp_path / "study" / "two").iterdir()), dup)
+    skipped = []
+    series = find_series(tmp_path / "study", on_skip=lambda p, reason, detail: skipped.append((p.name, reason)))
+    assert sorted(len(s) for s in series) == [2, 3]
+    assert len({s.series_uid for s in series}) == 2
+    assert ("notes.txt", "not a DICOM file") in skipped
+    assert ("DICOMDIR", "no pixel data") in skipped and ("rtstruct.dcm", "no pixel data") in skipped
+    assert sum(reason == "duplicate SOPInstanceUID" for _, reason in skipped) == 1
+    with pytest.raises(DicomError, match="2 series found"):
+        load_series(tmp_path / "study")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DicomError, match="no DICOM images found"):
+        load_series(tmp_path / "empty")
+
+
+def test_real_series_from_pydicom_dicomdir_tree():
+    folder = TEST_FILES / "dicomdirtests" / "77654033" / "CT2"
+    series = load_series(folder)
+    assert len(series) == 4
+    assert series.positions == sorted(series.positions)
+    assert all(p is not None for p in series.positions)
+    assert series.image(series.pick(1)[0]).mode == "RGB"
+
+
+# --------------------------------------------------------------------------------------------- zips
+def _zip(path: Path, entries: dict[str, bytes], symlinks: tuple[str, ...] = ()) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            info = zipfile.ZipInfo(name)
+            if name in symlinks:
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, data)
+    return path
+
+
+def test_extract_zip_safe(tmp_path):
+    ct = shipped("CT_small.dcm").read_bytes()
+    good = _zip(tmp_path / "study.zip", {"study/a.dcm": ct, "study/sub/b.dcm": ct, "__MACOSX/study/._a.dcm": b"x",
+                                          "study/": b""})
+    out = tmp_path / "out"
+    files = extract_zip(good, out)
+    assert [p.relative_to(out.resolve()).as_posix() for p in files] == ["study/a.dcm", "study/sub/b.dcm"]
+    assert files[0].read_bytes() == ct
+    assert load_series(out).paths  # extracted files read back as a series
+    assert not list(out.rglob(".part-*"))
+
+    bad_cases = {
+        "escape.zip": ({"../evil.dcm": ct}, (), "unsafe path"),
+        "absolute.zip": ({"/tmp/evil.dcm": ct}, (), "unsafe path"),
+        "nested_escape.zip": ({"a/../../evil.dcm": ct}, (), "unsafe path"),
+        "link.zip": ({"link.dcm": b"/etc/passwd"}, ("link.dcm",), "symlink"),
+    }
+    for name, (entries, links, reason) in bad_cases.items():
+        target = tmp_path / f"out_{name}"
+        with pytest.raises(DicomError, match=reason):
+            extract_zip(_zip(tmp_path / name, entries, links), target)
+        assert not target.exists() or not any(target.rglob("*")), name
+    assert not (tmp_path / "evil.dcm").exists()
+    many = _zip(tmp_path / "many.zip", {f"f{k}.dcm": b"x" for k in range(5)})
+    with pytest.raises(DicomError, match="too many files"):
+        extract_zip(many, tmp_path / "out_many", max_files=4)
+    with pytest.raises(DicomError, match="zip too large"):
+        extract_zip(good, tmp_path / "out_big", max_bytes=len(ct))
+    (tmp_path / "fake.zip").write_bytes(b"PK not really")
+    with pytest.raises(DicomError, match="not a valid zip"):
+        extract_zip(tmp_path / "fake.zip", tmp_path / "out_fake")
+
+
+def test_extract_zip_rejects_members_larger_than_declared(tmp_path):
+    """A header that understates a member's size (a zip-bomb trick) is caught while copying."""
+    path = tmp_path / "liar.zip"
+    data = b"\0" * 100_000
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("big.dcm", data)
+    raw = bytearray(path.read_bytes())
+    # patch the uncompressed size in the central directory entry (offset 24 from its signature)
+    central = raw.rfind(b"PK\x01\x02")
+    raw[central + 24: central + 28] = (1000).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DicomError):
+        extract_zip(path, tmp_path / "out")
+    assert not any((tmp_path / "out").rglob("*.dcm"))
+
+
+def test_dicom_error_is_value_error_and_names_file():
+    err = DicomError(Path("/data/x.dcm"), "no pixel data", "Basic Text SR Storage")
+    assert isinstance(err, ValueError)
+    assert str(err) == "/data/x.dcm: no pixel data (Basic Text SR Storage)"
+    assert (err.path, err.reason, err.detail) == ("/data/x.dcm", "no pixel data", "Basic Text SR Storage")
