@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     _recipe_verbs(verbs)
     _domain_verbs(verbs)
+    from deploy.demo.cli import add_demo_parser  # light: gradio is imported only when the verb runs
+
+    add_demo_parser(verbs)
     return parser
 
 
@@ -223,7 +226,7 @@ def _recipe_verbs(verbs) -> None:
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
     quick.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. mixing.general_ratio=0")
     quick.add_argument("--out", type=Path, help="default: runs/quickstart (runs/quickstart-<field> for other fields)")
-    quick.add_argument("--field", default="landcover", choices=["landcover", "remote_sensing"],
+    quick.add_argument("--field", default="landcover", choices=["landcover", "remote_sensing", "driving", "medical"],
                        help="landcover: the default story; remote_sensing: synthetic GeoTIFF/RSVQA/DIOR sets "
                             "through the remote-sensing converters")
     quick.add_argument("--no-progress", action="store_true")

@@ -188,7 +188,8 @@ def test_remote_sensing_demo_hooks_read_a_geotiff_and_draw_an_answer(tmp_path):
                        transform=from_origin(500000, 4000000, 10, 10), nodata=0) as dst:
         dst.write(data)
     hooks = get_domain("remote_sensing").demo_hooks
-    image = hooks["read_upload"](path)
-    assert image.size == (60, 40) and image.mode == "RGB"
-    drawn = hooks["draw_answer"](image, "<ref>field</ref><box>[[0, 0, 500, 500]]</box>")
+    result = hooks["read_upload"]([path])
+    image = result["images"][0]
+    assert image.size == (60, 40) and image.mode == "RGB" and result["prompt"] is None
+    drawn = hooks["draw_answer"]([image], "<ref>field</ref><box>[[0, 0, 500, 500]]</box>")[0]
     assert drawn.size == image.size and drawn.getpixel((0, 10)) != image.getpixel((0, 10))

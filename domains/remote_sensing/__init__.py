@@ -75,10 +75,23 @@ CONVERTERS = {
     "scene_chips": convert_scene_chips,
 }
 
-def _read_upload(path, **options):
-    from .raster import read_rgb_image
+def _read_upload(paths: list[Path], **options: Any) -> dict:
+    """Demo hook: each uploaded raster read to RGB (``raster.read_rgb`` options), nodata share reported."""
+    from .raster import read_rgb
 
-    return read_rgb_image(path, **options)
+    images, info, warnings = [], {}, []
+    for k, path in enumerate(paths):
+        image, valid = read_rgb(path, **options)
+        images.append(image)
+        info[f"image {k + 1}"] = f"{image.width} × {image.height} px"
+        if not valid.all():
+            warnings.append(f"image {k + 1}: {1 - valid.mean():.0%} of the pixels are nodata (drawn black)")
+    return {"images": images, "labels": None, "prompt": None, "info": info, "warnings": warnings}
+
+
+def _draw_answer(images: list, answer: str, **options: Any) -> list:
+    """Demo hook: the answer's ``<ref>..</ref><box>[[..]]</box>`` boxes drawn on every image."""
+    return [draw_ref_boxes(image, answer, **options) for image in images]
 
 
 PLUGIN = DomainPlugin(
@@ -92,7 +105,7 @@ PLUGIN = DomainPlugin(
     synthetic=synthetic,
     metrics=METRICS,  # rsvqa (per question type), classification, grounding, region
     # for a demo panel: read an upload (any raster rasterio opens) and draw an answer's boxes on it
-    demo_hooks={"read_upload": _read_upload, "draw_answer": draw_ref_boxes},
+    demo_hooks={"read_upload": _read_upload, "draw_answer": _draw_answer},
 )
 
 __all__ = ["CONVERTERS", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_rsvqa", "convert_scene_chips",

@@ -1,0 +1,165 @@
+"""The demo framework: one model session, a domain panel, and a launch that is safe by default.
+
+    from deploy.demo import build_demo, launch_demo
+    blocks = build_demo("pocket-tiny", domain="medical")
+    launch_demo(blocks)                      # http://127.0.0.1:7860, no share link, no analytics
+
+Panels: a domain with its own controls has a module in :mod:`deploy.demo.panels` (``medical``); any other
+registered domain (and ``general`` / no domain) gets the generic panel, driven by the plugin's
+``demo_hooks`` (:mod:`deploy.demo.hooks`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import gradio as gr  # deploy/demo/__init__.py has switched Gradio's analytics off before this import
+
+from deploy.demo.page import DemoSettings
+from deploy.demo.session import ModelSession
+
+__all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "is_loopback", "launch_demo",
+           "load_auth_file", "resolve_domain"]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+DEFAULT_MAX_UPLOAD_MB = 200.0
+PASSWORD_ENV = "POCKET_ADAPT_DEMO_PASSWORD"
+Auth = Callable[[str, str], bool]
+
+# system fonts only: the default theme would make every browser fetch fonts from Google
+_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"]
+_MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
+CSS = """
+.pa-notice p { margin: 0.2em 0; }
+#pa-preview img { width: 100%; height: 100%; object-fit: contain; }
+"""
+
+
+def resolve_domain(domain: str | None):
+    """``(panel module, plugin or None)`` for a domain name (None / "general" = plain images)."""
+    from deploy.demo import panels
+    from domains.base import get_domain
+
+    name = (domain or "general").strip()
+    panel = panels.panel_for(name)
+    try:
+        plugin = get_domain(name)
+    except ValueError:
+        if not panels.has_own_panel(name):
+            raise
+        plugin = None  # a dedicated panel works from its own modules even before the plugin is registered
+    return panel, plugin
+
+
+def build_demo(model_source: str | Path | ModelSession, domain: str | None = None, *, dtype: str | None = None,
+               device: str | None = None, max_new_tokens: int = 256,
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_pickle: bool = False) -> gr.Blocks:
+    """The demo page for `domain` around `model_source` (preset, checkpoint folder, or a loaded session).
+
+    The model is loaded here, so a wrong path fails now rather than at the first question.
+    """
+    if max_upload_mb <= 0:
+        raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    panel, plugin = resolve_domain(domain)
+    session = model_source if isinstance(model_source, ModelSession) else ModelSession(
+        model_source, dtype=dtype, device=device, max_new_tokens=max_new_tokens, allow_pickle=allow_pickle)
+    settings = DemoSettings(domain=domain, max_upload_mb=float(max_upload_mb), max_new_tokens=int(max_new_tokens))
+    title = f"pocket-adapt demo · {panel.title(plugin)}"
+    # temporary files (rendered images, uploads) are swept hourly and all removed when the server restarts
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(900, 3600)) as blocks:
+        panel.build(session, plugin, settings)
+    blocks.pocket_settings = settings
+    return blocks
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                auth: Auth | tuple[str, str] | Sequence[tuple[str, str]] | None = None,
+                max_upload_mb: float | None = None, *, prevent_thread_lock: bool = False, quiet: bool = False):
+    """Serve `blocks` on `host`:`port` (loopback by default), never through a share link.
+
+    `auth` is a ``(user, password)`` pair, a list of them, or a checker ``(user, password) -> bool``.
+    Uploads above `max_upload_mb` (default: the value given to :func:`build_demo`) are refused.
+    Returns Gradio's ``(app, local_url, share_url)``.
+    """
+    if not is_loopback(host):
+        print(f"adapt demo: warning: serving on {host}, reachable from other machines"
+              + ("" if auth else " by anyone, without a login (use --auth-user or --auth-file)")
+              + "; the demo is not hardened for untrusted networks.", file=sys.stderr)
+    if max_upload_mb is None:
+        settings = getattr(blocks, "pocket_settings", None)
+        max_upload_mb = settings.max_upload_mb if settings else DEFAULT_MAX_UPLOAD_MB
+    return blocks.queue(default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, share=False, auth=_checker(auth) if auth else None,
+        max_file_size=int(max_upload_mb * 2**20), prevent_thread_lock=prevent_thread_lock, quiet=quiet,
+        show_error=False, inbrowser=False, enable_monitoring=False, mcp_server=False, ssr_mode=False,
+        run_history=False, footer_links=["settings"], strict_cors=True,
+        theme=gr.themes.Default(font=_FONTS, font_mono=_MONO), css=CSS)
+
+
+def _checker(auth) -> Auth:
+    if callable(auth):
+        return auth
+    pairs = [auth] if isinstance(auth, tuple) else list(auth)
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(v, str) and v for v in pair)):
+            raise ValueError("auth must be (user, password) pairs with non-empty strings")
+    table = {user.encode(): password.encode() for user, password in pairs}
+
+    def check(user: str, password: str) -> bool:
+        expected = table.get((user or "").encode())
+        # compare against something even for an unknown user, so timing does not tell which users exist
+        ok = hmac.compare_digest((password or "").encode(), expected or b"\0" * 32)
+        return bool(expected) and ok
+
+    return check
+
+
+def auth_from_env(user: str, env: str = PASSWORD_ENV) -> tuple[str, str]:
+    """``(user, password)`` with the password read from the environment variable `env`."""
+    password = os.environ.get(env, "")
+    if not user:
+        raise ValueError("--auth-user needs a user name")
+    if not password:
+        raise ValueError(f"--auth-user {user}: set the password in the environment variable {env} "
+                         "(it is never taken on the command line)")
+    return user, password
+
+
+def load_auth_file(path: str | Path) -> list[tuple[str, str]]:
+    """``user:password`` lines (blank lines and ``#`` comments ignored); ValueError naming a bad line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"{p}: cannot read the auth file ({err.strerror or err})") from None
+    if os.name == "posix" and p.stat().st_mode & 0o077:
+        print(f"adapt demo: warning: {p} is readable by other users; consider chmod 600", file=sys.stderr)
+    pairs = []
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user.strip() or not password:
+            raise ValueError(f"{p}:{n}: expected 'user:password'")  # never echo the line: it may hold a password
+        pairs.append((user.strip(), password))
+    if not pairs:
+        raise ValueError(f"{p}: no 'user:password' lines")
+    return pairs

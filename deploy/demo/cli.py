@@ -1,0 +1,82 @@
+"""The ``adapt demo`` verb: ``add_demo_parser(verbs)`` adds it to a subparsers object, ``run_demo(args)`` runs it.
+
+Imports nothing heavy until the verb runs, so building the ``adapt`` parser stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_demo_parser", "main", "run_demo"]
+
+PASSWORD_ENV = "POCKET_ADAPT_DEMO_PASSWORD"  # kept equal to deploy.demo.app.PASSWORD_ENV (tested)
+
+
+def add_demo_parser(verbs) -> argparse.ArgumentParser:
+    """Add the ``demo`` verb to `verbs` (the object ``add_subparsers`` returned); returns its parser."""
+    demo = verbs.add_parser(
+        "demo", help="try a model in the browser: upload images (DICOM, rasters, ...), ask, see boxes",
+        description="Serve a local web demo of a model with a domain panel. Binds 127.0.0.1 unless --host "
+                    f"says otherwise. Login: --auth-user NAME with the password in ${PASSWORD_ENV}, or "
+                    "--auth-file with user:password lines; passwords are never taken on the command line.")
+    demo.add_argument("--model", "-m", default="pocket-tiny",
+                      help="preset name or checkpoint directory (default: pocket-tiny)")
+    demo.add_argument("--domain", "-d", default=None,
+                      help="domain panel: medical, remote_sensing, ... (default: general images)")
+    demo.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load in this dtype")
+    demo.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    demo.add_argument("--allow-pickle", action="store_true",
+                      help="read .bin weights with torch.load(weights_only=True)")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to bind (default 127.0.0.1; anything else is reachable from the network)")
+    demo.add_argument("--port", type=int, default=7860)
+    login = demo.add_mutually_exclusive_group()
+    login.add_argument("--auth-user", metavar="NAME", help=f"require a login as NAME, password from ${PASSWORD_ENV}")
+    login.add_argument("--auth-file", type=Path, metavar="FILE", help="require a login; FILE holds user:password lines")
+    demo.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted (default 200)")
+    demo.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
+    demo.set_defaults(handler=run_demo)
+    return demo
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Check the flags, load the model, build the page and serve it until interrupted."""
+    from deploy.demo.app import auth_from_env, build_demo, launch_demo, load_auth_file
+
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    auth = None
+    if args.auth_user:
+        auth = auth_from_env(args.auth_user, PASSWORD_ENV)
+    elif args.auth_file:
+        auth = load_auth_file(args.auth_file)
+    print(f"adapt demo: loading {args.model} ...", file=sys.stderr)
+    blocks = build_demo(args.model, args.domain, dtype=args.dtype, device=args.device,
+                        max_new_tokens=args.max_new_tokens, max_upload_mb=args.max_upload_mb,
+                        allow_pickle=args.allow_pickle)
+    _, url, _ = launch_demo(blocks, host=args.host, port=args.port, auth=auth, max_upload_mb=args.max_upload_mb,
+                            prevent_thread_lock=True, quiet=True)
+    print(f"adapt demo: serving {args.domain or 'general'} on {url} (Ctrl+C to stop)"
+          + (" with a login" if auth else ""), file=sys.stderr)
+    blocks.block_thread()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.demo ...``: the same flags as ``adapt demo``."""
+    parser = argparse.ArgumentParser(prog="python -m deploy.demo")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    add_demo_parser(verbs)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "demo":
+        argv = ["demo", *argv]
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except (ValueError, FileNotFoundError) as err:
+        print(f"adapt demo: error: {err}", file=sys.stderr)
+        return 1

@@ -1,0 +1,109 @@
+"""The demo hook contract (``DomainPlugin.demo_hooks``) and the defaults used where a domain has none.
+
+* ``"read_upload"``: ``(paths: list[Path], **options) -> dict`` with keys ``images`` (PIL RGB images in
+  model input order), ``labels`` (``list[str] | None``), ``prompt`` (``str | None``: one ``<image>`` per
+  image, placed before the question), ``info`` (``dict[str, str]`` shown in the page) and ``warnings``
+  (``list[str]``).
+* ``"draw_answer"``: ``(images, answer: str, **options) -> list[PIL.Image]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from domains.boxes import draw_ref_boxes
+from model.processor import IMAGE_PLACEHOLDER
+
+__all__ = ["UploadResult", "default_draw_answer", "default_read_upload", "hooks_for", "normalize_upload"]
+
+MAX_IMAGES = 16  # more images than this in one question would not fit any small model's context
+
+
+@dataclass
+class UploadResult:
+    """A validated ``read_upload`` result."""
+
+    images: list[Image.Image]
+    labels: list[str]
+    prompt: str | None = None
+    info: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_read_upload(paths: Sequence[Path], *, plugin=None, **options: Any) -> dict:
+    """Read each file with the domain's reader for its suffix when it has one, else as an ordinary image."""
+    images, info = [], {}
+    for k, path in enumerate(paths):
+        path = Path(path)
+        if plugin is not None and (path.suffix.lower() in plugin.readers or "*" in plugin.readers):
+            img = plugin.read(path, **options)
+        else:
+            img = read_image(path)
+        images.append(img)
+        info[f"image {k + 1}"] = f"{img.width} × {img.height} px"
+    return {"images": images, "labels": None, "prompt": None, "info": info, "warnings": []}
+
+
+def read_image(path: Path) -> Image.Image:
+    """An ordinary image file (PNG, JPEG, WebP, ...) as RGB, EXIF orientation applied; ValueError if unreadable."""
+    from PIL import ImageOps
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            return img.convert("RGB")
+    except Image.DecompressionBombError:
+        raise ValueError(f"{path.name}: the image has too many pixels to be read safely") from None
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"{path.name}: not an image file this demo can read (PNG, JPEG, WebP, ...)") from None
+    except OSError as err:
+        raise ValueError(f"{path.name}: the image is damaged or truncated ({err})") from None
+
+
+def default_draw_answer(images: Sequence[Image.Image], answer: str, **options: Any) -> list[Image.Image]:
+    """Every ``<ref>..</ref><box>[[..]]</box>`` of the answer drawn on each image (0-1000 grid)."""
+    return [draw_ref_boxes(img, answer, **options) for img in images]
+
+
+def hooks_for(plugin) -> tuple[Callable[..., dict], Callable[..., list]]:
+    """``(read_upload, draw_answer)`` of a plugin (or None), each falling back to the default."""
+    hooks: Mapping[str, Callable] = getattr(plugin, "demo_hooks", None) or {}
+    read = hooks.get("read_upload")
+    if read is None:
+        def read(paths, **options):
+            return default_read_upload(paths, plugin=plugin, **options)
+    return read, hooks.get("draw_answer") or default_draw_answer
+
+
+def normalize_upload(result: Any, n_files: int) -> UploadResult:
+    """Check a ``read_upload`` result against the contract; ValueError naming what is wrong."""
+    if not isinstance(result, Mapping):
+        raise TypeError(f"read_upload returned {type(result).__name__}, expected a dict")
+    images = list(result.get("images") or [])
+    if not images:
+        raise ValueError("no image could be read from the upload")
+    if len(images) > MAX_IMAGES:
+        raise ValueError(f"the upload gives {len(images)} images; at most {MAX_IMAGES} can go into one question")
+    for k, img in enumerate(images):
+        if not isinstance(img, Image.Image):
+            raise TypeError(f"read_upload image {k + 1} is a {type(img).__name__}, expected a PIL image")
+    images = [img if img.mode == "RGB" else img.convert("RGB") for img in images]
+    labels = result.get("labels")
+    if labels is None:
+        noun = "upload" if len(images) == n_files else "image"  # one image per file: name them by upload
+        labels = [f"{noun} {k + 1}" for k in range(len(images))]
+    labels = [str(label) for label in labels]
+    if len(labels) != len(images):
+        raise TypeError(f"read_upload gave {len(labels)} labels for {len(images)} images")
+    prompt = result.get("prompt")
+    if prompt is not None and str(prompt).count(IMAGE_PLACEHOLDER) != len(images):
+        raise TypeError(f"read_upload prompt has {str(prompt).count(IMAGE_PLACEHOLDER)} <image> placeholders "
+                        f"for {len(images)} images")
+    info = {str(k): str(v) for k, v in dict(result.get("info") or {}).items()}
+    warnings = [str(w) for w in result.get("warnings") or []]
+    return UploadResult(images, labels, None if prompt is None else str(prompt), info, warnings)

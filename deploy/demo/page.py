@@ -1,0 +1,53 @@
+"""Small text helpers for the demo page: escaped markdown tables, warnings, notices, and settings."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+__all__ = ["DemoSettings", "error_md", "escape_md", "info_md", "warnings_md"]
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
+
+# the browser keeps the chosen file's name (often a patient's name) in the file input; forget it after upload
+CLEAR_FILE_INPUTS = "() => { document.querySelectorAll('input[type=file]').forEach((e) => { e.value = ''; }); }"
+
+DISCLAIMER = ("Research demo: answers come from a small model and may be wrong. "
+              "Not for diagnosis or any decision about a person.")
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What every panel needs to know besides the model."""
+
+    domain: str | None = None
+    max_upload_mb: float = 200.0
+    max_new_tokens: int = 256
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
+
+
+def escape_md(text: object) -> str:
+    """`text` safe inside markdown: HTML escaped, markdown punctuation backslashed, on one line."""
+    return _MD_SPECIAL.sub(r"\\\1", html.escape(" ".join(str(text).split()), quote=False))
+
+
+def info_md(info: Mapping[str, str], title: str = "") -> str:
+    """A two-column markdown table (empty string for no rows)."""
+    if not info:
+        return ""
+    rows = [f"| {escape_md(k)} | {escape_md(v)} |" for k, v in info.items()]
+    head = f"**{escape_md(title)}**\n\n" if title else ""
+    return head + "| field | value |\n|---|---|\n" + "\n".join(rows)
+
+
+def warnings_md(warnings: Sequence[str]) -> str:
+    return "\n".join(f"**Warning:** {escape_md(w)}  " for w in warnings)
+
+
+def error_md(message: str, what: str = "Could not read the upload") -> str:
+    return f"**{escape_md(what)}:** {escape_md(message)}"

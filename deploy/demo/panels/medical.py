@@ -1,0 +1,454 @@
+"""The medical panel, for clinicians: DICOM files, series (zip of .dcm) or PNG/JPG, windowing, slice picker.
+
+Only de-identified information reaches the page: the header table is :func:`domains.medical.deid.safe_header`
+(an allow-list), uploads are shown as "upload 1", and identifying attributes are reported by keyword only.
+Burned-in annotations (text in the pixels) are warned about. The handlers below are plain functions, so the
+logic is tested without a browser; :func:`build` wires them to Gradio.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+from PIL import Image
+
+from deploy.demo.hooks import default_draw_answer, read_image
+from deploy.demo.page import (
+    CLEAR_FILE_INPUTS,
+    DISCLAIMER,
+    DemoSettings,
+    error_md,
+    escape_md,
+    info_md,
+    warnings_md,
+)
+from deploy.demo.session import ModelSession
+from deploy.demo.uploads import (
+    StagedUpload,
+    UploadError,
+    readable_error,
+    stage_uploads,
+    upload_label,
+)
+from domains.medical import deid, dicom
+from domains.medical.convert import slice_prompt
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CUSTOM", "FILE_DEFAULT", "Study", "ask", "build", "load_study", "title", "window_choice",
+           "window_controls"]
+
+FILE_DEFAULT = "file default"
+CUSTOM = "custom (sliders)"
+MAX_MODEL_SLICES = 8  # slices sent in one question at most
+MAX_ZIP_FILES = 4000
+ZIP_EXPANSION = 4  # a zip may unpack to at most this many times the upload limit
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+_PHI_SHOWN = 6  # keywords listed in the identifying-attributes warning
+
+
+def title(plugin) -> str:
+    return "medical imaging"
+
+
+# --------------------------------------------------------------------------------------------- study
+@dataclass
+class Study:
+    """The upload a session works on: its private copy and how to render slice / frame `index`."""
+
+    staged: StagedUpload
+    kind: str  # "dicom" (one file, possibly multi-frame), "series" or "image"
+    count: int  # slices, frames, or 1
+    unit: str  # "slice", "frame" or "image"
+    header: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    windowable: bool = False
+    default_window: tuple[float, float] | None = None
+    value_range: tuple[float, float] | None = None
+    summary: str = ""
+    dataset: Any = None  # kind "dicom": the pydicom Dataset (pydicom caches its decoded pixels)
+    series: Any = None  # kind "series": a dicom.DicomSeries
+    image: Image.Image | None = None  # kind "image"
+
+    @property
+    def start_index(self) -> int:
+        """The slice first shown: the middle of a series, the first frame of a multi-frame file."""
+        return self.count // 2 if self.kind == "series" else 0
+
+    def label(self, index: int) -> str:
+        return upload_label(0) if self.count == 1 else f"{self.unit} {index + 1}/{self.count}"
+
+    def render(self, index: int = 0, window: str | tuple[float, float] | None = None) -> Image.Image:
+        """Slice / frame `index` as 8-bit RGB through `window` (None = the file's own window)."""
+        index = min(max(int(index), 0), self.count - 1)
+        if self.kind == "image":
+            return self.image
+        if not self.windowable:
+            window = None
+        if self.kind == "series":
+            return self.series.image(index, window=window)
+        return dicom.dicom_to_rgb(self.dataset, window=window, frame=index)
+
+    def pick(self, index: int, n: int) -> list[int]:
+        """The slices sent to the model: slice `index` alone, or `n` evenly spaced through the study."""
+        n = max(1, min(int(n), self.count, MAX_MODEL_SLICES))
+        if n == 1:
+            return [min(max(int(index), 0), self.count - 1)]
+        if self.kind == "series":
+            return list(self.series.pick(n))
+        return sorted({round(v) for v in np.linspace(0, self.count - 1, n)})
+
+    def model_inputs(self, index: int, n: int, window) -> tuple[list[Image.Image], list[str], str | None]:
+        """``(images, labels, prompt)`` for a question: one image without prompt, or several with
+        ``"slice k/N: <image>"`` lines placing them."""
+        picked = self.pick(index, n)
+        images = [self.render(i, window) for i in picked]
+        labels = [self.label(i) for i in picked]
+        prompt = None if len(images) == 1 else slice_prompt(labels)  # the layout the converters train on
+        return images, labels, prompt
+
+    def close(self) -> None:
+        self.staged.cleanup()
+
+
+def load_study(files, *, max_bytes: int) -> Study:
+    """Stage and read an upload: one DICOM file, several files of one series, a zip of a series, or one
+    PNG / JPEG. Raises :class:`UploadError` with a message fit for the page."""
+    staged = stage_uploads(files, max_bytes=max_bytes)
+    try:
+        study = _read_staged(staged, max_bytes=max_bytes)
+        study.render(study.start_index)  # decode now: broken pixel data is reported at upload, not later
+        return study
+    except Exception as exc:
+        staged.cleanup()
+        if isinstance(exc, UploadError):
+            raise
+        raise UploadError(readable_error(exc, staged)) from None
+
+
+def _read_staged(staged: StagedUpload, *, max_bytes: int) -> Study:
+    paths = staged.paths
+    suffixes = {p.suffix for p in paths}
+    if ".zip" in suffixes:
+        if len(paths) != 1:
+            raise UploadError("upload a zip on its own (one zip holding one series)")
+        return _series_study(staged, _unzip_neutral(staged, max_bytes))
+    if suffixes & IMAGE_SUFFIXES:
+        if len(paths) != 1:
+            raise UploadError("upload one PNG / JPEG image at a time (or a DICOM series)")
+        return _image_study(staged)
+    if len(paths) == 1:
+        return _dicom_study(staged)
+    return _series_study(staged, paths)
+
+
+def _unzip_neutral(staged: StagedUpload, max_bytes: int) -> Path:
+    """Extract the zip safely (``dicom.extract_zip`` limits), then move its files to neutral names: member
+    names such as ``DOE_JANE/CT/IM1.dcm`` must not reach messages or the page."""
+    extracted = staged.scratch("unzipped")
+    limit = ZIP_EXPANSION * max_bytes
+    try:
+        files = dicom.extract_zip(staged.paths[0], extracted, max_files=MAX_ZIP_FILES, max_bytes=limit)
+    except dicom.DicomError as err:  # its detail may quote member names (often patient names): reason only
+        more = {"zip too large": f" (it unpacks to more than {limit / 2**20:.0f} MB)",
+                "too many files in zip": f" (more than {MAX_ZIP_FILES})"}.get(err.reason, "")
+        raise UploadError(f"{upload_label(0)}: {err.reason}{more}") from None
+    flat = staged.scratch("series")
+    for k, path in enumerate(sorted(Path(f) for f in files)):
+        suffix = path.suffix.lower()
+        path.rename(flat / f"file-{k + 1:04d}{suffix if suffix in ('.dcm', '.dicom') else ''}")
+    shutil.rmtree(extracted, ignore_errors=True)
+    return flat
+
+
+def _image_study(staged: StagedUpload) -> Study:
+    image = read_image(staged.paths[0])
+    warnings = [("A PNG / JPEG carries no de-identification metadata: check that the pixels show no patient "
+                 "name, date or ID before sharing the image or the answer.")]
+    return Study(staged, "image", 1, "image", header={"size": f"{image.width} × {image.height} px"},
+                 warnings=warnings, summary="image", image=image)
+
+
+def _dicom_study(staged: StagedUpload) -> Study:
+    ds = dicom.read_dicom(staged.paths[0])
+    frames = max(1, int(dicom.frame_count(ds)))
+    unit = "frame" if frames > 1 else "image"
+    header = dict(deid.safe_header(ds))
+    study = Study(staged, "dicom", frames, unit, header=header, warnings=_warnings([ds]), dataset=ds,
+                  summary=f"{_modality(ds)} DICOM" + (f", {frames} frames" if frames > 1 else ""))
+    _set_window(study, ds, ds)
+    return study
+
+
+def _series_study(staged: StagedUpload, source) -> Study:
+    """The largest series among the files of `source` (a folder of unzipped files, or uploaded files)."""
+    found = dicom.find_series(source)
+    if not found:
+        raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
+                          "no readable DICOM images (not DICOM, or no pixel data)")
+    series = max(found, key=len)
+    warnings = []
+    if len(found) > 1:
+        warnings.append(f"The upload holds {len(found)} series; showing the largest ({len(series)} slices).")
+    headers = [dicom.read_dicom(p, header_only=True) for p in series.paths]
+    header = dict(deid.safe_header(headers[0]))
+    header["slices"] = str(len(series))
+    study = Study(staged, "series", len(series), "slice", header=header,
+                  warnings=warnings + _warnings(headers), series=series,
+                  summary=f"{_modality(headers[0])} series, {len(series)} slices")
+    path, frame = series.slices[study.start_index]  # a multi-frame file counts one slice per frame
+    _set_window(study, headers[0], dicom.read_dicom(path), frame)
+    return study
+
+
+def _modality(ds) -> str:
+    value = str(ds.get("Modality", "") or "").strip()
+    return value if value.isalnum() and len(value) <= 4 else "unknown-modality"
+
+
+def _warnings(datasets: Sequence[Any]) -> list[str]:
+    out = []
+    burned = sum(bool(deid.burned_in_annotation(ds)) for ds in datasets)
+    if burned:
+        where = "this file declares" if len(datasets) == 1 else f"{burned} of {len(datasets)} slices declare"
+        out.append(f"Burned-in annotation: {where} text in the pixels (BurnedInAnnotation = YES); it may "
+                   "show patient details in the image and reaches the model.")
+    elif deid.burned_in_risk(datasets[0]):
+        out.append(f"{_modality(datasets[0])} images often carry burned-in text (names, dates) and this file does "
+                   "not say whether it has any: check the pixels.")
+    phi = sorted({kw for ds in datasets[:1] for kw in deid.find_phi(ds)})
+    if phi:
+        listed = ", ".join(phi[:_PHI_SHOWN]) + (f" and {len(phi) - _PHI_SHOWN} more" if len(phi) > _PHI_SHOWN else "")
+        out.append(f"The file is not de-identified: it holds {len(phi)} identifying attribute(s) ({listed}). "
+                   "They are not shown here and are not sent to the model.")
+    return out
+
+
+def _set_window(study: Study, header_ds, pixel_ds, frame: int = 0) -> None:
+    photometric = str(header_ds.get("PhotometricInterpretation", "") or "")
+    study.windowable = photometric.startswith("MONOCHROME")
+    if not study.windowable:
+        return
+    study.value_range = _value_range(pixel_ds, frame)
+    study.default_window = _header_window(header_ds)
+    if study.default_window is None and study.value_range is not None:
+        lo, hi = study.value_range
+        study.default_window = ((lo + hi) / 2, max(hi - lo, 1.0))
+
+
+def _value_range(ds, frame: int = 0) -> tuple[float, float] | None:
+    try:
+        values = dicom.modality_values(ds, frame=frame)
+    except dicom.DicomError:  # undecodable pixels are reported by the first render
+        return None
+    finite = values[np.isfinite(values)]
+    return (float(finite.min()), float(finite.max())) if finite.size else None
+
+
+def _header_window(ds) -> tuple[float, float] | None:
+    from pydicom.multival import MultiValue
+
+    def first(value):
+        return float(value[0] if isinstance(value, MultiValue) else value)
+
+    try:
+        centre, width = first(ds.WindowCenter), first(ds.WindowWidth)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None
+    return (centre, width) if width > 0 else None
+
+
+# --------------------------------------------------------------------------------------------- windows
+def window_choice(preset: str | None, centre: float | None, width: float | None
+                  ) -> str | tuple[float, float] | None:
+    """What to pass to :func:`dicom.dicom_to_rgb`: None for the file default, a preset name, or
+    ``(centre, width)`` from the sliders."""
+    if not preset or preset == FILE_DEFAULT:
+        return None
+    if preset in dicom.WINDOW_PRESETS:
+        return preset
+    if centre is None or width is None:
+        return None
+    return float(centre), max(float(width), 1.0)
+
+
+def window_controls(study: Study | None) -> dict[str, Any]:
+    """Slider ranges and starting values for `study`: ``{"centre": (lo, hi, value), "width": (lo, hi, value)}``."""
+    presets = list(dicom.WINDOW_PRESETS.values())
+    lo, hi = (study.value_range if study and study.value_range else (-1024.0, 3071.0))
+    centre, width = (study.default_window if study and study.default_window else ((lo + hi) / 2, hi - lo))
+    c_lo = min(lo, centre, *(c for c, _ in presets))
+    c_hi = max(hi, centre, *(c for c, _ in presets))
+    w_hi = max(hi - lo, width, *(w for _, w in presets))
+    return {"centre": (float(np.floor(c_lo)), float(np.ceil(c_hi)), round(centre, 1)),
+            "width": (1.0, float(np.ceil(w_hi)), round(max(width, 1.0), 1))}
+
+
+def _presets() -> list[str]:
+    return [FILE_DEFAULT, *dicom.WINDOW_PRESETS, CUSTOM]
+
+
+def describe_window(study: Study, window) -> str:
+    if not study.windowable:
+        return ""
+    if window is None:
+        return "window: file default"
+    if isinstance(window, str):
+        c, w = dicom.WINDOW_PRESETS[window]
+        return f"window: {window} ({c:g}/{w:g})"
+    return f"window: {window[0]:g}/{window[1]:g}"
+
+
+# --------------------------------------------------------------------------------------------- asking
+def ask(session: ModelSession, question: str, study: Study | None, index: int = 0, n_slices: int = 1,
+        window=None, draw_answer=default_draw_answer) -> Iterator[tuple[str, list[Image.Image] | None, list[str], str]]:
+    """Yield ``(answer so far, drawn images or None, their labels, error)``; the last item carries the
+    images sent to the model with the answer's boxes drawn (or an error)."""
+    text = ""
+    try:
+        images, labels, prompt = study.model_inputs(index, n_slices, window) if study else ([], [], None)
+    except Exception as exc:  # noqa: BLE001 - a slice that does not decode: say so in the page
+        yield text, None, [], readable_error(exc, study.staged)
+        return
+    try:
+        for text in session.stream(question, images, prompt=prompt):
+            yield text, None, labels, ""
+    except ValueError as exc:
+        yield text, None, labels, str(exc)
+        return
+    except Exception as exc:
+        log.error("demo: generation failed", exc_info=exc)
+        yield text, None, labels, f"generation failed ({type(exc).__name__}); see the server log"
+        return
+    try:
+        drawn = list(draw_answer(images, text))
+    except Exception as exc:
+        log.error("demo: drawing the answer failed", exc_info=exc)
+        yield text, images, labels, f"the answer's boxes could not be drawn ({type(exc).__name__})"
+        return
+    yield text, drawn, labels, ""
+
+
+# --------------------------------------------------------------------------------------------- page
+def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
+    hooks = getattr(plugin, "demo_hooks", None) or {}
+    draw_answer = hooks.get("draw_answer") or default_draw_answer
+    gr.Markdown(f"## pocket-adapt · medical imaging\nModel: **{escape_md(session.name)}** · {escape_md(DISCLAIMER)}")
+    study_state = gr.State(None, delete_callback=lambda study: study.close() if study else None)
+    controls = window_controls(None)
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.UploadButton(f"Upload DICOM, series (.zip) or PNG / JPEG (≤ {settings.max_upload_mb:g} MB)",
+                                     file_count="multiple", variant="secondary")
+            status = gr.Markdown("No study uploaded yet. Nothing identifying is shown; uploads are named "
+                                 "\"upload 1\".", elem_classes=["pa-notice"])
+            preset = gr.Dropdown(_presets(), value=FILE_DEFAULT, label="Window preset", interactive=False)
+            with gr.Row():
+                centre = gr.Slider(*controls["centre"][:2], value=controls["centre"][2], step=1,
+                                   label="Window centre", interactive=False)
+                width = gr.Slider(*controls["width"][:2], value=controls["width"][2], step=1,
+                                  label="Window width", interactive=False)
+            index = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False)
+            n_slices = gr.Slider(1, 2, value=1, step=1, label="Slices sent to the model", visible=False,
+                                 info="1 = the slice shown; more = evenly spaced through the study")
+            question = gr.Textbox(label="Question", lines=2, placeholder="e.g. Which organ is shown? Where is the lesion?")
+            ask_button = gr.Button("Ask", variant="primary")
+            notice = gr.Markdown("", elem_classes=["pa-notice"])
+            answer = gr.Textbox(label="Answer", lines=5, interactive=False)
+        with gr.Column(scale=1):
+            preview = gr.Image(label="Image", type="pil", format="png", interactive=False, height=420,
+                               buttons=["download", "fullscreen"], elem_id="pa-preview")
+            sent = gr.Gallery(label="Slices sent to the model (answer boxes drawn)", columns=4, format="png",
+                              visible=False, interactive=False, buttons=["download", "fullscreen"])
+            warnings = gr.Markdown("")
+            header = gr.Markdown("")
+
+    def shown(study: Study, i: int, window) -> gr.Image:
+        text = " · ".join(t for t in (study.label(i), describe_window(study, window)) if t)
+        return gr.Image(value=study.render(i, window), label=text)
+
+    def on_upload(files, old: Study | None):
+        if old is not None:
+            old.close()
+        try:
+            study = load_study(files, max_bytes=settings.max_upload_bytes)
+        except UploadError as err:
+            return (None, error_md(str(err)), gr.Image(value=None, label="Image"), "", "",
+                    gr.Dropdown(_presets(), value=FILE_DEFAULT, interactive=False), gr.Slider(interactive=False),
+                    gr.Slider(interactive=False), gr.Slider(visible=False), gr.Slider(visible=False), "", "",
+                    gr.Gallery(value=None, visible=False))
+        c = window_controls(study)
+        start = study.start_index
+        many = study.count > 1
+        return (study, f"**Ready:** {upload_label(0)} · {escape_md(study.summary)}", shown(study, start, None),
+                info_md(study.header, "Header (de-identified)"), warnings_md(study.warnings),
+                gr.Dropdown(_presets(), value=FILE_DEFAULT, interactive=study.windowable),
+                gr.Slider(minimum=c["centre"][0], maximum=c["centre"][1], value=c["centre"][2],
+                          interactive=study.windowable),
+                gr.Slider(minimum=c["width"][0], maximum=c["width"][1], value=c["width"][2],
+                          interactive=study.windowable),
+                gr.Slider(minimum=1, maximum=max(study.count, 2), value=start + 1, visible=many,
+                          label=study.unit.capitalize()),
+                gr.Slider(minimum=1, maximum=max(min(study.count, MAX_MODEL_SLICES), 2), value=1, visible=many,
+                          label=f"{study.unit.capitalize()}s sent to the model"),
+                "", "", gr.Gallery(value=None, visible=False))
+
+    def on_preset(p, c, w, i, study: Study | None):
+        if study is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        window = window_choice(p, c, w)
+        image = _safe_render(shown, study, int(i) - 1, window)
+        if isinstance(window, str):  # the sliders follow the preset
+            return *dicom.WINDOW_PRESETS[window], image
+        if window is None and study.default_window:
+            return *study.default_window, image
+        return gr.skip(), gr.skip(), image
+
+    def on_slider(c, w, i, study: Study | None):
+        if study is None:
+            return gr.skip(), gr.skip()
+        return CUSTOM, _safe_render(shown, study, int(i) - 1, window_choice(CUSTOM, c, w))
+
+    def on_index(i, p, c, w, study: Study | None):
+        if study is None:
+            return gr.skip()
+        return _safe_render(shown, study, int(i) - 1, window_choice(p, c, w))
+
+    def on_ask(q, study: Study | None, i, n, p, c, w):
+        window = window_choice(p, c, w) if study else None
+        for text, drawn, labels, error in ask(session, q, study, int(i) - 1, int(n), window, draw_answer):
+            note = error_md(error, "Could not answer") if error else ""
+            if drawn is None:
+                yield text, gr.skip(), gr.skip(), note
+            elif len(drawn) == 1:
+                yield text, gr.Image(value=drawn[0]), gr.Gallery(value=None, visible=False), note
+            else:
+                yield text, gr.skip(), gr.Gallery(value=list(zip(drawn, labels)), visible=True), note
+
+    upload.upload(on_upload, inputs=[upload, study_state],
+                  outputs=[study_state, status, preview, header, warnings, preset, centre, width, index, n_slices,
+                           answer, notice, sent]).then(None, js=CLEAR_FILE_INPUTS)
+    preset.input(on_preset, inputs=[preset, centre, width, index, study_state], outputs=[centre, width, preview])
+    for slider in (centre, width):
+        slider.input(on_slider, inputs=[centre, width, index, study_state], outputs=[preset, preview],
+                     trigger_mode="always_last", show_progress="hidden")
+    index.input(on_index, inputs=[index, preset, centre, width, study_state], outputs=[preview],
+                trigger_mode="always_last", show_progress="hidden")
+    for event in (ask_button.click, question.submit):
+        event(on_ask, inputs=[question, study_state, index, n_slices, preset, centre, width],
+              outputs=[answer, preview, sent, notice], show_progress="minimal")
+
+
+def _safe_render(shown, study: Study, i: int, window):
+    try:
+        return shown(study, i, window)
+    except Exception as exc:  # noqa: BLE001 - a frame that does not decode: a toast, not a trace
+        gr.Warning(readable_error(exc, study.staged))
+        return gr.skip()

@@ -1,0 +1,578 @@
+"""The demo (deploy/demo) without a browser: model session, uploads, hooks, panels, launch settings, CLI.
+
+Uses the shipped pocket-tiny model (answers are nonsense but real) and small files written here: PNGs, a
+GeoTIFF, and CT DICOM files with fake PHI written with pydicom.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio = pytest.importorskip("gradio")
+
+from deploy.demo import app as demo_app
+from deploy.demo.hooks import default_draw_answer, hooks_for, normalize_upload
+from deploy.demo.page import escape_md, info_md
+from deploy.demo.session import ModelSession, compose_question
+from deploy.demo.uploads import UploadError, readable_error, stage_uploads
+
+PHI_NAME = "DOE^JANE"
+PHI_ID = "PHI-998877"
+PHI_STRINGS = ("DOE", "JANE", PHI_ID, "19700101", "St Elsewhere")
+MB = 2**20
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def write_ct(path: Path, *, z: float = 0.0, instance: int = 1, series_uid: str | None = None, size: int = 32,
+             frames: int = 1, burned_in: bool = True, hu_shift: float = 0.0) -> Path:
+    """A small CT Image Storage file with fake PHI: a -1000..1000 HU ramp (left to right), WC/WW 40/400."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
+    ds.SeriesInstanceUID = series_uid or generate_uid()
+    ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"
+    ds.Modality, ds.BodyPartExamined = "CT", "CHEST"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate = PHI_NAME, PHI_ID, "19700101"
+    ds.InstitutionName = "St Elsewhere"
+    ds.InstanceNumber = instance
+    ds.ImagePositionPatient = [0, 0, z]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing = [0.7, 0.7]
+    ds.SliceThickness = 1
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    ds.WindowCenter, ds.WindowWidth = 40, 400
+    ds.BurnedInAnnotation = "YES" if burned_in else "NO"
+    hu = np.tile(np.linspace(-1000, 1000, size), (size, 1)) + hu_shift
+    stored = np.clip(np.rint(hu + 1024), 0, 4095).astype(np.uint16)
+    if frames > 1:
+        stored = np.stack([np.roll(stored, 3 * k, axis=1) for k in range(frames)])
+        ds.NumberOfFrames = frames
+    ds.set_pixel_data(stored, "MONOCHROME2", 12, generate_instance_uid=False)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_series_zip(path: Path, tmp: Path, n: int = 4) -> Path:
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    folder = tmp / "series_src"
+    folder.mkdir(exist_ok=True)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for k in reversed(range(n)):  # archive order is not slice order
+            f = write_ct(folder / f"IM{k:04d}.dcm", z=2.5 * k, instance=k + 1, series_uid=uid, hu_shift=50 * k)
+            zf.write(f, f"DOE_JANE/CT/IM{k:04d}.dcm")
+    return path
+
+
+def png(path: Path, colour=(200, 30, 30), size=(48, 40)) -> Path:
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+def all_text(value) -> str:
+    """Every string reachable in a handler's outputs (markdown, component updates, labels)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        return "\n".join(all_text(v) for v in value)
+    if isinstance(value, dict):
+        return "\n".join(all_text(k) + "\n" + all_text(v) for k, v in value.items())
+    parts = []
+    for attr in ("value", "label", "info", "choices"):
+        v = getattr(value, attr, None)
+        if v is not None and not callable(v):
+            parts.append(all_text(v))
+    return "\n".join(parts)
+
+
+def assert_no_phi(text: str) -> None:
+    for s in PHI_STRINGS:
+        assert s not in text, f"PHI {s!r} leaked into the page: {text[:300]!r}"
+
+
+def handler(blocks, name: str):
+    fns = [f.fn for f in blocks.fns.values() if getattr(f.fn, "__name__", "") == name]
+    assert fns, f"no handler {name}"
+    return fns[0]
+
+
+@pytest.fixture(scope="module")
+def session() -> ModelSession:
+    return ModelSession("pocket-tiny", max_new_tokens=6)
+
+
+@pytest.fixture
+def gradio_cache(tmp_path, monkeypatch) -> Path:
+    cache = tmp_path / "gradio-cache"
+    cache.mkdir()
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))
+    return cache
+
+
+# --------------------------------------------------------------------------------------------- session
+def test_compose_question_places_images():
+    assert compose_question("What is shown?", 1) == "What is shown?"  # the processor prepends <image>
+    assert compose_question("Compare <image> and <image>", 2, "x: <image>\ny: <image>\n") == "Compare <image> and <image>"
+    assert compose_question("Which?", 2, "slice 1/4: <image>\nslice 3/4: <image>\n") == \
+        "slice 1/4: <image>\nslice 3/4: <image>\nWhich?"
+    with pytest.raises(ValueError, match="placeholders"):
+        compose_question("Which?", 2, "only one <image>")
+
+
+def test_stream_matches_plain_generation_and_ends_at_stop_tokens(session):
+    import torch
+
+    image = Image.new("RGB", (64, 48), (20, 160, 40))
+    pieces = list(session.stream("What colour is it?", [image], max_new_tokens=12))
+    assert pieces and all(b.startswith(a) for a, b in itertools.pairwise(pieces))  # the text only grows
+    proc, vlm = session.processor, session.vlm
+    enc = proc([{"role": "user", "content": "What colour is it?"}], images=[image])
+    with torch.inference_mode():
+        ids = vlm.generate(**enc.to_model_inputs(), max_new_tokens=12, do_sample=False,
+                           eos_token_id=proc.stop_token_ids, pad_token_id=proc.pad_token_id)[0].tolist()
+    stops = set(proc.stop_token_ids)
+    ids = ids[:next((k for k, i in enumerate(ids) if i in stops), len(ids))]
+    assert pieces[-1] == proc.tokenizer.decode(ids, skip_special_tokens=True)
+    assert session.answer("What colour is it?", [image], max_new_tokens=12) == pieces[-1]
+
+
+def test_stream_rejects_an_empty_question_and_wrong_placeholders(session):
+    with pytest.raises(ValueError, match="question"):
+        list(session.stream("   ", []))
+    with pytest.raises(ValueError, match="placeholders"):
+        list(session.stream("<image> and <image>?", [Image.new("RGB", (32, 32))]))
+
+
+def test_a_consumer_that_stops_reading_stops_the_generation(session, monkeypatch):
+    lengths = []
+    generate = session.vlm.generate
+
+    def counted(*args, **kwargs):
+        out = generate(*args, **kwargs)
+        lengths.append(out.shape[-1])
+        return out
+
+    monkeypatch.setattr(session.vlm, "generate", counted)
+    image = Image.new("RGB", (32, 32))
+    full = session.answer("Describe it in detail.", [image], max_new_tokens=60)
+    assert lengths == [60] and full  # this question runs to the token limit when read to the end
+    stream = session.stream("Describe it in detail.", [image], max_new_tokens=60)
+    first = next(stream)
+    assert full.startswith(first) and len(first) < len(full)  # text arrives token by token
+    stream.close()  # the page was closed: the worker stops early and the lock is free again
+    assert lengths[1] < 60
+    assert session._lock.acquire(timeout=1)
+    session._lock.release()
+
+
+# --------------------------------------------------------------------------------------------- uploads
+def test_uploads_are_staged_under_neutral_names_and_the_cached_original_removed(tmp_path, gradio_cache):
+    mine = png(tmp_path / "DOE_JANE 1970-01-01.PNG")
+    cached_dir = gradio_cache / "abc123"
+    cached_dir.mkdir()
+    cached = png(cached_dir / "DOE_JANE scan.png")
+    weird = tmp_path / "DOE_JANE.<script>"
+    weird.write_bytes(b"x")
+    staged = stage_uploads([mine, cached, weird], max_bytes=MB)
+    try:
+        assert [p.name for p in staged.paths] == ["upload-1.png", "upload-2.png", "upload-3"]
+        assert oct(staged.root.stat().st_mode & 0o777) == "0o700"
+        assert mine.exists(), "a file outside Gradio's cache is never touched"
+        assert not cached.exists() and not cached_dir.exists(), "Gradio's copy (with the original name) is removed"
+        msg = readable_error(ValueError(f"{staged.paths[1]}: not a DICOM file"), staged)
+        assert msg == "upload 2: not a DICOM file"
+    finally:
+        staged.cleanup()
+    assert not staged.root.exists()
+
+
+def test_upload_size_limit_and_missing_files(tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (2 * MB))
+    with pytest.raises(UploadError, match="above the 1.0 MB limit"):
+        stage_uploads([big], max_bytes=MB)
+    with pytest.raises(UploadError, match="no file"):
+        stage_uploads([], max_bytes=MB)
+    with pytest.raises(UploadError, match="upload 1: not a regular file"):
+        stage_uploads([tmp_path / "missing.png"], max_bytes=MB)
+
+
+def test_unexpected_errors_read_as_one_line_without_a_trace():
+    msg = readable_error(RuntimeError("boom\nTraceback (most recent call last): ..."))
+    assert "RuntimeError" in msg and "Traceback" not in msg and "\n" not in msg
+
+
+# --------------------------------------------------------------------------------------------- hooks / generic panel
+def test_default_hooks_read_images_and_draw_answer_boxes(tmp_path):
+    from deploy.demo.panels.generic import read_files
+
+    read, draw = hooks_for(None)
+    result = read_files([png(tmp_path / "a.png"), png(tmp_path / "b.jpg", (0, 0, 255))], read, max_bytes=MB)
+    assert [im.size for im in result.images] == [(48, 40), (48, 40)] and result.labels == ["upload 1", "upload 2"]
+    assert result.info == {"image 1": "48 × 40 px", "image 2": "48 × 40 px"} and result.prompt is None
+    drawn = draw(result.images, "<ref>spot</ref><box>[[0, 0, 500, 500]]</box>")
+    assert drawn[0].getpixel((0, 10)) != result.images[0].getpixel((0, 10))  # box edge drawn
+    assert drawn[0].getpixel((40, 35)) == result.images[0].getpixel((40, 35))  # outside the box unchanged
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"this is not an image", "not an image file"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image file|damaged"),
+])
+def test_a_bad_image_gives_a_readable_message(tmp_path, content, expected):
+    from deploy.demo.panels.generic import read_files
+
+    bad = tmp_path / "DOE_JANE.png"
+    bad.write_bytes(content)
+    with pytest.raises(UploadError, match=expected) as err:
+        read_files([bad], hooks_for(None)[0], max_bytes=MB)
+    assert "DOE" not in str(err.value) and "Traceback" not in str(err.value)
+
+
+def test_normalize_upload_checks_the_hook_contract():
+    img = Image.new("L", (8, 8))
+    ok = normalize_upload({"images": [img], "labels": None, "prompt": None, "info": {"a": 1}, "warnings": ["w"]}, 1)
+    assert ok.images[0].mode == "RGB" and ok.labels == ["upload 1"] and ok.info == {"a": "1"}
+    with pytest.raises(ValueError, match="no image"):
+        normalize_upload({"images": []}, 1)
+    with pytest.raises(TypeError, match="placeholders"):
+        normalize_upload({"images": [img, img], "prompt": "a <image>"}, 2)
+    with pytest.raises(TypeError, match="labels"):
+        normalize_upload({"images": [img], "labels": ["a", "b"]}, 1)
+
+
+def test_remote_sensing_hooks_follow_the_demo_contract(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    from domains.base import get_domain
+
+    path = tmp_path / "scene.tif"
+    data = (np.arange(3 * 40 * 60, dtype=np.uint16).reshape(3, 40, 60) % 4000) + 1
+    data[:, :10, :] = 0  # nodata band on top
+    with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=3, dtype="uint16", crs="EPSG:32633",
+                       transform=from_origin(500000, 4000000, 10, 10), nodata=0) as dst:
+        dst.write(data)
+    read, draw = hooks_for(get_domain("remote_sensing"))
+    result = normalize_upload(read([path]), 1)
+    assert result.images[0].size == (60, 40) and result.info == {"image 1": "60 × 40 px"}
+    assert result.warnings == ["image 1: 25% of the pixels are nodata (drawn black)"]
+    drawn = draw(result.images, "<ref>field</ref><box>[[0, 500, 500, 1000]]</box>")
+    assert len(drawn) == 1 and drawn[0].getpixel((0, 30)) != result.images[0].getpixel((0, 30))
+
+
+def test_generic_answer_stream_draws_the_answer_boxes(session, tmp_path):
+    from deploy.demo.panels.generic import answer_stream, read_files
+
+    class Scripted:  # the tiny model never writes boxes: script one answer to check the drawing path
+        def stream(self, question, images, prompt=None):
+            yield "<ref>spot</ref>"
+            yield "<ref>spot</ref><box>[[0, 0, 500, 500]]</box>"
+
+    upload = read_files([png(tmp_path / "a.png")], hooks_for(None)[0], max_bytes=MB)
+    steps = list(answer_stream(Scripted(), default_draw_answer, "Where?", upload))
+    assert [s[1] for s in steps[:-1]] == [None, None] and steps[-1][2] == ""
+    assert steps[-1][1][0].getpixel((0, 5)) != upload.images[0].getpixel((0, 5))
+    real = list(answer_stream(session, default_draw_answer, "What is it?", upload))
+    assert real[-1][0] and real[-1][1][0].size == (48, 40) and real[-1][2] == ""
+    *_, (_text, drawn, error) = answer_stream(session, default_draw_answer, "", upload)
+    assert error == "type a question first" and drawn is None
+
+
+def test_generic_page_handlers(session, tmp_path, gradio_cache):
+    blocks = demo_app.build_demo(session, "general", max_upload_mb=1)
+    on_upload, on_ask = handler(blocks, "on_upload"), handler(blocks, "on_ask")
+    state, status, gallery, info, warnings, _answer = on_upload([str(png(tmp_path / "DOE_JANE.png"))])
+    assert "upload 1" in status and state.images[0].size == (48, 40) and "48 × 40 px" in info
+    assert_no_phi(all_text([status, gallery, info, warnings]))
+    *_, (text, images, notice) = on_ask("What is it?", state)
+    assert text and notice == "" and images[0][1] == "upload 1"
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"garbage")
+    state, status, *_ = on_upload([str(bad)])
+    assert state is None and "Could not read the upload" in status and "not an image file" in status
+
+
+def test_build_demo_panels_by_domain(session):
+    from deploy.demo import panels
+
+    for domain in (None, "general", "remote_sensing"):
+        assert panels.panel_for(domain).__name__ == "deploy.demo.panels.generic"
+        demo_app.build_demo(session, domain)
+    assert panels.panel_for("medical").__name__ == "deploy.demo.panels.medical"
+    with pytest.raises(ValueError, match="unknown domain 'no_such_domain'"):
+        demo_app.build_demo(session, "no_such_domain")
+    with pytest.raises(ValueError, match="max_upload_mb"):
+        demo_app.build_demo(session, None, max_upload_mb=0)
+
+
+def test_markdown_escaping_keeps_header_values_inert():
+    assert escape_md("<b>x</b> | *y*") == r"&lt;b&gt;x&lt;/b&gt; \| \*y\*"
+    assert info_md({"a|b": "1\n2"}) == "| field | value |\n|---|---|\n| a\\|b | 1 2 |"
+
+
+# --------------------------------------------------------------------------------------------- medical panel
+@pytest.fixture(scope="module")
+def medical():
+    pytest.importorskip("pydicom")
+    from deploy.demo.panels import medical
+
+    return medical
+
+
+def test_medical_single_dicom_header_is_deidentified_and_warnings_shown(medical, tmp_path, gradio_cache):
+    study = medical.load_study([write_ct(tmp_path / "DOE_JANE.dcm")], max_bytes=MB)
+    try:
+        assert study.kind == "dicom" and study.count == 1 and study.windowable
+        assert study.header and study.header.get("modality", study.header.get("Modality")) == "CT"
+        assert_no_phi(all_text([study.header, study.warnings, study.summary, study.label(0)]))
+        text = " ".join(study.warnings)
+        assert "Burned-in annotation" in text
+        assert "PatientName" in text  # reported by keyword, never by value
+        assert study.default_window == (40.0, 400.0)
+        assert study.value_range == pytest.approx((-1000.0, 1000.0), abs=1)
+        assert study.render(0).size == (32, 32) and study.render(0).mode == "RGB"
+    finally:
+        study.close()
+    assert not study.staged.root.exists()
+
+
+def test_medical_window_changes_the_rendering(medical, tmp_path):
+    study = medical.load_study([write_ct(tmp_path / "ct.dcm")], max_bytes=MB)
+    try:
+        renders = {name: np.asarray(study.render(0, medical.window_choice(name, 0, 0))) for name in
+                   (medical.FILE_DEFAULT, "lung", "bone")}
+        custom = np.asarray(study.render(0, medical.window_choice(medical.CUSTOM, 0, 2000)))
+    finally:
+        study.close()
+    row = {k: v[0, :, 0].astype(int) for k, v in {**renders, "custom": custom}.items()}
+    assert not np.array_equal(row["lung"], row["bone"])
+    assert not np.array_equal(row[medical.FILE_DEFAULT], row["lung"])
+    # a 0 / 2000 window maps the -1000..1000 HU ramp onto the whole grey range, monotonically
+    assert row["custom"][0] <= 2 and row["custom"][-1] >= 253 and np.all(np.diff(row["custom"]) >= 0)
+    # the file default (40 / 400) saturates both ends of the ramp
+    assert row[medical.FILE_DEFAULT][0] == 0 and row[medical.FILE_DEFAULT][-1] == 255
+    assert medical.window_choice(medical.FILE_DEFAULT, 1, 2) is None
+    assert medical.window_choice("lung", 1, 2) == "lung"
+    assert medical.window_choice(medical.CUSTOM, -600, 0) == (-600.0, 1.0)
+
+
+def test_medical_zip_series_is_sorted_and_picks_slices(medical, tmp_path, gradio_cache):
+    study = medical.load_study([write_series_zip(tmp_path / "DOE_JANE_series.zip", tmp_path, n=4)], max_bytes=MB)
+    try:
+        assert study.kind == "series" and study.count == 4 and study.unit == "slice"
+        assert study.header["slices"] == "4" and study.start_index == 2
+        means = [np.asarray(study.render(i, (0, 4000))).mean() for i in range(4)]
+        assert means == sorted(means), "slices ordered by position (HU rises with z in this series)"
+        images, labels, prompt = study.model_inputs(1, 1, None)
+        assert len(images) == 1 and labels == ["slice 2/4"] and prompt is None
+        images, labels, prompt = study.model_inputs(1, 3, "abdomen")
+        assert len(images) == 3 and prompt == "".join(f"{lab}: <image>\n" for lab in labels)
+        assert_no_phi(all_text([study.header, study.warnings, study.summary, labels]))
+        assert all("DOE" not in str(p) for p in study.series.paths)
+    finally:
+        study.close()
+
+
+def test_medical_multiframe_file_has_a_frame_picker(medical, tmp_path):
+    study = medical.load_study([write_ct(tmp_path / "cine.dcm", frames=5)], max_bytes=MB)
+    try:
+        assert study.kind == "dicom" and study.count == 5 and study.unit == "frame"
+        assert not np.array_equal(np.asarray(study.render(0)), np.asarray(study.render(3)))
+        assert study.label(3) == "frame 4/5"
+        assert study.pick(0, 3) == [0, 2, 4]
+    finally:
+        study.close()
+
+
+def test_medical_png_upload(medical, tmp_path):
+    study = medical.load_study([png(tmp_path / "DOE_JANE.png")], max_bytes=MB)
+    try:
+        assert study.kind == "image" and not study.windowable and study.render(0).size == (48, 40)
+        assert any("burned" in w or "pixels" in w for w in study.warnings)
+    finally:
+        study.close()
+
+
+@pytest.mark.parametrize("name, content, expected", [
+    ("DOE_JANE.dcm", b"\0" * 128 + b"DICM" + b"\x02\x00garbage" * 20, "upload 1"),
+    ("DOE_JANE.dcm", b"plain text, not DICOM", "upload 1"),
+    ("DOE_JANE.zip", b"PK\x03\x04 not really a zip", "upload 1"),
+    ("notes.txt", b"hello", "upload 1"),
+])
+def test_medical_bad_files_give_readable_messages(medical, tmp_path, gradio_cache, name, content, expected):
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    before = set(Path(tempfile.gettempdir()).glob("pocket-adapt-demo-*"))
+    with pytest.raises(UploadError) as err:
+        medical.load_study([bad], max_bytes=MB)
+    msg = str(err.value)
+    assert expected in msg and "DOE" not in msg and "Traceback" not in msg and str(tmp_path) not in msg
+    assert set(Path(tempfile.gettempdir()).glob("pocket-adapt-demo-*")) <= before, "staged copies are removed"
+
+
+def test_medical_zip_bomb_is_refused(medical, tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.dcm", b"\0" * (8 * MB))  # 8 MB of zeros deflate to a few KB
+    assert bomb.stat().st_size < MB
+    with pytest.raises(UploadError) as err:
+        medical.load_study([bomb], max_bytes=MB)
+    assert "upload 1" in str(err.value) or "zip" in str(err.value)
+
+
+def test_medical_zip_with_a_path_escape_is_refused_without_naming_members(medical, tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../../DOE_JANE_escaped.dcm", write_ct(tmp_path / "x.dcm").read_bytes())
+    with pytest.raises(UploadError, match="upload 1: unsafe path in zip") as err:
+        medical.load_study([evil], max_bytes=MB)
+    assert "DOE" not in str(err.value)
+    assert not (tmp_path.parent / "DOE_JANE_escaped.dcm").exists()
+
+
+def test_medical_files_of_two_series_show_the_largest(medical, tmp_path):
+    from pydicom.uid import generate_uid
+
+    big, small = generate_uid(), generate_uid()
+    files = [write_ct(tmp_path / f"b{k}.dcm", z=k, instance=k + 1, series_uid=big) for k in range(3)]
+    files.append(write_ct(tmp_path / "s.dcm", series_uid=small))
+    study = medical.load_study(files, max_bytes=MB)
+    try:
+        assert study.kind == "series" and study.count == 3
+        assert "The upload holds 2 series; showing the largest (3 slices)." in study.warnings
+    finally:
+        study.close()
+    with pytest.raises(UploadError, match="one PNG / JPEG"):
+        medical.load_study([files[0], png(tmp_path / "p.png")], max_bytes=MB)
+
+
+def test_medical_page_handlers_never_show_phi(session, tmp_path, gradio_cache):
+    pytest.importorskip("pydicom")
+    blocks = demo_app.build_demo(session, "medical", max_upload_mb=1)
+    on_upload = handler(blocks, "on_upload")
+    zipped = write_series_zip(tmp_path / "DOE_JANE.zip", tmp_path, n=3)
+    out = on_upload([str(zipped)], None)
+    study = out[0]
+    try:
+        assert study is not None and "upload 1" in out[1] and "CT series, 3 slices" in out[1]
+        assert "Burned" in out[4] and "Header" in out[3]
+        assert_no_phi(all_text(out[1:]))
+        on_preset, on_slider, on_index = (handler(blocks, n) for n in ("on_preset", "on_slider", "on_index"))
+        c, w, image = on_preset("lung", 0, 0, 2, study)
+        assert (c, w) == pytest.approx(__import__("domains.medical.dicom", fromlist=["x"]).WINDOW_PRESETS["lung"])
+        assert "lung" in image.label and "slice 2/3" in image.label
+        preset, image = on_slider(100, 50, 1, study)
+        assert preset == "custom (sliders)" and "100/50" in image.label
+        c, w, image = on_preset("custom (sliders)", -500, 900, 1, study)  # keeps the sliders' window
+        assert c == w == {"__type__": "update"} and "-500/900" in image.label  # sliders left as they are
+        assert "slice 3/3" in on_index(3, "bone", 0, 0, study).label
+        on_ask = handler(blocks, "on_ask")
+        *_, (answer, preview, sent, notice) = on_ask("Where is the lesion?", study, 2, 1, "lung", 0, 0)
+        assert answer and notice == "" and preview.value is not None
+        *_, (answer, preview, sent, notice) = on_ask("Compare the slices.", study, 2, 3, "lung", 0, 0)
+        assert answer and sent.visible and len(sent.value) == 3
+        assert_no_phi(all_text([answer, notice, sent]))
+        out = on_upload([str(png(tmp_path / "DOE_JANE.png"))], study)
+        assert not study.staged.root.exists(), "a new upload frees the previous one"
+        study = out[0]
+        assert study.kind == "image"
+    finally:
+        if study is not None:
+            study.close()
+
+
+# --------------------------------------------------------------------------------------------- launch / auth / CLI
+def test_launch_is_local_private_and_limited_by_default(session, monkeypatch, capsys):
+    blocks = demo_app.build_demo(session, None, max_upload_mb=5)
+    seen = {}
+    monkeypatch.setattr(type(blocks), "launch", lambda self, **kw: seen.update(kw) or (None, "url", None))
+    demo_app.launch_demo(blocks)
+    assert seen["server_name"] == "127.0.0.1" and seen["server_port"] == 7860 and seen["share"] is False
+    assert seen["max_file_size"] == 5 * MB and seen["auth"] is None and seen["show_error"] is False
+    assert seen["enable_monitoring"] is False and seen["run_history"] is False and seen["mcp_server"] is False
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and blocks.analytics_enabled is False
+    assert capsys.readouterr().err == ""
+    demo_app.launch_demo(blocks, host="0.0.0.0", auth=("ann", "pw"), max_upload_mb=2)
+    err = capsys.readouterr().err
+    assert "warning: serving on 0.0.0.0" in err and "without a login" not in err
+    assert seen["max_file_size"] == 2 * MB and seen["auth"]("ann", "pw") and not seen["auth"]("ann", "nope")
+    assert not seen["auth"]("bob", "pw")
+    demo_app.launch_demo(blocks, host="192.168.1.5")
+    assert "without a login" in capsys.readouterr().err
+
+
+def test_is_loopback():
+    assert demo_app.is_loopback("127.0.0.1") and demo_app.is_loopback("::1") and demo_app.is_loopback("localhost")
+    assert not demo_app.is_loopback("0.0.0.0") and not demo_app.is_loopback("example.org")
+
+
+def test_auth_sources(tmp_path, monkeypatch):
+    monkeypatch.delenv(demo_app.PASSWORD_ENV, raising=False)
+    with pytest.raises(ValueError, match=demo_app.PASSWORD_ENV):
+        demo_app.auth_from_env("ann")
+    monkeypatch.setenv(demo_app.PASSWORD_ENV, "s3cret")
+    assert demo_app.auth_from_env("ann") == ("ann", "s3cret")
+    good = tmp_path / "users.txt"
+    good.write_text("# demo users\nann:pa:ss\n\nbob: b\n")
+    good.chmod(0o600)
+    assert demo_app.load_auth_file(good) == [("ann", "pa:ss"), ("bob", " b")]
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ann:ok\nhunter2\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: expected 'user:password'") as err:
+        demo_app.load_auth_file(bad)
+    assert "hunter2" not in str(err.value)
+
+
+def test_cli_flags_defaults_and_password_never_on_the_command_line(monkeypatch, capsys):
+    import argparse
+
+    from deploy.demo.cli import PASSWORD_ENV, add_demo_parser, main, run_demo
+
+    assert PASSWORD_ENV == demo_app.PASSWORD_ENV
+    parser = argparse.ArgumentParser()
+    add_demo_parser(parser.add_subparsers(dest="verb"))
+    args = parser.parse_args(["demo", "--domain", "medical"])
+    assert (args.host, args.port, args.max_upload_mb, args.model) == ("127.0.0.1", 7860, 200.0, "pocket-tiny")
+    assert args.handler is run_demo
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--password", "x"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--auth-user", "a", "--auth-file", "f"])
+    monkeypatch.delenv(PASSWORD_ENV, raising=False)
+    assert main(["--auth-user", "ann"]) == 1  # fails before loading any model
+    assert PASSWORD_ENV in capsys.readouterr().err
+    assert main(["--max-upload-mb", "0"]) == 1
+
+
+def test_cli_runs_the_demo_with_launch_settings(monkeypatch, tmp_path):
+    from deploy.demo import cli
+
+    seen = {}
+    monkeypatch.setattr(demo_app, "launch_demo",
+                        lambda blocks, **kw: seen.update(kw, blocks=blocks) or (None, "http://127.0.0.1:7999/", None))
+    monkeypatch.setattr(gradio.Blocks, "block_thread", lambda self: seen.update(blocked=True))
+    users = tmp_path / "users"
+    users.write_text("ann:pw\n")
+    users.chmod(0o600)
+    assert cli.main(["--domain", "remote_sensing", "--auth-file", str(users), "--port", "7999",
+                     "--max-upload-mb", "3"]) == 0
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 7999 and seen["auth"] == [("ann", "pw")]
+    assert seen["max_upload_mb"] == 3 and seen["blocks"].pocket_settings.max_upload_mb == 3 and seen["blocked"]
+
