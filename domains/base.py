@@ -52,7 +52,9 @@ __all__ = [
 ENTRY_POINT_GROUP = "pocket_adapt.domains"
 # built-in domain name -> module exposing ``PLUGIN``
 BUILTIN_DOMAINS: dict[str, str] = {
+    "driving": "domains.driving",
     "general": "domains.general",
+    "medical": "domains.medical",
     "remote_sensing": "domains.remote_sensing",
 }
 
@@ -138,7 +140,20 @@ class DomainPlugin:
       ``adapt.metrics.register_task`` takes.
     * `recipes`: names of recipe templates under ``templates/recipes`` (without ``.yaml``).
     * `synthetic`: a generator ``(out_dir, **options) -> ...`` writing a small synthetic data set.
-    * `demo_hooks`: optional hook name -> callable for the demo app's domain panel.
+    * `demo_hooks`: optional hook name -> callable for the demo app (``deploy.demo``):
+
+      - ``"read_upload"``: ``(paths: list[Path], **options) -> dict`` with ``"images"`` (PIL RGB images in
+        model-input order), ``"labels"`` (one caption per image, or None), ``"prompt"`` (text holding one
+        ``<image>`` per image that precedes the question, or None for the default placement), ``"info"``
+        (``{name: value}`` shown in the page; never identifying data) and ``"warnings"`` (strings).
+        Options are the domain's own (medical: ``window``, ``slices``; driving: ``mode``, ``order``).
+      - ``"draw_answer"``: ``(images, answer: str, **options) -> list[PIL.Image]``: the answer drawn on the
+        images (boxes, points).
+      - ``"options"``: ``() -> {name: {"choices": [...], "default": value, "label": text}}``: choices the demo
+        page offers; the chosen values go to ``read_upload`` and ``draw_answer`` as keywords.
+
+      A scorer in `metrics` may carry an ``aggregate`` attribute, ``(predictions, context) -> {name: value}``,
+      for corpus-level scores (see ``adapt.metrics``).
     """
 
     name: str

@@ -309,10 +309,45 @@ def test_generic_page_handlers(session, tmp_path, gradio_cache):
     assert state is None and "Could not read the upload" in status and "not an image file" in status
 
 
+def test_driving_page_six_cameras_in_both_views_with_ctags_drawn(session, tmp_path, gradio_cache):
+    """The driving panel: six camera uploads (named by camera), the view chosen on the page, c-tags of an
+    answer drawn back on the named camera."""
+    from deploy.demo.hooks import options_for
+    from deploy.demo.panels.generic import answer_stream, read_files
+    from domains.base import get_domain
+    from domains.driving.layout import STITCH_ORDER
+
+    plugin = get_domain("driving")
+    assert set(options_for(plugin)) == {"mode", "order"}
+    files = []
+    for k, cam in enumerate(STITCH_ORDER):
+        files.append(tmp_path / f"n008__{cam}__15372910.jpg")
+        Image.new("RGB", (160, 90), (30 * k, 90, 60)).save(files[-1])
+    blocks = demo_app.build_demo(session, "driving", max_upload_mb=5)
+    on_upload, on_ask = handler(blocks, "on_upload"), handler(blocks, "on_ask")
+    state, status, gallery, *_ = on_upload([str(f) for f in files], "stitched", "stitch")
+    assert state is not None and len(state.images) == 1 and state.images[0].size == (2688, 896), status
+    *_, (text, images, notice) = on_ask("What is in front?", state, "stitched", "stitch")
+    assert text and notice == ""
+    state, status, *_ = on_upload([str(f) for f in files], "multi", "stitch")
+    assert len(state.images) == 6 and state.prompt.count("<image>") == 6 and "CAM_BACK_RIGHT" in state.prompt
+
+    class Scripted:  # the tiny model does not write c-tags: script one answer to check the drawing path
+        def stream(self, question, images, prompt=None):
+            yield "<c1,CAM_BACK,[500,500]> is a car."
+
+    read, draw = plugin.demo_hooks["read_upload"], plugin.demo_hooks["draw_answer"]
+    upload = read_files([str(f) for f in files], read, max_bytes=5 * MB, mode="multi")
+    *_, (_text, drawn, error) = answer_stream(Scripted(), draw, "Where?", upload, mode="multi")
+    back = STITCH_ORDER.index("CAM_BACK")
+    changed = [k for k, (a, b) in enumerate(zip(upload.images, drawn)) if a.tobytes() != b.tobytes()]
+    assert error == "" and changed == [back]
+
+
 def test_build_demo_panels_by_domain(session):
     from deploy.demo import panels
 
-    for domain in (None, "general", "remote_sensing"):
+    for domain in (None, "general", "remote_sensing", "driving"):
         assert panels.panel_for(domain).__name__ == "deploy.demo.panels.generic"
         demo_app.build_demo(session, domain)
     assert panels.panel_for("medical").__name__ == "deploy.demo.panels.medical"

@@ -80,6 +80,21 @@ def hooks_for(plugin) -> tuple[Callable[..., dict], Callable[..., list]]:
     return read, hooks.get("draw_answer") or default_draw_answer
 
 
+def options_for(plugin) -> dict[str, dict]:
+    """The plugin's demo options (``demo_hooks["options"]()``): ``{name: {"choices": [...], "default": value,
+    "label": text}}``, passed as keywords to its ``read_upload`` and ``draw_answer``. Empty when it has none."""
+    hooks: Mapping[str, Callable] = getattr(plugin, "demo_hooks", None) or {}
+    fn = hooks.get("options")
+    if fn is None:
+        return {}
+    options = dict(fn())
+    for name, spec in options.items():
+        choices = list(spec.get("choices") or [])
+        if not choices or spec.get("default", choices[0]) not in choices:
+            raise ValueError(f"demo option {name!r} of domain {plugin.name!r} needs choices including its default")
+    return options
+
+
 def normalize_upload(result: Any, n_files: int) -> UploadResult:
     """Check a ``read_upload`` result against the contract; ValueError naming what is wrong."""
     if not isinstance(result, Mapping):

@@ -65,6 +65,18 @@ def draw_answer(*args: Any, **kwargs: Any):
     return fn(*args, **kwargs)
 
 
+def demo_options() -> dict[str, dict]:
+    """Demo hook: the choices the demo page offers (passed to read_upload and draw_answer)."""
+    from domains.driving.layout import CAMERA_ORDERS
+
+    return {
+        "mode": {"choices": ["stitched", "multi"], "default": "stitched",
+                 "label": "View: one stitched 2688x896 image, or six camera images"},
+        "order": {"choices": list(CAMERA_ORDERS), "default": "stitch",
+                  "label": "Camera order (multi view; also for uploads whose names do not say the camera)"},
+    }
+
+
 CONVERTERS = {"drivelm": convert_drivelm, "nuscenes": convert_nuscenes}
 
 PLUGIN = DomainPlugin(
@@ -77,7 +89,7 @@ PLUGIN = DomainPlugin(
     metrics=METRICS,
     recipes=("driving_pocket-tiny_full",),
     synthetic=synthetic,
-    demo_hooks={"read_upload": read_upload, "draw_answer": draw_answer},
+    demo_hooks={"read_upload": read_upload, "draw_answer": draw_answer, "options": demo_options},
 )
 
 __all__ = ["CONVERTERS", "IMAGE_SUFFIXES", "METRICS", "PLUGIN", "convert_drivelm", "convert_nuscenes", "draw_answer",

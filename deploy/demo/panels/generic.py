@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 import gradio as gr
 from PIL import Image
 
-from deploy.demo.hooks import UploadResult, hooks_for, normalize_upload
+from deploy.demo.hooks import UploadResult, hooks_for, normalize_upload, options_for
 from deploy.demo.page import (
     CLEAR_FILE_INPUTS,
     DISCLAIMER,
@@ -54,9 +54,9 @@ def read_files(files, read_upload: Callable[..., dict], *, max_bytes: int, **opt
 
 
 def answer_stream(session: ModelSession, draw_answer: Callable[..., list], question: str,
-                  upload: UploadResult | None) -> Iterator[tuple[str, list[Image.Image] | None, str]]:
+                  upload: UploadResult | None, **options) -> Iterator[tuple[str, list[Image.Image] | None, str]]:
     """Yield ``(answer so far, drawn images or None, error message)``; the last item carries the drawn
-    images (the answer's boxes on each image) or an error."""
+    images (the answer's boxes on each image) or an error. `options` go to `draw_answer`."""
     images = upload.images if upload else []
     text = ""
     try:
@@ -73,7 +73,7 @@ def answer_stream(session: ModelSession, draw_answer: Callable[..., list], quest
         yield text, [], ""
         return
     try:
-        drawn = list(draw_answer(images, text))
+        drawn = list(draw_answer(images, text, **options))
     except Exception as exc:  # a drawing bug must not hide the answer
         log.error("demo: drawing the answer failed", exc_info=exc)
         yield text, list(images), f"the answer's boxes could not be drawn ({type(exc).__name__})"
@@ -87,6 +87,7 @@ def _gallery(images: Sequence[Image.Image], labels: Sequence[str]) -> list[tuple
 
 def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
     read_upload, draw_answer = hooks_for(plugin)
+    option_specs = options_for(plugin)
     what = title(plugin)
     gr.Markdown(f"## pocket-adapt · {escape_md(what)}\nModel: **{escape_md(session.name)}** · {escape_md(DISCLAIMER)}")
     state = gr.State(None)
@@ -94,6 +95,8 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
         with gr.Column(scale=1):
             upload = gr.UploadButton(f"Upload file(s) (≤ {settings.max_upload_mb:g} MB)", file_count="multiple",
                                      variant="secondary")
+            choosers = [gr.Radio(spec["choices"], value=spec.get("default", spec["choices"][0]),
+                                 label=spec.get("label", name)) for name, spec in option_specs.items()]
             status = gr.Markdown("No file uploaded yet.", elem_classes=["pa-notice"])
             question = gr.Textbox(label="Question", lines=2, placeholder="Ask about the uploaded image(s)")
             ask = gr.Button("Ask", variant="primary")
@@ -105,9 +108,12 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
             warnings = gr.Markdown("")
             info = gr.Markdown("")
 
-    def on_upload(files):
+    def chosen(values) -> dict:
+        return dict(zip(option_specs, values))
+
+    def on_upload(files, *values):
         try:
-            result = read_files(files, read_upload, max_bytes=settings.max_upload_bytes)
+            result = read_files(files, read_upload, max_bytes=settings.max_upload_bytes, **chosen(values))
         except UploadError as err:
             return None, error_md(str(err)), [], "", "", ""
         n = len(result.images)
@@ -115,12 +121,12 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
         return (result, line, _gallery(result.images, result.labels), info_md(result.info),
                 warnings_md(result.warnings), "")
 
-    def on_ask(q, current: UploadResult | None):
-        for text, drawn, error in answer_stream(session, draw_answer, q, current):
+    def on_ask(q, current: UploadResult | None, *values):
+        for text, drawn, error in answer_stream(session, draw_answer, q, current, **chosen(values)):
             images = gr.skip() if drawn is None or current is None else _gallery(drawn, current.labels)
             yield text, images, error_md(error, "Could not answer") if error else ""
 
-    upload.upload(on_upload, inputs=[upload], outputs=[state, status, gallery, info, warnings, answer]
+    upload.upload(on_upload, inputs=[upload, *choosers], outputs=[state, status, gallery, info, warnings, answer]
                   ).then(None, js=CLEAR_FILE_INPUTS)
     for event in (ask.click, question.submit):
-        event(on_ask, inputs=[question, state], outputs=[answer, gallery, notice], show_progress="minimal")
+        event(on_ask, inputs=[question, state, *choosers], outputs=[answer, gallery, notice], show_progress="minimal")
