@@ -418,7 +418,8 @@ def test_medical_zip_series_is_sorted_and_picks_slices(medical, tmp_path, gradio
         images, labels, prompt = study.model_inputs(1, 1, None)
         assert len(images) == 1 and labels == ["slice 2/4"] and prompt is None
         images, labels, prompt = study.model_inputs(1, 3, "abdomen")
-        assert len(images) == 3 and prompt == "".join(f"{lab}: <image>\n" for lab in labels)
+        # the training layout (domains.medical.convert.slice_prompt): "Slice k/N: <image>" per slice
+        assert len(images) == 3 and prompt == "".join(f"S{lab[1:]}: <image>\n" for lab in labels)
         assert_no_phi(all_text([study.header, study.warnings, study.summary, labels]))
         assert all("DOE" not in str(p) for p in study.series.paths)
     finally:

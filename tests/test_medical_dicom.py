@@ -596,3 +596,11 @@ def test_dicom_error_is_value_error_and_names_file():
     assert isinstance(err, ValueError)
     assert str(err) == "/data/x.dcm: no pixel data (Basic Text SR Storage)"
     assert (err.path, err.reason, err.detail) == ("/data/x.dcm", "no pixel data", "Basic Text SR Storage")
+
+
+def test_window_text_with_a_negative_centre():
+    from domains.medical.dicom import WINDOW_PRESETS, resolve_window
+
+    assert resolve_window("-600/1500") == (-600.0, 1500.0) == WINDOW_PRESETS["lung"]
+    assert resolve_window(" -600, 1500 ") == (-600.0, 1500.0)
+    assert resolve_window("Soft-Tissue") == WINDOW_PRESETS["soft_tissue"]

@@ -235,7 +235,7 @@ def resolve_window(window: str | Sequence[float] | None) -> tuple[float, float] 
             return "minmax"
         if key in WINDOW_PRESETS:
             return WINDOW_PRESETS[key]
-        parts = key.replace(",", "/").split("/")
+        parts = window.strip().replace(",", "/").split("/")  # the raw text: "-600/1500" keeps its minus
         try:
             if len(parts) != 2:
                 raise ValueError

@@ -1,0 +1,173 @@
+"""Medical imaging: DICOM (CT / MR / X-ray) read to windowed RGB, de-identified, and public medical VQA sets.
+
+Provides readers (DICOM through :mod:`domains.medical.dicom`; PNG / JPEG through PIL), converters into
+InternVL chat JSONL (:mod:`domains.medical.convert`: VQA-RAD, SLAKE, PMC-VQA, folder-per-class
+classification, and ``dicom_qa``: DICOM series + a question file, several slices per sample, boxes on the
+0-1000 grid), the ``med_vqa`` scorer (:mod:`domains.medical.metrics`: closed accuracy over all closed
+questions, open recall), a synthetic generator writing real CT DICOM series with fake PHI and the public
+layouts (:mod:`domains.medical.synthetic`), and demo hooks. ``pydicom`` and the converter modules are
+imported only when used, so the registry works without pydicom.
+
+Converted data never holds patient-identifying attributes: DICOM-derived records carry only
+``deid.pseudonym`` ids and rendered pixels (see :mod:`domains.medical.convert`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from domains.base import DomainPlugin
+from domains.boxes import draw_ref_boxes
+from domains.medical.metrics import METRICS
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def read_dicom_rgb(path: str | Path, **options: Any):
+    """Reader for ``.dcm`` / ``.dicom``: :func:`domains.medical.dicom.read_dicom_rgb` (imports pydicom lazily)."""
+    from domains.medical.dicom import read_dicom_rgb as fn
+
+    return fn(path, **options)
+
+
+def read_image_rgb(path: str | Path, **options: Any):
+    """Reader for PNG / JPEG: the image as PIL RGB (grey and palette images converted)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def read_any(path: str | Path, **options: Any):
+    """Reader for other files: DICOM when it carries the ``DICM`` marker (files without a suffix), else PIL."""
+    from domains.medical.convert import is_dicom_file
+
+    if is_dicom_file(Path(path)):
+        return read_dicom_rgb(path, **options)
+    return read_image_rgb(path, **options)
+
+
+def _converter(name: str):
+    def convert(src: Path, out: Path, **options: Any):
+        from domains.medical import convert as module
+
+        return getattr(module, f"convert_{name}")(src, out, **options)
+
+    convert.__name__ = f"convert_{name}"
+    convert.__doc__ = f"(src, out, **options) -> ConvertReport: :func:`domains.medical.convert.convert_{name}`."
+    return convert
+
+
+CONVERTERS = {name: _converter(name) for name in ("vqa_rad", "slake", "pmc_vqa", "classification", "dicom_qa")}
+
+
+def synthetic(out_dir: Path, **options: Any):
+    """Small synthetic data sets: DICOM CT series + QA and the public layouts
+    (:func:`domains.medical.synthetic.generate_all`)."""
+    from domains.medical.synthetic import generate_all
+
+    return generate_all(out_dir, **options)
+
+
+# --------------------------------------------------------------------------------------------- demo hooks
+def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequence[int] | None = None,
+                n_slices: int | None = None, **options: Any) -> dict:
+    """Uploaded files -> model input for the demo.
+
+    `paths`: PNG / JPEG images, DICOM files of one series (or one multi-frame file), or ``.zip`` archives of
+    them (extracted safely by :func:`domains.medical.dicom.extract_zip`). DICOM options: `window` (a preset
+    name or ``(center, width)``; None = the file's own), `slices` (0-based indices in the series sorted by
+    position, or frames) or `n_slices` (that many evenly spaced slices); neither = the middle slice.
+
+    Returns ``{"images": [PIL RGB], "labels": ["slice 6/12", ...] | None, "prompt": "Slice 3/12: <image>\\n…"
+    | None (one image: the default), "info": de-identified header fields (never PHI), "warnings": [...]}``.
+    """
+    from domains.medical.convert import IMAGE_SUFFIXES, is_dicom_file, slice_prompt
+
+    files = [Path(p) for p in paths]
+    if not files:
+        raise ValueError("no files uploaded")
+    with tempfile.TemporaryDirectory(prefix="pocket-medical-upload-") as tmp:
+        expanded: list[Path] = []
+        for k, p in enumerate(files):
+            if p.suffix.lower() == ".zip":
+                from domains.medical.dicom import extract_zip
+
+                expanded += [q for q in extract_zip(p, Path(tmp) / str(k)) if q.is_file()]
+            else:
+                expanded.append(p)
+        dicoms = [p for p in expanded if is_dicom_file(p)]
+        pictures = [p for p in expanded if p not in dicoms and p.suffix.lower() in IMAGE_SUFFIXES]
+        warnings: list[str] = []
+        if not dicoms:
+            if not pictures:
+                names = ", ".join(p.name for p in files)
+                raise ValueError(f"no DICOM or image files among the upload ({names})")
+            images = [read_image_rgb(p) for p in pictures]
+            labels = [f"image {k + 1}/{len(images)}" for k in range(len(images))] if len(images) > 1 else None
+            info = {"images": str(len(images)), "size": " / ".join(f"{im.width}x{im.height}" for im in images)}
+            return {"images": images, "labels": labels, "prompt": slice_prompt(labels) if labels else None,
+                    "info": info, "warnings": warnings}
+        if pictures:
+            warnings.append(f"{len(pictures)} non-DICOM image(s) ignored: the DICOM series is shown")
+        return _read_dicom_upload(dicoms, window, slices, n_slices, warnings)
+
+
+def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[int] | None, n_slices: int | None,
+                       warnings: list[str]) -> dict:
+    from domains.medical import deid, dicom
+    from domains.medical.convert import slice_prompt
+
+    if isinstance(window, list):
+        window = tuple(window)
+    series = dicom.load_series(dicoms)
+    slices = list(series.slices)  # (file, frame) per slice, anatomical order
+    total = len(slices)
+    if slices_wanted is not None and len(slices_wanted) > 0:
+        chosen = [int(k) for k in slices_wanted]
+        bad = [k for k in chosen if not 0 <= k < total]
+        if bad:
+            raise ValueError(f"slice(s) {bad} out of range: the series has {total} (0..{total - 1})")
+    elif n_slices and int(n_slices) > 1:
+        chosen = list(series.pick(int(n_slices)))
+    else:
+        chosen = [total // 2]
+    images = [series.image(k, window=window) for k in chosen]
+    labels = [f"slice {k + 1}/{total}" for k in chosen]
+    burned = [p for p in sorted({slices[k][0] for k in chosen})
+              if deid.burned_in_annotation(dicom.read_dicom(p, header_only=True))]
+    if burned:
+        warnings.append(f"burned-in annotation: {len(burned)} file(s) are marked BurnedInAnnotation=YES; "
+                        "text burned into the pixels may identify the patient")
+    return {"images": images, "labels": labels, "prompt": slice_prompt(labels) if len(labels) > 1 else None,
+            "info": dict(deid.safe_header(dicom.read_dicom(slices[chosen[0]][0], header_only=True))),
+            "warnings": warnings}
+
+
+def draw_answer(images: Sequence[Any], answer: str, **options: Any) -> list:
+    """Every ``<ref>…</ref><box>[[…]]</box>`` of `answer` drawn on each image (0-1000 grid of that image)."""
+    width = int(options.get("width", 3))
+    return [draw_ref_boxes(im, answer, width=width) for im in images]
+
+
+PLUGIN = DomainPlugin(
+    name="medical",
+    description="Medical imaging: DICOM CT / MR / X-ray read through a VOI window (presets or the file's own) "
+                "to RGB and de-identified (pseudonyms, no PHI in converted data); converters for VQA-RAD, "
+                "SLAKE, PMC-VQA, folder-per-class classification and DICOM series with a QA file (multi-slice "
+                "samples, lesion boxes); med_vqa scoring (closed accuracy, open recall); synthetic CT series.",
+    readers={**{s: read_dicom_rgb for s in DICOM_SUFFIXES}, **{s: read_image_rgb for s in PIL_SUFFIXES},
+             "*": read_any},
+    converters=CONVERTERS,
+    metrics=METRICS,  # med_vqa
+    recipes=("medical_pocket-tiny_full",),
+    synthetic=synthetic,
+    demo_hooks={"read_upload": read_upload, "draw_answer": draw_answer},
+)
+
+__all__ = ["CONVERTERS", "DICOM_SUFFIXES", "PIL_SUFFIXES", "PLUGIN", "draw_answer", "read_any", "read_dicom_rgb",
+           "read_image_rgb", "read_upload", "synthetic"]

@@ -1,0 +1,991 @@
+"""Convert public medical VQA / classification sets and DICOM question sets into InternVL chat JSONL.
+
+Converters (each ``(src, out, **options) -> ConvertReport``; registered on the ``medical`` plugin), for the
+public layouts of ``domains.md`` §3.2:
+
+* :func:`convert_vqa_rad` -- ``VQA_RAD Dataset Public.json`` + ``VQA_RAD Image Folder/`` -> ``med_vqa``;
+* :func:`convert_slake` -- ``Slake1.0/{train,validate,test}.json`` + ``imgs/xmlabN/source.jpg`` -> ``med_vqa``;
+* :func:`convert_pmc_vqa` -- ``train.csv`` / ``test.csv`` (and ``test_clean.csv``, ``*_2.csv``) + ``images/``
+  -> multiple choice (``mc``) or open-ended ``med_vqa``;
+* :func:`convert_classification` -- folder per class (PNG / JPEG / DICOM) -> lettered multiple choice;
+* :func:`convert_dicom_qa` -- DICOM series + a QA JSON (the layout below) -> closed / open ``med_vqa``,
+  ``grounding`` and ``mc``, one or several slices per sample.
+
+**Output.** ``out/<dataset>_<split>.jsonl`` (``report.outputs[split]``), images under
+``out/images/<dataset>/``; record ``image`` paths are relative to `out`. Records hold ``id``, ``image`` (a
+path, or a list of paths for multi-slice samples), ``width`` / ``height`` (of the first image),
+``conversations`` (one human turn with one ``<image>`` per image, one gpt turn), ``task``, ``answer``,
+``meta`` and, for multiple choice, ``options`` (texts without letters; the question lists them as
+``A. …``, the answer is the letter). ``med_vqa`` records carry ``meta["answer_type"]`` (``CLOSED`` /
+``OPEN``), which :mod:`domains.medical.metrics` scores by. JPEG / PNG sources are copied byte for byte
+(after a full decode check); DICOM slices are rendered to 8-bit PNG through :mod:`domains.medical.dicom`.
+
+**No patient data in the output.** DICOM-derived records and file names carry only
+``deid.pseudonym(ds, salt=...)`` ids and salted hashes of UIDs and paths -- never the source PatientName /
+PatientID, dates, institution, UIDs or file names -- and the images are rendered pixels only (PNG without
+text chunks). A file with ``BurnedInAnnotation`` "YES" (text may be burned into the pixels) is counted in
+the report as ``"burned-in annotation (warning, kept)"``, or skipped with ``skip_burned_in=True``.
+
+**Idempotent.** Sources are only read; an output image is re-used when present and not older than its
+source; a JSONL is rewritten only when its bytes change (atomic writes throughout).
+
+**Bad input** (missing / undecodable images, corrupt DICOM, malformed JSON / CSV rows, empty questions or
+answers, unknown splits, boxes outside the image, ...) is skipped and counted under a reason with the file
+or record named; the rest converts.
+
+``dicom_qa`` layout
+-------------------
+::
+
+    <src>/
+      qa.json                   # the questions (below)
+      <series folders>/*.dcm    # one DICOM series per folder (any names; slices are sorted by position)
+
+``qa.json`` is ``{"questions": [...]}`` (or a bare list); other top-level keys (``format``, ``version``,
+``description``) are ignored. Each question::
+
+    {"id": "case01-007",                 # unique; used in record ids (must not hold patient data)
+     "split": "train",                   # train | val | test (option default_split fills a missing one)
+     "series": "series/case01",          # folder of one series, relative to <src> (must stay inside it)
+     "slices": [5],                      # 0-based indices in the series sorted along the slice normal
+                                         #   (domains.medical.dicom.load_series order), or a frame index of a
+                                         #   multi-frame file; or "instances": [InstanceNumber, ...]
+     "window": "abdomen",                # a WINDOW_PRESETS name, [center, width], "center/width", "minmax",
+                                         #   or null = the converter's window option (default: the file's
+                                         #   own VOI LUT / WindowCenter / WindowWidth)
+     "type": "closed",                   # closed | open | grounding | mc
+     "question": "Is there a lesion in this slice?",
+     "answer": "yes",                    # closed / open: the answer; mc: an option's text or its letter
+     "options": ["liver", "lung"],       # mc only
+     "ref": "lesion",                    # grounding: the phrase (default "lesion")
+     "boxes": [[x1, y1, x2, y2]]}        # grounding: pixel boxes in the slice (x2 / y2 the far edges)
+
+Several slices make one multi-image sample: the human turn is ``Slice 4/12: <image>\\nSlice 6/12:
+<image>\\n…{question}`` (:func:`slice_prompt`). Grounding questions take exactly one slice; their answer is
+``<ref>{ref}</ref><box>[[x1, y1, x2, y2], …]</box>`` on the 0-1000 grid (``domains.boxes``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from domains.base import ConvertReport
+from domains.boxes import render_ref_box
+
+__all__ = [
+    "BURNED_IN_WARNING",
+    "MC_INSTRUCTION",
+    "SPLITS",
+    "VQA_INSTRUCTION",
+    "class_label",
+    "convert_classification",
+    "convert_dicom_qa",
+    "convert_pmc_vqa",
+    "convert_slake",
+    "convert_vqa_rad",
+    "is_dicom_file",
+    "mc_question",
+    "slice_prompt",
+]
+
+VQA_INSTRUCTION = "Answer the question using a single word or phrase."
+VQA_INSTRUCTION_ZH = "请用一个词或短语回答问题。"
+MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+CLASSIFICATION_QUESTION = "Which of the following best describes this image?"
+BURNED_IN_WARNING = "burned-in annotation (warning, kept)"
+SPLITS = ("train", "val", "test")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+_PNG = {"format": "PNG", "compress_level": 6, "optimize": False}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+class _Skip(Exception):
+    """An input to skip: ``reason`` (the report key) and a detail naming the file."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _skip(report: ConvertReport, file: Any, reason: str, detail: str) -> None:
+    name = str(file)
+    if detail.startswith(name + ": "):
+        detail = detail[len(name) + 2:]
+    report.skip(name, reason, detail)
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fresh(dst: Path, src: Path) -> bool:
+    try:
+        return dst.stat().st_size > 0 and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns
+    except OSError:
+        return False
+
+
+def _write_jsonl(records: list[dict], path: Path) -> None:
+    """Write `records` unless `path` already holds exactly these bytes."""
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def _finish(report: ConvertReport, out: Path, dataset: str, splits: dict[str, list[dict]]) -> ConvertReport:
+    for split, records in splits.items():
+        if not records:
+            continue
+        path = out / f"{dataset}_{split}.jsonl"
+        _write_jsonl(records, path)
+        report.outputs[split] = path
+        report.wrote(len(records))
+    return report
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_.") or "x"
+
+
+def _hash(*parts: Any, n: int = 10) -> str:
+    return hashlib.sha1("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:n]
+
+
+def slice_prompt(labels: Sequence[str] | None) -> str:
+    """The text before the question: ``"<image>\\n"`` for one image, else ``"{Label}: <image>\\n"`` per image
+    with the label's first letter capitalised (``["slice 4/12", ...]`` -> ``"Slice 4/12: <image>\\n…"``), so
+    the demo's lower-case display labels give the layout the converters train on."""
+    if not labels or len(labels) == 1:
+        return "<image>\n"
+    return "".join(f"{label[:1].upper()}{label[1:]}: <image>\n" for label in labels)
+
+
+def mc_question(question: str, options: Sequence[str]) -> str:
+    """A question with its lettered options and the answer-with-a-letter instruction (InternVL MC style)."""
+    lines = [question.strip(), *(f"{LETTERS[k]}. {opt}" for k, opt in enumerate(options)), MC_INSTRUCTION]
+    return "\n".join(lines)
+
+
+def _record(rid: str, image: str | list[str], size: tuple[int, int], question: str, answer: str, task: str,
+            prefix: str = "<image>\n", **extra: Any) -> dict:
+    return {"id": rid, "image": image, "width": size[0], "height": size[1],
+            "conversations": [{"from": "human", "value": prefix + question},
+                              {"from": "gpt", "value": answer}],
+            "task": task, "answer": answer, **extra}
+
+
+def _text(value: Any) -> str:
+    """A field as stripped text ('' for None / NaN-like blanks); numbers become their text."""
+    if value is None or isinstance(value, bool):
+        return "" if value is None else str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return " ".join(str(value).split())
+
+
+def _name(value: Any) -> str:
+    """A file-name field: stripped text ('' for None); inner spaces kept."""
+    return "" if value is None else str(value).strip()
+
+
+def _check_image(path: Path) -> tuple[int, int]:
+    """Fully decode an image file; its (W, H). Raises :class:`_Skip`."""
+    if not path.is_file():
+        raise _Skip("missing image", f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.width == 0 or im.height == 0:
+                raise _Skip("unreadable image", f"{path}: zero-size image")
+            return im.size
+    except _Skip:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise _Skip("unreadable image", f"{path}: cannot decode ({exc})") from exc
+
+
+def _copy_image(src: Path, out: Path, rel_stem: str) -> tuple[str, tuple[int, int]]:
+    """JPEG / PNG: copied byte for byte; other formats: converted to PNG. Returns (relative path, size)."""
+    suffix = src.suffix.lower()
+    keep = suffix in (".jpg", ".jpeg", ".png")
+    # a converted a.bmp must not land on the a.png of a neighbour
+    rel = f"{rel_stem}.jpg" if suffix in (".jpg", ".jpeg") else f"{rel_stem}.png" if keep else \
+        f"{rel_stem}_{_safe(suffix[1:])}.png"
+    dst = out / rel
+    if _fresh(dst, src):
+        try:
+            with Image.open(dst) as im:
+                return rel, im.size
+        except (UnidentifiedImageError, OSError):
+            pass  # damaged output: write it again
+    size = _check_image(src)
+    if keep:
+        _atomic_write(dst, lambda f: f.write(src.read_bytes()))
+    else:
+        with Image.open(src) as im:
+            rgb = im.convert("RGB")
+        _atomic_write(dst, lambda f: rgb.save(f, **_PNG))
+    return rel, size
+
+
+def _save_png(img: Image.Image, dst: Path) -> None:
+    _atomic_write(dst, lambda f: img.convert("RGB").save(f, **_PNG))
+
+
+def is_dicom_file(path: Path) -> bool:
+    """``.dcm`` / ``.dicom`` suffix, or the ``DICM`` marker at byte 128 (files without a suffix)."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    try:
+        with path.open("rb") as f:
+            head = f.read(132)
+        return head[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """`rel` under `root`; an absolute path or one escaping `root` raises :class:`_Skip`."""
+    if not rel or Path(rel).is_absolute():
+        raise _Skip("path escapes data root", f"{rel!r}: must be a path relative to {root}")
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise _Skip("path escapes data root", f"{rel!r}: leaves {root}")
+    return path
+
+
+# --------------------------------------------------------------------------------------------- DICOM
+class _Dicom:
+    """Reads DICOM slices through domains.medical.dicom / deid (imported on first use): pseudonyms, the
+    burned-in policy (one warning per file) and PNG renders cached per (file, frame, window)."""
+
+    def __init__(self, report: ConvertReport, out: Path, dataset: str, salt: str, skip_burned_in: bool):
+        from domains.medical import deid, dicom
+
+        self.dicom, self.deid = dicom, deid
+        self.report, self.out, self.dataset = report, out, dataset
+        self.salt, self.skip_burned_in = salt, skip_burned_in
+        self.checked: dict[Path, Any] = {}  # path -> the header, or the _Skip raised for it
+        self.renders: dict[tuple, tuple[str, tuple[int, int]] | _Skip] = {}
+
+    def window(self, value: Any) -> tuple[Any, str]:
+        """A window argument (preset name, ``[center, width]``, ``"center/width"``, ``"minmax"`` or None = the
+        file's own) -> (value for dicom_to_rgb, a file-name tag). Raises :class:`_Skip` ("bad window")."""
+        try:
+            resolved = self.dicom.resolve_window(tuple(value) if isinstance(value, list) else value)
+        except (TypeError, ValueError) as exc:
+            raise _Skip("bad window", str(exc)) from exc
+        if resolved is None:
+            return None, "file"
+        if resolved == "minmax":
+            return "minmax", "minmax"
+        if isinstance(value, str):
+            key = value.strip().lower().replace("-", "_").replace(" ", "_")
+            if key in self.dicom.WINDOW_PRESETS:
+                return key, key
+        c, w = resolved
+        return (c, w), f"c{c:g}w{w:g}"
+
+    def read(self, path: Path, header_only: bool = False):
+        if not path.is_file():
+            raise _Skip("missing image", f"{path}: no such file")
+        try:
+            return self.dicom.read_dicom(path, header_only=header_only)
+        except self.dicom.DicomError as exc:
+            raise _Skip("unreadable DICOM", str(exc)) from exc
+
+    def pseudonym(self, ds) -> str:
+        return self.deid.pseudonym(ds, salt=self.salt)
+
+    def header(self, path: Path):
+        """`path`'s header, read once; applies the burned-in policy (one warning per file, or a skip)."""
+        status = self.checked.get(path)
+        if status is None:
+            try:
+                status = self.read(path, header_only=True)
+                if self.deid.burned_in_annotation(status):
+                    if self.skip_burned_in:
+                        raise _Skip("burned-in annotation",
+                                    f"{path}: BurnedInAnnotation is YES (skip_burned_in=true)")
+                    self.report.skip(str(path), BURNED_IN_WARNING,
+                                     "BurnedInAnnotation is YES: text may be burned into the pixels; kept "
+                                     "(pass skip_burned_in=true to drop)")
+            except _Skip as exc:
+                status = exc
+            self.checked[path] = status
+        if isinstance(status, _Skip):
+            raise status
+        return status
+
+    def render(self, path: Path, rel_stem: str, window: Any, frame: int = 0) -> tuple[str, tuple[int, int]]:
+        """Slice `frame` of `path` through `window` -> ``out/<rel_stem>.png``; (relative path, size)."""
+        key = (path, frame, json.dumps(window))
+        cached = self.renders.get(key)
+        if isinstance(cached, _Skip):
+            raise cached
+        if cached is not None:
+            return cached
+        rel = f"{rel_stem}.png"
+        dst = self.out / rel
+        try:
+            if _fresh(dst, path):
+                try:
+                    with Image.open(dst) as im:
+                        self.renders[key] = (rel, im.size)
+                        return self.renders[key]
+                except (UnidentifiedImageError, OSError):
+                    pass
+            ds = self.read(path)
+            try:
+                img = self.dicom.dicom_to_rgb(ds, window=window, frame=frame)
+            except self.dicom.DicomError as exc:
+                raise _Skip("unreadable DICOM", str(exc)) from exc
+            _save_png(img, dst)
+            self.renders[key] = (rel, img.size)
+            return self.renders[key]
+        except _Skip as exc:
+            self.renders[key] = exc
+            raise
+
+
+def _window_option(reader: _Dicom, window: Any) -> tuple[Any, str]:
+    try:
+        return reader.window(window)
+    except _Skip as exc:
+        raise ValueError(f"window option: {exc.detail}") from None
+
+
+# --------------------------------------------------------------------------------------------- VQA-RAD
+VQA_RAD_JSON = "VQA_RAD Dataset Public.json"
+VQA_RAD_IMAGES = "VQA_RAD Image Folder"
+VQA_RAD_SPLITS = {"freeform": "train", "para": "train", "frame": "train", "test_freeform": "test", "test_para": "test"}
+
+
+def _load_json_file(path: Path, report: ConvertReport) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        _skip(report, path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _answer_type(value: Any) -> str | None:
+    kind = _text(value).upper()
+    return kind if kind in ("CLOSED", "OPEN") else None
+
+
+def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", images_dir: str | Path | None = None
+                    ) -> ConvertReport:
+    """VQA-RAD -> ``med_vqa`` records (``vqa_rad_train.jsonl``, ``vqa_rad_test.jsonl``).
+
+    `src`: the folder holding ``VQA_RAD Dataset Public.json`` (or the JSON file itself); images from
+    `images_dir`, default ``VQA_RAD Image Folder/`` beside it. The official test set is ``phrase_type`` in
+    {``test_freeform``, ``test_para``} (451 QA); ``freeform`` / ``para`` / ``frame`` are train; other
+    phrase types are skipped (``unknown split``). ``meta`` keeps ``answer_type`` (CLOSED / OPEN, scored by
+    type), ``question_type``, ``organ`` (``image_organ``), ``phrase_type``, ``qid`` and ``image_name``.
+    """
+    src, out = Path(src), Path(out)
+    path = src if src.is_file() else src / VQA_RAD_JSON
+    if not path.is_file():
+        raise ValueError(f"{src}: no {VQA_RAD_JSON!r} (the VQA-RAD question file)")
+    img_dir = Path(images_dir) if images_dir is not None else path.parent / VQA_RAD_IMAGES
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    rows = _load_json_file(path, report)
+    if rows is None:
+        return report
+    if not isinstance(rows, list):
+        _skip(report, path, "malformed JSON", f"{path}: expected a list of question objects")
+        return report
+    splits: dict[str, list[dict]] = {"train": [], "test": []}
+    images: dict[str, tuple[str, tuple[int, int]] | _Skip] = {}
+    for n, row in enumerate(rows):
+        where = f"{path.name} item {n}"
+        try:
+            if not isinstance(row, dict):
+                raise _Skip("malformed record", f"{where}: not an object")
+            qid = _text(row.get("qid")) or str(n)
+            where = f"{path.name} qid {qid}"
+            phrase = _text(row.get("phrase_type"))
+            split = VQA_RAD_SPLITS.get(phrase)
+            if split is None:
+                raise _Skip("unknown split", f"{where}: phrase_type {phrase!r} is not one of {sorted(VQA_RAD_SPLITS)}")
+            question, answer = _text(row.get("question")), _text(row.get("answer"))
+            if not question:
+                raise _Skip("empty question", f"{where}: empty question")
+            if not answer:
+                raise _Skip("empty answer", f"{where}: empty answer")
+            atype = _answer_type(row.get("answer_type"))
+            if atype is None:
+                raise _Skip("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
+            name = _name(row.get("image_name"))
+            if not name:
+                raise _Skip("missing image", f"{where}: no image_name")
+            status = images.get(name)
+            if status is None:
+                try:
+                    status = _copy_image(_inside(img_dir, name), out, f"images/{dataset}/{_safe(Path(name).stem)}")
+                except _Skip as exc:
+                    _skip(report, img_dir / name, exc.reason, exc.detail)  # counted once per image
+                    status = exc
+                images[name] = status
+            if isinstance(status, _Skip):
+                raise _Skip("image skipped", f"{where}: {status.reason}: {status.detail}")
+        except _Skip as exc:
+            _skip(report, where, exc.reason, exc.detail)
+            continue
+        meta = {"dataset": dataset, "split": split, "qid": qid, "answer_type": atype,
+                "question_type": _text(row.get("question_type")), "organ": _text(row.get("image_organ")),
+                "phrase_type": phrase, "image_name": name}
+        splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
+                                     f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa", meta=meta))
+    return _finish(report, out, dataset, splits)
+
+
+# --------------------------------------------------------------------------------------------- SLAKE
+SLAKE_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json"}
+
+
+def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_lang: str | None = "en",
+                  splits: Sequence[str] | None = None) -> ConvertReport:
+    """SLAKE 1.0 -> ``med_vqa`` records (``slake_{train,val,test}.jsonl`` from train / validate / test.json).
+
+    `src`: the ``Slake1.0`` folder or its parent. Images are ``imgs/<img_name>`` (``xmlabN/source.jpg``).
+    `q_lang`: ``"en"`` (default: the English benchmark), ``"zh"``, or ``None`` / ``"all"`` for both;
+    questions in other languages are dropped without counting (a filter, not bad input). Chinese
+    questions get a Chinese answer instruction. ``meta`` keeps ``answer_type``, ``content_type``,
+    ``base_type``, ``location``, ``modality``, ``q_lang``, ``qid`` and ``img_id``.
+    """
+    src, out = Path(src), Path(out)
+    root = src / "Slake1.0" if (src / "Slake1.0").is_dir() else src
+    wanted = list(splits) if splits is not None else list(SLAKE_FILES)
+    bad = [s for s in wanted if s not in SLAKE_FILES]
+    if bad:
+        raise ValueError(f"unknown SLAKE split(s) {bad}; known: {list(SLAKE_FILES)}")
+    found = {s: root / SLAKE_FILES[s] for s in wanted if (root / SLAKE_FILES[s]).is_file()}
+    if not found:
+        raise ValueError(f"{src}: no SLAKE files ({', '.join(SLAKE_FILES.values())}) in {root}")
+    lang = None if q_lang in (None, "", "all") else str(q_lang)
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    out_splits: dict[str, list[dict]] = {}
+    images: dict[str, tuple[str, tuple[int, int]] | _Skip] = {}
+    for split, path in found.items():
+        rows = _load_json_file(path, report)
+        if rows is None:
+            continue
+        if not isinstance(rows, list):
+            _skip(report, path, "malformed JSON", f"{path}: expected a list of question objects")
+            continue
+        records: list[dict] = []
+        for n, row in enumerate(rows):
+            where = f"{path.name} item {n}"
+            try:
+                if not isinstance(row, dict):
+                    raise _Skip("malformed record", f"{where}: not an object")
+                qid = _text(row.get("qid")) or str(n)
+                where = f"{path.name} qid {qid}"
+                row_lang = _text(row.get("q_lang")) or "en"
+                if lang is not None and row_lang != lang:
+                    continue
+                question, answer = _text(row.get("question")), _text(row.get("answer"))
+                if not question:
+                    raise _Skip("empty question", f"{where}: empty question")
+                if not answer:
+                    raise _Skip("empty answer", f"{where}: empty answer")
+                atype = _answer_type(row.get("answer_type"))
+                if atype is None:
+                    raise _Skip("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
+                name = _name(row.get("img_name"))
+                if not name:
+                    raise _Skip("missing image", f"{where}: no img_name")
+                status = images.get(name)
+                if status is None:
+                    stem = _safe(Path(name).with_suffix("").as_posix())  # xmlab0/source -> xmlab0_source
+                    try:
+                        status = _copy_image(_inside(root / "imgs", name), out, f"images/{dataset}/{stem}")
+                    except _Skip as exc:
+                        _skip(report, root / "imgs" / name, exc.reason, exc.detail)
+                        status = exc
+                    images[name] = status
+                if isinstance(status, _Skip):
+                    raise _Skip("image skipped", f"{where}: {status.reason}: {status.detail}")
+            except _Skip as exc:
+                _skip(report, where, exc.reason, exc.detail)
+                continue
+            instruction = VQA_INSTRUCTION_ZH if row_lang == "zh" else VQA_INSTRUCTION
+            meta = {"dataset": dataset, "split": split, "qid": qid, "img_id": row.get("img_id"), "answer_type": atype,
+                    "content_type": _text(row.get("content_type")), "base_type": _text(row.get("base_type")),
+                    "location": _text(row.get("location")), "modality": _text(row.get("modality")), "q_lang": row_lang}
+            records.append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
+                                   f"{question}\n{instruction}", answer, "med_vqa", meta=meta))
+        out_splits[split] = records
+    return _finish(report, out, dataset, out_splits)
+
+
+# --------------------------------------------------------------------------------------------- PMC-VQA
+PMC_FILES = ("train.csv", "test.csv", "test_clean.csv", "train_2.csv", "test_2.csv")
+_CHOICE = re.compile(r"^\s*\(?([A-Da-d])\s*[:.)]\s*(.*?)\s*$", re.DOTALL)
+
+
+def _choices(row: dict) -> list[str]:
+    """``Choice A``..``Choice D`` (``"A:…"``) -> option texts; raises ValueError when malformed."""
+    out = []
+    for letter in "ABCD":
+        raw = row.get(f"Choice {letter}")
+        text = "" if raw is None else str(raw)
+        m = _CHOICE.match(text)
+        if m:
+            if m.group(1).upper() != letter:
+                raise ValueError(f"Choice {letter} is labelled {m.group(1)!r}: {text.strip()!r}")
+            text = m.group(2)
+        text = " ".join(text.split())
+        if not text:
+            raise ValueError(f"Choice {letter} is empty")
+        out.append(text)
+    return out
+
+
+def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", mode: str = "mc",
+                    files: Sequence[str] | None = None, images_dir: str | Path | None = None) -> ConvertReport:
+    """PMC-VQA -> multiple choice (``mode="mc"``, task ``mc``) or open-ended ``med_vqa`` (``mode="open"``).
+
+    `src`: the folder with the CSVs (``Figure_path, Question, Answer, Choice A..D, Answer_label``; the choices
+    are ``"A:…"``); `files`: which CSVs (default every one of :data:`PMC_FILES` present); each gives the split
+    named by its stem (``pmc_vqa_train.jsonl``, ``pmc_vqa_test_clean.jsonl``, ...). Images are
+    ``<images_dir>/<Figure_path>``, default ``images/`` (``images_2/`` for the ``*_2.csv`` files when present).
+
+    ``mc``: the question lists the four options (``A. …``) and the answer is ``Answer_label``; ``options``
+    holds the texts. A missing / invalid label is recovered when ``Answer`` equals one option's text, else the
+    row is skipped. ``open``: the answer is ``Answer`` (``meta["answer_type"]`` OPEN). ``meta`` keeps
+    ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``.
+    """
+    src, out = Path(src), Path(out)
+    if mode not in ("mc", "open"):
+        raise ValueError(f"mode must be 'mc' or 'open', got {mode!r}")
+    if not src.is_dir():
+        raise ValueError(f"{src}: not a directory (expected the PMC-VQA CSV files)")
+    names = list(files) if files is not None else [f for f in PMC_FILES if (src / f).is_file()]
+    if not names:
+        raise ValueError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    out_splits: dict[str, list[dict]] = {}
+    images: dict[Path, tuple[str, tuple[int, int]] | _Skip] = {}
+    for name in names:
+        path = src / name
+        split = _safe(Path(name).stem)
+        if images_dir is not None:
+            img_dir = Path(images_dir)
+        else:
+            v2 = Path(name).stem.endswith("_2") and (src / "images_2").is_dir()
+            img_dir = src / ("images_2" if v2 else "images")
+        try:
+            rows = _read_csv(path)
+        except FileNotFoundError:
+            _skip(report, path, "missing file", f"{path}: no such file")
+            continue
+        except (csv.Error, UnicodeDecodeError, ValueError) as exc:
+            _skip(report, path, "malformed CSV", f"{path}: {exc}")
+            continue
+        records: list[dict] = []
+        for n, (line, row) in enumerate(rows):
+            where = f"{path.name}:{line}"
+            try:
+                if row.get(None) is not None:
+                    raise _Skip("malformed row", f"{where}: more fields than columns")
+                figure = _name(row.get("Figure_path"))
+                question, answer = _text(row.get("Question")), _text(row.get("Answer"))
+                if not question:
+                    raise _Skip("empty question", f"{where}: empty Question")
+                if not figure:
+                    raise _Skip("missing image", f"{where}: empty Figure_path")
+                if mode == "mc":
+                    try:
+                        options = _choices(row)
+                    except ValueError as exc:
+                        raise _Skip("malformed row", f"{where}: {exc}") from exc
+                    label = _text(row.get("Answer_label")).upper().strip("() .:")
+                    if label not in "ABCD" or not label:
+                        by_text = [k for k, o in enumerate(options) if answer and o.casefold() == answer.casefold()]
+                        if len(by_text) != 1:
+                            raise _Skip("malformed row", f"{where}: Answer_label {row.get('Answer_label')!r} is not "
+                                                         "A-D and Answer matches no single choice")
+                        label = LETTERS[by_text[0]]
+                elif not answer:
+                    raise _Skip("empty answer", f"{where}: empty Answer")
+                img_src = _inside(img_dir, figure)
+                status = images.get(img_src)
+                if status is None:
+                    try:
+                        status = _copy_image(img_src, out, f"images/{dataset}/{_safe(img_dir.name)}/"
+                                                           f"{_safe(Path(figure).stem)}")
+                    except _Skip as exc:
+                        _skip(report, img_src, exc.reason, exc.detail)
+                        status = exc
+                    images[img_src] = status
+                if isinstance(status, _Skip):
+                    raise _Skip("image skipped", f"{where}: {status.reason}: {status.detail}")
+            except _Skip as exc:
+                _skip(report, where, exc.reason, exc.detail)
+                continue
+            meta = {"dataset": dataset, "split": split, "row": n, "figure": figure, "answer_text": answer}
+            rid = f"{dataset}/{split}/{n}"
+            if mode == "mc":
+                meta["answer_label"] = label
+                records.append(_record(rid, status[0], status[1], mc_question(question, options), label, "mc",
+                                       options=options, meta=meta))
+            else:
+                meta["answer_type"] = "OPEN"
+                records.append(_record(rid, status[0], status[1], f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa",
+                                       meta=meta))
+        out_splits[split] = records
+    return _finish(report, out, dataset, out_splits)
+
+
+def _read_csv(path: Path) -> list[tuple[int, dict]]:
+    """Rows of a CSV with a header as ``(line number, {column: value})``; header names are stripped."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise ValueError("empty file (no header)")
+        reader.fieldnames = [(h or "").strip() for h in reader.fieldnames]
+        missing = [c for c in ("Figure_path", "Question", "Answer") if c not in reader.fieldnames]
+        if missing:
+            raise ValueError(f"missing column(s) {missing}; header is {reader.fieldnames}")
+        rows = []
+        for row in reader:
+            rows.append((reader.line_num, row))
+        return rows
+
+
+# --------------------------------------------------------------------------------------------- classification
+_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
+SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+
+
+def class_label(folder: str) -> str:
+    """Class folder name -> label text: ``"PNEUMONIA"`` -> ``"pneumonia"``, ``"liver_lesion"`` -> ``"liver lesion"``."""
+    return " ".join(_CAMEL.sub(" ", folder).replace("_", " ").replace("-", " ").split()).lower()
+
+
+def _class_files(folder: Path) -> list[Path]:
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith("."))
+    return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(p)]
+
+
+def _split_of(key: str, test_fraction: float) -> str:
+    if test_fraction <= 0:
+        return "train"
+    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
+    return "test" if h < test_fraction else "train"
+
+
+def convert_classification(src: str | Path, out: str | Path, dataset: str = "classification",
+                           test_fraction: float = 0.2, window: Any = None, frame: int | None = None,
+                           salt: str = "", skip_burned_in: bool = False,
+                           label_fn: Callable[[str], str] = class_label) -> ConvertReport:
+    """Folder-per-class images (PNG / JPEG / DICOM; class = folder) -> lettered multiple choice (task ``mc``).
+
+    `src` holds one folder per class (files in sub-folders count for their class), or ``train/``, ``val/``,
+    ``test/`` folders each holding the class folders (Kermany chest X-ray style), which then give the splits;
+    otherwise a stable hash of the path sends `test_fraction` of the images to ``test``. Every record asks::
+
+        <image>\\nWhich of the following best describes this image?\\nA. {class 1}\\nB. {class 2}\\n…
+        Answer with the option's letter from the given choices directly.
+
+    over all class labels (sorted; at most 26), answer = the letter, ``options`` = the labels.
+
+    DICOM files (``.dcm``, ``.dicom`` or no suffix with the ``DICM`` marker) are rendered with `window`
+    (preset name, ``[center, width]``, or None = the file's own) at `frame` (None = the middle frame of a
+    multi-frame file); their ids and image names are ``deid.pseudonym`` + a hash of the path, and their
+    ``meta`` holds no source path. JPEG / PNG files are copied.
+    """
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise ValueError(f"{src}: not a directory (expected one folder per class)")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    subdirs = [p for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in subdirs if p.name.lower() in SPLIT_FOLDERS}
+    roots = list(split_dirs.items()) if split_dirs and len(split_dirs) == len(subdirs) else [(src, None)]
+    items: list[tuple[str | None, Path, Path, str]] = []  # (split, class dir, file, label)
+    for root, split in roots:
+        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            files = _class_files(d)
+            if not files:
+                _skip(report, d, "empty class folder", f"{d}: no PNG / JPEG / DICOM files")
+                continue
+            items += [(split, d, f, label_fn(d.name)) for f in files]
+    labels = sorted({label for *_, label in items})
+    if len(labels) > len(LETTERS):
+        raise ValueError(f"{src}: {len(labels)} classes, more than {len(LETTERS)} lettered options")
+    if len(labels) < 2:
+        raise ValueError(f"{src}: found {len(labels)} class folder(s) with images; need at least 2")
+    question = mc_question(CLASSIFICATION_QUESTION, labels)
+    reader: _Dicom | None = None
+    win_value, win_tag = None, "file"
+    if any(is_dicom_file(f) for _, _, f, _ in items):
+        reader = _Dicom(report, out, dataset, salt, skip_burned_in)
+        win_value, win_tag = _window_option(reader, window)
+    out_splits: dict[str, list[dict]] = {}
+    for split, d, f, label in items:
+        rel = f.relative_to(src).as_posix()
+        split = split or _split_of(rel, test_fraction)
+        cls = _safe(d.name)
+        try:
+            if reader is not None and is_dicom_file(f):
+                ds = reader.header(f)
+                n_frames = reader.dicom.frame_count(ds)
+                k = n_frames // 2 if frame is None else int(frame)
+                if not 0 <= k < n_frames:
+                    raise _Skip("bad frame", f"{f}: frame {k} out of range (the file has {n_frames})")
+                key = f"{reader.pseudonym(ds)}_{_hash(salt, rel)}"
+                image, size = reader.render(f, f"images/{dataset}/{cls}/{key}_{win_tag}", win_value, k)
+                rid = f"{dataset}/{cls}/{key}"
+                meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label,
+                        "patient": reader.pseudonym(ds), "window": win_tag, "frame": k}
+            else:
+                stem = _safe(f.relative_to(d).with_suffix("").as_posix())
+                image, size = _copy_image(f, out, f"images/{dataset}/{cls}/{stem}")
+                rid = f"{dataset}/{cls}/{_safe(f.relative_to(d).as_posix())}"  # a.png and a.jpg differ
+                meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label, "source": rel}
+        except _Skip as exc:
+            _skip(report, f, exc.reason, exc.detail)
+            continue
+        letter = LETTERS[labels.index(label)]
+        out_splits.setdefault(split, []).append(
+            _record(rid, image, size, question, letter, "mc", options=list(labels), meta=meta))
+    order = {s: k for k, s in enumerate(SPLITS)}
+    return _finish(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))))
+
+
+# --------------------------------------------------------------------------------------------- dicom_qa
+QA_TYPES = ("closed", "open", "grounding", "mc")
+QA_FILE = "qa.json"
+
+
+class _Series:
+    """One loaded series: its slices in anatomical order, ``(file, frame)`` each (multi-frame files give one
+    slice per frame), the patient pseudonym and a salted hash standing for the series UID."""
+
+    def __init__(self, reader: _Dicom, folder: Path, salt: str):
+        dicom = reader.dicom
+        try:
+            series = dicom.load_series(folder)
+        except dicom.DicomError as exc:
+            raise _Skip("unreadable series", str(exc)) from exc
+        self.paths = list(series.paths)
+        self.slices = list(series.slices)
+        self.n = len(self.slices)
+        if not self.n:
+            raise _Skip("unreadable series", f"{folder}: no DICOM slices")
+        first = reader.read(self.paths[0], header_only=True)  # the burned-in policy applies per slice used
+        self.patient = reader.pseudonym(first)
+        self.key = _hash(salt, series.series_uid or folder.as_posix())
+        self.modality = str(getattr(first, "Modality", "") or "")
+        self._instances: dict[int, int] | None = None
+        self._reader = reader
+
+    def slice(self, index: int) -> tuple[Path, int]:
+        """(file, frame) of slice `index`."""
+        if not 0 <= index < self.n:
+            raise _Skip("bad slice", f"slice {index} out of range (the series has {self.n})")
+        return self.slices[index]
+
+    def index_of_instance(self, number: int) -> int:
+        if self._instances is None:
+            self._instances = {}
+            for k, (p, frame) in enumerate(self.slices):
+                if frame:
+                    continue  # frames of one file share its InstanceNumber: it names the first
+                value = getattr(self._reader.read(p, header_only=True), "InstanceNumber", None)
+                if value is not None:
+                    self._instances.setdefault(int(value), k)
+        if number not in self._instances:
+            raise _Skip("bad slice", f"no slice with InstanceNumber {number}")
+        return self._instances[number]
+
+
+def _qa_slices(item: dict, series: _Series) -> list[int]:
+    if "instances" in item and item["instances"] is not None:
+        raw = item["instances"]
+        raw = raw if isinstance(raw, list) else [raw]
+        if not raw or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+            raise _Skip("bad slice", f"instances {item['instances']!r} must be InstanceNumbers (integers)")
+        return [series.index_of_instance(v) for v in raw]
+    raw = item.get("slices", item.get("slice"))
+    raw = raw if isinstance(raw, list) else [raw]
+    if not raw or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        raise _Skip("bad slice", f"slices {item.get('slices', item.get('slice'))!r} must be slice indices (integers)")
+    return [int(v) for v in raw]
+
+
+def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa", window: Any = None,
+                     salt: str = "", skip_burned_in: bool = False, default_split: str | None = None,
+                     qa_file: str = QA_FILE) -> ConvertReport:
+    """DICOM series + ``qa.json`` (the layout in the module notes) -> ``med_vqa`` / ``grounding`` / ``mc`` records.
+
+    `window`: used by questions whose ``window`` is null (a preset name, ``[center, width]``, or None = the
+    file's own VOI). `salt`: mixed into pseudonyms and hashes (keep it secret to stop re-identification by
+    hashing known ids). `skip_burned_in`: drop slices whose ``BurnedInAnnotation`` is YES instead of keeping
+    them with a warning. `default_split`: the split of questions without one (else they are skipped).
+
+    Records: ``closed`` / ``open`` -> task ``med_vqa`` with ``meta["answer_type"]`` CLOSED / OPEN and the
+    answer instruction; ``mc`` -> task ``mc`` with lettered options; ``grounding`` -> task ``grounding``.
+    ``meta`` holds ``question_id``, ``question_type``, ``patient`` (pseudonym), ``series`` (a salted hash),
+    ``slices``, ``n_slices``, ``window``, ``modality`` and, for grounding, ``bbox`` (pixels) / ``grid_box``.
+    """
+    src, out = Path(src), Path(out)
+    qa_path = src / qa_file
+    if not qa_path.is_file():
+        raise ValueError(f"{src}: no {qa_file} (see domains.medical.convert for the dicom_qa layout)")
+    if default_split is not None and default_split not in SPLITS:
+        raise ValueError(f"default_split must be one of {SPLITS}, got {default_split!r}")
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    doc = _load_json_file(qa_path, report)
+    if doc is None:
+        return report
+    items = doc.get("questions") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        _skip(report, qa_path, "malformed JSON", f"{qa_path}: expected {{'questions': [...]}} or a list")
+        return report
+    reader = _Dicom(report, out, dataset, salt, skip_burned_in)
+    _window_option(reader, window)  # a bad option fails here, not once per question
+    default_window = window
+    series_cache: dict[Path, _Series | _Skip] = {}
+    out_splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    seen: set[str] = set()
+    for n, item in enumerate(items):
+        where = f"{qa_file} item {n}"
+        try:
+            if not isinstance(item, dict):
+                raise _Skip("malformed record", f"{where}: not an object")
+            qid = _text(item.get("id")) or str(n)
+            where = f"{qa_file} question {qid}"
+            if qid in seen:
+                raise _Skip("duplicate id", f"{where}: id used twice")
+            seen.add(qid)
+            split = _text(item.get("split")) or default_split
+            if split not in SPLITS:
+                raise _Skip("unknown split", f"{where}: split {item.get('split')!r} is not one of {SPLITS}")
+            kind = _text(item.get("type")).lower()
+            if kind not in QA_TYPES:
+                raise _Skip("unknown question type", f"{where}: type {item.get('type')!r} is not one of {QA_TYPES}")
+            question = str(item.get("question") or "").strip()
+            if not question:
+                raise _Skip("empty question", f"{where}: empty question")
+            answer = _text(item.get("answer"))
+            if kind in ("closed", "open", "mc") and not answer:
+                raise _Skip("empty answer", f"{where}: empty answer")
+            folder = _inside(src, _name(item.get("series")))
+            series = series_cache.get(folder)
+            if series is None:
+                try:
+                    series = _Series(reader, folder, salt)
+                except _Skip as exc:
+                    series = exc
+                    _skip(report, folder, exc.reason, exc.detail)  # once per series
+                series_cache[folder] = series
+            if isinstance(series, _Skip):
+                raise _Skip("series skipped", f"{where}: {series.reason}")
+            slices = _qa_slices(item, series)
+            if kind == "grounding" and len(slices) != 1:
+                raise _Skip("bad slice", f"{where}: a grounding question takes exactly one slice, got {len(slices)}")
+            win = item.get("window", None)
+            win_value, win_tag = reader.window(default_window if win is None else win)
+            images, size = [], None
+            for k in slices:
+                path, frame = series.slice(k)
+                reader.header(path)  # the burned-in policy
+                stem = f"images/{dataset}/{series.patient}/{series.key}/s{k:03d}_{win_tag}"
+                rel, wh = reader.render(path, stem, win_value, frame)
+                images.append(rel)
+                size = size or wh
+            labels = [f"slice {k + 1}/{series.n}" for k in slices]
+            meta: dict[str, Any] = {"dataset": dataset, "split": split, "question_id": qid, "question_type": kind,
+                                    "patient": series.patient, "series": series.key, "slices": slices,
+                                    "n_slices": series.n, "window": win_tag, "modality": series.modality}
+            extra: dict[str, Any] = {}
+            if kind in ("closed", "open"):
+                task = "med_vqa"
+                meta["answer_type"] = kind.upper()
+                text = f"{question}\n{VQA_INSTRUCTION}"
+            elif kind == "mc":
+                task, (text, answer, options) = "mc", _mc(item, question, answer, where)
+                extra["options"] = options
+            else:
+                task = "grounding"
+                text, answer, boxes, grid = _grounding(item, question, size, where)
+                meta.update(bbox=boxes, grid_box=grid)
+        except _Skip as exc:
+            _skip(report, where, exc.reason, exc.detail)
+            continue
+        image = images[0] if len(images) == 1 else images
+        out_splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", image, size, text, answer, task,
+                                         prefix=slice_prompt(labels), meta=meta, **extra))
+    return _finish(report, out, dataset, out_splits)
+
+
+def _mc(item: dict, question: str, answer: str, where: str) -> tuple[str, str, list[str]]:
+    options = item.get("options")
+    if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
+        raise _Skip("malformed record", f"{where}: mc needs 2-{len(LETTERS)} options, got {options!r}")
+    options = [_text(o) for o in options]
+    if not all(options):
+        raise _Skip("malformed record", f"{where}: empty option")
+    hits = [k for k, o in enumerate(options) if o.casefold() == answer.casefold()]
+    if len(hits) == 1:
+        letter = LETTERS[hits[0]]
+    elif len(answer) == 1 and answer.upper() in LETTERS[:len(options)]:
+        letter = answer.upper()
+    else:
+        raise _Skip("malformed record", f"{where}: answer {answer!r} is neither one option's text nor its letter")
+    return mc_question(question, options), letter, options
+
+
+def _grounding(item: dict, question: str, size: tuple[int, int], where: str) -> tuple[str, str, list, list]:
+    ref = _text(item.get("ref")) or "lesion"
+    boxes = item.get("boxes")
+    if isinstance(boxes, list) and len(boxes) == 4 and all(isinstance(v, (int, float)) for v in boxes):
+        boxes = [boxes]
+    if not isinstance(boxes, list) or not boxes:
+        raise _Skip("malformed box", f"{where}: grounding needs boxes [[x1, y1, x2, y2], ...]")
+    from domains.boxes import Box, clip_box, to_grid
+
+    try:
+        pixel = [clip_box(Box(*map(float, b)).checked(), *size) for b in boxes]
+        if any(b.width <= 0 or b.height <= 0 for b in pixel):
+            raise ValueError("empty box")
+        answer = render_ref_box(ref, pixel, *size)
+    except (TypeError, ValueError) as exc:
+        reason = "box outside image" if "outside" in str(exc) else "malformed box"
+        raise _Skip(reason, f"{where}: {exc}") from exc
+    grid = [to_grid(b, *size) for b in pixel]
+    return question, answer, [[round(v, 3) for v in b] for b in pixel], grid
+

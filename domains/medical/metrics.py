@@ -1,0 +1,136 @@
+"""Medical VQA scoring (VQA-RAD / SLAKE / PMC-VQA open-ended): closed accuracy and open recall, done right.
+
+One scorer, task ``"med_vqa"``, with the signature ``(prediction, record, reference) -> {name: value}`` that
+``adapt.metrics.register_task`` takes. `record` may be an ``adapt`` ``Record`` or a plain mapping; only
+``meta["answer_type"]`` is read (``"CLOSED"`` / ``"OPEN"``, any case; missing: CLOSED when the reference is
+yes/no, else OPEN). Nothing here imports ``adapt`` (data flows ``domains -> adapt``).
+
+The convention is LLaVA-Med's (``domains.md`` §3.3) -- papers report *closed accuracy* and *open recall* --
+without its pitfalls:
+
+**CLOSED** -> ``{"score": a, "closed_accuracy": a}`` with ``a`` 1.0 or 0.0 for *every* closed question, so
+a source's mean is hits over all closed questions (LLaVA-Med drops misses that mention yes/no from the
+denominator). Yes/no references: the prediction's *words* (after normalisation) must contain exactly one
+of ``yes`` / ``no`` and it must be the reference's; both or neither is wrong, and "no" inside "nodule" or
+"not" is no "no". Other closed references ("left", "CT", "male", any Chinese answer): the normalised
+prediction must *equal* the normalised reference, so "left lower lobe" does not answer "left".
+
+**OPEN** -> ``{"score": r, "open_recall": r, "open_token_f1": f, "open_exact_match": e}``: ``r`` the share
+of the reference's normalised words found among the prediction's words (LLaVA-Med's main open number),
+``f`` SQuAD token F1 (bags of words), ``e`` normalised exact match.
+
+Closed questions return ``closed_accuracy`` only and open ones ``open_*`` only, so a source's mean of each
+key (``adapt`` averages a key over the samples that have it) is the per-type number; ``score`` (first
+key, the main metric) is closed accuracy or open recall by type.
+
+**Normalisation** (:func:`tokens`): Unicode NFKC and case folding (full-width "Ｙｅｓ" = "yes"), punctuation
+dropped (ASCII and Unicode; a decimal point between digits is kept: "3.5 cm" stays two words), the
+articles a / an / the dropped, number words up to twenty read as digits ("two" = "2"), a lead-in ("the
+answer is") dropped, and CJK text split into single characters (Chinese has no spaces between words).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "METRICS",
+    "answer_type",
+    "closed_hit",
+    "normalize_text",
+    "open_scores",
+    "score_med_vqa",
+    "tokens",
+]
+
+_NUMBER_WORDS = {w: str(k) for k, w in enumerate(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
+_ARTICLES = frozenset({"a", "an", "the"})
+# words: a decimal number, or a run of letters / digits (punctuation and symbols separate words)
+_WORD = re.compile(r"\d+\.\d+|[^\W_]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?answer\s*(?:is\b|:)\s*:?\s*", re.IGNORECASE)
+
+
+def _field(record: Any, name: str, default: Any = None) -> Any:
+    if isinstance(record, Mapping):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+def tokens(text: Any) -> list[str]:
+    """The normalised words of `text` (see the module notes)."""
+    text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold()
+    text = _LEAD_IN.sub("", text)
+    out: list[str] = []
+    for word in _WORD.findall(text):
+        if _CJK.search(word):
+            out.extend(ch for ch in word)  # one token per character (kana / hangul / hanzi runs)
+            continue
+        if word in _ARTICLES:
+            continue
+        out.append(_NUMBER_WORDS.get(word, word))
+    return out
+
+
+def normalize_text(text: Any) -> str:
+    """The normalised words of `text` joined by single spaces."""
+    return " ".join(tokens(text))
+
+
+def answer_type(record: Any, reference: str) -> str:
+    """``"CLOSED"`` or ``"OPEN"``: ``meta["answer_type"]``, else CLOSED when the reference is yes / no."""
+    meta = _field(record, "meta") or {}
+    value = meta.get("answer_type") if isinstance(meta, Mapping) else None
+    if value is None or str(value).strip() == "":
+        return "CLOSED" if normalize_text(reference) in ("yes", "no") else "OPEN"
+    kind = str(value).strip().upper()
+    if kind not in ("CLOSED", "OPEN"):
+        raise ValueError(f"med_vqa: meta answer_type must be 'CLOSED' or 'OPEN', got {value!r}")
+    return kind
+
+
+def _yes_no(words: list[str]) -> str | None:
+    has_yes, has_no = "yes" in words, "no" in words
+    if has_yes == has_no:
+        return None  # both or neither
+    return "yes" if has_yes else "no"
+
+
+def closed_hit(prediction: str, reference: str) -> float:
+    """1.0 when a closed question is answered right (see the module notes), else 0.0."""
+    ref = normalize_text(reference)
+    if not ref:
+        raise ValueError(f"med_vqa: closed reference has no words after normalisation: {reference!r}")
+    if ref in ("yes", "no"):
+        return float(_yes_no(tokens(prediction)) == ref)
+    return float(normalize_text(prediction) == ref)
+
+
+def open_scores(prediction: str, reference: str) -> dict[str, float]:
+    """Open-question scores: recall of the reference's words, token F1 and exact match."""
+    ref, pred = tokens(reference), tokens(prediction)
+    if not ref:
+        raise ValueError(f"med_vqa: open reference has no words after normalisation: {reference!r}")
+    pred_set = set(pred)
+    recall = sum(1 for w in ref if w in pred_set) / len(ref)  # LLaVA-Med: each reference word found or not
+    common = sum((Counter(pred) & Counter(ref)).values())
+    f1 = 0.0 if common == 0 else 2 * common / (len(pred) + len(ref))
+    return {"open_recall": recall, "open_token_f1": f1, "open_exact_match": float(pred == ref)}
+
+
+def score_med_vqa(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    """Medical VQA: closed accuracy for CLOSED questions, open recall (+ F1, exact) for OPEN ones."""
+    if answer_type(record, reference) == "CLOSED":
+        hit = closed_hit(prediction, reference)
+        return {"score": hit, "closed_accuracy": hit}
+    scores = open_scores(prediction, reference)
+    return {"score": scores["open_recall"], **scores}
+
+
+METRICS = {"med_vqa": score_med_vqa}

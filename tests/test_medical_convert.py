@@ -1,0 +1,457 @@
+"""Medical converters on synthetic data in the public layouts: records, splits, de-identification, bad input."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from adapt.metrics import mc_accuracy
+from domains.base import get_domain
+from domains.boxes import parse_ref_boxes
+from domains.medical.convert import (
+    BURNED_IN_WARNING,
+    convert_classification,
+    convert_dicom_qa,
+    convert_pmc_vqa,
+    convert_slake,
+    convert_vqa_rad,
+)
+from domains.medical.synthetic import generate
+
+pydicom = pytest.importorskip("pydicom")
+
+# the fake PHI the synthetic DICOM files carry (domains.medical.synthetic)
+PHI = ("DOE", "JANE", "Jane", "ROE", "RICHARD", "SMITH", "MRN", "19650412", "19580923", "Springfield", "Evergreen",
+       "HOUSE", "GREGORY", "RATCHED", "ACC74", "SSN", "ward note", "CTSPRINGFIELD", "1.2.826.0.1.3680043")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def all_records(report) -> list[dict]:
+    return [r for p in report.outputs.values() for r in records(p)]
+
+
+def check_wellformed(recs: list[dict], out: Path) -> None:
+    assert recs
+    ids = [r["id"] for r in recs]
+    assert len(ids) == len(set(ids))
+    for r in recs:
+        human, gpt = r["conversations"]
+        assert human["from"] == "human" and gpt["from"] == "gpt"
+        images = r["image"] if isinstance(r["image"], list) else [r["image"]]
+        assert human["value"].count("<image>") == len(images)
+        assert gpt["value"] == r["answer"] and r["answer"]
+        for k, rel in enumerate(images):
+            img = out / rel
+            assert img.is_file() and not Path(rel).is_absolute()
+            with Image.open(img) as im:
+                im.load()
+                if k == 0:
+                    assert im.size == (r["width"], r["height"])
+        if r["task"] == "med_vqa":
+            assert r["meta"]["answer_type"] in ("CLOSED", "OPEN")
+        if r["task"] == "mc":
+            assert r["options"] and r["answer"] in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[:len(r["options"])]
+            assert mc_accuracy(r["answer"], r["answer"], r["options"]) == 1.0
+
+
+def tree_state(root: Path) -> dict[str, tuple[str, int]]:
+    return {p.relative_to(root).as_posix(): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def assert_idempotent(convert, src: Path, out: Path, **kw):
+    before = tree_state(src)
+    first = convert(src, out, **kw)
+    state = tree_state(out)
+    second = convert(src, out, **kw)
+    assert tree_state(out) == state  # same bytes, nothing rewritten
+    assert second.written == first.written and second.skipped == first.skipped
+    assert tree_state(src) == before  # the source is never modified
+    return first
+
+
+def assert_no_phi(out: Path) -> None:
+    """No PHI string in any output file (JSONL text, file names, PNG / JPEG bytes)."""
+    for p in out.rglob("*"):
+        for word in PHI:
+            assert word not in p.relative_to(out).as_posix(), (p, word)
+        if p.is_file():
+            data = p.read_bytes()
+            for word in PHI:
+                assert word.encode() not in data, (p, word)
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("medraw")
+    for kind in ("vqa_rad", "slake", "pmc_vqa", "classification", "dicom_qa"):
+        generate(kind, root / kind, n=3, seed=1)
+    return root
+
+
+def copy_of(raw: Path, kind: str, tmp_path: Path) -> Path:
+    dst = tmp_path / kind
+    shutil.copytree(raw / kind, dst)
+    return dst
+
+
+# --------------------------------------------------------------------------------------------- VQA-RAD
+def test_vqa_rad_splits_types_and_idempotence(raw, tmp_path):
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_vqa_rad, raw / "vqa_rad", out)
+    assert set(report.outputs) == {"train", "test"} and not report.skipped
+    rows = json.loads((raw / "vqa_rad" / "VQA_RAD Dataset Public.json").read_text())
+    test = [r for r in rows if r["phrase_type"] in ("test_freeform", "test_para")]
+    recs = records(report.outputs["test"])
+    assert len(recs) == len(test) and report.written == len(rows)
+    check_wellformed(all_records(report), out)
+    by_qid = {r["meta"]["qid"]: r for r in all_records(report)}
+    for row in rows:
+        rec = by_qid[str(row["qid"])]
+        assert rec["meta"]["answer_type"] == row["answer_type"].strip()  # "CLOSED " -> CLOSED
+        assert rec["meta"]["question_type"] == row["question_type"] and rec["meta"]["organ"] == row["image_organ"]
+        assert rec["answer"] == row["answer"] and rec["task"] == "med_vqa"
+        assert rec["conversations"][0]["value"].startswith("<image>\n" + row["question"])
+    # images are copied byte for byte, once each
+    first = recs[0]
+    src_img = raw / "vqa_rad" / "VQA_RAD Image Folder" / first["meta"]["image_name"]
+    assert (out / first["image"]).read_bytes() == src_img.read_bytes()
+
+
+def test_vqa_rad_bad_input_is_skipped_and_counted(raw, tmp_path):
+    src = copy_of(raw, "vqa_rad", tmp_path)
+    path = src / "VQA_RAD Dataset Public.json"
+    rows = json.loads(path.read_text())
+    n = len(rows)
+    rows[0]["answer"] = "  "
+    rows[1]["phrase_type"] = "validation"
+    rows[2]["answer_type"] = "MAYBE"
+    rows[3]["question"] = ""
+    rows.append("not an object")
+    missing = rows[4]["image_name"]
+    (src / "VQA_RAD Image Folder" / missing).unlink()
+    img_rows = sum(1 for r in rows[4:n] if r["image_name"] == missing)
+    rows[5]["image_name"] = "../../etc/passwd"
+    path.write_text(json.dumps(rows))
+    report = convert_vqa_rad(src, tmp_path / "out")
+    assert report.skipped["empty answer"] == 1 and report.skipped["unknown split"] == 1
+    assert report.skipped["bad answer_type"] == 1 and report.skipped["empty question"] == 1
+    assert report.skipped["malformed record"] == 1 and report.skipped["missing image"] == 1
+    assert report.skipped["path escapes data root"] == 1
+    assert report.skipped["image skipped"] == img_rows + 1 - (1 if rows[5]["image_name"] == missing else 0)
+    assert "validation" in report.examples["unknown split"][0]
+    assert any(missing in e for e in report.examples["missing image"])
+    assert report.written == n - 4 - report.skipped["image skipped"]
+    path.write_text("{not json")
+    report = convert_vqa_rad(src, tmp_path / "out2")
+    assert report.skipped == {"malformed JSON": 1} and report.written == 0
+    with pytest.raises(ValueError, match="VQA_RAD Dataset Public.json"):
+        convert_vqa_rad(tmp_path / "nowhere", tmp_path / "out3")
+
+
+# --------------------------------------------------------------------------------------------- SLAKE
+def test_slake_language_filter_and_splits(raw, tmp_path):
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_slake, raw / "slake", out)
+    assert set(report.outputs) == {"train", "val", "test"}
+    recs = all_records(report)
+    check_wellformed(recs, out)
+    assert {r["meta"]["q_lang"] for r in recs} == {"en"}
+    root = raw / "slake" / "Slake1.0"
+    en = sum(1 for f in ("train", "validate", "test") for r in json.loads((root / f"{f}.json").read_text())
+             if r["q_lang"] == "en")
+    assert len(recs) == en and not report.skipped
+    zh = convert_slake(root, tmp_path / "zh", q_lang="zh")  # the Slake1.0 folder itself works too
+    zh_recs = all_records(zh)
+    assert zh_recs and {r["meta"]["q_lang"] for r in zh_recs} == {"zh"}
+    assert all(r["answer"] in ("是", "否") and "请用" in r["conversations"][0]["value"] for r in zh_recs)
+    both = convert_slake(raw / "slake", tmp_path / "all", q_lang=None)
+    assert both.written == report.written + zh.written
+    rec = next(r for r in recs if r["meta"]["content_type"] == "Abnormality")
+    assert rec["meta"]["answer_type"] == "CLOSED" and rec["image"].startswith("images/slake/xmlab")
+
+
+def test_slake_bad_input(raw, tmp_path):
+    src = copy_of(raw, "slake", tmp_path)
+    root = src / "Slake1.0"
+    (root / "validate.json").write_text("[{broken")
+    rows = json.loads((root / "train.json").read_text())
+    rows[0]["answer"] = ""
+    rows[1]["img_name"] = "xmlab999/source.jpg"
+    (root / "train.json").write_text(json.dumps(rows, ensure_ascii=False))
+    (root / "imgs" / "xmlab0" / "source.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    report = convert_slake(src, tmp_path / "out", q_lang="all")
+    assert report.skipped["malformed JSON"] == 1 and "validate.json" in report.examples["malformed JSON"][0]
+    assert report.skipped["empty answer"] == 1 and report.skipped["missing image"] == 1
+    assert report.skipped["unreadable image"] == 1 and report.skipped["image skipped"] >= 1
+    assert set(report.outputs) == {"train", "test"}
+    with pytest.raises(ValueError, match="unknown SLAKE split"):
+        convert_slake(src, tmp_path / "x", splits=["dev"])
+
+
+# --------------------------------------------------------------------------------------------- PMC-VQA
+def test_pmc_vqa_multiple_choice_and_open(raw, tmp_path):
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_pmc_vqa, raw / "pmc_vqa", out)
+    assert set(report.outputs) == {"train", "test"} and not report.skipped
+    recs = all_records(report)
+    check_wellformed(recs, out)
+    with (raw / "pmc_vqa" / "train.csv").open(newline="") as f:
+        row = next(csv.DictReader(f))
+    rec = records(report.outputs["train"])[0]
+    assert rec["task"] == "mc" and rec["answer"] == row["Answer_label"]
+    assert rec["options"] == [row[f"Choice {L}"].split(":", 1)[1] for L in "ABCD"]  # "A:" prefixes dropped
+    assert rec["options"][ord(rec["answer"]) - 65] == row["Answer"]
+    assert "\nA. " in rec["conversations"][0]["value"] and "option's letter" in rec["conversations"][0]["value"]
+    assert mc_accuracy("The answer is " + rec["answer"], rec["answer"], rec["options"]) == 1.0
+    opened = convert_pmc_vqa(raw / "pmc_vqa", tmp_path / "open", mode="open", files=["test.csv"])
+    orecs = all_records(opened)
+    assert set(opened.outputs) == {"test"} and all(r["task"] == "med_vqa" for r in orecs)
+    assert all(r["meta"]["answer_type"] == "OPEN" and not r["answer"].startswith(("A:", "B:")) for r in orecs)
+
+
+def test_pmc_vqa_bad_rows(raw, tmp_path):
+    src = copy_of(raw, "pmc_vqa", tmp_path)
+    path = src / "train.csv"
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header, *rows = list(reader)
+    n = len(rows)
+    rows[0][7] = ""                              # no label, but Answer equals one choice: recovered
+    rows[1][7] = "E"
+    rows[1][2] = "nothing like the choices"      # bad label, no matching Answer: skipped
+    rows[2][5] = "C:"                            # empty choice
+    rows[3][0] = "PMC0_F0.jpg"                   # missing image
+    rows.append(rows[4] + ["extra"])             # more fields than columns
+    rows[4][1] = ""                              # empty question
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    report = convert_pmc_vqa(src, tmp_path / "out", files=["train.csv"])
+    assert report.skipped["malformed row"] == 3 and report.skipped["empty question"] == 1
+    assert report.skipped["missing image"] == 1 and report.skipped["image skipped"] == 1
+    assert any("train.csv:" in e for e in report.examples["malformed row"])
+    recs = records(report.outputs["train"])
+    assert report.written == n + 1 - 5 and recs[0]["meta"]["row"] == 0
+    assert recs[0]["options"][ord(recs[0]["answer"]) - 65] == recs[0]["meta"]["answer_text"]
+    (src / "test.csv").write_text("Figure_path,Question\nx.jpg,q\n")
+    report = convert_pmc_vqa(src, tmp_path / "out2", files=["test.csv"])
+    assert report.skipped == {"malformed CSV": 1} and "Answer" in report.examples["malformed CSV"][0]
+    with pytest.raises(ValueError, match="mode"):
+        convert_pmc_vqa(src, tmp_path / "out3", mode="free")
+
+
+# --------------------------------------------------------------------------------------------- classification
+def test_classification_png_and_dicom(raw, tmp_path):
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_classification, raw / "classification", out, test_fraction=0.3)
+    recs = all_records(report)
+    check_wellformed(recs, out)
+    labels = ["kidney cyst", "liver lesion", "lung nodule", "normal"]
+    assert all(r["options"] == labels and r["task"] == "mc" for r in recs)
+    assert all(r["options"][ord(r["answer"]) - 65] == r["meta"]["label"] for r in recs)
+    n_files = sum(1 for _ in (raw / "classification").rglob("*.*"))
+    assert report.written == n_files and not report.skipped
+    dicom_recs = [r for r in recs if "patient" in r["meta"]]
+    assert dicom_recs and all("source" not in r["meta"] and r["meta"]["patient"].startswith("anon") for r in dicom_recs)
+    assert all(r["image"].endswith(".png") for r in dicom_recs)
+    assert_no_phi(out)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on the deliberately corrupt file
+def test_classification_split_folders_dicom_without_suffix_and_bad_files(raw, tmp_path):
+    src = tmp_path / "xray"
+    for split in ("train", "test"):
+        shutil.copytree(raw / "classification", src / split)
+    dcm = next((src / "train" / "normal").glob("*.dcm"))
+    dcm.rename(dcm.with_suffix(""))  # DICOM without a suffix: found by its DICM marker
+    (src / "test" / "normal" / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
+    (src / "test" / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (src / "test" / "empty_class").mkdir()
+    report = convert_classification(src, tmp_path / "out", dataset="xray")
+    assert set(report.outputs) == {"train", "test"}
+    assert report.skipped["unreadable DICOM"] == 1 and report.skipped["unreadable image"] == 1
+    assert report.skipped["empty class folder"] == 1
+    train = records(report.outputs["train"])
+    n_train = sum(1 for p in (src / "train").rglob("*") if p.is_file())
+    assert len(train) == n_train
+    assert report.outputs["train"].name == "xray_train.jsonl"
+
+
+# --------------------------------------------------------------------------------------------- dicom_qa
+def test_dicom_qa_records_boxes_slices_and_no_phi(raw, tmp_path):
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_dicom_qa, raw / "dicom_qa", out)
+    qa = json.loads((raw / "dicom_qa" / "qa.json").read_text())["questions"]
+    recs = all_records(report)
+    check_wellformed(recs, out)
+    assert report.written == len(qa) and set(report.outputs) == {"train", "test"}
+    # patient 1 is marked BurnedInAnnotation=YES: one warning per slice file used, and kept
+    assert set(report.skipped) == {BURNED_IN_WARNING}
+    tasks = {r["task"] for r in recs}
+    assert tasks == {"med_vqa", "grounding", "mc"}
+    by_id = {r["meta"]["question_id"]: r for r in recs}
+    for q in qa:
+        rec = by_id[q["id"]]
+        assert rec["meta"]["slices"] == q["slices"] and rec["meta"]["n_slices"] == 12
+        if q["type"] == "grounding":
+            ((phrase, boxes),) = parse_ref_boxes(rec["answer"], rec["width"], rec["height"])
+            assert phrase == "lesion" and len(boxes) == len(q["boxes"])
+            for got, want in zip(boxes, q["boxes"]):
+                assert max(abs(a - b) for a, b in zip(got, want)) <= 0.5  # within half a grid step at 64 px
+        elif q["type"] == "mc":
+            assert rec["options"][ord(rec["answer"]) - 65] == q["answer"]
+        else:
+            assert rec["answer"] == q["answer"] and rec["meta"]["answer_type"] == q["type"].upper()
+    multi = [r for r in recs if isinstance(r["image"], list)]
+    assert multi and all(len(r["image"]) == 3 for r in multi)
+    assert multi[0]["conversations"][0]["value"].startswith("Slice ")
+    assert multi[0]["conversations"][0]["value"].count(": <image>\n") == 3
+    patients = {r["meta"]["patient"] for r in recs}
+    assert len(patients) == 3 and all(p.startswith("anon") for p in patients)
+    assert_no_phi(out)
+
+
+def test_dicom_qa_slices_follow_anatomy_and_windows(raw, tmp_path):
+    """Slice k of the QA file is the k-th along the patient axis, whatever the file names; the window changes
+    the rendered pixels."""
+    from domains.medical.dicom import WINDOW_PRESETS
+    from domains.medical.synthetic import _CODE, make_case, window_to_uint8
+
+    out = tmp_path / "out"
+    convert_dicom_qa(raw / "dicom_qa", out)
+    recs = records(out / "dicom_qa_train.jsonl")
+    rec = next(r for r in recs if r["meta"]["question_id"].startswith("case02") and r["meta"]["window"] == "abdomen"
+               and not isinstance(r["image"], list))
+    case = make_case([_CODE["dicom_qa"], 1, 1, 1], 64, 12)
+    k = rec["meta"]["slices"][0]
+    with Image.open(out / rec["image"]) as im:
+        got = __import__("numpy").asarray(im.convert("L")).astype(int)
+    want = window_to_uint8(case.hu[k], WINDOW_PRESETS["abdomen"]).astype(int)
+    assert abs(got - want).max() <= 2
+    lung = convert_dicom_qa(raw / "dicom_qa", tmp_path / "lung", window="lung", dataset="lung_qa")
+    windows = {r["meta"]["window"] for r in all_records(lung)}
+    assert "file" not in windows and {"lung", "abdomen", "c40w400"} <= windows  # null windows use the option
+    own = {r["meta"]["window"] for r in recs}
+    assert "file" in own  # the file's own WindowCenter / WindowWidth
+    custom = convert_dicom_qa(raw / "dicom_qa", tmp_path / "custom", window="300/1500")
+    assert "c300w1500" in {r["meta"]["window"] for r in all_records(custom)}
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom on the deliberately corrupt file
+def test_dicom_qa_bad_input(raw, tmp_path):
+    src = copy_of(raw, "dicom_qa", tmp_path)
+    doc = json.loads((src / "qa.json").read_text())
+    qs = doc["questions"]
+    n = len(qs)
+    base = next(q for q in qs if q["type"] == "closed" and q["series"].endswith("case02"))
+    extra = [
+        {**base, "id": "x-split", "split": "dev"},
+        {**base, "id": "x-type", "type": "essay"},
+        {**base, "id": "x-empty", "answer": " "},
+        {**base, "id": "x-slice", "slices": [40]},
+        {**base, "id": "x-window", "window": "disco"},
+        {**base, "id": "x-escape", "series": "../../etc"},
+        {**base, "id": "x-missing", "series": "series/case99"},
+        {**base, "id": "x-grid", "type": "grounding", "boxes": [[100, 100, 120, 130]]},
+        {**base, "id": "x-two", "type": "grounding", "slices": [1, 2], "boxes": [[1, 1, 5, 5]]},
+        {**base, "id": "x-mc", "type": "mc", "options": ["a", "b"], "answer": "c"},
+        {**base, "id": "x-inst", "slices": None, "instances": [3]},
+        {**base, "id": "x-corrupt", "series": "series/corrupt"},
+        qs[0],  # duplicate id
+        ["not", "an", "object"],
+    ]
+    corrupt = src / "series" / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "a.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00garbage")
+    doc["questions"] = qs + extra
+    (src / "qa.json").write_text(json.dumps(doc))
+    report = convert_dicom_qa(src, tmp_path / "out")
+    sk = report.skipped
+    assert sk["unknown split"] == 1 and sk["unknown question type"] == 1 and sk["empty answer"] == 1
+    assert sk["bad slice"] == 2 and sk["bad window"] == 1 and sk["path escapes data root"] == 1
+    assert sk["box outside image"] == 1 and sk["malformed record"] == 2 and sk["duplicate id"] == 1
+    assert sk["unreadable series"] == 2 and sk["series skipped"] == 2
+    assert report.written == n + 1  # the InstanceNumber question converts
+    inst = next(r for r in all_records(report) if r["meta"]["question_id"] == "x-inst")
+    assert inst["meta"]["slices"] == [2]  # InstanceNumber 3 is the third slice from the feet
+    assert any("x-split" in e for e in report.examples["unknown split"])
+    # the burned-in patient dropped on request
+    strict = convert_dicom_qa(raw / "dicom_qa", tmp_path / "strict", skip_burned_in=True)
+    case1 = sum(1 for q in qs if q["series"].endswith("case01"))
+    assert strict.written == n - case1 and strict.skipped["burned-in annotation"] == case1
+    assert BURNED_IN_WARNING not in strict.skipped
+    with pytest.raises(ValueError, match="window option"):
+        convert_dicom_qa(raw / "dicom_qa", tmp_path / "o1", window="disco")
+    with pytest.raises(ValueError, match="window option"):
+        convert_classification(raw / "classification", tmp_path / "o1", window=[40, -5])
+    (src / "qa.json").write_text("{")
+    assert convert_dicom_qa(src, tmp_path / "o2").skipped == {"malformed JSON": 1}
+    with pytest.raises(ValueError, match="qa.json"):
+        convert_dicom_qa(tmp_path, tmp_path / "o3")
+
+
+def test_plugin_registry_and_cli_names():
+    plugin = get_domain("medical")
+    assert set(plugin.converters) == {"vqa_rad", "slake", "pmc_vqa", "classification", "dicom_qa"}
+    assert set(plugin.metrics) == {"med_vqa"} and plugin.recipes == ("medical_pocket-tiny_full",)
+    assert {".dcm", ".dicom", ".png", ".jpg", ".jpeg"} <= set(plugin.readers)
+    assert {"read_upload", "draw_answer"} <= set(plugin.demo_hooks)
+
+
+# --------------------------------------------------------------------------------------------- plugin hooks
+def test_readers_and_demo_hooks(raw, tmp_path):
+    import zipfile
+
+    plugin = get_domain("medical")
+    series_dir = raw / "dicom_qa" / "series" / "case01"
+    files = sorted(series_dir.glob("*.dcm"))
+    img = plugin.read(files[0])
+    assert img.mode == "RGB" and img.size == (64, 64)
+    png = next((raw / "classification" / "normal").glob("*.png"))
+    assert plugin.read(png).mode == "RGB"
+    no_suffix = tmp_path / "slice"
+    no_suffix.write_bytes(files[0].read_bytes())
+    assert plugin.read(no_suffix).size == (64, 64)
+
+    read_upload, draw_answer = plugin.demo_hooks["read_upload"], plugin.demo_hooks["draw_answer"]
+    one = read_upload(files)
+    assert len(one["images"]) == 1 and one["labels"] == ["slice 7/12"] and one["prompt"] is None
+    three = read_upload(files, n_slices=3, window="lung")
+    assert len(three["images"]) == 3 and three["prompt"].count("<image>") == 3
+    assert three["prompt"].startswith("Slice ")  # the layout dicom_qa records train on
+    assert all(label.startswith("slice ") and label.endswith("/12") for label in three["labels"])
+    assert three["images"][0].tobytes() != read_upload(files, slices=[three_index(three)], window="abdomen")["images"][0].tobytes()
+    assert any("burned-in" in w for w in three["warnings"])
+    info_text = json.dumps(three["info"])
+    assert three["info"] and not any(word in info_text for word in PHI)
+    with pytest.raises(ValueError, match="out of range"):
+        read_upload(files, slices=[99])
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in files:
+            z.write(f, f"study/{f.name}")
+    zipped = read_upload([archive], slices=[0, 11])
+    assert zipped["labels"] == ["slice 1/12", "slice 12/12"]
+    picture = read_upload([png])
+    assert picture["labels"] is None and picture["prompt"] is None and picture["warnings"] == []
+    with pytest.raises(ValueError, match="no DICOM or image"):
+        read_upload([tmp_path / "notes.txt"])
+
+    drawn = draw_answer(one["images"], "<ref>lesion</ref><box>[[250, 250, 750, 750]]</box>")
+    before, after = one["images"][0].convert("RGB"), drawn[0]
+    assert after.size == before.size and after.getpixel((16, 32)) != before.getpixel((16, 32))  # the box edge
+    assert after.getpixel((2, 60)) == before.getpixel((2, 60))  # far from the box: untouched
+
+
+def three_index(result: dict) -> int:
+    return int(result["labels"][0].split()[1].split("/")[0]) - 1

@@ -1,0 +1,120 @@
+"""Medical VQA scoring: closed accuracy over all closed questions, open recall, and the LLaVA-Med pitfalls."""
+
+from __future__ import annotations
+
+import pytest
+
+from domains.medical.metrics import METRICS, normalize_text, score_med_vqa, tokens
+
+CLOSED = {"meta": {"answer_type": "CLOSED"}}
+OPEN = {"meta": {"answer_type": "OPEN"}}
+
+
+def closed(prediction: str, reference: str) -> float:
+    scores = score_med_vqa(prediction, CLOSED, reference)
+    assert list(scores) == ["score", "closed_accuracy"] and scores["score"] == scores["closed_accuracy"]
+    return scores["closed_accuracy"]
+
+
+@pytest.mark.parametrize("prediction, reference, hit", [
+    ("yes", "yes", 1.0),
+    ("Yes, there is a nodule in the right lung.", "yes", 1.0),
+    ("No.", "no", 1.0),
+    ("There is no pneumothorax.", "no", 1.0),
+    ("no", "yes", 0.0),
+    # "no" inside "nodule" / "not" is no "no": the prediction says neither yes nor no
+    ("A nodule is seen.", "no", 0.0),
+    ("The lesion is not enhancing.", "no", 0.0),
+    # both yes and no: wrong whatever the reference
+    ("Yes and no.", "yes", 0.0),
+    ("yes/no", "no", 0.0),
+    # neither
+    ("I cannot tell.", "yes", 0.0),
+    ("", "no", 0.0),
+])
+def test_closed_yes_no(prediction, reference, hit):
+    assert closed(prediction, reference) == hit
+
+
+@pytest.mark.parametrize("prediction, reference, hit", [
+    ("left", "left", 1.0),
+    ("Left.", "left", 1.0),
+    ("The answer is left", "left", 1.0),
+    # the reference inside a longer prediction does not score (LLaVA-Med substring luck)
+    ("left lower lobe", "left", 0.0),
+    ("right", "left", 0.0),
+    ("CT", "ct", 1.0),
+    ("MRI", "ct", 0.0),
+    ("CT scan with contrast", "ct", 0.0),
+])
+def test_closed_other_answers_need_exact_match(prediction, reference, hit):
+    assert closed(prediction, reference) == hit
+
+
+def test_closed_accuracy_counts_every_closed_question():
+    """LLaVA-Med appends nothing for a yes/no prediction that misses, inflating accuracy; here each closed
+    question adds a 0 or a 1, so the mean is hits over all closed questions."""
+    cases = [("yes", "yes"), ("no", "yes"), ("yes, there is", "no"), ("no", "no")]
+    hits = [score_med_vqa(p, CLOSED, r)["closed_accuracy"] for p, r in cases]
+    assert len(hits) == 4 and sum(hits) / len(hits) == 0.5
+
+
+@pytest.mark.parametrize("prediction, reference, hit", [
+    ("Ｙｅｓ", "yes", 1.0),             # full-width letters (NFKC)
+    ("YES!!!", "yes", 1.0),
+    ("“No.”", "no", 1.0),              # curly quotes
+    ("¿no?", "no", 1.0),
+    ("Straße", "STRASSE", 1.0),        # case folding
+    ("是", "是", 1.0),                  # Chinese closed answers: exact after normalisation
+    ("不是", "是", 0.0),
+])
+def test_unicode_and_punctuation(prediction, reference, hit):
+    assert closed(prediction, reference) == hit
+
+
+def test_open_recall_f1_and_exact():
+    scores = score_med_vqa("The mass is in the left lower lobe of the lung.", OPEN, "left lower lobe")
+    assert next(iter(scores)) == "score" and "closed_accuracy" not in scores
+    assert scores["score"] == scores["open_recall"] == 1.0
+    assert scores["open_exact_match"] == 0.0
+    assert scores["open_token_f1"] == pytest.approx(2 * 3 / (8 + 3))  # mass is in left lower lobe of lung
+    half = score_med_vqa("left kidney", OPEN, "right kidney")
+    assert half["open_recall"] == 0.5 and half["open_token_f1"] == 0.5
+    exact = score_med_vqa("Liver.", OPEN, "liver")
+    assert exact == {"score": 1.0, "open_recall": 1.0, "open_token_f1": 1.0, "open_exact_match": 1.0}
+    assert score_med_vqa("", OPEN, "liver")["open_recall"] == 0.0
+
+
+def test_open_numbers_words_and_decimals():
+    assert score_med_vqa("two lesions", OPEN, "2")["open_recall"] == 1.0
+    assert score_med_vqa("3.5 cm", OPEN, "3.5 cm")["open_exact_match"] == 1.0
+    assert score_med_vqa("35 cm", OPEN, "3.5 cm")["open_recall"] == 0.5  # the decimal point is kept
+    # open recall is word level: "no" inside "nodule" does not count
+    assert score_med_vqa("nodule", OPEN, "no finding")["open_recall"] == 0.0
+
+
+def test_chinese_open_answers_are_scored_per_character():
+    assert score_med_vqa("肝脏", OPEN, "肝")["open_recall"] == 1.0
+    assert score_med_vqa("心脏", OPEN, "肝脏")["open_recall"] == 0.5
+
+
+def test_answer_type_from_meta_or_reference():
+    assert "closed_accuracy" in score_med_vqa("yes", {}, "Yes")  # no answer_type: yes/no -> closed
+    assert "open_recall" in score_med_vqa("liver", {"meta": {}}, "liver")
+    assert "closed_accuracy" in score_med_vqa("left", {"meta": {"answer_type": " closed "}}, "left")
+
+    class Rec:  # an adapt Record-like object (attributes, not keys)
+        def __init__(self):
+            self.meta = {"answer_type": "OPEN"}
+
+    assert "open_recall" in score_med_vqa("yes", Rec(), "yes")
+    with pytest.raises(ValueError, match="answer_type"):
+        score_med_vqa("yes", {"meta": {"answer_type": "MAYBE"}}, "yes")
+    with pytest.raises(ValueError, match="no words"):
+        score_med_vqa("yes", OPEN, "?!")
+
+
+def test_normaliser_and_registry():
+    assert tokens("The Left-lower LOBE, 2.5 cm; two nodules") == ["left", "lower", "lobe", "2.5", "cm", "2", "nodules"]
+    assert normalize_text("  A  CT scan. ") == "ct scan"
+    assert METRICS == {"med_vqa": score_med_vqa}
