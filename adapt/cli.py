@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     _recipe_verbs(verbs)
     _domain_verbs(verbs)
-    from deploy.demo.cli import add_demo_parser  # light: gradio is imported only when the verb runs
+    # light: gradio is imported only when the verb runs
+    from deploy.demo.cli import add_demo_parser
 
     add_demo_parser(verbs)
     return parser

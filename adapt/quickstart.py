@@ -20,7 +20,6 @@ from .recipe import load_recipe
 from .run_eval import eval_kinds, evaluate_model
 from .train import train
 
-FIELDS = {"landcover": "quickstart", "remote_sensing": "remote-sensing_pocket-tiny_full"}
 RS_SAMPLES = 24  # per class / image in the synthetic remote-sensing sets
 
 
@@ -41,19 +40,51 @@ def prepare_remote_sensing(data: Path) -> None:
     get_domain("general").synthetic(data / "general", answer_style="label")
 
 
+def prepare_driving(data: Path) -> None:
+    """Synthetic nuScenes (read through the devkit) and DriveLM QA, converted by the driving plugin."""
+    from domains.base import get_domain
+
+    plugin = get_domain("driving")
+    raw = plugin.synthetic(data.parent / "raw", n_scenes=6, n_frames=4)
+    plugin.convert("drivelm", raw["drivelm"], data / "driving", view_mode="stitched", val_fraction=0.34)
+    plugin.convert("nuscenes", raw["nuscenes"], data / "driving")
+    get_domain("general").synthetic(data / "general", answer_style="label")
+
+
+def prepare_medical(data: Path) -> None:
+    """Synthetic DICOM CT series with questions, converted (de-identified) by the medical plugin."""
+    from domains.base import get_domain
+
+    plugin = get_domain("medical")
+    raw = plugin.synthetic(data.parent / "raw", n=12)
+    for dataset in ("dicom_qa", "vqa_rad", "slake", "pmc_vqa"):
+        plugin.convert(dataset, raw[dataset], data / "med")
+    get_domain("general").synthetic(data / "general", answer_style="label")
+
+
+# field -> (recipe template, data preparation)
+FIELDS = {
+    "landcover": ("quickstart", prepare_landcover),
+    "remote_sensing": ("remote-sensing_pocket-tiny_full", prepare_remote_sensing),
+    "driving": ("driving_pocket-tiny_full", prepare_driving),
+    "medical": ("medical_pocket-tiny_full", prepare_medical),
+}
+
+
 def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (), progress: bool = True,
                field: str = "landcover") -> dict:
-    """`field`: "landcover" (the default story) or "remote_sensing" (the plugin's synthetic rasters,
-    converters and recipe template, end to end)."""
+    """`field`: "landcover" (the default story), or a domain plugin's synthetic raw data, converters and
+    recipe template end to end: "remote_sensing", "driving", "medical"."""
     if field not in FIELDS:
         raise ValueError(f"unknown quick-start field {field!r}; known: {', '.join(FIELDS)}")
     started = time.perf_counter()
     out_dir = Path(out_dir)
     data = out_dir / "data"
     print(f"[1/4] generating data in {data}", flush=True)
-    (prepare_landcover if field == "landcover" else prepare_remote_sensing)(data)
-    recipe_path = out_dir / f"{FIELDS[field]}.yaml"
-    shutil.copyfile(templates_dir() / "recipes" / f"{FIELDS[field]}.yaml", recipe_path)
+    template, prepare = FIELDS[field]
+    prepare(data)
+    recipe_path = out_dir / f"{template}.yaml"
+    shutil.copyfile(templates_dir() / "recipes" / f"{template}.yaml", recipe_path)
     recipe = load_recipe(recipe_path, [*overrides, f"output.dir={(out_dir / 'train').resolve()}"])
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a quick start always starts over
     reports = out_dir / "report"
