@@ -42,6 +42,7 @@ __all__ = [
     "DomainPlugin",
     "MetricFn",
     "Reader",
+    "SkipInput",
     "discovery_errors",
     "get_domain",
     "list_domains",
@@ -87,11 +88,15 @@ class ConvertReport:
         self.written += int(n)
 
     def skip(self, file: str | Path, reason: str, detail: str | None = None) -> None:
-        """Count one skipped input under `reason`; keep the first few as ``"file: detail"`` examples."""
+        """Count one skipped input under `reason`; keep the first few as ``"file: detail"`` examples
+        (a `detail` that already starts with ``"file: "`` is not prefixed twice)."""
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         kept = self.examples.setdefault(reason, [])
         if len(kept) < self.max_examples:
-            kept.append(f"{file}: {detail or reason}")
+            name = str(file)
+            if detail and detail.startswith(name + ": "):
+                detail = detail[len(name) + 2:]
+            kept.append(f"{name}: {detail or reason}")
 
     @property
     def total_skipped(self) -> int:
@@ -122,6 +127,15 @@ class ConvertReport:
 
     def __str__(self) -> str:
         return self.table()
+
+
+class SkipInput(Exception):
+    """Raised inside a converter for one input to skip: `reason` (the report's key) and a `detail` naming
+    the file or record; the converter catches it and calls :meth:`ConvertReport.skip`."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
 
 
 def _cell(text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import sys
 import types
 from pathlib import Path
@@ -193,3 +194,24 @@ def test_remote_sensing_demo_hooks_read_a_geotiff_and_draw_an_answer(tmp_path):
     assert image.size == (60, 40) and image.mode == "RGB" and result["prompt"] is None
     drawn = hooks["draw_answer"]([image], "<ref>field</ref><box>[[0, 0, 500, 500]]</box>")[0]
     assert drawn.size == image.size and drawn.getpixel((0, 10)) != image.getpixel((0, 10))
+
+
+def test_report_skip_names_the_file_once_and_write_splits_is_idempotent(tmp_path):
+    from domains.base import ConvertReport
+    from domains.files import is_fresh, write_splits
+
+    report = ConvertReport("demo")
+    report.skip("a.json", "malformed JSON", "a.json: line 3: expected ','")
+    report.skip("b.json", "malformed JSON", "truncated")
+    assert report.examples["malformed JSON"] == ["a.json: line 3: expected ','", "b.json: truncated"]
+    splits = {"train": [{"id": 1}], "test": []}
+    write_splits(report, tmp_path, "demo", splits, keep_empty=False)
+    assert report.written == 1 and set(report.outputs) == {"train"} and not (tmp_path / "demo_test.jsonl").exists()
+    path = report.outputs["train"]
+    before = path.stat().st_mtime_ns
+    write_splits(ConvertReport("demo"), tmp_path, "demo", splits)  # same bytes: not rewritten
+    assert path.stat().st_mtime_ns == before and (tmp_path / "demo_test.jsonl").read_text() == ""
+    newer = tmp_path / "source.json"
+    newer.write_text("{}")
+    os.utime(newer, ns=(before + 10**9, before + 10**9))
+    assert is_fresh(path, []) and not is_fresh(path, [newer]) and not is_fresh(tmp_path / "nope", path)

@@ -67,14 +67,8 @@ from domains.driving.layout import (
     to_camera_grid,
     to_stitched,
 )
-from domains.driving.nuscenes import (
-    atomic_write,
-    hash_split,
-    image_size,
-    is_fresh,
-    link_or_copy,
-    write_jsonl,
-)
+from domains.driving.nuscenes import hash_split
+from domains.files import atomic_write, image_size, is_fresh, link_or_copy, write_jsonl
 
 __all__ = [
     "BEHAVIOR_CHOICES",

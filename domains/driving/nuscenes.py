@@ -24,25 +24,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from domains.base import ConvertReport
 from domains.boxes import Box, render_ref_box, to_grid
 from domains.driving.layout import camera_order
+from domains.files import image_size, link_or_copy, write_splits
 
 __all__ = [
     "CATEGORY_PHRASES",
     "VERSIONS",
     "CameraObject",
-    "atomic_write",
     "camera_objects",
     "camera_tokens",
     "category_phrase",
@@ -50,14 +45,10 @@ __all__ = [
     "detect_version",
     "frame_sequence",
     "hash_split",
-    "image_size",
-    "is_fresh",
-    "link_or_copy",
     "open_nuscenes",
     "previous_samples",
     "require_devkit",
     "scene_samples",
-    "write_jsonl",
 ]
 
 VERSIONS = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
@@ -255,71 +246,6 @@ def frame_sequence(nusc, sample_token: str, camera: str, history: int) -> list[s
     return [nusc.get("sample", t)["data"][camera] for t in tokens]
 
 
-# --------------------------------------------------------------------------------------------- files
-def atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Write `path` through a temporary file in the same folder, so a killed run leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl(records: Iterable[dict], path: Path) -> bool:
-    """Write `records` unless `path` already holds exactly these bytes (idempotent re-runs); True if written."""
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    try:
-        if path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    atomic_write(path, lambda f: f.write(data))
-    return True
-
-
-def is_fresh(dst: Path, sources: Iterable[Path]) -> bool:
-    try:
-        st = dst.stat()
-        return st.st_size > 0 and all(st.st_mtime_ns >= s.stat().st_mtime_ns for s in sources)
-    except OSError:
-        return False
-
-
-def link_or_copy(src: Path, dst: Path, mode: str = "hardlink") -> None:
-    """Put `src` at `dst`: a hard link (``mode="hardlink"``, falling back to a copy across file systems) or a
-    copy (``"copy"``). An existing `dst` of the same size, not older than `src`, is kept."""
-    if mode not in ("hardlink", "copy"):
-        raise ValueError(f"link mode must be 'hardlink' or 'copy', got {mode!r}")
-    try:
-        if dst.stat().st_size == src.stat().st_size and is_fresh(dst, [src]):
-            return
-    except OSError:
-        pass
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
-    tmp.unlink(missing_ok=True)
-    try:
-        if mode == "hardlink":
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copy2(src, tmp)
-        else:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
-        return im.size
-
-
 # --------------------------------------------------------------------------------------------- converter
 def _scene_splits(nusc, version: str, split_by: str, val_fraction: float) -> dict[str, str]:
     """scene token -> "train" | "val" (| "test" for v1.0-test)."""
@@ -485,10 +411,5 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                         f"{rid}/region/{obj.annotation}", images, sizes, question, obj.phrase, "region",
                         {**base, "phrase": obj.phrase, "category": obj.category, "box": list(obj.box),
                          "grid_box": grid, "annotation": obj.annotation, "visibility": obj.visibility}))
-    for split, records in splits.items():
-        path = out / f"{dataset}_{split}.jsonl"
-        write_jsonl(records, path)
-        report.outputs[split] = path
-        report.wrote(len(records))
-    return report
+    return write_splits(report, out, dataset, splits)
 

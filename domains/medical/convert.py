@@ -70,17 +70,23 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport
+from domains.base import ConvertReport, SkipInput
 from domains.boxes import render_ref_box
+from domains.files import (
+    PNG_OPTIONS,
+    atomic_write,
+    is_fresh,
+    save_png,
+    split_of,
+    write_splits,
+)
 
 __all__ = [
     "BURNED_IN_WARNING",
@@ -107,64 +113,13 @@ SPLITS = ("train", "val", "test")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 DICOM_SUFFIXES = (".dcm", ".dicom")
-_PNG = {"format": "PNG", "compress_level": 6, "optimize": False}
 
 
 # --------------------------------------------------------------------------------------------- helpers
-class _Skip(Exception):
-    """An input to skip: ``reason`` (the report key) and a detail naming the file."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
-def _skip(report: ConvertReport, file: Any, reason: str, detail: str) -> None:
-    name = str(file)
-    if detail.startswith(name + ": "):
-        detail = detail[len(name) + 2:]
-    report.skip(name, reason, detail)
 
 
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fresh(dst: Path, src: Path) -> bool:
-    try:
-        return dst.stat().st_size > 0 and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns
-    except OSError:
-        return False
-
-
-def _write_jsonl(records: list[dict], path: Path) -> None:
-    """Write `records` unless `path` already holds exactly these bytes."""
-    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    try:
-        if path.read_bytes() == data:
-            return
-    except OSError:
-        pass
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def _finish(report: ConvertReport, out: Path, dataset: str, splits: dict[str, list[dict]]) -> ConvertReport:
-    for split, records in splits.items():
-        if not records:
-            continue
-        path = out / f"{dataset}_{split}.jsonl"
-        _write_jsonl(records, path)
-        report.outputs[split] = path
-        report.wrote(len(records))
-    return report
 
 
 def _safe(name: str) -> str:
@@ -213,19 +168,19 @@ def _name(value: Any) -> str:
 
 
 def _check_image(path: Path) -> tuple[int, int]:
-    """Fully decode an image file; its (W, H). Raises :class:`_Skip`."""
+    """Fully decode an image file; its (W, H). Raises :class:`SkipInput`."""
     if not path.is_file():
-        raise _Skip("missing image", f"{path}: no such file")
+        raise SkipInput("missing image", f"{path}: no such file")
     try:
         with Image.open(path) as im:
             im.load()
             if im.width == 0 or im.height == 0:
-                raise _Skip("unreadable image", f"{path}: zero-size image")
+                raise SkipInput("unreadable image", f"{path}: zero-size image")
             return im.size
-    except _Skip:
+    except SkipInput:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise _Skip("unreadable image", f"{path}: cannot decode ({exc})") from exc
+        raise SkipInput("unreadable image", f"{path}: cannot decode ({exc})") from exc
 
 
 def _copy_image(src: Path, out: Path, rel_stem: str) -> tuple[str, tuple[int, int]]:
@@ -236,7 +191,7 @@ def _copy_image(src: Path, out: Path, rel_stem: str) -> tuple[str, tuple[int, in
     rel = f"{rel_stem}.jpg" if suffix in (".jpg", ".jpeg") else f"{rel_stem}.png" if keep else \
         f"{rel_stem}_{_safe(suffix[1:])}.png"
     dst = out / rel
-    if _fresh(dst, src):
+    if is_fresh(dst, src):
         try:
             with Image.open(dst) as im:
                 return rel, im.size
@@ -244,16 +199,12 @@ def _copy_image(src: Path, out: Path, rel_stem: str) -> tuple[str, tuple[int, in
             pass  # damaged output: write it again
     size = _check_image(src)
     if keep:
-        _atomic_write(dst, lambda f: f.write(src.read_bytes()))
+        atomic_write(dst, lambda f: f.write(src.read_bytes()))
     else:
         with Image.open(src) as im:
             rgb = im.convert("RGB")
-        _atomic_write(dst, lambda f: rgb.save(f, **_PNG))
+        atomic_write(dst, lambda f: rgb.save(f, **PNG_OPTIONS))
     return rel, size
-
-
-def _save_png(img: Image.Image, dst: Path) -> None:
-    _atomic_write(dst, lambda f: img.convert("RGB").save(f, **_PNG))
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -271,12 +222,12 @@ def is_dicom_file(path: Path) -> bool:
 
 
 def _inside(root: Path, rel: str) -> Path:
-    """`rel` under `root`; an absolute path or one escaping `root` raises :class:`_Skip`."""
+    """`rel` under `root`; an absolute path or one escaping `root` raises :class:`SkipInput`."""
     if not rel or Path(rel).is_absolute():
-        raise _Skip("path escapes data root", f"{rel!r}: must be a path relative to {root}")
+        raise SkipInput("path escapes data root", f"{rel!r}: must be a path relative to {root}")
     path = (root / rel).resolve()
     if not path.is_relative_to(root.resolve()):
-        raise _Skip("path escapes data root", f"{rel!r}: leaves {root}")
+        raise SkipInput("path escapes data root", f"{rel!r}: leaves {root}")
     return path
 
 
@@ -291,16 +242,16 @@ class _Dicom:
         self.dicom, self.deid = dicom, deid
         self.report, self.out, self.dataset = report, out, dataset
         self.salt, self.skip_burned_in = salt, skip_burned_in
-        self.checked: dict[Path, Any] = {}  # path -> the header, or the _Skip raised for it
-        self.renders: dict[tuple, tuple[str, tuple[int, int]] | _Skip] = {}
+        self.checked: dict[Path, Any] = {}  # path -> the header, or the SkipInput raised for it
+        self.renders: dict[tuple, tuple[str, tuple[int, int]] | SkipInput] = {}
 
     def window(self, value: Any) -> tuple[Any, str]:
         """A window argument (preset name, ``[center, width]``, ``"center/width"``, ``"minmax"`` or None = the
-        file's own) -> (value for dicom_to_rgb, a file-name tag). Raises :class:`_Skip` ("bad window")."""
+        file's own) -> (value for dicom_to_rgb, a file-name tag). Raises :class:`SkipInput` ("bad window")."""
         try:
             resolved = self.dicom.resolve_window(tuple(value) if isinstance(value, list) else value)
         except (TypeError, ValueError) as exc:
-            raise _Skip("bad window", str(exc)) from exc
+            raise SkipInput("bad window", str(exc)) from exc
         if resolved is None:
             return None, "file"
         if resolved == "minmax":
@@ -314,11 +265,11 @@ class _Dicom:
 
     def read(self, path: Path, header_only: bool = False):
         if not path.is_file():
-            raise _Skip("missing image", f"{path}: no such file")
+            raise SkipInput("missing image", f"{path}: no such file")
         try:
             return self.dicom.read_dicom(path, header_only=header_only)
         except self.dicom.DicomError as exc:
-            raise _Skip("unreadable DICOM", str(exc)) from exc
+            raise SkipInput("unreadable DICOM", str(exc)) from exc
 
     def pseudonym(self, ds) -> str:
         return self.deid.pseudonym(ds, salt=self.salt)
@@ -331,15 +282,15 @@ class _Dicom:
                 status = self.read(path, header_only=True)
                 if self.deid.burned_in_annotation(status):
                     if self.skip_burned_in:
-                        raise _Skip("burned-in annotation",
+                        raise SkipInput("burned-in annotation",
                                     f"{path}: BurnedInAnnotation is YES (skip_burned_in=true)")
                     self.report.skip(str(path), BURNED_IN_WARNING,
                                      "BurnedInAnnotation is YES: text may be burned into the pixels; kept "
                                      "(pass skip_burned_in=true to drop)")
-            except _Skip as exc:
+            except SkipInput as exc:
                 status = exc
             self.checked[path] = status
-        if isinstance(status, _Skip):
+        if isinstance(status, SkipInput):
             raise status
         return status
 
@@ -347,14 +298,14 @@ class _Dicom:
         """Slice `frame` of `path` through `window` -> ``out/<rel_stem>.png``; (relative path, size)."""
         key = (path, frame, json.dumps(window))
         cached = self.renders.get(key)
-        if isinstance(cached, _Skip):
+        if isinstance(cached, SkipInput):
             raise cached
         if cached is not None:
             return cached
         rel = f"{rel_stem}.png"
         dst = self.out / rel
         try:
-            if _fresh(dst, path):
+            if is_fresh(dst, path):
                 try:
                     with Image.open(dst) as im:
                         self.renders[key] = (rel, im.size)
@@ -365,11 +316,11 @@ class _Dicom:
             try:
                 img = self.dicom.dicom_to_rgb(ds, window=window, frame=frame)
             except self.dicom.DicomError as exc:
-                raise _Skip("unreadable DICOM", str(exc)) from exc
-            _save_png(img, dst)
+                raise SkipInput("unreadable DICOM", str(exc)) from exc
+            save_png(img, dst)
             self.renders[key] = (rel, img.size)
             return self.renders[key]
-        except _Skip as exc:
+        except SkipInput as exc:
             self.renders[key] = exc
             raise
 
@@ -377,7 +328,7 @@ class _Dicom:
 def _window_option(reader: _Dicom, window: Any) -> tuple[Any, str]:
     try:
         return reader.window(window)
-    except _Skip as exc:
+    except SkipInput as exc:
         raise ValueError(f"window option: {exc.detail}") from None
 
 
@@ -391,7 +342,7 @@ def _load_json_file(path: Path, report: ConvertReport) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        _skip(report, path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
+        report.skip(path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
     return None
 
 
@@ -420,51 +371,51 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     if rows is None:
         return report
     if not isinstance(rows, list):
-        _skip(report, path, "malformed JSON", f"{path}: expected a list of question objects")
+        report.skip(path, "malformed JSON", f"{path}: expected a list of question objects")
         return report
     splits: dict[str, list[dict]] = {"train": [], "test": []}
-    images: dict[str, tuple[str, tuple[int, int]] | _Skip] = {}
+    images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
     for n, row in enumerate(rows):
         where = f"{path.name} item {n}"
         try:
             if not isinstance(row, dict):
-                raise _Skip("malformed record", f"{where}: not an object")
+                raise SkipInput("malformed record", f"{where}: not an object")
             qid = _text(row.get("qid")) or str(n)
             where = f"{path.name} qid {qid}"
             phrase = _text(row.get("phrase_type"))
             split = VQA_RAD_SPLITS.get(phrase)
             if split is None:
-                raise _Skip("unknown split", f"{where}: phrase_type {phrase!r} is not one of {sorted(VQA_RAD_SPLITS)}")
+                raise SkipInput("unknown split", f"{where}: phrase_type {phrase!r} is not one of {sorted(VQA_RAD_SPLITS)}")
             question, answer = _text(row.get("question")), _text(row.get("answer"))
             if not question:
-                raise _Skip("empty question", f"{where}: empty question")
+                raise SkipInput("empty question", f"{where}: empty question")
             if not answer:
-                raise _Skip("empty answer", f"{where}: empty answer")
+                raise SkipInput("empty answer", f"{where}: empty answer")
             atype = _answer_type(row.get("answer_type"))
             if atype is None:
-                raise _Skip("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
+                raise SkipInput("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
             name = _name(row.get("image_name"))
             if not name:
-                raise _Skip("missing image", f"{where}: no image_name")
+                raise SkipInput("missing image", f"{where}: no image_name")
             status = images.get(name)
             if status is None:
                 try:
                     status = _copy_image(_inside(img_dir, name), out, f"images/{dataset}/{_safe(Path(name).stem)}")
-                except _Skip as exc:
-                    _skip(report, img_dir / name, exc.reason, exc.detail)  # counted once per image
+                except SkipInput as exc:
+                    report.skip(img_dir / name, exc.reason, exc.detail)  # counted once per image
                     status = exc
                 images[name] = status
-            if isinstance(status, _Skip):
-                raise _Skip("image skipped", f"{where}: {status.reason}: {status.detail}")
-        except _Skip as exc:
-            _skip(report, where, exc.reason, exc.detail)
+            if isinstance(status, SkipInput):
+                raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
+        except SkipInput as exc:
+            report.skip(where, exc.reason, exc.detail)
             continue
         meta = {"dataset": dataset, "split": split, "qid": qid, "answer_type": atype,
                 "question_type": _text(row.get("question_type")), "organ": _text(row.get("image_organ")),
                 "phrase_type": phrase, "image_name": name}
         splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
                                      f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa", meta=meta))
-    return _finish(report, out, dataset, splits)
+    return write_splits(report, out, dataset, splits, keep_empty=False)
 
 
 # --------------------------------------------------------------------------------------------- SLAKE
@@ -493,20 +444,20 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     lang = None if q_lang in (None, "", "all") else str(q_lang)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     out_splits: dict[str, list[dict]] = {}
-    images: dict[str, tuple[str, tuple[int, int]] | _Skip] = {}
+    images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
     for split, path in found.items():
         rows = _load_json_file(path, report)
         if rows is None:
             continue
         if not isinstance(rows, list):
-            _skip(report, path, "malformed JSON", f"{path}: expected a list of question objects")
+            report.skip(path, "malformed JSON", f"{path}: expected a list of question objects")
             continue
         records: list[dict] = []
         for n, row in enumerate(rows):
             where = f"{path.name} item {n}"
             try:
                 if not isinstance(row, dict):
-                    raise _Skip("malformed record", f"{where}: not an object")
+                    raise SkipInput("malformed record", f"{where}: not an object")
                 qid = _text(row.get("qid")) or str(n)
                 where = f"{path.name} qid {qid}"
                 row_lang = _text(row.get("q_lang")) or "en"
@@ -514,28 +465,28 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                     continue
                 question, answer = _text(row.get("question")), _text(row.get("answer"))
                 if not question:
-                    raise _Skip("empty question", f"{where}: empty question")
+                    raise SkipInput("empty question", f"{where}: empty question")
                 if not answer:
-                    raise _Skip("empty answer", f"{where}: empty answer")
+                    raise SkipInput("empty answer", f"{where}: empty answer")
                 atype = _answer_type(row.get("answer_type"))
                 if atype is None:
-                    raise _Skip("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
+                    raise SkipInput("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
                 name = _name(row.get("img_name"))
                 if not name:
-                    raise _Skip("missing image", f"{where}: no img_name")
+                    raise SkipInput("missing image", f"{where}: no img_name")
                 status = images.get(name)
                 if status is None:
                     stem = _safe(Path(name).with_suffix("").as_posix())  # xmlab0/source -> xmlab0_source
                     try:
                         status = _copy_image(_inside(root / "imgs", name), out, f"images/{dataset}/{stem}")
-                    except _Skip as exc:
-                        _skip(report, root / "imgs" / name, exc.reason, exc.detail)
+                    except SkipInput as exc:
+                        report.skip(root / "imgs" / name, exc.reason, exc.detail)
                         status = exc
                     images[name] = status
-                if isinstance(status, _Skip):
-                    raise _Skip("image skipped", f"{where}: {status.reason}: {status.detail}")
-            except _Skip as exc:
-                _skip(report, where, exc.reason, exc.detail)
+                if isinstance(status, SkipInput):
+                    raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
+            except SkipInput as exc:
+                report.skip(where, exc.reason, exc.detail)
                 continue
             instruction = VQA_INSTRUCTION_ZH if row_lang == "zh" else VQA_INSTRUCTION
             meta = {"dataset": dataset, "split": split, "qid": qid, "img_id": row.get("img_id"), "answer_type": atype,
@@ -544,7 +495,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
             records.append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
                                    f"{question}\n{instruction}", answer, "med_vqa", meta=meta))
         out_splits[split] = records
-    return _finish(report, out, dataset, out_splits)
+    return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
 # --------------------------------------------------------------------------------------------- PMC-VQA
@@ -594,7 +545,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
         raise ValueError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
     report = ConvertReport(dataset=dataset, source=src, out=out)
     out_splits: dict[str, list[dict]] = {}
-    images: dict[Path, tuple[str, tuple[int, int]] | _Skip] = {}
+    images: dict[Path, tuple[str, tuple[int, int]] | SkipInput] = {}
     for name in names:
         path = src / name
         split = _safe(Path(name).stem)
@@ -606,51 +557,51 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
         try:
             rows = _read_csv(path)
         except FileNotFoundError:
-            _skip(report, path, "missing file", f"{path}: no such file")
+            report.skip(path, "missing file", f"{path}: no such file")
             continue
         except (csv.Error, UnicodeDecodeError, ValueError) as exc:
-            _skip(report, path, "malformed CSV", f"{path}: {exc}")
+            report.skip(path, "malformed CSV", f"{path}: {exc}")
             continue
         records: list[dict] = []
         for n, (line, row) in enumerate(rows):
             where = f"{path.name}:{line}"
             try:
                 if row.get(None) is not None:
-                    raise _Skip("malformed row", f"{where}: more fields than columns")
+                    raise SkipInput("malformed row", f"{where}: more fields than columns")
                 figure = _name(row.get("Figure_path"))
                 question, answer = _text(row.get("Question")), _text(row.get("Answer"))
                 if not question:
-                    raise _Skip("empty question", f"{where}: empty Question")
+                    raise SkipInput("empty question", f"{where}: empty Question")
                 if not figure:
-                    raise _Skip("missing image", f"{where}: empty Figure_path")
+                    raise SkipInput("missing image", f"{where}: empty Figure_path")
                 if mode == "mc":
                     try:
                         options = _choices(row)
                     except ValueError as exc:
-                        raise _Skip("malformed row", f"{where}: {exc}") from exc
+                        raise SkipInput("malformed row", f"{where}: {exc}") from exc
                     label = _text(row.get("Answer_label")).upper().strip("() .:")
                     if label not in "ABCD" or not label:
                         by_text = [k for k, o in enumerate(options) if answer and o.casefold() == answer.casefold()]
                         if len(by_text) != 1:
-                            raise _Skip("malformed row", f"{where}: Answer_label {row.get('Answer_label')!r} is not "
+                            raise SkipInput("malformed row", f"{where}: Answer_label {row.get('Answer_label')!r} is not "
                                                          "A-D and Answer matches no single choice")
                         label = LETTERS[by_text[0]]
                 elif not answer:
-                    raise _Skip("empty answer", f"{where}: empty Answer")
+                    raise SkipInput("empty answer", f"{where}: empty Answer")
                 img_src = _inside(img_dir, figure)
                 status = images.get(img_src)
                 if status is None:
                     try:
                         status = _copy_image(img_src, out, f"images/{dataset}/{_safe(img_dir.name)}/"
                                                            f"{_safe(Path(figure).stem)}")
-                    except _Skip as exc:
-                        _skip(report, img_src, exc.reason, exc.detail)
+                    except SkipInput as exc:
+                        report.skip(img_src, exc.reason, exc.detail)
                         status = exc
                     images[img_src] = status
-                if isinstance(status, _Skip):
-                    raise _Skip("image skipped", f"{where}: {status.reason}: {status.detail}")
-            except _Skip as exc:
-                _skip(report, where, exc.reason, exc.detail)
+                if isinstance(status, SkipInput):
+                    raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
+            except SkipInput as exc:
+                report.skip(where, exc.reason, exc.detail)
                 continue
             meta = {"dataset": dataset, "split": split, "row": n, "figure": figure, "answer_text": answer}
             rid = f"{dataset}/{split}/{n}"
@@ -663,7 +614,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                 records.append(_record(rid, status[0], status[1], f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa",
                                        meta=meta))
         out_splits[split] = records
-    return _finish(report, out, dataset, out_splits)
+    return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
 def _read_csv(path: Path) -> list[tuple[int, dict]]:
@@ -696,13 +647,6 @@ def class_label(folder: str) -> str:
 def _class_files(folder: Path) -> list[Path]:
     files = (p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith("."))
     return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(p)]
-
-
-def _split_of(key: str, test_fraction: float) -> str:
-    if test_fraction <= 0:
-        return "train"
-    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
-    return "test" if h < test_fraction else "train"
 
 
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "classification",
@@ -739,7 +683,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             files = _class_files(d)
             if not files:
-                _skip(report, d, "empty class folder", f"{d}: no PNG / JPEG / DICOM files")
+                report.skip(d, "empty class folder", f"{d}: no PNG / JPEG / DICOM files")
                 continue
             items += [(split, d, f, label_fn(d.name)) for f in files]
     labels = sorted({label for *_, label in items})
@@ -756,7 +700,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     out_splits: dict[str, list[dict]] = {}
     for split, d, f, label in items:
         rel = f.relative_to(src).as_posix()
-        split = split or _split_of(rel, test_fraction)
+        split = split or split_of(rel, test_fraction)
         cls = _safe(d.name)
         try:
             if reader is not None and is_dicom_file(f):
@@ -764,7 +708,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                 n_frames = reader.dicom.frame_count(ds)
                 k = n_frames // 2 if frame is None else int(frame)
                 if not 0 <= k < n_frames:
-                    raise _Skip("bad frame", f"{f}: frame {k} out of range (the file has {n_frames})")
+                    raise SkipInput("bad frame", f"{f}: frame {k} out of range (the file has {n_frames})")
                 key = f"{reader.pseudonym(ds)}_{_hash(salt, rel)}"
                 image, size = reader.render(f, f"images/{dataset}/{cls}/{key}_{win_tag}", win_value, k)
                 rid = f"{dataset}/{cls}/{key}"
@@ -775,14 +719,14 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                 image, size = _copy_image(f, out, f"images/{dataset}/{cls}/{stem}")
                 rid = f"{dataset}/{cls}/{_safe(f.relative_to(d).as_posix())}"  # a.png and a.jpg differ
                 meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label, "source": rel}
-        except _Skip as exc:
-            _skip(report, f, exc.reason, exc.detail)
+        except SkipInput as exc:
+            report.skip(f, exc.reason, exc.detail)
             continue
         letter = LETTERS[labels.index(label)]
         out_splits.setdefault(split, []).append(
             _record(rid, image, size, question, letter, "mc", options=list(labels), meta=meta))
     order = {s: k for k, s in enumerate(SPLITS)}
-    return _finish(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))))
+    return write_splits(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))), keep_empty=False)
 
 
 # --------------------------------------------------------------------------------------------- dicom_qa
@@ -799,12 +743,12 @@ class _Series:
         try:
             series = dicom.load_series(folder)
         except dicom.DicomError as exc:
-            raise _Skip("unreadable series", str(exc)) from exc
+            raise SkipInput("unreadable series", str(exc)) from exc
         self.paths = list(series.paths)
         self.slices = list(series.slices)
         self.n = len(self.slices)
         if not self.n:
-            raise _Skip("unreadable series", f"{folder}: no DICOM slices")
+            raise SkipInput("unreadable series", f"{folder}: no DICOM slices")
         first = reader.read(self.paths[0], header_only=True)  # the burned-in policy applies per slice used
         self.patient = reader.pseudonym(first)
         self.key = _hash(salt, series.series_uid or folder.as_posix())
@@ -815,7 +759,7 @@ class _Series:
     def slice(self, index: int) -> tuple[Path, int]:
         """(file, frame) of slice `index`."""
         if not 0 <= index < self.n:
-            raise _Skip("bad slice", f"slice {index} out of range (the series has {self.n})")
+            raise SkipInput("bad slice", f"slice {index} out of range (the series has {self.n})")
         return self.slices[index]
 
     def index_of_instance(self, number: int) -> int:
@@ -828,7 +772,7 @@ class _Series:
                 if value is not None:
                     self._instances.setdefault(int(value), k)
         if number not in self._instances:
-            raise _Skip("bad slice", f"no slice with InstanceNumber {number}")
+            raise SkipInput("bad slice", f"no slice with InstanceNumber {number}")
         return self._instances[number]
 
 
@@ -837,12 +781,12 @@ def _qa_slices(item: dict, series: _Series) -> list[int]:
         raw = item["instances"]
         raw = raw if isinstance(raw, list) else [raw]
         if not raw or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
-            raise _Skip("bad slice", f"instances {item['instances']!r} must be InstanceNumbers (integers)")
+            raise SkipInput("bad slice", f"instances {item['instances']!r} must be InstanceNumbers (integers)")
         return [series.index_of_instance(v) for v in raw]
     raw = item.get("slices", item.get("slice"))
     raw = raw if isinstance(raw, list) else [raw]
     if not raw or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
-        raise _Skip("bad slice", f"slices {item.get('slices', item.get('slice'))!r} must be slice indices (integers)")
+        raise SkipInput("bad slice", f"slices {item.get('slices', item.get('slice'))!r} must be slice indices (integers)")
     return [int(v) for v in raw]
 
 
@@ -873,50 +817,50 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
         return report
     items = doc.get("questions") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
-        _skip(report, qa_path, "malformed JSON", f"{qa_path}: expected {{'questions': [...]}} or a list")
+        report.skip(qa_path, "malformed JSON", f"{qa_path}: expected {{'questions': [...]}} or a list")
         return report
     reader = _Dicom(report, out, dataset, salt, skip_burned_in)
     _window_option(reader, window)  # a bad option fails here, not once per question
     default_window = window
-    series_cache: dict[Path, _Series | _Skip] = {}
+    series_cache: dict[Path, _Series | SkipInput] = {}
     out_splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     seen: set[str] = set()
     for n, item in enumerate(items):
         where = f"{qa_file} item {n}"
         try:
             if not isinstance(item, dict):
-                raise _Skip("malformed record", f"{where}: not an object")
+                raise SkipInput("malformed record", f"{where}: not an object")
             qid = _text(item.get("id")) or str(n)
             where = f"{qa_file} question {qid}"
             if qid in seen:
-                raise _Skip("duplicate id", f"{where}: id used twice")
+                raise SkipInput("duplicate id", f"{where}: id used twice")
             seen.add(qid)
             split = _text(item.get("split")) or default_split
             if split not in SPLITS:
-                raise _Skip("unknown split", f"{where}: split {item.get('split')!r} is not one of {SPLITS}")
+                raise SkipInput("unknown split", f"{where}: split {item.get('split')!r} is not one of {SPLITS}")
             kind = _text(item.get("type")).lower()
             if kind not in QA_TYPES:
-                raise _Skip("unknown question type", f"{where}: type {item.get('type')!r} is not one of {QA_TYPES}")
+                raise SkipInput("unknown question type", f"{where}: type {item.get('type')!r} is not one of {QA_TYPES}")
             question = str(item.get("question") or "").strip()
             if not question:
-                raise _Skip("empty question", f"{where}: empty question")
+                raise SkipInput("empty question", f"{where}: empty question")
             answer = _text(item.get("answer"))
             if kind in ("closed", "open", "mc") and not answer:
-                raise _Skip("empty answer", f"{where}: empty answer")
+                raise SkipInput("empty answer", f"{where}: empty answer")
             folder = _inside(src, _name(item.get("series")))
             series = series_cache.get(folder)
             if series is None:
                 try:
                     series = _Series(reader, folder, salt)
-                except _Skip as exc:
+                except SkipInput as exc:
                     series = exc
-                    _skip(report, folder, exc.reason, exc.detail)  # once per series
+                    report.skip(folder, exc.reason, exc.detail)  # once per series
                 series_cache[folder] = series
-            if isinstance(series, _Skip):
-                raise _Skip("series skipped", f"{where}: {series.reason}")
+            if isinstance(series, SkipInput):
+                raise SkipInput("series skipped", f"{where}: {series.reason}")
             slices = _qa_slices(item, series)
             if kind == "grounding" and len(slices) != 1:
-                raise _Skip("bad slice", f"{where}: a grounding question takes exactly one slice, got {len(slices)}")
+                raise SkipInput("bad slice", f"{where}: a grounding question takes exactly one slice, got {len(slices)}")
             win = item.get("window", None)
             win_value, win_tag = reader.window(default_window if win is None else win)
             images, size = [], None
@@ -943,29 +887,29 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                 task = "grounding"
                 text, answer, boxes, grid = _grounding(item, question, size, where)
                 meta.update(bbox=boxes, grid_box=grid)
-        except _Skip as exc:
-            _skip(report, where, exc.reason, exc.detail)
+        except SkipInput as exc:
+            report.skip(where, exc.reason, exc.detail)
             continue
         image = images[0] if len(images) == 1 else images
         out_splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", image, size, text, answer, task,
                                          prefix=slice_prompt(labels), meta=meta, **extra))
-    return _finish(report, out, dataset, out_splits)
+    return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
 def _mc(item: dict, question: str, answer: str, where: str) -> tuple[str, str, list[str]]:
     options = item.get("options")
     if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
-        raise _Skip("malformed record", f"{where}: mc needs 2-{len(LETTERS)} options, got {options!r}")
+        raise SkipInput("malformed record", f"{where}: mc needs 2-{len(LETTERS)} options, got {options!r}")
     options = [_text(o) for o in options]
     if not all(options):
-        raise _Skip("malformed record", f"{where}: empty option")
+        raise SkipInput("malformed record", f"{where}: empty option")
     hits = [k for k, o in enumerate(options) if o.casefold() == answer.casefold()]
     if len(hits) == 1:
         letter = LETTERS[hits[0]]
     elif len(answer) == 1 and answer.upper() in LETTERS[:len(options)]:
         letter = answer.upper()
     else:
-        raise _Skip("malformed record", f"{where}: answer {answer!r} is neither one option's text nor its letter")
+        raise SkipInput("malformed record", f"{where}: answer {answer!r} is neither one option's text nor its letter")
     return mc_question(question, options), letter, options
 
 
@@ -975,7 +919,7 @@ def _grounding(item: dict, question: str, size: tuple[int, int], where: str) -> 
     if isinstance(boxes, list) and len(boxes) == 4 and all(isinstance(v, (int, float)) for v in boxes):
         boxes = [boxes]
     if not isinstance(boxes, list) or not boxes:
-        raise _Skip("malformed box", f"{where}: grounding needs boxes [[x1, y1, x2, y2], ...]")
+        raise SkipInput("malformed box", f"{where}: grounding needs boxes [[x1, y1, x2, y2], ...]")
     from domains.boxes import Box, clip_box, to_grid
 
     try:
@@ -985,7 +929,7 @@ def _grounding(item: dict, question: str, size: tuple[int, int], where: str) -> 
         answer = render_ref_box(ref, pixel, *size)
     except (TypeError, ValueError) as exc:
         reason = "box outside image" if "outside" in str(exc) else "malformed box"
-        raise _Skip(reason, f"{where}: {exc}") from exc
+        raise SkipInput(reason, f"{where}: {exc}") from exc
     grid = [to_grid(b, *size) for b in pixel]
     return question, answer, [[round(v, 3) for v in b] for b in pixel], grid
 

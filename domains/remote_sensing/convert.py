@@ -24,11 +24,8 @@ skipped and counted in the report under a reason, with the file named; the rest 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
-import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,8 +33,16 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport
+from domains.base import ConvertReport, SkipInput
 from domains.boxes import Box, clip_box, render_ref_box, to_grid
+from domains.files import (
+    image_size,
+    is_fresh,
+    save_png,
+    split_of,
+    write_jsonl,
+    write_splits,
+)
 
 __all__ = [
     "CLASSIFICATION_DATASETS",
@@ -64,24 +69,11 @@ REGION_QUESTION = "What object is in this location [[{}, {}, {}, {}]]?"
 PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = PIL_SUFFIXES + RASTER_SUFFIXES
-_PNG = {"format": "PNG", "compress_level": 6, "optimize": False}
 
 
 # --------------------------------------------------------------------------------------------- helpers
-class _Skip(Exception):
-    """An input to skip: ``reason`` (the report key) and a detail naming the file."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
-def _skip(report: ConvertReport, file: Any, reason: str, detail: str) -> None:
-    """``report.skip`` without repeating the file name when `detail` already starts with it."""
-    name = str(file)
-    if detail.startswith(name + ": "):
-        detail = detail[len(name) + 2:]
-    report.skip(name, reason, detail)
 
 
 def _raster_reason(msg: str) -> str:
@@ -103,23 +95,23 @@ def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any
     """Source image -> PIL RGB. TIFFs go through rasterio (:func:`read_rgb`); JPEG / PNG / BMP through PIL.
 
     ``stretch="auto"``: uint8 rasters are kept as they are, others get a 2-98 % percentile stretch.
-    Raises :class:`_Skip` with a reason.
+    Raises :class:`SkipInput` with a reason.
     """
     if not path.is_file():
-        raise _Skip("missing image", f"{path}: no such file")
+        raise SkipInput("missing image", f"{path}: no such file")
     if path.suffix.lower() in PIL_SUFFIXES and bands is None:
         try:
             with Image.open(path) as im:
                 im.load()
                 if im.width == 0 or im.height == 0:
-                    raise _Skip("zero-size raster", f"{path}: zero-size image {im.width}x{im.height}")
+                    raise SkipInput("zero-size raster", f"{path}: zero-size image {im.width}x{im.height}")
                 if im.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr"):
-                    raise _Skip("unsupported data type", f"{path}: unsupported image mode {im.mode!r}")
+                    raise SkipInput("unsupported data type", f"{path}: unsupported image mode {im.mode!r}")
                 return im.convert("RGB")
-        except _Skip:
+        except SkipInput:
             raise
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise _Skip("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc}") from exc
+            raise SkipInput("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc}") from exc
     from domains.remote_sensing.raster import RasterError, read_rgb
 
     try:
@@ -127,7 +119,7 @@ def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any
             stretch = _auto_stretch(path)
         return read_rgb(path, bands=bands, stretch=stretch)[0]
     except RasterError as exc:
-        raise _Skip(_raster_reason(str(exc)), str(exc)) from exc
+        raise SkipInput(_raster_reason(str(exc)), str(exc)) from exc
 
 
 def _auto_stretch(path: Path):
@@ -141,41 +133,13 @@ def _auto_stretch(path: Path):
         return (2, 98)  # read_rgb reports the real problem
 
 
-def _fresh(dst: Path, src: Path) -> bool:
-    try:
-        return dst.stat().st_size > 0 and dst.stat().st_mtime_ns >= src.stat().st_mtime_ns
-    except OSError:
-        return False
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _save_png(img: Image.Image, path: Path) -> None:
-    _atomic_write(path, lambda f: img.save(f, **_PNG))
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as im:
-        return im.size
-
-
 def _image_out(src_img: Path, dst: Path, load: Callable[[], Image.Image],
                resize: Callable[[Image.Image], Image.Image] | None = None,
                expect: tuple[int, int] | None = None) -> tuple[int, int]:
     """Write `dst` from `src_img` unless it is already there, fresh (and of size `expect`); returns (W, H)."""
-    if _fresh(dst, src_img):
+    if is_fresh(dst, src_img):
         try:
-            size = _png_size(dst)
+            size = image_size(dst)
             if expect is None or tuple(size) == tuple(expect):
                 return size
         except (OSError, UnidentifiedImageError):
@@ -183,29 +147,10 @@ def _image_out(src_img: Path, dst: Path, load: Callable[[], Image.Image],
     img = load()
     if resize is not None:
         img = resize(img)
-    _save_png(img, dst)
+    save_png(img, dst)
     return img.size
 
 
-def _write_jsonl(records: list[dict], path: Path) -> bool:
-    """Write `records` to `path` unless it already holds exactly these bytes; True when written."""
-    data = "".join(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n" for r in records).encode("utf-8")
-    try:
-        if path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    _atomic_write(path, lambda f: f.write(data))
-    return True
-
-
-def _finish(report: ConvertReport, out: Path, dataset: str, splits: dict[str, list[dict]]) -> ConvertReport:
-    for split, records in splits.items():
-        path = out / f"{dataset}_{split}.jsonl"
-        _write_jsonl(records, path)
-        report.outputs[split] = path
-        report.wrote(len(records))
-    return report
 
 
 def _record(rid: str, image: str, size: tuple[int, int], question: str, answer: str, task: str, **extra: Any) -> dict:
@@ -242,13 +187,6 @@ def _class_root(src: Path) -> Path:
     return root
 
 
-def _split_of(key: str, test_fraction: float) -> str:
-    if test_fraction <= 0:
-        return "train"
-    h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
-    return "test" if h < test_fraction else "train"
-
-
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
                            bands: Sequence[int | str] | None = None, stretch: Any = "auto",
                            test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
@@ -282,7 +220,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         imgs = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not imgs:
-            _skip(report, d, "empty class folder", f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            report.skip(d, "empty class folder", f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             continue
         classes.append((d, imgs))
     labels = sorted({label_fn(d.name) for d, _ in classes})
@@ -296,14 +234,14 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
             image = f"images/{dataset}/{_safe(d.name)}/{_safe(img.stem)}.png"
             try:
                 size = _image_out(img, out / image, lambda img=img: _load_rgb(img, bands, stretch), resizer)
-            except _Skip as exc:
-                _skip(report, img, exc.reason, exc.detail)
+            except SkipInput as exc:
+                report.skip(img, exc.reason, exc.detail)
                 continue
             rid = f"{dataset}/{_safe(d.name)}/{_safe(img.stem)}"
-            splits[_split_of(rel, test_fraction)].append(_record(
+            splits[split_of(rel, test_fraction)].append(_record(
                 rid, image, size, question, label, "classification", options=list(labels), label=label,
                 meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
-    return _finish(report, out, dataset, splits)
+    return write_splits(report, out, dataset, splits)
 
 
 def _resizer(resize: int | None) -> Callable[[Image.Image], Image.Image] | None:
@@ -357,9 +295,9 @@ def _load_json(path: Path, key: str, report: ConvertReport) -> list | None:
             raise TypeError(f"expected an object with a {key!r} list")
         return rows
     except FileNotFoundError:
-        _skip(report, path, "missing file", f"{path}: no such file")
+        report.skip(path, "missing file", f"{path}: no such file")
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        _skip(report, path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
+        report.skip(path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
     return None
 
 
@@ -400,7 +338,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     report = ConvertReport(dataset=dataset, source=src, out=out)
     resizer = _resizer(resize)
     out_splits: dict[str, list[dict]] = {}
-    image_status: dict[str, tuple[str, tuple[int, int]] | _Skip] = {}
+    image_status: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
     for pre, split, qpath in found:
         apath = qpath.with_name(qpath.name.replace("_questions.json", "_answers.json")) if split != "all" \
             else src / "all_answers.json"
@@ -418,19 +356,19 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
         for q in questions:
             where = f"{qpath.name} question {q.get('id') if isinstance(q, dict) else '?'}"
             if not isinstance(q, dict) or not all(k in q for k in ("id", "img_id", "question", "answers_ids")):
-                _skip(report, where, "malformed record", f"{where}: needs id, img_id, question, answers_ids")
+                report.skip(where, "malformed record", f"{where}: needs id, img_id, question, answers_ids")
                 continue
             if not q.get("active", True):
-                _skip(report, where, "inactive question", f"{where}: active is false")
+                report.skip(where, "inactive question", f"{where}: active is false")
                 continue
             ids = q["answers_ids"] if isinstance(q["answers_ids"], list) else [q["answers_ids"]]
             ans = by_id.get(ids[0]) if ids else None
             if ans is None or "answer" not in ans or not ans.get("active", True):
-                _skip(report, where, "missing answer", f"{where}: no active answer {ids[:1]} in {apath.name}")
+                report.skip(where, "missing answer", f"{where}: no active answer {ids[:1]} in {apath.name}")
                 continue
             img_key = str(q["img_id"])
             if img_key in inactive_images:
-                _skip(report, where, "inactive image", f"{where}: image {img_key} is not active")
+                report.skip(where, "inactive image", f"{where}: image {img_key} is not active")
                 continue
             if img_key not in image_status:
                 img_src = images_dir / f"{img_key}.tif"
@@ -438,12 +376,12 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                 try:
                     size = _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p, bands, stretch), resizer)
                     image_status[img_key] = (image, size)
-                except _Skip as exc:
+                except SkipInput as exc:
                     image_status[img_key] = exc
-                    _skip(report, img_src, exc.reason, exc.detail)  # counted once per image
+                    report.skip(img_src, exc.reason, exc.detail)  # counted once per image
             status = image_status[img_key]
-            if isinstance(status, _Skip):
-                _skip(report, where, "image skipped", f"{where}: {status.reason}: {status.detail}")
+            if isinstance(status, SkipInput):
+                report.skip(where, "image skipped", f"{where}: {status.reason}: {status.detail}")
                 continue
             qtype = str(q.get("type", ""))
             answer = normalize_rsvqa_answer(ans["answer"], qtype)
@@ -455,7 +393,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
             records.append(_record(f"{dataset}/{split}/{q['id']}", status[0], status[1], question, answer, "rsvqa",
                                    meta=meta))
         out_splits[split] = records
-    return _finish(report, out, dataset, out_splits)
+    return write_splits(report, out, dataset, out_splits)
 
 
 # --------------------------------------------------------------------------------------------- DIOR-RSVG
@@ -481,7 +419,7 @@ def _split_indices(src: Path, report: ConvertReport) -> dict[int, str] | None:
             try:
                 found.setdefault(int(line), split)
             except ValueError:
-                _skip(report, f"{p}:{n}", "malformed split file", f"{p}:{n}: {line!r} is not an object index")
+                report.skip(f"{p}:{n}", "malformed split file", f"{p}:{n}: {line!r} is not an object index")
     return found if any_file else None
 
 
@@ -527,12 +465,12 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
             root = ET.parse(xml).getroot()
             objects = root.findall("object")
         except (ET.ParseError, OSError) as exc:
-            _skip(report, xml, "malformed XML", f"{xml}: {exc}")
+            report.skip(xml, "malformed XML", f"{xml}: {exc}")
             continue
         first = obj_index + 1
         obj_index += len(objects)
         if not objects:
-            _skip(report, xml, "no objects", f"{xml}: no <object> elements")
+            report.skip(xml, "no objects", f"{xml}: no <object> elements")
             continue
         fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
         img_src = src / images_dir / fname
@@ -542,13 +480,13 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
             with Image.open(img_src) as im:
                 src_w, src_h = im.size
         except FileNotFoundError:
-            _skip(report, xml, "missing image", f"{xml}: image {img_src} not found")
+            report.skip(xml, "missing image", f"{xml}: image {img_src} not found")
             continue
         except (UnidentifiedImageError, OSError) as exc:
-            _skip(report, img_src, "unreadable image", f"{img_src}: {exc}")
+            report.skip(img_src, "unreadable image", f"{img_src}: {exc}")
             continue
         if src_w <= 0 or src_h <= 0:
-            _skip(report, img_src, "zero-size raster", f"{img_src}: zero-size image")
+            report.skip(img_src, "zero-size raster", f"{img_src}: zero-size image")
             continue
         out_w, out_h = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
         sx, sy = out_w / src_w, out_h / src_h
@@ -559,7 +497,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
             where = f"{xml.name} object {k} (index {idx})"
             split = "all" if split_map is None else split_map.get(idx)
             if split is None:
-                _skip(report, where, "not in split files", f"{where}: listed in no train/val/test.txt")
+                report.skip(where, "not in split files", f"{where}: listed in no train/val/test.txt")
                 continue
             name = (obj.findtext("name") or "").strip()
             desc = " ".join((obj.findtext("description") or "").split())
@@ -568,23 +506,23 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                 raw = Box(_xml_int(bb, "xmin"), _xml_int(bb, "ymin"), _xml_int(bb, "xmax"), _xml_int(bb, "ymax"))
                 raw.checked()
             except ValueError as exc:
-                _skip(report, where, "malformed box", f"{xml}: object {k}: {exc}")
+                report.skip(where, "malformed box", f"{xml}: object {k}: {exc}")
                 continue
             try:
                 box = clip_box(raw, src_w, src_h)
                 if box.width <= 0 or box.height <= 0:
                     raise ValueError(f"box {tuple(raw)} is empty inside the {src_w}x{src_h} image")
             except ValueError as exc:
-                _skip(report, where, "box outside image", f"{xml}: object {k}: {exc}")
+                report.skip(where, "box outside image", f"{xml}: object {k}: {exc}")
                 continue
             if not name:
-                _skip(report, where, "missing name", f"{xml}: object {k} has no <name>")
+                report.skip(where, "missing name", f"{xml}: object {k} has no <name>")
                 continue
             if "grounding" in tasks and not desc:
-                _skip(report, where, "missing description", f"{xml}: object {k} has no <description>")
+                report.skip(where, "missing description", f"{xml}: object {k} has no <description>")
                 continue
             if any(t in desc for t in ("<ref>", "</ref>", "<box>", "</box>")):
-                _skip(report, where, "malformed description", f"{xml}: object {k}: description holds <ref>/<box> tags")
+                report.skip(where, "malformed description", f"{xml}: object {k}: description holds <ref>/<box> tags")
                 continue
             out_box = [box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy]
             grid = to_grid(out_box, out_w, out_h)
@@ -605,12 +543,12 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
             _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p),
                        (lambda im, wh=(out_w, out_h): im.resize(wh, Image.Resampling.BICUBIC)) if resize else None,
                        expect=(out_w, out_h))
-        except _Skip as exc:
-            _skip(report, img_src, exc.reason, exc.detail)
+        except SkipInput as exc:
+            report.skip(img_src, exc.reason, exc.detail)
             continue
         for split, rec in pending:
             out_splits[split].append(rec)
-    return _finish(report, out, dataset, out_splits)
+    return write_splits(report, out, dataset, out_splits)
 
 
 # --------------------------------------------------------------------------------------------- scene chips
@@ -725,9 +663,9 @@ def load_scene_boxes(path: str | Path, report: ConvertReport | None = None) -> t
             phrase = " ".join(phrase.split())
             where = f"{p.name} object {oid!s}" + (f" ({phrase!r})" if phrase else "")
             if not phrase:
-                raise _Skip("missing phrase", f"{where}: needs one of {', '.join(_PHRASE_KEYS)}")
+                raise SkipInput("missing phrase", f"{where}: needs one of {', '.join(_PHRASE_KEYS)}")
             if any(t in phrase for t in ("<ref>", "</ref>", "<box>", "</box>")):
-                raise _Skip("malformed description", f"{where}: phrase holds <ref>/<box> tags")
+                raise SkipInput("malformed description", f"{where}: phrase holds <ref>/<box> tags")
             name = str(next((props[key] for key in ("class", "name", "label", "category") if props.get(key)), phrase))
             pixel = bounds = None
             pk = next((key for key in _PIXEL_KEYS if props.get(key) is not None), None)
@@ -748,13 +686,13 @@ def load_scene_boxes(path: str | Path, report: ConvertReport | None = None) -> t
             box_area = pixel.area if pixel is not None else (bounds[2] - bounds[0]) * (bounds[3] - bounds[1])
             if box_area <= 0:
                 raise ValueError(f"empty box {list(pixel or bounds)}")
-        except _Skip as exc:
+        except SkipInput as exc:
             if report is not None:
-                _skip(report, where, exc.reason, exc.detail)
+                report.skip(where, exc.reason, exc.detail)
             continue
         except (ValueError, TypeError, KeyError) as exc:
             if report is not None:
-                _skip(report, where, "malformed box", f"{where}: {exc}")
+                report.skip(where, "malformed box", f"{where}: {exc}")
             continue
         scene = props.get("scene", props.get("image"))
         objects.append({"id": oid, "phrase": phrase, "name": name, "scene": None if scene is None else str(scene),
@@ -962,7 +900,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                                            render_ref_box(obj["phrase"], grid), "grounding", meta=meta))
                     placed[k] = ""
         except RasterError as exc:
-            _skip(report, scene, _raster_reason(str(exc)), str(exc))
+            report.skip(scene, _raster_reason(str(exc)), str(exc))
             continue
     for k, obj in enumerate(objects):
         why = placed.get(k)
@@ -977,13 +915,13 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
             reason = "box in no chip"
         else:
             reason = "box outside image"
-        _skip(report, obj["where"], reason, f"{obj['where']}: {why}")
-    _write_jsonl(index, out / "chips.jsonl")
+        report.skip(obj["where"], reason, f"{obj['where']}: {why}")
+    write_jsonl(index, out / "chips.jsonl")
     report.outputs["chips"] = out / "chips.jsonl"
     if boxes is None:
         report.wrote(len(index))
         return report
-    return _finish(report, out, dataset, {"all": records})
+    return write_splits(report, out, dataset, {"all": records})
 
 
 __all__ += ["SCENE_CHIPS_DATASET", "chip_grid_to_map", "chip_grid_to_scene", "convert_scene_chips", "iter_scene_chips",
