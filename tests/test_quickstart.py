@@ -40,3 +40,22 @@ def test_remote_sensing_quickstart_runs_on_the_plugins_synthetic_rasters(tmp_pat
     report = json.loads((out / "report" / "eval.json").read_text())
     sources = report["runs"]["adapted"]["sources"]
     assert {"ucmerced", "rsvqa_lr", "dior_rsvg", "general"} <= set(sources)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("field, sources", [
+    ("driving", {"drivelm", "nuscenes", "general"}),
+    ("medical", {"dicom_qa", "vqa_rad", "slake", "pmc_vqa", "general"}),
+])
+def test_domain_quickstarts_run_end_to_end(tmp_path, capsys, field, sources):
+    out = tmp_path / field
+    args = ["quickstart", "--field", field, "--out", str(out), "--no-progress",
+            "training.max_steps=2", "training.batch_size=2", "eval.max_samples=2", "eval.max_new_tokens=4"]
+    assert main(args) == 0
+    assert "[4/4] scoring the adapted model" in capsys.readouterr().out
+    report = json.loads((out / "report" / "eval.json").read_text())
+    assert sources <= set(report["runs"]["adapted"]["sources"])
+    if field == "driving":  # the judge term is reported as not computed, never as 0
+        drivelm = report["runs"]["adapted"]["sources"]["drivelm"]
+        assert drivelm["metrics"]["final_score"] is None
+        assert any("LLM-judge term not computed" in note for note in drivelm["notes"])
