@@ -81,6 +81,8 @@ class ConvertReport:
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> ["file: detail", ...]
+    warnings: dict[str, int] = field(default_factory=dict)  # inputs kept with a warning: reason -> count
+    warning_examples: dict[str, list[str]] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)  # e.g. split name -> JSONL path
     max_examples: int = 3
 
@@ -90,8 +92,16 @@ class ConvertReport:
     def skip(self, file: str | Path, reason: str, detail: str | None = None) -> None:
         """Count one skipped input under `reason`; keep the first few as ``"file: detail"`` examples
         (a `detail` that already starts with ``"file: "`` is not prefixed twice)."""
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-        kept = self.examples.setdefault(reason, [])
+        self._count(self.skipped, self.examples, file, reason, detail)
+
+    def warn(self, file: str | Path, reason: str, detail: str | None = None) -> None:
+        """Count one input that was converted but deserves a look (e.g. burned-in annotation)."""
+        self._count(self.warnings, self.warning_examples, file, reason, detail)
+
+    def _count(self, counts: dict[str, int], examples: dict[str, list[str]], file: str | Path, reason: str,
+               detail: str | None) -> None:
+        counts[reason] = counts.get(reason, 0) + 1
+        kept = examples.setdefault(reason, [])
         if len(kept) < self.max_examples:
             name = str(file)
             if detail and detail.startswith(name + ": "):
@@ -105,12 +115,16 @@ class ConvertReport:
     def merge(self, other: ConvertReport) -> ConvertReport:
         """Add `other`'s counts (for example one report per split) into this report; returns self."""
         self.written += other.written
-        for reason, n in other.skipped.items():
-            self.skipped[reason] = self.skipped.get(reason, 0) + n
-            kept = self.examples.setdefault(reason, [])
-            for ex in other.examples.get(reason, []):
-                if len(kept) < self.max_examples:
-                    kept.append(ex)
+        for counts, examples, o_counts, o_examples in (
+            (self.skipped, self.examples, other.skipped, other.examples),
+            (self.warnings, self.warning_examples, other.warnings, other.warning_examples),
+        ):
+            for reason, n in o_counts.items():
+                counts[reason] = counts.get(reason, 0) + n
+                kept = examples.setdefault(reason, [])
+                for ex in o_examples.get(reason, []):
+                    if len(kept) < self.max_examples:
+                        kept.append(ex)
         self.outputs.update(other.outputs)
         return self
 
@@ -123,6 +137,9 @@ class ConvertReport:
         for reason, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
             ex = "<br>".join(_cell(e) for e in self.examples.get(reason, []))
             lines.append(f"| skipped: {_cell(reason)} | {n} | {ex} |")
+        for reason, n in sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0])):
+            ex = "<br>".join(_cell(e) for e in self.warning_examples.get(reason, []))
+            lines.append(f"| written with a warning: {_cell(reason)} | {n} | {ex} |")
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -296,7 +296,8 @@ def test_dicom_qa_records_boxes_slices_and_no_phi(raw, tmp_path):
     check_wellformed(recs, out)
     assert report.written == len(qa) and set(report.outputs) == {"train", "test"}
     # patient 1 is marked BurnedInAnnotation=YES: one warning per slice file used, and kept
-    assert set(report.skipped) == {BURNED_IN_WARNING}
+    assert set(report.warnings) == {BURNED_IN_WARNING} and not report.skipped
+    assert "written with a warning: burned-in annotation" in report.table()
     tasks = {r["task"] for r in recs}
     assert tasks == {"med_vqa", "grounding", "mc"}
     by_id = {r["meta"]["question_id"]: r for r in recs}
@@ -389,7 +390,7 @@ def test_dicom_qa_bad_input(raw, tmp_path):
     strict = convert_dicom_qa(raw / "dicom_qa", tmp_path / "strict", skip_burned_in=True)
     case1 = sum(1 for q in qs if q["series"].endswith("case01"))
     assert strict.written == n - case1 and strict.skipped["burned-in annotation"] == case1
-    assert BURNED_IN_WARNING not in strict.skipped
+    assert BURNED_IN_WARNING not in strict.warnings
     with pytest.raises(ValueError, match="window option"):
         convert_dicom_qa(raw / "dicom_qa", tmp_path / "o1", window="disco")
     with pytest.raises(ValueError, match="window option"):

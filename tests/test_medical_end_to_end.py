@@ -23,7 +23,7 @@ def test_medical_template_trains_and_evaluates_on_synthetic_data(tmp_path, capsy
     for dataset in SOURCES:
         assert main(["convert", "medical", dataset, "--src", str(raw / dataset), "--out", str(tmp_path / "data" / "med")]) == 0
     printed = capsys.readouterr().out
-    assert "burned-in annotation (warning, kept)" in printed  # patient 1 of the synthetic CT set
+    assert "written with a warning: burned-in annotation" in printed  # patient 1 of the synthetic CT set
     assert main(["synthesize", "general", "--out", str(tmp_path / "data" / "general"),
                  "--option", "n_train=24", "--option", "n_test=6"]) == 0
     recipe = tmp_path / f"{TEMPLATE}.yaml"

@@ -24,7 +24,7 @@ path, or a list of paths for multi-slice samples), ``width`` / ``height`` (of th
 ``deid.pseudonym(ds, salt=...)`` ids and salted hashes of UIDs and paths -- never the source PatientName /
 PatientID, dates, institution, UIDs or file names -- and the images are rendered pixels only (PNG without
 text chunks). A file with ``BurnedInAnnotation`` "YES" (text may be burned into the pixels) is counted in
-the report as ``"burned-in annotation (warning, kept)"``, or skipped with ``skip_burned_in=True``.
+the report as a warning (``report.warnings["burned-in annotation"]``), or skipped with ``skip_burned_in=True``.
 
 **Idempotent.** Sources are only read; an output image is re-used when present and not older than its
 source; a JSONL is rewritten only when its bytes change (atomic writes throughout).
@@ -108,7 +108,7 @@ VQA_INSTRUCTION = "Answer the question using a single word or phrase."
 VQA_INSTRUCTION_ZH = "请用一个词或短语回答问题。"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 CLASSIFICATION_QUESTION = "Which of the following best describes this image?"
-BURNED_IN_WARNING = "burned-in annotation (warning, kept)"
+BURNED_IN_WARNING = "burned-in annotation"
 SPLITS = ("train", "val", "test")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -284,7 +284,7 @@ class _Dicom:
                     if self.skip_burned_in:
                         raise SkipInput("burned-in annotation",
                                     f"{path}: BurnedInAnnotation is YES (skip_burned_in=true)")
-                    self.report.skip(str(path), BURNED_IN_WARNING,
+                    self.report.warn(str(path), BURNED_IN_WARNING,
                                      "BurnedInAnnotation is YES: text may be burned into the pixels; kept "
                                      "(pass skip_burned_in=true to drop)")
             except SkipInput as exc:
