@@ -351,6 +351,39 @@ def _answer_type(value: Any) -> str | None:
     return kind if kind in ("CLOSED", "OPEN") else None
 
 
+def _vqa_fields(row: dict, where: str, image_key: str) -> tuple[str, str, str, str]:
+    """(question, answer, CLOSED | OPEN, image name) of a VQA-RAD / SLAKE row; SkipInput when one is missing."""
+    question, answer = _text(row.get("question")), _text(row.get("answer"))
+    if not question:
+        raise SkipInput("empty question", f"{where}: empty question")
+    if not answer:
+        raise SkipInput("empty answer", f"{where}: empty answer")
+    atype = _answer_type(row.get("answer_type"))
+    if atype is None:
+        raise SkipInput("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
+    name = _name(row.get(image_key))
+    if not name:
+        raise SkipInput("missing image", f"{where}: no {image_key}")
+    return question, answer, atype, name
+
+
+def _image_once(images: dict, name: str, folder: Path, out: Path, rel_stem: str, report: ConvertReport,
+                where: str) -> tuple:
+    """Copy image `name` from `folder` the first time it is asked for (a bad image is counted once, under its own
+    file); later rows reuse the result. SkipInput for a row whose image was skipped."""
+    status = images.get(name)
+    if status is None:
+        try:
+            status = _copy_image(_inside(folder, name), out, rel_stem)
+        except SkipInput as exc:
+            report.skip(folder / name, exc.reason, exc.detail)
+            status = exc
+        images[name] = status
+    if isinstance(status, SkipInput):
+        raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
+    return status
+
+
 def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", images_dir: str | Path | None = None
                     ) -> ConvertReport:
     """VQA-RAD -> ``med_vqa`` records (``vqa_rad_train.jsonl``, ``vqa_rad_test.jsonl``).
@@ -386,27 +419,8 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
             split = VQA_RAD_SPLITS.get(phrase)
             if split is None:
                 raise SkipInput("unknown split", f"{where}: phrase_type {phrase!r} is not one of {sorted(VQA_RAD_SPLITS)}")
-            question, answer = _text(row.get("question")), _text(row.get("answer"))
-            if not question:
-                raise SkipInput("empty question", f"{where}: empty question")
-            if not answer:
-                raise SkipInput("empty answer", f"{where}: empty answer")
-            atype = _answer_type(row.get("answer_type"))
-            if atype is None:
-                raise SkipInput("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
-            name = _name(row.get("image_name"))
-            if not name:
-                raise SkipInput("missing image", f"{where}: no image_name")
-            status = images.get(name)
-            if status is None:
-                try:
-                    status = _copy_image(_inside(img_dir, name), out, f"images/{dataset}/{_safe(Path(name).stem)}")
-                except SkipInput as exc:
-                    report.skip(img_dir / name, exc.reason, exc.detail)  # counted once per image
-                    status = exc
-                images[name] = status
-            if isinstance(status, SkipInput):
-                raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
+            question, answer, atype, name = _vqa_fields(row, where, "image_name")
+            status = _image_once(images, name, img_dir, out, f"images/{dataset}/{_safe(Path(name).stem)}", report, where)
         except SkipInput as exc:
             report.skip(where, exc.reason, exc.detail)
             continue
@@ -463,28 +477,9 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                 row_lang = _text(row.get("q_lang")) or "en"
                 if lang is not None and row_lang != lang:
                     continue
-                question, answer = _text(row.get("question")), _text(row.get("answer"))
-                if not question:
-                    raise SkipInput("empty question", f"{where}: empty question")
-                if not answer:
-                    raise SkipInput("empty answer", f"{where}: empty answer")
-                atype = _answer_type(row.get("answer_type"))
-                if atype is None:
-                    raise SkipInput("bad answer_type", f"{where}: answer_type {row.get('answer_type')!r} is not CLOSED / OPEN")
-                name = _name(row.get("img_name"))
-                if not name:
-                    raise SkipInput("missing image", f"{where}: no img_name")
-                status = images.get(name)
-                if status is None:
-                    stem = _safe(Path(name).with_suffix("").as_posix())  # xmlab0/source -> xmlab0_source
-                    try:
-                        status = _copy_image(_inside(root / "imgs", name), out, f"images/{dataset}/{stem}")
-                    except SkipInput as exc:
-                        report.skip(root / "imgs" / name, exc.reason, exc.detail)
-                        status = exc
-                    images[name] = status
-                if isinstance(status, SkipInput):
-                    raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
+                question, answer, atype, name = _vqa_fields(row, where, "img_name")
+                stem = _safe(Path(name).with_suffix("").as_posix())  # xmlab0/source -> xmlab0_source
+                status = _image_once(images, name, root / "imgs", out, f"images/{dataset}/{stem}", report, where)
             except SkipInput as exc:
                 report.skip(where, exc.reason, exc.detail)
                 continue
