@@ -267,6 +267,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         notes: list[str] = []
         mains: list[float] = []
         for task, task_preds in by_task.items():
+            aggregated = aggregator(task) is not None
             agg_values, agg_notes, agg_main = _aggregate(task, task_preds, context)
             corpus.update(agg_values)
             notes += agg_notes
@@ -274,7 +275,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
                 for name, value in p.scores.items():
                     if name not in agg_values:
                         values.setdefault(name, []).append(float(value))
-                m = agg_main if aggregator(task) is not None else main_metric(p.task, p.scores)
+                m = agg_main if aggregated else main_metric(p.task, p.scores)
                 if m is not None:
                     mains.append(float(m))
         metrics = {name: _mean(v) for name, v in values.items()}

@@ -23,6 +23,7 @@ from domains.medical.convert import (
     convert_vqa_rad,
 )
 from domains.medical.synthetic import generate
+from tests.converted import all_records, records
 
 pydicom = pytest.importorskip("pydicom")
 
@@ -32,14 +33,6 @@ PHI = ("DOE", "JANE", "Jane", "ROE", "RICHARD", "SMITH", "MRN", "19650412", "195
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def all_records(report) -> list[dict]:
-    return [r for p in report.outputs.values() for r in records(p)]
-
-
 def check_wellformed(recs: list[dict], out: Path) -> None:
     assert recs
     ids = [r["id"] for r in recs]

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.converted import all_records, records
+
 rasterio = pytest.importorskip("rasterio")
 from PIL import Image
 
@@ -28,14 +30,6 @@ from domains.remote_sensing.synthetic import generate
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def all_records(report) -> list[dict]:
-    return [r for p in report.outputs.values() for r in records(p)]
-
-
 def check_wellformed(recs: list[dict], out: Path) -> None:
     assert recs
     ids = [r["id"] for r in recs]
