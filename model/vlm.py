@@ -7,7 +7,7 @@ native layout is a prefix rename away; the LLM is kept whole (`language_model` =
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from huggingface_hub.dataclasses import strict
@@ -20,7 +20,7 @@ from transformers import (
     PreTrainedModel,
 )
 from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .projectors import build_projector, projector_tokens
 from .tiling import TilingConfig
@@ -79,13 +79,17 @@ class PocketVLMConfig(PreTrainedConfig):
 
 
 @dataclass
-class VLMOutput(ModelOutput):
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    past_key_values: object | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+class VLMOutput(CausalLMOutputWithPast):
+    """The LLM's causal-LM output plus the projected image features.
+
+    Built on transformers' own class so that the cache field carries whatever name the installed
+    transformers gives it (`past_key_values` up to 5.23, `cache` from 5.24).
+    """
+
     image_hidden_states: torch.Tensor | None = None
+
+
+_VLM_OUTPUT_FIELDS = frozenset(field.name for field in fields(VLMOutput))
 
 
 class PocketVLM(PreTrainedModel):
@@ -101,7 +105,6 @@ class PocketVLM(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
-    _skip_keys_device_placement = ["past_key_values"]
 
     def __init__(self, config: PocketVLMConfig):
         super().__init__(config)
@@ -165,13 +168,13 @@ class PocketVLM(PreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> VLMOutput:
+        """`kwargs` (the KV cache, `use_cache`, output flags) go to the LLM under the names the
+        installed transformers uses; the output's fields are the LLM's own plus the image features."""
         image_features = None
         if inputs_embeds is None:
             inputs_embeds, image_features = self.embed(input_ids, pixel_values)
@@ -179,20 +182,13 @@ class PocketVLM(PreTrainedModel):
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             labels=labels,
-            use_cache=use_cache,
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
-        return VLMOutput(
-            loss=out.loss,
-            logits=out.logits,
-            past_key_values=out.past_key_values,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            image_hidden_states=image_features,
-        )
+        # only the fields a causal-LM output has: MoE LMs add router outputs (their aux loss is already in `loss`)
+        kept = {name: value for name, value in out.items() if name in _VLM_OUTPUT_FIELDS}
+        return VLMOutput(**kept, image_hidden_states=image_features)
 
     @torch.no_grad()
     def generate(
