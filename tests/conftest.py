@@ -19,6 +19,8 @@ from transformers import (
 
 from model.resources import assets_dir
 
+pytest_plugins = ["pytester", "tests.skip_policy"]
+
 TILE = 56  # 56 px tiles, 14 px patches: a 4x4 grid, 4 tokens per tile after pixel shuffle
 
 
@@ -184,3 +186,4 @@ def prompt_inputs(tiny_tokenizer, example_image):
     processor = VLMProcessor(tiny_tokenizer, TilingConfig(tile_size=TILE, max_tiles=6), get_chat_template("Hermes-2"), 4)
     encoded = processor([{"role": "user", "content": "<image>\nWhat shapes are there?"}], images=[example_image])
     return encoded.to_model_inputs()
+

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("albumentations")
+from tests.deps import require
+
+require("albumentations")
 
 from adapt.data.augment import build_augment
 from adapt.data.dataset import SupervisedDataset

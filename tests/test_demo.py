@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-gradio = pytest.importorskip("gradio")
+from tests.deps import require
+
+gradio = require("gradio")
 
 from deploy.demo import app as demo_app
 from deploy.demo.hooks import default_draw_answer, hooks_for, normalize_upload
@@ -258,7 +260,7 @@ def test_normalize_upload_checks_the_hook_contract():
 
 
 def test_remote_sensing_hooks_follow_the_demo_contract(tmp_path):
-    rasterio = pytest.importorskip("rasterio")
+    rasterio = require("rasterio")
     from rasterio.transform import from_origin
 
     from domains.base import get_domain
@@ -365,7 +367,7 @@ def test_markdown_escaping_keeps_header_values_inert():
 # --------------------------------------------------------------------------------------------- medical panel
 @pytest.fixture(scope="module")
 def medical():
-    pytest.importorskip("pydicom")
+    require("pydicom")
     from deploy.demo.panels import medical
 
     return medical
@@ -500,7 +502,7 @@ def test_medical_files_of_two_series_show_the_largest(medical, tmp_path):
 
 
 def test_medical_page_handlers_never_show_phi(session, tmp_path, gradio_cache):
-    pytest.importorskip("pydicom")
+    require("pydicom")
     blocks = demo_app.build_demo(session, "medical", max_upload_mb=1)
     on_upload = handler(blocks, "on_upload")
     zipped = write_series_zip(tmp_path / "DOE_JANE.zip", tmp_path, n=3)

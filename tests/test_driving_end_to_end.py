@@ -11,10 +11,11 @@ import yaml
 
 from adapt.cli import main
 from model.resources import templates_dir
+from tests.deps import require
 
 TEMPLATE = "driving_pocket-tiny_full"
 
-pytest.importorskip("nuscenes")
+require("nuscenes")
 
 
 @pytest.mark.slow

@@ -26,8 +26,9 @@ from domains.driving.nuscenes import (
     scene_samples,
 )
 from domains.driving.synthetic import generate
+from tests.deps import require
 
-pytest.importorskip("nuscenes")
+require("nuscenes")
 
 
 @pytest.fixture(scope="module")

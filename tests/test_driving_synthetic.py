@@ -13,8 +13,9 @@ from PIL import Image
 
 from domains.driving.layout import CAMERA_SIZE, STITCH_ORDER, iter_ctags
 from domains.driving.synthetic import CAMERA_RIG, MINI_SCENES, generate
+from tests.deps import require
 
-pytest.importorskip("nuscenes")  # the devkit is part of the driving extra
+require("nuscenes")  # the devkit is part of the driving extra
 
 TABLES = ("category", "attribute", "visibility", "instance", "sensor", "calibrated_sensor", "ego_pose", "log", "scene",
           "sample", "sample_data", "sample_annotation", "map")

@@ -24,8 +24,9 @@ from domains.medical.convert import (
 )
 from domains.medical.synthetic import generate
 from tests.converted import all_records, records
+from tests.deps import require
 
-pydicom = pytest.importorskip("pydicom")
+pydicom = require("pydicom")
 
 # the fake PHI the synthetic DICOM files carry (domains.medical.synthetic)
 PHI = ("DOE", "JANE", "Jane", "ROE", "RICHARD", "SMITH", "MRN", "19650412", "19580923", "Springfield", "Evergreen",

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("pydicom")
+from tests.deps import require
+
+require("pydicom")
 import pydicom
 import pydicom.data
 from pydicom.datadict import tag_for_keyword

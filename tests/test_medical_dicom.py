@@ -16,7 +16,9 @@ from unittest import mock
 import numpy as np
 import pytest
 
-pytest.importorskip("pydicom")
+from tests.deps import require
+
+require("pydicom")
 import pydicom
 import pydicom.data
 from PIL import Image

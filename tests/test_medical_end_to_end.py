@@ -9,8 +9,9 @@ import pytest
 
 from adapt.cli import main
 from model.resources import templates_dir
+from tests.deps import require
 
-pytest.importorskip("pydicom")
+require("pydicom")
 
 TEMPLATE = "medical_pocket-tiny_full"
 SOURCES = ("dicom_qa", "vqa_rad", "slake", "pmc_vqa")

@@ -19,8 +19,9 @@ from domains.medical.synthetic import (
     make_case,
     window_to_uint8,
 )
+from tests.deps import require
 
-pydicom = pytest.importorskip("pydicom")
+pydicom = require("pydicom")
 from pydicom.pixels import apply_modality_lut
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 

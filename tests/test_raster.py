@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-rasterio = pytest.importorskip("rasterio")
+from tests.deps import require
+
+rasterio = require("rasterio")
 from affine import Affine
 from rasterio.crs import CRS
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from tests.converted import all_records, records
+from tests.deps import require
 
-rasterio = pytest.importorskip("rasterio")
+rasterio = require("rasterio")
 from PIL import Image
 
 from domains.base import get_domain

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-rasterio = pytest.importorskip("rasterio")
+from tests.deps import require
+
+rasterio = require("rasterio")
 from affine import Affine
 from rasterio.transform import from_origin
 from rasterio.windows import Window

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import GotOcr2ImageProcessorPil
 
 from model.tiling import (
     CLIP_MEAN,
@@ -27,8 +28,6 @@ from model.tiling import (
     split_into_tiles,
     tile_grid,
 )
-
-GotOcr2ImageProcessorPil = pytest.importorskip("transformers").GotOcr2ImageProcessorPil
 
 # internvl.md §1 test vectors: (W, H) -> (grid, tiles) at max 6 and at max 12, thumbnail on.
 REFERENCE = [

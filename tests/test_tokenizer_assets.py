@@ -14,6 +14,7 @@ from model.assets.build_tokenizer import SPECIAL_TOKENS, VOCAB_SIZE, write_token
 from model.assets.example_image import HEIGHT, SHAPES, WIDTH, draw_example_image, write_example_image
 from model.chat import get_chat_template
 from model.resources import assets_dir
+from tests.deps import require
 
 TOK_DIR = assets_dir() / "pocket-tiny"
 EXPECTED_IDS = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
@@ -135,7 +136,7 @@ def test_boxes_are_compact(tok):
 
 
 def test_chat_template_matches_pocket_tiny(tok):
-    pytest.importorskip("jinja2")
+    require("jinja2")
     template = get_chat_template("pocket-tiny")
     convs = [
         [{"role": "user", "content": "<image>\nWhat is it?"}],

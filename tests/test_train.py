@@ -19,6 +19,7 @@ from adapt.parts import PartSetting, apply_parts, parameter_groups, trainable_su
 from adapt.recipe import load_recipe
 from adapt.train import Trainer, train
 from domains.general.world import generate_general, generate_landcover
+from tests.deps import require
 
 RECIPE = """
 name: tiny
@@ -206,7 +207,7 @@ def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["zero1", "zero2"])
 def test_deepspeed_zero_run_on_cpu(tmp_path, data_dir, stage):
-    pytest.importorskip("deepspeed", reason="the distributed extra (deepspeed) is part of the dev install")
+    require("deepspeed", "the distributed extra (deepspeed) is part of the dev install")
     path = write_recipe(tmp_path, data_dir, steps=4, save_every=2)
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(29600 + (stage == "zero2")),
            "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
