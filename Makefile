@@ -1,23 +1,29 @@
 # Two commands on a fresh machine (see README):  make quickstart   |   make test
-# TORCH pins the CPU build that lies on this project's machines; override it elsewhere, e.g.
-#   make TORCH="torch --index-url https://download.pytorch.org/whl/cpu" quickstart
+#
+# Both install requirements/dev.lock: every package at the exact version and hash the suite passed with
+# (torch's CPU build and nuscenes-devkit included), into a fresh .venv whenever the lock changes.
+#   make lock          resolve again (uv, pinned) after editing pyproject.toml or requirements/*.in
+#   make test-latest   the newest releases pyproject.toml's bounds allow, in .venv-latest, then the suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
-TORCH ?= torch==2.13.0
-EXTRAS ?= dev
-# nuscenes-devkit pins numpy<2 in its metadata but runs on numpy 2: installed without its pin (see pyproject.toml)
-NUSCENES ?= nuscenes-devkit==1.2.0
+LOCK := requirements/dev.lock
+# Where pip (and uv, for make lock) find torch's CPU build. This project's machines keep it in /opt/wheels;
+# elsewhere: make TORCH_SOURCE=--extra-index-url=https://download.pytorch.org/whl/cpu ...
+TORCH_SOURCE ?= $(if $(wildcard /opt/wheels),--find-links=/opt/wheels,--extra-index-url=https://download.pytorch.org/whl/cpu)
+UV_VERSION := 0.13.9
 CHROMIUM ?= /usr/bin/chromium
+PYTEST_ARGS ?=
 
-.PHONY: setup browser quickstart test
-setup: $(VENV)/.installed-$(EXTRAS)
+.PHONY: setup browser quickstart test lock test-latest
+setup: $(VENV)/.installed
 
-$(VENV)/.installed-$(EXTRAS): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
-	$(PY) -m pip install -q --no-deps "$(NUSCENES)"
+# A stamp older than the lock means the environment may hold other versions: start again from nothing.
+$(VENV)/.installed: $(LOCK) pyproject.toml requirements/lock.py
+	python3 requirements/lock.py --check
+	rm -rf $(VENV)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --no-deps --require-hashes $(TORCH_SOURCE) -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 # Debian's chromium for the demo's browser test (Playwright drives it; it never downloads a browser)
@@ -30,4 +36,19 @@ quickstart: setup
 	$(VENV)/bin/adapt quickstart
 
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lock:
+	test -x .venv-lock/bin/uv || { python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION); }
+	python3 requirements/lock.py --uv .venv-lock/bin/uv --source=$(TORCH_SOURCE)
+
+# The newest releases within pyproject.toml's bounds (torch stays on the locked CPU build: a newer torch
+# from PyPI is a CUDA build), so upstream drift shows here before users meet it. Never touches .venv.
+test-latest: browser
+	rm -rf .venv-latest
+	python3 -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q $(TORCH_SOURCE) "$$(python3 requirements/lock.py --pin torch)" -e ".[dev]"
+	.venv-latest/bin/python -m pip install -q --no-deps nuscenes-devkit
+	.venv-latest/bin/python -m pip freeze --all --exclude-editable > .venv-latest/freeze.txt
+	python3 requirements/lock.py --drift .venv-latest/freeze.txt
+	.venv-latest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)

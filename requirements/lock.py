@@ -1,0 +1,141 @@
+"""Make or check `requirements/dev.lock`: the exact, hashed environment that `make setup` installs.
+
+    python3 requirements/lock.py            # resolve again with uv (make lock)
+    python3 requirements/lock.py --check    # is the lock still made from today's pyproject.toml and pins?
+    python3 requirements/lock.py --pin torch           # the locked requirement, e.g. torch==2.13.0+cpu
+    python3 requirements/lock.py --drift freeze.txt    # what a `pip freeze` has that the lock has not
+
+The lock holds pyproject.toml's `dev` extra, its build-system requirements, and `pins.in`, resolved
+for CPython 3.11 on x86_64 Linux with `overrides.txt` applied. Its first line records a digest of
+those inputs, so a dependency edit without `make lock` is caught before anything is installed.
+Standard library only: `--check` runs before any virtual environment exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOCK = HERE / "dev.lock"
+PINS = HERE / "pins.in"
+OVERRIDES = HERE / "overrides.txt"
+EXTRA = "dev"
+PYTHON_VERSION = "3.11"
+PLATFORM = "x86_64-manylinux_2_28"
+DIGEST_PREFIX = "# inputs-sha256: "
+
+
+def inputs_digest() -> str:
+    """A digest of everything the resolution depends on (not of pyproject.toml's other tables)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    inputs = {
+        "requires-python": project["project"].get("requires-python"),
+        "dependencies": project["project"].get("dependencies", []),
+        "optional-dependencies": project["project"].get("optional-dependencies", {}),
+        "build-system": project["build-system"]["requires"],
+        "pins": PINS.read_text(encoding="utf-8"),
+        "overrides": OVERRIDES.read_text(encoding="utf-8"),
+        "target": [EXTRA, PYTHON_VERSION, PLATFORM],
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def recorded_digest(lock: Path = LOCK) -> str | None:
+    if not lock.is_file():
+        return None
+    first = lock.read_text(encoding="utf-8").splitlines()[:1]
+    return first[0][len(DIGEST_PREFIX):].strip() if first and first[0].startswith(DIGEST_PREFIX) else None
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pinned(text: str) -> dict[str, str]:
+    """`name==version` lines of a lock or a `pip freeze`, by normalised name."""
+    found = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if match:
+            found[normalize(match.group(1))] = match.group(2)
+    return found
+
+
+def locked() -> dict[str, str]:
+    return pinned(LOCK.read_text(encoding="utf-8"))
+
+
+def drift(freeze: Path) -> int:
+    """Print how an environment differs from the lock (informational: always succeeds)."""
+    lock, env = locked(), pinned(Path(freeze).read_text(encoding="utf-8"))
+    env.pop("pip", None)  # the venv's own installer, not part of the lock
+    changed = [f"  {name}: {lock[name]} -> {env[name]}" for name in sorted(lock.keys() & env.keys()) if lock[name] != env[name]]
+    added = [f"  + {name}=={env[name]}" for name in sorted(env.keys() - lock.keys())]
+    removed = [f"  - {name}=={lock[name]}" for name in sorted(lock.keys() - env.keys())]
+    print(f"latest vs {LOCK.relative_to(ROOT)}: {len(changed)} newer or other, {len(added)} added, {len(removed)} gone")
+    print("\n".join(changed + added + removed) or "  (identical)")
+    return 0
+
+
+def check() -> int:
+    if recorded_digest() == inputs_digest():
+        return 0
+    print(f"{LOCK.relative_to(ROOT)} was not made from today's pyproject.toml / requirements/*: "
+          "run `make lock`, test, and commit the new lock", file=sys.stderr)
+    return 1
+
+
+def make(uv: str, sources: list[str]) -> int:
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]
+    build_in = HERE / ".build-system.in"
+    build_in.write_text("".join(f"{req}\n" for req in build), encoding="utf-8")
+    try:
+        cmd = [uv, "pip", "compile", "pyproject.toml", str(PINS.relative_to(ROOT)), str(build_in.relative_to(ROOT)),
+               "--extra", EXTRA, "--override", str(OVERRIDES.relative_to(ROOT)),
+               "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
+               "--generate-hashes", "--annotation-style=line",
+               "--custom-compile-command", "make lock", *sources]
+        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    finally:
+        build_in.unlink(missing_ok=True)
+    if run.returncode:
+        sys.stderr.write(run.stderr)
+        return run.returncode
+    tmp = LOCK.with_suffix(".tmp")
+    tmp.write_text(f"{DIGEST_PREFIX}{inputs_digest()}\n{run.stdout}", encoding="utf-8")
+    tmp.replace(LOCK)
+    print(f"wrote {LOCK.relative_to(ROOT)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that the lock matches its inputs")
+    parser.add_argument("--pin", metavar="NAME", help="print the locked `NAME==VERSION`")
+    parser.add_argument("--drift", metavar="FREEZE", help="compare a `pip freeze` output with the lock")
+    parser.add_argument("--uv", default="uv", help="the uv executable (make lock installs a pinned one)")
+    parser.add_argument("--source", action="append", default=[],
+                        help="extra uv option for finding torch's CPU build, e.g. '--find-links=/opt/wheels'")
+    args = parser.parse_args(argv)
+    if args.pin:
+        version = locked().get(normalize(args.pin))
+        if version is None:
+            print(f"{args.pin} is not in {LOCK.relative_to(ROOT)}", file=sys.stderr)
+            return 1
+        print(f"{args.pin}=={version}")
+        return 0
+    if args.drift:
+        return drift(Path(args.drift))
+    return check() if args.check else make(args.uv, args.source)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
