@@ -11,7 +11,6 @@ import stat
 import zipfile
 from collections import Counter
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -20,7 +19,6 @@ from tests.deps import require
 
 require("pydicom")
 import pydicom
-import pydicom.data
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import apply_color_lut, apply_windowing, convert_color_space
@@ -50,22 +48,20 @@ from domains.medical.dicom import (
     resolve_window,
     window_values,
 )
+from tests.pydicom_sweep import (
+    COMMAND,
+    TEST_FILES,
+    differs,
+    key_of,
+    load_table,
+    sweep_outcome,
+    testdata_files,
+    version_note,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-TEST_FILES = Path(pydicom.data.DATA_ROOT) / "test_files"
-
-
-def _offline_testdata_files() -> list[Path]:
-    """``get_testdata_files()`` with downloads disabled: only files on disk."""
-    def no_download(*_args, **_kwargs):
-        raise RuntimeError("downloads are disabled in tests")
-
-    with mock.patch("pydicom.data.data_manager.data_path_with_download", no_download):
-        found = pydicom.data.get_testdata_files()
-    return sorted(Path(p) for p in found if Path(p).is_file())
-
-
-TESTDATA = _offline_testdata_files()
+TESTDATA = testdata_files()
+SWEEP = load_table()  # tests/data/pydicom_sweep.json, written by `python -m tests.pydicom_sweep`
 
 
 def shipped(name: str) -> Path:
@@ -94,20 +90,36 @@ def outcome(path: Path) -> str:
 
 
 # --------------------------------------------------------------------------------------------- sweep
-@pytest.mark.parametrize("path", TESTDATA, ids=[str(p.relative_to(p.parents[1]) if "test_files" in p.parts else p.name)
-                                                 for p in TESTDATA])
-def test_every_pydicom_test_file_decodes_or_fails_clearly(path):
-    reason = outcome(path)
-    if reason == "decoded":
-        ds = read_dicom(path, header_only=True)
-        assert dicom_to_rgb(path).size == (int(ds.Columns), int(ds.Rows))
+@pytest.mark.parametrize("key", sorted(set(SWEEP["files"]) | {key_of(p) for p in TESTDATA}))
+def test_every_pydicom_test_file_has_its_pinned_outcome(key):
+    """Each shipped test file decodes (size, channel means) or fails with a DicomError naming the file, as
+    pinned in tests/data/pydicom_sweep.json: a file that stops decoding, or starts to, fails here."""
+    path = TEST_FILES / key
+    expected = SWEEP["files"].get(key)
+    assert expected is not None, f"{key}: shipped with pydicom but not in the table; {version_note(SWEEP)}"
+    assert path in TESTDATA, f"{key}: in the table but not shipped with this pydicom; {version_note(SWEEP)}"
+    got = sweep_outcome(path)
+    assert not differs(expected, got, SWEEP["mean_tolerance"]), (
+        f"{key}: pinned {expected}, now {got}; {version_note(SWEEP)}")
+    # failing clearly: a DicomError whose message names the file and gives a reason
+    if got["outcome"] != "decoded":
+        assert got["outcome"] == "DicomError" and got["names_file"] and got["reason"], got
+        try:
+            ds = read_dicom(path)
+        except DicomError:
+            return  # not DICOM / unreadable
+        if not has_pixel_data(ds):
+            assert got["reason"] == "no pixel data"
         return
-    try:
-        ds = read_dicom(path)
-    except DicomError:
-        return  # not DICOM / unreadable: the reason was already checked
-    if not has_pixel_data(ds):
-        assert reason == "no pixel data"
+    ds = read_dicom(path, header_only=True)
+    assert got["mode"] == "RGB" and got["size"] == [int(ds.Columns), int(ds.Rows)]
+
+
+def test_sweep_table_records_its_generator_and_versions():
+    assert SWEEP["generator"] == COMMAND and SWEEP["versions"]["pydicom"]
+    older = {**SWEEP, "versions": {**SWEEP["versions"], "pydicom": "0.0"}}
+    note = version_note(older)
+    assert f"pydicom 0.0 -> {pydicom.__version__}" in note and f"`{COMMAND}`" in note
 
 
 def test_pydicom_test_file_summary(capsys):
