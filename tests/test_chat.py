@@ -202,20 +202,72 @@ def _conversations():
     }
 
 
+# Each published template written out literally, per turn: (text, trained) pieces, where "{}" stands for the
+# message content. Only an assistant answer and its stripped end separator are trained.
+TURNS: dict[str, dict[str, list[tuple[str, bool]]]] = {
+    chatml: {
+        "system": [("<|im_start|>system\n{}<|im_end|>", False)],
+        "user": [("<|im_start|>user\n{}<|im_end|>", False)],
+        "assistant": [("<|im_start|>assistant\n", False), ("{}<|im_end|>", True)],
+        "prompt": [("<|im_start|>assistant\n", False)],
+    }
+    for chatml in ("Hermes-2", "internlm2-chat", "pocket-tiny")
+} | {
+    "internvl2_5": {
+        "system": [("<|im_start|>system\n{}<|im_end|>\n", False)],
+        "user": [("<|im_start|>user\n{}<|im_end|>\n", False)],
+        "assistant": [("<|im_start|>assistant\n", False), ("{}<|im_end|>", True), ("\n", False)],
+        "prompt": [("<|im_start|>assistant\n", False)],
+    },
+    "phi3-chat": {
+        "system": [("<|system|>\n{}<|end|>", False)],
+        "user": [("<|user|>\n{}<|end|>", False)],
+        "assistant": [("<|assistant|>\n", False), ("{}<|end|>", True)],
+        "prompt": [("<|assistant|>\n", False)],
+    },
+    "vicuna_v1": {
+        "system": [("{} ", False)],
+        "user": [("USER: {} ", False)],
+        "assistant": [("ASSISTANT: ", False), ("{}</s>", True)],
+        "prompt": [("ASSISTANT:", False)],
+    },
+}
+DEFAULT_SYSTEM = {"Hermes-2": SYS_INTERNVL2, "internlm2-chat": SYS_INTERNVL2, "phi3-chat": SYS_INTERNVL2,
+                  "internvl2_5": SYS_INTERNVL2_5, "vicuna_v1": SYS_VICUNA, "pocket-tiny": SYS_POCKET}
+
+
+def expected_chars(name: str, msgs: list[dict], gen: bool) -> tuple[str, list[bool]]:
+    """The literal render of `msgs` under template `name`, and for each character whether it is trained."""
+    turns = list(msgs) if msgs[0]["role"] == "system" else [{"role": "system", "content": DEFAULT_SYSTEM[name]}, *msgs]
+    pieces = [(text.replace("{}", m["content"]), trained) for m in turns for text, trained in TURNS[name][m["role"]]]
+    if gen and msgs[-1]["role"] == "user":
+        pieces += TURNS[name]["prompt"]
+    return "".join(t for t, _ in pieces), [trained for t, trained in pieces for _ in t]
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_literal_turns_match_the_published_renders(name):
+    """The per-turn table above reproduces the byte-exact published prompts it is built from."""
+    assert expected_chars(name, ASKING, True)[0] == EXPECTED_PROMPT[name]
+    assert expected_chars(name, TWO_TURNS, False)[0] == EXPECTED_FULL[name]
+
+
 @pytest.mark.parametrize("name", BUNDLED)
 @pytest.mark.parametrize("conv", sorted(_conversations()))
 @pytest.mark.parametrize("gen", [False, True])
-def test_segments_join_to_render(name, conv, gen):
-    t = get_chat_template(name)
+def test_segments_mark_exactly_the_assistant_spans(name, conv, gen):
+    """Every character of the segments is the literal render's, and trained exactly where it belongs to an
+    assistant answer or its end token: a shifted boundary or a wrong flag fails here."""
     msgs = _conversations()[conv]
-    segs = t.segments(msgs, add_generation_prompt=gen)
-    assert "".join(text for text, _ in segs) == t.render(msgs, add_generation_prompt=gen)
-    assert all(text for text, _ in segs)
+    text, trained = expected_chars(name, msgs, gen)
+    segs = get_chat_template(name).segments(msgs, add_generation_prompt=gen)
+    assert "".join(t for t, _ in segs) == text
+    got = [flag for t, flag in segs for _ in t]
+    wrong = [k for k, (a, b) in enumerate(zip(got, trained)) if a != b]
+    assert not wrong, f"trained flag wrong from character {wrong[0]}: {text[max(wrong[0] - 20, 0):wrong[0] + 20]!r}"
+    assert all(t for t, _ in segs)
     flags = [f for _, f in segs]
     assert all(a != b for a, b in zip(flags, flags[1:])), "adjacent pieces with the same flag are merged"
-    answers = [m["content"] for m in msgs if m["role"] == "assistant"]
-    assert [text for text, trained in segs if trained] == [a + END[name] for a in answers]
-    assert segs[0][1] is False
 
 
 @pytest.mark.parametrize("name", BUNDLED)
