@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from adapt import metrics as am
+from adapt.data.samples import Record
+from adapt.domains_bridge import register_domain_metrics
+from adapt.evaluate import Prediction, split_for_eval, summarize
+from adapt.metrics import infer_task, question_of
 from domains.medical.metrics import METRICS, normalize_text, score_med_vqa, tokens
 
 CLOSED = {"meta": {"answer_type": "CLOSED"}}
@@ -51,12 +56,47 @@ def test_closed_other_answers_need_exact_match(prediction, reference, hit):
     assert closed(prediction, reference) == hit
 
 
-def test_closed_accuracy_counts_every_closed_question():
-    """LLaVA-Med appends nothing for a yes/no prediction that misses, inflating accuracy; here each closed
-    question adds a 0 or a 1, so the mean is hits over all closed questions."""
-    cases = [("yes", "yes"), ("no", "yes"), ("yes, there is", "no"), ("no", "no")]
-    hits = [score_med_vqa(p, CLOSED, r)["closed_accuracy"] for p, r in cases]
-    assert len(hits) == 4 and sum(hits) / len(hits) == 0.5
+@pytest.fixture
+def med_vqa_registered():
+    """The medical plugin's scorers registered with adapt, as `adapt eval` does before predicting."""
+    owners = register_domain_metrics()
+    yield owners
+    am.unregister_task("med_vqa")
+
+
+def test_closed_accuracy_counts_every_closed_question(med_vqa_registered):
+    """Scored and summarised the way `adapt eval` does it: every closed question adds a 0 or a 1 (LLaVA-Med
+    drops misses that mention yes/no), including empty and unparseable predictions, so the source's
+    closed accuracy is hits over all closed questions; open questions do not enter it."""
+    assert med_vqa_registered["med_vqa"] == "medical"
+    rows = [  # (answer type, reference, prediction, closed hit)
+        ("CLOSED", "yes", "Yes, there is a nodule in the right lung.", 1),
+        ("CLOSED", "no", "No.", 1),
+        ("CLOSED", "left", "Left", 1),
+        ("CLOSED", "yes", "no", 0),
+        ("CLOSED", "no", "", 0),                   # empty
+        ("CLOSED", "yes", "?!", 0),                # no words at all
+        ("CLOSED", "yes", "I cannot tell.", 0),    # neither yes nor no
+        ("CLOSED", "no", "Yes and no.", 0),        # both
+        ("CLOSED", "no", "A nodule is seen.", 0),  # "no" only inside "nodule"
+        ("CLOSED", "left", "left lower lobe", 0),
+        ("OPEN", "left lower lobe", "The mass is in the left lower lobe.", None),
+        ("OPEN", "liver", "", None),
+    ]
+    preds = []
+    for line, (kind, reference, prediction, _) in enumerate(rows, start=1):
+        record = Record("vqa_rad", line, [{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": reference}],
+                        [], [], task="med_vqa", answer=reference, meta={"answer_type": kind})
+        _, ref = split_for_eval(record)
+        preds.append(Prediction(record.source, record.line, infer_task(record), question_of(record), prediction, ref,
+                                am.score(prediction, record, ref), dict(record.meta)))
+    source = summarize(preds, {"vqa_rad": "domain"})["sources"]["vqa_rad"]
+    hits = [hit for kind, _, _, hit in rows if kind == "CLOSED"]
+    assert source["n"] == len(rows) and source["tasks"] == {"med_vqa": len(rows)}
+    assert source["metrics"]["closed_accuracy"] == pytest.approx(sum(hits) / len(hits)) == pytest.approx(3 / 10)
+    assert source["metrics"]["open_recall"] == pytest.approx(0.5)
+    # the main metric is closed accuracy or open recall per question, averaged over every question
+    assert source["main"] == pytest.approx((3 + 1) / len(rows))
 
 
 @pytest.mark.parametrize("prediction, reference, hit", [
