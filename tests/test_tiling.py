@@ -28,8 +28,11 @@ from model.tiling import (
     split_into_tiles,
     tile_grid,
 )
+from tests import internvl_tiling_rule as rule
 
 # internvl.md §1 test vectors: (W, H) -> (grid, tiles) at max 6 and at max 12, thumbnail on.
+# Transcribed from the documented table; `python -m tests.internvl_tiling_rule` regenerates it from an
+# independent restatement of InternVL's rule, and test_reference_table_matches_the_rule checks both agree.
 REFERENCE = [
     ((448, 448), (1, 1), 1, (1, 1), 1),
     ((500, 500), (1, 1), 1, (1, 1), 1),
@@ -85,6 +88,18 @@ def _processor(
     )
 
 
+def _assert_identical(ours: torch.Tensor, expected: torch.Tensor) -> None:
+    """Bit-for-bit equality (the README's promise), with the size of any difference in the message."""
+    assert ours.dtype == expected.dtype == torch.float32
+    assert ours.shape == expected.shape
+    if not torch.equal(ours, expected):
+        diff = (ours - expected).abs()
+        pytest.fail(
+            f"not bit-identical: {int((diff > 0).sum())} of {diff.numel()} values differ, "
+            f"max abs diff {float(diff.max()):.3g}"
+        )
+
+
 # --- reference vectors and candidate order ---------------------------------------------------
 
 
@@ -110,6 +125,47 @@ def test_candidate_grids_respects_min_and_returns_copy() -> None:
     assert all(3 <= c * r <= 4 for c, r in grids) and len(grids) == 5
     grids.clear()
     assert len(candidate_grids(3, 4)) == 5
+
+
+def test_rule_reproduces_the_documented_candidate_orders() -> None:
+    assert rule.check_documented_orders() == []
+
+
+def test_reference_table_matches_the_rule() -> None:
+    # The table is the documented one, and the independent rule derives the same rows: a wrong entry
+    # here, or a wrong rule there, fails.
+    assert REFERENCE_SIZES == rule.DOCUMENTED_SIZES
+    assert REFERENCE == [rule.reference_row(size) for size in REFERENCE_SIZES]
+
+
+def test_candidate_order_matches_the_rule_for_every_range() -> None:
+    for max_tiles in range(1, 41):
+        for min_tiles in range(1, max_tiles + 1):
+            assert candidate_grids(min_tiles, max_tiles) == rule.candidates(min_tiles, max_tiles), (
+                min_tiles,
+                max_tiles,
+            )
+
+
+def _rule_sweep_sizes() -> list[tuple[int, int]]:
+    # Every size up to 48x48, exact multiples of every max-12 grid's ratio (where ties happen) at
+    # several scales around the area thresholds, and the random sizes with their extreme ratios.
+    sizes = [(w, h) for w in range(1, 49) for h in range(1, 49)]
+    for cols, rows in rule.candidates(1, 12):
+        sizes += [(cols * t, rows * t) for t in (1, 7, 50, 100, 149, 150, 151, 224, 225, 300, 317)]
+    return sizes + RANDOM_SIZES
+
+
+@pytest.mark.parametrize(
+    ("min_tiles", "max_tiles", "tile_size"),
+    [(1, 12, 448), (1, 6, 448), (1, 12, 16), (1, 6, 16), (2, 9, 16), (3, 4, 448), (1, 1, 448)],
+)
+def test_tile_grid_matches_the_rule(min_tiles: int, max_tiles: int, tile_size: int) -> None:
+    for w, h in _rule_sweep_sizes():
+        expected = rule.grid(w, h, min_tiles, max_tiles, tile_size)
+        assert tile_grid(w, h, min_tiles, max_tiles, tile_size) == expected, (w, h)
+        config = TilingConfig(tile_size=tile_size, min_tiles=min_tiles, max_tiles=max_tiles)
+        assert count_tiles(w, h, config) == rule.tiles(w, h, min_tiles, max_tiles, tile_size)
 
 
 @pytest.mark.parametrize(("size", "grid6", "tiles6", "grid12", "tiles12"), REFERENCE)
@@ -153,10 +209,8 @@ def test_pixel_parity_with_transformers(size: tuple[int, int], max_tiles: int) -
     image = _noise(*size, seed=size[0])
     expected = _processor(max_tiles)(image, return_tensors="pt")
     ours = preprocess_image(image, TilingConfig(max_tiles=max_tiles))
-    assert ours.dtype == torch.float32
-    assert ours.shape == expected["pixel_values"].shape
     assert int(expected["num_patches"][0]) == ours.shape[0]
-    torch.testing.assert_close(ours, expected["pixel_values"], atol=1e-5, rtol=0)
+    _assert_identical(ours, expected["pixel_values"])
 
 
 def test_pixel_parity_many_sizes_small_tiles() -> None:
@@ -170,15 +224,13 @@ def test_pixel_parity_many_sizes_small_tiles() -> None:
             expected = proc(image, return_tensors="pt")["pixel_values"]
             ours = preprocess_image(image, config)
             assert ours.shape == expected.shape, (image.size, max_tiles)
-            torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+            _assert_identical(ours, expected)
 
 
 def test_grayscale_input_parity_with_transformers() -> None:
     image = _noise(500, 300, mode="L")
     expected = _processor(4)(image, return_tensors="pt")["pixel_values"]
-    torch.testing.assert_close(
-        preprocess_image(image, TilingConfig(max_tiles=4)), expected, atol=1e-5, rtol=0
-    )
+    _assert_identical(preprocess_image(image, TilingConfig(max_tiles=4)), expected)
 
 
 def test_resize_mode_clip_stats_parity_with_transformers() -> None:
@@ -186,7 +238,22 @@ def test_resize_mode_clip_stats_parity_with_transformers() -> None:
     proc = _processor(crop=False, mean=CLIP_MEAN, std=CLIP_STD)
     expected = proc(image, return_tensors="pt")["pixel_values"]
     config = TilingConfig(mode="resize", mean=CLIP_MEAN, std=CLIP_STD)
-    torch.testing.assert_close(preprocess_image(image, config), expected, atol=1e-5, rtol=0)
+    _assert_identical(preprocess_image(image, config), expected)
+
+
+@pytest.mark.parametrize(
+    ("mean", "std"), [(IMAGENET_MEAN, IMAGENET_STD), (CLIP_MEAN, CLIP_STD), (SIGLIP_MEAN, SIGLIP_STD)]
+)
+def test_every_uint8_value_normalises_bit_identically(mean, std) -> None:
+    # A 16x16 tile holding all 256 values in each channel (in different orders), so the normalisation of
+    # every possible pixel value is compared with transformers' float64-rescale / float32-normalise.
+    values = np.arange(256, dtype=np.uint8)
+    arr = np.stack([values, values[::-1], np.roll(values, 77)], axis=-1).reshape(16, 16, 3)
+    image = Image.fromarray(arr)
+    expected = _processor(crop=False, tile_size=16, mean=mean, std=std)(image, return_tensors="pt")
+    ours = preprocess_image(image, TilingConfig(tile_size=16, mode="resize", mean=mean, std=std))
+    assert all(len(torch.unique(ours[0, c])) == 256 for c in range(3))  # the resize kept every value
+    _assert_identical(ours, expected["pixel_values"])
 
 
 # --- tiling behaviour ----------------------------------------------------------------------------
