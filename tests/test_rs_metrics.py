@@ -195,10 +195,20 @@ def test_summary_shows_per_question_type_accuracy(rs_plugin):
     assert m["accuracy/count"] == 1.0 and m["accuracy/comp"] == 1.0
 
 
-def test_real_plugin_exposes_metrics_when_wired():
+def test_real_plugin_exposes_its_metrics_to_adapt_eval():
+    """The remote_sensing plugin hands every scorer of METRICS to adapt, which then scores its tasks with them
+    (as `adapt eval` does: register_domain_metrics, then score per sample)."""
     from domains.base import get_domain
 
     plugin = get_domain("remote_sensing")
-    if not plugin.metrics:
-        pytest.skip("remote_sensing plugin has no metrics= entry yet")
-    assert set(METRICS) <= set(plugin.metrics)
+    assert {task: plugin.metrics.get(task) for task in METRICS} == METRICS
+    try:
+        owners = register_domain_metrics()
+        for task, fn in METRICS.items():
+            assert owners.get(task) == "remote_sensing" and am._TASKS[task] is fn, task
+            assert am.main_metric_name(task) == fn.main_metric
+        count = rec(task="rsvqa", qtype="count", answer="12")  # a task adapt itself does not know
+        assert am.score("twelve", count) == {"accuracy": 1.0, "accuracy/count": 1.0, "bucket_accuracy/count": 1.0}
+    finally:
+        for task in METRICS:
+            am.unregister_task(task)
