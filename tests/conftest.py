@@ -34,14 +34,17 @@ def example_image() -> Image.Image:
     return Image.open(assets_dir() / "example.png").convert("RGB")
 
 
-def tiny_internvl_config(tokenizer, tie: bool = False) -> InternVLConfig:
+def tiny_internvl_config(tokenizer, tie: bool = False, text_tie: bool | None = None) -> InternVLConfig:
+    """`tie` is the top-level flag (the one InternVLForConditionalGeneration ties by); `text_tie` the text
+    config's, `tie` unless given."""
     vision = InternVLVisionConfig(
         hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
         image_size=TILE, patch_size=14, attention_bias=True, layer_scale_init_value=0.5,
     )
     text = Qwen2Config(
         vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=tie,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        tie_word_embeddings=tie if text_tie is None else text_tie,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     return InternVLConfig(

@@ -7,17 +7,32 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
-from transformers import AutoModelForImageTextToText, CLIPVisionConfig, CLIPVisionModel, LlamaConfig
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoModelForImageTextToText,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    InternVLForConditionalGeneration,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 import model
 from model.checkpoints import CheckpointError, detect_layout
+from model.checkpoints.io import head_is_tied
 from model.checkpoints.native import export_native
 from model.checkpoints.original import export_original, fuse_internlm2_wqkv
 from model.projectors import build_projector
 from model.vlm import PocketVLM
 
-from .conftest import original_layout_config, original_layout_tensors, randomize_, write_original
+from .conftest import (
+    original_layout_config,
+    original_layout_tensors,
+    randomize_,
+    tiny_internvl_config,
+    write_original,
+    write_preprocessor,
+)
 
 
 def logits_of(vlm, inputs) -> torch.Tensor:
@@ -96,6 +111,103 @@ def test_export_original_round_trip(native_dir, tmp_path, prompt_inputs):
     assert_same_weights(again, vlm)
 
 
+# ---------------------------------------------------------------- tied and untied LM heads
+# transformers ties InternVLForConditionalGeneration's `lm_head` by the top-level `tie_word_embeddings` only,
+# leaves a tied head out of what `save_pretrained` writes, and, when the config ties but the file holds a
+# different head, keeps it untied. A loaded PocketVLM must end up exactly as tied as transformers' own model.
+
+NATIVE_HEAD = "language_model.lm_head.weight"  # the (legacy) name transformers 5 writes the head under
+
+
+def _native_checkpoint(directory: Path, tokenizer, tie: bool, text_tie: bool) -> Path:
+    torch.manual_seed(0)
+    hf = InternVLForConditionalGeneration(tiny_internvl_config(tokenizer, tie=tie, text_tie=text_tie))
+    randomize_(hf, seed=7)
+    hf.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    write_preprocessor(directory)
+    return directory
+
+
+def _transformers_model(directory: Path) -> InternVLForConditionalGeneration:
+    hf, info = AutoModelForImageTextToText.from_pretrained(str(directory), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    return hf.eval()
+
+
+@pytest.mark.parametrize(
+    "tie, text_tie",
+    [(True, False), (False, False), (False, True), (True, True)],
+    ids=["top-level-only", "untied", "text-config-only", "both"],
+)
+def test_native_checkpoint_is_tied_as_transformers_ties_it(tie, text_tie, tmp_path, tiny_tokenizer, prompt_inputs):
+    directory = _native_checkpoint(tmp_path / "native", tiny_tokenizer, tie, text_tie)
+    assert (NATIVE_HEAD in load_file(str(directory / "model.safetensors"))) is not tie  # transformers' own file
+    hf = _transformers_model(directory)
+    assert head_is_tied(hf) is tie
+    vlm, processor = model.load(directory)
+    assert head_is_tied(vlm) is tie
+    assert torch.allclose(logits_of(vlm, prompt_inputs), logits_of(hf, prompt_inputs), atol=1e-5)
+    # export back: transformers reads the same tying from what we write
+    out = export_native(vlm, processor, tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is tie
+    assert (NATIVE_HEAD in load_file(str(out / "model.safetensors"))) is not tie
+    again = _transformers_model(out)
+    assert head_is_tied(again) is tie
+    assert torch.allclose(logits_of(again, prompt_inputs), logits_of(hf, prompt_inputs), atol=1e-5)
+    # and our own layout keeps it too
+    mine, _ = model.load(model.save(vlm, processor, tmp_path / "pocket"))
+    assert head_is_tied(mine) is tie
+    assert torch.equal(logits_of(mine, prompt_inputs), logits_of(vlm, prompt_inputs))
+
+
+@pytest.mark.parametrize("head", ["equal", "different"])
+def test_native_tied_config_with_a_head_tensor_follows_transformers(head, tmp_path, tiny_tokenizer, prompt_inputs):
+    """Tying on, yet the file holds a head: tied when it equals the embeddings, kept separate (with a warning) when not."""
+    directory = _native_checkpoint(tmp_path / "native", tiny_tokenizer, tie=True, text_tie=False)
+    tensors = load_file(str(directory / "model.safetensors"))
+    embeddings = tensors["language_model.model.embed_tokens.weight"]
+    tensors[NATIVE_HEAD] = embeddings.clone() if head == "equal" else torch.randn(embeddings.shape) * 0.2
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    hf = _transformers_model(directory)
+    if head == "equal":
+        vlm, _ = model.load(directory)
+    else:
+        with pytest.warns(UserWarning, match="kept untied"):
+            vlm, _ = model.load(directory)
+    assert head_is_tied(hf) is (head == "equal") and head_is_tied(vlm) is (head == "equal")
+    assert torch.equal(vlm.get_output_embeddings().weight, tensors[NATIVE_HEAD])
+    assert torch.allclose(logits_of(vlm, prompt_inputs), logits_of(hf, prompt_inputs), atol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_original_checkpoint_is_tied_by_its_llm_config(tie, tmp_path, tiny_tokenizer, prompt_inputs):
+    """InternVLChatModel builds `Qwen2ForCausalLM(llm_config)`: the LLM's flag decides, not the chat config's."""
+    torch.manual_seed(0)
+    hf = InternVLForConditionalGeneration(tiny_internvl_config(tiny_tokenizer, tie=tie))  # the same model, natively
+    randomize_(hf, seed=8)
+    hf.eval()
+    tensors = original_layout_tensors(hf)
+    config = original_layout_config(hf)
+    assert config["llm_config"]["tie_word_embeddings"] is tie
+    config["tie_word_embeddings"] = not tie  # the chat config's own flag ties nothing
+    if tie:
+        del tensors["language_model.lm_head.weight"]  # as save_pretrained writes a tied LLM
+    directory = write_original(tmp_path / "orig", tensors, config, tiny_tokenizer)
+    vlm, processor = model.load(directory)
+    assert head_is_tied(vlm) is tie
+    assert torch.allclose(logits_of(vlm, prompt_inputs), logits_of(hf, prompt_inputs), atol=1e-5)
+    out = export_original(vlm, processor, tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["llm_config"]["tie_word_embeddings"] is tie
+    again, _ = model.load(out)
+    assert head_is_tied(again) is tie
+    assert_same_weights(again, vlm)
+    # and into transformers' native class, tied the same way
+    native = _transformers_model(export_native(vlm, processor, tmp_path / "native"))
+    assert head_is_tied(native) is tie
+    assert torch.allclose(logits_of(native, prompt_inputs), logits_of(hf, prompt_inputs), atol=1e-5)
+
+
 def _internlm2_checkpoint(tmp_path: Path, hf_internvl, tokenizer):
     """An original-layout InternVL2-2B-style checkpoint: InternLM2 LLM keys and fused, interleaved wqkv."""
     text = LlamaConfig(
@@ -103,8 +215,6 @@ def _internlm2_checkpoint(tmp_path: Path, hf_internvl, tokenizer):
         num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
     )
-    from transformers import LlamaForCausalLM
-
     torch.manual_seed(1)
     llama = LlamaForCausalLM(text)
     randomize_(llama, seed=3)
@@ -226,8 +336,6 @@ def test_missing_or_unexpected_weights_are_named(tmp_path, native_dir):
     broken.mkdir()
     for f in native_dir.iterdir():
         (broken / f.name).write_bytes(f.read_bytes())
-    from safetensors.torch import load_file
-
     tensors = load_file(str(broken / "model.safetensors"))
     tensors.pop("multi_modal_projector.linear_2.bias")  # transformers writes the legacy (no `model.`) names
     tensors["extra.weight"] = torch.zeros(1)

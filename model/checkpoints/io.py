@@ -5,14 +5,24 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers.initialization import no_init_weights
 
+if TYPE_CHECKING:
+    from ..vlm import PocketVLM, PocketVLMConfig
+
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+# The pair transformers ties in every causal LM pocket-adapt loads (Qwen2/3, Llama, Phi-3, Mistral: their
+# `_tied_weights_keys` is {"lm_head.weight": "model.embed_tokens.weight"}), under PocketVLM's names.
+HEAD_KEY = "language_model.lm_head.weight"
+EMBEDDING_KEY = "language_model.model.embed_tokens.weight"
 
 
 class CheckpointError(ValueError):
@@ -127,3 +137,55 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
         )
     if hasattr(model, "tie_weights"):
         model.tie_weights()
+
+
+def resolve_head_tying(tie: bool, state: dict[str, torch.Tensor], source: str) -> bool:
+    """Whether the LM head ends up tied to the input embeddings, decided as transformers' `from_pretrained` does.
+
+    `tie` is the flag of the config that owns the head in that layout. Mirrors
+    `PreTrainedModel.tie_weights(missing_keys=...)` (transformers 5.x): with tying on, a head absent from the
+    checkpoint (what `save_pretrained` writes) or equal to the embeddings is tied; a head that differs stays
+    untied, with a warning; a head without embeddings becomes the embeddings. `state` (PocketVLM key names)
+    is edited to match: a tied head is dropped, so only the embeddings are loaded.
+    """
+    if not tie:
+        return False
+    head, embedding = state.get(HEAD_KEY), state.get(EMBEDDING_KEY)
+    if head is not None and embedding is not None and not torch.equal(head, embedding):
+        warnings.warn(
+            f"{source}: the config ties the LM head to the input embeddings, but the checkpoint holds a different "
+            "head; it is kept untied, as transformers does",
+            stacklevel=3,
+        )
+        return False
+    if head is not None and embedding is None:
+        state[EMBEDDING_KEY] = head
+    state.pop(HEAD_KEY, None)
+    return True
+
+
+def head_is_tied(model: torch.nn.Module) -> bool:
+    """Whether `model`'s output embeddings share their weight with its input embeddings."""
+    head = model.get_output_embeddings()
+    return head is not None and head.weight is model.get_input_embeddings().weight
+
+
+def load_vlm(config: PocketVLMConfig, state: dict[str, torch.Tensor], source: str, tie: bool) -> PocketVLM:
+    """Build a PocketVLM from `config` and load `state` (PocketVLM key names) into it, strictly.
+
+    `tie` is the layout's tying flag; `resolve_head_tying` turns it into the tying transformers would end up
+    with, which is written into the LLM's config so that saving and exporting the model keep it.
+    """
+    from ..vlm import PocketVLM
+
+    tied = resolve_head_tying(tie, state, source)
+    config.text_config.tie_word_embeddings = tied
+    config.tie_word_embeddings = tied
+    vlm = build_empty(PocketVLM, config)
+    load_strict(vlm, state, source, tied=[HEAD_KEY] if tied else [])
+    if head_is_tied(vlm) != tied:
+        raise CheckpointError(
+            f"{source}: the {type(vlm.language_model).__name__} head is {'not ' if tied else ''}tied to its "
+            f"embeddings after loading, but the checkpoint asks for the opposite"
+        )
+    return vlm

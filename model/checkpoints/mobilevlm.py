@@ -5,6 +5,8 @@ Keys: `model.vision_tower.vision_tower.*` (a CLIPVisionModel) → `vision_tower.
 `model.*` → `language_model.model.*`; `lm_head.*` → `language_model.lm_head.*`.
 The tower's config is not in the checkpoint: it comes from `mm_vision_tower` when that is a local
 folder with a `config.json`, or from the built-in CLIP ViT-L/14-336 config for the OpenAI name.
+Tying: `MobileLlamaForCausalLM` is a `LlamaForCausalLM` on this very config, so its `tie_word_embeddings`
+(LlamaConfig default False) decides.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from ..projectors import projector_from_mobilevlm_type
 from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
 from ..vision import clip_vit_l14_336_config
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import CheckpointError, build_empty, load_strict, read_json, read_state_dict
+from .io import CheckpointError, load_vlm, read_json, read_state_dict
 
 KNOWN_TOWERS = {"openai/clip-vit-large-patch14-336": clip_vit_l14_336_config}
 IMAGE_CONTEXT = "<image>"  # MobileVLM's placeholder doubles as its image-context token
@@ -95,10 +97,7 @@ def load_mobilevlm(directory: Path, tokenizer, allow_pickle: bool = False) -> Po
         )
     # CLIPVisionModel keeps position ids as a non-persistent buffer in recent transformers
     state = {k: v for k, v in state.items() if not k.endswith("embeddings.position_ids")}
-    vlm = build_empty(PocketVLM, config)
-    tied = ["language_model.lm_head.weight"] if config.text_config.tie_word_embeddings else []
-    load_strict(vlm, state, str(directory), tied=tied)
-    return vlm
+    return load_vlm(config, state, str(directory), tie=config.text_config.tie_word_embeddings)
 
 
 def _size(value) -> int:

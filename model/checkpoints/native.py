@@ -3,6 +3,10 @@
 Ours ↔ native is a prefix rename: `vision_tower.*` ↔ `model.vision_tower.*`, `multi_modal_projector.*`
 ↔ `model.multi_modal_projector.*`, `language_model.model.*` ↔ `model.language_model.*`,
 `language_model.lm_head.*` ↔ `lm_head.*`. Legacy native layouts (no leading `model.`) load too.
+
+Tying follows `InternVLForConditionalGeneration`, whose `_tied_weights_keys` tie `lm_head` to the LM's
+embeddings under the top-level `tie_word_embeddings` (default True); `text_config.tie_word_embeddings` plays
+no part, since the inner language model has no head of its own.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from transformers import AutoConfig, InternVLConfig, InternVLForConditionalGener
 
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import CheckpointError, build_empty, load_strict, read_json, read_state_dict, write_json
+from .io import HEAD_KEY, CheckpointError, build_empty, head_is_tied, load_strict, load_vlm, read_json, read_state_dict, write_json
 
 SIDECAR = "pocket_adapt.json"  # our tiling + chat template, kept beside exported checkpoints
 
@@ -87,13 +91,14 @@ def load_native(directory: Path) -> PocketVLM:
         raise CheckpointError(f"{directory}: vision_feature_select_strategy {native.vision_feature_select_strategy!r} is not supported (only 'default': CLS dropped)")
     config = config_from_native(native, Path(directory))
     state = {native_to_ours(k): v for k, v in read_state_dict(Path(directory)).items()}
-    vlm = build_empty(PocketVLM, config)
-    load_strict(vlm, state, str(directory), tied=_tied_keys(config))
-    return vlm
+    return load_vlm(config, state, str(directory), tie=native.tie_word_embeddings)
 
 
 def native_config(config: PocketVLMConfig) -> InternVLConfig:
-    """The `InternVLConfig` that describes `config`; only pixel-shuffle-MLP InternViT models have one."""
+    """The `InternVLConfig` that describes `config`; only pixel-shuffle-MLP InternViT models have one.
+
+    The top-level `tie_word_embeddings` (the one transformers reads) carries the LLM's tying.
+    """
     options = config.projector_options
     if config.projector_type != "pixel_shuffle_mlp":
         raise CheckpointError(f"the native InternVL layout has no {config.projector_type!r} projector")
@@ -122,8 +127,8 @@ def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     """
     out_dir = Path(out_dir)
     config = native_config(vlm.config)
-    tied = set(_tied_keys(vlm.config))
-    state = {ours_to_native(k): v for k, v in vlm.state_dict().items() if k not in tied}
+    config.tie_word_embeddings = tied = head_is_tied(vlm)  # what the weights are, whatever the config says
+    state = {ours_to_native(k): v for k, v in vlm.state_dict().items() if not (tied and k == HEAD_KEY)}
     hf = build_empty(InternVLForConditionalGeneration, config)
     load_strict(hf, state, "export", tied=["lm_head.weight"] if tied else [])
     hf.to(vlm.dtype).save_pretrained(str(out_dir), safe_serialization=True)
@@ -154,10 +159,6 @@ def _preprocessor_config(tiling: TilingConfig) -> dict:
         "image_std": list(tiling.std),
         "do_convert_rgb": True,
     }
-
-
-def _tied_keys(config: PocketVLMConfig) -> list[str]:
-    return ["language_model.lm_head.weight"] if getattr(config.text_config, "tie_word_embeddings", False) else []
 
 
 def _single_layer(layer) -> int:

@@ -4,7 +4,8 @@ Read without executing any of the checkpoint's Python: the config is parsed as J
 transformers classes. Vision: `vision_model.*` with fused `attn.qkv` → InternVLVisionModel keys with
 separate q/k/v. Projector: `mlp1.{0,1,3}` → `layer_norm`, `linear_1`, `linear_2`. LLM: Qwen2, Llama
 and Phi-3 keep their keys; InternLM2 becomes a Llama (`wqkv` de-interleaved per KV group).
-`ps_version` is honoured (v1 and v2).
+`ps_version` is honoured (v1 and v2). Tying is the LLM's own: `InternVLChatModel` builds its language model as
+`<Arch>ForCausalLM(llm_config)` and ties nothing itself, so `llm_config.tie_word_embeddings` decides.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from transformers import AutoConfig, InternVLVisionConfig, LlamaConfig, PreTrain
 
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import CheckpointError, build_empty, load_strict, read_json, read_state_dict, write_json, write_state_dict
+from .io import CheckpointError, head_is_tied, load_vlm, read_json, read_state_dict, write_json, write_state_dict
 
 # original template names → ours (same names; listed so an unknown one fails clearly)
 TEMPLATES = {"Hermes-2", "internlm2-chat", "phi3-chat", "internvl2_5"}
@@ -216,10 +217,7 @@ def load_original(directory: Path, tokenizer) -> PocketVLM:
     lc = raw["llm_config"]
     is_internlm2 = lc.get("model_type") == "internlm2" or (lc.get("architectures") or [""])[0].startswith("InternLM2")
     state = state_dict_from_original(read_state_dict(directory), config, is_internlm2)
-    vlm = build_empty(PocketVLM, config)
-    tied = ["language_model.lm_head.weight"] if getattr(config.text_config, "tie_word_embeddings", False) else []
-    load_strict(vlm, state, str(directory), tied=tied)
-    return vlm
+    return load_vlm(config, state, str(directory), tie=bool(getattr(config.text_config, "tie_word_embeddings", False)))
 
 
 def original_config(config: PocketVLMConfig) -> dict:
@@ -317,9 +315,14 @@ _ORIGINAL_VISION_NAMES = [
 
 def export_original(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     """Write the OpenGVLab layout (weights + config.json + tokenizer); add the remote-code `*.py` files
-    of the base model beside it to load it with InternVL's own scripts."""
+    of the base model beside it to load it with InternVL's own scripts.
+
+    `llm_config.tie_word_embeddings` records whether the head is tied. A tied head is still written, as a copy
+    equal to the embeddings, so the file loads the same whether or not the remote code re-ties its nested LLM;
+    equal tensors under a tying config are tied again on load, here and by transformers."""
     out_dir = Path(out_dir)
     raw = original_config(vlm.config)
+    raw["llm_config"]["tie_word_embeddings"] = head_is_tied(vlm)  # what the weights are, whatever the config says
     raw["torch_dtype"] = str(vlm.dtype).removeprefix("torch.")
     write_json(out_dir / "config.json", raw)
     write_state_dict(out_dir, original_state_dict(vlm))
