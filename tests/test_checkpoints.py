@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoModelForImageTextToText,
@@ -22,7 +25,6 @@ from model.checkpoints import CheckpointError, detect_layout
 from model.checkpoints.io import head_is_tied
 from model.checkpoints.native import export_native
 from model.checkpoints.original import export_original, fuse_internlm2_wqkv
-from model.projectors import build_projector
 from model.vlm import PocketVLM
 
 from .conftest import (
@@ -255,33 +257,51 @@ def test_internlm2_checkpoint_loads_as_llama(tmp_path, hf_internvl, tiny_tokeniz
         assert torch.allclose(vlm(input_ids=ids).logits, llama.eval()(input_ids=ids).logits, atol=1e-5)
 
 
-@pytest.fixture(scope="module")
-def mobilevlm_dir(tmp_path_factory, tiny_tokenizer):
-    """A tiny MobileVLM V2 checkpoint: LlamaConfig + mm_* keys, CLIP tower under model.vision_tower.vision_tower."""
-    directory = tmp_path_factory.mktemp("mobilevlm")
-    clip_cfg = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                                image_size=56, patch_size=14, projection_dim=16)
+# MobileVLM V2, written from the published layout (mobilevlm.md §3, §6) without pocket-adapt's projector code:
+# LDPv2 tensors under `model.mm_projector.{mlp.mlp.0, mlp.mlp.2, peg.peg.0}`, the CLIP tower under
+# `model.vision_tower.vision_tower.`, the LLM as a plain LlamaForCausalLM. The tower works on 336 px
+# with 14 px patches, a 24x24 grid, so LDPv2's fixed 12x12 pool gives the released 144 tokens.
+CLIP_HIDDEN, LLM_HIDDEN, MOBILEVLM_TILE = 32, 48, 336
+
+
+@dataclass
+class MobileVLMCheckpoint:
+    directory: Path
+    clip: CLIPVisionModel
+    projector: dict[str, torch.Tensor]  # the `model.mm_projector.*` tensors, by published name
+    llama: LlamaForCausalLM
+
+
+def write_mobilevlm_v2(directory: Path, tokenizer, tie: bool) -> MobileVLMCheckpoint:
+    """A tiny MobileVLM V2 checkpoint; with `tie`, `lm_head.weight` is left out, as `save_pretrained` does."""
+    directory.mkdir(parents=True)
+    clip_cfg = CLIPVisionConfig(hidden_size=CLIP_HIDDEN, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+                                image_size=MOBILEVLM_TILE, patch_size=14, projection_dim=16)
     tower_dir = directory / "clip-tower"
-    tower_dir.mkdir()
     clip_cfg.save_pretrained(str(tower_dir))
     torch.manual_seed(2)
     clip = CLIPVisionModel(clip_cfg)
-    projector = build_projector("ldpv2", 32, 48)
-    from transformers import LlamaForCausalLM
-
-    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=48, intermediate_size=96,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4))
-    for module, seed in ((clip, 4), (projector, 5), (llama, 6)):
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=LLM_HIDDEN, intermediate_size=96,
+                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                         tie_word_embeddings=tie))
+    for module, seed in ((clip, 4), (llama, 6)):
         randomize_(module, seed)
+    gen = torch.Generator().manual_seed(5)
+    shapes = {
+        "mlp.mlp.0.weight": (LLM_HIDDEN, CLIP_HIDDEN), "mlp.mlp.0.bias": (LLM_HIDDEN,),
+        "mlp.mlp.2.weight": (LLM_HIDDEN, LLM_HIDDEN), "mlp.mlp.2.bias": (LLM_HIDDEN,),
+        "peg.peg.0.weight": (LLM_HIDDEN, 1, 3, 3), "peg.peg.0.bias": (LLM_HIDDEN,),
+    }
+    projector = {f"model.mm_projector.{k}": torch.randn(shape, generator=gen) * 0.2 for k, shape in shapes.items()}
     tensors = {f"model.vision_tower.vision_tower.{k}": v for k, v in clip.state_dict().items()}
     # transformers 4.33-era files also carry the position-id buffer
-    tensors["model.vision_tower.vision_tower.vision_model.embeddings.position_ids"] = torch.arange(17)[None]
-    tensors.update({f"model.mm_projector.{k}": v for k, v in projector.state_dict().items()})
-    tensors.update({k: v for k, v in llama.state_dict().items()})
+    tensors["model.vision_tower.vision_tower.vision_model.embeddings.position_ids"] = torch.arange(577)[None]
+    tensors.update(projector)
+    tensors.update({k: v for k, v in llama.state_dict().items() if not (tie and k == "lm_head.weight")})
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(directory / "model.safetensors"))
     config = llama.config.to_dict()
     config.update({
-        "architectures": ["MobileLlamaForCausalLM"], "model_type": "mobilevlm", "mm_hidden_size": 32,
+        "architectures": ["MobileLlamaForCausalLM"], "model_type": "mobilevlm", "mm_hidden_size": CLIP_HIDDEN,
         "mm_projector_type": "ldpnetv2", "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
         "mm_vision_tower": str(tower_dir), "vision_tower_type": "clip", "image_aspect_ratio": "pad",
         "mm_use_im_start_end": False, "mm_use_im_patch_token": False, "use_mm_proj": True,
@@ -289,46 +309,79 @@ def mobilevlm_dir(tmp_path_factory, tiny_tokenizer):
         "max_sequence_length": 2048,
     })
     (directory / "config.json").write_text(json.dumps(config))
-    tiny_tokenizer.save_pretrained(str(directory))
-    return directory, clip.eval(), projector.eval(), llama.eval()
+    tokenizer.save_pretrained(str(directory))
+    return MobileVLMCheckpoint(directory, clip.eval(), projector, llama.eval())
 
 
-def test_mobilevlm_v2_checkpoint_loads_and_runs(mobilevlm_dir, example_image):
-    directory, clip, projector, llama = mobilevlm_dir
-    assert detect_layout(directory) == "mobilevlm"
-    vlm, processor = model.load(directory)
+def ldpv2_reference(x: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """MobileVLM V2's LDPNetV2Projector from its published structure: token-wise Linear-GELU-Linear, the
+    token grid average-pooled to a fixed 12x12, then PEG (depthwise 3x3 conv with bias) plus a residual."""
+    w = {k.removeprefix("model.mm_projector."): v for k, v in t.items()}
+    x = F.linear(F.gelu(F.linear(x, w["mlp.mlp.0.weight"], w["mlp.mlp.0.bias"])), w["mlp.mlp.2.weight"], w["mlp.mlp.2.bias"])
+    b, n, c = x.shape
+    side = math.isqrt(n)
+    grid = F.adaptive_avg_pool2d(x.permute(0, 2, 1).reshape(b, c, side, side), (12, 12))
+    grid = F.conv2d(grid, w["peg.peg.0.weight"], w["peg.peg.0.bias"], stride=1, padding=1, groups=c) + grid
+    return grid.flatten(2).transpose(1, 2)
+
+
+@pytest.fixture(scope="module")
+def mobilevlm_dir(tmp_path_factory, tiny_tokenizer) -> MobileVLMCheckpoint:
+    return write_mobilevlm_v2(tmp_path_factory.mktemp("mobilevlm") / "untied", tiny_tokenizer, tie=False)
+
+
+@pytest.fixture(scope="module")
+def mobilevlm_tied_dir(tmp_path_factory, tiny_tokenizer) -> MobileVLMCheckpoint:
+    return write_mobilevlm_v2(tmp_path_factory.mktemp("mobilevlm") / "tied", tiny_tokenizer, tie=True)
+
+
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_mobilevlm_v2_checkpoint_matches_the_published_architecture(tie, mobilevlm_dir, mobilevlm_tied_dir, example_image):
+    ckpt = mobilevlm_tied_dir if tie else mobilevlm_dir
+    assert detect_layout(ckpt.directory) == "mobilevlm"
+    vlm, processor = model.load(ckpt.directory)
     assert vlm.config.projector_type == "ldpv2" and vlm.config.vision_feature_layer == -2
-    assert processor.tiling.mode == "pad" and processor.tiling.tile_size == 56
+    assert processor.tiling.mode == "pad" and processor.tiling.tile_size == MOBILEVLM_TILE
     assert processor.chat_template.name == "vicuna_v1"
+    assert head_is_tied(vlm) is tie and head_is_tied(ckpt.llama) is tie
     enc = processor([{"role": "user", "content": "What is this?"}], images=[example_image])
-    assert enc.pixel_values.shape == (1, 3, 56, 56)
-    assert int((enc.input_ids == processor.image_token_id).sum()) == 4  # 4x4 grid pooled to 2x2
+    assert enc.pixel_values.shape == (1, 3, MOBILEVLM_TILE, MOBILEVLM_TILE)
+    image_mask = enc.input_ids == processor.image_token_id
+    assert int(image_mask.sum()) == 144  # 24x24 patches pooled to 12x12, as released
     assert "<img>" not in processor.tokenizer.decode(enc.input_ids, skip_special_tokens=False)
     with torch.no_grad():
-        # layer -2 of CLIP, CLS dropped, then LDPv2
-        hidden = clip(pixel_values=enc.pixel_values, output_hidden_states=True).hidden_states[-2][:, 1:]
-        assert torch.allclose(vlm.get_image_features(enc.pixel_values), projector(hidden), atol=1e-5)
-        ids = torch.tensor([[3, 9, 27]])
-        assert torch.allclose(vlm(input_ids=ids).logits, llama(input_ids=ids).logits, atol=1e-5)
+        # MobileVLM's tower: hidden_states[-2] of CLIPVisionModel, CLS dropped ('patch')
+        hidden = ckpt.clip(pixel_values=enc.pixel_values, output_hidden_states=True).hidden_states[-2][:, 1:]
+        expected_features = ldpv2_reference(hidden, ckpt.projector)
+        assert torch.allclose(vlm.get_image_features(enc.pixel_values), expected_features, atol=1e-5)
+        # features written over the `<image>` positions, the rest looked up in the LLM's own table
+        inputs = enc.to_model_inputs()
+        embeds = ckpt.llama.get_input_embeddings()(inputs["input_ids"].masked_fill(image_mask[None], 0))
+        embeds[image_mask[None]] = expected_features.reshape(-1, LLM_HIDDEN)
+        expected = ckpt.llama(inputs_embeds=embeds, attention_mask=inputs["attention_mask"]).logits
+        assert torch.allclose(logits_of(vlm, inputs), expected, atol=1e-5)
     new = vlm.generate(**enc.to_model_inputs(), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert new.shape == (1, 4)
 
 
-def test_pickle_weights_are_refused_unless_allowed(tmp_path, mobilevlm_dir):
-    directory, *_ = mobilevlm_dir
+@pytest.mark.parametrize("tie", [False, True], ids=["untied", "tied"])
+def test_pickle_weights_are_refused_unless_allowed(tie, tmp_path, mobilevlm_dir, mobilevlm_tied_dir):
+    directory = (mobilevlm_tied_dir if tie else mobilevlm_dir).directory
     copy = tmp_path / "bin"
     copy.mkdir()
     for f in directory.iterdir():
         if f.is_file() and f.suffix != ".safetensors":
             (copy / f.name).write_bytes(f.read_bytes())
-    from safetensors.torch import load_file
-
-    torch.save(load_file(str(directory / "model.safetensors")), copy / "pytorch_model.bin")
+    tensors = load_file(str(directory / "model.safetensors"))
+    if tie:  # a `.bin` of a tied model holds the head too, sharing the embeddings' storage
+        tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+    torch.save(tensors, copy / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="pickle"):
         model.load(copy)
     vlm, _ = model.load(copy, allow_pickle=True)
     reference, _ = model.load(directory)
     assert_same_weights(vlm, reference)
+    assert head_is_tied(vlm) is tie
 
 
 def test_missing_or_unexpected_weights_are_named(tmp_path, native_dir):
