@@ -1,14 +1,20 @@
-"""`adapt domains` and `adapt convert` (with a tiny fake plugin registered here)."""
+"""`adapt domains`, `adapt convert` (with a tiny fake plugin registered here) and `adapt synthesize` + `adapt convert`
+on the remote_sensing plugin's UC Merced layout."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from adapt.cli import main
 from domains import base
 from domains.base import ConvertReport, DomainPlugin, register_domain, unregister_domain
+from domains.remote_sensing.synthetic import UCMERCED_CLASSES
+from tests.converted import records
+from tests.deps import require
 
 
 def _fake_converter(src: Path, out: Path, **options) -> ConvertReport:
@@ -82,8 +88,37 @@ def test_convert_missing_src(fake_domain, tmp_path, capsys):
     assert rc == 1 and "does not exist" in capsys.readouterr().err
 
 
-def test_convert_real_ucmerced_if_present(tmp_path):
-    plugin = base.get_domain("remote_sensing")
-    if "ucmerced" not in plugin.converters:
-        pytest.skip("remote_sensing has no ucmerced converter yet")
-    assert main(["convert", "remote_sensing", "nope", "--src", str(tmp_path), "--out", str(tmp_path / "o")]) == 1
+def test_convert_ucmerced_layout(tmp_path, capsys):
+    """`adapt synthesize remote_sensing` writes UC Merced's public layout (``<class>/<class>NN.tif``) and
+    `adapt convert remote_sensing ucmerced` turns it into one classification record per GeoTIFF: its class
+    as the answer, every class as an option, and its pixels in the PNG."""
+    rasterio = require("rasterio", "the UC Merced GeoTIFFs")
+    raw = tmp_path / "raw"
+    assert main(["synthesize", "remote_sensing", "--out", str(raw), "--option", "kinds=[ucmerced]",
+                 "--option", "n=2"]) == 0
+    src = raw / "ucmerced"
+    assert capsys.readouterr().out == f"ucmerced: {src}\n"
+    classes = sorted(UCMERCED_CLASSES)
+    tifs = sorted(src.glob("*/*.tif"))
+    assert [t.relative_to(src).as_posix() for t in tifs] == [f"{c}/{c}{i:02d}.tif" for c in classes for i in range(2)]
+
+    out = tmp_path / "out"
+    assert main(["convert", "remote_sensing", "ucmerced", "--src", str(src), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"| written | {len(tifs)} | |" in printed and "skipped" not in printed
+    outputs = [out / "ucmerced_test.jsonl", out / "ucmerced_train.jsonl"]
+    assert printed.endswith(f"test: {outputs[0]}\ntrain: {outputs[1]}\n")
+    recs = [r for p in outputs for r in records(p)]
+    assert sorted(r["meta"]["source"] for r in recs) == [t.relative_to(src).as_posix() for t in tifs]
+    question = ("<image>\nClassify the image from the following classes: " + ", ".join(classes) + ".\n"
+                "Answer in one word or a short phrase.")
+    for r in recs:
+        tif = src / r["meta"]["source"]
+        assert r["task"] == "classification" and r["answer"] == r["label"] == tif.parent.name
+        assert r["conversations"] == [{"from": "human", "value": question}, {"from": "gpt", "value": r["answer"]}]
+        assert r["options"] == classes and r["meta"]["dataset"] == "ucmerced"
+        with rasterio.open(tif) as ds:
+            pixels = ds.read().transpose(1, 2, 0)
+        with Image.open(out / r["image"]) as png:
+            assert png.mode == "RGB" and (png.width, png.height) == (r["width"], r["height"]) == (32, 32)
+            assert np.array_equal(np.asarray(png), pixels)
