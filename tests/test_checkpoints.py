@@ -163,21 +163,24 @@ def test_native_checkpoint_is_tied_as_transformers_ties_it(tie, text_tie, tmp_pa
     assert torch.equal(logits_of(mine, prompt_inputs), logits_of(vlm, prompt_inputs))
 
 
-@pytest.mark.parametrize("head", ["equal", "different"])
+@pytest.mark.parametrize("head", ["equal", "different", "head-only"])
 def test_native_tied_config_with_a_head_tensor_follows_transformers(head, tmp_path, tiny_tokenizer, prompt_inputs):
-    """Tying on, yet the file holds a head: tied when it equals the embeddings, kept separate (with a warning) when not."""
+    """Tying on, yet the file holds a head: tied when it equals the embeddings (or stands in for absent ones),
+    kept separate, with a warning, when it differs."""
     directory = _native_checkpoint(tmp_path / "native", tiny_tokenizer, tie=True, text_tie=False)
     tensors = load_file(str(directory / "model.safetensors"))
     embeddings = tensors["language_model.model.embed_tokens.weight"]
-    tensors[NATIVE_HEAD] = embeddings.clone() if head == "equal" else torch.randn(embeddings.shape) * 0.2
+    tensors[NATIVE_HEAD] = torch.randn(embeddings.shape) * 0.2 if head == "different" else embeddings.clone()
+    if head == "head-only":
+        del tensors["language_model.model.embed_tokens.weight"]
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     hf = _transformers_model(directory)
-    if head == "equal":
-        vlm, _ = model.load(directory)
-    else:
+    if head == "different":
         with pytest.warns(UserWarning, match="kept untied"):
             vlm, _ = model.load(directory)
-    assert head_is_tied(hf) is (head == "equal") and head_is_tied(vlm) is (head == "equal")
+    else:
+        vlm, _ = model.load(directory)
+    assert head_is_tied(hf) is (head != "different") and head_is_tied(vlm) is (head != "different")
     assert torch.equal(vlm.get_output_embeddings().weight, tensors[NATIVE_HEAD])
     assert torch.allclose(logits_of(vlm, prompt_inputs), logits_of(hf, prompt_inputs), atol=1e-5)
 
