@@ -118,7 +118,16 @@ def test_export_original_round_trip(native_dir, tmp_path, prompt_inputs):
 # leaves a tied head out of what `save_pretrained` writes, and, when the config ties but the file holds a
 # different head, keeps it untied. A loaded PocketVLM must end up exactly as tied as transformers' own model.
 
-NATIVE_HEAD = "language_model.lm_head.weight"  # the (legacy) name transformers 5 writes the head under
+
+
+def _head_and_embedding_names(tensors: dict) -> tuple[str, str]:
+    """The names transformers wrote the LM's embeddings under, and the head's beside them (current or legacy)."""
+    embedding = next(k for k in tensors if k.endswith("embed_tokens.weight"))
+    return ("lm_head.weight" if embedding.startswith("model.") else "language_model.lm_head.weight"), embedding
+
+
+def _holds_head(directory: Path) -> bool:
+    return any(k.endswith("lm_head.weight") for k in load_file(str(directory / "model.safetensors")))
 
 
 def _native_checkpoint(directory: Path, tokenizer, tie: bool, text_tie: bool) -> Path:
@@ -144,7 +153,7 @@ def _transformers_model(directory: Path) -> InternVLForConditionalGeneration:
 )
 def test_native_checkpoint_is_tied_as_transformers_ties_it(tie, text_tie, tmp_path, tiny_tokenizer, prompt_inputs):
     directory = _native_checkpoint(tmp_path / "native", tiny_tokenizer, tie, text_tie)
-    assert (NATIVE_HEAD in load_file(str(directory / "model.safetensors"))) is not tie  # transformers' own file
+    assert _holds_head(directory) is not tie  # transformers' own file leaves a tied head out
     hf = _transformers_model(directory)
     assert head_is_tied(hf) is tie
     vlm, processor = model.load(directory)
@@ -153,7 +162,7 @@ def test_native_checkpoint_is_tied_as_transformers_ties_it(tie, text_tie, tmp_pa
     # export back: transformers reads the same tying from what we write
     out = export_native(vlm, processor, tmp_path / "export")
     assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is tie
-    assert (NATIVE_HEAD in load_file(str(out / "model.safetensors"))) is not tie
+    assert _holds_head(out) is not tie
     again = _transformers_model(out)
     assert head_is_tied(again) is tie
     assert torch.allclose(logits_of(again, prompt_inputs), logits_of(hf, prompt_inputs), atol=1e-5)
@@ -169,10 +178,11 @@ def test_native_tied_config_with_a_head_tensor_follows_transformers(head, tmp_pa
     kept separate, with a warning, when it differs."""
     directory = _native_checkpoint(tmp_path / "native", tiny_tokenizer, tie=True, text_tie=False)
     tensors = load_file(str(directory / "model.safetensors"))
-    embeddings = tensors["language_model.model.embed_tokens.weight"]
-    tensors[NATIVE_HEAD] = torch.randn(embeddings.shape) * 0.2 if head == "different" else embeddings.clone()
+    head_name, embedding_name = _head_and_embedding_names(tensors)
+    embeddings = tensors[embedding_name]
+    tensors[head_name] = torch.randn(embeddings.shape) * 0.2 if head == "different" else embeddings.clone()
     if head == "head-only":
-        del tensors["language_model.model.embed_tokens.weight"]
+        del tensors[embedding_name]
     save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     hf = _transformers_model(directory)
     if head == "different":
@@ -181,7 +191,7 @@ def test_native_tied_config_with_a_head_tensor_follows_transformers(head, tmp_pa
     else:
         vlm, _ = model.load(directory)
     assert head_is_tied(hf) is (head != "different") and head_is_tied(vlm) is (head != "different")
-    assert torch.equal(vlm.get_output_embeddings().weight, tensors[NATIVE_HEAD])
+    assert torch.equal(vlm.get_output_embeddings().weight, tensors[head_name])
     assert torch.allclose(logits_of(vlm, prompt_inputs), logits_of(hf, prompt_inputs), atol=1e-5)
 
 
