@@ -119,7 +119,6 @@ def test_export_original_round_trip(native_dir, tmp_path, prompt_inputs):
 # different head, keeps it untied. A loaded PocketVLM must end up exactly as tied as transformers' own model.
 
 
-
 def _head_and_embedding_names(tensors: dict) -> tuple[str, str]:
     """The names transformers wrote the LM's embeddings under, and the head's beside them (current or legacy)."""
     embedding = next(k for k in tensors if k.endswith("embed_tokens.weight"))

@@ -18,7 +18,17 @@ from transformers import AutoConfig, InternVLConfig, InternVLForConditionalGener
 
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import HEAD_KEY, CheckpointError, build_empty, head_is_tied, load_strict, load_vlm, read_json, read_state_dict, write_json
+from .io import (
+    HEAD_KEY,
+    CheckpointError,
+    build_empty,
+    head_is_tied,
+    load_strict,
+    load_vlm,
+    read_json,
+    read_state_dict,
+    write_json,
+)
 
 SIDECAR = "pocket_adapt.json"  # our tiling + chat template, kept beside exported checkpoints
 
