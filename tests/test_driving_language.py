@@ -1,12 +1,15 @@
 """The pure-Python COCO caption metrics used by the DriveLM language score.
 
-Golden values were produced in a throwaway virtual environment with ``pip install pycocoevalcap`` (1.2), whose
-wheel ships the official ``stanford-corenlp-3.4.1.jar``: tokenizations come from ``java ...PTBTokenizer
--preserveLines -lowerCase`` with the COCO wrapper's punctuation filter, and scores from pycocoevalcap's
-``Bleu(4)``, ``Rouge()`` and ``Cider()`` ``compute_score``. None of that is needed to run these tests.
+Golden values come from ``tests/data/coco_caption_golden.json``, which ``python -m tests.coco_caption_golden``
+writes from the official code only (PyPI ``pycocoevalcap`` 1.2: its Java ``PTBTokenizer`` with the shipped
+``stanford-corenlp-3.4.1.jar``, and its ``Bleu(4)``, ``Rouge()``, ``Cider()``); ``--check`` reproduces it. The
+inputs live in that module, and the table must still be the one made from them. When pycocoevalcap is
+installed, the scorers are also compared with it live on random corpora (no Java needed for that).
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -19,39 +22,33 @@ from domains.driving.language import (
     ptb_tokenize_batch,
     rouge_l,
 )
+from tests import coco_caption_golden as golden
+from tests.deps import require
+
+GOLDEN = json.loads(golden.TABLE.read_text(encoding="utf-8"))
+REL = 1e-12  # the official code's own float rounding (numpy's mean and exp); any change to the maths is far larger
+
+
+def test_golden_table_was_made_from_these_inputs():
+    assert GOLDEN["inputs"] == json.loads(json.dumps(golden.inputs()))
+    assert GOLDEN["versions"]["pycocoevalcap"] == "1.2"
+    assert tuple(GOLDEN["pipeline_output"]) == COCO_KEYS == golden.COCO_KEYS
+
 
 # --------------------------------------------------------------------------------------------- tokenizer
-# lines tokenized together (one input, one line each), as the COCO wrapper does; expected = Java output
-GOLDEN_LINES = [
-    ("There is a brown SUV to the back of the ego vehicle. The IDs of these objects are <c1,CAM_BACK,1088.3,497.5>, "
-     "<c2,CAM_BACK,864.2,468.3>, and <c3,CAM_FRONT,1043.2,82.2>."),
-    "The information of these traffic elements is [(traffic light, green, 674.86, 0.14, 723.33, 109.18)].",
-    "No, the ego vehicle won't collide with it; it's too far away (about 20-30 meters).",
-    '"Turn left" -- don\'t brake, cannot stop... Really?! e.g. the U.S. The end.',
-    "The answer is B. Then go at 5.5m/s & 50% speed.",
-    "The answer is B.",
-    "The ego-vehicle's left-turn signal is on; CAM_FRONT_LEFT sees it.",
-]
-GOLDEN_TOKENS = [
-    ["there", "is", "a", "brown", "suv", "to", "the", "back", "of", "the", "ego", "vehicle", "the", "ids", "of",
-     "these", "objects", "are", "<", "c1", "cam_back", ",1088.3,497.5", ">", "<", "c2", "cam_back", ",864.2,468.3",
-     ">", "and", "<", "c3", "cam_front", ",1043.2,82.2", ">"],
-    ["the", "information", "of", "these", "traffic", "elements", "is", "-lsb-", "-lrb-", "traffic", "light", "green",
-     "674.86", "0.14", "723.33", "109.18", "-rrb-", "-rsb-"],
-    ["no", "the", "ego", "vehicle", "wo", "n't", "collide", "with", "it", "it", "'s", "too", "far", "away", "-lrb-",
-     "about", "20-30", "meters", "-rrb-"],
-    ["turn", "left", "do", "n't", "brake", "can", "not", "stop", "really", "?!", "e.g.", "the", "u.s.", "the", "end"],
-    ["the", "answer", "is", "b", "then", "go", "at", "5.5", "m/s", "&", "50", "%", "speed"],
-    ["the", "answer", "is", "b"],  # "B." before a line starting with "The": letter, then a (dropped) period
-    ["the", "ego-vehicle", "'s", "left-turn", "signal", "is", "on", "cam_front_left", "sees", "it"],
-]
-
-
 def test_tokenizer_matches_the_java_ptbtokenizer_on_driving_text():
-    assert ptb_tokenize_batch(GOLDEN_LINES) == GOLDEN_TOKENS
+    # lines tokenized together (one input, one line each), as the COCO wrapper does
+    ours = [" ".join(tokens) for tokens in ptb_tokenize_batch(golden.TOKENIZER_LINES)]
+    assert ours == GOLDEN["tokenizer_output"]
+
+
+def test_tokenizer_matches_the_java_ptbtokenizer_on_single_texts():
+    ours = [" ".join(ptb_tokenize(text)) for text in golden.TOKENIZER_SINGLE_TEXTS]
+    assert ours == GOLDEN["tokenizer_single_output"]
 
 
 def test_tokenizer_single_text_and_details():
+    # the same texts (as token strings) are in the golden table, from the Java tokenizer
     assert ptb_tokenize("The IDs are <c1,CAM_FRONT,[412.5,300.25]>.") == [
         "the", "ids", "are", "<", "c1", "cam_front", "-lsb-", "412.5,300.25", "-rsb-", ">"]
     # a single letter keeps its period unless a sentence-starting word follows; "etc." ending a sentence adds one
@@ -65,23 +62,30 @@ def test_tokenizer_single_text_and_details():
 
 
 # --------------------------------------------------------------------------------------------- scorers
-# pycocoevalcap's scorers on these already-tokenized texts (multiple references, an empty hypothesis)
-HYPS = ["the car is turning left", "", "a red light ahead of the ego vehicle", "go go go"]
-REFS = [["the car turns left", "a car is turning to the left"], ["stop now"],
-        ["there is a red light to the front of the ego vehicle", "red light ahead"], ["go"]]
-GOLDEN_BLEU = [0.7254004783171754, 0.6452431306252374, 0.5567525174059852, 0.3781068785847745]
-GOLDEN_ROUGE = (0.5659889758410876, [0.7697160883280757, 0.0, 0.9446902654867256, 0.5495495495495495])
-GOLDEN_CIDER = (1.8044263529596294, [3.1057207384131864, 0.0, 3.3236851160030274, 0.7882995574223046])
-
-
-def test_bleu_rouge_cider_match_pycocoevalcap():
-    h = [s.split() for s in HYPS]
-    r = [[s.split() for s in refs] for refs in REFS]
-    assert bleu(h, r) == pytest.approx(GOLDEN_BLEU, rel=1e-12)
-    mean, per = rouge_l([s.split(" ") for s in HYPS], [[s.split(" ") for s in refs] for refs in REFS])
-    assert mean == pytest.approx(GOLDEN_ROUGE[0], rel=1e-12) and per == pytest.approx(GOLDEN_ROUGE[1], rel=1e-12)
+def _assert_scores_match(hyps: list[str], refs: list[list[str]], expected: dict, what: str) -> None:
+    # tokens split as pycocoevalcap splits them: BLEU and CIDEr on any whitespace, ROUGE-L on single spaces
+    h = [s.split() for s in hyps]
+    r = [[s.split() for s in rs] for rs in refs]
+    assert bleu(h, r) == pytest.approx(expected["Bleu"], rel=REL), what
+    mean, per = rouge_l([s.split(" ") for s in hyps], [[s.split(" ") for s in rs] for rs in refs])
+    assert mean == pytest.approx(expected["ROUGE_L"][0], rel=REL), what
+    assert per == pytest.approx(expected["ROUGE_L"][1], rel=REL), what
     mean, per = cider(h, r)
-    assert mean == pytest.approx(GOLDEN_CIDER[0], rel=1e-12) and per == pytest.approx(GOLDEN_CIDER[1], rel=1e-12)
+    assert mean == pytest.approx(expected["CIDEr"][0], rel=REL), what
+    assert per == pytest.approx(expected["CIDEr"][1], rel=REL), what
+
+
+@pytest.mark.parametrize("k", range(len(golden.SCORER_CASES)), ids=[c["name"] for c in golden.SCORER_CASES])
+def test_bleu_rouge_cider_match_pycocoevalcap(k: int) -> None:
+    case = GOLDEN["inputs"]["scorer_cases"][k]
+    _assert_scores_match(case["hypotheses"], case["references"], GOLDEN["scorers_output"][k], case["name"])
+
+
+def test_scorers_agree_with_pycocoevalcap_on_random_corpora():
+    require("pycocoevalcap", "the official COCO caption scorers, compared live")
+    for k, case in enumerate(golden.random_corpora(150, seed=7)):
+        expected = golden.official_scores(case["hypotheses"], case["references"])
+        _assert_scores_match(case["hypotheses"], case["references"], expected, f"random corpus {k}: {case}")
 
 
 def test_scorer_edge_cases():
@@ -98,37 +102,13 @@ def test_scorer_edge_cases():
 
 
 # --------------------------------------------------------------------------------------------- end to end
-PREDS = [
-    "There is a white sedan to the front of the ego vehicle. The ID of this object is <c1,CAM_FRONT,812.5,487.3>.",
-    ("There are two cars to the back of the ego vehicle, and a pedestrian to the front left. The IDs are "
-     "<c1,CAM_BACK,1000.0,520.0>, <c2,CAM_BACK,700.2,480.1>, and <c3,CAM_FRONT_LEFT,300.5,600.0>."),
-    "The ego vehicle should keep going ahead at the same speed.",
-    "There is a green light to the front of the ego vehicle.",
-    "No objects.",
-    ("There is a black SUV to the back right of the ego vehicle and a truck to the front. The IDs of these objects "
-     "are <c1,CAM_BACK_RIGHT,1200.4,510.0> and <c2,CAM_FRONT,790.0,450.5>."),
-]
-ANSWERS = [
-    "There is a white sedan to the front of the ego vehicle. The ID of this object is <c1,CAM_FRONT,815.0,490.0>.",
-    ("There is a brown SUV to the back of the ego vehicle, a black sedan to the back of the ego vehicle, and a green "
-     "light to the front of the ego vehicle. The IDs of these objects are <c1,CAM_BACK,1088.3,497.5>, "
-     "<c2,CAM_BACK,864.2,468.3>, and <c3,CAM_FRONT,1043.2,82.2>."),
-    "The ego vehicle should decelerate gradually without braking (it's a red light).",
-    "There is a green light to the front of the ego vehicle.",
-    ("There is a pedestrian to the front right of the ego vehicle. The ID of this object is "
-     "<c1,CAM_FRONT_RIGHT,400.0,620.9>."),
-    ("There is a black SUV to the back right of the ego vehicle, and a truck to the front of the ego vehicle. The IDs "
-     "of these objects are <c1,CAM_BACK_RIGHT,1210.4,505.0> and <c2,CAM_FRONT,788.0,452.5>."),
-]
-# the official pipeline (Java tokenizer + pycocoevalcap) on PREDS / ANSWERS
-GOLDEN_COCO = {"Bleu_1": 0.5604304601525961, "Bleu_2": 0.5268720250502628, "Bleu_3": 0.4991232417862544,
-               "Bleu_4": 0.47158148365360425, "ROUGE_L": 0.6216974726252703, "CIDEr": 4.07363243110347}
+PREDS, ANSWERS = golden.PIPELINE_PREDICTIONS, golden.PIPELINE_ANSWERS
 
 
 def test_coco_scores_match_the_official_pipeline():
     scores = coco_scores(PREDS, ANSWERS)
     assert list(scores) == list(COCO_KEYS)
-    assert scores == pytest.approx(GOLDEN_COCO, rel=1e-12)
+    assert scores == pytest.approx(GOLDEN["pipeline_output"], rel=REL)
     # several references per sample are accepted
     multi = coco_scores(PREDS[:2], [[ANSWERS[0]], [ANSWERS[1], PREDS[1]]])
     assert multi["Bleu_1"] > coco_scores(PREDS[:2], ANSWERS[:2])["Bleu_1"]
