@@ -50,6 +50,14 @@ class Distributed:
         if self.world > 1:
             torch.distributed.barrier()
 
+    def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+        """`values` summed over every rank (float64 on the CPU; unchanged with one process)."""
+        values = values.to(torch.float64)
+        if self.world > 1:
+            values = values.to(self.device)
+            torch.distributed.all_reduce(values)
+        return values.cpu()
+
 
 def setup_distributed() -> Distributed:
     """Join the process group torchrun / deepspeed launched us in (gloo on CPU, nccl on GPUs)."""
@@ -125,6 +133,7 @@ class Trainer:
             self.skips.save(self.out_dir)
         self.plan = MixturePlan.from_sources(specs, self.records, recipe.mixing.general_ratio,
                                              recipe.mixing.epoch_size, recipe.mixing.seed)
+        self.source_names = sorted(self.records)
         self.micro_batch = t.batch_size
         self.samples_per_step = t.batch_size * t.grad_accum * self.dist.world
         self.steps_per_epoch = max(1, len(self.plan) // self.samples_per_step)
@@ -185,11 +194,18 @@ class Trainer:
             prefetch_factor=2 if t.num_workers else None,
             # its own generator: drawing a worker seed from the global RNG would shift dropout after a resume
             generator=torch.Generator().manual_seed(self.recipe.seed)))
+        deepspeed = self.recipe.distributed.strategy == "deepspeed"
+        # DDP and ZeRO average gradients over ranks, DeepSpeed also over micro-batches: undo both, so that
+        # the gradient is the mean over the step's supervised tokens, whatever the split across ranks,
+        # micro-batches and padding
+        grad_scale = self.dist.world * (t.grad_accum if deepspeed else 1)
         for step in range(start_step, self.total_steps):
             started = time.perf_counter()
-            sums: dict[str, list[float]] = {}
-            for _ in range(t.grad_accum):
-                batch = next(batches)
+            micro_batches = [next(batches) for _ in range(t.grad_accum)]  # the step's token count comes first
+            step_tokens = self.dist.all_sum(torch.tensor(sum(_supervised_tokens(b["labels"]) for b in micro_batches)))
+            loss_scale = grad_scale / max(1.0, step_tokens.item())
+            sums = torch.zeros(len(self.source_names), 3, dtype=torch.float64)  # loss sum, tokens, rows
+            for batch in micro_batches:
                 sources = batch.pop("sources")
                 batch.pop("n_dropped", None)
                 batch = {k: v.to(self.dist.device) for k, v in batch.items()}
@@ -197,17 +213,15 @@ class Trainer:
                 with autocast:
                     logits = (self.engine or self.model)(**batch).logits
                 row_loss, row_tokens = token_losses(logits, labels)
-                loss = row_loss.sum() / row_tokens.sum().clamp(min=1)
+                loss = row_loss.sum() * loss_scale
                 for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
-                    acc = sums.setdefault(src, [0.0, 0])
-                    acc[0] += l
-                    acc[1] += n
-                if self.recipe.distributed.strategy == "deepspeed":
+                    sums[self.source_names.index(src)] += torch.tensor([l, n, 1], dtype=torch.float64)
+                if deepspeed:
                     self.engine.backward(loss)
                     self.engine.step()
                 else:
-                    scaler.scale(loss / t.grad_accum).backward()
-            if self.recipe.distributed.strategy != "deepspeed":
+                    scaler.scale(loss).backward()
+            if not deepspeed:
                 scaler.unscale_(self.optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
                 scaler.step(self.optimizer)
@@ -216,11 +230,12 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
             else:
                 grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
-            total_loss = sum(v[0] for v in sums.values()) / max(1, sum(v[1] for v in sums.values()))
+            sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
+            total_loss = sum(v[0] for v in sums) / max(1, sum(v[1] for v in sums))
             entry = {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "loss": total_loss,
                      "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                      "step_time": round(time.perf_counter() - started, 4)}
-            entry.update({f"loss/{src}": v[0] / max(1, v[1]) for src, v in sorted(sums.items())})
+            entry.update({f"loss/{src}": v[0] / max(1, v[1]) for src, v in zip(self.source_names, sums) if v[2]})
             if self.dist.main:
                 self._log(entry, log_path, writer, bar)
             bar.update(1)
@@ -401,6 +416,11 @@ def _fill_auto(config: dict, values: dict, top: bool = True) -> dict:
         for key, value in values.items():
             out.setdefault(key, value)
     return out
+
+
+def _supervised_tokens(labels: torch.Tensor) -> int:
+    """Tokens a batch's loss is taken over (the same shift as `token_losses`)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 
 def _truncate_log(path: Path, step: int) -> None:
