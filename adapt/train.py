@@ -59,13 +59,21 @@ class Distributed:
         return values.cpu()
 
 
-def setup_distributed() -> Distributed:
-    """Join the process group torchrun / deepspeed launched us in (gloo on CPU, nccl on GPUs)."""
+def setup_distributed(group: bool = False) -> Distributed:
+    """Join the process group torchrun / deepspeed launched us in (gloo on CPU, nccl on GPUs).
+
+    `group=True` makes a one-process group when no launcher started us (DeepSpeed needs one, and
+    would otherwise look for MPI).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if (world > 1 or group) and not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if "RANK" in os.environ:  # a launcher's rendezvous (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE)
+            torch.distributed.init_process_group(backend)
+        else:  # a lone process: an in-memory store, no port to pick
+            torch.distributed.init_process_group(backend, store=torch.distributed.HashStore(), rank=0, world_size=1)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return Distributed(int(os.environ.get("RANK", "0")), world, local_rank, device)
@@ -109,7 +117,7 @@ class Trainer:
 
     def __init__(self, recipe: Recipe, dist: Distributed | None = None, progress: bool = True):
         self.recipe = recipe
-        self.dist = dist or setup_distributed()
+        self.dist = dist or setup_distributed(group=recipe.distributed.strategy == "deepspeed")
         self.progress = progress and self.dist.main
         self.out_dir = Path(recipe.output.dir)
         t = recipe.training
@@ -373,6 +381,7 @@ class Trainer:
         })
         config.setdefault("bf16", {})["enabled"] = t.precision == "bf16"
         config.setdefault("fp16", {})["enabled"] = t.precision == "fp16"
+        os.environ.setdefault("LOCAL_RANK", str(self.dist.local_rank))  # DeepSpeed asserts a launcher set it
         engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
         return engine
