@@ -9,6 +9,7 @@ Losses are logged per data source, so forgetting of general skills shows while t
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -323,11 +324,27 @@ class Trainer:
 
     def _save(self, step: int) -> None:
         with self._gathered(p for p in self.model.parameters() if p.requires_grad):
+            extra = {"recipe": self.recipe.name, "total_steps": self.total_steps}
+            if self.dist.world > 1:
+                extra["rank_weights_sha256"] = digests = self._rank_digests()
+                if len(set(digests)) > 1 and self.dist.main:
+                    print(f"warning: at step {step} the ranks hold different trainable weights (sha256 per rank: "
+                          f"{[d[:12] for d in digests]}); data-parallel training has diverged", flush=True)
             if self.dist.main:
                 optimizer = None if self.recipe.distributed.strategy == "deepspeed" else self.optimizer
-                save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler,
-                                {"recipe": self.recipe.name, "total_steps": self.total_steps}, self.recipe.output.keep_last)
+                save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler, extra, self.recipe.output.keep_last)
         self.dist.barrier()
+
+    def _rank_digests(self) -> list[str]:
+        """Every rank's sha256 of its trainable weights: DDP and ZeRO keep them identical, bit for bit."""
+        digest = hashlib.sha256()
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                digest.update(name.encode())
+                digest.update(p.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        digests: list[str] = [""] * self.dist.world
+        torch.distributed.all_gather_object(digests, digest.hexdigest())
+        return digests
 
     def _finish(self) -> Path:
         final = self.out_dir / "final"
@@ -355,8 +372,12 @@ class Trainer:
         print(self.plan.describe(), flush=True)
         for part, (trainable, total) in summary.items():
             print(f"  {part:<9} {self.settings[part].mode:<6} lr {self.settings[part].lr:<8g} {trainable:,} of {total:,} params trainable")
+        if self.recipe.distributed.strategy == "deepspeed":
+            parallel = f" with DeepSpeed ZeRO-{self.engine.zero_optimization_stage()}"
+        else:
+            parallel = " with DDP" if self.dist.world > 1 else ""
         print(f"  {self.total_steps} steps x {self.samples_per_step} samples ({self.steps_per_epoch} steps/epoch), "
-              f"{self.dist.world} process(es), output {self.out_dir}", flush=True)
+              f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
         if self.skips.count():
             print(self.skips.table(), flush=True)
 
