@@ -4,6 +4,7 @@
 # (torch's CPU build and nuscenes-devkit included), into a fresh .venv whenever the lock changes.
 #   make lock          resolve again (uv, pinned) after editing pyproject.toml or requirements/*.in
 #   make test-latest   the newest releases pyproject.toml's bounds allow, in .venv-latest, then the suite
+#   make test-lowest   the oldest releases they allow (direct dependencies), in .venv-lowest, then the suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LOCK := requirements/dev.lock
@@ -14,7 +15,7 @@ UV_VERSION := 0.13.9
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup browser quickstart test lock test-latest
+.PHONY: setup browser quickstart test lock test-latest test-lowest uv
 setup: $(VENV)/.installed
 
 # A stamp older than the lock means the environment may hold other versions: start again from nothing.
@@ -38,8 +39,10 @@ quickstart: setup
 test: setup browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-lock:
+uv:
 	test -x .venv-lock/bin/uv || { python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION); }
+
+lock: uv
 	python3 requirements/lock.py --uv .venv-lock/bin/uv --source=$(TORCH_SOURCE)
 
 # The newest releases within pyproject.toml's bounds (torch stays on the locked CPU build: a newer torch
@@ -52,3 +55,15 @@ test-latest: browser
 	.venv-latest/bin/python -m pip freeze --all --exclude-editable > .venv-latest/freeze.txt
 	python3 requirements/lock.py --drift .venv-latest/freeze.txt
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)
+
+# The oldest releases within the bounds for every direct dependency (pins kept), so the lower bounds are
+# known to hold, not hoped to.
+test-lowest: uv browser
+	rm -rf .venv-lowest
+	python3 requirements/lock.py --uv .venv-lock/bin/uv --source=$(TORCH_SOURCE) --lowest .venv-lowest/requirements.txt
+	python3 -m venv .venv-lowest
+	.venv-lowest/bin/python -m pip install -q --no-deps --require-hashes $(TORCH_SOURCE) -r .venv-lowest/requirements.txt
+	.venv-lowest/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	.venv-lowest/bin/python -m pip freeze --all --exclude-editable > .venv-lowest/freeze.txt
+	python3 requirements/lock.py --drift .venv-lowest/freeze.txt
+	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)

@@ -4,6 +4,7 @@
     python3 requirements/lock.py --check    # is the lock still made from today's pyproject.toml and pins?
     python3 requirements/lock.py --pin torch           # the locked requirement, e.g. torch==2.13.0+cpu
     python3 requirements/lock.py --drift freeze.txt    # what a `pip freeze` has that the lock has not
+    python3 requirements/lock.py --lowest OUT          # the lowest versions the bounds allow (make test-lowest)
 
 The lock holds pyproject.toml's `dev` extra, its build-system requirements, and `pins.in`, resolved
 for CPython 3.11 on x86_64 Linux with `overrides.txt` applied. Its first line records a digest of
@@ -80,7 +81,7 @@ def drift(freeze: Path) -> int:
     changed = [f"  {name}: {lock[name]} -> {env[name]}" for name in sorted(lock.keys() & env.keys()) if lock[name] != env[name]]
     added = [f"  + {name}=={env[name]}" for name in sorted(env.keys() - lock.keys())]
     removed = [f"  - {name}=={lock[name]}" for name in sorted(lock.keys() - env.keys())]
-    print(f"latest vs {LOCK.relative_to(ROOT)}: {len(changed)} newer or other, {len(added)} added, {len(removed)} gone")
+    print(f"{Path(freeze).parent.name} vs {LOCK.relative_to(ROOT)}: {len(changed)} newer or other, {len(added)} added, {len(removed)} gone")
     print("\n".join(changed + added + removed) or "  (identical)")
     return 0
 
@@ -93,7 +94,8 @@ def check() -> int:
     return 1
 
 
-def make(uv: str, sources: list[str]) -> int:
+def resolve(uv: str, sources: list[str], extra_args: list[str] = ()) -> str:
+    """Resolve the lock's inputs with uv; returns the requirements text (raises on failure)."""
     build = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]
     build_in = HERE / ".build-system.in"
     build_in.write_text("".join(f"{req}\n" for req in build), encoding="utf-8")
@@ -102,17 +104,32 @@ def make(uv: str, sources: list[str]) -> int:
                "--extra", EXTRA, "--override", str(OVERRIDES.relative_to(ROOT)),
                "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
                "--generate-hashes", "--annotation-style=line",
-               "--custom-compile-command", "make lock", *sources]
+               "--custom-compile-command", "make lock", *sources, *extra_args]
         run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     finally:
         build_in.unlink(missing_ok=True)
     if run.returncode:
-        sys.stderr.write(run.stderr)
-        return run.returncode
-    tmp = LOCK.with_suffix(".tmp")
-    tmp.write_text(f"{DIGEST_PREFIX}{inputs_digest()}\n{run.stdout}", encoding="utf-8")
-    tmp.replace(LOCK)
-    print(f"wrote {LOCK.relative_to(ROOT)}")
+        raise SystemExit(run.stderr)
+    return run.stdout
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
+def make(uv: str, sources: list[str]) -> int:
+    write(LOCK, f"{DIGEST_PREFIX}{inputs_digest()}\n{resolve(uv, sources)}")
+    return 0
+
+
+def lowest(uv: str, sources: list[str], out: Path) -> int:
+    """The lowest versions pyproject.toml's bounds allow for the direct dependencies (make test-lowest),
+    with the pins kept: this is how the lower bounds are known to hold."""
+    write(out, resolve(uv, sources, ["--resolution", "lowest-direct"]))
     return 0
 
 
@@ -121,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check that the lock matches its inputs")
     parser.add_argument("--pin", metavar="NAME", help="print the locked `NAME==VERSION`")
     parser.add_argument("--drift", metavar="FREEZE", help="compare a `pip freeze` output with the lock")
+    parser.add_argument("--lowest", metavar="OUT", type=Path,
+                        help="write the lowest-direct resolution of the same inputs to OUT (make test-lowest)")
     parser.add_argument("--uv", default="uv", help="the uv executable (make lock installs a pinned one)")
     parser.add_argument("--source", action="append", default=[],
                         help="extra uv option for finding torch's CPU build, e.g. '--find-links=/opt/wheels'")
@@ -134,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.drift:
         return drift(Path(args.drift))
+    if args.lowest:
+        return lowest(args.uv, args.source, args.lowest)
     return check() if args.check else make(args.uv, args.source)
 
 
