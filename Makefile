@@ -47,6 +47,7 @@ lock: uv
 
 # The newest releases within pyproject.toml's bounds (torch stays on the locked CPU build: a newer torch
 # from PyPI is a CUDA build), so upstream drift shows here before users meet it. Never touches .venv.
+# CI=true: a dependency that is missing or fails to import is a failure here, never a skip.
 test-latest: browser
 	rm -rf .venv-latest
 	python3 -m venv .venv-latest
@@ -54,7 +55,7 @@ test-latest: browser
 	.venv-latest/bin/python -m pip install -q --no-deps nuscenes-devkit
 	.venv-latest/bin/python -m pip freeze --all --exclude-editable > .venv-latest/freeze.txt
 	python3 requirements/lock.py --drift .venv-latest/freeze.txt
-	.venv-latest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)
+	CI=true .venv-latest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)
 
 # The oldest releases within the bounds for every direct dependency (pins kept), so the lower bounds are
 # known to hold, not hoped to.
@@ -66,4 +67,4 @@ test-lowest: uv browser
 	.venv-lowest/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 	.venv-lowest/bin/python -m pip freeze --all --exclude-editable > .venv-lowest/freeze.txt
 	python3 requirements/lock.py --drift .venv-lowest/freeze.txt
-	.venv-lowest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)
+	CI=true .venv-lowest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)

@@ -6,9 +6,10 @@
     python3 requirements/lock.py --drift freeze.txt    # what a `pip freeze` has that the lock has not
     python3 requirements/lock.py --lowest OUT          # the lowest versions the bounds allow (make test-lowest)
 
-The lock holds pyproject.toml's `dev` extra, its build-system requirements, and `pins.in`, resolved
-for CPython 3.11 on x86_64 Linux with `overrides.txt` applied. Its first line records a digest of
-those inputs, so a dependency edit without `make lock` is caught before anything is installed.
+The lock holds pyproject.toml's `dev` extra, its build-system requirements and `pins.in`, resolved
+together for CPython 3.11 on x86_64 Linux, followed by `no-deps.in` (packages whose declared
+dependencies are wrong, locked alone). Its first line records a digest of those inputs, so a
+dependency edit without `make lock` is caught before anything is installed.
 Standard library only: `--check` runs before any virtual environment exists.
 """
 
@@ -27,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOCK = HERE / "dev.lock"
 PINS = HERE / "pins.in"
-OVERRIDES = HERE / "overrides.txt"
+NO_DEPS = HERE / "no-deps.in"
 EXTRA = "dev"
 PYTHON_VERSION = "3.11"
 PLATFORM = "x86_64-manylinux_2_28"
@@ -43,7 +44,7 @@ def inputs_digest() -> str:
         "optional-dependencies": project["project"].get("optional-dependencies", {}),
         "build-system": project["build-system"]["requires"],
         "pins": PINS.read_text(encoding="utf-8"),
-        "overrides": OVERRIDES.read_text(encoding="utf-8"),
+        "no-deps": NO_DEPS.read_text(encoding="utf-8"),
         "target": [EXTRA, PYTHON_VERSION, PLATFORM],
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
@@ -94,23 +95,29 @@ def check() -> int:
     return 1
 
 
+def compile_requirements(uv: str, inputs: list[str], options: list[str]) -> str:
+    cmd = [uv, "pip", "compile", *inputs, "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
+           "--generate-hashes", "--annotation-style=line", "--no-header", *options]
+    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(run.stderr)
+    return run.stdout
+
+
 def resolve(uv: str, sources: list[str], extra_args: list[str] = ()) -> str:
-    """Resolve the lock's inputs with uv; returns the requirements text (raises on failure)."""
+    """Resolve the lock's inputs with uv; returns the requirements text (exits on failure)."""
     build = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]
     build_in = HERE / ".build-system.in"
     build_in.write_text("".join(f"{req}\n" for req in build), encoding="utf-8")
     try:
-        cmd = [uv, "pip", "compile", "pyproject.toml", str(PINS.relative_to(ROOT)), str(build_in.relative_to(ROOT)),
-               "--extra", EXTRA, "--override", str(OVERRIDES.relative_to(ROOT)),
-               "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
-               "--generate-hashes", "--annotation-style=line",
-               "--custom-compile-command", "make lock", *sources, *extra_args]
-        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        together = compile_requirements(
+            uv, ["pyproject.toml", str(PINS.relative_to(ROOT)), str(build_in.relative_to(ROOT))],
+            ["--extra", EXTRA, *sources, *extra_args])
     finally:
         build_in.unlink(missing_ok=True)
-    if run.returncode:
-        raise SystemExit(run.stderr)
-    return run.stdout
+    alone = compile_requirements(uv, [str(NO_DEPS.relative_to(ROOT))], ["--no-deps"])
+    return ("# Made by `make lock` (requirements/lock.py with uv); install with pip --no-deps --require-hashes.\n"
+            + together + f"# {NO_DEPS.name}: locked without their declared dependencies\n" + alone)
 
 
 def write(path: Path, text: str) -> None:

@@ -53,7 +53,7 @@ def test_lock_pins_every_package_with_hashes_and_the_cpu_torch():
     assert hashes.keys() == pins.keys() and len(pins) > 50
     assert all(hashes.values()), [name for name, n in hashes.items() if not n]
     assert pins["torch"].endswith("+cpu") and pins["nuscenes-devkit"] == "1.2.0"
-    assert pins["numpy"].startswith("2.")  # the override, not the devkit's numpy<2
+    assert pins["numpy"].startswith("2.")  # not the devkit's numpy<2: it is locked alone (no-deps.in)
     for name in ("transformers", "peft", "gradio", "pydicom", "deepspeed", "setuptools"):
         assert name in pins, name
 
