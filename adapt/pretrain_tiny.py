@@ -1,21 +1,36 @@
 """Reproduce pocket-tiny's shipped weights: pre-train it from scratch on the synthetic general world.
 
     python -m adapt.pretrain_tiny --out runs/pocket-tiny-pretrain [--steps 5000] [--install]
+    python -m adapt.pretrain_tiny --check           # rebuild in full (~20 min, 2 cores): same weights, bit for bit?
+    python -m adapt.pretrain_tiny --check-prefix    # the first 50 steps only (seconds): same losses as the record?
 
 The general world (shapes, colours, counts, positions; `domains.general.world`) is asked as
 multiple choice with the candidates listed and the answer given as the label, the style the quick
 start scores (a model this small, trained from scratch, learns to see long before it learns to copy
 option letters).
 `--install` copies the result to `model/assets/pocket-tiny/model.safetensors`, where the `pocket-tiny`
-preset loads it from.
+preset loads it from, and writes `rebuild.json` beside it: the run's settings, a digest of the weights,
+its general-set accuracy and the losses of its first steps. `--check` rebuilds and compares digests;
+`--check-prefix` (what the test suite runs) replays the first steps of the same schedule and compares
+their losses, so a change in data, model or training code that would no longer rebuild the shipped
+weights is seen in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
+import platform
 import shutil
+import sys
+import tempfile
 from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import load_file
 
 from domains.general.world import generate_general
 from model.resources import assets_dir
@@ -45,32 +60,118 @@ seed: 0
 """
 
 
-def pretrain_tiny(out_dir: Path, steps: int = 5000, lr: float = 1e-3, install: bool = False, progress: bool = True) -> Path:
+PREFIX_STEPS = 50  # replayed by --check-prefix; losses are logged every 10 steps
+
+
+def record_path() -> Path:
+    return assets_dir() / "pocket-tiny" / "rebuild.json"
+
+
+def weights_digest(path: Path) -> str:
+    """sha256 over tensor names, dtypes, shapes and bytes, in name order (independent of file layout)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(load_file(str(path)).items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def logged_losses(train_dir: Path, up_to: int) -> dict[int, float]:
+    entries = [json.loads(line) for line in (train_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    return {e["step"]: e["loss"] for e in entries if e["step"] <= up_to}
+
+
+def pretrain_tiny(out_dir: Path, steps: int = 5000, lr: float = 1e-3, install: bool = False, progress: bool = True,
+                  stop_after: int | None = None) -> tuple[Path, dict | None]:
+    """Pre-train from scratch; returns the final folder and its general-set summary. With `stop_after`,
+    only the first steps of the same schedule run: the checkpoint there is returned, unscored."""
     out_dir = Path(out_dir)
     general = out_dir / "data" / "general"
     generate_general(general, n_train=8000, n_test=200, answer_style="label")
     recipe_path = out_dir / "pretrain.yaml"
     recipe_path.write_text(RECIPE.format(steps=steps, lr=lr))
     recipe = load_recipe(recipe_path)
-    final = train(recipe, progress=progress)
+    shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a rebuild always starts from scratch
+    final = train(recipe, progress=progress, stop_after=stop_after)
+    if stop_after:
+        return final, None
     summary = evaluate_model(recipe, final, "pretrained", out_dir / "eval", progress)
     print(json.dumps(summary["groups"], indent=1))
     if install:
-        target = assets_dir() / "pocket-tiny" / "model.safetensors"
-        shutil.copyfile(final / "model.safetensors", target)
-        print(f"installed {target} ({target.stat().st_size / 2**20:.1f} MiB)")
-    return final
+        install_run(Path(recipe.output.dir), steps, lr, summary["groups"]["general"]["main"])
+    return final, summary
 
 
-def main() -> None:
+def install_run(train_dir: Path, steps: int, lr: float, general_accuracy: float) -> Path:
+    """Ship a finished pre-training run as pocket-tiny: its weights, and rebuild.json describing them."""
+    target = assets_dir() / "pocket-tiny" / "model.safetensors"
+    shutil.copyfile(train_dir / "final" / "model.safetensors", target)
+    record = {
+        "command": f"python -m adapt.pretrain_tiny --install --steps {steps} --lr {lr}",
+        "steps": steps, "lr": lr, "weights_sha256": weights_digest(target),
+        "general_accuracy": general_accuracy,
+        "prefix_losses": logged_losses(train_dir, PREFIX_STEPS),
+        "made_with": {"python": platform.python_version(), "torch": torch.__version__,
+                      "transformers": transformers.__version__, "machine": platform.machine()},
+    }
+    record_path().write_text(json.dumps(record, indent=1) + "\n")
+    print(f"installed {target} ({target.stat().st_size / 2**20:.1f} MiB) and {record_path().name}")
+    return target
+
+
+def check_prefix(out_dir: Path, progress: bool = False, rel_tol: float = 1e-6) -> list[str]:
+    """Replay the recorded run's first steps; returns the differences (empty: the same run)."""
+    record = json.loads(record_path().read_text())
+    checkpoint, _ = pretrain_tiny(out_dir, record["steps"], record["lr"], progress=progress, stop_after=PREFIX_STEPS)
+    got = logged_losses(checkpoint.parent, PREFIX_STEPS)
+    want = {int(step): loss for step, loss in record["prefix_losses"].items()}
+    problems = []
+    if set(got) != set(want):
+        problems.append(f"logged steps {sorted(got)} != recorded {sorted(want)}")
+    for step in sorted(set(got) & set(want)):
+        if not math.isclose(got[step], want[step], rel_tol=rel_tol, abs_tol=0.0):
+            problems.append(f"step {step}: loss {got[step]!r}, recorded {want[step]!r}")
+    return problems
+
+
+def check_full(out_dir: Path, progress: bool = True) -> tuple[list[str], dict]:
+    """Rebuild in full and compare with the record and the shipped file; returns (differences, summary)."""
+    record = json.loads(record_path().read_text())
+    final, summary = pretrain_tiny(out_dir, record["steps"], record["lr"], progress=progress)
+    rebuilt = weights_digest(final / "model.safetensors")
+    shipped = weights_digest(assets_dir() / "pocket-tiny" / "model.safetensors")
+    problems = []
+    if shipped != record["weights_sha256"]:
+        problems.append(f"the shipped weights ({shipped[:12]}) are not the recorded run's ({record['weights_sha256'][:12]})")
+    if rebuilt != record["weights_sha256"]:
+        problems.append(f"the rebuild ({rebuilt[:12]}) differs from the recorded run ({record['weights_sha256'][:12]})")
+    return problems, summary
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("runs/pocket-tiny-pretrain"))
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/pocket-tiny-pretrain; "
+                        "a temporary folder for the checks)")
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--install", action="store_true", help="copy the weights into model/assets/pocket-tiny/")
-    args = parser.parse_args()
-    pretrain_tiny(args.out, args.steps, args.lr, args.install)
+    parser.add_argument("--check", action="store_true", help="rebuild in full and compare with the shipped weights")
+    parser.add_argument("--check-prefix", action="store_true", help=f"replay the first {PREFIX_STEPS} steps only")
+    args = parser.parse_args(argv)
+    if args.check or args.check_prefix:
+        with tempfile.TemporaryDirectory(prefix="pocket-tiny-check-") as tmp:
+            out = args.out or Path(tmp)
+            problems = check_full(out)[0] if args.check else check_prefix(out, progress=True)
+        what = "a full rebuild" if args.check else f"the first {PREFIX_STEPS} steps"
+        if problems:
+            print(f"pocket-tiny does not rebuild ({what}): " + "; ".join(problems)
+                  + ". If the change is meant, rebuild: python -m adapt.pretrain_tiny --install", file=sys.stderr)
+            return 1
+        print(f"pocket-tiny rebuilds ({what}) as recorded in {record_path()}")
+        return 0
+    pretrain_tiny(args.out or Path("runs/pocket-tiny-pretrain"), args.steps, args.lr, args.install)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -188,8 +188,12 @@ class Trainer:
         return collate(items, self.processor)
 
     # ------------------------------------------------------------------ loop
-    def run(self) -> Path:
+    def run(self, stop_after: int | None = None) -> Path:
+        """Train to the end of the schedule, or only its first `stop_after` steps (the schedule is the
+        recipe's either way, so those steps are exactly a full run's); returns `final/` or, when
+        stopped early, the checkpoint written there."""
         start_step = self.start_step
+        end_step = min(stop_after, self.total_steps) if stop_after else self.total_steps
         log_path = self.out_dir / "train_log.jsonl"
         writer = self._tensorboard()
         if self.dist.main:
@@ -208,7 +212,7 @@ class Trainer:
         # the gradient is the mean over the step's supervised tokens, whatever the split across ranks,
         # micro-batches and padding
         grad_scale = self.dist.world * (t.grad_accum if deepspeed else 1)
-        for step in range(start_step, self.total_steps):
+        for step in range(start_step, end_step):
             started = time.perf_counter()
             micro_batches = [next(batches) for _ in range(t.grad_accum)]  # the step's token count comes first
             step_tokens = self.dist.all_sum(torch.tensor(sum(_supervised_tokens(b["labels"]) for b in micro_batches)))
@@ -253,11 +257,13 @@ class Trainer:
             if (step + 1) % self.recipe.output.save_every == 0 and step + 1 < self.total_steps:
                 self._save(step + 1)
         bar.close()
-        self._save(self.total_steps)
-        final = self._finish()
+        stopped = end_step < self.total_steps
+        if not stopped or end_step % self.recipe.output.save_every:  # not saved by the loop already
+            self._save(end_step)
+        result = self.out_dir / f"checkpoint-{end_step}" if stopped else self._finish()
         if writer:
             writer.close()
-        return final
+        return result
 
     # ------------------------------------------------------------------ pieces
     def _log(self, entry: dict, log_path: Path, writer, bar) -> None:
@@ -427,9 +433,9 @@ class _MicroBatches(torch.utils.data.Dataset):
 _AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def train(recipe: Recipe, progress: bool = True) -> Path:
-    """Train (or resume) the run a recipe describes; returns the final model folder."""
-    return Trainer(recipe, progress=progress).run()
+def train(recipe: Recipe, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) the run a recipe describes; returns the final model folder (see `Trainer.run`)."""
+    return Trainer(recipe, progress=progress).run(stop_after)
 
 
 def _fill_auto(config: dict, values: dict, top: bool = True) -> dict:
