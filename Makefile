@@ -15,7 +15,7 @@ UV_VERSION := 0.13.9
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup browser quickstart test lock test-latest test-lowest uv
+.PHONY: setup browser quickstart test lock test-latest test-lowest uv reproduce
 setup: $(VENV)/.installed
 
 # A stamp older than the lock means the environment may hold other versions: start again from nothing.
@@ -41,6 +41,11 @@ test: setup browser
 
 uv:
 	test -x .venv-lock/bin/uv || { python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION); }
+
+# Every figure of README.md (quick-start tables, pocket-tiny's rebuild) and BENCHMARKS.md, rewritten in place.
+reproduce: setup
+	$(PY) bench/reproduce.py all --write
+	$(PY) bench/bench_tiling.py --write
 
 lock: uv
 	python3 requirements/lock.py --uv .venv-lock/bin/uv --source=$(TORCH_SOURCE)

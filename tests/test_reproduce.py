@@ -1,0 +1,90 @@
+"""Published figures: every README table is a generated section, and a short run keeps their direction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from adapt.pretrain_tiny import check_prefix, record_path, weights_digest
+from bench.reproduce import FIELDS, README, run_field, table
+from bench.sections import read_section, write_section
+
+SECTIONS = [*(f"reproduce:{name}" for name in FIELDS), "reproduce:pocket-tiny"]
+# the short version CI runs: same data and seeds as `adapt quickstart`, a smaller budget
+SHORT = ["training.max_steps=300", "eval.max_samples=40", "eval.max_new_tokens=16"]
+
+
+@pytest.mark.parametrize("name", SECTIONS)
+def test_readme_figures_are_generated_sections_that_name_their_command(name):
+    body = read_section(README, name)
+    command = f"python bench/reproduce.py {name.split(':')[1]} --write"
+    assert "|" in body, f"README section {name} is empty: run {command}"
+    assert command in body
+
+
+def test_benchmarks_figures_are_a_generated_section():
+    body = read_section(README.parent / "BENCHMARKS.md", "bench_tiling")
+    assert "python bench/bench_tiling.py --write" in body and "| **" in body
+
+
+def test_write_section_replaces_only_its_own_text(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- a:start -->\nold\n<!-- a:end -->\nmiddle\n<!-- b:start -->\nkeep\n<!-- b:end -->\n")
+    write_section(doc, "a", "| new |")
+    assert doc.read_text() == "intro\n<!-- a:start -->\n| new |\n<!-- a:end -->\nmiddle\n<!-- b:start -->\nkeep\n<!-- b:end -->\n"
+    assert read_section(doc, "b") == "keep"
+    with pytest.raises(ValueError, match="c:start"):
+        write_section(doc, "c", "x")
+
+
+@pytest.mark.slow
+def test_short_quickstart_keeps_the_direction_of_the_published_figures(tmp_path):
+    spec = FIELDS["landcover"]
+    results = run_field(spec, tmp_path, SHORT)
+    replay, no_replay = (results[v.label] for v in spec.variants)
+
+    def score(summary: dict, group: str) -> float:
+        return summary["groups"][group]["main"]
+
+    base = results["base"]
+    assert score(replay, "domain") > score(base, "domain")
+    assert score(no_replay, "domain") > score(base, "domain")
+    assert score(replay, "general") > score(no_replay, "general")  # replay is what keeps the general skills
+    section = table(spec, results, SHORT)
+    assert section.count("\n| ") >= 3 and " ".join(SHORT) in section
+
+
+def test_shipped_pocket_tiny_is_the_recorded_run():
+    record = json.loads(record_path().read_text())
+    assert weights_digest(record_path().parent / "model.safetensors") == record["weights_sha256"], (
+        "model/assets/pocket-tiny/model.safetensors is not the run rebuild.json records: "
+        "python -m adapt.pretrain_tiny --install")
+    assert record["general_accuracy"] >= 0.9 and len(record["prefix_losses"]) >= 10
+
+
+@pytest.mark.slow
+def test_pocket_tiny_still_rebuilds_its_first_steps(tmp_path):
+    problems = check_prefix(tmp_path)
+    assert not problems, ("pocket-tiny's recorded pre-training no longer replays: " + "; ".join(problems)
+                          + ". If meant, rebuild it: python -m adapt.pretrain_tiny --install")
+
+
+def test_weights_digest_sees_values_names_and_dtypes(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    def digest(tensors: dict) -> str:
+        path = tmp_path / "w.safetensors"
+        save_file(tensors, str(path))
+        return weights_digest(path)
+
+    a = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    base = digest({"x": a})
+    assert base == digest({"x": a.clone()})
+    assert base != digest({"x": a + 1e-6})
+    assert base != digest({"y": a})
+    assert base != digest({"x": a.reshape(3, 2)})
+    assert base != digest({"x": a.double()})
+    assert Path(record_path()).name == "rebuild.json"
