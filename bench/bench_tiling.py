@@ -11,8 +11,6 @@ timing.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
@@ -21,40 +19,16 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import PIL
 import torch
-import transformers
 from PIL import Image
 from transformers import GotOcr2ImageProcessorPil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.sections import machine_line, write_section  # noqa: E402
 from model.tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, preprocess_image  # noqa: E402
 
 SIZES = [(640, 480), (1600, 900), (2688, 896), (1000, 1000)]
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
-START, END = "<!-- bench_tiling:start -->", "<!-- bench_tiling:end -->"
-HEADER = (
-    "# Benchmarks\n\n"
-    "Every figure is a ratio against a reference measured in the same run, on the machine named in "
-    "each section, by the command given there.\n"
-)
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (
-        f"{cores}-core CPU ({cpu}), no GPU; Python {platform.python_version()}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"Pillow {PIL.__version__}, numpy {np.__version__}"
-    )
 
 
 def _seconds(fn: Callable[[], object]) -> float:
@@ -113,7 +87,7 @@ def run(repeats: int) -> str:
             "bit-identical (`torch.equal`, checked in the run). Images are seeded noise; "
             f"median of {repeats} interleaved runs per size. Speed-up = reference time / our time.",
             "",
-            f"- Machine: {_machine()}",
+            f"- Machine: {machine_line()}",
             "- Command: `python bench/bench_tiling.py --write`",
             "",
             "| image | tiles | ours (img/s) | reference (img/s) | speed-up |",
@@ -121,18 +95,6 @@ def run(repeats: int) -> str:
             *rows,
         ]
     )
-
-
-def write_section(section: str, path: Path = BENCHMARKS_MD) -> None:
-    """Replace (or append) this benchmark's marked section in ``path``."""
-    text = path.read_text() if path.exists() else HEADER
-    block = f"{START}\n{section}\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     section = run(args.repeats)
     print(section)
     if args.write:
-        write_section(section)
+        write_section(BENCHMARKS_MD, "bench_tiling", section)
         print(f"\nwrote {BENCHMARKS_MD}")
 
 

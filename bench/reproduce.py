@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapt.pretrain_tiny import check_full, record_path  # noqa: E402
 from adapt.quickstart import quickstart  # noqa: E402
-from bench.sections import ROOT, write_section  # noqa: E402
+from bench.sections import ROOT, machine_line, write_section  # noqa: E402
 
 README = ROOT / "README.md"
 NO_REPLAY = "mixing.general_ratio=0"
@@ -116,14 +114,10 @@ def table(spec: Field, results: dict, overrides: list[str] = ()) -> str:
             values = [results[k]["sources"][source]["metrics"].get(metric) for k in ["base", *(v.label for v in spec.variants)]]
             detail.append(f"| {metric} | " + " | ".join(_fmt(v) for v in values) + " |")
         lines += detail
-    lines += ["", f"Measured on {machine()}, seeds fixed; "
+    lines += ["", f"Measured on {machine_line()}, seeds fixed; "
               f"regenerate with `python bench/reproduce.py {spec.name} --write`"
               + (f" (overrides: {' '.join(overrides)})" if overrides else "") + "."]
     return "\n".join(lines)
-
-
-def machine() -> str:
-    return f"{platform.machine()} with {os.cpu_count()} CPU cores"
 
 
 def pocket_tiny(out_root: Path) -> str:
@@ -144,7 +138,7 @@ def pocket_tiny(out_root: Path) -> str:
         f"| {n_params / 1e6:.2f} M | {size / 2**20:.1f} MiB | {record['steps']} steps from scratch, lr {record['lr']} "
         f"| {_fmt(summary['groups']['general']['main'])} | {minutes:.1f} min | {verdict} |",
         "",
-        f"Measured on {machine()}; regenerate with `python bench/reproduce.py pocket-tiny --write` "
+        f"Measured on {machine_line()}; regenerate with `python bench/reproduce.py pocket-tiny --write` "
         "(runs `python -m adapt.pretrain_tiny --check`).",
     ])
 

@@ -6,6 +6,7 @@ Every published figure lives in such a section, written only by the command name
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 from pathlib import Path
 
@@ -25,19 +26,34 @@ def read_section(path: Path, name: str) -> str:
     return text[text.index(start) + len(start): text.index(end)].strip("\n")
 
 
-def write_section(path: Path, name: str, body: str, *, append_if_missing: bool = False) -> None:
+def write_section(path: Path, name: str, body: str) -> None:
     """Replace section `name` in `path` with `body` (atomically); other text is left as it is."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    read_section(path, name)  # exactly one well-formed section, or a clear error
+    text = path.read_text(encoding="utf-8")
     start, end = markers(name)
-    block = f"{start}\n{body.strip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    elif append_if_missing:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    else:
-        raise ValueError(f"{path}: no {start} … {end} section to replace")
+    text = text[: text.index(start)] + f"{start}\n{body.strip()}\n{end}" + text[text.index(end) + len(end):]
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def machine_line() -> str:
+    """The machine and the versions that matter, for a table's caption."""
+    import numpy as np
+    import PIL
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{cores}-core CPU ({cpu}), no GPU; Python {platform.python_version()}, torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, Pillow {PIL.__version__}, numpy {np.__version__}")
