@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(export)
     export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket"])
     export.add_argument("--out", "-o", required=True, type=Path)
+    export.add_argument("--force", action="store_true", help="export into a non-empty folder, replacing the files an export owns")
     export.set_defaults(handler=_export)
 
     inspect = verbs.add_parser("inspect", help="describe a checkpoint or preset: layout, parts, tiling, template")
@@ -151,7 +152,7 @@ def _export(args) -> int:
     from deploy.hf import export
 
     vlm, processor = _load(args)
-    out = export(vlm, processor, args.format, args.out)
+    out = export(vlm, processor, args.format, args.out, force=args.force)
     print(f"wrote {args.format} checkpoint to {out}")
     return 0
 
