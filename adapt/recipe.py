@@ -34,6 +34,8 @@ from pydantic import (
     model_validator,
 )
 
+from model.errors import PocketAdaptError
+
 if TYPE_CHECKING:
     from model.tiling import TilingConfig
 
@@ -55,7 +57,7 @@ DEEPSPEED_PRESETS = ("zero1", "zero2", "zero3")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-class RecipeError(ValueError):
+class RecipeError(PocketAdaptError, ValueError):
     """A recipe problem the user can fix; the message names the file and the dotted key."""
 
 
@@ -80,7 +82,8 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 # ---------------------------------------------------------------------- the schema
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # subclasses that set their own model_config inherit allow_inf_nan (pydantic merges configs)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ModelSpec(_Section):
@@ -560,6 +563,16 @@ def _unknown_key_message(parent: Sequence[str | int], key: Any) -> str:
     return f"unknown key {shown}; valid keys {'in ' + repr(here) if here else 'at top level'}: {', '.join(valid)}"
 
 
+def _short(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut to `limit` characters (a pasted data set should not flood an error)."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, limit, limit
+    shown = short.repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
 def _error_lines(err: ValidationError) -> list[tuple[tuple, str]]:
     lines = []
     for e in err.errors(include_url=False):
@@ -571,14 +584,14 @@ def _error_lines(err: ValidationError) -> list[tuple[tuple, str]]:
         if kind == "missing":
             text = "missing (this key is required)"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
-            text = f"expected a mapping of keys (key: value lines), got {type(e['input']).__name__} {e['input']!r}"
+            text = f"expected a mapping of keys (key: value lines), got {type(e['input']).__name__} {_short(e['input'])}"
         elif kind == "list_type":
-            text = f"expected a list (lines starting with '- '), got {type(e['input']).__name__} {e['input']!r}"
+            text = f"expected a list (lines starting with '- '), got {type(e['input']).__name__} {_short(e['input'])}"
         else:
             text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
             text = text.replace("Input should be", "must be", 1)
             if kind not in ("value_error", "assertion_error"):
-                text += f" (got {e['input']!r})"
+                text += f" (got {_short(e['input'])})"
         lines.append((loc, f"{key}: {text}" if key else text))
     return lines
 
@@ -603,9 +616,15 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def _yaml_load(text: str, where: str) -> Any:
+# A recipe holds a few hundred values; past this, aliases are multiplying the document (a "billion
+# laughs"), and expanding it would hang every verb that reads the recipe.
+MAX_YAML_VALUES = 100_000
+
+
+def _yaml_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
+    """The document in `text` and the line of each key, refusing duplicate keys and alias bombs."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506  # allowed: a SafeLoader subclass that rejects duplicate keys
+        return _bounded_load(text, where)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -614,6 +633,56 @@ def _yaml_load(text: str, where: str) -> Any:
         raise RecipeError(f"{where}: malformed YAML{at}: {problem}{f' ({context})' if context else ''}") from None
 
 
+def _bounded_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
+    """`_yaml_load` with YAML syntax errors left to the caller (`yaml.YAMLError`)."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        _check_expansion(node, where)
+        return loader.construct_document(node), _line_numbers(node)
+    except RecursionError:
+        raise RecipeError(f"{where}: the YAML is nested too deeply to be a recipe") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """Refuse a document whose aliases expand past `MAX_YAML_VALUES` values, or refer to themselves.
+
+    Counts on the composed node graph, where an alias is a shared node: each node is sized once, so
+    the check costs the size of the text, not of the expansion.
+    """
+    sizes: dict[int, int] = {}
+    busy: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in busy:
+            mark = node.start_mark
+            raise RecipeError(f"{where}: the YAML alias at line {mark.line + 1} refers to a value that contains it")
+        busy.add(key)
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        for child in children:
+            total += size(child)
+            if total > MAX_YAML_VALUES:
+                raise RecipeError(
+                    f"{where}: YAML aliases expand to more than {MAX_YAML_VALUES:,} values (a recipe holds a few "
+                    "hundred); write the values out instead of nesting aliases (*name) inside anchors (&name)")
+        busy.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
     """Read a recipe file, apply ``dotted.key=value`` overrides, validate and resolve paths."""
     path = Path(path)
@@ -624,7 +693,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
         raise RecipeError(f"{where}: no such recipe file (list the templates with `adapt recipes`)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{where}: cannot read the recipe ({exc})") from None
-    data = _yaml_load(text, where)
+    data, lines = _yaml_load(text, where)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -634,7 +703,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
         data = apply_overrides(data, overrides)
     except RecipeError as err:
         raise RecipeError(f"{where}: {err}") from None
-    return _validate(data, path.parent, path.stem, where, overrides, _line_numbers(text))
+    return _validate(data, path.parent, path.stem, where, overrides, lines)
 
 
 def parse_recipe(data: dict, base_dir: str | os.PathLike, name: str, *, origin: str | None = None,
@@ -667,11 +736,18 @@ def _validate(data: Any, base_dir: str | os.PathLike, name: str, where: str, ove
     return recipe
 
 
-def _line_numbers(text: str) -> dict[tuple, int]:
-    """1-based line of every key and list item of a YAML document, by its location tuple."""
+def _line_numbers(root: yaml.Node) -> dict[tuple, int]:
+    """1-based line of every key and list item of a composed YAML document, by its location tuple.
+
+    A node reached again through an alias is not walked again (its lines are those of the anchor).
+    """
     lines: dict[tuple, int] = {}
+    seen: set[int] = set()
 
     def walk(node: yaml.Node, loc: tuple) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode):
@@ -682,12 +758,7 @@ def _line_numbers(text: str) -> dict[tuple, int]:
                 lines[loc + (i,)] = item.start_mark.line + 1
                 walk(item, loc + (i,))
 
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
-    if root is not None:
-        walk(root, ())
+    walk(root, ())
     return lines
 
 
@@ -727,7 +798,7 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         except RecipeError as err:
             raise RecipeError(f"override {item!r}: {err}") from None
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = _bounded_load(raw, f"override {key.strip()}=…")[0] if raw.strip() else None
         except yaml.YAMLError as exc:
             raise RecipeError(f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)}); "
                               "quote it if it is text") from None

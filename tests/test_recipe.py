@@ -474,3 +474,73 @@ def test_validate_fails_clearly_on_a_bad_key(tmp_path, capsys):
     assert str(path) in captured.err and "Traceback" not in captured.err
     assert main(["validate", str(write(tmp_path, MINIMAL, "ok.yaml")), "training.bach_size=3"]) == 1
     assert "did you mean 'training.batch_size'?" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- reliability (issue 14)
+def _laughs(depth: int) -> str:
+    """A 'billion laughs' document: each level lists the previous one nine times (9**depth strings)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{k}: &l{k} [{', '.join([f'*l{k - 1}'] * 9)}]" for k in range(1, depth + 1)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    """In a file, inside a section, and in an override value; a child process, so a hang fails the test."""
+    import subprocess
+    import sys
+
+    cases = {
+        "top": (write(tmp_path, _laughs(8), "top.yaml"), []),
+        "section": (write(tmp_path, "seed: 1\ntraining:\n" + textwrap.indent(_laughs(8), "  "), "section.yaml"), []),
+        "override": (write(tmp_path, MINIMAL, "override.yaml"), ["data.sources={" + _laughs(8).replace("\n", ", ") + "}"]),
+    }
+    script = (
+        "import json, sys\nfrom adapt.recipe import RecipeError, load_recipe\nout = {}\n"
+        "for name, (path, overrides) in json.loads(sys.argv[1]).items():\n"
+        "    try:\n        load_recipe(path, overrides)\n        out[name] = 'loaded'\n"
+        "    except RecipeError as err:\n        out[name] = str(err)\n"
+        "print(json.dumps(out))\n"
+    )
+    arg = json.dumps({k: [str(p), o] for k, (p, o) in cases.items()})
+    try:
+        run = subprocess.run([sys.executable, "-c", script, arg], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("loading a recipe with an alias bomb still ran after 30 s")
+    assert run.returncode == 0, run.stderr[-2000:]
+    messages = json.loads(run.stdout)
+    for name, (path, _) in cases.items():
+        assert messages[name].startswith(str(path)), messages[name]
+        assert "aliases expand to more than" in messages[name], messages[name]
+
+
+def test_ordinary_anchors_still_work_and_lines_are_still_named(tmp_path):
+    path = write(tmp_path, MINIMAL + "parts:\n  llm: {mode: lora, lr: &lr 2.0e-4}\n  projector: {lr: *lr}\n"
+                                     "training: {batch_size: 0}\n")
+    assert "training.batch_size" in error_of(path) and "(line 8)" in error_of(path)
+    text = path.read_text().replace("batch_size: 0", "batch_size: 2")
+    recipe = load_recipe(write(tmp_path, text))
+    assert recipe.parts.llm.lr == recipe.parts.projector.lr == 2.0e-4
+
+
+@pytest.mark.parametrize(("snippet", "key"), [
+    ("parts: {llm: {lr: .inf}}", "parts.llm.lr"),
+    ("parts: {projector: {lr: .nan}}", "parts.projector.lr"),
+    ("training: {max_grad_norm: .inf}", "training.max_grad_norm"),
+    ("training: {weight_decay: .inf}", "training.weight_decay"),
+    ("parts: {llm: {lora: {alpha: .inf}}}", "parts.llm.lora.alpha"),
+    ("eval: {judge: {url: x, model: y, timeout: .inf}}", "eval.judge.timeout"),
+])
+def test_non_finite_numbers_are_refused(tmp_path, snippet, key):
+    message = error_of(write(tmp_path, MINIMAL + snippet + "\n"))
+    assert f"{key}: must be a finite number" in message
+
+
+def test_a_non_finite_override_is_refused(tmp_path):
+    message = error_of(write(tmp_path, MINIMAL), ["data.sources[0].ratio=.inf", "data.sources[1].ratio=1"])
+    assert "data.sources[0].ratio: must be a finite number" in message and "set by override" in message
+
+
+def test_recipe_errors_are_pocket_adapt_errors():
+    from model.errors import PocketAdaptError
+
+    assert issubclass(RecipeError, PocketAdaptError) and issubclass(RecipeError, ValueError)
