@@ -18,6 +18,7 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from .chat import ChatTemplate, get_chat_template, normalize_messages
+from .errors import PocketAdaptError
 from .tiling import TilingConfig, count_tiles, load_image, preprocess_image
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -25,7 +26,7 @@ IGNORE_INDEX = -100
 GROUNDING_MARKUP = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
 
 
-class SampleTooLongError(ValueError):
+class SampleTooLongError(PocketAdaptError, ValueError):
     """The sample's tokens (image tokens included) exceed the maximum sequence length."""
 
 
@@ -119,11 +120,13 @@ class VLMProcessor:
     def prepare_images(
         self, images: Sequence[Image.Image | str | os.PathLike], tiling: TilingConfig | None = None
     ) -> tuple[torch.Tensor | None, list[int]]:
-        """Tiles of all images, concatenated, and the tile count of each (multi-image cap applied)."""
+        """Tiles of all images, concatenated, and the tile count of each (multi-image cap applied).
+
+        Paths are read with `load_image` under the tiling's `max_pixels` cap (`ImageLoadError` above it)."""
         if not images:
             return None, []
         tiling = (tiling or self.tiling).for_images(len(images))
-        tensors = [preprocess_image(_as_image(img), tiling) for img in images]
+        tensors = [preprocess_image(_as_image(img, tiling.max_pixels), tiling) for img in images]
         return torch.cat(tensors), [t.shape[0] for t in tensors]
 
     def __call__(
@@ -269,7 +272,7 @@ def add_image_placeholders(messages: list[dict], n_images: int) -> list[dict]:
     raise ValueError(f"the conversation has {found} <image> placeholders but {n_images} images were given")
 
 
-def _as_image(image: Image.Image | str | os.PathLike) -> Image.Image:
+def _as_image(image: Image.Image | str | os.PathLike, max_pixels: int) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
-    return load_image(Path(image))
+    return load_image(Path(image), max_pixels=max_pixels)

@@ -8,20 +8,26 @@ whole image when there is more than one tile. Two single-tile modes cover other 
 
 Normalisation is bit-compatible with transformers' ``GotOcr2ImageProcessorPil``: uint8 is scaled
 by ``1/255`` in float64, cast to float32, then ``(x - mean) / std`` is computed in float32.
+
+:func:`load_image` is the one image reader of training, evaluation, chat and the demo: EXIF orientation
+applied, 16-bit / 32-bit / float images stretched to 8 bit, and images above ``max_pixels`` refused
+before they are decoded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+
+from .errors import PocketAdaptError
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -30,7 +36,10 @@ __all__ = [
     "CLIP_STD",
     "SIGLIP_MEAN",
     "SIGLIP_STD",
+    "DEFAULT_MAX_PIXELS",
+    "MAX_TILES_LIMIT",
     "TilingConfig",
+    "TilingError",
     "candidate_grids",
     "tile_grid",
     "count_tiles",
@@ -51,6 +60,15 @@ Mode = Literal["dynamic", "pad", "resize"]
 _MODES: tuple[str, ...] = ("dynamic", "pad", "resize")
 _BICUBIC = Image.Resampling.BICUBIC
 
+# InternVL models use at most 12 tiles (40 is generous); more only costs memory and time.
+MAX_TILES_LIMIT = 40
+# Decoded pixels per image: a 48 MP phone photo fits, a 13000x13000 scan (169 MP, ~800 MB to decode) does not.
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class TilingError(PocketAdaptError, ValueError):
+    """A tiling setting is out of range (from a recipe, a CLI flag, a meta JSON or a checkpoint config)."""
+
 
 @dataclass(frozen=True)
 class TilingConfig:
@@ -58,7 +76,10 @@ class TilingConfig:
 
     ``mode``: ``dynamic`` = InternVL tiles (+ thumbnail); ``pad`` = pad to a centred square with
     colour ``int(255 * mean)`` then resize to one tile; ``resize`` = squash to one tile.
-    ``min_tiles`` / ``max_tiles`` / ``thumbnail`` only apply to ``dynamic``.
+    ``min_tiles`` / ``max_tiles`` / ``thumbnail`` only apply to ``dynamic``; tile counts are at most
+    :data:`MAX_TILES_LIMIT`. ``max_pixels`` caps the decoded pixels of one image file (:func:`load_image`).
+    Every path that sets these (recipes, CLI flags, meta JSON caps, checkpoint configs) builds a
+    ``TilingConfig``, so an out-of-range value fails here with a :class:`TilingError`.
     """
 
     tile_size: int = 448
@@ -68,29 +89,38 @@ class TilingConfig:
     mode: Mode = "dynamic"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         # Coerce sequences (e.g. lists from JSON/YAML) so the frozen config stays hashable.
         object.__setattr__(self, "mean", _triple("mean", self.mean))
         object.__setattr__(self, "std", _triple("std", self.std))
-        for name in ("tile_size", "min_tiles", "max_tiles"):
+        for name in ("tile_size", "min_tiles", "max_tiles", "max_pixels"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"TilingConfig.{name} must be an int, got {value!r}")
+                raise TilingError(f"TilingConfig.{name} must be an int, got {value!r}")
         if self.tile_size <= 0:
-            raise ValueError(f"TilingConfig.tile_size must be > 0, got {self.tile_size}")
+            raise TilingError(f"TilingConfig.tile_size must be > 0, got {self.tile_size}")
         if self.min_tiles < 1:
-            raise ValueError(f"TilingConfig.min_tiles must be >= 1, got {self.min_tiles}")
+            raise TilingError(f"TilingConfig.min_tiles must be >= 1, got {self.min_tiles}")
+        for name in ("min_tiles", "max_tiles"):
+            if getattr(self, name) > MAX_TILES_LIMIT:
+                raise TilingError(
+                    f"TilingConfig.{name} is {getattr(self, name)}; it must be at most {MAX_TILES_LIMIT} "
+                    "(InternVL uses up to 12 tiles per image)"
+                )
         if self.min_tiles > self.max_tiles:
-            raise ValueError(
+            raise TilingError(
                 f"TilingConfig.min_tiles ({self.min_tiles}) must be <= max_tiles ({self.max_tiles})"
             )
         if self.mode not in _MODES:
-            raise ValueError(f"TilingConfig.mode must be one of {_MODES}, got {self.mode!r}")
+            raise TilingError(f"TilingConfig.mode must be one of {_MODES}, got {self.mode!r}")
         if not isinstance(self.thumbnail, bool):
-            raise ValueError(f"TilingConfig.thumbnail must be a bool, got {self.thumbnail!r}")
+            raise TilingError(f"TilingConfig.thumbnail must be a bool, got {self.thumbnail!r}")
         if any(s <= 0 for s in self.std):
-            raise ValueError(f"TilingConfig.std must be > 0, got {self.std}")
+            raise TilingError(f"TilingConfig.std must be > 0, got {self.std}")
+        if self.max_pixels < 1:
+            raise TilingError(f"TilingConfig.max_pixels must be >= 1, got {self.max_pixels}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON/YAML-safe dict (mean/std as lists); inverse of :meth:`from_dict`."""
@@ -100,11 +130,13 @@ class TilingConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TilingConfig:
-        """Build from a dict; unknown keys raise ``ValueError`` naming them."""
+        """Build from a dict; unknown keys raise :class:`TilingError` naming them."""
+        if not isinstance(d, dict):
+            raise TilingError(f"tiling settings must be a mapping, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(
+            raise TilingError(
                 f"unknown TilingConfig key(s): {', '.join(map(repr, unknown))}; "
                 f"known keys: {', '.join(sorted(known))}"
             )
@@ -116,7 +148,7 @@ class TilingConfig:
         A cap of 1 gives a single tile (hence no thumbnail). ``min_tiles`` is clamped to the cap.
         """
         if n_images < 1:
-            raise ValueError(f"n_images must be >= 1, got {n_images}")
+            raise TilingError(f"n_images must be >= 1, got {n_images}")
         cap = max(1, self.max_tiles // n_images)
         return dataclasses.replace(self, max_tiles=cap, min_tiles=min(self.min_tiles, cap))
 
@@ -124,20 +156,38 @@ class TilingConfig:
 def _triple(name: str, values: Sequence[float]) -> tuple[float, float, float]:
     vals = tuple(float(v) for v in values)
     if len(vals) != 3:
-        raise ValueError(f"TilingConfig.{name} must have 3 values, got {values!r}")
+        raise TilingError(f"TilingConfig.{name} must have 3 values, got {values!r}")
     return vals  # type: ignore[return-value]
+
+
+def _first_insertions(min_tiles: int, max_tiles: int) -> Iterator[tuple[int, int]]:
+    """The grids in the order InternVL's triple loop (``n``, then ``cols``, then ``rows`` in ``1..n``) first
+    yields them, without the loop: a grid first appears at ``n = max(min_tiles, cols, rows)``, and within
+    one ``n`` in (cols, rows) order. O(max_tiles · log max_tiles) instead of O(max_tiles³)."""
+
+    def fits(cols: int, rows: int) -> bool:
+        return min_tiles <= cols * rows <= max_tiles
+
+    first = min_tiles  # at n = min_tiles, every grid inside min_tiles x min_tiles
+    for cols in range(1, min(first, max_tiles) + 1):
+        for rows in range(1, min(first, max_tiles // cols) + 1):
+            if fits(cols, rows):
+                yield cols, rows
+    for n in range(first + 1, max_tiles + 1):  # later n: the grids with a side of exactly n
+        for cols in range(1, min(n - 1, max_tiles // n) + 1):
+            if fits(cols, n):
+                yield cols, n
+        for rows in range(1, min(n, max_tiles // n) + 1):
+            if fits(n, rows):
+                yield n, rows
 
 
 @lru_cache(maxsize=64)
 def _candidate_grids(min_tiles: int, max_tiles: int) -> tuple[tuple[int, int], ...]:
-    # Same insertion sequence into a set as InternVL, so CPython's iteration order (which the
-    # stable sort keeps among equal tile counts, and which decides ties) is identical.
-    grids: set[tuple[int, int]] = set()
-    for n in range(min_tiles, max_tiles + 1):
-        for cols in range(1, n + 1):
-            for rows in range(1, n + 1):
-                if min_tiles <= cols * rows <= max_tiles:
-                    grids.add((cols, rows))
+    # The same first-insertion sequence into a set as InternVL (repeats change nothing), so CPython's
+    # iteration order (which the stable sort keeps among equal tile counts, and which decides ties) is
+    # identical.
+    grids = set(_first_insertions(min_tiles, max_tiles))
     return tuple(sorted(grids, key=lambda g: g[0] * g[1]))
 
 
@@ -192,8 +242,11 @@ def _expand_to_square(image: Image.Image, color: tuple[int, int, int]) -> Image.
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    # Plain convert, as InternVL does: alpha is dropped, not composited onto white.
-    return image if image.mode == "RGB" else image.convert("RGB")
+    # Plain convert, as InternVL does: alpha is dropped, not composited onto white. Wide samples
+    # (16-bit, float) are stretched rather than clipped, as load_image does.
+    if image.mode == "RGB":
+        return image
+    return _stretch_to_rgb(image) if image.mode in _WIDE_MODES else image.convert("RGB")
 
 
 def split_into_tiles(image: Image.Image, config: TilingConfig) -> list[Image.Image]:
@@ -273,26 +326,78 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
     return _normalize_arrays(tiles, config.mean, config.std)
 
 
-class ImageLoadError(ValueError):
-    """An image file is missing, unreadable, not an image, or truncated."""
+class ImageLoadError(PocketAdaptError, ValueError):
+    """An image file is missing, unreadable, not an image, truncated, or above the pixel cap.
+
+    ``str(err)`` is ``"<path>: <reason>"``; ``err.path`` and ``err.reason`` hold the two parts.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{os.fspath(path)}: {reason}")
+
+    def __reduce__(self):  # DataLoader workers pickle errors back to the main process
+        return type(self), (self.path, self.reason)
 
 
-def load_image(path: str | os.PathLike[str]) -> Image.Image:
+# PIL modes with more than 8 bits per sample: convert("RGB") would clip them to 0..255 (a 16-bit scan
+# turns white, reflectances in 0..1 turn black), so they are stretched to 8 bit instead.
+_WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_STRETCH_PERCENTILES = (2.0, 98.0)
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """Open and fully decode an image as RGB; failures raise ``ImageLoadError("<path>: <reason>")``.
 
-    Decoding happens here so truncated files fail at load time, not later inside a data loader.
-    No EXIF rotation and no alpha compositing, as in InternVL.
+    The one reader of training, evaluation, chat and the demo:
+
+    - an image with more than `max_pixels` pixels (``TilingConfig.max_pixels``) is refused from its header,
+      before any pixel is decoded;
+    - decoding happens here, so truncated files fail at load time, not later inside a data loader;
+    - EXIF orientation is applied (a phone photo stored sideways comes out upright);
+    - 16-bit, 32-bit and float images are stretched to 8 bit as the domain readers do (2nd-98th
+      percentile of the finite pixels mapped linearly to 0..255; non-finite pixels black);
+    - alpha is dropped, not composited, as in InternVL.
     """
     try:
-        image = Image.open(path)
-        try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageLoadError(
+                    path,
+                    f"{width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,} "
+                    "(tiling.max_pixels); downscale the image or raise the limit",
+                )
             image.load()
-            # convert() always returns a new in-memory image, so the file can be closed now.
-            return image.convert("RGB")
-        finally:
-            image.close()
+            try:
+                ImageOps.exif_transpose(image, in_place=True)
+            except Exception:  # noqa: BLE001 - a damaged EXIF block: keep the pixels as stored
+                pass
+            # both return new in-memory images (even from RGB), so the file can be closed now
+            return _stretch_to_rgb(image) if image.mode in _WIDE_MODES else image.convert("RGB")
+    except ImageLoadError:
+        raise
     except FileNotFoundError:
-        raise ImageLoadError(f"{os.fspath(path)}: file not found") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        raise ImageLoadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageLoadError(path, "is a folder, not an image file") from None
+    except Image.UnidentifiedImageError:
+        raise ImageLoadError(path, "not an image file pocket-adapt can read (PNG, JPEG, WebP, TIFF, ...)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(path, f"too many pixels to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc) or type(exc).__name__
-        raise ImageLoadError(f"{os.fspath(path)}: {reason}") from exc
+        raise ImageLoadError(path, f"the image is damaged or truncated ({reason})") from exc
+
+
+def _stretch_to_rgb(image: Image.Image) -> Image.Image:
+    """A one-channel image with wide samples as 8-bit RGB grey (percentile stretch, see :func:`load_image`)."""
+    values = np.asarray(image, dtype=np.float64)
+    valid = np.isfinite(values)
+    out = np.zeros(values.shape, dtype=np.uint8)
+    if valid.any():
+        low, high = np.percentile(values[valid], _STRETCH_PERCENTILES)
+        if high > low:  # a flat image has nothing to stretch: black, as in the domain readers
+            scaled = np.clip((values[valid] - low) * (255.0 / (high - low)), 0, 255)
+            out[valid] = np.rint(scaled).astype(np.uint8)
+    return Image.fromarray(np.repeat(out[..., None], 3, axis=-1), "RGB")

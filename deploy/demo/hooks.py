@@ -18,6 +18,7 @@ from PIL import Image
 
 from domains.boxes import draw_ref_boxes
 from model.processor import IMAGE_PLACEHOLDER
+from model.tiling import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 __all__ = ["UploadResult", "default_draw_answer", "default_read_upload", "hooks_for", "normalize_upload"]
 
@@ -49,20 +50,15 @@ def default_read_upload(paths: Sequence[Path], *, plugin=None, **options: Any) -
     return {"images": images, "labels": None, "prompt": None, "info": info, "warnings": []}
 
 
-def read_image(path: Path) -> Image.Image:
-    """An ordinary image file (PNG, JPEG, WebP, ...) as RGB, EXIF orientation applied; ValueError if unreadable."""
-    from PIL import ImageOps
-
+def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """An ordinary image file (PNG, JPEG, WebP, TIFF, ...) as RGB, read by :func:`model.tiling.load_image` (the
+    reader of training and evaluation: EXIF orientation, wide samples stretched, `max_pixels` cap).
+    Raises :class:`~model.tiling.ImageLoadError` (a ValueError) naming the file by its (neutral) name only."""
+    path = Path(path)
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            return img.convert("RGB")
-    except Image.DecompressionBombError:
-        raise ValueError(f"{path.name}: the image has too many pixels to be read safely") from None
-    except Image.UnidentifiedImageError:
-        raise ValueError(f"{path.name}: not an image file this demo can read (PNG, JPEG, WebP, ...)") from None
-    except OSError as err:
-        raise ValueError(f"{path.name}: the image is damaged or truncated ({err})") from None
+        return load_image(path, max_pixels=max_pixels)
+    except ImageLoadError as err:
+        raise ImageLoadError(path.name, err.reason) from None
 
 
 def default_draw_answer(images: Sequence[Image.Image], answer: str, **options: Any) -> list[Image.Image]:

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from model.errors import PocketAdaptError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["StagedUpload", "UploadError", "readable_error", "stage_uploads", "upload_label"]
@@ -29,7 +31,7 @@ _LIVE: set[Path] = set()
 _LIVE_LOCK = threading.Lock()
 
 
-class UploadError(ValueError):
+class UploadError(PocketAdaptError, ValueError):
     """A problem with an upload, worded for the page (neutral file names, no stack trace)."""
 
 
