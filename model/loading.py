@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .checkpoints.io import CheckpointError
+from .checkpoints.io import CheckpointError, honour_umask
 from .checkpoints.layouts import detect_layout
 from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
 from .processor import VLMProcessor
@@ -32,10 +32,16 @@ def load(
     (`python -m adapt.pretrain_tiny` reproduces them), `pocket-tiny-scratch` with seeded random
     weights; the public-model presets are fetched from their hub id (needs network, never used in
     tests) unless a local copy is given as `source`. No checkpoint code is ever executed.
+
+    Weights are read from safetensors in every layout; PyTorch pickle files (`.bin`, `.pt`, ...) only with
+    `allow_pickle`, and then with `torch.load(weights_only=True)`. Anything unreadable (a corrupt file, a
+    `config.json` that is not an object, a missing tokenizer) is a `CheckpointError` naming the file.
     """
     path = Path(source)
     if path.is_dir():
         vlm, tokenizer = _load_dir(path, allow_pickle)
+    elif path.is_file():
+        raise CheckpointError(f"{source}: is a file, not a checkpoint folder; give the folder that holds config.json")
     elif str(source) in PRESETS:
         vlm, tokenizer = _load_preset(str(source), allow_pickle, seed)
     else:
@@ -57,22 +63,26 @@ def save(vlm: PocketVLM, processor: VLMProcessor, out_dir: str | os.PathLike) ->
     out_dir = Path(out_dir)
     vlm.save_pretrained(str(out_dir), safe_serialization=True)
     processor.save_pretrained(out_dir)
+    for weights in out_dir.glob("model*.safetensors"):  # safetensors writes them 0600
+        honour_umask(weights)
     return out_dir
 
 
 def _load_dir(path: Path, allow_pickle: bool):
     layout = detect_layout(path)
-    if layout == "pocket":
-        return PocketVLM.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path))
     tokenizer = load_tokenizer(path)
+    if layout == "pocket":
+        from .checkpoints.pocket import load_pocket
+
+        return load_pocket(path, allow_pickle=allow_pickle), tokenizer
     if layout == "native":
         from .checkpoints.native import load_native
 
-        return load_native(path), tokenizer
+        return load_native(path, allow_pickle=allow_pickle), tokenizer
     if layout == "original":
         from .checkpoints.original import load_original
 
-        return load_original(path, tokenizer), tokenizer
+        return load_original(path, tokenizer, allow_pickle=allow_pickle), tokenizer
     from .checkpoints.mobilevlm import load_mobilevlm
 
     return load_mobilevlm(path, tokenizer, allow_pickle=allow_pickle), tokenizer
@@ -105,9 +115,18 @@ def _quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
+# Files a tokenizer is read from (sentencepiece, BPE, WordPiece, tiktoken); tokenizer_config.json alone is not one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model", "*.tiktoken")
+
+
 def load_tokenizer(path: Path):
     """The checkpoint's tokenizer, without running its code. Remote-code tokenizers (InternLM2) are
     read through their sentencepiece model as a Llama tokenizer."""
+    if not any(any(path.glob(pattern)) for pattern in TOKENIZER_FILES):
+        raise CheckpointError(
+            f"{path}: no tokenizer files (tokenizer.json, tokenizer.model or vocab.json + merges.txt); "
+            "copy the tokenizer of the model it was trained from into this folder"
+        )
     try:
         # AutoTokenizer peeks at config.json, which for remote-code layouts only draws a warning
         with _quiet_transformers():
@@ -119,5 +138,12 @@ def load_tokenizer(path: Path):
             try:
                 return LlamaTokenizer(vocab_file=str(path / "tokenizer.model"))
             except Exception as inner:
-                raise CheckpointError(f"{path}: tokenizer could not be read without remote code ({inner})") from err
-        raise CheckpointError(f"{path}: tokenizer could not be loaded ({err})") from err
+                raise CheckpointError(
+                    f"{path}: tokenizer could not be read without remote code ({_first_line(inner)})"
+                ) from err
+        raise CheckpointError(f"{path}: tokenizer could not be loaded ({_first_line(err)})") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers.initialization import no_init_weights
+
+from ..errors import PocketAdaptError
 
 if TYPE_CHECKING:
     from ..vlm import PocketVLM, PocketVLMConfig
@@ -25,30 +28,62 @@ HEAD_KEY = "language_model.lm_head.weight"
 EMBEDDING_KEY = "language_model.model.embed_tokens.weight"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PocketAdaptError, ValueError):
     """A checkpoint directory cannot be read as the layout it claims to be."""
 
 
 def read_json(path: Path) -> dict:
+    """A JSON file holding an object; anything else is a `CheckpointError` naming the file."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: invalid JSON ({err})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not a UTF-8 text file, so not JSON") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror or type(err).__name__})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: holds a JSON {_json_kind(data)}, but must hold a JSON object ({{...}})")
+    return data
+
+
+def _json_kind(value) -> str:
+    return {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
 
 
 def write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(Path(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (`/proc/self/status`)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: Path) -> None:
+    """Give `path` the mode an ordinary `open()` would have: 0666 less the umask (`mkstemp` makes files 0600,
+    and safetensors writes through such files too)."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write through a temporary file and rename, so a crash never leaves half a file."""
+    """Write through a temporary file and rename, so a crash never leaves half a file; the umask is honoured."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        honour_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -64,8 +99,10 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
     directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted(set(read_json(index)["weight_map"].values()))
-        files = [directory / s for s in shards]
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise CheckpointError(f"{index}: no 'weight_map' of tensor names to shard files")
+        files = [directory / s for s in sorted(set(weight_map.values()))]
     elif (directory / "model.safetensors").is_file():
         files = [directory / "model.safetensors"]
     else:
@@ -74,14 +111,20 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
         state: dict[str, torch.Tensor] = {}
         for f in files:
             if not f.is_file():
-                raise CheckpointError(f"{f}: shard listed in the index is missing")
-            state.update(load_file(str(f)))
+                raise CheckpointError(f"{f}: shard listed in {index.name} is missing")
+            state.update(_load_safetensors(f))
         return state
     pickles = sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES) if directory.is_dir() else []
     if pickles and allow_pickle:
         state = {}
         for f in pickles:
-            state.update(torch.load(f, map_location="cpu", weights_only=True))
+            try:
+                state.update(torch.load(f, map_location="cpu", weights_only=True))
+            except Exception as err:  # torch raises many kinds; all mean the same to the user
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise CheckpointError(
+                    f"{f}: not a weights file torch.load(weights_only=True) can read ({reason})"
+                ) from None
         return state
     if pickles:
         raise CheckpointError(
@@ -92,8 +135,18 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
     raise CheckpointError(f"{directory}: no weights found (expected model.safetensors or a sharded index)")
 
 
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file ({err}); it may be truncated: download or export it again"
+        ) from None
+
+
 def write_state_dict(directory: Path, state: dict[str, torch.Tensor], name: str = "model.safetensors") -> Path:
-    """Save tensors as safetensors, atomically. Shared storage is cloned (safetensors refuses aliases)."""
+    """Save tensors as safetensors, atomically, honouring the umask. Shared storage is cloned (safetensors refuses
+    aliases)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     seen: set[int] = set()
@@ -108,6 +161,7 @@ def write_state_dict(directory: Path, state: dict[str, torch.Tensor], name: str 
     os.close(fd)
     try:
         save_file(clean, tmp, metadata={"format": "pt"})
+        honour_umask(Path(tmp))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -170,11 +224,14 @@ def head_is_tied(model: torch.nn.Module) -> bool:
     return head is not None and head.weight is model.get_input_embeddings().weight
 
 
-def load_vlm(config: PocketVLMConfig, state: dict[str, torch.Tensor], source: str, tie: bool) -> PocketVLM:
+def load_vlm(
+    config: PocketVLMConfig, state: dict[str, torch.Tensor], source: str, tie: bool, dtype: torch.dtype | None = None
+) -> PocketVLM:
     """Build a PocketVLM from `config` and load `state` (PocketVLM key names) into it, strictly.
 
     `tie` is the layout's tying flag; `resolve_head_tying` turns it into the tying transformers would end up
-    with, which is written into the LLM's config so that saving and exporting the model keep it.
+    with, which is written into the LLM's config so that saving and exporting the model keep it. `dtype`, when
+    given, is the dtype the model ends up in (float32 otherwise).
     """
     from ..vlm import PocketVLM
 
@@ -188,4 +245,4 @@ def load_vlm(config: PocketVLMConfig, state: dict[str, torch.Tensor], source: st
             f"{source}: the {type(vlm.language_model).__name__} head is {'not ' if tied else ''}tied to its "
             f"embeddings after loading, but the checkpoint asks for the opposite"
         )
-    return vlm
+    return vlm if dtype is None else vlm.to(dtype)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, InternVLConfig, InternVLForConditionalGeneration
 
-from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig
+from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     HEAD_KEY,
@@ -59,6 +59,11 @@ def ours_to_native(key: str) -> str:
 def config_from_native(native: InternVLConfig, directory: Path) -> PocketVLMConfig:
     sidecar = read_json(directory / SIDECAR) if (directory / SIDECAR).is_file() else {}
     tiling = sidecar.get("tiling") or tiling_from_preprocessor(directory)
+    try:
+        tiling = TilingConfig.from_dict(tiling).to_dict()
+    except TilingError as err:
+        source = SIDECAR if sidecar.get("tiling") else "preprocessor_config.json"
+        raise CheckpointError(f"{directory / source}: {err}") from None
     return PocketVLMConfig(
         vision_config=native.vision_config,
         text_config=native.text_config,
@@ -83,24 +88,27 @@ def tiling_from_preprocessor(directory: Path) -> dict:
         return TilingConfig().to_dict()
     pre = read_json(path)
     size = pre.get("size") or {}
-    return TilingConfig(
-        tile_size=int(size.get("height", 448)),
-        min_tiles=int(pre.get("min_patches", 1)),
-        max_tiles=int(pre.get("max_patches", 12)),
-        mode="dynamic" if pre.get("crop_to_patches", True) else "resize",
-        mean=tuple(pre.get("image_mean", IMAGENET_MEAN)),
-        std=tuple(pre.get("image_std", IMAGENET_STD)),
-    ).to_dict()
+    try:
+        return TilingConfig(
+            tile_size=int(size.get("height", 448)),
+            min_tiles=int(pre.get("min_patches", 1)),
+            max_tiles=int(pre.get("max_patches", 12)),
+            mode="dynamic" if pre.get("crop_to_patches", True) else "resize",
+            mean=tuple(pre.get("image_mean", IMAGENET_MEAN)),
+            std=tuple(pre.get("image_std", IMAGENET_STD)),
+        ).to_dict()
+    except (TilingError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: {err}") from None
 
 
-def load_native(directory: Path) -> PocketVLM:
+def load_native(directory: Path, allow_pickle: bool = False) -> PocketVLM:
     native = AutoConfig.from_pretrained(str(directory))
     if not isinstance(native, InternVLConfig):
         raise CheckpointError(f"{directory}: config.json is {native.model_type!r}, not transformers' 'internvl'")
     if native.vision_feature_select_strategy != "default":
         raise CheckpointError(f"{directory}: vision_feature_select_strategy {native.vision_feature_select_strategy!r} is not supported (only 'default': CLS dropped)")
     config = config_from_native(native, Path(directory))
-    state = {native_to_ours(k): v for k, v in read_state_dict(Path(directory)).items()}
+    state = {native_to_ours(k): v for k, v in read_state_dict(Path(directory), allow_pickle=allow_pickle).items()}
     return load_vlm(config, state, str(directory), tie=native.tie_word_embeddings)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, InternVLVisionConfig, LlamaConfig, PreTrainedConfig
 
-from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig
+from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import CheckpointError, head_is_tied, load_vlm, read_json, read_state_dict, write_json, write_state_dict
 
@@ -204,7 +204,7 @@ def fuse_internlm2_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text:
 
 # ---------------------------------------------------------------- load / export
 
-def load_original(directory: Path, tokenizer) -> PocketVLM:
+def load_original(directory: Path, tokenizer, allow_pickle: bool = False) -> PocketVLM:
     directory = Path(directory)
     raw = read_json(directory / "config.json")
     for field in ("vision_config", "llm_config"):
@@ -213,10 +213,13 @@ def load_original(directory: Path, tokenizer) -> PocketVLM:
     image_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:
         raise CheckpointError(f"{directory}: the tokenizer has no <IMG_CONTEXT> token")
-    config = config_from_original(raw, image_token_id)
+    try:
+        config = config_from_original(raw, image_token_id)
+    except TilingError as err:  # e.g. max_dynamic_patch beyond the bound
+        raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
     lc = raw["llm_config"]
     is_internlm2 = lc.get("model_type") == "internlm2" or (lc.get("architectures") or [""])[0].startswith("InternLM2")
-    state = state_dict_from_original(read_state_dict(directory), config, is_internlm2)
+    state = state_dict_from_original(read_state_dict(directory, allow_pickle=allow_pickle), config, is_internlm2)
     return load_vlm(config, state, str(directory), tie=bool(getattr(config.text_config, "tie_word_embeddings", False)))
 
 
