@@ -3,15 +3,26 @@
 - `hf`: transformers-native InternVL (`AutoModelForImageTextToText.from_pretrained` loads it).
 - `internvl`: the original OpenGVLab layout (InternVL's own scripts, with its remote-code files).
 - `pocket`: pocket-adapt's own layout (any model, any projector).
+
+An export is written into a staging folder beside the target and moved in only once complete, so a failed
+export changes nothing. A target that is not empty is refused unless `force`, which replaces the files an
+export owns (configs, weights, tokenizer; stale shards and indexes of an earlier export included) and keeps
+everything else.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from model import PocketVLM, VLMProcessor, save
-from model.checkpoints.native import export_native
+from model.checkpoints.io import honour_umask
+from model.checkpoints.native import SIDECAR, export_native
 from model.checkpoints.original import export_original
+from model.errors import PocketAdaptError
 
 FORMATS = {
     "hf": "transformers-native InternVL (InternVLForConditionalGeneration)",
@@ -19,12 +30,71 @@ FORMATS = {
     "pocket": "pocket-adapt's own layout",
 }
 
+# What an export owns in its folder: any of these left from an earlier export would be mixed with the new one
+# (a stale `model.safetensors.index.json` makes loaders look for shards that are gone).
+OWNED = (
+    "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json", SIDECAR,
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+    "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
+    "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "*.tiktoken", "chat_template.jinja", "chat_template.json",
+)  # fmt: skip
 
-def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Path) -> Path:
+
+class ExportError(PocketAdaptError, ValueError):
+    """The export target or format cannot be used."""
+
+
+def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Path, force: bool = False) -> Path:
+    """Write `vlm` (and its processor) to `out_dir` in format `fmt`; see the module docstring for `force`."""
+    writer = _writer(fmt)
+    out = Path(out_dir)
+    check_target(out, force)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:8]}"
+    os.mkdir(staging)  # not mkdtemp: the folder gets the umask's mode, as the files do
+    try:
+        writer(vlm, processor, staging)
+        for f in staging.iterdir():
+            if f.is_file():
+                honour_umask(f)
+        _move_in(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def check_target(out: Path, force: bool) -> None:
+    """Refuse a target that is a file, or a non-empty folder without `force` (`ExportError` naming it)."""
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out}: exists and is not a folder; choose a folder to export into")
+    if out.is_dir() and not force:
+        entries = sorted(p.name for p in out.iterdir())
+        if entries:
+            shown = ", ".join(entries[:4]) + (", …" if len(entries) > 4 else "")
+            raise ExportError(
+                f"{out}: not empty ({shown}); export into a new or empty folder, or pass --force to replace the "
+                "files an export writes there (configs, weights, tokenizer) and keep the rest"
+            )
+
+
+def _writer(fmt: str) -> Callable[[PocketVLM, VLMProcessor, Path], Path]:
     if fmt == "hf":
-        return export_native(vlm, processor, Path(out_dir))
+        return lambda vlm, processor, out: export_native(vlm, processor, out)
     if fmt == "internvl":
-        return export_original(vlm, processor, Path(out_dir))
+        return lambda vlm, processor, out: export_original(vlm, processor, out)
     if fmt == "pocket":
-        return save(vlm, processor, out_dir)
-    raise ValueError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+        return lambda vlm, processor, out: save(vlm, processor, out)
+    raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+
+
+def _move_in(staging: Path, out: Path) -> None:
+    """Put the staged files in `out`, then remove what an earlier export left there and this one did not write."""
+    if not out.exists():
+        os.replace(staging, out)
+        return
+    written = {f.name for f in staging.iterdir()}
+    for f in staging.iterdir():
+        os.replace(f, out / f.name)
+    for f in out.iterdir():
+        if f.name not in written and f.is_file() and any(f.match(pattern) for pattern in OWNED):
+            f.unlink()
