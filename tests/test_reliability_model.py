@@ -1,0 +1,414 @@
+"""Issue 14 in model/ and deploy/: one pickle gate, one image reader, bounded tiling and pixels, safe exports,
+files that honour the umask, and one-line checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from safetensors.torch import load_file
+
+import model
+from model.checkpoints import CheckpointError
+from model.errors import PocketAdaptError
+from model.tiling import ImageLoadError, TilingConfig, candidate_grids, load_image, tile_grid
+from tests import internvl_tiling_rule as rule
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return model.load("pocket-tiny")
+
+
+@pytest.fixture(scope="module")
+def pocket_dir(tmp_path_factory, tiny) -> Path:
+    """pocket-tiny saved in its own layout once; tests copy it before changing anything."""
+    return model.save(*tiny, tmp_path_factory.mktemp("pocket") / "ckpt")
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@contextmanager
+def _umask(mask: int):
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def _modes(directory: Path) -> dict[str, int]:
+    return {f.name: f.stat().st_mode & 0o777 for f in directory.iterdir() if f.is_file()}
+
+
+# ------------------------------------------------------------------ 3: one pickle gate for every layout
+
+
+@pytest.mark.parametrize("layout", ["pocket", "native"])
+def test_every_layout_refuses_pickle_weights_unless_allowed(tmp_path, pocket_dir, native_dir, layout):
+    source = pocket_dir if layout == "pocket" else native_dir
+    directory = _copy(source, tmp_path / "bin")
+    torch.save(load_file(str(directory / "model.safetensors")), directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"pickle.*--allow-pickle"):
+        model.load(directory)
+    vlm, _ = model.load(directory, allow_pickle=True)  # the same flag opens the same gate in every layout
+    assert _same_weights(vlm, model.load(source)[0])
+
+
+def test_pocket_layout_keeps_its_dtype_and_tying(tmp_path, tiny):
+    vlm, processor = tiny
+    half = model.save(vlm.to(torch.bfloat16), processor, tmp_path / "bf16")
+    vlm.to(torch.float32)
+    again, _ = model.load(half)
+    assert again.dtype == torch.bfloat16
+    assert _same_weights(again.float(), vlm)
+
+
+# ------------------------------------------------------------------ 5: one image reader (16-bit, float, EXIF)
+
+
+def _gradient16(path: Path) -> np.ndarray:
+    values = (np.arange(64 * 32, dtype=np.uint32).reshape(32, 64) * 2).astype(np.uint16)  # 0..4094: 12 bits
+    Image.fromarray(values).save(path)
+    return values
+
+
+def _stretched(values: np.ndarray) -> np.ndarray:
+    """The domain readers' rule: 2-98 percentile over finite pixels, linear to 0..255, clipped, rounded."""
+    x = values.astype(np.float64)
+    lo, hi = np.percentile(x[np.isfinite(x)], (2, 98))
+    return np.rint(np.clip((x - lo) * (255.0 / (hi - lo)), 0, 255)).astype(np.uint8)
+
+
+def test_16_bit_png_is_stretched_not_saturated(tmp_path):
+    values = _gradient16(tmp_path / "ct16.png")
+    image = load_image(tmp_path / "ct16.png")
+    px = np.asarray(image)
+    assert image.mode == "RGB" and image.size == (64, 32)
+    assert (px[..., 0] == px[..., 1]).all() and (px[..., 1] == px[..., 2]).all()
+    assert np.array_equal(px[..., 0], _stretched(values))
+    assert (px == 255).mean() < 0.1  # before: 94 % white
+
+
+def test_float_tiff_is_stretched_and_non_finite_pixels_are_black(tmp_path):
+    values = np.linspace(0.0, 1.0, 40 * 20, dtype=np.float32).reshape(20, 40)
+    values[0, 0] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "reflectance.tif")
+    px = np.asarray(load_image(tmp_path / "reflectance.tif"))[..., 0]
+    expected = _stretched(values)
+    expected[0, 0] = 0
+    assert np.array_equal(px, expected)
+    assert px.max() == 255 and len(np.unique(px)) > 200  # before: every pixel 0 or 1
+
+
+def _rotated_phone_jpeg(path: Path) -> Image.Image:
+    """A 60x30 JPEG stored sideways with EXIF orientation 6 (show rotated 90° clockwise), as phones write."""
+    upright = Image.new("RGB", (30, 60), (0, 0, 255))
+    upright.paste((255, 0, 0), (0, 0, 30, 20))  # red on top when shown upright
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # the inverse of what orientation 6 undoes
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, quality=95, exif=exif)
+    return upright
+
+
+def test_exif_orientation_is_applied_by_the_one_reader(tmp_path):
+    _rotated_phone_jpeg(tmp_path / "phone.jpg")
+    image = load_image(tmp_path / "phone.jpg")
+    assert image.size == (30, 60)
+    r, g, b = image.getpixel((15, 5))
+    assert r > 200 and b < 60  # the top is red: upright
+    with Image.open(tmp_path / "phone.jpg") as raw:
+        assert np.array_equal(np.asarray(image), np.asarray(ImageOps.exif_transpose(raw).convert("RGB")))
+
+
+def test_processor_reads_paths_with_the_one_reader(tmp_path, tiny):
+    _, processor = tiny
+    upright = _rotated_phone_jpeg(tmp_path / "phone.jpg")
+    from_path = processor.prepare_images([tmp_path / "phone.jpg"])[0]
+    from_image = processor.prepare_images([load_image(tmp_path / "phone.jpg")])[0]
+    assert torch.equal(from_path, from_image)
+    assert load_image(tmp_path / "phone.jpg").size == upright.size
+
+
+def test_demo_reads_images_with_the_one_reader(tmp_path):
+    from deploy.demo.hooks import read_image
+
+    _gradient16(tmp_path / "ct16.png")
+    _rotated_phone_jpeg(tmp_path / "phone.jpg")
+    for name in ("ct16.png", "phone.jpg"):
+        assert np.array_equal(np.asarray(read_image(tmp_path / name)), np.asarray(load_image(tmp_path / name))), name
+    (tmp_path / "upload-1.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"^upload-1.png: not an image file"):
+        read_image(tmp_path / "upload-1.png")
+
+
+# ------------------------------------------------------------------ 6: bounded max_tiles, non-cubic candidates
+
+
+@pytest.mark.parametrize("field", ["max_tiles", "min_tiles"])
+def test_tile_counts_are_bounded_with_a_clear_error(field):
+    TilingConfig(max_tiles=40, min_tiles=40 if field == "min_tiles" else 1)
+    with pytest.raises(PocketAdaptError, match=rf"{field}.*at most 40.*InternVL uses up to 12"):
+        TilingConfig(**{field: 5000, "max_tiles": 5000})
+
+
+def test_every_path_to_max_tiles_is_bounded(tiny):
+    import dataclasses
+
+    _, processor = tiny
+    with pytest.raises(ValueError, match="max_tiles"):  # `adapt chat --max-tiles`, recipes, meta JSON caps
+        dataclasses.replace(processor.tiling, max_tiles=5000)
+    with pytest.raises(ValueError, match="max_tiles"):
+        TilingConfig.from_dict({"max_tiles": 41})
+
+
+def test_candidate_search_is_not_cubic():
+    start = time.perf_counter()
+    grids = candidate_grids(1, 1000)  # the cubic search walked 1000³ steps here (about 20 s)
+    assert time.perf_counter() - start < 1.0
+    assert len(grids) == sum(1000 // c for c in range(1, 1001))
+    assert tile_grid(2688, 896, 1, 1000) == (6, 2)  # exact 3:1 ties: larger grids only while the image fills half
+
+
+@pytest.mark.parametrize(("min_tiles", "max_tiles"), [(1, 60), (7, 64), (13, 50), (40, 40)])
+def test_fast_candidate_order_is_still_internvls_beyond_40(min_tiles, max_tiles):
+    assert candidate_grids(min_tiles, max_tiles) == rule.candidates(min_tiles, max_tiles)
+
+
+def test_original_checkpoint_with_a_huge_max_dynamic_patch_names_its_config(tmp_path, original_dir):
+    directory = _copy(original_dir, tmp_path / "orig")
+    raw = json.loads((directory / "config.json").read_text())
+    raw["max_dynamic_patch"] = 5000
+    (directory / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"config\.json.*max_tiles"):
+        model.load(directory)
+
+
+# ------------------------------------------------------------------ 11: export refuses non-empty targets
+
+
+def test_export_refuses_a_non_empty_folder_and_force_replaces_what_it_owns(tmp_path, tiny):
+    from deploy.hf import export
+
+    out = tmp_path / "out"
+    out.mkdir()
+    # a stale sharded export and a file of the user's
+    stale_index = {"weight_map": {"x": "model-00001-of-00002.safetensors"}}
+    (out / "model.safetensors.index.json").write_text(json.dumps(stale_index))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(PocketAdaptError, match=r"out.*not empty.*--force"):
+        export(*tiny, "pocket", out)
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors.index.json", "notes.txt"]  # untouched
+    export(*tiny, "pocket", out, force=True)
+    assert not (out / "model.safetensors.index.json").exists() and (out / "notes.txt").read_text() == "mine"
+    again, _ = model.load(out)
+    assert _same_weights(again, tiny[0])
+
+
+def test_a_failed_forced_export_leaves_the_folder_as_it_was(tmp_path, tiny, monkeypatch):
+    import deploy.hf
+
+    out = model.save(*tiny, tmp_path / "out")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(vlm, processor, out_dir):
+        (Path(out_dir) / "config.json").write_text("{half")
+        raise CheckpointError("cannot export this model")
+
+    monkeypatch.setattr(deploy.hf, "export_native", broken)
+    with pytest.raises(CheckpointError):
+        deploy.hf.export(*tiny, "hf", out, force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name != "out"]  # no staging folder left behind
+
+
+def test_export_into_an_empty_or_new_folder_needs_no_force(tmp_path, tiny):
+    from deploy.hf import export
+
+    (tmp_path / "empty").mkdir()
+    for out in (tmp_path / "empty", tmp_path / "new" / "nested"):
+        export(*tiny, "pocket", out)
+        assert (out / "model.safetensors").is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(PocketAdaptError, match="not a folder"):
+        export(*tiny, "pocket", tmp_path / "file", force=True)
+
+
+def test_cli_export_force_flag(tmp_path, capsys):
+    from adapt.cli import main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.json").write_text("{}")
+    assert main(["export", "--format", "pocket", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "--force" in err and "Traceback" not in err
+    assert main(["export", "--format", "pocket", "--out", str(out), "--force"]) == 0
+    assert model.load(out)[0].config.model_type == "pocket_vlm"
+
+
+# ------------------------------------------------------------------ 14: written files honour the umask
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_checkpoint_files_honour_the_umask(tmp_path, mask):
+    from model.checkpoints.io import atomic_write_bytes, write_state_dict
+
+    with _umask(mask):
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        write_state_dict(tmp_path, {"w": torch.zeros(2)})
+    assert _modes(tmp_path) == {"a.json": 0o666 & ~mask, "model.safetensors": 0o666 & ~mask}
+
+
+def test_model_save_honours_the_umask(tmp_path, tiny):
+    with _umask(0o002):
+        out = model.save(*tiny, tmp_path / "final")  # what training writes as final/
+    assert set(_modes(out).values()) == {0o664}, _modes(out)
+
+
+@pytest.mark.parametrize("fmt", ["pocket", "hf", "internvl"])
+def test_saved_and_exported_files_honour_the_umask(tmp_path, tiny, original_dir, fmt):
+    from deploy.hf import export
+
+    source = model.load(original_dir) if fmt == "internvl" else tiny  # pocket-tiny's template is not InternVL's
+    with _umask(0o022):
+        out = export(*source, fmt, tmp_path / "out")
+    modes = _modes(out)
+    assert "config.json" in modes and any(name.endswith(".safetensors") for name in modes)
+    assert set(modes.values()) == {0o644}, modes
+    assert out.stat().st_mode & 0o777 == 0o755
+
+
+# ------------------------------------------------------------------ 16: decoded pixels are capped
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that claims `width` x `height` (8-bit grey) and holds one compressed row: reading its header is
+    cheap, decoding it would allocate the whole image."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1)))
+                     + chunk(b"IEND", b""))
+
+
+def test_tiling_has_a_pixel_cap_setting():
+    config = TilingConfig()
+    assert 20_000_000 <= config.max_pixels <= 100_000_000
+    assert TilingConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(PocketAdaptError, match="max_pixels"):
+        TilingConfig(max_pixels=0)
+
+
+def test_an_image_above_the_pixel_cap_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    _png_header_only(path, 13000, 13000)
+    start = time.perf_counter()
+    with pytest.raises(ImageLoadError, match=r"huge\.png: 13000x13000 .*169,000,000 pixels.*max_pixels") as err:
+        load_image(path)
+    assert time.perf_counter() - start < 0.5
+    assert isinstance(err.value, PocketAdaptError) and err.value.path == path
+
+
+def test_the_pixel_cap_follows_the_tiling(tmp_path, tiny):
+    import dataclasses
+
+    _, processor = tiny
+    Image.new("RGB", (40, 30)).save(tmp_path / "small.png")
+    assert load_image(tmp_path / "small.png", max_pixels=1200).size == (40, 30)
+    with pytest.raises(ImageLoadError, match=r"small\.png: 40x30 .*1,199"):
+        load_image(tmp_path / "small.png", max_pixels=1199)
+    capped = dataclasses.replace(processor.tiling, max_pixels=1000)
+    with pytest.raises(ImageLoadError, match="small.png"):
+        processor([{"role": "user", "content": "hi"}], images=[tmp_path / "small.png"], tiling=capped)
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # PIL's note on reading the header
+def test_training_data_skips_an_image_above_the_cap_and_counts_it(tmp_path, tiny):
+    from adapt.data import SkipLog, SourceSpec, SupervisedDataset, measure, read_source
+
+    _, processor = tiny
+    Image.new("RGB", (112, 112), (200, 30, 30)).save(tmp_path / "ok.png")
+    _png_header_only(tmp_path / "huge.png", 13000, 13000)
+    conv = [{"from": "human", "value": "What is shown?"}, {"from": "gpt", "value": "A square."}]
+    ann = tmp_path / "t.jsonl"
+    lines = (json.dumps({"image": name, "conversations": conv}) + "\n" for name in ("ok.png", "huge.png"))
+    ann.write_text("".join(lines))
+    skips = SkipLog()
+    records = measure(read_source(SourceSpec("d", ann), skips), processor, 512, skips)
+    dataset = SupervisedDataset({"d": records}, [("d", k) for k in range(len(records))], processor, 512, skips)
+    kept = [item for item in (dataset[k] for k in range(len(dataset))) if item is not None]
+    assert len(kept) == 1 and skips.count("d") == 1  # counted once, wherever the data code catches it
+    (example,) = [e for entry in skips.to_dict() for e in entry["examples"]]  # whatever the reason is called
+    assert example["where"] == f"{ann}:2" and "13000x13000" in example["detail"]
+
+
+def test_the_demo_reader_reports_the_pixel_cap(tmp_path):
+    from deploy.demo.hooks import read_image
+
+    _png_header_only(tmp_path / "upload-1.png", 13000, 13000)
+    with pytest.raises(ValueError, match=r"^upload-1.png: 13000x13000"):
+        read_image(tmp_path / "upload-1.png")
+
+
+# ------------------------------------------------------------------ 13 / 15: one-line checkpoint errors
+
+
+def test_checkpoint_error_is_a_pocket_adapt_error():
+    assert issubclass(CheckpointError, PocketAdaptError) and issubclass(CheckpointError, ValueError)
+    assert issubclass(ImageLoadError, PocketAdaptError) and issubclass(ImageLoadError, ValueError)
+
+
+@pytest.mark.parametrize("layout", ["pocket", "native"])
+def test_corrupt_safetensors_names_the_file(tmp_path, layout, pocket_dir, native_dir):
+    directory = _copy(pocket_dir if layout == "pocket" else native_dir, tmp_path / layout)
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match=rf"{weights}: .*safetensors"):
+        model.load(directory)
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"text"', "null"])
+def test_a_config_that_is_not_an_object_names_the_file(tmp_path, pocket_dir, content):
+    directory = _copy(pocket_dir, tmp_path / "ckpt")
+    (directory / "config.json").write_text(content)
+    with pytest.raises(CheckpointError, match=rf"{directory / 'config.json'}: .*JSON object"):
+        model.load(directory)
+
+
+def test_a_checkpoint_path_that_is_a_file_names_it(tmp_path, pocket_dir):
+    with pytest.raises(CheckpointError, match=rf"{pocket_dir / 'model.safetensors'}: .*file.*folder"):
+        model.load(pocket_dir / "model.safetensors")
+
+
+@pytest.mark.parametrize("layout", ["pocket", "native"])
+def test_a_missing_tokenizer_is_named_not_blamed_on_sentencepiece(tmp_path, layout, pocket_dir, native_dir):
+    directory = _copy(pocket_dir if layout == "pocket" else native_dir, tmp_path / layout)
+    for f in directory.iterdir():
+        if f.name.startswith(("tokenizer", "vocab", "merges", "special_tokens", "added_tokens", "chat_template")):
+            f.unlink()
+    with pytest.raises(CheckpointError, match=r"no tokenizer files.*tokenizer\.json") as err:
+        model.load(directory)
+    assert "sentencepiece" not in str(err.value) and "\n" not in str(err.value)
