@@ -22,12 +22,13 @@ from transformers import (
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .errors import PocketAdaptError
 from .projectors import build_projector, projector_tokens
 from .tiling import TilingConfig
 from .vision import build_vision_tower, patch_grid, select_features
 
 
-class ImageTokenMismatchError(ValueError):
+class ImageTokenMismatchError(PocketAdaptError, ValueError):
     """The number of image-context tokens differs from the number of image features."""
 
 

@@ -205,6 +205,15 @@ def test_original_checkpoint_with_a_huge_max_dynamic_patch_names_its_config(tmp_
         model.load(directory)
 
 
+def test_pocket_checkpoint_with_out_of_range_tiling_names_its_config(tmp_path, pocket_dir):
+    directory = _copy(pocket_dir, tmp_path / "ckpt")
+    raw = json.loads((directory / "config.json").read_text())
+    raw["tiling"]["max_tiles"] = 5000
+    (directory / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match=r"config\.json.*max_tiles is 5000"):
+        model.load(directory)
+
+
 # ------------------------------------------------------------------ 11: export refuses non-empty targets
 
 
@@ -376,9 +385,14 @@ def test_the_demo_reader_reports_the_pixel_cap(tmp_path):
 # ------------------------------------------------------------------ 13 / 15: one-line checkpoint errors
 
 
-def test_checkpoint_error_is_a_pocket_adapt_error():
-    assert issubclass(CheckpointError, PocketAdaptError) and issubclass(CheckpointError, ValueError)
-    assert issubclass(ImageLoadError, PocketAdaptError) and issubclass(ImageLoadError, ValueError)
+def test_model_errors_are_pocket_adapt_errors_and_value_errors():
+    from deploy.hf import ExportError
+    from model.processor import SampleTooLongError
+    from model.tiling import TilingError
+    from model.vlm import ImageTokenMismatchError
+
+    for error in (CheckpointError, ImageLoadError, TilingError, SampleTooLongError, ImageTokenMismatchError, ExportError):
+        assert issubclass(error, PocketAdaptError) and issubclass(error, ValueError), error
 
 
 @pytest.mark.parametrize("layout", ["pocket", "native"])
