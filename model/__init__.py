@@ -4,11 +4,29 @@
     vlm, processor = load("pocket-tiny")          # or a local checkpoint directory in any supported layout
 """
 
-from .loading import load, save
-from .presets import PRESETS, preset_config
-from .processor import Encoded, SampleTooLongError, VLMProcessor
-from .tiling import TilingConfig, tile_grid
-from .vlm import ImageTokenMismatchError, PocketVLM, PocketVLMConfig
+import importlib
+
+# Imported on first use (PEP 562), so `import model.errors` -- which every package's error classes do -- stays
+# light: the names below pull in torch and transformers.
+_EXPORTS = {
+    "load": "loading", "save": "loading", "PRESETS": "presets", "preset_config": "presets",
+    "Encoded": "processor", "SampleTooLongError": "processor", "VLMProcessor": "processor",
+    "TilingConfig": "tiling", "tile_grid": "tiling",
+    "ImageTokenMismatchError": "vlm", "PocketVLM": "vlm", "PocketVLMConfig": "vlm",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    try:
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
 
 __all__ = [
     "Encoded",
