@@ -27,6 +27,7 @@ Where plugins come from:
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import warnings
 from collections.abc import Callable, Mapping
@@ -34,17 +35,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.errors import PocketAdaptError
+
 __all__ = [
     "BUILTIN_DOMAINS",
     "ENTRY_POINT_GROUP",
     "ConvertReport",
     "Converter",
+    "DomainError",
     "DomainPlugin",
     "MetricFn",
     "Reader",
     "SkipInput",
     "discovery_errors",
+    "check_options",
     "get_domain",
+    "lazy",
     "list_domains",
     "register_domain",
     "unregister_domain",
@@ -64,6 +70,11 @@ Converter = Callable[..., "ConvertReport"]  # (src: Path, out: Path, **options) 
 MetricFn = Callable[[str, Mapping[str, Any], Any], dict]  # (prediction, record, reference) -> {name: score}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class DomainError(PocketAdaptError, ValueError):
+    """A domain cannot do what was asked: an unknown domain, data set or option, a bad option value, a source
+    folder that is not in the expected layout. The message names the file, folder or option."""
 
 
 # --------------------------------------------------------------------------------------------- reports
@@ -146,9 +157,10 @@ class ConvertReport:
         return self.table()
 
 
-class SkipInput(Exception):
+class SkipInput(PocketAdaptError):
     """Raised inside a converter for one input to skip: `reason` (the report's key) and a `detail` naming
-    the file or record; the converter catches it and calls :meth:`ConvertReport.skip`."""
+    the file or record; the converter catches it and calls :meth:`ConvertReport.skip`. One that escapes to
+    the user (a reader called directly) is an ordinary one-line error."""
 
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
@@ -157,6 +169,46 @@ class SkipInput(Exception):
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# --------------------------------------------------------------------------------------------- options
+def lazy(target: str, doc: str = "", **fixed: Any) -> Callable[..., Any]:
+    """A callable that imports ``"package.module:function"`` on first call and calls it with `fixed` keywords
+    added (for example ``dataset="eurosat"``), so a plugin registers without importing heavy readers.
+    :func:`check_options` looks through it at the target's signature; `fixed` keywords are not options."""
+    module, _, name = target.partition(":")
+
+    def resolve() -> Callable[..., Any]:
+        return getattr(importlib.import_module(module), name)
+
+    def call(*args: Any, **options: Any) -> Any:
+        return resolve()(*args, **fixed, **options)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = doc or f"``{target}``" + (f" with {fixed}" if fixed else "")
+    call.resolve, call.fixed = resolve, dict(fixed)  # type: ignore[attr-defined]
+    return call
+
+
+def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str, positional: int) -> None:
+    """Raise :class:`DomainError` naming the known options when `options` holds a keyword `fn` does not take.
+
+    `positional`: how many leading parameters the caller fills itself (``src, out``: 2). A target taking
+    ``**kwargs`` accepts anything; one whose signature cannot be read is not checked.
+    """
+    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+    fixed = set(getattr(fn, "fixed", ()))
+    try:
+        params = list(inspect.signature(target).parameters.values())[positional:]
+    except (TypeError, ValueError):
+        return
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    known = sorted(p.name for p in params if p.kind in kinds and p.name not in fixed)
+    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    unknown = [k for k in options if k in fixed or (k not in known and not open_ended)]
+    if unknown:
+        names = ", ".join(repr(k) for k in unknown)
+        raise DomainError(f"{what} has no option {names}; its options: {', '.join(known) or 'none'}")
 
 
 # --------------------------------------------------------------------------------------------- plugins
@@ -229,7 +281,7 @@ class DomainPlugin:
         fn = self.readers.get(suffix) or self.readers.get("*")
         if fn is None:
             known = ", ".join(sorted(self.readers)) or "none"
-            raise ValueError(f"{path}: domain {self.name!r} has no reader for {suffix or 'files without a suffix'!r} "
+            raise DomainError(f"{path}: domain {self.name!r} has no reader for {suffix or 'files without a suffix'!r} "
                              f"(readers for: {known})")
         return fn
 
@@ -238,11 +290,24 @@ class DomainPlugin:
         return self.reader_for(path)(Path(path), **options)
 
     def convert(self, dataset: str, src: str | Path, out: str | Path, **options: Any) -> ConvertReport:
+        """Run converter `dataset` after checking `options` against its parameters and removing the ``.part``
+        files a killed run left in `out` (:func:`domains.files.remove_stale_parts`)."""
         fn = self.converters.get(dataset)
         if fn is None:
             known = ", ".join(sorted(self.converters)) or "none yet"
-            raise ValueError(f"domain {self.name!r} has no converter for data set {dataset!r} (known: {known})")
+            raise DomainError(f"domain {self.name!r} has no converter for data set {dataset!r} (known: {known})")
+        check_options(fn, options, f"converter {self.name}/{dataset}", positional=2)
+        from domains.files import remove_stale_parts
+
+        remove_stale_parts(Path(out))
         return fn(Path(src), Path(out), **options)
+
+    def synthesize(self, out: str | Path, **options: Any) -> Any:
+        """Run the synthetic-data generator into `out` after checking `options` against its parameters."""
+        if self.synthetic is None:
+            raise DomainError(f"domain {self.name!r} has no synthetic-data generator")
+        check_options(self.synthetic, options, f"the {self.name} generator", positional=1)
+        return self.synthetic(Path(out), **options)
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -277,7 +342,7 @@ def get_domain(name: str) -> DomainPlugin:
         msg = f"unknown domain {name!r}; known domains: {known}"
         if _ERRORS:
             msg += "; plugins that failed to load: " + "; ".join(f"{k} ({v})" for k, v in sorted(_ERRORS.items()))
-        raise ValueError(msg) from None
+        raise DomainError(msg) from None
 
 
 def list_domains() -> list[str]:

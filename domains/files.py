@@ -2,7 +2,12 @@
 
 Converters only read their sources and make re-runs cheap and exact: outputs are written through a temporary
 file and renamed (a killed run leaves no half file), JSONL is rewritten only when its bytes change, and an
-output newer than its sources is reused.
+output newer than its sources -- and, for images, made with the same options (:func:`output_key`) -- is reused.
+
+Written files get the permissions the umask gives any new file (not 0600). A temporary file is named
+``.<name>.<pid>-<token>.part``; a failed write removes its own, and :func:`remove_stale_parts` (run by
+``DomainPlugin.convert`` before each conversion) removes those a killed run left behind. An ``OSError`` raised
+while writing (disk full, permission denied) carries the path being written in ``filename``.
 """
 
 from __future__ import annotations
@@ -10,31 +15,123 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
-__all__ = ["PNG_OPTIONS", "atomic_write", "image_size", "is_fresh", "link_or_copy", "save_png", "split_of",
-           "write_jsonl", "write_splits"]
+from domains.base import DomainError
+
+__all__ = ["KEY_CHUNK", "PNG_OPTIONS", "atomic_write", "image_size", "is_fresh", "link_or_copy", "output_key",
+           "remove_stale_parts", "save_png", "split_of", "stored_key", "write_jsonl", "write_splits"]
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
+KEY_CHUNK = "pocket-adapt:key"  # PNG text chunk holding the output_key an image was made with
+STALE_PART_SECONDS = 86_400  # a .part whose owner cannot be told is stale after a day
+_PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.part$")
+_STARTED_NS = time.time_ns()  # a .part carrying this process's pid but older than this is a dead namesake's
+
+
+def _part_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+
+
+def _new_part(path: Path) -> tuple[int, Path]:
+    """Create ``.<name>.<pid>-<token>.part`` next to `path`, exclusively; mode 0o666 so the umask applies."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = _part_name(path)
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            exc.filename = str(path)  # name the output the user asked for, not the temporary file
+            raise
+
+
+def _name_target(exc: BaseException, path: Path) -> None:
+    if isinstance(exc, OSError) and exc.filename is None:
+        exc.filename = str(path)
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Write `path` with ``write(file)`` through a temporary file in the same folder, then rename it."""
+    """Write `path` with ``write(file)`` through a temporary file in the same folder, then rename it.
+
+    On any failure (Ctrl-C included) the temporary file is removed and `path` is left as it was; an
+    ``OSError`` without a file name gets `path` as its ``filename``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    fd, tmp = _new_part(path)
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        _name_target(exc, path)
         raise
+
+
+def remove_stale_parts(root: Path) -> list[Path]:
+    """Delete the temporary ``.part`` files killed runs left under `root`; returns them, sorted.
+
+    A ``.<name>.<pid>-<token>.part`` is stale when process `pid` is gone (or is this process, started after
+    the file was last written); other ``.part`` names (earlier versions) and any ``.part`` on a system where
+    processes cannot be probed are stale after :data:`STALE_PART_SECONDS`. A live writer's file is kept.
+    """
+    if not root.is_dir():
+        return []
+    removed = []
+    now = time.time_ns()
+    for part in sorted(root.rglob(".*.part")):
+        try:
+            st = part.lstat()
+        except OSError:
+            continue
+        if not os.path.isfile(part) or os.path.islink(part):
+            continue
+        old = now - st.st_mtime_ns > STALE_PART_SECONDS * 10**9
+        m = _PART.match(part.name)
+        if old or (m and _owner_gone(int(m.group("pid")), st.st_mtime_ns)):
+            part.unlink(missing_ok=True)
+            removed.append(part)
+    return removed
+
+
+def _owner_gone(pid: int, mtime_ns: int) -> bool:
+    if pid == os.getpid():
+        return mtime_ns < _STARTED_NS
+    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by someone else
+        return False
+    return False
+
+
+def output_key(**options: Any) -> str:
+    """A short digest of the options that shape an output (bands, stretch, resize, ...), whatever their order."""
+    text = json.dumps(options, sort_keys=True, default=repr, separators=(",", ":"))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def stored_key(path: Path) -> str | None:
+    """The :func:`output_key` a PNG was saved with (:func:`save_png`), or None."""
+    try:
+        with Image.open(path) as im:
+            return im.info.get(KEY_CHUNK)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return None
 
 
 def write_jsonl(records: Iterable[dict], path: Path) -> bool:
@@ -52,7 +149,10 @@ def write_jsonl(records: Iterable[dict], path: Path) -> bool:
 def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]], *, keep_empty: bool = True):
     """Write ``out/<dataset>_<split>.jsonl`` per split (idempotently), record them in `report` (a
     ``domains.base.ConvertReport``: outputs and written counts) and return it. Empty splits are written
-    as empty files unless `keep_empty` is False."""
+    as empty files unless `keep_empty` is False. When every split is empty nothing is written: a run that
+    converted nothing (wrong source folder, wrong options) leaves the outputs of an earlier run as they were."""
+    if not any(splits.values()):
+        return report
     for split, records in splits.items():
         if not records and not keep_empty:
             continue
@@ -63,18 +163,26 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
     return report
 
 
-def is_fresh(dst: Path, sources: Path | Iterable[Path]) -> bool:
-    """True when `dst` exists, is not empty and is not older than any of `sources`."""
+def is_fresh(dst: Path, sources: Path | Iterable[Path], key: str | None = None) -> bool:
+    """True when `dst` exists, is not empty, is not older than any of `sources` and, with `key`, is a PNG
+    saved with that :func:`output_key` (an image made with other options is stale whatever its age)."""
     sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     try:
         st = dst.stat()
-        return st.st_size > 0 and all(st.st_mtime_ns >= Path(s).stat().st_mtime_ns for s in sources)
+        if not (st.st_size > 0 and all(st.st_mtime_ns >= Path(s).stat().st_mtime_ns for s in sources)):
+            return False
     except OSError:
         return False
+    return key is None or stored_key(dst) == key
 
 
-def save_png(img: Image.Image, path: Path) -> None:
-    atomic_write(path, lambda f: img.save(f, **PNG_OPTIONS))
+def save_png(img: Image.Image, path: Path, key: str | None = None) -> None:
+    """Save `img` as PNG atomically; `key` (an :func:`output_key`) is stored in a text chunk for :func:`is_fresh`."""
+    info = None
+    if key is not None:
+        info = PngInfo()
+        info.add_text(KEY_CHUNK, key)
+    atomic_write(path, lambda f: img.save(f, **PNG_OPTIONS, pnginfo=info))
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -85,17 +193,17 @@ def image_size(path: Path) -> tuple[int, int]:
 
 def link_or_copy(src: Path, dst: Path, mode: str = "hardlink") -> None:
     """Put `src` at `dst`: a hard link (``mode="hardlink"``, falling back to a copy across file systems) or a
-    copy (``"copy"``). An existing `dst` of the same size, not older than `src`, is kept."""
+    copy (``"copy"``, which keeps the source's mode as ``cp -p`` does). An existing `dst` of the same size, not
+    older than `src`, is kept."""
     if mode not in ("hardlink", "copy"):
-        raise ValueError(f"link mode must be 'hardlink' or 'copy', got {mode!r}")
+        raise DomainError(f"link mode must be 'hardlink' or 'copy', got {mode!r}")
     try:
         if dst.stat().st_size == src.stat().st_size and is_fresh(dst, [src]):
             return
     except OSError:
         pass
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
-    tmp.unlink(missing_ok=True)
+    tmp = _part_name(dst)
     try:
         if mode == "hardlink":
             try:
@@ -105,6 +213,9 @@ def link_or_copy(src: Path, dst: Path, mode: str = "hardlink") -> None:
         else:
             shutil.copy2(src, tmp)
         os.replace(tmp, dst)
+    except BaseException as exc:
+        _name_target(exc, dst)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

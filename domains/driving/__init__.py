@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domains.base import DomainPlugin
+from domains.base import DomainPlugin, lazy
 from domains.driving.metrics import METRICS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -30,25 +30,12 @@ def read_image_rgb(path: str | Path, **options: Any):
         return im.convert("RGB")
 
 
-def convert_drivelm(src: Path, out: Path, **options: Any):
-    """DriveLM-nuScenes v1.1 -> ``drivelm`` JSONL (:func:`domains.driving.drivelm.convert_drivelm`)."""
-    from domains.driving.drivelm import convert_drivelm as fn
-
-    return fn(src, out, **options)
-
-
-def convert_nuscenes(src: Path, out: Path, **options: Any):
-    """nuScenes dataroot -> grounding + region JSONL (:func:`domains.driving.nuscenes.convert_nuscenes`)."""
-    from domains.driving.nuscenes import convert_nuscenes as fn
-
-    return fn(src, out, **options)
-
-
-def synthetic(out_dir: Path, **options: Any):
-    """Rendered nuScenes + DriveLM in the public layouts (:func:`domains.driving.synthetic.generate`)."""
-    from domains.driving.synthetic import generate
-
-    return generate(out_dir, **options)
+convert_drivelm = lazy("domains.driving.drivelm:convert_drivelm",
+                       "DriveLM-nuScenes v1.1 -> ``drivelm`` JSONL (:func:`domains.driving.drivelm.convert_drivelm`).")
+convert_nuscenes = lazy("domains.driving.nuscenes:convert_nuscenes", "nuScenes dataroot -> grounding + region JSONL "
+                        "(:func:`domains.driving.nuscenes.convert_nuscenes`).")
+synthetic = lazy("domains.driving.synthetic:generate",
+                 "Rendered nuScenes + DriveLM in the public layouts (:func:`domains.driving.synthetic.generate`).")
 
 
 def read_upload(*args: Any, **kwargs: Any):

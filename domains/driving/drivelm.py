@@ -52,7 +52,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport
+from domains.base import ConvertReport, DomainError
 from domains.driving import layout
 from domains.driving.layout import (
     CAMERAS,
@@ -68,7 +68,7 @@ from domains.driving.layout import (
     to_stitched,
 )
 from domains.driving.nuscenes import hash_split
-from domains.files import atomic_write, image_size, is_fresh, link_or_copy, write_jsonl
+from domains.files import atomic_write, image_size, is_fresh, link_or_copy, write_splits
 
 __all__ = [
     "BEHAVIOR_CHOICES",
@@ -173,7 +173,7 @@ def _json_files(src: Path) -> list[Path]:
         files = sorted(p for p in src.glob("*.json") if p.is_file())
         if files:
             return files
-    raise ValueError(f"{src}: expected a DriveLM JSON file or a folder holding v1_1_train_nus.json / "
+    raise DomainError(f"{src}: expected a DriveLM JSON file or a folder holding v1_1_train_nus.json / "
                      "v1_1_val_nus_q_only.json")
 
 
@@ -284,14 +284,14 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     from tqdm import tqdm
 
     if view_mode not in VIEW_MODES:
-        raise ValueError(f"view_mode must be 'stitched' or 'multi', got {view_mode!r}")
+        raise DomainError(f"view_mode must be 'stitched' or 'multi', got {view_mode!r}")
     src, out = Path(src), Path(out)
     order_name = "stitch" if view_mode == "stitched" else (camera_order or "stitch")
     order = layout.camera_order(order_name)
     dataset = dataset or ("drivelm" if view_mode == "stitched" else "drivelm_multi")
     root = Path(nuscenes_root) if nuscenes_root is not None else None
     if root is not None and not root.is_dir():
-        raise ValueError(f"nuscenes_root {root} is not a folder")
+        raise DomainError(f"nuscenes_root {root} is not a folder")
     known_samples = _load_sample_tokens(dataroot, version) if dataroot is not None else None
     if view_mode == "stitched":
         prefix, convert = STITCHED_PREFIX, to_stitched
@@ -343,12 +343,7 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
                     continue
                 records.append(rec)
 
-    for split in sorted(splits):
-        path = out / f"{dataset}_{split}.jsonl"
-        write_jsonl(splits[split], path)
-        report.outputs[split] = path
-        report.wrote(len(splits[split]))
-    return report
+    return write_splits(report, out, dataset, dict(sorted(splits.items())))
 
 
 def _frame_parts(fbody: Any, json_dir: Path, root: Path | None, where: str):

@@ -33,6 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from model.errors import PocketAdaptError
+
 __all__ = ["DRIVELM_PROMPT", "DRIVELM_SYSTEM", "Judge", "JudgeConfig", "JudgeError", "judge_messages",
            "parse_rating"]
 
@@ -43,7 +45,7 @@ DRIVELM_PROMPT = ("Rate my answer based on the correct answer out of 100, with h
                   "78, 41,etc. Output the number only")
 
 
-class JudgeError(RuntimeError):
+class JudgeError(PocketAdaptError, RuntimeError):
     """One judge request failed or its reply held no rating."""
 
 

@@ -36,6 +36,9 @@ from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from domains.base import DomainError
+from model.errors import PocketAdaptError
+
 __all__ = [
     "CAMERAS",
     "CAMERA_ORDERS",
@@ -83,7 +86,7 @@ LABEL_COLOR = (255, 0, 255)  # camera names drawn in magenta, DejaVuSans-Bold 50
 LABEL_SIZE = 50
 
 
-class CTagError(ValueError):
+class CTagError(PocketAdaptError, ValueError):
     """A c-tag names an unknown camera or lies outside its image."""
 
 
@@ -92,7 +95,7 @@ def camera_order(name: str) -> tuple[str, ...]:
     try:
         return CAMERA_ORDERS[name]
     except KeyError:
-        raise ValueError(f"unknown camera order {name!r}; known: {', '.join(CAMERA_ORDERS)}") from None
+        raise DomainError(f"unknown camera order {name!r}; known: {', '.join(CAMERA_ORDERS)}") from None
 
 
 def _check_camera(camera: str) -> str:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domains.base import ConvertReport
+from domains.base import ConvertReport, DomainError
 from domains.boxes import Box, render_ref_box, to_grid
 from domains.driving.layout import camera_order
 from domains.files import image_size, link_or_copy, write_splits
@@ -108,10 +108,10 @@ def detect_version(dataroot: str | Path) -> str:
     if not found and root.is_dir():
         found = sorted(p.name for p in root.iterdir() if (p / "sample.json").is_file())
     if not found:
-        raise ValueError(f"{root}: no nuScenes tables found (expected {root}/v1.0-mini/sample.json or "
+        raise DomainError(f"{root}: no nuScenes tables found (expected {root}/v1.0-mini/sample.json or "
                          f"{root}/v1.0-trainval/sample.json)")
     if len(found) > 1:
-        raise ValueError(f"{root}: several table versions ({', '.join(found)}); pass version=...")
+        raise DomainError(f"{root}: several table versions ({', '.join(found)}); pass version=...")
     return found[0]
 
 
@@ -124,12 +124,12 @@ def open_nuscenes(dataroot: str | Path, version: str | None = None):
     root = Path(dataroot)
     version = version or detect_version(root)
     if not (root / version).is_dir():
-        raise ValueError(f"{root}: no table folder {version}/ (found: "
+        raise DomainError(f"{root}: no table folder {version}/ (found: "
                          f"{', '.join(sorted(p.name for p in root.iterdir() if p.is_dir())) or 'nothing'})")
     try:
         return NuScenes(version=version, dataroot=str(root), verbose=False)
     except (AssertionError, KeyError, IndexError, json.JSONDecodeError, OSError, TypeError) as exc:
-        raise ValueError(f"{root}/{version}: the nuScenes tables do not load "
+        raise DomainError(f"{root}/{version}: the nuScenes tables do not load "
                          f"({type(exc).__name__}: {exc})") from exc
 
 
@@ -141,7 +141,7 @@ def _vis_level(level: str | int):
         return levels[level.lower()]
     if level in (BoxVisibility.ANY, BoxVisibility.ALL):
         return level
-    raise ValueError(f"box_vis_level must be 'any' (a corner in the image) or 'all' (every corner), got {level!r}")
+    raise DomainError(f"box_vis_level must be 'any' (a corner in the image) or 'all' (every corner), got {level!r}")
 
 
 @dataclass(frozen=True)
@@ -251,7 +251,7 @@ def _scene_splits(nusc, version: str, split_by: str, val_fraction: float) -> dic
     """scene token -> "train" | "val" (| "test" for v1.0-test)."""
     names = {s["token"]: s["name"] for s in nusc.scene}
     if split_by not in ("auto", "official", "hash"):
-        raise ValueError(f"split_by must be 'auto', 'official' or 'hash', got {split_by!r}")
+        raise DomainError(f"split_by must be 'auto', 'official' or 'hash', got {split_by!r}")
     if split_by in ("auto", "official"):
         from nuscenes.utils.splits import create_splits_scenes
 
@@ -267,7 +267,7 @@ def _scene_splits(nusc, version: str, split_by: str, val_fraction: float) -> dic
             return {tok: by_name[n] for tok, n in names.items()}
         if split_by == "official":
             unknown = sorted(n for n in names.values() if n not in by_name)
-            raise ValueError(f"scenes not in the official {version} splits: {', '.join(unknown[:5])}")
+            raise DomainError(f"scenes not in the official {version} splits: {', '.join(unknown[:5])}")
     return hash_split(names, val_fraction)
 
 
@@ -275,7 +275,7 @@ def hash_split(keys: dict[str, str], val_fraction: float) -> dict[str, str]:
     """key -> "train" | "val": ``round(n * val_fraction)`` keys (at least 1 and at most n-1 when the fraction is
     positive and n >= 2) go to val, picked by a hash of their names (stable across runs and machines)."""
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise DomainError(f"val_fraction must be in [0, 1), got {val_fraction}")
     order = sorted(keys, key=lambda k: hashlib.sha1(str(keys[k]).encode()).hexdigest())
     n_val = 0
     if val_fraction > 0 and len(order) >= 2:
@@ -326,11 +326,11 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
         categories = [c.strip() for c in categories.split(",") if c.strip()]
     tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
     if not tasks or set(tasks) - {"grounding", "region"}:
-        raise ValueError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tasks!r}")
+        raise DomainError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tasks!r}")
     if int(history) < 0:
-        raise ValueError(f"history must be >= 0 previous key frames, got {history}")
+        raise DomainError(f"history must be >= 0 previous key frames, got {history}")
     if not 1 <= int(min_visibility) <= 4:
-        raise ValueError(f"min_visibility must be a nuScenes visibility token 1-4, got {min_visibility}")
+        raise DomainError(f"min_visibility must be a nuScenes visibility token 1-4, got {min_visibility}")
     order = camera_order(cameras)
     _vis_level(box_vis_level)
     version = version or detect_version(src)

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from domains.base import DomainError
 from domains.driving.drivelm import (
     BEHAVIOR_CHOICES,
     MOVING_STATUS_CHOICES,
@@ -588,9 +589,9 @@ def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 
     from tqdm import tqdm
 
     if not 1 <= int(n_scenes) <= len(MINI_SCENES):
-        raise ValueError(f"n_scenes must be 1-{len(MINI_SCENES)} (the v1.0-mini scene names), got {n_scenes}")
+        raise DomainError(f"n_scenes must be 1-{len(MINI_SCENES)} (the v1.0-mini scene names), got {n_scenes}")
     if int(n_frames) < 1:
-        raise ValueError(f"n_frames must be >= 1, got {n_frames}")
+        raise DomainError(f"n_frames must be >= 1, got {n_frames}")
     out = Path(out)
     root = out / "nuscenes"
     rig = _rig()

@@ -39,6 +39,8 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from domains.base import DomainError
+
 __all__ = [
     "COLORS",
     "GENERAL_TASKS",
@@ -710,7 +712,7 @@ def label_style(sample: Sample) -> Sample:
 
 def _styled(samples: Iterator[Sample], answer_style: str) -> Iterator[Sample]:
     if answer_style not in ANSWER_STYLES:
-        raise ValueError(f"answer_style {answer_style!r} is not one of {ANSWER_STYLES}")
+        raise DomainError(f"answer_style {answer_style!r} is not one of {ANSWER_STYLES}")
     return samples if answer_style == "letter" else map(label_style, samples)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from domains.base import DomainPlugin
+from domains.base import DomainPlugin, lazy
 from domains.boxes import draw_ref_boxes
 from domains.medical.metrics import METRICS
 
@@ -52,25 +52,14 @@ def read_any(path: str | Path, **options: Any):
 
 
 def _converter(name: str):
-    def convert(src: Path, out: Path, **options: Any):
-        from domains.medical import convert as module
-
-        return getattr(module, f"convert_{name}")(src, out, **options)
-
-    convert.__name__ = f"convert_{name}"
-    convert.__doc__ = f"(src, out, **options) -> ConvertReport: :func:`domains.medical.convert.convert_{name}`."
-    return convert
+    return lazy(f"domains.medical.convert:convert_{name}",
+                f"(src, out, **options) -> ConvertReport: :func:`domains.medical.convert.convert_{name}`.")
 
 
 CONVERTERS = {name: _converter(name) for name in ("vqa_rad", "slake", "pmc_vqa", "classification", "dicom_qa")}
 
-
-def synthetic(out_dir: Path, **options: Any):
-    """Small synthetic data sets: DICOM CT series + QA and the public layouts
-    (:func:`domains.medical.synthetic.generate_all`)."""
-    from domains.medical.synthetic import generate_all
-
-    return generate_all(out_dir, **options)
+synthetic = lazy("domains.medical.synthetic:generate_all", "Small synthetic data sets: DICOM CT series + QA and the "
+                 "public layouts (:func:`domains.medical.synthetic.generate_all`).")
 
 
 # --------------------------------------------------------------------------------------------- demo hooks

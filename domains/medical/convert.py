@@ -77,7 +77,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport, SkipInput
+from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import render_ref_box
 from domains.files import (
     PNG_OPTIONS,
@@ -329,7 +329,7 @@ def _window_option(reader: _Dicom, window: Any) -> tuple[Any, str]:
     try:
         return reader.window(window)
     except SkipInput as exc:
-        raise ValueError(f"window option: {exc.detail}") from None
+        raise DomainError(f"window option: {exc.detail}") from None
 
 
 # --------------------------------------------------------------------------------------------- VQA-RAD
@@ -397,7 +397,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     src, out = Path(src), Path(out)
     path = src if src.is_file() else src / VQA_RAD_JSON
     if not path.is_file():
-        raise ValueError(f"{src}: no {VQA_RAD_JSON!r} (the VQA-RAD question file)")
+        raise DomainError(f"{src}: no {VQA_RAD_JSON!r} (the VQA-RAD question file)")
     img_dir = Path(images_dir) if images_dir is not None else path.parent / VQA_RAD_IMAGES
     report = ConvertReport(dataset=dataset, source=src, out=out)
     rows = _load_json_file(path, report)
@@ -451,10 +451,10 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     wanted = list(splits) if splits is not None else list(SLAKE_FILES)
     bad = [s for s in wanted if s not in SLAKE_FILES]
     if bad:
-        raise ValueError(f"unknown SLAKE split(s) {bad}; known: {list(SLAKE_FILES)}")
+        raise DomainError(f"unknown SLAKE split(s) {bad}; known: {list(SLAKE_FILES)}")
     found = {s: root / SLAKE_FILES[s] for s in wanted if (root / SLAKE_FILES[s]).is_file()}
     if not found:
-        raise ValueError(f"{src}: no SLAKE files ({', '.join(SLAKE_FILES.values())}) in {root}")
+        raise DomainError(f"{src}: no SLAKE files ({', '.join(SLAKE_FILES.values())}) in {root}")
     lang = None if q_lang in (None, "", "all") else str(q_lang)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     out_splits: dict[str, list[dict]] = {}
@@ -532,12 +532,12 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     """
     src, out = Path(src), Path(out)
     if mode not in ("mc", "open"):
-        raise ValueError(f"mode must be 'mc' or 'open', got {mode!r}")
+        raise DomainError(f"mode must be 'mc' or 'open', got {mode!r}")
     if not src.is_dir():
-        raise ValueError(f"{src}: not a directory (expected the PMC-VQA CSV files)")
+        raise DomainError(f"{src}: not a directory (expected the PMC-VQA CSV files)")
     names = list(files) if files is not None else [f for f in PMC_FILES if (src / f).is_file()]
     if not names:
-        raise ValueError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
+        raise DomainError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
     report = ConvertReport(dataset=dataset, source=src, out=out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[Path, tuple[str, tuple[int, int]] | SkipInput] = {}
@@ -666,9 +666,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
-        raise ValueError(f"{src}: not a directory (expected one folder per class)")
+        raise DomainError(f"{src}: not a directory (expected one folder per class)")
     if not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+        raise DomainError(f"test_fraction must be in [0, 1), got {test_fraction}")
     report = ConvertReport(dataset=dataset, source=src, out=out)
     subdirs = [p for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in subdirs if p.name.lower() in SPLIT_FOLDERS}
@@ -683,9 +683,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
             items += [(split, d, f, label_fn(d.name)) for f in files]
     labels = sorted({label for *_, label in items})
     if len(labels) > len(LETTERS):
-        raise ValueError(f"{src}: {len(labels)} classes, more than {len(LETTERS)} lettered options")
+        raise DomainError(f"{src}: {len(labels)} classes, more than {len(LETTERS)} lettered options")
     if len(labels) < 2:
-        raise ValueError(f"{src}: found {len(labels)} class folder(s) with images; need at least 2")
+        raise DomainError(f"{src}: found {len(labels)} class folder(s) with images; need at least 2")
     question = mc_question(CLASSIFICATION_QUESTION, labels)
     reader: _Dicom | None = None
     win_value, win_tag = None, "file"
@@ -803,9 +803,9 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     src, out = Path(src), Path(out)
     qa_path = src / qa_file
     if not qa_path.is_file():
-        raise ValueError(f"{src}: no {qa_file} (see domains.medical.convert for the dicom_qa layout)")
+        raise DomainError(f"{src}: no {qa_file} (see domains.medical.convert for the dicom_qa layout)")
     if default_split is not None and default_split not in SPLITS:
-        raise ValueError(f"default_split must be one of {SPLITS}, got {default_split!r}")
+        raise DomainError(f"default_split must be one of {SPLITS}, got {default_split!r}")
     report = ConvertReport(dataset=dataset, source=src, out=out)
     doc = _load_json_file(qa_path, report)
     if doc is None:

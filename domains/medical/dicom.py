@@ -30,7 +30,6 @@ import gzip
 import io
 import os
 import stat
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -58,6 +57,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 from tqdm.auto import tqdm
+
+from domains.files import atomic_write
+from model.errors import PocketAdaptError
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -95,7 +97,7 @@ MAX_GZIP_BYTES = 1024**3
 _DETAIL_CHARS = 240
 
 
-class DicomError(ValueError):
+class DicomError(PocketAdaptError, ValueError):
     """A DICOM file that cannot be read as asked. ``str(err)`` is ``"<file>: <reason> (<detail>)"``.
 
     `reason` is short and stable (good for counting, e.g. ``"no pixel data"``); `detail` is the
@@ -766,21 +768,22 @@ def extract_zip(
 
 
 def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, zip_path: Path) -> int:
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
     copied = 0
-    try:
-        with archive.open(info) as src, os.fdopen(fd, "wb") as dst:
+
+    def copy(dst) -> None:
+        nonlocal copied
+        with archive.open(info) as src:
             while chunk := src.read(1 << 20):
                 copied += len(chunk)
                 if copied > info.file_size or copied > budget:
                     raise DicomError(zip_path, "zip too large", f"entry {info.filename!r} is larger than declared")
                 dst.write(chunk)
-        os.replace(tmp, target)
+
+    try:
+        atomic_write(target, copy)  # removes its .part on any failure, Ctrl-C included; honours the umask
     except DicomError:
-        Path(tmp).unlink(missing_ok=True)
         raise
     except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise DicomError(zip_path, "corrupt zip entry", f"{info.filename!r}: {exc}") from exc
     return copied
 

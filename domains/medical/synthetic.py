@@ -63,6 +63,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from domains.base import DomainError
+
 __all__ = [
     "KINDS",
     "ORGANS",
@@ -175,9 +177,9 @@ def make_case(seed: int | Sequence[int], size: int = 64, n_slices: int = 12,
               lesion_organs: Sequence[str] | None = None) -> Case:
     """A phantom patient. `lesion_organs`: organs to put one lesion each in (default: 0-2 random ones)."""
     if size < 32:
-        raise ValueError(f"size must be >= 32 pixels, got {size}")
+        raise DomainError(f"size must be >= 32 pixels, got {size}")
     if n_slices < 4:
-        raise ValueError(f"n_slices must be >= 4, got {n_slices}")
+        raise DomainError(f"n_slices must be >= 4, got {n_slices}")
     rng = np.random.default_rng(seed)
     scale = {organ: float(rng.uniform(0.9, 1.1)) for organ in ORGANS}  # patients differ a little
     axis = (np.arange(size) + 0.5) / size * 2 - 1
@@ -217,7 +219,7 @@ def make_case(seed: int | Sequence[int], size: int = 64, n_slices: int = 12,
     zz = np.arange(n_slices)
     for organ in lesion_organs:
         if organ not in ORGANS:
-            raise ValueError(f"unknown organ {organ!r}; known: {', '.join(ORGANS)}")
+            raise DomainError(f"unknown organ {organ!r}; known: {', '.join(ORGANS)}")
         lesion = _place_lesion(rng, organ, masks, xx, yy, zz, lesions, size)
         if lesion is not None:
             lesions.append(lesion)
@@ -632,12 +634,12 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
     patient (>= 4). `options`: ``burned_in`` (``dicom_qa``, default True).
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
+        raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
     if int(n) < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise DomainError(f"n must be >= 1, got {n}")
     unknown = set(options) - ({"burned_in"} if kind == "dicom_qa" else set())
     if unknown:
-        raise ValueError(f"unknown option(s) for synthetic {kind!r}: {', '.join(sorted(unknown))}")
+        raise DomainError(f"unknown option(s) for synthetic {kind!r}: {', '.join(sorted(unknown))}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n, size, n_slices = int(n), int(size), int(n_slices)

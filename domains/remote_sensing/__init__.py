@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from domains.base import DomainPlugin
+from domains.base import DomainPlugin, lazy
 from domains.boxes import draw_ref_boxes
 from domains.remote_sensing.metrics import METRICS
 
@@ -26,44 +26,23 @@ def read_raster_rgb(path: str | Path, **options: Any):
     return read_rgb_image(path, **options)
 
 
+_CONVERT = "domains.remote_sensing.convert"
+
+
 def _classification(dataset: str):
-    def convert(src: Path, out: Path, **options: Any):
-        from domains.remote_sensing.convert import convert_classification
-
-        return convert_classification(src, out, dataset=dataset, **options)
-
-    convert.__name__ = f"convert_{dataset}"
-    convert.__doc__ = f"Folder-per-class {dataset} -> classification JSONL (convert.convert_classification)."
-    return convert
+    return lazy(f"{_CONVERT}:convert_classification",
+                f"Folder-per-class {dataset} -> classification JSONL (convert.convert_classification).", dataset=dataset)
 
 
-def convert_rsvqa(src: Path, out: Path, **options: Any):
-    """RSVQA LR / HR -> VQA JSONL (:func:`domains.remote_sensing.convert.convert_rsvqa`)."""
-    from domains.remote_sensing.convert import convert_rsvqa as fn
-
-    return fn(src, out, **options)
-
-
-def convert_dior_rsvg(src: Path, out: Path, **options: Any):
-    """DIOR-RSVG -> grounding + region JSONL (:func:`domains.remote_sensing.convert.convert_dior_rsvg`)."""
-    from domains.remote_sensing.convert import convert_dior_rsvg as fn
-
-    return fn(src, out, **options)
-
-
-def convert_scene_chips(src: Path, out: Path, **options: Any):
-    """Large GeoTIFF scene(s) -> georeferenced chips (+ grounding records from a boxes file)
-    (:func:`domains.remote_sensing.convert.convert_scene_chips`)."""
-    from domains.remote_sensing.convert import convert_scene_chips as fn
-
-    return fn(src, out, **options)
-
-
-def synthetic(out_dir: Path, **options: Any):
-    """Small synthetic data sets in the public layouts (:func:`domains.remote_sensing.synthetic.generate_all`)."""
-    from domains.remote_sensing.synthetic import generate_all
-
-    return generate_all(out_dir, **options)
+convert_rsvqa = lazy(f"{_CONVERT}:convert_rsvqa",
+                     "RSVQA LR / HR -> VQA JSONL (:func:`domains.remote_sensing.convert.convert_rsvqa`).")
+convert_dior_rsvg = lazy(f"{_CONVERT}:convert_dior_rsvg", "DIOR-RSVG -> grounding + region JSONL "
+                         "(:func:`domains.remote_sensing.convert.convert_dior_rsvg`).")
+convert_scene_chips = lazy(f"{_CONVERT}:convert_scene_chips",
+                           "Large GeoTIFF scene(s) -> georeferenced chips (+ grounding records from a boxes file) "
+                           "(:func:`domains.remote_sensing.convert.convert_scene_chips`).")
+synthetic = lazy("domains.remote_sensing.synthetic:generate_all", "Small synthetic data sets in the public layouts "
+                 "(:func:`domains.remote_sensing.synthetic.generate_all`).")
 
 
 CONVERTERS = {

@@ -48,6 +48,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
+from domains.base import DomainError
 from domains.general.world import render_scene
 
 __all__ = [
@@ -295,12 +296,12 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
     classification kinds.
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
+        raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
     if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+        raise DomainError(f"n must be >= 1, got {n}")
     size = int(size or _DEFAULT_SIZE[kind])
     if size < 8:
-        raise ValueError(f"size must be >= 8 pixels, got {size}")
+        raise DomainError(f"size must be >= 8 pixels, got {size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if kind == "ucmerced":

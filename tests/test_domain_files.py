@@ -1,0 +1,180 @@
+"""domains.files under failure (issue 14): outputs honour the umask, temporary `.part` files never outlive their run,
+an OSError names the file being written, and an output made with other options is not fresh."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from domains.base import ConvertReport, DomainPlugin
+from domains.files import (
+    atomic_write,
+    is_fresh,
+    link_or_copy,
+    output_key,
+    remove_stale_parts,
+    save_png,
+    write_splits,
+)
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_atomic_writes_honour_the_umask(tmp_path, umask_022):
+    atomic_write(tmp_path / "a.jsonl", lambda f: f.write(b"{}\n"))
+    save_png(Image.new("RGB", (2, 2)), tmp_path / "b.png")
+    assert _mode(tmp_path / "a.jsonl") == 0o644 and _mode(tmp_path / "b.png") == 0o644
+    os.umask(0o077)
+    atomic_write(tmp_path / "c.jsonl", lambda f: f.write(b"{}\n"))
+    assert _mode(tmp_path / "c.jsonl") == 0o600
+
+
+def test_link_or_copy_copies_keep_the_source_mode(tmp_path, umask_022):
+    src = tmp_path / "cam.jpg"
+    src.write_bytes(b"x" * 10)
+    src.chmod(0o644)
+    link_or_copy(src, tmp_path / "out" / "cam.jpg", "copy")
+    assert _mode(tmp_path / "out" / "cam.jpg") == 0o644
+
+
+def _parts(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.part"))
+
+
+def test_a_failed_write_leaves_no_part_and_names_the_file(tmp_path):
+    def disk_full(f):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "x.jsonl", disk_full)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "x.jsonl")
+    assert _parts(tmp_path) == [] and not (tmp_path / "x.jsonl").exists()
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(tmp_path / "y.jsonl", lambda f: (_ for _ in ()).throw(KeyboardInterrupt()))
+    assert _parts(tmp_path) == []
+
+
+def test_a_refused_temporary_file_names_the_target(tmp_path, monkeypatch):
+    import domains.files as files
+
+    def refuse(path, flags, mode=0o777, *, dir_fd=None):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(files.os, "open", refuse)
+    with pytest.raises(PermissionError) as caught:
+        atomic_write(tmp_path / "x.jsonl", lambda f: f.write(b""))
+    assert caught.value.filename == str(tmp_path / "x.jsonl")
+
+
+def _killed_writer(target: Path) -> None:
+    """A child process that starts an atomic write and is killed (SIGKILL) before it finishes."""
+    code = ("import os, sys, pathlib\n"
+            "from domains.files import atomic_write\n"
+            "def hang(f):\n"
+            "    f.write(b'half'); f.flush(); print('writing', flush=True); sys.stdin.read()\n"
+            f"atomic_write(pathlib.Path({str(target)!r}), hang)\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             cwd=Path(__file__).resolve().parents[1])
+    assert child.stdout.readline().strip() == b"writing"
+    child.kill()
+    child.wait()
+
+
+def test_parts_left_by_a_killed_run_are_removed_on_the_next_run(tmp_path):
+    out = tmp_path / "out"
+    _killed_writer(out / "images" / "a.png")
+    stray = _parts(out)
+    assert len(stray) == 1 and stray[0].name.startswith(".a.png.")
+    mine = out / f".b.png.{os.getpid()}-0123abcd.part"  # this live process's: left alone
+    mine.write_bytes(b"")
+    assert remove_stale_parts(out) == stray
+    assert _parts(out) == [mine]
+
+
+def test_old_parts_of_unknown_owners_are_removed_fresh_ones_kept(tmp_path):
+    old = tmp_path / ".a.png.k2j3h4_x.part"  # mkstemp-style name of an older version
+    new = tmp_path / ".b.png.q9w8e7_r.part"
+    for p in (old, new):
+        p.write_bytes(b"")
+    day = time.time() - 2 * 86400
+    os.utime(old, (day, day))
+    assert remove_stale_parts(tmp_path) == [old] and _parts(tmp_path) == [new]
+    assert remove_stale_parts(tmp_path / "missing") == []
+
+
+def test_plugin_convert_removes_stale_parts_first(tmp_path):
+    out = tmp_path / "out"
+    _killed_writer(out / "toy_train.jsonl")
+    assert len(_parts(out)) == 1
+
+    def convert(src: Path, out: Path) -> ConvertReport:
+        return write_splits(ConvertReport("toy"), out, "toy", {"train": [{"id": 1}]})
+
+    DomainPlugin(name="toy_parts", converters={"toy": convert}).convert("toy", tmp_path, out)
+    assert _parts(out) == [] and (out / "toy_train.jsonl").read_text() == '{"id": 1}\n'
+
+
+def test_output_key_and_freshness(tmp_path):
+    src = tmp_path / "a.tif"
+    src.write_bytes(b"raw")
+    key = output_key(bands=["B04", "B03", "B02"], stretch=(2, 98), resize=None)
+    assert key == output_key(resize=None, stretch=(2, 98), bands=["B04", "B03", "B02"])  # order-free
+    assert key != output_key(bands=[8, 4, 3], stretch=(2, 98), resize=None)
+    dst = tmp_path / "a.png"
+    save_png(Image.new("RGB", (2, 2)), dst, key=key)
+    assert is_fresh(dst, [src]) and is_fresh(dst, [src], key=key)
+    assert not is_fresh(dst, [src], key=output_key(bands=[8, 4, 3], stretch=(2, 98), resize=None))
+    save_png(Image.new("RGB", (2, 2)), tmp_path / "b.png")  # written without a key: never fresh for one
+    assert not is_fresh(tmp_path / "b.png", [src], key=key)
+
+
+def test_write_splits_writes_nothing_when_every_split_is_empty(tmp_path):
+    report = write_splits(ConvertReport("toy"), tmp_path, "toy", {"train": [], "test": []})
+    assert report.written == 0 and report.outputs == {} and not list(tmp_path.iterdir())
+
+
+def test_extracted_zip_entries_honour_the_umask_and_leave_no_part_on_ctrl_c(tmp_path, umask_022, monkeypatch):
+    import zipfile
+
+    from tests.deps import require
+
+    require("pydicom", "domains.medical.dicom")
+    from domains.medical.dicom import extract_zip
+
+    archive = tmp_path / "study.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("study/a.dcm", b"a" * 100)
+        z.writestr("study/b.dcm", b"b" * 100)
+    files = extract_zip(archive, tmp_path / "out")
+    assert [_mode(f) for f in files] == [0o644, 0o644]
+
+    real_read = zipfile.ZipExtFile.read
+
+    def interrupted(self, n=-1):
+        if self.name.endswith("b.dcm"):
+            raise KeyboardInterrupt
+        return real_read(self, n)
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_zip(archive, tmp_path / "again")
+    assert _parts(tmp_path / "again") == [] and (tmp_path / "again" / "study" / "a.dcm").exists()
