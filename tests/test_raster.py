@@ -249,3 +249,76 @@ def test_small_scene_one_chip_and_min_valid(tmp_path):
     assert "33.3% valid" in report.examples["valid fraction below 0.5"][0]
     with pytest.raises(ValueError, match="overlap"):
         list(iter_chips(path, size=64, overlap=64))
+
+
+# --------------------------------------------------------------------------------------------- GDAL block cache
+def test_chipping_holds_gdal_block_cache_during_reads(tmp_path, monkeypatch):
+    """Issue 14 (16): every read iter_chips makes runs with GDAL_CACHEMAX = chip_cache_bytes, not GDAL's default
+    (5 % of RAM, which kept ~1.3 GB of a 20000^2 scene); the default is back between chips."""
+    from rasterio.env import get_gdal_config
+
+    from domains.remote_sensing.raster import CHIP_CACHE_MIN, chip_cache_bytes
+
+    path = tmp_path / "tiled.tif"
+    write_tif(path, np.random.default_rng(0).integers(1, 255, (3, 700, 1000), dtype=np.uint8),
+              tiled=True, blockxsize=256, blockysize=256)
+    seen = []
+    real = rasterio.io.DatasetReader.read
+
+    def spy(self, *args, **kwargs):
+        seen.append(get_gdal_config("GDAL_CACHEMAX"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", spy)
+    default = get_gdal_config("GDAL_CACHEMAX")
+    between = [get_gdal_config("GDAL_CACHEMAX") for _ in iter_chips(path, size=448, overlap=64, stretch=(2, 98))]
+    with rasterio.open(path) as src:
+        want = chip_cache_bytes(src, 448)
+    assert want == CHIP_CACHE_MIN < default
+    assert len(seen) > len(between) == 6  # scene-wide stretch samples, then 3 x 2 chips
+    assert set(seen) == {want} and set(between) == {default}
+
+
+def test_chip_cache_bytes_spans_one_row_of_chips():
+    from types import SimpleNamespace
+
+    from domains.remote_sensing.raster import CHIP_CACHE_MAX, chip_cache_bytes
+
+    def scene(width, block, count=3, dtype="uint8"):
+        return SimpleNamespace(width=width, height=width, count=count, dtypes=[dtype] * count,
+                               block_shapes=[block] * count)
+
+    mb = 2**20
+    assert chip_cache_bytes(scene(20_000, (512, 512)), 448) == int(2 * 512 * 20_000 * 3 * 1.25)  # ~73 MB
+    assert chip_cache_bytes(scene(20_000, (1, 20_000)), 448) == int(449 * 20_000 * 3 * 1.25)  # strips: ~32 MB
+    assert chip_cache_bytes(scene(200_000, (512, 512), 13, "uint16"), 448) == CHIP_CACHE_MAX == 256 * mb
+
+
+@pytest.mark.slow
+def test_chipping_peak_memory_stays_near_the_cache(tmp_path):
+    """End to end, in a fresh process (tracemalloc does not see GDAL's memory): the peak RSS grows by about
+    the cache while a 6000^2 striped scene is chipped; with GDAL's default cache it grew by the whole ~100 MB.
+    The peak is the process's own high-water mark (VmHWM): on Linux a child's ru_maxrss starts at the size of
+    the parent it was forked from (here pytest, with torch loaded), which would hide the growth."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = tmp_path / "scene.tif"
+    x = (np.arange(6000) % 251).astype(np.uint8)
+    write_tif(path, np.stack([np.broadcast_to(x, (6000, 6000))] * 3))
+    code = ("import resource, sys\n"
+            "from pathlib import Path\n"
+            "from domains.remote_sensing.raster import iter_chips\n"
+            "status = Path('/proc/self/status')\n"
+            "def rss():\n"
+            "    if status.exists():\n"
+            "        return next(int(x.split()[1]) for x in status.read_text().splitlines() if x.startswith('VmHWM')) // 1024\n"
+            "    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+            "chips = iter_chips(sys.argv[1], size=448, overlap=64, stretch=None)\n"
+            "first = next(chips); before = rss(); n = 1 + sum(1 for _ in chips)\n"
+            "print(n, rss() - before)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    n, grew_mb = map(int, done.stdout.split())
+    assert n == 16 * 16 and grew_mb < 50, done.stdout

@@ -350,3 +350,43 @@ def test_source_is_never_modified_and_outputs_relative(tmp_path):
     assert {k: v[0] for k, v in tree_state(src).items()} == {k: v[0] for k, v in tree_state(tmp_path / "copy").items()}
     for r in all_records(report):
         assert not Path(r["image"]).is_absolute() and r["image"].startswith("images/dior_rsvg/")
+
+
+# --------------------------------------------------------------------------------------------- options and freshness
+def _png(out: Path, rec: dict) -> np.ndarray:
+    with Image.open(out / rec["image"]) as im:
+        return np.asarray(im)
+
+
+def test_changed_bands_or_stretch_rewrite_the_images(tmp_path):
+    """Issue 14 (12): a re-run into the same `out` with other bands used to keep the PNGs of the first run."""
+    src = generate("eurosat_ms", tmp_path / "EuroSAT_MS", n=1, classes=["River", "Forest"])
+    tif = src / "River" / "River_1.tif"
+    out = tmp_path / "out"
+    for bands, stretch in [(None, "auto"), ([8, 4, 3], "auto"), ([8, 4, 3], [5, 95]), (None, "auto")]:
+        report = convert_classification(src, out, dataset="eurosat_ms", bands=bands, stretch=stretch, test_fraction=0)
+        rec = next(r for r in all_records(report) if r["meta"]["source"] == "River/River_1.tif")
+        want = read_rgb(tif, bands=bands or [4, 3, 2], stretch=(2, 98) if stretch == "auto" else stretch)[0]
+        assert np.array_equal(_png(out, rec), np.asarray(want)), (bands, stretch)
+    state = tree_state(out)
+    convert_classification(src, out, dataset="eurosat_ms", test_fraction=0)  # same options: nothing rewritten
+    assert tree_state(out) == state
+
+
+def test_changed_resize_rewrites_rsvqa_images(tmp_path):
+    src = generate("rsvqa_lr", tmp_path / "rsvqa", n=2)
+    out = tmp_path / "out"
+    for resize in (None, 16, None):
+        recs = all_records(convert_rsvqa(src, out, resize=resize))
+        with Image.open(out / recs[0]["image"]) as im:
+            assert max(im.size) == (resize or 32) and (im.width, im.height) == (recs[0]["width"], recs[0]["height"])
+
+
+def test_rsvqa_with_the_wrong_images_folder_writes_nothing_and_keeps_outputs(tmp_path):
+    src = generate("rsvqa_lr", tmp_path / "rsvqa", n=2)
+    out = tmp_path / "out"
+    first = convert_rsvqa(src, out)
+    kept = {p: p.read_bytes() for p in first.outputs.values()}
+    again = convert_rsvqa(src, out, images_dir=tmp_path / "nowhere")
+    assert again.written == 0 and again.skipped["missing image"] == 2 and again.outputs == {}
+    assert {p: p.read_bytes() for p in kept} == kept

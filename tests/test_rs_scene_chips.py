@@ -306,3 +306,33 @@ def test_sparse_precheck_matches_iter_chips(tmp_path):
              iter_scene_chips(path, size=CHIP, overlap=overlap, min_valid=min_valid, stretch=(2, 98), report=rb)]
         assert a == b and a
         assert ra.skipped == rb.skipped
+
+
+def test_changed_bands_rewrite_the_chips(tmp_path):
+    """Issue 14 (12): chips of a re-run with other bands into the same `out` are rewritten, not reused."""
+    from PIL import Image
+
+    path = tmp_path / "scene.tif"
+    rng = np.random.default_rng(2)
+    with rasterio.open(path, "w", driver="GTiff", width=300, height=200, count=3, dtype="uint8", crs=CRS,
+                       transform=TRANSFORM) as ds:
+        ds.write(rng.integers(1, 255, (3, 200, 300), dtype="uint8"))
+    with rasterio.open(path) as ds:
+        data = ds.read()
+    out = tmp_path / "out"
+    for bands in ([1, 2, 3], [3, 2, 1], [1, 2, 3]):
+        convert_scene_chips(path, out, size=CHIP, overlap=0, bands=bands, stretch=None)
+        chip = read_jsonl(out / "chips.jsonl")[0]
+        with Image.open(out / chip["image"]) as im:
+            assert np.array_equal(np.asarray(im), data[[b - 1 for b in bands]].transpose(1, 2, 0)), bands
+
+
+def test_a_folder_without_readable_scenes_keeps_the_earlier_index(tmp_path):
+    small_scene(tmp_path / "a.tif")
+    out = tmp_path / "out"
+    convert_scene_chips(tmp_path / "a.tif", out, size=256, overlap=0)
+    index = (out / "chips.jsonl").read_bytes()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.tif").write_bytes(b"II*\x00not a tiff")
+    report = convert_scene_chips(tmp_path / "bad", out, size=256, overlap=0)
+    assert report.written == 0 and report.outputs == {} and (out / "chips.jsonl").read_bytes() == index

@@ -12,9 +12,10 @@ Converters (each ``(src, out, **options) -> ConvertReport``; registered on the `
 ``root``). Every record holds ``id``, ``image``, ``width``, ``height``, ``conversations`` (one human turn
 starting ``<image>\\n`` and one gpt turn), ``task``, ``answer`` (the reference) and ``meta``.
 
-**Idempotent and resumable.** The source is only read. An output PNG is re-used when it exists and is not
-older than its source file (PNGs are written atomically, so a killed run leaves no half files); a JSONL is
-rewritten only when its content changes. Re-running on the same source therefore rewrites nothing and
+**Idempotent and resumable.** The source is only read. An output PNG is re-used when it exists, is not
+older than its source file and was made with the same image options (`bands`, `stretch`, `resize`: their
+:func:`~domains.files.output_key` is stored in the PNG, so changed options rewrite it); PNGs are written
+atomically, so a killed run leaves no half files; a JSONL is rewritten only when its content changes. Re-running on the same source therefore rewrites nothing and
 gives byte-identical JSONL; a run that was stopped picks up where it left off.
 
 **Bad input** (truncated / corrupt rasters, zero-size rasters, all-nodata images, unsupported data types,
@@ -33,11 +34,12 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport, SkipInput
+from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, clip_box, render_ref_box, to_grid
 from domains.files import (
     image_size,
     is_fresh,
+    output_key,
     save_png,
     split_of,
     write_jsonl,
@@ -133,11 +135,12 @@ def _auto_stretch(path: Path):
         return (2, 98)  # read_rgb reports the real problem
 
 
-def _image_out(src_img: Path, dst: Path, load: Callable[[], Image.Image],
+def _image_out(src_img: Path, dst: Path, load: Callable[[], Image.Image], key: str,
                resize: Callable[[Image.Image], Image.Image] | None = None,
                expect: tuple[int, int] | None = None) -> tuple[int, int]:
-    """Write `dst` from `src_img` unless it is already there, fresh (and of size `expect`); returns (W, H)."""
-    if is_fresh(dst, src_img):
+    """Write `dst` from `src_img` unless it is already there, fresh, made with the options `key` stands for
+    (:func:`~domains.files.output_key`) and of size `expect`; returns (W, H)."""
+    if is_fresh(dst, src_img, key):
         try:
             size = image_size(dst)
             if expect is None or tuple(size) == tuple(expect):
@@ -147,7 +150,7 @@ def _image_out(src_img: Path, dst: Path, load: Callable[[], Image.Image],
     img = load()
     if resize is not None:
         img = resize(img)
-    save_png(img, dst)
+    save_png(img, dst, key=key)
     return img.size
 
 
@@ -209,9 +212,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     """
     src, out = Path(src), Path(out)
     if dataset not in CLASSIFICATION_DATASETS:
-        raise ValueError(f"dataset must be one of {CLASSIFICATION_DATASETS}, got {dataset!r}")
+        raise DomainError(f"dataset must be one of {CLASSIFICATION_DATASETS}, got {dataset!r}")
     if not src.is_dir():
-        raise ValueError(f"{src}: not a directory (expected one folder per class)")
+        raise DomainError(f"{src}: not a directory (expected one folder per class)")
     if dataset == "eurosat_ms" and bands is None:
         bands = ["B04", "B03", "B02"]
     report = ConvertReport(dataset=dataset, source=src, out=out)
@@ -227,13 +230,14 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
     splits: dict[str, list[dict]] = {"train": [], "test": []} if test_fraction > 0 else {"train": []}
     resizer = _resizer(resize)
+    key = output_key(bands=bands, stretch=stretch, resize=resize)
     for d, imgs in classes:
         label = label_fn(d.name)
         for img in imgs:
             rel = img.relative_to(root).as_posix()
             image = f"images/{dataset}/{_safe(d.name)}/{_safe(img.stem)}.png"
             try:
-                size = _image_out(img, out / image, lambda img=img: _load_rgb(img, bands, stretch), resizer)
+                size = _image_out(img, out / image, lambda img=img: _load_rgb(img, bands, stretch), key, resizer)
             except SkipInput as exc:
                 report.skip(img, exc.reason, exc.detail)
                 continue
@@ -248,7 +252,7 @@ def _resizer(resize: int | None) -> Callable[[Image.Image], Image.Image] | None:
     if resize is None:
         return None
     if int(resize) < 1:
-        raise ValueError(f"resize must be a positive longer-side length in pixels, got {resize}")
+        raise DomainError(f"resize must be a positive longer-side length in pixels, got {resize}")
 
     def fn(img: Image.Image) -> Image.Image:
         return img.resize(_resized_size(img.size, int(resize)), Image.Resampling.BICUBIC)
@@ -318,7 +322,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
-        raise ValueError(f"{src}: not a directory (expected the RSVQA json files)")
+        raise DomainError(f"{src}: not a directory (expected the RSVQA json files)")
     found = []
     for p in sorted(src.glob("*_split_*_questions.json")):
         m = _RSVQA_SPLIT.match(p.name)
@@ -327,7 +331,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     if not found and (src / "all_questions.json").exists():
         found.append(("", "all", src / "all_questions.json"))
     if not found:
-        raise ValueError(f"{src}: no RSVQA files (*_split_*_questions.json or all_questions.json)")
+        raise DomainError(f"{src}: no RSVQA files (*_split_*_questions.json or all_questions.json)")
     prefix = found[0][0]
     hr = prefix.upper() in ("USGS", "HR")
     dataset = dataset or ("rsvqa_hr" if hr else "rsvqa_lr")
@@ -337,6 +341,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     images_dir = Path(images_dir)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     resizer = _resizer(resize)
+    key = output_key(bands=bands, stretch=stretch, resize=resize)
     out_splits: dict[str, list[dict]] = {}
     image_status: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
     for pre, split, qpath in found:
@@ -374,7 +379,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                 img_src = images_dir / f"{img_key}.tif"
                 image = f"images/{dataset}/{_safe(img_key)}.png"
                 try:
-                    size = _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p, bands, stretch), resizer)
+                    size = _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p, bands, stretch), key,
+                                      resizer)
                     image_status[img_key] = (image, size)
                 except SkipInput as exc:
                     image_status[img_key] = exc
@@ -450,15 +456,15 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     src, out = Path(src), Path(out)
     unknown = set(tasks) - {"grounding", "region"}
     if unknown or not tasks:
-        raise ValueError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tuple(tasks)!r}")
+        raise DomainError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tuple(tasks)!r}")
     ann_dir = src / annotations_dir
     if not ann_dir.is_dir():
-        raise ValueError(f"{src}: no {annotations_dir}/ folder of VOC xml files")
+        raise DomainError(f"{src}: no {annotations_dir}/ folder of VOC xml files")
     report = ConvertReport(dataset=dataset, source=src, out=out)
     split_map = _split_indices(src, report)
     out_splits: dict[str, list[dict]] = {s: [] for s in (("train", "val", "test") if split_map is not None else ("all",))}
     if resize is not None and int(resize) < 1:
-        raise ValueError(f"resize must be a positive longer-side length in pixels, got {resize}")
+        raise DomainError(f"resize must be a positive longer-side length in pixels, got {resize}")
     obj_index = -1
     for xml in sorted(ann_dir.glob("*.xml")):
         try:
@@ -540,7 +546,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
         if not pending:
             continue
         try:
-            _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p),
+            _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p), output_key(resize=resize),
                        (lambda im, wh=(out_w, out_h): im.resize(wh, Image.Resampling.BICUBIC)) if resize else None,
                        expect=(out_w, out_h))
         except SkipInput as exc:
@@ -563,7 +569,7 @@ def _scene_files(src: Path) -> list[Path]:
     if src.is_dir():
         return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in SCENE_SUFFIXES
                       and not p.name.startswith("."))
-    raise ValueError(f"{src}: no such file or directory (expected a GeoTIFF scene or a folder of them)")
+    raise DomainError(f"{src}: no such file or directory (expected a GeoTIFF scene or a folder of them)")
 
 
 def iter_scene_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
@@ -635,7 +641,7 @@ def load_scene_boxes(path: str | Path, report: ConvertReport | None = None) -> t
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{p}: cannot read the boxes file as JSON / GeoJSON: {exc}") from exc
+        raise DomainError(f"{p}: cannot read the boxes file as JSON / GeoJSON: {exc}") from exc
     crs = None
     if isinstance(data, dict):
         crs = data.get("crs")
@@ -648,7 +654,7 @@ def load_scene_boxes(path: str | Path, report: ConvertReport | None = None) -> t
     else:
         items = data
     if not isinstance(items, list):  # a bad file is a ValueError, as for unreadable JSON
-        raise ValueError(  # noqa: TRY004
+        raise DomainError(  # noqa: TRY004
             f"{p}: expected a list of objects, {{'objects': [...]}} or a GeoJSON FeatureCollection")
     objects = []
     for k, item in enumerate(items):
@@ -804,9 +810,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     kept chip with >= 50 % inside: cut by chip borders, or in nodata chips), ``"crs mismatch"``,
     ``"missing phrase"``, ``"malformed box"``.
 
-    Idempotent as the other converters: chip PNGs are re-used when present, not older than their scene and
-    of the right size (change `bands` / `stretch` into a fresh `out`), and JSONL files are rewritten only
-    when their content changes.
+    Idempotent as the other converters: chip PNGs are re-used when present, not older than their scene, of
+    the right size and made with the same `bands`, `stretch`, `nodata`, `band_names` and `stretch_scope`
+    (other values rewrite them), and JSONL files are rewritten only when their content changes.
     """
     import numpy as np
 
@@ -814,11 +820,11 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
 
     src, out = Path(src), Path(out)
     if not 0 < min_inside <= 1:
-        raise ValueError(f"min_inside must be in (0, 1], got {min_inside}")
+        raise DomainError(f"min_inside must be in (0, 1], got {min_inside}")
     scenes = _scene_files(src)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     if not scenes:
-        raise ValueError(f"{src}: no GeoTIFF scenes ({', '.join(SCENE_SUFFIXES)})")
+        raise DomainError(f"{src}: no GeoTIFF scenes ({', '.join(SCENE_SUFFIXES)})")
     objects: list[dict] = []
     boxes_crs = None
     if boxes is not None:
@@ -829,6 +835,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     seen = Counter(ids)
     rid_of = [_safe(i) if seen[i] == 1 else f"{_safe(i)}~{k}" for k, i in enumerate(ids)]  # unique record ids
     placed: dict[int, str] = {}  # object index -> "" (recorded) or why not yet
+    key = output_key(bands=bands, stretch=stretch, nodata=nodata, band_names=band_names, stretch_scope=stretch_scope)
     index: list[dict] = []
     records: list[dict] = []
     for scene in scenes:
@@ -871,7 +878,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                 col, row = int(chip.window.col_off), int(chip.window.row_off)
                 w, h = chip.image.size
                 image = f"images/{dataset}/{tag}/{tag}_x{col}_y{row}_{w}x{h}.png"
-                _image_out(scene, out / image, lambda im=chip.image: im, expect=(w, h))
+                _image_out(scene, out / image, lambda im=chip.image: im, key, expect=(w, h))
                 if crs_text is None and chip.crs is not None:
                     crs_text = chip.crs.to_string()
                 cid = f"{dataset}/{tag}/x{col}_y{row}"
@@ -916,8 +923,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         else:
             reason = "box outside image"
         report.skip(obj["where"], reason, f"{obj['where']}: {why}")
-    write_jsonl(index, out / "chips.jsonl")
-    report.outputs["chips"] = out / "chips.jsonl"
+    if index:  # no chip at all (wrong folder, all nodata): an earlier run's index is kept
+        write_jsonl(index, out / "chips.jsonl")
+        report.outputs["chips"] = out / "chips.jsonl"
     if boxes is None:
         report.wrote(len(index))
         return report
