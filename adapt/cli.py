@@ -1,12 +1,39 @@
-"""The `adapt` command line. Verbs are thin: each parses its flags and calls one library function."""
+"""The `adapt` command line. Verbs are thin: each parses its flags and calls one library function.
+
+Errors: a :class:`~model.errors.PocketAdaptError` (bad input, settings or files the user can fix) and the
+anticipated ``OSError`` kinds (no such file, a file where a folder should be, permission denied, disk full,
+read-only file system) are printed as one line, ``adapt VERB: error: ...``, exit status 1; Ctrl-C prints
+``adapt VERB: interrupted``, exit status 130. Anything else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import math
 import sys
 from pathlib import Path
 
+from model.errors import PocketAdaptError
+
 DEFAULT_QUESTION = "What shapes are in the picture?"
+
+# User-error classes that predate PocketAdaptError and still derive from ValueError alone in some trees; they are
+# named here (module, class) so the CLI need not catch ValueError as a whole. Once every one of them derives from
+# PocketAdaptError this table and _is_user_error's lookup can go.
+_LEGACY_USER_ERRORS = {
+    ("adapt.recipe", "RecipeError"),
+    ("adapt.data.samples", "DataQualityError"),
+    ("model.checkpoints.io", "CheckpointError"),
+    ("model.tiling", "ImageLoadError"),
+    ("model.processor", "SampleTooLongError"),
+    ("model.vlm", "ImageTokenMismatchError"),
+    ("deploy.demo.uploads", "UploadError"),
+}
+
+
+class CliError(PocketAdaptError, ValueError):
+    """A command line the user can fix (a malformed --option, an impossible size); also: nothing converted."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +50,67 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError) as err:  # user errors: one clear line, no traceback
-        print(f"adapt {args.verb}: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"adapt {args.verb}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = user_error_message(err, getattr(args, "out", None))
+        if message is None:
+            raise  # a bug: keep the traceback
+        print(f"adapt {args.verb}: error: {message}", file=sys.stderr)
         return 1
+
+
+def _is_user_error(err: BaseException) -> bool:
+    return isinstance(err, PocketAdaptError) or any(
+        (cls.__module__, cls.__name__) in _LEGACY_USER_ERRORS for cls in type(err).__mro__)
+
+
+def user_error_message(err: BaseException, out: Path | None = None) -> str | None:
+    """The one-line message for an anticipated failure, or None for a bug. `out`: the verb's output folder,
+    named when an OSError does not say which file it was writing."""
+    if _is_user_error(err):
+        return str(err)
+    if not isinstance(err, OSError):
+        return None
+    where = err.filename if err.filename is not None else (f"writing under {out}" if out is not None else None)
+    where = f"{where}: " if where is not None else ""
+    reason = err.strerror or str(err)
+    if isinstance(err, FileNotFoundError):
+        return f"{where}no such file or folder; check the path"
+    if isinstance(err, FileExistsError):
+        return f"{where}already exists and is not a folder; move it away or choose another path"
+    if isinstance(err, NotADirectoryError):
+        return f"{where}not a folder (a file is in the way on this path); move it away or choose another path"
+    if isinstance(err, IsADirectoryError):
+        return f"{where}is a folder, not a file; give the path of a file"
+    if isinstance(err, PermissionError):
+        return f"{where}permission denied; make it writable (readable for inputs) or choose another path"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}disk full ({reason}); free some space or write elsewhere"
+    if err.errno == errno.EROFS:
+        return f"{where}read-only file system; choose a writable path"
+    return None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = greedy), got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(chat)
     chat.add_argument("--image", "-i", action="append", default=[], help="image file (repeat for several images)")
     chat.add_argument("--example-image", action="store_true", help="use the bundled example image")
-    chat.add_argument("--max-new-tokens", type=int, default=64)
-    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    chat.add_argument("--max-tiles", type=int, help="override the model's tile cap for this question")
+    chat.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    chat.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--max-tiles", type=_positive_int, help="override the model's tile cap for this question")
     chat.add_argument("--system", help="system message (default: the chat template's)")
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
     chat.set_defaults(handler=_chat)
@@ -57,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiles = verbs.add_parser("tiles", help="plan the tiles and image tokens of an image size (no pixels read)")
     tiles.add_argument("size", help="WIDTHxHEIGHT, e.g. 1600x900, or an image file")
-    tiles.add_argument("--max-tiles", type=int, default=12)
-    tiles.add_argument("--min-tiles", type=int, default=1)
-    tiles.add_argument("--tokens-per-tile", type=int, default=256)
+    tiles.add_argument("--max-tiles", type=_positive_int, default=12)
+    tiles.add_argument("--min-tiles", type=_positive_int, default=1)
+    tiles.add_argument("--tokens-per-tile", type=_positive_int, default=256)
     tiles.add_argument("--no-thumbnail", action="store_true")
     tiles.set_defaults(handler=_tiles)
 
@@ -99,7 +184,7 @@ def _chat(args) -> int:
     if args.example_image:
         images.append(str(assets_dir() / "example.png"))
     vlm, processor = _load(args)
-    tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles else None
+    tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles is not None else None
     encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
     if args.show_prompt:
         print(_summarise_prompt(processor, encoded.input_ids), file=sys.stderr)
@@ -180,15 +265,22 @@ def _tiles(args) -> int:
     from model.tiling import TilingConfig, count_tiles, tile_grid
 
     if Path(args.size).is_file():
-        from PIL import Image
+        from PIL import Image, UnidentifiedImageError
 
-        with Image.open(args.size) as img:  # reads the header only
-            width, height = img.size
+        try:
+            with Image.open(args.size) as img:  # reads the header only
+                width, height = img.size
+        except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise CliError(f"{args.size}: not an image file PIL can read ({exc})") from None
     else:
         try:
             width, height = (int(v) for v in args.size.lower().split("x"))
         except ValueError:
-            raise ValueError(f"size {args.size!r} is neither WIDTHxHEIGHT nor an image file") from None
+            raise CliError(f"size {args.size!r} is neither WIDTHxHEIGHT nor an image file") from None
+    if width < 1 or height < 1:
+        raise CliError(f"size {args.size!r}: width and height must be at least 1 pixel")
+    if args.min_tiles > args.max_tiles:
+        raise CliError(f"--min-tiles {args.min_tiles} is larger than --max-tiles {args.max_tiles}")
     config = TilingConfig(min_tiles=args.min_tiles, max_tiles=args.max_tiles, thumbnail=not args.no_thumbnail)
     cols, rows = tile_grid(width, height, args.min_tiles, args.max_tiles)
     n = count_tiles(width, height, config)
@@ -213,8 +305,10 @@ def _recipe_verbs(verbs) -> None:
                              description="Train from a recipe; resumes from the newest complete checkpoint in its output dir.")
     train.add_argument("recipe", type=Path)
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    train.add_argument("--nproc-per-node", type=int, default=1, help="data-parallel processes (relaunches under torchrun)")
+    train.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
+    train.add_argument("--allow-changes", action="store_true",
+                       help="resume even though the recipe was edited since the checkpoint (the new values apply)")
     train.set_defaults(handler=_train)
 
     evaluate = verbs.add_parser("eval", help="score a model on a recipe's held-out sources (domain and general side by side)")
@@ -265,11 +359,12 @@ def _train(args) -> int:
         import subprocess
 
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}",
-               "-m", "adapt.cli", "train", str(args.recipe), *args.overrides] + (["--no-progress"] if args.no_progress else [])
+               "-m", "adapt.cli", "train", str(args.recipe), *args.overrides] + (["--no-progress"] if args.no_progress else []) \
+            + (["--allow-changes"] if args.allow_changes else [])
         return subprocess.call(cmd)
     from .train import train
 
-    final = train(recipe, progress=not args.no_progress)
+    final = train(recipe, progress=not args.no_progress, allow_changes=args.allow_changes)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"final model: {final}\nnext: adapt eval {args.recipe}   |   adapt chat --model {final} --image IMAGE")
     return 0
@@ -360,16 +455,38 @@ def _domain_verbs(verbs) -> None:
     synth.set_defaults(handler=_synthesize)
 
 
-def _synthesize(args) -> int:
+def _options(items: list[str]) -> dict:
+    """``--option KEY=VALUE`` items -> {key: value}, values read as YAML (``3``, ``true``, ``[a, b]``)."""
     import yaml
 
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"--option {item!r} is not KEY=VALUE")
+        try:
+            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise CliError(f"--option {item!r}: the value is not valid YAML ({problem}); quote it or fix it") from None
+    return options
+
+
+def _check_out_folder(out: Path) -> None:
+    """Refuse an --out that is, or lies under, a file before any work is done."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise CliError(f"--out {out}: {folder} is a file, not a folder; move it away or choose another --out")
+            return
+
+
+def _synthesize(args) -> int:
     from domains.base import get_domain
 
-    plugin = get_domain(args.domain)
-    if plugin.synthetic is None:
-        raise ValueError(f"domain {args.domain!r} has no synthetic-data generator")
-    options = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.option)}
-    result = plugin.synthetic(args.out, **options)
+    options = _options(args.option)
+    _check_out_folder(args.out)
+    result = get_domain(args.domain).synthesize(args.out, **options)
     for name, path in (result.items() if isinstance(result, dict) else [("out", result)]):
         print(f"{name}: {path}")
     return 0
@@ -393,26 +510,24 @@ def _domains(args) -> int:
 
 
 def _convert(args) -> int:
-    import yaml
-
     from domains.base import get_domain
 
-    options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--option {item!r} is not KEY=VALUE")
-        options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    plugin = get_domain(args.domain)  # unknown domain: ValueError naming the known ones
+    options = _options(args.option)
+    plugin = get_domain(args.domain)  # unknown domain: DomainError naming the known ones
     if args.dataset not in plugin.converters:
         known = ", ".join(sorted(plugin.converters)) or "none yet"
-        raise ValueError(f"domain {args.domain!r} has no converter for data set {args.dataset!r} (known: {known})")
+        raise CliError(f"domain {args.domain!r} has no converter for data set {args.dataset!r} (known: {known})")
     if not args.src.exists():
-        raise FileNotFoundError(f"--src {args.src} does not exist")
+        raise CliError(f"--src {args.src} does not exist")
+    _check_out_folder(args.out)
     report = plugin.convert(args.dataset, args.src, args.out, **options)
     print(report.table())
     for split, path in sorted(report.outputs.items()):
         print(f"{split}: {path}")
+    if report.written == 0:
+        raise CliError(f"nothing converted from {args.src}: no {args.dataset} sample was written (see the table "
+                       f"above; earlier outputs are kept); check that --src holds the {args.dataset} layout and the "
+                       "--option values")
     return 0
 
 

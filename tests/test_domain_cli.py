@@ -122,3 +122,35 @@ def test_convert_ucmerced_layout(tmp_path, capsys):
         with Image.open(out / r["image"]) as png:
             assert png.mode == "RGB" and (png.width, png.height) == (r["width"], r["height"]) == (32, 32)
             assert np.array_equal(np.asarray(png), pixels)
+
+
+@pytest.mark.parametrize("dataset,layout,needle", [
+    ("ucmerced", "empty", None),  # --src holds no class folders
+    ("ucmerced", "parent", "empty class folder"),  # --src one level too high: data-set folders taken as classes
+    ("eurosat_ms", "ucmerced", "bad band selection"),  # 3-band tiles have no B04 / B03 / B02
+    ("rsvqa", "rsvqa_lr_no_images", "missing image"),
+])
+def test_convert_that_writes_nothing_exits_1_with_the_table(tmp_path, capsys, dataset, layout, needle):
+    """Issue 14 (15): these runs wrote empty JSONL files and exited 0."""
+    require("rasterio", "the remote-sensing GeoTIFFs")
+    from domains.remote_sensing.synthetic import generate
+
+    if layout == "empty":
+        src = tmp_path / "empty"
+        src.mkdir()
+    elif layout == "parent":
+        src = tmp_path / "raw"
+        generate("ucmerced", src / "ucmerced", n=1)
+        generate("rsvqa_lr", src / "rsvqa_lr", n=1)
+    elif layout == "ucmerced":
+        src = generate("ucmerced", tmp_path / "ucm", n=1)
+    else:
+        src = generate("rsvqa_lr", tmp_path / "rsvqa", n=2)
+        for tif in (src / "Images_LR").glob("*.tif"):
+            tif.unlink()
+    out = tmp_path / "out"
+    assert main(["convert", "remote_sensing", dataset, "--src", str(src), "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "| written | 0 | |" in captured.out and (needle is None or f"skipped: {needle}" in captured.out)
+    assert f"adapt convert: error: nothing converted from {src}" in captured.err
+    assert "Traceback" not in captured.err and not list(out.rglob("*.jsonl"))

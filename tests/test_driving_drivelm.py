@@ -292,3 +292,22 @@ def test_argument_errors(raw, tmp_path):
         convert_drivelm(raw / "drivelm", tmp_path, view_mode="multi", camera_order="clockwise")
     with pytest.raises(ValueError, match="expected a DriveLM JSON file"):
         convert_drivelm(tmp_path / "nothing", tmp_path)
+
+
+def test_cli_wrong_root_exits_1_with_the_skip_table_and_keeps_outputs(raw, tmp_path, capsys):
+    """Issue 14 (15): QA whose camera paths lead nowhere converted nothing yet exited 0 over empty JSONL."""
+    from adapt.cli import main
+
+    out = tmp_path / "out"
+    assert main(["convert", "driving", "drivelm", "--src", str(raw / "drivelm"), "--out", str(out),
+                 "--option", "progress=false"]) == 0
+    kept = {p: p.read_bytes() for p in out.glob("*.jsonl")}
+    capsys.readouterr()
+    (tmp_path / "qa").mkdir()
+    shutil.copy(raw / "drivelm" / TRAIN, tmp_path / "qa" / TRAIN)
+    rc = main(["convert", "driving", "drivelm", "--src", str(tmp_path / "qa"), "--out", str(out),
+               "--option", "progress=false"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "| written | 0 | |" in captured.out and "skipped: missing camera image" in captured.out
+    assert "nothing converted" in captured.err and "Traceback" not in captured.err
+    assert {p: p.read_bytes() for p in out.glob("*.jsonl")} == kept

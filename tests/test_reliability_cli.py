@@ -1,0 +1,282 @@
+"""Issue 14: `adapt` reports every anticipated failure in one line (exit 1; Ctrl-C exit 130), keeps the traceback of
+anything else, validates its numbers and options, and exits non-zero when a converter wrote nothing."""
+
+from __future__ import annotations
+
+import errno
+import math
+from pathlib import Path
+
+import pytest
+
+from adapt.cli import build_parser, main
+from domains.base import ConvertReport, DomainPlugin, SkipInput, register_domain, unregister_domain
+from domains.files import write_splits
+from model.errors import PocketAdaptError
+
+
+def _raising(exc: BaseException):
+    def convert(src: Path, out: Path, limit: int = 2) -> ConvertReport:
+        raise exc
+
+    return convert
+
+
+def _writes_nothing(src: Path, out: Path) -> ConvertReport:
+    report = ConvertReport(dataset="toy", source=src, out=out)
+    report.skip(src / "a.tif", "unreadable image", "truncated")
+    return write_splits(report, out, "toy", {"train": [], "test": []})
+
+
+def _writes_one(src: Path, out: Path, limit: int = 2) -> ConvertReport:
+    report = ConvertReport(dataset="toy", source=src, out=out)
+    return write_splits(report, out, "toy", {"train": [{"id": "a"}]})
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """Register domain `toy_rel` whose converters are set per test; returns (register, src, out)."""
+    src = tmp_path / "raw"
+    src.mkdir()
+
+    def register(**converters) -> None:
+        register_domain(DomainPlugin(name="toy_rel", converters=converters), overwrite=True)
+
+    yield register, src, tmp_path / "out"
+    unregister_domain("toy_rel")
+
+
+def _convert(src: Path, out: Path, *extra: str, dataset: str = "toy") -> int:
+    return main(["convert", "toy_rel", dataset, "--src", str(src), "--out", str(out), *extra])
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------- one-line errors
+@pytest.mark.parametrize("exc,needles", [
+    (PocketAdaptError("data/x.json: bad layout; fix the file"), ["data/x.json: bad layout; fix the file"]),
+    (SkipInput("unreadable image", "raw/a.tif: truncated"), ["raw/a.tif: truncated"]),
+    (OSError(errno.ENOSPC, "No space left on device", "out/images/a.png"), ["out/images/a.png", "disk full", "free"]),
+    (PermissionError(errno.EACCES, "Permission denied", "out/toy_train.jsonl"),
+     ["out/toy_train.jsonl", "permission denied", "writable"]),
+    (OSError(errno.EROFS, "Read-only file system", "out/a.png"), ["out/a.png", "read-only"]),
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", "raw/labels.csv"), ["raw/labels.csv", "no such file"]),
+    (IsADirectoryError(errno.EISDIR, "Is a directory", "raw/labels.csv"), ["raw/labels.csv", "is a folder"]),
+])
+def test_anticipated_failures_are_one_line(toy, capsys, exc, needles):
+    register, src, out = toy
+    register(toy=_raising(exc))
+    assert _convert(src, out) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("adapt convert: error: ")
+    for needle in needles:
+        assert needle in line
+
+
+def test_disk_full_without_a_file_name_names_the_output_folder(toy, capsys):
+    register, src, out = toy
+    register(toy=_raising(OSError(errno.ENOSPC, "No space left on device")))
+    assert _convert(src, out) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert str(out) in line and "disk full" in line
+
+
+def test_ctrl_c_is_one_line_and_exit_130(toy, capsys):
+    register, src, out = toy
+    register(toy=_raising(KeyboardInterrupt()))
+    assert _convert(src, out) == 130
+    assert _one_line(capsys.readouterr().err) == "adapt convert: interrupted"
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug, not a user mistake"), TypeError("a bug"), KeyError("k"),
+                                 OSError(errno.EIO, "Input/output error")])
+def test_unexpected_errors_keep_their_traceback(toy, exc):
+    register, src, out = toy
+    register(toy=_raising(exc))
+    with pytest.raises(type(exc)):
+        _convert(src, out)
+
+
+def test_existing_user_error_classes_stay_one_line_during_the_transition(toy, capsys):
+    """RecipeError still derives from ValueError only in some trees: the CLI names it, not ValueError as a whole."""
+    from adapt.recipe import RecipeError
+
+    register, src, out = toy
+    register(toy=_raising(RecipeError("r.yaml: training.lr: must be > 0")))
+    assert _convert(src, out) == 1
+    assert "r.yaml: training.lr: must be > 0" in _one_line(capsys.readouterr().err)
+
+
+def test_domain_errors_derive_from_the_package_root():
+    from domains.base import DomainError
+    from domains.driving.judge import JudgeError
+    from domains.driving.layout import CTagError
+    from domains.medical.dicom import DicomError
+    from domains.remote_sensing.raster import RasterError
+
+    for cls, old_base in [(RasterError, ValueError), (DicomError, ValueError), (CTagError, ValueError),
+                          (JudgeError, RuntimeError), (DomainError, ValueError), (SkipInput, Exception)]:
+        assert issubclass(cls, PocketAdaptError) and issubclass(cls, old_base), cls
+
+
+def test_unknown_domain_and_data_set_are_one_line(toy, capsys):
+    register, src, out = toy
+    register(toy=_writes_one)
+    assert main(["convert", "nope", "toy", "--src", str(src), "--out", str(out)]) == 1
+    assert "unknown domain 'nope'" in _one_line(capsys.readouterr().err)
+    assert _convert(src, out, dataset="nope") == 1
+    assert "no converter for data set 'nope' (known: toy)" in _one_line(capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------------------------- paths
+def test_output_path_that_is_a_file(toy, capsys):
+    register, src, out = toy
+    register(toy=_writes_nothing)  # refused before converting, not reported as "nothing converted"
+    out.write_text("not a folder")
+    assert _convert(src, out) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert str(out) in line and "not a folder" in line
+    register(toy=_writes_one)
+    assert _convert(src, out / "sub") == 1  # a file in the way further up
+    line = _one_line(capsys.readouterr().err)
+    assert str(out) in line and "not a folder" in line
+    assert out.read_text() == "not a folder"
+
+
+def test_read_only_output_folder(toy, capsys, monkeypatch):
+    """The test runs as root, for whom chmod does not bite: the refusal the kernel gives a user is simulated."""
+    import domains.files as files
+
+    register, src, out = toy
+    register(toy=_writes_one)
+    real_open = files.os.open
+
+    def refuse(path, flags, mode=0o777, *, dir_fd=None):
+        if str(path).startswith(str(out)) and flags & files.os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    monkeypatch.setattr(files.os, "open", refuse)
+    assert _convert(src, out) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "permission denied" in line and str(out) in line
+    assert not list(out.rglob("*.part"))
+
+
+def test_missing_src_is_one_line(toy, capsys, tmp_path):
+    register, src, out = toy
+    register(toy=_writes_one)
+    assert _convert(tmp_path / "missing", out) == 1
+    assert f"--src {tmp_path / 'missing'} does not exist" in _one_line(capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------------------------- options
+def test_unknown_option_names_the_known_ones(toy, capsys):
+    register, src, out = toy
+    register(toy=_raising(AssertionError("the converter must not run")))
+    assert _convert(src, out, "--option", "colour=red") == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "no option 'colour'" in line and "options: limit" in line
+
+
+def test_unknown_option_of_a_lazily_imported_built_in_converter(tmp_path, capsys):
+    src = tmp_path / "raw"
+    src.mkdir()
+    rc = main(["convert", "remote_sensing", "ucmerced", "--src", str(src), "--out", str(tmp_path / "o"),
+               "--option", "colour=red"])
+    assert rc == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "no option 'colour'" in line and "bands" in line and "resize" in line
+    assert "dataset" not in line.split("options:")[1]  # fixed by the data set's name, not settable
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--option", "novalue"], "--option 'novalue' is not KEY=VALUE"),
+    (["--option", "=3"], "--option '=3' is not KEY=VALUE"),
+    (["--option", "limit=[1,"], "--option 'limit=[1,': the value is not valid YAML"),
+])
+def test_malformed_options(toy, capsys, argv, needle):
+    register, src, out = toy
+    register(toy=_writes_one)
+    assert _convert(src, out, *argv) == 1
+    assert needle in _one_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_synthesize_option_without_equals_and_unknown_option(tmp_path, capsys):
+    assert main(["synthesize", "general", "--out", str(tmp_path / "g"), "--option", "n"]) == 1
+    assert "--option 'n' is not KEY=VALUE" in _one_line(capsys.readouterr().err)
+    assert main(["synthesize", "remote_sensing", "--out", str(tmp_path / "g"), "--option", "colour=red"]) == 1
+    assert "no option 'colour'" in _one_line(capsys.readouterr().err)
+    assert not (tmp_path / "g").exists()
+
+
+# --------------------------------------------------------------------------------------------- numbers
+@pytest.mark.parametrize("argv,needle", [
+    (["chat", "--max-tiles", "0"], "--max-tiles"),
+    (["chat", "--max-tiles", "-3"], "--max-tiles"),
+    (["chat", "--max-new-tokens", "0"], "--max-new-tokens"),
+    (["chat", "--temperature", "-1"], "--temperature"),
+    (["chat", "--temperature", "nan"], "--temperature"),
+    (["chat", "--temperature", "inf"], "--temperature"),
+    (["tiles", "800x600", "--max-tiles", "0"], "--max-tiles"),
+    (["tiles", "800x600", "--min-tiles", "0"], "--min-tiles"),
+    (["tiles", "800x600", "--tokens-per-tile", "0"], "--tokens-per-tile"),
+    (["train", "r.yaml", "--nproc-per-node", "0"], "--nproc-per-node"),
+])
+def test_cli_numbers_are_validated(capsys, argv, needle):
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_valid_numbers_still_parse():
+    args = build_parser().parse_args(["chat", "--max-tiles", "6", "--temperature", "0.7", "--max-new-tokens", "5"])
+    assert (args.max_tiles, args.temperature, args.max_new_tokens) == (6, 0.7, 5)
+    assert build_parser().parse_args(["chat", "--temperature", "0"]).temperature == 0.0
+    assert not math.isnan(build_parser().parse_args(["chat"]).temperature)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["tiles", "0x600"], "0x600"),
+    (["tiles", "800x600", "--min-tiles", "7", "--max-tiles", "6"], "--min-tiles 7"),
+])
+def test_tiles_sizes_and_ranges_are_one_line(capsys, argv, needle):
+    assert main(argv) == 1
+    assert needle in _one_line(capsys.readouterr().err)
+
+
+def test_tiles_of_a_file_that_is_not_an_image(tmp_path, capsys):
+    bad = tmp_path / "scene.png"
+    bad.write_bytes(b"not a png")
+    assert main(["tiles", str(bad)]) == 1
+    assert str(bad) in _one_line(capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------------------------- nothing written
+def test_a_converter_that_wrote_nothing_exits_1_with_the_skip_table(toy, capsys):
+    register, src, out = toy
+    register(toy=_writes_nothing)
+    assert _convert(src, out) == 1
+    captured = capsys.readouterr()
+    assert "| written | 0 | |" in captured.out and "| skipped: unreadable image | 1 |" in captured.out
+    line = _one_line(captured.err)
+    assert "nothing converted" in line and str(src) in line
+    assert not out.exists() or not list(out.rglob("*.jsonl"))  # no empty outputs to train on
+
+
+def test_a_run_that_converts_nothing_keeps_the_previous_outputs(toy, capsys):
+    register, src, out = toy
+    register(toy=_writes_one)
+    assert _convert(src, out) == 0
+    kept = (out / "toy_train.jsonl").read_bytes()
+    register(toy=_writes_nothing)
+    assert _convert(src, out) == 1
+    assert (out / "toy_train.jsonl").read_bytes() == kept
