@@ -1,32 +1,177 @@
-"""Training checkpoints: safetensors + JSON, written atomically, resumable bit for bit.
+"""Training checkpoints and the run folder: safetensors + JSON, written atomically, verified, locked.
 
 A checkpoint is a folder `checkpoint-<step>/` holding the trainable weights, the optimizer state,
-the scheduler, the RNG states and the step. It is written as `checkpoint-<step>.partial/` and
-renamed when complete, so after a kill -9 the newest `checkpoint-*` folder is always whole.
+the scheduler, the RNG states, the step, the resolved recipe (`recipe.yaml`) and, written last, a
+`manifest.json` of every file's size. It is written as `checkpoint-<step>.partial/`, every file and
+the folder are flushed to disk (`fsync`), and only then renamed. `usable_checkpoint` picks the newest
+checkpoint that verifies (every file present at its manifest size, safetensors headers readable,
+`trainer_state.json` parseable) and says why it passed over any newer one.
+
+`RunLock` keeps a second run out of an output folder while one is using it: an OS file lock
+(`flock`) that the system releases when the holder dies, even by kill -9.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
+import socket
+import struct
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from model.errors import PocketAdaptError
+
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+MANIFEST = "manifest.json"
+STATE = "trainer_state.json"
+RECIPE = "recipe.yaml"
+FORMAT = 2  # trainer_state.json "checkpoint_format": 2 = written with a manifest (older ones have none)
+LOCK_NAME = ".adapt-train.lock"
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint-*") if (m := _NAME.match(p.name)) and p.is_dir()]
-    return max(found)[1] if found else None
+class CheckpointDamaged(PocketAdaptError):
+    """No checkpoint of a run folder can be resumed from, or one does not fit the model."""
 
 
-def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer, scheduler, extra: dict, keep_last: int) -> Path:
-    """`optimizer=None` leaves the optimizer state out (DeepSpeed's ZeRO state holds objects, not just tensors)."""
+class RunFolderBusy(PocketAdaptError):
+    """Another run holds the output folder."""
+
+
+# ---------------------------------------------------------------------- files
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` through a temporary file, flushed to disk, then renamed over `path`; the new file
+    gets the mode any `open()` would give it (0666 less the umask)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def honour_umask(path: Path) -> None:
+    """Give a file written by a library that creates it 0600 (safetensors does) the mode `open()` would give."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    try:  # Linux shows it without changing it; os.umask() would change it for every thread for a moment
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename or a new file) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------- the run lock
+class RunLock:
+    """An exclusive OS lock on `out_dir/.adapt-train.lock`, holding the owner's pid and host.
+
+    Raises `RunFolderBusy` naming the holder when another process has it. One run takes it once (its
+    rank 0), so the ranks of a data-parallel run never block each other.
+    """
+
+    def __init__(self, out_dir: Path):
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / LOCK_NAME
+        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        if not _try_lock(self._fd):
+            os.close(self._fd)
+            self._fd = None
+            try:
+                holder = self.path.read_text(encoding="utf-8").strip() or "pid unknown"
+            except OSError:
+                holder = "pid unknown"
+            raise RunFolderBusy(
+                f"{out_dir} is in use by another run ({holder}); wait for it to finish or stop it, "
+                "or set output.dir to another folder")
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+
+    def release(self) -> None:
+        fd, self._fd = getattr(self, "_fd", None), None
+        if fd is not None:
+            _unlock(fd)
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.release()
+
+
+try:
+    import fcntl
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+except ImportError:  # Windows: lock the first byte
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+
+
+# ---------------------------------------------------------------------- writing
+def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer, scheduler, extra: dict, keep_last: int,
+                    recipe_yaml: str | None = None) -> Path:
+    """`optimizer=None` leaves the optimizer state out (DeepSpeed's ZeRO state holds objects, not just tensors).
+    `recipe_yaml`: the resolved recipe, kept as `recipe.yaml` so a resume can tell what was edited since."""
     out_dir = Path(out_dir)
     final = out_dir / f"checkpoint-{step}"
     partial = out_dir / f"checkpoint-{step}.partial"
@@ -44,42 +189,167 @@ def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer,
     save_file(rng, str(partial / "rng.safetensors"))
     state = {
         "step": step,
+        "checkpoint_format": FORMAT,
         "optimizer": meta,
         "scheduler": scheduler.state_dict(),
         "python_random": _jsonable(random.getstate()),
         "numpy_random": _jsonable(np.random.get_state()),
         **extra,
     }
-    (partial / "trainer_state.json").write_text(json.dumps(state, indent=1))
+    (partial / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+    if recipe_yaml is not None:
+        (partial / RECIPE).write_text(recipe_yaml, encoding="utf-8")
+    files = {p.name: p.stat().st_size for p in sorted(partial.iterdir())}
+    for name in files:
+        if name.endswith(".safetensors"):
+            honour_umask(partial / name)
+        fsync_file(partial / name)
+    (partial / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
+    fsync_file(partial / MANIFEST)
+    fsync_dir(partial)
     if final.exists():
         shutil.rmtree(final)
     partial.rename(final)
+    fsync_dir(out_dir)
     _prune(out_dir, keep_last)
     return final
+
+
+# ---------------------------------------------------------------------- finding and verifying
+def checkpoints(out_dir: Path) -> list[Path]:
+    """Every `checkpoint-<step>` folder of a run, newest first."""
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob("checkpoint-*") if (m := _NAME.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest checkpoint folder by step, verified or not (see `usable_checkpoint`)."""
+    found = checkpoints(out_dir)
+    return found[0] if found else None
+
+
+def usable_checkpoint(out_dir: Path) -> tuple[Path | None, list[tuple[Path, str]]]:
+    """The newest checkpoint that verifies, and ``(folder, what is wrong)`` for each newer one passed over.
+
+    Raises `CheckpointDamaged` when checkpoints exist but none verifies.
+    """
+    damaged = []
+    for path in checkpoints(out_dir):
+        problem = verify_checkpoint(path)
+        if problem is None:
+            return path, damaged
+        damaged.append((path, problem))
+    if damaged:
+        shown = "; ".join(f"{path.name}: {problem}" for path, problem in damaged)
+        raise CheckpointDamaged(
+            f"{out_dir}: no checkpoint can be resumed from ({shown}); move the damaged folder(s) away to train "
+            "from scratch, or set output.dir to another folder")
+    return None, []
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when the checkpoint folder is whole, else what is wrong with it (naming the file)."""
+    path = Path(path)
+    state_path = path / STATE
+    try:
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            return f"{state_path} holds no step"
+    except FileNotFoundError:
+        return f"{state_path} is missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"{state_path} cannot be read ({exc})"
+    manifest_path = path / MANIFEST
+    if manifest_path.is_file():
+        try:
+            files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+            sizes = {str(k): int(v) for k, v in files.items()}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            return f"{manifest_path} cannot be read ({exc})"
+        for name, size in sizes.items():
+            file = path / name
+            if not file.is_file():
+                return f"{file} is missing"
+            if file.stat().st_size != size:
+                return f"{file} has {file.stat().st_size} bytes, {manifest_path.name} says {size}"
+    elif state.get("checkpoint_format", 1) >= FORMAT:
+        return f"{manifest_path} is missing"
+    needed = ["trainable.safetensors", "rng.safetensors"] + (["optimizer.safetensors"] if state.get("optimizer") else [])
+    for name in needed:
+        file = path / name
+        if not file.is_file():
+            return f"{file} is missing"
+        problem = _safetensors_problem(file)
+        if problem:
+            return f"{file}: {problem}"
+    return None
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be read in full (its header and the data it promises), or None."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            (length,) = struct.unpack("<Q", fh.read(8))
+            if length > size - 8:
+                return f"header of {length} bytes in a {size}-byte file"
+            header = json.loads(fh.read(length))
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, struct.error, UnicodeDecodeError, json.JSONDecodeError, AttributeError, KeyError, IndexError,
+            TypeError, ValueError) as exc:
+        return f"unreadable header ({exc})"
+    if 8 + length + end != size:
+        return f"{size} bytes, its header describes {8 + length + end}"
+    return None
+
+
+# ---------------------------------------------------------------------- reading
+def read_trainer_state(path: Path) -> dict:
+    """`trainer_state.json` of a checkpoint folder; a damaged file is a `CheckpointDamaged` naming it."""
+    file = Path(path) / STATE
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointDamaged(f"{file}: cannot be read ({exc})") from None
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
     """Restore everything `save_checkpoint` wrote; returns the trainer state (step and extras)."""
     path = Path(path)
-    weights = load_file(str(path / "trainable.safetensors"))
+    weights = _load_tensors(path / "trainable.safetensors")
     params = dict(model.named_parameters())
     unknown = sorted(set(weights) - set(params))
     if unknown:
-        raise ValueError(f"{path}: checkpoint holds weights this model does not have: {unknown[:5]}")
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-    state = json.loads((path / "trainer_state.json").read_text())
-    if optimizer is not None and state["optimizer"] is not None:
-        optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), state["optimizer"]))
-    scheduler.load_state_dict(state["scheduler"])
-    rng = load_file(str(path / "rng.safetensors"))
+        raise CheckpointDamaged(f"{path}: checkpoint holds weights this model does not have: {unknown[:5]} "
+                                "(did parts.*.mode or the LoRA settings change since it was written?)")
+    try:
+        with torch.no_grad():
+            for name, value in weights.items():
+                params[name].copy_(value)
+    except RuntimeError as exc:
+        raise CheckpointDamaged(f"{path}: its weights do not fit this model ({exc})") from None
+    state = read_trainer_state(path)
+    try:
+        if optimizer is not None and state["optimizer"] is not None:
+            optimizer.load_state_dict(_unflatten_optimizer(_load_tensors(path / "optimizer.safetensors"), state["optimizer"]))
+        scheduler.load_state_dict(state["scheduler"])
+    except (KeyError, ValueError) as exc:
+        raise CheckpointDamaged(f"{path}: its optimizer or scheduler state does not fit this run ({exc}); "
+                                "did the parts being trained change since it was written?") from None
+    rng = _load_tensors(path / "rng.safetensors")
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available() and "cuda0" in rng:
         torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count())])
     random.setstate(_tuples(state["python_random"]))
     np.random.set_state(_tuples(state["numpy_random"]))
     return state
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointDamaged(f"{path}: cannot be read ({exc})") from None
 
 
 def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -131,6 +401,17 @@ def _tuples(value):
     if isinstance(value, list):
         return tuple(_tuples(v) for v in value)
     return value
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged checkpoint to `<name>.damaged[-k]`: out of the way of resuming and pruning, not deleted."""
+    target = path.with_name(path.name + ".damaged")
+    k = 1
+    while target.exists():
+        k += 1
+        target = path.with_name(f"{path.name}.damaged-{k}")
+    path.rename(target)
+    return target
 
 
 def _prune(out_dir: Path, keep_last: int) -> None:

@@ -5,30 +5,56 @@ from __future__ import annotations
 from pathlib import Path
 
 import model as model_core
+from model.errors import PocketAdaptError
 
-from .data.samples import SkipLog
+from .data.samples import UNDECODABLE_IMAGE, SkipLog
 from .evaluate import predict, save_predictions, summarize
 from .recipe import Recipe
 from .train import load_records, source_specs
 
 
+class EvalError(PocketAdaptError):
+    """A recipe that cannot be evaluated as asked (no eval sources)."""
+
+
 def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: bool = True) -> dict:
-    """Score one model on the recipe's `data.eval_sources`; returns its summary (see `adapt.evaluate.summarize`)."""
+    """Score one model on the recipe's `data.eval_sources`; returns its summary (see `adapt.evaluate.summarize`).
+
+    Records skipped while reading and those whose images do not decode while predicting are counted
+    together in `out_dir/skips.md` and in the summary's ``skipped``, and held to ``data.max_bad_fraction``
+    (a `DataQualityError` past it), as in training.
+    """
     if not recipe.data.eval_sources:
-        raise ValueError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
+        raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
     vlm, processor = model_core.load(source, dtype=recipe.model.dtype, allow_pickle=recipe.model.allow_pickle)
     processor.tiling = recipe.tiling_for(processor.tiling)
     skips = SkipLog()
     specs = source_specs(recipe.data.eval_sources)
     records = load_records(specs, processor, recipe.training.max_seq_length, skips, processor.tiling)
+    kept = {name: len(rs) for name, rs in records.items()}
+    try:
+        skips.check(kept, recipe.data.max_bad_fraction)
+    except PocketAdaptError:
+        skips.save(out_dir)
+        raise
     flat = [r for rs in records.values() for r in (rs[: recipe.eval.max_samples] if recipe.eval.max_samples else rs)]
     predictions = predict(vlm, processor, flat, max_new_tokens=recipe.eval.max_new_tokens,
                           batch_size=recipe.eval.batch_size, progress=progress)
+    where = {(r.source, r.line): r.where for r in flat}
+    for skipped in predictions.skipped:
+        skips.add_dropped(skipped.source, UNDECODABLE_IMAGE, where.get((skipped.source, skipped.line), skipped.source),
+                          skipped.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
+    skips.save(out_dir)
+    skips.check(kept, recipe.data.max_bad_fraction)
     save_predictions(predictions, out_dir / f"predictions_{label}.jsonl")
-    if skips.count():
-        skips.save(out_dir)
-    return summarize(predictions, {s.name: s.kind for s in specs}, recipe.eval.context())
+    summary = summarize(predictions, {s.name: s.kind for s in specs}, recipe.eval.context())
+    for name in skips.sources():  # the true count: skipped while reading too, not only while predicting
+        entry = summary["sources"].setdefault(name, {"kind": next(s.kind for s in specs if s.name == name), "n": 0,
+                                                     "main": None, "metrics": {}, "tasks": {}, "notes": []})
+        entry["skipped"] = skips.count(name)
+    summary["skipped"] = skips.count()
+    return summary
 
 
 def eval_kinds(recipe: Recipe) -> dict[str, str]:

@@ -1,9 +1,17 @@
 """`adapt train`: one explicit training loop, driven by a recipe.
 
-Flow: load the model → set each part frozen / LoRA / full → read, validate and measure the data →
-plan the domain/general mixture → train with AdamW and per-part learning rates (single process,
-torch DDP under torchrun, or DeepSpeed) → atomic safetensors checkpoints → final model (LoRA merged).
-Losses are logged per data source, so forgetting of general skills shows while training.
+Flow: lock the output folder → load the model → set each part frozen / LoRA / full → read, validate
+and measure the data → plan the domain/general mixture → train with AdamW and per-part learning rates
+(single process, torch DDP under torchrun, or DeepSpeed) → atomic safetensors checkpoints → final
+model (LoRA merged). Losses are logged per data source, so forgetting of general skills shows while
+training.
+
+What a run that reports success promises: it trained on the data the recipe names (records dropped
+while training, such as images that do not decode, count against ``data.max_bad_fraction`` like those
+skipped while reading), its losses, gradient norms and saved weights are finite (a non-finite step stops
+the run before anything of it is saved), and its output folder was its alone (`RunLock`). A resumed run
+continues the recipe its checkpoint was written with: edits since are listed, and refused unless they
+are harmless (logging, eval, checkpoint cadence) or the caller allows them (``--allow-changes``).
 """
 
 from __future__ import annotations
@@ -21,19 +29,42 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 import model as model_core
+from model.errors import PocketAdaptError
 from model.processor import IGNORE_INDEX
 
-from .checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpointing import (
+    RECIPE,
+    RunFolderBusy,
+    RunLock,
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    set_aside,
+    usable_checkpoint,
+)
 from .data.augment import build_augment
 from .data.dataset import SupervisedDataset, collate
 from .data.mixture import MixturePlan
-from .data.samples import SkipLog, SourceSpec, expand_sources, measure, read_source
+from .data.samples import DataQualityError, SkipLog, SourceSpec, expand_sources, measure, read_source
 from .parts import PartSetting, apply_parts, base_model, merge_lora, parameter_groups, trainable_summary
 from .recipe import Recipe, resolve_deepspeed_config
+
+
+class TrainingError(PocketAdaptError):
+    """A run that cannot go on as asked: a non-finite step, an edited recipe on resume, a damaged log."""
+
+
+# Recipe keys whose edits leave the steps of a resumed run as they were: reporting, evaluation, checkpoint
+# cadence, data loading speed. Any other edit changes what is trained and needs allow_changes.
+SAFE_TO_EDIT = ("name", "logging", "eval", "data.eval_sources", "data.max_bad_fraction", "output.dir",
+                "output.save_every", "output.keep_last", "output.merge_lora", "training.num_workers",
+                "training.gradient_checkpointing")
 
 
 @dataclass
@@ -116,14 +147,46 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 class Trainer:
     """Holds the run's state; `run()` trains from the last complete checkpoint (or from scratch)."""
 
-    def __init__(self, recipe: Recipe, dist: Distributed | None = None, progress: bool = True):
+    def __init__(self, recipe: Recipe, dist: Distributed | None = None, progress: bool = True,
+                 allow_changes: bool = False):
+        """`allow_changes`: resume even though the recipe was edited since the checkpoint (the new values apply)."""
         self.recipe = recipe
         self.dist = dist or setup_distributed(group=recipe.distributed.strategy == "deepspeed")
         self.progress = progress and self.dist.main
         self.out_dir = Path(recipe.output.dir)
+        self.allow_changes = allow_changes
+        if recipe.training.precision == "fp16" and self.dist.device.type != "cuda":
+            raise TrainingError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
+        self._lock = self._lock_run_folder()  # before anything is written there
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Let go of the output folder (`run` does so when it ends, however it ends)."""
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.release()
+
+    def _lock_run_folder(self) -> RunLock | None:
+        """Rank 0 locks the output folder for the whole run; every rank stops when it could not."""
+        lock, busy = None, None
+        if self.dist.main:
+            try:
+                lock = RunLock(self.out_dir)
+            except RunFolderBusy as exc:
+                busy = exc
+        if self.dist.world > 1 and self.dist.all_sum(torch.tensor([float(busy is not None)])).item() and busy is None:
+            raise RunFolderBusy(f"{self.out_dir} is in use by another run (rank 0 could not lock it)")
+        if busy is not None:
+            raise busy
+        return lock
+
+    def _setup(self) -> None:
+        recipe = self.recipe
         t = recipe.training
-        if t.precision == "fp16" and self.dist.device.type != "cuda":
-            raise ValueError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
         _seed_everything(recipe.seed)
         dtype = recipe.model.dtype
         vlm, processor = model_core.load(recipe.model.source, dtype=dtype, allow_pickle=recipe.model.allow_pickle,
@@ -136,7 +199,8 @@ class Trainer:
         self.skips = SkipLog()
         specs = source_specs(recipe.data.sources)
         self.records = load_records(specs, processor, t.max_seq_length, self.skips, self.tiling)
-        self.skips.check({k: len(v) for k, v in self.records.items()}, recipe.data.max_bad_fraction)
+        self.kept_at_load = {k: len(v) for k, v in self.records.items()}
+        self.skips.check(self.kept_at_load, recipe.data.max_bad_fraction)
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.skips.save(self.out_dir)
@@ -178,20 +242,49 @@ class Trainer:
         return self._epoch_cache[1]
 
     def micro_batch_at(self, step: int, micro: int) -> dict:
-        """The micro-batch of this rank: a pure function of (step, micro), so a resumed run sees the same data."""
+        """The micro-batch of this rank: a pure function of (step, micro), so a resumed run sees the same data.
+
+        A sample that cannot be loaded (its image does not decode) is left out and listed under
+        ``"dropped"`` as ``(source, reason, where, detail)``, so that the main process counts it even
+        when a data worker found it. When no sample of the micro-batch loads, the next loadable ones of
+        the stream stand in (at most one epoch further on); when none does, ``"sources"`` is empty.
+        """
         t = self.recipe.training
         start = ((step * t.grad_accum + micro) * self.dist.world + self.dist.rank) * self.micro_batch
-        items = []
+        items: list[dict] = []
+        dropped: list[tuple] = []
         for k in range(start, start + self.micro_batch):
-            epoch, index = divmod(k, len(self.plan))
-            items.append(self._dataset(epoch)[index])
-        return collate(items, self.processor)
+            self._take(k, items, dropped)
+        k = start + self.micro_batch
+        while not items and k < start + self.micro_batch + len(self.plan):
+            self._take(k, items, dropped)
+            k += 1
+        if not items:
+            return {"sources": [], "dropped": dropped}
+        batch = collate(items, self.processor)
+        batch["n_dropped"], batch["dropped"] = len(dropped), dropped
+        return batch
+
+    def _take(self, k: int, items: list, dropped: list) -> None:
+        epoch, index = divmod(k, len(self.plan))
+        dataset = self._dataset(epoch)
+        item = dataset[index]
+        if item is None:
+            dropped.append(dataset.dropped_entry(index))
+        else:
+            items.append(item)
 
     # ------------------------------------------------------------------ loop
     def run(self, stop_after: int | None = None) -> Path:
         """Train to the end of the schedule, or only its first `stop_after` steps (the schedule is the
         recipe's either way, so those steps are exactly a full run's); returns `final/` or, when
-        stopped early, the checkpoint written there."""
+        stopped early, the checkpoint written there. The output folder is let go of at the end."""
+        try:
+            return self._run(stop_after)
+        finally:
+            self.close()
+
+    def _run(self, stop_after: int | None) -> Path:
         start_step = self.start_step
         end_step = min(stop_after, self.total_steps) if stop_after else self.total_steps
         log_path = self.out_dir / "train_log.jsonl"
@@ -215,8 +308,17 @@ class Trainer:
         for step in range(start_step, end_step):
             started = time.perf_counter()
             micro_batches = [next(batches) for _ in range(t.grad_accum)]  # the step's token count comes first
-            step_tokens = self.dist.all_sum(torch.tensor(sum(_supervised_tokens(b["labels"]) for b in micro_batches)))
-            loss_scale = grad_scale / max(1.0, step_tokens.item())
+            dropped = [tuple(d) for b in micro_batches for d in b.pop("dropped", ())]
+            empty = sum(1 for b in micro_batches if not b["sources"])
+            tokens = sum(_supervised_tokens(b["labels"]) for b in micro_batches if b["sources"])
+            step_tokens, n_dropped, n_empty = self.dist.all_sum(torch.tensor([tokens, len(dropped), empty])).tolist()
+            if n_dropped:  # on every rank at once, so that all stop together
+                self._count_dropped(dropped)
+            if n_empty:
+                self._stop_for_data(DataQualityError(
+                    f"step {step + 1}: not one sample of the next epoch's worth could be loaded (their images do "
+                    f"not decode); see {self.out_dir / 'skips.md'}"))
+            loss_scale = grad_scale / max(1.0, step_tokens)
             sums = torch.zeros(len(self.source_names), 3, dtype=torch.float64)  # loss sum, tokens, rows
             for batch in micro_batches:
                 sources = batch.pop("sources")
@@ -237,13 +339,16 @@ class Trainer:
             if not deepspeed:
                 scaler.unscale_(self.optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
+            else:
+                grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
+            sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
+            # fp16 loss scaling overflows now and then by design: the scaler skips those updates itself
+            self._stop_if_not_finite(step + 1, sums, float(grad_norm), gradients=t.precision != "fp16")
+            if not deepspeed:
                 scaler.step(self.optimizer)
                 scaler.update()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
-            else:
-                grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
-            sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
             total_loss = sum(v[0] for v in sums) / max(1, sum(v[1] for v in sums))
             entry = {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "loss": total_loss,
                      "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
@@ -266,6 +371,44 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------ pieces
+    def _count_dropped(self, dropped: list[tuple]) -> None:
+        """Merge every rank's (and data worker's) dropped samples into the skip log; stop past the limit."""
+        if self.dist.world > 1:
+            gathered: list[list[tuple]] = [[] for _ in range(self.dist.world)]
+            torch.distributed.all_gather_object(gathered, dropped)
+            dropped = [d for part in gathered for d in part]
+        for entry in dropped:
+            self.skips.add_dropped(*entry)
+        try:
+            self.skips.check(self.kept_at_load, self.recipe.data.max_bad_fraction)
+        except DataQualityError as exc:
+            self._stop_for_data(exc)
+
+    def _stop_for_data(self, error: DataQualityError) -> None:
+        if self.dist.main:
+            self.skips.save(self.out_dir)
+        raise error
+
+    def _stop_if_not_finite(self, step: int, sums: list[list[float]], grad_norm: float, gradients: bool) -> None:
+        """Raise `TrainingError` when a source's loss (or the gradient norm) of this step is NaN or infinite.
+
+        The values are summed over ranks already, so every rank decides alike.
+        """
+        bad = [(src, v[0] / max(1.0, v[1])) for src, v in zip(self.source_names, sums) if v[2] and not math.isfinite(v[0])]
+        if not bad and (math.isfinite(grad_norm) or not gradients):
+            return
+        if bad:
+            what = "the loss is not finite on " + ", ".join(f"{src} ({loss})" for src, loss in bad)
+        else:
+            loss = sum(v[0] for v in sums) / max(1.0, sum(v[1] for v in sums))
+            what = f"the gradient norm is not finite ({grad_norm}; loss {loss:.4g})"
+        last = latest_checkpoint(self.out_dir)
+        kept = f"the newest checkpoint, {last.name}, holds finite weights" if last else "no checkpoint was written"
+        raise TrainingError(
+            f"step {step}: {what}. The run stopped there and saved nothing of that step; {kept}. Lower the "
+            "learning rates (parts.*.lr) or raise training.warmup_ratio, or check the data, then run again "
+            "(with --allow-changes after editing the recipe) to resume from the newest checkpoint.")
+
     def _log(self, entry: dict, log_path: Path, writer, bar) -> None:
         with log_path.open("a") as fh:
             fh.write(json.dumps(entry) + "\n")
@@ -304,13 +447,25 @@ class Trainer:
         self.dist.barrier()
 
     def _resume(self) -> int:
-        latest = latest_checkpoint(self.out_dir)
+        latest, damaged = usable_checkpoint(self.out_dir)
         if latest is None:
             if self.dist.main:
                 (self.out_dir / "train_log.jsonl").unlink(missing_ok=True)
             return 0
+        self.dist.barrier()  # every rank has chosen before the damaged ones move
+        if self.dist.main:
+            for path, problem in damaged:
+                moved = set_aside(path)
+                print(f"warning: {path.name} is damaged ({problem}); set aside as {moved.name}, resuming from "
+                      f"{latest.name} instead", flush=True)
+        self._check_recipe_edits(latest)
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         deepspeed = self.recipe.distributed.strategy == "deepspeed"
         state = load_checkpoint(latest, self.model, None if deepspeed else self.optimizer, self.scheduler)
+        if self.allow_changes:
+            self._apply_hyperparameters(fresh)
+        for entry in state.get("dropped_records", []):
+            self.skips.add_dropped(*entry)
         if deepspeed and self.dist.main:
             print("note: DeepSpeed resume restores weights, schedule, RNG and data position; the optimizer "
                   "moments restart (ZeRO optimizer state is not stored in safetensors checkpoints)", flush=True)
@@ -319,6 +474,41 @@ class Trainer:
             _truncate_log(self.out_dir / "train_log.jsonl", step)
             print(f"resuming from {latest} (step {step} of {self.total_steps})", flush=True)
         return step
+
+    def _check_recipe_edits(self, checkpoint: Path) -> None:
+        """List the edits made to the recipe since `checkpoint` was written; refuse those that change training."""
+        path = checkpoint / RECIPE
+        if not path.is_file():
+            if self.dist.main:
+                print(f"note: {checkpoint.name} does not record its recipe (written by an older pocket-adapt), so "
+                      "edits to the recipe since cannot be shown", flush=True)
+            return
+        try:
+            before = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise TrainingError(f"{path}: cannot be read ({exc})") from None
+        edits = recipe_edits(before, yaml.safe_load(self.recipe.to_yaml()))
+        refused = [line for key, line in edits if not _safe_to_edit(key)]
+        if refused and not self.allow_changes:
+            raise TrainingError(
+                f"{self.out_dir}: the recipe was edited since {checkpoint.name} was written:\n  " + "\n  ".join(refused)
+                + "\nResuming would silently train on with a different setup. Undo the edits to go on as before, "
+                "resume with `adapt train RECIPE --allow-changes` to go on with the new values, or set output.dir "
+                "to start a new run.")
+        if edits and self.dist.main:
+            verb = "applying" if refused else "harmless"
+            print(f"recipe edits since {checkpoint.name} ({verb}):\n  " + "\n  ".join(line for _, line in edits), flush=True)
+
+    def _apply_hyperparameters(self, fresh: list[dict]) -> None:
+        """After loading a checkpoint, use the recipe's learning rates and weight decay (not the checkpoint's)."""
+        for i, (group, new) in enumerate(zip(self.optimizer.param_groups, fresh)):
+            group["weight_decay"] = new["weight_decay"]
+            group["initial_lr"] = new["initial_lr"]
+            self.scheduler.base_lrs[i] = new["initial_lr"]
+        lrs = [base * fn(self.scheduler.last_epoch) for base, fn in zip(self.scheduler.base_lrs, self.scheduler.lr_lambdas)]
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        self.scheduler._last_lr = lrs
 
     def _gathered(self, params):
         """Whole parameters on every rank for the duration (ZeRO-3 partitions them; a no-op otherwise)."""
@@ -330,7 +520,12 @@ class Trainer:
 
     def _save(self, step: int) -> None:
         with self._gathered(p for p in self.model.parameters() if p.requires_grad):
-            extra = {"recipe": self.recipe.name, "total_steps": self.total_steps}
+            bad = [n for n, p in self.model.named_parameters() if p.requires_grad and not torch.isfinite(p).all()]
+            if bad:  # every rank holds the same weights, so every rank stops here
+                raise TrainingError(f"step {step}: trainable weights hold NaN or infinite values ({bad[0]}"
+                                    f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); not saving them")
+            extra = {"recipe": self.recipe.name, "total_steps": self.total_steps,
+                     "dropped_records": self.skips.dropped_entries()}
             if self.dist.world > 1:
                 extra["rank_weights_sha256"] = digests = self._rank_digests()
                 if len(set(digests)) > 1 and self.dist.main:
@@ -338,7 +533,9 @@ class Trainer:
                           f"{[d[:12] for d in digests]}); data-parallel training has diverged", flush=True)
             if self.dist.main:
                 optimizer = None if self.recipe.distributed.strategy == "deepspeed" else self.optimizer
-                save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler, extra, self.recipe.output.keep_last)
+                save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler, extra, self.recipe.output.keep_last,
+                                recipe_yaml=self.recipe.to_yaml())
+                self.skips.save(self.out_dir)
         self.dist.barrier()
 
     def _rank_digests(self) -> list[str]:
@@ -433,9 +630,37 @@ class _MicroBatches(torch.utils.data.Dataset):
 _AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def train(recipe: Recipe, progress: bool = True, stop_after: int | None = None) -> Path:
-    """Train (or resume) the run a recipe describes; returns the final model folder (see `Trainer.run`)."""
-    return Trainer(recipe, progress=progress).run(stop_after)
+def train(recipe: Recipe, progress: bool = True, stop_after: int | None = None, allow_changes: bool = False) -> Path:
+    """Train (or resume) the run a recipe describes; returns the final model folder (see `Trainer.run`).
+    `allow_changes`: resume with the recipe's new values even though it was edited since the checkpoint."""
+    return Trainer(recipe, progress=progress, allow_changes=allow_changes).run(stop_after)
+
+
+def recipe_edits(before: dict, after: dict) -> list[tuple[str, str]]:
+    """``(dotted key, "key: old -> new")`` for every value that differs between two resolved recipes."""
+    old, new = _flatten(before), _flatten(after)
+    keys = list(dict.fromkeys([*new, *old]))
+    shown = lambda k, d: _shown(d[k]) if k in d else "(absent)"  # noqa: E731
+    return [(k, f"{k}: {shown(k, old)} -> {shown(k, new)}") for k in keys if old.get(k, _ABSENT) != new.get(k, _ABSENT)]
+
+
+_ABSENT = object()
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict) and value:
+        return {k: v for key, item in value.items() for k, v in _flatten(item, f"{prefix}.{key}" if prefix else str(key)).items()}
+    if isinstance(value, list) and value:
+        return {k: v for i, item in enumerate(value) for k, v in _flatten(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
+
+
+def _shown(value) -> str:
+    return repr(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _safe_to_edit(key: str) -> bool:
+    return any(key == safe or key.startswith((safe + ".", safe + "[")) for safe in SAFE_TO_EDIT)
 
 
 def _fill_auto(config: dict, values: dict, top: bool = True) -> dict:
@@ -460,11 +685,26 @@ def _supervised_tokens(labels: torch.Tensor) -> int:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines a killed run wrote after its last complete checkpoint."""
+    """Drop log lines a killed run wrote after its last complete checkpoint, and a last line it was
+    killed while writing; any other unreadable line is an error naming it."""
     if not path.is_file():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    kept = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry_step = int(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            if n == len(lines):
+                print(f"note: {path}:{n}: dropped an incomplete last line (the run stopped while writing it)", flush=True)
+                continue
+            raise TrainingError(f"{path}:{n}: not a training log line ({exc}); delete that line, or the whole file, "
+                                "and run again") from None
+        if entry_step <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def _seed_everything(seed: int) -> None:

@@ -336,9 +336,10 @@ def test_dataset_truncated_image_is_dropped_at_load_time(tmp_path, processor):
     ds = SupervisedDataset({"d": records}, order, processor, 512, skips)
     items = [ds[i] for i in range(len(ds))]
     assert items[1] is None
-    assert skips.count("d", "unreadable image") == 1
-    assert skips.examples("d", "unreadable image")[0][0] == f"{ann}:2"
-    assert ds[1] is None and skips.count("d", "unreadable image") == 1  # logged once
+    assert skips.count("d", "image does not decode") == 1
+    assert skips.examples("d", "image does not decode")[0][0] == f"{ann}:2"
+    assert ds[1] is None and skips.count("d", "image does not decode") == 1  # logged once
+    assert ds.dropped_entry(1)[:3] == ("d", "image does not decode", f"{ann}:2") and ds.dropped_entry(0) is None
 
     batch = collate(items, processor)
     assert batch["n_dropped"] == 1 and batch["sources"] == ["d", "d"]
@@ -378,3 +379,44 @@ def test_labels_supervise_only_answers(tmp_path, processor):
     assert text == f"Red.{eos}Square.{eos}"
     assert (enc.input_ids == processor.image_token_id).sum() == processor.image_seq_length
     assert records[0].n_tokens == len(enc.input_ids)  # measure() matches the real encoding
+
+
+# ------------------------------------------------------------------------------ reliability (issue 14)
+def test_a_line_that_is_not_utf8_is_skipped_not_replaced(tmp_path):
+    root = tmp_path / "data"
+    good = json.dumps({"conversations": conv("Name it.", "Caf\u00e9")}).encode()
+    bad = json.dumps({"conversations": conv("Name it.", "Caf@")}).encode().replace(b"@", b"\xe9")  # Latin-1 é
+    (root).mkdir()
+    (root / "t.jsonl").write_bytes(good + b"\n" + bad + b"\n")
+    skips = SkipLog()
+    records = read_source(SourceSpec("d", root / "t.jsonl"), skips)
+    assert [r.line for r in records] == [1] and records[0].conversations[1]["value"] == "Caf\u00e9"
+    assert skips.count("d", "not UTF-8") == 1
+    where, detail = skips.examples("d", "not UTF-8")[0]
+    assert where == f"{root / 't.jsonl'}:2" and "0xe9" in detail
+
+
+def test_records_dropped_after_reading_are_merged_once_and_count_against_the_limit(tmp_path):
+    skips = SkipLog()
+    skips.add("d", "invalid JSON", "t.jsonl:9")
+    entry = ("d", "image does not decode", "t.jsonl:2", "cut.png: truncated")
+    assert skips.add_dropped(*entry) and not skips.add_dropped(*entry)  # a second worker, rank or epoch
+    skips.add_dropped("g", "image does not decode", "g.jsonl:1")
+    assert skips.count("d") == 2 and skips.dropped("d") == 1 and skips.dropped() == 2
+    assert skips.dropped_entries()[0] == list(entry)
+    skips.check({"d": 9, "g": 99}, max_bad_fraction=0.2)  # d: 2 of 10 (the dropped one was among the 9 kept)
+    with pytest.raises(DataQualityError) as err:
+        skips.check({"d": 9, "g": 99}, max_bad_fraction=0.1)
+    assert "d: 2 of 10 records skipped (20.0%; 1 of them because their images do not decode)" in str(err.value)
+    assert "dropped after reading" in skips.table()
+
+
+def test_data_errors_are_pocket_adapt_errors(tmp_path):
+    from adapt.data import DataError, MissingDataError
+    from model.errors import PocketAdaptError
+
+    assert issubclass(DataQualityError, DataError) and issubclass(DataError, PocketAdaptError)
+    with pytest.raises(MissingDataError):
+        read_source(SourceSpec("gone", tmp_path / "nothing.jsonl"), SkipLog())
+    with pytest.raises(DataError):
+        MixturePlan({"d": 0}, {"d": "domain"}, general_ratio=0.0)

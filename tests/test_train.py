@@ -108,7 +108,8 @@ def test_training_run_writes_checkpoints_logs_and_a_merged_model(tmp_path, data_
     assert all("loss/landcover" in e or "loss/general" in e for e in log)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]  # keep_last 2
     ckpt = out / "checkpoint-6"
-    assert {p.name for p in ckpt.iterdir()} == {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "trainer_state.json"}
+    assert {p.name for p in ckpt.iterdir()} == {"trainable.safetensors", "optimizer.safetensors", "rng.safetensors",
+                                               "trainer_state.json", "recipe.yaml", "manifest.json"}
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))
     assert (out / "loss.png").is_file() and list((out / "tensorboard").iterdir())
     trained = load_file(str(ckpt / "trainable.safetensors"))

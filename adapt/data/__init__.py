@@ -13,7 +13,9 @@ from .dataset import SupervisedDataset, collate
 from .mixture import MixturePlan
 from .samples import (
     REASONS,
+    DataError,
     DataQualityError,
+    MissingDataError,
     Record,
     SkipLog,
     SourceSpec,
@@ -25,7 +27,9 @@ from .samples import (
 
 __all__ = [
     "REASONS",
+    "DataError",
     "DataQualityError",
+    "MissingDataError",
     "MixturePlan",
     "Record",
     "SkipLog",

@@ -9,7 +9,7 @@ import torch
 from model.processor import SampleTooLongError
 from model.tiling import ImageLoadError, load_image
 
-from .samples import TOO_LONG, UNREADABLE_IMAGE, Record, SkipLog, record_tiling
+from .samples import TOO_LONG, UNDECODABLE_IMAGE, DataError, Record, SkipLog, record_tiling
 
 __all__ = ["SupervisedDataset", "collate"]
 
@@ -20,9 +20,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
 
     Images are fully decoded here (`model.tiling.load_image`), so a file whose header read fine but
     whose body is truncated or corrupt shows up now: the item is ``None``, the record is logged
-    once as ``"unreadable image"`` and later visits return ``None`` at once; `collate` drops it.
-    Note that with DataLoader workers each worker logs into its own copy of ``skips``; count
-    ``batch["n_dropped"]`` in the training loop to see load-time drops in the main process.
+    once as ``"image does not decode"`` (`SkipLog.add_dropped`) and later visits return ``None`` at
+    once; `collate` drops it. With DataLoader workers each worker logs into its own copy of
+    ``skips``, so `dropped_entry` tells the caller why position ``i`` was dropped: send it back with
+    the batch and merge it into the main process's log (as `adapt.train` does).
     """
 
     def __init__(
@@ -46,7 +47,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self.max_seq_length = max_seq_length
         self.skips = skips
         self.tiling = tiling if tiling is not None else processor.tiling
-        self._bad: set[tuple[str, int]] = set()
+        self._bad: dict[tuple[str, int], tuple[str, str, str, str]] = {}  # -> (source, reason, where, detail)
         self.set_order(order)
 
     def set_order(self, order: Sequence[tuple[str, int]], epoch: int | None = None) -> None:
@@ -60,6 +61,10 @@ class SupervisedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.order)
 
+    def dropped_entry(self, i: int) -> tuple[str, str, str, str] | None:
+        """``(source, reason, where, detail)`` when item ``i`` was dropped (call after ``self[i]``), else None."""
+        return self._bad.get(self.order[i])
+
     def __getitem__(self, i: int) -> dict | None:
         source, index = self.order[i]
         if (source, index) in self._bad:
@@ -68,7 +73,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
         try:
             images = [load_image(p) for p in record.images]
         except ImageLoadError as exc:
-            self._drop(record, index, UNREADABLE_IMAGE, str(exc))
+            self._drop(record, index, UNDECODABLE_IMAGE, str(exc))
             return None
         if self.augment is not None and len(images) == 1:
             image, record = self.augment(images[0], record, key=(self.epoch, i))
@@ -84,19 +89,19 @@ class SupervisedDataset(torch.utils.data.Dataset):
         return {"encoded": encoded, "source": source, "record": record}
 
     def _drop(self, record: Record, index: int, reason: str, detail: str) -> None:
-        self._bad.add((record.source, index))
-        self.skips.add(record.source, reason, record.where, detail)
+        self._bad[(record.source, index)] = (record.source, reason, record.where, detail)
+        self.skips.add_dropped(record.source, reason, record.where, detail)
 
 
 def collate(batch: list[dict | None], processor) -> dict:
     """Drop ``None`` items and pad the rest (``processor.pad``: pad id, mask from lengths, labels
-    −100). Adds ``"sources"`` (one per row) and ``"n_dropped"``. Raises ``ValueError`` when every
+    −100). Adds ``"sources"`` (one per row) and ``"n_dropped"``. Raises `DataError` when every
     item was dropped. Use ``functools.partial(collate, processor=processor)`` as a DataLoader's
     ``collate_fn``."""
     kept = [item for item in batch if item is not None]
     if not kept:
-        raise ValueError(
-            f"all {len(batch)} samples of the batch were dropped (unreadable images); see the skip log"
+        raise DataError(
+            f"all {len(batch)} samples of the batch were dropped (their images do not decode); see the skip log"
         )
     out = processor.pad([item["encoded"] for item in kept])
     out["sources"] = [item["source"] for item in kept]

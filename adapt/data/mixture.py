@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .samples import DataError
+
 __all__ = ["MixturePlan"]
 
 _KINDS = ("domain", "general")
@@ -44,26 +46,26 @@ class MixturePlan:
         repeats = {k: v for k, v in (repeats or {}).items() if v is not None}
         unknown = sorted((set(kinds) | set(ratios) | set(repeats)) - set(sizes))
         if unknown:
-            raise ValueError(f"unknown source(s) in kinds/ratios/repeats: {', '.join(unknown)}")
+            raise DataError(f"unknown source(s) in kinds/ratios/repeats: {', '.join(unknown)}")
         missing = sorted(set(sizes) - set(kinds))
         if missing:
-            raise ValueError(f"no kind given for source(s): {', '.join(missing)}")
+            raise DataError(f"no kind given for source(s): {', '.join(missing)}")
         for name, kind in kinds.items():
             if kind not in _KINDS:
-                raise ValueError(f"source {name!r}: kind must be one of {_KINDS}, got {kind!r}")
+                raise DataError(f"source {name!r}: kind must be one of {_KINDS}, got {kind!r}")
         for name, n in sizes.items():
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-                raise ValueError(f"source {name!r}: size must be an int >= 0, got {n!r}")
+                raise DataError(f"source {name!r}: size must be an int >= 0, got {n!r}")
         for name, r in ratios.items():
             if not (r >= 0 and math.isfinite(r)):
-                raise ValueError(f"source {name!r}: ratio must be >= 0, got {r!r}")
+                raise DataError(f"source {name!r}: ratio must be >= 0, got {r!r}")
         for name, r in repeats.items():
             if not (r > 0 and math.isfinite(r)):
-                raise ValueError(f"source {name!r}: repeat must be > 0, got {r!r}")
+                raise DataError(f"source {name!r}: repeat must be > 0, got {r!r}")
         if not (0 <= general_ratio < 1):
-            raise ValueError(f"general_ratio must be in [0, 1), got {general_ratio!r}")
+            raise DataError(f"general_ratio must be in [0, 1), got {general_ratio!r}")
         if epoch_size is not None and (isinstance(epoch_size, bool) or not isinstance(epoch_size, int) or epoch_size < 1):
-            raise ValueError(f"epoch_size must be an int >= 1, got {epoch_size!r}")
+            raise DataError(f"epoch_size must be an int >= 1, got {epoch_size!r}")
 
         self.sizes = {k: int(v) for k, v in sizes.items()}
         self.kinds = dict(kinds)
@@ -78,14 +80,14 @@ class MixturePlan:
         general = [k for k in self.names if self.kinds[k] == "general"]
         usable = [k for k in general if self.sizes[k] > 0 and self.ratios.get(k, 1.0) > 0]
         if self.general_ratio > 0 and not usable:
-            raise ValueError(
+            raise DataError(
                 f"general_ratio is {self.general_ratio:g} but there is no general source with records "
                 f"and ratio > 0 (general sources: {', '.join(general) or 'none'}); add one or set general_ratio to 0"
             )
         n_domain = round(sum(self.effective[k] for k in domain))
         if epoch_size is None:
             if n_domain == 0:
-                raise ValueError("no domain records to build an epoch from; give epoch_size or a domain source")
+                raise DataError("no domain records to build an epoch from; give epoch_size or a domain source")
             epoch_size = round(n_domain / (1 - self.general_ratio))
             domain_target = n_domain  # exactly: every domain record once
         else:
@@ -103,25 +105,25 @@ class MixturePlan:
         """Largest-remainder shares of ``target`` by ratio (if any given) or effective size."""
         given = [k for k in names if k in self.ratios]
         if given and len(given) != len(names):
-            raise ValueError(
+            raise DataError(
                 f"ratio given for some {kind} sources ({', '.join(given)}) but not for "
                 f"{', '.join(k for k in names if k not in self.ratios)}: give it for all {kind} sources or none"
             )
         if given:
             empty = [k for k in names if self.ratios[k] > 0 and self.sizes[k] == 0]
             if empty:
-                raise ValueError(f"{kind} source(s) with ratio > 0 but no usable records: {', '.join(empty)}")
+                raise DataError(f"{kind} source(s) with ratio > 0 but no usable records: {', '.join(empty)}")
             weights = {k: float(self.ratios[k]) for k in names}
         else:
             weights = {k: self.effective[k] for k in names}
         total = sum(weights.values())
         if total <= 0:
             if kind == "general":
-                raise ValueError(
+                raise DataError(
                     f"general_ratio is {self.general_ratio} but there is no general source with records and "
                     "ratio > 0; add a general source or set general_ratio to 0"
                 )
-            raise ValueError(f"{target} {kind} samples per epoch are wanted but no {kind} source has records")
+            raise DataError(f"{target} {kind} samples per epoch are wanted but no {kind} source has records")
         exact = {k: target * w / total for k, w in weights.items()}
         counts = {k: math.floor(v) for k, v in exact.items()}
         left = target - sum(counts.values())
@@ -141,7 +143,7 @@ class MixturePlan:
     def epoch(self, epoch: int) -> list[tuple[str, int]]:
         """``(source, record index)`` in training order for ``epoch``; deterministic in (seed, epoch)."""
         if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
+            raise DataError(f"epoch must be >= 0, got {epoch}")
         items: list[tuple[str, int]] = []
         for name in self.names:
             idx = self._source_indices(name, epoch)

@@ -28,9 +28,13 @@ from pathlib import Path
 
 from PIL import Image
 
+from model.errors import PocketAdaptError
+
 __all__ = [
     "REASONS",
+    "DataError",
     "DataQualityError",
+    "MissingDataError",
     "Record",
     "SkipLog",
     "SourceSpec",
@@ -50,11 +54,13 @@ IMAGE_COUNT_MISMATCH = "image count mismatch"
 PATH_ESCAPES = "path escapes data root"
 MISSING_IMAGE = "missing image"
 UNREADABLE_IMAGE = "unreadable image"
+UNDECODABLE_IMAGE = "image does not decode"  # header read at load, pixels failed when the sample was first used
+INVALID_UTF8 = "not UTF-8"
 VIDEO_FILE = "video files are not supported"
 TOO_LONG = "too long for max_seq_length"
 REASONS = (
-    INVALID_JSON, NOT_OBJECT, MISSING_CONVERSATIONS, MALFORMED_CONVERSATION, INVALID_MEDIA,
-    IMAGE_COUNT_MISMATCH, PATH_ESCAPES, MISSING_IMAGE, UNREADABLE_IMAGE, VIDEO_FILE, TOO_LONG,
+    INVALID_UTF8, INVALID_JSON, NOT_OBJECT, MISSING_CONVERSATIONS, MALFORMED_CONVERSATION, INVALID_MEDIA,
+    IMAGE_COUNT_MISMATCH, PATH_ESCAPES, MISSING_IMAGE, UNREADABLE_IMAGE, UNDECODABLE_IMAGE, VIDEO_FILE, TOO_LONG,
 )
 
 KINDS = ("domain", "general")
@@ -66,7 +72,15 @@ _FROM = {"human": "human", "gpt": "gpt", "system": "system", "user": "human", "a
 _EXAMPLES_KEPT = 3
 
 
-class DataQualityError(ValueError):
+class DataError(PocketAdaptError, ValueError):
+    """A data source the user must fix: a malformed meta file, clashing names, nothing left to train on."""
+
+
+class MissingDataError(PocketAdaptError, FileNotFoundError):
+    """An annotation file, meta file or data root named by a source does not exist."""
+
+
+class DataQualityError(DataError):
     """Too large a share of a source's records was skipped."""
 
 
@@ -93,12 +107,12 @@ class SourceSpec:
         if self.root is not None:
             self.root = Path(self.root)
         if self.kind not in KINDS:
-            raise ValueError(f"source {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
+            raise DataError(f"source {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
         if self.ratio is not None and not (self.ratio >= 0 and math.isfinite(self.ratio)):
-            raise ValueError(f"source {self.name!r}: ratio must be >= 0, got {self.ratio!r}")
+            raise DataError(f"source {self.name!r}: ratio must be >= 0, got {self.ratio!r}")
         _check_repeat(self.repeat, f"source {self.name!r}")
         if self.max_tiles is not None and (isinstance(self.max_tiles, bool) or not isinstance(self.max_tiles, int) or self.max_tiles < 1):
-            raise ValueError(f"source {self.name!r}: max_tiles must be an int >= 1, got {self.max_tiles!r}")
+            raise DataError(f"source {self.name!r}: max_tiles must be an int >= 1, got {self.max_tiles!r}")
 
     @property
     def data_root(self) -> Path:
@@ -109,9 +123,9 @@ def _check_repeat(repeat: float | None, what: str) -> None:
     if repeat is None:
         return
     if isinstance(repeat, bool) or not isinstance(repeat, (int, float)) or not (repeat > 0 and math.isfinite(repeat)):
-        raise ValueError(f"{what}: repeat must be a number > 0, got {repeat!r}")
+        raise DataError(f"{what}: repeat must be a number > 0, got {repeat!r}")
     if repeat > 1 and not float(repeat).is_integer():
-        raise ValueError(f"{what}: repeat > 1 must be a whole number (InternVL repeat_time), got {repeat!r}")
+        raise DataError(f"{what}: repeat > 1 must be a whole number (InternVL repeat_time), got {repeat!r}")
 
 
 @dataclass
@@ -139,12 +153,20 @@ class Record:
 
 # ---------------------------------------------------------------------------------- skip log
 class SkipLog:
-    """Counts and first examples of skipped records, by source and reason."""
+    """Counts and first examples of skipped records, by source and reason.
+
+    Most records are skipped while reading (`read_source`, `measure`). A few are dropped later, when
+    their images are fully decoded (`SupervisedDataset`, `adapt.evaluate.predict`): `add_dropped` logs
+    each such record once however often it is met, `dropped_entries` lists them so that the logs of
+    data workers, ranks and resumed runs can be merged into one, and `check` counts them against the
+    same limit as the rest.
+    """
 
     def __init__(self, examples: int = _EXAMPLES_KEPT):
         self._examples_kept = examples
         self._counts: dict[tuple[str, str], int] = {}
         self._examples: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self._dropped: dict[tuple[str, str], tuple[str, str]] = {}  # (source, where) -> (reason, detail)
 
     def add(self, source: str, reason: str, where: str, detail: str = "") -> None:
         key = (source, reason)
@@ -152,6 +174,22 @@ class SkipLog:
         examples = self._examples.setdefault(key, [])
         if len(examples) < self._examples_kept:
             examples.append((where, detail))
+
+    def add_dropped(self, source: str, reason: str, where: str, detail: str = "") -> bool:
+        """Log a record dropped after reading (its image did not decode); False if it was logged already."""
+        if (source, where) in self._dropped:
+            return False
+        self._dropped[(source, where)] = (reason, detail)
+        self.add(source, reason, where, detail)
+        return True
+
+    def dropped(self, source: str | None = None) -> int:
+        """Records dropped after reading (see `add_dropped`), of one source or of all."""
+        return sum(1 for s, _ in self._dropped if source is None or s == source)
+
+    def dropped_entries(self) -> list[list[str]]:
+        """``[source, reason, where, detail]`` of every record `add_dropped` logged (JSON-able)."""
+        return [[s, r, w, d] for (s, w), (r, d) in sorted(self._dropped.items())]
 
     def count(self, source: str | None = None, reason: str | None = None) -> int:
         return sum(
@@ -190,6 +228,10 @@ class SkipLog:
             where, detail = self._examples[(s, r)][0]
             example = f"{where}: {detail}" if detail else where
             lines.append(f"| {_md(s)} | {_md(r)} | {n} | {_md(example)} |")
+        if self._dropped:
+            lines += ["", f"{self.dropped()} of these records were dropped after reading, when their images were "
+                          "decoded for training or evaluation (the header read, the pixels did not); they count "
+                          "against data.max_bad_fraction like the rest."]
         return "\n".join(lines)
 
     def save(self, out_dir: str | os.PathLike) -> None:
@@ -202,18 +244,21 @@ class SkipLog:
     def check(self, kept: dict[str, int], max_bad_fraction: float) -> None:
         """Raise `DataQualityError` naming every source whose skipped share exceeds the limit.
 
-        ``kept`` maps each source to its kept record count; a source counts as bad at
-        ``skipped / (skipped + kept) > max_bad_fraction``.
+        ``kept`` maps each source to the record count reading kept; a source counts as bad at
+        ``skipped / total > max_bad_fraction``, where records dropped later (`add_dropped`) count
+        once, as skipped.
         """
         failing = []
         for source in sorted(set(kept) | set(self.sources())):
             bad = self.count(source)
-            total = bad + kept.get(source, 0)
+            late = self.dropped(source)
+            total = bad + kept.get(source, 0) - late
             if total and bad / total > max_bad_fraction:
-                failing.append(f"  {source}: {bad} of {total} records skipped ({bad / total:.1%})")
+                found = f"; {late} of them because their images do not decode" if late else ""
+                failing.append(f"  {source}: {bad} of {total} records skipped ({bad / total:.1%}{found})")
         if failing:
             raise DataQualityError(
-                f"too many bad records (limit {max_bad_fraction:.1%} per source):\n"
+                f"too many bad records (limit {max_bad_fraction:.1%} per source, data.max_bad_fraction):\n"
                 + "\n".join(failing) + "\n\n" + self.table()
             )
 
@@ -243,30 +288,30 @@ def expand_sources(specs: Iterable[SourceSpec]) -> list[SourceSpec]:
     names = [s.name for s in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise ValueError(f"duplicate data source name(s): {', '.join(dupes)}")
+        raise DataError(f"duplicate data source name(s): {', '.join(dupes)}")
     return out
 
 
 def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
     meta_path = spec.path
     if not meta_path.is_file():
-        raise FileNotFoundError(f"source {spec.name!r}: meta file not found: {meta_path}")
+        raise MissingDataError(f"source {spec.name!r}: meta file not found: {meta_path}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"source {spec.name!r}: {meta_path} is not valid JSON ({exc})") from exc
+        raise DataError(f"source {spec.name!r}: {meta_path} is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or not meta:
-        raise ValueError(f"source {spec.name!r}: {meta_path} must be a JSON object of named entries")
+        raise DataError(f"source {spec.name!r}: {meta_path} must be a JSON object of named entries")
     children: list[SourceSpec] = []
     for key, entry in meta.items():
         what = f"source {spec.name!r}, meta entry {key!r} in {meta_path}"
         if not isinstance(entry, dict):
-            raise ValueError(f"{what}: expected an object, got {type(entry).__name__}")
+            raise DataError(f"{what}: expected an object, got {type(entry).__name__}")
         if "annotation" not in entry:
-            raise ValueError(f"{what}: missing 'annotation'")
+            raise DataError(f"{what}: missing 'annotation'")
         annotation = _meta_path(meta_path, entry["annotation"])
         if annotation.suffix.lower() != ".jsonl":
-            raise ValueError(f"{what}: the annotation must be a .jsonl file, got {entry['annotation']!r}")
+            raise DataError(f"{what}: the annotation must be a .jsonl file, got {entry['annotation']!r}")
         root = _meta_path(meta_path, entry["root"]) if entry.get("root") not in (None, "") else None
         repeat = entry.get("repeat_time", 1)
         _check_repeat(repeat, what)
@@ -282,7 +327,7 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
         weights = []
         for child in children:
             if not child.path.is_file():
-                raise FileNotFoundError(f"source {child.name!r}: annotation file not found: {child.path}")
+                raise MissingDataError(f"source {child.name!r}: annotation file not found: {child.path}")
             lines = _count_lines(child.path)
             r = child.repeat or 1
             weights.append(int(lines * r) if r < 1 else lines * r)
@@ -294,7 +339,7 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
 
 def _meta_path(meta_path: Path, value) -> Path:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{meta_path}: expected a path string, got {value!r}")
+        raise DataError(f"{meta_path}: expected a path string, got {value!r}")
     p = Path(value).expanduser()
     if p.is_absolute():
         return p
@@ -317,29 +362,30 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
     ``repeat > 1`` is not applied here (no duplicated records): the mixture plan
     (`MixturePlan.from_sources`) samples such a source ``repeat`` times per epoch.
 
-    Raises ``FileNotFoundError`` when the annotation file is missing and ``ValueError`` for a meta
-    ``.json`` (run `expand_sources` first).
+    Raises `MissingDataError` (a ``FileNotFoundError``) when the annotation file is missing and
+    `DataError` for a meta ``.json`` (run `expand_sources` first). A line that is not UTF-8 is skipped
+    (``"not UTF-8"``), never decoded with replacement characters and trained on.
     """
     path = spec.path
     if path.suffix.lower() == ".json":
-        raise ValueError(f"source {spec.name!r}: {path} is a meta JSON; expand it with expand_sources() first")
+        raise DataError(f"source {spec.name!r}: {path} is a meta JSON; expand it with expand_sources() first")
     if not path.is_file():
-        raise FileNotFoundError(f"source {spec.name!r}: annotation file not found: {path}")
+        raise MissingDataError(f"source {spec.name!r}: annotation file not found: {path}")
     root = spec.data_root
     if not root.is_dir():
-        raise FileNotFoundError(f"source {spec.name!r}: data root not found: {root}")
+        raise MissingDataError(f"source {spec.name!r}: data root not found: {root}")
     root = root.resolve()
 
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = [(n, text) for n, text in enumerate(f, start=1) if text.strip()]
+    with open(path, "rb") as f:
+        lines = [(n, raw) for n, raw in enumerate(f, start=1) if raw.strip()]
     if spec.repeat is not None and spec.repeat < 1:
         lines = lines[: int(len(lines) * spec.repeat)]
 
     sizes: dict[Path, tuple[int, int] | str] = {}  # header cache: many records share an image
     records = []
-    for n, text in lines:
+    for n, raw in lines:
         try:
-            record = _parse(spec, root, path, n, text, sizes)
+            record = _parse(spec, root, path, n, _utf8(raw), sizes)
         except _Skip as skip:
             skips.add(spec.name, skip.reason, f"{path}:{n}", skip.detail)
             continue
@@ -351,6 +397,14 @@ class _Skip(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(reason)
         self.reason, self.detail = reason, detail
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _Skip(INVALID_UTF8, f"byte {raw[exc.start]:#04x} at column {exc.start + 1} is not UTF-8 "
+                                  "(re-save the file as UTF-8)") from None
 
 
 def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes: dict) -> Record:

@@ -1,0 +1,300 @@
+"""Issue 14: a run that reports success trained on the data its recipe names, with finite weights, in an
+output folder that belongs to it alone; a broken file in that folder costs a checkpoint, not the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from adapt.data.samples import DataQualityError
+from adapt.recipe import load_recipe
+from adapt.train import Trainer, train
+from model.errors import PocketAdaptError
+
+RECIPE = """
+name: tiny
+model: {source: pocket-tiny-scratch}
+parts:
+  projector: {mode: full, lr: 1.0e-3}
+  llm: {mode: lora, lr: 1.0e-3, lora: {r: 2, alpha: 4, dropout: 0.0}}
+data:
+  sources:
+    - {name: field, path: data/field/train.jsonl, kind: domain}
+    - {name: general, path: data/general/train.jsonl, kind: general}
+  max_bad_fraction: 0.05
+mixing: {general_ratio: 0.5, seed: 1}
+training: {max_steps: 3, batch_size: 2, warmup_ratio: 0.0, max_seq_length: 256, schedule: constant}
+output: {dir: out, save_every: 1, keep_last: 5}
+logging: {tensorboard: false}
+"""
+
+N = 8  # records per source
+
+
+def _noise_png(path: Path, seed: int) -> None:
+    """A 112 px noise image: incompressible, so cutting the file leaves a readable header and a broken body."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    pixels = torch.randint(0, 256, (112, 112, 3), dtype=torch.uint8).numpy()
+    Image.fromarray(pixels).save(path)
+
+
+def _cut(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("reliability")
+    for source, question in (("field", "Which field?"), ("general", "Which shape?")):
+        lines = []
+        for k in range(N):
+            _noise_png(root / "data" / source / f"{k}.png", seed=k + (100 if source == "general" else 0))
+            lines.append(json.dumps({"image": f"{k}.png", "conversations": [
+                {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": f"answer {k % 3}"}]}))
+        (root / "data" / source / "train.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def make_run(folder: Path, data_root: Path, broken: int = 0) -> Path:
+    """A recipe in `folder` over a copy of the data whose first `broken` field images do not decode."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(data_root / "data", folder / "data")
+    for k in range(broken):
+        _cut(folder / "data" / "field" / f"{k}.png")
+    path = folder / "tiny.yaml"
+    path.write_text(RECIPE)
+    return path
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------ 1. images that fail only at decode time
+@pytest.mark.parametrize("setting", [["training.num_workers=0"], ["training.num_workers=2"], ["training.batch_size=1"]],
+                         ids=["in-process", "data-workers", "batch-of-one"])
+def test_undecodable_domain_data_stops_the_run(tmp_path, data_root, setting):
+    recipe = load_recipe(make_run(tmp_path, data_root, broken=N), setting)
+    out = Path(recipe.output.dir)
+    with pytest.raises(DataQualityError) as info:
+        train(recipe, progress=False)
+    message = str(info.value)
+    assert "field:" in message and "do not decode" in message
+    report = (out / "skips.md").read_text()
+    assert "image does not decode" in report and "field" in report
+    assert not (out / "final").exists()
+
+
+@pytest.mark.slow
+def test_decode_failures_within_the_limit_are_counted_and_reported(tmp_path, data_root):
+    recipe = load_recipe(make_run(tmp_path, data_root, broken=1),
+                         ["data.max_bad_fraction=0.2", "training.num_workers=2", "training.max_steps=8"])
+    train(recipe, progress=False)  # 8 steps x 2 samples: the whole epoch, the broken image included
+    out = Path(recipe.output.dir)
+    skips = json.loads((out / "skips.json").read_text())
+    assert [(s["source"], s["reason"], s["count"]) for s in skips] == [("field", "image does not decode", 1)]
+    assert "image does not decode" in (out / "skips.md").read_text()
+
+
+def test_eval_applies_the_threshold_and_counts_every_skip(tmp_path, data_root):
+    from adapt.run_eval import evaluate_model
+
+    path = make_run(tmp_path, data_root, broken=2)
+    overrides = ["data.eval_sources=[{name: field, path: data/field/train.jsonl}]", "eval.max_new_tokens=2"]
+    recipe = load_recipe(path, overrides)
+    with pytest.raises(DataQualityError, match="field: 2 of 8"):
+        evaluate_model(recipe, "pocket-tiny-scratch", "base", tmp_path / "eval", progress=False)
+    assert "image does not decode" in (tmp_path / "eval" / "skips.md").read_text()
+    recipe = load_recipe(path, [*overrides, "data.max_bad_fraction=0.5"])
+    summary = evaluate_model(recipe, "pocket-tiny-scratch", "base", tmp_path / "eval", progress=False)
+    assert summary["sources"]["field"]["skipped"] == 2 and summary["skipped"] == 2
+
+
+# ------------------------------------------------------------------ 4. non-finite training
+def test_a_run_whose_loss_turns_nan_stops_and_saves_no_nan_weights(tmp_path, data_root):
+    recipe = load_recipe(make_run(tmp_path, data_root), ["parts.projector.lr=1.0e+30", "parts.llm.lr=1.0e+30"])
+    out = Path(recipe.output.dir)
+    with pytest.raises(PocketAdaptError) as info:
+        train(recipe, progress=False)
+    message = str(info.value)
+    assert "not finite" in message and "step " in message and "loss" in message
+    assert not (out / "final").exists()
+    for checkpoint in out.glob("checkpoint-*"):
+        weights = load_file(str(checkpoint / "trainable.safetensors"))
+        assert all(torch.isfinite(w).all() for w in weights.values()), checkpoint.name
+
+
+def test_a_non_finite_gradient_norm_stops_the_run_before_the_update(tmp_path, data_root, monkeypatch):
+    recipe = load_recipe(make_run(tmp_path, data_root))
+    real = torch.nn.utils.clip_grad_norm_
+    calls = []
+
+    def clip(parameters, max_norm, *args, **kwargs):
+        calls.append(1)
+        norm = real(parameters, max_norm, *args, **kwargs)
+        return torch.tensor(float("inf")) if len(calls) == 2 else norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip)
+    with pytest.raises(PocketAdaptError, match=r"step 2.*gradient norm"):
+        train(recipe, progress=False)
+    out = Path(recipe.output.dir)
+    assert (out / "checkpoint-1").is_dir() and not (out / "checkpoint-2").exists() and not (out / "final").exists()
+
+
+# ------------------------------------------------------------------ 7. one run per output folder
+def test_a_second_run_in_the_same_folder_is_refused(tmp_path, data_root):
+    recipe = load_recipe(make_run(tmp_path, data_root), ["training.max_steps=1"])
+    first = Trainer(recipe, progress=False)
+    with pytest.raises(PocketAdaptError) as info:
+        Trainer(recipe, progress=False)
+    assert f"pid {os.getpid()}" in str(info.value) and str(recipe.output.dir) in str(info.value)
+    first.run()
+    Trainer(recipe, progress=False).close()  # the first run let go of the folder
+
+
+@pytest.mark.slow
+def test_two_train_processes_on_one_folder(tmp_path, data_root):
+    path = make_run(tmp_path, data_root)
+    out = path.parent / "out"
+    cmd = [sys.executable, "-m", "adapt.cli", "train", str(path), "--no-progress", "training.max_steps=400",
+           "output.save_every=1000"]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and first.poll() is None and not (out / "train_log.jsonl").is_file():
+            time.sleep(0.05)
+        assert first.poll() is None, first.stderr.read()[-2000:]
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1
+        assert f"pid {first.pid}" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+
+
+# ------------------------------------------------------------------ 8 and 10. damaged files in the run folder
+def test_a_torn_last_log_line_does_not_block_resuming(tmp_path, data_root):
+    recipe = load_recipe(make_run(tmp_path, data_root))
+    out = Path(recipe.output.dir)
+    Trainer(recipe, progress=False).run(stop_after=1)
+    with (out / "train_log.jsonl").open("a") as fh:
+        fh.write('{"step": 2, "epoch": 0.25, "lo')  # killed while writing
+    Trainer(recipe, progress=False).run(stop_after=2)
+    assert [e["step"] for e in read_log(out)] == [1, 2]
+
+
+def test_a_corrupt_log_line_is_named(tmp_path, data_root):
+    recipe = load_recipe(make_run(tmp_path, data_root))
+    out = Path(recipe.output.dir)
+    Trainer(recipe, progress=False).run(stop_after=2)
+    lines = (out / "train_log.jsonl").read_text().splitlines()
+    (out / "train_log.jsonl").write_text("garbage\n" + "\n".join(lines[1:]) + "\n")
+    with pytest.raises(PocketAdaptError, match=rf"{out / 'train_log.jsonl'}:1"):
+        Trainer(recipe, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["trainer_state.json torn", "weights torn", "optimizer missing", "manifest missing"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, data_root, capsys, damage):
+    recipe = load_recipe(make_run(tmp_path, data_root))
+    out = Path(recipe.output.dir)
+    Trainer(recipe, progress=False).run(stop_after=2)
+    newest = out / "checkpoint-2"
+    name = {"trainer_state.json torn": "trainer_state.json", "weights torn": "trainable.safetensors",
+            "optimizer missing": "optimizer.safetensors", "manifest missing": "manifest.json"}[damage]
+    if damage.endswith("torn"):
+        _cut(newest / name)
+    else:
+        (newest / name).unlink()
+    capsys.readouterr()
+    trainer = Trainer(recipe, progress=False)
+    assert trainer.start_step == 1
+    printed = capsys.readouterr().out
+    assert "checkpoint-2" in printed and name in printed and "checkpoint-1" in printed
+    trainer.run()
+    assert [e["step"] for e in read_log(out)] == [1, 2, 3] and (out / "final").is_dir()
+
+
+def test_no_usable_checkpoint_names_the_files(tmp_path, data_root):
+    recipe = load_recipe(make_run(tmp_path, data_root), ["output.keep_last=1"])
+    out = Path(recipe.output.dir)
+    Trainer(recipe, progress=False).run(stop_after=1)
+    _cut(out / "checkpoint-1" / "trainer_state.json")
+    with pytest.raises(PocketAdaptError) as info:
+        Trainer(recipe, progress=False)
+    assert str(out / "checkpoint-1" / "trainer_state.json") in str(info.value)
+
+
+def test_checkpoints_carry_a_manifest_written_last(tmp_path, data_root):
+    recipe = load_recipe(make_run(tmp_path, data_root))
+    Trainer(recipe, progress=False).run(stop_after=1)
+    checkpoint = Path(recipe.output.dir) / "checkpoint-1"
+    manifest = json.loads((checkpoint / "manifest.json").read_text())
+    files = {p.name: p.stat().st_size for p in checkpoint.iterdir() if p.name != "manifest.json"}
+    assert manifest["files"] == files
+    assert "recipe.yaml" in files
+
+
+# ------------------------------------------------------------------ 9. resuming after the recipe changed
+def test_resuming_after_a_recipe_edit_shows_it_and_refuses(tmp_path, data_root, capsys):
+    path = make_run(tmp_path, data_root)
+    Trainer(load_recipe(path), progress=False).run(stop_after=1)
+    edited = load_recipe(path, ["parts.projector.lr=5.0e-3", "mixing.general_ratio=0.25"])
+    with pytest.raises(PocketAdaptError) as info:
+        Trainer(edited, progress=False)
+    message = str(info.value)
+    assert "parts.projector.lr: 0.001 -> 0.005" in message and "mixing.general_ratio: 0.5 -> 0.25" in message
+    assert "--allow-changes" in message and "checkpoint-1" in message
+
+    trainer = Trainer(edited, progress=False, allow_changes=True)
+    assert "parts.projector.lr: 0.001 -> 0.005" in capsys.readouterr().out
+    lrs = {g["part"]: g["lr"] for g in trainer.optimizer.param_groups}
+    assert lrs["projector"] == pytest.approx(5.0e-3) and lrs["llm"] == pytest.approx(1.0e-3)
+    assert trainer.plan.general_ratio == 0.25
+    trainer.close()
+
+
+def test_resuming_after_a_harmless_edit_goes_on(tmp_path, data_root, capsys):
+    path = make_run(tmp_path, data_root)
+    Trainer(load_recipe(path), progress=False).run(stop_after=1)
+    trainer = Trainer(load_recipe(path, ["logging.every=5", "output.keep_last=3", "training.num_workers=1"]),
+                      progress=False)
+    assert trainer.start_step == 1 and "logging.every: 10 -> 5" in capsys.readouterr().out
+    trainer.close()
+
+
+def test_train_verb_takes_allow_changes(tmp_path, data_root, capsys):
+    from adapt.cli import main
+
+    path = make_run(tmp_path, data_root)
+    Trainer(load_recipe(path), progress=False).run(stop_after=1)
+    assert main(["train", str(path), "--no-progress", "training.max_steps=2", "parts.llm.lr=2.0e-3"]) == 1
+    assert "--allow-changes" in capsys.readouterr().err
+    assert main(["train", str(path), "--no-progress", "training.max_steps=2", "parts.llm.lr=2.0e-3",
+                 "--allow-changes"]) == 0
+
+
+# ------------------------------------------------------------------ 14. the umask decides file modes
+def test_run_files_follow_the_umask(tmp_path, data_root):
+    recipe = load_recipe(make_run(tmp_path, data_root), ["training.max_steps=1"])
+    old = os.umask(0o027)
+    try:
+        train(recipe, progress=False)
+    finally:
+        os.umask(old)
+    out = Path(recipe.output.dir)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
+    assert modes and {k: oct(m) for k, m in modes.items() if m != 0o640} == {}
