@@ -18,19 +18,6 @@ from model.errors import PocketAdaptError
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
 
-# User-error classes that predate PocketAdaptError and still derive from ValueError alone in some trees; they are
-# named here (module, class) so the CLI need not catch ValueError as a whole. Once every one of them derives from
-# PocketAdaptError this table and _is_user_error's lookup can go.
-_LEGACY_USER_ERRORS = {
-    ("adapt.recipe", "RecipeError"),
-    ("adapt.data.samples", "DataQualityError"),
-    ("model.checkpoints.io", "CheckpointError"),
-    ("model.tiling", "ImageLoadError"),
-    ("model.processor", "SampleTooLongError"),
-    ("model.vlm", "ImageTokenMismatchError"),
-    ("deploy.demo.uploads", "UploadError"),
-}
-
 
 class CliError(PocketAdaptError, ValueError):
     """A command line the user can fix (a malformed --option, an impossible size); also: nothing converted."""
@@ -61,15 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _is_user_error(err: BaseException) -> bool:
-    return isinstance(err, PocketAdaptError) or any(
-        (cls.__module__, cls.__name__) in _LEGACY_USER_ERRORS for cls in type(err).__mro__)
-
-
 def user_error_message(err: BaseException, out: Path | None = None) -> str | None:
     """The one-line message for an anticipated failure, or None for a bug. `out`: the verb's output folder,
     named when an OSError does not say which file it was writing."""
-    if _is_user_error(err):
+    if isinstance(err, PocketAdaptError):
         return str(err)
     if not isinstance(err, OSError):
         return None

@@ -102,12 +102,21 @@ def test_unexpected_errors_keep_their_traceback(toy, exc):
         _convert(src, out)
 
 
-def test_existing_user_error_classes_stay_one_line_during_the_transition(toy, capsys):
-    """RecipeError still derives from ValueError only in some trees: the CLI names it, not ValueError as a whole."""
-    from adapt.recipe import RecipeError
+@pytest.mark.parametrize("where,name,args", [
+    ("adapt.recipe", "RecipeError", ["r.yaml: training.lr: must be > 0"]),
+    ("adapt.data.samples", "DataQualityError", ["r.yaml: training.lr: must be > 0"]),
+    ("model.checkpoints.io", "CheckpointError", ["r.yaml: training.lr: must be > 0"]),
+    ("model.tiling", "ImageLoadError", ["r.yaml", "training.lr: must be > 0"]),
+    ("model.processor", "SampleTooLongError", ["r.yaml: training.lr: must be > 0"]),
+    ("deploy.demo.uploads", "UploadError", ["r.yaml: training.lr: must be > 0"]),
+])
+def test_the_other_packages_user_errors_are_one_line(toy, capsys, where, name, args):
+    """They were ValueErrors the CLI caught as a whole; now they are PocketAdaptErrors, which it names."""
+    import importlib
 
+    cls = getattr(importlib.import_module(where), name)
     register, src, out = toy
-    register(toy=_raising(RecipeError("r.yaml: training.lr: must be > 0")))
+    register(toy=_raising(cls(*args)))
     assert _convert(src, out) == 1
     assert "r.yaml: training.lr: must be > 0" in _one_line(capsys.readouterr().err)
 
