@@ -68,7 +68,7 @@ def user_error_message(err: BaseException, out: Path | None = None) -> str | Non
         return f"{where}is a folder, not a file; give the path of a file"
     if isinstance(err, PermissionError):
         return f"{where}permission denied; make it writable (readable for inputs) or choose another path"
-    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
         return f"{where}disk full ({reason}); free some space or write elsewhere"
     if err.errno == errno.EROFS:
         return f"{where}read-only file system; choose a writable path"
