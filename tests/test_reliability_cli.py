@@ -204,6 +204,15 @@ def test_unknown_option_of_a_lazily_imported_built_in_converter(tmp_path, capsys
     assert "dataset" not in line.split("options:")[1]  # fixed by the data set's name, not settable
 
 
+@pytest.mark.parametrize("value", ["abc", "0", "2.5", "[1, 2]"])
+def test_a_bad_option_value_of_a_built_in_converter_is_one_line(tmp_path, capsys, value):
+    src = tmp_path / "raw"
+    src.mkdir()
+    rc = main(["convert", "remote_sensing", "ucmerced", "--src", str(src), "--out", str(tmp_path / "o"),
+               "--option", f"resize={value}"])
+    assert rc == 1 and "resize must be a positive longer-side length in pixels" in _one_line(capsys.readouterr().err)
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--option", "novalue"], "--option 'novalue' is not KEY=VALUE"),
     (["--option", "=3"], "--option '=3' is not KEY=VALUE"),

@@ -230,7 +230,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
     splits: dict[str, list[dict]] = {"train": [], "test": []} if test_fraction > 0 else {"train": []}
     resizer = _resizer(resize)
-    key = output_key(bands=bands, stretch=stretch, resize=resize)
+    key = output_key(bands=bands, stretch=stretch, resize=_resize_option(resize))
     for d, imgs in classes:
         label = label_fn(d.name)
         for img in imgs:
@@ -248,14 +248,27 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     return write_splits(report, out, dataset, splits)
 
 
-def _resizer(resize: int | None) -> Callable[[Image.Image], Image.Image] | None:
+def _resize_option(resize: Any) -> int | None:
+    """The `resize` option as a positive whole number of pixels (or None); DomainError otherwise."""
     if resize is None:
         return None
-    if int(resize) < 1:
-        raise DomainError(f"resize must be a positive longer-side length in pixels, got {resize}")
+    try:
+        value = float(resize)
+        ok = not isinstance(resize, bool) and value.is_integer() and value >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise DomainError(f"resize must be a positive longer-side length in pixels, got {resize!r}")
+    return int(value)
+
+
+def _resizer(resize: Any) -> Callable[[Image.Image], Image.Image] | None:
+    longer = _resize_option(resize)
+    if longer is None:
+        return None
 
     def fn(img: Image.Image) -> Image.Image:
-        return img.resize(_resized_size(img.size, int(resize)), Image.Resampling.BICUBIC)
+        return img.resize(_resized_size(img.size, longer), Image.Resampling.BICUBIC)
 
     return fn
 
@@ -341,7 +354,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     images_dir = Path(images_dir)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     resizer = _resizer(resize)
-    key = output_key(bands=bands, stretch=stretch, resize=resize)
+    key = output_key(bands=bands, stretch=stretch, resize=_resize_option(resize))
     out_splits: dict[str, list[dict]] = {}
     image_status: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
     for pre, split, qpath in found:
@@ -463,8 +476,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     report = ConvertReport(dataset=dataset, source=src, out=out)
     split_map = _split_indices(src, report)
     out_splits: dict[str, list[dict]] = {s: [] for s in (("train", "val", "test") if split_map is not None else ("all",))}
-    if resize is not None and int(resize) < 1:
-        raise DomainError(f"resize must be a positive longer-side length in pixels, got {resize}")
+    resize = _resize_option(resize)
     obj_index = -1
     for xml in sorted(ann_dir.glob("*.xml")):
         try:
