@@ -126,14 +126,19 @@ class RunLock:
             raise RunFolderBusy(
                 f"{out_dir} is in use by another run ({holder}); wait for it to finish or stop it, "
                 "or set output.dir to another folder")
+        self._owner = os.getpid()
         os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        os.write(self._fd, f"pid {self._owner} on {socket.gethostname()}\n".encode())
 
     def release(self) -> None:
         fd, self._fd = getattr(self, "_fd", None), None
-        if fd is not None:
+        if fd is None:
+            return
+        # a forked data worker shares the lock (flock belongs to the open file, not the process): only the
+        # process that took it unlocks it; the others just close their copy
+        if getattr(self, "_owner", None) == os.getpid():
             _unlock(fd)
-            os.close(fd)
+        os.close(fd)
 
     def __del__(self) -> None:
         self.release()

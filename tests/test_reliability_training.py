@@ -166,6 +166,22 @@ def test_a_second_run_in_the_same_folder_is_refused(tmp_path, data_root):
     Trainer(recipe, progress=False).close()  # the first run let go of the folder
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="data workers are forked only where fork exists")
+def test_a_forked_data_worker_does_not_let_go_of_the_run_lock(tmp_path):
+    from adapt.checkpointing import RunFolderBusy, RunLock
+
+    lock = RunLock(tmp_path)
+    child = os.fork()
+    if child == 0:  # what a DataLoader worker holding a copy of the trainer does when it ends
+        lock.release()
+        os._exit(0)
+    os.waitpid(child, 0)
+    with pytest.raises(RunFolderBusy):
+        RunLock(tmp_path)
+    lock.release()
+    RunLock(tmp_path).release()
+
+
 @pytest.mark.slow
 def test_two_train_processes_on_one_folder(tmp_path, data_root):
     path = make_run(tmp_path, data_root)
