@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from model.errors import PocketAdaptError
+from model.limits import MAX_TILES_LIMIT
 
 if TYPE_CHECKING:
     from model.tiling import TilingConfig
@@ -208,9 +209,10 @@ class TilingOverrides(_Section):
     model_config = ConfigDict(extra="forbid")
 
     tile_size: int | None = Field(None, ge=1)
-    min_tiles: int | None = Field(None, ge=1)
-    max_tiles: int | None = Field(None, ge=1)
+    min_tiles: int | None = Field(None, ge=1, le=MAX_TILES_LIMIT)
+    max_tiles: int | None = Field(None, ge=1, le=MAX_TILES_LIMIT)
     thumbnail: bool | None = None
+    max_pixels: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _order(self) -> TilingOverrides:
@@ -230,7 +232,7 @@ class DataSource(_Section):
     kind: Literal["domain", "general"] = "domain"
     ratio: float | None = Field(None, ge=0)
     repeat: float | None = Field(None, gt=0)
-    max_tiles: int | None = Field(None, ge=1)
+    max_tiles: int | None = Field(None, ge=1, le=MAX_TILES_LIMIT)
 
     @field_validator("name")
     @classmethod

@@ -28,6 +28,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .errors import PocketAdaptError
+from .limits import DEFAULT_MAX_PIXELS, MAX_TILES_LIMIT
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -60,10 +61,6 @@ Mode = Literal["dynamic", "pad", "resize"]
 _MODES: tuple[str, ...] = ("dynamic", "pad", "resize")
 _BICUBIC = Image.Resampling.BICUBIC
 
-# InternVL models use at most 12 tiles (40 is generous); more only costs memory and time.
-MAX_TILES_LIMIT = 40
-# Decoded pixels per image: a 48 MP phone photo fits, a 13000x13000 scan (169 MP, ~800 MB to decode) does not.
-DEFAULT_MAX_PIXELS = 50_000_000
 
 
 class TilingError(PocketAdaptError, ValueError):

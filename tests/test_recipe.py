@@ -55,7 +55,8 @@ def test_defaults(tmp_path):
     assert (parts.projector.mode, parts.projector.lr) == ("full", 1e-4)
     assert (parts.llm.mode, parts.llm.lr) == ("lora", 1e-4)
     assert (parts.llm.lora.r, parts.llm.lora.alpha, parts.llm.lora.dropout, parts.llm.lora.targets) == (16, 32, 0.05, None)
-    assert recipe.tiling.model_dump() == {"tile_size": None, "min_tiles": None, "max_tiles": None, "thumbnail": None}
+    assert recipe.tiling.model_dump() == {"tile_size": None, "min_tiles": None, "max_tiles": None, "thumbnail": None,
+                                          "max_pixels": None}
     assert recipe.data.eval_sources == [] and recipe.data.max_bad_fraction == 0.05
     src = recipe.data.sources[0]
     assert (src.kind, src.ratio, src.repeat, src.max_tiles) == ("domain", None, None, None)
@@ -344,6 +345,22 @@ def test_tiling_overrides_merge_into_the_models_tiling(tmp_path):
     clash = load_recipe(write(tmp_path, MINIMAL + "tiling: {min_tiles: 8}\n"))
     with pytest.raises(RecipeError, match="tiling.min_tiles=8"):
         clash.tiling_for(TilingConfig(max_tiles=6))
+
+
+@pytest.mark.parametrize("text", [
+    MINIMAL + "tiling: {max_tiles: 41}\n",
+    MINIMAL + "tiling: {min_tiles: 5000}\n",
+    MINIMAL.replace("path: data/field/train.jsonl}", "path: data/field/train.jsonl, max_tiles: 41}"),
+])
+def test_tile_counts_above_the_limit_are_refused_by_validate(tmp_path, text):
+    with pytest.raises(RecipeError, match="less than or equal to 40"):
+        load_recipe(write(tmp_path, text))
+
+
+def test_the_pixel_cap_is_a_tiling_setting(tmp_path):
+    recipe = load_recipe(write(tmp_path, MINIMAL + "tiling: {max_pixels: 1000000}\n"))
+    assert recipe.tiling_for(TilingConfig()).max_pixels == 1_000_000
+    assert load_recipe(write(tmp_path, MINIMAL)).tiling_for(TilingConfig()).max_pixels == TilingConfig().max_pixels
 
 
 # ---------------------------------------------------------------------- DeepSpeed

@@ -1,0 +1,8 @@
+"""Bounds on what one image may cost, shared by tiling and by recipe validation (which must not import torch)."""
+
+from __future__ import annotations
+
+# InternVL models use at most 12 tiles (40 is generous); more only costs memory and time.
+MAX_TILES_LIMIT = 40
+# Decoded pixels per image: a 48 MP phone photo fits, a 13000x13000 scan (169 MP, ~800 MB to decode) does not.
+DEFAULT_MAX_PIXELS = 50_000_000
