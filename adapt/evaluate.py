@@ -145,7 +145,7 @@ def predict(
             for k in order[start : start + batch_size]:
                 record = records[k]
                 try:
-                    images = [load_image(path) for path in (record.images or [])]
+                    images = [load_image(path, max_pixels=processor.tiling.max_pixels) for path in (record.images or [])]
                 except ImageLoadError as exc:
                     skipped.append((k, Skipped(record.source, record.line, str(exc))))
                     bar.update(1)

@@ -21,6 +21,7 @@ from adapt.data import (
     measure,
     read_source,
 )
+from model.errors import PocketAdaptError
 from model.processor import IGNORE_INDEX
 
 
@@ -173,6 +174,15 @@ def test_meta_repeat_above_one_must_be_whole(tmp_path):
     meta = tmp_path / "meta.json"
     meta.write_text(json.dumps({"a": {"root": ".", "annotation": "a.jsonl", "repeat_time": 1.5}}))
     with pytest.raises(ValueError, match="whole number"):
+        expand_sources([SourceSpec("m", meta)])
+
+
+@pytest.mark.parametrize("patches", [5000, 0, 2.5, "12"])
+def test_meta_max_dynamic_patch_is_bounded_and_named(tmp_path, patches):
+    write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"a": {"root": ".", "annotation": "a.jsonl", "max_dynamic_patch": patches}}))
+    with pytest.raises(PocketAdaptError, match=r"meta entry 'a' in .*meta.json: max_dynamic_patch must be .* 1 to 40"):
         expand_sources([SourceSpec("m", meta)])
 
 

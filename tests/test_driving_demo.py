@@ -90,7 +90,7 @@ def test_upload_errors_are_clear(tmp_path):
         read_upload([*paths[:5], unnamed])
     broken = tmp_path / "x__CAM_BACK_RIGHT__3.jpg"
     broken.write_text("not an image")
-    with pytest.raises(ValueError, match="x__CAM_BACK_RIGHT__3.jpg: cannot be read"):
+    with pytest.raises(ValueError, match="x__CAM_BACK_RIGHT__3.jpg: not an image file"):
         read_upload([*paths[:5], broken])
     with pytest.raises(ValueError, match="mode"):
         read_upload(paths, mode="panorama")

@@ -163,6 +163,19 @@ def test_demo_reads_images_with_the_one_reader(tmp_path):
         read_image(tmp_path / "upload-1.png")
 
 
+@pytest.mark.parametrize("reader", ["domains.medical:read_image_rgb", "domains.driving:read_image_rgb",
+                                    "domains.driving.demo:_read_image"])
+def test_domain_readers_are_the_one_reader(tmp_path, reader):
+    import importlib
+
+    module, name = reader.split(":")
+    read = getattr(importlib.import_module(module), name)
+    _gradient16(tmp_path / "ct16.png")
+    _rotated_phone_jpeg(tmp_path / "phone.jpg")
+    for file in ("ct16.png", "phone.jpg"):
+        assert np.array_equal(np.asarray(read(tmp_path / file)), np.asarray(load_image(tmp_path / file))), file
+
+
 # ------------------------------------------------------------------ 6: bounded max_tiles, non-cubic candidates
 
 
@@ -372,6 +385,31 @@ def test_training_data_skips_an_image_above_the_cap_and_counts_it(tmp_path, tiny
     assert len(kept) == 1 and skips.count("d") == 1  # counted once, wherever the data code catches it
     (example,) = [e for entry in skips.to_dict() for e in entry["examples"]]  # whatever the reason is called
     assert example["where"] == f"{ann}:2" and "13000x13000" in example["detail"]
+
+
+def test_the_recipes_pixel_cap_reaches_training_and_evaluation(tmp_path, tiny):
+    """`tiling.max_pixels` (recipe -> tiling) is the cap the training dataset and `predict` decode with."""
+    import dataclasses
+
+    from adapt.data import SkipLog, SourceSpec, SupervisedDataset, measure, read_source
+    from adapt.evaluate import predict
+
+    vlm, processor = tiny
+    Image.new("RGB", (112, 112), (200, 30, 30)).save(tmp_path / "ok.png")
+    conv = [{"from": "human", "value": "What is shown?"}, {"from": "gpt", "value": "A square."}]
+    ann = tmp_path / "t.jsonl"
+    ann.write_text(json.dumps({"image": "ok.png", "conversations": conv}) + "\n")
+    skips = SkipLog()
+    records = measure(read_source(SourceSpec("d", ann), skips), processor, 512, skips)
+    capped = dataclasses.replace(processor.tiling, max_pixels=112 * 112 - 1)
+    dataset = SupervisedDataset({"d": records}, [("d", 0)], processor, 512, skips, tiling=capped)
+    assert dataset[0] is None and skips.count("d") == 1
+    processor.tiling, original = capped, processor.tiling
+    try:
+        preds = predict(vlm, processor, records, max_new_tokens=1, progress=False)
+    finally:
+        processor.tiling = original
+    assert len(preds.skipped) == 1 and "above the limit" in preds.skipped[0].reason
 
 
 def test_the_demo_reader_reports_the_pixel_cap(tmp_path):

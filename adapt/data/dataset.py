@@ -71,7 +71,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
             return None
         record = self.records[source][index]
         try:
-            images = [load_image(p) for p in record.images]
+            images = [load_image(p, max_pixels=self.tiling.max_pixels) for p in record.images]
         except ImageLoadError as exc:
             self._drop(record, index, UNDECODABLE_IMAGE, str(exc))
             return None

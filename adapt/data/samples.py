@@ -29,6 +29,7 @@ from pathlib import Path
 from PIL import Image
 
 from model.errors import PocketAdaptError
+from model.limits import MAX_TILES_LIMIT
 
 __all__ = [
     "REASONS",
@@ -319,6 +320,10 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
             repeat = repeat * spec.repeat
             _check_repeat(repeat, what + " (times the source's repeat)")
         max_tiles = entry.get("max_dynamic_patch", spec.max_tiles)
+        if max_tiles is not None and (isinstance(max_tiles, bool) or not isinstance(max_tiles, int)
+                                      or not 1 <= max_tiles <= MAX_TILES_LIMIT):
+            raise DataError(f"{what}: max_dynamic_patch must be a whole number from 1 to {MAX_TILES_LIMIT} "
+                            f"(InternVL uses up to 12), got {max_tiles!r}")
         children.append(SourceSpec(
             name=f"{spec.name}/{key}", path=annotation, root=root, kind=spec.kind,
             repeat=None if repeat == 1 else repeat, max_tiles=max_tiles,

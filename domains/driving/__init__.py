@@ -23,11 +23,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def read_image_rgb(path: str | Path, **options: Any):
-    """Reader for the plugin: a camera (or stitched) image as a PIL RGB image."""
-    from PIL import Image
+    """Reader for the plugin: a camera (or stitched) image as RGB, by pocket-adapt's one image reader
+    (:func:`model.tiling.load_image`: EXIF orientation, wide samples stretched, ``max_pixels`` cap)."""
+    from model.tiling import load_image  # lazily: the plugin registry stays free of torch
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    return load_image(path, **{k: v for k, v in options.items() if k == "max_pixels"})
 
 
 convert_drivelm = lazy("domains.driving.drivelm:convert_drivelm",

@@ -18,8 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
+from domains.base import DomainError
 from domains.boxes import PALETTE, draw_ref_boxes
 from domains.driving import layout
 
@@ -38,13 +39,13 @@ def camera_from_name(name: str) -> str | None:
 
 
 def _read_image(path: Path) -> Image.Image:
+    """A camera upload by pocket-adapt's one image reader, named in errors by its (neutral) file name only."""
+    from model.tiling import ImageLoadError, load_image  # lazily: the plugin registry stays free of torch
+
     try:
-        with Image.open(path) as img:
-            return ImageOps.exif_transpose(img).convert("RGB")
-    except Image.DecompressionBombError:
-        raise ValueError(f"{path.name}: the image has too many pixels to be read safely") from None
-    except (Image.UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"{path.name}: cannot be read as an image ({exc})") from None
+        return load_image(path)
+    except ImageLoadError as err:
+        raise DomainError(f"{path.name}: {err.reason}") from None
 
 
 def _check_mode(mode: str, order: str | Sequence[str]) -> tuple[str, ...]:

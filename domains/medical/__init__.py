@@ -35,11 +35,11 @@ def read_dicom_rgb(path: str | Path, **options: Any):
 
 
 def read_image_rgb(path: str | Path, **options: Any):
-    """Reader for PNG / JPEG: the image as PIL RGB (grey and palette images converted)."""
-    from PIL import Image
+    """Reader for PNG / JPEG: the image as RGB, by pocket-adapt's one image reader
+    (:func:`model.tiling.load_image`: EXIF orientation, wide samples stretched, ``max_pixels`` cap)."""
+    from model.tiling import load_image  # lazily: the plugin registry stays free of torch
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    return load_image(path, **{k: v for k, v in options.items() if k == "max_pixels"})
 
 
 def read_any(path: str | Path, **options: Any):
