@@ -12,8 +12,14 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
+from model.errors import PocketAdaptError
+
 PART_PREFIXES = {"vision": "vision_tower.", "projector": "multi_modal_projector.", "llm": "language_model."}
 MODES = ("frozen", "lora", "full")
+
+
+class PartsError(PocketAdaptError, ValueError):
+    """A part setting (mode, LoRA targets) that does not fit the model."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ def part_of(name: str) -> str:
     for part, prefix in PART_PREFIXES.items():
         if name.startswith(prefix) or f".{prefix}" in name:
             return part
-    raise ValueError(f"{name!r} belongs to no part ({', '.join(PART_PREFIXES)})")
+    raise PartsError(f"{name!r} belongs to no part ({', '.join(PART_PREFIXES)})")
 
 
 def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) -> list[str]:
@@ -44,9 +50,9 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
     if suffixes:
         names = [n for n in names if any(n == prefix + s or n.endswith("." + s) for s in suffixes)]
         if not names:
-            raise ValueError(f"LoRA targets {list(suffixes)} match no Linear module in the {part} part")
+            raise PartsError(f"LoRA targets {list(suffixes)} match no Linear module in the {part} part")
     if not names:
-        raise ValueError(f"the {part} part has no Linear module for LoRA; use mode 'full' or 'frozen'")
+        raise PartsError(f"the {part} part has no Linear module for LoRA; use mode 'full' or 'frozen'")
     return names
 
 
@@ -54,9 +60,9 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
     """Freeze, LoRA-wrap or unfreeze each part. Returns the model to train (a PeftModel if any LoRA)."""
     for part, setting in settings.items():
         if part not in PART_PREFIXES:
-            raise ValueError(f"unknown part {part!r}; parts are {', '.join(PART_PREFIXES)}")
+            raise PartsError(f"unknown part {part!r}; parts are {', '.join(PART_PREFIXES)}")
         if setting.mode not in MODES:
-            raise ValueError(f"part {part}: mode {setting.mode!r} is not one of {', '.join(MODES)}")
+            raise PartsError(f"part {part}: mode {setting.mode!r} is not one of {', '.join(MODES)}")
     lora_parts = {p: s for p, s in settings.items() if s.mode == "lora"}
     if lora_parts:
         targets: list[str] = []
@@ -74,7 +80,7 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         )
         dropouts = {s.dropout for s in lora_parts.values()}
         if len(dropouts) > 1:
-            raise ValueError(f"LoRA dropout must be the same for every LoRA part (got {sorted(dropouts)})")
+            raise PartsError(f"LoRA dropout must be the same for every LoRA part (got {sorted(dropouts)})")
         model = get_peft_model(model, config)
     for name, param in model.named_parameters():
         mode = settings.get(part_of(name), PartSetting()).mode

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from model.errors import ModelConfigError
 from model.resources import templates_dir
 
 __all__ = [
@@ -56,6 +57,10 @@ _REQUIRED_FIELDS = (
 )
 _OPTIONAL_FIELDS = {"add_bos": False}
 _ROLES = ("system", "user", "assistant")
+
+
+class ChatTemplateError(ModelConfigError):
+    """A chat template (name, file or field) or a conversation it cannot render."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +128,7 @@ class ChatTemplate:
         if system is None:
             system = self.system_message if system_message is None else system_message
         if not isinstance(system, str):
-            raise ValueError(f"chat template {self.name!r}: system message must be a string, got {type(system).__name__}")
+            raise ChatTemplateError(f"chat template {self.name!r}: system message must be a string, got {type(system).__name__}")
 
         pieces: list[tuple[str, bool]] = [(self._system_prompt(system) + self.sep, False)]
         for role, content in turns:
@@ -179,32 +184,32 @@ def _merge(pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
 def _split_system(messages: list[dict], template_name: str) -> tuple[str | None, list[tuple[str, str]]]:
     """Validate ``messages``; return (leading system content or None, [(role, content), ...])."""
     if isinstance(messages, (str, bytes)) or not hasattr(messages, "__iter__"):
-        raise ValueError(f"chat template {template_name!r}: messages must be a list of dicts")
+        raise ChatTemplateError(f"chat template {template_name!r}: messages must be a list of dicts")
     messages = list(messages)
     system: str | None = None
     turns: list[tuple[str, str]] = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise ValueError(f"message {i}: expected a dict with 'role' and 'content', got {msg!r}")
+            raise ChatTemplateError(f"message {i}: expected a dict with 'role' and 'content', got {msg!r}")
         role, content = msg["role"], msg["content"]
         if role not in _ROLES:
-            raise ValueError(f"message {i}: unknown role {role!r} (expected one of {', '.join(_ROLES)})")
+            raise ChatTemplateError(f"message {i}: unknown role {role!r} (expected one of {', '.join(_ROLES)})")
         if not isinstance(content, str):
-            raise ValueError(f"message {i} ({role}): content must be a string, got {type(content).__name__}")
+            raise ChatTemplateError(f"message {i} ({role}): content must be a string, got {type(content).__name__}")
         if role == "system":
             if i != 0:
-                raise ValueError(f"message {i}: a system message is only allowed as the first message")
+                raise ChatTemplateError(f"message {i}: a system message is only allowed as the first message")
             system = content
             continue
         expected = "user" if len(turns) % 2 == 0 else "assistant"
         if role != expected:
-            raise ValueError(
+            raise ChatTemplateError(
                 f"message {i}: expected role {expected!r}, got {role!r} "
                 "(messages must alternate user/assistant, starting with user, after an optional system message)"
             )
         turns.append((role, content))
     if not turns:
-        raise ValueError(f"chat template {template_name!r}: the conversation has no user message")
+        raise ChatTemplateError(f"chat template {template_name!r}: the conversation has no user message")
     return system, turns
 
 
@@ -224,37 +229,37 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read chat template ({exc})") from exc
+        raise ChatTemplateError(f"{path}: cannot read chat template ({exc})") from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: malformed YAML ({exc})") from exc
+        raise ChatTemplateError(f"{path}: malformed YAML ({exc})") from exc
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of template fields, got {type(data).__name__}")
+        raise ChatTemplateError(f"{path}: expected a mapping of template fields, got {type(data).__name__}")
 
     for field in _REQUIRED_FIELDS:
         if field not in data:
-            raise ValueError(f"{path}: missing field {field!r}")
+            raise ChatTemplateError(f"{path}: missing field {field!r}")
     unknown = sorted(set(data) - set(_REQUIRED_FIELDS) - set(_OPTIONAL_FIELDS))
     if unknown:
-        raise ValueError(f"{path}: unknown field(s) {', '.join(map(repr, unknown))}")
+        raise ChatTemplateError(f"{path}: unknown field(s) {', '.join(map(repr, unknown))}")
 
     def need_str(field: str, allow_empty: bool = True) -> str:
         value = data[field]
         if not isinstance(value, str):
-            raise ValueError(f"{path}: field {field!r} must be a string, got {type(value).__name__}")
+            raise ChatTemplateError(f"{path}: field {field!r} must be a string, got {type(value).__name__}")
         if not allow_empty and not value:
-            raise ValueError(f"{path}: field {field!r} must not be empty")
+            raise ChatTemplateError(f"{path}: field {field!r} must not be empty")
         return value
 
     name = need_str("name", allow_empty=False)
     description = need_str("description")
     sep_style = need_str("sep_style")
     if sep_style not in SEP_STYLES:
-        raise ValueError(f"{path}: field 'sep_style' must be one of {', '.join(SEP_STYLES)}, got {sep_style!r}")
+        raise ChatTemplateError(f"{path}: field 'sep_style' must be one of {', '.join(SEP_STYLES)}, got {sep_style!r}")
     system_template = need_str("system_template")
     if system_template.count(SYSTEM_PLACEHOLDER) != 1:
-        raise ValueError(f"{path}: field 'system_template' must contain {SYSTEM_PLACEHOLDER} exactly once")
+        raise ChatTemplateError(f"{path}: field 'system_template' must contain {SYSTEM_PLACEHOLDER} exactly once")
     system_message = need_str("system_message")
     user_role = need_str("user_role", allow_empty=False)
     assistant_role = need_str("assistant_role", allow_empty=False)
@@ -263,14 +268,14 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
     if sep_style == "two":
         sep2 = need_str("sep2", allow_empty=False)
     elif sep2 is not None:
-        raise ValueError(f"{path}: field 'sep2' must be null for sep_style 'mpt'")
+        raise ChatTemplateError(f"{path}: field 'sep2' must be null for sep_style 'mpt'")
     stops = data["stop_strings"]
     if not isinstance(stops, list) or not stops or not all(isinstance(s, str) and s for s in stops):
-        raise ValueError(f"{path}: field 'stop_strings' must be a non-empty list of non-empty strings")
+        raise ChatTemplateError(f"{path}: field 'stop_strings' must be a non-empty list of non-empty strings")
 
     data = {**_OPTIONAL_FIELDS, **data}
     if not isinstance(data["add_bos"], bool):
-        raise ValueError(f"{path}: field 'add_bos' must be true or false")
+        raise ChatTemplateError(f"{path}: field 'add_bos' must be true or false")
 
     return ChatTemplate(
         name=name,
@@ -292,19 +297,19 @@ def _load_bundled(name: str) -> ChatTemplate:
     path = _chat_dir() / f"{name}.yaml"
     template = load_chat_template(path)
     if template.name != name:
-        raise ValueError(f"{path}: field 'name' is {template.name!r}, expected {name!r} (the file name)")
+        raise ChatTemplateError(f"{path}: field 'name' is {template.name!r}, expected {name!r} (the file name)")
     return template
 
 
 def get_chat_template(name: str) -> ChatTemplate:
     """The bundled template ``templates/chat/<name>.yaml``; a path to a ``.yaml``/``.yml`` file also works."""
     if not isinstance(name, str) or not name:
-        raise ValueError(f"chat template name must be a non-empty string, got {name!r}")
+        raise ChatTemplateError(f"chat template name must be a non-empty string, got {name!r}")
     if name.endswith((".yaml", ".yml")):
         return load_chat_template(name)
     known = list_chat_templates()
     if name not in known:
-        raise ValueError(f"unknown chat template {name!r}; known templates: {', '.join(known)}")
+        raise ChatTemplateError(f"unknown chat template {name!r}; known templates: {', '.join(known)}")
     return _load_bundled(name)
 
 
@@ -317,28 +322,28 @@ def normalize_messages(conversation: list[dict]) -> list[dict]:
     role/content messages (``{"role": "user"|"assistant"|"system", "content": str}``) into
     ``[{"role": ..., "content": ...}, ...]``.  Turn order is not checked here (``render`` does)."""
     if isinstance(conversation, (str, bytes, dict)) or not hasattr(conversation, "__iter__"):
-        raise ValueError(f"conversation must be a list of turns, got {type(conversation).__name__}")
+        raise ChatTemplateError(f"conversation must be a list of turns, got {type(conversation).__name__}")
     out: list[dict] = []
     for i, turn in enumerate(conversation):
         if not isinstance(turn, dict):
-            raise ValueError(f"turn {i}: expected a dict, got {type(turn).__name__}")
+            raise ChatTemplateError(f"turn {i}: expected a dict, got {type(turn).__name__}")
         if "from" in turn:
             source = turn["from"]
             if source not in _FROM_TO_ROLE:
-                raise ValueError(f"turn {i}: unknown 'from' value {source!r} (expected human, gpt or system)")
+                raise ChatTemplateError(f"turn {i}: unknown 'from' value {source!r} (expected human, gpt or system)")
             if "value" not in turn:
-                raise ValueError(f"turn {i}: missing 'value'")
+                raise ChatTemplateError(f"turn {i}: missing 'value'")
             role, content = _FROM_TO_ROLE[source], turn["value"]
         elif "role" in turn:
             role = turn["role"]
             if role not in _ROLES:
-                raise ValueError(f"turn {i}: unknown role {role!r} (expected user, assistant or system)")
+                raise ChatTemplateError(f"turn {i}: unknown role {role!r} (expected user, assistant or system)")
             if "content" not in turn:
-                raise ValueError(f"turn {i}: missing 'content'")
+                raise ChatTemplateError(f"turn {i}: missing 'content'")
             content = turn["content"]
         else:
-            raise ValueError(f"turn {i}: expected 'from'/'value' or 'role'/'content' keys, got {sorted(turn)}")
+            raise ChatTemplateError(f"turn {i}: expected 'from'/'value' or 'role'/'content' keys, got {sorted(turn)}")
         if not isinstance(content, str):
-            raise ValueError(f"turn {i}: content must be a string, got {type(content).__name__}")
+            raise ChatTemplateError(f"turn {i}: content must be a string, got {type(content).__name__}")
         out.append({"role": role, "content": content})
     return out

@@ -10,3 +10,7 @@ from __future__ import annotations
 
 class PocketAdaptError(Exception):
     """A failure the user can fix (bad input, bad settings, a missing file): reported in one line."""
+
+
+class ModelConfigError(PocketAdaptError, ValueError):
+    """A model setting is unknown or invalid: a preset name, a chat template, a projector or tower option."""

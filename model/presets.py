@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from transformers import LlamaConfig, Phi3Config, Qwen2Config
 
+from .errors import ModelConfigError
 from .resources import assets_dir
 from .tiling import CLIP_MEAN, CLIP_STD, TilingConfig
 from .vision import clip_vit_l14_336_config, internvit_config
@@ -128,7 +129,8 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}") from None
+        raise ModelConfigError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}; or give a "
+                               "checkpoint folder") from None
 
 
 def preset_config(name: str) -> PocketVLMConfig:

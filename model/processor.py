@@ -26,6 +26,10 @@ IGNORE_INDEX = -100
 GROUNDING_MARKUP = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
 
 
+class ConversationError(PocketAdaptError, ValueError):
+    """A conversation that does not fit its images (placeholder count, no user turn)."""
+
+
 class SampleTooLongError(PocketAdaptError, ValueError):
     """The sample's tokens (image tokens included) exceed the maximum sequence length."""
 
@@ -207,7 +211,7 @@ class VLMProcessor:
                 try:
                     ids.extend(self.image_tokens(next(image_iter)))
                 except StopIteration:
-                    raise ValueError("more <image> placeholders than images") from None
+                    raise ConversationError("more <image> placeholders than images") from None
             if part:
                 ids.extend(self.tokenizer.encode(part, add_special_tokens=False))
         return ids
@@ -261,7 +265,7 @@ def add_image_placeholders(messages: list[dict], n_images: int) -> list[dict]:
     if found == 0 and n_images > 0:
         first_user = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
         if first_user is None:
-            raise ValueError("images were given but the conversation has no user turn")
+            raise ConversationError("images were given but the conversation has no user turn")
         if n_images == 1:
             prefix = f"{IMAGE_PLACEHOLDER}\n"
         else:
@@ -269,7 +273,7 @@ def add_image_placeholders(messages: list[dict], n_images: int) -> list[dict]:
         messages = [dict(m) for m in messages]
         messages[first_user]["content"] = prefix + messages[first_user]["content"]
         return messages
-    raise ValueError(f"the conversation has {found} <image> placeholders but {n_images} images were given")
+    raise ConversationError(f"the conversation has {found} <image> placeholders but {n_images} images were given")
 
 
 def _as_image(image: Image.Image | str | os.PathLike, max_pixels: int) -> Image.Image:

@@ -29,6 +29,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import ModelConfigError
+
 __all__ = [
     "PROJECTORS",
     "register_projector",
@@ -65,7 +67,7 @@ def register_projector(name: str, *, overwrite: bool = False) -> Callable[[type[
     taken name raises ``ValueError`` unless ``overwrite=True``.
     """
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"projector name must be a non-empty string, got {name!r}")
+        raise ModelConfigError(f"projector name must be a non-empty string, got {name!r}")
 
     def decorator(cls: type[nn.Module]) -> type[nn.Module]:
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
@@ -74,7 +76,7 @@ def register_projector(name: str, *, overwrite: bool = False) -> Callable[[type[
             raise TypeError(f"projector class {cls.__name__} must define num_tokens(self, grid_h, grid_w) -> int")
         existing = PROJECTORS.get(name)
         if existing is not None and existing is not cls and not overwrite:
-            raise ValueError(
+            raise ModelConfigError(
                 f"projector name {name!r} is already registered to {existing.__module__}.{existing.__qualname__}; "
                 "pass overwrite=True to replace it"
             )
@@ -91,7 +93,7 @@ def _known_names() -> str:
 def _resolve(name: str) -> tuple[type[nn.Module], dict[str, Any]]:
     """Registry class for ``name`` plus the options the name itself implies (the depth of ``mlp3x_gelu``)."""
     if not isinstance(name, str):
-        raise ValueError(f"projector name must be a string, got {name!r}; known projectors: {_known_names()}")
+        raise ModelConfigError(f"projector name must be a string, got {name!r}; known projectors: {_known_names()}")
     match = _MLP_GELU_RE.match(name)
     if name in PROJECTORS:
         cls = PROJECTORS[name]
@@ -99,7 +101,7 @@ def _resolve(name: str) -> tuple[type[nn.Module], dict[str, Any]]:
         return cls, implied
     if match:
         return MLPGeluProjector, {"depth": int(match.group(1))}
-    raise ValueError(f"unknown projector {name!r}; known projectors: {_known_names()}")
+    raise ModelConfigError(f"unknown projector {name!r}; known projectors: {_known_names()}")
 
 
 def _accepted_options(cls: type[nn.Module]) -> tuple[list[str], bool]:
@@ -123,7 +125,7 @@ def _merge_options(name: str, cls: type[nn.Module], implied: dict[str, Any], opt
         )
     for key, value in implied.items():
         if key in options and options[key] != value:
-            raise ValueError(f"projector {name!r} implies {key}={value!r}, but {key}={options[key]!r} was passed")
+            raise ModelConfigError(f"projector {name!r} implies {key}={value!r}, but {key}={options[key]!r} was passed")
     return {**options, **implied}
 
 
@@ -136,7 +138,7 @@ def build_projector(name: str, vision_hidden: int, text_hidden: int, **options: 
     cls, implied = _resolve(name)
     for label, width in (("vision_hidden", vision_hidden), ("text_hidden", text_hidden)):
         if isinstance(width, bool) or not isinstance(width, int) or width <= 0:
-            raise ValueError(f"{label} must be a positive int, got {width!r}")
+            raise ModelConfigError(f"{label} must be a positive int, got {width!r}")
     return cls(vision_hidden, text_hidden, **_merge_options(name, cls, implied, options))
 
 
@@ -160,7 +162,7 @@ def projector_from_mobilevlm_type(mm_projector_type: str) -> str:
     """Registry name for a MobileVLM ``mm_projector_type`` string (same precedence as MobileVLM's builder)."""
     t = mm_projector_type
     if not isinstance(t, str):
-        raise ValueError(f"mm_projector_type must be a string, got {t!r}")
+        raise ModelConfigError(f"mm_projector_type must be a string, got {t!r}")
     if t == "linear":
         return "linear"
     if _MLP_GELU_RE.match(t):
@@ -169,7 +171,7 @@ def projector_from_mobilevlm_type(mm_projector_type: str) -> str:
         return "ldpv2"
     if t.startswith("ldpnet"):
         return "ldp"
-    raise ValueError(
+    raise ModelConfigError(
         f"unknown MobileVLM mm_projector_type {t!r}; expected 'linear', 'mlp<N>x_gelu', 'ldpnetv2*' or 'ldpnet*'"
     )
 
@@ -216,10 +218,10 @@ def _side_from_tokens(x: Tensor, who: str) -> int:
 def _shuffle_factor(ratio: float) -> int:
     """The integer k with ratio == 1/k (0.5 -> 2); ValueError otherwise."""
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not (0 < ratio <= 1):
-        raise ValueError(f"downsample ratio must be in (0, 1] and equal to 1/k for an integer k, got {ratio!r}")
+        raise ModelConfigError(f"downsample ratio must be in (0, 1] and equal to 1/k for an integer k, got {ratio!r}")
     k = round(1 / ratio)
     if abs(k * ratio - 1) > 1e-6:
-        raise ValueError(f"downsample ratio must be 1/k for an integer k (0.5, 0.25, ...), got {ratio!r}")
+        raise ModelConfigError(f"downsample ratio must be 1/k for an integer k (0.5, 0.25, ...), got {ratio!r}")
     return k
 
 
@@ -247,7 +249,7 @@ def pixel_shuffle(x: Tensor, ratio: float = 0.5, version: str = "v2") -> Tensor:
     InternVL's ``ps_version='v1'`` (and its flattened, column-major token order) computes.
     """
     if version not in ("v1", "v2"):
-        raise ValueError(f"pixel_shuffle version must be 'v1' or 'v2', got {version!r}")
+        raise ModelConfigError(f"pixel_shuffle version must be 'v1' or 'v2', got {version!r}")
     if x.dim() != 4:
         raise ValueError(f"pixel_shuffle expects (N, rows, cols, C), got shape {tuple(x.shape)}")
     k = _shuffle_factor(ratio)
@@ -281,12 +283,12 @@ class PixelShuffleMLPProjector(nn.Module):
     ) -> None:
         super().__init__()
         if ps_version not in ("v1", "v2"):
-            raise ValueError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
+            raise ModelConfigError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
         factor = _shuffle_factor(downsample_ratio)
         from transformers.activations import ACT2FN
 
         if hidden_act not in ACT2FN:
-            raise ValueError(f"unknown hidden_act {hidden_act!r}; known: {sorted(ACT2FN)}")
+            raise ModelConfigError(f"unknown hidden_act {hidden_act!r}; known: {sorted(ACT2FN)}")
         self.vision_hidden, self.text_hidden = vision_hidden, text_hidden
         self.downsample_ratio, self.ps_version, self.factor = downsample_ratio, ps_version, factor
         in_width = vision_hidden * factor * factor
@@ -300,11 +302,11 @@ class PixelShuffleMLPProjector(nn.Module):
         cls, grid_h: int, grid_w: int, downsample_ratio: float = 0.5, ps_version: str = "v2", **_: Any
     ) -> int:
         if ps_version not in ("v1", "v2"):
-            raise ValueError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
+            raise ModelConfigError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
         side = _square_grid(grid_h, grid_w, "pixel_shuffle_mlp")
         k = _shuffle_factor(downsample_ratio)
         if side % k:
-            raise ValueError(f"pixel_shuffle_mlp: grid {side}x{side} is not divisible by {k} (ratio {downsample_ratio})")
+            raise ModelConfigError(f"pixel_shuffle_mlp: grid {side}x{side} is not divisible by {k} (ratio {downsample_ratio})")
         return (side // k) ** 2
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
@@ -450,7 +452,7 @@ class _TokenPool(nn.Module):
         if self.pooled is not None:
             return self.pooled
         if h < 2 or w < 2:
-            raise ValueError(f"ldpv2: cannot halve a {h}x{w} grid; pass pooled_grid")
+            raise ModelConfigError(f"ldpv2: cannot halve a {h}x{w} grid; pass pooled_grid")
         return h // 2, w // 2
 
     def forward(self, x: Tensor) -> Tensor:
@@ -473,7 +475,7 @@ def _pooled_pair(pooled_grid: int | tuple[int, int] | None) -> tuple[int, int] |
         return None
     pair = (pooled_grid, pooled_grid) if isinstance(pooled_grid, int) else tuple(pooled_grid)
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in pair):
-        raise ValueError(f"ldpv2: pooled_grid must be a positive int or a pair of them, got {pooled_grid!r}")
+        raise ModelConfigError(f"ldpv2: pooled_grid must be a positive int or a pair of them, got {pooled_grid!r}")
     return pair  # type: ignore[return-value]
 
 
@@ -533,7 +535,7 @@ class MLPGeluProjector(nn.Sequential):
 
     def __init__(self, vision_hidden: int, text_hidden: int, depth: int = 2) -> None:
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ValueError(f"mlp_gelu depth must be an int >= 1, got {depth!r}")
+            raise ModelConfigError(f"mlp_gelu depth must be an int >= 1, got {depth!r}")
         layers: list[nn.Module] = [nn.Linear(vision_hidden, text_hidden)]
         for _ in range(depth - 1):
             layers += [nn.GELU(), nn.Linear(text_hidden, text_hidden)]

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from transformers import AutoModel, CLIPVisionConfig, InternVLVisionConfig, PreTrainedConfig
 
+from .errors import ModelConfigError
+
 
 def build_vision_tower(vision_config: PreTrainedConfig) -> nn.Module:
     """A randomly initialised tower for `vision_config` (weights come from a checkpoint later)."""
@@ -39,7 +41,7 @@ def select_features(tower: nn.Module, pixel_values: torch.Tensor, feature_layer:
     n_patches = (pixel_values.shape[-2] // patch[0]) * (pixel_values.shape[-1] // patch[1])
     extra = hidden.shape[1] - n_patches
     if extra not in (0, 1):
-        raise ValueError(
+        raise ModelConfigError(
             f"vision tower returned {hidden.shape[1]} tokens for {n_patches} patches; "
             "expected the patch grid, optionally preceded by one CLS token"
         )
@@ -59,7 +61,7 @@ def internvit_config(size: str = "300m", **overrides) -> InternVLVisionConfig:
             attention_bias=False, use_qk_norm=True, norm_type="rms_norm", layer_norm_eps=1e-6,
         )
     else:
-        raise ValueError(f"unknown InternViT size {size!r}; known: '300m', '6b'")
+        raise ModelConfigError(f"unknown InternViT size {size!r}; known: '300m', '6b'")
     values.update(image_size=448, patch_size=14, hidden_act="gelu", use_mean_pooling=True)
     values.update(overrides)
     return InternVLVisionConfig(**values)

@@ -298,3 +298,41 @@ def test_a_run_that_converts_nothing_keeps_the_previous_outputs(toy, capsys):
     register(toy=_writes_nothing)
     assert _convert(src, out) == 1
     assert (out / "toy_train.jsonl").read_bytes() == kept
+
+
+# ------------------------------------------------------------------------- user mistakes of the model and training
+@pytest.mark.parametrize("argv, needle", [
+    (["inspect", "--model", "pocket-tinyy"], "pocket-tinyy: not a checkpoint directory nor a preset; presets: pocket-tiny"),
+    (["chat", "--example-image", "--max-new-tokens", "1", "<image> <image> two placeholders, one image"],
+     "2 <image> placeholders but 1 images"),
+    (["demo", "--port", "70000"], "--port must be in 1..65535"),
+])
+def test_model_and_demo_mistakes_are_one_line(capsys, argv, needle):
+    assert main(argv) == 1
+    assert needle in _one_line(capsys.readouterr().err)
+
+
+def test_a_recipe_whose_lora_targets_match_nothing_is_one_line(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "t.jsonl").write_text('{"conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Yes."}]}\n')
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "model: {source: pocket-tiny}\n"
+        "parts: {llm: {mode: lora, lora: {targets: [no_such_proj]}}}\n"
+        "data: {sources: [{name: d, path: data/t.jsonl}]}\n"
+        "mixing: {general_ratio: 0}\n"
+        "training: {max_steps: 1, batch_size: 1}\n")
+    assert main(["train", str(recipe), "--no-progress"]) == 1
+    assert "LoRA targets ['no_such_proj'] match no Linear module in the llm part" in _one_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("module, name", [
+    ("model.errors", "ModelConfigError"), ("model.chat", "ChatTemplateError"), ("model.processor", "ConversationError"),
+    ("adapt.parts", "PartsError"), ("deploy.demo.page", "DemoError"),
+])
+def test_setting_errors_are_pocket_adapt_errors(module, name):
+    import importlib
+
+    cls = getattr(importlib.import_module(module), name)
+    assert issubclass(cls, PocketAdaptError) and issubclass(cls, ValueError)

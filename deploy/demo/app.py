@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gradio as gr  # deploy/demo/__init__.py has switched Gradio's analytics off before this import
 
-from deploy.demo.page import DemoSettings
+from deploy.demo.page import DemoError, DemoSettings
 from deploy.demo.session import ModelSession
 
 __all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "is_loopback", "launch_demo",
@@ -65,9 +65,9 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
     The model is loaded here, so a wrong path fails now rather than at the first question.
     """
     if max_upload_mb <= 0:
-        raise ValueError(f"max_upload_mb must be positive, got {max_upload_mb}")
+        raise DemoError(f"max_upload_mb must be positive, got {max_upload_mb}")
     if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        raise DemoError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     panel, plugin = resolve_domain(domain)
     session = model_source if isinstance(model_source, ModelSession) else ModelSession(
         model_source, dtype=dtype, device=device, max_new_tokens=max_new_tokens, allow_pickle=allow_pickle)
@@ -119,7 +119,7 @@ def _checker(auth) -> Auth:
     pairs = [auth] if isinstance(auth, tuple) else list(auth)
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(v, str) and v for v in pair)):
-            raise ValueError("auth must be (user, password) pairs with non-empty strings")
+            raise DemoError("auth must be (user, password) pairs with non-empty strings")
     table = {user.encode(): password.encode() for user, password in pairs}
 
     def check(user: str, password: str) -> bool:
@@ -135,9 +135,9 @@ def auth_from_env(user: str, env: str = PASSWORD_ENV) -> tuple[str, str]:
     """``(user, password)`` with the password read from the environment variable `env`."""
     password = os.environ.get(env, "")
     if not user:
-        raise ValueError("--auth-user needs a user name")
+        raise DemoError("--auth-user needs a user name")
     if not password:
-        raise ValueError(f"--auth-user {user}: set the password in the environment variable {env} "
+        raise DemoError(f"--auth-user {user}: set the password in the environment variable {env} "
                          "(it is never taken on the command line)")
     return user, password
 
@@ -148,7 +148,7 @@ def load_auth_file(path: str | Path) -> list[tuple[str, str]]:
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as err:
-        raise ValueError(f"{p}: cannot read the auth file ({err.strerror or err})") from None
+        raise DemoError(f"{p}: cannot read the auth file ({err.strerror or err})") from None
     if os.name == "posix" and p.stat().st_mode & 0o077:
         print(f"adapt demo: warning: {p} is readable by other users; consider chmod 600", file=sys.stderr)
     pairs = []
@@ -158,8 +158,8 @@ def load_auth_file(path: str | Path) -> list[tuple[str, str]]:
             continue
         user, sep, password = line.partition(":")
         if not sep or not user.strip() or not password:
-            raise ValueError(f"{p}:{n}: expected 'user:password'")  # never echo the line: it may hold a password
+            raise DemoError(f"{p}:{n}: expected 'user:password'")  # never echo the line: it may hold a password
         pairs.append((user.strip(), password))
     if not pairs:
-        raise ValueError(f"{p}: no 'user:password' lines")
+        raise DemoError(f"{p}: no 'user:password' lines")
     return pairs

@@ -44,11 +44,12 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
 def run_demo(args: argparse.Namespace) -> int:
     """Check the flags, load the model, build the page and serve it until interrupted."""
     from deploy.demo.app import auth_from_env, build_demo, launch_demo, load_auth_file
+    from deploy.demo.page import DemoError
 
     if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+        raise DemoError(f"--port must be in 1..65535, got {args.port}")
     if args.max_upload_mb <= 0:
-        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+        raise DemoError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     auth = None
     if args.auth_user:
         auth = auth_from_env(args.auth_user, PASSWORD_ENV)

@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from model.errors import PocketAdaptError
+
 __all__ = ["DemoSettings", "error_md", "escape_md", "info_md", "warnings_md"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
@@ -16,6 +18,10 @@ CLEAR_FILE_INPUTS = "() => { document.querySelectorAll('input[type=file]').forEa
 
 DISCLAIMER = ("Research demo: answers come from a small model and may be wrong. "
               "Not for diagnosis or any decision about a person.")
+
+
+class DemoError(PocketAdaptError, ValueError):
+    """A demo setting (port, upload limit, login) that cannot work."""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from domains.base import DomainError
 from model.errors import PocketAdaptError
 
 __all__ = ["DRIVELM_PROMPT", "DRIVELM_SYSTEM", "Judge", "JudgeConfig", "JudgeError", "judge_messages",
@@ -71,14 +72,14 @@ class JudgeConfig:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(cfg) - known)
         if unknown:
-            raise ValueError(f"judge config has unknown keys {unknown}; known: {sorted(known)}")
+            raise DomainError(f"judge config has unknown keys {unknown}; known: {sorted(known)}")
         for key in ("url", "model"):
             if not isinstance(cfg.get(key), str) or not cfg[key].strip():
-                raise ValueError(f"judge config needs {key!r} (a non-empty string)")
+                raise DomainError(f"judge config needs {key!r} (a non-empty string)")
         url = cfg["url"].strip()
         scheme = urllib.parse.urlsplit(url).scheme
         if scheme not in ("http", "https"):
-            raise ValueError(f"judge url must start with http:// or https://, got {url!r}")
+            raise DomainError(f"judge url must start with http:// or https://, got {url!r}")
         values = {k: cfg[k] for k in known if cfg.get(k) is not None}
         values["url"] = url
         try:
@@ -86,9 +87,9 @@ class JudgeConfig:
             numbers = (float(out.timeout), float(out.temperature), int(out.max_tokens), int(out.workers),
                        int(out.retries))
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"judge config has a value of the wrong type: {exc}") from None
+            raise DomainError(f"judge config has a value of the wrong type: {exc}") from None
         if numbers[0] <= 0 or numbers[2] < 1 or numbers[3] < 1 or numbers[4] < 0:
-            raise ValueError("judge config needs timeout > 0, max_tokens >= 1, workers >= 1 and retries >= 0")
+            raise DomainError("judge config needs timeout > 0, max_tokens >= 1, workers >= 1 and retries >= 0")
         return out
 
     @property
@@ -129,7 +130,7 @@ class Judge:
         if self.config.api_key_env:
             key = os.environ.get(self.config.api_key_env, "").strip()
             if not key:
-                raise ValueError(f"the judge's API key variable {self.config.api_key_env!r} is not set or empty")
+                raise DomainError(f"the judge's API key variable {self.config.api_key_env!r} is not set or empty")
             self._key = key
 
     def __repr__(self) -> str:  # never shows the key

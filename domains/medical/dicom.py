@@ -58,6 +58,7 @@ from pydicom.uid import (
 )
 from tqdm.auto import tqdm
 
+from domains.base import DomainError
 from domains.files import atomic_write
 from model.errors import PocketAdaptError
 
@@ -243,15 +244,15 @@ def resolve_window(window: str | Sequence[float] | None) -> tuple[float, float] 
                 raise ValueError
             center, width = float(parts[0]), float(parts[1])
         except ValueError:
-            raise ValueError(f"unknown window {window!r}: use one of {sorted(WINDOW_PRESETS)}, 'minmax', "
+            raise DomainError(f"unknown window {window!r}: use one of {sorted(WINDOW_PRESETS)}, 'minmax', "
                              "'center/width' or a (center, width) pair") from None
     else:
         try:
             center, width = (float(v) for v in window)
         except (TypeError, ValueError):
-            raise ValueError(f"window must be a preset name or a (center, width) pair, got {window!r}") from None
+            raise DomainError(f"window must be a preset name or a (center, width) pair, got {window!r}") from None
     if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
-        raise ValueError(f"window width must be a positive number, got center={center}, width={width}")
+        raise DomainError(f"window width must be a positive number, got center={center}, width={width}")
     return center, width
 
 
@@ -265,15 +266,15 @@ def window_values(x: np.ndarray, center: float, width: float, function: str = "L
     x = np.asarray(x, dtype=np.float64)
     function = (function or "LINEAR").upper()
     if width <= 0:
-        raise ValueError(f"window width must be > 0, got {width}")
+        raise DomainError(f"window width must be > 0, got {width}")
     if function == "SIGMOID":
         return 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -700, 700)))
     if function == "LINEAR_EXACT":
         return np.clip((x - center) / width + 0.5, 0.0, 1.0)
     if function != "LINEAR":
-        raise ValueError(f"unknown VOI LUT function {function!r}: use one of {VOI_FUNCTIONS}")
+        raise DomainError(f"unknown VOI LUT function {function!r}: use one of {VOI_FUNCTIONS}")
     if width < 1:
-        raise ValueError(f"LINEAR window width must be >= 1, got {width}")
+        raise DomainError(f"LINEAR window width must be >= 1, got {width}")
     if width == 1:  # degenerate: a threshold at c - 0.5
         return (x > center - 0.5).astype(np.float64)
     lo, hi = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from domains.base import DomainError
 from domains.boxes import GRID, from_grid, to_grid
 
 __all__ = ["Augmentation", "build_augmentation", "derive_seed"]
@@ -72,7 +73,7 @@ class Augmentation:
 
     def __init__(self, flips: bool = True, rot90: bool = True, color_jitter: float = 0.2, seed: int = 0):
         if not 0 <= float(color_jitter) <= 1:
-            raise ValueError(f"color_jitter must be in [0, 1], got {color_jitter!r}")
+            raise DomainError(f"color_jitter must be in [0, 1], got {color_jitter!r}")
         import albumentations as A  # noqa: F401  (fail at build time when it is missing)
 
         self.flips, self.rot90, self.color_jitter, self.seed = bool(flips), bool(rot90), float(color_jitter), int(seed)
