@@ -216,8 +216,9 @@ def _summarise_prompt(processor, input_ids) -> str:
 
 
 def _export(args) -> int:
-    from deploy.hf import export
+    from deploy.hf import check_target, export
 
+    check_target(Path(args.out), args.force)  # a refused target fails before the model is loaded
     vlm, processor = _load(args)
     out = export(vlm, processor, args.format, args.out, force=args.force)
     print(f"wrote {args.format} checkpoint to {out}")

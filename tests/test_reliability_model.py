@@ -277,15 +277,18 @@ def test_export_into_an_empty_or_new_folder_needs_no_force(tmp_path, tiny):
         export(*tiny, "pocket", tmp_path / "file", force=True)
 
 
-def test_cli_export_force_flag(tmp_path, capsys):
+def test_cli_export_force_flag(tmp_path, capsys, monkeypatch):
     from adapt.cli import main
 
     out = tmp_path / "out"
     out.mkdir()
     (out / "config.json").write_text("{}")
+    loads = []
+    monkeypatch.setattr("adapt.cli._load", lambda args: loads.append(args) or model.load("pocket-tiny"))
     assert main(["export", "--format", "pocket", "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "--force" in err and "Traceback" not in err
+    assert not loads, "a refused target fails before the model is loaded"
     assert main(["export", "--format", "pocket", "--out", str(out), "--force"]) == 0
     assert model.load(out)[0].config.model_type == "pocket_vlm"
 
