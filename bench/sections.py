@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import platform
-import tempfile
 from pathlib import Path
+
+from model.checkpoints.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,10 +34,7 @@ def write_section(path: Path, name: str, body: str) -> None:
     text = path.read_text(encoding="utf-8")
     start, end = markers(name)
     text = text[: text.index(start)] + f"{start}\n{body.strip()}\n{end}" + text[text.index(end) + len(end):]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def machine_line() -> str:
