@@ -20,14 +20,25 @@ class EvalError(PocketAdaptError):
 def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: bool = True) -> dict:
     """Score one model on the recipe's `data.eval_sources`; returns its summary (see `adapt.evaluate.summarize`).
 
-    Records skipped while reading and those whose images do not decode while predicting are counted
-    together in `out_dir/skips.md` and in the summary's ``skipped``, and held to ``data.max_bad_fraction``
-    (a `DataQualityError` past it), as in training.
+    Its predictions go to ``out_dir/predictions_<label>.jsonl``; skipped records as `score_eval_sources` says.
     """
     if not recipe.data.eval_sources:
         raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
     vlm, processor = model_core.load(source, dtype=recipe.model.dtype, allow_pickle=recipe.model.allow_pickle)
     processor.tiling = recipe.tiling_for(processor.tiling)
+    summary, predictions = score_eval_sources(vlm, processor, recipe, out_dir, progress=progress)
+    save_predictions(predictions, out_dir / f"predictions_{label}.jsonl")
+    return summary
+
+
+def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: bool = True) -> tuple[dict, list]:
+    """Generate and score answers on `recipe.data.eval_sources` with `processor.tiling`; returns (summary, predictions).
+
+    Records skipped while reading and those whose images do not decode while predicting are counted
+    together in `out_dir/skips.md` and in the summary's ``skipped`` (per source and in all), and held to
+    ``data.max_bad_fraction`` (a `DataQualityError` past it), as in training. `adapt eval` and the
+    evaluations during `adapt train` (``eval.every``) both score through here.
+    """
     skips = SkipLog()
     specs = source_specs(recipe.data.eval_sources)
     records = load_records(specs, processor, recipe.training.max_seq_length, skips, processor.tiling)
@@ -47,14 +58,13 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
     out_dir.mkdir(parents=True, exist_ok=True)
     skips.save(out_dir)
     skips.check(kept, recipe.data.max_bad_fraction)
-    save_predictions(predictions, out_dir / f"predictions_{label}.jsonl")
     summary = summarize(predictions, {s.name: s.kind for s in specs}, recipe.eval.context())
     for name in skips.sources():  # the true count: skipped while reading too, not only while predicting
         entry = summary["sources"].setdefault(name, {"kind": next(s.kind for s in specs if s.name == name), "n": 0,
                                                      "main": None, "metrics": {}, "tasks": {}, "notes": []})
         entry["skipped"] = skips.count(name)
     summary["skipped"] = skips.count()
-    return summary
+    return summary, predictions
 
 
 def eval_kinds(recipe: Recipe) -> dict[str, str]:

@@ -423,28 +423,45 @@ class Trainer:
                   + f" lr {entry['lr']:.3g}", flush=True)
 
     def _evaluate(self, step: int, writer) -> None:
-        """Score the model being trained on the eval sources (main process; others wait)."""
-        if self.dist.main and self.recipe.data.eval_sources:
-            from .evaluate import predict, summarize
+        """Score the model being trained on the eval sources (main process; others wait).
 
-            specs = source_specs(self.recipe.data.eval_sources)
-            records = load_records(specs, self.processor, self.recipe.training.max_seq_length, SkipLog(), self.tiling)
-            limit = self.recipe.eval.max_samples
-            flat = [r for rs in records.values() for r in (rs[:limit] if limit else rs)]
-            summary = summarize(predict(base_model(self.model), self.processor, flat, self.recipe.eval.max_new_tokens,
-                                        self.recipe.eval.batch_size, progress=False), {s.name: s.kind for s in specs},
-                                self.recipe.eval.context())
+        Skipped eval records are counted in ``<output.dir>/eval_during_training/skips.md``, logged as
+        ``eval/skipped`` and held to ``data.max_bad_fraction`` as `adapt eval` does: past it every rank stops.
+        """
+        error = None
+        if self.dist.main and self.recipe.data.eval_sources:
+            try:
+                self._evaluate_main(step, writer)
+            except PocketAdaptError as exc:
+                error = exc
+        if self.dist.all_sum(torch.tensor([error is not None])).item():  # also the barrier the other ranks wait at
+            if error is not None:
+                raise error
+            raise DataQualityError(f"step {step}: the evaluation on rank 0 stopped the run (see its message)")
+
+    def _evaluate_main(self, step: int, writer) -> None:
+        from .run_eval import score_eval_sources
+
+        folder = self.out_dir / "eval_during_training"
+        tiling, self.processor.tiling = self.processor.tiling, self.tiling
+        try:
+            summary, _ = score_eval_sources(base_model(self.model), self.processor, self.recipe, folder, progress=False)
+        finally:
+            self.processor.tiling = tiling
             self.model.train()
-            line = {"step": step, **{f"eval/{g}": v["main"] for g, v in summary["groups"].items()},
-                    **{f"eval/{s}": v["main"] for s, v in summary["sources"].items()}}
-            with (self.out_dir / "eval_log.jsonl").open("a") as fh:
-                fh.write(json.dumps(line) + "\n")
-            if writer:
-                for key, value in line.items():
-                    if key != "step":
-                        writer.add_scalar(key, value, step)
-            print(f"eval at step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in line.items() if k != "step"), flush=True)
-        self.dist.barrier()
+        scores = {**{f"eval/{g}": v["main"] for g, v in summary["groups"].items()},
+                  **{f"eval/{s}": v["main"] for s, v in summary["sources"].items()}}
+        scores = {k: v for k, v in scores.items() if v is not None}
+        line = {"step": step, **scores, "eval/skipped": summary["skipped"]}
+        with (self.out_dir / "eval_log.jsonl").open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        if writer:
+            for key, value in line.items():
+                if key != "step":
+                    writer.add_scalar(key, value, step)
+        skipped = f" ({summary['skipped']} records skipped; see {folder / 'skips.md'})" if summary["skipped"] else ""
+        print(f"eval at step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in scores.items())
+              + skipped, flush=True)
 
     def _resume(self) -> int:
         latest, damaged = usable_checkpoint(self.out_dir)

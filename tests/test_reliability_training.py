@@ -124,6 +124,30 @@ def test_eval_applies_the_threshold_and_counts_every_skip(tmp_path, data_root):
     assert summary["sources"]["field"]["skipped"] == 2 and summary["skipped"] == 2
 
 
+def test_evaluation_during_training_counts_skips_and_applies_the_threshold(tmp_path, data_root):
+    import shutil
+
+    path = make_run(tmp_path, data_root)
+    shutil.copytree(tmp_path / "data" / "field", tmp_path / "data" / "held")
+    for k in range(2):
+        _cut(tmp_path / "data" / "held" / f"{k}.png")
+    overrides = ["data.eval_sources=[{name: held, path: data/held/train.jsonl}]", "eval.max_new_tokens=2",
+                 "eval.every=1"]
+    recipe = load_recipe(path, overrides)
+    out = Path(recipe.output.dir)
+    with pytest.raises(DataQualityError, match="held: 2 of 8"):
+        train(recipe, progress=False)
+    assert "image does not decode" in (out / "eval_during_training" / "skips.md").read_text()
+    assert not (out / "final").exists()
+
+    shutil.rmtree(out)
+    recipe = load_recipe(path, [*overrides, "data.max_bad_fraction=0.5"])
+    train(recipe, progress=False)
+    evals = [json.loads(line) for line in (out / "eval_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [1, 2] and all(e["eval/skipped"] == 2 for e in evals)
+    assert (out / "final").is_dir()
+
+
 # ------------------------------------------------------------------ 4. non-finite training
 def test_a_run_whose_loss_turns_nan_stops_and_saves_no_nan_weights(tmp_path, data_root):
     recipe = load_recipe(make_run(tmp_path, data_root), ["parts.projector.lr=1.0e+30", "parts.llm.lr=1.0e+30"])
