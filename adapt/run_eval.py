@@ -20,13 +20,17 @@ class EvalError(PocketAdaptError):
 def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: bool = True) -> dict:
     """Score one model on the recipe's `data.eval_sources`; returns its summary (see `adapt.evaluate.summarize`).
 
+    Every model is prompted with the recipe's ``model.chat_template`` when it sets one (as training does),
+    so base and adapted are scored on the same prompts; the summary's ``chat_template`` names the template used.
     Its predictions go to ``out_dir/predictions_<label>.jsonl``; skipped records as `score_eval_sources` says.
     """
     if not recipe.data.eval_sources:
         raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
-    vlm, processor = model_core.load(source, dtype=recipe.model.dtype, allow_pickle=recipe.model.allow_pickle)
+    vlm, processor = model_core.load(source, dtype=recipe.model.dtype, allow_pickle=recipe.model.allow_pickle,
+                                     chat_template=recipe.model.chat_template)
     processor.tiling = recipe.tiling_for(processor.tiling)
     summary, predictions = score_eval_sources(vlm, processor, recipe, out_dir, progress=progress)
+    summary["chat_template"] = processor.chat_template.name
     save_predictions(predictions, out_dir / f"predictions_{label}.jsonl")
     return summary
 

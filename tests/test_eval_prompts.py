@@ -1,0 +1,32 @@
+"""`adapt eval` prompts every model it compares the way training prompted the adapted one (issue 15, item 15)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import adapt.run_eval as run_eval
+from adapt.recipe import load_recipe
+from adapt.train import train
+from tests.test_reliability_training import data_root, make_run  # noqa: F401 - data_root is a fixture
+
+
+def test_base_and_adapted_are_prompted_with_the_recipes_chat_template(tmp_path, data_root, monkeypatch):  # noqa: F811
+    path = make_run(tmp_path, data_root)
+    recipe = load_recipe(path, ["model.chat_template=vicuna_v1", "training.max_steps=1",
+                                "data.eval_sources=[{name: field, path: data/field/train.jsonl}]",
+                                "eval.max_new_tokens=1", "eval.max_samples=1"])
+    final = train(recipe, progress=False)
+    prompts: dict[str, str] = {}
+    real_predict = run_eval.predict
+
+    def recording_predict(vlm, processor, records, **kwargs):
+        prompts[label] = processor.chat_template.name  # the template `predict` renders every prompt with
+        return real_predict(vlm, processor, records, **kwargs)
+
+    monkeypatch.setattr(run_eval, "predict", recording_predict)
+    summaries = {}
+    for label, source in (("base", "pocket-tiny-scratch"), ("adapted", str(final))):
+        summaries[label] = run_eval.evaluate_model(recipe, source, label, tmp_path / "eval", progress=False)
+    assert prompts == {"base": "vicuna_v1", "adapted": "vicuna_v1"}
+    assert summaries["base"]["chat_template"] == summaries["adapted"]["chat_template"] == "vicuna_v1"
+    assert Path(final).is_dir()
