@@ -29,8 +29,31 @@ from typing import Any
 
 import yaml
 
-from model.errors import ModelConfigError
+from model.errors import ModelConfigError, PocketAdaptError
 from model.resources import templates_dir
+
+IMAGE_PLACEHOLDER = "<image>"
+
+
+class ConversationError(PocketAdaptError, ValueError):
+    """A conversation that does not fit its images (placeholder count, no user turn)."""
+
+
+def image_prefix(found: int, n_images: int) -> str:
+    """What to prepend to the first user turn so that `n_images` images have `found` placeholders to fill.
+
+    The one rule for training data, evaluation and chat: equal counts need nothing; one image and no
+    placeholder gets `<image>\\n` (InternVL); several images and none get `Image-1: <image>\\nImage-2: <image>\\n…`
+    (InternVL's multi-image prompts). Any other disagreement is a `ConversationError`.
+    """
+    if found == n_images:
+        return ""
+    if found == 0:
+        if n_images == 1:
+            return f"{IMAGE_PLACEHOLDER}\n"
+        return "".join(f"Image-{k + 1}: {IMAGE_PLACEHOLDER}\n" for k in range(n_images))
+    raise ConversationError(f"the conversation has {found} <image> placeholders but {n_images} images were given")
+
 
 __all__ = [
     "ChatTemplate",

@@ -17,17 +17,19 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from .chat import ChatTemplate, get_chat_template, normalize_messages
+from .chat import (
+    IMAGE_PLACEHOLDER,
+    ChatTemplate,
+    ConversationError,
+    get_chat_template,
+    image_prefix,
+    normalize_messages,
+)
 from .errors import PocketAdaptError
 from .tiling import TilingConfig, count_tiles, load_image, preprocess_image
 
-IMAGE_PLACEHOLDER = "<image>"
 IGNORE_INDEX = -100
 GROUNDING_MARKUP = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
-
-
-class ConversationError(PocketAdaptError, ValueError):
-    """A conversation that does not fit its images (placeholder count, no user turn)."""
 
 
 class SampleTooLongError(PocketAdaptError, ValueError):
@@ -254,26 +256,16 @@ class VLMProcessor:
 
 
 def add_image_placeholders(messages: list[dict], n_images: int) -> list[dict]:
-    """Check `<image>` placeholders against the image count; add them where InternVL would.
-
-    One image and no placeholder: `<image>\\n` is prepended to the first user turn. Several images
-    and no placeholder: `Image-1: <image>\\nImage-2: <image>\\n…` is. Any other disagreement is an error.
-    """
-    found = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
-    if found == n_images:
+    """Check `<image>` placeholders against the image count; add them where `image_prefix` says."""
+    prefix = image_prefix(sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages), n_images)
+    if not prefix:
         return messages
-    if found == 0 and n_images > 0:
-        first_user = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
-        if first_user is None:
-            raise ConversationError("images were given but the conversation has no user turn")
-        if n_images == 1:
-            prefix = f"{IMAGE_PLACEHOLDER}\n"
-        else:
-            prefix = "".join(f"Image-{k + 1}: {IMAGE_PLACEHOLDER}\n" for k in range(n_images))
-        messages = [dict(m) for m in messages]
-        messages[first_user]["content"] = prefix + messages[first_user]["content"]
-        return messages
-    raise ConversationError(f"the conversation has {found} <image> placeholders but {n_images} images were given")
+    first_user = next((k for k, m in enumerate(messages) if m["role"] == "user"), None)
+    if first_user is None:
+        raise ConversationError("images were given but the conversation has no user turn")
+    messages = [dict(m) for m in messages]
+    messages[first_user]["content"] = prefix + messages[first_user]["content"]
+    return messages
 
 
 def _as_image(image: Image.Image | str | os.PathLike, max_pixels: int) -> Image.Image:

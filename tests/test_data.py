@@ -142,6 +142,28 @@ def test_record_kinds_and_placeholders(tmp_path):
     assert frames.conversations[0]["value"].startswith("Frame-1: <image>\nFrame-2: <image>\nDescribe.")
 
 
+def test_training_and_chat_place_images_by_one_rule(tmp_path, processor):
+    """A multi-image record without <image> placeholders: `adapt chat` prepends Image-k lines, so training does."""
+    root = tmp_path / "data"
+    png(root / "a.png")
+    png(root / "b.png", (224, 112), color=(20, 200, 20))
+    ann = write_jsonl(root / "train.jsonl", [
+        {"image": ["a.png", "b.png"], "conversations": conv("Same colour?", "No.")},
+        {"image": ["a.png", "b.png"], "conversations": conv("<image>\nOne placeholder, two images", "No.")},
+    ])
+    skips = SkipLog()
+    records = read_source(SourceSpec("d", ann), skips)
+    assert [r.line for r in records] == [1] and skips.count("d", "image count mismatch") == 1
+    assert records[0].conversations[0]["value"] == "Image-1: <image>\nImage-2: <image>\nSame colour?"
+
+    images = [Image.open(root / "a.png"), Image.open(root / "b.png")]
+    trained = processor(records[0].conversations[:1], images, add_generation_prompt=True)
+    chatted = processor([{"role": "user", "content": "Same colour?"}], images, add_generation_prompt=True)
+    assert trained.input_ids.tolist() == chatted.input_ids.tolist()
+    with pytest.raises(PocketAdaptError, match="1 <image> placeholders but 2 images"):
+        processor([{"role": "user", "content": "<image>\nOne placeholder"}], images, add_generation_prompt=True)
+
+
 def test_meta_json_expansion_and_repeat_time(tmp_path):
     data = tmp_path / "data"
     png(data / "imgs" / "x.png")

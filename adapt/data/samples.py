@@ -28,6 +28,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from model.chat import IMAGE_PLACEHOLDER, ConversationError, image_prefix
 from model.errors import PocketAdaptError
 from model.limits import MAX_TILES_LIMIT
 
@@ -65,7 +66,6 @@ REASONS = (
 )
 
 KINDS = ("domain", "general")
-IMAGE_PLACEHOLDER = "<image>"
 VIDEO_PLACEHOLDER = "<video>"
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".wmv", ".m4v", ".mpg", ".mpeg", ".3gp", ".ts"})
@@ -566,18 +566,18 @@ def _count(turns: list[dict], placeholder: str) -> int:
 
 
 def _place_images(turns: list[dict], n_images: int) -> list[dict]:
-    """One image and no ``<image>``: prepend ``<image>\\n`` to the first human turn (InternVL).
-    Otherwise the placeholder count must equal the image count."""
-    found = _count(turns, IMAGE_PLACEHOLDER)
+    """Placeholders for the record's images by the rule `adapt chat` follows too (`model.chat.image_prefix`)."""
     if _count(turns, VIDEO_PLACEHOLDER):
         raise _Skip(IMAGE_COUNT_MISMATCH, "<video> placeholder in a record without 'video'")
-    if n_images == 1 and found == 0:
+    found = _count(turns, IMAGE_PLACEHOLDER)
+    try:
+        prefix = image_prefix(found, n_images)
+    except ConversationError:
+        raise _Skip(IMAGE_COUNT_MISMATCH, f"{found} <image> placeholder(s) for {n_images} image(s)") from None
+    if prefix:
         turns = [dict(t) for t in turns]
         k = _first_human(turns)
-        turns[k]["value"] = IMAGE_PLACEHOLDER + "\n" + turns[k]["value"]
-        return turns
-    if found != n_images:
-        raise _Skip(IMAGE_COUNT_MISMATCH, f"{found} <image> placeholder(s) for {n_images} image(s)")
+        turns[k]["value"] = prefix + turns[k]["value"]
     return turns
 
 
