@@ -390,10 +390,17 @@ class Judge(_Section):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str  # e.g. http://127.0.0.1:8000/v1/chat/completions
+    url: str  # https, or http only to this machine, e.g. http://127.0.0.1:8000/v1/chat/completions
     model: str
     api_key_env: str | None = None  # name of the environment variable holding the key (never the key itself)
     timeout: float = Field(60.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        from domains.driving.judge import check_judge_url
+
+        return check_judge_url(value)
 
 
 class EvalSpec(_Section):

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from domains.base import DomainError
 from domains.driving import layout
 from domains.driving.judge import (
     DRIVELM_PROMPT,
@@ -136,11 +137,48 @@ def test_config_validation(monkeypatch):
     with pytest.raises(ValueError, match="http"):
         JudgeConfig.from_mapping({"url": "file:///etc/passwd", "model": "m"})
     with pytest.raises(ValueError, match="unknown keys"):
-        JudgeConfig.from_mapping({"url": "http://x", "model": "m", "api_key": "sk-inline"})
+        JudgeConfig.from_mapping({"url": "https://x", "model": "m", "api_key": "sk-inline"})
     with pytest.raises(ValueError, match="timeout"):
-        JudgeConfig.from_mapping({"url": "http://x", "model": "m", "timeout": 0})
+        JudgeConfig.from_mapping({"url": "https://x", "model": "m", "timeout": 0})
     with pytest.raises(ValueError, match=KEY_ENV):
-        Judge({"url": "http://x", "model": "m", "api_key_env": KEY_ENV})
+        Judge({"url": "https://x", "model": "m", "api_key_env": KEY_ENV})
+
+
+@pytest.mark.parametrize("url", ["http://judge.example.com/v1", "http://10.0.0.5:8000/v1", "http://[2001:db8::1]/v1",
+                                 "http://127.0.0.1.example.com/v1", "https:///v1"])
+def test_plain_http_to_another_machine_is_refused(url):
+    with pytest.raises(DomainError, match="http"):
+        JudgeConfig.from_mapping({"url": url, "model": "m"})
+
+
+@pytest.mark.parametrize("url", ["https://judge.example.com/v1", "http://127.0.0.1:8000/v1", "http://127.1.2.3/v1",
+                                 "http://localhost:11434/v1", "http://[::1]:8000/v1", "HTTP://LOCALHOST/v1"])
+def test_https_anywhere_and_http_to_this_machine_are_accepted(url):
+    assert JudgeConfig.from_mapping({"url": url, "model": "m"}).url == url
+
+
+def test_the_judge_follows_no_redirect_and_so_never_forwards_its_key(server, monkeypatch):
+    class Redirect(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(307)
+            self.send_header("Location", server.url + "/chat/completions")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        judge = Judge(judge_config(server, url=f"http://127.0.0.1:{httpd.server_address[1]}/v1"))
+        scores, errors = judge.rate_many([("Go.", "Go.")], progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert scores == [None] and "redirect (HTTP 307)" in errors[0]
+    assert server.requests == []  # the redirect target never saw the request, nor the key
 
 
 # --------------------------------------------------------------------------------------------- final score
@@ -202,3 +240,13 @@ def test_judge_failures_and_missing_key_are_reported(server, monkeypatch):
 
     out = aggregate_drivelm(corpus(), {})  # no judge configured
     assert out["final_score"] is None and NOTE_NO_JUDGE in out["notes"]
+
+
+def test_a_recipe_with_a_plain_http_judge_elsewhere_is_invalid():
+    from adapt.recipe import RecipeError, load_recipe
+    from model.resources import templates_dir
+
+    quickstart = templates_dir() / "recipes" / "quickstart.yaml"
+    with pytest.raises(RecipeError, match="eval.judge.url: .* plain http to another machine"):
+        load_recipe(quickstart, ['eval.judge={url: "http://10.1.1.1/v1", model: m}'])
+    assert load_recipe(quickstart, ['eval.judge={url: "http://127.0.0.1:8000/v1", model: m}']).eval.judge.url

@@ -8,6 +8,7 @@ any server that speaks the chat-completions protocol (OpenAI, vLLM, llama.cpp, O
 Configuration (``adapt eval``'s ``judge`` setting, a mapping):
 
 * ``url``: the server's base URL (``https://api.openai.com/v1``) or the full ``.../chat/completions`` URL;
+  https, or plain http only to this machine (``http://127.0.0.1:8000/v1``); redirects are not followed;
 * ``model``: the model name the server expects;
 * ``api_key_env`` (optional): the name of the environment variable holding the API key. The key is read
   from the environment when the judge is built, sent as a bearer token, never stored in the configuration,
@@ -21,6 +22,7 @@ message; callers count those instead of scoring them 0.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -50,6 +52,44 @@ class JudgeError(PocketAdaptError, RuntimeError):
     """One judge request failed or its reply held no rating."""
 
 
+LOOPBACK_HOSTS = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost names and loopback addresses (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host in LOOPBACK_HOSTS:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_judge_url(url: str) -> str:
+    """`url` stripped, or a `DomainError`: the judge gets answers (and a bearer key) only over https, or over
+    plain http to this machine (a local server: vLLM, llama.cpp, Ollama)."""
+    url = url.strip()
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DomainError(f"judge url must be https://HOST/… (or http:// to this machine), got {url!r}")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise DomainError(f"judge url {url!r} is plain http to another machine: the answers and the API key would "
+                          "cross the network unencrypted; use https://, or http:// only to localhost / 127.0.0.1")
+    return url
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect could send the bearer key to another host (or over http): the judge follows none."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise JudgeError(f"{req.full_url} answered with a redirect (HTTP {code}); the judge follows none, as it "
+                         "would carry the API key elsewhere: give the final URL as judge.url")
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
 @dataclass(frozen=True)
 class JudgeConfig:
     """Where and how to ask the judge (see the module docstring). Holds no secret: only the variable name."""
@@ -76,10 +116,7 @@ class JudgeConfig:
         for key in ("url", "model"):
             if not isinstance(cfg.get(key), str) or not cfg[key].strip():
                 raise DomainError(f"judge config needs {key!r} (a non-empty string)")
-        url = cfg["url"].strip()
-        scheme = urllib.parse.urlsplit(url).scheme
-        if scheme not in ("http", "https"):
-            raise DomainError(f"judge url must start with http:// or https://, got {url!r}")
+        url = check_judge_url(cfg["url"])
         values = {k: cfg[k] for k in known if cfg.get(k) is not None}
         values["url"] = url
         try:
@@ -145,7 +182,7 @@ class Judge:
             headers["Authorization"] = f"Bearer {self._key}"
         request = urllib.request.Request(self.config.endpoint, data=json.dumps(body).encode("utf-8"),
                                          headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=float(self.config.timeout)) as response:  # http(s) only: checked
+        with _OPENER.open(request, timeout=float(self.config.timeout)) as response:  # https or loopback: checked
             return json.loads(response.read().decode("utf-8"))
 
     def rate(self, answer: str, reference: str) -> float:
