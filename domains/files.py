@@ -8,6 +8,11 @@ Written files get the permissions the umask gives any new file (not 0600). A tem
 ``.<name>.<pid>-<token>.part``; a failed write removes its own, and :func:`remove_stale_parts` (run by
 ``DomainPlugin.convert`` before each conversion) removes those a killed run left behind. An ``OSError`` raised
 while writing (disk full, permission denied) carries the path being written in ``filename``.
+
+**Names read from data files** (an image path in a JSON, an XML ``<filename>``, an id turned into a file name) go
+through :func:`inside_root`, the one containment check of every converter: a name that is absolute, climbs out of
+its data root with ``..`` or leads out of it through a symlink is refused with ``SkipInput("path escapes data
+root")`` before anything is opened.
 """
 
 from __future__ import annotations
@@ -20,18 +25,20 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from domains.base import DomainError
+from domains.base import DomainError, SkipInput
 
-__all__ = ["KEY_CHUNK", "PNG_OPTIONS", "atomic_write", "image_size", "is_fresh", "link_or_copy", "output_key",
-           "remove_stale_parts", "save_png", "split_of", "stored_key", "write_jsonl", "write_splits"]
+__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "image_size", "inside_root", "is_fresh",
+           "link_or_copy", "output_key", "remove_stale_parts", "save_png", "split_of", "stored_key", "write_jsonl",
+           "write_splits"]
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
+PATH_ESCAPES = "path escapes data root"  # the report reason of a name refused by inside_root
 KEY_CHUNK = "pocket-adapt:key"  # PNG text chunk holding the output_key an image was made with
 STALE_PART_SECONDS = 86_400  # a .part whose owner cannot be told is stale after a day
 _PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.part$")
@@ -227,3 +234,39 @@ def split_of(key: str, held_out_fraction: float, held_out: str = "test") -> str:
         return "train"
     h = int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big") / 2**64
     return held_out if h < held_out_fraction else "train"
+
+
+def inside_root(root: str | os.PathLike[str], name: str | os.PathLike[str]) -> Path:
+    """`name` -- a relative path read from a data file -- as a path under `root`; nothing is opened.
+
+    Raises ``SkipInput(PATH_ESCAPES, detail)`` (the converter counts it and goes on) for
+
+    * an empty name or one holding a NUL byte;
+    * an absolute name: ``/etc/passwd``, ``C:\\x``, ``\\\\server\\share\\x``;
+    * a name whose ``..`` steps leave `root` (``../../etc/passwd``), judged on the text (backslashes count as
+      separators), so ``a/../b`` is fine and a symlink cannot turn ``link/..`` into somewhere else;
+    * a name that leads through a symlink inside `root` to a place outside it (a downloaded archive can carry
+      such links); `root` itself may be a symlink. A data folder linked in from elsewhere is refused too: give
+      its real location as the converter's root option instead (e.g. DriveLM's ``nuscenes_root``).
+
+    Returns ``root / name`` normalised (``..`` and ``.`` removed, symlinks kept as written), which the caller
+    opens; the file need not exist.
+    """
+    text = os.fspath(name)
+    if not isinstance(text, str) or not text.strip() or "\x00" in text:
+        raise SkipInput(PATH_ESCAPES, f"{text!r}: not a file name under {root}")
+    posix = text.replace("\\", "/")
+    win = PureWindowsPath(text)
+    if posix.startswith("/") or win.drive or win.is_absolute():
+        raise SkipInput(PATH_ESCAPES, f"{text!r}: an absolute path; expected a path relative to {root}")
+    base = Path(os.path.abspath(root))
+    path = Path(os.path.normpath(base / posix))
+    if not path.is_relative_to(base):
+        raise SkipInput(PATH_ESCAPES, f"{text!r} leads outside {root} (to {path})")
+    try:
+        real_base, real = base.resolve(), path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise SkipInput(PATH_ESCAPES, f"{text!r}: cannot be resolved under {root}: {exc}") from None
+    if not real.is_relative_to(real_base):
+        raise SkipInput(PATH_ESCAPES, f"{text!r} leads through a symlink to {real}, outside {root}")
+    return path

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from domains.base import ConvertReport, DomainPlugin
+from domains.base import ConvertReport, DomainPlugin, SkipInput
 from domains.files import (
+    PATH_ESCAPES,
     atomic_write,
+    inside_root,
     is_fresh,
     link_or_copy,
     output_key,
@@ -178,3 +180,43 @@ def test_extracted_zip_entries_honour_the_umask_and_leave_no_part_on_ctrl_c(tmp_
     with pytest.raises(KeyboardInterrupt):
         extract_zip(archive, tmp_path / "again")
     assert _parts(tmp_path / "again") == [] and (tmp_path / "again" / "study" / "a.dcm").exists()
+
+
+# --------------------------------------------------------------------------------------------- the path guard
+@pytest.mark.parametrize("name", [
+    "../../etc/passwd", "..", "a/../../x.jpg", "..\\..\\etc\\passwd", "/etc/passwd", "C:\\Windows\\win.ini",
+    "C:x.jpg", "\\\\server\\share\\x.jpg", "", "  ", "a\x00b.jpg",
+])
+def test_inside_root_refuses_names_leaving_the_root(tmp_path, name):
+    """Issue 15 item 10: the one containment check of every converter reading a name from a data file."""
+    with pytest.raises(SkipInput) as info:
+        inside_root(tmp_path / "root", name)
+    assert info.value.reason == PATH_ESCAPES == "path escapes data root"
+
+
+def test_inside_root_accepts_names_under_the_root_and_follows_symlinks_only_inside(tmp_path):
+    root = tmp_path / "root"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "x.jpg").write_bytes(b"x")
+    assert inside_root(root, "a/x.jpg") == root / "a" / "x.jpg"
+    assert inside_root(root, "a/../a/./x.jpg") == root / "a" / "x.jpg"
+    assert inside_root(root, "a\\x.jpg") == root / "a" / "x.jpg"  # Windows separators
+    assert inside_root(root, "missing/y.png") == root / "missing" / "y.png"  # need not exist
+    (root / "inner").symlink_to(root / "a", target_is_directory=True)  # a link that stays inside: fine
+    assert inside_root(root, "inner/x.jpg") == root / "inner" / "x.jpg"
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"s")
+    (root / "leak.jpg").symlink_to(secret)  # as a downloaded archive can carry
+    (root / "out").symlink_to(tmp_path, target_is_directory=True)
+    for name in ("leak.jpg", "out/secret.jpg"):
+        with pytest.raises(SkipInput, match="symlink") as info:
+            inside_root(root, name)
+        assert info.value.reason == PATH_ESCAPES
+    # `..` is judged on the text: inner/.. is the root, not the link target's parent
+    assert inside_root(root, "inner/../a/x.jpg") == root / "a" / "x.jpg"
+    # the root itself may be a link (a data folder kept on another disk)
+    (tmp_path / "linked_root").symlink_to(root, target_is_directory=True)
+    assert inside_root(tmp_path / "linked_root", "a/x.jpg") == tmp_path / "linked_root" / "a" / "x.jpg"
+    (root / "loop").symlink_to(root / "loop")
+    with pytest.raises(SkipInput):
+        inside_root(root, "loop/x.jpg")

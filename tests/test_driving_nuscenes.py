@@ -238,3 +238,25 @@ def test_plugin_registry_does_not_import_the_devkit():
     code = ("import sys, domains.driving as d; assert d.PLUGIN.converters and 'drivelm' in d.PLUGIN.metrics; "
             "assert 'nuscenes' not in sys.modules, 'devkit imported at plugin load'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_sample_data_file_names_leaving_the_dataroot_are_skipped_not_read(dataroot, tmp_path, nusc):
+    """Issue 15 item 10: the table's file names go through the shared guard (domains.files.inside_root)."""
+    root = tmp_path / "data" / "nus"
+    shutil.copytree(dataroot, root, copy_function=shutil.copy)
+    table = root / "v1.0-mini" / "sample_data.json"
+    rows = json.loads(table.read_text())
+    sample = min(nusc.scene, key=lambda s: s["name"])["first_sample_token"]
+    tokens = nusc.get("sample", sample)["data"]
+    outside = tmp_path / "data" / "outside.jpg"  # a real image, so only the guard can keep it out
+    shutil.copy(root / nusc.get("sample_data", tokens["CAM_FRONT"])["filename"], outside)
+    bad = {tokens["CAM_FRONT"]: "../outside.jpg", tokens["CAM_BACK"]: str(outside)}
+    for row in rows:
+        if row["token"] in bad:
+            row["filename"] = bad[row["token"]]
+    table.write_text(json.dumps(rows))
+    report = convert_nuscenes(root, tmp_path / "out", link="copy", progress=False)
+    assert report.skipped["path escapes data root"] == 2
+    assert report.skipped["camera image skipped"] == 2
+    assert all("outside" not in p.name for p in (tmp_path / "out").rglob("*"))
+    assert report.written > 0

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domains.base import ConvertReport, DomainError
+from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, render_ref_box, to_grid
 from domains.driving.layout import camera_order
-from domains.files import image_size, link_or_copy, write_splits
+from domains.files import image_size, inside_root, link_or_copy, write_splits
 
 __all__ = [
     "CATEGORY_PHRASES",
@@ -313,11 +314,14 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     to keep (all when None). `tasks`: ``grounding`` and/or ``region``. `box_vis_level`: ``any`` or ``all``
     corners inside the image. `min_box_px`: smallest clipped box side kept. `split_by`: ``official`` (the
     devkit's scene splits; mini: mini_train / mini_val), ``hash`` (`val_fraction` of the scenes by a hash of
-    the name) or ``auto`` (official when every scene is listed there). `link`: ``hardlink`` or ``copy`` for
-    the camera images put under ``out/images/nuscenes/`` (record paths are relative to `out`).
+    the name) or ``auto`` (official when every scene is listed there). `val_fraction`: the share of scenes in
+    ``val`` with ``hash``. `link`: ``hardlink`` or ``copy`` for the camera images put under
+    ``out/images/nuscenes/`` (record paths are relative to `out`). `dataset`: output name. `progress`: show a
+    progress bar.
 
     Output ``out/<dataset>_<split>.jsonl``; ``report.outputs[split]``. A missing camera file, or a sequence
-    needing one, is skipped and counted; re-runs rewrite nothing when nothing changed.
+    needing one, is skipped and counted, as is a ``sample_data`` file name that leaves `src` (absolute, ``..``,
+    a symlink pointing outside: ``path escapes data root``, :func:`domains.files.inside_root`); re-runs rewrite nothing when nothing changed.
     """
     from tqdm import tqdm
 
@@ -343,8 +347,13 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     def publish(sd_token: str) -> tuple[str, tuple[int, int]] | None:
         if sd_token not in published:
             sd = nusc.get("sample_data", sd_token)
-            path = Path(nusc.get_sample_data_path(sd_token))
-            rel = f"images/nuscenes/{sd['filename']}"
+            try:  # the table's file name, read as a path under the dataroot (never outside it)
+                path = inside_root(src, sd.get("filename") if isinstance(sd.get("filename"), str) else "")
+            except SkipInput as exc:
+                report.skip(f"sample_data {sd_token}", exc.reason, f"sample_data {sd_token}: {exc.detail}")
+                published[sd_token] = None
+                return None
+            rel = f"images/nuscenes/{path.relative_to(Path(os.path.abspath(src))).as_posix()}"
             if not path.is_file():
                 report.skip(path, "missing camera image", f"{path}: no such file (sample_data {sd_token})")
                 published[sd_token] = None

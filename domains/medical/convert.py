@@ -82,6 +82,7 @@ from domains.boxes import render_ref_box
 from domains.files import (
     PNG_OPTIONS,
     atomic_write,
+    inside_root,
     is_fresh,
     save_png,
     split_of,
@@ -219,16 +220,6 @@ def is_dicom_file(path: Path) -> bool:
         return head[128:132] == b"DICM"
     except OSError:
         return False
-
-
-def _inside(root: Path, rel: str) -> Path:
-    """`rel` under `root`; an absolute path or one escaping `root` raises :class:`SkipInput`."""
-    if not rel or Path(rel).is_absolute():
-        raise SkipInput("path escapes data root", f"{rel!r}: must be a path relative to {root}")
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise SkipInput("path escapes data root", f"{rel!r}: leaves {root}")
-    return path
 
 
 # --------------------------------------------------------------------------------------------- DICOM
@@ -374,7 +365,7 @@ def _image_once(images: dict, name: str, folder: Path, out: Path, rel_stem: str,
     status = images.get(name)
     if status is None:
         try:
-            status = _copy_image(_inside(folder, name), out, rel_stem)
+            status = _copy_image(inside_root(folder, name), out, rel_stem)
         except SkipInput as exc:
             report.skip(folder / name, exc.reason, exc.detail)
             status = exc
@@ -583,7 +574,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                         label = LETTERS[by_text[0]]
                 elif not answer:
                     raise SkipInput("empty answer", f"{where}: empty Answer")
-                img_src = _inside(img_dir, figure)
+                img_src = inside_root(img_dir, figure)
                 status = images.get(img_src)
                 if status is None:
                     try:
@@ -842,7 +833,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
             answer = _text(item.get("answer"))
             if kind in ("closed", "open", "mc") and not answer:
                 raise SkipInput("empty answer", f"{where}: empty answer")
-            folder = _inside(src, _name(item.get("series")))
+            folder = inside_root(src, _name(item.get("series")))
             series = series_cache.get(folder)
             if series is None:
                 try:
