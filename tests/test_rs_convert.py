@@ -390,3 +390,129 @@ def test_rsvqa_with_the_wrong_images_folder_writes_nothing_and_keeps_outputs(tmp
     again = convert_rsvqa(src, out, images_dir=tmp_path / "nowhere")
     assert again.written == 0 and again.skipped["missing image"] == 2 and again.outputs == {}
     assert {p: p.read_bytes() for p in kept} == kept
+
+
+# --------------------------------------------------------------------------------------------- RSVQA layouts (issue 15)
+def _js(path: Path, var: str, obj: dict) -> None:
+    """The website's wrapping: ``var x = JSON.parse('{...}');``."""
+    path.write_text(f"var {var} = JSON.parse('{json.dumps(obj)}');\n")
+
+
+def _tile(path: Path, value: int, size: int = 8) -> np.ndarray:
+    rgb = np.full((size, size, 3), value, np.uint8)
+    rgb[0, 0] = (value, 255 - value, 7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb).save(path)
+    return rgb
+
+
+def _website_sample(root: Path, n: int = 3) -> dict[int, np.ndarray]:
+    """The RSVQA website's sample (syvlo/RSVQA_website): JSON wrapped in JavaScript, tiles renumbered as
+    ``{id}.png`` while ``original_name`` keeps the source tile's name -- here another tile's number, as in
+    the real sample (id 13 -> "33.png")."""
+    pixels = {}
+    for var, res, folder, names in (("USGS", "hr", "dataUSGS_reduced", ("USGS_split_train_{}_reduced.js",)),
+                                    ("S2", "lr", "data_S2_reduced", ("{}S2_reduced.js",))):
+        images, questions, answers = [], [], []
+        for i in range(n):
+            pixels[(res, i)] = _tile(root / folder / f"{i}.png", 40 * i + (10 if res == "hr" else 20))
+            images.append({"id": i, "original_name": f"{(i + 1) % n}.png", "active": True,
+                           "questions_ids": [2 * i, 2 * i + 1], "sensor": "S2" if res == "lr" else "ULTRACAM"})
+            for k, (qtype, q, a) in enumerate((("presence", "Is a road present?", "Yes"),
+                                                ("count", "How many buildings are there?", str(3 * i)))):
+                questions.append({"id": 2 * i + k, "img_id": i, "type": qtype, "question": q,
+                                  "answers_ids": [2 * i + k], "active": True})
+                answers.append({"id": 2 * i + k, "question_id": 2 * i + k, "answer": a, "active": True})
+        name = names[0]
+        _js(root / name.format("questions"), f"questions{var}", {"questions": questions})
+        _js(root / name.format("answers"), f"answers{var}", {"answers": answers})
+        _js(root / name.format("images"), f"images{var}", {"images": images})
+    return pixels
+
+
+def test_rsvqa_website_sample_layout(tmp_path):
+    """Issue 15 item 9: the sample's renumbered PNGs are found by id; original_name (another tile's number)
+    is kept in meta, never used to pick the file."""
+    src = tmp_path / "RSVQA_website"
+    pixels = _website_sample(src)
+    with pytest.raises(ValueError, match="both RSVQA HR .* and LR files; pass --option resolution="):
+        convert_rsvqa(src, tmp_path / "x")
+    for res in ("hr", "lr"):
+        out = tmp_path / res
+        report = assert_idempotent(convert_rsvqa, src, out, resolution=res)
+        assert report.written == 6 and report.total_skipped == 0 and set(report.outputs) == {"train" if res == "hr"
+                                                                                              else "all"}
+        recs = all_records(report)
+        check_wellformed(recs, out)
+        for r in recs:
+            i = r["meta"]["img_id"]
+            assert r["id"].startswith(f"rsvqa_{res}/") and r["meta"]["original_name"] == f"{(i + 1) % 3}.png"
+            with Image.open(out / r["image"]) as im:
+                assert np.array_equal(np.asarray(im), pixels[(res, i)])  # tile i's pixels, not the decoy's
+        assert sorted(r["answer"] for r in recs if r["meta"]["question_type"] == "count") == ["0", "3", "6"]
+
+
+def test_rsvqa_finds_tiles_by_any_suffix_present(tmp_path):
+    src = generate("rsvqa_hr", tmp_path / "hr", n=5)
+    data = src / "Data"
+    want = {}
+    for i, suffix in ((0, ".png"), (1, ".JPG"), (2, ".jpeg"), (3, ".bmp")):
+        (data / f"{i}.tif").unlink()
+        _tile(data / f"{i}{suffix}", 30 * i + 5, 32)
+        with Image.open(data / f"{i}{suffix}") as im:
+            want[i] = np.asarray(im.convert("RGB"))  # as decoded (the JPEG is lossy)
+    _tile(data / "4.png", 200, 32)  # 4.tif is there too: the original GeoTIFF wins
+    with rasterio.open(data / "4.tif") as ds:
+        want[4] = ds.read().transpose(1, 2, 0)
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_rsvqa, src, out)
+    assert report.total_skipped == 3 and report.skipped == {"inactive question": 3}
+    for r in all_records(report):
+        i = r["meta"]["img_id"]
+        with Image.open(out / r["image"]) as im:
+            got = np.asarray(im)
+        assert np.array_equal(got, want[i]), i
+
+
+def test_rsvqa_image_ids_leaving_the_images_folder_are_skipped_unread(tmp_path, monkeypatch):
+    """Issue 15 item 10: an img_id is joined under the images folder only through domains.files.inside_root."""
+    import domains.remote_sensing.convert as rs
+
+    src = generate("rsvqa_lr", tmp_path / "data" / "rsvqa", n=5)
+    secret = _tile(tmp_path / "data" / "secret.png", 99)  # a real image the ids below point at
+    (src / "Images_LR" / "leak.png").symlink_to(tmp_path / "data" / "secret.png")
+    qpath = src / "LR_split_train_questions.json"
+    data = json.loads(qpath.read_text())
+    active = [q for q in data["questions"] if q.get("active", True)]
+    active[0]["img_id"] = "../../secret"
+    active[1]["img_id"] = str(tmp_path / "data" / "secret")
+    active[2]["img_id"] = "leak"
+    qpath.write_text(json.dumps(data))
+    read = []
+    real_load = rs._load_rgb
+    monkeypatch.setattr(rs, "_load_rgb", lambda p, *a, **k: read.append(Path(p)) or real_load(p, *a, **k))
+    report = convert_rsvqa(src, tmp_path / "out")
+    assert report.skipped["path escapes data root"] == 3 and report.skipped["image skipped"] == 3
+    examples = " ".join(report.examples["path escapes data root"])
+    assert "../../secret" in examples and "symlink" in examples
+    assert read and all("secret" not in p.name and "leak" not in p.name for p in read)
+    for r in all_records(report):
+        with Image.open(tmp_path / "out" / r["image"]) as im:
+            assert not np.array_equal(np.asarray(im), secret)
+
+
+def test_dior_filenames_leaving_the_images_folder_are_skipped_unread(tmp_path):
+    src = generate("dior_rsvg", tmp_path / "data" / "DIOR_RSVG", n=4)
+    shutil.copy(src / "JPEGImages" / "00001.jpg", tmp_path / "data" / "secret.jpg")
+    ann = src / "Annotations"
+    for xml, name in (("00001.xml", "../../secret.jpg"), ("00002.xml", str(tmp_path / "data" / "secret.jpg")),
+                      ("00003.xml", "..\\..\\secret.jpg")):
+        text = (ann / xml).read_text()
+        start, end = text.index("<filename>"), text.index("</filename>")
+        (ann / xml).write_text(text[:start] + f"<filename>{name}</filename>" + text[end + len("</filename>"):])
+    report = convert_dior_rsvg(src, tmp_path / "out")
+    assert report.skipped["path escapes data root"] == 3
+    assert {e.split(":")[0].rsplit("/", 1)[-1] for e in report.examples["path escapes data root"]} == {
+        "00001.xml", "00002.xml", "00003.xml"}
+    assert {r["meta"]["source"] for r in all_records(report)} == {"00004.xml"}
+    assert not any("secret" in p.name for p in (tmp_path / "out").rglob("*"))

@@ -19,8 +19,9 @@ atomically, so a killed run leaves no half files; a JSONL is rewritten only when
 gives byte-identical JSONL; a run that was stopped picks up where it left off.
 
 **Bad input** (truncated / corrupt rasters, zero-size rasters, all-nodata images, unsupported data types,
-boxes outside their image, empty class folders, malformed JSON / XML, missing images or answers) is
-skipped and counted in the report under a reason, with the file named; the rest converts.
+boxes outside their image, empty class folders, malformed JSON / XML, missing images or answers, image names
+that leave the data folder: ``path escapes data root``, :func:`domains.files.inside_root`) is skipped and
+counted in the report under a reason, with the file named; the rest converts.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, clip_box, render_ref_box, to_grid
 from domains.files import (
     image_size,
+    inside_root,
     is_fresh,
     output_key,
     save_png,
@@ -301,12 +303,32 @@ def rsvqa_bucket(answer: str) -> str | None:
     return "0" if v == 0 else "1-100" if v <= 100 else "101-1000" if v <= 1000 else ">1000"
 
 
-_RSVQA_SPLIT = re.compile(r"^(?P<prefix>.+?)_split_(?P<split>.+)_questions\.json$")
+# full release: LR_split_train_questions.json / USGS_split_test_phili_questions.json; all_questions.json; the
+# website's sample: USGS_split_train_questions_reduced.js, questionsS2_reduced.js (JSON wrapped in JavaScript)
+_RSVQA_SPLIT = re.compile(r"^(?P<prefix>.+?)_split_(?P<split>.+?)_questions(?:_reduced)?\.(?:json|js)$")
+_RSVQA_WHOLE = re.compile(r"^(?:(?P<all>all)_questions|questions(?P<prefix>[A-Za-z0-9]*?))(?:_reduced)?\.(?:json|js)$")
+_HR_PREFIXES = ("USGS", "HR")
+# image folders, looked for in this order: full release, other spellings, the website's sample
+_RSVQA_IMAGE_DIRS = {"hr": ("Data", "Images_HR", "dataUSGS_reduced"), "lr": ("Images_LR", "Data", "data_S2_reduced")}
+_JS_JSON = re.compile(r"JSON\.parse\(\s*'(?P<body>.*)'\s*\)\s*;?\s*$", re.DOTALL)
+
+
+def _json_text(path: Path) -> Any:
+    """A JSON file, or the website's ``var x = JSON.parse('{...}');`` / ``var x = {...};`` JavaScript."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() != ".js":
+        return json.loads(text)
+    m = _JS_JSON.search(text)
+    body = m.group("body") if m else text[text.find("{"): text.rfind("}") + 1]
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return json.loads(body.replace("\\'", "'"))  # a JS-escaped quote inside the single-quoted string
 
 
 def _load_json(path: Path, key: str, report: ConvertReport) -> list | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = _json_text(path)
         rows = data[key] if isinstance(data, dict) else None
         if not isinstance(rows, list):
             raise TypeError(f"expected an object with a {key!r} list")
@@ -318,57 +340,147 @@ def _load_json(path: Path, key: str, report: ConvertReport) -> list | None:
     return None
 
 
+def _sibling(qpath: Path, kind: str) -> Path:
+    """``..._questions[_reduced].json`` -> the ``answers`` / ``images`` file of the same split."""
+    name = qpath.name
+    k = name.rindex("questions")
+    return qpath.with_name(name[:k] + kind + name[k + len("questions"):])
+
+
+def _rsvqa_files(src: Path, splits: Sequence[str] | None) -> list[tuple[str, str, Path]]:
+    """(prefix, split, questions file) of the RSVQA question files in `src`. Per resolution (:func:`_resolution`)
+    its split files, else its whole-set files (``questionsS2_reduced.js``); ``all_questions.json`` (which
+    repeats the split files) only when there is nothing else."""
+    split_files, tagged, untagged = [], [], []
+    for p in sorted(src.glob("*questions*")):
+        if not p.is_file():
+            continue
+        m = _RSVQA_SPLIT.match(p.name)
+        if m:
+            if splits is None or m.group("split") in splits:
+                split_files.append((m.group("prefix"), m.group("split"), p))
+            continue
+        m = _RSVQA_WHOLE.match(p.name)
+        if m and (splits is None or "all" in splits):
+            (tagged if m.group("prefix") else untagged).append((m.group("prefix") or "", "all", p))
+    found = []
+    for res in ("hr", "lr"):
+        found += [f for f in split_files if _resolution(f[0]) == res] or [f for f in tagged if _resolution(f[0]) == res]
+    return found or untagged
+
+
+def _resolution(prefix: str) -> str:
+    """``USGS`` / ``HR`` file prefixes are the HR set, anything else (``LR``, ``S2``) the LR set."""
+    return "hr" if prefix.upper() in _HR_PREFIXES else "lr"
+
+
+class _ImageFolder:
+    """Finds an RSVQA tile by its id with whatever image suffix is present (``{id}.tif`` in the full release,
+    ``{id}.png`` in the website's renumbered sample), through :func:`~domains.files.inside_root`."""
+
+    ORDER = RASTER_SUFFIXES + PIL_SUFFIXES  # the original GeoTIFF first when a tile exists twice
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.listing: dict[Path, dict[str, Path]] = {}  # folder -> stem -> preferred file
+
+    def _stems(self, folder: Path) -> dict[str, Path]:
+        if folder not in self.listing:
+            stems: dict[str, Path] = {}
+            try:
+                files = sorted(p for p in folder.iterdir() if p.suffix.lower() in self.ORDER)
+            except OSError:
+                files = []
+            for p in sorted(files, key=lambda p: self.ORDER.index(p.suffix.lower())):
+                stems.setdefault(p.stem, p)
+            self.listing[folder] = stems
+        return self.listing[folder]
+
+    def find(self, img_id: str) -> Path:
+        """The tile's file; SkipInput ``path escapes data root`` or ``missing image``."""
+        base = inside_root(self.root, img_id)
+        found = self._stems(base.parent).get(base.name)
+        if found is None:
+            raise SkipInput("missing image", f"no tile {img_id}.* in {self.root} (any of {', '.join(self.ORDER)})")
+        return inside_root(self.root, f"{img_id}{found.suffix}")  # a symlinked tile must stay inside too
+
+
 def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, images_dir: str | Path | None = None,
                   splits: Sequence[str] | None = None, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
-                  resize: int | None = None) -> ConvertReport:
+                  resize: int | None = None, resolution: str | None = None) -> ConvertReport:
     """RSVQA (LR or HR) -> ``task: "rsvqa"`` VQA records, one per active question.
 
-    Reads every ``<prefix>_split_<split>_{questions,answers,images}.json`` in `src` (or only `splits`);
-    without split files, ``all_questions.json`` / ``all_answers.json`` give one ``all`` split. Images come
-    from `images_dir`, else ``Images_LR`` (LR) or ``Data`` (HR), as ``{img_id}.tif``. Only ``active``
-    questions, answers and images are used; a question's answer is ``answers[answers_ids[0]]``.
+    Two layouts are read:
+
+    * the **full release** (Zenodo): ``<prefix>_split_<split>_{questions,answers,images}.json`` (prefix ``LR``
+      or ``USGS``), or ``all_questions.json`` / ``all_answers.json`` as one ``all`` split; tiles
+      ``Images_LR/{img_id}.tif`` or ``Data/{img_id}.tif``;
+    * the **website sample** (``syvlo/RSVQA_website``): ``USGS_split_train_{questions,answers,images}_reduced.js``
+      and ``{questions,answers,images}S2_reduced.js`` (the JSON inside ``JSON.parse('…')``), tiles renumbered
+      as ``dataUSGS_reduced/{img_id}.png`` / ``data_S2_reduced/{img_id}.png``.
+
+    A tile is found by its id with **any image suffix present** (``.tif``, ``.tiff``, ``.png``, ``.jpg``,
+    ``.jpeg``, ``.bmp``; the GeoTIFF first when both exist), never by ``original_name``: that field names the
+    tile the image was cut from (``"1206.png"``), which in the sample is *another* tile's number, so it is kept
+    in ``meta["original_name"]`` only. An id that is not a plain name under the tiles' folder
+    (``../../etc/passwd``, a symlink pointing outside) is skipped as ``path escapes data root`` without being
+    read. Only ``active`` questions, answers and images are used; a question's answer is
+    ``answers[answers_ids[0]]``.
+
+    `images_dir`: the tiles' folder (default: the first present of ``Data``, ``Images_HR``,
+    ``dataUSGS_reduced`` for HR; ``Images_LR``, ``Data``, ``data_S2_reduced`` for LR). `resolution`: ``lr`` or
+    ``hr``, needed only when `src` holds both (the website repository does); it picks the files by prefix
+    (``USGS`` / ``HR`` are HR, others LR). `splits`: only these split names (``[train, test]``; ``all`` for the
+    whole-set files). `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the
+    first three). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null`` or two
+    percentiles. `resize`: longer side of the output PNGs in pixels.
 
     Prompt: ``question + "\\nAnswer the question using a single word or phrase."``; answer normalised by
     :func:`normalize_rsvqa_answer`. ``meta`` keeps ``question_type`` (scored per type), ``img_id``,
-    ``question_id``, ``split`` and, for count / area, the Mini-InternVL ``bucket``. `dataset` (default
-    ``rsvqa_lr`` / ``rsvqa_hr`` from the file prefix) names the outputs.
+    ``question_id``, ``split``, ``original_name`` (when the images file gives one) and, for count / area, the
+    Mini-InternVL ``bucket``. `dataset`: output name (default ``rsvqa_lr`` / ``rsvqa_hr``).
+
+    A run that writes nothing (wrong folder, no tile found) leaves earlier outputs alone and ``adapt convert``
+    exits 1 with the skip table.
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected the RSVQA json files)")
-    found = []
-    for p in sorted(src.glob("*_split_*_questions.json")):
-        m = _RSVQA_SPLIT.match(p.name)
-        if m and (splits is None or m.group("split") in splits):
-            found.append((m.group("prefix"), m.group("split"), p))
-    if not found and (src / "all_questions.json").exists():
-        found.append(("", "all", src / "all_questions.json"))
+    if resolution is not None and str(resolution).lower() not in ("lr", "hr"):
+        raise DomainError(f"resolution must be 'lr' or 'hr', got {resolution!r}")
+    found = _rsvqa_files(src, splits)
     if not found:
-        raise DomainError(f"{src}: no RSVQA files (*_split_*_questions.json or all_questions.json)")
-    prefix = found[0][0]
-    hr = prefix.upper() in ("USGS", "HR")
-    dataset = dataset or ("rsvqa_hr" if hr else "rsvqa_lr")
+        raise DomainError(f"{src}: no RSVQA files (*_split_*_questions.json, all_questions.json, or the website "
+                          "sample's *_questions_reduced.js / questionsS2_reduced.js)")
+    kinds = sorted({_resolution(pre) for pre, _, _ in found})
+    if resolution is None and len(kinds) > 1:
+        raise DomainError(f"{src} holds both RSVQA HR (USGS) and LR files; pass --option resolution=hr or "
+                          "resolution=lr")
+    res = str(resolution).lower() if resolution is not None else kinds[0]
+    found = [f for f in found if _resolution(f[0]) == res]
+    if not found:
+        raise DomainError(f"{src}: no RSVQA {res.upper()} files")
+    dataset = dataset or f"rsvqa_{res}"
     if images_dir is None:
-        images_dir = next((src / d for d in (("Data", "Images_HR") if hr else ("Images_LR", "Data")) if (src / d).is_dir()),
-                          src / ("Data" if hr else "Images_LR"))
+        images_dir = next((src / d for d in _RSVQA_IMAGE_DIRS[res] if (src / d).is_dir()),
+                          src / _RSVQA_IMAGE_DIRS[res][0])
     images_dir = Path(images_dir)
+    tiles = _ImageFolder(images_dir)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     resizer = _resizer(resize)
     key = output_key(bands=bands, stretch=stretch, resize=_resize_option(resize))
     out_splits: dict[str, list[dict]] = {}
     image_status: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
     for pre, split, qpath in found:
-        apath = qpath.with_name(qpath.name.replace("_questions.json", "_answers.json")) if split != "all" \
-            else src / "all_answers.json"
+        apath = _sibling(qpath, "answers")
         questions = _load_json(qpath, "questions", report)
         answers = _load_json(apath, "answers", report)
         if questions is None or answers is None:
             continue
-        ipath = qpath.with_name(qpath.name.replace("_questions.json", "_images.json"))
-        inactive_images: set = set()
-        if split != "all" and ipath.exists():
-            imgs = _load_json(ipath, "images", report)
-            inactive_images = {str(i.get("id")) for i in imgs or [] if isinstance(i, dict) and not i.get("active", True)}
+        ipath = _sibling(qpath, "images")
+        images_info: dict[str, dict] = {}
+        if ipath.exists():
+            images_info = {str(i.get("id")): i for i in _load_json(ipath, "images", report) or [] if isinstance(i, dict)}
         by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
         records: list[dict] = []
         for q in questions:
@@ -385,13 +497,15 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                 report.skip(where, "missing answer", f"{where}: no active answer {ids[:1]} in {apath.name}")
                 continue
             img_key = str(q["img_id"])
-            if img_key in inactive_images:
+            info = images_info.get(img_key, {})
+            if not info.get("active", True):
                 report.skip(where, "inactive image", f"{where}: image {img_key} is not active")
                 continue
             if img_key not in image_status:
-                img_src = images_dir / f"{img_key}.tif"
                 image = f"images/{dataset}/{_safe(img_key)}.png"
+                img_src: Path | str = images_dir / img_key
                 try:
+                    img_src = tiles.find(img_key)
                     size = _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p, bands, stretch), key,
                                       resizer)
                     image_status[img_key] = (image, size)
@@ -406,6 +520,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
             answer = normalize_rsvqa_answer(ans["answer"], qtype)
             meta = {"dataset": dataset, "split": split, "question_type": qtype, "img_id": q["img_id"],
                     "question_id": q["id"]}
+            if info.get("original_name") is not None:
+                meta["original_name"] = info["original_name"]
             if qtype in ("count", "area"):
                 meta["bucket"] = rsvqa_bucket(answer)
             question = str(q["question"]).strip() + "\n" + RSVQA_INSTRUCTION
@@ -447,7 +563,9 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                       images_dir: str = "JPEGImages", annotations_dir: str = "Annotations") -> ConvertReport:
     """DIOR-RSVG -> grounding and region-perception records.
 
-    Reads ``Annotations/*.xml`` (sorted by name) and ``JPEGImages/<filename>``. Each ``<object>`` with a
+    Reads ``Annotations/*.xml`` (sorted by name) and ``JPEGImages/<filename>``; a ``<filename>`` that is
+    absolute or leaves ``JPEGImages`` (``../../etc/passwd``, a symlink pointing outside) is skipped as ``path
+    escapes data root`` without being read. Each ``<object>`` with a
     ``<description>`` gives, for `tasks`:
 
     * ``"grounding"``: ``<image>\\nPlease provide the bounding box coordinate of the region this sentence
@@ -464,7 +582,9 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     xml files in sorted order (RSVG-pytorch counts in ``os.walk`` order, which is the sorted order on
     most file systems); objects in none of them are skipped. Without split files everything goes to
     ``all``. `resize`: longer side of the output PNGs; boxes are scaled with the image, so the grid box is
-    unchanged and the pixel round trip stays within one pixel.
+    unchanged and the pixel round trip stays within one pixel. `tasks`: ``grounding`` and / or ``region``.
+    `dataset`: output name. `images_dir`: the images' folder under `src`. `annotations_dir`: the XML folder
+    under `src`.
     """
     src, out = Path(src), Path(out)
     unknown = set(tasks) - {"grounding", "region"}
@@ -491,9 +611,13 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
             report.skip(xml, "no objects", f"{xml}: no <object> elements")
             continue
         fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
-        img_src = src / images_dir / fname
-        if not img_src.exists() and not Path(fname).suffix:
-            img_src = src / images_dir / f"{fname}.jpg"
+        try:  # the XML names the image: it must stay under the images folder (domains.files.inside_root)
+            img_src = inside_root(src / images_dir, fname)
+            if not img_src.exists() and not Path(fname).suffix:
+                img_src = inside_root(src / images_dir, f"{fname}.jpg")
+        except SkipInput as exc:
+            report.skip(xml, exc.reason, f"{xml}: <filename> {exc.detail}")
+            continue
         try:
             with Image.open(img_src) as im:
                 src_w, src_h = im.size
