@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from adapt.data.samples import SkipLog, SourceSpec, read_source
+from domains.base import DomainError
 from domains.driving.drivelm import (
     BEHAVIOR_CHOICES,
     MOVING_STATUS_CHOICES,
@@ -221,7 +223,7 @@ def test_mc_option_makes_deterministic_four_way_choices(raw, tmp_path):
 # --------------------------------------------------------------------------------------------- bad input
 def _copy_raw(raw: Path, dst: Path) -> Path:
     shutil.copytree(raw / "drivelm", dst / "drivelm")
-    (dst / "nuscenes").symlink_to(raw / "nuscenes", target_is_directory=True)
+    shutil.copytree(raw / "nuscenes", dst / "nuscenes", copy_function=os.link)  # hard links: cheap, not symlinks
     return dst / "drivelm"
 
 
@@ -285,6 +287,37 @@ def test_nuscenes_root_option(raw, tmp_path):
     assert [Path(p).parent.name for p in r["image"]] == list(STITCH_ORDER)  # multi mode's default order
 
 
+def test_symlinks_leaving_the_root_are_refused_and_nuscenes_root_trusts_its_folder(raw, tmp_path):
+    """Issue 15 item 10: one guard (domains.files.inside_root) for every name read from a data file."""
+    shutil.copytree(raw / "drivelm", tmp_path / "drivelm")
+    (tmp_path / "nuscenes").symlink_to(raw / "nuscenes", target_is_directory=True)
+    linked = convert_drivelm(tmp_path / "drivelm" / TRAIN, tmp_path / "a", view_mode="multi", progress=False)
+    n_frames = sum(len(s["key_frames"]) for s in json.loads((raw / "drivelm" / TRAIN).read_text()).values())
+    assert linked.written == 0 and linked.skipped == {"path escapes data root": n_frames}
+    assert "symlink" in linked.examples["path escapes data root"][0]
+    assert "nuscenes_root" in linked.examples["path escapes data root"][0]
+    # the user names the folder: trusted as given, even through the link
+    ok = convert_drivelm(tmp_path / "drivelm" / TRAIN, tmp_path / "b", view_mode="multi", progress=False,
+                         nuscenes_root=tmp_path / "nuscenes")
+    assert ok.total_skipped == 0 and ok.written > 0
+    # ... but a camera file inside samples/ that links outside it is not read
+    data = json.loads((raw / "drivelm" / TRAIN).read_text())
+    scene = next(iter(data))
+    frame = next(iter(data[scene]["key_frames"]))
+    cam_path = data[scene]["key_frames"][frame]["image_paths"]["CAM_FRONT"]
+    own = tmp_path / "own_nuscenes"
+    shutil.copytree(raw / "nuscenes" / "samples", own / "samples", copy_function=os.link)
+    target = own / "samples" / cam_path.split("samples/", 1)[1]
+    target.unlink()
+    secret = tmp_path / "secret.jpg"
+    shutil.copy(raw / "nuscenes" / "samples" / cam_path.split("samples/", 1)[1], secret)
+    target.symlink_to(secret)
+    report = convert_drivelm(tmp_path / "drivelm" / TRAIN, tmp_path / "c", view_mode="multi", progress=False,
+                             nuscenes_root=own)
+    assert report.skipped == {"path escapes data root": 1}
+    assert not (tmp_path / "c" / "images" / "nuscenes" / "samples" / "CAM_FRONT" / target.name).exists()
+
+
 def test_argument_errors(raw, tmp_path):
     with pytest.raises(ValueError, match="view_mode must be"):
         convert_drivelm(raw / "drivelm", tmp_path, view_mode="grid")
@@ -311,3 +344,71 @@ def test_cli_wrong_root_exits_1_with_the_skip_table_and_keeps_outputs(raw, tmp_p
     assert rc == 1 and "| written | 0 | |" in captured.out and "skipped: missing camera image" in captured.out
     assert "nothing converted" in captured.err and "Traceback" not in captured.err
     assert {p: p.read_bytes() for p in out.glob("*.jsonl")} == kept
+
+
+# --------------------------------------------------------------------------------------------- stitched encodings
+def _one_frame(raw: Path, dst: Path) -> tuple[Path, dict]:
+    """The training JSON cut to its first frame (fast), and that frame."""
+    data = json.loads((raw / "drivelm" / TRAIN).read_text())
+    scene = next(iter(data))
+    frame = next(iter(data[scene]["key_frames"]))
+    data = {scene: {**data[scene], "key_frames": {frame: data[scene]["key_frames"][frame]}}}
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / TRAIN).write_text(json.dumps(data))
+    return dst / TRAIN, data[scene]["key_frames"][frame]
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB")).astype(np.int16)
+
+
+def test_png_levels_decode_to_the_same_pixels_and_jpeg_is_close(raw, tmp_path):
+    """Issue 15 item 12: a faster PNG level changes the file, never the pixels (so the eval is the same);
+    JPEG is lossy, by a bounded amount."""
+    src, frame = _one_frame(raw, tmp_path / "qa")
+    cams = {c: Image.open(raw / "drivelm" / p) for c, p in frame["image_paths"].items()}
+    expected = np.asarray(stitch_cameras(cams)).astype(np.int16)
+    runs = {}
+    for name, options in (("default", {}), ("level6", {"png_level": 6}), ("level0", {"png_level": 0}),
+                          ("jpeg", {"image_format": "jpeg"}), ("jpeg80", {"image_format": "jpeg", "jpeg_quality": 80})):
+        out = tmp_path / name
+        report = convert_drivelm(src, out, nuscenes_root=raw / "nuscenes", progress=False, **options)
+        recs = _records(report.outputs["train"])
+        runs[name] = (out, recs, _pixels(out / recs[0]["image"]), (out / recs[0]["image"]).stat().st_size)
+    for name in ("default", "level6", "level0"):
+        out, recs, pixels, _ = runs[name]
+        assert recs[0]["image"].endswith(".png") and np.array_equal(pixels, expected), name
+        assert recs == runs["default"][1]  # same records, same image path
+    sizes = {k: v[3] for k, v in runs.items()}
+    assert sizes["level0"] > sizes["default"] > sizes["level6"]  # the level only trades size for time
+    for name, mean_limit, max_limit in (("jpeg", 0.5, 48), ("jpeg80", 1.5, 96)):  # 4:4:4 chroma keeps labels sharp
+        out, recs, pixels, _ = runs[name]
+        assert all(r["image"].endswith(".jpg") for r in recs)
+        assert [{**r, "image": r["image"][:-4]} for r in recs] == [{**r, "image": r["image"][:-4]}
+                                                                    for r in runs["default"][1]]
+        diff = np.abs(pixels - expected)
+        assert 0 < diff.mean() < mean_limit and diff.max() < max_limit, (name, diff.mean(), diff.max())
+    assert np.abs(runs["jpeg"][2] - expected).mean() < np.abs(runs["jpeg80"][2] - expected).mean()
+
+
+def test_stitched_encoding_reruns_and_option_errors(raw, tmp_path):
+    src, _ = _one_frame(raw, tmp_path / "qa")
+    out = tmp_path / "out"
+    jpg = lambda: next((out / "images" / "drivelm" / "stitch").glob("*.jpg"))  # noqa: E731
+    convert_drivelm(src, out, nuscenes_root=raw / "nuscenes", image_format="jpeg", progress=False)
+    first = jpg().stat().st_mtime_ns
+    convert_drivelm(src, out, nuscenes_root=raw / "nuscenes", image_format="jpeg", progress=False)
+    assert jpg().stat().st_mtime_ns == first  # same quality: reused
+    convert_drivelm(src, out, nuscenes_root=raw / "nuscenes", image_format="jpeg", jpeg_quality=70, progress=False)
+    assert jpg().stat().st_mtime_ns != first  # another quality: rewritten
+    with Image.open(jpg()) as im:
+        assert b"quality=70" in im.info["comment"]
+    for options, needle in (({"jpeg_quality": 90}, "applies to image_format=jpeg"),
+                            ({"image_format": "jpeg", "png_level": 3}, "applies to image_format=png"),
+                            ({"image_format": "webp"}, "image_format must be"),
+                            ({"png_level": 10}, "png_level must be a whole number 0-9"),
+                            ({"image_format": "jpeg", "jpeg_quality": 0}, "jpeg_quality must be"),
+                            ({"view_mode": "multi", "image_format": "jpeg"}, "apply to view_mode=stitched")):
+        with pytest.raises(DomainError, match=needle):
+            convert_drivelm(src, tmp_path / "x", nuscenes_root=raw / "nuscenes", progress=False, **options)

@@ -9,13 +9,17 @@ them)::
                "planning": [...], "behavior": [...]}}}}}
 
 Image paths are resolved relative to the JSON's folder (they may reach one level up, the official
-``../nuscenes/samples/...`` form) or, with ``nuscenes_root``, as ``nuscenes_root/samples/CAM_X/<file>``; a path
-whose ``..`` steps lead outside that root is refused (symlinked data folders are followed).
+``../nuscenes/samples/...`` form, so the root is the JSON folder's parent) or, with ``nuscenes_root``, as
+``nuscenes_root/samples/CAM_X/<file>`` (the part of the path from ``samples/`` on). A path that leaves its root
+-- by ``..`` steps, an absolute path or a symlink pointing outside -- is skipped as ``path escapes data root``
+(:func:`domains.files.inside_root`); a nuScenes folder symlinked next to the JSON therefore needs
+``nuscenes_root``: its real location, trusted as given (``samples/`` itself may be a link there).
 
 **View modes** (``view_mode``):
 
 * ``stitched`` (Mini-InternVL): the six cameras stitched once per frame into a 2688×896 PNG
-  (``images/<dataset>/stitch/<scene>_<frame>.png``, written atomically and reused); the human turn starts with
+  (``images/<dataset>/stitch/<scene>_<frame>.png``, written atomically and reused; ``image_format=jpeg`` writes
+  ``.jpg`` instead, see :class:`StitchEncoding`); the human turn starts with
   ``layout.STITCHED_PREFIX``; c-tags ``<c1,CAM_BACK,1088.3,497.5>`` become ``<c1,CAM_BACK,[x,y]>`` on the
   stitched image's 0-1000 grid (``layout.to_stitched``).
 * ``multi``: the six camera images in the named ``camera_order`` (linked or copied to
@@ -43,7 +47,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 from collections.abc import Sequence
@@ -52,7 +55,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport, DomainError
+from domains.base import ConvertReport, DomainError, SkipInput
 from domains.driving import layout
 from domains.driving.layout import (
     CAMERAS,
@@ -68,14 +71,18 @@ from domains.driving.layout import (
     to_stitched,
 )
 from domains.driving.nuscenes import hash_split
-from domains.files import atomic_write, image_size, is_fresh, link_or_copy, write_splits
+from domains.files import atomic_write, image_size, inside_root, is_fresh, link_or_copy, write_splits
 
 __all__ = [
     "BEHAVIOR_CHOICES",
+    "DEFAULT_JPEG_QUALITY",
+    "DEFAULT_PNG_LEVEL",
+    "IMAGE_FORMATS",
     "MC_PREFIX",
     "MOVING_STATUS_CHOICES",
     "QA_CATEGORIES",
     "TAGS",
+    "StitchEncoding",
     "choice_question",
     "convert_drivelm",
     "drivelm_tag",
@@ -185,23 +192,25 @@ def _split_of_file(path: Path) -> str:
 
 
 def _resolve_image(raw: Any, camera: str, json_dir: Path, nuscenes_root: Path | None) -> tuple[Path, str]:
-    """(source path, path under out) of one ``image_paths`` entry; refuses paths escaping the root."""
+    """(source path, path under out) of one ``image_paths`` entry, through :func:`~domains.files.inside_root`:
+    with `nuscenes_root` the part from ``samples/`` on must stay in ``nuscenes_root/samples``, else the path as
+    written must stay in the JSON folder's parent (where ``../nuscenes`` points)."""
     if not isinstance(raw, str) or not raw.strip():
         raise _Skip("malformed frame", camera, f"image path of {camera} is {raw!r}")
-    rel = PurePosixPath(raw.strip().replace("\\", "/"))
-    if nuscenes_root is not None:
-        parts = rel.parts
-        if "samples" not in parts:
-            raise _Skip("malformed frame", camera, f"{raw!r}: no samples/ folder in the path")
-        tail = parts[len(parts) - 1 - parts[::-1].index("samples"):]
-        root = Path(os.path.abspath(nuscenes_root))
-        path = Path(os.path.normpath(root / PurePosixPath(*tail)))
-    else:
-        root = Path(os.path.abspath(json_dir.parent))
-        path = Path(os.path.normpath(root / json_dir.name / rel))
-    # lexical check: ".." in the JSON cannot leave the root; a data folder the user symlinked in still works
-    if not path.is_relative_to(root):
-        raise _Skip("path escapes data root", camera, f"{raw!r} resolves to {path}, outside {root}")
+    text = raw.strip().replace("\\", "/")
+    try:
+        if nuscenes_root is not None:
+            parts = PurePosixPath(text).parts
+            if "samples" not in parts:
+                raise _Skip("malformed frame", camera, f"{raw!r}: no samples/ folder in the path")
+            tail = parts[len(parts) - parts[::-1].index("samples"):]
+            path = inside_root(nuscenes_root / "samples", PurePosixPath(*tail).as_posix() if tail else "")
+        else:
+            path = inside_root(json_dir.parent, f"{json_dir.name}/{text}")
+    except SkipInput as exc:
+        hint = "" if nuscenes_root is not None else (
+            "; if the nuScenes folder is yours (e.g. a symlink), pass --option nuscenes_root=<folder holding samples/>")
+        raise _Skip(exc.reason, camera, f"{exc.detail}{hint}") from None
     return path, f"images/nuscenes/samples/{camera}/{path.name}"
 
 
@@ -213,11 +222,67 @@ def _load_sample_tokens(dataroot: str | Path, version: str | None) -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------- converter
+IMAGE_FORMATS = ("png", "jpeg")
+DEFAULT_PNG_LEVEL = 1  # lossless like every level; 6 is slower for smaller files (bench/bench_drivelm_convert.py)
+DEFAULT_JPEG_QUALITY = 95
+
+
+class StitchEncoding:
+    """How stitched frames are written: ``png`` at zlib level `png_level` (0-9; lossless at every level, so the
+    decoded pixels -- and any evaluation -- are the same whatever the level) or ``jpeg`` at `jpeg_quality`
+    (1-95, 4:4:4 chroma so the magenta camera labels stay sharp; lossy). The JPEG's comment holds its quality, so
+    a re-run with another quality rewrites the file; a PNG of another level is reused (same pixels)."""
+
+    def __init__(self, image_format: str = "png", png_level: int | None = None, jpeg_quality: int | None = None):
+        fmt = str(image_format).lower()
+        fmt = "jpeg" if fmt == "jpg" else fmt
+        if fmt not in IMAGE_FORMATS:
+            raise DomainError(f"image_format must be 'png' or 'jpeg', got {image_format!r}")
+        if fmt == "png" and jpeg_quality is not None:
+            raise DomainError("jpeg_quality applies to image_format=jpeg only (PNG is lossless); drop it or add "
+                              "image_format=jpeg")
+        if fmt == "jpeg" and png_level is not None:
+            raise DomainError("png_level applies to image_format=png only")
+        self.format = fmt
+        self.png_level = _whole(png_level, "png_level", 0, 9) if png_level is not None else DEFAULT_PNG_LEVEL
+        self.jpeg_quality = (_whole(jpeg_quality, "jpeg_quality", 1, 95) if jpeg_quality is not None
+                             else DEFAULT_JPEG_QUALITY)
+        self.suffix = ".png" if fmt == "png" else ".jpg"
+        self.key = f"pocket-adapt stitch jpeg quality={self.jpeg_quality} subsampling=4:4:4".encode()
+
+    def save(self, image: Image.Image, f) -> None:
+        if self.format == "png":
+            image.save(f, format="PNG", compress_level=self.png_level)
+        else:
+            image.save(f, format="JPEG", quality=self.jpeg_quality, subsampling=0, comment=self.key)
+
+    def made(self, path: Path) -> bool:
+        """True when `path` is a whole stitched frame this encoding would write (PNG: any level)."""
+        with Image.open(path) as im:
+            if im.size != STITCHED_SIZE:
+                return False
+            if self.format == "jpeg":
+                return im.format == "JPEG" and im.info.get("comment") == self.key
+            return im.format == "PNG"
+
+
+def _whole(value: Any, name: str, lo: int, hi: int) -> int:
+    try:
+        ok = not isinstance(value, bool) and float(value).is_integer() and lo <= float(value) <= hi
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise DomainError(f"{name} must be a whole number {lo}-{hi}, got {value!r}")
+    return int(float(value))
+
+
 class _Frames:
     """Per-run cache of the images written for each frame (stitched PNG or linked camera files)."""
 
-    def __init__(self, out: Path, dataset: str, view_mode: str, order: tuple[str, ...], link: str):
+    def __init__(self, out: Path, dataset: str, view_mode: str, order: tuple[str, ...], link: str,
+                 encoding: StitchEncoding | None = None):
         self.out, self.dataset, self.view_mode, self.order, self.link = out, dataset, view_mode, order, link
+        self.encoding = encoding or StitchEncoding()
         self.done: dict[tuple[str, str], tuple[list[str], list[tuple[int, int]]] | _Skip] = {}
 
     def images(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]):
@@ -239,11 +304,12 @@ class _Frames:
                 raise _Skip("missing camera image", str(src), f"{src}: no such file ({cam} of frame {frame})")
         if self.view_mode == "stitched":
             name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{scene}_{frame}")
-            rel = f"images/{self.dataset}/stitch/{name}.png"
+            enc = self.encoding
+            rel = f"images/{self.dataset}/stitch/{name}{enc.suffix}"
             dst = self.out / rel
             sources = [paths[c][0] for c in STITCH_ORDER]
             try:
-                if is_fresh(dst, sources) and image_size(dst) == STITCHED_SIZE:
+                if is_fresh(dst, sources) and enc.made(dst):
                     return [rel], [STITCHED_SIZE]
             except (OSError, UnidentifiedImageError):
                 pass  # damaged output: write it again
@@ -255,7 +321,7 @@ class _Frames:
                 except (OSError, UnidentifiedImageError, ValueError) as exc:
                     raise _Skip("unreadable camera image", str(paths[cam][0]), f"{paths[cam][0]}: {exc}") from exc
             stitched = stitch_cameras(cams)
-            atomic_write(dst, lambda f: stitched.save(f, format="PNG", compress_level=6))
+            atomic_write(dst, lambda f: enc.save(stitched, f))
             return [rel], [STITCHED_SIZE]
         rels, sizes = [], []
         for cam in self.order:
@@ -272,14 +338,30 @@ class _Frames:
 def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched", camera_order: str | None = None,
                     nuscenes_root: str | Path | None = None, dataroot: str | Path | None = None,
                     version: str | None = None, mc: bool = False, val_fraction: float = 0.0,
-                    dataset: str | None = None, link: str = "hardlink", progress: bool = True) -> ConvertReport:
+                    dataset: str | None = None, link: str = "hardlink", image_format: str = "png",
+                    png_level: int | None = None, jpeg_quality: int | None = None,
+                    progress: bool = True) -> ConvertReport:
     """DriveLM-nuScenes v1.1 JSON -> ``task: "drivelm"`` records (see the module notes).
 
-    `view_mode`: ``stitched`` or ``multi``. `camera_order`: the image order of multi mode (``stitch``, ``drivelm``, ``nuscenes``; default ``stitch``). `nuscenes_root`: folder
-    holding ``samples/`` (default: the official relative paths from the JSON's folder). `dataroot` (+
-    `version`): nuScenes tables to check sample tokens against. `mc`: DriveLM's test-style multiple choice.
+    `src`: ``v1_1_train_nus.json`` / ``v1_1_val_nus_q_only.json`` or the folder holding them.
+
+    `view_mode`: ``stitched`` (one 2688x896 image per frame, Mini-InternVL) or ``multi`` (the six camera images).
+    `camera_order`: the image order of multi mode: ``stitch``, ``drivelm`` or ``nuscenes`` (default ``stitch``).
+    `nuscenes_root`: the nuScenes folder holding ``samples/CAM_*/``. DriveLM's ``image_paths`` read
+    ``../nuscenes/samples/CAM_FRONT/<file>.jpg``; without this option that path is taken relative to the JSON's
+    folder (so a ``nuscenes`` folder next to it, and it must not be a symlink leading elsewhere); with it, the
+    part from ``samples/`` on is read under ``nuscenes_root`` (``<nuscenes_root>/samples/CAM_FRONT/<file>.jpg``),
+    wherever the nuScenes data lives. `dataroot`: a nuScenes folder whose tables the sample tokens are checked
+    against (unknown ones are skipped). `version`: its table version (detected when not given).
+    `mc`: DriveLM's test-style 4-way multiple choice for moving-status and behavior questions.
     `val_fraction`: share of a training file's scenes put in ``val`` (by a hash of the scene token). `dataset`:
-    output name. `link`: ``hardlink`` or ``copy`` for camera images (multi mode).
+    output name (default ``drivelm`` / ``drivelm_multi``). `link`: ``hardlink`` or ``copy`` for the camera images
+    of multi mode. `image_format`: stitched frames as ``png`` (lossless: the default, so training and evaluation
+    see exactly the stitched pixels) or ``jpeg`` (several times smaller and faster to write, lossy: see
+    `jpeg_quality`; figures in BENCHMARKS.md, ``python bench/bench_drivelm_convert.py --write``). `png_level`:
+    zlib level 0-9 of the PNGs (default 1; every level decodes to the same pixels, higher levels only make
+    smaller files more slowly). `jpeg_quality`: 1-95 (default 95, 4:4:4 chroma).
+    `progress`: show a progress bar.
     """
     from tqdm import tqdm
 
@@ -298,7 +380,11 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     else:
         prefix, convert = multi_view_prefix(order), to_camera_grid
     report = ConvertReport(dataset=dataset, source=src, out=out)
-    frames = _Frames(out, dataset, view_mode, order, link)
+    encoding = StitchEncoding(image_format, png_level, jpeg_quality)
+    if view_mode != "stitched" and (encoding.format != "png" or png_level is not None or jpeg_quality is not None):
+        raise DomainError("image_format, png_level and jpeg_quality apply to view_mode=stitched (multi mode links "
+                          "the camera JPEGs as they are)")
+    frames = _Frames(out, dataset, view_mode, order, link, encoding)
     splits: dict[str, list[dict]] = {}
 
     for path in _json_files(src):
