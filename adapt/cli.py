@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -418,9 +419,13 @@ def _domain_verbs(verbs) -> None:
                                            "scorers, and any plugin that failed to load.")
     domains.set_defaults(handler=_domains)
 
-    convert = verbs.add_parser("convert", help="convert a public data set into InternVL chat JSONL",
+    convert = verbs.add_parser("convert", help="convert a public data set into InternVL chat JSONL", add_help=False,
                                description="Run domain DOMAIN's converter for DATASET on the raw files in --src, "
-                                           "writing JSONL (and images) into --out; prints what was written and skipped.")
+                                           "writing JSONL (and images) into --out; prints what was written and skipped. "
+                                           "The help lists every data set's --option keys; `adapt convert DOMAIN "
+                                           "DATASET --help` shows one.")
+    convert.add_argument("-h", "--help", action=_ConvertHelp,
+                         help="show this help and the data sets' options (after DOMAIN DATASET: that one's only)")
     convert.add_argument("domain", help="domain name (see `adapt domains`)")
     convert.add_argument("dataset", help="data-set name (see `adapt domains`)")
     convert.add_argument("--src", required=True, type=Path, help="folder with the downloaded raw data set")
@@ -436,6 +441,98 @@ def _domain_verbs(verbs) -> None:
     synth.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="generator option (repeatable), e.g. n=20 seed=1")
     synth.set_defaults(handler=_synthesize)
+
+
+class _ConvertHelp(argparse.Action):
+    """``-h`` of `adapt convert`: the usual help, then each data set's options (their defaults and the
+    ``\`name\`: text`` sentences of the converter's docstring). After ``DOMAIN [DATASET]`` only those."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.print_help()
+        print()
+        print(convert_options_help(getattr(namespace, "domain", None), getattr(namespace, "dataset", None)))
+        parser.exit()
+
+
+_OPTION_SENTENCE = re.compile(r"(?<![`\w])`(?P<name>[a-z_][a-z0-9_]*)`(?!`)(?:\s*\([^()]*\))?\s*:\s+")
+
+
+def _plain(text: str) -> str:
+    """reST markup -> plain text: ``:func:`~a.b`` -> ``b``, double and single back-quotes dropped."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).split(".")[-1] if "~" in m.group(0) else m.group(1),
+                  text)
+    return text.replace("``", "").replace("`", "").replace("\\n", "\\n").strip()
+
+
+def option_docs(fn) -> dict[str, str]:
+    """Option name -> its sentence(s) in `fn`'s docstring, written ``\`name\`: text`` (up to the next such
+    sentence or the paragraph's end)."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    for para in re.split(r"\n\s*\n", inspect.cleandoc(fn.__doc__ or "")):
+        flat = " ".join(para.split())
+        hits = list(_OPTION_SENTENCE.finditer(flat))
+        for hit, nxt in zip(hits, [*hits[1:], None]):
+            docs.setdefault(hit.group("name"), _plain(flat[hit.end(): nxt.start() if nxt else len(flat)]))
+    return docs
+
+
+def _cli_value(value) -> str:
+    """A default as it would be typed after ``--option KEY=``: ``=stitched``, ``=false``, ``=[a, b]``; None: unset."""
+    if value is None:
+        return " (default: unset)"
+    if isinstance(value, bool):
+        return f"={str(value).lower()}"
+    if isinstance(value, (list, tuple)):
+        return "=[" + ", ".join(str(v) for v in value) + "]"
+    return f"={value}" if value != "" else "=''"
+
+
+def convert_options_help(domain: str | None = None, dataset: str | None = None, width: int = 100) -> str:
+    """The ``--option`` keys of every converter (or of `domain` / `dataset`): default and description."""
+    import inspect
+    import textwrap
+
+    from domains.base import DomainError, get_domain, list_domains
+
+    lines = ["data sets and their options (--option KEY=VALUE; values are YAML):"]
+    try:
+        names = [domain] if domain else list_domains()
+        plugins = [get_domain(n) for n in names]
+    except DomainError as exc:
+        return f"{lines[0]}\n  {exc}"
+    for plugin in plugins:
+        groups: dict[object, list[str]] = {}  # one entry per converter function (eurosat, aid, ... share one)
+        for name in sorted(plugin.converters):
+            if not dataset or name == dataset:
+                fn = plugin.converters[name]
+                target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+                groups.setdefault(target, []).append(name)
+        for target, datasets in groups.items():
+            fixed = set(getattr(plugin.converters[datasets[0]], "fixed", ()))
+            summary = _plain(" ".join(re.split(r"\.\s", inspect.getdoc(target) or "", maxsplit=1)[0].split()))
+            summary = re.sub(r"\s*\((?:see [^()]*|[\w.]+)\)\s*\.?$", "", summary)
+            lines += ["", f"  {plugin.name} {', '.join(datasets)}: {summary.rstrip('.')}"]
+            try:
+                params = list(inspect.signature(target).parameters.values())[2:]
+            except (TypeError, ValueError):
+                params = []
+            docs = option_docs(target)
+            for p in params:
+                if (p.name in fixed or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                        or callable(p.default)):  # a Python callable cannot be given on the command line
+                    continue
+                head = f"    {p.name}" + ("" if p.default is p.empty else _cli_value(p.default))
+                text = docs.get(p.name, "")
+                lines.append(textwrap.fill(f"{head}: {text}" if text else head, width=width,
+                                           subsequent_indent=" " * 8))
+    if len(lines) == 1:
+        lines.append(f"  no converter {dataset!r} in domain {domain!r}")
+    return "\n".join(lines)
 
 
 def _options(items: list[str]) -> dict:

@@ -154,3 +154,85 @@ def test_convert_that_writes_nothing_exits_1_with_the_table(tmp_path, capsys, da
     assert "| written | 0 | |" in captured.out and (needle is None or f"skipped: {needle}" in captured.out)
     assert f"adapt convert: error: nothing converted from {src}" in captured.err
     assert "Traceback" not in captured.err and not list(out.rglob("*.jsonl"))
+
+
+# --------------------------------------------------------------------------------------------- convert --help (issue 15)
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_convert_help_explains_every_data_sets_options(capsys):
+    """Issue 15 item 11: nuscenes_root (how DriveLM's ../nuscenes/samples paths resolve) was only in a docstring."""
+    text = _help(["convert", "--help"], capsys)
+    assert "usage: adapt convert" in text and "data sets and their options (--option KEY=VALUE" in text
+    drivelm = text[text.index("  driving drivelm:"):text.index("  driving nuscenes:")]
+    flat = " ".join(drivelm.split())
+    assert "nuscenes_root (default: unset): the nuScenes folder holding samples/CAM_*/." in flat
+    assert "../nuscenes/samples/CAM_FRONT/<file>.jpg" in flat and "relative to the JSON's folder" in flat
+    assert "<nuscenes_root>/samples/CAM_FRONT/<file>.jpg" in flat
+    assert "view_mode=stitched:" in flat and "png_level" in flat and "image_format=png:" in flat
+    for line in ("  remote_sensing rsvqa, rsvqa_hr, rsvqa_lr:", "  remote_sensing aid, eurosat, eurosat_ms, nwpu, "
+                 "ucmerced:", "  medical vqa_rad:", "  driving nuscenes:"):
+        assert line in text
+    rsvqa = " ".join(text[text.index("  remote_sensing rsvqa,"):].split())
+    assert "resolution (default: unset): lr or hr" in rsvqa and "images_dir (default: unset): the tiles' folder" in rsvqa
+    assert "label_fn" not in text  # a Python callable is no command-line option
+
+
+def test_convert_help_after_domain_and_dataset_shows_that_one(fake_domain, capsys):
+    text = _help(["convert", "driving", "drivelm", "--help"], capsys)
+    assert "  driving drivelm:" in text and "nuscenes_root" in text
+    assert "remote_sensing" not in text and "driving nuscenes" not in text
+    text = _help(["convert", "toy_domain", "-h"], capsys)
+    assert "  toy_domain toy:" in text and "driving" not in text
+    text = _help(["convert", "nope", "-h"], capsys)
+    assert "unknown domain 'nope'" in text
+
+
+def _documented(src: Path, out: Path, limit: int = 2, mode: str = "fast", hook=print) -> ConvertReport:
+    """A documented toy converter.
+
+    `limit`: how many records
+    to write. `mode` (experimental): ``fast`` or ``slow``.
+    """
+    return _fake_converter(src, out, limit=limit)
+
+
+def test_convert_help_reads_option_sentences_from_any_plugin(capsys):
+    register_domain(DomainPlugin(name="toy_docs", converters={"doc": _documented}), overwrite=True)
+    try:
+        text = _help(["convert", "toy_docs", "doc", "--help"], capsys)
+    finally:
+        unregister_domain("toy_docs")
+    assert "  toy_docs doc: A documented toy converter" in text
+    assert "    limit=2: how many records to write." in text and "    mode=fast: fast or slow." in text
+    assert "hook" not in text
+
+
+def test_convert_rsvqa_website_sample(tmp_path, capsys):
+    """Issue 15 item 9: the website sample converts through the CLI; a mixed folder asks for resolution; a run that
+    finds no tile exits 1 with the skip table."""
+    require("rasterio", "the remote-sensing converters")
+    from tests.test_rs_convert import _website_sample
+
+    src = tmp_path / "RSVQA_website"
+    _website_sample(src)
+    out = tmp_path / "out"
+    assert main(["convert", "remote_sensing", "rsvqa", "--src", str(src), "--out", str(out)]) == 1
+    assert "pass --option resolution=hr or resolution=lr" in capsys.readouterr().err
+    assert main(["convert", "remote_sensing", "rsvqa", "--src", str(src), "--out", str(out),
+                 "--option", "resolution=hr"]) == 0
+    printed = capsys.readouterr().out
+    assert "| written | 6 | |" in printed and f"train: {out / 'rsvqa_hr_train.jsonl'}" in printed
+    for png in (src / "data_S2_reduced").glob("*.png"):
+        png.unlink()
+    assert main(["convert", "remote_sensing", "rsvqa", "--src", str(src), "--out", str(out),
+                 "--option", "resolution=lr"]) == 1
+    captured = capsys.readouterr()
+    assert "| written | 0 | |" in captured.out and "| skipped: missing image | 3 |" in captured.out
+    assert "no tile 0.* in" in captured.out
+    assert f"adapt convert: error: nothing converted from {src}" in captured.err
+    assert not (out / "rsvqa_lr_all.jsonl").exists() and (out / "rsvqa_hr_train.jsonl").exists()
