@@ -445,7 +445,8 @@ def _domain_verbs(verbs) -> None:
 
 class _ConvertHelp(argparse.Action):
     """``-h`` of `adapt convert`: the usual help, then each data set's options (their defaults and the
-    ``\`name\`: text`` sentences of the converter's docstring). After ``DOMAIN [DATASET]`` only those."""
+    sentences of the converter's docstring that start with an option's name in single back-quotes). After
+    ``DOMAIN [DATASET]`` only those."""
 
     def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
@@ -464,12 +465,12 @@ def _plain(text: str) -> str:
     """reST markup -> plain text: ``:func:`~a.b`` -> ``b``, double and single back-quotes dropped."""
     text = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).split(".")[-1] if "~" in m.group(0) else m.group(1),
                   text)
-    return text.replace("``", "").replace("`", "").replace("\\n", "\\n").strip()
+    return text.replace("``", "").replace("`", "").strip()
 
 
 def option_docs(fn) -> dict[str, str]:
-    """Option name -> its sentence(s) in `fn`'s docstring, written ``\`name\`: text`` (up to the next such
-    sentence or the paragraph's end)."""
+    """Option name -> its sentence(s) in `fn`'s docstring, written as the option's name in single back-quotes,
+    a colon, then text (up to the next such sentence or the paragraph's end)."""
     import inspect
 
     docs: dict[str, str] = {}
