@@ -421,9 +421,9 @@ def _domain_verbs(verbs) -> None:
 
     convert = verbs.add_parser("convert", help="convert a public data set into InternVL chat JSONL", add_help=False,
                                description="Run domain DOMAIN's converter for DATASET on the raw files in --src, "
-                                           "writing JSONL (and images) into --out; prints what was written and skipped. "
-                                           "The help lists every data set's --option keys; `adapt convert DOMAIN "
-                                           "DATASET --help` shows one.")
+                                           "writing JSONL (and images) into --out; prints what was written and "
+                                           "skipped. The help lists every data set's --option keys; `adapt convert "
+                                           "DOMAIN DATASET --help` shows one.")
     convert.add_argument("-h", "--help", action=_ConvertHelp,
                          help="show this help and the data sets' options (after DOMAIN DATASET: that one's only)")
     convert.add_argument("domain", help="domain name (see `adapt domains`)")
