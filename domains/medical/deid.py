@@ -1,31 +1,62 @@
-"""De-identification of DICOM datasets after the DICOM PS3.15 Annex E *Basic Application Level
-Confidentiality Profile*, and a PHI-free header summary for display.
+"""De-identification of DICOM datasets after the whole DICOM PS3.15 Annex E *Basic Application Level
+Confidentiality Profile* table, a PHI finder, and a PHI-free header summary for display.
 
-:func:`deidentify` returns a de-identified copy:
+:func:`deidentify` returns a de-identified copy. It applies **every row of Table E.1-1** (edition
+:data:`domains.medical.annex_e.EDITION`, several hundred attributes, see :mod:`domains.medical.annex_e`) with
+its action code, at any depth of nesting and in the file meta information:
 
-* **dummy** (D): PatientName and PatientID become a stable pseudonym (:func:`pseudonym`), so the
-  studies of one patient stay linked without naming them;
-* **zero** (Z): type-2 attributes that must stay present are emptied (birth date, sex, study date / time,
-  accession number, study ID, referring physician, content date / time);
-* **remove** (X): the other identifying attributes of the profile -- other IDs and names, addresses,
-  telephone numbers, institution and department, performing / reading / operators' names, device
-  serial numbers, free-text comments and descriptions, request and procedure-step details, SR content,
-  icon images, overlays and curves -- and, by value representation, *every* other person name (PN),
-  date / time (DA, DT, TM) and AE title, at any depth of nesting;
-* **UIDs** (U): every instance UID (study, series, SOP instance, frame of reference, references inside
-  sequences, the file meta MediaStorageSOPInstanceUID) is replaced by ``2.25.<int>`` from a salted hash
-  of the original, so slices of one series still share their series / study / frame of reference and
-  references between instances still resolve. Class UIDs, transfer syntaxes and registered DICOM UIDs
-  are kept;
-* all **private tags** are removed;
-* **kept**: geometry (position, orientation, spacing, thickness), pixel description and data, rescale
-  and window values, modality, body part, manufacturer and model, and the BurnedInAnnotation flag --
-  pixels are not touched, so callers must surface :func:`burned_in_annotation`.
+* ``X`` removes the attribute; ``Z`` empties it; ``D`` puts a dummy value of its VR (``ANONYMIZED``,
+  ``19000101``, ``000000``, ``0``, ...); ``U`` replaces the UID (below);
+* the combined codes take the choice that keeps any IOD conformant without knowing the IOD (their last
+  letter): ``Z/D``, ``X/D`` and ``X/Z/D`` -> ``D``; ``X/Z`` -> ``Z``; ``X/Z/U*`` -> ``U`` for a UID, else ``Z``;
+  sequences under ``D`` / ``X/D`` / ``X/Z/D`` / ``X/Z/U*`` are kept and their items processed by the same rules;
+* PatientName and PatientID get a stable pseudonym (:func:`pseudonym`, a dummy value), so one patient's
+  studies stay linked without naming them.
 
-PatientIdentityRemoved is set to ``YES``, DeidentificationMethod and its code sequence (DCM 113100,
-plus 113108 with `keep_patient_characteristics`) describe what was done, and
-LongitudinalTemporalInformationModified is ``REMOVED``. Use a secret `salt` per project: without it,
-anyone holding an original UID or patient ID can recompute its replacement.
+Beyond the table (safe by default; the profile itself keeps every attribute it does not list):
+
+* **free text** -- every other attribute of a text VR (AE, AS, DA, DT, LO, LT, PN, SH, ST, TM, UC, UR, UT)
+  and every standard attribute of VR UN is removed, at any depth, except :data:`KEEP_TEXT`
+  (Manufacturer, ManufacturerModelName, RescaleType: vendor, model and unit names). Code strings (CS) and
+  numbers (DS, IS, binary) are kept (PS3.15 E.1.1 note 9);
+* **coded entries** (items with CodingSchemeDesignator + CodeValue) keep their code only when it is a
+  code of pydicom's PS3.16 dictionary, with its standard CodeMeaning (replacing any other meaning) and
+  without CodingSchemeVersion; local or unknown codes lose CodeValue / CodingSchemeDesignator / CodeMeaning;
+* **UIDs**: every instance UID (table ``U`` rows and any other UI value that is not a class UID, a
+  transfer syntax or a UID registered in the standard) becomes ``2.25.<int>`` from a salted HMAC of the
+  original, so slices of one series still share study / series / frame of reference and references
+  between instances still resolve;
+* **overlays and curves** (groups 50xx / 60xx) are removed whole; the file **preamble** is zeroed; the
+  file meta's PrivateInformation and every text element (AE titles, implementation version) are removed;
+* **private tags** are removed (see `retain_safe_private`).
+
+Options (all off by default: off means removal, as the basic profile says):
+
+* `clean_descriptors` -- the Clean Descriptors Option (DCM 113105): attributes marked ``C`` in its column
+  (StudyDescription, SeriesDescription, ProtocolName, ContrastBolusAgent, comments, ...) are kept but
+  cleaned: every value of the dataset's identifying attributes (names and their parts, IDs, dates in
+  common spellings, addresses, AE titles, ...), every string in `known_phi`, any date-like text and any
+  run of 5+ digits is cut out. What is left is kept; an attribute left empty gets its basic action. This
+  is best effort: a name that appears nowhere else in the file cannot be recognised;
+* `retain_safe_private` -- the Retain Safe Private Option (DCM 113111), after the approach of PS3.15
+  E.3.10 note 2: private attributes are kept only when numeric (US, SS, UL, SL, FL, FD, UV, SV, or IS / DS
+  holding only a number), with their private creator; private text, binary (OB / UN), sequences and
+  anything whose VR is unknown are removed. A vendor could still store an identifier as a number: use it
+  only for sources whose private numbers you know;
+* `keep_patient_characteristics` -- the Retain Patient Characteristics Option (DCM 113108): sex, age,
+  size, weight, ethnic group, smoking / pregnancy status are kept (``K``), allergies, patient state,
+  pre-medication and special needs are cleaned as descriptors (``C``);
+* `keep` -- keywords left untouched wherever they occur, at your own risk.
+
+PatientIdentityRemoved is set to ``YES``, DeidentificationMethod and its code sequence (DCM 113100 plus
+the options used) describe what was done, LongitudinalTemporalInformationModified is ``REMOVED``, and the
+BurnedInAnnotation flag is kept as it was -- pixels are not touched here (see
+:mod:`domains.medical.redact`), so callers must surface :func:`burned_in_annotation`. Use a secret
+`salt` per project: without it, anyone holding an original UID or patient ID can recompute its
+replacement.
+
+:func:`find_phi` names what :func:`deidentify` would still change (at any depth, file meta and private tags
+included) and, given `strings`, every element holding any of them.
 """
 
 from __future__ import annotations
@@ -35,16 +66,22 @@ import hashlib
 import hmac
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
+from pydicom import __version_info__ as _pydicom_version
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.tag import BaseTag
-from pydicom.uid import UID, UID_dictionary
+from pydicom.tag import BaseTag, Tag
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, UID_dictionary
+
+from domains.medical import annex_e
 
 __all__ = [
+    "KEEP_TEXT",
     "PHI_KEYWORDS",
     "PSEUDONYM_PATTERN",
     "burned_in_annotation",
@@ -56,88 +93,67 @@ __all__ = [
     "safe_header",
 ]
 
-# D: replaced by the pseudonym
-_DUMMY = ("PatientName", "PatientID")
-# Z: emptied, kept present (type 2 in their modules)
-_EMPTY = (
-    "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName", "AccessionNumber",
-    "StudyID", "ContentDate", "ContentTime",
-)
-# X: removed wherever they occur
-_REMOVE = (
-    # patient
-    "OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames", "PatientBirthName",
-    "PatientMotherBirthName", "PatientBirthTime", "PatientAddress", "PatientTelephoneNumbers",
-    "PatientTelecomInformation", "MilitaryRank", "BranchOfService", "MedicalRecordLocator",
-    "PatientInsurancePlanCodeSequence", "PatientReligiousPreference", "IssuerOfPatientID",
-    "IssuerOfPatientIDQualifiersSequence", "CountryOfResidence", "RegionOfResidence", "PatientAge", "PatientSize",
-    "PatientWeight", "EthnicGroup", "Occupation", "AdditionalPatientHistory", "PatientComments", "PatientState",
-    "PregnancyStatus", "SmokingStatus", "MedicalAlerts", "Allergies", "SpecialNeeds", "LastMenstrualDate",
-    "ResponsiblePerson", "ResponsiblePersonRole", "ResponsibleOrganization", "PersonName", "PersonAddress",
-    "PersonTelephoneNumbers", "PersonTelecomInformation", "ReferencedPatientSequence",
-    "ReferencedPatientPhotoSequence", "PatientInstitutionResidence", "PatientTransportArrangements",
-    "CurrentPatientLocation", "AdmissionID", "IssuerOfAdmissionIDSequence", "AdmittingDiagnosesDescription",
-    "AdmittingDiagnosesCodeSequence", "AdmittingDate", "AdmittingTime", "ServiceEpisodeID",
-    "ServiceEpisodeDescription", "VisitComments", "ReasonForVisit", "PatientSexNeutered",
-    "PatientSpeciesDescription", "PatientBreedDescription", "BreedRegistrationSequence",
-    # people
-    "ReferringPhysicianAddress", "ReferringPhysicianTelephoneNumbers", "ReferringPhysicianIdentificationSequence",
-    "ConsultingPhysicianName", "ConsultingPhysicianIdentificationSequence", "PhysiciansOfRecord",
-    "PhysiciansOfRecordIdentificationSequence", "PerformingPhysicianName", "PerformingPhysicianIdentificationSequence",
-    "NameOfPhysiciansReadingStudy", "PhysiciansReadingStudyIdentificationSequence", "OperatorsName",
-    "OperatorIdentificationSequence", "RequestingPhysician", "RequestingService", "ScheduledPerformingPhysicianName",
-    "ScheduledPerformingPhysicianIdentificationSequence", "ReviewerName", "VerifyingObserverName",
-    "VerifyingObserverIdentificationCodeSequence", "VerifyingOrganization", "PersonIdentificationCodeSequence",
-    "HumanPerformerName", "HumanPerformerOrganization", "ContentCreatorName",
-    "ContentCreatorIdentificationCodeSequence", "DistributionName", "DistributionAddress",
-    "NamesOfIntendedRecipientsOfResults", "IntendedRecipientsOfResultsIdentificationSequence",
-    "InterpretationRecorder", "InterpretationTranscriber", "InterpretationAuthor", "InterpretationApproverSequence",
-    "PhysicianApprovingInterpretation", "OrderEnteredBy", "OrderEntererLocation", "OrderCallbackPhoneNumber",
-    "OrderCallbackTelecomInformation", "EvaluatorName", "ParticipantSequence", "AuthorObserverSequence",
-    "CustodialOrganizationSequence",
-    # institution and devices
-    "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "InstitutionalDepartmentTypeCodeSequence",
-    "InstitutionCodeSequence", "StationName", "DeviceSerialNumber", "DetectorID", "GantryID", "PlateID", "CassetteID",
-    "GeneratorID", "SourceSerialNumber", "ModifyingDeviceID", "ModifyingDeviceManufacturer", "PerformedStationName",
-    "PerformedLocation", "ScheduledStationName", "DeviceDescription", "DeviceLabel", "CarrierID",
-    # study, request, procedure, free text
-    "IssuerOfAccessionNumberSequence", "StudyDescription", "SeriesDescription", "ProtocolName", "ImageComments",
-    "StudyComments", "RequestedProcedureDescription", "RequestedProcedureID", "RequestedProcedureComments",
-    "RequestedProcedureLocation", "ScheduledProcedureStepDescription", "ScheduledProcedureStepID",
-    "ScheduledProcedureStepLocation", "PerformedProcedureStepID", "PerformedProcedureStepDescription",
-    "CommentsOnThePerformedProcedureStep", "RequestAttributesSequence", "ReferencedStudySequence",
-    "ReferencedPerformedProcedureStepSequence", "PlacerOrderNumberImagingServiceRequest",
-    "FillerOrderNumberImagingServiceRequest", "PlacerOrderNumberProcedure", "FillerOrderNumberProcedure",
-    "ReasonForStudy", "RequestedContrastAgent", "ImagingServiceRequestComments", "ReasonForTheRequestedProcedure",
-    "DerivationDescription", "AcquisitionComments", "FrameComments", "TextComments", "TextString",
-    "ClinicalTrialSponsorName", "ClinicalTrialProtocolName", "ClinicalTrialSiteName", "ClinicalTrialSubjectID",
-    "ClinicalTrialSubjectReadingID", "ClinicalTrialTimePointID", "ClinicalTrialCoordinatingCenterName",
-    "SpecimenAccessionNumber", "ContainerIdentifier", "ContainerDescription", "SpecimenDescriptionSequence",
-    "BarcodeValue", "LabelText", "ConfidentialityCode", "TimezoneOffsetFromUTC", "TopicTitle", "TopicAuthor",
-    "TopicKeywords", "TopicSubject",
-    # containers of identifying content
-    "DigitalSignaturesSequence", "MACParametersSequence", "OriginalAttributesSequence", "ModifiedAttributesSequence",
-    "EncryptedAttributesSequence", "ContentSequence", "AcquisitionContextSequence", "IconImageSequence",
-    "GraphicAnnotationSequence", "DataSetTrailingPadding",
-)
-# Retain Patient Characteristics Option (PS3.15 E.3.6)
-_CHARACTERISTICS = (
-    "PatientSex", "PatientAge", "PatientSize", "PatientWeight", "EthnicGroup", "SmokingStatus", "PregnancyStatus",
-    "PatientSexNeutered", "PatientSpeciesDescription", "PatientBreedDescription",
-)
-PHI_KEYWORDS: tuple[str, ...] = tuple(sorted(set(_DUMMY + _EMPTY + _REMOVE)))
-
-# person names, dates, times, AE titles and free text (LT / ST / UT: comments, interpretations, reports), at any
-# depth, unless listed in _DUMMY / _EMPTY or kept; no geometry or pixel attribute has these VRs
-_ALWAYS_REMOVED_VRS = ("PN", "DA", "DT", "TM", "AE", "LT", "ST", "UT")
+# text attributes outside Table E.1-1 that are kept: vendor and model names, the rescale unit name
+KEEP_TEXT = frozenset({"Manufacturer", "ManufacturerModelName", "RescaleType"})
+_TEXT_VRS = frozenset({"AE", "AS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"})
+_NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV"})
+_PSEUDONYMISED = ("PatientName", "PatientID")
+_PIXEL_KEYWORDS = frozenset({"PixelData", "FloatPixelData", "DoubleFloatPixelData"})
+_CODE_VALUES = ("CodeValue", "LongCodeValue", "URNCodeValue")
+_CODE_KEYWORDS = (*_CODE_VALUES, "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning")
 _KEEP_UID_KEYWORDS = frozenset({
     "TransferSyntaxUID", "ReferencedTransferSyntaxUIDInFile", "CodingSchemeUID", "ImplementationClassUID",
-    "ContextGroupExtensionCreatorUID", "MappingResourceUID", "LongCodeValue",
+    "ContextGroupExtensionCreatorUID", "MappingResourceUID",
 })
-_META_REMOVE = ("SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
-                "PrivateInformationCreatorUID", "PrivateInformation")
-PSEUDONYM_PATTERN = re.compile(r"^anon-[0-9a-f]{12}$")
+_META_REMOVE = ("PrivateInformationCreatorUID", "PrivateInformation")
 _METHOD = "PS3.15 Annex E basic profile (pocket-adapt)"  # DeidentificationMethod is LO: at most 64 characters
+# values deidentify writes (the file meta names the software that wrote the file: pydicom, as its writer would)
+_WRITER = {"ImplementationClassUID": PYDICOM_IMPLEMENTATION_UID,
+           "ImplementationVersionName": f"PYDICOM {'.'.join(_pydicom_version)}"}
+_OWN = {**_WRITER, "DeidentificationMethod": _METHOD}
+_DUMMY_TEXT = "ANONYMIZED"
+_DUMMIES: dict[str, Any] = {
+    **{vr: _DUMMY_TEXT for vr in ("AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UT")},
+    "DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000D", "DS": "0", "IS": "0",
+    "UR": "urn:anonymized", **{vr: 0 for vr in _NUMERIC_VRS}, **{vr: b"\0\0" for vr in ("OB", "OW", "UN")},
+}
+# the combined codes resolved to the choice that keeps any IOD conformant (type 1 > type 2 > type 3)
+_RESOLVED = {"X": "X", "Z": "Z", "D": "D", "U": "U", "Z/D": "D", "X/Z": "Z", "X/D": "D", "X/Z/D": "D", "X/Z/U*": "U*"}
+PSEUDONYM_PATTERN = re.compile(r"^anon-[0-9a-f]{12}$")
+_OPTION_CODES = {"clean_descriptors": ("113105", "Clean Descriptors Option"),
+                 "keep_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+                 "retain_safe_private": ("113111", "Retain Safe Private Option")}
+
+
+class _TableKeywords(tuple):
+    """A tuple filled from the Annex E table on first use, so importing this module needs no table."""
+
+    def _items(self) -> tuple[str, ...]:
+        return _phi_keywords()
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._items()
+
+    def __getitem__(self, index):
+        return self._items()[index]
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+@cache
+def _phi_keywords() -> tuple[str, ...]:
+    return tuple(sorted({kw for tag in annex_e.table().tags if (kw := keyword_for_tag(tag))}))
+
+
+# keywords of every Table E.1-1 attribute that pydicom's dictionary knows (sorted)
+PHI_KEYWORDS: tuple[str, ...] = _TableKeywords()
 
 
 def _digest(salt: str, text: str) -> bytes:
@@ -168,14 +184,44 @@ def pseudonym(ds: Dataset, *, salt: str = "") -> str:
     return "anon-" + _digest(salt, key).hex()[:12]
 
 
+# --------------------------------------------------------------------------------------------- helpers
 def _vr(ds: Dataset, tag: BaseTag) -> str | None:
-    vr = ds.get_item(tag).VR
+    try:
+        vr = ds[tag].VR
+    except Exception:  # noqa: BLE001 - an undecodable value: judge by the raw element / dictionary
+        vr = ds.get_item(tag).VR
     if vr:
         return str(vr)
     try:
         return str(dictionary_VR(tag))
     except KeyError:
         return None
+
+
+def _value(ds: Dataset, tag: BaseTag) -> Any:
+    try:
+        return ds[tag].value
+    except Exception:  # noqa: BLE001 - pydicom raises many types on broken values: judge the raw bytes
+        return ds.get_item(tag).value
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).strip(b"\0 ").decode("latin-1")
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(_text(v) for v in value).strip("\\ ")
+    return str(value).strip("\0 ")
+
+
+def _filled(value: Any) -> bool:
+    """A value that holds something (a non-empty text, a non-zero byte, an item)."""
+    if isinstance(value, Sequence) or type(value).__name__ == "Sequence":
+        return len(value) > 0
+    if isinstance(value, (bytes, bytearray)):
+        return any(value)
+    return bool(_text(value))
 
 
 def _keep_uid(keyword: str, value: str) -> bool:
@@ -186,67 +232,328 @@ def _is_overlay_or_curve(tag: BaseTag) -> bool:
     return tag.group % 2 == 0 and (0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF)
 
 
-def _scrub(ds: Dataset, salt: str, keep: frozenset[str], alias: str) -> None:
+@cache
+def _known_codes() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(scheme, value) -> the standard meanings, from pydicom's PS3.16 code dictionary (built on first use)."""
+    from pydicom.sr.codedict import Collection, codes
+
+    out: dict[tuple[str, str], list[str]] = {}
+    for scheme in codes.schemes():
+        for code in Collection(scheme).concepts.values():
+            meanings = out.setdefault((scheme, str(code.value)), [])
+            if code.meaning not in meanings:
+                meanings.append(code.meaning)
+    return {key: tuple(value) for key, value in out.items()}
+
+
+def _code_meanings(scheme: str, value: str) -> tuple[str, ...]:
+    known = _known_codes()
+    if (scheme, value) in known:
+        return known[(scheme, value)]
+    if scheme == "SRT":  # SNOMED RT codes map to SNOMED CT (PS3.16 Annex O)
+        try:
+            from pydicom.sr._snomed_dict import mapping
+        except ImportError:
+            return ()
+        sct = mapping.get("SRT", {}).get(value)
+        return known.get(("SCT", sct), ()) if sct else ()
+    return ()
+
+
+# --------------------------------------------------------------------------------------------- clean option
+_DATE_LIKE = re.compile(r"(?<!\w)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?!\w)")
+_LONG_NUMBER = re.compile(r"\d{5,}")
+
+
+class _Cleaner:
+    """Cuts identifying text out of descriptors: given strings, the dataset's identifying values, dates, long numbers."""
+
+    def __init__(self, strings: Iterable[str]):
+        tokens = sorted({s.strip() for s in strings if len(s.strip()) >= 2}, key=len, reverse=True)
+        self.pattern = (re.compile("(?<![0-9A-Za-z])(?:" + "|".join(map(re.escape, tokens)) + ")(?![0-9A-Za-z])",
+                                   re.IGNORECASE) if tokens else None)
+
+    def __call__(self, text: str) -> str:
+        if self.pattern is not None:
+            text = self.pattern.sub(" ", text)
+        text = _LONG_NUMBER.sub(" ", _DATE_LIKE.sub(" ", text))
+        words = [w for w in text.split() if any(c.isalnum() for c in w)]  # what cutting left of "Doe, 1945"
+        return " ".join(words).strip(" -_,;:/.^")
+
+
+def _spellings(vr: str, value: str) -> list[str]:
+    """`value` and the forms it may take inside free text: name parts, dates with separators."""
+    out = [value]
+    if vr == "PN":
+        out += re.split(r"[\^=,\s]+", value)
+    if vr in ("DA", "DT") and re.fullmatch(r"\d{8}.*", value):
+        y, m, d = value[:4], value[4:6], value[6:8]
+        out += [f"{y}-{m}-{d}", f"{y}/{m}/{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}", f"{d}.{m}.{y}", f"{d}-{m}-{y}"]
+    return out
+
+
+def _identifying_strings(ds: Dataset, tab: annex_e.Table, descriptors: frozenset[int], out: list[str]) -> None:
     for tag in list(ds.keys()):
-        if tag.is_private or _is_overlay_or_curve(tag):
-            del ds[tag]
-            continue
-        keyword = keyword_for_tag(tag)
-        if keyword in keep:
-            continue
         vr = _vr(ds, tag)
-        if keyword in _DUMMY:
-            ds[tag] = DataElement(tag, vr or "LO", alias)
-        elif keyword in _EMPTY:
-            ds[tag] = DataElement(tag, vr or "LO", "")
-        elif keyword in _REMOVE or vr in _ALWAYS_REMOVED_VRS:
-            del ds[tag]
-        elif vr == "UI":
-            _replace_uids(ds, tag, keyword, salt)
-        elif vr == "SQ":
-            for item in ds[tag].value or []:
-                _scrub(item, salt, keep, alias)
+        value = _value(ds, tag)
+        if vr == "SQ":
+            for item in value or []:
+                _identifying_strings(item, tab, descriptors, out)
+            continue
+        if vr not in _TEXT_VRS or tag in descriptors or getattr(tag, "is_private_creator", False):
+            continue
+        if vr == "PN" or tag.is_private or tab.action(tag) not in (None, "U"):
+            values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+            for v in values:
+                out += _spellings(vr, _text(v))
 
 
-def _replace_uids(ds: Dataset, tag: BaseTag, keyword: str, salt: str) -> None:
-    value = ds[tag].value
+# --------------------------------------------------------------------------------------------- the walk
+@dataclass
+class _Ctx:
+    """What one walk applies (``apply``) or only reports (``found``)."""
+
+    salt: str = ""
+    alias: str = ""
+    keep: frozenset[str] = frozenset()
+    clean: frozenset[int] = frozenset()  # tags under the Clean Descriptors Option
+    characteristics: dict[int, str] = field(default_factory=dict)  # tag -> K / C
+    retain_safe_private: bool = False
+    cleaner: _Cleaner | None = None
+    apply: bool = True
+    found: set[str] = field(default_factory=set)
+    table: annex_e.Table = field(default_factory=annex_e.table)
+
+    def change(self, ds: Dataset, tag: BaseTag, name: str, new: Any, vr: str | None = None) -> None:
+        """Set (or with ``new is _REMOVE`` delete) an element, reporting it when a filled value changes."""
+        old = _value(ds, tag)
+        if new is _REMOVE:
+            if _filled(old):
+                self.found.add(name)
+            if self.apply:
+                del ds[tag]
+            return
+        if _filled(old) and _text(old) != _text(new):
+            self.found.add(name)
+        if self.apply:
+            ds[tag] = DataElement(tag, vr or _vr(ds, tag) or "UN", new)
+
+
+_REMOVE = object()
+
+
+def _name(tag: BaseTag) -> str:
+    return f"private {tag}" if tag.is_private else (keyword_for_tag(tag) or str(tag))
+
+
+def _scrub(ds: Dataset, ctx: _Ctx) -> None:
+    _private(ds, ctx)
+    handled = _code_item(ds, ctx)
+    for tag in list(ds.keys()):
+        if tag.is_private or tag in handled:
+            continue
+        name = _name(tag)
+        if name in ctx.keep:
+            continue
+        try:
+            _element(ds, tag, name, ctx)
+        except Exception:  # noqa: BLE001 - a value pydicom cannot decode or re-encode: remove it
+            ctx.found.add(name)
+            if ctx.apply and tag in ds:
+                del ds[tag]
+
+
+def _element(ds: Dataset, tag: BaseTag, name: str, ctx: _Ctx) -> None:
+    if _is_overlay_or_curve(tag):
+        ctx.change(ds, tag, name, _REMOVE)
+        return
+    if name in _OWN and _text(_value(ds, tag)) == _OWN[name]:
+        return
+    vr = _vr(ds, tag)
+    action = ctx.table.action(tag)
+    option = ctx.characteristics.get(tag) or ("C" if tag in ctx.clean else None)
+    if option == "K":
+        return
+    if name in _PSEUDONYMISED:
+        if not PSEUDONYM_PATTERN.match(_text(_value(ds, tag))):
+            ctx.change(ds, tag, name, ctx.alias, vr)
+        return
+    if vr == "SQ":
+        _sequence(ds, tag, name, action, option, ctx)
+        return
+    if option == "C" and vr in _TEXT_VRS and _clean(ds, tag, name, vr, ctx):
+        return
+    if action is None:  # the profile keeps it: UIDs are still replaced and free text still removed
+        if vr == "UI":
+            _uids(ds, tag, name, ctx)
+        elif (vr in _TEXT_VRS and name not in KEEP_TEXT) or vr == "UN":
+            ctx.change(ds, tag, name, _REMOVE)
+        return
+    resolved = _RESOLVED[action]
+    if vr == "UI" and resolved in ("U", "U*", "D"):
+        _uids(ds, tag, name, ctx)
+    elif resolved == "X":
+        ctx.change(ds, tag, name, _REMOVE)
+    elif resolved in ("Z", "U*"):
+        ctx.change(ds, tag, name, _empty(vr), vr)
+    else:  # D (and a U row on a non-UID element)
+        ctx.change(ds, tag, name, _DUMMIES[vr] if vr in _DUMMIES else _empty(vr), vr)
+
+
+def _empty(vr: str | None) -> Any:
+    return b"" if vr in ("OB", "OW", "UN", "OF", "OD", "OL", "OV") else None if vr in _NUMERIC_VRS else ""
+
+
+def _sequence(ds: Dataset, tag: BaseTag, name: str, action: str | None, option: str | None, ctx: _Ctx) -> None:
+    resolved = _RESOLVED.get(action or "", "K")
+    if option == "C" or resolved not in ("X", "Z"):  # D, U*, kept and cleaned sequences: process the items
+        for item in _value(ds, tag) or []:
+            _scrub(item, ctx)
+    elif resolved == "X":
+        ctx.change(ds, tag, name, _REMOVE)
+    else:
+        ctx.change(ds, tag, name, Sequence([]), "SQ")
+
+
+def _clean(ds: Dataset, tag: BaseTag, name: str, vr: str, ctx: _Ctx) -> bool:
+    """Clean a descriptor in place; False when nothing is left (the basic action applies then)."""
+    value = _value(ds, tag)
     values = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
-    out = [v if not str(v or "").strip() or _keep_uid(keyword, str(v)) else new_uid(str(v), salt=salt)
-           for v in values]
-    ds[tag] = DataElement(tag, "UI", out if len(out) != 1 else out[0])
+    cleaner = ctx.cleaner or _Cleaner(())
+    cleaned = [c for c in (cleaner(_text(v)) for v in values) if c]
+    if not cleaned:
+        return False
+    ctx.change(ds, tag, name, cleaned if len(cleaned) > 1 else cleaned[0], vr)
+    return True
 
 
+def _uids(ds: Dataset, tag: BaseTag, name: str, ctx: _Ctx) -> None:
+    value = _value(ds, tag)
+    values = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+    out = [v if not _text(v) or _keep_uid(name, _text(v)) else new_uid(_text(v), salt=ctx.salt) for v in values]
+    if ctx.apply and out != values:  # a replaced UID is not reported: it cannot be told from a new one
+        ds[tag] = DataElement(tag, "UI", out if len(out) != 1 else out[0])
+
+
+def _code_item(ds: Dataset, ctx: _Ctx) -> set[BaseTag]:
+    """Apply the coded-entry rule to an item with a code; the tags it handled."""
+    value_keyword = next((kw for kw in _CODE_VALUES if kw in ds), None)
+    if value_keyword is None or "CodingSchemeDesignator" not in ds or set(_CODE_KEYWORDS) & ctx.keep:
+        return set()
+    present = {kw: Tag(kw) for kw in _CODE_KEYWORDS if kw in ds}
+    meanings = _code_meanings(_text(_value(ds, present["CodingSchemeDesignator"])),
+                              _text(_value(ds, present[value_keyword])))
+    for keyword, tag in present.items():
+        if not meanings:
+            ctx.change(ds, tag, keyword, _REMOVE)
+        elif keyword == "CodingSchemeVersion":
+            ctx.change(ds, tag, keyword, _REMOVE)
+        elif keyword == "CodeMeaning":
+            current = _text(_value(ds, tag))
+            if current.casefold() not in {m.casefold() for m in meanings}:
+                ctx.change(ds, tag, keyword, meanings[0], "LO")
+    if meanings and "CodeMeaning" not in ds and ctx.apply:
+        ds.CodeMeaning = meanings[0]
+    return set(present.values())
+
+
+def _private(ds: Dataset, ctx: _Ctx) -> None:
+    tags = [tag for tag in ds.keys() if tag.is_private]
+    if not tags:
+        return
+    kept: set[BaseTag] = set()
+    if ctx.retain_safe_private:
+        kept = {tag for tag in tags if not tag.is_private_creator and _safe_private(ds, tag)}
+        kept |= {Tag(tag.group, tag.element >> 8) for tag in kept}  # their private creators
+    for tag in tags:
+        if tag not in kept:
+            ctx.change(ds, tag, _name(tag), _REMOVE)
+
+
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def _safe_private(ds: Dataset, tag: BaseTag) -> bool:
+    """A private element that is only numbers (PS3.15 E.3.10 note 2)."""
+    try:
+        element = ds[tag]
+    except Exception:  # noqa: BLE001
+        return False
+    if element.VR in _NUMERIC_VRS:
+        return True
+    if element.VR in ("IS", "DS"):
+        raw = element.value
+        values = list(raw) if isinstance(raw, (list, tuple)) or type(raw).__name__ == "MultiValue" else [raw]
+        return all(_NUMBER.fullmatch(str(v)) for v in values if v not in (None, ""))
+    return False
+
+
+def _meta(ds: Dataset, ctx: _Ctx) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return
+    for keyword in _META_REMOVE:
+        if keyword in meta and keyword not in ctx.keep:
+            ctx.change(meta, Tag(keyword), keyword, _REMOVE)
+    _scrub(meta, ctx)
+    if ctx.apply:
+        for keyword, value in _WRITER.items():
+            if keyword not in ctx.keep:
+                setattr(meta, keyword, value)
+
+
+def _options(keep_patient_characteristics: bool, clean_descriptors: bool) -> tuple[dict[int, str], frozenset[int]]:
+    """(patient-characteristics column if that option is on, Clean Descriptors tags if that one is on)."""
+    opts = annex_e.load_options()
+    chars = dict(opts.patient_characteristics) if keep_patient_characteristics else {}
+    return chars, (opts.clean_descriptors if clean_descriptors else frozenset())
+
+
+# --------------------------------------------------------------------------------------------- API
 def deidentify(
     ds: Dataset,
     *,
     salt: str = "",
     keep: Iterable[str] = (),
     keep_patient_characteristics: bool = False,
+    clean_descriptors: bool = False,
+    retain_safe_private: bool = False,
+    known_phi: Iterable[str] = (),
 ) -> Dataset:
     """A de-identified copy of `ds` (the input is not modified); see the module docstring.
 
-    `keep`: DICOM keywords to leave untouched (at your own risk); `keep_patient_characteristics`
-    applies the profile's Retain Patient Characteristics Option (sex, age, size, weight, ...).
+    `keep`: DICOM keywords to leave untouched (at your own risk). Options (off = removal, the basic profile):
+    `keep_patient_characteristics` (Retain Patient Characteristics), `clean_descriptors` (Clean Descriptors:
+    keep descriptions with identifying text cut out; `known_phi` adds strings to cut), `retain_safe_private`
+    (Retain Safe Private: keep numeric private attributes).
     """
     alias = pseudonym(ds, salt=salt)
-    kept = frozenset(keep) | (frozenset(_CHARACTERISTICS) if keep_patient_characteristics else frozenset())
+    chars, clean = _options(keep_patient_characteristics, clean_descriptors)
+    cleaner = None
+    if clean or "C" in chars.values():
+        strings: list[str] = [str(s) for s in known_phi]
+        descriptors = clean | {tag for tag, code in chars.items() if code == "C"}
+        _identifying_strings(ds, annex_e.table(), frozenset(descriptors), strings)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            _identifying_strings(meta, annex_e.table(), frozenset(descriptors), strings)
+        cleaner = _Cleaner(strings)
+    ctx = _Ctx(salt=salt, alias=alias, keep=frozenset(keep), clean=clean, characteristics=chars,
+               retain_safe_private=retain_safe_private, cleaner=cleaner)
     out = copy.deepcopy(ds)
-    _scrub(out, salt, kept, alias)
-    meta = getattr(out, "file_meta", None)
-    if meta is not None:
-        for keyword in _META_REMOVE:
-            if keyword in meta:
-                delattr(meta, keyword)
-        if meta.get("MediaStorageSOPInstanceUID"):
-            meta.MediaStorageSOPInstanceUID = new_uid(str(meta.MediaStorageSOPInstanceUID), salt=salt)
-    for keyword in _DUMMY:
-        if keyword not in kept:
+    _scrub(out, ctx)
+    _meta(out, ctx)
+    if getattr(out, "preamble", None):
+        out.preamble = b"\0" * 128
+    for keyword in _PSEUDONYMISED:
+        if keyword not in ctx.keep:
             setattr(out, keyword, alias)
     out.PatientIdentityRemoved = "YES"
     out.DeidentificationMethod = _METHOD
+    used = {"keep_patient_characteristics": keep_patient_characteristics, "clean_descriptors": clean_descriptors,
+            "retain_safe_private": retain_safe_private}
     codes = [("113100", "Basic Application Confidentiality Profile")]
-    if keep_patient_characteristics:
-        codes.append(("113108", "Retain Patient Characteristics Option"))
+    codes += sorted(_OPTION_CODES[option] for option, on in used.items() if on)
     out.DeidentificationMethodCodeSequence = Sequence([_code(value, meaning) for value, meaning in codes])
     out.LongitudinalTemporalInformationModified = "REMOVED"
     return out
@@ -259,60 +566,54 @@ def _code(value: str, meaning: str) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------------- checks
-def find_phi(ds: Dataset) -> list[str]:
-    """Keywords of identifying attributes still present with a non-empty value, at any nesting depth.
+def find_phi(ds: Dataset, strings: Iterable[str] = (), *, rules: bool = True) -> list[str]:
+    """Names of elements that still hold identifying information, at any depth, file meta included.
 
-    Checks the :data:`PHI_KEYWORDS`, every person name, date / time and AE title, overlays / curves and
-    private tags (reported as ``"private (gggg,eeee)"``). A pseudonym from :func:`pseudonym` in
-    PatientName / PatientID is not PHI. Sorted, without repeats; empty means nothing was found.
+    Without `strings`: every element that :func:`deidentify` (default options) would remove, empty, replace
+    with a dummy or clean while it holds a value -- the Annex E table rows, free text outside
+    :data:`KEEP_TEXT`, non-standard codes, overlays / curves -- and private tags (``"private (gggg,eeee)"``).
+    Replaced UIDs are not reported (a new UID looks like an old one) and a pseudonym in PatientName /
+    PatientID is not PHI. With `strings`: also every element whose value contains one of them
+    (case-insensitive; text, numbers as text and binary values alike, pixel data excepted) and
+    ``"preamble"`` when the file preamble does; ``rules=False`` reports only those. Sorted, without repeats;
+    empty means nothing was found.
     """
-    found: set[str] = set()
-    _collect(ds, found)
-    meta = getattr(ds, "file_meta", None)
-    if meta is not None:
-        found.update(kw for kw in _META_REMOVE if meta.get(kw))
-    return sorted(found)
+    ctx = _Ctx(apply=False)
+    if rules:
+        _scrub(ds, ctx)
+        _meta(ds, ctx)
+    needles = [s for s in (str(s).strip() for s in strings) if s]
+    if needles:
+        texts = [s.casefold() for s in needles]
+        raws = {form for s in needles for form in (s.encode("utf-8").lower(), s.encode("latin-1", "ignore").lower())
+                if form}
+        _search(ds, texts, raws, ctx.found)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            _search(meta, texts, raws, ctx.found)
+        preamble = getattr(ds, "preamble", None)
+        if preamble and any(raw in bytes(preamble).lower() for raw in raws):
+            ctx.found.add("preamble")
+    return sorted(ctx.found)
 
 
-def _collect(ds: Dataset, found: set[str]) -> None:
+def _search(ds: Dataset, texts: list[str], raws: set[bytes], found: set[str]) -> None:
     for tag in list(ds.keys()):
-        keyword = keyword_for_tag(tag) or str(tag)
-        if tag.is_private:
-            found.add(f"private {tag}")
+        name = _name(tag)
+        if name in _PIXEL_KEYWORDS:
             continue
-        vr = _vr(ds, tag)
-        if vr == "SQ":
-            items = _value(ds, tag) or []
-            if keyword in PHI_KEYWORDS and len(items):
-                found.add(keyword)
-            for item in items:
-                _collect(item, found)
-            continue
-        if not (keyword in PHI_KEYWORDS or vr in _ALWAYS_REMOVED_VRS or _is_overlay_or_curve(tag)):
-            continue
-        text = _text(_value(ds, tag))
-        if not text:
-            continue
-        if keyword in _DUMMY and PSEUDONYM_PATTERN.match(text):
-            continue
-        found.add(keyword)
-
-
-def _value(ds: Dataset, tag: BaseTag) -> Any:
-    try:
-        return ds[tag].value
-    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError):
-        return ds.get_item(tag).value  # undecodable: judge the raw bytes
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.strip(b"\0 ").decode("latin-1")
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(_text(v) for v in value).strip("\\ ")
-    return str(value).strip("\0 ")
+        value = _value(ds, tag)
+        if isinstance(value, Sequence) or type(value).__name__ == "Sequence":
+            for item in value:
+                _search(item, texts, raws, found)
+        elif isinstance(value, (bytes, bytearray)):
+            low = bytes(value).lower()
+            if any(raw in low for raw in raws):
+                found.add(name)
+        elif value is not None:
+            text = _text(value).casefold()
+            if any(t in text for t in texts):
+                found.add(name)
 
 
 def burned_in_annotation(ds: Dataset) -> bool:
