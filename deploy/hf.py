@@ -3,6 +3,9 @@
 - `hf`: transformers-native InternVL (`AutoModelForImageTextToText.from_pretrained` loads it).
 - `internvl`: the original OpenGVLab layout (InternVL's own scripts, with its remote-code files).
 - `pocket`: pocket-adapt's own layout (any model, any projector).
+- `gguf`: llama.cpp's text-model GGUF and mmproj GGUF (`deploy.gguf`), f32 / f16 / q8_0 / q4_k_m.
+
+Every format exports the model with its LoRA merged (a `PeftModel` is merged first, once, here).
 
 An export is written into a staging folder beside the target and moved in only once complete, so a failed
 export changes nothing. A target that is not empty is refused unless `force`, which replaces the files an
@@ -28,6 +31,7 @@ FORMATS = {
     "hf": "transformers-native InternVL (InternVLForConditionalGeneration)",
     "internvl": "original OpenGVLab InternVL chat layout",
     "pocket": "pocket-adapt's own layout",
+    "gguf": "llama.cpp GGUF (text model) + mmproj GGUF (vision)",
 }
 
 # What an export owns in its folder: any of these left from an earlier export would be mixed with the new one
@@ -37,6 +41,7 @@ OWNED = (
     "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "*.tiktoken", "chat_template.jinja", "chat_template.json",
+    "*.gguf",
 )  # fmt: skip
 
 
@@ -44,9 +49,12 @@ class ExportError(PocketAdaptError, ValueError):
     """The export target or format cannot be used."""
 
 
-def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Path, force: bool = False) -> Path:
-    """Write `vlm` (and its processor) to `out_dir` in format `fmt`; see the module docstring for `force`."""
-    writer = _writer(fmt)
+def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Path, force: bool = False,
+           **options) -> Path:
+    """Write `vlm` (and its processor) to `out_dir` in format `fmt`; see the module docstring for `force`.
+    `options` go to the format's writer (gguf: `qtype`, `name`)."""
+    writer = _writer(fmt, **options)
+    vlm = merge_lora(vlm)
     out = Path(out_dir)
     check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -77,7 +85,24 @@ def check_target(out: Path, force: bool) -> None:
             )
 
 
-def _writer(fmt: str) -> Callable[[PocketVLM, VLMProcessor, Path], Path]:
+def merge_lora(vlm):
+    """The model with LoRA folded into its weights (vision and language alike); other models as they are."""
+    from peft import PeftModel
+
+    return vlm.merge_and_unload() if isinstance(vlm, PeftModel) else vlm
+
+
+def _writer(fmt: str, **options) -> Callable[[PocketVLM, VLMProcessor, Path], Path]:
+    if fmt == "gguf":
+        from deploy.gguf import check_supported, write_gguf
+
+        def write(vlm, processor, out):
+            check_supported(vlm, processor, options.get("qtype", "f16"))
+            return write_gguf(vlm, processor, out, **options)
+
+        return write
+    if options:
+        raise ExportError(f"format {fmt!r} takes no options ({', '.join(options)})")
     if fmt == "hf":
         return lambda vlm, processor, out: export_native(vlm, processor, out)
     if fmt == "internvl":

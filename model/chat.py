@@ -22,6 +22,7 @@ The ``<image>`` placeholder is ordinary text here; image-token expansion happens
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -57,6 +58,7 @@ def image_prefix(found: int, n_images: int) -> str:
 
 __all__ = [
     "ChatTemplate",
+    "chat_template_jinja",
     "get_chat_template",
     "list_chat_templates",
     "load_chat_template",
@@ -190,6 +192,34 @@ class ChatTemplate:
             "sep2": self.sep2,
             "stop_strings": list(self.stop_strings),
         }
+
+
+def chat_template_jinja(template: ChatTemplate) -> str:
+    """A Jinja chat template (HF / llama.cpp style: `messages`, `add_generation_prompt`) rendering exactly as
+    :meth:`ChatTemplate.render` does; a leading system message replaces the template's default one.
+
+    Exporters embed it (GGUF `tokenizer.chat_template`) so that other runtimes prompt the model as training did.
+    String literals are JSON literals, which Jinja reads as its own.
+    """
+    def js(text: str) -> str:
+        return json.dumps(text, ensure_ascii=False)
+
+    prefix, suffix = template.system_template.split(SYSTEM_PLACEHOLDER)
+    user, assistant = template._role_prefix("user"), template._role_prefix("assistant")
+    return (
+        "{%- if messages and messages[0]['role'] == 'system' -%}"
+        "{%- set system_message = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}"
+        f"{{%- else -%}}{{%- set system_message = {js(template.system_message)} -%}}"
+        "{%- set loop_messages = messages -%}{%- endif -%}"
+        f"{{{{- {js(prefix)} + system_message + {js(suffix + template.sep)} -}}}}"
+        "{%- for message in loop_messages -%}"
+        f"{{%- if message['role'] == 'user' -%}}{{{{- {js(user)} + message['content'] + {js(template._user_end())} -}}}}"
+        f"{{%- else -%}}{{{{- {js(assistant)} + message['content'] + {js(template._assistant_end())} -}}}}"
+        "{%- endif -%}{%- endfor -%}"
+        "{%- if add_generation_prompt and loop_messages and loop_messages[-1]['role'] == 'user' -%}"
+        f"{{{{- {js(template._generation_prompt())} -}}}}"
+        "{%- endif -%}"
+    )
 
 
 def _merge(pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:

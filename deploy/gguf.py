@@ -1,0 +1,535 @@
+"""GGUF export for llama.cpp: the text model `<name>-<type>.gguf` and the vision part `mmproj-<name>-f16.gguf`.
+
+Written with the `gguf` package (its writer and its quantisers; q4_k_m, which that package cannot quantise, goes
+through llama.cpp's own `llama-quantize`, see `deploy.llamacpp`). Tensor names and metadata keys are the ones
+llama.cpp's loaders read (`tools/mtmd/clip-impl.h`, `src/llama-arch.cpp`, as in `shared/reference/edge_export.md`).
+
+Supported (anything else is refused up front, naming what is supported):
+
+- language models: Qwen2 (`qwen2`) and Llama (`llama`; MobileLLaMA, and InternLM2 once loaded as a Llama), with a
+  byte-level BPE tokenizer (GPT-2, Qwen2 or Llama-3 pre-tokenisation; pocket-tiny's own tokenizer is GPT-2 style);
+- projectors: InternVL pixel shuffle + MLP (`internvl`, InternViT tower, ps_version v2) and MobileVLM's LDP (`ldp`)
+  and LDPv2 (`ldpv2`) on a CLIP tower with a 24x24 patch grid (336 px, patch 14: llama.cpp hard-codes the grid).
+
+What the export does so that llama.cpp computes what PyTorch computes (each checked by tests/test_gguf.py against a
+real llama.cpp):
+
+- the vision tower is the model's own (adapted weights), LoRA merged beforehand (`deploy.hf.export`);
+- llama.cpp appends the CLS token *after* the patches, so the position embeddings are written in that order
+  (patches first, CLS last); InternVL's layer scales go to `ls1`/`ls2`;
+- the LDP graphs run `block_count - 1` encoder layers and read the last one's output, so for PyTorch's feature
+  layer (MobileVLM: -2, the output of layer L-1 of L) `block_count` is written as (layers to run) + 1;
+- Llama's q/k rows are permuted from transformers' rotate-half layout to the interleaved layout llama.cpp's `llama`
+  rope uses (Qwen2 uses the rotate-half rope in llama.cpp too, so it is written as is);
+- the chat template the model was trained with is embedded as Jinja (`tokenizer.chat_template`), so llama.cpp
+  renders the same prompt; BOS is added exactly when the template says so (`tokenizer.ggml.add_bos_token`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.errors import PocketAdaptError
+
+TYPES = ("f32", "f16", "q8_0", "q4_k_m")
+LANGUAGE_MODELS = {"qwen2": "qwen2", "llama": "llama"}
+PROJECTORS = {"pixel_shuffle_mlp": "internvl", "ldp": "ldp", "ldpv2": "ldpv2"}
+LDP_GRID = 24  # llama.cpp's LDP graphs hard-code a 24x24 patch grid (336 px, patch 14)
+
+# Pre-tokenizer regexes llama.cpp knows (llama-vocab.cpp), by the name `tokenizer.ggml.pre` gives them.
+_QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_PRE_BY_REGEX = {_QWEN2_REGEX: "qwen2", _LLAMA3_REGEX: "llama-bpe"}
+
+
+class GGUFExportError(PocketAdaptError, ValueError):
+    """A model (architecture, tokenizer, projector, settings) that cannot be written for llama.cpp."""
+
+
+@dataclass(frozen=True)
+class GGUFFiles:
+    model: Path
+    mmproj: Path
+
+
+def file_names(name: str, qtype: str) -> tuple[str, str]:
+    """(`<name>-<type>.gguf`, `mmproj-<name>-<f16|f32>.gguf`)."""
+    return f"{name}-{qtype}.gguf", f"mmproj-{name}-{'f32' if qtype == 'f32' else 'f16'}.gguf"
+
+
+def check_supported(vlm, processor, qtype: str = "f16") -> None:
+    """Raise `GGUFExportError` for anything llama.cpp cannot run as PyTorch does (before any file is written)."""
+    if qtype not in TYPES:
+        raise GGUFExportError(f"unknown GGUF type {qtype!r}; choose one of {', '.join(TYPES)}")
+    _lm_arch(vlm.config.text_config)
+    _vocab(processor.tokenizer, _n_vocab(vlm))
+    _projector_facts(vlm)
+    from model.chat import chat_template_jinja
+
+    chat_template_jinja(processor.chat_template)
+
+
+def write_gguf(vlm, processor, out_dir: Path, qtype: str = "f16", name: str = "model",
+               quantize: Callable[[Path, Path, str], None] | None = None) -> GGUFFiles:
+    """Write both files into `out_dir` (an existing folder). `quantize(src_f32, dst, type)` makes q4_k_m."""
+    check_supported(vlm, processor, qtype)
+    model_name, mmproj_name = file_names(name, qtype)
+    out_dir = Path(out_dir)
+    write_mmproj(vlm, processor, out_dir / mmproj_name, "f32" if qtype == "f32" else "f16", name)
+    if qtype == "q4_k_m":
+        if quantize is None:
+            from deploy.llamacpp import quantize as quantize  # noqa: PLW0127 - llama.cpp's llama-quantize
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            full = Path(tmp) / "full-f32.gguf"
+            write_text_model(vlm, processor, full, "f32", name)
+            quantize(full, out_dir / model_name, "Q4_K_M")
+    else:
+        write_text_model(vlm, processor, out_dir / model_name, qtype, name)
+    return GGUFFiles(out_dir / model_name, out_dir / mmproj_name)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# text model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _lm_arch(text_config) -> str:
+    kind = getattr(text_config, "model_type", None)
+    if kind not in LANGUAGE_MODELS:
+        raise GGUFExportError(
+            f"llama.cpp export supports Qwen2 and Llama language models (InternVL2-1B/Mini-InternVL-1B, MobileVLM's "
+            f"MobileLLaMA, pocket-tiny; InternLM2 loads as a Llama); this model's is {kind!r}"
+        )
+    act = getattr(text_config, "hidden_act", "silu")
+    if act != "silu":
+        raise GGUFExportError(f"the language model uses hidden_act={act!r}; llama.cpp's {kind} runs SiLU")
+    rope = _rope_parameters(text_config)
+    if rope.get("rope_type", "default") not in ("default", None):
+        raise GGUFExportError(f"rope scaling {rope.get('rope_type')!r} is not exported; only plain RoPE")
+    if kind == "llama" and getattr(text_config, "mlp_bias", False):
+        raise GGUFExportError("a Llama with mlp_bias=True is not exported (llama.cpp's llama has no FFN biases)")
+    return LANGUAGE_MODELS[kind]
+
+
+def _rope_parameters(cfg) -> dict:
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    rope = dict(rope)
+    if "rope_theta" not in rope:
+        rope["rope_theta"] = getattr(cfg, "rope_theta", 10000.0)
+    return rope
+
+
+def _n_vocab(vlm) -> int:
+    return int(vlm.language_model.get_input_embeddings().weight.shape[0])
+
+
+def _tensor_type(kind: str, array: np.ndarray, name: str):
+    """(data, raw_dtype) for one tensor under export type `kind` ("f32" / "f16" / "q8_0")."""
+    import gguf
+    from gguf import GGMLQuantizationType as T
+
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.ndim <= 1 or kind == "f32" or name.endswith("position_embd.weight") or name == "v.class_embd":
+        return array, T.F32
+    if kind == "q8_0" and array.ndim == 2 and array.shape[-1] % gguf.GGML_QUANT_SIZES[T.Q8_0][0] == 0:
+        return gguf.quants.quantize(array, T.Q8_0), T.Q8_0
+    return array.astype(np.float16), T.F16
+
+
+def _add(writer, name: str, tensor: torch.Tensor | np.ndarray, kind: str) -> None:
+    array = tensor.detach().float().cpu().numpy() if isinstance(tensor, torch.Tensor) else tensor
+    data, dtype = _tensor_type(kind, array, name)
+    writer.add_tensor(name, data, raw_dtype=dtype)
+
+
+def _permute_rope(w: torch.Tensor, n_head: int) -> torch.Tensor:
+    """transformers' rotate-half q/k rows -> the interleaved pairs llama.cpp's `llama` rope rotates."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _file_type(kind: str) -> int:
+    import gguf
+
+    return {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+            "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+
+
+def write_text_model(vlm, processor, path: Path, kind: str, name: str) -> None:
+    import gguf
+
+    cfg = vlm.config.text_config
+    arch = _lm_arch(cfg)
+    lm = vlm.language_model
+    n_vocab = _n_vocab(vlm)
+    n_head, n_kv = cfg.num_attention_heads, getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // n_head
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_name(name)
+    w.add_type(gguf.GGUFType.MODEL)
+    w.add_file_type(_file_type(kind))
+    w.add_context_length(int(cfg.max_position_embeddings))
+    w.add_embedding_length(int(cfg.hidden_size))
+    w.add_block_count(int(cfg.num_hidden_layers))
+    w.add_feed_forward_length(int(cfg.intermediate_size))
+    w.add_head_count(int(n_head))
+    w.add_head_count_kv(int(n_kv))
+    w.add_rope_freq_base(float(_rope_parameters(cfg)["rope_theta"]))
+    w.add_layer_norm_rms_eps(float(cfg.rms_norm_eps))
+    w.add_vocab_size(n_vocab)
+    if head_dim * n_head != cfg.hidden_size:
+        w.add_key_length(int(head_dim))
+        w.add_value_length(int(head_dim))
+    if arch == "llama":
+        w.add_rope_dimension_count(int(head_dim))
+    _write_vocab(w, processor, n_vocab)
+
+    sd = {k: v for k, v in lm.state_dict().items()}
+    tied = "lm_head.weight" not in sd or sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()
+    tied = tied or bool(getattr(cfg, "tie_word_embeddings", False))
+    _add(w, "token_embd.weight", sd["model.embed_tokens.weight"], kind)
+    _add(w, "output_norm.weight", sd["model.norm.weight"], kind)
+    if not tied:
+        _add(w, "output.weight", sd["lm_head.weight"], kind)
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        q, k = sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"]
+        if arch == "llama":
+            q, k = _permute_rope(q, n_head), _permute_rope(k, n_kv)
+        parts = {
+            "attn_norm.weight": sd[p + "input_layernorm.weight"],
+            "attn_q.weight": q,
+            "attn_k.weight": k,
+            "attn_v.weight": sd[p + "self_attn.v_proj.weight"],
+            "attn_output.weight": sd[p + "self_attn.o_proj.weight"],
+            "ffn_norm.weight": sd[p + "post_attention_layernorm.weight"],
+            "ffn_gate.weight": sd[p + "mlp.gate_proj.weight"],
+            "ffn_up.weight": sd[p + "mlp.up_proj.weight"],
+            "ffn_down.weight": sd[p + "mlp.down_proj.weight"],
+        }
+        for proj, short in (("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v"), ("o", "attn_output")):
+            bias = sd.get(p + f"self_attn.{proj}_proj.bias")
+            if bias is not None:
+                if arch == "llama" and proj in "qk":
+                    bias = _permute_rope(bias, n_head if proj == "q" else n_kv)
+                parts[f"{short}.bias"] = bias
+        for suffix, tensor in parts.items():
+            _add(w, f"blk.{i}.{suffix}", tensor, kind)
+    _finish(w)
+
+
+def _finish(writer) -> None:
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file(progress=False)
+    writer.close()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tokenizer
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Vocab:
+    tokens: list[str]
+    types: list[int]
+    merges: list[str]
+    pre: str
+
+
+def _backend_json(tokenizer) -> dict:
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is None:
+        raise GGUFExportError(
+            f"the tokenizer ({type(tokenizer).__name__}) has no `tokenizers` backend; llama.cpp export needs a fast "
+            "byte-level BPE tokenizer (tokenizer.json)"
+        )
+    return json.loads(backend.to_str())
+
+
+def _pre_type(spec: dict) -> str:
+    pre = spec.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
+        return "gpt2"  # GPT-2's own regex inside ByteLevel (pocket-tiny)
+    if pre.get("type") == "Sequence":
+        items = pre.get("pretokenizers", [])
+        splits = [p for p in items if p.get("type") == "Split"]
+        levels = [p for p in items if p.get("type") == "ByteLevel"]
+        if len(splits) == 1 and len(levels) == 1 and not levels[0].get("use_regex", True):
+            regex = splits[0].get("pattern", {}).get("Regex")
+            if regex in _PRE_BY_REGEX:
+                return _PRE_BY_REGEX[regex]
+    raise GGUFExportError(
+        "the tokenizer's pre-tokenisation is not one llama.cpp reproduces here; supported: byte-level BPE with "
+        "GPT-2 (pocket-tiny), Qwen2 or Llama-3 splitting"
+    )
+
+
+def _vocab(tokenizer, n_vocab: int) -> _Vocab:
+    import gguf
+
+    spec = _backend_json(tokenizer)
+    model = spec.get("model", {})
+    if model.get("type") != "BPE" or model.get("byte_fallback"):
+        raise GGUFExportError(
+            "llama.cpp export supports byte-level BPE tokenizers (Qwen2, GPT-2 style, pocket-tiny); this one is "
+            f"{model.get('type')}{' with byte fallback (sentencepiece-style)' if model.get('byte_fallback') else ''}"
+        )
+    pre = _pre_type(spec)
+    by_id: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
+    for added in spec.get("added_tokens", []):
+        kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
+        by_id[added["id"]] = (added["content"], kind)
+    beyond = sorted(i for i in by_id if i >= n_vocab)
+    needed = {i for i in (tokenizer.eos_token_id, tokenizer.bos_token_id) if i is not None}
+    if needed & set(beyond):
+        raise GGUFExportError(f"tokens {sorted(needed & set(beyond))} lie beyond the LLM's {n_vocab} embeddings")
+    tokens, types = [], []
+    for i in range(n_vocab):  # ids the tokenizer lacks pad the table (never produced); ids beyond it are dropped
+        token, kind = by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED))
+        tokens.append(token)
+        types.append(int(kind))
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    return _Vocab(tokens, types, merges, pre)
+
+
+def _write_vocab(writer, processor, n_vocab: int) -> None:
+    from model.chat import chat_template_jinja
+
+    tok = processor.tokenizer
+    vocab = _vocab(tok, n_vocab)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_token_list(vocab.tokens)
+    writer.add_token_types(vocab.types)
+    writer.add_token_merges(vocab.merges)
+    stops = [i for i in processor.stop_token_ids if i < n_vocab]
+    eos = tok.eos_token_id if tok.eos_token_id is not None else (stops[0] if stops else None)
+    if eos is not None:
+        writer.add_eos_token_id(int(eos))
+    if tok.bos_token_id is not None:
+        writer.add_bos_token_id(int(tok.bos_token_id))
+    if tok.pad_token_id is not None and tok.pad_token_id < n_vocab:
+        writer.add_pad_token_id(int(tok.pad_token_id))
+    for stop in stops:  # the template's stop tokens end generation in llama.cpp too
+        if stop != eos:
+            writer.add_eot_token_id(int(stop))
+            break
+    add_bos = bool(processor.chat_template.add_bos and tok.bos_token_id is not None)
+    writer.add_add_bos_token(add_bos)
+    writer.add_add_eos_token(False)
+    writer.add_chat_template(chat_template_jinja(processor.chat_template))
+    # pocket-adapt's own key (llama.cpp ignores it): the template's fields, for `--runtime llamacpp`
+    writer.add_string("pocket_adapt.chat_template", json.dumps({**processor.chat_template.to_dict(),
+                                                                 "add_bos": processor.chat_template.add_bos}))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# mmproj
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Projector:
+    kind: str  # internvl | ldp | ldpv2
+    layers_to_run: int  # encoder layers PyTorch runs before the projector
+    post_norm: bool  # whether the tower's final norm is applied (InternVL feature layer -1 with a LayerNorm)
+
+
+def _side(value) -> int:
+    """One side of a square size (configs give an int or a pair); llama.cpp's encoders take square tiles."""
+    if isinstance(value, int):
+        return value
+    height, width = (int(v) for v in value)
+    if height != width:
+        raise GGUFExportError(f"llama.cpp's vision encoders take square tiles; this tower's size is {height}x{width}")
+    return height
+
+
+def _tower_kind(vlm) -> str:
+    return getattr(vlm.config.vision_config, "model_type", None)
+
+
+def _projector_facts(vlm) -> _Projector:
+    cfg = vlm.config
+    vc = cfg.vision_config
+    ptype = cfg.projector_type
+    if ptype not in PROJECTORS:
+        raise GGUFExportError(
+            f"projector {ptype!r} has no llama.cpp counterpart exported here; supported: InternVL pixel shuffle MLP "
+            "(pixel_shuffle_mlp), MobileVLM LDP (ldp) and LDPv2 (ldpv2)"
+        )
+    kind = PROJECTORS[ptype]
+    tower = _tower_kind(vlm)
+    n_layers = int(vc.num_hidden_layers)
+    layer = int(cfg.vision_feature_layer)
+    run = n_layers + 1 + layer if layer < 0 else layer
+    if not 1 <= run <= n_layers:
+        raise GGUFExportError(f"vision_feature_layer {layer} is outside the tower's {n_layers} layers")
+    opts = cfg.projector_options or {}
+    if kind == "internvl":
+        if tower != "internvl_vision":
+            raise GGUFExportError(f"the InternVL projector is exported with an InternViT tower, not {tower!r}")
+        if getattr(vc, "use_qk_norm", False) or getattr(vc, "norm_type", "layer_norm") != "layer_norm":
+            raise GGUFExportError("InternViT-6B (RMS norm, q/k norm) is not exported; InternViT-300M-style towers are")
+        if _side(vc.image_size) != processor_tile(vlm):
+            raise GGUFExportError("the tiling's tile_size differs from the tower's image_size")
+        if opts.get("ps_version", "v2") != "v2":
+            raise GGUFExportError("pixel shuffle ps_version v1 is not what llama.cpp computes; only v2 is exported")
+        if abs(float(opts.get("layer_norm_eps", 1e-5)) - 1e-5) > 1e-12:
+            raise GGUFExportError("llama.cpp's InternVL projector LayerNorm uses eps 1e-5")
+        if opts.get("hidden_act", "gelu") != "gelu" or vc.hidden_act != "gelu":
+            raise GGUFExportError("llama.cpp's InternVL graph uses GELU in the tower and the projector")
+        post = layer == -1 and not isinstance(vlm.vision_tower.layernorm, torch.nn.Identity)
+        return _Projector(kind, run, post)
+    if tower != "clip_vision_model":
+        raise GGUFExportError(f"MobileVLM projectors are exported with a CLIP tower, not {tower!r}")
+    grid = _side(vc.image_size) // _side(vc.patch_size)
+    if grid != LDP_GRID or _side(vc.image_size) % _side(vc.patch_size):
+        raise GGUFExportError(
+            f"llama.cpp's LDP graphs hard-code a {LDP_GRID}x{LDP_GRID} patch grid (336 px tiles, 14 px patches); "
+            f"this tower gives {grid}x{grid}"
+        )
+    if kind == "ldpv2" and opts.get("pooled_grid") not in (None, 12, (12, 12), [12, 12]):
+        raise GGUFExportError("llama.cpp's LDPv2 pools 2x2 (24 -> 12); pooled_grid must be unset or 12")
+    if vc.hidden_act not in ("quick_gelu", "gelu"):
+        raise GGUFExportError(f"CLIP hidden_act {vc.hidden_act!r} is not exported (quick_gelu or gelu)")
+    if abs(float(vc.layer_norm_eps) - 1e-5) > 1e-12:
+        raise GGUFExportError("llama.cpp's LDP LayerNorms use the tower's eps; it must be 1e-5 as in PyTorch's LDP")
+    if run == n_layers and layer == -1:
+        raise GGUFExportError("LDP export needs a feature layer before the last (MobileVLM uses -2)")
+    return _Projector(kind, run, False)
+
+
+def processor_tile(vlm) -> int:
+    return int(vlm.config.tiling_config.tile_size)
+
+
+def _vision_state(vlm) -> dict[str, torch.Tensor]:
+    sd = vlm.vision_tower.state_dict()
+    return {k.removeprefix("vision_model."): v for k, v in sd.items()}
+
+
+def write_mmproj(vlm, processor, path: Path, kind: str, name: str) -> None:
+    import gguf
+
+    facts = _projector_facts(vlm)
+    vc = vlm.config.vision_config
+    tiling = processor.tiling
+    w = gguf.GGUFWriter(str(path), "clip")
+    w.add_name(f"{name} vision")
+    w.add_type(gguf.GGUFType.MMPROJ)
+    w.add_file_type(_file_type(kind))
+    w.add_clip_has_vision_encoder(True)
+    w.add_clip_projector_type(facts.kind)
+    # the LDP graphs run block_count - 1 layers; InternVL's build_vit runs all of them
+    blocks = facts.layers_to_run + 1 if facts.kind != "internvl" else facts.layers_to_run
+    w.add_vision_image_size(_side(vc.image_size))
+    w.add_vision_patch_size(_side(vc.patch_size))
+    w.add_vision_embedding_length(int(vc.hidden_size))
+    w.add_vision_feed_forward_length(int(vc.intermediate_size))
+    w.add_vision_block_count(blocks)
+    w.add_vision_projection_dim(int(vlm.config.text_config.hidden_size))
+    w.add_vision_head_count(int(vc.num_attention_heads))
+    w.add_vision_attention_layernorm_eps(float(vc.layer_norm_eps))
+    w.add_vision_image_mean([float(m) for m in tiling.mean])
+    w.add_vision_image_std([float(s) for s in tiling.std])
+    if vc.hidden_act == "gelu":
+        w.add_vision_use_gelu(True)
+    # pocket-adapt's own keys (llama.cpp ignores them): how training cut images, for `--runtime llamacpp`
+    w.add_string("pocket_adapt.tiling", json.dumps(tiling.to_dict()))
+    sd = _vision_state(vlm)
+    if facts.kind == "internvl":
+        ratio = (vlm.config.projector_options or {}).get("downsample_ratio", 0.5)
+        w.add_vision_projector_scale_factor(int(round(1 / ratio)))
+        w.add_vision_preproc_min_tiles(int(tiling.min_tiles))
+        w.add_vision_preproc_max_tiles(int(tiling.max_tiles))
+        tensors = _internvit_tensors(sd, facts, vlm)
+    else:
+        w.add_bool("clip.has_llava_projector", True)
+        tensors = _clip_tensors(sd, facts, vc)
+    tensors = [*tensors, *_projector_tensors(vlm, facts)]
+    for tname, tensor in tensors:
+        _add(w, tname, tensor, kind)
+    _finish(w)
+
+
+def _patches_first(pos: torch.Tensor) -> torch.Tensor:
+    """[CLS, p0, p1, ...] position rows -> [p0, p1, ..., CLS], the order llama.cpp concatenates tokens in."""
+    pos = pos.reshape(-1, pos.shape[-1])
+    return torch.cat([pos[1:], pos[:1]])
+
+
+def _internvit_tensors(sd, facts: _Projector, vlm) -> Iterator[tuple[str, torch.Tensor]]:
+    yield "v.patch_embd.weight", sd["embeddings.patch_embeddings.projection.weight"]
+    yield "v.patch_embd.bias", sd["embeddings.patch_embeddings.projection.bias"]
+    yield "v.class_embd", sd["embeddings.cls_token"].reshape(-1)
+    yield "v.position_embd.weight", _patches_first(sd["embeddings.position_embeddings"])
+    for i in range(facts.layers_to_run):
+        p = f"encoder.layer.{i}."
+        for src, dst in (("attention.q_proj", "attn_q"), ("attention.k_proj", "attn_k"), ("attention.v_proj", "attn_v"),
+                         ("attention.projection_layer", "attn_out"), ("layernorm_before", "ln1"),
+                         ("layernorm_after", "ln2"), ("mlp.fc1", "ffn_up"), ("mlp.fc2", "ffn_down")):
+            for part in ("weight", "bias"):
+                if p + f"{src}.{part}" in sd:
+                    yield f"v.blk.{i}.{dst}.{part}", sd[p + f"{src}.{part}"]
+        yield f"v.blk.{i}.ls1.weight", sd[p + "lambda_1"]
+        yield f"v.blk.{i}.ls2.weight", sd[p + "lambda_2"]
+    if facts.post_norm:
+        yield "v.post_ln.weight", sd["layernorm.weight"]
+        yield "v.post_ln.bias", sd["layernorm.bias"]
+
+
+def _clip_tensors(sd, facts: _Projector, vc) -> Iterator[tuple[str, torch.Tensor]]:
+    yield "v.patch_embd.weight", sd["embeddings.patch_embedding.weight"]
+    yield "v.class_embd", sd["embeddings.class_embedding"].reshape(-1)
+    yield "v.position_embd.weight", _patches_first(sd["embeddings.position_embedding.weight"])
+    yield "v.pre_ln.weight", sd["pre_layrnorm.weight"]
+    yield "v.pre_ln.bias", sd["pre_layrnorm.bias"]
+    # llama.cpp swaps ffn_up/ffn_down of LDP towers whose ffn_down has n_embd inputs (the legacy converter wrote
+    # them swapped); with n_ff == n_embd that test cannot tell, so the legacy (swapped) names are written then.
+    legacy = int(vc.intermediate_size) == int(vc.hidden_size)
+    up, down = ("ffn_down", "ffn_up") if legacy else ("ffn_up", "ffn_down")
+    # the graph reads the output of layer (block_count - 1); one more layer is loaded but never run
+    for i in range(min(facts.layers_to_run + 1, int(vc.num_hidden_layers))):
+        p = f"encoder.layers.{i}."
+        for src, dst in (("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"), ("self_attn.v_proj", "attn_v"),
+                         ("self_attn.out_proj", "attn_out"), ("layer_norm1", "ln1"), ("layer_norm2", "ln2"),
+                         ("mlp.fc1", up), ("mlp.fc2", down)):
+            for part in ("weight", "bias"):
+                yield f"v.blk.{i}.{dst}.{part}", sd[p + f"{src}.{part}"]
+
+
+def _projector_tensors(vlm, facts: _Projector) -> Iterator[tuple[str, torch.Tensor]]:
+    sd = vlm.multi_modal_projector.state_dict()
+    if facts.kind == "internvl":
+        for src, idx in (("layer_norm", 0), ("linear_1", 1), ("linear_2", 3)):
+            for part in ("weight", "bias"):
+                yield f"mm.{idx}.{part}", sd[f"{src}.{part}"]
+        return
+    if facts.kind == "ldpv2":
+        for src, dst in (("mlp.mlp.0", "mm.model.mlp.0"), ("mlp.mlp.2", "mm.model.mlp.2"), ("peg.peg.0", "mm.model.peg.0")):
+            for part in ("weight", "bias"):
+                yield f"{dst}.{part}", sd[f"{src}.{part}"]
+        return
+    for key, tensor in sd.items():  # ldp: model.mlp.{1,3}, model.mb_block.{1,2}.block.{0.0,0.1,1.fc1,1.fc2,2.0,2.1}
+        if ".fc1.weight" in key or ".fc2.weight" in key or key.endswith("block.2.0.weight"):
+            tensor = tensor.reshape(tensor.shape[0], -1)  # 1x1 convolutions are matrix products in llama.cpp
+        yield f"mm.{key}", tensor
+
+
+__all__ = [
+    "TYPES", "GGUFExportError", "GGUFFiles", "check_supported", "file_names", "write_gguf", "write_text_model",
+    "write_mmproj",
+]  # fmt: skip
