@@ -8,6 +8,7 @@ import io
 import random
 import shutil
 import stat
+import struct
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -33,12 +34,14 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from domains.base import DomainError
 from domains.medical.dicom import (
     WINDOW_PRESETS,
     DicomError,
     dicom_to_rgb,
     extract_zip,
     find_series,
+    frame_bytes,
     frame_count,
     has_pixel_data,
     load_series,
@@ -618,3 +621,83 @@ def test_window_text_with_a_negative_centre():
     assert resolve_window("-600/1500") == (-600.0, 1500.0) == WINDOW_PRESETS["lung"]
     assert resolve_window(" -600, 1500 ") == (-600.0, 1500.0)
     assert resolve_window("Soft-Tissue") == WINDOW_PRESETS["soft_tissue"]
+
+
+# --------------------------------------------------------------------------------------------- memory guard
+def rle_frame(rows: int, columns: int) -> bytes:
+    """An 8-bit frame in DICOM RLE (PS3.5 Annex G): a 64-byte header, one segment, every row encoded on its own as
+    replicate runs of at most 128 bytes; row k is grey level 7k mod 256 (horizontal stripes)."""
+    full, rest = divmod(columns, 128)
+
+    def row(value: int) -> bytes:
+        tail = b"" if not rest else bytes([0, value]) if rest == 1 else bytes([257 - rest, value])
+        return bytes([0x81, value]) * full + tail  # 0x81 = -127: repeat the next byte 128 times
+
+    rows_by_value = {v: row(v) for v in range(256)}
+    segment = b"".join(rows_by_value[(7 * k) % 256] for k in range(rows))
+    segment += b"\0" * (len(segment) % 2)
+    return struct.pack("<16L", 1, 64, *([0] * 14)) + segment
+
+
+def rle_file(path: Path, rows: int, columns: int) -> Path:
+    from pydicom.encaps import encapsulate
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = RLELossless
+    ds = pydicom.FileDataset(str(path), Dataset(), file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns = "OT", rows, columns
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([rle_frame(rows, columns)])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_rle_encoder_of_the_guard_test_is_valid(tmp_path):
+    """The encoder below makes real RLE: pydicom's decoder reads a small one back exactly."""
+    path = rle_file(tmp_path / "small.dcm", 300, 333)
+    expected = np.repeat(((7 * np.arange(300)) % 256).astype(np.uint8)[:, None], 333, axis=1)
+    assert np.array_equal(read_dicom(path).pixel_array, expected)
+    assert np.array_equal(modality_values(path), expected)
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A validly encoded 60000 x 60000 RLE image (a 56 MB file) would decode to 3.4 GiB: refused from its header."""
+    import domains.medical.dicom as dicom_module
+
+    path = rle_file(tmp_path / "huge.dcm", 60000, 60000)
+    assert path.stat().st_size < 60 * 2**20
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the decoder was called")
+
+    monkeypatch.setattr(dicom_module, "get_decoder", no_decoding)
+    for render in (dicom_to_rgb, modality_values):
+        with pytest.raises(DicomError, match="image too large to decode") as caught:
+            render(path)
+        message = str(caught.value)
+        assert message.startswith(str(path)) and "60000 x 60000" in message and "3.35 GiB" in message
+        assert isinstance(caught.value, DomainError)
+    assert dicom_module.frame_bytes(read_dicom(path, header_only=True)) == 60000 * 60000
+    # the limit is what it says: just under it decodes (here: stopped at the decoder), just over it does not
+    monkeypatch.setattr(dicom_module, "MAX_FRAME_BYTES", 60000 * 60000)
+    with pytest.raises(DicomError, match="the decoder was called"):
+        dicom_to_rgb(path)
+    monkeypatch.setattr(dicom_module, "MAX_FRAME_BYTES", 60000 * 60000 - 1)
+    with pytest.raises(DicomError, match="image too large"):
+        dicom_to_rgb(path)
+
+
+def test_frame_bytes_counts_samples_and_bytes_per_sample():
+    ds = Dataset()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 100, 200, 3
+    for bits, width in ((1, 1), (8, 1), (12, 2), (16, 2), (32, 4), (64, 8)):
+        ds.BitsAllocated = bits
+        assert frame_bytes(ds) == 100 * 200 * 3 * width
+    ds.Rows = 0
+    with pytest.raises(DicomError, match="invalid image attributes"):
+        frame_bytes(ds)

@@ -20,8 +20,11 @@ than 8 bits are scaled by BitsStored (or the palette's entry size).
 
 **Errors**: everything that can go wrong with a file -- missing, empty, not DICOM, truncated, no pixel
 data (DICOMDIR, SR, RT structure sets, waveforms), undecodable compressed data, broken image
-attributes -- raises :class:`DicomError`, whose message starts with the file and gives the reason.
-Messages never quote patient attributes.
+attributes, a frame that would decode to more than :data:`MAX_FRAME_BYTES` (checked from Rows x Columns x
+SamplesPerPixel x BitsAllocated before any decoding: a 60000 x 60000 image is refused, not allocated) --
+raises :class:`DicomError` (a :class:`~domains.base.DomainError`), whose message starts with the file and gives
+the reason. Messages never quote patient attributes. Frames are decoded one at a time, so the number of
+frames does not multiply what is allocated.
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ from tqdm.auto import tqdm
 
 from domains.base import DomainError
 from domains.files import atomic_write
-from model.errors import PocketAdaptError
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -70,6 +72,7 @@ __all__ = [
     "dicom_to_rgb",
     "extract_zip",
     "find_series",
+    "frame_bytes",
     "frame_count",
     "has_pixel_data",
     "load_series",
@@ -95,10 +98,13 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 MAX_GZIP_BYTES = 1024**3
+# the most one decoded frame may take (Rows x Columns x SamplesPerPixel x bytes per sample); checked from the header
+# before any decoding. The value pipeline then works in float64, about 4 to 8 times that.
+MAX_FRAME_BYTES = 256 * 1024**2
 _DETAIL_CHARS = 240
 
 
-class DicomError(PocketAdaptError, ValueError):
+class DicomError(DomainError):
     """A DICOM file that cannot be read as asked. ``str(err)`` is ``"<file>: <reason> (<detail>)"``.
 
     `reason` is short and stable (good for counting, e.g. ``"no pixel data"``); `detail` is the
@@ -208,6 +214,32 @@ def frame_count(ds: Dataset) -> int:
     except (TypeError, ValueError) as exc:
         raise DicomError(_name(ds), "invalid NumberOfFrames", str(exc)) from exc
     return max(n, 1)
+
+
+def frame_bytes(ds: Dataset) -> int:
+    """Bytes one frame takes once decoded: Rows x Columns x SamplesPerPixel x bytes per sample (BitsAllocated
+    rounded up to 1, 2, 4 or 8 bytes, as pydicom's decoders return it). :class:`DicomError` if they are invalid."""
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        bits = int(ds.BitsAllocated) if "BitsAllocated" in ds else 8
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise DicomError(_name(ds), "missing image attribute", f"{type(exc).__name__}: {exc}") from exc
+    if min(rows, columns, samples, bits) <= 0:
+        raise DicomError(_name(ds), "invalid image attributes",
+                         f"Rows {rows}, Columns {columns}, SamplesPerPixel {samples}, BitsAllocated {bits}")
+    return rows * columns * samples * (1 if bits <= 8 else 2 if bits <= 16 else 4 if bits <= 32 else 8)
+
+
+def _check_size(ds: Dataset) -> None:
+    """Refuse, before decoding, a frame larger than :data:`MAX_FRAME_BYTES` (a hostile or broken header)."""
+    size = frame_bytes(ds)
+    if size > MAX_FRAME_BYTES:
+        n = frame_count(ds)
+        raise _Fail("image too large to decode",
+                    f"{int(ds.Columns)} x {int(ds.Rows)} pixels x {int(ds.get('SamplesPerPixel') or 1)} sample(s) = "
+                    f"{size / 2**30:.2f} GiB per frame ({n} frame{'s' * (n != 1)}), over the "
+                    f"{MAX_FRAME_BYTES / 2**20:g} MiB limit of domains.medical.dicom.MAX_FRAME_BYTES")
 
 
 def _object_kind(ds: Dataset) -> str:
@@ -412,6 +444,7 @@ def _checked_frame(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
     n = frame_count(ds)
     if not isinstance(frame, (int, np.integer)) or not 0 <= int(frame) < n:
         raise _Fail(f"frame {frame} out of range", f"the file has {n} frame{'s' * (n != 1)}")
+    _check_size(ds)
     arr, photometric = _decode(ds, int(frame))
     if arr.size == 0:
         raise _Fail("empty image", f"shape {arr.shape}")
