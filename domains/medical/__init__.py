@@ -64,16 +64,20 @@ synthetic = lazy("domains.medical.synthetic:generate_all", "Small synthetic data
 
 # --------------------------------------------------------------------------------------------- demo hooks
 def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequence[int] | None = None,
-                n_slices: int | None = None, **options: Any) -> dict:
+                n_slices: int | None = None, redact_burned_in: bool = False, **options: Any) -> dict:
     """Uploaded files -> model input for the demo.
 
     `paths`: PNG / JPEG images, DICOM files of one series (or one multi-frame file), or ``.zip`` archives of
     them (extracted safely by :func:`domains.medical.dicom.extract_zip`). DICOM options: `window` (a preset
     name or ``(center, width)``; None = the file's own), `slices` (0-based indices in the series sorted by
     position, or frames) or `n_slices` (that many evenly spaced slices); neither = the middle slice.
+    `redact_burned_in` (off by default): images of files whose BurnedInAnnotation is YES come back with their text
+    regions blacked out (:func:`domains.medical.redact.redact_burned_in`), listed under ``"redacted"``.
 
     Returns ``{"images": [PIL RGB], "labels": ["slice 6/12", ...] | None, "prompt": "Slice 3/12: <image>\\n…"
-    | None (one image: the default), "info": de-identified header fields (never PHI), "warnings": [...]}``.
+    | None (one image: the default), "info": de-identified header fields (never PHI), "warnings": [...]}``, and
+    with `redact_burned_in` ``"redacted"``: per image None (untouched) or ``{"regions": [[x1, y1, x2, y2], ...],
+    "rule": ...}`` (pixel boxes blacked out, x2 / y2 exclusive, and the rule that chose them).
     """
     from domains.medical.convert import IMAGE_SUFFIXES, is_dicom_file, slice_prompt
 
@@ -103,13 +107,14 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
                     "info": info, "warnings": warnings}
         if pictures:
             warnings.append(f"{len(pictures)} non-DICOM image(s) ignored: the DICOM series is shown")
-        return _read_dicom_upload(dicoms, window, slices, n_slices, warnings)
+        return _read_dicom_upload(dicoms, window, slices, n_slices, warnings, redact_burned_in)
 
 
 def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[int] | None, n_slices: int | None,
-                       warnings: list[str]) -> dict:
+                       warnings: list[str], redact_burned_in: bool = False) -> dict:
     from domains.medical import deid, dicom
     from domains.medical.convert import slice_prompt
+    from domains.medical.redact import redact_burned_in as redact
 
     if isinstance(window, list):
         window = tuple(window)
@@ -127,14 +132,26 @@ def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[
         chosen = [total // 2]
     images = [series.image(k, window=window) for k in chosen]
     labels = [f"slice {k + 1}/{total}" for k in chosen]
-    burned = [p for p in sorted({slices[k][0] for k in chosen})
-              if deid.burned_in_annotation(dicom.read_dicom(p, header_only=True))]
-    if burned:
+    headers = {p: dicom.read_dicom(p, header_only=True) for p in sorted({slices[k][0] for k in chosen})}
+    burned = [p for p, ds in headers.items() if deid.burned_in_annotation(ds)]
+    redacted: list[dict | None] = [None] * len(images)
+    if burned and redact_burned_in:
+        for n, k in enumerate(chosen):
+            done = redact(images[n], headers[slices[k][0]])
+            if done.regions:
+                images[n], redacted[n] = done.image, done.as_dict()
+        rules = sorted({r["rule"] for r in redacted if r})
+        warnings.append(f"burned-in annotation: {len(burned)} file(s) are marked BurnedInAnnotation=YES; their text "
+                        f"regions are blacked out ({', '.join(rules)}); text outside those regions may remain")
+    elif burned:
         warnings.append(f"burned-in annotation: {len(burned)} file(s) are marked BurnedInAnnotation=YES; "
                         "text burned into the pixels may identify the patient")
-    return {"images": images, "labels": labels, "prompt": slice_prompt(labels) if len(labels) > 1 else None,
-            "info": dict(deid.safe_header(dicom.read_dicom(slices[chosen[0]][0], header_only=True))),
-            "warnings": warnings}
+    out = {"images": images, "labels": labels, "prompt": slice_prompt(labels) if len(labels) > 1 else None,
+           "info": dict(deid.safe_header(dicom.read_dicom(slices[chosen[0]][0], header_only=True))),
+           "warnings": warnings}
+    if redact_burned_in:
+        out["redacted"] = redacted
+    return out
 
 
 def draw_answer(images: Sequence[Any], answer: str, **options: Any) -> list:

@@ -23,8 +23,13 @@ path, or a list of paths for multi-slice samples), ``width`` / ``height`` (of th
 **No patient data in the output.** DICOM-derived records and file names carry only
 ``deid.pseudonym(ds, salt=...)`` ids and salted hashes of UIDs and paths -- never the source PatientName /
 PatientID, dates, institution, UIDs or file names -- and the images are rendered pixels only (PNG without
-text chunks). A file with ``BurnedInAnnotation`` "YES" (text may be burned into the pixels) is counted in
-the report as a warning (``report.warnings["burned-in annotation"]``), or skipped with ``skip_burned_in=True``.
+text chunks). A file with ``BurnedInAnnotation`` "YES" (text may be burned into the pixels) is, by the DICOM
+converters' options: kept as it is and counted in the report as a warning (``report.warnings["burned-in
+annotation"]``, the default); skipped (``skip_burned_in=True``); or rendered with the text regions blacked out
+(``redact_burned_in=True``: :func:`domains.medical.redact.redact_burned_in` -- the file's ultrasound regions, else
+the modality's mask), counted under ``report.warnings["burned-in annotation redacted"]`` with the rule and the
+regions, its records carrying ``meta["redacted"]`` (per image, the ``[x1, y1, x2, y2]`` pixel boxes blacked out)
+and its images named ``…_redacted.png``. A mask is a heuristic: check the images, text outside it stays.
 
 **Idempotent.** Sources are only read; an output image is re-used when present and not older than its
 source; a JSONL is rewritten only when its bytes change (atomic writes throughout).
@@ -90,6 +95,7 @@ from domains.files import (
 )
 
 __all__ = [
+    "BURNED_IN_REDACTED",
     "BURNED_IN_WARNING",
     "MC_INSTRUCTION",
     "SPLITS",
@@ -110,6 +116,7 @@ VQA_INSTRUCTION_ZH = "请用一个词或短语回答问题。"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 CLASSIFICATION_QUESTION = "Which of the following best describes this image?"
 BURNED_IN_WARNING = "burned-in annotation"
+BURNED_IN_REDACTED = "burned-in annotation redacted"
 SPLITS = ("train", "val", "test")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -225,16 +232,21 @@ def is_dicom_file(path: Path) -> bool:
 # --------------------------------------------------------------------------------------------- DICOM
 class _Dicom:
     """Reads DICOM slices through domains.medical.dicom / deid (imported on first use): pseudonyms, the
-    burned-in policy (one warning per file) and PNG renders cached per (file, frame, window)."""
+    burned-in policy (one warning per file; skip, keep or redact) and PNG renders cached per (file, frame, window)."""
 
-    def __init__(self, report: ConvertReport, out: Path, dataset: str, salt: str, skip_burned_in: bool):
-        from domains.medical import deid, dicom
+    def __init__(self, report: ConvertReport, out: Path, dataset: str, salt: str, skip_burned_in: bool,
+                 redact_burned_in: bool = False):
+        from domains.medical import deid, dicom, redact
 
-        self.dicom, self.deid = dicom, deid
+        if skip_burned_in and redact_burned_in:
+            raise DomainError("skip_burned_in and redact_burned_in are both set: choose one for files whose "
+                              "BurnedInAnnotation is YES")
+        self.dicom, self.deid, self.redact = dicom, deid, redact
         self.report, self.out, self.dataset = report, out, dataset
-        self.salt, self.skip_burned_in = salt, skip_burned_in
+        self.salt, self.skip_burned_in, self.redact_burned_in = salt, skip_burned_in, redact_burned_in
         self.checked: dict[Path, Any] = {}  # path -> the header, or the SkipInput raised for it
         self.renders: dict[tuple, tuple[str, tuple[int, int]] | SkipInput] = {}
+        self.redacted: dict[tuple, list[list[int]]] = {}  # render key -> boxes blacked out
 
     def window(self, value: Any) -> tuple[Any, str]:
         """A window argument (preset name, ``[center, width]``, ``"center/width"``, ``"minmax"`` or None = the
@@ -275,9 +287,12 @@ class _Dicom:
                     if self.skip_burned_in:
                         raise SkipInput("burned-in annotation",
                                     f"{path}: BurnedInAnnotation is YES (skip_burned_in=true)")
-                    self.report.warn(str(path), BURNED_IN_WARNING,
-                                     "BurnedInAnnotation is YES: text may be burned into the pixels; kept "
-                                     "(pass skip_burned_in=true to drop)")
+                    if self.redact_burned_in:
+                        self.report.warn(str(path), BURNED_IN_REDACTED, self._redaction_note(status))
+                    else:
+                        self.report.warn(str(path), BURNED_IN_WARNING,
+                                         "BurnedInAnnotation is YES: text may be burned into the pixels; kept "
+                                         "(pass skip_burned_in=true to drop, redact_burned_in=true to black out)")
             except SkipInput as exc:
                 status = exc
             self.checked[path] = status
@@ -285,22 +300,37 @@ class _Dicom:
             raise status
         return status
 
+    def _redaction_note(self, ds) -> str:
+        try:
+            boxes, rule = self.redact.redaction_regions(ds, int(ds.Columns), int(ds.Rows))
+        except (AttributeError, TypeError, ValueError):
+            return "BurnedInAnnotation is YES: text regions blacked out (see meta['redacted'])"
+        listed = ", ".join(f"[{', '.join(map(str, box))}]" for box in boxes[:4]) + (" …" if len(boxes) > 4 else "")
+        return (f"BurnedInAnnotation is YES: blacked out by the {rule} rule: {listed}; text outside these regions "
+                "may remain, check the images (records carry meta['redacted'])")
+
     def render(self, path: Path, rel_stem: str, window: Any, frame: int = 0) -> tuple[str, tuple[int, int]]:
-        """Slice `frame` of `path` through `window` -> ``out/<rel_stem>.png``; (relative path, size)."""
+        """Slice `frame` of `path` through `window` -> ``out/<rel_stem>.png`` (``…_redacted.png`` when burned-in
+        text is blacked out; :meth:`redactions` then gives the boxes); (relative path, size)."""
         key = (path, frame, json.dumps(window))
         cached = self.renders.get(key)
         if isinstance(cached, SkipInput):
             raise cached
         if cached is not None:
             return cached
-        rel = f"{rel_stem}.png"
+        header = self.header(path) if self.redact_burned_in else None
+        redact = header is not None and self.deid.burned_in_annotation(header)
+        rel = f"{rel_stem}_redacted.png" if redact else f"{rel_stem}.png"
         dst = self.out / rel
         try:
             if is_fresh(dst, path):
                 try:
                     with Image.open(dst) as im:
                         self.renders[key] = (rel, im.size)
-                        return self.renders[key]
+                    if redact:
+                        boxes, _rule = self.redact.redaction_regions(header, *im.size)
+                        self.redacted[key] = [list(box) for box in boxes]
+                    return self.renders[key]
                 except (UnidentifiedImageError, OSError):
                     pass
             ds = self.read(path)
@@ -308,12 +338,20 @@ class _Dicom:
                 img = self.dicom.dicom_to_rgb(ds, window=window, frame=frame)
             except self.dicom.DicomError as exc:
                 raise SkipInput("unreadable DICOM", str(exc)) from exc
+            if redact:
+                done = self.redact.redact_burned_in(img, ds)
+                img = done.image
+                self.redacted[key] = [list(box) for box in done.regions]
             save_png(img, dst)
             self.renders[key] = (rel, img.size)
             return self.renders[key]
         except SkipInput as exc:
             self.renders[key] = exc
             raise
+
+    def redactions(self, path: Path, window: Any, frame: int = 0) -> list[list[int]] | None:
+        """The boxes blacked out in the render of (`path`, `frame`, `window`), or None when it was not redacted."""
+        return self.redacted.get((path, frame, json.dumps(window)))
 
 
 def _window_option(reader: _Dicom, window: Any) -> tuple[Any, str]:
@@ -637,7 +675,7 @@ def _class_files(folder: Path) -> list[Path]:
 
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "classification",
                            test_fraction: float = 0.2, window: Any = None, frame: int | None = None,
-                           salt: str = "", skip_burned_in: bool = False,
+                           salt: str = "", skip_burned_in: bool = False, redact_burned_in: bool = False,
                            label_fn: Callable[[str], str] = class_label) -> ConvertReport:
     """Folder-per-class images (PNG / JPEG / DICOM; class = folder) -> lettered multiple choice (task ``mc``).
 
@@ -653,7 +691,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     DICOM files (``.dcm``, ``.dicom`` or no suffix with the ``DICM`` marker) are rendered with `window`
     (preset name, ``[center, width]``, or None = the file's own) at `frame` (None = the middle frame of a
     multi-frame file); their ids and image names are ``deid.pseudonym`` + a hash of the path, and their
-    ``meta`` holds no source path. JPEG / PNG files are copied.
+    ``meta`` holds no source path. JPEG / PNG files are copied. DICOM files whose ``BurnedInAnnotation`` is YES
+    are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
+    render them with their text regions blacked out, the boxes in ``meta["redacted"]`` (module notes).
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -681,7 +721,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     reader: _Dicom | None = None
     win_value, win_tag = None, "file"
     if any(is_dicom_file(f) for _, _, f, _ in items):
-        reader = _Dicom(report, out, dataset, salt, skip_burned_in)
+        reader = _Dicom(report, out, dataset, salt, skip_burned_in, redact_burned_in)
         win_value, win_tag = _window_option(reader, window)
     out_splits: dict[str, list[dict]] = {}
     for split, d, f, label in items:
@@ -700,6 +740,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                 rid = f"{dataset}/{cls}/{key}"
                 meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label,
                         "patient": reader.pseudonym(ds), "window": win_tag, "frame": k}
+                boxes = reader.redactions(f, win_value, k)
+                if boxes is not None:
+                    meta["redacted"] = [boxes]
             else:
                 stem = _safe(f.relative_to(d).with_suffix("").as_posix())
                 image, size = _copy_image(f, out, f"images/{dataset}/{cls}/{stem}")
@@ -777,14 +820,16 @@ def _qa_slices(item: dict, series: _Series) -> list[int]:
 
 
 def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa", window: Any = None,
-                     salt: str = "", skip_burned_in: bool = False, default_split: str | None = None,
+                     salt: str = "", skip_burned_in: bool = False, redact_burned_in: bool = False,
+                     default_split: str | None = None,
                      qa_file: str = QA_FILE) -> ConvertReport:
     """DICOM series + ``qa.json`` (the layout in the module notes) -> ``med_vqa`` / ``grounding`` / ``mc`` records.
 
     `window`: used by questions whose ``window`` is null (a preset name, ``[center, width]``, or None = the
     file's own VOI). `salt`: mixed into pseudonyms and hashes (keep it secret to stop re-identification by
     hashing known ids). `skip_burned_in`: drop slices whose ``BurnedInAnnotation`` is YES instead of keeping
-    them with a warning. `default_split`: the split of questions without one (else they are skipped).
+    them with a warning. `redact_burned_in`: render such slices with their text regions blacked out instead, the
+    boxes in ``meta["redacted"]`` (module notes). `default_split`: the split of questions without one (else they are skipped).
 
     Records: ``closed`` / ``open`` -> task ``med_vqa`` with ``meta["answer_type"]`` CLOSED / OPEN and the
     answer instruction; ``mc`` -> task ``mc`` with lettered options; ``grounding`` -> task ``grounding``.
@@ -805,7 +850,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     if not isinstance(items, list):
         report.skip(qa_path, "malformed JSON", f"{qa_path}: expected {{'questions': [...]}} or a list")
         return report
-    reader = _Dicom(report, out, dataset, salt, skip_burned_in)
+    reader = _Dicom(report, out, dataset, salt, skip_burned_in, redact_burned_in)
     _window_option(reader, window)  # a bad option fails here, not once per question
     default_window = window
     series_cache: dict[Path, _Series | SkipInput] = {}
@@ -849,18 +894,21 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                 raise SkipInput("bad slice", f"{where}: a grounding question takes exactly one slice, got {len(slices)}")
             win = item.get("window", None)
             win_value, win_tag = reader.window(default_window if win is None else win)
-            images, size = [], None
+            images, size, redacted = [], None, []
             for k in slices:
                 path, frame = series.slice(k)
                 reader.header(path)  # the burned-in policy
                 stem = f"images/{dataset}/{series.patient}/{series.key}/s{k:03d}_{win_tag}"
                 rel, wh = reader.render(path, stem, win_value, frame)
                 images.append(rel)
+                redacted.append(reader.redactions(path, win_value, frame))
                 size = size or wh
             labels = [f"slice {k + 1}/{series.n}" for k in slices]
             meta: dict[str, Any] = {"dataset": dataset, "split": split, "question_id": qid, "question_type": kind,
                                     "patient": series.patient, "series": series.key, "slices": slices,
                                     "n_slices": series.n, "window": win_tag, "modality": series.modality}
+            if any(boxes is not None for boxes in redacted):
+                meta["redacted"] = [boxes or [] for boxes in redacted]
             extra: dict[str, Any] = {}
             if kind in ("closed", "open"):
                 task = "med_vqa"
