@@ -27,7 +27,8 @@ Beyond the table (safe by default; the profile itself keeps every attribute it d
   original, so slices of one series still share study / series / frame of reference and references
   between instances still resolve;
 * **overlays and curves** (groups 50xx / 60xx) are removed whole; the file **preamble** is zeroed; the
-  file meta's PrivateInformation and every text element (AE titles, implementation version) are removed;
+  file meta's PrivateInformation and text elements (AE titles) are removed, and its implementation class
+  UID / version name are pydicom's, the writer of the de-identified file;
 * **private tags** are removed (see `retain_safe_private`).
 
 Options (all off by default: off means removal, as the basic profile says):
