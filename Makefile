@@ -15,7 +15,7 @@ UV_VERSION := 0.13.9
 CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup browser quickstart test lock test-latest test-lowest uv reproduce
+.PHONY: setup browser quickstart test lock test-latest test-lowest uv reproduce llama-cpp
 setup: $(VENV)/.installed
 
 # A stamp older than the lock means the environment may hold other versions: start again from nothing.
@@ -36,8 +36,14 @@ browser:
 quickstart: setup
 	$(VENV)/bin/adapt quickstart
 
-test: setup browser
+test: setup browser llama-cpp
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# llama.cpp for this machine's CPU, built once from source (the tree vendored in llama-cpp-python's sdist on PyPI,
+# SHA-256 pinned) into a cache outside the repository: ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/llama.cpp-<version>
+# (or $$POCKET_LLAMA_CPP). The GGUF tests, `adapt chat/eval --runtime llamacpp` and bench/ run it. No-op once built.
+llama-cpp: setup
+	PYTHON=$(PY) deploy/llamacpp/build.sh
 
 uv:
 	test -x .venv-lock/bin/uv || { python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION); }

@@ -1,0 +1,167 @@
+"""llama.cpp, built on this machine (`make llama-cpp`), and pocket-adapt's driver over it.
+
+`make llama-cpp` (deploy/llamacpp/build.sh) builds llama.cpp from the source tree vendored in llama-cpp-python's
+source distribution on PyPI into a cache outside the repository, together with `pocket-llama`
+(deploy/llamacpp/pocket_llama.cpp), a small program over llama.cpp's own libraries that answers JSON requests:
+render a conversation with the GGUF's embedded chat template, encode images with the mmproj, generate greedily with
+token ids and timings. :func:`binary` finds the built programs or says which make command builds them.
+
+:class:`PocketLlama` runs one `pocket-llama` process (the model stays loaded); :class:`LlamaCppChat` is what
+`adapt chat --runtime llamacpp` uses on an export folder; `deploy.llamacpp.eval` is the `adapt eval` side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from model.errors import PocketAdaptError
+
+VERSION = "0.3.36"  # llama-cpp-python's sdist whose vendored llama.cpp is built (deploy/llamacpp/build.sh)
+HERE = Path(__file__).resolve().parent
+PROGRAMS = ("pocket-llama", "llama-mtmd-cli", "llama-quantize")
+MARKER = "<__media__>"  # mtmd's default media marker
+
+
+class LlamaCppError(PocketAdaptError, RuntimeError):
+    """llama.cpp is not built, is out of date, or refused a model or a request."""
+
+
+def cache_dir() -> Path:
+    """Where `make llama-cpp` builds: $POCKET_LLAMA_CPP, else ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/llama.cpp-<v>."""
+    if os.environ.get("POCKET_LLAMA_CPP"):
+        return Path(os.environ["POCKET_LLAMA_CPP"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "pocket-adapt" / f"llama.cpp-{VERSION}"
+
+
+def expected_stamp() -> str:
+    """The stamp build.sh writes: the llama.cpp version and a hash of our driver's sources."""
+    digest = hashlib.sha256((HERE / "CMakeLists.txt").read_bytes() + (HERE / "pocket_llama.cpp").read_bytes())
+    return f"llama-cpp-python {VERSION}; driver {digest.hexdigest()[:16]}"
+
+
+def binary(name: str = "pocket-llama") -> Path:
+    """Path of a built program (pocket-llama, llama-mtmd-cli, llama-quantize); `LlamaCppError` naming the make
+    command when it is missing or was built from other sources."""
+    bin_dir = cache_dir() / "bin"
+    exe = bin_dir / name
+    how = f"run `make llama-cpp` in the pocket-adapt checkout (builds llama.cpp {VERSION} from source into {cache_dir()}"
+    how += "; about 20-40 minutes on 2 cores, once per machine)"
+    if not exe.is_file():
+        raise LlamaCppError(f"llama.cpp is not built here ({exe} is missing); {how}")
+    stamp = bin_dir / "BUILD"
+    if not stamp.is_file() or stamp.read_text().strip() != expected_stamp():
+        raise LlamaCppError(f"the llama.cpp build in {bin_dir} is out of date with deploy/llamacpp; {how}")
+    return exe
+
+
+def threads() -> int:
+    return int(os.environ.get("POCKET_LLAMA_THREADS") or os.cpu_count() or 1)
+
+
+def quantize(src: Path, dst: Path, qtype: str = "Q4_K_M") -> None:
+    """llama.cpp's own `llama-quantize` (the gguf package cannot write K-quants)."""
+    proc = subprocess.run([str(binary("llama-quantize")), str(src), str(dst), qtype, str(threads())],
+                          capture_output=True, text=True)
+    if proc.returncode != 0 or not Path(dst).is_file():
+        raise LlamaCppError(f"llama-quantize {qtype} failed: {_tail(proc.stderr + proc.stdout)}")
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    return " | ".join(line for line in text.strip().splitlines()[-lines:])
+
+
+class PocketLlama:
+    """One `pocket-llama` process over a text GGUF (and mmproj); `request(op=..., ...)` -> the JSON answer."""
+
+    def __init__(self, model: str | os.PathLike, mmproj: str | os.PathLike | None = None, n_ctx: int = 4096,
+                 kv_f32: bool = False, n_threads: int | None = None, extra_bufts: bool | None = None):
+        cmd = [str(binary()), "-m", str(model), "-c", str(n_ctx), "-t", str(n_threads or threads())]
+        if mmproj is not None:
+            cmd += ["--mmproj", str(mmproj)]
+        if kv_f32:
+            cmd.append("--kv-f32")
+        # llama.cpp's repacking / AMX buffer types: off by default (the AMX Q8_0 kernel of this version crashes on
+        # small shapes); POCKET_LLAMA_EXTRA_BUFTS=1 turns them on
+        if extra_bufts if extra_bufts is not None else os.environ.get("POCKET_LLAMA_EXTRA_BUFTS", "") == "1":
+            cmd.append("--extra-bufts")
+        self._log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
+                                     bufsize=1)
+        first = self._read()
+        if not first.get("ready"):
+            self.close()
+            raise LlamaCppError(f"llama.cpp could not load {model}: {first.get('error')} ({self.log_tail()})")
+        self.scratch = Path(tempfile.mkdtemp(prefix="pocket-llama-"))
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise LlamaCppError(f"pocket-llama exited (status {self.proc.poll()}): {self.log_tail()}")
+        return json.loads(line)
+
+    def log_tail(self) -> str:
+        self._log.seek(0)
+        return _tail(self._log.read())
+
+    def request(self, **req) -> dict:
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        answer = self._read()
+        if "error" in answer:
+            raise LlamaCppError(f"llama.cpp: {answer['error']}")
+        return answer
+
+    def peak_rss_bytes(self) -> int:
+        """The process's peak resident memory (VmHWM)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def tiles_file(self, tiles: Sequence[np.ndarray]) -> dict:
+        """Write uint8 (S, S, 3) tiles for a `tiles` image entry."""
+        size = tiles[0].shape[0]
+        path = self.scratch / f"tiles-{len(list(self.scratch.iterdir()))}.rgb"
+        path.write_bytes(b"".join(np.ascontiguousarray(t, dtype=np.uint8).tobytes() for t in tiles))
+        return {"tiles": str(path), "n_tiles": len(tiles), "size": int(size)}
+
+    def embed(self, image: dict) -> np.ndarray:
+        """Image embeddings (rows, n_embd) for an image entry (`path`, `rgb` or `tiles`)."""
+        out = self.scratch / "embd.f32"
+        answer = self.request(op="embed", image=image, out=str(out))
+        return np.fromfile(out, dtype=np.float32).reshape(answer["n_rows"], answer["n_embd"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        if hasattr(self, "scratch"):
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def __enter__(self) -> PocketLlama:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def tiles_of(image, tiling) -> list[np.ndarray]:
+    """uint8 tiles exactly as training cuts them (`model.tiling.split_into_tiles`)."""
+    from model.tiling import split_into_tiles
+
+    return [np.asarray(t, dtype=np.uint8) for t in split_into_tiles(image, tiling)]

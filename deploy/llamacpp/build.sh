@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Build llama.cpp for this machine's CPU, once, into a cache outside the repository (`make llama-cpp` runs this).
+#
+# Source: the llama.cpp tree vendored in llama-cpp-python's source distribution on PyPI (fetched with pip,
+# checked against a pinned SHA-256), built with CMake (Release, -DGGML_NATIVE=ON) together with pocket-llama,
+# our driver over llama.cpp's own libraries. No binaries are downloaded. Only the targets pocket-adapt uses are
+# built: pocket-llama, llama-mtmd-cli (the stock multimodal CLI) and llama-quantize (for q4_k_m).
+#
+# Result: $CACHE/bin/{pocket-llama,llama-mtmd-cli,llama-quantize} and $CACHE/bin/BUILD (the stamp
+# deploy/llamacpp checks: llama.cpp version + a hash of our driver's sources). Re-running is a no-op while the
+# stamp matches; a changed driver source rebuilds only the driver.
+#
+# Environment: PYTHON (a python with pip; default .venv/bin/python), POCKET_LLAMA_CPP (the cache folder; default
+# ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/llama.cpp-<version>), JOBS (parallel jobs; default: CPU count).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+VERSION=0.3.36
+SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+PYTHON="${PYTHON:-$HERE/../../.venv/bin/python}"
+CACHE="${POCKET_LLAMA_CPP:-${XDG_CACHE_HOME:-$HOME/.cache}/pocket-adapt/llama.cpp-$VERSION}"
+JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
+STAMP="llama-cpp-python $VERSION; driver $(cat "$HERE/CMakeLists.txt" "$HERE/pocket_llama.cpp" | sha256sum | cut -c1-16)"
+
+if [ -f "$CACHE/bin/BUILD" ] && [ "$(cat "$CACHE/bin/BUILD")" = "$STAMP" ]; then
+    echo "llama.cpp is built: $CACHE/bin ($STAMP)"
+    exit 0
+fi
+mkdir -p "$CACHE"
+if [ ! -f "$CACHE/src/CMakeLists.txt" ]; then
+    tmp="$(mktemp -d "$CACHE/.fetch.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+    "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$tmp"
+    sdist="$tmp/llama_cpp_python-$VERSION.tar.gz"
+    echo "$SHA256  $sdist" | sha256sum --check --quiet
+    tar -xzf "$sdist" -C "$tmp"
+    rm -rf "$CACHE/src"
+    rm -f "$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp/.git"  # a submodule link to nowhere
+    mv "$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp" "$CACHE/src"
+fi
+start=$(date +%s)
+cmake -S "$HERE" -B "$CACHE/build" -DLLAMA_CPP_SRC="$CACHE/src" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DBUILD_SHARED_LIBS=OFF > "$CACHE/configure.log"
+cmake --build "$CACHE/build" -j "$JOBS" --target pocket-llama llama-mtmd-cli llama-quantize
+mkdir -p "$CACHE/bin"
+for exe in pocket-llama llama-mtmd-cli llama-quantize; do
+    cp "$CACHE/build/bin/$exe" "$CACHE/bin/$exe.tmp" && mv "$CACHE/bin/$exe.tmp" "$CACHE/bin/$exe"
+done
+echo "$STAMP" > "$CACHE/bin/BUILD"
+echo "built llama.cpp ($VERSION) in $(( $(date +%s) - start )) s: $CACHE/bin"
