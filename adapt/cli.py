@@ -110,13 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tiles", type=_positive_int, help="override the model's tile cap for this question")
     chat.add_argument("--system", help="system message (default: the chat template's)")
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
+    chat.add_argument("--runtime", choices=["pytorch", "llamacpp"], default="pytorch",
+                      help="llamacpp: run a GGUF export folder (adapt export --format gguf) in llama.cpp (make llama-cpp)")
+    chat.add_argument("--preprocess", choices=["pocket", "llamacpp"], default="pocket",
+                      help="llamacpp runtime: cut tiles as training did (default), or let llama.cpp preprocess the image")
     chat.set_defaults(handler=_chat)
 
     export = verbs.add_parser("export", help="write a checkpoint in a format other tools load")
     _model_flags(export)
-    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket"])
+    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf"],
+                        help="gguf: llama.cpp's <name>-<type>.gguf + mmproj-<name>-f16.gguf")
     export.add_argument("--out", "-o", required=True, type=Path)
     export.add_argument("--force", action="store_true", help="export into a non-empty folder, replacing the files an export owns")
+    export.add_argument("--type", dest="gguf_type", choices=["f32", "f16", "q8_0", "q4_k_m"],
+                        help="gguf only: weight type of the text model (default f16; the mmproj is f16, f32 with f32)")
+    export.add_argument("--name", help="gguf only: file name stem (default: the model folder's or preset's name)")
+    export.add_argument("--adapter", type=Path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
     export.set_defaults(handler=_export)
 
     inspect = verbs.add_parser("inspect", help="describe a checkpoint or preset: layout, parts, tiling, template")
@@ -166,6 +175,8 @@ def _chat(args) -> int:
     images = list(args.image)
     if args.example_image:
         images.append(str(assets_dir() / "example.png"))
+    if args.runtime == "llamacpp":
+        return _chat_llamacpp(args, images)
     vlm, processor = _load(args)
     tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles is not None else None
     encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
@@ -178,6 +189,31 @@ def _chat(args) -> int:
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=args.max_new_tokens, eos_token_id=processor.stop_token_ids,
                      pad_token_id=processor.pad_token_id, streamer=streamer, **sampling)
+    return 0
+
+
+def _chat_llamacpp(args, images: list[str]) -> int:
+    import dataclasses
+
+    from deploy.llamacpp.runtime import LlamaCppVLM
+
+    if args.dtype or args.device or args.allow_pickle:
+        raise CliError("--dtype, --device and --allow-pickle apply to the pytorch runtime; a GGUF export has its own type")
+    with LlamaCppVLM(args.model) as vlm:
+        tiling = vlm.export.tiling
+        if args.max_tiles is not None and tiling is not None:
+            tiling = dataclasses.replace(tiling, max_tiles=args.max_tiles, min_tiles=min(tiling.min_tiles, args.max_tiles))
+        answer = vlm.chat([{"role": "user", "content": args.question}], images, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, system=args.system, tiling=tiling, preprocess=args.preprocess)
+        if args.show_prompt:
+            print(answer.prompt, file=sys.stderr)
+        t = answer.timings
+        print(f"[{vlm.export.model.name} in llama.cpp: {len(images)} image(s), {t['prompt_tokens']} prompt tokens; "
+              f"image {t['image_encode_ms']:.0f} ms, prompt {t['prompt_ms']:.0f} ms, "
+              f"{t['decode_tokens']} tokens in {t['decode_ms']:.0f} ms]", file=sys.stderr)
+        print(answer.text)
+        if answer.repeated:
+            print("[stopped: the answer had begun repeating itself]", file=sys.stderr)
     return 0
 
 
@@ -219,11 +255,41 @@ def _summarise_prompt(processor, input_ids) -> str:
 def _export(args) -> int:
     from deploy.hf import check_target, export
 
+    options = {}
+    if args.format == "gguf":
+        options = {"qtype": args.gguf_type or "f16", "name": args.name or _model_name(args.model)}
+    elif args.gguf_type or args.name:
+        raise CliError("--type and --name apply to --format gguf only")
     check_target(Path(args.out), args.force)  # a refused target fails before the model is loaded
     vlm, processor = _load(args)
-    out = export(vlm, processor, args.format, args.out, force=args.force)
-    print(f"wrote {args.format} checkpoint to {out}")
+    if args.adapter is not None:
+        vlm = _with_adapter(vlm, args.adapter)
+    out = export(vlm, processor, args.format, args.out, force=args.force, **options)
+    if args.format == "gguf":
+        from deploy.gguf import file_names
+
+        model_file, mmproj_file = file_names(options["name"], options["qtype"])
+        print(f"wrote {out / model_file} and {out / mmproj_file}\n"
+              f"next: make llama-cpp   |   adapt chat --runtime llamacpp --model {out} --image IMAGE")
+    else:
+        print(f"wrote {args.format} checkpoint to {out}")
     return 0
+
+
+def _model_name(source: str) -> str:
+    path = Path(source)
+    name = path.resolve().name if path.is_dir() else str(source)
+    if name in ("final", "merged") and path.is_dir():  # runs/<recipe>/final -> <recipe>
+        name = path.resolve().parent.name
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+
+
+def _with_adapter(vlm, adapter: Path):
+    if not (adapter / "adapter_config.json").is_file():
+        raise CliError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(vlm, str(adapter))
 
 
 def _inspect(args) -> int:

@@ -140,6 +140,10 @@ def _tensor_type(kind: str, array: np.ndarray, name: str):
     from gguf import GGMLQuantizationType as T
 
     array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.ndim == 4 and name.startswith("mm."):
+        # the projector's depthwise convolutions (ggml_conv_2d_dw): ggml's CPU backend multiplies a float16 im2col
+        # only with a float16 kernel, so these are float16 even in an f32 export (as llama.cpp's converter writes)
+        return array.astype(np.float16), T.F16
     if array.ndim <= 1 or kind == "f32" or name.endswith("position_embd.weight") or name == "v.class_embd":
         return array, T.F32
     if kind == "q8_0" and array.ndim == 2 and array.shape[-1] % gguf.GGML_QUANT_SIZES[T.Q8_0][0] == 0:
@@ -261,7 +265,7 @@ def _backend_json(tokenizer) -> dict:
 def _pre_type(spec: dict) -> str:
     pre = spec.get("pre_tokenizer") or {}
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
-        return "gpt2"  # GPT-2's own regex inside ByteLevel (pocket-tiny)
+        return "gpt-2"  # GPT-2's own regex inside ByteLevel (pocket-tiny)
     if pre.get("type") == "Sequence":
         items = pre.get("pretokenizers", [])
         splits = [p for p in items if p.get("type") == "Split"]
@@ -514,9 +518,9 @@ def _clip_tensors(sd, facts: _Projector, vc) -> Iterator[tuple[str, torch.Tensor
 def _projector_tensors(vlm, facts: _Projector) -> Iterator[tuple[str, torch.Tensor]]:
     sd = vlm.multi_modal_projector.state_dict()
     if facts.kind == "internvl":
-        for src, idx in (("layer_norm", 0), ("linear_1", 1), ("linear_2", 3)):
+        for src, idx in (("layer_norm", 0), ("linear_1", 1), ("linear_2", 3)):  # InternVL's mlp1.{0,1,3}
             for part in ("weight", "bias"):
-                yield f"mm.{idx}.{part}", sd[f"{src}.{part}"]
+                yield f"mm.model.mlp.{idx}.{part}", sd[f"{src}.{part}"]
         return
     if facts.kind == "ldpv2":
         for src, dst in (("mlp.mlp.0", "mm.model.mlp.0"), ("mlp.mlp.2", "mm.model.mlp.2"), ("peg.peg.0", "mm.model.peg.0")):

@@ -1,0 +1,150 @@
+"""Run a GGUF export (`adapt export --format gguf`) in llama.cpp: `adapt chat --runtime llamacpp` and friends.
+
+The conversation is rendered by llama.cpp from the chat template embedded in the GGUF and tokenised by llama.cpp.
+Images are cut into tiles exactly as training cut them (the tiling written into the mmproj), and each tile is
+encoded by llama.cpp's vision encoder, so the answer is the PyTorch model's answer (tests/test_gguf.py checks it).
+`preprocess="llamacpp"` hands llama.cpp the whole image instead, to see what llama-mtmd-cli does with it (its own
+tile grid, resize and padding; README "Edge export" lists the differences).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, normalize_messages
+from model.tiling import TilingConfig, load_image
+
+try:  # the stopping rule `adapt chat` applies to answers that loop (model/generation.py)
+    from model.generation import repetition_at_end
+except ImportError:  # a tree whose `adapt chat` has no such rule: none here either
+    repetition_at_end = None
+
+from . import MARKER, LlamaCppError, PocketLlama, tiles_of
+
+
+@dataclass(frozen=True)
+class ExportFolder:
+    """The two files of a GGUF export and what pocket-adapt wrote into them."""
+
+    model: Path
+    mmproj: Path | None
+    tiling: TilingConfig | None
+    template: ChatTemplate
+    file_type: int
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> ExportFolder:
+        from gguf import GGUFReader
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise LlamaCppError(f"{folder}: not a folder; give the folder `adapt export --format gguf` wrote")
+        models = sorted(p for p in folder.glob("*.gguf") if not p.name.startswith("mmproj-"))
+        mmprojs = sorted(folder.glob("mmproj-*.gguf"))
+        if len(models) != 1 or len(mmprojs) > 1:
+            found = ", ".join(p.name for p in [*models, *mmprojs]) or "no .gguf files"
+            raise LlamaCppError(f"{folder}: expected one <name>-<type>.gguf and one mmproj-*.gguf, found {found}")
+        meta = _fields(GGUFReader(str(models[0])))
+        if "pocket_adapt.chat_template" not in meta:
+            raise LlamaCppError(f"{models[0]}: not written by `adapt export --format gguf` (no pocket_adapt keys)")
+        fields = json.loads(meta["pocket_adapt.chat_template"])
+        template = ChatTemplate(**{**fields, "stop_strings": tuple(fields["stop_strings"])})
+        tiling = None
+        if mmprojs:
+            tiling = TilingConfig.from_dict(json.loads(_fields(GGUFReader(str(mmprojs[0])))["pocket_adapt.tiling"]))
+        return cls(models[0], mmprojs[0] if mmprojs else None, tiling, template, int(meta.get("general.file_type", 1)))
+
+
+def _fields(reader) -> dict:
+    out = {}
+    for key, field in reader.fields.items():
+        if key.startswith(("pocket_adapt.", "general.")):
+            try:
+                out[key] = field.contents()
+            except Exception:  # noqa: BLE001 - a field this reader cannot decode is not one we need
+                pass
+    return out
+
+
+@dataclass
+class Answer:
+    text: str
+    tokens: list[int]
+    prompt: str
+    repeated: bool
+    timings: dict
+
+
+class LlamaCppVLM:
+    """An exported model loaded in llama.cpp (one `pocket-llama` process)."""
+
+    def __init__(self, folder: str | os.PathLike, n_ctx: int = 4096):
+        self.export = ExportFolder.open(folder)
+        f32 = self.export.file_type == 0  # general.file_type ALL_F32: keep the KV cache in f32 too
+        self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=n_ctx, kv_f32=f32)
+        self.stop_ids = sorted({ids[0] for s in self.export.template.stop_strings
+                                if len(ids := self.llama.request(op="tokenize", text=s)["ids"]) == 1})
+
+    def close(self) -> None:
+        self.llama.close()
+
+    def __enter__(self) -> LlamaCppVLM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def messages(self, conversation: list[dict], n_images: int, system: str | None = None) -> list[dict]:
+        """Role/content messages with one media marker per image (placeholders added as training adds them)."""
+        from model.processor import add_image_placeholders
+
+        messages = add_image_placeholders(normalize_messages(conversation), n_images)
+        if system is not None and not (messages and messages[0]["role"] == "system"):
+            messages = [{"role": "system", "content": system}, *messages]
+        return [{**m, "content": m["content"].replace(IMAGE_PLACEHOLDER, MARKER)} for m in messages]
+
+    def image_entries(self, images, tiling: TilingConfig | None = None, preprocess: str = "pocket") -> list[dict]:
+        if images and self.export.mmproj is None:
+            raise LlamaCppError(f"{self.export.model.parent}: no mmproj-*.gguf, so no images")
+        if not images:
+            return []
+        tiling = (tiling or self.export.tiling).for_images(len(images))
+        entries = []
+        for image in images:
+            pil = image if not isinstance(image, (str, os.PathLike)) else load_image(image, max_pixels=tiling.max_pixels)
+            if preprocess == "pocket":
+                entries.append(self.llama.tiles_file(tiles_of(pil, tiling)))
+            elif preprocess == "llamacpp":
+                path = self.llama.scratch / f"image-{len(entries)}.rgb"
+                path.write_bytes(pil.convert("RGB").tobytes())
+                entries.append({"rgb": str(path), "width": pil.width, "height": pil.height})
+            else:
+                raise LlamaCppError(f"unknown preprocessing {preprocess!r}; pocket or llamacpp")
+        return entries
+
+    def chat(self, conversation: list[dict], images=(), max_new_tokens: int = 64, temperature: float = 0.0,
+             system: str | None = None, tiling: TilingConfig | None = None, preprocess: str = "pocket",
+             seed: int = 0) -> Answer:
+        """Answer the last user turn; greedy at temperature 0. Stops at the template's stop tokens, and (as
+        `adapt chat` does) once the answer has begun repeating itself."""
+        entries = self.image_entries(list(images), tiling, preprocess)
+        answer = self.llama.request(op="generate", messages=self.messages(conversation, len(entries), system),
+                                    images=entries, n_predict=max_new_tokens, temperature=temperature, seed=seed,
+                                    stop_ids=self.stop_ids)
+        tokens = list(answer["tokens"])
+        tokens = tokens[: next((k for k, t in enumerate(tokens) if t in self.stop_ids), len(tokens))]
+        cut = None
+        if repetition_at_end is not None:
+            cut = next((k for k in range(1, len(tokens) + 1) if repetition_at_end(tokens[:k]) is not None), None)
+        text = answer["text"]
+        if cut is not None:
+            tokens = tokens[:cut]
+            text = self.detokenize(tokens)
+        return Answer(text.strip(), tokens, answer["prompt"], cut is not None, answer["timings"])
+
+    def detokenize(self, tokens: list[int]) -> str:
+        """llama.cpp's text for token ids (special tokens not rendered)."""
+        return self.llama.request(op="detokenize", ids=tokens)["text"]

@@ -1,0 +1,490 @@
+"""GGUF export (deploy/gguf.py) checked by a real llama.cpp (`make llama-cpp`; deploy/llamacpp).
+
+Three models, same image and prompt: pocket-tiny (trained weights), a tiny random InternVL (Qwen2) in the
+transformers-native layout and a tiny random MobileVLM V2 (LDPv2 on a 3-layer CLIP, feature layer -2). For each,
+at f32 and f16: the mmproj's image embeddings against PyTorch's, the prompt llama.cpp renders and tokenises from
+the embedded chat template against our processor's, and 32 greedy tokens against PyTorch's.
+
+llama.cpp's CPU GELU and quick-GELU read a float16 lookup table (ggml-cpu/vec.h: GGML_GELU_FP16,
+GGML_GELU_QUICK_FP16): every activation is rounded to float16 on the way in and out. That alone puts f32
+embeddings about 1e-3 (relative) from PyTorch's exact GELU. The tests therefore also compare against PyTorch with
+that GELU emulated (`llamacpp_gelu`): there the f32 embeddings agree within 1e-4, which shows the export itself
+(tensors, layer count, position order, pixel shuffle, LDP) is exact and the rest is llama.cpp's activation table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import model
+from model.chat import get_chat_template, list_chat_templates
+from model.tiling import normalize
+
+from .deps import in_ci, require
+
+require("gguf", "the deploy extra: GGUF export")
+
+from deploy.gguf import GGUFExportError, check_supported, file_names  # noqa: E402
+from deploy.hf import ExportError, export  # noqa: E402
+from deploy.llamacpp import LlamaCppError, PocketLlama, binary, tiles_of  # noqa: E402
+from deploy.llamacpp.runtime import LlamaCppVLM  # noqa: E402
+
+from .test_checkpoints import write_mobilevlm_v2  # noqa: E402
+
+MODELS = ("pocket-tiny", "internvl", "mobilevlm", "mobilevlm-ldp")
+QUESTION = "What shapes are in the picture?"
+
+
+@pytest.fixture(scope="module")
+def llama_cpp() -> Path:
+    """The built llama.cpp; missing is a skip here and a failure under CI (`make test` builds it first)."""
+    try:
+        return binary()
+    except LlamaCppError as err:
+        if in_ci():
+            pytest.fail(f"{err} — CI is set, so llama.cpp must be built (make llama-cpp)", pytrace=False)
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
+    mobilevlm = write_mobilevlm_v2(tmp_path_factory.mktemp("gguf-mobilevlm") / "src", tiny_tokenizer, tie=False)
+    return {
+        "pocket-tiny": model.load("pocket-tiny"),
+        "internvl": model.load(native_dir),
+        "mobilevlm": model.load(mobilevlm.directory),
+        "mobilevlm-ldp": tiny_ldp_model(tiny_tokenizer),
+    }
+
+
+def tiny_ldp_model(tokenizer):
+    """MobileVLM (v1) shaped: LDP on a 3-layer CLIP at 336 px (llama.cpp's 24x24 grid), a Llama, random weights."""
+    from transformers import LlamaConfig
+
+    from model.processor import VLMProcessor
+    from model.tiling import CLIP_MEAN, CLIP_STD, TilingConfig
+    from model.vision import clip_vit_l14_336_config
+    from model.vlm import PocketVLM, PocketVLMConfig
+
+    from .conftest import randomize_
+
+    config = PocketVLMConfig(
+        vision_config=clip_vit_l14_336_config(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                              num_attention_heads=4),
+        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), vision_feature_layer=-2, projector_type="ldp",
+        chat_template="vicuna_v1", image_start_token=None, image_end_token=None,
+        tiling=TilingConfig(tile_size=336, mode="pad", max_tiles=1, thumbnail=False, mean=CLIP_MEAN, std=CLIP_STD).to_dict(),
+    )
+    torch.manual_seed(7)
+    vlm = PocketVLM(config)
+    randomize_(vlm, seed=7)
+    return vlm.eval(), VLMProcessor.from_config(config, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def exports(models, tmp_path_factory):
+    """exports(name, qtype) -> the export folder (written once per module)."""
+    made: dict[tuple[str, str], Path] = {}
+    root = tmp_path_factory.mktemp("gguf")
+
+    def get(name: str, qtype: str) -> Path:
+        if (name, qtype) not in made:
+            vlm, processor = models[name]
+            made[name, qtype] = export(vlm, processor, "gguf", root / f"{name}-{qtype}", qtype=qtype, name=name)
+        return made[name, qtype]
+
+    return get
+
+
+def _files(folder: Path, name: str, qtype: str) -> tuple[Path, Path]:
+    model_file, mmproj_file = file_names(name, qtype)
+    return folder / model_file, folder / mmproj_file
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _tiles(processor, image) -> list[np.ndarray]:
+    return tiles_of(image, processor.tiling.for_images(1))
+
+
+def torch_embeddings(vlm, processor, image) -> np.ndarray:
+    tiles = _tiles(processor, image)
+    pixels = normalize([Image.fromarray(t) for t in tiles], processor.tiling.mean, processor.tiling.std)
+    with torch.no_grad():
+        features = vlm.get_image_features(pixels)
+    return features.reshape(-1, features.shape[-1]).numpy()
+
+
+LDP_MODELS = ("mobilevlm", "mobilevlm-ldp")
+
+
+@contextlib.contextmanager
+def llamacpp_ldp_rows(vlm):
+    """PyTorch feeding the LDP projector the rows llama.cpp 0.3.36 feeds it.
+
+    Its llava graph (tools/mtmd/models/llava.cpp) appends the CLS token after the patches, then picks rows
+    1..576 as if CLS came first: the projector gets patches 1..575 and CLS, not patches 0..575. The export cannot
+    undo that (the rows are fixed by the graph); everything else is exact (test_image_embeddings_match_pytorch).
+    """
+    from model.vision import select_features
+
+    real = vlm.get_image_features
+
+    def shifted(pixel_values):
+        pixel_values = pixel_values.to(dtype=vlm.vision_tower.dtype)
+        hidden = vlm.vision_tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+        rows = hidden[vlm.config.vision_feature_layer]  # (tiles, 1 + 576, C): CLS first
+        assert select_features is not None and rows.shape[1] == 577
+        return vlm.multi_modal_projector(torch.cat([rows[:, 2:], rows[:, :1]], dim=1))
+
+    vlm.get_image_features = shifted
+    try:
+        yield vlm
+    finally:
+        vlm.get_image_features = real
+
+
+def reference(name, vlm):
+    """The PyTorch model as llama.cpp 0.3.36 runs it (LDP row selection, see `llamacpp_ldp_rows`)."""
+    return llamacpp_ldp_rows(vlm) if name in LDP_MODELS else contextlib.nullcontext(vlm)
+
+
+def _gelu_table(x: torch.Tensor) -> torch.Tensor:
+    """ggml's CPU GELU: input rounded to float16, tanh-approximate GELU, output rounded to float16."""
+    y = F.gelu(x.half().float(), approximate="tanh").half().float()
+    return torch.where(x <= -10, torch.zeros_like(x), torch.where(x >= 10, x, y))
+
+
+def _gelu_quick_table(x: torch.Tensor) -> torch.Tensor:
+    h = x.half().float()
+    return (h * torch.sigmoid(1.702 * h)).half().float()
+
+
+class _Fn(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+class _Im2colConv(torch.nn.Module):
+    """A Conv2d as ggml_conv_2d / ggml_conv_2d_dw compute it on the CPU: a float16 im2col of the input times a
+    float16 kernel (the patch embedding's kernel is converted for the product; depthwise kernels are stored so),
+    accumulated in float32."""
+
+    def __init__(self, conv: torch.nn.Conv2d):
+        super().__init__()
+        self.conv = conv
+        self.weight = conv.weight  # callers read the dtype from it
+
+    def forward(self, x):
+        weight = self.conv.weight.half().float()
+        return F.conv2d(x.half().float(), weight, self.conv.bias, self.conv.stride, self.conv.padding,
+                        self.conv.dilation, self.conv.groups)
+
+
+@contextlib.contextmanager
+def llamacpp_numerics(vlm):
+    """PyTorch computing the vision side as llama.cpp's CPU kernels do: GELU / quick-GELU from ggml's float16
+    tables, convolutions through float16 im2col. Everything else stays float32."""
+    from transformers.activations import GELUActivation, QuickGELUActivation
+
+    swapped = []
+    for module in [*vlm.vision_tower.modules(), *vlm.multi_modal_projector.modules()]:
+        for name, child in module.named_children():
+            if isinstance(child, (torch.nn.GELU, GELUActivation)):
+                replacement = _Fn(_gelu_table)
+            elif isinstance(child, QuickGELUActivation):
+                replacement = _Fn(_gelu_quick_table)
+            elif isinstance(child, torch.nn.Conv2d) and (child.groups > 1 or child.kernel_size[0] > 1):
+                replacement = _Im2colConv(child)
+            else:
+                continue
+            setattr(module, name, replacement)
+            swapped.append((module, name, child))
+    assert swapped, "nothing to swap"
+    try:
+        yield vlm
+    finally:
+        for module, name, child in swapped:
+            setattr(module, name, child)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("qtype", ["f32", "f16"])
+def test_image_embeddings_match_pytorch(name, qtype, models, exports, example_image, llama_cpp):
+    vlm, processor = models[name]
+    model_file, mmproj = _files(exports(name, qtype), name, qtype)
+    with PocketLlama(model_file, mmproj, kv_f32=qtype == "f32") as llama:
+        got = llama.embed(llama.tiles_file(_tiles(processor, example_image)))
+    with reference(name, vlm):
+        exact = torch_embeddings(vlm, processor, example_image)
+        with llamacpp_numerics(vlm):
+            emulated = torch_embeddings(vlm, processor, example_image)
+    assert got.shape == exact.shape
+    if qtype == "f32":
+        assert relative_error(got, emulated) < 1e-4  # the export is exact ...
+        assert relative_error(got, exact) < 2e-3  # ... and llama.cpp's float16 GELU table and im2col are what remain
+    else:
+        assert relative_error(got, exact) < 1e-2
+
+
+def greedy(vlm, encoded, n: int) -> list[int]:
+    """n argmax tokens, end-of-text tokens included (no stopping), recomputing the whole sequence each step."""
+    inputs = encoded.to_model_inputs()
+    tokens: list[int] = []
+    with torch.no_grad():
+        embeds, _ = vlm.embed(inputs["input_ids"], inputs["pixel_values"])
+        for _ in range(n):
+            logits = vlm.language_model(inputs_embeds=embeds).logits[0, -1]
+            tokens.append(int(logits.argmax()))
+            step = vlm.get_input_embeddings()(torch.tensor([[tokens[-1]]]))
+            embeds = torch.cat([embeds, step], dim=1)
+    return tokens
+
+
+def _generation_inputs(processor, image):
+    return processor([{"role": "user", "content": QUESTION}], images=[image])
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("qtype", ["f32", "f16"])
+def test_prompt_and_greedy_tokens_match_pytorch(name, qtype, models, exports, example_image, llama_cpp):
+    vlm, processor = models[name]
+    encoded = _generation_inputs(processor, example_image)
+    with reference(name, vlm):
+        expected = greedy(vlm, encoded, 32)
+    with LlamaCppVLM(exports(name, qtype)) as runtime:
+        messages = runtime.messages([{"role": "user", "content": QUESTION}], 1)
+        entries = runtime.image_entries([example_image])
+        answer = runtime.llama.request(op="generate", messages=messages, images=entries, n_predict=32,
+                                       ignore_eos=True)
+    # llama.cpp rendered the embedded template and tokenised it as our processor does (image rows are -1)
+    ids = encoded.input_ids.tolist()
+    assert answer["prompt_ids"] == [-1 if i == processor.image_token_id else i for i in ids]
+    assert answer["tokens"] == expected
+
+
+def test_feature_layer_is_the_one_pytorch_uses(models, tmp_path, example_image, monkeypatch, llama_cpp):
+    """MobileVLM reads layer -2 of its CLIP tower (2 of 3 layers run). The block count the export writes makes
+    llama.cpp run exactly those; the legacy converter's count (one fewer) is far off, so the parity test tells."""
+    import deploy.gguf as g
+
+    vlm, processor = models["mobilevlm"]
+    with llamacpp_ldp_rows(vlm):
+        exact = torch_embeddings(vlm, processor, example_image)
+
+    def embeddings(folder: Path) -> np.ndarray:
+        model_file, mmproj = _files(folder, "mobilevlm", "f32")
+        with PocketLlama(model_file, mmproj) as llama:
+            return llama.embed(llama.tiles_file(_tiles(processor, example_image)))
+
+    good = embeddings(export(vlm, processor, "gguf", tmp_path / "good", qtype="f32", name="mobilevlm"))
+    facts = g._projector_facts(vlm)
+    assert facts.layers_to_run == 2
+    real = g._projector_facts
+    monkeypatch.setattr(g, "_projector_facts", lambda v: g._Projector(facts.kind, facts.layers_to_run - 1, False))
+    legacy = embeddings(export(vlm, processor, "gguf", tmp_path / "legacy", qtype="f32", name="mobilevlm"))
+    monkeypatch.setattr(g, "_projector_facts", real)
+    assert relative_error(good, exact) < 2e-3
+    assert relative_error(legacy, exact) > 0.05
+
+
+@pytest.mark.parametrize("name", LDP_MODELS)
+def test_llamacpp_ldp_rows_are_not_pytorchs(name, models, exports, example_image, llama_cpp):
+    """Upstream defect, llama.cpp 0.3.36: the LDP/LDPv2 projector gets patches 1..575 and CLS instead of patches
+    0..575 (`llamacpp_ldp_rows`). Checked both ways, so the day llama.cpp fixes it this test says so."""
+    vlm, processor = models[name]
+    model_file, mmproj = _files(exports(name, "f32"), name, "f32")
+    with PocketLlama(model_file, mmproj, kv_f32=True) as llama:
+        got = llama.embed(llama.tiles_file(_tiles(processor, example_image)))
+    true = torch_embeddings(vlm, processor, example_image)
+    with llamacpp_ldp_rows(vlm):
+        as_llamacpp = torch_embeddings(vlm, processor, example_image)
+    assert relative_error(got, as_llamacpp) < 2e-3
+    assert relative_error(got, true) > 1e-2
+
+
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+def test_llamacpp_preprocessing_of_a_tile_sized_image_is_ours(name, models, exports, example_image, llama_cpp):
+    """A tile-sized image needs no tiling and no resize, in InternVL's rules and in llama.cpp's: the encoder input
+    (hence the embeddings) is the same whether llama.cpp preprocesses the image or we do."""
+    vlm, processor = models[name]
+    size = processor.tiling.tile_size
+    image = example_image.resize((size, size), Image.Resampling.BICUBIC)
+    model_file, mmproj = _files(exports(name, "f32"), name, "f32")
+    with PocketLlama(model_file, mmproj) as llama:
+        ours = llama.embed(llama.tiles_file(_tiles(processor, image)))
+        rgb = llama.scratch / "image.rgb"
+        rgb.write_bytes(image.tobytes())
+        theirs = llama.embed({"rgb": str(rgb), "width": size, "height": size})
+    assert len(_tiles(processor, image)) == 1
+    np.testing.assert_array_equal(ours, theirs)
+
+
+@pytest.mark.parametrize("template", list_chat_templates())
+def test_embedded_chat_template_renders_in_llamacpp_as_in_training(template, models, tmp_path, llama_cpp):
+    vlm, processor = models["pocket-tiny"]
+    processor = _with_template(processor, template)
+    folder = export(vlm, processor, "gguf", tmp_path / template, qtype="f16", name="t")
+    conversations = [
+        [{"role": "user", "content": "<__media__>\nWhat shapes?"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+         {"role": "assistant", "content": "hello"}, {"role": "user", "content": "and now?"}],
+    ]
+    with PocketLlama(_files(folder, "t", "f16")[0]) as llama:
+        for messages in conversations:
+            rendered = llama.request(op="render", messages=messages, add_generation_prompt=True)["prompt"]
+            assert rendered == processor.chat_template.render(messages, add_generation_prompt=True)
+
+
+def _with_template(processor, name):
+    import copy
+
+    clone = copy.copy(processor)
+    clone.chat_template = get_chat_template(name)
+    return clone
+
+
+def test_tokenizer_matches_in_llamacpp(models, exports, llama_cpp):
+    _, processor = models["pocket-tiny"]
+    texts = ["What shapes are in the picture?", "  two red circles,\n\tthree  squares [[12, 340, 56, 78]]",
+             "<ref>the star</ref><box>[[1, 2, 3, 4]]</box>", "naïve café – 3.14159 ünïcödé 😀", "<|im_end|>x<img>"]
+    with PocketLlama(_files(exports("pocket-tiny", "f16"), "pocket-tiny", "f16")[0]) as llama:
+        for text in texts:
+            assert llama.request(op="tokenize", text=text)["ids"] == processor.tokenizer.encode(text, add_special_tokens=False)
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "q4_k_m"])
+def test_quantised_exports_run(qtype, models, exports, example_image, llama_cpp):
+    from gguf import GGUFReader
+
+    folder = exports("pocket-tiny", qtype)
+    model_file, mmproj = _files(folder, "pocket-tiny", qtype)
+    types = {t.tensor_type.name for t in GGUFReader(str(model_file)).tensors}
+    assert ("Q8_0" if qtype == "q8_0" else "Q4_K") in types or (qtype == "q4_k_m" and types & {"Q5_0", "Q6_K"})
+    assert mmproj.name.endswith("-f16.gguf")
+    with LlamaCppVLM(folder) as runtime:
+        answer = runtime.chat([{"role": "user", "content": QUESTION}], [example_image], max_new_tokens=16)
+    assert answer.tokens
+
+
+def test_adapt_chat_llamacpp_gives_the_pytorch_answer(tmp_path, capsys, llama_cpp):
+    """The README's three commands: export, (build), chat -- the answer is `adapt chat`'s on the PyTorch model."""
+    from adapt.cli import main
+    from model.resources import assets_dir
+
+    out = tmp_path / "pocket-tiny-gguf"
+    assert main(["export", "-f", "gguf", "--model", "pocket-tiny", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mmproj-pocket-tiny-f16.gguf", "pocket-tiny-f16.gguf"]
+    image = str(assets_dir() / "example.png")
+    capsys.readouterr()
+    assert main(["chat", "--image", image]) == 0
+    torch_answer = capsys.readouterr().out
+    assert main(["chat", "--runtime", "llamacpp", "--model", str(out), "--image", image]) == 0
+    llama_answer = capsys.readouterr().out
+    assert llama_answer.strip() and llama_answer.strip() == torch_answer.strip()
+
+
+def test_stock_llama_mtmd_cli_answers_as_pytorch(models, exports, example_image, tmp_path, llama_cpp):
+    """llama.cpp's own multimodal CLI, with only the export (embedded template, tile-sized image), answers as
+    PyTorch does."""
+    vlm, processor = models["pocket-tiny"]
+    size = processor.tiling.tile_size
+    image = example_image.resize((size, size), Image.Resampling.BICUBIC)
+    image_path = tmp_path / "tile.png"
+    image.save(image_path)
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[image])
+    with torch.no_grad():
+        ids = vlm.generate(**encoded.to_model_inputs(), max_new_tokens=24, do_sample=False,
+                           eos_token_id=processor.stop_token_ids, pad_token_id=processor.pad_token_id)[0]
+    expected = processor.decode(ids)
+    model_file, mmproj = _files(exports("pocket-tiny", "f16"), "pocket-tiny", "f16")
+    proc = subprocess.run([str(binary("llama-mtmd-cli")), "-m", str(model_file), "--mmproj", str(mmproj), "--image",
+                           str(image_path), "-p", QUESTION, "--temp", "0", "-n", "24", "--jinja"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert expected and expected in proc.stdout
+
+
+# ------------------------------------------------------------------------------------------ without llama.cpp
+
+
+@pytest.mark.parametrize("template", list_chat_templates())
+def test_jinja_chat_template_renders_as_training(template):
+    import jinja2
+
+    from model.chat import chat_template_jinja
+
+    t = get_chat_template(template)
+    jinja = jinja2.Environment().from_string(chat_template_jinja(t))
+    conversations = [
+        [{"role": "user", "content": "<image>\nWhat shapes? \"quoted\" ünïcödé"}],
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+         {"role": "assistant", "content": "hello"}, {"role": "user", "content": "and now?\n"}],
+        [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+    ]
+    for messages in conversations:
+        for generation_prompt in (True, False):
+            assert jinja.render(messages=messages, add_generation_prompt=generation_prompt) == t.render(
+                messages, add_generation_prompt=generation_prompt)
+
+
+def test_unsupported_language_model_is_named(models):
+    from transformers import Phi3Config
+
+    from model.vlm import PocketVLM, PocketVLMConfig
+
+    vlm, processor = models["internvl"]
+    text = Phi3Config(vocab_size=vlm.config.text_config.vocab_size, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=4, pad_token_id=None)
+    config = PocketVLMConfig(vision_config=vlm.config.vision_config, text_config=text,
+                             image_token_id=vlm.config.image_token_id, projector_options=vlm.config.projector_options,
+                             tiling=vlm.config.tiling)
+    with pytest.raises(GGUFExportError, match="supports Qwen2 and Llama.*'phi3'"):
+        check_supported(PocketVLM(config), processor)
+
+
+def test_unsupported_projector_and_grid_are_named(models):
+    import copy
+
+    vlm, processor = models["internvl"]
+    other = copy.deepcopy(vlm)
+    other.config.projector_type = "mlp2x_gelu"
+    with pytest.raises(GGUFExportError, match="supported: InternVL pixel shuffle"):
+        check_supported(other, processor)
+    other = copy.deepcopy(vlm)
+    other.config.projector_options = {**other.config.projector_options, "ps_version": "v1"}
+    with pytest.raises(GGUFExportError, match="ps_version v1"):
+        check_supported(other, processor)
+
+
+def test_export_target_rules(models, tmp_path):
+    """A non-empty target is refused without --force; with it the .gguf files are replaced, the rest kept; a failed
+    export leaves nothing behind."""
+    vlm, processor = models["internvl"]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "old-f16.gguf").write_text("stale")
+    with pytest.raises(ExportError, match="not empty"):
+        export(vlm, processor, "gguf", out, qtype="f16", name="m")
+    export(vlm, processor, "gguf", out, force=True, qtype="f16", name="m")
+    assert sorted(p.name for p in out.iterdir()) == ["m-f16.gguf", "mmproj-m-f16.gguf", "notes.txt"]
+    with pytest.raises(GGUFExportError, match="unknown GGUF type"):
+        export(vlm, processor, "gguf", tmp_path / "bad", qtype="q2_k", name="m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
