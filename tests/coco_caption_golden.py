@@ -15,6 +15,12 @@ not a dependency there; a throwaway one does::
 
 The inputs below are the single source of the test's cases; the JSON file records them next to the
 official outputs (and the versions that made them), and the test checks that the two still agree.
+
+The *protocol* inputs pin the official DriveLM protocol's tokenizer (``eval.protocol: official``) to the Java
+rules on the constructs where the project's earlier reading differed -- sentences glued without a space
+(``stopped.The`` stays one token), ``gonna`` -> ``gon na``, ``'n'``, ``'tis``, ``o'clock``, ``y'all``, curly
+quotes, abbreviations before a capital -- and on a seeded corpus of generated driving answers and of text
+fragments thrown together (:func:`driving_texts`, :func:`fragment_lines`).
 :func:`official_scores` needs no Java and is also what the tests call, when pycocoevalcap is installed,
 to compare the scorers on random corpora.
 """
@@ -126,6 +132,103 @@ PIPELINE_ANSWERS = [
      "of these objects are <c1,CAM_BACK_RIGHT,1210.4,505.0> and <c2,CAM_FRONT,788.0,452.5>."),
 ]
 
+# the constructs the official protocol's tokenizer follows the Java rules on (tokenized together, one per line)
+PROTOCOL_CASES = [
+    "The car stopped.The light is red.",
+    "Turn left.Then turn right!Stop?No.",
+    "I'm gonna turn left, wanna go, gotta brake, lemme see, gimme that; gonnas stays.",
+    "rock 'n' roll and rock'n'roll, 'n roll, 'nice",
+    "D. Turn left.",
+    "B",
+    "The answer is D. Turn left.",
+    "'Tis 'twas 'em 'til 'cause '90s '45 o'clock O'Neil d'Avignon y'all y'know l'amour c'mon",
+    "It'sU.S.The end.He's at the U.S.The car.",
+    "Inc.A and Inc.Ab, etc.The end, Mr.Smith, Calif.c'mon",
+    "\u2018quoted\u2019 \u201cdouble\u201d `\u2019 \u2019s \u2019n \u2019dog",
+    "AT&T, R&D. -LRB- :) ;D ;Dr =] x.com/abc a@b.com http://x.y/z.",
+    "1 3/4 miles, \u00a35, \u20ac5, \u00a25, \u00bd, m\u00b2, US$5, ** ## __ &amp;",
+    "No. 5 and No.  5, ca. 5, fig. 5, Ph.D. The end.",
+    "left-turn.The car; CAM_FRONT.The car; S.Mr.: ego-vehicle's",
+    "The object <c1,CAM_FRONT,1088.3,497.5> stopped.The object <c2,CAM_BACK,[412,300]> moved.",
+]
+
+# raw texts through the whole pipeline, written the way small models answer: sentences glued without a space,
+# "gonna", "'n'", DriveLM c-tags; the official protocol must give the official numbers, the pocket one differs
+PROTOCOL_PREDICTIONS = [
+    "There is a white sedan to the front of the ego vehicle.The ID of this object is <c1,CAM_FRONT,812.5,487.3>.",
+    "The ego vehicle is gonna keep going ahead.It's a green light.",
+    ("There are two cars to the back of the ego vehicle.The IDs are <c1,CAM_BACK,1000.0,520.0>, "
+     "<c2,CAM_BACK,700.2,480.1>."),
+    "The ego vehicle should stop'n'wait.The pedestrian is crossing.",
+    "There is a truck to the front of the ego vehicle. The ID of this object is <c1,CAM_FRONT,790.0,450.5>.",
+    "No objects.The road is clear.",
+]
+PROTOCOL_ANSWERS = [
+    "There is a white sedan to the front of the ego vehicle. The ID of this object is <c1,CAM_FRONT,815.0,490.0>.",
+    "The ego vehicle should keep going ahead. It's a green light.",
+    "There is a brown SUV to the back of the ego vehicle, and a black sedan to the back of the ego vehicle. The IDs "
+    "of these objects are <c1,CAM_BACK,1088.3,497.5> and <c2,CAM_BACK,864.2,468.3>.",
+    "The ego vehicle should stop and wait. The pedestrian is crossing.",
+    "There is a truck to the front of the ego vehicle. The ID of this object is <c1,CAM_FRONT,788.0,452.5>.",
+    "There is a pedestrian to the front right of the ego vehicle. The ID of this object is "
+    "<c1,CAM_FRONT_RIGHT,400.0,620.9>.",
+]
+
+# generated corpora: answers a driving model could write, and fragments (contractions, abbreviations, quotes,
+# numbers, c-tags, symbols) thrown together with and without spaces
+_SUBJECTS = ["The ego vehicle", "There is a white sedan", "The car", "A pedestrian", "The truck", "It", "I",
+             "The traffic light"]
+_VERBS = ["stopped", "is gonna turn left", "should keep going ahead", "won't collide with it", "is moving",
+          "can't see it", "is turning right", "wanna go", "has to decelerate", "is parked",
+          "is at <c1,CAM_FRONT,1088.3,497.5>", "is at <c2,CAM_BACK,[412,300]>", "is 5.5m away", "goes at 30 km/h",
+          "rock 'n' roll", "isn't moving", "it's red", "'s the ego vehicle's", "gotta brake",
+          "is the one on the left-turn lane"]
+_OBJECTS = ["to the front of the ego vehicle", "in CAM_FRONT_LEFT", "(about 20-30 meters)", "at the U.S. intersection",
+            "etc.", "i.e. the bus", "e.g. a cyclist", "D. Turn left", "B. Stopped", "with 50% probability",
+            "at 7:30 p.m.", "A", '"yes"', "\u2018no\u2019", "\u2014 slowly", "...", "near No. 5",
+            "by Mr. Smith's car", "to the U.K."]
+_ENDS = [".", ".", ".", "!", "?", ". ", "", ";", ","]
+_FRAGMENTS = ["the", "The", "car", "stopped", "left", "A", "B", "D", "a", "I", "it's", "don't", "won't", "gonna",
+              "wanna", "'n'", "rock'n'roll", "o'clock", "y'all", "'em", "'90s", "Mr.", "etc.", "U.S.", "e.g.", "p.m.",
+              "No.", "5", "1088.3", "12,5", "-3", "3.", ".5", "<c1,CAM_BACK,1088.3,497.5>", "<c2,CAM_FRONT,[412,300]>",
+              "CAM_FRONT", "ego-vehicle", "left-turn", "AT&T", "R&D", "(", ")", "[", "]", "{", "}", '"', "'", "`",
+              "``", "''", "...", "..", "--", "-", "!", "?", "!?", ",", ";", ":", ".", "/", "m/s", "5m/s", "50%", "$5",
+              "&", "#1", "@x", "*", "=", "+", "Then", "He", "There", "She's", "can't", "cannot", "'tis", "ain't",
+              "car's", "cars'", "l'amour", "d'Avignon", "Yes", "No", "NO", "yes", "x2", "2x", "A1", "B-2", "3-4",
+              "1/2", "7:30", "2020-01-02", "Inc.", "Co.", "Jan.", "vs.", "Dr.", "St.", "Calif.", "al.", "i.e.",
+              "U.K.", "A.", "D.", "C.D.s", "-LRB-", "10th", "1st", "km/h", "cm", "\u00b0", "\u00d7", "\u2192",
+              "\u2026", "\u2013", "\u2014", "\u2019", "\u2018", "\u201c", "\u201d", "isn't", "I'm", "we're",
+              "you've", "they'll", "he'd", "Who's", "What's", "Let's", "N'T", "DON'T", "O'Neil", "c'mon", "'til",
+              "'cause", "y'know"]
+
+
+def driving_texts(count: int, seed: int) -> list[str]:
+    """`count` seeded answers in a driving model's style: 1-4 sentences, often glued without a space."""
+    rng = random.Random(seed)
+
+    def sentence() -> str:
+        text = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)}"
+        if rng.random() < 0.6:
+            text += " " + rng.choice(_OBJECTS)
+        return text + rng.choice(_ENDS)
+
+    out = []
+    for _ in range(count):
+        parts = [sentence() for _ in range(rng.randint(1, 4))]
+        out.append("".join(p + rng.choice([" ", " ", "", "  "]) for p in parts).strip())
+    return out
+
+
+def fragment_lines(count: int, seed: int) -> list[str]:
+    """`count` seeded lines of 1-10 fragments joined by nothing, one or two spaces."""
+    rng = random.Random(seed)
+    return ["".join(rng.choice(_FRAGMENTS) + rng.choice([" ", " ", " ", " ", "", "  ", ""])
+                    for _ in range(rng.randint(1, 10))).strip() for _ in range(count)]
+
+
+# tokenized together, as the COCO wrapper feeds a corpus to Java
+TOKENIZER_CORPUS = driving_texts(300, seed=13) + fragment_lines(300, seed=14)
+
 COCO_KEYS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr")
 
 
@@ -136,6 +239,10 @@ def inputs() -> dict[str, Any]:
         "scorer_cases": SCORER_CASES,
         "pipeline_predictions": PIPELINE_PREDICTIONS,
         "pipeline_answers": PIPELINE_ANSWERS,
+        "protocol_cases": PROTOCOL_CASES,
+        "protocol_predictions": PROTOCOL_PREDICTIONS,
+        "protocol_answers": PROTOCOL_ANSWERS,
+        "tokenizer_corpus": TOKENIZER_CORPUS,
     }
 
 
@@ -199,6 +306,9 @@ def build() -> dict[str, Any]:
         "tokenizer_single_output": [official_tokenize([text])[0] for text in TOKENIZER_SINGLE_TEXTS],
         "scorers_output": [official_scores(case["hypotheses"], case["references"]) for case in SCORER_CASES],
         "pipeline_output": official_pipeline(PIPELINE_PREDICTIONS, PIPELINE_ANSWERS),
+        "protocol_cases_output": official_tokenize(PROTOCOL_CASES),
+        "protocol_pipeline_output": official_pipeline(PROTOCOL_PREDICTIONS, PROTOCOL_ANSWERS),
+        "tokenizer_corpus_output": official_tokenize(TOKENIZER_CORPUS),
     }
 
 

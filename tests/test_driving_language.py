@@ -5,6 +5,10 @@ writes from the official code only (PyPI ``pycocoevalcap`` 1.2: its Java ``PTBTo
 ``stanford-corenlp-3.4.1.jar``, and its ``Bleu(4)``, ``Rouge()``, ``Cider()``); ``--check`` reproduces it. The
 inputs live in that module, and the table must still be the one made from them. When pycocoevalcap is
 installed, the scorers are also compared with it live on random corpora (no Java needed for that).
+
+The protocol tests pin the default (``official``) tokenizer to the Java output on the constructs where the
+earlier (``pocket``) rules differ — "stopped.The", "gonna", "'n'", "D. Turn left." and more — and on 600
+generated lines, and measure what the pocket rules change in the scores.
 """
 
 from __future__ import annotations
@@ -116,3 +120,56 @@ def test_coco_scores_match_the_official_pipeline():
         coco_scores([], [])
     with pytest.raises(ValueError, match="references"):
         coco_scores(["a"], ["a", "b"])
+
+
+# --------------------------------------------------------------------------------------------- protocols
+def test_official_tokenizer_matches_java_on_the_protocol_cases():
+    # glued sentences, gonna, 'n', letter options, apostrophe words, curly quotes, abbreviations, symbols
+    ours = [" ".join(tokens) for tokens in ptb_tokenize_batch(golden.PROTOCOL_CASES, "official")]
+    assert ours == GOLDEN["protocol_cases_output"]
+
+
+def test_official_tokenizer_matches_java_on_a_generated_corpus():
+    # 300 driving answers (sentences often glued without a space) and 300 soups of tricky fragments
+    ours = [" ".join(tokens) for tokens in ptb_tokenize_batch(golden.TOKENIZER_CORPUS, "official")]
+    wrong = [(text, java, mine) for text, java, mine in zip(golden.TOKENIZER_CORPUS, GOLDEN["tokenizer_corpus_output"],
+                                                             ours) if java != mine]
+    assert not wrong, f"{len(wrong)} lines differ from the Java tokenizer, e.g. {wrong[:3]}"
+
+
+def test_official_is_the_default_and_follows_the_java_rules_on_the_named_cases():
+    # each expectation is the Java tokenizer's output (the same texts are in PROTOCOL_CASES)
+    assert ptb_tokenize("The car stopped.The light is red.") == ["the", "car", "stopped.the", "light", "is", "red"]
+    assert ptb_tokenize("I'm gonna turn left.") == ["i", "'m", "gon", "na", "turn", "left"]
+    assert ptb_tokenize("rock 'n' roll") == ["rock", "'n'", "roll"]
+    assert ptb_tokenize("D. Turn left.") == ["d.", "turn", "left"]
+    assert ptb_tokenize("y'all o'clock 'tis") == ["y'", "all", "o'clock", "'t", "is"]
+    assert ptb_tokenize("Inc.A and Inc.Ab") == ["inc.", "a", "and", "inc.ab"]
+    text = "The car stopped.The light, gonna 'n' o'clock"
+    assert ptb_tokenize(text) == ptb_tokenize(text, "official") != ptb_tokenize(text, "pocket")
+
+
+def test_pocket_tokenizer_keeps_the_earlier_reading():
+    assert ptb_tokenize("The car stopped.The light is red.", "pocket") == ["the", "car", "stopped", "the", "light",
+                                                                             "is", "red"]
+    assert ptb_tokenize("I'm gonna turn left.", "pocket") == ["i", "'m", "gonna", "turn", "left"]
+    assert ptb_tokenize("rock 'n' roll", "pocket") == ["rock", "n", "roll"]
+    # it agrees with Java on plain driving text, not on the protocol cases
+    pocket = [" ".join(tokens) for tokens in ptb_tokenize_batch(golden.TOKENIZER_LINES, "pocket")]
+    assert pocket == GOLDEN["tokenizer_output"]
+    pocket = [" ".join(tokens) for tokens in ptb_tokenize_batch(golden.PROTOCOL_CASES, "pocket")]
+    assert sum(a != b for a, b in zip(pocket, GOLDEN["protocol_cases_output"])) >= 10
+    with pytest.raises(ValueError, match="official, pocket"):
+        ptb_tokenize("a", "java")
+
+
+def test_official_protocol_reproduces_the_official_pipeline_and_pocket_does_not():
+    official = coco_scores(golden.PROTOCOL_PREDICTIONS, golden.PROTOCOL_ANSWERS)
+    assert official == pytest.approx(GOLDEN["protocol_pipeline_output"], rel=REL)
+    assert coco_scores(golden.PROTOCOL_PREDICTIONS, golden.PROTOCOL_ANSWERS, "official") == official
+    pocket = coco_scores(golden.PROTOCOL_PREDICTIONS, golden.PROTOCOL_ANSWERS, "pocket")
+    # measured: the pocket tokenizer splits "vehicle.The" and so finds more matching n-grams
+    assert pocket["CIDEr"] - official["CIDEr"] == pytest.approx(1.2387, abs=1e-4)
+    assert all(pocket[k] > official[k] for k in COCO_KEYS)
+    with pytest.raises(ValueError, match="protocol"):
+        coco_scores(["a"], ["a"], protocol="java")
