@@ -13,6 +13,10 @@ weigh by their sample counts), not means of source means.
 
 **Kinds.** `kinds` maps a source to "domain" or "general" (general = replay / retention sets).
 Sources it does not name count as "domain".
+
+**Protocols.** A summary's ``protocols`` names, for every task it scored, the rule each metric follows and
+its source (`adapt.metrics.protocols_of`, updated by what a corpus-level aggregate reports for the run's
+settings, e.g. DriveLM's ``eval.protocol``); the report prints them in a "Protocols" table.
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .metrics import aggregator, infer_task, main_metric, question_of, reference_of, score
+from .metrics import (
+    aggregator,
+    check_protocols,
+    infer_task,
+    main_metric,
+    protocols_of,
+    question_of,
+    reference_of,
+    score,
+)
 
 GROUPS = ("domain", "general")
 
@@ -210,13 +223,16 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _aggregate(task: str, preds: list[Prediction], context: Mapping[str, Any]) -> tuple[dict, list[str], float | None]:
-    """Run `task`'s corpus-level aggregate: (metrics with None = not computed, notes, main value or None)."""
+def _aggregate(task: str, preds: list[Prediction], context: Mapping[str, Any]
+               ) -> tuple[dict, list[str], float | None, dict]:
+    """Run `task`'s corpus-level aggregate: (metrics with None = not computed, notes, main value or None,
+    protocols it reports)."""
     fn = aggregator(task)
     if fn is None:
-        return {}, [], None
+        return {}, [], None, {}
     out = dict(fn(preds, dict(context)) or {})
     notes = [str(n) for n in out.pop("notes", []) or []]
+    protocols = check_protocols(out.pop("protocols", None) or {}, f"protocols returned by the {task} aggregate")
     values = {k: (None if v is None else float(v)) for k, v in out.items()}
     main = None
     for name in (getattr(fn, "main_metric", None), getattr(fn, "fallback_main_metric", None)):
@@ -225,7 +241,7 @@ def _aggregate(task: str, preds: list[Prediction], context: Mapping[str, Any]) -
             if name != getattr(fn, "main_metric", None):
                 notes.append(f"main metric for {task}: {name} ({fn.main_metric} not computed)")
             break
-    return values, notes, main
+    return values, notes, main, protocols
 
 
 def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None = None,
@@ -233,7 +249,8 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     """Per-source and per-group means of a run's scores.
 
     Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "tasks": {task: n},
-    "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...]}}, "n", "skipped"}``.
+    "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...]}}, "n", "skipped",
+    "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
     A metric's mean is over the source's samples that have it. Tasks with a corpus-level aggregate
     (`adapt.metrics.register_task(..., aggregate=...)`) get its values instead (None = not computed) and
     its main value stands for each of their samples in the source and group means. `context` goes to
@@ -250,6 +267,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         per_source.setdefault(entry.source, [])
 
     sources: dict[str, dict] = {}
+    protocols: dict[str, dict[str, dict[str, str]]] = {}
     group_mains: dict[str, list[float]] = {g: [] for g in GROUPS}
     group_sources: dict[str, list[str]] = {g: [] for g in GROUPS}
     for source in sorted(per_source):
@@ -268,7 +286,8 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         mains: list[float] = []
         for task, task_preds in by_task.items():
             aggregated = aggregator(task) is not None
-            agg_values, agg_notes, agg_main = _aggregate(task, task_preds, context)
+            agg_values, agg_notes, agg_main, agg_protocols = _aggregate(task, task_preds, context)
+            protocols.setdefault(task, protocols_of(task)).update(agg_protocols)
             corpus.update(agg_values)
             notes += agg_notes
             for p in task_preds:
@@ -296,7 +315,8 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         for g in GROUPS
         if group_sources[g]
     }
-    return {"sources": sources, "groups": groups, "n": len(predictions), "skipped": len(skipped)}
+    return {"sources": sources, "groups": groups, "n": len(predictions), "skipped": len(skipped),
+            "protocols": {task: protocols[task] for task in sorted(protocols)}}
 
 
 def _fmt(value: float | None) -> str:
@@ -342,6 +362,33 @@ def _ordered_sources(runs: Mapping[str, dict], kinds: Mapping[str, str] | None) 
     return sorted(names, key=lambda s: (rank.get(_kind_of(s, runs, kinds), len(GROUPS)), s))
 
 
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _protocol_rows(runs: Mapping[str, dict]) -> list[list[str]]:
+    """One row per task and metric: protocol, rule, source; a metric whose protocol differs between runs gets
+    a row per protocol, naming its runs."""
+    entries: dict[tuple[str, str], list[tuple[dict, list[str]]]] = {}
+    for name, summary in runs.items():
+        for task, metrics in (summary.get("protocols") or {}).items():
+            for metric, entry in metrics.items():
+                seen = entries.setdefault((task, metric), [])
+                for known, names in seen:
+                    if known == entry:
+                        names.append(name)
+                        break
+                else:
+                    seen.append((entry, [name]))
+    rows = []
+    for (task, metric), seen in sorted(entries.items(), key=lambda item: item[0][0]):
+        for entry, names in seen:
+            protocol = entry.get("protocol", "?") + (f" ({', '.join(names)})" if len(seen) > 1 else "")
+            rows.append([_cell(task), _cell(metric), _cell(protocol), _cell(entry.get("rule", "")),
+                         _cell(entry.get("source", ""))])
+    return rows
+
+
 def write_report(
     out_dir: str | os.PathLike, runs: Mapping[str, dict], kinds: Mapping[str, str] | None = None
 ) -> tuple[Path, Path]:
@@ -349,7 +396,8 @@ def write_report(
 
     `runs` maps a run name to its `summarize` output, e.g. ``{"base": …, "adapted": …}``. When a
     "base" run exists, every other run gets a delta column (run − base): the domain row shows the
-    gain, the general row the retention. Returns (json_path, md_path).
+    gain, the general row the retention. A "Protocols" table names the rule and source of every metric
+    (the summaries' ``protocols``). Returns (json_path, md_path).
     """
     if not runs:
         raise ValueError("write_report needs at least one run")
@@ -366,7 +414,8 @@ def write_report(
     md.append(
         "Main metric: accuracy for multiple choice and classification, acc@0.5 (IoU > 0.5) for grounding, "
         "token F1 for short answers, or a domain task's own; a source's is the mean over its samples, and "
-        "domain/general average over all samples of their sources."
+        "domain/general average over all samples of their sources. Which rule each metric follows, and its "
+        "source, is listed under Protocols."
     )
     md.append("")
 
@@ -401,6 +450,14 @@ def write_report(
         vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
         rows.append([s, _kind_of(s, runs, kinds), _ns(entries)] + _cells(vals, names, compared))
     md += _table(["source", "kind", "n"] + header_runs, rows, text_columns=2) + [""]
+
+    # which rule each metric follows, and where that rule comes from
+    protocol_rows = _protocol_rows(runs)
+    if protocol_rows:
+        md += ["## Protocols", "",
+               "What each metric computes and whose evaluation it follows; numbers compare with published ones only "
+               "when the protocol is the publication's.", ""]
+        md += _table(["task", "metric", "protocol", "rule", "source"], protocol_rows, text_columns=5) + [""]
 
     # one table per source with all its metrics
     md += ["## Per source, all metrics", ""]

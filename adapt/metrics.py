@@ -27,6 +27,13 @@ as 0; a ``"notes"`` list of strings is printed under the source in reports. The 
 task's main metric with its ``main_metric`` attribute (and ``fallback_main_metric`` for when that is
 None). A scorer function with an ``aggregate`` attribute brings it along (see `domains_bridge`).
 
+**Protocols.** Every metric names the rule it follows and where that rule comes from (a paper or a public
+evaluator's file), so a report can say which numbers compare with published ones. A task registers them as
+``{metric: {"protocol": name, "rule": one line, "source": paper / repository path}}``
+(`register_task(..., protocols=...)`, default: the scorer's ``protocols`` attribute); `protocols_of` returns
+them, `adapt.evaluate.summarize` collects them per run and `write_report` prints them in a "Protocols" table.
+A corpus-level aggregate whose rules depend on the run's settings returns its own under ``"protocols"``.
+
 Choices are parsed strictly (`parse_choice`): an explicit letter, or an answer whose normalised text
 *equals* one option's text. A prediction is never counted right because the reference happens to
 be a substring of it ("rainforest" does not answer "forest"; see the LLaVA-Med closed-question
@@ -341,9 +348,37 @@ def _score_grounding(prediction: str, record: Any, reference: str) -> dict[str, 
     return {"acc@0.5": grounding_hit(prediction, reference)}
 
 
+_SQUAD = "SQuAD v2.0 evaluate-v2.0.py"
+_GROUNDING_RULE = ("first [[x1, y1, x2, y2]] of the answer (inside <box> when there is one) against the first "
+                   "reference box on the 0-1000 grid; a box summing < 4 is read as 0-1 and scaled by 1000; hit when "
+                   "the continuous IoU is > 0.5")
+_GROUNDING_SOURCE = ("InternVL internvl_chat/eval/refcoco/evaluate_grounding.py (box regex, 0-1 rule; it counts "
+                     "IoU >= 0.5 in pixels); Mini-InternVL internvl_chat/eval/domain_specific/rs_det/caculate.py "
+                     "(IoU > 0.5; it adds 1 px to widths after rescaling to pixels, which this does not)")
+_BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
+    "mc": {"accuracy": ("pocket strict choice", "an explicit option letter, or an answer whose normalised text "
+                        "equals exactly one option's; several options, or an option's text merely contained, score 0",
+                        "pocket-adapt adapt/metrics.py (parse_choice); avoids the containment pitfall of "
+                        "LLaVA-Med's evaluate_metrics.py (domains.md 3.3)")},
+    "short": {"exact_match": ("SQuAD", "normalised exact match: lower case, punctuation and a/an/the dropped",
+                              f"{_SQUAD} (normalize_answer, compute_exact)"),
+              "token_f1": ("SQuAD", "token F1 over normalised words (bags of words); both sides empty score 1",
+                           f"{_SQUAD} (compute_f1)")},
+    "grounding": {"acc@0.5": ("Acc@0.5 on the 0-1000 grid", _GROUNDING_RULE, _GROUNDING_SOURCE)},
+}
+_BUILTIN_PROTOCOLS["classification"] = _BUILTIN_PROTOCOLS["mc"]
+_BUILTIN_PROTOCOLS["vqa"] = _BUILTIN_PROTOCOLS["short"]
+_PROTOCOL_FIELDS = ("protocol", "rule", "source")
+
+
+def _protocol_table(raw: dict[str, tuple[str, str, str]]) -> dict[str, dict[str, str]]:
+    return {metric: dict(zip(_PROTOCOL_FIELDS, row)) for metric, row in raw.items()}
+
+
 _TASKS: dict[str, MetricFn] = {}
 _MAIN: dict[str, str] = {}
 _AGGREGATE: dict[str, Callable[..., dict]] = {}
+_PROTOCOLS: dict[str, dict[str, dict[str, str]]] = {}
 _BUILTIN = {
     "mc": (_score_mc, "accuracy"),
     "classification": (_score_mc, "accuracy"),
@@ -353,13 +388,29 @@ _BUILTIN = {
 }
 
 
+def check_protocols(protocols: Any, what: str = "protocols") -> dict[str, dict[str, str]]:
+    """`protocols` as ``{metric: {"protocol", "rule", "source"}}`` with non-empty strings, else ValueError."""
+    if not isinstance(protocols, dict):
+        raise ValueError(f"{what} must map metric names to {{protocol, rule, source}}, got {type(protocols).__name__}")
+    out: dict[str, dict[str, str]] = {}
+    for metric, entry in protocols.items():
+        if not isinstance(entry, dict) or any(not isinstance(entry.get(k), str) or not entry[k].strip()
+                                              for k in _PROTOCOL_FIELDS):
+            raise ValueError(f"{what}[{metric!r}] must hold non-empty strings {', '.join(_PROTOCOL_FIELDS)}, "
+                             f"got {entry!r}")
+        out[str(metric)] = {k: entry[k] for k in _PROTOCOL_FIELDS}
+    return out
+
+
 def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metric: str | None = None,
-                  aggregate: Callable[..., dict] | None = None) -> None:
+                  aggregate: Callable[..., dict] | None = None,
+                  protocols: dict[str, dict[str, str]] | None = None) -> None:
     """Register the scorer of a task; domains plug their metrics in here.
 
     `fn(prediction, record, reference)` returns named scores in [0, 1]. `main_metric` names the score
     reports rank by (default: the first key `fn` returns). `aggregate` computes corpus-level metrics
-    (see the module docstring; default: `fn.aggregate` when the scorer has one). Re-registering a task
+    (see the module docstring; default: `fn.aggregate` when the scorer has one). `protocols` names the rule
+    and source of each metric (default: `fn.protocols`; see the module docstring). Re-registering a task
     needs `overwrite=True`.
     """
     if not task or not isinstance(task, str):
@@ -371,7 +422,13 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
     aggregate = aggregate if aggregate is not None else getattr(fn, "aggregate", None)
     if aggregate is not None and not callable(aggregate):
         raise TypeError(f"aggregate of task {task!r} must be callable, got {type(aggregate).__name__}")
+    protocols = protocols if protocols is not None else getattr(fn, "protocols", None)
+    checked = check_protocols(protocols, f"protocols of task {task!r}") if protocols is not None else None
     _TASKS[task] = fn
+    if checked is not None:
+        _PROTOCOLS[task] = checked
+    else:
+        _PROTOCOLS.pop(task, None)
     if main_metric is not None:
         _MAIN[task] = main_metric
     else:
@@ -387,13 +444,20 @@ def aggregator(task: str) -> Callable[..., dict] | None:
     return _AGGREGATE.get(task)
 
 
+def protocols_of(task: str) -> dict[str, dict[str, str]]:
+    """``{metric: {"protocol", "rule", "source"}}`` registered for `task` (empty when it names none)."""
+    return {metric: dict(entry) for metric, entry in _PROTOCOLS.get(task, {}).items()}
+
+
 def unregister_task(task: str) -> None:
     """Remove a task's scorer (built-ins come back with their defaults)."""
     _TASKS.pop(task, None)
     _MAIN.pop(task, None)
     _AGGREGATE.pop(task, None)
+    _PROTOCOLS.pop(task, None)
     if task in _BUILTIN:
-        register_task(task, _BUILTIN[task][0], main_metric=_BUILTIN[task][1])
+        register_task(task, _BUILTIN[task][0], main_metric=_BUILTIN[task][1],
+                      protocols=_protocol_table(_BUILTIN_PROTOCOLS[task]))
 
 
 def registered_tasks() -> list[str]:
@@ -401,7 +465,7 @@ def registered_tasks() -> list[str]:
 
 
 for _name, (_fn, _main) in _BUILTIN.items():
-    register_task(_name, _fn, main_metric=_main)
+    register_task(_name, _fn, main_metric=_main, protocols=_protocol_table(_BUILTIN_PROTOCOLS[_name]))
 
 
 def main_metric_name(task: str, scores: dict[str, float] | None = None) -> str | None:

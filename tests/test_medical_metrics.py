@@ -158,3 +158,27 @@ def test_normaliser_and_registry():
     assert tokens("The Left-lower LOBE, 2.5 cm; two nodules") == ["left", "lower", "lobe", "2.5", "cm", "2", "nodules"]
     assert normalize_text("  A  CT scan. ") == "ct scan"
     assert METRICS == {"med_vqa": score_med_vqa}
+
+
+# --------------------------------------------------------------------------------------------- protocols
+def test_every_metric_names_its_protocol_and_source():
+    returned = set(score_med_vqa("yes", CLOSED, "yes")) | set(score_med_vqa("the liver", OPEN, "liver"))
+    assert returned == set(score_med_vqa.protocols)
+    for entry in score_med_vqa.protocols.values():
+        assert set(entry) == {"protocol", "rule", "source"} and all(entry.values())
+    assert "microsoft/LLaVA-Med" in score_med_vqa.protocols["closed_accuracy"]["source"]
+    assert "calculate_f1score" in score_med_vqa.protocols["open_recall"]["source"]
+    assert "fixed denominator" in score_med_vqa.protocols["closed_accuracy"]["protocol"]
+
+
+def test_scores_follow_their_named_rules():
+    # closed yes/no: exactly one of yes / no among the words, the reference's; a miss is a 0, never dropped
+    assert closed("Yes, it is.", "yes") == 1.0 and closed("No, it is not.", "yes") == 0.0
+    assert closed("yes or no", "yes") == 0.0
+    # other closed answers: normalised exact match ("The CT." is "ct", "CT scan" is not)
+    assert closed("The CT.", "CT") == 1.0 and closed("CT scan", "CT") == 0.0
+    # open recall: share of the reference's words found (LLaVA-Med), F1 of bags of words (SQuAD), exact
+    scores = score_med_vqa("a mass in the left lung", OPEN, "left lower lobe")
+    assert scores["open_recall"] == pytest.approx(1 / 3)
+    assert scores["open_token_f1"] == pytest.approx(2 * 1 / (4 + 3))
+    assert scores["open_exact_match"] == 0.0 and scores["score"] == scores["open_recall"]

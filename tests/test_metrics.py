@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from adapt import metrics
@@ -215,3 +214,54 @@ def test_builtin_tasks_cannot_be_replaced_by_accident():
         register_task("mc", lambda p, r, ref: {"accuracy": 1.0})
     assert metrics.main_metric_name("grounding") == "acc@0.5"
     assert metrics.main_metric_name("short") == "token_f1"
+
+
+# --------------------------------------------------------------------------------------------- protocols
+def test_builtin_metrics_name_their_protocols():
+    for task, record, prediction in [("mc", qa("Which?\nA. x\nB. y", "A"), "A"), ("short", qa("What?", "red"), "red"),
+                                     ("grounding", qa("Find", "<box>[[0, 0, 10, 10]]</box>"), "[[0, 0, 10, 10]]")]:
+        protocols = metrics.protocols_of(task)
+        assert set(score(prediction, record)) == set(protocols), task
+        assert all(set(e) == {"protocol", "rule", "source"} and all(e.values()) for e in protocols.values())
+    assert "SQuAD v2.0" in metrics.protocols_of("short")["token_f1"]["source"]
+    assert metrics.protocols_of("vqa") == metrics.protocols_of("short")
+    assert "evaluate_grounding.py" in metrics.protocols_of("grounding")["acc@0.5"]["source"]
+    # the rule each names: SQuAD normalisation, F1 1 for two empty answers (v2.0), IoU strictly above 0.5
+    assert exact_match("The Forest!", "forest") == 1.0 and token_f1("", "") == 1.0
+    assert grounding_hit("[[0, 0, 200, 100]]", "[[0, 0, 100, 100]]") == 0.0
+
+
+def test_registered_tasks_bring_protocols():
+    entry = {"protocol": "toy", "rule": "first word equal", "source": "a paper"}
+
+    def scorer(prediction, record, reference):
+        return {"acc": 1.0}
+
+    scorer.protocols = {"acc": entry}
+    try:
+        register_task("toy_proto", scorer)
+        assert metrics.protocols_of("toy_proto") == {"acc": entry}
+        metrics.protocols_of("toy_proto")["acc"]["rule"] = "changed"  # a copy
+        assert metrics.protocols_of("toy_proto")["acc"]["rule"] == "first word equal"
+        register_task("toy_proto", lambda p, r, ref: {"acc": 0.0}, overwrite=True, protocols={"acc": entry})
+        assert metrics.protocols_of("toy_proto") == {"acc": entry}
+        register_task("toy_proto", lambda p, r, ref: {"acc": 0.0}, overwrite=True)
+        assert metrics.protocols_of("toy_proto") == {}  # a new scorer has its own rules
+        with pytest.raises(ValueError, match="non-empty strings"):
+            register_task("toy_proto", scorer, overwrite=True, protocols={"acc": {"protocol": "x", "rule": "y"}})
+        with pytest.raises(ValueError, match="non-empty strings"):
+            register_task("toy_proto", scorer, overwrite=True,
+                          protocols={"acc": {"protocol": "x", "rule": " ", "source": "z"}})
+        with pytest.raises(ValueError, match="must map metric names"):
+            register_task("toy_proto", scorer, overwrite=True, protocols=["acc"])
+    finally:
+        metrics.unregister_task("toy_proto")
+    assert metrics.protocols_of("toy_proto") == {}
+    # a user scorer replacing a built-in drops the built-in's protocols; unregistering brings them back
+    builtin = metrics.protocols_of("short")
+    register_task("short", lambda p, r, ref: {"x": 1.0}, overwrite=True)
+    try:
+        assert metrics.protocols_of("short") == {}
+    finally:
+        metrics.unregister_task("short")
+    assert metrics.protocols_of("short") == builtin

@@ -212,3 +212,57 @@ def test_real_plugin_exposes_its_metrics_to_adapt_eval():
     finally:
         for task in METRICS:
             am.unregister_task(task)
+
+
+# --------------------------------------------------------------------------------------------- protocols
+def _declared(protocols: dict, key: str) -> str:
+    return key if key in protocols else key.rsplit("/", 1)[0] + "/<type>"
+
+
+@pytest.mark.parametrize("fn,record,pred,ref", [
+    (score_rsvqa, rec(qtype="presence"), "yes", "yes"),
+    (score_rsvqa, rec(qtype="rural_urban"), "urban", "rural"),
+    (score_rsvqa, rec(qtype="count"), "3", "3"),
+    (score_rsvqa, rec(qtype="area"), "300m2", "250m2"),
+    (score_rsvqa, rec(), "yes", "yes"),
+    (score_classification, rec(), "forest", "forest"),
+    (score_region, rec(), "forest", "river"),
+    (score_grounding, rec(), REF, REF),
+])
+def test_every_metric_names_its_protocol_and_source(fn, record, pred, ref):
+    for key in fn(pred, record, ref):
+        entry = fn.protocols[_declared(fn.protocols, key)]
+        assert set(entry) == {"protocol", "rule", "source"} and all(entry.values()), key
+
+
+def test_protocol_sources_are_the_public_evaluators():
+    assert "Lobry et al." in score_rsvqa.protocols["accuracy"]["source"]
+    assert "rs_vqa/score.py (is_correct_count" in score_rsvqa.protocols["bucket_accuracy/count"]["source"]
+    assert "DIOR-RSVG" in score_grounding.protocols["acc@0.5"]["source"]
+    assert "rs_det/caculate.py" in score_grounding.protocols["acc@0.5"]["source"]
+
+
+@pytest.mark.parametrize("pred,ref,same_bucket", [
+    ("0", "0", 1.0), ("0", "1", 0.0), ("1", "100", 1.0), ("100", "101", 0.0), ("101", "1000", 1.0),
+    ("1000", "1001", 0.0), ("5000", "1001", 1.0),
+])
+def test_rsvqa_count_buckets_are_mini_internvls(pred, ref, same_bucket):
+    # is_correct_count's edges: 0 | 1-100 | 101-1000 | > 1000; accuracy/count is the exact number
+    out = score_rsvqa(pred, rec(qtype="count"), ref)
+    assert out["bucket_accuracy/count"] == same_bucket and out["accuracy/count"] == float(pred == ref)
+
+
+def test_rsvqa_and_grounding_follow_their_named_rules():
+    # area: "m2" stripped, Mini-InternVL's buckets as the type accuracy, the exact value beside it
+    out = score_rsvqa("1000m2", rec(qtype="area"), "101m2")
+    assert out["accuracy/area"] == out["bucket_accuracy/area"] == 1.0 and out["exact_accuracy/area"] == 0.0
+    assert score_rsvqa("1001 m2", rec(qtype="area"), "1000m2")["accuracy/area"] == 0.0
+    # exact answers: case-insensitive as score.py, whole answer only
+    assert score_rsvqa("URBAN", rec(qtype="rural_urban"), "urban")["accuracy"] == 1.0
+    assert score_rsvqa("urban area", rec(qtype="rural_urban"), "urban")["accuracy"] == 0.0
+    # grounding: continuous IoU on the grid, strictly above 0.5; with rs_det's +1-pixel widths this box
+    # ([0,0,200,100] against [0,0,100,100], IoU 0.5 exactly) would count (10201 / 20301 > 0.5)
+    assert score_grounding("<box>[[0, 0, 200, 100]]</box>", {}, "<box>[[0, 0, 100, 100]]</box>")["acc@0.5"] == 0.0
+    assert score_grounding("<box>[[0, 0, 199, 100]]</box>", {}, "<box>[[0, 0, 100, 100]]</box>")["acc@0.5"] == 1.0
+    # boxes summing to < 4 are 0-1 coordinates (InternVL's rule)
+    assert score_grounding("[[0.0, 0.0, 0.1, 0.1]]", {}, "<box>[[0, 0, 100, 100]]</box>")["acc@0.5"] == 1.0

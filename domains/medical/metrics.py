@@ -23,6 +23,9 @@ Closed questions return ``closed_accuracy`` only and open ones ``open_*`` only, 
 key (``adapt`` averages a key over the samples that have it) is the per-type number; ``score`` (first
 key, the main metric) is closed accuracy or open recall by type.
 
+**Protocols.** :func:`score_med_vqa`'s ``protocols`` attribute names each metric's rule and source
+(LLaVA-Med's evaluation, SQuAD's token F1); ``adapt eval`` prints them in its report.
+
 **Normalisation** (:func:`tokens`): Unicode NFKC and case folding (full-width "Ｙｅｓ" = "yes"), punctuation
 dropped (ASCII and Unicode; a decimal point between digits is kept: "3.5 cm" stays two words), the
 articles a / an / the dropped, number words up to twenty read as digits ("two" = "2"), a lead-in ("the
@@ -132,5 +135,28 @@ def score_med_vqa(prediction: str, record: Any, reference: str) -> dict[str, flo
     scores = open_scores(prediction, reference)
     return {"score": scores["open_recall"], **scores}
 
+
+_LLAVA_MED = "microsoft/LLaVA-Med llava/eval/run_eval.py, eval_metrics/evaluate_metrics.py"
+
+
+def _protocol(protocol: str, rule: str, source: str) -> dict[str, str]:
+    return {"protocol": protocol, "rule": rule, "source": source}
+
+
+score_med_vqa.protocols = {  # type: ignore[attr-defined]
+    "score": _protocol("VQA-RAD / SLAKE headline", "closed_accuracy for CLOSED questions, open_recall for OPEN ones "
+                       "(papers report both)", _LLAVA_MED),
+    "closed_accuracy": _protocol(
+        "LLaVA-Med closed accuracy, fixed denominator",
+        "yes/no references: the answer's normalised words hold exactly one of yes / no and it is the reference's; "
+        "other closed references: normalised exact match; every closed question counts (LLaVA-Med drops misses "
+        "that mention yes or no from the denominator, domains.md 3.3)", _LLAVA_MED),
+    "open_recall": _protocol("LLaVA-Med open recall", "share of the reference's normalised words found among the "
+                             "answer's words", f"{_LLAVA_MED} (calculate_f1score: recall)"),
+    "open_token_f1": _protocol("SQuAD token F1", "F1 of the bags of normalised words",
+                               "SQuAD v2.0 evaluate-v2.0.py (compute_f1), on this module's normalisation"),
+    "open_exact_match": _protocol("normalised exact match", "the normalised words of answer and reference are equal",
+                                  "pocket-adapt domains/medical/metrics.py"),
+}
 
 METRICS = {"med_vqa": score_med_vqa}

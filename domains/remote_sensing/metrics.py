@@ -30,6 +30,11 @@ reference box, a hit when IoU > 0.5 (IoU is scale-invariant, so it is computed o
 
 **region**: a region (``[[x1, y1, x2, y2]]`` in the question) is named by a label: exact label match as
 for classification.
+
+**Protocols.** Each scorer's ``protocols`` attribute names, metric by metric, the rule it follows and its
+source (Lobry et al. 2020 and Mini-InternVL's ``rs_vqa/score.py`` for RSVQA, DIOR-RSVG and InternVL's
+evaluators for grounding), saying where this module is stricter or reads more forms than the public
+evaluator; ``adapt eval`` prints them in its report.
 """
 
 from __future__ import annotations
@@ -281,6 +286,50 @@ def score_grounding(prediction: str, record: Any, reference: str, threshold: flo
     iou = Box(*pred).iou(Box(*refs[0]))
     return {"acc@0.5": float(iou > threshold)}
 
+
+def _protocols(**rows: tuple[str, str, str]) -> dict[str, dict[str, str]]:
+    return {metric.replace("__", "/"): {"protocol": p, "rule": r, "source": s} for metric, (p, r, s) in rows.items()}
+
+
+_RSVQA = "Lobry et al., RSVQA, IEEE TGRS 2020 (accuracy per question type)"
+_RS_VQA_SCORE = "Mini-InternVL internvl_chat/eval/domain_specific/rs_vqa/score.py"
+_BUCKETS = "the same bucket 0 / 1-100 / 101-1000 / >1000"
+_LABEL_RULE = ("the answer names exactly one label: its normalised text (CamelCase and _ / - split, lower case, "
+               "punctuation and articles dropped) equals the reference label's, or it is that option's letter; "
+               "a label merely contained in the answer never counts")
+_LABEL_SOURCE = ("pocket-adapt domains/remote_sensing/metrics.py: accuracy as share of samples whose label is "
+                 "named (no public evaluator's parser)")
+_GROUNDING_RULE = ("first [[x1, y1, x2, y2]] of the answer (inside <box> when there is one) against the first "
+                   "reference box on the 0-1000 grid; a box summing < 4 is read as 0-1 and scaled by 1000; hit when "
+                   "the continuous IoU is > 0.5")
+_GROUNDING_SOURCE = ("Zhan et al., DIOR-RSVG, IEEE TGRS 2023 (Acc@0.5); Mini-InternVL internvl_chat/eval/"
+                     "domain_specific/rs_det/caculate.py (IoU > 0.5; it rescales to pixels and adds 1 px to widths, "
+                     "which this does not); InternVL internvl_chat/eval/refcoco/evaluate_grounding.py (0-1 rule)")
+
+score_rsvqa.protocols = _protocols(  # type: ignore[attr-defined]
+    accuracy=("RSVQA, all questions", "mean of every question's accuracy/<type> hit (count exact, area by bucket); "
+              "Mini-InternVL's total_score scores count by bucket too, and its headline total_score_useful leaves "
+              "count and area out", f"{_RSVQA}; {_RS_VQA_SCORE}"),
+    **{"accuracy__<type>": ("RSVQA exact answer, normalised", "presence, comp, rural_urban: the whole normalised "
+                            "answer equals the reference (lower case, punctuation, articles and a lead-in such as "
+                            "'the answer is' dropped); never containment", f"{_RSVQA}; {_RS_VQA_SCORE} compares "
+                            "case-insensitively without the rest of this normalisation")},
+    accuracy__count=("exact count", "the answer is one number (digits, 1,234 or a number word up to twenty) equal "
+                     "to the reference", f"pocket-adapt, stricter than {_RS_VQA_SCORE}, whose count rule is "
+                     "bucket_accuracy/count"),
+    bucket_accuracy__count=("Mini-InternVL buckets", f"the answer's number and the reference fall in {_BUCKETS}",
+                            f"{_RS_VQA_SCORE} (is_correct_count; it reads bare integers only)"),
+    accuracy__area=("Mini-InternVL buckets", f"the answer's area (m2, m^2, square meters stripped) and the "
+                    f"reference fall in {_BUCKETS}", f"{_RS_VQA_SCORE} (is_correct_area)"),
+    bucket_accuracy__area=("Mini-InternVL buckets", "as accuracy/area", f"{_RS_VQA_SCORE} (is_correct_area)"),
+    exact_accuracy__area=("exact area", "the answer states the reference's area exactly", "pocket-adapt"),
+)
+score_classification.protocols = _protocols(  # type: ignore[attr-defined]
+    accuracy=("pocket exact label", _LABEL_RULE, _LABEL_SOURCE))
+score_region.protocols = _protocols(  # type: ignore[attr-defined]
+    accuracy=("pocket exact label", _LABEL_RULE + " (the region is a box in the question)", _LABEL_SOURCE))
+score_grounding.protocols = _protocols(  # type: ignore[attr-defined]
+    **{"acc@0.5": ("Acc@0.5 on the 0-1000 grid", _GROUNDING_RULE, _GROUNDING_SOURCE)})
 
 score_rsvqa.main_metric = "accuracy"  # type: ignore[attr-defined]
 score_classification.main_metric = "accuracy"  # type: ignore[attr-defined]
