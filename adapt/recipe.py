@@ -404,17 +404,28 @@ class Judge(_Section):
 
 
 class EvalSpec(_Section):
+    """How `adapt eval` (and eval.every during training) generates and scores.
+
+    ``protocol`` picks the rules of metrics that have a public reference implementation to follow or not:
+    ``official`` (default) reproduces it (DriveLM: challenge/evaluation.py's exact accuracy, camera-blind
+    match F1, the Java tokenizer's rules, the graph filter); ``pocket`` is this project's more lenient reading.
+    ``graph_filter`` switches DriveLM's graph filter on or off; None follows the protocol (official: on).
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     every: int | None = Field(None, ge=1)
     max_samples: int | None = Field(None, ge=1)
     max_new_tokens: int = Field(32, ge=1)
     batch_size: int = Field(8, ge=1)
+    protocol: Literal["official", "pocket"] = "official"
+    graph_filter: bool | None = None
     judge: Judge | None = None
 
     def context(self) -> dict:
         """What corpus-level metrics get (`adapt.evaluate.summarize`'s `context`)."""
-        return {"judge": self.judge.model_dump() if self.judge else None}
+        return {"judge": self.judge.model_dump() if self.judge else None, "protocol": self.protocol,
+                "graph_filter": self.graph_filter}
 
 
 class Recipe(_Section):

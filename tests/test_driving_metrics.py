@@ -1,4 +1,5 @@
-"""DriveLM per-sample scores and the corpus-level aggregate (without a judge; see test_driving_judge.py)."""
+"""DriveLM per-sample scores and the corpus-level aggregate (without a judge; see test_driving_judge.py), under
+the official protocol (challenge/evaluation.py's rules, the default) and the lenient pocket one."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from domains.driving.metrics import (
     final_score,
     language_score,
     match_points,
+    official_points,
     pixel_points,
+    protocols,
     score_drivelm,
     to_camera_pixels,
 )
@@ -37,14 +40,25 @@ def pred(prediction: str, tag, answer_pixels: str, mode: str = "stitched", **met
 
 
 # --------------------------------------------------------------------------------------------- pieces
-def test_accuracy_is_exact_with_letters_for_multiple_choice():
-    assert answer_accuracy(" Yes. ", "Yes.") == 1.0
-    assert answer_accuracy("Yes", "Yes.") == 0.0  # the official scorer compares strings exactly
-    assert answer_accuracy("yes.", "Yes.") == 0.0
+def test_official_accuracy_is_exact_string_equality():
+    assert answer_accuracy("Yes.", "Yes.") == answer_accuracy("D", "D") == 1.0
+    # evaluation.py compares answer == GT: no stripping, no case folding, no option-letter parsing
+    for wrong in (" Yes.", "Yes. ", "Yes", "yes."):
+        assert answer_accuracy(wrong, "Yes.") == 0.0, wrong
+    for wrong in ("D. Turn left.", "D.", "(D)", "d", " D"):
+        assert answer_accuracy(wrong, "D") == answer_accuracy(wrong, "D", "official") == 0.0, wrong
+    with pytest.raises(ValueError, match="official, pocket"):
+        answer_accuracy("D", "D", "lenient")
+
+
+def test_pocket_accuracy_strips_and_reads_option_letters():
+    assert answer_accuracy(" Yes. ", "Yes.", "pocket") == 1.0
+    assert answer_accuracy("Yes", "Yes.", "pocket") == 0.0
+    assert answer_accuracy("yes.", "Yes.", "pocket") == 0.0
     for ok in ("B", "b", "(B)", "B.", "B. Turn right.", "B) Turn right"):
-        assert answer_accuracy(ok, "B") == 1.0, ok
+        assert answer_accuracy(ok, "B", "pocket") == 1.0, ok
     for wrong in ("C", "C. Turn left.", "Bravo", "A car turns right", ""):
-        assert answer_accuracy(wrong, "B") == 0.0, wrong
+        assert answer_accuracy(wrong, "B", "pocket") == 0.0, wrong
 
 
 def test_grid_tags_go_back_to_camera_pixels_like_post_process():
@@ -75,6 +89,21 @@ def test_match_points_greedy_l1_within_16px_and_same_camera():
     assert pixel_points(f"{stitched_tag(1, 'CAM_BACK', 1088.3, 497.5)}", "stitched") == [("CAM_BACK", 1088.3, 497.5)]
 
 
+def test_official_points_are_decimal_pairs_and_match_across_cameras():
+    text = "<c1,CAM_BACK,1088.3,497.5> and <c2,CAM_FRONT,800.0,450.0>"
+    assert official_points(text) == ([(None, 1088.3, 497.5), (None, 800.0, 450.0)], False)
+    # the official regex reads \d+\.\d+ only: integer coordinates are no points, other decimals are
+    assert official_points("<c1,CAM_BACK,1088,497>") == ([], False)
+    assert official_points("at 5.5 m/s, <c1,CAM_BACK,1088.3,497.5>") == ([(None, 5.5, 1088.3)], True)
+    # an odd last number is dropped
+    assert official_points("1.5 2.5 3.5") == ([(None, 1.5, 2.5)], True)
+    # the official rule ignores cameras: the same pixel in another camera is a hit
+    gt = [("CAM_BACK", 100.0, 100.0)]
+    assert match_points([("CAM_FRONT", 100.0, 100.0)], gt, by_camera=False)[1] == pytest.approx(1.0, abs=1e-6)
+    assert match_points([("CAM_FRONT", 100.0, 100.0)], gt)[1] == pytest.approx(0.0)
+    assert match_points([("CAM_BACK", 108.0, 108.0)], gt, by_camera=False)[1] == pytest.approx(0.0)  # 16 is not < 16
+
+
 def test_language_and_final_score_formulas():
     m = {"Bleu_1": 0.8, "Bleu_2": 0.6, "Bleu_3": 0.4, "Bleu_4": 0.2, "ROUGE_L": 0.5, "CIDEr": 3.0}
     assert language_score(m) == pytest.approx(0.5 / 3 + 0.5 / 3 + 0.3 / 3)
@@ -89,12 +118,15 @@ def test_score_drivelm_by_tag():
     assert aggregate_drivelm.main_metric == "final_score"
     assert aggregate_drivelm.fallback_main_metric == "final_score_no_judge"
 
+    # per sample, the official rules: exact accuracy, match F1 across cameras
     record = {"meta": {"drivelm_tag": 0, "view_mode": "stitched", "answer_pixels": "A"}}
-    assert score_drivelm("A. Going ahead.", record, "A") == {"accuracy": 1.0}
+    assert score_drivelm("A", record, "A") == {"accuracy": 1.0}
+    assert score_drivelm("A. Going ahead.", record, "A") == {"accuracy": 0.0}
     answer = "<c1,CAM_BACK,1088.3,497.5> and <c2,CAM_FRONT,800.0,450.0>"
     record = SimpleNamespace(meta={"drivelm_tag": [3], "view_mode": "multi", "answer_pixels": answer})
     prediction = f"{multi_tag(1, 'CAM_BACK', 1090.0, 500.0)} and {multi_tag(2, 'CAM_FRONT_LEFT', 800.0, 450.0)}"
-    assert score_drivelm(prediction, record, "ignored") == {"match_f1": pytest.approx(0.5, abs=1e-6)}
+    assert score_drivelm(prediction, record, "ignored") == {"match_f1": pytest.approx(1.0, abs=1e-6)}
+    assert score_drivelm.protocols == protocols("official")
     record = {"meta": {"drivelm_tag": 2, "view_mode": "stitched", "answer_pixels": "There is a car."}}
     assert score_drivelm("There is a car.", record, "")["ROUGE_L"] == pytest.approx(1.0)
     assert score_drivelm("x", {"meta": {"drivelm_tag": 1}}, "y") == {}
@@ -133,7 +165,7 @@ def corpus():
 
 
 def test_aggregate_without_judge_reports_none_and_the_judge_free_part():
-    out = aggregate_drivelm(corpus(), {"judge": None})
+    out = aggregate_drivelm(corpus(), {"judge": None})  # the official protocol by default
     assert out["accuracy"] == pytest.approx(2 / 3)
     f1_first = 2 * 0.5 * 0.5 / (0.5 + 0.5)
     assert out["match_f1"] == pytest.approx((f1_first + 1.0) / 2, abs=1e-6)
@@ -150,10 +182,60 @@ def test_aggregate_without_judge_reports_none_and_the_judge_free_part():
         0.2 * out["language"] + 0.2 * out["accuracy"] + 0.1 * out["match_f1"])
     notes = " ".join(out["notes"])
     assert "LLM-judge term not computed" in notes and "final_score_no_judge = 0.2*language" in notes
-    assert "not bit-identical" in notes and "graph filter not applied" in notes
+    assert "DriveLM protocol: official" in notes and "port of the official Java PTBTokenizer" in notes
+    # the graph filter is on, but these samples name no frame
+    assert "graph filter (official rule) applied: 0 of 8" in notes and "8 samples without meta['scene']" in notes
     assert "3 accuracy (tag 0), 1 chatgpt (tag 1), 2 language (tag 2), 2 match (tag 3)" in notes
     assert list(out)[:13] == ["accuracy", "match_f1", "Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr",
                               "language", "chatgpt", "match", "final_score", "final_score_no_judge"]
+    assert out["protocols"] == protocols("official")
+    assert out["protocols"]["accuracy"]["source"] == "OpenDriveLab/DriveLM challenge/evaluation.py (eval_acc)"
+
+
+def test_protocols_differ_where_the_issue_says():
+    glued = "There is a car to the front of the ego vehicle.The car is moving."
+    spaced = "There is a car to the front of the ego vehicle. The car is moving."
+    rows = [
+        pred("D. Turn left.", 0, "D"),
+        pred(" Yes.", 0, "Yes."),
+        # the right pixel, the wrong camera
+        pred("<c1,CAM_FRONT,1088.3,497.5>", 3, "<c1,CAM_BACK,1088.3,497.5>"),
+        pred(glued, 2, spaced),
+        pred("There is a truck to the back of the ego vehicle.", 2, "There is a truck to the back of the ego vehicle."),
+    ]
+    official = aggregate_drivelm(rows, {"protocol": "official"})
+    pocket = aggregate_drivelm(rows, {"protocol": "pocket"})
+    assert official["accuracy"] == 0.0 and pocket["accuracy"] == 1.0
+    assert official["match_f1"] == pytest.approx(1.0, abs=1e-6) and pocket["match_f1"] == pytest.approx(0.0)
+    assert official["CIDEr"] == pytest.approx(coco_scores([glued, rows[4].prediction], [spaced, rows[4].prediction],
+                                                          "official")["CIDEr"])
+    assert pocket["CIDEr"] == pytest.approx(coco_scores([glued, rows[4].prediction], [spaced, rows[4].prediction],
+                                                        "pocket")["CIDEr"])
+    assert pocket["CIDEr"] > official["CIDEr"]  # "vehicle.the" is no token of the reference
+    assert aggregate_drivelm(rows, {})["accuracy"] == official["accuracy"]
+    assert pocket["protocols"] == protocols("pocket", "off")
+    assert pocket["protocols"]["match_f1"]["protocol"] == "pocket (lenient)"
+    assert pocket["protocols"]["samples (graph filter)"]["protocol"] == "none"
+    notes = " ".join(pocket["notes"])
+    assert "not comparable with the challenge's numbers" in notes and "set eval.graph_filter: true" in notes
+    with pytest.raises(ValueError, match="official, pocket"):
+        aggregate_drivelm(rows, {"protocol": "java"})
+
+
+def test_official_match_reads_numbers_as_evaluation_py_does():
+    answer = "<c1,CAM_BACK,1088.3,497.5>"
+    rows = [pred("Moving at 5.5 m/s: <c1,CAM_BACK,1088.3,497.5>", 3, answer),  # the speed pairs with x
+            pred("<c1,CAM_BACK,1088,497>", 3, answer)]  # integers are no \d+\.\d+ numbers
+    official = [aggregate_drivelm([row], {})["match_f1"] for row in rows]
+    pocket = [aggregate_drivelm([row], {"protocol": "pocket"})["match_f1"] for row in rows]
+    assert official == [pytest.approx(0.0), pytest.approx(0.0)]
+    assert pocket == [pytest.approx(1.0, abs=1e-6), pytest.approx(1.0, abs=1e-6)]
+
+
+def test_official_match_notes_an_odd_reference():
+    out = aggregate_drivelm([pred("<c1,CAM_BACK,1088.3,497.5>", 3, "<c1,CAM_BACK,1088.3,497.5> at 5.5 m/s")], {})
+    assert out["match_f1"] == pytest.approx(1.0, abs=1e-6)
+    assert any("1 tag-3 references hold an odd count" in n for n in out["notes"])
 
 
 def test_aggregate_says_what_is_missing():
@@ -168,17 +250,42 @@ def test_aggregate_says_what_is_missing():
     assert out["accuracy"] == 1.0 and any("1 predictions without a valid" in n for n in out["notes"])
 
 
-def test_graph_filter_drops_questions_about_unmatched_objects():
+def frame_rows(second_question: str):
     first = "<c1,CAM_BACK,1088.3,497.5>, <c2,CAM_FRONT,800.0,450.0>"
-    rows = [
+    return [
         # the frame's first QA: the prediction finds c1 but misses c2
         pred(stitched_tag(1, "CAM_BACK", 1088.3, 497.5), 2, first, qa_id="s_f_0", scene="s", frame="f"),
         pred("Yes.", 0, "Yes.", qa_id="s_f_4", scene="s", frame="f",
              question_pixels="Is <c1,CAM_BACK,1088.3,497.5> moving?"),
-        pred("Yes.", 0, "No.", qa_id="s_f_5", scene="s", frame="f",
-             question_pixels="Is <c2,CAM_FRONT,800.0,450.0> moving?"),
+        pred("Yes.", 0, "No.", qa_id="s_f_5", scene="s", frame="f", question_pixels=second_question),
     ]
-    assert aggregate_drivelm(rows, {})["accuracy"] == pytest.approx(0.5)
-    filtered = aggregate_drivelm(rows, {"graph_filter": True})
+
+
+def test_graph_filter_drops_questions_about_unmatched_objects():
+    rows = frame_rows("Is <c2,CAM_FRONT,800.0,450.0> moving?")
+    # on by default: the official scorer applies it
+    filtered = aggregate_drivelm(rows, {})
     assert filtered["accuracy"] == 1.0
-    assert any("graph filter applied: 1 of 3" in n for n in filtered["notes"])
+    assert any("graph filter (official rule) applied: 1 of 3" in n for n in filtered["notes"])
+    assert filtered["protocols"]["samples (graph filter)"]["protocol"] == "DriveLM official"
+    assert aggregate_drivelm(rows, {"graph_filter": True})["accuracy"] == 1.0
+    # switched off, or the pocket protocol's default
+    unfiltered = aggregate_drivelm(rows, {"graph_filter": False})
+    assert unfiltered["accuracy"] == pytest.approx(0.5)
+    assert unfiltered["protocols"]["samples (graph filter)"]["protocol"] == "none"
+    assert any("graph filter not applied" in n for n in unfiltered["notes"])
+    assert aggregate_drivelm(rows, {"protocol": "pocket"})["accuracy"] == pytest.approx(0.5)
+    assert aggregate_drivelm(rows, {"protocol": "pocket", "graph_filter": True})["accuracy"] == 1.0
+
+
+def test_official_graph_filter_compares_numbers_not_cameras():
+    # the question names c1's pixel in another camera: the official filter keeps it, the pocket one does not
+    rows = frame_rows("Is <c9,CAM_FRONT,1088.3,497.5> moving?")
+    assert aggregate_drivelm(rows, {"graph_filter": True})["accuracy"] == pytest.approx(0.5)
+    assert aggregate_drivelm(rows, {"protocol": "pocket", "graph_filter": True})["accuracy"] == 1.0
+
+
+def test_graph_filter_says_when_a_frame_lacks_its_first_qa():
+    rows = frame_rows("Is <c2,CAM_FRONT,800.0,450.0> moving?")[1:]
+    out = aggregate_drivelm(rows, {})
+    assert any("1 frames lack their first QA" in n for n in out["notes"])

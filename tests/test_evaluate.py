@@ -229,3 +229,60 @@ def test_corpus_aggregate_replaces_means_and_reports_not_computed(tmp_path):
         assert load_predictions(tmp_path / "p.jsonl")[0].meta == {"tag": 0}
     finally:
         unregister_task("corpus_demo")
+
+
+# --------------------------------------------------------------------------------------------- protocols
+def test_summary_and_report_name_every_metrics_protocol(runs, tmp_path):
+    from adapt.metrics import protocols_of
+
+    kinds, r = runs
+    assert r["base"]["protocols"] == {task: protocols_of(task) for task in ("grounding", "mc", "short")}
+    _, md = write_report(tmp_path, r, kinds)
+    text = md.read_text()
+    assert "## Protocols" in text and "| task | metric | protocol | rule | source |" in text
+    assert "| short | token_f1 | SQuAD | token F1 over normalised words" in text
+    assert "SQuAD v2.0 evaluate-v2.0.py (compute_f1) |" in text
+    assert "| grounding | acc@0.5 | Acc@0.5 on the 0-1000 grid |" in text
+    # the table comes before the per-source details, and a run without protocols (an older summary) adds none
+    assert text.index("## Protocols") < text.index("## Per source, all metrics")
+    old = {name: {k: v for k, v in s.items() if k != "protocols"} for name, s in r.items()}
+    assert "## Protocols" not in write_report(tmp_path / "old", old, kinds)[1].read_text()
+
+
+def test_report_names_the_domain_protocols_and_the_drivelm_settings(tmp_path):
+    from adapt import metrics as am
+    from adapt.domains_bridge import register_domain_metrics
+
+    register_domain_metrics()
+    try:
+        preds = [
+            Prediction("rsvqa", 1, "rsvqa", "q", "yes", "yes", {}, meta={"question_type": "presence"}),
+            Prediction("rsvg", 1, "grounding", "q", "[[0, 0, 10, 10]]", "<box>[[0, 0, 10, 10]]</box>", {}),
+            Prediction("vqa_rad", 1, "med_vqa", "q", "Yes.", "yes", {}, meta={"answer_type": "CLOSED"}),
+            Prediction("drivelm", 1, "drivelm", "q", "D. Turn left.", "D", {},
+                       meta={"drivelm_tag": 0, "answer_pixels": "D"}),
+        ]
+        for p in preds:
+            p.scores = am.score(p.prediction, Record(p.source, 1, [], [], [], task=p.task, answer=p.reference,
+                                                     meta=p.meta), p.reference)
+        official = summarize(preds, None, {"judge": None, "protocol": "official", "graph_filter": None})
+        pocket = summarize(preds, None, {"judge": None, "protocol": "pocket", "graph_filter": None})
+        assert official["sources"]["drivelm"]["metrics"]["accuracy"] == 0.0  # exact: "D. Turn left." is not "D"
+        assert pocket["sources"]["drivelm"]["metrics"]["accuracy"] == 1.0
+        text = write_report(tmp_path, {"adapted": official})[1].read_text()
+        for expected in ("| drivelm | accuracy | DriveLM official | answer == reference",
+                         "OpenDriveLab/DriveLM challenge/evaluation.py (eval_acc)",
+                         "| drivelm | samples (graph filter) | DriveLM official |",
+                         "| rsvqa | accuracy/<type> | RSVQA exact answer, normalised |", "Lobry et al., RSVQA",
+                         "rs_vqa/score.py", "| grounding | acc@0.5 |", "Zhan et al., DIOR-RSVG",
+                         "| med_vqa | closed_accuracy | LLaVA-Med closed accuracy, fixed denominator |",
+                         "microsoft/LLaVA-Med"):
+            assert expected in text, expected
+        # two runs scored under different protocols: each protocol is listed with the run that used it
+        text = write_report(tmp_path / "both", {"base": official, "adapted": pocket})[1].read_text()
+        assert "| drivelm | accuracy | DriveLM official (base) |" in text
+        assert "| drivelm | accuracy | pocket (lenient) (adapted) |" in text
+        assert "| rsvqa | accuracy | RSVQA, all questions |" in text  # the same in both runs: one row
+    finally:
+        for task in ("rsvqa", "grounding", "classification", "region", "med_vqa", "drivelm"):
+            am.unregister_task(task)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import textwrap
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
@@ -12,6 +13,7 @@ import yaml
 from adapt.cli import main
 from adapt.recipe import (
     DEEPSPEED_PRESETS,
+    EvalSpec,
     Recipe,
     RecipeError,
     apply_overrides,
@@ -71,6 +73,20 @@ def test_defaults(tmp_path):
     assert (recipe.logging.every, recipe.logging.tensorboard) == (10, True)
     assert (recipe.eval.every, recipe.eval.max_samples, recipe.eval.max_new_tokens, recipe.eval.batch_size) == (None, None, 32, 8)
     assert recipe.seed == 0
+
+
+def test_eval_protocol_and_graph_filter_reach_the_scorers(tmp_path):
+    from domains.driving import language
+    from domains.driving import metrics as drivelm
+
+    recipe = load_recipe(write(tmp_path, ""))
+    # the official rules by default; the graph filter follows the protocol unless set
+    assert (recipe.eval.protocol, recipe.eval.graph_filter) == ("official", None)
+    assert recipe.eval.context() == {"judge": None, "protocol": "official", "graph_filter": None}
+    recipe = load_recipe(write(tmp_path, "eval: {protocol: pocket, graph_filter: true}\n"))
+    assert recipe.eval.context() == {"judge": None, "protocol": "pocket", "graph_filter": True}
+    # the recipe offers exactly the protocols the scorers know
+    assert get_args(EvalSpec.model_fields["protocol"].annotation) == drivelm.PROTOCOLS == language.PROTOCOLS
 
 
 def test_empty_recipe_is_all_defaults(tmp_path):
@@ -139,6 +155,8 @@ def test_unknown_key_without_a_close_match_lists_the_valid_ones(tmp_path):
     ("training: {epochs: null, max_steps: null}", "training: set epochs or max_steps"),
     ("parts: {projector: {mode: frozen}, llm: {mode: frozen}}", "parts: every part is frozen"),
     ("tiling: {min_tiles: 6, max_tiles: 2}", "tiling: min_tiles (6) must be <= max_tiles (2)"),
+    ("eval: {protocol: lenient}", "eval.protocol: must be 'official' or 'pocket' (got 'lenient')"),
+    ("eval: {graph_filter: sometimes}", "eval.graph_filter: must be a valid boolean"),
 ])
 def test_wrong_values_name_the_key(tmp_path, snippet, expected):
     message = error_of(write(tmp_path, MINIMAL + snippet + "\n"))

@@ -1,38 +1,53 @@
 """DriveLM scoring (``domains.md`` §1.1): per-sample scores and the corpus-level final score.
 
-Every DriveLM record carries ``meta["drivelm_tag"]`` (as DriveLM's ``extract_data.py`` assigns it):
-
-* **0 accuracy**: exact string match, as the official scorer (``answer == GT``), after stripping surrounding
-  white space. For lettered multiple choice (the reference is one letter) the letter is accepted alone or
-  leading an option (``B``, ``(B)``, ``B.``, ``B. Turn right.``).
-* **1 chatgpt**: an LLM judge rates the answer out of 100 (:mod:`domains.driving.judge`); mean rating.
-* **2 language**: BLEU-1..4, ROUGE-L and CIDEr over all tag-2 samples (:mod:`domains.driving.language`);
-  ``language = (Bleu_1 + .. + Bleu_4)/4/3 + ROUGE_L/3 + CIDEr/10/3``.
-* **3 match**: F1 of the answer's object points against the reference's, a hit when the L1 distance is
-  below 16 px; ``match = (mean F1 * 100 + mean judge rating on the same samples) / 2``.
-
+Every DriveLM record carries ``meta["drivelm_tag"]`` (as DriveLM's ``extract_data.py`` assigns it): **0
+accuracy**, **1 chatgpt** (an LLM judge rates the answer out of 100, :mod:`domains.driving.judge`; mean
+rating), **2 language** (BLEU-1..4, ROUGE-L and CIDEr over all tag-2 samples, :mod:`domains.driving.language`;
+``language = (Bleu_1 + .. + Bleu_4)/4/3 + ROUGE_L/3 + CIDEr/10/3``), **3 match** (F1 of the answer's points
+against the reference's; ``match = (mean F1 * 100 + mean judge rating on the same samples) / 2``), and
 ``final_score = 0.4 * chatgpt/100 + 0.2 * language + 0.2 * match/100 + 0.2 * accuracy`` (the official
 weighting). **Scales**: ``chatgpt`` and ``match`` stay on the official 0–100 scale, ``CIDEr`` on
 pycocoevalcap's ×10 scale; every other value, ``match_f1`` included, is in [0, 1].
 
+**Protocols** (:data:`PROTOCOLS`; the recipe's ``eval.protocol``, passed in the aggregate's context as
+``"protocol"``). ``official`` (the default) reproduces OpenDriveLab/DriveLM ``challenge/evaluation.py``:
+
+* accuracy: ``answer == GT``, exact string equality, no stripping, no option-letter parsing ("D. Turn left."
+  does not answer "D");
+* match F1: every ``\\d+\\.\\d+`` number of each text, in order, read as (x, y) pairs (an odd last number of the
+  answer dropped); each predicted point takes the nearest remaining reference point by L1 distance, a true
+  positive when that distance is < 16 px; **cameras are ignored**, so a point in CAM_BACK can match one in
+  CAM_FRONT; F1 with the official 1e-8 terms;
+* language: the Java PTBTokenizer's rules (``stopped.The`` stays one token, ``gonna`` -> ``gon na``), see
+  :mod:`domains.driving.language`;
+* graph filter on (below).
+
+``pocket`` keeps this project's earlier, more lenient reading: accuracy ignores outer white space and, when
+the reference is one option letter, accepts the letter alone or leading the option (``B``, ``(B)``, ``B.``,
+``B. Turn right.``); match F1 reads points from c-tags and pairs them only within the same camera; language
+uses the pocket tokenizer, which splits ``stopped.The``; the graph filter is off unless asked for. Numbers
+made under ``pocket`` are not comparable with the challenge's.
+
 **Coordinates.** Samples write c-tags on a 0–1000 grid: ``<c1,CAM_BACK,[x,y]>`` on the stitched image
 (``meta["view_mode"] == "stitched"``) or on the named camera's own image (``"multi"``). Before scoring, a
 prediction's bracketed c-tags are mapped back to that camera's 1600×900 pixels and rewritten in DriveLM's
-form ``<c1,CAM_BACK,1088.3,497.5>`` (Mini-InternVL's ``post_process``: clamped to the frame, rounded to 0.1);
-unbracketed tags are taken as camera pixels already, and tags naming an unknown camera are left as they are.
-The reference is ``meta["answer_pixels"]``, the original DriveLM answer (or, when a record lacks it, its
-``answer`` mapped back the same way).
+form ``<c1,CAM_BACK,1088.3,497.5>`` (Mini-InternVL's ``post_process``: clamped to the frame, rounded to 0.1),
+under both protocols, as Mini-InternVL feeds its answers to the official scorer; unbracketed tags are taken
+as camera pixels already, and tags naming an unknown camera are left as they are. The reference is
+``meta["answer_pixels"]``, the original DriveLM answer (or, when a record lacks it, its ``answer`` mapped back
+the same way).
 
-**Match F1 differs from the official regex in one way**: the official scorer pairs every ``\\d+\\.\\d+``
-number of the texts and ignores cameras, so a point in ``CAM_BACK`` can match one in ``CAM_FRONT``; here
-points come from c-tags and only match within the same camera. The greedy rule is the official one: each
-predicted point, in order, takes the nearest remaining reference point by L1 distance and is a true
-positive when that distance is < 16 px.
+**Graph filter.** The official scorer keeps a later QA of a frame only when every point of its *question*
+is among the reference points the prediction of the frame's first QA matched. The context's
+``"graph_filter"`` (``eval.graph_filter``) switches it on (True) or off (False); None follows the protocol
+(official: on, pocket: off). Points come from ``meta["question_pixels"]`` (a sample without it is kept, and
+counted in a note), frames from ``meta["scene"]``/``meta["frame"]`` (else the ``qa_id`` prefix), the first QA
+being the lowest index of ``meta["qa_id"]``; under ``official`` points are compared as (x, y) numbers,
+under ``pocket`` as c-tag points with their camera.
 
-**Graph filter.** The official scorer keeps a later QA of a frame only when every point in its *question*
-was matched by the prediction of the frame's first QA. ``aggregate_drivelm(..., {"graph_filter": True})``
-applies it (points from ``meta["question_pixels"]``, frames from ``meta["scene"]``/``meta["frame"]``, the
-first QA being the lowest index of ``meta["qa_id"]``); it is off by default and the notes say so.
+**Per sample** (:func:`score_drivelm`, which gets no run settings) the official rules apply; the corpus
+metrics of a run (:func:`aggregate_drivelm`) replace them in reports and follow the run's protocol, which the
+aggregate names, metric by metric, under ``"protocols"``.
 """
 
 from __future__ import annotations
@@ -48,6 +63,7 @@ from domains.driving.language import COCO_KEYS, coco_scores, ptb_tokenize, rouge
 __all__ = [
     "MATCH_THRESHOLD",
     "METRICS",
+    "PROTOCOLS",
     "TAG_NAMES",
     "aggregate_drivelm",
     "answer_accuracy",
@@ -55,7 +71,9 @@ __all__ = [
     "final_score",
     "language_score",
     "match_points",
+    "official_points",
     "pixel_points",
+    "protocols",
     "score_drivelm",
     "to_camera_pixels",
 ]
@@ -67,9 +85,81 @@ VIEW_MODES = ("stitched", "multi")
 NOTE_NO_JUDGE = ("LLM-judge term not computed (no judge endpoint configured): chatgpt, match and final_score are "
                  "None; final_score_no_judge = 0.2*language + 0.2*accuracy + 0.1*match_f1 covers the judge-free "
                  "part of the official score (max 0.5)")
-NOTE_TOKENIZER = ("language scores (Bleu_1..4, ROUGE_L, CIDEr) use a pure-Python tokenizer that approximates the "
-                  "official Java PTBTokenizer but is not bit-identical to it on rare constructs")
+PROTOCOLS = ("official", "pocket")
+NOTE_TOKENIZER = {
+    "official": ("language scores (Bleu_1..4, ROUGE_L, CIDEr) tokenize with a pure-Python port of the official Java "
+                 "PTBTokenizer's rules; it agrees with the Java tokenizer token for token on the project's test "
+                 "corpora, but is not proven identical on every text"),
+    "pocket": ("language scores (Bleu_1..4, ROUGE_L, CIDEr) tokenize with the pocket rules (\"stopped.The\" split "
+               "in two, \"gonna\" kept whole): not the official numbers"),
+}
 NOTE_SCALES = "chatgpt and match are on the official 0-100 scale, CIDEr on pycocoevalcap's x10 scale; the rest in [0, 1]"
+
+
+_EVALUATION = "OpenDriveLab/DriveLM challenge/evaluation.py"
+_OFFICIAL = "DriveLM official"
+_POCKET = "pocket (lenient)"
+_LANGUAGE_KEYS = "Bleu_1..Bleu_4, ROUGE_L, CIDEr, language"
+_PROTOCOL_TABLE: dict[str, dict[str, tuple[str, str, str]]] = {
+    "official": {
+        "accuracy": (_OFFICIAL, "answer == reference, exact string equality (no stripping, no option-letter parsing)",
+                     f"{_EVALUATION} (eval_acc)"),
+        "match_f1": (_OFFICIAL, "every `\\d+\\.\\d+` pair of the texts, cameras ignored; each predicted point "
+                     "takes the nearest remaining reference point by L1, a hit below 16 px; F1 with 1e-8 terms",
+                     f"{_EVALUATION} (match_result)"),
+        _LANGUAGE_KEYS: (_OFFICIAL, "pycocoevalcap BLEU-4 / ROUGE-L / CIDEr after the Java PTBTokenizer's rules "
+                         "(CoreNLP 3.4.1, -preserveLines -lowerCase; \"stopped.The\" one token, \"gonna\" -> "
+                         "\"gon na\"), ported to Python; language = Bleu/4/3 + ROUGE_L/3 + CIDEr/10/3",
+                         f"{_EVALUATION} (eval_language: language_evaluation.CocoEvaluator); "
+                         "pycocoevalcap tokenizer/ptbtokenizer.py"),
+    },
+    "pocket": {
+        "accuracy": (_POCKET, "exact match after stripping outer white space; a one-letter reference also accepts "
+                     "B, (B), B. and \"B. option text\"", "pocket-adapt domains/driving/metrics.py"),
+        "match_f1": (_POCKET, "points from c-tags, paired only within the same camera; nearest remaining reference "
+                     "point by L1, a hit below 16 px (the official greedy rule)",
+                     f"pocket-adapt domains/driving/metrics.py, after {_EVALUATION} (match_result)"),
+        _LANGUAGE_KEYS: (_POCKET, "pycocoevalcap BLEU-4 / ROUGE-L / CIDEr after the pocket tokenizer (splits "
+                         "\"stopped.The\", keeps \"gonna\"); language = Bleu/4/3 + ROUGE_L/3 + CIDEr/10/3",
+                         "pocket-adapt domains/driving/language.py"),
+    },
+}
+_COMMON_PROTOCOLS: dict[str, tuple[str, str, str]] = {
+    "chatgpt": ("DriveLM official prompt", "the recipe's eval.judge model rates each tag-1 answer out of 100 "
+                "against the reference with DriveLM's messages (the challenge used gpt-3.5-turbo); mean rating",
+                "OpenDriveLab/DriveLM challenge/gpt_eval.py"),
+    "match": (_OFFICIAL, "(mean match_f1 * 100 + mean judge rating of the tag-3 answers) / 2",
+              f"{_EVALUATION} (eval_match)"),
+    "final_score": (_OFFICIAL, "0.4*chatgpt/100 + 0.2*language + 0.2*match/100 + 0.2*accuracy",
+                    f"{_EVALUATION} (__main__)"),
+    "final_score_no_judge": ("pocket (not an official number)", "0.2*language + 0.2*accuracy + 0.1*match_f1, the "
+                             "judge-free part of final_score (max 0.5)", "pocket-adapt domains/driving/metrics.py"),
+}
+_GRAPH_FILTER = {
+    "official": (_OFFICIAL, "a later QA of a frame counts only when every (x, y) point of its question was matched "
+                 "by the prediction of the frame's first QA", f"{_EVALUATION} (eval_graph, set_graph)"),
+    "pocket": (_POCKET, "as the official filter, with c-tag points compared camera and all",
+               "pocket-adapt domains/driving/metrics.py"),
+    "off": ("none", "every sample counts (the official scorer's graph filter is off)", "recipe eval.graph_filter"),
+}
+
+
+def check_protocol(protocol: Any) -> str:
+    """`protocol` if it is one of :data:`PROTOCOLS`, else ValueError."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"DriveLM protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    return protocol
+
+
+def protocols(protocol: str = "official", graph_filter: str | None = None) -> dict[str, dict[str, str]]:
+    """What each DriveLM metric follows under `protocol`: ``{metric: {"protocol", "rule", "source"}}``.
+
+    `graph_filter` is the filter applied (``"official"``, ``"pocket"`` or ``"off"``; default: the protocol's
+    own), listed under ``"samples (graph filter)"``.
+    """
+    rows = {**_PROTOCOL_TABLE[check_protocol(protocol)], **_COMMON_PROTOCOLS,
+            "samples (graph filter)": _GRAPH_FILTER[graph_filter or protocol]}
+    return {metric: dict(zip(("protocol", "rule", "source"), row)) for metric, row in rows.items()}
 
 
 # ---------------------------------------------------------------------------------------------- record access
@@ -150,12 +240,32 @@ def pixel_points(text: str, mode: str | None = None) -> list[tuple[str, float, f
     return points
 
 
-def match_points(predicted: Sequence[tuple[str, float, float]], reference: Sequence[tuple[str, float, float]],
-                 threshold: float = MATCH_THRESHOLD) -> tuple[list[tuple[str, float, float]], float]:
-    """(matched reference points, F1) with DriveLM's greedy rule, pairs only within one camera.
+_DECIMAL = re.compile(r"\d+\.\d+")
 
-    Each predicted point, in order, takes the nearest unmatched reference point of the same camera by L1
-    distance; a distance below `threshold` is a true positive and removes that reference point. F1 uses the
+
+def official_points(text: str) -> tuple[list[tuple[None, float, float]], bool]:
+    """(points, odd) as DriveLM's ``evaluation.py`` reads a text: every ``\\d+\\.\\d+`` number in order, paired
+    as (x, y), the camera unknown (None). `odd` says the text had an odd count of numbers; the last is then
+    dropped (the official scorer drops it from an answer and fails on a reference)."""
+    numbers = [float(v) for v in _DECIMAL.findall(text or "")]
+    odd = len(numbers) % 2 == 1
+    if odd:
+        numbers = numbers[:-1]
+    return [(None, x, y) for x, y in zip(numbers[::2], numbers[1::2])], odd
+
+
+def _points(text: str, protocol: str) -> list[tuple[str | None, float, float]]:
+    return official_points(text)[0] if protocol == "official" else pixel_points(text)
+
+
+def match_points(predicted: Sequence[tuple[str | None, float, float]],
+                 reference: Sequence[tuple[str | None, float, float]], threshold: float = MATCH_THRESHOLD,
+                 by_camera: bool = True) -> tuple[list[tuple[str | None, float, float]], float]:
+    """(matched reference points, F1) with DriveLM's greedy rule.
+
+    Each predicted ``(camera, x, y)`` point, in order, takes the nearest unmatched reference point by L1
+    distance (with `by_camera`, only reference points of the same camera; the official scorer ignores
+    cameras); a distance below `threshold` is a true positive and removes that reference point. F1 uses the
     official 1e-8 terms, so no points at all give 0.
     """
     remaining = list(reference)
@@ -163,7 +273,7 @@ def match_points(predicted: Sequence[tuple[str, float, float]], reference: Seque
     for cam, x, y in predicted:
         best, best_d = None, math.inf
         for k, (rcam, rx, ry) in enumerate(remaining):
-            if rcam != cam:
+            if by_camera and rcam != cam:
                 continue
             d = abs(x - rx) + abs(y - ry)
             if d < best_d:
@@ -185,12 +295,15 @@ _ONLY_LETTER = re.compile(r"^[(\[]?([A-Za-z])[)\]]?[.:]?$")
 _LEADING_LETTER = re.compile(r"^[(\[]?([A-Z])[)\]]?[.:)]\s+\S")
 
 
-def answer_accuracy(prediction: str, reference: str) -> float:
-    """DriveLM accuracy: 1.0 for an exact match (outer white space ignored), else 0.0.
+def answer_accuracy(prediction: str, reference: str, protocol: str = "official") -> float:
+    """DriveLM accuracy: 1.0 for a match, else 0.0.
 
-    When the reference is a single option letter, the prediction may give that letter alone (``b``, ``(B)``,
-    ``B.``) or leading the option's text (``B. Turn right.``).
+    ``official``: ``prediction == reference``, exactly. ``pocket``: outer white space ignored, and when the
+    reference is a single option letter, the prediction may give that letter alone (``b``, ``(B)``, ``B.``)
+    or leading the option's text (``B. Turn right.``).
     """
+    if check_protocol(protocol) == "official":
+        return float(str(prediction or "") == str(reference or ""))
     pred, ref = str(prediction or "").strip(), str(reference or "").strip()
     if pred == ref:
         return 1.0
@@ -207,8 +320,8 @@ def _reference_pixels(meta: Mapping, reference: str, mode: str) -> str:
 
 
 def score_drivelm(prediction: str, record: Any, reference: str) -> dict[str, float]:
-    """Per-sample DriveLM scores by the record's tag: ``accuracy`` (tag 0), ``ROUGE_L`` (tag 2, for
-    inspection; the corpus metrics come from :func:`aggregate_drivelm`), ``match_f1`` (tag 3); tag 1
+    """Per-sample DriveLM scores by the record's tag, official protocol: ``accuracy`` (tag 0), ``ROUGE_L`` (tag
+    2, for inspection; the corpus metrics come from :func:`aggregate_drivelm`), ``match_f1`` (tag 3); tag 1
     (judge) has none per sample. Raises ValueError naming the sample when its meta lacks a valid tag."""
     meta = _field(record, "meta") or {}
     tags = drivelm_tags(meta)
@@ -221,7 +334,8 @@ def score_drivelm(prediction: str, record: Any, reference: str) -> dict[str, flo
         _, per_sample = rouge_l([ptb_tokenize(to_camera_pixels(prediction, mode))], [[ptb_tokenize(ref_px)]])
         out["ROUGE_L"] = per_sample[0]
     if 3 in tags:
-        _, f1 = match_points(pixel_points(prediction, mode), pixel_points(ref_px))
+        _, f1 = match_points(_points(to_camera_pixels(prediction, mode), "official"), _points(ref_px, "official"),
+                             by_camera=False)
         out["match_f1"] = f1
     return out
 
@@ -248,20 +362,37 @@ def _qa_index(meta: Mapping) -> int:
     return int(tail) if tail.isdigit() else 0
 
 
-def _graph_keep(rows: list[dict], notes: list[str]) -> list[dict]:
-    """The official graph filter over prepared rows (see the module docstring)."""
+def _frame_key(meta: Mapping) -> tuple | None:
+    if meta.get("scene") is not None and meta.get("frame") is not None:
+        return (meta["scene"], meta["frame"])
+    qa_id = str(meta.get("qa_id", ""))
+    head, _, tail = qa_id.rpartition("_")
+    return (head,) if head and tail.isdigit() else None
+
+
+def _match(row: dict, protocol: str) -> tuple[list, float]:
+    return match_points(_points(row["pred_px"], protocol), _points(row["ref_px"], protocol),
+                        by_camera=protocol == "pocket")
+
+
+def _graph_keep(rows: list[dict], notes: list[str], protocol: str) -> list[dict]:
+    """The graph filter over prepared rows (see the module docstring), with `protocol`'s points."""
     frames: dict[tuple, list[dict]] = {}
+    kept, dropped, no_question, no_frame, no_first = [], 0, 0, 0, 0
     for row in rows:
-        meta = row["meta"]
-        key = (meta.get("scene"), meta.get("frame"))
-        if key == (None, None):
-            key = (str(meta.get("qa_id", "")).rsplit("_", 1)[0],)
-        frames.setdefault(key, []).append(row)
-    kept, dropped, no_question = [], 0, 0
+        key = _frame_key(row["meta"])
+        if key is None:
+            no_frame += 1
+            kept.append(row)
+        else:
+            frames.setdefault(key, []).append(row)
+    official = protocol == "official"
     for frame_rows in frames.values():
         frame_rows.sort(key=lambda r: _qa_index(r["meta"]))
         first, rest = frame_rows[0], frame_rows[1:]
-        graph, _ = match_points(pixel_points(first["pred_px"]), pixel_points(first["ref_px"]))
+        no_first += _qa_index(first["meta"]) != 0
+        matched, _ = _match(first, protocol)
+        graph = {(x, y) if official else (cam, x, y) for cam, x, y in matched}
         kept.append(first)
         for row in rest:
             question = row["meta"].get("question_pixels")
@@ -269,14 +400,21 @@ def _graph_keep(rows: list[dict], notes: list[str]) -> list[dict]:
                 no_question += 1
                 kept.append(row)
                 continue
-            if all(p in graph for p in pixel_points(str(question))):
+            points = [(x, y) if official else (cam, x, y) for cam, x, y in _points(str(question), protocol)]
+            if all(p in graph for p in points):
                 kept.append(row)
             else:
                 dropped += 1
-    notes.append(f"graph filter applied: {dropped} of {len(rows)} samples dropped (question points not matched "
-                 f"in the frame's first QA)")
+    notes.append(f"graph filter ({protocol} rule) applied: {dropped} of {len(rows)} samples dropped (question "
+                 f"points not matched in the frame's first QA)")
     if no_question:
         notes.append(f"graph filter: {no_question} samples without meta['question_pixels'] were kept unfiltered")
+    if no_frame:
+        notes.append(f"graph filter: {no_frame} samples without meta['scene']/['frame'] or a qa_id "
+                     f"'<scene>_<frame>_<i>' were kept unfiltered")
+    if no_first:
+        notes.append(f"graph filter: {no_first} frames lack their first QA (qa_id index 0); their lowest-numbered "
+                     f"QA set the matched points instead, which the official scorer never does")
     return kept
 
 
@@ -284,12 +422,18 @@ def aggregate_drivelm(predictions: Sequence[Any], context: Mapping[str, Any] | N
     """Corpus-level DriveLM metrics for the run's ``drivelm`` predictions.
 
     Each prediction has ``.prediction``, ``.reference``, ``.meta`` (and ``.task``; other tasks are ignored).
-    `context` may hold ``"judge"`` (a :class:`~domains.driving.judge.JudgeConfig` mapping, or None),
-    ``"graph_filter"`` (bool) and ``"progress"`` (bool, the judge's progress bar). Returns ``accuracy,
-    match_f1, Bleu_1..4, ROUGE_L, CIDEr, language, chatgpt, match, final_score, final_score_no_judge`` (None =
-    not computed, never a silent 0) and ``notes`` (strings saying what was not computed and why).
+    `context` may hold ``"protocol"`` (``"official"``, the default, or ``"pocket"``: see the module notes),
+    ``"graph_filter"`` (True / False; None or absent: the protocol's choice), ``"judge"`` (a
+    :class:`~domains.driving.judge.JudgeConfig` mapping, or None) and ``"progress"`` (bool, the judge's
+    progress bar). Returns ``accuracy, match_f1, Bleu_1..4, ROUGE_L, CIDEr, language, chatgpt, match,
+    final_score, final_score_no_judge`` (None = not computed, never a silent 0), ``notes`` (strings saying what
+    was not computed and why) and ``protocols`` (what each metric followed, :func:`protocols`).
     """
     context = dict(context or {})
+    protocol = check_protocol(context.get("protocol") or "official")
+    graph_filter = context.get("graph_filter")
+    if graph_filter is None:
+        graph_filter = protocol == "official"
     notes: list[str] = []
     rows: list[dict] = []
     bad = 0
@@ -303,30 +447,35 @@ def aggregate_drivelm(predictions: Sequence[Any], context: Mapping[str, Any] | N
         except ValueError:
             bad += 1
             continue
-        prediction = str(_field(p, "prediction") or "").strip()
+        prediction = str(_field(p, "prediction") or "")  # as generated: the official accuracy is exact
         rows.append({"meta": meta, "tags": tags, "pred_px": to_camera_pixels(prediction, mode),
                      "ref_px": _reference_pixels(meta, str(_field(p, "reference") or ""), mode)})
     if bad:
         notes.append(f"{bad} predictions without a valid meta['drivelm_tag'] / meta['view_mode'] were left out")
-    if context.get("graph_filter"):
-        rows = _graph_keep(rows, notes)
+    notes.append(f"DriveLM protocol: {protocol}" + (" (the challenge's evaluation.py rules)" if protocol == "official"
+                                                   else " (lenient; not comparable with the challenge's numbers)"))
+    if graph_filter:
+        rows = _graph_keep(rows, notes, protocol)
     else:
         notes.append("graph filter not applied (the official scorer drops a later QA whose question points were "
-                     "not matched in the frame's first QA; pass graph_filter=True to apply it)")
+                     "not matched in the frame's first QA; set eval.graph_filter: true to apply it)")
 
     by_tag = {t: [r for r in rows if t in r["tags"]] for t in TAG_NAMES}
     notes.append("DriveLM samples: " + ", ".join(f"{len(by_tag[t])} {TAG_NAMES[t]} (tag {t})" for t in TAG_NAMES))
 
     out: dict[str, Any] = dict.fromkeys(["accuracy", "match_f1", *COCO_KEYS, "language", "chatgpt", "match",
                                          "final_score", "final_score_no_judge"])
-    out["accuracy"] = _mean([answer_accuracy(r["pred_px"], r["ref_px"]) for r in by_tag[0]])
-    f1s = [match_points(pixel_points(r["pred_px"]), pixel_points(r["ref_px"]))[1] for r in by_tag[3]]
-    out["match_f1"] = _mean(f1s)
+    out["accuracy"] = _mean([answer_accuracy(r["pred_px"], r["ref_px"], protocol) for r in by_tag[0]])
+    out["match_f1"] = _mean([_match(r, protocol)[1] for r in by_tag[3]])
+    odd = sum(official_points(r["ref_px"])[1] for r in by_tag[3])
+    if protocol == "official" and odd:
+        notes.append(f"{odd} tag-3 references hold an odd count of decimal numbers; their last number was dropped "
+                     f"(the official scorer stops with an error on them)")
     if by_tag[2]:
-        lang = coco_scores([r["pred_px"] for r in by_tag[2]], [r["ref_px"] for r in by_tag[2]])
+        lang = coco_scores([r["pred_px"] for r in by_tag[2]], [r["ref_px"] for r in by_tag[2]], protocol)
         out.update(lang)
         out["language"] = language_score(lang)
-        notes.append(NOTE_TOKENIZER)
+        notes.append(NOTE_TOKENIZER[protocol])
     for tag, what in ((0, "accuracy"), (2, "Bleu/ROUGE_L/CIDEr/language"), (3, "match_f1/match")):
         if not by_tag[tag]:
             notes.append(f"no tag-{tag} samples: {what} not computed")
@@ -376,6 +525,7 @@ def aggregate_drivelm(predictions: Sequence[Any], context: Mapping[str, Any] | N
     notes.append(NOTE_SCALES)
     out = {k: (None if v is None else float(v)) for k, v in out.items()}
     out["notes"] = notes
+    out["protocols"] = protocols(protocol, protocol if graph_filter else "off")
     return out
 
 
@@ -384,5 +534,6 @@ aggregate_drivelm.fallback_main_metric = "final_score_no_judge"  # type: ignore[
 score_drivelm.aggregate = aggregate_drivelm  # type: ignore[attr-defined]
 score_drivelm.main_metric = "final_score"  # type: ignore[attr-defined]
 score_drivelm.fallback_main_metric = "final_score_no_judge"  # type: ignore[attr-defined]
+score_drivelm.protocols = protocols("official")  # type: ignore[attr-defined]
 
 METRICS = {"drivelm": score_drivelm}
