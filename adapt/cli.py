@@ -169,7 +169,9 @@ def _chat(args) -> int:
     import dataclasses
 
     import torch
+    from transformers import StoppingCriteriaList
 
+    from model.generation import RepetitionStop
     from model.resources import assets_dir
 
     images = list(args.image)
@@ -186,9 +188,13 @@ def _chat(args) -> int:
     inputs = {k: v.to(vlm.device) for k, v in encoded.to_model_inputs().items()}
     sampling = dict(do_sample=True, temperature=args.temperature) if args.temperature > 0 else dict(do_sample=False)
     streamer = _StopAwareStreamer(processor)
+    repeating = RepetitionStop()  # a looping answer ("squaresquaresquare…") ends after a few repeats
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=args.max_new_tokens, eos_token_id=processor.stop_token_ids,
-                     pad_token_id=processor.pad_token_id, streamer=streamer, **sampling)
+                     pad_token_id=processor.pad_token_id, streamer=streamer,
+                     stopping_criteria=StoppingCriteriaList([repeating]), **sampling)
+    if repeating.fired:
+        print("[stopped: the answer had begun repeating itself]", file=sys.stderr)
     return 0
 
 

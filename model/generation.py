@@ -1,0 +1,58 @@
+"""Stopping rules for answers, shared by ``adapt chat`` and the demo.
+
+A small or barely trained model easily falls into a loop ("blacksquaresquaresquare…", "left lung, left lung,
+left lung, …"). :class:`RepetitionStop` is a transformers ``StoppingCriteria`` that ends a sequence as soon
+as its newest tokens are one n-gram repeated degenerately, so such an answer stops after a few repeats instead
+of running to ``max_new_tokens``. The rule (:func:`repetition_at_end`) is deliberately loose enough for real
+text: a single token must repeat :data:`MIN_SPAN` times in a row, a 2-gram 4 times, any longer n-gram 3 times.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from transformers import StoppingCriteria
+
+__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "RepetitionStop", "repetition_at_end"]
+
+MAX_NGRAM = 12  # longest repeating unit looked for, in tokens
+MIN_REPEATS = 3  # a unit must occur at least this many times in a row ...
+MIN_SPAN = 8  # ... and the repeats must cover at least this many tokens (1-gram: 8 times, 2-gram: 4 times)
+
+
+def repetition_at_end(ids: Sequence[int], *, max_ngram: int = MAX_NGRAM, min_repeats: int = MIN_REPEATS,
+                      min_span: int = MIN_SPAN) -> tuple[int, int] | None:
+    """``(n, repeats)`` when `ids` ends with an n-gram repeated at least ``max(min_repeats, ceil(min_span / n))``
+    times in a row (the shortest such n), else None."""
+    ids = list(ids)
+    for n in range(1, max_ngram + 1):
+        need = max(min_repeats, math.ceil(min_span / n))
+        if n * need > len(ids):
+            break
+        unit = ids[-n:]
+        repeats = 1
+        while repeats < need and ids[-(repeats + 1) * n:len(ids) - repeats * n] == unit:
+            repeats += 1
+        if repeats >= need:
+            return n, repeats
+    return None
+
+
+class RepetitionStop(StoppingCriteria):
+    """Stops each sequence whose generated tokens (those after the first `start`) end in a degenerate
+    repetition (:func:`repetition_at_end`). ``fired`` tells afterwards whether it stopped anything."""
+
+    def __init__(self, start: int = 0, **rule: int):
+        self.start = int(start)
+        self.rule = rule
+        rule = {"max_ngram": MAX_NGRAM, "min_repeats": MIN_REPEATS, "min_span": MIN_SPAN, **rule}
+        self._tail = rule["max_ngram"] * rule["min_repeats"] + rule["min_span"]  # enough for any n-gram's repeats
+        self.fired = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None, **kwargs) -> torch.BoolTensor:
+        begin = max(self.start, input_ids.shape[-1] - self._tail)
+        done = [repetition_at_end(row[begin:].tolist(), **self.rule) is not None for row in input_ids]
+        self.fired = self.fired or any(done)
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

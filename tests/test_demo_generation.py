@@ -1,0 +1,63 @@
+"""The repetition cut shared by the demo and `adapt chat` (model/generation.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from model.generation import RepetitionStop, repetition_at_end
+
+
+@pytest.mark.parametrize("ids, expected", [
+    ([7] * 8, (1, 8)),                       # one token 8 times in a row
+    ([5, 7, 7, 7, 7, 7, 7, 7], None),         # 7 times is not yet a loop ("1000000", "!!!!!!!")
+    ([1, 2] * 4, (2, 4)),                     # "square green square green …"
+    ([9, 1, 2] + [3, 4, 5] * 3, (3, 3)),      # the same 3-gram 3 times at the end
+    ([3, 4, 5] * 2, None),                    # twice is a phrase said twice, not a loop
+    ([3, 4, 5] * 3 + [6], None),              # only the end counts: a loop that was left is fine
+    (list(range(40)), None),
+    ([], None),
+])
+def test_repetition_at_end(ids, expected):
+    assert repetition_at_end(ids) == expected
+
+
+def test_the_stopping_criterion_stops_each_looping_row_and_remembers():
+    stop = RepetitionStop(start=6)
+    rows = torch.tensor([[0, 0, 0, 0, 0, 0, 1, 2, 1, 2, 1, 2, 1, 2],   # loops after the prompt
+                         [3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3]])  # 8 generated 3s: a loop of its own
+    assert stop(rows, None).tolist() == [True, True] and stop.fired
+    prompt_loop = torch.tensor([[3, 3, 3, 3, 3, 3, 3, 3]])  # the prompt's repeats do not count
+    assert not RepetitionStop(start=6)(prompt_loop, None).any() and RepetitionStop()(prompt_loop, None).all()
+    assert not RepetitionStop()(torch.tensor([[1, 2, 3, 4]]), None).any()
+
+
+def test_adapt_chat_cuts_a_looping_answer(monkeypatch, capsys):
+    """`adapt chat` with pocket-tiny forced to answer 60 tokens: it loops ("squaresquare…") and is cut."""
+    import model
+    from adapt.cli import main
+
+    real_load = model.load
+    lengths = []
+
+    def load(*args, **kwargs):
+        vlm, processor = real_load(*args, **kwargs)
+        generate = vlm.generate
+
+        def forced(*a, **kw):  # never stop at an end token: only the repetition rule can
+            out = generate(*a, **kw, min_new_tokens=kw["max_new_tokens"])
+            lengths.append(out.shape[-1])
+            return out
+
+        monkeypatch.setattr(vlm, "generate", forced)
+        return vlm, processor
+
+    monkeypatch.setattr(model, "load", load)
+    assert main(["chat", "What is shown?", "--example-image", "--max-new-tokens", "60"]) == 0
+    out, err = capsys.readouterr()
+    assert "[stopped: the answer had begun repeating itself]" in err
+    answer = out.strip()
+    assert lengths and lengths[0] < 30, lengths  # cut within a few repeats, not run to 60 tokens
+    assert re.search(r"(.+?)\1{2,}$", answer), answer  # and it ends in the loop that stopped it
