@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -141,7 +140,7 @@ def test_stream_matches_plain_generation_and_ends_at_stop_tokens(session):
     import torch
 
     image = Image.new("RGB", (64, 48), (20, 160, 40))
-    pieces = list(session.stream("What colour is it?", [image], max_new_tokens=12))
+    pieces = list(session.stream("What colour is it?", [image], max_new_tokens=12, stop_repetition=False))
     assert pieces and all(b.startswith(a) for a, b in itertools.pairwise(pieces))  # the text only grows
     proc, vlm = session.processor, session.vlm
     enc = proc([{"role": "user", "content": "What colour is it?"}], images=[image])
@@ -151,7 +150,25 @@ def test_stream_matches_plain_generation_and_ends_at_stop_tokens(session):
     stops = set(proc.stop_token_ids)
     ids = ids[:next((k for k, i in enumerate(ids) if i in stops), len(ids))]
     assert pieces[-1] == proc.tokenizer.decode(ids, skip_special_tokens=True)
-    assert session.answer("What colour is it?", [image], max_new_tokens=12) == pieces[-1]
+    assert session.answer("What colour is it?", [image], max_new_tokens=12, stop_repetition=False) == pieces[-1]
+    assert not pieces[-1].repeated
+
+
+def test_a_looping_answer_is_cut_and_flagged(session, monkeypatch):
+    """pocket-tiny untrained for this question loops ("squaresquaresquare…"): the shared RepetitionStop ends
+    it after a few repeats instead of at max_new_tokens, and the answer says it was cut."""
+    from model.generation import repetition_at_end
+
+    generate = session.vlm.generate
+    monkeypatch.setattr(session.vlm, "generate",  # never stop at an end token: only the repetition rule can
+                        lambda *a, **kw: generate(*a, **kw, min_new_tokens=kw["max_new_tokens"]))
+    image = Image.new("RGB", (64, 64), (20, 20, 20))
+    full = session.answer("What is shown?", [image], max_new_tokens=60, stop_repetition=False)
+    cut = session.answer("What is shown?", [image], max_new_tokens=60)
+    assert cut.repeated and not full.repeated and full.startswith(cut) and len(cut) < len(full)
+    ids = session.processor.tokenizer(cut, add_special_tokens=False).input_ids
+    assert repetition_at_end(ids) is not None  # it ends in the loop that stopped it
+    assert len(ids) <= 24, cut
 
 
 def test_stream_rejects_an_empty_question_and_wrong_placeholders(session):
@@ -173,9 +190,9 @@ def test_a_consumer_that_stops_reading_stops_the_generation(session, monkeypatch
 
     monkeypatch.setattr(session.vlm, "generate", counted)
     image = Image.new("RGB", (32, 32))
-    full = session.answer("Describe it in detail.", [image], max_new_tokens=60)
+    full = session.answer("Describe it in detail.", [image], max_new_tokens=60, stop_repetition=False)
     assert lengths == [60] and full
-    stream = session.stream("Describe it in detail.", [image], max_new_tokens=60)
+    stream = session.stream("Describe it in detail.", [image], max_new_tokens=60, stop_repetition=False)
     first = next(stream)
     assert full.startswith(first) and len(first) < len(full)  # text arrives token by token
     stream.close()  # the page was closed: the worker stops early and the lock is free again
@@ -185,7 +202,9 @@ def test_a_consumer_that_stops_reading_stops_the_generation(session, monkeypatch
 
 
 # --------------------------------------------------------------------------------------------- uploads
-def test_uploads_are_staged_under_neutral_names_and_the_cached_original_removed(tmp_path, gradio_cache):
+def test_uploads_are_staged_under_neutral_names_and_the_cached_original_renamed(tmp_path, gradio_cache):
+    from deploy.demo.uploads import runtime_root
+
     mine = png(tmp_path / "DOE_JANE 1970-01-01.PNG")
     cached_dir = gradio_cache / "abc123"
     cached_dir.mkdir()
@@ -195,14 +214,92 @@ def test_uploads_are_staged_under_neutral_names_and_the_cached_original_removed(
     staged = stage_uploads([mine, cached, weird], max_bytes=MB)
     try:
         assert [p.name for p in staged.paths] == ["upload-1.png", "upload-2.png", "upload-3"]
-        assert oct(staged.root.stat().st_mode & 0o777) == "0o700"
+        assert oct(staged.root.stat().st_mode & 0o777) == "0o700" and staged.root.parent == runtime_root()
+        assert oct(runtime_root().stat().st_mode & 0o777) == "0o700"
         assert mine.exists(), "a file outside Gradio's cache is never touched"
-        assert not cached.exists() and not cached_dir.exists(), "Gradio's copy (with the original name) is removed"
+        assert not cached.exists(), "Gradio's copy under the original name is gone"
+        assert not any("DOE" in p.name for p in gradio_cache.rglob("*")), "no name in the cache carries PHI"
         msg = readable_error(ValueError(f"{staged.paths[1]}: not a DICOM file"), staged)
         assert msg == "upload 2: not a DICOM file"
     finally:
         staged.cleanup()
     assert not staged.root.exists()
+    # a domain keeps one safe word of the original name (driving: the camera); anything else is dropped
+    tags = {"a.png": "CAM_FRONT", "b.png": "DOE JANE", "c.png": "../x", "d.png": "x" * 40, "e.png": None}
+    files = [png(tmp_path / name) for name in tags]
+    staged = stage_uploads(files, max_bytes=MB, name_tag=lambda name: tags[name])
+    try:
+        assert [p.name for p in staged.paths] == ["upload-1.CAM_FRONT.png", "upload-2.png", "upload-3.png",
+                                                  "upload-4.png", "upload-5.png"]
+        assert staged.tags == ["CAM_FRONT", None, None, None, None]
+    finally:
+        staged.cleanup()
+
+
+def test_identical_files_uploaded_at_once_all_stage(tmp_path, gradio_cache):
+    """Gradio caches identical files under one path (<content hash>/<name>): twenty requests for the same
+    file must each get their own private copy, even after the first renamed the cached file away."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cached_dir = gradio_cache / ("0f" * 32)  # Gradio names the folder by the content hash
+    cached_dir.mkdir()
+    cached = png(cached_dir / "DOE_JANE.png", colour=(1, 2, 3))
+    content = cached.read_bytes()
+
+    def one(_):
+        staged = stage_uploads([str(cached)], max_bytes=MB)
+        try:
+            return staged.root, staged.paths[0].read_bytes()
+        finally:
+            staged.cleanup()
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(20)))
+    assert len({root for root, _ in results}) == 20, "one private folder per request"
+    assert all(data == content for _, data in results)
+    assert not cached.exists() and not any("DOE" in p.name for p in gradio_cache.rglob("*"))
+    # later requests for that path still work; another file's missing path does not borrow this content
+    assert one(0)[1] == content
+    with pytest.raises(UploadError, match="upload 1: not a regular file"):
+        stage_uploads([str(cached_dir / "other.png")], max_bytes=MB)
+
+
+def test_sweep_removes_only_folders_of_ended_demos(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from deploy.demo.uploads import OWNER_FILE, RUNTIME_PREFIX, _start_token, sweep_stale
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(done.stdout)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        def folder(name, owner=None, age=0.0):
+            path = tmp_path / f"{RUNTIME_PREFIX}{name}"
+            (path / "upload-x").mkdir(parents=True)
+            (path / "upload-x" / "upload-1.dcm").write_bytes(b"PHI")
+            if owner is not None:
+                (path / OWNER_FILE).write_text(owner)
+            if age:
+                os.utime(path, (time.time() - age, time.time() - age))
+            return path
+
+        dead = folder("dead", f"{dead_pid} 1")
+        live = folder("live", f"{sleeper.pid} {_start_token(sleeper.pid)}")
+        live_old = folder("live-old", f"{sleeper.pid} {_start_token(sleeper.pid)}", age=10 * 86400)
+        reused = folder("reused", f"{sleeper.pid} 12345")  # that pid now belongs to a process started later
+        unknown_old = folder("unknown-old", age=2 * 86400)
+        unknown_new = folder("unknown-new")
+        other = tmp_path / "not-ours"
+        other.mkdir()
+        removed = sweep_stale(tmp_path)
+        assert sorted(p.name for p in removed) == sorted(p.name for p in (dead, reused, unknown_old))
+        assert live.exists() and live_old.exists() and unknown_new.exists() and other.exists()
+        assert not dead.exists() and not reused.exists() and not unknown_old.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_upload_size_limit_and_missing_files(tmp_path):
@@ -260,91 +357,234 @@ def test_normalize_upload_checks_the_hook_contract():
         normalize_upload({"images": [img], "labels": ["a", "b"]}, 1)
 
 
-def test_remote_sensing_hooks_follow_the_demo_contract(tmp_path):
+def write_geotiff(path: Path, bands: int = 3, descriptions=None) -> Path:
     rasterio = require("rasterio")
     from rasterio.transform import from_origin
 
-    from domains.base import get_domain
-
-    path = tmp_path / "scene.tif"
-    data = (np.arange(3 * 40 * 60, dtype=np.uint16).reshape(3, 40, 60) % 4000) + 1
+    data = np.stack([(np.arange(40 * 60, dtype=np.uint16).reshape(40, 60) * (b + 1)) % 4000 + 1
+                     for b in range(bands)])
     data[:, :10, :] = 0  # nodata band on top
-    with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=3, dtype="uint16", crs="EPSG:32633",
-                       transform=from_origin(500000, 4000000, 10, 10), nodata=0) as dst:
+    with rasterio.open(path, "w", driver="GTiff", width=60, height=40, count=bands, dtype="uint16",
+                       crs="EPSG:32633", transform=from_origin(500000, 4000000, 10, 10), nodata=0) as dst:
         dst.write(data)
-    read, draw = hooks_for(get_domain("remote_sensing"))
+        if descriptions:
+            dst.descriptions = tuple(descriptions)
+    return path
+
+
+def test_remote_sensing_hooks_follow_the_demo_contract(tmp_path):
+    from domains.base import get_domain
+    from domains.remote_sensing.demo import STRETCHES
+
+    path = write_geotiff(tmp_path / "scene.tif")
+    plugin = get_domain("remote_sensing")
+    read, draw = hooks_for(plugin)
     result = normalize_upload(read([path]), 1)
-    assert result.images[0].size == (60, 40) and result.info == {"image 1": "60 × 40 px"}
+    assert result.images[0].size == (60, 40)
+    assert result.info == {"image 1": "60 × 40 px, 3 bands (uint16)", "image 1 bands": "1, 2, 3 as red, green, blue",
+                           "image 1 stretch": "2–98 percentiles per band over valid pixels, to 0–255"}
     assert result.warnings == ["image 1: 25% of the pixels are nodata (drawn black)"]
     drawn = draw(result.images, "<ref>field</ref><box>[[0, 500, 500, 1000]]</box>")
     assert len(drawn) == 1 and drawn[0].getpixel((0, 30)) != result.images[0].getpixel((0, 30))
+    # the page's band and stretch controls reach the reader, and the info says what was used
+    from deploy.demo.hooks import options_for
+
+    specs = options_for(plugin)
+    assert set(specs) == {"bands", "stretch"} and specs["bands"]["custom"] and set(specs["stretch"]["choices"]) == set(STRETCHES)
+    grey = normalize_upload(read([path], bands="2", stretch="none (values as stored, for 8-bit RGB)"), 1)
+    assert grey.info["image 1 bands"] == "2 as grey" and grey.info["image 1 stretch"].startswith("none")
+    px = grey.images[0].getpixel((5, 20))
+    assert px[0] == px[1] == px[2]
+    named = write_geotiff(tmp_path / "s2.tif", bands=4, descriptions=["B02", "B03", "B04", "B08"])
+    out = normalize_upload(read([named], bands="B08, B04, B03", stretch="min–max per band"), 1)
+    assert out.info["image 1 bands"] == "4, 3, 2 (B08, B04, B03) as red, green, blue"
+    assert out.info["image 1 stretch"].startswith("0–100 percentiles")
+    assert normalize_upload(read([named]), 1).info["image 1 bands"] == "3, 2, 1 (B04, B03, B02) as red, green, blue"
+    with pytest.raises(ValueError, match="one band .* or three"):
+        read([path], bands="1,2")
+    with pytest.raises(ValueError, match="band index 7 out of range"):
+        read([path], bands="7,2,1")
 
 
-def test_generic_answer_stream_draws_the_answer_boxes(session, tmp_path):
+@pytest.mark.parametrize("keep, expected", [
+    (0.5, "the raster's pixel data is incomplete or damaged; the file looks cut short"),
+    (0.002, "cannot be read as a raster: the file is damaged, cut short"),
+])
+def test_a_truncated_geotiff_is_reported_in_words(tmp_path, gradio_cache, keep, expected):
+    from deploy.demo.panels.generic import read_files
+    from domains.base import get_domain
+
+    whole = write_geotiff(tmp_path / "whole.tif").read_bytes()
+    cut = tmp_path / "DOE_site.tif"
+    cut.write_bytes(whole[:max(64, int(len(whole) * keep))])
+    with pytest.raises(UploadError) as err:
+        read_files([cut], hooks_for(get_domain("remote_sensing"))[0], max_bytes=MB)
+    msg = str(err.value)
+    assert msg.startswith("upload 1: ") and expected in msg
+    for raw in ("TIFFRead", "IReadBlock", "failed", "DOE", str(tmp_path)):
+        assert raw not in msg, msg
+
+
+def test_generic_answer_stream_names_what_failed(session, tmp_path):
     from deploy.demo.panels.generic import answer_stream, read_files
+    from deploy.demo.session import Answer
 
     class Scripted:  # the tiny model never writes boxes: script one answer to check the drawing path
         def stream(self, question, images, prompt=None):
             yield "<ref>spot</ref>"
-            yield "<ref>spot</ref><box>[[0, 0, 500, 500]]</box>"
+            yield Answer("<ref>spot</ref><box>[[0, 0, 500, 500]]</box>", repeated=True)
 
     upload = read_files([png(tmp_path / "a.png")], hooks_for(None)[0], max_bytes=MB)
     steps = list(answer_stream(Scripted(), default_draw_answer, "Where?", upload))
-    assert [s[1] for s in steps[:-1]] == [None, None] and steps[-1][2] == ""
+    assert [s[1] for s in steps[:-1]] == [None, None]
     assert steps[-1][1][0].getpixel((0, 5)) != upload.images[0].getpixel((0, 5))
+    assert "repeating itself" in steps[-1][2]  # the cut is said, not an error
     real = list(answer_stream(session, default_draw_answer, "What is it?", upload))
-    assert real[-1][0] and real[-1][1][0].size == (48, 40) and real[-1][2] == ""
-    *_, (_text, drawn, error) = answer_stream(session, default_draw_answer, "", upload)
-    assert error == "type a question first" and drawn is None
+    assert real[-1][0] and real[-1][1][0].size == (48, 40)
+    *_, (_text, drawn, note) = answer_stream(session, default_draw_answer, "", upload)
+    assert note == "**Could not ask:** type a question first" and drawn is None
+
+    def broken_draw(images, answer):
+        raise RuntimeError("no pen")
+
+    *_, (text, drawn, note) = answer_stream(Scripted(), broken_draw, "Where?", upload)
+    assert text.endswith("</box>") and drawn == upload.images
+    assert note.startswith("**The answer is shown, but its marks could not be drawn:**") and "Could not answer" not in note
 
 
 def test_generic_page_handlers(session, tmp_path, gradio_cache):
     blocks = demo_app.build_demo(session, "general", max_upload_mb=1)
     on_upload, on_ask = handler(blocks, "on_upload"), handler(blocks, "on_ask")
-    state, status, gallery, info, warnings, _answer = on_upload([str(png(tmp_path / "DOE_JANE.png"))])
-    assert "upload 1" in status and state.images[0].size == (48, 40) and "48 × 40 px" in info
+    *_, (text, images, notice, *_) = on_ask("What is it?", None)  # nothing uploaded: said, not hidden
+    assert text and "no image was uploaded: the answer comes from the question alone" in notice
+    state, status, gallery, info, warnings, *_ = on_upload([str(png(tmp_path / "DOE_JANE.png"))], None)
+    assert "upload 1" in status and state.result.images[0].size == (48, 40) and "48 × 40 px" in info
     assert_no_phi(all_text([status, gallery, info, warnings]))
-    *_, (text, images, notice) = on_ask("What is it?", state)
-    assert text and notice == "" and images[0][1] == "upload 1"
+    *_, (text, images, notice, *_) = on_ask("What is it?", state)
+    assert text and images["value"][0][1] == "upload 1"
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"garbage")
-    state, status, *_ = on_upload([str(bad)])
+    old_root = state.staged.root
+    state, status, *_ = on_upload([str(bad)], state)
     assert state is None and "Could not read the upload" in status and "not an image file" in status
+    assert not old_root.exists(), "a new upload frees the previous one"
 
 
-def test_driving_page_six_cameras_in_both_views_with_ctags_drawn(session, tmp_path, gradio_cache):
-    """The driving panel: six camera uploads (named by camera), the view chosen on the page, c-tags of an
-    answer drawn back on the named camera."""
+def test_domain_pages_say_what_to_upload_and_refuse_to_ask_without_one(session):
+    from domains.driving.demo import UPLOAD_HELP as DRIVING_HELP
+    from domains.remote_sensing.demo import UPLOAD_HELP as RS_HELP
+
+    for domain, help_text in (("driving", DRIVING_HELP), ("remote_sensing", RS_HELP)):
+        blocks = demo_app.build_demo(session, domain)
+        text = page_text(blocks)
+        assert escape_md(help_text) in text
+        assert "Not for diagnosis" not in text, "the medical disclaimer belongs to the medical page only"
+        assert "answers come from a small model" in text
+        *_, (answer, _gallery, notice, *_) = handler(blocks, "on_ask")("What is ahead?", None, *option_defaults(domain))
+        assert answer == "" and "No upload yet" in notice and "nothing was sent to the model" in notice
+    medical = page_text(demo_app.build_demo(session, "medical"))
+    assert "Not for diagnosis" in medical and "What to upload" in medical
+
+
+def page_text(blocks) -> str:
+    return "\n".join(str(getattr(b, "value", "") or "") + "\n" + str(getattr(b, "label", "") or "")
+                     for b in blocks.blocks.values())
+
+
+def option_defaults(domain):
     from deploy.demo.hooks import options_for
-    from deploy.demo.panels.generic import answer_stream, read_files
     from domains.base import get_domain
+
+    return [spec["default"] for spec in options_for(get_domain(domain)).values()]
+
+
+def nuscenes_frames(folder: Path, size=(160, 90)) -> list[Path]:
+    """Six frames named as nuScenes names them, each camera a colour of its own; sorted as a file picker
+    lists them (alphabetically: CAM_BACK first), not in the stitched order."""
     from domains.driving.layout import STITCH_ORDER
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, cam in enumerate(STITCH_ORDER):
+        files.append(folder / f"n008-2018-08-01-15-16-36-0400__{cam}__15331516035474{k:02d}.jpg")
+        Image.new("RGB", size, CAMERA_COLOURS[cam]).save(files[-1], quality=95)
+    return sorted(files)
+
+
+CAMERA_COLOURS = {"CAM_FRONT_LEFT": (230, 30, 30), "CAM_FRONT": (30, 200, 30), "CAM_FRONT_RIGHT": (30, 30, 230),
+                  "CAM_BACK_LEFT": (230, 230, 30), "CAM_BACK": (30, 230, 230), "CAM_BACK_RIGHT": (230, 30, 230)}
+
+
+def assert_cells(image: Image.Image) -> None:
+    """Each camera's colour in its own cell of the stitched image."""
+    from domains.driving import layout
+
+    for cam, colour in CAMERA_COLOURS.items():
+        col, row = layout.cell_of(cam)
+        x, y = int((col + 0.5) * image.width / 3), int((row + 0.75) * image.height / 2)
+        assert all(abs(a - b) <= 8 for a, b in zip(image.getpixel((x, y)), colour)), cam
+
+
+def test_driving_page_cameras_come_from_the_original_names_and_the_view_is_reread(session, tmp_path, gradio_cache,
+                                                                                  monkeypatch):
+    """The driving panel: nuScenes frames picked alphabetically land in their cameras' cells (the camera of
+    each original name is kept through the neutral staging); switching the view re-reads the upload, so the
+    model gets the layout shown; c-tags of an answer are drawn back on the named camera."""
+    from deploy.demo.hooks import options_for
+    from deploy.demo.panels.generic import answer_stream
+    from domains.base import get_domain
+    from domains.driving.layout import STITCH_ORDER, STITCHED_PREFIX
 
     plugin = get_domain("driving")
     assert set(options_for(plugin)) == {"mode", "order"}
-    files = []
-    for k, cam in enumerate(STITCH_ORDER):
-        files.append(tmp_path / f"n008__{cam}__15372910.jpg")
-        Image.new("RGB", (160, 90), (30 * k, 90, 60)).save(files[-1])
+    seen = []
+    real_stream = session.stream
+
+    def spy(question, images, prompt=None, **kw):  # what the model is given
+        seen.append((len(images), prompt))
+        yield from real_stream(question, images, prompt=prompt, **kw)
+
+    monkeypatch.setattr(session, "stream", spy)
+    files = nuscenes_frames(tmp_path / "picked")
     blocks = demo_app.build_demo(session, "driving", max_upload_mb=5)
-    on_upload, on_ask = handler(blocks, "on_upload"), handler(blocks, "on_ask")
-    state, status, gallery, *_ = on_upload([str(f) for f in files], "stitched", "stitch")
-    assert state is not None and len(state.images) == 1 and state.images[0].size == (2688, 896), status
-    *_, (text, images, notice) = on_ask("What is in front?", state, "stitched", "stitch")
-    assert text and notice == ""
-    state, status, *_ = on_upload([str(f) for f in files], "multi", "stitch")
-    assert len(state.images) == 6 and state.prompt.count("<image>") == 6 and "CAM_BACK_RIGHT" in state.prompt
+    on_upload, on_ask, on_option = (handler(blocks, n) for n in ("on_upload", "on_ask", "on_option"))
+    state, status, gallery, info, *_ = on_upload([str(f) for f in files], None, "stitched", "stitch")
+    assert state is not None and len(state.result.images) == 1, status
+    assert_cells(state.result.images[0])
+    info = info.replace("\\", "")  # markdown escapes
+    assert "upload-" not in info and "read from the file names" in info and "CAM_BACK_LEFT" in info
+    assert all("__" not in p.name and p.name.startswith("upload-") for p in state.staged.paths)
+    assert gallery["columns"] == 1  # the 3:1 stitched image alone in its row
+    *_, (text, images, notice, *_) = on_ask("What is in front?", state, "stitched", "stitch")
+    assert seen[-1] == (1, STITCHED_PREFIX) and text and "Could not" not in notice
+    # the view is switched after the upload: the upload is read again in the new layout
+    state, status, gallery, info, warnings, _notice = on_option(state, "multi", "stitch")
+    assert len(state.result.images) == 6 and state.result.labels == list(STITCH_ORDER)
+    assert "six camera images" in info and gallery["columns"] == 3
+    *_, (text, images, notice, *_) = on_ask("What is in front?", state, "multi", "stitch")
+    assert seen[-1][0] == 6 and seen[-1][1].count("<image>") == 6 and "Could not" not in notice
+    assert len(images["value"]) == 6
+    # asked with a view the upload was not read in yet (the change event lost the race): read again first
+    steps = list(on_ask("What is in front?", state, "stitched", "stitch"))
+    new_state = steps[0][3]  # the state is updated first, with the upload read in the view asked with
+    assert seen[-1] == (1, STITCHED_PREFIX) and len(new_state.result.images) == 1 and "Could not" not in steps[-1][2]
+    assert new_state.options == {"mode": "stitched", "order": "stitch"} and steps[-1][0]
 
     class Scripted:  # the tiny model does not write c-tags: script one answer to check the drawing path
         def stream(self, question, images, prompt=None):
             yield "<c1,CAM_BACK,[500,500]> is a car."
 
-    read, draw = plugin.demo_hooks["read_upload"], plugin.demo_hooks["draw_answer"]
-    upload = read_files([str(f) for f in files], read, max_bytes=5 * MB, mode="multi")
-    *_, (_text, drawn, error) = answer_stream(Scripted(), draw, "Where?", upload, mode="multi")
+    upload = state.result
+    *_, (_text, drawn, note) = answer_stream(Scripted(), plugin.demo_hooks["draw_answer"], "Where?", upload,
+                                             **state.options)
     back = STITCH_ORDER.index("CAM_BACK")
     changed = [k for k, (a, b) in enumerate(zip(upload.images, drawn)) if a.tobytes() != b.tobytes()]
-    assert error == "" and changed == [back]
+    assert note == "" and changed == [back]
+    # an ambiguous set is refused, naming what was found, never placed by order
+    twice = [files[0], *files[:5]]
+    state2, status, *_ = on_upload([str(f) for f in twice], state, "stitched", "stitch")
+    assert state2 is None and "the same camera in CAM_BACK_LEFT: upload 1, upload 2" in status.replace("\\", "")
+    assert not state.staged.root.exists()
 
 
 def test_build_demo_panels_by_domain(session):
@@ -383,12 +623,29 @@ def test_medical_single_dicom_header_is_deidentified_and_warnings_shown(medical,
         text = " ".join(study.warnings)
         assert "Burned-in annotation" in text
         assert "PatientName" in text  # reported by keyword, never by value
+        # identity first, by kind: PatientName leads, whatever else the file holds
+        assert "it holds patient identity (PatientName, PatientID, PatientBirthDate) and 1 person or institution " \
+               "(InstitutionName)." in text
         assert study.default_window == (40.0, 400.0)
         assert study.value_range == pytest.approx((-1000.0, 1000.0), abs=1)
         assert study.render(0).size == (32, 32) and study.render(0).mode == "RGB"
     finally:
         study.close()
     assert not study.staged.root.exists()
+
+
+def test_the_identifying_attributes_warning_groups_by_kind_identity_first(medical):
+    found = ["AcquisitionDate", "ContentDate", "InstitutionName", "OperatorsName", "OtherPatientIDs", "PatientAge",
+             "PatientBirthDate", "PatientID", "PatientName", "ReferringPhysicianName", "SeriesDate", "StationName",
+             "StudyDate", "StudyTime", "StudyDescription", *(f"private (0009,10{k:02x})" for k in range(200))]
+    text = medical.phi_warning(found)
+    assert text.startswith("The file is not de-identified: it holds patient identity (PatientName, PatientID, "
+                           "PatientBirthDate, OtherPatientIDs and 1 more), 5 dates and times (AcquisitionDate, "
+                           "ContentDate, SeriesDate, StudyDate and 1 more), 3 people and institutions "
+                           "(InstitutionName, OperatorsName, ReferringPhysicianName), 1 device attribute "
+                           "(StationName), 1 other identifying attribute (StudyDescription) and 200 private tags")
+    assert "215" not in text and medical.phi_warning([]) == ""
+    assert medical.phi_warning(["private (0009,1001)"]).startswith("The file is not de-identified: it holds 1 private tag ")
 
 
 def test_medical_window_changes_the_rendering(medical, tmp_path):
@@ -458,12 +715,14 @@ def test_medical_png_upload(medical, tmp_path):
 def test_medical_bad_files_give_readable_messages(medical, tmp_path, gradio_cache, name, content, expected):
     bad = tmp_path / name
     bad.write_bytes(content)
-    before = set(Path(tempfile.gettempdir()).glob("pocket-adapt-demo-*"))
+    from deploy.demo.uploads import runtime_root
+
+    before = set(runtime_root().glob("upload-*"))
     with pytest.raises(UploadError) as err:
         medical.load_study([bad], max_bytes=MB)
     msg = str(err.value)
     assert expected in msg and "DOE" not in msg and "Traceback" not in msg and str(tmp_path) not in msg
-    assert set(Path(tempfile.gettempdir()).glob("pocket-adapt-demo-*")) <= before, "staged copies are removed"
+    assert set(runtime_root().glob("upload-*")) <= before, "staged copies are removed"
 
 
 def test_medical_zip_bomb_is_refused(medical, tmp_path):
@@ -523,6 +782,8 @@ def test_medical_page_handlers_never_show_phi(session, tmp_path, gradio_cache):
         assert c == w == {"__type__": "update"} and "-500/900" in image.label  # sliders left as they are
         assert "slice 3/3" in on_index(3, "bone", 0, 0, study).label
         on_ask = handler(blocks, "on_ask")
+        (answer, preview, sent, notice), = on_ask("Where is the lesion?", None, 2, 1, "lung", 0, 0)
+        assert answer == "" and "No study loaded" in notice and "nothing was sent to the model" in notice
         *_, (answer, preview, sent, notice) = on_ask("Where is the lesion?", study, 2, 1, "lung", 0, 0)
         assert answer and notice == "" and preview.value is not None
         *_, (answer, preview, sent, notice) = on_ask("Compare the slices.", study, 2, 3, "lung", 0, 0)
@@ -588,8 +849,8 @@ def test_cli_flags_defaults_and_password_never_on_the_command_line(monkeypatch, 
     parser = argparse.ArgumentParser()
     add_demo_parser(parser.add_subparsers(dest="verb"))
     args = parser.parse_args(["demo", "--domain", "medical"])
-    assert (args.host, args.port, args.max_upload_mb, args.model) == ("127.0.0.1", 7860, 200.0, "pocket-tiny")
-    assert args.handler is run_demo
+    assert (args.host, args.port, args.max_upload_mb, args.model) == ("127.0.0.1", 7860, 200.0, None)
+    assert args.max_new_tokens == 128 and args.handler is run_demo
     with pytest.raises(SystemExit):
         parser.parse_args(["demo", "--password", "x"])
     with pytest.raises(SystemExit):
@@ -610,8 +871,42 @@ def test_cli_runs_the_demo_with_launch_settings(monkeypatch, tmp_path):
     users = tmp_path / "users"
     users.write_text("ann:pw\n")
     users.chmod(0o600)
-    assert cli.main(["--domain", "remote_sensing", "--auth-file", str(users), "--port", "7999",
-                     "--max-upload-mb", "3"]) == 0
+    assert cli.main(["--domain", "remote_sensing", "--model", "pocket-tiny", "--auth-file", str(users),
+                     "--port", "7999", "--max-upload-mb", "3"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 7999 and seen["auth"] == [("ann", "pw")]
     assert seen["max_upload_mb"] == 3 and seen["blocks"].pocket_settings.max_upload_mb == 3 and seen["blocked"]
 
+
+
+def test_the_demo_serves_the_domains_quick_start_model_or_says_how_to_make_one(monkeypatch, tmp_path, capsys):
+    """`adapt demo --domain medical` never answers with the untrained base model by default."""
+    from adapt import cli as adapt_cli
+    from deploy.demo import cli
+    from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS
+
+    assert cli.DEFAULT_MAX_NEW_TOKENS == DEFAULT_MAX_NEW_TOKENS
+    monkeypatch.chdir(tmp_path)
+    built = []
+    monkeypatch.setattr(demo_app, "build_demo", lambda model, domain, **kw: built.append((model, domain)) or
+                        (_ for _ in ()).throw(SystemExit(0)))
+    assert adapt_cli.main(["demo", "--domain", "medical"]) == 1
+    err = capsys.readouterr().err
+    assert "adapt demo: error: no medical model: runs/quickstart-medical/train/final does not exist" in err
+    assert "`adapt quickstart --field medical`" in err and "--model" in err and built == []
+    # where `adapt quickstart --field medical` puts its model (the quick start itself is tested in test_quickstart)
+    ran = {}
+    monkeypatch.setattr("adapt.quickstart.quickstart", lambda out, overrides, progress, field: ran.update(out=out))
+    assert adapt_cli.main(["quickstart", "--field", "medical"]) == 0
+    assert cli.quickstart_model("medical") == ran["out"] / "train" / "final"
+    final = tmp_path / "runs" / "quickstart-medical" / "train" / "final"
+    final.mkdir(parents=True)
+    (final / "config.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        cli.main(["--domain", "medical"])
+    assert built == [(str(cli.quickstart_model("medical")), "medical")]
+    assert cli.default_model(None) == cli.default_model("general") == "pocket-tiny"
+    with pytest.raises(ValueError, match="adapt quickstart --field driving"):
+        cli.default_model("driving")
+    with pytest.raises(SystemExit):
+        cli.main(["--domain", "medical", "--model", "pocket-tiny"])  # an explicit model always wins
+    assert built[-1] == ("pocket-tiny", "medical")

@@ -53,7 +53,7 @@ def test_six_named_cameras_are_stitched_whatever_the_upload_order(tmp_path):
     assert img.size == layout.STITCHED_SIZE and img.mode == "RGB"
     for cam in layout.STITCH_ORDER:
         assert close(img.getpixel(cell_center(cam)), COLORS[cam]), cam
-    assert "CAM_FRONT ← CAM_FRONT.png" in out["info"]["cameras"]
+    assert out["info"]["cameras"] == "read from the file names: " + ", ".join(layout.STITCH_ORDER)
     assert any("1600×900" in w for w in out["warnings"])  # the small test cameras are flagged
 
 
@@ -67,13 +67,13 @@ def test_six_cameras_in_multi_mode_follow_the_named_order(tmp_path):
         assert close(img.getpixel((80, 45)), COLORS[cam]), cam
 
 
-def test_unnamed_cameras_take_the_upload_order_with_a_warning(tmp_path):
+def test_unnamed_cameras_are_refused_never_placed_by_upload_order(tmp_path):
     names = {cam: f"view_{k}.png" for k, cam in enumerate(layout.NUSCENES_ORDER)}
-    paths = sorted(write_cameras(tmp_path, names=names))  # view_0 .. view_5 = the nuScenes order
-    out = read_upload(paths, mode="multi", order="nuscenes")
-    assert any("upload order was taken as the nuscenes order" in w for w in out["warnings"])
-    for cam, img in zip(layout.NUSCENES_ORDER, out["images"]):
-        assert close(img.getpixel((80, 45)), COLORS[cam]), cam
+    paths = sorted(write_cameras(tmp_path, names=names))  # view_0 .. view_5: in the nuScenes order, but unsaid
+    with pytest.raises(ValueError, match=r"cannot tell which camera each file shows: no camera in the name of "
+                                         r"view_0.png, .*view_5.png\. Found: none; missing: CAM_FRONT_LEFT") as err:
+        read_upload(paths, mode="multi", order="nuscenes")
+    assert "never placed by upload order" in str(err.value)
 
 
 def test_upload_errors_are_clear(tmp_path):
@@ -82,11 +82,13 @@ def test_upload_errors_are_clear(tmp_path):
         read_upload(paths[:2])
     dupe = tmp_path / "copy__CAM_BACK__2.jpg"
     dupe.write_bytes(paths[4].read_bytes())
-    with pytest.raises(ValueError, match=r"duplicate cameras.*CAM_BACK.*missing CAM_BACK_RIGHT"):
+    with pytest.raises(ValueError, match=r"the same camera in CAM_BACK: n008-2018__CAM_BACK__1537291010612404.jpg, "
+                                         r"copy__CAM_BACK__2.jpg\. Found: .*; missing: CAM_BACK_RIGHT\."):
         read_upload([*paths[:5], dupe])
     unnamed = tmp_path / "mystery.jpg"
     unnamed.write_bytes(paths[5].read_bytes())
-    with pytest.raises(ValueError, match="cannot tell the camera of mystery.jpg"):
+    with pytest.raises(ValueError, match=r"no camera in the name of mystery.jpg\. Found: CAM_FRONT_LEFT \(.*"
+                                         r"; missing: CAM_BACK_RIGHT"):
         read_upload([*paths[:5], unnamed])
     broken = tmp_path / "x__CAM_BACK_RIGHT__3.jpg"
     broken.write_text("not an image")
@@ -98,6 +100,20 @@ def test_upload_errors_are_clear(tmp_path):
     Image.new("RGB", (500, 500)).save(square)
     with pytest.raises(ValueError, match="3:1"):
         read_upload([square])
+
+
+def test_staged_names_keep_the_camera_and_messages_name_uploads(tmp_path):
+    """The demo stages files as upload-<k>.<camera><suffix> (deploy.demo.uploads, name_tag hook): the camera
+    is read from there, and messages name the upload, not the staged file."""
+    cams = list(layout.STITCH_ORDER)
+    random.Random(1).shuffle(cams)
+    names = {cam: f"upload-{k + 1}.{cam}.jpg" for k, cam in enumerate(cams)}
+    out = read_upload(write_cameras(tmp_path, names=names))
+    for cam in layout.STITCH_ORDER:
+        assert close(out["images"][0].getpixel(cell_center(cam)), COLORS[cam]), cam
+    (tmp_path / names[cams[0]]).rename(tmp_path / "upload-1.jpg")  # staged without a camera word
+    with pytest.raises(ValueError, match=r"no camera in the name of upload 1\. Found: "):
+        read_upload(sorted(tmp_path.glob("upload-*")))
 
 
 def test_one_stitched_image_in_both_modes(tmp_path):

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import gradio as gr  # deploy/demo/__init__.py has switched Gradio's analytics off before this import
 
-from deploy.demo.page import DemoError, DemoSettings
-from deploy.demo.session import ModelSession
+from deploy.demo.page import CLEAR_FILE_INPUTS, DemoError, DemoSettings
+from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession
+from deploy.demo.uploads import install_signal_cleanup, sweep_stale, use_private_gradio_cache
 
 __all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "is_loopback", "launch_demo",
            "load_auth_file", "resolve_domain"]
@@ -41,6 +42,17 @@ CSS = """
 """
 
 
+class _DemoBlocks(gr.Blocks):
+    """Blocks whose page is not told the upload limit: the browser would check it itself and name the
+    refused file (often a patient's name) in its message. The server still refuses larger files, with a
+    message naming none."""
+
+    def get_config_file(self):
+        config = super().get_config_file()
+        config["max_file_size"] = None
+        return config
+
+
 def resolve_domain(domain: str | None):
     """``(panel module, plugin or None)`` for a domain name (None / "general" = plain images)."""
     from deploy.demo import panels
@@ -58,7 +70,7 @@ def resolve_domain(domain: str | None):
 
 
 def build_demo(model_source: str | Path | ModelSession, domain: str | None = None, *, dtype: str | None = None,
-               device: str | None = None, max_new_tokens: int = 256,
+               device: str | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_pickle: bool = False) -> gr.Blocks:
     """The demo page for `domain` around `model_source` (preset, checkpoint folder, or a loaded session).
 
@@ -69,12 +81,13 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
     if max_new_tokens < 1:
         raise DemoError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     panel, plugin = resolve_domain(domain)
+    use_private_gradio_cache()  # before any component: Gradio's copies of uploads and renders stay private
     session = model_source if isinstance(model_source, ModelSession) else ModelSession(
         model_source, dtype=dtype, device=device, max_new_tokens=max_new_tokens, allow_pickle=allow_pickle)
     settings = DemoSettings(domain=domain, max_upload_mb=float(max_upload_mb), max_new_tokens=int(max_new_tokens))
     title = f"pocket-adapt demo · {panel.title(plugin)}"
     # temporary files (rendered images, uploads) are swept hourly and all removed when the server restarts
-    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(900, 3600)) as blocks:
+    with _DemoBlocks(title=title, analytics_enabled=False, delete_cache=(900, 3600)) as blocks:
         panel.build(session, plugin, settings)
     blocks.pocket_settings = settings
     return blocks
@@ -96,8 +109,12 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
 
     `auth` is a ``(user, password)`` pair, a list of them, or a checker ``(user, password) -> bool``.
     Uploads above `max_upload_mb` (default: the value given to :func:`build_demo`) are refused.
+    Staging folders of demo processes that have ended are swept first; from the main thread, SIGTERM and
+    SIGINT remove this process's staged uploads before it ends.
     Returns Gradio's ``(app, local_url, share_url)``.
     """
+    sweep_stale()
+    install_signal_cleanup()
     if not is_loopback(host):
         print(f"adapt demo: warning: serving on {host}, reachable from other machines"
               + ("" if auth else " by anyone, without a login (use --auth-user or --auth-file)")
@@ -110,7 +127,7 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
         max_file_size=int(max_upload_mb * 2**20), prevent_thread_lock=prevent_thread_lock, quiet=quiet,
         show_error=False, inbrowser=False, enable_monitoring=False, mcp_server=False, ssr_mode=False,
         run_history=False, footer_links=["settings"], strict_cors=True,
-        theme=gr.themes.Default(font=_FONTS, font_mono=_MONO), css=CSS)
+        theme=gr.themes.Default(font=_FONTS, font_mono=_MONO), css=CSS, js=CLEAR_FILE_INPUTS)
 
 
 def _checker(auth) -> Auth:

@@ -9,9 +9,41 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["add_demo_parser", "main", "run_demo"]
+__all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "default_model", "main", "quickstart_model",
+           "run_demo"]
 
 PASSWORD_ENV = "POCKET_ADAPT_DEMO_PASSWORD"  # kept equal to deploy.demo.app.PASSWORD_ENV (tested)
+DEFAULT_MAX_NEW_TOKENS = 128  # kept equal to deploy.demo.session.DEFAULT_MAX_NEW_TOKENS (tested)
+GENERAL_MODEL = "pocket-tiny"  # pre-trained on the synthetic general world: the model for plain images
+# domain -> the `adapt quickstart --field` that adapts pocket-tiny to it
+QUICKSTART_FIELDS = {"medical": "medical", "driving": "driving", "remote_sensing": "remote_sensing"}
+_MINUTES = {"medical": "about a minute", "remote_sensing": "about a minute", "driving": "about 7 minutes"}
+
+
+def quickstart_model(field: str, cwd: str | Path | None = None) -> Path:
+    """Where ``adapt quickstart --field FIELD`` (run in `cwd`) leaves its adapted model."""
+    return Path(cwd or ".") / f"runs/quickstart-{field}" / "train" / "final"
+
+
+def default_model(domain: str | None, cwd: str | Path | None = None) -> str:
+    """The model ``adapt demo`` serves when ``--model`` is not given: the domain's quick-start model when it
+    exists, pocket-tiny for plain images; otherwise a DemoError saying how to make one. An untrained model
+    is never picked silently: its answers are noise ("squaresquaresquare…")."""
+    from deploy.demo.page import DemoError
+
+    name = (domain or "general").strip()
+    field = QUICKSTART_FIELDS.get(name)
+    if field is None:
+        return GENERAL_MODEL
+    final = quickstart_model(field, cwd)
+    if (final / "config.json").is_file():
+        return str(final)
+    shown = final if cwd is None else final.relative_to(Path(cwd))
+    raise DemoError(
+        f"no {name.replace('_', ' ')} model: {shown} does not exist. Make one with "
+        f"`adapt quickstart --field {field}` ({_MINUTES[field]} on a CPU, synthetic data) and run this again, "
+        f"or name a trained checkpoint with --model FOLDER (--model {GENERAL_MODEL} serves the untrained base "
+        "model, whose answers are noise)")
 
 
 def add_demo_parser(verbs) -> argparse.ArgumentParser:
@@ -21,8 +53,9 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
         description="Serve a local web demo of a model with a domain panel. Binds 127.0.0.1 unless --host "
                     f"says otherwise. Login: --auth-user NAME with the password in ${PASSWORD_ENV}, or "
                     "--auth-file with user:password lines; passwords are never taken on the command line.")
-    demo.add_argument("--model", "-m", default="pocket-tiny",
-                      help="preset name or checkpoint directory (default: pocket-tiny)")
+    demo.add_argument("--model", "-m", default=None,
+                      help="preset name or checkpoint directory (default: the domain's quick-start model "
+                           "runs/quickstart-<domain>/train/final; pocket-tiny without a domain)")
     demo.add_argument("--domain", "-d", default=None,
                       help="domain panel: medical, remote_sensing, ... (default: general images)")
     demo.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load in this dtype")
@@ -36,7 +69,9 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
     login.add_argument("--auth-user", metavar="NAME", help=f"require a login as NAME, password from ${PASSWORD_ENV}")
     login.add_argument("--auth-file", type=Path, metavar="FILE", help="require a login; FILE holds user:password lines")
     demo.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted (default 200)")
-    demo.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
+    demo.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                      help=f"longest answer in tokens (default {DEFAULT_MAX_NEW_TOKENS}; a looping answer is cut "
+                           "sooner)")
     demo.set_defaults(handler=run_demo)
     return demo
 
@@ -55,8 +90,9 @@ def run_demo(args: argparse.Namespace) -> int:
         auth = auth_from_env(args.auth_user, PASSWORD_ENV)
     elif args.auth_file:
         auth = load_auth_file(args.auth_file)
-    print(f"adapt demo: loading {args.model} ...", file=sys.stderr)
-    blocks = build_demo(args.model, args.domain, dtype=args.dtype, device=args.device,
+    model = args.model or default_model(args.domain)
+    print(f"adapt demo: loading {model} ...", file=sys.stderr)
+    blocks = build_demo(model, args.domain, dtype=args.dtype, device=args.device,
                         max_new_tokens=args.max_new_tokens, max_upload_mb=args.max_upload_mb,
                         allow_pickle=args.allow_pickle)
     _, url, _ = launch_demo(blocks, host=args.host, port=args.port, auth=auth, max_upload_mb=args.max_upload_mb,
@@ -78,6 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # DemoError is a ValueError
         print(f"adapt demo: error: {err}", file=sys.stderr)
         return 1

@@ -5,6 +5,12 @@
   image, placed before the question), ``info`` (``dict[str, str]`` shown in the page) and ``warnings``
   (``list[str]``).
 * ``"draw_answer"``: ``(images, answer: str, **options) -> list[PIL.Image]``.
+* ``"options"``: ``() -> {name: spec}``, controls shown on the page whose values are passed as keywords to both
+  hooks above; a spec has ``choices``, ``default`` and ``label``, optionally ``info`` (help under the control)
+  and ``custom`` (True: the user may type a value of their own).
+* ``"name_tag"``: ``(original file name) -> str | None``, one word of the name kept through the demo's neutral
+  renaming (letters, digits, ``_``; e.g. the nuScenes camera): the staged file is ``upload-<k>.<tag><suffix>``.
+* ``"upload_help"``: ``() -> str`` (or a str), what to upload, shown by the upload button.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from domains.boxes import draw_ref_boxes
 from model.processor import IMAGE_PLACEHOLDER
 from model.tiling import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
-__all__ = ["UploadResult", "default_draw_answer", "default_read_upload", "hooks_for", "normalize_upload"]
+__all__ = ["UploadResult", "default_draw_answer", "default_read_upload", "hooks_for", "name_tag_for", "normalize_upload",
+           "options_for", "upload_help_for"]
 
 MAX_IMAGES = 16  # more images than this in one question would not fit any small model's context
 
@@ -76,6 +83,26 @@ def hooks_for(plugin) -> tuple[Callable[..., dict], Callable[..., list]]:
     return read, hooks.get("draw_answer") or default_draw_answer
 
 
+def name_tag_for(plugin) -> Callable[[str], str | None] | None:
+    """The plugin's ``name_tag`` hook, or None."""
+    hooks: Mapping[str, Callable] = getattr(plugin, "demo_hooks", None) or {}
+    return hooks.get("name_tag")
+
+
+def upload_help_for(plugin) -> str:
+    """What the page says to upload: the plugin's ``upload_help``, or a line for ordinary images."""
+    hooks: Mapping[str, Any] = getattr(plugin, "demo_hooks", None) or {}
+    text = hooks.get("upload_help")
+    if callable(text):
+        text = text()
+    if text:
+        return str(text)
+    if plugin is None or plugin.name == "general":
+        return "Upload one or more images (PNG, JPEG, WebP, TIFF, ...); they go to the model in upload order."
+    kinds = ", ".join(sorted(s for s in getattr(plugin, "readers", {}) if s != "*"))
+    return f"Upload one or more files the {plugin.name.replace('_', ' ')} domain reads" + (f" ({kinds})" if kinds else "") + "."
+
+
 def options_for(plugin) -> dict[str, dict]:
     """The plugin's demo options (``demo_hooks["options"]()``): ``{name: {"choices": [...], "default": value,
     "label": text}}``, passed as keywords to its ``read_upload`` and ``draw_answer``. Empty when it has none."""
@@ -86,7 +113,7 @@ def options_for(plugin) -> dict[str, dict]:
     options = dict(fn())
     for name, spec in options.items():
         choices = list(spec.get("choices") or [])
-        if not choices or spec.get("default", choices[0]) not in choices:
+        if not choices or (spec.get("default", choices[0]) not in choices and not spec.get("custom")):
             raise ValueError(f"demo option {name!r} of domain {plugin.name!r} needs choices including its default")
     return options
 

@@ -9,15 +9,24 @@ from dataclasses import dataclass
 
 from model.errors import PocketAdaptError
 
-__all__ = ["DemoSettings", "error_md", "escape_md", "info_md", "warnings_md"]
+__all__ = ["CLEAR_FILE_INPUTS", "DISCLAIMER", "MEDICAL_DISCLAIMER", "DemoError", "DemoSettings", "error_md", "escape_md",
+           "info_md", "notice_md", "warnings_md"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
 
-# the browser keeps the chosen file's name (often a patient's name) in the file input; forget it after upload
-CLEAR_FILE_INPUTS = "() => { document.querySelectorAll('input[type=file]').forEach((e) => { e.value = ''; }); }"
+# The browser keeps the chosen file's name (often a patient's name) in the file input, whatever became of the
+# upload (refused as too large, unreadable, read). Run once at page load: every file input is emptied right
+# after each choice, once Gradio's own change handler has taken the files (it copies them synchronously).
+CLEAR_FILE_INPUTS = """() => {
+  document.addEventListener('change', (event) => {
+    const input = event.target;
+    if (input instanceof HTMLInputElement && input.type === 'file') { setTimeout(() => { input.value = ''; }, 0); }
+  }, true);
+}"""
 
-DISCLAIMER = ("Research demo: answers come from a small model and may be wrong. "
-              "Not for diagnosis or any decision about a person.")
+DISCLAIMER = "Research demo: answers come from a small model and may be wrong."
+MEDICAL_DISCLAIMER = ("Research demo: answers come from a small model and may be wrong. "
+                      "Not for diagnosis or any decision about a person.")
 
 
 class DemoError(PocketAdaptError, ValueError):
@@ -30,7 +39,7 @@ class DemoSettings:
 
     domain: str | None = None
     max_upload_mb: float = 200.0
-    max_new_tokens: int = 256
+    max_new_tokens: int = 128
 
     @property
     def max_upload_bytes(self) -> int:
@@ -57,3 +66,11 @@ def warnings_md(warnings: Sequence[str]) -> str:
 
 def error_md(message: str, what: str = "Could not read the upload") -> str:
     return f"**{escape_md(what)}:** {escape_md(message)}"
+
+
+def notice_md(message: str, what: str = "Note") -> str:
+    """A neutral notice (not an error) in the same form as :func:`error_md`."""
+    return f"**{escape_md(what)}:** {escape_md(message)}"
+
+
+REPEATED_NOTE = "the answer had begun repeating itself, so it was cut there (a sign the model is unsure)"

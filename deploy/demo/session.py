@@ -11,7 +11,21 @@ from transformers import TextIteratorStreamer
 
 from model.processor import IMAGE_PLACEHOLDER
 
-__all__ = ["ModelSession", "compose_question"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "ModelSession", "compose_question"]
+
+DEFAULT_MAX_NEW_TOKENS = 128  # the demo's answers: a few sentences; a looping answer is cut long before this
+
+
+class Answer(str):
+    """The answer text; ``repeated`` is True when generation was stopped because the answer had begun
+    repeating itself (:class:`model.generation.RepetitionStop`)."""
+
+    repeated: bool = False
+
+    def __new__(cls, text: str, repeated: bool = False):
+        self = super().__new__(cls, text)
+        self.repeated = repeated
+        return self
 
 
 def compose_question(question: str, n_images: int, prompt: str | None = None) -> str:
@@ -34,11 +48,12 @@ class ModelSession:
     """A loaded model and processor (:func:`model.load`) with a streaming :meth:`stream`.
 
     Generation runs in a worker thread; one question is answered at a time (a lock), and a consumer that
-    stops reading (the page was closed) stops the generation too.
+    stops reading (the page was closed) stops the generation too. An answer that starts looping is cut
+    (:class:`model.generation.RepetitionStop`, the rule ``adapt chat`` uses too).
     """
 
     def __init__(self, source: str | Path, *, dtype: str | None = None, device: str | None = None,
-                 max_new_tokens: int = 256, allow_pickle: bool = False):
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, allow_pickle: bool = False):
         import model
 
         self.source = str(source)
@@ -48,13 +63,16 @@ class ModelSession:
         self._lock = threading.Lock()
 
     def stream(self, question: str, images: Sequence[Any] = (), *, prompt: str | None = None,
-               max_new_tokens: int | None = None) -> Iterator[str]:
-        """Yield the answer so far each time it grows (the last value is the whole answer).
+               max_new_tokens: int | None = None, stop_repetition: bool = True) -> Iterator[Answer]:
+        """Yield the answer so far each time it grows (the last value is the whole answer, with
+        ``repeated`` set when a looping answer was cut; `stop_repetition=False` lets it run).
 
         Raises ValueError for an empty question or placeholders that do not match the images.
         """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
+
+        from model.generation import RepetitionStop
 
         if not question or not question.strip():
             raise ValueError("type a question first")
@@ -71,6 +89,8 @@ class ModelSession:
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
         streamer = _StopStreamer(self.processor)
+        repeating = RepetitionStop()
+        criteria = StoppingCriteriaList([_Cancelled(), *([repeating] if stop_repetition else [])])
         failure: list[BaseException] = []
 
         def work() -> None:
@@ -79,7 +99,7 @@ class ModelSession:
                     self.vlm.generate(
                         **inputs, max_new_tokens=int(max_new_tokens or self.max_new_tokens), do_sample=False,
                         eos_token_id=self.processor.stop_token_ids, pad_token_id=self.processor.pad_token_id,
-                        streamer=streamer, stopping_criteria=StoppingCriteriaList([_Cancelled()]))
+                        streamer=streamer, stopping_criteria=criteria)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(exc)
                 streamer.end()
@@ -92,18 +112,20 @@ class ModelSession:
                 for piece in streamer:
                     if piece:
                         text += piece
-                        yield text
+                        yield Answer(text)
             finally:
                 cancel.set()
                 thread.join()
         if failure:
             raise failure[0]
-        if not text:
-            yield ""
+        if repeating.fired:
+            yield Answer(text, repeated=True)
+        elif not text:
+            yield Answer("")
 
-    def answer(self, question: str, images: Sequence[Any] = (), **options: Any) -> str:
+    def answer(self, question: str, images: Sequence[Any] = (), **options: Any) -> Answer:
         """The whole answer at once (:meth:`stream` to the end)."""
-        text = ""
+        text = Answer("")
         for text in self.stream(question, images, **options):
             pass
         return text

@@ -1,21 +1,36 @@
-"""Uploaded files, handled so that nothing identifying leaks into the page.
+"""Uploaded files, handled so that nothing identifying leaks into the page or stays on disk.
 
-Every upload batch is copied into a private temporary folder (mode 0700) under neutral names
-(``upload-1.dcm``, ``upload-2.png``, ...): readers, error messages and the page only ever see those
-names, never the original file name (which often carries a patient's name). Gradio's own cached copy
-is removed once staged. Errors become :class:`UploadError` with a short readable message.
+Every upload request is copied into a fresh private folder (mode 0700) under neutral names (``upload-1.dcm``,
+``upload-2.png``, ...): readers, error messages and the page only ever see those names, never the original
+file name (which often carries a patient's name). A domain may keep one safe word of the original name
+(``name_tag``, e.g. the nuScenes camera ``CAM_BACK_LEFT``), drawn from a fixed vocabulary, in the staged name.
+Errors become :class:`UploadError` with a short readable message.
+
+Where things live: every folder of one demo process sits inside that process's runtime folder
+``<tmp>/pocket-adapt-demo-<pid>-<random>/`` (mode 0700, :func:`runtime_root`), which also holds Gradio's
+upload cache and rendered images unless ``GRADIO_TEMP_DIR`` says otherwise (:func:`use_private_gradio_cache`).
+It is removed at exit, on SIGTERM / SIGINT (:func:`install_signal_cleanup`), and by the next demo to start
+once its owner is dead (:func:`sweep_stale`).
+
+Gradio's cached copy of an upload keeps the original name; once staged it is renamed to a neutral name in
+its own folder. Gradio names that folder by the file's content, so identical files uploaded at the same time
+share one cached path: a request whose cached file was already renamed stages from the neutral copy.
 """
 
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import re
 import shutil
+import signal
+import stat
 import tempfile
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +38,24 @@ from model.errors import PocketAdaptError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["StagedUpload", "UploadError", "readable_error", "stage_uploads", "upload_label"]
+__all__ = ["RUNTIME_PREFIX", "StagedUpload", "UploadError", "cleanup_all", "install_signal_cleanup", "readable_error",
+           "runtime_root", "stage_uploads", "sweep_stale", "upload_label", "use_private_gradio_cache"]
+
+RUNTIME_PREFIX = "pocket-adapt-demo-"
+OWNER_FILE = "owner"  # "<pid> <process start token>" of the demo process that made the runtime folder
+STALE_AFTER_S = 24 * 3600  # a runtime folder whose owner cannot be told is swept after this long
+RETIRED_MAX_AGE_S = 3600  # a neutral copy of a cached upload is removed after this (Gradio's own cache age)
 
 # a suffix is kept only if it looks like an ordinary file type (never arbitrary text from the name)
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
+_TAG = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 _LIVE: set[Path] = set()
 _LIVE_LOCK = threading.Lock()
+_ROOT: tuple[int, Path] | None = None  # (pid, folder): a forked child makes its own
+_ROOT_LOCK = threading.Lock()
+_CACHE_LOCK = threading.Lock()  # staging from / renaming in Gradio's cache, one request at a time
+_RETIRED: dict[Path, tuple[Path, float]] = {}  # cached path (original name) -> (its neutral copy, when renamed)
+_RETIRED_COUNT = itertools.count(1)
 
 
 class UploadError(PocketAdaptError, ValueError):
@@ -40,12 +67,142 @@ def upload_label(k: int) -> str:
     return f"upload {k + 1}"
 
 
+# --------------------------------------------------------------------------------------------- runtime folder
+def runtime_root() -> Path:
+    """This process's private runtime folder (mode 0700), made on first use."""
+    global _ROOT
+    with _ROOT_LOCK:
+        pid = os.getpid()
+        if _ROOT is None or _ROOT[0] != pid or not _ROOT[1].is_dir():
+            root = Path(tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{pid}-"))
+            (root / OWNER_FILE).write_text(f"{pid} {_start_token(pid)}\n", encoding="ascii")
+            _ROOT = (pid, root)
+            with _LIVE_LOCK:
+                _LIVE.add(root)
+        return _ROOT[1]
+
+
+def use_private_gradio_cache() -> Path:
+    """Point Gradio's cache (uploads as the browser named them, rendered images) into the private runtime
+    folder, unless ``GRADIO_TEMP_DIR`` is already set. Call before building any Gradio component.
+    Returns the cache folder in use."""
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        cache = runtime_root() / "gradio"
+        cache.mkdir(mode=0o700, exist_ok=True)
+        os.environ["GRADIO_TEMP_DIR"] = str(cache)
+    return Path(os.environ["GRADIO_TEMP_DIR"])
+
+
+def _start_token(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot, from /proc), or "" where that cannot be read:
+    tells a live owner from an unrelated process that got its pid later."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+        return stat_line.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _owner_alive(folder: Path) -> bool | None:
+    """Whether the process that made `folder` still runs; None when the folder does not say who made it."""
+    try:
+        pid_text, _, token = (folder / OWNER_FILE).read_text(encoding="ascii").strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process with that pid: not our demo
+        return False
+    except OSError:
+        return None
+    current = _start_token(pid)
+    return not (token and current and token != current)  # a different start time: the pid was reused
+
+
+def sweep_stale(tmp_dir: str | os.PathLike | None = None, *, stale_after: float = STALE_AFTER_S,
+                now: float | None = None) -> list[Path]:
+    """Remove runtime folders left by demo processes that are gone (killed, crashed): folders of this user
+    whose owner process has ended, or, when a folder does not say its owner, that are older than
+    `stale_after` seconds. A live demo's folder is never touched. Returns the folders removed."""
+    base = Path(tmp_dir or tempfile.gettempdir())
+    now = time.time() if now is None else now
+    own = _ROOT[1] if _ROOT is not None else None
+    removed = []
+    for folder in base.glob(RUNTIME_PREFIX + "*"):
+        try:
+            info = folder.lstat()
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or folder == own or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
+            continue
+        alive = _owner_alive(folder)
+        if alive or (alive is None and now - info.st_mtime <= stale_after):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    if removed:
+        log.info("demo: removed %d staging folder(s) left by demo processes that have ended", len(removed))
+    return removed
+
+
+def cleanup_all() -> None:
+    """Remove every staged upload and this process's runtime folder (with the private Gradio cache), and
+    the neutral copies left in a Gradio cache outside it."""
+    with _LIVE_LOCK:
+        roots = list(_LIVE)
+        _LIVE.clear()
+    for root in roots:
+        shutil.rmtree(root, ignore_errors=True)
+    with _CACHE_LOCK:
+        retired = [neutral for neutral, _ in _RETIRED.values()]
+        _RETIRED.clear()
+    for neutral in retired:
+        _unlink_quietly(neutral)
+
+
+atexit.register(cleanup_all)
+
+
+def install_signal_cleanup(signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> bool:
+    """On each of `signals`, remove the staged uploads (:func:`cleanup_all`) and then do what the signal did
+    before (SIGINT: KeyboardInterrupt; SIGTERM: end the process). Only possible from the main thread;
+    returns whether the handlers are in place."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    for sig in signals:
+        previous = signal.getsignal(sig)
+        if getattr(previous, "pocket_adapt_cleanup", False):
+            continue
+
+        def handler(signum, frame, previous=previous):
+            cleanup_all()
+            if callable(previous):
+                return previous(signum, frame)
+            if previous == signal.SIG_IGN:
+                return None
+            signal.signal(signum, signal.SIG_DFL)  # end as the signal would have: status and all
+            os.kill(os.getpid(), signum)
+            return None
+
+        handler.pocket_adapt_cleanup = True
+        signal.signal(sig, handler)
+    return True
+
+
+# --------------------------------------------------------------------------------------------- staging
 @dataclass
 class StagedUpload:
-    """One batch of uploads copied under neutral names into a private folder; call :meth:`cleanup`."""
+    """One upload request copied under neutral names into its own private folder; call :meth:`cleanup`."""
 
     root: Path
     paths: list[Path] = field(default_factory=list)
+    tags: list[str | None] = field(default_factory=list)
 
     @property
     def labels(self) -> list[str]:
@@ -70,12 +227,14 @@ class StagedUpload:
 
 
 def stage_uploads(files: Iterable[str | os.PathLike] | str | os.PathLike | None, *, max_bytes: int,
-                  remove_originals: bool = True) -> StagedUpload:
-    """Copy uploaded `files` into a private folder as ``upload-<k><suffix>``.
+                  remove_originals: bool = True, name_tag: Callable[[str], str | None] | None = None
+                  ) -> StagedUpload:
+    """Copy uploaded `files` into a fresh private folder as ``upload-<k>[.<tag>]<suffix>``.
 
-    Checks that each is a regular file and that together they stay within `max_bytes`. With
-    `remove_originals`, files lying inside Gradio's upload cache are deleted after copying (files
-    elsewhere are never touched). Raises :class:`UploadError`.
+    Checks that each is a regular file and that together they stay within `max_bytes`. `name_tag` maps an
+    original file name to a short word kept in the staged name (letters, digits and ``_`` only; anything
+    else is dropped). With `remove_originals`, a file lying in Gradio's upload cache is renamed to a neutral
+    name once copied (files elsewhere are never touched). Raises :class:`UploadError`.
     """
     if files is None:
         raise UploadError("no file was uploaded")
@@ -83,30 +242,100 @@ def stage_uploads(files: Iterable[str | os.PathLike] | str | os.PathLike | None,
     items = [Path(_path_of(f)) for f in items]
     if not items:
         raise UploadError("no file was uploaded")
-    total = 0
-    for k, src in enumerate(items):
-        if not src.is_file():
-            raise UploadError(f"{upload_label(k)}: not a regular file")
-        total += src.stat().st_size
-    if total > max_bytes:
-        raise UploadError(f"the upload is {_mb(total)}, above the {_mb(max_bytes)} limit of this demo")
-    root = Path(tempfile.mkdtemp(prefix="pocket-adapt-demo-"))  # 0700
-    with _LIVE_LOCK:
-        _LIVE.add(root)
-    staged = StagedUpload(root)
-    try:
-        for k, src in enumerate(items):
-            suffix = src.suffix.lower()
-            dst = root / f"upload-{k + 1}{suffix if _SUFFIX.match(suffix) else ''}"
-            shutil.copyfile(src, dst)
-            staged.paths.append(dst)
-    except OSError as err:
-        staged.cleanup()
-        raise UploadError(f"the upload could not be stored ({err.strerror or type(err).__name__})") from None
-    if remove_originals:
-        for src in items:
-            _remove_cached(src)
+    tags = [_safe_tag(name_tag, src.name) for src in items]
+    cache = _gradio_cache() if remove_originals else None
+    with _CACHE_LOCK:
+        _prune_retired()
+        sources = [_source_of(src, cache) for src in items]
+        total = 0
+        for k, src in enumerate(sources):
+            if src is None or not src.is_file():
+                raise UploadError(f"{upload_label(k)}: not a regular file")
+            total += src.stat().st_size
+        if total > max_bytes:
+            raise UploadError(f"the upload is {_mb(total)}, above the {_mb(max_bytes)} limit of this demo")
+        root = Path(tempfile.mkdtemp(prefix="upload-", dir=runtime_root()))  # 0700, one per request
+        with _LIVE_LOCK:
+            _LIVE.add(root)
+        staged = StagedUpload(root)
+        try:
+            for k, (src, tag) in enumerate(zip(sources, tags)):
+                suffix = items[k].suffix.lower()  # the original's: a neutral cached copy has none
+                name = f"upload-{k + 1}" + (f".{tag}" if tag else "") + (suffix if _SUFFIX.match(suffix) else "")
+                dst = root / name
+                shutil.copyfile(src, dst)
+                staged.paths.append(dst)
+                staged.tags.append(tag)
+        except OSError as err:
+            staged.cleanup()
+            raise UploadError(f"the upload could not be stored ({err.strerror or type(err).__name__})") from None
+        if cache is not None:
+            for src in items:
+                _retire_cached(src, cache)
     return staged
+
+
+def _safe_tag(name_tag: Callable[[str], str | None] | None, name: str) -> str | None:
+    if name_tag is None:
+        return None
+    try:
+        tag = name_tag(name)
+    except Exception:  # noqa: BLE001 - a tag is a convenience; the reader reports what it misses
+        log.warning("demo: name_tag failed", exc_info=True)
+        return None
+    return tag if isinstance(tag, str) and _TAG.match(tag) else None
+
+
+def _source_of(src: Path, cache: Path | None) -> Path | None:
+    """The file to copy for `src`: itself, or, when another request already renamed this cached file, the
+    neutral copy it left (same Gradio cache path, so the same content)."""
+    if src.is_file() or cache is None:
+        return src
+    entry = _RETIRED.get(_resolved(src))
+    return entry[0] if entry is not None and entry[0].is_file() else None
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
+
+
+def _retire_cached(src: Path, cache: Path) -> None:
+    """Rename Gradio's cached copy (it carries the original name) to a neutral name in its own folder."""
+    real = _resolved(src)
+    if cache not in real.parents:
+        return
+    try:
+        if real.is_file():
+            neutral = real.parent / f".pocket-adapt-staged-{next(_RETIRED_COUNT)}"
+            os.replace(real, neutral)
+            old = _RETIRED.get(real)
+            _RETIRED[real] = (neutral, time.time())
+            if old is not None and old[0] != neutral:
+                _unlink_quietly(old[0])
+    except OSError:  # best effort: Gradio's cache cleaner gets it later
+        log.debug("demo: could not rename a cached upload", exc_info=True)
+
+
+def _prune_retired(now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    for original, (neutral, when) in list(_RETIRED.items()):
+        if now - when > RETIRED_MAX_AGE_S or not neutral.exists():
+            _unlink_quietly(neutral)
+            del _RETIRED[original]
+            try:
+                neutral.parent.rmdir()  # only when empty
+            except OSError:
+                pass
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def readable_error(exc: BaseException, staged: StagedUpload | None = None) -> str:
@@ -147,32 +376,8 @@ def _gradio_cache() -> Path | None:
         from gradio.utils import get_upload_folder
     except ImportError:
         return None
-    return Path(get_upload_folder()).resolve()
-
-
-def _remove_cached(src: Path) -> None:
-    cache = _gradio_cache()
-    if cache is None:
-        return
-    try:
-        real = src.resolve()
-        if cache in real.parents:
-            real.unlink(missing_ok=True)
-            if real.parent != cache and not any(real.parent.iterdir()):
-                real.parent.rmdir()
-    except OSError:  # best effort: Gradio's cache cleaner gets it later
-        pass
+    return _resolved(Path(get_upload_folder()))
 
 
 def _mb(n: int) -> str:
     return f"{n / 2**20:.1f} MB"
-
-
-@atexit.register
-def _cleanup_all() -> None:
-    with _LIVE_LOCK:
-        roots = list(_LIVE)
-        _LIVE.clear()
-    for root in roots:
-        shutil.rmtree(root, ignore_errors=True)
-

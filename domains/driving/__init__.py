@@ -53,15 +53,24 @@ def draw_answer(*args: Any, **kwargs: Any):
 
 
 def demo_options() -> dict[str, dict]:
-    """Demo hook: the choices the demo page offers (passed to read_upload and draw_answer)."""
-    from domains.driving.layout import CAMERA_ORDERS
+    """Demo hook: the choices the demo page offers (:func:`domains.driving.demo.demo_options`)."""
+    from domains.driving.demo import demo_options as fn
 
-    return {
-        "mode": {"choices": ["stitched", "multi"], "default": "stitched",
-                 "label": "View: one stitched 2688x896 image, or six camera images"},
-        "order": {"choices": list(CAMERA_ORDERS), "default": "stitch",
-                  "label": "Camera order (multi view; also for uploads whose names do not say the camera)"},
-    }
+    return fn()
+
+
+def demo_name_tag(name: str) -> str | None:
+    """Demo hook: the camera an uploaded file's original name says (:func:`domains.driving.demo.name_tag`)."""
+    from domains.driving.demo import name_tag as fn
+
+    return fn(name)
+
+
+def demo_upload_help() -> str:
+    """Demo hook: what to upload (:data:`domains.driving.demo.UPLOAD_HELP`)."""
+    from domains.driving.demo import UPLOAD_HELP
+
+    return UPLOAD_HELP
 
 
 CONVERTERS = {"drivelm": convert_drivelm, "nuscenes": convert_nuscenes}
@@ -76,7 +85,8 @@ PLUGIN = DomainPlugin(
     metrics=METRICS,
     recipes=("driving_pocket-tiny_full",),
     synthetic=synthetic,
-    demo_hooks={"read_upload": read_upload, "draw_answer": draw_answer, "options": demo_options},
+    demo_hooks={"read_upload": read_upload, "draw_answer": draw_answer, "options": demo_options,
+                "name_tag": demo_name_tag, "upload_help": demo_upload_help},
 )
 
 __all__ = ["CONVERTERS", "IMAGE_SUFFIXES", "METRICS", "PLUGIN", "convert_drivelm", "convert_nuscenes", "draw_answer",

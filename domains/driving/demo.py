@@ -1,11 +1,12 @@
 """Demo hooks for driving: read six camera images (or one stitched image) into model input, and draw an
 answer's object tags back on the cameras they name.
 
-* :func:`read_upload` takes the six nuScenes cameras — each file's camera read from its name
-  (``…__CAM_FRONT_LEFT__….jpg``), or, when no name says, the upload order in the chosen camera order — or one
-  stitched 3:1 image, and returns what the demo feeds the model: one stitched 2688×896 image with
+* :func:`read_upload` takes the six nuScenes cameras, each file's camera read from its name
+  (``…__CAM_FRONT_LEFT__….jpg``; the demo keeps that word through its neutral renaming, see :func:`name_tag`),
+  or one stitched 3:1 image, and returns what the demo feeds the model: one stitched 2688×896 image with
   :data:`~domains.driving.layout.STITCHED_PREFIX` (``mode="stitched"``), or six camera images with
-  :func:`~domains.driving.layout.multi_view_prefix` (``mode="multi"``).
+  :func:`~domains.driving.layout.multi_view_prefix` (``mode="multi"``). A set whose names do not say one
+  camera each is refused, never placed by upload order (browsers hand files over in their own order).
 * :func:`draw_answer` marks every c-tag ``<cN,CAM,[x,y]>`` of an answer on the camera it names, with
   ``cN`` next to it, plus any ``<ref>…</ref><box>[[…]]</box>`` boxes.
 """
@@ -24,7 +25,12 @@ from domains.base import DomainError
 from domains.boxes import PALETTE, draw_ref_boxes
 from domains.driving import layout
 
-__all__ = ["camera_from_name", "draw_answer", "read_upload"]
+__all__ = ["UPLOAD_HELP", "camera_from_name", "demo_options", "draw_answer", "name_tag", "read_upload"]
+
+UPLOAD_HELP = ("Upload the six camera frames of one nuScenes sample with their original file names "
+               "(…__CAM_FRONT_LEFT__….jpg): each file's camera is read from its name. Or upload one stitched "
+               "3:1 image (2688×896; top row CAM_FRONT_LEFT, CAM_FRONT, CAM_FRONT_RIGHT, bottom row CAM_BACK_LEFT, "
+               "CAM_BACK, CAM_BACK_RIGHT).")
 
 MODES = ("stitched", "multi")
 ASPECT_TOLERANCE = 0.05  # a stitched upload's width / height may differ from 3 by this share
@@ -38,6 +44,31 @@ def camera_from_name(name: str) -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
+def name_tag(name: str) -> str | None:
+    """Demo hook: the word of an uploaded file's original name kept through the demo's neutral renaming —
+    its camera (one of six fixed names, never anything else from the name)."""
+    return camera_from_name(name)
+
+
+def demo_options() -> dict[str, dict]:
+    """Demo hook: the choices the page offers (passed to :func:`read_upload` and :func:`draw_answer`)."""
+    return {
+        "mode": {"choices": list(MODES), "default": "stitched",
+                 "label": "View sent to the model: one stitched 2688×896 image, or the six camera images"},
+        "order": {"choices": list(layout.CAMERA_ORDERS), "default": "stitch",
+                  "label": "Order of the six images (six-image view)"},
+    }
+
+
+_UPLOAD_NAME = re.compile(r"^upload-(\d+)")
+
+
+def _label(path: Path) -> str:
+    """How a file is named in messages: ``upload 3`` for the demo's staged ``upload-3…`` files."""
+    m = _UPLOAD_NAME.match(path.name)
+    return f"upload {m.group(1)}" if m else path.name
+
+
 def _read_image(path: Path) -> Image.Image:
     """A camera upload by pocket-adapt's one image reader, named in errors by its (neutral) file name only."""
     from model.tiling import ImageLoadError, load_image  # lazily: the plugin registry stays free of torch
@@ -45,7 +76,7 @@ def _read_image(path: Path) -> Image.Image:
     try:
         return load_image(path)
     except ImageLoadError as err:
-        raise DomainError(f"{path.name}: {err.reason}") from None
+        raise DomainError(f"{_label(path)}: {err.reason}") from None
 
 
 def _check_mode(mode: str, order: str | Sequence[str]) -> tuple[str, ...]:
@@ -57,26 +88,30 @@ def _check_mode(mode: str, order: str | Sequence[str]) -> tuple[str, ...]:
     return cams
 
 
-def _assign_cameras(paths: list[Path], cams: tuple[str, ...], order_name: str, warnings: list[str]
-                    ) -> dict[str, Path]:
+def _assign_cameras(paths: list[Path]) -> dict[str, Path]:
+    """``{camera: file}`` from the cameras the file names say; DomainError listing what was found unless
+    they name the six cameras once each."""
     named = {p: camera_from_name(p.name) for p in paths}
-    if all(cam is None for cam in named.values()):
-        warnings.append(f"no file name names its camera (e.g. CAM_FRONT_LEFT); the upload order was taken as "
-                        f"the {order_name} order: {', '.join(cams)}")
-        return dict(zip(cams, paths))
-    unnamed = [p.name for p, cam in named.items() if cam is None]
-    if unnamed:
-        raise ValueError(f"cannot tell the camera of {', '.join(unnamed)}: name every file with its camera "
-                         f"(CAM_FRONT_LEFT, CAM_FRONT, …) or none of them and upload in the {order_name} order")
     by_cam: dict[str, list[str]] = {}
     for p, cam in named.items():
-        by_cam.setdefault(cam, []).append(p.name)
-    dupes = {cam: names for cam, names in by_cam.items() if len(names) > 1}
+        if cam is not None:
+            by_cam.setdefault(cam, []).append(_label(p))
+    unnamed = [_label(p) for p, cam in named.items() if cam is None]
+    dupes = {cam: labels for cam, labels in by_cam.items() if len(labels) > 1}
+    if not unnamed and not dupes:
+        return {cam: p for p, cam in named.items()}
+    found = [f"{cam} ({', '.join(by_cam[cam])})" for cam in layout.STITCH_ORDER if cam in by_cam]
+    problems = []
+    if unnamed:
+        problems.append(f"no camera in the name of {', '.join(unnamed)}")
     if dupes:
-        detail = "; ".join(f"{cam}: {', '.join(names)}" for cam, names in sorted(dupes.items()))
-        missing = [c for c in layout.STITCH_ORDER if c not in by_cam]
-        raise ValueError(f"duplicate cameras in the upload ({detail}); missing {', '.join(missing)}")
-    return {cam: p for p, cam in named.items()}
+        problems.append("the same camera in " + "; ".join(f"{cam}: {', '.join(v)}" for cam, v in sorted(dupes.items())))
+    missing = [cam for cam in layout.STITCH_ORDER if cam not in by_cam]
+    raise DomainError(
+        f"cannot tell which camera each file shows: {'; '.join(problems)}. Found: {', '.join(found) or 'none'}"
+        + (f"; missing: {', '.join(missing)}" if missing else "")
+        + ". Upload the six frames of one sample with their nuScenes names (…__CAM_FRONT_LEFT__….jpg), one per "
+          "camera; files are never placed by upload order.")
 
 
 def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: str = "stitch",
@@ -84,20 +119,24 @@ def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: s
     """Six camera images or one stitched image -> the demo's model input (see the module docstring).
 
     Returns ``{"images", "labels", "prompt", "info", "warnings"}``. `order` names the camera order
-    (:data:`~domains.driving.layout.CAMERA_ORDERS`) used for multi-image input and for uploads whose names do
-    not say their camera. Raises ValueError for a wrong number of files, duplicate or unnamed cameras, a
-    single image that is not 3:1, and unreadable images.
+    (:data:`~domains.driving.layout.CAMERA_ORDERS`) of the six images in multi mode. Raises ValueError
+    (DomainError) for a wrong number of files, file names that do not say one camera each, a single image
+    that is not 3:1, and unreadable images.
     """
     paths = [Path(p) for p in paths]
     cams = _check_mode(mode, order)
-    order_name = order if isinstance(order, str) else "given"
     warnings: list[str] = []
-    info: dict[str, str] = {"mode": mode, "camera order": ", ".join(cams)}
+    info: dict[str, str] = {"view sent to the model": "one stitched 2688×896 image" if mode == "stitched"
+                            else "six camera images, in the " + (order if isinstance(order, str) else "given")
+                            + " order: " + ", ".join(cams)}
+    if mode == "stitched":
+        info["stitched grid"] = "top " + " | ".join(layout.STITCH_ORDER[:3]) + "; bottom " + " | ".join(
+            layout.STITCH_ORDER[3:])
     if len(paths) == 6:
-        files = _assign_cameras(paths, cams, order_name, warnings)
+        files = _assign_cameras(paths)
         views = {cam: _read_image(files[cam]) for cam in layout.STITCH_ORDER}
-        info["input"] = "six camera images"
-        info["cameras"] = "; ".join(f"{cam} ← {files[cam].name}" for cam in cams)
+        info["upload"] = "six camera images"
+        info["cameras"] = "read from the file names: " + ", ".join(layout.STITCH_ORDER)
         off = [f"{cam} {img.width}×{img.height}" for cam, img in views.items() if img.size != layout.CAMERA_SIZE]
         if off:
             warnings.append(f"nuScenes cameras are 1600×900; got {', '.join(off)} (coordinates stay relative to "
@@ -106,9 +145,9 @@ def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: s
         img = _read_image(paths[0])
         aspect = img.width / img.height
         if abs(aspect / 3.0 - 1.0) > ASPECT_TOLERANCE:
-            raise ValueError(f"{paths[0].name}: one image must be a stitched six-camera image with a 3:1 aspect "
-                             f"(2688×896), got {img.width}×{img.height}; or upload the six camera images")
-        info["input"] = f"one stitched image ({img.width}×{img.height})"
+            raise DomainError(f"{_label(paths[0])}: one image must be a stitched six-camera image with a 3:1 aspect "
+                              f"(2688×896), got {img.width}×{img.height}; or upload the six camera images")
+        info["upload"] = f"one stitched image ({img.width}×{img.height})"
         if mode == "stitched":
             stitched = img if img.size == layout.STITCHED_SIZE else img.resize(layout.STITCHED_SIZE,
                                                                                Image.Resampling.BICUBIC)
@@ -118,8 +157,8 @@ def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: s
         warnings.append("the six views were cut from the stitched image: each is upscaled from its cell and keeps "
                         "any camera label drawn on it")
     else:
-        raise ValueError(f"upload six camera images (CAM_FRONT_LEFT … CAM_BACK_RIGHT) or one stitched image; "
-                         f"got {len(paths)} files")
+        raise DomainError(f"upload the six camera images of one sample (CAM_FRONT_LEFT … CAM_BACK_RIGHT in "
+                          f"their names) or one stitched image; got {len(paths)} files")
     if mode == "stitched":
         return {"images": [layout.stitch_cameras(views)], "labels": ["stitched: " + " | ".join(layout.STITCH_ORDER)],
                 "prompt": layout.STITCHED_PREFIX, "info": info, "warnings": warnings}

@@ -55,22 +55,28 @@ CONVERTERS = {
 }
 
 def _read_upload(paths: list[Path], **options: Any) -> dict:
-    """Demo hook: each uploaded raster read to RGB (``raster.read_rgb`` options), nodata share reported."""
-    from .raster import read_rgb
+    """Demo hook: rasters read to RGB with the page's bands and stretch (:func:`domains.remote_sensing.demo.read_upload`)."""
+    from .demo import read_upload
 
-    images, info, warnings = [], {}, []
-    for k, path in enumerate(paths):
-        image, valid = read_rgb(path, **options)
-        images.append(image)
-        info[f"image {k + 1}"] = f"{image.width} × {image.height} px"
-        if not valid.all():
-            warnings.append(f"image {k + 1}: {1 - valid.mean():.0%} of the pixels are nodata (drawn black)")
-    return {"images": images, "labels": None, "prompt": None, "info": info, "warnings": warnings}
+    return read_upload(paths, **options)
 
 
 def _draw_answer(images: list, answer: str, **options: Any) -> list:
     """Demo hook: the answer's ``<ref>..</ref><box>[[..]]</box>`` boxes drawn on every image."""
-    return [draw_ref_boxes(image, answer, **options) for image in images]
+    return [draw_ref_boxes(image, answer) for image in images]
+
+
+def _demo_options() -> dict[str, dict]:
+    """Demo hook: the band and stretch controls (:func:`domains.remote_sensing.demo.demo_options`)."""
+    from .demo import demo_options
+
+    return demo_options()
+
+
+def _upload_help() -> str:
+    from .demo import UPLOAD_HELP
+
+    return UPLOAD_HELP
 
 
 PLUGIN = DomainPlugin(
@@ -83,8 +89,9 @@ PLUGIN = DomainPlugin(
     converters=CONVERTERS,
     synthetic=synthetic,
     metrics=METRICS,  # rsvqa (per question type), classification, grounding, region
-    # for a demo panel: read an upload (any raster rasterio opens) and draw an answer's boxes on it
-    demo_hooks={"read_upload": _read_upload, "draw_answer": _draw_answer},
+    # for a demo panel: read an upload (any raster rasterio opens) with the chosen bands / stretch, draw boxes on it
+    demo_hooks={"read_upload": _read_upload, "draw_answer": _draw_answer, "options": _demo_options,
+                "upload_help": _upload_help},
 )
 
 __all__ = ["CONVERTERS", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_rsvqa", "convert_scene_chips",

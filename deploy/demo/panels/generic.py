@@ -1,34 +1,39 @@
 """The generic panel: any domain through its ``demo_hooks`` (or plain images for ``general``).
 
-File upload (several files allowed), question, streamed answer, gallery of the images with the answer's
-boxes drawn, an info table and warnings. The handlers are plain functions so they can be tested without a
-browser; :func:`build` wires them to Gradio components.
+What to upload (the domain's ``upload_help``), file upload (several files allowed), the domain's options,
+question, streamed answer, gallery of the images with the answer's boxes drawn, an info table and warnings.
+The upload stays staged (privately, under neutral names) while the page is open, so changing an option
+(driving's view, remote sensing's bands) reads it again and the model always gets the layout shown. The
+handlers are plain functions so they can be tested without a browser; :func:`build` wires them to Gradio.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from deploy.demo.hooks import UploadResult, hooks_for, normalize_upload, options_for
+from deploy.demo.hooks import UploadResult, hooks_for, name_tag_for, normalize_upload, options_for, upload_help_for
 from deploy.demo.page import (
-    CLEAR_FILE_INPUTS,
     DISCLAIMER,
+    REPEATED_NOTE,
     DemoSettings,
     error_md,
     escape_md,
     info_md,
+    notice_md,
     warnings_md,
 )
 from deploy.demo.session import ModelSession
-from deploy.demo.uploads import UploadError, readable_error, stage_uploads
+from deploy.demo.uploads import StagedUpload, UploadError, readable_error, stage_uploads
 
 log = logging.getLogger(__name__)
 
-__all__ = ["answer_stream", "build", "read_files", "title"]
+__all__ = ["Loaded", "answer_stream", "build", "load_files", "read_files", "reread", "title"]
 
 
 def title(plugin) -> str:
@@ -37,73 +42,130 @@ def title(plugin) -> str:
     return plugin.name.replace("_", " ")
 
 
-def read_files(files, read_upload: Callable[..., dict], *, max_bytes: int, **options) -> UploadResult:
-    """Stage the uploaded files under neutral names, read them with the hook, validate the result.
+@dataclass
+class Loaded:
+    """An upload kept for the page: its private staged copy, the options it was read with and what they
+    gave (`result`), or why they gave nothing (`error`)."""
 
-    Raises :class:`UploadError` with a message fit for the page.
-    """
-    staged = stage_uploads(files, max_bytes=max_bytes)
+    staged: StagedUpload
+    options: dict[str, Any] = field(default_factory=dict)
+    result: UploadResult | None = None
+    error: str = ""
+
+    def close(self) -> None:
+        self.staged.cleanup()
+
+
+def _read_staged(staged: StagedUpload, read_upload: Callable[..., dict], options: Mapping[str, Any]) -> UploadResult:
     try:
         return normalize_upload(read_upload(list(staged.paths), **options), len(staged.paths))
     except UploadError:
         raise
     except Exception as exc:  # noqa: BLE001 - any reader failure becomes a readable line
         raise UploadError(readable_error(exc, staged)) from None
-    finally:
-        staged.cleanup()  # the images are in memory now
+
+
+def load_files(files, read_upload: Callable[..., dict], *, max_bytes: int,
+               name_tag: Callable[[str], str | None] | None = None, **options) -> Loaded:
+    """Stage the uploaded files under neutral names and read them with the hook; the staged copy is kept
+    (``Loaded.close`` frees it). Raises :class:`UploadError` with a message fit for the page."""
+    staged = stage_uploads(files, max_bytes=max_bytes, name_tag=name_tag)
+    try:
+        return Loaded(staged, dict(options), _read_staged(staged, read_upload, options))
+    except BaseException:
+        staged.cleanup()
+        raise
+
+
+def reread(loaded: Loaded, read_upload: Callable[..., dict], **options) -> Loaded:
+    """The same staged upload read again with new `options` (an error is kept in ``Loaded.error``)."""
+    try:
+        return Loaded(loaded.staged, dict(options), _read_staged(loaded.staged, read_upload, options))
+    except UploadError as err:
+        return Loaded(loaded.staged, dict(options), None, str(err))
+
+
+def read_files(files, read_upload: Callable[..., dict], *, max_bytes: int,
+               name_tag: Callable[[str], str | None] | None = None, **options) -> UploadResult:
+    """Stage, read and validate the uploaded files, then free the staged copy (the images are in memory)."""
+    loaded = load_files(files, read_upload, max_bytes=max_bytes, name_tag=name_tag, **options)
+    loaded.close()
+    return loaded.result
 
 
 def answer_stream(session: ModelSession, draw_answer: Callable[..., list], question: str,
                   upload: UploadResult | None, **options) -> Iterator[tuple[str, list[Image.Image] | None, str]]:
-    """Yield ``(answer so far, drawn images or None, error message)``; the last item carries the drawn
-    images (the answer's boxes on each image) or an error. `options` go to `draw_answer`."""
+    """Yield ``(answer so far, drawn images or None, notice)``; the last item carries the drawn images (the
+    answer's boxes on each image). The notice is page markdown naming what failed — the question, the
+    generation or only the drawing — or saying that a looping answer was cut; "" when all went well.
+    `options` go to `draw_answer` (the ones the images were read with)."""
     images = upload.images if upload else []
     text = ""
     try:
         for text in session.stream(question, images, prompt=upload.prompt if upload else None):
             yield text, None, ""
     except ValueError as exc:
-        yield text, None, str(exc)
+        yield text, None, error_md(str(exc), "Could not ask")
         return
     except Exception as exc:
         log.error("demo: generation failed", exc_info=exc)
-        yield text, None, f"generation failed ({type(exc).__name__}); see the server log"
+        yield text, None, error_md(f"the model failed while answering ({type(exc).__name__}); see the server log",
+                                   "Could not answer")
         return
+    note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
     if not images:
-        yield text, [], ""
+        yield text, [], note
         return
     try:
         drawn = list(draw_answer(images, text, **options))
     except Exception as exc:  # a drawing bug must not hide the answer
         log.error("demo: drawing the answer failed", exc_info=exc)
-        yield text, list(images), f"the answer's boxes could not be drawn ({type(exc).__name__})"
+        yield text, list(images), error_md(f"{type(exc).__name__}: {exc}"[:300],
+                                           "The answer is shown, but its marks could not be drawn")
         return
-    yield text, drawn, ""
+    yield text, drawn, note
 
 
-def _gallery(images: Sequence[Image.Image], labels: Sequence[str]) -> list[tuple[Image.Image, str]]:
-    return list(zip(images, labels))
+def _columns(n: int) -> int:
+    return 1 if n == 1 else 3 if n in (3, 6, 9) else 2
+
+
+def _gallery(images: Sequence[Image.Image], labels: Sequence[str]) -> dict:
+    """A gallery update: the images with their labels, one column for a single (3:1 stitched) image."""
+    return gr.update(value=list(zip(images, labels)), columns=_columns(len(images)))
+
+
+def _choice(name: str, spec: Mapping[str, Any]):
+    value = spec.get("default", spec["choices"][0])
+    label, info = spec.get("label", name), spec.get("info")
+    if spec.get("custom"):
+        return gr.Dropdown(spec["choices"], value=value, label=label, info=info, allow_custom_value=True)
+    return gr.Radio(spec["choices"], value=value, label=label, info=info)
 
 
 def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
     read_upload, draw_answer = hooks_for(plugin)
+    name_tag = name_tag_for(plugin)
     option_specs = options_for(plugin)
+    needs_upload = plugin is not None and plugin.name != "general"
     what = title(plugin)
     gr.Markdown(f"## pocket-adapt · {escape_md(what)}\nModel: **{escape_md(session.name)}** · {escape_md(DISCLAIMER)}")
-    state = gr.State(None)
+    state = gr.State(None, delete_callback=lambda loaded: loaded.close() if loaded else None)
     with gr.Row():
         with gr.Column(scale=1):
+            gr.Markdown(f"**What to upload:** {escape_md(upload_help_for(plugin))}", elem_id="pa-upload-help",
+                        elem_classes=["pa-notice"])
             upload = gr.UploadButton(f"Upload file(s) (≤ {settings.max_upload_mb:g} MB)", file_count="multiple",
                                      variant="secondary")
-            choosers = [gr.Radio(spec["choices"], value=spec.get("default", spec["choices"][0]),
-                                 label=spec.get("label", name)) for name, spec in option_specs.items()]
+            choosers = [_choice(name, spec) for name, spec in option_specs.items()]
             status = gr.Markdown("No file uploaded yet.", elem_classes=["pa-notice"])
             question = gr.Textbox(label="Question", lines=2, placeholder="Ask about the uploaded image(s)")
             ask = gr.Button("Ask", variant="primary")
             notice = gr.Markdown("", elem_classes=["pa-notice"])
             answer = gr.Textbox(label="Answer", lines=5, interactive=False)
         with gr.Column(scale=1):
-            gallery = gr.Gallery(label="Images (answer boxes drawn)", columns=2, format="png", interactive=False,
+            gallery = gr.Gallery(label="Images sent to the model (answer marks drawn)", columns=2, format="png",
+                                 interactive=False, object_fit="contain", elem_classes=["pa-gallery"],
                                  buttons=["download", "fullscreen"])
             warnings = gr.Markdown("")
             info = gr.Markdown("")
@@ -111,22 +173,58 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
     def chosen(values) -> dict:
         return dict(zip(option_specs, values))
 
-    def on_upload(files, *values):
-        try:
-            result = read_files(files, read_upload, max_bytes=settings.max_upload_bytes, **chosen(values))
-        except UploadError as err:
-            return None, error_md(str(err)), [], "", "", ""
+    def shown(loaded: Loaded):
+        """(status, gallery, info, warnings) for a loaded upload."""
+        if loaded.result is None:
+            return (error_md(loaded.error, "Could not read the upload with these options"), gr.update(value=None),
+                    "", "")
+        result = loaded.result
         n = len(result.images)
         line = f"**Ready:** {escape_md(', '.join(result.labels))} ({n} image{'s' if n != 1 else ''})"
-        return (result, line, _gallery(result.images, result.labels), info_md(result.info),
-                warnings_md(result.warnings), "")
+        return line, _gallery(result.images, result.labels), info_md(result.info), warnings_md(result.warnings)
 
-    def on_ask(q, current: UploadResult | None, *values):
-        for text, drawn, error in answer_stream(session, draw_answer, q, current, **chosen(values)):
-            images = gr.skip() if drawn is None or current is None else _gallery(drawn, current.labels)
-            yield text, images, error_md(error, "Could not answer") if error else ""
+    def on_upload(files, old: Loaded | None, *values):
+        if old is not None:
+            old.close()
+        try:
+            loaded = load_files(files, read_upload, max_bytes=settings.max_upload_bytes, name_tag=name_tag,
+                                **chosen(values))
+        except UploadError as err:
+            return None, error_md(str(err)), gr.update(value=None), "", "", "", ""
+        return (loaded, *shown(loaded), "", "")
 
-    upload.upload(on_upload, inputs=[upload, *choosers], outputs=[state, status, gallery, info, warnings, answer]
-                  ).then(None, js=CLEAR_FILE_INPUTS)
+    def on_option(current: Loaded | None, *values):
+        if current is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        loaded = reread(current, read_upload, **chosen(values))
+        return (loaded, *shown(loaded), "")
+
+    def on_ask(q, current: Loaded | None, *values):
+        keep = (gr.skip(),) * 4  # state, status, info, warnings
+        if current is None and needs_upload:
+            yield "", gr.skip(), notice_md("upload a file first: nothing was sent to the model.", "No upload yet"), *keep
+            return
+        if current is not None and current.options != chosen(values):  # an option changed and was not read yet
+            current = reread(current, read_upload, **chosen(values))
+            status_md, gallery_value, info_value, warnings_value = shown(current)
+            keep = (current, status_md, info_value, warnings_value)
+            yield "", gallery_value, "", *keep
+        if current is not None and current.result is None:
+            yield "", gr.skip(), error_md(current.error, "Could not read the upload with these options"), *keep
+            return
+        upload_result = current.result if current else None
+        for n, (text, drawn, note) in enumerate(
+                answer_stream(session, draw_answer, q, upload_result, **(current.options if current else {}))):
+            images = gr.skip() if drawn is None or upload_result is None else _gallery(drawn, upload_result.labels)
+            if current is None and drawn is not None and not note:
+                note = notice_md("no image was uploaded: the answer comes from the question alone.")
+            yield text, images, note, *(keep if n == 0 else (gr.skip(),) * 4)
+
+    upload.upload(on_upload, inputs=[upload, state, *choosers],
+                  outputs=[state, status, gallery, info, warnings, answer, notice])
+    for chooser in choosers:
+        chooser.input(on_option, inputs=[state, *choosers], outputs=[state, status, gallery, info, warnings, notice],
+                      trigger_mode="always_last")
     for event in (ask.click, question.submit):
-        event(on_ask, inputs=[question, state, *choosers], outputs=[answer, gallery, notice], show_progress="minimal")
+        event(on_ask, inputs=[question, state, *choosers],
+              outputs=[answer, gallery, notice, state, status, info, warnings], show_progress="minimal")

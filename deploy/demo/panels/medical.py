@@ -21,12 +21,13 @@ from PIL import Image
 
 from deploy.demo.hooks import default_draw_answer, read_image
 from deploy.demo.page import (
-    CLEAR_FILE_INPUTS,
-    DISCLAIMER,
+    MEDICAL_DISCLAIMER,
+    REPEATED_NOTE,
     DemoSettings,
     error_md,
     escape_md,
     info_md,
+    notice_md,
     warnings_md,
 )
 from deploy.demo.session import ModelSession
@@ -42,8 +43,8 @@ from domains.medical.convert import slice_prompt
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CUSTOM", "FILE_DEFAULT", "Study", "ask", "build", "load_study", "title", "window_choice",
-           "window_controls"]
+__all__ = ["CUSTOM", "FILE_DEFAULT", "UPLOAD_HELP", "Study", "ask", "build", "load_study", "phi_warning", "title",
+           "window_choice", "window_controls"]
 
 FILE_DEFAULT = "file default"
 CUSTOM = "custom (sliders)"
@@ -51,7 +52,10 @@ MAX_MODEL_SLICES = 8  # slices sent in one question at most
 MAX_ZIP_FILES = 4000
 ZIP_EXPANSION = 4  # a zip may unpack to at most this many times the upload limit
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-_PHI_SHOWN = 6  # keywords listed in the identifying-attributes warning
+_PHI_SHOWN = 4  # keywords listed per kind in the identifying-attributes warning
+UPLOAD_HELP = ("Upload one DICOM file (single or multi-frame), the files of one series (several .dcm at once, or a "
+               ".zip of them), or one PNG / JPEG. Only de-identified header fields are shown; files are renamed "
+               "\"upload 1\" at once and removed when you leave or the demo stops.")
 
 
 def title(plugin) -> str:
@@ -223,12 +227,79 @@ def _warnings(datasets: Sequence[Any]) -> list[str]:
     elif deid.burned_in_risk(datasets[0]):
         out.append(f"{_modality(datasets[0])} images often carry burned-in text (names, dates) and this file does "
                    "not say whether it has any: check the pixels.")
-    phi = sorted({kw for ds in datasets[:1] for kw in deid.find_phi(ds)})
+    phi = phi_warning(deid.find_phi(datasets[0]))
     if phi:
-        listed = ", ".join(phi[:_PHI_SHOWN]) + (f" and {len(phi) - _PHI_SHOWN} more" if len(phi) > _PHI_SHOWN else "")
-        out.append(f"The file is not de-identified: it holds {len(phi)} identifying attribute(s) ({listed}). "
-                   "They are not shown here and are not sent to the model.")
+        out.append(phi)
     return out
+
+
+# identity first: what names the patient; then the rest by kind
+_IDENTITY_FIRST = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientNames", "OtherPatientIDs",
+                   "PatientBirthName", "PatientMotherBirthName", "PatientAddress", "PatientTelephoneNumbers")
+_IDENTITY_WORDS = ("Patient", "MedicalRecord", "Admission", "MilitaryRank", "BranchOfService", "EthnicGroup",
+                   "Occupation", "Residence")
+_PEOPLE_WORDS = ("Institution", "Physician", "Operator", "Person", "Organization", "Observer", "Reviewer",
+                 "Performer", "Author", "Department", "Recipient", "Evaluator", "Creator", "Approver", "Interpretation",
+                 "Responsible", "Sponsor", "Coordinating", "Site")
+_DEVICE_WORDS = ("Station", "Device", "Serial", "Detector", "Gantry", "Plate", "Cassette", "Generator", "Carrier",
+                 "ApplicationEntity")
+_KINDS = (("patient identity", "patient identity", "patient identity"),
+          ("dates and times", "date or time", "dates and times"),
+          ("people and institutions", "person or institution", "people and institutions"),
+          ("device", "device attribute", "device attributes"),
+          ("other", "other identifying attribute", "other identifying attributes"))
+
+
+def _vr_of(keyword: str) -> str:
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    tag = tag_for_keyword(keyword)
+    try:
+        return dictionary_VR(tag) if tag is not None else ""
+    except KeyError:
+        return ""
+
+
+def _kind(keyword: str) -> str:
+    vr = _vr_of(keyword)
+    if keyword in _IDENTITY_FIRST or any(w in keyword for w in _IDENTITY_WORDS):
+        return "patient identity"
+    if vr in ("DA", "DT", "TM") or keyword.endswith(("Date", "Time", "DateTime")):
+        return "dates and times"
+    if vr == "PN" or any(w in keyword for w in _PEOPLE_WORDS):
+        return "people and institutions"
+    if vr == "AE" or any(w in keyword for w in _DEVICE_WORDS):
+        return "device"
+    return "other"
+
+
+def phi_warning(keywords: Sequence[str]) -> str:
+    """The page's warning for identifying attributes found in a file (``deid.find_phi`` keywords), grouped by
+    kind: patient identity first (PatientName, PatientID, PatientBirthDate, ...), then dates and times,
+    people and institutions, device, other; private tags only counted. "" when there are none."""
+    private = [k for k in keywords if k.startswith("private")]
+    groups: dict[str, list[str]] = {}
+    for keyword in sorted(set(keywords) - set(private)):
+        groups.setdefault(_kind(keyword), []).append(keyword)
+    first = {k: n for n, k in enumerate(_IDENTITY_FIRST)}
+    groups.get("patient identity", []).sort(key=lambda k: (first.get(k, len(first)), k))
+    parts = []
+    for kind, one, many in _KINDS:
+        found = groups.get(kind, [])
+        if not found:
+            continue
+        listed = ", ".join(found[:_PHI_SHOWN]) + (f" and {len(found) - _PHI_SHOWN} more" if len(found) > _PHI_SHOWN
+                                                  else "")
+        count = "" if kind == "patient identity" else f"{len(found)} "
+        parts.append(f"{count}{one if len(found) == 1 else many} ({listed})")
+    if private:
+        parts.append(f"{len(private)} private tag{'s' if len(private) != 1 else ''} (vendor data that may hold "
+                     "identifying values)")
+    if not parts:
+        return ""
+    held = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    return (f"The file is not de-identified: it holds {held}. They are not shown here and are not sent to "
+            "the model.")
 
 
 def _set_window(study: Study, header_ds, pixel_ds, frame: int = 0) -> None:
@@ -309,42 +380,54 @@ def describe_window(study: Study, window) -> str:
 # --------------------------------------------------------------------------------------------- asking
 def ask(session: ModelSession, question: str, study: Study | None, index: int = 0, n_slices: int = 1,
         window=None, draw_answer=default_draw_answer) -> Iterator[tuple[str, list[Image.Image] | None, list[str], str]]:
-    """Yield ``(answer so far, drawn images or None, their labels, error)``; the last item carries the
-    images sent to the model with the answer's boxes drawn (or an error)."""
+    """Yield ``(answer so far, drawn images or None, their labels, notice)``; the last item carries the
+    images sent to the model with the answer's boxes drawn. The notice is page markdown naming what failed
+    (no study, a slice that does not decode, the question, the generation or only the drawing) or saying
+    that a looping answer was cut; "" when all went well. Without a study nothing is sent to the model."""
     text = ""
+    if study is None:
+        yield text, None, [], notice_md("upload a DICOM file, a series or an image first: nothing was sent to the "
+                                        "model.", "No study loaded")
+        return
     try:
-        images, labels, prompt = study.model_inputs(index, n_slices, window) if study else ([], [], None)
+        images, labels, prompt = study.model_inputs(index, n_slices, window)
     except Exception as exc:  # noqa: BLE001 - a slice that does not decode: say so in the page
-        yield text, None, [], readable_error(exc, study.staged)
+        yield text, None, [], error_md(readable_error(exc, study.staged), "Could not prepare the slices")
         return
     try:
         for text in session.stream(question, images, prompt=prompt):
             yield text, None, labels, ""
     except ValueError as exc:
-        yield text, None, labels, str(exc)
+        yield text, None, labels, error_md(str(exc), "Could not ask")
         return
     except Exception as exc:
         log.error("demo: generation failed", exc_info=exc)
-        yield text, None, labels, f"generation failed ({type(exc).__name__}); see the server log"
+        yield text, None, labels, error_md(f"the model failed while answering ({type(exc).__name__}); see the "
+                                           "server log", "Could not answer")
         return
+    note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
     try:
         drawn = list(draw_answer(images, text))
     except Exception as exc:
         log.error("demo: drawing the answer failed", exc_info=exc)
-        yield text, images, labels, f"the answer's boxes could not be drawn ({type(exc).__name__})"
+        yield text, images, labels, error_md(f"{type(exc).__name__}", "The answer is shown, but its boxes could "
+                                                                      "not be drawn")
         return
-    yield text, drawn, labels, ""
+    yield text, drawn, labels, note
 
 
 # --------------------------------------------------------------------------------------------- page
 def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
     hooks = getattr(plugin, "demo_hooks", None) or {}
     draw_answer = hooks.get("draw_answer") or default_draw_answer
-    gr.Markdown(f"## pocket-adapt · medical imaging\nModel: **{escape_md(session.name)}** · {escape_md(DISCLAIMER)}")
+    gr.Markdown(f"## pocket-adapt · medical imaging\nModel: **{escape_md(session.name)}** · "
+                f"{escape_md(MEDICAL_DISCLAIMER)}")
     study_state = gr.State(None, delete_callback=lambda study: study.close() if study else None)
     controls = window_controls(None)
     with gr.Row():
         with gr.Column(scale=1):
+            gr.Markdown(f"**What to upload:** {escape_md(UPLOAD_HELP)}", elem_id="pa-upload-help",
+                        elem_classes=["pa-notice"])
             upload = gr.UploadButton(f"Upload DICOM, series (.zip) or PNG / JPEG (≤ {settings.max_upload_mb:g} MB)",
                                      file_count="multiple", variant="secondary")
             status = gr.Markdown("No study uploaded yet. Nothing identifying is shown; uploads are named "
@@ -423,8 +506,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
 
     def on_ask(q, study: Study | None, i, n, p, c, w):
         window = window_choice(p, c, w) if study else None
-        for text, drawn, labels, error in ask(session, q, study, int(i) - 1, int(n), window, draw_answer):
-            note = error_md(error, "Could not answer") if error else ""
+        for text, drawn, labels, note in ask(session, q, study, int(i) - 1, int(n), window, draw_answer):
             if drawn is None:
                 yield text, gr.skip(), gr.skip(), note
             elif len(drawn) == 1:
@@ -434,7 +516,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
 
     upload.upload(on_upload, inputs=[upload, study_state],
                   outputs=[study_state, status, preview, header, warnings, preset, centre, width, index, n_slices,
-                           answer, notice, sent]).then(None, js=CLEAR_FILE_INPUTS)
+                           answer, notice, sent])
     preset.input(on_preset, inputs=[preset, centre, width, index, study_state], outputs=[centre, width, preview])
     for slider in (centre, width):
         slider.input(on_slider, inputs=[centre, width, index, study_state], outputs=[preset, preview],
