@@ -57,12 +57,24 @@ def llama_cpp() -> Path:
 @pytest.fixture(scope="module")
 def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
     mobilevlm = write_mobilevlm_v2(tmp_path_factory.mktemp("gguf-mobilevlm") / "src", tiny_tokenizer, tie=False)
-    return {
+    made = {
         "pocket-tiny": model.load("pocket-tiny"),
         "internvl": model.load(native_dir),
         "mobilevlm": model.load(mobilevlm.directory),
         "mobilevlm-ldp": tiny_ldp_model(tiny_tokenizer),
     }
+    for name in ("internvl", "mobilevlm", "mobilevlm-ldp"):
+        sharpen_attention(made[name][0])
+    return made
+
+
+def sharpen_attention(vlm, factor: float = 6.0) -> None:
+    """Random tiny LMs attend almost uniformly, so positions (RoPE) hardly change their answers; larger q/k weights
+    make attention position-sensitive, so a RoPE layout slip in the export changes the greedy tokens."""
+    with torch.no_grad():
+        for name, param in vlm.language_model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight")):
+                param.mul_(factor)
 
 
 def tiny_ldp_model(tokenizer):
@@ -243,18 +255,24 @@ def test_image_embeddings_match_pytorch(name, qtype, models, exports, example_im
         assert relative_error(got, exact) < 1e-2
 
 
-def greedy(vlm, encoded, n: int) -> list[int]:
-    """n argmax tokens, end-of-text tokens included (no stopping), recomputing the whole sequence each step."""
+def greedy(vlm, encoded, n: int) -> tuple[list[int], list[int], list[float]]:
+    """n argmax tokens, end-of-text tokens included (no stopping), recomputing the whole sequence each step; with
+    each step's runner-up token and the logit gap between the two."""
     inputs = encoded.to_model_inputs()
-    tokens: list[int] = []
+    tokens, runners_up, gaps = [], [], []
     with torch.no_grad():
         embeds, _ = vlm.embed(inputs["input_ids"], inputs["pixel_values"])
         for _ in range(n):
-            logits = vlm.language_model(inputs_embeds=embeds).logits[0, -1]
-            tokens.append(int(logits.argmax()))
+            top = torch.topk(vlm.language_model(inputs_embeds=embeds).logits[0, -1], 2)
+            tokens.append(int(top.indices[0]))
+            runners_up.append(int(top.indices[1]))
+            gaps.append(float(top.values[0] - top.values[1]))
             step = vlm.get_input_embeddings()(torch.tensor([[tokens[-1]]]))
             embeds = torch.cat([embeds, step], dim=1)
-    return tokens
+    return tokens, runners_up, gaps
+
+
+NEAR_TIE = 1e-2  # a logit gap float16 weights may flip (random tiny models have such steps; trained ones rarely)
 
 
 def _generation_inputs(processor, image):
@@ -267,7 +285,7 @@ def test_prompt_and_greedy_tokens_match_pytorch(name, qtype, models, exports, ex
     vlm, processor = models[name]
     encoded = _generation_inputs(processor, example_image)
     with reference(name, vlm):
-        expected = greedy(vlm, encoded, 32)
+        expected, runners_up, gaps = greedy(vlm, encoded, 32)
     with LlamaCppVLM(exports(name, qtype)) as runtime:
         messages = runtime.messages([{"role": "user", "content": QUESTION}], 1)
         entries = runtime.image_entries([example_image])
@@ -276,7 +294,12 @@ def test_prompt_and_greedy_tokens_match_pytorch(name, qtype, models, exports, ex
     # llama.cpp rendered the embedded template and tokenised it as our processor does (image rows are -1)
     ids = encoded.input_ids.tolist()
     assert answer["prompt_ids"] == [-1 if i == processor.image_token_id else i for i in ids]
-    assert answer["tokens"] == expected
+    got = answer["tokens"]
+    if qtype == "f32" or got == expected:
+        assert got == expected
+    else:  # f16: identical up to a step where PyTorch itself nearly tied, and llama.cpp took the runner-up there
+        k = next(i for i, (a, b) in enumerate(zip(got, expected)) if a != b)
+        assert gaps[k] < NEAR_TIE and got[k] == runners_up[k], (k, gaps[k], got[:k + 1], expected[:k + 1])
 
 
 def test_feature_layer_is_the_one_pytorch_uses(models, tmp_path, example_image, monkeypatch, llama_cpp):
@@ -317,6 +340,32 @@ def test_llamacpp_ldp_rows_are_not_pytorchs(name, models, exports, example_image
         as_llamacpp = torch_embeddings(vlm, processor, example_image)
     assert relative_error(got, as_llamacpp) < 2e-3
     assert relative_error(got, true) > 1e-2
+
+
+def test_lora_is_merged_vision_side_too(tmp_path, example_image, capsys, llama_cpp):
+    """`adapt export --adapter DIR`: LoRA on the vision tower (and the LLM) is folded in before writing, so
+    llama.cpp sees the adapted tower (llama.cpp#14867: a vision LoRA is lost unless merged)."""
+    from peft import LoraConfig, get_peft_model
+
+    from adapt.cli import main
+
+    vlm, processor = model.load("pocket-tiny")
+    base = torch_embeddings(vlm, processor, example_image)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["fc1", "q_proj", "linear_1"], init_lora_weights=False)
+    torch.manual_seed(3)
+    peft_model = get_peft_model(vlm, config)
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+    with torch.no_grad():
+        with llamacpp_numerics(vlm):
+            adapted = torch_embeddings(peft_model.base_model.model, processor, example_image)
+    out = tmp_path / "gguf"
+    assert main(["export", "-f", "gguf", "--model", "pocket-tiny", "--adapter", str(tmp_path / "adapter"),
+                 "--type", "f32", "--out", str(out)]) == 0
+    model_file, mmproj = _files(out, "pocket-tiny", "f32")
+    with PocketLlama(model_file, mmproj, kv_f32=True) as llama:
+        got = llama.embed(llama.tiles_file(_tiles(processor, example_image)))
+    assert relative_error(adapted, base) > 0.05  # the adapter changes the vision side ...
+    assert relative_error(got, adapted) < 1e-4  # ... and the export carries it
 
 
 @pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
