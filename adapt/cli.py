@@ -373,6 +373,10 @@ def _recipe_verbs(verbs) -> None:
     evaluate.add_argument("--model", action="append", default=[], metavar="[LABEL=]SOURCE",
                           help="model to score (repeatable); default: base = recipe model, adapted = the run's final model")
     evaluate.add_argument("--out", type=Path, help="report folder (default: <output.dir>/eval)")
+    evaluate.add_argument("--runtime", choices=["pytorch", "llamacpp"], default="pytorch",
+                          help="llamacpp: export each model to GGUF and score it in llama.cpp (make llama-cpp)")
+    evaluate.add_argument("--gguf-type", action="append", choices=["f32", "f16", "q8_0", "q4_k_m"], default=[],
+                          help="llamacpp runtime: GGUF type(s) to score (repeatable; default f16); labels get -<type>")
     evaluate.set_defaults(handler=_eval)
 
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
@@ -439,7 +443,14 @@ def _eval(args) -> int:
         if final.is_dir():
             models["adapted"] = str(final)
     out = args.out or Path(recipe.output.dir) / "eval"
-    runs = {label: evaluate_model(recipe, source, label, out) for label, source in models.items()}
+    if args.runtime == "llamacpp":
+        runs = {f"{label}-{qtype}": evaluate_model(recipe, source, f"{label}-{qtype}", out, runtime="llamacpp",
+                                                   gguf_type=qtype)
+                for label, source in models.items() for qtype in (args.gguf_type or ["f16"])}
+    elif args.gguf_type:
+        raise CliError("--gguf-type applies to --runtime llamacpp")
+    else:
+        runs = {label: evaluate_model(recipe, source, label, out) for label, source in models.items()}
     kinds = eval_kinds(recipe)
     _, md = write_report(out, runs, kinds)
     plot_comparison(runs, kinds, out / "comparison.png")

@@ -17,20 +17,39 @@ class EvalError(PocketAdaptError):
     """A recipe that cannot be evaluated as asked (no eval sources)."""
 
 
-def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: bool = True) -> dict:
+def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: bool = True,
+                   runtime: str = "pytorch", gguf_type: str = "f16") -> dict:
     """Score one model on the recipe's `data.eval_sources`; returns its summary (see `adapt.evaluate.summarize`).
 
     Every model is prompted with the recipe's ``model.chat_template`` when it sets one (as training does),
     so base and adapted are scored on the same prompts; the summary's ``chat_template`` names the template used.
     Its predictions go to ``out_dir/predictions_<label>.jsonl``; skipped records as `score_eval_sources` says.
+
+    ``runtime="llamacpp"``: the model is exported to GGUF (``gguf_type``, into ``out_dir/gguf/<label>``) and its
+    answers come from llama.cpp, given exactly the token ids and tiles PyTorch would get (`deploy.llamacpp.eval`).
     """
     if not recipe.data.eval_sources:
         raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
     vlm, processor = model_core.load(source, dtype=recipe.model.dtype, allow_pickle=recipe.model.allow_pickle,
                                      chat_template=recipe.model.chat_template)
     processor.tiling = recipe.tiling_for(processor.tiling)
-    summary, predictions = score_eval_sources(vlm, processor, recipe, out_dir, progress=progress)
+    if runtime == "llamacpp":
+        from deploy.hf import export
+        from deploy.llamacpp.eval import LlamaCppEvalModel
+
+        folder = export(vlm, processor, "gguf", out_dir / "gguf" / label, force=True, qtype=gguf_type, name=label)
+        del vlm
+        vlm = LlamaCppEvalModel(folder, processor)
+    elif runtime != "pytorch":
+        raise EvalError(f"unknown runtime {runtime!r}; pytorch or llamacpp")
+    try:
+        summary, predictions = score_eval_sources(vlm, processor, recipe, out_dir, progress=progress)
+    finally:
+        if runtime == "llamacpp":
+            vlm.close()
     summary["chat_template"] = processor.chat_template.name
+    if runtime == "llamacpp":
+        summary["runtime"] = f"llama.cpp {gguf_type}"
     save_predictions(predictions, out_dir / f"predictions_{label}.jsonl")
     return summary
 
