@@ -761,6 +761,54 @@ def test_medical_files_of_two_series_show_the_largest(medical, tmp_path):
         medical.load_study([files[0], png(tmp_path / "p.png")], max_bytes=MB)
 
 
+def test_burned_in_text_is_blacked_out_only_when_asked_and_only_where_flagged(medical, session, tmp_path,
+                                                                              gradio_cache):
+    from domains.medical.redact import redaction_regions
+
+    blocks = demo_app.build_demo(session, "medical", max_upload_mb=1)
+    on_upload, on_redact, on_ask = (handler(blocks, n) for n in ("on_upload", "on_redact", "on_ask"))
+    flagged = write_ct(tmp_path / "flagged.dcm", size=64)
+    study = on_upload([str(flagged)], None)[0]
+    try:
+        plain = np.asarray(study.render(0, (0, 4000)))
+        assert study.redact is False and study.redaction_note() == "" and plain[:16].max() > 0  # off by default
+        image = on_redact(True, 1, medical.CUSTOM, 0, 4000, study)
+        import pydicom
+
+        boxes, rule = redaction_regions(pydicom.dcmread(flagged), 64, 64)
+        masked = np.zeros((64, 64), bool)
+        for x1, y1, x2, y2 in boxes:
+            masked[y1:y2, x1:x2] = True
+        redacted = np.asarray(study.render(0, (0, 4000)))
+        assert (redacted[masked] == 0).all() and np.array_equal(redacted[~masked], plain[~masked])
+        assert "burned-in text blacked out" in image.label and rule in image.label
+        from PIL import Image as PILImage
+
+        page = np.asarray(PILImage.open(image.value["path"]).convert("RGB")).astype(int)  # as the page gets it
+        assert page[masked].max() <= 8 and page[~masked].mean() > 50, "the page shows the redacted render"
+        sent = []
+        real_stream = session.stream
+
+        def recording_stream(question, images, prompt=None):
+            sent.extend(images)
+            yield from real_stream(question, images, prompt=prompt)
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(session, "stream", recording_stream)
+            list(on_ask("What is shown?", study, 1, 1, medical.CUSTOM, 0, 4000))
+        assert sent and (np.asarray(sent[0])[masked] == 0).all(), "the model gets the redacted image"
+        on_redact(False, 1, medical.CUSTOM, 0, 4000, study)
+        assert np.array_equal(np.asarray(study.render(0, (0, 4000))), plain)
+    finally:
+        study.close()
+    unflagged = on_upload([str(write_ct(tmp_path / "clean.dcm", size=64, burned_in=False))], None, True)[0]
+    try:
+        assert unflagged.redact is True and np.asarray(unflagged.render(0, (0, 4000)))[:16].max() > 0
+        assert unflagged.redaction_note() == "not flagged: nothing blacked out"
+    finally:
+        unflagged.close()
+
+
 def test_medical_page_handlers_never_show_phi(session, tmp_path, gradio_cache):
     require("pydicom")
     blocks = demo_app.build_demo(session, "medical", max_upload_mb=1)

@@ -38,7 +38,7 @@ from deploy.demo.uploads import (
     stage_uploads,
     upload_label,
 )
-from domains.medical import deid, dicom
+from domains.medical import deid, dicom, redact
 from domains.medical.convert import slice_prompt
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ MAX_ZIP_FILES = 4000
 ZIP_EXPANSION = 4  # a zip may unpack to at most this many times the upload limit
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _PHI_SHOWN = 4  # keywords listed per kind in the identifying-attributes warning
+REDACT_HELP = ("Off by default. For files flagged BurnedInAnnotation = YES: blacks out where scanners print patient "
+               "details (ultrasound: all outside the image regions the file declares; otherwise bands at the top "
+               "and bottom) in the image shown and the one sent to the model. A heuristic: check the image.")
 UPLOAD_HELP = ("Upload one DICOM file (single or multi-frame), the files of one series (several .dcm at once, or a "
                ".zip of them), or one PNG / JPEG. Only de-identified header fields are shown; files are renamed "
                "\"upload 1\" at once and removed when you leave or the demo stops.")
@@ -80,6 +83,9 @@ class Study:
     dataset: Any = None  # kind "dicom": the pydicom Dataset (pydicom caches its decoded pixels)
     series: Any = None  # kind "series": a dicom.DicomSeries
     image: Image.Image | None = None  # kind "image"
+    headers: dict = field(default_factory=dict)  # kind "series": each file's header, by path
+    redact: bool = False  # black out burned-in text (files flagged BurnedInAnnotation YES; the page's checkbox)
+    redaction: Any = None  # the last render's redact.Redaction (None: not asked for, or a PNG / JPEG)
 
     @property
     def start_index(self) -> int:
@@ -90,15 +96,31 @@ class Study:
         return upload_label(0) if self.count == 1 else f"{self.unit} {index + 1}/{self.count}"
 
     def render(self, index: int = 0, window: str | tuple[float, float] | None = None) -> Image.Image:
-        """Slice / frame `index` as 8-bit RGB through `window` (None = the file's own window)."""
+        """Slice / frame `index` as 8-bit RGB through `window` (None = the file's own window); with `redact`,
+        the burned-in text regions of a file flagged BurnedInAnnotation YES blacked out (what the model gets too)."""
         index = min(max(int(index), 0), self.count - 1)
+        self.redaction = None
         if self.kind == "image":
             return self.image
         if not self.windowable:
             window = None
         if self.kind == "series":
-            return self.series.image(index, window=window)
-        return dicom.dicom_to_rgb(self.dataset, window=window, frame=index)
+            image, header = self.series.image(index, window=window), self.headers.get(self.series.slices[index][0])
+        else:
+            image, header = dicom.dicom_to_rgb(self.dataset, window=window, frame=index), self.dataset
+        if self.redact and header is not None:
+            self.redaction = redact.redact_burned_in(image, header)
+            return self.redaction.image
+        return image
+
+    def redaction_note(self) -> str:
+        """What the last render blacked out, for the image's label ("" when nothing was asked or done)."""
+        r = self.redaction
+        if r is None:
+            return ""
+        if not r.regions:
+            return "not flagged: nothing blacked out"
+        return f"burned-in text blacked out ({len(r.regions)} box{'es' if len(r.regions) > 1 else ''}, {r.rule})"
 
     def pick(self, index: int, n: int) -> list[int]:
         """The slices sent to the model: slice `index` alone, or `n` evenly spaced through the study."""
@@ -205,7 +227,7 @@ def _series_study(staged: StagedUpload, source) -> Study:
     header = dict(deid.safe_header(headers[0]))
     header["slices"] = str(len(series))
     study = Study(staged, "series", len(series), "slice", header=header,
-                  warnings=warnings + _warnings(headers), series=series,
+                  warnings=warnings + _warnings(headers), series=series, headers=dict(zip(series.paths, headers)),
                   summary=f"{_modality(headers[0])} series, {len(series)} slices")
     path, frame = series.slices[study.start_index]  # a multi-frame file counts one slice per frame
     _set_window(study, headers[0], dicom.read_dicom(path), frame)
@@ -223,7 +245,8 @@ def _warnings(datasets: Sequence[Any]) -> list[str]:
     if burned:
         where = "this file declares" if len(datasets) == 1 else f"{burned} of {len(datasets)} slices declare"
         out.append(f"Burned-in annotation: {where} text in the pixels (BurnedInAnnotation = YES); it may "
-                   "show patient details in the image and reaches the model.")
+                   "show patient details in the image and reaches the model unless you tick \"Black out burned-in "
+                   "text\".")
     elif deid.burned_in_risk(datasets[0]):
         out.append(f"{_modality(datasets[0])} images often carry burned-in text (names, dates) and this file does "
                    "not say whether it has any: check the pixels.")
@@ -438,6 +461,8 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
                                    label="Window centre", interactive=False)
                 width = gr.Slider(*controls["width"][:2], value=controls["width"][2], step=1,
                                   label="Window width", interactive=False)
+            redact_box = gr.Checkbox(False, label="Black out burned-in text", elem_id="pa-redact",
+                                     info=REDACT_HELP)
             index = gr.Slider(1, 2, value=1, step=1, label="Slice", visible=False)
             n_slices = gr.Slider(1, 2, value=1, step=1, label="Slices sent to the model", visible=False,
                                  info="1 = the slice shown; more = evenly spaced through the study")
@@ -454,14 +479,16 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
             header = gr.Markdown("")
 
     def shown(study: Study, i: int, window) -> gr.Image:
-        text = " · ".join(t for t in (study.label(i), describe_window(study, window)) if t)
-        return gr.Image(value=study.render(i, window), label=text)
+        image = study.render(i, window)
+        text = " · ".join(t for t in (study.label(i), describe_window(study, window), study.redaction_note()) if t)
+        return gr.Image(value=image, label=text, format="png")  # lossless, as the preview
 
-    def on_upload(files, old: Study | None):
+    def on_upload(files, old: Study | None, redact_on: bool = False):
         if old is not None:
             old.close()
         try:
             study = load_study(files, max_bytes=settings.max_upload_bytes)
+            study.redact = bool(redact_on)
         except UploadError as err:
             return (None, error_md(str(err)), gr.Image(value=None, label="Image"), "", "",
                     gr.Dropdown(_presets(), value=FILE_DEFAULT, interactive=False), gr.Slider(interactive=False),
@@ -504,6 +531,12 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
             return gr.skip()
         return _safe_render(shown, study, int(i) - 1, window_choice(p, c, w))
 
+    def on_redact(on: bool, i, p, c, w, study: Study | None):
+        if study is None:
+            return gr.skip()
+        study.redact = bool(on)
+        return _safe_render(shown, study, int(i) - 1, window_choice(p, c, w))
+
     def on_ask(q, study: Study | None, i, n, p, c, w):
         window = window_choice(p, c, w) if study else None
         for text, drawn, labels, note in ask(session, q, study, int(i) - 1, int(n), window, draw_answer):
@@ -514,7 +547,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
             else:
                 yield text, gr.skip(), gr.Gallery(value=list(zip(drawn, labels)), visible=True), note
 
-    upload.upload(on_upload, inputs=[upload, study_state],
+    upload.upload(on_upload, inputs=[upload, study_state, redact_box],
                   outputs=[study_state, status, preview, header, warnings, preset, centre, width, index, n_slices,
                            answer, notice, sent])
     preset.input(on_preset, inputs=[preset, centre, width, index, study_state], outputs=[centre, width, preview])
@@ -523,6 +556,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
                      trigger_mode="always_last", show_progress="hidden")
     index.input(on_index, inputs=[index, preset, centre, width, study_state], outputs=[preview],
                 trigger_mode="always_last", show_progress="hidden")
+    redact_box.input(on_redact, inputs=[redact_box, index, preset, centre, width, study_state], outputs=[preview])
     for event in (ask_button.click, question.submit):
         event(on_ask, inputs=[question, study_state, index, n_slices, preset, centre, width],
               outputs=[answer, preview, sent, notice], show_progress="minimal")
