@@ -516,3 +516,25 @@ def test_dior_filenames_leaving_the_images_folder_are_skipped_unread(tmp_path):
         "00001.xml", "00002.xml", "00003.xml"}
     assert {r["meta"]["source"] for r in all_records(report)} == {"00004.xml"}
     assert not any("secret" in p.name for p in (tmp_path / "out").rglob("*"))
+
+
+def test_plain_images_go_through_the_one_image_reader(tmp_path):
+    """A phone JPEG stored sideways comes out upright, a 16-bit PNG is stretched (not saturated), as in training."""
+    src = tmp_path / "src"
+    (src / "field").mkdir(parents=True)
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :20] = (255, 0, 0)  # red on the left as stored; EXIF orientation 6 turns it to the top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(src / "field" / "phone.jpg", exif=exif, quality=95)
+    (src / "river").mkdir()
+    Image.fromarray(np.tile(np.linspace(1000, 4000, 32, dtype=np.uint16), (32, 1)), "I;16").save(
+        src / "river" / "scan.png")
+    out = tmp_path / "out"
+    report = convert_classification(src, out, dataset="ucmerced", test_fraction=0)
+    assert report.written == 2 and not report.skipped
+    by_source = {r["meta"]["source"]: r for r in all_records(report)}
+    phone = np.asarray(Image.open(out / by_source["field/phone.jpg"]["image"]).convert("RGB")).astype(int)
+    assert phone.shape[:2] == (40, 20) and phone[:10, :, 0].mean() > 200 and phone[-10:, :, 0].mean() < 60
+    scan = np.asarray(Image.open(out / by_source["river/scan.png"]["image"]).convert("L")).astype(int)
+    assert scan.min() == 0 and scan.max() == 255 and len(np.unique(scan)) > 20

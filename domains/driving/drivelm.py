@@ -72,6 +72,7 @@ from domains.driving.layout import (
 )
 from domains.driving.nuscenes import hash_split
 from domains.files import atomic_write, image_size, inside_root, is_fresh, link_or_copy, write_splits
+from model.tiling import ImageLoadError, load_image
 
 __all__ = [
     "BEHAVIOR_CHOICES",
@@ -316,10 +317,9 @@ class _Frames:
             cams = {}
             for cam in STITCH_ORDER:
                 try:
-                    with Image.open(paths[cam][0]) as im:
-                        cams[cam] = im.convert("RGB")
-                except (OSError, UnidentifiedImageError, ValueError) as exc:
-                    raise _Skip("unreadable camera image", str(paths[cam][0]), f"{paths[cam][0]}: {exc}") from exc
+                    cams[cam] = load_image(paths[cam][0])  # the one image reader (EXIF, wide samples, pixel cap)
+                except ImageLoadError as exc:
+                    raise _Skip("unreadable camera image", str(paths[cam][0]), str(exc)) from exc
             stitched = stitch_cameras(cams)
             atomic_write(dst, lambda f: enc.save(stitched, f))
             return [rel], [STITCHED_SIZE]

@@ -47,6 +47,7 @@ from domains.files import (
     write_jsonl,
     write_splits,
 )
+from model.tiling import ImageLoadError, load_image
 
 __all__ = [
     "CLASSIFICATION_DATASETS",
@@ -104,18 +105,14 @@ def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any
     if not path.is_file():
         raise SkipInput("missing image", f"{path}: no such file")
     if path.suffix.lower() in PIL_SUFFIXES and bands is None:
-        try:
-            with Image.open(path) as im:
-                im.load()
-                if im.width == 0 or im.height == 0:
-                    raise SkipInput("zero-size raster", f"{path}: zero-size image {im.width}x{im.height}")
-                if im.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr"):
-                    raise SkipInput("unsupported data type", f"{path}: unsupported image mode {im.mode!r}")
-                return im.convert("RGB")
-        except SkipInput:
-            raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise SkipInput("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc}") from exc
+        try:  # the one image reader (EXIF orientation, 16-bit / float stretched to 8 bit, pixel cap)
+            image = load_image(path)
+        except ImageLoadError as exc:
+            raise SkipInput("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc.reason}") \
+                from exc
+        if image.width == 0 or image.height == 0:
+            raise SkipInput("zero-size raster", f"{path}: zero-size image {image.width}x{image.height}")
+        return image
     from domains.remote_sensing.raster import RasterError, read_rgb
 
     try:
