@@ -13,6 +13,8 @@ Built-in projectors (state-dict keys match the upstream checkpoints so they load
 - ``ldpv2``: MobileVLM V2 ``LDPNetV2Projector`` (``"ldpnetv2"``); ``pooled_grid**2``, default ``(g//2)**2`` (24 -> 144).
 - ``mlp2x_gelu`` (any ``mlp{N}x_gelu`` name is accepted): LLaVA MLP; ``g_h*g_w`` tokens.
 - ``linear``: a plain ``nn.Linear``; ``g_h*g_w`` tokens.
+- ``qformer``: BLIP-2 Q-Former (query branch); ``num_queries`` tokens (default 32) for any grid.
+- ``resampler``: Qwen-VL position-aware cross-attention adapter; ``num_queries`` tokens (default 256) for any grid.
 
 Only ``pixel_shuffle_mlp`` with ``ps_version="v2"`` is what transformers' native InternVL computes; ``"v1"`` (the
 original ``InternVLChatConfig`` default, used by some 1.5-era checkpoints) emits the same tokens on a transposed grid.
@@ -26,6 +28,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -44,6 +47,10 @@ __all__ = [
     "LDPv2Projector",
     "MLPGeluProjector",
     "LinearProjector",
+    "QFormerProjector",
+    "ResamplerProjector",
+    "sincos_2d",
+    "grid_positions",
 ]
 
 PROJECTORS: dict[str, type[nn.Module]] = {}
@@ -564,3 +571,208 @@ class LinearProjector(nn.Linear):
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
         return self.count_tokens(grid_h, grid_w)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# query-based connectors: a fixed number of output tokens whatever the grid (BLIP-2 Q-Former, Qwen-VL resampler)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _positive_int(value: Any, label: str, who: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ModelConfigError(f"{who}: {label} must be a positive int, got {value!r}")
+    return value
+
+
+def _check_heads(width: int, heads: int, who: str, label: str = "hidden width") -> None:
+    _positive_int(heads, "num_heads", who)
+    if width % heads:
+        raise ModelConfigError(f"{who}: {label} {width} is not divisible by num_heads={heads}")
+
+
+def _query_tokens(grid_h: int, grid_w: int, num_queries: int, who: str) -> int:
+    _check_grid(grid_h, grid_w, who)
+    return _positive_int(num_queries, "num_queries", who)
+
+
+class _QFormerLayer(nn.Module):
+    """One BERT-style (post-LayerNorm) Q-Former layer on the queries: self-attention, optional cross-attention to
+    the vision features (keys/values projected from the vision width inside the attention, as BLIP-2's
+    ``crossattention`` does), feed-forward; each sub-block is ``LayerNorm(x + sublayer(x))``."""
+
+    def __init__(
+        self, width: int, vision_hidden: int, heads: int, ffn: int, cross: bool, eps: float, dropout: float
+    ) -> None:
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.self_norm = nn.LayerNorm(width, eps=eps)
+        self.cross_attn = (
+            nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True, kdim=vision_hidden, vdim=vision_hidden)
+            if cross
+            else None
+        )
+        self.cross_norm = nn.LayerNorm(width, eps=eps) if cross else None
+        self.ffn = nn.Sequential(nn.Linear(width, ffn), nn.GELU(), nn.Linear(ffn, width), nn.Dropout(dropout))
+        self.ffn_norm = nn.LayerNorm(width, eps=eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, q: Tensor, vision: Tensor) -> Tensor:
+        q = self.self_norm(q + self.dropout(self.self_attn(q, q, q, need_weights=False)[0]))
+        if self.cross_attn is not None:
+            q = self.cross_norm(q + self.dropout(self.cross_attn(q, vision, vision, need_weights=False)[0]))
+        return self.ffn_norm(q + self.ffn(q))
+
+
+@register_projector("qformer")
+class QFormerProjector(nn.Module):
+    """BLIP-2 Q-Former (query branch only): ``num_queries`` learnable queries -> LayerNorm -> ``num_layers``
+    post-LN layers (self-attention over the queries, cross-attention to the patch features every
+    ``cross_attention_freq``-th layer starting with the first, feed-forward) -> ``Linear(hidden_size, text_hidden)``.
+
+    Always ``num_queries`` tokens, whatever the grid (any number of patch tokens is accepted).  BLIP-2's sizes are
+    ``hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, cross_attention_freq=2``; the defaults
+    here are small (``hidden_size`` = the vision width, 2 layers, cross-attention in each).  There is no text branch
+    (word embeddings, text feed-forwards): BLIP-2 uses it only for its stage-1 losses, not to feed the LLM.
+    """
+
+    def __init__(
+        self,
+        vision_hidden: int,
+        text_hidden: int,
+        num_queries: int = 32,
+        hidden_size: int | None = None,
+        num_layers: int = 2,
+        num_heads: int = 8,
+        intermediate_size: int | None = None,
+        cross_attention_freq: int = 1,
+        layer_norm_eps: float = 1e-12,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        who = "qformer"
+        width = vision_hidden if hidden_size is None else _positive_int(hidden_size, "hidden_size", who)
+        _positive_int(num_queries, "num_queries", who)
+        _positive_int(num_layers, "num_layers", who)
+        _positive_int(cross_attention_freq, "cross_attention_freq", who)
+        _check_heads(width, num_heads, who)
+        ffn = 4 * width if intermediate_size is None else _positive_int(intermediate_size, "intermediate_size", who)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ModelConfigError(f"{who}: dropout must be in [0, 1), got {dropout!r}")
+        self.vision_hidden, self.text_hidden, self.num_queries, self.hidden_size = (
+            vision_hidden, text_hidden, num_queries, width
+        )
+        self.query_tokens = nn.Parameter(torch.randn(1, num_queries, width) * 0.02)
+        self.query_norm = nn.LayerNorm(width, eps=layer_norm_eps)
+        self.query_dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            _QFormerLayer(width, vision_hidden, num_heads, ffn, i % cross_attention_freq == 0, layer_norm_eps, dropout)
+            for i in range(num_layers)
+        )
+        self.language_projection = nn.Linear(width, text_hidden)
+
+    @classmethod
+    def count_tokens(cls, grid_h: int, grid_w: int, num_queries: int = 32, **_: Any) -> int:
+        return _query_tokens(grid_h, grid_w, num_queries, "qformer")
+
+    def num_tokens(self, grid_h: int, grid_w: int) -> int:
+        return self.count_tokens(grid_h, grid_w, num_queries=self.num_queries)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 3:
+            raise ValueError(f"qformer expects patch features of shape (N, L, C), got {tuple(x.shape)}")
+        q = self.query_dropout(self.query_norm(self.query_tokens.expand(x.shape[0], -1, -1)))
+        for layer in self.layers:
+            q = layer(q, x)
+        return self.language_projection(q)
+
+
+def sincos_2d(width: int, rows: Tensor, cols: Tensor, temperature: float = 10000.0) -> Tensor:
+    """Fixed 2-D sine-cosine position embeddings ``(len(rows), width)`` for positions ``(rows[i], cols[i])``.
+
+    The first half of the channels encodes the column, the second half the row (MAE's layout); each half is
+    ``[sin(p * w_k), cos(p * w_k)]`` with ``w_k = temperature ** (-k / (width / 4))``.  Positions may be fractional.
+    """
+    if width % 4:
+        raise ModelConfigError(f"2-D sin-cos positions need a width divisible by 4, got {width}")
+    quarter = width // 4
+    freqs = temperature ** (-torch.arange(quarter, dtype=torch.float64, device=rows.device) / quarter)
+
+    def one_axis(pos: Tensor) -> Tensor:
+        angles = pos.to(torch.float64)[:, None] * freqs[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([one_axis(cols), one_axis(rows)], dim=1).float()
+
+
+def grid_positions(side: int, query_side: int, device: Any = None) -> tuple[Tensor, Tensor]:
+    """Row and column coordinates of a ``side x side`` grid (row-major) on the scale of a ``query_side`` grid.
+
+    Cell centres are aligned (``(i + 0.5) * query_side / side - 0.5``), so a key and a query covering the same part of
+    the image get the same position; for ``side == query_side`` they are the integers ``0 .. side-1``.
+    """
+    coord = (torch.arange(side, dtype=torch.float64, device=device) + 0.5) * (query_side / side) - 0.5
+    rows, cols = torch.meshgrid(coord, coord, indexing="ij")
+    return rows.flatten(), cols.flatten()
+
+
+@register_projector("resampler")
+class ResamplerProjector(nn.Module):
+    """Qwen-VL's position-aware adapter: ``num_queries`` learnable queries, one cross-attention layer at the LLM
+    width, then ``LayerNorm`` and a bias-free ``Linear`` (Qwen-VL's ``attn_pool``, ``ln_post``, ``proj``).
+
+    ``kv_proj`` (bias-free) maps the patch features to the LLM width, then ``ln_kv``; the queries go through
+    ``ln_q``.  Keys (not values) get 2-D sin-cos positions of the input's own square grid, queries those of their
+    ``sqrt(num_queries)`` grid, both on the query grid's scale (:func:`grid_positions`) -- Qwen-VL bicubically resizes
+    its query table instead; the two agree at the query grid's size.  Always ``num_queries`` tokens (a perfect
+    square, 256 in Qwen-VL); ``num_heads`` defaults to ``text_hidden // 128`` (32 at width 4096), at least 1.
+    """
+
+    def __init__(
+        self,
+        vision_hidden: int,
+        text_hidden: int,
+        num_queries: int = 256,
+        num_heads: int | None = None,
+        layer_norm_eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        who = "resampler"
+        _positive_int(num_queries, "num_queries", who)
+        side = math.isqrt(num_queries)
+        if side * side != num_queries:
+            raise ModelConfigError(f"{who}: num_queries must be a perfect square (a query grid), got {num_queries}")
+        heads = max(1, text_hidden // 128) if num_heads is None else num_heads
+        _check_heads(text_hidden, heads, who, "text_hidden")
+        if text_hidden % 4:
+            raise ModelConfigError(f"{who}: 2-D sin-cos positions need text_hidden divisible by 4, got {text_hidden}")
+        self.vision_hidden, self.text_hidden, self.num_queries, self.query_side = (
+            vision_hidden, text_hidden, num_queries, side
+        )
+        self.query = nn.Parameter(torch.randn(num_queries, text_hidden) * 0.02)
+        self.kv_proj = nn.Linear(vision_hidden, text_hidden, bias=False) if vision_hidden != text_hidden else nn.Identity()
+        self.ln_q = nn.LayerNorm(text_hidden, eps=layer_norm_eps)
+        self.ln_kv = nn.LayerNorm(text_hidden, eps=layer_norm_eps)
+        self.attn = nn.MultiheadAttention(text_hidden, heads, batch_first=True)
+        self.ln_post = nn.LayerNorm(text_hidden, eps=layer_norm_eps)
+        self.proj = nn.Linear(text_hidden, text_hidden, bias=False)
+
+    @classmethod
+    def count_tokens(cls, grid_h: int, grid_w: int, num_queries: int = 256, **_: Any) -> int:
+        _square_grid(grid_h, grid_w, "resampler")
+        return _query_tokens(grid_h, grid_w, num_queries, "resampler")
+
+    def num_tokens(self, grid_h: int, grid_w: int) -> int:
+        return self.count_tokens(grid_h, grid_w, num_queries=self.num_queries)
+
+    def positions(self, side: int, device: Any = None) -> Tensor:
+        """Sin-cos positions ``(side*side, text_hidden)`` of a ``side x side`` grid on the query grid's scale."""
+        return sincos_2d(self.text_hidden, *grid_positions(side, self.query_side, device))
+
+    def forward(self, x: Tensor) -> Tensor:
+        side = _side_from_tokens(x, "resampler")
+        kv = self.ln_kv(self.kv_proj(x))
+        key_pos = self.positions(side, x.device).to(kv.dtype)
+        q = self.ln_q(self.query) + self.positions(self.query_side, x.device).to(kv.dtype)
+        q = q.unsqueeze(0).expand(x.shape[0], -1, -1)
+        out = self.attn(q, kv + key_pos, kv, need_weights=False)[0]
+        return self.proj(self.ln_post(out))

@@ -15,12 +15,16 @@ from model.projectors import (
     LinearProjector,
     MLPGeluProjector,
     PixelShuffleMLPProjector,
+    QFormerProjector,
+    ResamplerProjector,
     build_projector,
+    grid_positions,
     make_divisible,
     pixel_shuffle,
     projector_from_mobilevlm_type,
     projector_tokens,
     register_projector,
+    sincos_2d,
 )
 
 
@@ -419,9 +423,11 @@ def test_builtin_registry_contents():
 
 def test_unknown_projector_name_lists_known_ones():
     with pytest.raises(ValueError) as err:
-        build_projector("qformer", 8, 16)
+        build_projector("perceiver", 8, 16)
     msg = str(err.value)
-    assert "qformer" in msg and all(n in msg for n in ("ldp", "ldpv2", "pixel_shuffle_mlp", "linear", "mlp2x_gelu"))
+    assert "perceiver" in msg and all(
+        n in msg for n in ("ldp", "ldpv2", "pixel_shuffle_mlp", "linear", "mlp2x_gelu", "qformer", "resampler")
+    )
     with pytest.raises(ValueError, match="known projectors"):
         projector_tokens("mlpx_gelu", 4, 4)
 
@@ -509,3 +515,179 @@ def test_projector_from_mobilevlm_type(mm_type, name):
 def test_projector_from_mobilevlm_type_rejects_unknown(bad):
     with pytest.raises(ValueError, match="mm_projector_type"):
         projector_from_mobilevlm_type(bad)
+
+
+# ----------------------------------------------------------------------------------------------- query connectors
+
+BLIP2_QFORMER = dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, cross_attention_freq=2)
+
+
+def test_connector_parameter_counts_at_paper_sizes():
+    """The README table: BLIP-2 (EVA-CLIP g 1408 -> OPT-2.7B 2560) and Qwen-VL (ViT-bigG 1664 -> Qwen-7B 4096)."""
+    from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+    q = _build_meta("qformer", 1408, 2560, **BLIP2_QFORMER)
+    assert _n_params(q) == 107_130_880
+    assert _n_params(q.language_projection) == 768 * 2560 + 2560
+    with torch.device("meta"):  # transformers' query-branch Q-Former (no text branch), BERT-base sizes
+        hf = Blip2QFormerModel(Blip2QFormerConfig(encoder_hidden_size=1408))
+    assert _n_params(q) - _n_params(q.language_projection) - 32 * 768 == _n_params(hf) == 105_137_664
+
+    r = _build_meta("resampler", 1664, 4096)
+    assert r.attn.num_heads == 32 and r.num_queries == 256
+    assert _n_params(r) == 91_791_360
+    # Qwen-VL's attn_pool alone (ln_post and proj sit in its ViT): 75.0 M, + its frozen 256x4096 pos table = 76.1 M
+    assert _n_params(r) - _n_params(r.ln_post) - _n_params(r.proj) == 75_005_952
+
+
+def _load_hf_qformer(ours: QFormerProjector, hf) -> None:
+    """Copy transformers' Blip2QFormerModel weights into our module (q/k/v concatenated for self-attention)."""
+    sd = hf.state_dict()
+    new = {"query_norm.weight": sd["layernorm.weight"], "query_norm.bias": sd["layernorm.bias"]}
+    for i, layer in enumerate(ours.layers):
+        h, o = f"encoder.layer.{i}.", f"layers.{i}."
+        a = h + "attention.attention."
+        new[o + "self_attn.in_proj_weight"] = torch.cat([sd[a + n + ".weight"] for n in ("query", "key", "value")])
+        new[o + "self_attn.in_proj_bias"] = torch.cat([sd[a + n + ".bias"] for n in ("query", "key", "value")])
+        for src, dst in (("attention.output.dense", "self_attn.out_proj"), ("attention.output.LayerNorm", "self_norm"),
+                         ("intermediate_query.dense", "ffn.0"), ("output_query.dense", "ffn.2"),
+                         ("output_query.LayerNorm", "ffn_norm")):
+            for t in ("weight", "bias"):
+                new[f"{o}{dst}.{t}"] = sd[f"{h}{src}.{t}"]
+        if layer.cross_attn is not None:
+            c = h + "crossattention.attention."
+            for n, mine in (("query", "q"), ("key", "k"), ("value", "v")):
+                new[o + f"cross_attn.{mine}_proj_weight"] = sd[c + n + ".weight"]
+            new[o + "cross_attn.in_proj_bias"] = torch.cat([sd[c + n + ".bias"] for n in ("query", "key", "value")])
+            for src, dst in (("crossattention.output.dense", "cross_attn.out_proj"),
+                             ("crossattention.output.LayerNorm", "cross_norm")):
+                for t in ("weight", "bias"):
+                    new[f"{o}{dst}.{t}"] = sd[f"{h}{src}.{t}"]
+    new["query_tokens"] = ours.query_tokens.detach().clone()
+    new["language_projection.weight"] = ours.language_projection.weight.detach().clone()
+    new["language_projection.bias"] = ours.language_projection.bias.detach().clone()
+    ours.load_state_dict(new, strict=True)
+
+
+def test_qformer_matches_transformers_blip2_qformer():
+    from transformers import Blip2QFormerConfig, Blip2QFormerModel
+
+    torch.manual_seed(0)
+    cfg = Blip2QFormerConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=40,
+                             encoder_hidden_size=12, cross_attention_frequency=2)
+    hf = Blip2QFormerModel(cfg).eval()
+    _randomize(hf, seed=5)
+    ours = build_projector("qformer", 12, 20, num_queries=6, hidden_size=16, num_layers=3, num_heads=4,
+                           intermediate_size=40, cross_attention_freq=2).eval()
+    assert [layer.cross_attn is not None for layer in ours.layers] == [True, False, True]
+    _load_hf_qformer(ours, hf)
+    vision = torch.randn(2, 25, 12)
+    with torch.no_grad():
+        ref = hf(query_embeds=ours.query_tokens.expand(2, -1, -1), encoder_hidden_states=vision).last_hidden_state
+        out = ours(vision)
+    assert out.shape == (2, 6, 20)
+    torch.testing.assert_close(out, ours.language_projection(ref), atol=1e-5, rtol=1e-5)
+
+
+def test_sincos_2d_values_and_grid_positions():
+    rows, cols = grid_positions(3, 3)
+    assert rows.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and cols.tolist() == [0, 1, 2] * 3
+    emb = sincos_2d(8, rows, cols)
+    w = torch.tensor([1.0, 0.01], dtype=torch.float64)  # 10000 ** (-k / 2)
+    for idx in range(9):
+        r, c = idx // 3, idx % 3
+        expected = torch.cat([torch.sin(c * w), torch.cos(c * w), torch.sin(r * w), torch.cos(r * w)]).float()
+        torch.testing.assert_close(emb[idx], expected)
+    # a 6x6 key grid on a 3x3 query grid's scale: cell centres line up (2x2 blocks average to the query positions)
+    r6, c6 = grid_positions(6, 3)
+    torch.testing.assert_close(r6.reshape(3, 2, 3, 2).mean((1, 3)).flatten(), rows)
+    torch.testing.assert_close(c6.reshape(3, 2, 3, 2).mean((1, 3)).flatten(), cols)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_2d(6, rows, cols)
+
+
+def _resampler_reference(m: ResamplerProjector, x: torch.Tensor) -> torch.Tensor:
+    """Qwen-VL's resampler written out: per-head softmax((ln_q(Q)+Pq)Wq . (ln_kv(XWkv)+Pk)Wk) (ln_kv(XWkv))Wv."""
+    n, length, _ = x.shape
+    side, d, heads = int(length**0.5), m.text_hidden, m.attn.num_heads
+    kv = F.layer_norm(x @ m.kv_proj.weight.T, (d,), m.ln_kv.weight, m.ln_kv.bias, m.ln_kv.eps)
+    q = F.layer_norm(m.query, (d,), m.ln_q.weight, m.ln_q.bias, m.ln_q.eps)
+    q = q + sincos_2d(d, *grid_positions(m.query_side, m.query_side))
+    k = kv + sincos_2d(d, *grid_positions(side, m.query_side))
+    wq, wk, wv = m.attn.in_proj_weight.chunk(3)
+    bq, bk, bv = m.attn.in_proj_bias.chunk(3)
+
+    def split(t):
+        return t.reshape(*t.shape[:-1], heads, d // heads).transpose(-3, -2)
+
+    qh, kh, vh = split(q @ wq.T + bq), split(k @ wk.T + bk), split(kv @ wv.T + bv)
+    att = torch.softmax(qh @ kh.transpose(-1, -2) / (d // heads) ** 0.5, dim=-1) @ vh
+    out = att.transpose(-3, -2).reshape(n, -1, d) @ m.attn.out_proj.weight.T + m.attn.out_proj.bias
+    return F.layer_norm(out, (d,), m.ln_post.weight, m.ln_post.bias, m.ln_post.eps) @ m.proj.weight.T
+
+
+@pytest.mark.parametrize("side", [3, 5])
+def test_resampler_matches_written_out_reference(side):
+    torch.manual_seed(0)
+    m = build_projector("resampler", 12, 16, num_queries=9, num_heads=2).eval()
+    _randomize(m, seed=2)
+    x = torch.randn(2, side * side, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), _resampler_reference(m, x), atol=1e-5, rtol=1e-5)
+
+
+def test_resampler_keys_carry_grid_positions():
+    """Without positions, cross-attention is blind to where a patch is: shuffling the patches would not matter."""
+    torch.manual_seed(0)
+    m = build_projector("resampler", 8, 16, num_queries=4, num_heads=2).eval()
+    x = torch.randn(1, 16, 8)
+    perm = torch.randperm(16)
+    with torch.no_grad():
+        a, b = m(x), m(x[:, perm])
+        assert not torch.allclose(a, b, atol=1e-4)
+        # the positions follow the grid: a 4x4 and a 6x6 grid get different key tables on the same scale
+        assert m.positions(4).shape == (16, 16) and m.positions(6).shape == (36, 16)
+        assert not torch.allclose(m.positions(4), m.positions(2).repeat_interleave(4, 0))
+        torch.testing.assert_close(m.positions(2), sincos_2d(16, *grid_positions(2, 2)))
+
+
+@pytest.mark.parametrize(
+    "name,options,tokens",
+    [("qformer", {"num_queries": 5, "num_heads": 2}, 5), ("resampler", {"num_queries": 9, "num_heads": 2}, 9)],
+)
+def test_connectors_emit_num_queries_tokens_for_any_grid(name, options, tokens):
+    m = build_projector(name, 6, 16, **options)
+    for side in (2, 4, 7):
+        assert m.num_tokens(side, side) == tokens == projector_tokens(name, side, side, **options)
+        out = m(torch.randn(3, side * side, 6))
+        assert out.shape == (3, tokens, 16) and torch.isfinite(out).all()
+    assert projector_tokens(name, 32, 32) == {"qformer": 32, "resampler": 256}[name]  # BLIP-2 / Qwen-VL defaults
+
+
+@pytest.mark.parametrize("name", ["qformer", "resampler"])
+def test_connector_gradients_reach_the_queries(name):
+    torch.manual_seed(0)
+    m = build_projector(name, 6, 16, num_queries=4, num_heads=2)
+    m(torch.randn(2, 9, 6)).square().mean().backward()
+    queries = m.query_tokens if name == "qformer" else m.query
+    assert queries.grad is not None and queries.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_connector_registry_and_option_errors():
+    assert PROJECTORS["qformer"] is QFormerProjector and PROJECTORS["resampler"] is ResamplerProjector
+    assert build_projector("resampler", 8, 256).attn.num_heads == 2  # text_hidden // 128
+    assert isinstance(build_projector("resampler", 16, 16, num_queries=4).kv_proj, nn.Identity)
+    assert build_projector("qformer", 8, 16, num_heads=2).hidden_size == 8  # defaults to the vision width
+    with pytest.raises(ValueError, match="perfect square"):
+        build_projector("resampler", 8, 16, num_queries=10)
+    with pytest.raises(ValueError, match="num_heads"):
+        build_projector("resampler", 8, 16, num_queries=4, num_heads=3)
+    with pytest.raises(ValueError, match="num_heads"):
+        build_projector("qformer", 12, 16, num_heads=5)
+    with pytest.raises(ValueError, match="num_queries"):
+        projector_tokens("qformer", 4, 4, num_queries=0)
+    with pytest.raises(ValueError, match="square"):
+        build_projector("resampler", 8, 16, num_queries=4)(torch.randn(1, 12, 8))
+    with pytest.raises(TypeError, match="bogus"):
+        build_projector("qformer", 8, 16, bogus=1)
