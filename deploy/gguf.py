@@ -7,7 +7,8 @@ llama.cpp's loaders read (`tools/mtmd/clip-impl.h`, `src/llama-arch.cpp`, as in 
 Supported (anything else is refused up front, naming what is supported):
 
 - language models: Qwen2 (`qwen2`) and Llama (`llama`; MobileLLaMA, and InternLM2 once loaded as a Llama), with a
-  byte-level BPE tokenizer (GPT-2, Qwen2 or Llama-3 pre-tokenisation; pocket-tiny's own tokenizer is GPT-2 style);
+  byte-level BPE tokenizer (GPT-2, Qwen2 or Llama-3 pre-tokenisation; pocket-tiny's own tokenizer is GPT-2 style)
+  or a sentencepiece-style BPE tokenizer with byte fallback (LLaMA's, MobileLLaMA's: GGUF vocabulary `llama`);
 - projectors: InternVL pixel shuffle + MLP (`internvl`, InternViT tower, ps_version v2) and MobileVLM's LDP (`ldp`)
   and LDPv2 (`ldpv2`) on a CLIP tower with a 24x24 patch grid (336 px, patch 14: llama.cpp hard-codes the grid).
 
@@ -246,10 +247,13 @@ def _finish(writer) -> None:
 
 @dataclass
 class _Vocab:
+    model: str  # "gpt2" (byte-level BPE) or "llama" (sentencepiece-style BPE with byte fallback)
     tokens: list[str]
     types: list[int]
     merges: list[str]
-    pre: str
+    pre: str | None
+    scores: list[float] | None = None
+    add_space_prefix: bool = False
 
 
 def _backend_json(tokenizer) -> dict:
@@ -257,7 +261,7 @@ def _backend_json(tokenizer) -> dict:
     if backend is None:
         raise GGUFExportError(
             f"the tokenizer ({type(tokenizer).__name__}) has no `tokenizers` backend; llama.cpp export needs a fast "
-            "byte-level BPE tokenizer (tokenizer.json)"
+            "BPE tokenizer (tokenizer.json)"
         )
     return json.loads(backend.to_str())
 
@@ -276,7 +280,23 @@ def _pre_type(spec: dict) -> str:
                 return _PRE_BY_REGEX[regex]
     raise GGUFExportError(
         "the tokenizer's pre-tokenisation is not one llama.cpp reproduces here; supported: byte-level BPE with "
-        "GPT-2 (pocket-tiny), Qwen2 or Llama-3 splitting"
+        "GPT-2 (pocket-tiny), Qwen2 or Llama-3 splitting, and sentencepiece-style BPE (LLaMA / MobileLLaMA)"
+    )
+
+
+def _space_prefix(spec: dict) -> bool:
+    """Whether a sentencepiece-style tokenizer puts "▁" before the text (LLaMA's, hence llama.cpp's, default)."""
+    norm, pre = spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}
+    steps = norm.get("normalizers", [norm]) if norm.get("type") == "Sequence" else [norm] if norm else []
+    kinds = [step.get("type") for step in steps]
+    if pre and pre.get("type") == "Metaspace" and not steps:
+        return pre.get("prepend_scheme", "always") in ("first", "always")
+    if not pre and kinds in (["Prepend", "Replace"], ["Replace"]):
+        replace = steps[-1]
+        if replace.get("pattern", {}).get("String") == " " and replace.get("content") == "\u2581":
+            return kinds[0] == "Prepend" and steps[0].get("prepend") == "\u2581"
+    raise GGUFExportError(
+        "a sentencepiece-style tokenizer whose normaliser is not LLaMA's (prepend ▁, spaces to ▁) is not exported"
     )
 
 
@@ -285,12 +305,13 @@ def _vocab(tokenizer, n_vocab: int) -> _Vocab:
 
     spec = _backend_json(tokenizer)
     model = spec.get("model", {})
-    if model.get("type") != "BPE" or model.get("byte_fallback"):
+    if model.get("type") != "BPE":
         raise GGUFExportError(
-            "llama.cpp export supports byte-level BPE tokenizers (Qwen2, GPT-2 style, pocket-tiny); this one is "
-            f"{model.get('type')}{' with byte fallback (sentencepiece-style)' if model.get('byte_fallback') else ''}"
+            "llama.cpp export supports BPE tokenizers (byte-level: Qwen2, GPT-2 style, pocket-tiny; sentencepiece-style "
+            f"with byte fallback: LLaMA, MobileLLaMA); this one is {model.get('type')}"
         )
-    pre = _pre_type(spec)
+    spm = bool(model.get("byte_fallback"))
+    pre = None if spm else _pre_type(spec)
     by_id: dict[int, tuple[str, int]] = {i: (t, gguf.TokenType.NORMAL) for t, i in model["vocab"].items()}
     for added in spec.get("added_tokens", []):
         kind = gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED
@@ -299,13 +320,31 @@ def _vocab(tokenizer, n_vocab: int) -> _Vocab:
     needed = {i for i in (tokenizer.eos_token_id, tokenizer.bos_token_id) if i is not None}
     if needed & set(beyond):
         raise GGUFExportError(f"tokens {sorted(needed & set(beyond))} lie beyond the LLM's {n_vocab} embeddings")
-    tokens, types = [], []
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    scores = None
+    if spm:
+        # llama.cpp's sentencepiece tokenizer merges the adjacent pair whose result scores highest; scoring each
+        # piece by minus the rank of the first merge that makes it replays the BPE merge order
+        rank: dict[str, int] = {}
+        for r, merge in enumerate(merges):
+            rank.setdefault(merge.replace(" ", "", 1), r)  # "a b" makes "ab"
+        unk = model.get("unk_token")
+        for i, (token, kind) in list(by_id.items()):
+            if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+                by_id[i] = (token, gguf.TokenType.BYTE)
+            elif token == unk:
+                by_id[i] = (token, gguf.TokenType.UNKNOWN)
+    tokens, types, score_list = [], [], []
     for i in range(n_vocab):  # ids the tokenizer lacks pad the table (never produced); ids beyond it are dropped
         token, kind = by_id.get(i, (f"[PAD{i}]", gguf.TokenType.UNUSED))
         tokens.append(token)
         types.append(int(kind))
-    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
-    return _Vocab(tokens, types, merges, pre)
+        if spm:
+            score_list.append(-float(rank[token]) if kind == gguf.TokenType.NORMAL and token in rank else 0.0)
+    if spm:
+        scores = score_list
+        return _Vocab("llama", tokens, types, [], None, scores, _space_prefix(spec))
+    return _Vocab("gpt2", tokens, types, merges, pre)
 
 
 def _write_vocab(writer, processor, n_vocab: int) -> None:
@@ -313,11 +352,19 @@ def _write_vocab(writer, processor, n_vocab: int) -> None:
 
     tok = processor.tokenizer
     vocab = _vocab(tok, n_vocab)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(vocab.pre)
+    writer.add_tokenizer_model(vocab.model)
+    if vocab.pre is not None:
+        writer.add_tokenizer_pre(vocab.pre)
     writer.add_token_list(vocab.tokens)
     writer.add_token_types(vocab.types)
-    writer.add_token_merges(vocab.merges)
+    if vocab.scores is not None:
+        writer.add_token_scores(vocab.scores)
+        writer.add_add_space_prefix(vocab.add_space_prefix)
+        unk = tok.unk_token_id
+        if unk is not None and unk < n_vocab:
+            writer.add_unk_token_id(int(unk))
+    else:
+        writer.add_token_merges(vocab.merges)
     stops = [i for i in processor.stop_token_ids if i < n_vocab]
     eos = tok.eos_token_id if tok.eos_token_id is not None else (stops[0] if stops else None)
     if eos is not None:

@@ -39,7 +39,7 @@ from deploy.llamacpp.runtime import LlamaCppVLM  # noqa: E402
 
 from .test_checkpoints import write_mobilevlm_v2  # noqa: E402
 
-MODELS = ("pocket-tiny", "internvl", "mobilevlm", "mobilevlm-ldp")
+MODELS = ("pocket-tiny", "internvl", "mobilevlm", "mobilevlm-ldp", "mobilevlm-spm")
 QUESTION = "What shapes are in the picture?"
 
 
@@ -62,8 +62,9 @@ def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
         "internvl": model.load(native_dir),
         "mobilevlm": model.load(mobilevlm.directory),
         "mobilevlm-ldp": tiny_ldp_model(tiny_tokenizer),
+        "mobilevlm-spm": tiny_ldp_model(spm_tokenizer(), projector="ldpv2"),
     }
-    for name in ("internvl", "mobilevlm", "mobilevlm-ldp"):
+    for name in ("internvl", "mobilevlm", "mobilevlm-ldp", "mobilevlm-spm"):
         sharpen_attention(made[name][0])
     return made
 
@@ -77,8 +78,36 @@ def sharpen_attention(vlm, factor: float = 6.0) -> None:
                 param.mul_(factor)
 
 
-def tiny_ldp_model(tokenizer):
-    """MobileVLM (v1) shaped: LDP on a 3-layer CLIP at 336 px (llama.cpp's 24x24 grid), a Llama, random weights."""
+def spm_tokenizer():
+    """A tiny LLaMA-style tokenizer as MobileLLaMA's reads in transformers: sentencepiece-style BPE with byte fallback
+    (ids 0-2 <unk> <s> </s>, then the 256 byte pieces), "▁" prepended and spaces replaced, no pre-tokeniser."""
+    import json
+    import random
+
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import LlamaTokenizerFast
+
+    rng = random.Random(0)
+    words = ("what shapes are in the picture red green blue circle square triangle two three left right top bottom "
+             "a chat between curious user and an artificial intelligence assistant USER ASSISTANT").split()
+    corpus = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(3000)]
+    base = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    trainer = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    trainer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    trainer.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=700, special_tokens=base, show_progress=False))
+    spec = json.loads(trainer.to_str())["model"]
+    merges = [tuple(m) if not isinstance(m, str) else tuple(m.split(" ")) for m in spec["merges"]]
+    tok = Tokenizer(models.BPE(vocab=spec["vocab"], merges=merges, byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in ("<unk>", "<s>", "</s>")])
+    return LlamaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", legacy=True)
+
+
+def tiny_ldp_model(tokenizer, projector: str = "ldp"):
+    """MobileVLM shaped: LDP (v1) or LDPv2 on a 3-layer CLIP at 336 px (llama.cpp's 24x24 grid), a Llama, random
+    weights, the vicuna_v1 template."""
     from transformers import LlamaConfig
 
     from model.processor import VLMProcessor
@@ -92,15 +121,18 @@ def tiny_ldp_model(tokenizer):
         vision_config=clip_vit_l14_336_config(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                                               num_attention_heads=4),
         text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                                num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id),
-        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), vision_feature_layer=-2, projector_type="ldp",
+                                num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
+                                bos_token_id=tokenizer.bos_token_id, pad_token_id=None),
+        image_token_id=0, vision_feature_layer=-2, projector_type=projector,
         chat_template="vicuna_v1", image_start_token=None, image_end_token=None,
         tiling=TilingConfig(tile_size=336, mode="pad", max_tiles=1, thumbnail=False, mean=CLIP_MEAN, std=CLIP_STD).to_dict(),
     )
+    processor = VLMProcessor.from_config(config, tokenizer)  # adds <IMG_CONTEXT> beyond a vocabulary that lacks it
+    config.image_token_id = processor.image_token_id
     torch.manual_seed(7)
     vlm = PocketVLM(config)
     randomize_(vlm, seed=7)
-    return vlm.eval(), VLMProcessor.from_config(config, tokenizer)
+    return vlm.eval(), processor
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +171,7 @@ def torch_embeddings(vlm, processor, image) -> np.ndarray:
     return features.reshape(-1, features.shape[-1]).numpy()
 
 
-LDP_MODELS = ("mobilevlm", "mobilevlm-ldp")
+LDP_MODELS = ("mobilevlm", "mobilevlm-ldp", "mobilevlm-spm")
 
 
 @contextlib.contextmanager
@@ -409,13 +441,20 @@ def _with_template(processor, name):
     return clone
 
 
-def test_tokenizer_matches_in_llamacpp(models, exports, llama_cpp):
-    _, processor = models["pocket-tiny"]
+@pytest.mark.parametrize("name", ["pocket-tiny", "mobilevlm-spm"])
+def test_tokenizer_matches_in_llamacpp(name, models, exports, llama_cpp):
+    """Byte-level BPE (pocket-tiny, GPT-2 pre-tokenisation) and sentencepiece-style BPE (LLaMA-style: ▁ prefix,
+    byte fallback, scores replaying the merge order): llama.cpp's ids are transformers' ids."""
+    _, processor = models[name]
     texts = ["What shapes are in the picture?", "  two red circles,\n\tthree  squares [[12, 340, 56, 78]]",
-             "<ref>the star</ref><box>[[1, 2, 3, 4]]</box>", "naïve café – 3.14159 ünïcödé 😀", "<|im_end|>x<img>"]
-    with PocketLlama(_files(exports("pocket-tiny", "f16"), "pocket-tiny", "f16")[0]) as llama:
+             "<ref>the star</ref><box>[[1, 2, 3, 4]]</box>", "naïve café – 3.14159 ünïcödé 😀",
+             "<|im_end|>x<img>", "what shapes are in the picture USER: ASSISTANT:</s>USER: a chat", "\nWhat? ", " ",
+             # unseen compounds: their pieces depend on the merge order, not only on the vocabulary
+             "shapescircle greentriangleblue assistantuser rightleftop squaretwothree curiouslyintelligent",
+             "thetrianglethe bluegreenred chatbetweenassistant pictureshapes topbottomleft"]
+    with PocketLlama(_files(exports(name, "f16"), name, "f16")[0]) as llama:
         for text in texts:
-            assert llama.request(op="tokenize", text=text)["ids"] == processor.tokenizer.encode(text, add_special_tokens=False)
+            assert llama.request(op="tokenize", text=text)["ids"] == processor.tokenizer.encode(text, add_special_tokens=False), text
 
 
 def test_eval_through_llamacpp_predicts_as_pytorch(models, exports, tmp_path, llama_cpp):
