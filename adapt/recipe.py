@@ -97,6 +97,22 @@ class ModelSpec(_Section):
     trust_remote_code: bool = False
     chat_template: str | None = None
     allow_pickle: bool = False
+    projector: str | None = None
+    projector_options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _projector(self) -> ModelSpec:
+        from model.projectors import projector_tokens
+
+        if self.projector is None:
+            if self.projector_options:
+                raise ValueError("projector_options needs a projector (a registry name such as qformer)")
+            return self
+        try:  # names and options only; widths are the model's
+            projector_tokens(self.projector, 1, 1, **self.projector_options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"projector: {err}") from None
+        return self
 
     @field_validator("source")
     @classmethod

@@ -190,7 +190,9 @@ class Trainer:
         _seed_everything(recipe.seed)
         dtype = recipe.model.dtype
         vlm, processor = model_core.load(recipe.model.source, dtype=dtype, allow_pickle=recipe.model.allow_pickle,
-                                         chat_template=recipe.model.chat_template)
+                                         chat_template=recipe.model.chat_template,
+                                         projector=recipe.model.projector,
+                                         projector_options=recipe.model.projector_options)
         self.tiling = recipe.tiling_for(processor.tiling)
         processor.tiling = self.tiling
         vlm.config.tiling = self.tiling.to_dict()

@@ -25,6 +25,8 @@ def load(
     allow_pickle: bool = False,
     chat_template: str | None = None,
     seed: int = 0,
+    projector: str | None = None,
+    projector_options: dict | None = None,
 ) -> tuple[PocketVLM, VLMProcessor]:
     """Load a local checkpoint directory (any supported layout) or build a preset.
 
@@ -32,6 +34,9 @@ def load(
     (`python -m adapt.pretrain_tiny` reproduces them), `pocket-tiny-scratch` with seeded random
     weights; the public-model presets are fetched from their hub id (needs network, never used in
     tests) unless a local copy is given as `source`. No checkpoint code is ever executed.
+
+    `projector` (a registry name, options in `projector_options`) replaces the projector with a freshly
+    initialised one (torch seed `seed`), e.g. to train a `qformer` or `resampler` connector from scratch.
 
     Weights are read from safetensors in every layout; PyTorch pickle files (`.bin`, `.pt`, ...) only with
     `allow_pickle`, and then with `torch.load(weights_only=True)`. Anything unreadable (a corrupt file, a
@@ -50,6 +55,9 @@ def load(
         )
     if chat_template:
         vlm.config.chat_template = chat_template
+    if projector is not None:
+        torch.manual_seed(seed)
+        vlm.replace_projector(projector, projector_options)
     if dtype is not None:
         vlm = vlm.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     if device is not None:

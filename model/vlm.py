@@ -119,6 +119,19 @@ class PocketVLM(PreTrainedModel):
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
 
+    def replace_projector(self, projector_type: str, projector_options: dict | None = None) -> None:
+        """Swap in a freshly initialised projector (any registered name) and record it in the config, so the
+        processor's image-token count and saved checkpoints follow it."""
+        options = dict(projector_options or {})
+        reference = next(self.multi_modal_projector.parameters(), None)
+        projector = build_projector(
+            projector_type, self.config.vision_config.hidden_size, self.config.text_config.hidden_size, **options
+        )
+        if reference is not None:
+            projector = projector.to(device=reference.device, dtype=reference.dtype)
+        self.multi_modal_projector = projector
+        self.config.projector_type, self.config.projector_options = projector_type, options
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 

@@ -691,3 +691,45 @@ def test_connector_registry_and_option_errors():
         build_projector("resampler", 8, 16, num_queries=4)(torch.randn(1, 12, 8))
     with pytest.raises(TypeError, match="bogus"):
         build_projector("qformer", 8, 16, bogus=1)
+
+
+# ----------------------------------------------------------------------------------------------- in a model and a recipe
+
+
+@pytest.mark.parametrize(
+    "name,options,tokens",
+    [("qformer", {"num_queries": 5, "num_heads": 4}, 5), ("resampler", {"num_queries": 9}, 9)],
+)
+def test_recipe_selects_connector_and_model_runs_it(tmp_path, name, options, tokens):
+    from PIL import Image
+
+    import model
+    from adapt.recipe import RecipeError, parse_recipe
+
+    sources = {"sources": [{"name": "a", "path": "a.jsonl"}]}
+    recipe = parse_recipe({"model": {"source": "pocket-tiny-scratch", "projector": name, "projector_options": options},
+                           "data": sources, "mixing": {"general_ratio": 0}}, tmp_path, "connector")
+    assert recipe.model.projector == name and recipe.model.projector_options == options
+    with pytest.raises(RecipeError, match="bogus"):
+        parse_recipe({"model": {"projector": name, "projector_options": {"bogus": 1}}, "data": sources,
+                      "mixing": {"general_ratio": 0}}, tmp_path, "connector")
+    with pytest.raises(RecipeError, match="needs a projector"):
+        parse_recipe({"model": {"projector_options": {"num_queries": 4}}, "data": sources,
+                      "mixing": {"general_ratio": 0}}, tmp_path, "connector")
+
+    vlm, processor = model.load(recipe.model.source, projector=recipe.model.projector,
+                                projector_options=recipe.model.projector_options)
+    assert isinstance(vlm.multi_modal_projector, PROJECTORS[name]) and vlm.config.image_seq_length == tokens
+    image = Image.new("RGB", (224, 112), (200, 30, 30))  # 2 tiles + thumbnail
+    conversation = [{"from": "human", "value": "<image>\nWhat colour?"}, {"from": "gpt", "value": "red"}]
+    enc = processor(conversation, images=[image], add_generation_prompt=False, with_labels=True)
+    inputs = enc.to_model_inputs()
+    n_tiles = inputs["pixel_values"].shape[0]
+    assert n_tiles == 3
+    assert int((inputs["input_ids"] == processor.image_token_id).sum()) == tokens * n_tiles
+    vlm.train()
+    out = vlm(**inputs)
+    assert torch.isfinite(out.loss)
+    out.loss.backward()
+    queries = vlm.multi_modal_projector.query_tokens if name == "qformer" else vlm.multi_modal_projector.query
+    assert queries.grad is not None and queries.grad.abs().sum() > 0
