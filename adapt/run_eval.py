@@ -37,7 +37,8 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
         from deploy.hf import export
         from deploy.llamacpp.eval import LlamaCppEvalModel
 
-        folder = export(vlm, processor, "gguf", out_dir / "gguf" / label, force=True, qtype=gguf_type, name=label)
+        name = label.removesuffix(f"-{gguf_type}") or "model"
+        folder = export(vlm, processor, "gguf", out_dir / "gguf" / label, force=True, qtype=gguf_type, name=name)
         del vlm
         vlm = LlamaCppEvalModel(folder, processor)
     elif runtime != "pytorch":
