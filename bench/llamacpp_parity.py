@@ -11,7 +11,6 @@ row selection (see README). `--write` puts the table into README.md (section lla
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -107,11 +106,9 @@ def measure(write: bool) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true")
-    args = parser.parse_args(argv)
-    print(measure(args.write))
-    return 0
+    from bench.sections import section_script
+
+    return section_script(measure, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

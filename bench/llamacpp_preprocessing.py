@@ -12,7 +12,6 @@ README.md (section llamacpp_preprocessing). Needs `make llama-cpp`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -145,11 +144,9 @@ def measure(write: bool) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true")
-    args = parser.parse_args(argv)
-    print(measure(args.write))
-    return 0
+    from bench.sections import section_script
+
+    return section_script(measure, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -55,3 +55,15 @@ def machine_line() -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"{cores}-core CPU ({cpu}), no GPU; Python {platform.python_version()}, torch {torch.__version__}, "
             f"transformers {transformers.__version__}, Pillow {PIL.__version__}, numpy {np.__version__}")
+
+
+def section_script(measure, description: str, argv: list[str] | None = None) -> int:
+    """The command line of a bench script whose `measure(write)` returns its section text (and writes it with
+    ``write``): ``python bench/SCRIPT.py [--write]`` prints the text."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--write", action="store_true", help="also replace the section in README.md")
+    args = parser.parse_args(argv)
+    print(measure(args.write))
+    return 0
