@@ -374,6 +374,7 @@ def test_llamacpp_ldp_rows_are_not_pytorchs(name, models, exports, example_image
     assert relative_error(got, true) > 1e-2
 
 
+@pytest.mark.slow
 def test_lora_is_merged_vision_side_too(tmp_path, example_image, capsys, llama_cpp):
     """`adapt export --adapter DIR`: LoRA on the vision tower (and the LLM) is folded in before writing, so
     llama.cpp sees the adapted tower (llama.cpp#14867: a vision LoRA is lost unless merged)."""
@@ -457,6 +458,7 @@ def test_tokenizer_matches_in_llamacpp(name, models, exports, llama_cpp):
             assert llama.request(op="tokenize", text=text)["ids"] == processor.tokenizer.encode(text, add_special_tokens=False), text
 
 
+@pytest.mark.slow
 def test_eval_through_llamacpp_predicts_as_pytorch(models, exports, tmp_path, llama_cpp):
     """`adapt eval --runtime llamacpp`: `predict` with llama.cpp in place of the PyTorch model (same batches, left
     padding, token ids and tiles) gives PyTorch's answers for an f32 export: multi-tile images, a capped tile
@@ -490,6 +492,7 @@ def test_eval_through_llamacpp_predicts_as_pytorch(models, exports, tmp_path, ll
     assert len(runtime.timings) == len(records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("qtype", ["q8_0", "q4_k_m"])
 def test_quantised_exports_run(qtype, models, exports, example_image, llama_cpp):
     from gguf import GGUFReader
@@ -504,6 +507,7 @@ def test_quantised_exports_run(qtype, models, exports, example_image, llama_cpp)
     assert answer.tokens
 
 
+@pytest.mark.slow
 def test_adapt_chat_llamacpp_gives_the_pytorch_answer(tmp_path, capsys, llama_cpp):
     """The README's three commands: export, (build), chat -- the answer is `adapt chat`'s on the PyTorch model."""
     from adapt.cli import main
@@ -521,6 +525,7 @@ def test_adapt_chat_llamacpp_gives_the_pytorch_answer(tmp_path, capsys, llama_cp
     assert llama_answer.strip() and llama_answer.strip() == torch_answer.strip()
 
 
+@pytest.mark.slow
 def test_stock_llama_mtmd_cli_answers_as_pytorch(models, exports, example_image, tmp_path, llama_cpp):
     """llama.cpp's own multimodal CLI, with only the export (embedded template, tile-sized image), answers as
     PyTorch does."""
@@ -609,3 +614,14 @@ def test_export_target_rules(models, tmp_path):
     with pytest.raises(GGUFExportError, match="unknown GGUF type"):
         export(vlm, processor, "gguf", tmp_path / "bad", qtype="q2_k", name="m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_missing_or_stale_build_names_the_make_target(tmp_path, monkeypatch):
+    monkeypatch.setenv("POCKET_LLAMA_CPP", str(tmp_path))
+    with pytest.raises(LlamaCppError, match=r"not built here .*run `make llama-cpp`"):
+        binary()
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "pocket-llama").write_text("")
+    (tmp_path / "bin" / "BUILD").write_text("llama-cpp-python 0.0.1; driver 0")
+    with pytest.raises(LlamaCppError, match=r"out of date .*run `make llama-cpp`"):
+        binary()

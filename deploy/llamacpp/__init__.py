@@ -6,8 +6,8 @@ source distribution on PyPI into a cache outside the repository, together with `
 render a conversation with the GGUF's embedded chat template, encode images with the mmproj, generate greedily with
 token ids and timings. :func:`binary` finds the built programs or says which make command builds them.
 
-:class:`PocketLlama` runs one `pocket-llama` process (the model stays loaded); :class:`LlamaCppChat` is what
-`adapt chat --runtime llamacpp` uses on an export folder; `deploy.llamacpp.eval` is the `adapt eval` side.
+:class:`PocketLlama` runs one `pocket-llama` process (the model stays loaded); `deploy.llamacpp.runtime.LlamaCppVLM`
+is what `adapt chat --runtime llamacpp` uses on an export folder; `deploy.llamacpp.eval` is the `adapt eval` side.
 """
 
 from __future__ import annotations
