@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tiles", type=_positive_int, help="override the model's tile cap for this question")
     chat.add_argument("--system", help="system message (default: the chat template's)")
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
+    chat.add_argument("--keep-repeats", action="store_true",
+                      help="let an answer that repeats itself run to --max-new-tokens (default: cut it after a few repeats)")
     chat.add_argument("--runtime", choices=["pytorch", "llamacpp"], default="pytorch",
                       help="llamacpp: run a GGUF export folder (adapt export --format gguf) in llama.cpp (make llama-cpp)")
     chat.add_argument("--preprocess", choices=["pocket", "llamacpp"], default="pocket",
@@ -189,10 +191,10 @@ def _chat(args) -> int:
     sampling = dict(do_sample=True, temperature=args.temperature) if args.temperature > 0 else dict(do_sample=False)
     streamer = _StopAwareStreamer(processor)
     repeating = RepetitionStop()  # a looping answer ("squaresquaresquare…") ends after a few repeats
+    stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=args.max_new_tokens, eos_token_id=processor.stop_token_ids,
-                     pad_token_id=processor.pad_token_id, streamer=streamer,
-                     stopping_criteria=StoppingCriteriaList([repeating]), **sampling)
+                     pad_token_id=processor.pad_token_id, streamer=streamer, stopping_criteria=stops, **sampling)
     if repeating.fired:
         print("[stopped: the answer had begun repeating itself]", file=sys.stderr)
     return 0
@@ -210,7 +212,8 @@ def _chat_llamacpp(args, images: list[str]) -> int:
         if args.max_tiles is not None and tiling is not None:
             tiling = dataclasses.replace(tiling, max_tiles=args.max_tiles, min_tiles=min(tiling.min_tiles, args.max_tiles))
         answer = vlm.chat([{"role": "user", "content": args.question}], images, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, system=args.system, tiling=tiling, preprocess=args.preprocess)
+                          temperature=args.temperature, system=args.system, tiling=tiling, preprocess=args.preprocess,
+                          cut_repeats=not args.keep_repeats)
         if args.show_prompt:
             print(answer.prompt, file=sys.stderr)
         t = answer.timings

@@ -644,7 +644,7 @@ def _option_without_equals(ws: Workspace, folder: Path) -> str:
       "exit 130 within seconds, the one line 'adapt chat: interrupted', no traceback")
 def _ctrl_c(ws: Workspace, folder: Path) -> str:
     argv = [sys.executable, "-m", "adapt.cli", "chat", "--model", "pocket-tiny-scratch", "--example-image",
-            "--max-new-tokens", "3000"]
+            "--max-new-tokens", "3000", "--keep-repeats"]  # a random model may loop; the answer must still be running
     err_path = folder / "chat.err"
     with open(folder / "chat.out", "w") as out, open(err_path, "w") as err:
         chat = subprocess.Popen(argv, cwd=folder, env=child_env(), stdout=out, stderr=err)

@@ -34,8 +34,10 @@ def test_the_stopping_criterion_stops_each_looping_row_and_remembers():
     assert not RepetitionStop()(torch.tensor([[1, 2, 3, 4]]), None).any()
 
 
-def test_adapt_chat_cuts_a_looping_answer(monkeypatch, capsys):
-    """`adapt chat` with pocket-tiny forced to answer 60 tokens: it loops ("squaresquare…") and is cut."""
+@pytest.mark.parametrize("keep", [False, True], ids=["cut", "keep-repeats"])
+def test_adapt_chat_cuts_a_looping_answer(monkeypatch, capsys, keep):
+    """`adapt chat` with pocket-tiny forced to answer 60 tokens: it loops ("squaresquare…") and is cut;
+    with --keep-repeats it runs to 60 tokens."""
     import model
     from adapt.cli import main
 
@@ -55,8 +57,11 @@ def test_adapt_chat_cuts_a_looping_answer(monkeypatch, capsys):
         return vlm, processor
 
     monkeypatch.setattr(model, "load", load)
-    assert main(["chat", "What is shown?", "--example-image", "--max-new-tokens", "60"]) == 0
+    assert main(["chat", "What is shown?", "--example-image", "--max-new-tokens", "60"] + ["--keep-repeats"] * keep) == 0
     out, err = capsys.readouterr()
+    if keep:
+        assert "repeating itself" not in err and lengths and lengths[0] >= 60, lengths
+        return
     assert "[stopped: the answer had begun repeating itself]" in err
     answer = out.strip()
     assert lengths and lengths[0] < 30, lengths  # cut within a few repeats, not run to 60 tokens

@@ -127,9 +127,9 @@ class LlamaCppVLM:
 
     def chat(self, conversation: list[dict], images=(), max_new_tokens: int = 64, temperature: float = 0.0,
              system: str | None = None, tiling: TilingConfig | None = None, preprocess: str = "pocket",
-             seed: int = 0) -> Answer:
+             seed: int = 0, cut_repeats: bool = True) -> Answer:
         """Answer the last user turn; greedy at temperature 0. Stops at the template's stop tokens, and (as
-        `adapt chat` does) once the answer has begun repeating itself."""
+        `adapt chat` does, unless ``cut_repeats`` is false) once the answer has begun repeating itself."""
         entries = self.image_entries(list(images), tiling, preprocess)
         answer = self.llama.request(op="generate", messages=self.messages(conversation, len(entries), system),
                                     images=entries, n_predict=max_new_tokens, temperature=temperature, seed=seed,
@@ -137,7 +137,7 @@ class LlamaCppVLM:
         tokens = list(answer["tokens"])
         tokens = tokens[: next((k for k, t in enumerate(tokens) if t in self.stop_ids), len(tokens))]
         cut = None
-        if repetition_at_end is not None:
+        if cut_repeats and repetition_at_end is not None:
             cut = next((k for k in range(1, len(tokens) + 1) if repetition_at_end(tokens[:k]) is not None), None)
         text = answer["text"]
         if cut is not None:
