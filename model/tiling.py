@@ -17,8 +17,11 @@ before they are decoded.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
@@ -246,23 +249,34 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return _stretch_to_rgb(image) if image.mode in _WIDE_MODES else image.convert("RGB")
 
 
+# (output size of one resize, [(tile index, top, left) of each tile cut from it])
+_Resize = tuple[tuple[int, int], list[tuple[int, int, int]]]
+
+
+def _resize_plan(image: Image.Image, config: TilingConfig) -> tuple[Image.Image, list[_Resize]]:
+    """The image the tiles are resized from and, per resize, where its tiles go: the pixels of
+    :func:`split_into_tiles` without cutting anything yet."""
+    size = config.tile_size
+    if config.mode == "pad":
+        return _expand_to_square(image, _pad_color(config.mean)), [((size, size), [(0, 0, 0)])]
+    if config.mode == "resize":
+        return image, [((size, size), [(0, 0, 0)])]
+    cols, rows = tile_grid(*image.size, config.min_tiles, config.max_tiles, size)
+    tiles = [(r * cols + c, r * size, c * size) for r in range(rows) for c in range(cols)]
+    plan = [((size * cols, size * rows), tiles)]
+    if config.thumbnail and len(tiles) > 1:
+        plan.append(((size, size), [(len(tiles), 0, 0)]))
+    return image, plan
+
+
 def split_into_tiles(image: Image.Image, config: TilingConfig) -> list[Image.Image]:
     """RGB tiles of ``config.tile_size``², row-major, thumbnail last (dynamic mode, >1 tile)."""
-    image = _to_rgb(image)
+    source, plan = _resize_plan(_to_rgb(image), config)
     size = config.tile_size
-    if config.mode == "resize":
-        return [image.resize((size, size), _BICUBIC)]
-    if config.mode == "pad":
-        return [_expand_to_square(image, _pad_color(config.mean)).resize((size, size), _BICUBIC)]
-    cols, rows = tile_grid(*image.size, config.min_tiles, config.max_tiles, size)
-    resized = image.resize((size * cols, size * rows), _BICUBIC)
-    tiles = [
-        resized.crop((c * size, r * size, (c + 1) * size, (r + 1) * size))
-        for r in range(rows)
-        for c in range(cols)
-    ]
-    if config.thumbnail and len(tiles) > 1:
-        tiles.append(image.resize((size, size), _BICUBIC))
+    tiles = []
+    for target, cuts in plan:
+        resized = source.resize(target, _BICUBIC)
+        tiles += [resized.crop((left, top, left + size, top + size)) for _, top, left in cuts]
     return tiles
 
 
@@ -279,6 +293,29 @@ def _lookup_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray
     return lut
 
 
+@lru_cache(maxsize=16)
+def _pair_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    # (3, 65536) uint64: two normalised float32 values per entry, indexed by two neighbouring uint8 pixels
+    # read as one native uint16, so one gather writes two outputs (half the gathers and index casts of
+    # _lookup_table). Both the index and the entry are read in native byte order, so it cancels out.
+    pixels = np.arange(65536, dtype=np.uint16).view(np.uint8).reshape(65536, 2)  # each index's two pixels
+    table = np.ascontiguousarray(_lookup_table(mean, std)[:, pixels]).view(np.uint64)[..., 0]
+    table.setflags(write=False)
+    return table
+
+
+def _gather(lut: np.ndarray, pairs: np.ndarray | None, channel: int, plane: np.ndarray, out: np.ndarray) -> None:
+    """``out[...] = lut[channel][plane]`` for a ``(H, W)`` uint8 plane (a view) into float32 ``out``.
+
+    mode="clip": uint8 indices are always in range, and the default mode="raise" buffers ``out`` (an extra
+    copy of every tile). numpy releases the GIL here, so planes are gathered in parallel threads.
+    """
+    if pairs is not None and plane.shape[-1] % 2 == 0 and plane.strides[-1] == 1 and plane.ctypes.data % 2 == 0:
+        np.take(pairs[channel], plane.view(np.uint16), out=out.view(np.uint64), mode="clip")
+    else:
+        np.take(lut[channel], plane, out=out, mode="clip")
+
+
 def _normalize_arrays(
     tiles: Sequence[np.ndarray], mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
@@ -290,7 +327,7 @@ def _normalize_arrays(
         if tile.shape != (h, w, 3):
             raise ValueError(f"all tiles must be {w}x{h} RGB, tile {i} has shape {tile.shape}")
         for c in range(3):
-            np.take(lut[c], tile[..., c], out=out[i, c])
+            _gather(lut, None, c, tile[..., c], out[i, c])
     return torch.from_numpy(out)
 
 
@@ -303,24 +340,87 @@ def normalize(
     return _normalize_arrays([np.asarray(_to_rgb(t)) for t in tiles], mean, std)
 
 
+# Below this many pixels in and out of the resizes, handing work to threads costs more than it saves.
+_THREADED_MIN_PIXELS = 2 * 448 * 448
+_pool: tuple[ThreadPoolExecutor, int] | None = None  # (pool, its threads)
+_pool_lock = threading.Lock()
+
+
+def _helpers(threads: int) -> ThreadPoolExecutor:
+    """A pool of at least ``threads`` threads, made on first use and only ever grown."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[1] < threads:
+            _pool = (ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tiling"), threads)
+        return _pool[0]
+
+
+def _forget_pool() -> None:  # a forked child (a DataLoader worker) has none of the parent's threads
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def _run_lanes(tasks: list[Callable[[], None]], lanes: int) -> None:
+    """Run every task once: the calling thread and ``lanes - 1`` pool threads take the next one in turn.
+
+    The caller works too, so nothing waits on a busy pool: a helper that has not started by the time the
+    caller runs out of tasks is cancelled.
+    """
+    order = itertools.count()  # next() is atomic under the GIL
+
+    def lane() -> None:
+        while (i := next(order)) < len(tasks):
+            tasks[i]()
+
+    helpers = [] if lanes <= 1 else [_helpers(lanes - 1).submit(lane) for _ in range(lanes - 1)]
+    try:
+        lane()
+    finally:
+        for future in helpers:
+            if not future.cancel():
+                future.result()  # re-raises a helper's error
+
+
+def _threads() -> int:
+    """Threads for one image: torch's intra-op setting (1 inside DataLoader workers), at most 3 (the work is
+    three colour planes of at most two resizes)."""
+    return max(1, min(3, torch.get_num_threads()))
+
+
 def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
-    """Tile and normalise one image: float32 ``(count_tiles, 3, tile_size, tile_size)``."""
-    image = _to_rgb(image)
-    if config.mode != "dynamic":
-        return normalize(split_into_tiles(image, config), config.mean, config.std)
-    # Same pixels as split_into_tiles, but tiles are numpy views of the resized canvas rather
-    # than one PIL crop (a copy) per tile.
+    """Tile and normalise one image: float32 ``(count_tiles, 3, tile_size, tile_size)``.
+
+    The pixels are those of ``normalize(split_into_tiles(image, config))``, computed faster: each colour
+    plane is resized on its own (PIL resamples every channel independently with the same integer weights,
+    so the planes are bit-identical to the channels of an RGB resize) and gathered through the lookup table
+    straight into the output tensor. The planes and resizes are spread over up to three threads; PIL's
+    resize and numpy's gather release the GIL.
+    """
+    source, plan = _resize_plan(_to_rgb(image), config)
     size = config.tile_size
-    cols, rows = tile_grid(*image.size, config.min_tiles, config.max_tiles, size)
-    canvas = np.asarray(image.resize((size * cols, size * rows), _BICUBIC))
-    tiles = [
-        canvas[r * size : (r + 1) * size, c * size : (c + 1) * size]
-        for r in range(rows)
-        for c in range(cols)
-    ]
-    if config.thumbnail and len(tiles) > 1:
-        tiles.append(np.asarray(image.resize((size, size), _BICUBIC)))
-    return _normalize_arrays(tiles, config.mean, config.std)
+    n_tiles = sum(len(tiles) for _, tiles in plan)
+    lut, pairs = _lookup_table(config.mean, config.std), _pair_table(config.mean, config.std)
+    out = np.empty((n_tiles, 3, size, size), dtype=np.float32)
+    planes = source.split()
+
+    def task(channel: int, resize: _Resize) -> Callable[[], None]:
+        def run() -> None:
+            target, tiles = resize
+            plane = planes[channel]
+            resized = np.asarray(plane if plane.size == target else plane.resize(target, _BICUBIC))
+            for index, top, left in tiles:
+                _gather(lut, pairs, channel, resized[top : top + size, left : left + size], out[index, channel])
+
+        return run
+
+    tasks = [task(c, resize) for resize in plan for c in range(3)]  # the large canvas first: even load
+    big = source.width * source.height + sum(w * h for (w, h), _ in plan) > _THREADED_MIN_PIXELS
+    _run_lanes(tasks, _threads() if big else 1)
+    return torch.from_numpy(out)
 
 
 class ImageLoadError(PocketAdaptError, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 from transformers import GotOcr2ImageProcessorPil
 
+import model.tiling as tiling
 from model.tiling import (
     CLIP_MEAN,
     CLIP_STD,
@@ -213,12 +215,48 @@ def test_pixel_parity_with_transformers(size: tuple[int, int], max_tiles: int) -
     _assert_identical(ours, expected["pixel_values"])
 
 
+@pytest.mark.parametrize(("size", "n_tiles"), [((448, 448), 1), ((1600, 900), 9), ((640, 480), 13), ((2688, 896), 13)])
+def test_pixel_parity_at_the_benchmarked_sizes(size: tuple[int, int], n_tiles: int, monkeypatch) -> None:
+    # bench/bench_tiling.py's images: 1, 9 and 13 tiles and the stitched driving layout, on one thread and on
+    # three (each colour plane resized and gathered in its own thread).
+    image = _noise(*size, seed=size[1])
+    expected = _processor(12)(image, return_tensors="pt")["pixel_values"]
+    assert expected.shape[0] == n_tiles
+    for threads in (1, 3):
+        monkeypatch.setattr(tiling, "_threads", lambda threads=threads: threads)
+        _assert_identical(preprocess_image(image, TilingConfig(max_tiles=12)), expected)
+
+
+def _preprocess_into(image: Image.Image, config: TilingConfig, queue) -> None:
+    queue.put(preprocess_image(image, config).numpy())
+
+
+def test_preprocess_in_a_forked_child_after_the_parent_used_threads(monkeypatch) -> None:
+    # A DataLoader worker forked from a process whose tiling threads exist has none of those threads.
+    monkeypatch.setattr(tiling, "_threads", lambda: 2)
+    image, config = _noise(900, 600), TilingConfig(tile_size=64)
+    expected = preprocess_image(image, config)
+    assert tiling._pool is not None  # the parent's pool exists when the child is forked
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_preprocess_into, args=(image, config, queue))
+    child.start()
+    try:
+        got = queue.get(timeout=30)
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+    assert torch.equal(torch.from_numpy(got), expected)
+
+
 def test_pixel_parity_many_sizes_small_tiles() -> None:
     # Small tiles keep this fast while exercising the grid choice, resize, crop and thumbnail
-    # on every random size, including extreme aspect ratios and 1x1.
-    for max_tiles in (12, 6):
-        proc = _processor(max_tiles, tile_size=28)
-        config = TilingConfig(tile_size=28, max_tiles=max_tiles)
+    # on every random size, including extreme aspect ratios and 1x1; an odd tile size takes the
+    # one-pixel gather (pixel pairs need an even width).
+    for tile_size, max_tiles in ((28, 12), (28, 6), (27, 12)):
+        proc = _processor(max_tiles, tile_size=tile_size)
+        config = TilingConfig(tile_size=tile_size, max_tiles=max_tiles)
         for i, (w, h) in enumerate(RANDOM_SIZES):
             image = _noise(min(w, 600), min(h, 600), seed=i)  # cap decode cost, keep the shape
             expected = proc(image, return_tensors="pt")["pixel_values"]
@@ -308,6 +346,7 @@ def test_thumbnail_off() -> None:
         TilingConfig(tile_size=32, thumbnail=False, max_tiles=6),
         TilingConfig(tile_size=32, mode="pad", mean=CLIP_MEAN, std=CLIP_STD),
         TilingConfig(tile_size=32, mode="resize", mean=SIGLIP_MEAN, std=SIGLIP_STD),
+        TilingConfig(tile_size=31, mode="pad"),
     ],
 )
 def test_preprocess_equals_split_then_normalize(config: TilingConfig) -> None:
@@ -315,7 +354,7 @@ def test_preprocess_equals_split_then_normalize(config: TilingConfig) -> None:
         image = _noise(*size, seed=sum(size), mode="RGBA")
         ours = preprocess_image(image, config)
         reference = normalize(split_into_tiles(image, config), config.mean, config.std)
-        assert ours.shape == (count_tiles(*size, config), 3, 32, 32)
+        assert ours.shape == (count_tiles(*size, config), 3, config.tile_size, config.tile_size)
         assert torch.equal(ours, reference)
 
 
