@@ -302,17 +302,29 @@ def _with_adapter(vlm, adapter: Path):
 
 
 def _inspect(args) -> int:
-    vlm, processor = _load(args)
+    from model.presets import PRESETS, preset_skeleton
+
+    if args.model in PRESETS and not Path(args.model).is_dir() and args.vision is None:
+        # a preset is a config: described from tensors on the meta device, nothing read or downloaded
+        vlm, hub_id = preset_skeleton(args.model), PRESETS[args.model].hub_id
+        source = f"preset {args.model}, from its config (no weights read)"
+        source += f"; weights: {hub_id} on the hub, or a local copy as --model DIR" if hub_id else ""
+        dtype = args.dtype or "float32 when built from the preset; a checkpoint loads in its own dtype"
+    else:
+        vlm, _ = _load(args)
+        source, dtype = str(args.model), str(vlm.dtype)
     cfg = vlm.config
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     rows = [
+        ("source", source),
+        ("parameters", f"{count(vlm):,}"),
         ("vision tower", f"{type(vlm.vision_tower).__name__} ({count(vlm.vision_tower):,} params), layer {cfg.vision_feature_layer}"),
         ("projector", f"{cfg.projector_type} {cfg.projector_options or ''} ({count(vlm.multi_modal_projector):,} params)"),
         ("language model", f"{type(vlm.language_model).__name__} ({count(vlm.language_model):,} params)"),
         ("image tokens", f"{cfg.image_seq_length} per tile, id {cfg.image_token_id} ({cfg.image_context_token})"),
         ("tiling", ", ".join(f"{k}={v}" for k, v in cfg.tiling.items())),
         ("chat template", cfg.chat_template),
-        ("dtype", str(vlm.dtype)),
+        ("dtype", dtype),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -32,8 +32,9 @@ def load(
 
     Presets are configs: `pocket-tiny` comes with its bundled tokenizer and pre-trained weights
     (`python -m adapt.pretrain_tiny` reproduces them), `pocket-tiny-scratch` with seeded random
-    weights; the public-model presets are fetched from their hub id (needs network, never used in
-    tests) unless a local copy is given as `source`. No checkpoint code is ever executed.
+    weights; the public-model presets are fetched from their hub id (needs network or the hub
+    cache, never used in tests; without either, a `CheckpointError` names the hub id and says to pass a local
+    copy as `source`). No checkpoint code is ever executed.
 
     `projector` (a registry name, options in `projector_options`) replaces the projector with a freshly
     initialised one (torch seed `seed`), e.g. to train a `qformer` or `resampler` connector from scratch.
@@ -107,10 +108,27 @@ def _load_preset(name: str, allow_pickle: bool, seed: int):
             weights = assets_dir() / preset.weights
             load_strict(vlm, read_state_dict(weights.parent), str(weights))
         return vlm, AutoTokenizer.from_pretrained(str(assets_dir() / POCKET_TINY_TOKENIZER))
-    from huggingface_hub import snapshot_download
+    return _load_dir(_hub_snapshot(name, preset.hub_id), allow_pickle)
 
-    local = snapshot_download(preset.hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"])
-    return _load_dir(Path(local), allow_pickle)
+
+def _hub_snapshot(preset: str, hub_id: str) -> Path:
+    """The local folder of `hub_id` (downloaded, or from the hub cache); without network and without a cached
+    copy, a `CheckpointError` naming the hub id and how to pass a local folder instead."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja",
+                                                              "*.tiktoken"]))
+    except LocalEntryNotFoundError as err:  # what the hub client raises offline when the cache has no copy
+        cause = err.__cause__ or err
+        why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
+               else f"the hub is not reachable ({type(cause).__name__}: {_first_line(cause)})")
+        raise CheckpointError(
+            f"preset {preset} needs the weights of {hub_id} from the Hugging Face hub, and {why} with no copy in "
+            f"the hub cache; fetch them where there is network (`hf download {hub_id} --local-dir DIR`) and pass "
+            "the folder instead of the preset name (--model DIR)"
+        ) from None
 
 
 @contextmanager

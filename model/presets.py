@@ -135,3 +135,15 @@ def get_preset(name: str) -> Preset:
 
 def preset_config(name: str) -> PocketVLMConfig:
     return get_preset(name).build()
+
+
+def preset_skeleton(name: str):
+    """The preset's `PocketVLM` with every tensor on the meta device: its parts, shapes and parameter counts
+    without reading, fetching or allocating any weight (what `adapt inspect --model PRESET` describes)."""
+    import torch
+
+    from .vlm import PocketVLM
+
+    config = preset_config(name)
+    with torch.device("meta"):
+        return PocketVLM(config)
