@@ -15,9 +15,12 @@ import re
 import sys
 from pathlib import Path
 
+from deploy.runtimes import RUNTIMES
 from model.errors import PocketAdaptError
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
+# adapt eval: the flag that lists the variants (export types) of each export runtime
+VARIANT_FLAGS = {"llamacpp": "gguf_type", "onnx": "onnx_type"}
 
 
 class CliError(PocketAdaptError, ValueError):
@@ -112,21 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
     chat.add_argument("--keep-repeats", action="store_true",
                       help="let an answer that repeats itself run to --max-new-tokens (default: cut it after a few repeats)")
-    chat.add_argument("--runtime", choices=["pytorch", "llamacpp"], default="pytorch",
-                      help="llamacpp: run a GGUF export folder (adapt export --format gguf) in llama.cpp (make llama-cpp)")
+    chat.add_argument("--runtime", choices=["pytorch", *RUNTIMES], default="pytorch",
+                      help="; ".join(f"{r.name}: {r.help}" for r in RUNTIMES.values()))
     chat.add_argument("--preprocess", choices=["pocket", "llamacpp"], default="pocket",
                       help="llamacpp runtime: cut tiles as training did (default), or let llama.cpp preprocess the image")
     chat.set_defaults(handler=_chat)
 
     export = verbs.add_parser("export", help="write a checkpoint in a format other tools load")
     _model_flags(export)
-    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf"],
-                        help="gguf: llama.cpp's <name>-<type>.gguf + mmproj-<name>-f16.gguf")
+    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf", "onnx"],
+                        help="gguf: llama.cpp's <name>-<type>.gguf + mmproj-<name>-f16.gguf; onnx: vision.onnx, "
+                             "embed.onnx, decoder.onnx for onnxruntime")
     export.add_argument("--out", "-o", required=True, type=Path)
     export.add_argument("--force", action="store_true", help="export into a non-empty folder, replacing the files an export owns")
     export.add_argument("--type", dest="gguf_type", choices=["f32", "f16", "q8_0", "q4_k_m"],
                         help="gguf only: weight type of the text model (default f16; the mmproj is f16, f32 with f32)")
     export.add_argument("--name", help="gguf only: file name stem (default: the model folder's or preset's name)")
+    export.add_argument("--quantize", choices=["int8"],
+                        help="onnx only: onnxruntime's dynamic int8 quantisation of the vision and decoder MatMuls")
     export.add_argument("--adapter", type=Path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
     export.set_defaults(handler=_export)
 
@@ -179,8 +185,8 @@ def _chat(args) -> int:
     images = list(args.image)
     if args.example_image:
         images.append(str(assets_dir() / "example.png"))
-    if args.runtime == "llamacpp":
-        return _chat_llamacpp(args, images)
+    if args.runtime != "pytorch":
+        return _chat_export(args, images)
     vlm, processor = _load(args)
     tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles is not None else None
     encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
@@ -200,24 +206,31 @@ def _chat(args) -> int:
     return 0
 
 
-def _chat_llamacpp(args, images: list[str]) -> int:
+def _chat_export(args, images: list[str]) -> int:
+    """`adapt chat --runtime llamacpp|onnx|...`: the export folder `--model` answered in that runtime."""
     import dataclasses
 
-    from deploy.llamacpp.runtime import LlamaCppVLM
+    from deploy.runtimes import get_runtime
 
+    runtime = get_runtime(args.runtime)
+    options = {}
+    if args.runtime == "llamacpp":
+        options["preprocess"] = args.preprocess
+    elif args.preprocess != "pocket":
+        raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
     if args.dtype or args.device or args.allow_pickle:
         raise CliError("--dtype, --device and --allow-pickle apply to the pytorch runtime; a GGUF export has its own type")
-    with LlamaCppVLM(args.model) as vlm:
+    with runtime.load("chat")(args.model) as vlm:
         tiling = vlm.export.tiling
         if args.max_tiles is not None and tiling is not None:
             tiling = dataclasses.replace(tiling, max_tiles=args.max_tiles, min_tiles=min(tiling.min_tiles, args.max_tiles))
         answer = vlm.chat([{"role": "user", "content": args.question}], images, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, system=args.system, tiling=tiling, preprocess=args.preprocess,
-                          cut_repeats=not args.keep_repeats)
+                          temperature=args.temperature, system=args.system, tiling=tiling,
+                          cut_repeats=not args.keep_repeats, **options)
         if args.show_prompt:
             print(answer.prompt, file=sys.stderr)
         t = answer.timings
-        print(f"[{vlm.export.model.name} in llama.cpp: {len(images)} image(s), {t['prompt_tokens']} prompt tokens; "
+        print(f"[{Path(args.model).name} in {runtime.title}: {len(images)} image(s), {t['prompt_tokens']} prompt tokens; "
               f"image {t['image_encode_ms']:.0f} ms, prompt {t['prompt_ms']:.0f} ms, "
               f"{t['decode_tokens']} tokens in {t['decode_ms']:.0f} ms]", file=sys.stderr)
         print(answer.text)
@@ -269,6 +282,10 @@ def _export(args) -> int:
         options = {"qtype": args.gguf_type or "f16", "name": args.name or _model_name(args.model)}
     elif args.gguf_type or args.name:
         raise CliError("--type and --name apply to --format gguf only")
+    if args.format == "onnx":
+        options = {"quantize": args.quantize}
+    elif args.quantize:
+        raise CliError("--quantize applies to --format onnx only")
     check_target(Path(args.out), args.force)  # a refused target fails before the model is loaded
     vlm, processor = _load(args)
     if args.adapter is not None:
@@ -280,6 +297,9 @@ def _export(args) -> int:
         model_file, mmproj_file = file_names(options["name"], options["qtype"])
         print(f"wrote {out / model_file} and {out / mmproj_file}\n"
               f"next: make llama-cpp   |   adapt chat --runtime llamacpp --model {out} --image IMAGE")
+    elif args.format == "onnx":
+        print(f"wrote vision.onnx, embed.onnx and decoder.onnx ({args.quantize or 'fp32'}) to {out}\n"
+              f"next: adapt chat --runtime onnx --model {out} --image IMAGE")
     else:
         print(f"wrote {args.format} checkpoint to {out}")
     return 0
@@ -388,10 +408,13 @@ def _recipe_verbs(verbs) -> None:
     evaluate.add_argument("--model", action="append", default=[], metavar="[LABEL=]SOURCE",
                           help="model to score (repeatable); default: base = recipe model, adapted = the run's final model")
     evaluate.add_argument("--out", type=Path, help="report folder (default: <output.dir>/eval)")
-    evaluate.add_argument("--runtime", choices=["pytorch", "llamacpp"], default="pytorch",
-                          help="llamacpp: export each model to GGUF and score it in llama.cpp (make llama-cpp)")
+    evaluate.add_argument("--runtime", choices=["pytorch", *RUNTIMES], default="pytorch",
+                          help="export each model in the runtime's format and score it there; llamacpp: GGUF in "
+                               "llama.cpp (make llama-cpp); onnx: ONNX in onnxruntime")
     evaluate.add_argument("--gguf-type", action="append", choices=["f32", "f16", "q8_0", "q4_k_m"], default=[],
                           help="llamacpp runtime: GGUF type(s) to score (repeatable; default f16); labels get -<type>")
+    evaluate.add_argument("--onnx-type", action="append", choices=list(RUNTIMES["onnx"].variants), default=[],
+                          help="onnx runtime: precision(s) to score (repeatable; default fp32); labels get -<type>")
     evaluate.set_defaults(handler=_eval)
 
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
@@ -458,12 +481,14 @@ def _eval(args) -> int:
         if final.is_dir():
             models["adapted"] = str(final)
     out = args.out or Path(recipe.output.dir) / "eval"
-    if args.runtime == "llamacpp":
-        runs = {f"{label}-{qtype}": evaluate_model(recipe, source, f"{label}-{qtype}", out, runtime="llamacpp",
-                                                   gguf_type=qtype)
-                for label, source in models.items() for qtype in (args.gguf_type or ["f16"])}
-    elif args.gguf_type:
-        raise CliError("--gguf-type applies to --runtime llamacpp")
+    variant_flags = {name: getattr(args, flag) for name, flag in VARIANT_FLAGS.items()}
+    for name, given in variant_flags.items():
+        if given and args.runtime != name:
+            raise CliError(f"--{VARIANT_FLAGS[name].replace('_', '-')} applies to --runtime {name}")
+    if args.runtime != "pytorch":
+        variants = variant_flags.get(args.runtime) or [RUNTIMES[args.runtime].default_variant]
+        runs = {f"{label}-{v}": evaluate_model(recipe, source, f"{label}-{v}", out, runtime=args.runtime, variant=v)
+                for label, source in models.items() for v in variants}
     else:
         runs = {label: evaluate_model(recipe, source, label, out) for label, source in models.items()}
     kinds = eval_kinds(recipe)

@@ -18,39 +18,46 @@ class EvalError(PocketAdaptError):
 
 
 def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: bool = True,
-                   runtime: str = "pytorch", gguf_type: str = "f16") -> dict:
+                   runtime: str = "pytorch", gguf_type: str | None = None, variant: str | None = None) -> dict:
     """Score one model on the recipe's `data.eval_sources`; returns its summary (see `adapt.evaluate.summarize`).
 
     Every model is prompted with the recipe's ``model.chat_template`` when it sets one (as training does),
     so base and adapted are scored on the same prompts; the summary's ``chat_template`` names the template used.
     Its predictions go to ``out_dir/predictions_<label>.jsonl``; skipped records as `score_eval_sources` says.
 
-    ``runtime="llamacpp"``: the model is exported to GGUF (``gguf_type``, into ``out_dir/gguf/<label>``) and its
-    answers come from llama.cpp, given exactly the token ids and tiles PyTorch would get (`deploy.llamacpp.eval`).
+    Another ``runtime`` (`deploy.runtimes`: ``llamacpp``, ``onnx``): the model is exported in that runtime's format
+    at ``variant`` (a GGUF type, an ONNX precision; ``gguf_type`` is the llama.cpp spelling), into
+    ``out_dir/<format>/<label>``, and its answers come from that runtime, given exactly the token ids and tiles
+    PyTorch would get (`deploy.llamacpp.eval`, `deploy.onnx.eval`).
     """
     if not recipe.data.eval_sources:
         raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
     vlm, processor = model_core.load(source, dtype=recipe.model.dtype, allow_pickle=recipe.model.allow_pickle,
                                      chat_template=recipe.model.chat_template)
     processor.tiling = recipe.tiling_for(processor.tiling)
-    if runtime == "llamacpp":
+    engine = None
+    if runtime != "pytorch":
         from deploy.hf import export
-        from deploy.llamacpp.eval import LlamaCppEvalModel
+        from deploy.runtimes import RuntimeChoiceError, get_runtime
 
-        name = label.removesuffix(f"-{gguf_type}") or "model"
-        folder = export(vlm, processor, "gguf", out_dir / "gguf" / label, force=True, qtype=gguf_type, name=name)
+        try:
+            engine = get_runtime(runtime)
+            variant = engine.check_variant(variant or gguf_type or engine.default_variant)
+        except RuntimeChoiceError as err:
+            raise EvalError(str(err)) from None
+        name = label.removesuffix(f"-{variant}") or "model"
+        folder = export(vlm, processor, engine.export_format, out_dir / engine.export_format / label, force=True,
+                        **engine.export_options(variant, name))
         del vlm
-        vlm = LlamaCppEvalModel(folder, processor)
-    elif runtime != "pytorch":
-        raise EvalError(f"unknown runtime {runtime!r}; pytorch or llamacpp")
+        vlm = engine.load("eval")(folder, processor)
     try:
         summary, predictions = score_eval_sources(vlm, processor, recipe, out_dir, progress=progress)
     finally:
-        if runtime == "llamacpp":
+        if engine is not None:
             vlm.close()
     summary["chat_template"] = processor.chat_template.name
-    if runtime == "llamacpp":
-        summary["runtime"] = f"llama.cpp {gguf_type}"
+    if engine is not None:
+        summary["runtime"] = f"{engine.title} {variant}"
     save_predictions(predictions, out_dir / f"predictions_{label}.jsonl")
     return summary
 

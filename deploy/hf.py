@@ -4,6 +4,7 @@
 - `internvl`: the original OpenGVLab layout (InternVL's own scripts, with its remote-code files).
 - `pocket`: pocket-adapt's own layout (any model, any projector).
 - `gguf`: llama.cpp's text-model GGUF and mmproj GGUF (`deploy.gguf`), f32 / f16 / q8_0 / q4_k_m.
+- `onnx`: vision, embedding and decoder graphs for ONNX Runtime, fp32 or int8 (`deploy.onnx.export`).
 
 Every format exports the model with its LoRA merged (a `PeftModel` is merged first, once, here).
 
@@ -32,6 +33,7 @@ FORMATS = {
     "internvl": "original OpenGVLab InternVL chat layout",
     "pocket": "pocket-adapt's own layout",
     "gguf": "llama.cpp GGUF (text model) + mmproj GGUF (vision)",
+    "onnx": "ONNX Runtime: vision.onnx + embed.onnx + decoder.onnx (KV cache), genai_config.json",
 }
 
 # What an export owns in its folder: any of these left from an earlier export would be mixed with the new one
@@ -41,7 +43,7 @@ OWNED = (
     "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "*.tiktoken", "chat_template.jinja", "chat_template.json",
-    "*.gguf",
+    "*.gguf", "*.onnx", "*.onnx.data", "genai_config.json",
 )  # fmt: skip
 
 
@@ -52,7 +54,7 @@ class ExportError(PocketAdaptError, ValueError):
 def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Path, force: bool = False,
            **options) -> Path:
     """Write `vlm` (and its processor) to `out_dir` in format `fmt`; see the module docstring for `force`.
-    `options` go to the format's writer (gguf: `qtype`, `name`)."""
+    `options` go to the format's writer (gguf: `qtype`, `name`; onnx: `quantize`)."""
     writer = _writer(fmt, **options)
     vlm = merge_lora(vlm)
     out = Path(out_dir)
@@ -101,6 +103,10 @@ def _writer(fmt: str, **options) -> Callable[[PocketVLM, VLMProcessor, Path], Pa
             return write_gguf(vlm, processor, out, **options)
 
         return write
+    if fmt == "onnx":
+        from deploy.onnx.export import write_onnx
+
+        return lambda vlm, processor, out: write_onnx(vlm, processor, out, **options)
     if options:
         raise ExportError(f"format {fmt!r} takes no options ({', '.join(options)})")
     if fmt == "hf":

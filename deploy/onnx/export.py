@@ -1,0 +1,178 @@
+"""`adapt export --format onnx [--quantize int8]`: the folder an ONNX Runtime app loads.
+
+    vision.onnx   (+ .data)   pixel_values (tiles, 3, S, S) -> image_features (tiles, tokens_per_tile, hidden)
+    embed.onnx    (+ .data)   input_ids -> inputs_embeds
+    decoder.onnx  (+ .data)   inputs_embeds, attention_mask, position_ids, past KV -> last logits, present KV
+    tokenizer.json, tokenizer_config.json, ...   the model's tokenizer
+    chat_template.json        the training chat template (fields and an equivalent Jinja template)
+    preprocessor_config.json  tiling (tile size, min/max tiles, thumbnail, mode, mean/std) and image tokens
+    genai_config.json         onnxruntime-genai's description of the three graphs and the search defaults
+
+`--quantize int8`: onnxruntime's dynamic quantisation (int8 weights, activations quantised per batch at run time)
+of every MatMul in vision.onnx and decoder.onnx; the embedding table stays float32.
+
+What the runtime checks at load (deploy/onnx/runtime.py) is written into the graphs' own metadata: vision.onnx
+holds the tiling it was exported for, embed.onnx and decoder.onnx a fingerprint of the tokenizer, so an edited
+preprocessor_config.json or a swapped tokenizer is refused instead of silently answering differently.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from model.errors import PocketAdaptError
+
+from .graphs import (
+    OPSET,
+    PAST_KEY,
+    PAST_VALUE,
+    PRESENT_KEY,
+    PRESENT_VALUE,
+    export_decoder,
+    export_embed,
+    export_vision,
+    kv_shape,
+)
+
+VISION, EMBED, DECODER = "vision.onnx", "embed.onnx", "decoder.onnx"
+GENAI_CONFIG, PREPROCESSOR, CHAT_TEMPLATE = "genai_config.json", "preprocessor_config.json", "chat_template.json"
+QUANTIZE = ("int8",)
+# a fixed text tokenised at export and again at load: a tokenizer that splits it differently is not the export's
+PROBE = "What shapes are in the picture? A red circle, 12 squares; naïve café — 東京 ✓ <img></img>\n"
+TILING_KEY, TOKENIZER_KEY = "pocket_adapt.tiling", "pocket_adapt.tokenizer"
+
+
+class OnnxWriteError(PocketAdaptError, ValueError):
+    """The model or an option cannot be written as an ONNX export."""
+
+
+def tokenizer_fingerprint(tokenizer) -> dict:
+    """What identifies a tokenizer for the export: vocabulary size, a hash of the token->id map, the probe's ids."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return {"size": len(tokenizer), "vocab_sha256": digest,
+            "probe_ids": tokenizer.encode(PROBE, add_special_tokens=False)}
+
+
+def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None) -> Path:
+    """Write the ONNX export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder)."""
+    if quantize not in (None, *QUANTIZE):
+        raise OnnxWriteError(f"unknown ONNX quantisation {quantize!r}; known: {', '.join(QUANTIZE)}")
+    out_dir = Path(out_dir)
+    if next(vlm.parameters()).dtype != torch.float32:  # onnxruntime's CPU kernels are float32; int8: --quantize
+        vlm = copy.deepcopy(vlm).float()
+    vlm = vlm.eval()
+    tiling = processor.tiling
+    if tiling.tile_size != _tower_size(vlm):
+        raise OnnxWriteError(f"the tiling's tile_size {tiling.tile_size} is not the vision tower's image_size "
+                             f"{_tower_size(vlm)}; fix model.tiling before exporting")
+    fingerprint = json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False)
+    export_vision(vlm, out_dir / VISION, metadata={TILING_KEY: json.dumps(tiling.to_dict())})
+    export_embed(vlm, out_dir / EMBED, metadata={TOKENIZER_KEY: fingerprint})
+    export_decoder(vlm, out_dir / DECODER, metadata={TOKENIZER_KEY: fingerprint})
+    if quantize == "int8":
+        for name in (VISION, DECODER):
+            quantize_int8(out_dir / name)
+    processor.save_pretrained(out_dir)
+    (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n")
+    (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n")
+    (out_dir / GENAI_CONFIG).write_text(json.dumps(genai_config(vlm, processor, quantize), indent=1) + "\n")
+    return out_dir
+
+
+def quantize_int8(path: Path) -> None:
+    """onnxruntime's dynamic int8 quantisation of every MatMul's weight, in place (metadata kept)."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = Path(path)
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    tmp = path.with_name(f"int8-{path.name}")
+    quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                     use_external_data_format=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    model = onnx.load(str(tmp))
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    for stale in (path, path.with_name(path.name + ".data"), tmp, tmp.with_name(tmp.name + ".data")):
+        stale.unlink(missing_ok=True)
+    onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+
+
+def _template(processor) -> dict:
+    from model.chat import chat_template_jinja
+
+    fields = {**processor.chat_template.to_dict(), "add_bos": processor.chat_template.add_bos}
+    try:
+        fields["jinja"] = chat_template_jinja(processor.chat_template)
+    except PocketAdaptError:  # a template Jinja cannot express: the fields still render it (model.chat)
+        pass
+    return fields
+
+
+def preprocessor_config(processor) -> dict:
+    """The tiling and image tokens, as pocket-adapt reads them back (`tiling`) and with the usual HF-style names."""
+    t = processor.tiling
+    return {
+        "tiling": t.to_dict(),
+        "image_seq_length": processor.image_seq_length,
+        "image_context_token": processor.image_context_token,
+        "image_start_token": processor.image_start_token,
+        "image_end_token": processor.image_end_token,
+        "image_token_id": processor.image_token_id,
+        # the same values under the names image processors use (for other readers; `tiling` is what is loaded)
+        "size": {"height": t.tile_size, "width": t.tile_size}, "min_patches": t.min_tiles, "max_patches": t.max_tiles,
+        "crop_to_patches": t.mode == "dynamic", "use_thumbnail": t.thumbnail, "image_mean": list(t.mean),
+        "image_std": list(t.std), "rescale_factor": 1 / 255, "resample": "bicubic",
+    }
+
+
+def genai_config(vlm, processor, quantize: str | None) -> dict:
+    """onnxruntime-genai's genai_config.json layout for a vision + embedding + decoder model."""
+    cfg = vlm.config.text_config
+    heads, head_dim = kv_shape(cfg)
+    eos = processor.stop_token_ids
+    return {
+        "model": {
+            "type": _model_type(cfg),
+            "bos_token_id": processor.tokenizer.bos_token_id if processor.chat_template.add_bos else None,
+            "eos_token_id": eos if len(eos) != 1 else eos[0],
+            "pad_token_id": processor.pad_token_id,
+            "context_length": int(getattr(cfg, "max_position_embeddings", 4096)),
+            "vocab_size": int(cfg.vocab_size),
+            "image_token_id": processor.image_token_id,
+            "decoder": {
+                "filename": DECODER, "head_size": head_dim, "hidden_size": int(cfg.hidden_size),
+                "num_attention_heads": int(cfg.num_attention_heads), "num_key_value_heads": heads,
+                "num_hidden_layers": int(cfg.num_hidden_layers), "session_options": {"provider_options": []},
+                "inputs": {"inputs_embeds": "inputs_embeds", "attention_mask": "attention_mask",
+                           "position_ids": "position_ids", "past_key_names": PAST_KEY, "past_value_names": PAST_VALUE},
+                "outputs": {"logits": "logits", "present_key_names": PRESENT_KEY,
+                            "present_value_names": PRESENT_VALUE},
+            },
+            "embedding": {"filename": EMBED, "inputs": {"input_ids": "input_ids"},
+                          "outputs": {"inputs_embeds": "inputs_embeds"}},
+            "vision": {"filename": VISION, "inputs": {"pixel_values": "pixel_values"},
+                       "outputs": {"image_features": "image_features"}},
+        },
+        "search": {"do_sample": False, "num_beams": 1, "num_return_sequences": 1, "top_k": 1, "top_p": 1.0,
+                   "temperature": 1.0, "repetition_penalty": 1.0, "early_stopping": True,
+                   "max_length": int(getattr(cfg, "max_position_embeddings", 4096)), "min_length": 0,
+                   "past_present_share_buffer": False},
+        "pocket_adapt": {"opset": OPSET, "quantize": quantize, "precision": quantize or "fp32",
+                         "logits": "last position only"},
+    }
+
+
+def _model_type(text_config) -> str:
+    return str(getattr(text_config, "model_type", "decoder"))
+
+
+def _tower_size(vlm) -> int:
+    size = vlm.config.vision_config.image_size
+    return size if isinstance(size, int) else int(size[0])

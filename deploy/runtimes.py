@@ -1,0 +1,77 @@
+"""The runtimes `adapt chat --runtime` and `adapt eval --runtime` can run an export in, besides PyTorch.
+
+Each runtime runs the folder of one `adapt export` format. Its chat class is opened on an export folder (a context
+manager whose ``chat(conversation, images, max_new_tokens=, temperature=, system=, tiling=, cut_repeats=)`` returns
+an `Answer`, its ``export.tiling`` the exported tiling), and its eval class stands in for the PyTorch model inside
+`adapt.evaluate.predict` (``cls(folder, processor)``, a ``generate`` like `PocketVLM.generate`, ``close()``).
+A variant is what `adapt eval` exports per run (a GGUF type, an ONNX precision); ``export_options(variant, name)``
+turns it into the export's options. Classes are named as ``module:attribute`` and imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from model.errors import PocketAdaptError
+
+
+class RuntimeChoiceError(PocketAdaptError, ValueError):
+    """An unknown runtime or variant."""
+
+
+@dataclass
+class Answer:
+    """One answer from an export runtime: text, token ids, the prompt as rendered, whether a repeat was cut, and
+    timings (ms: image_encode_ms, prompt_ms, decode_ms; counts: prompt_tokens, decode_tokens)."""
+
+    text: str
+    tokens: list[int]
+    prompt: str
+    repeated: bool
+    timings: dict
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    title: str  # how reports name it ("llama.cpp f16")
+    export_format: str
+    variants: tuple[str, ...]
+    default_variant: str
+    chat_class: str
+    eval_class: str
+    export_options: Callable[[str, str], dict]
+    help: str
+
+    def load(self, which: str):
+        module, attr = (self.chat_class if which == "chat" else self.eval_class).split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def check_variant(self, variant: str) -> str:
+        if variant not in self.variants:
+            raise RuntimeChoiceError(f"runtime {self.name}: unknown variant {variant!r}; known: {', '.join(self.variants)}")
+        return variant
+
+
+RUNTIMES: dict[str, Runtime] = {
+    r.name: r
+    for r in (
+        Runtime("llamacpp", "llama.cpp", "gguf", ("f32", "f16", "q8_0", "q4_k_m"), "f16",
+                "deploy.llamacpp.runtime:LlamaCppVLM", "deploy.llamacpp.eval:LlamaCppEvalModel",
+                lambda variant, name: {"qtype": variant, "name": name},
+                "run a GGUF export folder (adapt export --format gguf) in llama.cpp (make llama-cpp)"),
+        Runtime("onnx", "ONNX Runtime", "onnx", ("fp32", "int8"), "fp32",
+                "deploy.onnx.runtime:OnnxVLM", "deploy.onnx.eval:OnnxEvalModel",
+                lambda variant, name: {"quantize": None if variant == "fp32" else variant},
+                "run an ONNX export folder (adapt export --format onnx) in onnxruntime"),
+    )
+}
+
+
+def get_runtime(name: str) -> Runtime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise RuntimeChoiceError(f"unknown runtime {name!r}; pytorch or {', '.join(RUNTIMES)}") from None

@@ -1,0 +1,305 @@
+"""ONNX export (deploy/onnx) run in onnxruntime against PyTorch.
+
+Three models, same image and prompt: pocket-tiny (trained weights), a tiny random InternVL (Qwen2) in the
+transformers-native layout and a tiny random MobileVLM V2 (LDPv2 on a 3-layer CLIP, feature layer -2). For each,
+fp32: image embeddings and every step's logits within 1e-4 (relative) of PyTorch's and 32 greedy tokens identical;
+the vision graph at several tile counts (its tile axis is dynamic). int8: the graphs are quantised and the change is
+measured. Then the commands (`adapt export -f onnx`, `adapt chat/eval --runtime onnx`) and the refusals: an edited
+tiling, another tokenizer, an operator the exporter cannot translate (named with its module).
+
+Each export takes 10-40 s on two shared cores (torch.export traces with symbolic shapes), so the exports are made
+once per module and the tests that need one are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import model
+
+from .deps import require
+
+require("onnx", "the deploy extra: ONNX export")
+require("onnxruntime", "the deploy extra: ONNX Runtime")
+require("onnxscript", "the deploy extra: torch.onnx's dynamo exporter")
+
+import onnx  # noqa: E402
+
+from deploy.hf import ExportError, export  # noqa: E402
+from deploy.onnx.export import DECODER, EMBED, GENAI_CONFIG, PREPROCESSOR, VISION  # noqa: E402
+from deploy.onnx.graphs import OnnxExportError, export_graph  # noqa: E402
+from deploy.onnx.runtime import OnnxRuntimeError, OnnxVLM  # noqa: E402
+
+from .test_checkpoints import write_mobilevlm_v2  # noqa: E402
+from .test_gguf import sharpen_attention  # noqa: E402
+
+MODELS = ("pocket-tiny", "internvl", "mobilevlm")
+QUESTION = "What shapes are in the picture?"
+N_TOKENS = 32
+
+
+@pytest.fixture(scope="module")
+def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
+    mobilevlm = write_mobilevlm_v2(tmp_path_factory.mktemp("onnx-mobilevlm") / "src", tiny_tokenizer, tie=False)
+    made = {"pocket-tiny": model.load("pocket-tiny"), "internvl": model.load(native_dir),
+            "mobilevlm": model.load(mobilevlm.directory)}
+    for name in ("internvl", "mobilevlm"):
+        sharpen_attention(made[name][0])  # position-sensitive attention: a cache or position slip changes tokens
+    return made
+
+
+@pytest.fixture(scope="module")
+def exports(models, tmp_path_factory):
+    """exports(name, quantize) -> the export folder (written once per module)."""
+    made: dict[tuple[str, str | None], Path] = {}
+    root = tmp_path_factory.mktemp("onnx")
+
+    def get(name: str, quantize: str | None = None) -> Path:
+        if (name, quantize) not in made:
+            vlm, processor = models[name]
+            made[name, quantize] = export(vlm, processor, "onnx", root / f"{name}-{quantize or 'fp32'}",
+                                          quantize=quantize)
+        return made[name, quantize]
+
+    return get
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def torch_greedy(vlm, encoded, n: int) -> tuple[list[int], list[np.ndarray]]:
+    """n argmax tokens (no stopping) and each step's last logits, recomputing the whole sequence each step."""
+    inputs = encoded.to_model_inputs()
+    tokens, logits = [], []
+    with torch.no_grad():
+        embeds, _ = vlm.embed(inputs["input_ids"], inputs.get("pixel_values"))
+        for _ in range(n):
+            last = vlm.language_model(inputs_embeds=embeds).logits[0, -1]
+            logits.append(last.numpy())
+            tokens.append(int(last.argmax()))
+            embeds = torch.cat([embeds, vlm.get_input_embeddings()(torch.tensor([[tokens[-1]]]))], dim=1)
+    return tokens, logits
+
+
+def onnx_greedy(runtime: OnnxVLM, encoded, n: int) -> tuple[list[int], list[np.ndarray]]:
+    seen: list[np.ndarray] = []
+    pixels = None if encoded.pixel_values is None else encoded.pixel_values.numpy()
+    tokens, _ = runtime.generate(encoded.input_ids.tolist(), pixels, n, stop_ids=(), on_logits=seen.append)
+    return tokens, seen[:n]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MODELS)
+def test_embeddings_logits_and_greedy_tokens_match_pytorch(name, models, exports, example_image):
+    vlm, processor = models[name]
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[example_image])
+    with OnnxVLM(exports(name)) as runtime:
+        got_features = runtime.encode_images(encoded.pixel_values.numpy())
+        got_tokens, got_logits = onnx_greedy(runtime, encoded, N_TOKENS)
+    with torch.no_grad():
+        features = vlm.get_image_features(encoded.pixel_values).numpy()
+    assert got_features.shape == features.shape
+    assert relative_error(got_features, features) < 1e-4
+    tokens, logits = torch_greedy(vlm, encoded, N_TOKENS)
+    assert got_tokens == tokens
+    assert max(relative_error(a, b) for a, b in zip(got_logits, logits)) < 1e-4
+
+
+@pytest.mark.slow
+def test_tile_count_is_dynamic(models, exports):
+    """One vision graph for 1 to 13 tiles (InternVL2's 12 + thumbnail); rows stay with their tile."""
+    vlm, processor = models["pocket-tiny"]
+    size = processor.tiling.tile_size
+    with OnnxVLM(exports("pocket-tiny")) as runtime:
+        for n in (1, 2, 7, 13):
+            pixels = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+            with torch.no_grad():
+                expected = vlm.get_image_features(pixels).numpy()
+            got = runtime.encode_images(pixels.numpy())
+            assert got.shape == expected.shape
+            assert relative_error(got, expected) < 1e-4, n
+
+
+@pytest.mark.slow
+def test_graphs_are_checker_clean_and_described_by_genai_config(exports):
+    folder = exports("internvl")
+    genai = json.loads((folder / GENAI_CONFIG).read_text())
+    described = genai["model"]
+    for graph, section in ((VISION, "vision"), (EMBED, "embedding"), (DECODER, "decoder")):
+        onnx.checker.check_model(str(folder / graph), full_check=True)
+        proto = onnx.load(str(folder / graph), load_external_data=False)
+        assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        inputs = {i.name for i in proto.graph.input}
+        assert described[section]["filename"] == graph
+        names = described[section]["inputs"]
+        for key, value in names.items():
+            if key.endswith("_names"):
+                assert all(value % i in inputs for i in range(described["decoder"]["num_hidden_layers"]))
+            else:
+                assert value in inputs
+    vision = onnx.load(str(folder / VISION), load_external_data=False).graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in vision.type.tensor_type.shape.dim]
+    assert isinstance(dims[0], str) and dims[1:] == [3, 56, 56]  # tiles dynamic, the tile fixed
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    assert pre["tiling"]["tile_size"] == 56 and pre["tiling"]["max_tiles"] == 6
+    assert {"tokenizer.json", "chat_template.json"} <= {p.name for p in folder.iterdir()}
+
+
+@pytest.mark.slow
+def test_int8_quantises_the_matmuls_and_stays_close(models, exports, example_image):
+    vlm, processor = models["pocket-tiny"]
+    folder = exports("pocket-tiny", "int8")
+    for graph in (VISION, DECODER):
+        ops = {n.op_type for n in onnx.load(str(folder / graph), load_external_data=False).graph.node}
+        assert "MatMulInteger" in ops, graph
+    fp32_size = sum(p.stat().st_size for p in exports("pocket-tiny").glob("decoder.onnx*"))
+    int8_size = sum(p.stat().st_size for p in folder.glob("decoder.onnx*"))
+    assert int8_size < 0.5 * fp32_size
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[example_image])
+    with OnnxVLM(folder) as runtime:
+        features = runtime.encode_images(encoded.pixel_values.numpy())
+        _, got_logits = onnx_greedy(runtime, encoded, 4)
+    with torch.no_grad():
+        expected = vlm.get_image_features(encoded.pixel_values).numpy()
+    _, logits = torch_greedy(vlm, encoded, 4)
+    assert 1e-4 < relative_error(features, expected) < 0.1  # changed (it is quantised), and not by much
+    assert relative_error(got_logits[0], logits[0]) < 0.1
+
+
+@pytest.mark.slow
+def test_adapt_export_and_chat_onnx_give_the_pytorch_answer(tmp_path, capsys):
+    from adapt.cli import main
+    from model.resources import assets_dir
+
+    out = tmp_path / "pocket-tiny-onnx"
+    assert main(["export", "-f", "onnx", "--model", "pocket-tiny", "--out", str(out)]) == 0
+    assert {VISION, EMBED, DECODER, GENAI_CONFIG, PREPROCESSOR} <= {p.name for p in out.iterdir()}
+    image = str(assets_dir() / "example.png")
+    capsys.readouterr()
+    assert main(["chat", "--image", image]) == 0
+    torch_answer = capsys.readouterr().out
+    assert main(["chat", "--runtime", "onnx", "--model", str(out), "--image", image]) == 0
+    onnx_answer = capsys.readouterr()
+    assert onnx_answer.out.strip() and onnx_answer.out.strip() == torch_answer.strip()
+    assert "in ONNX Runtime" in onnx_answer.err
+
+
+@pytest.mark.slow
+def test_eval_through_onnx_predicts_as_pytorch(models, exports, tmp_path):
+    """`adapt eval --runtime onnx`: `predict` with onnxruntime in place of the PyTorch model (same batches, left
+    padding, token ids and tiles) gives PyTorch's answers: multi-tile, capped tiles, two images, text only."""
+    from PIL import Image
+
+    from adapt.data.samples import Record
+    from adapt.evaluate import predict
+    from deploy.onnx.eval import OnnxEvalModel
+    from model.resources import assets_dir
+
+    vlm, processor = models["pocket-tiny"]
+    red, wide = tmp_path / "red.png", tmp_path / "wide.png"
+    Image.new("RGB", (120, 90), (200, 30, 40)).save(red)
+    Image.open(assets_dir() / "example.png").convert("RGB").resize((500, 160)).save(wide)
+
+    def rec(line, images, *values, **fields):
+        turns = [{"from": "human" if k % 2 == 0 else "gpt", "value": v} for k, v in enumerate(values)]
+        return Record("s", line, turns, [str(p) for p in images], [(0, 0)] * len(images), **fields)
+
+    records = [rec(1, [wide], "<image>\nWhat shapes are in the picture?", "x"),
+               rec(2, [red], "<image>\nWhat colour is it?", "red", max_tiles=2),
+               rec(3, [red, wide], "How many pictures?", "2"),
+               rec(4, [], "Hello", "Hi.", "Name a colour.", "red")]
+    expected = predict(vlm, processor, records, max_new_tokens=24, batch_size=3, progress=False)
+    runtime = OnnxEvalModel(exports("pocket-tiny"), processor)
+    try:
+        got = predict(runtime, processor, records, max_new_tokens=24, batch_size=3, progress=False)
+    finally:
+        runtime.close()
+    assert [p.prediction for p in got] == [p.prediction for p in expected]
+    assert len(runtime.timings) == len(records)
+
+
+def _copy(folder: Path, dest: Path) -> Path:
+    shutil.copytree(folder, dest)
+    return dest
+
+
+@pytest.mark.slow
+def test_tiling_edited_after_export_is_refused(exports, tmp_path):
+    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
+    OnnxVLM(folder).close()  # as exported: loads
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    pre["tiling"]["max_tiles"] = 12
+    pre["tiling"]["mean"] = [0.5, 0.5, 0.5]
+    (folder / PREPROCESSOR).write_text(json.dumps(pre))
+    with pytest.raises(OnnxRuntimeError, match=r"preprocessor_config.json: tiling differs .*max_tiles 6 -> 12.*mean"):
+        OnnxVLM(folder)
+
+
+@pytest.mark.slow
+def test_another_tokenizer_is_refused(exports, tmp_path):
+    from .test_gguf import spm_tokenizer
+
+    folder = _copy(exports("pocket-tiny"), tmp_path / "swapped")
+    for f in folder.glob("tokenizer*"):
+        f.unlink()
+    spm_tokenizer().save_pretrained(str(folder))
+    with pytest.raises(OnnxRuntimeError, match=r"not the tokenizer embed.onnx was exported with \(\d+ tokens"):
+        OnnxVLM(folder)
+    # same size, two ids swapped: still refused (the token -> id map)
+    folder = _copy(exports("pocket-tiny"), tmp_path / "permuted")
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    a, b = "red", "blue"
+    assert a in vocab and b in vocab
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(OnnxRuntimeError, match="token -> id map differs"):
+        OnnxVLM(folder)
+
+
+class _Histogram(torch.nn.Module):
+    def forward(self, x):
+        return x + torch.histc(x, bins=4).sum()  # aten.histc has no ONNX translation
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Sequential(torch.nn.ReLU(), _Histogram())
+
+    def forward(self, x):
+        return self.head(self.proj(x))
+
+
+def test_unsupported_operator_names_its_module(tmp_path):
+    with pytest.raises(OnnxExportError, match=r"net.onnx: cannot export operator aten.histc called by head.1 \(_Histogram\)"):
+        export_graph(_Net(), (torch.randn(2, 4),), tmp_path / "net.onnx", ["x"], ["y"])
+    assert not (tmp_path / "net.onnx").exists()
+
+
+def test_unknown_quantisation_and_misplaced_flags_are_refused(tmp_path, capsys):
+    from adapt.cli import main
+
+    vlm, processor = model.load("pocket-tiny")
+    with pytest.raises(Exception, match="unknown ONNX quantisation 'int4'"):
+        export(vlm, processor, "onnx", tmp_path / "x", quantize="int4")
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ExportError, match="takes no options"):
+        export(vlm, processor, "pocket", tmp_path / "y", quantize="int8")
+    assert main(["export", "-f", "gguf", "--out", str(tmp_path / "z"), "--quantize", "int8"]) == 1
+    assert "--quantize applies to --format onnx only" in capsys.readouterr().err
+    assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--preprocess", "llamacpp"]) == 1
+    assert "--preprocess llamacpp applies to --runtime llamacpp" in capsys.readouterr().err
+
+
+def test_not_an_export_is_named(tmp_path):
+    with pytest.raises(OnnxRuntimeError, match="not an ONNX export, missing vision.onnx"):
+        OnnxVLM(tmp_path)
