@@ -123,9 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = verbs.add_parser("export", help="write a checkpoint in a format other tools load")
     _model_flags(export)
-    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf", "onnx"],
-                        help="gguf: llama.cpp's <name>-<type>.gguf + mmproj-<name>-f16.gguf; onnx: vision.onnx, "
-                             "embed.onnx, decoder.onnx for onnxruntime")
+    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf", "mobilevlm", "onnx"],
+                        help="gguf: llama.cpp's <name>-<type>.gguf + mmproj-<name>-f16.gguf; mobilevlm: the "
+                             "MobileVLM V2 layout with its CLIP tower in vision_tower/; onnx: vision.onnx, embed.onnx, "
+                             "decoder.onnx for onnxruntime")
     export.add_argument("--out", "-o", required=True, type=Path)
     export.add_argument("--force", action="store_true", help="export into a non-empty folder, replacing the files an export owns")
     export.add_argument("--type", dest="gguf_type", choices=["f32", "f16", "q8_0", "q4_k_m"],

@@ -5,13 +5,15 @@
 - `pocket`: pocket-adapt's own layout (any model, any projector).
 - `gguf`: llama.cpp's text-model GGUF and mmproj GGUF (`deploy.gguf`), f32 / f16 / q8_0 / q4_k_m.
 - `onnx`: vision, embedding and decoder graphs for ONNX Runtime, fp32 or int8 (`deploy.onnx.export`).
+- `mobilevlm`: the MobileVLM V2 layout (MobileVLM's own scripts), plus the CLIP tower as a folder `vision_tower/`
+  that its `mm_vision_tower` names by absolute path (`model.checkpoints.mobilevlm.export_mobilevlm`).
 
 Every format exports the model with its LoRA merged (a `PeftModel` is merged first, once, here).
 
 An export is written into a staging folder beside the target and moved in only once complete, so a failed
 export changes nothing. A target that is not empty is refused unless `force`, which replaces the files an
-export owns (configs, weights, tokenizer; stale shards and indexes of an earlier export included) and keeps
-everything else.
+export owns (configs, weights, tokenizer, a MobileVLM export's `vision_tower/`; stale shards and indexes of an
+earlier export included) and keeps everything else.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from model import PocketVLM, VLMProcessor, save
 from model.checkpoints.io import honour_umask
+from model.checkpoints.mobilevlm import TOWER_FOLDER, export_mobilevlm
 from model.checkpoints.native import SIDECAR, export_native
 from model.checkpoints.original import export_original
 from model.errors import PocketAdaptError
@@ -34,6 +37,7 @@ FORMATS = {
     "pocket": "pocket-adapt's own layout",
     "gguf": "llama.cpp GGUF (text model) + mmproj GGUF (vision)",
     "onnx": "ONNX Runtime: vision.onnx + embed.onnx + decoder.onnx (KV cache), genai_config.json",
+    "mobilevlm": "MobileVLM V2 layout (LDPv2, CLIP tower, MobileLLaMA)",
 }
 
 # What an export owns in its folder: any of these left from an earlier export would be mixed with the new one
@@ -45,6 +49,7 @@ OWNED = (
     "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "*.tiktoken", "chat_template.jinja", "chat_template.json",
     "*.gguf", "*.onnx", "*.onnx.data", "genai_config.json",
 )  # fmt: skip
+OWNED_FOLDERS = (TOWER_FOLDER,)  # folders an export writes whole (MobileVLM's CLIP tower)
 
 
 class ExportError(PocketAdaptError, ValueError):
@@ -55,9 +60,9 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
            **options) -> Path:
     """Write `vlm` (and its processor) to `out_dir` in format `fmt`; see the module docstring for `force`.
     `options` go to the format's writer (gguf: `qtype`, `name`; onnx: `quantize`)."""
-    writer = _writer(fmt, **options)
-    vlm = merge_lora(vlm)
     out = Path(out_dir)
+    writer = _writer(fmt, out, **options)
+    vlm = merge_lora(vlm)
     check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:8]}"
@@ -94,7 +99,8 @@ def merge_lora(vlm):
     return vlm.merge_and_unload() if isinstance(vlm, PeftModel) else vlm
 
 
-def _writer(fmt: str, **options) -> Callable[[PocketVLM, VLMProcessor, Path], Path]:
+def _writer(fmt: str, target: Path, **options) -> Callable[[PocketVLM, VLMProcessor, Path], Path]:
+    """The function that writes format `fmt` into a staging folder, for an export that ends up in `target`."""
     if fmt == "gguf":
         from deploy.gguf import check_supported, write_gguf
 
@@ -115,6 +121,9 @@ def _writer(fmt: str, **options) -> Callable[[PocketVLM, VLMProcessor, Path], Pa
         return lambda vlm, processor, out: export_original(vlm, processor, out)
     if fmt == "pocket":
         return lambda vlm, processor, out: save(vlm, processor, out)
+    if fmt == "mobilevlm":
+        tower = (target / TOWER_FOLDER).resolve()  # where the staged tower folder will be
+        return lambda vlm, processor, out: export_mobilevlm(vlm, processor, out, tower_path=tower)
     raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
 
 
@@ -125,7 +134,17 @@ def _move_in(staging: Path, out: Path) -> None:
         return
     written = {f.name for f in staging.iterdir()}
     for f in staging.iterdir():
-        os.replace(f, out / f.name)
+        if f.is_dir() and (out / f.name).is_dir():  # an earlier export's folder: set aside, then removed
+            old = out / f".{f.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out / f.name, old)
+            os.replace(f, out / f.name)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(f, out / f.name)
     for f in out.iterdir():
-        if f.name not in written and f.is_file() and any(f.match(pattern) for pattern in OWNED):
+        if f.name in written:
+            continue
+        if f.is_file() and any(f.match(pattern) for pattern in OWNED):
             f.unlink()
+        elif f.is_dir() and f.name in OWNED_FOLDERS:
+            shutil.rmtree(f)

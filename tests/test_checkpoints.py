@@ -271,7 +271,7 @@ def test_internlm2_checkpoint_loads_as_llama(tmp_path, hf_internvl, tiny_tokeniz
 
 # MobileVLM V2, written from the published layout (mobilevlm.md §3, §6) without pocket-adapt's projector code:
 # LDPv2 tensors under `model.mm_projector.{mlp.mlp.0, mlp.mlp.2, peg.peg.0}`, the CLIP tower under
-# `model.vision_tower.vision_tower.`, the LLM as a plain LlamaForCausalLM. The tower works on 336 px
+# `model.vision_tower.vision_tower.vision_model.`, the LLM as a plain LlamaForCausalLM. The tower works on 336 px
 # with 14 px patches, a 24x24 grid, so LDPv2's fixed 12x12 pool gives the released 144 tokens.
 CLIP_HIDDEN, LLM_HIDDEN, MOBILEVLM_TILE = 32, 48, 336
 
@@ -305,7 +305,8 @@ def write_mobilevlm_v2(directory: Path, tokenizer, tie: bool) -> MobileVLMCheckp
         "peg.peg.0.weight": (LLM_HIDDEN, 1, 3, 3), "peg.peg.0.bias": (LLM_HIDDEN,),
     }
     projector = {f"model.mm_projector.{k}": torch.randn(shape, generator=gen) * 0.2 for k, shape in shapes.items()}
-    tensors = {f"model.vision_tower.vision_tower.{k}": v for k, v in clip.state_dict().items()}
+    # released files come from transformers 4.x, whose CLIPVisionModel keeps its modules under `vision_model.`
+    tensors = {f"model.vision_tower.vision_tower.vision_model.{k}": v for k, v in clip.state_dict().items()}
     # transformers 4.33-era files also carry the position-id buffer
     tensors["model.vision_tower.vision_tower.vision_model.embeddings.position_ids"] = torch.arange(577)[None]
     tensors.update(projector)
