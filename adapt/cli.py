@@ -166,12 +166,15 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load in this dtype")
     parser.add_argument("--device", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--allow-pickle", action="store_true", help="read .bin weights with torch.load(weights_only=True)")
+    parser.add_argument("--vision", help="another vision tower in the model's place: a tower folder (adapt distill's "
+                                         "final/), a checkpoint folder or a preset")
 
 
 def _load(args):
     import model
 
-    return model.load(args.model, dtype=args.dtype, device=args.device, allow_pickle=args.allow_pickle)
+    return model.load(args.model, dtype=args.dtype, device=args.device, allow_pickle=args.allow_pickle,
+                      vision=args.vision)
 
 
 def _chat(args) -> int:
@@ -219,8 +222,8 @@ def _chat_export(args, images: list[str]) -> int:
         options["preprocess"] = args.preprocess
     elif args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
-    if args.dtype or args.device or args.allow_pickle:
-        raise CliError("--dtype, --device and --allow-pickle apply to the pytorch runtime; a GGUF export has its own type")
+    if args.dtype or args.device or args.allow_pickle or args.vision:
+        raise CliError("--dtype, --device, --allow-pickle and --vision apply to the pytorch runtime; a GGUF export has its own type")
     with runtime.load("chat")(args.model) as vlm:
         tiling = vlm.export.tiling
         if args.max_tiles is not None and tiling is not None:
@@ -403,6 +406,18 @@ def _recipe_verbs(verbs) -> None:
                        help="resume even though the recipe was edited since the checkpoint (the new values apply)")
     train.set_defaults(handler=_train)
 
+    distill = verbs.add_parser("distill", help="distil a vision tower (teacher -> student) as a recipe with distill: says",
+                               description="Distil a vision encoder from a recipe with a distill: section; resumes from the "
+                                           "newest complete checkpoint in its output dir. Writes a vision-tower folder a "
+                                           "training recipe names as model.vision.")
+    distill.add_argument("recipe", type=Path)
+    distill.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    distill.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
+    distill.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
+    distill.add_argument("--allow-changes", action="store_true",
+                         help="resume even though the recipe was edited since the checkpoint (the new values apply)")
+    distill.set_defaults(handler=_train)
+
     evaluate = verbs.add_parser("eval", help="score a model on a recipe's held-out sources (domain and general side by side)")
     evaluate.add_argument("recipe", type=Path)
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
@@ -446,11 +461,16 @@ def _recipe_verbs(verbs) -> None:
 
 
 def _train(args) -> int:
+    """`adapt train` and `adapt distill`: the recipe's kind must be the verb's."""
     import os
 
-    from .recipe import load_recipe, recipe_warnings
+    from .recipe import DistillRecipe, load_recipe, recipe_warnings
 
     recipe = load_recipe(args.recipe, args.overrides)  # fail fast, before any process is launched
+    if isinstance(recipe, DistillRecipe) != (args.verb == "distill"):
+        other, what = ("distill", "a distillation recipe (it has a distill: section)") if args.verb == "train" else \
+            ("train", "a training recipe (no distill: section)")
+        raise CliError(f"{args.recipe} is {what}; run it with `adapt {other}`")
     if "LOCAL_RANK" not in os.environ:
         for note in recipe_warnings(recipe):
             print(f"note: {note}", file=sys.stderr)
@@ -458,9 +478,16 @@ def _train(args) -> int:
         import subprocess
 
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}",
-               "-m", "adapt.cli", "train", str(args.recipe), *args.overrides] + (["--no-progress"] if args.no_progress else []) \
+               "-m", "adapt.cli", args.verb, str(args.recipe), *args.overrides] + (["--no-progress"] if args.no_progress else []) \
             + (["--allow-changes"] if args.allow_changes else [])
         return subprocess.call(cmd)
+    if args.verb == "distill":
+        from .distill import distill
+
+        final = distill(recipe, progress=not args.no_progress, allow_changes=args.allow_changes)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"vision tower: {final}\nnext: set model.vision: {final} in a training recipe, then adapt train RECIPE")
+        return 0
     from .train import train
 
     final = train(recipe, progress=not args.no_progress, allow_changes=args.allow_changes)
@@ -514,7 +541,8 @@ def _validate(args) -> int:
     print(recipe.to_yaml(), end="")
     for note in recipe_warnings(recipe):
         print(f"note: {note}", file=sys.stderr)
-    print(f"{args.recipe}: valid recipe {recipe.name!r}", file=sys.stderr)
+    kind = "distillation recipe (adapt distill)" if type(recipe).__name__ == "DistillRecipe" else "recipe"
+    print(f"{args.recipe}: valid {kind} {recipe.name!r}", file=sys.stderr)
     return 0
 
 

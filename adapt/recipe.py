@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEEPSPEED_PRESETS",
     "DataSource",
+    "DistillRecipe",
     "Recipe",
     "RecipeError",
     "apply_overrides",
@@ -50,6 +51,7 @@ __all__ = [
     "list_recipe_templates",
     "load_recipe",
     "parse_recipe",
+    "recipe_schema",
     "recipe_warnings",
     "resolve_deepspeed_config",
 ]
@@ -99,6 +101,7 @@ class ModelSpec(_Section):
     allow_pickle: bool = False
     projector: str | None = None
     projector_options: dict[str, Any] = Field(default_factory=dict)
+    vision: str | None = None  # another vision tower: a tower folder (adapt distill), a checkpoint or a preset
 
     @model_validator(mode="after")
     def _projector(self) -> ModelSpec:
@@ -108,8 +111,8 @@ class ModelSpec(_Section):
             if self.projector_options:
                 raise ValueError("projector_options needs a projector (a registry name such as qformer)")
             return self
-        try:  # names and options only; widths are the model's
-            projector_tokens(self.projector, 1, 1, **self.projector_options)
+        try:  # names and options only; widths and grids are the model's (5040 divides by every shuffle factor to 10)
+            projector_tokens(self.projector, 5040, 5040, **self.projector_options)
         except (TypeError, ValueError) as err:
             raise ValueError(f"projector: {err}") from None
         return self
@@ -130,6 +133,21 @@ class ModelSpec(_Section):
             f"{value!r} is neither a model preset nor a checkpoint directory (no folder {directory}); "
             f"presets: {', '.join(PRESETS)}{_suggest(value, PRESETS)}"
         )
+
+    @field_validator("vision")
+    @classmethod
+    def _vision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        from model.presets import PRESETS
+
+        directory = _resolve(value, _base_dir(info))
+        if directory.is_dir():
+            return str(directory)
+        if value in PRESETS:
+            return value
+        raise ValueError(f"{value!r} is neither a vision-tower folder (such as an `adapt distill` run's final/), a "
+                         f"checkpoint folder nor a preset (no folder {directory}){_suggest(value, PRESETS)}")
 
     @field_validator("chat_template")
     @classmethod
@@ -444,27 +462,15 @@ class EvalSpec(_Section):
                 "graph_filter": self.graph_filter}
 
 
-class Recipe(_Section):
-    """A whole recipe. Build it with :func:`load_recipe` or :func:`parse_recipe` (they resolve paths)."""
+class _RecipeBase(_Section):
+    """What every recipe kind shares: a name, the data and its mixing, tiling, the training schedule, the
+    distributed setup, the output folder and logging (fields are declared by each kind, in its own order)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = None
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    parts: Parts = Field(default_factory=Parts)
-    tiling: TilingOverrides = Field(default_factory=TilingOverrides)
-    data: Data = Field(default_factory=Data)
-    mixing: Mixing = Field(default_factory=Mixing)
-    training: Training = Field(default_factory=Training)
-    distributed: Distributed = Field(default_factory=Distributed)
-    output: Output = Field(default_factory=Output)
-    logging: Logging = Field(default_factory=Logging)
-    eval: EvalSpec = Field(default_factory=EvalSpec)
-    seed: int = 0
-
     _base_dir: Path | None = PrivateAttr(default=None)
 
-    @field_validator("name")
+    @field_validator("name", check_fields=False)
     @classmethod
     def _name(cls, value: str | None) -> str | None:
         if value is not None and not _NAME_RE.fullmatch(value):
@@ -472,7 +478,7 @@ class Recipe(_Section):
         return value
 
     @model_validator(mode="after")
-    def _defaults(self, info: ValidationInfo) -> Recipe:
+    def _defaults(self, info: ValidationInfo) -> _RecipeBase:
         base = _base_dir(info)
         self._base_dir = base
         if self.name is None:
@@ -511,6 +517,128 @@ class Recipe(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True, default_flow_style=False)
 
 
+class Recipe(_RecipeBase):
+    """A training recipe (`adapt train`). Build it with :func:`load_recipe` or :func:`parse_recipe` (they resolve paths)."""
+
+    name: str | None = None
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    parts: Parts = Field(default_factory=Parts)
+    tiling: TilingOverrides = Field(default_factory=TilingOverrides)
+    data: Data = Field(default_factory=Data)
+    mixing: Mixing = Field(default_factory=Mixing)
+    training: Training = Field(default_factory=Training)
+    distributed: Distributed = Field(default_factory=Distributed)
+    output: Output = Field(default_factory=Output)
+    logging: Logging = Field(default_factory=Logging)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    seed: int = 0
+
+
+class TowerSpec(_Section):
+    """A vision tower for distillation: a tower config name (random weights; ``config`` overrides its values), a
+    preset or checkpoint folder (its tower), or a vision-tower folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str, info: ValidationInfo) -> str:
+        from model.presets import PRESETS
+        from model.vision import VISION_CONFIGS
+
+        directory = _resolve(value, _base_dir(info))
+        if directory.is_dir():
+            return str(directory)
+        if value in VISION_CONFIGS or value in PRESETS:
+            return value
+        known = [*VISION_CONFIGS, *PRESETS]
+        raise ValueError(f"{value!r} is not a tower config ({', '.join(VISION_CONFIGS)}), a preset ({', '.join(PRESETS)}) "
+                         f"nor a folder (no folder {directory}){_suggest(value, known)}")
+
+    @model_validator(mode="after")
+    def _config(self) -> TowerSpec:
+        from model.vision import VISION_CONFIGS
+
+        if self.config and self.source not in VISION_CONFIGS:
+            raise ValueError(f"config overrides apply to the tower configs ({', '.join(VISION_CONFIGS)}) only; "
+                             f"{self.source!r} brings its own config")
+        if self.config:
+            known = VISION_CONFIGS[self.source]().to_dict()
+            for key in self.config:
+                if key not in known:  # transformers configs keep unknown keys silently
+                    raise ValueError(f"config: {key!r} is not a key of the {self.source} config{_suggest(key, known)}")
+            try:
+                VISION_CONFIGS[self.source](**self.config)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"config: {err}") from None
+        return self
+
+
+class DistillSpec(_Section):
+    """What is distilled into what: layer pairs, loss, learning rates (`adapt distill`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    teacher: TowerSpec
+    student: TowerSpec
+    layers: int = Field(1, ge=1)
+    pairs: list[tuple[int, int]] | None = None
+    cosine: float = Field(1.0, ge=0)
+    mse: float = Field(0.0, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    projection_lr: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> DistillSpec:
+        if self.pairs is not None:
+            if "layers" in self.model_fields_set:
+                raise ValueError("give layers (the last K of each tower paired) or pairs (explicit), not both")
+            if not self.pairs:
+                raise ValueError("pairs must list at least one [teacher_layer, student_layer]")
+            bad = [p for p in self.pairs if min(p) < 1]
+            if bad:
+                raise ValueError(f"pairs: layers are numbered from 1 (the output of the first block), got {bad[0]}")
+        if self.cosine == 0 and self.mse == 0:
+            raise ValueError("cosine and mse are both 0, so there is no loss; give either a weight above 0")
+        return self
+
+
+class DistillEval(_Section):
+    """The held-out feature cosine (on ``data.eval_sources``' images): before and after in the report, and every
+    ``every`` steps in eval_log.jsonl."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int | None = Field(None, ge=1)
+    max_images: int | None = Field(64, ge=1)
+    batch_size: int = Field(8, ge=1)
+
+
+class DistillRecipe(_RecipeBase):
+    """A distillation recipe (`adapt distill`): the section ``distill:`` instead of ``model:`` and ``parts:``."""
+
+    name: str | None = None
+    distill: DistillSpec
+    tiling: TilingOverrides = Field(default_factory=TilingOverrides)
+    data: Data = Field(default_factory=Data)
+    mixing: Mixing = Field(default_factory=Mixing)
+    training: Training = Field(default_factory=Training)
+    distributed: Distributed = Field(default_factory=Distributed)
+    output: Output = Field(default_factory=Output)
+    logging: Logging = Field(default_factory=Logging)
+    eval: DistillEval = Field(default_factory=DistillEval)
+    seed: int = 0
+
+
+def recipe_schema(data: Any) -> type[_RecipeBase]:
+    """The recipe kind a document is: a top-level ``distill:`` section makes it a `DistillRecipe`."""
+    return DistillRecipe if isinstance(data, dict) and "distill" in data else Recipe
+
+
 # ---------------------------------------------------------------------- schema walking (for messages)
 def _submodel(annotation: Any) -> type[BaseModel] | None:
     """The section model inside an annotation (``X``, ``X | None``, ``list[X]``), if any."""
@@ -530,8 +658,8 @@ def _is_list(annotation: Any) -> bool:
     return origin in (Union, types.UnionType) and any(_is_list(a) for a in get_args(annotation))
 
 
-def _model_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
-    cls: type[BaseModel] | None = Recipe
+def _model_at(loc: Sequence[str | int], schema: type[BaseModel] | None = None) -> type[BaseModel] | None:
+    cls: type[BaseModel] | None = schema or Recipe
     for part in loc:
         if isinstance(part, int):
             continue
@@ -576,9 +704,10 @@ _ALIASES = {
 }
 
 
-def _unknown_key_message(parent: Sequence[str | int], key: Any) -> str:
+def _unknown_key_message(parent: Sequence[str | int], key: Any, schema: type[BaseModel] | None = None) -> str:
     key = str(key)
-    cls = _model_at(parent)
+    schema = schema or Recipe
+    cls = _model_at(parent, schema)
     valid = list(cls.model_fields) if cls is not None else []
     here = _dotted(parent)
     shown = f"'{here}.{key}'" if here else f"'{key}' at top level"
@@ -587,7 +716,7 @@ def _unknown_key_message(parent: Sequence[str | int], key: Any) -> str:
         return f"unknown key {shown} — did you mean {_dotted([*parent, alias])!r}?"
     if alias is not None:
         key = alias
-    elsewhere = [path for leaf, path in _all_keys() if leaf == key and path.rsplit(".", 1)[0] != here]
+    elsewhere = [path for leaf, path in _all_keys(schema) if leaf == key and path.rsplit(".", 1)[0] != here]
     if elsewhere:
         hint = " or ".join(repr(p) for p in elsewhere[:3])
         return f"unknown key {shown} — did you mean {hint}?"
@@ -609,12 +738,12 @@ def _short(value: Any, limit: int = 120) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
-def _error_lines(err: ValidationError) -> list[tuple[tuple, str]]:
+def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) -> list[tuple[tuple, str]]:
     lines = []
     for e in err.errors(include_url=False):
         loc, kind, msg = tuple(e["loc"]), e["type"], e["msg"]
         if kind == "extra_forbidden":
-            lines.append((loc, _unknown_key_message(loc[:-1], loc[-1])))
+            lines.append((loc, _unknown_key_message(loc[:-1], loc[-1], schema)))
             continue
         key = _dotted(loc)
         if kind == "missing":
@@ -719,8 +848,10 @@ def _check_expansion(root: yaml.Node, where: str) -> None:
         return total
 
     size(root)
-def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe:
-    """Read a recipe file, apply ``dotted.key=value`` overrides, validate and resolve paths."""
+def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe | DistillRecipe:
+    """Read a recipe file, apply ``dotted.key=value`` overrides, validate and resolve paths.
+
+    A file with a top-level ``distill:`` section is a `DistillRecipe` (`adapt distill`), any other a `Recipe`."""
     path = Path(path)
     where = str(path)
     try:
@@ -743,7 +874,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
 
 
 def parse_recipe(data: dict, base_dir: str | os.PathLike, name: str, *, origin: str | None = None,
-                 overrides: Sequence[str] = ()) -> Recipe:
+                 overrides: Sequence[str] = ()) -> Recipe | DistillRecipe:
     """Validate recipe ``data`` (a dict as read from YAML); relative paths resolve against ``base_dir``.
 
     ``name`` is the run name unless ``data`` has its own; ``origin`` (the file name) prefixes errors.
@@ -752,17 +883,18 @@ def parse_recipe(data: dict, base_dir: str | os.PathLike, name: str, *, origin: 
 
 
 def _validate(data: Any, base_dir: str | os.PathLike, name: str, where: str, overrides: Sequence[str],
-              lines: dict[tuple, int]) -> Recipe:
+              lines: dict[tuple, int]) -> Recipe | DistillRecipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: expected a mapping of sections (model:, data:, training: …), "
                           f"got a {type(data).__name__}")
     base = Path(base_dir).expanduser().absolute()
     try:
-        recipe = Recipe.model_validate(data, context={"base_dir": base, "name": name})
+        schema = recipe_schema(data)
+        recipe = schema.model_validate(data, context={"base_dir": base, "name": name})
     except ValidationError as err:
         set_by = {tuple(_parse_key(o.split("=", 1)[0])): o for o in overrides if "=" in o}
         found = []
-        for loc, text in _error_lines(err):
+        for loc, text in _error_lines(err, schema):
             by = next((o for k, o in set_by.items() if loc[:len(k)] == k), None)
             line = None if by else next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
             note = f" (set by override {by!r})" if by else (f" (line {line})" if line else "")
@@ -817,7 +949,7 @@ def _parse_key(key: str) -> list[str | int]:
     return parts
 
 
-def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+def apply_overrides(data: dict, overrides: Iterable[str], schema: type[BaseModel] | None = None) -> dict:
     """A copy of ``data`` with each ``dotted.key=value`` set; values are parsed as YAML.
 
     ``training.max_steps=20``, ``parts.llm.mode=full``, ``tiling.max_tiles=null``,
@@ -825,6 +957,7 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     against the schema, so a misspelt key fails here with a suggestion.
     """
     data = copy.deepcopy(data) if data else {}
+    schema = schema or recipe_schema(data)
     for item in overrides:
         if "=" not in item:
             raise RecipeError(f"override {item!r}: expected dotted.key=value, e.g. training.max_steps=20")
@@ -838,14 +971,14 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         except yaml.YAMLError as exc:
             raise RecipeError(f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)}); "
                               "quote it if it is text") from None
-        _set(data, path, value, item)
+        _set(data, path, value, item, schema)
     return data
 
 
-def _set(data: dict, path: list[str | int], value: Any, item: str) -> None:
+def _set(data: dict, path: list[str | int], value: Any, item: str, schema: type[BaseModel]) -> None:
     if not path or isinstance(path[0], int):
         raise RecipeError(f"override {item!r}: the key must start with a section name")
-    cls: type[BaseModel] | None = Recipe
+    cls: type[BaseModel] | type[dict] | None = schema
     node: Any = data
     for i, part in enumerate(path):
         last = i == len(path) - 1
@@ -864,10 +997,20 @@ def _set(data: dict, path: list[str | int], value: Any, item: str) -> None:
             continue
         if isinstance(node, list):
             raise RecipeError(f"override {item!r}: {here!r} is a list; pick an item, e.g. {here}[0].{part}")
+        if cls is dict:  # inside a free-form mapping (projector_options, a tower's config): any key
+            if not isinstance(node, dict):
+                raise RecipeError(f"override {item!r}: {here!r} in the recipe is not a mapping")
+            if last:
+                node[part] = value
+                return
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+            continue
         if cls is None:
             raise RecipeError(f"override {item!r}: {here!r} is a value, not a section")
         if part not in cls.model_fields:
-            raise RecipeError(f"override {item!r}: {_unknown_key_message(path[:i], part)}")
+            raise RecipeError(f"override {item!r}: {_unknown_key_message(path[:i], part, schema)}")
         if not isinstance(node, dict):
             raise RecipeError(f"override {item!r}: {here!r} in the recipe is not a mapping")
         if last:
@@ -879,7 +1022,7 @@ def _set(data: dict, path: list[str | int], value: Any, item: str) -> None:
                 raise RecipeError(f"override {item!r}: {_dotted(path[:i + 1])!r} is empty, no item [{path[i + 1]}]")
             node[part] = {}
         node = node[part]
-        cls = _submodel(annotation)
+        cls = dict if get_origin(annotation) is dict else _submodel(annotation)
 
 
 # ---------------------------------------------------------------------- DeepSpeed
@@ -945,7 +1088,7 @@ def copy_recipe_template(name: str, dest_dir: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------- advice (not errors)
-def recipe_warnings(recipe: Recipe) -> list[str]:
+def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
     """Things that are allowed but probably not meant (missing data files, an empty general share…)."""
     notes = []
     for key, sources in (("data.sources", recipe.data.sources), ("data.eval_sources", recipe.data.eval_sources)):
@@ -959,7 +1102,11 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
         notes.append("mixing.general_ratio is 0, so the general source(s) are not used")
     if recipe.eval.every is not None and not recipe.data.eval_sources:
         notes.append(f"eval.every is {recipe.eval.every} but data.eval_sources is empty")
-    if recipe.model.trust_remote_code:
+    if isinstance(recipe, DistillRecipe) and not recipe.data.eval_sources:
+        notes.append("data.eval_sources is empty: the report will have no held-out feature cosine")
+    if isinstance(recipe, DistillRecipe) and recipe.data.augment is not None:
+        notes.append("data.augment flips, turns and colour-jitters the images the student and teacher both see")
+    if isinstance(recipe, Recipe) and recipe.model.trust_remote_code:
         notes.append("model.trust_remote_code is true, but pocket-adapt reads every supported layout without "
                      "running checkpoint code, so it has no effect")
     if recipe.distributed.strategy != "deepspeed" and recipe.distributed.deepspeed not in DEEPSPEED_PRESETS:

@@ -145,7 +145,14 @@ def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tens
 
 
 class Trainer:
-    """Holds the run's state; `run()` trains from the last complete checkpoint (or from scratch)."""
+    """Holds the run's state; `run()` trains from the last complete checkpoint (or from scratch).
+
+    `adapt distill` (`adapt.distill.Distiller`) is this class with another model and loss: it overrides `_setup`,
+    the micro-batch pieces (`_dataset`, `_collate`, `_batch_units`, `_row_losses`) and what is written at the end.
+    """
+
+    VERB = "train"  # the command that runs it, for messages
+    FIND_UNUSED_PARAMETERS = False  # DDP: every trainable weight gets a gradient every step
 
     def __init__(self, recipe: Recipe, dist: Distributed | None = None, progress: bool = True,
                  allow_changes: bool = False):
@@ -188,11 +195,14 @@ class Trainer:
         recipe = self.recipe
         t = recipe.training
         _seed_everything(recipe.seed)
-        dtype = recipe.model.dtype
-        vlm, processor = model_core.load(recipe.model.source, dtype=dtype, allow_pickle=recipe.model.allow_pickle,
+        # Weights train in model.dtype (float32 by default: fp32 master weights whatever the checkpoint holds);
+        # final/ is written in the dtype the checkpoint is stored in, so a bfloat16 model stays bfloat16 on disk.
+        vlm, processor = model_core.load(recipe.model.source, allow_pickle=recipe.model.allow_pickle,
                                          chat_template=recipe.model.chat_template,
                                          projector=recipe.model.projector,
-                                         projector_options=recipe.model.projector_options)
+                                         projector_options=recipe.model.projector_options, vision=recipe.model.vision)
+        self.final_dtype = vlm.dtype
+        vlm = vlm.to(getattr(torch, recipe.model.dtype))
         self.tiling = recipe.tiling_for(processor.tiling)
         processor.tiling = self.tiling
         vlm.config.tiling = self.tiling.to_dict()
@@ -200,7 +210,20 @@ class Trainer:
 
         self.skips = SkipLog()
         specs = source_specs(recipe.data.sources)
-        self.records = load_records(specs, processor, t.max_seq_length, self.skips, self.tiling)
+        self._plan_data(specs, load_records(specs, processor, t.max_seq_length, self.skips, self.tiling))
+
+        if t.gradient_checkpointing:
+            vlm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        self.settings = part_settings(recipe)
+        self.model = apply_parts(vlm, self.settings).to(self.dist.device)
+        self.model.train()
+        self._prepare_run(parameter_groups(self.model, self.settings, t.weight_decay))
+        self.augment = build_augment(recipe.data.augment, recipe.seed)
+
+    def _plan_data(self, specs: list[SourceSpec], records: dict[str, list]) -> None:
+        """Hold the records read, stop on too many bad ones, plan the domain/general mixture and the step count."""
+        recipe, t = self.recipe, self.recipe.training
+        self.records = records
         self.kept_at_load = {k: len(v) for k, v in self.records.items()}
         self.skips.check(self.kept_at_load, recipe.data.max_bad_fraction)
         if self.dist.main:
@@ -214,12 +237,11 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.plan) // self.samples_per_step)
         self.total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1) * self.steps_per_epoch))
 
-        if t.gradient_checkpointing:
-            vlm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        self.settings = part_settings(recipe)
-        self.model = apply_parts(vlm, self.settings).to(self.dist.device)
-        self.model.train()
-        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, self.settings, t.weight_decay), betas=(0.9, 0.999), eps=1e-8)
+    def _prepare_run(self, param_groups: list[dict]) -> None:
+        """AdamW over `param_groups` and the schedule, the resume from the newest checkpoint, the DDP / DeepSpeed
+        wrapper (`self.model` must be built and on its device)."""
+        t = self.recipe.training
+        self.optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
         self.scheduler = get_scheduler(
             "constant_with_warmup" if t.schedule == "constant" else t.schedule, self.optimizer,
             num_warmup_steps=int(t.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
@@ -227,12 +249,12 @@ class Trainer:
         # resume before any wrapper copies the weights (DeepSpeed keeps its own fp32 master copy)
         self.start_step = self._resume()
         self.engine = None
-        if recipe.distributed.strategy == "deepspeed":
+        if self.recipe.distributed.strategy == "deepspeed":
             self.engine = self._deepspeed()
         elif self.dist.world > 1:
-            self.engine = torch.nn.parallel.DistributedDataParallel(self.model)
+            self.engine = torch.nn.parallel.DistributedDataParallel(
+                self.model, find_unused_parameters=self.FIND_UNUSED_PARAMETERS)
         self._epoch_cache: tuple[int, SupervisedDataset] | None = None
-        self.augment = build_augment(recipe.data.augment, recipe.seed)
 
     # ------------------------------------------------------------------ data
     def _dataset(self, epoch: int) -> SupervisedDataset:
@@ -263,9 +285,23 @@ class Trainer:
             k += 1
         if not items:
             return {"sources": [], "dropped": dropped}
-        batch = collate(items, self.processor)
+        batch = self._collate(items)
         batch["n_dropped"], batch["dropped"] = len(dropped), dropped
         return batch
+
+    def _collate(self, items: list[dict]) -> dict:
+        return collate(items, self.processor)
+
+    def _batch_units(self, batch: dict) -> int:
+        """What the step's loss is averaged over: supervised tokens."""
+        return _supervised_tokens(batch["labels"])
+
+    def _row_losses(self, batch: dict, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row summed loss and unit counts of a micro-batch on the device (`sources` already taken out)."""
+        labels = batch.pop("labels")
+        with autocast:
+            logits = (self.engine or self.model)(**batch).logits
+        return token_losses(logits, labels)
 
     def _take(self, k: int, items: list, dropped: list) -> None:
         epoch, index = divmod(k, len(self.plan))
@@ -312,7 +348,7 @@ class Trainer:
             micro_batches = [next(batches) for _ in range(t.grad_accum)]  # the step's token count comes first
             dropped = [tuple(d) for b in micro_batches for d in b.pop("dropped", ())]
             empty = sum(1 for b in micro_batches if not b["sources"])
-            tokens = sum(_supervised_tokens(b["labels"]) for b in micro_batches if b["sources"])
+            tokens = sum(self._batch_units(b) for b in micro_batches if b["sources"])
             step_tokens, n_dropped, n_empty = self.dist.all_sum(torch.tensor([tokens, len(dropped), empty])).tolist()
             if n_dropped:  # on every rank at once, so that all stop together
                 self._count_dropped(dropped)
@@ -326,10 +362,7 @@ class Trainer:
                 sources = batch.pop("sources")
                 batch.pop("n_dropped", None)
                 batch = {k: v.to(self.dist.device) for k, v in batch.items()}
-                labels = batch.pop("labels")
-                with autocast:
-                    logits = (self.engine or self.model)(**batch).logits
-                row_loss, row_tokens = token_losses(logits, labels)
+                row_loss, row_tokens = self._row_losses(batch, autocast)
                 loss = row_loss.sum() * loss_scale
                 for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
                     sums[self.source_names.index(src)] += torch.tensor([l, n, 1], dtype=torch.float64)
@@ -512,7 +545,7 @@ class Trainer:
             raise TrainingError(
                 f"{self.out_dir}: the recipe was edited since {checkpoint.name} was written:\n  " + "\n  ".join(refused)
                 + "\nResuming would silently train on with a different setup. Undo the edits to go on as before, "
-                "resume with `adapt train RECIPE --allow-changes` to go on with the new values, or set output.dir "
+                f"resume with `adapt {self.VERB} RECIPE --allow-changes` to go on with the new values, or set output.dir "
                 "to start a new run.")
         if edits and self.dist.main:
             verb = "applying" if refused else "harmless"
@@ -583,7 +616,8 @@ class Trainer:
                 merged = base_model(self.model)
                 if merged is not self.model:
                     self.model.save_pretrained(str(self.out_dir / "adapter"))
-            model_core.save(merged, self.processor, final)
+            # in place: training is over, and the adapter (if any) was saved above in the training dtype
+            model_core.save(merged.to(self.final_dtype), self.processor, final)
             from .evaluate import plot_loss_curve
 
             plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png")

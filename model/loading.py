@@ -27,6 +27,7 @@ def load(
     seed: int = 0,
     projector: str | None = None,
     projector_options: dict | None = None,
+    vision: str | os.PathLike | None = None,
 ) -> tuple[PocketVLM, VLMProcessor]:
     """Load a local checkpoint directory (any supported layout) or build a preset.
 
@@ -38,6 +39,10 @@ def load(
 
     `projector` (a registry name, options in `projector_options`) replaces the projector with a freshly
     initialised one (torch seed `seed`), e.g. to train a `qformer` or `resampler` connector from scratch.
+
+    `vision` puts another vision tower in place of the model's: a tower folder (what `adapt distill` writes), a
+    checkpoint folder or a preset (their tower); its tile size and normalisation come with it, and a tower of
+    another width or grid gets a fresh projector (see `PocketVLM.replace_vision_tower`).
 
     Weights are read from safetensors in every layout; PyTorch pickle files (`.bin`, `.pt`, ...) only with
     `allow_pickle`, and then with `torch.load(weights_only=True)`. Anything unreadable (a corrupt file, a
@@ -56,6 +61,12 @@ def load(
         )
     if chat_template:
         vlm.config.chat_template = chat_template
+    if vision is not None:
+        from .checkpoints.tower import load_vision
+
+        tower, tiling = load_vision(vision, seed=seed, allow_pickle=allow_pickle)
+        torch.manual_seed(seed)
+        vlm.replace_vision_tower(tower, tiling)
     if projector is not None:
         torch.manual_seed(seed)
         vlm.replace_projector(projector, projector_options)

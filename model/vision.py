@@ -37,6 +37,17 @@ def select_features(tower: nn.Module, pixel_values: torch.Tensor, feature_layer:
         hidden = tower(pixel_values=pixel_values).last_hidden_state
     else:
         hidden = tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states[feature_layer]
+    return patch_tokens(tower, pixel_values, hidden)
+
+
+def layer_features(tower: nn.Module, pixel_values: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
+    """Patch features `(tiles, rows*cols, C)` after each of `layers` (1-based block numbers: `hidden_states[k]`)."""
+    hidden = tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states
+    return [patch_tokens(tower, pixel_values, hidden[k]) for k in layers]
+
+
+def patch_tokens(tower: nn.Module, pixel_values: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """`hidden` without its CLS token, if it has one."""
     patch = _pair(tower.config.patch_size)
     n_patches = (pixel_values.shape[-2] // patch[0]) * (pixel_values.shape[-1] // patch[1])
     extra = hidden.shape[1] - n_patches
@@ -75,6 +86,14 @@ def clip_vit_l14_336_config(**overrides) -> CLIPVisionConfig:
     )
     values.update(overrides)
     return CLIPVisionConfig(**values)
+
+
+# Tower configs by name (random weights): teachers and students for `adapt distill`, `model.vision`.
+VISION_CONFIGS = {
+    "internvit-300m": lambda **o: internvit_config("300m", **o),
+    "internvit-6b": lambda **o: internvit_config("6b", **o),
+    "clip-vit-l14-336": clip_vit_l14_336_config,
+}
 
 
 def _pair(value) -> tuple[int, int]:

@@ -7,6 +7,7 @@ native layout is a prefix rename away; the LLM is kept whole (`language_model` =
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
@@ -131,6 +132,22 @@ class PocketVLM(PreTrainedModel):
             projector = projector.to(device=reference.device, dtype=reference.dtype)
         self.multi_modal_projector = projector
         self.config.projector_type, self.config.projector_options = projector_type, options
+
+    def replace_vision_tower(self, tower: nn.Module, tiling: TilingConfig | None = None) -> None:
+        """Put `tower` in place of the vision tower and record its config (and, given its `tiling`, its tile size
+        and normalisation). A tower of another width or patch grid gets a freshly initialised projector of the
+        same type, since the old one cannot read its features."""
+        old = self.config.vision_config
+        reference = next(self.vision_tower.parameters(), None)
+        if reference is not None:
+            tower = tower.to(device=reference.device, dtype=reference.dtype)
+        self.vision_tower = tower
+        self.config.vision_config = tower.config
+        if tower.config.hidden_size != old.hidden_size or patch_grid(tower.config) != patch_grid(old):
+            self.replace_projector(self.config.projector_type, self.config.projector_options)
+        if tiling is not None:
+            self.config.tiling = dataclasses.replace(
+                self.config.tiling_config, tile_size=tiling.tile_size, mean=tiling.mean, std=tiling.std).to_dict()
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

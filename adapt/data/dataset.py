@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import torch
 
 from model.processor import SampleTooLongError
-from model.tiling import ImageLoadError, load_image
+from model.tiling import ImageLoadError, load_image, preprocess_image
 
 from .samples import TOO_LONG, UNDECODABLE_IMAGE, DataError, Record, SkipLog, record_tiling
 
-__all__ = ["SupervisedDataset", "collate"]
+__all__ = ["SupervisedDataset", "TileDataset", "collate", "collate_tiles", "record_tiles"]
 
 
 class SupervisedDataset(torch.utils.data.Dataset):
@@ -65,7 +65,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
         """``(source, reason, where, detail)`` when item ``i`` was dropped (call after ``self[i]``), else None."""
         return self._bad.get(self.order[i])
 
-    def __getitem__(self, i: int) -> dict | None:
+    def _decoded(self, i: int) -> tuple[Record, list] | None:
+        """Record ``order[i]`` and its decoded (and augmented) images; None when they do not decode."""
         source, index = self.order[i]
         if (source, index) in self._bad:
             return None
@@ -78,6 +79,14 @@ class SupervisedDataset(torch.utils.data.Dataset):
         if self.augment is not None and len(images) == 1:
             image, record = self.augment(images[0], record, key=(self.epoch, i))
             images = [image]
+        return record, images
+
+    def __getitem__(self, i: int) -> dict | None:
+        decoded = self._decoded(i)
+        if decoded is None:
+            return None
+        record, images = decoded
+        source, index = self.order[i]
         try:
             encoded = self.processor(
                 record.conversations, images, add_generation_prompt=False, with_labels=True,
@@ -91,6 +100,40 @@ class SupervisedDataset(torch.utils.data.Dataset):
     def _drop(self, record: Record, index: int, reason: str, detail: str) -> None:
         self._bad[(record.source, index)] = (record.source, reason, record.where, detail)
         self.skips.add_dropped(record.source, reason, record.where, detail)
+
+
+class TileDataset(SupervisedDataset):
+    """Item ``i`` is the tiles of record ``order[i]``'s images, cut as the tiling says (the record's tile cap and
+    the multi-image share applied, as `VLMProcessor.prepare_images` does), for training on images alone
+    (`adapt distill`); records without images should be left out of ``records``. Dropped images as in
+    `SupervisedDataset`."""
+
+    def __init__(self, records: dict[str, list[Record]], order: Sequence[tuple[str, int]], skips: SkipLog, tiling,
+                 augment=None, epoch: int = 0):
+        super().__init__(records, order, None, 0, skips, tiling, augment, epoch)
+
+    def __getitem__(self, i: int) -> dict | None:
+        decoded = self._decoded(i)
+        if decoded is None:
+            return None
+        record, images = decoded
+        return {"pixel_values": record_tiles(record, images, self.tiling), "source": self.order[i][0]}
+
+
+def record_tiles(record: Record, images: list, tiling) -> torch.Tensor:
+    """The tiles of a record's decoded images, concatenated: `(tiles, 3, size, size)`."""
+    tiling = record_tiling(record, tiling).for_images(len(images))
+    return torch.cat([preprocess_image(image, tiling) for image in images])
+
+
+def collate_tiles(batch: list[dict | None]) -> dict:
+    """Tiles of the kept items concatenated (``pixel_values``), ``tiles`` per item, ``sources``, ``n_dropped``."""
+    kept = [item for item in batch if item is not None]
+    if not kept:
+        raise DataError(f"all {len(batch)} samples of the batch were dropped (their images do not decode); see the skip log")
+    return {"pixel_values": torch.cat([item["pixel_values"] for item in kept]),
+            "tiles": torch.tensor([item["pixel_values"].shape[0] for item in kept]),
+            "sources": [item["source"] for item in kept], "n_dropped": len(batch) - len(kept)}
 
 
 def collate(batch: list[dict | None], processor) -> dict:

@@ -28,6 +28,9 @@ def detect_layout(directory: Path) -> str:
         return "original"
     if model_type == "mobilevlm" or "mm_projector_type" in raw:
         return "mobilevlm"
+    if "text_config" not in raw and model_type is not None and "vision" in str(model_type):
+        raise CheckpointError(f"{directory}: a vision tower alone (model_type {model_type!r}), not a whole model; "
+                              "give it as the tower of a model: model.vision in a recipe, --vision on the command line")
     raise CheckpointError(
         f"{path}: model_type {model_type!r} is not a layout pocket-adapt reads; known layouts: "
         + "; ".join(LAYOUTS.values())

@@ -1,0 +1,325 @@
+"""`adapt distill`: vision-encoder distillation, driven by a recipe with a ``distill:`` section.
+
+A frozen teacher tower and a trained student see the same tiles (the recipe's tiling at the student's tile
+size; the teacher gets them in its own normalisation and size). For each paired layer (the last K of each
+tower by default) the student's patch features, through a learned linear width projection where the widths
+differ, are pulled toward the teacher's:
+
+    loss per tile = mean over pairs of [cosine · (1 − cos(P·s, t)) + mse · ‖P·s − t‖² / C], averaged over patch tokens
+
+(1 − cos is the negative cosine, shifted to 0 at perfect alignment), then averaged over the step's tiles. This
+follows Mini-InternVL's description (a negative-cosine feature loss from InternViT-6B into InternViT-300M); its
+exact layer pairing and width alignment are unpublished, hence the options.
+
+Everything else is `adapt train`'s machinery (`Trainer`): the domain/general data mixture, checkpoints and
+resume after kill -9, DDP / DeepSpeed, the progress bar, train_log.jsonl and loss.png, the skip report. The
+result, ``final/``, is a vision-tower folder (`model.checkpoints.tower`) that a training recipe names as
+``model.vision``; ``report.md`` / ``report.json`` give the held-out feature cosine before and after.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from model.checkpoints.tower import load_vision, save_tower
+from model.tiling import ImageLoadError, TilingConfig, load_image
+from model.vision import layer_features, patch_grid
+
+from .checkpointing import atomic_write_text
+from .data.augment import build_augment
+from .data.dataset import TileDataset, collate_tiles, record_tiles
+from .data.samples import Record, SkipLog, read_source
+from .recipe import DistillRecipe
+from .train import Trainer, TrainingError, _seed_everything, source_specs
+
+
+class DistillError(TrainingError):
+    """Towers that cannot be distilled as asked: layers out of range, different patch grids."""
+
+
+def layer_pairs(layers: int, pairs: list[tuple[int, int]] | None, teacher_depth: int, student_depth: int) -> list[tuple[int, int]]:
+    """``(teacher_layer, student_layer)`` pairs, 1-based block numbers: `pairs` as given, else the last `layers`
+    of each tower in order (the two last blocks always paired)."""
+    if pairs:
+        for t, s in pairs:
+            if t > teacher_depth or s > student_depth:
+                raise DistillError(f"distill.pairs: [{t}, {s}] is out of range: the teacher has {teacher_depth} layers, "
+                                   f"the student {student_depth}")
+        if max(s for _, s in pairs) < student_depth:
+            raise DistillError(f"distill.pairs: no pair ends at the student's last layer ({student_depth}), so the "
+                               "layers after the last paired one would stay untrained; pair its last layer")
+        return [tuple(p) for p in pairs]
+    if layers > min(teacher_depth, student_depth):
+        raise DistillError(f"distill.layers is {layers}, but the teacher has {teacher_depth} layers and the student "
+                           f"{student_depth}")
+    return [(teacher_depth - layers + i, student_depth - layers + i) for i in range(1, layers + 1)]
+
+
+class FeatureDistiller(nn.Module):
+    """Teacher (frozen, always in eval mode) + student + one width projection per pair; `forward` gives the loss
+    of each tile."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, pairs: list[tuple[int, int]], cosine: float = 1.0,
+                 mse: float = 0.0, student_tiling: TilingConfig | None = None, teacher_tiling: TilingConfig | None = None):
+        super().__init__()
+        self.teacher = teacher.requires_grad_(False)
+        self.student = student
+        self.pairs = list(pairs)
+        self.cosine, self.mse = float(cosine), float(mse)
+        ws, wt = student.config.hidden_size, teacher.config.hidden_size
+        self.projections = nn.ModuleList(nn.Linear(ws, wt) if ws != wt else nn.Identity() for _ in self.pairs)
+        # teacher pixels = student pixels * scale + shift (another normalisation), then resized to its image size
+        scale, shift = torch.ones(3), torch.zeros(3)
+        if student_tiling is not None and teacher_tiling is not None:
+            ms, ss = torch.tensor(student_tiling.mean), torch.tensor(student_tiling.std)
+            mt, st = torch.tensor(teacher_tiling.mean), torch.tensor(teacher_tiling.std)
+            scale, shift = ss / st, (ms - mt) / st
+        self.register_buffer("pixel_scale", scale.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_shift", shift.view(1, 3, 1, 1), persistent=False)
+        size = teacher.config.image_size
+        self.teacher_size = (size, size) if isinstance(size, int) else tuple(size)
+
+    def train(self, mode: bool = True) -> FeatureDistiller:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def features(self, pixel_values: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(projected student, teacher)`` patch features `(tiles, tokens, teacher width)` per pair, in float32."""
+        with torch.no_grad():
+            pixels = pixel_values * self.pixel_scale + self.pixel_shift
+            if tuple(pixels.shape[-2:]) != self.teacher_size:
+                pixels = F.interpolate(pixels, size=self.teacher_size, mode="bicubic", align_corners=False)
+            dtype = next(self.teacher.parameters()).dtype
+            teacher = layer_features(self.teacher, pixels.to(dtype), [t for t, _ in self.pairs])
+        student = layer_features(self.student, pixel_values.to(next(self.student.parameters()).dtype),
+                                 [s for _, s in self.pairs])
+        return [(proj(s).float(), t.float()) for proj, s, t in zip(self.projections, student, teacher)]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        total = 0.0
+        for s, t in self.features(pixel_values):
+            loss = self.cosine * (1 - F.cosine_similarity(s, t, dim=-1)).mean(-1)
+            if self.mse:
+                loss = loss + self.mse * (s - t).pow(2).mean((-2, -1))
+            total = total + loss
+        return total / len(self.pairs)
+
+    @torch.no_grad()
+    def cosines(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """`(tiles, pairs)`: each tile's mean cosine over patch tokens, per pair."""
+        return torch.stack([F.cosine_similarity(s, t, dim=-1).mean(-1) for s, t in self.features(pixel_values)], -1)
+
+
+class Distiller(Trainer):
+    """`adapt distill`'s run: `Trainer` with a `FeatureDistiller` for the model and tiles for the data."""
+
+    VERB = "distill"
+    FIND_UNUSED_PARAMETERS = True  # e.g. a CLIP student's post_layernorm never sees a gradient
+
+    def _setup(self) -> None:
+        recipe: DistillRecipe = self.recipe
+        d = recipe.distill
+        _seed_everything(recipe.seed)
+        teacher, teacher_tiling = load_vision(d.teacher.source, d.teacher.config, seed=recipe.seed + 1)
+        student, student_tiling = load_vision(d.student.source, d.student.config, seed=recipe.seed)
+        teacher = teacher.to(getattr(torch, d.teacher.dtype))
+        student = student.to(getattr(torch, d.student.dtype))
+        if patch_grid(teacher.config) != patch_grid(student.config):
+            raise DistillError(f"the teacher's patch grid {patch_grid(teacher.config)} differs from the student's "
+                               f"{patch_grid(student.config)}; features are compared token by token, so pick towers "
+                               "whose image_size / patch_size give the same grid")
+        self.pairs = layer_pairs(d.layers, d.pairs, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+        self.tiling = recipe.tiling_for(student_tiling)
+        if self.tiling.tile_size != student_tiling.tile_size:
+            raise DistillError(f"tiling.tile_size {self.tiling.tile_size} differs from the student's image size "
+                               f"{student_tiling.tile_size}; leave it null")
+        self.skips = SkipLog()
+        specs = source_specs(recipe.data.sources)
+        records = {s.name: read_source(s, self.skips) for s in specs}
+        self.text_only = {name: sum(1 for r in rs if not r.images) for name, rs in records.items()}
+        self._plan_data(specs, {name: [r for r in rs if r.images] for name, rs in records.items()})
+
+        torch.manual_seed(recipe.seed)  # the projections' initial weights
+        self.model = FeatureDistiller(teacher, student, self.pairs, d.cosine, d.mse, self.tiling, teacher_tiling)
+        self.model = self.model.to(self.dist.device)
+        self.model.train()
+        self.before = self._held_out_cosine() if self.dist.main else None  # the initial weights, resumed or not
+        self._prepare_run(self._param_groups())
+        self.augment = build_augment(recipe.data.augment, recipe.seed)
+
+    def _param_groups(self) -> list[dict]:
+        d, decay = self.recipe.distill, self.recipe.training.weight_decay
+        groups = []
+        for part, module, lr in (("student", self.model.student, d.lr),
+                                 ("projection", self.model.projections, d.projection_lr or d.lr)):
+            params = [p for p in module.parameters() if p.requires_grad]
+            for wd, chosen in ((decay, [p for p in params if p.ndim >= 2]), (0.0, [p for p in params if p.ndim < 2])):
+                if chosen:  # matrices decay; biases, norms and the like do not
+                    groups.append({"params": chosen, "lr": lr, "weight_decay": wd, "part": part})
+        return groups
+
+    # ------------------------------------------------------------------ data and loss
+    def _dataset(self, epoch: int) -> TileDataset:
+        if self._epoch_cache is None or self._epoch_cache[0] != epoch:
+            self._epoch_cache = (epoch, TileDataset(self.records, self.plan.epoch(epoch), self.skips, self.tiling,
+                                                    augment=self.augment, epoch=epoch))
+        return self._epoch_cache[1]
+
+    def _collate(self, items: list[dict]) -> dict:
+        return collate_tiles(items)
+
+    def _batch_units(self, batch: dict) -> int:
+        """The loss is averaged over tiles."""
+        return int(batch["tiles"].sum())
+
+    def _row_losses(self, batch: dict, autocast) -> tuple[torch.Tensor, torch.Tensor]:
+        tiles = batch["tiles"]
+        with autocast:
+            per_tile = (self.engine or self.model)(batch["pixel_values"])
+        rows = torch.stack([chunk.sum() for chunk in per_tile.float().split(tiles.tolist())])
+        return rows, tiles
+
+    # ------------------------------------------------------------------ held-out cosine
+    def _held_out_records(self) -> tuple[dict[str, list[Record]], SkipLog]:
+        skips = SkipLog()
+        out = {}
+        for spec in source_specs(self.recipe.data.eval_sources):
+            records = [r for r in read_source(spec, skips) if r.images]
+            out[spec.name] = records[: self.recipe.eval.max_images] if self.recipe.eval.max_images else records
+        return out, skips
+
+    @torch.no_grad()
+    def _held_out_cosine(self) -> dict | None:
+        """Mean patch-feature cosine (student through its projection vs teacher) on the held-out images: overall,
+        per source and per pair; None without `data.eval_sources`."""
+        if not self.recipe.data.eval_sources:
+            return None
+        records, skips = self._held_out_records()
+        was_training = self.model.training
+        self.model.eval()
+        per_source, undecodable = {}, 0
+        try:
+            for name, rs in records.items():
+                cosines, batch = [], []
+                for record in rs:
+                    try:
+                        images = [load_image(p, max_pixels=self.tiling.max_pixels) for p in record.images]
+                    except ImageLoadError:
+                        undecodable += 1
+                        continue
+                    batch.append(record_tiles(record, images, self.tiling))
+                    if len(batch) == self.recipe.eval.batch_size:
+                        cosines.append(self.model.cosines(torch.cat(batch).to(self.dist.device)).double().cpu())
+                        batch = []
+                if batch:
+                    cosines.append(self.model.cosines(torch.cat(batch).to(self.dist.device)).double().cpu())
+                if cosines:
+                    cos = torch.cat(cosines)
+                    sums, n = cos.sum(0), cos.shape[0]
+                    per_source[name] = {"tiles": n, "images": len(rs), "per_pair": (sums / n).tolist()}
+        finally:
+            self.model.train(was_training)
+        if not per_source:
+            return None
+        tiles = sum(v["tiles"] for v in per_source.values())
+        per_pair = [sum(v["per_pair"][i] * v["tiles"] for v in per_source.values()) / tiles for i in range(len(self.pairs))]
+        for v in per_source.values():
+            v["cosine"] = sum(v["per_pair"]) / len(v["per_pair"])
+        return {"cosine": sum(per_pair) / len(per_pair), "per_pair": per_pair, "sources": per_source,
+                "skipped": skips.count() + undecodable}
+
+    def _evaluate_main(self, step: int, writer) -> None:
+        result = self._held_out_cosine()
+        if result is None:
+            return
+        line = {"step": step, "eval/cosine": result["cosine"],
+                **{f"eval/cosine/{name}": v["cosine"] for name, v in result["sources"].items()}}
+        with (self.out_dir / "eval_log.jsonl").open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        if writer:
+            for key, value in line.items():
+                if key != "step":
+                    writer.add_scalar(key, value, step)
+        tqdm.write(f"held-out cosine at step {step}: {result['cosine']:.4f}")
+
+    # ------------------------------------------------------------------ output
+    def _write_final(self, final: Path) -> None:
+        if not self.dist.main:
+            return
+        d = self.recipe.distill
+        save_tower(self.model.student, self.tiling, final, {
+            "distilled_from": d.teacher.source, "student_start": d.student.source, "pairs": self.pairs,
+            "recipe": self.recipe.name, "steps": self.total_steps})
+        from .evaluate import plot_loss_curve
+
+        plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png")
+        self.skips.save(self.out_dir)
+        self._write_report(final, self._held_out_cosine())
+
+    def _write_report(self, final: Path, after: dict | None) -> None:
+        d = self.recipe.distill
+        count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+        report = {
+            "recipe": self.recipe.name, "teacher": d.teacher.source, "student": d.student.source,
+            "teacher_params": count(self.model.teacher), "student_params": count(self.model.student),
+            "projection_params": count(self.model.projections), "pairs": self.pairs, "steps": self.total_steps,
+"held_out_before": self.before, "held_out_after": after,
+            "final": str(final), "skipped_records": self.skips.count(),
+        }
+        atomic_write_text(self.out_dir / "report.json", json.dumps(report, indent=1) + "\n")
+        lines = [f"# Distillation report: {self.recipe.name}", "",
+                 f"Teacher `{d.teacher.source}` ({report['teacher_params']:,} params, frozen) → student "
+                 f"`{d.student.source}` ({report['student_params']:,} params); width projection "
+                 f"{report['projection_params']:,} params; layer pairs (teacher, student): {self.pairs}; "
+                 f"{self.total_steps} steps. Tower: `{final}` (name it as `model.vision` in a training recipe).", ""]
+        if self.before is None or after is None:
+            lines.append("No held-out feature cosine: the recipe has no data.eval_sources with images.")
+        else:
+            lines += ["Held-out patch-feature cosine, student (through its projection) vs teacher, mean over tiles, "
+                      "tokens and layer pairs:", "", "| held-out images | tiles | before | after |", "|---|---:|---:|---:|"]
+            for name, v in after["sources"].items():
+                b = self.before["sources"].get(name, {}).get("cosine")
+                lines.append(f"| {name} | {v['tiles']} | {b:.4f} | {v['cosine']:.4f} |" if b is not None else
+                             f"| {name} | {v['tiles']} | – | {v['cosine']:.4f} |")
+            lines.append(f"| all | {sum(v['tiles'] for v in after['sources'].values())} | {self.before['cosine']:.4f} "
+                         f"| {after['cosine']:.4f} |")
+        if self.skips.count():
+            lines += ["", f"{self.skips.count()} training records skipped: see skips.md."]
+        text_only = sum(self.text_only.values())
+        if text_only:
+            lines += ["", f"{text_only} text-only training records left out (nothing to distil on)."]
+        atomic_write_text(self.out_dir / "report.md", "\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)
+
+    def _print_plan(self, start_step: int) -> None:
+        m = self.model
+        count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+        print(self.plan.describe(), flush=True)
+        widths = f"{m.student.config.hidden_size} -> {m.teacher.config.hidden_size}"
+        print(f"  teacher  {type(m.teacher).__name__} {count(m.teacher):,} params, frozen\n"
+              f"  student  {type(m.student).__name__} {count(m.student):,} params, lr {self.recipe.distill.lr:g}\n"
+              f"  pairs (teacher, student layer): {self.pairs}; projection {widths} "
+              f"({count(m.projections):,} params)", flush=True)
+        if self.before is not None and start_step == 0:
+            print(f"  held-out cosine before: {self.before['cosine']:.4f}", flush=True)
+        parallel = " with DDP" if self.dist.world > 1 and self.recipe.distributed.strategy != "deepspeed" else ""
+        if self.recipe.distributed.strategy == "deepspeed":
+            parallel = f" with DeepSpeed ZeRO-{self.engine.zero_optimization_stage()}"
+        print(f"  {self.total_steps} steps x {self.samples_per_step} images ({self.steps_per_epoch} steps/epoch), "
+              f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
+        if self.skips.count():
+            print(self.skips.table(), flush=True)
+
+
+def distill(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = None,
+            allow_changes: bool = False) -> Path:
+    """Distil (or resume) the run a distillation recipe describes; returns the tower folder ``final/`` (or, with
+    `stop_after`, the checkpoint written there)."""
+    return Distiller(recipe, progress=progress, allow_changes=allow_changes).run(stop_after)

@@ -1,0 +1,126 @@
+"""Vision-tower folders: what `adapt distill` writes and `model.vision` / `model.load(vision=...)` read.
+
+A folder holds the tower as transformers saves it — `config.json` (the vision config, e.g. `model_type:
+internvl_vision`) and `model.safetensors` with the tower's own key names, so `AutoModel.from_pretrained` reads
+it too — plus `pocket_tower.json`: the tiling the tower was trained with and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import CONFIG_MAPPING, CLIPVisionConfig, PreTrainedConfig
+from transformers.initialization import no_init_weights
+
+from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
+from ..vision import VISION_CONFIGS, build_vision_tower
+from .io import CheckpointError, honour_umask, load_strict, read_json, read_state_dict, write_state_dict
+
+TOWER_INFO = "pocket_tower.json"
+VLM_MODEL_TYPES = ("pocket_vlm", "internvl", "internvl_chat", "mobilevlm")
+
+
+def is_tower_folder(directory: Path) -> bool:
+    """A folder whose config.json is a vision config (not a whole VLM)."""
+    config = Path(directory) / "config.json"
+    if not config.is_file():
+        return False
+    raw = read_json(config)
+    model_type = raw.get("model_type")
+    return model_type not in VLM_MODEL_TYPES and "llm_config" not in raw and "mm_projector_type" not in raw \
+        and "text_config" not in raw
+
+
+def default_tiling(vision_config: PreTrainedConfig) -> TilingConfig:
+    """The tiling a bare tower config implies: its image size, InternVL's tiles; CLIP's normalisation for CLIP."""
+    size = vision_config.image_size if isinstance(vision_config.image_size, int) else int(vision_config.image_size[0])
+    if isinstance(vision_config, CLIPVisionConfig):
+        return TilingConfig(tile_size=size, mode="pad", max_tiles=1, thumbnail=False, mean=CLIP_MEAN, std=CLIP_STD)
+    return TilingConfig(tile_size=size)
+
+
+def save_tower(tower: nn.Module, tiling: TilingConfig, out_dir: Path, info: dict | None = None) -> Path:
+    """Write `tower` (config.json, model.safetensors) and `pocket_tower.json` (tiling, `info`) to `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tower.config.save_pretrained(str(out_dir))
+    write_state_dict(out_dir, tower.state_dict())
+    path = out_dir / TOWER_INFO
+    path.write_text(json.dumps({"tiling": tiling.to_dict(), **(info or {})}, indent=1) + "\n", encoding="utf-8")
+    honour_umask(path)
+    return out_dir
+
+
+def load_tower_folder(directory: Path, allow_pickle: bool = False) -> tuple[nn.Module, TilingConfig]:
+    """The tower in a folder `save_tower` wrote (or transformers saved), and its tiling."""
+    directory = Path(directory)
+    raw = read_json(directory / "config.json")
+    model_type = raw.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise CheckpointError(f"{directory / 'config.json'}: model_type {model_type!r} is not a vision config "
+                              "transformers knows (expected e.g. internvl_vision or clip_vision_model)")
+    try:
+        config = CONFIG_MAPPING[model_type].from_dict(raw)
+    except (ValueError, TypeError, KeyError) as err:
+        raise CheckpointError(f"{directory / 'config.json'}: not a valid {model_type} config ({err})") from None
+    with no_init_weights():  # the weights are read right after
+        tower = build_vision_tower(config)
+    state = read_state_dict(directory, allow_pickle=allow_pickle)
+    load_strict(tower, state, str(directory))
+    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    tiling = default_tiling(config)
+    info_path = directory / TOWER_INFO
+    if info_path.is_file():
+        stored = read_json(info_path).get("tiling")
+        if not isinstance(stored, dict):
+            raise CheckpointError(f"{info_path}: no 'tiling' mapping")
+        try:
+            tiling = TilingConfig.from_dict(stored)
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{info_path}: bad tiling ({err})") from None
+    return tower.to(dtype), tiling
+
+
+def load_vision(source: str | Path, config: dict | None = None, seed: int = 0,
+                allow_pickle: bool = False) -> tuple[nn.Module, TilingConfig]:
+    """A vision tower and its tiling from any source:
+
+    - a tower folder (`save_tower`, `adapt distill`'s `final/`);
+    - a VLM checkpoint folder in any layout, or a preset name: its vision tower (pocket-tiny's is trained);
+    - a tower config name (`VISION_CONFIGS`: internvit-300m, internvit-6b, clip-vit-l14-336) with random weights
+      (torch seed `seed`); `config` overrides its values (e.g. a tiny `hidden_size` for tests).
+    """
+    from ..loading import load
+    from ..presets import PRESETS
+
+    path = Path(source)
+    if config and str(source) not in VISION_CONFIGS:
+        raise CheckpointError(f"{source}: config overrides apply to the named tower configs "
+                              f"({', '.join(VISION_CONFIGS)}) only; a checkpoint's config is its own")
+    if path.is_dir():
+        if is_tower_folder(path):
+            return load_tower_folder(path, allow_pickle)
+        vlm, _ = load(path, allow_pickle=allow_pickle)
+        return vlm.vision_tower, vlm.config.tiling_config
+    if str(source) in VISION_CONFIGS:
+        try:
+            vision_config = VISION_CONFIGS[str(source)](**(config or {}))
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source}: bad config override ({err})") from None
+        torch.manual_seed(seed)
+        return build_vision_tower(vision_config), default_tiling(vision_config)
+    if str(source) in PRESETS:
+        vlm, _ = load(str(source), seed=seed)
+        return vlm.vision_tower, vlm.config.tiling_config
+    raise CheckpointError(f"{source}: not a vision-tower folder, a checkpoint folder, a preset "
+                          f"({', '.join(PRESETS)}) nor a tower config ({', '.join(VISION_CONFIGS)})")
+
+
+def with_tower_preprocessing(model_tiling: TilingConfig, tower_tiling: TilingConfig) -> TilingConfig:
+    """A VLM's tiling with the tower's tile size and normalisation (its tile counts stay the VLM's)."""
+    return dataclasses.replace(model_tiling, tile_size=tower_tiling.tile_size, mean=tower_tiling.mean,
+                               std=tower_tiling.std)

@@ -1,0 +1,296 @@
+"""`adapt distill`: the recipe kind, the feature loss and width projection, resume, and the tower it writes
+loading as `model.vision` into a trainable VLM and through model.load / export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModel
+
+import model
+from adapt.distill import DistillError, Distiller, FeatureDistiller, distill, layer_pairs
+from adapt.recipe import DistillRecipe, Recipe, RecipeError, load_recipe
+from adapt.train import TrainingError, train
+from domains.general.world import generate_general, generate_landcover
+from model.checkpoints.io import CheckpointError
+from model.checkpoints.tower import load_vision
+
+STUDENT = "{hidden_size: 48, num_hidden_layers: 3, num_attention_heads: 4, intermediate_size: 96, image_size: 112}"
+RECIPE = """
+name: tiny-distill
+distill:
+  teacher: {source: pocket-tiny}
+  student: {source: internvit-300m, config: STUDENT}
+  layers: 2
+  lr: 2.0e-3
+data:
+  sources:
+    - {name: landcover, path: data/landcover/train.jsonl, kind: domain}
+    - {name: general, path: data/general/train.jsonl, kind: general}
+  eval_sources:
+    - {name: landcover, path: data/landcover/test.jsonl, kind: domain}
+    - {name: general, path: data/general/test.jsonl, kind: general}
+mixing: {general_ratio: 0.5, seed: 3}
+training: {max_steps: STEPS, batch_size: 4, warmup_ratio: 0.1}
+output: {dir: out, save_every: SAVE_EVERY, keep_last: 2}
+logging: {tensorboard: false}
+eval: {max_images: 6}
+""".replace("STUDENT", STUDENT)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    generate_general(root / "data" / "general", n_train=32, n_test=6)
+    generate_landcover(root / "data" / "landcover", n_train=24, n_test=6)
+    return root
+
+
+def write_recipe(folder: Path, data_dir: Path, steps: int = 12, save_every: int = 4, text: str = RECIPE) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "data").exists() or (folder / "data").symlink_to(data_dir / "data")
+    path = folder / "distill.yaml"
+    path.write_text(text.replace("SAVE_EVERY", str(save_every)).replace("STEPS", str(steps)))
+    return path
+
+
+def read_log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, data_dir) -> Path:
+    """One 12-step run: its output folder."""
+    recipe = load_recipe(write_recipe(tmp_path_factory.mktemp("run"), data_dir))
+    final = distill(recipe, progress=False)
+    assert final == Path(recipe.output.dir) / "final"
+    return Path(recipe.output.dir)
+
+
+# ---------------------------------------------------------------------- the recipe
+def test_a_distill_section_makes_a_distillation_recipe(tmp_path, data_dir):
+    recipe = load_recipe(write_recipe(tmp_path, data_dir), ["distill.lr=5e-4", "distill.student.config.hidden_size=64"])
+    assert isinstance(recipe, DistillRecipe)
+    assert recipe.distill.lr == 5e-4 and recipe.distill.student.config["hidden_size"] == 64
+    assert recipe.distill.teacher.source == "pocket-tiny" and recipe.distill.pairs is None
+    assert recipe.output.dir == tmp_path / "out"
+    # written out resolved, it loads back to the same recipe
+    again = tmp_path / "again.yaml"
+    again.write_text(recipe.to_yaml())
+    assert load_recipe(again).model_dump() == recipe.model_dump()
+    assert isinstance(load_recipe(write_recipe(tmp_path / "t", data_dir, text="mixing: {general_ratio: 0}\n")), Recipe)
+
+
+@pytest.mark.parametrize("edit,message", [
+    ("  layers: 2\n  pairs: [[1, 1]]\n", r"distill: give layers .* or pairs .*, not both \(line 3\)"),
+    ("  layer: 2\n", r"unknown key 'distill.layer' — did you mean 'distill.layers'\? \(line 6\)"),
+    ("  pairs: [[0, 3]]\n", r"distill: pairs: layers are numbered from 1.* \(line 3\)"),
+    ("  cosine: 0\n", r"cosine and mse are both 0"),
+])
+def test_distill_section_errors_name_the_key_and_line(tmp_path, data_dir, edit, message):
+    text = RECIPE.replace("  layers: 2\n", edit)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write_recipe(tmp_path, data_dir, text=text))
+
+
+def test_tower_sources_are_checked(tmp_path, data_dir):
+    path = write_recipe(tmp_path, data_dir)
+    with pytest.raises(RecipeError, match=r"distill.student.source: 'internvit-300M' is not a tower config .*did you "
+                                          r"mean 'internvit-300m'\? \(set by override"):
+        load_recipe(path, ["distill.student.source=internvit-300M"])
+    with pytest.raises(RecipeError, match=r"distill.teacher: config overrides apply to the tower configs .* only"):
+        load_recipe(path, ["distill.teacher.config={hidden_size: 8}"])
+    with pytest.raises(RecipeError, match=r"distill.student: config: .hidden_sise. is not a key of the internvit-300m config — did you mean .hidden_size.\?"):
+        load_recipe(path, ["distill.student.config={hidden_sise: 8}"])
+    with pytest.raises(RecipeError, match=r"unknown key 'distill.teacher.sauce'"):
+        load_recipe(path, ["distill.teacher.sauce=x"])
+
+
+def test_verbs_check_the_recipe_kind(tmp_path, data_dir, capsys):
+    from adapt.cli import main
+
+    path = write_recipe(tmp_path, data_dir)
+    assert main(["train", str(path)]) == 1
+    assert "is a distillation recipe (it has a distill: section); run it with `adapt distill`" in capsys.readouterr().err
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("mixing: {general_ratio: 0}\n")
+    assert main(["distill", str(plain)]) == 1
+    assert "is a training recipe (no distill: section); run it with `adapt train`" in capsys.readouterr().err
+    assert main(["validate", str(path), "distill.layers=1"]) == 0
+    captured = capsys.readouterr()
+    assert "valid distillation recipe" in captured.err and "layers: 1" in captured.out
+
+
+# ---------------------------------------------------------------------- the loss and the projection
+def test_layer_pairs():
+    assert layer_pairs(2, None, 45, 24) == [(44, 23), (45, 24)]
+    assert layer_pairs(1, None, 4, 3) == [(4, 3)]
+    assert layer_pairs(1, [(10, 2), (45, 24)], 45, 24) == [(10, 2), (45, 24)]
+    with pytest.raises(DistillError, match="the teacher has 4 layers and the student 3"):
+        layer_pairs(4, None, 4, 3)
+    with pytest.raises(DistillError, match="out of range"):
+        layer_pairs(1, [(5, 3)], 4, 3)
+    with pytest.raises(DistillError, match="no pair ends at the student's last layer"):
+        layer_pairs(1, [(4, 2)], 4, 3)
+
+
+def test_width_projection_only_where_widths_differ():
+    teacher, tiling = load_vision("pocket-tiny")
+    narrow, _ = load_vision("internvit-300m", {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                               "intermediate_size": 96, "image_size": 112})
+    same, _ = load_vision("internvit-300m", {"hidden_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+                                             "intermediate_size": 96, "image_size": 112})
+    pixels = torch.randn(3, 3, 112, 112)
+    wide = FeatureDistiller(teacher, narrow, [(3, 1), (4, 2)], student_tiling=tiling, teacher_tiling=tiling)
+    assert [(p.in_features, p.out_features) for p in wide.projections] == [(48, 96), (48, 96)]
+    pairs = wide.features(pixels)
+    assert [tuple(s.shape) for s, _ in pairs] == [(3, 64, 96)] * 2 == [tuple(t.shape) for _, t in pairs]
+    # the teacher's features are those of its own layers 3 and 4, CLS dropped
+    hidden = teacher(pixel_values=pixels, output_hidden_states=True).hidden_states
+    assert torch.allclose(pairs[0][1], hidden[3][:, 1:]) and torch.allclose(pairs[1][1], hidden[4][:, 1:])
+    loss = wide(pixels)
+    assert loss.shape == (3,) and torch.all(loss > 0)
+    loss.sum().backward()
+    assert all(p.grad is not None for p in wide.projections.parameters())
+    assert all(p.grad is None for p in wide.teacher.parameters())
+    equal = FeatureDistiller(teacher, same, [(4, 2)])
+    assert isinstance(equal.projections[0], torch.nn.Identity) and not list(equal.projections.parameters())
+    # the loss is 1 - cos (+ mse): a student that is the teacher scores 0
+    self_distil = FeatureDistiller(teacher, teacher, [(4, 4)], cosine=1.0, mse=0.5)
+    assert torch.allclose(self_distil(pixels), torch.zeros(3), atol=1e-6)
+
+
+def test_teacher_gets_its_own_normalisation_and_size():
+    from model.tiling import CLIP_MEAN, CLIP_STD, TilingConfig
+
+    teacher, _ = load_vision("internvit-300m", {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                "intermediate_size": 64, "image_size": 56, "patch_size": 7})
+    student, _ = load_vision("internvit-300m", {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                "intermediate_size": 64, "image_size": 112, "patch_size": 14})
+    ours, theirs = TilingConfig(tile_size=112), TilingConfig(tile_size=56, mean=CLIP_MEAN, std=CLIP_STD)
+    distiller = FeatureDistiller(teacher, student, [(1, 1)], student_tiling=ours, teacher_tiling=theirs)
+    raw = torch.rand(2, 3, 112, 112)
+    pixels = (raw - torch.tensor(ours.mean).view(1, 3, 1, 1)) / torch.tensor(ours.std).view(1, 3, 1, 1)
+    expected_input = torch.nn.functional.interpolate(
+        (raw - torch.tensor(theirs.mean).view(1, 3, 1, 1)) / torch.tensor(theirs.std).view(1, 3, 1, 1),
+        size=(56, 56), mode="bicubic", align_corners=False)
+    expected = teacher(pixel_values=expected_input, output_hidden_states=True).hidden_states[1][:, 1:]
+    assert torch.allclose(distiller.features(pixels)[0][1], expected, atol=1e-5)
+
+
+# ---------------------------------------------------------------------- a run
+def test_distillation_lowers_the_loss_and_raises_held_out_cosine(distilled):
+    log = read_log(distilled)
+    assert [e["step"] for e in log] == list(range(1, 13))
+    assert all("loss/landcover" in e or "loss/general" in e for e in log)
+    first, last = sum(e["loss"] for e in log[:3]) / 3, sum(e["loss"] for e in log[-3:]) / 3
+    assert last < 0.8 * first, (first, last)
+    report = json.loads((distilled / "report.json").read_text())
+    before, after = report["held_out_before"], report["held_out_after"]
+    assert set(after["sources"]) == {"landcover", "general"} and after["sources"]["general"]["images"] == 6
+    assert after["cosine"] > before["cosine"] + 0.2, (before["cosine"], after["cosine"])
+    assert report["pairs"] == [[3, 2], [4, 3]] and report["projection_params"] == 2 * (48 * 96 + 96)
+    assert "| all |" in (distilled / "report.md").read_text()
+    assert (distilled / "loss.png").is_file() and (distilled / "skips.md").is_file()
+    # checkpoints hold the student and the projections, never the frozen teacher
+    weights = load_file(str(distilled / "checkpoint-12" / "trainable.safetensors"))
+    assert any(k.startswith("student.") for k in weights) and any(k.startswith("projections.") for k in weights)
+    assert not any(k.startswith("teacher.") for k in weights)
+
+
+def test_resume_after_an_interrupted_run_is_exact(tmp_path, data_dir, distilled):
+    path = write_recipe(tmp_path, data_dir)
+    stopped = distill(load_recipe(path), progress=False, stop_after=6)
+    assert stopped.name == "checkpoint-6" and not (tmp_path / "out" / "final").exists()
+    distill(load_recipe(path), progress=False)
+    got, expected = read_log(tmp_path / "out"), read_log(distilled)
+    assert [e["step"] for e in got] == list(range(1, 13))
+    for a, b in zip(got, expected):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-6), a["step"]
+    ours = load_file(str(tmp_path / "out" / "final" / "model.safetensors"))
+    reference = load_file(str(distilled / "final" / "model.safetensors"))
+    assert ours.keys() == reference.keys()
+    assert all(torch.allclose(ours[k], reference[k], atol=1e-6) for k in ours)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, data_dir, distilled):
+    path = write_recipe(tmp_path, data_dir, steps=12, save_every=4)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "adapt.cli", "distill", str(path), "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        log = out / "train_log.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= 6:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert (out / "checkpoint-4").is_dir() and not (out / "final").exists()
+    resumed = subprocess.run([sys.executable, "-m", "adapt.cli", "distill", str(path), "--no-progress"],
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stdout and "checkpoint-4" in resumed.stdout
+    assert [e["loss"] for e in read_log(out)] == pytest.approx([e["loss"] for e in read_log(distilled)], abs=1e-6)
+
+
+def test_an_edited_recipe_is_refused_on_resume(tmp_path, data_dir):
+    path = write_recipe(tmp_path, data_dir, steps=4, save_every=2)
+    distill(load_recipe(path), progress=False, stop_after=2)
+    with pytest.raises(TrainingError, match=r"(?s)distill.lr: 0.002 -> 0.001.*adapt distill RECIPE --allow-changes"):
+        Distiller(load_recipe(path, ["distill.lr=1e-3"]), progress=False)
+
+
+# ---------------------------------------------------------------------- the tower it writes
+def test_the_tower_loads_as_model_vision_and_trains(tmp_path, data_dir, distilled, example_image):
+    final = distilled / "final"
+    tower = AutoModel.from_pretrained(str(final))  # transformers reads the folder as it is
+    vlm, processor = model.load("pocket-tiny", vision=final)
+    assert vlm.config.vision_config.hidden_size == 48 and vlm.multi_modal_projector.layer_norm.normalized_shape == (192,)
+    pixels = torch.randn(2, 3, 112, 112)
+    assert torch.equal(vlm.vision_tower(pixel_values=pixels).last_hidden_state,
+                       tower(pixel_values=pixels).last_hidden_state)
+    with pytest.raises(CheckpointError, match="a vision tower alone"):
+        model.load(final)
+    # a training recipe names it as model.vision; the VLM trains with it (vision tower trained in full here)
+    text = f"""
+model: {{source: pocket-tiny, vision: {final}}}
+parts: {{vision: {{mode: full, lr: 1.0e-3}}, projector: {{mode: full, lr: 1.0e-3}}, llm: {{mode: frozen, lr: 1.0e-4}}}}
+data:
+  sources: [{{name: landcover, path: data/landcover/train.jsonl}}]
+mixing: {{general_ratio: 0}}
+training: {{max_steps: 2, batch_size: 2, max_seq_length: 512}}
+output: {{dir: out, save_every: 10}}
+logging: {{tensorboard: false}}
+"""
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, text=text))
+    trained = train(recipe, progress=False)
+    adapted, adapted_processor = model.load(trained)
+    assert adapted.config.vision_config.hidden_size == 48
+    assert not torch.equal(adapted.vision_tower(pixel_values=pixels).last_hidden_state,
+                           tower(pixel_values=pixels).last_hidden_state)  # it trained
+    enc = adapted_processor([{"role": "user", "content": "Which class?"}], images=[example_image])
+    assert adapted.generate(**enc.to_model_inputs(), max_new_tokens=2).shape[1] <= 2
+
+
+def test_export_takes_the_tower(tmp_path, distilled):
+    from adapt.cli import main
+
+    out = tmp_path / "hf"
+    assert main(["export", "--model", "pocket-tiny", "--vision", str(distilled / "final"), "-f", "hf", "-o", str(out)]) == 0
+    exported, _ = model.load(out)
+    tower = AutoModel.from_pretrained(str(distilled / "final"))
+    pixels = torch.randn(1, 3, 112, 112)
+    assert torch.allclose(exported.vision_tower(pixel_values=pixels).last_hidden_state,
+                          tower(pixel_values=pixels).last_hidden_state, atol=1e-6)
