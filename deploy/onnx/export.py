@@ -28,7 +28,6 @@ import torch
 from model.errors import PocketAdaptError
 
 from .graphs import (
-    OPSET,
     PAST_KEY,
     PAST_VALUE,
     PRESENT_KEY,
@@ -81,7 +80,7 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None) -> Pa
     processor.save_pretrained(out_dir)
     (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n")
     (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n")
-    (out_dir / GENAI_CONFIG).write_text(json.dumps(genai_config(vlm, processor, quantize), indent=1) + "\n")
+    (out_dir / GENAI_CONFIG).write_text(json.dumps(genai_config(vlm, processor), indent=1) + "\n")
     return out_dir
 
 
@@ -132,15 +131,16 @@ def preprocessor_config(processor) -> dict:
     }
 
 
-def genai_config(vlm, processor, quantize: str | None) -> dict:
-    """onnxruntime-genai's genai_config.json layout for a vision + embedding + decoder model."""
+def genai_config(vlm, processor) -> dict:
+    """onnxruntime-genai's genai_config.json layout for a vision + embedding + decoder model (parsed by
+    onnxruntime-genai 0.18.0, which has no key of its own for extra fields: the image token id is its only addition)."""
     cfg = vlm.config.text_config
     heads, head_dim = kv_shape(cfg)
     eos = processor.stop_token_ids
     return {
         "model": {
             "type": _model_type(cfg),
-            "bos_token_id": processor.tokenizer.bos_token_id if processor.chat_template.add_bos else None,
+            "bos_token_id": _first_int(processor.tokenizer.bos_token_id, processor.pad_token_id, 0),
             "eos_token_id": eos if len(eos) != 1 else eos[0],
             "pad_token_id": processor.pad_token_id,
             "context_length": int(getattr(cfg, "max_position_embeddings", 4096)),
@@ -164,9 +164,11 @@ def genai_config(vlm, processor, quantize: str | None) -> dict:
                    "temperature": 1.0, "repetition_penalty": 1.0, "early_stopping": True,
                    "max_length": int(getattr(cfg, "max_position_embeddings", 4096)), "min_length": 0,
                    "past_present_share_buffer": False},
-        "pocket_adapt": {"opset": OPSET, "quantize": quantize, "precision": quantize or "fp32",
-                         "logits": "last position only"},
     }
+
+
+def _first_int(*values) -> int:
+    return next(int(v) for v in values if v is not None)  # onnxruntime-genai's parser wants a number
 
 
 def _model_type(text_config) -> str:
