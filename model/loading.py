@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,11 +11,12 @@ import torch
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .checkpoints.io import CheckpointError, honour_umask
+from .checkpoints.io import CheckpointError, honour_umask, write_json
 from .checkpoints.layouts import detect_layout
 from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
 from .processor import VLMProcessor
 from .resources import assets_dir
+from .tiling import TilingConfig
 from .vlm import PocketVLM
 
 
@@ -39,6 +41,9 @@ def load(
 
     `projector` (a registry name, options in `projector_options`) replaces the projector with a freshly
     initialised one (torch seed `seed`), e.g. to train a `qformer` or `resampler` connector from scratch.
+
+    `dtype`: the dtype the model is returned in; by default the one its weights are stored in (a bfloat16
+    checkpoint loads as bfloat16; presets built from their config are float32).
 
     `vision` puts another vision tower in place of the model's: a tower folder (what `adapt distill` writes), a
     checkpoint folder or a preset (their tower); its tile size and normalisation come with it, and a tower of
@@ -79,13 +84,32 @@ def load(
 
 
 def save(vlm: PocketVLM, processor: VLMProcessor, out_dir: str | os.PathLike) -> Path:
-    """Our own layout: `config.json` (tiling and chat template included), safetensors weights, tokenizer."""
+    """Our own layout: `config.json` (tiling and chat template included), safetensors weights in the model's dtype,
+    tokenizer, and a `preprocessor_config.json` naming the transformers image processor that reproduces the tiling
+    (for tools outside pocket-adapt; `load` reads the tiling from `config.json`)."""
     out_dir = Path(out_dir)
     vlm.save_pretrained(str(out_dir), safe_serialization=True)
     processor.save_pretrained(out_dir)
+    image_processor = image_processor_config(processor.tiling)
+    if image_processor is not None:
+        write_json(out_dir / "preprocessor_config.json", image_processor)
     for weights in out_dir.glob("model*.safetensors"):  # safetensors writes them 0600
         honour_umask(weights)
     return out_dir
+
+
+def image_processor_config(tiling: TilingConfig) -> dict | None:
+    """`preprocessor_config.json` for transformers' GotOcr2 image processor, whose output equals our tiling in
+    the InternVL mode with a thumbnail (tiles) and in the resize mode (one squashed tile); None for the others
+    (no thumbnail; pad, whose square padding MobileVLM does before its CLIP processor)."""
+    from .checkpoints.native import _preprocessor_config
+
+    if tiling.mode == "dynamic":
+        return _preprocessor_config(tiling) if tiling.thumbnail else None
+    if tiling.mode == "resize":
+        return {**_preprocessor_config(dataclasses.replace(tiling, mode="dynamic", min_tiles=1, max_tiles=1)),
+                "crop_to_patches": False}
+    return None
 
 
 def _load_dir(path: Path, allow_pickle: bool):

@@ -224,6 +224,15 @@ def head_is_tied(model: torch.nn.Module) -> bool:
     return head is not None and head.weight is model.get_input_embeddings().weight
 
 
+def stored_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
+    """The floating-point dtype that holds most of `state`'s values (float32 when none is floating-point)."""
+    sizes: dict[torch.dtype, int] = {}
+    for tensor in state.values():
+        if tensor.is_floating_point():
+            sizes[tensor.dtype] = sizes.get(tensor.dtype, 0) + tensor.numel()
+    return max(sizes, key=sizes.__getitem__) if sizes else torch.float32
+
+
 def load_vlm(
     config: PocketVLMConfig, state: dict[str, torch.Tensor], source: str, tie: bool, dtype: torch.dtype | None = None
 ) -> PocketVLM:
@@ -231,7 +240,8 @@ def load_vlm(
 
     `tie` is the layout's tying flag; `resolve_head_tying` turns it into the tying transformers would end up
     with, which is written into the LLM's config so that saving and exporting the model keep it. `dtype`, when
-    given, is the dtype the model ends up in (float32 otherwise).
+    given, is the dtype the model ends up in; otherwise it is the one the weights are stored in
+    (:func:`stored_dtype`), so a bfloat16 checkpoint loads as bfloat16.
     """
     from ..vlm import PocketVLM
 
@@ -245,4 +255,4 @@ def load_vlm(
             f"{source}: the {type(vlm.language_model).__name__} head is {'not ' if tied else ''}tied to its "
             f"embeddings after loading, but the checkpoint asks for the opposite"
         )
-    return vlm if dtype is None else vlm.to(dtype)
+    return vlm.to(dtype or stored_dtype(state))

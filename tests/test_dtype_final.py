@@ -1,0 +1,93 @@
+"""A checkpoint keeps the dtype it is stored in, and `adapt train`'s `final/` is written in the dtype of the
+checkpoint the run started from, complete enough for `model.load` and outside tools (issue 16 item 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import model
+from adapt.recipe import load_recipe
+from adapt.train import train
+from domains.general.world import generate_general
+from model.checkpoints.native import export_native
+from model.checkpoints.original import export_original
+from model.loading import image_processor_config
+from model.tiling import TilingConfig
+
+RECIPE = """
+name: bf16
+model: {{source: {source}}}
+parts:
+  vision: {{mode: frozen}}
+  projector: {{mode: full, lr: 1.0e-3}}
+  llm: {{mode: lora, lr: 1.0e-3, lora: {{r: 4, alpha: 8}}}}
+data:
+  sources:
+    - {{name: general, path: {data}/train.jsonl, kind: domain}}
+mixing: {{general_ratio: 0}}
+training: {{max_steps: 2, batch_size: 2, max_seq_length: 512}}
+output: {{dir: {out}, save_every: 100}}
+"""
+
+
+def _stored_dtypes(folder: Path, pattern: str = "*.safetensors") -> set[str]:
+    dtypes = set()
+    for path in folder.glob(pattern):
+        with safe_open(str(path), "pt") as weights:
+            dtypes |= {weights.get_slice(k).get_dtype() for k in weights.keys()}
+    return dtypes
+
+
+@pytest.fixture(scope="module")
+def bf16_dir(tmp_path_factory) -> Path:
+    vlm, processor = model.load("pocket-tiny")
+    return model.save(vlm.to(torch.bfloat16), processor, tmp_path_factory.mktemp("bf16") / "pocket")
+
+
+@pytest.mark.parametrize("layout", ["native", "original"])
+def test_every_layout_loads_in_the_dtype_it_is_stored_in(layout, bf16_dir, tmp_path) -> None:
+    vlm, processor = model.load(bf16_dir, chat_template="Hermes-2")  # a template the original layout knows
+    folder = {"native": export_native, "original": export_original}[layout](vlm, processor, tmp_path / layout)
+    assert _stored_dtypes(folder) == {"BF16"}
+    assert model.load(folder)[0].dtype == torch.bfloat16
+    assert model.load(folder, dtype="float32")[0].dtype == torch.float32  # unless asked otherwise
+
+
+def test_a_swapped_in_projector_follows_the_stored_dtype(bf16_dir) -> None:
+    vlm, _ = model.load(bf16_dir, projector="mlp2x_gelu")
+    assert {p.dtype for p in vlm.parameters()} == {torch.bfloat16}
+
+
+def test_train_writes_a_complete_final_in_the_dtype_of_its_start(bf16_dir, tmp_path, capsys) -> None:
+    generate_general(tmp_path / "data", n_train=8, n_test=2)
+    recipe_path = tmp_path / "bf16.yaml"
+    recipe_path.write_text(RECIPE.format(source=bf16_dir, data=tmp_path / "data", out=tmp_path / "out"))
+    final = train(load_recipe(recipe_path), progress=False)
+    assert _stored_dtypes(final) == {"BF16"}  # not float32 blown up
+    assert _stored_dtypes(tmp_path / "out" / "checkpoint-2", "trainable.*") == {"F32"}  # trained on float32 master weights
+    assert json.loads((final / "preprocessor_config.json").read_text()) == image_processor_config(
+        TilingConfig.from_dict(json.loads((final / "config.json").read_text())["tiling"]))
+    vlm, processor = model.load(final)
+    assert vlm.dtype == torch.bfloat16
+    start, _ = model.load(bf16_dir)
+    changed = [k for k, v in vlm.state_dict().items() if not torch.equal(v, start.state_dict()[k])]
+    assert changed and all(k.startswith(("multi_modal_projector", "language_model")) for k in changed)  # it trained
+
+
+def test_preprocessor_config_reproduces_the_tiling_with_transformers(tmp_path) -> None:
+    from transformers import GotOcr2ImageProcessorPil
+
+    from tests.test_tiling import _noise
+
+    for tiling in (TilingConfig(tile_size=28, max_tiles=6), TilingConfig(tile_size=28, mode="resize")):
+        config = image_processor_config(tiling)
+        config.pop("image_processor_type")
+        expected = GotOcr2ImageProcessorPil(**config)(_noise(90, 50), return_tensors="pt")["pixel_values"]
+        assert torch.equal(model.tiling.preprocess_image(_noise(90, 50), tiling), expected)
+    assert image_processor_config(TilingConfig(thumbnail=False)) is None
+    assert image_processor_config(TilingConfig(mode="pad")) is None
