@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = verbs.add_parser("export", help="write a checkpoint in a format other tools load")
     _model_flags(export)
-    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf", "mobilevlm", "onnx"],
+    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf", "mobilevlm", "onnx", "tensorrt"],
                         help="gguf: llama.cpp's <name>-<type>.gguf + mmproj-<name>-f16.gguf; mobilevlm: the "
                              "MobileVLM V2 layout with its CLIP tower in vision_tower/; onnx: vision.onnx, embed.onnx, "
                              "decoder.onnx for onnxruntime")
@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", choices=["int8"],
                         help="onnx only: onnxruntime's dynamic int8 quantisation of the vision and decoder MatMuls")
     export.add_argument("--adapter", type=Path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
+    export.add_argument("--recipe", type=Path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
+                                                    "(default: the model's own tiling)")
     export.set_defaults(handler=_export)
 
     inspect = verbs.add_parser("inspect", help="describe a checkpoint or preset: layout, parts, tiling, template")
@@ -290,8 +292,17 @@ def _export(args) -> int:
         options = {"quantize": args.quantize}
     elif args.quantize:
         raise CliError("--quantize applies to --format onnx only")
+    if args.recipe is not None and args.format != "tensorrt":
+        raise CliError("--recipe applies to --format tensorrt only")
     check_target(Path(args.out), args.force)  # a refused target fails before the model is loaded
     vlm, processor = _load(args)
+    if args.format == "tensorrt":
+        options = {"tiling": None, "source": None}
+        if args.recipe is not None:
+            from .recipe import load_recipe
+
+            options = {"tiling": load_recipe(args.recipe).tiling_for(processor.tiling),
+                       "source": f"recipe {args.recipe}"}
     if args.adapter is not None:
         vlm = _with_adapter(vlm, args.adapter)
     out = export(vlm, processor, args.format, args.out, force=args.force, **options)
@@ -304,6 +315,12 @@ def _export(args) -> int:
     elif args.format == "onnx":
         print(f"wrote vision.onnx, embed.onnx and decoder.onnx ({args.quantize or 'fp32'}) to {out}\n"
               f"next: adapt chat --runtime onnx --model {out} --image IMAGE")
+    elif args.format == "tensorrt":
+        import json
+
+        print(json.loads((out / "fp16_check.json").read_text())["summary"])
+        print(f"wrote the TensorRT bundle to {out} (no engine built: engines are built on the device)\n"
+              f"next: copy it to the Jetson, build the engines as {out / 'README.md'} says, then python3 verify.py")
     else:
         print(f"wrote {args.format} checkpoint to {out}")
     return 0

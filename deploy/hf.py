@@ -5,6 +5,8 @@
 - `pocket`: pocket-adapt's own layout (any model, any projector).
 - `gguf`: llama.cpp's text-model GGUF and mmproj GGUF (`deploy.gguf`), f32 / f16 / q8_0 / q4_k_m.
 - `onnx`: vision, embedding and decoder graphs for ONNX Runtime, fp32 or int8 (`deploy.onnx.export`).
+- `tensorrt`: the Jetson Orin bundle (`deploy.tensorrt`): the ONNX graphs with TensorRT profiles for the tiling
+  (`tiling`: a recipe's), build commands, reference inputs and outputs, an fp16 check and `verify.py`.
 - `mobilevlm`: the MobileVLM V2 layout (MobileVLM's own scripts), plus the CLIP tower as a folder `vision_tower/`
   that its `mm_vision_tower` names by absolute path (`model.checkpoints.mobilevlm.export_mobilevlm`).
 
@@ -38,6 +40,7 @@ FORMATS = {
     "gguf": "llama.cpp GGUF (text model) + mmproj GGUF (vision)",
     "onnx": "ONNX Runtime: vision.onnx + embed.onnx + decoder.onnx (KV cache), genai_config.json",
     "mobilevlm": "MobileVLM V2 layout (LDPv2, CLIP tower, MobileLLaMA)",
+    "tensorrt": "Jetson Orin bundle: the ONNX graphs, TensorRT profiles and build commands, references, verify.py",
 }
 
 # What an export owns in its folder: any of these left from an earlier export would be mixed with the new one
@@ -48,8 +51,9 @@ OWNED = (
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "*.tiktoken", "chat_template.jinja", "chat_template.json",
     "*.gguf", "*.onnx", "*.onnx.data", "genai_config.json",
+    "profiles.json", "bundle.json", "fp16_check.json", "verify.py",
 )  # fmt: skip
-OWNED_FOLDERS = (TOWER_FOLDER,)  # folders an export writes whole (MobileVLM's CLIP tower)
+OWNED_FOLDERS = (TOWER_FOLDER, "references")  # folders an export writes whole (MobileVLM's CLIP tower, TensorRT's)
 
 
 class ExportError(PocketAdaptError, ValueError):
@@ -59,7 +63,7 @@ class ExportError(PocketAdaptError, ValueError):
 def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Path, force: bool = False,
            **options) -> Path:
     """Write `vlm` (and its processor) to `out_dir` in format `fmt`; see the module docstring for `force`.
-    `options` go to the format's writer (gguf: `qtype`, `name`; onnx: `quantize`)."""
+    `options` go to the format's writer (gguf: `qtype`, `name`; onnx: `quantize`; tensorrt: `tiling`, `source`)."""
     out = Path(out_dir)
     writer = _writer(fmt, out, **options)
     vlm = merge_lora(vlm)
@@ -113,6 +117,10 @@ def _writer(fmt: str, target: Path, **options) -> Callable[[PocketVLM, VLMProces
         from deploy.onnx.export import write_onnx
 
         return lambda vlm, processor, out: write_onnx(vlm, processor, out, **options)
+    if fmt == "tensorrt":
+        from deploy.tensorrt import write_tensorrt
+
+        return lambda vlm, processor, out: write_tensorrt(vlm, processor, out, **options)
     if options:
         raise ExportError(f"format {fmt!r} takes no options ({', '.join(options)})")
     if fmt == "hf":

@@ -1,0 +1,103 @@
+"""Will a graph survive fp16? Two checks, run at export time on the reference inputs.
+
+- `compare_fp16`: the ONNX graph converted to fp16 (onnxruntime's own `convert_float_to_float16`, inputs and
+  outputs kept fp32) and run in onnxruntime next to the fp32 graph: max abs error and error relative to the
+  output's largest magnitude, per output.
+- `scan_magnitudes`: the PyTorch module run in fp32 with every aten operator watched (a dispatch mode, the module
+  stack followed by `ModuleTracker`): the largest magnitude each operator produced, per owning module. A value
+  above fp16's largest finite number (65504) becomes inf in fp16; for normalisations (layer / RMS norm) the
+  largest per-row sum of squares of the input is reported too, since an fp16 reduction of it overflows first.
+  Masking constants (float32's lowest, filled into attention masks) are listed apart: they become -inf in fp16,
+  which softmax handles unless a whole row is masked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+FP16_MAX = 65504.0
+MASK_FILL = 1e30  # magnitudes this large are masking constants (finfo.min): -inf in fp16, as intended
+_NORMS = ("native_layer_norm", "layer_norm", "rms_norm", "_fused_rms_norm")
+# operators that move or copy values without computing new ones (their magnitudes repeat their input's)
+_MOVES = {"view", "_unsafe_view", "clone", "expand", "permute", "transpose", "t", "slice", "select", "unsqueeze",
+          "squeeze", "detach", "alias", "_to_copy", "reshape", "cat", "split", "split_with_sizes", "unbind", "copy_",
+          "lift_fresh", "contiguous", "index", "new_empty", "empty", "zeros", "ones", "arange", "full"}
+
+
+def compare_fp16(graph: Path, feeds: dict[str, np.ndarray]) -> dict[str, dict]:
+    """{output: {max_abs_error, relative_error, max_abs_fp32, nonfinite_fp16}} of the fp16 graph against fp32."""
+    import onnx
+    import onnxruntime as ort
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    graph = Path(graph)
+    fp32 = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    expected = dict(zip([o.name for o in fp32.get_outputs()], fp32.run(None, feeds)))
+    half = convert_float_to_float16(onnx.load(str(graph)), keep_io_types=True)
+    with tempfile.TemporaryDirectory(prefix="fp16-", dir=graph.parent) as tmp:
+        path = Path(tmp) / graph.name
+        onnx.save(half, str(path), save_as_external_data=True, location=graph.name + ".data")
+        del half
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        del session
+    return {name: compare(got[name], ref) | {"nonfinite_fp16": int((~np.isfinite(got[name])).sum())}
+            for name, ref in expected.items()}
+
+
+def compare(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    """Max abs error and that error relative to the reference's largest magnitude."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    err = float(np.nanmax(np.abs(got - ref))) if got.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    return {"max_abs_error": err, "relative_error": err / scale if scale else err, "max_abs_fp32": scale}
+
+
+def scan_magnitudes(module: torch.nn.Module, args: tuple, top: int = 5) -> dict:
+    """Largest fp32 magnitudes per (module, operator) in one forward of `module`: what overflows fp16 and the `top`
+    operators with the least headroom."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.module_tracker import ModuleTracker
+
+    from deploy.onnx.graphs import _innermost
+
+    names = {id(m): n for n, m in module.named_modules()}
+    peaks: dict[tuple[str, str], float] = {}
+    squares: dict[tuple[str, str], float] = {}
+    tracker = ModuleTracker()
+
+    class Watch(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            op = func.__name__.split(".")[0]
+            if op in _MOVES:
+                return out
+            key = (_innermost(tracker, module, names) or type(module).__name__, op)
+            first = out[0] if isinstance(out, (tuple, list)) and out else out
+            if isinstance(first, torch.Tensor) and first.is_floating_point() and first.numel():
+                peaks[key] = max(peaks.get(key, 0.0), float(first.detach().abs().max()))
+            if op in _NORMS and args and isinstance(args[0], torch.Tensor) and args[0].numel():
+                x = args[0].detach().double()
+                squares[key] = max(squares.get(key, 0.0), float((x * x).sum(-1).max()))
+            return out
+
+    with torch.no_grad(), tracker, Watch():
+        module(*args)
+    rows = [{"module": m, "op": op, "max_abs": peak, "headroom": FP16_MAX / peak if peak else None}
+            for (m, op), peak in peaks.items()]
+    rows.sort(key=lambda r: -r["max_abs"])
+    masks = [r for r in rows if r["max_abs"] >= MASK_FILL]
+    rows = [r for r in rows if r["max_abs"] < MASK_FILL]
+    norms = [{"module": m, "op": op, "max_row_sum_of_squares": s} for (m, op), s in squares.items()]
+    norms.sort(key=lambda r: -r["max_row_sum_of_squares"])
+    return {
+        "overflow": [r for r in rows if r["max_abs"] > FP16_MAX],
+        "norm_sum_of_squares_over_fp16": [r for r in norms if r["max_row_sum_of_squares"] > FP16_MAX],
+        "largest": rows[:top],
+        "mask_fill": [{"module": r["module"], "op": r["op"]} for r in masks],
+        "operators_watched": len(rows),
+    }

@@ -1,0 +1,246 @@
+"""`adapt export --format tensorrt [--recipe RECIPE]`: the bundle an automotive team builds TensorRT engines from on
+a Jetson Orin (engines are specific to the device and TensorRT version, so they are built there, not here).
+
+    vision.onnx, embed.onnx, decoder.onnx (+ .data), tokenizer, chat_template.json, preprocessor_config.json
+                        what `write_onnx` writes (deploy/onnx): the vision graph has fixed tile_size x tile_size
+                        tiles and a symbolic tile axis; the decoder takes inputs_embeds and a KV cache
+    profiles.json       one TensorRT profile per tile count the tiling produces (min = opt = max), named after the
+                        inputs it serves: the fewest tiles, the most (max_tiles + thumbnail), the driving layouts
+                        (one stitched 2688x896 image; six 1600x900 camera views); the decoder's and embedding's
+                        shape ranges; the trtexec command of each engine
+    references/*.npy    reference inputs (the example image tiled for each profile, the prompt's token ids) and
+                        PyTorch's fp32 outputs (image features, embeddings, the first logits)
+    fp16_check.json     each graph run in fp16 in onnxruntime against fp32, and the operators whose fp32 values
+                        would overflow fp16
+    bundle.json         what verify.py checks: graph, engine, reference files, tolerances per runtime
+    verify.py           the standalone check run on the Orin (deploy/tensorrt_verify.py)
+    README.md           the build commands and what was and was not checked
+
+Why one vision graph with a symbolic tile axis and not one static graph per tile count: trtexec refuses
+--minShapes/--optShapes/--maxShapes for an input whose shape is static (NVIDIA/TensorRT#2043, on an Orin), and one
+graph keeps one copy of the weights; a profile with min = opt = max fixes the tile count just the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from domains.driving.layout import CAMERA_SIZE, STITCHED_SIZE
+from model.errors import PocketAdaptError
+from model.resources import assets_dir
+from model.tiling import TilingConfig
+
+from .fp16_check import compare_fp16, scan_magnitudes
+from .onnx.export import DECODER, EMBED, VISION, write_onnx
+from .onnx.graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_names, eager_attention, kv_shape
+
+BUNDLE, PROFILES, FP16_REPORT, VERIFY, README = "bundle.json", "profiles.json", "fp16_check.json", "verify.py", "README.md"
+REFERENCES = "references"
+QUESTION = "What shapes are in the picture?"
+TEXT_BUDGET = 1024  # text tokens the decoder profile allows beside the largest profile's image tokens
+# max|got - expected| <= atol + rtol * max|expected|: fp16 engines against PyTorch fp32; the fp32 ONNX graphs
+TOLERANCE = {"tensorrt": {"rtol": 1e-2, "atol": 1e-4}, "onnxruntime": {"rtol": 1e-4, "atol": 1e-6}}
+
+
+class TensorRTExportError(PocketAdaptError, ValueError):
+    """The model or its tiling cannot be written as a TensorRT bundle."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Images of one sample the vision engine must take, and the tiles the processor cuts from them."""
+
+    name: str
+    description: str
+    images: tuple[tuple[int, int], ...]
+    tiles: int
+
+
+def layouts(processor, tiling: TilingConfig) -> list[Layout]:
+    """The image layouts the tiling must serve, each with its exact tile count from the processor."""
+    s = tiling.tile_size
+    thumb = " + thumbnail" if tiling.mode == "dynamic" and tiling.thumbnail else ""
+    wanted = [
+        ("fewest_tiles", f"an image cut into the fewest tiles (a {tiling.min_tiles}x1 grid{thumb if tiling.min_tiles > 1 else ''})",
+         ((s * tiling.min_tiles, s),)),
+        ("most_tiles", f"an image cut into the most tiles (a {tiling.max_tiles}x1 grid{thumb if tiling.max_tiles > 1 else ''})",
+         ((s * tiling.max_tiles, s),)),
+        ("driving_stitched", "the six nuScenes cameras stitched into one 2688x896 image (Mini-InternVL's layout)",
+         (STITCHED_SIZE,)),
+        ("driving_six_views", "six 1600x900 camera images in one sample (max_tiles shared out among them)",
+         (CAMERA_SIZE,) * 6),
+    ]
+    if tiling.mode != "dynamic":
+        wanted = wanted[:1] + wanted[2:]
+        wanted[0] = ("one_image", f"any one image ({tiling.mode} mode: always one tile)", ((s, s),))
+    return [Layout(name, text, images, sum(processor.tiles_for_sizes(images, tiling))) for name, text, images in wanted]
+
+
+def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = None, source: str | None = None) -> Path:
+    """Write the bundle into `out_dir` (an empty staging folder); `tiling`: the recipe's (default: the model's);
+    `source`: where that tiling came from, for the README."""
+    out_dir = Path(out_dir)
+    processor = copy.copy(processor)
+    processor.tiling = tiling or processor.tiling
+    tiling = processor.tiling
+    write_onnx(vlm, processor, out_dir)  # refuses a tiling whose tile size is not the tower's
+    vlm = (copy.deepcopy(vlm).float() if next(vlm.parameters()).dtype != torch.float32 else vlm).eval()
+    found = layouts(processor, tiling)
+    refs = References(out_dir / REFERENCES)
+    checks, vision_profiles, fp16 = [], [], {}
+    features_shape = None
+    for tiles in sorted({layout.tiles for layout in found}):
+        served = [layout for layout in found if layout.tiles == tiles]
+        pixels, _ = processor.prepare_images([example(size) for size in served[0].images], tiling)
+        with torch.no_grad():
+            features = vlm.get_image_features(pixels)
+        features_shape = list(features.shape[1:])
+        name = f"vision_{tiles}tiles"
+        shape = [tiles, 3, tiling.tile_size, tiling.tile_size]
+        command = trtexec(VISION, f"{name}.plan", {"pixel_values": (shape, shape, shape)})
+        vision_profiles.append({"tiles": tiles, "engine": f"{name}.plan", "min": shape, "opt": shape, "max": shape,
+                                "output_shape": list(features.shape), "trtexec": command,
+                                "serves": [{"name": x.name, "description": x.description,
+                                            "images": [list(i) for i in x.images]} for x in served]})
+        checks.append({"name": name, "onnx": VISION, "engine": f"{name}.plan", "required": True, "build": command,
+                       "inputs": {"pixel_values": refs.save(name, "pixel_values", pixels)},
+                       "outputs": {"image_features": refs.save(name, "image_features", features)}})
+        fp16[name] = fp16_entry(compare_fp16(out_dir / VISION, {"pixel_values": pixels.numpy()}),
+                                "image_features", VisionGraph(vlm), (pixels,), vlm)
+
+    stitched = next(x for x in found if x.name == "driving_stitched")
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[example(STITCHED_SIZE)], tiling=tiling)
+    ids = encoded.input_ids[None]
+    lm, cfg = vlm.language_model, vlm.config.text_config
+    heads, head_dim = kv_shape(cfg)
+    with torch.no_grad():
+        embedded = EmbedGraph(vlm)(ids)
+        merged, _ = vlm.embed(ids, encoded.pixel_values)
+        mask, positions = torch.ones_like(ids), torch.arange(ids.shape[1])[None]
+        logits = lm(inputs_embeds=merged, attention_mask=mask, position_ids=positions).logits[:, -1:]
+    inputs, _ = decoder_names(cfg.num_hidden_layers)
+    past = {n: {"zeros": [1, heads, 0, head_dim], "dtype": "float32"} for n in inputs[3:]}
+    n = ids.shape[1]
+    longest = min(int(getattr(cfg, "max_position_embeddings", 4096)),
+                  max(x.tiles for x in found) * processor.image_seq_length + TEXT_BUDGET)
+    lm_shapes = {"inputs_embeds": ([1, 1, cfg.hidden_size], [1, n, cfg.hidden_size], [1, longest, cfg.hidden_size]),
+                 "attention_mask": ([1, 1], [1, n], [1, longest]), "position_ids": ([1, 1], [1, n], [1, longest]),
+                 **{k: ([1, heads, 0, head_dim], [1, heads, 0, head_dim], [1, heads, longest - 1, head_dim])
+                    for k in inputs[3:]}}
+    embed_shapes = {"input_ids": ([1, 1], [1, n], [1, longest])}
+    decoder_cmd, embed_cmd = trtexec(DECODER, "decoder.plan", lm_shapes), trtexec(EMBED, "embed.plan", embed_shapes)
+    checks.append({"name": "embed", "onnx": EMBED, "engine": "embed.plan", "required": False, "build": embed_cmd,
+                   "inputs": {"input_ids": refs.save("embed", "input_ids", ids)},
+                   "outputs": {"inputs_embeds": refs.save("embed", "inputs_embeds", embedded)}})
+    feeds = {"inputs_embeds": refs.save("decoder", "inputs_embeds", merged),
+             "attention_mask": refs.save("decoder", "attention_mask", mask),
+             "position_ids": refs.save("decoder", "position_ids", positions), **past}
+    checks.append({"name": "decoder", "onnx": DECODER, "engine": "decoder.plan", "required": False,
+                   "build": decoder_cmd, "inputs": feeds,
+                   "outputs": {"logits": refs.save("decoder", "logits", logits)}})
+    decoder_feeds = {"inputs_embeds": merged.numpy(), "attention_mask": mask.numpy(), "position_ids": positions.numpy(),
+                     **{k: np.zeros(v["zeros"], np.float32) for k, v in past.items()}}
+    fp16["decoder"] = fp16_entry(compare_fp16(out_dir / DECODER, decoder_feeds), "logits", DecoderGraph(lm),
+                                 tuple(torch.from_numpy(v) for v in decoder_feeds.values()), vlm)
+
+    profiles = {
+        "tiling": tiling.to_dict(), "tiling_source": source or "the model's own tiling",
+        "image_tokens_per_tile": processor.image_seq_length,
+        "vision": {"onnx": VISION, "input": "pixel_values", "output": "image_features",
+                   "output_per_tile": features_shape, "profiles": vision_profiles},
+        "embed": {"onnx": EMBED, "engine": "embed.plan", "shapes": _named(embed_shapes), "trtexec": embed_cmd},
+        "decoder": {"onnx": DECODER, "engine": "decoder.plan", "shapes": _named(lm_shapes), "trtexec": decoder_cmd,
+                    "reference_prompt": {"question": QUESTION, "layout": stitched.name, "tokens": n},
+                    "max_sequence": longest,
+                    "max_multimodal_len": max(x.tiles for x in found) * processor.image_seq_length},
+    }
+    report = fp16_report(fp16)
+    _write_json(out_dir / PROFILES, profiles)
+    _write_json(out_dir / FP16_REPORT, report)
+    _write_json(out_dir / BUNDLE, {"format": "pocket-adapt tensorrt bundle", "version": 1, "tolerance": TOLERANCE,
+                                   "checks": checks})
+    shutil.copyfile(Path(__file__).with_name("tensorrt_verify.py"), out_dir / VERIFY)
+    from .tensorrt_readme import bundle_readme
+
+    (out_dir / README).write_text(bundle_readme(vlm, processor, profiles, report))
+    return out_dir
+
+
+def example(size: tuple[int, int]) -> Image.Image:
+    """The repository's example image resized to `size` (what a camera or a stitched view would deliver)."""
+    with Image.open(assets_dir() / "example.png") as image:
+        return image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+
+
+class References:
+    """.npy files under references/, written without pickle."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(exist_ok=True)
+
+    def save(self, check: str, tensor: str, value: torch.Tensor) -> dict[str, str]:
+        array = value.detach().cpu().numpy()
+        array = array.astype(np.float32) if array.dtype.kind == "f" else array.astype(np.int64)
+        path = self.folder / f"{check}.{tensor}.npy"
+        np.save(path, array, allow_pickle=False)
+        return {"file": f"{REFERENCES}/{path.name}"}
+
+
+def trtexec(onnx: str, engine: str, shapes: dict[str, tuple[list[int], list[int], list[int]]]) -> str:
+    """The trtexec command building `engine` from `onnx` in fp16 with one profile (min, opt, max per input)."""
+    spec = [",".join(f"{name}:{'x'.join(map(str, s[i]))}" for name, s in shapes.items()) for i in range(3)]
+    return (f"trtexec --onnx={onnx} --saveEngine={engine} --fp16 --minShapes={spec[0]} --optShapes={spec[1]} "
+            f"--maxShapes={spec[2]}")
+
+
+def fp16_entry(outputs: dict[str, dict], checked: str, module: torch.nn.Module, args: tuple, vlm) -> dict:
+    """One graph's fp16 comparison plus the fp32 magnitudes of its PyTorch module (eager attention, as exported);
+    `checked`: the output verify.py compares (judged at TensorRT's tolerance; the others are informative)."""
+    tol = TOLERANCE["tensorrt"]
+    stats = outputs[checked]
+    stats["within_tolerance"] = bool(stats["max_abs_error"] <= tol["atol"] + tol["rtol"] * stats["max_abs_fp32"]
+                                     and not stats["nonfinite_fp16"])
+    with eager_attention(vlm):
+        magnitudes = scan_magnitudes(module, args)
+    return {"outputs": outputs, "magnitudes": magnitudes}
+
+
+def fp16_report(graphs: dict[str, dict]) -> dict:
+    import onnxruntime
+
+    judged = [(g, o, s) for g, e in graphs.items() for o, s in e["outputs"].items() if "within_tolerance" in s]
+    worst = max(judged, key=lambda t: t[2]["relative_error"])
+    overflow = sorted({f"{r['module']}:{r['op']}" for e in graphs.values() for r in e["magnitudes"]["overflow"]})
+    norms = sorted({f"{r['module']}:{r['op']}" for e in graphs.values()
+                    for r in e["magnitudes"]["norm_sum_of_squares_over_fp16"]})
+    ok = all(s["within_tolerance"] for _, _, s in judged)
+    summary = (f"fp16 check: {'within' if ok else 'OUTSIDE'} tolerance; worst relative error "
+               f"{worst[2]['relative_error']:.2e} ({worst[0]}/{worst[1]}); {len(overflow)} operator(s) above "
+               f"fp16's 65504 in fp32{': ' + ', '.join(overflow[:3]) if overflow else ''}; {len(norms)} "
+               f"normalisation(s) whose sum of squares exceeds it")
+    return {
+        "summary": summary, "within_tolerance": ok, "tolerance": TOLERANCE["tensorrt"],
+        "how": "each graph converted by onnxruntime.transformers.float16.convert_float_to_float16 (keep_io_types) "
+               "and run in onnxruntime " + onnxruntime.__version__ + " (CPU) against the fp32 graph on the reference "
+               "inputs; relative_error = max_abs_error / max|fp32 output|; magnitudes: the PyTorch module in fp32, "
+               "largest |value| per (module, aten operator), fp16 overflows above 65504; within_tolerance judges the "
+               "outputs verify.py compares (image_features, logits), the KV cache is informative",
+        "graphs": graphs,
+    }
+
+
+def _named(shapes: dict) -> dict:
+    return {name: {"min": s[0], "opt": s[1], "max": s[2]} for name, s in shapes.items()}
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=1) + "\n")

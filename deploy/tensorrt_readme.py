@@ -1,0 +1,128 @@
+"""README.md of a TensorRT bundle: the device-side build commands (from profiles.json), what is confirmed and what is
+not, and how to run verify.py. Facts about TensorRT-LLM / TensorRT Edge-LLM on Jetson: ../shared/reference/
+edge_export.md §5 (what it leaves unconfirmed is marked so here too)."""
+
+from __future__ import annotations
+
+# TensorRT-LLM's checkpoint converter per LLM family (convert_checkpoint.py lives under examples/<family>/)
+TRTLLM_FAMILY = {"qwen2": "qwen", "qwen": "qwen", "internlm2": "internlm2", "phi3": "phi", "phi": "phi",
+                 "llama": "llama", "mobilellama": "llama"}
+
+
+def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
+    vision, decoder, embed = profiles["vision"], profiles["decoder"], profiles["embed"]
+    text_type = str(getattr(vlm.config.text_config, "model_type", "?"))
+    family = TRTLLM_FAMILY.get(text_type)
+    rows = "\n".join(
+        f"| `{p['engine']}` | {p['tiles']} | {'; '.join(s['name'] + ': ' + s['description'] for s in p['serves'])} |"
+        for p in vision["profiles"])
+    commands = "\n".join(f"{p['trtexec']}" for p in vision["profiles"])
+    tiling = profiles["tiling"]
+    return f"""# TensorRT bundle for Jetson Orin
+
+Written by `adapt export --format tensorrt` (pocket-adapt). Tiling: {profiles['tiling_source']}
+(tile {tiling['tile_size']} px, {tiling['min_tiles']}-{tiling['max_tiles']} tiles, thumbnail {tiling['thumbnail']},
+mode {tiling['mode']}); {profiles['image_tokens_per_tile']} image tokens per tile; language model: {text_type}.
+
+## What was checked, and what was not
+
+- Checked when the bundle was written (x86, CPU): the ONNX graphs against PyTorch fp32 on the reference inputs
+  (`python3 verify.py --runtime onnxruntime` passes at rtol 1e-4), and each graph converted to fp16 and run in
+  onnxruntime against fp32 (`fp16_check.json`): {fp16['summary']}.
+- **Not checked: no TensorRT engine was built from this bundle and no GPU was used.** Engines are specific to the
+  device and TensorRT version, so they are built on the Orin with the commands below; nothing is known about
+  TensorRT parity or latency until `verify.py` has run there.
+
+## Files
+
+| file | what |
+|---|---|
+| `vision.onnx` (+ `.data`) | `pixel_values (tiles, 3, {tiling['tile_size']}, {tiling['tile_size']})` -> `image_features (tiles, {', '.join(map(str, vision['output_per_tile']))})`; fixed tile size, tile count fixed by each profile |
+| `embed.onnx` | `input_ids (1, seq)` int64 -> `inputs_embeds`; image-context ids read row 0 (they are overwritten) |
+| `decoder.onnx` (+ `.data`) | `inputs_embeds`, `attention_mask`, `position_ids`, `past_key_values.N.key/value` -> last-position `logits`, `present.N.key/value` |
+| `profiles.json` | every engine's profile (min/opt/max shapes) and its trtexec command |
+| `references/*.npy` | reference inputs and PyTorch fp32 outputs (numpy, no pickle) |
+| `fp16_check.json` | the fp16 check: errors per output, fp32 magnitudes per module and operator |
+| `bundle.json`, `verify.py` | what verify.py compares, at which tolerances |
+| `preprocessor_config.json`, `chat_template.json`, tokenizer files | how the host cuts tiles, builds the prompt and tokenises |
+
+## 1. Vision engines (trtexec, on the Orin)
+
+One engine per tile count the tiling produces; each profile fixes the count (min = opt = max):
+
+| engine | tiles | serves |
+|---|---|---|
+{rows}
+
+JetPack 6.1 ships trtexec as `/usr/src/tensorrt/bin/trtexec`; run from this folder:
+
+```sh
+{commands}
+```
+
+fp16 notes: an operator listed under `overflow` in `fp16_check.json` produces values above 65504 in fp32 and
+becomes inf in fp16; a normalisation listed under `norm_sum_of_squares_over_fp16` overflows if TensorRT reduces
+it in fp16. Keep such layers in fp32 (`--precisionConstraints=obey --layerPrecisions=<layer>:fp32`; the
+TensorRT layer names come from `trtexec --verbose`) and compare again with verify.py. A single engine for every
+count (`--minShapes` the fewest tiles, `--maxShapes` the most) also works with this graph; it is unchecked.
+
+## 2. Language model
+
+**A. Plain TensorRT from `decoder.onnx` and `embed.onnx`** (the route verify.py checks):
+
+```sh
+{embed['trtexec']}
+{decoder['trtexec']}
+```
+
+The decoder profile allows {decoder['max_sequence']} tokens (the largest image profile's image tokens plus
+1024 text tokens). Unconfirmed: that TensorRT on the Orin accepts the empty KV cache (past length 0) of the
+first step as a profile minimum, and how this engine's speed compares with TensorRT-LLM's (no plugins here).
+
+**B. TensorRT Edge-LLM** (Orin to Thor): the x86 tools `tensorrt-edgellm-quantize-llm`,
+`tensorrt-edgellm-export-llm` and `tensorrt-edgellm-export-visual`, then on the device
+`llm_build --vlm --minImageTokens N --maxImageTokens {decoder['max_multimodal_len']}` and `visual_build`.
+Its listed VLMs are Qwen2-VL, Qwen2.5-VL, InternVL3 and Phi-4-MM; whether it takes this model (a pocket-adapt
+checkpoint; export it with `adapt export --format hf` or `--format internvl` first) is **unconfirmed**, as are
+the other flags. INT4-AWQ and GPTQ are available; FP8 is not on Orin (SM87; FP8 needs SM89+).
+
+**C. TensorRT-LLM `v0.12.0-jetson`** (the branch for JetPack 6.1, "Jetson AGX Orin; other Orin devices under
+testing"; container `dustynv/tensorrt_llm:0.12-r36.4.0`, about 18.5 GB, NVMe recommended). Export the model in
+a layout TensorRT-LLM reads (`adapt export --format hf --model MODEL --out hf`, on x86), then on the device:
+
+```sh
+python3 examples/{family or '<family>'}/convert_checkpoint.py --model_dir <LLM folder> --output_dir ckpt --dtype float16
+trtllm-build --checkpoint_dir ckpt --output_dir llm --gemm_plugin float16 --max_batch_size 1 \\
+    --max_input_len {decoder['max_sequence']} --max_seq_len {decoder['max_sequence']} --max_multimodal_len {decoder['max_multimodal_len']}
+```
+
+`--max_multimodal_len` = the most tiles ({decoder['max_multimodal_len'] // profiles['image_tokens_per_tile']}) x
+{profiles['image_tokens_per_tile']} image tokens. The converter is chosen by LLM family
+({'`' + family + '` for ' + text_type if family else 'no known family for ' + text_type + ': unsupported by this route'});
+the image features enter as a prompt-embedding table of shape `(tiles x tokens, hidden)`, the vision engine's
+output flattened. Unconfirmed: whether the Jetson branch has `internvl`, whether its converter reads the LLM out
+of a whole-VLM folder (it may need the LLM alone), and its pinned transformers version (4.37.2 in the README).
+
+## 3. Preprocessing on the host
+
+`preprocessor_config.json` holds the tiling: InternVL dynamic tiles (closest aspect-ratio grid, bicubic resize,
+row-major tiles, a thumbnail when there is more than one tile), `(x / 255 - mean) / std`. A six-view sample gives
+each image `max_tiles // 6` tiles; the tiles of all images go to the vision engine in one batch. The prompt
+follows `chat_template.json`: each image becomes `<img>`, {profiles['image_tokens_per_tile']} image-context tokens per
+tile, `</img>`; the decoder's `inputs_embeds` are `embed(ids)` with the image-context rows replaced by the vision
+output rows in order.
+
+## 4. Check the engines: verify.py
+
+```sh
+python3 verify.py                          # the *.plan files in this folder, TensorRT
+python3 verify.py --engines /path/to/plans # engines elsewhere
+python3 verify.py --runtime onnxruntime    # the fp32 ONNX graphs (x86 or Orin, no engine)
+```
+
+It runs each engine on the shipped reference inputs and compares with the shipped PyTorch fp32 outputs:
+PASS when max|got - expected| <= atol + rtol x max|expected| (TensorRT fp16: rtol 1e-2, atol 1e-4;
+onnxruntime fp32: rtol 1e-4, atol 1e-6; `--rtol` / `--atol` override). Vision engines are required; the
+embed/decoder engines of route A are checked when present. Exit status 0 when all pass, 1 otherwise. Needs numpy
+and the TensorRT Python bindings (JetPack's `python3-libnvinfer`) with polygraphy or `cuda-python`.
+"""

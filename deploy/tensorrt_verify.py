@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Check TensorRT engines (or the bundle's ONNX graphs) against the reference outputs shipped in this bundle.
+
+    python3 verify.py                          # the engines (*.plan) built on this device, TensorRT
+    python3 verify.py --engines DIR            # engines elsewhere
+    python3 verify.py --runtime onnxruntime    # the fp32 ONNX graphs in onnxruntime (no GPU needed)
+
+Every check in bundle.json names an ONNX graph, the engine built from it, the reference inputs (.npy) and the
+expected outputs (.npy, PyTorch fp32). An output passes when its shape matches, it is finite, and
+max|got - expected| <= atol + rtol * max|expected| (tolerances per runtime in bundle.json: fp16 engines get a
+looser one than the fp32 graphs). One line per output, PASS or FAIL; a check whose engine is missing FAILs when it
+is required (the vision engines) and is reported as SKIP otherwise (the language-model engines built with
+trtexec). Exit status 0 when everything checked passes, 1 otherwise.
+
+Needs numpy, and: TensorRT's Python bindings with polygraphy, or with the CUDA Python bindings (`cuda-python`);
+or onnxruntime for --runtime onnxruntime. Nothing else; it does not import pocket-adapt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_array(path: Path) -> np.ndarray:
+    return np.load(path, allow_pickle=False)
+
+
+def feeds_for(check: dict, bundle: Path) -> dict[str, np.ndarray]:
+    """The check's inputs: a reference .npy, or zeros of a stated shape (an empty KV cache)."""
+    feeds = {}
+    for name, spec in check["inputs"].items():
+        if "file" in spec:
+            feeds[name] = load_array(bundle / spec["file"])
+        else:
+            feeds[name] = np.zeros(spec["zeros"], dtype=spec["dtype"])
+    return feeds
+
+
+def judge(got: np.ndarray | None, expected: np.ndarray, rtol: float, atol: float) -> tuple[bool, str]:
+    """(passed, detail) for one output."""
+    if got is None:
+        return False, "no such output"
+    got = np.asarray(got)
+    if tuple(got.shape) != tuple(expected.shape):
+        return False, f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    got64, exp64 = got.astype(np.float64), expected.astype(np.float64)
+    if not np.isfinite(got64).all():
+        return False, f"{int((~np.isfinite(got64)).sum())} values not finite"
+    err = float(np.abs(got64 - exp64).max()) if got.size else 0.0
+    limit = atol + rtol * (float(np.abs(exp64).max()) if exp64.size else 0.0)
+    return err <= limit, f"max_abs_err={err:.3g} limit={limit:.3g}"
+
+
+class OrtRunner:
+    def __init__(self, path: Path):
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(None, feeds)))
+
+
+class TrtRunner:
+    """One engine run through TensorRT's Python API (10.x tensor API): polygraphy's runner when installed,
+    else device buffers from the CUDA Python bindings."""
+
+    def __init__(self, path: Path):
+        import tensorrt as trt
+
+        self.trt = trt
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"{path}: TensorRT could not load the engine (built on another device or version?)")
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            from polygraphy.backend.trt import TrtRunner as PolyRunner
+        except ImportError:
+            return self._run_cuda(feeds)
+        with PolyRunner(self.engine) as runner:
+            return {k: np.array(v) for k, v in runner.infer(feeds).items()}
+
+    def _run_cuda(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart
+
+        def ok(result):
+            err, *rest = result if isinstance(result, tuple) else (result,)
+            if int(err) != 0:
+                raise RuntimeError(f"CUDA error {err}")
+            return rest[0] if rest else None
+
+        trt, engine = self.trt, self.engine
+        context = engine.create_execution_context()
+        stream = ok(cudart.cudaStreamCreate())
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        buffers, outputs = [], {}
+        try:
+            for name in inputs:
+                array = np.ascontiguousarray(feeds[name].astype(trt.nptype(engine.get_tensor_dtype(name))))
+                context.set_input_shape(name, array.shape)
+                ptr = ok(cudart.cudaMalloc(max(array.nbytes, 1)))
+                buffers.append(ptr)
+                if array.nbytes:
+                    ok(cudart.cudaMemcpy(ptr, array.ctypes.data, array.nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyHostToDevice))
+                context.set_tensor_address(name, ptr)
+            for name in names:
+                if name in inputs:
+                    continue
+                shape = tuple(context.get_tensor_shape(name))
+                array = np.empty(shape, dtype=trt.nptype(engine.get_tensor_dtype(name)))
+                ptr = ok(cudart.cudaMalloc(max(array.nbytes, 1)))
+                buffers.append(ptr)
+                context.set_tensor_address(name, ptr)
+                outputs[name] = (array, ptr)
+            if not context.execute_async_v3(stream):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            ok(cudart.cudaStreamSynchronize(stream))
+            for array, ptr in outputs.values():
+                if array.nbytes:
+                    ok(cudart.cudaMemcpy(array.ctypes.data, ptr, array.nbytes,
+                                         cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost))
+        finally:
+            for ptr in buffers:
+                cudart.cudaFree(ptr)
+            cudart.cudaStreamDestroy(stream)
+        return {name: array for name, (array, _) in outputs.items()}
+
+
+def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float | None = None,
+           atol: float | None = None, out=sys.stdout) -> int:
+    """Run every check of the bundle in `runtime`; print one line per output; 0 when all pass, else 1."""
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    tolerance = manifest["tolerance"][runtime]
+    rtol = tolerance["rtol"] if rtol is None else rtol
+    atol = tolerance["atol"] if atol is None else atol
+    engines = engines or bundle
+    failed = 0
+    print(f"{runtime}: rtol={rtol:g} atol={atol:g} (max|got - expected| <= atol + rtol * max|expected|)", file=out)
+    for check in manifest["checks"]:
+        path = bundle / check["onnx"] if runtime == "onnxruntime" else engines / check["engine"]
+        if not path.is_file():
+            if check["required"]:
+                failed += 1
+                print(f"FAIL {check['name']}: {path} not found ({check['build']})", file=out)
+            else:
+                print(f"SKIP {check['name']}: {path.name} not built (optional)", file=out)
+            continue
+        runner = OrtRunner(path) if runtime == "onnxruntime" else TrtRunner(path)
+        got = runner.run(feeds_for(check, bundle))
+        for name, spec in check["outputs"].items():
+            passed, detail = judge(got.get(name), load_array(bundle / spec["file"]), rtol, atol)
+            failed += not passed
+            print(f"{'PASS' if passed else 'FAIL'} {check['name']}/{name}: {detail}", file=out)
+    print("all checks passed" if not failed else f"{failed} check(s) failed", file=out)
+    return 0 if not failed else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", type=Path, default=HERE, help="the bundle folder (default: this script's)")
+    parser.add_argument("--runtime", choices=["tensorrt", "onnxruntime"], default="tensorrt")
+    parser.add_argument("--engines", type=Path, help="folder of the built *.plan files (default: the bundle)")
+    parser.add_argument("--rtol", type=float, help="override the bundle's relative tolerance for this runtime")
+    parser.add_argument("--atol", type=float, help="override the bundle's absolute tolerance for this runtime")
+    args = parser.parse_args(argv)
+    return verify(args.bundle.resolve(), args.runtime, args.engines, args.rtol, args.atol)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
