@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-from transformers import LlamaConfig, Phi3Config, Qwen2Config
+from typing import TYPE_CHECKING
 
 from .errors import ModelConfigError
 from .resources import assets_dir
 from .tiling import CLIP_MEAN, CLIP_STD, TilingConfig
-from .vision import clip_vit_l14_336_config, internvit_config
-from .vlm import PocketVLMConfig
+
+if TYPE_CHECKING:
+    from .vlm import PocketVLM, PocketVLMConfig
+
+# The builders import transformers and the model classes when called, so listing presets (`adapt presets`,
+# recipe validation) stays light.
 
 POCKET_TINY_TOKENIZER = "pocket-tiny"
 
@@ -32,6 +35,11 @@ class Preset:
 
 
 def _internvl2_1b() -> PocketVLMConfig:
+    from transformers import Qwen2Config
+
+    from .vision import internvit_config
+    from .vlm import PocketVLMConfig
+
     text = Qwen2Config(
         vocab_size=151655, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
         num_attention_heads=14, num_key_value_heads=2, rms_norm_eps=1e-6, max_position_embeddings=32768,
@@ -46,6 +54,11 @@ def _internvl2_1b() -> PocketVLMConfig:
 
 
 def _mini_internvl_2b() -> PocketVLMConfig:
+    from transformers import LlamaConfig
+
+    from .vision import internvit_config
+    from .vlm import PocketVLMConfig
+
     # InternLM2-chat-1.8B expressed as a Llama (wqkv de-interleaved at load time)
     text = LlamaConfig(
         vocab_size=92553, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
@@ -61,6 +74,11 @@ def _mini_internvl_2b() -> PocketVLMConfig:
 
 
 def _mini_internvl_4b() -> PocketVLMConfig:
+    from transformers import Phi3Config
+
+    from .vision import internvit_config
+    from .vlm import PocketVLMConfig
+
     text = Phi3Config(
         vocab_size=32020, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
         num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-5, max_position_embeddings=131072,
@@ -74,6 +92,11 @@ def _mini_internvl_4b() -> PocketVLMConfig:
 
 
 def _mobilevlm_v2(hidden: int, intermediate: int, layers: int, heads: int) -> PocketVLMConfig:
+    from transformers import LlamaConfig
+
+    from .vision import clip_vit_l14_336_config
+    from .vlm import PocketVLMConfig
+
     text = LlamaConfig(
         vocab_size=32000, hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=heads, rms_norm_eps=1e-6, max_position_embeddings=2048,
@@ -89,7 +112,10 @@ def _mobilevlm_v2(hidden: int, intermediate: int, layers: int, heads: int) -> Po
 
 def _pocket_tiny() -> PocketVLMConfig:
     """A tiny InternVL-shaped model (InternViT + pixel-shuffle MLP + Qwen2) for CPU tests and demos."""
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, Qwen2Config
+
+    from .vision import internvit_config
+    from .vlm import PocketVLMConfig
 
     tokenizer = AutoTokenizer.from_pretrained(str(assets_dir() / POCKET_TINY_TOKENIZER))
     text = Qwen2Config(
@@ -137,7 +163,7 @@ def preset_config(name: str) -> PocketVLMConfig:
     return get_preset(name).build()
 
 
-def preset_skeleton(name: str):
+def preset_skeleton(name: str) -> PocketVLM:
     """The preset's `PocketVLM` with every tensor on the meta device: its parts, shapes and parameter counts
     without reading, fetching or allocating any weight (what `adapt inspect --model PRESET` describes)."""
     import torch

@@ -24,14 +24,16 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from .errors import PocketAdaptError
 from .limits import DEFAULT_MAX_PIXELS, MAX_TILES_LIMIT
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so tile planning (`adapt tiles`) stays light
+    import torch
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -328,6 +330,8 @@ def _normalize_arrays(
             raise ValueError(f"all tiles must be {w}x{h} RGB, tile {i} has shape {tile.shape}")
         for c in range(3):
             _gather(lut, None, c, tile[..., c], out[i, c])
+    import torch
+
     return torch.from_numpy(out)
 
 
@@ -388,6 +392,8 @@ def _run_lanes(tasks: list[Callable[[], None]], lanes: int) -> None:
 def _threads() -> int:
     """Threads for one image: torch's intra-op setting (1 inside DataLoader workers), at most 3 (the work is
     three colour planes of at most two resizes)."""
+    import torch
+
     return max(1, min(3, torch.get_num_threads()))
 
 
@@ -420,6 +426,8 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
     tasks = [task(c, resize) for resize in plan for c in range(3)]  # the large canvas first: even load
     big = source.width * source.height + sum(w * h for (w, h), _ in plan) > _THREADED_MIN_PIXELS
     _run_lanes(tasks, _threads() if big else 1)
+    import torch
+
     return torch.from_numpy(out)
 
 

@@ -1,0 +1,54 @@
+"""Light verbs start without the heavy libraries: `adapt --help`, `adapt presets` and `adapt tiles` import no torch,
+transformers, peft, matplotlib, gradio, rasterio or pydicom (issue 16 item 2: start-up). A behaviour test, not a
+timing one: each verb runs in a fresh interpreter and the modules it loaded are listed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "peft", "matplotlib", "gradio", "rasterio", "pydicom", "scipy")
+
+PROBE = """
+import contextlib, io, json, sys
+from adapt.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as stop:  # --help exits through argparse
+        code = stop.code
+print(json.dumps({"code": code, "out": out.getvalue(), "modules": sorted(m for m in sys.modules if "." not in m)}))
+"""
+
+
+def _run(*argv: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "shows"),
+    [
+        (["--help"], "usage: adapt"),
+        (["train", "--help"], "usage: adapt train"),
+        (["presets"], "OpenGVLab/InternVL2-1B"),
+        (["tiles", "2688x896"], "grid 6x2"),
+    ],
+)
+def test_light_verbs_import_no_heavy_library(argv: list[str], shows: str) -> None:
+    result = _run(*argv)
+    assert result["code"] in (0, None) and shows in result["out"]
+    assert not set(HEAVY) & set(result["modules"]), f"{argv} imported {sorted(set(HEAVY) & set(result['modules']))}"
+
+
+def test_the_probe_sees_heavy_imports() -> None:
+    # the same probe on a verb that needs torch lists it, so an empty list above means something
+    result = _run("inspect", "--model", "pocket-tiny")
+    assert result["code"] == 0 and "torch" in result["modules"]
