@@ -128,6 +128,22 @@ def test_tile_count_is_dynamic(models, exports):
 
 
 @pytest.mark.slow
+def test_vision_graph_for_a_fixed_tile_count(models, tmp_path):
+    """What a TensorRT profile wants: the tile count fixed in the graph (`export_vision(tiles=N)`)."""
+    from deploy.onnx.graphs import export_vision
+    from deploy.onnx.runtime import session
+
+    vlm, processor = models["internvl"]
+    path = export_vision(vlm, tmp_path / "vision-3.onnx", tiles=3)
+    dims = [d.dim_value for d in onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [3, 3, 56, 56]
+    pixels = torch.randn(3, 3, 56, 56, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = vlm.get_image_features(pixels).numpy()
+    assert relative_error(session(path).run(None, {"pixel_values": pixels.numpy()})[0], expected) < 1e-4
+
+
+@pytest.mark.slow
 def test_graphs_are_checker_clean_and_described_by_genai_config(exports):
     folder = exports("internvl")
     genai = json.loads((folder / GENAI_CONFIG).read_text())

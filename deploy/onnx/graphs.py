@@ -113,10 +113,8 @@ def export_vision(vlm, path: str | Path, tiles: int | None = None, metadata: dic
     size = _tile_size(vlm)
     example = torch.randn(tiles or 2, 3, size, size)  # 2: torch.export specialises a dimension of size 1
     dynamic = None
-    if tiles is None:
-        from model.limits import MAX_TILES_LIMIT
-
-        dynamic = {"pixel_values": {0: torch.export.Dim("tiles", min=1, max=max(MAX_TILES_LIMIT, 64))}}
+    if tiles is None:  # all images of a prompt in one call: no upper bound
+        dynamic = {"pixel_values": {0: torch.export.Dim("tiles", min=1)}}
     return export_graph(VisionGraph(vlm), (example,), path, ["pixel_values"], ["image_features"], dynamic, metadata)
 
 
