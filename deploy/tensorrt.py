@@ -91,7 +91,12 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     processor = copy.copy(processor)
     processor.tiling = tiling or processor.tiling
     tiling = processor.tiling
-    write_onnx(vlm, processor, out_dir)  # refuses a tiling whose tile size is not the tower's
+    tower = vlm.config.vision_config.image_size
+    tower = tower if isinstance(tower, int) else int(tower[0])
+    if tiling.tile_size != tower:
+        raise TensorRTExportError(f"{source or 'the model'}: tiling.tile_size {tiling.tile_size} is not the vision "
+                                  f"tower's image size {tower}; the engines take the tower's tiles (set it to null)")
+    write_onnx(vlm, processor, out_dir)
     vlm = (copy.deepcopy(vlm).float() if next(vlm.parameters()).dtype != torch.float32 else vlm).eval()
     found = layouts(processor, tiling)
     refs = References(out_dir / REFERENCES)

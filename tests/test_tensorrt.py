@@ -1,0 +1,243 @@
+"""The TensorRT bundle (`adapt export --format tensorrt`, deploy/tensorrt.py) for Jetson Orin.
+
+No engine is built here (no GPU): what is checked is everything the automotive team gets before they build one --
+the bundle's files, that the graphs' fixed shapes are the profiles', that the driving profiles hold exactly the
+tiles the processor cuts (2688x896 stitched; six 1600x900 views), the fp16 check's report, and verify.py's
+comparison logic through its onnxruntime mode (PASS on the bundle as shipped, FAIL on an altered reference).
+
+Two models: pocket-tiny through the CLI with the driving recipe's tiling, and a tiny random InternVL (Qwen2) through
+`deploy.hf.export` with its own tiling. Each export takes about a minute on two shared cores, so they are made once
+per module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import model
+
+from .deps import require
+
+require("onnx", "the deploy extra: ONNX export")
+require("onnxruntime", "the deploy extra: ONNX Runtime")
+require("onnxscript", "the deploy extra: torch.onnx's dynamo exporter")
+
+import onnx  # noqa: E402
+
+from adapt.cli import main  # noqa: E402
+from adapt.recipe import load_recipe  # noqa: E402
+from deploy.fp16_check import FP16_MAX, scan_magnitudes  # noqa: E402
+from deploy.hf import export  # noqa: E402
+from deploy.tensorrt import layouts  # noqa: E402
+from model.tiling import TilingConfig  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DRIVING = REPO / "templates" / "recipes" / "driving_pocket-tiny_full.yaml"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bundles(native_dir, tmp_path_factory) -> dict[str, tuple[Path, str]]:
+    """name -> (bundle folder, what the export printed)."""
+    root = tmp_path_factory.mktemp("tensorrt")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(DRIVING),
+                     "--out", str(root / "pocket-tiny")]) == 0
+    vlm, processor = model.load(native_dir)
+    export(vlm, processor, "tensorrt", root / "internvl")
+    return {"pocket-tiny": (root / "pocket-tiny", printed.getvalue()), "internvl": (root / "internvl", "")}
+
+
+def read(bundle: Path, name: str) -> dict:
+    return json.loads((bundle / name).read_text())
+
+
+def verify(bundle: Path, *args: str) -> subprocess.CompletedProcess:
+    """The bundle's own verify.py, as the automotive team runs it (a separate process, cwd the bundle)."""
+    return subprocess.run([sys.executable, "verify.py", *args], cwd=bundle, capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+def test_bundle_holds_graphs_tokenizer_references_and_instructions(name, bundles):
+    bundle, _ = bundles[name]
+    for f in ("vision.onnx", "embed.onnx", "decoder.onnx", "tokenizer.json", "chat_template.json",
+              "preprocessor_config.json", "profiles.json", "bundle.json", "fp16_check.json", "README.md", "verify.py"):
+        assert (bundle / f).is_file(), f
+    manifest, profiles = read(bundle, "bundle.json"), read(bundle, "profiles.json")
+    files = [spec["file"] for check in manifest["checks"] for part in ("inputs", "outputs")
+             for spec in check[part].values() if "file" in spec]
+    assert len(files) >= 2 * len(profiles["vision"]["profiles"]) + 5
+    for f in files:
+        array = np.load(bundle / f, allow_pickle=False)
+        assert array.size and array.dtype in (np.float32, np.int64), f
+    readme = (bundle / "README.md").read_text()
+    assert "no TensorRT engine was built" in readme
+    for entry in profiles["vision"]["profiles"]:
+        assert entry["trtexec"] in readme and "--fp16" in entry["trtexec"]
+    assert profiles["decoder"]["trtexec"] in readme and "v0.12.0-jetson" in readme and "llm_build" in readme
+    assert "python3 verify.py" in readme
+    # the example image, really tiled: not a constant, and with the tiling's normalisation
+    pixels = np.load(bundle / manifest["checks"][0]["inputs"]["pixel_values"]["file"], allow_pickle=False)
+    assert pixels.std() > 0.1
+
+
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+def test_fixed_graph_shapes_are_the_profiles(name, bundles):
+    """The vision graph's fixed dims are every profile's; the tile axis is the only free one, and each profile fixes
+    it (min = opt = max); the vision graph gives each profile's output shape; the decoder's fixed dims match."""
+    import onnxruntime as ort
+
+    bundle, _ = bundles[name]
+    profiles = read(bundle, "profiles.json")
+    graph = onnx.load(str(bundle / "vision.onnx"), load_external_data=False)
+    dims = [d.dim_value or d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    size = profiles["tiling"]["tile_size"]
+    assert isinstance(dims[0], str) and dims[1:] == [3, size, size]
+    out_dims = [d.dim_value or d.dim_param for d in graph.graph.output[0].type.tensor_type.shape.dim]
+    assert out_dims[1:] == profiles["vision"]["output_per_tile"]
+    session = ort.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
+    checks = {c["name"]: c for c in read(bundle, "bundle.json")["checks"]}
+    for entry in profiles["vision"]["profiles"]:
+        assert entry["min"] == entry["opt"] == entry["max"]
+        assert entry["min"][1:] == dims[1:] and entry["min"][0] == entry["tiles"]
+        assert f"--minShapes=pixel_values:{'x'.join(map(str, entry['min']))}" in entry["trtexec"]
+        pixels = np.load(bundle / checks[entry["engine"][:-5]]["inputs"]["pixel_values"]["file"], allow_pickle=False)
+        assert list(pixels.shape) == entry["opt"]
+        assert list(session.run(None, {"pixel_values": pixels})[0].shape) == entry["output_shape"]
+    decoder = onnx.load(str(bundle / "decoder.onnx"), load_external_data=False)
+    for value in decoder.graph.input:
+        fixed = [(i, d.dim_value) for i, d in enumerate(value.type.tensor_type.shape.dim) if d.dim_value]
+        shapes = profiles["decoder"]["shapes"][value.name]
+        for i, size in fixed:
+            assert shapes["min"][i] == shapes["opt"][i] == shapes["max"][i] == size, value.name
+
+
+def test_driving_profiles_hold_the_tiles_the_processor_cuts(bundles):
+    """pocket-tiny with the driving recipe's tiling: the stitched 2688x896 view and a six-view sample, through the
+    processor, give exactly the tile counts of the profiles that serve them; the bundle carries the recipe's tiling."""
+    bundle, _ = bundles["pocket-tiny"]
+    profiles = read(bundle, "profiles.json")
+    _, processor = model.load("pocket-tiny")
+    tiling = load_recipe(DRIVING).tiling_for(processor.tiling)
+    assert tiling != processor.tiling  # the recipe changes max_tiles, so the check below sees the recipe's
+    assert profiles["tiling"] == tiling.to_dict() == read(bundle, "preprocessor_config.json")["tiling"]
+    serving = {s["name"]: p["tiles"] for p in profiles["vision"]["profiles"] for s in p["serves"]}
+    question = [{"role": "user", "content": "What is ahead?"}]
+    stitched = processor(question, images=[Image.new("RGB", (2688, 896))], tiling=tiling)
+    assert serving["driving_stitched"] == stitched.pixel_values.shape[0]
+    views = processor(question, images=[Image.new("RGB", (1600, 900))] * 6, tiling=tiling)
+    assert serving["driving_six_views"] == views.pixel_values.shape[0]
+    assert serving["most_tiles"] == tiling.max_tiles + 1 and serving["fewest_tiles"] == 1
+    # every tile count the tiling can produce for one image lies inside [fewest, most]
+    assert profiles["decoder"]["max_multimodal_len"] == max(serving.values()) * profiles["image_tokens_per_tile"]
+
+
+def test_one_tile_modes_give_one_tile_per_image():
+    """pad mode (MobileVLM): one tile per image whatever its size, so a six-view sample is six tiles."""
+    _, processor = model.load("pocket-tiny")
+    pad = TilingConfig(tile_size=processor.tiling.tile_size, mode="pad")
+    assert {x.name: x.tiles for x in layouts(processor, pad)} == {"one_image": 1, "driving_stitched": 1,
+                                                                   "driving_six_views": 6}
+
+
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+def test_fp16_check_report(name, bundles):
+    bundle, printed = bundles[name]
+    report = read(bundle, "fp16_check.json")
+    graphs = report["graphs"]
+    vision = [g for g in graphs if g.startswith("vision_")]
+    assert len(vision) == len(read(bundle, "profiles.json")["vision"]["profiles"]) and "decoder" in graphs
+    for g in vision:
+        stats = graphs[g]["outputs"]["image_features"]
+        assert 0 < stats["relative_error"] < 1e-2 and stats["nonfinite_fp16"] == 0  # fp16 ran, and differs a little
+        assert stats["within_tolerance"]
+    logits = graphs["decoder"]["outputs"]["logits"]
+    assert 0 < logits["relative_error"] < 2e-2 and np.isfinite(logits["max_abs_error"])
+    for entry in graphs.values():
+        magnitudes = entry["magnitudes"]
+        assert magnitudes["operators_watched"] > 5 and magnitudes["largest"]
+        assert all(r["max_abs"] <= FP16_MAX for r in magnitudes["largest"]) == (not magnitudes["overflow"])
+    assert any(r["op"] == "mm" or r["op"] == "addmm" or r["op"] == "bmm"
+               for e in graphs.values() for r in e["magnitudes"]["largest"])
+    assert report["summary"].startswith("fp16 check:")
+    if printed:
+        assert report["summary"] in printed
+
+
+def test_overflow_prone_operators_are_named():
+    """A Linear whose outputs pass 65504 and a LayerNorm whose rows' sum of squares does are named with their module
+    and operator; a well-scaled twin reports nothing."""
+
+    class Net(torch.nn.Module):
+        def __init__(self, scale: float):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 64)
+            self.norm = torch.nn.LayerNorm(64)
+            torch.nn.init.constant_(self.proj.weight, scale)
+
+        def forward(self, x):
+            return self.norm(self.proj(x))
+
+    x = torch.ones(2, 8)
+    hot = scan_magnitudes(Net(1e4), (x,))
+    assert [(r["module"], r["op"]) for r in hot["overflow"]] == [("proj (Linear)", "addmm")]
+    assert [(r["module"], r["op"]) for r in hot["norm_sum_of_squares_over_fp16"]] == [("norm (LayerNorm)",
+                                                                                      "native_layer_norm")]
+    cool = scan_magnitudes(Net(1e-2), (x,))
+    assert not cool["overflow"] and not cool["norm_sum_of_squares_over_fp16"]
+
+
+def test_verify_passes_as_shipped_and_fails_on_an_altered_reference(bundles, tmp_path):
+    shipped, _ = bundles["pocket-tiny"]
+    bundle = Path(shutil.copytree(shipped, tmp_path / "bundle"))
+    result = verify(bundle, "--runtime", "onnxruntime")
+    assert result.returncode == 0, result.stdout + result.stderr
+    passes = [line for line in result.stdout.splitlines() if line.startswith("PASS ")]
+    assert len(passes) == len(read(bundle, "bundle.json")["checks"])
+    # one value of the expected logits moved by 1 % of their range: outside the fp32 tolerance
+    path = bundle / "references" / "decoder.logits.npy"
+    logits = np.load(path, allow_pickle=False)
+    logits.flat[7] += 0.01 * np.abs(logits).max()
+    np.save(path, logits, allow_pickle=False)
+    result = verify(bundle, "--runtime", "onnxruntime")
+    assert result.returncode == 1
+    assert "FAIL decoder/logits" in result.stdout and "PASS vision_" in result.stdout
+    # TensorRT mode without engines: the required vision engines are missing
+    result = verify(bundle)
+    assert result.returncode == 1 and "vision_1tiles.plan not found" in result.stdout
+
+
+def test_verify_fails_a_wrong_tile_count(bundles, tmp_path):
+    """A vision reference with another tile count than its profile's fails on shape, not silently."""
+    bundle = Path(shutil.copytree(bundles["internvl"][0], tmp_path / "bundle"))
+    check = read(bundle, "bundle.json")["checks"][-3]  # the last vision profile
+    path = bundle / check["outputs"]["image_features"]["file"]
+    np.save(path, np.load(path, allow_pickle=False)[:-1], allow_pickle=False)
+    result = verify(bundle, "--runtime", "onnxruntime")
+    assert result.returncode == 1 and f"FAIL {check['name']}/image_features: shape" in result.stdout
+
+
+def test_refusals(tmp_path, capsys):
+    assert main(["export", "-f", "onnx", "--model", "pocket-tiny", "--recipe", str(DRIVING),
+                 "--out", str(tmp_path / "a")]) == 1
+    assert "--recipe applies to --format tensorrt only" in capsys.readouterr().err
+    recipe = tmp_path / "wrong_tiles.yaml"
+    recipe.write_text(DRIVING.read_text().replace("tile_size: null", "tile_size: 224"))
+    assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(recipe),
+                 "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert f"recipe {recipe}: tiling.tile_size 224 is not the vision tower's image size 112" in err
+    assert not (tmp_path / "b").exists()
