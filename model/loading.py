@@ -143,18 +143,19 @@ def _load_preset(name: str, allow_pickle: bool, seed: int):
             weights = assets_dir() / preset.weights
             load_strict(vlm, read_state_dict(weights.parent), str(weights))
         return vlm, AutoTokenizer.from_pretrained(str(assets_dir() / POCKET_TINY_TOKENIZER))
-    return _load_dir(_hub_snapshot(name, preset.hub_id), allow_pickle)
+    return _load_dir(_hub_snapshot(name, preset.hub_id, allow_pickle), allow_pickle)
 
 
-def _hub_snapshot(preset: str, hub_id: str) -> Path:
+def _hub_snapshot(preset: str, hub_id: str, allow_pickle: bool = False) -> Path:
     """The local folder of `hub_id` (downloaded, or from the hub cache); without network and without a cached
-    copy, a `CheckpointError` naming the hub id and how to pass a local folder instead."""
+    copy, a `CheckpointError` naming the hub id and how to pass a local folder instead. Pickle weights (`*.bin`, what
+    MobileVLM releases ship) are fetched only with `allow_pickle`."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja",
-                                                              "*.tiktoken"]))
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+        return Path(snapshot_download(hub_id, allow_patterns=patterns + (["*.bin"] if allow_pickle else [])))
     except LocalEntryNotFoundError as err:  # what the hub client raises offline when the cache has no copy
         cause = err.__cause__ or err
         why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE

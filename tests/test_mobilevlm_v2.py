@@ -249,3 +249,20 @@ def test_template_trains_a_tiny_v2_and_exports_it_back(tmp_path, sources, exampl
     again, proc2 = model.load(out)
     enc = processor(QUESTION, images=[example_image])
     assert torch.equal(logits_of(again, proc2(QUESTION, images=[example_image])), logits_of(trained, enc))
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_the_v2_preset_fetches_pickle_weights_only_when_allowed(allow_pickle, sources, monkeypatch):
+    """The template's source, mobilevlm-v2-1.7b, is released as pytorch_model.bin: allow_pickle must fetch it."""
+    import huggingface_hub
+
+    asked = []
+
+    def snapshot_download(hub_id, allow_patterns):
+        asked.append((hub_id, allow_patterns))
+        return str(sources[False].directory)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    vlm, _ = model.load("mobilevlm-v2-1.7b", allow_pickle=allow_pickle)
+    assert vlm.config.projector_type == "ldpv2"
+    assert [(hub_id, "*.bin" in patterns) for hub_id, patterns in asked] == [("mtgv/MobileVLM_V2-1.7B", allow_pickle)]
