@@ -547,17 +547,22 @@ class TowerSpec(_Section):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str, info: ValidationInfo) -> str:
+        from model.checkpoints.tower import HUB_ID, HUB_PREFIX
         from model.presets import PRESETS
         from model.vision import VISION_CONFIGS
 
+        if value.startswith(HUB_PREFIX):
+            if not HUB_ID.fullmatch(value):
+                raise ValueError(f"{value!r}: a hub tower is named hub:OWNER/NAME, e.g. hub:OpenGVLab/InternViT-6B-448px-V1-5")
+            return value
         directory = _resolve(value, _base_dir(info))
         if directory.is_dir():
             return str(directory)
         if value in VISION_CONFIGS or value in PRESETS:
             return value
         known = [*VISION_CONFIGS, *PRESETS]
-        raise ValueError(f"{value!r} is not a tower config ({', '.join(VISION_CONFIGS)}), a preset ({', '.join(PRESETS)}) "
-                         f"nor a folder (no folder {directory}){_suggest(value, known)}")
+        raise ValueError(f"{value!r} is not a tower config ({', '.join(VISION_CONFIGS)}), a preset ({', '.join(PRESETS)}), "
+                         f"hub:OWNER/NAME nor a folder (no folder {directory}){_suggest(value, known)}")
 
     @model_validator(mode="after")
     def _config(self) -> TowerSpec:

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 import model
-from adapt.distill import DistillError, Distiller, FeatureDistiller, distill, layer_pairs
+from adapt.distill import Distiller, DistillError, FeatureDistiller, distill, layer_pairs
 from adapt.recipe import DistillRecipe, Recipe, RecipeError, load_recipe
 from adapt.train import TrainingError, train
 from domains.general.world import generate_general, generate_landcover
@@ -294,3 +294,29 @@ def test_export_takes_the_tower(tmp_path, distilled):
     pixels = torch.randn(1, 3, 112, 112)
     assert torch.allclose(exported.vision_tower(pixel_values=pixels).last_hidden_state,
                           tower(pixel_values=pixels).last_hidden_state, atol=1e-6)
+
+
+def test_openGVLab_standalone_internvit_folders_are_tower_sources(tmp_path):
+    """InternViT-6B-448px-V1-5 / InternViT-300M-448px are published as `intern_vit_6b` folders with fused qkv: read
+    through the original layout's mapping, they compute what the tower they were written from computes."""
+    from model.checkpoints.io import write_state_dict
+    from model.checkpoints.original import original_config, original_state_dict
+
+    vlm, _ = model.load("pocket-tiny")
+    vlm.config.chat_template = "Hermes-2"  # original_config names the template
+    (tmp_path / "config.json").write_text(json.dumps(original_config(vlm.config)["vision_config"]))
+    write_state_dict(tmp_path, {k.removeprefix("vision_model."): v for k, v in original_state_dict(vlm).items()
+                                if k.startswith("vision_model.")})
+    tower, tiling = load_vision(tmp_path)
+    pixels = torch.randn(2, 3, 112, 112)
+    assert tiling.tile_size == 112
+    assert torch.allclose(tower(pixel_values=pixels).last_hidden_state,
+                          vlm.vision_tower(pixel_values=pixels).last_hidden_state, atol=1e-6)
+
+
+def test_hub_towers_are_named_owner_slash_name(tmp_path, data_dir):
+    path = write_recipe(tmp_path, data_dir)
+    recipe = load_recipe(path, ["distill.teacher.source=hub:OpenGVLab/InternViT-6B-448px-V1-5"])
+    assert recipe.distill.teacher.source == "hub:OpenGVLab/InternViT-6B-448px-V1-5"
+    with pytest.raises(RecipeError, match="a hub tower is named hub:OWNER/NAME"):
+        load_recipe(path, ["distill.teacher.source=hub:InternViT-6B"])

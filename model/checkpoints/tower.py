@@ -3,12 +3,16 @@
 A folder holds the tower as transformers saves it — `config.json` (the vision config, e.g. `model_type:
 internvl_vision`) and `model.safetensors` with the tower's own key names, so `AutoModel.from_pretrained` reads
 it too — plus `pocket_tower.json`: the tiling the tower was trained with and where it came from.
+
+OpenGVLab's standalone InternViT releases (InternViT-6B-448px-V1-5, InternViT-300M-448px: `model_type:
+intern_vit_6b`, remote code, fused `attn.qkv`) are read as well, through the original layout's key mapping.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -21,6 +25,8 @@ from ..vision import VISION_CONFIGS, build_vision_tower
 from .io import CheckpointError, honour_umask, load_strict, read_json, read_state_dict, write_state_dict
 
 TOWER_INFO = "pocket_tower.json"
+HUB_PREFIX = "hub:"
+HUB_ID = re.compile(r"hub:[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 VLM_MODEL_TYPES = ("pocket_vlm", "internvl", "internvl_chat", "mobilevlm")
 
 
@@ -60,6 +66,8 @@ def load_tower_folder(directory: Path, allow_pickle: bool = False) -> tuple[nn.M
     directory = Path(directory)
     raw = read_json(directory / "config.json")
     model_type = raw.get("model_type")
+    if model_type == "intern_vit_6b":
+        return _load_internvit_original(directory, raw, allow_pickle)
     if model_type not in CONFIG_MAPPING:
         raise CheckpointError(f"{directory / 'config.json'}: model_type {model_type!r} is not a vision config "
                               "transformers knows (expected e.g. internvl_vision or clip_vision_model)")
@@ -85,6 +93,25 @@ def load_tower_folder(directory: Path, allow_pickle: bool = False) -> tuple[nn.M
     return tower.to(dtype), tiling
 
 
+def _load_internvit_original(directory: Path, raw: dict, allow_pickle: bool) -> tuple[nn.Module, TilingConfig]:
+    """A standalone InternViT in OpenGVLab's layout, as an `InternVLVisionModel`."""
+    from .original import _vision_key, vision_config_from_original
+
+    try:
+        config = vision_config_from_original(raw, raw.get("image_size"))
+    except KeyError as err:
+        raise CheckpointError(f"{directory / 'config.json'}: InternViT config lacks {err}") from None
+    converted: dict[str, torch.Tensor] = {}
+    for key, tensor in read_state_dict(directory, allow_pickle=allow_pickle).items():
+        _vision_key(key.removeprefix("vision_model."), tensor, converted)
+    state = {k.removeprefix("vision_tower."): v for k, v in converted.items()}
+    with no_init_weights():
+        tower = build_vision_tower(config)
+    load_strict(tower, state, str(directory))
+    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    return tower.to(dtype), default_tiling(config)
+
+
 def load_vision(source: str | Path, config: dict | None = None, seed: int = 0,
                 allow_pickle: bool = False) -> tuple[nn.Module, TilingConfig]:
     """A vision tower and its tiling from any source:
@@ -92,7 +119,9 @@ def load_vision(source: str | Path, config: dict | None = None, seed: int = 0,
     - a tower folder (`save_tower`, `adapt distill`'s `final/`);
     - a VLM checkpoint folder in any layout, or a preset name: its vision tower (pocket-tiny's is trained);
     - a tower config name (`VISION_CONFIGS`: internvit-300m, internvit-6b, clip-vit-l14-336) with random weights
-      (torch seed `seed`); `config` overrides its values (e.g. a tiny `hidden_size` for tests).
+      (torch seed `seed`); `config` overrides its values (e.g. a tiny `hidden_size` for tests);
+    - ``hub:OWNER/NAME``: a tower repository on the Hugging Face hub (config and safetensors fetched; needs network),
+      e.g. ``hub:OpenGVLab/InternViT-6B-448px-V1-5``.
     """
     from ..loading import load
     from ..presets import PRESETS
@@ -101,6 +130,10 @@ def load_vision(source: str | Path, config: dict | None = None, seed: int = 0,
     if config and str(source) not in VISION_CONFIGS:
         raise CheckpointError(f"{source}: config overrides apply to the named tower configs "
                               f"({', '.join(VISION_CONFIGS)}) only; a checkpoint's config is its own")
+    if str(source).startswith(HUB_PREFIX):
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(str(source)[len(HUB_PREFIX):], allow_patterns=["*.json", "*.safetensors"]))
     if path.is_dir():
         if is_tower_folder(path):
             return load_tower_folder(path, allow_pickle)
