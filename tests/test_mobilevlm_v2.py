@@ -244,6 +244,11 @@ def test_template_trains_a_tiny_v2_and_exports_it_back(tmp_path, sources, exampl
                for part in ("vision_tower.", "multi_modal_projector.", "language_model.")}
     assert changed == {"vision_tower.": False, "multi_modal_projector.": True, "language_model.": True}  # V2: jointly
 
+    # adapt eval scores base and adapted V2 through the same recipe
+    assert main(["eval", str(recipe), *tiny, "eval.max_samples=2", "eval.max_new_tokens=4"]) == 0
+    report = json.loads((run / "eval" / "eval.json").read_text())
+    assert set(report["runs"]["adapted"]["sources"]) == {"ucmerced", "rsvqa_lr", "dior_rsvg", "general"}
+
     out = tmp_path / "export"
     assert main(["export", "--format", "mobilevlm", "--model", str(run / "final"), "--out", str(out)]) == 0
     again, proc2 = model.load(out)
