@@ -35,10 +35,11 @@ SIZES = [(448, 448), (1600, 900), (640, 480), (2688, 896), (1000, 1000)]
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 
 
-def _seconds(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
+def _seconds(fn: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU (all threads of this process) seconds of one call."""
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def _one_thread(image: Image.Image, config: TilingConfig) -> object:
@@ -64,6 +65,7 @@ def run(repeats: int) -> str:
     rng = np.random.default_rng(0)
     rows = []
     totals = {"ours": 0.0, "ours_1": 0.0, "ref": 0.0}
+    cpu_totals = {"ours_1": 0.0, "ref": 0.0}
     for width, height in SIZES:
         image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
         ours_out = preprocess_image(image, config)
@@ -76,6 +78,7 @@ def run(repeats: int) -> str:
             raise SystemExit(f"{width}x{height}: output differs from the reference ({detail})")
         default_threads = tiling._threads()
         times: dict[str, list[float]] = {"ours": [], "ours_1": [], "ref": []}
+        cpu: dict[str, list[float]] = {"ours_1": [], "ref": []}
         fns = {
             "ours": partial(preprocess_image, image, config),
             "ours_1": partial(_one_thread, image, config),
@@ -83,18 +86,26 @@ def run(repeats: int) -> str:
         }
         for _ in range(repeats):  # interleave so drift in machine load hits every side alike
             for name, fn in fns.items():
-                times[name].append(_seconds(fn))
+                wall, cpu_s = _seconds(fn)
+                times[name].append(wall)
+                if name in cpu:
+                    cpu[name].append(cpu_s)
         med = {name: statistics.median(values) for name, values in times.items()}
+        med_cpu = {name: statistics.median(values) for name, values in cpu.items()}
         for name in totals:
             totals[name] += med[name]
+        for name in cpu_totals:
+            cpu_totals[name] += med_cpu[name]
         rows.append(
             f"| {width}x{height} | {ours_out.shape[0]} | {1 / med['ours']:.1f} | {1 / med['ours_1']:.1f} "
-            f"| {1 / med['ref']:.1f} | **{med['ref'] / med['ours']:.2f}x** | {med['ref'] / med['ours_1']:.2f}x |"
+            f"| {1 / med['ref']:.1f} | **{med['ref'] / med['ours']:.2f}x** | {med['ref'] / med['ours_1']:.2f}x "
+            f"| {med_cpu['ref'] / med_cpu['ours_1']:.2f}x |"
         )
     n = len(SIZES)
     rows.append(
         f"| all {n} (mean) | | {n / totals['ours']:.1f} | {n / totals['ours_1']:.1f} | {n / totals['ref']:.1f} "
-        f"| **{totals['ref'] / totals['ours']:.2f}x** | {totals['ref'] / totals['ours_1']:.2f}x |"
+        f"| **{totals['ref'] / totals['ours']:.2f}x** | {totals['ref'] / totals['ours_1']:.2f}x "
+        f"| {cpu_totals['ref'] / cpu_totals['ours_1']:.2f}x |"
     )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return "\n".join(
@@ -108,15 +119,17 @@ def run(repeats: int) -> str:
             f"median of {repeats} interleaved runs per size (ours, ours on one thread, reference, in turn). "
             "Speed-up = reference time / our time. Ours resizes and normalises each colour plane on its own, "
             f"spread over {default_threads} threads here (`min(3, torch.get_num_threads())`; one thread inside "
-            "DataLoader workers); the reference runs on one. Wall-clock times: on a machine shared with other "
-            "work the threaded speed-up shrinks towards the one-thread one.",
+            "DataLoader workers); the reference runs on one. Speed-ups are wall-clock ratios, except the last "
+            "column: reference CPU time / ours-on-one-thread CPU time (the work each does, which other load on "
+            "the machine barely moves). On a machine shared with other work the threaded speed-up shrinks "
+            "towards the one-thread one; on idle cores it approaches the CPU ratio times the threads used.",
             "",
             f"- Machine: {machine_line()}; load average {load:.1f} over the last minute at the end of the run",
             "- Command: `python bench/bench_tiling.py --write`",
             "",
             "| image | tiles | ours (img/s) | ours, 1 thread (img/s) | reference (img/s) | speed-up "
-            "| speed-up, 1 thread |",
-            "|---|---|---|---|---|---|---|",
+            "| speed-up, 1 thread | CPU-time ratio, 1 thread |",
+            "|---|---|---|---|---|---|---|---|",
             *rows,
         ]
     )

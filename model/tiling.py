@@ -400,32 +400,40 @@ def _threads() -> int:
 def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
     """Tile and normalise one image: float32 ``(count_tiles, 3, tile_size, tile_size)``.
 
-    The pixels are those of ``normalize(split_into_tiles(image, config))``, computed faster: each colour
-    plane is resized on its own (PIL resamples every channel independently with the same integer weights,
-    so the planes are bit-identical to the channels of an RGB resize) and gathered through the lookup table
-    straight into the output tensor. The planes and resizes are spread over up to three threads; PIL's
-    resize and numpy's gather release the GIL.
+    The pixels are those of ``normalize(split_into_tiles(image, config))``, computed faster: every colour
+    plane of a resized image is gathered through the lookup table, two pixels at a time, straight into the
+    output tensor. With more than one thread (:func:`_threads`) each plane is also resized on its own, so
+    the planes and resizes spread over the threads (PIL resamples every channel independently with the
+    same integer weights, so a plane resized alone is bit-identical to that channel of the RGB resize;
+    PIL's resize and numpy's gather release the GIL).
     """
     source, plan = _resize_plan(_to_rgb(image), config)
     size = config.tile_size
     n_tiles = sum(len(tiles) for _, tiles in plan)
     lut, pairs = _lookup_table(config.mean, config.std), _pair_table(config.mean, config.std)
     out = np.empty((n_tiles, 3, size, size), dtype=np.float32)
-    planes = source.split()
 
-    def task(channel: int, resize: _Resize) -> Callable[[], None]:
-        def run() -> None:
-            target, tiles = resize
-            plane = planes[channel]
-            resized = np.asarray(plane if plane.size == target else plane.resize(target, _BICUBIC))
-            for index, top, left in tiles:
-                _gather(lut, pairs, channel, resized[top : top + size, left : left + size], out[index, channel])
+    def cut(channel: int, resized: np.ndarray, tiles: list[tuple[int, int, int]]) -> None:
+        for index, top, left in tiles:
+            _gather(lut, pairs, channel, resized[top : top + size, left : left + size], out[index, channel])
 
-        return run
-
-    tasks = [task(c, resize) for resize in plan for c in range(3)]  # the large canvas first: even load
     big = source.width * source.height + sum(w * h for (w, h), _ in plan) > _THREADED_MIN_PIXELS
-    _run_lanes(tasks, _threads() if big else 1)
+    lanes = _threads() if big else 1
+    if lanes == 1:  # one RGB resize costs less than three single-plane ones
+        for target, tiles in plan:
+            resized = source if source.size == target else source.resize(target, _BICUBIC)
+            for channel, plane in enumerate(resized.split()):
+                cut(channel, np.asarray(plane), tiles)
+    else:
+        planes = source.split()
+
+        def task(channel: int, target: tuple[int, int], tiles: list[tuple[int, int, int]]) -> Callable[[], None]:
+            plane = planes[channel]
+            return lambda: cut(channel, np.asarray(plane if plane.size == target else plane.resize(target, _BICUBIC)),
+                               tiles)
+
+        # the large canvas first, so the small thumbnail planes even out the lanes' load
+        _run_lanes([task(c, target, tiles) for target, tiles in plan for c in range(3)], lanes)
     import torch
 
     return torch.from_numpy(out)
