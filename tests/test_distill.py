@@ -320,3 +320,22 @@ def test_hub_towers_are_named_owner_slash_name(tmp_path, data_dir):
     assert recipe.distill.teacher.source == "hub:OpenGVLab/InternViT-6B-448px-V1-5"
     with pytest.raises(RecipeError, match="a hub tower is named hub:OWNER/NAME"):
         load_recipe(path, ["distill.teacher.source=hub:InternViT-6B"])
+
+
+@pytest.mark.slow
+def test_two_process_run_matches_one_process(tmp_path, data_dir):
+    """DDP (2 gloo processes x 2 images) distils exactly as one process over the same 4 images a step."""
+    one = load_recipe(write_recipe(tmp_path / "one", data_dir, steps=3, save_every=3))
+    distill(one, progress=False)
+    path = write_recipe(tmp_path / "two", data_dir, steps=3, save_every=3)
+    run = subprocess.run([sys.executable, "-m", "adapt.cli", "distill", str(path), "--nproc-per-node", "2", "--no-progress",
+                          "training.batch_size=2"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "2 process(es) with DDP" in run.stdout
+    got, want = read_log(tmp_path / "two" / "out"), read_log(tmp_path / "one" / "out")
+    for a, b in zip(got, want, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    ours = load_file(str(tmp_path / "two" / "out" / "final" / "model.safetensors"))
+    reference = load_file(str(tmp_path / "one" / "out" / "final" / "model.safetensors"))
+    assert all(torch.allclose(ours[k], reference[k], atol=1e-5) for k in reference)
