@@ -215,6 +215,20 @@ def test_models_without_the_v2_layout_are_refused_clearly(tmp_path, sources, cap
         export(vlm, processor, "mobilevlm", tmp_path / "d")
 
 
+def test_template_follows_the_v2_fine_tune_stage():
+    from adapt.recipe import load_recipe
+
+    recipe = load_recipe(templates_dir() / "recipes" / f"{TEMPLATE}.yaml")
+    t, parts = recipe.training, recipe.parts
+    assert recipe.model.source == "mobilevlm-v2-1.7b" and recipe.model.allow_pickle  # released as pytorch_model.bin
+    assert recipe.model.projector is None and recipe.model.chat_template is None  # LDPv2 and vicuna_v1 kept
+    assert (parts.vision.mode, parts.projector.mode, parts.llm.mode) == ("frozen", "full", "full")
+    assert parts.projector.lr == parts.llm.lr == 4e-5 and t.weight_decay == 0.0 and t.warmup_ratio == 0.03
+    assert t.schedule == "cosine" and t.epochs == 1 and t.max_seq_length == 2048 and t.precision == "bf16"
+    assert t.gradient_checkpointing and t.batch_size * t.grad_accum * 2 == 128  # V2: 8 GPUs x 16
+    assert recipe.distributed.strategy == "deepspeed" and recipe.distributed.deepspeed == "zero3"
+
+
 @pytest.mark.slow
 def test_template_trains_a_tiny_v2_and_exports_it_back(tmp_path, sources, example_image):
     raw = tmp_path / "raw"
