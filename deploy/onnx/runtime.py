@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,7 +239,9 @@ class OnnxVLM:
             cut = next((k for k in range(1, len(tokens) + 1) if repetition_at_end(tokens[:k]) is not None), None)
         if cut is not None:
             tokens = tokens[:cut]
-        prompt = self.processor.tokenizer.decode(ids, skip_special_tokens=False)
+        token = self.processor.image_context_token  # the prompt as `adapt chat --show-prompt` shows it
+        prompt = re.sub(f"(?:{re.escape(token)})+", lambda m: f"{token}×{len(m.group(0)) // len(token)}",
+                        self.processor.tokenizer.decode(ids, skip_special_tokens=False))
         return Answer(self.processor.decode(tokens), tokens, prompt, cut is not None, timings)
 
 
