@@ -36,7 +36,7 @@ from PIL import Image
 from domains.driving.layout import CAMERA_SIZE, STITCHED_SIZE
 from model.errors import PocketAdaptError
 from model.resources import assets_dir
-from model.tiling import TilingConfig
+from model.tiling import TilingConfig, candidate_grids
 
 from .fp16_check import compare_fp16, scan_magnitudes
 from .onnx.export import DECODER, EMBED, VISION, write_onnx
@@ -84,6 +84,14 @@ def layouts(processor, tiling: TilingConfig) -> list[Layout]:
     return [Layout(name, text, images, sum(processor.tiles_for_sizes(images, tiling))) for name, text, images in wanted]
 
 
+def tile_counts(tiling: TilingConfig) -> list[int]:
+    """Every tile count the tiling gives one image, whatever its size (each candidate grid, + thumbnail)."""
+    if tiling.mode != "dynamic":
+        return [1]
+    return sorted({c * r + (1 if tiling.thumbnail and c * r > 1 else 0)
+                   for c, r in candidate_grids(tiling.min_tiles, tiling.max_tiles)})
+
+
 def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = None, source: str | None = None) -> Path:
     """Write the bundle into `out_dir` (an empty staging folder); `tiling`: the recipe's (default: the model's);
     `source`: where that tiling came from, for the README."""
@@ -120,6 +128,18 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
                        "outputs": {"image_features": refs.save(name, "image_features", features)}})
         fp16[name] = fp16_entry(compare_fp16(out_dir / VISION, {"pixel_values": pixels.numpy()}),
                                 "image_features", VisionGraph(vlm), (pixels,), vlm)
+
+    # one engine for any count (images of any aspect ratio): a range profile, checked on every fixed reference
+    counts = sorted(set(tile_counts(tiling)) | {x.tiles for x in found})
+    side = tiling.tile_size
+    low, high = [counts[0], 3, side, side], [counts[-1], 3, side, side]
+    opt = [max(tile_counts(tiling)), 3, side, side]
+    range_cmd = trtexec(VISION, "vision_range.plan", {"pixel_values": (low, opt, high)})
+    for fixed in list(checks):
+        checks.append({**fixed, "name": f"vision_range@{fixed['name'][len('vision_'):]}", "engine": "vision_range.plan",
+                       "required": False, "engine_only": True, "build": range_cmd})
+    range_profile = {"engine": "vision_range.plan", "min": low, "opt": opt, "max": high, "tile_counts": counts,
+                     "trtexec": range_cmd}
 
     stitched = next(x for x in found if x.name == "driving_stitched")
     encoded = processor([{"role": "user", "content": QUESTION}], images=[example(STITCHED_SIZE)], tiling=tiling)
@@ -160,7 +180,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
         "tiling": tiling.to_dict(), "tiling_source": source or "the model's own tiling",
         "image_tokens_per_tile": processor.image_seq_length,
         "vision": {"onnx": VISION, "input": "pixel_values", "output": "image_features",
-                   "output_per_tile": features_shape, "profiles": vision_profiles},
+                   "output_per_tile": features_shape, "profiles": vision_profiles, "range_profile": range_profile},
         "embed": {"onnx": EMBED, "engine": "embed.plan", "shapes": _named(embed_shapes), "trtexec": embed_cmd},
         "decoder": {"onnx": DECODER, "engine": "decoder.plan", "shapes": _named(lm_shapes), "trtexec": decoder_cmd,
                     "reference_prompt": {"question": QUESTION, "layout": stitched.name, "tokens": n},

@@ -63,8 +63,14 @@ JetPack 6.1 ships trtexec as `/usr/src/tensorrt/bin/trtexec`; run from this fold
 fp16 notes: an operator listed under `overflow` in `fp16_check.json` produces values above 65504 in fp32 and
 becomes inf in fp16; a normalisation listed under `norm_sum_of_squares_over_fp16` overflows if TensorRT reduces
 it in fp16. Keep such layers in fp32 (`--precisionConstraints=obey --layerPrecisions=<layer>:fp32`; the
-TensorRT layer names come from `trtexec --verbose`) and compare again with verify.py. A single engine for every
-count (`--minShapes` the fewest tiles, `--maxShapes` the most) also works with this graph; it is unchecked.
+TensorRT layer names come from `trtexec --verbose`) and compare again with verify.py.
+
+One engine for every tile count can be built as well, for images of any aspect ratio (tile counts {', '.join(map(str, vision['range_profile']['tile_counts']))});
+verify.py checks it on every reference above when it is there:
+
+```sh
+{vision['range_profile']['trtexec']}
+```
 
 ## 2. Language model
 

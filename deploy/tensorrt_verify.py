@@ -9,8 +9,8 @@ Every check in bundle.json names an ONNX graph, the engine built from it, the re
 expected outputs (.npy, PyTorch fp32). An output passes when its shape matches, it is finite, and
 max|got - expected| <= atol + rtol * max|expected| (tolerances per runtime in bundle.json: fp16 engines get a
 looser one than the fp32 graphs). One line per output, PASS or FAIL; a check whose engine is missing FAILs when it
-is required (the vision engines) and is reported as SKIP otherwise (the language-model engines built with
-trtexec). Exit status 0 when everything checked passes, 1 otherwise.
+is required (the fixed-profile vision engines) and is reported as SKIP otherwise (the single vision engine for any
+tile count, the language-model engines built with trtexec). Exit status 0 when everything checked passes, 1 otherwise.
 
 Needs numpy, and: TensorRT's Python bindings with polygraphy, or with the CUDA Python bindings (`cuda-python`);
 or onnxruntime for --runtime onnxruntime. Nothing else; it does not import pocket-adapt.
@@ -151,6 +151,8 @@ def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float 
     failed = 0
     print(f"{runtime}: rtol={rtol:g} atol={atol:g} (max|got - expected| <= atol + rtol * max|expected|)", file=out)
     for check in manifest["checks"]:
+        if runtime == "onnxruntime" and check.get("engine_only"):
+            continue  # the same graph and references as a check already run; differs only as an engine
         path = bundle / check["onnx"] if runtime == "onnxruntime" else engines / check["engine"]
         if not path.is_file():
             if check["required"]:
