@@ -100,7 +100,8 @@ class FeatureDistiller(nn.Module):
             teacher = layer_features(self.teacher, pixels.to(dtype), [t for t, _ in self.pairs])
         student = layer_features(self.student, pixel_values.to(next(self.student.parameters()).dtype),
                                  [s for _, s in self.pairs])
-        return [(proj(s).float(), t.float()) for proj, s, t in zip(self.projections, student, teacher)]
+        # float32 projections whatever the towers' dtypes (a bfloat16 student's features are cast up first)
+        return [(proj(s.float()), t.float()) for proj, s, t in zip(self.projections, student, teacher)]
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         total = 0.0

@@ -339,3 +339,15 @@ def test_two_process_run_matches_one_process(tmp_path, data_dir):
     ours = load_file(str(tmp_path / "two" / "out" / "final" / "model.safetensors"))
     reference = load_file(str(tmp_path / "one" / "out" / "final" / "model.safetensors"))
     assert all(torch.allclose(ours[k], reference[k], atol=1e-5) for k in reference)
+
+
+def test_bfloat16_towers_feed_float32_projections():
+    """A 6B teacher fits in bfloat16 (`distill.teacher.dtype`); the projections and the loss stay float32."""
+    small = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64, "image_size": 56}
+    teacher, _ = load_vision("internvit-300m", {**small, "hidden_size": 64})
+    student, _ = load_vision("internvit-300m", {**small, "hidden_size": 32})
+    distiller = FeatureDistiller(teacher.to(torch.bfloat16), student.to(torch.bfloat16), [(1, 1)])
+    loss = distiller(torch.randn(2, 3, 56, 56))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    loss.sum().backward()
+    assert distiller.projections[0].weight.grad is not None and distiller.projections[0].weight.dtype == torch.float32
