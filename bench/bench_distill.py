@@ -87,11 +87,16 @@ def adapt_on(folder: Path, template: str, vision: str, steps: int, eval_samples:
                          [f"model.vision={vision}", *FRESH_PROJECTOR, f"training.max_steps={steps}",
                           f"output.save_every={steps}", f"output.dir={folder / 'train'}", "logging.tensorboard=false",
                           *([f"eval.max_samples={eval_samples}"] if eval_samples else []), *overrides])
+    done = folder / "result.json"  # a finished run of this very recipe is reused (another process may have made it)
+    if done.is_file() and json.loads(done.read_text())["recipe"] == recipe.to_yaml():
+        return json.loads(done.read_text())["result"]
     shutil.rmtree(recipe.output.dir, ignore_errors=True)
     started = time.perf_counter()
     final = train(recipe, progress=progress)
     summary = evaluate_model(recipe, final, "adapted", folder / "report", progress=progress)
-    return {"summary": summary, "minutes": (time.perf_counter() - started) / 60}
+    result = {"summary": summary, "minutes": (time.perf_counter() - started) / 60}
+    done.write_text(json.dumps({"recipe": recipe.to_yaml(), "result": result}), encoding="utf-8")
+    return result
 
 
 def _main(summary: dict, group: str) -> float | None:
@@ -103,7 +108,9 @@ def _fmt(value: float | None) -> str:
 
 
 def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int, eval_samples: int | None,
-            domain: bool, progress: bool = False) -> dict:
+            domain: bool, progress: bool = False, only: str | None = None) -> dict:
+    """Every run the section needs; `only` ("distilled", "random" or "teacher") runs the distillation and that one
+    land-cover run (several processes can share the work; a later full call reuses what they finished)."""
     data = out / "data"
     if not (data / "landcover").is_dir():
         prepare_landcover(data)
@@ -114,9 +121,11 @@ def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int,
     results["landcover"] = {}
     for label, vision in towers.items():
         folder = out / "landcover" / label.split(" ")[0]
+        if only is not None and folder.name != only:
+            continue
         link_data(folder, data)
         results["landcover"][label] = adapt_on(folder, "quickstart", vision, train_steps, eval_samples, progress=progress)
-    if domain:
+    if domain and only is None:
         rs = out / "rs" / "data"
         if not (rs / "rs").is_dir():
             prepare_remote_sensing(rs)
@@ -191,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain", action="store_true", help="also distil on remote-sensing images only (item 3)")
     parser.add_argument("--write", action="store_true", help=f"replace the `distill` section of {README.name}")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--only", choices=["distilled", "random", "teacher"],
+                        help="run the distillation and this one land-cover run, then stop (to share the work out)")
     args = parser.parse_args(argv)
     command = "python bench/bench_distill.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in (("distill_steps", args.distill_steps),
@@ -199,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                                                      ("eval_samples", args.eval_samples))) \
         + (" --domain" if args.domain else "") + " --write"
     results = measure(args.out, args.distill_steps, args.distill_batch, args.train_steps, args.eval_samples or None,
-                      args.domain, args.progress)
+                      args.domain, args.progress, args.only)
+    if args.only:
+        return 0
     text = section(results, command)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "section.md").write_text(text + "\n", encoding="utf-8")
