@@ -18,6 +18,18 @@ def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
         for p in vision["profiles"])
     commands = "\n".join(f"{p['trtexec']}" for p in vision["profiles"])
     tiling = profiles["tiling"]
+    projector = str(getattr(vlm.config, "projector_type", "?"))
+    mobilevlm = ("\n\nThis model has an LDP projector (MobileVLM): TensorRT-LLM has no `model_type` for MobileVLM; it "
+                 "would need its own vision wrapper and the LLaMA path (unconfirmed)." if projector.startswith("ldp") else "")
+    cutting = {
+        "dynamic": "InternVL dynamic tiles (the closest aspect-ratio grid, bicubic resize, row-major tiles, a "
+                   "thumbnail when there is more than one tile)",
+        "pad": "one tile per image: padded to a centred square with the mean colour, then resized (bicubic)",
+        "resize": "one tile per image: resized (bicubic) to the tile size",
+    }[tiling["mode"]]
+    context = f"{profiles['image_tokens_per_tile']} x `{processor.image_context_token}` per tile"
+    run = ", ".join(f"`{t}`" if t != context else t for t in (processor.image_start_token, context,
+                                                                processor.image_end_token) if t)
     return f"""# TensorRT bundle for Jetson Orin
 
 Written by `adapt export --format tensorrt` (pocket-adapt). Tiling: {profiles['tiling_source']}
@@ -107,15 +119,13 @@ trtllm-build --checkpoint_dir ckpt --output_dir llm --gemm_plugin float16 --max_
 ({'`' + family + '` for ' + text_type if family else 'no known family for ' + text_type + ': unsupported by this route'});
 the image features enter as a prompt-embedding table of shape `(tiles x tokens, hidden)`, the vision engine's
 output flattened. Unconfirmed: whether the Jetson branch has `internvl`, whether its converter reads the LLM out
-of a whole-VLM folder (it may need the LLM alone), and its pinned transformers version (4.37.2 in the README).
+of a whole-VLM folder (it may need the LLM alone), and its pinned transformers version (4.37.2 in the README).{mobilevlm}
 
 ## 3. Preprocessing on the host
 
-`preprocessor_config.json` holds the tiling: InternVL dynamic tiles (closest aspect-ratio grid, bicubic resize,
-row-major tiles, a thumbnail when there is more than one tile), `(x / 255 - mean) / std`. A six-view sample gives
-each image `max_tiles // 6` tiles; the tiles of all images go to the vision engine in one batch. The prompt
-follows `chat_template.json`: each image becomes `<img>`, {profiles['image_tokens_per_tile']} image-context tokens per
-tile, `</img>`; the decoder's `inputs_embeds` are `embed(ids)` with the image-context rows replaced by the vision
+`preprocessor_config.json` holds the tiling: {cutting}; then `(x / 255 - mean) / std`. A six-view sample gives
+each image `max_tiles // 6` tiles (dynamic mode); the tiles of all images go to the vision engine in one batch. The prompt
+follows `chat_template.json`: each image becomes {run}; the decoder's `inputs_embeds` are `embed(ids)` with the image-context rows replaced by the vision
 output rows in order.
 
 ## 4. Check the engines: verify.py
