@@ -1,0 +1,173 @@
+"""ONNX Runtime (fp32, int8) against PyTorch eager, same machine, same run.
+
+    python bench/bench_onnx.py [--models pocket-tiny,internvl2-1b-shaped] [--threads N] [--write]
+
+For each model: image encode (ms for 1 tile and for 13 tiles -- InternVL2's 12 + thumbnail) and decode (tokens/s,
+64 greedy tokens after a one-tile prompt, end-of-text ignored), PyTorch eager float32 against the `adapt export
+--format onnx` folder in onnxruntime at fp32 and int8 (`--quantize int8`), both runtimes with the same thread
+count. Ratios are ONNX Runtime / PyTorch from the same run. Encode: median of 3 (1 tile) / one run (13 tiles)
+after a warm-up; decode: median of 2 after a warm-up.
+
+`internvl2-1b-shaped`: InternViT-300M + a Qwen2-0.5B-shaped language model with random weights
+(`bench/bench_llamacpp.py`'s model: InternVL2-1B's shapes without its download). Its export takes minutes and
+several GB of memory; benchmarks run by hand, never in the tests. `--write` puts the table into BENCHMARKS.md
+(section bench_onnx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_llamacpp import QUESTION, _example, build  # noqa: E402  (one definition of the bench models)
+
+N_DECODE = 64
+TILES = (1, 13)
+REPEAT = {1: 3, 13: 1}  # timed runs after the warm-up (13 tiles of InternViT-300M take a minute in PyTorch)
+VARIANTS = ("fp32", "int8")
+
+
+def _median(fn, repeat: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _pixels(processor, n: int):
+    import torch
+
+    size = processor.tiling.tile_size
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+
+
+def torch_run(vlm, processor, encoded) -> dict:
+    import torch
+
+    lm = vlm.language_model
+    out = {}
+    with torch.inference_mode():
+        for n in TILES:
+            pixels = _pixels(processor, n)
+            out[f"encode_{n}_ms"] = _median(lambda: vlm.get_image_features(pixels), REPEAT[n]) * 1e3
+        inputs = encoded.to_model_inputs()
+        embeds, _ = vlm.embed(inputs["input_ids"], inputs["pixel_values"])
+        gen = dict(inputs_embeds=embeds, do_sample=False, eos_token_id=None, pad_token_id=processor.pad_token_id)
+        one = _median(lambda: lm.generate(**gen, max_new_tokens=1, min_new_tokens=1), 2)
+        full = _median(lambda: lm.generate(**gen, max_new_tokens=N_DECODE, min_new_tokens=N_DECODE), 2)
+    out["decode_tps"] = (N_DECODE - 1) / max(full - one, 1e-9)
+    return out
+
+
+def onnx_run(folder: Path, processor, encoded, threads: int) -> dict:
+    from deploy.onnx.runtime import OnnxVLM
+
+    out = {}
+    with OnnxVLM(folder, threads=threads) as runtime:
+        for n in TILES:
+            pixels = _pixels(processor, n).numpy()
+            out[f"encode_{n}_ms"] = _median(lambda: runtime.encode_images(pixels), REPEAT[n]) * 1e3
+        ids, pixels = encoded.input_ids.tolist(), encoded.pixel_values.numpy()
+        runs = []
+        for _ in range(3):
+            tokens, timings = runtime.generate(ids, pixels, N_DECODE, stop_ids=())
+            runs.append((len(tokens) - 1) / (timings["decode_ms"] / 1e3))
+    out["decode_tps"] = statistics.median(runs[1:])
+    out["files_mb"] = sum(p.stat().st_size for p in folder.glob("*.onnx*")) / 1e6
+    return out
+
+
+def run_model(name: str, threads: int, work: Path) -> dict:
+    import torch
+    from tqdm.auto import tqdm
+
+    from deploy.hf import export
+
+    torch.set_num_threads(threads)
+    vlm, processor = build(name)
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[_example(processor.tiling.tile_size)])
+    steps = tqdm(total=1 + 2 * len(VARIANTS), desc=name, unit="step")
+    results = {"pytorch": torch_run(vlm, processor, encoded)}
+    steps.update()
+    for variant in VARIANTS:
+        folder = export(vlm, processor, "onnx", work / f"{name}-{variant}", force=True,
+                        quantize=None if variant == "fp32" else variant)
+        steps.update()
+        results[variant] = onnx_run(folder, processor, encoded, threads)
+        steps.update()
+    steps.close()
+    return results
+
+
+def table(results: dict, threads: int, load: tuple[float, float]) -> str:
+    import onnxruntime
+
+    from bench.sections import machine_line
+
+    lines = [
+        "## ONNX Runtime (fp32 / int8) against PyTorch eager (`adapt export -f onnx`)",
+        "",
+        "Image encode: ms for 1 tile and for 13 tiles (InternVL2's 12 + thumbnail; random pixels, the vision graph "
+        "with its dynamic tile axis); decode: tokens/s over 64 greedy tokens after a one-tile prompt (end-of-text "
+        "ignored; ONNX: deploy/onnx/runtime.py's loop, a decoder call per token with the KV cache as inputs). "
+        "PyTorch: float32 eager (SDPA attention, as loaded); ONNX Runtime: CPU provider, fp32 and `--quantize int8` "
+        "(dynamic int8 MatMuls in the vision and decoder graphs). Encode: median of 3 runs (1 tile) / one run (13 tiles) after a "
+        "warm-up; decode: median of 2 after a warm-up; ratios are against PyTorch in the same run (>1 = ONNX Runtime faster).",
+        "",
+        f"- Machine: {machine_line()}; onnxruntime {onnxruntime.__version__}; {threads} threads for both runtimes",
+        f"- Load average before / after the run: {load[0]:.1f} / {load[1]:.1f} (a shared machine: other jobs ran too)",
+        f"- Command: `python bench/bench_onnx.py --threads {threads} --write`",
+        "",
+        "| model | runtime | encode 1 tile ms | encode 13 tiles ms | decode tok/s | graph files MB "
+        "| vs PyTorch: encode 1 / 13 tiles / decode |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for name, res in results.items():
+        base = res["pytorch"]
+        for runtime, r in res.items():
+            label = "PyTorch eager f32" if runtime == "pytorch" else f"ONNX Runtime {runtime}"
+            ratio = "—" if runtime == "pytorch" else (
+                f"{base['encode_1_ms'] / r['encode_1_ms']:.2f}x / {base['encode_13_ms'] / r['encode_13_ms']:.2f}x / "
+                f"{r['decode_tps'] / base['decode_tps']:.2f}x")
+            size = f"{r['files_mb']:.1f}" if "files_mb" in r else "—"
+            lines.append(f"| {name} | {label} | {r['encode_1_ms']:.1f} | {r['encode_13_ms']:.1f} "
+                         f"| {r['decode_tps']:.1f} | {size} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="pocket-tiny,internvl2-1b-shaped")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of both runtimes (default 1: on a loaded machine, PyTorch's OpenMP with more "
+                             "threads than free cores slows down many times, which would flatter ONNX Runtime)")
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    threads = args.threads
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
+        results = {name: run_model(name, threads, Path(tmp)) for name in args.models.split(",")}
+    text = table(results, threads, (load_before, os.getloadavg()[0]))
+    print(text)
+    print(json.dumps(results, indent=1), file=sys.stderr)
+    if args.write:
+        from bench.sections import write_section
+
+        write_section(ROOT / "BENCHMARKS.md", "bench_onnx", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
