@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from model.processor import SampleTooLongError
+from model.processor import Encoded, SampleTooLongError
 from model.tiling import ImageLoadError, load_image, preprocess_image
 
 from .samples import TOO_LONG, UNDECODABLE_IMAGE, DataError, Record, SkipLog, record_tiling
@@ -87,15 +87,29 @@ class SupervisedDataset(torch.utils.data.Dataset):
             return None
         record, images = decoded
         source, index = self.order[i]
+        tiling = record_tiling(record, self.tiling)
+        # measure()'s tokens, unless augmentation handed back another record or the decoded sizes tile otherwise
+        plan = record.token_plan if record is self.records[source][index] else None
         try:
-            encoded = self.processor(
-                record.conversations, images, add_generation_prompt=False, with_labels=True,
-                max_length=self.max_seq_length, tiling=record_tiling(record, self.tiling),
-            )
+            if plan is None:
+                encoded = self.processor(record.conversations, images, add_generation_prompt=False, with_labels=True,
+                                         max_length=self.max_seq_length, tiling=tiling)
+            else:
+                encoded = self._planned(record, plan, *self.processor.prepare_images(images, tiling))
         except SampleTooLongError as exc:  # measure() was skipped or used another tiling
             self._drop(record, index, TOO_LONG, str(exc))
             return None
         return {"encoded": encoded, "source": source, "record": record}
+
+    def _planned(self, record: Record, plan, pixel_values, num_tiles: list[int]) -> Encoded:
+        """What ``processor(...)`` returns for this record, from its token plan when that plan fits these tiles."""
+        if plan.num_tiles != tuple(num_tiles) or len(plan.input_ids) > self.max_seq_length:
+            return self.processor.encode_tokens(record.conversations, num_tiles, add_generation_prompt=False,
+                                                with_labels=True, max_length=self.max_seq_length,
+                                                pixel_values=pixel_values)
+        input_ids = torch.frombuffer(plan.input_ids, dtype=torch.int32).long()
+        return Encoded(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), pixel_values=pixel_values,
+                       labels=torch.frombuffer(plan.labels, dtype=torch.int32).long(), num_tiles=num_tiles)
 
     def _drop(self, record: Record, index: int, reason: str, detail: str) -> None:
         self._bad[(record.source, index)] = (record.source, reason, record.where, detail)

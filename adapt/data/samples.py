@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+from array import array
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -129,6 +130,17 @@ def _check_repeat(repeat: float | None, what: str) -> None:
         raise DataError(f"{what}: repeat > 1 must be a whole number (InternVL repeat_time), got {repeat!r}")
 
 
+@dataclass(frozen=True)
+class TokenPlan:
+    """A record's tokens as `measure` encoded them (training flags: labels on, no generation prompt) for its
+    images' tile counts: the dataset reuses them when the decoded images give the same counts, so each record is
+    tokenised once. int32 arrays: 4 bytes a token."""
+
+    num_tiles: tuple[int, ...]
+    input_ids: array
+    labels: array
+
+
 @dataclass
 class Record:
     """One validated sample. ``conversations`` are InternVL turns with placeholders already fixed:
@@ -146,6 +158,7 @@ class Record:
     max_tiles: int | None = None  # per-record tile cap (the source's max_tiles; 1 for video frames)
     n_tokens: int | None = None  # filled by measure()
     file: Path | None = None  # the annotation file, for "file:line" messages
+    token_plan: TokenPlan | None = field(default=None, repr=False, compare=False)  # filled by measure()
 
     @property
     def where(self) -> str:
@@ -610,8 +623,8 @@ def record_tiling(record: Record, tiling):
 
 
 def measure(records: list[Record], processor, max_seq_length: int, skips: SkipLog, tiling=None) -> list[Record]:
-    """Fill each record's ``n_tokens`` (image tokens included, from header sizes only) and drop,
-    logging ``"too long for max_seq_length"``, every record that does not fit. Never truncates.
+    """Fill each record's ``n_tokens`` (image tokens included, from header sizes only) and ``token_plan``, and
+    drop, logging ``"too long for max_seq_length"``, every record that does not fit. Never truncates.
 
     ``tiling`` defaults to the processor's; a record's ``max_tiles`` overrides its cap.
     """
@@ -621,7 +634,8 @@ def measure(records: list[Record], processor, max_seq_length: int, skips: SkipLo
         t = record_tiling(record, tiling)
         num_tiles = processor.tiles_for_sizes(record.image_sizes, t) if record.image_sizes else []
         try:
-            encoded = processor.encode_tokens(record.conversations, num_tiles, add_generation_prompt=False)
+            encoded = processor.encode_tokens(record.conversations, num_tiles, add_generation_prompt=False,
+                                              with_labels=True)
         except ValueError as exc:  # the chat template refused it: validation missed something
             skips.add(record.source, MALFORMED_CONVERSATION, record.where, str(exc))
             continue
@@ -635,13 +649,16 @@ def measure(records: list[Record], processor, max_seq_length: int, skips: SkipLo
             )
             continue
         record.n_tokens = n
+        record.token_plan = TokenPlan(tuple(num_tiles), array("i", encoded.input_ids.tolist()),
+                                      array("i", encoded.labels.tolist()))
         kept.append(record)
     return kept
 
 
 def record_to_dict(record: Record) -> dict:
     """JSON-safe dict of a record (paths as strings)."""
-    d = asdict(record)
+    d = asdict(replace(record, token_plan=None))
+    del d["token_plan"]
     d["images"] = [str(p) for p in record.images]
     d["file"] = None if record.file is None else str(record.file)
     return d
