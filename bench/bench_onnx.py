@@ -53,15 +53,17 @@ def _pixels(processor, n: int):
     return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
 
 
-def torch_run(vlm, processor, encoded) -> dict:
+def torch_run(vlm, processor, encoded, vision_only: bool = False) -> dict:
     import torch
 
     lm = vlm.language_model
     out = {}
     with torch.inference_mode():
-        for n in TILES:
+        for n in TILES[:1] if vision_only else TILES:
             pixels = _pixels(processor, n)
             out[f"encode_{n}_ms"] = _median(lambda: vlm.get_image_features(pixels), REPEAT[n]) * 1e3
+        if vision_only:
+            return out
         inputs = encoded.to_model_inputs()
         embeds, _ = vlm.embed(inputs["input_ids"], inputs["pixel_values"])
         gen = dict(inputs_embeds=embeds, do_sample=False, eos_token_id=None, pad_token_id=processor.pad_token_id)
@@ -89,6 +91,41 @@ def onnx_run(folder: Path, processor, encoded, threads: int) -> dict:
     return out
 
 
+def vision_run(path: Path, processor, threads: int) -> dict:
+    """One tile through vision.onnx alone (the --vision-only models)."""
+    from deploy.onnx.runtime import session
+
+    vision = session(path, threads)
+    pixels = _pixels(processor, 1).numpy()
+    ms = _median(lambda: vision.run(None, {"pixel_values": pixels}), REPEAT[1]) * 1e3
+    return {"encode_1_ms": ms, "files_mb": sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6}
+
+
+def run_vision_only(name: str, threads: int, work: Path) -> dict:
+    """Image encode of one tile only: PyTorch eager against vision.onnx at fp32 and int8 (for models whose full
+    export and 13-tile runs do not fit the time the machine gives)."""
+    import shutil
+
+    import torch
+
+    from deploy.onnx.export import quantize_int8
+    from deploy.onnx.graphs import export_vision
+
+    torch.set_num_threads(threads)
+    vlm, processor = build(name)
+    results = {"pytorch": torch_run(vlm, processor, None, vision_only=True)}
+    (work / f"{name}-fp32").mkdir()
+    fp32 = export_vision(vlm, work / f"{name}-fp32" / "vision.onnx")
+    results["fp32"] = vision_run(fp32, processor, threads)
+    (work / f"{name}-int8").mkdir()
+    int8 = work / f"{name}-int8" / "vision.onnx"
+    for f in fp32.parent.iterdir():
+        shutil.copy(f, int8.parent / f.name)
+    quantize_int8(int8)
+    results["int8"] = vision_run(int8, processor, threads)
+    return results
+
+
 def run_model(name: str, threads: int, work: Path) -> dict:
     import torch
     from tqdm.auto import tqdm
@@ -111,7 +148,7 @@ def run_model(name: str, threads: int, work: Path) -> dict:
     return results
 
 
-def table(results: dict, threads: int, load: tuple[float, float]) -> str:
+def table(results: dict, threads: int, load: tuple[float, float], command: str) -> str:
     import onnxruntime
 
     from bench.sections import machine_line
@@ -128,7 +165,7 @@ def table(results: dict, threads: int, load: tuple[float, float]) -> str:
         "",
         f"- Machine: {machine_line()}; onnxruntime {onnxruntime.__version__}; {threads} threads for both runtimes",
         f"- Load average before / after the run: {load[0]:.1f} / {load[1]:.1f} (a shared machine: other jobs ran too)",
-        f"- Command: `python bench/bench_onnx.py --threads {threads} --write`",
+        f"- Command: `{command}`",
         "",
         "| model | runtime | encode 1 tile ms | encode 13 tiles ms | decode tok/s | graph files MB "
         "| vs PyTorch: encode 1 / 13 tiles / decode |",
@@ -138,12 +175,15 @@ def table(results: dict, threads: int, load: tuple[float, float]) -> str:
         base = res["pytorch"]
         for runtime, r in res.items():
             label = "PyTorch eager f32" if runtime == "pytorch" else f"ONNX Runtime {runtime}"
-            ratio = "—" if runtime == "pytorch" else (
-                f"{base['encode_1_ms'] / r['encode_1_ms']:.2f}x / {base['encode_13_ms'] / r['encode_13_ms']:.2f}x / "
-                f"{r['decode_tps'] / base['decode_tps']:.2f}x")
+            def ratio_of(key, faster=lambda a, b: a / b):
+                return f"{faster(base[key], r[key]):.2f}x" if key in r and key in base else "—"
+
+            ratio = "—" if runtime == "pytorch" else " / ".join(
+                [ratio_of("encode_1_ms"), ratio_of("encode_13_ms"), ratio_of("decode_tps", lambda a, b: b / a)])
             size = f"{r['files_mb']:.1f}" if "files_mb" in r else "—"
-            lines.append(f"| {name} | {label} | {r['encode_1_ms']:.1f} | {r['encode_13_ms']:.1f} "
-                         f"| {r['decode_tps']:.1f} | {size} | {ratio} |")
+            cell = lambda key, fmt: format(r[key], fmt) if key in r else "—"  # noqa: E731
+            lines.append(f"| {name} | {label} | {cell('encode_1_ms', '.1f')} | {cell('encode_13_ms', '.1f')} "
+                         f"| {cell('decode_tps', '.1f')} | {size} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -153,13 +193,19 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="threads of both runtimes (default 1: on a loaded machine, PyTorch's OpenMP with more "
                              "threads than free cores slows down many times, which would flatter ONNX Runtime)")
+    parser.add_argument("--vision-only", default="", metavar="MODELS",
+                        help="comma-separated models measured for one tile's image encode only (vision.onnx alone)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     threads = args.threads
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-onnx-") as tmp:
-        results = {name: run_model(name, threads, Path(tmp)) for name in args.models.split(",")}
-    text = table(results, threads, (load_before, os.getloadavg()[0]))
+        vision_only = set(filter(None, args.vision_only.split(",")))
+        results = {name: (run_vision_only if name in vision_only else run_model)(name, threads, Path(tmp))
+                   for name in args.models.split(",")}
+    command = f"python bench/bench_onnx.py --models {args.models} --threads {threads}"
+    command += f" --vision-only {args.vision_only}" if args.vision_only else ""
+    text = table(results, threads, (load_before, os.getloadavg()[0]), command + " --write")
     print(text)
     print(json.dumps(results, indent=1), file=sys.stderr)
     if args.write:
