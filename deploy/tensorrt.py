@@ -193,10 +193,24 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     _write_json(out_dir / BUNDLE, {"format": "pocket-adapt tensorrt bundle", "version": 1, "tolerance": TOLERANCE,
                                    "checks": checks})
     shutil.copyfile(Path(__file__).with_name("tensorrt_verify.py"), out_dir / VERIFY)
+    _check_graphs(out_dir)
     from .tensorrt_readme import bundle_readme
 
     (out_dir / README).write_text(bundle_readme(vlm, processor, profiles, report))
     return out_dir
+
+
+def _check_graphs(bundle: Path) -> None:
+    """verify.py's onnxruntime mode on the new bundle: the fp32 graphs must give the PyTorch references, or the
+    export fails (the README says this held when the bundle was written)."""
+    import io
+
+    from .tensorrt_verify import verify
+
+    log = io.StringIO()
+    if verify(bundle, "onnxruntime", out=log) != 0:
+        failed = [line for line in log.getvalue().splitlines() if line.startswith("FAIL")]
+        raise TensorRTExportError("the ONNX graphs do not reproduce PyTorch on the reference inputs: " + "; ".join(failed))
 
 
 def example(size: tuple[int, int]) -> Image.Image:

@@ -39,7 +39,7 @@ mode {tiling['mode']}); {profiles['image_tokens_per_tile']} image tokens per til
 ## What was checked, and what was not
 
 - Checked when the bundle was written (x86, CPU): the ONNX graphs against PyTorch fp32 on the reference inputs
-  (`python3 verify.py --runtime onnxruntime` passes at rtol 1e-4), and each graph converted to fp16 and run in
+  (`python3 verify.py --runtime onnxruntime` passed, rtol 1e-4), and each graph converted to fp16 and run in
   onnxruntime against fp32 (`fp16_check.json`): {fp16['summary']}.
 - **Not checked: no TensorRT engine was built from this bundle and no GPU was used.** Engines are specific to the
   device and TensorRT version, so they are built on the Orin with the commands below; nothing is known about

@@ -39,7 +39,7 @@ from adapt.cli import main  # noqa: E402
 from adapt.recipe import load_recipe  # noqa: E402
 from deploy.fp16_check import FP16_MAX, scan_magnitudes  # noqa: E402
 from deploy.hf import export  # noqa: E402
-from deploy.tensorrt import layouts, tile_counts  # noqa: E402
+from deploy.tensorrt import TensorRTExportError, _check_graphs, layouts, tile_counts  # noqa: E402
 from model.tiling import TilingConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -234,6 +234,8 @@ def test_verify_passes_as_shipped_and_fails_on_an_altered_reference(bundles, tmp
     result = verify(bundle, "--runtime", "onnxruntime")
     assert result.returncode == 1
     assert "FAIL decoder/logits" in result.stdout and "PASS vision_" in result.stdout
+    with pytest.raises(TensorRTExportError, match=r"do not reproduce PyTorch.*FAIL decoder/logits"):
+        _check_graphs(bundle)  # the same comparison at export time fails the export
     # TensorRT mode without engines: the required vision engines are missing
     result = verify(bundle)
     assert result.returncode == 1 and "vision_1tiles.plan not found" in result.stdout
