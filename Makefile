@@ -63,7 +63,7 @@ test-latest: browser
 	rm -rf .venv-latest
 	python3 -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q $(TORCH_SOURCE) "$$(python3 requirements/lock.py --pin torch)" -e ".[dev]"
-	.venv-latest/bin/python -m pip install -q --no-deps nuscenes-devkit
+	.venv-latest/bin/python -m pip install -q --no-deps nuscenes-devkit "$$(python3 requirements/lock.py --pin executorch)"  # its compiled runtime is built for one torch
 	.venv-latest/bin/python -m pip freeze --all --exclude-editable > .venv-latest/freeze.txt
 	python3 requirements/lock.py --drift .venv-latest/freeze.txt
 	CI=true .venv-latest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)
