@@ -89,6 +89,18 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _projector_takes(name: str, options: dict[str, Any]) -> bool:
+    """Whether projector `name` accepts `options` (names and values; widths and grids are the model's: 5040 divides
+    by every shuffle factor and pool to 10)."""
+    from model.projectors import projector_tokens
+
+    try:
+        projector_tokens(name, 5040, 5040, **options)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 class ModelSpec(_Section):
     """Which model to start from."""
 
@@ -105,11 +117,12 @@ class ModelSpec(_Section):
 
     @model_validator(mode="after")
     def _projector(self) -> ModelSpec:
-        from model.projectors import projector_tokens
+        from model.projectors import PROJECTORS, projector_tokens
 
-        if self.projector is None:
-            if self.projector_options:
-                raise ValueError("projector_options needs a projector (a registry name such as qformer)")
+        if self.projector is None:  # options of the model's own projector, its weights kept (checked at load)
+            if self.projector_options and not any(_projector_takes(n, self.projector_options) for n in PROJECTORS):
+                raise ValueError(f"projector_options {self.projector_options} fit no projector; with projector null "
+                                 "they change the model's own one (e.g. {pool: 2} on pixel_shuffle_mlp)")
             return self
         try:  # names and options only; widths and grids are the model's (5040 divides by every shuffle factor to 10)
             projector_tokens(self.projector, 5040, 5040, **self.projector_options)

@@ -438,6 +438,8 @@ def _projector_facts(vlm) -> _Projector:
             raise GGUFExportError("the tiling's tile_size differs from the tower's image_size")
         if opts.get("ps_version", "v2") != "v2":
             raise GGUFExportError("pixel shuffle ps_version v1 is not what llama.cpp computes; only v2 is exported")
+        if opts.get("pool", 1) != 1:
+            raise GGUFExportError(f"pooled pixel shuffle (pool {opts['pool']}) is not what llama.cpp computes")
         if abs(float(opts.get("layer_norm_eps", 1e-5)) - 1e-5) > 1e-12:
             raise GGUFExportError("llama.cpp's InternVL projector LayerNorm uses eps 1e-5")
         if opts.get("hidden_act", "gelu") != "gelu" or vc.hidden_act != "gelu":

@@ -41,6 +41,8 @@ def load(
 
     `projector` (a registry name, options in `projector_options`) replaces the projector with a freshly
     initialised one (torch seed `seed`), e.g. to train a `qformer` or `resampler` connector from scratch.
+    `projector_options` without `projector` change the model's own projector's options and keep its weights
+    (``{"pool": 2}``: pooled pixel shuffle with the trained MLP); options that change a weight's shape are refused.
 
     `dtype`: the dtype the model is returned in; by default the one its weights are stored in (a bfloat16
     checkpoint loads as bfloat16; presets built from their config are float32).
@@ -75,6 +77,8 @@ def load(
     if projector is not None:
         torch.manual_seed(seed)
         vlm.replace_projector(projector, projector_options)
+    elif projector_options:
+        vlm.reconfigure_projector(projector_options)
     if dtype is not None:
         vlm = vlm.to(getattr(torch, dtype) if isinstance(dtype, str) else dtype)
     if device is not None:

@@ -8,7 +8,7 @@ so :func:`projector_tokens` can answer without building weights.
 Built-in projectors (state-dict keys match the upstream checkpoints so they load with ``strict=True``):
 
 - ``pixel_shuffle_mlp``: InternVL ``mlp1`` / transformers ``InternVLMultiModalProjector``; g x g grid -> ``(g*ratio)**2``
-  tokens (32x32 -> 256).
+  tokens (32x32 -> 256); ``pool=p`` average-pools the grid p x p first: ``(g*ratio/p)**2`` (p=2: 64), same weights.
 - ``ldp``: MobileVLM v1 ``LDPNetProjector`` (``mm_projector_type="ldpnet"``); ``ceil(g/2)**2`` (24x24 -> 144).
 - ``ldpv2``: MobileVLM V2 ``LDPNetV2Projector`` (``"ldpnetv2"``); ``pooled_grid**2``, default ``(g//2)**2`` (24 -> 144).
 - ``mlp2x_gelu`` (any ``mlp{N}x_gelu`` name is accepted): LLaVA MLP; ``g_h*g_w`` tokens.
@@ -277,6 +277,9 @@ class PixelShuffleMLPProjector(nn.Module):
     Submodule names equal transformers' ``InternVLMultiModalProjector`` (``layer_norm``, ``linear_1``, ``act``,
     ``linear_2``), so its state dict loads strictly.  The original InternVL ``mlp1.{0,1,3}`` keys map to
     ``layer_norm``, ``linear_1``, ``linear_2``.  32x32 grid -> 256 tokens at ratio 0.5.
+
+    ``pool=p`` (not InternVL's; for token budgets) average-pools the patch grid p x p before the shuffle: 32x32 ->
+    16x16 -> 64 tokens at p=2.  The weights keep their shapes, so a trained ``mlp1`` loads and runs pooled.
     """
 
     def __init__(
@@ -287,11 +290,13 @@ class PixelShuffleMLPProjector(nn.Module):
         ps_version: str = "v2",
         hidden_act: str = "gelu",
         layer_norm_eps: float = 1e-5,
+        pool: int = 1,
     ) -> None:
         super().__init__()
         if ps_version not in ("v1", "v2"):
             raise ModelConfigError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
         factor = _shuffle_factor(downsample_ratio)
+        self.pool = _positive_int(pool, "pool", "pixel_shuffle_mlp")
         from transformers.activations import ACT2FN
 
         if hidden_act not in ACT2FN:
@@ -306,18 +311,22 @@ class PixelShuffleMLPProjector(nn.Module):
 
     @classmethod
     def count_tokens(
-        cls, grid_h: int, grid_w: int, downsample_ratio: float = 0.5, ps_version: str = "v2", **_: Any
+        cls, grid_h: int, grid_w: int, downsample_ratio: float = 0.5, ps_version: str = "v2", pool: int = 1, **_: Any
     ) -> int:
         if ps_version not in ("v1", "v2"):
             raise ModelConfigError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
         side = _square_grid(grid_h, grid_w, "pixel_shuffle_mlp")
         k = _shuffle_factor(downsample_ratio)
-        if side % k:
-            raise ModelConfigError(f"pixel_shuffle_mlp: grid {side}x{side} is not divisible by {k} (ratio {downsample_ratio})")
-        return (side // k) ** 2
+        pool = _positive_int(pool, "pool", "pixel_shuffle_mlp")
+        if side % (k * pool):
+            raise ModelConfigError(
+                f"pixel_shuffle_mlp: grid {side}x{side} is not divisible by {k * pool} (ratio {downsample_ratio}"
+                + (f", pool {pool})" if pool > 1 else ")")
+            )
+        return (side // (k * pool)) ** 2
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
-        return self.count_tokens(grid_h, grid_w, downsample_ratio=self.downsample_ratio)
+        return self.count_tokens(grid_h, grid_w, downsample_ratio=self.downsample_ratio, pool=self.pool)
 
     def project(self, shuffled: Tensor) -> Tensor:
         """The MLP alone, on already pixel-shuffled tokens ``(N, L', C*k^2)``."""
@@ -325,8 +334,11 @@ class PixelShuffleMLPProjector(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         side = _side_from_tokens(x, "pixel_shuffle_mlp")
-        self.count_tokens(side, side, downsample_ratio=self.downsample_ratio)  # divisibility check
+        self.num_tokens(side, side)  # divisibility check
         n, _, c = x.shape
+        if self.pool > 1:  # average p x p neighbouring patches: the MLP sees the same widths, 1/p^2 of the tokens
+            x = _map_to_tokens(F.avg_pool2d(_tokens_to_map(x, side), self.pool))
+            side //= self.pool
         grid = pixel_shuffle(x.reshape(n, side, side, c), self.downsample_ratio, self.ps_version)
         return self.project(grid.reshape(n, -1, grid.shape[-1]))
 

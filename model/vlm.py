@@ -23,7 +23,7 @@ from transformers import (
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .errors import PocketAdaptError
+from .errors import ModelConfigError, PocketAdaptError
 from .projectors import build_projector, projector_tokens
 from .tiling import TilingConfig
 from .vision import build_vision_tower, patch_grid, select_features
@@ -132,6 +132,31 @@ class PocketVLM(PreTrainedModel):
             projector = projector.to(device=reference.device, dtype=reference.dtype)
         self.multi_modal_projector = projector
         self.config.projector_type, self.config.projector_options = projector_type, options
+
+    def reconfigure_projector(self, projector_options: dict) -> None:
+        """Change options of the model's own projector (``pool`` of ``pixel_shuffle_mlp``), keeping its trained
+        weights: the options are merged over the current ones and must leave every weight's shape as it is."""
+        options = {**self.config.projector_options, **projector_options}
+        old = self.multi_modal_projector
+        try:
+            new = build_projector(self.config.projector_type, self.config.vision_config.hidden_size,
+                                  self.config.text_config.hidden_size, **options)
+        except (TypeError, ValueError) as err:
+            raise ModelConfigError(f"projector_options {projector_options} for the model's own projector: {err}") from None
+        old_state, new_state = old.state_dict(), new.state_dict()
+        changed = sorted(k for k in old_state.keys() | new_state.keys()
+                         if k not in old_state or k not in new_state or old_state[k].shape != new_state[k].shape)
+        if changed:
+            raise ModelConfigError(
+                f"projector_options {projector_options} change the {self.config.projector_type} weights' shapes "
+                f"({', '.join(changed[:4])}), so the trained ones cannot be kept; name a projector to start a fresh one"
+            )
+        new.load_state_dict(old_state, strict=True)
+        reference = next(old.parameters(), None)
+        if reference is not None:
+            new = new.to(device=reference.device, dtype=reference.dtype)
+        self.multi_modal_projector = new
+        self.config.projector_options = options
 
     def replace_vision_tower(self, tower: nn.Module, tiling: TilingConfig | None = None) -> None:
         """Put `tower` in place of the vision tower and record its config (and, given its `tiling`, its tile size

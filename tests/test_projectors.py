@@ -713,8 +713,8 @@ def test_recipe_selects_connector_and_model_runs_it(tmp_path, name, options, tok
     with pytest.raises(RecipeError, match="bogus"):
         parse_recipe({"model": {"projector": name, "projector_options": {"bogus": 1}}, "data": sources,
                       "mixing": {"general_ratio": 0}}, tmp_path, "connector")
-    with pytest.raises(RecipeError, match="needs a projector"):
-        parse_recipe({"model": {"projector_options": {"num_queries": 4}}, "data": sources,
+    with pytest.raises(RecipeError, match="fit no projector"):  # null projector: options of the model's own
+        parse_recipe({"model": {"projector_options": {"bogus": 4}}, "data": sources,
                       "mixing": {"general_ratio": 0}}, tmp_path, "connector")
 
     vlm, processor = model.load(recipe.model.source, projector=recipe.model.projector,

@@ -122,6 +122,9 @@ def native_config(config: PocketVLMConfig) -> InternVLConfig:
         raise CheckpointError(f"the native InternVL layout has no {config.projector_type!r} projector")
     if options.get("ps_version", "v2") != "v2":
         raise CheckpointError("the native InternVL layout implements pixel shuffle v2 only; this model uses v1")
+    if options.get("pool", 1) != 1:
+        raise CheckpointError(f"the native InternVL layout has no pooled pixel shuffle (pool {options['pool']}); "
+                              "export this model as pocket or onnx")
     if config.vision_config.model_type != "internvl_vision":
         raise CheckpointError(f"the native InternVL layout needs an InternViT tower, not {config.vision_config.model_type!r}")
     return InternVLConfig(

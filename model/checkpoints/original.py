@@ -227,6 +227,9 @@ def original_config(config: PocketVLMConfig) -> dict:
     """The `config.json` of the original layout for `config` (InternViT + pixel-shuffle MLP models)."""
     if config.projector_type != "pixel_shuffle_mlp" or config.vision_config.model_type != "internvl_vision":
         raise CheckpointError("the original InternVL layout needs an InternViT tower and the pixel-shuffle MLP projector")
+    if config.projector_options.get("pool", 1) != 1:
+        raise CheckpointError(f"the original InternVL layout has no pooled pixel shuffle (pool "
+                              f"{config.projector_options['pool']}); export this model as pocket or onnx")
     if config.chat_template not in TEMPLATES:
         raise CheckpointError(f"the original InternVL code has no {config.chat_template!r} template; known: {sorted(TEMPLATES)}")
     vc = config.vision_config

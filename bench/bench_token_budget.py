@@ -1,0 +1,249 @@
+"""Image-token budgets for the stitched six-camera driving view (issue 13 item 3): the driving quick start's data and
+recipe (`adapt quickstart --field driving`) trained once per budget at the same step budget, each scored on the held-out
+driving and general sets.
+
+    python bench/bench_token_budget.py                      # the reduced budget the README table states
+    python bench/bench_token_budget.py --write              # and replace README.md's `token_budget` section
+    python bench/bench_token_budget.py --steps 300 --batch-size 16 --eval-samples 200 --max-new-tokens 200  # template
+
+Variants (each cuts the baseline's image tokens to at most a quarter, on pocket-tiny and on Mini-InternVL's geometry):
+fewer tiles (`tiling.max_tiles=2`: a 2x1 grid + thumbnail), pooled pixel shuffle (`model.projector_options.pool=2`:
+the pre-trained MLP kept, 2x2-averaged patches), and a Q-Former with a quarter of the tokens per tile (fresh
+connector). Token counts come from the processor on a real 2688x896 image (pocket-tiny) and from the tiling rule and
+`projector_tokens` at 448 px tiles / 32x32 patches (Mini-InternVL, 256 tokens per tile); nothing is typed in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.sections import ROOT, machine_line, write_section  # noqa: E402
+
+README = ROOT / "README.md"
+SECTION = "token_budget"
+TEMPLATE = "driving_pocket-tiny_full"
+STITCHED = (2688, 896)  # DriveLM's six cameras stitched 3x2 at 896x448
+MINI_INTERNVL = {"tile_size": 448, "grid": 32}  # InternViT-300M-448px: 448 / 14 = 32 patches a side
+
+
+@dataclass(frozen=True)
+class Variant:
+    key: str
+    label: str
+    # recipe overrides, given the pixel_shuffle_mlp tokens per tile of the geometry (queries scale with it)
+    overrides: Callable[[int], list[str]]
+
+
+def _qformer(per_tile: int) -> list[str]:
+    return ["model.projector=qformer", f"model.projector_options.num_queries={per_tile // 4}"]
+
+
+VARIANTS = {v.key: v for v in [
+    Variant("baseline", "baseline: 6x2 tiles + thumbnail (template)", lambda _: []),
+    Variant("tiles2", "fewer tiles: `tiling.max_tiles=2`", lambda _: ["tiling.max_tiles=2"]),
+    Variant("pooled", "pooled pixel shuffle: `model.projector_options.pool=2`",
+            lambda _: ["model.projector_options.pool=2"]),
+    Variant("qformer", "Q-Former, 1/4 of the tokens per tile: `model.projector=qformer`", _qformer),
+]}
+
+
+def budget_overrides(steps: int, batch_size: int, eval_samples: int, max_new_tokens: int) -> list[str]:
+    return [f"training.max_steps={steps}", f"training.batch_size={batch_size}", f"eval.max_samples={eval_samples}",
+            f"eval.max_new_tokens={max_new_tokens}", "output.save_every=100000", "logging.tensorboard=false"]
+
+
+def _per_tile(grid: int, options: dict) -> int:
+    """pixel_shuffle_mlp tokens per tile for a grid x grid patch map (the queries of the Q-Former variant scale with it)."""
+    from model.projectors import projector_tokens
+
+    return projector_tokens("pixel_shuffle_mlp", grid, grid, **options)
+
+
+def mini_internvl_tokens(recipe_path: Path, budget: list[str], variant: Variant) -> int:
+    """Image tokens of the stitched view on Mini-InternVL's geometry (448 px tiles, 32x32 patches, pixel shuffle 0.5)
+    under the variant's tiling and projector settings (the Q-Former's queries scaled to 256 tokens per tile)."""
+    import dataclasses
+
+    from adapt.recipe import load_recipe
+    from model.projectors import projector_tokens
+    from model.tiling import TilingConfig, count_tiles
+
+    internvl = {"downsample_ratio": 0.5, "ps_version": "v2"}
+    g = MINI_INTERNVL["grid"]
+    recipe = load_recipe(recipe_path, [*budget, *variant.overrides(_per_tile(g, internvl))])
+    tiling = recipe.tiling_for(TilingConfig(tile_size=MINI_INTERNVL["tile_size"], max_tiles=12, thumbnail=True))
+    tiling = dataclasses.replace(tiling, tile_size=MINI_INTERNVL["tile_size"])
+    if recipe.model.projector:
+        name, options = recipe.model.projector, recipe.model.projector_options
+    else:
+        name, options = "pixel_shuffle_mlp", {**internvl, **recipe.model.projector_options}
+    return count_tiles(*STITCHED, tiling) * projector_tokens(name, g, g, **options)
+
+
+def stitched_tokens(processor) -> tuple[int, int]:
+    """(tiles, image tokens) the processor gives a real 2688x896 image under its tiling."""
+    from PIL import Image
+
+    image = Image.new("RGB", STITCHED, (90, 120, 150))
+    enc = processor([{"from": "human", "value": "<image>\nWhat is ahead?"}], images=[image])
+    return sum(enc.num_tiles), int((enc.input_ids == processor.image_token_id).sum())
+
+
+def prefill_ms(vlm, processor, records: list, repeats: int = 3) -> float:
+    """Median milliseconds of one prompt's forward pass (tiles -> vision -> projector -> LLM), the part the image
+    tokens drive, over held-out DriveLM prompts (stitched views)."""
+    import torch
+
+    from model.tiling import load_image
+
+    times = []
+    with torch.inference_mode():
+        for record in records:
+            enc = processor(record.conversations[:1], images=[load_image(p) for p in record.images])
+            inputs = {k: v for k, v in enc.to_model_inputs().items() if k != "labels"}
+            for _ in range(repeats):
+                started = time.perf_counter()
+                vlm(**inputs)
+                times.append(time.perf_counter() - started)
+    return 1000 * statistics.median(times)
+
+
+def run_variant(variant: Variant, recipe_path: Path, out: Path, budget: list[str], progress: bool) -> dict:
+    """Train one variant from pocket-tiny at the shared budget, score it, and count its tokens."""
+    import model as model_core
+    from adapt.data import SkipLog, read_source
+    from adapt.recipe import load_recipe
+    from adapt.run_eval import evaluate_model
+    from adapt.train import source_specs, train
+
+    probe = model_core.load("pocket-tiny")[0]
+    per_tile = probe.config.image_seq_length  # pocket-tiny's own, for the Q-Former's queries
+    overrides = [*budget, *variant.overrides(per_tile), f"output.dir={(out / 'train').resolve()}"]
+    recipe = load_recipe(recipe_path, overrides)
+    shutil.rmtree(recipe.output.dir, ignore_errors=True)
+    started = time.perf_counter()
+    final = train(recipe, progress=progress)
+    train_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    summary = evaluate_model(recipe, final, "adapted", out / "report", progress)
+    eval_s = time.perf_counter() - started
+    scored = sum(entry["n"] for entry in summary["sources"].values())
+
+    vlm, processor = model_core.load(final)
+    processor.tiling = recipe.tiling_for(processor.tiling)
+    tiles, tokens = stitched_tokens(processor)
+    drivelm = next(s for s in source_specs(recipe.data.eval_sources) if s.name == "drivelm")
+    prompts = read_source(drivelm, SkipLog())[:4]
+    return {
+        "label": variant.label, "overrides": variant.overrides(per_tile), "tiles": tiles, "tokens": tokens,
+        "tokens_per_tile": vlm.config.image_seq_length,
+        "mini_internvl_tokens": mini_internvl_tokens(recipe_path, budget, variant),
+        "summary": summary, "train_s": train_s, "eval_s": eval_s, "eval_samples": scored,
+        "prefill_ms": prefill_ms(vlm, processor, prompts),
+        "projector_params": sum(p.numel() for p in vlm.multi_modal_projector.parameters()),
+    }
+
+
+def _score(summary: dict, group: str | None = None, source: str | None = None) -> float | None:
+    return summary["sources"][source]["main"] if source else summary["groups"].get(group, {}).get("main")
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def table(results: dict, args: argparse.Namespace) -> str:
+    """The README section: one row per budget, then how it was measured."""
+    runs = results["variants"]
+    base = runs.get("baseline")
+    sources = [s for s, e in next(iter(runs.values()))["summary"]["sources"].items() if e["kind"] == "domain"]
+    head = ["budget (recipe option)", "image tokens, pocket-tiny (tiles x tokens/tile)", "image tokens, Mini-InternVL",
+            "domain", "Δ domain vs baseline (points)", *sources, "drivelm accuracy", "general", "train", "eval s/sample",
+            "prefill ms/prompt"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for run in runs.values():
+        domain = _score(run["summary"], "domain")
+        delta = "–" if base is None or run is base or domain is None or _score(base["summary"], "domain") is None \
+            else f"{100 * (domain - _score(base['summary'], 'domain')):+.1f}"
+        cells = [f"{run['tokens']} ({run['tiles']} x {run['tokens_per_tile']})", str(run["mini_internvl_tokens"]),
+                 _fmt(domain), delta, *(_fmt(_score(run["summary"], source=s)) for s in sources),
+                 _fmt(run["summary"]["sources"]["drivelm"]["metrics"].get("accuracy")),
+                 _fmt(_score(run["summary"], "general")), f"{run['train_s'] / 60:.1f} min",
+                 f"{run['eval_s'] / max(1, run['eval_samples']):.2f}", f"{run['prefill_ms']:.0f}"]
+        lines.append(f"| {run['label']} | " + " | ".join(cells) + " |")
+    ns = ", ".join(f"{s} {e['n']}" for s, e in next(iter(runs.values()))["summary"]["sources"].items())
+    lines += [
+        "",
+        f"Reduced budget, the same for every row: {args.steps} steps of batch {args.batch_size} from `pocket-tiny` "
+        f"(the template trains 300 x 16), {args.eval_samples} held-out samples per source ({ns}), at most "
+        f"{args.max_new_tokens} generated tokens per answer (template: 200); {results['minutes']:.1f} min in all. "
+        "Image tokens are those of one stitched 2688x896 view: pocket-tiny's counted by its processor on a real "
+        "image, Mini-InternVL's from the same tiling at 448 px tiles and the projector's count on a 32x32 patch grid "
+        "(256 per tile; the Q-Former row uses 1/4 of that, 64 queries, where pocket-tiny's uses 1/4 of 16). Main metric "
+        "per source as in the driving quick start; Δ in points of the domain score. Train and eval times are wall "
+        "times on a machine shared with other jobs; prefill is the median forward pass of a held-out DriveLM prompt.",
+        "",
+        f"Measured on {machine_line()}; regenerate with `{results['command']}`.",
+    ]
+    return "\n".join(lines)
+
+
+def measure(args: argparse.Namespace) -> dict:
+    from adapt.quickstart import prepare_driving
+    from model.resources import templates_dir
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    data = out / "data"
+    if not (data / "driving" / "drivelm_val.jsonl").exists():
+        prepare_driving(data)  # the quick start's synthetic data, generated once for every variant
+    recipe_path = out / f"{TEMPLATE}.yaml"
+    shutil.copyfile(templates_dir() / "recipes" / f"{TEMPLATE}.yaml", recipe_path)
+    budget = budget_overrides(args.steps, args.batch_size, args.eval_samples, args.max_new_tokens)
+    variants = {}
+    for key in args.variants:
+        print(f"[token budget] {key}", flush=True)
+        variants[key] = run_variant(VARIANTS[key], recipe_path, out / key, budget, args.progress)
+    flags = f"--steps {args.steps} --batch-size {args.batch_size} --eval-samples {args.eval_samples} " \
+            f"--max-new-tokens {args.max_new_tokens}"
+    if args.variants != list(VARIANTS):
+        flags += " --variants " + " ".join(args.variants)
+    return {"variants": variants, "minutes": (time.perf_counter() - started) / 60,
+            "command": f"python bench/bench_token_budget.py {flags} --write"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "token_budget")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--steps", type=int, default=40, help="optimizer steps per variant (template: 300)")
+    parser.add_argument("--batch-size", type=int, default=8, help="samples per step (template: 16)")
+    parser.add_argument("--eval-samples", type=int, default=40, help="held-out samples per source (template: 200)")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="generated tokens per answer (template: 200)")
+    parser.add_argument("--write", action="store_true", help=f"replace the {SECTION} section of {README.name}")
+    parser.add_argument("--progress", action="store_true")
+    args = parser.parse_args(argv)
+    results = measure(args)
+    section = table(results, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    (args.out / "table.md").write_text(section + "\n", encoding="utf-8")
+    print(section, flush=True)
+    if args.write:
+        write_section(README, SECTION, section)
+        print(f"wrote the {SECTION} section of {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Image-token budgets for the stitched and six-view driving samples (issue 13 item 3): fewer tiles, pooled pixel
+shuffle (the pre-trained MLP kept), a Q-Former with fewer queries; counts through the processor on real images."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import model
+from adapt.recipe import RecipeError, load_recipe, parse_recipe
+from model.checkpoints.io import CheckpointError
+from model.errors import ModelConfigError
+from model.projectors import build_projector, projector_tokens
+from model.resources import templates_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.bench_token_budget import VARIANTS, budget_overrides, mini_internvl_tokens  # noqa: E402
+
+STITCHED = Image.new("RGB", (2688, 896), (90, 120, 150))
+CAMERA = Image.new("RGB", (1600, 900), (90, 120, 150))
+DRIVING = templates_dir() / "recipes" / "driving_pocket-tiny_full.yaml"
+GRID = 112 // 14  # pocket-tiny: 112 px tiles of 14 px patches
+
+
+def _image_tokens(processor, images) -> tuple[int, int]:
+    text = "".join("<image>\n" for _ in images) + "What is ahead?"
+    enc = processor([{"from": "human", "value": text}], images=images)
+    return sum(enc.num_tiles), int((enc.input_ids == processor.image_token_id).sum())
+
+
+def _driving(tmp_path, *overrides: str):
+    return load_recipe(DRIVING, [f"output.dir={tmp_path}", *overrides])
+
+
+@pytest.mark.parametrize("overrides,load,tiles,per_tile", [
+    ((), {}, 6 * 2 + 1, (GRID // 2) ** 2),  # the template: 6x2 grid + thumbnail, 16 tokens a tile
+    (("tiling.max_tiles=2",), {}, 2 * 1 + 1, (GRID // 2) ** 2),
+    (("model.projector_options.pool=2",), {"projector_options": {"pool": 2}}, 6 * 2 + 1, (GRID // 4) ** 2),
+    (("model.projector=qformer", "model.projector_options.num_queries=4"),
+     {"projector": "qformer", "projector_options": {"num_queries": 4}}, 6 * 2 + 1, 4),
+])
+def test_stitched_view_tokens_per_option(tmp_path, overrides, load, tiles, per_tile):
+    recipe = _driving(tmp_path, *overrides)
+    assert (recipe.model.projector, recipe.model.projector_options) == (load.get("projector"),
+                                                                         load.get("projector_options", {}))
+    _, processor = model.load("pocket-tiny", **load)
+    processor.tiling = recipe.tiling_for(processor.tiling)
+    assert _image_tokens(processor, [STITCHED]) == (tiles, tiles * per_tile)
+
+
+def test_six_view_sample_shares_the_tile_cap(tmp_path):
+    _, processor = model.load("pocket-tiny")
+    processor.tiling = _driving(tmp_path).tiling_for(processor.tiling)
+    per_tile = (GRID // 2) ** 2
+    assert _image_tokens(processor, [CAMERA] * 6) == (6 * 3, 6 * 3 * per_tile)  # 12 // 6 = 2 tiles + thumbnail each
+    processor.tiling = _driving(tmp_path, "tiling.max_tiles=6").tiling_for(processor.tiling)
+    assert _image_tokens(processor, [CAMERA] * 6) == (6, 6 * per_tile)  # one tile a camera, no thumbnail
+
+
+def test_mini_internvl_budgets():
+    budget = budget_overrides(10, 2, 5, 8)
+    tokens = {key: mini_internvl_tokens(DRIVING, budget, variant) for key, variant in VARIANTS.items()}
+    assert tokens["baseline"] == 13 * 256 == 3328  # the issue's figure: 6x2 + thumbnail at 256 a tile
+    assert all(tokens[key] <= 3328 // 4 for key in tokens if key != "baseline")
+    assert tokens["pooled"] == tokens["qformer"] == 13 * 64
+
+
+def test_pooled_projector_counts_shapes_and_gradients():
+    assert projector_tokens("pixel_shuffle_mlp", 32, 32, pool=2) == 64
+    assert projector_tokens("pixel_shuffle_mlp", 32, 32, pool=4) == 16
+    torch.manual_seed(0)
+    plain = build_projector("pixel_shuffle_mlp", 96, 128)
+    pooled = build_projector("pixel_shuffle_mlp", 96, 128, pool=2)
+    pooled.load_state_dict(plain.state_dict(), strict=True)  # the same weights fit
+    x = torch.randn(3, GRID * GRID, 96, requires_grad=True)
+    out = pooled(x)
+    assert out.shape == (3, pooled.num_tokens(GRID, GRID), 128) == (3, 4, 128)
+    averaged = F.avg_pool2d(x.detach().transpose(1, 2).reshape(3, 96, GRID, GRID), 2).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(out, plain(averaged))  # 2x2 patches averaged, then InternVL's shuffle and MLP
+    out.square().mean().backward()
+    assert x.grad is not None and x.grad.abs().min() > 0  # every patch reaches the output
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in pooled.parameters())
+    with pytest.raises(ModelConfigError, match="divisible by 6"):
+        projector_tokens("pixel_shuffle_mlp", GRID, GRID, pool=3)
+    with pytest.raises(ModelConfigError, match="pool must be a positive int"):
+        build_projector("pixel_shuffle_mlp", 96, 128, pool=0)
+
+
+def test_pooled_pixel_shuffle_keeps_pretrained_weights_and_trains():
+    base, _ = model.load("pocket-tiny")
+    vlm, processor = model.load("pocket-tiny", projector_options={"pool": 2})
+    assert vlm.config.projector_options == {"downsample_ratio": 0.5, "ps_version": "v2", "pool": 2}
+    assert vlm.config.image_seq_length == (GRID // 4) ** 2
+    for key, value in base.multi_modal_projector.state_dict().items():
+        assert torch.equal(vlm.multi_modal_projector.state_dict()[key], value), key
+    conversation = [{"from": "human", "value": "<image>\nWhat is ahead?"}, {"from": "gpt", "value": "a car"}]
+    inputs = processor(conversation, images=[STITCHED], add_generation_prompt=False, with_labels=True).to_model_inputs()
+    vlm.train()
+    out = vlm(**inputs)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and vlm.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    with pytest.raises(ModelConfigError, match="shapes"):  # a finer shuffle would need a wider MLP
+        model.load("pocket-tiny", projector_options={"downsample_ratio": 0.25})
+    with pytest.raises(ModelConfigError, match="num_queries"):
+        model.load("pocket-tiny", projector_options={"num_queries": 4})
+
+
+def test_recipe_errors(tmp_path):
+    sources = {"sources": [{"name": "a", "path": "a.jsonl"}]}
+
+    def parse(spec: dict):
+        return parse_recipe({"model": spec, "data": sources, "mixing": {"general_ratio": 0}}, tmp_path, "budget")
+
+    with pytest.raises(RecipeError, match="fit no projector"):
+        parse({"projector_options": {"pol": 2}})
+    with pytest.raises(RecipeError, match="pool"):
+        parse({"projector": "pixel_shuffle_mlp", "projector_options": {"pool": 0}})
+    assert parse({"projector_options": {"pool": 2}}).model.projector_options == {"pool": 2}
+    with pytest.raises(RecipeError, match="max_tiles"):
+        _driving(tmp_path, "tiling.max_tiles=0")
+
+
+def test_exports_refuse_pooled_pixel_shuffle():
+    from model.checkpoints.native import native_config
+    from model.checkpoints.original import original_config
+
+    from deploy.gguf import GGUFExportError, _projector_facts
+
+    vlm, _ = model.load("pocket-tiny", projector_options={"pool": 2})
+    for write in (native_config, original_config):
+        with pytest.raises(CheckpointError, match="pooled pixel shuffle"):
+            write(vlm.config)
+    with pytest.raises(GGUFExportError, match="pooled pixel shuffle"):  # llama.cpp would emit 4x the tokens
+        _projector_facts(vlm)
