@@ -20,7 +20,7 @@ from model.errors import PocketAdaptError
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
 # adapt eval: the flag that lists the variants (export types) of each export runtime
-VARIANT_FLAGS = {"llamacpp": "gguf_type", "onnx": "onnx_type"}
+VARIANT_FLAGS = {"llamacpp": "gguf_type", "onnx": "onnx_type", "executorch": "executorch_type"}
 
 
 class CliError(PocketAdaptError, ValueError):
@@ -123,17 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = verbs.add_parser("export", help="write a checkpoint in a format other tools load")
     _model_flags(export)
-    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf", "mobilevlm", "onnx", "tensorrt"],
+    export.add_argument("--format", "-f", required=True, choices=["hf", "internvl", "pocket", "gguf", "mobilevlm", "onnx", "executorch",
+                                                                "tensorrt"],
                         help="gguf: llama.cpp's <name>-<type>.gguf + mmproj-<name>-f16.gguf; mobilevlm: the "
                              "MobileVLM V2 layout with its CLIP tower in vision_tower/; onnx: vision.onnx, embed.onnx, "
-                             "decoder.onnx for onnxruntime")
+                             "decoder.onnx for onnxruntime; executorch: model.pte (XNNPACK) for ExecuTorch")
     export.add_argument("--out", "-o", required=True, type=Path)
     export.add_argument("--force", action="store_true", help="export into a non-empty folder, replacing the files an export owns")
     export.add_argument("--type", dest="gguf_type", choices=["f32", "f16", "q8_0", "q4_k_m"],
                         help="gguf only: weight type of the text model (default f16; the mmproj is f16, f32 with f32)")
     export.add_argument("--name", help="gguf only: file name stem (default: the model folder's or preset's name)")
     export.add_argument("--quantize", choices=["int8"],
-                        help="onnx only: onnxruntime's dynamic int8 quantisation of the vision and decoder MatMuls")
+                        help="onnx or executorch only: int8 (onnx: onnxruntime's dynamic int8 quantisation of the vision and "
+                             "decoder MatMuls; executorch: torchao int8 per-channel weights with dynamic int8 activations, run by XNNPACK)")
+    export.add_argument("--max-seq-len", type=_positive_int,
+                        help="executorch only: positions of the static KV cache (default: the model's context, at most 4096)")
     export.add_argument("--adapter", type=Path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
     export.add_argument("--recipe", type=Path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
                                                     "(default: the model's own tiling)")
@@ -288,10 +292,14 @@ def _export(args) -> int:
         options = {"qtype": args.gguf_type or "f16", "name": args.name or _model_name(args.model)}
     elif args.gguf_type or args.name:
         raise CliError("--type and --name apply to --format gguf only")
-    if args.format == "onnx":
+    if args.format in ("onnx", "executorch"):
         options = {"quantize": args.quantize}
     elif args.quantize:
-        raise CliError("--quantize applies to --format onnx only")
+        raise CliError("--quantize applies to --format onnx or executorch only")
+    if args.format == "executorch":
+        options["max_seq_len"] = args.max_seq_len
+    elif args.max_seq_len:
+        raise CliError("--max-seq-len applies to --format executorch only")
     if args.recipe is not None and args.format != "tensorrt":
         raise CliError("--recipe applies to --format tensorrt only")
     check_target(Path(args.out), args.force)  # a refused target fails before the model is loaded
@@ -315,6 +323,9 @@ def _export(args) -> int:
     elif args.format == "onnx":
         print(f"wrote vision.onnx, embed.onnx and decoder.onnx ({args.quantize or 'fp32'}) to {out}\n"
               f"next: adapt chat --runtime onnx --model {out} --image IMAGE")
+    elif args.format == "executorch":
+        print(f"wrote model.pte ({args.quantize or 'fp32'}; vision_encoder, token_embedding, text_decoder) to {out}\n"
+              f"next: adapt chat --runtime executorch --model {out} --image IMAGE")
     elif args.format == "tensorrt":
         import json
 
@@ -443,11 +454,15 @@ def _recipe_verbs(verbs) -> None:
     evaluate.add_argument("--out", type=Path, help="report folder (default: <output.dir>/eval)")
     evaluate.add_argument("--runtime", choices=["pytorch", *RUNTIMES], default="pytorch",
                           help="export each model in the runtime's format and score it there; llamacpp: GGUF in "
-                               "llama.cpp (make llama-cpp); onnx: ONNX in onnxruntime")
+                               "llama.cpp (make llama-cpp); onnx: ONNX in onnxruntime; executorch: .pte in "
+                               "ExecuTorch")
     evaluate.add_argument("--gguf-type", action="append", choices=["f32", "f16", "q8_0", "q4_k_m"], default=[],
                           help="llamacpp runtime: GGUF type(s) to score (repeatable; default f16); labels get -<type>")
     evaluate.add_argument("--onnx-type", action="append", choices=list(RUNTIMES["onnx"].variants), default=[],
                           help="onnx runtime: precision(s) to score (repeatable; default fp32); labels get -<type>")
+    evaluate.add_argument("--executorch-type", action="append", choices=list(RUNTIMES["executorch"].variants),
+                          default=[], help="executorch runtime: precision(s) to score (repeatable; default fp32); "
+                                           "labels get -<type>")
     evaluate.set_defaults(handler=_eval)
 
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")

@@ -5,6 +5,8 @@
 - `pocket`: pocket-adapt's own layout (any model, any projector).
 - `gguf`: llama.cpp's text-model GGUF and mmproj GGUF (`deploy.gguf`), f32 / f16 / q8_0 / q4_k_m.
 - `onnx`: vision, embedding and decoder graphs for ONNX Runtime, fp32 or int8 (`deploy.onnx.export`).
+- `executorch`: one `.pte` (vision encoder, token embedding, static-KV-cache decoder; XNNPACK) for ExecuTorch, fp32
+  or int8 (`deploy.executorch.export`).
 - `tensorrt`: the Jetson Orin bundle (`deploy.tensorrt`): the ONNX graphs with TensorRT profiles for the tiling
   (`tiling`: a recipe's), build commands, reference inputs and outputs, an fp16 check and `verify.py`.
 - `mobilevlm`: the MobileVLM V2 layout (MobileVLM's own scripts), plus the CLIP tower as a folder `vision_tower/`
@@ -41,6 +43,7 @@ FORMATS = {
     "onnx": "ONNX Runtime: vision.onnx + embed.onnx + decoder.onnx (KV cache), genai_config.json",
     "mobilevlm": "MobileVLM V2 layout (LDPv2, CLIP tower, MobileLLaMA)",
     "tensorrt": "Jetson Orin bundle: the ONNX graphs, TensorRT profiles and build commands, references, verify.py",
+    "executorch": "ExecuTorch model.pte (XNNPACK) + tokenizer and preprocessing",
 }
 
 # What an export owns in its folder: any of these left from an earlier export would be mixed with the new one
@@ -50,7 +53,7 @@ OWNED = (
     "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "*.tiktoken", "chat_template.jinja", "chat_template.json",
-    "*.gguf", "*.onnx", "*.onnx.data", "genai_config.json",
+    "*.gguf", "*.onnx", "*.onnx.data", "genai_config.json", "*.pte",
     "profiles.json", "bundle.json", "fp16_check.json", "verify.py",
 )  # fmt: skip
 OWNED_FOLDERS = (TOWER_FOLDER, "references")  # folders an export writes whole (MobileVLM's CLIP tower, TensorRT's)
@@ -121,6 +124,10 @@ def _writer(fmt: str, target: Path, **options) -> Callable[[PocketVLM, VLMProces
         from deploy.tensorrt import write_tensorrt
 
         return lambda vlm, processor, out: write_tensorrt(vlm, processor, out, **options)
+    if fmt == "executorch":
+        from deploy.executorch.export import write_executorch
+
+        return lambda vlm, processor, out: write_executorch(vlm, processor, out, **options)
     if options:
         raise ExportError(f"format {fmt!r} takes no options ({', '.join(options)})")
     if fmt == "hf":

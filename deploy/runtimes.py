@@ -66,6 +66,10 @@ RUNTIMES: dict[str, Runtime] = {
                 "deploy.onnx.runtime:OnnxVLM", "deploy.onnx.eval:OnnxEvalModel",
                 lambda variant, name: {"quantize": None if variant == "fp32" else variant},
                 "run an ONNX export folder (adapt export --format onnx) in onnxruntime"),
+        Runtime("executorch", "ExecuTorch", "executorch", ("fp32", "int8"), "fp32",
+                "deploy.executorch.runtime:ExecuTorchVLM", "deploy.executorch.eval:ExecuTorchEvalModel",
+                lambda variant, name: {"quantize": None if variant == "fp32" else variant},
+                "run an ExecuTorch export folder (adapt export --format executorch) in ExecuTorch's runtime"),
     )
 }
 

@@ -311,7 +311,7 @@ def test_unknown_quantisation_and_misplaced_flags_are_refused(tmp_path, capsys):
     with pytest.raises(ExportError, match="takes no options"):
         export(vlm, processor, "pocket", tmp_path / "y", quantize="int8")
     assert main(["export", "-f", "gguf", "--out", str(tmp_path / "z"), "--quantize", "int8"]) == 1
-    assert "--quantize applies to --format onnx only" in capsys.readouterr().err
+    assert "--quantize applies to --format onnx or executorch only" in capsys.readouterr().err
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--preprocess", "llamacpp"]) == 1
     assert "--preprocess llamacpp applies to --runtime llamacpp" in capsys.readouterr().err
 

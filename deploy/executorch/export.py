@@ -1,0 +1,192 @@
+"""`adapt export --format executorch [--quantize int8] [--max-seq-len N]`: model.pte + tokenizer + configs.
+
+Each part is captured with `torch.export` (eager attention, float32) and lowered with ExecuTorch's
+`to_edge_transform_and_lower` and the XNNPACK partitioner into one program with three methods (see the package
+docstring). Dynamic sizes are bounded, because ExecuTorch plans memory for the largest shape: the vision encoder takes
+up to the tiling's tile count per call (max tiles + thumbnail; the runtime splits more), the decoder up to
+`max_prefill_len` new positions per call (the runtime prefills a long prompt in chunks) into a static KV cache of
+`max_seq_len` positions.
+
+`--quantize int8`: torchao's int8 dynamic-activation, int8 per-channel weight quantisation of every Linear (vision
+tower, projector, decoder, LM head) -- the form XNNPACK runs as int8 GEMMs; the token embedding stays float32.
+
+The tiling and a fingerprint of the tokenizer are written into the program itself (constant methods), so the runtime
+refuses a folder whose preprocessor_config.json or tokenizer files were changed after export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import (
+    DECODER_METHOD,
+    EMBED_METHOD,
+    PTE,
+    QUANTIZE,
+    TILING_METHOD,
+    TOKENIZER_METHOD,
+    VISION_METHOD,
+    ExecuTorchError,
+    require_executorch,
+)
+
+DEFAULT_MAX_SEQ_LEN = 4096  # 12 InternVL tiles + thumbnail (3328 image tokens) and a conversation around them
+DEFAULT_MAX_PREFILL_LEN = 512
+
+
+class StaticCacheDecoder(nn.Module):
+    """inputs_embeds + cache positions -> last-position logits, over a static KV cache held as module buffers
+    (transformers' `TorchExportableModuleWithStaticCache` builds and registers the cache; this forward keeps only the
+    last position's logits, so a long prefill does not materialise (seq, vocab) logits)."""
+
+    def __init__(self, language_model, max_seq_len: int):
+        super().__init__()
+        from transformers.integrations.executorch import TorchExportableModuleWithStaticCache
+
+        with _static_generation_config(language_model):
+            self.wrapped = TorchExportableModuleWithStaticCache(language_model, batch_size=1, max_cache_len=max_seq_len)
+        params = inspect.signature(language_model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.24
+
+    def forward(self, inputs_embeds: torch.Tensor, cache_position: torch.Tensor) -> torch.Tensor:
+        cache = self.wrapped.static_cache
+        for layer in cache.layers:  # the cache's fill level is the first new position (a new prompt restarts at 0)
+            layer.cumulative_length.copy_(cache_position[0])
+        out = self.wrapped.model(inputs_embeds=inputs_embeds, attention_mask=None, use_cache=True, logits_to_keep=1,
+                                 **{self.cache_arg: cache})
+        return out.logits
+
+
+@contextlib.contextmanager
+def _static_generation_config(language_model) -> Iterator[None]:
+    """The LM's generation config asks for a static cache while the wrapper is built (it checks), then is restored."""
+    saved = language_model.generation_config
+    config = copy.deepcopy(saved)
+    config.cache_implementation, config.use_cache = "static", True
+    language_model.generation_config = config
+    try:
+        yield
+    finally:
+        language_model.generation_config = saved
+
+
+def default_max_seq_len(vlm) -> int:
+    """The static cache length when none is asked for: the LM's context, at most `DEFAULT_MAX_SEQ_LEN`."""
+    context = int(getattr(vlm.config.text_config, "max_position_embeddings", DEFAULT_MAX_SEQ_LEN) or DEFAULT_MAX_SEQ_LEN)
+    return min(context, DEFAULT_MAX_SEQ_LEN)
+
+
+def tiles_per_call(tiling) -> int:
+    """The most tiles one image makes under `tiling` (max tiles, plus the thumbnail when it is added)."""
+    return tiling.max_tiles + (1 if tiling.thumbnail and tiling.max_tiles > 1 else 0)
+
+
+def write_executorch(vlm, processor, out_dir: Path, quantize: str | None = None, max_seq_len: int | None = None,
+                     max_prefill_len: int | None = None, progress: bool = True) -> Path:
+    """Write the ExecuTorch export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder)."""
+    from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, _template, preprocessor_config, tokenizer_fingerprint
+    from deploy.onnx.graphs import EmbedGraph, VisionGraph, eager_attention
+
+    if quantize not in (None, *QUANTIZE):
+        raise ExecuTorchError(f"unknown ExecuTorch quantisation {quantize!r}; known: {', '.join(QUANTIZE)}")
+    require_executorch()
+    out_dir = Path(out_dir)
+    context = int(getattr(vlm.config.text_config, "max_position_embeddings", 0) or 0)
+    max_seq_len = int(max_seq_len or default_max_seq_len(vlm))
+    if max_seq_len < 2 or (context and max_seq_len > context):
+        raise ExecuTorchError(f"max_seq_len {max_seq_len}: must be 2 .. the model's context ({context or '?'})")
+    max_prefill_len = min(int(max_prefill_len or DEFAULT_MAX_PREFILL_LEN), max_seq_len)
+    tiling = processor.tiling
+    tower_size = vlm.config.vision_config.image_size
+    tower_size = tower_size if isinstance(tower_size, int) else int(tower_size[0])
+    if tiling.tile_size != tower_size:
+        raise ExecuTorchError(f"the tiling's tile_size {tiling.tile_size} is not the vision tower's image_size "
+                              f"{tower_size}; fix model.tiling before exporting")
+    if quantize or next(vlm.parameters()).dtype != torch.float32:
+        vlm = copy.deepcopy(vlm).float()  # XNNPACK's float kernels are float32; int8 quantises a copy
+    vlm = vlm.eval()
+    if quantize == "int8":
+        quantize_int8(vlm)
+
+    from tqdm.auto import tqdm
+
+    steps = tqdm(total=4, desc="ExecuTorch export", unit="step", disable=not progress)
+    max_tiles = tiles_per_call(tiling)
+    hidden = vlm.config.text_config.hidden_size
+    with eager_attention(vlm), torch.no_grad():
+        programs = {}
+        steps.set_postfix_str(VISION_METHOD)
+        pixels = torch.randn(min(2, max_tiles), 3, tiling.tile_size, tiling.tile_size)
+        tiles = torch.export.Dim("tiles", min=1, max=max(2, max_tiles))
+        programs[VISION_METHOD] = _capture(VisionGraph(vlm), (pixels,), ({0: tiles},), VISION_METHOD)
+        steps.update()
+        steps.set_postfix_str(EMBED_METHOD)
+        ids = torch.zeros(1, 3, dtype=torch.long)
+        programs[EMBED_METHOD] = _capture(EmbedGraph(vlm), (ids,), ({1: torch.export.Dim("tokens", min=1,
+                                                                                          max=max_seq_len)},),
+                                          EMBED_METHOD)
+        steps.update()
+        steps.set_postfix_str(DECODER_METHOD)
+        decoder = StaticCacheDecoder(vlm.language_model, max_seq_len).eval()
+        seq = torch.export.Dim("seq", min=1, max=max(2, max_prefill_len))
+        programs[DECODER_METHOD] = _capture(decoder, (torch.randn(1, 3, hidden), torch.arange(3)),
+                                            ({1: seq}, {0: seq}), DECODER_METHOD)
+        steps.update()
+    steps.set_postfix_str("XNNPACK lowering")
+    constants = {
+        "get_max_seq_len": max_seq_len, "get_max_context_len": max_seq_len, "get_max_prefill_len": max_prefill_len,
+        "get_max_tiles": max(2, max_tiles), "get_vocab_size": int(vlm.config.text_config.vocab_size),
+        "get_hidden_size": int(hidden), "get_image_seq_length": int(processor.image_seq_length),
+        "use_kv_cache": True, "enable_dynamic_shape": True, "get_quantize": quantize or "fp32",
+        TILING_METHOD: json.dumps(tiling.to_dict()),
+        TOKENIZER_METHOD: json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False),
+    }
+    (out_dir / PTE).write_bytes(lower(programs, constants))
+    steps.update()
+    steps.close()
+    processor.save_pretrained(out_dir)
+    (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n")
+    (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n")
+    return out_dir
+
+
+def quantize_int8(vlm: nn.Module) -> None:
+    """torchao int8 dynamic activations + int8 per-output-channel weights for every Linear, in place."""
+    from torchao.quantization import Int8DynamicActivationIntxWeightConfig, quantize_
+    from torchao.quantization.granularity import PerAxis
+
+    quantize_(vlm, Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int8, weight_granularity=PerAxis(0)))
+
+
+def _capture(module: nn.Module, args: tuple, dynamic_shapes: tuple, method: str):
+    """`torch.export` of one part. strict (TorchDynamo) tracing: the non-strict tracer sees the static cache's tensors
+    both as module buffers and as lifted constants, and torch 2.13 then fails to decompose the program."""
+    try:
+        return torch.export.export(module.eval(), args, dynamic_shapes=dynamic_shapes, strict=True)
+    except Exception as err:  # noqa: BLE001 - every capture failure becomes one error naming the method
+        raise ExecuTorchError(f"{method}: torch.export failed ({_first_line(err)})") from err
+
+
+def lower(programs: dict, constants: dict) -> bytes:
+    """The captured programs lowered to XNNPACK and serialised as one .pte (ExecuTorch's bytes)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    try:
+        edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()], constant_methods=constants)
+        return edge.to_executorch().buffer
+    except Exception as err:  # noqa: BLE001 - an operator ExecuTorch cannot lower is named in the message
+        raise ExecuTorchError(f"ExecuTorch lowering failed ({_first_line(err)})") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:400]

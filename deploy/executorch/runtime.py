@@ -1,0 +1,231 @@
+"""Run an ExecuTorch export in ExecuTorch's Python runtime: `adapt chat --runtime executorch` and friends.
+
+The folder's tokenizer, chat template and tiling make the same `VLMProcessor` training used, so prompts and tiles are
+training's. `ExecuTorchVLM.generate` is the generation loop: tiles -> `vision_encoder` (in calls of at most the
+exported tile count) -> `token_embedding` -> image features written over the image-context rows -> `text_decoder`,
+prompt in chunks of at most the exported prefill length, then one token at a time; the KV cache stays inside the
+loaded program. Loading refuses a folder whose tiling or tokenizer is not the one the program was exported with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import DECODER_METHOD, EMBED_METHOD, PTE, TILING_METHOD, TOKENIZER_METHOD, VISION_METHOD, ExecuTorchError
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ExecuTorchError(f"{path}: cannot be read as JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise ExecuTorchError(f"{path}: expected a JSON object")
+    return value
+
+
+@dataclass(frozen=True)
+class ExecuTorchExport:
+    """An export folder, checked against its program: the processor (tokenizer + tiling + template), the program."""
+
+    folder: Path
+    processor: object
+    program: object
+    constants: dict
+
+    @property
+    def tiling(self):
+        """The tiling the export was made with (training's)."""
+        return self.processor.tiling
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> ExecuTorchExport:
+        from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, tokenizer_fingerprint
+        from model.chat import ChatTemplate
+        from model.loading import load_tokenizer
+        from model.processor import VLMProcessor
+        from model.tiling import TilingConfig, TilingError
+
+        from . import require_executorch
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ExecuTorchError(f"{folder}: not a folder; give the folder `adapt export --format executorch` wrote")
+        missing = [n for n in (PTE, PREPROCESSOR, CHAT_TEMPLATE) if not (folder / n).is_file()]
+        if missing:
+            raise ExecuTorchError(f"{folder}: not an ExecuTorch export, missing {', '.join(missing)}")
+        require_executorch()
+        from executorch.runtime import Runtime
+
+        try:
+            program = Runtime.get().load_program(folder / PTE)
+        except Exception as err:  # noqa: BLE001 - a corrupt or foreign file: say which
+            raise ExecuTorchError(f"{folder / PTE}: ExecuTorch cannot load it ({err})") from err
+        names = set(program.method_names)
+        needed = [VISION_METHOD, EMBED_METHOD, DECODER_METHOD, TILING_METHOD, TOKENIZER_METHOD, "get_max_seq_len",
+                  "get_max_prefill_len", "get_max_tiles"]
+        if not set(needed) <= names:
+            raise ExecuTorchError(f"{folder / PTE}: not written by `adapt export --format executorch` (no "
+                                  f"{', '.join(sorted(set(needed) - names))})")
+        constants = {n: program.load_method(n).execute([])[0] for n in needed[3:]}
+        pre = _read_json(folder / PREPROCESSOR)
+        try:
+            tiling = TilingConfig.from_dict(pre.get("tiling"))
+        except TilingError as err:
+            raise ExecuTorchError(f"{folder / PREPROCESSOR}: 'tiling': {err}") from err
+        exported = TilingConfig.from_dict(json.loads(constants[TILING_METHOD])).to_dict()
+        changed = [f"{k} {exported[k]} -> {v}" for k, v in tiling.to_dict().items() if exported.get(k) != v]
+        if changed:
+            raise ExecuTorchError(
+                f"{folder / PREPROCESSOR}: tiling differs from the one {PTE} was exported with ({'; '.join(changed)}); "
+                "restore the exported values or re-export (a different tile count for one question: adapt chat "
+                "--max-tiles)")
+        tokenizer = load_tokenizer(folder)
+        want, have = json.loads(constants[TOKENIZER_METHOD]), tokenizer_fingerprint(tokenizer)
+        problems = [what for key, what in (("size", f"{have['size']} tokens, the export's had {want['size']}"),
+                                           ("vocab_sha256", "its token -> id map differs"),
+                                           ("probe_ids", "it splits a test sentence differently"))
+                    if want[key] != have[key]]
+        if problems:
+            raise ExecuTorchError(f"{folder}: the tokenizer files are not the tokenizer {PTE} was exported with "
+                                  f"({'; '.join(problems)}); put the exported tokenizer back or re-export")
+        fields = _read_json(folder / CHAT_TEMPLATE)
+        fields.pop("jinja", None)
+        template = ChatTemplate(**{**fields, "stop_strings": tuple(fields["stop_strings"])})
+        processor = VLMProcessor(tokenizer, tiling, template, int(pre["image_seq_length"]),
+                                 pre["image_context_token"], pre.get("image_start_token"), pre.get("image_end_token"))
+        if processor.image_token_id != pre.get("image_token_id"):
+            raise ExecuTorchError(f"{folder}: the tokenizer gives {processor.image_context_token} id "
+                                  f"{processor.image_token_id}, the export was made with {pre.get('image_token_id')}")
+        return cls(folder, processor, program, constants)
+
+
+class ExecuTorchVLM:
+    """An export loaded in ExecuTorch's runtime: its three methods and the generation loop."""
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None):
+        self.export = ExecuTorchExport.open(folder)
+        if threads:  # XNNPACK's thread pool is process-wide; the default is one thread per core
+            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+            _unsafe_reset_threadpool(int(threads))
+        self.processor = self.export.processor
+        program = self.export.program
+        self.vision, self.embedding, self.decoder = (program.load_method(n)
+                                                     for n in (VISION_METHOD, EMBED_METHOD, DECODER_METHOD))
+        self.max_seq_len = int(self.export.constants["get_max_seq_len"])
+        self.max_prefill_len = int(self.export.constants["get_max_prefill_len"])
+        self.max_tiles = int(self.export.constants["get_max_tiles"])
+        self.image_token_id = self.processor.image_token_id
+
+    def close(self) -> None:
+        self.vision = self.embedding = self.decoder = None
+
+    def __enter__(self) -> ExecuTorchVLM:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(tiles, tokens_per_tile, hidden) image features of normalised tiles, at most `max_tiles` per call."""
+        pixels = torch.as_tensor(pixel_values, dtype=torch.float32).contiguous()
+        parts = [self.vision.execute([pixels[k : k + self.max_tiles].contiguous()])[0]
+                 for k in range(0, len(pixels), self.max_tiles)]
+        return torch.cat(parts)
+
+    def embed(self, ids) -> torch.Tensor:
+        return self.embedding.execute([torch.as_tensor(ids, dtype=torch.long).reshape(1, -1)])[0]
+
+    def prompt_embeddings(self, ids: list[int], pixel_values: torch.Tensor | None) -> torch.Tensor:
+        """The prompt's embeddings with image features written over the image-context rows (`PocketVLM.embed`)."""
+        self._check_fits(len(ids))
+        embeds = self.embed(ids).clone()
+        where = torch.as_tensor(ids) == self.image_token_id
+        n_tiles = 0 if pixel_values is None else len(pixel_values)
+        if not bool(where.any()) and not n_tiles:
+            return embeds
+        features = self.encode_images(pixel_values).reshape(-1, embeds.shape[-1]) if n_tiles else embeds[0, :0]
+        if int(where.sum()) != len(features):
+            raise ExecuTorchError(f"image tokens and image features disagree: {int(where.sum())} tokens, "
+                                  f"{len(features)} features from {n_tiles} tiles")
+        embeds[0, where] = features
+        return embeds
+
+    def step(self, embeds: torch.Tensor, start: int) -> torch.Tensor:
+        """Feed `embeds` (1, n, hidden) at positions start.. (in prefill-sized chunks); the last position's logits."""
+        n = embeds.shape[1]
+        self._check_fits(start + n)
+        logits = None
+        for k in range(0, n, self.max_prefill_len):
+            chunk = embeds[:, k : k + self.max_prefill_len].contiguous()
+            positions = torch.arange(start + k, start + k + chunk.shape[1], dtype=torch.long)
+            logits = self.decoder.execute([chunk, positions])[0]
+        return logits.reshape(-1)
+
+    def _check_fits(self, positions: int) -> None:
+        if positions > self.max_seq_len:
+            raise ExecuTorchError(f"{positions} positions do not fit the exported KV cache of {self.max_seq_len}; "
+                                  "re-export with a larger --max-seq-len, or ask with fewer tiles or tokens")
+
+    def generate(self, ids: list[int], pixel_values: torch.Tensor | None = None, max_new_tokens: int = 64,
+                 stop_ids=(), temperature: float = 0.0, seed: int = 0, on_logits=None) -> tuple[list[int], dict]:
+        """New tokens for prompt `ids` (tiles `pixel_values`), stop token excluded, and timings (ms). Greedy at
+        temperature 0; `on_logits(logits)` sees each step's logits (parity checks). Ends early, without error, when
+        the KV cache is full."""
+        rng = np.random.default_rng(seed)
+        t0 = time.perf_counter()
+        embeds = self.prompt_embeddings(ids, pixel_values)
+        t1 = time.perf_counter()
+        logits = self.step(embeds, 0)
+        t2 = time.perf_counter()
+        tokens: list[int] = []
+        stops = set(stop_ids)
+        while True:
+            if on_logits is not None:
+                on_logits(logits)
+            token = _pick(logits, temperature, rng)
+            if token in stops:
+                break
+            tokens.append(token)
+            position = len(ids) + len(tokens) - 1
+            if len(tokens) >= max_new_tokens or position >= self.max_seq_len:
+                break
+            logits = self.step(self.embed([token]), position)
+        t3 = time.perf_counter()
+        timings = {"prompt_tokens": len(ids), "image_encode_ms": (t1 - t0) * 1e3, "prompt_ms": (t2 - t1) * 1e3,
+                   "decode_tokens": len(tokens), "decode_ms": (t3 - t2) * 1e3}
+        return tokens, timings
+
+    def chat(self, conversation: list[dict], images=(), max_new_tokens: int = 64, temperature: float = 0.0,
+             system: str | None = None, tiling=None, seed: int = 0, cut_repeats: bool = True):
+        """Answer the last user turn (as `adapt chat` does: training's prompt and tiles, stop tokens, repeats cut)."""
+        from deploy.runtimes import Answer
+        from model.generation import repetition_at_end
+
+        encoded = self.processor(conversation, images=list(images), tiling=tiling, system_message=system)
+        ids = encoded.input_ids.tolist()
+        tokens, timings = self.generate(ids, encoded.pixel_values, max_new_tokens, self.processor.stop_token_ids,
+                                        temperature, seed)
+        cut = None
+        if cut_repeats:
+            cut = next((k for k in range(1, len(tokens) + 1) if repetition_at_end(tokens[:k]) is not None), None)
+        if cut is not None:
+            tokens = tokens[:cut]
+        prompt = self.processor.tokenizer.decode(ids, skip_special_tokens=False)
+        return Answer(self.processor.decode(tokens), tokens, prompt, cut is not None, timings)
+
+
+def _pick(logits: torch.Tensor, temperature: float, rng) -> int:
+    if temperature <= 0:
+        return int(torch.argmax(logits))
+    z = logits.double().numpy() / temperature
+    p = np.exp(z - z.max())
+    return int(rng.choice(len(p), p=p / p.sum()))

@@ -1,0 +1,245 @@
+"""ExecuTorch export (deploy/executorch) run in ExecuTorch's Python runtime against PyTorch.
+
+Two models, same image and prompt: pocket-tiny (trained weights) and a tiny random InternVL (Qwen2) in the
+transformers-native layout. fp32: image embeddings and every step's logits within 1e-4 (relative) of PyTorch's and 32
+greedy tokens identical, the prompt prefilled in chunks; the vision encoder at 1 to 13 tiles (more than one call
+takes). int8 (torchao, XNNPACK): the change is measured. Then the commands (`adapt export -f executorch`, `adapt
+chat/eval --runtime executorch`) and the refusals: an edited tiling, another tokenizer, a prompt past the KV cache.
+
+XNNPACK lowering takes about a minute per model on two shared cores, so the exports are made once per module and
+the tests that need one are marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import model
+
+from .deps import require
+
+require("executorch.runtime", "the deploy extra: ExecuTorch export and runtime")
+require("torchao", "the deploy extra: ExecuTorch int8 quantisation")
+
+from deploy.executorch import PTE, ExecuTorchError  # noqa: E402
+from deploy.executorch.runtime import ExecuTorchVLM  # noqa: E402
+from deploy.hf import export  # noqa: E402
+from deploy.onnx.export import PREPROCESSOR  # noqa: E402
+
+from .test_gguf import sharpen_attention  # noqa: E402
+from .test_onnx import relative_error, torch_greedy  # noqa: E402
+
+QUESTION = "What shapes are in the picture?"
+N_TOKENS = 32
+MAX_SEQ_LEN = 512
+
+
+@pytest.fixture(scope="module")
+def models(native_dir) -> dict:
+    made = {"pocket-tiny": model.load("pocket-tiny"), "internvl": model.load(native_dir)}
+    sharpen_attention(made["internvl"][0])  # position-sensitive attention: a cache or position slip changes tokens
+    return made
+
+
+@pytest.fixture(scope="module")
+def exports(models, tmp_path_factory):
+    """exports(name, quantize) -> the export folder (written once per module; pocket-tiny through `adapt export`)."""
+    from adapt.cli import main
+
+    made: dict[tuple[str, str | None], Path] = {}
+    root = tmp_path_factory.mktemp("executorch")
+
+    def get(name: str, quantize: str | None = None) -> Path:
+        if (name, quantize) not in made:
+            out = root / f"{name}-{quantize or 'fp32'}"
+            if name == "pocket-tiny":
+                args = ["export", "-f", "executorch", "--model", name, "--out", str(out),
+                        "--max-seq-len", str(MAX_SEQ_LEN)]
+                assert main([*args, *(["--quantize", quantize] if quantize else [])]) == 0
+            else:
+                vlm, processor = models[name]
+                export(vlm, processor, "executorch", out, quantize=quantize, max_seq_len=MAX_SEQ_LEN)
+            made[name, quantize] = out
+        return made[name, quantize]
+
+    return get
+
+
+def executorch_greedy(runtime: ExecuTorchVLM, encoded, n: int) -> tuple[list[int], list]:
+    seen: list = []
+    tokens, _ = runtime.generate(encoded.input_ids.tolist(), encoded.pixel_values, n, stop_ids=(),
+                                 on_logits=lambda logits: seen.append(logits.numpy().copy()))
+    return tokens, seen[:n]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+def test_embeddings_logits_and_greedy_tokens_match_pytorch(name, models, exports, example_image):
+    vlm, processor = models[name]
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[example_image])
+    with ExecuTorchVLM(exports(name)) as runtime:
+        assert runtime.max_seq_len == MAX_SEQ_LEN
+        got_features = runtime.encode_images(encoded.pixel_values).numpy()
+        runtime.max_prefill_len = 48  # the prompt goes in several chunks (the program takes up to 512 per call)
+        assert len(encoded.input_ids) > 2 * runtime.max_prefill_len
+        got_tokens, got_logits = executorch_greedy(runtime, encoded, N_TOKENS)
+    with torch.no_grad():
+        features = vlm.get_image_features(encoded.pixel_values).numpy()
+    assert got_features.shape == features.shape
+    assert relative_error(got_features, features) < 1e-4
+    tokens, logits = torch_greedy(vlm, encoded, N_TOKENS)
+    assert got_tokens == tokens
+    assert max(relative_error(a, b) for a, b in zip(got_logits, logits)) < 1e-4
+
+
+@pytest.mark.slow
+def test_tile_counts_beyond_one_call(models, exports):
+    """1 to 13 tiles (InternVL2's 12 + thumbnail): the program takes max_tiles + thumbnail (7) per call, the runtime
+    splits larger batches; rows stay with their tile."""
+    vlm, processor = models["pocket-tiny"]
+    size = processor.tiling.tile_size
+    with ExecuTorchVLM(exports("pocket-tiny")) as runtime:
+        assert runtime.max_tiles == 7
+        for n in (1, 7, 13):
+            pixels = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
+            got = runtime.encode_images(pixels).numpy()
+            with torch.no_grad():
+                expected = vlm.get_image_features(pixels).numpy()
+            assert got.shape == expected.shape
+            assert relative_error(got, expected) < 1e-4
+
+
+@pytest.mark.slow
+def test_int8_shrinks_the_program_and_stays_close(models, exports, example_image):
+    vlm, processor = models["pocket-tiny"]
+    folder = exports("pocket-tiny", "int8")
+    assert (folder / PTE).stat().st_size < 0.6 * (exports("pocket-tiny") / PTE).stat().st_size
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[example_image])
+    with ExecuTorchVLM(folder) as runtime:
+        assert runtime.export.program.load_method("get_quantize").execute([])[0] == "int8"
+        features = runtime.encode_images(encoded.pixel_values).numpy()
+        _, got_logits = executorch_greedy(runtime, encoded, 4)
+    with torch.no_grad():
+        expected = vlm.get_image_features(encoded.pixel_values).numpy()
+    _, logits = torch_greedy(vlm, encoded, 4)
+    assert 1e-4 < relative_error(features, expected) < 0.1  # changed (it is quantised), and not by much
+    assert relative_error(got_logits[0], logits[0]) < 0.1
+
+
+@pytest.mark.slow
+def test_adapt_chat_executorch_gives_the_pytorch_answer(exports, capsys):
+    from adapt.cli import main
+    from model.resources import assets_dir
+
+    folder = exports("pocket-tiny")
+    image = str(assets_dir() / "example.png")
+    capsys.readouterr()
+    assert main(["chat", "--image", image]) == 0
+    torch_answer = capsys.readouterr().out
+    assert main(["chat", "--runtime", "executorch", "--model", str(folder), "--image", image]) == 0
+    answer = capsys.readouterr()
+    assert answer.out.strip() and answer.out.strip() == torch_answer.strip()
+    assert "in ExecuTorch" in answer.err
+
+
+@pytest.mark.slow
+def test_eval_through_executorch_predicts_as_pytorch(models, exports, tmp_path):
+    """`adapt eval --runtime executorch`: `predict` with ExecuTorch in place of the PyTorch model (same batches,
+    left padding, token ids and tiles) gives PyTorch's answers: multi-tile, capped tiles, two images, text only."""
+    from PIL import Image
+
+    from adapt.data.samples import Record
+    from adapt.evaluate import predict
+    from deploy.executorch.eval import ExecuTorchEvalModel
+    from model.resources import assets_dir
+
+    vlm, processor = models["pocket-tiny"]
+    red, wide = tmp_path / "red.png", tmp_path / "wide.png"
+    Image.new("RGB", (120, 90), (200, 30, 40)).save(red)
+    Image.open(assets_dir() / "example.png").convert("RGB").resize((500, 160)).save(wide)
+
+    def rec(line, images, *values, **fields):
+        turns = [{"from": "human" if k % 2 == 0 else "gpt", "value": v} for k, v in enumerate(values)]
+        return Record("s", line, turns, [str(p) for p in images], [(0, 0)] * len(images), **fields)
+
+    records = [rec(1, [wide], "<image>\nWhat shapes are in the picture?", "x"),
+               rec(2, [red], "<image>\nWhat colour is it?", "red", max_tiles=2),
+               rec(3, [red, wide], "How many pictures?", "2"),
+               rec(4, [], "Hello", "Hi.", "Name a colour.", "red")]
+    expected = predict(vlm, processor, records, max_new_tokens=24, batch_size=3, progress=False)
+    runtime = ExecuTorchEvalModel(exports("pocket-tiny"), processor)
+    try:
+        got = predict(runtime, processor, records, max_new_tokens=24, batch_size=3, progress=False)
+    finally:
+        runtime.close()
+    assert [p.prediction for p in got] == [p.prediction for p in expected]
+    assert len(runtime.timings) == len(records)
+
+
+@pytest.mark.slow
+def test_kv_cache_bounds(models, exports):
+    """A prompt longer than the static cache is refused naming --max-seq-len; generation that fills it just ends."""
+    _, processor = models["pocket-tiny"]
+    with ExecuTorchVLM(exports("pocket-tiny")) as runtime:
+        with pytest.raises(ExecuTorchError, match=r"do not fit the exported KV cache of 512; re-export with a larger "
+                                                  r"--max-seq-len"):
+            runtime.generate(list(range(10, 10 + MAX_SEQ_LEN + 1)), None, 4)
+        ids = processor.tokenizer.encode("red green blue " * 200)[: MAX_SEQ_LEN - 5]  # text only, 507 positions
+        tokens, _ = runtime.generate(ids, None, 64)
+        assert len(tokens) == MAX_SEQ_LEN - len(ids) + 1  # the last one read the final cache position
+
+
+def _copy(folder: Path, dest: Path) -> Path:
+    shutil.copytree(folder, dest)
+    return dest
+
+
+@pytest.mark.slow
+def test_tiling_edited_after_export_is_refused(exports, tmp_path):
+    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
+    ExecuTorchVLM(folder).close()  # as exported: loads
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    pre["tiling"]["max_tiles"] = 12
+    pre["tiling"]["mean"] = [0.5, 0.5, 0.5]
+    (folder / PREPROCESSOR).write_text(json.dumps(pre))
+    with pytest.raises(ExecuTorchError, match=r"preprocessor_config.json: tiling differs .*max_tiles 6 -> 12.*mean"):
+        ExecuTorchVLM(folder)
+
+
+@pytest.mark.slow
+def test_another_tokenizer_is_refused(exports, tmp_path):
+    from .test_gguf import spm_tokenizer
+
+    folder = _copy(exports("pocket-tiny"), tmp_path / "swapped")
+    for f in folder.glob("tokenizer*"):
+        f.unlink()
+    spm_tokenizer().save_pretrained(str(folder))
+    with pytest.raises(ExecuTorchError, match=r"not the tokenizer model.pte was exported with \(\d+ tokens"):
+        ExecuTorchVLM(folder)
+    folder = _copy(exports("pocket-tiny"), tmp_path / "permuted")
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    vocab = spec["model"]["vocab"]
+    vocab["red"], vocab["blue"] = vocab["blue"], vocab["red"]
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(ExecuTorchError, match="token -> id map differs"):
+        ExecuTorchVLM(folder)
+
+
+def test_refusals_before_any_lowering(tmp_path, capsys):
+    from adapt.cli import main
+
+    vlm, processor = model.load("pocket-tiny")
+    with pytest.raises(ExecuTorchError, match="unknown ExecuTorch quantisation 'int4'"):
+        export(vlm, processor, "executorch", tmp_path / "x", quantize="int4")
+    with pytest.raises(ExecuTorchError, match=r"max_seq_len 99999: must be 2 .. the model's context \(4096\)"):
+        export(vlm, processor, "executorch", tmp_path / "x", max_seq_len=99999)
+    assert not (tmp_path / "x").exists()
+    assert main(["export", "-f", "onnx", "--out", str(tmp_path / "z"), "--max-seq-len", "64"]) == 1
+    assert "--max-seq-len applies to --format executorch only" in capsys.readouterr().err
+    with pytest.raises(ExecuTorchError, match="not an ExecuTorch export, missing model.pte"):
+        ExecuTorchVLM(tmp_path)
