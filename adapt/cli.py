@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--min-tiles", type=_positive_int, default=1)
     tiles.add_argument("--tokens-per-tile", type=_positive_int, default=256)
     tiles.add_argument("--no-thumbnail", action="store_true")
+    tiles.add_argument("--images", type=_positive_int, default=1,
+                       help="images of this size in one sample (six camera views: 6); --max-tiles is shared out among "
+                            "them as in training, max(1, max_tiles // images) each")
+    tiles.add_argument("--pool", type=_positive_int, default=1,
+                       help="pooled pixel shuffle (recipe model.projector_options.pool): tokens per tile / pool^2")
     tiles.set_defaults(handler=_tiles)
 
     presets = verbs.add_parser("presets", help="list the built-in model presets")
@@ -404,11 +409,16 @@ def _tiles(args) -> int:
         raise CliError(f"size {args.size!r}: width and height must be at least 1 pixel")
     if args.min_tiles > args.max_tiles:
         raise CliError(f"--min-tiles {args.min_tiles} is larger than --max-tiles {args.max_tiles}")
-    config = TilingConfig(min_tiles=args.min_tiles, max_tiles=args.max_tiles, thumbnail=not args.no_thumbnail)
-    cols, rows = tile_grid(width, height, args.min_tiles, args.max_tiles)
+    if args.tokens_per_tile % (args.pool * args.pool):
+        raise CliError(f"--tokens-per-tile {args.tokens_per_tile} does not divide by --pool {args.pool} squared")
+    per_tile = args.tokens_per_tile // (args.pool * args.pool)
+    config = TilingConfig(min_tiles=args.min_tiles, max_tiles=args.max_tiles,
+                          thumbnail=not args.no_thumbnail).for_images(args.images)
+    cols, rows = tile_grid(width, height, config.min_tiles, config.max_tiles)
     n = count_tiles(width, height, config)
     print(f"{width}x{height}: grid {cols}x{rows} (cols x rows), {n} tiles{' incl. thumbnail' if n > cols * rows else ''}, "
-          f"{n * args.tokens_per_tile} image tokens")
+          f"{n * per_tile} image tokens" + (f" per image; {args.images} images: {args.images * n} tiles, "
+                                             f"{args.images * n * per_tile} image tokens" if args.images > 1 else ""))
     return 0
 
 

@@ -126,10 +126,9 @@ def test_recipe_errors(tmp_path):
 
 
 def test_exports_refuse_pooled_pixel_shuffle():
+    from deploy.gguf import GGUFExportError, _projector_facts
     from model.checkpoints.native import native_config
     from model.checkpoints.original import original_config
-
-    from deploy.gguf import GGUFExportError, _projector_facts
 
     vlm, _ = model.load("pocket-tiny", projector_options={"pool": 2})
     for write in (native_config, original_config):
@@ -137,3 +136,16 @@ def test_exports_refuse_pooled_pixel_shuffle():
             write(vlm.config)
     with pytest.raises(GGUFExportError, match="pooled pixel shuffle"):  # llama.cpp would emit 4x the tokens
         _projector_facts(vlm)
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["2688x896"], "13 tiles incl. thumbnail, 3328 image tokens"),  # Mini-InternVL's stitched view
+    (["2688x896", "--pool", "2"], "13 tiles incl. thumbnail, 832 image tokens"),
+    (["2688x896", "--max-tiles", "2"], "3 tiles incl. thumbnail, 768 image tokens"),
+    (["1600x900", "--images", "6", "--max-tiles", "6"], "6 images: 6 tiles, 1536 image tokens"),
+])
+def test_adapt_tiles_reports_the_budget(capsys, argv, expected):
+    from adapt.cli import main
+
+    assert main(["tiles", *argv]) == 0
+    assert expected in capsys.readouterr().out
