@@ -1,0 +1,149 @@
+"""Start-up time of the `adapt` command: light verbs, a preset described offline, and a one-step `adapt train`.
+
+Each command runs in a fresh interpreter (as a user starts it), from this tree and from the tree before the lazy
+imports (`--before`, unpacked with `git archive`), all in turn, `--repeats` rounds; the table gives median wall
+times, the speed-up and whether torch was imported (light verbs must not). `import torch` alone is timed beside
+them: anything that builds a model pays it.
+
+    python bench/bench_startup.py            # print the section
+    python bench/bench_startup.py --write    # also replace the bench_startup section of BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.sections import machine_line, write_section  # noqa: E402
+
+BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
+
+RECIPE = """
+name: startup
+model: {{source: pocket-tiny}}
+parts:
+  vision: {{mode: frozen}}
+  projector: {{mode: full, lr: 1.0e-3}}
+  llm: {{mode: full, lr: 5.0e-4}}
+data:
+  sources:
+    - {{name: general, path: {data}/train.jsonl, kind: domain}}
+mixing: {{general_ratio: 0}}
+training: {{max_steps: 1, batch_size: 2, max_seq_length: 512}}
+output: {{dir: {out}, save_every: 100}}
+"""
+
+# a verb's stdout ends with this line when the probe is asked whether torch was imported
+PROBE = "import sys, runpy; sys.argv = ['adapt', *sys.argv[1:]]\ntry:\n    runpy.run_module('adapt.cli', run_name='__main__')\n" \
+        "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)"
+
+
+def _commands(work: Path) -> dict[str, tuple[list[str], bool]]:
+    """name -> (argv, whether the code before the lazy imports runs it too)."""
+    python = [sys.executable, "-c", PROBE]
+    return {
+        "`adapt --help`": ([*python, "--help"], True),
+        "`adapt presets`": ([*python, "presets"], True),
+        "`adapt tiles 2688x896`": ([*python, "tiles", "2688x896"], True),
+        "`adapt inspect --model internvl2-1b` (offline)": ([*python, "inspect", "--model", "internvl2-1b"], True),
+        "`python -c 'import torch'` (floor of any verb that builds a model)": (
+            [sys.executable, "-c", "import torch; print('torch imported:', True)"], False),
+        "`adapt train` (pocket-tiny, 1 step, 2 samples; whole run)": (
+            [*python, "train", str(work / "startup.yaml"), "--no-progress"], False),
+    }
+
+
+def _run(argv: list[str], out: Path, code: Path) -> tuple[float, bool, bool]:
+    """Seconds, whether torch was imported, whether it exited 0; `code` is the tree the `adapt` package comes
+    from."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(code)}
+    if "train" in argv:  # a fresh output folder each time: no resume, no lock
+        argv = [*argv, f"output.dir={out}"]
+    start = time.perf_counter()
+    done = subprocess.run(argv, cwd=code, capture_output=True, text=True, env=env, timeout=900)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0 and code == ROOT:
+        raise SystemExit(f"{' '.join(argv[3:] or argv)} failed:\n{done.stderr[-2000:]}")
+    return seconds, "torch imported: True" in done.stdout, done.returncode == 0
+
+
+def measure(repeats: int, before: str) -> str:
+    from domains.general.world import generate_general
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        old = work / "before"
+        old.mkdir()
+        archive = subprocess.run(["git", "archive", before], cwd=ROOT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        generate_general(work / "data", n_train=8, n_test=2)
+        (work / "startup.yaml").write_text(RECIPE.format(data=work / "data", out=work / "out"))
+        commands = _commands(work)
+        runs = [(name, version) for name, (_, both) in commands.items() for version in (("now", "before") if both
+                                                                                          else ("now",))]
+        times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
+        torch_seen: dict[tuple[str, str], bool] = {}
+        ok: dict[tuple[str, str], bool] = {}
+        with tqdm(total=repeats * len(runs), desc="start-up runs") as bar:
+            for r in range(repeats):  # interleaved: load drift hits every command alike
+                for i, (name, version) in enumerate(runs):
+                    seconds, torch_seen[name, version], ok[name, version] = _run(
+                        commands[name][0], work / f"out-{r}-{i}", ROOT if version == "now" else old)
+                    times[name, version].append(seconds)
+                    bar.update()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    rows = []
+    for name in commands:
+        now = statistics.median(times[name, "now"])
+        cells = [f"{now:.2f}", f"{min(times[name, 'now']):.2f}", "yes" if torch_seen[name, "now"] else "no"]
+        if (name, "before") not in times:
+            cells += ["", ""]
+        elif not ok[name, "before"]:
+            cells += ["exit 1 (reached for the hub)", ""]
+        else:
+            then = statistics.median(times[name, "before"])
+            cells += [f"{then:.2f}{' (torch)' if torch_seen[name, 'before'] else ''}", f"**{then / now:.1f}x**"]
+        rows.append(f"| {name} | {' | '.join(cells)} |")
+    return "\n".join([
+        "## Start-up (`adapt` command)",
+        "",
+        "Wall time from starting a fresh interpreter to its exit, as a user runs each command (`HF_HUB_OFFLINE=1`), "
+        f"for the code now and for `{before}` (before the lazy imports of issue 16), interleaved, {repeats} rounds; "
+        "medians, speed-up = before / now. Light verbs import neither torch nor transformers (checked by "
+        "`tests/test_startup.py`); every verb that builds a model pays `import torch` (and transformers' model "
+        "classes) first, so a training run cannot start faster than that row.",
+        "",
+        f"- Machine: {machine_line()}; load average {load:.1f} over the last minute at the end of the run",
+        "- Command: `python bench/bench_startup.py --write`",
+        "",
+        "| command | now, median (s) | now, best (s) | imports torch | before, median (s) | speed-up |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="rounds over all commands")
+    parser.add_argument("--before", default="8588172~1", help="the git revision to compare with")
+    parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
+    args = parser.parse_args(argv)
+    section = measure(args.repeats, args.before)
+    print(section)
+    if args.write:
+        write_section(BENCHMARKS_MD, "bench_startup", section)
+        print(f"\nwrote {BENCHMARKS_MD}")
+
+
+if __name__ == "__main__":
+    main()
