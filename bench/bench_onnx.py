@@ -184,6 +184,11 @@ def table(results: dict, threads: int, load: tuple[float, float], command: str) 
             cell = lambda key, fmt: format(r[key], fmt) if key in r else "—"  # noqa: E731
             lines.append(f"| {name} | {label} | {cell('encode_1_ms', '.1f')} | {cell('encode_13_ms', '.1f')} "
                          f"| {cell('decode_tps', '.1f')} | {size} | {ratio} |")
+    partial = [name for name, res in results.items() if "decode_tps" not in res["pytorch"]]
+    if partial:
+        lines += ["", f"{', '.join(partial)}: `--vision-only`, one tile's image encode through vision.onnx alone; its "
+                  "full export (the language model) and the 13-tile runs did not fit the CPU share this shared machine "
+                  "gave the run, so decode was not measured for it."]
     return "\n".join(lines)
 
 
