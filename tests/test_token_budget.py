@@ -149,3 +149,39 @@ def test_adapt_tiles_reports_the_budget(capsys, argv, expected):
 
     assert main(["tiles", *argv]) == 0
     assert expected in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def pooled():
+    return model.load("pocket-tiny", projector_options={"pool": 2})
+
+
+def test_pocket_layout_keeps_the_pooled_projector(pooled, tmp_path):
+    from deploy.hf import export
+
+    vlm, processor = pooled
+    again, proc2 = model.load(export(vlm, processor, "pocket", tmp_path / "pocket"))
+    assert again.config.projector_options["pool"] == 2 and again.multi_modal_projector.pool == 2
+    conversation = [{"from": "human", "value": "<image>\nWhat is ahead?"}, {"from": "gpt", "value": "a car"}]
+    a = processor(conversation, images=[STITCHED], add_generation_prompt=False, with_labels=True).to_model_inputs()
+    b = proc2(conversation, images=[STITCHED], add_generation_prompt=False, with_labels=True).to_model_inputs()
+    assert torch.equal(a["input_ids"], b["input_ids"]) and int((b["input_ids"] == proc2.image_token_id).sum()) == 4 * len(b["pixel_values"])
+    with torch.no_grad():
+        assert torch.equal(again(**b).logits, vlm(**a).logits)
+
+
+@pytest.mark.slow
+def test_onnx_export_runs_the_pooled_projector_as_pytorch(pooled, tmp_path):
+    from deploy.hf import export
+
+    from .test_onnx import OnnxVLM, relative_error
+
+    vlm, processor = pooled
+    out = export(vlm, processor, "onnx", tmp_path / "onnx")
+    enc = processor([{"role": "user", "content": "What is ahead?"}], images=[STITCHED])
+    with OnnxVLM(out) as runtime:
+        features = runtime.encode_images(enc.pixel_values.numpy())
+    with torch.no_grad():
+        expected = vlm.get_image_features(enc.pixel_values).numpy()
+    assert features.shape == expected.shape == (len(enc.pixel_values), 4, 128)
+    assert relative_error(features, expected) < 1e-4
