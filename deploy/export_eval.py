@@ -1,0 +1,65 @@
+"""`adapt eval --runtime NAME`: score an export with exactly the prompts PyTorch is scored with.
+
+An `ExportEvalModel` stands in for the PyTorch model inside `adapt.evaluate.predict`: it receives the same
+left-padded batch (token ids from our processor, normalised tiles) and answers each row through the export's
+runtime, so the scores differ from PyTorch's only by what the export computes (quantised weights, float rounding),
+never by prompt or tiling. A runtime's subclass says how one row is answered (`answer_row`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from model.errors import PocketAdaptError
+
+
+class ExportEvalModel(torch.nn.Module):
+    """The `generate` side of a PocketVLM, run by an export runtime on an export folder (greedy only)."""
+
+    runtime_title = "this runtime"
+    error: type[PocketAdaptError] = PocketAdaptError
+
+    def __init__(self, processor):
+        super().__init__()
+        self.processor = processor
+        self._anchor = torch.nn.Parameter(torch.zeros(1), requires_grad=False)  # device / dtype for predict()
+        self.timings: list[dict] = []
+
+    def close(self) -> None:
+        """Release the runtime (a subprocess, sessions, programs)."""
+
+    def check_image_token(self, folder, exported_id: int) -> None:
+        """Refuse an export whose image token is not the evaluated processor's."""
+        if self.processor.image_token_id != exported_id:
+            raise self.error(f"{folder}: the export's image token id {exported_id} is not the evaluated "
+                             f"processor's {self.processor.image_token_id}")
+
+    def prepare_tiles(self, pixel_values: torch.Tensor):
+        """The batch's tiles in the form `answer_row` takes (indexable by tile)."""
+        return pixel_values.float().cpu()
+
+    def answer_row(self, ids: list[int], tiles, max_new_tokens: int, stops: list[int]) -> tuple[list[int], dict]:
+        """Generated token ids and timings for one unpadded prompt and its tiles (None without images)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, pixel_values=None, max_new_tokens: int = 32,
+                 eos_token_id=None, pad_token_id=None, do_sample: bool = False, **_) -> torch.LongTensor:
+        if do_sample:
+            raise self.error(f"evaluation through {self.runtime_title} is greedy")
+        stops = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
+        tiles = self.prepare_tiles(pixel_values) if pixel_values is not None and pixel_values.shape[0] else None
+        per_tile = self.processor.image_seq_length
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        rows, used = [], 0
+        for row, keep in zip(input_ids.tolist(), mask.tolist()):
+            ids = [i for i, m in zip(row, keep) if m]
+            n_tiles = sum(i == self.processor.image_token_id for i in ids) // per_tile
+            tokens, timings = self.answer_row(ids, tiles[used : used + n_tiles] if n_tiles else None,
+                                              max_new_tokens, stops)
+            used += n_tiles
+            self.timings.append(timings)
+            rows.append(tokens)
+        width = max(1, max(len(r) for r in rows))
+        pad = pad_token_id if pad_token_id is not None else (stops[0] if stops else 0)
+        return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
