@@ -17,6 +17,19 @@ from dataclasses import dataclass
 from model.errors import PocketAdaptError
 
 
+def pick_token(logits, temperature: float, rng) -> int:
+    """The next token from last-position `logits` (numpy or torch, 1-D): greedy at temperature <= 0, else sampled
+    from the softmax at that temperature with numpy generator `rng`."""
+    import numpy as np
+
+    z = np.asarray(logits, dtype=np.float64)
+    if temperature <= 0:
+        return int(np.argmax(z))
+    z = z / temperature
+    p = np.exp(z - z.max())
+    return int(rng.choice(len(p), p=p / p.sum()))
+
+
 class RuntimeChoiceError(PocketAdaptError, ValueError):
     """An unknown runtime or variant."""
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria
 
-__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "RepetitionStop", "repetition_at_end"]
+__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "RepetitionStop", "cut_at_repetition", "repetition_at_end"]
 
 MAX_NGRAM = 12  # longest repeating unit looked for, in tokens
 MIN_REPEATS = 3  # a unit must occur at least this many times in a row ...
@@ -38,6 +38,13 @@ def repetition_at_end(ids: Sequence[int], *, max_ngram: int = MAX_NGRAM, min_rep
         if repeats >= need:
             return n, repeats
     return None
+
+
+def cut_at_repetition(ids: Sequence[int]) -> int | None:
+    """The length at which a finished answer would have been stopped by :class:`RepetitionStop` (the first
+    prefix that ends in a degenerate repetition), or None: for runtimes that generate outside transformers."""
+    ids = list(ids)
+    return next((k for k in range(1, len(ids) + 1) if repetition_at_end(ids[:k]) is not None), None)
 
 
 class RepetitionStop(StoppingCriteria):

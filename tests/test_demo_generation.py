@@ -66,3 +66,27 @@ def test_adapt_chat_cuts_a_looping_answer(monkeypatch, capsys, keep):
     answer = out.strip()
     assert lengths and lengths[0] < 30, lengths  # cut within a few repeats, not run to 60 tokens
     assert re.search(r"(.+?)\1{2,}$", answer), answer  # and it ends in the loop that stopped it
+
+
+def test_cut_at_repetition_is_where_the_stopping_rule_fires():
+    """Runtimes outside transformers cut a finished answer where `RepetitionStop` would have stopped it."""
+    from model.generation import cut_at_repetition
+
+    loop = [5, 6, 7] + [9, 4] * 6
+    stop = RepetitionStop()
+    fired_at = next(k for k in range(1, len(loop) + 1) if bool(stop(torch.tensor([loop[:k]]))[0]))
+    assert cut_at_repetition(loop) == fired_at == 3 + 8  # the 2-gram's 4th repeat
+    assert cut_at_repetition([1, 2, 3, 4, 5, 6]) is None
+
+
+def test_pick_token_is_greedy_at_zero_and_samples_the_softmax_above():
+    import numpy as np
+
+    from deploy.runtimes import pick_token
+
+    logits = np.array([0.0, 3.0, 1.0], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    assert pick_token(logits, 0.0, rng) == 1 and pick_token(torch.from_numpy(logits), 0.0, rng) == 1
+    draws = np.bincount([pick_token(logits, 1.0, rng) for _ in range(4000)], minlength=3) / 4000
+    expected = np.exp(logits) / np.exp(logits).sum()
+    assert np.abs(draws - expected).max() < 0.03, draws

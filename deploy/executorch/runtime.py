@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deploy.runtimes import Answer, pick_token
+
 from . import DECODER_METHOD, EMBED_METHOD, PTE, TILING_METHOD, TOKENIZER_METHOD, VISION_METHOD, ExecuTorchError
 
 
@@ -191,7 +193,7 @@ class ExecuTorchVLM:
         while True:
             if on_logits is not None:
                 on_logits(logits)
-            token = _pick(logits, temperature, rng)
+            token = pick_token(logits, temperature, rng)
             if token in stops:
                 break
             tokens.append(token)
@@ -207,25 +209,14 @@ class ExecuTorchVLM:
     def chat(self, conversation: list[dict], images=(), max_new_tokens: int = 64, temperature: float = 0.0,
              system: str | None = None, tiling=None, seed: int = 0, cut_repeats: bool = True):
         """Answer the last user turn (as `adapt chat` does: training's prompt and tiles, stop tokens, repeats cut)."""
-        from deploy.runtimes import Answer
-        from model.generation import repetition_at_end
+        from model.generation import cut_at_repetition
 
         encoded = self.processor(conversation, images=list(images), tiling=tiling, system_message=system)
         ids = encoded.input_ids.tolist()
         tokens, timings = self.generate(ids, encoded.pixel_values, max_new_tokens, self.processor.stop_token_ids,
                                         temperature, seed)
-        cut = None
-        if cut_repeats:
-            cut = next((k for k in range(1, len(tokens) + 1) if repetition_at_end(tokens[:k]) is not None), None)
+        cut = cut_at_repetition(tokens) if cut_repeats else None
         if cut is not None:
             tokens = tokens[:cut]
         prompt = self.processor.tokenizer.decode(ids, skip_special_tokens=False)
         return Answer(self.processor.decode(tokens), tokens, prompt, cut is not None, timings)
-
-
-def _pick(logits: torch.Tensor, temperature: float, rng) -> int:
-    if temperature <= 0:
-        return int(torch.argmax(logits))
-    z = logits.double().numpy() / temperature
-    p = np.exp(z - z.max())
-    return int(rng.choice(len(p), p=p / p.sum()))

@@ -14,13 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.runtimes import Answer
 from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, normalize_messages
+from model.generation import cut_at_repetition
 from model.tiling import TilingConfig, load_image
-
-try:  # the stopping rule `adapt chat` applies to answers that loop (model/generation.py)
-    from model.generation import repetition_at_end
-except ImportError:  # a tree whose `adapt chat` has no such rule: none here either
-    repetition_at_end = None
 
 from . import MARKER, LlamaCppError, PocketLlama, tiles_of
 
@@ -67,15 +64,6 @@ def _fields(reader) -> dict:
             except Exception:  # noqa: BLE001 - a field this reader cannot decode is not one we need
                 pass
     return out
-
-
-@dataclass
-class Answer:
-    text: str
-    tokens: list[int]
-    prompt: str
-    repeated: bool
-    timings: dict
 
 
 class LlamaCppVLM:
@@ -136,9 +124,7 @@ class LlamaCppVLM:
                                     stop_ids=self.stop_ids)
         tokens = list(answer["tokens"])
         tokens = tokens[: next((k for k, t in enumerate(tokens) if t in self.stop_ids), len(tokens))]
-        cut = None
-        if cut_repeats and repetition_at_end is not None:
-            cut = next((k for k in range(1, len(tokens) + 1) if repetition_at_end(tokens[:k]) is not None), None)
+        cut = cut_at_repetition(tokens) if cut_repeats else None
         text = answer["text"]
         if cut is not None:
             tokens = tokens[:cut]

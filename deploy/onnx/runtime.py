@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.runtimes import Answer, pick_token
 from model.errors import PocketAdaptError
 
 from .export import (
@@ -212,7 +213,7 @@ class OnnxVLM:
         while True:
             if on_logits is not None:
                 on_logits(logits)
-            token = _pick(logits, temperature, rng)
+            token = pick_token(logits, temperature, rng)
             if token in stops:
                 break
             tokens.append(token)
@@ -227,27 +228,16 @@ class OnnxVLM:
     def chat(self, conversation: list[dict], images=(), max_new_tokens: int = 64, temperature: float = 0.0,
              system: str | None = None, tiling=None, seed: int = 0, cut_repeats: bool = True):
         """Answer the last user turn (as `adapt chat` does: training's prompt and tiles, stop tokens, repeats cut)."""
-        from deploy.runtimes import Answer
-        from model.generation import repetition_at_end
+        from model.generation import cut_at_repetition
 
         encoded = self.processor(conversation, images=list(images), tiling=tiling, system_message=system)
         pixels = None if encoded.pixel_values is None else encoded.pixel_values.numpy()
         ids = encoded.input_ids.tolist()
         tokens, timings = self.generate(ids, pixels, max_new_tokens, self.processor.stop_token_ids, temperature, seed)
-        cut = None
-        if cut_repeats:
-            cut = next((k for k in range(1, len(tokens) + 1) if repetition_at_end(tokens[:k]) is not None), None)
+        cut = cut_at_repetition(tokens) if cut_repeats else None
         if cut is not None:
             tokens = tokens[:cut]
         token = self.processor.image_context_token  # the prompt as `adapt chat --show-prompt` shows it
         prompt = re.sub(f"(?:{re.escape(token)})+", lambda m: f"{token}×{len(m.group(0)) // len(token)}",
                         self.processor.tokenizer.decode(ids, skip_special_tokens=False))
         return Answer(self.processor.decode(tokens), tokens, prompt, cut is not None, timings)
-
-
-def _pick(logits: np.ndarray, temperature: float, rng) -> int:
-    if temperature <= 0:
-        return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
-    p = np.exp(z - z.max())
-    return int(rng.choice(len(p), p=p / p.sum()))
