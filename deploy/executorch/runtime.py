@@ -18,19 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from deploy.export_sidecar import check_image_token, check_tiling, check_tokenizer, read_processor
 from deploy.runtimes import Answer, pick_token
 
 from . import DECODER_METHOD, EMBED_METHOD, PTE, TILING_METHOD, TOKENIZER_METHOD, VISION_METHOD, ExecuTorchError
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise ExecuTorchError(f"{path}: cannot be read as JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise ExecuTorchError(f"{path}: expected a JSON object")
-    return value
 
 
 @dataclass(frozen=True)
@@ -49,11 +40,7 @@ class ExecuTorchExport:
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> ExecuTorchExport:
-        from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, tokenizer_fingerprint
-        from model.chat import ChatTemplate
-        from model.loading import load_tokenizer
-        from model.processor import VLMProcessor
-        from model.tiling import TilingConfig, TilingError
+        from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR
 
         from . import require_executorch
 
@@ -77,35 +64,10 @@ class ExecuTorchExport:
             raise ExecuTorchError(f"{folder / PTE}: not written by `adapt export --format executorch` (no "
                                   f"{', '.join(sorted(set(needed) - names))})")
         constants = {n: program.load_method(n).execute([])[0] for n in needed[3:]}
-        pre = _read_json(folder / PREPROCESSOR)
-        try:
-            tiling = TilingConfig.from_dict(pre.get("tiling"))
-        except TilingError as err:
-            raise ExecuTorchError(f"{folder / PREPROCESSOR}: 'tiling': {err}") from err
-        exported = TilingConfig.from_dict(json.loads(constants[TILING_METHOD])).to_dict()
-        changed = [f"{k} {exported[k]} -> {v}" for k, v in tiling.to_dict().items() if exported.get(k) != v]
-        if changed:
-            raise ExecuTorchError(
-                f"{folder / PREPROCESSOR}: tiling differs from the one {PTE} was exported with ({'; '.join(changed)}); "
-                "restore the exported values or re-export (a different tile count for one question: adapt chat "
-                "--max-tiles)")
-        tokenizer = load_tokenizer(folder)
-        want, have = json.loads(constants[TOKENIZER_METHOD]), tokenizer_fingerprint(tokenizer)
-        problems = [what for key, what in (("size", f"{have['size']} tokens, the export's had {want['size']}"),
-                                           ("vocab_sha256", "its token -> id map differs"),
-                                           ("probe_ids", "it splits a test sentence differently"))
-                    if want[key] != have[key]]
-        if problems:
-            raise ExecuTorchError(f"{folder}: the tokenizer files are not the tokenizer {PTE} was exported with "
-                                  f"({'; '.join(problems)}); put the exported tokenizer back or re-export")
-        fields = _read_json(folder / CHAT_TEMPLATE)
-        fields.pop("jinja", None)
-        template = ChatTemplate(**{**fields, "stop_strings": tuple(fields["stop_strings"])})
-        processor = VLMProcessor(tokenizer, tiling, template, int(pre["image_seq_length"]),
-                                 pre["image_context_token"], pre.get("image_start_token"), pre.get("image_end_token"))
-        if processor.image_token_id != pre.get("image_token_id"):
-            raise ExecuTorchError(f"{folder}: the tokenizer gives {processor.image_context_token} id "
-                                  f"{processor.image_token_id}, the export was made with {pre.get('image_token_id')}")
+        processor, pre = read_processor(folder, ExecuTorchError)
+        check_tiling(json.loads(constants[TILING_METHOD]), processor.tiling, folder / PREPROCESSOR, PTE, ExecuTorchError)
+        check_tokenizer(json.loads(constants[TOKENIZER_METHOD]), processor.tokenizer, folder, PTE, ExecuTorchError)
+        check_image_token(processor, pre, folder, ExecuTorchError)
         return cls(folder, processor, program, constants)
 
 

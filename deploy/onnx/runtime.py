@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deploy.export_sidecar import check_image_token, check_tiling, check_tokenizer, read_json, read_processor
 from deploy.runtimes import Answer, pick_token
 from model.errors import PocketAdaptError
 
@@ -30,7 +31,6 @@ from .export import (
     TILING_KEY,
     TOKENIZER_KEY,
     VISION,
-    tokenizer_fingerprint,
 )
 from .graphs import decoder_names
 
@@ -43,16 +43,6 @@ def _metadata(path: Path) -> dict[str, str]:
     import onnx
 
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise OnnxRuntimeError(f"{path}: cannot be read as JSON ({err})") from err
-    if not isinstance(value, dict):
-        raise OnnxRuntimeError(f"{path}: expected a JSON object")
-    return value
 
 
 @dataclass(frozen=True)
@@ -70,11 +60,6 @@ class OnnxExport:
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> OnnxExport:
-        from model.chat import ChatTemplate
-        from model.loading import load_tokenizer
-        from model.processor import VLMProcessor
-        from model.tiling import TilingConfig, TilingError
-
         folder = Path(folder)
         if not folder.is_dir():
             raise OnnxRuntimeError(f"{folder}: not a folder; give the folder `adapt export --format onnx` wrote")
@@ -82,55 +67,19 @@ class OnnxExport:
                    if not (folder / n).is_file()]
         if missing:
             raise OnnxRuntimeError(f"{folder}: not an ONNX export, missing {', '.join(missing)}")
-        pre = _read_json(folder / PREPROCESSOR)
-        try:
-            tiling = TilingConfig.from_dict(pre.get("tiling"))
-        except TilingError as err:
-            raise OnnxRuntimeError(f"{folder / PREPROCESSOR}: 'tiling': {err}") from err
         exported = _metadata(folder / VISION).get(TILING_KEY)
         if exported is None:
             raise OnnxRuntimeError(f"{folder / VISION}: not written by `adapt export --format onnx` (no {TILING_KEY})")
-        check_tiling(TilingConfig.from_dict(json.loads(exported)), tiling, folder)
-        tokenizer = load_tokenizer(folder)
-        template_fields = _read_json(folder / CHAT_TEMPLATE)
-        template_fields.pop("jinja", None)
-        template = ChatTemplate(**{**template_fields, "stop_strings": tuple(template_fields["stop_strings"])})
-        processor = VLMProcessor(tokenizer, tiling, template, int(pre["image_seq_length"]),
-                                 pre["image_context_token"], pre.get("image_start_token"), pre.get("image_end_token"))
+        processor, pre = read_processor(folder, OnnxRuntimeError)
+        check_tiling(json.loads(exported), processor.tiling, folder / PREPROCESSOR, VISION, OnnxRuntimeError)
         for graph in (EMBED, DECODER):
-            check_tokenizer(_metadata(folder / graph).get(TOKENIZER_KEY), processor.tokenizer, folder, graph)
-        if processor.image_token_id != pre.get("image_token_id"):
-            raise OnnxRuntimeError(f"{folder}: the tokenizer gives {processor.image_context_token} id "
-                                   f"{processor.image_token_id}, the export was made with {pre.get('image_token_id')}")
-        return cls(folder, processor, _read_json(folder / GENAI_CONFIG))
-
-
-def check_tiling(exported, current, folder: Path) -> None:
-    """`OnnxRuntimeError` naming every tiling key of preprocessor_config.json that differs from the export's."""
-    a, b = exported.to_dict(), current.to_dict()
-    changed = [f"{k} {a[k]} -> {b[k]}" for k in a if a[k] != b[k]]
-    if changed:
-        raise OnnxRuntimeError(
-            f"{folder / PREPROCESSOR}: tiling differs from the one {VISION} was exported with ({'; '.join(changed)}); "
-            "the model was trained and exported with the first values -- restore them, or re-export "
-            "(a different tile count for one question: adapt chat --max-tiles)")
-
-
-def check_tokenizer(recorded: str | None, tokenizer, folder: Path, graph: str) -> None:
-    """`OnnxRuntimeError` when the folder's tokenizer is not the one `graph` was exported with."""
-    if recorded is None:
-        raise OnnxRuntimeError(f"{folder / graph}: not written by `adapt export --format onnx` (no {TOKENIZER_KEY})")
-    want, have = json.loads(recorded), tokenizer_fingerprint(tokenizer)
-    problems = []
-    if want["size"] != have["size"]:
-        problems.append(f"{have['size']} tokens, the export's had {want['size']}")
-    if want["vocab_sha256"] != have["vocab_sha256"]:
-        problems.append("its token -> id map differs")
-    if want["probe_ids"] != have["probe_ids"]:
-        problems.append("it splits a test sentence differently")
-    if problems:
-        raise OnnxRuntimeError(f"{folder}: the tokenizer files are not the tokenizer {graph} was exported with "
-                               f"({'; '.join(problems)}); put the exported tokenizer back or re-export")
+            recorded = _metadata(folder / graph).get(TOKENIZER_KEY)
+            if recorded is None:
+                raise OnnxRuntimeError(f"{folder / graph}: not written by `adapt export --format onnx` "
+                                       f"(no {TOKENIZER_KEY})")
+            check_tokenizer(json.loads(recorded), processor.tokenizer, folder, graph, OnnxRuntimeError)
+        check_image_token(processor, pre, folder, OnnxRuntimeError)
+        return cls(folder, processor, read_json(folder / GENAI_CONFIG, OnnxRuntimeError))
 
 
 def session(path: Path, threads: int | None = None):

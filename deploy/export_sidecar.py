@@ -1,0 +1,79 @@
+"""The files an export writes beside its graphs or programs, read back and checked: `preprocessor_config.json`
+(training's tiling), `chat_template.json` and the tokenizer. ONNX and ExecuTorch exports record the tiling and a
+tokenizer fingerprint inside the graphs; opening a folder whose sidecar files no longer match them is refused here,
+with the keys that differ, instead of answering with another tiling or tokenizer than the model was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from model.errors import PocketAdaptError
+
+
+def read_json(path: Path, error: type[PocketAdaptError]) -> dict:
+    """A JSON object from `path`, or `error` naming the file."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise error(f"{path}: cannot be read as JSON ({err})") from err
+    if not isinstance(value, dict):
+        raise error(f"{path}: expected a JSON object")
+    return value
+
+
+def check_tiling(exported: dict, current, config: Path, artefact: str, error: type[PocketAdaptError]) -> None:
+    """`error` naming every tiling key of `config` that differs from the one `artefact` was exported with."""
+    from model.tiling import TilingConfig
+
+    a, b = TilingConfig.from_dict(exported).to_dict(), current.to_dict()
+    changed = [f"{k} {a[k]} -> {b[k]}" for k in a if a[k] != b.get(k)]
+    if changed:
+        raise error(
+            f"{config}: tiling differs from the one {artefact} was exported with ({'; '.join(changed)}); "
+            "the model was trained and exported with the first values -- restore them, or re-export "
+            "(a different tile count for one question: adapt chat --max-tiles)")
+
+
+def check_tokenizer(want: dict, tokenizer, folder: Path, artefact: str, error: type[PocketAdaptError]) -> None:
+    """`error` when the folder's tokenizer is not the one `artefact` was exported with (its fingerprint `want`)."""
+    from deploy.onnx.export import tokenizer_fingerprint
+
+    have = tokenizer_fingerprint(tokenizer)
+    problems = [what for key, what in (("size", f"{have['size']} tokens, the export's had {want['size']}"),
+                                       ("vocab_sha256", "its token -> id map differs"),
+                                       ("probe_ids", "it splits a test sentence differently"))
+                if want[key] != have[key]]
+    if problems:
+        raise error(f"{folder}: the tokenizer files are not the tokenizer {artefact} was exported with "
+                    f"({'; '.join(problems)}); put the exported tokenizer back or re-export")
+
+
+def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
+    """Training's processor rebuilt from the sidecar files (tokenizer, tiling, chat template, image tokens), and
+    the preprocessor config it came from (for `check_image_token`, after the tiling and tokenizer checks)."""
+    from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR
+    from model.chat import ChatTemplate
+    from model.loading import load_tokenizer
+    from model.processor import VLMProcessor
+    from model.tiling import TilingConfig, TilingError
+
+    pre = read_json(folder / PREPROCESSOR, error)
+    try:
+        tiling = TilingConfig.from_dict(pre.get("tiling"))
+    except TilingError as err:
+        raise error(f"{folder / PREPROCESSOR}: 'tiling': {err}") from err
+    fields = read_json(folder / CHAT_TEMPLATE, error)
+    fields.pop("jinja", None)
+    template = ChatTemplate(**{**fields, "stop_strings": tuple(fields["stop_strings"])})
+    processor = VLMProcessor(load_tokenizer(folder), tiling, template, int(pre["image_seq_length"]),
+                             pre["image_context_token"], pre.get("image_start_token"), pre.get("image_end_token"))
+    return processor, pre
+
+
+def check_image_token(processor, pre: dict, folder: Path, error: type[PocketAdaptError]) -> None:
+    """`error` when the tokenizer's image-context id is not the one the export was made with."""
+    if processor.image_token_id != pre.get("image_token_id"):
+        raise error(f"{folder}: the tokenizer gives {processor.image_context_token} id {processor.image_token_id}, "
+                    f"the export was made with {pre.get('image_token_id')}")
