@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -26,51 +25,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_llamacpp import QUESTION, _example, build  # noqa: E402  (one definition of the bench models)
-from bench.bench_onnx import N_DECODE, REPEAT, TILES, _median, _pixels, torch_run  # noqa: E402
+from bench.bench_onnx import run_export_model, runtime_run  # noqa: E402
 
-VARIANTS = ("fp32", "int8")
 MAX_SEQ_LEN = 1024  # a one-tile prompt and 64 new tokens fit; the cache length decode attends over
 
 
 def executorch_run(folder: Path, processor, encoded, threads: int) -> dict:
     from deploy.executorch.runtime import ExecuTorchVLM
 
-    out = {}
-    with ExecuTorchVLM(folder, threads=threads) as runtime:
-        for n in TILES:
-            pixels = _pixels(processor, n)
-            out[f"encode_{n}_ms"] = _median(lambda: runtime.encode_images(pixels), REPEAT[n]) * 1e3
-        ids = encoded.input_ids.tolist()
-        runs = []
-        for _ in range(3):
-            tokens, timings = runtime.generate(ids, encoded.pixel_values, N_DECODE, stop_ids=())
-            runs.append((len(tokens) - 1) / (timings["decode_ms"] / 1e3))
-    out["decode_tps"] = statistics.median(runs[1:])
-    out["files_mb"] = sum(p.stat().st_size for p in folder.glob("*.pte")) / 1e6
-    return out
+    return runtime_run(ExecuTorchVLM, folder, processor, encoded, threads, numpy_pixels=False, files="*.pte")
 
 
 def run_model(name: str, threads: int, work: Path) -> dict:
-    import torch
-    from tqdm.auto import tqdm
-
-    from deploy.hf import export
-
-    torch.set_num_threads(threads)
-    vlm, processor = build(name)
-    encoded = processor([{"role": "user", "content": QUESTION}], images=[_example(processor.tiling.tile_size)])
-    steps = tqdm(total=1 + 2 * len(VARIANTS), desc=name, unit="step")
-    results = {"pytorch": torch_run(vlm, processor, encoded)}
-    steps.update()
-    for variant in VARIANTS:
-        folder = export(vlm, processor, "executorch", work / f"{name}-{variant}", force=True,
-                        quantize=None if variant == "fp32" else variant, max_seq_len=MAX_SEQ_LEN)
-        steps.update()
-        results[variant] = executorch_run(folder, processor, encoded, threads)
-        steps.update()
-    steps.close()
-    return results
+    return run_export_model(name, threads, work, "executorch", executorch_run, max_seq_len=MAX_SEQ_LEN)
 
 
 def table(results: dict, threads: int, load: tuple[float, float], models: str) -> str:

@@ -73,22 +73,31 @@ def torch_run(vlm, processor, encoded, vision_only: bool = False) -> dict:
     return out
 
 
-def onnx_run(folder: Path, processor, encoded, threads: int) -> dict:
-    from deploy.onnx.runtime import OnnxVLM
-
+def runtime_run(runtime_class, folder: Path, processor, encoded, threads: int, numpy_pixels: bool,
+                files: str) -> dict:
+    """Image encode (each tile count) and decode tok/s of an export folder in its runtime (OnnxVLM, ExecuTorchVLM:
+    ``encode_images`` and ``generate``), and the size of its `files`."""
     out = {}
-    with OnnxVLM(folder, threads=threads) as runtime:
+    with runtime_class(folder, threads=threads) as runtime:
         for n in TILES:
-            pixels = _pixels(processor, n).numpy()
+            pixels = _pixels(processor, n)
+            pixels = pixels.numpy() if numpy_pixels else pixels
             out[f"encode_{n}_ms"] = _median(lambda: runtime.encode_images(pixels), REPEAT[n]) * 1e3
-        ids, pixels = encoded.input_ids.tolist(), encoded.pixel_values.numpy()
+        ids = encoded.input_ids.tolist()
+        pixels = encoded.pixel_values.numpy() if numpy_pixels else encoded.pixel_values
         runs = []
         for _ in range(3):
             tokens, timings = runtime.generate(ids, pixels, N_DECODE, stop_ids=())
             runs.append((len(tokens) - 1) / (timings["decode_ms"] / 1e3))
     out["decode_tps"] = statistics.median(runs[1:])
-    out["files_mb"] = sum(p.stat().st_size for p in folder.glob("*.onnx*")) / 1e6
+    out["files_mb"] = sum(p.stat().st_size for p in folder.glob(files)) / 1e6
     return out
+
+
+def onnx_run(folder: Path, processor, encoded, threads: int) -> dict:
+    from deploy.onnx.runtime import OnnxVLM
+
+    return runtime_run(OnnxVLM, folder, processor, encoded, threads, numpy_pixels=True, files="*.onnx*")
 
 
 def vision_run(path: Path, processor, threads: int) -> dict:
@@ -126,7 +135,8 @@ def run_vision_only(name: str, threads: int, work: Path) -> dict:
     return results
 
 
-def run_model(name: str, threads: int, work: Path) -> dict:
+def run_export_model(name: str, threads: int, work: Path, fmt: str, run, **options) -> dict:
+    """PyTorch eager, then each variant of `fmt` exported (`--quantize`) and measured by `run`."""
     import torch
     from tqdm.auto import tqdm
 
@@ -139,13 +149,17 @@ def run_model(name: str, threads: int, work: Path) -> dict:
     results = {"pytorch": torch_run(vlm, processor, encoded)}
     steps.update()
     for variant in VARIANTS:
-        folder = export(vlm, processor, "onnx", work / f"{name}-{variant}", force=True,
-                        quantize=None if variant == "fp32" else variant)
+        folder = export(vlm, processor, fmt, work / f"{name}-{variant}", force=True,
+                        quantize=None if variant == "fp32" else variant, **options)
         steps.update()
-        results[variant] = onnx_run(folder, processor, encoded, threads)
+        results[variant] = run(folder, processor, encoded, threads)
         steps.update()
     steps.close()
     return results
+
+
+def run_model(name: str, threads: int, work: Path) -> dict:
+    return run_export_model(name, threads, work, "onnx", onnx_run)
 
 
 def table(results: dict, threads: int, load: tuple[float, float], command: str) -> str:
