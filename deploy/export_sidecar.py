@@ -7,9 +7,23 @@ with the keys that differ, instead of answering with another tiling or tokenizer
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from model.errors import PocketAdaptError
+
+
+@dataclass(frozen=True)
+class SidecarExport:
+    """An opened export folder and training's processor rebuilt from its sidecar files (see `read_processor`)."""
+
+    folder: Path
+    processor: object
+
+    @property
+    def tiling(self):
+        """The tiling the export was made with (training's)."""
+        return self.processor.tiling
 
 
 def read_json(path: Path, error: type[PocketAdaptError]) -> dict:

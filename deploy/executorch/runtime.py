@@ -18,25 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy.export_sidecar import check_image_token, check_tiling, check_tokenizer, read_processor
+from deploy.export_sidecar import SidecarExport, check_image_token, check_tiling, check_tokenizer, read_processor
 from deploy.runtimes import Answer, pick_token
 
 from . import DECODER_METHOD, EMBED_METHOD, PTE, TILING_METHOD, TOKENIZER_METHOD, VISION_METHOD, ExecuTorchError
 
 
 @dataclass(frozen=True)
-class ExecuTorchExport:
+class ExecuTorchExport(SidecarExport):
     """An export folder, checked against its program: the processor (tokenizer + tiling + template), the program."""
 
-    folder: Path
-    processor: object
     program: object
     constants: dict
-
-    @property
-    def tiling(self):
-        """The tiling the export was made with (training's)."""
-        return self.processor.tiling
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> ExecuTorchExport:

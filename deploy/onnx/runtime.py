@@ -18,7 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from deploy.export_sidecar import check_image_token, check_tiling, check_tokenizer, read_json, read_processor
+from deploy.export_sidecar import (
+    SidecarExport,
+    check_image_token,
+    check_tiling,
+    check_tokenizer,
+    read_json,
+    read_processor,
+)
 from deploy.runtimes import Answer, pick_token
 from model.errors import PocketAdaptError
 
@@ -46,17 +53,10 @@ def _metadata(path: Path) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
-class OnnxExport:
+class OnnxExport(SidecarExport):
     """An export folder, checked: its processor (tokenizer + tiling + template) and its genai_config."""
 
-    folder: Path
-    processor: object
     genai: dict
-
-    @property
-    def tiling(self):
-        """The tiling the export was made with (training's)."""
-        return self.processor.tiling
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> OnnxExport:
