@@ -685,11 +685,60 @@ def test_huge_image_is_refused_before_decoding(tmp_path, monkeypatch):
     assert dicom_module.frame_bytes(read_dicom(path, header_only=True)) == 60000 * 60000
     # the limit is what it says: just under it decodes (here: stopped at the decoder), just over it does not
     monkeypatch.setattr(dicom_module, "MAX_FRAME_BYTES", 60000 * 60000)
+    monkeypatch.setattr(dicom_module, "MAX_FRAME_PIXELS", 60000 * 60000)
     with pytest.raises(DicomError, match="the decoder was called"):
         dicom_to_rgb(path)
     monkeypatch.setattr(dicom_module, "MAX_FRAME_BYTES", 60000 * 60000 - 1)
     with pytest.raises(DicomError, match="image too large"):
         dicom_to_rgb(path)
+
+
+def test_a_frame_under_the_byte_limit_with_too_many_pixels_is_refused_before_decoding(tmp_path, monkeypatch):
+    """A 9000 x 9000 8-bit RLE image decodes to 77 MiB, under MAX_FRAME_BYTES, but rendering it works in float64
+    (about 35 bytes a pixel, ~2.7 GiB): refused from its header by the pixel limit."""
+    import domains.medical.dicom as dicom_module
+
+    path = rle_file(tmp_path / "wide.dcm", 9000, 9000)
+    assert dicom_module.frame_bytes(read_dicom(path, header_only=True)) < dicom_module.MAX_FRAME_BYTES
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the decoder was called")
+
+    monkeypatch.setattr(dicom_module, "get_decoder", no_decoding)
+    for render in (dicom_to_rgb, modality_values):
+        with pytest.raises(DicomError, match="image too large to decode") as caught:
+            render(path)
+        assert "9000 x 9000" in str(caught.value) and "MAX_FRAME_PIXELS" in str(caught.value)
+    monkeypatch.setattr(dicom_module, "MAX_FRAME_PIXELS", 9000 * 9000)
+    with pytest.raises(DicomError, match="the decoder was called"):
+        dicom_to_rgb(path)
+
+
+def test_rendering_peaks_near_the_pixel_budget_the_limit_assumes():
+    """MAX_FRAME_PIXELS x RENDER_BYTES_PER_PIXEL bounds what rendering one frame allocates (numpy included)."""
+    import tracemalloc
+
+    import domains.medical.dicom as dicom_module
+
+    n = 1024
+    for bits, dtype in ((8, np.uint8), (16, np.uint16)):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.Rows = ds.Columns = n
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = bits
+        ds.HighBit, ds.PixelRepresentation = bits - 1, 0
+        ds.PixelData = (np.arange(n * n) % 200).astype(dtype).tobytes()
+        for window in (None, (100, 200)):
+            tracemalloc.start()
+            try:
+                dicom_to_rgb(ds, window=window)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert peak <= dicom_module.RENDER_BYTES_PER_PIXEL * n * n, (bits, window, peak / (n * n))
+    assert dicom_module.MAX_FRAME_PIXELS * dicom_module.RENDER_BYTES_PER_PIXEL <= 3 * 2**30
 
 
 def test_frame_bytes_counts_samples_and_bytes_per_sample():

@@ -20,8 +20,9 @@ than 8 bits are scaled by BitsStored (or the palette's entry size).
 
 **Errors**: everything that can go wrong with a file -- missing, empty, not DICOM, truncated, no pixel
 data (DICOMDIR, SR, RT structure sets, waveforms), undecodable compressed data, broken image
-attributes, a frame that would decode to more than :data:`MAX_FRAME_BYTES` (checked from Rows x Columns x
-SamplesPerPixel x BitsAllocated before any decoding: a 60000 x 60000 image is refused, not allocated) --
+attributes, a frame that would decode to more than :data:`MAX_FRAME_BYTES` or hold more than :data:`MAX_FRAME_PIXELS`
+values (checked from Rows x Columns x SamplesPerPixel x BitsAllocated before any decoding: a 60000 x 60000 image is
+refused, not allocated) --
 raises :class:`DicomError` (a :class:`~domains.base.DomainError`), whose message starts with the file and gives
 the reason. Messages never quote patient attributes. Frames are decoded one at a time, so the number of
 frames does not multiply what is allocated.
@@ -99,8 +100,13 @@ PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 MAX_GZIP_BYTES = 1024**3
 # the most one decoded frame may take (Rows x Columns x SamplesPerPixel x bytes per sample); checked from the header
-# before any decoding. The value pipeline then works in float64, about 4 to 8 times that.
+# before any decoding
 MAX_FRAME_BYTES = 256 * 1024**2
+# the most pixels (Rows x Columns x SamplesPerPixel) one frame may have, also checked from the header: rendering a
+# greyscale frame works in float64 and peaks at about RENDER_BYTES_PER_PIXEL bytes a pixel (measured, tested), so
+# this keeps one frame's rendering under ~2.5 GiB whatever the bit depth
+MAX_FRAME_PIXELS = 64 * 1024**2
+RENDER_BYTES_PER_PIXEL = 40
 _DETAIL_CHARS = 240
 
 
@@ -240,6 +246,13 @@ def _check_size(ds: Dataset) -> None:
                     f"{int(ds.Columns)} x {int(ds.Rows)} pixels x {int(ds.get('SamplesPerPixel') or 1)} sample(s) = "
                     f"{size / 2**30:.2f} GiB per frame ({n} frame{'s' * (n != 1)}), over the "
                     f"{MAX_FRAME_BYTES / 2**20:g} MiB limit of domains.medical.dicom.MAX_FRAME_BYTES")
+    pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+    if pixels > MAX_FRAME_PIXELS:
+        raise _Fail("image too large to decode",
+                    f"{int(ds.Columns)} x {int(ds.Rows)} pixels x {int(ds.get('SamplesPerPixel') or 1)} sample(s) = "
+                    f"{pixels / 2**20:.1f} Mi values per frame, over the {MAX_FRAME_PIXELS / 2**20:g} Mi limit of "
+                    f"domains.medical.dicom.MAX_FRAME_PIXELS (rendering takes about {RENDER_BYTES_PER_PIXEL} bytes "
+                    "a value)")
 
 
 def _object_kind(ds: Dataset) -> str:
