@@ -1,0 +1,55 @@
+"""bench/bench_train.py: its three runners (adapt train, a plain PyTorch loop, a transformers Trainer) train on the
+same samples and tokens per step, and the plain loop computes adapt train's loss (same weights, same batch, fp32).
+No timing is asserted here: speed figures live in BENCHMARKS.md (section train-throughput)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import bench_train as bench
+from bench.sections import read_section
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    work = tmp_path_factory.mktemp("bench-train")
+    data = bench.prepare_data(work / "data", n_train=24, n_test=4)
+    # steps=0 timed: the 2 warm-up steps only, micro-batches of 2 samples, 2 per optimizer step
+    setup = bench.make_setup("pocket-tiny", work, data, steps=0, batch_size=2, grad_accum=2)
+    return {"adapt": bench.run_adapt(setup, "fp32"), "plain": bench.run_plain(setup, "fp32"),
+            "hf": bench.run_hf(setup, "fp32")}
+
+
+KEYS = ("rows", "supervised", "tokens", "positions")
+
+
+def test_runners_see_the_same_samples_and_tokens_every_step(runs):
+    adapt = [{k: s[k] for k in KEYS} for s in runs["adapt"]["steps"]]
+    assert len(adapt) == bench.WARMUP and all(s["rows"] == 4 and s["supervised"] > 0 for s in adapt)
+    for name in ("plain", "hf"):
+        assert [{k: s[k] for k in KEYS} for s in runs[name]["steps"]] == adapt, name
+    # the Trainer's own count of the step's supervised tokens (what its loss is divided by) is ours
+    items = runs["hf"]["num_items"]
+    assert items[::2] == items[1::2] == [s["supervised"] for s in adapt]
+
+
+def test_plain_loop_and_trainer_reach_adapt_trains_loss(runs):
+    first = runs["adapt"]["steps"][0]["loss"]
+    assert abs(runs["plain"]["steps"][0]["loss"] - first) < 1e-5
+    assert abs(runs["hf"]["steps"][0]["loss"] - first) < 1e-5
+    # after one identical update the second step's loss still agrees (same optimizer, schedule and clipping)
+    second = runs["adapt"]["steps"][1]["loss"]
+    assert abs(runs["plain"]["steps"][1]["loss"] - second) < 1e-4
+    assert abs(runs["hf"]["steps"][1]["loss"] - second) < 1e-4
+
+
+def test_benchmarks_section_names_its_command():
+    body = read_section(ROOT / "BENCHMARKS.md", bench.SECTION)
+    assert "## Training throughput" in body
+    assert "python bench/bench_train.py" in body and "--write" in body
+    assert "### pocket-tiny" in body
+    assert "| fp32 | adapt train |" in body and "| fp32 | transformers Trainer |" in body
