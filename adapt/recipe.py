@@ -379,6 +379,7 @@ class Training(_Section):
     max_seq_length: int = Field(4096, ge=16)
     gradient_checkpointing: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    packing: bool = False
     num_workers: int = Field(0, ge=0)
 
     @model_validator(mode="after")

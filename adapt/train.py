@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -135,13 +134,15 @@ def load_records(specs: list[SourceSpec], processor, max_seq_length: int, skips:
     return records
 
 
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row summed cross-entropy and supervised-token counts (shifted for next-token prediction)."""
-    shift_logits = logits[:, :-1].float()
-    shift_labels = labels[:, 1:]
-    ce = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX, reduction="none")
-    mask = shift_labels != IGNORE_INDEX
-    return (ce * mask).sum(1), mask.sum(1)
+def sample_losses(token_losses: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss and supervised-token count of each sample of a batch, from the model's per-position losses
+    (`PocketVLM.forward` with labels) and which sample each position holds (`collate`'s ``segments``)."""
+    targets = segments[:, 1:]
+    mask = labels[:, 1:] != IGNORE_INDEX
+    n = int(segments.max()) + 1
+    sums = torch.zeros(n, dtype=token_losses.dtype, device=token_losses.device)
+    return sums.index_add(0, targets[mask], token_losses[mask]), torch.bincount(targets[mask], minlength=n)
 
 
 class Trainer:
@@ -203,6 +204,8 @@ class Trainer:
                                          projector_options=recipe.model.projector_options, vision=recipe.model.vision)
         self.final_dtype = vlm.dtype
         vlm = vlm.to(getattr(torch, recipe.model.dtype))
+        if t.packing:
+            _check_packable(vlm)
         self.tiling = recipe.tiling_for(processor.tiling)
         processor.tiling = self.tiling
         vlm.config.tiling = self.tiling.to_dict()
@@ -290,18 +293,20 @@ class Trainer:
         return batch
 
     def _collate(self, items: list[dict]) -> dict:
-        return collate(items, self.processor)
+        t = self.recipe.training
+        return collate(items, self.processor, pack_to=t.max_seq_length if t.packing else None)
 
     def _batch_units(self, batch: dict) -> int:
         """What the step's loss is averaged over: supervised tokens."""
         return _supervised_tokens(batch["labels"])
 
     def _row_losses(self, batch: dict, autocast) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-row summed loss and unit counts of a micro-batch on the device (`sources` already taken out)."""
-        labels = batch.pop("labels")
+        """Summed loss and unit counts of each sample of a micro-batch on the device, in the order of its
+        `sources` (already taken out)."""
+        segments = batch.pop("segments")
         with autocast:
-            logits = (self.engine or self.model)(**batch).logits
-        return token_losses(logits, labels)
+            losses = (self.engine or self.model)(**batch).token_losses
+        return sample_losses(losses, batch["labels"], segments)
 
     def _take(self, k: int, items: list, dropped: list) -> None:
         epoch, index = divmod(k, len(self.plan))
@@ -732,8 +737,18 @@ def _fill_auto(config: dict, values: dict, top: bool = True) -> dict:
     return out
 
 
+def _check_packable(vlm: torch.nn.Module) -> None:
+    """Packed rows rely on transformers' causal-mask builder reading sample boundaries off `position_ids`;
+    a language model from remote code may build its own mask and let samples see each other."""
+    lm = vlm.language_model
+    if not type(lm).__module__.startswith("transformers.models."):
+        raise TrainingError(
+            f"training.packing: the language model {type(lm).__name__} ({type(lm).__module__}) is not one of "
+            "transformers' own, so packed samples could attend to each other; set training.packing=false")
+
+
 def _supervised_tokens(labels: torch.Tensor) -> int:
-    """Tokens a batch's loss is taken over (the same shift as `token_losses`)."""
+    """Tokens a batch's loss is taken over (the same shift as `model.loss.supervised_token_losses`)."""
     return int((labels[:, 1:] != IGNORE_INDEX).sum())
 
 

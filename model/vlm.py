@@ -24,6 +24,8 @@ from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .errors import ModelConfigError, PocketAdaptError
+from .loss import supervised_token_losses
+from .processor import IGNORE_INDEX
 from .projectors import build_projector, projector_tokens
 from .tiling import TilingConfig
 from .vision import build_vision_tower, patch_grid, select_features
@@ -89,9 +91,13 @@ class VLMOutput(CausalLMOutputWithPast):
     """
 
     image_hidden_states: torch.Tensor | None = None
+    token_losses: torch.Tensor | None = None
 
 
 _VLM_OUTPUT_FIELDS = frozenset(field.name for field in fields(VLMOutput))
+# LMs whose logits are exactly `lm_head(last hidden state)` (no soft-capping, scaling or extra heads), so the
+# training loss may take the hidden states and project only supervised positions
+_PLAIN_HEAD_LMS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "internlm2"})
 
 
 class PocketVLM(PreTrainedModel):
@@ -230,21 +236,42 @@ class PocketVLM(PreTrainedModel):
         **kwargs,
     ) -> VLMOutput:
         """`kwargs` (the KV cache, `use_cache`, output flags) go to the LLM under the names the
-        installed transformers uses; the output's fields are the LLM's own plus the image features."""
+        installed transformers uses; the output's fields are the LLM's own plus the image features.
+
+        With `labels` the output carries `token_losses` (next-token cross-entropy per position, see
+        `model.loss.supervised_token_losses`) and `loss` (their mean over supervised tokens), and no
+        logits: only supervised positions are projected onto the vocabulary. Packed rows (several
+        samples, `position_ids` restarting at 0 and no `attention_mask`) attend within each sample."""
         image_features = None
         if inputs_embeds is None:
             inputs_embeds, image_features = self.embed(input_ids, pixel_values)
+        if labels is not None:
+            return self._supervised_forward(inputs_embeds, attention_mask, position_ids, labels, image_features, kwargs)
         out = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            labels=labels,
             logits_to_keep=logits_to_keep,
             **kwargs,
         )
         # only the fields a causal-LM output has: MoE LMs add router outputs (their aux loss is already in `loss`)
         kept = {name: value for name, value in out.items() if name in _VLM_OUTPUT_FIELDS}
         return VLMOutput(**kept, image_hidden_states=image_features)
+
+    def _supervised_forward(self, inputs_embeds, attention_mask, position_ids, labels, image_features,
+                            kwargs: dict) -> VLMOutput:
+        kwargs.setdefault("use_cache", False)
+        lm = self.language_model
+        if self.config.text_config.model_type in _PLAIN_HEAD_LMS and lm.base_model is not lm:
+            out = lm.base_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                position_ids=position_ids, **kwargs)
+            hidden, head = out.last_hidden_state, lm.get_output_embeddings()
+        else:  # the LM's own logits, whatever it does to them; still taken at supervised positions only
+            out = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+            hidden, head = out.logits, nn.Identity()
+        losses = supervised_token_losses(hidden, head, labels)
+        loss = losses.sum() / (labels[:, 1:] != IGNORE_INDEX).sum().clamp(min=1)
+        return VLMOutput(loss=loss, token_losses=losses, image_hidden_states=image_features)
 
     @torch.no_grad()
     def generate(

@@ -214,6 +214,18 @@ def test_two_process_cpu_run(tmp_path, data_dir, one_process_run):
     assert (out / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
+def test_packed_run_is_the_padded_run(tmp_path, data_dir, one_process_run):
+    """training.packing puts the step's 8 samples in fewer rows; losses, gradients and weights stay the padded run's."""
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=4, save_every=2),
+                         [*EQUIVALENT, "training.batch_size=8", "training.packing=true"])
+    trainer = Trainer(recipe, progress=False)
+    batch = trainer._collate([trainer._dataset(0)[i] for i in range(8)])
+    assert batch["input_ids"].shape[0] < 8 and batch["segments"].max() == 7  # several samples share a row
+    trainer.run()
+    assert_same_run(Path(recipe.output.dir), one_process_run, world=1)
+
+
 def test_bad_data_fraction_stops_the_run(tmp_path, data_dir):
     path = write_recipe(tmp_path, data_dir)
     broken = tmp_path / "broken.jsonl"

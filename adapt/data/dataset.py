@@ -6,12 +6,12 @@ from collections.abc import Sequence
 
 import torch
 
-from model.processor import Encoded, SampleTooLongError
+from model.processor import IGNORE_INDEX, Encoded, SampleTooLongError
 from model.tiling import ImageLoadError, load_image, preprocess_image
 
 from .samples import TOO_LONG, UNDECODABLE_IMAGE, DataError, Record, SkipLog, record_tiling
 
-__all__ = ["SupervisedDataset", "TileDataset", "collate", "collate_tiles", "record_tiles"]
+__all__ = ["SupervisedDataset", "TileDataset", "collate", "collate_tiles", "pack", "record_tiles"]
 
 
 class SupervisedDataset(torch.utils.data.Dataset):
@@ -150,17 +150,67 @@ def collate_tiles(batch: list[dict | None]) -> dict:
             "sources": [item["source"] for item in kept], "n_dropped": len(batch) - len(kept)}
 
 
-def collate(batch: list[dict | None], processor) -> dict:
+def collate(batch: list[dict | None], processor, pack_to: int | None = None) -> dict:
     """Drop ``None`` items and pad the rest (``processor.pad``: pad id, mask from lengths, labels
-    −100). Adds ``"sources"`` (one per row) and ``"n_dropped"``. Raises `DataError` when every
-    item was dropped. Use ``functools.partial(collate, processor=processor)`` as a DataLoader's
-    ``collate_fn``."""
+    −100), or with ``pack_to`` pack them into rows of at most that many tokens (`pack`). Adds
+    ``"segments"`` (which sample each position holds, −1 for padding), ``"sources"`` (one per
+    sample, in segment order) and ``"n_dropped"``. Raises `DataError` when every item was dropped.
+    Use ``functools.partial(collate, processor=processor)`` as a DataLoader's ``collate_fn``."""
     kept = [item for item in batch if item is not None]
     if not kept:
         raise DataError(
             f"all {len(batch)} samples of the batch were dropped (their images do not decode); see the skip log"
         )
-    out = processor.pad([item["encoded"] for item in kept])
-    out["sources"] = [item["source"] for item in kept]
+    encoded = [item["encoded"] for item in kept]
+    if pack_to:
+        out, order = pack(encoded, processor.pad_token_id, pack_to)
+    else:
+        out, order = processor.pad(encoded), range(len(kept))
+        rows = torch.arange(len(kept))[:, None].expand_as(out["attention_mask"])
+        out["segments"] = torch.where(out["attention_mask"].bool(), rows, -1)
+    out["sources"] = [kept[i]["source"] for i in order]
     out["n_dropped"] = len(batch) - len(kept)
     return out
+
+
+def pack(samples: Sequence[Encoded], pad_token_id: int, capacity: int) -> tuple[dict, list[int]]:
+    """Several samples per row (first fit, longest first; rows hold at most ``capacity`` tokens unless one
+    sample alone is longer) for training without a mask: ``position_ids`` restart at 0 with each sample,
+    which is how transformers' causal LMs tell packed samples apart and keep each one attending to
+    itself alone. No label crosses a sample boundary: each sample's first label is ignored (it is
+    never a target unpacked either). Returns the batch (``input_ids``, ``labels``, ``position_ids``,
+    ``segments``, ``pixel_values`` in row order) and the order of the samples in it."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(samples)), key=lambda i: -len(samples[i].input_ids)):
+        n = len(samples[i].input_ids)
+        fit = next((r for r, free in enumerate(room) if free >= n), None)
+        if fit is None:
+            rows.append([i])
+            room.append(capacity - n)
+        else:
+            rows[fit].append(i)
+            room[fit] -= n
+    longest = max(sum(len(samples[i].input_ids) for i in row) for row in rows)
+    ids = torch.full((len(rows), longest), pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), longest), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros((len(rows), longest), dtype=torch.long)
+    segments = torch.full((len(rows), longest), -1, dtype=torch.long)
+    order = [i for row in rows for i in row]
+    at = 0
+    for r, row in enumerate(rows):
+        col = 0
+        for i in row:
+            s, n = samples[i], len(samples[i].input_ids)
+            ids[r, col:col + n] = s.input_ids
+            labels[r, col + 1:col + n] = s.labels[1:]
+            positions[r, col:col + n] = torch.arange(n)
+            segments[r, col:col + n] = at
+            col, at = col + n, at + 1
+        # the padding after the last sample is a sequence of its own (positions from 0), so it never joins one
+        positions[r, col:] = torch.arange(longest - col)
+    out = {"input_ids": ids, "labels": labels, "position_ids": positions, "segments": segments}
+    pixels = [samples[i].pixel_values for i in order if samples[i].pixel_values is not None]
+    if pixels:
+        out["pixel_values"] = torch.cat(pixels)
+    return out, order

@@ -1,0 +1,109 @@
+"""The training loss: chunked cross-entropy at supervised positions only, and packed rows that keep samples apart."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import model
+from adapt.data.dataset import collate
+from adapt.train import TrainingError, _check_packable, sample_losses
+from model.loss import supervised_token_losses
+from model.processor import IGNORE_INDEX
+
+
+def test_chunked_loss_equals_the_full_logits_loss_with_its_gradients():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden = torch.randn(3, 12, 16, requires_grad=True)
+    labels = torch.randint(0, 50, (3, 12))
+    labels[:, :4] = IGNORE_INDEX
+    labels[1, 7:] = IGNORE_INDEX
+    full = F.cross_entropy(head(hidden)[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX,
+                           reduction="none")
+    want_grads = torch.autograd.grad(full.sum(), [hidden, head.weight])
+    for chunk in (3, 1024):  # several recomputed chunks, and one plain chunk
+        got = supervised_token_losses(hidden, head, labels, chunk=chunk)
+        assert got.shape == full.shape and torch.equal(got == 0, labels[:, 1:] == IGNORE_INDEX)
+        torch.testing.assert_close(got, full, rtol=1e-6, atol=1e-6)
+        for g, w in zip(torch.autograd.grad(got.sum(), [hidden, head.weight]), want_grads):
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    vlm, processor = model.load("pocket-tiny-scratch")
+    return vlm.eval(), processor
+
+
+def encode(processor, question: str, answer: str, size: tuple[int, int]):
+    conversation = [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
+    image = Image.new("RGB", size, (40, 120, 200))
+    return processor(conversation, [image], add_generation_prompt=False, with_labels=True)
+
+
+def test_model_token_losses_equal_cross_entropy_of_its_logits(tiny):
+    vlm, processor = tiny
+    batch = collate([{"encoded": encode(processor, "What colour?", "blue", (64, 64)), "source": "a"},
+                     {"encoded": encode(processor, "Describe the scene in detail.", "a blue square", (900, 300)),
+                      "source": "b"}], processor)
+    labels = batch["labels"]
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
+    with torch.no_grad():
+        logits = vlm(**inputs).logits
+        out = vlm(**inputs, labels=labels)
+    want = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=IGNORE_INDEX,
+                           reduction="none")
+    torch.testing.assert_close(out.token_losses, want, rtol=1e-5, atol=1e-5)
+    assert out.logits is None  # the vocabulary projection of unsupervised positions was never made
+    assert out.loss.item() == pytest.approx(want.sum().item() / int((labels[:, 1:] != IGNORE_INDEX).sum()), rel=1e-5)
+
+
+def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny):
+    vlm, processor = tiny
+    items = [{"encoded": encode(processor, q, a, size), "source": f"s{k}"} for k, (q, a, size) in enumerate([
+        ("What colour is it?", "blue", (64, 64)),
+        ("Where is the square? Answer with the corner.", "top left corner of the image", (900, 300)),
+        ("Count the shapes.", "three", (300, 300)),
+        ("Is it round?", "no", (128, 256)),
+    ])]
+    lengths = [len(item["encoded"].input_ids) for item in items]
+
+    def per_sample(pack_to):
+        batch = collate(items, processor, pack_to=pack_to)
+        segments, sources = batch.pop("segments"), batch.pop("sources")
+        batch.pop("n_dropped")
+        vlm.zero_grad()
+        sums, counts = sample_losses(vlm(**batch).token_losses, batch["labels"], segments)
+        sums.sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in vlm.parameters() if p.grad is not None])
+        order = [int(s[1:]) for s in sources]
+        return batch, {k: (sums[j].item(), int(counts[j])) for j, k in enumerate(order)}, grads
+
+    padded, want, want_grads = per_sample(None)
+    packed, got, got_grads = per_sample(sum(lengths) - min(lengths))  # room for all but the shortest in one row
+    assert "attention_mask" not in packed and packed["input_ids"].shape[0] == 2 < padded["input_ids"].shape[0]
+    assert int((packed["labels"] != IGNORE_INDEX).sum()) == int((padded["labels"][:, 1:] != IGNORE_INDEX).sum())
+    assert got.keys() == want.keys() == set(range(4))
+    for k in want:
+        assert got[k][1] == want[k][1] > 0
+        assert got[k][0] == pytest.approx(want[k][0], rel=1e-5), k
+    torch.testing.assert_close(got_grads, want_grads, rtol=1e-4, atol=1e-6)
+
+
+def test_packing_needs_a_language_model_from_transformers(tiny):
+    vlm, _ = tiny
+    _check_packable(vlm)
+
+    class RemoteLM(torch.nn.Module):
+        pass
+
+    RemoteLM.__module__ = "transformers_modules.internlm2.modeling_internlm2"
+    vlm.language_model, original = RemoteLM(), vlm.language_model
+    try:
+        with pytest.raises(TrainingError, match="training.packing"):
+            _check_packable(vlm)
+    finally:
+        vlm.language_model = original
