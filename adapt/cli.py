@@ -734,13 +734,15 @@ def _options(items: list[str]) -> dict:
     """``--option KEY=VALUE`` items -> {key: value}, values read as YAML (``3``, ``true``, ``[a, b]``)."""
     import yaml
 
+    from .recipe import load_yaml_value
+
     options = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise CliError(f"--option {item!r} is not KEY=VALUE")
-        try:
-            options[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        try:  # alias bombs refused here: a converter expanding one (e.g. into its output key) would hang
+            options[key.strip()] = load_yaml_value(value, f"--option {key.strip()}=…") if value.strip() else ""
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or type(exc).__name__
             raise CliError(f"--option {item!r}: the value is not valid YAML ({problem}); quote it or fix it") from None

@@ -50,6 +50,7 @@ __all__ = [
     "copy_recipe_template",
     "list_recipe_templates",
     "load_recipe",
+    "load_yaml_value",
     "parse_recipe",
     "recipe_schema",
     "recipe_warnings",
@@ -817,6 +818,12 @@ def _yaml_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
         raise RecipeError(f"{where}: malformed YAML{at}: {problem}{f' ({context})' if context else ''}") from None
 
 
+def load_yaml_value(text: str, where: str) -> Any:
+    """One YAML value (an override's, an ``--option``'s) with duplicate keys and alias bombs refused
+    (`RecipeError` naming `where`); YAML syntax errors are left to the caller (`yaml.YAMLError`)."""
+    return _bounded_load(text, where)[0]
+
+
 def _bounded_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
     """`_yaml_load` with YAML syntax errors left to the caller (`yaml.YAMLError`)."""
     loader = _UniqueKeyLoader(text)
@@ -986,7 +993,7 @@ def apply_overrides(data: dict, overrides: Iterable[str], schema: type[BaseModel
         except RecipeError as err:
             raise RecipeError(f"override {item!r}: {err}") from None
         try:
-            value = _bounded_load(raw, f"override {key.strip()}=…")[0] if raw.strip() else None
+            value = load_yaml_value(raw, f"override {key.strip()}=…") if raw.strip() else None
         except yaml.YAMLError as exc:
             raise RecipeError(f"override {item!r}: the value is not valid YAML ({getattr(exc, 'problem', exc)}); "
                               "quote it if it is text") from None

@@ -213,10 +213,16 @@ def test_a_bad_option_value_of_a_built_in_converter_is_one_line(tmp_path, capsys
     assert rc == 1 and "resize must be a positive longer-side length in pixels" in _one_line(capsys.readouterr().err)
 
 
+# a billion laughs: 9 levels of 9 aliases, a few hundred characters that expand to 9**9 values
+BOMB = "[&a [1,1,1,1,1,1,1,1,1], " + ", ".join(
+    f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefg", "bcdefgh")) + ", [" + ", ".join(["*h"] * 9) + "]]"
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--option", "novalue"], "--option 'novalue' is not KEY=VALUE"),
     (["--option", "=3"], "--option '=3' is not KEY=VALUE"),
     (["--option", "limit=[1,"], "--option 'limit=[1,': the value is not valid YAML"),
+    (["--option", "limit=" + BOMB], "YAML aliases expand to more than"),  # expanded later (output_key) it hung
 ])
 def test_malformed_options(toy, capsys, argv, needle):
     register, src, out = toy
