@@ -99,6 +99,19 @@ def test_undecodable_domain_data_stops_the_run(tmp_path, data_root, setting):
     assert not (out / "final").exists()
 
 
+def test_a_source_whose_every_record_fails_to_decode_stops_whatever_the_limit():
+    """max_bad_fraction 1.0 tolerates bad records, not a source left with none (reading refuses that too)."""
+    from adapt.data.samples import SkipLog
+
+    skips = SkipLog()
+    for k in range(N - 1):
+        skips.add_dropped("field", "image does not decode", f"field.jsonl:{k + 1}")
+    skips.check({"field": N, "general": N}, 1.0)  # one record of field is left
+    skips.add_dropped("field", "image does not decode", f"field.jsonl:{N}")
+    with pytest.raises(DataQualityError, match=f"field: {N} of {N} records skipped .*not one record is left"):
+        skips.check({"field": N, "general": N}, 1.0)
+
+
 @pytest.mark.slow
 def test_decode_failures_within_the_limit_are_counted_and_reported(tmp_path, data_root):
     recipe = load_recipe(make_run(tmp_path, data_root, broken=1),

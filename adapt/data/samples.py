@@ -260,15 +260,18 @@ class SkipLog:
 
         ``kept`` maps each source to the record count reading kept; a source counts as bad at
         ``skipped / total > max_bad_fraction``, where records dropped later (`add_dropped`) count
-        once, as skipped.
+        once, as skipped, and whatever the limit once every record reading kept was dropped later (as
+        reading refuses a source with no usable record).
         """
         failing = []
         for source in sorted(set(kept) | set(self.sources())):
             bad = self.count(source)
             late = self.dropped(source)
             total = bad + kept.get(source, 0) - late
-            if total and bad / total > max_bad_fraction:
+            none_left = bool(late) and late >= kept.get(source, 0)
+            if total and (bad / total > max_bad_fraction or none_left):
                 found = f"; {late} of them because their images do not decode" if late else ""
+                found += "; not one record is left" if none_left else ""
                 failing.append(f"  {source}: {bad} of {total} records skipped ({bad / total:.1%}{found})")
         if failing:
             raise DataQualityError(
