@@ -308,6 +308,8 @@ def _export(args) -> int:
     if args.recipe is not None and args.format != "tensorrt":
         raise CliError("--recipe applies to --format tensorrt only")
     check_target(Path(args.out), args.force)  # a refused target fails before the model is loaded
+    if args.adapter is not None:
+        _check_adapter(args.adapter, args.allow_pickle)
     vlm, processor = _load(args)
     if args.format == "tensorrt":
         options = {"tiling": None, "source": None}
@@ -348,6 +350,17 @@ def _model_name(source: str) -> str:
     if name in ("final", "merged") and path.is_dir():  # runs/<recipe>/final -> <recipe>
         name = path.resolve().parent.name
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+
+
+def _check_adapter(adapter: Path, allow_pickle: bool) -> None:
+    """A LoRA adapter folder, its weights behind the same pickle gate as a model's (peft would torch.load them)."""
+    if not (adapter / "adapter_config.json").is_file():
+        raise CliError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    if not (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_model.bin").is_file() \
+            and not allow_pickle:
+        raise CliError(f"{adapter}: only PyTorch pickle weights (adapter_model.bin); pocket-adapt reads safetensors by "
+                       "default. Pass --allow-pickle to read them with torch.load(weights_only=True), which loads "
+                       "tensors only and runs no code.")
 
 
 def _with_adapter(vlm, adapter: Path):

@@ -75,6 +75,21 @@ def test_every_layout_refuses_pickle_weights_unless_allowed(tmp_path, pocket_dir
     assert _same_weights(vlm, model.load(source)[0])
 
 
+def test_an_adapter_of_pickle_weights_is_refused_unless_allowed(tmp_path, capsys):
+    """adapt export --adapter: peft would torch.load adapter_model.bin; the same gate as for the model's weights."""
+    from adapt.cli import main
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.bin").write_bytes(b"not read")
+    rc = main(["export", "--format", "pocket", "--model", "pocket-tiny-scratch", "--adapter", str(adapter),
+               "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "adapter_model.bin" in err and "--allow-pickle" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
 def test_pocket_layout_keeps_its_dtype_and_tying(tmp_path, tiny):
     vlm, processor = tiny
     half = model.save(vlm.to(torch.bfloat16), processor, tmp_path / "bf16")
