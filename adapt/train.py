@@ -527,6 +527,10 @@ class Trainer:
             print("note: DeepSpeed resume restores weights, schedule, RNG and data position; the optimizer "
                   "moments restart (ZeRO optimizer state is not stored in safetensors checkpoints)", flush=True)
         step = int(state["step"])
+        if step > self.total_steps:  # only after --allow-changes: an edit of the step count is refused otherwise
+            raise TrainingError(
+                f"{latest.name} is at step {step}, past the {self.total_steps} step(s) the recipe now asks for "
+                "(training.max_steps / training.epochs); raise them to go on, or set output.dir to start a new run")
         if self.dist.main:
             _truncate_log(self.out_dir / "train_log.jsonl", step)
             print(f"resuming from {latest} (step {step} of {self.total_steps})", flush=True)

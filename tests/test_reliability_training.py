@@ -329,6 +329,15 @@ def test_resuming_after_a_harmless_edit_goes_on(tmp_path, data_root, capsys):
     trainer.close()
 
 
+def test_resuming_past_a_lowered_step_count_is_one_clear_error(tmp_path, data_root):
+    """--allow-changes with training.max_steps below the newest checkpoint's step: refused naming both (it was a
+    traceback from the data loader, whose length came out negative)."""
+    path = make_run(tmp_path, data_root)
+    Trainer(load_recipe(path), progress=False).run(stop_after=2)
+    with pytest.raises(PocketAdaptError, match=r"checkpoint-2 is at step 2, past the 1 step.*training\.max_steps"):
+        Trainer(load_recipe(path, ["training.max_steps=1"]), progress=False, allow_changes=True)
+
+
 def test_train_verb_takes_allow_changes(tmp_path, data_root, capsys):
     from adapt.cli import main
 
