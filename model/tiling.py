@@ -469,7 +469,8 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     - decoding happens here, so truncated files fail at load time, not later inside a data loader;
     - EXIF orientation is applied (a phone photo stored sideways comes out upright);
     - 16-bit, 32-bit and float images are stretched to 8 bit as the domain readers do (2nd-98th
-      percentile of the finite pixels mapped linearly to 0..255; non-finite pixels black);
+      percentile of the finite pixels mapped linearly to 0..255; non-finite pixels black); 16-bit colour
+      (PNG, TIFF) is read as its high byte, and refused when that leaves it near-black (all samples < 8192);
     - alpha is dropped, not composited, as in InternVL.
     """
     try:
@@ -481,13 +482,22 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
                     f"{width}x{height} = {width * height:,} pixels, above the limit of {max_pixels:,} "
                     "(tiling.max_pixels); downscale the image or raise the limit",
                 )
+            wide_colour = image.mode in ("RGB", "RGBA") and any(";16" in _rawmode(tile) for tile in image.tile)
             image.load()
             try:
                 ImageOps.exif_transpose(image, in_place=True)
             except Exception:  # noqa: BLE001 - a damaged EXIF block: keep the pixels as stored
                 pass
             # both return new in-memory images (even from RGB), so the file can be closed now
-            return _stretch_to_rgb(image) if image.mode in _WIDE_MODES else image.convert("RGB")
+            rgb = _stretch_to_rgb(image) if image.mode in _WIDE_MODES else image.convert("RGB")
+            if wide_colour and max(high for _, high in rgb.getextrema()) < _DARK_HIGH_BYTE:
+                raise ImageLoadError(
+                    path,
+                    "16-bit colour samples that all stay below 8192 (a 12-bit scan?): Pillow keeps only the high "
+                    "byte of a 16-bit colour sample, so it would come out nearly black; save it as 8-bit colour, "
+                    "or as 16-bit greyscale (stretched to 8 bit here)",
+                )
+            return rgb
     except ImageLoadError:
         raise
     except FileNotFoundError:
@@ -501,6 +511,17 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageLoadError(path, f"the image is damaged or truncated ({reason})") from exc
+
+
+# 16-bit colour is read as its high byte (a linear scaling to 8 bit); when even the brightest sample's high byte is
+# below this, the low bits that hold the picture are lost and the image would train as near-black
+_DARK_HIGH_BYTE = 32
+
+
+def _rawmode(tile) -> str:
+    """How a not-yet-decoded tile is stored (``"RGB;16B"``: 16-bit big-endian colour), from its decoder args."""
+    args = tile[3]
+    return str(args[0] if isinstance(args, tuple) and args else args)
 
 
 def _stretch_to_rgb(image: Image.Image) -> Image.Image:

@@ -22,6 +22,7 @@ from model.checkpoints import CheckpointError
 from model.errors import PocketAdaptError
 from model.tiling import ImageLoadError, TilingConfig, candidate_grids, load_image, tile_grid
 from tests import internvl_tiling_rule as rule
+from tests.deps import require
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,20 @@ def test_float_tiff_is_stretched_and_non_finite_pixels_are_black(tmp_path):
     expected[0, 0] = 0
     assert np.array_equal(px, expected)
     assert px.max() == 255 and len(np.unique(px)) > 200  # before: every pixel 0 or 1
+
+
+@pytest.mark.parametrize("suffix", ["png", "tif"])
+def test_16_bit_colour_is_read_as_its_high_byte_and_refused_when_that_is_near_black(tmp_path, suffix):
+    """Pillow reads 16-bit colour (PNG, TIFF) as its high byte: right for full-range samples, near-black for a
+    12-bit scan (samples < 4096 -> 0..15), which is refused with the reason instead of trained on."""
+    cv2 = require("cv2")  # Pillow cannot write 16-bit colour; OpenCV can
+    full = (np.arange(40 * 20 * 3, dtype=np.uint32).reshape(20, 40, 3) * 27 % 65536).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / f"full.{suffix}"), full[..., ::-1])  # OpenCV writes BGR
+    px = np.asarray(load_image(tmp_path / f"full.{suffix}"))
+    assert np.array_equal(px, (full >> 8).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / f"scan.{suffix}"), full % 4096)
+    with pytest.raises(ImageLoadError, match=r"scan\.%s: 16-bit colour samples that all stay below 8192" % suffix):
+        load_image(tmp_path / f"scan.{suffix}")
 
 
 def _rotated_phone_jpeg(path: Path) -> Image.Image:
