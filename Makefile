@@ -48,7 +48,9 @@ llama-cpp: setup
 uv:
 	test -x .venv-lock/bin/uv || { python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION); }
 
-# Every figure of README.md (quick-start tables, pocket-tiny's rebuild) and BENCHMARKS.md, rewritten in place.
+# The quick-start tables and pocket-tiny's rebuild (README.md) and the tiling table, rewritten in place. Every other
+# generated section of README.md / BENCHMARKS.md names the `python bench/X.py --write` that writes it
+# (tests/test_reproduce.py checks that each does).
 reproduce: setup
 	$(PY) bench/reproduce.py all --write
 	$(PY) bench/bench_tiling.py --write

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deps import require
+from tests.deps import in_ci, require
 from tests.test_demo import PHI_STRINGS, assert_cells, nuscenes_frames, write_ct, write_geotiff
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -45,7 +45,7 @@ def _require_browser():
             missing.append(module)
     if missing:
         reason = "browser test needs " + ", ".join(missing)
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail(reason + " (CI is set, so this is an error, not a skip)")
         pytest.skip(reason)
 
