@@ -2,9 +2,13 @@
 
 A causal LM's own loss projects every position onto the vocabulary and upcasts the whole
 `(batch, sequence, vocab)` logits to fp32: with Qwen2's 151,646 tokens that is 600 KB per position,
-most of it spent on image and prompt tokens no loss is taken over. Here only supervised positions
-reach the head, `chunk` of them at a time; above one chunk each chunk is recomputed in the backward
-pass (activation checkpointing), so no more than one chunk of fp32 logits ever exists.
+most of it spent on image and prompt tokens no loss is taken over. Here, once a batch's fp32 logits
+would pass `FULL_LOGITS_BYTES`, only supervised positions reach the head, `chunk` of them at a time;
+above one chunk each chunk is recomputed in the backward pass (activation checkpointing), so no more
+than one chunk of fp32 logits ever exists. Below it (small vocabularies, short batches) the head
+projects every position as the LM's own loss does, which costs little and keeps training bit for bit
+what it was before this module (the published pocket-tiny runs replay exactly); both ways give the
+same losses and gradients up to float rounding (tested).
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ from torch.utils.checkpoint import checkpoint
 from .processor import IGNORE_INDEX
 
 LOSS_CHUNK = 1024  # supervised positions per head call (at 151k tokens: 620 MB of fp32 logits)
+FULL_LOGITS_BYTES = 64 * 2**20  # up to this, fp32 logits of every position are made at once
 
 
 def supervised_token_losses(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor,
-                            chunk: int = LOSS_CHUNK) -> torch.Tensor:
+                            chunk: int = LOSS_CHUNK, full_logits_bytes: int | None = None) -> torch.Tensor:
     """Per-position cross-entropy of predicting ``labels[:, 1:]`` from ``hidden[:, :-1]``: a float32
     ``(batch, sequence - 1)`` tensor, zero where the label is ``IGNORE_INDEX``. ``head`` maps hidden
-    states to logits (the LM's output embeddings)."""
+    states to logits (the LM's output embeddings). ``full_logits_bytes``: `FULL_LOGITS_BYTES` unless given."""
     targets = labels[:, 1:]
+    vocab = getattr(head, "out_features", hidden.shape[-1])
+    if labels.numel() * vocab * 4 <= (FULL_LOGITS_BYTES if full_logits_bytes is None else full_logits_bytes):
+        logits = head(hidden)[:, :-1].float()
+        return F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
     mask = targets != IGNORE_INDEX
     states = hidden[:, :-1][mask]
     wanted = targets[mask]
@@ -40,4 +49,6 @@ def supervised_token_losses(hidden: torch.Tensor, head: nn.Module, labels: torch
 
 
 def _chunk_losses(head: nn.Module, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(head(states).float(), targets, reduction="none")
+    # classes on dim 1 of a (1, vocab, n) view: the reduction order of a causal LM's (batch, vocab, sequence) loss,
+    # so each position's loss is bit for bit what the full-logits loss gives it
+    return F.cross_entropy(head(states).float().T[None], targets[None], reduction="none")[0]

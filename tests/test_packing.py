@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import model
+import model.loss
 from adapt.data.dataset import collate
 from adapt.train import TrainingError, _check_packable, sample_losses
 from model.loss import supervised_token_losses
@@ -24,12 +25,21 @@ def test_chunked_loss_equals_the_full_logits_loss_with_its_gradients():
     full = F.cross_entropy(head(hidden)[:, :-1].transpose(1, 2), labels[:, 1:], ignore_index=IGNORE_INDEX,
                            reduction="none")
     want_grads = torch.autograd.grad(full.sum(), [hidden, head.weight])
-    for chunk in (3, 1024):  # several recomputed chunks, and one plain chunk
-        got = supervised_token_losses(hidden, head, labels, chunk=chunk)
+    # several recomputed chunks, one plain chunk, and every position projected at once (small logits)
+    for chunk, full_bytes in ((3, 0), (1024, 0), (1024, None)):
+        got = supervised_token_losses(hidden, head, labels, chunk=chunk, full_logits_bytes=full_bytes)
         assert got.shape == full.shape and torch.equal(got == 0, labels[:, 1:] == IGNORE_INDEX)
         torch.testing.assert_close(got, full, rtol=1e-6, atol=1e-6)
         for g, w in zip(torch.autograd.grad(got.sum(), [hidden, head.weight]), want_grads):
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(params=["chunked", "all-positions"])
+def loss_way(request, monkeypatch):
+    """pocket-tiny's logits are small, so its loss projects every position; 0 bytes forces the chunked way."""
+    if request.param == "chunked":
+        monkeypatch.setattr(model.loss, "FULL_LOGITS_BYTES", 0)
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +54,7 @@ def encode(processor, question: str, answer: str, size: tuple[int, int]):
     return processor(conversation, [image], add_generation_prompt=False, with_labels=True)
 
 
-def test_model_token_losses_equal_cross_entropy_of_its_logits(tiny):
+def test_model_token_losses_equal_cross_entropy_of_its_logits(tiny, loss_way):
     vlm, processor = tiny
     batch = collate([{"encoded": encode(processor, "What colour?", "blue", (64, 64)), "source": "a"},
                      {"encoded": encode(processor, "Describe the scene in detail.", "a blue square", (900, 300)),
@@ -57,11 +67,13 @@ def test_model_token_losses_equal_cross_entropy_of_its_logits(tiny):
     want = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=IGNORE_INDEX,
                            reduction="none")
     torch.testing.assert_close(out.token_losses, want, rtol=1e-5, atol=1e-5)
-    assert out.logits is None  # the vocabulary projection of unsupervised positions was never made
+    if loss_way == "all-positions":  # exactly the causal LM's own per-position loss: earlier runs replay bit for bit
+        assert torch.equal(out.token_losses, want)
+    assert out.logits is None  # the loss is all a training step needs
     assert out.loss.item() == pytest.approx(want.sum().item() / int((labels[:, 1:] != IGNORE_INDEX).sum()), rel=1e-5)
 
 
-def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny):
+def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny, loss_way):
     vlm, processor = tiny
     items = [{"encoded": encode(processor, q, a, size), "source": f"s{k}"} for k, (q, a, size) in enumerate([
         ("What colour is it?", "blue", (64, 64)),
