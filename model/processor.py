@@ -84,6 +84,7 @@ class VLMProcessor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_context_token)
         self._start_ids = [tokenizer.convert_tokens_to_ids(image_start_token)] if image_start_token else []
         self._end_ids = [tokenizer.convert_tokens_to_ids(image_end_token)] if image_end_token else []
+        self._special: tuple | None = None  # see _special_ids
 
     @classmethod
     def from_config(cls, config, tokenizer: PreTrainedTokenizerBase) -> VLMProcessor:
@@ -113,11 +114,20 @@ class VLMProcessor:
     @property
     def stop_token_ids(self) -> list[int]:
         """Ids that end generation: the template's stop strings that are single tokens, plus EOS."""
-        vocab = self.tokenizer.get_vocab()
-        ids = [vocab[s] for s in self.chat_template.stop_strings if s in vocab]
-        if self.tokenizer.eos_token_id is not None:
-            ids.append(self.tokenizer.eos_token_id)
-        return sorted(set(ids))
+        return list(self._special_ids()[0])
+
+    def _special_ids(self) -> tuple[tuple[int, ...], frozenset[int]]:
+        """(stop ids, ids `decode` drops), worked out once per chat template and vocabulary: reading the
+        tokenizer's vocabulary costs milliseconds, and `decode` runs once per generated answer."""
+        key = (self.chat_template, len(self.tokenizer), self.tokenizer.eos_token_id)
+        if self._special is None or self._special[0] != key:
+            vocab = self.tokenizer.get_vocab()
+            stops = {vocab[s] for s in self.chat_template.stop_strings if s in vocab}
+            if self.tokenizer.eos_token_id is not None:
+                stops.add(self.tokenizer.eos_token_id)
+            keep = {vocab[t] for t in GROUNDING_MARKUP if t in vocab}
+            self._special = (key, tuple(sorted(stops)), frozenset(self.tokenizer.all_special_ids) - keep)
+        return self._special[1], self._special[2]
 
     def image_tokens(self, num_tiles: int) -> list[int]:
         """The id run one image with `num_tiles` tiles becomes."""
@@ -223,12 +233,9 @@ class VLMProcessor:
         markup (`<ref>`, `<box>`, `<quad>` and their closings), which is part of an answer."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        stops = set(self.stop_token_ids)
+        stops, drop = self._special_ids()
         ids = ids[: next((k for k, i in enumerate(ids) if i in stops), len(ids))]
         if skip_special_tokens:
-            vocab = self.tokenizer.get_vocab()
-            keep = {vocab[t] for t in GROUNDING_MARKUP if t in vocab}
-            drop = set(self.tokenizer.all_special_ids) - keep
             ids = [i for i in ids if i not in drop]
         return self.tokenizer.decode(ids, skip_special_tokens=False).strip()
 

@@ -435,3 +435,19 @@ def test_normalize_role_content_messages():
 def test_normalize_errors(conv, match):
     with pytest.raises(ValueError, match=match):
         normalize_messages(conv)
+
+
+def test_stop_ids_follow_the_processors_chat_template_and_vocabulary():
+    """The processor works its stop / dropped ids out once, but anew when the template or the vocabulary changes."""
+    import model
+
+    _, processor = model.load("pocket-tiny-scratch")
+    before = processor.stop_token_ids
+    processor.chat_template = dataclasses.replace(processor.chat_template,
+                                                  stop_strings=(*processor.chat_template.stop_strings, "<|halt|>"))
+    assert processor.stop_token_ids == before  # not a token of this vocabulary (yet)
+    processor.tokenizer.add_tokens(["<|halt|>"], special_tokens=True)
+    halt = processor.tokenizer.convert_tokens_to_ids("<|halt|>")
+    assert halt in processor.stop_token_ids and halt not in before
+    hello = processor.tokenizer.encode("hello there", add_special_tokens=False)
+    assert processor.decode([*hello, halt, *hello]) == "hello there"
