@@ -639,6 +639,9 @@ def _domain_verbs(verbs) -> None:
     convert.add_argument("--out", required=True, type=Path, help="output folder")
     convert.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="converter option (repeatable); values are read as YAML: 3, true, [a, b]")
+    convert.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="processes doing the per-record image work (decode, render, resize, encode); the "
+                              "output is byte-identical to one worker (default 1)")
     convert.set_defaults(handler=_convert)
 
     synth = verbs.add_parser("synthesize", help="write a domain's synthetic raw data (public layouts) for trying things out",
@@ -803,6 +806,10 @@ def _convert(args) -> int:
     from domains.base import get_domain
 
     options = _options(args.option)
+    if args.workers is not None:
+        if args.workers < 1:
+            raise CliError(f"--workers {args.workers}: give 1 or more processes")
+        options["workers"] = args.workers
     plugin = get_domain(args.domain)  # unknown domain: DomainError naming the known ones
     if args.dataset not in plugin.converters:
         known = ", ".join(sorted(plugin.converters)) or "none yet"

@@ -18,6 +18,7 @@ root")`` before anything is opened.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -34,7 +35,7 @@ from PIL.PngImagePlugin import PngInfo
 from domains.base import DomainError, SkipInput
 
 __all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "image_size", "inside_root", "is_fresh",
-           "link_or_copy", "output_key", "remove_stale_parts", "save_png", "split_of", "stored_key", "write_jsonl",
+           "link_or_copy", "output_key", "png_bytes", "remove_stale_parts", "save_png", "split_of", "stored_key", "write_jsonl",
            "write_splits"]
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
@@ -181,6 +182,18 @@ def is_fresh(dst: Path, sources: Path | Iterable[Path], key: str | None = None) 
     except OSError:
         return False
     return key is None or stored_key(dst) == key
+
+
+def png_bytes(img: Image.Image, key: str | None = None) -> bytes:
+    """The bytes :func:`save_png` writes for `img` (same options, same `key` chunk), made in memory: a converter
+    step computed in a worker process (:mod:`domains.parallel`) returns them and the converter writes them."""
+    info = None
+    if key is not None:
+        info = PngInfo()
+        info.add_text(KEY_CHUNK, key)
+    buf = io.BytesIO()
+    img.save(buf, **PNG_OPTIONS, pnginfo=info)
+    return buf.getvalue()
 
 
 def save_png(img: Image.Image, path: Path, key: str | None = None) -> None:

@@ -72,6 +72,7 @@ from domains.driving.layout import (
 )
 from domains.driving.nuscenes import hash_split
 from domains.files import atomic_write, image_size, inside_root, is_fresh, link_or_copy, write_splits
+from domains.parallel import Prefetch, check_workers
 from model.tiling import ImageLoadError, load_image
 
 __all__ = [
@@ -285,6 +286,13 @@ class _Frames:
         self.out, self.dataset, self.view_mode, self.order, self.link = out, dataset, view_mode, order, link
         self.encoding = encoding or StitchEncoding()
         self.done: dict[tuple[str, str], tuple[list[str], list[tuple[int, int]]] | _Skip] = {}
+        self.pf: Prefetch | None = None  # stitched frames computed ahead in worker processes (workers > 1)
+
+    def plan(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]) -> tuple:
+        """The :class:`~domains.parallel.Prefetch` step of a stitched frame (see :meth:`_write`)."""
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{scene}_{frame}")
+        dst = self.out / f"images/{self.dataset}/stitch/{name}{self.encoding.suffix}"
+        return dst, _stitch_step, (tuple(paths[c][0] for c in STITCH_ORDER), self.encoding)
 
     def images(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]):
         key = (scene, frame)
@@ -314,14 +322,10 @@ class _Frames:
                     return [rel], [STITCHED_SIZE]
             except (OSError, UnidentifiedImageError):
                 pass  # damaged output: write it again
-            cams = {}
-            for cam in STITCH_ORDER:
-                try:
-                    cams[cam] = load_image(paths[cam][0])  # the one image reader (EXIF, wide samples, pixel cap)
-                except ImageLoadError as exc:
-                    raise _Skip("unreadable camera image", str(paths[cam][0]), str(exc)) from exc
-            stitched = stitch_cameras(cams)
-            atomic_write(dst, lambda f: enc.save(stitched, f))
+            got = (self.pf or Prefetch()).get(dst, _stitch_step, tuple(sources), enc)
+            if isinstance(got, tuple):  # (index of the unreadable camera, why)
+                raise _Skip("unreadable camera image", str(sources[got[0]]), got[1])
+            atomic_write(dst, lambda f: f.write(got))
             return [rel], [STITCHED_SIZE]
         rels, sizes = [], []
         for cam in self.order:
@@ -335,12 +339,28 @@ class _Frames:
         return rels, sizes
 
 
+def _stitch_step(sources: tuple[Path, ...], enc: StitchEncoding) -> bytes | tuple[int, str]:
+    """The expensive, pure part of a stitched frame (a worker's with ``workers > 1``): read the six cameras
+    (``STITCH_ORDER``), stitch, encode with `enc`; the file's bytes, or (index of an unreadable camera, why)."""
+    import io
+
+    cams = {}
+    for k, cam in enumerate(STITCH_ORDER):
+        try:
+            cams[cam] = load_image(sources[k])  # the one image reader (EXIF, wide samples, pixel cap)
+        except ImageLoadError as exc:
+            return k, str(exc)
+    buf = io.BytesIO()
+    enc.save(stitch_cameras(cams), buf)
+    return buf.getvalue()
+
+
 def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched", camera_order: str | None = None,
                     nuscenes_root: str | Path | None = None, dataroot: str | Path | None = None,
                     version: str | None = None, mc: bool = False, val_fraction: float = 0.0,
                     dataset: str | None = None, link: str = "hardlink", image_format: str = "png",
                     png_level: int | None = None, jpeg_quality: int | None = None,
-                    progress: bool = True) -> ConvertReport:
+                    progress: bool = True, workers: int = 1) -> ConvertReport:
     """DriveLM-nuScenes v1.1 JSON -> ``task: "drivelm"`` records (see the module notes).
 
     `src`: ``v1_1_train_nus.json`` / ``v1_1_val_nus_q_only.json`` or the folder holding them.
@@ -361,10 +381,11 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     `jpeg_quality`; figures in BENCHMARKS.md, ``python bench/bench_drivelm_convert.py --write``). `png_level`:
     zlib level 0-9 of the PNGs (default 1; every level decodes to the same pixels, higher levels only make
     smaller files more slowly). `jpeg_quality`: 1-95 (default 95, 4:4:4 chroma).
-    `progress`: show a progress bar.
+    `progress`: show a progress bar. `workers`: processes reading, stitching and encoding the frames of stitched
+    mode (:mod:`domains.parallel`; output byte-identical to 1); multi mode only links the camera files and runs in
+    one process whatever `workers`.
     """
-    from tqdm import tqdm
-
+    workers = check_workers(workers)
     if view_mode not in VIEW_MODES:
         raise DomainError(f"view_mode must be 'stitched' or 'multi', got {view_mode!r}")
     src, out = Path(src), Path(out)
@@ -386,6 +407,31 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
                           "the camera JPEGs as they are)")
     frames = _Frames(out, dataset, view_mode, order, link, encoding)
     splits: dict[str, list[dict]] = {}
+
+    def plan():  # every stitched frame, in the loop's order (a superset of those converted)
+        for path in _json_files(src):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            for scene, body in data.items() if isinstance(data, dict) else ():
+                frames_ = body.get("key_frames") if isinstance(body, dict) else None
+                for frame, fbody in frames_.items() if isinstance(frames_, dict) else ():
+                    try:
+                        yield frames.plan(scene, frame, _frame_parts(fbody, path.parent, root, "")[1])
+                    except (_Skip, SkipInput):
+                        continue
+
+    with Prefetch(workers if view_mode == "stitched" else 1, plan) as pf:
+        frames.pf = pf
+        return _convert_frames(src, out, dataset, report, frames, splits, root, known_samples, dataroot, val_fraction,
+                               mc, prefix, convert, view_mode, order_name, progress)
+
+
+def _convert_frames(src, out, dataset, report, frames, splits, root, known_samples, dataroot, val_fraction, mc, prefix,
+                    convert, view_mode, order_name, progress) -> ConvertReport:
+    """The serial loop of :func:`convert_drivelm`."""
+    from tqdm import tqdm
 
     for path in _json_files(src):
         file_split = _split_of_file(path)

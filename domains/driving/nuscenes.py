@@ -305,7 +305,8 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                      history: int = 0, min_visibility: int = 2, categories: Sequence[str] | str | None = None,
                      tasks: Sequence[str] | str = ("grounding", "region"), box_vis_level: str = "any",
                      min_box_px: float = 8.0, split_by: str = "auto", val_fraction: float = 0.2,
-                     link: str = "hardlink", dataset: str = "nuscenes", progress: bool = True) -> ConvertReport:
+                     link: str = "hardlink", dataset: str = "nuscenes", progress: bool = True,
+                     workers: int = 1) -> ConvertReport:
     """nuScenes dataroot -> grounding and region JSONL per camera image (see the module notes).
 
     `version`: table version (detected when None). `cameras`: camera order name (``stitch``, ``drivelm``,
@@ -322,8 +323,16 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     Output ``out/<dataset>_<split>.jsonl``; ``report.outputs[split]``. A missing camera file, or a sequence
     needing one, is skipped and counted, as is a ``sample_data`` file name that leaves `src` (absolute, ``..``,
     a symlink pointing outside: ``path escapes data root``, :func:`domains.files.inside_root`); re-runs rewrite nothing when nothing changed.
+
+    `workers`: accepted for ``adapt convert --workers`` and checked, but this converter runs in one process: it
+    decodes and encodes no image (each camera file is hard-linked or copied as it is, its size read from the
+    header), and its cost is the devkit's tables and box projection, which live in the one ``NuScenes`` object.
     """
     from tqdm import tqdm
+
+    from domains.parallel import check_workers
+
+    check_workers(workers)
 
     src, out = Path(src), Path(out)
     if isinstance(categories, str):

@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -89,10 +90,11 @@ from domains.files import (
     atomic_write,
     inside_root,
     is_fresh,
-    save_png,
+    png_bytes,
     split_of,
     write_splits,
 )
+from domains.parallel import Prefetch
 
 __all__ = [
     "BURNED_IN_REDACTED",
@@ -191,13 +193,39 @@ def _check_image(path: Path) -> tuple[int, int]:
         raise SkipInput("unreadable image", f"{path}: cannot decode ({exc})") from exc
 
 
-def _copy_image(src: Path, out: Path, rel_stem: str) -> tuple[str, tuple[int, int]]:
-    """JPEG / PNG: copied byte for byte; other formats: converted to PNG. Returns (relative path, size)."""
+def _copy_target(src: Path, rel_stem: str) -> tuple[str, bool]:
+    """(output path relative to `out`, whether the file is kept byte for byte) of :func:`_copy_image`."""
     suffix = src.suffix.lower()
     keep = suffix in (".jpg", ".jpeg", ".png")
     # a converted a.bmp must not land on the a.png of a neighbour
     rel = f"{rel_stem}.jpg" if suffix in (".jpg", ".jpeg") else f"{rel_stem}.png" if keep else \
         f"{rel_stem}_{_safe(suffix[1:])}.png"
+    return rel, keep
+
+
+def _copy_step(src: Path, keep: bool) -> tuple[bytes, tuple[int, int]]:
+    """The expensive, pure part of :func:`_copy_image` (a worker's with ``workers > 1``): decode `src` fully,
+    then its bytes (`keep`) or its RGB PNG; (bytes, (W, H)). Raises :class:`SkipInput`."""
+    size = _check_image(src)
+    if keep:
+        return src.read_bytes(), size
+    with Image.open(src) as im:
+        rgb = im.convert("RGB")
+    buf = io.BytesIO()
+    rgb.save(buf, **PNG_OPTIONS)
+    return buf.getvalue(), size
+
+
+def _copy_plan(src: Path, out: Path, rel_stem: str) -> tuple:
+    """The :class:`~domains.parallel.Prefetch` step of ``_copy_image(src, out, rel_stem)``."""
+    rel, keep = _copy_target(src, rel_stem)
+    return out / rel, _copy_step, (src, keep)
+
+
+def _copy_image(src: Path, out: Path, rel_stem: str, pf: Prefetch | None = None) -> tuple[str, tuple[int, int]]:
+    """JPEG / PNG: copied byte for byte; other formats: converted to PNG. Returns (relative path, size).
+    `pf`: computes :func:`_copy_step` (ahead, in a worker process, with ``workers > 1``)."""
+    rel, keep = _copy_target(src, rel_stem)
     dst = out / rel
     if is_fresh(dst, src):
         try:
@@ -205,13 +233,8 @@ def _copy_image(src: Path, out: Path, rel_stem: str) -> tuple[str, tuple[int, in
                 return rel, im.size
         except (UnidentifiedImageError, OSError):
             pass  # damaged output: write it again
-    size = _check_image(src)
-    if keep:
-        atomic_write(dst, lambda f: f.write(src.read_bytes()))
-    else:
-        with Image.open(src) as im:
-            rgb = im.convert("RGB")
-        atomic_write(dst, lambda f: rgb.save(f, **PNG_OPTIONS))
+    data, size = (pf or Prefetch()).get(dst, _copy_step, src, keep)
+    atomic_write(dst, lambda f: f.write(data))
     return rel, size
 
 
@@ -247,6 +270,7 @@ class _Dicom:
         self.checked: dict[Path, Any] = {}  # path -> the header, or the SkipInput raised for it
         self.renders: dict[tuple, tuple[str, tuple[int, int]] | SkipInput] = {}
         self.redacted: dict[tuple, list[list[int]]] = {}  # render key -> boxes blacked out
+        self.pf: Prefetch | None = None  # renders computed ahead in worker processes (workers > 1)
 
     def window(self, value: Any) -> tuple[Any, str]:
         """A window argument (preset name, ``[center, width]``, ``"center/width"``, ``"minmax"`` or None = the
@@ -333,25 +357,48 @@ class _Dicom:
                     return self.renders[key]
                 except (UnidentifiedImageError, OSError):
                     pass
-            ds = self.read(path)
-            try:
-                img = self.dicom.dicom_to_rgb(ds, window=window, frame=frame)
-            except self.dicom.DicomError as exc:
-                raise SkipInput("unreadable DICOM", str(exc)) from exc
+            data, size, regions = (self.pf or Prefetch()).get(dst, _render_step, path, window, frame, redact)
             if redact:
-                done = self.redact.redact_burned_in(img, ds)
-                img = done.image
-                self.redacted[key] = [list(box) for box in done.regions]
-            save_png(img, dst)
-            self.renders[key] = (rel, img.size)
+                self.redacted[key] = regions
+            atomic_write(dst, lambda f: f.write(data))
+            self.renders[key] = (rel, size)
             return self.renders[key]
         except SkipInput as exc:
             self.renders[key] = exc
             raise
 
+    def plan(self, path: Path, rel_stem: str, window: Any, frame: int = 0) -> tuple:
+        """The :class:`~domains.parallel.Prefetch` step of ``render(path, rel_stem, window, frame)`` (reads the
+        header: call it on a reader of its own, whose report is thrown away)."""
+        header = self.header(path) if self.redact_burned_in else None
+        redact = header is not None and self.deid.burned_in_annotation(header)
+        rel = f"{rel_stem}_redacted.png" if redact else f"{rel_stem}.png"
+        return self.out / rel, _render_step, (path, window, frame, redact)
+
     def redactions(self, path: Path, window: Any, frame: int = 0) -> list[list[int]] | None:
         """The boxes blacked out in the render of (`path`, `frame`, `window`), or None when it was not redacted."""
         return self.redacted.get((path, frame, json.dumps(window)))
+
+
+def _render_step(path: Path, window: Any, frame: int, redact: bool) -> tuple[bytes, tuple[int, int], list | None]:
+    """The expensive, pure part of :meth:`_Dicom.render` (a worker's with ``workers > 1``): read the DICOM, render
+    `frame` through `window`, black out burned-in text when `redact`; (PNG bytes, (W, H), boxes or None)."""
+    from domains.medical import dicom
+    from domains.medical import redact as redaction
+
+    if not path.is_file():
+        raise SkipInput("missing image", f"{path}: no such file")
+    try:
+        ds = dicom.read_dicom(path)
+        img = dicom.dicom_to_rgb(ds, window=window, frame=frame)
+    except dicom.DicomError as exc:
+        raise SkipInput("unreadable DICOM", str(exc)) from exc
+    regions = None
+    if redact:
+        done = redaction.redact_burned_in(img, ds)
+        img = done.image
+        regions = [list(box) for box in done.regions]
+    return png_bytes(img), img.size, regions
 
 
 def _window_option(reader: _Dicom, window: Any) -> tuple[Any, str]:
@@ -397,13 +444,13 @@ def _vqa_fields(row: dict, where: str, image_key: str) -> tuple[str, str, str, s
 
 
 def _image_once(images: dict, name: str, folder: Path, out: Path, rel_stem: str, report: ConvertReport,
-                where: str) -> tuple:
+                where: str, pf: Prefetch | None = None) -> tuple:
     """Copy image `name` from `folder` the first time it is asked for (a bad image is counted once, under its own
     file); later rows reuse the result. SkipInput for a row whose image was skipped."""
     status = images.get(name)
     if status is None:
         try:
-            status = _copy_image(inside_root(folder, name), out, rel_stem)
+            status = _copy_image(inside_root(folder, name), out, rel_stem, pf)
         except SkipInput as exc:
             report.skip(folder / name, exc.reason, exc.detail)
             status = exc
@@ -413,8 +460,8 @@ def _image_once(images: dict, name: str, folder: Path, out: Path, rel_stem: str,
     return status
 
 
-def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", images_dir: str | Path | None = None
-                    ) -> ConvertReport:
+def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", images_dir: str | Path | None = None,
+                    workers: int = 1) -> ConvertReport:
     """VQA-RAD -> ``med_vqa`` records (``vqa_rad_train.jsonl``, ``vqa_rad_test.jsonl``).
 
     `src`: the folder holding ``VQA_RAD Dataset Public.json`` (or the JSON file itself); images from
@@ -422,6 +469,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     {``test_freeform``, ``test_para``} (451 QA); ``freeform`` / ``para`` / ``frame`` are train; other
     phrase types are skipped (``unknown split``). ``meta`` keeps ``answer_type`` (CLOSED / OPEN, scored by
     type), ``question_type``, ``organ`` (``image_organ``), ``phrase_type``, ``qid`` and ``image_name``.
+    `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1).
     """
     src, out = Path(src), Path(out)
     path = src if src.is_file() else src / VQA_RAD_JSON
@@ -437,27 +485,37 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
         return report
     splits: dict[str, list[dict]] = {"train": [], "test": []}
     images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
-    for n, row in enumerate(rows):
-        where = f"{path.name} item {n}"
-        try:
-            if not isinstance(row, dict):
-                raise SkipInput("malformed record", f"{where}: not an object")
-            qid = _text(row.get("qid")) or str(n)
-            where = f"{path.name} qid {qid}"
-            phrase = _text(row.get("phrase_type"))
-            split = VQA_RAD_SPLITS.get(phrase)
-            if split is None:
-                raise SkipInput("unknown split", f"{where}: phrase_type {phrase!r} is not one of {sorted(VQA_RAD_SPLITS)}")
-            question, answer, atype, name = _vqa_fields(row, where, "image_name")
-            status = _image_once(images, name, img_dir, out, f"images/{dataset}/{_safe(Path(name).stem)}", report, where)
-        except SkipInput as exc:
-            report.skip(where, exc.reason, exc.detail)
-            continue
-        meta = {"dataset": dataset, "split": split, "qid": qid, "answer_type": atype,
-                "question_type": _text(row.get("question_type")), "organ": _text(row.get("image_organ")),
-                "phrase_type": phrase, "image_name": name}
-        splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
-                                     f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa", meta=meta))
+    def plan():  # every image a row names, in row order (a superset of those converted)
+        for row in rows:
+            name = _name(row.get("image_name")) if isinstance(row, dict) else ""
+            try:
+                yield _copy_plan(inside_root(img_dir, name), out, f"images/{dataset}/{_safe(Path(name).stem)}")
+            except SkipInput:
+                continue
+
+    with Prefetch(workers, plan) as pf:
+        for n, row in enumerate(rows):
+            where = f"{path.name} item {n}"
+            try:
+                if not isinstance(row, dict):
+                    raise SkipInput("malformed record", f"{where}: not an object")
+                qid = _text(row.get("qid")) or str(n)
+                where = f"{path.name} qid {qid}"
+                phrase = _text(row.get("phrase_type"))
+                split = VQA_RAD_SPLITS.get(phrase)
+                if split is None:
+                    raise SkipInput("unknown split", f"{where}: phrase_type {phrase!r} is not one of {sorted(VQA_RAD_SPLITS)}")
+                question, answer, atype, name = _vqa_fields(row, where, "image_name")
+                status = _image_once(images, name, img_dir, out, f"images/{dataset}/{_safe(Path(name).stem)}", report, where,
+                                     pf)
+            except SkipInput as exc:
+                report.skip(where, exc.reason, exc.detail)
+                continue
+            meta = {"dataset": dataset, "split": split, "qid": qid, "answer_type": atype,
+                    "question_type": _text(row.get("question_type")), "organ": _text(row.get("image_organ")),
+                    "phrase_type": phrase, "image_name": name}
+            splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
+                                         f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa", meta=meta))
     return write_splits(report, out, dataset, splits, keep_empty=False)
 
 
@@ -466,7 +524,7 @@ SLAKE_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json
 
 
 def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_lang: str | None = "en",
-                  splits: Sequence[str] | None = None) -> ConvertReport:
+                  splits: Sequence[str] | None = None, workers: int = 1) -> ConvertReport:
     """SLAKE 1.0 -> ``med_vqa`` records (``slake_{train,val,test}.jsonl`` from train / validate / test.json).
 
     `src`: the ``Slake1.0`` folder or its parent. Images are ``imgs/<img_name>`` (``xmlabN/source.jpg``).
@@ -474,6 +532,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     questions in other languages are dropped without counting (a filter, not bad input). Chinese
     questions get a Chinese answer instruction. ``meta`` keeps ``answer_type``, ``content_type``,
     ``base_type``, ``location``, ``modality``, ``q_lang``, ``qid`` and ``img_id``.
+    `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1).
     """
     src, out = Path(src), Path(out)
     root = src / "Slake1.0" if (src / "Slake1.0").is_dir() else src
@@ -488,37 +547,49 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     report = ConvertReport(dataset=dataset, source=src, out=out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
-    for split, path in found.items():
-        rows = _load_json_file(path, report)
-        if rows is None:
-            continue
-        if not isinstance(rows, list):
-            report.skip(path, "malformed JSON", f"{path}: expected a list of question objects")
-            continue
-        records: list[dict] = []
-        for n, row in enumerate(rows):
-            where = f"{path.name} item {n}"
-            try:
-                if not isinstance(row, dict):
-                    raise SkipInput("malformed record", f"{where}: not an object")
-                qid = _text(row.get("qid")) or str(n)
-                where = f"{path.name} qid {qid}"
-                row_lang = _text(row.get("q_lang")) or "en"
-                if lang is not None and row_lang != lang:
+    def plan():  # every image a row names, in row order (a superset of those converted)
+        for path in found.values():
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            for row in rows if isinstance(rows, list) else []:
+                name = _name(row.get("img_name")) if isinstance(row, dict) else ""
+                try:
+                    yield _copy_plan(inside_root(root / "imgs", name), out,
+                                     f"images/{dataset}/{_safe(Path(name).with_suffix('').as_posix())}")
+                except (SkipInput, ValueError):
                     continue
-                question, answer, atype, name = _vqa_fields(row, where, "img_name")
-                stem = _safe(Path(name).with_suffix("").as_posix())  # xmlab0/source -> xmlab0_source
-                status = _image_once(images, name, root / "imgs", out, f"images/{dataset}/{stem}", report, where)
-            except SkipInput as exc:
-                report.skip(where, exc.reason, exc.detail)
+
+    with Prefetch(workers, plan) as pf:
+        for split, path in found.items():
+            rows = _load_json_file(path, report)
+            if rows is None:
                 continue
-            instruction = VQA_INSTRUCTION_ZH if row_lang == "zh" else VQA_INSTRUCTION
-            meta = {"dataset": dataset, "split": split, "qid": qid, "img_id": row.get("img_id"), "answer_type": atype,
-                    "content_type": _text(row.get("content_type")), "base_type": _text(row.get("base_type")),
-                    "location": _text(row.get("location")), "modality": _text(row.get("modality")), "q_lang": row_lang}
-            records.append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
-                                   f"{question}\n{instruction}", answer, "med_vqa", meta=meta))
-        out_splits[split] = records
+            if not isinstance(rows, list):
+                report.skip(path, "malformed JSON", f"{path}: expected a list of question objects")
+                continue
+            records: list[dict] = []
+            for n, row in enumerate(rows):
+                where = f"{path.name} item {n}"
+                try:
+                    if not isinstance(row, dict):
+                        raise SkipInput("malformed record", f"{where}: not an object")
+                    qid = _text(row.get("qid")) or str(n)
+                    where = f"{path.name} qid {qid}"
+                    row_lang = _text(row.get("q_lang")) or "en"
+                    if lang is not None and row_lang != lang:
+                        continue
+                    question, answer, atype, name = _vqa_fields(row, where, "img_name")
+                    stem = _safe(Path(name).with_suffix("").as_posix())  # xmlab0/source -> xmlab0_source
+                    status = _image_once(images, name, root / "imgs", out, f"images/{dataset}/{stem}", report, where, pf)
+                except SkipInput as exc:
+                    report.skip(where, exc.reason, exc.detail)
+                    continue
+                instruction = VQA_INSTRUCTION_ZH if row_lang == "zh" else VQA_INSTRUCTION
+                meta = {"dataset": dataset, "split": split, "qid": qid, "img_id": row.get("img_id"), "answer_type": atype,
+                        "content_type": _text(row.get("content_type")), "base_type": _text(row.get("base_type")),
+                        "location": _text(row.get("location")), "modality": _text(row.get("modality")), "q_lang": row_lang}
+                records.append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
+                                       f"{question}\n{instruction}", answer, "med_vqa", meta=meta))
+            out_splits[split] = records
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
@@ -546,7 +617,8 @@ def _choices(row: dict) -> list[str]:
 
 
 def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", mode: str = "mc",
-                    files: Sequence[str] | None = None, images_dir: str | Path | None = None) -> ConvertReport:
+                    files: Sequence[str] | None = None, images_dir: str | Path | None = None,
+                    workers: int = 1) -> ConvertReport:
     """PMC-VQA -> multiple choice (``mode="mc"``, task ``mc``) or open-ended ``med_vqa`` (``mode="open"``).
 
     `src`: the folder with the CSVs (``Figure_path, Question, Answer, Choice A..D, Answer_label``; the choices
@@ -557,7 +629,8 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     ``mc``: the question lists the four options (``A. …``) and the answer is ``Answer_label``; ``options``
     holds the texts. A missing / invalid label is recovered when ``Answer`` equals one option's text, else the
     row is skipped. ``open``: the answer is ``Answer`` (``meta["answer_type"]`` OPEN). ``meta`` keeps
-    ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``.
+    ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``. `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1)
+    byte-identical to 1).
     """
     src, out = Path(src), Path(out)
     if mode not in ("mc", "open"):
@@ -570,74 +643,92 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     report = ConvertReport(dataset=dataset, source=src, out=out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[Path, tuple[str, tuple[int, int]] | SkipInput] = {}
-    for name in names:
-        path = src / name
-        split = _safe(Path(name).stem)
+    def image_dir(name: str) -> Path:
         if images_dir is not None:
-            img_dir = Path(images_dir)
-        else:
-            v2 = Path(name).stem.endswith("_2") and (src / "images_2").is_dir()
-            img_dir = src / ("images_2" if v2 else "images")
-        try:
-            rows = _read_csv(path)
-        except FileNotFoundError:
-            report.skip(path, "missing file", f"{path}: no such file")
-            continue
-        except (csv.Error, UnicodeDecodeError, ValueError) as exc:
-            report.skip(path, "malformed CSV", f"{path}: {exc}")
-            continue
-        records: list[dict] = []
-        for n, (line, row) in enumerate(rows):
-            where = f"{path.name}:{line}"
+            return Path(images_dir)
+        v2 = Path(name).stem.endswith("_2") and (src / "images_2").is_dir()
+        return src / ("images_2" if v2 else "images")
+
+    def plan():  # every figure a row names, in row order (a superset of those converted)
+        for name in names:
+            img_dir = image_dir(name)
             try:
-                if row.get(None) is not None:
-                    raise SkipInput("malformed row", f"{where}: more fields than columns")
-                figure = _name(row.get("Figure_path"))
-                question, answer = _text(row.get("Question")), _text(row.get("Answer"))
-                if not question:
-                    raise SkipInput("empty question", f"{where}: empty Question")
-                if not figure:
-                    raise SkipInput("missing image", f"{where}: empty Figure_path")
-                if mode == "mc":
-                    try:
-                        options = _choices(row)
-                    except ValueError as exc:
-                        raise SkipInput("malformed row", f"{where}: {exc}") from exc
-                    label = _text(row.get("Answer_label")).upper().strip("() .:")
-                    if label not in "ABCD" or not label:
-                        by_text = [k for k, o in enumerate(options) if answer and o.casefold() == answer.casefold()]
-                        if len(by_text) != 1:
-                            raise SkipInput("malformed row", f"{where}: Answer_label {row.get('Answer_label')!r} is not "
-                                                         "A-D and Answer matches no single choice")
-                        label = LETTERS[by_text[0]]
-                elif not answer:
-                    raise SkipInput("empty answer", f"{where}: empty Answer")
-                img_src = inside_root(img_dir, figure)
-                status = images.get(img_src)
-                if status is None:
-                    try:
-                        status = _copy_image(img_src, out, f"images/{dataset}/{_safe(img_dir.name)}/"
-                                                           f"{_safe(Path(figure).stem)}")
-                    except SkipInput as exc:
-                        report.skip(img_src, exc.reason, exc.detail)
-                        status = exc
-                    images[img_src] = status
-                if isinstance(status, SkipInput):
-                    raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
-            except SkipInput as exc:
-                report.skip(where, exc.reason, exc.detail)
+                rows = _read_csv(src / name)
+            except (OSError, csv.Error, UnicodeDecodeError, ValueError):
                 continue
-            meta = {"dataset": dataset, "split": split, "row": n, "figure": figure, "answer_text": answer}
-            rid = f"{dataset}/{split}/{n}"
-            if mode == "mc":
-                meta["answer_label"] = label
-                records.append(_record(rid, status[0], status[1], mc_question(question, options), label, "mc",
-                                       options=options, meta=meta))
-            else:
-                meta["answer_type"] = "OPEN"
-                records.append(_record(rid, status[0], status[1], f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa",
-                                       meta=meta))
-        out_splits[split] = records
+            for _line, row in rows:
+                figure = _name(row.get("Figure_path"))
+                try:
+                    yield _copy_plan(inside_root(img_dir, figure), out,
+                                     f"images/{dataset}/{_safe(img_dir.name)}/{_safe(Path(figure).stem)}")
+                except SkipInput:
+                    continue
+
+    with Prefetch(workers, plan) as pf:
+        for name in names:
+            path = src / name
+            split = _safe(Path(name).stem)
+            img_dir = image_dir(name)
+            try:
+                rows = _read_csv(path)
+            except FileNotFoundError:
+                report.skip(path, "missing file", f"{path}: no such file")
+                continue
+            except (csv.Error, UnicodeDecodeError, ValueError) as exc:
+                report.skip(path, "malformed CSV", f"{path}: {exc}")
+                continue
+            records: list[dict] = []
+            for n, (line, row) in enumerate(rows):
+                where = f"{path.name}:{line}"
+                try:
+                    if row.get(None) is not None:
+                        raise SkipInput("malformed row", f"{where}: more fields than columns")
+                    figure = _name(row.get("Figure_path"))
+                    question, answer = _text(row.get("Question")), _text(row.get("Answer"))
+                    if not question:
+                        raise SkipInput("empty question", f"{where}: empty Question")
+                    if not figure:
+                        raise SkipInput("missing image", f"{where}: empty Figure_path")
+                    if mode == "mc":
+                        try:
+                            options = _choices(row)
+                        except ValueError as exc:
+                            raise SkipInput("malformed row", f"{where}: {exc}") from exc
+                        label = _text(row.get("Answer_label")).upper().strip("() .:")
+                        if label not in "ABCD" or not label:
+                            by_text = [k for k, o in enumerate(options) if answer and o.casefold() == answer.casefold()]
+                            if len(by_text) != 1:
+                                raise SkipInput("malformed row", f"{where}: Answer_label {row.get('Answer_label')!r} is not "
+                                                             "A-D and Answer matches no single choice")
+                            label = LETTERS[by_text[0]]
+                    elif not answer:
+                        raise SkipInput("empty answer", f"{where}: empty Answer")
+                    img_src = inside_root(img_dir, figure)
+                    status = images.get(img_src)
+                    if status is None:
+                        try:
+                            status = _copy_image(img_src, out, f"images/{dataset}/{_safe(img_dir.name)}/"
+                                                               f"{_safe(Path(figure).stem)}", pf)
+                        except SkipInput as exc:
+                            report.skip(img_src, exc.reason, exc.detail)
+                            status = exc
+                        images[img_src] = status
+                    if isinstance(status, SkipInput):
+                        raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
+                except SkipInput as exc:
+                    report.skip(where, exc.reason, exc.detail)
+                    continue
+                meta = {"dataset": dataset, "split": split, "row": n, "figure": figure, "answer_text": answer}
+                rid = f"{dataset}/{split}/{n}"
+                if mode == "mc":
+                    meta["answer_label"] = label
+                    records.append(_record(rid, status[0], status[1], mc_question(question, options), label, "mc",
+                                           options=options, meta=meta))
+                else:
+                    meta["answer_type"] = "OPEN"
+                    records.append(_record(rid, status[0], status[1], f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa",
+                                           meta=meta))
+            out_splits[split] = records
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
@@ -676,7 +767,7 @@ def _class_files(folder: Path) -> list[Path]:
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "classification",
                            test_fraction: float = 0.2, window: Any = None, frame: int | None = None,
                            salt: str = "", skip_burned_in: bool = False, redact_burned_in: bool = False,
-                           label_fn: Callable[[str], str] = class_label) -> ConvertReport:
+                           label_fn: Callable[[str], str] = class_label, workers: int = 1) -> ConvertReport:
     """Folder-per-class images (PNG / JPEG / DICOM; class = folder) -> lettered multiple choice (task ``mc``).
 
     `src` holds one folder per class (files in sub-folders count for their class), or ``train/``, ``val/``,
@@ -694,6 +785,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     ``meta`` holds no source path. JPEG / PNG files are copied. DICOM files whose ``BurnedInAnnotation`` is YES
     are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
     render them with their text regions blacked out, the boxes in ``meta["redacted"]`` (module notes).
+    `workers`: processes decoding / rendering the images (:mod:`domains.parallel`; output byte-identical to 1).
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -724,36 +816,55 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         reader = _Dicom(report, out, dataset, salt, skip_burned_in, redact_burned_in)
         win_value, win_tag = _window_option(reader, window)
     out_splits: dict[str, list[dict]] = {}
-    for split, d, f, label in items:
-        rel = f.relative_to(src).as_posix()
-        split = split or split_of(rel, test_fraction)
-        cls = _safe(d.name)
-        try:
-            if reader is not None and is_dicom_file(f):
-                ds = reader.header(f)
-                n_frames = reader.dicom.frame_count(ds)
-                k = n_frames // 2 if frame is None else int(frame)
-                if not 0 <= k < n_frames:
-                    raise SkipInput("bad frame", f"{f}: frame {k} out of range (the file has {n_frames})")
-                key = f"{reader.pseudonym(ds)}_{_hash(salt, rel)}"
-                image, size = reader.render(f, f"images/{dataset}/{cls}/{key}_{win_tag}", win_value, k)
-                rid = f"{dataset}/{cls}/{key}"
-                meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label,
-                        "patient": reader.pseudonym(ds), "window": win_tag, "frame": k}
-                boxes = reader.redactions(f, win_value, k)
-                if boxes is not None:
-                    meta["redacted"] = [boxes]
-            else:
-                stem = _safe(f.relative_to(d).with_suffix("").as_posix())
-                image, size = _copy_image(f, out, f"images/{dataset}/{cls}/{stem}")
-                rid = f"{dataset}/{cls}/{_safe(f.relative_to(d).as_posix())}"  # a.png and a.jpg differ
-                meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label, "source": rel}
-        except SkipInput as exc:
-            report.skip(f, exc.reason, exc.detail)
-            continue
-        letter = LETTERS[labels.index(label)]
-        out_splits.setdefault(split, []).append(
-            _record(rid, image, size, question, letter, "mc", options=list(labels), meta=meta))
+    def plan():  # every file's step, in the loop's order
+        planner = _Dicom(ConvertReport(), out, dataset, salt, skip_burned_in, redact_burned_in) if reader else None
+        for _split, d, f, _label in items:
+            rel, cls = f.relative_to(src).as_posix(), _safe(d.name)
+            try:
+                if planner is not None and is_dicom_file(f):
+                    ds = planner.header(f)
+                    k = planner.dicom.frame_count(ds) // 2 if frame is None else int(frame)
+                    key = f"{planner.pseudonym(ds)}_{_hash(salt, rel)}"
+                    yield planner.plan(f, f"images/{dataset}/{cls}/{key}_{win_tag}", win_value, k)
+                else:
+                    stem = _safe(f.relative_to(d).with_suffix("").as_posix())
+                    yield _copy_plan(f, out, f"images/{dataset}/{cls}/{stem}")
+            except SkipInput:
+                continue
+
+    with Prefetch(workers, plan) as pf:
+        if reader is not None:
+            reader.pf = pf
+        for split, d, f, label in items:
+            rel = f.relative_to(src).as_posix()
+            split = split or split_of(rel, test_fraction)
+            cls = _safe(d.name)
+            try:
+                if reader is not None and is_dicom_file(f):
+                    ds = reader.header(f)
+                    n_frames = reader.dicom.frame_count(ds)
+                    k = n_frames // 2 if frame is None else int(frame)
+                    if not 0 <= k < n_frames:
+                        raise SkipInput("bad frame", f"{f}: frame {k} out of range (the file has {n_frames})")
+                    key = f"{reader.pseudonym(ds)}_{_hash(salt, rel)}"
+                    image, size = reader.render(f, f"images/{dataset}/{cls}/{key}_{win_tag}", win_value, k)
+                    rid = f"{dataset}/{cls}/{key}"
+                    meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label,
+                            "patient": reader.pseudonym(ds), "window": win_tag, "frame": k}
+                    boxes = reader.redactions(f, win_value, k)
+                    if boxes is not None:
+                        meta["redacted"] = [boxes]
+                else:
+                    stem = _safe(f.relative_to(d).with_suffix("").as_posix())
+                    image, size = _copy_image(f, out, f"images/{dataset}/{cls}/{stem}", pf)
+                    rid = f"{dataset}/{cls}/{_safe(f.relative_to(d).as_posix())}"  # a.png and a.jpg differ
+                    meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label, "source": rel}
+            except SkipInput as exc:
+                report.skip(f, exc.reason, exc.detail)
+                continue
+            letter = LETTERS[labels.index(label)]
+            out_splits.setdefault(split, []).append(
+                _record(rid, image, size, question, letter, "mc", options=list(labels), meta=meta))
     order = {s: k for k, s in enumerate(SPLITS)}
     return write_splits(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))), keep_empty=False)
 
@@ -822,7 +933,7 @@ def _qa_slices(item: dict, series: _Series) -> list[int]:
 def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa", window: Any = None,
                      salt: str = "", skip_burned_in: bool = False, redact_burned_in: bool = False,
                      default_split: str | None = None,
-                     qa_file: str = QA_FILE) -> ConvertReport:
+                     qa_file: str = QA_FILE, workers: int = 1) -> ConvertReport:
     """DICOM series + ``qa.json`` (the layout in the module notes) -> ``med_vqa`` / ``grounding`` / ``mc`` records.
 
     `window`: used by questions whose ``window`` is null (a preset name, ``[center, width]``, or None = the
@@ -835,6 +946,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     answer instruction; ``mc`` -> task ``mc`` with lettered options; ``grounding`` -> task ``grounding``.
     ``meta`` holds ``question_id``, ``question_type``, ``patient`` (pseudonym), ``series`` (a salted hash),
     ``slices``, ``n_slices``, ``window``, ``modality`` and, for grounding, ``bbox`` (pixels) / ``grid_box``.
+    `workers`: processes rendering the slices (:mod:`domains.parallel`; output byte-identical to 1).
     """
     src, out = Path(src), Path(out)
     qa_path = src / qa_file
@@ -856,77 +968,102 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     series_cache: dict[Path, _Series | SkipInput] = {}
     out_splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     seen: set[str] = set()
-    for n, item in enumerate(items):
-        where = f"{qa_file} item {n}"
-        try:
-            if not isinstance(item, dict):
-                raise SkipInput("malformed record", f"{where}: not an object")
-            qid = _text(item.get("id")) or str(n)
-            where = f"{qa_file} question {qid}"
-            if qid in seen:
-                raise SkipInput("duplicate id", f"{where}: id used twice")
-            seen.add(qid)
-            split = _text(item.get("split")) or default_split
-            if split not in SPLITS:
-                raise SkipInput("unknown split", f"{where}: split {item.get('split')!r} is not one of {SPLITS}")
-            kind = _text(item.get("type")).lower()
-            if kind not in QA_TYPES:
-                raise SkipInput("unknown question type", f"{where}: type {item.get('type')!r} is not one of {QA_TYPES}")
-            question = str(item.get("question") or "").strip()
-            if not question:
-                raise SkipInput("empty question", f"{where}: empty question")
-            answer = _text(item.get("answer"))
-            if kind in ("closed", "open", "mc") and not answer:
-                raise SkipInput("empty answer", f"{where}: empty answer")
-            folder = inside_root(src, _name(item.get("series")))
-            series = series_cache.get(folder)
-            if series is None:
-                try:
-                    series = _Series(reader, folder, salt)
-                except SkipInput as exc:
-                    series = exc
-                    report.skip(folder, exc.reason, exc.detail)  # once per series
-                series_cache[folder] = series
-            if isinstance(series, SkipInput):
-                raise SkipInput("series skipped", f"{where}: {series.reason}")
-            slices = _qa_slices(item, series)
-            if kind == "grounding" and len(slices) != 1:
-                raise SkipInput("bad slice", f"{where}: a grounding question takes exactly one slice, got {len(slices)}")
-            win = item.get("window", None)
-            win_value, win_tag = reader.window(default_window if win is None else win)
-            images, size, redacted = [], None, []
-            for k in slices:
-                path, frame = series.slice(k)
-                reader.header(path)  # the burned-in policy
-                stem = f"images/{dataset}/{series.patient}/{series.key}/s{k:03d}_{win_tag}"
-                rel, wh = reader.render(path, stem, win_value, frame)
-                images.append(rel)
-                redacted.append(reader.redactions(path, win_value, frame))
-                size = size or wh
-            labels = [f"slice {k + 1}/{series.n}" for k in slices]
-            meta: dict[str, Any] = {"dataset": dataset, "split": split, "question_id": qid, "question_type": kind,
-                                    "patient": series.patient, "series": series.key, "slices": slices,
-                                    "n_slices": series.n, "window": win_tag, "modality": series.modality}
-            if any(boxes is not None for boxes in redacted):
-                meta["redacted"] = [boxes or [] for boxes in redacted]
-            extra: dict[str, Any] = {}
-            if kind in ("closed", "open"):
-                task = "med_vqa"
-                meta["answer_type"] = kind.upper()
-                text = f"{question}\n{VQA_INSTRUCTION}"
-            elif kind == "mc":
-                task, (text, answer, options) = "mc", _mc(item, question, answer, where)
-                extra["options"] = options
-            else:
-                task = "grounding"
-                text, answer, boxes, grid = _grounding(item, question, size, where)
-                meta.update(bbox=boxes, grid_box=grid)
-        except SkipInput as exc:
-            report.skip(where, exc.reason, exc.detail)
-            continue
-        image = images[0] if len(images) == 1 else images
-        out_splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", image, size, text, answer, task,
-                                         prefix=slice_prompt(labels), meta=meta, **extra))
+    def plan():  # every slice render a question asks for, in question order (a superset of those converted)
+        planner = _Dicom(ConvertReport(), out, dataset, salt, skip_burned_in, redact_burned_in)
+        cache: dict[Path, _Series | None] = {}
+        for item in items:
+            try:
+                folder = inside_root(src, _name(item.get("series")))
+                if folder not in cache:
+                    try:
+                        cache[folder] = _Series(planner, folder, salt)
+                    except SkipInput:
+                        cache[folder] = None
+                series = cache[folder]
+                if series is None:
+                    continue
+                win = item.get("window", None)
+                win_value, win_tag = planner.window(default_window if win is None else win)
+                for k in _qa_slices(item, series):
+                    path, frame = series.slice(k)
+                    stem = f"images/{dataset}/{series.patient}/{series.key}/s{k:03d}_{win_tag}"
+                    yield planner.plan(path, stem, win_value, frame)
+            except (SkipInput, AttributeError, TypeError, ValueError):
+                continue
+
+    with Prefetch(workers, plan) as pf:
+        reader.pf = pf
+        for n, item in enumerate(items):
+            where = f"{qa_file} item {n}"
+            try:
+                if not isinstance(item, dict):
+                    raise SkipInput("malformed record", f"{where}: not an object")
+                qid = _text(item.get("id")) or str(n)
+                where = f"{qa_file} question {qid}"
+                if qid in seen:
+                    raise SkipInput("duplicate id", f"{where}: id used twice")
+                seen.add(qid)
+                split = _text(item.get("split")) or default_split
+                if split not in SPLITS:
+                    raise SkipInput("unknown split", f"{where}: split {item.get('split')!r} is not one of {SPLITS}")
+                kind = _text(item.get("type")).lower()
+                if kind not in QA_TYPES:
+                    raise SkipInput("unknown question type", f"{where}: type {item.get('type')!r} is not one of {QA_TYPES}")
+                question = str(item.get("question") or "").strip()
+                if not question:
+                    raise SkipInput("empty question", f"{where}: empty question")
+                answer = _text(item.get("answer"))
+                if kind in ("closed", "open", "mc") and not answer:
+                    raise SkipInput("empty answer", f"{where}: empty answer")
+                folder = inside_root(src, _name(item.get("series")))
+                series = series_cache.get(folder)
+                if series is None:
+                    try:
+                        series = _Series(reader, folder, salt)
+                    except SkipInput as exc:
+                        series = exc
+                        report.skip(folder, exc.reason, exc.detail)  # once per series
+                    series_cache[folder] = series
+                if isinstance(series, SkipInput):
+                    raise SkipInput("series skipped", f"{where}: {series.reason}")
+                slices = _qa_slices(item, series)
+                if kind == "grounding" and len(slices) != 1:
+                    raise SkipInput("bad slice", f"{where}: a grounding question takes exactly one slice, got {len(slices)}")
+                win = item.get("window", None)
+                win_value, win_tag = reader.window(default_window if win is None else win)
+                images, size, redacted = [], None, []
+                for k in slices:
+                    path, frame = series.slice(k)
+                    reader.header(path)  # the burned-in policy
+                    stem = f"images/{dataset}/{series.patient}/{series.key}/s{k:03d}_{win_tag}"
+                    rel, wh = reader.render(path, stem, win_value, frame)
+                    images.append(rel)
+                    redacted.append(reader.redactions(path, win_value, frame))
+                    size = size or wh
+                labels = [f"slice {k + 1}/{series.n}" for k in slices]
+                meta: dict[str, Any] = {"dataset": dataset, "split": split, "question_id": qid, "question_type": kind,
+                                        "patient": series.patient, "series": series.key, "slices": slices,
+                                        "n_slices": series.n, "window": win_tag, "modality": series.modality}
+                if any(boxes is not None for boxes in redacted):
+                    meta["redacted"] = [boxes or [] for boxes in redacted]
+                extra: dict[str, Any] = {}
+                if kind in ("closed", "open"):
+                    task = "med_vqa"
+                    meta["answer_type"] = kind.upper()
+                    text = f"{question}\n{VQA_INSTRUCTION}"
+                elif kind == "mc":
+                    task, (text, answer, options) = "mc", _mc(item, question, answer, where)
+                    extra["options"] = options
+                else:
+                    task = "grounding"
+                    text, answer, boxes, grid = _grounding(item, question, size, where)
+                    meta.update(bbox=boxes, grid_box=grid)
+            except SkipInput as exc:
+                report.skip(where, exc.reason, exc.detail)
+                continue
+            image = images[0] if len(images) == 1 else images
+            out_splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", image, size, text, answer, task,
+                                             prefix=slice_prompt(labels), meta=meta, **extra))
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 

@@ -38,15 +38,17 @@ from PIL import Image, UnidentifiedImageError
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, clip_box, render_ref_box, to_grid
 from domains.files import (
+    atomic_write,
     image_size,
     inside_root,
     is_fresh,
     output_key,
-    save_png,
+    png_bytes,
     split_of,
     write_jsonl,
     write_splits,
 )
+from domains.parallel import Prefetch, check_workers
 from model.tiling import ImageLoadError, load_image
 
 __all__ = [
@@ -134,11 +136,12 @@ def _auto_stretch(path: Path):
         return (2, 98)  # read_rgb reports the real problem
 
 
-def _image_out(src_img: Path, dst: Path, load: Callable[[], Image.Image], key: str,
-               resize: Callable[[Image.Image], Image.Image] | None = None,
-               expect: tuple[int, int] | None = None) -> tuple[int, int]:
+def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[int, int] | None = None,
+               pf: Prefetch | None = None) -> tuple[int, int]:
     """Write `dst` from `src_img` unless it is already there, fresh, made with the options `key` stands for
-    (:func:`~domains.files.output_key`) and of size `expect`; returns (W, H)."""
+    (:func:`~domains.files.output_key`) and of size `expect`; returns (W, H). `step`: ``(fn, args)``, a
+    module-level function returning ``(PNG bytes, (W, H))`` (:func:`_png_step`), computed through `pf`
+    (:class:`domains.parallel.Prefetch`: ahead in a worker process with ``workers > 1``) under the key `dst`."""
     if is_fresh(dst, src_img, key):
         try:
             size = image_size(dst)
@@ -146,13 +149,23 @@ def _image_out(src_img: Path, dst: Path, load: Callable[[], Image.Image], key: s
                 return size
         except (OSError, UnidentifiedImageError):
             pass  # a damaged output: write it again
-    img = load()
-    if resize is not None:
-        img = resize(img)
-    save_png(img, dst, key=key)
-    return img.size
+    fn, args = step
+    data, size = (pf or Prefetch()).get(dst, fn, *args)
+    atomic_write(dst, lambda f: f.write(data))
+    return size
 
 
+def _png_step(src_img: Path, key: str, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
+              resize: int | None = None, exact: tuple[int, int] | None = None) -> tuple[bytes, tuple[int, int]]:
+    """The expensive, pure part of one output image (runs in a worker with ``workers > 1``): read `src_img`
+    (:func:`_load_rgb`), resize it (longer side `resize`, or to `exact` (W, H)), encode it as
+    :func:`~domains.files.save_png` would; returns (PNG bytes, (W, H)). Raises :class:`SkipInput`."""
+    img = _load_rgb(src_img, bands, stretch)
+    if exact is not None:
+        img = img.resize(tuple(exact), Image.Resampling.BICUBIC)
+    elif resize is not None:
+        img = img.resize(_resized_size(img.size, resize), Image.Resampling.BICUBIC)
+    return png_bytes(img, key), img.size
 
 
 def _record(rid: str, image: str, size: tuple[int, int], question: str, answer: str, task: str, **extra: Any) -> dict:
@@ -192,7 +205,7 @@ def _class_root(src: Path) -> Path:
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
                            bands: Sequence[int | str] | None = None, stretch: Any = "auto",
                            test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
-                           resize: int | None = None) -> ConvertReport:
+                           resize: int | None = None, workers: int = 1) -> ConvertReport:
     """Folder-per-class scene classification -> ``task: "classification"`` records.
 
     `src` holds one folder per class (wrapper folders are descended). Each image becomes a record whose
@@ -208,6 +221,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     to :func:`~domains.remote_sensing.raster.read_rgb`. `stretch`: ``"auto"`` (uint8 as is, else 2-98 %),
     ``None`` or percentiles. `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
     the relative path (stable across runs and machines). `resize`: longer image side of the output PNGs.
+    `workers`: processes reading and encoding the images (:mod:`domains.parallel`; output byte-identical to 1).
     """
     src, out = Path(src), Path(out)
     if dataset not in CLASSIFICATION_DATASETS:
@@ -228,22 +242,32 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     labels = sorted({label_fn(d.name) for d, _ in classes})
     question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
     splits: dict[str, list[dict]] = {"train": [], "test": []} if test_fraction > 0 else {"train": []}
-    resizer = _resizer(resize)
-    key = output_key(bands=bands, stretch=stretch, resize=_resize_option(resize))
-    for d, imgs in classes:
-        label = label_fn(d.name)
-        for img in imgs:
-            rel = img.relative_to(root).as_posix()
-            image = f"images/{dataset}/{_safe(d.name)}/{_safe(img.stem)}.png"
-            try:
-                size = _image_out(img, out / image, lambda img=img: _load_rgb(img, bands, stretch), key, resizer)
-            except SkipInput as exc:
-                report.skip(img, exc.reason, exc.detail)
-                continue
-            rid = f"{dataset}/{_safe(d.name)}/{_safe(img.stem)}"
-            splits[split_of(rel, test_fraction)].append(_record(
-                rid, image, size, question, label, "classification", options=list(labels), label=label,
-                meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
+    longer = _resize_option(resize)
+    key = output_key(bands=bands, stretch=stretch, resize=longer)
+
+    def step(img: Path) -> tuple:
+        return _png_step, (img, key, bands, stretch, longer)
+
+    def plan():
+        for d, imgs in classes:
+            for img in imgs:
+                yield (out / f"images/{dataset}/{_safe(d.name)}/{_safe(img.stem)}.png", *step(img))
+
+    with Prefetch(workers, plan) as pf:
+        for d, imgs in classes:
+            label = label_fn(d.name)
+            for img in imgs:
+                rel = img.relative_to(root).as_posix()
+                image = f"images/{dataset}/{_safe(d.name)}/{_safe(img.stem)}.png"
+                try:
+                    size = _image_out(img, out / image, step(img), key, pf=pf)
+                except SkipInput as exc:
+                    report.skip(img, exc.reason, exc.detail)
+                    continue
+                rid = f"{dataset}/{_safe(d.name)}/{_safe(img.stem)}"
+                splits[split_of(rel, test_fraction)].append(_record(
+                    rid, image, size, question, label, "classification", options=list(labels), label=label,
+                    meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
     return write_splits(report, out, dataset, splits)
 
 
@@ -259,17 +283,6 @@ def _resize_option(resize: Any) -> int | None:
     if not ok:
         raise DomainError(f"resize must be a positive longer-side length in pixels, got {resize!r}")
     return int(value)
-
-
-def _resizer(resize: Any) -> Callable[[Image.Image], Image.Image] | None:
-    longer = _resize_option(resize)
-    if longer is None:
-        return None
-
-    def fn(img: Image.Image) -> Image.Image:
-        return img.resize(_resized_size(img.size, longer), Image.Resampling.BICUBIC)
-
-    return fn
 
 
 def _resized_size(size: tuple[int, int], longer: int) -> tuple[int, int]:
@@ -404,7 +417,7 @@ class _ImageFolder:
 
 def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, images_dir: str | Path | None = None,
                   splits: Sequence[str] | None = None, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
-                  resize: int | None = None, resolution: str | None = None) -> ConvertReport:
+                  resize: int | None = None, resolution: str | None = None, workers: int = 1) -> ConvertReport:
     """RSVQA (LR or HR) -> ``task: "rsvqa"`` VQA records, one per active question.
 
     Two layouts are read:
@@ -435,7 +448,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     Prompt: ``question + "\\nAnswer the question using a single word or phrase."``; answer normalised by
     :func:`normalize_rsvqa_answer`. ``meta`` keeps ``question_type`` (scored per type), ``img_id``,
     ``question_id``, ``split``, ``original_name`` (when the images file gives one) and, for count / area, the
-    Mini-InternVL ``bucket``. `dataset`: output name (default ``rsvqa_lr`` / ``rsvqa_hr``).
+    Mini-InternVL ``bucket``. `dataset`: output name (default ``rsvqa_lr`` / ``rsvqa_hr``). `workers`: processes
+    reading and encoding the tiles (:mod:`domains.parallel`; output byte-identical to 1).
 
     A run that writes nothing (wrong folder, no tile found) leaves earlier outputs alone and ``adapt convert``
     exits 1 with the skip table.
@@ -464,67 +478,87 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     images_dir = Path(images_dir)
     tiles = _ImageFolder(images_dir)
     report = ConvertReport(dataset=dataset, source=src, out=out)
-    resizer = _resizer(resize)
-    key = output_key(bands=bands, stretch=stretch, resize=_resize_option(resize))
+    longer = _resize_option(resize)
+    key = output_key(bands=bands, stretch=stretch, resize=longer)
     out_splits: dict[str, list[dict]] = {}
     image_status: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
-    for pre, split, qpath in found:
-        apath = _sibling(qpath, "answers")
-        questions = _load_json(qpath, "questions", report)
-        answers = _load_json(apath, "answers", report)
-        if questions is None or answers is None:
-            continue
-        ipath = _sibling(qpath, "images")
-        images_info: dict[str, dict] = {}
-        if ipath.exists():
-            images_info = {str(i.get("id")): i for i in _load_json(ipath, "images", report) or [] if isinstance(i, dict)}
-        by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
-        records: list[dict] = []
-        for q in questions:
-            where = f"{qpath.name} question {q.get('id') if isinstance(q, dict) else '?'}"
-            if not isinstance(q, dict) or not all(k in q for k in ("id", "img_id", "question", "answers_ids")):
-                report.skip(where, "malformed record", f"{where}: needs id, img_id, question, answers_ids")
+    def plan():  # every tile a question names, in question order (a superset of those converted)
+        finder, seen = _ImageFolder(images_dir), set()
+        for _pre, _split, qpath in found:
+            try:
+                questions = _json_text(qpath)["questions"]
+            except Exception:  # noqa: BLE001 - the loop reports it
                 continue
-            if not q.get("active", True):
-                report.skip(where, "inactive question", f"{where}: active is false")
-                continue
-            ids = q["answers_ids"] if isinstance(q["answers_ids"], list) else [q["answers_ids"]]
-            ans = by_id.get(ids[0]) if ids else None
-            if ans is None or "answer" not in ans or not ans.get("active", True):
-                report.skip(where, "missing answer", f"{where}: no active answer {ids[:1]} in {apath.name}")
-                continue
-            img_key = str(q["img_id"])
-            info = images_info.get(img_key, {})
-            if not info.get("active", True):
-                report.skip(where, "inactive image", f"{where}: image {img_key} is not active")
-                continue
-            if img_key not in image_status:
-                image = f"images/{dataset}/{_safe(img_key)}.png"
-                img_src: Path | str = images_dir / img_key
+            for q in questions if isinstance(questions, list) else []:
+                img_key = str(q.get("img_id")) if isinstance(q, dict) else None
+                if img_key is None or img_key in seen:
+                    continue
+                seen.add(img_key)
                 try:
-                    img_src = tiles.find(img_key)
-                    size = _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p, bands, stretch), key,
-                                      resizer)
-                    image_status[img_key] = (image, size)
-                except SkipInput as exc:
-                    image_status[img_key] = exc
-                    report.skip(img_src, exc.reason, exc.detail)  # counted once per image
-            status = image_status[img_key]
-            if isinstance(status, SkipInput):
-                report.skip(where, "image skipped", f"{where}: {status.reason}: {status.detail}")
+                    img_src = finder.find(img_key)
+                except SkipInput:
+                    continue
+                yield (out / f"images/{dataset}/{_safe(img_key)}.png", _png_step,
+                       (img_src, key, bands, stretch, longer))
+
+    with Prefetch(workers, plan) as pf:
+        for pre, split, qpath in found:
+            apath = _sibling(qpath, "answers")
+            questions = _load_json(qpath, "questions", report)
+            answers = _load_json(apath, "answers", report)
+            if questions is None or answers is None:
                 continue
-            qtype = str(q.get("type", ""))
-            answer = normalize_rsvqa_answer(ans["answer"], qtype)
-            meta = {"dataset": dataset, "split": split, "question_type": qtype, "img_id": q["img_id"],
-                    "question_id": q["id"]}
-            if info.get("original_name") is not None:
-                meta["original_name"] = info["original_name"]
-            if qtype in ("count", "area"):
-                meta["bucket"] = rsvqa_bucket(answer)
-            question = str(q["question"]).strip() + "\n" + RSVQA_INSTRUCTION
-            records.append(_record(f"{dataset}/{split}/{q['id']}", status[0], status[1], question, answer, "rsvqa",
-                                   meta=meta))
-        out_splits[split] = records
+            ipath = _sibling(qpath, "images")
+            images_info: dict[str, dict] = {}
+            if ipath.exists():
+                images_info = {str(i.get("id")): i for i in _load_json(ipath, "images", report) or [] if isinstance(i, dict)}
+            by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+            records: list[dict] = []
+            for q in questions:
+                where = f"{qpath.name} question {q.get('id') if isinstance(q, dict) else '?'}"
+                if not isinstance(q, dict) or not all(k in q for k in ("id", "img_id", "question", "answers_ids")):
+                    report.skip(where, "malformed record", f"{where}: needs id, img_id, question, answers_ids")
+                    continue
+                if not q.get("active", True):
+                    report.skip(where, "inactive question", f"{where}: active is false")
+                    continue
+                ids = q["answers_ids"] if isinstance(q["answers_ids"], list) else [q["answers_ids"]]
+                ans = by_id.get(ids[0]) if ids else None
+                if ans is None or "answer" not in ans or not ans.get("active", True):
+                    report.skip(where, "missing answer", f"{where}: no active answer {ids[:1]} in {apath.name}")
+                    continue
+                img_key = str(q["img_id"])
+                info = images_info.get(img_key, {})
+                if not info.get("active", True):
+                    report.skip(where, "inactive image", f"{where}: image {img_key} is not active")
+                    continue
+                if img_key not in image_status:
+                    image = f"images/{dataset}/{_safe(img_key)}.png"
+                    img_src: Path | str = images_dir / img_key
+                    try:
+                        img_src = tiles.find(img_key)
+                        size = _image_out(img_src, out / image, (_png_step, (img_src, key, bands, stretch, longer)), key,
+                                          pf=pf)
+                        image_status[img_key] = (image, size)
+                    except SkipInput as exc:
+                        image_status[img_key] = exc
+                        report.skip(img_src, exc.reason, exc.detail)  # counted once per image
+                status = image_status[img_key]
+                if isinstance(status, SkipInput):
+                    report.skip(where, "image skipped", f"{where}: {status.reason}: {status.detail}")
+                    continue
+                qtype = str(q.get("type", ""))
+                answer = normalize_rsvqa_answer(ans["answer"], qtype)
+                meta = {"dataset": dataset, "split": split, "question_type": qtype, "img_id": q["img_id"],
+                        "question_id": q["id"]}
+                if info.get("original_name") is not None:
+                    meta["original_name"] = info["original_name"]
+                if qtype in ("count", "area"):
+                    meta["bucket"] = rsvqa_bucket(answer)
+                question = str(q["question"]).strip() + "\n" + RSVQA_INSTRUCTION
+                records.append(_record(f"{dataset}/{split}/{q['id']}", status[0], status[1], question, answer, "rsvqa",
+                                       meta=meta))
+            out_splits[split] = records
     return write_splits(report, out, dataset, out_splits)
 
 
@@ -557,7 +591,8 @@ def _split_indices(src: Path, report: ConvertReport) -> dict[int, str] | None:
 
 def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsvg",
                       tasks: Sequence[str] = ("grounding", "region"), resize: int | None = None,
-                      images_dir: str = "JPEGImages", annotations_dir: str = "Annotations") -> ConvertReport:
+                      images_dir: str = "JPEGImages", annotations_dir: str = "Annotations",
+                      workers: int = 1) -> ConvertReport:
     """DIOR-RSVG -> grounding and region-perception records.
 
     Reads ``Annotations/*.xml`` (sorted by name) and ``JPEGImages/<filename>``; a ``<filename>`` that is
@@ -581,7 +616,8 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     ``all``. `resize`: longer side of the output PNGs; boxes are scaled with the image, so the grid box is
     unchanged and the pixel round trip stays within one pixel. `tasks`: ``grounding`` and / or ``region``.
     `dataset`: output name. `images_dir`: the images' folder under `src`. `annotations_dir`: the XML folder
-    under `src`.
+    under `src`. `workers`: processes reading and encoding the images (:mod:`domains.parallel`; output
+    byte-identical to 1).
     """
     src, out = Path(src), Path(out)
     unknown = set(tasks) - {"grounding", "region"}
@@ -594,100 +630,123 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     split_map = _split_indices(src, report)
     out_splits: dict[str, list[dict]] = {s: [] for s in (("train", "val", "test") if split_map is not None else ("all",))}
     resize = _resize_option(resize)
-    obj_index = -1
-    for xml in sorted(ann_dir.glob("*.xml")):
-        try:
-            root = ET.parse(xml).getroot()
-            objects = root.findall("object")
-        except (ET.ParseError, OSError) as exc:
-            report.skip(xml, "malformed XML", f"{xml}: {exc}")
-            continue
-        first = obj_index + 1
-        obj_index += len(objects)
-        if not objects:
-            report.skip(xml, "no objects", f"{xml}: no <object> elements")
-            continue
-        fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
-        try:  # the XML names the image: it must stay under the images folder (domains.files.inside_root)
-            img_src = inside_root(src / images_dir, fname)
-            if not img_src.exists() and not Path(fname).suffix:
-                img_src = inside_root(src / images_dir, f"{fname}.jpg")
-        except SkipInput as exc:
-            report.skip(xml, exc.reason, f"{xml}: <filename> {exc.detail}")
-            continue
-        try:
-            with Image.open(img_src) as im:
-                src_w, src_h = im.size
-        except FileNotFoundError:
-            report.skip(xml, "missing image", f"{xml}: image {img_src} not found")
-            continue
-        except (UnidentifiedImageError, OSError) as exc:
-            report.skip(img_src, "unreadable image", f"{img_src}: {exc}")
-            continue
-        if src_w <= 0 or src_h <= 0:
-            report.skip(img_src, "zero-size raster", f"{img_src}: zero-size image")
-            continue
-        out_w, out_h = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
-        sx, sy = out_w / src_w, out_h / src_h
-        image = f"images/{dataset}/{_safe(Path(fname).stem)}.png"
-        pending: list[tuple[str, dict]] = []
-        for k, obj in enumerate(objects):
-            idx = first + k
-            where = f"{xml.name} object {k} (index {idx})"
-            split = "all" if split_map is None else split_map.get(idx)
-            if split is None:
-                report.skip(where, "not in split files", f"{where}: listed in no train/val/test.txt")
-                continue
-            name = (obj.findtext("name") or "").strip()
-            desc = " ".join((obj.findtext("description") or "").split())
+    def plan():  # every annotated image, in the loop's order (a superset of those converted)
+        for xml in sorted(ann_dir.glob("*.xml")):
             try:
-                bb = obj.find("bndbox")
-                raw = Box(_xml_int(bb, "xmin"), _xml_int(bb, "ymin"), _xml_int(bb, "xmax"), _xml_int(bb, "ymax"))
-                raw.checked()
-            except ValueError as exc:
-                report.skip(where, "malformed box", f"{xml}: object {k}: {exc}")
+                root = ET.parse(xml).getroot()
+                fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
+                img_src = inside_root(src / images_dir, fname)
+                if not img_src.exists() and not Path(fname).suffix:
+                    img_src = inside_root(src / images_dir, f"{fname}.jpg")
+                with Image.open(img_src) as im:
+                    src_w, src_h = im.size
+                wh = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
+            except Exception:  # noqa: BLE001 - the loop reports it
+                continue
+            yield (out / f"images/{dataset}/{_safe(Path(fname).stem)}.png", *_dior_step(img_src, resize, wh))
+
+    with Prefetch(workers, plan) as pf:
+        obj_index = -1
+        for xml in sorted(ann_dir.glob("*.xml")):
+            try:
+                root = ET.parse(xml).getroot()
+                objects = root.findall("object")
+            except (ET.ParseError, OSError) as exc:
+                report.skip(xml, "malformed XML", f"{xml}: {exc}")
+                continue
+            first = obj_index + 1
+            obj_index += len(objects)
+            if not objects:
+                report.skip(xml, "no objects", f"{xml}: no <object> elements")
+                continue
+            fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
+            try:  # the XML names the image: it must stay under the images folder (domains.files.inside_root)
+                img_src = inside_root(src / images_dir, fname)
+                if not img_src.exists() and not Path(fname).suffix:
+                    img_src = inside_root(src / images_dir, f"{fname}.jpg")
+            except SkipInput as exc:
+                report.skip(xml, exc.reason, f"{xml}: <filename> {exc.detail}")
                 continue
             try:
-                box = clip_box(raw, src_w, src_h)
-                if box.width <= 0 or box.height <= 0:
-                    raise ValueError(f"box {tuple(raw)} is empty inside the {src_w}x{src_h} image")
-            except ValueError as exc:
-                report.skip(where, "box outside image", f"{xml}: object {k}: {exc}")
+                with Image.open(img_src) as im:
+                    src_w, src_h = im.size
+            except FileNotFoundError:
+                report.skip(xml, "missing image", f"{xml}: image {img_src} not found")
                 continue
-            if not name:
-                report.skip(where, "missing name", f"{xml}: object {k} has no <name>")
+            except (UnidentifiedImageError, OSError) as exc:
+                report.skip(img_src, "unreadable image", f"{img_src}: {exc}")
                 continue
-            if "grounding" in tasks and not desc:
-                report.skip(where, "missing description", f"{xml}: object {k} has no <description>")
+            if src_w <= 0 or src_h <= 0:
+                report.skip(img_src, "zero-size raster", f"{img_src}: zero-size image")
                 continue
-            if any(t in desc for t in ("<ref>", "</ref>", "<box>", "</box>")):
-                report.skip(where, "malformed description", f"{xml}: object {k}: description holds <ref>/<box> tags")
+            out_w, out_h = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
+            sx, sy = out_w / src_w, out_h / src_h
+            image = f"images/{dataset}/{_safe(Path(fname).stem)}.png"
+            pending: list[tuple[str, dict]] = []
+            for k, obj in enumerate(objects):
+                idx = first + k
+                where = f"{xml.name} object {k} (index {idx})"
+                split = "all" if split_map is None else split_map.get(idx)
+                if split is None:
+                    report.skip(where, "not in split files", f"{where}: listed in no train/val/test.txt")
+                    continue
+                name = (obj.findtext("name") or "").strip()
+                desc = " ".join((obj.findtext("description") or "").split())
+                try:
+                    bb = obj.find("bndbox")
+                    raw = Box(_xml_int(bb, "xmin"), _xml_int(bb, "ymin"), _xml_int(bb, "xmax"), _xml_int(bb, "ymax"))
+                    raw.checked()
+                except ValueError as exc:
+                    report.skip(where, "malformed box", f"{xml}: object {k}: {exc}")
+                    continue
+                try:
+                    box = clip_box(raw, src_w, src_h)
+                    if box.width <= 0 or box.height <= 0:
+                        raise ValueError(f"box {tuple(raw)} is empty inside the {src_w}x{src_h} image")
+                except ValueError as exc:
+                    report.skip(where, "box outside image", f"{xml}: object {k}: {exc}")
+                    continue
+                if not name:
+                    report.skip(where, "missing name", f"{xml}: object {k} has no <name>")
+                    continue
+                if "grounding" in tasks and not desc:
+                    report.skip(where, "missing description", f"{xml}: object {k} has no <description>")
+                    continue
+                if any(t in desc for t in ("<ref>", "</ref>", "<box>", "</box>")):
+                    report.skip(where, "malformed description", f"{xml}: object {k}: description holds <ref>/<box> tags")
+                    continue
+                out_box = [box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy]
+                grid = to_grid(out_box, out_w, out_h)
+                meta = {"dataset": dataset, "split": split, "object_index": idx, "name": name,
+                        "bbox": [round(v, 3) for v in out_box], "size": [out_w, out_h],
+                        "source_bbox": list(raw), "source_size": [src_w, src_h], "source": xml.name}
+                base = f"{dataset}/{xml.stem}/{k}"
+                if "grounding" in tasks:
+                    pending.append((split, _record(f"{base}/grounding", image, (out_w, out_h), GROUNDING_QUESTION.format(desc),
+                                                   render_ref_box(desc, grid), "grounding",
+                                                   meta={**meta, "phrase": desc, "grid_box": grid})))
+                if "region" in tasks:
+                    pending.append((split, _record(f"{base}/region", image, (out_w, out_h), REGION_QUESTION.format(*grid),
+                                                   name, "region", meta={**meta, "grid_box": grid})))
+            if not pending:
                 continue
-            out_box = [box.x1 * sx, box.y1 * sy, box.x2 * sx, box.y2 * sy]
-            grid = to_grid(out_box, out_w, out_h)
-            meta = {"dataset": dataset, "split": split, "object_index": idx, "name": name,
-                    "bbox": [round(v, 3) for v in out_box], "size": [out_w, out_h],
-                    "source_bbox": list(raw), "source_size": [src_w, src_h], "source": xml.name}
-            base = f"{dataset}/{xml.stem}/{k}"
-            if "grounding" in tasks:
-                pending.append((split, _record(f"{base}/grounding", image, (out_w, out_h), GROUNDING_QUESTION.format(desc),
-                                               render_ref_box(desc, grid), "grounding",
-                                               meta={**meta, "phrase": desc, "grid_box": grid})))
-            if "region" in tasks:
-                pending.append((split, _record(f"{base}/region", image, (out_w, out_h), REGION_QUESTION.format(*grid),
-                                               name, "region", meta={**meta, "grid_box": grid})))
-        if not pending:
-            continue
-        try:
-            _image_out(img_src, out / image, lambda p=img_src: _load_rgb(p), output_key(resize=resize),
-                       (lambda im, wh=(out_w, out_h): im.resize(wh, Image.Resampling.BICUBIC)) if resize else None,
-                       expect=(out_w, out_h))
-        except SkipInput as exc:
-            report.skip(img_src, exc.reason, exc.detail)
-            continue
-        for split, rec in pending:
-            out_splits[split].append(rec)
+            try:
+                _image_out(img_src, out / image, _dior_step(img_src, resize, (out_w, out_h)), output_key(resize=resize),
+                           expect=(out_w, out_h), pf=pf)
+            except SkipInput as exc:
+                report.skip(img_src, exc.reason, exc.detail)
+                continue
+            for split, rec in pending:
+                out_splits[split].append(rec)
     return write_splits(report, out, dataset, out_splits)
+
+
+def _encoded(img: Image.Image, key: str) -> tuple[bytes, tuple[int, int]]:
+    return png_bytes(img, key), img.size
+
+
+def _dior_step(img_src: Path, resize: int | None, wh: tuple[int, int]) -> tuple:
+    return _png_step, (img_src, output_key(resize=resize), None, "auto", None, wh if resize else None)
 
 
 # --------------------------------------------------------------------------------------------- scene chips
@@ -886,7 +945,8 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                         bands: Sequence[int | str] | None = None, boxes: str | Path | None = None,
                         min_valid: float = 0.05, stretch: Any = "auto", nodata: float | None = None,
                         band_names: Sequence[str] | None = None, stretch_scope: str = "scene",
-                        dataset: str = SCENE_CHIPS_DATASET, min_inside: float = MIN_INSIDE) -> ConvertReport:
+                        dataset: str = SCENE_CHIPS_DATASET, min_inside: float = MIN_INSIDE,
+                        workers: int = 1) -> ConvertReport:
     """Cut large GeoTIFF scenes into georeferenced chips; with `boxes`, grounding records per chip.
 
     `src`: one GeoTIFF or a folder of them (``*.tif`` / ``*.tiff``, searched recursively, sorted). Each scene
@@ -946,8 +1006,15 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     Idempotent as the other converters: chip PNGs are re-used when present, not older than their scene, of
     the right size and made with the same `bands`, `stretch`, `nodata`, `band_names` and `stretch_scope`
     (other values rewrite them), and JSONL files are rewritten only when their content changes.
+
+    `workers`: accepted for ``adapt convert --workers`` and checked, but this converter runs in one process: its
+    chips come from one windowed reader stream per scene (:func:`iter_scene_chips`), whose scene-wide stretch
+    and nodata / valid-fraction checks (which report skips) are made while reading, so there is no per-chip
+    step to hand to a worker without reading each window twice; chip encoding is the only part left to move.
     """
     import numpy as np
+
+    check_workers(workers)
 
     from domains.remote_sensing.raster import RasterError, map_box_to_chip
 
@@ -1011,7 +1078,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                 col, row = int(chip.window.col_off), int(chip.window.row_off)
                 w, h = chip.image.size
                 image = f"images/{dataset}/{tag}/{tag}_x{col}_y{row}_{w}x{h}.png"
-                _image_out(scene, out / image, lambda im=chip.image: im, key, expect=(w, h))
+                _image_out(scene, out / image, (_encoded, (chip.image, key)), key, expect=(w, h))
                 if crs_text is None and chip.crs is not None:
                     crs_text = chip.crs.to_string()
                 cid = f"{dataset}/{tag}/x{col}_y{row}"

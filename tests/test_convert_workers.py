@@ -1,0 +1,114 @@
+"""``adapt convert --workers N``: every converter's output (JSONL, images, skip report) is byte-identical to one
+worker's, also when bad inputs (a corrupt GeoTIFF / JPEG / PNG / DICOM) are skipped inside a worker process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from domains import parallel
+from domains.base import DomainError, get_domain
+
+# (domain, data set, synthetic options, convert options)
+CASES = [
+    ("remote_sensing", "ucmerced", {}),
+    ("remote_sensing", "eurosat_ms", {}),
+    ("remote_sensing", "rsvqa_lr", {}),
+    ("remote_sensing", "dior_rsvg", {"resize": 48}),
+    ("medical", "dicom_qa", {"redact_burned_in": True}),
+    ("medical", "vqa_rad", {}),
+    ("medical", "slake", {}),
+    ("medical", "pmc_vqa", {}),
+    ("medical", "classification", {}),
+    ("driving", "drivelm", {"view_mode": "stitched", "progress": False}),
+    ("driving", "nuscenes", {"progress": False}),
+]
+SYNTHETIC = {"remote_sensing": {"n": 3}, "medical": {"n": 2}, "driving": {"n_scenes": 2, "n_frames": 2, "progress": False}}
+CORRUPT = {  # file suffixes whose first few (sorted) files are truncated to make the bad-input variant
+    "remote_sensing": (".tif", ".png", ".jpg"), "medical": (".dcm", ".png", ".jpg"), "driving": (".jpg",)}
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    base = tmp_path_factory.mktemp("raw")
+    return {dom: get_domain(dom).synthetic(base / dom, **opts) for dom, opts in SYNTHETIC.items()}
+
+
+def _corrupt(src: Path, suffixes: tuple[str, ...], every: int = 3) -> list[Path]:
+    """Truncate every `every`-th image file under `src` (to 60 %: headers stay readable, pixels do not)."""
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    bad = files[1::every]
+    for p in bad:
+        data = p.read_bytes()
+        p.write_bytes(data[: int(len(data) * 0.6)])
+    return bad
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _report(report, out: Path) -> tuple:
+    return (report.written, report.skipped, report.examples, report.warnings, report.warning_examples,
+            report.table().replace(str(out), "OUT"), sorted((k, Path(v).relative_to(out).as_posix())
+                                                            for k, v in report.outputs.items()))
+
+
+def _both(domain: str, dataset: str, src: Path, tmp: Path, options: dict):
+    plugin = get_domain(domain)
+    one = plugin.convert(dataset, src, tmp / "w1", **options)
+    before = dict(parallel.STATS)
+    two = plugin.convert(dataset, src, tmp / "w2", workers=2, **options)
+    return one, two, {k: parallel.STATS[k] - before[k] for k in before}
+
+
+@pytest.mark.parametrize("bad", [False, True], ids=["clean", "corrupt"])
+@pytest.mark.parametrize("domain,dataset,options", CASES, ids=[c[1] for c in CASES])
+def test_two_workers_byte_identical(raw, tmp_path, domain, dataset, options, bad):
+    src = raw[domain][dataset]
+    if bad:  # a private copy, so the clean runs keep clean data
+        import shutil
+
+        whole = src.parent if domain == "driving" else src  # DriveLM reads the cameras from ../nuscenes
+        shutil.copytree(whole, tmp_path / "src", symlinks=True)
+        src = tmp_path / "src" / src.relative_to(whole)
+        assert _corrupt(tmp_path / "src", CORRUPT[domain], every=10**6 if domain == "driving" else 3)
+    one, two, stats = _both(domain, dataset, src, tmp_path, options)
+    assert one.written > 0
+    assert _report(one, tmp_path / "w1") == _report(two, tmp_path / "w2")
+    t1, t2 = _tree(tmp_path / "w1"), _tree(tmp_path / "w2")
+    assert list(t1) == list(t2)
+    for name in t1:
+        assert t1[name] == t2[name], name
+    if dataset != "nuscenes":  # nuscenes decodes no image: it runs in one process whatever --workers
+        assert stats["prefetched"] > 0, stats  # the image work was done in the pool
+        if bad:
+            assert one.total_skipped > 0
+            if dataset != "drivelm":  # a stitched frame's unreadable camera comes back as a value, not a SkipInput
+                assert stats["skipped_in_worker"] > 0, stats  # ... and the skips were raised there
+
+
+def test_rerun_with_workers_rewrites_nothing(raw, tmp_path):
+    plugin = get_domain("remote_sensing")
+    src = raw["remote_sensing"]["ucmerced"]
+    plugin.convert("ucmerced", src, tmp_path, workers=2)
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    plugin.convert("ucmerced", src, tmp_path, workers=2)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, "two", True])
+def test_bad_workers_refused(raw, tmp_path, workers):
+    with pytest.raises(DomainError, match="workers"):
+        get_domain("remote_sensing").convert("ucmerced", raw["remote_sensing"]["ucmerced"], tmp_path, workers=workers)
+
+
+def test_cli_workers(raw, tmp_path, capsys):
+    from adapt.cli import main
+
+    src = raw["remote_sensing"]["ucmerced"]
+    assert main(["convert", "remote_sensing", "ucmerced", "--src", str(src), "--out", str(tmp_path / "a"),
+                 "--workers", "2"]) == 0
+    assert main(["convert", "remote_sensing", "ucmerced", "--src", str(src), "--out", str(tmp_path / "b")]) == 0
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
