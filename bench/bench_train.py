@@ -83,8 +83,12 @@ def prepare_data(data: Path, n_train: int | None = None, n_test: int = 20) -> Pa
     return data
 
 
-def build_mid(out: Path) -> Path:
-    """pocket-tiny's vision tower / tokenizer with a ~170 M-parameter Qwen2 text model, random weights, saved."""
+QWEN2_VOCAB = 151_936  # Qwen2's embedding rows (InternVL2-1B / Mini-InternVL's language model)
+
+
+def build_mid(out: Path, vocab_size: int | None = None) -> Path:
+    """pocket-tiny's vision tower / tokenizer with a ~170 M-parameter Qwen2 text model, random weights, saved;
+    ``vocab_size`` widens its embeddings and head (the tokenizer's ids stay pocket-tiny's, all below it)."""
     import torch
     from transformers import Qwen2Config
 
@@ -102,6 +106,8 @@ def build_mid(out: Path) -> Path:
                 "max_window_layers"):
         text.pop(key, None)
     text.update(MID_TEXT)
+    if vocab_size:
+        text["vocab_size"] = vocab_size
     config.text_config = Qwen2Config(**text)
     torch.manual_seed(0)
     vlm = PocketVLM(config)
@@ -145,8 +151,12 @@ def make_setup(name: str, work: Path, data: Path, steps: int, batch_size: int, g
     source = {"pocket-tiny": "pocket-tiny"}.get(name, name)
     if name == "mid":
         source = str(build_mid(work / "mid-model").resolve())
+    if name == "mid-qwen2-vocab":  # LoRA on the LLM (r 16), as on a real InternVL2-1B: the 151,936-row head is frozen
+        source = str(build_mid(work / "mid-qwen2-vocab-model", QWEN2_VOCAB).resolve())
     base = [f"model.source={source}", f"training.max_steps={WARMUP + steps}", f"training.batch_size={batch_size}",
             f"training.grad_accum={grad_accum}", "output.save_every=1000000", "eval.every=null"]
+    if name == "mid-qwen2-vocab":
+        base += ["parts.llm.mode=lora", "parts.llm.lora.r=16", "parts.llm.lora.alpha=32"]
     if max_seq_length:
         base.append(f"training.max_seq_length={max_seq_length}")
     return Setup(name, folder, recipe_path, base)
@@ -442,7 +452,6 @@ def matmul_peak(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
 
 def count_flops(setup: Setup, precision: str = "fp32") -> dict:
     """Forward + backward FLOPs of the first timed step (FlopCounterMode), per padded token position."""
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from adapt.data.dataset import collate
@@ -617,7 +626,7 @@ def model_block(name: str, results: dict, flops: dict, peaks: dict, load: tuple[
     return "\n".join(lines)
 
 
-MODEL_ORDER = ("pocket-tiny", "mid")
+MODEL_ORDER = ("pocket-tiny", "mid", "mid-qwen2-vocab")
 
 
 def section_text(blocks: dict[str, str], old: str | None = None) -> str:
@@ -634,7 +643,9 @@ def section_text(blocks: dict[str, str], old: str | None = None) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="pocket-tiny", help="comma-separated: pocket-tiny, mid")
+    parser.add_argument("--models", default="pocket-tiny",
+                        help="comma-separated: pocket-tiny, mid, mid-qwen2-vocab (mid with Qwen2's 151,936-token "
+                             "vocabulary, LoRA on the LLM)")
     parser.add_argument("--precision", default="fp32,bf16")
     parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per run (after 2 warm-up steps)")
     parser.add_argument("--batch-size", type=int, default=8)
