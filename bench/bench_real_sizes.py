@@ -20,7 +20,8 @@ Each (preset, precision) runs in its own subprocess (one at a time): adapt/train
 merged final model is written: a LoRA checkpoint only). Per run: parameters, trainable parameters, tokens per step
 (non-pad input positions, image tokens included), step time (`train_log.jsonl`'s `step_time`), tokens/s, and peak
 RSS: the process' peak while loading the model and data (`VmHWM` after `Trainer` is built), then, the peak being reset
-(`/proc/self/clear_refs`), the peak over the optimizer steps, and `ru_maxrss` of the whole subprocess.
+(`/proc/self/clear_refs`), the peak over the optimizer steps, and the larger of the two (the subprocess' peak;
+`ru_maxrss` reads the same high-water mark, so after the reset it is the steps' peak only).
 
 Precision: `bf16` = `training.precision=bf16` (autocast); the weights are `model.dtype` = float32 for presets whose
 fp32 weights fit (internvl2-1b) and bfloat16 otherwise (mini-internvl-4b: 3.8 B params would be 15 GB in fp32);
@@ -264,7 +265,7 @@ def run_all(args) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     head = ("| preset | weights | precision | parameters | trainable | batch | tokens / step (padded) | step 1 s (warm-up) | "
-            "timed step s | tokens/s | peak RSS load GB | peak RSS steps GB | ru_maxrss GB | load avg before → after |\n"
+            "timed step s | tokens/s | peak RSS load GB | peak RSS steps GB | peak RSS overall GB | load avg before → after |\n"
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     lines = [head]
     for r in rows:
@@ -281,7 +282,7 @@ def table(rows: list[dict]) -> str:
             f"| {r['preset']} | {r['model_dtype']} | {r['precision']} | {r['params'] / 1e6:,.0f} M | "
             f"{r['trainable'] / 1e6:.1f} M | {steps[0]['rows']} | {tok:.0f} ({padded:.0f}) | {steps[0]['step_time']:.1f} | "
             f"{step_s:.1f}{'' if steps[1:] else ' (only step 1 run)'}{' — ' + r['stopped'] if r.get('stopped') else ''} | {tok / step_s:.1f} | {r['load_peak_gb']:.2f} | "
-            f"{r['train_peak_gb']:.2f} | {r['ru_maxrss_gb']:.2f} | {r['load_before']} → {r['load_after']} |")
+            f"{r['train_peak_gb']:.2f} | {max(r['load_peak_gb'], r['train_peak_gb']):.2f} | {r['load_before']} → {r['load_after']} |")
     return "\n".join(lines)
 
 
@@ -299,7 +300,7 @@ images (max_tiles {args.max_tiles}: one 448 px tile, 256 image tokens, per image
 shows step 1 again). weights = `model.dtype`
 (float32 master weights where they fit; bfloat16 for the 4B preset, whose fp32 weights alone are 15 GB);
 precision = `training.precision` (bf16 = autocast). Tokens = non-pad input positions, image tokens included. Peak RSS:
-the process' peak while loading model + data, then (peak reset) over the optimizer steps, and ru_maxrss overall.
+the process' peak while loading model + data, then (peak reset) over the optimizer steps, and the larger of the two.
 
 - Command: `python bench/bench_real_sizes.py {' '.join(argv)}`
 - Machine: {machine_line()}
