@@ -32,7 +32,7 @@ def test_benchmarks_figures_are_a_generated_section():
 
 # Generated sections whose figures no command writes yet (hand-copied from `adapt eval` runs): listed so that
 # a new one fails below, and so that writing its generator means taking it off this list.
-NOT_YET_GENERATED = {"llamacpp_quant"}
+NOT_YET_GENERATED: set[str] = set()
 
 
 def _sections(doc: Path) -> list[str]:
@@ -63,6 +63,29 @@ def test_write_section_replaces_only_its_own_text(tmp_path):
     assert read_section(doc, "b") == "keep"
     with pytest.raises(ValueError, match="c:start"):
         write_section(doc, "c", "x")
+
+
+def test_export_accuracy_compares_answer_by_answer_and_marks_changes():
+    from bench import export_accuracy as ea
+
+    def pred(line, answer, source="landcover"):
+        return {"source": source, "line": line, "prediction": answer}
+
+    reference = [pred(1, "forest"), pred(2, "snow"), pred(1, "4", "general")]
+    same = ea.compare(reference, list(reversed(reference)))
+    assert (same["identical"], same["total"], same["different"]) == (3, 3, [])
+    moved = ea.compare(reference, [pred(1, "forest"), pred(2, "Snow"), pred(3, "4", "general")])
+    assert (moved["identical"], moved["different"]) == (1, [("landcover", 2), ("general", 1)])  # missing counts
+    assert [ea.points(v, 0.96) for v in (0.96, 0.97, 0.955, None)] == ["±0.0", "+1.0", "-0.5", "–"]
+    pytorch = {"domain": 0.685, "general": 0.96}
+    rows = [{"variant": "fp32", "size_mb": 8.04, "domain": 0.685, "general": 0.96, "identical": 400, "total": 400},
+            {"variant": "int8", "size_mb": 3.66, "domain": 0.685, "general": 0.965, "identical": 389, "total": 400}]
+    assert ea.table("onnx", pytorch, rows, "landcover").splitlines()[2:] == [
+        "| PyTorch (float32) | — | 0.685 | 0.960 | — |",
+        "| ONNX Runtime fp32 | 8.0 MB | 0.685 | 0.960 | 400 of 400 |",
+        "| ONNX Runtime int8 | 3.7 MB | 0.685 (±0.0) | 0.965 (+0.5) | 389 of 400 |"]
+    assert ea.largest_change(pytorch, rows[1]) == 0.5
+    assert ea._command(["onnx"]) == "python bench/export_accuracy.py --runtimes onnx --write"
 
 
 @pytest.mark.slow
