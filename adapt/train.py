@@ -305,7 +305,7 @@ class Trainer:
         `sources` (already taken out)."""
         segments = batch.pop("segments")
         with autocast:
-            losses = (self.engine or self.model)(**batch).token_losses
+            losses = (self.engine or self.model)(**batch, loss_only=True).token_losses
         return sample_losses(losses, batch["labels"], segments)
 
     def _take(self, k: int, items: list, dropped: list) -> None:

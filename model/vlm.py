@@ -233,24 +233,27 @@ class PocketVLM(PreTrainedModel):
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        loss_only: bool = False,
         **kwargs,
     ) -> VLMOutput:
         """`kwargs` (the KV cache, `use_cache`, output flags) go to the LLM under the names the
         installed transformers uses; the output's fields are the LLM's own plus the image features.
 
-        With `labels` the output carries `token_losses` (next-token cross-entropy per position, see
-        `model.loss.supervised_token_losses`) and `loss` (their mean over supervised tokens), and no
-        logits: only supervised positions are projected onto the vocabulary. Packed rows (several
+        With `labels` and `loss_only` (training) the output carries `token_losses` (next-token
+        cross-entropy per position, see `model.loss.supervised_token_losses`) and `loss` (their mean
+        over supervised tokens) and no logits: large vocabularies are projected at supervised positions
+        only. With `labels` alone it is the LLM's own output, logits and loss. Packed rows (several
         samples, `position_ids` restarting at 0 and no `attention_mask`) attend within each sample."""
         image_features = None
         if inputs_embeds is None:
             inputs_embeds, image_features = self.embed(input_ids, pixel_values)
-        if labels is not None:
+        if labels is not None and loss_only:
             return self._supervised_forward(inputs_embeds, attention_mask, position_ids, labels, image_features, kwargs)
         out = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            labels=labels,
             logits_to_keep=logits_to_keep,
             **kwargs,
         )

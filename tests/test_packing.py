@@ -63,7 +63,8 @@ def test_model_token_losses_equal_cross_entropy_of_its_logits(tiny, loss_way):
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "pixel_values")}
     with torch.no_grad():
         logits = vlm(**inputs).logits
-        out = vlm(**inputs, labels=labels)
+        out = vlm(**inputs, labels=labels, loss_only=True)
+        own = vlm(**inputs, labels=labels)  # without loss_only: the LLM's own output, logits and loss
     want = F.cross_entropy(logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=IGNORE_INDEX,
                            reduction="none")
     torch.testing.assert_close(out.token_losses, want, rtol=1e-5, atol=1e-5)
@@ -71,6 +72,7 @@ def test_model_token_losses_equal_cross_entropy_of_its_logits(tiny, loss_way):
         assert torch.equal(out.token_losses, want)
     assert out.logits is None  # the loss is all a training step needs
     assert out.loss.item() == pytest.approx(want.sum().item() / int((labels[:, 1:] != IGNORE_INDEX).sum()), rel=1e-5)
+    assert torch.equal(own.logits, logits) and own.loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
 
 
 def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny, loss_way):
@@ -88,7 +90,7 @@ def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny, l
         segments, sources = batch.pop("segments"), batch.pop("sources")
         batch.pop("n_dropped")
         vlm.zero_grad()
-        sums, counts = sample_losses(vlm(**batch).token_losses, batch["labels"], segments)
+        sums, counts = sample_losses(vlm(**batch, loss_only=True).token_losses, batch["labels"], segments)
         sums.sum().backward()
         grads = torch.cat([p.grad.flatten() for p in vlm.parameters() if p.grad is not None])
         order = [int(s[1:]) for s in sources]
