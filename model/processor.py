@@ -143,7 +143,8 @@ class VLMProcessor:
             return None, []
         tiling = (tiling or self.tiling).for_images(len(images))
         tensors = [preprocess_image(_as_image(img, tiling.max_pixels), tiling) for img in images]
-        return torch.cat(tensors), [t.shape[0] for t in tensors]
+        pixels = tensors[0] if len(tensors) == 1 else torch.cat(tensors)  # one image: no copy
+        return pixels, [t.shape[0] for t in tensors]
 
     def __call__(
         self,
