@@ -58,6 +58,25 @@ def test_every_layout_loads_in_the_dtype_it_is_stored_in(layout, bf16_dir, tmp_p
     assert model.load(folder, dtype="float32")[0].dtype == torch.float32  # unless asked otherwise
 
 
+@pytest.mark.parametrize("asked, final", [(None, torch.bfloat16), ("float32", torch.float32)])
+def test_the_model_is_built_in_the_dtype_it_is_stored_in(asked, final, bf16_dir, monkeypatch) -> None:
+    """Weights are copied into parameters of their stored dtype: a bfloat16 checkpoint never passes through a
+    float32 copy of the whole model (twice its size in memory while loading); another dtype is a cast after."""
+    import model.checkpoints.io as io
+
+    seen: list[set[torch.dtype]] = []
+    load_strict = io.load_strict
+
+    def spy(module, state, *args, **kwargs):
+        seen.append({p.dtype for p in module.parameters()})
+        return load_strict(module, state, *args, **kwargs)
+
+    monkeypatch.setattr(io, "load_strict", spy)
+    vlm, _ = model.load(bf16_dir, dtype=asked)
+    assert seen == [{torch.bfloat16}] and vlm.dtype == final
+    assert torch.get_default_dtype() == torch.float32  # restored
+
+
 def test_a_swapped_in_projector_follows_the_stored_dtype(bf16_dir) -> None:
     vlm, _ = model.load(bf16_dir, projector="mlp2x_gelu")
     assert {p.dtype for p in vlm.parameters()} == {torch.bfloat16}

@@ -169,10 +169,17 @@ def write_state_dict(directory: Path, state: dict[str, torch.Tensor], name: str 
     return target
 
 
-def build_empty(model_cls, config):
-    """Instantiate without spending time on random initialisation (weights are loaded right after)."""
-    with no_init_weights():
-        return model_cls(config)
+def build_empty(model_cls, config, dtype: torch.dtype = torch.float32):
+    """Instantiate without spending time on random initialisation (weights are loaded right after), with the
+    floating-point parameters made in `dtype` (as transformers' ``from_pretrained(dtype=...)`` does), so that a
+    bfloat16 checkpoint never passes through a float32 copy of the whole model."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with no_init_weights():
+            return model_cls(config)
+    finally:
+        torch.set_default_dtype(previous)
 
 
 def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, tied: Iterable[str] = ()) -> None:
@@ -248,11 +255,12 @@ def load_vlm(
     tied = resolve_head_tying(tie, state, source)
     config.text_config.tie_word_embeddings = tied
     config.tie_word_embeddings = tied
-    vlm = build_empty(PocketVLM, config)
+    target = dtype or stored_dtype(state)
+    vlm = build_empty(PocketVLM, config, target)
     load_strict(vlm, state, source, tied=[HEAD_KEY] if tied else [])
     if head_is_tied(vlm) != tied:
         raise CheckpointError(
             f"{source}: the {type(vlm.language_model).__name__} head is {'not ' if tied else ''}tied to its "
             f"embeddings after loading, but the checkpoint asks for the opposite"
         )
-    return vlm.to(dtype or stored_dtype(state))
+    return vlm.to(target)  # buffers too, as before

@@ -150,7 +150,7 @@ def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     config = native_config(vlm.config)
     config.tie_word_embeddings = tied = head_is_tied(vlm)  # what the weights are, whatever the config says
     state = {ours_to_native(k): v for k, v in vlm.state_dict().items() if not (tied and k == HEAD_KEY)}
-    hf = build_empty(InternVLForConditionalGeneration, config)
+    hf = build_empty(InternVLForConditionalGeneration, config, vlm.dtype)
     load_strict(hf, state, "export", tied=["lm_head.weight"] if tied else [])
     hf.to(vlm.dtype).save_pretrained(str(out_dir), safe_serialization=True)
     if processor is not None:
