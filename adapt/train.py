@@ -206,6 +206,9 @@ class Trainer:
         vlm = vlm.to(getattr(torch, recipe.model.dtype))
         if t.packing:
             _check_packable(vlm)
+            from model.packed_attention import use_packed_attention
+
+            use_packed_attention(vlm.language_model)  # SDPA per sample span instead of a row-long mask
         self.tiling = recipe.tiling_for(processor.tiling)
         processor.tiling = self.tiling
         vlm.config.tiling = self.tiling.to_dict()

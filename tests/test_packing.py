@@ -48,6 +48,19 @@ def tiny():
     return vlm.eval(), processor
 
 
+@pytest.fixture(params=["sdpa", "per-span"])
+def attention(request, tiny):
+    """transformers' SDPA with its packed mask, or model.packed_attention's causal SDPA per sample span (what
+    adapt train switches to with training.packing); the model is switched back after the test."""
+    from model.packed_attention import NAME, use_packed_attention
+
+    lm = tiny[0].language_model
+    if request.param == "per-span":
+        assert use_packed_attention(lm) and lm.config._attn_implementation == NAME
+    yield request.param
+    lm.set_attn_implementation("sdpa")
+
+
 def encode(processor, question: str, answer: str, size: tuple[int, int]):
     conversation = [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}]
     image = Image.new("RGB", size, (40, 120, 200))
@@ -75,7 +88,7 @@ def test_model_token_losses_equal_cross_entropy_of_its_logits(tiny, loss_way):
     assert torch.equal(own.logits, logits) and own.loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
 
 
-def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny, loss_way):
+def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny, loss_way, attention):
     vlm, processor = tiny
     items = [{"encoded": encode(processor, q, a, size), "source": f"s{k}"} for k, (q, a, size) in enumerate([
         ("What colour is it?", "blue", (64, 64)),
@@ -105,6 +118,80 @@ def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny, l
         assert got[k][1] == want[k][1] > 0
         assert got[k][0] == pytest.approx(want[k][0], rel=1e-5), k
     torch.testing.assert_close(got_grads, want_grads, rtol=1e-4, atol=1e-6)
+
+
+def test_per_span_attention_cuts_packed_rows_and_leaves_everything_else_to_sdpa(tiny, monkeypatch):
+    """Packed rows: one causal SDPA call per sample span (no row-long mask); padded batches and generation: the
+    very SDPA call transformers makes, so their outputs are bit-identical to SDPA's."""
+    import model.packed_attention as packed
+    from model.packed_attention import use_packed_attention
+
+    vlm, processor = tiny
+    lm = vlm.language_model
+    items = [{"encoded": encode(processor, q, "an answer", size), "source": "s"} for q, size in
+             [("What colour is it?", (64, 64)), ("Where is the square?", (900, 300)), ("Count.", (300, 300))]]
+    calls: list[tuple[int, bool]] = []
+    sdpa = packed.sdpa_attention_forward
+
+    def spy(module, query, key, value, attention_mask, *args, **kwargs):
+        calls.append((query.shape[2], attention_mask is None))
+        return sdpa(module, query, key, value, attention_mask, *args, **kwargs)
+
+    monkeypatch.setattr(packed, "sdpa_attention_forward", spy)
+
+    def run(pack_to):
+        batch = collate(items, processor, pack_to=pack_to)
+        for key in ("segments", "sources", "n_dropped"):
+            batch.pop(key)
+        with torch.no_grad():
+            return batch, vlm(**batch, loss_only=True).token_losses
+
+    padded, want = run(None)
+    packed_batch, _ = run(10_000)  # all three in one row
+    assert calls == []  # still SDPA: nothing goes through the per-span function
+    assert use_packed_attention(lm)
+    try:
+        _, got = run(None)
+        assert torch.equal(got, want) and {mask for _, mask in calls} == {False}  # the padding mask, as SDPA
+        calls.clear()
+        run(10_000)
+        lengths = [len(item["encoded"].input_ids) for item in items]
+        layers = lm.config.num_hidden_layers
+        assert packed_batch["input_ids"].shape[0] == 1
+        assert sorted(calls) == sorted([(n, True) for n in lengths] * layers)  # a call per span, no mask
+        calls.clear()
+        ids = padded["input_ids"][:2]
+        with torch.no_grad():
+            new = vlm.generate(ids, padded["pixel_values"][: sum(items[k]["encoded"].num_tiles[0] for k in (0, 1))],
+                               attention_mask=padded["attention_mask"][:2], max_new_tokens=4, do_sample=False)
+        assert calls and all(not mask or q == 1 for q, mask in calls)  # prompt with its mask, then one token each
+    finally:
+        lm.set_attn_implementation("sdpa")
+    with torch.no_grad():
+        plain = vlm.generate(ids, padded["pixel_values"][: sum(items[k]["encoded"].num_tiles[0] for k in (0, 1))],
+                             attention_mask=padded["attention_mask"][:2], max_new_tokens=4, do_sample=False)
+    assert torch.equal(new, plain)
+
+
+def test_per_span_attention_keeps_a_sliding_window_mask():
+    """A packed row whose mask is more than packed-causal (here a 3-token sliding window) is left to SDPA with
+    that mask: cutting it into spans would attend past the window."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from model.packed_attention import use_packed_attention
+
+    config = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=3,
+                         max_window_layers=0, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    lm = Qwen2ForCausalLM(config).eval()
+    ids = torch.randint(0, 64, (1, 14))
+    positions = torch.cat([torch.arange(8), torch.arange(6)])[None]
+    with torch.no_grad():
+        want = lm(input_ids=ids, position_ids=positions).logits
+        assert use_packed_attention(lm)
+        got = lm(input_ids=ids, position_ids=positions).logits
+    assert torch.equal(got, want)
 
 
 def test_packing_needs_a_language_model_from_transformers(tiny):

@@ -222,8 +222,12 @@ def test_packed_run_is_the_padded_run(tmp_path, data_dir, one_process_run):
     trainer = Trainer(recipe, progress=False)
     batch = trainer._collate([trainer._dataset(0)[i] for i in range(8)])
     assert batch["input_ids"].shape[0] < 8 and batch["segments"].max() == 7  # several samples share a row
+    assert trainer.model.language_model.config._attn_implementation == "pocket_packed_sdpa"  # SDPA per span
     trainer.run()
     assert_same_run(Path(recipe.output.dir), one_process_run, world=1)
+    final = Path(recipe.output.dir) / "final"
+    assert "pocket_packed_sdpa" not in (final / "config.json").read_text()  # a training detail, not the model's
+    assert model.load(final)[0].language_model.config._attn_implementation == "sdpa"
 
 
 def test_bad_data_fraction_stops_the_run(tmp_path, data_dir):
