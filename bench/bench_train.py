@@ -253,11 +253,14 @@ def torch_dataset(samples: Samples):
 
 # ---------------------------------------------------------------------------------------------------- stats
 def batch_stats(batch: dict) -> dict:
-    """Rows, supervised tokens (the shifted labels the loss is taken over), non-pad tokens, padded positions."""
+    """Samples (a packed row holds several: `segments` numbers them), supervised tokens (the shifted labels the loss
+    is taken over), non-pad tokens, padded positions."""
     labels = batch["labels"]
-    mask = batch.get("attention_mask")
-    return {"rows": int(labels.shape[0]), "supervised": int((labels[:, 1:] != IGNORE).sum()),
-            "tokens": int(mask.sum()) if mask is not None else int(labels.numel()),
+    mask, segments = batch.get("attention_mask"), batch.get("segments")
+    samples = int(segments.max()) + 1 if segments is not None else int(labels.shape[0])
+    tokens = int(mask.sum()) if mask is not None else int((segments >= 0).sum()) if segments is not None \
+        else int(labels.numel())
+    return {"rows": samples, "supervised": int((labels[:, 1:] != IGNORE).sum()), "tokens": tokens,
             "positions": int(batch["input_ids"].numel())}
 
 

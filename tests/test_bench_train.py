@@ -21,7 +21,8 @@ def runs(tmp_path_factory):
     # steps=0 timed: the 2 warm-up steps only, micro-batches of 2 samples, 2 per optimizer step
     setup = bench.make_setup("pocket-tiny", work, data, steps=0, batch_size=2, grad_accum=2)
     return {"adapt": bench.run_adapt(setup, "fp32"), "plain": bench.run_plain(setup, "fp32"),
-            "hf": bench.run_hf(setup, "fp32")}
+            "hf": bench.run_hf(setup, "fp32"),
+            "packed": bench.run_adapt(setup, "fp32", ["training.packing=true"], name="packed")}
 
 
 KEYS = ("rows", "supervised", "tokens", "positions")
@@ -35,6 +36,15 @@ def test_runners_see_the_same_samples_and_tokens_every_step(runs):
     # the Trainer's own count of the step's supervised tokens (what its loss is divided by) is ours
     items = runs["hf"]["num_items"]
     assert items[::2] == items[1::2] == [s["supervised"] for s in adapt]
+
+
+def test_packed_runs_count_samples_not_rows(runs):
+    """training.packing puts several samples in a row: samples/s counts samples, tokens/s the non-padding tokens."""
+    adapt = [{k: s[k] for k in KEYS} for s in runs["adapt"]["steps"]]
+    packed = [{k: s[k] for k in KEYS} for s in runs["packed"]["steps"]]
+    assert [(s["rows"], s["supervised"], s["tokens"]) for s in packed] == \
+        [(s["rows"], s["supervised"], s["tokens"]) for s in adapt]
+    assert all(p["positions"] <= a["positions"] for p, a in zip(packed, adapt))
 
 
 def test_plain_loop_and_trainer_reach_adapt_trains_loss(runs):
