@@ -77,6 +77,30 @@ def test_the_model_is_built_in_the_dtype_it_is_stored_in(asked, final, bf16_dir,
     assert torch.get_default_dtype() == torch.float32  # restored
 
 
+def test_loading_holds_the_weights_once(bf16_dir, monkeypatch) -> None:
+    """The parameters are the tensors read from the file (assigned, not copied into a second allocation), each
+    its own: a tensor read once but named twice is cloned, so untied parameters never share values."""
+    import model.checkpoints.io as io
+
+    states: list[dict] = []
+    load_strict = io.load_strict
+
+    def spy(module, state, *args, **kwargs):
+        states.append(state)
+        return load_strict(module, state, *args, **kwargs)
+
+    monkeypatch.setattr(io, "load_strict", spy)
+    vlm, _ = model.load(bf16_dir)
+    params = dict(vlm.named_parameters())
+    (state,) = states
+    assert state.keys() >= params.keys() and len(params) > 10
+    assert all(params[k].data_ptr() == state[k].data_ptr() for k in params)
+    shared = torch.ones(4)
+    owned = io._own_tensors({"a": shared, "b": shared, "c": shared[:2], "d": shared.view(2, 2).t()})
+    assert owned["a"] is shared and owned["b"].data_ptr() != shared.data_ptr() and torch.equal(owned["b"], shared)
+    assert owned["c"].data_ptr() == shared.data_ptr() and owned["d"].is_contiguous()
+
+
 def test_a_swapped_in_projector_follows_the_stored_dtype(bf16_dir) -> None:
     vlm, _ = model.load(bf16_dir, projector="mlp2x_gelu")
     assert {p.dtype for p in vlm.parameters()} == {torch.bfloat16}

@@ -182,12 +182,14 @@ def build_empty(model_cls, config, dtype: torch.dtype = torch.float32):
         torch.set_default_dtype(previous)
 
 
-def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, tied: Iterable[str] = ()) -> None:
+def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, tied: Iterable[str] = (),
+                assign: bool = False) -> None:
     """Load `state` into `model`; anything missing or left over is an error naming the keys.
 
-    Keys in `tied` (e.g. an `lm_head.weight` tied to the input embeddings) may be absent.
+    Keys in `tied` (e.g. an `lm_head.weight` tied to the input embeddings) may be absent. With `assign` the
+    model's parameters become `state`'s tensors (no copy: loading then holds the weights once, not twice).
     """
-    result = model.load_state_dict(state, strict=False)
+    result = model.load_state_dict(state, strict=False, assign=assign)
     missing = [k for k in result.missing_keys if k not in set(tied)]
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:
@@ -240,6 +242,19 @@ def stored_dtype(state: dict[str, torch.Tensor]) -> torch.dtype:
     return max(sizes, key=sizes.__getitem__) if sizes else torch.float32
 
 
+def _own_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` fit to become parameters as they are: contiguous, and no tensor under two keys (two parameters
+    must never share their values unless tied on purpose)."""
+    seen: set[tuple[int, tuple[int, ...]]] = set()
+    owned = {}
+    for key, tensor in state.items():
+        tensor = tensor.contiguous()
+        where = (tensor.data_ptr(), tuple(tensor.shape))
+        owned[key] = tensor.clone() if where in seen and tensor.numel() else tensor
+        seen.add(where)
+    return owned
+
+
 def load_vlm(
     config: PocketVLMConfig, state: dict[str, torch.Tensor], source: str, tie: bool, dtype: torch.dtype | None = None
 ) -> PocketVLM:
@@ -256,8 +271,8 @@ def load_vlm(
     config.text_config.tie_word_embeddings = tied
     config.tie_word_embeddings = tied
     target = dtype or stored_dtype(state)
-    vlm = build_empty(PocketVLM, config, target)
-    load_strict(vlm, state, source, tied=[HEAD_KEY] if tied else [])
+    vlm = build_empty(PocketVLM, config, target)  # parameters allocated but never written: assign replaces them
+    load_strict(vlm, _own_tensors(state), source, tied=[HEAD_KEY] if tied else [], assign=True)
     if head_is_tied(vlm) != tied:
         raise CheckpointError(
             f"{source}: the {type(vlm.language_model).__name__} head is {'not ' if tied else ''}tied to its "
