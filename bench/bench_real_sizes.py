@@ -25,9 +25,8 @@ RSS: the process' peak while loading the model and data (`VmHWM` after `Trainer`
 
 Precision: `bf16` = `training.precision=bf16` (autocast); the weights are `model.dtype` = float32 for presets whose
 fp32 weights fit (internvl2-1b) and bfloat16 otherwise (mini-internvl-4b: 3.8 B params would be 15 GB in fp32);
-the table says which. A bfloat16 model is built under `torch.set_default_dtype(torch.bfloat16)` while the `Trainer`
-loads it: `model.checkpoints.io.load_vlm` otherwise instantiates the model in float32 before casting, which for the
-4B preset alone would take 15 GB.
+the table says which. `model.checkpoints.io.load_vlm` builds the model in the dtype its weights are stored in, so the
+4B preset's bfloat16 checkpoint never passes through a 15 GB float32 copy (`bench/bench_load.py` measures it).
 
 A run is skipped (and the table says why) when `MemAvailable` is below `--min-free-gb` GiB for the 4B preset
 (6 GiB for the others) right before it starts. `--write` puts the table into BENCHMARKS.md (section
@@ -114,13 +113,7 @@ def train_child(spec: dict, result_path: Path) -> dict:
     torch.set_num_threads(spec["threads"])
     recipe = load_recipe(Path(spec["recipe"]), spec["overrides"])
     started = time.perf_counter()
-    bf16_weights = recipe.model.dtype == "bfloat16"
-    if bf16_weights:
-        torch.set_default_dtype(torch.bfloat16)
-    try:
-        trainer = Trainer(recipe, progress=False)
-    finally:
-        torch.set_default_dtype(torch.float32)
+    trainer = Trainer(recipe, progress=False)  # a bfloat16 checkpoint is built in bfloat16 (load_vlm)
     load_s = time.perf_counter() - started
     load_peak = _proc_status("VmHWM")
     rss_after_load = _proc_status("VmRSS")

@@ -95,6 +95,12 @@ def test_loading_holds_the_weights_once(bf16_dir, monkeypatch) -> None:
     (state,) = states
     assert state.keys() >= params.keys() and len(params) > 10
     assert all(params[k].data_ptr() == state[k].data_ptr() for k in params)
+    # the parameters map the file copy-on-write: training them in place never writes to the checkpoint
+    files = {f: f.read_bytes() for f in Path(bf16_dir).glob("*.safetensors")}
+    with torch.no_grad():
+        for param in vlm.parameters():
+            param.add_(1.0)
+    assert all(f.read_bytes() == data for f, data in files.items())
     shared = torch.ones(4)
     owned = io._own_tensors({"a": shared, "b": shared, "c": shared[:2], "d": shared.view(2, 2).t()})
     assert owned["a"] is shared and owned["b"].data_ptr() != shared.data_ptr() and torch.equal(owned["b"], shared)
