@@ -15,6 +15,12 @@ Everything else is `adapt train`'s machinery (`Trainer`): the domain/general dat
 resume after kill -9, DDP / DeepSpeed, the progress bar, train_log.jsonl and loss.png, the skip report. The
 result, ``final/``, is a vision-tower folder (`model.checkpoints.tower`) that a training recipe names as
 ``model.vision``; ``report.md`` / ``report.json`` give the held-out feature cosine before and after.
+
+When a pair joins the block whose output the teacher VLM's projector reads (its ``vision_feature_layer``; -1 for a
+bare tower: the tower's output, ``last_hidden_state``) with the student's block of the same feature layer, and the
+widths differ, that pair's projection is written into ``final/`` as the tower's vision adapter
+(`model.checkpoints.tower.save_vision_adapter`): a training recipe that names ``final/`` as ``model.vision`` on the
+teacher's VLM keeps the VLM's trained projector behind it (``model.vision_adapter: auto``).
 """
 
 from __future__ import annotations
@@ -27,9 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from model.checkpoints.tower import load_vision, save_tower
+from model.checkpoints.tower import load_vision, load_vision_feature, save_tower, save_vision_adapter
 from model.tiling import ImageLoadError, TilingConfig, load_image
-from model.vision import layer_features, patch_grid
+from model.vision import feature_block, layer_features, patch_grid
 
 from .checkpointing import atomic_write_text
 from .data.augment import build_augment
@@ -59,6 +65,15 @@ def layer_pairs(layers: int, pairs: list[tuple[int, int]] | None, teacher_depth:
         raise DistillError(f"distill.layers is {layers}, but the teacher has {teacher_depth} layers and the student "
                            f"{student_depth}")
     return [(teacher_depth - layers + i, student_depth - layers + i) for i in range(1, layers + 1)]
+
+
+def adapter_pair(pairs: list[tuple[int, int]], feature_layer: int, teacher_depth: int,
+                 student_depth: int) -> int | None:
+    """Index in `pairs` of the pair whose teacher block is the one a VLM with `feature_layer` feeds its projector and
+    whose student block is the student's of the same feature layer (the pair to use as the vision adapter); None if
+    none is."""
+    wanted = (feature_block(teacher_depth, feature_layer), feature_block(student_depth, feature_layer))
+    return next((i for i, pair in enumerate(pairs) if tuple(pair) == wanted), None)
 
 
 class FeatureDistiller(nn.Module):
@@ -128,7 +143,8 @@ class Distiller(Trainer):
         recipe: DistillRecipe = self.recipe
         d = recipe.distill
         _seed_everything(recipe.seed)
-        teacher, teacher_tiling = load_vision(d.teacher.source, d.teacher.config, seed=recipe.seed + 1)
+        teacher, teacher_tiling, self.feature_layer = load_vision_feature(d.teacher.source, d.teacher.config,
+                                                                          seed=recipe.seed + 1)
         student, student_tiling = load_vision(d.student.source, d.student.config, seed=recipe.seed)
         teacher = teacher.to(getattr(torch, d.teacher.dtype))
         student = student.to(getattr(torch, d.student.dtype))
@@ -137,6 +153,8 @@ class Distiller(Trainer):
                                f"{patch_grid(student.config)}; features are compared token by token, so pick towers "
                                "whose image_size / patch_size give the same grid")
         self.pairs = layer_pairs(d.layers, d.pairs, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+        self.adapter_pair = adapter_pair(self.pairs, self.feature_layer, teacher.config.num_hidden_layers,
+                                         student.config.num_hidden_layers)
         self.tiling = recipe.tiling_for(student_tiling)
         if self.tiling.tile_size != student_tiling.tile_size:
             raise DistillError(f"tiling.tile_size {self.tiling.tile_size} differs from the student's image size "
@@ -251,6 +269,15 @@ class Distiller(Trainer):
         tqdm.write(f"held-out cosine at step {step}: {result['cosine']:.4f}")
 
     # ------------------------------------------------------------------ output
+    def adapter(self) -> nn.Linear | None:
+        """The projection of the pair the teacher VLM's projector reads (see `adapter_pair`); None without such a
+        pair or where the widths are equal (no projection)."""
+        if self.adapter_pair is None:
+            return None
+        projection = self.model.projections[self.adapter_pair]
+        return projection if isinstance(projection, nn.Linear) else None
+
+    # ------------------------------------------------------------------ output
     def _write_final(self, final: Path) -> None:
         if not self.dist.main:
             return
@@ -258,6 +285,11 @@ class Distiller(Trainer):
         save_tower(self.model.student, self.tiling, final, {
             "distilled_from": d.teacher.source, "student_start": d.student.source, "pairs": self.pairs,
             "recipe": self.recipe.name, "steps": self.total_steps})
+        adapter = self.adapter()
+        if adapter is not None:
+            save_vision_adapter(adapter, final, {
+                "vision_feature_layer": self.feature_layer, "pair": list(self.pairs[self.adapter_pair]),
+                "teacher": d.teacher.source})
         from .evaluate import plot_loss_curve
 
         plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png")
@@ -273,13 +305,16 @@ class Distiller(Trainer):
             "projection_params": count(self.model.projections), "pairs": self.pairs, "steps": self.total_steps,
 "held_out_before": self.before, "held_out_after": after,
             "final": str(final), "skipped_records": self.skips.count(),
+            "vision_adapter": None if self.adapter() is None else {
+                "pair": list(self.pairs[self.adapter_pair]), "vision_feature_layer": self.feature_layer},
         }
         atomic_write_text(self.out_dir / "report.json", json.dumps(report, indent=1) + "\n")
         lines = [f"# Distillation report: {self.recipe.name}", "",
                  f"Teacher `{d.teacher.source}` ({report['teacher_params']:,} params, frozen) → student "
                  f"`{d.student.source}` ({report['student_params']:,} params); width projection "
                  f"{report['projection_params']:,} params; layer pairs (teacher, student): {self.pairs}; "
-                 f"{self.total_steps} steps. Tower: `{final}` (name it as `model.vision` in a training recipe).", ""]
+                 f"{self.total_steps} steps. Tower: `{final}` (name it as `model.vision` in a training recipe).", "",
+                 self._adapter_line(), ""]
         if self.before is None or after is None:
             lines.append("No held-out feature cosine: the recipe has no data.eval_sources with images.")
         else:
@@ -298,6 +333,16 @@ class Distiller(Trainer):
             lines += ["", f"{text_only} text-only training records left out (nothing to distil on)."]
         atomic_write_text(self.out_dir / "report.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
+
+    def _adapter_line(self) -> str:
+        if self.adapter() is not None:
+            return (f"Vision adapter: the projection of pair {list(self.pairs[self.adapter_pair])} (the feature the "
+                    f"teacher VLM's projector reads, vision_feature_layer {self.feature_layer}) is in final/ "
+                    "(vision_adapter.safetensors): on the teacher's VLM the trained projector stays behind it.")
+        why = ("the widths are equal (no projection)" if self.adapter_pair is not None else
+               f"no pair joins the teacher block its VLM's projector reads (vision_feature_layer {self.feature_layer}) "
+               "with the student's")
+        return f"No vision adapter in final/: {why}."
 
     def _print_plan(self, start_step: int) -> None:
         m = self.model

@@ -41,9 +41,23 @@ def select_features(tower: nn.Module, pixel_values: torch.Tensor, feature_layer:
 
 
 def layer_features(tower: nn.Module, pixel_values: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
-    """Patch features `(tiles, rows*cols, C)` after each of `layers` (1-based block numbers: `hidden_states[k]`)."""
-    hidden = tower(pixel_values=pixel_values, output_hidden_states=True).hidden_states
-    return [patch_tokens(tower, pixel_values, hidden[k]) for k in layers]
+    """Patch features `(tiles, rows*cols, C)` after each of `layers` (1-based block numbers: `hidden_states[k]`).
+
+    The last block's are the tower's output, `last_hidden_state` (a final norm included, where the tower has one):
+    exactly what a VLM with `vision_feature_layer=-1` feeds its projector (`select_features`)."""
+    out = tower(pixel_values=pixel_values, output_hidden_states=True)
+    last = len(out.hidden_states) - 1
+    return [patch_tokens(tower, pixel_values, out.last_hidden_state if k == last else out.hidden_states[k])
+            for k in layers]
+
+
+def feature_block(depth: int, feature_layer: int) -> int:
+    """The 1-based block whose output `select_features(..., feature_layer)` reads, in a tower of `depth` blocks
+    (-1: the last; -2: the one before; k >= 0: `hidden_states[k]`, 0 = the embeddings)."""
+    block = depth + 1 + feature_layer if feature_layer < 0 else feature_layer
+    if not 0 <= block <= depth:
+        raise ModelConfigError(f"vision_feature_layer {feature_layer} is out of range for a tower of {depth} layers")
+    return block
 
 
 def patch_tokens(tower: nn.Module, pixel_values: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,11 @@ A folder holds the tower as transformers saves it — `config.json` (the vision 
 internvl_vision`) and `model.safetensors` with the tower's own key names, so `AutoModel.from_pretrained` reads
 it too — plus `pocket_tower.json`: the tiling the tower was trained with and where it came from.
 
+A distilled tower may carry its vision adapter: `vision_adapter.safetensors` (`weight`, `bias`: the learned
+`nn.Linear(student width -> teacher width)` of the layer pair whose features the teacher VLM's projector reads) and
+`vision_adapter.json` (the widths, that pair, the teacher VLM's `vision_feature_layer`, the teacher). A VLM of the
+teacher's width keeps its trained projector behind it (`PocketVLM.replace_vision_tower`).
+
 OpenGVLab's standalone InternViT releases (InternViT-6B-448px-V1-5, InternViT-300M-448px: `model_type:
 intern_vit_6b`, remote code, fused `attn.qkv`) are read as well, through the original layout's key mapping.
 """
@@ -22,9 +27,20 @@ from transformers.initialization import no_init_weights
 
 from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
 from ..vision import VISION_CONFIGS, build_vision_tower
-from .io import CheckpointError, honour_umask, load_strict, read_json, read_state_dict, write_state_dict
+from .io import (
+    CheckpointError,
+    _load_safetensors,
+    honour_umask,
+    load_strict,
+    read_json,
+    read_state_dict,
+    write_json,
+    write_state_dict,
+)
 
 TOWER_INFO = "pocket_tower.json"
+ADAPTER_WEIGHTS = "vision_adapter.safetensors"
+ADAPTER_INFO = "vision_adapter.json"
 HUB_PREFIX = "hub:"
 HUB_ID = re.compile(r"hub:[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 VLM_MODEL_TYPES = ("pocket_vlm", "internvl", "internvl_chat", "mobilevlm")
@@ -112,9 +128,47 @@ def _load_internvit_original(directory: Path, raw: dict, allow_pickle: bool) -> 
     return tower.to(dtype), default_tiling(config)
 
 
+def save_vision_adapter(adapter: nn.Linear, out_dir: Path, info: dict) -> Path:
+    """Write `adapter` (student width -> teacher width) and what it maps into (`info`: teacher_width,
+    vision_feature_layer, pair, teacher) next to a tower in `out_dir`."""
+    out_dir = Path(out_dir)
+    write_state_dict(out_dir, {k: v.float() for k, v in adapter.state_dict().items()}, ADAPTER_WEIGHTS)
+    write_json(out_dir / ADAPTER_INFO, {"student_width": adapter.in_features, "teacher_width": adapter.out_features,
+                                        **info})
+    return out_dir / ADAPTER_WEIGHTS
+
+
+def load_vision_adapter(directory: str | Path) -> tuple[nn.Linear, dict] | None:
+    """The vision adapter a tower folder carries and its info; None for a folder without one (or not a folder)."""
+    directory = Path(directory)
+    weights, info_path = directory / ADAPTER_WEIGHTS, directory / ADAPTER_INFO
+    if not weights.is_file():
+        return None
+    if not info_path.is_file():
+        raise CheckpointError(f"{weights}: no {ADAPTER_INFO} beside it saying which widths it maps")
+    info = read_json(info_path)
+    state = _load_safetensors(weights)
+    weight = state.get("weight")
+    if weight is None or weight.ndim != 2 or "bias" not in state or \
+            tuple(weight.shape) != (info.get("teacher_width"), info.get("student_width")):
+        raise CheckpointError(f"{weights}: expected 'weight' ({info.get('teacher_width')}, {info.get('student_width')}) "
+                              f"and 'bias' as {info_path.name} says; found {sorted(state)}")
+    adapter = nn.Linear(weight.shape[1], weight.shape[0])
+    load_strict(adapter, state, str(weights))
+    return adapter, info
+
+
 def load_vision(source: str | Path, config: dict | None = None, seed: int = 0,
                 allow_pickle: bool = False) -> tuple[nn.Module, TilingConfig]:
-    """A vision tower and its tiling from any source:
+    """A vision tower and its tiling from any source (`load_vision_feature`, without the feature layer)."""
+    tower, tiling, _ = load_vision_feature(source, config, seed, allow_pickle)
+    return tower, tiling
+
+
+def load_vision_feature(source: str | Path, config: dict | None = None, seed: int = 0,
+                        allow_pickle: bool = False) -> tuple[nn.Module, TilingConfig, int]:
+    """A vision tower, its tiling and the `vision_feature_layer` its projector reads (the VLM's; -1, the tower's
+    output, for a bare tower) from any source:
 
     - a tower folder (`save_tower`, `adapt distill`'s `final/`);
     - a VLM checkpoint folder in any layout, or a preset name: its vision tower (pocket-tiny's is trained);
@@ -136,19 +190,19 @@ def load_vision(source: str | Path, config: dict | None = None, seed: int = 0,
         path = Path(snapshot_download(str(source)[len(HUB_PREFIX):], allow_patterns=["*.json", "*.safetensors"]))
     if path.is_dir():
         if is_tower_folder(path):
-            return load_tower_folder(path, allow_pickle)
+            return (*load_tower_folder(path, allow_pickle), -1)
         vlm, _ = load(path, allow_pickle=allow_pickle)
-        return vlm.vision_tower, vlm.config.tiling_config
+        return vlm.vision_tower, vlm.config.tiling_config, vlm.config.vision_feature_layer
     if str(source) in VISION_CONFIGS:
         try:
             vision_config = VISION_CONFIGS[str(source)](**(config or {}))
         except (TypeError, ValueError) as err:
             raise CheckpointError(f"{source}: bad config override ({err})") from None
         torch.manual_seed(seed)
-        return build_vision_tower(vision_config), default_tiling(vision_config)
+        return build_vision_tower(vision_config), default_tiling(vision_config), -1
     if str(source) in PRESETS:
         vlm, _ = load(str(source), seed=seed)
-        return vlm.vision_tower, vlm.config.tiling_config
+        return vlm.vision_tower, vlm.config.tiling_config, vlm.config.vision_feature_layer
     raise CheckpointError(f"{source}: not a vision-tower folder, a checkpoint folder, a preset "
                           f"({', '.join(PRESETS)}) nor a tower config ({', '.join(VISION_CONFIGS)})")
 
