@@ -179,13 +179,16 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-pickle", action="store_true", help="read .bin weights with torch.load(weights_only=True)")
     parser.add_argument("--vision", help="another vision tower in the model's place: a tower folder (adapt distill's "
                                          "final/), a checkpoint folder or a preset")
+    parser.add_argument("--vision-adapter", choices=["auto", "fresh"], default="auto",
+                        help="with --vision: auto (default) puts a distilled tower's vision adapter in front of the "
+                             "model's trained projector where it fits; fresh: a fresh projector for a tower of another width")
 
 
 def _load(args):
     import model
 
     return model.load(args.model, dtype=args.dtype, device=args.device, allow_pickle=args.allow_pickle,
-                      vision=args.vision)
+                      vision=args.vision, vision_adapter=args.vision_adapter)
 
 
 def _chat(args) -> int:
@@ -389,7 +392,9 @@ def _inspect(args) -> int:
         ("source", source),
         ("parameters", f"{count(vlm):,}"),
         ("vision tower", f"{type(vlm.vision_tower).__name__} ({count(vlm.vision_tower):,} params), layer {cfg.vision_feature_layer}"),
-        ("projector", f"{cfg.projector_type} {cfg.projector_options or ''} ({count(vlm.multi_modal_projector):,} params)"),
+        ("projector", f"{cfg.projector_type} {cfg.projector_options or ''} ({count(vlm.multi_modal_projector):,} params"
+                      + (f", a vision adapter {cfg.vision_config.hidden_size} -> {cfg.vision_adapter_width} in front)"
+                         if cfg.vision_adapter_width else ")")),
         ("language model", f"{type(vlm.language_model).__name__} ({count(vlm.language_model):,} params)"),
         ("image tokens", f"{cfg.image_seq_length} per tile, id {cfg.image_token_id} ({cfg.image_context_token})"),
         ("tiling", ", ".join(f"{k}={v}" for k, v in cfg.tiling.items())),

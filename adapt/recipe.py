@@ -115,6 +115,9 @@ class ModelSpec(_Section):
     projector: str | None = None
     projector_options: dict[str, Any] = Field(default_factory=dict)
     vision: str | None = None  # another vision tower: a tower folder (adapt distill), a checkpoint or a preset
+    # auto: a distilled tower's vision adapter (its projection into the teacher's features) goes in front of the
+    # model's trained projector when it fits; fresh: a tower of another width gets a fresh projector
+    vision_adapter: Literal["auto", "fresh"] = "auto"
 
     @model_validator(mode="after")
     def _projector(self) -> ModelSpec:

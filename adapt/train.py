@@ -201,7 +201,8 @@ class Trainer:
         vlm, processor = model_core.load(recipe.model.source, allow_pickle=recipe.model.allow_pickle,
                                          chat_template=recipe.model.chat_template,
                                          projector=recipe.model.projector,
-                                         projector_options=recipe.model.projector_options, vision=recipe.model.vision)
+                                         projector_options=recipe.model.projector_options, vision=recipe.model.vision,
+                                         vision_adapter=recipe.model.vision_adapter)
         self.final_dtype = vlm.dtype
         vlm = vlm.to(getattr(torch, recipe.model.dtype))
         if t.packing:

@@ -12,7 +12,11 @@
 - `mobilevlm`: the MobileVLM V2 layout (MobileVLM's own scripts), plus the CLIP tower as a folder `vision_tower/`
   that its `mm_vision_tower` names by absolute path (`model.checkpoints.mobilevlm.export_mobilevlm`).
 
-Every format exports the model with its LoRA merged (a `PeftModel` is merged first, once, here).
+Every format exports the model with its LoRA merged (a `PeftModel` is merged first, once, here). A vision adapter
+(a distilled tower's projection in front of the trained projector, `model.vision_adapter: auto`) goes with the
+projector into pocket, onnx, executorch and tensorrt; hf, internvl, gguf and mobilevlm have no slot for it, so it is
+folded into the projector where that starts with a per-token Linear (linear, mlp2x_gelu, ldpv2) and refused
+otherwise (InternVL's pixel_shuffle_mlp: a LayerNorm follows the pixel shuffle).
 
 An export is written into a staging folder beside the target and moved in only once complete, so a failed
 export changes nothing. A target that is not empty is refused unless `force`, which replaces the files an
@@ -33,7 +37,7 @@ from model.checkpoints.io import honour_umask
 from model.checkpoints.mobilevlm import TOWER_FOLDER, export_mobilevlm
 from model.checkpoints.native import SIDECAR, export_native
 from model.checkpoints.original import export_original
-from model.errors import PocketAdaptError
+from model.errors import ModelConfigError, PocketAdaptError
 
 FORMATS = {
     "hf": "transformers-native InternVL (InternVLForConditionalGeneration)",
@@ -70,6 +74,8 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
     out = Path(out_dir)
     writer = _writer(fmt, out, **options)
     vlm = merge_lora(vlm)
+    if fmt in FIXED_LAYOUTS:
+        fold_vision_adapter(vlm, fmt)
     check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:8]}"
@@ -97,6 +103,20 @@ def check_target(out: Path, force: bool) -> None:
                 f"{out}: not empty ({shown}); export into a new or empty folder, or pass --force to replace the "
                 "files an export writes there (configs, weights, tokenizer) and keep the rest"
             )
+
+
+# Formats whose projector keys are fixed by another tool: a vision adapter (`AdaptedProjector`) has no slot there,
+# so it is folded into the projector's first Linear or the export is refused.
+FIXED_LAYOUTS = ("hf", "internvl", "gguf", "mobilevlm")
+
+
+def fold_vision_adapter(vlm: PocketVLM, fmt: str) -> None:
+    """Fold a distilled tower's vision adapter into the projector (`PocketVLM.fold_vision_adapter`, same outputs;
+    in place) for format `fmt`, or an `ExportError` saying why it cannot be."""
+    try:
+        vlm.fold_vision_adapter()
+    except ModelConfigError as err:
+        raise ExportError(f"cannot export to {fmt}: {err}") from None
 
 
 def merge_lora(vlm):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -30,6 +31,7 @@ def load(
     projector: str | None = None,
     projector_options: dict | None = None,
     vision: str | os.PathLike | None = None,
+    vision_adapter: str = "auto",
 ) -> tuple[PocketVLM, VLMProcessor]:
     """Load a local checkpoint directory (any supported layout) or build a preset.
 
@@ -49,7 +51,10 @@ def load(
 
     `vision` puts another vision tower in place of the model's: a tower folder (what `adapt distill` writes), a
     checkpoint folder or a preset (their tower); its tile size and normalisation come with it, and a tower of
-    another width or grid gets a fresh projector (see `PocketVLM.replace_vision_tower`).
+    another width or grid gets a fresh projector (see `PocketVLM.replace_vision_tower`). `vision_adapter`:
+    ``"auto"`` (default): where the tower folder carries a vision adapter (`adapt distill`'s projection into its
+    teacher's features) that maps into the features this model's projector reads, the trained projector is kept
+    behind it; ``"fresh"``: the adapter is ignored (a tower of another width gets a fresh projector).
 
     Weights are read from safetensors in every layout; PyTorch pickle files (`.bin`, `.pt`, ...) only with
     `allow_pickle`, and then with `torch.load(weights_only=True)`. Anything unreadable (a corrupt file, a
@@ -73,7 +78,7 @@ def load(
 
         tower, tiling = load_vision(vision, seed=seed, allow_pickle=allow_pickle)
         torch.manual_seed(seed)
-        vlm.replace_vision_tower(tower, tiling)
+        vlm.replace_vision_tower(tower, tiling, _fitting_adapter(vlm, tower, vision, vision_adapter))
     if projector is not None:
         torch.manual_seed(seed)
         vlm.replace_projector(projector, projector_options)
@@ -85,6 +90,28 @@ def load(
         vlm = vlm.to(device)
     vlm.eval()
     return vlm, VLMProcessor.from_config(vlm.config, tokenizer)
+
+
+VISION_ADAPTER_MODES = ("auto", "fresh")
+
+
+def _fitting_adapter(vlm: PocketVLM, tower, vision: str | os.PathLike, mode: str):
+    """The vision adapter of tower folder `vision` when `mode` is auto and it fits `vlm` (else None, with a warning
+    where the folder has one that does not fit)."""
+    from .checkpoints.tower import load_vision_adapter
+
+    if mode not in VISION_ADAPTER_MODES:
+        raise CheckpointError(f"vision_adapter must be one of {', '.join(VISION_ADAPTER_MODES)}, got {mode!r}")
+    found = load_vision_adapter(vision) if mode == "auto" and Path(vision).is_dir() else None
+    if found is None:
+        return None
+    adapter, info = found
+    if not vlm.adapter_fits(tower, adapter):
+        warnings.warn(f"{vision}: its vision adapter maps {adapter.in_features} -> {adapter.out_features} wide "
+                      f"features (teacher {info.get('teacher')}), but this model's projector reads "
+                      f"{vlm.projector_width}-wide ones: not used", stacklevel=3)
+        return None
+    return adapter
 
 
 def save(vlm: PocketVLM, processor: VLMProcessor, out_dir: str | os.PathLike) -> Path:

@@ -16,6 +16,9 @@ Built-in projectors (state-dict keys match the upstream checkpoints so they load
 - ``qformer``: BLIP-2 Q-Former (query branch); ``num_queries`` tokens (default 32) for any grid.
 - ``resampler``: Qwen-VL position-aware cross-attention adapter; ``num_queries`` tokens (default 256) for any grid.
 
+``AdaptedProjector`` (not registered: a projector with a vision adapter in front) is any of them behind an
+``nn.Linear`` from a distilled student tower's width to its teacher's (the width the projector was trained on).
+
 Only ``pixel_shuffle_mlp`` with ``ps_version="v2"`` is what transformers' native InternVL computes; ``"v1"`` (the
 original ``InternVLChatConfig`` default, used by some 1.5-era checkpoints) emits the same tokens on a transposed grid.
 """
@@ -43,6 +46,8 @@ __all__ = [
     "pixel_shuffle",
     "make_divisible",
     "PixelShuffleMLPProjector",
+    "AdaptedProjector",
+    "first_linear",
     "LDPProjector",
     "LDPv2Projector",
     "MLPGeluProjector",
@@ -788,3 +793,36 @@ class ResamplerProjector(nn.Module):
         q = q.unsqueeze(0).expand(x.shape[0], -1, -1)
         out = self.attn(q, kv + key_pos, kv, need_weights=False)[0]
         return self.proj(self.ln_post(out))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# a projector behind a vision adapter (a distilled student's projection into its teacher's feature space)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class AdaptedProjector(nn.Module):
+    """``projector(adapter(x))``: student features -> ``adapter`` (``nn.Linear``, student width -> teacher width) ->
+    teacher-space features -> the VLM's own trained ``projector``. Keys ``adapter.*`` and ``projector.*``."""
+
+    def __init__(self, adapter: nn.Linear, projector: nn.Module) -> None:
+        super().__init__()
+        self.adapter, self.projector = adapter, projector
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.projector(self.adapter(x))
+
+    def num_tokens(self, grid_h: int, grid_w: int) -> int:
+        return self.projector.num_tokens(grid_h, grid_w)
+
+
+def first_linear(projector: nn.Module) -> nn.Linear | None:
+    """The projector's first op where it is an ``nn.Linear`` on each token (``linear``, ``mlp{N}x_gelu``, ``ldpv2``),
+    which a Linear in front of it folds into exactly; None for the others (``pixel_shuffle_mlp`` starts with a
+    pixel shuffle and a LayerNorm, ``ldp`` / ``qformer`` / ``resampler`` with other ops)."""
+    if isinstance(projector, LinearProjector):
+        return projector
+    if isinstance(projector, MLPGeluProjector):
+        return projector[0]
+    if isinstance(projector, LDPv2Projector):
+        return projector.mlp.mlp[0]
+    return None

@@ -26,7 +26,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .errors import ModelConfigError, PocketAdaptError
 from .loss import supervised_token_losses
 from .processor import IGNORE_INDEX
-from .projectors import build_projector, projector_tokens
+from .projectors import AdaptedProjector, build_projector, first_linear, projector_tokens
 from .tiling import TilingConfig
 from .vision import build_vision_tower, patch_grid, select_features
 
@@ -42,7 +42,9 @@ class PocketVLMConfig(PreTrainedConfig):
     `vision_config` / `text_config` are any transformers configs (InternViT, CLIP; Qwen2, Llama,
     Phi-3, ...). `projector_options` go to the projector (e.g. `downsample_ratio`, `ps_version`).
     `tiling` and `chat_template` are the one place the preprocessing of this model is written down:
-    training, evaluation, demos and export all read them from here.
+    training, evaluation, demos and export all read them from here. `vision_adapter_width`: set when a vision
+    adapter (`nn.Linear`, tower width -> this width) sits in front of the projector, which then reads features
+    of this width (a distilled student in its teacher's VLM); None: the projector reads the tower's features.
     """
 
     model_type = "pocket_vlm"
@@ -54,6 +56,7 @@ class PocketVLMConfig(PreTrainedConfig):
     vision_config: dict | PreTrainedConfig | None = None
     text_config: dict | PreTrainedConfig | None = None
     vision_feature_layer: int = -1
+    vision_adapter_width: int | None = None
     projector_type: str = "pixel_shuffle_mlp"
     projector_options: dict | None = None
     image_token_id: int = 0
@@ -117,12 +120,16 @@ class PocketVLM(PreTrainedModel):
     def __init__(self, config: PocketVLMConfig):
         super().__init__(config)
         self.vision_tower = build_vision_tower(config.vision_config)
-        self.multi_modal_projector = build_projector(
+        projector = build_projector(
             config.projector_type,
-            config.vision_config.hidden_size,
+            config.vision_adapter_width or config.vision_config.hidden_size,
             config.text_config.hidden_size,
             **config.projector_options,
         )
+        if config.vision_adapter_width:
+            projector = AdaptedProjector(
+                nn.Linear(config.vision_config.hidden_size, config.vision_adapter_width), projector)
+        self.multi_modal_projector = projector
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
 
@@ -138,14 +145,58 @@ class PocketVLM(PreTrainedModel):
             projector = projector.to(device=reference.device, dtype=reference.dtype)
         self.multi_modal_projector = projector
         self.config.projector_type, self.config.projector_options = projector_type, options
+        self.config.vision_adapter_width = None  # a fresh projector reads the tower's own features
+
+    @property
+    def projector_width(self) -> int:
+        """The feature width the projector itself reads: the vision adapter's output, else the tower's width."""
+        return self.config.vision_adapter_width or self.config.vision_config.hidden_size
+
+    @property
+    def own_projector(self) -> nn.Module:
+        """The projector without the vision adapter in front of it (if there is one)."""
+        projector = self.multi_modal_projector
+        return projector.projector if isinstance(projector, AdaptedProjector) else projector
+
+    def fold_vision_adapter(self) -> None:
+        """Merge the vision adapter into the projector's first op where that is a per-token Linear (`linear`,
+        `mlp{N}x_gelu`, `ldpv2`): W1·(Wa·x + ba) + b1 = (W1·Wa)·x + (W1·ba + b1), the same outputs; afterwards the
+        projector reads the tower's features directly, so layouts without a slot for the adapter can hold it.
+        Refused (`ModelConfigError`, saying why) for the others: `pixel_shuffle_mlp` (InternVL's) shuffles 2x2
+        tokens together and then applies a LayerNorm, which does not commute with a Linear in front of it.
+        A model without a vision adapter is left as it is."""
+        if not isinstance(self.multi_modal_projector, AdaptedProjector):
+            return
+        adapter, projector = self.multi_modal_projector.adapter, self.multi_modal_projector.projector
+        first = first_linear(projector)
+        if first is None:
+            raise ModelConfigError(
+                f"the model has a vision adapter (a Linear {adapter.in_features} -> {adapter.out_features} from a "
+                f"distilled tower) in front of its {self.config.projector_type} projector, and it cannot be folded "
+                "into it: " + ("pixel_shuffle_mlp concatenates 2x2 neighbouring tokens and then applies a LayerNorm, "
+                               "which a Linear in front of it does not commute with"
+                               if self.config.projector_type == "pixel_shuffle_mlp" else
+                               f"{self.config.projector_type} does not start with a per-token Linear")
+                + ". Export to a format that runs the whole module (pocket, onnx, executorch, tensorrt), or train "
+                "with model.vision_adapter: fresh (a projector that reads the student's features directly)")
+        with torch.no_grad():
+            weight = first.weight.float() @ adapter.weight.float()
+            bias = first.weight.float() @ adapter.bias.float() + (first.bias.float() if first.bias is not None else 0)
+            first.weight = nn.Parameter(weight.to(first.weight.dtype), requires_grad=first.weight.requires_grad)
+            first.bias = nn.Parameter(bias.to(first.weight.dtype), requires_grad=first.weight.requires_grad)
+        first.in_features = adapter.in_features
+        if hasattr(projector, "vision_hidden"):
+            projector.vision_hidden = adapter.in_features
+        self.multi_modal_projector = projector
+        self.config.vision_adapter_width = None
 
     def reconfigure_projector(self, projector_options: dict) -> None:
         """Change options of the model's own projector (``pool`` of ``pixel_shuffle_mlp``), keeping its trained
         weights: the options are merged over the current ones and must leave every weight's shape as it is."""
         options = {**self.config.projector_options, **projector_options}
-        old = self.multi_modal_projector
+        old = self.own_projector
         try:
-            new = build_projector(self.config.projector_type, self.config.vision_config.hidden_size,
+            new = build_projector(self.config.projector_type, self.projector_width,
                                   self.config.text_config.hidden_size, **options)
         except (TypeError, ValueError) as err:
             raise ModelConfigError(f"projector_options {projector_options} for the model's own projector: {err}") from None
@@ -161,24 +212,50 @@ class PocketVLM(PreTrainedModel):
         reference = next(old.parameters(), None)
         if reference is not None:
             new = new.to(device=reference.device, dtype=reference.dtype)
+        if isinstance(self.multi_modal_projector, AdaptedProjector):
+            new = AdaptedProjector(self.multi_modal_projector.adapter, new)
         self.multi_modal_projector = new
         self.config.projector_options = options
 
-    def replace_vision_tower(self, tower: nn.Module, tiling: TilingConfig | None = None) -> None:
+    def replace_vision_tower(self, tower: nn.Module, tiling: TilingConfig | None = None,
+                             adapter: nn.Linear | None = None) -> None:
         """Put `tower` in place of the vision tower and record its config (and, given its `tiling`, its tile size
-        and normalisation). A tower of another width or patch grid gets a freshly initialised projector of the
-        same type, since the old one cannot read its features."""
+        and normalisation). With `adapter` (a distilled tower's projection into the feature space the projector was
+        trained on: `adapter_fits`), the trained projector stays behind it; otherwise a tower of another width or
+        patch grid gets a freshly initialised projector of the same type, since the old one cannot read its
+        features."""
         old = self.config.vision_config
+        if adapter is not None and not self.adapter_fits(tower, adapter):
+            raise ModelConfigError(
+                f"vision adapter {adapter.in_features} -> {adapter.out_features} does not fit: the tower is "
+                f"{tower.config.hidden_size} wide, the projector reads {self.projector_width}-wide features of a "
+                f"{patch_grid(old)} grid (the tower's is {patch_grid(tower.config)})")
+        width = self.projector_width  # what the projector reads, before the config takes the new tower's
         reference = next(self.vision_tower.parameters(), None)
         if reference is not None:
             tower = tower.to(device=reference.device, dtype=reference.dtype)
         self.vision_tower = tower
         self.config.vision_config = tower.config
-        if tower.config.hidden_size != old.hidden_size or patch_grid(tower.config) != patch_grid(old):
+        if adapter is not None:
+            projector = self.own_projector
+            weights = next(projector.parameters(), reference)
+            if weights is not None:
+                adapter = adapter.to(device=weights.device, dtype=weights.dtype)
+            self.multi_modal_projector = AdaptedProjector(adapter, projector)
+            self.config.vision_adapter_width = adapter.out_features
+        elif tower.config.hidden_size != width or patch_grid(tower.config) != patch_grid(old):
             self.replace_projector(self.config.projector_type, self.config.projector_options)
+        else:  # the projector reads this tower's features as they are: an earlier tower's adapter goes
+            self.multi_modal_projector = self.own_projector
+            self.config.vision_adapter_width = None
         if tiling is not None:
             self.config.tiling = dataclasses.replace(
                 self.config.tiling_config, tile_size=tiling.tile_size, mean=tiling.mean, std=tiling.std).to_dict()
+
+    def adapter_fits(self, tower: nn.Module, adapter: nn.Linear) -> bool:
+        """Whether `adapter` maps `tower`'s features into the ones the projector reads (width and patch grid)."""
+        return (adapter.in_features == tower.config.hidden_size and adapter.out_features == self.projector_width
+                and patch_grid(tower.config) == patch_grid(self.config.vision_config))
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

@@ -256,8 +256,9 @@ def test_an_edited_recipe_is_refused_on_resume(tmp_path, data_dir):
 def test_the_tower_loads_as_model_vision_and_trains(tmp_path, data_dir, distilled, example_image):
     final = distilled / "final"
     tower = AutoModel.from_pretrained(str(final))  # transformers reads the folder as it is
-    vlm, processor = model.load("pocket-tiny", vision=final)
+    vlm, processor = model.load("pocket-tiny", vision=final, vision_adapter="fresh")  # no adapter: a fresh projector
     assert vlm.config.vision_config.hidden_size == 48 and vlm.multi_modal_projector.layer_norm.normalized_shape == (192,)
+    assert vlm.config.vision_adapter_width is None
     pixels = torch.randn(2, 3, 112, 112)
     assert torch.equal(vlm.vision_tower(pixel_values=pixels).last_hidden_state,
                        tower(pixel_values=pixels).last_hidden_state)
@@ -265,7 +266,7 @@ def test_the_tower_loads_as_model_vision_and_trains(tmp_path, data_dir, distille
         model.load(final)
     # a training recipe names it as model.vision; the VLM trains with it (vision tower trained in full here)
     text = f"""
-model: {{source: pocket-tiny, vision: {final}}}
+model: {{source: pocket-tiny, vision: {final}, vision_adapter: fresh}}
 parts: {{vision: {{mode: full, lr: 1.0e-3}}, projector: {{mode: full, lr: 1.0e-3}}, llm: {{mode: frozen, lr: 1.0e-4}}}}
 data:
   sources: [{{name: landcover, path: data/landcover/train.jsonl}}]
@@ -277,7 +278,7 @@ logging: {{tensorboard: false}}
     recipe = load_recipe(write_recipe(tmp_path, data_dir, text=text))
     trained = train(recipe, progress=False)
     adapted, adapted_processor = model.load(trained)
-    assert adapted.config.vision_config.hidden_size == 48
+    assert adapted.config.vision_config.hidden_size == 48 and adapted.config.vision_adapter_width is None
     assert not torch.equal(adapted.vision_tower(pixel_values=pixels).last_hidden_state,
                            tower(pixel_values=pixels).last_hidden_state)  # it trained
     enc = adapted_processor([{"role": "user", "content": "Which class?"}], images=[example_image])
@@ -288,7 +289,8 @@ def test_export_takes_the_tower(tmp_path, distilled):
     from adapt.cli import main
 
     out = tmp_path / "hf"
-    assert main(["export", "--model", "pocket-tiny", "--vision", str(distilled / "final"), "-f", "hf", "-o", str(out)]) == 0
+    assert main(["export", "--model", "pocket-tiny", "--vision", str(distilled / "final"), "--vision-adapter", "fresh",
+                 "-f", "hf", "-o", str(out)]) == 0
     exported, _ = model.load(out)
     tower = AutoModel.from_pretrained(str(distilled / "final"))
     pixels = torch.randn(1, 3, 112, 112)
