@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -22,6 +23,7 @@ from model.checkpoints.tower import load_vision, load_vision_adapter, save_tower
 from model.errors import ModelConfigError
 from model.projectors import AdaptedProjector
 from model.vision import layer_features, select_features
+from tests.deps import require
 from tests.test_distill import write_recipe
 
 STEPS = 4
@@ -183,3 +185,17 @@ def test_an_adapter_folds_into_a_projector_that_starts_with_a_linear(tmp_path):
         assert torch.allclose(vlm.get_image_features(pixels), before, atol=1e-5)
         again, _ = model.load(model.save(vlm, processor, tmp_path / projector))
         assert torch.allclose(again.get_image_features(pixels), before, atol=1e-5)
+
+
+def test_the_onnx_vision_graph_carries_the_adapter(run, tmp_path):
+    require("onnxruntime", "the deploy extra: ONNX Runtime")
+    require("onnxscript", "the deploy extra: torch.onnx's dynamo exporter")
+    from deploy.onnx.graphs import export_vision
+    from deploy.onnx.runtime import session
+
+    vlm, _ = model.load("pocket-tiny", vision=run / "final")
+    pixels = torch.randn(2, 3, 112, 112, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = vlm.get_image_features(pixels).numpy()
+    got = session(export_vision(vlm, tmp_path / "vision.onnx")).run(None, {"pixel_values": pixels.numpy()})[0]
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
