@@ -8,9 +8,12 @@
    (templates/recipes/distill_pocket-tiny.yaml) on the land-cover + general images of the quick start, mixed by
    ratio; report the student's held-out patch-feature cosine to the teacher before and after.
 2. Adapt pocket-tiny to the land-cover quick start (templates/recipes/quickstart.yaml, the same budget for each)
-   with its vision tower replaced by (a) the distilled student, (b) the same student as initialised (random),
-   (c) the teacher itself; every one gets a freshly initialised projector (`model.projector=pixel_shuffle_mlp`),
-   so only the tower differs. Domain and general scores side by side.
+   on (a) the distilled student with its vision adapter (the width projection of the last layer pair) in front of
+   pocket-tiny's own trained projector (`model.vision_adapter: auto`), (b) the same student as initialised (random)
+   with the distiller's initial (random) projection, the same way, (c) pocket-tiny itself (the teacher: its tower
+   and projector). Domain and general scores side by side.
+   With --fresh also (a) and (b) with a freshly initialised projector instead (`model.vision_adapter: fresh`,
+   `model.projector=pixel_shuffle_mlp`), what the section showed before the vision adapter.
 3. With --domain: distil on remote-sensing images only (the remote-sensing quick start's UC Merced / RSVQA / DIOR
    sets) and adapt the remote-sensing quick start on that student, the general-distilled one and the random one.
 """
@@ -24,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+from torch import nn
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapt.distill import distill  # noqa: E402
 from adapt.quickstart import prepare_landcover, prepare_remote_sensing  # noqa: E402
@@ -31,11 +37,13 @@ from adapt.recipe import load_recipe  # noqa: E402
 from adapt.run_eval import evaluate_model  # noqa: E402
 from adapt.train import train  # noqa: E402
 from bench.sections import ROOT, machine_line, write_section  # noqa: E402
-from model.checkpoints.tower import load_vision, save_tower  # noqa: E402
+from model.checkpoints.tower import load_vision, save_tower, save_vision_adapter  # noqa: E402
 from model.resources import templates_dir  # noqa: E402
 
 README = ROOT / "README.md"
-FRESH_PROJECTOR = ["model.projector=pixel_shuffle_mlp", "model.projector_options={downsample_ratio: 0.5, ps_version: v2}"]
+FRESH_PROJECTOR = ["model.vision_adapter=fresh", "model.projector=pixel_shuffle_mlp",
+                   "model.projector_options={downsample_ratio: 0.5, ps_version: v2}"]
+TEACHER = "teacher (pocket-tiny)"
 RS_SOURCES = ("data.sources=[{name: ucmerced, path: data/rs/ucmerced_train.jsonl, kind: domain}, "
               "{name: rsvqa_lr, path: data/rs/rsvqa_lr_train.jsonl, kind: domain}, "
               "{name: dior_rsvg, path: data/rs/dior_rsvg_train.jsonl, kind: domain}]")
@@ -77,14 +85,23 @@ def run_distill(folder: Path, steps: int, batch: int, overrides: list[str] = (),
     random_dir = save_tower(tower, recipe.tiling_for(tiling), folder / "student-random",
                             {"note": "the distilled student's initial weights"})
     report = json.loads((Path(recipe.output.dir) / "report.json").read_text())
+    adapter = report.get("vision_adapter")
+    if adapter is not None:  # the distiller's initial projections, seed for seed (one Linear per pair, in order)
+        torch.manual_seed(recipe.seed)
+        teacher_width = json.loads((Path(final) / "vision_adapter.json").read_text())["teacher_width"]
+        initial = [nn.Linear(tower.config.hidden_size, teacher_width) for _ in report["pairs"]]
+        save_vision_adapter(initial[report["pairs"].index(adapter["pair"])], random_dir,
+                            {**adapter, "teacher": recipe.distill.teacher.source, "note": "the initial projection"})
     return {"final": str(final), "random": str(random_dir), "report": report, "minutes": minutes, "batch": batch}
 
 
-def adapt_on(folder: Path, template: str, vision: str, steps: int, eval_samples: int | None,
-             overrides: list[str] = (), progress: bool = False) -> dict:
-    """The quick start's recipe `template` trained `steps` steps on pocket-tiny with tower `vision`; its eval summary."""
+def adapt_on(folder: Path, template: str, vision: str | None, steps: int, eval_samples: int | None,
+             overrides: list[str] = (), progress: bool = False, fresh: bool = False) -> dict:
+    """The quick start's recipe `template` trained `steps` steps on pocket-tiny with tower `vision` (None: its own),
+    its vision adapter in front of pocket-tiny's projector or (`fresh`) a fresh projector; its eval summary."""
+    tower = [f"model.vision={vision}", *(FRESH_PROJECTOR if fresh else ["model.vision_adapter=auto"])] if vision else []
     recipe = load_recipe(copy_template(template, folder),
-                         [f"model.vision={vision}", *FRESH_PROJECTOR, f"training.max_steps={steps}",
+                         [*tower, f"training.max_steps={steps}",
                           f"output.save_every={steps}", f"output.dir={folder / 'train'}", "logging.tensorboard=false",
                           *([f"eval.max_samples={eval_samples}"] if eval_samples else []), *overrides])
     done = folder / "result.json"  # a finished run of this very recipe is reused (another process may have made it)
@@ -107,24 +124,33 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+ARMS = {  # land-cover runs: folder -> (label, tower, fresh projector)
+    "distilled": ("distilled student + its adapter + pocket-tiny's projector", "final", False),
+    "random": ("random student + random adapter + pocket-tiny's projector", "random", False),
+    "teacher": (TEACHER, None, False),
+    "distilled-fresh": ("distilled student, fresh projector", "final", True),
+    "random-fresh": ("random student, fresh projector", "random", True),
+}
+
+
 def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int, eval_samples: int | None,
-            domain: bool, progress: bool = False, only: str | None = None) -> dict:
-    """Every run the section needs; `only` ("distilled", "random" or "teacher") runs the distillation and that one
-    land-cover run (several processes can share the work; a later full call reuses what they finished)."""
+            domain: bool, progress: bool = False, only: str | None = None, fresh: bool = False) -> dict:
+    """Every run the section needs; `only` (an `ARMS` name) runs the distillation and that one land-cover run
+    (several processes can share the work; a later full call reuses what they finished)."""
     data = out / "data"
     if not (data / "landcover").is_dir():
         prepare_landcover(data)
     link_data(out / "distill", data)
     results: dict = {"distill": run_distill(out / "distill", distill_steps, distill_batch, progress=progress)}
-    towers = {"distilled student": results["distill"]["final"], "random student": results["distill"]["random"],
-              "teacher (pocket-tiny's tower)": "pocket-tiny"}
     results["landcover"] = {}
-    for label, vision in towers.items():
-        folder = out / "landcover" / label.split(" ")[0]
-        if only is not None and folder.name != only:
+    for name, (label, tower, fresh_projector) in ARMS.items():
+        if (only is not None and name != only) or (only is None and fresh_projector and not fresh):
             continue
+        folder = out / "landcover" / name
         link_data(folder, data)
-        results["landcover"][label] = adapt_on(folder, "quickstart", vision, train_steps, eval_samples, progress=progress)
+        vision = None if tower is None else results["distill"][tower]
+        results["landcover"][label] = {**adapt_on(folder, "quickstart", vision, train_steps, eval_samples,
+                                                  progress=progress, fresh=fresh_projector), "folder": str(folder)}
     if domain and only is None:
         rs = out / "rs" / "data"
         if not (rs / "rs").is_dir():
@@ -134,7 +160,7 @@ def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int,
                                             [RS_SOURCES, RS_EVAL, "mixing.general_ratio=0"], progress)
         towers_rs = {"student distilled on remote sensing": results["rs_distill"]["final"],
                      "student distilled on land cover + general": results["distill"]["final"],
-                     "random student": results["distill"]["random"], "teacher (pocket-tiny's tower)": "pocket-tiny"}
+                     "random student": results["distill"]["random"], TEACHER: None}
         results["remote_sensing"] = {}
         for label, vision in towers_rs.items():
             folder = out / "remote_sensing" / "-".join(label.split(" ")[:4])
@@ -154,7 +180,7 @@ def _cosine_table(report: dict) -> list[str]:
 
 
 def _downstream_table(runs: dict, reference: str) -> list[str]:
-    lines = ["| vision tower | domain | general | Δ domain vs teacher | Δ general vs teacher | wall time |",
+    lines = ["| model | domain | general | Δ domain vs teacher | Δ general vs teacher | wall time |",
              "|---|---:|---:|---:|---:|---:|"]
     ref = runs[reference]["summary"]
     for label, run in runs.items():
@@ -167,25 +193,116 @@ def _downstream_table(runs: dict, reference: str) -> list[str]:
     return lines
 
 
-def section(results: dict, command: str) -> str:
+def _delta(runs: dict, a: str, b: str, group: str) -> str:
+    x, y = _main(runs[a]["summary"], group), _main(runs[b]["summary"], group)
+    return "–" if x is None or y is None else f"{x - y:+.3f}"
+
+
+def _stderr(runs: dict, group: str) -> tuple[float, int] | None:
+    """The binomial standard error of a score near the arms' mean, on the group's sample count, and that count."""
+    values = [(_main(r["summary"], group), r["summary"]["groups"].get(group, {}).get("n")) for r in runs.values()]
+    values = [(v, n) for v, n in values if v is not None and n]
+    if not values:
+        return None
+    p, n = sum(v for v, _ in values) / len(values), min(n for _, n in values)
+    return (p * (1 - p) / n) ** 0.5, n
+
+
+def _versus(runs: dict, a: str, b: str) -> str:
+    """`a` − `b` per group, each against two standard errors of a difference of two scores."""
+    parts = []
+    for group in ("domain", "general"):
+        delta, se = _delta(runs, a, b, group), _stderr(runs, group)
+        if delta == "–" or se is None:
+            parts.append(f"{delta} {group}")
+            continue
+        bound = 2 * se[0] * 2 ** 0.5
+        parts.append(f"{delta} {group} ({'beyond' if abs(float(delta)) > bound else 'within'} two standard errors of "
+                     f"a difference, {bound:.3f} at n = {se[1]})")
+    return ", ".join(parts)
+
+
+def _agreement(runs: dict, a: str, b: str) -> str | None:
+    """How many held-out answers of runs `a` and `b` are the same, from their predictions files."""
+    files = [Path(runs[x].get("folder", "")) / "report" / "predictions_adapted.jsonl" for x in (a, b)]
+    if not all(f.is_file() for f in files):
+        return None
+    answers = [[json.loads(line)["prediction"] for line in f.read_text().splitlines()] for f in files]
+    return f"{sum(x == y for x, y in zip(*answers))} of {len(answers[0])}"
+
+
+def _findings(runs: dict) -> list[str]:
+    """What the land-cover table shows, in numbers: (a) against (b), (a) against (c), and the fresh-projector arms."""
+    a, b = ARMS["distilled"][0], ARMS["random"][0]
+    lines = []
+    if a in runs and b in runs:
+        lines.append(f"(a) − (b), distilled against random student, both behind pocket-tiny's projector: "
+                     f"{_versus(runs, a, b)}.")
+    if a in runs and TEACHER in runs:
+        same = _agreement(runs, a, TEACHER)
+        lines.append(f"(a) − (c), the distilled student's distance to the teacher: {_versus(runs, a, TEACHER)}"
+                     + (f"; the two give the same answer on {same} held-out samples." if same else "."))
+    fa, fb = ARMS["distilled-fresh"][0], ARMS["random-fresh"][0]
+    if a in runs and fa in runs:
+        lines.append(f"The vision adapter against a fresh projector on the same distilled student: "
+                     f"{_delta(runs, a, fa, 'domain')} domain, {_delta(runs, a, fa, 'general')} general"
+                     + (f" (random student: {_delta(runs, b, fb, 'domain')} / {_delta(runs, b, fb, 'general')})."
+                        if b in runs and fb in runs else "."))
+    return lines
+
+
+DEFAULTS = {"distill_steps": 300, "distill_batch": 16, "train_steps": 400, "eval_samples": 100}
+
+
+def _budget(budget: dict) -> str:
+    """Which budget ran: the full one (the defaults) or a reduced one, named against the defaults."""
+    def spelled(values: dict) -> str:
+        return ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+
+    if budget == DEFAULTS:
+        return f"The full budget (the script's defaults: {spelled(DEFAULTS)})."
+    return (f"A reduced budget ({spelled(budget)}); the full one ({spelled(DEFAULTS)}, `python bench/bench_distill.py "
+            "--fresh --write`) is not what this section shows.")
+
+
+def _floor(runs: dict, steps: int) -> str:
+    best = max((_main(r["summary"], "domain") or 0.0) for r in runs.values())
+    return (f"Every model's domain score is at most {best:.3f}: after {steps} quick-start steps the land-cover task is "
+            "barely learnt by any of them, so the towers separate on the general set." if best < 0.3 else "")
+
+
+def section(results: dict, command: str, budget: dict) -> str:
     d = results["distill"]["report"]
+    adapter = d.get("vision_adapter")
+    adapter_text = ("the width projection of pair {pair} (vision_feature_layer {vision_feature_layer}: the feature "
+                    "pocket-tiny's projector reads) is written into final/ as the tower's vision adapter"
+                    .format(**adapter) if adapter else "no vision adapter was written")
+    runs = results["landcover"]
     lines = [f"Teacher: pocket-tiny's trained tower ({d['teacher_params']:,} params, 96 wide, 4 layers); student: an "
              f"InternViT-300M-shaped config at half the width ({d['student_params']:,} params, 48 wide, 4 layers) "
              f"with a {d['projection_params']:,}-param width projection; layer pairs (teacher, student) {d['pairs']}; "
-             f"{d['steps']} distillation steps of {results['distill']['batch']} images on land-cover + general images ({results['distill']['minutes']:.1f} min).",
+             f"{d['steps']} distillation steps of {results['distill']['batch']} images on land-cover + general images "
+             f"({results['distill']['minutes']:.1f} min); {adapter_text}.",
              "", *_cosine_table(d), "",
-             "The land-cover quick start on each tower (same recipe, steps and seed; a fresh projector for every tower; "
-             "vision tower frozen as in the template):", "",
-             *_downstream_table(results["landcover"], "teacher (pocket-tiny's tower)")]
+             "The land-cover quick start (templates/recipes/quickstart.yaml: vision tower frozen, projector and LLM "
+             "trained in full; the same steps, data and seed for each) on pocket-tiny with (a) the distilled student and "
+             "its vision adapter in front of pocket-tiny's own trained projector (`model.vision_adapter: auto`; the "
+             "adapter trains with the projector), (b) the random student (the distillation's starting weights) with the "
+             "distillation's initial random projection, the same way, (c) pocket-tiny itself, tower and projector"
+             + ("; and, for comparison, (a) and (b) with a freshly initialised projector (`model.vision_adapter: fresh`)"
+                if any(ARMS[n][0] in runs for n in ("distilled-fresh", "random-fresh")) else "") + ":", "",
+             *_downstream_table(runs, TEACHER), "",
+             " ".join([*_findings(runs), _floor(runs, budget["train_steps"]), _budget(budget)]).strip()]
     if "remote_sensing" in results:
         r = results["rs_distill"]["report"]
         lines += ["", f"Domain distillation: the same student distilled {r['steps']} steps on remote-sensing images only "
                   "(UC Merced, RSVQA-LR, DIOR-RSVG of the remote-sensing quick start):", "", *_cosine_table(r), "",
-                  "The remote-sensing quick start on each tower:", "",
-                  *_downstream_table(results["remote_sensing"], "teacher (pocket-tiny's tower)")]
+                  "The remote-sensing quick start on each tower (each student with its vision adapter):", "",
+                  *_downstream_table(results["remote_sensing"], TEACHER)]
     lines += ["", "Domain: the held-out domain group's main metric (land cover: accuracy and Acc@0.5 over its classification "
               "and grounding samples); general: the general set's. Cosine: the student's patch features through its "
-              "projection against the teacher's, mean over tiles, tokens and layer pairs.",
+              "projection against the teacher's, mean over tiles, tokens and layer pairs. Wall time: one run at a "
+              "time with OMP_NUM_THREADS=1 on a machine shared with other work.",
               "", f"Measured on {machine_line()}, seeds fixed; regenerate with `{command}`."]
     return "\n".join(lines)
 
@@ -193,14 +310,17 @@ def section(results: dict, command: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_distill")
-    parser.add_argument("--distill-steps", type=int, default=300)
-    parser.add_argument("--distill-batch", type=int, default=16, help="images per distillation step")
-    parser.add_argument("--train-steps", type=int, default=400)
-    parser.add_argument("--eval-samples", type=int, default=100, help="held-out samples per eval source (0 = all)")
+    parser.add_argument("--distill-steps", type=int, default=DEFAULTS["distill_steps"])
+    parser.add_argument("--distill-batch", type=int, default=DEFAULTS["distill_batch"], help="images per distillation step")
+    parser.add_argument("--train-steps", type=int, default=DEFAULTS["train_steps"])
+    parser.add_argument("--eval-samples", type=int, default=DEFAULTS["eval_samples"],
+                        help="held-out samples per eval source (0 = all)")
     parser.add_argument("--domain", action="store_true", help="also distil on remote-sensing images only (item 3)")
     parser.add_argument("--write", action="store_true", help=f"replace the `distill` section of {README.name}")
     parser.add_argument("--progress", action="store_true")
-    parser.add_argument("--only", choices=["distilled", "random", "teacher"],
+    parser.add_argument("--fresh", action="store_true",
+                        help="also the distilled and random students with a fresh projector (no vision adapter)")
+    parser.add_argument("--only", choices=list(ARMS),
                         help="run the distillation and this one land-cover run, then stop (to share the work out)")
     args = parser.parse_args(argv)
     command = "python bench/bench_distill.py" + "".join(
@@ -208,12 +328,12 @@ def main(argv: list[str] | None = None) -> int:
                                                      ("distill_batch", args.distill_batch),
                                                      ("train_steps", args.train_steps),
                                                      ("eval_samples", args.eval_samples))) \
-        + (" --domain" if args.domain else "") + " --write"
+        + (" --fresh" if args.fresh else "") + (" --domain" if args.domain else "") + " --write"
     results = measure(args.out, args.distill_steps, args.distill_batch, args.train_steps, args.eval_samples or None,
-                      args.domain, args.progress, args.only)
+                      args.domain, args.progress, args.only, args.fresh)
     if args.only:
         return 0
-    text = section(results, command)
+    text = section(results, command, {k: getattr(args, k) for k in DEFAULTS})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "section.md").write_text(text + "\n", encoding="utf-8")
     (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n", encoding="utf-8")
