@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=list(ARMS),
                         help="run the distillation and this one land-cover run, then stop (to share the work out)")
     args = parser.parse_args(argv)
+    args.out = args.out.resolve()  # recipes resolve relative output dirs against their own folder
     command = "python bench/bench_distill.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in (("distill_steps", args.distill_steps),
                                                      ("distill_batch", args.distill_batch),
