@@ -292,7 +292,7 @@ def section(results: dict, command: str, budget: dict) -> str:
              + ("; and, for comparison, (a) and (b) with a freshly initialised projector (`model.vision_adapter: fresh`)"
                 if any(ARMS[n][0] in runs for n in ("distilled-fresh", "random-fresh")) else "") + ":", "",
              *_downstream_table(runs, TEACHER), "",
-             " ".join([*_findings(runs), _floor(runs, budget["train_steps"]), _budget(budget)]).strip()]
+             " ".join(filter(None, [*_findings(runs), _floor(runs, budget["train_steps"]), _budget(budget)]))]
     if "remote_sensing" in results:
         r = results["rs_distill"]["report"]
         lines += ["", f"Domain distillation: the same student distilled {r['steps']} steps on remote-sensing images only "
