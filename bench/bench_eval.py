@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sections import ROOT, machine_line, write_section  # noqa: E402
+from bench.sections import ROOT, machine_line, publish, unpack_revision  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "bench_eval"
@@ -68,20 +68,13 @@ def _run(code: Path, recipe: Path, out: Path, overrides: list[str]) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def _unpack(revision: str, folder: Path) -> Path:
-    folder.mkdir()
-    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
-    return folder
-
-
 def measure(repeats: int, before: str, also: list[str]) -> str:
     from adapt.quickstart import prepare_landcover
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        trees = {"now": ROOT, "before": _unpack(before, work / "before")}
-        trees.update({f"`{rev}`": _unpack(rev, work / f"also-{k}") for k, rev in enumerate(also)})
+        trees = {"now": ROOT, "before": unpack_revision(before, work / "before")}
+        trees.update({f"`{rev}`": unpack_revision(rev, work / f"also-{k}") for k, rev in enumerate(also)})
         prepare_landcover(work / "data")
         runs = {}
         for k, (name, code) in enumerate(trees.items()):  # each version's own template (same eval settings)
@@ -141,11 +134,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="more revisions to time beside them (default: the one before the eval read-ahead)")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
-    section = measure(args.repeats, args.before, args.also)
-    print(section)
-    if args.write:
-        write_section(BENCHMARKS_MD, SECTION, section)
-        print(f"\nwrote {BENCHMARKS_MD}")
+    publish(measure(args.repeats, args.before, args.also), BENCHMARKS_MD, SECTION, args.write)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.sections import machine_line, write_section  # noqa: E402
+from bench.sections import machine_line, publish, unpack_revision  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
@@ -82,10 +82,7 @@ def measure(repeats: int, before: str) -> str:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        old = work / "before"
-        old.mkdir()
-        archive = subprocess.run(["git", "archive", before], cwd=ROOT, capture_output=True, check=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
+        old = unpack_revision(before, work / "before")
         generate_general(work / "data", n_train=8, n_test=2)
         (work / "startup.yaml").write_text(RECIPE.format(data=work / "data", out=work / "out"))
         commands = _commands(work)
@@ -138,11 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", default="8588172~1", help="the git revision to compare with")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
-    section = measure(args.repeats, args.before)
-    print(section)
-    if args.write:
-        write_section(BENCHMARKS_MD, "bench_startup", section)
-        print(f"\nwrote {BENCHMARKS_MD}")
+    publish(measure(args.repeats, args.before), BENCHMARKS_MD, "bench_startup", args.write)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,25 @@ def write_section(path: Path, name: str, body: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def publish(section: str, doc: Path, name: str, write: bool) -> None:
+    """Print a bench script's section and, with `write`, put it into `doc` as section `name`."""
+    print(section)
+    if write:
+        write_section(doc, name, section)
+        print(f"\nwrote {doc}")
+
+
+def unpack_revision(revision: str, folder: Path) -> Path:
+    """The tree of git `revision` of this repository, unpacked into the new folder `folder` (benches that compare
+    the code now with an earlier version run that version from there)."""
+    import subprocess
+
+    folder.mkdir()
+    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
 def machine_line() -> str:
     """The machine and the versions that matter, for a table's caption."""
     import numpy as np
