@@ -56,11 +56,35 @@ def _report(report, out: Path) -> tuple:
 
 
 def _both(domain: str, dataset: str, src: Path, tmp: Path, options: dict):
+    """One worker, then two -- waiting for the pool's first results, so these small sets go through the pool
+    rather than being done in the loop while it starts (see the start-up test below)."""
     plugin = get_domain(domain)
     one = plugin.convert(dataset, src, tmp / "w1", **options)
     before = dict(parallel.STATS)
-    two = plugin.convert(dataset, src, tmp / "w2", workers=2, **options)
+    parallel.Prefetch.wait_while_starting = True
+    try:
+        two = plugin.convert(dataset, src, tmp / "w2", workers=2, **options)
+    finally:
+        parallel.Prefetch.wait_while_starting = False
     return one, two, {k: parallel.STATS[k] - before[k] for k in before}
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_the_loop_does_not_wait_for_a_starting_pool(wait, monkeypatch):
+    """While the spawned workers start, the loop computes steps itself (same values); once told to wait, it takes
+    every step from the pool."""
+    import math
+
+    if wait:  # otherwise the default
+        monkeypatch.setattr(parallel.Prefetch, "wait_while_starting", True)
+    steps = [(k, math.factorial, (k,)) for k in range(6)]
+    with parallel.Prefetch(2, plan=lambda: steps) as prefetch:
+        got = [prefetch.get(k, fn, *args) for k, fn, args in steps]
+    assert got == [math.factorial(k) for k in range(6)]
+    if wait:
+        assert prefetch.stats == {"prefetched": 6, "inline": 0}
+    else:
+        assert prefetch.stats["inline"] >= 1  # the first step at least: no worker can have started yet
 
 
 @pytest.mark.parametrize("bad", [False, True], ids=["clean", "corrupt"])
