@@ -390,11 +390,18 @@ def _run_lanes(tasks: list[Callable[[], None]], lanes: int) -> None:
 
 
 def _threads() -> int:
-    """Threads for one image: torch's intra-op setting (1 inside DataLoader workers), at most 3 (the work is
-    three colour planes of at most two resizes)."""
+    """Threads for one image: torch's intra-op setting (1 inside DataLoader workers), at most 3."""
     import torch
 
     return max(1, min(3, torch.get_num_threads()))
+
+
+def _chunks(length: int, parts: int, step: int = 1) -> list[tuple[int, int]]:
+    """``[0, length)`` cut into at most `parts` nearly equal spans whose inner bounds are multiples of `step`."""
+    units = -(-length // step)
+    parts = max(1, min(parts, units))
+    bounds = [min(length, (units * k // parts) * step) for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
 def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
@@ -402,10 +409,12 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
 
     The pixels are those of ``normalize(split_into_tiles(image, config))``, computed faster: every colour
     plane of a resized image is gathered through the lookup table, two pixels at a time, straight into the
-    output tensor. With more than one thread (:func:`_threads`) each plane is also resized on its own, so
-    the planes and resizes spread over the threads (PIL resamples every channel independently with the
-    same integer weights, so a plane resized alone is bit-identical to that channel of the RGB resize;
-    PIL's resize and numpy's gather release the GIL).
+    output tensor. With more than one thread (:func:`_threads`) the resizes are also cut into pieces that
+    run side by side, bit-identical to PIL's own: PIL resamples every channel on its own with the same integer
+    weights and resizes in two passes, horizontal into an 8-bit intermediate then vertical, each pass's weights
+    depending only on the sizes along its axis -- so a plane is resized alone, its horizontal pass in row
+    bands and its vertical pass in bands of tile columns (each band gathered into its tiles as soon as it is
+    resized). PIL's resize and numpy's gather release the GIL.
     """
     source, plan = _resize_plan(_to_rgb(image), config)
     size = config.tile_size
@@ -413,9 +422,10 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
     lut, pairs = _lookup_table(config.mean, config.std), _pair_table(config.mean, config.std)
     out = np.empty((n_tiles, 3, size, size), dtype=np.float32)
 
-    def cut(channel: int, resized: np.ndarray, tiles: list[tuple[int, int, int]]) -> None:
+    def cut(channel: int, resized: np.ndarray, tiles: list[tuple[int, int, int]], left0: int = 0) -> None:
         for index, top, left in tiles:
-            _gather(lut, pairs, channel, resized[top : top + size, left : left + size], out[index, channel])
+            _gather(lut, pairs, channel, resized[top : top + size, left - left0 : left - left0 + size],
+                    out[index, channel])
 
     big = source.width * source.height + sum(w * h for (w, h), _ in plan) > _THREADED_MIN_PIXELS
     lanes = _threads() if big else 1
@@ -425,18 +435,40 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
             for channel, plane in enumerate(resized.split()):
                 cut(channel, np.asarray(plane), tiles)
     else:
-        planes = source.split()
-
-        def task(channel: int, target: tuple[int, int], tiles: list[tuple[int, int, int]]) -> Callable[[], None]:
-            plane = planes[channel]
-            return lambda: cut(channel, np.asarray(plane if plane.size == target else plane.resize(target, _BICUBIC)),
-                               tiles)
-
-        # the large canvas first, so the small thumbnail planes even out the lanes' load
-        _run_lanes([task(c, target, tiles) for target, tiles in plan for c in range(3)], lanes)
+        _resize_in_bands(source, plan, lanes, size, cut)
     import torch
 
     return torch.from_numpy(out)
+
+
+def _resize_in_bands(source: Image.Image, plan: list[_Resize], lanes: int, size: int,
+                     cut: Callable[[int, np.ndarray, list[tuple[int, int, int]], int], None]) -> None:
+    """Every resize of `plan`, plane by plane, as horizontal row bands then vertical bands of tile columns, on
+    `lanes` threads; `cut(channel, band, tiles, band_left)` takes each finished band's tiles."""
+    planes = source.split()
+    width, height = source.size
+    passes: list[list[Callable[[], None]]] = [[], []]
+    for (target_w, target_h), tiles in plan:
+        for channel, plane in enumerate(planes):
+            # horizontal: row bands of the source into one 8-bit intermediate (what PIL's first pass makes)
+            middle = np.asarray(plane) if target_w == width else np.empty((height, target_w), dtype=np.uint8)
+            if target_w != width:
+                for top, bottom in _chunks(height, lanes if target_w * height > _THREADED_MIN_PIXELS else 1):
+                    passes[0].append(lambda p=plane, m=middle, t=top, b=bottom, w=target_w: m.__setitem__(
+                        slice(t, b), np.asarray(p.crop((0, t, width, b)).resize((w, b - t), _BICUBIC))))
+            # vertical: bands of whole tile columns of the intermediate, each gathered into its tiles
+            for left, right in _chunks(target_w, 2 * lanes if target_w > size else 1, size):
+                band = [t for t in tiles if left <= t[2] < right]
+
+                def vertical(c=channel, m=middle, a=left, b=right, h=target_h, band=band) -> None:
+                    piece = m[:, a:b]
+                    if h != height:
+                        piece = np.asarray(Image.fromarray(np.ascontiguousarray(piece)).resize((b - a, h), _BICUBIC))
+                    cut(c, piece, band, a)
+
+                passes[1].append(vertical)
+    for tasks in passes:  # every horizontal band is done before a vertical band reads the intermediate
+        _run_lanes(tasks, lanes)
 
 
 class ImageLoadError(PocketAdaptError, ValueError):
