@@ -6,10 +6,10 @@ vision tower and the LLM sharing names such as `q_proj` can never wrap the wrong
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 
 from model.errors import PocketAdaptError
@@ -73,6 +73,8 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
             targets += names
             ranks.update({n: setting.r for n in names})
             alphas.update({n: setting.alpha for n in names})
+        from peft import LoraConfig, get_peft_model  # only when a part trains with LoRA: seconds to import
+
         first = next(iter(lora_parts.values()))
         config = LoraConfig(
             r=first.r, lora_alpha=first.alpha, lora_dropout=first.dropout, target_modules=targets,
@@ -88,14 +90,20 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
     return model
 
 
+def is_peft_model(model: nn.Module) -> bool:
+    """Whether `model` is a peft wrapper (peft itself is imported only where LoRA was used: no import here)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
+
+
 def base_model(model: nn.Module) -> nn.Module:
     """The PocketVLM inside a PeftModel (or the model itself)."""
-    return model.get_base_model() if isinstance(model, PeftModel) else model
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold LoRA weights into the base weights and drop the wrappers."""
-    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+    return model.merge_and_unload() if is_peft_model(model) else model
 
 
 def parameter_groups(model: nn.Module, settings: dict[str, PartSetting], weight_decay: float) -> list[dict]:

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 import yaml
 from tqdm.auto import tqdm
-from transformers import get_scheduler
 
 import model as model_core
 from model.errors import PocketAdaptError
@@ -53,6 +52,7 @@ from .data.mixture import MixturePlan
 from .data.samples import DataQualityError, SkipLog, SourceSpec, expand_sources, measure, read_source
 from .parts import PartSetting, apply_parts, base_model, merge_lora, parameter_groups, trainable_summary
 from .recipe import Recipe, resolve_deepspeed_config
+from .schedule import make_scheduler
 
 
 class TrainingError(PocketAdaptError):
@@ -249,10 +249,8 @@ class Trainer:
         wrapper (`self.model` must be built and on its device)."""
         t = self.recipe.training
         self.optimizer = torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
-        self.scheduler = get_scheduler(
-            "constant_with_warmup" if t.schedule == "constant" else t.schedule, self.optimizer,
-            num_warmup_steps=int(t.warmup_ratio * self.total_steps), num_training_steps=self.total_steps,
-        )
+        self.scheduler = make_scheduler(self.optimizer, t.schedule, int(t.warmup_ratio * self.total_steps),
+                                        self.total_steps)
         # resume before any wrapper copies the weights (DeepSpeed keeps its own fp32 master copy)
         self.start_step = self._resume()
         self.engine = None

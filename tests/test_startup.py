@@ -52,3 +52,32 @@ def test_the_probe_sees_heavy_imports() -> None:
     # the same probe on a verb that needs torch lists it, so an empty list above means something
     result = _run("inspect", "--model", "pocket-tiny")
     assert result["code"] == 0 and "torch" in result["modules"]
+
+
+RECIPE = """
+name: startup
+model: {{source: pocket-tiny}}
+parts:
+  vision: {{mode: frozen}}
+  projector: {{mode: full}}
+  llm: {{mode: {llm}}}
+data:
+  sources:
+    - {{name: general, path: {data}/train.jsonl, kind: domain}}
+mixing: {{general_ratio: 0}}
+training: {{max_steps: 1, batch_size: 2, max_seq_length: 512}}
+output: {{dir: {out}, save_every: 100}}
+"""
+
+
+@pytest.mark.parametrize("llm, peft", [("full", False), ("lora", True)])
+def test_a_run_without_lora_never_imports_peft(llm: str, peft: bool, tmp_path) -> None:
+    """peft costs seconds to import (transformers' schedulers pull it in too): only a LoRA run loads it."""
+    from domains.general.world import generate_general
+
+    generate_general(tmp_path / "data", n_train=4, n_test=2)
+    recipe = tmp_path / "startup.yaml"
+    recipe.write_text(RECIPE.format(llm=llm, data=tmp_path / "data", out=tmp_path / "out"))
+    result = _run("train", str(recipe), "--no-progress")
+    assert result["code"] in (0, None), result["out"][-2000:]
+    assert ("peft" in result["modules"]) is peft
