@@ -122,7 +122,7 @@ def measure(models: list[str], repeats: int, before: str, work: Path) -> str:
         "against before.",
         "",
         f"- Machine: {machine_line()}; load average {load:.1f} over the last minute at the end of the run",
-        "- Command: `python bench/bench_load.py --write`",
+        f"- Command: `python bench/bench_load.py --models {','.join(models)} --write`",
         "",
         "| preset | parameters | safetensors GB | loaded as | GiB after load, now | GiB after load, before | "
         "GiB with every weight read, now | same, before | now / before | seconds, now | seconds, before | weights |",
