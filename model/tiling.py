@@ -410,11 +410,10 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
     The pixels are those of ``normalize(split_into_tiles(image, config))``, computed faster: every colour
     plane of a resized image is gathered through the lookup table, two pixels at a time, straight into the
     output tensor. With more than one thread (:func:`_threads`) the resizes are also cut into pieces that
-    run side by side, bit-identical to PIL's own: PIL resamples every channel on its own with the same integer
-    weights and resizes in two passes, horizontal into an 8-bit intermediate then vertical, each pass's weights
-    depending only on the sizes along its axis -- so a plane is resized alone, its horizontal pass in row
-    bands and its vertical pass in bands of tile columns (each band gathered into its tiles as soon as it is
-    resized). PIL's resize and numpy's gather release the GIL.
+    run side by side, bit-identical to PIL's own: PIL resizes in two passes, horizontal into an 8-bit
+    intermediate then vertical, each pass's weights depending only on the sizes along its axis -- so the
+    horizontal pass runs in row bands and the vertical pass in bands of tile columns (each band gathered into
+    its tiles as soon as it is resized). PIL's resize and numpy's gather release the GIL.
     """
     source, plan = _resize_plan(_to_rgb(image), config)
     size = config.tile_size
@@ -443,30 +442,29 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
 
 def _resize_in_bands(source: Image.Image, plan: list[_Resize], lanes: int, size: int,
                      cut: Callable[[int, np.ndarray, list[tuple[int, int, int]], int], None]) -> None:
-    """Every resize of `plan`, plane by plane, as horizontal row bands then vertical bands of tile columns, on
-    `lanes` threads; `cut(channel, band, tiles, band_left)` takes each finished band's tiles."""
-    planes = source.split()
+    """Every resize of `plan` as horizontal row bands, then vertical bands of tile columns, on `lanes` threads;
+    `cut(channel, band, tiles, band_left)` takes each finished band's tiles, plane by plane."""
     width, height = source.size
     passes: list[list[Callable[[], None]]] = [[], []]
     for (target_w, target_h), tiles in plan:
-        for channel, plane in enumerate(planes):
-            # horizontal: row bands of the source into one 8-bit intermediate (what PIL's first pass makes)
-            middle = np.asarray(plane) if target_w == width else np.empty((height, target_w), dtype=np.uint8)
-            if target_w != width:
-                for top, bottom in _chunks(height, lanes if target_w * height > _THREADED_MIN_PIXELS else 1):
-                    passes[0].append(lambda p=plane, m=middle, t=top, b=bottom, w=target_w: m.__setitem__(
-                        slice(t, b), np.asarray(p.crop((0, t, width, b)).resize((w, b - t), _BICUBIC))))
-            # vertical: bands of whole tile columns of the intermediate, each gathered into its tiles
-            for left, right in _chunks(target_w, 2 * lanes if target_w > size else 1, size):
-                band = [t for t in tiles if left <= t[2] < right]
+        # horizontal: row bands of the source into one 8-bit RGB intermediate (what PIL's first pass makes)
+        middle = np.asarray(source) if target_w == width else np.empty((height, target_w, 3), dtype=np.uint8)
+        if target_w != width:
+            for top, bottom in _chunks(height, lanes if target_w * height > _THREADED_MIN_PIXELS else 1):
+                passes[0].append(lambda m=middle, t=top, b=bottom, w=target_w: m.__setitem__(
+                    slice(t, b), np.asarray(source.crop((0, t, width, b)).resize((w, b - t), _BICUBIC))))
+        # vertical: bands of whole tile columns of the intermediate, each gathered into its tiles
+        for left, right in _chunks(target_w, 2 * lanes if target_w > size else 1, size):
+            band = [t for t in tiles if left <= t[2] < right]
 
-                def vertical(c=channel, m=middle, a=left, b=right, h=target_h, band=band) -> None:
-                    piece = m[:, a:b]
-                    if h != height:
-                        piece = np.asarray(Image.fromarray(np.ascontiguousarray(piece)).resize((b - a, h), _BICUBIC))
-                    cut(c, piece, band, a)
+            def vertical(m=middle, a=left, b=right, h=target_h, band=band) -> None:
+                piece = Image.fromarray(np.ascontiguousarray(m[:, a:b]))
+                if h != height:
+                    piece = piece.resize((b - a, h), _BICUBIC)
+                for channel, plane in enumerate(piece.split()):
+                    cut(channel, np.asarray(plane), band, a)
 
-                passes[1].append(vertical)
+            passes[1].append(vertical)
     for tasks in passes:  # every horizontal band is done before a vertical band reads the intermediate
         _run_lanes(tasks, lanes)
 
