@@ -106,31 +106,6 @@ def _tiling_for(processor, record):
     return dataclasses.replace(tiling, max_tiles=max_tiles, min_tiles=min(tiling.min_tiles, max_tiles))
 
 
-def _encode_batch(processor, records: Sequence[Any], ks: Sequence[int], device, dtype):
-    """Load, tile and tokenise records `ks` as one left-padded batch: (batch or None, [(k, record, reference)],
-    [(k, Skipped)] for records whose images failed to load)."""
-    from model.tiling import ImageLoadError, load_image
-
-    encoded, meta, skipped = [], [], []
-    for k in ks:
-        record = records[k]
-        try:
-            images = [load_image(path, max_pixels=processor.tiling.max_pixels) for path in (record.images or [])]
-        except ImageLoadError as exc:
-            skipped.append((k, Skipped(record.source, record.line, str(exc))))
-            continue
-        conversation, reference = split_for_eval(record)
-        encoded.append(processor(conversation, images, add_generation_prompt=True, tiling=_tiling_for(processor, record)))
-        meta.append((k, record, reference))
-    if not encoded:
-        return None, meta, skipped
-    batch = processor.pad(encoded, padding_side="left")
-    batch = {name: t.to(device) for name, t in batch.items()}
-    if "pixel_values" in batch:
-        batch["pixel_values"] = batch["pixel_values"].to(dtype)
-    return batch, meta, skipped
-
-
 def predict(
     vlm,
     processor,
@@ -144,18 +119,15 @@ def predict(
 
     Batches are left padded (so every row's last prompt token sits at the end) and formed from
     records of similar length (`record.n_tokens`) to waste little padding; `record.max_tiles`
-    caps a record's tiles as in training. While one batch generates, the next is read, tiled and
-    tokenised on a second thread (PIL, numpy and the tokenizer release the GIL); the tokenizer is never
-    used by both threads at once (answers are decoded after the next batch is ready). Records whose
-    images fail to load are skipped, counted in the result's ``skipped`` and named in a warning. Domain
-    plugins' task scorers are registered first (`adapt.domains_bridge.register_domain_metrics`). Shows a
-    tqdm bar with ETA when `progress`. `generate_kwargs` go to `generate` over the greedy defaults (e.g.
-    ``min_new_tokens``).
+    caps a record's tiles as in training. Records whose images fail to load are skipped, counted in
+    the result's ``skipped`` and named in a warning. Domain plugins' task scorers are registered first
+    (`adapt.domains_bridge.register_domain_metrics`). Shows a tqdm bar with ETA when `progress`.
+    `generate_kwargs` go to `generate` over the greedy defaults (e.g. ``min_new_tokens``).
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     import torch
     from tqdm.auto import tqdm
+
+    from model.tiling import ImageLoadError, load_image
 
     from .domains_bridge import register_domain_metrics
 
@@ -165,7 +137,6 @@ def predict(
     records = list(records)
     # longest first: the batch most likely to run out of memory runs first, and the ETA errs high
     order = sorted(range(len(records)), key=lambda k: -(getattr(records[k], "n_tokens", None) or 0))
-    chunks = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
     device = next(vlm.parameters()).device
     dtype = next(vlm.parameters()).dtype
     gen_kwargs = dict(
@@ -181,20 +152,30 @@ def predict(
     was_training = vlm.training
     vlm.eval()
     bar = tqdm(total=len(records), desc="evaluating", unit="sample", disable=not progress, dynamic_ncols=True)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-prefetch")
     try:
-        upcoming = pool.submit(_encode_batch, processor, records, chunks[0], device, dtype) if chunks else None
-        for n in range(len(chunks)):
-            batch, meta, failed = upcoming.result()
-            upcoming = pool.submit(_encode_batch, processor, records, chunks[n + 1], device, dtype) \
-                if n + 1 < len(chunks) else None
-            skipped += failed
-            if batch is not None:
-                with torch.inference_mode():
-                    new_tokens = vlm.generate(**batch, **gen_kwargs)
-            if upcoming is not None:
-                upcoming.result()  # the next batch is encoded: the tokenizer is free to decode this one
-            for (k, record, reference), row in zip(meta, new_tokens if batch is not None else ()):
+        for start in range(0, len(order), batch_size):
+            encoded, meta = [], []
+            for k in order[start : start + batch_size]:
+                record = records[k]
+                try:
+                    images = [load_image(path, max_pixels=processor.tiling.max_pixels) for path in (record.images or [])]
+                except ImageLoadError as exc:
+                    skipped.append((k, Skipped(record.source, record.line, str(exc))))
+                    bar.update(1)
+                    continue
+                conversation, reference = split_for_eval(record)
+                tiling = _tiling_for(processor, record)
+                encoded.append(processor(conversation, images, add_generation_prompt=True, tiling=tiling))
+                meta.append((k, record, reference))
+            if not encoded:
+                continue
+            batch = processor.pad(encoded, padding_side="left")
+            batch = {name: t.to(device) for name, t in batch.items()}
+            if "pixel_values" in batch:
+                batch["pixel_values"] = batch["pixel_values"].to(dtype)
+            with torch.inference_mode():
+                new_tokens = vlm.generate(**batch, **gen_kwargs)
+            for (k, record, reference), row in zip(meta, new_tokens):
                 text = processor.decode(row)
                 results[k] = Prediction(
                     source=record.source,
@@ -206,9 +187,8 @@ def predict(
                     scores=score(text, record, reference),
                     meta=dict(getattr(record, "meta", None) or {}),
                 )
-            bar.update(len(meta) + len(failed))
+            bar.update(len(meta))
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         vlm.train(was_training)
     skipped = [entry for _, entry in sorted(skipped, key=lambda item: item[0])]

@@ -95,58 +95,6 @@ def test_predict_skips_and_counts_missing_images(tiny, records, tmp_path):
     assert summary["sources"]["scenes"]["n"] == 1
 
 
-def test_predict_reads_the_next_batch_while_generating_and_never_shares_the_tokenizer(tiny, records, monkeypatch):
-    """Batch n+1 is read, tiled and tokenised on the prefetch thread while batch n generates; answers are decoded
-    only once that is done, so the tokenizer is never used by two threads at once; answers equal a plain run's."""
-    import threading
-    import time
-
-    import adapt.evaluate as evaluate
-
-    vlm, processor = tiny
-    plain = predict(vlm, processor, records, max_new_tokens=3, batch_size=1, progress=False)
-    events: list[tuple[str, str, float]] = []
-    encode_batch, generate = evaluate._encode_batch, vlm.generate
-
-    def logged_encode(*args, **kwargs):
-        events.append(("encode", threading.current_thread().name, time.perf_counter()))
-        time.sleep(0.15)  # its tokenizer calls then run while the batch before it is done generating
-        return encode_batch(*args, **kwargs)
-
-    def slow_generate(*args, **kwargs):
-        time.sleep(0.2)
-        out = generate(*args, **kwargs)
-        events.append(("generated", threading.current_thread().name, time.perf_counter()))
-        return out
-
-    busy, clashes = threading.Lock(), []
-
-    def exclusive(fn):
-        def wrapper(*args, **kwargs):
-            if not busy.acquire(blocking=False):
-                clashes.append(fn.__name__)
-                return fn(*args, **kwargs)
-            try:
-                time.sleep(0.05)  # widen the window a second user would hit
-                return fn(*args, **kwargs)
-            finally:
-                busy.release()
-        return wrapper
-
-    monkeypatch.setattr(evaluate, "_encode_batch", logged_encode)
-    monkeypatch.setattr(vlm, "generate", slow_generate)
-    monkeypatch.setattr(processor.tokenizer, "encode", exclusive(processor.tokenizer.encode))
-    monkeypatch.setattr(processor.tokenizer, "decode", exclusive(processor.tokenizer.decode))
-    preds = predict(vlm, processor, records, max_new_tokens=3, batch_size=1, progress=False)
-    assert [p.prediction for p in preds] == [p.prediction for p in plain]
-    encodes = [e for e in events if e[0] == "encode"]
-    generated = [e for e in events if e[0] == "generated"]
-    assert len(encodes) == 3 and len(generated) == 3
-    assert all(name.startswith("eval-prefetch") for _, name, _ in encodes)
-    assert all(encodes[n + 1][2] < generated[n][2] for n in range(2))  # read ahead, not after
-    assert clashes == []
-
-
 def P(source, task, scores, line=0) -> Prediction:
     return Prediction(source, line, task, "q", "p", "r", scores)
 
