@@ -14,7 +14,10 @@
    and projector). Domain and general scores side by side.
    With --fresh also (a) and (b) with a freshly initialised projector instead (`model.vision_adapter: fresh`,
    `model.projector=pixel_shuffle_mlp`), what the section showed before the vision adapter.
-3. With --domain: distil on remote-sensing images only (the remote-sensing quick start's UC Merced / RSVQA / DIOR
+3. A linear probe: per question family of the land-cover and general sets, a logistic regression on each tower's
+   patch features (the ones its projector reads, every token of the tile) fitted on training images and scored on
+   the held-out ones: what a tower's features carry about a label before any VLM training.
+4. With --domain: distil on remote-sensing images only (the remote-sensing quick start's UC Merced / RSVQA / DIOR
    sets) and adapt the remote-sensing quick start on that student, the general-distilled one and the random one.
 """
 
@@ -27,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,7 +41,7 @@ from adapt.recipe import load_recipe  # noqa: E402
 from adapt.run_eval import evaluate_model  # noqa: E402
 from adapt.train import train  # noqa: E402
 from bench.sections import ROOT, machine_line, write_section  # noqa: E402
-from model.checkpoints.tower import load_vision, save_tower, save_vision_adapter  # noqa: E402
+from model.checkpoints.tower import load_vision, load_vision_feature, save_tower, save_vision_adapter  # noqa: E402
 from model.resources import templates_dir  # noqa: E402
 
 README = ROOT / "README.md"
@@ -142,6 +146,9 @@ def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int,
         prepare_landcover(data)
     link_data(out / "distill", data)
     results: dict = {"distill": run_distill(out / "distill", distill_steps, distill_batch, progress=progress)}
+    if only is None:
+        results["probe"] = probe({"teacher (pocket-tiny)": "pocket-tiny", "distilled student": results["distill"]["final"],
+                                  "random student": results["distill"]["random"]}, data)
     results["landcover"] = {}
     for name, (label, tower, fresh_projector) in ARMS.items():
         if (only is not None and name != only) or (only is None and fresh_projector and not fresh):
@@ -168,6 +175,83 @@ def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int,
             results["remote_sensing"][label] = adapt_on(folder, "remote-sensing_pocket-tiny_full", vision, train_steps,
                                                         eval_samples, progress=progress)
     return results
+
+
+PROBE_SETS = ("landcover", "general")
+
+
+def _labelled(path: Path, per_family: int) -> dict[str, list[dict]]:
+    """Up to `per_family` multiple-choice records with a label per question family, in file order."""
+    families: dict[str, list[dict]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if record.get("task") == "mc" and record.get("label") is not None:
+            entries = families.setdefault(record["family"], [])
+            if len(entries) < per_family:
+                entries.append(record)
+    return families
+
+
+@torch.inference_mode()
+def _features(tower: nn.Module, layer: int, tiling, folder: Path, records: list[dict]) -> np.ndarray:
+    """Every patch token of each record's (one-tile) image, flattened: `(records, tokens * width)`."""
+    from model.tiling import load_image, preprocess_image
+    from model.vision import select_features
+
+    rows = []
+    for start in range(0, len(records), 64):
+        tiles = [preprocess_image(load_image(folder / r["image"]), tiling) for r in records[start:start + 64]]
+        if any(t.shape[0] != 1 for t in tiles):
+            raise SystemExit("the probe expects one tile per image (the quick start's 112 px images)")
+        rows.append(select_features(tower, torch.cat(tiles), layer).flatten(1))
+    return torch.cat(rows).double().numpy()
+
+
+def probe(towers: dict[str, str], data: Path, per_family: int = 400) -> dict:
+    """Held-out accuracy of a logistic regression on each tower's features, per set and question family."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    results: dict = {}
+    for label, source in towers.items():
+        tower, tiling, layer = load_vision_feature(source)
+        tower.eval()
+        results[label] = {}
+        for name in PROBE_SETS:
+            train_sets = _labelled(data / name / "train.jsonl", per_family)
+            test_sets = _labelled(data / name / "test.jsonl", 10**9)
+            for family, test in test_sets.items():
+                train = train_sets.get(family, [])
+                x_train = _features(tower, layer, tiling, data / name, train)
+                x_test = _features(tower, layer, tiling, data / name, test)
+                model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+                model.fit(x_train, [r["label"] for r in train])
+                accuracy = float(model.score(x_test, [r["label"] for r in test]))
+                chance = max(sum(r["label"] == c for r in test) for c in {r["label"] for r in test}) / len(test)
+                results[label][f"{name}/{family}"] = {"accuracy": accuracy, "n_train": len(train),
+                                                       "n_test": len(test), "majority": chance}
+    return results
+
+
+def _probe_section(results: dict) -> list[str]:
+    return ["What each tower's features carry before any VLM training: a linear probe (logistic regression, C 0.1, "
+            "standardised features) on every patch token of the one-tile image, as the projector reads them, fitted "
+            "on the sets' training images and scored on their held-out images, per question family (accuracy; "
+            "majority class = the most frequent held-out answer's share):", "", *_probe_table(results), ""]
+
+
+def _probe_table(results: dict) -> list[str]:
+    towers = list(results)
+    columns = list(next(iter(results.values())))
+    first = results[towers[0]]
+    lines = ["| set / question family | train / held-out | majority class | " + " | ".join(towers) + " |",
+             "|---|---:|---:|" + "---:|" * len(towers)]
+    for column in columns:
+        cells = " | ".join(f"{results[t][column]['accuracy']:.3f}" for t in towers)
+        lines.append(f"| {column} | {first[column]['n_train']} / {first[column]['n_test']} | "
+                     f"{first[column]['majority']:.3f} | {cells} |")
+    return lines
 
 
 def _cosine_table(report: dict) -> list[str]:
@@ -284,6 +368,7 @@ def section(results: dict, command: str, budget: dict) -> str:
              f"{d['steps']} distillation steps of {results['distill']['batch']} images on land-cover + general images "
              f"({results['distill']['minutes']:.1f} min); {adapter_text}.",
              "", *_cosine_table(d), "",
+             *(_probe_section(results["probe"]) if "probe" in results else []),
              "The land-cover quick start (templates/recipes/quickstart.yaml: vision tower frozen, projector and LLM "
              "trained in full; the same steps, data and seed for each) on pocket-tiny with (a) the distilled student and "
              "its vision adapter in front of pocket-tiny's own trained projector (`model.vision_adapter: auto`; the "

@@ -297,8 +297,9 @@ the process' peak while loading model + data, then (peak reset) over the optimiz
 
 - Command: `python bench/bench_real_sizes.py {' '.join(argv)}`
 - Machine: {machine_line()}
-- Load average (1, 5, 15 min) before: {load_before}; after: {load_after} (per row: the table below) — a shared
-  2-core machine: other jobs ran at the same time, so the times are upper bounds
+- Load average (1, 5, 15 min) before: {load_before}; after: {load_after} (per row: the table below). The run's own
+  two threads make a load of about 2 on this 2-core machine; well above that, other jobs shared the cores and the
+  times are upper bounds
 
 {table(rows)}
 """
