@@ -238,7 +238,23 @@ def _probe_section(results: dict) -> list[str]:
     return ["What each tower's features carry before any VLM training: a linear probe (logistic regression, C 0.1, "
             "standardised features) on every patch token of the one-tile image, as the projector reads them, fitted "
             "on the sets' training images and scored on their held-out images, per question family (accuracy; "
-            "majority class = the most frequent held-out answer's share):", "", *_probe_table(results), ""]
+            "majority class = the most frequent held-out answer's share):", "", *_probe_table(results), "",
+            *_probe_findings(results)]
+
+
+def _probe_findings(results: dict) -> list[str]:
+    """The land-cover row and the families where the distilled features gain most on the random ones, in numbers."""
+    teacher, distilled, random = (results.get(k) for k in ("teacher (pocket-tiny)", "distilled student",
+                                                          "random student"))
+    column = "landcover/classification"
+    if not (teacher and distilled and random and column in teacher):
+        return []
+    gains = sorted(((distilled[c]["accuracy"] - random[c]["accuracy"], c) for c in teacher), reverse=True)
+    best = ", ".join(f"{c} ({g:+.3f})" for g, c in gains[:2] if g > 0)
+    return [f"The random student's features already give the land-cover class at {random[column]['accuracy']:.3f} "
+            f"against the teacher's {teacher[column]['accuracy']:.3f} (majority class {teacher[column]['majority']:.3f}), "
+            "so a better tower has little to add to the land-cover classification score; "
+            + (f"distillation adds most on {best}." if best else "distillation adds nothing on any family here."), ""]
 
 
 def _probe_table(results: dict) -> list[str]:

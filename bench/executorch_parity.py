@@ -2,7 +2,8 @@
 
     python bench/executorch_parity.py [--write]
 
-pocket-tiny and the tiny random InternVL (Qwen2) of bench/llamacpp_parity.py, exported with `adapt export -f
+pocket-tiny, the tiny random InternVL (Qwen2), MobileVLM V2 (LDPv2) and MobileVLM (LDP) of
+bench/llamacpp_parity.py (the ONNX table's models), exported with `adapt export -f
 executorch` at fp32 and int8 and run in ExecuTorch's Python runtime: the relative difference (Frobenius) of the image
 embeddings from PyTorch's (the bundled example image's tiles), the largest relative difference of the last-position
 logits over 32 greedy steps, and how many of the 32 greedy tokens agree. `--write` puts the table into README.md
@@ -19,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 N_TOKENS = 32
-MODELS = ("pocket-tiny", "InternVL (Qwen2), tiny random")
+MODELS = ("pocket-tiny", "InternVL (Qwen2), tiny random", "MobileVLM V2 (LDPv2), tiny random",
+          "MobileVLM (LDP), tiny random")
 
 
 def measure(write: bool) -> str:

@@ -1,7 +1,7 @@
 """ExecuTorch export (deploy/executorch) run in ExecuTorch's Python runtime against PyTorch.
 
-Two models, same image and prompt: pocket-tiny (trained weights) and a tiny random InternVL (Qwen2) in the
-transformers-native layout. fp32: image embeddings and every step's logits within 1e-4 (relative) of PyTorch's and 32
+Three models, same image and prompt: pocket-tiny (trained weights), a tiny random InternVL (Qwen2) in the
+transformers-native layout and a tiny random MobileVLM V2 (LDPv2 on a CLIP tower read at layer -2, one tile). fp32: image embeddings and every step's logits within 1e-4 (relative) of PyTorch's and 32
 greedy tokens identical, the prompt prefilled in chunks; the vision encoder at 1 to 13 tiles (more than one call
 takes). int8 (torchao, XNNPACK): the change is measured. Then the commands (`adapt export -f executorch`, `adapt
 chat/eval --runtime executorch`) and the refusals: an edited tiling, another tokenizer, a prompt past the KV cache.
@@ -31,6 +31,7 @@ from deploy.executorch.runtime import ExecuTorchVLM  # noqa: E402
 from deploy.hf import export  # noqa: E402
 from deploy.onnx.export import PREPROCESSOR  # noqa: E402
 
+from .test_checkpoints import write_mobilevlm_v2  # noqa: E402
 from .test_gguf import sharpen_attention  # noqa: E402
 from .test_onnx import relative_error, torch_greedy  # noqa: E402
 
@@ -40,9 +41,12 @@ MAX_SEQ_LEN = 512
 
 
 @pytest.fixture(scope="module")
-def models(native_dir) -> dict:
-    made = {"pocket-tiny": model.load("pocket-tiny"), "internvl": model.load(native_dir)}
-    sharpen_attention(made["internvl"][0])  # position-sensitive attention: a cache or position slip changes tokens
+def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
+    mobilevlm = write_mobilevlm_v2(tmp_path_factory.mktemp("executorch-mobilevlm") / "src", tiny_tokenizer, tie=False)
+    made = {"pocket-tiny": model.load("pocket-tiny"), "internvl": model.load(native_dir),
+            "mobilevlm": model.load(mobilevlm.directory)}
+    for name in ("internvl", "mobilevlm"):
+        sharpen_attention(made[name][0])  # position-sensitive attention: a cache or position slip changes tokens
     return made
 
 
@@ -78,7 +82,7 @@ def executorch_greedy(runtime: ExecuTorchVLM, encoded, n: int) -> tuple[list[int
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl", "mobilevlm"])
 def test_embeddings_logits_and_greedy_tokens_match_pytorch(name, models, exports, example_image):
     vlm, processor = models[name]
     encoded = processor([{"role": "user", "content": QUESTION}], images=[example_image])

@@ -124,9 +124,14 @@ def write_executorch(vlm, processor, out_dir: Path, quantize: str | None = None,
     with eager_attention(vlm), torch.no_grad():
         programs = {}
         steps.set_postfix_str(VISION_METHOD)
-        pixels = torch.randn(min(2, max_tiles), 3, tiling.tile_size, tiling.tile_size)
+        # two tiles even where the tiling makes one (MobileVLM): an example of one would fix the tile axis at 1
+        pixels = torch.randn(2, 3, tiling.tile_size, tiling.tile_size)
         tiles = torch.export.Dim("tiles", min=1, max=max(2, max_tiles))
-        programs[VISION_METHOD] = _capture(VisionGraph(vlm), (pixels,), ({0: tiles},), VISION_METHOD)
+        vision = VisionGraph(vlm)
+        # one eager call first: a tower read below its last layer (MobileVLM's -2) makes transformers install its
+        # hidden-state hooks on the first call, under a threading lock that strict tracing cannot enter
+        vision(pixels[:1])
+        programs[VISION_METHOD] = _capture(vision, (pixels,), ({0: tiles},), VISION_METHOD)
         steps.update()
         steps.set_postfix_str(EMBED_METHOD)
         ids = torch.zeros(1, 3, dtype=torch.long)
