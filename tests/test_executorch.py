@@ -31,9 +31,7 @@ from deploy.executorch.runtime import ExecuTorchVLM  # noqa: E402
 from deploy.hf import export  # noqa: E402
 from deploy.onnx.export import PREPROCESSOR  # noqa: E402
 
-from .test_checkpoints import write_mobilevlm_v2  # noqa: E402
-from .test_gguf import sharpen_attention  # noqa: E402
-from .test_onnx import relative_error, torch_greedy  # noqa: E402
+from .test_onnx import load_models, relative_error, torch_greedy  # noqa: E402
 
 QUESTION = "What shapes are in the picture?"
 N_TOKENS = 32
@@ -42,12 +40,7 @@ MAX_SEQ_LEN = 512
 
 @pytest.fixture(scope="module")
 def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
-    mobilevlm = write_mobilevlm_v2(tmp_path_factory.mktemp("executorch-mobilevlm") / "src", tiny_tokenizer, tie=False)
-    made = {"pocket-tiny": model.load("pocket-tiny"), "internvl": model.load(native_dir),
-            "mobilevlm": model.load(mobilevlm.directory)}
-    for name in ("internvl", "mobilevlm"):
-        sharpen_attention(made[name][0])  # position-sensitive attention: a cache or position slip changes tokens
-    return made
+    return load_models(native_dir, tiny_tokenizer, tmp_path_factory.mktemp("executorch-mobilevlm"))
 
 
 @pytest.fixture(scope="module")

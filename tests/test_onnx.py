@@ -44,14 +44,19 @@ QUESTION = "What shapes are in the picture?"
 N_TOKENS = 32
 
 
-@pytest.fixture(scope="module")
-def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
-    mobilevlm = write_mobilevlm_v2(tmp_path_factory.mktemp("onnx-mobilevlm") / "src", tiny_tokenizer, tie=False)
+def load_models(native_dir: Path, tokenizer, folder: Path) -> dict:
+    """pocket-tiny, the tiny InternVL and a tiny MobileVLM V2 written into `folder`: name -> (vlm, processor)."""
+    mobilevlm = write_mobilevlm_v2(folder / "src", tokenizer, tie=False)
     made = {"pocket-tiny": model.load("pocket-tiny"), "internvl": model.load(native_dir),
             "mobilevlm": model.load(mobilevlm.directory)}
     for name in ("internvl", "mobilevlm"):
         sharpen_attention(made[name][0])  # position-sensitive attention: a cache or position slip changes tokens
     return made
+
+
+@pytest.fixture(scope="module")
+def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
+    return load_models(native_dir, tiny_tokenizer, tmp_path_factory.mktemp("onnx-mobilevlm"))
 
 
 @pytest.fixture(scope="module")
