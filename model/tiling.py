@@ -368,17 +368,26 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool)
 
 
-def _run_lanes(tasks: list[Callable[[], None]], lanes: int) -> None:
+def _run_lanes(tasks: list[Callable[[], None]], lanes: int, after: list[threading.Event | None] | None = None,
+               done: list[Callable[[], None] | None] | None = None) -> None:
     """Run every task once: the calling thread and ``lanes - 1`` pool threads take the next one in turn.
 
-    The caller works too, so nothing waits on a busy pool: a helper that has not started by the time the
-    caller runs out of tasks is cancelled.
+    ``after[i]``, when given, is an event task ``i`` waits for before it starts, and ``done[i]`` is called when
+    it ends (how a later pass waits for the tasks it reads); tasks are handed out in list order, so a task
+    only ever waits for ones already taken by a running lane. The caller works too, so nothing waits on a
+    busy pool: a helper that has not started by the time the caller runs out of tasks is cancelled.
     """
     order = itertools.count()  # next() is atomic under the GIL
 
     def lane() -> None:
         while (i := next(order)) < len(tasks):
-            tasks[i]()
+            if after is not None and after[i] is not None:
+                after[i].wait()
+            try:
+                tasks[i]()
+            finally:  # also on an error, so a lane waiting for this task does not wait forever
+                if done is not None and done[i] is not None:
+                    done[i]()
 
     helpers = [] if lanes <= 1 else [_helpers(lanes - 1).submit(lane) for _ in range(lanes - 1)]
     try:
@@ -443,16 +452,36 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
 def _resize_in_bands(source: Image.Image, plan: list[_Resize], lanes: int, size: int,
                      cut: Callable[[int, np.ndarray, list[tuple[int, int, int]], int], None]) -> None:
     """Every resize of `plan` as horizontal row bands, then vertical bands of tile columns, on `lanes` threads;
-    `cut(channel, band, tiles, band_left)` takes each finished band's tiles, plane by plane."""
+    `cut(channel, band, tiles, band_left)` takes each finished band's tiles, plane by plane.
+
+    A resize's vertical bands wait only for its own horizontal bands, so one resize's vertical pass (or a tile
+    grid that needs no horizontal pass) overlaps another's horizontal pass, e.g. the thumbnail's.
+    """
     width, height = source.size
-    passes: list[list[Callable[[], None]]] = [[], []]
+    horizontal: list[Callable[[], None]] = []
+    vertical_ready: list[tuple[Callable[[], None], threading.Event | None]] = []
+    vertical_waiting: list[tuple[Callable[[], None], threading.Event | None]] = []
+    finish: list[Callable[[], None] | None] = []
     for (target_w, target_h), tiles in plan:
-        # horizontal: row bands of the source into one 8-bit RGB intermediate (what PIL's first pass makes)
+        # horizontal: row bands of the source into one 8-bit RGB intermediate (what PIL's first pass makes);
+        # its cost follows the source row length times the output's (a downscale reads more source per output)
         middle = np.asarray(source) if target_w == width else np.empty((height, target_w, 3), dtype=np.uint8)
+        ready: threading.Event | None = None
         if target_w != width:
-            for top, bottom in _chunks(height, lanes if target_w * height > _THREADED_MIN_PIXELS else 1):
-                passes[0].append(lambda m=middle, t=top, b=bottom, w=target_w: m.__setitem__(
+            bands = _chunks(height, lanes if max(width, target_w) * height > _THREADED_MIN_PIXELS else 1)
+            ready, left = threading.Event(), [len(bands)]
+            lock = threading.Lock()
+
+            def one_done(ready=ready, left=left, lock=lock) -> None:
+                with lock:
+                    left[0] -= 1
+                    if left[0] == 0:
+                        ready.set()
+
+            for top, bottom in bands:
+                horizontal.append(lambda m=middle, t=top, b=bottom, w=target_w: m.__setitem__(
                     slice(t, b), np.asarray(source.crop((0, t, width, b)).resize((w, b - t), _BICUBIC))))
+                finish.append(one_done)
         # vertical: bands of whole tile columns of the intermediate, each gathered into its tiles
         for left, right in _chunks(target_w, 2 * lanes if target_w > size else 1, size):
             band = [t for t in tiles if left <= t[2] < right]
@@ -464,9 +493,11 @@ def _resize_in_bands(source: Image.Image, plan: list[_Resize], lanes: int, size:
                 for channel, plane in enumerate(piece.split()):
                     cut(channel, np.asarray(plane), band, a)
 
-            passes[1].append(vertical)
-    for tasks in passes:  # every horizontal band is done before a vertical band reads the intermediate
-        _run_lanes(tasks, lanes)
+            (vertical_ready if ready is None else vertical_waiting).append((vertical, ready))
+    later = vertical_ready + vertical_waiting  # bands free to start first
+    _run_lanes(horizontal + [task for task, _ in later], lanes,
+               after=[None] * len(horizontal) + [event for _, event in later],
+               done=finish + [None] * len(later))
 
 
 class ImageLoadError(PocketAdaptError, ValueError):

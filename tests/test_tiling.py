@@ -227,6 +227,46 @@ def test_pixel_parity_at_the_benchmarked_sizes(size: tuple[int, int], n_tiles: i
         _assert_identical(preprocess_image(image, TilingConfig(max_tiles=12)), expected)
 
 
+def test_a_task_waits_for_the_tasks_it_reads() -> None:
+    # A resize's vertical bands read the intermediate its horizontal bands write, and may run on the other lane
+    # while those are still running: the reader must wait for the writer's event, not only come later in order.
+    import threading
+    import time
+
+    written, ready = [], threading.Event()
+
+    def write() -> None:
+        time.sleep(0.2)  # long enough for the helper lane to take the reader meanwhile
+        written.append(1)
+
+    seen = []
+    tiling._run_lanes([write, lambda: seen.append(list(written))], 2, after=[None, ready], done=[ready.set, None])
+    assert seen == [[1]]
+
+
+def test_a_failing_task_does_not_leave_its_reader_waiting() -> None:
+    import threading
+
+    ready = threading.Event()
+
+    def fail() -> None:
+        raise OSError("decoder broke")
+
+    errors = []
+
+    def run() -> None:
+        try:
+            tiling._run_lanes([fail, lambda: None], 2, after=[None, ready], done=[ready.set, None])
+        except OSError as err:
+            errors.append(str(err))
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive(), "a lane waits forever for a task that failed"
+    assert errors == ["decoder broke"]
+
+
 def _preprocess_into(image: Image.Image, config: TilingConfig, queue) -> None:
     queue.put(preprocess_image(image, config).numpy())
 
