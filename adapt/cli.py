@@ -294,6 +294,7 @@ def _summarise_prompt(processor, input_ids) -> str:
 
 def _export(args) -> int:
     from deploy.hf import check_target, export
+    from model.loading import apply_lora_adapter, check_lora_adapter
 
     options = {}
     if args.format == "gguf":
@@ -312,7 +313,7 @@ def _export(args) -> int:
         raise CliError("--recipe applies to --format tensorrt only")
     check_target(Path(args.out), args.force)  # a refused target fails before the model is loaded
     if args.adapter is not None:
-        _check_adapter(args.adapter, args.allow_pickle)
+        check_lora_adapter(args.adapter, args.allow_pickle)
     vlm, processor = _load(args)
     if args.format == "tensorrt":
         options = {"tiling": None, "source": None}
@@ -322,7 +323,7 @@ def _export(args) -> int:
             options = {"tiling": load_recipe(args.recipe).tiling_for(processor.tiling),
                        "source": f"recipe {args.recipe}"}
     if args.adapter is not None:
-        vlm = _with_adapter(vlm, args.adapter)
+        vlm = apply_lora_adapter(vlm, args.adapter, args.allow_pickle)
     out = export(vlm, processor, args.format, args.out, force=args.force, **options)
     if args.format == "gguf":
         from deploy.gguf import file_names
@@ -353,25 +354,6 @@ def _model_name(source: str) -> str:
     if name in ("final", "merged") and path.is_dir():  # runs/<recipe>/final -> <recipe>
         name = path.resolve().parent.name
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
-
-
-def _check_adapter(adapter: Path, allow_pickle: bool) -> None:
-    """A LoRA adapter folder, its weights behind the same pickle gate as a model's (peft would torch.load them)."""
-    if not (adapter / "adapter_config.json").is_file():
-        raise CliError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
-    if not (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_model.bin").is_file() \
-            and not allow_pickle:
-        raise CliError(f"{adapter}: only PyTorch pickle weights (adapter_model.bin); pocket-adapt reads safetensors by "
-                       "default. Pass --allow-pickle to read them with torch.load(weights_only=True), which loads "
-                       "tensors only and runs no code.")
-
-
-def _with_adapter(vlm, adapter: Path):
-    if not (adapter / "adapter_config.json").is_file():
-        raise CliError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
-    from peft import PeftModel
-
-    return PeftModel.from_pretrained(vlm, str(adapter))
 
 
 def _inspect(args) -> int:

@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from tqdm.auto import tqdm
 
 import model as model_core
 from model.errors import PocketAdaptError
+from model.loading import ADAPTER_FOLDER
 from model.processor import IGNORE_INDEX
 
 from .checkpointing import (
@@ -50,7 +52,7 @@ from .data.augment import build_augment
 from .data.dataset import SupervisedDataset, collate
 from .data.mixture import MixturePlan
 from .data.samples import DataQualityError, SkipLog, SourceSpec, expand_sources, measure, read_source
-from .parts import PartSetting, apply_parts, base_model, merge_lora, parameter_groups, trainable_summary
+from .parts import PartSetting, apply_parts, base_model, is_peft_model, merge_lora, parameter_groups, trainable_summary
 from .recipe import Recipe, resolve_deepspeed_config
 from .schedule import make_scheduler
 
@@ -621,12 +623,12 @@ class Trainer:
 
     def _write_final(self, final: Path) -> None:
         if self.dist.main:
-            if self.recipe.output.merge_lora:
+            shutil.rmtree(final / ADAPTER_FOLDER, ignore_errors=True)  # an earlier run's, or load would apply it
+            if self.recipe.output.merge_lora or not is_peft_model(self.model):
                 merged = merge_lora(self.model)
-            else:
-                merged = base_model(self.model)
-                if merged is not self.model:
-                    self.model.save_pretrained(str(self.out_dir / "adapter"))
+            else:  # base weights under their own names, the adapter beside them (model.load merges it back)
+                self.model.save_pretrained(str(final / ADAPTER_FOLDER))
+                merged = self.model.unload()
             # in place: training is over, and the adapter (if any) was saved above in the training dtype
             model_core.save(merged.to(self.final_dtype), self.processor, final)
             from .evaluate import plot_loss_curve

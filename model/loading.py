@@ -56,6 +56,9 @@ def load(
     teacher's features) that maps into the features this model's projector reads, the trained projector is kept
     behind it; ``"fresh"``: the adapter is ignored (a tower of another width gets a fresh projector).
 
+    A checkpoint folder with a LoRA adapter in `adapter/` (`adapt train` with `output.merge_lora: false`) loads
+    with the adapter merged into its base weights.
+
     Weights are read from safetensors in every layout; PyTorch pickle files (`.bin`, `.pt`, ...) only with
     `allow_pickle`, and then with `torch.load(weights_only=True)`. Anything unreadable (a corrupt file, a
     `config.json` that is not an object, a missing tokenizer) is a `CheckpointError` naming the file.
@@ -71,6 +74,8 @@ def load(
         raise CheckpointError(
             f"{source}: not a checkpoint directory nor a preset; presets: {', '.join(PRESETS)}"
         )
+    if path.is_dir() and (path / ADAPTER_FOLDER).is_dir():
+        vlm = apply_lora_adapter(vlm, path / ADAPTER_FOLDER, allow_pickle)
     if chat_template:
         vlm.config.chat_template = chat_template
     if vision is not None:
@@ -90,6 +95,35 @@ def load(
         vlm = vlm.to(device)
     vlm.eval()
     return vlm, VLMProcessor.from_config(vlm.config, tokenizer)
+
+
+ADAPTER_FOLDER = "adapter"  # a checkpoint's own LoRA adapter, kept apart from its base weights
+
+
+def check_lora_adapter(folder: Path, allow_pickle: bool = False) -> None:
+    """A peft LoRA adapter folder whose weights pass the same pickle gate as a model's (peft would torch.load
+    `adapter_model.bin`), or a `CheckpointError` saying why not."""
+    if not (folder / "adapter_config.json").is_file():
+        raise CheckpointError(f"{folder}: not a LoRA adapter folder (no adapter_config.json)")
+    if not (folder / "adapter_model.safetensors").is_file():
+        if not (folder / "adapter_model.bin").is_file():
+            raise CheckpointError(f"{folder}: no adapter weights (adapter_model.safetensors)")
+        if not allow_pickle:
+            raise CheckpointError(
+                f"{folder}: only PyTorch pickle weights (adapter_model.bin); pocket-adapt reads safetensors by "
+                "default. Pass --allow-pickle to read them with torch.load(weights_only=True), which loads "
+                "tensors only and runs no code.")
+
+
+def apply_lora_adapter(vlm: PocketVLM, folder: Path, allow_pickle: bool = False) -> PocketVLM:
+    """`vlm` with the LoRA adapter in `folder` merged into its weights (a `CheckpointError` where it does not fit)."""
+    check_lora_adapter(folder, allow_pickle)
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(vlm, str(folder)).merge_and_unload()
+    except (ValueError, KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{folder}: the LoRA adapter does not fit this model: {err}") from None
 
 
 VISION_ADAPTER_MODES = ("auto", "fresh")

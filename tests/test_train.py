@@ -121,6 +121,29 @@ def test_training_run_writes_checkpoints_logs_and_a_merged_model(tmp_path, data_
     assert vlm.generate(**enc.to_model_inputs(), max_new_tokens=3).shape[1] <= 3
 
 
+def test_an_unmerged_lora_run_writes_base_weights_and_an_adapter_that_load_merges(tmp_path, data_dir):
+    """output.merge_lora: false -- final/ holds the base weights under their own names and the LoRA adapter in
+    final/adapter/; loading final/ gives the same model as the merged run. Finishing the same run merged
+    removes that adapter (else it would be applied twice)."""
+    from adapt.cli import main
+
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=2)
+    assert main(["train", str(path), "--no-progress", "output.merge_lora=false"]) == 0
+    final = tmp_path / "out" / "final"
+    keys = load_file(str(final / "model.safetensors")).keys()
+    assert not [k for k in keys if "lora" in k or "base_layer" in k]
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in (final / "adapter").iterdir()}
+    unmerged, _ = model.load(final)
+    base, _ = model.load("pocket-tiny-scratch")
+    assert any(not torch.equal(a, b) for a, b in zip(unmerged.language_model.parameters(),
+                                                      base.language_model.parameters()))
+    assert main(["train", str(path), "--no-progress"]) == 0  # resumes at its last step and writes final/ merged
+    assert not (final / "adapter").exists()
+    merged, _ = model.load(final)
+    for (name, a), b in zip(unmerged.state_dict().items(), merged.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, data_dir):
     steps, save_every = 30, 10
