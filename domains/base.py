@@ -26,9 +26,12 @@ Where plugins come from:
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
 import re
+import types
+import typing
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -209,6 +212,52 @@ def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str,
     if unknown:
         names = ", ".join(repr(k) for k in unknown)
         raise DomainError(f"{what} has no option {names}; its options: {', '.join(known) or 'none'}")
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - an annotation that does not resolve is simply not checked
+        return
+    for key, value in options.items():
+        if key in hints and not _fits(value, hints[key]):
+            text = "; quote it to pass it as text" if _fits("", hints[key]) and isinstance(value, (int, float)) else ""
+            raise DomainError(f"{what}: option {key}={value!r} is not {_describe(hints[key])}{text}")
+
+
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string", Path: "a path",
+            type(None): "null"}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether an option value read as YAML can stand for a parameter annotated `hint`. Only the plain kinds an
+    option is typed as are checked (bool, int, float, str, paths, lists, their unions and Literal); others pass."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint in (str, Path):
+        return isinstance(value, str)
+    if hint is type(None):
+        return value is None
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
+        return isinstance(value, (list, tuple))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(arg) for arg in typing.get_args(hint)))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
+        return "a list such as [a, b]"
+    return _SCALARS.get(hint, str(hint))
 
 
 # --------------------------------------------------------------------------------------------- plugins

@@ -240,6 +240,12 @@ def link_or_copy(src: Path, dst: Path, mode: str = "hardlink") -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_held_out_fraction(value: float, name: str = "test_fraction") -> None:
+    """A held-out share in [0, 1) (0: no held-out split), or a `DomainError` naming the option."""
+    if not 0 <= value < 1:
+        raise DomainError(f"{name} must be a share in [0, 1) (0.2: a fifth held out; 0: none), got {value!r}")
+
+
 def split_of(key: str, held_out_fraction: float, held_out: str = "test") -> str:
     """``held_out`` for about `held_out_fraction` of keys, else ``"train"``: a hash of the key, so the split is
     the same on every run and machine and does not move when other keys come or go."""

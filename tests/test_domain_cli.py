@@ -83,6 +83,27 @@ def test_convert_errors(fake_domain, tmp_path, capsys, argv, needle):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("argv,needle", [
+    (["synthesize", "remote_sensing", "--option", "n=abc"], "option n='abc' is not an integer"),
+    (["synthesize", "medical", "--option", "n_slices=abc"], "option n_slices='abc' is not an integer"),
+    (["synthesize", "medical", "--option", "size=big"], "option size='big' is not an integer"),
+    (["synthesize", "general", "--option", "answer_style=3"], "is not a string; quote it"),
+    (["convert", "remote_sensing", "ucmerced", "--option", "test_fraction=abc"], "option test_fraction='abc' is not a number"),
+    (["convert", "remote_sensing", "ucmerced", "--option", "test_fraction=5"], "test_fraction must be a share in [0, 1)"),
+    (["convert", "medical", "classification", "--option", "test_fraction=1"], "test_fraction must be a share in [0, 1)"),
+    (["convert", "medical", "dicom_qa", "--option", "redact_burned_in=maybe"], "is not true or false"),
+])
+def test_an_option_of_the_wrong_kind_is_one_line_naming_it(tmp_path, capsys, argv, needle):
+    """--option values are checked against the converter's / generator's parameter types before any work:
+    `n=abc` used to end in a TypeError traceback, `redact_burned_in=maybe` was taken as true."""
+    src = tmp_path / "raw"
+    src.mkdir()
+    rc = main([*argv, *(["--src", str(src)] if argv[0] == "convert" else []), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith(f"adapt {argv[0]}: error:") and needle in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_convert_missing_src(fake_domain, tmp_path, capsys):
     rc = main(["convert", "toy_domain", "toy", "--src", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     assert rc == 1 and "does not exist" in capsys.readouterr().err

@@ -88,6 +88,7 @@ from domains.boxes import render_ref_box
 from domains.files import (
     PNG_OPTIONS,
     atomic_write,
+    check_held_out_fraction,
     inside_root,
     is_fresh,
     png_bytes,
@@ -790,8 +791,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected one folder per class)")
-    if not 0 <= test_fraction < 1:
-        raise DomainError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    check_held_out_fraction(test_fraction)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     subdirs = [p for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in subdirs if p.name.lower() in SPLIT_FOLDERS}

@@ -39,6 +39,7 @@ from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, clip_box, render_ref_box, to_grid
 from domains.files import (
     atomic_write,
+    check_held_out_fraction,
     image_size,
     inside_root,
     is_fresh,
@@ -226,6 +227,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     src, out = Path(src), Path(out)
     if dataset not in CLASSIFICATION_DATASETS:
         raise DomainError(f"dataset must be one of {CLASSIFICATION_DATASETS}, got {dataset!r}")
+    check_held_out_fraction(test_fraction)
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected one folder per class)")
     if dataset == "eurosat_ms" and bands is None:
