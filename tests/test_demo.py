@@ -686,6 +686,21 @@ def test_medical_zip_series_is_sorted_and_picks_slices(medical, tmp_path, gradio
         study.close()
 
 
+def test_medical_series_with_a_damaged_slice_says_so(medical, tmp_path, gradio_cache):
+    """A slice file cut short in an uploaded series is left out of the viewer with a warning naming it (by its
+    staged name: upload names may hold patient names)."""
+    upload = write_series_zip(tmp_path / "series.zip", tmp_path, n=4)
+    cut = (tmp_path / "series_src" / "IM0001.dcm").read_bytes()[:600]
+    with zipfile.ZipFile(upload, "a") as zf:
+        zf.writestr("DOE_JANE/CT/IM0009.dcm", cut)
+    study = medical.load_study([upload], max_bytes=MB)
+    try:
+        assert study.count == 4
+        assert any("1 damaged DICOM file(s) left out (file-" in w for w in study.warnings), study.warnings  # staged name
+    finally:
+        study.close()
+
+
 def test_medical_multiframe_file_has_a_frame_picker(medical, tmp_path):
     study = medical.load_study([write_ct(tmp_path / "cine.dcm", frames=5)], max_bytes=MB)
     try:

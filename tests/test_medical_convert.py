@@ -395,6 +395,25 @@ def test_dicom_qa_bad_input(raw, tmp_path):
         convert_dicom_qa(tmp_path, tmp_path / "o3")
 
 
+def test_dicom_qa_skips_a_series_with_a_damaged_slice_and_names_the_file(raw, tmp_path, capsys):
+    """`adapt convert medical dicom_qa` with one slice file of case02 cut to 200 bytes: the series is skipped
+    (its questions counted) and the table names the file -- it used to convert with that slice silently
+    missing and every later slice index pointing at the next slice's pixels."""
+    from adapt.cli import main
+
+    src = copy_of(raw, "dicom_qa", tmp_path)
+    qs = json.loads((src / "qa.json").read_text())["questions"]
+    case2 = sum(1 for q in qs if q["series"].endswith("case02"))
+    damaged = sorted((src / "series" / "case02").iterdir())[3]
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    assert main(["convert", "medical", "dicom_qa", "--src", str(src), "--out", str(tmp_path / "out")]) == 0
+    table = capsys.readouterr().out
+    assert "| skipped: unreadable series | 1 |" in table and damaged.name in table
+    assert f"| skipped: series skipped | {case2} |" in table
+    written = [r for p in sorted((tmp_path / "out").glob("*.jsonl")) for r in records(p)]
+    assert len(written) == len(qs) - case2 and all(r["meta"]["n_slices"] == 12 for r in written)
+
+
 def test_plugin_registry_and_cli_names():
     plugin = get_domain("medical")
     assert set(plugin.converters) == {"vqa_rad", "slake", "pmc_vqa", "classification", "dicom_qa"}

@@ -108,6 +108,9 @@ MAX_FRAME_BYTES = 256 * 1024**2
 MAX_FRAME_PIXELS = 64 * 1024**2
 RENDER_BYTES_PER_PIXEL = 40
 _DETAIL_CHARS = 240
+DAMAGED_IMAGE = "damaged DICOM image"
+# skip reasons of a file that was meant to be a slice; in a series they move every later slice's index
+DAMAGED_REASONS = frozenset({"empty file", "cannot read file", "unreadable or corrupt DICOM", DAMAGED_IMAGE})
 
 
 class DicomError(DomainError):
@@ -166,11 +169,21 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
     except Exception as exc:  # pydicom raises many types (EOFError, struct.error, ValueError, ...)
         raise DicomError(path, "unreadable or corrupt DICOM", f"{type(exc).__name__}: {exc}") from exc
     if len(ds) == 0:
+        if _has_dicm_prefix(path):  # the file says it is DICOM: cut off after its meta header
+            raise DicomError(path, "unreadable or corrupt DICOM", "DICM prefix but no data elements (truncated?)")
         raise DicomError(path, "not a DICOM file", "no data elements")
     if not ds.filename:
         ds.filename = str(path)
     _fill_transfer_syntax(ds)
     return ds
+
+
+def _has_dicm_prefix(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def _gunzipped(path: Path) -> io.BytesIO | None:
@@ -652,7 +665,10 @@ class DicomSeries:
 def _header(path: Path) -> _Header:
     ds = read_dicom(path, header_only=True)
     if "Rows" not in ds or "Columns" not in ds:
-        raise DicomError(path, "no pixel data", _object_kind(ds))
+        kind = _object_kind(ds)
+        if kind.endswith("Image Storage"):  # an image object without its image header: cut off
+            raise DicomError(path, DAMAGED_IMAGE, f"{kind} without Rows / Columns (truncated?)")
+        raise DicomError(path, "no pixel data", kind)
     return _Header(
         path=path,
         series_uid=str(ds.get("SeriesInstanceUID") or ""),
@@ -740,10 +756,20 @@ def find_series(
 
 
 def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -> DicomSeries:
-    """Exactly one series from a folder or a list of files; :class:`DicomError` for none or several."""
+    """Exactly one series from a folder or a list of files; :class:`DicomError` for none, several, or a damaged
+    file among them (empty, truncated, unreadable: the series would silently lose a slice and every later slice
+    index would move). Files that are not DICOM images (notes, DICOMDIR, SR) are passed over."""
     skipped: list[str] = []
-    series = find_series(folder_or_paths, on_skip=lambda p, reason, detail: skipped.append(f"{p.name}: {reason}"))
+    damaged: list[str] = []
+
+    def skip(path: Path, reason: str, detail: str | None) -> None:
+        (damaged if reason in DAMAGED_REASONS else skipped).append(f"{path.name}: {reason}")
+
+    series = find_series(folder_or_paths, on_skip=skip)
     where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
+    if damaged:
+        detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")
+        raise DicomError(where, f"{len(damaged)} damaged file(s) in the series", detail)
     if not series:
         detail = "; ".join(skipped[:3]) + (f"; ... {len(skipped) - 3} more" if len(skipped) > 3 else "")
         raise DicomError(where, "no DICOM images found", detail or "no files")

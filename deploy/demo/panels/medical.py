@@ -215,7 +215,9 @@ def _dicom_study(staged: StagedUpload) -> Study:
 
 def _series_study(staged: StagedUpload, source) -> Study:
     """The largest series among the files of `source` (a folder of unzipped files, or uploaded files)."""
-    found = dicom.find_series(source)
+    damaged: list[str] = []
+    found = dicom.find_series(source, on_skip=lambda path, reason, _: damaged.append(path.name)
+                              if reason in dicom.DAMAGED_REASONS else None)
     if not found:
         raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
                           "no readable DICOM images (not DICOM, or no pixel data)")
@@ -223,6 +225,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     warnings = []
     if len(found) > 1:
         warnings.append(f"The upload holds {len(found)} series; showing the largest ({len(series)} slices).")
+    if damaged:
+        warnings.append(f"{len(damaged)} damaged DICOM file(s) left out ({', '.join(damaged[:3])}"
+                        f"{', …' if len(damaged) > 3 else ''}): the series may be missing slices.")
     headers = [dicom.read_dicom(p, header_only=True) for p in series.paths]
     header = dict(deid.safe_header(headers[0]))
     header["slices"] = str(len(series))
