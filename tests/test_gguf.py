@@ -15,6 +15,7 @@ that GELU emulated (`llamacpp_gelu`): there the f32 embeddings agree within 1e-4
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -523,6 +524,22 @@ def test_adapt_chat_llamacpp_gives_the_pytorch_answer(tmp_path, capsys, llama_cp
     assert main(["chat", "--runtime", "llamacpp", "--model", str(out), "--image", image]) == 0
     llama_answer = capsys.readouterr().out
     assert llama_answer.strip() and llama_answer.strip() == torch_answer.strip()
+
+
+@pytest.mark.parametrize("which", ["model", "mmproj"])
+def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys):
+    """A GGUF cut short (a copy that did not finish): `adapt chat --runtime llamacpp` names the file instead of
+    the gguf reader's IndexError / ValueError traceback."""
+    from adapt.cli import main
+
+    folder = tmp_path / "cut"
+    shutil.copytree(exports("pocket-tiny", "f16"), folder)
+    target = dict(zip(("model", "mmproj"), _files(folder, "pocket-tiny", "f16")))[which]
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
+    rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
+    assert f"{target}: not a readable GGUF file, truncated or damaged?" in err
 
 
 @pytest.mark.slow

@@ -285,6 +285,22 @@ def test_another_tokenizer_is_refused(exports, tmp_path):
         OnnxVLM(folder)
 
 
+@pytest.mark.parametrize("cut", ["vision.onnx", "decoder.onnx.data"])
+def test_a_truncated_graph_or_weights_file_is_one_line_naming_it(cut, exports, tmp_path, capsys):
+    """A graph or its external weights cut short: `adapt chat --runtime onnx` names the file instead of
+    protobuf's DecodeError / onnxruntime's Fail traceback."""
+    from adapt.cli import main
+
+    folder = _copy(exports("pocket-tiny"), tmp_path / "cut")
+    target = folder / cut
+    assert target.is_file(), sorted(p.name for p in folder.iterdir())
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
+    rc = main(["chat", "--runtime", "onnx", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
+    assert str(target.with_suffix("") if cut.endswith(".data") else target) in err and "truncated or damaged" in err
+
+
 class _Histogram(torch.nn.Module):
     def forward(self, x):
         return x + torch.histc(x, bins=4).sum()  # aten.histc has no ONNX translation

@@ -34,8 +34,6 @@ class ExportFolder:
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> ExportFolder:
-        from gguf import GGUFReader
-
         folder = Path(folder)
         if not folder.is_dir():
             raise LlamaCppError(f"{folder}: not a folder; give the folder `adapt export --format gguf` wrote")
@@ -44,15 +42,25 @@ class ExportFolder:
         if len(models) != 1 or len(mmprojs) > 1:
             found = ", ".join(p.name for p in [*models, *mmprojs]) or "no .gguf files"
             raise LlamaCppError(f"{folder}: expected one <name>-<type>.gguf and one mmproj-*.gguf, found {found}")
-        meta = _fields(GGUFReader(str(models[0])))
+        meta = _fields(_reader(models[0]))
         if "pocket_adapt.chat_template" not in meta:
             raise LlamaCppError(f"{models[0]}: not written by `adapt export --format gguf` (no pocket_adapt keys)")
         fields = json.loads(meta["pocket_adapt.chat_template"])
         template = ChatTemplate(**{**fields, "stop_strings": tuple(fields["stop_strings"])})
         tiling = None
         if mmprojs:
-            tiling = TilingConfig.from_dict(json.loads(_fields(GGUFReader(str(mmprojs[0])))["pocket_adapt.tiling"]))
+            tiling = TilingConfig.from_dict(json.loads(_fields(_reader(mmprojs[0]))["pocket_adapt.tiling"]))
         return cls(models[0], mmprojs[0] if mmprojs else None, tiling, template, int(meta.get("general.file_type", 1)))
+
+
+def _reader(path: Path):
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(str(path))
+    except Exception as err:  # noqa: BLE001 - the reader fails with IndexError / ValueError on a cut file
+        raise LlamaCppError(f"{path}: not a readable GGUF file, truncated or damaged? ({type(err).__name__}: {err}); "
+                            "export it again") from None
 
 
 def _fields(reader) -> dict:

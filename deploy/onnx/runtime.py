@@ -49,7 +49,12 @@ class OnnxRuntimeError(PocketAdaptError, RuntimeError):
 def _metadata(path: Path) -> dict[str, str]:
     import onnx
 
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as err:  # noqa: BLE001 - protobuf's DecodeError and friends: a damaged file, said as one
+        raise OnnxRuntimeError(f"{path}: not a readable ONNX model, truncated or damaged? ({type(err).__name__}: "
+                               f"{err}); export it again") from None
+    return {p.key: p.value for p in model.metadata_props}
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,12 @@ def session(path: Path, threads: int | None = None):
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - onnxruntime raises its own Fail/InvalidProtobuf types
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise OnnxRuntimeError(f"{path}: onnxruntime cannot load it, its weights ({path.name}.data) truncated or "
+                               f"damaged? ({first}); export it again") from None
 
 
 class OnnxVLM:
