@@ -399,8 +399,15 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
 
     with open(path, "rb") as f:
         lines = [(n, raw) for n, raw in enumerate(f, start=1) if raw.strip()]
+    if not lines:  # scored or trained on, it would leave the report silent about the whole source
+        raise DataError(f"source {spec.name!r}: {path} holds no records (an empty file); fill it, or remove the "
+                        "source from the recipe")
     if spec.repeat is not None and spec.repeat < 1:
-        lines = lines[: int(len(lines) * spec.repeat)]
+        kept = int(len(lines) * spec.repeat)
+        if not kept:
+            raise DataError(f"source {spec.name!r}: repeat {spec.repeat} of its {len(lines)} records keeps none; "
+                            f"give at least {1 / len(lines):.3g}")
+        lines = lines[:kept]
 
     sizes: dict[Path, tuple[int, int] | str] = {}  # header cache: many records share an image
     records = []
