@@ -534,7 +534,10 @@ def _train(args) -> int:
 
     final = train(recipe, progress=not args.no_progress, allow_changes=args.allow_changes)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"final model: {final}\nnext: adapt eval {args.recipe}   |   adapt chat --model {final} --image IMAGE")
+        import shlex
+
+        again = " ".join(shlex.quote(str(a)) for a in (args.recipe, *args.overrides))  # output.dir=... must follow
+        print(f"final model: {final}\nnext: adapt eval {again}   |   adapt chat --model {final} --image IMAGE")
     return 0
 
 

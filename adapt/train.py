@@ -556,8 +556,10 @@ class Trainer:
         refused = [line for key, line in edits if not _safe_to_edit(key)]
         if refused and not self.allow_changes:
             raise TrainingError(
-                f"{self.out_dir}: the recipe was edited since {checkpoint.name} was written:\n  " + "\n  ".join(refused)
-                + "\nResuming would silently train on with a different setup. Undo the edits to go on as before, "
+                f"{self.out_dir}: the recipe (file or command-line overrides) differs from the one {checkpoint.name} "
+                "was written with:\n  " + "\n  ".join(refused)
+                + "\nResuming would silently train on with a different setup. Undo the edits (or give the same "
+                "overrides as before) to go on as before, "
                 f"resume with `adapt {self.VERB} RECIPE --allow-changes` to go on with the new values, or set output.dir "
                 "to start a new run.")
         if edits and self.dist.main:

@@ -291,6 +291,40 @@ def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
     assert (path.parent / "out" / "eval" / "comparison.png").is_file()
 
 
+def test_the_printed_next_step_keeps_the_overrides(tmp_path, data_dir, capsys):
+    """`adapt train RECIPE output.dir=X` prints `next: adapt eval ...`: run as printed, it scores the run in X
+    (it used to drop the overrides and look for the run in the recipe's own output.dir)."""
+    import shlex
+
+    from adapt.cli import main
+
+    path = write_recipe(tmp_path / "recipe folder", data_dir, steps=1, save_every=10)
+    elsewhere = tmp_path / "runs elsewhere"
+    assert main(["train", str(path), "--no-progress", f"output.dir={elsewhere}", "eval.max_samples=2"]) == 0
+    hint = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("next: adapt eval "))
+    argv = shlex.split(hint.removeprefix("next: adapt ").split("   |   ")[0])
+    assert main(argv) == 0
+    assert "adapted" in capsys.readouterr().out and (elsewhere / "eval" / "eval.json").is_file()
+
+
+@pytest.mark.parametrize("verb", ["eval", "train"])
+def test_an_empty_source_stops_the_run_naming_the_file(tmp_path, data_dir, capsys, verb):
+    """An eval (or training) source whose file is empty used to be scored as nothing at all: no row in the
+    report, and skips.md said nothing was skipped. It is a one-line error naming the file."""
+    import shutil
+
+    from adapt.cli import main
+
+    shutil.copytree(data_dir / "data", tmp_path / "data")
+    path = write_recipe(tmp_path, data_dir)
+    empty = tmp_path / "data" / "landcover" / ("test.jsonl" if verb == "eval" else "train.jsonl")
+    empty.write_text("\n")
+    extra = ["--model", "base=pocket-tiny-scratch"] if verb == "eval" else ["--no-progress"]
+    assert main([verb, str(path), *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"adapt {verb}: error:") and f"{empty} holds no records" in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,nproc", [("zero1", 2), ("zero2", 2), ("zero2", 1)], ids=["zero1", "zero2", "zero2-no-launcher"])
 def test_deepspeed_zero_run_on_cpu(tmp_path, data_dir, one_process_run, stage, nproc):
