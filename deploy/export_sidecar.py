@@ -87,7 +87,16 @@ def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
 
 
 def check_image_token(processor, pre: dict, folder: Path, error: type[PocketAdaptError]) -> None:
-    """`error` when the tokenizer's image-context id is not the one the export was made with."""
+    """`error` when the tokenizer's image-context id is not the one the export was made with, or when the image
+    processor keys that mirror the (checked) tiling were edited: pocket-adapt would not use them."""
+    from deploy.onnx.export import PREPROCESSOR, mirrored_tiling_keys
+
+    mirrored = mirrored_tiling_keys(processor.tiling)
+    edited = [f"{k} {pre[k]!r} (tiling says {v!r})" for k, v in mirrored.items() if k in pre and pre[k] != v]
+    if edited:
+        raise error(f"{folder / PREPROCESSOR}: {'; '.join(edited)} -- these keys only mirror 'tiling' for other "
+                    "tools and pocket-adapt does not read them; restore them, or re-export (a different tile "
+                    "count for one question: adapt chat --max-tiles)")
     if processor.image_token_id != pre.get("image_token_id"):
         raise error(f"{folder}: the tokenizer gives {processor.image_context_token} id {processor.image_token_id}, "
                     f"the export was made with {pre.get('image_token_id')}")

@@ -263,6 +263,17 @@ def test_tiling_edited_after_export_is_refused(exports, tmp_path):
         OnnxVLM(folder)
 
 
+def test_an_edited_mirror_key_is_refused(exports, tmp_path):
+    """preprocessor_config.json's image-processor keys (max_patches, image_mean, ...) only mirror 'tiling'; an
+    edit to them used to be ignored without a word."""
+    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    pre["max_patches"] = 12
+    (folder / PREPROCESSOR).write_text(json.dumps(pre))
+    with pytest.raises(OnnxRuntimeError, match=r"preprocessor_config.json: max_patches 12 \(tiling says 6\)"):
+        OnnxVLM(folder)
+
+
 @pytest.mark.slow
 def test_another_tokenizer_is_refused(exports, tmp_path):
     from .test_gguf import spm_tokenizer

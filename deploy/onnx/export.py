@@ -124,7 +124,14 @@ def preprocessor_config(processor) -> dict:
         "image_start_token": processor.image_start_token,
         "image_end_token": processor.image_end_token,
         "image_token_id": processor.image_token_id,
-        # the same values under the names image processors use (for other readers; `tiling` is what is loaded)
+        **mirrored_tiling_keys(t),
+    }
+
+
+def mirrored_tiling_keys(t) -> dict:
+    """`tiling`'s values under the names image processors use, for readers other than pocket-adapt (which loads
+    `tiling`; `deploy.export_sidecar.read_processor` refuses a file where the two disagree)."""
+    return {
         "size": {"height": t.tile_size, "width": t.tile_size}, "min_patches": t.min_tiles, "max_patches": t.max_tiles,
         "crop_to_patches": t.mode == "dynamic", "use_thumbnail": t.thumbnail, "image_mean": list(t.mean),
         "image_std": list(t.std), "rescale_factor": 1 / 255, "resample": "bicubic",
