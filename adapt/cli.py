@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    _quiet_libraries(progress=not getattr(args, "no_progress", False))
     try:
         return args.handler(args) or 0
     except KeyboardInterrupt:
@@ -50,6 +52,20 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug: keep the traceback
         print(f"adapt {args.verb}: error: {message}", file=sys.stderr)
         return 1
+
+
+def _quiet_libraries(progress: bool) -> None:
+    """Keep off stderr what a user can neither act on nor needs: torchao's note that its optional CUDA kernels do
+    not load on this machine, the torch deprecation warnings torchao's import triggers (transformers imports
+    torchao when it is installed), the ONNX exporter's notes on torchvision ops (not a dependency); without progress, the libraries' own bars too (transformers' shard writer)."""
+    import logging
+
+    for name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if not progress:
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub / transformers on import
+        if "transformers.utils.logging" in sys.modules:
+            sys.modules["transformers.utils.logging"].disable_progress_bar()
 
 
 def user_error_message(err: BaseException, out: Path | None = None) -> str | None:

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from model.errors import PocketAdaptError
+from model.loading import peft_quietly
 
 PART_PREFIXES = {"vision": "vision_tower.", "projector": "multi_modal_projector.", "llm": "language_model."}
 MODES = ("frozen", "lora", "full")
@@ -83,7 +84,8 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         dropouts = {s.dropout for s in lora_parts.values()}
         if len(dropouts) > 1:
             raise PartsError(f"LoRA dropout must be the same for every LoRA part (got {sorted(dropouts)})")
-        model = get_peft_model(model, config)
+        with peft_quietly():
+            model = get_peft_model(model, config)
     for name, param in model.named_parameters():
         mode = settings.get(part_of(name), PartSetting()).mode
         param.requires_grad = mode == "full" or (mode == "lora" and "lora_" in name)

@@ -100,6 +100,15 @@ def load(
 ADAPTER_FOLDER = "adapter"  # a checkpoint's own LoRA adapter, kept apart from its base weights
 
 
+@contextmanager
+def peft_quietly():
+    """peft 0.x reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning per wrap that the
+    user can do nothing about); everything else it warns about still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 def check_lora_adapter(folder: Path, allow_pickle: bool = False) -> None:
     """A peft LoRA adapter folder whose weights pass the same pickle gate as a model's (peft would torch.load
     `adapter_model.bin`), or a `CheckpointError` saying why not."""
@@ -121,7 +130,8 @@ def apply_lora_adapter(vlm: PocketVLM, folder: Path, allow_pickle: bool = False)
     from peft import PeftModel
 
     try:
-        return PeftModel.from_pretrained(vlm, str(folder)).merge_and_unload()
+        with peft_quietly():
+            return PeftModel.from_pretrained(vlm, str(folder)).merge_and_unload()
     except (ValueError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"{folder}: the LoRA adapter does not fit this model: {err}") from None
 

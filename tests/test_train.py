@@ -307,6 +307,19 @@ def test_the_printed_next_step_keeps_the_overrides(tmp_path, data_dir, capsys):
     assert "adapted" in capsys.readouterr().out and (elsewhere / "eval" / "eval.json").is_file()
 
 
+def test_model_commands_keep_library_noise_off_stderr(tmp_path, data_dir):
+    """What a user sees on stderr is ours: no torchao kernel-load failures, no torch deprecation warnings from
+    torchao's import, and with --no-progress no library progress bar (transformers' shard writer)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "adapt.cli"]
+    chat = subprocess.run([*cli, "chat", "--example-image", "--max-new-tokens", "2"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert chat.returncode == 0 and [line for line in chat.stderr.splitlines() if not line.startswith("[pocket-tiny:")] == []
+    path = write_recipe(tmp_path, data_dir, steps=1, save_every=10)
+    run = subprocess.run([*cli, "train", str(path), "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0 and run.stderr == ""
+
+
 @pytest.mark.parametrize("verb", ["eval", "train"])
 def test_an_empty_source_stops_the_run_naming_the_file(tmp_path, data_dir, capsys, verb):
     """An eval (or training) source whose file is empty used to be scored as nothing at all: no row in the
