@@ -221,6 +221,8 @@ def _chat(args) -> int:
         images.append(str(assets_dir() / "example.png"))
     if args.runtime != "pytorch":
         return _chat_export(args, images)
+    if args.preprocess != "pocket":
+        raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
     vlm, processor = _load(args)
     tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles is not None else None
     encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
@@ -313,6 +315,9 @@ def _export(args) -> int:
     from model.loading import apply_lora_adapter, check_lora_adapter
 
     options = {}
+    if args.name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
+        raise CliError(f"--name {args.name!r}: give a file name stem (letters, digits, . _ -; no folders), "
+                       "e.g. --name my-model")
     if args.format == "gguf":
         options = {"qtype": args.gguf_type or "f16", "name": args.name or _model_name(args.model)}
     elif args.gguf_type or args.name:

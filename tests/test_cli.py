@@ -49,3 +49,18 @@ def test_presets_listed(capsys):
     out = capsys.readouterr().out
     for name in ("pocket-tiny", "internvl2-1b", "mini-internvl-2b", "mini-internvl-4b", "mobilevlm-v2-1.7b", "mobilevlm-v2-3b"):
         assert name in out
+
+
+def test_llamacpp_preprocessing_outside_llamacpp_is_refused(capsys):
+    """`--preprocess llamacpp` on the PyTorch runtime was accepted and ignored (ONNX refused it)."""
+    assert main(["chat", "--example-image", "--preprocess", "llamacpp"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adapt chat: error:") and "--preprocess llamacpp applies to --runtime llamacpp" in err
+
+
+@pytest.mark.parametrize("name", ["../../evil", "a/b", ".hidden", ""])
+def test_an_export_name_that_is_not_a_file_stem_is_refused_up_front(name, tmp_path, capsys):
+    assert main(["export", "-f", "gguf", "--name", name, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adapt export: error:") and "give a file name stem" in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.parent.glob("evil*"))
