@@ -470,3 +470,11 @@ def test_internvit_6b_config_builds_the_6b_tower():
     assert 5.0e9 < sum(p.numel() for p in tower.parameters()) < 6.0e9
     with pytest.raises(ValueError, match="unknown InternViT size"):
         internvit_config("2b")
+
+
+def test_a_training_checkpoint_is_named_as_one(tmp_path):
+    """`adapt export --model runs/x/checkpoint-40`: say it holds only the trained weights and point at final/."""
+    (tmp_path / "checkpoint-40").mkdir()
+    (tmp_path / "checkpoint-40" / "trainable.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"checkpoint-40: a training checkpoint .* use the run's final/ folder"):
+        model.load(tmp_path / "checkpoint-40")

@@ -94,6 +94,8 @@ def test_every_skip_reason_is_counted_with_file_and_line(tmp_path):
         first = skips.examples("dom", reason)[0][0]
         assert first == f"{ann}:{where[0]}", reason
     assert skips.count("dom", "malformed conversation") == 4  # line 18 too (3 examples kept, all counted)
+    # the position is the line's own: json's "line 2 column 1" counted the newline that ends the record
+    assert skips.examples("dom", "invalid JSON")[0][1] == "Expecting property name enclosed in double quotes at column 2"
     assert skips.count() == 15  # every bad line exactly once
 
     table = skips.table()
@@ -103,6 +105,16 @@ def test_every_skip_reason_is_counted_with_file_and_line(tmp_path):
     saved = json.loads((tmp_path / "out" / "skips.json").read_text())
     assert sum(row["count"] for row in saved) == skips.count()
     assert "path escapes data root" in (tmp_path / "out" / "skips.md").read_text()
+
+
+def test_a_record_cut_short_is_said_to_be_cut_short(tmp_path):
+    ann = tmp_path / "train.jsonl"
+    ann.write_text('{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}\n'
+                   '{"conversations": \n')
+    skips = SkipLog()
+    assert len(read_source(SourceSpec("dom", ann), skips)) == 1
+    assert skips.examples("dom", "invalid JSON") == [
+        (f"{ann}:2", "Expecting value at the end of the line (the record is cut short?)")]
 
 
 def test_missing_annotation_file_names_source_and_path(tmp_path):

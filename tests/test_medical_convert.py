@@ -291,6 +291,7 @@ def test_dicom_qa_records_boxes_slices_and_no_phi(raw, tmp_path):
     assert report.written == len(qa) and set(report.outputs) == {"train", "test"}
     # patient 1 is marked BurnedInAnnotation=YES: one warning per slice file used, and kept
     assert set(report.warnings) == {BURNED_IN_WARNING} and not report.skipped
+    assert "--option skip_burned_in=true" in report.warning_examples[BURNED_IN_WARNING][0]  # as typed on the CLI
     assert "written with a warning: burned-in annotation" in report.table()
     tasks = {r["task"] for r in recs}
     assert tasks == {"med_vqa", "grounding", "mc"}

@@ -438,8 +438,10 @@ def _utf8(raw: bytes) -> str:
 def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes: dict) -> Record:
     try:
         obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _Skip(INVALID_JSON, str(exc)) from None
+    except json.JSONDecodeError as exc:  # its "line 2 column 1" counts the newline ending the record: say the column
+        where = "at the end of the line (the record is cut short?)" if exc.pos >= len(text.rstrip()) else \
+            f"at column {exc.pos + 1}"
+        raise _Skip(INVALID_JSON, f"{exc.msg} {where}") from None
     if not isinstance(obj, dict):
         raise _Skip(NOT_OBJECT, f"got {type(obj).__name__}")
     if "conversations" not in obj:

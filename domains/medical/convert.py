@@ -311,13 +311,14 @@ class _Dicom:
                 if self.deid.burned_in_annotation(status):
                     if self.skip_burned_in:
                         raise SkipInput("burned-in annotation",
-                                    f"{path}: BurnedInAnnotation is YES (skip_burned_in=true)")
+                                    f"{path}: BurnedInAnnotation is YES (--option skip_burned_in=true)")
                     if self.redact_burned_in:
                         self.report.warn(str(path), BURNED_IN_REDACTED, self._redaction_note(status))
                     else:
                         self.report.warn(str(path), BURNED_IN_WARNING,
                                          "BurnedInAnnotation is YES: text may be burned into the pixels; kept "
-                                         "(pass skip_burned_in=true to drop, redact_burned_in=true to black out)")
+                                         "(--option skip_burned_in=true drops such files, --option redact_burned_in=true "
+                                         "blacks the text out)")
             except SkipInput as exc:
                 status = exc
             self.checked[path] = status

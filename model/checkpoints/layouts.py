@@ -17,6 +17,11 @@ LAYOUTS = {
 def detect_layout(directory: Path) -> str:
     path = Path(directory) / "config.json"
     if not path.is_file():
+        if (Path(directory) / "trainable.safetensors").is_file():
+            raise CheckpointError(
+                f"{directory}: a training checkpoint (only the weights being trained, to resume from), not a model; "
+                "use the run's final/ folder, which `adapt train` writes when it ends (resume an unfinished run "
+                "with the same `adapt train` command)")
         raise CheckpointError(f"{directory}: no config.json (not a checkpoint directory)")
     raw = read_json(path)
     model_type = raw.get("model_type")
