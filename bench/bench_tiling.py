@@ -108,6 +108,9 @@ def run(repeats: int) -> str:
         }
         for _ in range(repeats):  # interleave so drift in machine load hits every side alike
             for name, fn in fns.items():
+                # timed on its second call in a row: a call right after another side's runs up to 3x slower here
+                # (the memory the other just freed is faulted in again), which would charge one side for the other
+                fn()
                 wall, cpu_s = _seconds(fn)
                 times[name].append(wall)
                 if name in cpu:
@@ -139,7 +142,9 @@ def run(repeats: int) -> str:
             "configured as InternVL: 448 px tiles, 1..12 tiles + thumbnail, ImageNet mean/std, "
             "bicubic; single image in, float32 `(tiles, 3, 448, 448)` tensor out. Outputs are "
             "bit-identical (`torch.equal`, checked in the run on one thread and on several). Images are seeded noise; "
-            f"median of {repeats} interleaved runs per size (ours, ours on one thread, reference, in turn). "
+            f"median of {repeats} interleaved runs per size (ours, ours on one thread, reference, in turn; each timed on "
+            "its second call in a row, as a call right after another side's runs up to 3x slower here while the "
+            "memory the other freed is faulted in again). "
             "Speed-up = reference time / our time. Ours resizes and normalises each colour plane on its own, in "
             "bands (horizontal pass in row bands, vertical pass in bands of tile columns, bit-identical to PIL's "
             "two-pass resize; a resize's vertical bands wait only for its own horizontal ones, so the tile grid's "
