@@ -210,7 +210,12 @@ def test_a_bad_option_value_of_a_built_in_converter_is_one_line(tmp_path, capsys
     src.mkdir()
     rc = main(["convert", "remote_sensing", "ucmerced", "--src", str(src), "--out", str(tmp_path / "o"),
                "--option", f"resize={value}"])
-    assert rc == 1 and "resize must be a positive longer-side length in pixels" in _one_line(capsys.readouterr().err)
+    line = _one_line(capsys.readouterr().err)
+    # a value of the wrong type is refused by the option check (before any work), a bad integer by the converter
+    want = "resize must be a positive longer-side length in pixels" if value == "0" else \
+        {"abc": "option resize='abc'", "2.5": "option resize=2.5", "[1, 2]": "option resize=[1, 2]"}[value] \
+        + " is not an integer or null"
+    assert rc == 1 and want in line
 
 
 # a billion laughs: 9 levels of 9 aliases, a few hundred characters that expand to 9**9 values
