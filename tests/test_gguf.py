@@ -542,6 +542,24 @@ def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys
     assert f"{target}: not a readable GGUF file, truncated or damaged?" in err
 
 
+def test_a_gguf_llamacpp_refuses_is_one_line_with_its_reason(exports, tmp_path, capsys, llama_cpp):
+    """A text GGUF llama.cpp will not load (here: an architecture it does not know): its reason in one line --
+    the log used to be closed before it was read, a ValueError traceback."""
+    from adapt.cli import main
+
+    folder = tmp_path / "odd"
+    shutil.copytree(exports("pocket-tiny", "f16"), folder)
+    text, _ = _files(folder, "pocket-tiny", "f16")
+    arch = model.load("pocket-tiny")[0].config.text_config.model_type.encode()
+    data = text.read_bytes()
+    assert arch in data
+    text.write_bytes(data.replace(arch, arch[:-1] + b"9"))
+    rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith(f"adapt chat: error: llama.cpp could not load {text}") and "Traceback" not in err
+    assert (arch[:-1] + b"9").decode() in err.split("could not load", 1)[1].split(str(text), 1)[1]  # its reason
+
+
 @pytest.mark.slow
 def test_stock_llama_mtmd_cli_answers_as_pytorch(models, exports, example_image, tmp_path, llama_cpp):
     """llama.cpp's own multimodal CLI, with only the export (embedded template, tile-sized image), answers as

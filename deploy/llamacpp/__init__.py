@@ -97,10 +97,15 @@ class PocketLlama:
         self._log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
                                      bufsize=1)
-        first = self._read()
-        if not first.get("ready"):
+        try:
+            first = self._read()
+        except LlamaCppError as err:  # it died while loading: say what it was loading
             self.close()
-            raise LlamaCppError(f"llama.cpp could not load {model}: {first.get('error')} ({self.log_tail()})")
+            raise LlamaCppError(f"llama.cpp could not load {model}: {err}") from None
+        if not first.get("ready"):
+            tail = self.log_tail()  # before close(), which closes the log
+            self.close()
+            raise LlamaCppError(f"llama.cpp could not load {model}: {first.get('error')} ({tail})")
         self.scratch = Path(tempfile.mkdtemp(prefix="pocket-llama-"))
 
     def _read(self) -> dict:
