@@ -755,15 +755,23 @@ def find_series(
     return [_sorted_series(uid, headers) for uid, headers in groups.items()]
 
 
+def is_damaged_slice(path: Path, reason: str) -> bool:
+    """Whether a file `find_series` skipped for `reason` was meant to be a slice: damaged, or named ``.dcm`` /
+    ``.dicom`` but not DICOM (a suffix-less file that is not DICOM may be anything, and is passed over)."""
+    named = reason == "not a DICOM file" and path.name.lower().endswith((".dcm", ".dicom", ".dcm.gz"))
+    return reason in DAMAGED_REASONS or named
+
+
 def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -> DicomSeries:
     """Exactly one series from a folder or a list of files; :class:`DicomError` for none, several, or a damaged
-    file among them (empty, truncated, unreadable: the series would silently lose a slice and every later slice
-    index would move). Files that are not DICOM images (notes, DICOMDIR, SR) are passed over."""
+    file among them (empty, truncated, unreadable, or named ``.dcm`` / ``.dicom`` but not DICOM: the series would
+    silently lose a slice and every later slice index would move). Files that are not DICOM images (notes,
+    DICOMDIR, SR) are passed over."""
     skipped: list[str] = []
     damaged: list[str] = []
 
     def skip(path: Path, reason: str, detail: str | None) -> None:
-        (damaged if reason in DAMAGED_REASONS else skipped).append(f"{path.name}: {reason}")
+        (damaged if is_damaged_slice(path, reason) else skipped).append(f"{path.name}: {reason}")
 
     series = find_series(folder_or_paths, on_skip=skip)
     where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
