@@ -18,6 +18,7 @@ import json
 import os
 import re
 import types
+import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
@@ -88,6 +89,26 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 class _Section(BaseModel):
     # subclasses that set their own model_config inherit allow_inf_nan (pydantic merges configs)
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1: `batch_size: yes` would train with batch size 1
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kinds = _kinds(cls.model_fields[info.field_name].annotation)
+            if kinds & {int, float} and bool not in kinds:
+                raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
+
+def _kinds(annotation: Any) -> set:
+    """The plain types an annotation admits (``int | None`` -> {int, NoneType})."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(a) for a in args))
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _kinds(args[0])
+    return {annotation}
 
 
 def _projector_takes(name: str, options: dict[str, Any]) -> bool:
@@ -365,7 +386,7 @@ class Mixing(_Section):
     model_config = ConfigDict(extra="forbid")
 
     general_ratio: float = Field(0.3, ge=0, lt=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
     epoch_size: int | None = Field(None, ge=1)
 
 
@@ -549,7 +570,7 @@ class Recipe(_RecipeBase):
     output: Output = Field(default_factory=Output)
     logging: Logging = Field(default_factory=Logging)
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
 
 
 class TowerSpec(_Section):
@@ -654,7 +675,7 @@ class DistillRecipe(_RecipeBase):
     output: Output = Field(default_factory=Output)
     logging: Logging = Field(default_factory=Logging)
     eval: DistillEval = Field(default_factory=DistillEval)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
 
 
 def recipe_schema(data: Any) -> type[_RecipeBase]:

@@ -575,6 +575,23 @@ def test_a_non_finite_override_is_refused(tmp_path):
     assert "data.sources[0].ratio: must be a finite number" in message and "set by override" in message
 
 
+@pytest.mark.parametrize("override,expected", [
+    ("training.batch_size=true", "training.batch_size: expected a number, got true"),
+    ("training.max_steps=yes", "training.max_steps: expected a number, got true"),
+    ("parts.llm.lr=false", "parts.llm.lr: expected a number, got false"),
+    ("seed=-1", "seed: must be greater than or equal to 0"),
+    ("mixing.seed=-1", "mixing.seed: must be greater than or equal to 0"),
+    ("seed=5000000000", "seed: must be less than 4294967296"),
+])
+def test_booleans_for_numbers_and_seeds_out_of_range_are_refused(tmp_path, override, expected):
+    """pydantic read `true` as 1 (batch size 1), and a seed numpy cannot take passed validation to crash the run."""
+    assert expected in error_of(write(tmp_path, MINIMAL), [override])
+
+
+def test_a_boolean_stays_a_boolean(tmp_path):
+    assert load_recipe(write(tmp_path, MINIMAL), ["output.merge_lora=false"]).output.merge_lora is False
+
+
 def test_recipe_errors_are_pocket_adapt_errors():
     from model.errors import PocketAdaptError
 
