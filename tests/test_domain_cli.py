@@ -92,6 +92,9 @@ def test_convert_errors(fake_domain, tmp_path, capsys, argv, needle):
     (["convert", "remote_sensing", "ucmerced", "--option", "test_fraction=5"], "test_fraction must be a share in [0, 1)"),
     (["convert", "medical", "classification", "--option", "test_fraction=1"], "test_fraction must be a share in [0, 1)"),
     (["convert", "medical", "dicom_qa", "--option", "redact_burned_in=maybe"], "is not true or false"),
+    (["convert", "remote_sensing", "ucmerced", "--option", "stretch=foo"], "stretch must be \"auto\", null or two"),
+    (["convert", "remote_sensing", "rsvqa_lr", "--option", "stretch=[2]"], "stretch must be \"auto\", null or two"),
+    (["convert", "remote_sensing", "ucmerced", "--option", "stretch=[90, 10]"], "stretch percentiles must satisfy"),
 ])
 def test_an_option_of_the_wrong_kind_is_one_line_naming_it(tmp_path, capsys, argv, needle):
     """--option values are checked against the converter's / generator's parameter types before any work:

@@ -203,6 +203,12 @@ def _class_root(src: Path) -> Path:
     return root
 
 
+def _check_stretch(stretch: Any) -> None:
+    from domains.remote_sensing.raster import check_stretch_option  # rasterio: only once a conversion runs
+
+    check_stretch_option(stretch)
+
+
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
                            bands: Sequence[int | str] | None = None, stretch: Any = "auto",
                            test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
@@ -228,6 +234,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     if dataset not in CLASSIFICATION_DATASETS:
         raise DomainError(f"dataset must be one of {CLASSIFICATION_DATASETS}, got {dataset!r}")
     check_held_out_fraction(test_fraction)
+    _check_stretch(stretch)
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected one folder per class)")
     if dataset == "eurosat_ms" and bands is None:
@@ -461,6 +468,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
         raise DomainError(f"{src}: not a directory (expected the RSVQA json files)")
     if resolution is not None and str(resolution).lower() not in ("lr", "hr"):
         raise DomainError(f"resolution must be 'lr' or 'hr', got {resolution!r}")
+    _check_stretch(stretch)
     found = _rsvqa_files(src, splits)
     if not found:
         raise DomainError(f"{src}: no RSVQA files (*_split_*_questions.json, all_questions.json, or the website "

@@ -253,9 +253,20 @@ def _representable(value: float, dtype: np.dtype) -> bool:
     return float(value).is_integer() and info.min <= value <= info.max
 
 
+def check_stretch_option(stretch: Any) -> None:
+    """A converter's `stretch` option: ``"auto"``, None or two percentiles; else a `DomainError` before any work."""
+    if stretch != "auto":
+        _check_stretch(stretch)
+
+
 def _check_stretch(stretch) -> tuple[float, float] | None:
     if stretch is None:
         return None
+    numeric = isinstance(stretch, (list, tuple)) and len(stretch) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in stretch)
+    if not numeric:
+        raise DomainError(f"stretch must be \"auto\", null or two percentiles [low, high] such as [2, 98], "
+                          f"got {stretch!r}")
     lo, hi = stretch
     if not 0 <= lo < hi <= 100:
         raise DomainError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {stretch!r}")
