@@ -143,6 +143,21 @@ def test_layer_pairs():
         layer_pairs(1, [(4, 2)], 4, 3)
 
 
+def test_a_tower_config_that_cannot_be_built_is_one_line(tmp_path, capsys):
+    """distill.student.config.hidden_size=50 with 4 heads: a recipe error naming the override, not the attention
+    layer's ValueError traceback from inside the run."""
+    from adapt.cli import main
+
+    assert main(["init", "distill_pocket-tiny", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rc = main(["distill", str(tmp_path / "distill_pocket-tiny.yaml"), "distill.student.config.hidden_size=50",
+               "--no-progress"])
+    err = capsys.readouterr().err  # (notes on the data the template expects come first)
+    line = next(x for x in err.splitlines() if x.startswith("adapt distill: error:"))
+    assert rc == 1 and "Traceback" not in err and line.startswith("adapt distill: error: internvit-300m: bad config")
+    assert "'hidden_size': 50" in line and "divisible" in line
+
+
 def test_width_projection_only_where_widths_differ():
     teacher, tiling = load_vision("pocket-tiny")
     narrow, _ = load_vision("internvit-300m", {"hidden_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4,

@@ -196,10 +196,11 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
     if str(source) in VISION_CONFIGS:
         try:
             vision_config = VISION_CONFIGS[str(source)](**(config or {}))
+            torch.manual_seed(seed)
+            tower = build_vision_tower(vision_config)  # shapes are checked only here (e.g. width / heads)
         except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{source}: bad config override ({err})") from None
-        torch.manual_seed(seed)
-        return build_vision_tower(vision_config), default_tiling(vision_config), -1
+            raise CheckpointError(f"{source}: bad config override {config or {}} ({err})") from None
+        return tower, default_tiling(vision_config), -1
     if str(source) in PRESETS:
         vlm, _ = load(str(source), seed=seed)
         return vlm.vision_tower, vlm.config.tiling_config, vlm.config.vision_feature_layer
