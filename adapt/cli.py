@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="export into a non-empty folder, replacing the files an export owns")
     export.add_argument("--type", dest="gguf_type", choices=["f32", "f16", "q8_0", "q4_k_m"],
                         help="gguf only: weight type of the text model (default f16; the mmproj is f16, f32 with f32)")
-    export.add_argument("--name", help="gguf only: file name stem (default: the model folder's or preset's name)")
+    export.add_argument("--name", help="gguf only: file name stem (default: the preset's or model folder's name; for a run's final/, "
+                              "the run folder's: runs/x/train/final -> train)")
     export.add_argument("--quantize", choices=["int8"],
                         help="onnx or executorch only: int8 (onnx: onnxruntime's dynamic int8 quantisation of the vision and "
                              "decoder MatMuls; executorch: torchao int8 per-channel weights with dynamic int8 activations, run by XNNPACK)")
