@@ -575,6 +575,9 @@ def _eval(args) -> int:
         final = Path(recipe.output.dir) / "final"
         if final.is_dir():
             models["adapted"] = str(final)
+        else:
+            print(f"note: no adapted model at {final} (train first: adapt train {args.recipe}, with the same "
+                  "overrides); scoring the base model only", file=sys.stderr)
     out = args.out or Path(recipe.output.dir) / "eval"
     variant_flags = {name: getattr(args, flag) for name, flag in VARIANT_FLAGS.items()}
     for name, given in variant_flags.items():
@@ -828,6 +831,10 @@ def _convert(args) -> int:
         raise CliError(f"domain {args.domain!r} has no converter for data set {args.dataset!r} (known: {known})")
     if not args.src.exists():
         raise CliError(f"--src {args.src} does not exist")
+    src, out = args.src.resolve(), args.out.resolve()
+    if out == src or src in out.parents:
+        raise CliError(f"--out {args.out} lies inside --src {args.src}: a conversion never writes into its source "
+                       "(and would read its own output next time); choose a folder outside it")
     _check_out_folder(args.out)
     report = plugin.convert(args.dataset, args.src, args.out, **options)
     print(report.table())

@@ -260,3 +260,14 @@ def test_convert_rsvqa_website_sample(tmp_path, capsys):
     assert "no tile 0.* in" in captured.out
     assert f"adapt convert: error: nothing converted from {src}" in captured.err
     assert not (out / "rsvqa_lr_all.jsonl").exists() and (out / "rsvqa_hr_train.jsonl").exists()
+
+
+@pytest.mark.parametrize("inside", [".", "converted"])
+def test_an_out_folder_inside_the_source_is_refused(tmp_path, capsys, inside):
+    """Sources are never modified: --out inside --src wrote images/ and the JSONL into the source."""
+    src = tmp_path / "raw"
+    src.mkdir()
+    rc = main(["convert", "remote_sensing", "ucmerced", "--src", str(src), "--out", str(src / inside)])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt convert: error:") and "lies inside --src" in err
+    assert [p.name for p in src.iterdir()] == []

@@ -283,6 +283,8 @@ def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
     path = write_recipe(tmp_path, data_dir, steps=2, save_every=10)
     assert main(["train", str(path), "--no-progress", "eval.max_samples=3"]) == 0
     assert "final model:" in capsys.readouterr().out
+    assert main(["eval", str(path), "eval.max_samples=3", "output.dir=nowhere"]) == 0  # no run there: said so
+    assert "note: no adapted model at" in capsys.readouterr().err
     assert main(["eval", str(path), "eval.max_samples=3"]) == 0
     printed = capsys.readouterr().out
     assert "Δ (adapted − base)" in printed and "landcover" in printed and "general" in printed
