@@ -28,6 +28,7 @@ real llama.cpp):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from collections.abc import Callable, Iterator
@@ -198,6 +199,7 @@ def write_text_model(vlm, processor, path: Path, kind: str, name: str) -> None:
     if arch == "llama":
         w.add_rope_dimension_count(int(head_dim))
     _write_vocab(w, processor, n_vocab)
+    w.add_string(VISION_KEY, vision_fingerprint(vlm))  # which mmproj belongs to this text model
 
     sd = {k: v for k, v in lm.state_dict().items()}
     tied = "lm_head.weight" not in sd or sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()
@@ -469,6 +471,21 @@ def processor_tile(vlm) -> int:
     return int(vlm.config.tiling_config.tile_size)
 
 
+VISION_KEY = "pocket_adapt.vision_sha256"
+
+
+def vision_fingerprint(vlm) -> str:
+    """sha256 of the vision tower's and projector's weights (float32, by name): written into both files of an
+    export, so `--runtime llamacpp` refuses an mmproj of another model beside a text model (an f16 and an f32
+    mmproj of one model share it)."""
+    digest = hashlib.sha256()
+    for prefix, module in (("vision", vlm.vision_tower), ("projector", vlm.multi_modal_projector)):
+        for key, value in sorted(module.state_dict().items()):
+            digest.update(f"{prefix}.{key}".encode())
+            digest.update(value.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _vision_state(vlm) -> dict[str, torch.Tensor]:
     sd = vlm.vision_tower.state_dict()
     return {k.removeprefix("vision_model."): v for k, v in sd.items()}
@@ -502,6 +519,7 @@ def write_mmproj(vlm, processor, path: Path, kind: str, name: str) -> None:
         w.add_vision_use_gelu(True)
     # pocket-adapt's own keys (llama.cpp ignores them): how training cut images, for `--runtime llamacpp`
     w.add_string("pocket_adapt.tiling", json.dumps(tiling.to_dict()))
+    w.add_string(VISION_KEY, vision_fingerprint(vlm))
     sd = _vision_state(vlm)
     if facts.kind == "internvl":
         ratio = (vlm.config.projector_options or {}).get("downsample_ratio", 0.5)

@@ -542,6 +542,29 @@ def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys
     assert f"{target}: not a readable GGUF file, truncated or damaged?" in err
 
 
+def test_an_mmproj_of_another_model_is_refused(models, exports, tmp_path, capsys, llama_cpp):
+    """The text model and mmproj record the vision weights they were exported with: an mmproj of another model
+    beside a text model is refused (it answered with the wrong vision); one of the same model in another
+    precision still runs."""
+    from adapt.cli import main
+
+    text, _ = _files(exports("pocket-tiny", "f16"), "pocket-tiny", "f16")
+    _, f32_mmproj = _files(exports("pocket-tiny", "f32"), "pocket-tiny", "f32")
+    vlm, processor = models["pocket-tiny"]
+    other = export(vlm.__class__(vlm.config).eval(), processor, "gguf", tmp_path / "other", qtype="f16",
+                   name="pocket-tiny")  # same shapes, other (random) weights
+    _, other_mmproj = _files(other, "pocket-tiny", "f16")
+    for mmproj, ok in ((f32_mmproj, True), (other_mmproj, False)):
+        folder = tmp_path / f"mix-{ok}"
+        folder.mkdir()
+        shutil.copy(text, folder)
+        shutil.copy(mmproj, folder)
+        rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image", "--max-new-tokens", "2"])
+        err = capsys.readouterr().err
+        assert rc == (0 if ok else 1), err
+        assert ok or f"{mmproj.name} is not the vision part of {text.name}" in err
+
+
 def test_a_gguf_llamacpp_refuses_is_one_line_with_its_reason(exports, tmp_path, capsys, llama_cpp):
     """A text GGUF llama.cpp will not load (here: an architecture it does not know): its reason in one line --
     the log used to be closed before it was read, a ValueError traceback."""

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.gguf import VISION_KEY
 from deploy.runtimes import Answer
 from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, normalize_messages
 from model.generation import cut_at_repetition
@@ -49,7 +50,12 @@ class ExportFolder:
         template = ChatTemplate(**{**fields, "stop_strings": tuple(fields["stop_strings"])})
         tiling = None
         if mmprojs:
-            tiling = TilingConfig.from_dict(json.loads(_fields(_reader(mmprojs[0]))["pocket_adapt.tiling"]))
+            vision = _fields(_reader(mmprojs[0]))
+            tiling = TilingConfig.from_dict(json.loads(vision["pocket_adapt.tiling"]))
+            if meta.get(VISION_KEY) and vision.get(VISION_KEY) and meta[VISION_KEY] != vision[VISION_KEY]:
+                raise LlamaCppError(f"{mmprojs[0].name} is not the vision part of {models[0].name}: they come from "
+                                    f"different models (their vision weights differ); put the mmproj exported with "
+                                    f"it beside it, or export again")
         return cls(models[0], mmprojs[0] if mmprojs else None, tiling, template, int(meta.get("general.file_type", 1)))
 
 
