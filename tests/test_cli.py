@@ -64,3 +64,11 @@ def test_an_export_name_that_is_not_a_file_stem_is_refused_up_front(name, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("adapt export: error:") and "give a file name stem" in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.parent.glob("evil*"))
+
+
+def test_a_prompt_longer_than_the_context_is_refused(capsys):
+    """It used to run on, past the positions the model was built for (pocket-tiny: 4096)."""
+    question = "red blue square circle " * 1500
+    assert main(["chat", question, "--example-image"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adapt chat: error: the prompt takes") and "more than the model's context of 4096" in err

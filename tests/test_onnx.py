@@ -312,6 +312,15 @@ def test_a_truncated_graph_or_weights_file_is_one_line_naming_it(cut, exports, t
     assert str(target.with_suffix("") if cut.endswith(".data") else target) in err and "truncated or damaged" in err
 
 
+def test_a_prompt_longer_than_the_context_is_refused(exports):
+    vlm = OnnxVLM(exports("pocket-tiny"))
+    try:
+        with pytest.raises(OnnxRuntimeError, match=r"the prompt takes \d+ positions, more than the model's context"):
+            vlm.chat([{"role": "user", "content": "red blue square circle " * 1500}])
+    finally:
+        vlm.close()
+
+
 class _Histogram(torch.nn.Module):
     def forward(self, x):
         return x + torch.histc(x, bins=4).sum()  # aten.histc has no ONNX translation

@@ -130,7 +130,8 @@ class ExecuTorchVLM:
     def _check_fits(self, positions: int) -> None:
         if positions > self.max_seq_len:
             raise ExecuTorchError(f"{positions} positions do not fit the exported KV cache of {self.max_seq_len}; "
-                                  "re-export with a larger --max-seq-len, or ask with fewer tiles or tokens")
+                                  "ask with fewer tiles (--max-tiles) or a shorter question, or re-export with a larger "
+                                  "--max-seq-len if the model's context allows one")
 
     def generate(self, ids: list[int], pixel_values: torch.Tensor | None = None, max_new_tokens: int = 64,
                  stop_ids=(), temperature: float = 0.0, seed: int = 0, on_logits=None) -> tuple[list[int], dict]:

@@ -192,6 +192,12 @@ class OnnxVLM:
         encoded = self.processor(conversation, images=list(images), tiling=tiling, system_message=system)
         pixels = None if encoded.pixel_values is None else encoded.pixel_values.numpy()
         ids = encoded.input_ids.tolist()
+        context = int(self.export.genai["model"].get("context_length", 0) or 0)
+        if context and len(ids) >= context:
+            raise OnnxRuntimeError(f"the prompt takes {len(ids)} positions, more than the model's context of "
+                                   f"{context}; ask with fewer tiles (--max-tiles) or a shorter question")
+        if context:
+            max_new_tokens = min(max_new_tokens, context - len(ids))
         tokens, timings = self.generate(ids, pixels, max_new_tokens, self.processor.stop_token_ids, temperature, seed)
         cut = cut_at_repetition(tokens) if cut_repeats else None
         if cut is not None:
