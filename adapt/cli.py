@@ -204,6 +204,8 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
 def _load(args):
     import model
 
+    if args.vision_adapter != "auto" and args.vision is None:
+        raise CliError(f"--vision-adapter {args.vision_adapter} applies with --vision (another vision tower)")
     return model.load(args.model, dtype=args.dtype, device=args.device, allow_pickle=args.allow_pickle,
                       vision=args.vision, vision_adapter=args.vision_adapter)
 
@@ -261,7 +263,8 @@ def _chat_export(args, images: list[str]) -> int:
     elif args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
     if args.dtype or args.device or args.allow_pickle or args.vision:
-        raise CliError("--dtype, --device, --allow-pickle and --vision apply to the pytorch runtime; a GGUF export has its own type")
+        raise CliError(f"--dtype, --device, --allow-pickle and --vision apply to the pytorch runtime; an export for "
+                       f"{runtime.title} fixed its weight type and model when it was written")
     with runtime.load("chat")(args.model) as vlm:
         tiling = vlm.export.tiling
         if args.max_tiles is not None and tiling is not None:

@@ -72,3 +72,14 @@ def test_a_prompt_longer_than_the_context_is_refused(capsys):
     assert main(["chat", question, "--example-image"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("adapt chat: error: the prompt takes") and "more than the model's context of 4096" in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["chat", "--example-image", "--runtime", "onnx", "--model", "x", "--dtype", "float16"],
+     "apply to the pytorch runtime; an export for ONNX Runtime"),
+    (["chat", "--example-image", "--vision-adapter", "fresh"], "--vision-adapter fresh applies with --vision"),
+])
+def test_flags_that_do_not_apply_say_why(capsys, argv, needle):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adapt chat: error:") and needle in err and "GGUF" not in err
