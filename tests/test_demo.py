@@ -952,6 +952,9 @@ def test_the_demo_serves_the_domains_quick_start_model_or_says_how_to_make_one(m
     built = []
     monkeypatch.setattr(demo_app, "build_demo", lambda model, domain, **kw: built.append((model, domain)) or
                         (_ for _ in ()).throw(SystemExit(0)))
+    assert adapt_cli.main(["demo", "--domain", "no_such_domain", "--model", "pocket-tiny"]) == 1
+    err = capsys.readouterr().err  # refused before anything is loaded (or said to be)
+    assert "unknown domain 'no_such_domain'" in err and "loading" not in err and built == []
     assert adapt_cli.main(["demo", "--domain", "medical"]) == 1
     err = capsys.readouterr().err
     assert "adapt demo: error: no medical model: runs/quickstart-medical/train/final does not exist" in err

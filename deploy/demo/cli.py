@@ -78,7 +78,7 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Check the flags, load the model, build the page and serve it until interrupted."""
-    from deploy.demo.app import auth_from_env, build_demo, launch_demo, load_auth_file
+    from deploy.demo.app import auth_from_env, build_demo, launch_demo, load_auth_file, resolve_domain
     from deploy.demo.page import DemoError
 
     if not 0 < args.port < 65536:
@@ -90,6 +90,7 @@ def run_demo(args: argparse.Namespace) -> int:
         auth = auth_from_env(args.auth_user, PASSWORD_ENV)
     elif args.auth_file:
         auth = load_auth_file(args.auth_file)
+    resolve_domain(args.domain)  # an unknown domain fails before anything is loaded
     model = args.model or default_model(args.domain)
     print(f"adapt demo: loading {model} ...", file=sys.stderr)
     blocks = build_demo(model, args.domain, dtype=args.dtype, device=args.device,
