@@ -577,7 +577,15 @@ def _eval(args) -> int:
     from .run_eval import eval_kinds, evaluate_model
 
     recipe = load_recipe(args.recipe, args.overrides)
-    models = dict(m.split("=", 1) if "=" in m else (Path(m).name, m) for m in args.model)
+    models: dict[str, str] = {}
+    for item in args.model:
+        label, source = item.split("=", 1) if "=" in item else (Path(item).name, item)
+        if not label.strip() or not source.strip():
+            raise CliError(f"--model {item!r}: give LABEL=SOURCE (e.g. adapted=runs/x/final) or a SOURCE")
+        if label in models:
+            raise CliError(f"--model {item!r}: label {label!r} is used twice; give each model its own, "
+                           "e.g. --model a=DIR1 --model b=DIR2")
+        models[label] = source
     if not models:
         models = {"base": recipe.model.source}
         final = Path(recipe.output.dir) / "final"

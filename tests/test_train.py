@@ -283,6 +283,9 @@ def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
     path = write_recipe(tmp_path, data_dir, steps=2, save_every=10)
     assert main(["train", str(path), "--no-progress", "eval.max_samples=3"]) == 0
     assert "final model:" in capsys.readouterr().out
+    for bad in (["--model", "a=pocket-tiny", "--model", "a=pocket-tiny-scratch"], ["--model", "=pocket-tiny"],
+                ["--model", "adapted="]):  # one model's results would be lost, or a file named predictions_.jsonl
+        assert main(["eval", str(path), *bad]) == 1 and "give" in capsys.readouterr().err
     assert main(["eval", str(path), "eval.max_samples=3", "output.dir=nowhere"]) == 0  # no run there: said so
     assert "note: no adapted model at" in capsys.readouterr().err
     assert main(["eval", str(path), "eval.max_samples=3"]) == 0
