@@ -238,7 +238,7 @@ def _hub_snapshot(preset: str, hub_id: str, allow_pickle: bool = False) -> Path:
         raise CheckpointError(
             f"preset {preset} needs the weights of {hub_id} from the Hugging Face hub, and {why} with no copy in "
             f"the hub cache; fetch them where there is network (`hf download {hub_id} --local-dir DIR`) and pass "
-            "the folder instead of the preset name (--model DIR)"
+            "the folder instead of the preset name (--model DIR; in a recipe, model.source: DIR)"
         ) from None
 
 

@@ -294,6 +294,13 @@ def test_another_tokenizer_is_refused(exports, tmp_path):
     (folder / "tokenizer.json").write_text(json.dumps(spec))
     with pytest.raises(OnnxRuntimeError, match="token -> id map differs"):
         OnnxVLM(folder)
+    # same vocabulary, half the merges: words split differently (the probe sentence alone did not notice)
+    folder = _copy(exports("pocket-tiny"), tmp_path / "merges")
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["model"]["merges"] = spec["model"]["merges"][: len(spec["model"]["merges"]) // 2]
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(OnnxRuntimeError, match="its merges or normalisation rules differ"):
+        OnnxVLM(folder)
 
 
 @pytest.mark.parametrize("cut", ["vision.onnx", "decoder.onnx.data"])

@@ -78,6 +78,6 @@ def test_preset_load_without_network_names_the_hub_id_and_the_local_folder_way(n
 def test_preset_load_with_hf_hub_offline_says_so_without_trying(no_network, monkeypatch) -> None:
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(CheckpointError, match=r"mini-internvl-4b needs the weights of OpenGVLab/InternVL2-4B .*"
-                                              r"HF_HUB_OFFLINE is set .*--model DIR"):
+                                              r"HF_HUB_OFFLINE is set .*--model DIR; in a recipe, model.source: DIR"):
         model.load("mini-internvl-4b")
     assert no_network.attempts == []

@@ -51,10 +51,17 @@ class OnnxWriteError(PocketAdaptError, ValueError):
 
 
 def tokenizer_fingerprint(tokenizer) -> dict:
-    """What identifies a tokenizer for the export: vocabulary size, a hash of the token->id map, the probe's ids."""
+    """What identifies a tokenizer for the export: vocabulary size, a hash of the token->id map, a hash of the
+    whole pipeline (merges, normaliser, pre-tokeniser: tokenizers' JSON; fast tokenizers only) and the probe's ids."""
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
     digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode("utf-8")).hexdigest()
-    return {"size": len(tokenizer), "vocab_sha256": digest,
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    pipeline = None
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        spec.pop("truncation", None), spec.pop("padding", None)  # call settings, not the tokenizer
+        pipeline = hashlib.sha256(json.dumps(spec, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return {"size": len(tokenizer), "vocab_sha256": digest, "pipeline_sha256": pipeline,
             "probe_ids": tokenizer.encode(PROBE, add_special_tokens=False)}
 
 
