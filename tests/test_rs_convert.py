@@ -501,6 +501,28 @@ def test_rsvqa_image_ids_leaving_the_images_folder_are_skipped_unread(tmp_path, 
             assert not np.array_equal(np.asarray(im), secret)
 
 
+def test_dior_box_mostly_outside_is_skipped_and_a_clipped_one_is_said(tmp_path):
+    """xmax 4300 on a 64 px image is a wrong box, not a border overshoot: skipped (it was clipped to the image
+    edge and trained on); a box a few pixels over the edge is clipped and counted as a warning."""
+    src = generate("dior_rsvg", tmp_path / "src", n=3)
+    ann = src / "Annotations"
+
+    def set_xmax(xml: Path, value: int) -> tuple[int, int]:
+        text = xml.read_text()
+        start, end = text.index("<xmax>"), text.index("</xmax>") + len("</xmax>")
+        xml.write_text(text[:start] + f"<xmax>{value}</xmax>" + text[end:])
+        return int(text[text.index("<xmin>") + 6 : text.index("</xmin>")]), int(text[start + 6 : end - 7])
+
+    first = sorted(ann.glob("*.xml"))
+    width = Image.open(next((src / "JPEGImages").iterdir())).width
+    set_xmax(first[0], 4300)
+    set_xmax(first[1], width + 2)
+    report = convert_dior_rsvg(src, tmp_path / "out", tasks=("grounding",))
+    assert report.skipped["box outside image"] == 1 and "outside the" in report.examples["box outside image"][0]
+    assert report.warnings["box clipped to image"] == 1 and first[1].name in report.warning_examples[
+        "box clipped to image"][0]
+
+
 def test_dior_filenames_leaving_the_images_folder_are_skipped_unread(tmp_path):
     src = generate("dior_rsvg", tmp_path / "data" / "DIOR_RSVG", n=4)
     shutil.copy(src / "JPEGImages" / "00001.jpg", tmp_path / "data" / "secret.jpg")

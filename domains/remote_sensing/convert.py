@@ -615,8 +615,8 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     * ``"region"``: ``<image>\\nWhat object is in this location [[x1, y1, x2, y2]]?`` -> the object name.
 
     Boxes are on the 0-1000 grid (``round(v / W * 1000)``); ``<bndbox>`` values are taken as pixel edges
-    as RSVG-pytorch and the Mini-InternVL evaluator do. A box partly outside the image is clipped, one
-    wholly outside (or empty) is skipped. ``meta`` keeps the pixel box in the *output* image
+    as RSVG-pytorch and the Mini-InternVL evaluator do. A box partly outside the image is clipped (counted as a
+    warning), one at least half outside (or empty) is skipped. ``meta`` keeps the pixel box in the *output* image
     (``bbox``), the output ``size`` [W, H], the original pixel box (``source_bbox``), ``source_size``, the
     object ``name`` and its global ``object_index``.
 
@@ -713,9 +713,15 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                     box = clip_box(raw, src_w, src_h)
                     if box.width <= 0 or box.height <= 0:
                         raise ValueError(f"box {tuple(raw)} is empty inside the {src_w}x{src_h} image")
+                    inside = box.width * box.height / max(1, raw.width * raw.height)
+                    if inside < MIN_INSIDE:  # not a border overshoot: a wrong box (or a wrong <size>)
+                        raise ValueError(f"box {tuple(raw)} lies {1 - inside:.0%} outside the {src_w}x{src_h} image")
                 except ValueError as exc:
                     report.skip(where, "box outside image", f"{xml}: object {k}: {exc}")
                     continue
+                if tuple(box) != tuple(raw):  # clipped: kept, but said
+                    report.warn(where, "box clipped to image", f"{xml}: object {k}: box {tuple(raw)} clipped to "
+                                                               f"{tuple(box)} in the {src_w}x{src_h} image")
                 if not name:
                     report.skip(where, "missing name", f"{xml}: object {k} has no <name>")
                     continue
