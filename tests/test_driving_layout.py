@@ -213,3 +213,10 @@ def test_tiling_at_max_12_gives_13_tiles_each_half_a_camera():
         # the tile is exactly that half of the camera's cell in the stitched image
         assert np.array_equal(np.asarray(tile), np.asarray(stitched)[row * 448:(row + 1) * 448,
                                                                      col * 448:(col + 1) * 448])
+
+
+@pytest.mark.parametrize("tag", ["<c1,CAM_NOPE,abc,536.3>", "<c2,CAM_FRONT,99999,1e9>", "<c3,CAM_FRONT,12.5>"])
+def test_a_malformed_ctag_is_refused_not_kept_as_text(tag):
+    """A tag the parser did not recognise was copied into the sample as it was, never mapped or checked."""
+    with pytest.raises(CTagError, match="malformed"):
+        rewrite_ctags(f"see {tag} and <c4,CAM_BACK,10.0,20.0>", lambda x, y, cam: (x, y))

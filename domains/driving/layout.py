@@ -162,6 +162,9 @@ _CTAG = re.compile(
 )
 
 
+_CTAG_LIKE = re.compile(r"<c\d+\s*,[^<>]*>")  # anything that starts like a c-tag, to catch malformed ones
+
+
 class CTag(NamedTuple):
     """One c-tag: object number, camera, coordinates (camera pixels or grid, as the text had them)."""
 
@@ -200,10 +203,16 @@ def rewrite_ctags(text: str, convert: Callable[[float, float, str], tuple[float,
                   decimals: int = GRID_DECIMALS) -> str:
     """Rewrite every c-tag in `text` with `convert(x, y, camera) -> (x', y')`.
 
-    Raises `CTagError` naming the tag when its camera is unknown or `convert` finds it outside the image.
+    Raises `CTagError` naming the tag when its camera is unknown, `convert` finds it outside the image, or it is
+    malformed (``<c1,CAM_FRONT,abc,536.3>``, ``<c2,CAM_FRONT,1e9,5>``: it would be kept as text, never mapped).
     """
+    tags = list(iter_ctags(text))
+    starts = {t.start for t in tags}
+    for m in _CTAG_LIKE.finditer(text or ""):
+        if m.start() not in starts:
+            raise CTagError(f"c-tag {m.group(0)!r}: malformed (expected <cN,CAMERA,x,y> with decimal numbers)")
     out, pos = [], 0
-    for tag in iter_ctags(text):
+    for tag in tags:
         try:
             x, y = convert(tag.x, tag.y, tag.camera)
         except CTagError as exc:
