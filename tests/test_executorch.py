@@ -183,8 +183,9 @@ def test_kv_cache_bounds(models, exports):
     """A prompt longer than the static cache is refused naming --max-seq-len; generation that fills it just ends."""
     _, processor = models["pocket-tiny"]
     with ExecuTorchVLM(exports("pocket-tiny")) as runtime:
-        with pytest.raises(ExecuTorchError, match=r"do not fit the exported KV cache of 512; re-export with a larger "
-                                                  r"--max-seq-len"):
+        with pytest.raises(ExecuTorchError, match=r"do not fit the exported KV cache of 512; ask with fewer tiles "
+                                                  r"\(--max-tiles\) or a shorter question, or re-export with a "
+                                                  r"larger --max-seq-len if the model's context allows one"):
             runtime.generate(list(range(10, 10 + MAX_SEQ_LEN + 1)), None, 4)
         ids = processor.tokenizer.encode("red green blue " * 200)[: MAX_SEQ_LEN - 5]  # text only, 507 positions
         tokens, _ = runtime.generate(ids, None, 64)
