@@ -525,6 +525,7 @@ class Trainer:
         state = load_checkpoint(latest, self.model, None if deepspeed else self.optimizer, self.scheduler)
         if self.allow_changes:
             self._apply_hyperparameters(fresh)
+        self._check_data_changes(latest, state.get("records_per_source"))
         for entry in state.get("dropped_records", []):
             self.skips.add_dropped(*entry)
         if deepspeed and self.dist.main:
@@ -539,6 +540,23 @@ class Trainer:
             _truncate_log(self.out_dir / "train_log.jsonl", step)
             print(f"resuming from {latest} (step {step} of {self.total_steps})", flush=True)
         return step
+
+    def _check_data_changes(self, checkpoint: Path, before: dict[str, int] | None) -> None:
+        """Refuse (unless --allow-changes) a resume over sources whose usable record counts changed since
+        `checkpoint`: the run would go on over other data, in another order, without a word."""
+        now = getattr(self, "kept_at_load", None)
+        if not before or now is None or before == now:
+            return
+        changes = [f"{name}: {before.get(name, 0)} -> {now.get(name, 0)} records"
+                   for name in sorted(set(before) | set(now)) if before.get(name) != now.get(name)]
+        message = f"the training data changed since {checkpoint.name} was written ({'; '.join(changes)})"
+        if not self.allow_changes:
+            raise TrainingError(
+                f"{self.out_dir}: {message}. Resuming would go on over other data in another order. Put the data "
+                f"back to go on as before, resume with `adapt {self.VERB} RECIPE --allow-changes` to go on over "
+                "the data as it is now, or set output.dir to start a new run.")
+        if self.dist.main:
+            print(f"warning: {message}; going on over the data as it is now (--allow-changes)", flush=True)
 
     def _check_recipe_edits(self, checkpoint: Path) -> None:
         """List the edits made to the recipe since `checkpoint` was written; refuse those that change training."""
@@ -592,7 +610,8 @@ class Trainer:
                 raise TrainingError(f"step {step}: trainable weights hold NaN or infinite values ({bad[0]}"
                                     f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); not saving them")
             extra = {"recipe": self.recipe.name, "total_steps": self.total_steps,
-                     "dropped_records": self.skips.dropped_entries()}
+                     "dropped_records": self.skips.dropped_entries(),
+                     "records_per_source": getattr(self, "kept_at_load", None)}
             if self.dist.world > 1:
                 extra["rank_weights_sha256"] = digests = self._rank_digests()
                 if len(set(digests)) > 1 and self.dist.main:

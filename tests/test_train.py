@@ -296,6 +296,31 @@ def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
     assert (path.parent / "out" / "eval" / "comparison.png").is_file()
 
 
+def test_resuming_over_changed_data_is_refused_unless_allowed(tmp_path, data_dir, capsys):
+    """Records deleted from a source between a kill and the resume: refused naming the source and the counts
+    (the run went on over other data in another order without a word); --allow-changes goes on, said."""
+    import shutil
+
+    from adapt.cli import main
+
+    shutil.copytree(data_dir / "data", tmp_path / "data")
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=1)
+    assert main(["train", str(path), "--no-progress"]) == 0
+    out = tmp_path / "out"
+    shutil.rmtree(out / "checkpoint-2")
+    shutil.rmtree(out / "final")  # as if killed after step 1
+    train_file = tmp_path / "data" / "landcover" / "train.jsonl"
+    lines = train_file.read_text().splitlines()
+    train_file.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    capsys.readouterr()
+    assert main(["train", str(path), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"the training data changed since checkpoint-1 was written (landcover: {len(lines)} -> {len(lines) // 2} " \
+           "records)" in err and "--allow-changes" in err
+    assert main(["train", str(path), "--no-progress", "--allow-changes"]) == 0
+    assert "warning: the training data changed since checkpoint-1" in capsys.readouterr().out
+
+
 def test_the_printed_next_step_keeps_the_overrides(tmp_path, data_dir, capsys):
     """`adapt train RECIPE output.dir=X` prints `next: adapt eval ...`: run as printed, it scores the run in X
     (it used to drop the overrides and look for the run in the recipe's own output.dir)."""
