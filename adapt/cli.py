@@ -595,6 +595,7 @@ def _eval(args) -> int:
             print(f"note: no adapted model at {final} (train first: adapt train {args.recipe}, with the same "
                   "overrides); scoring the base model only", file=sys.stderr)
     out = args.out or Path(recipe.output.dir) / "eval"
+    _check_out_folder(out)  # before any scoring
     variant_flags = {name: getattr(args, flag) for name, flag in VARIANT_FLAGS.items()}
     for name, given in variant_flags.items():
         if given and args.runtime != name:

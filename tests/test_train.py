@@ -286,6 +286,10 @@ def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
     for bad in (["--model", "a=pocket-tiny", "--model", "a=pocket-tiny-scratch"], ["--model", "=pocket-tiny"],
                 ["--model", "adapted="]):  # one model's results would be lost, or a file named predictions_.jsonl
         assert main(["eval", str(path), *bad]) == 1 and "give" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert main(["eval", str(path), "--out", str(tmp_path / "a-file")]) == 1  # refused before any scoring
+    err = capsys.readouterr().err
+    assert "is a file, not a folder" in err and "evaluating" not in err
     assert main(["eval", str(path), "eval.max_samples=3", "output.dir=nowhere"]) == 0  # no run there: said so
     assert "note: no adapted model at" in capsys.readouterr().err
     assert main(["eval", str(path), "eval.max_samples=3"]) == 0
