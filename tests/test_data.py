@@ -263,6 +263,23 @@ def test_measure_drops_only_the_over_long_sample(tmp_path, processor):
     assert len(measure(capped, processor, limit, skips)) == 3
 
 
+def test_an_image_over_max_pixels_is_skipped_when_measured(tmp_path, processor, recwarn):
+    """A 13000x13000 image was kept at reading and dropped only if a batch reached it ("image does not decode");
+    PIL's own DecompressionBombWarning reached the user too."""
+    root = tmp_path / "data"
+    png(root / "small.png", (112, 112))
+    root.mkdir(exist_ok=True)
+    Image.new("1", (13000, 13000)).save(root / "huge.png")  # 21 MB in memory, a few kB on disk
+    ann = write_jsonl(root / "t.jsonl", [{"image": "small.png", "conversations": conv()},
+                                         {"image": "huge.png", "conversations": conv()}])
+    skips = SkipLog()
+    kept = measure(read_source(SourceSpec("d", ann), skips), processor, 4096, skips)
+    assert [r.line for r in kept] == [1]
+    where, detail = skips.examples("d", "unreadable image")[0]
+    assert where == f"{ann}:2" and "169,000,000 pixels, more than tiling.max_pixels" in detail
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_data_quality_check(tmp_path):
     skips = SkipLog()
     for k in range(2):

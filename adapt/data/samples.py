@@ -22,6 +22,7 @@ import json
 import math
 import os
 import re
+import warnings
 from array import array
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -547,8 +548,10 @@ def _read_size(path: Path) -> tuple[int, int] | _Skip:
     if not path.is_file():
         return _Skip(UNREADABLE_IMAGE, f"{path} is not a file")
     try:
-        with Image.open(path) as im:
-            w, h = im.size
+        with warnings.catch_warnings():  # PIL's own size warning: tiling.max_pixels is the limit (measure)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         return _Skip(UNREADABLE_IMAGE, f"{path}: {exc or type(exc).__name__}")
     if w <= 0 or h <= 0:
@@ -636,7 +639,8 @@ def record_tiling(record: Record, tiling):
 
 def measure(records: list[Record], processor, max_seq_length: int, skips: SkipLog, tiling=None) -> list[Record]:
     """Fill each record's ``n_tokens`` (image tokens included, from header sizes only) and ``token_plan``, and
-    drop, logging ``"too long for max_seq_length"``, every record that does not fit. Never truncates.
+    drop, logging ``"too long for max_seq_length"``, every record that does not fit (never truncates), and, as
+    ``"unreadable image"``, every record with an image of more than ``tiling.max_pixels`` pixels.
 
     ``tiling`` defaults to the processor's; a record's ``max_tiles`` overrides its cap.
     """
@@ -644,6 +648,12 @@ def measure(records: list[Record], processor, max_seq_length: int, skips: SkipLo
     kept = []
     for record in records:
         t = record_tiling(record, tiling)
+        big = [(w, h) for w, h in record.image_sizes if w * h > t.max_pixels]
+        if big:  # the reader would refuse its pixels later: said now, from the header, as reading says it
+            w, h = big[0]
+            skips.add(record.source, UNREADABLE_IMAGE, record.where,
+                      f"{w}x{h} = {w * h:,} pixels, more than tiling.max_pixels ({t.max_pixels:,})")
+            continue
         num_tiles = processor.tiles_for_sizes(record.image_sizes, t) if record.image_sizes else []
         try:
             encoded = processor.encode_tokens(record.conversations, num_tiles, add_generation_prompt=False,
