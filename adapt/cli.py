@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    _quiet_libraries(progress=not getattr(args, "no_progress", False))
+    _quiet_libraries(progress=not getattr(args, "no_progress", False), command_line=argv is None)
     try:
         return args.handler(args) or 0
     except KeyboardInterrupt:
@@ -54,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _quiet_libraries(progress: bool) -> None:
+def _quiet_libraries(progress: bool, command_line: bool = True) -> None:
     """Keep off stderr what a user can neither act on nor needs: torchao's note that its optional CUDA kernels do
     not load on this machine, the torch deprecation warnings torchao's import triggers (transformers imports
-    torchao when it is installed), the ONNX exporter's notes on torchvision ops (not a dependency); without progress, the libraries' own bars too (transformers' shard writer)."""
+    torchao when it is installed), the ONNX exporter's notes on torchvision ops (not a dependency); without
+    progress, the libraries' own bars too (transformers' shard writer). On the command line, pocket-adapt's own
+    warnings print as ``warning: ...`` lines instead of Python's source-location form."""
     import logging
 
     for name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration"):
@@ -66,6 +68,24 @@ def _quiet_libraries(progress: bool) -> None:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub / transformers on import
         if "transformers.utils.logging" in sys.modules:
             sys.modules["transformers.utils.logging"].disable_progress_bar()
+    if command_line:  # (not when a test or a script calls main(): it keeps its own warning handling)
+        _show_our_warnings_as_lines()
+
+
+def _show_our_warnings_as_lines() -> None:
+    import warnings
+
+    shown = warnings.showwarning
+    root = Path(__file__).resolve().parents[1]
+    ours = tuple(str(root / pkg) + os.sep for pkg in ("adapt", "model", "domains", "deploy"))
+
+    def show(message, category, filename, lineno, file=None, line=None):  # ours as a line, not a source location
+        if str(filename).startswith(ours):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def user_error_message(err: BaseException, out: Path | None = None) -> str | None:

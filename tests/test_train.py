@@ -354,6 +354,23 @@ def test_model_commands_keep_library_noise_off_stderr(tmp_path, data_dir):
     assert run.returncode == 0 and run.stderr == ""
 
 
+def test_our_warnings_print_as_lines_on_the_command_line(tmp_path, data_dir):
+    """`adapt eval` with an image whose pixels do not decode: 'warning: skipped 1 of ...', not Python's
+    'evaluate.py:197: UserWarning: ...' with the source line under it."""
+    import shutil
+
+    shutil.copytree(data_dir / "data", tmp_path / "data")
+    path = write_recipe(tmp_path, data_dir)
+    first = json.loads((tmp_path / "data" / "landcover" / "test.jsonl").read_text().splitlines()[0])
+    image = tmp_path / "data" / "landcover" / first["image"]
+    image.write_bytes(image.read_bytes()[:100])  # the header reads, the pixels do not
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "adapt.cli", "eval", str(path), "--model", "base=pocket-tiny-scratch",
+                          "data.max_bad_fraction=0.5"], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert "warning: skipped 1 of" in run.stderr and "UserWarning" not in run.stderr
+
+
 @pytest.mark.parametrize("verb", ["eval", "train"])
 def test_an_empty_source_stops_the_run_naming_the_file(tmp_path, data_dir, capsys, verb):
     """An eval (or training) source whose file is empty used to be scored as nothing at all: no row in the
