@@ -301,6 +301,9 @@ def _chat_export(args, images: list[str]) -> int:
         print(answer.text)
         if answer.repeated:
             print("[stopped: the answer had begun repeating itself]", file=sys.stderr)
+        if not answer.text.strip():  # a model that worked in PyTorch and answers nothing here: damaged weights?
+            print("[no answer: the model's first token ended it; if `adapt chat` on the PyTorch model answers, the "
+                  "export may be damaged -- export it again]", file=sys.stderr)
     return 0
 
 

@@ -83,3 +83,29 @@ def test_flags_that_do_not_apply_say_why(capsys, argv, needle):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("adapt chat: error:") and needle in err and "GGUF" not in err
+
+
+def test_an_empty_answer_from_an_export_runtime_is_said(monkeypatch, tmp_path, capsys):
+    """An export whose weights were damaged in place answered with an empty line and status 0, nothing more."""
+    import deploy.onnx.runtime as onnx_runtime
+    from deploy.runtimes import Answer
+
+    class Silent:
+        export = type("E", (), {"tiling": None})()
+
+        def __init__(self, folder):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def chat(self, *args, **kwargs):
+            timings = {"prompt_tokens": 9, "image_encode_ms": 1, "prompt_ms": 1, "decode_tokens": 0, "decode_ms": 0}
+            return Answer("", [], "", False, timings)
+
+    monkeypatch.setattr(onnx_runtime, "OnnxVLM", Silent)
+    assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--example-image"]) == 0
+    assert "[no answer: the model's first token ended it" in capsys.readouterr().err
