@@ -1145,6 +1145,8 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
         for i, source in enumerate(sources):
             if not source.path.exists():
                 notes.append(f"{key}[{i}] ({source.name}): {source.path} does not exist yet")
+            elif source.root is not None and not source.root.is_dir():
+                notes.append(f"{key}[{i}] ({source.name}): its image root {source.root} does not exist")
     if not recipe.data.sources:
         notes.append("data.sources is empty: there is nothing to train on")
     general = [s for s in recipe.data.sources if s.kind == "general"]

@@ -498,6 +498,10 @@ def test_validate_prints_the_resolved_recipe(tmp_path, capsys):
     assert data["training"]["max_steps"] == 5 and data["mixing"]["general_ratio"] == 0.5
     assert data["output"]["dir"] == str(tmp_path / "runs" / "recipe")
     assert "does not exist yet" in captured.err  # a note, not an error
+    (tmp_path / "data" / "field").mkdir(parents=True)
+    (tmp_path / "data" / "field" / "train.jsonl").write_text("")
+    assert main(["validate", str(path), "data.sources[0].root=no/such/images"]) == 0
+    assert f"its image root {tmp_path / 'no' / 'such' / 'images'} does not exist" in capsys.readouterr().err
 
 
 def test_validate_fails_clearly_on_a_bad_key(tmp_path, capsys):
