@@ -68,8 +68,24 @@ def _quiet_libraries(progress: bool, command_line: bool = True) -> None:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub / transformers on import
         if "transformers.utils.logging" in sys.modules:
             sys.modules["transformers.utils.logging"].disable_progress_bar()
+    if _cpu_only_machine():  # DeepSpeed (imported by transformers) would print that it found no accelerator
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if command_line:  # (not when a test or a script calls main(): it keeps its own warning handling)
         _show_our_warnings_as_lines()
+
+
+def _cpu_only_machine() -> bool:
+    """No accelerator DeepSpeed could use, judged without importing torch: Linux with no NVIDIA / AMD / Gaudi
+    device node and none of the accelerator extensions DeepSpeed looks for."""
+    import glob
+    import importlib.util
+
+    if not sys.platform.startswith("linux"):
+        return False
+    if any(glob.glob(pattern) for pattern in ("/dev/nvidia*", "/dev/kfd", "/dev/accel*", "/dev/davinci*")):
+        return False
+    return not any(importlib.util.find_spec(name) for name in
+                   ("intel_extension_for_pytorch", "habana_frameworks", "torch_npu", "torch_mlu", "torch_sdaa"))
 
 
 def _show_our_warnings_as_lines() -> None:
