@@ -874,7 +874,7 @@ def _domains(args) -> int:
 
 
 def _convert(args) -> int:
-    from domains.base import get_domain
+    from domains.base import WHOLE_FILE_REASONS, get_domain
 
     options = _options(args.option)
     if args.workers is not None:
@@ -900,6 +900,11 @@ def _convert(args) -> int:
         raise CliError(f"nothing converted from {args.src}: no {args.dataset} sample was written (see the table "
                        f"above; earlier outputs are kept); check that --src holds the {args.dataset} layout and the "
                        "--option values")
+    unread = sum(report.skipped.get(reason, 0) for reason in WHOLE_FILE_REASONS)
+    if unread:  # a whole split's questions, say: the run is not what the user asked for, even if others converted
+        raise CliError(f"{unread} annotation file(s) could not be read at all ({', '.join(WHOLE_FILE_REASONS)} "
+                       "above); the samples of the other files were written, an output of the unread file's split "
+                       "from an earlier run is kept as it was")
     return 0
 
 

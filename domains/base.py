@@ -50,6 +50,7 @@ __all__ = [
     "MetricFn",
     "Reader",
     "SkipInput",
+    "WHOLE_FILE_REASONS",
     "discovery_errors",
     "check_options",
     "get_domain",
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "pocket_adapt.domains"
+# skip reasons converters give a whole annotation file (every sample in it lost): `adapt convert` exits 1 on them
+WHOLE_FILE_REASONS = ("malformed JSON", "malformed CSV")
 # built-in domain name -> module exposing ``PLUGIN``
 BUILTIN_DOMAINS: dict[str, str] = {
     "driving": "domains.driving",

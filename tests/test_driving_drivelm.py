@@ -346,6 +346,23 @@ def test_cli_wrong_root_exits_1_with_the_skip_table_and_keeps_outputs(raw, tmp_p
     assert {p: p.read_bytes() for p in out.glob("*.jsonl")} == kept
 
 
+def test_cli_an_unreadable_split_file_exits_1_after_converting_the_rest(raw, tmp_path, capsys):
+    """The train JSON with the wrong top level (a list) was one skip row and exit 0, the test split converted and
+    the train split silently missing."""
+    from adapt.cli import main
+
+    src = tmp_path / "qa"
+    shutil.copytree(raw / "drivelm", src)
+    data = json.loads((src / TRAIN).read_text())
+    (src / TRAIN).write_text(json.dumps(list(data.values())))
+    rc = main(["convert", "driving", "drivelm", "--src", str(src), "--out", str(tmp_path / "out"),
+               "--option", f"nuscenes_root={raw / 'nuscenes'}", "--option", "progress=false"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "skipped: malformed JSON | 1 |" in captured.out and "top level is a list" in captured.out
+    assert "1 annotation file(s) could not be read at all" in captured.err and "Traceback" not in captured.err
+    assert list((tmp_path / "out").glob("*test*.jsonl"))  # the readable split was converted
+
+
 # --------------------------------------------------------------------------------------------- stitched encodings
 def _one_frame(raw: Path, dst: Path) -> tuple[Path, dict]:
     """The training JSON cut to its first frame (fast), and that frame."""
