@@ -211,6 +211,18 @@ def test_meta_repeat_above_one_must_be_whole(tmp_path):
         expand_sources([SourceSpec("m", meta)])
 
 
+def test_a_misspelt_meta_key_is_refused_and_internvls_other_keys_pass(tmp_path):
+    """"repeat_tme": 2 was ignored without a word (the source read once); InternVL's own keys we do not use
+    (length, data_augment) are fine."""
+    write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"a": {"root": ".", "annotation": "a.jsonl", "repeat_tme": 2}}))
+    with pytest.raises(PocketAdaptError, match=r"meta entry 'a' .*unknown key 'repeat_tme'; did you mean 'repeat_time'"):
+        expand_sources([SourceSpec("m", meta)])
+    meta.write_text(json.dumps({"a": {"root": ".", "annotation": "a.jsonl", "length": 1, "data_augment": False}}))
+    assert len(expand_sources([SourceSpec("m", meta)])) == 1
+
+
 @pytest.mark.parametrize("patches", [5000, 0, 2.5, "12"])
 def test_meta_max_dynamic_patch_is_bounded_and_named(tmp_path, patches):
     write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])

@@ -18,6 +18,7 @@ inside it). ``video`` is a folder of frame images or a list of frame paths; ``<v
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -310,6 +311,12 @@ def expand_sources(specs: Iterable[SourceSpec]) -> list[SourceSpec]:
     return out
 
 
+META_KEYS_READ = ("root", "annotation", "repeat_time", "max_dynamic_patch")
+# InternVL meta keys pocket-adapt does not use (its own tiling, data loading and augmentation settings)
+META_KEYS_IGNORED = ("length", "data_augment", "min_dynamic_patch", "split_anno_by_rank", "max_num_frame",
+                     "sampling_method", "dynamic_image_size", "use_thumbnail")
+
+
 def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
     meta_path = spec.path
     if not meta_path.is_file():
@@ -325,6 +332,10 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
         what = f"source {spec.name!r}, meta entry {key!r} in {meta_path}"
         if not isinstance(entry, dict):
             raise DataError(f"{what}: expected an object, got {type(entry).__name__}")
+        for typo in (k for k in entry if k not in META_KEYS_READ and k not in META_KEYS_IGNORED):
+            near = difflib.get_close_matches(typo, META_KEYS_READ, n=1, cutoff=0.75)
+            if near:  # a key InternVL would not know either: most likely a misspelt one we read
+                raise DataError(f"{what}: unknown key {typo!r}; did you mean {near[0]!r}?")
         if "annotation" not in entry:
             raise DataError(f"{what}: missing 'annotation'")
         annotation = _meta_path(meta_path, entry["annotation"])
