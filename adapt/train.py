@@ -682,8 +682,6 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _deepspeed(self):
-        if not torch.accelerator.is_available():  # CPU is all DeepSpeed could find: naming it spares its warning
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
 
         t = self.recipe.training

@@ -67,7 +67,7 @@ def check_tokenizer(want: dict, tokenizer, folder: Path, artefact: str, error: t
 
 def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
     """Training's processor rebuilt from the sidecar files (tokenizer, tiling, chat template, image tokens), and
-    the preprocessor config it came from (for `check_image_token`, after the tiling and tokenizer checks)."""
+    the preprocessor config it came from (for `check_preprocessor_config`, after the tiling and tokenizer checks)."""
     from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR
     from model.chat import ChatTemplate
     from model.loading import load_tokenizer
@@ -87,7 +87,7 @@ def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
     return processor, pre
 
 
-def check_image_token(processor, pre: dict, folder: Path, error: type[PocketAdaptError]) -> None:
+def check_preprocessor_config(processor, pre: dict, folder: Path, error: type[PocketAdaptError]) -> None:
     """`error` when the tokenizer's image-context id is not the one the export was made with, or when the image
     processor keys that mirror the (checked) tiling were edited: pocket-adapt would not use them."""
     from deploy.onnx.export import PREPROCESSOR, mirrored_tiling_keys

@@ -88,16 +88,17 @@ def write_gguf(vlm, processor, out_dir: Path, qtype: str = "f16", name: str = "m
     check_supported(vlm, processor, qtype)
     model_name, mmproj_name = file_names(name, qtype)
     out_dir = Path(out_dir)
-    write_mmproj(vlm, processor, out_dir / mmproj_name, "f32" if qtype == "f32" else "f16", name)
+    vision = vision_fingerprint(vlm)  # one hash of the vision weights, written into both files
+    write_mmproj(vlm, processor, out_dir / mmproj_name, "f32" if qtype == "f32" else "f16", name, vision)
     if qtype == "q4_k_m":
         if quantize is None:
             from deploy.llamacpp import quantize as quantize  # noqa: PLW0127 - llama.cpp's llama-quantize
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             full = Path(tmp) / "full-f32.gguf"
-            write_text_model(vlm, processor, full, "f32", name)
+            write_text_model(vlm, processor, full, "f32", name, vision)
             quantize(full, out_dir / model_name, "Q4_K_M")
     else:
-        write_text_model(vlm, processor, out_dir / model_name, qtype, name)
+        write_text_model(vlm, processor, out_dir / model_name, qtype, name, vision)
     return GGUFFiles(out_dir / model_name, out_dir / mmproj_name)
 
 
@@ -171,7 +172,8 @@ def _file_type(kind: str) -> int:
             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
 
 
-def write_text_model(vlm, processor, path: Path, kind: str, name: str) -> None:
+def write_text_model(vlm, processor, path: Path, kind: str, name: str, vision: str | None = None) -> None:
+    """The text model GGUF; `vision`: the export's `vision_fingerprint` (computed when not given)."""
     import gguf
 
     cfg = vlm.config.text_config
@@ -199,7 +201,7 @@ def write_text_model(vlm, processor, path: Path, kind: str, name: str) -> None:
     if arch == "llama":
         w.add_rope_dimension_count(int(head_dim))
     _write_vocab(w, processor, n_vocab)
-    w.add_string(VISION_KEY, vision_fingerprint(vlm))  # which mmproj belongs to this text model
+    w.add_string(VISION_KEY, vision or vision_fingerprint(vlm))  # which mmproj belongs to this text model
 
     sd = {k: v for k, v in lm.state_dict().items()}
     tied = "lm_head.weight" not in sd or sd["lm_head.weight"].data_ptr() == sd["model.embed_tokens.weight"].data_ptr()
@@ -491,7 +493,8 @@ def _vision_state(vlm) -> dict[str, torch.Tensor]:
     return {k.removeprefix("vision_model."): v for k, v in sd.items()}
 
 
-def write_mmproj(vlm, processor, path: Path, kind: str, name: str) -> None:
+def write_mmproj(vlm, processor, path: Path, kind: str, name: str, vision: str | None = None) -> None:
+    """The mmproj GGUF; `vision`: the export's `vision_fingerprint` (computed when not given)."""
     import gguf
 
     facts = _projector_facts(vlm)
@@ -519,7 +522,7 @@ def write_mmproj(vlm, processor, path: Path, kind: str, name: str) -> None:
         w.add_vision_use_gelu(True)
     # pocket-adapt's own keys (llama.cpp ignores them): how training cut images, for `--runtime llamacpp`
     w.add_string("pocket_adapt.tiling", json.dumps(tiling.to_dict()))
-    w.add_string(VISION_KEY, vision_fingerprint(vlm))
+    w.add_string(VISION_KEY, vision or vision_fingerprint(vlm))
     sd = _vision_state(vlm)
     if facts.kind == "internvl":
         ratio = (vlm.config.projector_options or {}).get("downsample_ratio", 0.5)

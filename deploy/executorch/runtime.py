@@ -18,7 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deploy.export_sidecar import SidecarExport, check_image_token, check_tiling, check_tokenizer, read_processor
+from deploy.export_sidecar import (
+    SidecarExport,
+    check_preprocessor_config,
+    check_tiling,
+    check_tokenizer,
+    read_processor,
+)
 from deploy.runtimes import Answer, pick_token
 
 from . import DECODER_METHOD, EMBED_METHOD, PTE, TILING_METHOD, TOKENIZER_METHOD, VISION_METHOD, ExecuTorchError
@@ -60,7 +66,7 @@ class ExecuTorchExport(SidecarExport):
         processor, pre = read_processor(folder, ExecuTorchError)
         check_tiling(json.loads(constants[TILING_METHOD]), processor.tiling, folder / PREPROCESSOR, PTE, ExecuTorchError)
         check_tokenizer(json.loads(constants[TOKENIZER_METHOD]), processor.tokenizer, folder, PTE, ExecuTorchError)
-        check_image_token(processor, pre, folder, ExecuTorchError)
+        check_preprocessor_config(processor, pre, folder, ExecuTorchError)
         return cls(folder, processor, program, constants)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from deploy.export_sidecar import (
     SidecarExport,
-    check_image_token,
+    check_preprocessor_config,
     check_tiling,
     check_tokenizer,
     read_json,
@@ -83,7 +83,7 @@ class OnnxExport(SidecarExport):
                 raise OnnxRuntimeError(f"{folder / graph}: not written by `adapt export --format onnx` "
                                        f"(no {TOKENIZER_KEY})")
             check_tokenizer(json.loads(recorded), processor.tokenizer, folder, graph, OnnxRuntimeError)
-        check_image_token(processor, pre, folder, OnnxRuntimeError)
+        check_preprocessor_config(processor, pre, folder, OnnxRuntimeError)
         return cls(folder, processor, read_json(folder / GENAI_CONFIG, OnnxRuntimeError))
 
 
