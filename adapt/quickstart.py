@@ -80,12 +80,14 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     started = time.perf_counter()
     out_dir = Path(out_dir)
     data = out_dir / "data"
-    print(f"[1/4] generating data in {data}", flush=True)
     template, prepare = FIELDS[field]
-    prepare(data)
     recipe_path = out_dir / f"{template}.yaml"
+    out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(templates_dir() / "recipes" / f"{template}.yaml", recipe_path)
+    # overrides are checked before the data is generated: a typo costs seconds, not the generation
     recipe = load_recipe(recipe_path, [*overrides, f"output.dir={(out_dir / 'train').resolve()}"])
+    print(f"[1/4] generating data in {data}", flush=True)
+    prepare(data)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a quick start always starts over
     reports = out_dir / "report"
 

@@ -29,6 +29,13 @@ def test_quickstart_path_on_a_small_budget(tmp_path, capsys):
     assert "general_ratio: 0.3" in (out / "quickstart.yaml").read_text()
 
 
+def test_an_override_typo_stops_the_quickstart_before_any_data_is_generated(tmp_path, capsys):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), "--no-progress", "training.max_stepz=3"]) == 1
+    assert "did you mean 'training.max_steps'" in capsys.readouterr().err
+    assert not (out / "data").exists()
+
+
 @pytest.mark.slow
 def test_remote_sensing_quickstart_runs_on_the_plugins_synthetic_rasters(tmp_path, capsys):
     out = tmp_path / "rs"
