@@ -323,6 +323,13 @@ def test_model_and_demo_mistakes_are_one_line(capsys, argv, needle):
     assert needle in _one_line(capsys.readouterr().err)
 
 
+@pytest.mark.parametrize("file, runtime", [("m-f16.gguf", "llamacpp"), ("model.onnx", "onnx"), ("model.pte", "executorch")])
+def test_an_export_folder_given_as_a_checkpoint_names_the_runtime_that_runs_it(tmp_path, capsys, file, runtime):
+    (tmp_path / file).write_bytes(b"")
+    assert main(["chat", "--model", str(tmp_path), "hi"]) == 1
+    assert f"export, not a checkpoint; run it with --runtime {runtime}" in _one_line(capsys.readouterr().err)
+
+
 def test_a_recipe_whose_lora_targets_match_nothing_is_one_line(tmp_path, capsys):
     data = tmp_path / "data"
     data.mkdir()

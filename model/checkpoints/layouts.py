@@ -14,6 +14,18 @@ LAYOUTS = {
 }
 
 
+# an `adapt export` folder's telltale files -> (what it is, the --runtime that runs it)
+_EXPORT_FILES = (("*.gguf", ("a GGUF (llama.cpp)", "llamacpp")), ("*.onnx", ("an ONNX", "onnx")),
+                 ("*.pte", ("an ExecuTorch", "executorch")))
+
+
+def _export_kind(directory: Path) -> tuple[str, str] | None:
+    for pattern, kind in _EXPORT_FILES:
+        if directory.is_dir() and next(directory.glob(pattern), None) is not None:
+            return kind
+    return None
+
+
 def detect_layout(directory: Path) -> str:
     path = Path(directory) / "config.json"
     if not path.is_file():
@@ -22,6 +34,10 @@ def detect_layout(directory: Path) -> str:
                 f"{directory}: a training checkpoint (only the weights being trained, to resume from), not a model; "
                 "use the run's final/ folder, which `adapt train` writes when it ends (resume an unfinished run "
                 "with the same `adapt train` command)")
+        export = _export_kind(Path(directory))
+        if export:
+            raise CheckpointError(f"{directory}: {export[0]} export, not a checkpoint; run it with --runtime {export[1]} "
+                                  "(adapt chat / adapt eval), or give the checkpoint it was exported from")
         raise CheckpointError(f"{directory}: no config.json (not a checkpoint directory)")
     raw = read_json(path)
     model_type = raw.get("model_type")
