@@ -508,6 +508,14 @@ def test_quantised_exports_run(qtype, models, exports, example_image, llama_cpp)
     assert answer.tokens
 
 
+def test_a_max_new_tokens_past_the_context_answers_as_a_small_one(exports, example_image, llama_cpp):
+    """A --max-new-tokens beyond 32 bits used to wrap negative inside the helper: no answer at all."""
+    with LlamaCppVLM(exports("pocket-tiny", "f16")) as runtime:
+        asked = [runtime.chat([{"role": "user", "content": QUESTION}], [example_image], max_new_tokens=n).tokens
+                 for n in (16, 3_000_000_000)]
+    assert asked[0] and asked[1][:len(asked[0])] == asked[0]
+
+
 @pytest.mark.slow
 def test_adapt_chat_llamacpp_gives_the_pytorch_answer(tmp_path, capsys, llama_cpp):
     """The README's three commands: export, (build), chat -- the answer is `adapt chat`'s on the PyTorch model."""

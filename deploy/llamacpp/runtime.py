@@ -86,6 +86,7 @@ class LlamaCppVLM:
     def __init__(self, folder: str | os.PathLike, n_ctx: int = 4096):
         self.export = ExportFolder.open(folder)
         f32 = self.export.file_type == 0  # general.file_type ALL_F32: keep the KV cache in f32 too
+        self.n_ctx = n_ctx
         self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=n_ctx, kv_f32=f32)
         self.stop_ids = sorted({ids[0] for s in self.export.template.stop_strings
                                 if len(ids := self.llama.request(op="tokenize", text=s)["ids"]) == 1})
@@ -134,7 +135,8 @@ class LlamaCppVLM:
         `adapt chat` does, unless ``cut_repeats`` is false) once the answer has begun repeating itself."""
         entries = self.image_entries(list(images), tiling, preprocess)
         answer = self.llama.request(op="generate", messages=self.messages(conversation, len(entries), system),
-                                    images=entries, n_predict=max_new_tokens, temperature=temperature, seed=seed,
+                                    # never past the context (and within the helper's 32-bit int)
+                                    images=entries, n_predict=min(max_new_tokens, self.n_ctx), temperature=temperature, seed=seed,
                                     stop_ids=self.stop_ids)
         tokens = list(answer["tokens"])
         tokens = tokens[: next((k for k, t in enumerate(tokens) if t in self.stop_ids), len(tokens))]
