@@ -194,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--adapter", type=Path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
     export.add_argument("--recipe", type=Path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
                                                     "(default: the model's own tiling)")
+    export.add_argument("--no-progress", action="store_true", help="no progress bars")
     export.set_defaults(handler=_export)
 
     inspect = verbs.add_parser("inspect", help="describe a checkpoint or preset: layout, parts, tiling, template")
@@ -375,7 +376,7 @@ def _export(args) -> int:
     elif args.quantize:
         raise CliError("--quantize applies to --format onnx or executorch only")
     if args.format == "executorch":
-        options["max_seq_len"] = args.max_seq_len
+        options.update(max_seq_len=args.max_seq_len, progress=not args.no_progress)
     elif args.max_seq_len:
         raise CliError("--max-seq-len applies to --format executorch only")
     if args.recipe is not None and args.format != "tensorrt":
@@ -542,6 +543,7 @@ def _recipe_verbs(verbs) -> None:
     evaluate.add_argument("--executorch-type", action="append", choices=list(RUNTIMES["executorch"].variants),
                           default=[], help="executorch runtime: precision(s) to score (repeatable; default fp32); "
                                            "labels get -<type>")
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(handler=_eval)
 
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
@@ -635,16 +637,18 @@ def _eval(args) -> int:
                   "overrides); scoring the base model only", file=sys.stderr)
     out = args.out or Path(recipe.output.dir) / "eval"
     _check_out_folder(out)  # before any scoring
+    progress = not args.no_progress
     variant_flags = {name: getattr(args, flag) for name, flag in VARIANT_FLAGS.items()}
     for name, given in variant_flags.items():
         if given and args.runtime != name:
             raise CliError(f"--{VARIANT_FLAGS[name].replace('_', '-')} applies to --runtime {name}")
     if args.runtime != "pytorch":
         variants = variant_flags.get(args.runtime) or [RUNTIMES[args.runtime].default_variant]
-        runs = {f"{label}-{v}": evaluate_model(recipe, source, f"{label}-{v}", out, runtime=args.runtime, variant=v)
+        runs = {f"{label}-{v}": evaluate_model(recipe, source, f"{label}-{v}", out, progress, runtime=args.runtime,
+                                               variant=v)
                 for label, source in models.items() for v in variants}
     else:
-        runs = {label: evaluate_model(recipe, source, label, out) for label, source in models.items()}
+        runs = {label: evaluate_model(recipe, source, label, out, progress) for label, source in models.items()}
     kinds = eval_kinds(recipe)
     _, md = write_report(out, runs, kinds)
     plot_comparison(runs, kinds, out / "comparison.png")
@@ -713,6 +717,7 @@ def _domain_verbs(verbs) -> None:
     convert.add_argument("--workers", type=int, default=None, metavar="N",
                          help="processes doing the per-record image work (decode, render, resize, encode); the "
                               "output is byte-identical to one worker (default 1)")
+    convert.add_argument("--no-progress", action="store_true", help="no progress bars")
     convert.set_defaults(handler=_convert)
 
     synth = verbs.add_parser("synthesize", help="write a domain's synthetic raw data (public layouts) for trying things out",
@@ -721,6 +726,7 @@ def _domain_verbs(verbs) -> None:
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="generator option (repeatable), e.g. n=20 seed=1")
+    synth.add_argument("--no-progress", action="store_true", help="no progress bars")
     synth.set_defaults(handler=_synthesize)
 
 
@@ -850,7 +856,7 @@ def _synthesize(args) -> int:
 
     options = _options(args.option)
     _check_out_folder(args.out)
-    result = get_domain(args.domain).synthesize(args.out, **options)
+    result = get_domain(args.domain).synthesize(args.out, show_progress=not args.no_progress, **options)
     for name, path in (result.items() if isinstance(result, dict) else [("out", result)]):
         print(f"{name}: {path}")
     return 0
@@ -892,7 +898,7 @@ def _convert(args) -> int:
         raise CliError(f"--out {args.out} lies inside --src {args.src}: a conversion never writes into its source "
                        "(and would read its own output next time); choose a folder outside it")
     _check_out_folder(args.out)
-    report = plugin.convert(args.dataset, args.src, args.out, **options)
+    report = plugin.convert(args.dataset, args.src, args.out, show_progress=not args.no_progress, **options)
     print(report.table())
     for split, path in sorted(report.outputs.items()):
         print(f"{split}: {path}")

@@ -23,43 +23,44 @@ from .train import train
 RS_SAMPLES = 24  # per class / image in the synthetic remote-sensing sets
 
 
-def prepare_landcover(data: Path) -> None:
+def prepare_landcover(data: Path, progress: bool = True) -> None:
     # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
     generate_general(data / "general", answer_style="label")
     generate_landcover(data / "landcover", answer_style="label")
 
 
-def prepare_remote_sensing(data: Path) -> None:
+def prepare_remote_sensing(data: Path, progress: bool = True) -> None:
     """Synthetic GeoTIFF / RSVQA / DIOR-RSVG sets in their public layouts, converted by the plugin."""
     from domains.base import get_domain
 
     plugin = get_domain("remote_sensing")
-    raw = plugin.synthetic(data.parent / "raw", n=RS_SAMPLES)
+    raw = plugin.synthesize(data.parent / "raw", n=RS_SAMPLES, show_progress=progress)
     for dataset in ("ucmerced", "rsvqa_lr", "dior_rsvg"):
-        plugin.convert(dataset, raw[dataset], data / "rs")
-    get_domain("general").synthetic(data / "general", answer_style="label")
+        plugin.convert(dataset, raw[dataset], data / "rs", show_progress=progress)
+    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress)
 
 
-def prepare_driving(data: Path) -> None:
+def prepare_driving(data: Path, progress: bool = True) -> None:
     """Synthetic nuScenes (read through the devkit) and DriveLM QA, converted by the driving plugin."""
     from domains.base import get_domain
 
     plugin = get_domain("driving")
-    raw = plugin.synthetic(data.parent / "raw", n_scenes=6, n_frames=4)
-    plugin.convert("drivelm", raw["drivelm"], data / "driving", view_mode="stitched", val_fraction=0.34)
-    plugin.convert("nuscenes", raw["nuscenes"], data / "driving")
-    get_domain("general").synthetic(data / "general", answer_style="label")
+    raw = plugin.synthesize(data.parent / "raw", n_scenes=6, n_frames=4, show_progress=progress)
+    plugin.convert("drivelm", raw["drivelm"], data / "driving", view_mode="stitched", val_fraction=0.34,
+                   show_progress=progress)
+    plugin.convert("nuscenes", raw["nuscenes"], data / "driving", show_progress=progress)
+    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress)
 
 
-def prepare_medical(data: Path) -> None:
+def prepare_medical(data: Path, progress: bool = True) -> None:
     """Synthetic DICOM CT series with questions, converted (de-identified) by the medical plugin."""
     from domains.base import get_domain
 
     plugin = get_domain("medical")
-    raw = plugin.synthetic(data.parent / "raw", n=12)
+    raw = plugin.synthesize(data.parent / "raw", n=12, show_progress=progress)
     for dataset in ("dicom_qa", "vqa_rad", "slake", "pmc_vqa"):
-        plugin.convert(dataset, raw[dataset], data / "med")
-    get_domain("general").synthetic(data / "general", answer_style="label")
+        plugin.convert(dataset, raw[dataset], data / "med", show_progress=progress)
+    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress)
 
 
 # field -> (recipe template, data preparation)
@@ -87,7 +88,7 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     # overrides are checked before the data is generated: a typo costs seconds, not the generation
     recipe = load_recipe(recipe_path, [*overrides, f"output.dir={(out_dir / 'train').resolve()}"])
     print(f"[1/4] generating data in {data}", flush=True)
-    prepare(data)
+    prepare(data, progress)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a quick start always starts over
     reports = out_dir / "report"
 

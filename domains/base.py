@@ -341,9 +341,11 @@ class DomainPlugin:
         """Read a raw field file into an RGB PIL image with the reader registered for its suffix."""
         return self.reader_for(path)(Path(path), **options)
 
-    def convert(self, dataset: str, src: str | Path, out: str | Path, **options: Any) -> ConvertReport:
+    def convert(self, dataset: str, src: str | Path, out: str | Path, *, show_progress: bool = True,
+                **options: Any) -> ConvertReport:
         """Run converter `dataset` after checking `options` against its parameters and removing the ``.part``
-        files a killed run left in `out` (:func:`domains.files.remove_stale_parts`)."""
+        files a killed run left in `out` (:func:`domains.files.remove_stale_parts`). `show_progress`: false turns
+        off the bars of a converter that draws any (a ``progress`` option, if given, wins)."""
         fn = self.converters.get(dataset)
         if fn is None:
             known = ", ".join(sorted(self.converters)) or "none yet"
@@ -352,14 +354,32 @@ class DomainPlugin:
         from domains.files import remove_stale_parts
 
         remove_stale_parts(Path(out))
-        return fn(Path(src), Path(out), **options)
+        return fn(Path(src), Path(out), **_with_progress(fn, options, show_progress))
 
-    def synthesize(self, out: str | Path, **options: Any) -> Any:
+    def synthesize(self, out: str | Path, *, show_progress: bool = True, **options: Any) -> Any:
         """Run the synthetic-data generator into `out` after checking `options` against its parameters."""
         if self.synthetic is None:
             raise DomainError(f"domain {self.name!r} has no synthetic-data generator")
         check_options(self.synthetic, options, f"the {self.name} generator", positional=1)
-        return self.synthetic(Path(out), **options)
+        return self.synthetic(Path(out), **_with_progress(self.synthetic, options, show_progress))
+
+
+def _with_progress(fn: Callable[..., Any], options: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """`options`, plus ``progress=False`` when bars are off and `fn` (or its `lazy` target) takes a ``progress``
+    keyword that the options do not set already."""
+    if progress or "progress" in options:
+        return options
+    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+    try:
+        takes = "progress" in inspect.signature(target).parameters
+    except (TypeError, ValueError):
+        takes = False
+    return {**options, "progress": False} if takes else options
+    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+    try:
+        return {"progress": False} if "progress" in inspect.signature(target).parameters else {}
+    except (TypeError, ValueError):
+        return {}
 
 
 # --------------------------------------------------------------------------------------------- registry

@@ -21,14 +21,15 @@ require("nuscenes")
 @pytest.mark.slow
 def test_driving_template_trains_and_evaluates_on_synthetic_data(tmp_path, capsys):
     raw, data = tmp_path / "raw", tmp_path / "data" / "driving"
-    assert main(["synthesize", "driving", "--out", str(raw), "--option", "progress=false"]) == 0
+    assert main(["synthesize", "driving", "--out", str(raw), "--no-progress"]) == 0
     assert (raw / "nuscenes" / "v1.0-mini" / "sample.json").is_file()
     assert main(["convert", "driving", "drivelm", "--src", str(raw / "drivelm"), "--out", str(data),
-                 "--option", "view_mode=stitched", "--option", "val_fraction=0.1", "--option", "progress=false"]) == 0
+                 "--option", "view_mode=stitched", "--option", "val_fraction=0.1", "--no-progress"]) == 0
     assert main(["convert", "driving", "drivelm", "--src", str(raw / "drivelm"), "--out", str(data),
                  "--option", "view_mode=multi", "--option", "val_fraction=0.1", "--option", "progress=false"]) == 0
     assert main(["convert", "driving", "nuscenes", "--src", str(raw / "nuscenes"), "--out", str(data),
-                 "--option", "progress=false"]) == 0
+                 "--no-progress"]) == 0
+    assert "%|" not in capsys.readouterr().err  # --no-progress: no bars from the generator or the converters
     assert main(["synthesize", "general", "--out", str(tmp_path / "data" / "general"),
                  "--option", "n_train=24", "--option", "n_test=6", "--option", "answer_style=label"]) == 0
     for name in ("drivelm", "drivelm_multi", "nuscenes"):
@@ -53,7 +54,9 @@ def test_driving_template_trains_and_evaluates_on_synthetic_data(tmp_path, capsy
            .splitlines()]
     assert len(log) == 3 and any(k.startswith("loss/") for k in log[0])
     capsys.readouterr()
-    assert main(["eval", str(path), *overrides]) == 0
+    assert main(["eval", str(path), "--no-progress", *overrides]) == 0
+    printed = capsys.readouterr()
+    assert "%|" not in printed.err
     report = json.loads((tmp_path / "runs" / "driving_both_views" / "eval" / "eval.json").read_text())
     adapted = report["runs"]["adapted"]["sources"]
     assert set(adapted) == {"drivelm", "drivelm_multi", "nuscenes", "general"}
@@ -65,4 +68,4 @@ def test_driving_template_trains_and_evaluates_on_synthetic_data(tmp_path, capsy
         assert metrics["final_score"] is None  # no LLM judge configured: not computed, never a silent 0
         assert any("judge" in note for note in adapted[name]["notes"])
     assert set(adapted["nuscenes"]["metrics"]) >= {"acc@0.5", "accuracy"}
-    assert "drivelm" in capsys.readouterr().out
+    assert "drivelm" in printed.out
