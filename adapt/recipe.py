@@ -945,9 +945,12 @@ def _validate(data: Any, base_dir: str | os.PathLike, name: str, where: str, ove
         set_by = {tuple(_parse_key(o.split("=", 1)[0])): o for o in overrides if "=" in o}
         found = []
         for loc, text in _error_lines(err, schema):
-            by = next((o for k, o in set_by.items() if loc[:len(k)] == k), None)
+            by = [repr(o) for k, o in set_by.items() if loc[:len(k)] == k]
+            if not by:  # a check over a whole section (a projector and its options): the overrides of fields it names
+                by = [repr(o) for k, o in set_by.items() if len(k) > len(loc) and k[:len(loc)] == loc
+                      and any(re.search(rf"\b{re.escape(str(part))}\b", text) for part in k[len(loc):])]
             line = None if by else next((lines[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in lines), None)
-            note = f" (set by override {by!r})" if by else (f" (line {line})" if line else "")
+            note = f" (set by override {', '.join(by)})" if by else (f" (line {line})" if line else "")
             found.append((line or 0, f"{where}: {text}{note}"))
         raise RecipeError("\n".join(text for _, text in sorted(found, key=lambda f: f[0]))) from None
     recipe._base_dir = base

@@ -296,6 +296,11 @@ def test_overrides_through_load_recipe(tmp_path):
     message = error_of(path, ["training.max_steps=many"])
     assert "training.max_steps: must be a valid integer" in message
     assert "(set by override 'training.max_steps=many')" in message
+    # a check over the whole model section names the override of the field it is about, not the section's line
+    message = error_of(path, ["model.projector=qformerr"])
+    assert "unknown projector 'qformerr'" in message and message.endswith("(set by override 'model.projector=qformerr')")
+    message = error_of(path, ["model.projector=qformer", "model.projector_options.num_queries=abc"])
+    assert "num_queries must be a positive int" in message and "'model.projector_options.num_queries=abc')" in message
 
 
 # ---------------------------------------------------------------------- paths
