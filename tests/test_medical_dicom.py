@@ -555,6 +555,19 @@ def test_a_damaged_slice_fails_the_series_naming_the_file(tmp_path, keep):
     assert len(skipped) == 1  # find_series passes over it with a reason (load_series judges it by name too)
 
 
+def test_a_suffix_less_slice_overwritten_fails_the_series_while_other_files_pass(tmp_path):
+    """Scanner exports often name slices without a suffix (IM0001, IM0002, ...). One whose first bytes were
+    overwritten is no longer DICOM: named like the other slices, it fails the series; a README beside them does not."""
+    files = _write_slices(tmp_path / "s", [0.0, 2.5, 5.0, 7.5], names=[f"IM{k:04d}" for k in range(1, 5)])
+    (tmp_path / "s" / "README").write_text("exported by the scanner\n")
+    (tmp_path / "s" / "notes2.txt").write_text("slice 2 looks odd\n")
+    assert len(load_series(tmp_path / "s")) == 4
+    damaged = files[5.0]
+    damaged.write_bytes(b"\0" * 200 + damaged.read_bytes()[200:])
+    with pytest.raises(DicomError, match=rf"1 damaged file\(s\) in the series \({damaged.name}: not a DICOM file"):
+        load_series(tmp_path / "s")
+
+
 def test_real_series_from_pydicom_dicomdir_tree():
     folder = TEST_FILES / "dicomdirtests" / "77654033" / "CT2"
     series = load_series(folder)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import stat
 import warnings
 import zipfile
@@ -70,12 +71,14 @@ __all__ = [
     "WINDOW_PRESETS",
     "DicomError",
     "DicomSeries",
+    "damaged_files",
     "dicom_to_rgb",
     "extract_zip",
     "find_series",
     "frame_bytes",
     "frame_count",
     "has_pixel_data",
+    "is_damaged_slice",
     "load_series",
     "modality_values",
     "read_dicom",
@@ -756,24 +759,38 @@ def find_series(
 
 
 def is_damaged_slice(path: Path, reason: str) -> bool:
-    """Whether a file `find_series` skipped for `reason` was meant to be a slice: damaged, or named ``.dcm`` /
-    ``.dicom`` but not DICOM (a suffix-less file that is not DICOM may be anything, and is passed over)."""
+    """Whether a file `find_series` skipped for `reason` was meant to be a slice, judged by the file alone: damaged,
+    or named ``.dcm`` / ``.dicom`` but not DICOM. (A suffix-less file that is not DICOM may be anything:
+    :func:`damaged_files` also judges it by the names of the series' slices.)"""
     named = reason == "not a DICOM file" and path.name.lower().endswith((".dcm", ".dicom", ".dcm.gz"))
     return reason in DAMAGED_REASONS or named
 
 
+def _name_pattern(path: Path) -> str:
+    return re.sub(r"\d+", "#", path.name)
+
+
+def damaged_files(skipped: Iterable[tuple[Path, str]], series: Iterable[DicomSeries]) -> list[tuple[Path, str]]:
+    """The files among `skipped` (``(path, reason)`` as `find_series` reported them) that were meant to be slices:
+    those :func:`is_damaged_slice` says are, and suffix-less files that are not DICOM yet are named like a slice
+    of `series` (``IM0007`` beside ``IM0006``, ``IM0008``: their names equal with the digits taken out), as a
+    slice whose first bytes were overwritten is."""
+    patterns = {_name_pattern(p) for s in series for p in s.paths if not Path(p).suffix}
+    return [(path, reason) for path, reason in skipped
+            if is_damaged_slice(path, reason)
+            or (reason == "not a DICOM file" and not path.suffix and _name_pattern(path) in patterns)]
+
+
 def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -> DicomSeries:
     """Exactly one series from a folder or a list of files; :class:`DicomError` for none, several, or a damaged
-    file among them (empty, truncated, unreadable, or named ``.dcm`` / ``.dicom`` but not DICOM: the series would
-    silently lose a slice and every later slice index would move). Files that are not DICOM images (notes,
-    DICOMDIR, SR) are passed over."""
-    skipped: list[str] = []
-    damaged: list[str] = []
-
-    def skip(path: Path, reason: str, detail: str | None) -> None:
-        (damaged if is_damaged_slice(path, reason) else skipped).append(f"{path.name}: {reason}")
-
-    series = find_series(folder_or_paths, on_skip=skip)
+    file among them (empty, truncated, unreadable, named ``.dcm`` / ``.dicom`` or like the series' suffix-less
+    slices but not DICOM: the series would silently lose a slice and every later slice index would move; see
+    :func:`damaged_files`). Files that are not DICOM images (notes, DICOMDIR, SR) are passed over."""
+    passed: list[tuple[Path, str]] = []
+    series = find_series(folder_or_paths, on_skip=lambda path, reason, detail: passed.append((path, reason)))
+    bad = damaged_files(passed, series)
+    damaged = [f"{path.name}: {reason}" for path, reason in bad]
+    skipped = [f"{path.name}: {reason}" for path, reason in passed if (path, reason) not in bad]
     where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
     if damaged:
         detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")

@@ -215,9 +215,9 @@ def _dicom_study(staged: StagedUpload) -> Study:
 
 def _series_study(staged: StagedUpload, source) -> Study:
     """The largest series among the files of `source` (a folder of unzipped files, or uploaded files)."""
-    damaged: list[str] = []
-    found = dicom.find_series(source, on_skip=lambda path, reason, _: damaged.append(path.name)
-                              if dicom.is_damaged_slice(path, reason) else None)
+    passed: list[tuple] = []
+    found = dicom.find_series(source, on_skip=lambda path, reason, _: passed.append((path, reason)))
+    damaged = [path.name for path, _ in dicom.damaged_files(passed, found)]
     if not found:
         raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
                           "no readable DICOM images (not DICOM, or no pixel data)")
