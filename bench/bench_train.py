@@ -555,7 +555,10 @@ def noise_verdict(fp32: list[float], bf16: list[float]) -> tuple[float, float, f
 INTRO = (
     "The quick-start recipe (`adapt quickstart`'s land-cover + 30 % general data, projector + LLM trained in full, "
     "vision frozen, AdamW with the recipe's per-part learning rates, cosine schedule, clip 1.0) run three ways over "
-    "the same weights and the same micro-batches: `adapt train` (adapt/train.py `Trainer.run()`, in process), a plain "
+    "the same weights and the same micro-batches (AdamW: `adapt train` uses torch's fused kernel, the plain loop and "
+    "the Trainer script torch's default implementation, which a script written from the PyTorch docs and `Trainer`'s "
+    "default `adamw_torch` get), "
+    "namely `adapt train` (adapt/train.py `Trainer.run()`, in process), a plain "
     "PyTorch loop and a transformers `Trainer` script, both in bench/bench_train.py. Timed optimizer steps follow 2 "
     "warm-up steps; runners interleaved, median run of the repeats (all runs' samples/s listed). samples/s, supervised "
     "tokens/s (the labels the loss is taken over) and tokens/s (non-pad input tokens, image tokens included) count the "
