@@ -206,9 +206,11 @@ def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, fl
             lines.append(f"| {name} | {label} | {r['image_encode_ms']:.1f} | {r['prompt_tps']:.0f} | {r['decode_tps']:.1f} "
                          f"| {r['decode_tps'] / bound:.0%} | {r['peak_rss_mib']:.0f} | {ratio} |")
     lines += ["", "pocket-tiny (1.7 M parameters) is too small for memory bandwidth to matter: per-token overheads dominate, "
-              "and its bound column is shown only for completeness. llama.cpp runs without its repacked / AMX kernels "
-              "here (they crash on this CPU, README \"Edge export\"), so its quantised matrix products are plain "
-              "AVX-512 ones."]
+              "and its bound column is shown only for completeness. llama.cpp runs without its extra buffer types "
+              "(repacked / AMX kernels): they crashed on an Intel CPU with AMX (README \"Edge export\"), and on an "
+              "AMD EPYC with AVX-512 they made decode no faster (InternVL2-1B-shaped, one run: f16 36.0, q8_0 48.5, "
+              "q4_k_m 47.2 tok/s against 36.8, 50.2, 57.2 without; "
+              "`POCKET_LLAMA_EXTRA_BUFTS=1 python bench/bench_llamacpp.py --models internvl2-1b-shaped`)."]
     return "\n".join(lines)
 
 
