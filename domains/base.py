@@ -375,11 +375,6 @@ def _with_progress(fn: Callable[..., Any], options: dict[str, Any], progress: bo
     except (TypeError, ValueError):
         takes = False
     return {**options, "progress": False} if takes else options
-    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
-    try:
-        return {"progress": False} if "progress" in inspect.signature(target).parameters else {}
-    except (TypeError, ValueError):
-        return {}
 
 
 # --------------------------------------------------------------------------------------------- registry
