@@ -52,7 +52,8 @@ data:
   eval_sources:
     - {{name: general, path: data/general/test.jsonl, kind: general}}
 mixing: {{general_ratio: 0.0, seed: 0}}
-training: {{max_steps: {steps}, batch_size: 16, warmup_ratio: 0.03, weight_decay: 0.01, schedule: cosine, max_seq_length: 1024}}
+training: {{max_steps: {steps}, batch_size: 16, warmup_ratio: 0.03, weight_decay: 0.01, schedule: cosine, max_seq_length: 1024,
+           fused_adamw: false}}
 output: {{dir: train, save_every: 500, keep_last: 1, merge_lora: true}}
 logging: {{every: 10, tensorboard: true}}
 eval: {{max_new_tokens: 8, batch_size: 32}}

@@ -406,6 +406,7 @@ class Training(_Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     packing: bool = False
     num_workers: int = Field(0, ge=0)
+    fused_adamw: bool = True
 
     @model_validator(mode="after")
     def _length(self) -> Training:

@@ -65,7 +65,7 @@ class TrainingError(PocketAdaptError):
 # cadence, data loading speed. Any other edit changes what is trained and needs allow_changes.
 SAFE_TO_EDIT = ("name", "logging", "eval", "data.eval_sources", "data.max_bad_fraction", "output.dir",
                 "output.save_every", "output.keep_last", "output.merge_lora", "training.num_workers",
-                "training.gradient_checkpointing")
+                "training.gradient_checkpointing", "training.fused_adamw")
 
 
 @dataclass
@@ -250,7 +250,7 @@ class Trainer:
         """AdamW over `param_groups` and the schedule, the resume from the newest checkpoint, the DDP / DeepSpeed
         wrapper (`self.model` must be built and on its device)."""
         t = self.recipe.training
-        self.optimizer = _adamw(param_groups)
+        self.optimizer = _adamw(param_groups, t.fused_adamw)
         self.scheduler = make_scheduler(self.optimizer, t.schedule, int(t.warmup_ratio * self.total_steps),
                                         self.total_steps)
         # resume before any wrapper copies the weights (DeepSpeed keeps its own fp32 master copy)
@@ -698,13 +698,16 @@ class Trainer:
         return engine
 
 
-def _adamw(param_groups: list[dict]) -> torch.optim.AdamW:
-    """AdamW with torch's fused kernel (one vectorised pass per tensor; ~7x the per-op loop on CPU at 160 M
-    parameters) where the parameters' device has one, else the default implementation."""
-    try:
-        return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8, fused=True)
-    except RuntimeError:  # a device or dtype without the fused kernel
-        return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
+def _adamw(param_groups: list[dict], fused: bool = True) -> torch.optim.AdamW:
+    """AdamW; `fused` (``training.fused_adamw``): torch's fused kernel (one vectorised pass per tensor; ~7x the
+    per-op loop on CPU at 160 M parameters) where the parameters' device has one. Both take the same step up to
+    rounding; the per-op loop is what runs recorded before it (pocket-tiny's pre-training) replay bit for bit."""
+    if fused:
+        try:
+            return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8, fused=True)
+        except RuntimeError:  # a device or dtype without the fused kernel
+            pass
+    return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
 
 
 class _MicroBatches(torch.utils.data.Dataset):

@@ -269,6 +269,10 @@ def test_the_optimizer_is_torchs_fused_adamw_and_steps_as_the_reference_does(tmp
     for ours, theirs in zip(trainer.optimizer.param_groups, reference.param_groups):
         for p, q in zip(ours["params"], theirs["params"]):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+    # training.fused_adamw false: the per-op loop, which runs recorded before it (pocket-tiny's) replay bit for bit
+    unfused = Trainer(load_recipe(write_recipe(tmp_path / "unfused", data_dir, steps=1), ["training.fused_adamw=false"]),
+                      progress=False)
+    assert not unfused.optimizer.defaults["fused"]
 
 
 def test_bad_data_fraction_stops_the_run(tmp_path, data_dir):
