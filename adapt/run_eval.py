@@ -46,11 +46,8 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
         except RuntimeChoiceError as err:
             raise EvalError(str(err)) from None
         name = label.removesuffix(f"-{variant}") or "model"
-        options = engine.export_options(variant, name)
-        if engine.export_format == "executorch":  # the one writer with a progress bar of its own
-            options["progress"] = progress
         folder = export(vlm, processor, engine.export_format, out_dir / engine.export_format / label, force=True,
-                        **options)
+                        **engine.export_options(variant, name, progress))
         del vlm
         vlm = engine.load("eval")(folder, processor)
     try:

@@ -4,7 +4,7 @@ Each runtime runs the folder of one `adapt export` format. Its chat class is ope
 manager whose ``chat(conversation, images, max_new_tokens=, temperature=, system=, tiling=, cut_repeats=)`` returns
 an `Answer`, its ``export.tiling`` the exported tiling), and its eval class stands in for the PyTorch model inside
 `adapt.evaluate.predict` (``cls(folder, processor)``, a ``generate`` like `PocketVLM.generate`, ``close()``).
-A variant is what `adapt eval` exports per run (a GGUF type, an ONNX precision); ``export_options(variant, name)``
+A variant is what `adapt eval` exports per run (a GGUF type, an ONNX precision); ``export_options(variant, name, progress)``
 turns it into the export's options. Classes are named as ``module:attribute`` and imported only when used.
 """
 
@@ -55,7 +55,7 @@ class Runtime:
     default_variant: str
     chat_class: str
     eval_class: str
-    export_options: Callable[[str, str], dict]
+    export_options: Callable[[str, str, bool], dict]
     help: str
 
     def load(self, which: str):
@@ -73,15 +73,16 @@ RUNTIMES: dict[str, Runtime] = {
     for r in (
         Runtime("llamacpp", "llama.cpp", "gguf", ("f32", "f16", "q8_0", "q4_k_m"), "f16",
                 "deploy.llamacpp.runtime:LlamaCppVLM", "deploy.llamacpp.eval:LlamaCppEvalModel",
-                lambda variant, name: {"qtype": variant, "name": name},
+                lambda variant, name, progress: {"qtype": variant, "name": name},
                 "run a GGUF export folder (adapt export --format gguf) in llama.cpp (make llama-cpp)"),
         Runtime("onnx", "ONNX Runtime", "onnx", ("fp32", "int8"), "fp32",
                 "deploy.onnx.runtime:OnnxVLM", "deploy.onnx.eval:OnnxEvalModel",
-                lambda variant, name: {"quantize": None if variant == "fp32" else variant},
+                lambda variant, name, progress: {"quantize": None if variant == "fp32" else variant},
                 "run an ONNX export folder (adapt export --format onnx) in onnxruntime"),
         Runtime("executorch", "ExecuTorch", "executorch", ("fp32", "int8"), "fp32",
                 "deploy.executorch.runtime:ExecuTorchVLM", "deploy.executorch.eval:ExecuTorchEvalModel",
-                lambda variant, name: {"quantize": None if variant == "fp32" else variant},
+                lambda variant, name, progress: {"quantize": None if variant == "fp32" else variant,
+                                                 "progress": progress},
                 "run an ExecuTorch export folder (adapt export --format executorch) in ExecuTorch's runtime"),
     )
 }
