@@ -19,7 +19,9 @@ folded into the projector where that starts with a per-token Linear (linear, mlp
 otherwise (InternVL's pixel_shuffle_mlp: a LayerNorm follows the pixel shuffle).
 
 An export is written into a staging folder beside the target and moved in only once complete, so a failed
-export changes nothing. A target that is not empty is refused unless `force`, which replaces the files an
+export changes nothing. Every export lists its files with their SHA-256 in `SHA256SUMS`
+(`model.checkpoints.checksums`: ``sha256sum -c SHA256SUMS`` checks a copy; pocket-adapt checks the weight files
+whenever it opens the folder). A target that is not empty is refused unless `force`, which replaces the files an
 export owns (configs, weights, tokenizer, a MobileVLM export's `vision_tower/`; stale shards and indexes of an
 earlier export included) and keeps everything else.
 """
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model import PocketVLM, VLMProcessor, save
+from model.checkpoints.checksums import CHECKSUMS, write_checksums
 from model.checkpoints.io import honour_umask
 from model.checkpoints.mobilevlm import TOWER_FOLDER, export_mobilevlm
 from model.checkpoints.native import SIDECAR, export_native
@@ -58,7 +61,7 @@ OWNED = (
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "*.tiktoken", "chat_template.jinja", "chat_template.json",
     "*.gguf", "*.onnx", "*.onnx.data", "genai_config.json", "*.pte",
-    "profiles.json", "bundle.json", "fp16_check.json", "verify.py",
+    "profiles.json", "bundle.json", "fp16_check.json", "verify.py", CHECKSUMS,
 )  # fmt: skip
 OWNED_FOLDERS = (TOWER_FOLDER, "references")  # folders an export writes whole (MobileVLM's CLIP tower, TensorRT's)
 
@@ -82,6 +85,7 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
     os.mkdir(staging)  # not mkdtemp: the folder gets the umask's mode, as the files do
     try:
         writer(vlm, processor, staging)
+        write_checksums(staging)
         for f in staging.iterdir():
             if f.is_file():
                 honour_umask(f)

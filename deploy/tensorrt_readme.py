@@ -57,6 +57,7 @@ mode {tiling['mode']}); {profiles['image_tokens_per_tile']} image tokens per til
 | `fp16_check.json` | the fp16 check: errors per output, fp32 magnitudes per module and operator |
 | `bundle.json`, `verify.py` | what verify.py compares, at which tolerances |
 | `preprocessor_config.json`, `chat_template.json`, tokenizer files | how the host cuts tiles, builds the prompt and tokenises |
+| `SHA256SUMS` | every file's SHA-256, written by the export: run `sha256sum -c SHA256SUMS` here after copying the bundle to the Orin |
 
 ## 1. Vision engines (trtexec, on the Orin)
 

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from .checkpoints.checksums import verify_weights
 from .checkpoints.io import CheckpointError, honour_umask, write_json
 from .checkpoints.layouts import detect_layout
 from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
@@ -188,6 +189,7 @@ def image_processor_config(tiling: TilingConfig) -> dict | None:
 
 
 def _load_dir(path: Path, allow_pickle: bool):
+    verify_weights(path, CheckpointError)  # an export's SHA256SUMS; checkpoints from elsewhere have none
     layout = detect_layout(path)
     tokenizer = load_tokenizer(path)
     if layout == "pocket":

@@ -210,6 +210,21 @@ def test_tiling_edited_after_export_is_refused(exports, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_program_damaged_in_place_is_refused(exports, tmp_path, capsys):
+    """Bytes flipped inside model.pte, size intact: the export's SHA256SUMS catches it, naming the file."""
+    from adapt.cli import main
+    from tests.test_export_checksums import corrupt_in_place
+
+    folder = tmp_path / "flipped"
+    shutil.copytree(exports("pocket-tiny"), folder)
+    corrupt_in_place(folder / "model.pte")
+    rc = main(["chat", "--runtime", "executorch", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
+    assert f"{folder / 'model.pte'}: its bytes do not match the SHA-256 recorded at export" in err
+
+
+@pytest.mark.slow
 def test_another_tokenizer_is_refused(exports, tmp_path):
     from .test_gguf import spm_tokenizer
 

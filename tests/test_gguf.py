@@ -524,7 +524,7 @@ def test_adapt_chat_llamacpp_gives_the_pytorch_answer(tmp_path, capsys, llama_cp
 
     out = tmp_path / "pocket-tiny-gguf"
     assert main(["export", "-f", "gguf", "--model", "pocket-tiny", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["mmproj-pocket-tiny-f16.gguf", "pocket-tiny-f16.gguf"]
+    assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS", "mmproj-pocket-tiny-f16.gguf", "pocket-tiny-f16.gguf"]
     image = str(assets_dir() / "example.png")
     capsys.readouterr()
     assert main(["chat", "--image", image]) == 0
@@ -547,7 +547,29 @@ def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys
     rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
+    assert f"{target}: its bytes do not match the SHA-256 recorded at export" in err
+    (folder / "SHA256SUMS").unlink()  # a copy that left the checksums behind: the reader still names the file
+    rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
     assert f"{target}: not a readable GGUF file, truncated or damaged?" in err
+
+
+@pytest.mark.parametrize("which", ["model", "mmproj"])
+def test_a_gguf_damaged_in_place_is_refused(which, exports, tmp_path, capsys):
+    """Bytes flipped inside the tensor data, size and header intact (a faulty copy): llama.cpp would load it and
+    answer with wrong numbers; the export's SHA256SUMS catches it, naming the file."""
+    from adapt.cli import main
+    from tests.test_export_checksums import corrupt_in_place
+
+    folder = tmp_path / "flipped"
+    shutil.copytree(exports("pocket-tiny", "f16"), folder)
+    target = dict(zip(("model", "mmproj"), _files(folder, "pocket-tiny", "f16")))[which]
+    corrupt_in_place(target)
+    rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
+    assert f"{target}: its bytes do not match the SHA-256 recorded at export in {folder / 'SHA256SUMS'}" in err
 
 
 def test_an_mmproj_of_another_model_is_refused(models, exports, tmp_path, capsys, llama_cpp):
@@ -676,7 +698,7 @@ def test_export_target_rules(models, tmp_path):
     with pytest.raises(ExportError, match="not empty"):
         export(vlm, processor, "gguf", out, qtype="f16", name="m")
     export(vlm, processor, "gguf", out, force=True, qtype="f16", name="m")
-    assert sorted(p.name for p in out.iterdir()) == ["m-f16.gguf", "mmproj-m-f16.gguf", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["SHA256SUMS", "m-f16.gguf", "mmproj-m-f16.gguf", "notes.txt"]
     with pytest.raises(GGUFExportError, match="unknown GGUF type"):
         export(vlm, processor, "gguf", tmp_path / "bad", qtype="q2_k", name="m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

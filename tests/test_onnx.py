@@ -313,10 +313,28 @@ def test_a_truncated_graph_or_weights_file_is_one_line_naming_it(cut, exports, t
     target = folder / cut
     assert target.is_file(), sorted(p.name for p in folder.iterdir())
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
+    (folder / "SHA256SUMS").unlink()  # a copy that left the checksums behind (with them: the test below)
     rc = main(["chat", "--runtime", "onnx", "--model", str(folder), "--example-image"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
     assert str(target.with_suffix("") if cut.endswith(".data") else target) in err and "truncated or damaged" in err
+
+
+@pytest.mark.parametrize("damage", ["vision.onnx", "decoder.onnx.data", "embed.onnx"])
+def test_a_graph_or_weights_file_damaged_in_place_is_refused(damage, exports, tmp_path, capsys):
+    """Bytes flipped inside a graph or its external weights, size intact: onnxruntime would run it with wrong
+    numbers; the export's SHA256SUMS catches it, naming the file."""
+    from adapt.cli import main
+    from tests.test_export_checksums import corrupt_in_place
+
+    folder = _copy(exports("pocket-tiny"), tmp_path / "flipped")
+    target = folder / damage
+    assert target.is_file(), sorted(p.name for p in folder.iterdir())
+    corrupt_in_place(target)
+    rc = main(["chat", "--runtime", "onnx", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
+    assert f"{target}: its bytes do not match the SHA-256 recorded at export" in err
 
 
 def test_a_prompt_longer_than_the_context_is_refused(exports):

@@ -74,8 +74,12 @@ def verify(bundle: Path, *args: str) -> subprocess.CompletedProcess:
 def test_bundle_holds_graphs_tokenizer_references_and_instructions(name, bundles):
     bundle, _ = bundles[name]
     for f in ("vision.onnx", "embed.onnx", "decoder.onnx", "tokenizer.json", "chat_template.json",
-              "preprocessor_config.json", "profiles.json", "bundle.json", "fp16_check.json", "README.md", "verify.py"):
+              "preprocessor_config.json", "profiles.json", "bundle.json", "fp16_check.json", "README.md", "verify.py",
+              "SHA256SUMS"):
         assert (bundle / f).is_file(), f
+    # the copy on the Orin is checked with coreutils before any engine is built
+    checked = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=bundle, capture_output=True, text=True)
+    assert checked.returncode == 0 and "references/" in checked.stdout, checked.stdout + checked.stderr
     manifest, profiles = read(bundle, "bundle.json"), read(bundle, "profiles.json")
     files = [spec["file"] for check in manifest["checks"] for part in ("inputs", "outputs")
              for spec in check[part].values() if "file" in spec]
@@ -88,7 +92,7 @@ def test_bundle_holds_graphs_tokenizer_references_and_instructions(name, bundles
     for entry in profiles["vision"]["profiles"]:
         assert entry["trtexec"] in readme and "--fp16" in entry["trtexec"]
     assert profiles["decoder"]["trtexec"] in readme and "v0.12.0-jetson" in readme and "llm_build" in readme
-    assert "python3 verify.py" in readme
+    assert "python3 verify.py" in readme and "sha256sum -c SHA256SUMS" in readme
     # the example image, really tiled: not a constant, and with the tiling's normalisation
     pixels = np.load(bundle / manifest["checks"][0]["inputs"]["pixel_values"]["file"], allow_pickle=False)
     assert pixels.std(axis=(0, 2, 3)).min() > 0.1

@@ -26,6 +26,7 @@ from deploy.export_sidecar import (
     read_processor,
 )
 from deploy.runtimes import Answer, pick_token
+from model.checkpoints.checksums import verify_weights
 
 from . import DECODER_METHOD, EMBED_METHOD, PTE, TILING_METHOD, TOKENIZER_METHOD, VISION_METHOD, ExecuTorchError
 
@@ -49,6 +50,7 @@ class ExecuTorchExport(SidecarExport):
         missing = [n for n in (PTE, PREPROCESSOR, CHAT_TEMPLATE) if not (folder / n).is_file()]
         if missing:
             raise ExecuTorchError(f"{folder}: not an ExecuTorch export, missing {', '.join(missing)}")
+        verify_weights(folder, ExecuTorchError)
         require_executorch()
         from executorch.runtime import Runtime
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from deploy.gguf import VISION_KEY
 from deploy.runtimes import Answer
 from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, normalize_messages
+from model.checkpoints.checksums import verify_weights
 from model.generation import cut_at_repetition
 from model.tiling import TilingConfig, load_image
 
@@ -38,6 +39,7 @@ class ExportFolder:
         folder = Path(folder)
         if not folder.is_dir():
             raise LlamaCppError(f"{folder}: not a folder; give the folder `adapt export --format gguf` wrote")
+        verify_weights(folder, LlamaCppError)
         models = sorted(p for p in folder.glob("*.gguf") if not p.name.startswith("mmproj-"))
         mmprojs = sorted(folder.glob("mmproj-*.gguf"))
         if len(models) != 1 or len(mmprojs) > 1:

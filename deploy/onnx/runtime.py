@@ -27,6 +27,7 @@ from deploy.export_sidecar import (
     read_processor,
 )
 from deploy.runtimes import Answer, pick_token
+from model.checkpoints.checksums import verify_weights
 from model.errors import PocketAdaptError
 
 from .export import (
@@ -72,6 +73,7 @@ class OnnxExport(SidecarExport):
                    if not (folder / n).is_file()]
         if missing:
             raise OnnxRuntimeError(f"{folder}: not an ONNX export, missing {', '.join(missing)}")
+        verify_weights(folder, OnnxRuntimeError)
         exported = _metadata(folder / VISION).get(TILING_KEY)
         if exported is None:
             raise OnnxRuntimeError(f"{folder / VISION}: not written by `adapt export --format onnx` (no {TILING_KEY})")

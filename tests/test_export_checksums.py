@@ -1,0 +1,85 @@
+"""SHA256SUMS: every export lists its files with their SHA-256 (GNU sha256sum's format), and pocket-adapt refuses a
+weight file whose bytes changed in place (same size, headers intact) when it opens the folder."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import model
+from model.checkpoints.checksums import CHECKSUMS, ChecksumError, read_checksums, verify_weights, write_checksums
+from model.checkpoints.io import CheckpointError
+
+
+def corrupt_in_place(path: Path) -> None:
+    """Flip 64 bytes in the middle of a file, keeping its size: what a faulty copy or disk does."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    path.write_bytes(bytes(data))
+
+
+def _folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "export"
+    (folder / "vision_tower").mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    (folder / "vision_tower" / "model.safetensors").write_bytes(b"tower" * 100)
+    (folder / "config.json").write_text('{"a": 1}')
+    return folder
+
+
+def test_the_list_names_every_file_and_sha256sum_checks_it(tmp_path):
+    folder = _folder(tmp_path)
+    write_checksums(folder)
+    assert sorted(read_checksums(folder)) == ["config.json", "model.safetensors", "vision_tower/model.safetensors"]
+    tool = shutil.which("sha256sum")
+    assert tool, "sha256sum (GNU coreutils) is on every machine of this project"
+    ok = subprocess.run([tool, "-c", CHECKSUMS], cwd=folder, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    corrupt_in_place(folder / "vision_tower" / "model.safetensors")
+    bad = subprocess.run([tool, "-c", CHECKSUMS], cwd=folder, capture_output=True, text=True)
+    assert bad.returncode != 0 and "vision_tower/model.safetensors: FAILED" in bad.stdout
+
+
+def test_weights_are_checked_and_configs_left_to_their_own_checks(tmp_path):
+    folder = _folder(tmp_path)
+    assert verify_weights(folder) == 0  # no SHA256SUMS: a checkpoint from elsewhere
+    write_checksums(folder)
+    assert verify_weights(folder) == 2
+    (folder / "config.json").write_text('{"a": 2}')  # a hand edit: for the config's own checks to judge
+    assert verify_weights(folder) == 2
+    corrupt_in_place(folder / "model.safetensors")
+    with pytest.raises(ChecksumError, match=rf"{folder / 'model.safetensors'}: its bytes do not match the SHA-256"):
+        verify_weights(folder)
+    with pytest.raises(CheckpointError, match="model.safetensors: its bytes do not match"):
+        verify_weights(folder, CheckpointError)
+
+
+def test_a_malformed_or_escaping_list_is_named(tmp_path):
+    folder = _folder(tmp_path)
+    (folder / CHECKSUMS).write_text(f"{'0' * 64}  model.safetensors\nnot a checksum line\n")
+    with pytest.raises(ChecksumError, match=rf"{CHECKSUMS}:2: not a sha256sum line"):
+        verify_weights(folder)
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"x")
+    (folder / CHECKSUMS).write_text(f"{'0' * 64}  ../outside.safetensors\n")
+    with pytest.raises(ChecksumError, match="a path outside the folder"):
+        verify_weights(folder)
+
+
+@pytest.mark.parametrize("fmt", ["pocket", "hf"])
+def test_model_load_refuses_an_export_damaged_in_place(fmt, tmp_path):
+    """`adapt export -f pocket|hf` writes SHA256SUMS; `model.load` (every verb that takes --model) checks it."""
+    from deploy.hf import export
+
+    vlm, processor = model.load("pocket-tiny")
+    out = export(vlm, processor, fmt, tmp_path / fmt)
+    listed = read_checksums(out)
+    assert set(listed) == {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()} - {CHECKSUMS}
+    model.load(out)  # as exported: loads
+    corrupt_in_place(out / "model.safetensors")
+    with pytest.raises(CheckpointError, match=rf"{out / 'model.safetensors'}: its bytes do not match the SHA-256"):
+        model.load(out)
