@@ -15,10 +15,12 @@ gradient clipping, batch size, accumulation and max_seq_length:
   train_log.jsonl `step_time` entries after the warm-up steps; its end-to-end wall time (model load, data measuring,
   the steps, the final save) is reported apart;
 - plain loop: the same dataset and collate (adapt/data/dataset.py), `model(**batch).logits`, a summed
-  cross-entropy over the step's supervised tokens, `clip_grad_norm_`, AdamW, written here;
+  cross-entropy over the step's supervised tokens, `clip_grad_norm_`, torch's default AdamW, written here;
 - transformers `Trainer`: `transformers.Trainer` + `TrainingArguments` over a torch Dataset of the same samples and
-  the same collate, in order (a sequential sampler), with the same optimizer and schedule passed in; `compute_loss`
-  is overridden only to feed the VLM (the collate's `sources` key) and to take the same token-summed loss.
+  the same collate, in order (a sequential sampler), with the same schedule and the AdamW `Trainer` builds when a
+  script names no optimizer (`Trainer.get_optimizer_cls_and_kwargs`: torch's fused kernel from torch 2.8 on) over the
+  same per-part groups, passed in; `compute_loss` is overridden only to feed the VLM (the collate's `sources` key)
+  and to take the same token-summed loss.
 
 Each run times `--steps` optimizer steps after 2 warm-up steps; the runners are interleaved (A, B, C, A, B, C, ...
 `--repeats` times) and the median run is reported: samples/s, supervised tokens/s (labels the loss is taken over) and
@@ -193,15 +195,32 @@ def load_model(recipe):
     return model, processor, tiling, parameter_groups(model, settings, recipe.training.weight_decay)
 
 
-def optimizer_and_schedule(recipe, groups):
+def optimizer_and_schedule(recipe, groups, trainer_args=None):
+    """AdamW over the per-part groups and the recipe's schedule. With `trainer_args` the AdamW that
+    `transformers.Trainer` builds for them when a script names no optimizer (from torch 2.8 on its default
+    ``adamw_torch_fused``); without, torch's default implementation, as a script from the PyTorch docs gets."""
     import torch
     from transformers import get_scheduler
 
     t = recipe.training
-    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
+    if trainer_args is None:
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
+    else:
+        from transformers import Trainer
+
+        cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(trainer_args)
+        if cls is not torch.optim.AdamW:
+            raise SystemExit(f"Trainer's default optimizer is {cls.__name__} here, not AdamW: update the bench")
+        kwargs.pop("lr", None)  # each part's group has its own
+        optimizer = cls(groups, **kwargs)
     scheduler = get_scheduler("constant_with_warmup" if t.schedule == "constant" else t.schedule, optimizer,
                               num_warmup_steps=int(t.warmup_ratio * t.max_steps), num_training_steps=t.max_steps)
     return optimizer, scheduler
+
+
+def optimizer_settings(optimizer) -> dict:
+    """The AdamW settings a runner trained with (its kernel included: fused, foreach or per tensor)."""
+    return {k: optimizer.defaults.get(k) for k in ("betas", "eps", "fused", "foreach")}
 
 
 def ensure_records(setup: Setup, recipe, processor, tiling) -> None:
@@ -368,9 +387,10 @@ def run_plain(setup: Setup, precision: str, steps: int | None = None) -> dict:
         out.append({**step_stats(stats), "loss": loss_total / step_tokens, "time": now - last,
                     "cpu": now_cpu - last_cpu})
         last, last_cpu = now, now_cpu
+    settings = optimizer_settings(optimizer)
     del model, optimizer
     gc.collect()
-    return {"steps": out}
+    return {"steps": out, "optimizer": settings}
 
 
 def run_hf(setup: Setup, precision: str, steps: int | None = None) -> dict:
@@ -385,7 +405,6 @@ def run_hf(setup: Setup, precision: str, steps: int | None = None) -> dict:
     t = recipe.training
     model, processor, tiling, groups = load_model(recipe)
     ensure_records(setup, recipe, processor, tiling)
-    optimizer, scheduler = optimizer_and_schedule(recipe, groups)
     samples = Samples(setup, recipe, processor, tiling, t.max_steps * t.grad_accum * t.batch_size)
     record = {"micro": [], "loss": 0.0, "steps": [], "items": []}
 
@@ -425,15 +444,17 @@ def run_hf(setup: Setup, precision: str, steps: int | None = None) -> dict:
         dataloader_num_workers=0, dataloader_pin_memory=False, use_cpu=True, bf16=precision == "bf16",
         seed=recipe.seed, disable_tqdm=True, remove_unused_columns=False,
     )
+    optimizer, scheduler = optimizer_and_schedule(recipe, groups, trainer_args=args)
     trainer = _VLMTrainer(model=model, args=args, train_dataset=torch_dataset(samples),
                           data_collator=partial(collate, processor=processor), optimizers=(optimizer, scheduler),
                           callbacks=[_Clock()])
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     trainer.model_accepts_loss_kwargs = True  # count the step's supervised tokens (labels[..., 1:]) up front
     trainer.train()
+    settings = optimizer_settings(optimizer)
     del trainer, model, optimizer
     gc.collect()
-    return {"steps": record["steps"], "num_items": record["items"]}
+    return {"steps": record["steps"], "num_items": record["items"], "optimizer": settings}
 
 
 # ---------------------------------------------------------------------------------------------------- FLOPs, peaks
@@ -555,9 +576,9 @@ def noise_verdict(fp32: list[float], bf16: list[float]) -> tuple[float, float, f
 INTRO = (
     "The quick-start recipe (`adapt quickstart`'s land-cover + 30 % general data, projector + LLM trained in full, "
     "vision frozen, AdamW with the recipe's per-part learning rates, cosine schedule, clip 1.0) run three ways over "
-    "the same weights and the same micro-batches (AdamW: `adapt train` uses torch's fused kernel, the plain loop and "
-    "the Trainer script torch's default implementation, which a script written from the PyTorch docs and `Trainer`'s "
-    "default `adamw_torch` get), "
+    "the same weights and the same micro-batches (AdamW: `adapt train` and the Trainer script use torch's fused kernel, "
+    "the default `Trainer` picks (`adamw_torch_fused`, from torch 2.8 on), the plain loop torch's default "
+    "implementation, which a script written from the PyTorch docs gets), "
     "namely `adapt train` (adapt/train.py `Trainer.run()`, in process), a plain "
     "PyTorch loop and a transformers `Trainer` script, both in bench/bench_train.py. Timed optimizer steps follow 2 "
     "warm-up steps; runners interleaved, median run of the repeats (all runs' samples/s listed). samples/s, supervised "

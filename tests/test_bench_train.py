@@ -57,6 +57,20 @@ def test_plain_loop_and_trainer_reach_adapt_trains_loss(runs):
     assert abs(runs["hf"]["steps"][1]["loss"] - second) < 1e-4
 
 
+def test_the_trainer_runner_uses_the_adamw_trainer_builds_and_the_plain_loop_torchs_default(runs, tmp_path):
+    """A Trainer script that names no optimizer gets `TrainingArguments`' default (fused AdamW from torch 2.8 on):
+    the Trainer runner must be that script, not one handicapped with the slower per-tensor kernel."""
+    from transformers import Trainer, TrainingArguments
+
+    _, kwargs = Trainer.get_optimizer_cls_and_kwargs(TrainingArguments(output_dir=str(tmp_path), use_cpu=True))
+    kwargs.pop("lr")
+    hf = runs["hf"]["optimizer"]
+    assert {k: hf[k] for k in kwargs} == {k: (tuple(v) if isinstance(v, list) else v) for k, v in kwargs.items()}
+    assert kwargs.get("fused") is True  # torch 2.13 + transformers 5: the fused kernel is the default
+    plain = runs["plain"]["optimizer"]
+    assert not plain["fused"] and plain["betas"] == hf["betas"] and plain["eps"] == hf["eps"]
+
+
 def test_benchmarks_section_names_its_command():
     body = read_section(ROOT / "BENCHMARKS.md", bench.SECTION)
     assert "## Training throughput" in body
