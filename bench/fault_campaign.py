@@ -669,14 +669,28 @@ def _ctrl_c(ws: Workspace, folder: Path) -> str:
     return f"exit 130 {seconds:.1f} s after SIGINT ({words} words answered), 'adapt chat: interrupted'"
 
 
-@case("corrupt-safetensors", (13, 15), "`adapt inspect` a pocket checkpoint whose model.safetensors is cut to 200 bytes",
-      "exit 1, one line naming ck/model.safetensors")
+@case("corrupt-safetensors", (13, 15), "`adapt inspect` a pocket checkpoint without SHA256SUMS (as training's final/) "
+      "whose model.safetensors is cut to 200 bytes", "exit 1, one line naming ck/model.safetensors")
 def _corrupt_safetensors(ws: Workspace, folder: Path) -> str:
     ck = ws.pocket_copy(folder)
+    (ck / "SHA256SUMS").unlink()
     cut_to = (ck / "model.safetensors").read_bytes()[:200]
     (ck / "model.safetensors").write_bytes(cut_to)
     ran = adapt("inspect", "--model", "ck", cwd=folder)
     return refused(ran, "inspect", str(Path("ck") / "model.safetensors"), "not a readable safetensors file")
+
+
+@case("damaged-export", (13, 15), "`adapt inspect` an exported checkpoint whose model.safetensors has 64 bytes flipped "
+      "in place (same size, header intact)", "exit 1, one line naming ck/model.safetensors and its SHA-256 mismatch")
+def _damaged_export(ws: Workspace, folder: Path) -> str:
+    ck = ws.pocket_copy(folder)
+    weights = ck / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    weights.write_bytes(bytes(data))
+    ran = adapt("inspect", "--model", "ck", cwd=folder)
+    return refused(ran, "inspect", str(Path("ck") / "model.safetensors"), "do not match the SHA-256")
 
 
 @case("ckpt-is-file", (13, 15), "`adapt inspect --model ck/model.safetensors` (a file, not the checkpoint folder)",

@@ -599,6 +599,7 @@ def test_a_gguf_llamacpp_refuses_is_one_line_with_its_reason(exports, tmp_path, 
     """A text GGUF llama.cpp will not load (here: an architecture it does not know): its reason in one line --
     the log used to be closed before it was read, a ValueError traceback."""
     from adapt.cli import main
+    from model.checkpoints.checksums import write_checksums
 
     folder = tmp_path / "odd"
     shutil.copytree(exports("pocket-tiny", "f16"), folder)
@@ -607,6 +608,7 @@ def test_a_gguf_llamacpp_refuses_is_one_line_with_its_reason(exports, tmp_path, 
     data = text.read_bytes()
     assert arch in data
     text.write_bytes(data.replace(arch, arch[:-1] + b"9"))
+    write_checksums(folder)  # a GGUF written that way, not damaged on the way: llama.cpp itself must refuse it
     rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith(f"adapt chat: error: llama.cpp could not load {text}") and "Traceback" not in err
