@@ -56,6 +56,10 @@ def test_weights_are_checked_and_configs_left_to_their_own_checks(tmp_path):
         verify_weights(folder)
     with pytest.raises(CheckpointError, match="model.safetensors: its bytes do not match"):
         verify_weights(folder, CheckpointError)
+    # changed on purpose: its line removed, the rest still checked
+    (folder / CHECKSUMS).write_text("".join(line for line in (folder / CHECKSUMS).read_text().splitlines(True)
+                                            if not line.endswith("  model.safetensors\n")))
+    assert verify_weights(folder) == 1
 
 
 def test_a_malformed_or_escaping_list_is_named(tmp_path):

@@ -87,6 +87,7 @@ def verify_weights(folder: Path, error: type[PocketAdaptError] = ChecksumError) 
             raise error(f"{folder / CHECKSUMS}: lists {name!r}, a path outside the folder")
         if file_sha256(path) != want:
             raise error(f"{path}: its bytes do not match the SHA-256 recorded at export in {folder / CHECKSUMS} "
-                        "(damaged in copying or on disk?); copy the file again, or export again")
+                        "(damaged in copying or on disk?); copy the file again, or export again (changed on "
+                        f"purpose: remove its line from {CHECKSUMS})")
         checked += 1
     return checked
