@@ -218,6 +218,7 @@ def test_a_program_damaged_in_place_is_refused(exports, tmp_path, capsys):
     folder = tmp_path / "flipped"
     shutil.copytree(exports("pocket-tiny"), folder)
     corrupt_in_place(folder / "model.pte")
+    capsys.readouterr()  # the export fixture's own progress bars, when this test built it
     rc = main(["chat", "--runtime", "executorch", "--model", str(folder), "--example-image"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err

@@ -566,6 +566,7 @@ def test_a_gguf_damaged_in_place_is_refused(which, exports, tmp_path, capsys):
     shutil.copytree(exports("pocket-tiny", "f16"), folder)
     target = dict(zip(("model", "mmproj"), _files(folder, "pocket-tiny", "f16")))[which]
     corrupt_in_place(target)
+    capsys.readouterr()  # the export fixture's own progress bars, when this test built it
     rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err

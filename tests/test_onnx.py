@@ -331,6 +331,7 @@ def test_a_graph_or_weights_file_damaged_in_place_is_refused(damage, exports, tm
     target = folder / damage
     assert target.is_file(), sorted(p.name for p in folder.iterdir())
     corrupt_in_place(target)
+    capsys.readouterr()  # the export fixture's own progress bars, when this test built it
     rc = main(["chat", "--runtime", "onnx", "--model", str(folder), "--example-image"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
