@@ -212,17 +212,11 @@ def test_tiling_edited_after_export_is_refused(exports, tmp_path):
 @pytest.mark.slow
 def test_a_program_damaged_in_place_is_refused(exports, tmp_path, capsys):
     """Bytes flipped inside model.pte, size intact: the export's SHA256SUMS catches it, naming the file."""
-    from adapt.cli import main
-    from tests.test_export_checksums import corrupt_in_place
+    from tests.test_export_checksums import assert_chat_refuses_damaged
 
     folder = tmp_path / "flipped"
     shutil.copytree(exports("pocket-tiny"), folder)
-    corrupt_in_place(folder / "model.pte")
-    capsys.readouterr()  # the export fixture's own progress bars, when this test built it
-    rc = main(["chat", "--runtime", "executorch", "--model", str(folder), "--example-image"])
-    err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
-    assert f"{folder / 'model.pte'}: its bytes do not match the SHA-256 recorded at export" in err
+    assert_chat_refuses_damaged(capsys, "executorch", folder, folder / "model.pte")
 
 
 @pytest.mark.slow

@@ -22,6 +22,20 @@ def corrupt_in_place(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+def assert_chat_refuses_damaged(capsys, runtime: str, folder: Path, target: Path) -> None:
+    """Flip bytes in `target` (a file of the export `folder`), then `adapt chat --runtime RUNTIME`: exit 1, one
+    `adapt chat: error:` line naming the file and the SHA-256 mismatch, no traceback."""
+    from adapt.cli import main
+
+    assert target.is_file(), sorted(p.name for p in folder.iterdir())
+    corrupt_in_place(target)
+    capsys.readouterr()  # the export fixture's own progress bars, when the calling test built it
+    rc = main(["chat", "--runtime", runtime, "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
+    assert f"{target}: its bytes do not match the SHA-256 recorded at export in {folder / CHECKSUMS}" in err
+
+
 def _folder(tmp_path: Path) -> Path:
     folder = tmp_path / "export"
     (folder / "vision_tower").mkdir(parents=True)

@@ -559,18 +559,12 @@ def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys
 def test_a_gguf_damaged_in_place_is_refused(which, exports, tmp_path, capsys):
     """Bytes flipped inside the tensor data, size and header intact (a faulty copy): llama.cpp would load it and
     answer with wrong numbers; the export's SHA256SUMS catches it, naming the file."""
-    from adapt.cli import main
-    from tests.test_export_checksums import corrupt_in_place
+    from tests.test_export_checksums import assert_chat_refuses_damaged
 
     folder = tmp_path / "flipped"
     shutil.copytree(exports("pocket-tiny", "f16"), folder)
     target = dict(zip(("model", "mmproj"), _files(folder, "pocket-tiny", "f16")))[which]
-    corrupt_in_place(target)
-    capsys.readouterr()  # the export fixture's own progress bars, when this test built it
-    rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
-    err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
-    assert f"{target}: its bytes do not match the SHA-256 recorded at export in {folder / 'SHA256SUMS'}" in err
+    assert_chat_refuses_damaged(capsys, "llamacpp", folder, target)
 
 
 def test_an_mmproj_of_another_model_is_refused(models, exports, tmp_path, capsys, llama_cpp):

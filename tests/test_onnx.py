@@ -324,18 +324,10 @@ def test_a_truncated_graph_or_weights_file_is_one_line_naming_it(cut, exports, t
 def test_a_graph_or_weights_file_damaged_in_place_is_refused(damage, exports, tmp_path, capsys):
     """Bytes flipped inside a graph or its external weights, size intact: onnxruntime would run it with wrong
     numbers; the export's SHA256SUMS catches it, naming the file."""
-    from adapt.cli import main
-    from tests.test_export_checksums import corrupt_in_place
+    from tests.test_export_checksums import assert_chat_refuses_damaged
 
     folder = _copy(exports("pocket-tiny"), tmp_path / "flipped")
-    target = folder / damage
-    assert target.is_file(), sorted(p.name for p in folder.iterdir())
-    corrupt_in_place(target)
-    capsys.readouterr()  # the export fixture's own progress bars, when this test built it
-    rc = main(["chat", "--runtime", "onnx", "--model", str(folder), "--example-image"])
-    err = capsys.readouterr().err
-    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err
-    assert f"{target}: its bytes do not match the SHA-256 recorded at export" in err
+    assert_chat_refuses_damaged(capsys, "onnx", folder, folder / damage)
 
 
 def test_a_prompt_longer_than_the_context_is_refused(exports):
