@@ -267,7 +267,7 @@ def _chat(args) -> int:
     tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles is not None else None
     encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
     if args.show_prompt:
-        print(_summarise_prompt(processor, encoded.input_ids), file=sys.stderr)
+        print(processor.show_prompt(encoded.input_ids), file=sys.stderr)
     context = getattr(vlm.config.text_config, "max_position_embeddings", None)
     if context and len(encoded.input_ids) >= context:
         raise CliError(f"the prompt takes {len(encoded.input_ids)} tokens, more than the model's context of {context}; "
@@ -349,14 +349,6 @@ class _StopAwareStreamer:
 
     def end(self) -> None:
         self._inner.end()
-
-
-def _summarise_prompt(processor, input_ids) -> str:
-    text = processor.tokenizer.decode(input_ids, skip_special_tokens=False)
-    token = processor.image_context_token
-    import re
-
-    return re.sub(f"(?:{re.escape(token)})+", lambda m: f"{token}×{len(m.group(0)) // len(token)}", text)
 
 
 def _export(args) -> int:

@@ -51,7 +51,7 @@ def measure(write: bool) -> str:
                 folder = export(vlm, processor, "executorch", Path(tmp) / f"{len(rows)}-{variant}",
                                 quantize=None if variant == "fp32" else variant, max_seq_len=512)
                 with ExecuTorchVLM(folder) as runtime:
-                    got_features = runtime.encode_images(encoded.pixel_values).numpy()
+                    got_features = runtime.encode_images(encoded.pixel_values)
                     got_tokens, got_logits = executorch_greedy(runtime, encoded, N_TOKENS)
                 same = next((k for k, (a, b) in enumerate(zip(got_tokens, tokens)) if a != b), N_TOKENS)
                 # logits compared while the two sequences are the same (after a different token they differ anyway)

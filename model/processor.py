@@ -9,6 +9,7 @@ cut inside its image tokens.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,6 +240,15 @@ class VLMProcessor:
         if skip_special_tokens:
             ids = [i for i in ids if i not in drop]
         return self.tokenizer.decode(ids, skip_special_tokens=False).strip()
+
+    def show_prompt(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """The prompt as `adapt chat --show-prompt` prints it: every run of image-context tokens summarised as
+        ``<IMG_CONTEXT>×N``, the rest verbatim (special tokens kept)."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        token = self.image_context_token
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        return re.sub(f"(?:{re.escape(token)})+", lambda m: f"{token}×{len(m.group(0)) // len(token)}", text)
 
     def pad(self, samples: Sequence[Encoded], padding_side: str = "right") -> dict[str, torch.Tensor]:
         """Pad a batch with the tokenizer's pad id; the mask comes from lengths (never from id 0)."""

@@ -8,11 +8,19 @@ from transformers import AutoModelForImageTextToText
 from adapt.cli import main
 
 
+def shown_prompt(err: str) -> str:
+    """What `adapt chat --show-prompt` printed: stderr up to the run's summary line ``[model ...]``."""
+    lines = err.splitlines()
+    end = next(k for k, line in enumerate(lines) if line.startswith("["))
+    return "\n".join(lines[:end])
+
+
 def test_chat_on_the_example_image(capsys):
     assert main(["chat", "--example-image", "--max-new-tokens", "4", "--show-prompt", "Which shapes?"]) == 0
     err = capsys.readouterr().err
     assert "1 image(s), 7 tile(s)" in err
     assert "<img><IMG_CONTEXT>×112</img>" in err  # 7 tiles x 16 tokens, summarised
+    assert shown_prompt(err).endswith("\nWhich shapes?<|im_end|><|im_start|>assistant\n")
 
 
 def test_chat_reports_a_missing_image_without_traceback(capsys, tmp_path):

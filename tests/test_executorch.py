@@ -70,7 +70,7 @@ def exports(models, tmp_path_factory):
 def executorch_greedy(runtime: ExecuTorchVLM, encoded, n: int) -> tuple[list[int], list]:
     seen: list = []
     tokens, _ = runtime.generate(encoded.input_ids.tolist(), encoded.pixel_values, n, stop_ids=(),
-                                 on_logits=lambda logits: seen.append(logits.numpy().copy()))
+                                 on_logits=lambda logits: seen.append(logits.copy()))
     return tokens, seen[:n]
 
 
@@ -80,8 +80,8 @@ def test_embeddings_logits_and_greedy_tokens_match_pytorch(name, models, exports
     vlm, processor = models[name]
     encoded = processor([{"role": "user", "content": QUESTION}], images=[example_image])
     with ExecuTorchVLM(exports(name)) as runtime:
-        assert runtime.max_seq_len == MAX_SEQ_LEN
-        got_features = runtime.encode_images(encoded.pixel_values).numpy()
+        assert runtime.max_positions == MAX_SEQ_LEN
+        got_features = runtime.encode_images(encoded.pixel_values)
         runtime.max_prefill_len = 48  # the prompt goes in several chunks (the program takes up to 512 per call)
         assert len(encoded.input_ids) > 2 * runtime.max_prefill_len
         got_tokens, got_logits = executorch_greedy(runtime, encoded, N_TOKENS)
@@ -104,7 +104,7 @@ def test_tile_counts_beyond_one_call(models, exports):
         assert runtime.max_tiles == 7
         for n in (1, 7, 13):
             pixels = torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(n))
-            got = runtime.encode_images(pixels).numpy()
+            got = runtime.encode_images(pixels)
             with torch.no_grad():
                 expected = vlm.get_image_features(pixels).numpy()
             assert got.shape == expected.shape
@@ -119,7 +119,7 @@ def test_int8_shrinks_the_program_and_stays_close(models, exports, example_image
     encoded = processor([{"role": "user", "content": QUESTION}], images=[example_image])
     with ExecuTorchVLM(folder) as runtime:
         assert runtime.export.program.load_method("get_quantize").execute([])[0] == "int8"
-        features = runtime.encode_images(encoded.pixel_values).numpy()
+        features = runtime.encode_images(encoded.pixel_values)
         _, got_logits = executorch_greedy(runtime, encoded, 4)
     with torch.no_grad():
         expected = vlm.get_image_features(encoded.pixel_values).numpy()
@@ -132,16 +132,19 @@ def test_int8_shrinks_the_program_and_stays_close(models, exports, example_image
 def test_adapt_chat_executorch_gives_the_pytorch_answer(exports, capsys):
     from adapt.cli import main
     from model.resources import assets_dir
+    from tests.test_cli import shown_prompt
 
     folder = exports("pocket-tiny")
     image = str(assets_dir() / "example.png")
     capsys.readouterr()
-    assert main(["chat", "--image", image]) == 0
-    torch_answer = capsys.readouterr().out
-    assert main(["chat", "--runtime", "executorch", "--model", str(folder), "--image", image]) == 0
+    assert main(["chat", "--image", image, "--show-prompt"]) == 0
+    torch_answer = capsys.readouterr()
+    assert main(["chat", "--runtime", "executorch", "--model", str(folder), "--image", image, "--show-prompt"]) == 0
     answer = capsys.readouterr()
-    assert answer.out.strip() and answer.out.strip() == torch_answer.strip()
+    assert answer.out.strip() and answer.out.strip() == torch_answer.out.strip()
     assert "in ExecuTorch" in answer.err
+    assert "<IMG_CONTEXT>×" in shown_prompt(answer.err)  # summarised, not hundreds of image tokens
+    assert shown_prompt(answer.err) == shown_prompt(torch_answer.err)
 
 
 @pytest.mark.slow

@@ -198,18 +198,21 @@ def test_int8_quantises_the_matmuls_and_stays_close(models, exports, example_ima
 def test_adapt_export_and_chat_onnx_give_the_pytorch_answer(tmp_path, capsys):
     from adapt.cli import main
     from model.resources import assets_dir
+    from tests.test_cli import shown_prompt
 
     out = tmp_path / "pocket-tiny-onnx"
     assert main(["export", "-f", "onnx", "--model", "pocket-tiny", "--out", str(out)]) == 0
     assert {VISION, EMBED, DECODER, GENAI_CONFIG, PREPROCESSOR} <= {p.name for p in out.iterdir()}
     image = str(assets_dir() / "example.png")
     capsys.readouterr()
-    assert main(["chat", "--image", image]) == 0
-    torch_answer = capsys.readouterr().out
-    assert main(["chat", "--runtime", "onnx", "--model", str(out), "--image", image]) == 0
+    assert main(["chat", "--image", image, "--show-prompt"]) == 0
+    torch_answer = capsys.readouterr()
+    assert main(["chat", "--runtime", "onnx", "--model", str(out), "--image", image, "--show-prompt"]) == 0
     onnx_answer = capsys.readouterr()
-    assert onnx_answer.out.strip() and onnx_answer.out.strip() == torch_answer.strip()
+    assert onnx_answer.out.strip() and onnx_answer.out.strip() == torch_answer.out.strip()
     assert "in ONNX Runtime" in onnx_answer.err
+    assert "<IMG_CONTEXT>×" in shown_prompt(onnx_answer.err)
+    assert shown_prompt(onnx_answer.err) == shown_prompt(torch_answer.err)
 
 
 @pytest.mark.slow
