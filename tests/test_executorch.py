@@ -31,6 +31,7 @@ from deploy.executorch.runtime import ExecuTorchVLM  # noqa: E402
 from deploy.hf import export  # noqa: E402
 from deploy.onnx.export import PREPROCESSOR  # noqa: E402
 
+from .test_gguf import sharpen_attention  # noqa: E402
 from .test_onnx import load_models, relative_error, torch_greedy  # noqa: E402
 
 QUESTION = "What shapes are in the picture?"
@@ -38,9 +39,22 @@ N_TOKENS = 32
 MAX_SEQ_LEN = 512
 
 
+WINDOW = 16  # the windowed InternVL's attention span, well below its prompt
+
+
 @pytest.fixture(scope="module")
 def models(native_dir, tiny_tokenizer, tmp_path_factory) -> dict:
-    return load_models(native_dir, tiny_tokenizer, tmp_path_factory.mktemp("executorch-mobilevlm"))
+    made = load_models(native_dir, tiny_tokenizer, tmp_path_factory.mktemp("executorch-mobilevlm"))
+    # the tiny InternVL again, its Qwen2 attending to the last WINDOW positions only (sliding-window attention)
+    windowed = tmp_path_factory.mktemp("executorch-window") / "internvl-window"
+    shutil.copytree(native_dir, windowed)
+    config = json.loads((windowed / "config.json").read_text())
+    config["text_config"].update(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=0)
+    config["text_config"].pop("layer_types", None)
+    (windowed / "config.json").write_text(json.dumps(config))
+    made["internvl-window"] = model.load(windowed)
+    sharpen_attention(made["internvl-window"][0])
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +106,41 @@ def test_embeddings_logits_and_greedy_tokens_match_pytorch(name, models, exports
     tokens, logits = torch_greedy(vlm, encoded, N_TOKENS)
     assert got_tokens == tokens
     assert max(relative_error(a, b) for a, b in zip(got_logits, logits)) < 1e-4
+
+
+def test_the_decoder_attends_through_executorchs_kv_cache_kernels_unless_the_attention_is_windowed(models):
+    """Full attention: llama::update_cache writes the new positions in place and llama::custom_sdpa reads only the
+    filled ones, so a decode step does not grow with the cache length; a window narrower than the cache keeps
+    transformers' static cache and masks (custom_sdpa has no window)."""
+    from deploy.executorch.export import KVCacheDecoder, StaticCacheDecoder, kv_cache_decoder
+
+    for name in ("pocket-tiny", "internvl", "mobilevlm"):
+        assert type(kv_cache_decoder(models[name][0].language_model, MAX_SEQ_LEN)) is KVCacheDecoder, name
+    windowed = models["internvl-window"][0].language_model
+    assert type(kv_cache_decoder(windowed, MAX_SEQ_LEN)) is StaticCacheDecoder
+    assert type(kv_cache_decoder(windowed, WINDOW)) is KVCacheDecoder  # the window covers the whole cache
+
+
+@pytest.mark.slow
+def test_the_program_carries_the_kv_cache_kernels(exports):
+    program = (exports("pocket-tiny") / PTE).read_bytes()
+    assert b"llama::custom_sdpa" in program and b"llama::update_cache" in program
+
+
+@pytest.mark.slow
+def test_sliding_window_attention_matches_pytorch(models, exports, example_image):
+    """The windowed model (through the static-cache decoder) gives PyTorch's logits and tokens; the window matters
+    for this prompt: the same weights without it answer otherwise."""
+    vlm, processor = models["internvl-window"]
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[example_image])
+    assert len(encoded.input_ids) > 4 * WINDOW
+    with ExecuTorchVLM(exports("internvl-window")) as runtime:
+        got_tokens, got_logits = executorch_greedy(runtime, encoded, N_TOKENS)
+    tokens, logits = torch_greedy(vlm, encoded, N_TOKENS)
+    assert got_tokens == tokens
+    assert max(relative_error(a, b) for a, b in zip(got_logits, logits)) < 1e-4
+    unwindowed, _ = torch_greedy(models["internvl"][0], encoded, N_TOKENS)
+    assert unwindowed != tokens
 
 
 @pytest.mark.slow

@@ -7,15 +7,16 @@ The folder follows ExecuTorch's LLaVA example (one `.pte`, one method per part) 
                                 token_embedding  input_ids (1, seq) -> inputs_embeds (1, seq, hidden)
                                 text_decoder     inputs_embeds (1, seq), cache_position (seq) -> logits (1, 1, vocab)
                                                  of the last position; the static KV cache lives in the program
-                                                 and is updated in place
+                                                 and is updated in place (ExecuTorch's llama::update_cache and
+                                                 llama::custom_sdpa kernels: a runner links its custom_ops)
                               constants: get_max_seq_len, get_max_prefill_len, get_max_tiles, get_vocab_size, ...
     tokenizer.json, ...       the model's tokenizer
     chat_template.json        the training chat template (fields and an equivalent Jinja template)
     preprocessor_config.json  tiling (tile size, min/max tiles, thumbnail, mode, mean/std) and image tokens
 
 Differences from the LLaVA example: preprocessing (InternVL tiling) stays on the host, so `vision_encoder` takes
-normalised tiles, not a raw image; the decoder is the model's own transformers module over a static cache
-(transformers' `TorchExportableModuleWithStaticCache`), not ExecuTorch's Llama rewrite.
+normalised tiles, not a raw image; the decoder is the model's own transformers module with ExecuTorch's KV-cache
+attention kernels in place of its attention (`export.KVCacheDecoder`), not ExecuTorch's Llama rewrite.
 
 The ExecuTorch wheel (`executorch`, with `torchao`) is imported only by these modules' functions, so the rest of
 pocket-adapt works without it.

@@ -51,6 +51,7 @@ class ExecuTorchExport(SidecarExport):
             raise ExecuTorchError(f"{folder}: not an ExecuTorch export, missing {', '.join(missing)}")
         verify_weights(folder, ExecuTorchError)
         require_executorch()
+        from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401 - the decoder's KV-cache kernels
         from executorch.runtime import Runtime
 
         try:
