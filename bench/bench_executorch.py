@@ -51,8 +51,8 @@ def table(results: dict, threads: int, load: tuple[float, float], models: str) -
         "Image encode: ms for 1 tile and for 13 tiles (InternVL2's 12 + thumbnail; random pixels; the vision_encoder "
         "method takes max tiles + thumbnail per call, 13 for the InternVL2 tiling and 7 for pocket-tiny's, so "
         "pocket-tiny's 13 tiles are two calls); decode: tokens/s over 64 greedy tokens after a one-tile prompt "
-        "(end-of-text ignored; deploy/executorch/runtime.py's loop, one text_decoder call per token over a static KV "
-        f"cache of {MAX_SEQ_LEN} positions). PyTorch: float32 eager (SDPA attention, as loaded); ExecuTorch: the "
+        "(end-of-text ignored; deploy/export_runtime.py's loop, one text_decoder call per token over a static KV "
+        f"cache of {MAX_SEQ_LEN} positions, read up to the filled position by ExecuTorch's llama::custom_sdpa). PyTorch: float32 eager (SDPA attention, as loaded); ExecuTorch: the "
         "Python runtime, XNNPACK delegate, fp32 and `--quantize int8` (torchao int8 per-channel weights, dynamic "
         "int8 activations, every Linear). Encode: median of 3 runs (1 tile) / one run (13 tiles) after a warm-up; "
         "decode: median of 2 after a warm-up; ratios are against PyTorch in the same run (>1 = ExecuTorch faster).",

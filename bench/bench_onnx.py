@@ -172,7 +172,7 @@ def table(results: dict, threads: int, load: tuple[float, float], command: str) 
         "",
         "Image encode: ms for 1 tile and for 13 tiles (InternVL2's 12 + thumbnail; random pixels, the vision graph "
         "with its dynamic tile axis); decode: tokens/s over 64 greedy tokens after a one-tile prompt (end-of-text "
-        "ignored; ONNX: deploy/onnx/runtime.py's loop, a decoder call per token with the KV cache as inputs). "
+        "ignored; ONNX: deploy/export_runtime.py's loop, a decoder call per token with the KV cache as inputs). "
         "PyTorch: float32 eager (SDPA attention, as loaded); ONNX Runtime: CPU provider, fp32 and `--quantize int8` "
         "(dynamic int8 MatMuls in the vision and decoder graphs). Encode: median of 3 runs (1 tile) / one run (13 tiles) after a "
         "warm-up; decode: median of 2 after a warm-up; ratios are against PyTorch in the same run (>1 = ONNX Runtime faster).",
