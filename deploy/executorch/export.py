@@ -72,7 +72,10 @@ class KVCacheDecoder(nn.Module):
         start = cache_position[0].item()
         torch._check(start >= 0)
         torch._check(start + inputs_embeds.shape[1] <= self.max_seq_len)
-        with _attention(self.model, CUSTOM_SDPA):
+        from deploy.onnx.graphs import attention_implementation
+
+        # masks are skipped for an implementation transformers has no mask function for
+        with attention_implementation(self.model, CUSTOM_SDPA):
             out = self.model(inputs_embeds=inputs_embeds, position_ids=cache_position[None], use_cache=False,
                              logits_to_keep=1, pocket_start=start, **{self.cache_arg: _Cache(self, start)})
         return out.logits
@@ -109,22 +112,6 @@ def kv_cache_decoder(language_model, max_seq_len: int) -> nn.Module:
     window, layer_types = getattr(cfg, "sliding_window", None), getattr(cfg, "layer_types", None)
     windowed = bool(window) and window < max_seq_len and (layer_types is None or "sliding_attention" in layer_types)
     return (StaticCacheDecoder if windowed else KVCacheDecoder)(language_model, max_seq_len)
-
-
-@contextlib.contextmanager
-def _attention(language_model, name: str) -> Iterator[None]:
-    """The LM's attention implementation set to `name` while tracing (masks are skipped for a name transformers has
-    no mask function for), restored afterwards."""
-    configs = [m.config for m in language_model.modules() if hasattr(m, "config")]
-    configs = list({id(c): c for c in configs}.values())
-    saved = [c._attn_implementation for c in configs]
-    for c in configs:
-        c._attn_implementation = name
-    try:
-        yield
-    finally:
-        for c, value in zip(configs, saved):
-            c._attn_implementation = value
 
 
 class StaticCacheDecoder(nn.Module):

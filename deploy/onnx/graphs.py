@@ -40,14 +40,20 @@ class OnnxExportError(PocketAdaptError, RuntimeError):
     """A graph could not be exported to ONNX (the message names the submodule and operator)."""
 
 
-@contextlib.contextmanager
-def eager_attention(vlm) -> Iterator[None]:
+def eager_attention(vlm) -> contextlib.AbstractContextManager[None]:
     """Every sub-config's attention set to ``eager`` for the export, restored afterwards."""
-    configs = [m.config for m in vlm.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
+    return attention_implementation(vlm, "eager")
+
+
+@contextlib.contextmanager
+def attention_implementation(module, name: str) -> Iterator[None]:
+    """Every sub-config's attention implementation set to `name` (a transformers name, or one registered with
+    `transformers.AttentionInterface`), restored afterwards."""
+    configs = [m.config for m in module.modules() if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")]
     configs = list({id(c): c for c in configs}.values())
     saved = [c._attn_implementation for c in configs]
     for c in configs:
-        c._attn_implementation = "eager"
+        c._attn_implementation = name
     try:
         yield
     finally:
