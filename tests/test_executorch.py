@@ -1,10 +1,12 @@
 """ExecuTorch export (deploy/executorch) run in ExecuTorch's Python runtime against PyTorch.
 
 Three models, same image and prompt: pocket-tiny (trained weights), a tiny random InternVL (Qwen2) in the
-transformers-native layout and a tiny random MobileVLM V2 (LDPv2 on a CLIP tower read at layer -2, one tile). fp32: image embeddings and every step's logits within 1e-4 (relative) of PyTorch's and 32
-greedy tokens identical, the prompt prefilled in chunks; the vision encoder at 1 to 13 tiles (more than one call
-takes). int8 (torchao, XNNPACK): the change is measured. Then the commands (`adapt export -f executorch`, `adapt
-chat/eval --runtime executorch`) and the refusals: an edited tiling, another tokenizer, a prompt past the KV cache.
+transformers-native layout and a tiny random MobileVLM V2 (LDPv2 on a CLIP tower read at layer -2, one tile).
+fp32: image embeddings and every step's logits within 1e-4 (relative) of PyTorch's and 32 greedy tokens identical,
+the prompt prefilled in chunks; the vision encoder at 1 to 13 tiles (more than one call takes). A fourth, the tiny
+InternVL with sliding-window attention, for the decoder that keeps transformers' static cache. int8 (torchao,
+XNNPACK): the change is measured. Then the commands (`adapt export -f executorch`, `adapt chat/eval --runtime
+executorch`) and the refusals: an edited tiling, another tokenizer, a prompt past the KV cache.
 
 XNNPACK lowering takes about a minute per model on two shared cores, so the exports are made once per module and
 the tests that need one are marked slow.
