@@ -40,6 +40,7 @@ def _driving(tmp_path, *overrides: str):
 @pytest.mark.parametrize("overrides,load,tiles,per_tile", [
     ((), {}, 6 * 2 + 1, (GRID // 2) ** 2),  # the template: 6x2 grid + thumbnail, 16 tokens a tile
     (("tiling.max_tiles=2",), {}, 2 * 1 + 1, (GRID // 2) ** 2),
+    (("tiling.max_tiles=3", "tiling.thumbnail=false"), {}, 3, (GRID // 2) ** 2),  # one tile a column of cameras
     (("model.projector_options.pool=2",), {"projector_options": {"pool": 2}}, 6 * 2 + 1, (GRID // 4) ** 2),
     (("model.projector=qformer", "model.projector_options.num_queries=4"),
      {"projector": "qformer", "projector_options": {"num_queries": 4}}, 6 * 2 + 1, 4),
@@ -68,6 +69,7 @@ def test_mini_internvl_budgets():
     assert tokens["baseline"] == 13 * 256 == 3328  # the issue's figure: 6x2 + thumbnail at 256 a tile
     assert all(tokens[key] <= 3328 // 4 for key in tokens if key != "baseline")
     assert tokens["pooled"] == tokens["qformer"] == 13 * 64
+    assert (tokens["tiles2"], tokens["tiles3"]) == (3 * 256, 3 * 256)
 
 
 def test_pooled_projector_counts_shapes_and_gradients():
@@ -185,3 +187,68 @@ def test_onnx_export_runs_the_pooled_projector_as_pytorch(pooled, tmp_path):
         expected = vlm.get_image_features(enc.pixel_values).numpy()
     assert features.shape == expected.shape == (len(enc.pixel_values), 4, 128)
     assert relative_error(features, expected) < 1e-4
+
+
+def test_detail_probe_shows_each_scene_in_its_named_camera_only(tmp_path):
+    """The probe of bench/bench_token_budget.py --set probe: each held-out general-world record becomes one stitched
+    view whose named camera holds the scene (centred, at the cell's height) and whose other cells are empty; the
+    question, options and answer are the record's own, and adapt's reader takes every record."""
+    import json
+
+    import numpy as np
+
+    from adapt.data.samples import SkipLog, SourceSpec, read_source
+    from bench.bench_token_budget import write_probe_split
+    from domains.driving.layout import CELL_SIZE, LABEL_SIZE, STITCH_ORDER, cell_of
+    from domains.general.world import generate_general
+
+    generate_general(tmp_path / "general", n_train=4, n_test=12, answer_style="label")
+    assert write_probe_split(tmp_path / "general", "test", tmp_path / "probe", 12, seed=1) == 12
+    originals = [json.loads(line) for line in (tmp_path / "general" / "test.jsonl").open()]
+    probe = [json.loads(line) for line in (tmp_path / "probe" / "test.jsonl").open()]
+    assert len({p["meta"]["camera"] for p in probe}) > 1  # cameras drawn, not fixed
+    side = CELL_SIZE[1]
+    for original, sample in zip(originals, probe, strict=True):
+        for key in ("conversations", "answer", "label", "options", "task"):
+            assert sample[key] == original[key]
+        assert sample["meta"]["family"] == original["family"]
+        view = np.asarray(Image.open(tmp_path / "probe" / sample["image"]).convert("RGB"), dtype=np.int16)
+        assert view.shape == (896, 2688, 3)
+        scene = np.asarray(Image.open(tmp_path / "general" / original["image"]).convert("RGB")
+                           .resize((side, side), Image.Resampling.NEAREST), dtype=np.int16)
+        for camera in STITCH_ORDER:
+            col, row = cell_of(camera)
+            cell = view[row * 448 + LABEL_SIZE + 20:(row + 1) * 448, col * 896:(col + 1) * 896]  # below the label
+            if camera == sample["meta"]["camera"]:
+                x0 = (CELL_SIZE[0] - side) // 2
+                shown = cell[:, x0:x0 + side]
+                assert np.abs(shown - scene[LABEL_SIZE + 20:]).mean() < 6  # JPEG, not the pixels exactly
+            else:
+                assert np.abs(cell - 128).max() < 8, camera  # an empty grey frame
+    records = read_source(SourceSpec("probe", tmp_path / "probe" / "test.jsonl"), skips := SkipLog())
+    assert len(records) == 12 and len(skips) == 0
+
+
+def test_probe_difference_is_paired_over_the_same_questions(tmp_path):
+    """The probe table's Δ compares two budgets question by question (lines present in both), with two standard
+    errors of the mean difference; answers of other sources do not count."""
+    import json
+    import statistics
+
+    from bench.bench_token_budget import _paired_delta
+
+    def report(name, right):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"source": "probe", "line": line, "meta": {"family": "color"}, "scores": {"accuracy": float(ok)}}
+                for line, ok in right.items()]
+        rows.append({"source": "general", "line": 1, "meta": {}, "scores": {"accuracy": 1.0}})
+        (folder / "predictions_adapted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return {"report": str(folder)}
+
+    base = report("base", {1: 1, 2: 1, 3: 0, 4: 0, 5: 1})
+    cut = report("cut", {1: 1, 2: 0, 3: 0, 4: 0})  # line 5 missing: not compared
+    mean, se2 = _paired_delta(cut, base)
+    diffs = [0, -1, 0, 0]
+    assert mean == pytest.approx(statistics.fmean(diffs))
+    assert se2 == pytest.approx(2 * statistics.stdev(diffs) / 2)
