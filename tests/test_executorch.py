@@ -202,34 +202,11 @@ def test_adapt_chat_executorch_gives_the_pytorch_answer(exports, capsys):
 def test_eval_through_executorch_predicts_as_pytorch(models, exports, tmp_path):
     """`adapt eval --runtime executorch`: `predict` with ExecuTorch in place of the PyTorch model (same batches,
     left padding, token ids and tiles) gives PyTorch's answers: multi-tile, capped tiles, two images, text only."""
-    from PIL import Image
-
-    from adapt.data.samples import Record
-    from adapt.evaluate import predict
     from deploy.executorch.eval import ExecuTorchEvalModel
-    from model.resources import assets_dir
+    from tests.runtime_eval import assert_predicts_as_pytorch
 
     vlm, processor = models["pocket-tiny"]
-    red, wide = tmp_path / "red.png", tmp_path / "wide.png"
-    Image.new("RGB", (120, 90), (200, 30, 40)).save(red)
-    Image.open(assets_dir() / "example.png").convert("RGB").resize((500, 160)).save(wide)
-
-    def rec(line, images, *values, **fields):
-        turns = [{"from": "human" if k % 2 == 0 else "gpt", "value": v} for k, v in enumerate(values)]
-        return Record("s", line, turns, [str(p) for p in images], [(0, 0)] * len(images), **fields)
-
-    records = [rec(1, [wide], "<image>\nWhat shapes are in the picture?", "x"),
-               rec(2, [red], "<image>\nWhat colour is it?", "red", max_tiles=2),
-               rec(3, [red, wide], "How many pictures?", "2"),
-               rec(4, [], "Hello", "Hi.", "Name a colour.", "red")]
-    expected = predict(vlm, processor, records, max_new_tokens=24, batch_size=3, progress=False)
-    runtime = ExecuTorchEvalModel(exports("pocket-tiny"), processor)
-    try:
-        got = predict(runtime, processor, records, max_new_tokens=24, batch_size=3, progress=False)
-    finally:
-        runtime.close()
-    assert [p.prediction for p in got] == [p.prediction for p in expected]
-    assert len(runtime.timings) == len(records)
+    assert_predicts_as_pytorch(ExecuTorchEvalModel(exports("pocket-tiny"), processor), vlm, processor, tmp_path)
 
 
 @pytest.mark.slow
