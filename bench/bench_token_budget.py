@@ -16,7 +16,7 @@ connector). Token counts come from the processor on a real 2688x896 image (pocke
 `--set probe`: at a CPU budget the tiny model learns none of the driving tasks, so their scores cannot separate the
 budgets. The detail probe asks what a budget cut risks on the same stitched layout: one camera of the 2688x896 view
 shows a general-world scene (the quick start's synthetic shapes), the other five an empty frame, and the question
-(colour, shape, count or position, four options) is about that scene, which pocket-tiny answers at 0.975 alone.
+(colour, shape, count or position, four options) is about that scene, which pocket-tiny answers well on its own.
 """
 
 from __future__ import annotations
