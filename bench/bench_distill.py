@@ -13,7 +13,9 @@
    with the distiller's initial (random) projection, the same way, (c) pocket-tiny itself (the teacher: its tower
    and projector). Domain and general scores side by side.
    With --fresh also (a) and (b) with a freshly initialised projector instead (`model.vision_adapter: fresh`,
-   `model.projector=pixel_shuffle_mlp`), what the section showed before the vision adapter.
+   `model.projector=pixel_shuffle_mlp`), what the section showed before the vision adapter. With --seeds K,
+   (a), (b) and (c) are each trained K times (training seeds 0..K-1: initialisation and data order; the
+   distillation itself is one run), and (a) - (b) is paired answer by answer over every seed.
 3. A linear probe: per question family of the land-cover and general sets, a logistic regression on each tower's
    patch features (the ones its projector reads, every token of the tile) fitted on training images and scored on
    the held-out ones: what a tower's features carry about a label before any VLM training.
@@ -36,11 +38,13 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from adapt.distill import distill  # noqa: E402
+from adapt.domains_bridge import register_domain_metrics  # noqa: E402
+from adapt.metrics import main_metric  # noqa: E402
 from adapt.quickstart import prepare_landcover, prepare_remote_sensing  # noqa: E402
 from adapt.recipe import load_recipe  # noqa: E402
 from adapt.run_eval import evaluate_model  # noqa: E402
 from adapt.train import train  # noqa: E402
-from bench.sections import ROOT, machine_line, write_section  # noqa: E402
+from bench.sections import ROOT, machine_line, paired_difference, write_section  # noqa: E402
 from model.checkpoints.tower import load_vision, load_vision_feature, save_tower, save_vision_adapter  # noqa: E402
 from model.resources import templates_dir  # noqa: E402
 
@@ -100,12 +104,14 @@ def run_distill(folder: Path, steps: int, batch: int, overrides: list[str] = (),
 
 
 def adapt_on(folder: Path, template: str, vision: str | None, steps: int, eval_samples: int | None,
-             overrides: list[str] = (), progress: bool = False, fresh: bool = False) -> dict:
+             overrides: list[str] = (), progress: bool = False, fresh: bool = False, seed: int = 0) -> dict:
     """The quick start's recipe `template` trained `steps` steps on pocket-tiny with tower `vision` (None: its own),
-    its vision adapter in front of pocket-tiny's projector or (`fresh`) a fresh projector; its eval summary."""
+    its vision adapter in front of pocket-tiny's projector or (`fresh`) a fresh projector, from training seed
+    `seed` (initialisation and data order); its eval summary."""
     tower = [f"model.vision={vision}", *(FRESH_PROJECTOR if fresh else ["model.vision_adapter=auto"])] if vision else []
+    seeded = [f"seed={seed}", f"mixing.seed={seed}"] if seed else []  # seed 0: the template as it stands
     recipe = load_recipe(copy_template(template, folder),
-                         [*tower, f"training.max_steps={steps}",
+                         [*tower, *seeded, f"training.max_steps={steps}",
                           f"output.save_every={steps}", f"output.dir={folder / 'train'}", "logging.tensorboard=false",
                           *([f"eval.max_samples={eval_samples}"] if eval_samples else []), *overrides])
     done = folder / "result.json"  # a finished run of this very recipe is reused (another process may have made it)
@@ -128,6 +134,7 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+SEEDED_ARMS = ("distilled", "random", "teacher")  # the arms --seeds repeats: (a), (b), (c)
 ARMS = {  # land-cover runs: folder -> (label, tower, fresh projector)
     "distilled": ("distilled student + its adapter + pocket-tiny's projector", "final", False),
     "random": ("random student + random adapter + pocket-tiny's projector", "random", False),
@@ -138,9 +145,11 @@ ARMS = {  # land-cover runs: folder -> (label, tower, fresh projector)
 
 
 def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int, eval_samples: int | None,
-            domain: bool, progress: bool = False, only: str | None = None, fresh: bool = False) -> dict:
-    """Every run the section needs; `only` (an `ARMS` name) runs the distillation and that one land-cover run
-    (several processes can share the work; a later full call reuses what they finished)."""
+            domain: bool, progress: bool = False, only: str | None = None, fresh: bool = False,
+            seeds: int = 1) -> dict:
+    """Every run the section needs; `only` (an `ARMS` name) runs the distillation and that one land-cover arm
+    (several processes can share the work; a later full call reuses what they finished). Each arm's entry is
+    ``{"seeds": [run, ...]}``, seed 0 first; `SEEDED_ARMS` get `seeds` runs, the others one."""
     data = out / "data"
     if not (data / "landcover").is_dir():
         prepare_landcover(data)
@@ -153,11 +162,14 @@ def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int,
     for name, (label, tower, fresh_projector) in ARMS.items():
         if (only is not None and name != only) or (only is None and fresh_projector and not fresh):
             continue
-        folder = out / "landcover" / name
-        link_data(folder, data)
         vision = None if tower is None else results["distill"][tower]
-        results["landcover"][label] = {**adapt_on(folder, "quickstart", vision, train_steps, eval_samples,
-                                                  progress=progress, fresh=fresh_projector), "folder": str(folder)}
+        entry = results["landcover"][label] = {"seeds": []}
+        for seed in range(seeds if name in SEEDED_ARMS else 1):
+            folder = out / "landcover" / (name if seed == 0 else f"{name}-seed{seed}")
+            link_data(folder, data)
+            entry["seeds"].append({**adapt_on(folder, "quickstart", vision, train_steps, eval_samples,
+                                              progress=progress, fresh=fresh_projector, seed=seed),
+                                   "folder": str(folder)})
     if domain and only is None:
         rs = out / "rs" / "data"
         if not (rs / "rs").is_dir():
@@ -172,8 +184,9 @@ def measure(out: Path, distill_steps: int, distill_batch: int, train_steps: int,
         for label, vision in towers_rs.items():
             folder = out / "remote_sensing" / "-".join(label.split(" ")[:4])
             link_data(folder, rs)
-            results["remote_sensing"][label] = adapt_on(folder, "remote-sensing_pocket-tiny_full", vision, train_steps,
-                                                        eval_samples, progress=progress)
+            results["remote_sensing"][label] = {"seeds": [{
+                **adapt_on(folder, "remote-sensing_pocket-tiny_full", vision, train_steps, eval_samples,
+                           progress=progress), "folder": str(folder)}]}
     return results
 
 
@@ -279,52 +292,85 @@ def _cosine_table(report: dict) -> list[str]:
     return lines
 
 
+def _group_mean(arm: dict, group: str) -> float | None:
+    """An arm's group score, mean over its seeds."""
+    values = [_main(run["summary"], group) for run in arm["seeds"]]
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def _score_cell(arm: dict, group: str) -> str:
+    mean = _group_mean(arm, group)
+    if mean is None or len(arm["seeds"]) == 1:
+        return _fmt(mean)
+    each = ", ".join(f"{_main(run['summary'], group):.3f}" for run in arm["seeds"])
+    return f"{mean:.3f} ({each})"
+
+
 def _downstream_table(runs: dict, reference: str) -> list[str]:
-    lines = ["| model | domain | general | Δ domain vs teacher | Δ general vs teacher | wall time |",
+    """One row per arm: domain and general (mean over seeds, each seed's in brackets), deltas to `reference`."""
+    lines = ["| model | domain | general | Δ domain vs teacher | Δ general vs teacher | wall time (per run) |",
              "|---|---:|---:|---:|---:|---:|"]
-    ref = runs[reference]["summary"]
-    for label, run in runs.items():
-        s = run["summary"]
-        deltas = [None if _main(s, g) is None or _main(ref, g) is None else _main(s, g) - _main(ref, g)
-                  for g in ("domain", "general")]
-        lines.append(f"| {label} | {_fmt(_main(s, 'domain'))} | {_fmt(_main(s, 'general'))} | "
-                     + " | ".join("–" if d is None or label == reference else f"{d:+.3f}" for d in deltas)
-                     + f" | {run['minutes']:.1f} min |")
+    for label, arm in runs.items():
+        deltas = []
+        for group in ("domain", "general"):
+            x, y = _group_mean(arm, group), _group_mean(runs[reference], group)
+            deltas.append("–" if x is None or y is None or label == reference else f"{x - y:+.3f}")
+        minutes = np.mean([run["minutes"] for run in arm["seeds"]])
+        lines.append(f"| {label} | {_score_cell(arm, 'domain')} | {_score_cell(arm, 'general')} | "
+                     f"{' | '.join(deltas)} | {minutes:.1f} min |")
     return lines
 
 
-def _delta(runs: dict, a: str, b: str, group: str) -> str:
-    x, y = _main(runs[a]["summary"], group), _main(runs[b]["summary"], group)
-    return "–" if x is None or y is None else f"{x - y:+.3f}"
+def sample_scores(predictions: Path, kinds: dict[str, str]) -> dict[str, dict[tuple[str, int], float]]:
+    """Group ("domain" / "general") -> (source, line) -> that answer's main metric, from a predictions file;
+    `kinds`: source -> group (a source it does not name is domain, as in the eval summary)."""
+    register_domain_metrics()  # domain tasks' main metrics, when the runs were read back from disk
+    out: dict[str, dict[tuple[str, int], float]] = {"domain": {}, "general": {}}
+    for line in predictions.read_text(encoding="utf-8").splitlines():
+        p = json.loads(line)
+        value = main_metric(p["task"], p["scores"])
+        if value is not None:
+            out[kinds.get(p["source"], "domain")][(p["source"], p["line"])] = float(value)
+    return out
 
 
-def _stderr(runs: dict, group: str) -> tuple[float, int] | None:
-    """The binomial standard error of a score near the arms' mean, on the group's sample count, and that count."""
-    values = [(_main(r["summary"], group), r["summary"]["groups"].get(group, {}).get("n")) for r in runs.values()]
-    values = [(v, n) for v, n in values if v is not None and n]
-    if not values:
-        return None
-    p, n = sum(v for v, _ in values) / len(values), min(n for _, n in values)
-    return (p * (1 - p) / n) ** 0.5, n
+def seeds_paired(a: list[Path], b: list[Path], group: str, kinds: dict[str, str]) -> tuple[float, float, int]:
+    """`a` − `b` over every answer of the group, paired by seed (the i-th predictions file of each) and held-out
+    sample: mean, two standard errors, pairs (`bench.sections.paired_difference`)."""
+    x, y = {}, {}
+    for seed, (file_a, file_b) in enumerate(zip(a, b, strict=True)):
+        x |= {(seed, *k): v for k, v in sample_scores(file_a, kinds)[group].items()}
+        y |= {(seed, *k): v for k, v in sample_scores(file_b, kinds)[group].items()}
+    return paired_difference(x, y)
+
+
+def _prediction_files(arm: dict) -> list[Path]:
+    return [Path(run["folder"]) / "report" / "predictions_adapted.jsonl" for run in arm["seeds"]]
 
 
 def _versus(runs: dict, a: str, b: str) -> str:
-    """`a` − `b` per group, each against two standard errors of a difference of two scores."""
+    """`a` − `b` per group, paired answer by answer over the seeds both ran, against two standard errors."""
+    n_seeds = min(len(runs[a]["seeds"]), len(runs[b]["seeds"]))
+    files = [_prediction_files(runs[x])[:n_seeds] for x in (a, b)]
+    if not all(f.is_file() for f in files[0] + files[1]):
+        return "(predictions files missing)"
+    kinds = {name: source["kind"] for name, source in runs[a]["seeds"][0]["summary"]["sources"].items()}
     parts = []
     for group in ("domain", "general"):
-        delta, se = _delta(runs, a, b, group), _stderr(runs, group)
-        if delta == "–" or se is None:
-            parts.append(f"{delta} {group}")
-            continue
-        bound = 2 * se[0] * 2 ** 0.5
-        parts.append(f"{delta} {group} ({'beyond' if abs(float(delta)) > bound else 'within'} two standard errors of "
-                     f"a difference, {bound:.3f} at n = {se[1]})")
+        mean, se2, n = seeds_paired(*files, group, kinds)
+        parts.append(f"{mean:+.3f} {group} (± {se2:.3f}: {'beyond' if abs(mean) > se2 else 'within'} two standard "
+                     f"errors; {n} paired answers" + (f" over {n_seeds} seeds" if n_seeds > 1 else "") + ")")
     return ", ".join(parts)
 
 
+def _delta(runs: dict, a: str, b: str, group: str) -> str:
+    x, y = _group_mean(runs[a], group), _group_mean(runs[b], group)
+    return "–" if x is None or y is None else f"{x - y:+.3f}"
+
+
 def _agreement(runs: dict, a: str, b: str) -> str | None:
-    """How many held-out answers of runs `a` and `b` are the same, from their predictions files."""
-    files = [Path(runs[x].get("folder", "")) / "report" / "predictions_adapted.jsonl" for x in (a, b)]
+    """How many held-out answers of runs `a` and `b` (seed 0) are the same, from their predictions files."""
+    files = [_prediction_files(runs[x])[0] for x in (a, b)]
     if not all(f.is_file() for f in files):
         return None
     answers = [[json.loads(line)["prediction"] for line in f.read_text().splitlines()] for f in files]
@@ -341,17 +387,21 @@ def _findings(runs: dict) -> list[str]:
     if a in runs and TEACHER in runs:
         same = _agreement(runs, a, TEACHER)
         lines.append(f"(a) − (c), the distilled student's distance to the teacher: {_versus(runs, a, TEACHER)}"
-                     + (f"; the two give the same answer on {same} held-out samples." if same else "."))
+                     + (f"; with seed 0 the two give the same answer on {same} held-out samples." if same else "."))
     fa, fb = ARMS["distilled-fresh"][0], ARMS["random-fresh"][0]
     if a in runs and fa in runs:
-        lines.append(f"The vision adapter against a fresh projector on the same distilled student: "
-                     f"{_delta(runs, a, fa, 'domain')} domain, {_delta(runs, a, fa, 'general')} general"
-                     + (f" (random student: {_delta(runs, b, fb, 'domain')} / {_delta(runs, b, fb, 'general')})."
-                        if b in runs and fb in runs else "."))
+        lines.append(f"The vision adapter against a fresh projector on the same distilled student (seed 0 each): "
+                     f"{_delta(_first_seed(runs), a, fa, 'domain')} domain, {_delta(_first_seed(runs), a, fa, 'general')} general"
+                     + (f" (random student: {_delta(_first_seed(runs), b, fb, 'domain')} / "
+                        f"{_delta(_first_seed(runs), b, fb, 'general')})." if b in runs and fb in runs else "."))
     return lines
 
 
-DEFAULTS = {"distill_steps": 300, "distill_batch": 16, "train_steps": 400, "eval_samples": 100}
+def _first_seed(runs: dict) -> dict:
+    return {label: {"seeds": arm["seeds"][:1]} for label, arm in runs.items()}
+
+
+DEFAULTS = {"distill_steps": 300, "distill_batch": 16, "train_steps": 400, "eval_samples": 0, "seeds": 3}
 
 
 def _budget(budget: dict) -> str:
@@ -366,7 +416,7 @@ def _budget(budget: dict) -> str:
 
 
 def _floor(runs: dict, steps: int) -> str:
-    best = max((_main(r["summary"], "domain") or 0.0) for r in runs.values())
+    best = max((_group_mean(arm, "domain") or 0.0) for arm in runs.values())
     return (f"Every model's domain score is at most {best:.3f}: after {steps} quick-start steps the land-cover task is "
             "barely learnt by any of them, so the towers separate on the general set." if best < 0.3 else "")
 
@@ -386,13 +436,16 @@ def section(results: dict, command: str, budget: dict) -> str:
              "", *_cosine_table(d), "",
              *(_probe_section(results["probe"]) if "probe" in results else []),
              "The land-cover quick start (templates/recipes/quickstart.yaml: vision tower frozen, projector and LLM "
-             "trained in full; the same steps, data and seed for each) on pocket-tiny with (a) the distilled student and "
+             "trained in full; the same steps, data and seeds for each) on pocket-tiny with (a) the distilled student and "
              "its vision adapter in front of pocket-tiny's own trained projector (`model.vision_adapter: auto`; the "
              "adapter trains with the projector), (b) the random student (the distillation's starting weights) with the "
              "distillation's initial random projection, the same way, (c) pocket-tiny itself, tower and projector"
              + ("; and, for comparison, (a) and (b) with a freshly initialised projector (`model.vision_adapter: fresh`)"
                 if any(ARMS[n][0] in runs for n in ("distilled-fresh", "random-fresh")) else "") + ":", "",
              *_downstream_table(runs, TEACHER), "",
+             *([f"Domain and general: mean over training seeds 0-{len(runs[TEACHER]['seeds']) - 1} (initialisation "
+                "and data order; each seed's score in brackets); one seed for the fresh-projector arms.", ""]
+               if len(runs.get(TEACHER, {"seeds": [0]})["seeds"]) > 1 else []),
              " ".join(filter(None, [*_findings(runs), _floor(runs, budget["train_steps"]), _budget(budget)]))]
     if "remote_sensing" in results:
         r = results["rs_distill"]["report"]
@@ -416,23 +469,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-steps", type=int, default=DEFAULTS["train_steps"])
     parser.add_argument("--eval-samples", type=int, default=DEFAULTS["eval_samples"],
                         help="held-out samples per eval source (0 = all)")
+    parser.add_argument("--seeds", type=int, default=DEFAULTS["seeds"],
+                        help="training seeds for (a), (b) and (c): 0..N-1 (the others run seed 0)")
     parser.add_argument("--domain", action="store_true", help="also distil on remote-sensing images only (item 3)")
     parser.add_argument("--write", action="store_true", help=f"replace the `distill` section of {README.name}")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--fresh", action="store_true",
                         help="also the distilled and random students with a fresh projector (no vision adapter)")
     parser.add_argument("--only", choices=list(ARMS),
-                        help="run the distillation and this one land-cover run, then stop (to share the work out)")
+                        help="run the distillation and this one land-cover arm (all its seeds), then stop "
+                             "(to share the work out)")
     args = parser.parse_args(argv)
     args.out = args.out.resolve()  # recipes resolve relative output dirs against their own folder
     command = "python bench/bench_distill.py" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in (("distill_steps", args.distill_steps),
                                                      ("distill_batch", args.distill_batch),
                                                      ("train_steps", args.train_steps),
-                                                     ("eval_samples", args.eval_samples))) \
+                                                     ("eval_samples", args.eval_samples),
+                                                     ("seeds", args.seeds))) \
         + (" --fresh" if args.fresh else "") + (" --domain" if args.domain else "") + " --write"
     results = measure(args.out, args.distill_steps, args.distill_batch, args.train_steps, args.eval_samples or None,
-                      args.domain, args.progress, args.only, args.fresh)
+                      args.domain, args.progress, args.only, args.fresh, args.seeds)
     if args.only:
         return 0
     text = section(results, command, {k: getattr(args, k) for k in DEFAULTS})

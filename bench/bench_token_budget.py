@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import shutil
 import statistics
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.sections import ROOT, machine_line, write_section  # noqa: E402
+from bench.sections import ROOT, machine_line, paired_difference, write_section  # noqa: E402
 
 README = ROOT / "README.md"
 SECTION = "token_budget"
@@ -287,10 +286,9 @@ def table(results: dict, args: argparse.Namespace) -> str:
 
 def _paired_delta(run: dict, base: dict) -> tuple[float, float]:
     """Accuracy difference run - base over the same held-out probe questions, and 2 standard errors of it."""
-    a, b = probe_answers(Path(run["report"])), probe_answers(Path(base["report"]))
-    diffs = [a[k][1] - b[k][1] for k in sorted(a.keys() & b.keys())]
-    mean = statistics.fmean(diffs)
-    return mean, 2 * statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    a, b = ({line: acc for line, (_, acc) in probe_answers(Path(r["report"])).items()} for r in (run, base))
+    mean, se2, _ = paired_difference(a, b)
+    return mean, se2
 
 
 def probe_table(results: dict, args: argparse.Namespace) -> str:

@@ -76,6 +76,17 @@ def machine_line() -> str:
             f"transformers {transformers.__version__}, Pillow {PIL.__version__}, numpy {np.__version__}")
 
 
+def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
+    """Mean of ``a[k] - b[k]`` over the keys both score (the same held-out answers), two standard errors of that
+    mean, and the number of pairs. Pairing removes the variance the two runs share (which questions are hard)."""
+    import statistics
+
+    diffs = [a[k] - b[k] for k in sorted(a.keys() & b.keys())]
+    if len(diffs) < 2:
+        raise ValueError(f"{len(diffs)} answers in common: at least two are needed for a paired difference")
+    return statistics.fmean(diffs), 2 * statistics.stdev(diffs) / len(diffs) ** 0.5, len(diffs)
+
+
 def section_script(measure, description: str, argv: list[str] | None = None) -> int:
     """The command line of a bench script whose `measure(write)` returns its section text (and writes it with
     ``write``): ``python bench/SCRIPT.py [--write]`` prints the text."""
