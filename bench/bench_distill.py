@@ -384,6 +384,9 @@ def _findings(runs: dict) -> list[str]:
     if a in runs and b in runs:
         lines.append(f"(a) − (b), distilled against random student, both behind pocket-tiny's projector: "
                      f"{_versus(runs, a, b)}.")
+    if b in runs and TEACHER in runs:
+        lines.append(f"(c) − (b), the trained tower itself against the random student, the same way: "
+                     f"{_versus(runs, TEACHER, b)}: what any student could gain over (b) here.")
     if a in runs and TEACHER in runs:
         same = _agreement(runs, a, TEACHER)
         lines.append(f"(a) − (c), the distilled student's distance to the teacher: {_versus(runs, a, TEACHER)}"
@@ -455,8 +458,9 @@ def section(results: dict, command: str, budget: dict) -> str:
                   *_downstream_table(results["remote_sensing"], TEACHER)]
     lines += ["", "Domain: the held-out domain group's main metric (land cover: accuracy and Acc@0.5 over its classification "
               "and grounding samples); general: the general set's. Cosine: the student's patch features through its "
-              "projection against the teacher's, mean over tiles, tokens and layer pairs. Wall time: one run at a "
-              "time with OMP_NUM_THREADS=1 on a machine shared with other work.",
+              "projection against the teacher's, mean over tiles, tokens and layer pairs. Wall time: training and "
+              "evaluation of one run with OMP_NUM_THREADS=1, up to two runs side by side (`--only`) on the two cores "
+              "of a machine shared with other work.",
               "", f"Measured on {machine_line()}, seeds fixed; regenerate with `{command}`."]
     return "\n".join(lines)
 
