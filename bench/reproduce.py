@@ -120,6 +120,19 @@ def table(spec: Field, results: dict, overrides: list[str] = ()) -> str:
     return "\n".join(lines)
 
 
+def compare_weights(shipped: Path, rebuilt: Path) -> tuple[int, int, float]:
+    """How many tensors of two weight files are identical, how many there are, and the largest element
+    difference over the tensors both hold."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(shipped), load_file(rebuilt)
+    common = sorted(a.keys() & b.keys())
+    same = sum(a[k].dtype == b[k].dtype and a[k].shape == b[k].shape and bool((a[k] == b[k]).all()) for k in common)
+    largest = max(((a[k].double() - b[k].double()).abs().max().item() for k in common
+                   if a[k].shape == b[k].shape and a[k].numel()), default=0.0)
+    return same, len(a.keys() | b.keys()), largest
+
+
 def pocket_tiny(out_root: Path) -> str:
     """Rebuild pocket-tiny from scratch (the recorded settings) and say whether it is the shipped model."""
     import model
@@ -131,12 +144,24 @@ def pocket_tiny(out_root: Path) -> str:
     vlm, _ = model.load("pocket-tiny")
     n_params = sum(p.numel() for p in vlm.parameters())
     size = (record_path().parent / "model.safetensors").stat().st_size
-    verdict = "identical to the shipped weights, bit for bit" if not problems else "DIFFERENT: " + "; ".join(problems)
+    if problems:
+        same, total, largest = compare_weights(record_path().parent / "model.safetensors",
+                                               Path(out_root) / "pocket-tiny" / "train" / "final" / "model.safetensors")
+        verdict = (f"DIFFERENT: {'; '.join(problems)}; {same} of {total} tensors identical, largest element "
+                   f"difference {largest:.3g}")
+    else:
+        verdict = "identical to the shipped weights, bit for bit"
+    made = record.get("made_with", {})
     return "\n".join([
-        "| parameters | weights file | pre-training | general test set (rebuilt) | rebuild time | rebuilt weights |",
+        "| parameters | weights file | pre-training | general test set: rebuilt (recorded) | rebuild time "
+        "| rebuilt weights |",
         "|---:|---:|---|---:|---:|---|",
         f"| {n_params / 1e6:.2f} M | {size / 2**20:.1f} MiB | {record['steps']} steps from scratch, lr {record['lr']} "
-        f"| {_fmt(summary['groups']['general']['main'])} | {minutes:.1f} min | {verdict} |",
+        f"| {_fmt(summary['groups']['general']['main'])} ({_fmt(record.get('general_accuracy'))}) | {minutes:.1f} min "
+        f"| {verdict} |",
+        "",
+        f"The record (`model/assets/pocket-tiny/rebuild.json`) was made with Python {made.get('python', '?')}, torch "
+        f"{made.get('torch', '?')}, transformers {made.get('transformers', '?')} on {made.get('machine', '?')}.",
         "",
         f"Measured on {machine_line()}; regenerate with `python bench/reproduce.py pocket-tiny --write` "
         "(runs `python -m adapt.pretrain_tiny --check`).",

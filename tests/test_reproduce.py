@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from adapt.pretrain_tiny import RECIPE, check_prefix, record_path, weights_digest
-from bench.reproduce import FIELDS, README, run_field, table
+from bench.reproduce import FIELDS, README, compare_weights, run_field, table
 from bench.sections import read_section, write_section
 
 SECTIONS = [*(f"reproduce:{name}" for name in FIELDS), "reproduce:pocket-tiny"]
@@ -145,3 +145,17 @@ def test_weights_digest_sees_values_names_and_dtypes(tmp_path):
     assert base != digest({"x": a.reshape(3, 2)})
     assert base != digest({"x": a.double()})
     assert Path(record_path()).name == "rebuild.json"
+
+
+def test_a_different_rebuild_says_how_different(tmp_path):
+    """The rebuild section's verdict when the bits differ: identical tensors counted, the largest difference."""
+    import torch
+    from safetensors.torch import save_file
+
+    shipped = {"a": torch.zeros(3), "b": torch.ones(2, 2), "c": torch.arange(4.0)}
+    rebuilt = {"a": torch.zeros(3), "b": torch.ones(2, 2) + torch.tensor([[0.0, 0.25], [0.0, 0.0]]),
+               "c": torch.arange(4.0) - 1}
+    save_file(shipped, tmp_path / "shipped.safetensors")
+    save_file(rebuilt, tmp_path / "rebuilt.safetensors")
+    assert compare_weights(tmp_path / "shipped.safetensors", tmp_path / "rebuilt.safetensors") == (1, 3, 1.0)
+    assert compare_weights(tmp_path / "shipped.safetensors", tmp_path / "shipped.safetensors") == (3, 3, 0.0)
