@@ -124,7 +124,9 @@ def user_error_message(err: BaseException, out: Path | None = None) -> str | Non
         return f"{where}is a folder, not a file; give the path of a file"
     if isinstance(err, PermissionError):
         return f"{where}permission denied; make it writable (readable for inputs) or choose another path"
-    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+    # numpy's ndarray.tofile (the GGUF writer's) reports a full disk without an errno
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or (
+            err.errno is None and str(err).startswith("Not enough free space")):
         return f"{where}disk full ({reason}); free some space or write elsewhere"
     if err.errno == errno.EROFS:
         return f"{where}read-only file system; choose a writable path"

@@ -62,6 +62,8 @@ def _one_line(err: str) -> str:
     (PocketAdaptError("data/x.json: bad layout; fix the file"), ["data/x.json: bad layout; fix the file"]),
     (SkipInput("unreadable image", "raw/a.tif: truncated"), ["raw/a.tif: truncated"]),
     (OSError(errno.ENOSPC, "No space left on device", "out/images/a.png"), ["out/images/a.png", "disk full", "free"]),
+    (OSError("Not enough free space to write 17432576 bytes after offset 2308249856"),  # numpy's tofile
+     ["Not enough free space", "disk full", "free some space"]),
     (PermissionError(errno.EACCES, "Permission denied", "out/toy_train.jsonl"),
      ["out/toy_train.jsonl", "permission denied", "writable"]),
     (OSError(errno.EROFS, "Read-only file system", "out/a.png"), ["out/a.png", "read-only"]),
