@@ -392,11 +392,12 @@ def _findings(runs: dict) -> list[str]:
         lines.append(f"(a) − (c), the distilled student's distance to the teacher: {_versus(runs, a, TEACHER)}"
                      + (f"; with seed 0 the two give the same answer on {same} held-out samples." if same else "."))
     fa, fb = ARMS["distilled-fresh"][0], ARMS["random-fresh"][0]
+    first = _first_seed(runs)
     if a in runs and fa in runs:
         lines.append(f"The vision adapter against a fresh projector on the same distilled student (seed 0 each): "
-                     f"{_delta(_first_seed(runs), a, fa, 'domain')} domain, {_delta(_first_seed(runs), a, fa, 'general')} general"
-                     + (f" (random student: {_delta(_first_seed(runs), b, fb, 'domain')} / "
-                        f"{_delta(_first_seed(runs), b, fb, 'general')})." if b in runs and fb in runs else "."))
+                     f"{_delta(first, a, fa, 'domain')} domain, {_delta(first, a, fa, 'general')} general"
+                     + (f" (random student: {_delta(first, b, fb, 'domain')} / "
+                        f"{_delta(first, b, fb, 'general')})." if b in runs and fb in runs else "."))
     return lines
 
 
