@@ -64,6 +64,9 @@ VARIANTS = {v.key: v for v in [
             lambda _: ["tiling.max_tiles=3", "tiling.thumbnail=false"]),
     Variant("pooled", "pooled pixel shuffle: `model.projector_options.pool=2`",
             lambda _: ["model.projector_options.pool=2"]),
+    # InternVL's own option at half the ratio: no patch averaged away, the trained MLP widened to start from
+    Variant("shuffle4", "coarser pixel shuffle, 4x4 patches a token: `model.projector_options.downsample_ratio=0.25`",
+            lambda _: ["model.projector_options.downsample_ratio=0.25"]),
     Variant("qformer", "Q-Former, 1/4 of the tokens per tile: `model.projector=qformer`", _qformer),
 ]}
 

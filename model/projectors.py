@@ -8,7 +8,9 @@ so :func:`projector_tokens` can answer without building weights.
 Built-in projectors (state-dict keys match the upstream checkpoints so they load with ``strict=True``):
 
 - ``pixel_shuffle_mlp``: InternVL ``mlp1`` / transformers ``InternVLMultiModalProjector``; g x g grid -> ``(g*ratio)**2``
-  tokens (32x32 -> 256); ``pool=p`` average-pools the grid p x p first: ``(g*ratio/p)**2`` (p=2: 64), same weights.
+  tokens (32x32 -> 256); ``pool=p`` average-pools the grid p x p first: ``(g*ratio/p)**2`` (p=2: 64), same weights;
+  ``downsample_ratio=0.25`` shuffles 4x4 patches into one token (64), wider weights (``load_widened`` starts them from
+  a trained ratio-0.5 projector).
 - ``ldp``: MobileVLM v1 ``LDPNetProjector`` (``mm_projector_type="ldpnet"``); ``ceil(g/2)**2`` (24x24 -> 144).
 - ``ldpv2``: MobileVLM V2 ``LDPNetV2Projector`` (``"ldpnetv2"``); ``pooled_grid**2``, default ``(g//2)**2`` (24 -> 144).
 - ``mlp2x_gelu`` (any ``mlp{N}x_gelu`` name is accepted): LLaVA MLP; ``g_h*g_w`` tokens.
@@ -332,6 +334,32 @@ class PixelShuffleMLPProjector(nn.Module):
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
         return self.count_tokens(grid_h, grid_w, downsample_ratio=self.downsample_ratio, pool=self.pool)
+
+    @torch.no_grad()
+    def load_widened(self, trained: PixelShuffleMLPProjector) -> None:
+        """Start from `trained`, whose shuffle factor k divides this one's K = k*m: each of its LayerNorm / linear_1
+        input columns is spread over the m x m patches it would have seen pooled (weight / m^2, norm weight and bias
+        copied), linear_2 copied.  The projector then computes ``trained`` on m x m-averaged patches (what ``pool=m``
+        does) except that the LayerNorm's scale comes from all K x K patches rather than the averaged ones; unlike
+        pooling, no patch is averaged away, so training can use the detail."""
+        k, big = trained.factor, self.factor
+        if big % k or (trained.vision_hidden, trained.text_hidden) != (self.vision_hidden, self.text_hidden) \
+                or trained.ps_version != self.ps_version or trained.pool != self.pool:
+            raise ModelConfigError(
+                f"pixel_shuffle_mlp: cannot widen a factor-{k} projector ({trained.vision_hidden} -> "
+                f"{trained.text_hidden}) to factor {big} ({self.vision_hidden} -> {self.text_hidden}): the factor must "
+                "be a multiple, the widths, ps_version and pool the same")
+        m, c = big // k, self.vision_hidden
+        # new input column (row Kr, col Kc of the K x K block, channel ch) <- old column (Kr // m, Kc // m, ch)
+        block = torch.arange(big)
+        source = ((block[:, None] // m) * k + block[None, :] // m).reshape(-1)  # (K*K,) old sub-position
+        columns = (source[:, None] * c + torch.arange(c)[None, :]).reshape(-1)  # (K*K*C,) old column
+        self.layer_norm.weight.copy_(trained.layer_norm.weight[columns])
+        self.layer_norm.bias.copy_(trained.layer_norm.bias[columns])
+        self.layer_norm.eps = trained.layer_norm.eps
+        self.linear_1.weight.copy_(trained.linear_1.weight[:, columns] / (m * m))
+        self.linear_1.bias.copy_(trained.linear_1.bias)
+        self.linear_2.load_state_dict(trained.linear_2.state_dict())
 
     def project(self, shuffled: Tensor) -> Tensor:
         """The MLP alone, on already pixel-shuffled tokens ``(N, L', C*k^2)``."""

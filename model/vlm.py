@@ -26,7 +26,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .errors import ModelConfigError, PocketAdaptError
 from .loss import supervised_token_losses
 from .processor import IGNORE_INDEX
-from .projectors import AdaptedProjector, build_projector, first_linear, projector_tokens
+from .projectors import AdaptedProjector, PixelShuffleMLPProjector, build_projector, first_linear, projector_tokens
 from .tiling import TilingConfig
 from .vision import build_vision_tower, patch_grid, select_features
 
@@ -191,8 +191,10 @@ class PocketVLM(PreTrainedModel):
         self.config.vision_adapter_width = None
 
     def reconfigure_projector(self, projector_options: dict) -> None:
-        """Change options of the model's own projector (``pool`` of ``pixel_shuffle_mlp``), keeping its trained
-        weights: the options are merged over the current ones and must leave every weight's shape as it is."""
+        """Change options of the model's own projector, keeping what it learned: the options are merged over the
+        current ones and must leave every weight's shape as it is (``pool`` of ``pixel_shuffle_mlp``), except a
+        coarser ``downsample_ratio`` of ``pixel_shuffle_mlp`` (0.5 -> 0.25: 4x4 patches a token), whose wider weights
+        start from the trained ones (`PixelShuffleMLPProjector.load_widened`)."""
         options = {**self.config.projector_options, **projector_options}
         old = self.own_projector
         try:
@@ -203,12 +205,21 @@ class PocketVLM(PreTrainedModel):
         old_state, new_state = old.state_dict(), new.state_dict()
         changed = sorted(k for k in old_state.keys() | new_state.keys()
                          if k not in old_state or k not in new_state or old_state[k].shape != new_state[k].shape)
-        if changed:
+        if changed and isinstance(new, PixelShuffleMLPProjector) and isinstance(old, PixelShuffleMLPProjector) \
+                and new.factor != old.factor:
+            if new.factor % old.factor:
+                raise ModelConfigError(
+                    f"projector_options {projector_options}: the trained pixel shuffle's downsample_ratio "
+                    f"{old.downsample_ratio} can only be made coarser by a whole factor (0.5 -> 0.25, 0.125), "
+                    f"not {new.downsample_ratio}; name a projector to start a fresh one")
+            new.load_widened(old)
+        elif changed:
             raise ModelConfigError(
                 f"projector_options {projector_options} change the {self.config.projector_type} weights' shapes "
                 f"({', '.join(changed[:4])}), so the trained ones cannot be kept; name a projector to start a fresh one"
             )
-        new.load_state_dict(old_state, strict=True)
+        else:
+            new.load_state_dict(old_state, strict=True)
         reference = next(old.parameters(), None)
         if reference is not None:
             new = new.to(device=reference.device, dtype=reference.dtype)

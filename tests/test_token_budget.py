@@ -42,6 +42,8 @@ def _driving(tmp_path, *overrides: str):
     (("tiling.max_tiles=2",), {}, 2 * 1 + 1, (GRID // 2) ** 2),
     (("tiling.max_tiles=3", "tiling.thumbnail=false"), {}, 3, (GRID // 2) ** 2),  # one tile a column of cameras
     (("model.projector_options.pool=2",), {"projector_options": {"pool": 2}}, 6 * 2 + 1, (GRID // 4) ** 2),
+    (("model.projector_options.downsample_ratio=0.25",), {"projector_options": {"downsample_ratio": 0.25}},
+     6 * 2 + 1, (GRID // 4) ** 2),
     (("model.projector=qformer", "model.projector_options.num_queries=4"),
      {"projector": "qformer", "projector_options": {"num_queries": 4}}, 6 * 2 + 1, 4),
 ])
@@ -68,7 +70,7 @@ def test_mini_internvl_budgets():
     tokens = {key: mini_internvl_tokens(DRIVING, budget, variant) for key, variant in VARIANTS.items()}
     assert tokens["baseline"] == 13 * 256 == 3328  # the issue's figure: 6x2 + thumbnail at 256 a tile
     assert all(tokens[key] <= 3328 // 4 for key in tokens if key != "baseline")
-    assert tokens["pooled"] == tokens["qformer"] == 13 * 64
+    assert tokens["pooled"] == tokens["qformer"] == tokens["shuffle4"] == 13 * 64
     assert (tokens["tiles2"], tokens["tiles3"]) == (3 * 256, 3 * 256)
 
 
@@ -106,10 +108,56 @@ def test_pooled_pixel_shuffle_keeps_pretrained_weights_and_trains():
     out = vlm(**inputs)
     out.loss.backward()
     assert torch.isfinite(out.loss) and vlm.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
-    with pytest.raises(ModelConfigError, match="shapes"):  # a finer shuffle would need a wider MLP
-        model.load("pocket-tiny", projector_options={"downsample_ratio": 0.25})
+    with pytest.raises(ModelConfigError, match="whole factor"):  # 3x3 patches a token: no trained column fits
+        model.load("pocket-tiny", projector_options={"downsample_ratio": 1 / 3})
     with pytest.raises(ModelConfigError, match="num_queries"):
         model.load("pocket-tiny", projector_options={"num_queries": 4})
+
+
+def test_coarser_pixel_shuffle_starts_from_the_trained_mlp():
+    """downsample_ratio 0.5 -> 0.25 widens the trained MLP: on patch maps that are constant over each 2x2 block (where
+    the LayerNorm sees the same statistics either way) it is exactly the pooled projector; every patch has its own
+    columns, so unlike pooling it can learn what differs inside a block."""
+    torch.manual_seed(0)
+    trained = build_projector("pixel_shuffle_mlp", 24, 32)
+    for p in trained.parameters():
+        torch.nn.init.normal_(p)
+    pooled = build_projector("pixel_shuffle_mlp", 24, 32, pool=2)
+    pooled.load_state_dict(trained.state_dict())
+    wide = build_projector("pixel_shuffle_mlp", 24, 32, downsample_ratio=0.25)
+    wide.load_widened(trained)
+    assert projector_tokens("pixel_shuffle_mlp", GRID, GRID, downsample_ratio=0.25) == wide.num_tokens(GRID, GRID) == 4
+    blocks = torch.randn(3, GRID // 2, GRID // 2, 24)
+    x = blocks.repeat_interleave(2, 1).repeat_interleave(2, 2).reshape(3, GRID * GRID, 24)
+    torch.testing.assert_close(wide(x), pooled(x), rtol=1e-5, atol=1e-4)
+    y = torch.randn(3, GRID * GRID, 24, requires_grad=True)
+    wide(y).square().mean().backward()
+    grads = wide.linear_1.weight.grad.reshape(32, 16, 24).abs().sum(dim=(0, 2))
+    assert y.grad.abs().min() > 0 and grads.min() > 0  # every patch, every one of the 4x4 positions' columns
+    with pytest.raises(ModelConfigError, match="multiple"):
+        build_projector("pixel_shuffle_mlp", 24, 32).load_widened(wide)
+
+
+def test_coarser_pixel_shuffle_loads_trains_and_round_trips(tmp_path):
+    from deploy.hf import export
+
+    vlm, processor = model.load("pocket-tiny", projector_options={"downsample_ratio": 0.25})
+    assert vlm.config.projector_options["downsample_ratio"] == 0.25 and vlm.config.image_seq_length == 4
+    conversation = [{"from": "human", "value": "<image>\nWhat is ahead?"}, {"from": "gpt", "value": "a car"}]
+    inputs = processor(conversation, images=[STITCHED], add_generation_prompt=False, with_labels=True).to_model_inputs()
+    assert int((inputs["input_ids"] == processor.image_token_id).sum()) == 4 * len(inputs["pixel_values"])
+    with torch.no_grad():
+        logits = vlm(**inputs).logits
+    for layout in ("pocket", "hf"):  # transformers' InternVLConfig names the ratio, so its layout keeps it
+        again, _ = model.load(export(vlm, processor, layout, tmp_path / layout))
+        assert again.config.image_seq_length == 4, layout
+        with torch.no_grad():
+            torch.testing.assert_close(again(**inputs).logits, logits, msg=layout)
+    from model.checkpoints.original import original_config
+
+    config = vlm.config.__class__.from_dict(vlm.config.to_dict())
+    config.chat_template = "Hermes-2"  # the original layout needs one of InternVL's templates
+    assert original_config(config)["downsample_ratio"] == 0.25  # and so does the original InternVL config
 
 
 def test_recipe_errors(tmp_path):
