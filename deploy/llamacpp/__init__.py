@@ -12,6 +12,7 @@ is what `adapt chat --runtime llamacpp` uses on an export folder; `deploy.llamac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -95,8 +96,10 @@ class PocketLlama:
         if extra_bufts if extra_bufts is not None else os.environ.get("POCKET_LLAMA_EXTRA_BUFTS", "") == "1":
             cmd.append("--extra-bufts")
         self._log = tempfile.TemporaryFile(mode="w+")
+        # a failed GGML_ASSERT would otherwise attach gdb, whose backtrace lands on our JSON channel (stdout)
+        env = {**os.environ, "GGML_NO_BACKTRACE": "1"}
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     bufsize=1)
+                                     bufsize=1, env=env)
         try:
             first = self._read()
         except LlamaCppError as err:  # it died while loading: say what it was loading
@@ -109,10 +112,16 @@ class PocketLlama:
         self.scratch = Path(tempfile.mkdtemp(prefix="pocket-llama-"))
 
     def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise LlamaCppError(f"pocket-llama exited (status {self.proc.poll()}): {self.log_tail()}")
-        return json.loads(line)
+        """The next JSON answer; a line that is not one (a library printing to stdout) is kept for the error."""
+        stray: list[str] = []
+        while line := self.proc.stdout.readline():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    return json.loads(line)
+            stray.append(line.strip())
+        self.proc.wait()
+        said = f" (it printed: {_tail(chr(10).join(stray), 3)})" if any(stray) else ""
+        raise LlamaCppError(f"pocket-llama exited (status {self.proc.returncode}): {self.log_tail()}{said}")
 
     def log_tail(self) -> str:
         self._log.seek(0)
