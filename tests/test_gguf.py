@@ -288,6 +288,20 @@ def test_image_embeddings_match_pytorch(name, qtype, models, exports, example_im
         assert relative_error(got, exact) < 1e-2
 
 
+def test_coarser_pixel_shuffle_runs_in_llamacpp_as_in_pytorch(tmp_path, example_image, llama_cpp):
+    """`downsample_ratio: 0.25` (4x4 patches a token, the token-budget option) is written as the projector's scale
+    factor; llama.cpp's InternVL graph must shuffle by it and give PyTorch's 4 tokens a tile."""
+    vlm, processor = model.load("pocket-tiny", projector_options={"downsample_ratio": 0.25})
+    model_file, mmproj = _files(export(vlm, processor, "gguf", tmp_path / "out", qtype="f32", name="coarse"),
+                                "coarse", "f32")
+    with PocketLlama(model_file, mmproj, kv_f32=True) as llama:
+        got = llama.embed(llama.tiles_file(_tiles(processor, example_image)))
+    with llamacpp_numerics(vlm):
+        emulated = torch_embeddings(vlm, processor, example_image)
+    assert got.shape == emulated.shape == (4 * len(_tiles(processor, example_image)), vlm.config.text_config.hidden_size)
+    assert relative_error(got, emulated) < 1e-4
+
+
 def greedy(vlm, encoded, n: int) -> tuple[list[int], list[int], list[float]]:
     """n argmax tokens, end-of-text tokens included (no stopping), recomputing the whole sequence each step; with
     each step's runner-up token and the logit gap between the two."""
@@ -586,6 +600,24 @@ def test_a_gguf_llamacpp_refuses_is_one_line_with_its_reason(exports, tmp_path, 
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith(f"adapt chat: error: llama.cpp could not load {text}") and "Traceback" not in err
     assert (arch[:-1] + b"9").decode() in err.split("could not load", 1)[1].split(str(text), 1)[1]  # its reason
+
+
+def test_llamacpp_aborting_mid_request_is_one_line_with_its_assert(tmp_path, capsys, monkeypatch, llama_cpp):
+    """An mmproj whose graph llama.cpp aborts on (here: a pixel-shuffle factor that does not fit the projector's
+    weights): the failed GGML_ASSERT in one line -- gdb's backtrace used to reach the JSON channel, a
+    JSONDecodeError traceback."""
+    import gguf
+
+    from adapt.cli import main
+
+    vlm, processor = model.load("pocket-tiny", projector_options={"downsample_ratio": 0.25})
+    monkeypatch.setattr(gguf.GGUFWriter, "add_vision_projector_scale_factor",
+                        lambda self, value: self.add_uint32(gguf.Keys.ClipVision.Projector.SCALE_FACTOR, 2))
+    folder = export(vlm, processor, "gguf", tmp_path / "out", qtype="f32", name="coarse")
+    rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err, err
+    assert "GGML_ASSERT" in err and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.slow
