@@ -37,6 +37,7 @@ from model.errors import PocketAdaptError
 from model.loading import ADAPTER_FOLDER
 from model.processor import IGNORE_INDEX
 
+from .allocator import keep_freed_memory
 from .checkpointing import (
     RECIPE,
     RunFolderBusy,
@@ -332,6 +333,7 @@ class Trainer:
             self.close()
 
     def _run(self, stop_after: int | None) -> Path:
+        keep_freed_memory()  # steps free and allocate the same tensors again: don't fault their pages in each time
         start_step = self.start_step
         end_step = min(stop_after, self.total_steps) if stop_after else self.total_steps
         log_path = self.out_dir / "train_log.jsonl"

@@ -11,7 +11,7 @@ micro-batches (the recipe's mixture order, epoch 0 on) with the same trainable p
 LLM in full, vision frozen), AdamW with the recipe's per-part learning rates and weight decay, the same schedule,
 gradient clipping, batch size, accumulation and max_seq_length:
 
-- `adapt train`: adapt/train.py's `Trainer(recipe).run()` in this process; steady-state time is the sum of its
+- `adapt train`: adapt/train.py's `Trainer(recipe).run()`, in process as the CLI runs it; steady-state time is the sum of its
   train_log.jsonl `step_time` entries after the warm-up steps; its end-to-end wall time (model load, data measuring,
   the steps, the final save) is reported apart;
 - plain loop: the same dataset and collate (adapt/data/dataset.py), `model(**batch).logits`, a summed
@@ -22,7 +22,8 @@ gradient clipping, batch size, accumulation and max_seq_length:
   same per-part groups, passed in; `compute_loss` is overridden only to feed the VLM (the collate's `sources` key)
   and to take the same token-summed loss.
 
-Each run times `--steps` optimizer steps after 2 warm-up steps; the runners are interleaved (A, B, C, A, B, C, ...
+Each run is a fresh process (no runner inherits another's allocator state or heap) and times `--steps`
+optimizer steps after 2 warm-up steps; the runners are interleaved (A, B, C, A, B, C, ...
 `--repeats` times) and the median run is reported: samples/s, supervised tokens/s (labels the loss is taken over) and
 tokens/s (non-pad input tokens, image tokens included). `--precision bf16`: `training.precision=bf16` / `torch.autocast
 ("cpu", torch.bfloat16)` / `TrainingArguments(bf16=True)`. The mean loss of the last steps is kept per runner and
@@ -529,6 +530,32 @@ def parse_variants(items: list[str]) -> dict[str, list[str]]:
     return variants
 
 
+def _run_one(setup: Setup, runner: str, precision: str, variants: dict[str, list[str]], threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    if runner == "adapt":
+        return run_adapt(setup, precision)
+    if runner == "plain":
+        return run_plain(setup, precision)
+    if runner == "hf":
+        return run_hf(setup, precision)
+    name = runner.split(":", 1)[1]
+    return run_adapt(setup, precision, variants[name], name=f"adapt-{name}")
+
+
+def run_in_child(setup: Setup, runner: str, precision: str, variants: dict[str, list[str]]) -> dict:
+    """One run in a fresh process: no runner inherits another's allocator state (adapt train tunes glibc's malloc,
+    adapt/allocator.py), heap or warm caches, as no user's script would."""
+    import multiprocessing
+
+    import torch
+
+    bare = Setup(setup.name, setup.work, setup.recipe_path, setup.base)  # records are re-read in the child
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_run_one, (bare, runner, precision, variants, torch.get_num_threads()))
+
+
 def measure_model(setup: Setup, precisions: list[str], repeats: int, variants: dict[str, list[str]]) -> dict:
     runners = [*RUNNERS, *(f"adapt:{v}" for v in variants)]
     runs: dict[tuple[str, str], list[dict]] = {}
@@ -536,15 +563,7 @@ def measure_model(setup: Setup, precisions: list[str], repeats: int, variants: d
         for r in range(repeats):
             for runner in runners:
                 print(f"[{setup.name}] {precision} repeat {r + 1}/{repeats}: {runner}", file=sys.stderr, flush=True)
-                if runner == "adapt":
-                    run = run_adapt(setup, precision)
-                elif runner == "plain":
-                    run = run_plain(setup, precision)
-                elif runner == "hf":
-                    run = run_hf(setup, precision)
-                else:
-                    name = runner.split(":", 1)[1]
-                    run = run_adapt(setup, precision, variants[name], name=f"adapt-{name}")
+                run = run_in_child(setup, runner, precision, variants)
                 runs.setdefault((runner, precision), []).append(summarise(run) | {"steps": run["steps"]})
     results = {}
     for (runner, precision), reps in runs.items():
@@ -580,8 +599,9 @@ INTRO = (
     "the default `Trainer` picks (`adamw_torch_fused`, from torch 2.8 on), the plain loop torch's default "
     "implementation, which a script written from the PyTorch docs gets), "
     "namely `adapt train` (adapt/train.py `Trainer.run()`, in process), a plain "
-    "PyTorch loop and a transformers `Trainer` script, both in bench/bench_train.py. Timed optimizer steps follow 2 "
-    "warm-up steps; runners interleaved, median run of the repeats (all runs' samples/s listed). samples/s, supervised "
+    "PyTorch loop and a transformers `Trainer` script, both in bench/bench_train.py. Every run is a fresh process (none inherits another's "
+    "allocator state or heap: adapt train keeps freed memory mapped, adapt/allocator.py); timed optimizer steps "
+    "follow 2 warm-up steps; runners interleaved, median run of the repeats (all runs' samples/s listed). samples/s, supervised "
     "tokens/s (the labels the loss is taken over) and tokens/s (non-pad input tokens, image tokens included) count the "
     "timed steps, data loading included (DataLoader, no workers, in every runner); ratios are against the Trainer and "
     "the plain loop of the same run and precision (bold: adapt train vs Trainer), from wall time and from the process's "

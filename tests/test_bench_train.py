@@ -20,8 +20,9 @@ def runs(tmp_path_factory):
     data = bench.prepare_data(work / "data", n_train=24, n_test=4)
     # steps=0 timed: the 2 warm-up steps only, micro-batches of 2 samples, 2 per optimizer step
     setup = bench.make_setup("pocket-tiny", work, data, steps=0, batch_size=2, grad_accum=2)
-    return {"adapt": bench.run_adapt(setup, "fp32"), "plain": bench.run_plain(setup, "fp32"),
-            "hf": bench.run_hf(setup, "fp32"),
+    # the bench runs each in a fresh process (run_in_child); two of them here go that way too
+    return {"adapt": bench.run_adapt(setup, "fp32"), "plain": bench.run_in_child(setup, "plain", "fp32", {}),
+            "hf": bench.run_in_child(setup, "hf", "fp32", {}),
             "packed": bench.run_adapt(setup, "fp32", ["training.packing=true"], name="packed")}
 
 

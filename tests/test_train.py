@@ -105,6 +105,9 @@ def test_training_run_writes_checkpoints_logs_and_a_merged_model(tmp_path, data_
     out = Path(recipe.output.dir)
     log = read_log(out)
     assert [e["step"] for e in log] == list(range(1, 7))
+    from adapt import allocator
+
+    assert allocator._applied is sys.platform.startswith("linux")  # the run kept freed memory (tests/test_allocator.py)
     assert all("loss/landcover" in e or "loss/general" in e for e in log)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]  # keep_last 2
     ckpt = out / "checkpoint-6"
