@@ -33,7 +33,8 @@ Achieved GFLOP/s: the FLOPs of one optimizer step's forward + backward counted b
 FlopCounterMode` (fp32, first timed step), scaled to every timed step by its padded token positions, over the step
 time; set against the fp32 and bf16 `torch.matmul` peaks (2048 x 2048, best of several, measured in the same run at
 the start and the end, same thread count). `--adapt-variant NAME=key=value[,key=value]` adds an `adapt train` runner
-with those recipe overrides (e.g. `packed=training.packing=true`).
+with those recipe overrides (e.g. `packed=training.packing=true`); an item `env:NAME=VALUE` sets an environment
+variable in that runner's process instead (e.g. `system-malloc=env:POCKET_ADAPT_KEEP_FREED_MEMORY=0`).
 
 `mid`: pocket-tiny's vision tower, projector shape and tokenizer with a Qwen2 language model of ~170 M parameters
 (hidden 1024, 14 layers, MLP 2816, 16 heads / 4 KV heads), random weights, saved once into the work folder; nothing is
@@ -346,7 +347,10 @@ def run_adapt(setup: Setup, precision: str, extra: list[str] = (), name: str = "
     gc.collect()
     shutil.rmtree(recipe.output.dir, ignore_errors=True)
     after = wall - set_up - sum(e["step_time"] for e in log)  # tensorboard/log set-up, final save, loss plot
-    return {"steps": steps_out, "wall_s": wall, "setup_s": set_up, "after_s": after}
+    from adapt import allocator
+
+    return {"steps": steps_out, "wall_s": wall, "setup_s": set_up, "after_s": after,
+            "kept_freed_memory": allocator._applied}
 
 
 def run_plain(setup: Setup, precision: str, steps: int | None = None) -> dict:
@@ -541,7 +545,12 @@ def _run_one(setup: Setup, runner: str, precision: str, variants: dict[str, list
     if runner == "hf":
         return run_hf(setup, precision)
     name = runner.split(":", 1)[1]
-    return run_adapt(setup, precision, variants[name], name=f"adapt-{name}")
+    overrides = [item for item in variants[name] if not item.startswith("env:")]
+    for item in variants[name]:  # env:NAME=VALUE -- this run's process only
+        if item.startswith("env:"):
+            key, _, value = item[4:].partition("=")
+            os.environ[key] = value
+    return run_adapt(setup, precision, overrides, name=f"adapt-{name}")
 
 
 def run_in_child(setup: Setup, runner: str, precision: str, variants: dict[str, list[str]]) -> dict:

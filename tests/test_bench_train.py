@@ -78,3 +78,15 @@ def test_benchmarks_section_names_its_command():
     assert "python bench/bench_train.py" in body and "--write" in body
     assert "### pocket-tiny" in body
     assert "| fp32 | adapt train |" in body and "| fp32 | transformers Trainer |" in body
+
+
+def test_an_env_variant_runs_in_its_own_process_with_that_environment(runs, tmp_path):
+    """`--adapt-variant NAME=env:KEY=VALUE`: here the allocator opt-out, seen by that run only."""
+    import sys
+
+    work = tmp_path / "w"
+    data = bench.prepare_data(work / "data", n_train=8, n_test=2)
+    setup = bench.make_setup("pocket-tiny", work, data, steps=0, batch_size=2, grad_accum=1)
+    variants = bench.parse_variants(["sysmalloc=env:POCKET_ADAPT_KEEP_FREED_MEMORY=0"])
+    assert bench.run_in_child(setup, "adapt:sysmalloc", "fp32", variants)["kept_freed_memory"] is False
+    assert runs["adapt"]["kept_freed_memory"] is sys.platform.startswith("linux")
