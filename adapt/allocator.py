@@ -2,10 +2,11 @@
 
 Each CPU training step frees and allocates the same large tensors again: activations, and under bf16 autocast a
 fresh fp32 gradient for every weight (autograd casts the bf16 gradient back). glibc returns freed heap tops above
-its trim threshold to the kernel and serves mid-sized blocks with `mmap`, so the next step faults every page in
-again: ~80k minor faults a step at the 164 M-parameter bench size, about 2 µs each on the machines measured
-(bench/bench_train.py). Raising the trim threshold and the mmap threshold keeps those pages mapped; the peak
-resident memory is what the step needed anyway, but it is not given back until the process ends.
+its trim threshold to the kernel and serves mid-sized blocks with `mmap`, so the next step faults those pages in
+again (tests/test_allocator.py shows the pattern). Raising the trim threshold and the mmap threshold keeps them
+mapped; the peak resident memory is what the step needed anyway, but up to 2 GiB of it is not given back until the
+process ends. bench/bench_train.py's `system-malloc` variant runs without it: at the 164 M-parameter bench size the
+step time did not change beyond the run-to-run spread.
 
 ``POCKET_ADAPT_KEEP_FREED_MEMORY=0`` leaves the allocator as it is.
 """
