@@ -49,6 +49,7 @@ import json
 import math
 import os
 import random
+import shlex
 import shutil
 import statistics
 import sys
@@ -634,7 +635,7 @@ def model_block(name: str, results: dict, flops: dict, peaks: dict, load: tuple[
     from bench.sections import machine_line
 
     lines = [
-        f"### {name}", "",
+        f"### {block_name(name, args.label)}", "",
         f"- Model: {flops['params'] / 1e6:.1f} M parameters, {flops['trainable'] / 1e6:.1f} M trainable; "
         f"{flops['flops_step'] / 1e9:.1f} GFLOP per optimizer step (first timed step, {flops['positions']} padded "
         f"positions); batch {args.batch_size} x accumulation {args.grad_accum}, {args.steps} timed steps, "
@@ -685,6 +686,11 @@ def model_block(name: str, results: dict, flops: dict, peaks: dict, load: tuple[
 MODEL_ORDER = ("pocket-tiny", "mid", "mid-qwen2-vocab")
 
 
+def block_name(model: str, label: str | None) -> str:
+    """A block's heading: the model, and the run's label where it has one (`--label`)."""
+    return f"{model} ({label})" if label else model
+
+
 def section_text(blocks: dict[str, str], old: str | None = None) -> str:
     """The section: heading, description, one block per model; blocks of models this run did not measure are kept
     from `old` (each with its own command)."""
@@ -693,7 +699,11 @@ def section_text(blocks: dict[str, str], old: str | None = None) -> str:
         for chunk in ("\n" + old).split("\n### ")[1:]:
             kept[chunk.split("\n", 1)[0].strip()] = "### " + chunk.strip()
     kept.update(blocks)
-    order = sorted(kept, key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else len(MODEL_ORDER), m))
+    def position(heading: str) -> tuple[int, str]:
+        model = heading.split(" (", 1)[0]
+        return MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), heading
+
+    order = sorted(kept, key=position)
     return "\n\n".join([HEADING, INTRO, *(kept[m] for m in order)])
 
 
@@ -714,6 +724,9 @@ def main(argv=None) -> int:
     parser.add_argument("--adapt-variant", action="append", default=[], metavar="NAME=key=value[,key=value]")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the data and models here (default: a temp folder)")
+    parser.add_argument("--label", default=None,
+                        help="named beside the model in its block's heading (e.g. another machine): the block sits "
+                             "beside the unlabelled one instead of replacing it")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     import torch
@@ -740,8 +753,9 @@ def main(argv=None) -> int:
                f"--threads {args.threads}")
     command += f" --max-seq-length {args.max_seq_length}" if args.max_seq_length else ""
     command += "".join(f" --adapt-variant {v}" for v in args.adapt_variant)
+    command += f" --label {shlex.quote(args.label)}" if args.label else ""
     load = (load_before, os.getloadavg()[0])
-    blocks = {name: model_block(name, res, info[name], peaks, load, command + " --write", args)
+    blocks = {block_name(name, args.label): model_block(name, res, info[name], peaks, load, command + " --write", args)
               for name, res in all_results.items()}
     print(json.dumps({"peaks": peaks, "info": info, "results": all_results}, indent=1), file=sys.stderr)
     old = None

@@ -56,6 +56,28 @@ def unpack_revision(revision: str, folder: Path) -> Path:
     return folder
 
 
+def cpu_name(cpuinfo: str | None = None) -> str:
+    """The CPU as /proc/cpuinfo names it, with its x86 family and model (a virtual machine often shows only
+    "AMD EPYC", which covers generations whose bf16 matmul rates differ twofold) and its bf16 matmul instructions."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block describes them all
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if fields.get("cpu family") and fields.get("model"):
+        name += f", family {fields['cpu family']} model {fields['model']}"
+    flags = set(fields.get("flags", "").split())
+    bf16 = [label for flag, label in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512 BF16")) if flag in flags]
+    return name + (f", {' + '.join(bf16)}" if bf16 else "")
+
+
 def machine_line() -> str:
     """The machine and the versions that matter, for a table's caption."""
     import numpy as np
@@ -63,16 +85,8 @@ def machine_line() -> str:
     import torch
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cores}-core CPU ({cpu}), no GPU; Python {platform.python_version()}, torch {torch.__version__}, "
+    return (f"{cores}-core CPU ({cpu_name()}), no GPU; Python {platform.python_version()}, torch {torch.__version__}, "
             f"transformers {transformers.__version__}, Pillow {PIL.__version__}, numpy {np.__version__}")
 
 

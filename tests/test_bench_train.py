@@ -80,6 +80,15 @@ def test_benchmarks_section_names_its_command():
     assert "| fp32 | adapt train |" in body and "| fp32 | transformers Trainer |" in body
 
 
+def test_a_labelled_block_sits_beside_the_model_s_block_and_replaces_only_its_own_label():
+    old = bench.section_text({"pocket-tiny": "### pocket-tiny\ntiny", "mid": "### mid\nfirst machine"})
+    text = bench.section_text({bench.block_name("mid", "second machine"): "### mid (second machine)\nzen 4"}, old)
+    assert "first machine" in text and "zen 4" in text  # the unlabelled block is kept
+    assert text.index("### pocket-tiny") < text.index("### mid\n") < text.index("### mid (second machine)")
+    again = bench.section_text({"mid (second machine)": "### mid (second machine)\nrerun"}, text)
+    assert "zen 4" not in again and "rerun" in again and "first machine" in again
+
+
 def test_an_env_variant_runs_in_its_own_process_with_that_environment(runs, tmp_path):
     """`--adapt-variant NAME=env:KEY=VALUE`: here the allocator opt-out, seen by that run only."""
     import sys
