@@ -699,6 +699,7 @@ def section_text(blocks: dict[str, str], old: str | None = None) -> str:
         for chunk in ("\n" + old).split("\n### ")[1:]:
             kept[chunk.split("\n", 1)[0].strip()] = "### " + chunk.strip()
     kept.update(blocks)
+
     def position(heading: str) -> tuple[int, str]:
         model = heading.split(" (", 1)[0]
         return MODEL_ORDER.index(model) if model in MODEL_ORDER else len(MODEL_ORDER), heading
