@@ -86,8 +86,20 @@ def machine_line() -> str:
     import transformers
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cores}-core CPU ({cpu_name()}), no GPU; Python {platform.python_version()}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}, Pillow {PIL.__version__}, numpy {np.__version__}")
+    return (f"{cores}-core CPU ({cpu_name()}), {gpu_name()}; Python {platform.python_version()}, "
+            f"torch {torch.__version__}, transformers {transformers.__version__}, Pillow {PIL.__version__}, "
+            f"numpy {np.__version__}")
+
+
+def gpu_name() -> str:
+    """The CUDA devices torch sees, e.g. "1x NVIDIA H200 (CUDA 13.0)", or "no GPU"."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no GPU"
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    counted = ", ".join(f"{names.count(n)}x {n}" for n in dict.fromkeys(names))
+    return f"{counted} (CUDA {torch.version.cuda})"
 
 
 def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
