@@ -38,7 +38,15 @@ variable in that runner's process instead (e.g. `system-malloc=env:POCKET_ADAPT_
 
 `mid`: pocket-tiny's vision tower, projector shape and tokenizer with a Qwen2 language model of ~170 M parameters
 (hidden 1024, 14 layers, MLP 2816, 16 heads / 4 KV heads), random weights, saved once into the work folder; nothing is
-downloaded. `--write` puts the table into BENCHMARKS.md (section train-throughput).
+downloaded. `internvl2-1b`: that preset at its real shapes with seeded random weights and the pocket-tiny tokenizer
+(bench_real_sizes.build_checkpoint), for a GPU. `--write` puts the table into BENCHMARKS.md (section
+train-throughput).
+
+On a machine where torch sees a CUDA GPU every runner trains there (adapt train picks it on its own): step times are
+wall clock with CUDA synchronised at each step's end, the peaks are 8192 x 8192 products on the GPU, and the block
+reports TFLOP/s, MFU (against the measured bf16 peak) and each run's peak GPU memory instead of CPU-time ratios
+(bench/gpu_train.sh runs it). `--workers N` gives every runner N data-loader workers; `--profile DIR` writes each run's
+torch.profiler tables of its timed steps (operators by device and by CPU time, device busy time per step).
 """
 
 from __future__ import annotations
@@ -120,6 +128,22 @@ def build_mid(out: Path, vocab_size: int | None = None) -> Path:
     return out
 
 
+PRESET_MODELS = ("internvl2-1b",)  # public-model presets at their real shapes, random weights (GPU runs)
+
+
+def build_preset(preset: str, out: Path) -> Path:
+    """The preset with seeded random weights and the pocket-tiny tokenizer (bench_real_sizes.build_checkpoint), built
+    in a child process so that this one never holds the model."""
+    import multiprocessing
+
+    from bench.bench_real_sizes import build_checkpoint
+
+    if not (out / "config.json").is_file():
+        with multiprocessing.get_context("spawn").Pool(1) as pool:
+            pool.apply(build_checkpoint, (preset, out))
+    return out
+
+
 @dataclass
 class Setup:
     """One model size over the quick-start data: where its recipe lives and the overrides every run shares."""
@@ -128,6 +152,8 @@ class Setup:
     work: Path
     recipe_path: Path
     base: list[str]
+    device: str = "cpu"  # "cuda" where torch sees a GPU: adapt train picks it on its own, the other runners follow
+    profile: str | None = None  # --profile: a folder for each run's torch.profiler tables
     records: dict | None = None  # measured records, shared by the plain loop and the Trainer runs
     plan: object = None
     info: dict = field(default_factory=dict)
@@ -143,7 +169,7 @@ class Setup:
 
 
 def make_setup(name: str, work: Path, data: Path, steps: int, batch_size: int, grad_accum: int,
-               max_seq_length: int | None = None) -> Setup:
+               max_seq_length: int | None = None, workers: int = 0) -> Setup:
     from model.resources import templates_dir
 
     folder = work / name
@@ -158,13 +184,75 @@ def make_setup(name: str, work: Path, data: Path, steps: int, batch_size: int, g
         source = str(build_mid(work / "mid-model").resolve())
     if name == "mid-qwen2-vocab":  # LoRA on the LLM (r 16), as on a real InternVL2-1B: the 151,936-row head is frozen
         source = str(build_mid(work / "mid-qwen2-vocab-model", QWEN2_VOCAB).resolve())
+    if name in PRESET_MODELS:
+        source = str(build_preset(name, work / f"{name}-model").resolve())
     base = [f"model.source={source}", f"training.max_steps={WARMUP + steps}", f"training.batch_size={batch_size}",
             f"training.grad_accum={grad_accum}", "output.save_every=1000000", "eval.every=null"]
+    if workers:
+        base.append(f"training.num_workers={workers}")
     if name == "mid-qwen2-vocab":
         base += ["parts.llm.mode=lora", "parts.llm.lora.r=16", "parts.llm.lora.alpha=32"]
     if max_seq_length:
         base.append(f"training.max_seq_length={max_seq_length}")
-    return Setup(name, folder, recipe_path, base)
+    return Setup(name, folder, recipe_path, base, device=default_device())
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def synchronize(device: str) -> None:
+    """Wait for the device's queued work, so that a wall-clock step time counts it (CUDA runs asynchronously)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class StepProfile:
+    """torch.profiler over a run's timed steps (after the warm-up), `step()` called at each optimizer step's end;
+    `save` writes the operators by device time and by CPU time and the device's busy time per step (--profile)."""
+
+    def __init__(self, setup: Setup, label: str, steps: int):
+        import torch
+
+        self.path = Path(setup.profile) / f"{label}.txt" if setup.profile else None
+        self.steps = steps - WARMUP
+        self.prof = None
+        if self.path:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if setup.device == "cuda":
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            schedule = torch.profiler.schedule(wait=WARMUP - 1, warmup=1, active=self.steps)
+            self.prof = torch.profiler.profile(activities=activities, schedule=schedule)
+            self.prof.start()
+
+    def step(self) -> None:
+        if self.prof:
+            self.prof.step()
+
+    def save(self, step_times: list[float]) -> None:
+        if not self.prof:
+            return
+        self.prof.stop()
+        from torch.autograd import DeviceType
+
+        events = self.prof.key_averages()
+        # kernels and copies only (device-side events), as the table's own "Self CUDA time total" counts them
+        device_us = sum(e.self_device_time_total for e in events
+                        if e.device_type == DeviceType.CUDA and not e.is_user_annotation)
+        timed = step_times[WARMUP:WARMUP + self.steps]
+        lines = [f"timed steps profiled: {len(timed)}; wall per step {1e3 * sum(timed) / max(1, len(timed)):.1f} ms; "
+                 f"device busy per step (sum of kernel self times) {device_us / 1e3 / max(1, self.steps):.1f} ms", ""]
+        for key in ("self_device_time_total", "self_cpu_time_total"):
+            try:
+                lines += [f"## by {key}", events.table(sort_by=key, row_limit=40), ""]
+            except (KeyError, AttributeError, RuntimeError) as exc:  # no device times on a CPU-only run
+                lines.append(f"## by {key}: {exc}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("\n".join(lines))
 
 
 def seed_everything(seed: int) -> None:
@@ -176,7 +264,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_model(recipe):
+def load_model(recipe, device: str = "cpu"):
     """The model, processor, tiling and AdamW parameter groups exactly as adapt/train.py's `_setup` makes them."""
     import torch
 
@@ -193,7 +281,7 @@ def load_model(recipe):
     processor.tiling = tiling
     vlm.config.tiling = tiling.to_dict()
     settings = part_settings(recipe)
-    model = apply_parts(vlm, settings)
+    model = apply_parts(vlm, settings).to(device)
     model.train()
     return model, processor, tiling, parameter_groups(model, settings, recipe.training.weight_decay)
 
@@ -301,10 +389,10 @@ def ce_sum(logits, labels):
     return loss, int((shift_labels != IGNORE).sum())
 
 
-def _autocast(precision: str):
+def _autocast(precision: str, device: str = "cpu"):
     import torch
 
-    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 # ---------------------------------------------------------------------------------------------------- runners
@@ -321,6 +409,7 @@ def run_adapt(setup: Setup, precision: str, extra: list[str] = (), name: str = "
         def _log(self, *args, **kwargs):  # once per optimizer step, at its end
             out = super()._log(*args, **kwargs)
             self.bench_cpu.append(time.process_time())
+            self.bench_profile.step()
             return out
 
     recipe = setup.recipe(precision, name, list(extra), steps)
@@ -330,6 +419,7 @@ def run_adapt(setup: Setup, precision: str, extra: list[str] = (), name: str = "
     trainer = _Counting(recipe, progress=False)
     trainer.bench_micro = []
     trainer.bench_cpu = [time.process_time()]
+    trainer.bench_profile = StepProfile(setup, f"{name}-{precision}", recipe.training.max_steps)
     set_up = time.perf_counter() - started
     with open(os.devnull, "w") as quiet:
         stdout, sys.stdout = sys.stdout, quiet
@@ -339,6 +429,7 @@ def run_adapt(setup: Setup, precision: str, extra: list[str] = (), name: str = "
             sys.stdout = stdout
     wall = time.perf_counter() - started
     log = [json.loads(line) for line in (Path(recipe.output.dir) / "train_log.jsonl").read_text().splitlines() if line]
+    trainer.bench_profile.save([e["step_time"] for e in log])
     accum = recipe.training.grad_accum
     micro = trainer.bench_micro
     cpu = trainer.bench_cpu
@@ -362,14 +453,16 @@ def run_plain(setup: Setup, precision: str, steps: int | None = None) -> dict:
 
     recipe = setup.recipe(precision, "plain", steps=steps)
     t = recipe.training
-    model, processor, tiling, groups = load_model(recipe)
+    model, processor, tiling, groups = load_model(recipe, setup.device)
     ensure_records(setup, recipe, processor, tiling)
     optimizer, scheduler = optimizer_and_schedule(recipe, groups)
     params = [p for p in model.parameters() if p.requires_grad]
     samples = Samples(setup, recipe, processor, tiling, t.max_steps * t.grad_accum * t.batch_size)
     loader = iter(torch.utils.data.DataLoader(torch_dataset(samples), batch_size=t.batch_size, shuffle=False,
-                                              num_workers=0, collate_fn=partial(collate, processor=processor)))
+                                              num_workers=t.num_workers,
+                                              collate_fn=partial(collate, processor=processor)))
     out = []
+    profile = StepProfile(setup, f"plain-{precision}", t.max_steps)
     last, last_cpu = time.perf_counter(), time.process_time()
     for _ in range(t.max_steps):
         micro = [next(loader) for _ in range(t.grad_accum)]
@@ -378,8 +471,9 @@ def run_plain(setup: Setup, precision: str, steps: int | None = None) -> dict:
         loss_total = 0.0
         for batch in micro:
             batch.pop("sources"), batch.pop("n_dropped", None)
+            batch = {k: v.to(setup.device) for k, v in batch.items()}
             labels = batch.pop("labels")
-            with _autocast(precision):
+            with _autocast(precision, setup.device):
                 logits = model(**batch).logits
             loss, _ = ce_sum(logits, labels)
             (loss / step_tokens).backward()
@@ -388,11 +482,14 @@ def run_plain(setup: Setup, precision: str, steps: int | None = None) -> dict:
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        synchronize(setup.device)
         now = time.perf_counter()
         now_cpu = time.process_time()
         out.append({**step_stats(stats), "loss": loss_total / step_tokens, "time": now - last,
                     "cpu": now_cpu - last_cpu})
         last, last_cpu = now, now_cpu
+        profile.step()
+    profile.save([s["time"] for s in out])
     settings = optimizer_settings(optimizer)
     del model, optimizer
     gc.collect()
@@ -409,7 +506,7 @@ def run_hf(setup: Setup, precision: str, steps: int | None = None) -> dict:
 
     recipe = setup.recipe(precision, "hf", steps=steps)
     t = recipe.training
-    model, processor, tiling, groups = load_model(recipe)
+    model, processor, tiling, groups = load_model(recipe, setup.device)
     ensure_records(setup, recipe, processor, tiling)
     samples = Samples(setup, recipe, processor, tiling, t.max_steps * t.grad_accum * t.batch_size)
     record = {"micro": [], "loss": 0.0, "steps": [], "items": []}
@@ -436,18 +533,21 @@ def run_hf(setup: Setup, precision: str, steps: int | None = None) -> dict:
             record["last"], record["last_cpu"] = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kwargs):
+            synchronize(setup.device)
             now = time.perf_counter()
             micro, record["micro"] = record["micro"], []
             stats = step_stats(micro)
             record["steps"].append({**stats, "loss": record["loss"] / max(1, stats["supervised"]),
                                     "time": now - record["last"], "cpu": time.process_time() - record["last_cpu"]})
             record["loss"], record["last"], record["last_cpu"] = 0.0, now, time.process_time()
+            profile.step()
 
     args = TrainingArguments(
         output_dir=str(setup.work / "runs" / "hf"), report_to=[], save_strategy="no", logging_strategy="no",
         max_steps=t.max_steps, per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
         learning_rate=recipe.parts.llm.lr, weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-        dataloader_num_workers=0, dataloader_pin_memory=False, use_cpu=True, bf16=precision == "bf16",
+        dataloader_num_workers=t.num_workers, dataloader_pin_memory=False, use_cpu=setup.device == "cpu",
+        bf16=precision == "bf16",
         seed=recipe.seed, disable_tqdm=True, remove_unused_columns=False,
     )
     optimizer, scheduler = optimizer_and_schedule(recipe, groups, trainer_args=args)
@@ -456,7 +556,9 @@ def run_hf(setup: Setup, precision: str, steps: int | None = None) -> dict:
                           callbacks=[_Clock()])
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     trainer.model_accepts_loss_kwargs = True  # count the step's supervised tokens (labels[..., 1:]) up front
+    profile = StepProfile(setup, f"hf-{precision}", t.max_steps)
     trainer.train()
+    profile.save([s["time"] for s in record["steps"]])
     settings = optimizer_settings(optimizer)
     del trainer, model, optimizer
     gc.collect()
@@ -464,19 +566,27 @@ def run_hf(setup: Setup, precision: str, steps: int | None = None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- FLOPs, peaks
-def matmul_peak(dtype_name: str, n: int = 2048, repeats: int = 5) -> float:
-    """GFLOP/s of the best of `repeats` torch.matmul calls on n x n matrices."""
+def matmul_peak(dtype_name: str, n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """GFLOP/s of the best of `repeats` torch.matmul calls on n x n random matrices (on a GPU: 8192 x 8192, the
+    mean of 10 products after 3 warm-ups, per repeat)."""
     import torch
 
     dtype = getattr(torch, {"fp32": "float32", "bf16": "bfloat16"}[dtype_name])
+    per = 1
+    if device == "cuda":
+        n, per = 8192, 10
     g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g).to(dtype), torch.randn(n, n, generator=g).to(dtype)
-    torch.matmul(a, b)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    for _ in range(3 if device == "cuda" else 1):
+        torch.matmul(a, b)
     best = math.inf
     for _ in range(repeats):
+        synchronize(device)
         t0 = time.perf_counter()
-        torch.matmul(a, b)
-        best = min(best, time.perf_counter() - t0)
+        for _ in range(per):
+            torch.matmul(a, b)
+        synchronize(device)
+        best = min(best, (time.perf_counter() - t0) / per)
     return 2 * n ** 3 / best / 1e9
 
 
@@ -488,7 +598,7 @@ def count_flops(setup: Setup, precision: str = "fp32") -> dict:
 
     recipe = setup.recipe(precision, "flops")
     t = recipe.training
-    model, processor, tiling, _ = load_model(recipe)
+    model, processor, tiling, _ = load_model(recipe, setup.device)
     ensure_records(setup, recipe, processor, tiling)
     samples = Samples(setup, recipe, processor, tiling, t.max_steps * t.grad_accum * t.batch_size)
     first = WARMUP * t.grad_accum * t.batch_size
@@ -499,15 +609,21 @@ def count_flops(setup: Setup, precision: str = "fp32") -> dict:
             start = first + m * t.batch_size
             batch = collate([samples[k] for k in range(start, start + t.batch_size)], processor)
             batch.pop("sources"), batch.pop("n_dropped", None)
+            batch = {k: v.to(setup.device) for k, v in batch.items()}
             positions += batch["input_ids"].numel()
             labels = batch.pop("labels")
-            loss, n = ce_sum(model(**batch).logits, labels)
+            with _autocast(precision, setup.device):
+                loss, n = ce_sum(model(**batch).logits, labels)
             (loss / max(1, n)).backward()
     total = counter.get_total_flops()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = sum(p.numel() for p in model.parameters())
     del model
     gc.collect()
+    if setup.device == "cuda":  # the runs' processes need the memory this one's allocator keeps
+        import torch
+
+        torch.cuda.empty_cache()
     return {"flops_step": total, "positions": positions, "per_position": total / max(1, positions),
             "trainable": trainable, "params": params}
 
@@ -522,7 +638,8 @@ def summarise(run: dict, warmup: int = WARMUP) -> dict:
     return {"seconds": secs, "samples_s": total["rows"] / secs, "supervised_s": total["supervised"] / secs,
             "tokens_s": total["tokens"] / secs, "positions_s": total["positions"] / secs,
             "cpu_samples_s": total["rows"] / cpu, "cpu_positions_s": total["positions"] / cpu,
-            "losses": losses, "wall_s": run.get("wall_s"), "setup_s": run.get("setup_s"), "after_s": run.get("after_s")}
+            "losses": losses, "wall_s": run.get("wall_s"), "setup_s": run.get("setup_s"), "after_s": run.get("after_s"),
+            "gpu_peak_gb": run.get("gpu_peak_gb")}
 
 
 def parse_variants(items: list[str]) -> dict[str, list[str]]:
@@ -536,34 +653,46 @@ def parse_variants(items: list[str]) -> dict[str, list[str]]:
 
 
 def _run_one(setup: Setup, runner: str, precision: str, variants: dict[str, list[str]], threads: int) -> dict:
+    import multiprocessing
+
     import torch
 
     torch.set_num_threads(threads)
+    # this process was spawned, which made spawn its start method too; its data-loader workers (--workers) fork, as
+    # in a script or `adapt train` started from a shell on Linux
+    multiprocessing.set_start_method("fork", force=True)
     if runner == "adapt":
-        return run_adapt(setup, precision)
-    if runner == "plain":
-        return run_plain(setup, precision)
-    if runner == "hf":
-        return run_hf(setup, precision)
-    name = runner.split(":", 1)[1]
-    overrides = [item for item in variants[name] if not item.startswith("env:")]
-    for item in variants[name]:  # env:NAME=VALUE -- this run's process only
-        if item.startswith("env:"):
-            key, _, value = item[4:].partition("=")
-            os.environ[key] = value
-    return run_adapt(setup, precision, overrides, name=f"adapt-{name}")
+        run = run_adapt(setup, precision)
+    elif runner == "plain":
+        run = run_plain(setup, precision)
+    elif runner == "hf":
+        run = run_hf(setup, precision)
+    else:
+        name = runner.split(":", 1)[1]
+        overrides = [item for item in variants[name] if not item.startswith("env:")]
+        for item in variants[name]:  # env:NAME=VALUE -- this run's process only
+            if item.startswith("env:"):
+                key, _, value = item[4:].partition("=")
+                os.environ[key] = value
+        run = run_adapt(setup, precision, overrides, name=f"adapt-{name}")
+    if setup.device == "cuda":  # the process is fresh: its peak is this run's
+        run["gpu_peak_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    return run
 
 
 def run_in_child(setup: Setup, runner: str, precision: str, variants: dict[str, list[str]]) -> dict:
     """One run in a fresh process: no runner inherits another's allocator state (adapt train tunes glibc's malloc,
     adapt/allocator.py), heap or warm caches, as no user's script would."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     import torch
 
-    bare = Setup(setup.name, setup.work, setup.recipe_path, setup.base)  # records are re-read in the child
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_run_one, (bare, runner, precision, variants, torch.get_num_threads()))
+    # records are read again in the child
+    bare = Setup(setup.name, setup.work, setup.recipe_path, setup.base, setup.device, setup.profile)
+    # not a multiprocessing.Pool: its daemonic workers may not start data-loader workers (--workers)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_run_one, bare, runner, precision, variants, torch.get_num_threads()).result()
 
 
 def measure_model(setup: Setup, precisions: list[str], repeats: int, variants: dict[str, list[str]]) -> dict:
@@ -588,6 +717,7 @@ def measure_model(setup: Setup, precisions: list[str], repeats: int, variants: d
             "setup_s": statistics.median(s["setup_s"] for s in reps) if reps[0]["setup_s"] is not None else None,
             "after_s": statistics.median(s["after_s"] for s in reps) if reps[0]["after_s"] is not None else None,
             "per_step": [{k: s[k] for k in ("rows", "supervised", "tokens", "positions")} for s in reps[0]["steps"]],
+            "gpu_peak_gb": max(s["gpu_peak_gb"] for s in reps) if reps[0]["gpu_peak_gb"] is not None else None,
         }
     return results
 
@@ -634,6 +764,8 @@ def model_block(name: str, results: dict, flops: dict, peaks: dict, load: tuple[
                 args) -> str:
     from bench.sections import machine_line
 
+    if args.device == "cuda":
+        return gpu_model_block(name, results, flops, peaks, command, args)
     lines = [
         f"### {block_name(name, args.label)}", "",
         f"- Model: {flops['params'] / 1e6:.1f} M parameters, {flops['trainable'] / 1e6:.1f} M trainable; "
@@ -664,6 +796,49 @@ def model_block(name: str, results: dict, flops: dict, peaks: dict, load: tuple[
             f"{res['cpu_samples_s'] / hf['cpu_samples_s']:.2f}x | {res['samples_s'] / plain['samples_s']:.2f}x / "
             f"{res['cpu_samples_s'] / plain['cpu_samples_s']:.2f}x | {gflops:.1f} | {100 * gflops / peaks['fp32']:.0f} % "
             f"| {100 * gflops / peaks['bf16']:.0f} % | {statistics.mean(res['losses'][-LAST_K:]):.4f} | {e2e} |")
+    return "\n".join(lines + precision_pairs(results))
+
+
+def gpu_model_block(name: str, results: dict, flops: dict, peaks: dict, command: str, args) -> str:
+    """A model's block for a run on a GPU: wall-clock rates (CUDA synchronised at every step's end), achieved TFLOP/s
+    and MFU against the bf16 matmul peak measured in the same run, the peak GPU memory of each runner's process."""
+    from bench.sections import machine_line
+
+    lines = [
+        f"### {block_name(name, args.label)}", "",
+        f"- Model: {flops['params'] / 1e6:.1f} M parameters, {flops['trainable'] / 1e6:.1f} M trainable; "
+        f"{flops['flops_step'] / 1e12:.2f} TFLOP per optimizer step (first timed step, {flops['positions']} padded "
+        f"positions); batch {args.batch_size} x accumulation {args.grad_accum}, {args.steps} timed steps, "
+        f"{args.repeats} repeat(s), {args.workers} data-loader worker(s) in every runner",
+        f"- Machine: {machine_line()}; {args.threads} CPU thread(s)",
+        f"- Matmul peaks on the GPU (8192 x 8192): fp32 {peaks['fp32'] / 1e3:.1f} TFLOP/s, bf16 "
+        f"{peaks['bf16'] / 1e3:.1f} TFLOP/s; MFU = FLOPs the model's forward + backward count (FlopCounterMode, "
+        "scaled by padded positions) per wall second over that bf16 peak",
+        f"- Command: `{command}`",
+        "",
+        "| precision | runner | samples/s (runs) | supervised tok/s | tokens/s | vs Trainer | vs plain loop "
+        "| TFLOP/s | MFU | peak GPU memory GiB | loss, last steps | end-to-end s (start-up / after the steps) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key, res in results.items():
+        runner, precision = key.split("|")
+        hf, plain = results[f"hf|{precision}"], results[f"plain|{precision}"]
+        tflops = flops["per_position"] * res["positions_s"] / 1e12
+        bold = "**" if runner == "adapt" else ""
+        runs = ", ".join(f"{x:.1f}" for x in res["samples_s_all"])
+        e2e = (f"{res['wall_s']:.1f} ({res['setup_s']:.1f} / {res['after_s']:.1f})" if res["wall_s"] is not None
+               else "—")
+        lines.append(
+            f"| {precision} | {_label(runner)} | {res['samples_s']:.1f} ({runs}) | {res['supervised_s']:.0f} "
+            f"| {res['tokens_s']:.0f} | {bold}{res['samples_s'] / hf['samples_s']:.2f}x{bold} "
+            f"| {res['samples_s'] / plain['samples_s']:.2f}x | {tflops:.1f} | {100e3 * tflops / peaks['bf16']:.1f} % "
+            f"| {res['gpu_peak_gb']:.1f} | {statistics.mean(res['losses'][-LAST_K:]):.4f} | {e2e} |")
+    return "\n".join(lines + precision_pairs(results))
+
+
+def precision_pairs(results: dict) -> list[str]:
+    """bf16 against fp32 for every runner run at both: speed ratio and whether the losses differ beyond noise."""
+    lines = []
     pairs = [(k.split("|")[0], res, results[k.replace("|fp32", "|bf16")]) for k, res in results.items()
              if k.endswith("|fp32") and k.replace("|fp32", "|bf16") in results]
     if pairs:
@@ -680,10 +855,10 @@ def model_block(name: str, results: dict, flops: dict, peaks: dict, load: tuple[
                          f"| {statistics.mean(fp['losses'][-LAST_K:]):.4f} "
                          f"| {statistics.mean(bf['losses'][-LAST_K:]):.4f} "
                          f"| {mean:+.5f} | {noise:.5f} | {100 * worst:.2f} % | {'within noise' if ok else 'differs'} |")
-    return "\n".join(lines)
+    return lines
 
 
-MODEL_ORDER = ("pocket-tiny", "mid", "mid-qwen2-vocab")
+MODEL_ORDER = ("pocket-tiny", "mid", "mid-qwen2-vocab", *PRESET_MODELS)
 
 
 def block_name(model: str, label: str | None) -> str:
@@ -712,7 +887,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pocket-tiny",
                         help="comma-separated: pocket-tiny, mid, mid-qwen2-vocab (mid with Qwen2's 151,936-token "
-                             "vocabulary, LoRA on the LLM)")
+                             "vocabulary, LoRA on the LLM), internvl2-1b (the preset's real shapes, random weights; "
+                             "projector + LLM in full: a GPU run)")
     parser.add_argument("--precision", default="fp32,bf16")
     parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per run (after 2 warm-up steps)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -722,21 +898,29 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads for every runner and the peaks (default 1: on a loaded machine, OpenMP "
                              "with more threads than free cores stalls and makes the timings noise)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="data-loader worker processes in every runner (training.num_workers; default 0)")
     parser.add_argument("--adapt-variant", action="append", default=[], metavar="NAME=key=value[,key=value]")
     parser.add_argument("--work", type=Path, default=None,
                         help="keep the data and models here (default: a temp folder)")
     parser.add_argument("--label", default=None,
                         help="named beside the model in its block's heading (e.g. another machine): the block sits "
                              "beside the unlabelled one instead of replacing it")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write each run's torch.profiler tables (timed steps) into this folder: "
+                             "RUNNER-PRECISION.txt; the profiler slows the runs, so read their timings with that")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
+    if args.profile and args.write:
+        parser.error("--profile slows every run: its timings are not for BENCHMARKS.md (drop --write)")
     import torch
 
     torch.set_num_threads(args.threads)
+    args.device = default_device()
     variants = parse_variants(args.adapt_variant)
     precisions = args.precision.split(",")
     load_before = os.getloadavg()[0]
-    peaks = {p: matmul_peak(p) for p in ("fp32", "bf16")}
+    peaks = {p: matmul_peak(p, device=args.device) for p in ("fp32", "bf16")}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         work = args.work or Path(tmp)
         data = work / "data"
@@ -745,14 +929,17 @@ def main(argv=None) -> int:
             prepare_data(data)
         all_results, info = {}, {}
         for name in args.models.split(","):
-            setup = make_setup(name, work, data, args.steps, args.batch_size, args.grad_accum, args.max_seq_length)
+            setup = make_setup(name, work, data, args.steps, args.batch_size, args.grad_accum, args.max_seq_length,
+                               args.workers)
+            setup.profile = str(args.profile.resolve()) if args.profile else None
             info[name] = count_flops(setup)
             all_results[name] = measure_model(setup, precisions, args.repeats, variants)
-    peaks = {p: max(peaks[p], matmul_peak(p)) for p in peaks}
+    peaks = {p: max(peaks[p], matmul_peak(p, device=args.device)) for p in peaks}
     command = (f"python bench/bench_train.py --models {args.models} --precision {args.precision} --steps {args.steps} "
                f"--batch-size {args.batch_size} --grad-accum {args.grad_accum} --repeats {args.repeats} "
                f"--threads {args.threads}")
     command += f" --max-seq-length {args.max_seq_length}" if args.max_seq_length else ""
+    command += f" --workers {args.workers}" if args.workers else ""
     command += "".join(f" --adapt-variant {v}" for v in args.adapt_variant)
     command += f" --label {shlex.quote(args.label)}" if args.label else ""
     load = (load_before, os.getloadavg()[0])

@@ -8,8 +8,12 @@
 # The model is the internvl2-1b preset at its real shapes with seeded random weights (no download); the data is the
 # quick start's. Projector + LLM in full, vision frozen (InternVL's own "full" fine-tuning), bf16 autocast over float32
 # master weights, AdamW fused. Wheels in .whl/ (if any) are installed first into a private target (a machine with no
-# registry: this project's pinned transformers / peft / tokenizers beside the machine's own torch). The section is
-# written into BENCHMARKS.md; with $OUT set, the log and BENCHMARKS.md are copied there.
+# registry: this project's pinned transformers / peft / tokenizers beside the machine's own torch; fetch them where
+# pip reaches PyPI, e.g. `pip download --no-deps --only-binary=:all: --python-version 3.12 --platform
+# manylinux2014_x86_64 -d .whl transformers==5.24.0 peft==0.21.2 tokenizers==0.23.3 pydantic==2.14.4
+# pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0`, the versions of
+# requirements/dev.lock). The section is written into BENCHMARKS.md; with $OUT set, the log and BENCHMARKS.md are
+# copied there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false

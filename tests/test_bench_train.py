@@ -23,7 +23,7 @@ def runs(tmp_path_factory):
     # the bench runs each in a fresh process (run_in_child); two of them here go that way too
     return {"adapt": bench.run_adapt(setup, "fp32"), "plain": bench.run_in_child(setup, "plain", "fp32", {}),
             "hf": bench.run_in_child(setup, "hf", "fp32", {}),
-            "packed": bench.run_adapt(setup, "fp32", ["training.packing=true"], name="packed")}
+            "packed": bench.run_adapt(setup, "fp32", ["training.packing=true"], name="packed"), "setup": setup}
 
 
 KEYS = ("rows", "supervised", "tokens", "positions")
@@ -99,3 +99,35 @@ def test_an_env_variant_runs_in_its_own_process_with_that_environment(runs, tmp_
     variants = bench.parse_variants(["sysmalloc=env:POCKET_ADAPT_KEEP_FREED_MEMORY=0"])
     assert bench.run_in_child(setup, "adapt:sysmalloc", "fp32", variants)["kept_freed_memory"] is False
     assert runs["adapt"]["kept_freed_memory"] is sys.platform.startswith("linux")
+
+
+def test_runners_with_data_loader_workers_see_the_same_samples_and_loss(runs, tmp_path):
+    """--workers: every runner's DataLoader forks workers, also in the bench's spawned run processes."""
+    setup = bench.make_setup("pocket-tiny", tmp_path, runs["setup"].work / "data", steps=0, batch_size=2,
+                             grad_accum=2, workers=1)
+    assert "training.num_workers=1" in setup.base
+    adapt = [{k: s[k] for k in KEYS} for s in runs["adapt"]["steps"]]
+    for name in ("plain", "hf", "adapt"):
+        run = bench.run_in_child(setup, name, "fp32", {})
+        assert [{k: s[k] for k in KEYS} for s in run["steps"]] == adapt, name
+        assert abs(run["steps"][0]["loss"] - runs["adapt"]["steps"][0]["loss"]) < 1e-5, name
+
+
+def test_a_gpu_block_reports_wall_rates_mfu_against_the_bf16_peak_and_gpu_memory():
+    from types import SimpleNamespace
+
+    def result(samples_s, peak_gb):
+        return {"samples_s": samples_s, "samples_s_all": [samples_s], "supervised_s": 10 * samples_s,
+                "tokens_s": 300 * samples_s, "positions_s": 100.0 * samples_s / 2, "wall_s": 30.0, "setup_s": 10.0,
+                "after_s": 5.0, "gpu_peak_gb": peak_gb, "losses": [2.0, 1.0]}
+
+    results = {"adapt|bf16": result(4.0, 20.0), "plain|bf16": result(3.0, 30.0), "hf|bf16": result(2.0, 40.0)}
+    flops = {"params": 938e6, "trainable": 630e6, "flops_step": 1e12, "positions": 1000, "per_position": 1e9}
+    args = SimpleNamespace(label="NVIDIA H200", batch_size=32, grad_accum=1, steps=8, repeats=2, workers=4,
+                           threads=8, device="cuda")
+    block = bench.model_block("internvl2-1b", results, flops, {"fp32": 5e4, "bf16": 1e3}, (0.0, 0.0), "CMD", args)
+    assert block.startswith("### internvl2-1b (NVIDIA H200)")
+    adapt = next(line for line in block.splitlines() if line.startswith("| bf16 | adapt train |"))
+    # 1e9 FLOP per position x 200 positions/s = 0.2 TFLOP/s; over a 1 TFLOP/s bf16 peak: 20 % MFU
+    assert "| **2.00x** | 1.33x | 0.2 | 20.0 % | 20.0 | 1.5000 |" in adapt
+    assert "GFLOP per CPU-s" not in block and "4 data-loader worker(s)" in block
