@@ -175,6 +175,13 @@ class Trainer:
             self.close()
             raise
 
+    # A data-loader worker started by spawn or forkserver (macOS; Linux from Python 3.14) gets the Trainer pickled:
+    # `micro_batch_at` needs its data, not the weights, the optimizer or the lock on the run folder.
+    WORKER_OMITS = ("model", "optimizer", "scheduler", "engine", "_lock")
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in self.WORKER_OMITS}
+
     def close(self) -> None:
         """Let go of the output folder (`run` does so when it ends, however it ends)."""
         lock, self._lock = getattr(self, "_lock", None), None

@@ -302,6 +302,41 @@ def test_data_workers_and_checkpointing_give_the_same_run_and_eval_runs_during_t
     assert [e["step"] for e in evals] == [2] and "eval/domain" in evals[0] and "eval/general" in evals[0]
 
 
+def test_spawned_data_workers_get_the_data_not_the_weights_and_give_the_same_run(tmp_path, data_dir):
+    """Where data workers start by spawn or forkserver (macOS; Linux from Python 3.14) the Trainer reaches them
+    pickled: its records and processor, not the model, the optimizer or the run folder's lock."""
+    import io
+    import multiprocessing
+    import pickle
+
+    from adapt.checkpointing import RunLock
+    from adapt.train import _MicroBatches
+
+    plain = load_recipe(write_recipe(tmp_path / "plain", data_dir, steps=2, save_every=10))
+    train(plain, progress=False)
+    spawned = load_recipe(write_recipe(tmp_path / "spawned", data_dir, steps=2, save_every=10),
+                          ["training.num_workers=1"])
+    trainer = Trainer(spawned, progress=False)
+    heavy = []
+
+    class Spy(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, (torch.nn.Module, torch.nn.Parameter, torch.optim.Optimizer, RunLock)):
+                heavy.append(type(obj).__name__)
+            return None
+
+    Spy(io.BytesIO()).dump(_MicroBatches(trainer, 0))
+    assert heavy == []
+    old = multiprocessing.get_start_method(allow_none=True)
+    multiprocessing.set_start_method("spawn", force=True)
+    try:
+        trainer.run()
+    finally:
+        multiprocessing.set_start_method(old, force=True)
+    a, b = read_log(Path(plain.output.dir)), read_log(Path(spawned.output.dir))
+    assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], abs=1e-6)
+
+
 def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
     from adapt.cli import main
 
