@@ -221,7 +221,7 @@ class StepProfile:
         self.path = Path(setup.profile) / f"{label}.txt" if setup.profile else None
         self.steps = steps - WARMUP
         self.prof = None
-        if self.path:
+        if self.path and self.steps > 0:
             activities = [torch.profiler.ProfilerActivity.CPU]
             if setup.device == "cuda":
                 activities.append(torch.profiler.ProfilerActivity.CUDA)

@@ -131,3 +131,11 @@ def test_a_gpu_block_reports_wall_rates_mfu_against_the_bf16_peak_and_gpu_memory
     # 1e9 FLOP per position x 200 positions/s = 0.2 TFLOP/s; over a 1 TFLOP/s bf16 peak: 20 % MFU
     assert "| **2.00x** | 1.33x | 0.2 | 20.0 % | 20.0 | 1.5000 |" in adapt
     assert "GFLOP per CPU-s" not in block and "4 data-loader worker(s)" in block
+
+
+def test_profile_writes_the_timed_steps_operators(runs, tmp_path):
+    setup = bench.make_setup("pocket-tiny", tmp_path, runs["setup"].work / "data", steps=1, batch_size=2, grad_accum=1)
+    setup.profile = str(tmp_path / "profile")
+    bench.run_adapt(setup, "fp32")
+    text = (tmp_path / "profile" / "adapt-fp32.txt").read_text()
+    assert text.startswith("timed steps profiled: 1; wall per step") and "aten::mm" in text
