@@ -767,11 +767,7 @@ def model_block(name: str, results: dict, flops: dict, peaks: dict, load: tuple[
     if args.device == "cuda":
         return gpu_model_block(name, results, flops, peaks, command, args)
     lines = [
-        f"### {block_name(name, args.label)}", "",
-        f"- Model: {flops['params'] / 1e6:.1f} M parameters, {flops['trainable'] / 1e6:.1f} M trainable; "
-        f"{flops['flops_step'] / 1e9:.1f} GFLOP per optimizer step (first timed step, {flops['positions']} padded "
-        f"positions); batch {args.batch_size} x accumulation {args.grad_accum}, {args.steps} timed steps, "
-        f"{args.repeats} repeat(s)",
+        *_block_head(name, flops, args, f"{flops['flops_step'] / 1e9:.1f} GFLOP"),
         f"- Machine: {machine_line()}; {args.threads} thread(s)",
         f"- Load average before / after the run: {load[0]:.1f} / {load[1]:.1f} (a shared machine: other jobs ran too)",
         f"- Matmul peaks: fp32 {peaks['fp32']:.1f} GFLOP/s, bf16 {peaks['bf16']:.1f} GFLOP/s",
@@ -782,21 +778,37 @@ def model_block(name: str, results: dict, flops: dict, peaks: dict, load: tuple[
         "| end-to-end s (start-up / after the steps) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for key, res in results.items():
-        runner, precision = key.split("|")
-        hf, plain = results[f"hf|{precision}"], results[f"plain|{precision}"]
+
+    def row(res, runner, precision, hf, plain, bold, runs, e2e) -> str:
         gflops = flops["per_position"] * res["cpu_positions_s"] / 1e9
-        bold = "**" if runner == "adapt" else ""
-        runs = ", ".join(f"{x:.1f}" for x in res["samples_s_all"])
-        e2e = (f"{res['wall_s']:.1f} ({res['setup_s']:.1f} / {res['after_s']:.1f})" if res["wall_s"] is not None
-               else "—")
-        lines.append(
+        return (
             f"| {precision} | {_label(runner)} | {res['samples_s']:.2f} ({runs}) | {res['supervised_s']:.1f} "
             f"| {res['tokens_s']:.0f} | {bold}{res['samples_s'] / hf['samples_s']:.2f}x{bold} / "
             f"{res['cpu_samples_s'] / hf['cpu_samples_s']:.2f}x | {res['samples_s'] / plain['samples_s']:.2f}x / "
             f"{res['cpu_samples_s'] / plain['cpu_samples_s']:.2f}x | {gflops:.1f} | {100 * gflops / peaks['fp32']:.0f} % "
             f"| {100 * gflops / peaks['bf16']:.0f} % | {statistics.mean(res['losses'][-LAST_K:]):.4f} | {e2e} |")
-    return "\n".join(lines + precision_pairs(results))
+
+    return "\n".join(lines + [row(res, *_row_parts(key, res, results)) for key, res in results.items()]
+                     + precision_pairs(results))
+
+
+def _block_head(name: str, flops: dict, args, work: str, also: str = "") -> list[str]:
+    """A block's heading and its model line: sizes, the step's `work` (its FLOPs), batch, steps, repeats, `also`."""
+    return [f"### {block_name(name, args.label)}", "",
+            f"- Model: {flops['params'] / 1e6:.1f} M parameters, {flops['trainable'] / 1e6:.1f} M trainable; {work} "
+            f"per optimizer step (first timed step, {flops['positions']} padded positions); batch {args.batch_size} x "
+            f"accumulation {args.grad_accum}, {args.steps} timed steps, {args.repeats} repeat(s){also}"]
+
+
+def _row_parts(key: str, res: dict, results: dict) -> tuple:
+    """What every row of `key` ("runner|precision") shows besides its rates: runner, precision, the Trainer's and
+    the plain loop's results of that precision, bold for adapt train, every run's samples/s, end-to-end times."""
+    runner, precision = key.split("|")
+    runs = ", ".join(f"{x:.1f}" for x in res["samples_s_all"])
+    e2e = (f"{res['wall_s']:.1f} ({res['setup_s']:.1f} / {res['after_s']:.1f})" if res["wall_s"] is not None
+           else "—")
+    return (runner, precision, results[f"hf|{precision}"], results[f"plain|{precision}"],
+            "**" if runner == "adapt" else "", runs, e2e)
 
 
 def gpu_model_block(name: str, results: dict, flops: dict, peaks: dict, command: str, args) -> str:
@@ -805,11 +817,8 @@ def gpu_model_block(name: str, results: dict, flops: dict, peaks: dict, command:
     from bench.sections import machine_line
 
     lines = [
-        f"### {block_name(name, args.label)}", "",
-        f"- Model: {flops['params'] / 1e6:.1f} M parameters, {flops['trainable'] / 1e6:.1f} M trainable; "
-        f"{flops['flops_step'] / 1e12:.2f} TFLOP per optimizer step (first timed step, {flops['positions']} padded "
-        f"positions); batch {args.batch_size} x accumulation {args.grad_accum}, {args.steps} timed steps, "
-        f"{args.repeats} repeat(s), {args.workers} data-loader worker(s) in every runner",
+        *_block_head(name, flops, args, f"{flops['flops_step'] / 1e12:.2f} TFLOP",
+                     f", {args.workers} data-loader worker(s) in every runner"),
         f"- Machine: {machine_line()}; {args.threads} CPU thread(s)",
         f"- Matmul peaks on the GPU (8192 x 8192): fp32 {peaks['fp32'] / 1e3:.1f} TFLOP/s, bf16 "
         f"{peaks['bf16'] / 1e3:.1f} TFLOP/s; MFU = FLOPs the model's forward + backward count (FlopCounterMode, "
@@ -820,20 +829,17 @@ def gpu_model_block(name: str, results: dict, flops: dict, peaks: dict, command:
         "| TFLOP/s | MFU | peak GPU memory GiB | loss, last steps | end-to-end s (start-up / after the steps) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for key, res in results.items():
-        runner, precision = key.split("|")
-        hf, plain = results[f"hf|{precision}"], results[f"plain|{precision}"]
+
+    def row(res, runner, precision, hf, plain, bold, runs, e2e) -> str:
         tflops = flops["per_position"] * res["positions_s"] / 1e12
-        bold = "**" if runner == "adapt" else ""
-        runs = ", ".join(f"{x:.1f}" for x in res["samples_s_all"])
-        e2e = (f"{res['wall_s']:.1f} ({res['setup_s']:.1f} / {res['after_s']:.1f})" if res["wall_s"] is not None
-               else "—")
-        lines.append(
+        return (
             f"| {precision} | {_label(runner)} | {res['samples_s']:.1f} ({runs}) | {res['supervised_s']:.0f} "
             f"| {res['tokens_s']:.0f} | {bold}{res['samples_s'] / hf['samples_s']:.2f}x{bold} "
             f"| {res['samples_s'] / plain['samples_s']:.2f}x | {tflops:.1f} | {100e3 * tflops / peaks['bf16']:.1f} % "
             f"| {res['gpu_peak_gb']:.1f} | {statistics.mean(res['losses'][-LAST_K:]):.4f} | {e2e} |")
-    return "\n".join(lines + precision_pairs(results))
+
+    return "\n".join(lines + [row(res, *_row_parts(key, res, results)) for key, res in results.items()]
+                     + precision_pairs(results))
 
 
 def precision_pairs(results: dict) -> list[str]:
