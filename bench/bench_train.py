@@ -134,13 +134,10 @@ PRESET_MODELS = ("internvl2-1b",)  # public-model presets at their real shapes, 
 def build_preset(preset: str, out: Path) -> Path:
     """The preset with seeded random weights and the pocket-tiny tokenizer (bench_real_sizes.build_checkpoint), built
     in a child process so that this one never holds the model."""
-    import multiprocessing
-
     from bench.bench_real_sizes import build_checkpoint
 
     if not (out / "config.json").is_file():
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            pool.apply(build_checkpoint, (preset, out))
+        in_fresh_process(build_checkpoint, preset, out)
     return out
 
 
@@ -683,16 +680,21 @@ def _run_one(setup: Setup, runner: str, precision: str, variants: dict[str, list
 def run_in_child(setup: Setup, runner: str, precision: str, variants: dict[str, list[str]]) -> dict:
     """One run in a fresh process: no runner inherits another's allocator state (adapt train tunes glibc's malloc,
     adapt/allocator.py), heap or warm caches, as no user's script would."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     import torch
 
     # records are read again in the child
     bare = Setup(setup.name, setup.work, setup.recipe_path, setup.base, setup.device, setup.profile)
-    # not a multiprocessing.Pool: its daemonic workers may not start data-loader workers (--workers)
+    return in_fresh_process(_run_one, bare, runner, precision, variants, torch.get_num_threads())
+
+
+def in_fresh_process(fn, *args):
+    """``fn(*args)`` in a new spawned process, its result returned. Not a multiprocessing.Pool: its daemonic
+    workers may not start data-loader workers (--workers)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_run_one, bare, runner, precision, variants, torch.get_num_threads()).result()
+        return pool.submit(fn, *args).result()
 
 
 def measure_model(setup: Setup, precisions: list[str], repeats: int, variants: dict[str, list[str]]) -> dict:
