@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     _quiet_libraries(progress=not getattr(args, "no_progress", False), command_line=argv is None)
+    if argv is None and getattr(args, "builds_model", False):
+        _import_model_stack()
     try:
         return args.handler(args) or 0
     except KeyboardInterrupt:
@@ -72,6 +74,26 @@ def _quiet_libraries(progress: bool, command_line: bool = True) -> None:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if command_line:  # (not when a test or a script calls main(): it keeps its own warning handling)
         _show_our_warnings_as_lines()
+
+
+def _import_model_stack() -> None:
+    """Import torch and transformers' model base with the cyclic garbage collector paused, then freeze what the
+    imports made (`gc.freeze`) and resume it: for the command line's verbs that build a model, not for library use.
+
+    The imports create some 380,000 long-lived objects. With the collector running, each of its full passes
+    during the imports walks all of them, and so does the last pass as the interpreter exits: together about a
+    third of `adapt inspect --model PRESET`'s wall time on a 2-core machine (bench/bench_startup.py). Frozen
+    objects are left out of every later pass; they are module-level objects that live until exit anyway, and
+    reference counting still frees any of them that is dropped."""
+    import gc
+
+    gc.disable()
+    try:
+        import torch  # noqa: F401
+        import transformers.modeling_utils  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _cpu_only_machine() -> bool:
@@ -173,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="; ".join(f"{r.name}: {r.help}" for r in RUNTIMES.values()))
     chat.add_argument("--preprocess", choices=["pocket", "llamacpp"], default="pocket",
                       help="llamacpp runtime: cut tiles as training did (default), or let llama.cpp preprocess the image")
-    chat.set_defaults(handler=_chat)
+    chat.set_defaults(handler=_chat, builds_model=True)
 
     export = verbs.add_parser("export", help="write a checkpoint in a format other tools load")
     _model_flags(export)
@@ -197,11 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--recipe", type=Path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
                                                     "(default: the model's own tiling)")
     export.add_argument("--no-progress", action="store_true", help="no progress bars")
-    export.set_defaults(handler=_export)
+    export.set_defaults(handler=_export, builds_model=True)
 
     inspect = verbs.add_parser("inspect", help="describe a checkpoint or preset: layout, parts, tiling, template")
     _model_flags(inspect)
-    inspect.set_defaults(handler=_inspect)
+    inspect.set_defaults(handler=_inspect, builds_model=True)
 
     tiles = verbs.add_parser("tiles", help="plan the tiles and image tokens of an image size (no pixels read)")
     tiles.add_argument("size", help="WIDTHxHEIGHT, e.g. 1600x900, or an image file")
@@ -506,7 +528,7 @@ def _recipe_verbs(verbs) -> None:
     train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
     train.add_argument("--allow-changes", action="store_true",
                        help="resume even though the recipe was edited since the checkpoint (the new values apply)")
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, builds_model=True)
 
     distill = verbs.add_parser("distill", help="distil a vision tower (teacher -> student) as a recipe with distill: says",
                                description="Distil a vision encoder from a recipe with a distill: section; resumes from the "
@@ -518,7 +540,7 @@ def _recipe_verbs(verbs) -> None:
     distill.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
     distill.add_argument("--allow-changes", action="store_true",
                          help="resume even though the recipe was edited since the checkpoint (the new values apply)")
-    distill.set_defaults(handler=_train)
+    distill.set_defaults(handler=_train, builds_model=True)
 
     evaluate = verbs.add_parser("eval", help="score a model on a recipe's held-out sources (domain and general side by side)")
     evaluate.add_argument("recipe", type=Path)
@@ -538,7 +560,7 @@ def _recipe_verbs(verbs) -> None:
                           default=[], help="executorch runtime: precision(s) to score (repeatable; default fp32); "
                                            "labels get -<type>")
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
-    evaluate.set_defaults(handler=_eval)
+    evaluate.set_defaults(handler=_eval, builds_model=True)
 
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
     quick.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. mixing.general_ratio=0")
@@ -547,7 +569,7 @@ def _recipe_verbs(verbs) -> None:
                        help="landcover: the default story; remote_sensing: synthetic GeoTIFF/RSVQA/DIOR sets "
                             "through the remote-sensing converters")
     quick.add_argument("--no-progress", action="store_true")
-    quick.set_defaults(handler=_quickstart)
+    quick.set_defaults(handler=_quickstart, builds_model=True)
 
     validate = verbs.add_parser(
         "validate", help="check a recipe and print it resolved (absolute paths, every default filled in)",

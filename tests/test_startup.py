@@ -15,20 +15,25 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "peft", "matplotlib", "gradio", "rasterio", "pydicom", "scipy")
 
 PROBE = """
-import contextlib, io, json, sys
+import contextlib, gc, io, json, sys
 from adapt.cli import main
+command_line, *argv = sys.argv[1:]
+if command_line == "yes":  # as the `adapt` script calls it: main() reads sys.argv
+    sys.argv, argv = ["adapt", *argv], None
 out = io.StringIO()
 with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
     try:
-        code = main(sys.argv[1:])
+        code = main(argv)
     except SystemExit as stop:  # --help exits through argparse
         code = stop.code
-print(json.dumps({"code": code, "out": out.getvalue(), "modules": sorted(m for m in sys.modules if "." not in m)}))
+print(json.dumps({"code": code, "out": out.getvalue(), "modules": sorted(m for m in sys.modules if "." not in m),
+                  "frozen": gc.get_freeze_count(), "gc": gc.isenabled()}))
 """
 
 
-def _run(*argv: str) -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
+def _run(*argv: str, command_line: bool = False) -> dict:
+    done = subprocess.run([sys.executable, "-c", PROBE, "yes" if command_line else "no", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -52,6 +57,21 @@ def test_the_probe_sees_heavy_imports() -> None:
     # the same probe on a verb that needs torch lists it, so an empty list above means something
     result = _run("inspect", "--model", "pocket-tiny")
     assert result["code"] == 0 and "torch" in result["modules"]
+
+
+def test_a_model_verb_on_the_command_line_freezes_the_import_objects_and_collects_again() -> None:
+    """`adapt inspect` (like every verb that builds a model) imports torch and transformers with the garbage
+    collector paused and freezes what they made (adapt.cli._import_model_stack); the collector runs again after."""
+    result = _run("inspect", "--model", "pocket-tiny", command_line=True)
+    assert result["code"] == 0 and "pocket-tiny" in result["out"]
+    assert result["frozen"] > 100_000 and result["gc"]
+
+
+@pytest.mark.parametrize("argv, command_line", [(["presets"], True), (["inspect", "--model", "pocket-tiny"], False)])
+def test_light_verbs_and_library_calls_leave_the_collector_alone(argv: list[str], command_line: bool) -> None:
+    # a light verb has nothing to freeze; a test or script calling main(argv) keeps its own collector state
+    result = _run(*argv, command_line=command_line)
+    assert result["code"] == 0 and result["frozen"] == 0 and result["gc"]
 
 
 RECIPE = """

@@ -72,7 +72,7 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                       help=f"longest answer in tokens (default {DEFAULT_MAX_NEW_TOKENS}; a looping answer is cut "
                            "sooner)")
-    demo.set_defaults(handler=run_demo)
+    demo.set_defaults(handler=run_demo, builds_model=True)
     return demo
 
 
