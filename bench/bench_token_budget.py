@@ -38,6 +38,7 @@ from bench.sections import ROOT, machine_line, paired_difference, write_section 
 README = ROOT / "README.md"
 SECTION = "token_budget"
 PROBE_SECTION = "token_budget_probe"
+PAIRED = "nuscenes"  # the driving source scored per sample (DriveLM's main score is corpus-level): paired Δ ± 2 SE
 PROBE_FAMILIES = ("color", "shape", "count", "position")
 TEMPLATE = "driving_pocket-tiny_full"
 STITCHED = (2688, 896)  # DriveLM's six cameras stitched 3x2 at 896x448
@@ -192,6 +193,18 @@ def probe_recipe(out: Path) -> Path:
     return path
 
 
+def source_answers(report: Path, source: str) -> dict[int, float]:
+    """Held-out line -> the sample's own score (each of `source`'s samples has one: accuracy, Acc@0.5, ...) from a
+    variant's predictions."""
+    out = {}
+    for line in (report / "predictions_adapted.jsonl").open(encoding="utf-8"):
+        p = json.loads(line)
+        if p["source"] == source:
+            (score,) = p["scores"].values()
+            out[p["line"]] = score
+    return out
+
+
 def probe_answers(report: Path) -> dict[int, tuple[str, float]]:
     """Held-out probe line -> (question family, accuracy) from a variant's predictions."""
     out = {}
@@ -255,23 +268,28 @@ def table(results: dict, args: argparse.Namespace) -> str:
     base = runs.get("baseline")
     sources = [s for s, e in next(iter(runs.values()))["summary"]["sources"].items() if e["kind"] == "domain"]
     head = ["budget (recipe option)", "image tokens, pocket-tiny (tiles x tokens/tile)", "image tokens, Mini-InternVL",
-            "domain", "Δ domain vs baseline (points)", *sources, "drivelm language", "general", "train", "eval s/sample",
-            "prefill ms/prompt"]
+            "domain", "Δ domain vs baseline (points)", *sources, f"Δ {PAIRED} vs baseline (points, ± 2 SE)",
+            "drivelm language", "general", "train", "eval s/sample", "prefill ms/prompt"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for run in runs.values():
         domain = _score(run["summary"], "domain")
         delta = "–" if base is None or run is base or domain is None or _score(base["summary"], "domain") is None \
             else f"{100 * (domain - _score(base['summary'], 'domain')):+.1f}"
+        paired = "–"
+        if base is not None and run is not base:
+            mean, se2, _ = paired_difference(*(source_answers(Path(r["report"]), PAIRED) for r in (run, base)))
+            paired = f"{100 * mean:+.1f} ± {100 * se2:.1f}"
         cells = [f"{run['tokens']} ({run['tiles']} x {run['tokens_per_tile']})", str(run["mini_internvl_tokens"]),
-                 _fmt(domain), delta, *(_fmt(_score(run["summary"], source=s)) for s in sources),
+                 _fmt(domain), delta, *(_fmt(_score(run["summary"], source=s)) for s in sources), paired,
                  _fmt(run["summary"]["sources"]["drivelm"]["metrics"].get("language")),
                  _fmt(_score(run["summary"], "general")), f"{run['train_s'] / 60:.1f} min",
                  f"{run['eval_s'] / max(1, run['eval_samples']):.2f}", f"{run['prefill_ms']:.0f}"]
         lines.append(f"| {run['label']} | " + " | ".join(cells) + " |")
     ns = ", ".join(f"{s} {e['n']}" for s, e in next(iter(runs.values()))["summary"]["sources"].items())
+    budget = "The template's budget" if (args.steps, args.batch_size) == (300, 16) else "Reduced budget"
     lines += [
         "",
-        f"Reduced budget, the same for every row: {args.steps} steps of batch {args.batch_size} from `pocket-tiny` "
+        f"{budget}, the same for every row: {args.steps} steps of batch {args.batch_size} from `pocket-tiny` "
         f"(the template trains 300 x 16), {args.eval_samples} held-out samples per source ({ns}), at most "
         f"{args.max_new_tokens} generated tokens per answer (template: 200); {results['minutes']:.1f} min in all. "
         "Image tokens are those of one stitched 2688x896 view: pocket-tiny's counted by its processor on a real "
@@ -279,7 +297,9 @@ def table(results: dict, args: argparse.Namespace) -> str:
         "(256 per tile; the Q-Former row uses 1/4 of that, 64 queries, where pocket-tiny's uses 1/4 of 16). Main metric "
         "per source as in the driving quick start (– = not computed: DriveLM's judge-free score needs multiple-choice and "
         "match questions among those the official graph filter keeps); drivelm language = its BLEU / ROUGE-L / CIDEr "
-        "term; Δ in points of the domain score. Train and eval times are wall "
+        f"term; Δ in points of the domain score (a mean weighted by samples, DriveLM's a corpus-level score); Δ "
+        f"{PAIRED}: paired over the same held-out {PAIRED} samples (each scored on its own), ± two standard errors "
+        "of the mean difference. Train and eval times are wall "
         "times on a machine shared with other jobs; prefill is the median forward pass of a held-out DriveLM prompt.",
         "",
         f"Measured on {machine_line()}; regenerate with `{results['command']}`.",

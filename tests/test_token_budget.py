@@ -300,3 +300,39 @@ def test_probe_difference_is_paired_over_the_same_questions(tmp_path):
     diffs = [0, -1, 0, 0]
     assert mean == pytest.approx(statistics.fmean(diffs))
     assert se2 == pytest.approx(2 * statistics.stdev(diffs) / 2)
+
+
+def test_driving_table_pairs_nuscenes_answers_and_names_the_budget(tmp_path):
+    """The driving table's Δ nuscenes compares a budget with the baseline sample by sample (each nuScenes sample's
+    own score, grounding or region), with two standard errors; the caption says whether the budget is the
+    template's or a reduced one."""
+    import argparse
+    import json
+
+    from bench.bench_token_budget import table
+
+    def run(name, nuscenes):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"source": "nuscenes", "line": line, "scores": {"acc@0.5" if line % 2 else "accuracy": float(ok)}}
+                for line, ok in nuscenes.items()]
+        rows.append({"source": "drivelm", "line": 1, "scores": {}})  # corpus-level: no score of its own
+        (folder / "predictions_adapted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        mean = sum(nuscenes.values()) / len(nuscenes)
+        sources = {"drivelm": {"kind": "domain", "main": 0.0, "n": 1, "metrics": {"language": 0.0}},
+                   "nuscenes": {"kind": "domain", "main": mean, "n": len(nuscenes), "metrics": {}},
+                   "general": {"kind": "general", "main": 0.5, "n": 2, "metrics": {}}}
+        return {"label": name, "report": str(folder), "tokens": 48, "tiles": 3, "tokens_per_tile": 16,
+                "mini_internvl_tokens": 768, "train_s": 60.0, "eval_s": 1.0, "eval_samples": 1, "prefill_ms": 1.0,
+                "summary": {"sources": sources, "groups": {"domain": {"main": mean / 2}, "general": {"main": 0.5}}}}
+
+    results = {"variants": {"baseline": run("baseline", {1: 0, 2: 0, 3: 1, 4: 0}),
+                            "cut": run("cut", {1: 1, 2: 1, 3: 1, 4: 0})}, "minutes": 1.0, "command": "python x"}
+    args = argparse.Namespace(steps=300, batch_size=16, eval_samples=4, max_new_tokens=200)
+    text = table(results, args)
+    cut_row = next(line for line in text.splitlines() if line.startswith("| cut |"))
+    # differences 1, 1, 0, 0: mean 0.5, stdev 0.577, 2 SE = 0.577
+    assert "| +50.0 ± 57.7 |" in cut_row
+    assert "The template's budget, the same for every row" in text
+    reduced = table(results, argparse.Namespace(steps=16, batch_size=4, eval_samples=4, max_new_tokens=48))
+    assert "Reduced budget, the same for every row" in reduced
