@@ -198,23 +198,21 @@ def probe_recipe(out: Path) -> Path:
 def source_answers(report: Path, source: str) -> dict[int, float]:
     """Held-out line -> the sample's own score (each of `source`'s samples has one: accuracy, Acc@0.5, ...) from a
     variant's predictions."""
+    from adapt.evaluate import load_predictions
+
     out = {}
-    for line in (report / "predictions_adapted.jsonl").open(encoding="utf-8"):
-        p = json.loads(line)
-        if p["source"] == source:
-            (score,) = p["scores"].values()
-            out[p["line"]] = score
+    for p in load_predictions(report / "predictions_adapted.jsonl"):
+        if p.source == source:
+            (out[p.line],) = p.scores.values()
     return out
 
 
 def probe_answers(report: Path) -> dict[int, tuple[str, float]]:
     """Held-out probe line -> (question family, accuracy) from a variant's predictions."""
-    out = {}
-    for line in (report / "predictions_adapted.jsonl").open(encoding="utf-8"):
-        p = json.loads(line)
-        if p["source"] == "probe":
-            out[p["line"]] = (p["meta"]["family"], p["scores"]["accuracy"])
-    return out
+    from adapt.evaluate import load_predictions
+
+    return {p.line: (p.meta["family"], p.scores["accuracy"])
+            for p in load_predictions(report / "predictions_adapted.jsonl") if p.source == "probe"}
 
 
 def run_variant(variant: Variant, recipe_path: Path, out: Path, budget: list[str], progress: bool,

@@ -288,9 +288,10 @@ def test_probe_difference_is_paired_over_the_same_questions(tmp_path):
     def report(name, right):
         folder = tmp_path / name
         folder.mkdir()
-        rows = [{"source": "probe", "line": line, "meta": {"family": "color"}, "scores": {"accuracy": float(ok)}}
-                for line, ok in right.items()]
-        rows.append({"source": "general", "line": 1, "meta": {}, "scores": {"accuracy": 1.0}})
+        text = {"task": "mc", "prompt": "q", "prediction": "a", "reference": "a"}  # a Prediction's other fields
+        rows = [{"source": "probe", "line": line, **text, "meta": {"family": "color"},
+                 "scores": {"accuracy": float(ok)}} for line, ok in right.items()]
+        rows.append({"source": "general", "line": 1, **text, "meta": {}, "scores": {"accuracy": 1.0}})
         (folder / "predictions_adapted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         return {"report": str(folder)}
 
@@ -314,9 +315,10 @@ def test_driving_table_pairs_nuscenes_answers_and_names_the_budget(tmp_path):
     def run(name, nuscenes):
         folder = tmp_path / name
         folder.mkdir()
-        rows = [{"source": "nuscenes", "line": line, "scores": {"acc@0.5" if line % 2 else "accuracy": float(ok)}}
-                for line, ok in nuscenes.items()]
-        rows.append({"source": "drivelm", "line": 1, "scores": {}})  # corpus-level: no score of its own
+        text = {"task": "grounding", "prompt": "q", "prediction": "a", "reference": "a"}  # a Prediction's other fields
+        rows = [{"source": "nuscenes", "line": line, **text,
+                 "scores": {"acc@0.5" if line % 2 else "accuracy": float(ok)}} for line, ok in nuscenes.items()]
+        rows.append({"source": "drivelm", "line": 1, **text, "scores": {}})  # corpus-level: no score of its own
         (folder / "predictions_adapted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         mean = sum(nuscenes.values()) / len(nuscenes)
         sources = {"drivelm": {"kind": "domain", "main": 0.0, "n": 1, "metrics": {"language": 0.0}},
