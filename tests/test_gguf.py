@@ -635,11 +635,21 @@ def test_stock_llama_mtmd_cli_answers_as_pytorch(models, exports, example_image,
                            eos_token_id=processor.stop_token_ids, pad_token_id=processor.pad_token_id)[0]
     expected = processor.decode(ids)
     model_file, mmproj = _files(exports("pocket-tiny", "f16"), "pocket-tiny", "f16")
-    proc = subprocess.run([str(binary("llama-mtmd-cli")), "-m", str(model_file), "--mmproj", str(mmproj), "--image",
-                           str(image_path), "-p", QUESTION, "--temp", "0", "-n", "24", "--jinja"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = _run_mtmd_cli(["-m", str(model_file), "--mmproj", str(mmproj), "--image", str(image_path),
+                          "-p", QUESTION, "--temp", "0", "-n", "24", "--jinja"])
     assert expected and expected in proc.stdout
+
+
+def _run_mtmd_cli(args: list[str], tries: int = 10) -> subprocess.CompletedProcess:
+    """Run llama-mtmd-cli until its output arrives whole. Its logger (which also prints the answer) writes from a
+    thread that is never joined at exit (common/log.cpp `common_log_main`), so on a busy machine the tail of stdout can
+    be lost; a whole run ends with the blank lines the CLI logs last. Only such a cut run is tried again."""
+    for _ in range(tries):
+        proc = subprocess.run([str(binary("llama-mtmd-cli")), *args], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        if proc.stdout.endswith("\n\n"):
+            return proc
+    pytest.fail(f"llama-mtmd-cli's output was cut short in all {tries} runs; last stdout: {proc.stdout!r}")
 
 
 # ------------------------------------------------------------------------------------------ without llama.cpp
