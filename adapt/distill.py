@@ -258,14 +258,8 @@ class Distiller(Trainer):
         result = self._held_out_cosine()
         if result is None:
             return
-        line = {"step": step, "eval/cosine": result["cosine"],
-                **{f"eval/cosine/{name}": v["cosine"] for name, v in result["sources"].items()}}
-        with (self.out_dir / "eval_log.jsonl").open("a") as fh:
-            fh.write(json.dumps(line) + "\n")
-        if writer:
-            for key, value in line.items():
-                if key != "step":
-                    writer.add_scalar(key, value, step)
+        self._log_eval({"step": step, "eval/cosine": result["cosine"],
+                        **{f"eval/cosine/{name}": v["cosine"] for name, v in result["sources"].items()}}, writer)
         tqdm.write(f"held-out cosine at step {step}: {result['cosine']:.4f}")
 
     # ------------------------------------------------------------------ output

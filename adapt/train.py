@@ -492,6 +492,15 @@ class Trainer:
                 raise error
             raise DataQualityError(f"step {step}: the evaluation on rank 0 stopped the run (see its message)")
 
+    def _log_eval(self, line: dict, writer) -> None:
+        """Append one held-out evaluation (``step`` and ``eval/...`` values) to eval_log.jsonl and TensorBoard."""
+        with (self.out_dir / "eval_log.jsonl").open("a") as fh:
+            fh.write(json.dumps(line) + "\n")
+        if writer:
+            for key, value in line.items():
+                if key != "step":
+                    writer.add_scalar(key, value, line["step"])
+
     def _evaluate_main(self, step: int, writer) -> None:
         from .run_eval import score_eval_sources
 
@@ -505,13 +514,7 @@ class Trainer:
         scores = {**{f"eval/{g}": v["main"] for g, v in summary["groups"].items()},
                   **{f"eval/{s}": v["main"] for s, v in summary["sources"].items()}}
         scores = {k: v for k, v in scores.items() if v is not None}
-        line = {"step": step, **scores, "eval/skipped": summary["skipped"]}
-        with (self.out_dir / "eval_log.jsonl").open("a") as fh:
-            fh.write(json.dumps(line) + "\n")
-        if writer:
-            for key, value in line.items():
-                if key != "step":
-                    writer.add_scalar(key, value, step)
+        self._log_eval({"step": step, **scores, "eval/skipped": summary["skipped"]}, writer)
         skipped = f" ({summary['skipped']} records skipped; see {folder / 'skips.md'})" if summary["skipped"] else ""
         print(f"eval at step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in scores.items())
               + skipped, flush=True)

@@ -237,6 +237,19 @@ def test_resume_after_an_interrupted_run_is_exact(tmp_path, data_dir, distilled)
     assert all(torch.allclose(ours[k], reference[k], atol=1e-6) for k in ours)
 
 
+def test_periodic_held_out_cosine_is_logged(tmp_path, data_dir):
+    """`eval.every` scores the held-out images during the run (the last step is the report's): eval_log.jsonl, as
+    `adapt train` writes it."""
+    text = RECIPE.replace("eval: {max_images: 6}", "eval: {max_images: 6, every: 3}")
+    final = distill(load_recipe(write_recipe(tmp_path, data_dir, steps=7, save_every=7, text=text)), progress=False)
+    evals = [json.loads(line) for line in (final.parent / "eval_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in evals] == [3, 6]
+    for e in evals:
+        assert e["eval/cosine"] == pytest.approx((e["eval/cosine/landcover"] + e["eval/cosine/general"]) / 2, abs=1e-6)
+    report = json.loads((final.parent / "report.json").read_text())
+    assert report["held_out_before"]["cosine"] < evals[0]["eval/cosine"] < evals[1]["eval/cosine"], evals
+
+
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path, data_dir, distilled):
     path = write_recipe(tmp_path, data_dir, steps=12, save_every=4)
