@@ -42,7 +42,7 @@ from .data.augment import build_augment
 from .data.dataset import TileDataset, collate_tiles, record_tiles
 from .data.samples import Record, SkipLog, read_source
 from .recipe import DistillRecipe
-from .train import Trainer, TrainingError, _seed_everything, source_specs
+from .train import Trainer, TrainingError, _seed_everything, append_entry, source_specs
 
 
 class DistillError(TrainingError):
@@ -258,8 +258,8 @@ class Distiller(Trainer):
         result = self._held_out_cosine()
         if result is None:
             return
-        self._log_eval({"step": step, "eval/cosine": result["cosine"],
-                        **{f"eval/cosine/{name}": v["cosine"] for name, v in result["sources"].items()}}, writer)
+        append_entry(self.out_dir / "eval_log.jsonl", {"step": step, "eval/cosine": result["cosine"],
+                     **{f"eval/cosine/{name}": v["cosine"] for name, v in result["sources"].items()}}, writer)
         tqdm.write(f"held-out cosine at step {step}: {result['cosine']:.4f}")
 
     # ------------------------------------------------------------------ output

@@ -463,12 +463,7 @@ class Trainer:
             "(with --allow-changes after editing the recipe) to resume from the newest checkpoint.")
 
     def _log(self, entry: dict, log_path: Path, writer, bar) -> None:
-        with log_path.open("a") as fh:
-            fh.write(json.dumps(entry) + "\n")
-        if writer:
-            for key, value in entry.items():
-                if key != "step":
-                    writer.add_scalar(key, value, entry["step"])
+        append_entry(log_path, entry, writer)
         losses = {k.removeprefix("loss/"): f"{v:.3f}" for k, v in entry.items() if k.startswith("loss")}
         bar.set_postfix(losses, refresh=False)
         if not self.progress and entry["step"] % self.recipe.logging.every == 0:
@@ -492,15 +487,6 @@ class Trainer:
                 raise error
             raise DataQualityError(f"step {step}: the evaluation on rank 0 stopped the run (see its message)")
 
-    def _log_eval(self, line: dict, writer) -> None:
-        """Append one held-out evaluation (``step`` and ``eval/...`` values) to eval_log.jsonl and TensorBoard."""
-        with (self.out_dir / "eval_log.jsonl").open("a") as fh:
-            fh.write(json.dumps(line) + "\n")
-        if writer:
-            for key, value in line.items():
-                if key != "step":
-                    writer.add_scalar(key, value, line["step"])
-
     def _evaluate_main(self, step: int, writer) -> None:
         from .run_eval import score_eval_sources
 
@@ -514,7 +500,8 @@ class Trainer:
         scores = {**{f"eval/{g}": v["main"] for g, v in summary["groups"].items()},
                   **{f"eval/{s}": v["main"] for s, v in summary["sources"].items()}}
         scores = {k: v for k, v in scores.items() if v is not None}
-        self._log_eval({"step": step, **scores, "eval/skipped": summary["skipped"]}, writer)
+        append_entry(self.out_dir / "eval_log.jsonl", {"step": step, **scores, "eval/skipped": summary["skipped"]},
+                     writer)
         skipped = f" ({summary['skipped']} records skipped; see {folder / 'skips.md'})" if summary["skipped"] else ""
         print(f"eval at step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in scores.items())
               + skipped, flush=True)
@@ -720,6 +707,16 @@ def _adamw(param_groups: list[dict], fused: bool = True) -> torch.optim.AdamW:
         except RuntimeError:  # a device or dtype without the fused kernel
             pass
     return torch.optim.AdamW(param_groups, betas=(0.9, 0.999), eps=1e-8)
+
+
+def append_entry(path: Path, entry: dict, writer) -> None:
+    """Append one log entry (``step`` and its values) to a JSONL log and, with a writer, to TensorBoard."""
+    with path.open("a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    if writer:
+        for key, value in entry.items():
+            if key != "step":
+                writer.add_scalar(key, value, entry["step"])
 
 
 class _MicroBatches(torch.utils.data.Dataset):
