@@ -26,7 +26,7 @@ import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -35,8 +35,8 @@ from PIL.PngImagePlugin import PngInfo
 from domains.base import DomainError, SkipInput
 
 __all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "image_size", "inside_root", "is_fresh",
-           "link_or_copy", "output_key", "png_bytes", "remove_stale_parts", "save_png", "split_of", "stored_key", "write_jsonl",
-           "write_splits"]
+           "link_or_copy", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "save_png", "split_of",
+           "stored_key", "unique_stems", "write_jsonl", "write_splits"]
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 PATH_ESCAPES = "path escapes data root"  # the report reason of a name refused by inside_root
@@ -244,6 +244,42 @@ def check_held_out_fraction(value: float, name: str = "test_fraction") -> None:
     """A held-out share in [0, 1) (0: no held-out split), or a `DomainError` naming the option."""
     if not 0 <= value < 1:
         raise DomainError(f"{name} must be a share in [0, 1) (0.2: a fifth held out; 0: none), got {value!r}")
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def safe_name(name: str | os.PathLike[str]) -> str:
+    """`name` as a portable file-name part (``[A-Za-z0-9._-]``, no leading or trailing ``_`` / ``.``).
+
+    A name that already is one is kept as it is; any other is cleaned and gets ``-`` and a short hash of the
+    original, so two different names never give one output name: ``森林`` and ``農地``, or ``north/tile`` and
+    ``north_tile``, would otherwise both land on one file and a record would show another file's pixels.
+    """
+    text = os.fspath(name)
+    clean = _UNSAFE.sub("_", text).strip("_.")
+    return text if clean == text else f"{clean or 'x'}-{_digest(text)}"
+
+
+def _widen_shared(stems: dict[str, str], widen: Callable[[str], str]) -> dict[str, str]:
+    counts: dict[str, int] = {}
+    for stem in stems.values():
+        counts[stem] = counts.get(stem, 0) + 1
+    return {n: stem if counts[stem] == 1 else widen(n) for n, stem in stems.items()}
+
+
+def unique_stems(names: Iterable[str]) -> dict[str, str]:
+    """An output stem for each source file of one output folder, by its name (a relative path, suffix
+    included): :func:`safe_name` of the name without its suffix; where two files share that (``a.png`` and
+    ``a.jpg`` would both become ``a.png``), of the whole name (``a.png``, ``a.jpg``); should even those meet,
+    that with a hash of the name. Distinct names always get distinct stems, whatever order they come in."""
+    stems = {n: safe_name(PurePosixPath(n).with_suffix("").as_posix()) for n in sorted(set(names))}
+    stems = _widen_shared(stems, safe_name)
+    return _widen_shared(stems, lambda n: f"{stems[n]}-{_digest(n)}")
 
 
 def split_of(key: str, held_out_fraction: float, held_out: str = "test") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -220,3 +221,24 @@ def test_inside_root_accepts_names_under_the_root_and_follows_symlinks_only_insi
     (root / "loop").symlink_to(root / "loop")
     with pytest.raises(SkipInput):
         inside_root(root, "loop/x.jpg")
+
+
+def test_safe_name_keeps_safe_names_and_never_merges_two():
+    from domains.files import safe_name
+
+    assert [safe_name(n) for n in ("forest00", "P00001.tif", "a-b_c")] == ["forest00", "P00001.tif", "a-b_c"]
+    names = ["森林", "農地", "north/tile", "north_tile", "a b", "a_b", "_a", "a", "..", "."]
+    out = [safe_name(n) for n in names]
+    assert len(set(out)) == len(names), out  # lossy cleaning alone made 森林 = 農地 = "x", north/tile = north_tile
+    assert all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", s) for s in out), out
+    assert safe_name("森林") == safe_name("森林")  # stable across runs
+
+
+def test_unique_stems_separate_files_that_share_a_stem():
+    from domains.files import unique_stems
+
+    names = ["a.png", "a.jpg", "b.tif", "a.jpg.tif", "sub/c.png", "sub_c.png"]
+    stems = unique_stems(names)
+    assert stems["b.tif"] == "b"  # the plain case keeps the plain name
+    assert len(set(stems.values())) == len(names), stems
+    assert unique_stems(reversed(names)) == stems  # whatever order the folder listing comes in

@@ -470,3 +470,21 @@ def test_readers_and_demo_hooks(raw, tmp_path):
 
 def three_index(result: dict) -> int:
     return int(result["labels"][0].split()[1].split("/")[0]) - 1
+
+
+def test_classification_never_writes_two_sources_to_one_image(tmp_path):
+    """Kermany-style split folders holding the same file name, class folders that clean to one name (正常,
+    異常) and a.jpg beside a.jpeg each keep their own image."""
+    src = tmp_path / "src"
+    shades = {"train/正常/IM-1.png": 0, "train/異常/IM-1.png": 255, "test/正常/IM-1.png": 60,
+              "test/異常/IM-1.png": 190, "train/正常/a.jpg": 120, "train/正常/a.jpeg": 240}
+    for name, shade in shades.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (16, 16), shade).save(src / name, quality=100)
+    out = tmp_path / "out"
+    recs = all_records(convert_classification(src, out))
+    assert len(recs) == 6
+    assert len({r["image"] for r in recs}) == len({r["id"] for r in recs}) == 6, [r["image"] for r in recs]
+    for r in recs:
+        pixel = Image.open(out / r["image"]).convert("L").getpixel((8, 8))
+        assert abs(pixel - shades[r["meta"]["source"]]) <= 3, (r["image"], pixel)

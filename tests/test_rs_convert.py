@@ -560,3 +560,36 @@ def test_plain_images_go_through_the_one_image_reader(tmp_path):
     assert phone.shape[:2] == (40, 20) and phone[:10, :, 0].mean() > 200 and phone[-10:, :, 0].mean() < 60
     scan = np.asarray(Image.open(out / by_source["river/scan.png"]["image"]).convert("L")).astype(int)
     assert scan.min() == 0 and scan.max() == 255 and len(np.unique(scan)) > 20
+
+
+def test_classification_never_writes_two_sources_to_one_image(tmp_path):
+    """Class folders that clean to one name (森林, 農地) and a.png beside a.jpg each keep their own pixels."""
+    src = tmp_path / "src"
+    colours = {"森林/img01.png": (0, 200, 0), "農地/img01.png": (200, 150, 0),
+               "森林/img02.png": (10, 10, 10), "森林/img02.jpg": (250, 250, 250)}
+    for name, colour in colours.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), colour).save(src / name, quality=100)
+    out = tmp_path / "out"
+    report = convert_classification(src, out, dataset="ucmerced", test_fraction=0)
+    recs = all_records(report)
+    assert report.written == len(recs) == 4 and report.total_skipped == 0
+    assert len({r["image"] for r in recs}) == len({r["id"] for r in recs}) == 4
+    for r in recs:
+        pixel = Image.open(out / r["image"]).convert("RGB").getpixel((8, 8))
+        assert max(abs(a - b) for a, b in zip(pixel, colours[r["meta"]["source"]])) <= 3, (r["image"], pixel)
+        assert r["label"] == r["meta"]["class_dir"]
+
+
+def test_scene_chips_of_two_scenes_never_share_a_name(tmp_path):
+    from domains.remote_sensing.convert import convert_scene_chips
+
+    src = tmp_path / "scenes"
+    write_tif(src / "north" / "tile.tif", np.full((3, 64, 64), 10, np.uint8))
+    write_tif(src / "north_tile.tif", np.full((3, 64, 64), 200, np.uint8))
+    out = tmp_path / "out"
+    convert_scene_chips(src, out, size=64, overlap=0)
+    chips = [json.loads(line) for line in (out / "chips.jsonl").open()]
+    assert len(chips) == 2 and len({c["image"] for c in chips}) == len({c["id"] for c in chips}) == 2, chips
+    values = sorted(int(np.asarray(Image.open(out / c["image"]))[0, 0, 0]) for c in chips)
+    assert values == [10, 200]

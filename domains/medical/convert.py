@@ -77,6 +77,7 @@ import hashlib
 import io
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,7 +93,9 @@ from domains.files import (
     inside_root,
     is_fresh,
     png_bytes,
+    safe_name,
     split_of,
+    unique_stems,
     write_splits,
 )
 from domains.parallel import Prefetch
@@ -132,9 +135,6 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(name)).strip("_.") or "x"
 
 
 def _hash(*parts: Any, n: int = 10) -> str:
@@ -194,13 +194,18 @@ def _check_image(path: Path) -> tuple[int, int]:
         raise SkipInput("unreadable image", f"{path}: cannot decode ({exc})") from exc
 
 
+def _out_stem(name: str) -> str:
+    """The output stem of an image named in a data file: its path without the suffix, as one safe name
+    (``xmlab0/source.jpg`` -> ``xmlab0_source-<hash>``: :func:`~domains.files.safe_name`)."""
+    return safe_name(Path(name).with_suffix("").as_posix())
+
+
 def _copy_target(src: Path, rel_stem: str) -> tuple[str, bool]:
     """(output path relative to `out`, whether the file is kept byte for byte) of :func:`_copy_image`."""
     suffix = src.suffix.lower()
     keep = suffix in (".jpg", ".jpeg", ".png")
     # a converted a.bmp must not land on the a.png of a neighbour
-    rel = f"{rel_stem}.jpg" if suffix in (".jpg", ".jpeg") else f"{rel_stem}.png" if keep else \
-        f"{rel_stem}_{_safe(suffix[1:])}.png"
+    rel = f"{rel_stem}{suffix}" if keep else f"{rel_stem}_{safe_name(suffix[1:])}.png"
     return rel, keep
 
 
@@ -491,7 +496,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
         for row in rows:
             name = _name(row.get("image_name")) if isinstance(row, dict) else ""
             try:
-                yield _copy_plan(inside_root(img_dir, name), out, f"images/{dataset}/{_safe(Path(name).stem)}")
+                yield _copy_plan(inside_root(img_dir, name), out, f"images/{dataset}/{_out_stem(name)}")
             except SkipInput:
                 continue
 
@@ -508,7 +513,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
                 if split is None:
                     raise SkipInput("unknown split", f"{where}: phrase_type {phrase!r} is not one of {sorted(VQA_RAD_SPLITS)}")
                 question, answer, atype, name = _vqa_fields(row, where, "image_name")
-                status = _image_once(images, name, img_dir, out, f"images/{dataset}/{_safe(Path(name).stem)}", report, where,
+                status = _image_once(images, name, img_dir, out, f"images/{dataset}/{_out_stem(name)}", report, where,
                                      pf)
             except SkipInput as exc:
                 report.skip(where, exc.reason, exc.detail)
@@ -516,7 +521,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
             meta = {"dataset": dataset, "split": split, "qid": qid, "answer_type": atype,
                     "question_type": _text(row.get("question_type")), "organ": _text(row.get("image_organ")),
                     "phrase_type": phrase, "image_name": name}
-            splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
+            splits[split].append(_record(f"{dataset}/{split}/{safe_name(qid)}", status[0], status[1],
                                          f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa", meta=meta))
     return write_splits(report, out, dataset, splits, keep_empty=False)
 
@@ -556,7 +561,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                 name = _name(row.get("img_name")) if isinstance(row, dict) else ""
                 try:
                     yield _copy_plan(inside_root(root / "imgs", name), out,
-                                     f"images/{dataset}/{_safe(Path(name).with_suffix('').as_posix())}")
+                                     f"images/{dataset}/{_out_stem(name)}")
                 except (SkipInput, ValueError):
                     continue
 
@@ -580,7 +585,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                     if lang is not None and row_lang != lang:
                         continue
                     question, answer, atype, name = _vqa_fields(row, where, "img_name")
-                    stem = _safe(Path(name).with_suffix("").as_posix())  # xmlab0/source -> xmlab0_source
+                    stem = _out_stem(name)  # xmlab0/source.jpg -> xmlab0_source-<hash>
                     status = _image_once(images, name, root / "imgs", out, f"images/{dataset}/{stem}", report, where, pf)
                 except SkipInput as exc:
                     report.skip(where, exc.reason, exc.detail)
@@ -589,7 +594,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                 meta = {"dataset": dataset, "split": split, "qid": qid, "img_id": row.get("img_id"), "answer_type": atype,
                         "content_type": _text(row.get("content_type")), "base_type": _text(row.get("base_type")),
                         "location": _text(row.get("location")), "modality": _text(row.get("modality")), "q_lang": row_lang}
-                records.append(_record(f"{dataset}/{split}/{_safe(qid)}", status[0], status[1],
+                records.append(_record(f"{dataset}/{split}/{safe_name(qid)}", status[0], status[1],
                                        f"{question}\n{instruction}", answer, "med_vqa", meta=meta))
             out_splits[split] = records
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
@@ -662,14 +667,14 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                 figure = _name(row.get("Figure_path"))
                 try:
                     yield _copy_plan(inside_root(img_dir, figure), out,
-                                     f"images/{dataset}/{_safe(img_dir.name)}/{_safe(Path(figure).stem)}")
+                                     f"images/{dataset}/{safe_name(img_dir.name)}/{_out_stem(figure)}")
                 except SkipInput:
                     continue
 
     with Prefetch(workers, plan) as pf:
         for name in names:
             path = src / name
-            split = _safe(Path(name).stem)
+            split = safe_name(Path(name).stem)
             img_dir = image_dir(name)
             try:
                 rows = _read_csv(path)
@@ -709,8 +714,8 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                     status = images.get(img_src)
                     if status is None:
                         try:
-                            status = _copy_image(img_src, out, f"images/{dataset}/{_safe(img_dir.name)}/"
-                                                               f"{_safe(Path(figure).stem)}", pf)
+                            status = _copy_image(img_src, out, f"images/{dataset}/{safe_name(img_dir.name)}/"
+                                                               f"{_out_stem(figure)}", pf)
                         except SkipInput as exc:
                             report.skip(img_src, exc.reason, exc.detail)
                             status = exc
@@ -817,10 +822,12 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         reader = _Dicom(report, out, dataset, salt, skip_burned_in, redact_burned_in)
         win_value, win_tag = _window_option(reader, window)
     out_splits: dict[str, list[dict]] = {}
+    stem_of = _class_stems(src, [(d, f) for _, d, f, _ in items])
+
     def plan():  # every file's step, in the loop's order
         planner = _Dicom(ConvertReport(), out, dataset, salt, skip_burned_in, redact_burned_in) if reader else None
         for _split, d, f, _label in items:
-            rel, cls = f.relative_to(src).as_posix(), _safe(d.name)
+            rel, cls = f.relative_to(src).as_posix(), safe_name(d.name)
             try:
                 if planner is not None and is_dicom_file(f):
                     ds = planner.header(f)
@@ -828,8 +835,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                     key = f"{planner.pseudonym(ds)}_{_hash(salt, rel)}"
                     yield planner.plan(f, f"images/{dataset}/{cls}/{key}_{win_tag}", win_value, k)
                 else:
-                    stem = _safe(f.relative_to(d).with_suffix("").as_posix())
-                    yield _copy_plan(f, out, f"images/{dataset}/{cls}/{stem}")
+                    yield _copy_plan(f, out, f"images/{dataset}/{cls}/{stem_of[f]}")
             except SkipInput:
                 continue
 
@@ -839,7 +845,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         for split, d, f, label in items:
             rel = f.relative_to(src).as_posix()
             split = split or split_of(rel, test_fraction)
-            cls = _safe(d.name)
+            cls = safe_name(d.name)
             try:
                 if reader is not None and is_dicom_file(f):
                     ds = reader.header(f)
@@ -856,9 +862,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                     if boxes is not None:
                         meta["redacted"] = [boxes]
                 else:
-                    stem = _safe(f.relative_to(d).with_suffix("").as_posix())
-                    image, size = _copy_image(f, out, f"images/{dataset}/{cls}/{stem}", pf)
-                    rid = f"{dataset}/{cls}/{_safe(f.relative_to(d).as_posix())}"  # a.png and a.jpg differ
+                    image, size = _copy_image(f, out, f"images/{dataset}/{cls}/{stem_of[f]}", pf)
+                    rid = f"{dataset}/{cls}/{stem_of[f]}"
                     meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label, "source": rel}
             except SkipInput as exc:
                 report.skip(f, exc.reason, exc.detail)
@@ -868,6 +873,23 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                 _record(rid, image, size, question, letter, "mc", options=list(labels), meta=meta))
     order = {s: k for k, s in enumerate(SPLITS)}
     return write_splits(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))), keep_empty=False)
+
+
+def _class_stems(src: Path, files: Sequence[tuple[Path, Path]]) -> dict[Path, str]:
+    """The output stem of each (class folder, file), unique within the class's output folder: by the file's path
+    in its class folder (:func:`~domains.files.unique_stems`), or by its path under `src` where class folders of
+    two split roots hold the same name (``train/NORMAL/IM-1.jpeg`` and ``test/NORMAL/IM-1.jpeg``)."""
+    groups: dict[str, list[tuple[Path, Path]]] = {}
+    for d, f in files:
+        groups.setdefault(safe_name(d.name), []).append((d, f))
+    stem_of: dict[Path, str] = {}
+    for members in groups.values():
+        inner = [f.relative_to(d).as_posix() for d, f in members]
+        shared = Counter(inner)
+        names = [n if shared[n] == 1 else f.relative_to(src).as_posix() for n, (_, f) in zip(inner, members)]
+        stems = unique_stems(names)
+        stem_of.update({f: stems[n] for n, (_, f) in zip(names, members)})
+    return stem_of
 
 
 # --------------------------------------------------------------------------------------------- dicom_qa
@@ -1063,7 +1085,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                 report.skip(where, exc.reason, exc.detail)
                 continue
             image = images[0] if len(images) == 1 else images
-            out_splits[split].append(_record(f"{dataset}/{split}/{_safe(qid)}", image, size, text, answer, task,
+            out_splits[split].append(_record(f"{dataset}/{split}/{safe_name(qid)}", image, size, text, answer, task,
                                              prefix=slice_prompt(labels), meta=meta, **extra))
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 

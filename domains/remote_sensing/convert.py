@@ -45,7 +45,9 @@ from domains.files import (
     is_fresh,
     output_key,
     png_bytes,
+    safe_name,
     split_of,
+    unique_stems,
     write_jsonl,
     write_splits,
 )
@@ -176,10 +178,6 @@ def _record(rid: str, image: str, size: tuple[int, int], question: str, answer: 
             "task": task, "answer": answer, **extra}
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "x"
-
-
 # --------------------------------------------------------------------------------------------- classification
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 
@@ -257,23 +255,25 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     def step(img: Path) -> tuple:
         return _png_step, (img, key, bands, stretch, longer)
 
+    stems = {d: unique_stems(img.name for img in imgs) for d, imgs in classes}  # a.png and a.jpg: two outputs
+
     def plan():
         for d, imgs in classes:
             for img in imgs:
-                yield (out / f"images/{dataset}/{_safe(d.name)}/{_safe(img.stem)}.png", *step(img))
+                yield (out / f"images/{dataset}/{safe_name(d.name)}/{stems[d][img.name]}.png", *step(img))
 
     with Prefetch(workers, plan) as pf:
         for d, imgs in classes:
             label = label_fn(d.name)
             for img in imgs:
                 rel = img.relative_to(root).as_posix()
-                image = f"images/{dataset}/{_safe(d.name)}/{_safe(img.stem)}.png"
+                image = f"images/{dataset}/{safe_name(d.name)}/{stems[d][img.name]}.png"
                 try:
                     size = _image_out(img, out / image, step(img), key, pf=pf)
                 except SkipInput as exc:
                     report.skip(img, exc.reason, exc.detail)
                     continue
-                rid = f"{dataset}/{_safe(d.name)}/{_safe(img.stem)}"
+                rid = f"{dataset}/{safe_name(d.name)}/{stems[d][img.name]}"
                 splits[split_of(rel, test_fraction)].append(_record(
                     rid, image, size, question, label, "classification", options=list(labels), label=label,
                     meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
@@ -508,7 +508,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                     img_src = finder.find(img_key)
                 except SkipInput:
                     continue
-                yield (out / f"images/{dataset}/{_safe(img_key)}.png", _png_step,
+                yield (out / f"images/{dataset}/{safe_name(img_key)}.png", _png_step,
                        (img_src, key, bands, stretch, longer))
 
     with Prefetch(workers, plan) as pf:
@@ -543,7 +543,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                     report.skip(where, "inactive image", f"{where}: image {img_key} is not active")
                     continue
                 if img_key not in image_status:
-                    image = f"images/{dataset}/{_safe(img_key)}.png"
+                    image = f"images/{dataset}/{safe_name(img_key)}.png"
                     img_src: Path | str = images_dir / img_key
                     try:
                         img_src = tiles.find(img_key)
@@ -653,7 +653,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                 wh = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
             except Exception:  # noqa: BLE001 - the loop reports it
                 continue
-            yield (out / f"images/{dataset}/{_safe(Path(fname).stem)}.png", *_dior_step(img_src, resize, wh))
+            yield (out / f"images/{dataset}/{safe_name(Path(fname).with_suffix('').as_posix())}.png", *_dior_step(img_src, resize, wh))
 
     with Prefetch(workers, plan) as pf:
         obj_index = -1
@@ -691,7 +691,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                 continue
             out_w, out_h = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
             sx, sy = out_w / src_w, out_h / src_h
-            image = f"images/{dataset}/{_safe(Path(fname).stem)}.png"
+            image = f"images/{dataset}/{safe_name(Path(fname).with_suffix('').as_posix())}.png"
             pending: list[tuple[str, dict]] = []
             for k, obj in enumerate(objects):
                 idx = first + k
@@ -1049,14 +1049,16 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
 
     ids = [str(o["id"]) for o in objects]
     seen = Counter(ids)
-    rid_of = [_safe(i) if seen[i] == 1 else f"{_safe(i)}~{k}" for k, i in enumerate(ids)]  # unique record ids
+    rid_of = [safe_name(i) if seen[i] == 1 else f"{safe_name(i)}~{k}" for k, i in enumerate(ids)]  # unique record ids
     placed: dict[int, str] = {}  # object index -> "" (recorded) or why not yet
     key = output_key(bands=bands, stretch=stretch, nodata=nodata, band_names=band_names, stretch_scope=stretch_scope)
     index: list[dict] = []
     records: list[dict] = []
+    rel_of = {scene: scene.name if src.is_file() else scene.relative_to(src).as_posix() for scene in scenes}
+    tag_of = unique_stems(rel_of.values())  # north/tile.tif and north_tile.tif: two sets of chips
     for scene in scenes:
-        rel = scene.name if src.is_file() else scene.relative_to(src).as_posix()
-        tag = _safe(Path(rel).with_suffix("").as_posix())
+        rel = rel_of[scene]
+        tag = tag_of[rel]
         # -- objects of this scene, in scene pixels
         scene_objs: list[tuple[int, Box]] = []
         try:
