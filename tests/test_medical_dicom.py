@@ -539,15 +539,19 @@ def test_find_series_groups_and_skips(tmp_path):
         load_series(tmp_path / "empty")
 
 
-@pytest.mark.parametrize("keep", [0, 100, 200, 600, "garbage"],
-                         ids=["empty", "cut-in-preamble", "cut-in-meta", "cut-in-header", "not-dicom"])
+@pytest.mark.parametrize("keep", [0, 100, 200, 600, "garbage", "zeroed"],
+                         ids=["empty", "cut-in-preamble", "cut-in-meta", "cut-in-header", "not-dicom", "meta-zeroed"])
 def test_a_damaged_slice_fails_the_series_naming_the_file(tmp_path, keep):
     """A slice file cut short would drop out of the series and move every later slice index (a question about
     slice 7 would see slice 8's pixels): load_series refuses the series and names the file instead."""
     files = _write_slices(tmp_path / "s", [0.0, 2.5, 5.0, 7.5])
     assert len(load_series(tmp_path / "s")) == 4
     damaged = files[5.0]
-    damaged.write_bytes(b"not dicom" if keep == "garbage" else damaged.read_bytes()[:keep])
+    data = damaged.read_bytes()
+    if keep == "zeroed":  # the DICM marker stays, the bytes after it are overwritten: no SOP class, no image header
+        damaged.write_bytes(data[:132] + b"\0" * 268 + data[400:])
+    else:
+        damaged.write_bytes(b"not dicom" if keep == "garbage" else data[:keep])
     with pytest.raises(DicomError, match=rf"1 damaged file\(s\) in the series \({damaged.name}: "):
         load_series(tmp_path / "s")
     skipped = []

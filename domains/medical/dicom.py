@@ -271,8 +271,12 @@ def _check_size(ds: Dataset) -> None:
                     "a value)")
 
 
+def _sop_class(ds: Dataset) -> Any:
+    return ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+
+
 def _object_kind(ds: Dataset) -> str:
-    uid = ds.get("SOPClassUID") or getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    uid = _sop_class(ds)
     if not uid and "DirectoryRecordSequence" in ds:
         return "DICOMDIR"
     try:
@@ -671,6 +675,8 @@ def _header(path: Path) -> _Header:
         kind = _object_kind(ds)
         if kind.endswith("Image Storage"):  # an image object without its image header: cut off
             raise DicomError(path, DAMAGED_IMAGE, f"{kind} without Rows / Columns (truncated?)")
+        if not _sop_class(ds) and kind != "DICOMDIR":  # every DICOM object names its class: overwritten bytes
+            raise DicomError(path, DAMAGED_IMAGE, "no SOP class UID and no Rows / Columns (damaged header?)")
         raise DicomError(path, "no pixel data", kind)
     return _Header(
         path=path,
