@@ -101,6 +101,7 @@ class ConvertReport:
     warnings: dict[str, int] = field(default_factory=dict)  # inputs kept with a warning: reason -> count
     warning_examples: dict[str, list[str]] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)  # e.g. split name -> JSONL path
+    removed: list[Path] = field(default_factory=list)  # an earlier run's split files this run did not make
     max_examples: int = 3
 
     def wrote(self, n: int = 1) -> None:
@@ -143,6 +144,7 @@ class ConvertReport:
                     if len(kept) < self.max_examples:
                         kept.append(ex)
         self.outputs.update(other.outputs)
+        self.removed += other.removed
         return self
 
     def table(self) -> str:
@@ -157,6 +159,9 @@ class ConvertReport:
         for reason, n in sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0])):
             ex = "<br>".join(_cell(e) for e in self.warning_examples.get(reason, []))
             lines.append(f"| written with a warning: {_cell(reason)} | {n} | {ex} |")
+        if self.removed:
+            names = "<br>".join(_cell(path.name) for path in self.removed)
+            lines.append(f"| removed: an earlier run's split this run did not make | {len(self.removed)} | {names} |")
         return "\n".join(lines)
 
     def __str__(self) -> str:

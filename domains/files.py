@@ -158,9 +158,15 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
     """Write ``out/<dataset>_<split>.jsonl`` per split (idempotently), record them in `report` (a
     ``domains.base.ConvertReport``: outputs and written counts) and return it. Empty splits are written
     as empty files unless `keep_empty` is False. When every split is empty nothing is written: a run that
-    converted nothing (wrong source folder, wrong options) leaves the outputs of an earlier run as they were."""
+    converted nothing (wrong source folder, wrong options) leaves the outputs of an earlier run as they were.
+
+    A split file an earlier run wrote that this run does not make (``test`` after ``test_fraction=0``) is removed
+    and listed in ``report.removed``: left behind, a held-out file would overlap the new training split. The
+    split files of the last run are listed in ``out/.<dataset>.splits.json``; without it (outputs of an older
+    version) ``train``, ``val`` and ``test`` are the ones looked for."""
     if not any(splits.values()):
         return report
+    made = []
     for split, records in splits.items():
         if not records and not keep_empty:
             continue
@@ -168,6 +174,20 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
         write_jsonl(records, path)
         report.outputs[split] = path
         report.wrote(len(records))
+        made.append(path.name)
+    manifest = out / f".{dataset}.splits.json"
+    try:
+        earlier = set(json.loads(manifest.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        earlier = {f"{dataset}_{split}.jsonl" for split in ("train", "val", "test")}
+    for name in sorted(earlier - set(made)):
+        stale = out / name
+        if Path(name).name == name and stale.is_file():
+            stale.unlink()
+            report.removed.append(stale)
+    data = json.dumps(sorted(made)).encode("utf-8")
+    if not manifest.is_file() or manifest.read_bytes() != data:
+        atomic_write(manifest, lambda f: f.write(data))
     return report
 
 

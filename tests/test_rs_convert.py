@@ -593,3 +593,18 @@ def test_scene_chips_of_two_scenes_never_share_a_name(tmp_path):
     assert len(chips) == 2 and len({c["image"] for c in chips}) == len({c["id"] for c in chips}) == 2, chips
     values = sorted(int(np.asarray(Image.open(out / c["image"]))[0, 0, 0]) for c in chips)
     assert values == [10, 200]
+
+
+def test_a_split_the_new_run_does_not_make_is_removed(tmp_path):
+    """An earlier run's held-out file left beside a run with test_fraction=0 would overlap its training split."""
+    src = generate("ucmerced", tmp_path / "src", n=4)
+    out = tmp_path / "out"
+    first = convert_classification(src, out, dataset="ucmerced", test_fraction=0.5)
+    assert set(first.outputs) == {"train", "test"} and not first.removed
+    second = convert_classification(src, out, dataset="ucmerced", test_fraction=0)
+    assert set(second.outputs) == {"train"} and second.removed == [out / "ucmerced_test.jsonl"]
+    assert not (out / "ucmerced_test.jsonl").exists() and "ucmerced_test.jsonl" in second.table()
+    (out / "eurosat_test.jsonl").write_text("{}\n")  # another data set's outputs are left alone
+    third = convert_classification(src, out, dataset="ucmerced", test_fraction=0.5)
+    assert set(third.outputs) == {"train", "test"} and not third.removed
+    assert (out / "eurosat_test.jsonl").read_text() == "{}\n"
