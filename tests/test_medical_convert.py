@@ -488,3 +488,22 @@ def test_classification_never_writes_two_sources_to_one_image(tmp_path):
     for r in recs:
         pixel = Image.open(out / r["image"]).convert("L").getpixel((8, 8))
         assert abs(pixel - shades[r["meta"]["source"]]) <= 3, (r["image"], pixel)
+
+
+def test_pmc_vqa_an_unclosed_quote_is_refused_not_merged(raw, tmp_path):
+    """An opening quote never closed swallows the lines after it into one field: that row is refused with the
+    lines it ran over, never written as one garbage question."""
+    src = copy_of(raw, "pmc_vqa", tmp_path)
+    path = src / "train.csv"
+    lines = path.read_text().splitlines()
+    figure, rest = lines[3].split(",", 1)
+    lines[3] = f'{figure},"5 mm lesion: what modality?,{rest.split(",", 1)[1]}'  # the quote never closes
+    figure, rest = lines[5].split(",", 1)
+    lines[5] = f'{figure},"Which modality is shown?",{rest.split(",", 1)[1]}'  # a quoted field ends it later
+    path.write_text("\n".join(lines) + "\n")
+    report = convert_pmc_vqa(src, tmp_path / "out", files=["train.csv"])
+    assert report.skipped == {"malformed row": 1}, report.table()
+    assert "train.csv:4: one row runs over lines 4-6" in report.examples["malformed row"][0]
+    recs = records(report.outputs["train"])
+    assert report.written == len(recs) == len(lines) - 1 - 3
+    assert not any("PMC" in r["conversations"][0]["value"] for r in recs)

@@ -663,7 +663,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                 rows = _read_csv(src / name)
             except (OSError, csv.Error, UnicodeDecodeError, ValueError):
                 continue
-            for _line, row in rows:
+            for *_lines, row in rows:
                 figure = _name(row.get("Figure_path"))
                 try:
                     yield _copy_plan(inside_root(img_dir, figure), out,
@@ -685,9 +685,12 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                 report.skip(path, "malformed CSV", f"{path}: {exc}")
                 continue
             records: list[dict] = []
-            for n, (line, row) in enumerate(rows):
+            for n, (line, last, row) in enumerate(rows):
                 where = f"{path.name}:{line}"
                 try:
+                    if last > line:
+                        raise SkipInput("malformed row", f"{where}: one row runs over lines {line}-{last} (a line break "
+                                        "inside quotes: an unclosed quote swallows the rows after it)")
                     if row.get(None) is not None:
                         raise SkipInput("malformed row", f"{where}: more fields than columns")
                     figure = _name(row.get("Figure_path"))
@@ -739,8 +742,10 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
-def _read_csv(path: Path) -> list[tuple[int, dict]]:
-    """Rows of a CSV with a header as ``(line number, {column: value})``; header names are stripped."""
+def _read_csv(path: Path) -> list[tuple[int, int, dict]]:
+    """Rows of a CSV with a header as ``(first line, last line, {column: value})``; header names are stripped.
+    A row whose last line is past its first holds a line break inside quotes, which PMC-VQA's fields never
+    do: an unclosed quote that swallowed the rows after it (the caller refuses such a row)."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
@@ -750,8 +755,10 @@ def _read_csv(path: Path) -> list[tuple[int, dict]]:
         if missing:
             raise ValueError(f"missing column(s) {missing}; header is {reader.fieldnames}")
         rows = []
+        first = reader.line_num + 1
         for row in reader:
-            rows.append((reader.line_num, row))
+            rows.append((first, reader.line_num, row))
+            first = reader.line_num + 1
         return rows
 
 
