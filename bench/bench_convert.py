@@ -95,17 +95,16 @@ def run(rs_n: int, rs_size: int, med_n: int, scenes: int, frames: int, repeats: 
         "each into a fresh folder, so the times include starting the two "
         "worker processes (spawn: each imports the readers; on a loaded machine seconds per run, which dominates "
         "these small sets: sets this small convert faster with one worker). *Identical*: "
-        "every output file of the 2-worker run equals the 1-worker run's, byte for byte. nuScenes and the "
-        "scene-chip converter run in one process whatever `--workers` (they decode no image per record / read one "
-        "windowed stream per scene: see their docstrings); records per 1,000 also count records sharing one "
-        "image (RSVQA, VQA sets, DriveLM QAs per frame), which is why those look cheap.",
+        "every output file of the 2-worker run equals the 1-worker run's, byte for byte. The scene-chip "
+        "converter runs in one process whatever `--workers` (it reads one windowed stream per scene: see its "
+        "docstring); nuScenes decodes each camera file in the workers and keeps its tables in one process; "
+        "records per 1,000 also count records sharing one image (RSVQA, VQA sets, DriveLM QAs per frame), which is why those look cheap.",
         "",
         f"- Machine: {machine_line()}",
         f"- Load average (1, 5, 15 min) before: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; after: "
         f"{load_after[0]:.2f}, {load_after[1]:.2f}, {load_after[2]:.2f}. The machine has 2 cores and is shared with "
         "other jobs (load above 2 means the workers wait for a core), so the 2-worker figures are understated here "
-        "(the main process still parses, checks and writes while both workers compute); a nuScenes row far from "
-        "1x is the first run's cold devkit table load, not --workers (that converter runs in one process).",
+        "(the main process still parses, checks and writes while both workers compute).",
         f"- Command: `python bench/bench_convert.py --write` (`--rs-n {rs_n} --rs-size {rs_size} --med-n {med_n} "
         f"--scenes {scenes} --frames {frames} --repeats {repeats}`)",
         "",

@@ -34,7 +34,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from domains.base import DomainError, SkipInput
 
-__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "image_size", "inside_root", "is_fresh",
+__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "image_size", "inside_root", "is_fresh",
            "link_or_copy", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "save_png", "split_of",
            "stored_key", "unique_stems", "write_jsonl", "write_splits"]
 
@@ -223,6 +223,23 @@ def save_png(img: Image.Image, path: Path, key: str | None = None) -> None:
         info = PngInfo()
         info.add_text(KEY_CHUNK, key)
     atomic_write(path, lambda f: img.save(f, **PNG_OPTIONS, pnginfo=info))
+
+
+def check_image(path: Path) -> tuple[int, int]:
+    """Decode an image file in full (a truncated JPEG has a whole header); its (W, H). Raises
+    ``SkipInput("missing image" | "unreadable image", ...)`` naming the file."""
+    if not path.is_file():
+        raise SkipInput("missing image", f"{path}: no such file")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.width == 0 or im.height == 0:
+                raise SkipInput("unreadable image", f"{path}: zero-size image")
+            return im.size
+    except SkipInput:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise SkipInput("unreadable image", f"{path}: cannot decode ({exc})") from exc
 
 
 def image_size(path: Path) -> tuple[int, int]:

@@ -429,3 +429,18 @@ def test_stitched_encoding_reruns_and_option_errors(raw, tmp_path):
                             ({"view_mode": "multi", "image_format": "jpeg"}, "apply to view_mode=stitched")):
         with pytest.raises(DomainError, match=needle):
             convert_drivelm(src, tmp_path / "x", nuscenes_root=raw / "nuscenes", progress=False, **options)
+
+
+@pytest.mark.parametrize("view_mode", ["stitched", "multi"])
+def test_a_truncated_camera_file_is_skipped_in_every_view_mode(raw, tmp_path, view_mode):
+    """A camera JPEG cut short keeps a whole header; stitching decodes it, and multi mode decodes it before linking."""
+    drivelm = _copy_raw(raw, tmp_path)
+    cam = sorted((tmp_path / "nuscenes" / "samples" / "CAM_FRONT").glob("*.jpg"))[0]
+    data = cam.read_bytes()
+    cam.unlink()  # a hard link to the module's raw data: replace it, never write through it
+    cam.write_bytes(data[: len(data) // 3])
+    report = convert_drivelm(drivelm, tmp_path / "out", view_mode=view_mode, progress=False, workers=2)
+    assert report.skipped["unreadable camera image"] >= 1
+    assert str(cam) in report.examples["unreadable camera image"][0]
+    recs = [json.loads(line) for path in report.outputs.values() for line in path.read_text().splitlines()]
+    assert recs and not any(cam.name in json.dumps(r["image"]) for r in recs)

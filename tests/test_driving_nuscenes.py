@@ -260,3 +260,19 @@ def test_sample_data_file_names_leaving_the_dataroot_are_skipped_not_read(dataro
     assert report.skipped["camera image skipped"] == 2
     assert all("outside" not in p.name for p in (tmp_path / "out").rglob("*"))
     assert report.written > 0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_truncated_camera_file_is_skipped_not_linked(dataroot, tmp_path, nusc, workers):
+    """A camera JPEG cut short keeps a whole header: it is decoded before it is linked, and skipped."""
+    root = tmp_path / "nus"
+    shutil.copytree(dataroot, root)
+    sample = min(nusc.scene, key=lambda s: s["name"])["first_sample_token"]
+    cut = root / nusc.get("sample_data", nusc.get("sample", sample)["data"]["CAM_FRONT"])["filename"]
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 3])
+    report = convert_nuscenes(root, tmp_path / "out", progress=False, workers=workers)
+    assert report.skipped["unreadable camera image"] == 1 and str(cut) in report.examples["unreadable camera image"][0]
+    assert "truncated" in report.examples["unreadable camera image"][0]
+    recs = [r for split in report.outputs.values() for r in _records(split)]
+    assert recs and not any(r["image"].endswith(cut.name) for r in recs if isinstance(r.get("image"), str))
+    assert not any(cut.name in str(r.get("image")) for r in recs)

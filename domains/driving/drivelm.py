@@ -71,7 +71,7 @@ from domains.driving.layout import (
     to_stitched,
 )
 from domains.driving.nuscenes import hash_split
-from domains.files import atomic_write, image_size, inside_root, is_fresh, link_or_copy, write_splits
+from domains.files import atomic_write, check_image, inside_root, is_fresh, link_or_copy, write_splits
 from domains.parallel import Prefetch, check_workers
 from model.tiling import ImageLoadError, load_image
 
@@ -286,13 +286,16 @@ class _Frames:
         self.out, self.dataset, self.view_mode, self.order, self.link = out, dataset, view_mode, order, link
         self.encoding = encoding or StitchEncoding()
         self.done: dict[tuple[str, str], tuple[list[str], list[tuple[int, int]]] | _Skip] = {}
-        self.pf: Prefetch | None = None  # stitched frames computed ahead in worker processes (workers > 1)
+        self.pf: Prefetch | None = None  # frames stitched or cameras decoded ahead in worker processes (workers > 1)
 
-    def plan(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]) -> tuple:
-        """The :class:`~domains.parallel.Prefetch` step of a stitched frame (see :meth:`_write`)."""
+    def plan(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]) -> list[tuple]:
+        """The :class:`~domains.parallel.Prefetch` steps of a frame (see :meth:`_write`): stitching it, or
+        decoding each camera file (multi)."""
+        if self.view_mode != "stitched":
+            return [(paths[cam][0], check_image, (paths[cam][0],)) for cam in self.order]
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{scene}_{frame}")
         dst = self.out / f"images/{self.dataset}/stitch/{name}{self.encoding.suffix}"
-        return dst, _stitch_step, (tuple(paths[c][0] for c in STITCH_ORDER), self.encoding)
+        return [(dst, _stitch_step, (tuple(paths[c][0] for c in STITCH_ORDER), self.encoding))]
 
     def images(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]):
         key = (scene, frame)
@@ -331,9 +334,12 @@ class _Frames:
         for cam in self.order:
             src, rel = paths[cam]
             try:
-                sizes.append(image_size(src))
+                # decoded, as stitching does: a truncated camera file is refused
+                sizes.append((self.pf or Prefetch()).get(src, check_image, src))
                 link_or_copy(src, self.out / rel, self.link)
-            except (OSError, UnidentifiedImageError) as exc:
+            except SkipInput as exc:
+                raise _Skip("unreadable camera image", str(src), exc.detail) from exc
+            except OSError as exc:
                 raise _Skip("unreadable camera image", str(src), f"{src}: {exc}") from exc
             rels.append(rel)
         return rels, sizes
@@ -382,8 +388,8 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     zlib level 0-9 of the PNGs (default 1; every level decodes to the same pixels, higher levels only make
     smaller files more slowly). `jpeg_quality`: 1-95 (default 95, 4:4:4 chroma).
     `progress`: show a progress bar. `workers`: processes reading, stitching and encoding the frames of stitched
-    mode (:mod:`domains.parallel`; output byte-identical to 1); multi mode only links the camera files and runs in
-    one process whatever `workers`.
+    mode, or decoding each camera file of multi mode before it is linked (a truncated camera JPEG is skipped in
+    both modes) (:mod:`domains.parallel`; output byte-identical to 1).
     """
     workers = check_workers(workers)
     if view_mode not in VIEW_MODES:
@@ -418,11 +424,11 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
                 frames_ = body.get("key_frames") if isinstance(body, dict) else None
                 for frame, fbody in frames_.items() if isinstance(frames_, dict) else ():
                     try:
-                        yield frames.plan(scene, frame, _frame_parts(fbody, path.parent, root, "")[1])
+                        yield from frames.plan(scene, frame, _frame_parts(fbody, path.parent, root, "")[1])
                     except (_Skip, SkipInput):
                         continue
 
-    with Prefetch(workers if view_mode == "stitched" else 1, plan) as pf:
+    with Prefetch(workers, plan) as pf:
         frames.pf = pf
         return _convert_frames(src, out, dataset, report, frames, splits, root, known_samples, dataroot, val_fraction,
                                mc, prefix, convert, view_mode, order_name, progress)

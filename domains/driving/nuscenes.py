@@ -33,7 +33,7 @@ from typing import Any
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, render_ref_box, to_grid
 from domains.driving.layout import camera_order
-from domains.files import image_size, inside_root, link_or_copy, write_splits
+from domains.files import check_image, inside_root, link_or_copy, write_splits
 
 __all__ = [
     "CATEGORY_PHRASES",
@@ -324,13 +324,14 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     needing one, is skipped and counted, as is a ``sample_data`` file name that leaves `src` (absolute, ``..``,
     a symlink pointing outside: ``path escapes data root``, :func:`domains.files.inside_root`); re-runs rewrite nothing when nothing changed.
 
-    `workers`: accepted for ``adapt convert --workers`` and checked, but this converter runs in one process: it
-    decodes and encodes no image (each camera file is hard-linked or copied as it is, its size read from the
-    header), and its cost is the devkit's tables and box projection, which live in the one ``NuScenes`` object.
+    Each camera file is decoded once in full before it is linked (a truncated JPEG has a whole header) and
+    skipped as an ``unreadable camera image`` when it does not decode. `workers`: processes doing that decoding
+    ahead of the loop (:mod:`domains.parallel`; output byte-identical to 1); the devkit's tables and the box
+    projection stay in this process, in the one ``NuScenes`` object.
     """
     from tqdm import tqdm
 
-    from domains.parallel import check_workers
+    from domains.parallel import Prefetch, check_workers
 
     check_workers(workers)
 
@@ -353,11 +354,15 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     splits: dict[str, list[dict]] = {s: [] for s in sorted(set(scene_split.values()))}
     published: dict[str, tuple[str, tuple[int, int]] | None] = {}  # sd token -> (out path, size) | None
 
+    def camera_file(sd_token: str) -> Path:
+        """The table's file name, read as a path under the dataroot (never outside it): SkipInput otherwise."""
+        sd = nusc.get("sample_data", sd_token)
+        return inside_root(src, sd.get("filename") if isinstance(sd.get("filename"), str) else "")
+
     def publish(sd_token: str) -> tuple[str, tuple[int, int]] | None:
         if sd_token not in published:
-            sd = nusc.get("sample_data", sd_token)
-            try:  # the table's file name, read as a path under the dataroot (never outside it)
-                path = inside_root(src, sd.get("filename") if isinstance(sd.get("filename"), str) else "")
+            try:
+                path = camera_file(sd_token)
             except SkipInput as exc:
                 report.skip(f"sample_data {sd_token}", exc.reason, f"sample_data {sd_token}: {exc.detail}")
                 published[sd_token] = None
@@ -368,9 +373,12 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                 published[sd_token] = None
             else:
                 try:
-                    size = image_size(path)
+                    size = pf.get(path, check_image, path)  # decoded in full: a truncated JPEG has a whole header
                     link_or_copy(path, out / rel, link)
                     published[sd_token] = (rel, size)
+                except SkipInput as exc:
+                    report.skip(path, "unreadable camera image", exc.detail)
+                    published[sd_token] = None
                 except OSError as exc:
                     report.skip(path, "unreadable camera image", f"{path}: {exc}")
                     published[sd_token] = None
@@ -378,56 +386,69 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
 
     samples = [(scene["token"], t) for scene in sorted(nusc.scene, key=lambda s: s["name"])
                for t in scene_samples(nusc, scene["token"])]
-    for scene_token, sample_token in tqdm(samples, desc=f"nuScenes {version}", unit="frame", disable=not progress):
-        scene_name = nusc.get("scene", scene_token)["name"]
-        split = scene_split[scene_token]
-        data = nusc.get("sample", sample_token)["data"]
-        for camera in order:
-            if camera not in data:
-                report.skip(f"sample {sample_token}", "missing camera", f"sample {sample_token} has no {camera}")
-                continue
-            seq = frame_sequence(nusc, sample_token, camera, int(history))
-            got = [publish(t) for t in seq]
-            if any(g is None for g in got):
-                report.skip(f"sample {sample_token} {camera}", "camera image skipped",
-                            f"sample {sample_token} {camera}: a camera image of the sequence is missing")
-                continue
-            images, sizes = [g[0] for g in got], [g[1] for g in got]
-            objects = camera_objects(nusc, data[camera], box_vis_level=box_vis_level,
-                                     min_visibility=int(min_visibility), categories=categories,
-                                     min_box_px=float(min_box_px))
-            w, h = sizes[-1]
-            sd_w, sd_h = (int(nusc.get("sample_data", data[camera])[k]) for k in ("width", "height"))
-            if (w, h) != (sd_w, sd_h):
-                report.skip(images[-1], "image size mismatch",
-                            f"{images[-1]}: file is {w}x{h}, the sample_data table says {sd_w}x{sd_h}")
-                continue
-            frame_note = f" in Frame-{len(images)}" if len(images) > 1 else ""
-            base = {"dataset": dataset, "split": split, "scene": scene_name, "sample": sample_token,
-                    "camera": camera, "sample_data": data[camera], "history": len(images) - 1}
-            rid = f"{dataset}/{sample_token}/{camera}"
-            if "grounding" in tasks:
-                by_phrase: dict[str, list[CameraObject]] = {}
-                for obj in objects:
-                    by_phrase.setdefault(obj.phrase, []).append(obj)
-                for phrase in sorted(by_phrase):
-                    objs = sorted(by_phrase[phrase], key=lambda o: (o.box.x1, o.box.y1))
-                    grid = [to_grid(o.box, w, h) for o in objs]
-                    question = GROUNDING_QUESTION.format(phrase=phrase)[:-1] + frame_note + "?"
-                    splits[split].append(_record(
-                        f"{rid}/grounding/{phrase.replace(' ', '_')}", images, sizes, question,
-                        render_ref_box(phrase, grid), "grounding",
-                        {**base, "phrase": phrase, "categories": sorted({o.category for o in objs}),
-                         "boxes": [list(o.box) for o in objs], "grid_boxes": grid,
-                         "annotations": [o.annotation for o in objs]}))
-            if "region" in tasks:
-                for obj in objects:
-                    grid = to_grid(obj.box, w, h)
-                    box_text = f"<box>[[{grid[0]}, {grid[1]}, {grid[2]}, {grid[3]}]]</box>"
-                    question = REGION_QUESTION.format(box=box_text)[:-1] + frame_note + "?"
-                    splits[split].append(_record(
-                        f"{rid}/region/{obj.annotation}", images, sizes, question, obj.phrase, "region",
-                        {**base, "phrase": obj.phrase, "category": obj.category, "box": list(obj.box),
-                         "grid_box": grid, "annotation": obj.annotation, "visibility": obj.visibility}))
+
+    def plan():  # every camera file publish() decodes, in the loop's order
+        for _scene, sample_token in samples:
+            data = nusc.get("sample", sample_token)["data"]
+            for camera in order:
+                for sd_token in frame_sequence(nusc, sample_token, camera, int(history)) if camera in data else ():
+                    try:
+                        path = camera_file(sd_token)
+                    except SkipInput:
+                        continue
+                    yield path, check_image, (path,)
+
+    with Prefetch(workers, plan) as pf:
+        for scene_token, sample_token in tqdm(samples, desc=f"nuScenes {version}", unit="frame", disable=not progress):
+            scene_name = nusc.get("scene", scene_token)["name"]
+            split = scene_split[scene_token]
+            data = nusc.get("sample", sample_token)["data"]
+            for camera in order:
+                if camera not in data:
+                    report.skip(f"sample {sample_token}", "missing camera", f"sample {sample_token} has no {camera}")
+                    continue
+                seq = frame_sequence(nusc, sample_token, camera, int(history))
+                got = [publish(t) for t in seq]
+                if any(g is None for g in got):
+                    report.skip(f"sample {sample_token} {camera}", "camera image skipped",
+                                f"sample {sample_token} {camera}: a camera image of the sequence is missing")
+                    continue
+                images, sizes = [g[0] for g in got], [g[1] for g in got]
+                objects = camera_objects(nusc, data[camera], box_vis_level=box_vis_level,
+                                         min_visibility=int(min_visibility), categories=categories,
+                                         min_box_px=float(min_box_px))
+                w, h = sizes[-1]
+                sd_w, sd_h = (int(nusc.get("sample_data", data[camera])[k]) for k in ("width", "height"))
+                if (w, h) != (sd_w, sd_h):
+                    report.skip(images[-1], "image size mismatch",
+                                f"{images[-1]}: file is {w}x{h}, the sample_data table says {sd_w}x{sd_h}")
+                    continue
+                frame_note = f" in Frame-{len(images)}" if len(images) > 1 else ""
+                base = {"dataset": dataset, "split": split, "scene": scene_name, "sample": sample_token,
+                        "camera": camera, "sample_data": data[camera], "history": len(images) - 1}
+                rid = f"{dataset}/{sample_token}/{camera}"
+                if "grounding" in tasks:
+                    by_phrase: dict[str, list[CameraObject]] = {}
+                    for obj in objects:
+                        by_phrase.setdefault(obj.phrase, []).append(obj)
+                    for phrase in sorted(by_phrase):
+                        objs = sorted(by_phrase[phrase], key=lambda o: (o.box.x1, o.box.y1))
+                        grid = [to_grid(o.box, w, h) for o in objs]
+                        question = GROUNDING_QUESTION.format(phrase=phrase)[:-1] + frame_note + "?"
+                        splits[split].append(_record(
+                            f"{rid}/grounding/{phrase.replace(' ', '_')}", images, sizes, question,
+                            render_ref_box(phrase, grid), "grounding",
+                            {**base, "phrase": phrase, "categories": sorted({o.category for o in objs}),
+                             "boxes": [list(o.box) for o in objs], "grid_boxes": grid,
+                             "annotations": [o.annotation for o in objs]}))
+                if "region" in tasks:
+                    for obj in objects:
+                        grid = to_grid(obj.box, w, h)
+                        box_text = f"<box>[[{grid[0]}, {grid[1]}, {grid[2]}, {grid[3]}]]</box>"
+                        question = REGION_QUESTION.format(box=box_text)[:-1] + frame_note + "?"
+                        splits[split].append(_record(
+                            f"{rid}/region/{obj.annotation}", images, sizes, question, obj.phrase, "region",
+                            {**base, "phrase": obj.phrase, "category": obj.category, "box": list(obj.box),
+                             "grid_box": grid, "annotation": obj.annotation, "visibility": obj.visibility}))
     return write_splits(report, out, dataset, splits)
 

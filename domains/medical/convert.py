@@ -90,6 +90,7 @@ from domains.files import (
     PNG_OPTIONS,
     atomic_write,
     check_held_out_fraction,
+    check_image,
     inside_root,
     is_fresh,
     png_bytes,
@@ -178,22 +179,6 @@ def _name(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _check_image(path: Path) -> tuple[int, int]:
-    """Fully decode an image file; its (W, H). Raises :class:`SkipInput`."""
-    if not path.is_file():
-        raise SkipInput("missing image", f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if im.width == 0 or im.height == 0:
-                raise SkipInput("unreadable image", f"{path}: zero-size image")
-            return im.size
-    except SkipInput:
-        raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SkipInput("unreadable image", f"{path}: cannot decode ({exc})") from exc
-
-
 def _out_stem(name: str) -> str:
     """The output stem of an image named in a data file: its path without the suffix, as one safe name
     (``xmlab0/source.jpg`` -> ``xmlab0_source-<hash>``: :func:`~domains.files.safe_name`)."""
@@ -212,7 +197,7 @@ def _copy_target(src: Path, rel_stem: str) -> tuple[str, bool]:
 def _copy_step(src: Path, keep: bool) -> tuple[bytes, tuple[int, int]]:
     """The expensive, pure part of :func:`_copy_image` (a worker's with ``workers > 1``): decode `src` fully,
     then its bytes (`keep`) or its RGB PNG; (bytes, (W, H)). Raises :class:`SkipInput`."""
-    size = _check_image(src)
+    size = check_image(src)
     if keep:
         return src.read_bytes(), size
     with Image.open(src) as im:
