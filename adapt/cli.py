@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"adapt {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `adapt ... | head` closed the pipe: stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
     except Exception as err:
         message = user_error_message(err, getattr(args, "out", None))
         if message is None:
@@ -742,6 +745,8 @@ def _domain_verbs(verbs) -> None:
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="generator option (repeatable), e.g. n=20 seed=1")
+    synth.add_argument("--force", action="store_true",
+                       help="replace what the generator writes where --out already holds it (refused otherwise)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bars")
     synth.set_defaults(handler=_synthesize)
 
@@ -872,7 +877,8 @@ def _synthesize(args) -> int:
 
     options = _options(args.option)
     _check_out_folder(args.out)
-    result = get_domain(args.domain).synthesize(args.out, show_progress=not args.no_progress, **options)
+    result = get_domain(args.domain).synthesize(args.out, show_progress=not args.no_progress, force=args.force,
+                                                **options)
     for name, path in (result.items() if isinstance(result, dict) else [("out", result)]):
         print(f"{name}: {path}")
     return 0

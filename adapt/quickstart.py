@@ -34,10 +34,10 @@ def prepare_remote_sensing(data: Path, progress: bool = True) -> None:
     from domains.base import get_domain
 
     plugin = get_domain("remote_sensing")
-    raw = plugin.synthesize(data.parent / "raw", n=RS_SAMPLES, show_progress=progress)
+    raw = plugin.synthesize(data.parent / "raw", n=RS_SAMPLES, show_progress=progress, force=True)
     for dataset in ("ucmerced", "rsvqa_lr", "dior_rsvg"):
         plugin.convert(dataset, raw[dataset], data / "rs", show_progress=progress)
-    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress)
+    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 
 def prepare_driving(data: Path, progress: bool = True) -> None:
@@ -45,11 +45,11 @@ def prepare_driving(data: Path, progress: bool = True) -> None:
     from domains.base import get_domain
 
     plugin = get_domain("driving")
-    raw = plugin.synthesize(data.parent / "raw", n_scenes=6, n_frames=4, show_progress=progress)
+    raw = plugin.synthesize(data.parent / "raw", n_scenes=6, n_frames=4, show_progress=progress, force=True)
     plugin.convert("drivelm", raw["drivelm"], data / "driving", view_mode="stitched", val_fraction=0.34,
                    show_progress=progress)
     plugin.convert("nuscenes", raw["nuscenes"], data / "driving", show_progress=progress)
-    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress)
+    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 
 def prepare_medical(data: Path, progress: bool = True) -> None:
@@ -57,10 +57,10 @@ def prepare_medical(data: Path, progress: bool = True) -> None:
     from domains.base import get_domain
 
     plugin = get_domain("medical")
-    raw = plugin.synthesize(data.parent / "raw", n=12, show_progress=progress)
+    raw = plugin.synthesize(data.parent / "raw", n=12, show_progress=progress, force=True)
     for dataset in ("dicom_qa", "vqa_rad", "slake", "pmc_vqa"):
         plugin.convert(dataset, raw[dataset], data / "med", show_progress=progress)
-    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress)
+    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 
 # field -> (recipe template, data preparation)

@@ -361,12 +361,60 @@ class DomainPlugin:
         remove_stale_parts(Path(out))
         return fn(Path(src), Path(out), **_with_progress(fn, options, show_progress))
 
-    def synthesize(self, out: str | Path, *, show_progress: bool = True, **options: Any) -> Any:
-        """Run the synthetic-data generator into `out` after checking `options` against its parameters."""
+    def synthesize(self, out: str | Path, *, show_progress: bool = True, force: bool = False,
+                   **options: Any) -> Any:
+        """Run the synthetic-data generator into `out` after checking `options` against its parameters.
+
+        The generator writes into a fresh hidden folder inside `out`; each file or folder it made then takes its
+        place in `out` whole. One that would replace something in `out` that is not empty (a real data set
+        downloaded there, an earlier synthesis with other options) is refused with :class:`DomainError`, and
+        nothing is moved, unless `force`, which replaces it: two generations never mix and nothing is overwritten
+        without a word. Returns the generator's result with its paths in `out`."""
+        import os
+        import shutil
+        import tempfile
+
         if self.synthetic is None:
             raise DomainError(f"domain {self.name!r} has no synthetic-data generator")
         check_options(self.synthetic, options, f"the {self.name} generator", positional=1)
-        return self.synthetic(Path(out), **_with_progress(self.synthetic, options, show_progress))
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".synthesize-", dir=out))
+        try:
+            result = self.synthetic(staging, **_with_progress(self.synthetic, options, show_progress))
+            made = sorted(staging.iterdir())
+            taken = [out / p.name for p in made if _holds_something(out / p.name)]
+            if taken and not force:
+                names = ", ".join(str(t) for t in taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
+                raise DomainError(f"{names}: already there and not empty; synthesize into another --out, or pass "
+                                  "--force to replace them (nothing was written)")
+            for p in made:
+                target = out / p.name
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
+                elif target.exists() or target.is_symlink():
+                    target.unlink()
+                os.replace(p, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return _moved(result, staging, out)
+
+
+def _holds_something(path: Path) -> bool:
+    if path.is_dir() and not path.is_symlink():
+        return any(path.iterdir())
+    return path.exists() or path.is_symlink()
+
+
+def _moved(result: Any, staging: Path, out: Path) -> Any:
+    """`result` (a path, or a mapping / list of them) with the paths under `staging` given under `out`."""
+    if isinstance(result, Mapping):
+        return {k: _moved(v, staging, out) for k, v in result.items()}
+    if isinstance(result, (list, tuple)):
+        return type(result)(_moved(v, staging, out) for v in result)
+    if isinstance(result, Path) and result.is_relative_to(staging):
+        return out / result.relative_to(staging)
+    return result
 
 
 def _with_progress(fn: Callable[..., Any], options: dict[str, Any], progress: bool) -> dict[str, Any]:

@@ -271,3 +271,37 @@ def test_an_out_folder_inside_the_source_is_refused(tmp_path, capsys, inside):
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("adapt convert: error:") and "lies inside --src" in err
     assert [p.name for p in src.iterdir()] == []
+
+
+def _toy_generator(out: Path, seed: int = 0) -> dict[str, Path]:
+    folder = out / "toy"
+    folder.mkdir(parents=True)
+    (folder / "a.txt").write_text(f"seed {seed}\n")
+    if seed == 0:
+        (folder / "only_seed_0.txt").write_text("x\n")
+    return {"toy": folder}
+
+
+def test_synthesize_never_overwrites_or_mixes_without_force(tmp_path, capsys):
+    """A second generation into the same --out is refused with nothing touched (a real set downloaded there, or
+    an earlier generation, stays whole); --force replaces the generator's folders whole; other folders stay."""
+    plugin = DomainPlugin(name="toy_synth", synthetic=_toy_generator)
+    register_domain(plugin, overwrite=True)
+    try:
+        out = tmp_path / "raw"
+        (out / "mine").mkdir(parents=True)
+        (out / "mine" / "real.tif").write_text("the user's own data\n")
+        assert main(["synthesize", "toy_synth", "--out", str(out)]) == 0
+        assert f"toy: {out / 'toy'}" in capsys.readouterr().out
+        assert (out / "toy" / "a.txt").read_text() == "seed 0\n"
+        assert main(["synthesize", "toy_synth", "--out", str(out), "--option", "seed=2"]) == 1
+        err = capsys.readouterr().err
+        assert f"{out / 'toy'}: already there and not empty" in err and "--force" in err
+        assert (out / "toy" / "a.txt").read_text() == "seed 0\n"  # untouched
+        assert main(["synthesize", "toy_synth", "--out", str(out), "--option", "seed=2", "--force"]) == 0
+        assert (out / "toy" / "a.txt").read_text() == "seed 2\n"
+        assert not (out / "toy" / "only_seed_0.txt").exists()  # replaced whole, not mixed
+        assert (out / "mine" / "real.tif").read_text() == "the user's own data\n"
+        assert sorted(p.name for p in out.iterdir()) == ["mine", "toy"]  # no staging folder left
+    finally:
+        unregister_domain(plugin.name)
