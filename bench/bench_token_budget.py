@@ -170,7 +170,7 @@ def prepare_probe(data: Path, n_train: int, n_test: int) -> None:
     general_test = data / "general" / "test.jsonl"
     if not general_test.exists() or sum(1 for _ in general_test.open(encoding="utf-8")) < n_test:
         # the quick start's 200 held-out scenes, or as many as the probe's held-out views need
-        get_domain("general").synthesize(data / "general", answer_style="label", n_test=max(200, n_test))
+        get_domain("general").synthesize(data / "general", answer_style="label", n_test=max(200, n_test), force=True)
     for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
         path = data / "probe" / f"{split}.jsonl"
         if not path.exists() or sum(1 for _ in path.open(encoding="utf-8")) != n:
