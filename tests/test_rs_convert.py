@@ -608,3 +608,27 @@ def test_a_split_the_new_run_does_not_make_is_removed(tmp_path):
     third = convert_classification(src, out, dataset="ucmerced", test_fraction=0.5)
     assert set(third.outputs) == {"train", "test"} and not third.removed
     assert (out / "eurosat_test.jsonl").read_text() == "{}\n"
+
+
+def test_a_scene_that_fails_part_way_is_dropped_whole(tmp_path):
+    """A tiled GeoTIFF cut short reads its first chips, then fails: none of its chips stay behind, as if read."""
+    from rasterio.transform import from_origin
+
+    from domains.remote_sensing.convert import convert_scene_chips
+
+    src = tmp_path / "scenes"
+    write_tif(src / "good.tif", np.full((3, 64, 64), 99, np.uint8))
+    big = src / "big.tif"
+    noise = np.random.default_rng(0).integers(0, 255, (3, 1024, 1024)).astype(np.uint8)
+    with rasterio.open(big, "w", driver="GTiff", width=1024, height=1024, count=3, dtype="uint8", crs="EPSG:32631",
+                       transform=from_origin(700000, 4e6, 10, 10), tiled=True, blockxsize=256, blockysize=256,
+                       compress="deflate") as ds:
+        ds.write(noise)
+    with big.open("r+b") as f:
+        f.truncate(int(big.stat().st_size * 0.7))
+    out = tmp_path / "out"
+    report = convert_scene_chips(src, out, size=256, overlap=0)
+    chips = [json.loads(line) for line in (out / "chips.jsonl").open()]
+    assert [c["scene"] for c in chips] == ["good.tif"]
+    assert report.total_skipped == 1 and "dropped with the scene" in str(report.examples)
+    assert not (out / "images" / "scene_chips" / "big").exists() or not any((out / "images" / "scene_chips" / "big").iterdir())

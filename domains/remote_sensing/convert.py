@@ -1088,6 +1088,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         arr = np.array([list(b) for _, b in scene_objs], dtype=np.float64).reshape(-1, 4)
         areas = (arr[:, 2] - arr[:, 0]) * (arr[:, 3] - arr[:, 1])
         crs_text = None
+        kept = len(index), len(records), dict(placed)  # to drop the whole scene if a read fails part-way
         try:
             chips = iter_scene_chips(scene, size=size, overlap=overlap, bands=bands, stretch=stretch, nodata=nodata,
                                      band_names=band_names, stretch_scope=stretch_scope, min_valid=min_valid,
@@ -1125,7 +1126,15 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                                            render_ref_box(obj["phrase"], grid), "grounding", meta=meta))
                     placed[k] = ""
         except RasterError as exc:
-            report.skip(scene, _raster_reason(str(exc)), str(exc))
+            # a scene read only in part is dropped whole: its chips before the failure would pass for all of it
+            dropped = index[kept[0]:]
+            for entry in dropped:
+                (out / entry["image"]).unlink(missing_ok=True)
+            del index[kept[0]:], records[kept[1]:]
+            placed.clear()
+            placed.update(kept[2])
+            note = f" ({len(dropped)} chip(s) read before it dropped with the scene)" if dropped else ""
+            report.skip(scene, _raster_reason(str(exc)), f"{exc}{note}")
             continue
     for k, obj in enumerate(objects):
         why = placed.get(k)
