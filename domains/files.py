@@ -34,7 +34,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from domains.base import DomainError, SkipInput
 
-__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "image_size", "inside_root", "is_fresh",
+__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "files_inside", "image_size", "inside_root", "is_fresh",
            "link_or_copy", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "save_png", "split_of",
            "stored_key", "unique_stems", "write_jsonl", "write_splits"]
 
@@ -223,6 +223,20 @@ def save_png(img: Image.Image, path: Path, key: str | None = None) -> None:
         info = PngInfo()
         info.add_text(KEY_CHUNK, key)
     atomic_write(path, lambda f: img.save(f, **PNG_OPTIONS, pnginfo=info))
+
+
+def files_inside(root: Path, paths: Iterable[Path], report) -> list[Path]:
+    """`paths` (found by listing folders under `root`) without those that lead out of it through a symlink
+    (:func:`inside_root`), each of those counted in `report` as ``path escapes data root``; nothing is opened."""
+    kept = []
+    for path in paths:
+        try:
+            inside_root(root, path.relative_to(root).as_posix())
+        except SkipInput as exc:
+            report.skip(path, exc.reason, exc.detail)
+            continue
+        kept.append(path)
+    return kept
 
 
 def check_image(path: Path) -> tuple[int, int]:

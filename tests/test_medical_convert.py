@@ -507,3 +507,16 @@ def test_pmc_vqa_an_unclosed_quote_is_refused_not_merged(raw, tmp_path):
     recs = records(report.outputs["train"])
     assert report.written == len(recs) == len(lines) - 1 - 3
     assert not any("PMC" in r["conversations"][0]["value"] for r in recs)
+
+
+def test_classification_refuses_symlinks_out_of_the_source(tmp_path):
+    src = tmp_path / "src"
+    for cls in ("normal", "abnormal"):
+        (src / cls).mkdir(parents=True)
+        Image.new("L", (16, 16), 9).save(src / cls / "a.png")
+    secret = tmp_path / "secret.dcm"
+    secret.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (src / "normal" / "link.dcm").symlink_to(secret)
+    report = convert_classification(src, tmp_path / "out", test_fraction=0)
+    assert report.skipped == {"path escapes data root": 1}, report.table()
+    assert len(all_records(report)) == 2

@@ -632,3 +632,17 @@ def test_a_scene_that_fails_part_way_is_dropped_whole(tmp_path):
     assert [c["scene"] for c in chips] == ["good.tif"]
     assert report.total_skipped == 1 and "dropped with the scene" in str(report.examples)
     assert not (out / "images" / "scene_chips" / "big").exists() or not any((out / "images" / "scene_chips" / "big").iterdir())
+
+
+def test_classification_refuses_symlinks_out_of_the_source(tmp_path):
+    src = generate("ucmerced", tmp_path / "src", n=2)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(src / "forest" / "forest00.tif", outside / "private.tif")
+    (src / "forest" / "linked.tif").symlink_to(outside / "private.tif")
+    (src / "forest" / "inside.tif").symlink_to(src / "river" / "river00.tif")  # a link within the source is fine
+    (src / "mirror").symlink_to(outside, target_is_directory=True)  # a class folder linked in from elsewhere
+    report = convert_classification(src, tmp_path / "out", dataset="ucmerced", test_fraction=0)
+    assert report.skipped == {"path escapes data root": 2, "empty class folder": 1}, report.table()  # mirror/
+    sources = {r["meta"]["source"] for r in all_records(report)}
+    assert "forest/inside.tif" in sources and not {"forest/linked.tif", "mirror/private.tif"} & sources

@@ -91,6 +91,7 @@ from domains.files import (
     atomic_write,
     check_held_out_fraction,
     check_image,
+    files_inside,
     inside_root,
     is_fresh,
     png_bytes,
@@ -758,8 +759,9 @@ def class_label(folder: str) -> str:
     return " ".join(_CAMEL.sub(" ", folder).replace("_", " ").replace("-", " ").split()).lower()
 
 
-def _class_files(folder: Path) -> list[Path]:
+def _class_files(folder: Path, src: Path, report: ConvertReport) -> list[Path]:
     files = (p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith("."))
+    files = files_inside(src, files, report)  # before is_dicom_file reads a byte: a symlink out of --src is refused
     return [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES or is_dicom_file(p)]
 
 
@@ -797,7 +799,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     items: list[tuple[str | None, Path, Path, str]] = []  # (split, class dir, file, label)
     for root, split in roots:
         for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            files = _class_files(d)
+            files = _class_files(d, src, report)
             if not files:
                 report.skip(d, "empty class folder", f"{d}: no PNG / JPEG / DICOM files")
                 continue

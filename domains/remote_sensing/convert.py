@@ -40,6 +40,7 @@ from domains.boxes import Box, clip_box, render_ref_box, to_grid
 from domains.files import (
     atomic_write,
     check_held_out_fraction,
+    files_inside,
     image_size,
     inside_root,
     is_fresh,
@@ -242,6 +243,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     classes: list[tuple[Path, list[Path]]] = []
     for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         imgs = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        imgs = files_inside(src, imgs, report)  # a symlink out of --src is refused, as in every converter
         if not imgs:
             report.skip(d, "empty class folder", f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
             continue
