@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(chat)
     chat.add_argument("--image", "-i", action="append", default=[], help="image file (repeat for several images)")
     chat.add_argument("--example-image", action="store_true", help="use the bundled example image")
+    chat.add_argument("--domain", help="read the images as this domain's demo does (DICOM slices and series, "
+                                       "multi-band GeoTIFFs, camera sets; see `adapt domains`), with its prompt")
+    chat.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
+                      help="--domain only: a reading option of the domain's demo (e.g. window=lung), repeatable")
     chat.add_argument("--max-new-tokens", type=_positive_int, default=64)
     chat.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default)")
     chat.add_argument("--max-tiles", type=_positive_int, help="override the model's tile cap for this question")
@@ -275,19 +279,30 @@ def _load(args):
 
 
 def _chat(args) -> int:
+    from model.resources import assets_dir
+    from model.tiling import ImageLoadError
+
+    images = list(args.image)
+    if args.example_image:
+        images.append(str(assets_dir() / "example.png"))
+    if args.domain:
+        images, args.question = _read_for_domain(args, images)
+    elif args.read_option:
+        raise CliError("--read-option applies with --domain")
+    try:
+        return _chat_pytorch(args, images) if args.runtime == "pytorch" else _chat_export(args, images)
+    except ImageLoadError as err:
+        raise _domain_hint(err) from None
+
+
+def _chat_pytorch(args, images: list) -> int:
     import dataclasses
 
     import torch
     from transformers import StoppingCriteriaList
 
     from model.generation import RepetitionStop
-    from model.resources import assets_dir
 
-    images = list(args.image)
-    if args.example_image:
-        images.append(str(assets_dir() / "example.png"))
-    if args.runtime != "pytorch":
-        return _chat_export(args, images)
     if args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
     vlm, processor = _load(args)
@@ -312,6 +327,40 @@ def _chat(args) -> int:
     if repeating.fired:
         print("[stopped: the answer had begun repeating itself]", file=sys.stderr)
     return 0
+
+
+def _read_for_domain(args, paths: list[str]) -> tuple[list, str]:
+    """`adapt chat --domain D`: the images as D's demo reads them (its reader hook, its options' defaults
+    overridden by --read-option) and the question behind D's prompt (e.g. ``Slice 4/12: <image>``)."""
+    from deploy.demo.hooks import hooks_for, normalize_upload, options_for
+    from deploy.demo.session import compose_question
+    from domains.base import get_domain
+
+    if not paths:
+        raise CliError("--domain reads the --image files; give at least one")
+    if args.runtime == "llamacpp" and args.preprocess == "llamacpp":
+        raise CliError("--domain gives images read by the domain; llama.cpp's own preprocessing reads files: "
+                       "leave --preprocess at pocket")
+    plugin = get_domain(args.domain)
+    options = {name: spec.get("default") for name, spec in options_for(plugin).items()}
+    options.update(_options(args.read_option))
+    read, _draw = hooks_for(plugin)
+    upload = normalize_upload(read([Path(p) for p in paths], **options), len(paths))
+    for warning in upload.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return upload.images, compose_question(args.question, len(upload.images), upload.prompt)
+
+
+def _domain_hint(err: Exception) -> Exception:
+    """An --image the ordinary reader could not read: the error, naming the domain whose reader takes files of
+    its kind (a DICOM file, a 13-band GeoTIFF) where one does."""
+    from domains.base import get_domain, list_domains
+
+    suffix = Path(err.path).suffix.lower()
+    readers = [name for name in list_domains() if suffix and suffix in get_domain(name).readers]
+    if not readers or not Path(err.path).is_file():
+        return err
+    return CliError(f"{err}; the {' / '.join(readers)} domain reads {suffix} files: add --domain {readers[-1]}")
 
 
 def _chat_export(args, images: list[str]) -> int:

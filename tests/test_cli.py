@@ -117,3 +117,22 @@ def test_an_empty_answer_from_an_export_runtime_is_said(monkeypatch, tmp_path, c
     monkeypatch.setattr(onnx_runtime, "OnnxVLM", Silent)
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--example-image"]) == 0
     assert "[no answer: the model's first token ended it" in capsys.readouterr().err
+
+
+def test_chat_reads_a_dicom_file_with_the_domain_named(tmp_path, capsys):
+    """A DICOM file is not an ordinary image: chat names the domain that reads it, and --domain reads it as the
+    demo does (its reader, its window option)."""
+    from domains.medical.synthetic import generate
+
+    dicom = sorted(generate("classification", tmp_path / "raw", n=2).rglob("*.dcm"))[0]
+    assert main(["chat", "--image", str(dicom), "--max-new-tokens", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "not an image file" in err and "add --domain medical" in err and "Traceback" not in err
+    assert main(["chat", "--image", str(dicom), "--domain", "medical", "--read-option", "window=lung",
+                 "--max-new-tokens", "2", "--show-prompt", "What is shown?"]) == 0
+    err = capsys.readouterr().err
+    assert "1 image(s)" in err and shown_prompt(err).endswith("What is shown?<|im_end|><|im_start|>assistant\n")
+    assert main(["chat", "--image", str(dicom), "--read-option", "window=lung"]) == 1
+    assert "--read-option applies with --domain" in capsys.readouterr().err
+    assert main(["chat", "--image", str(dicom), "--domain", "medical", "--read-option", "window=nonsense"]) == 1
+    assert "nonsense" in capsys.readouterr().err
