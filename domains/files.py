@@ -3,6 +3,8 @@
 Converters only read their sources and make re-runs cheap and exact: outputs are written through a temporary
 file and renamed (a killed run leaves no half file), JSONL is rewritten only when its bytes change, and an
 output newer than its sources -- and, for images, made with the same options (:func:`output_key`) -- is reused.
+Freshness is judged by modification times, as ``make`` does: a source replaced by a file carrying an *older* time
+(``tar x``, ``rsync -a``, ``cp -p`` of an earlier download) is not noticed; convert into a fresh ``--out`` then.
 
 Written files get the permissions the umask gives any new file (not 0600). A temporary file is named
 ``.<name>.<pid>-<token>.part``; a failed write removes its own, and :func:`remove_stale_parts` (run by
