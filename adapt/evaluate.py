@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from .data.samples import MALFORMED_CONVERSATION, NO_SCORER, UNDECODABLE_IMAGE, UNSCORABLE
 from .metrics import (
     aggregator,
     check_protocols,
@@ -39,6 +40,7 @@ from .metrics import (
     protocols_of,
     question_of,
     reference_of,
+    registered_tasks,
     score,
 )
 
@@ -65,6 +67,7 @@ class Skipped(NamedTuple):
     source: str
     line: int
     reason: str
+    kind: str = UNDECODABLE_IMAGE  # the skip log's reason: what went wrong, in short
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.reason}"
@@ -127,6 +130,7 @@ def predict(
     import torch
     from tqdm.auto import tqdm
 
+    from model.chat import ConversationError
     from model.tiling import ImageLoadError, load_image
 
     from .domains_bridge import register_domain_metrics
@@ -163,9 +167,19 @@ def predict(
                     skipped.append((k, Skipped(record.source, record.line, str(exc))))
                     bar.update(1)
                     continue
+                if infer_task(record) not in registered_tasks():  # said before the model spends time on it
+                    skipped.append((k, Skipped(record.source, record.line, f"no scorer for task {infer_task(record)!r}; "
+                                               f"known: {', '.join(registered_tasks())}", NO_SCORER)))
+                    bar.update(1)
+                    continue
                 conversation, reference = split_for_eval(record)
                 tiling = _tiling_for(processor, record)
-                encoded.append(processor(conversation, images, add_generation_prompt=True, tiling=tiling))
+                try:
+                    encoded.append(processor(conversation, images, add_generation_prompt=True, tiling=tiling))
+                except ConversationError as exc:  # e.g. a control token in the text: said, never fed to the model
+                    skipped.append((k, Skipped(record.source, record.line, str(exc), MALFORMED_CONVERSATION)))
+                    bar.update(1)
+                    continue
                 meta.append((k, record, reference))
             if not encoded:
                 continue
@@ -177,6 +191,11 @@ def predict(
                 new_tokens = vlm.generate(**batch, **gen_kwargs)
             for (k, record, reference), row in zip(meta, new_tokens):
                 text = processor.decode(row)
+                try:
+                    scores = score(text, record, reference)
+                except ValueError as exc:  # the record's reference or meta does not fit its task's scorer
+                    skipped.append((k, Skipped(record.source, record.line, str(exc), UNSCORABLE)))
+                    continue
                 results[k] = Prediction(
                     source=record.source,
                     line=record.line,
@@ -184,7 +203,7 @@ def predict(
                     prompt=question_of(record),
                     prediction=text,
                     reference=reference,
-                    scores=score(text, record, reference),
+                    scores=scores,
                     meta=dict(getattr(record, "meta", None) or {}),
                 )
             bar.update(len(meta))
@@ -195,7 +214,8 @@ def predict(
     if skipped:
         shown = "; ".join(map(str, skipped[:10])) + (f"; … and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         warnings.warn(
-            f"skipped {len(skipped)} of {len(records)} records whose images failed to load: {shown}", stacklevel=2
+            f"skipped {len(skipped)} of {len(records)} records (an image that failed to load, text the model cannot "
+            f"read, a reference its task cannot score): {shown}", stacklevel=2
         )
     return Predictions((results[k] for k in range(len(records)) if k in results), skipped=skipped)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import model as model_core
 from model.errors import PocketAdaptError
 
-from .data.samples import UNDECODABLE_IMAGE, SkipLog
+from .data.samples import SkipLog
 from .evaluate import predict, save_predictions, summarize
 from .recipe import Recipe
 from .train import load_records, source_specs
@@ -65,7 +65,8 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
 def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: bool = True) -> tuple[dict, list]:
     """Generate and score answers on `recipe.data.eval_sources` with `processor.tiling`; returns (summary, predictions).
 
-    Records skipped while reading and those whose images do not decode while predicting are counted
+    Records skipped while reading and those skipped while predicting (images that do not decode, a reference its
+    task cannot score, a task without a scorer) are counted
     together in `out_dir/skips.md` and in the summary's ``skipped`` (per source and in all), and held to
     ``data.max_bad_fraction`` (a `DataQualityError` past it), as in training. `adapt eval` and the
     evaluations during `adapt train` (``eval.every``) both score through here.
@@ -84,7 +85,7 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
                           batch_size=recipe.eval.batch_size, progress=progress)
     where = {(r.source, r.line): r.where for r in flat}
     for skipped in predictions.skipped:
-        skips.add_dropped(skipped.source, UNDECODABLE_IMAGE, where.get((skipped.source, skipped.line), skipped.source),
+        skips.add_dropped(skipped.source, skipped.kind, where.get((skipped.source, skipped.line), skipped.source),
                           skipped.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
     skips.save(out_dir)

@@ -86,6 +86,7 @@ class VLMProcessor:
         self._start_ids = [tokenizer.convert_tokens_to_ids(image_start_token)] if image_start_token else []
         self._end_ids = [tokenizer.convert_tokens_to_ids(image_end_token)] if image_end_token else []
         self._special: tuple | None = None  # see _special_ids
+        self._control: tuple | None = None  # see _control_pattern
 
     @classmethod
     def from_config(cls, config, tokenizer: PreTrainedTokenizerBase) -> VLMProcessor:
@@ -129,6 +130,31 @@ class VLMProcessor:
             keep = {vocab[t] for t in GROUNDING_MARKUP if t in vocab}
             self._special = (key, tuple(sorted(stops)), frozenset(self.tokenizer.all_special_ids) - keep)
         return self._special[1], self._special[2]
+
+    def _control_pattern(self) -> re.Pattern | None:
+        """The tokenizer's added tokens other than grounding markup (``<|im_end|>``, ``<IMG_CONTEXT>``, ``<img>``,
+        ...) as one pattern: the tokenizer reads each as its control token wherever it meets it in text."""
+        key = (len(self.tokenizer), id(self.tokenizer))
+        if self._control is None or self._control[0] != key:
+            added = self.tokenizer.get_added_vocab()
+            names = sorted((t for t in added if t not in GROUNDING_MARKUP and t != IMAGE_PLACEHOLDER), key=len, reverse=True)
+            self._control = (key, re.compile("|".join(map(re.escape, names))) if names else None)
+        return self._control[1]
+
+    def check_text(self, messages: list[dict]) -> None:
+        """Refuse, with a `ConversationError` naming it, text the model would not read as text: a control token
+        of the tokenizer in any turn (a forged ``<|im_end|><|im_start|>user`` turn, a stray ``<IMG_CONTEXT>``
+        that would break the image features' count), or an ``<image>`` placeholder in an answer."""
+        pattern = self._control_pattern()
+        for message in messages:
+            content = message["content"]
+            if message["role"] == "assistant" and IMAGE_PLACEHOLDER in content:
+                raise ConversationError("an <image> placeholder in an answer; images go in user turns")
+            found = pattern.search(content) if pattern is not None else None
+            if found:
+                raise ConversationError(
+                    f"the {message['role']} text holds {found.group(0)!r}, a control token of the model's tokenizer, "
+                    "which would be read as that token and not as text; remove or reword it")
 
     def image_tokens(self, num_tiles: int) -> list[int]:
         """The id run one image with `num_tiles` tiles becomes."""
@@ -186,7 +212,9 @@ class VLMProcessor:
 
         Cheap enough to measure every sample of a data set before training (see `tiles_for_sizes`).
         """
-        messages = add_image_placeholders(normalize_messages(conversation), len(num_tiles))
+        messages = normalize_messages(conversation)
+        self.check_text(messages)
+        messages = add_image_placeholders(messages, len(num_tiles))
         segments = self.chat_template.segments(
             messages, add_generation_prompt=add_generation_prompt, system_message=system_message
         )
