@@ -136,3 +136,11 @@ def test_chat_reads_a_dicom_file_with_the_domain_named(tmp_path, capsys):
     assert "--read-option applies with --domain" in capsys.readouterr().err
     assert main(["chat", "--image", str(dicom), "--domain", "medical", "--read-option", "window=nonsense"]) == 1
     assert "nonsense" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device,needle", [("gpu", "not a torch device name"), ("cuda:99", "finds"),
+                                           ("mps:7", "finds")])
+def test_a_device_this_machine_lacks_is_one_line(capsys, device, needle):
+    assert main(["chat", "--example-image", "--device", device, "--max-new-tokens", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"adapt chat: error: --device {device}: ") and needle in err and "Traceback" not in err
