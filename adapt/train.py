@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -569,6 +570,7 @@ class Trainer:
             before = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise TrainingError(f"{path}: cannot be read ({exc})") from None
+        before = self._follow_move(before, checkpoint)
         edits = recipe_edits(before, yaml.safe_load(self.recipe.to_yaml()))
         refused = [line for key, line in edits if not _safe_to_edit(key)]
         if refused and not self.allow_changes:
@@ -582,6 +584,35 @@ class Trainer:
         if edits and self.dist.main:
             verb = "applying" if refused else "harmless"
             print(f"recipe edits since {checkpoint.name} ({verb}):\n  " + "\n  ".join(line for _, line in edits), flush=True)
+
+    def _follow_move(self, before: Any, checkpoint: Path) -> Any:
+        """`before` (a checkpoint's recipe, paths absolute) with the paths under the folder the run has moved out of
+        given under the one it is in now, so that moving or renaming a project folder is no recipe edit. The move
+        is read off the output folder: the one recorded and the one the checkpoint was found in, less the tail of
+        folder names they share (``/a/proj/runs/x`` -> ``/b/proj2/runs/x``: ``/a/proj`` -> ``/b/proj2``)."""
+        recorded = (before.get("output") or {}).get("dir") if isinstance(before, dict) else None
+        if not isinstance(recorded, str) or Path(recorded) == self.out_dir:
+            return before
+        old, new = list(Path(recorded).parts), list(self.out_dir.parts)
+        while old and new and old[-1] == new[-1]:
+            old.pop(), new.pop()
+        if not old or not new:
+            return before
+        old_root, new_root = str(Path(*old)), str(Path(*new))
+
+        def moved(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: moved(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [moved(v) for v in value]
+            if isinstance(value, str) and (value == old_root or value.startswith(old_root.rstrip("/") + "/")):
+                return new_root + value[len(old_root):]
+            return value
+
+        if self.dist.main:
+            print(f"note: the run moved from {old_root} to {new_root} since {checkpoint.name} was written; paths "
+                  "under it are compared as moved", flush=True)
+        return moved(before)
 
     def _apply_hyperparameters(self, fresh: list[dict]) -> None:
         """After loading a checkpoint, use the recipe's learning rates and weight decay (not the checkpoint's)."""

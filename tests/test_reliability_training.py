@@ -329,6 +329,23 @@ def test_resuming_after_a_harmless_edit_goes_on(tmp_path, data_root, capsys):
     trainer.close()
 
 
+def test_a_moved_project_resumes_as_it_was(tmp_path, data_root, capsys):
+    """Moving or renaming the project folder changes every absolute path of the resolved recipe but no setting:
+    the run goes on (it was refused as an edit of data.sources[0].path, output.dir, ...); a real edit still shows."""
+    import shutil
+
+    path = make_run(tmp_path / "projA", data_root)
+    Trainer(load_recipe(path), progress=False).run(stop_after=1)
+    shutil.move(tmp_path / "projA", tmp_path / "projB")
+    moved = tmp_path / "projB" / path.name
+    trainer = Trainer(load_recipe(moved), progress=False)
+    out = capsys.readouterr().out
+    assert trainer.start_step == 1 and f"the run moved from {tmp_path / 'projA'} to {tmp_path / 'projB'}" in out
+    trainer.close()
+    with pytest.raises(PocketAdaptError, match=r"parts\.projector\.lr: 0\.001 -> 0\.005"):
+        Trainer(load_recipe(moved, ["parts.projector.lr=5.0e-3"]), progress=False)
+
+
 def test_resuming_past_a_lowered_step_count_is_one_clear_error(tmp_path, data_root):
     """--allow-changes with training.max_steps below the newest checkpoint's step: refused naming both (it was a
     traceback from the data loader, whose length came out negative)."""
