@@ -243,10 +243,10 @@ class Trainer:
         recipe, t = self.recipe, self.recipe.training
         self.records = records
         self.kept_at_load = {k: len(v) for k, v in self.records.items()}
-        self.skips.check(self.kept_at_load, recipe.data.max_bad_fraction)
-        if self.dist.main:
+        if self.dist.main:  # written first: a run stopped for too many bad records lists them there too
             self.out_dir.mkdir(parents=True, exist_ok=True)
             self.skips.save(self.out_dir)
+        self.skips.check(self.kept_at_load, recipe.data.max_bad_fraction)
         self.plan = MixturePlan.from_sources(specs, self.records, recipe.mixing.general_ratio,
                                              recipe.mixing.epoch_size, recipe.mixing.seed)
         self.source_names = sorted(self.records)

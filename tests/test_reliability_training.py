@@ -377,3 +377,17 @@ def test_run_files_follow_the_umask(tmp_path, data_root):
     out = Path(recipe.output.dir)
     modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*") if p.is_file()}
     assert modes and {k: oct(m) for k, m in modes.items() if m != 0o640} == {}
+
+
+def test_a_run_stopped_at_load_for_bad_records_lists_them(tmp_path, data_root):
+    """Too many bad records found while reading stop the run before training; skips.md names them all the same."""
+    path = make_run(tmp_path, data_root)
+    field = tmp_path / "data" / "field" / "train.jsonl"
+    line = {"image": "missing.png", "conversations": [{"from": "human", "value": "<image>\nWhich field?"},
+                                                       {"from": "gpt", "value": "answer 0"}]}
+    field.write_text(field.read_text() + (json.dumps(line) + "\n") * 3)
+    recipe = load_recipe(path)
+    with pytest.raises(DataQualityError, match="too many bad records"):
+        Trainer(recipe, progress=False)
+    report = (Path(recipe.output.dir) / "skips.md").read_text()
+    assert "missing.png" in report and f"{field}:{N + 1}" in report
