@@ -673,15 +673,28 @@ class Trainer:
         return final
 
     def _write_final(self, final: Path) -> None:
+        """Write `final` whole or not at all: into a staging folder beside it, renamed into place when complete
+        (a run killed while writing left a `final/` with a config and no weights)."""
         if self.dist.main:
-            shutil.rmtree(final / ADAPTER_FOLDER, ignore_errors=True)  # an earlier run's, or load would apply it
-            if self.recipe.output.merge_lora or not is_peft_model(self.model):
-                merged = merge_lora(self.model)
-            else:  # base weights under their own names, the adapter beside them (model.load merges it back)
-                self.model.save_pretrained(str(final / ADAPTER_FOLDER))
-                merged = self.model.unload()
-            # in place: training is over, and the adapter (if any) was saved above in the training dtype
-            model_core.save(merged.to(self.final_dtype), self.processor, final)
+            staging = final.with_name(".final.staging")
+            shutil.rmtree(staging, ignore_errors=True)  # a killed run's
+            try:
+                if self.recipe.output.merge_lora or not is_peft_model(self.model):
+                    merged = merge_lora(self.model)
+                else:  # base weights under their own names, the adapter beside them (model.load merges it back)
+                    self.model.save_pretrained(str(staging / ADAPTER_FOLDER))
+                    merged = self.model.unload()
+                # in place: training is over, and the adapter (if any) was saved above in the training dtype
+                model_core.save(merged.to(self.final_dtype), self.processor, staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            old = final.with_name(".final.replaced")
+            shutil.rmtree(old, ignore_errors=True)
+            if final.exists():
+                os.replace(final, old)
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
             from .evaluate import plot_loss_curve
 
             plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png")

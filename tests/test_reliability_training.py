@@ -391,3 +391,26 @@ def test_a_run_stopped_at_load_for_bad_records_lists_them(tmp_path, data_root):
         Trainer(recipe, progress=False)
     report = (Path(recipe.output.dir) / "skips.md").read_text()
     assert "missing.png" in report and f"{field}:{N + 1}" in report
+
+
+def test_final_is_written_whole_or_not_at_all(tmp_path, data_root, monkeypatch):
+    """A write of final/ that fails (or is killed) part-way leaves the earlier final/ as it was, not a folder
+    holding a config and no weights; the staging folder goes with the failure."""
+    import adapt.train as train_module
+
+    recipe = load_recipe(make_run(tmp_path, data_root), ["training.max_steps=1"])
+    trainer = Trainer(recipe, progress=False)
+    final = trainer.run()
+    before = sorted(p.name for p in final.iterdir())
+    assert "model.safetensors" in before
+
+    def broken_save(vlm, processor, out_dir):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "config.json").write_text("{}")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_module.model_core, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        trainer._write_final(final)
+    assert sorted(p.name for p in final.iterdir()) == before and json.loads((final / "config.json").read_text())
+    assert not (final.parent / ".final.staging").exists()
