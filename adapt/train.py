@@ -53,7 +53,7 @@ from .checkpointing import (
 from .data.augment import build_augment
 from .data.dataset import SupervisedDataset, collate
 from .data.mixture import MixturePlan
-from .data.samples import DataQualityError, SkipLog, SourceSpec, expand_sources, measure, read_source
+from .data.samples import DataQualityError, MissingDataError, SkipLog, SourceSpec, expand_sources, measure, read_source
 from .parts import PartSetting, apply_parts, base_model, is_peft_model, merge_lora, parameter_groups, trainable_summary
 from .recipe import Recipe, resolve_deepspeed_config
 from .schedule import make_scheduler
@@ -229,6 +229,12 @@ class Trainer:
         self.skips = SkipLog()
         specs = source_specs(recipe.data.sources)
         self._plan_data(specs, load_records(specs, processor, t.max_seq_length, self.skips, self.tiling))
+        if recipe.eval.every and recipe.data.eval_sources:  # missing now, the first evaluation would end the run
+            for spec in expand_sources(source_specs(recipe.data.eval_sources)):
+                if not spec.path.is_file():
+                    raise MissingDataError(f"data.eval_sources: source {spec.name!r}: annotation file not found: "
+                                           f"{spec.path} (eval.every {recipe.eval.every} evaluates on it during "
+                                           "training)")
 
         if t.gradient_checkpointing:
             vlm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

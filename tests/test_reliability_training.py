@@ -414,3 +414,13 @@ def test_final_is_written_whole_or_not_at_all(tmp_path, data_root, monkeypatch):
         trainer._write_final(final)
     assert sorted(p.name for p in final.iterdir()) == before and json.loads((final / "config.json").read_text())
     assert not (final.parent / ".final.staging").exists()
+
+
+def test_a_missing_eval_source_is_refused_before_training(tmp_path, data_root):
+    """With eval.every, the held-out file is needed at the first evaluation: missing, the run used to train up to
+    it and stop there with nothing saved. It is refused before the first step."""
+    recipe = load_recipe(make_run(tmp_path, data_root), [
+        "eval.every=2", "data.eval_sources=[{name: held, path: data/field/nope.jsonl, kind: domain}]"])
+    with pytest.raises(PocketAdaptError, match=r"data\.eval_sources: source 'held': annotation file not found: .*nope"):
+        Trainer(recipe, progress=False)
+    assert not list(Path(recipe.output.dir).glob("checkpoint-*"))
