@@ -379,6 +379,9 @@ class Data(_Section):
             if with_ratio and without:
                 raise ValueError(f"ratio is given for {kind} source(s) {', '.join(with_ratio)} but not for "
                                  f"{', '.join(without)}: give it to every {kind} source or to none")
+            if with_ratio and all(s.ratio == 0 for s in value if s.kind == kind):
+                raise ValueError(f"every {kind} source has ratio 0 ({', '.join(with_ratio)}), so none would be "
+                                 f"drawn: give one a share above 0, or drop the {kind} sources")
         return value
 
 

@@ -202,6 +202,15 @@ def test_ratio_for_all_of_a_kind_or_none(tmp_path):
     assert "ratio is given for domain source(s) a but not for b" in error_of(write(tmp_path, text))
 
 
+def test_a_kind_whose_every_ratio_is_zero_is_refused(tmp_path):
+    """ratio 0 on every domain source drew nothing: training said 'no domain source has records' instead."""
+    text = "data:\n  sources:\n    - {name: a, path: a.jsonl, ratio: 0}\nmixing: {general_ratio: 0}\n"
+    assert "every domain source has ratio 0 (a), so none would be drawn" in error_of(write(tmp_path, text))
+    fine = "data:\n  sources:\n    - {name: a, path: a.jsonl, ratio: 0}\n    - {name: b, path: b.jsonl, ratio: 1}\n" \
+           "mixing: {general_ratio: 0}\n"
+    load_recipe(write(tmp_path, fine))  # one source left out of the mix on purpose is fine
+
+
 def test_general_ratio_needs_a_general_source(tmp_path):
     message = error_of(write(tmp_path, "data:\n  sources:\n    - {name: a, path: a.jsonl}\n"))
     assert "mixing.general_ratio is 0.3 but no entry of data.sources has kind: general" in message
