@@ -164,6 +164,12 @@ class ModelSpec(_Section):
             raise ValueError(f"must name a model preset ({', '.join(PRESETS)}) or a checkpoint directory")
         directory = _resolve(value, _base_dir(info))
         if directory.is_dir():  # a directory wins over a preset of the same name, as in model.load
+            from model.checkpoints.layouts import detect_layout
+
+            try:  # said now, not after the data is read: a data folder, a run folder, a checkpoint-N, an export
+                detect_layout(directory)
+            except PocketAdaptError as err:
+                raise ValueError(str(err)) from None
             return str(directory)
         if value in PRESETS:
             return value

@@ -316,6 +316,7 @@ def test_overrides_through_load_recipe(tmp_path):
 def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch):
     folder = tmp_path / "project"
     (folder / "ckpt").mkdir(parents=True)
+    (folder / "ckpt" / "config.json").write_text('{"model_type": "pocket_vlm"}')
     (folder / "my_template.yaml").write_text("name: x\n")
     (folder / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
     path = write(folder, """\
@@ -614,3 +615,14 @@ def test_recipe_errors_are_pocket_adapt_errors():
     from model.errors import PocketAdaptError
 
     assert issubclass(RecipeError, PocketAdaptError) and issubclass(RecipeError, ValueError)
+
+
+def test_a_model_source_folder_that_is_no_checkpoint_is_refused_by_validate(tmp_path):
+    """A data folder, a run's checkpoint-N or an export given as model.source is said when the recipe is read,
+    not after the data has been read and measured."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "trainable.safetensors").write_bytes(b"")
+    base = "data:\n  sources:\n    - {name: a, path: a.jsonl}\nmixing: {general_ratio: 0}\nmodel:\n  source: "
+    assert "data: no config.json (not a checkpoint directory)" in error_of(write(tmp_path, base + "data\n"))
+    assert "a training checkpoint" in error_of(write(tmp_path, base + "ck\n"))
