@@ -467,7 +467,7 @@ def _export(args) -> int:
         raise CliError("--max-seq-len applies to --format executorch only")
     if args.recipe is not None and args.format != "tensorrt":
         raise CliError("--recipe applies to --format tensorrt only")
-    check_target(Path(args.out), args.force)  # a refused target fails before the model is loaded
+    check_target(Path(args.out), args.force, args.model)  # a refused target fails before the model is loaded
     if args.adapter is not None:
         check_lora_adapter(args.adapter, args.allow_pickle)
     vlm, processor = _load(args)

@@ -95,8 +95,13 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
     return out
 
 
-def check_target(out: Path, force: bool) -> None:
-    """Refuse a target that is a file, or a non-empty folder without `force` (`ExportError` naming it)."""
+def check_target(out: Path, force: bool, source: str | os.PathLike | None = None) -> None:
+    """Refuse a target that is a file, the model folder `source` itself (even with `force`: the export would replace
+    the checkpoint it is made from), or a non-empty folder without `force` (`ExportError` naming it)."""
+    same = source is not None and os.path.realpath(os.path.normpath(out)) == os.path.realpath(source)
+    if same and Path(source).is_dir():
+        raise ExportError(f"{out}: the folder of the model being exported; an export there would replace that "
+                          "checkpoint (--force too): export into another folder")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder; choose a folder to export into")
     if out.is_dir() and not force:

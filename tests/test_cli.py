@@ -144,3 +144,16 @@ def test_a_device_this_machine_lacks_is_one_line(capsys, device, needle):
     assert main(["chat", "--example-image", "--device", device, "--max-new-tokens", "1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"adapt chat: error: --device {device}: ") and needle in err and "Traceback" not in err
+
+
+def test_export_into_the_model_folder_itself_is_refused_even_with_force(tmp_path, capsys):
+    """--force into --model's own folder deleted the checkpoint being exported (its weights, config, tokenizer)."""
+    ck = tmp_path / "ck"
+    assert main(["export", "--model", "pocket-tiny", "--format", "pocket", "--out", str(ck)]) == 0
+    before = sorted(p.name for p in ck.iterdir())
+    capsys.readouterr()
+    for out in (str(ck), f"{ck}/.", str(tmp_path / "x" / ".." / "ck")):
+        assert main(["export", "--model", str(ck), "--format", "hf", "--out", out, "--force"]) == 1
+        err = capsys.readouterr().err
+        assert "the folder of the model being exported" in err and "Traceback" not in err
+    assert sorted(p.name for p in ck.iterdir()) == before
