@@ -319,7 +319,7 @@ def _chat_pytorch(args, images: list) -> int:
     import torch
     from transformers import StoppingCriteriaList
 
-    from model.generation import RepetitionStop
+    from model.generation import RepetitionStop, answer_room
 
     if args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
@@ -328,10 +328,7 @@ def _chat_pytorch(args, images: list) -> int:
     encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
     if args.show_prompt:
         print(processor.show_prompt(encoded.input_ids), file=sys.stderr)
-    context = getattr(vlm.config.text_config, "max_position_embeddings", None)
-    if context and len(encoded.input_ids) >= context:
-        raise CliError(f"the prompt takes {len(encoded.input_ids)} tokens, more than the model's context of {context}; "
-                       "ask with fewer tiles (--max-tiles) or a shorter question")
+    room = answer_room(vlm, len(encoded.input_ids), args.max_new_tokens)  # never past the context
     print(f"[{args.model}: {len(images)} image(s), {sum(encoded.num_tiles)} tile(s), {len(encoded.input_ids)} tokens]", file=sys.stderr)
     inputs = {k: v.to(vlm.device) for k, v in encoded.to_model_inputs().items()}
     sampling = dict(do_sample=True, temperature=args.temperature) if args.temperature > 0 else dict(do_sample=False)
@@ -339,8 +336,7 @@ def _chat_pytorch(args, images: list) -> int:
     repeating = RepetitionStop()  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
     with torch.inference_mode():
-        room = context - len(encoded.input_ids) if context else args.max_new_tokens  # never past the context
-        vlm.generate(**inputs, max_new_tokens=min(args.max_new_tokens, room), eos_token_id=processor.stop_token_ids,
+        vlm.generate(**inputs, max_new_tokens=room, eos_token_id=processor.stop_token_ids,
                      pad_token_id=processor.pad_token_id, streamer=streamer, stopping_criteria=stops, **sampling)
     if repeating.fired:
         print("[stopped: the answer had begun repeating itself]", file=sys.stderr)

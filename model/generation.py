@@ -1,4 +1,4 @@
-"""Stopping rules for answers, shared by ``adapt chat`` and the demo.
+"""Stopping rules for answers, shared by ``adapt chat`` and the demo: the model's context, and repetition.
 
 A small or barely trained model easily falls into a loop ("blacksquaresquaresquare…", "left lung, left lung,
 left lung, …"). :class:`RepetitionStop` is a transformers ``StoppingCriteria`` that ends a sequence as soon
@@ -15,11 +15,31 @@ from collections.abc import Sequence
 import torch
 from transformers import StoppingCriteria
 
-__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "RepetitionStop", "cut_at_repetition", "repetition_at_end"]
+from .errors import PocketAdaptError
+
+__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "PromptTooLongError", "RepetitionStop", "answer_room",
+           "cut_at_repetition", "repetition_at_end"]
 
 MAX_NGRAM = 12  # longest repeating unit looked for, in tokens
 MIN_REPEATS = 3  # a unit must occur at least this many times in a row ...
 MIN_SPAN = 8  # ... and the repeats must cover at least this many tokens (1-gram: 8 times, 2-gram: 4 times)
+
+
+class PromptTooLongError(PocketAdaptError, ValueError):
+    """A prompt that fills the model's context: no room left for an answer."""
+
+
+def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
+    """How many new tokens to ask for: `max_new_tokens`, or fewer where the model's context
+    (``text_config.max_position_embeddings``) ends first; `PromptTooLongError` when the prompt leaves none
+    (past its context a model answers noise, or nothing)."""
+    context = getattr(vlm.config.text_config, "max_position_embeddings", None)
+    if not context:
+        return max_new_tokens
+    if prompt_tokens >= context:
+        raise PromptTooLongError(f"the prompt takes {prompt_tokens} tokens, more than the model's context of {context}; "
+                                 "ask with fewer tiles (adapt chat --max-tiles), fewer images or a shorter question")
+    return min(max_new_tokens, context - prompt_tokens)
 
 
 def repetition_at_end(ids: Sequence[int], *, max_ngram: int = MAX_NGRAM, min_repeats: int = MIN_REPEATS,

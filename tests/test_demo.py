@@ -136,6 +136,16 @@ def test_compose_question_places_images():
         compose_question("Which?", 2, "only one <image>")
 
 
+def test_a_question_past_the_context_says_so_on_the_page(session):
+    """The demo ran such a prompt on, past the positions the model was built for (answers of noise or nothing)."""
+    from deploy.demo.hooks import default_draw_answer
+    from deploy.demo.panels.generic import answer_stream
+
+    steps = list(answer_stream(session, default_draw_answer, "red blue square circle " * 1500, None))
+    assert steps[-1][0] == "" and "Could not ask" in steps[-1][2]
+    assert "more than the model's context of 4096" in steps[-1][2]
+
+
 def test_stream_matches_plain_generation_and_ends_at_stop_tokens(session):
     import torch
 

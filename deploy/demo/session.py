@@ -72,13 +72,14 @@ class ModelSession:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        from model.generation import RepetitionStop
+        from model.generation import RepetitionStop, answer_room
 
         if not question or not question.strip():
             raise ValueError("type a question first")
         images = list(images)
         content = compose_question(question, len(images), prompt)
         encoded = self.processor([{"role": "user", "content": content}], images=images)
+        room = answer_room(self.vlm, len(encoded.input_ids), int(max_new_tokens or self.max_new_tokens))
         inputs = {k: v.to(self.vlm.device) for k, v in encoded.to_model_inputs().items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.vlm.dtype)
@@ -97,7 +98,7 @@ class ModelSession:
             try:
                 with torch.inference_mode():
                     self.vlm.generate(
-                        **inputs, max_new_tokens=int(max_new_tokens or self.max_new_tokens), do_sample=False,
+                        **inputs, max_new_tokens=room, do_sample=False,
                         eos_token_id=self.processor.stop_token_ids, pad_token_id=self.processor.pad_token_id,
                         streamer=streamer, stopping_criteria=criteria)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
