@@ -274,26 +274,8 @@ def _load(args):
 
     if args.vision_adapter != "auto" and args.vision is None:
         raise CliError(f"--vision-adapter {args.vision_adapter} applies with --vision (another vision tower)")
-    if args.device:
-        _check_device(args.device)
     return model.load(args.model, dtype=args.dtype, device=args.device, allow_pickle=args.allow_pickle,
                       vision=args.vision, vision_adapter=args.vision_adapter)
-
-
-def _check_device(text: str) -> None:
-    """--device as torch names it, and present on this machine: CliError otherwise (not torch's traceback)."""
-    import torch
-
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise CliError(f"--device {text}: not a torch device name (cpu, cuda, cuda:1, mps, ...)") from None
-    count = {"cuda": torch.cuda.device_count, "mps": lambda: int(torch.backends.mps.is_available())}.get(device.type)
-    if count is not None:
-        have = count()
-        if have == 0 or (device.index or 0) >= have:
-            found = f"{have} {device.type} device(s)" if have else f"no {device.type} device"
-            raise CliError(f"--device {text}: this machine's torch ({torch.__version__}) finds {found}; use --device cpu")
 
 
 def _chat(args) -> int:

@@ -15,11 +15,33 @@ from transformers.utils import logging as hf_logging
 from .checkpoints.checksums import verify_weights
 from .checkpoints.io import CheckpointError, honour_umask, write_json
 from .checkpoints.layouts import detect_layout
+from .errors import PocketAdaptError
 from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
 from .processor import VLMProcessor
 from .resources import assets_dir
 from .tiling import TilingConfig
 from .vlm import PocketVLM
+
+
+class DeviceError(PocketAdaptError, ValueError):
+    """A torch device that is no device name, or that this machine lacks."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch device present on this machine; `DeviceError` otherwise (torch's own errors are an
+    assertion deep inside the first `.to()`, or a parser message listing every backend)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise DeviceError(f"device {str(device)!r}: not a torch device name (cpu, cuda, cuda:1, mps, ...)") from None
+    count = {"cuda": torch.cuda.device_count, "mps": lambda: int(torch.backends.mps.is_available())}.get(dev.type)
+    if count is not None:
+        have = count()
+        if have == 0 or (dev.index or 0) >= have:
+            found = f"{have} {dev.type} device(s)" if have else f"no {dev.type} device"
+            raise DeviceError(f"device {str(device)!r}: this machine's torch ({torch.__version__}) finds {found}; "
+                              "use cpu")
+    return dev
 
 
 def load(
@@ -64,6 +86,8 @@ def load(
     `allow_pickle`, and then with `torch.load(weights_only=True)`. Anything unreadable (a corrupt file, a
     `config.json` that is not an object, a missing tokenizer) is a `CheckpointError` naming the file.
     """
+    if device is not None:
+        device = check_device(device)  # before any weight is read
     path = Path(source)
     if path.is_dir():
         vlm, tokenizer = _load_dir(path, allow_pickle)

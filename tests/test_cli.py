@@ -143,7 +143,7 @@ def test_chat_reads_a_dicom_file_with_the_domain_named(tmp_path, capsys):
 def test_a_device_this_machine_lacks_is_one_line(capsys, device, needle):
     assert main(["chat", "--example-image", "--device", device, "--max-new-tokens", "1"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"adapt chat: error: --device {device}: ") and needle in err and "Traceback" not in err
+    assert err.startswith(f"adapt chat: error: device '{device}': ") and needle in err and "Traceback" not in err
 
 
 def test_export_into_the_model_folder_itself_is_refused_even_with_force(tmp_path, capsys):

@@ -319,10 +319,24 @@ def test_a_run_that_converts_nothing_keeps_the_previous_outputs(toy, capsys):
     (["chat", "--example-image", "--max-new-tokens", "1", "<image> <image> two placeholders, one image"],
      "2 <image> placeholders but 1 images"),
     (["demo", "--port", "70000"], "--port must be in 1..65535"),
+    (["demo", "--host", "not a host!", "--port", "7931"], "--host not a host!: not a host name or address"),
+    (["demo", "--device", "cuda:99", "--port", "7932"], "device 'cuda:99': this machine's torch"),
 ])
 def test_model_and_demo_mistakes_are_one_line(capsys, argv, needle):
     assert main(argv) == 1
     assert needle in _one_line(capsys.readouterr().err)
+
+
+def test_a_demo_port_in_use_is_one_line_before_the_model_loads(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == 1
+    err = _one_line(capsys.readouterr().err)
+    assert f"--port {port}: already in use on 127.0.0.1" in err and "loading" not in err
 
 
 @pytest.mark.parametrize("file, runtime", [("m-f16.gguf", "llamacpp"), ("model.onnx", "onnx"), ("model.pte", "executorch")])

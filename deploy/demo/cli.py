@@ -91,6 +91,11 @@ def run_demo(args: argparse.Namespace) -> int:
     elif args.auth_file:
         auth = load_auth_file(args.auth_file)
     resolve_domain(args.domain)  # an unknown domain fails before anything is loaded
+    check_address(args.host, args.port)
+    if args.device:
+        from model.loading import check_device
+
+        check_device(args.device)
     model = args.model or default_model(args.domain)
     print(f"adapt demo: loading {model} ...", file=sys.stderr)
     blocks = build_demo(model, args.domain, dtype=args.dtype, device=args.device,
@@ -102,6 +107,29 @@ def run_demo(args: argparse.Namespace) -> int:
           + (" with a login" if auth else ""), file=sys.stderr)
     blocks.block_thread()
     return 0
+
+
+def check_address(host: str, port: int) -> None:
+    """`DemoError` now, before the model loads, for a host this machine cannot serve on or a port in use (Gradio
+    says "Cannot find empty port" for both, after a traceback, and points at its own settings)."""
+    import errno
+    import socket
+
+    from deploy.demo.page import DemoError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError, ValueError) as err:
+        raise DemoError(f"--host {host}: not a host name or address this machine can resolve ({err})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no clash
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise DemoError(f"--port {port}: already in use on {host} (another demo?); stop it or choose "
+                                "another --port") from None
+            raise DemoError(f"--host {host} --port {port}: cannot serve there ({err.strerror or err})") from None
 
 
 def main(argv: list[str] | None = None) -> int:
