@@ -157,3 +157,32 @@ def test_export_into_the_model_folder_itself_is_refused_even_with_force(tmp_path
         err = capsys.readouterr().err
         assert "the folder of the model being exported" in err and "Traceback" not in err
     assert sorted(p.name for p in ck.iterdir()) == before
+
+
+def test_an_internvl_export_of_a_language_model_internvl_cannot_build_is_refused(tmp_path, capsys):
+    """llm_config.architectures was written as AutoModelForCausalLM: a checkpoint neither InternVL's code nor
+    pocket-adapt could load. A Gemma language model loads here, so it is the export that refuses."""
+    from transformers import (
+        AutoTokenizer,
+        GemmaConfig,
+        InternVLConfig,
+        InternVLForConditionalGeneration,
+        InternVLVisionConfig,
+    )
+
+    from model.resources import assets_dir
+
+    tok = AutoTokenizer.from_pretrained(str(assets_dir() / "pocket-tiny"))
+    vision = InternVLVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                  image_size=56, patch_size=14, attention_bias=True, layer_scale_init_value=0.5)
+    text = GemmaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=96, num_hidden_layers=1,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=12, max_position_embeddings=2048,
+                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    config = InternVLConfig(vision_config=vision, text_config=text, image_seq_length=4,
+                            image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"))
+    InternVLForConditionalGeneration(config).save_pretrained(tmp_path / "gemma")
+    tok.save_pretrained(tmp_path / "gemma")
+    assert main(["export", "--model", str(tmp_path / "gemma"), "--format", "internvl", "--out", str(tmp_path / "iv")]) == 1
+    err = capsys.readouterr().err
+    assert "takes qwen2, llama, phi3, qwen3, mistral language models; this model's is 'gemma'" in err
+    assert not (tmp_path / "iv").exists()

@@ -78,11 +78,12 @@ def text_config_from_original(lc: dict) -> PreTrainedConfig:
     fields = {k: v for k, v in lc.items() if k not in ("architectures", "auto_map", "_name_or_path", "model_type", "transformers_version", "torch_dtype", "dtype")}
     if model_type == "internlm2" or arch.startswith("InternLM2"):
         return _internlm2_as_llama(lc)
-    if model_type in ("qwen2", "llama", "phi3", "qwen3", "mistral"):
+    if model_type in LLM_CLASSES:
         config = AutoConfig.for_model(model_type, **fields)
         config.architectures = [arch] if arch else None
         return config
-    raise CheckpointError(f"llm_config.model_type {model_type!r} ({arch}) is not supported; known: qwen2, llama, phi3, qwen3, mistral, internlm2")
+    raise CheckpointError(f"llm_config.model_type {model_type!r} ({arch}) is not supported; known: "
+                          f"{', '.join(LLM_CLASSES)}, internlm2")
 
 
 def _internlm2_as_llama(lc: dict) -> LlamaConfig:
@@ -273,9 +274,19 @@ def original_config(config: PocketVLMConfig) -> dict:
     }
 
 
+# the language models InternVL's InternVLChatModel builds (besides InternLM2, which loads here as Llama)
+LLM_CLASSES = {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "phi3": "Phi3ForCausalLM",
+               "qwen3": "Qwen3ForCausalLM", "mistral": "MistralForCausalLM"}
+
+
 def type_name_for(text: PreTrainedConfig) -> str:
-    return {"qwen2": "Qwen2ForCausalLM", "llama": "LlamaForCausalLM", "phi3": "Phi3ForCausalLM",
-            "qwen3": "Qwen3ForCausalLM", "mistral": "MistralForCausalLM"}.get(text.model_type, "AutoModelForCausalLM")
+    """`llm_config.architectures[0]` of the original layout; `CheckpointError` for a language model InternVL's
+    code cannot build (it raises NotImplementedError for any other name, and this loader refuses it too)."""
+    name = LLM_CLASSES.get(text.model_type)
+    if name is None:
+        raise CheckpointError(f"the original InternVL layout takes {', '.join(LLM_CLASSES)} language models; this "
+                              f"model's is {text.model_type!r}: export it as hf or pocket instead")
+    return name
 
 
 def original_state_dict(vlm: PocketVLM) -> dict[str, torch.Tensor]:
