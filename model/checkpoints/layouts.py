@@ -37,7 +37,8 @@ def detect_layout(directory: Path) -> str:
         export = _export_kind(Path(directory))
         if export:
             raise CheckpointError(f"{directory}: {export[0]} export, not a checkpoint; run it with --runtime {export[1]} "
-                                  "(adapt chat / adapt eval), or give the checkpoint it was exported from")
+                                  f"(adapt chat), or give the checkpoint it was exported from (adapt eval --runtime "
+                                  f"{export[1]} exports a checkpoint itself, then scores that export)")
         raise CheckpointError(f"{directory}: no config.json (not a checkpoint directory)")
     raw = read_json(path)
     model_type = raw.get("model_type")
