@@ -43,11 +43,16 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries(progress=not getattr(args, "no_progress", False), command_line=argv is None)
     if argv is None and getattr(args, "builds_model", False):
         _import_model_stack()
+    if argv is None:
+        _terminate_as_interrupt()
     try:
         return args.handler(args) or 0
     except KeyboardInterrupt:
         print(f"adapt {args.verb}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"adapt {args.verb}: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # `adapt ... | head` closed the pipe: stop quietly, as other command-line tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 141
@@ -57,6 +62,23 @@ def main(argv: list[str] | None = None) -> int:
             raise  # a bug: keep the traceback
         print(f"adapt {args.verb}: error: {message}", file=sys.stderr)
         return 1
+
+
+class _Terminated(BaseException):
+    """SIGTERM (``kill``, a job scheduler, torchrun stopping its workers), raised where the program was, so that
+    what Ctrl-C cleans up is cleaned up too: an export's staging folder, a run's lock."""
+
+
+def _terminate_as_interrupt() -> None:
+    import signal
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        pass
 
 
 def _quiet_libraries(progress: bool, command_line: bool = True) -> None:

@@ -28,6 +28,7 @@ earlier export included) and keeps everything else.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -81,7 +82,8 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
         fold_vision_adapter(vlm, fmt)
     check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.export-{uuid.uuid4().hex[:8]}"
+    _remove_dead_staging(out)
+    staging = out.parent / f".{out.name}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     os.mkdir(staging)  # not mkdtemp: the folder gets the umask's mode, as the files do
     try:
         writer(vlm, processor, staging)
@@ -93,6 +95,30 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _remove_dead_staging(out: Path) -> None:
+    """Remove the staging folders of exports to `out` whose process is gone (killed by a signal it could not
+    catch, or by a power cut): each holds a whole export's worth of weights. A live export's is left alone."""
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.export-*"):
+        pid = folder.name.rsplit(".export-", 1)[1].split("-")[0]
+        if not folder.is_dir() or folder.is_symlink() or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    if os.name == "nt":  # os.kill(pid, 0) would end the process there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's
+        return True
+    return True
 
 
 def check_target(out: Path, force: bool, source: str | os.PathLike | None = None) -> None:

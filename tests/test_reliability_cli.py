@@ -370,3 +370,44 @@ def test_setting_errors_are_pocket_adapt_errors(module, name):
 
     cls = getattr(importlib.import_module(module), name)
     assert issubclass(cls, PocketAdaptError) and issubclass(cls, ValueError)
+
+
+def test_sigterm_unwinds_as_ctrl_c_does(tmp_path):
+    """kill (SIGTERM) used to end `adapt` on the spot: an export's staging folder stayed behind, gigabytes for a
+    real model. It now unwinds like Ctrl-C: exit 143, one line."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from adapt.cli import main; sys.exit(main())", "chat",
+                             "--model", "pocket-tiny-scratch", "--example-image", "--max-new-tokens", "3000",
+                             "--keep-repeats"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while "[pocket-tiny-scratch:" not in seen and time.monotonic() < deadline:  # generation has begun
+        seen += proc.stderr.readline()
+    proc.send_signal(signal.SIGTERM)
+    err = seen + proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, err
+    assert "adapt chat: terminated" in err and "Traceback" not in err
+
+
+def test_an_export_clears_staging_folders_of_dead_exports(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from deploy.hf import export
+    from model import load
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".ck.export-{int(gone.stdout)}-0123abcd"
+    live = tmp_path / f".ck.export-{os.getpid()}-4567cdef"
+    for folder in (dead, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x" * 1000)
+    export(*load("pocket-tiny"), "pocket", tmp_path / "ck")
+    assert not dead.exists() and live.exists()  # a live export's staging is never touched
+    assert (tmp_path / "ck" / "model.safetensors").is_file()
