@@ -739,6 +739,12 @@ def _eval(args) -> int:
     _, md = write_report(out, runs, kinds)
     plot_comparison(runs, kinds, out / "comparison.png")
     print(md.read_text())
+    earlier = sorted(p.name for p in out.glob("predictions_*.jsonl")
+                     if p.name.removeprefix("predictions_").removesuffix(".jsonl") not in runs)
+    if earlier:  # the report replaced an earlier one that covered them: say so rather than leave them unexplained
+        print(f"note: {out} also holds {', '.join(earlier)} from an earlier evaluation, which this report "
+              "(eval.md, eval.json, comparison.png) does not cover; give each evaluation its own --out to keep both "
+              "reports", file=sys.stderr)
     return 0
 
 

@@ -358,6 +358,10 @@ def test_train_and_eval_verbs(tmp_path, data_dir, capsys):
     report = json.loads((path.parent / "out" / "eval" / "eval.json").read_text())
     assert report["runs"]["adapted"]["sources"]["landcover"]["n"] == 3
     assert (path.parent / "out" / "eval" / "comparison.png").is_file()
+    # another evaluation into the same folder: its report replaces this one, and says which files it leaves out
+    assert main(["eval", str(path), "eval.max_samples=2", "--model", "other=pocket-tiny"]) == 0
+    err = capsys.readouterr().err
+    assert "also holds predictions_adapted.jsonl, predictions_base.jsonl from an earlier evaluation" in err
 
 
 def test_resuming_over_changed_data_is_refused_unless_allowed(tmp_path, data_dir, capsys):
