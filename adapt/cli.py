@@ -60,8 +60,28 @@ def main(argv: list[str] | None = None) -> int:
         message = user_error_message(err, getattr(args, "out", None))
         if message is None:
             raise  # a bug: keep the traceback
-        print(f"adapt {args.verb}: error: {message}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # every process of a data-parallel run meets the same mistake
+            print(f"adapt {args.verb}: error: {message}", file=sys.stderr)
         return 1
+
+
+# torchrun, whose failure report (a traceback of its own and a "Root Cause" table) is dropped: the worker that
+# failed has printed its one line already, and the launcher exits with that worker's status
+_TORCHRUN = """\
+import logging, signal, sys
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.run import main
+logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
+try:
+    main(sys.argv[1:])
+except ChildFailedError as err:
+    failures = sorted(err.failures.values(), key=lambda f: f.local_rank)
+    for f in failures:
+        if f.exitcode < 0:  # killed (the out-of-memory killer, a kill -9): it could not say so itself
+            print(f"adapt: the process of rank {f.rank} was killed by {signal.Signals(-f.exitcode).name}",
+                  file=sys.stderr)
+    sys.exit(next((f.exitcode for f in failures if f.exitcode > 0), 1))
+"""
 
 
 class _Terminated(BaseException):
@@ -676,10 +696,11 @@ def _train(args) -> int:
     if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         import subprocess
 
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc_per_node}",
+        cmd = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={args.nproc_per_node}",
                "-m", "adapt.cli", args.verb, str(args.recipe), *args.overrides] + (["--no-progress"] if args.no_progress else []) \
             + (["--allow-changes"] if args.allow_changes else [])
-        return subprocess.call(cmd)
+        # what torchrun sets anyway, given, so that it does not print a banner about it
+        return subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     if args.verb == "distill":
         from .distill import distill
 

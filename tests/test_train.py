@@ -467,3 +467,17 @@ def test_deepspeed_zero_run_on_cpu(tmp_path, data_dir, one_process_run, stage, n
     assert (out / "checkpoint-4" / "trainable.safetensors").is_file() and (out / "final" / "model.safetensors").is_file()
     assert not list(out.rglob("*.pt")) and not list(out.rglob("*.bin"))
     model.load(out / "final")
+
+
+def test_a_data_error_in_a_data_parallel_run_is_one_line(tmp_path, data_dir):
+    """Every rank met the missing file and said so, then torchrun added a traceback of its own and a "Root Cause"
+    table: now rank 0 says it once and the launcher exits 1."""
+    path = write_recipe(tmp_path, data_dir, steps=1, save_every=1)
+    run = subprocess.run([sys.executable, "-m", "adapt.cli", "train", str(path), "--nproc-per-node", "2",
+                          "--no-progress", "data.sources[0].path=nope.jsonl"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr[-3000:]
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("adapt train: error: source") and "nope.jsonl" in errors[0]
+    assert not [word for word in ("Traceback", "ChildFailedError", "Root Cause", "OMP_NUM_THREADS")
+                if word in run.stderr], run.stderr
