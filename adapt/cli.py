@@ -92,7 +92,13 @@ class _Terminated(BaseException):
 def _terminate_as_interrupt() -> None:
     import signal
 
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:  # a forked child (a data-loader worker) ends as it would have without this
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise _Terminated()
 
     try:
