@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from domains.files import process_alive
 from model import PocketVLM, VLMProcessor, save
 from model.checkpoints.checksums import CHECKSUMS, write_checksums
 from model.checkpoints.io import honour_umask
@@ -102,23 +103,10 @@ def _remove_dead_staging(out: Path) -> None:
     catch, or by a power cut): each holds a whole export's worth of weights. A live export's is left alone."""
     for folder in out.parent.glob(f".{glob.escape(out.name)}.export-*"):
         pid = folder.name.rsplit(".export-", 1)[1].split("-")[0]
-        if not folder.is_dir() or folder.is_symlink() or not pid.isdigit() or _alive(int(pid)):
+        if not folder.is_dir() or folder.is_symlink() or not pid.isdigit() or process_alive(int(pid)):
             continue
         shutil.rmtree(folder, ignore_errors=True)
 
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    if os.name == "nt":  # os.kill(pid, 0) would end the process there
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's
-        return True
-    return True
 
 
 def check_target(out: Path, force: bool, source: str | os.PathLike | None = None) -> None:

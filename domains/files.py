@@ -118,15 +118,21 @@ def remove_stale_parts(root: Path) -> list[Path]:
 def _owner_gone(pid: int, mtime_ns: int) -> bool:
     if pid == os.getpid():
         return mtime_ns < _STARTED_NS
-    if os.name == "nt":  # os.kill(pid, 0) would terminate the process there
-        return False
+    return not process_alive(pid)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` may be running: False only when it is known to be gone (where processes cannot be
+    probed, as on Windows, where ``os.kill(pid, 0)`` would end it, True)."""
+    if pid == os.getpid() or os.name == "nt":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
-    except OSError:  # alive, owned by someone else
         return False
-    return False
+    except OSError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def output_key(**options: Any) -> str:
