@@ -639,7 +639,7 @@ class DistillSpec(_Section):
 
     teacher: TowerSpec
     student: TowerSpec
-    layers: int = Field(1, ge=1)
+    layers: int | None = Field(None, ge=1)  # the last K of each tower paired; 1 when pairs is not given either
     pairs: list[tuple[int, int]] | None = None
     cosine: float = Field(1.0, ge=0)
     mse: float = Field(0.0, ge=0)
@@ -648,8 +648,10 @@ class DistillSpec(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> DistillSpec:
+        if self.pairs is None and self.layers is None:
+            self.layers = 1
         if self.pairs is not None:
-            if "layers" in self.model_fields_set:
+            if self.layers is not None:  # null is "not given", as the template writes pairs: null
                 raise ValueError("give layers (the last K of each tower paired) or pairs (explicit), not both")
             if not self.pairs:
                 raise ValueError("pairs must list at least one [teacher_layer, student_layer]")

@@ -102,6 +102,19 @@ def test_distill_section_errors_name_the_key_and_line(tmp_path, data_dir, edit, 
         load_recipe(write_recipe(tmp_path, data_dir, text=text))
 
 
+def test_layers_null_means_not_given_as_pairs_null_does(tmp_path, data_dir):
+    """The template writes both keys, one null: `layers: null` with pairs was refused ('must be a valid integer'),
+    and a resolved pairs recipe (layers written as 1) could not be read back."""
+    text = RECIPE.replace("  layers: 2\n", "  layers: null\n  pairs: [[3, 2], [4, 3]]\n")
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, text=text))
+    assert recipe.distill.pairs == [(3, 2), (4, 3)] and recipe.distill.layers is None
+    again = tmp_path / "again.yaml"
+    again.write_text(recipe.to_yaml())
+    assert load_recipe(again).model_dump() == recipe.model_dump()
+    plain = load_recipe(write_recipe(tmp_path / "p", data_dir, text=RECIPE.replace("  layers: 2\n", "  layers: null\n")))
+    assert plain.distill.layers == 1 and plain.distill.pairs is None  # neither given: the last layer
+
+
 def test_tower_sources_are_checked(tmp_path, data_dir):
     path = write_recipe(tmp_path, data_dir)
     with pytest.raises(RecipeError, match=r"distill.student.source: 'internvit-300M' is not a tower config .*did you "
