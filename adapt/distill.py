@@ -40,7 +40,7 @@ from model.vision import feature_block, layer_features, patch_grid
 from .checkpointing import atomic_write_text
 from .data.augment import build_augment
 from .data.dataset import TileDataset, collate_tiles, record_tiles
-from .data.samples import Record, SkipLog, read_source
+from .data.samples import UNDECODABLE_IMAGE, DataQualityError, Record, SkipLog, read_source
 from .recipe import DistillRecipe
 from .train import Trainer, TrainingError, _seed_everything, append_entry, source_specs
 
@@ -207,12 +207,28 @@ class Distiller(Trainer):
 
     # ------------------------------------------------------------------ held-out cosine
     def _held_out_records(self) -> tuple[dict[str, list[Record]], SkipLog]:
+        """The held-out records with images, and what reading skipped (held to data.max_bad_fraction, as the
+        training sources and `adapt eval`'s are: a missing image is never left out of the cosine unsaid)."""
         skips = SkipLog()
         out = {}
         for spec in source_specs(self.recipe.data.eval_sources):
             records = [r for r in read_source(spec, skips) if r.images]
             out[spec.name] = records[: self.recipe.eval.max_images] if self.recipe.eval.max_images else records
+        self._check_held_out(skips, {name: len(rs) for name, rs in out.items()})
         return out, skips
+
+    def _check_held_out(self, skips: SkipLog, kept: dict[str, int]) -> None:
+        """Save the held-out skips (``held_out/skips.md``), say them, and stop past data.max_bad_fraction."""
+        if not skips.count():
+            return
+        folder = self.out_dir / "held_out"
+        skips.save(folder)
+        try:
+            skips.check(kept, self.recipe.data.max_bad_fraction)
+        except DataQualityError as err:
+            raise DataQualityError(f"held-out images (data.eval_sources): {err}") from None
+        print(f"warning: {skips.count()} held-out record(s) skipped; the cosine leaves them out: see "
+              f"{folder / 'skips.md'}", flush=True)
 
     @torch.no_grad()
     def _held_out_cosine(self) -> dict | None:
@@ -230,7 +246,8 @@ class Distiller(Trainer):
                 for record in rs:
                     try:
                         images = [load_image(p, max_pixels=self.tiling.max_pixels) for p in record.images]
-                    except ImageLoadError:
+                    except ImageLoadError as err:
+                        skips.add_dropped(name, UNDECODABLE_IMAGE, record.where, err.reason)
                         undecodable += 1
                         continue
                     batch.append(record_tiles(record, images, self.tiling))
@@ -245,6 +262,8 @@ class Distiller(Trainer):
                     per_source[name] = {"tiles": n, "images": len(rs), "per_pair": (sums / n).tolist()}
         finally:
             self.model.train(was_training)
+        if undecodable:
+            self._check_held_out(skips, {name: len(rs) for name, rs in records.items()})
         if not per_source:
             return None
         tiles = sum(v["tiles"] for v in per_source.values())
@@ -252,7 +271,7 @@ class Distiller(Trainer):
         for v in per_source.values():
             v["cosine"] = sum(v["per_pair"]) / len(v["per_pair"])
         return {"cosine": sum(per_pair) / len(per_pair), "per_pair": per_pair, "sources": per_source,
-                "skipped": skips.count() + undecodable}
+                "skipped": skips.count()}
 
     def _evaluate_main(self, step: int, writer) -> None:
         result = self._held_out_cosine()
@@ -322,6 +341,8 @@ class Distiller(Trainer):
                          f"| {after['cosine']:.4f} |")
         if self.skips.count():
             lines += ["", f"{self.skips.count()} training records skipped: see skips.md."]
+        if after is not None and after.get("skipped"):
+            lines += ["", f"{after['skipped']} held-out records skipped (left out of the cosine): see held_out/skips.md."]
         text_only = sum(self.text_only.values())
         if text_only:
             lines += ["", f"{text_only} text-only training records left out (nothing to distil on)."]

@@ -394,3 +394,24 @@ def test_bfloat16_towers_feed_float32_projections():
     assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
     loss.sum().backward()
     assert distiller.projections[0].weight.grad is not None and distiller.projections[0].weight.dtype == torch.float32
+
+
+def test_missing_held_out_images_are_counted_and_held_to_the_limit(tmp_path, data_dir, capsys):
+    """Missing held-out images were left out of the cosine without a word (skips.md said nothing was skipped,
+    even with every image gone); they now count against data.max_bad_fraction as training's and eval's do."""
+    import shutil
+
+    shutil.copytree(data_dir / "data", tmp_path / "data")
+    held = tmp_path / "data" / "landcover" / "test.jsonl"
+    for line in held.read_text().splitlines()[:2]:
+        (held.parent / json.loads(line)["image"]).unlink()
+    path = write_recipe(tmp_path, data_dir, steps=1, save_every=1)
+    from adapt.data.samples import DataQualityError
+
+    with pytest.raises(DataQualityError, match=r"held-out images \(data.eval_sources\): too many bad records"):
+        distill(load_recipe(path), progress=False)
+    assert "landcover" in (tmp_path / "out" / "held_out" / "skips.md").read_text()
+    shutil.rmtree(tmp_path / "out")
+    distill(load_recipe(path, ["data.max_bad_fraction=0.5"]), progress=False)
+    assert "warning: 2 held-out record(s) skipped" in capsys.readouterr().out
+    assert "2 held-out records skipped" in (tmp_path / "out" / "report.md").read_text()
