@@ -39,9 +39,9 @@ from domains.files import process_alive
 from model import PocketVLM, VLMProcessor, save
 from model.checkpoints.checksums import CHECKSUMS, write_checksums
 from model.checkpoints.io import honour_umask
-from model.checkpoints.mobilevlm import TOWER_FOLDER, export_mobilevlm
-from model.checkpoints.native import SIDECAR, export_native
-from model.checkpoints.original import export_original
+from model.checkpoints.mobilevlm import TOWER_FOLDER, check_exportable, export_mobilevlm
+from model.checkpoints.native import SIDECAR, export_native, native_config
+from model.checkpoints.original import export_original, original_config
 from model.errors import ModelConfigError, PocketAdaptError
 
 FORMATS = {
@@ -80,6 +80,7 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
     writer = _writer(fmt, out, **options)
     vlm = merge_lora(vlm)
     if fmt in FIXED_LAYOUTS:
+        _check_layout(vlm, fmt)  # a projector or tower the layout has no place for is the first thing said
         fold_vision_adapter(vlm, fmt)
     check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +132,16 @@ def check_target(out: Path, force: bool, source: str | os.PathLike | None = None
 # Formats whose projector keys are fixed by another tool: a vision adapter (`AdaptedProjector`) has no slot there,
 # so it is folded into the projector's first Linear or the export is refused.
 FIXED_LAYOUTS = ("hf", "internvl", "gguf", "mobilevlm")
+
+
+def _check_layout(vlm: PocketVLM, fmt: str) -> None:
+    """The layout's own refusal of the model's tower, projector or template (`ExportError`), before anything else."""
+    check = {"mobilevlm": check_exportable, "internvl": original_config, "hf": native_config}.get(fmt)
+    try:
+        if check is not None:
+            check(vlm.config)
+    except PocketAdaptError as err:
+        raise ExportError(f"cannot export to {fmt}: {err}") from None
 
 
 def fold_vision_adapter(vlm: PocketVLM, fmt: str) -> None:

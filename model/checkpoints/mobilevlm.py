@@ -146,7 +146,7 @@ def check_exportable(config: PocketVLMConfig) -> None:
     if config.projector_type != "ldpv2":
         raise CheckpointError(
             f"{where} has an LDPv2 connector (ldpv2, mm_projector_type 'ldpnetv2'); this model's projector is "
-            f"{config.projector_type!r}: export it as pocket (or hf / internvl for InternVL models)"
+            f"{config.projector_type!r}: export it as pocket (or hf / internvl for InternVL models with the pixel-shuffle MLP)"
         )
     if config.vision_config.model_type != "clip_vision_model":
         raise CheckpointError(f"{where} needs a CLIP vision tower, not {config.vision_config.model_type!r}")
