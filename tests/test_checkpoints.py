@@ -28,6 +28,7 @@ from model.checkpoints.original import export_original, fuse_internlm2_wqkv
 from model.vlm import PocketVLM
 
 from .conftest import (
+    TILE,
     original_layout_config,
     original_layout_tensors,
     randomize_,
@@ -478,3 +479,23 @@ def test_a_training_checkpoint_is_named_as_one(tmp_path):
     (tmp_path / "checkpoint-40" / "trainable.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"checkpoint-40: a training checkpoint .* use the run's final/ folder"):
         model.load(tmp_path / "checkpoint-40")
+
+
+def test_a_native_checkpoint_without_preprocessor_config_tiles_at_its_towers_size(tmp_path, native_dir, prompt_inputs):
+    """`save_pretrained` of model and tokenizer writes no preprocessor_config.json: the tiles were 448 px whatever the
+    tower took, and every image then failed as 'image tokens and image features disagree'. The tower's size is used;
+    a preprocessor_config.json that disagrees with the tower is refused at load, naming both."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(native_dir, bare)
+    (bare / "preprocessor_config.json").unlink()
+    vlm, processor = model.load(bare)
+    assert processor.tiling.tile_size == TILE != 448 and processor.tiling.max_tiles == 12  # InternVL's default cap
+    reference, _ = model.load(native_dir)
+    assert torch.equal(logits_of(vlm, prompt_inputs), logits_of(reference, prompt_inputs))
+    pre = json.loads((native_dir / "preprocessor_config.json").read_text())
+    pre["size"] = {"height": 448, "width": 448}
+    (bare / "preprocessor_config.json").write_text(json.dumps(pre))
+    with pytest.raises(CheckpointError, match=rf"448 px tiles, but the vision tower takes {TILE} px images"):
+        model.load(bare)

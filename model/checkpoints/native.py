@@ -58,12 +58,17 @@ def ours_to_native(key: str) -> str:
 
 def config_from_native(native: InternVLConfig, directory: Path) -> PocketVLMConfig:
     sidecar = read_json(directory / SIDECAR) if (directory / SIDECAR).is_file() else {}
-    tiling = sidecar.get("tiling") or tiling_from_preprocessor(directory)
+    tower = native.vision_config.image_size
+    tower = int(tower[0] if isinstance(tower, (list, tuple)) else tower)
+    tiling = sidecar.get("tiling") or tiling_from_preprocessor(directory, tower)
+    source = SIDECAR if sidecar.get("tiling") else "preprocessor_config.json"
     try:
         tiling = TilingConfig.from_dict(tiling).to_dict()
     except TilingError as err:
-        source = SIDECAR if sidecar.get("tiling") else "preprocessor_config.json"
         raise CheckpointError(f"{directory / source}: {err}") from None
+    if tiling["tile_size"] != tower:  # every image would end in a mismatch of image tokens and features
+        raise CheckpointError(f"{directory / source}: {tiling['tile_size']} px tiles, but the vision tower takes "
+                              f"{tower} px images (vision_config.image_size); make the two agree")
     return PocketVLMConfig(
         vision_config=native.vision_config,
         text_config=native.text_config,
@@ -81,16 +86,17 @@ def config_from_native(native: InternVLConfig, directory: Path) -> PocketVLMConf
     )
 
 
-def tiling_from_preprocessor(directory: Path) -> dict:
-    """Tiling from a `preprocessor_config.json` written for `GotOcr2ImageProcessor[Pil]`, if any."""
+def tiling_from_preprocessor(directory: Path, tile_size: int = 448) -> dict:
+    """Tiling from a `preprocessor_config.json` written for `GotOcr2ImageProcessor[Pil]`; without one (a
+    `save_pretrained` of the model and tokenizer only), InternVL's defaults at the tower's `tile_size`."""
     path = directory / "preprocessor_config.json"
     if not path.is_file():
-        return TilingConfig().to_dict()
+        return TilingConfig(tile_size=tile_size).to_dict()
     pre = read_json(path)
     size = pre.get("size") or {}
     try:
         return TilingConfig(
-            tile_size=int(size.get("height", 448)),
+            tile_size=int(size.get("height", tile_size)),
             min_tiles=int(pre.get("min_patches", 1)),
             max_tiles=int(pre.get("max_patches", 12)),
             mode="dynamic" if pre.get("crop_to_patches", True) else "resize",
