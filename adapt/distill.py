@@ -373,7 +373,7 @@ class Distiller(Trainer):
         parallel = " with DDP" if self.dist.world > 1 and self.recipe.distributed.strategy != "deepspeed" else ""
         if self.recipe.distributed.strategy == "deepspeed":
             parallel = f" with DeepSpeed ZeRO-{self.engine.zero_optimization_stage()}"
-        print(f"  {self.total_steps} steps x {self.samples_per_step} images ({self.steps_per_epoch} steps/epoch), "
+        print(f"  {self.total_steps} steps x {self.samples_per_step} images ({self.steps_per_epoch:.4g} steps/epoch), "
               f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
         if self.skips.count():
             print(self.skips.table(), flush=True)

@@ -258,8 +258,10 @@ class Trainer:
         self.source_names = sorted(self.records)
         self.micro_batch = t.batch_size
         self.samples_per_step = t.batch_size * t.grad_accum * self.dist.world
-        self.steps_per_epoch = max(1, len(self.plan) // self.samples_per_step)
-        self.total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1) * self.steps_per_epoch))
+        # a fraction where the epoch is no whole number of steps: `epochs` of the mixture are then trained in full
+        # (the step count rounded up, never down), and the logged epoch is samples seen / epoch size
+        self.steps_per_epoch = len(self.plan) / self.samples_per_step
+        self.total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1) * self.steps_per_epoch - 1e-9))
 
     def _prepare_run(self, param_groups: list[dict]) -> None:
         """AdamW over `param_groups` and the schedule, the resume from the newest checkpoint, the DDP / DeepSpeed
@@ -715,7 +717,7 @@ class Trainer:
             parallel = f" with DeepSpeed ZeRO-{self.engine.zero_optimization_stage()}"
         else:
             parallel = " with DDP" if self.dist.world > 1 else ""
-        print(f"  {self.total_steps} steps x {self.samples_per_step} samples ({self.steps_per_epoch} steps/epoch), "
+        print(f"  {self.total_steps} steps x {self.samples_per_step} samples ({self.steps_per_epoch:.4g} steps/epoch), "
               f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
         if self.skips.count():
             print(self.skips.table(), flush=True)

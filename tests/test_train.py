@@ -481,3 +481,25 @@ def test_a_data_error_in_a_data_parallel_run_is_one_line(tmp_path, data_dir):
     assert len(errors) == 1 and errors[0].startswith("adapt train: error: source") and "nope.jsonl" in errors[0]
     assert not [word for word in ("Traceback", "ChildFailedError", "Root Cause", "OMP_NUM_THREADS")
                 if word in run.stderr], run.stderr
+
+
+def test_epochs_are_trained_in_full_when_an_epoch_is_no_whole_number_of_steps(tmp_path, data_dir):
+    """7 samples an epoch at 4 a step: 2 epochs are 14 samples, 4 steps (16). The step count was rounded down
+    per epoch (1 step an epoch: 8 samples, 1.1 passes) and each step logged as a whole epoch."""
+    from adapt.train import Trainer
+
+    path = write_recipe(tmp_path, data_dir, steps=1, save_every=10)
+    recipe = load_recipe(path, ["training.max_steps=null", "training.epochs=2", "mixing.epoch_size=7",
+                                "training.batch_size=4", "training.grad_accum=1"])
+    trainer = Trainer(recipe, progress=False)
+    try:
+        assert trainer.steps_per_epoch == 7 / 4 and trainer.total_steps == 4
+    finally:
+        trainer.close()
+    even = Trainer(load_recipe(path, ["training.max_steps=null", "training.epochs=2", "mixing.epoch_size=8",
+                                      "training.batch_size=4", "training.grad_accum=1", "output.dir=even"]),
+                   progress=False)
+    try:
+        assert even.total_steps == 4  # a whole number of steps an epoch: exactly that
+    finally:
+        even.close()
