@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adapt {args.verb}: interrupted", file=sys.stderr)
         return 130
     except _Terminated:
-        print(f"adapt {args.verb}: terminated", file=sys.stderr)
+        if "LOCAL_RANK" not in os.environ:  # a data-parallel worker is stopped by its launcher, which says it
+            print(f"adapt {args.verb}: terminated", file=sys.stderr)
         return 143
     except BrokenPipeError:  # `adapt ... | head` closed the pipe: stop quietly, as other command-line tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
@@ -76,11 +77,15 @@ try:
     main(sys.argv[1:])
 except ChildFailedError as err:
     failures = sorted(err.failures.values(), key=lambda f: f.local_rank)
-    for f in failures:
-        if f.exitcode < 0:  # killed (the out-of-memory killer, a kill -9): it could not say so itself
-            print(f"adapt: the process of rank {f.rank} was killed by {signal.Signals(-f.exitcode).name}",
+    said = next((f.exitcode for f in failures if f.exitcode > 0), None)  # a worker that failed and said why
+    if said is None:  # killed (the out-of-memory killer, a kill -9): no worker could say so itself
+        killed = [f for f in failures if f.exitcode < 0]
+        first = [f for f in killed if -f.exitcode != signal.SIGTERM] or killed  # torchrun SIGTERMs the others
+        if first:
+            f = first[0]
+            print(f"adapt: the process of local rank {f.local_rank} was killed by {signal.Signals(-f.exitcode).name}",
                   file=sys.stderr)
-    sys.exit(next((f.exitcode for f in failures if f.exitcode > 0), 1))
+    sys.exit(said or 1)
 """
 
 

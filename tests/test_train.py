@@ -503,3 +503,23 @@ def test_epochs_are_trained_in_full_when_an_epoch_is_no_whole_number_of_steps(tm
         assert even.total_steps == 4  # a whole number of steps an epoch: exactly that
     finally:
         even.close()
+
+
+@pytest.mark.parametrize("script,said", [
+    ("import os, sys, time\nif os.environ['RANK'] == '0':\n    print('boom', file=sys.stderr); sys.exit(3)\n"
+     "time.sleep(60)\n", "boom"),
+    ("import os, signal, time\nif os.environ['RANK'] == '1':\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+     "time.sleep(60)\n", "adapt: the process of local rank 1 was killed by SIGKILL"),
+])
+def test_the_data_parallel_launcher_says_what_failed_once(tmp_path, script, said):
+    """A worker that failed has said why; one killed by a signal could not, so the launcher names it (not the peer
+    torchrun then stopped with SIGTERM), and torchrun's own traceback never shows (it crashed, naming a field
+    ProcessFailure does not have, when a peer was killed before it could say anything)."""
+    from adapt.cli import _TORCHRUN
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(script)
+    run = subprocess.run([sys.executable, "-c", _TORCHRUN, "--standalone", "--nproc_per_node=2", str(worker)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == (3 if said == "boom" else 1)
+    assert run.stderr.strip() == said, run.stderr
