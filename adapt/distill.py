@@ -208,19 +208,24 @@ class Distiller(Trainer):
     # ------------------------------------------------------------------ held-out cosine
     def _held_out_records(self) -> tuple[dict[str, list[Record]], SkipLog]:
         """The held-out records with images, and what reading skipped (held to data.max_bad_fraction, as the
-        training sources and `adapt eval`'s are: a missing image is never left out of the cosine unsaid)."""
+        training sources and `adapt eval`'s are: a missing image is never left out of the cosine unsaid); read
+        once per run, for the evaluation before, every eval.every steps and after."""
+        if getattr(self, "_held_out", None) is not None:
+            return self._held_out
         skips = SkipLog()
         out = {}
         for spec in source_specs(self.recipe.data.eval_sources):
             records = [r for r in read_source(spec, skips) if r.images]
             out[spec.name] = records[: self.recipe.eval.max_images] if self.recipe.eval.max_images else records
         self._check_held_out(skips, {name: len(rs) for name, rs in out.items()})
-        return out, skips
+        self._held_out = out, skips
+        return self._held_out
 
     def _check_held_out(self, skips: SkipLog, kept: dict[str, int]) -> None:
-        """Save the held-out skips (``held_out/skips.md``), say them, and stop past data.max_bad_fraction."""
-        if not skips.count():
+        """Save the held-out skips (``held_out/skips.md``), say them once, and stop past data.max_bad_fraction."""
+        if skips.count() <= getattr(self, "_held_out_said", 0):
             return
+        self._held_out_said = skips.count()
         folder = self.out_dir / "held_out"
         skips.save(folder)
         try:

@@ -136,6 +136,7 @@ def predict(
     from .domains_bridge import register_domain_metrics
 
     register_domain_metrics()  # domain plugins' task scorers (e.g. rsvqa per question type)
+    known_tasks = registered_tasks()
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     records = list(records)
@@ -167,9 +168,9 @@ def predict(
                     skipped.append((k, Skipped(record.source, record.line, str(exc))))
                     bar.update(1)
                     continue
-                if infer_task(record) not in registered_tasks():  # said before the model spends time on it
+                if infer_task(record) not in known_tasks:  # said before the model spends time on it
                     skipped.append((k, Skipped(record.source, record.line, f"no scorer for task {infer_task(record)!r}; "
-                                               f"known: {', '.join(registered_tasks())}", NO_SCORER)))
+                                               f"known: {', '.join(known_tasks)}", NO_SCORER)))
                     bar.update(1)
                     continue
                 conversation, reference = split_for_eval(record)

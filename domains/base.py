@@ -29,7 +29,10 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import inspect
+import os
 import re
+import shutil
+import tempfile
 import types
 import typing
 import warnings
@@ -370,10 +373,6 @@ class DomainPlugin:
         downloaded there, an earlier synthesis with other options) is refused with :class:`DomainError`, and
         nothing is moved, unless `force`, which replaces it: two generations never mix and nothing is overwritten
         without a word. Returns the generator's result with its paths in `out`."""
-        import os
-        import shutil
-        import tempfile
-
         if self.synthetic is None:
             raise DomainError(f"domain {self.name!r} has no synthetic-data generator")
         check_options(self.synthetic, options, f"the {self.name} generator", positional=1)
