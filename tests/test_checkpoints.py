@@ -499,3 +499,25 @@ def test_a_native_checkpoint_without_preprocessor_config_tiles_at_its_towers_siz
     (bare / "preprocessor_config.json").write_text(json.dumps(pre))
     with pytest.raises(CheckpointError, match=rf"448 px tiles, but the vision tower takes {TILE} px images"):
         model.load(bare)
+
+
+def test_a_hub_preprocessor_config_with_crop_to_patches_false_still_tiles(tmp_path, native_dir, example_image):
+    """transformers' converter saved the `-hf` checkpoints' image processor with GotOcr2's default
+    ``crop_to_patches: false``; InternVLProcessor sets it true at every call, so transformers tiles them. It was read
+    as one squashed tile per image (256 tokens where transformers gives 9 tiles to a 1600x900 picture)."""
+    import shutil
+
+    from transformers import GotOcr2ImageProcessorPil, InternVLProcessor
+
+    assert InternVLProcessor.images_kwargs == {"crop_to_patches": True}  # the upstream fact relied on
+    hub = tmp_path / "hub"
+    shutil.copytree(native_dir, hub)
+    (hub / "preprocessor_config.json").unlink()
+    GotOcr2ImageProcessorPil(size={"height": TILE, "width": TILE}, max_patches=6, image_mean=[0.485, 0.456, 0.406],
+                             image_std=[0.229, 0.224, 0.225]).save_pretrained(hub)  # as the converter writes it
+    assert json.loads((hub / "preprocessor_config.json").read_text())["crop_to_patches"] is False
+    _, processor = model.load(hub)
+    assert processor.tiling.mode == "dynamic" and processor.tiling.max_tiles == 6
+    wide = example_image.resize((3 * TILE, TILE))
+    reference = GotOcr2ImageProcessorPil.from_pretrained(hub)(wide, crop_to_patches=True, return_tensors="pt")
+    assert processor.tiles_for_sizes([wide.size]) == [reference["pixel_values"].shape[0]] == [4]  # 3 tiles + thumbnail

@@ -88,7 +88,11 @@ def config_from_native(native: InternVLConfig, directory: Path) -> PocketVLMConf
 
 def tiling_from_preprocessor(directory: Path, tile_size: int = 448) -> dict:
     """Tiling from a `preprocessor_config.json` written for `GotOcr2ImageProcessor[Pil]`; without one (a
-    `save_pretrained` of the model and tokenizer only), InternVL's defaults at the tower's `tile_size`."""
+    `save_pretrained` of the model and tokenizer only), InternVL's defaults at the tower's `tile_size`.
+
+    Always InternVL's dynamic tiling: the file's ``crop_to_patches`` is GotOcr2's own default (false in the files
+    transformers' converter wrote for the ``-hf`` checkpoints), which ``InternVLProcessor`` overrides with true at
+    every call (its ``images_kwargs``), so transformers tiles these models whatever the file says."""
     path = directory / "preprocessor_config.json"
     if not path.is_file():
         return TilingConfig(tile_size=tile_size).to_dict()
@@ -99,7 +103,7 @@ def tiling_from_preprocessor(directory: Path, tile_size: int = 448) -> dict:
             tile_size=int(size.get("height", tile_size)),
             min_tiles=int(pre.get("min_patches", 1)),
             max_tiles=int(pre.get("max_patches", 12)),
-            mode="dynamic" if pre.get("crop_to_patches", True) else "resize",
+            mode="dynamic",
             mean=tuple(pre.get("image_mean", IMAGENET_MEAN)),
             std=tuple(pre.get("image_std", IMAGENET_STD)),
         ).to_dict()
