@@ -2,9 +2,12 @@
 
 Converters only read their sources and make re-runs cheap and exact: outputs are written through a temporary
 file and renamed (a killed run leaves no half file), JSONL is rewritten only when its bytes change, and an
-output newer than its sources -- and, for images, made with the same options (:func:`output_key`) -- is reused.
-Freshness is judged by modification times, as ``make`` does: a source replaced by a file carrying an *older* time
-(``tar x``, ``rsync -a``, ``cp -p`` of an earlier download) is not noticed; convert into a fresh ``--out`` then.
+output made from its sources as they are now -- and, for images, with the same options (:func:`output_key`) --
+is reused. An output made from sources (:func:`write_output`) carries the newest source's modification time, as
+``cp -p`` would; it is fresh only while that time is still the newest source's to the nanosecond, so a source
+replaced by any other file -- one with an *older* time included (``tar x``, ``rsync -a``, ``cp -p`` of an
+earlier download) -- is converted again. An output made from several files also records each one's size and
+time (:func:`source_stamp`).
 
 Written files get the permissions the umask gives any new file (not 0600). A temporary file is named
 ``.<name>.<pid>-<token>.part``; a failed write removes its own, and :func:`remove_stale_parts` (run by
@@ -37,8 +40,8 @@ from PIL.PngImagePlugin import PngInfo
 from domains.base import DomainError, SkipInput
 
 __all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "files_inside", "image_size", "inside_root", "is_fresh",
-           "link_or_copy", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "save_png", "split_of",
-           "stored_key", "unique_stems", "write_jsonl", "write_splits"]
+           "link_or_copy", "newest_time", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
+           "split_of", "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits"]
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 PATH_ESCAPES = "path escapes data root"  # the report reason of a name refused by inside_root
@@ -71,8 +74,9 @@ def _name_target(exc: BaseException, path: Path) -> None:
         exc.filename = str(path)
 
 
-def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) -> None:
-    """Write `path` with ``write(file)`` through a temporary file in the same folder, then rename it.
+def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, mtime_ns: int | None = None) -> None:
+    """Write `path` with ``write(file)`` through a temporary file in the same folder, then rename it; with
+    `mtime_ns`, the file carries that modification time from the moment it appears.
 
     On any failure (Ctrl-C included) the temporary file is removed and `path` is left as it was; an
     ``OSError`` without a file name gets `path` as its ``filename``.
@@ -82,6 +86,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True) 
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             write(f)
+        if mtime_ns is not None:
+            os.utime(tmp, ns=(time.time_ns(), mtime_ns))
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -142,7 +148,7 @@ def output_key(**options: Any) -> str:
 
 
 def stored_key(path: Path) -> str | None:
-    """The :func:`output_key` a PNG was saved with (:func:`save_png`), or None."""
+    """The :func:`output_key` a PNG was made with (:func:`png_bytes`), or None."""
     try:
         with Image.open(path) as im:
             return im.info.get(KEY_CHUNK)
@@ -199,13 +205,37 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
     return report
 
 
+def _paths(sources: Path | Iterable[Path]) -> list[Path]:
+    return [Path(sources)] if isinstance(sources, (str, os.PathLike)) else [Path(s) for s in sources]
+
+
+def newest_time(sources: Path | Iterable[Path]) -> int:
+    """The newest modification time (ns) of `sources`; the time :func:`write_output` gives what it makes of them."""
+    return max(p.stat().st_mtime_ns for p in _paths(sources))
+
+
+def source_stamp(sources: Path | Iterable[Path]) -> str:
+    """A digest of each source's size and modification time, in order: stored in an output made from several
+    files (where one time cannot tell which of them was replaced) and compared by its writer on re-runs."""
+    stats = [p.stat() for p in _paths(sources)]
+    return output_key(sources=[[st.st_size, st.st_mtime_ns] for st in stats])
+
+
+def write_output(dst: Path, data: bytes, sources: Path | Iterable[Path]) -> None:
+    """Write `data`, made from `sources`, to `dst` atomically, with the newest source's modification time
+    (:func:`is_fresh` then knows it was made from these files as they are now)."""
+    atomic_write(dst, lambda f: f.write(data), mtime_ns=newest_time(sources))
+
+
 def is_fresh(dst: Path, sources: Path | Iterable[Path], key: str | None = None) -> bool:
-    """True when `dst` exists, is not empty, is not older than any of `sources` and, with `key`, is a PNG
-    saved with that :func:`output_key` (an image made with other options is stale whatever its age)."""
-    sources = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    """True when `dst` exists, is not empty, carries exactly the newest modification time of `sources` (as
+    :func:`write_output`, a hard link or ``cp -p`` leave it: a source replaced by any other file since, whether
+    newer or older, makes it stale) and, with `key`, is a PNG saved with that :func:`output_key` (an image made
+    with other options is stale whatever its time). Without sources: exists and is not empty."""
+    sources = _paths(sources)
     try:
         st = dst.stat()
-        if not (st.st_size > 0 and all(st.st_mtime_ns >= Path(s).stat().st_mtime_ns for s in sources)):
+        if st.st_size == 0 or (sources and st.st_mtime_ns != newest_time(sources)):
             return False
     except OSError:
         return False
@@ -213,8 +243,9 @@ def is_fresh(dst: Path, sources: Path | Iterable[Path], key: str | None = None) 
 
 
 def png_bytes(img: Image.Image, key: str | None = None) -> bytes:
-    """The bytes :func:`save_png` writes for `img` (same options, same `key` chunk), made in memory: a converter
-    step computed in a worker process (:mod:`domains.parallel`) returns them and the converter writes them."""
+    """`img` as PNG bytes (:data:`PNG_OPTIONS`; `key`, an :func:`output_key`, in a text chunk for :func:`is_fresh`),
+    made in memory: a converter step computed in a worker process (:mod:`domains.parallel`) returns them and the
+    converter writes them (:func:`write_output`)."""
     info = None
     if key is not None:
         info = PngInfo()
@@ -222,15 +253,6 @@ def png_bytes(img: Image.Image, key: str | None = None) -> bytes:
     buf = io.BytesIO()
     img.save(buf, **PNG_OPTIONS, pnginfo=info)
     return buf.getvalue()
-
-
-def save_png(img: Image.Image, path: Path, key: str | None = None) -> None:
-    """Save `img` as PNG atomically; `key` (an :func:`output_key`) is stored in a text chunk for :func:`is_fresh`."""
-    info = None
-    if key is not None:
-        info = PngInfo()
-        info.add_text(KEY_CHUNK, key)
-    atomic_write(path, lambda f: img.save(f, **PNG_OPTIONS, pnginfo=info))
 
 
 def files_inside(root: Path, paths: Iterable[Path], report) -> list[Path]:
@@ -272,8 +294,8 @@ def image_size(path: Path) -> tuple[int, int]:
 
 def link_or_copy(src: Path, dst: Path, mode: str = "hardlink") -> None:
     """Put `src` at `dst`: a hard link (``mode="hardlink"``, falling back to a copy across file systems) or a
-    copy (``"copy"``, which keeps the source's mode as ``cp -p`` does). An existing `dst` of the same size, not
-    older than `src`, is kept."""
+    copy (``"copy"``, which keeps the source's mode and time as ``cp -p`` does). An existing `dst` of the same
+    size and time as `src` (:func:`is_fresh`) is kept."""
     if mode not in ("hardlink", "copy"):
         raise DomainError(f"link mode must be 'hardlink' or 'copy', got {mode!r}")
     try:

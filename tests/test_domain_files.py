@@ -23,8 +23,10 @@ from domains.files import (
     is_fresh,
     link_or_copy,
     output_key,
+    png_bytes,
     remove_stale_parts,
-    save_png,
+    source_stamp,
+    write_output,
     write_splits,
 )
 
@@ -42,7 +44,7 @@ def _mode(path: Path) -> int:
 
 def test_atomic_writes_honour_the_umask(tmp_path, umask_022):
     atomic_write(tmp_path / "a.jsonl", lambda f: f.write(b"{}\n"))
-    save_png(Image.new("RGB", (2, 2)), tmp_path / "b.png")
+    write_output(tmp_path / "b.png", png_bytes(Image.new("RGB", (2, 2))), tmp_path / "a.jsonl")
     assert _mode(tmp_path / "a.jsonl") == 0o644 and _mode(tmp_path / "b.png") == 0o644
     os.umask(0o077)
     atomic_write(tmp_path / "c.jsonl", lambda f: f.write(b"{}\n"))
@@ -143,11 +145,45 @@ def test_output_key_and_freshness(tmp_path):
     assert key == output_key(resize=None, stretch=(2, 98), bands=["B04", "B03", "B02"])  # order-free
     assert key != output_key(bands=[8, 4, 3], stretch=(2, 98), resize=None)
     dst = tmp_path / "a.png"
-    save_png(Image.new("RGB", (2, 2)), dst, key=key)
+    write_output(dst, png_bytes(Image.new("RGB", (2, 2)), key), src)
     assert is_fresh(dst, [src]) and is_fresh(dst, [src], key=key)
     assert not is_fresh(dst, [src], key=output_key(bands=[8, 4, 3], stretch=(2, 98), resize=None))
-    save_png(Image.new("RGB", (2, 2)), tmp_path / "b.png")  # written without a key: never fresh for one
+    write_output(tmp_path / "b.png", png_bytes(Image.new("RGB", (2, 2))), src)  # without a key: never fresh for one
     assert not is_fresh(tmp_path / "b.png", [src], key=key)
+
+
+def _replace_with_time(path: Path, data: bytes, mtime_ns: int) -> None:
+    """Replace `path` by another file carrying `mtime_ns`, as ``tar x`` or ``cp -p`` of another download does."""
+    other = path.with_name(path.name + ".new")
+    other.write_bytes(data)
+    os.utime(other, ns=(mtime_ns, mtime_ns))
+    os.replace(other, path)
+
+
+def test_an_output_is_stale_once_its_source_is_replaced_by_an_older_or_a_newer_file(tmp_path):
+    src = tmp_path / "a.tif"
+    src.write_bytes(b"raw")
+    t = src.stat().st_mtime_ns
+    dst = tmp_path / "a.png"
+    write_output(dst, b"made from raw", src)
+    assert dst.stat().st_mtime_ns == t and is_fresh(dst, src)
+    _replace_with_time(src, b"other", t - 10**12)  # an older download unpacked over it
+    assert not is_fresh(dst, src)
+    write_output(dst, b"made from other", src)
+    assert is_fresh(dst, src)
+    _replace_with_time(src, b"third", t + 10**9)
+    assert not is_fresh(dst, src)
+    # several sources: the output carries the newest time, so replacing an older one is noticed by the stamp
+    a, b = tmp_path / "cam_a.jpg", tmp_path / "cam_b.jpg"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    os.utime(a, ns=(t, t))
+    os.utime(b, ns=(t + 10**9, t + 10**9))
+    stamp = source_stamp([a, b])
+    write_output(dst, b"stitched", [a, b])
+    assert dst.stat().st_mtime_ns == t + 10**9 and is_fresh(dst, [a, b])
+    _replace_with_time(a, b"A", t - 10**9)
+    assert is_fresh(dst, [a, b]) and source_stamp([a, b]) != stamp
 
 
 def test_write_splits_writes_nothing_when_every_split_is_empty(tmp_path):

@@ -414,11 +414,11 @@ def test_stitched_encoding_reruns_and_option_errors(raw, tmp_path):
     out = tmp_path / "out"
     jpg = lambda: next((out / "images" / "drivelm" / "stitch").glob("*.jpg"))  # noqa: E731
     convert_drivelm(src, out, nuscenes_root=raw / "nuscenes", image_format="jpeg", progress=False)
-    first = jpg().stat().st_mtime_ns
+    first = jpg().stat().st_ino  # a written file is a new one renamed into place (its time is the cameras')
     convert_drivelm(src, out, nuscenes_root=raw / "nuscenes", image_format="jpeg", progress=False)
-    assert jpg().stat().st_mtime_ns == first  # same quality: reused
+    assert jpg().stat().st_ino == first  # same quality: reused
     convert_drivelm(src, out, nuscenes_root=raw / "nuscenes", image_format="jpeg", jpeg_quality=70, progress=False)
-    assert jpg().stat().st_mtime_ns != first  # another quality: rewritten
+    assert jpg().stat().st_ino != first  # another quality: rewritten
     with Image.open(jpg()) as im:
         assert b"quality=70" in im.info["comment"]
     for options, needle in (({"jpeg_quality": 90}, "applies to image_format=jpeg"),
@@ -444,3 +444,28 @@ def test_a_truncated_camera_file_is_skipped_in_every_view_mode(raw, tmp_path, vi
     assert str(cam) in report.examples["unreadable camera image"][0]
     recs = [json.loads(line) for path in report.outputs.values() for line in path.read_text().splitlines()]
     assert recs and not any(cam.name in json.dumps(r["image"]) for r in recs)
+
+
+@pytest.mark.parametrize("view_mode", ["stitched", "multi"])
+def test_a_camera_replaced_by_an_older_file_is_converted_again(raw, tmp_path, view_mode):
+    """A camera file replaced by another picture carrying an older time (``tar x`` / ``cp -p`` of an earlier
+    download) was taken as converted: the output was newer than every source."""
+    drivelm = _copy_raw(raw, tmp_path)
+    src, frame = _one_frame(raw, drivelm)
+    out = tmp_path / "out"
+    convert_drivelm(src, out, view_mode=view_mode, camera_order="drivelm", progress=False)
+    cam = drivelm / frame["image_paths"]["CAM_BACK"]
+    times = [(drivelm / p).stat().st_mtime_ns for p in frame["image_paths"].values()]
+    with Image.open(cam) as im:
+        flipped = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    cam.unlink()  # a hard link to the module's raw data: replace it, never write through it
+    flipped.save(cam, format="JPEG", quality=90)
+    os.utime(cam, ns=(min(times) - 10**9, min(times) - 10**9))  # older than every camera and every output
+    report = convert_drivelm(src, out, view_mode=view_mode, camera_order="drivelm", progress=False)
+    rec = _records(report.outputs["train"])[0]
+    if view_mode == "stitched":
+        cams = {c: Image.open(drivelm / p) for c, p in frame["image_paths"].items()}
+        assert np.array_equal(_pixels(out / rec["image"]), np.asarray(stitch_cameras(cams)).astype(np.int16))
+    else:
+        back = next(rel for rel in rec["image"] if Path(rel).parent.name == "CAM_BACK")
+        assert (out / back).read_bytes() == cam.read_bytes()

@@ -54,6 +54,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.driving import layout
@@ -71,7 +72,16 @@ from domains.driving.layout import (
     to_stitched,
 )
 from domains.driving.nuscenes import hash_split
-from domains.files import atomic_write, check_image, inside_root, is_fresh, link_or_copy, write_splits
+from domains.files import (
+    KEY_CHUNK,
+    check_image,
+    inside_root,
+    is_fresh,
+    link_or_copy,
+    source_stamp,
+    write_output,
+    write_splits,
+)
 from domains.parallel import Prefetch, check_workers
 from model.tiling import ImageLoadError, load_image
 
@@ -252,20 +262,27 @@ class StitchEncoding:
         self.suffix = ".png" if fmt == "png" else ".jpg"
         self.key = f"pocket-adapt stitch jpeg quality={self.jpeg_quality} subsampling=4:4:4".encode()
 
-    def save(self, image: Image.Image, f) -> None:
+    def save(self, image: Image.Image, f, stamp: str) -> None:
+        """Encode `image` into `f`, recording `stamp` (:func:`~domains.files.source_stamp` of the six cameras)."""
         if self.format == "png":
-            image.save(f, format="PNG", compress_level=self.png_level)
+            info = PngInfo()
+            info.add_text(KEY_CHUNK, stamp)
+            image.save(f, format="PNG", compress_level=self.png_level, pnginfo=info)
         else:
-            image.save(f, format="JPEG", quality=self.jpeg_quality, subsampling=0, comment=self.key)
+            image.save(f, format="JPEG", quality=self.jpeg_quality, subsampling=0, comment=self._comment(stamp))
 
-    def made(self, path: Path) -> bool:
-        """True when `path` is a whole stitched frame this encoding would write (PNG: any level)."""
+    def _comment(self, stamp: str) -> bytes:
+        return self.key + b" sources=" + stamp.encode()
+
+    def made(self, path: Path, stamp: str) -> bool:
+        """True when `path` is a whole stitched frame this encoding would write (PNG: any level) from the cameras
+        `stamp` describes (a camera file replaced since, by a newer or an older one, makes it stale)."""
         with Image.open(path) as im:
             if im.size != STITCHED_SIZE:
                 return False
             if self.format == "jpeg":
-                return im.format == "JPEG" and im.info.get("comment") == self.key
-            return im.format == "PNG"
+                return im.format == "JPEG" and im.info.get("comment") == self._comment(stamp)
+            return im.format == "PNG" and im.info.get(KEY_CHUNK) == stamp
 
 
 def _whole(value: Any, name: str, lo: int, hi: int) -> int:
@@ -295,7 +312,12 @@ class _Frames:
             return [(paths[cam][0], check_image, (paths[cam][0],)) for cam in self.order]
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{scene}_{frame}")
         dst = self.out / f"images/{self.dataset}/stitch/{name}{self.encoding.suffix}"
-        return [(dst, _stitch_step, (tuple(paths[c][0] for c in STITCH_ORDER), self.encoding))]
+        sources = tuple(paths[c][0] for c in STITCH_ORDER)
+        try:
+            stamp = source_stamp(sources)
+        except OSError:
+            return []  # a missing camera: _write says which
+        return [(dst, _stitch_step, (sources, self.encoding, stamp))]
 
     def images(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]):
         key = (scene, frame)
@@ -320,15 +342,16 @@ class _Frames:
             rel = f"images/{self.dataset}/stitch/{name}{enc.suffix}"
             dst = self.out / rel
             sources = [paths[c][0] for c in STITCH_ORDER]
+            stamp = source_stamp(sources)
             try:
-                if is_fresh(dst, sources) and enc.made(dst):
+                if is_fresh(dst, sources) and enc.made(dst, stamp):
                     return [rel], [STITCHED_SIZE]
             except (OSError, UnidentifiedImageError):
                 pass  # damaged output: write it again
-            got = (self.pf or Prefetch()).get(dst, _stitch_step, tuple(sources), enc)
+            got = (self.pf or Prefetch()).get(dst, _stitch_step, tuple(sources), enc, stamp)
             if isinstance(got, tuple):  # (index of the unreadable camera, why)
                 raise _Skip("unreadable camera image", str(sources[got[0]]), got[1])
-            atomic_write(dst, lambda f: f.write(got))
+            write_output(dst, got, sources)
             return [rel], [STITCHED_SIZE]
         rels, sizes = [], []
         for cam in self.order:
@@ -345,7 +368,7 @@ class _Frames:
         return rels, sizes
 
 
-def _stitch_step(sources: tuple[Path, ...], enc: StitchEncoding) -> bytes | tuple[int, str]:
+def _stitch_step(sources: tuple[Path, ...], enc: StitchEncoding, stamp: str) -> bytes | tuple[int, str]:
     """The expensive, pure part of a stitched frame (a worker's with ``workers > 1``): read the six cameras
     (``STITCH_ORDER``), stitch, encode with `enc`; the file's bytes, or (index of an unreadable camera, why)."""
     import io
@@ -357,7 +380,7 @@ def _stitch_step(sources: tuple[Path, ...], enc: StitchEncoding) -> bytes | tupl
         except ImageLoadError as exc:
             return k, str(exc)
     buf = io.BytesIO()
-    enc.save(stitch_cameras(cams), buf)
+    enc.save(stitch_cameras(cams), buf, stamp)
     return buf.getvalue()
 
 

@@ -88,7 +88,6 @@ from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import render_ref_box
 from domains.files import (
     PNG_OPTIONS,
-    atomic_write,
     check_held_out_fraction,
     check_image,
     files_inside,
@@ -98,6 +97,7 @@ from domains.files import (
     safe_name,
     split_of,
     unique_stems,
+    write_output,
     write_splits,
 )
 from domains.parallel import Prefetch
@@ -226,7 +226,7 @@ def _copy_image(src: Path, out: Path, rel_stem: str, pf: Prefetch | None = None)
         except (UnidentifiedImageError, OSError):
             pass  # damaged output: write it again
     data, size = (pf or Prefetch()).get(dst, _copy_step, src, keep)
-    atomic_write(dst, lambda f: f.write(data))
+    write_output(dst, data, src)
     return rel, size
 
 
@@ -353,7 +353,7 @@ class _Dicom:
             data, size, regions = (self.pf or Prefetch()).get(dst, _render_step, path, window, frame, redact)
             if redact:
                 self.redacted[key] = regions
-            atomic_write(dst, lambda f: f.write(data))
+            write_output(dst, data, path)
             self.renders[key] = (rel, size)
             return self.renders[key]
         except SkipInput as exc:

@@ -38,7 +38,6 @@ from PIL import Image, UnidentifiedImageError
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, clip_box, render_ref_box, to_grid
 from domains.files import (
-    atomic_write,
     check_held_out_fraction,
     files_inside,
     image_size,
@@ -50,6 +49,7 @@ from domains.files import (
     split_of,
     unique_stems,
     write_jsonl,
+    write_output,
     write_splits,
 )
 from domains.parallel import Prefetch, check_workers
@@ -155,7 +155,7 @@ def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[in
             pass  # a damaged output: write it again
     fn, args = step
     data, size = (pf or Prefetch()).get(dst, fn, *args)
-    atomic_write(dst, lambda f: f.write(data))
+    write_output(dst, data, src_img)
     return size
 
 
@@ -163,7 +163,7 @@ def _png_step(src_img: Path, key: str, bands: Sequence[int | str] | None = None,
               resize: int | None = None, exact: tuple[int, int] | None = None) -> tuple[bytes, tuple[int, int]]:
     """The expensive, pure part of one output image (runs in a worker with ``workers > 1``): read `src_img`
     (:func:`_load_rgb`), resize it (longer side `resize`, or to `exact` (W, H)), encode it as
-    :func:`~domains.files.save_png` would; returns (PNG bytes, (W, H)). Raises :class:`SkipInput`."""
+    :func:`~domains.files.png_bytes` does; returns (PNG bytes, (W, H)). Raises :class:`SkipInput`."""
     img = _load_rgb(src_img, bands, stretch)
     if exact is not None:
         img = img.resize(tuple(exact), Image.Resampling.BICUBIC)
