@@ -446,7 +446,9 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     in ``meta["original_name"]`` only. An id that is not a plain name under the tiles' folder
     (``../../etc/passwd``, a symlink pointing outside) is skipped as ``path escapes data root`` without being
     read. Only ``active`` questions, answers and images are used; a question's answer is
-    ``answers[answers_ids[0]]``.
+    ``answers[answers_ids[0]]``. A split file lists every id of the data set in order, the other splits' items as
+    bare ``{"id": n, "active": false}`` stand-ins: those are passed over without a word; an inactive question of
+    this split (one with its fields) is counted as ``inactive question``.
 
     `images_dir`: the tiles' folder (default: the first present of ``Data``, ``Images_HR``,
     ``dataUSGS_reduced`` for HR; ``Images_LR``, ``Data``, ``data_S2_reduced`` for LR). `resolution`: ``lr`` or
@@ -527,6 +529,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
             by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
             records: list[dict] = []
             for q in questions:
+                if isinstance(q, dict) and q.get("active") is False and set(q) <= {"id", "active"}:
+                    continue  # another split's question: the public split files list every id, in order
                 where = f"{qpath.name} question {q.get('id') if isinstance(q, dict) else '?'}"
                 if not isinstance(q, dict) or not all(k in q for k in ("id", "img_id", "question", "answers_ids")):
                     report.skip(where, "malformed record", f"{where}: needs id, img_id, question, answers_ids")

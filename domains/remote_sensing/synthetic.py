@@ -25,7 +25,9 @@ API::
     (HR) as 3-band uint8 GeoTIFFs. Records have the public fields (``id``, ``img_id``, ``type``,
     ``question``, ``answers_ids``, ``active``, ...); question types LR ``presence, comp, rural_urban,
     count``, HR ``presence, comp, count, area`` (area answers ``"<n>m2"``). One inactive question per split
-    is included (converters must drop it). `n` images in all, split 60/20/20. Default size 32 px.
+    is included (converters must drop it). As in the public files, a split file lists every id in order (the
+    list position is the id): another split's question, answer or image stands as ``{"id": n, "active": false}``.
+    `n` images in all, split 60/20/20. Default size 32 px.
 ``"dior_rsvg"``
     DIOR-RSVG-like: ``JPEGImages/{NNNNN}.jpg`` and VOC-style ``Annotations/{NNNNN}.xml`` whose ``<object>`` s
     carry ``<name>``, ``<bndbox>`` (``xmin ymin xmax ymax``) and a ``<description>`` referring expression;
@@ -192,6 +194,7 @@ def _rsvqa(out: Path, n: int, seed: int, size: int, hr: bool) -> None:
     img_id = 0
     all_q: list[dict] = []
     all_a: list[dict] = []
+    written: dict[str, dict[str, list[dict]]] = {}
     for split, count in splits:
         images, questions, answers = [], [], []
         for _ in range(count):
@@ -241,11 +244,15 @@ def _rsvqa(out: Path, n: int, seed: int, size: int, hr: bool) -> None:
                             "date_added": 1_600_000_000.0, "people_id": 0})
             qid += 1
             aid += 1
-        for name, key, rows in (("questions", "questions", questions), ("answers", "answers", answers),
-                                ("images", "images", images)):
-            (out / f"{prefix}_split_{split}_{name}.json").write_text(json.dumps({key: rows}))
+        written[split] = {"questions": questions, "answers": answers, "images": images}
         all_q += questions
         all_a += answers
+    totals = {"questions": qid, "answers": aid, "images": img_id}
+    for split, rows in written.items():  # as RSVQA's Splits.py writes them: position = id, others' items inactive
+        for key, items in rows.items():
+            mine = {item["id"]: item for item in items}
+            full = [mine.get(i, {"id": i, "active": False}) for i in range(totals[key])]
+            (out / f"{prefix}_split_{split}_{key}.json").write_text(json.dumps({key: full}))
     (out / "all_questions.json").write_text(json.dumps({"questions": all_q}))
     (out / "all_answers.json").write_text(json.dumps({"answers": all_a}))
 
