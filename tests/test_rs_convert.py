@@ -156,6 +156,13 @@ def test_classification_eurosat_13_band_rgb(tmp_path):
     expect = np.asarray(read_rgb(tif, bands=[4, 3, 2])[0])  # B04, B03, B02 in EuroSAT file order
     wrong = np.asarray(read_rgb(tif, bands=[1, 2, 3])[0])
     assert np.array_equal(got, expect) and not np.array_equal(got, wrong)
+    # the archive as it unzips: the class folders six wrapper folders down
+    nested = tmp_path / "EuroSATallBands" / "ds" / "images" / "remote_sensing" / "otherDatasets" / "sentinel_2" / "tif"
+    shutil.copytree(src, nested)
+    deep = convert_classification(tmp_path / "EuroSATallBands", tmp_path / "nested", dataset="eurosat_ms",
+                                  test_fraction=0)
+    assert deep.written == 6 and deep.total_skipped == 0
+    assert {r["answer"] for r in all_records(deep)} == {"forest", "river", "highway"}
     # explicit bands are honoured
     report2 = convert_classification(src, tmp_path / "out2", dataset="eurosat_ms", bands=[8, 4, 3], test_fraction=0)
     rec2 = next(r for r in all_records(report2) if r["meta"]["source"] == "River/River_1.tif")

@@ -190,9 +190,10 @@ def class_label(folder: str) -> str:
 
 
 def _class_root(src: Path) -> Path:
-    """Descend through single wrapper folders (``UCMerced_LandUse/Images/...``) to the class folders."""
+    """Descend through single wrapper folders (``UCMerced_LandUse/Images/...``; EuroSAT-MS's archive nests its class
+    folders six deep: ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>``) to the class folders."""
     root = src
-    for _ in range(4):
+    for _ in range(16):
         subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
         files = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if len(subdirs) == 1 and not files:
