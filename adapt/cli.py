@@ -514,10 +514,16 @@ def _export(args) -> int:
     out = export(vlm, processor, args.format, args.out, force=args.force, **options)
     if args.format == "gguf":
         from deploy.gguf import file_names
+        from deploy.llamacpp import BUILD_COMMAND, LlamaCppError, binary
 
         model_file, mmproj_file = file_names(options["name"], options["qtype"])
+        try:
+            binary()
+            build = ""
+        except LlamaCppError:
+            build = f"{BUILD_COMMAND} (builds llama.cpp, once)   |   "
         print(f"wrote {out / model_file} and {out / mmproj_file}\n"
-              f"next: make llama-cpp   |   adapt chat --runtime llamacpp --model {out} --image IMAGE")
+              f"next: {build}adapt chat --runtime llamacpp --model {out} --image IMAGE")
     elif args.format == "onnx":
         print(f"wrote vision.onnx, embed.onnx and decoder.onnx ({args.quantize or 'fp32'}) to {out}\n"
               f"next: adapt chat --runtime onnx --model {out} --image IMAGE")
@@ -651,7 +657,7 @@ def _recipe_verbs(verbs) -> None:
     evaluate.add_argument("--out", type=Path, help="report folder (default: <output.dir>/eval)")
     evaluate.add_argument("--runtime", choices=["pytorch", *RUNTIMES], default="pytorch",
                           help="export each model in the runtime's format and score it there; llamacpp: GGUF in "
-                               "llama.cpp (make llama-cpp); onnx: ONNX in onnxruntime; executorch: .pte in "
+                               "llama.cpp (built by python -m deploy.llamacpp); onnx: ONNX in onnxruntime; executorch: .pte in "
                                "ExecuTorch")
     evaluate.add_argument("--gguf-type", action="append", choices=["f32", "f16", "q8_0", "q4_k_m"], default=[],
                           help="llamacpp runtime: GGUF type(s) to score (repeatable; default f16); labels get -<type>")

@@ -74,7 +74,7 @@ RUNTIMES: dict[str, Runtime] = {
         Runtime("llamacpp", "llama.cpp", "gguf", ("f32", "f16", "q8_0", "q4_k_m"), "f16",
                 "deploy.llamacpp.runtime:LlamaCppVLM", "deploy.llamacpp.eval:LlamaCppEvalModel",
                 lambda variant, name, progress: {"qtype": variant, "name": name},
-                "run a GGUF export folder (adapt export --format gguf) in llama.cpp (make llama-cpp)"),
+                "run a GGUF export folder (adapt export --format gguf) in llama.cpp (python -m deploy.llamacpp builds it)"),
         Runtime("onnx", "ONNX Runtime", "onnx", ("fp32", "int8"), "fp32",
                 "deploy.onnx.runtime:OnnxVLM", "deploy.onnx.eval:OnnxEvalModel",
                 lambda variant, name, progress: {"quantize": None if variant == "fp32" else variant},

@@ -721,12 +721,41 @@ def test_export_target_rules(models, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_missing_or_stale_build_names_the_make_target(tmp_path, monkeypatch):
+def test_missing_or_stale_build_names_the_build_command(tmp_path, monkeypatch):
     monkeypatch.setenv("POCKET_LLAMA_CPP", str(tmp_path))
-    with pytest.raises(LlamaCppError, match=r"not built here .*run `make llama-cpp`"):
+    with pytest.raises(LlamaCppError, match=r"not built here .*build it with `python -m deploy.llamacpp`"):
         binary()
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "pocket-llama").write_text("")
     (tmp_path / "bin" / "BUILD").write_text("llama-cpp-python 0.0.1; driver 0")
-    with pytest.raises(LlamaCppError, match=r"out of date .*run `make llama-cpp`"):
+    with pytest.raises(LlamaCppError, match=r"out of date .*build it with `python -m deploy.llamacpp`"):
         binary()
+
+
+def test_the_build_runs_from_an_installed_package_without_a_checkout(tmp_path):
+    """An installed pocket-adapt has no ../../.venv beside deploy/llamacpp: build.sh ran a python that is not there
+    (exit 127) and every message sent the user to a Makefile they do not have. build.sh now takes the python on
+    PATH there, and `python -m deploy.llamacpp` runs it with its own interpreter, naming a missing tool first."""
+    import sys
+
+    import deploy.llamacpp as llamacpp
+
+    site = tmp_path / "site-packages" / "deploy" / "llamacpp"
+    site.mkdir(parents=True)
+    for name in ("build.sh", "CMakeLists.txt", "pocket_llama.cpp"):
+        shutil.copy(Path(llamacpp.__file__).parent / name, site / name)
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/called\nexit 3\n')
+    (fake / "python3").chmod(0o755)
+    env = {"PATH": f"{fake}:/usr/bin:/bin", "POCKET_LLAMA_CPP": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", str(site / "build.sh")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 3, proc.stderr  # the fetch ran through the python on PATH
+    assert "-m pip download" in (tmp_path / "called").read_text()
+    # the module entry: a missing tool is named before anything is fetched
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "deploy.llamacpp"], capture_output=True, text=True,
+                          env={"PATH": str(empty), "POCKET_LLAMA_CPP": str(tmp_path / "cache2"), "HOME": str(tmp_path)})
+    assert proc.returncode == 1 and "needs: cmake (pip install cmake)" in proc.stderr
+    assert "c++ (a C++17 compiler" in proc.stderr and not (tmp_path / "cache2").exists()

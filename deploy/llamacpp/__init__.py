@@ -1,10 +1,11 @@
-"""llama.cpp, built on this machine (`make llama-cpp`), and pocket-adapt's driver over it.
+"""llama.cpp, built on this machine (`python -m deploy.llamacpp`, or `make llama-cpp` in a checkout), and
+pocket-adapt's driver over it.
 
-`make llama-cpp` (deploy/llamacpp/build.sh) builds llama.cpp from the source tree vendored in llama-cpp-python's
+`python -m deploy.llamacpp` (deploy/llamacpp/build.sh) builds llama.cpp from the source tree vendored in llama-cpp-python's
 source distribution on PyPI into a cache outside the repository, together with `pocket-llama`
 (deploy/llamacpp/pocket_llama.cpp), a small program over llama.cpp's own libraries that answers JSON requests:
 render a conversation with the GGUF's embedded chat template, encode images with the mmproj, generate greedily with
-token ids and timings. :func:`binary` finds the built programs or says which make command builds them.
+token ids and timings. :func:`binary` finds the built programs or says which command builds them.
 
 :class:`PocketLlama` runs one `pocket-llama` process (the model stays loaded); `deploy.llamacpp.runtime.LlamaCppVLM`
 is what `adapt chat --runtime llamacpp` uses on an export folder; `deploy.llamacpp.eval` is the `adapt eval` side.
@@ -30,6 +31,7 @@ VERSION = "0.3.36"  # llama-cpp-python's sdist whose vendored llama.cpp is built
 HERE = Path(__file__).resolve().parent
 PROGRAMS = ("pocket-llama", "llama-mtmd-cli", "llama-quantize")
 MARKER = "<__media__>"  # mtmd's default media marker
+BUILD_COMMAND = "python -m deploy.llamacpp"  # builds llama.cpp (build.sh) from an installed pocket-adapt too
 
 
 class LlamaCppError(PocketAdaptError, RuntimeError):
@@ -37,7 +39,7 @@ class LlamaCppError(PocketAdaptError, RuntimeError):
 
 
 def cache_dir() -> Path:
-    """Where `make llama-cpp` builds: $POCKET_LLAMA_CPP, else ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/llama.cpp-<v>."""
+    """Where llama.cpp is built: $POCKET_LLAMA_CPP, else ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/llama.cpp-<v>."""
     if os.environ.get("POCKET_LLAMA_CPP"):
         return Path(os.environ["POCKET_LLAMA_CPP"])
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
@@ -51,12 +53,12 @@ def expected_stamp() -> str:
 
 
 def binary(name: str = "pocket-llama") -> Path:
-    """Path of a built program (pocket-llama, llama-mtmd-cli, llama-quantize); `LlamaCppError` naming the make
-    command when it is missing or was built from other sources."""
+    """Path of a built program (pocket-llama, llama-mtmd-cli, llama-quantize); `LlamaCppError` naming the command
+    that builds it when it is missing or was built from other sources."""
     bin_dir = cache_dir() / "bin"
     exe = bin_dir / name
-    how = f"run `make llama-cpp` in the pocket-adapt checkout (builds llama.cpp {VERSION} from source into {cache_dir()}"
-    how += "; about 20-40 minutes on 2 cores, once per machine)"
+    how = (f"build it with `{BUILD_COMMAND}` (`make llama-cpp` in a checkout; llama.cpp {VERSION} from source into "
+           f"{cache_dir()}, about 20-40 minutes on 2 cores, once per machine)")
     if not exe.is_file():
         raise LlamaCppError(f"llama.cpp is not built here ({exe} is missing); {how}")
     stamp = bin_dir / "BUILD"

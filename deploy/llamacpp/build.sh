@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build llama.cpp for this machine's CPU, once, into a cache outside the repository (`make llama-cpp` runs this).
+# Build llama.cpp for this machine's CPU, once, into a cache outside the repository (`make llama-cpp` in a checkout,
+# `python -m deploy.llamacpp` for an installed pocket-adapt, run this).
 #
 # Source: the llama.cpp tree vendored in llama-cpp-python's source distribution on PyPI (fetched with pip,
 # checked against a pinned SHA-256), built with CMake (Release, -DGGML_NATIVE=ON) together with pocket-llama,
@@ -10,13 +11,16 @@
 # deploy/llamacpp checks: llama.cpp version + a hash of our driver's sources). Re-running is a no-op while the
 # stamp matches; a changed driver source rebuilds only the driver.
 #
-# Environment: PYTHON (a python with pip; default .venv/bin/python), POCKET_LLAMA_CPP (the cache folder; default
+# Environment: PYTHON (a python with pip; default the checkout's .venv/bin/python, else python3 on PATH), POCKET_LLAMA_CPP (the cache folder; default
 # ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/llama.cpp-<version>), JOBS (parallel jobs; default: CPU count).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 VERSION=0.3.36
 SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
-PYTHON="${PYTHON:-$HERE/../../.venv/bin/python}"
+if [ -z "${PYTHON:-}" ]; then  # a checkout's .venv, else the python on PATH (an installed pocket-adapt)
+    PYTHON="$HERE/../../.venv/bin/python"
+    [ -x "$PYTHON" ] || PYTHON="$(command -v python3 || command -v python)"
+fi
 CACHE="${POCKET_LLAMA_CPP:-${XDG_CACHE_HOME:-$HOME/.cache}/pocket-adapt/llama.cpp-$VERSION}"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 STAMP="llama-cpp-python $VERSION; driver $(cat "$HERE/CMakeLists.txt" "$HERE/pocket_llama.cpp" | sha256sum | cut -c1-16)"
