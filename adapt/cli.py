@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
-from model.errors import PocketAdaptError
+from model.errors import PocketAdaptError, install_hint
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
 # adapt eval: the flag that lists the variants (export types) of each export runtime
@@ -187,6 +187,8 @@ def user_error_message(err: BaseException, out: Path | None = None) -> str | Non
     named when an OSError does not say which file it was writing."""
     if isinstance(err, PocketAdaptError):
         return str(err)
+    if isinstance(err, ModuleNotFoundError) and err.name and (hint := install_hint(err.name)):
+        return f"this needs the {err.name.split('.')[0]} package, which is not installed: {hint}"
     if not isinstance(err, OSError):
         return None
     where = err.filename if err.filename is not None else (f"writing under {out}" if out is not None else None)

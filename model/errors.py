@@ -12,5 +12,36 @@ class PocketAdaptError(Exception):
     """A failure the user can fix (bad input, bad settings, a missing file): reported in one line."""
 
 
+class MissingExtraError(PocketAdaptError, ImportError):
+    """An optional package is not installed; the message says which extra brings it (:func:`install_hint`)."""
+
+
 class ModelConfigError(PocketAdaptError, ValueError):
     """A model setting is unknown or invalid: a preset name, a chat template, a projector or tower option."""
+
+
+# The optional parts of pocket-adapt (pyproject.toml's extras) by the top-level modules they bring: a verb that
+# meets one missing says which extra to install instead of ending in a traceback.
+_EXTRA_OF_MODULE = {
+    **dict.fromkeys(("pydicom", "pylibjpeg", "libjpeg", "openjpeg", "rle", "jpeg_ls", "dicomanonymizer"), "medical"),
+    **dict.fromkeys(("rasterio", "albumentations", "affine"), "remote-sensing"),
+    **dict.fromkeys(("nuscenes", "pyquaternion", "descartes", "pycocotools", "shapely", "cv2"), "driving"),
+    "gradio": "demo",
+    **dict.fromkeys(("onnx", "onnxruntime", "onnxscript", "gguf"), "deploy"),
+    **dict.fromkeys(("executorch", "torchao", "ruamel"), "executorch"),
+    **dict.fromkeys(("deepspeed", "accelerate"), "distributed"),
+}
+# extras whose main package is installed without its own (stale) pins, as pyproject.toml explains
+_NO_DEPS = {"driving": "nuscenes-devkit==1.2.0", "executorch": "executorch==1.5.1"}
+
+
+def install_hint(module: str) -> str | None:
+    """How to install the extra that brings top-level `module` (``"pydicom"``, ``"cv2.imgproc"``), or None for a
+    module no extra brings."""
+    extra = _EXTRA_OF_MODULE.get(module.split(".")[0])
+    if extra is None:
+        return None
+    hint = f"pip install 'pocket-adapt[{extra}]'"
+    if extra in _NO_DEPS:
+        hint += f" && pip install --no-deps '{_NO_DEPS[extra]}'"
+    return f"{hint} (the {extra} extra; a checkout's `make setup` installs every extra)"

@@ -186,3 +186,35 @@ def test_an_internvl_export_of_a_language_model_internvl_cannot_build_is_refused
     err = capsys.readouterr().err
     assert "takes qwen2, llama, phi3, qwen3, mistral language models; this model's is 'gemma'" in err
     assert not (tmp_path / "iv").exists()
+
+
+def test_a_missing_extra_names_the_extra_to_install(tmp_path):
+    """Installed without an extra, `adapt synthesize medical` / `export -f gguf` / `demo` / `convert driving nuscenes`
+    ended in a ModuleNotFoundError traceback. Each now says, in one line, which extra brings the package."""
+    import subprocess
+    import sys
+
+    script = """
+import sys
+for name in ("pydicom", "gguf", "gradio", "nuscenes", "nuscenes.nuscenes"):
+    sys.modules[name] = None  # import fails as if not installed
+from adapt.cli import main
+for argv in (["synthesize", "medical", "--out", "med"], ["export", "-m", "pocket-tiny", "-f", "gguf", "-o", "g"],
+             ["demo", "--model", "pocket-tiny"], ["convert", "driving", "nuscenes", "--src", "src", "--out", "o"]):
+    print("rc", main(argv), file=sys.stderr)
+"""
+    (tmp_path / "src").mkdir()
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith(("adapt ", "rc ", "Traceback"))]
+    assert lines == [
+        "adapt synthesize: error: this needs the pydicom package, which is not installed: pip install "
+        "'pocket-adapt[medical]' (the medical extra; a checkout's `make setup` installs every extra)", "rc 1",
+        "adapt export: error: this needs the gguf package, which is not installed: pip install 'pocket-adapt[deploy]' "
+        "(the deploy extra; a checkout's `make setup` installs every extra)", "rc 1",
+        "adapt demo: error: this needs the gradio package, which is not installed: pip install 'pocket-adapt[demo]' "
+        "(the demo extra; a checkout's `make setup` installs every extra)", "rc 1",
+        "adapt convert: error: this needs the nuscenes package, which is not installed: pip install "
+        "'pocket-adapt[driving]' && pip install --no-deps 'nuscenes-devkit==1.2.0' (the driving extra; a checkout's "
+        "`make setup` installs every extra)", "rc 1",
+    ], proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir() if any(p.iterdir())) == []  # nothing half-written

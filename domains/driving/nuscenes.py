@@ -34,6 +34,7 @@ from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, render_ref_box, to_grid
 from domains.driving.layout import camera_order
 from domains.files import check_image, inside_root, link_or_copy, write_splits
+from model.errors import MissingExtraError, install_hint
 
 __all__ = [
     "CATEGORY_PHRASES",
@@ -53,9 +54,7 @@ __all__ = [
 ]
 
 VERSIONS = ("v1.0-mini", "v1.0-trainval", "v1.0-test")
-INSTALL_HINT = ("the nuScenes reader needs nuscenes-devkit; install the driving extra: "
-                "pip install 'pocket-adapt[driving]' && pip install --no-deps 'nuscenes-devkit==1.2.0' "
-                "(`make setup` does both)")
+INSTALL_HINT = f"the nuScenes reader needs nuscenes-devkit; install the driving extra: {install_hint('nuscenes')}"
 
 # nuScenes detection-challenge categories -> the phrase used in prompts
 CATEGORY_PHRASES: dict[str, str] = {
@@ -94,11 +93,12 @@ def category_phrase(category: str) -> str:
 
 # --------------------------------------------------------------------------------------------- devkit
 def require_devkit():
-    """The devkit's ``NuScenes`` class, or ImportError with the install hint."""
+    """The devkit's ``NuScenes`` class, or :class:`~model.errors.MissingExtraError` (an ImportError) with the
+    install hint."""
     try:
         from nuscenes.nuscenes import NuScenes
     except ImportError as exc:
-        raise ImportError(f"{INSTALL_HINT} ({exc})") from exc
+        raise MissingExtraError(f"{INSTALL_HINT} ({exc})") from exc
     return NuScenes
 
 
