@@ -396,7 +396,16 @@ def _read_for_domain(args, paths: list[str]) -> tuple[list, str]:
     options = {name: spec.get("default") for name, spec in options_for(plugin).items()}
     options.update(_options(args.read_option))
     read, _draw = hooks_for(plugin)
-    upload = normalize_upload(read([Path(p) for p in paths], **options), len(paths))
+    files: list[Path] = []
+    for path in map(Path, paths):  # a folder (a DICOM series, a camera set) stands for the files in it
+        files += sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")) if path.is_dir() \
+            else [path]
+    if not files:
+        raise CliError(f"--image {' '.join(paths)}: the folder holds no files")
+    try:
+        upload = normalize_upload(read(files, **options), len(files))
+    except ValueError as err:  # the reader's refusal of this input (no DICOM among the files, a bad option)
+        raise CliError(f"--domain {args.domain}: {err}") from None
     for warning in upload.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return upload.images, compose_question(args.question, len(upload.images), upload.prompt)

@@ -218,3 +218,27 @@ for argv in (["synthesize", "medical", "--out", "med"], ["export", "-m", "pocket
         "`make setup` installs every extra)", "rc 1",
     ], proc.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir() if any(p.iterdir())) == []  # nothing half-written
+
+
+def test_chat_reads_a_dicom_series_folder_with_the_domain_named(tmp_path, capsys):
+    """`--domain medical --image SERIES_FOLDER` (the help promises series) ended in a ValueError traceback; a folder
+    now stands for the files in it, and a reader's refusal is one line."""
+    from domains.medical.synthetic import generate
+
+    raw = generate("dicom_qa", tmp_path / "raw", n=1, n_slices=6)
+    series = sorted({p.parent for p in raw.rglob("*.dcm")})[0]
+    assert main(["chat", "--image", str(series), "--domain", "medical", "--read-option", "n_slices=3",
+                 "--max-new-tokens", "2", "--show-prompt", "Which organ?"]) == 0
+    err = capsys.readouterr().err
+    assert "3 image(s)" in err and "Traceback" not in err
+    assert [line.split(":")[0] for line in shown_prompt(err).splitlines() if line.startswith("Slice ")] == [
+        "Slice 2/6", "Slice 4/6", "Slice 6/6"]  # the series read whole, three slices picked from its six
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not an image")
+    assert main(["chat", "--image", str(notes), "--domain", "medical", "--max-new-tokens", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adapt chat: error: --domain medical: no DICOM or image files among the upload")
+    (notes / "readme.txt").unlink()
+    assert main(["chat", "--image", str(notes), "--domain", "medical", "--max-new-tokens", "2"]) == 1
+    assert "the folder holds no files" in capsys.readouterr().err
