@@ -359,7 +359,7 @@ _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
     "mc": {"accuracy": ("pocket strict choice", "an explicit option letter, or an answer whose normalised text "
                         "equals exactly one option's; several options, or an option's text merely contained, score 0",
                         "pocket-adapt adapt/metrics.py (parse_choice); avoids the containment pitfall of "
-                        "LLaVA-Med's evaluate_metrics.py (domains.md 3.3)")},
+                        "LLaVA-Med's evaluate_metrics.py, which counts an answer containing an option's text")},
     "short": {"exact_match": ("SQuAD", "normalised exact match: lower case, punctuation and a/an/the dropped",
                               f"{_SQUAD} (normalize_answer, compute_exact)"),
               "token_f1": ("SQuAD", "token F1 over normalised words (bags of words); both sides empty score 1",

@@ -150,7 +150,7 @@ score_med_vqa.protocols = {  # type: ignore[attr-defined]
         "LLaVA-Med closed accuracy, fixed denominator",
         "yes/no references: the answer's normalised words hold exactly one of yes / no and it is the reference's; "
         "other closed references: normalised exact match; every closed question counts (LLaVA-Med drops misses "
-        "that mention yes or no from the denominator, domains.md 3.3)", _LLAVA_MED),
+        "that mention yes or no from the denominator)", _LLAVA_MED),
     "open_recall": _protocol("LLaVA-Med open recall", "share of the reference's normalised words found among the "
                              "answer's words", f"{_LLAVA_MED} (calculate_f1score: recall)"),
     "open_token_f1": _protocol("SQuAD token F1", "F1 of the bags of normalised words",

@@ -1,0 +1,5 @@
+"""``python -m adapt``: the `adapt` command."""
+
+from adapt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""The wheel a user installs holds everything the package reads at run time, and works outside the checkout."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("adapt/", "domains/", "model/", "deploy/", "templates/")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """The wheel built from the tracked files only (a copy, so no build/ or egg-info lands in the checkout)."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    src = tmp / "src"
+    for name in filter(None, files.decode().split("\0")):
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            (src / name).write_bytes((ROOT / name).read_bytes())
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src),
+                    "-w", str(tmp / "dist")], check=True, capture_output=True, timeout=600)
+    (found,) = (tmp / "dist").glob("pocket_adapt-*.whl")
+    return found
+
+
+def test_the_wheel_holds_every_tracked_package_file_and_the_licence(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    tracked = subprocess.run(["git", "ls-files", *PACKAGES], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    missing = [name for name in tracked if name not in names]
+    assert not missing, f"tracked files missing from the wheel: {missing[:10]}"
+    assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
+    assert not [name for name in names if name.startswith(("tests/", "bench/", "build/"))]
+
+
+def test_the_installed_package_runs_outside_the_checkout(wheel, tmp_path):
+    """Unpacked as pip installs it, run from another folder: the package's own files are found, none of the
+    checkout's (a recipe template, the bundled model, llama.cpp's build script)."""
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    work = tmp_path / "work"
+    work.mkdir()
+    script = (f"import sys; sys.path.insert(0, {str(site)!r}); import adapt, deploy.llamacpp as l; "
+              f"assert adapt.__file__.startswith({str(site)!r}), adapt.__file__; "
+              "assert (l.HERE / 'build.sh').is_file() and (l.HERE / 'pocket_llama.cpp').is_file(); "
+              "from adapt.cli import main; sys.exit(main(['init', 'quickstart', 'mine']) or main(['presets']))")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=work, capture_output=True, text=True, timeout=300,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (work / "mine" / "quickstart.yaml").is_file() and "pocket-tiny" in proc.stdout
