@@ -69,6 +69,13 @@ SAFE_TO_EDIT = ("name", "logging", "eval", "data.eval_sources", "data.max_bad_fr
                 "output.save_every", "output.keep_last", "output.merge_lora", "training.num_workers",
                 "training.gradient_checkpointing", "training.fused_adamw")
 
+# Recipe keys that shape the model's weights (which parts exist, which train, the LoRA layers' shapes): a checkpoint
+# holds weights for the setup it was written with, so these cannot change on resume, not even with allow_changes.
+# (A part's LoRA shape counts only where that part trains with LoRA.)
+FIXED_ON_RESUME = ("model.source", "model.projector", "model.projector_options", "model.vision",
+                   "model.vision_adapter", "parts.vision.mode", "parts.projector.mode", "parts.llm.mode")
+LORA_SHAPE = ("lora.r", "lora.targets")
+
 
 @dataclass
 class Distributed:
@@ -579,7 +586,18 @@ class Trainer:
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise TrainingError(f"{path}: cannot be read ({exc})") from None
         before = self._follow_move(before, checkpoint)
-        edits = recipe_edits(before, yaml.safe_load(self.recipe.to_yaml()))
+        after = yaml.safe_load(self.recipe.to_yaml())
+        edits = recipe_edits(before, after)
+        lora_parts = {part for recipe in (before, after) for part, spec in (recipe.get("parts") or {}).items()
+                      if isinstance(spec, dict) and spec.get("mode") == "lora"}
+        shaping = FIXED_ON_RESUME + tuple(f"parts.{part}.{key}" for part in sorted(lora_parts) for key in LORA_SHAPE)
+        fixed = [line for key, line in edits if _key_under(key, shaping)]
+        if fixed:
+            raise TrainingError(
+                f"{self.out_dir}: {checkpoint.name} holds weights for the model as the recipe set it up then; these "
+                "edits change which weights exist or train, so no resume can apply them (not even with "
+                "--allow-changes):\n  " + "\n  ".join(fixed)
+                + "\nUndo them to go on with this run, or set output.dir to start a new run with them.")
         refused = [line for key, line in edits if not _safe_to_edit(key)]
         if refused and not self.allow_changes:
             raise TrainingError(
@@ -819,8 +837,12 @@ def _shown(value) -> str:
     return repr(value) if isinstance(value, str) else json.dumps(value)
 
 
+def _key_under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith((p + ".", p + "[")) for p in prefixes)
+
+
 def _safe_to_edit(key: str) -> bool:
-    return any(key == safe or key.startswith((safe + ".", safe + "[")) for safe in SAFE_TO_EDIT)
+    return _key_under(key, SAFE_TO_EDIT)
 
 
 def _fill_auto(config: dict, values: dict, top: bool = True) -> dict:

@@ -320,6 +320,26 @@ def test_resuming_after_a_recipe_edit_shows_it_and_refuses(tmp_path, data_root, 
     trainer.close()
 
 
+def test_edits_that_reshape_the_weights_are_refused_even_with_allow_changes(tmp_path, data_root, capsys):
+    """A part's mode or a LoRA part's rank changes which weights exist: --allow-changes said it was applying such an
+    edit, then failed loading the checkpoint naming weights the model has. Refused up front now, naming the edit;
+    a LoRA setting of a part that does not train with LoRA stays an ordinary edit."""
+    path = make_run(tmp_path, data_root)
+    Trainer(load_recipe(path), progress=False).run(stop_after=1)
+    for overrides, shown in ((["parts.vision.mode=lora", "parts.vision.lora.dropout=0.0"],
+                              "parts.vision.mode: 'frozen' -> 'lora'"),
+                             (["parts.llm.lora.r=4"], "parts.llm.lora.r: 2 -> 4"),
+                             (["model.source=pocket-tiny"], "model.source: 'pocket-tiny-scratch' -> 'pocket-tiny'")):
+        with pytest.raises(PocketAdaptError) as info:
+            Trainer(load_recipe(path, overrides), progress=False, allow_changes=True)
+        message = str(info.value)
+        assert shown in message and "not even with --allow-changes" in message and "output.dir" in message
+        assert "recipe edits since" not in capsys.readouterr().out  # never said to be applied
+    trainer = Trainer(load_recipe(path, ["parts.vision.lora.r=4"]), progress=False, allow_changes=True)
+    assert trainer.start_step == 1 and "parts.vision.lora.r: 16 -> 4" in capsys.readouterr().out
+    trainer.close()
+
+
 def test_resuming_after_a_harmless_edit_goes_on(tmp_path, data_root, capsys):
     path = make_run(tmp_path, data_root)
     Trainer(load_recipe(path), progress=False).run(stop_after=1)
