@@ -1163,7 +1163,8 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
             elif source.root is not None and not source.root.is_dir():
                 notes.append(f"{key}[{i}] ({source.name}): its image root {source.root} does not exist")
     if not recipe.data.sources:
-        notes.append("data.sources is empty: there is nothing to train on")
+        notes.append("data.sources is empty: there is nothing to train on (adapt train and adapt distill refuse the "
+                     "recipe; adapt eval scores its data.eval_sources)")
     general = [s for s in recipe.data.sources if s.kind == "general"]
     if general and recipe.mixing.general_ratio == 0:
         notes.append("mixing.general_ratio is 0, so the general source(s) are not used")

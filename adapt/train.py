@@ -176,6 +176,9 @@ class Trainer:
         self.allow_changes = allow_changes
         if recipe.training.precision == "fp16" and self.dist.device.type != "cuda":
             raise TrainingError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
+        if not recipe.data.sources:  # a recipe may list only data.eval_sources, for `adapt eval`
+            raise TrainingError(f"recipe {recipe.name!r}: data.sources is empty, so there is nothing to "
+                                f"{self.VERB} on; list the training data there (data.eval_sources only serve scoring)")
         self._lock = self._lock_run_folder()  # before anything is written there
         try:
             self._setup()

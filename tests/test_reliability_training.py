@@ -340,6 +340,20 @@ def test_edits_that_reshape_the_weights_are_refused_even_with_allow_changes(tmp_
     trainer.close()
 
 
+def test_a_recipe_without_training_sources_is_refused_before_anything_is_written(tmp_path, data_root, capsys):
+    """`data.sources: []` validated with a note, then `adapt train` failed on the general share, leaving skips.* in
+    the output folder. It is refused first, saying what is missing."""
+    from adapt.cli import main
+
+    path = make_run(tmp_path, data_root)
+    assert main(["validate", str(path), "data.sources=[]"]) == 0
+    assert "note: data.sources is empty: there is nothing to train on" in capsys.readouterr().err
+    assert main(["train", str(path), "data.sources=[]", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "data.sources is empty, so there is nothing to train on" in err and "general" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_resuming_after_a_harmless_edit_goes_on(tmp_path, data_root, capsys):
     path = make_run(tmp_path, data_root)
     Trainer(load_recipe(path), progress=False).run(stop_after=1)
