@@ -819,18 +819,25 @@ def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) ->
 
 # ---------------------------------------------------------------------- loading
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys (a second ``training:`` block would silently win)."""
+    """``yaml.SafeLoader`` that refuses duplicate keys (a second ``training:`` block would silently win). Merge keys
+    (``lora: {<<: *shared, r: 4}``) work as in YAML 1.1: the mapping's own keys win over the merged ones."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
+    for key_node, _ in node.value:  # the mapping's own keys; merged ones may repeat them
+        if key_node.tag == _MERGE_TAG:
+            continue
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, str) and key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
         if isinstance(key, str):
             seen[key] = key_node.start_mark.line
+    loader.flatten_mapping(node)  # merge keys in (SafeConstructor.construct_mapping does this too, after our scan)
     return loader.construct_mapping(node, deep=deep)
 
 

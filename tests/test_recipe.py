@@ -246,6 +246,16 @@ def test_duplicate_section_is_an_error(tmp_path):
     assert "line 3" in message and "duplicate key 'training' (first at line 1)" in message
 
 
+def test_yaml_merge_keys_share_settings_and_own_keys_win(tmp_path):
+    """`lora: {<<: *shared, r: 4}` failed with "could not determine a constructor for the tag ...merge"."""
+    text = MINIMAL + ("parts:\n  vision: {mode: lora, lora: &shared {r: 8, alpha: 16, dropout: 0.0}}\n"
+                      "  llm: {mode: lora, lora: {<<: *shared, r: 4}}\n")
+    recipe = load_recipe(write(tmp_path, text))
+    assert (recipe.parts.vision.lora.r, recipe.parts.llm.lora.r, recipe.parts.llm.lora.alpha) == (8, 4, 16)
+    text = MINIMAL + "parts:\n  llm: {mode: lora, lora: {r: 4, r: 2}}\n"
+    assert "duplicate key 'r'" in error_of(write(tmp_path, text))  # the mapping's own keys still may not repeat
+
+
 def test_a_recipe_must_be_a_mapping(tmp_path):
     assert "expected a mapping of sections" in error_of(write(tmp_path, "- a\n- b\n"))
 
