@@ -213,6 +213,13 @@ def user_error_message(err: BaseException, out: Path | None = None) -> str | Non
     return None
 
 
+def _q(value: str | os.PathLike) -> str:
+    """`value` as one shell word (quoted where it holds spaces or other special characters), for `next:` lines."""
+    import shlex
+
+    return shlex.quote(str(value))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -534,13 +541,13 @@ def _export(args) -> int:
         except LlamaCppError:
             build = f"{BUILD_COMMAND} (builds llama.cpp, once)   |   "
         print(f"wrote {out / model_file} and {out / mmproj_file}\n"
-              f"next: {build}adapt chat --runtime llamacpp --model {out} --image IMAGE")
+              f"next: {build}adapt chat --runtime llamacpp --model {_q(out)} --image IMAGE")
     elif args.format == "onnx":
         print(f"wrote vision.onnx, embed.onnx and decoder.onnx ({args.quantize or 'fp32'}) to {out}\n"
-              f"next: adapt chat --runtime onnx --model {out} --image IMAGE")
+              f"next: adapt chat --runtime onnx --model {_q(out)} --image IMAGE")
     elif args.format == "executorch":
         print(f"wrote model.pte ({args.quantize or 'fp32'}; vision_encoder, token_embedding, text_decoder) to {out}\n"
-              f"next: adapt chat --runtime executorch --model {out} --image IMAGE")
+              f"next: adapt chat --runtime executorch --model {_q(out)} --image IMAGE")
     elif args.format == "tensorrt":
         import json
 
@@ -740,10 +747,8 @@ def _train(args) -> int:
 
     final = train(recipe, progress=not args.no_progress, allow_changes=args.allow_changes)
     if int(os.environ.get("RANK", "0")) == 0:
-        import shlex
-
-        again = " ".join(shlex.quote(str(a)) for a in (args.recipe, *args.overrides))  # output.dir=... must follow
-        print(f"final model: {final}\nnext: adapt eval {again}   |   adapt chat --model {final} --image IMAGE")
+        again = " ".join(_q(a) for a in (args.recipe, *args.overrides))  # output.dir=... must follow
+        print(f"final model: {final}\nnext: adapt eval {again}   |   adapt chat --model {_q(final)} --image IMAGE")
     return 0
 
 
@@ -831,7 +836,7 @@ def _init(args) -> int:
     from .recipe import copy_recipe_template
 
     path = copy_recipe_template(args.name, args.dir)
-    print(f"wrote {path}\nnext: edit it, then `adapt validate {path}`")
+    print(f"wrote {path}\nnext: edit it, then `adapt validate {_q(path)}`")
     return 0
 
 

@@ -401,6 +401,8 @@ def test_the_printed_next_step_keeps_the_overrides(tmp_path, data_dir, capsys):
     assert main(["train", str(path), "--no-progress", f"output.dir={elsewhere}", "eval.max_samples=2"]) == 0
     hint = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("next: adapt eval "))
     argv = shlex.split(hint.removeprefix("next: adapt ").split("   |   ")[0])
+    chat = shlex.split(hint.split("   |   ")[1])  # the folder holds a space: the chat command quotes it too
+    assert chat == ["adapt", "chat", "--model", str(elsewhere / "final"), "--image", "IMAGE"]
     assert main(argv) == 0
     assert "adapted" in capsys.readouterr().out and (elsewhere / "eval" / "eval.json").is_file()
 
