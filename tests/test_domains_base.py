@@ -49,6 +49,20 @@ def test_builtins_registered(clean_registry):
     assert base.discovery_errors() == {}
 
 
+def test_every_domain_recipe_template_is_listed_by_its_domain():
+    """`adapt domains` listed no recipe for remote_sensing, whose two templates exist; each template named by a
+    plugin exists, and each template named after a domain is listed by it."""
+    from adapt.recipe import list_recipe_templates
+
+    templates = set(list_recipe_templates())
+    listed = {name: set(get_domain(name).recipes) for name in list_domains()}
+    for domain, names in listed.items():
+        assert names <= templates, (domain, names - templates)
+        prefix = domain.replace("_", "-") + "_"
+        assert {t for t in templates if t.startswith(prefix)} <= names, domain
+    assert listed["remote_sensing"] == {"remote-sensing_pocket-tiny_full", "remote-sensing_mobilevlm-v2_full"}
+
+
 def test_unknown_domain_lists_known(clean_registry):
     with pytest.raises(ValueError, match=r"unknown domain 'nope'.*general.*remote_sensing"):
         get_domain("nope")

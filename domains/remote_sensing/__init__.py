@@ -89,6 +89,7 @@ PLUGIN = DomainPlugin(
     converters=CONVERTERS,
     synthetic=synthetic,
     metrics=METRICS,  # rsvqa (per question type), classification, grounding, region
+    recipes=("remote-sensing_pocket-tiny_full", "remote-sensing_mobilevlm-v2_full"),
     # for a demo panel: read an upload (any raster rasterio opens) with the chosen bands / stretch, draw boxes on it
     demo_hooks={"read_upload": _read_upload, "draw_answer": _draw_answer, "options": _demo_options,
                 "upload_help": _upload_help},
