@@ -518,7 +518,7 @@ def _export(args) -> int:
         raise CliError("--recipe applies to --format tensorrt only")
     check_target(Path(args.out), args.force, args.model)  # a refused target fails before the model is loaded
     if args.adapter is not None:
-        check_lora_adapter(args.adapter, args.allow_pickle)
+        check_lora_adapter(args.adapter, args.allow_pickle, model=args.model)
     vlm, processor = _load(args)
     if args.format == "tensorrt":
         options = {"tiling": None, "source": None}

@@ -134,9 +134,15 @@ def peft_quietly():
         yield
 
 
-def check_lora_adapter(folder: Path, allow_pickle: bool = False) -> None:
+def check_lora_adapter(folder: Path, allow_pickle: bool = False, model: str | Path | None = None) -> None:
     """A peft LoRA adapter folder whose weights pass the same pickle gate as a model's (peft would torch.load
-    `adapter_model.bin`), or a `CheckpointError` saying why not."""
+    `adapter_model.bin`), or a `CheckpointError` saying why not. With `model` (the folder it is merged into): not
+    that folder's own ``adapter/``, which loading the model merges already (a second merge doubles the update)."""
+    own = Path(model) / ADAPTER_FOLDER if model is not None else None
+    if own is not None and own.is_dir() and folder.is_dir() and _same_adapter(folder, own):
+        raise CheckpointError(
+            f"{folder}: is the adapter {model} carries in {ADAPTER_FOLDER}/, which loading {model} merges already; "
+            "merging it again would add its update twice. Drop --adapter (or give the base model as --model)")
     if not (folder / "adapter_config.json").is_file():
         raise CheckpointError(f"{folder}: not a LoRA adapter folder (no adapter_config.json)")
     if not (folder / "adapter_model.safetensors").is_file():
@@ -147,6 +153,13 @@ def check_lora_adapter(folder: Path, allow_pickle: bool = False) -> None:
                 f"{folder}: only PyTorch pickle weights (adapter_model.bin); pocket-adapt reads safetensors by "
                 "default. Pass --allow-pickle to read them with torch.load(weights_only=True), which loads "
                 "tensors only and runs no code.")
+
+
+def _same_adapter(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    weights = [(a / name, b / name) for name in ("adapter_model.safetensors", "adapter_model.bin")]
+    return any(x.is_file() and y.is_file() and x.read_bytes() == y.read_bytes() for x, y in weights)
 
 
 def apply_lora_adapter(vlm: PocketVLM, folder: Path, allow_pickle: bool = False) -> PocketVLM:

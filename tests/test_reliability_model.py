@@ -497,3 +497,30 @@ def test_a_missing_tokenizer_is_named_not_blamed_on_sentencepiece(tmp_path, layo
     with pytest.raises(CheckpointError, match=r"no tokenizer files.*tokenizer\.json") as err:
         model.load(directory)
     assert "sentencepiece" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_checkpoints_own_adapter_is_not_merged_twice(tmp_path, capsys):
+    """A run's final/ with merge_lora off holds adapter/, which loading final/ merges; `export --adapter
+    final/adapter` (or a copy of it) merged it a second time, doubling the update without a word. Refused now;
+    another adapter over the base model still merges."""
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+
+    from adapt.cli import main
+
+    vlm, processor = model.load("pocket-tiny")
+    final = model.save(vlm, processor, tmp_path / "final")
+    torch.manual_seed(3)
+    lora = get_peft_model(vlm, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(str(final / "adapter"))
+    shutil.copytree(final / "adapter", tmp_path / "copy")
+    for adapter in (final / "adapter", tmp_path / "copy"):
+        rc = main(["export", "--format", "pocket", "--model", str(final), "--adapter", str(adapter),
+                   "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert rc == 1 and "loading" in err and "merges already" in err and "Drop --adapter" in err, err
+        assert not (tmp_path / "x").exists()
+    assert main(["export", "--format", "pocket", "--model", "pocket-tiny", "--adapter", str(tmp_path / "copy"),
+                 "--out", str(tmp_path / "y")]) == 0
+    assert _same_weights(model.load(tmp_path / "y")[0], model.load(final)[0])  # merged once, as loading final/ does
