@@ -23,7 +23,8 @@ export changes nothing. Every export lists its files with their SHA-256 in `SHA2
 (`model.checkpoints.checksums`: ``sha256sum -c SHA256SUMS`` checks a copy; pocket-adapt checks the weight files
 whenever it opens the folder). A target that is not empty is refused unless `force`, which replaces the files an
 export owns (configs, weights, tokenizer, a MobileVLM export's `vision_tower/`; stale shards and indexes of an
-earlier export included) and keeps everything else.
+earlier export included; edge files only where the earlier export's `SHA256SUMS` lists them) and keeps everything
+else.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from domains.files import process_alive
 from model import PocketVLM, VLMProcessor, save
-from model.checkpoints.checksums import CHECKSUMS, write_checksums
+from model.checkpoints.checksums import CHECKSUMS, read_checksums, write_checksums
 from model.checkpoints.io import honour_umask
 from model.checkpoints.mobilevlm import TOWER_FOLDER, check_exportable, export_mobilevlm
 from model.checkpoints.native import SIDECAR, export_native, native_config
@@ -62,9 +64,10 @@ OWNED = (
     "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
     "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json",
     "vocab.json", "merges.txt", "vocab.txt", "spiece.model", "*.tiktoken", "chat_template.jinja", "chat_template.json",
-    "*.gguf", "*.onnx", "*.onnx.data", "genai_config.json", "*.pte",
-    "profiles.json", "bundle.json", "fp16_check.json", "verify.py", CHECKSUMS,
+    "genai_config.json", "profiles.json", "bundle.json", "fp16_check.json", "verify.py", CHECKSUMS,
 )  # fmt: skip
+# Edge files are named by the user (`--name`) or sit beside other exports: one is removed only where the earlier
+# export's SHA256SUMS lists it (its own), never for its suffix alone (a hand-quantised .gguf stays).
 OWNED_FOLDERS = (TOWER_FOLDER, "references")  # folders an export writes whole (MobileVLM's CLIP tower, TensorRT's)
 
 
@@ -197,10 +200,16 @@ def _writer(fmt: str, target: Path, **options) -> Callable[[PocketVLM, VLMProces
 
 
 def _move_in(staging: Path, out: Path) -> None:
-    """Put the staged files in `out`, then remove what an earlier export left there and this one did not write."""
+    """Put the staged files in `out`, then remove what an earlier export left there and this one did not write:
+    the files its SHA256SUMS lists, and checkpoint files (:data:`OWNED`) of any origin. The files removed that this
+    export did not replace are named on stderr."""
     if not out.exists():
         os.replace(staging, out)
         return
+    try:
+        earlier = set(read_checksums(out) or {})
+    except PocketAdaptError:
+        earlier = set()
     written = {f.name for f in staging.iterdir()}
     for f in staging.iterdir():
         if f.is_dir() and (out / f.name).is_dir():  # an earlier export's folder: set aside, then removed
@@ -210,10 +219,15 @@ def _move_in(staging: Path, out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(f, out / f.name)
-    for f in out.iterdir():
+    removed = []
+    for f in sorted(out.iterdir()):
         if f.name in written:
             continue
-        if f.is_file() and any(f.match(pattern) for pattern in OWNED):
+        if f.is_file() and (f.name in earlier or any(f.match(pattern) for pattern in OWNED)):
             f.unlink()
+            removed.append(f.name)
         elif f.is_dir() and f.name in OWNED_FOLDERS:
             shutil.rmtree(f)
+            removed.append(f.name + "/")
+    if removed:
+        print(f"note: removed the earlier export's files this one did not write: {', '.join(removed)}", file=sys.stderr)

@@ -278,6 +278,26 @@ def test_export_refuses_a_non_empty_folder_and_force_replaces_what_it_owns(tmp_p
     assert _same_weights(again, tiny[0])
 
 
+def test_force_removes_the_earlier_exports_edge_files_but_never_the_users(tmp_path, tiny, capsys):
+    """--force deleted every .gguf / .onnx in the folder, a hand-quantised model of the user's included. Edge files
+    go only where the earlier export's SHA256SUMS lists them (its own), and what was removed is named."""
+    from deploy.hf import export
+    from model.checkpoints.checksums import write_checksums
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old-f16.gguf").write_bytes(b"the earlier export's model")
+    (out / "mmproj-old-f16.gguf").write_bytes(b"and its projector")
+    write_checksums(out)  # as every export writes it
+    (out / "mine-q3_k.gguf").write_bytes(b"quantised by hand")
+    (out / "custom.onnx").write_bytes(b"another tool's")
+    export(*tiny, "pocket", out, force=True)
+    names = {p.name for p in out.iterdir()}
+    assert {"mine-q3_k.gguf", "custom.onnx"} <= names and not {"old-f16.gguf", "mmproj-old-f16.gguf"} & names
+    assert ("note: removed the earlier export's files this one did not write: mmproj-old-f16.gguf, old-f16.gguf"
+            in capsys.readouterr().err)
+
+
 def test_a_failed_forced_export_leaves_the_folder_as_it_was(tmp_path, tiny, monkeypatch):
     import deploy.hf
 
