@@ -423,6 +423,8 @@ def _domain_hint(err: Exception) -> Exception:
     its kind (a DICOM file, a 13-band GeoTIFF) where one does."""
     from domains.base import get_domain, list_domains
 
+    if not err.reason.startswith("not an image file"):  # damaged, missing, too large: no other reader helps
+        return err
     suffix = Path(err.path).suffix.lower()
     readers = [name for name in list_domains() if suffix and suffix in get_domain(name).readers]
     if not readers or not Path(err.path).is_file():

@@ -6,6 +6,7 @@ import pytest
 from transformers import AutoModelForImageTextToText
 
 from adapt.cli import main
+from model.resources import assets_dir
 
 
 def shown_prompt(err: str) -> str:
@@ -132,6 +133,11 @@ def test_chat_reads_a_dicom_file_with_the_domain_named(tmp_path, capsys):
                  "--max-new-tokens", "2", "--show-prompt", "What is shown?"]) == 0
     err = capsys.readouterr().err
     assert "1 image(s)" in err and shown_prompt(err).endswith("What is shown?<|im_end|><|im_start|>assistant\n")
+    cut = tmp_path / "cut.png"  # a damaged picture: no domain's reader would help, so none is suggested
+    cut.write_bytes((assets_dir() / "example.png").read_bytes()[:1500])
+    assert main(["chat", "--image", str(cut), "--max-new-tokens", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "damaged or truncated" in err and "--domain" not in err
     assert main(["chat", "--image", str(dicom), "--read-option", "window=lung"]) == 1
     assert "--read-option applies with --domain" in capsys.readouterr().err
     assert main(["chat", "--image", str(dicom), "--domain", "medical", "--read-option", "window=nonsense"]) == 1
