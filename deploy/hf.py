@@ -89,7 +89,11 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_staging(out)
     staging = out.parent / f".{out.name}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    os.mkdir(staging)  # not mkdtemp: the folder gets the umask's mode, as the files do
+    try:
+        os.mkdir(staging)  # not mkdtemp: the folder gets the umask's mode, as the files do
+    except OSError as err:  # name the folder the user gave, not the staging folder beside it
+        err.filename = str(out)
+        raise
     try:
         writer(vlm, processor, staging)
         write_checksums(staging)

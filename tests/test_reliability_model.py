@@ -298,6 +298,24 @@ def test_force_removes_the_earlier_exports_edge_files_but_never_the_users(tmp_pa
             in capsys.readouterr().err)
 
 
+def test_an_unwritable_target_is_named_not_the_staging_folder(tmp_path, tiny, monkeypatch):
+    """A folder the user may not write in was reported as `.../.x.export-<pid>-<hex>: permission denied`."""
+    import errno
+    import os
+
+    from adapt.cli import user_error_message
+    from deploy.hf import export
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "mkdir", refuse)
+    with pytest.raises(PermissionError) as info:
+        export(*tiny, "pocket", tmp_path / "x")
+    assert user_error_message(info.value) == f"{tmp_path / 'x'}: permission denied; make it writable (readable for " \
+                                             "inputs) or choose another path"
+
+
 def test_a_failed_forced_export_leaves_the_folder_as_it_was(tmp_path, tiny, monkeypatch):
     import deploy.hf
 
