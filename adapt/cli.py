@@ -695,6 +695,9 @@ def _recipe_verbs(verbs) -> None:
     quick.add_argument("--field", default="landcover", choices=["landcover", "remote_sensing", "driving", "medical"],
                        help="landcover: the default story; remote_sensing: synthetic GeoTIFF/RSVQA/DIOR sets "
                             "through the remote-sensing converters")
+    quick.add_argument("--data-only", action="store_true",
+                       help="only generate the field's data into OUT/data, the folder its recipe template reads "
+                            "(`adapt init quickstart DIR && adapt quickstart --data-only --out DIR`), then stop")
     quick.add_argument("--no-progress", action="store_true")
     quick.set_defaults(handler=_quickstart, builds_model=True)
 
@@ -808,6 +811,16 @@ def _quickstart(args) -> int:
     from .quickstart import quickstart
 
     out = args.out or Path("runs/quickstart" if args.field == "landcover" else f"runs/quickstart-{args.field}")
+    if args.data_only:
+        from .quickstart import FIELDS, prepare_data
+
+        if args.overrides:
+            raise CliError("--data-only writes data only; recipe overrides apply to a full quick start")
+        data = prepare_data(out, args.field, progress=not args.no_progress)
+        template = FIELDS[args.field][0]
+        print(f"data in {data}\nnext: adapt init {template} {_q(out)} (if not done), then adapt train "
+              f"{_q(out / f'{template}.yaml')}")
+        return 0
     quickstart(out, args.overrides, progress=not args.no_progress, field=args.field)
     return 0
 

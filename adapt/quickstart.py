@@ -72,6 +72,16 @@ FIELDS = {
 }
 
 
+def prepare_data(out_dir: Path, field: str = "landcover", progress: bool = True) -> Path:
+    """Only the data of `field`'s quick start, in ``out_dir/data`` (where its recipe template, copied into
+    `out_dir` by `adapt init`, looks for it); returns that folder."""
+    if field not in FIELDS:
+        raise ValueError(f"unknown quick-start field {field!r}; known: {', '.join(FIELDS)}")
+    data = Path(out_dir) / "data"
+    FIELDS[field][1](data, progress)
+    return data
+
+
 def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (), progress: bool = True,
                field: str = "landcover") -> dict:
     """`field`: "landcover" (the default story), or a domain plugin's synthetic raw data, converters and

@@ -37,6 +37,24 @@ def test_an_override_typo_stops_the_quickstart_before_any_data_is_generated(tmp_
 
 
 @pytest.mark.slow
+def test_the_distill_template_runs_as_its_comments_say(tmp_path, capsys):
+    """`adapt init distill_pocket-tiny DIR` then distil: the recipe reads DIR/data/landcover, which nothing but a
+    whole quick start made (and into another folder). `adapt quickstart --data-only --out DIR` makes it there."""
+    run = tmp_path / "my run"
+    assert main(["init", "distill_pocket-tiny", str(run)]) == 0
+    assert main(["quickstart", "--data-only", "--out", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"data in {run / 'data'}" in out and not (run / "report").exists() and not (run / "train").exists()
+    assert main(["validate", str(run / "distill_pocket-tiny.yaml")]) == 0
+    assert "does not exist" not in capsys.readouterr().err
+    assert main(["distill", str(run / "distill_pocket-tiny.yaml"), "--no-progress", "training.max_steps=1",
+                 "eval.max_images=2", "training.batch_size=2", f"output.dir={tmp_path / 'runs'}"]) == 0
+    assert (tmp_path / "runs" / "final" / "config.json").is_file()
+    assert main(["quickstart", "--data-only", "--out", str(run), "mixing.general_ratio=0"]) == 1
+    assert "--data-only writes data only" in capsys.readouterr().err
+
+
+@pytest.mark.slow
 def test_remote_sensing_quickstart_runs_on_the_plugins_synthetic_rasters(tmp_path, capsys):
     out = tmp_path / "rs"
     args = ["quickstart", "--field", "remote_sensing", "--out", str(out), "--no-progress",
