@@ -702,7 +702,8 @@ def _recipe_verbs(verbs) -> None:
     quick.set_defaults(handler=_quickstart, builds_model=True)
 
     validate = verbs.add_parser(
-        "validate", help="check a recipe and print it resolved (absolute paths, every default filled in)",
+        "validate", help="check a recipe and print it resolved (absolute paths, every default filled in; null = "
+                         "the model's own, e.g. tiling)",
         description="Check a recipe and print it resolved. Exit status 1 (with the reason) when it is not valid.")
     validate.add_argument("recipe", type=Path, help="the recipe .yaml")
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
