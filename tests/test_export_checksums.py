@@ -70,6 +70,12 @@ def test_weights_are_checked_and_configs_left_to_their_own_checks(tmp_path):
         verify_weights(folder)
     with pytest.raises(CheckpointError, match="model.safetensors: its bytes do not match"):
         verify_weights(folder, CheckpointError)
+    # a weight file the list names, missing: the folder was copied in part
+    moved = tmp_path / "elsewhere.safetensors"
+    (folder / "vision_tower" / "model.safetensors").rename(moved)
+    with pytest.raises(ChecksumError, match=r"vision_tower/model.safetensors listed in SHA256SUMS is missing"):
+        verify_weights(folder)
+    moved.rename(folder / "vision_tower" / "model.safetensors")
     # changed on purpose: its line removed, the rest still checked
     (folder / CHECKSUMS).write_text("".join(line for line in (folder / CHECKSUMS).read_text().splitlines(True)
                                             if not line.endswith("  model.safetensors\n")))

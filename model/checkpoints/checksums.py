@@ -72,12 +72,17 @@ def read_checksums(folder: Path, error: type[PocketAdaptError] = ChecksumError) 
 
 def verify_weights(folder: Path, error: type[PocketAdaptError] = ChecksumError) -> int:
     """Check every weight file (`WEIGHT_SUFFIXES`) that `folder`'s `SHA256SUMS` lists and that is present against
-    its checksum; returns how many were checked (0 without a `SHA256SUMS`). A mismatch is `error` naming the file.
-    A listed file that is missing is left to the loader, which names what it needed."""
+    its checksum; returns how many were checked (0 without a `SHA256SUMS`). A mismatch is `error` naming the file,
+    and so is a listed weight file that is missing (a folder copied in part: an ONNX export without its
+    ``.onnx.data`` looked damaged to onnxruntime)."""
     folder = Path(folder)
     sums = read_checksums(folder, error)
     if not sums:
         return 0
+    missing = [name for name in sums if name.endswith(WEIGHT_SUFFIXES) and not (folder / name).exists()]
+    if missing:
+        raise error(f"{folder}: {', '.join(missing)} listed in {CHECKSUMS} {'is' if len(missing) == 1 else 'are'} "
+                    "missing (copied in part?); copy the whole folder, or export again")
     checked = 0
     for name, want in sums.items():
         path = folder / name
