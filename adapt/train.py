@@ -23,6 +23,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -355,8 +356,24 @@ class Trainer:
         stopped early, the checkpoint written there. The output folder is let go of at the end."""
         try:
             return self._run(stop_after)
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and self.dist.main:  # Ctrl-C or SIGTERM: say what was kept
+                self._say_what_is_kept()
+            raise
         finally:
             self.close()
+
+    def _say_what_is_kept(self) -> None:
+        done = getattr(self, "steps_done", self.start_step)
+        latest, _ = usable_checkpoint(self.out_dir)
+        saved = int(latest.name.rsplit("-", 1)[1]) if latest is not None else 0
+        lost = f"; the {done - saved} step(s) since are not kept" if done > saved else ""
+        if latest is not None:
+            kept = f"{latest.name} holds step {saved}{lost}: run the same command to resume from it"
+        else:
+            kept = (f"no checkpoint was written yet (every {self.recipe.output.save_every} steps, output.save_every)"
+                    f"{lost}: the same command starts over")
+        print(f"stopped after step {done} of {self.total_steps}; {kept}", file=sys.stderr, flush=True)
 
     def _run(self, stop_after: int | None) -> Path:
         keep_freed_memory()  # steps free and allocate the same tensors again: don't fault their pages in each time
@@ -380,6 +397,7 @@ class Trainer:
         # the gradient is the mean over the step's supervised tokens, whatever the split across ranks,
         # micro-batches and padding
         grad_scale = self.dist.world * (t.grad_accum if deepspeed else 1)
+        self.steps_done = start_step
         for step in range(start_step, end_step):
             started = time.perf_counter()
             micro_batches = [next(batches) for _ in range(t.grad_accum)]  # the step's token count comes first
@@ -422,6 +440,7 @@ class Trainer:
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
             total_loss = sum(v[0] for v in sums) / max(1, sum(v[1] for v in sums))
+            self.steps_done = step + 1
             entry = {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "loss": total_loss,
                      "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                      "step_time": round(time.perf_counter() - started, 4)}

@@ -354,6 +354,28 @@ def test_a_recipe_without_training_sources_is_refused_before_anything_is_written
     assert not (tmp_path / "out").exists()
 
 
+def test_ctrl_c_says_which_steps_are_kept(tmp_path, data_root, capsys, monkeypatch):
+    """Ctrl-C printed only `interrupted`: nothing said the steps since the last checkpoint were lost, or how to go on."""
+    path = make_run(tmp_path, data_root)
+    trainer = Trainer(load_recipe(path, ["output.save_every=2", "training.max_steps=5"]), progress=False)
+    real = Trainer._stop_if_not_finite
+
+    def ctrl_c_in_step_4(self, step, *args, **kwargs):
+        if step == 4:
+            raise KeyboardInterrupt
+        return real(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_stop_if_not_finite", ctrl_c_in_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert ("stopped after step 3 of 5; checkpoint-2 holds step 2; the 1 step(s) since are not kept: run the same "
+            "command to resume from it") in capsys.readouterr().err
+    monkeypatch.setattr(Trainer, "_stop_if_not_finite", real)
+    again = Trainer(load_recipe(path, ["output.save_every=2", "training.max_steps=5"]), progress=False)
+    assert again.start_step == 2
+    again.close()
+
+
 def test_resuming_after_a_harmless_edit_goes_on(tmp_path, data_root, capsys):
     path = make_run(tmp_path, data_root)
     Trainer(load_recipe(path), progress=False).run(stop_after=1)
