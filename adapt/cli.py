@@ -887,7 +887,7 @@ def _domain_verbs(verbs) -> None:
     synth.add_argument("domain", help="domain name (see `adapt domains`)")
     synth.add_argument("--out", required=True, type=Path)
     synth.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                       help="generator option (repeatable), e.g. n=20 seed=1")
+                       help="generator option (repeatable), e.g. seed=1; each domain's options: `adapt domains`")
     synth.add_argument("--force", action="store_true",
                        help="replace what the generator writes where --out already holds it (refused otherwise)")
     synth.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -1028,7 +1028,7 @@ def _synthesize(args) -> int:
 
 
 def _domains(args) -> int:
-    from domains.base import discovery_errors, get_domain, list_domains
+    from domains.base import discovery_errors, get_domain, list_domains, option_names
 
     for name in list_domains():
         plugin = get_domain(name)
@@ -1038,6 +1038,11 @@ def _domains(args) -> int:
         print(f"  readers:    {', '.join(sorted(plugin.readers)) or '—'}")
         if plugin.recipes:
             print(f"  recipes:    {', '.join(plugin.recipes)}")
+        found = option_names(plugin.synthetic, positional=1) if plugin.synthetic else None
+        if found is not None:
+            names = [n for n in found[0] if n not in ("progress", "show_progress")]
+            print(f"  synthesize: adapt synthesize {name} --out DIR" + (f" [--option KEY=VALUE]; options: "
+                                                                       f"{', '.join(names)}" if names else ""))
     errors = discovery_errors()
     for label, message in sorted(errors.items()):
         print(f"failed to load {label}: {message}", file=sys.stderr)

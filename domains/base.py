@@ -204,6 +204,20 @@ def lazy(target: str, doc: str = "", **fixed: Any) -> Callable[..., Any]:
     return call
 
 
+def option_names(fn: Callable[..., Any], positional: int) -> tuple[list[str], bool] | None:
+    """The keyword options `fn` takes after its first `positional` parameters (sorted) and whether it takes any
+    other (``**kwargs``); None where its signature cannot be read."""
+    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+    fixed = set(getattr(fn, "fixed", ()))
+    try:
+        params = list(inspect.signature(target).parameters.values())[positional:]
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    known = sorted(p.name for p in params if p.kind in kinds and p.name not in fixed)
+    return known, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str, positional: int) -> None:
     """Raise :class:`DomainError` naming the known options when `options` holds a keyword `fn` does not take.
 
@@ -212,13 +226,10 @@ def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str,
     """
     target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
     fixed = set(getattr(fn, "fixed", ()))
-    try:
-        params = list(inspect.signature(target).parameters.values())[positional:]
-    except (TypeError, ValueError):
+    found = option_names(fn, positional)
+    if found is None:
         return
-    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    known = sorted(p.name for p in params if p.kind in kinds and p.name not in fixed)
-    open_ended = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+    known, open_ended = found
     unknown = [k for k in options if k in fixed or (k not in known and not open_ended)]
     if unknown:
         names = ", ".join(repr(k) for k in unknown)

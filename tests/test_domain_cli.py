@@ -45,6 +45,10 @@ def test_domains_lists_plugins(fake_domain, capsys):
     assert "toy_domain: A toy domain for CLI tests." in out
     assert "converters: toy" in out and "tasks:      toy_task" in out
     assert "remote_sensing:" in out and "general:" in out
+    # each generator's options: `synthesize --help` offered n=20, which the general and driving ones refuse
+    assert ("synthesize: adapt synthesize general --out DIR [--option KEY=VALUE]; options: answer_style, image_size, "
+            "n_test, n_train, seed") in out
+    assert "synthesize: adapt synthesize driving --out DIR [--option KEY=VALUE]; options: drivelm, n_frames" in out
 
 
 def test_domains_shows_discovery_errors(fake_domain, capsys, monkeypatch):
