@@ -120,7 +120,9 @@ def _quiet_libraries(progress: bool, command_line: bool = True) -> None:
     warnings print as ``warning: ...`` lines instead of Python's source-location form."""
     import logging
 
-    for name in ("torchao", "torch.utils._pytree", "torch.onnx._internal.exporter._registration"):
+    from model import QUIET_LOGGERS
+
+    for name in (*QUIET_LOGGERS, "torch.onnx._internal.exporter._registration"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if not progress:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub / transformers on import

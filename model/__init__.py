@@ -5,6 +5,16 @@
 """
 
 import importlib
+import logging
+
+# Loggers whose messages a user can neither act on nor needs: torchao's note that its optional CUDA kernels do not
+# load on this machine, and the torch deprecation warnings torchao's import triggers (transformers imports torchao
+# when it is installed, as the executorch extra does). Quieted on import unless the application set their level.
+QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
+for _name in QUIET_LOGGERS:
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.ERROR)
+del _name
 
 # Imported on first use (PEP 562), so `import model.errors` -- which every package's error classes do -- stays
 # light: the names below pull in torch and transformers.

@@ -421,6 +421,23 @@ def test_model_commands_keep_library_noise_off_stderr(tmp_path, data_dir):
     assert "Setting accelerator" not in run.stdout  # DeepSpeed, imported by transformers, on a CPU-only machine
 
 
+def test_the_readme_python_snippet_prints_nothing_but_its_answer(tmp_path):
+    """README's `import model; model.load(...)` snippet printed torchao's kernel-load failures and torch deprecation
+    warnings on stderr (the command line quieted them, library use did not)."""
+    from model.resources import assets_dir
+
+    snippet = f"""
+import model
+vlm, processor = model.load("pocket-tiny")
+enc = processor([{{"role": "user", "content": "What is in the image?"}}], images=[{str(assets_dir() / 'example.png')!r}])
+new_tokens = vlm.generate(**enc.to_model_inputs(), max_new_tokens=4, eos_token_id=processor.stop_token_ids)
+print(processor.decode(new_tokens[0]))
+"""
+    run = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0 and run.stdout.strip() and run.stderr == "", run.stderr[-2000:]
+
+
 def test_our_warnings_print_as_lines_on_the_command_line(tmp_path, data_dir):
     """`adapt eval` with an image whose pixels do not decode: 'warning: skipped 1 of ...', not Python's
     'evaluate.py:197: UserWarning: ...' with the source line under it."""
