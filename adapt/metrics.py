@@ -116,11 +116,14 @@ _KEYWORD_LABEL = re.compile(
     r"(?:([A-Z])(?![A-Za-z])|([a-z])(?=\s*[)\].,;:!?]|\s*$))"
 )
 # a capital letter standing alone inside text: "(B)", "B or C", "... is B." — A and I (article and
-# pronoun) only when label punctuation or the end follows: "A forest" and "I think" name no option
+# pronoun) only when label punctuation or the end follows, another label is joined to them ("A or B", "A/B",
+# "A, B") or "A is" / "A was" follows: "A forest" and "I think" name no option
 _LABEL_IN_TEXT = re.compile(
     r"\(([A-Z])\)"
     r"|(?<![A-Za-z0-9'’])([B-HJ-Z])(?![A-Za-z0-9'’])"
     r"|(?<![A-Za-z0-9'’])([AI])(?:[.:),;?!](?=\s|$)|\s*$)"
+    r"|(?<![A-Za-z0-9'’])([AI])(?=\s*(?:/|,|&|\bor\b|\band\b|\bvs\b\.?)\s*[(\[]?[A-Z](?![A-Za-z0-9'’]))"
+    r"|(?<![A-Za-z0-9'’])(A)(?=\s+(?:is|was)\b)"
 )
 # lettered options listed in a question: "A. text", "(B) text", "C) text", "D: text", one per line
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.M)
@@ -213,7 +216,7 @@ def parse_choice(prediction: str, options: Sequence[str] | None) -> str | None:
 def _letters_in_text(text: str, valid: str) -> set[str]:
     letters = {(m.group(1) or m.group(2)).upper() for m in _KEYWORD_LABEL.finditer(text)}
     for m in _LABEL_IN_TEXT.finditer(text):
-        letters.add(m.group(1) or m.group(2) or m.group(3))
+        letters.add(next(g for g in m.groups() if g))
     return {x for x in letters if x in valid}
 
 

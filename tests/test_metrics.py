@@ -78,6 +78,7 @@ def test_parse_choice_accepts(prediction, expected):
     [
         "", "   ", "blah", "E", "(F)",  # nothing, or a letter beyond the options
         "B or C", "B, not C", "The answer is B. Or maybe (C).",  # two letters
+        "A or B", "A/B", "A, B", "A is wrong, B",  # two letters, A among them (A alone was read as an article)
         "B. desert",  # label and option text disagree
         "It is a rainforest in the tropics",  # containment never counts
         "A forest grows here",  # "A" as an article is not a label

@@ -106,6 +106,11 @@ def test_classification_with_options_letters_and_text():
     assert score_classification("B", r, "river")["accuracy"] == 1.0
     assert score_classification("C", r, "river")["accuracy"] == 0.0
     assert score_classification("B or C", r, "river")["accuracy"] == 0.0
+    # a letter after a lead-in, as the built-in classification scorer (parse_choice) reads it: these scored 0
+    for answer in ("The answer is B", "Answer: (B)", "Option B", "the correct choice is B."):
+        assert score_classification(answer, r, "river")["accuracy"] == 1.0, answer
+    assert score_classification("The answer is B or C", r, "river")["accuracy"] == 0.0
+    assert score_classification("Option B. desert", r, "river")["accuracy"] == 0.0
     prefixed = rec(task="classification", options=["A. desert", "B. forest"])
     assert score_classification("forest", prefixed, "B")["accuracy"] == 1.0
     assert score_classification("A", prefixed, "desert")["accuracy"] == 1.0

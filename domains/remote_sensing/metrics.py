@@ -74,6 +74,9 @@ def _field(record: Any, name: str, default: Any = None) -> Any:
 # ---------------------------------------------------------------------------------------------- text
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _LEAD_IN = re.compile(r"^(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|label|class)\s*(?:is|:)\s*", re.IGNORECASE)
+# before an option letter: "The answer is B", "Answer: (B)", "Option B", "the correct choice is C."
+_LETTER_LEAD_IN = re.compile(r"^(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice|label|class)"
+                             r"\s*(?:is\b)?\s*:?\s*", re.IGNORECASE)
 
 
 def _strip_punct(text: str) -> str:
@@ -177,26 +180,28 @@ def match_label(answer: str, labels: Sequence[str] | None = None) -> str | None:
     """The label (one of `labels`, or the answer's own key when `labels` is None) an answer names, else None.
 
     With `labels`: the answer's key must equal exactly one label's key (after a lead-in such as "The
-    answer is"), or the answer is an option letter (``B``, ``(B)``, ``B. forest`` — None when the text
-    after the letter names a different label). Containment never counts ("forest" ≠ "rainforest").
+    answer is"), or the answer is an option letter (``B``, ``(B)``, ``B. forest``, also after a lead-in: ``The
+    answer is B``, ``Option (B)`` — None when the text after the letter names a different label). Containment
+    never counts ("forest" ≠ "rainforest").
     """
     text = str(answer or "").strip()
     if not labels:
         key = label_key(_LEAD_IN.sub("", text))
         return key or None
     labels = list(labels)
-    m = _ONLY_LETTER.match(text)
-    if m and _option_of_text(text, labels) is None:  # a label named "A" wins over the letter A
-        idx = _LETTERS.find(m.group(1).upper())
-        return labels[idx] if 0 <= idx < len(labels) else None
-    m = _LEADING_LETTER.match(text)  # before the text: "A. Rainforest" must not read as "(a) rainforest"
-    if m and _option_of_text(text, labels) is None or (m and _option_of_text(m.group(4), labels) is not None):
-        idx = _LETTERS.find(m.group(1) or m.group(2) or m.group(3))
-        rest = m.group(4).strip()
-        if 0 <= idx < len(labels):
-            if rest and _option_of_text(rest, labels) not in (None, idx):
-                return None  # "B. desert" where desert is option C: contradictory
-            return labels[idx]
+    for candidate in dict.fromkeys((text, _LETTER_LEAD_IN.sub("", text))):  # "The answer is B", "Option (B)"
+        m = _ONLY_LETTER.match(candidate)
+        if m and _option_of_text(candidate, labels) is None:  # a label named "A" wins over the letter A
+            idx = _LETTERS.find(m.group(1).upper())
+            return labels[idx] if 0 <= idx < len(labels) else None
+        m = _LEADING_LETTER.match(candidate)  # before the text: "A. Rainforest" must not read as "(a) rainforest"
+        if m and (_option_of_text(candidate, labels) is None or _option_of_text(m.group(4), labels) is not None):
+            idx = _LETTERS.find(m.group(1) or m.group(2) or m.group(3))
+            rest = m.group(4).strip()
+            if 0 <= idx < len(labels):
+                if rest and _option_of_text(rest, labels) not in (None, idx):
+                    return None  # "B. desert" where desert is option C: contradictory
+                return labels[idx]
     k = _option_of_text(text, labels)
     if k is None:
         k = _option_of_text(_LEAD_IN.sub("", text), labels)
