@@ -273,8 +273,9 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...]}}, "n", "skipped",
     "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
     A metric's mean is over the source's samples that have it. Tasks with a corpus-level aggregate
-    (`adapt.metrics.register_task(..., aggregate=...)`) get its values instead (None = not computed) and
-    its main value stands for each of their samples in the source and group means. `context` goes to
+    (`adapt.metrics.register_task(..., aggregate=...)`) get its values instead (None = not computed; named
+    ``<task>/<metric>`` where the source holds other tasks too) and its main value stands for each of their
+    samples in the source and group means. `context` goes to
     the aggregates (e.g. ``{"judge": ...}``). Groups without sources are left out.
     """
     kinds = dict(kinds or {})
@@ -309,7 +310,9 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             aggregated = aggregator(task) is not None
             agg_values, agg_notes, agg_main, agg_protocols = _aggregate(task, task_preds, context)
             protocols.setdefault(task, protocols_of(task)).update(agg_protocols)
-            corpus.update(agg_values)
+            # beside other tasks, an aggregate is named by its task: a DriveLM "accuracy" must not stand for
+            # the mean "accuracy" of the source's multiple-choice samples
+            corpus.update(agg_values if len(by_task) == 1 else {f"{task}/{k}": v for k, v in agg_values.items()})
             notes += agg_notes
             for p in task_preds:
                 for name, value in p.scores.items():

@@ -212,17 +212,21 @@ def test_corpus_aggregate_replaces_means_and_reports_not_computed(tmp_path):
         summary = summarize(preds, {"drv": "domain"}, {"judge": None})
         src = summary["sources"]["drv"]
         assert seen["context"] == {"judge": None} and seen["meta"] == [{"tag": 0}, {"tag": 2}]
-        assert src["metrics"]["corpus_score"] == 0.25 and src["metrics"]["judge_term"] is None
-        assert src["metrics"]["final"] is None
-        # the aggregate's accuracy covers its two samples; the mc sample is outside it
-        assert src["metrics"]["accuracy"] == 0.5
+        # beside the mc sample, the aggregate's values are named by their task
+        assert src["metrics"]["corpus_demo/corpus_score"] == 0.25 and src["metrics"]["corpus_demo/judge_term"] is None
+        assert src["metrics"]["corpus_demo/final"] is None
+        # the aggregate's accuracy covers its two samples; the plain accuracy is the mc sample's (it was overwritten
+        # by the aggregate's and so reported 0.5 for a source whose mc sample was right)
+        assert src["metrics"]["corpus_demo/accuracy"] == 0.5 and src["metrics"]["accuracy"] == 1.0
+        alone = summarize(preds[:2], {"drv": "domain"}, {"judge": None})["sources"]["drv"]["metrics"]
+        assert alone["accuracy"] == 0.5 and alone["corpus_score"] == 0.25  # a source of that task alone: plain names
         # main: the fallback (0.25) for each of the 2 aggregated samples, the mc sample's own 1.0
         assert src["main"] == pytest.approx((0.25 + 0.25 + 1.0) / 3)
         assert "judge term not computed" in src["notes"] and any("fallback" in n or "not computed" in n
                                                                  for n in src["notes"])
         _, md = write_report(tmp_path, {"adapted": summary}, {"drv": "domain"})
         text = md.read_text()
-        assert "Not computed (shown as —, not 0): judge_term, final" in text
+        assert "Not computed (shown as —, not 0): corpus_demo/judge_term, corpus_demo/final" in text
         assert "- judge term not computed" in text
         # predictions keep meta through save/load
         save_predictions(preds, tmp_path / "p.jsonl")
