@@ -44,7 +44,7 @@ def test_rsvqa_words_whole_answer_only(pred, ref, hit):
 @pytest.mark.parametrize("pred,ref,hit,bucket_hit", [
     ("12", "12", 1.0, 1.0), ("12.", "12", 1.0, 1.0), ("twelve", "12", 1.0, 1.0), ("1,234", "1234", 1.0, 1.0),
     ("1", "12", 0.0, 1.0), ("12 or 13", "12", 0.0, 0.0), ("0", "0", 1.0, 1.0), ("0", "3", 0.0, 0.0),
-    ("about 12 cars", "12", 0.0, 0.0),
+    ("about 12 cars", "12", 0.0, 0.0), ("-3", "0", 0.0, 0.0),  # a negative count is in no bucket (it was in "0")
 ])
 def test_rsvqa_count_exact_number_and_bucket(pred, ref, hit, bucket_hit):
     out = score_rsvqa(pred, rec(qtype="count"), ref)

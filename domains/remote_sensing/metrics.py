@@ -116,8 +116,11 @@ def parse_number(text: str, *, area: bool = False) -> float | None:
     return float(_NUMBER_WORDS[word]) if word in _NUMBER_WORDS else None
 
 
-def bucket(value: float) -> int:
-    """Mini-InternVL's bucket of a count or area: 0 → 0, 1–100 → 1, 101–1000 → 2, > 1000 → 3."""
+def bucket(value: float) -> int | None:
+    """Mini-InternVL's bucket of a count or area: 0 → 0, 1–100 → 1, 101–1000 → 2, > 1000 → 3; a negative
+    value is in none (None: never a hit)."""
+    if value < 0:
+        return None
     for k, edge in enumerate(AREA_BUCKETS):
         if value <= edge:
             return k
@@ -142,7 +145,7 @@ def score_rsvqa(prediction: str, record: Any, reference: str) -> dict[str, float
             raise ValueError(f"rsvqa {qtype} reference is not a number: {reference!r}")
         pred = parse_number(prediction, area=is_area)
         exact = float(pred is not None and pred == ref)
-        in_bucket = float(pred is not None and bucket(pred) == bucket(ref))
+        in_bucket = float(pred is not None and bucket(pred) is not None and bucket(pred) == bucket(ref))
         hit = in_bucket if is_area else exact
         extra[f"bucket_accuracy/{qtype}"] = in_bucket
         if is_area:
