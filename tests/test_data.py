@@ -223,6 +223,33 @@ def test_a_misspelt_meta_key_is_refused_and_internvls_other_keys_pass(tmp_path):
     assert len(expand_sources([SourceSpec("m", meta)])) == 1
 
 
+def test_a_misspelt_media_key_is_skipped_not_trained_as_text(tmp_path):
+    """`"images": [...]` (or "img", "videos") was read as a text-only sample and trained without a word; and a meta
+    entry's "repeat" (for repeat_time) passed the typo check."""
+    root = tmp_path / "data"
+    png(root / "a.png")
+    png(tmp_path / "elsewhere.png")
+    ann = write_jsonl(root / "train.jsonl", [
+        {"images": ["a.png"], "conversations": conv()},                         # 1 misspelt
+        {"img": "a.png", "conversations": conv()},                              # 2 misspelt
+        {"videos": ["f1.png"], "conversations": conv()},                        # 3 misspelt
+        {"conversations": conv(), "id": 4, "meta": {}, "width": 10},            # 4 ok: text only
+        {"image": "a.png", "image_id": 7, "conversations": conv()},             # 5 ok: image given
+        {"image": str(tmp_path / "elsewhere.png"), "conversations": conv()},    # 6 absolute, outside the root
+    ])
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("dom", ann), skips)] == [4, 5]
+    examples = skips.examples("dom", "invalid image field")
+    assert [where for where, _ in examples] == [f"{ann}:1", f"{ann}:2", f"{ann}:3"]
+    assert "unknown key 'images'; did you mean 'image'?" in examples[0][1]
+    assert "did you mean 'video'?" in examples[2][1]
+    assert "an absolute path must lie inside the data root too" in skips.examples("dom", "path escapes data root")[0][1]
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"a": {"root": "data", "annotation": "data/train.jsonl", "repeat": 4}}))
+    with pytest.raises(PocketAdaptError, match=r"unknown key 'repeat'; did you mean 'repeat_time'"):
+        expand_sources([SourceSpec("m", meta)])
+
+
 @pytest.mark.parametrize("patches", [5000, 0, 2.5, "12"])
 def test_meta_max_dynamic_patch_is_bounded_and_named(tmp_path, patches):
     write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])

@@ -335,7 +335,7 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
         if not isinstance(entry, dict):
             raise DataError(f"{what}: expected an object, got {type(entry).__name__}")
         for typo in (k for k in entry if k not in META_KEYS_READ and k not in META_KEYS_IGNORED):
-            near = difflib.get_close_matches(typo, META_KEYS_READ, n=1, cutoff=0.75)
+            near = _near_miss(typo, META_KEYS_READ)
             if near:  # a key InternVL would not know either: most likely a misspelt one we read
                 raise DataError(f"{what}: unknown key {typo!r}; did you mean {near[0]!r}?")
         if "annotation" not in entry:
@@ -449,6 +449,13 @@ def _utf8(raw: bytes) -> str:
                                   "(re-save the file as UTF-8)") from None
 
 
+def _near_miss(key: str, known: tuple[str, ...]) -> list[str]:
+    """The known keys `key` is most likely a misspelling of: close by difflib, or one's beginning
+    (``repeat`` for ``repeat_time``, ``images`` for ``image``)."""
+    prefix = [k for k in known if k.startswith(key) or key.startswith(k)]
+    return prefix or difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+
+
 def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes: dict) -> Record:
     try:
         obj = json.loads(text)
@@ -461,6 +468,11 @@ def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes
     if "conversations" not in obj:
         raise _Skip(MISSING_CONVERSATIONS, f"keys: {', '.join(sorted(obj)) or '(none)'}")
     turns = _check_conversation(obj["conversations"])
+    for key in obj:  # "images": [...] would train the sample as text only
+        near = [] if key in ("image", "video") else [k for k in _near_miss(key, ("image", "video")) if k not in obj]
+        if near:
+            raise _Skip(INVALID_MEDIA, f"unknown key {key!r}; did you mean {near[0]!r}? (read as it is, the "
+                                       "record would train without its images)")
 
     if "image" in obj and "video" in obj and obj["image"] not in (None, [], "") and obj["video"] not in (None, [], ""):
         raise _Skip(INVALID_MEDIA, "a record has either 'image' or 'video', not both")
@@ -542,7 +554,9 @@ def _inside_root(value: str, root: Path) -> Path:
     p = Path(value).expanduser()
     resolved = (p if p.is_absolute() else root / p).resolve()
     if not resolved.is_relative_to(root):
-        raise _Skip(PATH_ESCAPES, f"{value!r} resolves to {resolved}, outside {root}")
+        hint = ("; an absolute path must lie inside the data root too (InternVL joins root and path as given): set "
+                "the source's root, or the meta entry's, to a folder that holds the images") if p.is_absolute() else ""
+        raise _Skip(PATH_ESCAPES, f"{value!r} resolves to {resolved}, outside {root}{hint}")
     return resolved
 
 
