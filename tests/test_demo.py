@@ -246,6 +246,31 @@ def test_uploads_are_staged_under_neutral_names_and_the_cached_original_renamed(
         staged.cleanup()
 
 
+def test_a_closed_page_frees_its_uploads_and_their_cached_copies(tmp_path, gradio_cache):
+    """A closed tab's staged copies (the DICOM with its header) stayed until Gradio dropped the session's state an
+    hour later, or the server stopped; the neutral copies in Gradio's cache until a later upload pruned them. The
+    page's unload event frees both for that session, and only for it."""
+    from deploy.demo.uploads import close_session
+
+    def cached(name: str) -> Path:
+        folder = gradio_cache / name
+        folder.mkdir()
+        return png(folder / "DOE_JANE.png", size=(48 + len(name), 40))
+
+    mine = stage_uploads([cached("h1")], max_bytes=MB, session="tab-1")
+    again = stage_uploads([cached("h2")], max_bytes=MB, session="tab-1")
+    other = stage_uploads([cached("h3")], max_bytes=MB, session="tab-2")
+    leftovers = lambda name: list((gradio_cache / name).glob(".pocket-adapt-staged-*"))  # noqa: E731
+    assert leftovers("h1") and leftovers("h3")
+    assert close_session("tab-1") == 2
+    assert not mine.root.exists() and not again.root.exists() and not leftovers("h1") and not leftovers("h2")
+    assert other.root.exists() and leftovers("h3"), "another tab's upload is left alone"
+    assert close_session("tab-1") == 0
+    other.cleanup()  # also leaves its session's list, and a second cleanup is harmless
+    other.cleanup()
+    assert close_session("tab-2") == 0 and not leftovers("h3")
+
+
 def test_identical_files_uploaded_at_once_all_stage(tmp_path, gradio_cache):
     """Gradio caches identical files under one path (<content hash>/<name>): twenty requests for the same
     file must each get their own private copy, even after the first renamed the cached file away."""
@@ -467,7 +492,7 @@ def test_generic_page_handlers(session, tmp_path, gradio_cache):
     on_upload, on_ask = handler(blocks, "on_upload"), handler(blocks, "on_ask")
     *_, (text, images, notice, *_) = on_ask("What is it?", None)  # nothing uploaded: said, not hidden
     assert text and "no image was uploaded: the answer comes from the question alone" in notice
-    state, status, gallery, info, warnings, *_ = on_upload([str(png(tmp_path / "DOE_JANE.png"))], None)
+    state, status, gallery, info, warnings, *_ = on_upload(None, [str(png(tmp_path / "DOE_JANE.png"))], None)
     assert "upload 1" in status and state.result.images[0].size == (48, 40) and "48 × 40 px" in info
     assert_no_phi(all_text([status, gallery, info, warnings]))
     *_, (text, images, notice, *_) = on_ask("What is it?", state)
@@ -475,7 +500,7 @@ def test_generic_page_handlers(session, tmp_path, gradio_cache):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"garbage")
     old_root = state.staged.root
-    state, status, *_ = on_upload([str(bad)], state)
+    state, status, *_ = on_upload(None, [str(bad)], state)
     assert state is None and "Could not read the upload" in status and "not an image file" in status
     assert not old_root.exists(), "a new upload frees the previous one"
 
@@ -558,7 +583,7 @@ def test_driving_page_cameras_come_from_the_original_names_and_the_view_is_rerea
     files = nuscenes_frames(tmp_path / "picked")
     blocks = demo_app.build_demo(session, "driving", max_upload_mb=5)
     on_upload, on_ask, on_option = (handler(blocks, n) for n in ("on_upload", "on_ask", "on_option"))
-    state, status, gallery, info, *_ = on_upload([str(f) for f in files], None, "stitched", "stitch")
+    state, status, gallery, info, *_ = on_upload(None, [str(f) for f in files], None, "stitched", "stitch")
     assert state is not None and len(state.result.images) == 1, status
     assert_cells(state.result.images[0])
     info = info.replace("\\", "")  # markdown escapes
@@ -592,7 +617,7 @@ def test_driving_page_cameras_come_from_the_original_names_and_the_view_is_rerea
     assert note == "" and changed == [back]
     # an ambiguous set is refused, naming what was found, never placed by order
     twice = [files[0], *files[:5]]
-    state2, status, *_ = on_upload([str(f) for f in twice], state, "stitched", "stitch")
+    state2, status, *_ = on_upload(None, [str(f) for f in twice], state, "stitched", "stitch")
     assert state2 is None and "the same camera in CAM_BACK_LEFT: upload 1, upload 2" in status.replace("\\", "")
     assert not state.staged.root.exists()
 

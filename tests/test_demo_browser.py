@@ -148,6 +148,29 @@ def test_medical_demo_in_a_browser(tmp_path, monkeypatch):
             assert phi not in text, f"PHI {phi!r} is shown in the page"
         shot = tmp_path / "demo_medical.png"
         page.screenshot(path=str(shot), full_page=True)
+
+        # too large after a study: the earlier study is closed and the status says why (it stayed "Ready",
+        # to be asked about by mistake, with only a passing toast)
+        file_input.set_input_files(str(big))
+        page.get_by_text("Upload refused:").wait_for(timeout=30_000)
+        text = _page_strings(page)
+        assert "above the 5 MB limit of this demo" in text and "Ready:" not in text and "DOE" not in text
+        page.get_by_label("Question").fill("Is there a lesion?")
+        page.get_by_role("button", name="Ask").click()
+        page.get_by_text("No study loaded").wait_for(timeout=15_000)
+
+        # a closed page frees its uploads at once (they stayed until the server stopped)
+        from deploy.demo.uploads import runtime_root
+
+        file_input.set_input_files(str(dcm))
+        page.get_by_text("CT DICOM").wait_for(timeout=30_000)
+        assert list(runtime_root().glob("upload-*"))
+        page.close()
+        deadline = time.monotonic() + UI_WAIT_S
+        while list(runtime_root().glob("upload-*")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not list(runtime_root().glob("upload-*")), "the closed page's upload is still staged"
+        assert not list((tmp_path / "gradio").rglob(".pocket-adapt-staged-*")), "its cached copy is still there"
     assert shot.stat().st_size > 10_000
     artifacts = os.environ.get("POCKET_ADAPT_ARTIFACTS")
     if artifacts:

@@ -22,7 +22,7 @@ import gradio as gr  # deploy/demo/__init__.py has switched Gradio's analytics o
 
 from deploy.demo.page import CLEAR_FILE_INPUTS, DemoError, DemoSettings
 from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession
-from deploy.demo.uploads import install_signal_cleanup, sweep_stale, use_private_gradio_cache
+from deploy.demo.uploads import close_session, install_signal_cleanup, sweep_stale, use_private_gradio_cache
 
 __all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "is_loopback", "launch_demo",
            "load_auth_file", "resolve_domain"]
@@ -39,6 +39,7 @@ _MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "monospace"]
 CSS = """
 .pa-notice p { margin: 0.2em 0; }
 #pa-preview img { width: 100%; height: 100%; object-fit: contain; }
+#pa-refused { display: none !important; }
 """
 
 
@@ -89,8 +90,13 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
     # temporary files (rendered images, uploads) are swept hourly and all removed when the server restarts
     with _DemoBlocks(title=title, analytics_enabled=False, delete_cache=(900, 3600)) as blocks:
         panel.build(session, plugin, settings)
+        blocks.unload(_free_uploads)  # a closed page frees its uploads now (Gradio drops its state an hour later)
     blocks.pocket_settings = settings
     return blocks
+
+
+def _free_uploads(request: gr.Request) -> None:
+    close_session(request.session_hash)
 
 
 def is_loopback(host: str) -> bool:

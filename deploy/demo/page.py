@@ -9,20 +9,42 @@ from dataclasses import dataclass
 
 from model.errors import PocketAdaptError
 
-__all__ = ["CLEAR_FILE_INPUTS", "DISCLAIMER", "MEDICAL_DISCLAIMER", "DemoError", "DemoSettings", "error_md", "escape_md",
-           "info_md", "notice_md", "warnings_md"]
+__all__ = ["CLEAR_FILE_INPUTS", "DISCLAIMER", "MEDICAL_DISCLAIMER", "REFUSED_BUTTON", "DemoError", "DemoSettings",
+           "error_md", "escape_md", "info_md", "notice_md", "refused_md", "warnings_md"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
 
 # The browser keeps the chosen file's name (often a patient's name) in the file input, whatever became of the
 # upload (refused as too large, unreadable, read). Run once at page load: every file input is emptied right
 # after each choice, once Gradio's own change handler has taken the files (it copies them synchronously).
+#
+# An upload above the limit is refused by the server before any handler runs (HTTP 413): Gradio shows a passing
+# toast, and the page would keep the earlier study as "Ready", to be asked about by mistake. So a refused upload
+# also presses the hidden REFUSED_BUTTON, whose handler closes the earlier study and says why in the status line.
+REFUSED_BUTTON = "pa-refused"
 CLEAR_FILE_INPUTS = """() => {
   document.addEventListener('change', (event) => {
     const input = event.target;
     if (input instanceof HTMLInputElement && input.type === 'file') { setTimeout(() => { input.value = ''; }, 0); }
   }, true);
+  const fetchFirst = window.fetch.bind(window);
+  window.fetch = async (...args) => {
+    const response = await fetchFirst(...args);
+    const url = String(args[0] instanceof Request ? args[0].url : args[0]);
+    if (response.status === 413 && url.includes('/upload')) {
+      setTimeout(() => document.getElementById('""" + REFUSED_BUTTON + """')?.click(), 0);
+    }
+    return response;
+  };
 }"""
+
+
+def refused_md(max_upload_mb: float, had_study: bool) -> str:
+    """The status line after an upload the server refused as too large."""
+    closed = "; the earlier upload was closed, so nothing is loaded now" if had_study else ""
+    return error_md(f"the file was refused: it is above the {max_upload_mb:g} MB limit of this demo, and nothing "
+                    f"of it was kept{closed}",
+                    "Upload refused")
 
 DISCLAIMER = "Research demo: answers come from a small model and may be wrong."
 MEDICAL_DISCLAIMER = ("Research demo: answers come from a small model and may be wrong. "

@@ -38,8 +38,8 @@ from model.errors import PocketAdaptError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RUNTIME_PREFIX", "StagedUpload", "UploadError", "cleanup_all", "install_signal_cleanup", "readable_error",
-           "runtime_root", "stage_uploads", "sweep_stale", "upload_label", "use_private_gradio_cache"]
+__all__ = ["RUNTIME_PREFIX", "StagedUpload", "UploadError", "cleanup_all", "close_session", "install_signal_cleanup",
+           "readable_error", "runtime_root", "stage_uploads", "sweep_stale", "upload_label", "use_private_gradio_cache"]
 
 RUNTIME_PREFIX = "pocket-adapt-demo-"
 OWNER_FILE = "owner"  # "<pid> <process start token>" of the demo process that made the runtime folder
@@ -51,6 +51,8 @@ _SUFFIX = re.compile(r"^\.[a-z0-9]{1,5}$")
 _TAG = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 _LIVE: set[Path] = set()
 _LIVE_LOCK = threading.Lock()
+_SESSIONS: dict[str, list["StagedUpload"]] = {}  # a browser session's staged uploads (guarded by _LIVE_LOCK)
+_SESSION_RETIRED: dict[str, list[Path]] = {}  # the neutral cached copies its uploads left (guarded by _CACHE_LOCK)
 _ROOT: tuple[int, Path] | None = None  # (pid, folder): a forked child makes its own
 _ROOT_LOCK = threading.Lock()
 _CACHE_LOCK = threading.Lock()  # staging from / renaming in Gradio's cache, one request at a time
@@ -203,6 +205,7 @@ class StagedUpload:
     root: Path
     paths: list[Path] = field(default_factory=list)
     tags: list[str | None] = field(default_factory=list)
+    session: str | None = None  # the browser session it came from (:func:`close_session`)
 
     @property
     def labels(self) -> list[str]:
@@ -221,20 +224,44 @@ class StagedUpload:
         return text.replace(str(self.root) + os.sep, "").replace(str(self.root), "upload")
 
     def cleanup(self) -> None:
+        """Remove the staged copies (idempotent)."""
         shutil.rmtree(self.root, ignore_errors=True)
         with _LIVE_LOCK:
             _LIVE.discard(self.root)
+            if self.session in _SESSIONS:
+                _SESSIONS[self.session] = [u for u in _SESSIONS[self.session] if u is not self]
+
+
+def close_session(session: str | None) -> int:
+    """Free every upload a browser session staged, and the neutral copies its uploads left in Gradio's cache
+    (its page was closed: Gradio's unload event); returns how many uploads were still held."""
+    with _LIVE_LOCK:
+        staged = list(_SESSIONS.pop(session or "", []))
+    for upload in staged:
+        upload.cleanup()
+    with _CACHE_LOCK:
+        for neutral in _SESSION_RETIRED.pop(session or "", []):
+            _unlink_quietly(neutral)
+            for original, (copy, _when) in list(_RETIRED.items()):
+                if copy == neutral:
+                    del _RETIRED[original]
+            try:
+                neutral.parent.rmdir()  # only when empty
+            except OSError:
+                pass
+    return len(staged)
 
 
 def stage_uploads(files: Iterable[str | os.PathLike] | str | os.PathLike | None, *, max_bytes: int,
-                  remove_originals: bool = True, name_tag: Callable[[str], str | None] | None = None
-                  ) -> StagedUpload:
+                  remove_originals: bool = True, name_tag: Callable[[str], str | None] | None = None,
+                  session: str | None = None) -> StagedUpload:
     """Copy uploaded `files` into a fresh private folder as ``upload-<k>[.<tag>]<suffix>``.
 
     Checks that each is a regular file and that together they stay within `max_bytes`. `name_tag` maps an
     original file name to a short word kept in the staged name (letters, digits and ``_`` only; anything
     else is dropped). With `remove_originals`, a file lying in Gradio's upload cache is renamed to a neutral
-    name once copied (files elsewhere are never touched). Raises :class:`UploadError`.
+    name once copied (files elsewhere are never touched). `session`: the browser session's id, whose
+    :func:`close_session` frees the upload when the page closes. Raises :class:`UploadError`.
     """
     if files is None:
         raise UploadError("no file was uploaded")
@@ -255,9 +282,11 @@ def stage_uploads(files: Iterable[str | os.PathLike] | str | os.PathLike | None,
         if total > max_bytes:
             raise UploadError(f"the upload is {_mb(total)}, above the {_mb(max_bytes)} limit of this demo")
         root = Path(tempfile.mkdtemp(prefix="upload-", dir=runtime_root()))  # 0700, one per request
+        staged = StagedUpload(root, session=session)
         with _LIVE_LOCK:
             _LIVE.add(root)
-        staged = StagedUpload(root)
+            if session:
+                _SESSIONS.setdefault(session, []).append(staged)
         try:
             for k, (src, tag) in enumerate(zip(sources, tags)):
                 suffix = items[k].suffix.lower()  # the original's: a neutral cached copy has none
@@ -271,7 +300,9 @@ def stage_uploads(files: Iterable[str | os.PathLike] | str | os.PathLike | None,
             raise UploadError(f"the upload could not be stored ({err.strerror or type(err).__name__})") from None
         if cache is not None:
             for src in items:
-                _retire_cached(src, cache)
+                neutral = _retire_cached(src, cache)
+                if neutral is not None and session:  # kept for identical uploads arriving now; freed with the page
+                    _SESSION_RETIRED.setdefault(session, []).append(neutral)
     return staged
 
 
@@ -302,11 +333,12 @@ def _resolved(path: Path) -> Path:
         return path.absolute()
 
 
-def _retire_cached(src: Path, cache: Path) -> None:
-    """Rename Gradio's cached copy (it carries the original name) to a neutral name in its own folder."""
+def _retire_cached(src: Path, cache: Path) -> Path | None:
+    """Rename Gradio's cached copy (it carries the original name) to a neutral name in its own folder; returns
+    that neutral copy (None where there was nothing to rename)."""
     real = _resolved(src)
     if cache not in real.parents:
-        return
+        return None
     try:
         if real.is_file():
             neutral = real.parent / f".pocket-adapt-staged-{next(_RETIRED_COUNT)}"
@@ -315,8 +347,10 @@ def _retire_cached(src: Path, cache: Path) -> None:
             _RETIRED[real] = (neutral, time.time())
             if old is not None and old[0] != neutral:
                 _unlink_quietly(old[0])
+            return neutral
     except OSError:  # best effort: Gradio's cache cleaner gets it later
         log.debug("demo: could not rename a cached upload", exc_info=True)
+    return None
 
 
 def _prune_retired(now: float | None = None) -> None:

@@ -20,12 +20,14 @@ from PIL import Image
 from deploy.demo.hooks import UploadResult, hooks_for, name_tag_for, normalize_upload, options_for, upload_help_for
 from deploy.demo.page import (
     DISCLAIMER,
+    REFUSED_BUTTON,
     REPEATED_NOTE,
     DemoSettings,
     error_md,
     escape_md,
     info_md,
     notice_md,
+    refused_md,
     warnings_md,
 )
 from deploy.demo.session import ModelSession
@@ -66,10 +68,11 @@ def _read_staged(staged: StagedUpload, read_upload: Callable[..., dict], options
 
 
 def load_files(files, read_upload: Callable[..., dict], *, max_bytes: int,
-               name_tag: Callable[[str], str | None] | None = None, **options) -> Loaded:
+               name_tag: Callable[[str], str | None] | None = None, session: str | None = None, **options) -> Loaded:
     """Stage the uploaded files under neutral names and read them with the hook; the staged copy is kept
-    (``Loaded.close`` frees it). Raises :class:`UploadError` with a message fit for the page."""
-    staged = stage_uploads(files, max_bytes=max_bytes, name_tag=name_tag)
+    (``Loaded.close`` frees it, and so does the browser `session`'s end). Raises :class:`UploadError` with a
+    message fit for the page."""
+    staged = stage_uploads(files, max_bytes=max_bytes, name_tag=name_tag, session=session)
     try:
         return Loaded(staged, dict(options), _read_staged(staged, read_upload, options))
     except BaseException:
@@ -157,6 +160,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
                         elem_classes=["pa-notice"])
             upload = gr.UploadButton(f"Upload file(s) (≤ {settings.max_upload_mb:g} MB)", file_count="multiple",
                                      variant="secondary")
+            refused = gr.Button("upload refused", elem_id=REFUSED_BUTTON)  # hidden; the page presses it (HTTP 413)
             choosers = [_choice(name, spec) for name, spec in option_specs.items()]
             status = gr.Markdown("No file uploaded yet.", elem_classes=["pa-notice"])
             question = gr.Textbox(label="Question", lines=2, placeholder="Ask about the uploaded image(s)")
@@ -183,15 +187,20 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
         line = f"**Ready:** {escape_md(', '.join(result.labels))} ({n} image{'s' if n != 1 else ''})"
         return line, _gallery(result.images, result.labels), info_md(result.info), warnings_md(result.warnings)
 
-    def on_upload(files, old: Loaded | None, *values):
+    def on_upload(request: gr.Request, files, old: Loaded | None, *values):  # Gradio fills `request` in
         if old is not None:
             old.close()
         try:
             loaded = load_files(files, read_upload, max_bytes=settings.max_upload_bytes, name_tag=name_tag,
-                                **chosen(values))
+                                session=request.session_hash if request else None, **chosen(values))
         except UploadError as err:
             return None, error_md(str(err)), gr.update(value=None), "", "", "", ""
         return (loaded, *shown(loaded), "", "")
+
+    def on_refused(old: Loaded | None):
+        if old is not None:
+            old.close()
+        return None, refused_md(settings.max_upload_mb, old is not None), gr.update(value=None), "", "", "", ""
 
     def on_option(current: Loaded | None, *values):
         if current is None:
@@ -222,6 +231,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
 
     upload.upload(on_upload, inputs=[upload, state, *choosers],
                   outputs=[state, status, gallery, info, warnings, answer, notice])
+    refused.click(on_refused, inputs=[state], outputs=[state, status, gallery, info, warnings, answer, notice])
     for chooser in choosers:
         chooser.input(on_option, inputs=[state, *choosers], outputs=[state, status, gallery, info, warnings, notice],
                       trigger_mode="always_last")

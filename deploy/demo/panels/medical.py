@@ -22,12 +22,14 @@ from PIL import Image
 from deploy.demo.hooks import default_draw_answer, read_image
 from deploy.demo.page import (
     MEDICAL_DISCLAIMER,
+    REFUSED_BUTTON,
     REPEATED_NOTE,
     DemoSettings,
     error_md,
     escape_md,
     info_md,
     notice_md,
+    refused_md,
     warnings_md,
 )
 from deploy.demo.session import ModelSession
@@ -144,10 +146,11 @@ class Study:
         self.staged.cleanup()
 
 
-def load_study(files, *, max_bytes: int) -> Study:
+def load_study(files, *, max_bytes: int, session: str | None = None) -> Study:
     """Stage and read an upload: one DICOM file, several files of one series, a zip of a series, or one
-    PNG / JPEG. Raises :class:`UploadError` with a message fit for the page."""
-    staged = stage_uploads(files, max_bytes=max_bytes)
+    PNG / JPEG (freed by ``Study.close`` or the end of the browser `session`). Raises :class:`UploadError` with a
+    message fit for the page."""
+    staged = stage_uploads(files, max_bytes=max_bytes, session=session)
     try:
         study = _read_staged(staged, max_bytes=max_bytes)
         study.render(study.start_index)  # decode now: broken pixel data is reported at upload, not later
@@ -458,6 +461,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
                         elem_classes=["pa-notice"])
             upload = gr.UploadButton(f"Upload DICOM, series (.zip) or PNG / JPEG (≤ {settings.max_upload_mb:g} MB)",
                                      file_count="multiple", variant="secondary")
+            refused = gr.Button("upload refused", elem_id=REFUSED_BUTTON)  # hidden; the page presses it (HTTP 413)
             status = gr.Markdown("No study uploaded yet. Nothing identifying is shown; uploads are named "
                                  "\"upload 1\".", elem_classes=["pa-notice"])
             preset = gr.Dropdown(_presets(), value=FILE_DEFAULT, label="Window preset", interactive=False)
@@ -488,17 +492,27 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
         text = " · ".join(t for t in (study.label(i), describe_window(study, window), study.redaction_note()) if t)
         return gr.Image(value=image, label=text, format="png")  # lossless, as the preview
 
-    def on_upload(files, old: Study | None, redact_on: bool = False):
+    def cleared(status_md: str) -> tuple:
+        """Every output of an upload with no study loaded, `status_md` in the status line."""
+        return (None, status_md, gr.Image(value=None, label="Image"), "", "",
+                gr.Dropdown(_presets(), value=FILE_DEFAULT, interactive=False), gr.Slider(interactive=False),
+                gr.Slider(interactive=False), gr.Slider(visible=False), gr.Slider(visible=False), "", "",
+                gr.Gallery(value=None, visible=False))
+
+    def on_refused(old: Study | None):
+        if old is not None:
+            old.close()
+        return cleared(refused_md(settings.max_upload_mb, old is not None))
+
+    def on_upload(files, old: Study | None, redact_on: bool = False, request: gr.Request = None):
         if old is not None:
             old.close()
         try:
-            study = load_study(files, max_bytes=settings.max_upload_bytes)
+            study = load_study(files, max_bytes=settings.max_upload_bytes,
+                               session=request.session_hash if request else None)
             study.redact = bool(redact_on)
         except UploadError as err:
-            return (None, error_md(str(err)), gr.Image(value=None, label="Image"), "", "",
-                    gr.Dropdown(_presets(), value=FILE_DEFAULT, interactive=False), gr.Slider(interactive=False),
-                    gr.Slider(interactive=False), gr.Slider(visible=False), gr.Slider(visible=False), "", "",
-                    gr.Gallery(value=None, visible=False))
+            return cleared(error_md(str(err)))
         c = window_controls(study)
         start = study.start_index
         many = study.count > 1
@@ -553,6 +567,9 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
                 yield text, gr.skip(), gr.Gallery(value=list(zip(drawn, labels)), visible=True), note
 
     upload.upload(on_upload, inputs=[upload, study_state, redact_box],
+                  outputs=[study_state, status, preview, header, warnings, preset, centre, width, index, n_slices,
+                           answer, notice, sent])
+    refused.click(on_refused, inputs=[study_state],
                   outputs=[study_state, status, preview, header, warnings, preset, centre, width, index, n_slices,
                            answer, notice, sent])
     preset.input(on_preset, inputs=[preset, centre, width, index, study_state], outputs=[centre, width, preview])
