@@ -164,7 +164,9 @@ def parse_ref_boxes(text: str, width: float | None = None, height: float | None 
 
     Boxes are 0-1000 grid ``[x1, y1, x2, y2]`` lists of ints (floats kept if written as floats); with
     `width`/`height` they come back as pixel :class:`Box` es. A ``<box>`` without a ``<ref>`` gets phrase
-    ``""``; a ``<ref>`` without a ``<box>`` gets ``[]``. Malformed boxes inside ``<box>`` are ignored.
+    ``""``; a ``<ref>`` without a ``<box>`` gets ``[]``. Malformed boxes inside ``<box>`` are ignored, and so,
+    with `width`/`height`, are reversed ones (x1 > x2 or y1 > y2) and those with no area left once clamped to
+    the image (wholly off it): a model's answer may hold any of them.
     """
     out: list[tuple[str, list]] = []
     for m in _REF_OR_BOX.finditer(text):
@@ -173,7 +175,15 @@ def parse_ref_boxes(text: str, width: float | None = None, height: float | None 
         boxes: list = []
         for bm in _ONE_BOX.finditer(body or ""):
             vals = [float(v) if "." in v else int(v) for v in bm.groups()]
-            boxes.append(from_grid(vals, width, height) if width is not None else vals)
+            if width is None:
+                boxes.append(vals)
+                continue
+            try:
+                box = from_grid(vals, width, height)
+            except ValueError:
+                continue
+            if box.x2 > box.x1 and box.y2 > box.y1:
+                boxes.append(box)
         out.append((phrase.strip(), boxes))
     return out
 
@@ -184,7 +194,8 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30
 def draw_ref_boxes(image, text: str, width: int = 3):
     """A copy of `image` with every `<ref>phrase</ref><box>[[…]]</box>` of `text` drawn and labelled.
 
-    Boxes are read on the 0–1000 grid of this image; each phrase gets its own colour.
+    Boxes are read on the 0–1000 grid of this image; each phrase gets its own colour. A box that cannot be drawn
+    (reversed, wholly off the image) is left out and the others are drawn (:func:`parse_ref_boxes`).
     """
     from PIL import ImageDraw
 

@@ -104,3 +104,19 @@ def test_draw_ref_boxes_draws_each_box_on_its_grid_position():
     assert drawn.getpixel((20, 50)) == PALETTE[0]  # left edge of the boat box: x = 0.1 * 200
     assert drawn.getpixel((120, 50)) == PALETTE[1]  # left edge of the tank box: x = 0.6 * 200
     assert drawn.getpixel((60, 50)) == (0, 0, 0)  # inside the boat box, untouched
+
+
+def test_a_box_that_cannot_be_drawn_leaves_the_others_drawn():
+    """A reversed box, or one wholly off the image, in a model's answer raised (ValueError / PIL's "x1 must be
+    greater than or equal to x0"), so the demo drew none of the answer's boxes."""
+    from PIL import Image
+
+    from domains.boxes import PALETTE, draw_ref_boxes, parse_ref_boxes
+
+    image = Image.new("RGB", (200, 100), (0, 0, 0))
+    answer = ("<ref>a</ref><box>[[100, 200, 500, 800]]</box><ref>b</ref><box>[[750, 1000, 250, 500]]</box>"
+              "<ref>c</ref><box>[[1200, 100, 1300, 300]]</box>")
+    assert [len(boxes) for _, boxes in parse_ref_boxes(answer, 200, 100)] == [1, 0, 0]
+    assert [len(boxes) for _, boxes in parse_ref_boxes(answer)] == [1, 1, 1]  # on the grid: as written
+    drawn = draw_ref_boxes(image, answer)
+    assert drawn.getpixel((20, 50)) == PALETTE[0]  # the good box is drawn
