@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    if argv is None and hasattr(args, "no_progress") and not sys.stderr.isatty():
+        args.no_progress = True  # piped into a log: bars would be \r-joined frames; the verbs print lines instead
     _quiet_libraries(progress=not getattr(args, "no_progress", False), command_line=argv is None)
     if argv is None and getattr(args, "builds_model", False):
         _import_model_stack()

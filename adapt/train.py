@@ -541,8 +541,8 @@ class Trainer:
         append_entry(self.out_dir / "eval_log.jsonl", {"step": step, **scores, "eval/skipped": summary["skipped"]},
                      writer)
         skipped = f" ({summary['skipped']} records skipped; see {folder / 'skips.md'})" if summary["skipped"] else ""
-        print(f"eval at step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in scores.items())
-              + skipped, flush=True)
+        line = f"eval at step {step}: " + ", ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in scores.items())
+        tqdm.write(line + skipped, file=sys.stdout)  # above the bar, not on its line
 
     def _resume(self) -> int:
         latest, damaged = usable_checkpoint(self.out_dir)

@@ -419,6 +419,11 @@ def test_model_commands_keep_library_noise_off_stderr(tmp_path, data_dir):
     run = subprocess.run([*cli, "train", str(path), "--no-progress"], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0 and run.stderr == ""
     assert "Setting accelerator" not in run.stdout  # DeepSpeed, imported by transformers, on a CPU-only machine
+    # piped into a log without --no-progress: no bars (they were \r-joined frames), the step lines instead
+    piped = subprocess.run([*cli, "train", str(path), "output.dir=piped", "logging.every=1"], capture_output=True,
+                           text=True, env=env, timeout=600)
+    assert piped.returncode == 0 and "\r" not in piped.stdout + piped.stderr and "%|" not in piped.stderr
+    assert "step 1/1 loss" in piped.stdout
 
 
 def test_the_readme_python_snippet_prints_nothing_but_its_answer(tmp_path):
