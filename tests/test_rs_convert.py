@@ -653,3 +653,14 @@ def test_classification_refuses_symlinks_out_of_the_source(tmp_path):
     assert report.skipped == {"path escapes data root": 2, "empty class folder": 1}, report.table()  # mirror/
     sources = {r["meta"]["source"] for r in all_records(report)}
     assert "forest/inside.tif" in sources and not {"forest/linked.tif", "mirror/private.tif"} & sources
+
+
+def test_synthesizing_shows_a_bar_unless_told_not_to(tmp_path, capsys):
+    """`adapt synthesize remote_sensing` printed nothing for half a minute; it shows a bar over the data sets."""
+    from domains.remote_sensing.synthetic import generate_all
+
+    generate_all(tmp_path / "a", kinds=["ucmerced", "dior_rsvg"], n=1)
+    err = capsys.readouterr().err
+    assert "synthetic remote sensing" in err and "2/2" in err
+    generate_all(tmp_path / "b", kinds=["ucmerced"], n=1, progress=False)
+    assert capsys.readouterr().err == ""

@@ -657,8 +657,13 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
 
 
 def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, n: int = 3, seed: int = 0,
-                 size: int = 64, n_slices: int = 12) -> dict[str, Path]:
-    """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``medical`` plugin's ``synthetic``."""
+                 size: int = 64, n_slices: int = 12, progress: bool = True) -> dict[str, Path]:
+    """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``medical`` plugin's ``synthetic``. `progress`: a bar
+    over the data sets (on a terminal)."""
+    from tqdm.auto import tqdm
+
     if isinstance(kinds, str):
         kinds = [k.strip() for k in kinds.split(",") if k.strip()]
-    return {k: generate(k, Path(out_dir) / k, n=n, seed=seed, size=size, n_slices=n_slices) for k in (kinds or KINDS)}
+    kinds = list(kinds or KINDS)
+    return {k: generate(k, Path(out_dir) / k, n=n, seed=seed, size=size, n_slices=n_slices)
+            for k in tqdm(kinds, desc="synthetic medical", unit="set", disable=not progress)}

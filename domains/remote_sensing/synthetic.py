@@ -323,6 +323,11 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
 
 
 def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int = 4, seed: int = 0,
-                 size: int | None = None) -> dict[str, Path]:
-    """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``remote_sensing`` plugin's ``synthetic``."""
-    return {k: generate(k, Path(out_dir) / k, n=n, seed=seed, size=size) for k in (kinds or KINDS)}
+                 size: int | None = None, progress: bool = True) -> dict[str, Path]:
+    """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``remote_sensing`` plugin's ``synthetic``. `progress`:
+    a bar over the data sets (on a terminal)."""
+    from tqdm.auto import tqdm
+
+    kinds = list(kinds or KINDS)
+    return {k: generate(k, Path(out_dir) / k, n=n, seed=seed, size=size)
+            for k in tqdm(kinds, desc="synthetic remote sensing", unit="set", disable=not progress)}
