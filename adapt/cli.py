@@ -513,11 +513,11 @@ def _export(args) -> int:
     elif args.gguf_type or args.name:
         raise CliError("--type and --name apply to --format gguf only")
     if args.format in ("onnx", "executorch"):
-        options = {"quantize": args.quantize}
+        options = {"quantize": args.quantize, "progress": not args.no_progress}
     elif args.quantize:
         raise CliError("--quantize applies to --format onnx or executorch only")
     if args.format == "executorch":
-        options.update(max_seq_len=args.max_seq_len, progress=not args.no_progress)
+        options.update(max_seq_len=args.max_seq_len)
     elif args.max_seq_len:
         raise CliError("--max-seq-len applies to --format executorch only")
     if args.recipe is not None and args.format != "tensorrt":

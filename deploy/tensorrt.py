@@ -104,7 +104,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     if tiling.tile_size != tower:
         raise TensorRTExportError(f"{source or 'the model'}: tiling.tile_size {tiling.tile_size} is not the vision "
                                   f"tower's image size {tower}; the engines take the tower's tiles (set it to null)")
-    write_onnx(vlm, processor, out_dir)
+    write_onnx(vlm, processor, out_dir, progress=False)  # (a few seconds of the bundle's work)
     vlm = (copy.deepcopy(vlm).float() if next(vlm.parameters()).dtype != torch.float32 else vlm).eval()
     found = layouts(processor, tiling)
     refs = References(out_dir / REFERENCES)

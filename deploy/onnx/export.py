@@ -65,8 +65,9 @@ def tokenizer_fingerprint(tokenizer) -> dict:
             "probe_ids": tokenizer.encode(PROBE, add_special_tokens=False)}
 
 
-def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None) -> Path:
-    """Write the ONNX export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder)."""
+def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progress: bool = True) -> Path:
+    """Write the ONNX export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder); `progress`:
+    a bar over the graphs (vision, embedding, decoder; then int8 quantisation)."""
     if quantize not in (None, *QUANTIZE):
         raise OnnxWriteError(f"unknown ONNX quantisation {quantize!r}; known: {', '.join(QUANTIZE)}")
     out_dir = Path(out_dir)
@@ -78,12 +79,20 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None) -> Pa
         raise OnnxWriteError(f"the tiling's tile_size {tiling.tile_size} is not the vision tower's image_size "
                              f"{_tower_size(vlm)}; fix model.tiling before exporting")
     fingerprint = json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False)
-    export_vision(vlm, out_dir / VISION, metadata={TILING_KEY: json.dumps(tiling.to_dict())})
-    export_embed(vlm, out_dir / EMBED, metadata={TOKENIZER_KEY: fingerprint})
-    export_decoder(vlm, out_dir / DECODER, metadata={TOKENIZER_KEY: fingerprint})
-    if quantize == "int8":
-        for name in (VISION, DECODER):
-            quantize_int8(out_dir / name)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=3 + (2 if quantize == "int8" else 0), desc="ONNX export", unit="graph",
+              disable=not progress) as bar:
+        export_vision(vlm, out_dir / VISION, metadata={TILING_KEY: json.dumps(tiling.to_dict())})
+        bar.update()
+        export_embed(vlm, out_dir / EMBED, metadata={TOKENIZER_KEY: fingerprint})
+        bar.update()
+        export_decoder(vlm, out_dir / DECODER, metadata={TOKENIZER_KEY: fingerprint})
+        bar.update()
+        if quantize == "int8":
+            for name in (VISION, DECODER):
+                quantize_int8(out_dir / name)
+                bar.update()
     processor.save_pretrained(out_dir)
     (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n")
     (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n")
