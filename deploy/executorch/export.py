@@ -162,7 +162,21 @@ def tiles_per_call(tiling) -> int:
 
 def write_executorch(vlm, processor, out_dir: Path, quantize: str | None = None, max_seq_len: int | None = None,
                      max_prefill_len: int | None = None, progress: bool = True) -> Path:
-    """Write the ExecuTorch export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder)."""
+    """Write the ExecuTorch export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder).
+
+    The tracing's own notes -- torch.export's side-effect warnings, the deprecations torch and ExecuTorch raise in
+    their code -- are kept off stderr: nothing in them is for a user to act on."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|executorch|torchao)(\.|$)")
+        return _write_executorch(vlm, processor, out_dir, quantize, max_seq_len, max_prefill_len, progress)
+
+
+def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_seq_len: int | None,
+                      max_prefill_len: int | None, progress: bool) -> Path:
     from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, _template, preprocessor_config, tokenizer_fingerprint
     from deploy.onnx.graphs import EmbedGraph, VisionGraph, eager_attention
 
