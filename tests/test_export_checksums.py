@@ -76,6 +76,10 @@ def test_weights_are_checked_and_configs_left_to_their_own_checks(tmp_path):
     with pytest.raises(ChecksumError, match=r"vision_tower/model.safetensors listed in SHA256SUMS is missing"):
         verify_weights(folder)
     moved.rename(folder / "vision_tower" / "model.safetensors")
+    # converted since (another weight file in its place): the loader judges what it finds
+    (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    assert verify_weights(folder) == 1
+    (folder / "pytorch_model.bin").rename(folder / "model.safetensors")
     # changed on purpose: its line removed, the rest still checked
     (folder / CHECKSUMS).write_text("".join(line for line in (folder / CHECKSUMS).read_text().splitlines(True)
                                             if not line.endswith("  model.safetensors\n")))

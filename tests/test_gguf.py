@@ -705,13 +705,16 @@ def test_unsupported_projector_and_grid_are_named(models):
 
 
 def test_export_target_rules(models, tmp_path):
-    """A non-empty target is refused without --force; with it the .gguf files are replaced, the rest kept; a failed
-    export leaves nothing behind."""
+    """A non-empty target is refused without --force; with it the earlier export's .gguf files (its SHA256SUMS lists
+    them) are replaced, the rest kept; a failed export leaves nothing behind."""
+    from model.checkpoints.checksums import write_checksums
+
     vlm, processor = models["internvl"]
     out = tmp_path / "out"
     out.mkdir()
-    (out / "notes.txt").write_text("mine")
     (out / "old-f16.gguf").write_text("stale")
+    write_checksums(out)  # as the earlier export wrote it
+    (out / "notes.txt").write_text("mine")
     with pytest.raises(ExportError, match="not empty"):
         export(vlm, processor, "gguf", out, qtype="f16", name="m")
     export(vlm, processor, "gguf", out, force=True, qtype="f16", name="m")

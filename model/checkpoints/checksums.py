@@ -73,14 +73,17 @@ def read_checksums(folder: Path, error: type[PocketAdaptError] = ChecksumError) 
 def verify_weights(folder: Path, error: type[PocketAdaptError] = ChecksumError) -> int:
     """Check every weight file (`WEIGHT_SUFFIXES`) that `folder`'s `SHA256SUMS` lists and that is present against
     its checksum; returns how many were checked (0 without a `SHA256SUMS`). A mismatch is `error` naming the file,
-    and so is a listed weight file that is missing (a folder copied in part: an ONNX export without its
-    ``.onnx.data`` looked damaged to onnxruntime)."""
+    and so is a listed weight file that is missing where no unlisted one is there instead (a folder copied in part:
+    an ONNX export without its ``.onnx.data`` looked damaged to onnxruntime; a folder whose weights were converted
+    since, ``model.safetensors`` to ``pytorch_model.bin``, is left to the loader)."""
     folder = Path(folder)
     sums = read_checksums(folder, error)
     if not sums:
         return 0
     missing = [name for name in sums if name.endswith(WEIGHT_SUFFIXES) and not (folder / name).exists()]
-    if missing:
+    unlisted = [p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
+                and p.relative_to(folder).as_posix() not in sums]
+    if missing and not unlisted:
         raise error(f"{folder}: {', '.join(missing)} listed in {CHECKSUMS} {'is' if len(missing) == 1 else 'are'} "
                     "missing (copied in part?); copy the whole folder, or export again")
     checked = 0
