@@ -310,7 +310,8 @@ class Distiller(Trainer):
                 "teacher": d.teacher.source})
         from .evaluate import plot_loss_curve
 
-        plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png")
+        plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png", self.out_dir / "eval_log.jsonl",
+                        eval_keys=("eval/cosine",))
         self.skips.save(self.out_dir)
         self._write_report(final, self._held_out_cosine())
 

@@ -561,13 +561,8 @@ def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, p
     return png_path
 
 
-def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike) -> Path:
-    """Plot a JSONL training log: total ``loss`` and one line per ``loss/<source>`` key against ``step``.
-
-    Lines without a step, or that are not JSON (a run killed mid-write), are ignored. A source's
-    line only has points at the steps that logged it, so sources seen rarely still draw. Rising
-    general-source lines while the domain falls is forgetting.
-    """
+def _log_series(log_path: Path, wanted) -> dict[str, tuple[list[float], list[float]]]:
+    """``{key: (steps, values)}`` of the finite numbers under the keys `wanted(key)` accepts in a JSONL log."""
     series: dict[str, tuple[list[float], list[float]]] = {}
     with Path(log_path).open(encoding="utf-8") as f:
         for raw in f:
@@ -578,11 +573,25 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike) ->
             if not isinstance(entry, dict) or "step" not in entry:
                 continue
             for key, value in entry.items():
-                is_loss = key == "loss" or key.startswith("loss/")
-                if is_loss and isinstance(value, (int, float)) and math.isfinite(value):
+                if wanted(key) and isinstance(value, (int, float)) and math.isfinite(value):
                     xs, ys = series.setdefault(key, ([], []))
                     xs.append(float(entry["step"]))
                     ys.append(float(value))
+    return series
+
+
+def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, eval_path: str | os.PathLike | None = None,
+                    eval_keys: Sequence[str] = ("eval/domain", "eval/general")) -> Path:
+    """Plot a JSONL training log: total ``loss`` and one line per ``loss/<source>`` key against ``step``; with
+    `eval_path` (``eval_log.jsonl``, where it exists), its `eval_keys` (held-out scores) on a second axis.
+
+    Lines without a step, or that are not JSON (a run killed mid-write), are ignored. A source's
+    line only has points at the steps that logged it, so sources seen rarely still draw. Rising
+    general-source lines while the domain falls is forgetting.
+    """
+    series = _log_series(Path(log_path), lambda key: key == "loss" or key.startswith("loss/"))
+    scores = (_log_series(Path(eval_path), lambda key: key in eval_keys)
+              if eval_path is not None and Path(eval_path).is_file() else {})
     if not series:
         raise ValueError(f"{log_path}: no lines with 'step' and 'loss' or 'loss/<source>'")
     png_path = Path(png_path)
@@ -595,8 +604,18 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike) ->
         ax.plot(xs, ys, linewidth=1, alpha=0.85, marker="." if len(xs) < 50 else None, label=key.split("/", 1)[1])
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title("training loss (total and per source)")
+    ax.set_title("training loss (total and per source)" + (" and held-out scores" if scores else ""))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if scores:
+        right = ax.twinx()
+        colours = ("tab:green", "tab:purple", "tab:red", "tab:brown")  # apart from the loss lines' cycle
+        for key, colour in zip([k for k in eval_keys if k in scores], colours):
+            right.plot(*scores[key], linestyle="--", marker="o", linewidth=1.2, color=colour,
+                       label=f"held-out {key.split('/', 1)[1]}")
+        right.set_ylabel("held-out score")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    ax.legend(handles, labels, fontsize=8)
     fig.savefig(png_path)
     return png_path

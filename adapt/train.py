@@ -745,7 +745,7 @@ class Trainer:
             shutil.rmtree(old, ignore_errors=True)
             from .evaluate import plot_loss_curve
 
-            plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png")
+            plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png", self.out_dir / "eval_log.jsonl")
             self.skips.save(self.out_dir)
 
     def _print_plan(self, start_step: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -168,6 +169,15 @@ def test_plots_are_valid_pngs(runs, tmp_path):
     lines += [{"step": 6, "loss": 0.3, "loss/replay": 1.5}, {"event": "saved"}]
     log.write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"step\": 7, \"lo")  # a torn last line
     _is_png(plot_loss_curve(log, tmp_path / "loss.png"))
+    # the held-out scores of eval.every on a second axis (they were logged, never drawn)
+    evals = tmp_path / "eval_log.jsonl"
+    evals.write_text("".join(json.dumps({"step": s, "eval/domain": 0.1 * s, "eval/general": 0.9, "eval/rs": 0.5}) + "\n"
+                             for s in (2, 4, 6)))
+    with_scores = plot_loss_curve(log, tmp_path / "loss_eval.png", evals)
+    _is_png(with_scores)
+    with Image.open(tmp_path / "loss.png") as plain, Image.open(with_scores) as drawn:
+        assert np.asarray(plain).shape == np.asarray(drawn).shape and not np.array_equal(plain, drawn)
+    assert plot_loss_curve(log, tmp_path / "loss_none.png", tmp_path / "no_such.jsonl").is_file()  # no evals yet
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
     with pytest.raises(ValueError, match="no lines"):
