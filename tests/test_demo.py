@@ -736,6 +736,19 @@ def test_medical_series_with_a_damaged_slice_says_so(medical, tmp_path, gradio_c
         study.close()
 
 
+def test_a_single_cut_dicom_is_said_in_plain_words(medical, tmp_path, gradio_cache):
+    """A DICOM cut in half showed the page "truncated or corrupt pixel data (ValueError: The number of bytes of pixel
+    data is less than expected (3267 vs 8192 bytes) - the dataset may be corrupted, have an invalid group 0028 ...)"."""
+    whole = write_ct(tmp_path / "whole.dcm", size=64).read_bytes()
+    cut = tmp_path / "DOE_JANE.dcm"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UploadError) as err:
+        medical.load_study([cut], max_bytes=MB)
+    msg = str(err.value)
+    assert msg == ("upload 1: truncated or corrupt pixel data; the file is incomplete or damaged: copy or export it "
+                   "again"), msg
+
+
 def test_medical_multiframe_file_has_a_frame_picker(medical, tmp_path):
     study = medical.load_study([write_ct(tmp_path / "cine.dcm", frames=5)], max_bytes=MB)
     try:

@@ -379,6 +379,13 @@ def readable_error(exc: BaseException, staged: StagedUpload | None = None) -> st
 
     if isinstance(exc, Image.DecompressionBombError):
         text = "the image has too many pixels to be read safely"
+    elif getattr(exc, "reason", None) and getattr(exc, "detail", None) and getattr(exc, "path", None):
+        # a reader's short reason for the page; the library's own wording (exception names, byte counts, tags)
+        # goes to the server log only
+        log.info("demo: %s", exc)
+        text = f"{exc.path}: {exc.reason}"
+        if any(word in exc.reason for word in ("truncated", "corrupt", "damaged")):
+            text += "; the file is incomplete or damaged: copy or export it again"
     elif isinstance(exc, Image.UnidentifiedImageError):
         text = "not an image file this demo can read (PNG, JPEG, ...)"
     elif isinstance(exc, (ValueError, OSError, KeyError)) and str(exc):
