@@ -116,6 +116,7 @@ def predict(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     progress: bool = True,
+    desc: str = "evaluating",
     **generate_kwargs,
 ) -> Predictions:
     """Greedy answers for `records`, scored with `adapt.metrics.score`, in the records' order.
@@ -156,7 +157,7 @@ def predict(
     skipped: list[tuple[int, Skipped]] = []
     was_training = vlm.training
     vlm.eval()
-    bar = tqdm(total=len(records), desc="evaluating", unit="sample", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(records), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
     try:
         for start in range(0, len(order), batch_size):
             encoded, meta = [], []
@@ -489,7 +490,8 @@ def write_report(
         entries = [runs[n].get("sources", {}).get(s) for n in names]
         metric_names = list(dict.fromkeys(m for e in entries if e for m in e.get("metrics", {})))
         skipped = max((e or {}).get("skipped", 0) for e in entries)
-        tasks = sorted({t for e in entries if e for t in e.get("tasks", {})})
+        counts = next((e.get("tasks", {}) for e in entries if e and e.get("tasks")), {})  # samples per task
+        tasks = [f"{t} {counts[t]}" for t in sorted(counts)]
         md += [f"### {s} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
                + (f"; {skipped} skipped" if skipped else "") + ")", ""]
         rows = []

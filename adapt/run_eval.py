@@ -51,7 +51,8 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
         del vlm
         vlm = engine.load("eval")(folder, processor)
     try:
-        summary, predictions = score_eval_sources(vlm, processor, recipe, out_dir, progress=progress)
+        summary, predictions = score_eval_sources(vlm, processor, recipe, out_dir, progress=progress,
+                                                  desc=f"evaluating {label}")
     finally:
         if engine is not None:
             vlm.close()
@@ -62,7 +63,8 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
     return summary
 
 
-def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: bool = True) -> tuple[dict, list]:
+def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: bool = True,
+                       desc: str = "evaluating") -> tuple[dict, list]:
     """Generate and score answers on `recipe.data.eval_sources` with `processor.tiling`; returns (summary, predictions).
 
     Records skipped while reading and those skipped while predicting (images that do not decode, a reference its
@@ -82,7 +84,7 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
         raise
     flat = [r for rs in records.values() for r in (rs[: recipe.eval.max_samples] if recipe.eval.max_samples else rs)]
     predictions = predict(vlm, processor, flat, max_new_tokens=recipe.eval.max_new_tokens,
-                          batch_size=recipe.eval.batch_size, progress=progress)
+                          batch_size=recipe.eval.batch_size, progress=progress, desc=desc)
     where = {(r.source, r.line): r.where for r in flat}
     for skipped in predictions.skipped:
         skips.add_dropped(skipped.source, skipped.kind, where.get((skipped.source, skipped.line), skipped.source),

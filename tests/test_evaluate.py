@@ -145,7 +145,7 @@ def test_report_tables_and_deltas(runs, tmp_path):
     assert "**adapted vs base:** domain +0.500; general -0.500 (keeps 50.0% of base)." in md
     assert "| rs | domain | 4 | 0.250 | 0.750 | +0.500 |" in md
     assert "| replay | general | 2 | 1.000 | 0.500 | -0.500 |" in md
-    assert "### med (domain; n = 1; tasks: short)" in md
+    assert "### med (domain; n = 1; tasks: short 1)" in md  # samples per task: a metric's count
     assert "| token_f1 | 0.500 | 1.000 | +0.500 |" in md
     # sources are listed domain first
     assert md.index("| med | domain") < md.index("| rs | domain") < md.index("| replay | general")
