@@ -665,5 +665,8 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, 
     if isinstance(kinds, str):
         kinds = [k.strip() for k in kinds.split(",") if k.strip()]
     kinds = list(kinds or KINDS)
-    return {k: generate(k, Path(out_dir) / k, n=n, seed=seed, size=size, n_slices=n_slices)
-            for k in tqdm(kinds, desc="synthetic medical", unit="set", disable=not progress)}
+    written = {}
+    with tqdm(kinds, desc="synthetic medical", unit="set", disable=not progress) as bar:  # closed on errors too
+        for k in bar:
+            written[k] = generate(k, Path(out_dir) / k, n=n, seed=seed, size=size, n_slices=n_slices)
+    return written

@@ -329,5 +329,8 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int
     from tqdm.auto import tqdm
 
     kinds = list(kinds or KINDS)
-    return {k: generate(k, Path(out_dir) / k, n=n, seed=seed, size=size)
-            for k in tqdm(kinds, desc="synthetic remote sensing", unit="set", disable=not progress)}
+    written = {}
+    with tqdm(kinds, desc="synthetic remote sensing", unit="set", disable=not progress) as bar:  # closed on errors too
+        for k in bar:
+            written[k] = generate(k, Path(out_dir) / k, n=n, seed=seed, size=size)
+    return written
