@@ -25,8 +25,8 @@ RS_SAMPLES = 24  # per class / image in the synthetic remote-sensing sets
 
 def prepare_landcover(data: Path, progress: bool = True) -> None:
     # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
-    generate_general(data / "general", answer_style="label")
-    generate_landcover(data / "landcover", answer_style="label")
+    generate_general(data / "general", answer_style="label", progress=progress)
+    generate_landcover(data / "landcover", answer_style="label", progress=progress)
 
 
 def prepare_remote_sensing(data: Path, progress: bool = True) -> None:

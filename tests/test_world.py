@@ -313,3 +313,14 @@ def test_label_style_lists_candidates_and_answers_with_the_label(tmp_path):
     assert grounding and all("<box>[[" in r["answer"] for r in grounding)
     with pytest.raises(ValueError, match="answer_style"):
         generate_landcover(tmp_path / "x", n_train=1, n_test=1, answer_style="letters")
+
+
+def test_writing_shows_a_bar_over_the_images_unless_told_not_to(tmp_path, capsys):
+    """`adapt quickstart --data-only` wrote thousands of images for a quarter of a minute without a sign."""
+    from domains.general.world import generate_general, generate_landcover
+
+    generate_landcover(tmp_path / "lc", n_train=3, n_test=2)
+    err = capsys.readouterr().err
+    assert "synthetic land cover" in err and "5/5" in err
+    generate_general(tmp_path / "g", n_train=3, n_test=2, progress=False)
+    assert capsys.readouterr().err == ""

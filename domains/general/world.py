@@ -657,7 +657,10 @@ def _save_png(pixels: np.ndarray, path: Path) -> None:
     Image.fromarray(pixels).save(path, **_PNG_PARAMS)
 
 
-def _write(out_dir: Path, splits: dict[str, Iterator[Sample]]) -> dict[str, Path]:
+def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None = None, desc: str = "synthetic",
+           progress: bool = True) -> dict[str, Path]:
+    from tqdm.auto import tqdm
+
     out_dir = Path(out_dir)
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -666,10 +669,12 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]]) -> dict[str, Path
     # PNG encoding releases the GIL: encode on worker threads while the main thread draws the next samples.
     # Every file's bytes depend only on its own pixels, so the order of completion does not matter.
     pending: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, \
+            tqdm(total=total, desc=desc, unit="image", disable=not progress) as bar:
         for split, samples in splits.items():
             lines = []
             for sample in samples:
+                bar.update()
                 rel = sample.record["image"]
                 pending.append(pool.submit(_save_png, sample.image, out_dir / rel))
                 while len(pending) > 64:
@@ -717,21 +722,22 @@ def _styled(samples: Iterator[Sample], answer_style: str) -> Iterator[Sample]:
 
 
 def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0,
-                     image_size: int = 112, answer_style: str = "letter") -> dict[str, Path]:
+                     image_size: int = 112, answer_style: str = "letter", progress: bool = True) -> dict[str, Path]:
     """Write the general shapes world (multiple choice over :data:`GENERAL_TASKS`) under ``out_dir``.
 
     `answer_style`: "letter" (Mini-InternVL multiple choice, A-D) or "label" (see :func:`label_style`).
+    `progress`: a bar over the images (on a terminal).
     """
     return _write(Path(out_dir), {
         "train": _styled(general_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(general_samples("test", n_test, seed, image_size), answer_style),
-    })
+    }, n_train + n_test, "synthetic general", progress)
 
 
 def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, seed: int = 1,
-                       image_size: int = 112, answer_style: str = "letter") -> dict[str, Path]:
+                       image_size: int = 112, answer_style: str = "letter", progress: bool = True) -> dict[str, Path]:
     """Write the land-cover specialist domain (~70 % classification mc, ~30 % grounding) under ``out_dir``."""
     return _write(Path(out_dir), {
         "train": _styled(landcover_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(landcover_samples("test", n_test, seed, image_size), answer_style),
-    })
+    }, n_train + n_test, "synthetic land cover", progress)
