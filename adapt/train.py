@@ -283,6 +283,7 @@ class Trainer:
                                         self.total_steps)
         # resume before any wrapper copies the weights (DeepSpeed keeps its own fp32 master copy)
         self.start_step = self._resume()
+        self.steps_done = self.start_step  # optimizer steps taken, for what an interrupted run says it kept
         self.engine = None
         if self.recipe.distributed.strategy == "deepspeed":
             self.engine = self._deepspeed()
@@ -364,7 +365,7 @@ class Trainer:
             self.close()
 
     def _say_what_is_kept(self) -> None:
-        done = getattr(self, "steps_done", self.start_step)
+        done = self.steps_done
         latest, _ = usable_checkpoint(self.out_dir)
         saved = int(latest.name.rsplit("-", 1)[1]) if latest is not None else 0
         lost = f"; the {done - saved} step(s) since are not kept" if done > saved else ""
@@ -397,7 +398,6 @@ class Trainer:
         # the gradient is the mean over the step's supervised tokens, whatever the split across ranks,
         # micro-batches and padding
         grad_scale = self.dist.world * (t.grad_accum if deepspeed else 1)
-        self.steps_done = start_step
         for step in range(start_step, end_step):
             started = time.perf_counter()
             micro_batches = [next(batches) for _ in range(t.grad_accum)]  # the step's token count comes first

@@ -240,15 +240,9 @@ def close_session(session: str | None) -> int:
     for upload in staged:
         upload.cleanup()
     with _CACHE_LOCK:
-        for neutral in _SESSION_RETIRED.pop(session or "", []):
-            _unlink_quietly(neutral)
-            for original, (copy, _when) in list(_RETIRED.items()):
-                if copy == neutral:
-                    del _RETIRED[original]
-            try:
-                neutral.parent.rmdir()  # only when empty
-            except OSError:
-                pass
+        gone = set(_SESSION_RETIRED.pop(session or "", []))
+        if gone:
+            _prune_retired(lambda neutral, _when: neutral in gone)
     return len(staged)
 
 
@@ -353,10 +347,13 @@ def _retire_cached(src: Path, cache: Path) -> Path | None:
     return None
 
 
-def _prune_retired(now: float | None = None) -> None:
+def _prune_retired(drop: Callable[[Path, float], bool] | None = None, now: float | None = None) -> None:
+    """Remove the neutral copies `drop(neutral, renamed_at)` picks (default: older than RETIRED_MAX_AGE_S, or
+    gone), with their folder once empty; under _CACHE_LOCK."""
     now = time.time() if now is None else now
+    drop = drop or (lambda neutral, when: now - when > RETIRED_MAX_AGE_S or not neutral.exists())
     for original, (neutral, when) in list(_RETIRED.items()):
-        if now - when > RETIRED_MAX_AGE_S or not neutral.exists():
+        if drop(neutral, when):
             _unlink_quietly(neutral)
             del _RETIRED[original]
             try:

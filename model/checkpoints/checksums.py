@@ -81,9 +81,8 @@ def verify_weights(folder: Path, error: type[PocketAdaptError] = ChecksumError) 
     if not sums:
         return 0
     missing = [name for name in sums if name.endswith(WEIGHT_SUFFIXES) and not (folder / name).exists()]
-    unlisted = [p for p in folder.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)
-                and p.relative_to(folder).as_posix() not in sums]
-    if missing and not unlisted:
+    if missing and not any(p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) and p.relative_to(folder).as_posix()
+                           not in sums for p in folder.rglob("*")):  # (walked only when something is missing)
         raise error(f"{folder}: {', '.join(missing)} listed in {CHECKSUMS} {'is' if len(missing) == 1 else 'are'} "
                     "missing (copied in part?); copy the whole folder, or export again")
     checked = 0
