@@ -21,6 +21,7 @@ __all__ = [
     "Box",
     "Point",
     "clip_box",
+    "upright_box",
     "from_grid",
     "parse_ref_boxes",
     "point_from_grid",
@@ -89,6 +90,23 @@ def clip_box(box: Sequence[float], width: float, height: float) -> Box:
     if b.x1 >= width or b.y1 >= height or b.x2 <= 0 or b.y2 <= 0:
         raise ValueError(f"box {tuple(b)} lies outside the {width}x{height} image")
     return Box(max(0, b.x1), max(0, b.y1), min(width, b.x2), min(height, b.y2))
+
+
+def upright_box(box: Sequence[float], width: float, height: float, orientation: int) -> Box:
+    """A pixel box of a ``width x height`` image as stored -> the same pixels once the image is turned upright by
+    its EXIF `orientation` (1-8, as ``ImageOps.exif_transpose`` and :func:`model.tiling.load_image` turn it)."""
+    _size(width, height)
+    x1, y1, x2, y2 = Box(*box).checked()
+    w, h = width, height
+    corners = {  # where the stored corner (x, y) lands in the upright image
+        1: lambda x, y: (x, y), 2: lambda x, y: (w - x, y), 3: lambda x, y: (w - x, h - y),
+        4: lambda x, y: (x, h - y), 5: lambda x, y: (y, x), 6: lambda x, y: (h - y, x),
+        7: lambda x, y: (h - y, w - x), 8: lambda x, y: (y, w - x),
+    }
+    if orientation not in corners:
+        raise ValueError(f"EXIF orientation must be 1..8, got {orientation!r}")
+    (ax, ay), (bx, by) = corners[orientation](x1, y1), corners[orientation](x2, y2)
+    return Box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by))
 
 
 def to_grid(box: Sequence[float], width: float, height: float) -> list[int]:

@@ -54,6 +54,7 @@ __all__ = [
     "preprocess_image",
     "ImageLoadError",
     "load_image",
+    "upright_size",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -572,6 +573,24 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageLoadError(path, f"the image is damaged or truncated ({reason})") from exc
+
+
+def upright_size(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
+    """``((W, H), orientation)`` of an image file as :func:`load_image` returns it, from its header: the stored
+    size with width and height swapped when the EXIF orientation (1-8, 1 when absent) turns it by 90 degrees.
+    Raises what ``Image.open`` raises."""
+    with Image.open(path) as image:
+        width, height = image.size
+        try:
+            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+        except Exception:  # noqa: BLE001 - a damaged EXIF block: load_image keeps the pixels as stored too
+            orientation = 1
+    if orientation not in range(1, 9):
+        orientation = 1
+    return ((height, width) if orientation >= 5 else (width, height)), orientation
+
+
+_EXIF_ORIENTATION = 0x0112
 
 
 # 16-bit colour is read as its high byte (a linear scaling to 8 bit); when even the brightest sample's high byte is

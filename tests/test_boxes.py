@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 import pytest
 
 from domains.boxes import (
@@ -120,3 +122,19 @@ def test_a_box_that_cannot_be_drawn_leaves_the_others_drawn():
     assert [len(boxes) for _, boxes in parse_ref_boxes(answer)] == [1, 1, 1]  # on the grid: as written
     drawn = draw_ref_boxes(image, answer)
     assert drawn.getpixel((20, 50)) == PALETTE[0]  # the good box is drawn
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_box_lands_where_pil_turns_the_pixels(orientation):
+    from PIL import Image, ImageOps
+
+    from domains.boxes import upright_box
+
+    stored = np.zeros((20, 30), np.uint8)
+    stored[3:9, 5:12] = 255  # box (5, 3, 12, 9) as pixel edges
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.info["exif"] = exif.tobytes()
+    ys, xs = np.nonzero(np.asarray(ImageOps.exif_transpose(image)))
+    assert tuple(upright_box((5, 3, 12, 9), 30, 20, orientation)) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)

@@ -664,3 +664,30 @@ def test_synthesizing_shows_a_bar_unless_told_not_to(tmp_path, capsys):
     assert "synthetic remote sensing" in err and "2/2" in err
     generate_all(tmp_path / "b", kinds=["ucmerced"], n=1, progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_dior_box_follows_an_exif_oriented_jpeg(tmp_path, orientation):
+    """The PNG is written upright (the one image reader applies EXIF orientation); the XML box is in the stored
+    pixels, so it is turned with the image, and the record's size is the upright one."""
+    src = tmp_path / "src"
+    (src / "JPEGImages").mkdir(parents=True)
+    (src / "Annotations").mkdir()
+    stored = np.zeros((100, 300, 3), np.uint8)
+    stored[10:30, 20:80] = 255  # the object: x 20..80, y 10..30 in the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(src / "JPEGImages" / "00001.jpg", exif=exif.tobytes(), quality=98)
+    (src / "Annotations" / "00001.xml").write_text(
+        "<annotation><filename>00001.jpg</filename><size><width>300</width><height>100</height></size><object>"
+        "<name>vehicle</name><bndbox><xmin>20</xmin><ymin>10</ymin><xmax>80</xmax><ymax>30</ymax></bndbox>"
+        "<description>the white block</description></object></annotation>")
+    report = convert_dior_rsvg(src, tmp_path / "out", tasks=("grounding",))
+    [rec] = all_records(report)
+    with Image.open(tmp_path / "out" / rec["image"]) as im:
+        written = np.asarray(im.convert("L")) > 128
+    assert written.shape == (rec["height"], rec["width"])
+    ys, xs = np.nonzero(written)
+    [(_, [box])] = parse_ref_boxes(rec["answer"], rec["width"], rec["height"])
+    assert np.allclose(list(box), [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=2.0), (box, orientation)
+    assert report.warnings["box turned with an EXIF-oriented image"] == 1

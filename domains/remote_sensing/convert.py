@@ -36,7 +36,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from domains.base import ConvertReport, DomainError, SkipInput
-from domains.boxes import Box, clip_box, render_ref_box, to_grid
+from domains.boxes import Box, clip_box, render_ref_box, to_grid, upright_box
 from domains.files import (
     check_held_out_fraction,
     files_inside,
@@ -53,7 +53,7 @@ from domains.files import (
     write_splits,
 )
 from domains.parallel import Prefetch, check_workers
-from model.tiling import ImageLoadError, load_image
+from model.tiling import ImageLoadError, load_image, upright_size
 
 __all__ = [
     "CLASSIFICATION_DATASETS",
@@ -655,8 +655,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                 img_src = inside_root(src / images_dir, fname)
                 if not img_src.exists() and not Path(fname).suffix:
                     img_src = inside_root(src / images_dir, f"{fname}.jpg")
-                with Image.open(img_src) as im:
-                    src_w, src_h = im.size
+                (src_w, src_h), _ = upright_size(img_src)
                 wh = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
             except Exception:  # noqa: BLE001 - the loop reports it
                 continue
@@ -684,9 +683,8 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
             except SkipInput as exc:
                 report.skip(xml, exc.reason, f"{xml}: <filename> {exc.detail}")
                 continue
-            try:
-                with Image.open(img_src) as im:
-                    src_w, src_h = im.size
+            try:  # the size the PNG will have: load_image turns an image upright by its EXIF orientation
+                (src_w, src_h), orientation = upright_size(img_src)
             except FileNotFoundError:
                 report.skip(xml, "missing image", f"{xml}: image {img_src} not found")
                 continue
@@ -716,17 +714,24 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                 except ValueError as exc:
                     report.skip(where, "malformed box", f"{xml}: object {k}: {exc}")
                     continue
+                turned = raw
+                if orientation != 1:  # boxes are in the stored pixel grid (as in RSVG-pytorch's cv2 reads)
+                    stored = (src_h, src_w) if orientation >= 5 else (src_w, src_h)
+                    turned = upright_box(raw, *stored, orientation)
+                    report.warn(where, "box turned with an EXIF-oriented image",
+                                f"{img_src}: EXIF orientation {orientation}: the image is written upright and box "
+                                f"{tuple(raw)} (stored pixels) becomes {tuple(round(v, 3) for v in turned)}")
                 try:
-                    box = clip_box(raw, src_w, src_h)
+                    box = clip_box(turned, src_w, src_h)
                     if box.width <= 0 or box.height <= 0:
                         raise ValueError(f"box {tuple(raw)} is empty inside the {src_w}x{src_h} image")
-                    inside = box.width * box.height / max(1, raw.width * raw.height)
+                    inside = box.width * box.height / max(1, turned.width * turned.height)
                     if inside < MIN_INSIDE:  # not a border overshoot: a wrong box (or a wrong <size>)
                         raise ValueError(f"box {tuple(raw)} lies {1 - inside:.0%} outside the {src_w}x{src_h} image")
                 except ValueError as exc:
                     report.skip(where, "box outside image", f"{xml}: object {k}: {exc}")
                     continue
-                if tuple(box) != tuple(raw):  # clipped: kept, but said
+                if tuple(box) != tuple(turned):  # clipped: kept, but said
                     report.warn(where, "box clipped to image", f"{xml}: object {k}: box {tuple(raw)} clipped to "
                                                                f"{tuple(box)} in the {src_w}x{src_h} image")
                 if not name:
