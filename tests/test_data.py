@@ -546,3 +546,18 @@ def test_control_tokens_and_answer_images_are_skipped_naming_the_line(tmp_path, 
     examples = skips.examples("d", "malformed conversation")
     assert [e[0] for e in examples] == [f"{ann}:2", f"{ann}:3", f"{ann}:4"]
     assert "'<IMG_CONTEXT>'" in examples[0][1] and "'<|im_end|>'" in examples[1][1] and "in an answer" in examples[2][1]
+
+
+def test_measured_image_size_is_the_upright_one_load_image_returns(tmp_path):
+    """A phone JPEG stored 300x100 with EXIF orientation 6 is read as 100x300 by load_image; the header-only
+    measure pass (tiles, image tokens, the pixel cap) must plan for that size, not the stored one."""
+    from model.tiling import load_image
+
+    root = tmp_path / "data"
+    (root / "img").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (300, 100), "red").save(root / "img" / "phone.jpg", exif=exif.tobytes())
+    ann = write_jsonl(root / "train.jsonl", [{"image": "img/phone.jpg", "conversations": conv("Colour?", "Red.")}])
+    [record] = read_source(SourceSpec("d", ann), SkipLog())
+    assert record.image_sizes == [load_image(root / "img" / "phone.jpg").size] == [(100, 300)]

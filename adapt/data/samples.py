@@ -34,6 +34,7 @@ from PIL import Image
 from model.chat import IMAGE_PLACEHOLDER, ConversationError, image_prefix
 from model.errors import PocketAdaptError
 from model.limits import MAX_TILES_LIMIT
+from model.tiling import upright_size
 
 __all__ = [
     "REASONS",
@@ -577,8 +578,7 @@ def _read_size(path: Path) -> tuple[int, int] | _Skip:
     try:
         with warnings.catch_warnings():  # PIL's own size warning: tiling.max_pixels is the limit (measure)
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
+            (w, h), _ = upright_size(path)  # as load_image returns it: EXIF orientation applied
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         return _Skip(UNREADABLE_IMAGE, f"{path}: {exc or type(exc).__name__}")
     if w <= 0 or h <= 0:
