@@ -322,3 +322,77 @@ def test_chipping_peak_memory_stays_near_the_cache(tmp_path):
                           cwd=Path(__file__).resolve().parents[1])
     n, grew_mb = map(int, done.stdout.split())
     assert n == 16 * 16 and grew_mb < 50, done.stdout
+
+
+def test_auto_stretch_keeps_uint8_and_stretches_wider_types(tmp_path):
+    """read_rgb's default is the converters' rule: an 8-bit tile as stored (a 2-98 % stretch would change every
+    pixel the model was trained on), a uint16 one stretched."""
+    rng = np.random.default_rng(0)
+    rgb8 = rng.integers(60, 140, (3, 20, 24)).astype(np.uint8)
+    image, _ = read_rgb(write_tif(tmp_path / "rgb8.tif", rgb8))
+    assert np.array_equal(np.asarray(image), rgb8.transpose(1, 2, 0))
+    wide = (rgb8.astype(np.uint16) * 40)
+    stretched, _ = read_rgb(write_tif(tmp_path / "rgb16.tif", wide))
+    assert np.array_equal(np.asarray(stretched), np.asarray(read_rgb(tmp_path / "rgb16.tif", stretch=(2, 98))[0]))
+
+
+@pytest.mark.parametrize("how", ["alpha", "internal mask"])
+def test_alpha_band_and_internal_mask_are_invalid_pixels(tmp_path, how):
+    """The left half is masked (alpha 0 / an internal mask): invalid in the mask, black, left out of the stretch,
+    and a chip wholly inside it is skipped like nodata."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(1000, 3000, (3, 32, 64)).astype(np.uint16)
+    rgb[:, :, :32] = 0  # what lies under the mask
+    path = tmp_path / f"{how.replace(' ', '_')}.tif"
+    if how == "alpha":
+        alpha = np.zeros((1, 32, 64), np.uint16)
+        alpha[:, :, 32:] = 65535
+        write_tif(path, np.concatenate([rgb, alpha]), photometric="RGB", alpha="YES")
+    else:
+        write_tif(path, rgb)
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+            mask = np.zeros((32, 64), np.uint8)
+            mask[:, 32:] = 255
+            dst.write_mask(mask)
+    image, valid = read_rgb(path, bands=[1, 2, 3])
+    assert not valid[:, :32].any() and valid[:, 32:].all()
+    pixels = np.asarray(image)
+    assert (pixels[:, :32] == 0).all()
+    assert abs(pixels[:, 32:].mean() - 127.5) < 20  # the masked zeros did not take the low percentile
+    report = ConvertReport(dataset="t", source=path, out=tmp_path)
+    chips = list(iter_chips(path, size=32, overlap=0, bands=[1, 2, 3], report=report))
+    assert [c.col for c in chips] == [1] and report.skipped["all nodata"] == 1
+
+
+def test_a_paletted_band_is_drawn_in_its_colour_map(tmp_path):
+    classes = np.array([[0, 1], [2, 3]], np.uint8).repeat(8, axis=0).repeat(8, axis=1)
+    path = write_tif(tmp_path / "landcover.tif", classes, photometric="palette")
+    colours = {0: (255, 0, 0, 255), 1: (0, 255, 0, 255), 2: (0, 0, 255, 255), 3: (255, 255, 0, 255)}
+    with rasterio.open(path, "r+") as dst:
+        dst.write_colormap(1, colours)
+    for stretch in ("auto", None, (2, 98)):
+        pixels = np.asarray(read_rgb(path, stretch=stretch)[0])
+        assert [tuple(pixels[y, x]) for y, x in ((0, 0), (0, 8), (8, 0), (8, 8))] == [c[:3] for c in colours.values()]
+    [chip] = iter_chips(path, size=16, overlap=0)
+    assert tuple(np.asarray(chip.image)[8, 8]) == (255, 255, 0)
+
+
+def test_a_whole_read_is_capped_like_every_image_and_says_how_to_chip(tmp_path):
+    path = write_tif(tmp_path / "scene.tif", np.zeros((1, 40, 50), np.uint8) + 9)
+    with pytest.raises(RasterError, match=r"50x40 = 2,000 pixels, above the limit of 1,999 \(tiling.max_pixels\); "
+                                          r"cut the scene into chips with `adapt convert remote_sensing scene_chips`"):
+        read_rgb(path, max_pixels=1999)
+    from domains.remote_sensing.raster import DEFAULT_MAX_PIXELS
+    from model.tiling import DEFAULT_MAX_PIXELS as IMAGE_CAP
+
+    assert DEFAULT_MAX_PIXELS == IMAGE_CAP and read_rgb(path, max_pixels=2000)[1].all()
+
+
+def test_a_raster_without_crs_reads_without_rasterio_warning(tmp_path, recwarn):
+    path = tmp_path / "plain.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.full((1, 8, 8), 7, np.uint8))
+    recwarn.clear()  # writing it warns; reading it must not (adapt chat printed it on every question)
+    read_rgb(path)
+    list(iter_chips(path, size=8, overlap=0))
+    assert [w.category.__name__ for w in recwarn] == []

@@ -17,6 +17,7 @@ from domains.boxes import draw_ref_boxes
 from domains.remote_sensing.metrics import METRICS
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt")
+PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # read through model.tiling.load_image (EXIF orientation)
 
 
 def read_raster_rgb(path: str | Path, **options: Any):
@@ -54,11 +55,11 @@ CONVERTERS = {
     "scene_chips": convert_scene_chips,
 }
 
-def _read_upload(paths: list[Path], **options: Any) -> dict:
+def _read_upload(paths: list[Path], *, bands: Any = "auto", stretch: Any = "auto") -> dict:
     """Demo hook: rasters read to RGB with the page's bands and stretch (:func:`domains.remote_sensing.demo.read_upload`)."""
     from .demo import read_upload
 
-    return read_upload(paths, **options)
+    return read_upload(paths, bands=bands, stretch=stretch)
 
 
 def _draw_answer(images: list, answer: str, **options: Any) -> list:
@@ -95,5 +96,5 @@ PLUGIN = DomainPlugin(
                 "upload_help": _upload_help},
 )
 
-__all__ = ["CONVERTERS", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_rsvqa", "convert_scene_chips",
+__all__ = ["CONVERTERS", "PIL_SUFFIXES", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_rsvqa", "convert_scene_chips",
            "read_raster_rgb", "synthetic"]

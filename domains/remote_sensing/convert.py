@@ -53,7 +53,8 @@ from domains.files import (
     write_splits,
 )
 from domains.parallel import Prefetch, check_workers
-from model.tiling import ImageLoadError, load_image, upright_size
+from domains.remote_sensing import PIL_SUFFIXES
+from model.tiling import ImageLoadError, upright_size
 
 __all__ = [
     "CLASSIFICATION_DATASETS",
@@ -77,7 +78,6 @@ RSVQA_INSTRUCTION = "Answer the question using a single word or phrase."
 GROUNDING_QUESTION = "Please provide the bounding box coordinate of the region this sentence describes: <ref>{}</ref>"
 REGION_QUESTION = "What object is in this location [[{}, {}, {}, {}]]?"
 
-PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 RASTER_SUFFIXES = (".tif", ".tiff")
 IMAGE_SUFFIXES = PIL_SUFFIXES + RASTER_SUFFIXES
 
@@ -103,41 +103,23 @@ def _raster_reason(msg: str) -> str:
 
 
 def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any = "auto") -> Image.Image:
-    """Source image -> PIL RGB. TIFFs go through rasterio (:func:`read_rgb`); JPEG / PNG / BMP through PIL.
-
-    ``stretch="auto"``: uint8 rasters are kept as they are, others get a 2-98 % percentile stretch.
-    Raises :class:`SkipInput` with a reason.
-    """
+    """Source image -> PIL RGB through :func:`~domains.remote_sensing.raster.read_image` (JPEG / PNG / BMP: the
+    one image reader; TIFFs: rasterio). ``stretch="auto"``: uint8 rasters kept as they are, others 2-98 %.
+    Raises :class:`SkipInput` with a reason."""
     if not path.is_file():
         raise SkipInput("missing image", f"{path}: no such file")
-    if path.suffix.lower() in PIL_SUFFIXES and bands is None:
-        try:  # the one image reader (EXIF orientation, 16-bit / float stretched to 8 bit, pixel cap)
-            image = load_image(path)
-        except ImageLoadError as exc:
-            raise SkipInput("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc.reason}") \
-                from exc
-        if image.width == 0 or image.height == 0:
-            raise SkipInput("zero-size raster", f"{path}: zero-size image {image.width}x{image.height}")
-        return image
-    from domains.remote_sensing.raster import RasterError, read_rgb
+    from domains.remote_sensing.raster import RasterError, read_image
 
     try:
-        if stretch == "auto":
-            stretch = _auto_stretch(path)
-        return read_rgb(path, bands=bands, stretch=stretch)[0]
+        image = read_image(path, bands=bands, stretch=stretch)[0]
+    except ImageLoadError as exc:
+        raise SkipInput("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc.reason}") \
+            from exc
     except RasterError as exc:
         raise SkipInput(_raster_reason(str(exc)), str(exc)) from exc
-
-
-def _auto_stretch(path: Path):
-    import rasterio
-    from rasterio.errors import RasterioError
-
-    try:
-        with rasterio.open(path) as src:
-            return None if all(dt == "uint8" for dt in src.dtypes) else (2, 98)
-    except (RasterioError, ValueError, TypeError):
-        return (2, 98)  # read_rgb reports the real problem
+    if image.width == 0 or image.height == 0:
+        raise SkipInput("zero-size raster", f"{path}: zero-size image {image.width}x{image.height}")
+    return image
 
 
 def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[int, int] | None = None,
@@ -798,8 +780,6 @@ def iter_scene_chips(path: str | Path, size: int = 448, overlap: int = 64, bands
     """:func:`~domains.remote_sensing.raster.iter_chips` with ``stretch="auto"`` (uint8 as is, else 2-98 %)."""
     from domains.remote_sensing.raster import iter_chips
 
-    if stretch == "auto":
-        stretch = _auto_stretch(Path(path))
     return iter_chips(path, size=size, overlap=overlap, bands=bands, stretch=stretch, nodata=nodata,
                       band_names=band_names, stretch_scope=stretch_scope, min_valid=min_valid, report=report)
 

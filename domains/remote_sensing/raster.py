@@ -22,10 +22,14 @@ Sentinel-2 names are normalised, so ``"B4"``, ``"b04"`` and ``"B04"`` are one ba
 
 **Stretch**: per band, the `stretch` ``(low, high)`` percentiles are computed over valid pixels only and
 mapped linearly to 0..255 (clipped). ``stretch=None`` keeps the values as they are, clipped to 0..255
-(right for uint8 RGB files). A band with no spread (``high == low``) becomes 0.
+(right for uint8 RGB files). ``stretch="auto"`` (the default, and the converters'): None when every selected
+band is uint8, else ``(2, 98)``. A band with no spread (``high == low``) becomes 0.
+
+**Palette**: one band read from a paletted (colour-map) file is drawn in the file's colours; no stretch applies.
 
 **Nodata**: a pixel is invalid when any selected band equals the nodata value (`nodata` if given, else the
-file's), or is NaN / infinite. Invalid pixels are black in the image and ``False`` in the mask.
+file's), is NaN / infinite, or is masked by the file's alpha band or its internal (per-dataset) mask.
+Invalid pixels are black in the image and ``False`` in the mask.
 
 Errors name the file: :class:`RasterError` (a ``ValueError``) for unreadable, truncated or corrupt files,
 zero-size rasters, unsupported data types (complex) and bad band selections.
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,12 +50,14 @@ import numpy as np
 import rasterio
 from affine import Affine
 from PIL import Image
-from rasterio.errors import RasterioError
+from rasterio.enums import ColorInterp, MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from domains.base import DomainError
 from domains.boxes import Box
 from model.errors import PocketAdaptError
+from model.limits import DEFAULT_MAX_PIXELS
 
 __all__ = [
     "EUROSAT_BANDS",
@@ -64,8 +71,10 @@ __all__ = [
     "iter_chips",
     "map_box_to_chip",
     "normalize_band_name",
+    "read_image",
     "read_rgb",
     "read_rgb_image",
+    "resolve_stretch",
     "resolve_bands",
 ]
 
@@ -74,7 +83,8 @@ EUROSAT_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
 )
 SENTINEL2_RGB: tuple[str, ...] = ("B04", "B03", "B02")
-MAX_READ_PIXELS = 64_000_000  # read_rgb refuses larger rasters: use iter_chips
+AUTO = "auto"
+AUTO_STRETCH = (2.0, 98.0)  # "auto" for bands wider than uint8
 # GDAL's block cache while iter_chips reads: room for the blocks one row of chips spans (so neighbouring chips
 # reuse decoded blocks), within these bounds. GDAL's default (5 % of RAM) kept ~1.3 GB of a 20000^2 scene.
 CHIP_CACHE_MIN = 16 * 2**20
@@ -175,7 +185,9 @@ def _open(path: str | Path):
     if not p.exists():
         raise RasterError(f"{p}: no such file")
     try:
-        src = rasterio.open(p)
+        with warnings.catch_warnings():  # a raster without a CRS is fine here: only pixels are read
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(p)
     except RasterioError as exc:
         if "dimensions" in str(exc).lower():
             raise RasterError(f"{p}: zero-size raster: {exc}") from exc
@@ -236,14 +248,48 @@ def _win(w: Window) -> str:
     return f"(col {int(w.col_off)}, row {int(w.row_off)}, {int(w.width)}x{int(w.height)})"
 
 
-def _valid_mask(data: np.ndarray, nodata: float | None) -> np.ndarray:
-    """(bands, H, W) -> (H, W) bool: every band finite and different from nodata."""
-    valid = np.ones(data.shape[1:], dtype=bool)
+def _valid_mask(data: np.ndarray, nodata: float | None, masks: np.ndarray | None = None) -> np.ndarray:
+    """(bands, H, W) -> (H, W) bool: every band finite, different from nodata and not masked (`masks`, GDAL's
+    0 = masked, from :func:`_file_masks`)."""
+    valid = np.ones(data.shape[1:], dtype=bool) if masks is None else (masks != 0).all(axis=0)
     if data.dtype.kind == "f":
         valid &= np.isfinite(data).all(axis=0)
     if nodata is not None and not math.isnan(nodata) and _representable(nodata, data.dtype):
         valid &= (data != np.asarray(nodata).astype(data.dtype)).all(axis=0)
     return valid
+
+
+def _file_masks(src, path: Path, indexes: list[int], window: Window | None = None) -> np.ndarray | None:
+    """GDAL's masks of the bands `indexes` where the file has an alpha band or an internal mask (nodata is
+    handled by :func:`_valid_mask`, so a `nodata` passed in still wins); None when it has neither."""
+    flags = [src.mask_flag_enums[i - 1] for i in indexes]
+    if not any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags):
+        return None
+    try:
+        return src.read_masks(indexes, window=window) if window is not None else src.read_masks(indexes)
+    except RasterioError as exc:
+        raise RasterError(f"{path}: reading the file's mask failed (truncated or corrupt file?): {exc}") from exc
+
+
+def palette_of(src, indexes: list[int]) -> np.ndarray | None:
+    """A (N, 3) uint8 lookup table when `indexes` is one paletted band (its colour map), else None."""
+    if len(indexes) != 1 or src.colorinterp[indexes[0] - 1] != ColorInterp.palette:
+        return None
+    try:
+        cmap = src.colormap(indexes[0])
+    except (ValueError, RasterioError):
+        return None
+    lut = np.zeros((max(256, max(cmap) + 1), 3), dtype=np.uint8)
+    for value, rgba in cmap.items():
+        lut[value] = rgba[:3]
+    return lut
+
+
+def _palette_rgb(data: np.ndarray, valid: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(1, H, W) palette indexes -> (H, W, 3) uint8 in the colour map's colours; invalid pixels black."""
+    out = lut[np.clip(data[0], 0, len(lut) - 1).astype(np.intp)]
+    out[~valid] = 0
+    return out
 
 
 def _representable(value: float, dtype: np.dtype) -> bool:
@@ -255,13 +301,12 @@ def _representable(value: float, dtype: np.dtype) -> bool:
 
 def check_stretch_option(stretch: Any) -> None:
     """A converter's `stretch` option: ``"auto"``, None or two percentiles; else a `DomainError` before any work."""
-    if stretch != "auto":
-        _check_stretch(stretch)
+    _check_stretch(stretch)
 
 
-def _check_stretch(stretch) -> tuple[float, float] | None:
-    if stretch is None:
-        return None
+def _check_stretch(stretch) -> tuple[float, float] | str | None:
+    if stretch is None or stretch == AUTO:
+        return stretch
     numeric = isinstance(stretch, (list, tuple)) and len(stretch) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in stretch)
     if not numeric:
@@ -271,6 +316,13 @@ def _check_stretch(stretch) -> tuple[float, float] | None:
     if not 0 <= lo < hi <= 100:
         raise DomainError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {stretch!r}")
     return float(lo), float(hi)
+
+
+def resolve_stretch(src, indexes: list[int], stretch: tuple[float, float] | str | None) -> tuple[float, float] | None:
+    """``"auto"`` -> None when every band in `indexes` is uint8 (kept as stored), else :data:`AUTO_STRETCH`."""
+    if stretch != AUTO:
+        return stretch
+    return None if all(src.dtypes[i - 1] == "uint8" for i in indexes) else AUTO_STRETCH
 
 
 def _band_limits(data: np.ndarray, valid: np.ndarray, stretch: tuple[float, float]) -> list[tuple[float, float]] | None:
@@ -306,26 +358,49 @@ def _to_rgb8(data: np.ndarray, valid: np.ndarray, limits: list[tuple[float, floa
 
 
 def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
-             stretch: tuple[float, float] | None = (2, 98), nodata: float | None = None,
-             band_names: Sequence[str] | None = None) -> tuple[Image.Image, np.ndarray]:
+             stretch: tuple[float, float] | str | None = AUTO, nodata: float | None = None,
+             band_names: Sequence[str] | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, np.ndarray]:
     """Read a whole raster as ``(PIL RGB image, valid mask)``; see the module notes for the options.
 
-    Meant for patches and tiles; a raster above :data:`MAX_READ_PIXELS` pixels raises RasterError (use
-    :func:`iter_chips`).
+    Meant for patches and tiles: a raster of more than `max_pixels` pixels (``tiling.max_pixels``, as for every
+    image) raises RasterError from its header, before reading (cut it into chips: :func:`iter_chips`).
     """
     p = Path(path)
     stretch = _check_stretch(stretch)
     with _open(p) as src:
-        if src.width * src.height > MAX_READ_PIXELS:
-            raise RasterError(f"{p}: {src.width}x{src.height} is too large to read whole; use iter_chips")
+        if src.width * src.height > max_pixels:
+            raise RasterError(
+                f"{p}: {src.width}x{src.height} = {src.width * src.height:,} pixels, above the limit of "
+                f"{max_pixels:,} (tiling.max_pixels); cut the scene into chips with `adapt convert remote_sensing "
+                "scene_chips` or raise the limit")
         indexes = resolve_bands(src, bands, band_names)
+        stretch = resolve_stretch(src, indexes, stretch)
+        lut = palette_of(src, indexes)
         nd = _nodata(src, nodata)
         data = _read(src, p, indexes)
-    valid = _valid_mask(data, nd)
+        masks = _file_masks(src, p, indexes)
+    valid = _valid_mask(data, nd, masks)
     if not valid.any():
-        raise RasterError(f"{p}: every pixel is nodata ({nd}) or not finite in bands {indexes}")
+        raise RasterError(f"{p}: every pixel is nodata ({nd}), masked or not finite in bands {indexes}")
+    if lut is not None:
+        return Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), valid
     limits = _band_limits(data, valid, stretch) if stretch else None
     return Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), valid
+
+
+def read_image(path: str | Path, bands: Sequence[int | str] | None = None,
+               stretch: tuple[float, float] | str | None = AUTO, **options: Any) -> tuple[Image.Image, np.ndarray]:
+    """``(RGB image, valid mask)`` of any image a remote-sensing reader takes: a JPEG / PNG / BMP with the default
+    bands goes through the one image reader (:func:`model.tiling.load_image`: EXIF orientation, pixel cap; every
+    pixel valid), everything else through :func:`read_rgb` with `bands`, `stretch` and `options`."""
+    from domains.remote_sensing import PIL_SUFFIXES
+    from model.tiling import load_image
+
+    if Path(path).suffix.lower() in PIL_SUFFIXES and bands is None:
+        image = load_image(path, **({"max_pixels": options["max_pixels"]} if "max_pixels" in options else {}))
+        return image, np.ones((image.height, image.width), dtype=bool)
+    return read_rgb(path, bands=bands, stretch=stretch, **options)
 
 
 def read_rgb_image(path: str | Path, **options: Any) -> Image.Image:
@@ -365,8 +440,9 @@ def _scene_limits(src, path: Path, indexes: list[int], nodata: float | None, str
     samples = [[] for _ in indexes]
     for y in ys:
         for x in xs:
-            data = _read(src, path, indexes, Window(int(x), int(y), w, h), cache)
-            valid = _valid_mask(data, nodata)
+            win = Window(int(x), int(y), w, h)
+            data = _read(src, path, indexes, win, cache)
+            valid = _valid_mask(data, nodata, _file_masks(src, path, indexes, win))
             for i, band in enumerate(data):
                 samples[i].append(band[valid].astype(np.float64))
     values = [np.concatenate(s) for s in samples]
@@ -419,7 +495,7 @@ class _SparseBlocks:
 
 
 def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
-               stretch: tuple[float, float] | None = (2, 98), nodata: float | None = None,
+               stretch: tuple[float, float] | str | None = AUTO, nodata: float | None = None,
                band_names: Sequence[str] | None = None, stretch_scope: str = "scene",
                min_valid: float = 0.0, report=None) -> Iterator[Chip]:
     """Yield :class:`Chip` s of ``size x size`` pixels (smaller only when the scene is), row by row.
@@ -441,11 +517,13 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
     stretch = _check_stretch(stretch)
     with _open(p) as src:
         indexes = resolve_bands(src, bands, band_names)
+        stretch = resolve_stretch(src, indexes, stretch)
+        lut = palette_of(src, indexes)
         nd = _nodata(src, nodata)
         sparse = _SparseBlocks(src, indexes, nd)
         cache = chip_cache_bytes(src, size)
         scene_limits = None
-        if stretch and stretch_scope == "scene":
+        if stretch and stretch_scope == "scene" and lut is None:
             scene_limits = _scene_limits(src, p, indexes, nd, stretch, size, cache)
         step = size - overlap
         for r, row_off in enumerate(_starts(src.height, size, step)):
@@ -456,12 +534,17 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                         report.skip(f"{p} {_win(win)}", "all nodata", "0.0% valid (no data blocks written)")
                     continue
                 data = _read(src, p, indexes, win, cache)
-                valid = _valid_mask(data, nd)
+                valid = _valid_mask(data, nd, _file_masks(src, p, indexes, win))
                 frac = float(valid.mean())
                 if frac == 0.0 or frac < min_valid:
                     if report is not None:
                         reason = "all nodata" if frac == 0.0 else f"valid fraction below {min_valid:g}"
                         report.skip(f"{p} {_win(win)}", reason, f"{frac:.1%} valid")
+                    continue
+                if lut is not None:
+                    yield Chip(image=Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), mask=valid,
+                               window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r,
+                               col=c, path=p, crs=src.crs)
                     continue
                 if not stretch:
                     limits = None
