@@ -418,7 +418,7 @@ def test_remote_sensing_hooks_follow_the_demo_contract(tmp_path):
     assert result.images[0].size == (60, 40)
     assert result.info == {"image 1": "60 × 40 px, 3 bands (uint16)", "image 1 bands": "1, 2, 3 as red, green, blue",
                            "image 1 stretch": "2–98 percentiles per band over valid pixels, to 0–255"}
-    assert result.warnings == ["image 1: 25% of the pixels are nodata (drawn black)"]
+    assert result.warnings == ["image 1: 25% of the pixels are nodata or masked (drawn black)"]
     drawn = draw(result.images, "<ref>field</ref><box>[[0, 500, 500, 1000]]</box>")
     assert len(drawn) == 1 and drawn[0].getpixel((0, 30)) != result.images[0].getpixel((0, 30))
     # the page's band and stretch controls reach the reader, and the info says what was used
@@ -439,6 +439,37 @@ def test_remote_sensing_hooks_follow_the_demo_contract(tmp_path):
         read([path], bands="1,2")
     with pytest.raises(ValueError, match="band index 7 out of range"):
         read([path], bands="7,2,1")
+
+
+def test_remote_sensing_reader_shows_what_training_saw_and_takes_chat_style_options(tmp_path):
+    """Default stretch = the converters' auto: an 8-bit tile as stored. Chat's --read-option values (a list of
+    percentiles, auto, none) are read; a wrong one is a clear error. A JPEG goes through the one image reader
+    (EXIF orientation applied), as in training."""
+    import rasterio
+
+    from domains.base import get_domain
+    from domains.remote_sensing.convert import _load_rgb
+
+    read, _ = hooks_for(get_domain("remote_sensing"))
+    rgb8 = np.random.default_rng(0).integers(60, 140, (3, 20, 24)).astype(np.uint8)
+    tile = tmp_path / "tile.tif"
+    with rasterio.open(tile, "w", driver="GTiff", width=24, height=20, count=3, dtype="uint8") as dst:
+        dst.write(rgb8)
+    shown = normalize_upload(read([tile]), 1)
+    assert np.array_equal(np.asarray(shown.images[0]), np.asarray(_load_rgb(tile)))
+    assert np.array_equal(np.asarray(shown.images[0]), rgb8.transpose(1, 2, 0))
+    assert shown.info["image 1 stretch"].startswith("none")
+    wide = normalize_upload(read([tile], stretch=[1, 99]), 1)
+    assert wide.info["image 1 stretch"].startswith("1–99 percentiles")
+    assert normalize_upload(read([tile], stretch="none"), 1).info["image 1 stretch"].startswith("none")
+    for bad in ([99, 1], "sideways", [1, 2, 3]):
+        with pytest.raises(ValueError, match="stretch"):
+            read([tile], stretch=bad)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (30, 10), "red").save(photo, exif=exif.tobytes())
+    assert normalize_upload(read([photo]), 1).images[0].size == (10, 30)
 
 
 @pytest.mark.parametrize("keep, expected", [

@@ -18,11 +18,14 @@ from domains.base import DomainError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AUTO", "STRETCHES", "UPLOAD_HELP", "demo_options", "parse_bands", "read_upload"]
+__all__ = ["AUTO", "AUTO_LABEL", "STRETCHES", "UPLOAD_HELP", "demo_options", "parse_bands", "read_upload"]
 
 AUTO = "auto"
-# page choice -> read_rgb's stretch (percentiles per band over valid pixels; None = values as stored)
-STRETCHES: dict[str, tuple[float, float] | None] = {
+AUTO_LABEL = "auto (8-bit files as stored, others 2–98 % per band)"
+# page choice -> read_rgb's stretch (percentiles per band over valid pixels; None = values as stored; "auto" = the
+# converters' rule, so the page shows what training saw)
+STRETCHES: dict[str, tuple[float, float] | str | None] = {
+    AUTO_LABEL: AUTO,
     "2–98 % per band": (2.0, 98.0),
     "0.5–99.5 % per band": (0.5, 99.5),
     "min–max per band": (0.0, 100.0),
@@ -32,7 +35,7 @@ BAND_CHOICES = [AUTO, "4,3,2", "8,4,3", "1,2,3", "1"]
 UPLOAD_HELP = ("Upload a GeoTIFF (or another raster GDAL reads: .tif, .jp2, .img, .vrt) with 1 to 13+ bands, e.g. a "
                "Sentinel-2 / EuroSAT MS patch or an aerial tile. Choose which bands make red, green and blue "
                "(1-based indexes or names such as B04,B03,B02; auto = B04,B03,B02 when the bands are named, else "
-               "1,2,3) and how the values are stretched to 8 bits.")
+               "1,2,3) and how the values are stretched to 8 bits (auto: as the converters do for training).")
 _UPLOAD_NAME = re.compile(r"^upload-(\d+)")
 
 
@@ -42,7 +45,7 @@ def demo_options() -> dict[str, dict]:
         "bands": {"choices": BAND_CHOICES, "default": AUTO, "custom": True,
                   "label": "Bands for red, green, blue (or one band for grey)",
                   "info": "auto, 1-based indexes (4,3,2) or band names (B04,B03,B02); type your own"},
-        "stretch": {"choices": list(STRETCHES), "default": "2–98 % per band", "label": "Stretch to 8 bits"},
+        "stretch": {"choices": list(STRETCHES), "default": AUTO_LABEL, "label": "Stretch to 8 bits"},
     }
 
 
@@ -62,12 +65,22 @@ def parse_bands(text: str | Sequence[int | str] | None) -> list[int | str] | Non
     return [int(p) if p.isdigit() else p for p in parts]
 
 
-def _stretch(choice: str | tuple[float, float] | None) -> tuple[float, float] | None:
-    if choice is None or isinstance(choice, tuple):
-        return choice
-    if choice not in STRETCHES:
-        raise DomainError(f"stretch must be one of {', '.join(STRETCHES)}, got {choice!r}")
-    return STRETCHES[choice]
+def _stretch(choice: Any) -> tuple[float, float] | str | None:
+    """A page label, ``"auto"``, ``"none"`` / None, or two percentiles (``[1, 99]``) -> read_rgb's stretch."""
+    from domains.remote_sensing.raster import check_stretch_option
+
+    if isinstance(choice, str):
+        if choice in STRETCHES:
+            return STRETCHES[choice]
+        if choice.strip().lower() in (AUTO, "none"):
+            return None if choice.strip().lower() == "none" else AUTO
+    elif choice is None:
+        return None
+    elif isinstance(choice, (list, tuple)):
+        check_stretch_option(list(choice))  # DomainError for bad percentiles
+        return float(choice[0]), float(choice[1])
+    raise DomainError(f"stretch must be auto, none, two percentiles such as [1, 99], or one of the page's choices "
+                      f"({'; '.join(STRETCHES)}), got {choice!r}")
 
 
 def _label(path: Path) -> str:
@@ -96,41 +109,72 @@ def _describe_bands(src, indexes: list[int]) -> str:
     return text + (" as grey" if len(indexes) == 1 else " as red, green, blue")
 
 
+def _how(limits: tuple[float, float] | None, palette: bool) -> str:
+    if palette:
+        return "the file's colour map (a paletted band: no stretch)"
+    if limits is None:
+        return "none (values as stored, clipped to 0–255)"
+    return f"{limits[0]:g}–{limits[1]:g} percentiles per band over valid pixels, to 0–255"
+
+
 def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str] | None = AUTO,
-                stretch: str | tuple[float, float] | None = "2–98 % per band", **options: Any) -> dict:
+                stretch: Any = AUTO_LABEL) -> dict:
     """Demo hook: each uploaded raster read to RGB with `bands` and `stretch`; the info says which bands,
-    which stretch and how much is nodata. Raises DomainError (a ValueError) in words for bad choices and
-    damaged files."""
-    import rasterio
+    which stretch and how much is nodata. A JPEG / PNG / BMP with auto bands goes through the one image reader
+    (EXIF orientation applied). Raises DomainError (a ValueError) in words for bad choices and damaged files."""
     from rasterio.errors import RasterioError
 
-    from domains.remote_sensing.raster import RasterError, read_rgb, resolve_bands
+    from domains.remote_sensing import PIL_SUFFIXES
+    from domains.remote_sensing.raster import (
+        RasterError,
+        _open,
+        palette_of,
+        read_rgb,
+        resolve_bands,
+        resolve_stretch,
+    )
+    from model.tiling import ImageLoadError, load_image
 
     wanted = parse_bands(bands)
-    limits = _stretch(stretch)
+    choice = _stretch(stretch)
     images, info, warnings = [], {}, []
-    how = "none (values as stored, clipped to 0–255)" if limits is None else (
-        f"{limits[0]:g}–{limits[1]:g} percentiles per band over valid pixels, to 0–255")
     for k, path in enumerate(Path(p) for p in paths):
         name = f"image {k + 1}"
+        if path.suffix.lower() in PIL_SUFFIXES and wanted is None:
+            try:
+                image = load_image(path)
+            except ImageLoadError as err:
+                raise DomainError(f"{_label(path)}: {err.reason}") from None
+            images.append(image)
+            info[name] = f"{image.width} × {image.height} px, an ordinary image (EXIF orientation applied)"
+            info[f"{name} bands"] = "red, green, blue as stored"
+            info[f"{name} stretch"] = "none (an 8-bit image)"
+            continue
         try:
-            src = rasterio.open(path)
-        except RasterioError as err:
-            raise _damaged(path, err, opened=False) from None
+            src = _open(path)
+        except RasterError as err:
+            if isinstance(err.__cause__, RasterioError):
+                raise _damaged(path, err, opened=False) from None
+            raise DomainError(str(err).replace(str(path), _label(path))) from None
         with src:
             indexes = resolve_bands(src, wanted)
+            limits = resolve_stretch(src, indexes, choice)
+            palette = palette_of(src, indexes) is not None
             used = _describe_bands(src, indexes)
-            shape = f"{src.width} × {src.height} px, {src.count} band{'s' if src.count != 1 else ''} ({src.dtypes[0]})"
+            count = src.count
+            shape = f"{src.width} × {src.height} px, {count} band{'s' if count != 1 else ''} ({src.dtypes[0]})"
         try:
             image, valid = read_rgb(path, bands=indexes, stretch=limits)
         except RasterError as err:
             if isinstance(err.__cause__, RasterioError):
                 raise _damaged(path, err, opened=True) from None
-            raise
+            raise DomainError(str(err).replace(str(path), _label(path))) from None
         images.append(image)
         info[name] = shape
-        info[f"{name} bands"] = used
-        info[f"{name} stretch"] = how
+        info[f"{name} bands"] = used + (" (colour map)" if palette else "")
+        info[f"{name} stretch"] = _how(limits, palette)
+        if count == 2 and wanted is None:
+            warnings.append(f"{name}: 2 bands; band 1 is shown as grey (type 2 under Bands to see the other)")
         if not valid.all():
-            warnings.append(f"{name}: {1 - valid.mean():.0%} of the pixels are nodata (drawn black)")
+            warnings.append(f"{name}: {1 - valid.mean():.0%} of the pixels are nodata or masked (drawn black)")
     return {"images": images, "labels": None, "prompt": None, "info": info, "warnings": warnings}
