@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import inspect
 import math
 import os
 import re
@@ -404,9 +405,18 @@ def _read_for_domain(args, paths: list[str]) -> tuple[list, str]:
         raise CliError("--domain gives images read by the domain; llama.cpp's own preprocessing reads files: "
                        "leave --preprocess at pocket")
     plugin = get_domain(args.domain)
-    options = {name: spec.get("default") for name, spec in options_for(plugin).items()}
-    options.update(_options(args.read_option))
+    specs = options_for(plugin)
+    given = _options(args.read_option)
     read, _draw = hooks_for(plugin)
+    params = inspect.signature(read).parameters.values()
+    if not any(p.kind is p.VAR_KEYWORD for p in params):  # a reader taking **options checks them itself
+        known = sorted(set(specs) | {p.name for p in params if p.kind is p.KEYWORD_ONLY})
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise CliError(f"--read-option {unknown[0]}: the {args.domain} reader has no such option (it takes: "
+                           f"{', '.join(known) or 'none'})")
+    options = {name: spec.get("default") for name, spec in specs.items()}
+    options.update(given)
     files: list[Path] = []
     for path in map(Path, paths):  # a folder (a DICOM series, a camera set) stands for the files in it
         files += sorted(f for f in path.rglob("*") if f.is_file() and not f.name.startswith(".")) if path.is_dir() \

@@ -142,6 +142,10 @@ def test_chat_reads_a_dicom_file_with_the_domain_named(tmp_path, capsys):
     assert "--read-option applies with --domain" in capsys.readouterr().err
     assert main(["chat", "--image", str(dicom), "--domain", "medical", "--read-option", "window=nonsense"]) == 1
     assert "nonsense" in capsys.readouterr().err
+    # a misspelt option is refused, not dropped (the default would be used while the user believes otherwise)
+    assert main(["chat", "--image", str(dicom), "--domain", "medical", "--read-option", "windw=lung"]) == 1
+    err = capsys.readouterr().err
+    assert "--read-option windw: the medical reader has no such option (it takes: " in err and "window" in err
 
 
 @pytest.mark.parametrize("device,needle", [("gpu", "not a torch device name"), ("cuda:99", "finds"),

@@ -64,7 +64,7 @@ synthetic = lazy("domains.medical.synthetic:generate_all", "Small synthetic data
 
 # --------------------------------------------------------------------------------------------- demo hooks
 def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequence[int] | None = None,
-                n_slices: int | None = None, redact_burned_in: bool = False, **options: Any) -> dict:
+                n_slices: int | None = None, redact_burned_in: bool = False) -> dict:
     """Uploaded files -> model input for the demo.
 
     `paths`: PNG / JPEG images, DICOM files of one series (or one multi-frame file), or ``.zip`` archives of
