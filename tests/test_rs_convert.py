@@ -17,7 +17,7 @@ from tests.deps import require
 rasterio = require("rasterio")
 from PIL import Image
 
-from domains.base import get_domain
+from domains.base import DomainError, get_domain
 from domains.boxes import parse_ref_boxes
 from domains.remote_sensing.convert import (
     convert_classification,
@@ -691,3 +691,9 @@ def test_dior_box_follows_an_exif_oriented_jpeg(tmp_path, orientation):
     [(_, [box])] = parse_ref_boxes(rec["answer"], rec["width"], rec["height"])
     assert np.allclose(list(box), [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=2.0), (box, orientation)
     assert report.warnings["box turned with an EXIF-oriented image"] == 1
+
+
+@pytest.mark.parametrize("size", [0, 5, -5])
+def test_synthetic_size_below_8_is_refused_not_replaced_by_the_default(tmp_path, size):
+    with pytest.raises(DomainError, match=f"size must be >= 8 pixels, got {size}"):
+        generate("ucmerced", tmp_path / "u", size=size)

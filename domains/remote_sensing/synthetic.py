@@ -306,7 +306,7 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
     if n < 1:
         raise DomainError(f"n must be >= 1, got {n}")
-    size = int(size or _DEFAULT_SIZE[kind])
+    size = int(_DEFAULT_SIZE[kind] if size is None else size)
     if size < 8:
         raise DomainError(f"size must be >= 8 pixels, got {size}")
     out = Path(out)
