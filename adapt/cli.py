@@ -712,6 +712,9 @@ def _recipe_verbs(verbs) -> None:
     quick.add_argument("--data-only", action="store_true",
                        help="only generate the field's data into OUT/data, the folder its recipe template reads "
                             "(`adapt init quickstart DIR && adapt quickstart --data-only --out DIR`), then stop")
+    quick.add_argument("--force", action="store_true",
+                       help="start over even where that replaces an edited OUT/<template>.yaml or empties an OUT/train "
+                            "folder holding files adapt train did not write (refused without it)")
     quick.add_argument("--no-progress", action="store_true")
     quick.set_defaults(handler=_quickstart, builds_model=True)
 
@@ -836,7 +839,7 @@ def _quickstart(args) -> int:
         print(f"data in {data}\nnext: adapt init {template} {_q(out)} (if not done), then adapt train "
               f"{_q(out / f'{template}.yaml')}")
         return 0
-    quickstart(out, args.overrides, progress=not args.no_progress, field=args.field)
+    quickstart(out, args.overrides, progress=not args.no_progress, field=args.field, force=args.force)
     return 0
 
 

@@ -13,8 +13,10 @@ import time
 from pathlib import Path
 
 from domains.general.world import generate_general, generate_landcover
+from model.errors import PocketAdaptError
 from model.resources import templates_dir
 
+from .checkpointing import LOCK_NAME
 from .evaluate import plot_comparison, write_report
 from .recipe import load_recipe
 from .run_eval import eval_kinds, evaluate_model
@@ -63,6 +65,10 @@ def prepare_medical(data: Path, progress: bool = True) -> None:
     get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 
+class QuickstartError(PocketAdaptError, ValueError):
+    """Starting over would lose something the user made."""
+
+
 # field -> (recipe template, data preparation)
 FIELDS = {
     "landcover": ("quickstart", prepare_landcover),
@@ -70,6 +76,16 @@ FIELDS = {
     "driving": ("driving_pocket-tiny_full", prepare_driving),
     "medical": ("medical_pocket-tiny_full", prepare_medical),
 }
+
+
+def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
+    """QuickstartError when starting over would replace an edited recipe or empty a folder of other files."""
+    if recipe_path.is_file() and recipe_path.read_bytes() != template.read_bytes():
+        raise QuickstartError(f"{recipe_path} differs from the {template.stem} template (edited?); a quick start "
+                              f"would replace it: train it with `adapt train {recipe_path}`, move it, or pass --force")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not (run_dir / LOCK_NAME).exists():
+        raise QuickstartError(f"{run_dir} holds files `adapt train` did not write; a quick start empties that folder: "
+                              "move them, or pass --force")
 
 
 def prepare_data(out_dir: Path, field: str = "landcover", progress: bool = True) -> Path:
@@ -83,9 +99,13 @@ def prepare_data(out_dir: Path, field: str = "landcover", progress: bool = True)
 
 
 def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (), progress: bool = True,
-               field: str = "landcover") -> dict:
+               field: str = "landcover", force: bool = False) -> dict:
     """`field`: "landcover" (the default story), or a domain plugin's synthetic raw data, converters and
-    recipe template end to end: "remote_sensing", "driving", "medical"."""
+    recipe template end to end: "remote_sensing", "driving", "medical".
+
+    A quick start starts over: it writes the template as ``out_dir/<template>.yaml`` and empties ``out_dir/train``.
+    Without `force` it refuses (before writing anything) to replace a recipe there that differs from the template
+    (an edited one) or to empty a ``train`` folder that ``adapt train`` did not make."""
     if field not in FIELDS:
         raise ValueError(f"unknown quick-start field {field!r}; known: {', '.join(FIELDS)}")
     started = time.perf_counter()
@@ -93,10 +113,15 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     data = out_dir / "data"
     template, prepare = FIELDS[field]
     recipe_path = out_dir / f"{template}.yaml"
+    source = templates_dir() / "recipes" / f"{template}.yaml"
+    run_dir = (out_dir / "train").resolve()
+    # overrides are checked before anything is written: a typo costs seconds and loses nothing
+    load_recipe(source, [*overrides, f"output.dir={run_dir}"])
+    if not force:
+        _refuse_to_lose(recipe_path, source, run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(templates_dir() / "recipes" / f"{template}.yaml", recipe_path)
-    # overrides are checked before the data is generated: a typo costs seconds, not the generation
-    recipe = load_recipe(recipe_path, [*overrides, f"output.dir={(out_dir / 'train').resolve()}"])
+    shutil.copyfile(source, recipe_path)
+    recipe = load_recipe(recipe_path, [*overrides, f"output.dir={run_dir}"])
     print(f"[1/4] generating data in {data}", flush=True)
     prepare(data, progress)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a quick start always starts over

@@ -36,6 +36,35 @@ def test_an_override_typo_stops_the_quickstart_before_any_data_is_generated(tmp_
     assert not (out / "data").exists()
 
 
+def test_a_quickstart_never_replaces_an_edited_recipe_or_empties_a_folder_of_other_files(tmp_path, capsys):
+    """`adapt init quickstart DIR` + edits, then `adapt quickstart --out DIR`: the edited recipe and files the
+    user put under DIR/train were lost (even when the run then stopped on a typo). Refused now, before writing."""
+    from adapt.checkpointing import LOCK_NAME
+    from adapt.quickstart import _refuse_to_lose
+    from model.resources import templates_dir
+
+    out = tmp_path / "qs"
+    assert main(["init", "quickstart", str(out)]) == 0
+    recipe = out / "quickstart.yaml"
+    edited = recipe.read_text().replace("name: quickstart", "name: my_edited_run")
+    recipe.write_text(edited)
+    capsys.readouterr()
+    assert main(["quickstart", "--out", str(out), "--no-progress", "training.max_stepz=3"]) == 1
+    assert recipe.read_text() == edited
+    assert main(["quickstart", "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "differs from the quickstart template (edited?)" in err and "--force" in err
+    assert recipe.read_text() == edited and not (out / "data").exists()
+    recipe.write_bytes((templates_dir() / "recipes" / "quickstart.yaml").read_bytes())
+    (out / "train").mkdir()
+    (out / "train" / "my_notes.txt").write_text("precious")
+    assert main(["quickstart", "--out", str(out), "--no-progress"]) == 1
+    assert "holds files `adapt train` did not write" in capsys.readouterr().err
+    assert (out / "train" / "my_notes.txt").read_text() == "precious"
+    (out / "train" / LOCK_NAME).touch()  # a run folder adapt train made: a quick start may start it over
+    _refuse_to_lose(recipe, templates_dir() / "recipes" / "quickstart.yaml", out / "train")
+
+
 @pytest.mark.slow
 def test_the_distill_template_runs_as_its_comments_say(tmp_path, capsys):
     """`adapt init distill_pocket-tiny DIR` then distil: the recipe reads DIR/data/landcover, which nothing but a
