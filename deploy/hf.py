@@ -15,7 +15,7 @@
 Every format exports the model with its LoRA merged (a `PeftModel` is merged first, once, here). A vision adapter
 (a distilled tower's projection in front of the trained projector, `model.vision_adapter: auto`) goes with the
 projector into pocket, onnx, executorch and tensorrt; hf, internvl, gguf and mobilevlm have no slot for it, so it is
-folded into the projector where that starts with a per-token Linear (linear, mlp2x_gelu, ldpv2) and refused
+folded into the projector where that starts with a per-token Linear (linear, mlp2x_gelu, ldp, ldpv2) and refused
 otherwise (InternVL's pixel_shuffle_mlp: a LayerNorm follows the pixel shuffle).
 
 An export is written into a staging folder beside the target and moved in only once complete, so a failed

@@ -844,13 +844,16 @@ class AdaptedProjector(nn.Module):
 
 
 def first_linear(projector: nn.Module) -> nn.Linear | None:
-    """The projector's first op where it is an ``nn.Linear`` on each token (``linear``, ``mlp{N}x_gelu``, ``ldpv2``),
-    which a Linear in front of it folds into exactly; None for the others (``pixel_shuffle_mlp`` starts with a
-    pixel shuffle and a LayerNorm, ``ldp`` / ``qformer`` / ``resampler`` with other ops)."""
+    """The projector's first op where it is an ``nn.Linear`` on each token (``linear``, ``mlp{N}x_gelu``, ``ldp``,
+    ``ldpv2``), which a Linear in front of it folds into exactly; None for the others (``pixel_shuffle_mlp`` starts
+    with a pixel shuffle and a LayerNorm, ``qformer`` with attention over the tokens, ``resampler`` with a LayerNorm
+    after its ``kv_proj``)."""
     if isinstance(projector, LinearProjector):
         return projector
     if isinstance(projector, MLPGeluProjector):
         return projector[0]
+    if isinstance(projector, LDPProjector):
+        return projector.model.mlp[1]  # mlp[0] is an Identity kept for MobileVLM's key indices
     if isinstance(projector, LDPv2Projector):
         return projector.mlp.mlp[0]
     return None

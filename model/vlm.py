@@ -160,10 +160,11 @@ class PocketVLM(PreTrainedModel):
 
     def fold_vision_adapter(self) -> None:
         """Merge the vision adapter into the projector's first op where that is a per-token Linear (`linear`,
-        `mlp{N}x_gelu`, `ldpv2`): W1·(Wa·x + ba) + b1 = (W1·Wa)·x + (W1·ba + b1), the same outputs; afterwards the
+        `mlp{N}x_gelu`, `ldp`, `ldpv2`): W1·(Wa·x + ba) + b1 = (W1·Wa)·x + (W1·ba + b1), the same outputs; afterwards the
         projector reads the tower's features directly, so layouts without a slot for the adapter can hold it.
         Refused (`ModelConfigError`, saying why) for the others: `pixel_shuffle_mlp` (InternVL's) shuffles 2x2
-        tokens together and then applies a LayerNorm, which does not commute with a Linear in front of it.
+        tokens together and then applies a LayerNorm, which does not commute with a Linear in front of it;
+        `qformer` starts with attention over the tokens, `resampler` with a LayerNorm after its `kv_proj`.
         A model without a vision adapter is left as it is."""
         if not isinstance(self.multi_modal_projector, AdaptedProjector):
             return

@@ -175,7 +175,7 @@ logging: {{tensorboard: false}}
 
 
 def test_an_adapter_folds_into_a_projector_that_starts_with_a_linear(tmp_path):
-    for projector in ("mlp2x_gelu", "linear"):
+    for projector in ("mlp2x_gelu", "linear", "ldp"):  # ldp: its token MLP runs before the reshape
         vlm, processor = model.load("pocket-tiny", projector=projector)
         tower, _ = load_vision("internvit-300m", NARROW)
         vlm.replace_vision_tower(tower, adapter=nn.Linear(48, 96))
