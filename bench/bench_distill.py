@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="held-out samples per eval source (0 = all)")
     parser.add_argument("--seeds", type=int, default=DEFAULTS["seeds"],
                         help="training seeds for (a), (b) and (c): 0..N-1 (the others run seed 0)")
-    parser.add_argument("--domain", action="store_true", help="also distil on remote-sensing images only (item 3)")
+    parser.add_argument("--domain", action="store_true", help="also distil on remote-sensing images only (item 4)")
     parser.add_argument("--write", action="store_true", help=f"replace the `distill` section of {README.name}")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--fresh", action="store_true",
