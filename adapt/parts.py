@@ -123,13 +123,15 @@ def parameter_groups(model: nn.Module, settings: dict[str, PartSetting], weight_
 
 
 def trainable_summary(model: nn.Module) -> dict[str, tuple[int, int]]:
-    """(trainable, total) parameter counts per part."""
+    """(trainable, total) parameter counts per part; a DeepSpeed ZeRO-3 parameter counts its full size."""
     counts = {p: [0, 0] for p in PART_PREFIXES}
     for name, param in model.named_parameters():
         part = part_of(name)
-        counts[part][1] += param.numel()
+        # ZeRO-3 leaves each rank an empty tensor after deepspeed.initialize; ds_numel is the partitioned size
+        size = getattr(param, "ds_numel", param.numel())
+        counts[part][1] += size
         if param.requires_grad:
-            counts[part][0] += param.numel()
+            counts[part][0] += size
     return {p: (t, n) for p, (t, n) in counts.items()}
 
 

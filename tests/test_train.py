@@ -85,6 +85,16 @@ def test_lora_trains_only_the_chosen_part():
     assert changed and all(k.startswith("language_model.") for k in changed)
 
 
+def test_the_summary_counts_a_zero3_partitioned_parameter_at_its_full_size():
+    vlm, _ = model.load("pocket-tiny-scratch")
+    sizes = {n: p.numel() for n, p in vlm.named_parameters()}
+    expected = trainable_summary(vlm)
+    for name, param in vlm.named_parameters():  # as deepspeed.initialize leaves them under ZeRO-3
+        param.data = torch.empty(0, dtype=param.dtype)
+        param.ds_numel = sizes[name]
+    assert trainable_summary(vlm) == expected and expected["projector"][1] > 0
+
+
 def test_per_part_learning_rates_and_targets():
     vlm, _ = model.load("pocket-tiny-scratch")
     settings = {"vision": PartSetting("lora", lr=1e-5, r=2, targets=("fc1",)), "projector": PartSetting("full", lr=1e-4),
