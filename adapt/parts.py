@@ -41,15 +41,33 @@ def part_of(name: str) -> str:
     raise PartsError(f"{name!r} belongs to no part ({', '.join(PART_PREFIXES)})")
 
 
+def _attention_linears(model: nn.Module) -> set[str]:
+    """Full names of the Linear modules inside an ``nn.MultiheadAttention`` (its ``out_proj``)."""
+    return {f"{name}.{child}" for name, module in model.named_modules() if isinstance(module, nn.MultiheadAttention)
+            for child, sub in module.named_modules() if isinstance(sub, nn.Linear)}
+
+
 def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) -> list[str]:
-    """Full names of the Linear modules of `part` that LoRA wraps (never the LM head)."""
+    """Full names of the Linear modules of `part` that LoRA wraps (never the LM head, never a Linear inside an
+    ``nn.MultiheadAttention``: its forward reads ``out_proj.weight`` directly, past peft's wrapper, so a LoRA
+    there would never train; the ``qformer`` / ``resampler`` projectors' attention trains only with mode full)."""
     prefix = PART_PREFIXES[part]
-    names = [
+    linears = [
         name for name, module in model.named_modules()
         if name.startswith(prefix) and isinstance(module, nn.Linear) and not name.endswith("lm_head")
     ]
+    unreachable = _attention_linears(model)
+    names = [n for n in linears if n not in unreachable]
     if suffixes:
-        names = [n for n in names if any(n == prefix + s or n.endswith("." + s) for s in suffixes)]
+        def chosen(found: list[str]) -> list[str]:
+            return [n for n in found if any(n == prefix + s or n.endswith("." + s) for s in suffixes)]
+
+        names = chosen(names)
+        if not names and chosen(linears):
+            raise PartsError(
+                f"LoRA targets {list(suffixes)} match only Linear modules inside nn.MultiheadAttention in the {part} "
+                f"part ({', '.join(chosen(linears)[:3])}), which LoRA cannot reach (the attention reads their weights "
+                "directly); target other modules or use mode 'full'")
         if not names:
             raise PartsError(f"LoRA targets {list(suffixes)} match no Linear module in the {part} part")
     if not names:

@@ -85,6 +85,26 @@ def test_lora_trains_only_the_chosen_part():
     assert changed and all(k.startswith("language_model.") for k in changed)
 
 
+@pytest.mark.parametrize("projector", ["qformer", "resampler"])
+def test_projector_lora_wraps_only_linears_that_train(projector):
+    # nn.MultiheadAttention reads out_proj.weight directly: a LoRA on it would sit in the summary and never train
+    vlm, _ = model.load("pocket-tiny", projector=projector, projector_options={"num_queries": 4})
+    settings = {"vision": PartSetting("frozen"), "projector": PartSetting("lora", r=4, dropout=0.0),
+                "llm": PartSetting("frozen")}
+    peft_model = apply_parts(vlm, settings)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_()  # so that lora_A gets a gradient too
+    peft_model.base_model.model.get_image_features(torch.randn(2, 3, 112, 112)).pow(2).sum().backward()
+    trainable = {n: p for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable and all(p.grad is not None and p.grad.abs().max() > 0 for p in trainable.values())
+    assert trainable_summary(peft_model)["projector"][0] == sum(p.numel() for p in trainable.values())
+    with pytest.raises(ValueError, match="inside nn.MultiheadAttention .* cannot reach"):
+        apply_parts(model.load("pocket-tiny", projector=projector, projector_options={"num_queries": 4})[0],
+                    {"projector": PartSetting("lora", targets=("out_proj",))})
+
+
 def test_the_summary_counts_a_zero3_partitioned_parameter_at_its_full_size():
     vlm, _ = model.load("pocket-tiny-scratch")
     sizes = {n: p.numel() for n, p in vlm.named_parameters()}
