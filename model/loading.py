@@ -188,10 +188,16 @@ def _fitting_adapter(vlm: PocketVLM, tower, vision: str | os.PathLike, mode: str
     if found is None:
         return None
     adapter, info = found
+    layer = info.get("vision_feature_layer")
     if not vlm.adapter_fits(tower, adapter):
         warnings.warn(f"{vision}: its vision adapter maps {adapter.in_features} -> {adapter.out_features} wide "
                       f"features (teacher {info.get('teacher')}), but this model's projector reads "
                       f"{vlm.projector_width}-wide ones: not used", stacklevel=3)
+        return None
+    if not vlm.adapter_fits(tower, adapter, layer):
+        warnings.warn(f"{vision}: its vision adapter maps the features of vision_feature_layer {layer} (teacher "
+                      f"{info.get('teacher')}), but this model's projector reads vision_feature_layer "
+                      f"{vlm.config.vision_feature_layer}: not used", stacklevel=3)
         return None
     return adapter
 

@@ -264,10 +264,12 @@ class PocketVLM(PreTrainedModel):
             self.config.tiling = dataclasses.replace(
                 self.config.tiling_config, tile_size=tiling.tile_size, mean=tiling.mean, std=tiling.std).to_dict()
 
-    def adapter_fits(self, tower: nn.Module, adapter: nn.Linear) -> bool:
-        """Whether `adapter` maps `tower`'s features into the ones the projector reads (width and patch grid)."""
+    def adapter_fits(self, tower: nn.Module, adapter: nn.Linear, feature_layer: int | None = None) -> bool:
+        """Whether `adapter` maps `tower`'s features into the ones the projector reads (width and patch grid, and,
+        given the `vision_feature_layer` it was distilled for, that layer)."""
         return (adapter.in_features == tower.config.hidden_size and adapter.out_features == self.projector_width
-                and patch_grid(tower.config) == patch_grid(self.config.vision_config))
+                and patch_grid(tower.config) == patch_grid(self.config.vision_config)
+                and feature_layer in (None, self.config.vision_feature_layer))
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

@@ -133,6 +133,19 @@ def test_an_adapter_that_does_not_fit_is_not_used(tmp_path, base):
         base.replace_vision_tower(tower, adapter=nn.Linear(48, 64))
 
 
+def test_an_adapter_for_another_feature_layer_is_not_used(tmp_path):
+    # distilled for the teacher's vision_feature_layer -1; a model reading -2 would get it on the wrong features
+    vlm, processor = model.load("pocket-tiny")
+    save_tower(vlm.vision_tower, processor.tiling, tmp_path / "t")
+    save_vision_adapter(nn.Linear(96, 96), tmp_path / "t", {"vision_feature_layer": -1, "pair": [4, 4], "teacher": "x"})
+    vlm.config.vision_feature_layer = -2
+    model.save(vlm, processor, tmp_path / "layer-2")
+    with pytest.warns(UserWarning, match="vision_feature_layer -1 .* reads vision_feature_layer -2: not used"):
+        again, _ = model.load(tmp_path / "layer-2", vision=tmp_path / "t")
+    assert not isinstance(again.multi_modal_projector, AdaptedProjector) and again.config.vision_adapter_width is None
+    assert isinstance(model.load("pocket-tiny", vision=tmp_path / "t")[0].multi_modal_projector, AdaptedProjector)
+
+
 def test_the_adapted_vlm_trains_saves_reloads_and_exports(tmp_path, data_dir, run, base, example_image):
     final = run / "final"
     text = f"""

@@ -7,7 +7,8 @@ it too — plus `pocket_tower.json`: the tiling the tower was trained with and w
 A distilled tower may carry its vision adapter: `vision_adapter.safetensors` (`weight`, `bias`: the learned
 `nn.Linear(student width -> teacher width)` of the layer pair whose features the teacher VLM's projector reads) and
 `vision_adapter.json` (the widths, that pair, the teacher VLM's `vision_feature_layer`, the teacher). A VLM of the
-teacher's width keeps its trained projector behind it (`PocketVLM.replace_vision_tower`).
+teacher's width that reads the same `vision_feature_layer` keeps its trained projector behind it
+(`PocketVLM.replace_vision_tower`).
 
 OpenGVLab's standalone InternViT releases (InternViT-6B-448px-V1-5, InternViT-300M-448px: `model_type:
 intern_vit_6b`, remote code, fused `attn.qkv`) are read as well, through the original layout's key mapping.
