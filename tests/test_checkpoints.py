@@ -106,12 +106,19 @@ def test_export_native_loads_in_transformers_without_missing_keys(original_dir, 
 def test_export_original_round_trip(native_dir, tmp_path, prompt_inputs):
     vlm, processor = model.load(native_dir)
     vlm.config.chat_template = "Hermes-2"
+    vlm.config.text_config.rope_parameters = {"rope_type": "default", "rope_theta": 1000000.0}
     out = export_original(vlm, processor, tmp_path / "orig")
     raw = json.loads((out / "config.json").read_text())
     assert raw["model_type"] == "internvl_chat" and raw["ps_version"] == "v2"
     assert raw["vision_config"]["qkv_bias"] is True
+    # InternVL's remote code reads llm_config with transformers 4.37, which knows rope_theta (default 10000), not
+    # transformers 5's rope_parameters
+    llm = raw["llm_config"]
+    assert llm["rope_theta"] == 1000000.0 and "rope_scaling" not in llm and llm["torch_dtype"] == "float32"
+    assert not {"rope_parameters", "dtype", "layer_types"} & set(llm)
     again, _ = model.load(out)
     assert_same_weights(again, vlm)
+    assert again.config.text_config.rope_parameters["rope_theta"] == 1000000.0
 
 
 # ---------------------------------------------------------------- tied and untied LM heads

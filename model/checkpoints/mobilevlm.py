@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import CLIPConfig, CLIPVisionConfig, LlamaConfig
+from transformers import CLIPConfig, CLIPVisionConfig, LlamaConfig, PreTrainedConfig
 
 from ..projectors import projector_from_mobilevlm_type
 from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
@@ -179,15 +179,24 @@ def check_exportable(config: PocketVLMConfig) -> None:
         )
 
 
-def mobilevlm_config(config: PocketVLMConfig, tower: str, tied: bool, dtype: torch.dtype) -> dict:
-    """The `config.json` of a MobileVLM V2 checkpoint (mobilevlm.md §6) for `config`."""
-    text = config.text_config.to_dict()
+def v4_text_config(text_config: PreTrainedConfig, dtype: torch.dtype | None = None) -> dict:
+    """`text_config` as transformers 4.x writes it, for remote code pinned to 4.x (MobileVLM's 4.33, InternVL's
+    4.37): `rope_theta` / `rope_scaling` for `rope_parameters` (a 4.x reader defaults the missing theta to 10000),
+    `torch_dtype` for `dtype` (`dtype`, else the config's), and no keys only transformers 5 has."""
+    text = text_config.to_dict()
     rope = text.get("rope_parameters") or {}
     llm = {k: v for k, v in text.items() if k not in _V5_ONLY}
-    llm.update({"rope_theta": float(rope.get("rope_theta", 10000.0)), "tie_word_embeddings": tied})
+    torch_dtype = str(dtype).removeprefix("torch.") if dtype is not None else text.get("dtype")
+    llm.update({"rope_theta": float(rope.get("rope_theta", 10000.0)), "torch_dtype": torch_dtype})
     if rope.get("rope_type", "default") != "default":
         # transformers 4.x spelling: {"type": ..., "factor": ...}
         llm["rope_scaling"] = {("type" if k == "rope_type" else k): v for k, v in rope.items() if k != "rope_theta"}
+    return llm
+
+
+def mobilevlm_config(config: PocketVLMConfig, tower: str, tied: bool, dtype: torch.dtype) -> dict:
+    """The `config.json` of a MobileVLM V2 checkpoint (mobilevlm.md §6) for `config`."""
+    llm = {**v4_text_config(config.text_config, dtype), "tie_word_embeddings": tied}
     return {
         **llm,
         "architectures": ["MobileLlamaForCausalLM"],

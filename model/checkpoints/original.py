@@ -19,6 +19,7 @@ from transformers import AutoConfig, InternVLVisionConfig, LlamaConfig, PreTrain
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import CheckpointError, head_is_tied, load_vlm, read_json, read_state_dict, write_json, write_state_dict
+from .mobilevlm import v4_text_config
 
 # original template names → ours (same names; listed so an unknown one fails clearly)
 TEMPLATES = {"Hermes-2", "internlm2-chat", "phi3-chat", "internvl2_5"}
@@ -224,8 +225,9 @@ def load_original(directory: Path, tokenizer, allow_pickle: bool = False) -> Poc
     return load_vlm(config, state, str(directory), tie=bool(getattr(config.text_config, "tie_word_embeddings", False)))
 
 
-def original_config(config: PocketVLMConfig) -> dict:
-    """The `config.json` of the original layout for `config` (InternViT + pixel-shuffle MLP models)."""
+def original_config(config: PocketVLMConfig, dtype: torch.dtype | None = None) -> dict:
+    """The `config.json` of the original layout for `config` (InternViT + pixel-shuffle MLP models); its
+    `llm_config` in transformers 4.x spelling, `torch_dtype` `dtype` (else the text config's)."""
     if config.projector_type != "pixel_shuffle_mlp" or config.vision_config.model_type != "internvl_vision":
         raise CheckpointError("the original InternVL layout needs an InternViT tower and the pixel-shuffle MLP projector")
     if config.projector_options.get("pool", 1) != 1:
@@ -235,7 +237,7 @@ def original_config(config: PocketVLMConfig) -> dict:
         raise CheckpointError(f"the original InternVL code has no {config.chat_template!r} template; known: {sorted(TEMPLATES)}")
     vc = config.vision_config
     tiling = config.tiling_config
-    llm = config.text_config.to_dict()
+    llm = v4_text_config(config.text_config, dtype)  # InternVL's remote code runs on transformers 4.37
     llm["architectures"] = [type_name_for(config.text_config)]
     return {
         "architectures": ["InternVLChatModel"],
@@ -338,7 +340,7 @@ def export_original(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     equal to the embeddings, so the file loads the same whether or not the remote code re-ties its nested LLM;
     equal tensors under a tying config are tied again on load, here and by transformers."""
     out_dir = Path(out_dir)
-    raw = original_config(vlm.config)
+    raw = original_config(vlm.config, vlm.dtype)
     raw["llm_config"]["tie_word_embeddings"] = head_is_tied(vlm)  # what the weights are, whatever the config says
     raw["torch_dtype"] = str(vlm.dtype).removeprefix("torch.")
     write_json(out_dir / "config.json", raw)
