@@ -76,6 +76,28 @@ def test_every_layout_refuses_pickle_weights_unless_allowed(tmp_path, pocket_dir
     assert _same_weights(vlm, model.load(source)[0])
 
 
+def test_allow_pickle_reads_only_the_model_weights(tmp_path, pocket_dir):
+    # a Trainer / MobileVLM output folder: training_args.bin is no tensor file, mm_projector.bin a side copy
+    directory = _copy(pocket_dir, tmp_path / "bin")
+    state = load_file(str(directory / "model.safetensors"))
+    torch.save(state, directory / "pytorch_model.bin")
+    (directory / "model.safetensors").unlink()
+    (directory / "training_args.bin").write_bytes(b"not a tensor pickle")
+    torch.save({"model.mm_projector.extra": torch.zeros(2)}, directory / "mm_projector.bin")
+    with pytest.warns(UserWarning, match=r"left unread \(not model weights\): mm_projector.bin, training_args.bin"):
+        vlm, _ = model.load(directory, allow_pickle=True)
+    assert _same_weights(vlm, model.load(pocket_dir)[0])
+    # sharded: the files the index lists, and only those
+    (directory / "pytorch_model.bin").rename(directory / "pytorch_model-00001-of-00001.bin")
+    (directory / "pytorch_model.bin.index.json").write_text(
+        json.dumps({"weight_map": {k: "pytorch_model-00001-of-00001.bin" for k in state}}))
+    with pytest.warns(UserWarning, match="left unread"):
+        assert _same_weights(model.load(directory, allow_pickle=True)[0], vlm)
+    (directory / "pytorch_model-00001-of-00001.bin").rename(directory / "weights.pt")
+    with pytest.raises(CheckpointError, match="pytorch_model-00001-of-00001.bin: shard listed in pytorch_model.bin.index.json is missing"):
+        model.load(directory, allow_pickle=True)
+
+
 def test_an_adapter_of_pickle_weights_is_refused_unless_allowed(tmp_path, capsys):
     """adapt export --adapter: peft would torch.load adapter_model.bin; the same gate as for the model's weights."""
     from adapt.cli import main

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ..vlm import PocketVLM, PocketVLMConfig
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+PICKLE_INDEX = "pytorch_model.bin.index.json"
 
 # The pair transformers ties in every causal LM pocket-adapt loads (Qwen2/3, Llama, Phi-3, Mistral: their
 # `_tied_weights_keys` is {"lm_head.weight": "model.embed_tokens.weight"}), under PocketVLM's names.
@@ -93,16 +94,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """All tensors of a checkpoint directory: `model.safetensors`, a sharded index, or any `*.safetensors`.
 
-    PyTorch pickle files are refused unless `allow_pickle`; even then they are read with
-    `torch.load(weights_only=True)`, which rebuilds tensors only and runs no code.
+    PyTorch pickle files are refused unless `allow_pickle`; even then only the model's (`pytorch_model*.bin`, or
+    those `pytorch_model.bin.index.json` lists) are read, with `torch.load(weights_only=True)`, which rebuilds
+    tensors only and runs no code.
     """
     directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = read_json(index).get("weight_map")
-        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-            raise CheckpointError(f"{index}: no 'weight_map' of tensor names to shard files")
-        files = [directory / s for s in sorted(set(weight_map.values()))]
+        files = _shards(index)
     elif (directory / "model.safetensors").is_file():
         files = [directory / "model.safetensors"]
     else:
@@ -117,7 +116,7 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
     pickles = sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES) if directory.is_dir() else []
     if pickles and allow_pickle:
         state = {}
-        for f in pickles:
+        for f in _pickle_weights(directory, pickles):
             try:
                 state.update(torch.load(f, map_location="cpu", weights_only=True))
             except Exception as err:  # torch raises many kinds; all mean the same to the user
@@ -133,6 +132,37 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
             "torch.load(weights_only=True), which loads tensors only and runs no code."
         )
     raise CheckpointError(f"{directory}: no weights found (expected model.safetensors or a sharded index)")
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` maps tensor names to, beside it."""
+    weight_map = read_json(index).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: no 'weight_map' of tensor names to shard files")
+    return [index.parent / s for s in sorted(set(weight_map.values()))]
+
+
+def _pickle_weights(directory: Path, pickles: list[Path]) -> list[Path]:
+    """The model's weights among a folder's pickle files: those `pytorch_model.bin.index.json` lists, else
+    `pytorch_model*.bin`. The others (a Trainer's `training_args.bin`, MobileVLM's `mm_projector.bin` /
+    `non_lora_trainables.bin`) are not the model's weights: left unread, and named in a warning."""
+    index = directory / PICKLE_INDEX
+    if index.is_file():
+        files = _shards(index)
+        missing = next((f for f in files if not f.is_file()), None)
+        if missing is not None:
+            raise CheckpointError(f"{missing}: shard listed in {index.name} is missing")
+    else:
+        files = [p for p in pickles if p.name.startswith("pytorch_model") and p.suffix == ".bin"]
+    if not files:
+        raise CheckpointError(
+            f"{directory}: no pytorch_model.bin (or {PICKLE_INDEX}) among its pickle files "
+            f"({', '.join(p.name for p in pickles)}); pocket-adapt reads no other pickle file as model weights")
+    ignored = [p.name for p in pickles if p not in files]
+    if ignored:
+        warnings.warn(f"{directory}: read {', '.join(f.name for f in files)}; left unread (not model weights): "
+                      f"{', '.join(ignored)}", stacklevel=3)
+    return files
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
