@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -179,6 +183,23 @@ def test_the_judge_follows_no_redirect_and_so_never_forwards_its_key(server, mon
         httpd.server_close()
     assert scores == [None] and "redirect (HTTP 307)" in errors[0]
     assert server.requests == []  # the redirect target never saw the request, nor the key
+
+
+def test_http_to_this_machine_ignores_an_environment_proxy(server, monkeypatch):
+    # urllib reads the proxy variables when an opener is built (at import): the judge runs in a fresh process
+    proxy = FakeJudgeServer()  # stands in for a proxy elsewhere: it would read the bearer key in clear
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("no_proxy", "http_proxy", "all_proxy")}
+    env.update(http_proxy=proxy.url.removesuffix("/v1"), all_proxy=proxy.url.removesuffix("/v1"))
+    code = ("import json, sys; from domains.driving.judge import Judge; "
+            "print(Judge(json.loads(sys.argv[1])).rate('Go.', 'Go.'))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code, json.dumps(judge_config(server))], env=env, text=True,
+                             capture_output=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
+    finally:
+        proxy.close()
+    assert out.returncode == 0, out.stderr
+    assert proxy.requests == [] and len(server.requests) == 1 and out.stdout.strip() == "80.0"
+    assert server.requests[0]["headers"]["Authorization"] == f"Bearer {SECRET}"
 
 
 # --------------------------------------------------------------------------------------------- final score

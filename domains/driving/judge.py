@@ -8,7 +8,8 @@ any server that speaks the chat-completions protocol (OpenAI, vLLM, llama.cpp, O
 Configuration (``adapt eval``'s ``judge`` setting, a mapping):
 
 * ``url``: the server's base URL (``https://api.openai.com/v1``) or the full ``.../chat/completions`` URL;
-  https, or plain http only to this machine (``http://127.0.0.1:8000/v1``); redirects are not followed;
+  https, or plain http only to this machine (``http://127.0.0.1:8000/v1``); redirects are not followed, and a
+  request to this machine ignores the environment's proxies (``http_proxy``); https may go through one (TLS);
 * ``model``: the model name the server expects;
 * ``api_key_env`` (optional): the name of the environment variable holding the API key. The key is read
   from the environment when the judge is built, sent as a bearer token, never stored in the configuration,
@@ -87,7 +88,18 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
                          "would carry the API key elsewhere: give the final URL as judge.url")
 
 
+# A loopback or plain-http request never goes through a proxy from the environment (http_proxy, all_proxy): the
+# proxy would read the answers and the bearer key in clear. https may use one: TLS runs through its CONNECT tunnel.
+_DIRECT_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects)
 _OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _opener_for(url: str) -> urllib.request.OpenerDirector:
+    """The opener for `url`: no proxy for plain http or a loopback host, the environment's proxies for https."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme != "https" or is_loopback(parts.hostname or ""):
+        return _DIRECT_OPENER
+    return _OPENER
 
 
 @dataclass(frozen=True)
@@ -182,7 +194,8 @@ class Judge:
             headers["Authorization"] = f"Bearer {self._key}"
         request = urllib.request.Request(self.config.endpoint, data=json.dumps(body).encode("utf-8"),
                                          headers=headers, method="POST")
-        with _OPENER.open(request, timeout=float(self.config.timeout)) as response:  # https or loopback: checked
+        opener = _opener_for(self.config.endpoint)  # https or loopback: checked
+        with opener.open(request, timeout=float(self.config.timeout)) as response:
             return json.loads(response.read().decode("utf-8"))
 
     def rate(self, answer: str, reference: str) -> float:
