@@ -89,16 +89,19 @@ def test_cameras_in_explicit_orders_and_frame_walks(nusc):
     assert all(nusc.get("sample_data", t)["channel"] == "CAM_FRONT" for t in seq)
 
 
-def test_camera_objects_are_devkit_boxes_with_filters(nusc):
-    from nuscenes.utils.geometry_utils import BoxVisibility
+def test_camera_objects_are_devkit_boxes_with_filters(nusc, monkeypatch):
+    from nuscenes.scripts import export_2d_annotations_as_json as export
 
+    monkeypatch.setattr(export, "nusc", nusc, raising=False)  # get_2d_boxes reads a module global
     total = 0
     for sample in nusc.sample:
         for cam in STITCH_ORDER:
             sd = sample["data"][cam]
             objs = camera_objects(nusc, sd, min_visibility=1, min_box_px=0)
-            _, boxes, _ = nusc.get_sample_data(sd, box_vis_level=BoxVisibility.ANY)
-            assert {o.annotation for o in objs} <= {b.token for b in boxes}
+            exported = {r["sample_annotation_token"]: r["bbox_corners"]
+                        for r in export.get_2d_boxes(sd, ["1", "2", "3", "4"])}
+            assert {o.annotation: list(o.box) for o in objs} == {  # nuScenes' own 2-D export
+                k: [round(float(v), 2) for v in box] for k, box in exported.items()}
             for o in objs:
                 assert 0 <= o.box.x1 < o.box.x2 <= 1600 and 0 <= o.box.y1 < o.box.y2 <= 900
                 assert o.phrase == category_phrase(o.category) and 1 <= o.visibility <= 4
@@ -113,6 +116,38 @@ def test_camera_objects_are_devkit_boxes_with_filters(nusc):
     assert total > 30
     with pytest.raises(ValueError, match="box_vis_level must be"):
         camera_objects(nusc, nusc.sample[0]["data"]["CAM_FRONT"], box_vis_level="some")
+
+
+def test_an_object_beside_the_ego_vehicle_keeps_its_part_in_the_image(dataroot, tmp_path):
+    """A car alongside the ego vehicle, its rear corners behind CAM_FRONT: nuScenes' 2-D export keeps its in-image
+    part (the hull of the corners in front, clipped); 'all' wants every corner in the image, so drops it."""
+    import numpy as np
+    from pyquaternion import Quaternion
+
+    root = tmp_path / "nus"
+    for part in ("v1.0-mini", "maps"):
+        shutil.copytree(dataroot / part, root / part)
+    tables = root / "v1.0-mini"
+    read = {n: json.loads((tables / f"{n}.json").read_text())
+            for n in ("sample", "sample_data", "calibrated_sensor", "ego_pose", "sample_annotation")}
+    sample = read["sample"][0]
+    sd = next(d for d in read["sample_data"] if d["sample_token"] == sample["token"] and d["is_key_frame"]
+              and "/CAM_FRONT/" in d["filename"])
+    cs = next(c for c in read["calibrated_sensor"] if c["token"] == sd["calibrated_sensor_token"])
+    ep = next(e for e in read["ego_pose"] if e["token"] == sd["ego_pose_token"])
+    cam_rot = Quaternion(ep["rotation"]) * Quaternion(cs["rotation"])
+    cam_pos = np.array(ep["translation"]) + Quaternion(ep["rotation"]).rotate(np.array(cs["translation"]))
+    ann = next(a for a in read["sample_annotation"] if a["sample_token"] == sample["token"])
+    # camera frame: 1.5 m right, 0.8 m down, 1 m ahead; the car's 4.6 m length along the camera axis
+    ann.update(translation=(cam_pos + cam_rot.rotate(np.array([1.5, 0.8, 1.0]))).tolist(),
+               rotation=list((cam_rot * Quaternion(axis=[0, 1, 0], angle=-np.pi / 2)).elements),
+               size=[1.9, 4.6, 1.6], visibility_token="4", category_name="vehicle.car")
+    (tables / "sample_annotation.json").write_text(json.dumps(read["sample_annotation"]))
+    nusc = open_nuscenes(root)
+    (obj,) = [o for o in camera_objects(nusc, sd["token"]) if o.annotation == ann["token"]]
+    assert obj.box.x1 == pytest.approx(1084.9, abs=0.5) and obj.box.y1 == pytest.approx(433.9, abs=0.5)
+    assert (obj.box.x2, obj.box.y2) == (1600.0, 900.0)
+    assert ann["token"] not in {o.annotation for o in camera_objects(nusc, sd["token"], box_vis_level="all")}
 
 
 def test_category_phrases():

@@ -4,9 +4,11 @@ Reading (``domains.md`` §1.3): a dataroot holds ``<version>/*.json`` (the 13 ta
 and ``maps/``; :func:`open_nuscenes` loads it with ``NuScenes(version, dataroot, verbose=False)`` (the version is
 detected when not given). Cameras always come in an explicit, named order (:data:`layout.CAMERA_ORDERS`).
 
-2-D boxes (:func:`camera_objects`) come from the devkit: ``nusc.get_sample_data(sd_token, box_vis_level=...)``
-gives the annotated boxes in the camera frame, ``view_points`` projects their eight corners, and the extent of
-their convex hull within the image is the box (``post_process_coords``, as nuScenes' own 2-D export does). Annotations can be filtered by nuScenes
+2-D boxes (:func:`camera_objects`) come from the devkit as nuScenes' own 2-D export
+(``export_2d_annotations_as_json.get_2d_boxes``) makes them: ``nusc.get_sample_data`` gives the annotated boxes in
+the camera frame, ``view_points`` projects the corners in front of the camera, and the extent of their convex
+hull within the image is the box (``post_process_coords``), so an object beside the ego vehicle, partly behind
+the camera, keeps the part of it in the image. Annotations can be filtered by nuScenes
 visibility (1: 0-40 %, 2: 40-60 %, 3: 60-80 %, 4: 80-100 %) and category.
 
 Converter :func:`convert_nuscenes` (``PLUGIN.converters["nuscenes"]``) writes, per camera image of every key
@@ -137,12 +139,17 @@ def open_nuscenes(dataroot: str | Path, version: str | None = None):
 def _vis_level(level: str | int):
     from nuscenes.utils.geometry_utils import BoxVisibility
 
-    levels = {"any": BoxVisibility.ANY, "all": BoxVisibility.ALL}
+    # "any" asks the devkit for every box (NONE) and keeps those whose in-front part reaches the image, as the
+    # 2-D export does; the devkit's own ANY would drop a box with a corner behind the camera
+    levels = {"any": BoxVisibility.NONE, "all": BoxVisibility.ALL}
     if isinstance(level, str) and level.lower() in levels:
         return levels[level.lower()]
-    if level in (BoxVisibility.ANY, BoxVisibility.ALL):
+    if level in (BoxVisibility.ANY, BoxVisibility.NONE):
+        return BoxVisibility.NONE
+    if level == BoxVisibility.ALL:
         return level
-    raise DomainError(f"box_vis_level must be 'any' (a corner in the image) or 'all' (every corner), got {level!r}")
+    raise DomainError(f"box_vis_level must be 'any' (part of the box in the image) or 'all' (every corner in the "
+                      f"image), got {level!r}")
 
 
 @dataclass(frozen=True)
@@ -169,9 +176,11 @@ def camera_objects(nusc, sd_token: str, *, box_vis_level: str | int = "any", min
                    categories: Sequence[str] | None = None, min_box_px: float = 2.0) -> list[CameraObject]:
     """The annotated objects of a camera sample_data with their clipped 2-D boxes, nearest first.
 
-    Uses ``nusc.get_sample_data(sd_token, box_vis_level=...)``, ``view_points`` of the box corners and the
-    devkit's ``post_process_coords`` (the extent of the corners' convex hull within the image, as nuScenes'
-    own 2-D annotation export computes it).
+    As nuScenes' own 2-D annotation export (``get_2d_boxes``): ``view_points`` of the box corners in front of
+    the camera and the devkit's ``post_process_coords`` (the extent of their convex hull within the image).
+    `box_vis_level`: ``any`` keeps a box whose in-front part reaches the image (the export's rule; an object
+    beside the ego vehicle with corners behind the camera is kept, clipped), ``all`` only a box with every
+    corner in front of the camera and inside the image (the devkit's ``BoxVisibility.ALL``).
     `min_visibility` keeps annotations whose visibility token is at least this (1-4); `categories` keeps
     category names, prefixes (``"vehicle"``) or phrases (``"car"``); boxes narrower or lower than
     `min_box_px` after clipping are dropped.
@@ -190,7 +199,8 @@ def camera_objects(nusc, sd_token: str, *, box_vis_level: str | int = "any", min
         if visibility < min_visibility or not _category_match(box.name, categories):
             continue
         corners = box.corners()
-        if (corners[2] <= 0.1).any():  # a corner behind the camera: the projection is not a box
+        corners = corners[:, corners[2] > 0]  # the export's rule: only corners in front of the camera
+        if not corners.shape[1]:
             continue
         pts = view_points(corners, np.asarray(intrinsic), normalize=True)[:2]
         try:  # the devkit's 2-D box: the corners' convex hull intersected with the image
@@ -312,13 +322,13 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     `version`: table version (detected when None). `cameras`: camera order name (``stitch``, ``drivelm``,
     ``nuscenes``) fixing the order samples are written in. `history`: previous key frames per sample (0 = single
     images). `min_visibility`: least nuScenes visibility token (1-4). `categories`: names, prefixes or phrases
-    to keep (all when None). `tasks`: ``grounding`` and/or ``region``. `box_vis_level`: ``any`` or ``all``
-    corners inside the image. `min_box_px`: smallest clipped box side kept. `split_by`: ``official`` (the
-    devkit's scene splits; mini: mini_train / mini_val), ``hash`` (`val_fraction` of the scenes by a hash of
-    the name) or ``auto`` (official when every scene is listed there). `val_fraction`: the share of scenes in
-    ``val`` with ``hash``. `link`: ``hardlink`` or ``copy`` for the camera images put under
-    ``out/images/nuscenes/`` (record paths are relative to `out`). `dataset`: output name. `progress`: show a
-    progress bar.
+    to keep (all when None). `tasks`: ``grounding`` and/or ``region``. `box_vis_level`: ``any`` (part of the box
+    in the image, as nuScenes' 2-D export) or ``all`` (every corner in the image). `min_box_px`: smallest
+    clipped box side kept. `split_by`: ``official`` (the devkit's scene splits; mini: mini_train / mini_val),
+    ``hash`` (`val_fraction` of the scenes by a hash of the name) or ``auto`` (official when every scene is
+    listed there). `val_fraction`: the share of scenes in ``val`` with ``hash``. `link`: ``hardlink`` or
+    ``copy`` for the camera images put under ``out/images/nuscenes/`` (record paths are relative to `out`).
+    `dataset`: output name. `progress`: show a progress bar.
 
     Output ``out/<dataset>_<split>.jsonl``; ``report.outputs[split]``. A missing camera file, or a sequence
     needing one, is skipped and counted, as is a ``sample_data`` file name that leaves `src` (absolute, ``..``,
