@@ -105,6 +105,7 @@ class ConvertReport:
     warning_examples: dict[str, list[str]] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)  # e.g. split name -> JSONL path
     removed: list[Path] = field(default_factory=list)  # an earlier run's split files this run did not make
+    inputs: dict[str, str] = field(default_factory=dict)  # input file name -> where it went (e.g. its split)
     max_examples: int = 3
 
     def wrote(self, n: int = 1) -> None:
@@ -148,6 +149,7 @@ class ConvertReport:
                         kept.append(ex)
         self.outputs.update(other.outputs)
         self.removed += other.removed
+        self.inputs.update(other.inputs)
         return self
 
     def table(self) -> str:
@@ -156,6 +158,7 @@ class ConvertReport:
         where = f" `{self.source}` → `{self.out}`" if self.source is not None or self.out is not None else ""
         lines = [f"{title}{where}", "", "| outcome | count | examples |", "|---|---:|---|",
                  f"| written | {self.written} | |"]
+        lines += [f"| read: {_cell(name)} | | {_cell(where)} |" for name, where in self.inputs.items()]
         for reason, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
             ex = "<br>".join(_cell(e) for e in self.examples.get(reason, []))
             lines.append(f"| skipped: {_cell(reason)} | {n} | {ex} |")

@@ -133,9 +133,11 @@ def test_convert_report_table_and_merge():
     assert "| skipped: unreadable image | 3 | img0.tif: truncated TIFF<br>img1.tif: truncated TIFF |" in table
     assert "empty \\| answer" in table  # pipes escaped in cells
     assert str(r) == table
-    other = ConvertReport(written=1, skipped={"unreadable image": 1}, examples={"unreadable image": ["z: z"]})
+    other = ConvertReport(written=1, skipped={"unreadable image": 1}, examples={"unreadable image": ["z: z"]},
+                          inputs={"val.json": "val"})
     r.merge(other)
     assert r.written == 6 and r.skipped["unreadable image"] == 4
+    assert r.inputs == {"val.json": "val"} and "| read: val.json | | val |" in r.table()
 
 
 class _FakeEP:

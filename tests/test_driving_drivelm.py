@@ -287,6 +287,19 @@ def test_nuscenes_root_option(raw, tmp_path):
     assert [Path(p).parent.name for p in r["image"]] == list(STITCH_ORDER)  # multi mode's default order
 
 
+@pytest.mark.parametrize("name, split", [(TRAIN, "train"), (Q_ONLY, "test"), ("test_eval.json", "test"),
+                                         ("drivelm_nus_latest.json", "train"), ("v1_1_val_nus.json", "val"),
+                                         ("interval-2024.json", "train"), ("contest.json", "train")])
+def test_a_file_goes_to_the_split_its_whole_name_tokens_say(raw, tmp_path, name, split):
+    (tmp_path / "qa").mkdir()
+    shutil.copy(raw / "drivelm" / TRAIN, tmp_path / "qa" / name)  # a training file with answers, renamed
+    report = convert_drivelm(tmp_path / "qa", tmp_path / "out", nuscenes_root=raw / "nuscenes", view_mode="multi",
+                             val_fraction=0.5 if split == "train" else 0.0, progress=False)
+    assert set(report.outputs) == ({"train", "val"} if split == "train" else {split})
+    assert report.inputs[name].startswith(f"{split} file by its name")
+    assert f"| read: {name} | | {split} file by its name" in report.table()
+
+
 def test_symlinks_leaving_the_root_are_refused_and_nuscenes_root_trusts_its_folder(raw, tmp_path):
     """Issue 15 item 10: one guard (domains.files.inside_root) for every name read from a data file."""
     shutil.copytree(raw / "drivelm", tmp_path / "drivelm")

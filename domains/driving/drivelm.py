@@ -34,8 +34,10 @@ lettered options (``... Please select the correct answer from the following opti
 them in ``options``; ``mc=True`` turns "What is the moving status of object ..." and "Predict the behavior ..."
 into DriveLM's 4-way multiple choice (``convert_data.py``) with distractors drawn deterministically per QA id.
 
-**Splits**: a training file -> ``train`` (``val_fraction`` moves that share of its scenes to ``val``); a
-``*q_only*`` file (no answers) -> ``test``, with empty answers (never used for training). Output
+**Splits**, by whole tokens of the file name (split on ``_ - .``): a ``q_only`` or ``test`` file
+(``v1_1_val_nus_q_only.json``, no answers) -> ``test``, with empty answers (never used for training); a
+``val`` / ``validation`` file -> ``val``; any other (``v1_1_train_nus.json``) -> ``train`` (``val_fraction``
+moves that share of its scenes to ``val``). The report names each file's split. Output
 ``out/<dataset>_<split>.jsonl``; ``dataset`` defaults to ``drivelm`` (stitched) / ``drivelm_multi``.
 
 **Bad input** is skipped and counted: a file that is not JSON or not the layout, a malformed scene / frame /
@@ -197,10 +199,13 @@ def _json_files(src: Path) -> list[Path]:
 
 
 def _split_of_file(path: Path) -> str:
-    name = path.name.lower()
-    if "q_only" in name or "test" in name:
+    """The split a DriveLM file's name gives, by whole name tokens (``drivelm_nus_latest.json`` is no test file):
+    ``test`` for a ``test`` or ``q_only`` token (``v1_1_val_nus_q_only.json``, ``test_eval.json``), ``val`` for
+    ``val`` / ``validation``, else ``train``."""
+    tokens = [t for t in re.split(r"[^a-z0-9]+", path.name.lower()) if t]
+    if "test" in tokens or any(pair == ("q", "only") for pair in zip(tokens, tokens[1:])):
         return "test"
-    return "val" if "val" in name else "train"
+    return "val" if {"val", "validation"} & set(tokens) else "train"
 
 
 def _resolve_image(raw: Any, camera: str, json_dir: Path, nuscenes_root: Path | None) -> tuple[Path, str]:
@@ -474,6 +479,7 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
         scene_split = {s: file_split for s in data}
         if file_split == "train" and val_fraction:
             scene_split = hash_split({s: s for s in data}, float(val_fraction))
+        before = {split: len(records) for split, records in splits.items()}
         items = []
         for scene, body in data.items():
             if not isinstance(body, dict) or not isinstance(body.get("key_frames"), dict):
@@ -503,6 +509,12 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
                     report.skip(f"{where} QA {i}", exc.reason, f"{where} QA {i} ({category}): {exc.detail}")
                     continue
                 records.append(rec)
+        went = {split: len(records) - before.get(split, 0) for split, records in sorted(splits.items())}
+        rule = (f"; val_fraction {float(val_fraction):g} of its scenes to val" if file_split == "train" and val_fraction
+                else "")
+        report.inputs[path.name] = (f"{file_split} file by its name{rule}: "
+                                    + (", ".join(f"{n} QAs to {split}" for split, n in went.items() if n)
+                                       or "no QAs written"))
 
     return write_splits(report, out, dataset, dict(sorted(splits.items())))
 
