@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -32,6 +33,7 @@ from domains.driving.layout import (
     multi_view_prefix,
     stitch_cameras,
 )
+from domains.driving.metrics import aggregate_drivelm, score_drivelm
 from domains.driving.synthetic import generate
 
 TRAIN = "v1_1_train_nus.json"
@@ -182,6 +184,26 @@ def test_given_tags_are_kept(raw, stitched):
     sources = _source_qas(raw)
     for r in _records(out / "drivelm_test.jsonl"):
         assert r["meta"]["drivelm_tag"] == sources[r["meta"]["qa_id"]][1]["tag"][0]
+
+
+def test_a_qa_with_several_tags_keeps_them_all_and_is_scored_under_each(raw, tmp_path):
+    data = json.loads((raw / "drivelm" / Q_ONLY).read_text())
+    scene = next(iter(data))
+    frame = next(iter(data[scene]["key_frames"]))
+    body = data[scene]["key_frames"][frame]
+    body["QA"]["perception"][0]["tag"] = [3, 2, 3]  # evaluation.py scores it as language and as match
+    body["QA"]["perception"][1]["tag"] = [1]
+    (tmp_path / "qa").mkdir()
+    (tmp_path / "qa" / Q_ONLY).write_text(json.dumps({scene: {"scene_description": "", "key_frames": {frame: body}}}))
+    report = convert_drivelm(tmp_path / "qa", tmp_path / "out", nuscenes_root=raw / "nuscenes", view_mode="multi",
+                             progress=False)
+    first, second = _records(report.outputs["test"])[:2]
+    assert first["meta"]["drivelm_tag"] == [2, 3] and second["meta"]["drivelm_tag"] == 1
+    pred = SimpleNamespace(prediction="<c1,CAM_FRONT,800.0,450.0>", reference=first["answer"], meta=first["meta"],
+                           task="drivelm", scores={})
+    assert set(score_drivelm(pred.prediction, pred, pred.reference)) == {"ROUGE_L", "match_f1"}
+    out = aggregate_drivelm([pred], {"progress": False})
+    assert out["match_f1"] is not None and out["ROUGE_L"] is not None
 
 
 def test_options_are_parsed_and_kept(stitched):

@@ -28,8 +28,9 @@ Image paths are resolved relative to the JSON's folder (they may reach one level
 
 **Records**: ``task: "drivelm"``, ``answer`` in the sample's coordinates, ``meta`` with ``scene``, ``frame``,
 ``qa_id`` (``f"{scene}_{frame}_{i}"``, i over perception + prediction + planning + behavior), ``category``,
-``drivelm_tag`` (:func:`drivelm_tag`), ``view_mode``, ``camera_order``, ``answer_pixels`` and
-``question_pixels`` (the DriveLM texts, c-tags in camera pixels), ``split``, ``source``. Questions that list
+``drivelm_tag`` (the QA's own ``tag``, a list where it gives several, else :func:`drivelm_tag`), ``view_mode``,
+``camera_order``, ``answer_pixels`` and ``question_pixels`` (the DriveLM texts, c-tags in camera pixels),
+``split``, ``source``. Questions that list
 lettered options (``... Please select the correct answer from the following options: A. ... D. ...``) keep
 them in ``options``; ``mc=True`` turns "What is the moving status of object ..." and "Predict the behavior ..."
 into DriveLM's 4-way multiple choice (``convert_data.py``) with distractors drawn deterministically per QA id.
@@ -544,6 +545,16 @@ def _frame_parts(fbody: Any, json_dir: Path, root: Path | None, where: str):
     return qas, paths
 
 
+def _given_tag(raw: Any) -> int | list[int] | None:
+    """The QA's own ``tag`` (an int or a list, as ``convert_data.py`` writes it): an int for one tag, the sorted
+    list for several (evaluation.py scores the QA under each), None when it names no valid tag."""
+    values = raw if isinstance(raw, list) else [raw]
+    tags = sorted({v for v in values if isinstance(v, int) and not isinstance(v, bool) and v in TAGS})
+    if not tags:
+        return None
+    return tags[0] if len(tags) == 1 else tags
+
+
 def _qa_record(qa_id: str, category: str, qa: Any, split: str, mc: bool, prefix: str, convert, view_mode: str,
                order_name: str, images: list[str], sizes: list[tuple[int, int]], scene: str, frame: str,
                source: str) -> dict:
@@ -556,9 +567,9 @@ def _qa_record(qa_id: str, category: str, qa: Any, split: str, mc: bool, prefix:
     answer = (answer or "").strip()
     if not answer and split != "test":
         raise _Skip("missing answer", qa_id, "no answer in a training file")
-    tag = qa.get("tag")
-    tag = tag[0] if isinstance(tag, list) and tag else tag
-    tag = int(tag) if isinstance(tag, int) and tag in TAGS else drivelm_tag(category, question, answer)
+    tag = _given_tag(qa.get("tag"))
+    if tag is None:
+        tag = drivelm_tag(category, question, answer)
 
     options = parse_options(question)
     answer_text = None
