@@ -205,3 +205,7 @@ def test_argument_checks(tmp_path):
         generate(tmp_path, n_scenes=11)
     with pytest.raises(ValueError, match="n_frames must be >= 1"):
         generate(tmp_path, n_frames=0)
+    for quality in (-5, 0, 200, 2.5, "high"):
+        with pytest.raises(ValueError, match=r"quality \(JPEG\) must be a whole number 1-95"):
+            generate(tmp_path, quality=quality)
+    assert not any(tmp_path.iterdir())  # refused before writing

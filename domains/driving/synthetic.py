@@ -53,6 +53,7 @@ from domains.base import DomainError
 from domains.driving.drivelm import (
     BEHAVIOR_CHOICES,
     MOVING_STATUS_CHOICES,
+    _whole,
     choice_question,
     drivelm_tag,
 )
@@ -584,7 +585,8 @@ def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 
              drivelm: bool = True, progress: bool = True) -> dict[str, Path]:
     """Write the synthetic nuScenes (and DriveLM QA) under `out`; returns ``{"nuscenes": dataroot, "drivelm": dir}``.
 
-    `n_scenes` (1-10, named after the official mini scenes) x `n_frames` key frames; `quality`: JPEG quality.
+    `n_scenes` (1-10, named after the official mini scenes) x `n_frames` key frames; `quality`: JPEG quality
+    (1-95, PIL's useful range).
     """
     from tqdm import tqdm
 
@@ -592,6 +594,7 @@ def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 
         raise DomainError(f"n_scenes must be 1-{len(MINI_SCENES)} (the v1.0-mini scene names), got {n_scenes}")
     if int(n_frames) < 1:
         raise DomainError(f"n_frames must be >= 1, got {n_frames}")
+    quality = _whole(quality, "quality (JPEG)", 1, 95)
     out = Path(out)
     root = out / "nuscenes"
     rig = _rig()
