@@ -149,6 +149,17 @@ def test_official_is_the_default_and_follows_the_java_rules_on_the_named_cases()
     assert ptb_tokenize(text) == ptb_tokenize(text, "official") != ptb_tokenize(text, "pocket")
 
 
+def test_official_tokenizer_drops_characters_outside_the_bmp_as_java_does():
+    # the Java tokenizer's output (pycocoevalcap 1.2): a surrogate ends a token and is deleted, "Untokenizable"
+    assert ptb_tokenize("Ünïcödé ✓ naïve ½ emoji 🚗 car") == ["ünïcödé", "✓", "naïve", "1/2", "emoji", "car"]
+    assert ptb_tokenize("car🚗car 1🚗2 a 𝐀 b x 𠀀y go 👍🏽 now.") == ["car", "car", "1", "2", "a", "b", "x", "y", "go",
+                                                                 "now"]
+    assert ptb_tokenize("'🚗s a🚗b.c :)🚗") == ["s", "a", "b.c", ":-rrb-"]
+    assert ptb_tokenize("see http://x.com/🚗a now") == ["see", "http://x.com/🚗a", "now"]  # a URL's class takes it
+    assert ptb_tokenize("🚗") == []
+    assert ptb_tokenize("emoji 🚗 car", "pocket") == ["emoji", "🚗", "car"]  # the earlier reading keeps it
+
+
 def test_pocket_tokenizer_keeps_the_earlier_reading():
     assert ptb_tokenize("The car stopped.The light is red.", "pocket") == ["the", "car", "stopped", "the", "light",
                                                                              "is", "red"]
