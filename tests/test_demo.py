@@ -1040,7 +1040,7 @@ def test_the_demo_serves_the_domains_quick_start_model_or_says_how_to_make_one(m
     assert "`adapt quickstart --field medical`" in err and "--model" in err and built == []
     # where `adapt quickstart --field medical` puts its model (the quick start itself is tested in test_quickstart)
     ran = {}
-    monkeypatch.setattr("adapt.quickstart.quickstart", lambda out, overrides, progress, field: ran.update(out=out))
+    monkeypatch.setattr("adapt.quickstart.quickstart", lambda out, overrides, progress, field, force: ran.update(out=out))
     assert adapt_cli.main(["quickstart", "--field", "medical"]) == 0
     assert cli.quickstart_model("medical") == ran["out"] / "train" / "final"
     final = tmp_path / "runs" / "quickstart-medical" / "train" / "final"
