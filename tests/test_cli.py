@@ -148,6 +148,22 @@ def test_chat_reads_a_dicom_file_with_the_domain_named(tmp_path, capsys):
     assert "--read-option windw: the medical reader has no such option (it takes: " in err and "window" in err
 
 
+def test_every_domain_reader_names_its_options_so_a_misspelt_read_option_is_refused():
+    """`adapt chat --domain D --read-option K=V` checks K against the reader's keyword parameters; a reader
+    taking **options would let a misspelt key through unused (driving's and medical's did)."""
+    import inspect
+
+    from deploy.demo.hooks import hooks_for
+    from domains.base import get_domain, list_domains
+
+    readers = {name: (get_domain(name).demo_hooks or {}).get("read_upload") for name in list_domains()}
+    readers = {name: read for name, read in readers.items() if read is not None}
+    assert {"driving", "medical", "remote_sensing"} <= set(readers)
+    for name, read in readers.items():
+        kinds = [p.kind for p in inspect.signature(hooks_for(get_domain(name))[0]).parameters.values()]
+        assert inspect.Parameter.VAR_KEYWORD not in kinds, name
+
+
 @pytest.mark.parametrize("device,needle", [("gpu", "not a torch device name"), ("cuda:99", "finds"),
                                            ("mps:7", "finds")])
 def test_a_device_this_machine_lacks_is_one_line(capsys, device, needle):

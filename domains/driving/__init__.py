@@ -38,11 +38,11 @@ synthetic = lazy("domains.driving.synthetic:generate",
                  "Rendered nuScenes + DriveLM in the public layouts (:func:`domains.driving.synthetic.generate`).")
 
 
-def read_upload(*args: Any, **kwargs: Any):
+def read_upload(paths: Any, *, mode: str = "stitched", order: str = "stitch") -> dict:
     """Demo hook: camera uploads -> model inputs (:func:`domains.driving.demo.read_upload`)."""
     from domains.driving.demo import read_upload as fn
 
-    return fn(*args, **kwargs)
+    return fn(paths, mode=mode, order=order)
 
 
 def draw_answer(*args: Any, **kwargs: Any):

@@ -114,8 +114,7 @@ def _assign_cameras(paths: list[Path]) -> dict[str, Path]:
           "camera; files are never placed by upload order.")
 
 
-def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: str = "stitch",
-                **options: Any) -> dict:
+def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: str = "stitch") -> dict:
     """Six camera images or one stitched image -> the demo's model input (see the module docstring).
 
     Returns ``{"images", "labels", "prompt", "info", "warnings"}``. `order` names the camera order
