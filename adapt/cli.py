@@ -1037,8 +1037,14 @@ def _synthesize(args) -> int:
 
     options = _options(args.option)
     _check_out_folder(args.out)
-    result = get_domain(args.domain).synthesize(args.out, show_progress=not args.no_progress, force=args.force,
-                                                **options)
+    out, existed = Path(args.out), Path(args.out).exists()
+    try:
+        result = get_domain(args.domain).synthesize(args.out, show_progress=not args.no_progress, force=args.force,
+                                                    **options)
+    except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a refused option leaves no empty folder behind
+        raise
     for name, path in (result.items() if isinstance(result, dict) else [("out", result)]):
         print(f"{name}: {path}")
     return 0

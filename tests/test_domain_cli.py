@@ -309,3 +309,9 @@ def test_synthesize_never_overwrites_or_mixes_without_force(tmp_path, capsys):
         assert sorted(p.name for p in out.iterdir()) == ["mine", "toy"]  # no staging folder left
     finally:
         unregister_domain(plugin.name)
+
+
+def test_a_refused_synthesize_option_leaves_no_empty_folder(tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["synthesize", "driving", "--out", str(out), "--no-progress", "--option", "quality=-5"]) == 1
+    assert "quality" in capsys.readouterr().err and not out.exists()
