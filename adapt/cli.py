@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except KeyboardInterrupt:
-        print(f"adapt {args.verb}: interrupted", file=sys.stderr)
+        if "LOCAL_RANK" not in os.environ:  # Ctrl-C reaches every worker too; the launching process says it once
+            print(f"adapt {args.verb}: interrupted", file=sys.stderr)
         return 130
     except _Terminated:
         if "LOCAL_RANK" not in os.environ:  # a data-parallel worker is stopped by its launcher, which says it
@@ -61,33 +62,56 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 141
     except Exception as err:
+        if "LOCAL_RANK" in os.environ and getattr(args, "builds_model", False):
+            from .train import lost_peer
+
+            if lost_peer(err):  # the launcher names the process that is gone
+                return PEER_LOST
         message = user_error_message(err, getattr(args, "out", None))
         if message is None:
             raise  # a bug: keep the traceback
         if int(os.environ.get("RANK", "0")) == 0:  # every process of a data-parallel run meets the same mistake
             print(f"adapt {args.verb}: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        if argv is None:  # a SIGTERM while exiting (torchrun stopping the peers of a failed worker) just ends it
+            import signal
+
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# a data-parallel worker that stopped because another process of the run is gone, not for a reason of its own
+PEER_LOST = 75
 
 
 # torchrun, whose failure report (a traceback of its own and a "Root Cause" table) is dropped: the worker that
 # failed has printed its one line already, and the launcher exits with that worker's status
-_TORCHRUN = """\
+_TORCHRUN = f"""\
 import logging, signal, sys
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main
-logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
+for name in ("torch.distributed.elastic.multiprocessing.api", "torch.distributed.elastic.agent.server.api"):
+    logging.getLogger(name).setLevel(logging.CRITICAL)
 try:
     main(sys.argv[1:])
+except SignalException as err:  # Ctrl-C or SIGTERM: passed on to the workers, which said what the run kept
+    sys.exit(128 + err.sigval)
 except ChildFailedError as err:
     failures = sorted(err.failures.values(), key=lambda f: f.local_rank)
-    said = next((f.exitcode for f in failures if f.exitcode > 0), None)  # a worker that failed and said why
-    if said is None:  # killed (the out-of-memory killer, a kill -9): no worker could say so itself
-        killed = [f for f in failures if f.exitcode < 0]
-        first = [f for f in killed if -f.exitcode != signal.SIGTERM] or killed  # torchrun SIGTERMs the others
-        if first:
-            f = first[0]
-            print(f"adapt: the process of local rank {f.local_rank} was killed by {signal.Signals(-f.exitcode).name}",
-                  file=sys.stderr)
+    # killed (the out-of-memory killer, a kill -9): that worker could not say so itself, and its peers then failed
+    # for want of it (they exit {PEER_LOST} without a word); torchrun SIGTERMs the others
+    killed = [f for f in failures if f.exitcode < 0 and -f.exitcode != signal.SIGTERM]
+    said = next((f.exitcode for f in failures if f.exitcode > 0 and f.exitcode != {PEER_LOST}), None)
+    if killed or said is None:
+        killed = killed or [f for f in failures if f.exitcode < 0]
+        if killed:
+            f = killed[0]
+            print(f"adapt: the process of local rank {{f.local_rank}} was killed by "
+                  f"{{signal.Signals(-f.exitcode).name}}", file=sys.stderr)
+        else:
+            print("adapt: a process of the run lost contact with the others", file=sys.stderr)
+        said = None
     sys.exit(said or 1)
 """
 
@@ -758,7 +782,12 @@ def _train(args) -> int:
                "-m", "adapt.cli", args.verb, str(args.recipe), *args.overrides] + (["--no-progress"] if args.no_progress else []) \
             + (["--allow-changes"] if args.allow_changes else [])
         # what torchrun sets anyway, given, so that it does not print a banner about it
-        return subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        launcher = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        try:
+            return launcher.wait()
+        except BaseException as stop:  # Ctrl-C or SIGTERM (subprocess.call would SIGKILL torchrun, orphaning its workers)
+            _stop_launcher(launcher, stop)
+            raise
     if args.verb == "distill":
         from .distill import distill
 
@@ -773,6 +802,20 @@ def _train(args) -> int:
         again = " ".join(_q(a) for a in (args.recipe, *args.overrides))  # output.dir=... must follow
         print(f"final model: {final}\nnext: adapt eval {again}   |   adapt chat --model {_q(final)} --image IMAGE")
     return 0
+
+
+def _stop_launcher(launcher, stop: BaseException, timeout: float = 60.0) -> None:
+    """Pass Ctrl-C or SIGTERM on to torchrun, which stops its workers (rank 0 says which checkpoint holds the run),
+    and wait for it; past `timeout` (torchrun gives its workers 30 s before it kills them) it is killed."""
+    import signal
+    import subprocess
+
+    try:
+        launcher.send_signal(signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM)
+        launcher.wait(timeout)
+    except subprocess.TimeoutExpired:
+        launcher.kill()
+        launcher.wait()
 
 
 def _eval(args) -> int:

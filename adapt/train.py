@@ -358,7 +358,8 @@ class Trainer:
         try:
             return self._run(stop_after)
         except BaseException as exc:
-            if not isinstance(exc, Exception) and self.dist.main:  # Ctrl-C or SIGTERM: say what was kept
+            # Ctrl-C or SIGTERM, or another process of the run is gone (killed): say what was kept
+            if (not isinstance(exc, Exception) or lost_peer(exc)) and self.dist.main:
                 self._say_what_is_kept()
             raise
         finally:
@@ -881,6 +882,13 @@ def _fill_auto(config: dict, values: dict, top: bool = True) -> dict:
         for key, value in values.items():
             out.setdefault(key, value)
     return out
+
+
+def lost_peer(err: BaseException) -> bool:
+    """Whether `err` is a collective that failed because another process of the run is gone (gloo: connection
+    reset by peer; NCCL: a backend error)."""
+    return isinstance(err, getattr(torch.distributed, "DistBackendError", ())) or (
+        isinstance(err, RuntimeError) and "gloo/transport/" in str(err))
 
 
 def _check_packable(vlm: torch.nn.Module) -> None:

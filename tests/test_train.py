@@ -564,6 +564,13 @@ def test_epochs_are_trained_in_full_when_an_epoch_is_no_whole_number_of_steps(tm
      "time.sleep(60)\n", "boom"),
     ("import os, signal, time\nif os.environ['RANK'] == '1':\n    os.kill(os.getpid(), signal.SIGKILL)\n"
      "time.sleep(60)\n", "adapt: the process of local rank 1 was killed by SIGKILL"),
+    # the out-of-memory killer took rank 1 and rank 0's collective failed for want of it (gloo: connection reset by
+    # peer): rank 0 exits PEER_LOST without a word, and the killed worker is named (it was rank 0's traceback)
+    ("import os, signal, sys, time\nfrom pathlib import Path\nfrom adapt.cli import PEER_LOST\n"
+     "pid = Path(sys.argv[1])\nif os.environ['RANK'] == '1':\n    pid.write_text(str(os.getpid())); time.sleep(60)\n"
+     "while not pid.exists() or not pid.read_text():\n    time.sleep(0.01)\n"
+     "os.kill(int(pid.read_text()), signal.SIGKILL); sys.exit(PEER_LOST)\n",
+     "adapt: the process of local rank 1 was killed by SIGKILL"),
 ])
 def test_the_data_parallel_launcher_says_what_failed_once(tmp_path, script, said):
     """A worker that failed has said why; one killed by a signal could not, so the launcher names it (not the peer
@@ -573,7 +580,36 @@ def test_the_data_parallel_launcher_says_what_failed_once(tmp_path, script, said
 
     worker = tmp_path / "worker.py"
     worker.write_text(script)
-    run = subprocess.run([sys.executable, "-c", _TORCHRUN, "--standalone", "--nproc_per_node=2", str(worker)],
+    run = subprocess.run([sys.executable, "-c", _TORCHRUN, "--standalone", "--nproc_per_node=2", str(worker),
+                          str(tmp_path / "pid")],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert run.returncode == (3 if said == "boom" else 1)
     assert run.stderr.strip() == said, run.stderr
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_a_stopped_data_parallel_run_stops_its_workers_and_says_what_is_kept(tmp_path, data_dir, how):
+    """kill (SIGTERM) on `adapt train --nproc-per-node 2` exited 143 at once while torchrun's workers trained on to
+    the end, orphaned (subprocess.call SIGKILLed torchrun); Ctrl-C said 'interrupted' once per process. Now the
+    signal reaches the workers, rank 0 says which checkpoint holds the run, and the stop is said once."""
+    path = write_recipe(tmp_path, data_dir, steps=200, save_every=2)
+    out = path.parent / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "adapt.cli", "train", str(path), "--nproc-per-node", "2",
+                             "--no-progress", "training.batch_size=1"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoint-2").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)  # the adapt process alone, as kill PID does
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches every process of the group
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == (143 if how == "SIGTERM" else 130), err
+    steps = len(read_log(out))
+    time.sleep(3)
+    assert len(read_log(out)) == steps and not (out / "final").exists()  # no worker trains on
+    assert subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True).stdout == b""
+    assert err.count("stopped after step") == 1 and "checkpoint-" in err, err
+    assert err.count("adapt train: terminated" if how == "SIGTERM" else "adapt train: interrupted") == 1, err
+    assert "Traceback" not in err, err
