@@ -433,18 +433,14 @@ class Distributed(_Section):
     @field_validator("deepspeed")
     @classmethod
     def _deepspeed(cls, value: str, info: ValidationInfo) -> str:
-        if value in DEEPSPEED_PRESETS:
-            return value
-        if not value.endswith(".json"):
-            raise ValueError(f"must be one of {', '.join(DEEPSPEED_PRESETS)} or a path to a .json file, "
-                             f"got {value!r}{_suggest(value, DEEPSPEED_PRESETS)}")
-        return str(_resolve(value, _base_dir(info)))
-
-    @model_validator(mode="after")
-    def _readable(self) -> Distributed:
-        if self.strategy == "deepspeed":
-            resolve_deepspeed_config(self.deepspeed)  # a missing or malformed file is an error now, not at launch
-        return self
+        if value not in DEEPSPEED_PRESETS:
+            if not value.endswith(".json"):
+                raise ValueError(f"must be one of {', '.join(DEEPSPEED_PRESETS)} or a path to a .json file, "
+                                 f"got {value!r}{_suggest(value, DEEPSPEED_PRESETS)}")
+            value = str(_resolve(value, _base_dir(info)))
+        if info.data.get("strategy") == "deepspeed":  # checked on this key, so that an error names where it was set
+            resolve_deepspeed_config(value)  # a missing, malformed or unusable file is an error now, not at launch
+        return value
 
 
 class Output(_Section):
@@ -535,6 +531,11 @@ class _RecipeBase(_Section):
             self.name = fallback if _NAME_RE.fullmatch(fallback) else re.sub(r"[^A-Za-z0-9._-]", "_", fallback)
         if self.output.dir is None:
             self.output.dir = base / "runs" / self.name
+        if self.distributed.strategy == "deepspeed":  # its fixed values against the recipe's
+            try:
+                resolve_deepspeed_config(self.distributed.deepspeed, training=self.training)
+            except RecipeError as err:
+                raise RecipeError(f"distributed.deepspeed: {err}") from None
         if self.data.sources and self.mixing.general_ratio > 0 and not any(s.kind == "general" for s in self.data.sources):
             raise ValueError(
                 f"mixing.general_ratio is {self.mixing.general_ratio:g} but no entry of data.sources has kind: general; "
@@ -1098,12 +1099,15 @@ def _set(data: dict, path: list[str | int], value: Any, item: str, schema: type[
 
 
 # ---------------------------------------------------------------------- DeepSpeed
-def resolve_deepspeed_config(name_or_path: str | os.PathLike, base_dir: str | os.PathLike | None = None) -> dict:
+def resolve_deepspeed_config(name_or_path: str | os.PathLike, base_dir: str | os.PathLike | None = None,
+                             training: Training | None = None, world: int | None = None) -> dict:
     """The DeepSpeed config for ``zero1``/``zero2``/``zero3`` (``templates/deepspeed/``) or a JSON file.
 
     The bundled configs leave batch sizes, gradient accumulation, clipping and fp16/bf16 on "auto"
     (the trainer fills them from the recipe), give bucket sizes as numbers, and define no optimizer
-    or scheduler: the trainer passes its own AdamW with one learning rate per part.
+    or scheduler: the trainer passes its own AdamW with one learning rate per part. A config with an
+    optimizer or scheduler section or ZeRO-Offload is refused, and so, given the recipe's `training`
+    (and the process count `world`), is a fixed value of a key the recipe sets that differs from it.
     """
     if str(name_or_path) in DEEPSPEED_PRESETS:
         from model.resources import templates_dir
@@ -1120,7 +1124,54 @@ def resolve_deepspeed_config(name_or_path: str | os.PathLike, base_dir: str | os
         raise RecipeError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     if not isinstance(config, dict):
         raise RecipeError(f"{path}: a DeepSpeed config must be a JSON object, got {type(config).__name__}")
+    _check_deepspeed_config(config, path, training, world)
     return config
+
+
+# sections pocket-adapt does not pass on to DeepSpeed, and the recipe keys that set what they would
+_DEEPSPEED_OWN_SECTIONS = {
+    "optimizer": "pocket-adapt trains with its own AdamW, one learning rate per part: set parts.<part>.lr and "
+                 "training.weight_decay in the recipe",
+    "scheduler": "pocket-adapt runs its own schedule: set training.schedule and training.warmup_ratio in the recipe",
+}
+
+
+def _check_deepspeed_config(config: dict, path: Path, training: Training | None, world: int | None) -> None:
+    """Refuse what DeepSpeed would ignore, overwrite or crash on (see `resolve_deepspeed_config`)."""
+    for section, where in _DEEPSPEED_OWN_SECTIONS.items():
+        if section in config:
+            raise RecipeError(f"{path}: its {section!r} section would be ignored ({where}); remove the section")
+    zero = config.get("zero_optimization")
+    for key in ("offload_optimizer", "offload_param"):
+        device = zero.get(key) if isinstance(zero, dict) else None
+        if device is not None and not (isinstance(device, dict) and device.get("device", "none") == "none"):
+            raise RecipeError(f"{path}: zero_optimization.{key} (ZeRO-Offload) needs DeepSpeed's own CPU optimizer, "
+                              "but pocket-adapt trains with torch's AdamW; remove it (or set its device to \"none\")")
+    if training is None:
+        return
+    per_step = training.batch_size * training.grad_accum
+    owned = {  # key: (the recipe's value, where it comes from)
+        "train_micro_batch_size_per_gpu": (training.batch_size, "training.batch_size"),
+        "gradient_accumulation_steps": (training.grad_accum, "training.grad_accum"),
+        "gradient_clipping": (training.max_grad_norm, "training.max_grad_norm"),
+        "fp16.enabled": (training.precision == "fp16", f"training.precision {training.precision}"),
+        "bf16.enabled": (training.precision == "bf16", f"training.precision {training.precision}"),
+    }
+    if world is not None:
+        owned["train_batch_size"] = (per_step * world, f"training.batch_size x training.grad_accum x {world} "
+                                                         "process(es)")
+    for key, (want, source) in owned.items():
+        section, _, name = key.rpartition(".")
+        node = config.get(section) if section else config
+        value = node.get(name, "auto") if isinstance(node, dict) else "auto"
+        if value != "auto" and value != want:
+            raise RecipeError(f"{path}: {key} is {json.dumps(value)}, but the recipe gives {json.dumps(want)} "
+                              f"({source}); set it to \"auto\" (filled from the recipe) or remove it")
+    given = config.get("train_batch_size", "auto")
+    if world is None and given != "auto" and not (isinstance(given, int) and given > 0 and given % per_step == 0):
+        raise RecipeError(f"{path}: train_batch_size is {json.dumps(given)}, not a multiple of the recipe's "
+                          f"{per_step} samples per process (training.batch_size x training.grad_accum); set it to "
+                          "\"auto\" (filled from the recipe) or remove it")
 
 
 # ---------------------------------------------------------------------- templates

@@ -777,7 +777,7 @@ class Trainer:
         import deepspeed
 
         t = self.recipe.training
-        config = resolve_deepspeed_config(self.recipe.distributed.deepspeed)
+        config = resolve_deepspeed_config(self.recipe.distributed.deepspeed, training=t, world=self.dist.world)
         config = _fill_auto(config, {
             "train_micro_batch_size_per_gpu": t.batch_size, "gradient_accumulation_steps": t.grad_accum,
             "train_batch_size": self.samples_per_step, "gradient_clipping": t.max_grad_norm,

@@ -435,7 +435,49 @@ def test_deepspeed_config_from_a_path(tmp_path):
 def test_a_missing_deepspeed_file_fails_validation_only_when_used(tmp_path):
     load_recipe(write(tmp_path, MINIMAL + "distributed: {deepspeed: absent.json}\n"))
     message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: absent.json}\n"))
-    assert "distributed: DeepSpeed config" in message and "no such file" in message
+    assert "distributed.deepspeed: DeepSpeed config" in message and "no such file" in message
+
+
+def test_a_missing_deepspeed_file_set_by_override_names_the_override(tmp_path):
+    """The error ended '(line N)', the line of distributed: in the file, although the path came from the command
+    line."""
+    message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed}\n"),
+                       ["distributed.deepspeed=/tmp/absent-ds.json"])
+    assert "no such file" in message and "(set by override 'distributed.deepspeed=/tmp/absent-ds.json')" in message
+    assert "(line" not in message
+
+
+@pytest.mark.parametrize("config,said", [
+    ({"optimizer": {"type": "Adam"}}, "'optimizer' section would be ignored"),
+    ({"scheduler": {"type": "WarmupLR"}}, "training.schedule and training.warmup_ratio"),
+    ({"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}, "offload_optimizer (ZeRO-Offload)"),
+    ({"zero_optimization": {"stage": 3, "offload_param": {"device": "nvme"}}}, "offload_param (ZeRO-Offload)"),
+    ({"train_batch_size": 7}, "train_batch_size is 7, not a multiple of the recipe's 4 samples per process"),
+    ({"train_micro_batch_size_per_gpu": 2}, "is 2, but the recipe gives 4 (training.batch_size)"),
+    ({"gradient_accumulation_steps": 8}, "is 8, but the recipe gives 1 (training.grad_accum)"),
+    ({"gradient_clipping": 0.5}, "is 0.5, but the recipe gives 1.0 (training.max_grad_norm)"),
+    ({"bf16": {"enabled": True}}, "bf16.enabled is true, but the recipe gives false (training.precision fp32)"),
+])
+def test_a_deepspeed_config_the_recipe_would_overrule_is_refused(tmp_path, config, said):
+    """DeepSpeed's traceback (a batch-size assertion, ZeRO-Offload refusing torch's AdamW) or a setting silently
+    ignored (an optimizer section) or overwritten (fp16 / bf16): now one line naming the key and what to do."""
+    (tmp_path / "mine.json").write_text(json.dumps(config))
+    message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"))
+    assert "distributed.deepspeed" in message and said in message, message
+    assert "\n" not in message
+
+
+def test_a_deepspeed_config_that_agrees_with_the_recipe_is_taken(tmp_path):
+    config = {"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2,
+              "gradient_clipping": 1.0, "bf16": {"enabled": True}, "zero_optimization": {
+                  "stage": 2, "offload_optimizer": {"device": "none"}}}
+    (tmp_path / "mine.json").write_text(json.dumps(config))
+    recipe = load_recipe(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"
+                               "training: {grad_accum: 2, precision: bf16}\n"))
+    training = recipe.training
+    assert resolve_deepspeed_config(recipe.distributed.deepspeed, training=training, world=2) == config
+    with pytest.raises(RecipeError, match=r"train_batch_size is 16, but the recipe gives 24 .* x 3 process"):
+        resolve_deepspeed_config(recipe.distributed.deepspeed, training=training, world=3)
 
 
 # ---------------------------------------------------------------------- templates
