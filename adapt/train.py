@@ -281,6 +281,9 @@ class Trainer:
         self.optimizer = _adamw(param_groups, t.fused_adamw)
         self.scheduler = make_scheduler(self.optimizer, t.schedule, int(t.warmup_ratio * self.total_steps),
                                         self.total_steps)
+        # where the data stream stands at start_step: a resume with another global batch (process count, batch size,
+        # accumulation) goes on from the samples trained, not from step x the new batch (that skipped or repeated some)
+        self.data_start = 0
         # resume before any wrapper copies the weights (DeepSpeed keeps its own fp32 master copy)
         self.start_step = self._resume()
         self.steps_done = self.start_step  # optimizer steps taken, for what an interrupted run says it kept
@@ -310,7 +313,8 @@ class Trainer:
         the stream stand in (at most one epoch further on); when none does, ``"sources"`` is empty.
         """
         t = self.recipe.training
-        start = ((step * t.grad_accum + micro) * self.dist.world + self.dist.rank) * self.micro_batch
+        start = self.data_start + (((step - self.start_step) * t.grad_accum + micro) * self.dist.world
+                                   + self.dist.rank) * self.micro_batch
         items: list[dict] = []
         dropped: list[tuple] = []
         for k in range(start, start + self.micro_batch):
@@ -564,12 +568,14 @@ class Trainer:
         if self.allow_changes:
             self._apply_hyperparameters(fresh)
         self._check_data_changes(latest, state.get("records_per_source"))
+        step = int(state["step"])
+        self._check_world_size(latest, state.get("world_size"))
+        self.data_start = int(state.get("samples_seen", step * self.samples_per_step))
         for entry in state.get("dropped_records", []):
             self.skips.add_dropped(*entry)
         if deepspeed and self.dist.main:
             print("note: DeepSpeed resume restores weights, schedule, RNG and data position; the optimizer "
                   "moments restart (ZeRO optimizer state is not stored in safetensors checkpoints)", flush=True)
-        step = int(state["step"])
         if step > self.total_steps:  # only after --allow-changes: an edit of the step count is refused otherwise
             raise TrainingError(
                 f"{latest.name} is at step {step}, past the {self.total_steps} step(s) the recipe now asks for "
@@ -595,6 +601,22 @@ class Trainer:
                 "the data as it is now, or set output.dir to start a new run.")
         if self.dist.main:
             print(f"warning: {message}; going on over the data as it is now (--allow-changes)", flush=True)
+
+    def _check_world_size(self, checkpoint: Path, before: int | None) -> None:
+        """Refuse (unless --allow-changes) a resume with another number of processes: each step would train another
+        number of samples, as an edit of training.batch_size would."""
+        if before is None or before == self.dist.world:
+            return
+        message = f"processes: {before} -> {self.dist.world} since {checkpoint.name} was written"
+        if not self.allow_changes:
+            raise TrainingError(
+                f"{self.out_dir}: {message}, so each step would train {self.samples_per_step} samples instead of "
+                f"{self.samples_per_step * before // self.dist.world}. Resume with --nproc-per-node {before} to go on "
+                f"as before, with `adapt {self.VERB} RECIPE --allow-changes` to go on with the new global batch (from "
+                "the samples trained so far), or set output.dir to start a new run.")
+        if self.dist.main:
+            print(f"warning: {message}; going on with {self.samples_per_step} samples a step from the samples trained "
+                  "so far (--allow-changes)", flush=True)
 
     def _check_recipe_edits(self, checkpoint: Path) -> None:
         """List the edits made to the recipe since `checkpoint` was written; refuse those that change training."""
@@ -688,7 +710,8 @@ class Trainer:
             if bad:  # every rank holds the same weights, so every rank stops here
                 raise TrainingError(f"step {step}: trainable weights hold NaN or infinite values ({bad[0]}"
                                     f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); not saving them")
-            extra = {"recipe": self.recipe.name, "total_steps": self.total_steps,
+            extra = {"recipe": self.recipe.name, "total_steps": self.total_steps, "world_size": self.dist.world,
+                     "samples_seen": self.data_start + (step - self.start_step) * self.samples_per_step,
                      "dropped_records": self.skips.dropped_entries(),
                      "records_per_source": getattr(self, "kept_at_load", None)}
             if self.dist.world > 1:

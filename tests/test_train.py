@@ -613,3 +613,30 @@ def test_a_stopped_data_parallel_run_stops_its_workers_and_says_what_is_kept(tmp
     assert err.count("stopped after step") == 1 and "checkpoint-" in err, err
     assert err.count("adapt train: terminated" if how == "SIGTERM" else "adapt train: interrupted") == 1, err
     assert "Traceback" not in err, err
+
+
+def test_a_resume_with_another_global_batch_goes_on_from_the_samples_trained(tmp_path, data_dir):
+    """A resume with another process count was taken without a word, and with another batch size (--allow-changes)
+    the data went on at step x the new global batch: after 2 steps of 2 samples, 4 a step went on at sample 8, and
+    samples 4-7 were never trained. The process count is now recorded and its change refused like a recipe edit;
+    allowed, the data goes on from the samples trained."""
+    from adapt.train import TrainingError
+
+    path = write_recipe(tmp_path, data_dir, steps=4, save_every=2)
+    train(load_recipe(path, ["training.batch_size=2"]), progress=False, stop_after=2)
+    state_path = path.parent / "out" / "checkpoint-2" / "trainer_state.json"
+    state = json.loads(state_path.read_text())
+    assert state["world_size"] == 1 and state["samples_seen"] == 4
+    text = state_path.read_text()  # as if 2 processes wrote it (same size, so the manifest still holds)
+    state_path.write_text(text.replace('"world_size": 1', '"world_size": 2'))
+    with pytest.raises(TrainingError, match=r"processes: 2 -> 1 .*--nproc-per-node 2"):
+        Trainer(load_recipe(path, ["training.batch_size=2"]), progress=False)
+    trainer = Trainer(load_recipe(path, ["training.batch_size=4"]), progress=False, allow_changes=True)
+    try:
+        taken: list[int] = []
+        trainer._take = lambda k, items, dropped: (taken.append(k), items.append(k))
+        trainer._collate = lambda items: {}
+        trainer.micro_batch_at(trainer.start_step, 0)
+        assert trainer.start_step == 2 and taken == [4, 5, 6, 7]
+    finally:
+        trainer.close()
