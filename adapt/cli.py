@@ -43,12 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if argv is None and hasattr(args, "no_progress") and not sys.stderr.isatty():
         args.no_progress = True  # piped into a log: bars would be \r-joined frames; the verbs print lines instead
-    _quiet_libraries(progress=not getattr(args, "no_progress", False), command_line=argv is None)
-    if argv is None and getattr(args, "builds_model", False):
-        _import_model_stack()
     if argv is None:
         _terminate_as_interrupt()
-    try:
+    try:  # the imports take seconds: Ctrl-C during them is an interrupt like any other, not a traceback
+        _quiet_libraries(progress=not getattr(args, "no_progress", False), command_line=argv is None)
+        if argv is None and getattr(args, "builds_model", False):
+            _import_model_stack()
         return args.handler(args) or 0
     except KeyboardInterrupt:
         if "LOCAL_RANK" not in os.environ:  # Ctrl-C reaches every worker too; the launching process says it once

@@ -268,3 +268,19 @@ def test_chat_reads_a_dicom_series_folder_with_the_domain_named(tmp_path, capsys
     (notes / "readme.txt").unlink()
     assert main(["chat", "--image", str(notes), "--domain", "medical", "--max-new-tokens", "2"]) == 1
     assert "the folder holds no files" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_model_stack_imports_is_one_line(monkeypatch, capsys):
+    """Ctrl-C in the first seconds of `adapt chat` (torch and transformers importing) printed a 30-line
+    KeyboardInterrupt traceback; it is `adapt chat: interrupted`, status 130, like Ctrl-C later on."""
+    import sys
+
+    import adapt.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_import_model_stack", interrupted)
+    monkeypatch.setattr(sys, "argv", ["adapt", "chat", "--example-image"])
+    assert cli.main() == 130
+    assert capsys.readouterr().err == "adapt chat: interrupted\n"
