@@ -939,6 +939,9 @@ def _domain_verbs(verbs) -> None:
     convert.add_argument("--workers", type=int, default=None, metavar="N",
                          help="processes doing the per-record image work (decode, render, resize, encode); the "
                               "output is byte-identical to one worker (default 1)")
+    convert.add_argument("--force", action="store_true",
+                         help="convert again even over split files edited since a conversion wrote them (refused "
+                              "without it: the edits would be replaced)")
     convert.add_argument("--no-progress", action="store_true", help="no progress bars")
     convert.set_defaults(handler=_convert)
 
@@ -1134,6 +1137,14 @@ def _convert(args) -> int:
         raise CliError(f"--out {args.out} lies inside --src {args.src}: a conversion never writes into its source "
                        "(and would read its own output next time); choose a folder outside it")
     _check_out_folder(args.out)
+    if not args.force and args.out.is_dir():
+        from domains.files import edited_outputs
+
+        edited = edited_outputs(args.out)
+        if edited:
+            raise CliError(f"{', '.join(str(p) for p in edited)}: changed since a conversion wrote "
+                           f"{'them' if len(edited) > 1 else 'it'}; converting again would replace the edits: move "
+                           f"{'them' if len(edited) > 1 else 'it'} (or convert into another --out), or pass --force")
     report = plugin.convert(args.dataset, args.src, args.out, show_progress=not args.no_progress, **options)
     print(report.table())
     for split, path in sorted(report.outputs.items()):

@@ -39,7 +39,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from domains.base import DomainError, SkipInput
 
-__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "files_inside", "image_size", "inside_root", "is_fresh",
+__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh",
            "link_or_copy", "newest_time", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
            "split_of", "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits"]
 
@@ -180,7 +180,7 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
     version) ``train``, ``val`` and ``test`` are the ones looked for."""
     if not any(splits.values()):
         return report
-    made = []
+    made: dict[str, str] = {}
     for split, records in splits.items():
         if not records and not keep_empty:
             continue
@@ -188,7 +188,7 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
         write_jsonl(records, path)
         report.outputs[split] = path
         report.wrote(len(records))
-        made.append(path.name)
+        made[path.name] = _sha256(path)
     manifest = out / f".{dataset}.splits.json"
     try:
         earlier = set(json.loads(manifest.read_text(encoding="utf-8")))
@@ -199,10 +199,33 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
         if Path(name).name == name and stale.is_file():
             stale.unlink()
             report.removed.append(stale)
-    data = json.dumps(sorted(made)).encode("utf-8")
+    data = json.dumps(dict(sorted(made.items())), indent=0).encode("utf-8")
     if not manifest.is_file() or manifest.read_bytes() != data:
         atomic_write(manifest, lambda f: f.write(data))
     return report
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def edited_outputs(out: Path) -> list[Path]:
+    """The split files in `out` changed since a conversion wrote them: their bytes differ from the digest its
+    ``.<dataset>.splits.json`` recorded (a converter run again would replace a user's edits). Manifests of older
+    versions (a list of names, no digests) tell nothing, so their files are not listed."""
+    edited = []
+    for manifest in sorted(Path(out).glob(".*.splits.json")):
+        try:
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(recorded, dict):
+            continue
+        for name, digest in sorted(recorded.items()):
+            path = Path(out) / name
+            if Path(name).name == name and path.is_file() and _sha256(path) != digest:
+                edited.append(path)
+    return edited
 
 
 def _paths(sources: Path | Iterable[Path]) -> list[Path]:

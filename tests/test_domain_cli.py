@@ -315,3 +315,24 @@ def test_a_refused_synthesize_option_leaves_no_empty_folder(tmp_path, capsys):
     out = tmp_path / "syn"
     assert main(["synthesize", "driving", "--out", str(out), "--no-progress", "--option", "quality=-5"]) == 1
     assert "quality" in capsys.readouterr().err and not out.exists()
+
+
+def test_convert_again_refuses_to_replace_an_edited_split_file(tmp_path, capsys):
+    """A converter run again rewrites its JSONL: a hand-edited split file was replaced without a word. The
+    manifest records each file's digest; an edited one is refused before any work, and --force replaces it."""
+    require("rasterio", "the UC Merced GeoTIFFs")
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    assert main(["synthesize", "remote_sensing", "--out", str(raw), "--option", "kinds=[ucmerced]",
+                 "--option", "n=2"]) == 0
+    argv = ["convert", "remote_sensing", "ucmerced", "--src", str(raw / "ucmerced"), "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert main(argv) == 0  # unedited: converting again is fine (and idempotent)
+    train = out / "ucmerced_train.jsonl"
+    edited = train.read_text(encoding="utf-8") + '{"note": "mine"}\n'
+    train.write_text(edited, encoding="utf-8")
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{train}: changed since a conversion wrote it" in err and "--force" in err
+    assert train.read_text(encoding="utf-8") == edited
+    assert main([*argv, "--force"]) == 0 and "mine" not in train.read_text(encoding="utf-8")
