@@ -242,6 +242,12 @@ def user_error_message(err: BaseException, out: Path | None = None) -> str | Non
     return None
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null after its reader went away (`adapt ... | head`), so that the flush at exit cannot
+    fail again with a second BrokenPipeError."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def _q(value: str | os.PathLike) -> str:
     """`value` as one shell word (quoted where it holds spaces or other special characters), for `next:` lines."""
     import shlex
@@ -966,9 +972,14 @@ class _ConvertHelp(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        parser.print_help()
-        print()
-        print(convert_options_help(getattr(namespace, "domain", None), getattr(namespace, "dataset", None)))
+        try:
+            parser.print_help()
+            print()
+            print(convert_options_help(getattr(namespace, "domain", None), getattr(namespace, "dataset", None)))
+            sys.stdout.flush()
+        except BrokenPipeError:  # `adapt convert --help | head`: printed while parsing, outside main()'s handler
+            _silence_stdout()
+            parser.exit(141)
         parser.exit()
 
 

@@ -411,3 +411,17 @@ def test_an_export_clears_staging_folders_of_dead_exports(tmp_path):
     export(*load("pocket-tiny"), "pocket", tmp_path / "ck")
     assert not dead.exists() and live.exists()  # a live export's staging is never touched
     assert (tmp_path / "ck" / "model.safetensors").is_file()
+
+
+def test_convert_help_into_a_closed_pipe_is_quiet():
+    """`adapt convert --help | head -1` printed a BrokenPipeError traceback and exited 1: the help is printed while
+    the arguments are parsed, outside main()'s handler."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "adapt", "convert", "--help"], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""
