@@ -265,6 +265,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _tile_count(text: str) -> int:
+    """A tile cap given on the command line: 1 to :data:`~model.limits.MAX_TILES_LIMIT`, a usage error naming the flag
+    otherwise (not the ``TilingConfig.max_tiles`` it becomes)."""
+    from model.limits import MAX_TILES_LIMIT
+
+    value = _positive_int(text)
+    if value > MAX_TILES_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TILES_LIMIT} (InternVL uses up to 12 tiles per image), "
+                                         f"got {value}")
+    return value
+
+
 def _temperature(text: str) -> float:
     try:
         value = float(text)
@@ -288,9 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
                                        "multi-band GeoTIFFs, camera sets; see `adapt domains`), with its prompt")
     chat.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
                       help="--domain only: a reading option of the domain's demo (e.g. window=lung), repeatable")
-    chat.add_argument("--max-new-tokens", type=_positive_int, default=64)
+    chat.add_argument("--max-new-tokens", type=_positive_int, default=64, help="longest answer in tokens (default 64)")
     chat.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default)")
-    chat.add_argument("--max-tiles", type=_positive_int, help="override the model's tile cap for this question")
+    chat.add_argument("--max-tiles", type=_tile_count, help="override the model's tile cap for this question (1-40)")
     chat.add_argument("--system", help="system message (default: the chat template's)")
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
     chat.add_argument("--keep-repeats", action="store_true",
@@ -331,8 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiles = verbs.add_parser("tiles", help="plan the tiles and image tokens of an image size (no pixels read)")
     tiles.add_argument("size", help="WIDTHxHEIGHT, e.g. 1600x900, or an image file")
-    tiles.add_argument("--max-tiles", type=_positive_int, default=12)
-    tiles.add_argument("--min-tiles", type=_positive_int, default=1)
+    tiles.add_argument("--max-tiles", type=_tile_count, default=12)
+    tiles.add_argument("--min-tiles", type=_tile_count, default=1)
     tiles.add_argument("--tokens-per-tile", type=_positive_int, default=256)
     tiles.add_argument("--no-thumbnail", action="store_true")
     tiles.add_argument("--images", type=_positive_int, default=1,

@@ -259,6 +259,12 @@ def test_synthesize_option_without_equals_and_unknown_option(tmp_path, capsys):
     (["tiles", "800x600", "--min-tiles", "0"], "--min-tiles"),
     (["tiles", "800x600", "--tokens-per-tile", "0"], "--tokens-per-tile"),
     (["train", "r.yaml", "--nproc-per-node", "0"], "--nproc-per-node"),
+    # past the bound of 40: the flag is named, not the TilingConfig.max_tiles it becomes (which said so at status 1)
+    (["chat", "--example-image", "--max-tiles", "41"], "argument --max-tiles: must be at most 40"),
+    (["tiles", "1600x900", "--max-tiles", "41"], "argument --max-tiles: must be at most 40"),
+    (["tiles", "1600x900", "--min-tiles", "41"], "argument --min-tiles: must be at most 40"),
+    # adapt demo takes chat's type: a usage error before the model loads (it loaded it, then failed with status 1)
+    (["demo", "--max-new-tokens", "0"], "argument --max-new-tokens: must be at least 1"),
 ])
 def test_cli_numbers_are_validated(capsys, argv, needle):
     with pytest.raises(SystemExit) as stop:
