@@ -474,14 +474,21 @@ def _read_for_domain(args, paths: list[str]) -> tuple[list, str]:
     return upload.images, compose_question(args.question, len(upload.images), upload.prompt)
 
 
+# Picture formats the ordinary reader (model.tiling.load_image) takes whole: a domain reading them (driving,
+# medical) reads them through it too, so a file of these kinds that it cannot read is damaged for every reader
+_ORDINARY_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".gif"})
+
+
 def _domain_hint(err: Exception) -> Exception:
     """An --image the ordinary reader could not read: the error, naming the domain whose reader takes files of
-    its kind (a DICOM file, a 13-band GeoTIFF) where one does."""
+    its kind (a DICOM file, a 13-band GeoTIFF) where one does; none for a damaged .png / .jpg / ..."""
     from domains.base import get_domain, list_domains
 
     if not err.reason.startswith("not an image file"):  # damaged, missing, too large: no other reader helps
         return err
     suffix = Path(err.path).suffix.lower()
+    if suffix in _ORDINARY_IMAGE_SUFFIXES:
+        return err
     readers = [name for name in list_domains() if suffix and suffix in get_domain(name).readers]
     if not readers or not Path(err.path).is_file():
         return err
