@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -536,7 +537,7 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     - alpha is dropped, not composited, as in InternVL.
     """
     try:
-        with Image.open(path) as image:
+        with _open_past_pil_limit(path) as image:
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageLoadError(
@@ -575,11 +576,35 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageLoadError(path, f"the image is damaged or truncated ({reason})") from exc
 
 
+def _open_past_pil_limit(path: str | os.PathLike[str]) -> Image.Image:
+    """``Image.open(path)``, also for an image above PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``,
+    ~179 M pixels refused): ``tiling.max_pixels`` is the limit, applied by the callers from the header, so an image
+    above it is refused in their words and a ``max_pixels`` above PIL's takes effect. PIL's limit is a global, so
+    rather than lifting it (other threads read it), an image PIL refuses is opened once more through the plugin of
+    its format, as ``Image.open`` does, without the check."""
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError:
+        pass
+    with open(path, "rb") as fp:
+        prefix = fp.read(16)
+    Image.init()
+    for name in Image.ID:  # the format that gave PIL's error is the first to accept the file, as it was there
+        factory, accept = Image.OPEN[name]
+        found = True if accept is None else accept(prefix)
+        if found and not isinstance(found, str):
+            try:
+                return factory(os.fspath(path))  # given a path, the image owns (and closes) its file
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    raise Image.UnidentifiedImageError(f"cannot identify image file {os.fspath(path)!r}")
+
+
 def upright_size(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
     """``((W, H), orientation)`` of an image file as :func:`load_image` returns it, from its header: the stored
     size with width and height swapped when the EXIF orientation (1-8, 1 when absent) turns it by 90 degrees.
-    Raises what ``Image.open`` raises."""
-    with Image.open(path) as image:
+    Raises what ``Image.open`` raises, bar PIL's decompression-bomb refusal (the size is read at any size)."""
+    with _open_past_pil_limit(path) as image:
         width, height = image.size
         try:
             orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)

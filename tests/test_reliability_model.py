@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 import model
 from model.checkpoints import CheckpointError
 from model.errors import PocketAdaptError
-from model.tiling import ImageLoadError, TilingConfig, candidate_grids, load_image, tile_grid
+from model.tiling import ImageLoadError, TilingConfig, candidate_grids, load_image, tile_grid, upright_size
 from tests import internvl_tiling_rule as rule
 from tests.deps import require
 
@@ -445,6 +445,31 @@ def test_an_image_above_the_pixel_cap_is_refused_before_decoding(tmp_path):
         load_image(path)
     assert time.perf_counter() - start < 0.5
     assert isinstance(err.value, PocketAdaptError) and err.value.path == path
+
+
+def test_an_image_above_pils_own_limit_gets_the_pixel_cap_message(tmp_path):
+    """Above ~179 M pixels PIL refused the file first, in its words ('could be decompression bomb DOS attack');
+    the tiling.max_pixels message names the file and its size."""
+    path = tmp_path / "huge.png"
+    _png_header_only(path, 20000, 20000)
+    with pytest.raises(ImageLoadError, match=r"huge\.png: 20000x20000 = 400,000,000 pixels, above the limit of "
+                                             r"50,000,000 \(tiling\.max_pixels\)") as err:
+        load_image(path)
+    assert "bomb" not in str(err.value)
+    assert upright_size(path) == ((20000, 20000), 1)  # the header is read at any size
+
+
+def test_a_pixel_cap_above_pils_own_limit_takes_effect(tmp_path, monkeypatch):
+    """tiling.max_pixels above PIL's limit (Image.MAX_IMAGE_PIXELS, twice it refused) could never take effect:
+    PIL refused the file before the cap was looked at. Here PIL's limit is lowered to stand for its 179 M."""
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "small.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 1,200 pixels: above twice that, PIL refuses
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(tmp_path / "small.png")
+    image = load_image(tmp_path / "small.png", max_pixels=1200)
+    assert image.size == (40, 30) and image.getpixel((5, 5)) == (200, 30, 30)
+    with pytest.raises(ImageLoadError, match=r"small\.png: 40x30 = 1,200 pixels, above the limit of 1,199"):
+        load_image(tmp_path / "small.png", max_pixels=1199)
 
 
 def test_the_pixel_cap_follows_the_tiling(tmp_path, tiny):
