@@ -341,12 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(inspect)
     inspect.set_defaults(handler=_inspect, builds_model=True)
 
-    tiles = verbs.add_parser("tiles", help="plan the tiles and image tokens of an image size (no pixels read)")
-    tiles.add_argument("size", help="WIDTHxHEIGHT, e.g. 1600x900, or an image file")
-    tiles.add_argument("--max-tiles", type=_tile_count, default=12)
-    tiles.add_argument("--min-tiles", type=_tile_count, default=1)
-    tiles.add_argument("--tokens-per-tile", type=_positive_int, default=256)
-    tiles.add_argument("--no-thumbnail", action="store_true")
+    tiles = verbs.add_parser("tiles", help="plan the tiles and image tokens of an image size (no pixels read)",
+                             description="Plan the tile grid and image tokens of an image size as a model's processor "
+                                         "cuts it. Without --model: InternVL2's tiling (448 px tiles, 1-12 tiles and "
+                                         "a thumbnail, 256 tokens per tile); the flags override either.")
+    tiles.add_argument("size", help="WIDTHxHEIGHT, e.g. 1600x900, or an image file (its header: size, EXIF orientation)")
+    tiles.add_argument("--model", "-m", help="preset name or checkpoint directory whose tiling and tokens per tile to "
+                                             "plan with, read from its config (no weights read)")
+    tiles.add_argument("--tile-size", type=_positive_int, help="tile side in pixels (default: the model's, else 448)")
+    tiles.add_argument("--max-tiles", type=_tile_count, help="default: the model's, else 12")
+    tiles.add_argument("--min-tiles", type=_tile_count, help="default: the model's, else 1")
+    tiles.add_argument("--tokens-per-tile", type=_positive_int, help="default: the model's, else 256")
+    tiles.add_argument("--no-thumbnail", action="store_true", help="no thumbnail after the tiles (default: the model's "
+                                                                   "setting, else a thumbnail)")
     tiles.add_argument("--images", type=_positive_int, default=1,
                        help="images of this size in one sample (six camera views: 6); --max-tiles is shared out among "
                             "them as in training, max(1, max_tiles // images) each")
@@ -666,15 +673,18 @@ def _inspect(args) -> int:
 
 
 def _tiles(args) -> int:
+    import dataclasses
+
     from model.tiling import TilingConfig, count_tiles, tile_grid
 
     if Path(args.size).is_file():
-        from PIL import Image, UnidentifiedImageError
+        from PIL import UnidentifiedImageError
+
+        from model.tiling import upright_size
 
         try:
-            with Image.open(args.size) as img:  # reads the header only
-                width, height = img.size
-        except (UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            (width, height), _ = upright_size(args.size)  # the header only; as load_image turns it (EXIF)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CliError(f"{args.size}: not an image file PIL can read ({exc})") from None
     else:
         try:
@@ -683,18 +693,39 @@ def _tiles(args) -> int:
             raise CliError(f"size {args.size!r} is neither WIDTHxHEIGHT nor an image file") from None
     if width < 1 or height < 1:
         raise CliError(f"size {args.size!r}: width and height must be at least 1 pixel")
-    if args.min_tiles > args.max_tiles:
-        raise CliError(f"--min-tiles {args.min_tiles} is larger than --max-tiles {args.max_tiles}")
-    if args.tokens_per_tile % (args.pool * args.pool):
-        raise CliError(f"--tokens-per-tile {args.tokens_per_tile} does not divide by --pool {args.pool} squared")
-    per_tile = args.tokens_per_tile // (args.pool * args.pool)
-    config = TilingConfig(min_tiles=args.min_tiles, max_tiles=args.max_tiles,
-                          thumbnail=not args.no_thumbnail).for_images(args.images)
-    cols, rows = tile_grid(width, height, config.min_tiles, config.max_tiles)
+    tiling, per_tile = TilingConfig(), 256  # InternVL2's
+    if args.model is not None:
+        from model.loading import load_config
+
+        config = load_config(args.model)
+        tiling, per_tile = config.tiling_config, config.image_seq_length
+    given = {"tile_size": args.tile_size, "min_tiles": args.min_tiles, "max_tiles": args.max_tiles}
+    given = {k: v for k, v in given.items() if v is not None}
+    if args.no_thumbnail:
+        given["thumbnail"] = False
+    if "max_tiles" in given and "min_tiles" not in given:
+        given["min_tiles"] = min(tiling.min_tiles, given["max_tiles"])
+    min_tiles, max_tiles = given.get("min_tiles", tiling.min_tiles), given.get("max_tiles", tiling.max_tiles)
+    if min_tiles > max_tiles:
+        raise CliError(f"--min-tiles {min_tiles} is larger than --max-tiles {max_tiles}")
+    per_tile = args.tokens_per_tile or per_tile
+    if per_tile % (args.pool * args.pool):
+        raise CliError(f"--tokens-per-tile {per_tile} does not divide by --pool {args.pool} squared")
+    per_tile //= args.pool * args.pool
+    config = dataclasses.replace(tiling, **given).for_images(args.images)
+    if config.mode == "dynamic":
+        cols, rows = tile_grid(width, height, config.min_tiles, config.max_tiles, config.tile_size)
+    else:  # pad (MobileVLM) or resize: one tile whatever the size
+        cols = rows = 1
     n = count_tiles(width, height, config)
     print(f"{width}x{height}: grid {cols}x{rows} (cols x rows), {n} tiles{' incl. thumbnail' if n > cols * rows else ''}, "
           f"{n * per_tile} image tokens" + (f" per image; {args.images} images: {args.images * n} tiles, "
-                                             f"{args.images * n * per_tile} image tokens" if args.images > 1 else ""))
+                                             f"{args.images * n * per_tile} image tokens" if args.images > 1 else "")
+          + f" ({config.tile_size} px tiles" + (f", {config.mode} mode)" if config.mode != "dynamic" else ")"))
+    if width * height > config.max_pixels:
+        print(f"note: {width}x{height} = {width * height:,} pixels is above the limit of {config.max_pixels:,} "
+              "(tiling.max_pixels): chat and the demo refuse such an image and training skips it; downscale it",
+              file=sys.stderr)
     return 0
 
 

@@ -20,7 +20,7 @@ from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
 from .processor import VLMProcessor
 from .resources import assets_dir
 from .tiling import TilingConfig
-from .vlm import PocketVLM
+from .vlm import PocketVLM, PocketVLMConfig
 
 
 class DeviceError(PocketAdaptError, ValueError):
@@ -250,6 +250,48 @@ def _load_dir(path: Path, allow_pickle: bool):
     from .checkpoints.mobilevlm import load_mobilevlm
 
     return load_mobilevlm(path, tokenizer, allow_pickle=allow_pickle), tokenizer
+
+
+def load_config(source: str | os.PathLike) -> PocketVLMConfig:
+    """The config of a checkpoint folder (any layout) or a preset, as :func:`load` would build the model from it,
+    without reading weights or the tokenizer, nor fetching anything: for what the config alone tells (tiling,
+    image tokens per tile). The image-token id, which the tokenizer gives in the original and MobileVLM layouts,
+    is left at 0 there."""
+    path = Path(source)
+    if path.is_dir():
+        layout = detect_layout(path)
+        if layout == "pocket":
+            from .checkpoints.pocket import config_from_pocket
+
+            return config_from_pocket(path / "config.json")
+        if layout == "native":
+            from transformers import AutoConfig, InternVLConfig
+
+            from .checkpoints.native import config_from_native
+
+            native = AutoConfig.from_pretrained(str(path))
+            if not isinstance(native, InternVLConfig):
+                raise CheckpointError(f"{path}: config.json is {native.model_type!r}, not transformers' 'internvl'")
+            return config_from_native(native, path)
+        from .checkpoints.io import read_json
+        from .tiling import TilingError
+
+        raw = read_json(path / "config.json")
+        if layout == "original":
+            from .checkpoints.original import config_from_original
+
+            try:
+                return config_from_original(raw, 0)
+            except TilingError as err:
+                raise CheckpointError(f"{path / 'config.json'}: {err}") from None
+        from .checkpoints.mobilevlm import config_from_mobilevlm
+
+        return config_from_mobilevlm(raw, path, 0)
+    if path.is_file():
+        raise CheckpointError(f"{source}: is a file, not a checkpoint folder; give the folder that holds config.json")
+    if str(source) in PRESETS:
+        return get_preset(str(source)).build()
+    raise CheckpointError(f"{source}: not a checkpoint directory nor a preset; presets: {', '.join(PRESETS)}")
 
 
 def _load_preset(name: str, allow_pickle: bool, seed: int):

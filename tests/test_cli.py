@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from PIL import Image
 from transformers import AutoModelForImageTextToText
 
-from adapt.cli import main
+from adapt.cli import build_parser, main
 from model.resources import assets_dir
 
 
@@ -41,6 +42,47 @@ def test_tiles_plans_without_pixels(capsys):
     assert "grid 6x2" in out and "3328 image tokens" in out
     assert main(["tiles", "800x600", "--max-tiles", "6"]) == 0
     assert "grid 3x2 (cols x rows), 7 tiles" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv,expected", [
+    # pocket-tiny's processor: 112 px tiles, 2x2 + thumbnail (the grid's tie-break depends on the tile size);
+    # InternVL2's 448 px tiles, which `tiles` always planned with, give 1x1
+    (["--model", "pocket-tiny"], "300x300: grid 2x2 (cols x rows), 5 tiles incl. thumbnail, 80 image tokens (112 px"),
+    (["--tile-size", "112", "--max-tiles", "6", "--tokens-per-tile", "16"], "grid 2x2 (cols x rows), 5 tiles"),
+    (["--max-tiles", "6", "--tokens-per-tile", "16"], "grid 1x1 (cols x rows), 1 tiles, 16 image tokens (448 px"),
+    (["--model", "mobilevlm-v2-1.7b"], "grid 1x1 (cols x rows), 1 tiles, 144 image tokens (336 px tiles, pad mode)"),
+    (["--model", "pocket-tiny", "--max-tiles", "1"], "grid 1x1 (cols x rows), 1 tiles, 16 image tokens (112 px"),
+])
+def test_tiles_plans_with_the_models_tiling(capsys, argv, expected):
+    assert main(["tiles", "300x300", *argv]) == 0
+    assert expected in capsys.readouterr().out
+
+
+def test_tiles_reads_a_checkpoints_config_without_its_weights(tmp_path, capsys):
+    from model.presets import preset_config
+    from model.tiling import count_tiles
+
+    config = preset_config("pocket-tiny")
+    config.save_pretrained(str(tmp_path))  # config.json alone: no weights, no tokenizer
+    assert main(["tiles", "640x480", "--model", str(tmp_path)]) == 0
+    n = count_tiles(640, 480, config.tiling_config)
+    assert f"{n} tiles incl. thumbnail, {n * 16} image tokens (112 px tiles)" in capsys.readouterr().out
+    help_text = " ".join(build_parser()._subparsers._group_actions[0].choices["tiles"].format_help().split())
+    assert "default: the model's, else 12" in help_text and "else 256" in help_text and "else 448" in help_text
+
+
+def test_tiles_of_an_image_above_the_pixel_cap_says_it_is_refused(tmp_path, capsys):
+    """A 20000x20000 file crashed with PIL's DecompressionBombError traceback; 8000x8000 planned 10 tiles without
+    a word that chat refuses the image (64 M pixels > tiling.max_pixels)."""
+    Image.new("1", (20000, 20000)).save(tmp_path / "h.png")
+    assert main(["tiles", str(tmp_path / "h.png")]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("20000x20000: grid") and "Traceback" not in err
+    assert "note: 20000x20000 = 400,000,000 pixels is above the limit of 50,000,000 (tiling.max_pixels)" in err
+    assert main(["tiles", "8000x8000"]) == 0
+    out, err = capsys.readouterr()
+    assert "10 tiles" in out and "refuse" in err
+    assert main(["tiles", "7000x7000"]) == 0 and capsys.readouterr().err == ""
 
 
 @pytest.mark.slow
