@@ -622,8 +622,8 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     ``mc``: the question lists the four options (``A. …``) and the answer is ``Answer_label``; ``options``
     holds the texts. A missing / invalid label is recovered when ``Answer`` equals one option's text, else the
     row is skipped. ``open``: the answer is ``Answer`` (``meta["answer_type"]`` OPEN). ``meta`` keeps
-    ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``. `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1)
-    byte-identical to 1).
+    ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``. `workers`: processes decoding
+    the images (:mod:`domains.parallel`; output byte-identical to 1).
     """
     src, out = Path(src), Path(out)
     if mode not in ("mc", "open"):
