@@ -294,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat = verbs.add_parser("chat", help="ask a model about images", description="Ask a model about one or more images.")
     chat.add_argument("question", nargs="?", default=DEFAULT_QUESTION, help=f"the question (default: {DEFAULT_QUESTION!r})")
     _model_flags(chat)
-    chat.add_argument("--image", "-i", action="append", default=[], help="image file (repeat for several images)")
+    chat.add_argument("--image", "-i", action="append", default=[],
+                      help="image file (repeat for several images); without one the question is asked with no "
+                           "picture, and a note says so")
     chat.add_argument("--example-image", action="store_true", help="use the bundled example image")
     chat.add_argument("--domain", help="read the images as this domain's demo does (DICOM slices and series, "
                                        "multi-band GeoTIFFs, camera sets; see `adapt domains`), with its prompt")
@@ -385,11 +387,16 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
                              "model's trained projector where it fits; fresh: a fresh projector for a tower of another width")
 
 
+def _check_model_flags(args) -> None:
+    """The model flags a command line may not combine, refused before anything is built or read."""
+    if args.vision_adapter != "auto" and args.vision is None:
+        raise CliError(f"--vision-adapter {args.vision_adapter} applies with --vision (another vision tower)")
+
+
 def _load(args):
     import model
 
-    if args.vision_adapter != "auto" and args.vision is None:
-        raise CliError(f"--vision-adapter {args.vision_adapter} applies with --vision (another vision tower)")
+    _check_model_flags(args)
     return model.load(args.model, dtype=args.dtype, device=args.device, allow_pickle=args.allow_pickle,
                       vision=args.vision, vision_adapter=args.vision_adapter)
 
@@ -405,6 +412,8 @@ def _chat(args) -> int:
         images, args.question = _read_for_domain(args, images)
     elif args.read_option:
         raise CliError("--read-option applies with --domain")
+    if not images:  # allowed (a text-only question), but the default question is about a picture
+        print("note: no --image (nor --example-image): the model answers without a picture", file=sys.stderr)
     try:
         return _chat_pytorch(args, images) if args.runtime == "pytorch" else _chat_export(args, images)
     except ImageLoadError as err:
@@ -643,6 +652,11 @@ def _inspect(args) -> int:
     from model.presets import PRESETS, preset_skeleton
 
     if args.model in PRESETS and not Path(args.model).is_dir() and args.vision is None:
+        _check_model_flags(args)  # as chat: no flag is accepted here that a load would refuse
+        if args.device:
+            from model.loading import check_device
+
+            check_device(args.device)
         # a preset is a config: described from tensors on the meta device, nothing read or downloaded
         vlm, hub_id = preset_skeleton(args.model), PRESETS[args.model].hub_id
         source = f"preset {args.model}, from its config (no weights read)"

@@ -31,6 +31,27 @@ def test_chat_reports_a_missing_image_without_traceback(capsys, tmp_path):
     assert "missing.png" in err and "Traceback" not in err
 
 
+def test_chat_without_an_image_says_so(capsys):
+    """It answered the default question ('What shapes are in the picture?') about no picture without a word."""
+    assert main(["chat", "--max-new-tokens", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "note: no --image (nor --example-image): the model answers without a picture" in err
+    assert "0 image(s)" in err
+    assert main(["chat", "--example-image", "--max-new-tokens", "1"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--vision-adapter", "fresh"], "--vision-adapter fresh applies with --vision"),
+    (["--device", "cuda:99"], "finds"),
+])
+def test_inspect_of_a_preset_checks_the_flags_chat_checks(capsys, argv, needle):
+    """inspect --model PRESET (described from its config) accepted flags chat refuses."""
+    assert main(["inspect", "--model", "pocket-tiny", *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adapt inspect: error:") and needle in err
+
+
 def test_unknown_model_is_a_clear_error(capsys):
     assert main(["inspect", "--model", "no-such-model"]) == 1
     assert "presets: pocket-tiny" in capsys.readouterr().err
