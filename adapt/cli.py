@@ -412,12 +412,17 @@ def _chat(args) -> int:
         images, args.question = _read_for_domain(args, images)
     elif args.read_option:
         raise CliError("--read-option applies with --domain")
-    if not images:  # allowed (a text-only question), but the default question is about a picture
-        print("note: no --image (nor --example-image): the model answers without a picture", file=sys.stderr)
     try:
         return _chat_pytorch(args, images) if args.runtime == "pytorch" else _chat_export(args, images)
     except ImageLoadError as err:
         raise _domain_hint(err) from None
+
+
+def _note_no_image(images: list) -> None:
+    """Said once the model is loaded (a model that fails to load says only that): a text-only question is allowed,
+    but the default question is about a picture."""
+    if not images:
+        print("note: no --image (nor --example-image): the model answers without a picture", file=sys.stderr)
 
 
 def _chat_pytorch(args, images: list) -> int:
@@ -431,6 +436,7 @@ def _chat_pytorch(args, images: list) -> int:
     if args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
     vlm, processor = _load(args)
+    _note_no_image(images)
     tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles is not None else None
     encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
     if args.show_prompt:
@@ -527,6 +533,7 @@ def _chat_export(args, images: list[str]) -> int:
         raise CliError(f"--dtype, --device, --allow-pickle and --vision apply to the pytorch runtime; an export for "
                        f"{runtime.title} fixed its weight type and model when it was written")
     with runtime.load("chat")(args.model) as vlm:
+        _note_no_image(images)
         tiling = vlm.export.tiling
         if args.max_tiles is not None and tiling is not None:
             tiling = dataclasses.replace(tiling, max_tiles=args.max_tiles, min_tiles=min(tiling.min_tiles, args.max_tiles))
