@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"adapt {args.verb}: terminated", file=sys.stderr)
         return 143
     except BrokenPipeError:  # `adapt ... | head` closed the pipe: stop quietly, as other command-line tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        _silence_stdout()
         return 141
     except Exception as err:
         if "LOCAL_RANK" in os.environ and getattr(args, "builds_model", False):
