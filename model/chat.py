@@ -194,27 +194,48 @@ class ChatTemplate:
         }
 
 
-def chat_template_jinja(template: ChatTemplate) -> str:
+def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHOLDER, video_token: str | None = None,
+                        bos: bool = False) -> str:
     """A Jinja chat template (HF / llama.cpp style: `messages`, `add_generation_prompt`) rendering exactly as
     :meth:`ChatTemplate.render` does; a leading system message replaces the template's default one.
 
-    Exporters embed it (GGUF `tokenizer.chat_template`) so that other runtimes prompt the model as training did.
-    String literals are JSON literals, which Jinja reads as its own.
+    A message's content is a string or, transformers-style, a list of items: ``{"type": "text", "text": …}`` renders
+    its text, ``{"type": "image"}`` renders `image_token` and a newline (``<IMG_CONTEXT>`` for transformers'
+    InternVLProcessor, which expands it; ``<image>``, our placeholder, elsewhere), ``{"type": "video"}`` renders
+    `video_token` and a newline where one is given; other items render nothing, as in transformers' InternVL template.
+    With `bos`, a template trained with a leading BOS (``add_bos``) starts with ``bos_token`` (transformers tokenises
+    a rendered chat without adding special tokens; llama.cpp adds BOS itself, so GGUF leaves it out).
+
+    Every export embeds it (GGUF `tokenizer.chat_template`, ONNX `chat_template.json`, the tokenizer's
+    `chat_template.jinja` through `VLMProcessor.save_pretrained`) so that other runtimes prompt the model as training
+    did. String literals are JSON literals, which Jinja reads as its own.
     """
     def js(text: str) -> str:
         return json.dumps(text, ensure_ascii=False)
 
     prefix, suffix = template.system_template.split(SYSTEM_PLACEHOLDER)
     user, assistant = template._role_prefix("user"), template._role_prefix("assistant")
+    video = ("{%- elif item['type'] == 'video' -%}"
+             f"{{%- set text.value = text.value + {js(video_token + chr(10))} -%}}" if video_token else "")
+    content = (  # sets `text.value` to `message`'s content as one string
+        "{%- set text = namespace(value='') -%}"
+        "{%- if message['content'] is string -%}{%- set text.value = message['content'] -%}"
+        "{%- else -%}{%- for item in message['content'] -%}"
+        f"{{%- if item['type'] == 'image' -%}}{{%- set text.value = text.value + {js(image_token + chr(10))} -%}}"
+        f"{video}"
+        "{%- elif item['type'] == 'text' -%}{%- set text.value = text.value + item['text'] -%}"
+        "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    )
     return (
-        "{%- if messages and messages[0]['role'] == 'system' -%}"
-        "{%- set system_message = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}"
-        f"{{%- else -%}}{{%- set system_message = {js(template.system_message)} -%}}"
-        "{%- set loop_messages = messages -%}{%- endif -%}"
-        f"{{{{- {js(prefix)} + system_message + {js(suffix + template.sep)} -}}}}"
-        "{%- for message in loop_messages -%}"
-        f"{{%- if message['role'] == 'user' -%}}{{{{- {js(user)} + message['content'] + {js(template._user_end())} -}}}}"
-        f"{{%- else -%}}{{{{- {js(assistant)} + message['content'] + {js(template._assistant_end())} -}}}}"
+        ("{%- if bos_token -%}{{- bos_token -}}{%- endif -%}" if bos and template.add_bos else "")
+        + "{%- if messages and messages[0]['role'] == 'system' -%}{%- set loop_messages = messages[1:] -%}"
+        "{%- else -%}{%- set loop_messages = messages -%}"
+        f"{{{{- {js(prefix + template.system_message + suffix + template.sep)} -}}}}{{%- endif -%}}"
+        "{%- for message in messages -%}" + content
+        + "{%- if loop.first and message['role'] == 'system' -%}"
+        f"{{{{- {js(prefix)} + text.value + {js(suffix + template.sep)} -}}}}"
+        f"{{%- elif message['role'] == 'user' -%}}{{{{- {js(user)} + text.value + {js(template._user_end())} -}}}}"
+        f"{{%- else -%}}{{{{- {js(assistant)} + text.value + {js(template._assistant_end())} -}}}}"
         "{%- endif -%}{%- endfor -%}"
         "{%- if add_generation_prompt and loop_messages and loop_messages[-1]['role'] == 'user' -%}"
         f"{{{{- {js(template._generation_prompt())} -}}}}"

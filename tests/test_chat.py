@@ -9,6 +9,7 @@ import yaml
 
 from model.chat import (
     ChatTemplate,
+    chat_template_jinja,
     get_chat_template,
     list_chat_templates,
     load_chat_template,
@@ -168,6 +169,35 @@ def test_vicuna_inference_prompt():
     prompt = get_chat_template("vicuna_v1").render([{"role": "user", "content": "<image>\nWhat is it?"}])
     assert prompt == SYS_VICUNA + " USER: <image>\nWhat is it? ASSISTANT:"
     assert prompt.endswith("ASSISTANT:")
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_jinja_renders_transformers_style_content_and_bos(name):
+    """The Jinja template exports carry renders a list of content items as transformers' InternVL template does (an
+    image item: the placeholder and a newline; a video item likewise where the export has one; text verbatim), equal
+    to the string prompt; `bos` puts `bos_token` first exactly where the template trains with BOS. It took only string
+    content (`TypeError: can only concatenate list (not "str") to list` on an image item)."""
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    t = get_chat_template(name)
+    items = [{"role": "system", "content": [{"type": "text", "text": "Sys."}]},
+             {"role": "user", "content": [{"type": "image"}, {"type": "video"}, {"type": "text", "text": "Q?"}]},
+             {"role": "assistant", "content": [{"type": "text", "text": "A."}]},
+             {"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Both?"}]}]
+    text = [{"role": "system", "content": "Sys."}, {"role": "user", "content": "<IMG_CONTEXT>\n<video>\nQ?"},
+            {"role": "assistant", "content": "A."}, {"role": "user", "content": "<IMG_CONTEXT>\n<IMG_CONTEXT>\nBoth?"}]
+
+    def render(jinja: str, messages: list[dict], **kwargs) -> str:
+        rendered, _ = render_jinja_template(conversations=[messages], chat_template=jinja, add_generation_prompt=True,
+                                            **kwargs)
+        return rendered[0]
+
+    native = chat_template_jinja(t, image_token="<IMG_CONTEXT>", video_token="<video>", bos=True)
+    bos = "<s>" if t.add_bos else ""
+    assert render(native, items, bos_token="<s>") == render(native, text, bos_token="<s>") == bos + t.render(text)
+    assert render(native, items, bos_token=None) == t.render(text)  # a tokenizer without BOS
+    plain = chat_template_jinja(t)  # GGUF's: <image>, no video items, no BOS (llama.cpp adds it)
+    assert render(plain, items[1:2], bos_token="<s>") == t.render([{"role": "user", "content": "<image>\nQ?"}])
 
 
 def test_image_placeholder_is_plain_text():
