@@ -22,6 +22,7 @@ from .chat import (
     IMAGE_PLACEHOLDER,
     ChatTemplate,
     ConversationError,
+    chat_template_jinja,
     get_chat_template,
     image_prefix,
     normalize_messages,
@@ -105,8 +106,17 @@ class VLMProcessor:
     def from_pretrained(cls, path: str | os.PathLike, config) -> VLMProcessor:
         return cls.from_config(config, AutoTokenizer.from_pretrained(str(path)))
 
-    def save_pretrained(self, path: str | os.PathLike) -> None:
-        self.tokenizer.save_pretrained(str(path))
+    def save_pretrained(self, path: str | os.PathLike, image_token: str = IMAGE_PLACEHOLDER,
+                        video_token: str | None = None) -> None:
+        """The tokenizer files, with this model's chat template as `chat_template.jinja` (`chat_template_jinja`: image
+        and video items render `image_token` / `video_token`), not whatever template the tokenizer was read with, so
+        transformers' `apply_chat_template` on the folder renders the prompts this processor does."""
+        saved = self.tokenizer.chat_template
+        self.tokenizer.chat_template = chat_template_jinja(self.chat_template, image_token, video_token, bos=True)
+        try:
+            self.tokenizer.save_pretrained(str(path))
+        finally:
+            self.tokenizer.chat_template = saved
 
     @property
     def pad_token_id(self) -> int:

@@ -528,3 +528,62 @@ def test_a_hub_preprocessor_config_with_crop_to_patches_false_still_tiles(tmp_pa
     wide = example_image.resize((3 * TILE, TILE))
     reference = GotOcr2ImageProcessorPil.from_pretrained(hub)(wide, crop_to_patches=True, return_tensors="pt")
     assert processor.tiles_for_sizes([wide.size]) == [reference["pixel_values"].shape[0]] == [4]  # 3 tiles + thumbnail
+
+
+def _internvl_processor(directory: Path):
+    """transformers' `InternVLProcessor` read from `directory`, without its video processor: transformers 5 cannot
+    build one without torchvision (`VIDEO_PROCESSOR_MAPPING has no attribute _extra_content`), which CPU CI lacks."""
+    import re
+
+    from transformers import InternVLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class ImagesOnly(InternVLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None,
+                     **kwargs):
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+            self.image_seq_length = image_seq_length
+            for name in ("start_image_token", "end_image_token", "start_image_token_id", "end_image_token_id",
+                         "video_token"):
+                setattr(self, name, getattr(tokenizer, name))
+            self.image_token, self.image_token_id = tokenizer.context_image_token, tokenizer.context_image_token_id
+            self.multimodal_pattern = re.compile(
+                f"(?P<image>{re.escape(self.image_token)})|(?P<video>{re.escape(self.video_token)})")
+
+    return ImagesOnly.from_pretrained(str(directory))
+
+
+TEXT_CHATS = [
+    [{"role": "user", "content": "Shapes?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q1"},
+     {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}],
+]
+
+
+@pytest.mark.parametrize("fmt", ["hf", "internvl", "pocket"])
+def test_exports_carry_the_models_chat_template(fmt, tmp_path, example_image):
+    """transformers' `apply_chat_template` on an export renders the prompt pocket-adapt trains and chats with (the
+    model's template, here Hermes-2 with InternVL's system message), and a transformers-style image item renders the
+    placeholder the folder's runtime expands. The exports kept the tokenizer's own template (pocket-tiny's here, a
+    real InternVL2-1B's Qwen2 'You are a helpful assistant.'), and the hf one failed on an image item."""
+    from transformers import AutoTokenizer
+
+    from deploy.hf import export
+
+    vlm, processor = model.load("pocket-tiny", chat_template="Hermes-2")
+    out = export(vlm, processor, fmt, tmp_path / fmt)
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    for chat in TEXT_CHATS:
+        ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True)["input_ids"]
+        assert ids == processor(chat).input_ids.tolist()
+    asked = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Shapes?"}]}]
+    if fmt != "hf":  # pocket-adapt's placeholder, as InternVL's own chat() writes it too
+        assert tokenizer.apply_chat_template(asked, tokenize=False, add_generation_prompt=True) == \
+            processor.chat_template.render([{"role": "user", "content": "<image>\nShapes?"}])
+        return
+    hf = _internvl_processor(out)  # <IMG_CONTEXT> placeholder, expanded by image_seq_length x tiles
+    prompt = hf.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
+    got = hf(images=[example_image], text=[prompt], return_tensors="pt")
+    ours = processor([{"role": "user", "content": "<image>\nShapes?"}], images=[example_image])
+    assert got["input_ids"][0].tolist() == ours.input_ids.tolist()
+    assert torch.equal(got["pixel_values"], ours.pixel_values)

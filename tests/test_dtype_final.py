@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from transformers import AutoTokenizer
 
 import model
 from adapt.recipe import load_recipe
@@ -21,7 +22,7 @@ from model.tiling import TilingConfig
 
 RECIPE = """
 name: bf16
-model: {{source: {source}}}
+model: {{source: {source}, chat_template: Hermes-2}}
 parts:
   vision: {{mode: frozen}}
   projector: {{mode: full, lr: 1.0e-3}}
@@ -123,6 +124,11 @@ def test_train_writes_a_complete_final_in_the_dtype_of_its_start(bf16_dir, tmp_p
         TilingConfig.from_dict(json.loads((final / "config.json").read_text())["tiling"]))
     vlm, processor = model.load(final)
     assert vlm.dtype == torch.bfloat16
+    # the tokenizer renders the run's template (Hermes-2), not the one it was read with (pocket-tiny's)
+    chat = [{"role": "user", "content": "Shapes?"}]
+    tokenizer = AutoTokenizer.from_pretrained(str(final))
+    rendered = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+    assert processor.chat_template.name == "Hermes-2" and rendered == processor.chat_template.render(chat)
     start, _ = model.load(bf16_dir)
     changed = [k for k, v in vlm.state_dict().items() if not torch.equal(v, start.state_dict()[k])]
     assert changed and all(k.startswith(("multi_modal_projector", "language_model")) for k in changed)  # it trained

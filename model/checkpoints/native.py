@@ -31,6 +31,7 @@ from .io import (
 )
 
 SIDECAR = "pocket_adapt.json"  # our tiling + chat template, kept beside exported checkpoints
+VIDEO_TOKEN = "<video>"  # transformers' InternVL video placeholder (its template renders a video item so)
 
 
 def native_to_ours(key: str) -> str:
@@ -154,7 +155,10 @@ def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     """Write `out_dir` so `AutoModelForImageTextToText.from_pretrained(out_dir)` loads it as InternVL.
 
     The weights go through transformers' own `InternVLForConditionalGeneration.save_pretrained`, so
-    the files are exactly what transformers itself writes for this model.
+    the files are exactly what transformers itself writes for this model. With `processor`, the folder also holds
+    what `InternVLProcessor` reads: the tokenizer with the model's chat template (`chat_template.jinja`, an image item
+    rendered `<IMG_CONTEXT>` as transformers' InternVL template does), the GotOcr2 `preprocessor_config.json` and
+    `processor_config.json` (`image_seq_length`).
     """
     out_dir = Path(out_dir)
     config = native_config(vlm.config)
@@ -164,8 +168,11 @@ def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     load_strict(hf, state, "export", tied=["lm_head.weight"] if tied else [])
     hf.to(vlm.dtype).save_pretrained(str(out_dir), safe_serialization=True)
     if processor is not None:
-        processor.save_pretrained(out_dir)
+        # transformers' InternVLProcessor reads its placeholders <IMG_CONTEXT> / <video> from the rendered chat
+        processor.save_pretrained(out_dir, image_token=vlm.config.image_context_token, video_token=VIDEO_TOKEN)
         write_json(out_dir / "preprocessor_config.json", _preprocessor_config(processor.tiling))
+        write_json(out_dir / "processor_config.json",
+                   {"processor_class": "InternVLProcessor", "image_seq_length": vlm.config.image_seq_length})
     write_json(out_dir / SIDECAR, {"tiling": vlm.config.tiling, "chat_template": vlm.config.chat_template})
     return out_dir
 
