@@ -509,9 +509,10 @@ def test_an_empty_source_stops_the_run_naming_the_file(tmp_path, data_dir, capsy
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage,nproc", [("zero1", 2), ("zero2", 2), ("zero2", 1)], ids=["zero1", "zero2", "zero2-no-launcher"])
+@pytest.mark.parametrize("stage,nproc", [("zero1", 2), ("zero2", 2), ("zero2", 1), ("zero3", 2)],
+                         ids=["zero1", "zero2", "zero2-no-launcher", "zero3"])
 def test_deepspeed_zero_run_on_cpu(tmp_path, data_dir, one_process_run, stage, nproc):
-    """ZeRO over 2 gloo processes with gradient accumulation (2 x 2 x 2 samples) trains exactly like one
+    """ZeRO-1 / 2 / 3 over 2 gloo processes with gradient accumulation (2 x 2 x 2 samples) trains exactly like one
     plain process (1 x 8); one process started without a launcher (no RANK, no MASTER_ADDR) runs too."""
     require("deepspeed", "the distributed extra (deepspeed) is part of the dev install")
     out, stdout = run_cli(tmp_path, data_dir, nproc, "distributed.strategy=deepspeed", f"distributed.deepspeed={stage}",
