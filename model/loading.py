@@ -354,18 +354,47 @@ def load_tokenizer(path: Path):
     try:
         # AutoTokenizer peeks at config.json, which for remote-code layouts only draws a warning
         with _quiet_transformers():
-            return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    except Exception as err:  # remote-code tokenizer classes fail here
-        if (path / "tokenizer.model").is_file():
-            from transformers import LlamaTokenizer
+            tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    except Exception as err:  # remote-code tokenizer classes (InternLM2Tokenizer) fail here
+        if not (path / "tokenizer.model").is_file():
+            raise CheckpointError(f"{path}: tokenizer could not be loaded ({_first_line(err)})") from err
+        from transformers import LlamaTokenizer
 
+        try:  # the sentencepiece model behind the remote-code class, read as the Llama tokenizer it is
+            with _quiet_transformers():
+                tokenizer = LlamaTokenizer.from_pretrained(str(path))
+        except Exception as inner:
+            reason = _first_line(inner)
             try:
-                return LlamaTokenizer(vocab_file=str(path / "tokenizer.model"))
-            except Exception as inner:
-                raise CheckpointError(
-                    f"{path}: tokenizer could not be read without remote code ({_first_line(inner)})"
-                ) from err
-        raise CheckpointError(f"{path}: tokenizer could not be loaded ({_first_line(err)})") from err
+                import sentencepiece
+
+                sentencepiece.SentencePieceProcessor(model_file=str(path / "tokenizer.model"))
+            except ImportError:
+                reason = "reading a tokenizer.model needs the sentencepiece package: pip install sentencepiece"
+            except Exception:  # noqa: BLE001 - whatever sentencepiece says of a file it cannot parse
+                reason = "tokenizer.model is not a sentencepiece model (damaged?)"
+            raise CheckpointError(f"{path}: tokenizer could not be read without remote code ({reason})") from err
+    _check_vocabulary(tokenizer, path)
+    return tokenizer
+
+
+def _check_vocabulary(tokenizer, path: Path) -> None:
+    """CheckpointError when the tokenizer came out without a vocabulary: transformers turns a ``tokenizer.model``
+    it cannot read (sentencepiece missing, a damaged file) into a tokenizer of only its special tokens, which
+    encodes every word as nothing and would train on empty text without a word."""
+    special = set(tokenizer.all_special_ids)
+    probe = tokenizer.encode("The quick brown fox jumps over the lazy dog.", add_special_tokens=False)
+    if [i for i in probe if i not in special]:
+        return
+    source = "tokenizer.model" if (path / "tokenizer.model").is_file() else "the tokenizer files"
+    try:
+        import sentencepiece  # noqa: F401
+    except ImportError:
+        hint = "reading a tokenizer.model needs the sentencepiece package: pip install sentencepiece"
+    else:
+        hint = "the file is damaged or not a sentencepiece model; copy the tokenizer of the model it came from"
+    raise CheckpointError(f"{path}: the tokenizer read from {source} has no vocabulary ({len(tokenizer)} tokens, "
+                          f"every word encodes to nothing); {hint}")
 
 
 def _first_line(err: BaseException) -> str:

@@ -96,13 +96,30 @@ def check() -> int:
     return 1
 
 
-def compile_requirements(uv: str, inputs: list[str], options: list[str]) -> str:
+def compile_requirements(uv: str, inputs: list[str], options: list[str], prefer: str = "") -> str:
+    """uv's resolution of `inputs`; `prefer`: requirements text whose versions uv keeps where they still fit
+    (the current lock), so a new dependency changes only what it must."""
+    out = HERE / ".prefer.txt"
+    out.write_text(prefer, encoding="utf-8")
     cmd = [uv, "pip", "compile", *inputs, "--python-version", PYTHON_VERSION, "--python-platform", PLATFORM,
-           "--generate-hashes", "--annotation-style=line", "--no-header", *options]
-    run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if run.returncode:
-        raise SystemExit(run.stderr)
-    return run.stdout
+           "--generate-hashes", "--annotation-style=line", "--no-header", "--quiet", "--output-file", str(out),
+           *options]
+    try:
+        run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(run.stderr)
+        return out.read_text(encoding="utf-8")
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def locked_text(lock: Path = LOCK) -> tuple[str, str]:
+    """The current lock's two parts (resolved together, locked alone), without comments: uv's preferences."""
+    if not lock.is_file():
+        return "", ""
+    text = lock.read_text(encoding="utf-8")
+    together, _, alone = text.partition(f"# {NO_DEPS.name}: locked without their declared dependencies\n")
+    return together, alone
 
 
 def resolve(uv: str, sources: list[str], extra_args: list[str] = ()) -> str:
@@ -110,13 +127,14 @@ def resolve(uv: str, sources: list[str], extra_args: list[str] = ()) -> str:
     build = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["build-system"]["requires"]
     build_in = HERE / ".build-system.in"
     build_in.write_text("".join(f"{req}\n" for req in build), encoding="utf-8")
+    locked, locked_alone = ("", "") if extra_args else locked_text()  # --lowest: no preferences
     try:
         together = compile_requirements(
             uv, ["pyproject.toml", str(PINS.relative_to(ROOT)), str(build_in.relative_to(ROOT))],
-            ["--extra", EXTRA, *sources, *extra_args])
+            ["--extra", EXTRA, *sources, *extra_args], prefer=locked)
     finally:
         build_in.unlink(missing_ok=True)
-    alone = compile_requirements(uv, [str(NO_DEPS.relative_to(ROOT))], ["--no-deps"])
+    alone = compile_requirements(uv, [str(NO_DEPS.relative_to(ROOT))], ["--no-deps"], prefer=locked_alone)
     return ("# Made by `make lock` (requirements/lock.py with uv); install with pip --no-deps --require-hashes.\n"
             + together + f"# {NO_DEPS.name}: locked without their declared dependencies\n" + alone)
 

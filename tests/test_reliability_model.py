@@ -609,3 +609,64 @@ def test_a_checkpoints_own_adapter_is_not_merged_twice(tmp_path, capsys):
     assert main(["export", "--format", "pocket", "--model", "pocket-tiny", "--adapter", str(tmp_path / "copy"),
                  "--out", str(tmp_path / "y")]) == 0
     assert _same_weights(model.load(tmp_path / "y")[0], model.load(final)[0])  # merged once, as loading final/ does
+
+
+def _sentencepiece_folder(path: Path, tokenizer_class: str) -> Path:
+    """A tokenizer.model-only folder as MobileVLM V2 (LlamaTokenizer) and InternVL2-2B (InternLM2Tokenizer, remote
+    code) ship it: a small sentencepiece BPE model trained here, and its tokenizer_config.json."""
+    import io
+
+    spm = require("sentencepiece", "tokenizer.model-only checkpoints (a core dependency)")
+    words = "the a red blue green car truck road lane sign left right ahead stop two three cars image what is in"
+    lines = [" ".join(np.random.default_rng(k).choice(words.split(), 12)) for k in range(300)]
+    model_bytes = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=model_bytes, vocab_size=400,
+                                   model_type="bpe", byte_fallback=True, bos_id=1, eos_id=2, unk_id=0,
+                                   minloglevel=2)
+    path.mkdir(parents=True)
+    (path / "tokenizer.model").write_bytes(model_bytes.getvalue())
+    config = {"tokenizer_class": tokenizer_class, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    if tokenizer_class == "InternLM2Tokenizer":
+        config["auto_map"] = {"AutoTokenizer": ["tokenization_internlm2.InternLM2Tokenizer", None]}
+    (path / "tokenizer_config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.mark.parametrize("tokenizer_class", ["LlamaTokenizer", "InternLM2Tokenizer"])
+def test_a_tokenizer_model_only_checkpoint_reads_its_vocabulary(tmp_path, tokenizer_class):
+    """InternLM2's remote-code tokenizer was read as LlamaTokenizer(vocab_file=...), which transformers 5 ignores:
+    a tokenizer of 3 special tokens that encoded every word as nothing, trained on without a word."""
+    from model.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(_sentencepiece_folder(tmp_path / "tok", tokenizer_class))
+    ids = tokenizer.encode("two red cars", add_special_tokens=False)
+    assert len(tokenizer) >= 100 and ids and not set(ids) & set(tokenizer.all_special_ids)
+    assert tokenizer.decode(ids).strip() == "two red cars"
+
+
+def test_a_tokenizer_without_a_vocabulary_is_refused_naming_the_fix(tmp_path):
+    """Without sentencepiece, transformers turns tokenizer.model into a tokenizer of its special tokens only;
+    a damaged tokenizer.model likewise: refused, naming the package or the file."""
+    import subprocess
+    import sys
+
+    folder = _sentencepiece_folder(tmp_path / "tok", "LlamaTokenizer")
+    script = ("import sys; sys.modules['sentencepiece'] = None\nfrom pathlib import Path\n"
+              "from model.loading import load_tokenizer\nload_tokenizer(Path(sys.argv[1]))\n")
+    run = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1 and "CheckpointError" in run.stderr and "pip install sentencepiece" in run.stderr
+    from transformers import LlamaTokenizer
+
+    from model.loading import _check_vocabulary
+
+    empty = LlamaTokenizer(vocab_file=str(folder / "tokenizer.model"))  # what the old fallback returned: 3 tokens
+    with pytest.raises(CheckpointError, match=r"has no vocabulary \(3 tokens, every word encodes to nothing\)"):
+        _check_vocabulary(empty, folder)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "tokenizer.model").write_bytes(os.urandom(5000))
+    (damaged / "tokenizer_config.json").write_text((folder / "tokenizer_config.json").read_text())
+    from model.loading import load_tokenizer
+
+    with pytest.raises(CheckpointError, match="tokenizer.model"):
+        load_tokenizer(damaged)
