@@ -1,9 +1,10 @@
 """Images + a conversation → model inputs (input_ids, attention_mask, pixel_values, labels).
 
 Each `<image>` placeholder in the text becomes `<img>` + `<IMG_CONTEXT>` × (tokens per tile × tiles)
-+ `</img>` (MobileVLM: the context tokens alone). Ids are assembled piece by piece rather than by
-tokenising thousands of repeated context tokens, and a sequence that does not fit is refused, never
-cut inside its image tokens.
++ `</img>` (MobileVLM: the context tokens alone). The prompt is tokenised in one call, as the model's
+training code does (InternVL: the whole prompt; LLaVA / MobileVLM: each stretch between images), with one
+`<IMG_CONTEXT>` per image widened afterwards rather than thousands tokenised; labels follow the trained
+text by character offsets. A sequence that does not fit is refused, never cut inside its image tokens.
 """
 
 from __future__ import annotations
@@ -233,11 +234,7 @@ class VLMProcessor:
         if self.chat_template.add_bos and self.tokenizer.bos_token_id is not None:
             ids.append(self.tokenizer.bos_token_id)
             labels.append(IGNORE_INDEX)
-        image_iter = iter(num_tiles)
-        for text, trained in segments:
-            piece = self._encode_text(text, image_iter)
-            ids.extend(piece)
-            labels.extend(piece if trained else [IGNORE_INDEX] * len(piece))
+        self._tokenize(segments, list(num_tiles), ids, labels)
         if max_length is not None and len(ids) > max_length:
             raise SampleTooLongError(
                 f"sample needs {len(ids)} tokens ({sum(num_tiles) * self.image_seq_length} of them image "
@@ -255,18 +252,77 @@ class VLMProcessor:
             num_tiles=list(num_tiles),
         )
 
-    def _encode_text(self, text: str, image_iter) -> list[int]:
-        parts = text.split(IMAGE_PLACEHOLDER)
-        ids: list[int] = []
-        for k, part in enumerate(parts):
+    def _tokenize(self, segments: list[tuple[str, bool]], num_tiles: list[int], ids: list[int],
+                  labels: list[int]) -> None:
+        """Append the ids of the rendered prompt and their labels (the id where trained, else `IGNORE_INDEX`), tokenised as the model's own training code does, so that
+        sentencepiece-style tokenizers (a word-start ``▁`` at the start of every call) give the official ids.
+
+        InternVL (``mpt`` templates) tokenises the whole prompt with each ``<image>`` written out as ``<img>``
+        ``<IMG_CONTEXT>`` ``</img>``, then widens the ``<IMG_CONTEXT>`` to the image's run (text between added
+        tokens is tokenised apart, so this gives the ids of the written-out run). LLaVA / MobileVLM (``two``,
+        ``tokenizer_image_token``) tokenises each stretch between ``<image>`` placeholders by itself. A token is
+        trained when it holds a character of a trained segment (``▁two`` of ``ASSISTANT: two`` is)."""
+        found = sum(t.count(IMAGE_PLACEHOLDER) for t, _ in segments)
+        if found != len(num_tiles):
+            raise ConversationError(f"the prompt has {found} <image> placeholders but {len(num_tiles)} images")
+        if not self.tokenizer.is_fast:  # no character offsets: piece by piece (ids may differ from the official)
+            return self._tokenize_pieces(segments, iter(num_tiles), ids, labels)
+        marker = None
+        if self.chat_template.sep_style != "two":
+            marker = "".join(t for t in (self.image_start_token, self.image_context_token, self.image_end_token) if t)
+            segments = [(t.replace(IMAGE_PLACEHOLDER, marker), trained) for t, trained in segments]
+        spans, at = [], 0  # character spans of the trained segments
+        for t, trained in segments:
+            if trained:
+                spans.append((at, at + len(t)))
+            at += len(t)
+        text = "".join(t for t, _ in segments)
+        stretches = [text] if marker is not None else text.split(IMAGE_PLACEHOLDER)
+        tiles, base = iter(num_tiles), 0
+        for k, stretch in enumerate(stretches):
             if k:
-                try:
-                    ids.extend(self.image_tokens(next(image_iter)))
-                except StopIteration:
-                    raise ConversationError("more <image> placeholders than images") from None
-            if part:
-                ids.extend(self.tokenizer.encode(part, add_special_tokens=False))
-        return ids
+                image = self.image_tokens(next(tiles))
+                ids.extend(image)
+                labels.extend([IGNORE_INDEX] * len(image))
+                base += len(IMAGE_PLACEHOLDER)
+            for piece, trained in self._tokenize_text(stretch, spans, base):
+                if marker is not None and piece == self.image_token_id:
+                    n = next(tiles) * self.image_seq_length
+                    ids.extend([piece] * n)
+                    labels.extend([IGNORE_INDEX] * n)
+                else:
+                    ids.append(piece)
+                    labels.append(piece if trained else IGNORE_INDEX)
+            base += len(stretch)
+        if next(tiles, None) is not None:
+            raise ConversationError(
+                f"the tokenizer {self.tokenizer.name_or_path!r} does not read {self.image_context_token!r} as one token")
+
+    def _tokenize_text(self, text: str, spans: list[tuple[int, int]], base: int) -> list[tuple[int, bool]]:
+        """(id, trained) of `text`, which starts at character `base` of a prompt whose trained characters are
+        `spans` (sorted, disjoint)."""
+        if not text:
+            return []
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        out, s = [], 0
+        for piece, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            start, end = base + start, base + max(start, end)
+            while s < len(spans) and spans[s][1] <= start:
+                s += 1
+            out.append((piece, s < len(spans) and spans[s][0] < max(end, start + 1)))
+        return out
+
+    def _tokenize_pieces(self, segments: list[tuple[str, bool]], image_iter, ids: list[int],
+                         labels: list[int]) -> None:
+        for text, trained in segments:
+            for k, part in enumerate(text.split(IMAGE_PLACEHOLDER)):
+                if k:
+                    image = self.image_tokens(next(image_iter))
+                    ids.extend(image)
+                    labels.extend([IGNORE_INDEX] * len(image))
+                piece = self.tokenizer.encode(part, add_special_tokens=False) if part else []
+                ids.extend(piece)
+                labels.extend(piece if trained else [IGNORE_INDEX] * len(piece))
 
     def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
         """Text up to the first stop token. Special tokens are dropped, except InternVL's grounding

@@ -1,0 +1,86 @@
+"""VLMProcessor's ids and labels with a sentencepiece-style tokenizer (a word-start ``▁`` at the start of each call,
+as Llama / Phi-3 / InternLM2 tokenizers have), against tokenising the prompt as the official training code does."""
+
+from __future__ import annotations
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from model.chat import get_chat_template
+from model.processor import IGNORE_INDEX, VLMProcessor
+from model.tiling import TilingConfig
+
+WORDS = "what is in the image two red cars how many shapes USER ASSISTANT a chat between curious user".split()
+CONTROL = ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>", "<|im_start|>", "<|im_end|>"]
+
+
+@pytest.fixture(scope="module")
+def metaspace_tokenizer() -> PreTrainedTokenizerFast:
+    """A tiny BPE tokenizer with a Metaspace pre-tokenizer (prepend_scheme "first"), built offline."""
+    corpus = [" ".join(WORDS[i:] + WORDS[:i]) + "?\n:.'," for i in range(len(WORDS))]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=160, special_tokens=["<unk>", "<s>", "</s>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.add_tokens(CONTROL, special_tokens=True)
+    return fast
+
+
+def _processor(tokenizer, template: str, image_tokens: bool = True) -> VLMProcessor:
+    ends = {} if image_tokens else {"image_start_token": None, "image_end_token": None}
+    return VLMProcessor(tokenizer, TilingConfig(), get_chat_template(template), image_seq_length=3, **ends)
+
+
+def _supervised(tokenizer, encoded) -> list[str]:
+    ids, labels = encoded.input_ids.tolist(), encoded.labels.tolist()
+    return tokenizer.convert_ids_to_tokens([i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX])
+
+
+CONV = [{"role": "user", "content": "what is in the image?"}, {"role": "assistant", "content": "two red cars"},
+        {"role": "user", "content": "how many?"}, {"role": "assistant", "content": "two"}]
+
+
+def test_vicuna_ids_are_the_whole_prompts_and_answers_start_at_their_word(metaspace_tokenizer):
+    """LLaVA / MobileVLM tokenise the whole prompt: ``ASSISTANT: two`` is ``:`` ``▁two``, and ``</s>USER`` has no
+    ``▁`` before ``USER`` (tokenising each chat segment apart put a ``▁`` before every answer and every turn)."""
+    tok = metaspace_tokenizer
+    proc = _processor(tok, "vicuna_v1", image_tokens=False)
+    enc = proc.encode_tokens(CONV, with_labels=True, add_generation_prompt=False)
+    text = get_chat_template("vicuna_v1").render(CONV, add_generation_prompt=False)
+    assert enc.input_ids.tolist() == [tok.bos_token_id, *tok(text, add_special_tokens=False).input_ids]
+    assert _supervised(tok, enc) == tok.tokenize("two red cars") + ["</s>"] + tok.tokenize("two") + ["</s>"]
+    assert _supervised(tok, enc)[0] == "▁two"
+
+
+def test_vicuna_text_between_images_is_tokenised_apart_as_llava_does(metaspace_tokenizer):
+    """LLaVA's tokenizer_image_token tokenises each stretch between ``<image>`` placeholders by itself."""
+    tok = metaspace_tokenizer
+    proc = _processor(tok, "vicuna_v1", image_tokens=False)
+    conv = [{"role": "user", "content": "<image>\nwhat is in the image?"}]
+    enc = proc.encode_tokens(conv, num_tiles=[1])
+    before, after = get_chat_template("vicuna_v1").render(conv).split("<image>")
+    expected = [tok.bos_token_id, *tok(before, add_special_tokens=False).input_ids, *[proc.image_token_id] * 3,
+                *tok(after, add_special_tokens=False).input_ids]
+    assert enc.input_ids.tolist() == expected
+
+
+@pytest.mark.parametrize("template", ["phi3-chat", "internlm2-chat"])
+def test_internvl_ids_are_the_whole_prompts_with_the_image_run_written_out(metaspace_tokenizer, template):
+    """InternVL writes ``<img><IMG_CONTEXT>…</img>`` into the prompt and tokenises it whole: no ``▁`` after
+    ``</img>`` or before an answer."""
+    tok = metaspace_tokenizer
+    proc = _processor(tok, template)
+    conv = [{"role": "user", "content": "<image>\nwhat is in the image?\n<image>\nhow many?"},
+            {"role": "assistant", "content": "two red cars"}]
+    enc = proc.encode_tokens(conv, num_tiles=[2, 1], with_labels=True, add_generation_prompt=False)
+    text = get_chat_template(template).render(conv, add_generation_prompt=False)
+    for n in (2, 1):
+        text = text.replace("<image>", "<img>" + "<IMG_CONTEXT>" * (n * 3) + "</img>", 1)
+    assert enc.input_ids.tolist() == [tok.bos_token_id, *tok(text, add_special_tokens=False).input_ids]
+    supervised = _supervised(tok, enc)
+    whole = tok.convert_ids_to_tokens(enc.input_ids.tolist())
+    assert whole[len(whole) - len(supervised) - 1:] == ["\n", *supervised]
+    assert supervised[0] == "tw" and tok.convert_tokens_to_string(supervised) == "two red cars" + get_chat_template(
+        template).eos_string
