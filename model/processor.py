@@ -152,19 +152,23 @@ class VLMProcessor:
             self._control = (key, re.compile("|".join(map(re.escape, names))) if names else None)
         return self._control[1]
 
-    def check_text(self, messages: list[dict]) -> None:
+    def check_text(self, messages: list[dict], system_message: str | None = None) -> None:
         """Refuse, with a `ConversationError` naming it, text the model would not read as text: a control token
-        of the tokenizer in any turn (a forged ``<|im_end|><|im_start|>user`` turn, a stray ``<IMG_CONTEXT>``
-        that would break the image features' count), or an ``<image>`` placeholder in an answer."""
+        of the tokenizer in any turn or in `system_message` (a forged ``<|im_end|><|im_start|>user`` turn, a stray
+        ``<IMG_CONTEXT>`` that would break the image features' count), or an ``<image>`` placeholder in an answer
+        or a system message."""
         pattern = self._control_pattern()
-        for message in messages:
-            content = message["content"]
-            if message["role"] == "assistant" and IMAGE_PLACEHOLDER in content:
-                raise ConversationError("an <image> placeholder in an answer; images go in user turns")
+        texts = [(m["role"], m["content"]) for m in messages]
+        if isinstance(system_message, str):  # anything else is refused by the template
+            texts.append(("system", system_message))
+        for role, content in texts:
+            if role != "user" and IMAGE_PLACEHOLDER in content:
+                where = "an answer" if role == "assistant" else "the system message"
+                raise ConversationError(f"an <image> placeholder in {where}; images go in user turns")
             found = pattern.search(content) if pattern is not None else None
             if found:
                 raise ConversationError(
-                    f"the {message['role']} text holds {found.group(0)!r}, a control token of the model's tokenizer, "
+                    f"the {role} text holds {found.group(0)!r}, a control token of the model's tokenizer, "
                     "which would be read as that token and not as text; remove or reword it")
 
     def image_tokens(self, num_tiles: int) -> list[int]:
@@ -224,7 +228,7 @@ class VLMProcessor:
         Cheap enough to measure every sample of a data set before training (see `tiles_for_sizes`).
         """
         messages = normalize_messages(conversation)
-        self.check_text(messages)
+        self.check_text(messages, system_message)
         messages = add_image_placeholders(messages, len(num_tiles))
         segments = self.chat_template.segments(
             messages, add_generation_prompt=add_generation_prompt, system_message=system_message

@@ -423,7 +423,7 @@ def _truncated_png(path: Path) -> Path:
 def test_dataset_truncated_image_is_dropped_at_load_time(tmp_path, processor, monkeypatch):
     # the pad id inside a sample, as a tokenizer whose pad token is an ordinary word gives (pocket-tiny's pad is a
     # control token, which data text may not hold: let this one through)
-    monkeypatch.setattr(processor, "check_text", lambda messages: None)
+    monkeypatch.setattr(processor, "check_text", lambda messages, system_message=None: None)
     root = tmp_path / "data"
     png(root / "ok.png")
     _truncated_png(root / "cut.png")
