@@ -80,7 +80,7 @@ _REQUIRED_FIELDS = (
     "sep2",
     "stop_strings",
 )
-_OPTIONAL_FIELDS = {"add_bos": False}
+_OPTIONAL_FIELDS = {"add_bos": False, "strip_messages": False}
 _ROLES = ("system", "user", "assistant")
 
 
@@ -103,6 +103,7 @@ class ChatTemplate:
     sep2: str | None
     stop_strings: tuple[str, ...]
     add_bos: bool = False  # the tokenizer's BOS goes first when the model was trained with it
+    strip_messages: bool = False  # training strips each turn's text (InternVL's preprocess_internlm)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -348,8 +349,9 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
         raise ChatTemplateError(f"{path}: field 'stop_strings' must be a non-empty list of non-empty strings")
 
     data = {**_OPTIONAL_FIELDS, **data}
-    if not isinstance(data["add_bos"], bool):
-        raise ChatTemplateError(f"{path}: field 'add_bos' must be true or false")
+    for flag in _OPTIONAL_FIELDS:
+        if not isinstance(data[flag], bool):
+            raise ChatTemplateError(f"{path}: field {flag!r} must be true or false")
 
     return ChatTemplate(
         name=name,
@@ -363,6 +365,7 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
         sep2=sep2,
         stop_strings=tuple(stops),
         add_bos=data["add_bos"],
+        strip_messages=data["strip_messages"],
     )
 
 

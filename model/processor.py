@@ -230,6 +230,8 @@ class VLMProcessor:
         messages = normalize_messages(conversation)
         self.check_text(messages, system_message)
         messages = add_image_placeholders(messages, len(num_tiles))
+        if with_labels and self.chat_template.strip_messages:  # as the model's training code did
+            messages = [{**m, "content": m["content"].strip()} for m in messages]
         segments = self.chat_template.segments(
             messages, add_generation_prompt=add_generation_prompt, system_message=system_message
         )

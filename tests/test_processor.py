@@ -110,3 +110,18 @@ def test_an_image_placeholder_in_the_system_message_is_refused(pocket_processor,
     with pytest.raises(ConversationError, match=r"an <image> placeholder in the system message"):
         pocket_processor([{"role": "system", "content": "Look: <image>"}, {"role": "user", "content": "What?"}],
                          images=[example_image])
+
+
+def test_internlm2_chat_training_strips_each_turn_as_preprocess_internlm(metaspace_tokenizer):
+    """InternVL's preprocess_internlm strips every value: ``'<image>\\nwhat?\\n'`` trains as ``…what?<|im_end|>``;
+    other templates and prompts for generation keep the text as given."""
+    tok = metaspace_tokenizer
+    loose = [{"role": "user", "content": "<image>\nwhat is in the image?\n"}, {"role": "assistant", "content": " two\n"}]
+    tight = [{"role": "user", "content": "<image>\nwhat is in the image?"}, {"role": "assistant", "content": "two"}]
+    proc = _processor(tok, "internlm2-chat")
+    train = proc.encode_tokens(loose, [1], add_generation_prompt=False, with_labels=True)
+    assert train.input_ids.tolist() == proc.encode_tokens(tight, [1], add_generation_prompt=False).input_ids.tolist()
+    asked = proc.encode_tokens(loose[:1], [1])
+    assert "?\n<|im_end|>" in tok.decode(asked.input_ids.tolist())
+    hermes = _processor(tok, "Hermes-2").encode_tokens(loose, [1], add_generation_prompt=False, with_labels=True)
+    assert tok.decode(hermes.input_ids.tolist()).endswith("two\n<|im_end|>")
