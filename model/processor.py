@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,6 +136,13 @@ class VLMProcessor:
         key = (self.chat_template, len(self.tokenizer), self.tokenizer.eos_token_id)
         if self._special is None or self._special[0] != key:
             vocab = self.tokenizer.get_vocab()
+            end = self.chat_template.eos_string
+            if end and end not in vocab:  # a template meant for another tokenizer
+                warnings.warn(
+                    f"chat template {self.chat_template.name!r} ends each answer with {end!r}, which is not one token "
+                    f"of this tokenizer ({type(self.tokenizer).__name__}, {len(self.tokenizer)} tokens): answers are "
+                    "trained to end in it as plain text and generation does not stop on it; use the template the "
+                    "model was trained with (adapt inspect names it)", stacklevel=3)
             stops = {vocab[s] for s in self.chat_template.stop_strings if s in vocab}
             if self.tokenizer.eos_token_id is not None:
                 stops.add(self.tokenizer.eos_token_id)

@@ -125,3 +125,19 @@ def test_internlm2_chat_training_strips_each_turn_as_preprocess_internlm(metaspa
     assert "?\n<|im_end|>" in tok.decode(asked.input_ids.tolist())
     hermes = _processor(tok, "Hermes-2").encode_tokens(loose, [1], add_generation_prompt=False, with_labels=True)
     assert tok.decode(hermes.input_ids.tolist()).endswith("two\n<|im_end|>")
+
+
+def test_a_chat_template_whose_answer_end_is_no_token_of_the_tokenizer_is_said():
+    """pocket-tiny's tokenizer with phi3-chat: '<|end|>' is several text pieces, so answers were trained to end
+    in them and generation never stopped on it, without a word."""
+    import warnings
+
+    import model
+
+    _, processor = model.load("pocket-tiny", chat_template="phi3-chat")
+    with pytest.warns(UserWarning, match=r"'phi3-chat' ends each answer with '<\|end\|>', which is not one token"):
+        processor.stop_token_ids
+    _, fitting = model.load("pocket-tiny")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fitting.stop_token_ids
