@@ -185,6 +185,65 @@ def test_corrupt_and_foreign_files(tmp_path):
         dicom_to_rgb(shipped("MR_truncated.dcm"))
 
 
+class _CountingReader:
+    """A binary file opened for reading whose reads are added to `total` (tells how much of a file was read)."""
+
+    def __init__(self, fh, total: list[int]):
+        self._fh, self._total = fh, total
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self._total[0] += len(data)
+        return data
+
+    def readinto(self, buffer) -> int:
+        n = self._fh.readinto(buffer)
+        self._total[0] += n or 0
+        return n
+
+    def __getattr__(self, name: str):
+        return getattr(self._fh, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._fh.close()
+
+
+def test_a_large_file_without_dicm_is_refused_from_its_first_bytes(tmp_path, monkeypatch):
+    """Zeros (or garbage) without the DICM prefix are refused having read a bounded head: parsed whole, zeros
+    are millions of empty (0000,0000) elements (a 50 MB file took 23 s, a small zip of one minutes)."""
+    import builtins
+
+    zeros = tmp_path / "zeros.dcm"
+    with zeros.open("wb") as fh:
+        fh.truncate(8 * 1024**2)
+    total = [0]
+    real_open = builtins.open
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        fh = real_open(file, mode, *args, **kwargs)
+        return _CountingReader(fh, total) if "r" in mode and "b" in mode else fh
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)
+    for header_only in (True, False):
+        total[0] = 0
+        with pytest.raises(DicomError, match=r"zeros\.dcm: not a DICOM file"):
+            read_dicom(zeros, header_only=header_only)
+        assert 0 < total[0] <= 256 * 1024, total[0]  # of 8 MiB
+    monkeypatch.undo()
+    # a dataset without preamble and meta, implicit or explicit VR, is still read whole
+    ct = pydicom.dcmread(shipped("CT_small.dcm"))
+    ct.preamble, ct.file_meta = None, FileMetaDataset()
+    for implicit in (True, False):
+        raw = tmp_path / f"raw_{implicit}"
+        ct.save_as(raw, implicit_vr=implicit, little_endian=True, enforce_file_format=False)
+        assert raw.read_bytes()[:2] == b"\x08\x00"
+        assert read_dicom(raw).Rows == 128 and np.array_equal(rgb(raw), rgb(shipped("CT_small.dcm")))
+
+
 def test_header_only_and_gzip(tmp_path):
     header = read_dicom(shipped("CT_small.dcm"), header_only=True)
     assert "PixelData" not in header and header.Rows == 128

@@ -48,6 +48,7 @@ import pydicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_partial
 from pydicom.pixels import (
     apply_color_lut,
     apply_modality_lut,
@@ -102,6 +103,8 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 MAX_GZIP_BYTES = 1024**3
+# a file without the DICM prefix is judged by this many first bytes before it is parsed whole
+PROBE_BYTES = 64 * 1024
 # the most one decoded frame may take (Rows x Columns x SamplesPerPixel x bytes per sample); checked from the header
 # before any decoding
 MAX_FRAME_BYTES = 256 * 1024**2
@@ -140,7 +143,8 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
     """Read a DICOM file; ``header_only`` stops before the pixel data. Raises :class:`DicomError`.
 
     Files without the 128-byte preamble and ``DICM`` prefix (older writers, raw datasets) are read too,
-    but only when the result looks like DICOM (standard group 0008 elements); a missing Transfer Syntax
+    but only when their first :data:`PROBE_BYTES` parse to a group 0008 element (checked before the whole file
+    is parsed) and the result holds standard group 0008 elements; a missing Transfer Syntax
     UID is filled in from the encoding the file was parsed with. Gzipped files (``.dcm.gz``) are
     decompressed in memory, up to :data:`MAX_GZIP_BYTES`.
     """
@@ -160,8 +164,10 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
         try:
             ds = pydicom.dcmread(source, stop_before_pixels=header_only)
         except InvalidDicomError:
-            if isinstance(source, io.BytesIO):
-                source.seek(0)
+            if not _starts_like_dataset(source):  # before parsing it all: zeros parse as millions of empty elements
+                raise DicomError(path, "not a DICOM file",
+                                 f"no DICM prefix and no DICOM data elements in its first {PROBE_BYTES // 1024} KiB"
+                                 ) from None
             with warnings.catch_warnings():  # a probe: garbage parses with VR warnings, judged below
                 warnings.simplefilter("ignore")
                 ds = pydicom.dcmread(source, stop_before_pixels=header_only, force=True)
@@ -179,6 +185,34 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
         ds.filename = str(path)
     _fill_transfer_syntax(ds)
     return ds
+
+
+def _starts_like_dataset(source: Path | io.BytesIO) -> bool:
+    """Whether a file without the DICM prefix starts as a DICOM dataset: its first :data:`PROBE_BYTES`, parsed as
+    pydicom parses the whole file, reach a group 0008 element before any later group (any group 0000 / 0002 / 0004
+    elements before it). Leaves a BytesIO `source` at its start."""
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+        head = source.read(PROBE_BYTES)
+        source.seek(0)
+    else:
+        with source.open("rb") as fh:
+            head = fh.read(PROBE_BYTES)
+    first: list[int] = []
+
+    def stop(tag: Any, vr: str | None, length: int) -> bool:
+        if tag.group >= 0x0008:
+            first.append(tag.group)
+            return True
+        return False
+
+    with warnings.catch_warnings():  # a probe: garbage parses with VR warnings
+        warnings.simplefilter("ignore")
+        try:
+            read_partial(io.BytesIO(head), stop_when=stop, force=True)
+        except Exception:  # noqa: BLE001 - pydicom raises many types on garbage; only `first` is judged
+            pass
+    return first[:1] == [0x0008]
 
 
 def _has_dicm_prefix(path: Path) -> bool:
