@@ -684,6 +684,23 @@ def test_extract_zip_safe(tmp_path):
         extract_zip(tmp_path / "fake.zip", tmp_path / "out_fake")
 
 
+def test_extract_zip_refuses_an_entry_inside_a_file_entry_naming_both(tmp_path):
+    """``study`` and ``study/a.dcm`` (either order, any depth) are refused naming the zip and the entries before
+    anything is written; the mkdir failed with an OSError naming a private temporary folder."""
+    ct = shipped("CT_small.dcm").read_bytes()
+    cases = {"file_first.zip": {"study": b"x", "study/a.dcm": ct},
+             "folder_first.zip": {"study/a.dcm": ct, "study": b"x"},
+             "deeper.zip": {"study/a.dcm": ct, "study/a.dcm/b/c.dcm": ct}}
+    for name, entries in cases.items():
+        target = tmp_path / f"out_{name}"
+        with pytest.raises(DicomError) as info:
+            extract_zip(_zip(tmp_path / name, entries), target)
+        clash = "'study/a.dcm/b/c.dcm' is inside entry 'study/a.dcm'" if name == "deeper.zip" else \
+            "'study/a.dcm' is inside entry 'study'"
+        assert str(info.value) == f"{tmp_path / name}: unsafe path in zip (entry {clash}, which is a file)"
+        assert not target.exists() or not any(target.rglob("*")), name
+
+
 def test_extract_zip_rejects_members_larger_than_declared(tmp_path):
     """A header that understates a member's size (a zip-bomb trick) is caught while copying."""
     path = tmp_path / "liar.zip"

@@ -855,7 +855,8 @@ def extract_zip(
     """Safely extract a zip (e.g. an uploaded study) into `out_dir`; returns the extracted files, sorted.
 
     Refuses, with :class:`DicomError` and before writing anything, archives that are not zips, hold
-    encrypted entries, symlinks, absolute paths or ``..`` components, or exceed `max_files` entries or
+    encrypted entries, symlinks, absolute paths, ``..`` components or an entry inside another entry that is a
+    file (``study`` and ``study/a.dcm``), or exceed `max_files` entries or
     `max_bytes` uncompressed bytes; sizes are enforced while extracting too, so headers that lie do not
     help a zip bomb. ``__MACOSX/`` resource forks are ignored.
     """
@@ -891,6 +892,7 @@ def extract_zip(
                 raise DicomError(zip_path, "too many files in zip", f"more than {max_files}")
             if total > max_bytes:
                 raise DicomError(zip_path, "zip too large", f"more than {max_bytes} bytes uncompressed")
+        _check_clashes(zip_path, members)
         out_root = out_dir.resolve()
         out_root.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
@@ -903,6 +905,16 @@ def extract_zip(
             budget -= _copy_member(archive, info, target, budget, zip_path)
             written.append(target)
     return sorted(written)
+
+
+def _check_clashes(zip_path: Path, members: list[tuple[zipfile.ZipInfo, PurePosixPath]]) -> None:
+    """Refuse entries that would go inside another entry's file (``study`` and ``study/a.dcm``)."""
+    files = {relative: info.filename for info, relative in members}
+    for info, relative in members:
+        for parent in relative.parents:
+            if parent in files:
+                raise DicomError(zip_path, "unsafe path in zip",
+                                 f"entry {info.filename!r} is inside entry {files[parent]!r}, which is a file")
 
 
 def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, zip_path: Path) -> int:
