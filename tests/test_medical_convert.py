@@ -468,6 +468,30 @@ def test_readers_and_demo_hooks(raw, tmp_path):
     assert after.getpixel((2, 60)) == before.getpixel((2, 60))  # far from the box: untouched
 
 
+def test_a_zip_inside_an_uploaded_zip_is_named_not_opened(raw, tmp_path):
+    import zipfile
+
+    read_upload = get_domain("medical").demo_hooks["read_upload"]
+    files = sorted((raw / "dicom_qa" / "series" / "case01").glob("*.dcm"))
+    inner = tmp_path / "series.zip"
+    with zipfile.ZipFile(inner, "w") as z:
+        for f in files:
+            z.write(f, f"study/{f.name}")
+    nested = tmp_path / "nested.zip"
+    with zipfile.ZipFile(nested, "w") as z:
+        z.write(inner, "inner/series.zip")
+    with pytest.raises(ValueError) as info:
+        read_upload([nested])
+    assert str(info.value) == ("no DICOM or image files among the upload (nested.zip); zips inside a zip are not "
+                               "opened (nested.zip: inner/series.zip): upload the inner zip itself")
+    with zipfile.ZipFile(nested, "a") as z:  # beside a series: shown, with a warning naming the inner zip
+        for f in files:
+            z.write(f, f"outer/{f.name}")
+    shown = read_upload([nested])
+    assert shown["labels"] == ["slice 7/12"]
+    assert any("zips inside a zip are not opened (nested.zip: inner/series.zip)" in w for w in shown["warnings"])
+
+
 def three_index(result: dict) -> int:
     return int(result["labels"][0].split()[1].split("/")[0]) - 1
 

@@ -68,7 +68,8 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
     """Uploaded files -> model input for the demo.
 
     `paths`: PNG / JPEG images, DICOM files of one series (or one multi-frame file), or ``.zip`` archives of
-    them (extracted safely by :func:`domains.medical.dicom.extract_zip`). DICOM options: `window` (a preset
+    them (extracted safely by :func:`domains.medical.dicom.extract_zip`; zips inside them are not opened, and
+    are named in the error or a warning). DICOM options: `window` (a preset
     name or ``(center, width)``; None = the file's own), `slices` (0-based indices in the series sorted by
     position, or frames) or `n_slices` (that many evenly spaced slices); neither = the middle slice.
     `redact_burned_in` (off by default): images of files whose BurnedInAnnotation is YES come back with their text
@@ -86,20 +87,29 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
         raise ValueError("no files uploaded")
     with tempfile.TemporaryDirectory(prefix="pocket-medical-upload-") as tmp:
         expanded: list[Path] = []
+        inner_zips: list[str] = []  # not opened: one level of extraction keeps the limits of extract_zip meaningful
         for k, p in enumerate(files):
             if p.suffix.lower() == ".zip":
                 from domains.medical.dicom import extract_zip
 
-                expanded += [q for q in extract_zip(p, Path(tmp) / str(k)) if q.is_file()]
+                root = Path(tmp).resolve() / str(k)
+                extracted = [q for q in extract_zip(p, root) if q.is_file()]
+                inner_zips += [f"{p.name}: {q.relative_to(root).as_posix()}" for q in extracted
+                               if q.suffix.lower() == ".zip"]
+                expanded += [q for q in extracted if q.suffix.lower() != ".zip"]
             else:
                 expanded.append(p)
         dicoms = [p for p in expanded if is_dicom_file(p)]
         pictures = [p for p in expanded if p not in dicoms and p.suffix.lower() in IMAGE_SUFFIXES]
         warnings: list[str] = []
+        not_opened = f"zips inside a zip are not opened ({', '.join(inner_zips)})" if inner_zips else ""
+        if not_opened and (dicoms or pictures):
+            warnings.append(f"{not_opened}: extract them and upload their files or the inner zip itself")
         if not dicoms:
             if not pictures:
                 names = ", ".join(p.name for p in files)
-                raise ValueError(f"no DICOM or image files among the upload ({names})")
+                raise ValueError(f"no DICOM or image files among the upload ({names})"
+                                 + (f"; {not_opened}: upload the inner zip itself" if not_opened else ""))
             images = [read_image_rgb(p) for p in pictures]
             labels = [f"image {k + 1}/{len(images)}" for k in range(len(images))] if len(images) > 1 else None
             info = {"images": str(len(images)), "size": " / ".join(f"{im.width}x{im.height}" for im in images)}
