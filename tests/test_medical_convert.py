@@ -244,6 +244,24 @@ def test_pmc_vqa_bad_rows(raw, tmp_path):
         convert_pmc_vqa(src, tmp_path / "out3", mode="free")
 
 
+def test_pmc_vqa_a_label_of_several_letters_is_not_an_answer(raw, tmp_path):
+    src = copy_of(raw, "pmc_vqa", tmp_path)
+    path = src / "train.csv"
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    rows[0][7], rows[0][2] = "AB", "nothing like the choices"  # no single letter, no matching Answer: skipped
+    rows[1][7] = "(BCD)"                                         # Answer equals one choice: recovered from it
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    report = convert_pmc_vqa(src, tmp_path / "out", files=["train.csv"])
+    assert report.skipped == {"malformed row": 1}
+    assert report.examples["malformed row"] == ["train.csv:2: Answer_label 'AB' is not A-D and Answer matches no "
+                                                "single choice"]
+    recs = records(report.outputs["train"])
+    assert len(recs) == len(rows) - 1 and all(r["answer"] in "ABCD" and len(r["answer"]) == 1 for r in recs)
+    assert recs[0]["meta"]["row"] == 1 and recs[0]["options"][ord(recs[0]["answer"]) - 65] == rows[1][2]
+
+
 # --------------------------------------------------------------------------------------------- classification
 def test_classification_png_and_dicom(raw, tmp_path):
     out = tmp_path / "out"

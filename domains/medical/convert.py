@@ -620,8 +620,8 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     ``<images_dir>/<Figure_path>``, default ``images/`` (``images_2/`` for the ``*_2.csv`` files when present).
 
     ``mc``: the question lists the four options (``A. …``) and the answer is ``Answer_label``; ``options``
-    holds the texts. A missing / invalid label is recovered when ``Answer`` equals one option's text, else the
-    row is skipped. ``open``: the answer is ``Answer`` (``meta["answer_type"]`` OPEN). ``meta`` keeps
+    holds the texts. A missing / invalid label (anything but one of ``A``-``D``: ``"AB"`` too) is recovered when
+    ``Answer`` equals one option's text, else the row is skipped. ``open``: the answer is ``Answer`` (``meta["answer_type"]`` OPEN). ``meta`` keeps
     ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``. `workers`: processes decoding
     the images (:mod:`domains.parallel`; output byte-identical to 1).
     """
@@ -691,7 +691,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                         except ValueError as exc:
                             raise SkipInput("malformed row", f"{where}: {exc}") from exc
                         label = _text(row.get("Answer_label")).upper().strip("() .:")
-                        if label not in "ABCD" or not label:
+                        if label not in ("A", "B", "C", "D"):  # exactly one letter: "AB" is no answer
                             by_text = [k for k, o in enumerate(options) if answer and o.casefold() == answer.casefold()]
                             if len(by_text) != 1:
                                 raise SkipInput("malformed row", f"{where}: Answer_label {row.get('Answer_label')!r} is not "
