@@ -299,6 +299,37 @@ def test_classification_split_folders_dicom_without_suffix_and_bad_files(raw, tm
     assert report.outputs["train"].name == "xray_train.jsonl"
 
 
+def test_dicom_files_named_by_their_uid_are_found_by_their_first_bytes(raw, tmp_path):
+    """PACS / CD exports name files by SOPInstanceUID (``1.2.840.113619.2.55.3.6046.504``): the suffix ``.504`` is
+    no image suffix, so the first bytes decide (the DICM marker, or a dataset without preamble), for the upload
+    reader and classification alike; they were ignored without a word."""
+    from domains.medical.convert import is_dicom_file
+
+    slices = sorted((raw / "dicom_qa" / "series" / "case01").glob("*.dcm"))
+    uid_named = tmp_path / "upload" / "1.2.840.113619.2.55.3.6046.504"
+    uid_named.parent.mkdir()
+    shutil.copy(slices[0], uid_named)
+    raw_named = tmp_path / "upload" / "1.2.840.113619.2.55.3.6046.505"  # no preamble, no meta
+    ds = pydicom.dcmread(slices[0])
+    ds.preamble, ds.file_meta = None, pydicom.dataset.FileMetaDataset()
+    ds.save_as(raw_named, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    (tmp_path / "upload" / "notes.txt").write_text("1.2.840 not DICOM")
+    (tmp_path / "upload" / "fake.png").write_bytes(slices[0].read_bytes())  # an image suffix is never DICOM
+    assert [p.name for p in sorted((tmp_path / "upload").iterdir()) if is_dicom_file(p)] == [
+        uid_named.name, raw_named.name]
+    read_upload = get_domain("medical").demo_hooks["read_upload"]
+    for path in (uid_named, raw_named):
+        shown = read_upload([path])
+        assert shown["labels"] == ["slice 1/1"] and shown["info"]["modality"] == "CT"
+    src = tmp_path / "cls"
+    for cls, offset in (("normal", 0), ("tumor", 6)):
+        (src / cls).mkdir(parents=True)
+        for k, f in enumerate(slices[offset:offset + 3]):
+            shutil.copy(f, src / cls / f"1.2.840.113619.2.55.3.{offset + k}")
+    report = convert_classification(src, tmp_path / "out")
+    assert report.written == 6 and not report.skipped
+
+
 # --------------------------------------------------------------------------------------------- dicom_qa
 def test_dicom_qa_records_boxes_slices_and_no_phi(raw, tmp_path):
     out = tmp_path / "out"

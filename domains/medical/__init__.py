@@ -43,7 +43,8 @@ def read_image_rgb(path: str | Path, **options: Any):
 
 
 def read_any(path: str | Path, **options: Any):
-    """Reader for other files: DICOM when it carries the ``DICM`` marker (files without a suffix), else PIL."""
+    """Reader for other files: DICOM when its first bytes say so (no suffix, a UID-named file's ``.504``: see
+    :func:`domains.medical.convert.is_dicom_file`), else PIL."""
     from domains.medical.convert import is_dicom_file
 
     if is_dicom_file(Path(path)):

@@ -231,17 +231,17 @@ def _copy_image(src: Path, out: Path, rel_stem: str, pf: Prefetch | None = None)
 
 
 def is_dicom_file(path: Path) -> bool:
-    """``.dcm`` / ``.dicom`` suffix, or the ``DICM`` marker at byte 128 (files without a suffix)."""
-    if path.suffix.lower() in DICOM_SUFFIXES:
+    """``.dcm`` / ``.dicom`` suffix; never an :data:`IMAGE_SUFFIXES` one; any other name (none, or the ``.504``
+    of a file named by its SOPInstanceUID) when its first bytes say DICOM: the ``DICM`` marker at byte 128 or a
+    dataset without preamble (:func:`domains.medical.dicom.starts_as_dicom`)."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
         return True
-    if path.suffix:
+    if suffix in IMAGE_SUFFIXES:
         return False
-    try:
-        with path.open("rb") as f:
-            head = f.read(132)
-        return head[128:132] == b"DICM"
-    except OSError:
-        return False
+    from domains.medical.dicom import starts_as_dicom
+
+    return starts_as_dicom(path)
 
 
 # --------------------------------------------------------------------------------------------- DICOM
@@ -780,7 +780,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
 
     over all class labels (sorted; at most 26), answer = the letter, ``options`` = the labels.
 
-    DICOM files (``.dcm``, ``.dicom`` or no suffix with the ``DICM`` marker) are rendered with `window`
+    DICOM files (``.dcm``, ``.dicom``, or any other name but an image suffix whose first bytes say DICOM: files
+    without a suffix, files named by their SOPInstanceUID) are rendered with `window`
     (preset name, ``[center, width]``, or None = the file's own) at `frame` (None = the middle frame of a
     multi-frame file); their ids and image names are ``deid.pseudonym`` + a hash of the path, and their
     ``meta`` holds no source path. JPEG / PNG files are copied. DICOM files whose ``BurnedInAnnotation`` is YES

@@ -85,6 +85,7 @@ __all__ = [
     "read_dicom",
     "read_dicom_rgb",
     "resolve_window",
+    "starts_as_dicom",
     "window_values",
 ]
 
@@ -185,6 +186,16 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
         ds.filename = str(path)
     _fill_transfer_syntax(ds)
     return ds
+
+
+def starts_as_dicom(path: str | os.PathLike) -> bool:
+    """Whether a file's first bytes say DICOM, read cheaply (no full parse): the ``DICM`` marker at byte 128, or
+    (without it) a dataset start as :func:`read_dicom` accepts one. False for a file that cannot be read."""
+    path = Path(path)
+    try:
+        return _has_dicm_prefix(path) or _starts_like_dataset(path)
+    except OSError:
+        return False
 
 
 def _starts_like_dataset(source: Path | io.BytesIO) -> bool:
