@@ -917,14 +917,22 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", type=Path, default=None,
                         help="write each run's torch.profiler tables (timed steps) into this folder: "
                              "RUNNER-PRECISION.txt; the profiler slows the runs, so read their timings with that")
+    parser.add_argument("--allow-cpu", action="store_true",
+                        help=f"let --write publish a CPU run of a GPU model ({', '.join(PRESET_MODELS)})")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     if args.profile and args.write:
         parser.error("--profile slows every run: its timings are not for BENCHMARKS.md (drop --write)")
+    if args.label is not None and not args.label.strip():
+        parser.error("--label is empty: name the machine the block was measured on, or leave --label out")
     import torch
 
     torch.set_num_threads(args.threads)
     args.device = default_device()
+    gpu_models = [m for m in args.models.split(",") if m in PRESET_MODELS]
+    if args.write and gpu_models and args.device == "cpu" and not args.allow_cpu:
+        parser.error(f"--models {','.join(gpu_models)} is a GPU run and torch sees no CUDA device: nothing measured "
+                     "(drop --write, or --allow-cpu to publish a CPU run)")
     variants = parse_variants(args.adapt_variant)
     precisions = args.precision.split(",")
     load_before = os.getloadavg()[0]

@@ -2,7 +2,7 @@
 # InternVL2-1B full fine-tuning on one GPU: adapt train beside a plain PyTorch loop and a transformers Trainer
 # (bench/bench_train.py), tokens/s, MFU against the GPU's measured bf16 matmul peak, peak GPU memory per runner.
 #
-#     bash bench/gpu_train.sh [BENCH_TRAIN_FLAGS]     # on a machine whose torch sees a CUDA GPU
+#     bash bench/gpu_train.sh [BENCH_TRAIN_FLAGS]     # on a machine whose torch sees a CUDA GPU (else: no CUDA device)
 #     PROFILE=1 STEPS=4 REPEATS=1 bash bench/gpu_train.sh   # profiler tables of each runner's steps, nothing written
 #
 # The model is the internvl2-1b preset at its real shapes with seeded random weights (no download); the data is the
@@ -23,6 +23,9 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 else
   export PYTHONPATH="$PWD"
 fi
+python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"
+label="$(python3 -c 'import torch; print(torch.cuda.get_device_name(0))')"
+if [ -z "$label" ]; then echo "torch.cuda.get_device_name(0) is empty: no label for the block" >&2; exit 1; fi
 out="${OUT:-/tmp/gpu-train}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt" || true
@@ -32,6 +35,6 @@ publish=(--write)
 if [ -n "${PROFILE:-}" ]; then publish=(--profile "$out/profile"); fi
 python3 bench/bench_train.py --models internvl2-1b --precision "${PRECISION:-bf16}" --steps "${STEPS:-8}" \
   --batch-size "${BATCH:-32}" --repeats "${REPEATS:-2}" --threads "${THREADS:-8}" --workers "${WORKERS:-4}" \
-  --label "$(python3 -c 'import torch; print(torch.cuda.get_device_name(0))')" --work /tmp/bench-train-gpu \
+  --label "$label" --work /tmp/bench-train-gpu \
   "${publish[@]}" "$@" 2>&1 | tee "$out/bench_train.log"
 cp BENCHMARKS.md "$out/"

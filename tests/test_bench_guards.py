@@ -1,0 +1,69 @@
+"""Bench scripts refuse, in one line and before measuring anything, a run whose published figures would be wrong."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_gpu_train_sh_stops_without_a_cuda_device(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python3 = bin_dir / "python3"  # the script calls python3: this interpreter, whose torch sees no CUDA
+    python3.write_text(f'#!/bin/sh\nexec {sys.executable} "$@"\n')
+    python3.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
+    proc = subprocess.Popen(["bash", str(ROOT / "bench" / "gpu_train.sh"), "--work", str(tmp_path / "work")],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # bench_train.py would go on training internvl2-1b on the CPU
+        proc.communicate()
+        pytest.fail("gpu_train.sh went on without a CUDA device")
+    assert proc.returncode != 0
+    assert err.strip().splitlines()[-1] == "no CUDA device"
+    assert "bench_train" not in out + err
+
+
+@pytest.fixture
+def bench_train(monkeypatch):
+    """bench/bench_train.py whose measuring stops at once: a run the checks let through fails, measuring nothing."""
+    from bench import bench_train
+
+    def measured(*args, **kwargs):
+        raise AssertionError("the run went on to measure")
+
+    monkeypatch.setattr(bench_train, "matmul_peak", measured)
+    monkeypatch.setattr(bench_train, "prepare_data", measured)
+    return bench_train
+
+
+def test_bench_train_refuses_an_empty_label(capsys, bench_train):
+    with pytest.raises(SystemExit) as stop:
+        bench_train.main(["--models", "pocket-tiny", "--label", "", "--write"])
+    assert stop.value.code == 2 and "--label is empty" in capsys.readouterr().err
+
+
+def test_bench_train_refuses_to_publish_a_gpu_model_measured_on_cpu(capsys, monkeypatch, bench_train):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as stop:
+        bench_train.main(["--models", "pocket-tiny,internvl2-1b", "--label", "x", "--write"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "--models internvl2-1b is a GPU run" in err and "--allow-cpu" in err
