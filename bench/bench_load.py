@@ -50,8 +50,9 @@ with torch.no_grad():  # read every weight once (file-mapped weights become resi
         tensor.sum()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 digest = hashlib.sha256()
-for name, tensor in sorted(vlm.state_dict().items()):
-    digest.update(name.encode()); digest.update(tensor.flatten()[:1024].float().numpy().tobytes())
+for name, tensor in sorted(vlm.state_dict().items()):  # every element's bytes, as stored (no float32 copy)
+    digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+    digest.update(tensor.detach().contiguous().flatten().view(torch.uint8).numpy().tobytes())
 print("RESULT " + json.dumps({"seconds": seconds, "peak_mib": peak, "loaded_mib": loaded,
                               "start_mib": start_rss, "dtype": str(vlm.dtype), "digest": digest.hexdigest(),
                               "params": sum(p.numel() for p in vlm.parameters())}))
