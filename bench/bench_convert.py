@@ -45,7 +45,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def run(rs_n: int, rs_size: int, med_n: int, scenes: int, frames: int, repeats: int) -> str:
+def run(rs_n: int, rs_size: int, med_n: int, scenes: int, frames: int, repeats: int, command: str) -> str:
     from bench.sections import machine_line
     from domains.base import get_domain
 
@@ -105,8 +105,7 @@ def run(rs_n: int, rs_size: int, med_n: int, scenes: int, frames: int, repeats: 
         f"{load_after[0]:.2f}, {load_after[1]:.2f}, {load_after[2]:.2f}. The machine has 2 cores and is shared with "
         "other jobs (load above 2 means the workers wait for a core), so the 2-worker figures are understated here "
         "(the main process still parses, checks and writes while both workers compute).",
-        f"- Command: `python bench/bench_convert.py --write` (`--rs-n {rs_n} --rs-size {rs_size} --med-n {med_n} "
-        f"--scenes {scenes} --frames {frames} --repeats {repeats}`)",
+        f"- Command: `{command}`",
         "",
         "| converter | records | s / 1,000 records, 1 worker | 2 workers | speed-up | identical |",
         "|---|---:|---:|---:|---:|---|",
@@ -124,7 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed conversions per converter and worker count")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
-    section = run(args.rs_n, args.rs_size, args.med_n, args.scenes, args.frames, args.repeats)
+    from bench.sections import command_line
+
+    section = run(args.rs_n, args.rs_size, args.med_n, args.scenes, args.frames, args.repeats,
+                  command_line(__file__, parser, args))
     print(section)
     if args.write:
         from bench.sections import write_section

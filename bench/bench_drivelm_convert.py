@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.sections import machine_line, write_section  # noqa: E402
+from bench.sections import command_line, machine_line, write_section  # noqa: E402
 from domains.driving.drivelm import convert_drivelm  # noqa: E402
 from domains.driving.synthetic import generate  # noqa: E402
 
@@ -67,7 +67,7 @@ def _decoded(out: Path) -> dict[str, np.ndarray]:
     return frames
 
 
-def run(scenes: int, frames: int, repeats: int, grain: float) -> str:
+def run(scenes: int, frames: int, repeats: int, grain: float, command: str) -> str:
     work = Path(tempfile.mkdtemp(prefix="bench_drivelm_"))
     try:
         drivelm, n_frames = make_data(work / "raw", scenes, frames, grain)
@@ -118,7 +118,7 @@ def run(scenes: int, frames: int, repeats: int, grain: float) -> str:
         "default output are unchanged; JPEG is lossy (4:4:4 chroma).",
         "",
         f"- Machine: {machine_line()}",
-        "- Command: `python bench/bench_drivelm_convert.py --write`",
+        f"- Command: `{command}`",
         "",
         "| `--option` | s / frame | speed-up | MB / frame | size vs level 6 | pixels vs lossless |",
         "|---|---|---|---|---|---|",
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grain", type=float, default=4.0, help="camera noise, grey levels (0: flat renders)")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
-    section = run(args.scenes, args.frames, args.repeats, args.grain)
+    section = run(args.scenes, args.frames, args.repeats, args.grain, command_line(__file__, parser, args))
     print(section)
     if args.write:
         write_section(BENCHMARKS_MD, SECTION, section)

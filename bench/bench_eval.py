@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sections import ROOT, machine_line, publish, unpack_revision  # noqa: E402
+from bench.sections import ROOT, command_line, machine_line, publish, unpack_revision  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "bench_eval"
@@ -69,7 +69,7 @@ def _run(code: Path, recipe: Path, out: Path, overrides: list[str]) -> dict:
     return {**json.loads(lines[-1][len("RESULT "):]), "process_s": process_s}
 
 
-def measure(repeats: int, before: str, also: list[str]) -> str:
+def measure(repeats: int, before: str, also: list[str], command: str) -> str:
     from adapt.quickstart import prepare_landcover
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,7 +117,7 @@ def measure(repeats: int, before: str, also: list[str]) -> str:
         "Answers equal: the run's answers against `before`'s, sample by sample.",
         "",
         f"- Machine: {machine_line()}; load average {load:.1f} over the last minute at the end of the run",
-        "- Command: `python bench/bench_eval.py --write`",
+        f"- Command: `{command}`",
         "",
         "| version | samples/s | predict (s) | whole run (s) | speed-up, predict | speed-up, whole run | "
         "answers equal to before's |",
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="more revisions to time beside them (default: the eval read-ahead, since reverted)")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
-    publish(measure(args.repeats, args.before, args.also), BENCHMARKS_MD, SECTION, args.write)
+    publish(measure(args.repeats, args.before, args.also, command_line(__file__, parser, args)), BENCHMARKS_MD, SECTION,
+            args.write)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sections import ROOT, machine_line, publish, unpack_revision  # noqa: E402
+from bench.sections import ROOT, command_line, machine_line, publish, unpack_revision  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "bench_load"
@@ -82,7 +82,7 @@ def _available_gib() -> float:
     return float("inf")
 
 
-def measure(models: list[str], repeats: int, before: str, work: Path) -> str:
+def measure(models: list[str], repeats: int, before: str, work: Path, command: str) -> str:
     old = unpack_revision(before, work / "before")
     rows = []
     for preset in models:
@@ -123,7 +123,7 @@ def measure(models: list[str], repeats: int, before: str, work: Path) -> str:
         "against before.",
         "",
         f"- Machine: {machine_line()}; load average {load:.1f} over the last minute at the end of the run",
-        f"- Command: `python bench/bench_load.py --models {','.join(models)} --write`",
+        f"- Command: `{command}`",
         "",
         "| preset | parameters | safetensors GB | loaded as | GiB after load, now | GiB after load, before | "
         "GiB with every weight read, now | same, before | now / before | seconds, now | seconds, before | weights |",
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
-        section = measure(args.models.split(","), args.repeats, args.before, Path(tmp))
+        section = measure(args.models.split(","), args.repeats, args.before, Path(tmp),
+                          command_line(__file__, parser, args, skip=("work",)))
     publish(section, BENCHMARKS_MD, SECTION, args.write)
 
 

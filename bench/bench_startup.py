@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.sections import machine_line, publish, unpack_revision  # noqa: E402
+from bench.sections import command_line, machine_line, publish, unpack_revision  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
@@ -84,7 +84,7 @@ def _run(argv: list[str], out: Path, code: Path) -> tuple[float, bool, bool]:
     return seconds, "torch imported: True" in done.stdout, done.returncode == 0
 
 
-def measure(repeats: int, before: str) -> str:
+def measure(repeats: int, before: str, command: str) -> str:
     from domains.general.world import generate_general
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +135,7 @@ def measure(repeats: int, before: str) -> str:
         "a script calls it, which leaves the collector alone; its ratio is collector on / now.",
         "",
         f"- Machine: {machine_line()}; load average {load:.1f} over the last minute at the end of the run",
-        "- Command: `python bench/bench_startup.py --write`",
+        f"- Command: `{command}`",
         "",
         "| command | now, median (s) | now, best (s) | imports torch | before, median (s) | speed-up | "
         "collector on, median (s) | collector on / now |",
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", default="8588172~1", help="the git revision to compare with")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
-    publish(measure(args.repeats, args.before), BENCHMARKS_MD, "bench_startup", args.write)
+    publish(measure(args.repeats, args.before, command_line(__file__, parser, args)), BENCHMARKS_MD, "bench_startup", args.write)
 
 
 if __name__ == "__main__":

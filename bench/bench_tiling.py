@@ -27,7 +27,7 @@ from transformers import GotOcr2ImageProcessorPil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model.tiling as tiling  # noqa: E402
-from bench.sections import machine_line, write_section  # noqa: E402
+from bench.sections import command_line, machine_line, write_section  # noqa: E402
 from model.tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, preprocess_image  # noqa: E402
 
 # 1 tile, 9 tiles, 13 tiles, the stitched 2688x896 driving frame (13 tiles), 10 tiles
@@ -73,7 +73,7 @@ def thread_scaling(threads: int, jobs: int = 12) -> float:
     return alone / together
 
 
-def run(repeats: int) -> str:
+def run(repeats: int, command: str) -> str:
     config = TilingConfig(tile_size=448, min_tiles=1, max_tiles=12, thumbnail=True)
     reference = GotOcr2ImageProcessorPil(
         size={"height": 448, "width": 448},
@@ -158,7 +158,7 @@ def run(repeats: int) -> str:
             f"bicubic resizes (1600x900 -> 1344x1344, one plane each) **{scaling:.2f}x** as fast as one thread "
             "(`thread_scaling`): the threaded speed-up cannot pass the one-thread one times that.",
             f"- Machine: {machine_line()}; load average {load:.1f} over the last minute at the end of the run",
-            "- Command: `python bench/bench_tiling.py --write`",
+            f"- Command: `{command}`",
             "",
             "| image | tiles | ours (img/s) | ours, 1 thread (img/s) | reference (img/s) | speed-up "
             "| speed-up, 1 thread | CPU-time ratio, 1 thread |",
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per size and side")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
-    section = run(args.repeats)
+    section = run(args.repeats, command_line(__file__, parser, args))
     print(section)
     if args.write:
         write_section(BENCHMARKS_MD, "bench_tiling", section)

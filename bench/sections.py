@@ -5,8 +5,10 @@ Every published figure lives in such a section, written only by the command name
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import shlex
 from pathlib import Path
 
 from model.checkpoints.io import atomic_write_bytes
@@ -113,11 +115,32 @@ def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
     return statistics.fmean(diffs), 2 * statistics.stdev(diffs) / len(diffs) ** 0.5, len(diffs)
 
 
+def command_line(script: str, parser: argparse.ArgumentParser, args: argparse.Namespace,
+                 skip: tuple[str, ...] = ()) -> str:
+    """The exact command a section names: ``python bench/SCRIPT.py``, every option whose value differs from its
+    default, ``--write``. `skip`: options (by dest, e.g. a work folder) that do not change the figures."""
+    words = ["python", f"bench/{Path(script).name}"]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in ("help", "write", *skip) or action.help == argparse.SUPPRESS:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        option = max(action.option_strings, key=len)
+        if action.nargs == 0:  # a flag
+            words.append(option)
+        elif isinstance(action, argparse._AppendAction):
+            words += [word for item in value for word in (option, str(item))]
+        elif isinstance(value, (list, tuple)):
+            words += [option, *map(str, value)]
+        else:
+            words += [option, str(value)]
+    return shlex.join(words) + " --write"
+
+
 def section_script(measure, description: str, argv: list[str] | None = None) -> int:
     """The command line of a bench script whose `measure(write)` returns its section text (and writes it with
     ``write``): ``python bench/SCRIPT.py [--write]`` prints the text."""
-    import argparse
-
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--write", action="store_true", help="also replace the section in README.md")
     args = parser.parse_args(argv)

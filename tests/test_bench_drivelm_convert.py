@@ -23,8 +23,9 @@ def test_benchmarks_section_is_generated_and_names_its_command():
 
 
 def test_a_tiny_run_checks_the_png_pixels_and_measures_jpeg():
-    section = bench.run(scenes=1, frames=1, repeats=1, grain=0.0)
+    command = "python bench/bench_drivelm_convert.py --scenes 1 --frames 1 --repeats 1 --grain 0.0 --write"
+    section = bench.run(scenes=1, frames=1, repeats=1, grain=0.0, command=command)
     rows = [line for line in section.splitlines() if line.startswith("| `") and "s / frame" not in line]
-    assert len(rows) == len(bench.VARIANTS) and "python bench/bench_drivelm_convert.py --write" in section
+    assert len(rows) == len(bench.VARIANTS) and f"- Command: `{command}`" in section
     for row in rows:
         assert ("identical (checked)" in row) == row.startswith("| `png_level")

@@ -1,5 +1,7 @@
 """bench/sections.py: the machine named in every benchmark caption."""
 
+import pytest
+
 from bench.sections import cpu_name
 
 ZEN4 = """processor\t: 0
@@ -42,3 +44,55 @@ def test_machine_line_names_the_gpus_torch_sees(monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     line = machine_line()
     assert "2x NVIDIA H200 (CUDA 13.0); Python" in line and "no GPU" not in line
+
+
+def test_command_line_names_every_option_that_differs_from_its_default():
+    import argparse
+
+    from bench.sections import command_line
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", default="a,b")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--also", nargs="*", default=["x"])
+    parser.add_argument("--variant", action="append", default=[])
+    parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--work", default=None)
+    parser.add_argument("--write", action="store_true")
+    parse = parser.parse_args
+    assert command_line("bench/b.py", parser, parse(["--write"])) == "python bench/b.py --write"
+    args = parse(["--repeats", "2", "--models", "a,b", "--also", "--variant", "n=k=v", "--variant", "m",
+                  "--fresh", "--work", "/tmp/w x", "--write"])
+    assert command_line("/abs/bench/b.py", parser, args, skip=("work",)) == \
+        "python bench/b.py --repeats 2 --also --variant n=k=v --variant m --fresh --write"
+    assert command_line("b.py", parser, parse(["--work", "/tmp/w x"])) == "python bench/b.py --work '/tmp/w x' --write"
+
+
+def _capture(monkeypatch, module, name: str, captured: list, result="section"):
+    def stub(*args, **kwargs):
+        captured.append(args[-1])
+        return result
+    monkeypatch.setattr(module, name, stub)
+
+
+@pytest.mark.parametrize("script, function, argv, expected", [
+    ("bench_tiling", "run", ["--repeats", "2"], "python bench/bench_tiling.py --repeats 2 --write"),
+    ("bench_tiling", "run", [], "python bench/bench_tiling.py --write"),
+    ("bench_drivelm_convert", "run", ["--scenes", "1", "--frames", "2", "--repeats", "1"],
+     "python bench/bench_drivelm_convert.py --scenes 1 --frames 2 --repeats 1 --write"),
+    ("bench_convert", "run", ["--rs-n", "96", "--rs-size", "256", "--repeats", "2"],
+     "python bench/bench_convert.py --rs-n 96 --repeats 2 --write"),
+    ("bench_startup", "measure", ["--repeats", "1"], "python bench/bench_startup.py --repeats 1 --write"),
+    ("bench_eval", "measure", ["--repeats", "1", "--also"], "python bench/bench_eval.py --repeats 1 --also --write"),
+    ("bench_load", "measure", ["--models", "internvl2-1b", "--repeats", "1", "--work", "/tmp"],
+     "python bench/bench_load.py --models internvl2-1b --repeats 1 --write"),
+])
+def test_section_command_is_the_invocation(monkeypatch, script, function, argv, expected):
+    import importlib
+
+    module = importlib.import_module(f"bench.{script}")
+    captured: list = []
+    _capture(monkeypatch, module, function, captured)
+    module.main(argv)
+    assert captured == [expected]
+
