@@ -170,15 +170,20 @@ def run_model(name: str, n_threads: int, work: Path) -> dict:
     return result
 
 
-def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, float]) -> str:
+MODEL_TEXT = {"pocket-tiny": "pocket-tiny",
+              "internvl2-1b-shaped": "an InternVL2-1B-shaped model with random weights (InternViT-300M, "
+                                     "Qwen2-0.5B-shaped language model, 151,655-token vocabulary)"}
+
+
+def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, float], command: str) -> str:
     from bench.sections import machine_line
 
+    models = " and for ".join(MODEL_TEXT.get(name, name) for name in results)
     lines = [
         "## llama.cpp (GGUF f16 / q8_0 / q4_k_m) against PyTorch eager (`adapt export -f gguf`, `make llama-cpp`)",
         "",
-        "One tile-sized image and a short question, then 64 greedy tokens (end-of-text ignored), for pocket-tiny and for "
-        "an InternVL2-1B-shaped model with random weights (InternViT-300M, Qwen2-0.5B-shaped language model, "
-        "151,655-token vocabulary). Image encode: ms for the one tile; prompt: tokens/s over the whole prompt, image "
+        f"One tile-sized image and a short question, then 64 greedy tokens (end-of-text ignored), for {models}. "
+        "Image encode: ms for the one tile; prompt: tokens/s over the whole prompt, image "
         "tokens included; decode: tokens/s; peak RSS of the process that ran it (PyTorch: its own process, float32 "
         "eager; llama.cpp: the pocket-llama process, mmproj f16). Medians of the last 2 of 3 runs (llama.cpp) / of 3 "
         "(PyTorch). Decode bound = bandwidth / bytes one decode step reads (every text-model weight at that type, one "
@@ -189,7 +194,7 @@ def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, fl
         f"- Memory read bandwidth, same run: **{bandwidth:.1f} GB/s** (1 GiB of float32 read by torch.sum and by a "
         f"matrix-vector product, {n_threads} threads, best of 5 each)",
         f"- Load average before / after the run: {load[0]:.1f} / {load[1]:.1f} (a shared machine: other jobs ran too)",
-        "- Command: `python bench/bench_llamacpp.py --write`",
+        f"- Command: `{command}`",
         "",
         "| model | runtime | image encode ms | prompt tok/s | decode tok/s | decode / bound | peak RSS MiB "
         "| vs PyTorch: speed of encode / prompt / decode (>1 = llama.cpp faster), peak RSS |",
@@ -205,8 +210,9 @@ def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, fl
                 f"/ {r['decode_tps'] / base['decode_tps']:.2f}x, RSS {r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x")
             lines.append(f"| {name} | {label} | {r['image_encode_ms']:.1f} | {r['prompt_tps']:.0f} | {r['decode_tps']:.1f} "
                          f"| {r['decode_tps'] / bound:.0%} | {r['peak_rss_mib']:.0f} | {ratio} |")
-    lines += ["", "pocket-tiny (1.7 M parameters) is too small for memory bandwidth to matter: per-token overheads dominate, "
-              "and its bound column is shown only for completeness. llama.cpp runs without its extra buffer types "
+    tiny = ("pocket-tiny (1.7 M parameters) is too small for memory bandwidth to matter: per-token overheads "
+            "dominate, and its bound column is shown only for completeness. ") if "pocket-tiny" in results else ""
+    lines += ["", f"{tiny}llama.cpp runs without its extra buffer types "
               "(repacked / AMX kernels): they crashed on an Intel CPU with AMX (README \"Edge export\"), and on an "
               "AMD EPYC with AVX-512 they made decode no faster (InternVL2-1B-shaped, one run: f16 36.0, q8_0 48.5, "
               "q4_k_m 47.2 tok/s against 36.8, 50.2, 57.2 without; "
@@ -229,7 +235,10 @@ def main(argv=None) -> int:
     bandwidth = bandwidth_gbs(n_threads)
     with tempfile.TemporaryDirectory(prefix="bench-llamacpp-") as tmp:
         results = {name: run_model(name, n_threads, Path(tmp)) for name in args.models.split(",")}
-    text = table(results, bandwidth, n_threads, (load_before, os.getloadavg()[0]))
+    from bench.sections import command_line
+
+    text = table(results, bandwidth, n_threads, (load_before, os.getloadavg()[0]),
+                 command_line(__file__, parser, args))
     print(text)
     print(json.dumps({"bandwidth_gbs": bandwidth, "results": results}, indent=1), file=sys.stderr)
     if args.write:

@@ -96,3 +96,19 @@ def test_section_command_is_the_invocation(monkeypatch, script, function, argv, 
     module.main(argv)
     assert captured == [expected]
 
+
+def test_llamacpp_section_names_the_options_and_only_the_models_measured(monkeypatch):
+    from bench import bench_llamacpp
+
+    run = {"image_encode_ms": 1.0, "prompt_tps": 10.0, "decode_tps": 5.0, "peak_rss_mib": 20.0,
+           "weight_bytes_per_token": 1e6}
+    monkeypatch.setattr(bench_llamacpp, "bandwidth_gbs", lambda threads: 10.0)
+    monkeypatch.setattr(bench_llamacpp, "run_model", lambda name, threads, work: {"pytorch": run, "f16": run})
+    text = bench_llamacpp.table({"pocket-tiny": {"pytorch": run, "f16": run}}, 10.0, 1, (0.0, 0.0),
+                                "python bench/bench_llamacpp.py --models pocket-tiny --threads 1 --write")
+    assert "- Command: `python bench/bench_llamacpp.py --models pocket-tiny --threads 1 --write`" in text
+    assert "for pocket-tiny." in text and "InternVL2-1B-shaped model" not in text
+    captured: list = []
+    _capture(monkeypatch, bench_llamacpp, "table", captured)
+    bench_llamacpp.main(["--models", "pocket-tiny", "--threads", "1"])
+    assert captured == ["python bench/bench_llamacpp.py --models pocket-tiny --threads 1 --write"]
