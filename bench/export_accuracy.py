@@ -7,7 +7,8 @@
 
 The model is `make reproduce`'s land-cover run (`--run`, default runs/reproduce/landcover/adapted: its
 quickstart.yaml and train/final); when the run has no train/final it is made first, with `bench/reproduce.py`'s
-settings for that variant (`adapt quickstart`, fixed seeds). The adapted model is scored once in PyTorch and then
+settings for that variant (`adapt quickstart`, fixed seeds; KEY=VALUE overrides apply to it too, and a run made
+with them serves only further quick checks). The adapted model is scored once in PyTorch and then
 through each runtime at each type exactly as `adapt eval RECIPE --model adapted=RUN/train/final --runtime NAME
 --gguf-type/--onnx-type/--executorch-type TYPE` scores it (`adapt.run_eval.evaluate_model`, the code behind the
 CLI: it exports with `adapt export`'s `deploy.hf.export`, then answers the same prompts and tiles in the runtime).
@@ -113,18 +114,29 @@ def caption(runtime: str, pytorch: dict, rows: list[dict], notes: list[str]) -> 
 # measuring
 
 
-def ensure_run(run: Path, progress: bool) -> Path:
-    """`run`/train/final, making the run first (bench/reproduce.py's landcover settings) when it is missing."""
+QUICK_CHECK = "export_accuracy_overrides.json"  # in a run made for a quick check: its overrides
+
+
+def ensure_run(run: Path, progress: bool, overrides: list[str] = ()) -> Path:
+    """`run`/train/final, making the run first (bench/reproduce.py's landcover settings, then `overrides`) when it
+    is missing. A run made with overrides serves only checks with overrides, never a full measurement."""
     final = run / "train" / "final"
     if (final.is_dir() and (run / "quickstart.yaml").is_file()
             and (run / "report" / "predictions_adapted.jsonl").is_file()):
+        if (run / QUICK_CHECK).is_file() and not overrides:
+            made = json.loads((run / QUICK_CHECK).read_text(encoding="utf-8"))
+            raise SystemExit(f"{run} was made for a quick check with overrides {made}: delete it, or give another "
+                             "--run, for a full measurement")
         return final
     from adapt.quickstart import quickstart
     from bench.reproduce import FIELDS
 
     variant = FIELDS["landcover"].variants[0]  # the adapted run `python bench/reproduce.py landcover` makes
     print(f"{final} missing: running `{variant.command}` into {run} (bench/reproduce.py's settings)", flush=True)
-    quickstart(run, list(variant.overrides), progress=progress, field="landcover")
+    (run / QUICK_CHECK).unlink(missing_ok=True)
+    quickstart(run, [*variant.overrides, *overrides], progress=progress, field="landcover")
+    if overrides:
+        (run / QUICK_CHECK).write_text(json.dumps(list(overrides)) + "\n", encoding="utf-8")
     return final
 
 
@@ -194,7 +206,7 @@ def measure(run: Path, out: Path, runtimes: list[str], progress: bool, overrides
     from deploy.llamacpp import VERSION
     from deploy.runtimes import RUNTIMES
 
-    final = ensure_run(run, progress)
+    final = ensure_run(run, progress, list(overrides))
     recipe = load_recipe(run / "quickstart.yaml", list(overrides))
     timings = {}
     started = time.perf_counter()
@@ -269,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote the {SECTIONS[runtime]} section of {README}", flush=True)
 
     if args.from_results:
+        if not (args.out / "results.json").is_file():
+            parser.error(f"--from-results: {args.out / 'results.json'} does not exist (run without --from-results "
+                         "first, or give its --out)")
         results = json.loads((args.out / "results.json").read_text(encoding="utf-8"))
         if results.get("overrides"):
             parser.error(f"{args.out / 'results.json'} was measured with overrides {results['overrides']}")
