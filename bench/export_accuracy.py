@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.sections import ROOT, machine_line, write_section  # noqa: E402
+from bench.sections import ROOT, machine_line, run_script, write_section  # noqa: E402
 
 README = ROOT / "README.md"
 DEFAULT_RUN = ROOT / "runs" / "reproduce" / "landcover" / "adapted"
@@ -299,4 +299,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(main)

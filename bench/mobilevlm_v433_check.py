@@ -17,6 +17,7 @@ The tokenizer is not checked: the tiny model uses pocket-tiny's Qwen2 tokenizer,
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -140,7 +141,15 @@ def check(work: Path) -> None:
           f"(largest logit {ref['logits'].abs().max().item():.2f})")
 
 
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["export", "check"],
+                        help="export: in pocket-adapt's venv; check: in a transformers 4.33.1 venv")
+    parser.add_argument("work", type=Path, help="folder of the export and the references")
+    args = parser.parse_args(argv)
+    (export if args.step == "export" else check)(args.work.resolve())
+    return 0
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("export", "check"):
-        sys.exit(__doc__)
-    (export if sys.argv[1] == "export" else check)(Path(sys.argv[2]).resolve())
+    sys.exit(main())

@@ -9,6 +9,7 @@ import argparse
 import os
 import platform
 import shlex
+import sys
 from pathlib import Path
 
 from model.checkpoints.io import atomic_write_bytes
@@ -136,6 +137,19 @@ def command_line(script: str, parser: argparse.ArgumentParser, args: argparse.Na
         else:
             words += [option, str(value)]
     return shlex.join(words) + " --write"
+
+
+def run_script(main) -> None:
+    """Exit with `main()`'s status; an error the user can fix (`PocketAdaptError`, e.g. llama.cpp not built) ends in
+    its one-line message and status 1 instead of a traceback."""
+    from model.errors import PocketAdaptError
+
+    try:
+        status = main()
+    except PocketAdaptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        status = 1
+    raise SystemExit(status)
 
 
 def section_script(measure, description: str, argv: list[str] | None = None) -> int:

@@ -67,3 +67,17 @@ def test_bench_train_refuses_to_publish_a_gpu_model_measured_on_cpu(capsys, monk
         bench_train.main(["--models", "pocket-tiny,internvl2-1b", "--label", "x", "--write"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "--models internvl2-1b is a GPU run" in err and "--allow-cpu" in err
+
+
+def test_mobilevlm_v433_check_help_is_argparse_help():
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "mobilevlm_v433_check.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("usage:") and "{export,check}" in done.stdout
+
+
+def test_a_script_needing_llama_cpp_says_it_is_missing_in_one_line(tmp_path):
+    env = {**os.environ, "POCKET_LLAMA_CPP": str(tmp_path / "none"), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "llamacpp_preprocessing.py")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: llama.cpp is not built here")
