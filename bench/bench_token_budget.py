@@ -2,9 +2,9 @@
 recipe (`adapt quickstart --field driving`) trained once per budget at the same step budget, each scored on the held-out
 driving and general sets.
 
-    python bench/bench_token_budget.py                      # the reduced budget the README table states
-    python bench/bench_token_budget.py --write              # and replace README.md's `token_budget` section
-    python bench/bench_token_budget.py --steps 300 --batch-size 16 --eval-samples 200 --max-new-tokens 200  # template
+    python bench/bench_token_budget.py                      # a reduced budget: 40 steps x 8, 40 samples, 96 tokens
+    python bench/bench_token_budget.py --steps 300 --batch-size 16 --eval-samples 200 --max-new-tokens 200 \\
+        --variants baseline tiles2 pooled qformer --write   # the template's budget: README.md's `token_budget` table
     python bench/bench_token_budget.py --set probe --write  # the detail probe, README section `token_budget_probe`
 
 Variants (each cuts the baseline's image tokens to at most a quarter, on pocket-tiny and on Mini-InternVL's geometry):
