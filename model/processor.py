@@ -268,8 +268,9 @@ class VLMProcessor:
 
     def _tokenize(self, segments: list[tuple[str, bool]], num_tiles: list[int], ids: list[int],
                   labels: list[int]) -> None:
-        """Append the ids of the rendered prompt and their labels (the id where trained, else `IGNORE_INDEX`), tokenised as the model's own training code does, so that
-        sentencepiece-style tokenizers (a word-start ``▁`` at the start of every call) give the official ids.
+        """Append the ids of the rendered prompt and their labels (the id where trained, else `IGNORE_INDEX`),
+        tokenised as the model's own training code does, so that sentencepiece-style tokenizers (a word-start
+        ``▁`` at the start of every call) give the official ids.
 
         InternVL (``mpt`` templates) tokenises the whole prompt with each ``<image>`` written out as ``<img>``
         ``<IMG_CONTEXT>`` ``</img>``, then widens the ``<IMG_CONTEXT>`` to the image's run (text between added
