@@ -85,6 +85,31 @@ def test_exact_maps_on_the_grid():
         assert tuple(box) in allowed
 
 
+_SYMMETRIES = {"identity": lambda a: a, "hflip": lambda a: a[:, ::-1], "vflip": lambda a: a[::-1],
+               "rot180": lambda a: a[::-1, ::-1], "rot90ccw": lambda a: np.rot90(a, 1), "rot90cw": lambda a: np.rot90(a, 3),
+               "transpose": lambda a: a.transpose(1, 0, 2), "antitranspose": lambda a: np.rot90(a, 2).transpose(1, 0, 2)}
+
+
+@pytest.mark.parametrize("flips,rot90,expected", [
+    (True, False, {"identity", "hflip", "vflip", "rot180"}),
+    (False, True, {"identity", "rot90ccw", "rot180", "rot90cw"}),
+    (True, True, set(_SYMMETRIES)),
+])
+def test_every_symmetry_is_drawn(flips, rot90, expected):
+    """Each flip is decided on its own (albumentations' Compose(seed=...) gave both flips one draw: no mirrors)."""
+    a = np.random.default_rng(0).integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    record = {"images": ["x"], "conversations": [{"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]}
+    aug = build_augmentation(flips=flips, rot90=rot90, color_jitter=0.0, seed=0)
+    seen = []
+    for k in range(160):
+        n = np.asarray(aug(Image.fromarray(a), record, key=(0, k))[0])
+        seen += [name for name, f in _SYMMETRIES.items() if f(a).shape == n.shape and np.array_equal(f(a), n)][:1]
+    assert len(seen) == 160 and set(seen) == expected
+    assert min(seen.count(name) for name in expected) > 160 / len(expected) / 3  # no symmetry starved
+    again = [np.asarray(aug(Image.fromarray(a), record, key=(0, k))[0]).tobytes() for k in range(5)]
+    assert again == [np.asarray(aug(Image.fromarray(a), record, key=(0, k))[0]).tobytes() for k in range(5)]
+
+
 def test_deterministic_per_seed_and_key_and_colour_keeps_boxes():
     record = grounding_record(to_grid(BOX_PX, W, H))
     a = build_augmentation(color_jitter=0.3, seed=3)

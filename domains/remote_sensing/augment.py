@@ -3,6 +3,11 @@
     aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0)
     image, record = aug(image, record, key=(epoch, index))   # deterministic per (seed, key)
 
+Each call applies one symmetry of the square, drawn with numpy from ``derive_seed(seed, key)``: with
+``flips`` and ``rot90`` all eight are equally likely (identity, the two flips, the half and quarter turns,
+both transposes), with ``flips`` alone the identity, either flip or the half turn, with ``rot90`` alone the
+four turns; the colour jitter has a seed of its own from the same draw.
+
 Overhead scenes have no "up", so flips and quarter turns are label-preserving for classification,
 VQA about presence/counts/areas and grounding — *provided the boxes move with the pixels*. The
 callable finds every box in the record's text and moves it:
@@ -42,6 +47,8 @@ _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _ONE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
 # a <box> span, or (group 2) a bare [[...], [...]] list of boxes
 _SPANS = re.compile(r"<box>(.*?)</box>|(\[\s*\[[^\[\]]*\](?:\s*,\s*\[[^\[\]]*\])*\s*\])", re.DOTALL)
+# (transpose, hflip, vflip), applied in that order, for 0, 1, 2, 3 quarter turns anticlockwise
+_QUARTER_TURNS = ((False, False, False), (True, False, True), (False, True, True), (True, True, False))
 _EPS = 1e-3  # px added to zero-width/height boxes (albumentations rejects them); removed by rounding
 
 
@@ -87,18 +94,32 @@ class Augmentation:
         return (f"Augmentation(flips={self.flips}, rot90={self.rot90}, color_jitter={self.color_jitter}, "
                 f"seed={self.seed})")
 
-    def _compose(self, seed: int):
+    def _draw(self, key: Any) -> tuple[tuple[bool, bool, bool], int]:
+        """The symmetry ``(transpose, hflip, vflip)`` and the colour jitter's seed for `key`.
+
+        Drawn here with numpy rather than by albumentations' ``p=0.5`` transforms: ``Compose(seed=s)`` seeds
+        every transform alike, so HorizontalFlip and VerticalFlip drew the same number and never flipped
+        one without the other (no mirror image was ever made)."""
+        rng = np.random.default_rng(derive_seed(self.seed, key))
+        bits = tuple(bool(b) for b in rng.integers(0, 2, size=3))
+        turn = _QUARTER_TURNS[int(rng.integers(4))]
+        jitter_seed = int(rng.integers(2**32))
+        if self.flips and self.rot90:  # all 8 symmetries of the square, equally likely
+            return bits, jitter_seed
+        if self.flips:  # identity, hflip, vflip, half turn
+            return (False, bits[1], bits[2]), jitter_seed
+        if self.rot90:
+            return turn, jitter_seed
+        return (False, False, False), jitter_seed
+
+    def _compose(self, symmetry: tuple[bool, bool, bool], seed: int):
         import albumentations as A
 
-        ops = []
-        if self.flips:
-            ops += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
-        if self.rot90:
-            ops.append(A.RandomRotate90(p=1.0))
+        ops = [op(p=1.0) for op, on in zip((A.Transpose, A.HorizontalFlip, A.VerticalFlip), symmetry) if on]
         if self.color_jitter > 0:
             j = self.color_jitter
             ops.append(A.ColorJitter(brightness=j, contrast=j, saturation=j, hue=0.0, p=1.0))
-        params = A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True) if self.flips or self.rot90 else None
+        params = A.BboxParams(format="pascal_voc", label_fields=["box_ids"], clip=True) if any(symmetry) else None
         return A.Compose(ops, bbox_params=params, seed=seed)
 
     def __call__(self, image, record: Any, key: Any = None):
@@ -143,10 +164,13 @@ class Augmentation:
             pixel_boxes.append(b)
 
         array = np.asarray(image.convert("RGB"))
-        if not (self.flips or self.rot90):  # colour only: the boxes stay where they are
-            out = self._compose(derive_seed(self.seed, key))(image=array)
+        symmetry, jitter_seed = self._draw(key)
+        if not any(symmetry):  # colour only (or nothing): the boxes stay where they are
+            if self.color_jitter == 0:
+                return image, record
+            out = self._compose(symmetry, jitter_seed)(image=array)
             return Image.fromarray(out["image"]), record
-        out = self._compose(derive_seed(self.seed, key))(
+        out = self._compose(symmetry, jitter_seed)(
             image=array, bboxes=np.asarray(pixel_boxes, dtype=np.float64).reshape(-1, 4),
             box_ids=list(range(len(pixel_boxes))))
         new_image = Image.fromarray(out["image"])
