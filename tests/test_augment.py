@@ -142,12 +142,28 @@ def test_records_left_alone():
 
 def test_degenerate_box_and_dict_records():
     rec = {"conversations": [{"from": "human", "value": "<image>\n[[0, 0, 0, 10]] and [[1, 2]]"},
-                             {"from": "gpt", "value": "<box>[[0, 0, 0, 10]]</box> [[5, 5, 6, 6]]"}]}
+                             {"from": "gpt", "value": "<box>[[0, 0, 0, 10]]</box> [[5, 5]]"}]}
     aug = build_augmentation(flips=True, rot90=False, color_jitter=0.0, seed=0)
     outs = {aug(marked_image(), rec, key=(0, k))[1]["conversations"][1]["value"] for k in range(12)}
-    assert outs <= {"<box>[[0, 0, 0, 10]]</box> [[5, 5, 6, 6]]", "<box>[[1000, 0, 1000, 10]]</box> [[5, 5, 6, 6]]",
-                    "<box>[[0, 990, 0, 1000]]</box> [[5, 5, 6, 6]]", "<box>[[1000, 990, 1000, 1000]]</box> [[5, 5, 6, 6]]"}
-    assert len(outs) > 1  # bare [[...]] in a gpt turn is not a box and stays as written
+    assert outs == {"<box>[[0, 0, 0, 10]]</box> [[5, 5]]", "<box>[[1000, 0, 1000, 10]]</box> [[5, 5]]",
+                    "<box>[[0, 990, 0, 1000]]</box> [[5, 5]]", "<box>[[1000, 990, 1000, 1000]]</box> [[5, 5]]"}
+
+
+def test_a_bare_box_in_an_answer_leaves_the_record_alone():
+    """A bare [[x1, y1, x2, y2]] answer is not moved, so the image must not move either (it did, silently)."""
+    a = np.zeros((100, 200, 3), np.uint8)
+    a[:, :100] = 255  # the left half is white
+    image = Image.fromarray(a)
+    answer = {"images": ["x.png"], "conversations": [
+        {"from": "human", "value": "<image>\nWhere is the white field? Answer with a box."},
+        {"from": "gpt", "value": "[[0, 0, 500, 1000]]"}]}
+    in_answer_field = {**answer, "conversations": answer["conversations"][:1], "answer": "[[0, 0, 500, 1000]]"}
+    for rec in (answer, in_answer_field):
+        for flips, rot90 in ((True, False), (False, True), (True, True)):
+            aug = build_augmentation(flips=flips, rot90=rot90, color_jitter=0.0, seed=0)
+            for k in range(8):
+                got_image, got = aug(image, rec, key=(0, k))
+                assert got is rec and got_image is image
 
 
 def test_bad_jitter():

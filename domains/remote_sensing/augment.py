@@ -22,8 +22,9 @@ back with ``domains.boxes.to_grid`` for the new width and height, in the ``[a, b
 exactly (``x -> 1000 - x``).
 
 Left alone (returned unchanged): records without exactly one image, records whose ``meta`` has
-``"augment": false`` (questions about left/right/top/bottom, for example), and records whose boxes do
-not parse as ordered 0–1000 grid boxes. Colour jitter changes brightness, contrast and saturation but
+``"augment": false`` (questions about left/right/top/bottom, for example), records whose boxes do
+not parse as ordered 0–1000 grid boxes, and records with a bare ``[[x1, y1, x2, y2]]`` in an answer
+(a gpt turn or ``record.answer``): it may be a box, which would no longer match the moved pixels. Colour jitter changes brightness, contrast and saturation but
 never hue (colour can be the label: water, vegetation). Text that *names* directions is not rewritten.
 
 ``albumentations`` is imported when the augmentation is built, so the plugin loads without it.
@@ -62,6 +63,11 @@ def derive_seed(seed: int, key: Any = None) -> int:
 
 def _is_human(turn: Mapping) -> bool:
     return turn.get("from") == "human" or turn.get("role") == "user"
+
+
+def _bare_box(text: str) -> bool:
+    """Whether `text` holds a bare ``[[x1, y1, x2, y2], …]`` list (outside ``<box>``) with a box in it."""
+    return any(m.group(2) is not None and _ONE_BOX.search(m.group(2)) for m in _SPANS.finditer(text))
 
 
 def _rewrite(text: str, human: bool, on_box: Callable[[list[float]], str]) -> str:
@@ -149,6 +155,8 @@ class Augmentation:
             return ""
 
         for _, human, text in texts:
+            if not human and _bare_box(text):
+                return image, record  # likely a box in an answer, but not one we can tell from other number lists
             _rewrite(text, human, collect)
         pixel_boxes = []
         for vals in grid_boxes:
