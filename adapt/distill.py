@@ -171,7 +171,8 @@ class Distiller(Trainer):
         self.model.train()
         self.before = self._held_out_cosine() if self.dist.main else None  # the initial weights, resumed or not
         self._prepare_run(self._param_groups())
-        self.augment = build_augment(recipe.data.augment, recipe.seed)
+        general = [name for name, kind in self.plan.kinds.items() if kind == "general"]
+        self.augment = build_augment(recipe.data.augment, recipe.seed, general)  # general sources: never augmented
 
     def _param_groups(self) -> list[dict]:
         d, decay = self.recipe.distill, self.recipe.training.weight_decay
@@ -381,6 +382,8 @@ class Distiller(Trainer):
             parallel = f" with DeepSpeed ZeRO-{self.engine.zero_optimization_stage()}"
         print(f"  {self.total_steps} steps x {self.samples_per_step} images ({self.steps_per_epoch:.4g} steps/epoch), "
               f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
+        if self.augment is not None:
+            print(f"  {self.augment.summary(self.records)}", flush=True)
         if self.skips.count():
             print(self.skips.table(), flush=True)
 

@@ -253,7 +253,8 @@ class Trainer:
         self.model = apply_parts(vlm, self.settings).to(self.dist.device)
         self.model.train()
         self._prepare_run(parameter_groups(self.model, self.settings, t.weight_decay))
-        self.augment = build_augment(recipe.data.augment, recipe.seed)
+        general = [name for name, kind in self.plan.kinds.items() if kind == "general"]
+        self.augment = build_augment(recipe.data.augment, recipe.seed, general)  # general sources: never augmented
 
     def _plan_data(self, specs: list[SourceSpec], records: dict[str, list]) -> None:
         """Hold the records read, stop on too many bad ones, plan the domain/general mixture and the step count."""
@@ -783,6 +784,8 @@ class Trainer:
             parallel = " with DDP" if self.dist.world > 1 else ""
         print(f"  {self.total_steps} steps x {self.samples_per_step} samples ({self.steps_per_epoch:.4g} steps/epoch), "
               f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
+        if self.augment is not None:
+            print(f"  {self.augment.summary(self.records)}", flush=True)
         if self.skips.count():
             print(self.skips.table(), flush=True)
 

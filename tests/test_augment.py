@@ -15,7 +15,14 @@ from adapt.data.dataset import SupervisedDataset
 from adapt.data.samples import Record, SkipLog
 from adapt.recipe import RecipeError, load_recipe
 from domains.boxes import from_grid, parse_ref_boxes, to_grid
-from domains.remote_sensing.augment import Augmentation, build_augmentation, derive_seed
+from domains.remote_sensing.augment import (
+    GENERAL,
+    NAMES_DIRECTION,
+    OPTED_OUT,
+    Augmentation,
+    build_augmentation,
+    derive_seed,
+)
 from model.tiling import TilingConfig
 
 W, H = 320, 200
@@ -164,6 +171,67 @@ def test_a_bare_box_in_an_answer_leaves_the_record_alone():
             for k in range(8):
                 got_image, got = aug(image, rec, key=(0, k))
                 assert got is rec and got_image is image
+
+
+@pytest.mark.parametrize("text,names", [
+    ("<ref>The ship on the left</ref>", True), ("Where is the shape?\nA. right\nB. top", True),
+    ("the LOWER-LEFT corner", True), ("the leftmost car", True), ("a north-eastern field", True),
+    ("the road runs horizontally", True), ("turn it counter-clockwise", True), ("the westward runway", True),
+    ("the ship in the middle", False), ("the centre of the image", False), ("a rooftop and a topology", False),
+    ("How many buildings are there?", False), ("the Eastman plant", False),
+])
+def test_which_texts_name_a_direction(text, names):
+    record = {"images": ["x.png"], "conversations": [{"from": "human", "value": f"<image>\n{text}"},
+                                                     {"from": "gpt", "value": "yes"}]}
+    aug = build_augmentation(color_jitter=0.2)
+    assert aug.plan(record) == (("colour", NAMES_DIRECTION) if names else ("all", ""))
+
+
+def test_text_naming_a_direction_keeps_its_orientation():
+    """Flipping 'the ship on the left' trained a wrong answer: such records get colour jitter only."""
+    grid = to_grid(BOX_PX, W, H)
+    box = f"[[{grid[0]}, {grid[1]}, {grid[2]}, {grid[3]}]]"
+    record = Record(source="dior", line=1, images=["x.png"], image_sizes=[(W, H)], task="grounding",
+                    conversations=[{"from": "human", "value": "<image>\nWhere is <ref>the roof on the left</ref>?"},
+                                   {"from": "gpt", "value": f"<ref>the roof on the left</ref><box>{box}</box>"}])
+    in_options = Record(**{**record.__dict__, "conversations": [
+        {"from": "human", "value": "<image>\nWhere is the roof?"}, {"from": "gpt", "value": "A"}],
+        "options": ["A. upper left", "B. lower right"]})
+    for rec in (record, in_options):
+        for jitter in (0.0, 0.3):
+            aug = build_augmentation(flips=True, rot90=True, color_jitter=jitter, seed=0)
+            for k in range(12):
+                image, out = aug(marked_image(), rec, key=(0, k))
+                assert out is rec and image.size == (W, H) and white_bbox(image) == BOX_PX
+                if jitter == 0:
+                    assert np.array_equal(np.asarray(image), np.asarray(marked_image()))
+    forced = Record(**{**record.__dict__, "meta": {"augment": True}})  # the record's own word wins
+    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.0, seed=0)
+    assert aug.plan(forced) == ("all", "")
+    assert any(aug(marked_image(), forced, key=(0, k))[1] != forced for k in range(8))
+
+
+def test_general_sources_are_left_alone_and_counted(tmp_path):
+    marked_image().save(tmp_path / "x.png")
+    rs = grounding_record(to_grid(BOX_PX, W, H))
+    rs.images = [tmp_path / "x.png"]
+    left = Record(**{**rs.__dict__, "conversations": [{"from": "human", "value": "<image>\nIs the roof on the left?"},
+                                                       {"from": "gpt", "value": "yes"}], "answer": None})
+    opted_out = Record(**{**rs.__dict__, "meta": {"augment": False}})
+    replay = Record(**{**rs.__dict__, "source": "replay"})
+    replay_forced = Record(**{**replay.__dict__, "meta": {"augment": True}})
+    records = {"rs": [rs, left, opted_out], "replay": [replay, replay_forced]}
+    aug = build_augment({"flips": True, "rot90": True, "color_jitter": 0.2}, seed=0, general_sources=["replay"])
+    assert aug.plan(replay) == ("none", GENERAL) and aug.plan(replay_forced) == ("all", "")
+    order = [("replay", 0)] * 8
+    ds = SupervisedDataset(records, order, _EchoProcessor(), 512, SkipLog(), augment=aug)
+    for i in range(8):  # replay data is trained as it is
+        enc = ds[i]["encoded"]
+        assert enc["conversation"] == replay.conversations
+        assert np.array_equal(np.asarray(enc["images"][0]), np.asarray(marked_image()))
+    assert aug.summary(records) == (
+        "augment (flips, 90-degree turns, colour jitter 0.2): 2 of 5 records flipped / turned; held back: "
+        f"1 {NAMES_DIRECTION} (colour jitter only), 1 {GENERAL} (untouched), 1 {OPTED_OUT} (untouched)")
 
 
 def test_bad_jitter():

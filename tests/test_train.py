@@ -641,3 +641,14 @@ def test_a_resume_with_another_global_batch_goes_on_from_the_samples_trained(tmp
         assert trainer.start_step == 2 and taken == [4, 5, 6, 7]
     finally:
         trainer.close()
+
+
+def test_a_run_with_augmentation_says_what_it_holds_back(tmp_path, data_dir, capsys):
+    """The general (replay) source is never flipped or turned, and the run's plan says how many records are held back."""
+    path = write_recipe(tmp_path, data_dir, steps=1, save_every=10)
+    path.write_text(path.read_text().replace("mixing:", "  augment: {flips: true, rot90: true, color_jitter: 0.2}\nmixing:"))
+    trainer = Trainer(load_recipe(path), progress=False)
+    assert trainer.augment.general_sources == {"general"}
+    trainer._print_plan(0)
+    line, = [line for line in capsys.readouterr().out.splitlines() if "augment (" in line]
+    assert "of 80 records flipped / turned" in line and "48 from general sources (untouched)" in line

@@ -1,7 +1,8 @@
 """The recipe's ``data.augment`` section -> the training-time augmentation callable (or None).
 
-    augment = build_augment(recipe.data.augment, recipe.seed)   # None when the section is null
+    augment = build_augment(recipe.data.augment, recipe.seed, general_sources)   # None when the section is null
     image, record = augment(image, record, key=(epoch, position))
+    print(augment.summary(records))   # how many records are flipped / turned, and why the others are not
 
 The augmentation itself (flips, 90° turns, colour jitter, boxes in the text moved with the pixels)
 lives with the domains: ``domains.remote_sensing.augment.build_augmentation``. It is applied by
@@ -10,14 +11,16 @@ lives with the domains: ``domains.remote_sensing.augment.build_augmentation``. I
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["build_augment"]
 
 
-def build_augment(spec: Any, seed: int = 0):
+def build_augment(spec: Any, seed: int = 0, general_sources: Iterable[str] = ()):
     """An augmentation for `spec` (``recipe.data.augment``: an object or dict with ``flips``, ``rot90``,
-    ``color_jitter``), or None when `spec` is None or switches everything off."""
+    ``color_jitter``), or None when `spec` is None or switches everything off. Records of
+    `general_sources` (the names of the ``kind: general`` sources) are left as they are."""
     if spec is None:
         return None
     values = spec if isinstance(spec, dict) else spec.model_dump()
@@ -26,4 +29,5 @@ def build_augment(spec: Any, seed: int = 0):
     from domains.remote_sensing.augment import build_augmentation
 
     return build_augmentation(flips=bool(values.get("flips")), rot90=bool(values.get("rot90")),
-                              color_jitter=float(values.get("color_jitter") or 0.0), seed=seed)
+                              color_jitter=float(values.get("color_jitter") or 0.0), seed=seed,
+                              general_sources=general_sources)

@@ -1,7 +1,8 @@
 """Box-aware image augmentation for overhead imagery (albumentations): flips, 90° turns, colour jitter.
 
-    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0)
+    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0, general_sources={"replay"})
     image, record = aug(image, record, key=(epoch, index))   # deterministic per (seed, key)
+    print(aug.summary(records))   # how many records are augmented, and why the others are held back
 
 Each call applies one symmetry of the square, drawn with numpy from ``derive_seed(seed, key)``: with
 ``flips`` and ``rot90`` all eight are equally likely (identity, the two flips, the half and quarter turns,
@@ -21,11 +22,23 @@ back with ``domains.boxes.to_grid`` for the new width and height, in the ``[a, b
 ``render_ref_box`` uses; all other text is kept byte for byte. A flip or quarter turn maps the grid
 exactly (``x -> 1000 - x``).
 
-Left alone (returned unchanged): records without exactly one image, records whose ``meta`` has
-``"augment": false`` (questions about left/right/top/bottom, for example), records whose boxes do
-not parse as ordered 0–1000 grid boxes, and records with a bare ``[[x1, y1, x2, y2]]`` in an answer
-(a gpt turn or ``record.answer``): it may be a box, which would no longer match the moved pixels. Colour jitter changes brightness, contrast and saturation but
-never hue (colour can be the label: water, vegetation). Text that *names* directions is not rewritten.
+Not every record may be turned (`Augmentation.plan` says what happens to one, `Augmentation.summary`
+counts them for the run's log):
+
+* records whose text (any turn, the ``<ref>`` phrases, ``answer``, ``options``) names a direction or a
+  side of the image — left, right, top, bottom, upper, lower, above, below, north, south, east, west,
+  horizontal, vertical, clockwise and their forms (leftmost, north-east, westward…) — keep their
+  orientation and get colour jitter only: a flip makes "the ship on the left" or "A. right" false, and
+  such text is not rewritten. "Centre" and "middle" survive every flip and turn and hold nothing back;
+* records of ``general_sources`` (replay data, not overhead imagery) are left as they are;
+* a record's ``meta`` ``"augment": true`` lifts both rules (the record is augmented like any other),
+  ``"augment": false`` leaves it alone.
+
+Also left alone (returned unchanged): records without exactly one image, records whose boxes do not
+parse as ordered 0–1000 grid boxes, and records with a bare ``[[x1, y1, x2, y2]]`` in an answer (a gpt
+turn or ``record.answer``): it may be a box, which would no longer match the moved pixels. Colour
+jitter changes brightness, contrast and saturation but never hue (colour can be the label: water,
+vegetation).
 
 ``albumentations`` is imported when the augmentation is built, so the plugin loads without it.
 """
@@ -34,7 +47,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,6 +64,17 @@ _ONE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
 _SPANS = re.compile(r"<box>(.*?)</box>|(\[\s*\[[^\[\]]*\](?:\s*,\s*\[[^\[\]]*\])*\s*\])", re.DOTALL)
 # (transpose, hflip, vflip), applied in that order, for 0, 1, 2, 3 quarter turns anticlockwise
 _QUARTER_TURNS = ((False, False, False), (True, False, True), (False, True, True), (True, True, False))
+# a word naming a direction or a side of the image, in any of its forms (leftmost, north-east, westward, …)
+_DIRECTION = re.compile(
+    r"\b(?:left|right|top|bottom|upper|lower|above|below|horizontal|vertical|upwards?|downwards?"
+    r"|(?:counter|anti)?-?clockwise|(?:north|south)(?:-?(?:east|west))?|east|west)(?:most|ern|erly|ly|wards?|s)?\b",
+    re.IGNORECASE)
+# why a record is not flipped or turned (`Augmentation.plan`), worded for `Augmentation.summary`
+NOT_ONE_IMAGE = "without exactly one image"
+OPTED_OUT = "with meta.augment false"
+GENERAL = "from general sources"
+NAMES_DIRECTION = "whose text names a direction such as left, top or north"
+UNMOVABLE_BOXES = "with boxes that cannot be moved"
 _EPS = 1e-3  # px added to zero-width/height boxes (albumentations rejects them); removed by rounding
 
 
@@ -84,12 +109,14 @@ def _rewrite(text: str, human: bool, on_box: Callable[[list[float]], str]) -> st
 class Augmentation:
     """The callable `build_augmentation` returns; see the module docstring."""
 
-    def __init__(self, flips: bool = True, rot90: bool = True, color_jitter: float = 0.2, seed: int = 0):
+    def __init__(self, flips: bool = True, rot90: bool = True, color_jitter: float = 0.2, seed: int = 0,
+                 general_sources: Iterable[str] = ()):
         if not 0 <= float(color_jitter) <= 1:
             raise DomainError(f"color_jitter must be in [0, 1], got {color_jitter!r}")
         import albumentations as A  # noqa: F401  (fail at build time when it is missing)
 
         self.flips, self.rot90, self.color_jitter, self.seed = bool(flips), bool(rot90), float(color_jitter), int(seed)
+        self.general_sources = frozenset(general_sources)
         self._calls = 0
 
     @property
@@ -99,6 +126,58 @@ class Augmentation:
     def __repr__(self) -> str:
         return (f"Augmentation(flips={self.flips}, rot90={self.rot90}, color_jitter={self.color_jitter}, "
                 f"seed={self.seed})")
+
+    def plan(self, record: Any) -> tuple[str, str]:
+        """What `__call__` does with `record`: ``("all", "")`` everything configured, ``("colour", why)``
+        colour jitter only, ``("none", why)`` nothing; `why` is one of this module's reasons (or "")."""
+        what, why, _ = self._plan(record)
+        return what, why
+
+    def _plan(self, record: Any) -> tuple[str, str, list[list[float]]]:
+        """`plan`, with the grid boxes to move when the answer is "all"."""
+        if not self.enabled:
+            return "none", "", []
+        meta = _get(record, "meta")
+        meta = meta if isinstance(meta, Mapping) else {}
+        images = _get(record, "images")
+        if images is not None and len(images) != 1:
+            return "none", NOT_ONE_IMAGE, []
+        if meta.get("augment") is False:
+            return "none", OPTED_OUT, []
+        forced = meta.get("augment") is True
+        if not forced and _get(record, "source") in self.general_sources:
+            return "none", GENERAL, []
+        if not (self.flips or self.rot90):
+            return "all", "", []
+        texts = _texts(record)
+        if not forced and any(_DIRECTION.search(text) for _, _, text in texts):
+            return ("colour" if self.color_jitter > 0 else "none"), NAMES_DIRECTION, []
+        boxes: list[list[float]] = []
+
+        def collect(vals: list[float]) -> str:
+            boxes.append(vals)
+            return ""
+
+        for _, human, text in texts:
+            if not human and _bare_box(text):
+                return "none", UNMOVABLE_BOXES, []  # likely a box in an answer, but not one we can tell from others
+            _rewrite(text, human, collect)
+        if any(not all(0 <= v <= GRID for v in vals) or vals[2] < vals[0] or vals[3] < vals[1] for vals in boxes):
+            return "none", UNMOVABLE_BOXES, []
+        return "all", "", boxes
+
+    def summary(self, records: Mapping[str, Sequence[Any]]) -> str:
+        """One line for the run's log: the settings, how many of `records` (by source) are augmented and how
+        many are held back, and why."""
+        ops = [name for name, on in (("flips", self.flips), ("90-degree turns", self.rot90)) if on]
+        ops += [f"colour jitter {self.color_jitter:g}"] if self.color_jitter > 0 else []
+        counts = Counter(self.plan(r) for rs in records.values() for r in rs)
+        line = (f"augment ({', '.join(ops)}): {counts[('all', '')]} of {sum(counts.values())} records "
+                f"{'flipped / turned' if self.flips or self.rot90 else 'colour-jittered'}")
+        held = [f"{counts[what, why]} {why} ({'colour jitter only' if what == 'colour' else 'untouched'})"
+                for why in (NAMES_DIRECTION, GENERAL, OPTED_OUT, UNMOVABLE_BOXES, NOT_ONE_IMAGE)
+                for what in ("colour", "none") if counts[what, why]]
+        return line + ("; held back: " + ", ".join(held) if held else "")
 
     def _draw(self, key: Any) -> tuple[tuple[bool, bool, bool], int]:
         """The symmetry ``(transpose, hflip, vflip)`` and the colour jitter's seed for `key`.
@@ -136,32 +215,15 @@ class Augmentation:
         """
         from PIL import Image
 
-        if not self.enabled:
-            return image, record
-        meta = _get(record, "meta") or {}
-        images = _get(record, "images")
-        if (isinstance(meta, Mapping) and meta.get("augment") is False) or (images is not None and len(images) != 1):
+        what, _, grid_boxes = self._plan(record)
+        if what == "none":
             return image, record
         if key is None:
             key = (0xC0FFEE, self._calls)
             self._calls += 1
         width, height = image.size
-        texts = _texts(record)
-
-        grid_boxes: list[list[float]] = []
-
-        def collect(vals: list[float]) -> str:
-            grid_boxes.append(vals)
-            return ""
-
-        for _, human, text in texts:
-            if not human and _bare_box(text):
-                return image, record  # likely a box in an answer, but not one we can tell from other number lists
-            _rewrite(text, human, collect)
         pixel_boxes = []
         for vals in grid_boxes:
-            if not all(0 <= v <= GRID for v in vals) or vals[2] < vals[0] or vals[3] < vals[1]:
-                return image, record  # not boxes we can move faithfully
             b = list(from_grid(vals, width, height))
             for lo, hi, size in ((0, 2, width), (1, 3, height)):
                 if b[hi] - b[lo] <= 0:
@@ -173,6 +235,8 @@ class Augmentation:
 
         array = np.asarray(image.convert("RGB"))
         symmetry, jitter_seed = self._draw(key)
+        if what == "colour":
+            symmetry = (False, False, False)
         if not any(symmetry):  # colour only (or nothing): the boxes stay where they are
             if self.color_jitter == 0:
                 return image, record
@@ -195,13 +259,15 @@ class Augmentation:
             g = moved[next(counter)]
             return f"[{g[0]}, {g[1]}, {g[2]}, {g[3]}]"
 
-        rewritten = {where: _rewrite(text, human, render) for where, human, text in texts}
+        rewritten = {where: _rewrite(text, human, render) for where, human, text in _texts(record)}
         return new_image, _replace(record, rewritten, (new_w, new_h))
 
 
-def build_augmentation(flips: bool = True, rot90: bool = True, color_jitter: float = 0.2, seed: int = 0) -> Augmentation:
-    """A callable ``(image: PIL, record, key=None) -> (PIL, record)`` (see the module docstring)."""
-    return Augmentation(flips=flips, rot90=rot90, color_jitter=color_jitter, seed=seed)
+def build_augmentation(flips: bool = True, rot90: bool = True, color_jitter: float = 0.2, seed: int = 0,
+                       general_sources: Iterable[str] = ()) -> Augmentation:
+    """A callable ``(image: PIL, record, key=None) -> (PIL, record)`` (see the module docstring); records whose
+    ``source`` is one of `general_sources` are left as they are."""
+    return Augmentation(flips=flips, rot90=rot90, color_jitter=color_jitter, seed=seed, general_sources=general_sources)
 
 
 # ------------------------------------------------------------------------------------------ records
@@ -210,7 +276,7 @@ def _get(record: Any, name: str) -> Any:
 
 
 def _texts(record: Any) -> list[tuple[Any, bool, str]]:
-    """``(where, is_human, text)`` for every turn value and the answer, in a fixed order."""
+    """``(where, is_human, text)`` for every turn value, the answer and the options, in a fixed order."""
     out: list[tuple[Any, bool, str]] = []
     for k, turn in enumerate(_get(record, "conversations") or []):
         value = turn.get("value", turn.get("content"))
@@ -219,6 +285,9 @@ def _texts(record: Any) -> list[tuple[Any, bool, str]]:
     answer = _get(record, "answer")
     if isinstance(answer, str):
         out.append(("answer", False, answer))
+    options = _get(record, "options")
+    if isinstance(options, (list, tuple)):  # choices are part of the question
+        out += [(("option", k), True, o) for k, o in enumerate(options) if isinstance(o, str)]
     return out
 
 
@@ -232,6 +301,9 @@ def _replace(record: Any, rewritten: dict[Any, str], size: tuple[int, int]) -> A
     changes: dict[str, Any] = {"conversations": turns}
     if "answer" in rewritten:
         changes["answer"] = rewritten["answer"]
+    options = _get(record, "options")
+    if any(("option", k) in rewritten for k in range(len(options or ()))):
+        changes["options"] = [rewritten.get(("option", k), o) for k, o in enumerate(options)]
     if isinstance(record, Mapping):
         return {**record, **changes}
     if dataclasses.is_dataclass(record):
