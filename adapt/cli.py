@@ -736,7 +736,7 @@ def _tiles(args) -> int:
     config = dataclasses.replace(tiling, **given).for_images(args.images)
     if config.mode == "dynamic":
         cols, rows = tile_grid(width, height, config.min_tiles, config.max_tiles, config.tile_size)
-    else:  # pad (MobileVLM) or resize: one tile whatever the size
+    else:  # pad / crop (MobileVLM) or resize: one tile whatever the size
         cols = rows = 1
     n = count_tiles(width, height, config)
     print(f"{width}x{height}: grid {cols}x{rows} (cols x rows), {n} tiles{' incl. thumbnail' if n > cols * rows else ''}, "

@@ -25,6 +25,7 @@ def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
         "dynamic": "InternVL dynamic tiles (the closest aspect-ratio grid, bicubic resize, row-major tiles, a "
                    "thumbnail when there is more than one tile)",
         "pad": "one tile per image: padded to a centred square with the mean colour, then resized (bicubic)",
+        "crop": "one tile per image: the shortest edge resized (bicubic) to the tile size, then the centred tile cut",
         "resize": "one tile per image: resized (bicubic) to the tile size",
     }[tiling["mode"]]
     context = f"{profiles['image_tokens_per_tile']} x `{processor.image_context_token}` per tile"

@@ -3,8 +3,9 @@
 Reproduces InternVL2 / Mini-InternVL preprocessing (``dynamic_preprocess`` + ``build_transform``):
 pick the tile grid whose aspect ratio is closest to the image's, resize the whole image to that
 grid with bicubic resampling, cut it row-major into square tiles and append a thumbnail of the
-whole image when there is more than one tile. Two single-tile modes cover other model families:
-``pad`` (LLaVA / MobileVLM expand-to-square) and ``resize`` (squash to one tile).
+whole image when there is more than one tile. Three single-tile modes cover other model families:
+``pad`` (LLaVA / MobileVLM expand-to-square), ``crop`` (CLIPImageProcessor's shortest-edge resize and
+centre crop: MobileVLM without ``image_aspect_ratio: pad``) and ``resize`` (squash to one tile).
 
 Normalisation is bit-compatible with transformers' ``GotOcr2ImageProcessorPil``: uint8 is scaled
 by ``1/255`` in float64, cast to float32, then ``(x - mean) / std`` is computed in float32.
@@ -64,8 +65,8 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIGLIP_MEAN = SIGLIP_STD = (0.5, 0.5, 0.5)
 
-Mode = Literal["dynamic", "pad", "resize"]
-_MODES: tuple[str, ...] = ("dynamic", "pad", "resize")
+Mode = Literal["dynamic", "pad", "crop", "resize"]
+_MODES: tuple[str, ...] = ("dynamic", "pad", "crop", "resize")
 _BICUBIC = Image.Resampling.BICUBIC
 
 
@@ -79,7 +80,8 @@ class TilingConfig:
     """How one image becomes tiles.
 
     ``mode``: ``dynamic`` = InternVL tiles (+ thumbnail); ``pad`` = pad to a centred square with
-    colour ``int(255 * mean)`` then resize to one tile; ``resize`` = squash to one tile.
+    colour ``int(255 * mean)`` then resize to one tile; ``crop`` = resize the shortest edge to the tile
+    size, then cut the centred tile (transformers' CLIPImageProcessor); ``resize`` = squash to one tile.
     ``min_tiles`` / ``max_tiles`` / ``thumbnail`` only apply to ``dynamic``; tile counts are at most
     :data:`MAX_TILES_LIMIT`. ``max_pixels`` caps the decoded pixels of one image file (:func:`load_image`).
     Every path that sets these (recipes, CLI flags, meta JSON caps, checkpoint configs) builds a
@@ -265,6 +267,11 @@ def _resize_plan(image: Image.Image, config: TilingConfig) -> tuple[Image.Image,
         return _expand_to_square(image, _pad_color(config.mean)), [((size, size), [(0, 0, 0)])]
     if config.mode == "resize":
         return image, [((size, size), [(0, 0, 0)])]
+    if config.mode == "crop":  # transformers' get_resize_output_image_size(default_to_square=False), center_crop
+        width, height = image.size
+        short, long = sorted((width, height))
+        target = (size, int(size * long / short)) if width <= height else (int(size * long / short), size)
+        return image, [(target, [(0, (target[1] - size) // 2, (target[0] - size) // 2)])]
     cols, rows = tile_grid(*image.size, config.min_tiles, config.max_tiles, size)
     tiles = [(r * cols + c, r * size, c * size) for r in range(rows) for c in range(cols)]
     plan = [((size * cols, size * rows), tiles)]
@@ -484,8 +491,10 @@ def _resize_in_bands(source: Image.Image, plan: list[_Resize], lanes: int, size:
                 horizontal.append(lambda m=middle, t=top, b=bottom, w=target_w: m.__setitem__(
                     slice(t, b), np.asarray(source.crop((0, t, width, b)).resize((w, b - t), _BICUBIC))))
                 finish.append(one_done)
-        # vertical: bands of whole tile columns of the intermediate, each gathered into its tiles
-        for left, right in _chunks(target_w, 2 * lanes if target_w > size else 1, size):
+        # vertical: bands of whole tile columns of the intermediate, each gathered into its tiles (one band when
+        # a tile does not start on a multiple of the tile size, as crop's centred tile)
+        aligned = all(t[2] % size == 0 for t in tiles)
+        for left, right in _chunks(target_w, 2 * lanes if target_w > size and aligned else 1, size):
             band = [t for t in tiles if left <= t[2] < right]
 
             def vertical(m=middle, a=left, b=right, h=target_h, band=band) -> None:

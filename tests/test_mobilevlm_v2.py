@@ -285,3 +285,32 @@ def test_the_v2_preset_fetches_pickle_weights_only_when_allowed(allow_pickle, so
     vlm, _ = model.load("mobilevlm-v2-1.7b", allow_pickle=allow_pickle)
     assert vlm.config.projector_type == "ldpv2"
     assert [(hub_id, "*.bin" in patterns) for hub_id, patterns in asked] == [("mtgv/MobileVLM_V2-1.7B", allow_pickle)]
+
+
+@pytest.mark.parametrize("value", ["square", None], ids=["square", "missing"])
+def test_a_config_without_pad_is_centre_cropped_as_mobilevlm_does_and_exported_so(value, sources, tmp_path, example_image):
+    """MobileVLM's process_images pads only for image_aspect_ratio 'pad'; any other value, or none (its getattr
+    default), is CLIPImageProcessor's shortest-edge resize and centre crop (mobilevlm.md §5). It was squashed
+    (mode resize) for a value other than pad, and padded when the key was missing."""
+    source = tmp_path / "source"
+    shutil.copytree(sources[False].directory, source)
+    config = json.loads((source / "config.json").read_text())
+    config.pop("image_aspect_ratio")
+    if value is not None:
+        config["image_aspect_ratio"] = value
+    (source / "config.json").write_text(json.dumps(config))
+    vlm, processor = model.load(source)
+    assert processor.tiling.mode == "crop"
+    tile = MOBILEVLM_TILE
+    official = CLIPImageProcessorPil(size={"shortest_edge": tile}, crop_size={"height": tile, "width": tile},
+                                     resample=3, do_center_crop=True, image_mean=[0.48145466, 0.4578275, 0.40821073],
+                                     image_std=[0.26862954, 0.26130258, 0.27577711])
+    wide = example_image.resize((640, 480))
+    assert torch.equal(processor(QUESTION, images=[wide]).pixel_values,
+                       official(images=[wide], return_tensors="pt").pixel_values)
+    out = export(vlm, processor, "mobilevlm", tmp_path / "export")
+    assert json.loads((out / "config.json").read_text())["image_aspect_ratio"] == "square"  # not padded on reload
+    tower = CLIPImageProcessorPil.from_pretrained(str(out / "vision_tower"))  # what MobileVLM reads: no expand2square
+    _, again = model.load(out)
+    assert again.tiling.mode == "crop"
+    assert torch.equal(again(QUESTION, images=[wide]).pixel_values, tower(images=[wide], return_tensors="pt").pixel_values)

@@ -319,6 +319,24 @@ def test_resize_mode_clip_stats_parity_with_transformers() -> None:
     _assert_identical(preprocess_image(image, config), expected)
 
 
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (336, 336), (337, 1001), (1000, 17), (200, 100),
+                                  (1600, 900), (3001, 2999)])
+def test_crop_mode_parity_with_clip_image_processor(size: tuple[int, int], monkeypatch) -> None:
+    """MobileVLM without padding: CLIPImageProcessor's shortest-edge resize and centre crop, bit for bit, on one
+    thread and on three (the centred tile does not start on a multiple of the tile size)."""
+    from transformers import CLIPImageProcessorPil
+
+    image = _noise(*size, seed=size[0])
+    proc = CLIPImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, resample=3,
+                                 do_center_crop=True, image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+    expected = proc(images=[image], return_tensors="pt")["pixel_values"]
+    config = TilingConfig(tile_size=336, max_tiles=1, thumbnail=False, mode="crop", mean=CLIP_MEAN, std=CLIP_STD)
+    for threads in (1, 3):
+        monkeypatch.setattr(tiling, "_threads", lambda threads=threads: threads)
+        _assert_identical(preprocess_image(image, config), expected)
+    assert count_tiles(*size, config) == 1 and split_into_tiles(image, config)[0].size == (336, 336)
+
+
 @pytest.mark.parametrize(
     ("mean", "std"), [(IMAGENET_MEAN, IMAGENET_STD), (CLIP_MEAN, CLIP_STD), (SIGLIP_MEAN, SIGLIP_STD)]
 )
@@ -386,6 +404,7 @@ def test_thumbnail_off() -> None:
         TilingConfig(tile_size=32, thumbnail=False, max_tiles=6),
         TilingConfig(tile_size=32, mode="pad", mean=CLIP_MEAN, std=CLIP_STD),
         TilingConfig(tile_size=32, mode="resize", mean=SIGLIP_MEAN, std=SIGLIP_STD),
+        TilingConfig(tile_size=32, mode="crop", mean=CLIP_MEAN, std=CLIP_STD),
         TilingConfig(tile_size=31, mode="pad"),
     ],
 )
@@ -480,7 +499,7 @@ def test_from_dict_rejects_unknown_keys() -> None:
         {"tile_size": 0},
         {"tile_size": -448},
         {"min_tiles": 0},
-        {"mode": "crop"},
+        {"mode": "letterbox"},
         {"mean": [0.5, 0.5]},
         {"std": [0.5, 0.0, 0.5]},
         {"max_tiles": 6.0},

@@ -81,7 +81,9 @@ def config_from_mobilevlm(raw: dict, directory: Path, image_token_id: int) -> Po
         llm_fields["rope_parameters"] = {"rope_type": "default", "rope_theta": float(llm_fields.pop("rope_theta"))}
     text = LlamaConfig(**llm_fields)
     vision = vision_config_for(raw.get("mm_vision_tower", ""), directory)
-    pad = raw.get("image_aspect_ratio", "pad") == "pad"
+    # MobileVLM's process_images pads only for 'pad'; any other value, or none, is CLIPImageProcessor's
+    # shortest-edge resize and centre crop (mobilevlm.md §5)
+    pad = raw.get("image_aspect_ratio") == "pad"
     return PocketVLMConfig(
         vision_config=vision,
         text_config=text,
@@ -93,7 +95,7 @@ def config_from_mobilevlm(raw: dict, directory: Path, image_token_id: int) -> Po
         image_end_token=None,
         tiling=TilingConfig(
             tile_size=_size(vision.image_size), max_tiles=1, thumbnail=False,
-            mode="pad" if pad else "resize", mean=CLIP_MEAN, std=CLIP_STD,
+            mode="pad" if pad else "crop", mean=CLIP_MEAN, std=CLIP_STD,
         ).to_dict(),
         chat_template="vicuna_v1",
     )
@@ -164,11 +166,11 @@ def check_exportable(config: PocketVLMConfig) -> None:
     if head_dim not in (None, text.hidden_size // text.num_attention_heads):
         raise CheckpointError(f"{where}: head_dim {head_dim} is not hidden_size / num_attention_heads")
     tiling = TilingConfig.from_dict(config.tiling)
-    if tiling.mode != "pad" or tiling.tile_size != _size(config.vision_config.image_size):
+    if tiling.mode not in ("pad", "crop") or tiling.tile_size != _size(config.vision_config.image_size):
         raise CheckpointError(
-            f"{where} preprocesses one image as a padded square of the tower's size "
-            f"({_size(config.vision_config.image_size)} px, image_aspect_ratio 'pad'); this model tiles in mode "
-            f"{tiling.mode!r} at {tiling.tile_size} px"
+            f"{where} preprocesses one image as a padded square (image_aspect_ratio 'pad') or a centre crop "
+            f"(any other value) of the tower's size ({_size(config.vision_config.image_size)} px); this model tiles "
+            f"in mode {tiling.mode!r} at {tiling.tile_size} px"
         )
     if config.image_context_token != IMAGE_CONTEXT or config.image_start_token or config.image_end_token:
         raise CheckpointError(f"{where} marks an image with {IMAGE_CONTEXT!r} alone (no start / end tokens)")
@@ -208,7 +210,8 @@ def mobilevlm_config(config: PocketVLMConfig, tower: str, tied: bool, dtype: tor
         "mm_vision_select_feature": "patch",
         "mm_vision_tower": tower,
         "vision_tower_type": "clip",
-        "image_aspect_ratio": "pad",
+        # 'square' is MobileVLM's own name for not padding (DataArguments' default): a centre crop
+        "image_aspect_ratio": "pad" if TilingConfig.from_dict(config.tiling).mode == "pad" else "square",
         "mm_use_im_start_end": False,
         "mm_use_im_patch_token": False,
         "use_mm_proj": True,
@@ -220,7 +223,8 @@ def mobilevlm_config(config: PocketVLMConfig, tower: str, tied: bool, dtype: tor
 
 
 def clip_preprocessor_config(tiling: TilingConfig) -> dict:
-    """`CLIPImageProcessor` settings that, after MobileVLM's expand2square, reproduce our `pad` tiling."""
+    """`CLIPImageProcessor` settings that reproduce our `crop` tiling, and our `pad` tiling after MobileVLM's
+    expand2square."""
     return {
         "image_processor_type": "CLIPImageProcessor",
         "do_resize": True,
