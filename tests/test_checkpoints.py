@@ -587,3 +587,26 @@ def test_exports_carry_the_models_chat_template(fmt, tmp_path, example_image):
     ours = processor([{"role": "user", "content": "<image>\nShapes?"}], images=[example_image])
     assert got["input_ids"][0].tolist() == ours.input_ids.tolist()
     assert torch.equal(got["pixel_values"], ours.pixel_values)
+
+
+def test_an_hf_export_of_a_tokenizer_without_internvl_token_names_loads_in_internvl_processor(tmp_path, example_image):
+    """A released InternVL2 checkpoint's tokenizer (original layout) has no `extra_special_tokens`, from which
+    `InternVLProcessor` reads `<img>`, `</img>`, `<IMG_CONTEXT>` and `<video>`: its hf export could not be loaded
+    by transformers' processor. The export names them, as transformers' own converter does."""
+    from deploy.hf import export
+
+    vlm, processor = model.load("pocket-tiny", chat_template="Hermes-2")
+    plain = model.save(vlm, processor, tmp_path / "plain")
+    config = json.loads((plain / "tokenizer_config.json").read_text())
+    for key in ("extra_special_tokens", "model_specific_special_tokens", "start_image_token", "end_image_token",
+                "context_image_token", "video_token"):  # as the tokenizer of a released InternVL2 has none of them
+        config.pop(key, None)
+    (plain / "tokenizer_config.json").write_text(json.dumps(config))
+    vlm, processor = model.load(plain)
+    out = export(vlm, processor, "hf", tmp_path / "hf")
+    hf = _internvl_processor(out)
+    asked = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Shapes?"}]}]
+    got = hf(images=[example_image], text=[hf.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)],
+             return_tensors="pt")
+    ours = processor([{"role": "user", "content": "<image>\nShapes?"}], images=[example_image])
+    assert got["input_ids"][0].tolist() == ours.input_ids.tolist()

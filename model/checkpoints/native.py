@@ -170,11 +170,27 @@ def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     if processor is not None:
         # transformers' InternVLProcessor reads its placeholders <IMG_CONTEXT> / <video> from the rendered chat
         processor.save_pretrained(out_dir, image_token=vlm.config.image_context_token, video_token=VIDEO_TOKEN)
+        _name_internvl_tokens(out_dir / "tokenizer_config.json", processor)
         write_json(out_dir / "preprocessor_config.json", _preprocessor_config(processor.tiling))
         write_json(out_dir / "processor_config.json",
                    {"processor_class": "InternVLProcessor", "image_seq_length": vlm.config.image_seq_length})
     write_json(out_dir / SIDECAR, {"tiling": vlm.config.tiling, "chat_template": vlm.config.chat_template})
     return out_dir
+
+
+def _name_internvl_tokens(path: Path, processor) -> None:
+    """`InternVLProcessor` reads its image and video tokens from the tokenizer's ``extra_special_tokens``; an
+    original-layout tokenizer (a released InternVL2's Qwen2 / InternLM2 one) has none, so it could not load the
+    export. Named here as transformers' own InternVL converter names them (a ``<video>`` the vocabulary lacks is
+    added by transformers when it loads the tokenizer; it only matters for video input)."""
+    config = read_json(path)
+    extra = config.get("extra_special_tokens")
+    extra = dict(extra) if isinstance(extra, dict) else {}
+    wanted = {"start_image_token": processor.image_start_token or "<img>",
+              "end_image_token": processor.image_end_token or "</img>",
+              "context_image_token": processor.image_context_token, "video_token": VIDEO_TOKEN}
+    if any(extra.get(k, config.get(k)) != v for k, v in wanted.items()):  # transformers 5 saves them top level
+        write_json(path, {**config, "extra_special_tokens": {**extra, **wanted}})
 
 
 def _preprocessor_config(tiling: TilingConfig) -> dict:
