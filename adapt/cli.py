@@ -814,8 +814,9 @@ def _recipe_verbs(verbs) -> None:
                        help="only generate the field's data into OUT/data, the folder its recipe template reads "
                             "(`adapt init quickstart DIR && adapt quickstart --data-only --out DIR`), then stop")
     quick.add_argument("--force", action="store_true",
-                       help="start over even where that replaces an edited OUT/<template>.yaml or empties an OUT/train "
-                            "folder holding files adapt train did not write (refused without it)")
+                       help="start over even where that replaces an edited OUT/<template>.yaml, data folders under "
+                            "OUT (raw/, data/...) an earlier quick start did not write, or an OUT/train folder holding "
+                            "files adapt train did not write (refused without it)")
     quick.add_argument("--no-progress", action="store_true")
     quick.set_defaults(handler=_quickstart, builds_model=True)
 
@@ -954,7 +955,7 @@ def _quickstart(args) -> int:
 
         if args.overrides:
             raise CliError("--data-only writes data only; recipe overrides apply to a full quick start")
-        data = prepare_data(out, args.field, progress=not args.no_progress)
+        data = prepare_data(out, args.field, progress=not args.no_progress, force=args.force)
         template = FIELDS[args.field][0]
         print(f"data in {data}\nnext: adapt init {template} {_q(out)} (if not done), then adapt train "
               f"{_q(out / f'{template}.yaml')}")

@@ -8,6 +8,7 @@ side by side. `mixing.general_ratio=0` shows the forgetting that mixing prevents
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -78,6 +79,16 @@ FIELDS = {
 }
 
 
+# the folders under out_dir each field's data preparation (re)writes whole
+DATA_FOLDERS = {
+    "landcover": ("data/general", "data/landcover"),
+    "remote_sensing": ("raw", "data/rs", "data/general"),
+    "driving": ("raw", "data/driving", "data/general"),
+    "medical": ("raw", "data/med", "data/general"),
+}
+DATA_STAMP = ".quickstart-data.json"  # in out_dir: the folders earlier quick starts wrote there
+
+
 def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
     """QuickstartError when starting over would replace an edited recipe or empty a folder of other files."""
     if recipe_path.is_file() and recipe_path.read_bytes() != template.read_bytes():
@@ -88,13 +99,41 @@ def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
                               "move them, or pass --force")
 
 
-def prepare_data(out_dir: Path, field: str = "landcover", progress: bool = True) -> Path:
+def _written_before(out_dir: Path) -> set[str]:
+    try:
+        return set(json.loads((out_dir / DATA_STAMP).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
+def _refuse_to_replace_data(out_dir: Path, field: str) -> None:
+    """QuickstartError when a folder the field's data preparation rewrites holds something an earlier quick start
+    did not write there (a real data set under ``raw/``, the user's own ``data/general``)."""
+    earlier = _written_before(out_dir)
+    taken = [out_dir / rel for rel in DATA_FOLDERS[field]
+             if rel not in earlier and (out_dir / rel).is_dir() and any((out_dir / rel).iterdir())]
+    if taken:
+        raise QuickstartError(f"{', '.join(map(str, taken))}: not written by a quick start, and a quick start "
+                              "replaces what it holds with synthetic data: choose another --out, move it, or pass --force")
+
+
+def _stamp_data(out_dir: Path, field: str) -> None:
+    (out_dir / DATA_STAMP).write_text(json.dumps(sorted(_written_before(out_dir) | set(DATA_FOLDERS[field]))) + "\n",
+                                      encoding="utf-8")
+
+
+def prepare_data(out_dir: Path, field: str = "landcover", progress: bool = True, force: bool = False) -> Path:
     """Only the data of `field`'s quick start, in ``out_dir/data`` (where its recipe template, copied into
-    `out_dir` by `adapt init`, looks for it); returns that folder."""
+    `out_dir` by `adapt init`, looks for it); returns that folder. Without `force`, folders holding data an
+    earlier quick start did not write are refused, not replaced."""
     if field not in FIELDS:
         raise ValueError(f"unknown quick-start field {field!r}; known: {', '.join(FIELDS)}")
-    data = Path(out_dir) / "data"
+    out_dir = Path(out_dir)
+    if not force:
+        _refuse_to_replace_data(out_dir, field)
+    data = out_dir / "data"
     FIELDS[field][1](data, progress)
+    _stamp_data(out_dir, field)
     return data
 
 
@@ -103,9 +142,10 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     """`field`: "landcover" (the default story), or a domain plugin's synthetic raw data, converters and
     recipe template end to end: "remote_sensing", "driving", "medical".
 
-    A quick start starts over: it writes the template as ``out_dir/<template>.yaml`` and empties ``out_dir/train``.
-    Without `force` it refuses (before writing anything) to replace a recipe there that differs from the template
-    (an edited one) or to empty a ``train`` folder that ``adapt train`` did not make."""
+    A quick start starts over: it writes the template as ``out_dir/<template>.yaml``, its synthetic data over the
+    folders :data:`DATA_FOLDERS` names and empties ``out_dir/train``. Without `force` it refuses (before writing
+    anything) to replace a recipe there that differs from the template (an edited one), data folders an earlier quick
+    start did not write, or a ``train`` folder that ``adapt train`` did not make."""
     if field not in FIELDS:
         raise ValueError(f"unknown quick-start field {field!r}; known: {', '.join(FIELDS)}")
     started = time.perf_counter()
@@ -119,11 +159,13 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     load_recipe(source, [*overrides, f"output.dir={run_dir}"])
     if not force:
         _refuse_to_lose(recipe_path, source, run_dir)
+        _refuse_to_replace_data(out_dir, field)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, recipe_path)
     recipe = load_recipe(recipe_path, [*overrides, f"output.dir={run_dir}"])
     print(f"[1/4] generating data in {data}", flush=True)
     prepare(data, progress)
+    _stamp_data(out_dir, field)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a quick start always starts over
     reports = out_dir / "report"
 

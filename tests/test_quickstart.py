@@ -115,3 +115,25 @@ def test_domain_quickstarts_run_end_to_end(tmp_path, capsys, field, sources):
         drivelm = report["runs"]["adapted"]["sources"]["drivelm"]
         assert drivelm["metrics"]["final_score"] is None
         assert any("LLM-judge term not computed" in note for note in drivelm["notes"])
+
+
+def test_a_quickstart_never_replaces_data_it_did_not_write(tmp_path, capsys):
+    """`adapt quickstart --field medical --out proj` replaced proj/raw/* (a real study kept there) and the user's
+    proj/data/general with synthetic data, --force or not. Folders an earlier quick start did not write are refused."""
+    out = tmp_path / "proj"
+    (out / "raw" / "slake").mkdir(parents=True)
+    (out / "raw" / "slake" / "README.txt").write_text("mine")
+    (out / "data" / "general").mkdir(parents=True)
+    (out / "data" / "general" / "train.jsonl").write_text("my general set\n")
+    for argv in (["--data-only"], []):
+        assert main(["quickstart", "--field", "medical", "--out", str(out), "--no-progress", *argv]) == 1
+        err = capsys.readouterr().err
+        assert f"{out / 'raw'}, {out / 'data' / 'general'}: not written by a quick start" in err and "--force" in err
+    assert (out / "raw" / "slake" / "README.txt").read_text() == "mine"
+    assert (out / "data" / "general" / "train.jsonl").read_text() == "my general set\n"
+    assert sorted(p.name for p in out.iterdir()) == ["data", "raw"]  # nothing written, not even the recipe
+    from adapt.quickstart import DATA_FOLDERS, _refuse_to_replace_data, _stamp_data
+
+    _stamp_data(out, "medical")  # folders a quick start wrote: the next one may replace them
+    _refuse_to_replace_data(out, "medical")
+    assert set(DATA_FOLDERS["landcover"]) - set(DATA_FOLDERS["medical"]) == {"data/landcover"}
