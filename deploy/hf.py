@@ -39,7 +39,7 @@ from pathlib import Path
 
 from domains.files import process_alive
 from model import PocketVLM, VLMProcessor, save
-from model.checkpoints.checksums import CHECKSUMS, read_checksums, write_checksums
+from model.checkpoints.checksums import CHECKSUMS, file_sha256, read_checksums, write_checksums
 from model.checkpoints.io import honour_umask
 from model.checkpoints.mobilevlm import TOWER_FOLDER, check_exportable, export_mobilevlm
 from model.checkpoints.native import SIDECAR, export_native, native_config
@@ -67,7 +67,9 @@ OWNED = (
     "genai_config.json", "profiles.json", "bundle.json", "fp16_check.json", "verify.py", CHECKSUMS,
 )  # fmt: skip
 # Edge files are named by the user (`--name`) or sit beside other exports: one is removed only where the earlier
-# export's SHA256SUMS lists it (its own), never for its suffix alone (a hand-quantised .gguf stays).
+# export's SHA256SUMS lists it with the digest it still has (its own, unchanged), never for its suffix alone (a
+# hand-quantised .gguf stays), and only an edge file: a SHA256SUMS lists any file (a release folder's .iso).
+EDGE_SUFFIXES = (".gguf", ".onnx", ".onnx.data", ".pte")
 OWNED_FOLDERS = (TOWER_FOLDER, "references")  # folders an export writes whole (MobileVLM's CLIP tower, TensorRT's)
 
 
@@ -205,15 +207,17 @@ def _writer(fmt: str, target: Path, **options) -> Callable[[PocketVLM, VLMProces
 
 def _move_in(staging: Path, out: Path) -> None:
     """Put the staged files in `out`, then remove what an earlier export left there and this one did not write:
-    the files its SHA256SUMS lists, and checkpoint files (:data:`OWNED`) of any origin. The files removed that this
+    the edge files its SHA256SUMS lists (:data:`EDGE_SUFFIXES`, digest unchanged), and checkpoint files
+    (:data:`OWNED`) of any origin. The files removed that this
     export did not replace are named on stderr."""
     if not out.exists():
         os.replace(staging, out)
         return
     try:
-        earlier = set(read_checksums(out) or {})
+        listed = read_checksums(out) or {}
     except PocketAdaptError:
-        earlier = set()
+        listed = {}
+    earlier = {name for name in listed if name.endswith(EDGE_SUFFIXES)}
     written = {f.name for f in staging.iterdir()}
     for f in staging.iterdir():
         if f.is_dir() and (out / f.name).is_dir():  # an earlier export's folder: set aside, then removed
@@ -227,7 +231,8 @@ def _move_in(staging: Path, out: Path) -> None:
     for f in sorted(out.iterdir()):
         if f.name in written:
             continue
-        if f.is_file() and (f.name in earlier or any(f.match(pattern) for pattern in OWNED)):
+        if f.is_file() and (any(f.match(pattern) for pattern in OWNED)
+                            or (f.name in earlier and file_sha256(f) == listed[f.name])):
             f.unlink()
             removed.append(f.name)
         elif f.is_dir() and f.name in OWNED_FOLDERS:

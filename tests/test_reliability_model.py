@@ -320,6 +320,25 @@ def test_force_removes_the_earlier_exports_edge_files_but_never_the_users(tmp_pa
             in capsys.readouterr().err)
 
 
+def test_force_never_removes_files_a_foreign_sha256sums_lists(tmp_path, tiny, capsys):
+    """`SHA256SUMS` is a common name (release and ISO folders): --force deleted every file one listed. Only edge
+    files (.gguf, .onnx, .pte) still holding the listed digest go, as an earlier export's own."""
+    from deploy.hf import export
+    from model.checkpoints.checksums import write_checksums
+
+    out = tmp_path / "isos"
+    out.mkdir()
+    (out / "ubuntu-24.04.iso").write_bytes(b"iso")
+    (out / "notes.txt").write_text("notes")
+    (out / "edited-f16.gguf").write_bytes(b"as exported")
+    write_checksums(out)
+    (out / "edited-f16.gguf").write_bytes(b"re-quantised by hand since")  # same name, other bytes: the user's now
+    export(*tiny, "pocket", out, force=True)
+    names = {p.name for p in out.iterdir()}
+    assert {"ubuntu-24.04.iso", "notes.txt", "edited-f16.gguf"} <= names
+    assert "ubuntu" not in capsys.readouterr().err
+
+
 def test_an_unwritable_target_is_named_not_the_staging_folder(tmp_path, tiny, monkeypatch):
     """A folder the user may not write in was reported as `.../.x.export-<pid>-<hex>: permission denied`."""
     import errno
