@@ -271,3 +271,14 @@ def test_a_recipe_with_a_plain_http_judge_elsewhere_is_invalid():
     with pytest.raises(RecipeError, match="eval.judge.url: .* plain http to another machine"):
         load_recipe(quickstart, ['eval.judge={url: "http://10.1.1.1/v1", model: m}'])
     assert load_recipe(quickstart, ['eval.judge={url: "http://127.0.0.1:8000/v1", model: m}']).eval.judge.url
+
+
+def test_a_judge_config_built_directly_is_checked_like_one_from_a_recipe():
+    """`Judge(JudgeConfig(url="http://elsewhere/v1", ...))` skipped the https / loopback check that from_mapping
+    makes, so the bearer key could go out in clear."""
+    from domains.base import DomainError
+    from domains.driving.judge import JudgeConfig
+
+    with pytest.raises(DomainError, match="https"):
+        JudgeConfig(url="http://example.invalid/v1", model="m", api_key_env="JK")
+    assert JudgeConfig(url=" http://127.0.0.1:8000/v1 ", model="m").url == "http://127.0.0.1:8000/v1"

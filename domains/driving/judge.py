@@ -115,6 +115,11 @@ class JudgeConfig:
     workers: int = 4
     retries: int = 2
 
+    def __post_init__(self) -> None:  # however it is built: the key never goes out over plain http elsewhere
+        if not isinstance(self.url, str):
+            raise DomainError(f"judge config needs 'url' (a non-empty string), got {self.url!r}")
+        object.__setattr__(self, "url", check_judge_url(self.url))
+
     @classmethod
     def from_mapping(cls, cfg: Mapping[str, Any]) -> JudgeConfig:
         """Build from ``{"url", "model", "api_key_env", "timeout", ...}``; ValueError naming a bad key
