@@ -450,10 +450,13 @@ def _exif_phone(ws: Workspace, folder: Path) -> str:
 
 # ----------------------------------------------------------------- 6: bounded tile counts
 @case("max-tiles", (6,), "`adapt tiles 100x100 --max-tiles 5000`; `adapt validate … tiling.max_tiles=5000`",
-      "both exit 1 in seconds (the tile search was cubic), one line naming the bound of 40")
+      "in seconds (the tile search was cubic): tiles a usage error (exit 2) naming --max-tiles and the bound of 40, "
+      "validate exit 1, one line naming tiling.max_tiles and 40")
 def _max_tiles(ws: Workspace, folder: Path) -> str:
     tiles = adapt("tiles", "100x100", "--max-tiles", "5000", cwd=folder, timeout=60)
-    outcome = refused(tiles, "tiles", "must be at most 40", within=30)
+    expect(tiles.rc == 2 and "--max-tiles: must be at most 40" in tiles.err and "Traceback" not in tiles.err
+           and tiles.seconds < 30, f"tiles: {tiles.status()}: {last_line(tiles.err)}")
+    outcome = f"{tiles.status()}, usage error naming --max-tiles and 40"
     recipe = adapt("validate", str(write_recipe(folder, ws.data())), "tiling.max_tiles=5000", cwd=folder, timeout=60)
     refused(recipe, "validate", "tiling.max_tiles", "40", within=30)
     return f"tiles: {outcome}; validate: {recipe.status()}, one line naming tiling.max_tiles and 40"
