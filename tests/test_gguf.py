@@ -15,6 +15,7 @@ that GELU emulated (`llamacpp_gelu`): there the f32 embeddings agree within 1e-4
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -745,7 +746,7 @@ def test_the_build_runs_from_an_installed_package_without_a_checkout(tmp_path):
 
     site = tmp_path / "site-packages" / "deploy" / "llamacpp"
     site.mkdir(parents=True)
-    for name in ("build.sh", "CMakeLists.txt", "pocket_llama.cpp"):
+    for name in ("build.sh", "fetch.py", "CMakeLists.txt", "pocket_llama.cpp"):
         shutil.copy(Path(llamacpp.__file__).parent / name, site / name)
     fake = tmp_path / "bin"
     fake.mkdir()
@@ -754,7 +755,7 @@ def test_the_build_runs_from_an_installed_package_without_a_checkout(tmp_path):
     env = {"PATH": f"{fake}:/usr/bin:/bin", "POCKET_LLAMA_CPP": str(tmp_path / "cache"), "HOME": str(tmp_path)}
     proc = subprocess.run(["bash", str(site / "build.sh")], env=env, capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr  # the fetch ran through the python on PATH
-    assert "-m pip download" in (tmp_path / "called").read_text()
+    assert f"{site}/fetch.py {llamacpp.VERSION} " in (tmp_path / "called").read_text()
     # the module entry: a missing tool is named before anything is fetched
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -762,3 +763,82 @@ def test_the_build_runs_from_an_installed_package_without_a_checkout(tmp_path):
                           env={"PATH": str(empty), "POCKET_LLAMA_CPP": str(tmp_path / "cache2"), "HOME": str(tmp_path)})
     assert proc.returncode == 1 and "needs: cmake (pip install cmake)" in proc.stderr
     assert "c++ (a C++17 compiler" in proc.stderr and not (tmp_path / "cache2").exists()
+
+
+def _fake_sdist(folder: Path, version: str, marker: Path) -> Path:
+    """A llama-cpp-python sdist whose setup.py and build backend write `marker`: run means code from it ran."""
+    import tarfile
+
+    root = folder / "src" / f"llama_cpp_python-{version}"
+    (root / "vendor" / "llama.cpp").mkdir(parents=True)
+    (root / "vendor" / "llama.cpp" / "CMakeLists.txt").write_text("# not llama.cpp\n")
+    code = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')\n"
+    (root / "setup.py").write_text(code + "from setuptools import setup\nsetup(name='llama_cpp_python', "
+                                   f"version={version!r})\n")
+    (root / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: llama_cpp_python\nVersion: {version}\n")
+    sdist = folder / "links" / f"llama_cpp_python-{version}.tar.gz"
+    sdist.parent.mkdir(parents=True)
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(root, arcname=root.name)
+    return sdist
+
+
+def test_the_build_checks_the_sdist_hash_before_running_anything_from_it(tmp_path):
+    """`pip download` prepared the sdist's metadata -- ran its setup.py -- before build.sh checked the pinned
+    SHA-256, so a tampered index or mirror ran code first. fetch.py downloads the file itself and refuses a
+    mismatch before reading it: the fake sdist's setup.py never runs and nothing reaches the cache."""
+    import sys
+
+    import deploy.llamacpp as llamacpp
+
+    marker = tmp_path / "CODE_RAN"
+    sdist = _fake_sdist(tmp_path, llamacpp.VERSION, marker)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": sys.executable,
+           "POCKET_LLAMA_CPP": str(tmp_path / "cache"), "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1",
+           "PIP_FIND_LINKS": str(sdist.parent), "PIP_NO_BUILD_ISOLATION": "0"}  # pip's spelling of 'no isolation'
+    proc = subprocess.run(["bash", str(llamacpp.HERE / "build.sh")], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert not marker.exists()
+    assert f"{sdist}: SHA-256" in proc.stderr and "is not the pinned 832db069" in proc.stderr, proc.stderr
+    assert not (tmp_path / "cache" / "src").exists() and list((tmp_path / "cache").iterdir()) == []
+
+
+def test_fetch_finds_the_sdist_on_an_index_and_unpacks_it_without_running_it(tmp_path):
+    """The index's simple page (as pip reads PIP_INDEX_URL) leads to the file; with the pinned hash it is unpacked
+    and nothing in it runs; any other hash is refused with nothing unpacked."""
+    import functools
+    import hashlib
+    import http.server
+    import threading
+
+    from deploy.llamacpp.fetch import FetchError, fetch
+
+    marker = tmp_path / "CODE_RAN"
+    sdist = _fake_sdist(tmp_path, "0.0.1", marker)
+    page = tmp_path / "site" / "simple" / "llama-cpp-python"
+    page.mkdir(parents=True)
+    (tmp_path / "site" / "files").mkdir()
+    shutil.copy(sdist, tmp_path / "site" / "files")
+    (page / "index.html").write_text(f'<a href="../../files/{sdist.name}#sha256=0">{sdist.name}</a>')
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path / "site"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = {"index-url": f"http://127.0.0.1:{server.server_port}/simple"}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "good").mkdir()
+    try:
+        with pytest.raises(FetchError, match=r"/files/llama_cpp_python-0.0.1.tar.gz: SHA-256 \w+ is not the pinned"):
+            fetch("0.0.1", "0" * 64, tmp_path / "bad", settings)
+        assert [p.name for p in (tmp_path / "bad").iterdir()] == [sdist.name]  # downloaded, not unpacked
+        got = fetch("0.0.1", hashlib.sha256(sdist.read_bytes()).hexdigest(), tmp_path / "good", settings)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (got / "vendor" / "llama.cpp" / "CMakeLists.txt").is_file() and not marker.exists()
+    with pytest.raises(FetchError, match="no find-links folder and pip's no-index"):
+        fetch("0.0.1", "0" * 64, tmp_path / "good", {"no-index": "1"})

@@ -1,7 +1,7 @@
 """``python -m deploy.llamacpp``: build llama.cpp for this machine (what `make llama-cpp` runs in a checkout).
 
-Runs build.sh with this interpreter's pip, so an installed pocket-adapt needs no checkout. The tools the build
-needs are looked for first; a missing one is named with how to get it.
+Runs build.sh with this interpreter (fetch.py, pip's settings), so an installed pocket-adapt needs no checkout. The
+tools the build needs are looked for first; a missing one is named with how to get it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from deploy.llamacpp import HERE, VERSION, LlamaCppError, binary, cache_dir
 TOOLS = {  # tool -> how to get it
     "cmake": "pip install cmake",
     "c++": "a C++17 compiler, e.g. apt install g++ (or set CXX)",
-    "tar": "apt install tar",
     "sha256sum": "apt install coreutils",
 }
 

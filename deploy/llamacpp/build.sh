@@ -2,17 +2,19 @@
 # Build llama.cpp for this machine's CPU, once, into a cache outside the repository (`make llama-cpp` in a checkout,
 # `python -m deploy.llamacpp` for an installed pocket-adapt, run this).
 #
-# Source: the llama.cpp tree vendored in llama-cpp-python's source distribution on PyPI (fetched with pip,
-# checked against a pinned SHA-256), built with CMake (Release, -DGGML_NATIVE=ON) together with pocket-llama,
-# our driver over llama.cpp's own libraries. No binaries are downloaded. Only the targets pocket-adapt uses are
-# built: pocket-llama, llama-mtmd-cli (the stock multimodal CLI) and llama-quantize (for q4_k_m).
+# Source: the llama.cpp tree vendored in llama-cpp-python's source distribution on PyPI (fetch.py: from the
+# find-links folder or index pip's settings name, checked against a pinned SHA-256 before anything in it is
+# unpacked or run), built with CMake (Release, -DGGML_NATIVE=ON) together with pocket-llama, our driver over
+# llama.cpp's own libraries. No binaries are downloaded. Only the targets pocket-adapt uses are built:
+# pocket-llama, llama-mtmd-cli (the stock multimodal CLI) and llama-quantize (for q4_k_m).
 #
 # Result: $CACHE/bin/{pocket-llama,llama-mtmd-cli,llama-quantize} and $CACHE/bin/BUILD (the stamp
 # deploy/llamacpp checks: llama.cpp version + a hash of our driver's sources). Re-running is a no-op while the
 # stamp matches; a changed driver source rebuilds only the driver.
 #
-# Environment: PYTHON (a python with pip; default the checkout's .venv/bin/python, else python3 on PATH), POCKET_LLAMA_CPP (the cache folder; default
-# ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/llama.cpp-<version>), JOBS (parallel jobs; default: CPU count).
+# Environment: PYTHON (runs fetch.py, and pip for pip's settings; default the checkout's .venv/bin/python, else
+# python3 on PATH), POCKET_LLAMA_CPP (the cache folder; default ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/
+# llama.cpp-<version>), JOBS (parallel jobs; default: CPU count).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 VERSION=0.3.36
@@ -33,10 +35,8 @@ mkdir -p "$CACHE"
 if [ ! -f "$CACHE/src/CMakeLists.txt" ]; then
     tmp="$(mktemp -d "$CACHE/.fetch.XXXXXX")"
     trap 'rm -rf "$tmp"' EXIT
-    "$PYTHON" -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$VERSION" -d "$tmp"
-    sdist="$tmp/llama_cpp_python-$VERSION.tar.gz"
-    echo "$SHA256  $sdist" | sha256sum --check --quiet
-    tar -xzf "$sdist" -C "$tmp"
+    # not `pip download`: it runs the sdist's build backend (metadata) before its hash can be checked
+    "$PYTHON" "$HERE/fetch.py" "$VERSION" "$SHA256" "$tmp"
     rm -rf "$CACHE/src"
     rm -f "$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp/.git"  # a submodule link to nowhere
     mv "$tmp/llama_cpp_python-$VERSION/vendor/llama.cpp" "$CACHE/src"
