@@ -107,6 +107,27 @@ def test_every_skip_reason_is_counted_with_file_and_line(tmp_path):
     assert "path escapes data root" in (tmp_path / "out" / "skips.md").read_text()
 
 
+def test_backslash_paths_are_read_as_the_converters_read_them(tmp_path):
+    """A Windows-written `images\\a.png` was 'missing image .../images\\a.png not found' and `..\\outside.png` was
+    refused as missing, not as escaping the root: the converters' inside_root reads backslashes as separators, the
+    training reader did not."""
+    root = tmp_path / "data"
+    png(root / "images" / "a.png")
+    png(tmp_path / "outside.png")
+    ann = write_jsonl(root / "train.jsonl", [
+        {"image": "images\\a.png", "conversations": conv()},                # 1 ok
+        {"image": "..\\outside.png", "conversations": conv()},              # 2 escapes
+        {"image": "images\\..\\..\\outside.png", "conversations": conv()},  # 3 escapes
+        {"image": "C:\\data\\a.png", "conversations": conv()},              # 4 a Windows absolute path
+    ])
+    skips = SkipLog()
+    records = read_source(SourceSpec("dom", ann), skips)
+    assert [(r.line, r.images) for r in records] == [(1, [(root / "images" / "a.png").resolve()])]
+    assert skips.count() == skips.count("dom", "path escapes data root") == 3
+    details = [detail for _, detail in skips.examples("dom", "path escapes data root")]
+    assert "leads outside" in details[0] and "leads outside" in details[1] and "an absolute path" in details[2]
+
+
 def test_a_record_cut_short_is_said_to_be_cut_short(tmp_path):
     ann = tmp_path / "train.jsonl"
     ann.write_text('{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}\n'

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from domains.base import SkipInput
+from domains.files import inside_root
 from model.chat import IMAGE_PLACEHOLDER, ConversationError, image_prefix
 from model.errors import PocketAdaptError
 from model.limits import MAX_TILES_LIMIT
@@ -551,12 +553,19 @@ def _image_list(value) -> list[str]:
 
 
 def _inside_root(value: str, root: Path) -> Path:
-    """Resolve (symlinks too) and refuse anything outside ``root``."""
+    """Resolve (symlinks too) and refuse anything outside ``root``. A relative name is read as the converters read
+    it (``domains.files.inside_root``: backslashes are separators, so a Windows-written ``images\\a.png`` is found
+    and ``..\\x`` refused); an absolute one is allowed inside ``root``."""
     p = Path(value).expanduser()
-    resolved = (p if p.is_absolute() else root / p).resolve()
+    if not p.is_absolute():
+        try:
+            return inside_root(root, value).resolve()
+        except SkipInput as exc:
+            raise _Skip(PATH_ESCAPES, exc.detail) from None
+    resolved = p.resolve()
     if not resolved.is_relative_to(root):
         hint = ("; an absolute path must lie inside the data root too (InternVL joins root and path as given): set "
-                "the source's root, or the meta entry's, to a folder that holds the images") if p.is_absolute() else ""
+                "the source's root, or the meta entry's, to a folder that holds the images")
         raise _Skip(PATH_ESCAPES, f"{value!r} resolves to {resolved}, outside {root}{hint}")
     return resolved
 
