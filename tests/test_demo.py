@@ -839,6 +839,17 @@ def test_medical_zip_with_a_path_escape_is_refused_without_naming_members(medica
     assert not (tmp_path.parent / "DOE_JANE_escaped.dcm").exists()
 
 
+def test_medical_zip_with_a_duplicate_entry_is_refused_in_words(medical, tmp_path):
+    """Every slice of a series under one name: the panel said 'upload 1: No such file or directory'."""
+    dup = tmp_path / "dup.zip"
+    with zipfile.ZipFile(dup, "w") as zf:
+        for k in range(3):
+            zf.writestr("DOE_JANE/CT/IM1.dcm", write_ct(tmp_path / f"x{k}.dcm", z=k, instance=k + 1).read_bytes())
+    with pytest.raises(UploadError) as err:
+        medical.load_study([dup], max_bytes=MB)
+    assert str(err.value) == "upload 1: duplicate entry in zip (it holds two or more files under one name)"
+
+
 def test_medical_files_of_two_series_show_the_largest(medical, tmp_path):
     from pydicom.uid import generate_uid
 

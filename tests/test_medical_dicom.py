@@ -701,6 +701,24 @@ def test_extract_zip_refuses_an_entry_inside_a_file_entry_naming_both(tmp_path):
         assert not target.exists() or not any(target.rglob("*")), name
 
 
+def test_extract_zip_refuses_two_entries_for_one_file_naming_them(tmp_path):
+    """The same name twice, or names that lead to one path (``./a`` and ``a``, ``a//b`` and ``a/b``), are refused
+    before anything is written; the last entry overwrote the others and the path came back once per entry."""
+    path = tmp_path / "dup.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("CT/IM0.dcm", b"other")
+        archive.writestr("CT/IM1.dcm", b"slice one")
+        archive.writestr("CT/IM1.dcm", b"slice two")
+        archive.writestr("./CT//IM1.dcm", b"slice three")
+    with pytest.raises(DicomError) as info:
+        extract_zip(path, tmp_path / "out")
+    assert str(info.value) == f"{path}: duplicate entry in zip (entries 2, 3, 4 all extract to 'CT/IM1.dcm')"
+    assert info.value.reason == "duplicate entry in zip"
+    assert not (tmp_path / "out").exists()
+    distinct = _zip(tmp_path / "distinct.zip", {"CT/IM1.dcm": b"a", "MR/IM1.dcm": b"b"})  # same name, two folders
+    assert len(extract_zip(distinct, tmp_path / "out_distinct")) == 2
+
+
 def test_extract_zip_rejects_members_larger_than_declared(tmp_path):
     """A header that understates a member's size (a zip-bomb trick) is caught while copying."""
     path = tmp_path / "liar.zip"

@@ -866,7 +866,8 @@ def extract_zip(
     """Safely extract a zip (e.g. an uploaded study) into `out_dir`; returns the extracted files, sorted.
 
     Refuses, with :class:`DicomError` and before writing anything, archives that are not zips, hold
-    encrypted entries, symlinks, absolute paths, ``..`` components or an entry inside another entry that is a
+    encrypted entries, symlinks, absolute paths, ``..`` components, two entries for one file (the same name, or
+    names such as ``./a.dcm`` and ``a.dcm`` that lead to one path) or an entry inside another entry that is a
     file (``study`` and ``study/a.dcm``), or exceed `max_files` entries or
     `max_bytes` uncompressed bytes; sizes are enforced while extracting too, so headers that lie do not
     help a zip bomb. ``__MACOSX/`` resource forks are ignored.
@@ -881,7 +882,7 @@ def extract_zip(
     with archive:
         members = []
         total = 0
-        for info in archive.infolist():
+        for number, info in enumerate(archive.infolist(), 1):
             if info.is_dir():
                 continue
             name = info.filename.replace("\\", "/")
@@ -898,7 +899,7 @@ def extract_zip(
             kept = [p for p in parts if p not in ("", ".")]
             if not kept:
                 continue
-            members.append((info, PurePosixPath(*kept)))
+            members.append((number, info, PurePosixPath(*kept)))
             if len(members) > max_files:
                 raise DicomError(zip_path, "too many files in zip", f"more than {max_files}")
             if total > max_bytes:
@@ -908,7 +909,7 @@ def extract_zip(
         out_root.mkdir(parents=True, exist_ok=True)
         written: list[Path] = []
         budget = max_bytes
-        for info, relative in members:
+        for _, info, relative in members:
             target = (out_root / relative).resolve()
             if out_root not in target.parents:
                 raise DicomError(zip_path, "unsafe path in zip", f"entry {info.filename!r} escapes the folder")
@@ -918,10 +919,19 @@ def extract_zip(
     return sorted(written)
 
 
-def _check_clashes(zip_path: Path, members: list[tuple[zipfile.ZipInfo, PurePosixPath]]) -> None:
-    """Refuse entries that would go inside another entry's file (``study`` and ``study/a.dcm``)."""
-    files = {relative: info.filename for info, relative in members}
-    for info, relative in members:
+def _check_clashes(zip_path: Path, members: list[tuple[int, zipfile.ZipInfo, PurePosixPath]]) -> None:
+    """Refuse two entries for one path (``a.dcm`` twice, or ``./a.dcm`` and ``a.dcm``: the later one overwrote the
+    earlier) and entries that would go inside another entry's file (``study`` and ``study/a.dcm``); `members` are
+    (entry number in the zip, from 1; entry; path it extracts to)."""
+    numbers: dict[PurePosixPath, list[int]] = {}
+    for number, _, relative in members:
+        numbers.setdefault(relative, []).append(number)
+    for relative, found in numbers.items():
+        if len(found) > 1:
+            raise DicomError(zip_path, "duplicate entry in zip",
+                             f"entries {', '.join(map(str, found))} all extract to {relative.as_posix()!r}")
+    files = {relative: info.filename for _, info, relative in members}
+    for _, info, relative in members:
         for parent in relative.parents:
             if parent in files:
                 raise DicomError(zip_path, "unsafe path in zip",

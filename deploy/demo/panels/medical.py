@@ -187,7 +187,8 @@ def _unzip_neutral(staged: StagedUpload, max_bytes: int) -> Path:
         files = dicom.extract_zip(staged.paths[0], extracted, max_files=MAX_ZIP_FILES, max_bytes=limit)
     except dicom.DicomError as err:  # its detail may quote member names (often patient names): reason only
         more = {"zip too large": f" (it unpacks to more than {limit / 2**20:.0f} MB)",
-                "too many files in zip": f" (more than {MAX_ZIP_FILES})"}.get(err.reason, "")
+                "too many files in zip": f" (more than {MAX_ZIP_FILES})",
+                "duplicate entry in zip": " (it holds two or more files under one name)"}.get(err.reason, "")
         raise UploadError(f"{upload_label(0)}: {err.reason}{more}") from None
     flat = staged.scratch("series")
     for k, path in enumerate(sorted(Path(f) for f in files)):
