@@ -8,7 +8,8 @@ checkpoint that verifies (every file present at its manifest size, safetensors h
 `trainer_state.json` parseable) and says why it passed over any newer one.
 
 `RunLock` keeps a second run out of an output folder while one is using it: an OS file lock
-(`flock`) that the system releases when the holder dies, even by kill -9.
+(`flock`) that the system releases when the holder dies, even by kill -9. Its file, `.adapt-train.lock`, stays
+behind and marks the folder as a run's: `check_run_folder` refuses a folder that holds files but no such mark.
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class CheckpointDamaged(PocketAdaptError):
 
 class RunFolderBusy(PocketAdaptError):
     """Another run holds the output folder."""
+
+
+class RunFolderForeign(PocketAdaptError):
+    """The output folder holds files, but no run of `adapt train` / `adapt distill` made it."""
 
 
 # ---------------------------------------------------------------------- files
@@ -104,6 +109,23 @@ def fsync_dir(path: Path) -> None:
 
 
 # ---------------------------------------------------------------------- the run lock
+def check_run_folder(out_dir: Path, verb: str = "train") -> None:
+    """Refuse (`RunFolderForeign`) an `out_dir` that is a file, or a folder holding files but no `LOCK_NAME`:
+    a run there would replace its ``final/``, ``train_log.jsonl``, ``loss.png``, ``skips.*``. A missing or empty
+    folder, or one a run made (it has the lock file, whether or not it holds a checkpoint yet), is fine."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderForeign(f"output.dir {out_dir} is a file, not a folder; set output.dir to a folder")
+    if not out_dir.is_dir() or (out_dir / LOCK_NAME).exists():
+        return
+    found = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir())
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise RunFolderForeign(
+            f"{out_dir} holds files no `adapt {verb}` run wrote ({shown}); a run there would replace final/, "
+            "train_log.jsonl and loss.png: set output.dir to a new or empty folder, or move those files out")
+
+
 class RunLock:
     """An exclusive OS lock on `out_dir/.adapt-train.lock`, holding the owner's pid and host.
 

@@ -43,8 +43,10 @@ from .allocator import keep_freed_memory
 from .checkpointing import (
     RECIPE,
     RunFolderBusy,
+    RunFolderForeign,
     RunLock,
     atomic_write_text,
+    check_run_folder,
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
@@ -201,17 +203,23 @@ class Trainer:
             lock.release()
 
     def _lock_run_folder(self) -> RunLock | None:
-        """Rank 0 locks the output folder for the whole run; every rank stops when it could not."""
-        lock, busy = None, None
+        """Rank 0 checks that the output folder is new, empty or a run's (`check_run_folder`) and locks it for the
+        whole run; every rank stops when it could not."""
+        lock, refused = None, None
         if self.dist.main:
             try:
+                check_run_folder(self.out_dir, self.VERB)
                 lock = RunLock(self.out_dir)
-            except RunFolderBusy as exc:
-                busy = exc
-        if self.dist.world > 1 and self.dist.all_sum(torch.tensor([float(busy is not None)])).item() and busy is None:
+            except (RunFolderBusy, RunFolderForeign) as exc:
+                refused = exc
+        code = 0.0 if refused is None else 1.0 + isinstance(refused, RunFolderForeign)  # 1 busy, 2 not a run's
+        code = self.dist.all_sum(torch.tensor([code])).item()  # rank 0 alone decides; the others learn what it found
+        if refused is not None:
+            raise refused
+        if code == 2:
+            raise RunFolderForeign(f"{self.out_dir} holds files no `adapt {self.VERB}` run wrote (rank 0 refused it)")
+        if code:
             raise RunFolderBusy(f"{self.out_dir} is in use by another run (rank 0 could not lock it)")
-        if busy is not None:
-            raise busy
         return lock
 
     def _setup(self) -> None:

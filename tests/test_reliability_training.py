@@ -203,6 +203,66 @@ def test_a_second_run_in_the_same_folder_is_refused(tmp_path, data_root):
     Trainer(recipe, progress=False).close()  # the first run let go of the folder
 
 
+def test_a_folder_no_run_made_is_refused_before_anything_is_written(tmp_path, data_root):
+    """An output.dir holding files but no run lock is left as it was: a run there moved its final/ aside and
+    removed it, and overwrote train_log.jsonl (a foreign checkpoint-7/ was refused, after skips.json, skips.md and
+    the lock file were written into it)."""
+    import shutil
+
+    from adapt.checkpointing import LOCK_NAME, RunFolderForeign
+
+    recipe = load_recipe(make_run(tmp_path, data_root), ["training.max_steps=1"])
+    out = Path(recipe.output.dir)
+    (out / "final").mkdir(parents=True)
+    (out / "final" / "notes.txt").write_text("precious")
+    (out / "train_log.jsonl").write_text("mylog\n")
+    with pytest.raises(RunFolderForeign) as info:
+        train(recipe, progress=False)
+    assert str(info.value) == (f"{out} holds files no `adapt train` run wrote (final/, train_log.jsonl); a run there "
+                               "would replace final/, train_log.jsonl and loss.png: set output.dir to a new or empty "
+                               "folder, or move those files out")
+    (out / "checkpoint-7").mkdir()  # refused as damaged, after skips.json, skips.md and the lock were written
+    (out / "checkpoint-7" / "trainer_state.json").write_text("{}")
+    (out / "loss.png").write_bytes(b"mine")
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    with pytest.raises(RunFolderForeign, match=r"\(checkpoint-7/, final/, loss.png and 1 more\)"):
+        train(recipe, progress=False)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert (out / "final" / "notes.txt").read_text() == "precious" and (out / "train_log.jsonl").read_text() == "mylog\n"
+
+    shutil.rmtree(out)
+    out.mkdir()
+    train(recipe, progress=False)  # an empty folder is a new run's
+    assert (out / LOCK_NAME).is_file() and (out / "final").is_dir()
+    resumed = load_recipe(tmp_path / "tiny.yaml", ["training.max_steps=2"])
+    (out / "final" / "mark").touch()
+    assert train(resumed, progress=False, allow_changes=True) == out / "final"  # the run's own folder: resumed
+    assert not (out / "final" / "mark").exists()  # and its final/ replaced
+    assert [e["step"] for e in read_log(out)] == [1, 2]
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(RunFolderForeign, match="afile is a file, not a folder"):
+        Trainer(load_recipe(tmp_path / "tiny.yaml", [f"output.dir={tmp_path / 'afile'}"]), progress=False)
+
+
+def test_every_rank_stops_when_rank_0_refuses_the_folder(tmp_path):
+    """Rank 0 alone looks at the folder; the other ranks stop with what it found, not a wrong 'in use'."""
+    from adapt.checkpointing import RunFolderBusy, RunFolderForeign
+    from adapt.train import Distributed
+
+    class Peer(Distributed):
+        def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+            return torch.tensor([found], dtype=torch.float64)
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.dist, trainer.out_dir = Peer(rank=1, world=2), tmp_path
+    for found, error, says in ((2.0, RunFolderForeign, "no `adapt train` run wrote"), (1.0, RunFolderBusy, "in use")):
+        with pytest.raises(error, match=says):
+            trainer._lock_run_folder()
+    found = 0.0
+    assert trainer._lock_run_folder() is None and not any(tmp_path.iterdir())  # rank 1 neither locks nor writes
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="data workers are forked only where fork exists")
 def test_a_forked_data_worker_does_not_let_go_of_the_run_lock(tmp_path):
     from adapt.checkpointing import RunFolderBusy, RunLock
