@@ -364,15 +364,7 @@ def load_tokenizer(path: Path):
             with _quiet_transformers():
                 tokenizer = LlamaTokenizer.from_pretrained(str(path))
         except Exception as inner:
-            reason = _first_line(inner)
-            try:
-                import sentencepiece
-
-                sentencepiece.SentencePieceProcessor(model_file=str(path / "tokenizer.model"))
-            except ImportError:
-                reason = "reading a tokenizer.model needs the sentencepiece package: pip install sentencepiece"
-            except Exception:  # noqa: BLE001 - whatever sentencepiece says of a file it cannot parse
-                reason = "tokenizer.model is not a sentencepiece model (damaged?)"
+            reason = _sentencepiece_problem(path / "tokenizer.model") or _first_line(inner)
             raise CheckpointError(f"{path}: tokenizer could not be read without remote code ({reason})") from err
     _check_vocabulary(tokenizer, path)
     return tokenizer
@@ -386,15 +378,25 @@ def _check_vocabulary(tokenizer, path: Path) -> None:
     probe = tokenizer.encode("The quick brown fox jumps over the lazy dog.", add_special_tokens=False)
     if [i for i in probe if i not in special]:
         return
-    source = "tokenizer.model" if (path / "tokenizer.model").is_file() else "the tokenizer files"
-    try:
-        import sentencepiece  # noqa: F401
-    except ImportError:
-        hint = "reading a tokenizer.model needs the sentencepiece package: pip install sentencepiece"
-    else:
-        hint = "the file is damaged or not a sentencepiece model; copy the tokenizer of the model it came from"
+    model_file = path / "tokenizer.model"
+    source = "tokenizer.model" if model_file.is_file() else "the tokenizer files"
+    hint = (_sentencepiece_problem(model_file) if model_file.is_file() else None) or \
+        "copy the tokenizer of the model it came from"
     raise CheckpointError(f"{path}: the tokenizer read from {source} has no vocabulary ({len(tokenizer)} tokens, "
                           f"every word encodes to nothing); {hint}")
+
+
+def _sentencepiece_problem(model_file: Path) -> str | None:
+    """Why `model_file` cannot be read as a sentencepiece model (the package missing, the file damaged), or None."""
+    try:
+        import sentencepiece
+    except ImportError:
+        return "reading a tokenizer.model needs the sentencepiece package: pip install sentencepiece"
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    except Exception:  # noqa: BLE001 - whatever sentencepiece says of a file it cannot parse
+        return "tokenizer.model is not a sentencepiece model (damaged?)"
+    return None
 
 
 def _first_line(err: BaseException) -> str:

@@ -528,7 +528,7 @@ class ImageLoadError(PocketAdaptError, ValueError):
 # PIL modes with more than 8 bits per sample: convert("RGB") would clip them to 0..255 (a 16-bit scan
 # turns white, reflectances in 0..1 turn black), so they are stretched to 8 bit instead.
 _WIDE_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
-_STRETCH_PERCENTILES = (2.0, 98.0)
+STRETCH_PERCENTILES = (2.0, 98.0)  # wide images to 8 bit, as the domain readers stretch
 
 
 def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -644,7 +644,7 @@ def _stretch_to_rgb(image: Image.Image) -> Image.Image:
     valid = np.isfinite(values)
     out = np.zeros(values.shape, dtype=np.uint8)
     if valid.any():
-        low, high = np.percentile(values[valid], _STRETCH_PERCENTILES)
+        low, high = np.percentile(values[valid], STRETCH_PERCENTILES)
         if high > low:  # a flat image has nothing to stretch: black, as in the domain readers
             scaled = np.clip((values[valid] - low) * (255.0 / (high - low)), 0, 255)
             out[valid] = np.rint(scaled).astype(np.uint8)

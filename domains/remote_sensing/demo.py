@@ -124,12 +124,12 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
     (EXIF orientation applied). Raises DomainError (a ValueError) in words for bad choices and damaged files."""
     from rasterio.errors import RasterioError
 
-    from domains.remote_sensing import PIL_SUFFIXES
     from domains.remote_sensing.raster import (
         RasterError,
         _open,
         palette_of,
         read_rgb,
+        reads_as_picture,
         resolve_bands,
         resolve_stretch,
     )
@@ -140,7 +140,7 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
     images, info, warnings = [], {}, []
     for k, path in enumerate(Path(p) for p in paths):
         name = f"image {k + 1}"
-        if path.suffix.lower() in PIL_SUFFIXES and wanted is None:
+        if reads_as_picture(path, wanted):
             try:
                 image = load_image(path)
             except ImageLoadError as err:

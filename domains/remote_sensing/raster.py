@@ -58,6 +58,7 @@ from domains.base import DomainError
 from domains.boxes import Box
 from model.errors import PocketAdaptError
 from model.limits import DEFAULT_MAX_PIXELS
+from model.tiling import STRETCH_PERCENTILES
 
 __all__ = [
     "EUROSAT_BANDS",
@@ -72,6 +73,7 @@ __all__ = [
     "map_box_to_chip",
     "normalize_band_name",
     "read_image",
+    "reads_as_picture",
     "read_rgb",
     "read_rgb_image",
     "resolve_stretch",
@@ -84,7 +86,7 @@ EUROSAT_BANDS: tuple[str, ...] = (
 )
 SENTINEL2_RGB: tuple[str, ...] = ("B04", "B03", "B02")
 AUTO = "auto"
-AUTO_STRETCH = (2.0, 98.0)  # "auto" for bands wider than uint8
+AUTO_STRETCH = STRETCH_PERCENTILES  # "auto" for bands wider than uint8: the one image reader's stretch
 # GDAL's block cache while iter_chips reads: room for the blocks one row of chips spans (so neighbouring chips
 # reuse decoded blocks), within these bounds. GDAL's default (5 % of RAM) kept ~1.3 GB of a 20000^2 scene.
 CHIP_CACHE_MIN = 16 * 2**20
@@ -389,15 +391,21 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
     return Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), valid
 
 
+def reads_as_picture(path: str | Path, bands: Sequence[int | str] | None) -> bool:
+    """Whether :func:`read_image` reads `path` through the one image reader (a JPEG / PNG / BMP, default bands)."""
+    from domains.remote_sensing import PIL_SUFFIXES
+
+    return Path(path).suffix.lower() in PIL_SUFFIXES and bands is None
+
+
 def read_image(path: str | Path, bands: Sequence[int | str] | None = None,
                stretch: tuple[float, float] | str | None = AUTO, **options: Any) -> tuple[Image.Image, np.ndarray]:
     """``(RGB image, valid mask)`` of any image a remote-sensing reader takes: a JPEG / PNG / BMP with the default
     bands goes through the one image reader (:func:`model.tiling.load_image`: EXIF orientation, pixel cap; every
     pixel valid), everything else through :func:`read_rgb` with `bands`, `stretch` and `options`."""
-    from domains.remote_sensing import PIL_SUFFIXES
     from model.tiling import load_image
 
-    if Path(path).suffix.lower() in PIL_SUFFIXES and bands is None:
+    if reads_as_picture(path, bands):
         image = load_image(path, **({"max_pixels": options["max_pixels"]} if "max_pixels" in options else {}))
         return image, np.ones((image.height, image.width), dtype=bool)
     return read_rgb(path, bands=bands, stretch=stretch, **options)
