@@ -116,14 +116,21 @@ def check_run_folder(out_dir: Path, verb: str = "train") -> None:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunFolderForeign(f"output.dir {out_dir} is a file, not a folder; set output.dir to a folder")
-    if not out_dir.is_dir() or (out_dir / LOCK_NAME).exists():
-        return
-    found = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir())
+    found = foreign_files(out_dir)
     if found:
         shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise RunFolderForeign(
             f"{out_dir} holds files no `adapt {verb}` run wrote ({shown}); a run there would replace final/, "
             "train_log.jsonl and loss.png: set output.dir to a new or empty folder, or move those files out")
+
+
+def foreign_files(out_dir: Path) -> list[str]:
+    """The entries of a folder no run made (no `LOCK_NAME`), folders marked with ``/``; empty for a missing or empty
+    folder and for a run's."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir() or (out_dir / LOCK_NAME).exists():
+        return []
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir())
 
 
 class RunLock:
