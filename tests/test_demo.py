@@ -767,6 +767,35 @@ def test_medical_series_with_a_damaged_slice_says_so(medical, tmp_path, gradio_c
         study.close()
 
 
+def test_medical_cd_export_zip_reads_without_false_damage_warnings(medical, tmp_path, gradio_cache):
+    """A CD / PACS export: suffix-less slices under DICOM/, beside README.TXT, AUTORUN.INF and a viewer. The
+    neutral staged names said the three extras were damaged slices ("the series may be missing slices"); a
+    suffix-less slice cut short is still one."""
+    upload = write_series_zip(tmp_path / "cd.zip", tmp_path, n=4)
+    with zipfile.ZipFile(upload) as zf:
+        members = {name: zf.read(name) for name in zf.namelist()}
+    cd = tmp_path / "cd_export.zip"
+    with zipfile.ZipFile(cd, "w") as zf:
+        for name, data in members.items():
+            zf.writestr("DICOM/ST000000/SE000000/" + Path(name).stem, data)  # IM0000 ... IM0003, no suffix
+        zf.writestr("README.TXT", b"Study exported by a PACS viewer")
+        zf.writestr("AUTORUN.INF", b"[autorun]\nopen=VIEWER\\viewer.exe")
+        zf.writestr("VIEWER/viewer.exe", b"MZ" + bytes(200))
+    study = medical.load_study([cd], max_bytes=MB)
+    try:
+        assert study.count == 4 and not any("damaged" in w for w in study.warnings), study.warnings
+    finally:
+        study.close()
+    with zipfile.ZipFile(cd, "a") as zf:
+        zf.writestr("DICOM/ST000000/SE000000/IM0009", members[next(iter(members))][:600])
+    study = medical.load_study([cd], max_bytes=MB)
+    try:
+        assert study.count == 4
+        assert any("1 damaged DICOM file(s) left out (file-" in w for w in study.warnings), study.warnings
+    finally:
+        study.close()
+
+
 def test_a_single_cut_dicom_is_said_in_plain_words(medical, tmp_path, gradio_cache):
     """A DICOM cut in half showed the page "truncated or corrupt pixel data (ValueError: The number of bytes of pixel
     data is less than expected (3267 vs 8192 bytes) - the dataset may be corrupted, have an invalid group 0028 ...)"."""

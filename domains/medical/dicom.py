@@ -817,8 +817,9 @@ def is_damaged_slice(path: Path, reason: str) -> bool:
     return reason in DAMAGED_REASONS or named
 
 
-def _name_pattern(path: Path) -> str:
-    return re.sub(r"\d+", "#", path.name)
+def slice_name_pattern(path: str | os.PathLike) -> str:
+    """A file's name with its digits taken out (``IM0007`` -> ``IM#``): slices of one series share it."""
+    return re.sub(r"\d+", "#", Path(path).name)
 
 
 def damaged_files(skipped: Iterable[tuple[Path, str]], series: Iterable[DicomSeries]) -> list[tuple[Path, str]]:
@@ -826,10 +827,10 @@ def damaged_files(skipped: Iterable[tuple[Path, str]], series: Iterable[DicomSer
     those :func:`is_damaged_slice` says are, and suffix-less files that are not DICOM yet are named like a slice
     of `series` (``IM0007`` beside ``IM0006``, ``IM0008``: their names equal with the digits taken out), as a
     slice whose first bytes were overwritten is."""
-    patterns = {_name_pattern(p) for s in series for p in s.paths if not Path(p).suffix}
+    patterns = {slice_name_pattern(p) for s in series for p in s.paths if not Path(p).suffix}
     return [(path, reason) for path, reason in skipped
             if is_damaged_slice(path, reason)
-            or (reason == "not a DICOM file" and not path.suffix and _name_pattern(path) in patterns)]
+            or (reason == "not a DICOM file" and not path.suffix and slice_name_pattern(path) in patterns)]
 
 
 def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -> DicomSeries:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,11 +192,29 @@ def _unzip_neutral(staged: StagedUpload, max_bytes: int) -> Path:
                 "duplicate entry in zip": " (it holds two or more files under one name)"}.get(err.reason, "")
         raise UploadError(f"{upload_label(0)}: {err.reason}{more}") from None
     flat = staged.scratch("series")
+    groups: dict[str, str] = {}
     for k, path in enumerate(sorted(Path(f) for f in files)):
-        suffix = path.suffix.lower()
-        path.rename(flat / f"file-{k + 1:04d}{suffix if suffix in ('.dcm', '.dicom') else ''}")
+        path.rename(flat / _neutral_name(path, k + 1, groups))
     shutil.rmtree(extracted, ignore_errors=True)
     return flat
+
+
+def _neutral_name(path: Path, number: int, groups: dict[str, str]) -> str:
+    """``file-NNNN`` plus what `dicom.damaged_files` reads from a name: a DICOM suffix kept; any other suffix
+    (a CD export's README.TXT, AUTORUN.INF, viewer .exe) as ``.other``, so such a file is not taken for a damaged
+    slice; a suffix-less name's digit pattern (``IM#`` of IM0001, IM0002) as a letter group shared by its
+    neighbours, so a damaged suffix-less slice still is."""
+    name = path.name.lower()
+    kept = next((s for s in (".dcm.gz", ".dcm", ".dicom") if name.endswith(s)), None)
+    if kept is not None:
+        return f"file-{number:04d}{kept}"
+    if path.suffix:
+        return f"file-{number:04d}.other"
+    pattern = dicom.slice_name_pattern(path)
+    if pattern not in groups:  # letters: the pattern takes digits out
+        n = len(groups)
+        groups[pattern] = string.ascii_lowercase[n % 26] * (n // 26 + 1)
+    return f"file-{groups[pattern]}-{number:04d}"
 
 
 def _image_study(staged: StagedUpload) -> Study:
