@@ -332,11 +332,12 @@ def _vocab(tokenizer, n_vocab: int) -> _Vocab:
         rank: dict[str, int] = {}
         for r, merge in enumerate(merges):
             rank.setdefault(merge.replace(" ", "", 1), r)  # "a b" makes "ab"
-        unk = model.get("unk_token")
+        # a tokenizer read from tokenizer.model alone leaves the backend model's unk_token unset: its id says it
+        unk = tokenizer.unk_token_id
         for i, (token, kind) in list(by_id.items()):
             if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
                 by_id[i] = (token, gguf.TokenType.BYTE)
-            elif token == unk:
+            elif i == unk:
                 by_id[i] = (token, gguf.TokenType.UNKNOWN)
     tokens, types, score_list = [], [], []
     for i in range(n_vocab):  # ids the tokenizer lacks pad the table (never produced); ids beyond it are dropped

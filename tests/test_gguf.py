@@ -458,6 +458,23 @@ def _with_template(processor, name):
     return clone
 
 
+def test_a_tokenizer_model_only_unk_is_written_unknown(tmp_path):
+    """MobileVLM V2 ships tokenizer.model alone; transformers 5 reads it with the backend model's unk_token unset,
+    and <unk> went into the GGUF as a CONTROL token (llama.cpp's converter writes UNKNOWN, as for the others)."""
+    import gguf
+
+    from deploy.gguf import _vocab
+    from model.loading import load_tokenizer
+
+    from .test_reliability_model import _sentencepiece_folder
+
+    tok = load_tokenizer(_sentencepiece_folder(tmp_path / "tok", "LlamaTokenizer"))
+    types = _vocab(tok, len(tok)).types
+    assert types[tok.unk_token_id] == gguf.TokenType.UNKNOWN
+    assert types[tok.bos_token_id] == types[tok.eos_token_id] == gguf.TokenType.CONTROL
+    assert types[tok.convert_tokens_to_ids("<0x41>")] == gguf.TokenType.BYTE
+
+
 @pytest.mark.parametrize("name", ["pocket-tiny", "mobilevlm-spm"])
 def test_tokenizer_matches_in_llamacpp(name, models, exports, llama_cpp):
     """Byte-level BPE (pocket-tiny, GPT-2 pre-tokenisation) and sentencepiece-style BPE (LLaMA-style: ▁ prefix,
