@@ -358,3 +358,17 @@ def test_ctrl_c_while_the_model_stack_imports_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["adapt", "chat", "--example-image"])
     assert cli.main() == 130
     assert capsys.readouterr().err == "adapt chat: interrupted\n"
+
+
+def test_python_m_adapt_is_not_shadowed_by_the_working_folder(tmp_path):
+    """`python -m adapt` in a project folder holding its own model.py / deploy.py ran the user's file and failed
+    with "'deploy' is not a package": `-m` puts the working folder first on sys.path."""
+    import subprocess
+    import sys
+
+    for name in ("model", "deploy", "domains"):
+        (tmp_path / f"{name}.py").write_text(f"print('the user own {name}.py ran')\n")
+    proc = subprocess.run([sys.executable, "-m", "adapt", "presets"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "pocket-tiny" in proc.stdout, proc.stderr[-2000:]
+    assert "own" not in proc.stdout + proc.stderr
