@@ -107,8 +107,10 @@ def token_f1(prediction: str, reference: str) -> float:
 _LETTERS = string.ascii_uppercase
 # a whole answer that is only a label: "B", "b", "B.", "(B)", "B)", "[B]"
 _ONLY_LABEL = re.compile(r"^[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?$")
-# an answer starting with a label and a delimiter: "B. forest", "(B) forest", "B) forest", "B: forest"
-_LEADING_LABEL = re.compile(r"^(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Z])(?:\s*[.:)]|[ \t]*\n))\s*(.*)$", re.S)
+# an answer starting with a label and a delimiter: "B. forest", "(B) forest", "B) forest", "B: forest"; a lower-case
+# letter only in parentheses or right before ".", ")" or ":" and a space ("b. forest"; "a forest", "e.g. x" are no labels)
+_LEADING_LABEL = re.compile(
+    r"^(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Z])(?:\s*[.:)]|[ \t]*\n)|([a-z])[.:)](?=\s))\s*(.*)$", re.S)
 # "The answer is B", "Answer: (C)", "option D", "correct choice is b."
 # (a lowercase letter only when punctuation or the end follows: "the answer is a forest" names no option)
 _KEYWORD_LABEL = re.compile(
@@ -174,8 +176,12 @@ def parse_choice(prediction: str, options: Sequence[str] | None) -> str | None:
     2. an answer whose normalised text (also after a lead-in like "The answer is") equals exactly one
        option's text: ``Forest.`` → the letter of "forest". Containment never counts, so "forest"
        does not match "rainforest" and "tropical forest" does not match "forest";
-    3. a leading label, ``B. forest``, ``(B) forest``, ``B) forest`` (None if the rest is exactly the
-       text of a *different* option);
+    3. a leading label (also after a lead-in), ``B. forest``, ``(B) forest``, ``B) forest``, ``b. forest`` (a
+       lower-case letter only before ``.``, ``)`` or ``:`` or in parentheses, so "a desert" is no label):
+       when the rest is exactly an option's text, the letter counts if that option is its own (capitals
+       inside it, as in ``C. Vitamin D``, are no second letter) and None if it is a *different* option
+       (checked before 2, so ``A. rainforest`` is not read as the text "rainforest", the article dropped);
+       otherwise other letters in the rest make it None;
     4. letters named in text: ``The answer is B``, ``Answer: (C)``, ``I'd pick (B).`` — every
        distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
        count after "answer/option/choice" and before punctuation or the end; a sentence-initial
@@ -193,24 +199,34 @@ def parse_choice(prediction: str, options: Sequence[str] | None) -> str | None:
         letter = m.group(1).upper()
         return letter if letter in valid else None
 
+    stripped = _LEAD_IN.sub("", text)
+    labels = [label for candidate in dict.fromkeys((text, stripped)) if (label := _leading_label(candidate, valid))]
+    for letter, rest in labels:
+        # "C. Vitamin D": the rest is an option's own text, so capitals in it are no second letter
+        named = _option_by_text(rest, options)
+        if named is not None:
+            return letter if named == letter else None  # "B. desert" where desert is option C: contradictory
+
     # an option's exact text wins over letters inside it (option "type A" is not the label A)
-    by_text = _option_by_text(text, options) or _option_by_text(_LEAD_IN.sub("", text), options)
+    by_text = _option_by_text(text, options) or _option_by_text(stripped, options)
     if by_text is not None:
         return by_text
 
-    m = _LEADING_LABEL.match(text)
-    if m:
-        letter = (m.group(1) or m.group(2) or m.group(3)).upper()
-        rest = m.group(4)
-        if letter in valid:
-            named = _option_by_text(rest, options)
-            if named is not None and named != letter:
-                return None  # "B. desert" where desert is option C: contradictory
-            others = _letters_in_text(rest, valid) - {letter}
-            return None if others else letter
+    if labels:
+        letter, rest = labels[0]
+        return None if _letters_in_text(rest, valid) - {letter} else letter
 
     letters = _letters_in_text(text, valid)
     return letters.pop() if len(letters) == 1 else None
+
+
+def _leading_label(text: str, valid: str) -> tuple[str, str] | None:
+    """``(letter, rest)`` of an answer that starts with a valid option label ("B. forest"), else None."""
+    m = _LEADING_LABEL.match(text)
+    if m is None:
+        return None
+    letter = next(g for g in m.groups()[:4] if g).upper()
+    return (letter, m.group(5)) if letter in valid else None
 
 
 def _letters_in_text(text: str, valid: str) -> set[str]:

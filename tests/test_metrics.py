@@ -104,6 +104,36 @@ def test_ambiguous_option_texts_give_none():
     assert parse_choice("forest", ["forest", "Forest.", "lake"]) is None
 
 
+@pytest.mark.parametrize("prediction", ["C. Vitamin D", "(C) Vitamin D", "C) Vitamin D", "c. Vitamin D",
+                                        "The answer is C. Vitamin D"])
+def test_leading_label_with_its_own_option_text_ignores_capitals_inside_it(prediction):
+    # the D of "Vitamin D" was read as a second letter and the right answer scored 0
+    options = ["Hepatitis A", "Hepatitis C", "Vitamin D", "Hepatitis B"]
+    assert parse_choice(prediction, options) == "C"
+    assert mc_accuracy(prediction, "C", options) == 1.0
+
+
+def test_leading_label_and_letters_beyond_its_option_text():
+    options = ["Hepatitis A", "Hepatitis C", "Vitamin D", "Hepatitis B"]
+    assert parse_choice("C or D", options) is None  # two letters, still
+    assert parse_choice("C. Vitamin D or D", options) is None
+    assert parse_choice("D. Vitamin D", options) is None  # label and option text disagree
+    assert parse_choice("A. rainforest", OPTS) is None  # label A, text of option C (not "a rainforest")
+
+
+@pytest.mark.parametrize("prediction", ["b. forest", "b) forest", "b: forest", "(b) forest", "b.", "b"])
+def test_lower_case_leading_label(prediction):
+    assert parse_choice(prediction, OPTS) == "B"
+    assert mc_accuracy(prediction, "B", OPTS) == 1.0
+
+
+@pytest.mark.parametrize("prediction, expected", [("a desert", "A"), ("a forest", "B"), ("e.g. forest", None),
+                                                  ("b. desert", None), ("b forest", None)])
+def test_lower_case_letter_is_a_label_only_with_label_punctuation(prediction, expected):
+    # "a desert" is the article and the text of option A, not the label A; "e.g." is no label E
+    assert parse_choice(prediction, [*OPTS, "lake"]) == expected
+
+
 def test_option_text_wins_over_letters_inside_it():
     assert parse_choice("Type A", ["Type B", "Type A"]) == "B"
 
