@@ -14,6 +14,11 @@ task                   scores                         main metric
 ``grounding``          ``acc@0.5``                    acc@0.5
 =====================  =============================  ===========
 
+``classification`` is scored as ``mc``: a record with options by `parse_choice`, one without by exact match of
+the normalised label. A domain may replace it (the remote-sensing plugin does, once `adapt.domains_bridge`
+registers domain scorers, as ``adapt eval`` does) only to read labels more widely, never letters otherwise:
+its scorer calls `parse_choice` with its own text comparison (``key``).
+
 A registered task names its main metric (`register_task(..., main_metric=...)`), else it is the first
 key its scorer returns. A source's main metric is the mean over its samples of each sample's task's
 main metric (see `adapt.evaluate.summarize`).
@@ -50,7 +55,7 @@ import re
 import string
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,10 +134,12 @@ _LABEL_IN_TEXT = re.compile(
 )
 # lettered options listed in a question: "A. text", "(B) text", "C) text", "D: text", one per line
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.M)
+# an option's own label written into its text: "B. forest" as the second option
+_OPTION_PREFIX = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.S)
 # lead-ins stripped before comparing an answer with option texts
 _LEAD_IN = re.compile(
     r"^(?:(?:so|thus|therefore|i think|i believe)\s*,?\s*)?"
-    r"(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice)\s*(?:is|:)?\s*:?\s*",
+    r"(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice|label|class)\s*(?:is|:)?\s*:?\s*",
     re.I,
 )
 
@@ -156,23 +163,38 @@ def options_from_question(question: str) -> list[str] | None:
     return options if len(options) >= 2 else None
 
 
-def _option_by_text(text: str, options: Sequence[str] | None) -> str | None:
-    """The letter of the one option whose normalised text equals `text` exactly, else None."""
+def option_texts(options: Sequence[Any]) -> list[str]:
+    """Option texts without a label of their own letter in front ("B. forest" as the second option is "forest")."""
+    out = []
+    for k, opt in enumerate(options):
+        m = _OPTION_PREFIX.match(str(opt))
+        out.append(m.group(2) if m and k < len(_LETTERS) and m.group(1) == _LETTERS[k] else str(opt))
+    return out
+
+
+TextKey = Callable[[str], str]
+"""How an answer and an option text are compared: both mapped by it, equal when their keys are."""
+
+
+def _option_by_text(text: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
+    """The letter of the one option whose text equals `text` exactly (after `key`), else None."""
     if not options:
         return None
-    norm = normalize_answer(text)
+    key = key or normalize_answer
+    norm = key(text)
     if not norm:
         return None
-    hits = {_LETTERS[k] for k, opt in enumerate(options) if normalize_answer(opt) == norm}
+    hits = {_LETTERS[k] for k, opt in enumerate(options) if key(opt) == norm}
     return hits.pop() if len(hits) == 1 else None
 
 
-def parse_choice(prediction: str, options: Sequence[str] | None) -> str | None:
+def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
     """The option letter a prediction chooses, or None when it chooses none or several.
 
-    Accepted, in this order:
+    Answer and option texts are compared by `key` (default `normalize_answer`; a domain may pass a wider one,
+    e.g. class names with CamelCase split); letters are read the same whatever `key`. Accepted, in this order:
 
-    1. only a label: ``B``, ``b``, ``B.``, ``(B)``;
+    1. only a label: ``B``, ``b``, ``B.``, ``(B)`` (unless it is an option's text, as ``O`` among blood groups);
     2. an answer whose normalised text (also after a lead-in like "The answer is") equals exactly one
        option's text: ``Forest.`` → the letter of "forest". Containment never counts, so "forest"
        does not match "rainforest" and "tropical forest" does not match "forest";
@@ -197,18 +219,19 @@ def parse_choice(prediction: str, options: Sequence[str] | None) -> str | None:
     m = _ONLY_LABEL.match(text)
     if m:
         letter = m.group(1).upper()
-        return letter if letter in valid else None
+        by_text = _option_by_text(text, options, key)  # as `reference_choice` reads a one-letter reference
+        return by_text or (letter if letter in valid else None)
 
     stripped = _LEAD_IN.sub("", text)
     labels = [label for candidate in dict.fromkeys((text, stripped)) if (label := _leading_label(candidate, valid))]
     for letter, rest in labels:
         # "C. Vitamin D": the rest is an option's own text, so capitals in it are no second letter
-        named = _option_by_text(rest, options)
+        named = _option_by_text(rest, options, key)
         if named is not None:
             return letter if named == letter else None  # "B. desert" where desert is option C: contradictory
 
     # an option's exact text wins over letters inside it (option "type A" is not the label A)
-    by_text = _option_by_text(text, options) or _option_by_text(stripped, options)
+    by_text = _option_by_text(text, options, key) or _option_by_text(stripped, options, key)
     if by_text is not None:
         return by_text
 
@@ -236,14 +259,15 @@ def _letters_in_text(text: str, valid: str) -> set[str]:
     return {x for x in letters if x in valid}
 
 
-def _reference_letter(reference: str, options: Sequence[str] | None) -> str | None:
+def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
+    """The option letter a reference names (a label such as ``B`` / ``(B)``, or an option's text), else None."""
     ref = (reference or "").strip()
     m = _ONLY_LABEL.match(ref)
     if m and m.group(1).upper() in _valid_letters(options):
         # a one-letter reference is a label, unless the options say it is an option's text
-        by_text = _option_by_text(ref, options)
+        by_text = _option_by_text(ref, options, key)
         return by_text or m.group(1).upper()
-    return _option_by_text(ref, options)
+    return _option_by_text(ref, options, key)
 
 
 def mc_accuracy(prediction: str, reference: str, options: Sequence[str] | None) -> float:
@@ -252,7 +276,7 @@ def mc_accuracy(prediction: str, reference: str, options: Sequence[str] | None) 
     `reference` is a letter ("B", "(B)") or an option's text. When it is neither (a class name and
     no option list), the normalised prediction must equal the reference exactly.
     """
-    ref_letter = _reference_letter(reference, options)
+    ref_letter = reference_choice(reference, options)
     if ref_letter is None:
         return exact_match(prediction, reference)
     return float(parse_choice(prediction, options) == ref_letter)
@@ -314,6 +338,11 @@ def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> fl
 # task registry and dispatch
 
 
+def _field(record: Any, name: str) -> Any:
+    """A record's field, from an adapt `Record` or a plain mapping (as domain scorers are handed either)."""
+    return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+
+
 def _turn_value(turn: Any, role: str) -> str | None:
     if isinstance(turn, dict):
         if turn.get("from") == role or turn.get("role") == {"gpt": "assistant", "human": "user"}[role]:
@@ -334,7 +363,7 @@ def reference_of(record: Any) -> str:
 
 def question_of(record: Any) -> str:
     """The text of the last human turn before the last gpt turn (or the last human turn)."""
-    turns = list(record.conversations)
+    turns = list(_field(record, "conversations") or [])
     last_gpt = max((k for k, t in enumerate(turns) if _turn_value(t, "gpt") is not None), default=len(turns))
     for turn in reversed(turns[:last_gpt]):
         value = _turn_value(turn, "human")
@@ -344,10 +373,12 @@ def question_of(record: Any) -> str:
 
 
 def record_options(record: Any) -> list[str] | None:
-    """`record.options`, else the lettered options listed in its question, else None."""
-    options = getattr(record, "options", None)
+    """`record.options` (`option_texts`), else the lettered options listed in its question, else None.
+
+    `record` is an adapt `Record` or a mapping with ``options`` / ``conversations``."""
+    options = _field(record, "options")
     if options:
-        return list(options)
+        return option_texts(options)
     return options_from_question(question_of(record))
 
 

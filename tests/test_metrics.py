@@ -134,6 +134,20 @@ def test_lower_case_letter_is_a_label_only_with_label_punctuation(prediction, ex
     assert parse_choice(prediction, [*OPTS, "lake"]) == expected
 
 
+def test_a_one_letter_answer_that_is_an_option_text_is_that_option():
+    # as a one-letter reference is read (reference_choice): blood group O is option D, not a letter beyond them
+    groups = ["A", "B", "AB", "O"]
+    assert parse_choice("O", groups) == "D" and parse_choice("B", groups) == "B"
+    assert mc_accuracy("O", "O", groups) == 1.0
+
+
+def test_parse_choice_compares_texts_by_key():
+    options = ["AnnualCrop", "SeaLake"]
+    assert parse_choice("sea lake", options) is None
+    assert parse_choice("sea lake", options, key=lambda t: normalize_answer(t).replace(" ", "")) == "B"
+    assert parse_choice("B or A", options, key=lambda t: normalize_answer(t).replace(" ", "")) is None
+
+
 def test_option_text_wins_over_letters_inside_it():
     assert parse_choice("Type A", ["Type B", "Type A"]) == "B"
 

@@ -219,6 +219,47 @@ def test_real_plugin_exposes_its_metrics_to_adapt_eval():
             am.unregister_task(task)
 
 
+LC_OPTS = ["forest", "desert", "water", "urban"]
+ONE_RULE = ["desert (B)", "I choose B", "B - desert", "It is B.", "b. desert", "b) desert", "B. desert", "(b)",
+            "The answer is B", "Desert.", "B or C", "B. water", "a desert", "The answer is b.", "C", "rainforest"]
+
+
+def test_classification_with_options_is_scored_as_mc():
+    """With the remote-sensing scorer in place (as `adapt eval` registers it), a classification record with options
+    scores every answer as mc does: "desert (B)", "I choose B", "B - desert", "It is B." scored mc 1 and
+    classification 0 (the plugin had a second, stricter letter parser)."""
+    try:
+        register_domain_metrics()
+        assert am._TASKS["classification"] is score_classification
+        for reference in ("desert", "B"):
+            for answer in ONE_RULE:
+                mc = am.score(answer, rec(task="mc", options=LC_OPTS, answer=reference))
+                assert am.score(answer, rec(task="classification", options=LC_OPTS, answer=reference)) == mc, answer
+                assert mc["accuracy"] == am.mc_accuracy(answer, reference, LC_OPTS)
+        assert am.score("desert (B)", rec(task="classification", options=LC_OPTS, answer="desert"))["accuracy"] == 1.0
+    finally:
+        for task in METRICS:
+            am.unregister_task(task)
+
+
+def test_classification_adds_only_label_names_to_parse_choice():
+    # what parse_choice cannot do: class names written as words; letters are read as mc reads them
+    r = rec(task="classification", options=["AnnualCrop", "Forest", "SeaLake"], answer="SeaLake")
+    assert score_classification("Sea lake", r, "SeaLake")["accuracy"] == 1.0
+    assert am.mc_accuracy("Sea lake", "SeaLake", r.options) == 0.0
+    assert score_classification("C. Sea lake", r, "SeaLake")["accuracy"] == 1.0
+    assert score_classification("A. Sea lake", r, "SeaLake")["accuracy"] == 0.0  # contradictory
+    assert score_classification("sea_lake (C)", r, "C")["accuracy"] == 1.0
+    assert score_classification("Sea lake or forest", r, "SeaLake")["accuracy"] == 0.0
+
+
+def test_mc_reads_options_written_with_their_letters_as_classification_does():
+    prefixed = rec(task="mc", options=["A. desert", "B. forest"], answer="B")
+    assert am.score("forest", prefixed) == {"accuracy": 1.0}
+    assert am.record_options(prefixed) == ["desert", "forest"]
+    assert am.record_options({"options": ["A) x", "C. y"]}) == ["x", "C. y"]  # only an option's own letter
+
+
 # --------------------------------------------------------------------------------------------- protocols
 def _declared(protocols: dict, key: str) -> str:
     return key if key in protocols else key.rsplit("/", 1)[0] + "/<type>"

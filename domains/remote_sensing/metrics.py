@@ -3,8 +3,9 @@
 Every scorer has the signature ``(prediction, record, reference) -> {name: value}`` that
 ``adapt.metrics.register_task`` takes; the first key is the task's main metric (also named by the
 function's ``main_metric`` attribute). `record` may be an ``adapt`` ``Record`` or a plain mapping: only
-``meta``, ``options`` and ``image_sizes`` are read, with ``getattr`` or ``.get``. Nothing here imports
-``adapt`` (data flows ``domains -> adapt``).
+``meta``, ``options``, ``conversations`` and ``image_sizes`` are read, with ``getattr`` or ``.get``. The one
+thing taken from ``adapt`` is its choice parser (``adapt.metrics``, standard library only), so that an option
+letter is read one way whichever scorer a task has.
 
 **rsvqa** (``domains.md`` §2.1). The question type comes from ``record.meta["question_type"]`` (or
 ``meta["type"]``, the RSVQA field name). Both sides are *normalised*, then compared whole — never by
@@ -20,9 +21,11 @@ containment, so "no" does not hit inside "not sure" and "1" does not hit inside 
 Returns ``{"accuracy": a, "accuracy/<type>": a}`` (+ the bucket / exact keys for count and area), so a
 source's summary shows overall and per-type accuracy side by side.
 
-**classification**: the prediction must name exactly one label: its normalised text (CamelCase and
-``_``/``-`` split into words, so ``AnnualCrop`` = ``annual crop``) must *equal* the reference label's, or,
-when the record lists options, be that option's letter (``B``, ``(B)``, ``B. forest``).
+**classification**: with options (the record's, or lettered lines in its question) the answer is read by
+``adapt.metrics.parse_choice``, exactly as the built-in ``mc`` and ``classification`` scorers read it (letters,
+``B. forest``, ``The answer is B``, ``desert (B)``; two options or a contradiction score 0), except that answer
+and option texts are compared as labels (`label_key`: CamelCase and ``_``/``-`` split into words, so ``Annual
+crop`` answers ``AnnualCrop``). Without options the answer's label must *equal* the reference's.
 
 **grounding**: Acc@0.5 — the first predicted box (``<box>[[…]]</box>``; a bare ``[[…]]`` also counts, as
 in InternVL's evaluator, and boxes summing to < 4 are read as 0–1 and scaled by 1000) against the first
@@ -45,6 +48,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from adapt.metrics import parse_choice, record_options, reference_choice
 from domains.boxes import Box, parse_ref_boxes
 
 __all__ = [
@@ -74,9 +78,6 @@ def _field(record: Any, name: str, default: Any = None) -> Any:
 # ---------------------------------------------------------------------------------------------- text
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _LEAD_IN = re.compile(r"^(?:the\s+)?(?:correct\s+|final\s+)?(?:answer|label|class)\s*(?:is|:)\s*", re.IGNORECASE)
-# before an option letter: "The answer is B", "Answer: (B)", "Option B", "the correct choice is C."
-_LETTER_LEAD_IN = re.compile(r"^(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice|label|class)"
-                             r"\s*(?:is\b)?\s*:?\s*", re.IGNORECASE)
 
 
 def _strip_punct(text: str) -> str:
@@ -162,8 +163,6 @@ def score_rsvqa(prediction: str, record: Any, reference: str) -> dict[str, float
 # ---------------------------------------------------------------------------------------------- labels
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _LETTERS = string.ascii_uppercase
-_ONLY_LETTER = re.compile(r"^[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?$")
-_LEADING_LETTER = re.compile(r"^(?:\(([A-Z])\)|\[([A-Z])\]|([A-Z])\s*[.:)])\s*(.*)$", re.DOTALL)
 
 
 def label_key(text: str) -> str:
@@ -173,79 +172,29 @@ def label_key(text: str) -> str:
     return _words(text.replace("_", " ").replace("-", " "))
 
 
-def _option_of_text(text: str, options: Sequence[str]) -> int | None:
-    key = label_key(text)
-    hits = {k for k, opt in enumerate(options) if key and label_key(opt) == key}
-    return hits.pop() if len(hits) == 1 else None
-
-
 def match_label(answer: str, labels: Sequence[str] | None = None) -> str | None:
     """The label (one of `labels`, or the answer's own key when `labels` is None) an answer names, else None.
 
-    With `labels`: the answer's key must equal exactly one label's key (after a lead-in such as "The
-    answer is"), or the answer is an option letter (``B``, ``(B)``, ``B. forest``, also after a lead-in: ``The
-    answer is B``, ``Option (B)`` — None when the text after the letter names a different label). Containment
-    never counts ("forest" ≠ "rainforest").
+    With `labels`: the option `adapt.metrics.parse_choice` reads (a letter, ``B. forest``, ``The answer is B``, or
+    the one label whose key equals the answer's, after a lead-in such as "The answer is"), texts compared by
+    `label_key`. Containment never counts ("forest" ≠ "rainforest").
     """
     text = str(answer or "").strip()
     if not labels:
         key = label_key(_LEAD_IN.sub("", text))
         return key or None
     labels = list(labels)
-    for candidate in dict.fromkeys((text, _LETTER_LEAD_IN.sub("", text))):  # "The answer is B", "Option (B)"
-        m = _ONLY_LETTER.match(candidate)
-        if m and _option_of_text(candidate, labels) is None:  # a label named "A" wins over the letter A
-            idx = _LETTERS.find(m.group(1).upper())
-            return labels[idx] if 0 <= idx < len(labels) else None
-        m = _LEADING_LETTER.match(candidate)  # before the text: "A. Rainforest" must not read as "(a) rainforest"
-        if m and (_option_of_text(candidate, labels) is None or _option_of_text(m.group(4), labels) is not None):
-            idx = _LETTERS.find(m.group(1) or m.group(2) or m.group(3))
-            rest = m.group(4).strip()
-            if 0 <= idx < len(labels):
-                if rest and _option_of_text(rest, labels) not in (None, idx):
-                    return None  # "B. desert" where desert is option C: contradictory
-                return labels[idx]
-    k = _option_of_text(text, labels)
-    if k is None:
-        k = _option_of_text(_LEAD_IN.sub("", text), labels)
-    return labels[k] if k is not None else None
-
-
-_OPTION_PREFIX = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$")
-_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.MULTILINE)
-
-
-def _options(record: Any) -> list[str] | None:
-    """The record's options without "A. " prefixes; else lettered lines (A., B., …) of its last question."""
-    options = _field(record, "options") or None
-    if options:
-        out = []
-        for k, opt in enumerate(options):
-            m = _OPTION_PREFIX.match(str(opt))
-            out.append(m.group(2) if m and m.group(1) == _LETTERS[k] else str(opt))
-        return out
-    turns = [t for t in (_field(record, "conversations") or []) if isinstance(t, Mapping) and _is_human(t)]
-    found = _OPTION_LINE.findall(str(turns[-1].get("value", "")) if turns else "")
-    listed: list[str] = []
-    for letter, text in found:
-        if letter == _LETTERS[len(listed)]:
-            listed.append(text)
-        elif listed:
-            break
-    return listed if len(listed) >= 2 else None
-
-
-def _is_human(turn: Mapping) -> bool:
-    return turn.get("from") == "human" or turn.get("role") == "user"
+    letter = parse_choice(text, labels, key=label_key)
+    return labels[_LETTERS.index(letter)] if letter is not None else None
 
 
 def _label_accuracy(prediction: str, record: Any, reference: str) -> float:
-    options = _options(record)
+    options = record_options(record)
     if options:
-        ref = match_label(reference, options)
+        ref = reference_choice(reference, options, key=label_key)
         if ref is None:  # the reference is not an option: compare texts
             return float(label_key(prediction) == label_key(reference) != "")
-        return float(match_label(prediction, options) == ref)
+        return float(parse_choice(prediction, options, key=label_key) == ref)
     pred = match_label(prediction)
     return float(pred is not None and pred == label_key(reference))
 
@@ -302,11 +251,12 @@ def _protocols(**rows: tuple[str, str, str]) -> dict[str, dict[str, str]]:
 _RSVQA = "Lobry et al., RSVQA, IEEE TGRS 2020 (accuracy per question type)"
 _RS_VQA_SCORE = "Mini-InternVL internvl_chat/eval/domain_specific/rs_vqa/score.py"
 _BUCKETS = "the same bucket 0 / 1-100 / 101-1000 / >1000"
-_LABEL_RULE = ("the answer names exactly one label: its normalised text (CamelCase and _ / - split, lower case, "
-               "punctuation and articles dropped) equals the reference label's, or it is that option's letter; "
-               "a label merely contained in the answer never counts")
-_LABEL_SOURCE = ("pocket-adapt domains/remote_sensing/metrics.py: accuracy as share of samples whose label is "
-                 "named (no public evaluator's parser)")
+_LABEL_RULE = ("with options, the option parse_choice reads (as mc: an explicit letter, or an answer whose text equals "
+               "exactly one option's; several options, or an option's text merely contained, score 0), texts compared "
+               "as labels (CamelCase and _ / - split, lower case, punctuation and articles dropped); without options, "
+               "the answer's label equals the reference's")
+_LABEL_SOURCE = ("pocket-adapt adapt/metrics.py (parse_choice) and domains/remote_sensing/metrics.py (label_key): "
+                 "accuracy as share of samples whose label is named (no public evaluator's parser)")
 _GROUNDING_RULE = ("first [[x1, y1, x2, y2]] of the answer (inside <box> when there is one) against the first "
                    "reference box on the 0-1000 grid; a box summing < 4 is read as 0-1 and scaled by 1000; hit when "
                    "the continuous IoU is > 0.5")
