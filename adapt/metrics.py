@@ -14,6 +14,9 @@ task                   scores                         main metric
 ``grounding``          ``acc@0.5``                    acc@0.5
 =====================  =============================  ===========
 
+``short`` normalises as SQuAD does (`normalize_answer`), ``vqa`` as the VQA evaluator does (`vqa_tokens`: number
+words read as digits, so "two" answers "2"); in both a decimal point between digits is kept ("1.0" is not "10").
+
 ``classification`` is scored as ``mc``: a record with options by `parse_choice`, one without by exact match of
 the normalised label. A domain may replace it (the remote-sensing plugin does, once `adapt.domains_bridge`
 registers domain scorers, as ``adapt eval`` does) only to read labels more widely, never letters otherwise:
@@ -66,7 +69,7 @@ MetricFn = Callable[[str, "Record", str], dict[str, float]]
 """A task scorer: (prediction, record, reference) -> named scores in [0, 1]."""
 
 # --------------------------------------------------------------------------------------------------
-# text normalisation, exact match, token F1 (SQuAD conventions)
+# text normalisation, exact match, token F1 (SQuAD conventions; VQA's below)
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
@@ -75,13 +78,19 @@ def _is_punct(ch: str) -> bool:
     return ch in string.punctuation or unicodedata.category(ch).startswith("P")
 
 
+def _decimal_point(text: str, k: int) -> bool:
+    return text[k] == "." and 0 < k < len(text) - 1 and text[k - 1].isdigit() and text[k + 1].isdigit()
+
+
 def normalize_answer(text: str) -> str:
     """Lowercase, drop punctuation (ASCII and Unicode) and the articles a/an/the, squeeze spaces.
 
     SQuAD's normaliser, so "The Forest." and "forest" agree. Like SQuAD, punctuation is removed
-    rather than replaced, so "3.5" becomes "35" on both sides.
+    rather than replaced ("don't" is "dont"); unlike SQuAD, a decimal point between digits is kept, so
+    "1.0" does not equal "10".
     """
-    text = "".join(ch for ch in str(text).lower() if not _is_punct(ch))
+    text = str(text).lower()
+    text = "".join(ch for k, ch in enumerate(text) if not _is_punct(ch) or _decimal_point(text, k))
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
@@ -96,14 +105,50 @@ def token_f1(prediction: str, reference: str) -> float:
 
     If either side has no words, 1.0 only when both are empty.
     """
-    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    return bag_f1(normalize_answer(prediction).split(), normalize_answer(reference).split())
+
+
+def bag_f1(pred: Sequence[str], ref: Sequence[str]) -> float:
+    """F1 of two bags of words (counts kept); 1.0 when both are empty, 0.0 when one is."""
     if not pred or not ref:
-        return float(pred == ref)
+        return float(len(pred) == len(ref))
     common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return 2 * common / (len(pred) + len(ref))
+
+
+# --------------------------------------------------------------------------------------------------
+# VQA normalisation (task vqa; domains.medical's scorer reads answers through it too)
+
+_NUMBER_WORDS = {w: str(k) for k, w in enumerate(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
+_ARTICLE_WORDS = frozenset({"a", "an", "the"})
+# words: a decimal number, or a run of letters / digits (punctuation and symbols separate words)
+_WORD = re.compile(r"\d+\.\d+|[^\W_]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_VQA_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?answer\s*(?:is\b|:)\s*:?\s*", re.IGNORECASE)
+
+
+def vqa_tokens(text: Any) -> list[str]:
+    """The normalised words of an answer, as the VQA evaluator reads them (its processPunctuation and
+    processDigitArticle): Unicode NFKC and case folding, punctuation dropped but a decimal point between digits
+    kept ("3.5 cm" is two words), a / an / the dropped, number words up to twenty as digits ("two" is "2"); and a
+    lead-in ("the answer is") dropped and CJK text split into single characters (no spaces between its words).
+    """
+    text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold()
+    text = _VQA_LEAD_IN.sub("", text)
+    out: list[str] = []
+    for word in _WORD.findall(text):
+        if _CJK.search(word):
+            out.extend(word)  # one token per character (kana / hangul / hanzi runs)
+        elif word not in _ARTICLE_WORDS:
+            out.append(_NUMBER_WORDS.get(word, word))
+    return out
+
+
+def normalize_vqa(text: Any) -> str:
+    """`vqa_tokens` joined by single spaces."""
+    return " ".join(vqa_tokens(text))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,11 +439,17 @@ def _score_short(prediction: str, record: Any, reference: str) -> dict[str, floa
     return {"exact_match": exact_match(prediction, reference), "token_f1": token_f1(prediction, reference)}
 
 
+def _score_vqa(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    pred, ref = vqa_tokens(prediction), vqa_tokens(reference)
+    return {"exact_match": float(pred == ref), "token_f1": bag_f1(pred, ref)}
+
+
 def _score_grounding(prediction: str, record: Any, reference: str) -> dict[str, float]:
     return {"acc@0.5": grounding_hit(prediction, reference)}
 
 
 _SQUAD = "SQuAD v2.0 evaluate-v2.0.py"
+_VQA_EVAL = "VQA v2 evaluation PythonEvaluationTools/vqaEvaluation/vqaEval.py"
 _GROUNDING_RULE = ("first [[x1, y1, x2, y2]] of the answer (inside <box> when there is one) against the first "
                    "reference box on the 0-1000 grid; a box summing < 4 is read as 0-1 and scaled by 1000; hit when "
                    "the continuous IoU is > 0.5")
@@ -410,14 +461,21 @@ _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
                         "equals exactly one option's; several options, or an option's text merely contained, score 0",
                         "pocket-adapt adapt/metrics.py (parse_choice); avoids the containment pitfall of "
                         "LLaVA-Med's evaluate_metrics.py, which counts an answer containing an option's text")},
-    "short": {"exact_match": ("SQuAD", "normalised exact match: lower case, punctuation and a/an/the dropped",
+    "short": {"exact_match": ("SQuAD", "normalised exact match: lower case, punctuation (but a decimal point "
+                              "between digits, which SQuAD drops) and a/an/the dropped",
                               f"{_SQUAD} (normalize_answer, compute_exact)"),
               "token_f1": ("SQuAD", "token F1 over normalised words (bags of words); both sides empty score 1",
                            f"{_SQUAD} (compute_f1)")},
+    "vqa": {"exact_match": ("VQA normalised exact match", "lower case, punctuation dropped but a decimal point "
+                            "between digits kept, a/an/the dropped, number words up to twenty as digits, a lead-in "
+                            "('the answer is') dropped; the words equal one reference (no 10-annotator min(n/3, 1))",
+                            f"{_VQA_EVAL} (processPunctuation, processDigitArticle; it reads number words up to ten "
+                            "and expands contractions, which this does not)"),
+            "token_f1": ("SQuAD token F1, VQA normalisation", "token F1 over the VQA-normalised words (bags of "
+                         "words); both sides empty score 1", f"{_SQUAD} (compute_f1); {_VQA_EVAL}")},
     "grounding": {"acc@0.5": ("Acc@0.5 on the 0-1000 grid", _GROUNDING_RULE, _GROUNDING_SOURCE)},
 }
 _BUILTIN_PROTOCOLS["classification"] = _BUILTIN_PROTOCOLS["mc"]
-_BUILTIN_PROTOCOLS["vqa"] = _BUILTIN_PROTOCOLS["short"]
 _PROTOCOL_FIELDS = ("protocol", "rule", "source")
 
 
@@ -433,7 +491,7 @@ _BUILTIN = {
     "mc": (_score_mc, "accuracy"),
     "classification": (_score_mc, "accuracy"),
     "short": (_score_short, "token_f1"),
-    "vqa": (_score_short, "token_f1"),
+    "vqa": (_score_vqa, "token_f1"),
     "grounding": (_score_grounding, "acc@0.5"),
 }
 

@@ -55,6 +55,32 @@ def test_exact_match_and_token_f1_known_values():
     assert token_f1("", "dog") == 0.0
 
 
+@pytest.mark.parametrize("prediction, reference", [("10", "1.0"), ("35", "3.5"), ("3.5", "35")])
+def test_a_decimal_point_between_digits_is_kept(prediction, reference):
+    # SQuAD's normaliser deletes it, so 10 answered 1.0; for short and vqa alike it is no longer so
+    assert normalize_answer("3.5 cm.") == "3.5 cm" and normalize_answer("e.g. 1.") == "eg 1"
+    for task in ("short", "vqa"):
+        assert score(prediction, qa("How much?", reference, task=task))["exact_match"] == 0.0, task
+    assert score("1.0", qa("How much?", "1.0", task="short")) == {"exact_match": 1.0, "token_f1": 1.0}
+
+
+@pytest.mark.parametrize("prediction, reference", [("2", "two"), ("Two.", "2"), ("The answer is 3", "three"),
+                                                  ("twelve", "12")])
+def test_vqa_reads_number_words_as_digits(prediction, reference):
+    record = qa("How many?", reference, task="vqa")
+    assert score(prediction, record) == {"exact_match": 1.0, "token_f1": 1.0}
+    assert score(prediction, qa("How many?", reference, task="short"))["exact_match"] == 0.0  # SQuAD: words stay
+
+
+def test_vqa_normalisation_is_the_medical_one():
+    from domains.medical import metrics as medical
+
+    assert medical.tokens is metrics.vqa_tokens and medical.normalize_text is metrics.normalize_vqa
+    assert metrics.vqa_tokens("The Left-lower LOBE, 2.5 cm; two nodules") == ["left", "lower", "lobe", "2.5", "cm",
+                                                                               "2", "nodules"]
+    assert score("3 cm", qa("Size?", "three centimetres", task="vqa"))["token_f1"] == pytest.approx(0.5)
+
+
 # -------------------------------------------------------------------------------- choices
 
 
@@ -269,7 +295,8 @@ def test_builtin_metrics_name_their_protocols():
         assert set(score(prediction, record)) == set(protocols), task
         assert all(set(e) == {"protocol", "rule", "source"} and all(e.values()) for e in protocols.values())
     assert "SQuAD v2.0" in metrics.protocols_of("short")["token_f1"]["source"]
-    assert metrics.protocols_of("vqa") == metrics.protocols_of("short")
+    assert "vqaEval.py" in metrics.protocols_of("vqa")["exact_match"]["source"]
+    assert set(metrics.protocols_of("vqa")) == set(metrics.protocols_of("short"))
     assert "evaluate_grounding.py" in metrics.protocols_of("grounding")["acc@0.5"]["source"]
     # the rule each names: SQuAD normalisation, F1 1 for two empty answers (v2.0), IoU strictly above 0.5
     assert exact_match("The Forest!", "forest") == 1.0 and token_f1("", "") == 1.0

@@ -3,7 +3,8 @@
 One scorer, task ``"med_vqa"``, with the signature ``(prediction, record, reference) -> {name: value}`` that
 ``adapt.metrics.register_task`` takes. `record` may be an ``adapt`` ``Record`` or a plain mapping; only
 ``meta["answer_type"]`` is read (``"CLOSED"`` / ``"OPEN"``, any case; missing: CLOSED when the reference is
-yes/no, else OPEN). Nothing here imports ``adapt`` (data flows ``domains -> adapt``).
+yes/no, else OPEN). The one thing taken from ``adapt`` is its VQA normalisation (``adapt.metrics``, standard
+library only), so that task ``vqa`` and this scorer read an answer one way.
 
 The convention is LLaVA-Med's (``domains.md`` §3.3) -- papers report *closed accuracy* and *open recall* --
 without its pitfalls:
@@ -26,19 +27,21 @@ key, the main metric) is closed accuracy or open recall by type.
 **Protocols.** :func:`score_med_vqa`'s ``protocols`` attribute names each metric's rule and source
 (LLaVA-Med's evaluation, SQuAD's token F1); ``adapt eval`` prints them in its report.
 
-**Normalisation** (:func:`tokens`): Unicode NFKC and case folding (full-width "Ｙｅｓ" = "yes"), punctuation
-dropped (ASCII and Unicode; a decimal point between digits is kept: "3.5 cm" stays two words), the
-articles a / an / the dropped, number words up to twenty read as digits ("two" = "2"), a lead-in ("the
-answer is") dropped, and CJK text split into single characters (Chinese has no spaces between words).
+**Normalisation** (:func:`tokens`: ``adapt.metrics.vqa_tokens``, the one task ``vqa`` uses): Unicode NFKC and
+case folding (full-width "Ｙｅｓ" = "yes"), punctuation dropped (ASCII and Unicode; a decimal point between digits
+is kept: "3.5 cm" stays two words), the articles a / an / the dropped, number words up to twenty read as digits
+("two" = "2"), a lead-in ("the answer is") dropped, and CJK text split into single characters (Chinese has no
+spaces between words).
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
+
+from adapt.metrics import bag_f1
+from adapt.metrics import normalize_vqa as normalize_text
+from adapt.metrics import vqa_tokens as tokens
 
 __all__ = [
     "METRICS",
@@ -50,40 +53,11 @@ __all__ = [
     "tokens",
 ]
 
-_NUMBER_WORDS = {w: str(k) for k, w in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
-_ARTICLES = frozenset({"a", "an", "the"})
-# words: a decimal number, or a run of letters / digits (punctuation and symbols separate words)
-_WORD = re.compile(r"\d+\.\d+|[^\W_]+")
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
-_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?answer\s*(?:is\b|:)\s*:?\s*", re.IGNORECASE)
-
 
 def _field(record: Any, name: str, default: Any = None) -> Any:
     if isinstance(record, Mapping):
         return record.get(name, default)
     return getattr(record, name, default)
-
-
-def tokens(text: Any) -> list[str]:
-    """The normalised words of `text` (see the module notes)."""
-    text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold()
-    text = _LEAD_IN.sub("", text)
-    out: list[str] = []
-    for word in _WORD.findall(text):
-        if _CJK.search(word):
-            out.extend(ch for ch in word)  # one token per character (kana / hangul / hanzi runs)
-            continue
-        if word in _ARTICLES:
-            continue
-        out.append(_NUMBER_WORDS.get(word, word))
-    return out
-
-
-def normalize_text(text: Any) -> str:
-    """The normalised words of `text` joined by single spaces."""
-    return " ".join(tokens(text))
 
 
 def answer_type(record: Any, reference: str) -> str:
@@ -122,9 +96,7 @@ def open_scores(prediction: str, reference: str) -> dict[str, float]:
         raise ValueError(f"med_vqa: open reference has no words after normalisation: {reference!r}")
     pred_set = set(pred)
     recall = sum(1 for w in ref if w in pred_set) / len(ref)  # LLaVA-Med: each reference word found or not
-    common = sum((Counter(pred) & Counter(ref)).values())
-    f1 = 0.0 if common == 0 else 2 * common / (len(pred) + len(ref))
-    return {"open_recall": recall, "open_token_f1": f1, "open_exact_match": float(pred == ref)}
+    return {"open_recall": recall, "open_token_f1": bag_f1(pred, ref), "open_exact_match": float(pred == ref)}
 
 
 def score_med_vqa(prediction: str, record: Any, reference: str) -> dict[str, float]:
@@ -154,7 +126,7 @@ score_med_vqa.protocols = {  # type: ignore[attr-defined]
     "open_recall": _protocol("LLaVA-Med open recall", "share of the reference's normalised words found among the "
                              "answer's words", f"{_LLAVA_MED} (calculate_f1score: recall)"),
     "open_token_f1": _protocol("SQuAD token F1", "F1 of the bags of normalised words",
-                               "SQuAD v2.0 evaluate-v2.0.py (compute_f1), on this module's normalisation"),
+                               "SQuAD v2.0 evaluate-v2.0.py (compute_f1), on adapt.metrics.vqa_tokens' normalisation"),
     "open_exact_match": _protocol("normalised exact match", "the normalised words of answer and reference are equal",
                                   "pocket-adapt domains/medical/metrics.py"),
 }
