@@ -535,6 +535,28 @@ def test_records_dropped_after_reading_are_merged_once_and_count_against_the_lim
     assert "dropped after reading" in skips.table()
 
 
+def test_skip_table_says_which_dropped_records_did_not_decode():
+    """Records `adapt eval` drops for their task (no scorer, a reference it cannot score) are named by their reason;
+    the table said every dropped record's image had not decoded ('the header read, the pixels did not')."""
+    skips = SkipLog()
+    skips.add_dropped("d", "no scorer for its task", "t.jsonl:1", "no scorer for task 'foo'")
+    skips.add_dropped("d", "reference its task cannot score", "t.jsonl:2", "grounding reference has no box")
+    table = skips.table()
+    assert "decoded" not in table and "pixels" not in table
+    assert ("2 records were dropped after reading, when training or evaluation came to them: no scorer for its task "
+            "(1), reference its task cannot score (1).") in table
+    with pytest.raises(DataQualityError) as err:
+        skips.check({"d": 2}, max_bad_fraction=1.0)
+    assert "do not decode" not in str(err.value) and "not one record is left" in str(err.value)
+    skips.add_dropped("d", "image does not decode", "t.jsonl:3", "cut.png: truncated")
+    table = skips.table()
+    assert "1 of these records were dropped after reading, when their images were decoded" in table
+    assert "2 other records were dropped after reading" in table and "data.max_bad_fraction" in table
+    with pytest.raises(DataQualityError) as err:
+        skips.check({"d": 3}, max_bad_fraction=0.5)
+    assert "1 of them because their images do not decode" in str(err.value)
+
+
 def test_data_errors_are_pocket_adapt_errors(tmp_path):
     from adapt.data import DataError, MissingDataError
     from model.errors import PocketAdaptError

@@ -177,7 +177,8 @@ class SkipLog:
     """Counts and first examples of skipped records, by source and reason.
 
     Most records are skipped while reading (`read_source`, `measure`). A few are dropped later, when
-    their images are fully decoded (`SupervisedDataset`, `adapt.evaluate.predict`): `add_dropped` logs
+    their images are fully decoded or the sample is encoded (`SupervisedDataset`), or when evaluation finds
+    no scorer for their task or a reference it cannot score (`adapt.evaluate.predict`): `add_dropped` logs
     each such record once however often it is met, `dropped_entries` lists them so that the logs of
     data workers, ranks and resumed runs can be merged into one, and `check` counts them against the
     same limit as the rest.
@@ -197,7 +198,7 @@ class SkipLog:
             examples.append((where, detail))
 
     def add_dropped(self, source: str, reason: str, where: str, detail: str = "") -> bool:
-        """Log a record dropped after reading (its image did not decode); False if it was logged already."""
+        """Log a record dropped after reading (`reason`: why, e.g. its image did not decode); False if logged already."""
         if (source, where) in self._dropped:
             return False
         self._dropped[(source, where)] = (reason, detail)
@@ -207,6 +208,14 @@ class SkipLog:
     def dropped(self, source: str | None = None) -> int:
         """Records dropped after reading (see `add_dropped`), of one source or of all."""
         return sum(1 for s, _ in self._dropped if source is None or s == source)
+
+    def _dropped_reasons(self, source: str | None = None) -> dict[str, int]:
+        """How many records `add_dropped` logged, by reason, of one source or of all."""
+        out: dict[str, int] = {}
+        for (s, _), (reason, _) in sorted(self._dropped.items()):
+            if source is None or s == source:
+                out[reason] = out.get(reason, 0) + 1
+        return out
 
     def dropped_entries(self) -> list[list[str]]:
         """``[source, reason, where, detail]`` of every record `add_dropped` logged (JSON-able)."""
@@ -250,9 +259,20 @@ class SkipLog:
             example = f"{where}: {detail}" if detail else where
             lines.append(f"| {_md(s)} | {_md(r)} | {n} | {_md(example)} |")
         if self._dropped:
-            lines += ["", f"{self.dropped()} of these records were dropped after reading, when their images were "
-                          "decoded for training or evaluation (the header read, the pixels did not); they count "
-                          "against data.max_bad_fraction like the rest."]
+            reasons = self._dropped_reasons()
+            undecodable = reasons.pop(UNDECODABLE_IMAGE, 0)
+            notes = []
+            if undecodable:
+                notes.append(f"{undecodable} of these records were dropped after reading, when their images were "
+                             "decoded for training or evaluation (the header read, the pixels did not).")
+            if reasons:
+                n = sum(reasons.values())
+                listed = ", ".join(f"{r} ({k})" for r, k in reasons.items())
+                notes.append(f"{n} {'other ' if undecodable else ''}{'record was' if n == 1 else 'records were'} "
+                             f"dropped after reading, when training or evaluation came to {'it' if n == 1 else 'them'}: "
+                             f"{listed}.")
+            lines += ["", " ".join(notes) + " Records dropped after reading count against data.max_bad_fraction "
+                      "like the rest."]
         return "\n".join(lines)
 
     def save(self, out_dir: str | os.PathLike) -> None:
@@ -277,7 +297,8 @@ class SkipLog:
             total = bad + kept.get(source, 0) - late
             none_left = bool(late) and late >= kept.get(source, 0)
             if total and (bad / total > max_bad_fraction or none_left):
-                found = f"; {late} of them because their images do not decode" if late else ""
+                undecodable = self._dropped_reasons(source).get(UNDECODABLE_IMAGE, 0)
+                found = f"; {undecodable} of them because their images do not decode" if undecodable else ""
                 found += "; not one record is left" if none_left else ""
                 failing.append(f"  {source}: {bad} of {total} records skipped ({bad / total:.1%}{found})")
         if failing:
