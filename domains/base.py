@@ -5,8 +5,8 @@ medical imaging, ...): how to read its raw files, how to convert public data set
 JSONL, how to score its tasks, which recipe templates fit it, a synthetic generator for tests and quick
 starts, and optional hooks for the demo.
 
-Data flows one way, ``domains -> adapt``: nothing here imports training or evaluation code (scorers share
-``adapt.metrics``' answer parsing, a standard-library module, so an answer is read one way). A plugin
+Data flows one way, ``domains -> adapt``: nothing here imports training or evaluation code (scorers read
+answers with ``domains.answers``, the parsers ``adapt.metrics`` uses too, so an answer is read one way). A plugin
 only *exposes* callables; ``adapt`` looks plugins up through this registry (for example it hands
 ``plugin.metrics[task]`` to ``adapt.metrics.register_task``).
 

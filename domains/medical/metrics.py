@@ -3,8 +3,8 @@
 One scorer, task ``"med_vqa"``, with the signature ``(prediction, record, reference) -> {name: value}`` that
 ``adapt.metrics.register_task`` takes. `record` may be an ``adapt`` ``Record`` or a plain mapping; only
 ``meta["answer_type"]`` is read (``"CLOSED"`` / ``"OPEN"``, any case; missing: CLOSED when the reference is
-yes/no, else OPEN). The one thing taken from ``adapt`` is its VQA normalisation (``adapt.metrics``, standard
-library only), so that task ``vqa`` and this scorer read an answer one way.
+yes/no, else OPEN). Answers are normalised by ``domains.answers.vqa_tokens``, as task ``vqa`` normalises
+them, so that the two read an answer one way.
 
 The convention is LLaVA-Med's (``domains.md`` §3.3) -- papers report *closed accuracy* and *open recall* --
 without its pitfalls:
@@ -27,7 +27,7 @@ key, the main metric) is closed accuracy or open recall by type.
 **Protocols.** :func:`score_med_vqa`'s ``protocols`` attribute names each metric's rule and source
 (LLaVA-Med's evaluation, SQuAD's token F1); ``adapt eval`` prints them in its report.
 
-**Normalisation** (:func:`tokens`: ``adapt.metrics.vqa_tokens``, the one task ``vqa`` uses): Unicode NFKC and
+**Normalisation** (:func:`tokens`: ``domains.answers.vqa_tokens``, the one task ``vqa`` uses): Unicode NFKC and
 case folding (full-width "Ｙｅｓ" = "yes"), punctuation dropped (ASCII and Unicode; a decimal point between digits
 is kept: "3.5 cm" stays two words), the articles a / an / the dropped, number words up to twenty read as digits
 ("two" = "2"), a lead-in ("the answer is") dropped, and CJK text split into single characters (Chinese has no
@@ -39,9 +39,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapt.metrics import bag_f1
-from adapt.metrics import normalize_vqa as normalize_text
-from adapt.metrics import vqa_tokens as tokens
+from domains.answers import bag_f1
+from domains.answers import normalize_vqa as normalize_text
+from domains.answers import vqa_tokens as tokens
 
 __all__ = [
     "METRICS",
@@ -126,7 +126,7 @@ score_med_vqa.protocols = {  # type: ignore[attr-defined]
     "open_recall": _protocol("LLaVA-Med open recall", "share of the reference's normalised words found among the "
                              "answer's words", f"{_LLAVA_MED} (calculate_f1score: recall)"),
     "open_token_f1": _protocol("SQuAD token F1", "F1 of the bags of normalised words",
-                               "SQuAD v2.0 evaluate-v2.0.py (compute_f1), on adapt.metrics.vqa_tokens' normalisation"),
+                               "SQuAD v2.0 evaluate-v2.0.py (compute_f1), on domains.answers.vqa_tokens' normalisation"),
     "open_exact_match": _protocol("normalised exact match", "the normalised words of answer and reference are equal",
                                   "pocket-adapt domains/medical/metrics.py"),
 }

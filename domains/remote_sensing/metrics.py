@@ -3,9 +3,9 @@
 Every scorer has the signature ``(prediction, record, reference) -> {name: value}`` that
 ``adapt.metrics.register_task`` takes; the first key is the task's main metric (also named by the
 function's ``main_metric`` attribute). `record` may be an ``adapt`` ``Record`` or a plain mapping: only
-``meta``, ``options``, ``conversations`` and ``image_sizes`` are read, with ``getattr`` or ``.get``. The one
-thing taken from ``adapt`` is its choice parser (``adapt.metrics``, standard library only), so that an option
-letter is read one way whichever scorer a task has.
+``meta``, ``options``, ``conversations`` and ``image_sizes`` are read, with ``getattr`` or ``.get``. Choices
+are read by ``domains.answers.parse_choice``, the parser the built-in scorers use, so that an option letter is
+read one way whichever scorer a task has.
 
 **rsvqa** (``domains.md`` §2.1). The question type comes from ``record.meta["question_type"]`` (or
 ``meta["type"]``, the RSVQA field name). Both sides are *normalised*, then compared whole — never by
@@ -22,7 +22,7 @@ Returns ``{"accuracy": a, "accuracy/<type>": a}`` (+ the bucket / exact keys for
 source's summary shows overall and per-type accuracy side by side.
 
 **classification**: with options (the record's, or lettered lines in its question) the answer is read by
-``adapt.metrics.parse_choice``, exactly as the built-in ``mc`` and ``classification`` scorers read it (letters,
+``domains.answers.parse_choice``, exactly as the built-in ``mc`` and ``classification`` scorers read it (letters,
 ``B. forest``, ``The answer is B``, ``desert (B)``; two options or a contradiction score 0), except that answer
 and option texts are compared as labels (`label_key`: CamelCase and ``_``/``-`` split into words, so ``Annual
 crop`` answers ``AnnualCrop``). Without options the answer's label must *equal* the reference's.
@@ -48,7 +48,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adapt.metrics import parse_choice, record_options, reference_choice
+from domains.answers import parse_choice, record_options, reference_choice
 from domains.boxes import Box, parse_ref_boxes
 
 __all__ = [
@@ -175,7 +175,7 @@ def label_key(text: str) -> str:
 def match_label(answer: str, labels: Sequence[str] | None = None) -> str | None:
     """The label (one of `labels`, or the answer's own key when `labels` is None) an answer names, else None.
 
-    With `labels`: the option `adapt.metrics.parse_choice` reads (a letter, ``B. forest``, ``The answer is B``, or
+    With `labels`: the option `domains.answers.parse_choice` reads (a letter, ``B. forest``, ``The answer is B``, or
     the one label whose key equals the answer's, after a lead-in such as "The answer is"), texts compared by
     `label_key`. Containment never counts ("forest" ≠ "rainforest").
     """

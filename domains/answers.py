@@ -1,0 +1,381 @@
+"""Answer parsing shared by every scorer: the built-in ones in ``adapt.metrics`` and the domain plugins' own.
+
+It sits under ``domains`` so that plugins, which never import training code, and ``adapt`` read answers with one set
+of rules: text normalisation (SQuAD's `normalize_answer`; the VQA evaluator's `vqa_tokens`), choices
+(`parse_choice`: letters, ``B. forest``, option texts), boxes on InternVL's 0-1000 grid (`parse_boxes`, `box_iou`)
+and a sample's fields (`reference_of`, `question_of`, `record_options`). ``adapt.metrics`` documents the rules each
+task is scored by and holds the registry.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+Box = tuple[float, float, float, float]
+
+# --------------------------------------------------------------------------------------------------
+# text normalisation, exact match, token F1 (SQuAD conventions; VQA's below)
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def _is_punct(ch: str) -> bool:
+    return ch in string.punctuation or unicodedata.category(ch).startswith("P")
+
+
+def _decimal_point(text: str, k: int) -> bool:
+    return text[k] == "." and 0 < k < len(text) - 1 and text[k - 1].isdigit() and text[k + 1].isdigit()
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, drop punctuation (ASCII and Unicode) and the articles a/an/the, squeeze spaces.
+
+    SQuAD's normaliser, so "The Forest." and "forest" agree. Like SQuAD, punctuation is removed
+    rather than replaced ("don't" is "dont"); unlike SQuAD, a decimal point between digits is kept, so
+    "1.0" does not equal "10".
+    """
+    text = str(text).lower()
+    text = "".join(ch for k, ch in enumerate(text) if not _is_punct(ch) or _decimal_point(text, k))
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    """1.0 when the normalised texts are equal, else 0.0."""
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """SQuAD token F1 over normalised words (bag of words with counts).
+
+    If either side has no words, 1.0 only when both are empty.
+    """
+    return bag_f1(normalize_answer(prediction).split(), normalize_answer(reference).split())
+
+
+def bag_f1(pred: Sequence[str], ref: Sequence[str]) -> float:
+    """F1 of two bags of words (counts kept); 1.0 when both are empty, 0.0 when one is."""
+    if not pred or not ref:
+        return float(len(pred) == len(ref))
+    common = sum((Counter(pred) & Counter(ref)).values())
+    return 2 * common / (len(pred) + len(ref))
+
+
+# --------------------------------------------------------------------------------------------------
+# VQA normalisation (task vqa; domains.medical's scorer reads answers through it too)
+
+_NUMBER_WORDS = {w: str(k) for k, w in enumerate(
+    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+     "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
+_ARTICLE_WORDS = frozenset({"a", "an", "the"})
+# words: a decimal number, or a run of letters / digits (punctuation and symbols separate words)
+_WORD = re.compile(r"\d+\.\d+|[^\W_]+")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_VQA_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?answer\s*(?:is\b|:)\s*:?\s*", re.IGNORECASE)
+
+
+def vqa_tokens(text: Any) -> list[str]:
+    """The normalised words of an answer, as the VQA evaluator reads them (its processPunctuation and
+    processDigitArticle): Unicode NFKC and case folding, punctuation dropped but a decimal point between digits
+    kept ("3.5 cm" is two words), a / an / the dropped, number words up to twenty as digits ("two" is "2"); and a
+    lead-in ("the answer is") dropped and CJK text split into single characters (no spaces between its words).
+    """
+    text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold()
+    text = _VQA_LEAD_IN.sub("", text)
+    out: list[str] = []
+    for word in _WORD.findall(text):
+        if _CJK.search(word):
+            out.extend(word)  # one token per character (kana / hangul / hanzi runs)
+        elif word not in _ARTICLE_WORDS:
+            out.append(_NUMBER_WORDS.get(word, word))
+    return out
+
+
+def normalize_vqa(text: Any) -> str:
+    """`vqa_tokens` joined by single spaces."""
+    return " ".join(vqa_tokens(text))
+
+
+# --------------------------------------------------------------------------------------------------
+# multiple choice
+
+_LETTERS = string.ascii_uppercase
+# a whole answer that is only a label: "B", "b", "B.", "(B)", "B)", "[B]"
+_ONLY_LABEL = re.compile(r"^[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?$")
+# an answer starting with a label and a delimiter: "B. forest", "(B) forest", "B) forest", "B: forest"; a lower-case
+# letter only in parentheses or right before ".", ")" or ":" and a space ("b. forest"; "a forest", "e.g. x" are no labels)
+_LEADING_LABEL = re.compile(
+    r"^(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Z])(?:\s*[.:)]|[ \t]*\n)|([a-z])[.:)](?=\s))\s*(.*)$", re.S)
+# "The answer is B", "Answer: (C)", "option D", "correct choice is b."
+# (a lowercase letter only when punctuation or the end follows: "the answer is a forest" names no option)
+_KEYWORD_LABEL = re.compile(
+    r"\b(?i:answer|option|choice)\b\s*(?i:is\b)?\s*[:\-]?\s*[(\[]?"
+    r"(?:([A-Z])(?![A-Za-z])|([a-z])(?=\s*[)\].,;:!?]|\s*$))"
+)
+# a capital letter standing alone inside text: "(B)", "B or C", "... is B." — A and I (article and
+# pronoun) only when label punctuation or the end follows, another label is joined to them ("A or B", "A/B",
+# "A, B") or "A is" / "A was" follows: "A forest" and "I think" name no option
+_LABEL_IN_TEXT = re.compile(
+    r"\(([A-Z])\)"
+    r"|(?<![A-Za-z0-9'’])([B-HJ-Z])(?![A-Za-z0-9'’])"
+    r"|(?<![A-Za-z0-9'’])([AI])(?:[.:),;?!](?=\s|$)|\s*$)"
+    r"|(?<![A-Za-z0-9'’])([AI])(?=\s*(?:/|,|&|\bor\b|\band\b|\bvs\b\.?)\s*[(\[]?[A-Z](?![A-Za-z0-9'’]))"
+    r"|(?<![A-Za-z0-9'’])(A)(?=\s+(?:is|was)\b)"
+)
+# lettered options listed in a question: "A. text", "(B) text", "C) text", "D: text", one per line
+_OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.M)
+# an option's own label written into its text: "B. forest" as the second option
+_OPTION_PREFIX = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.S)
+# lead-ins stripped before comparing an answer with option texts
+_LEAD_IN = re.compile(
+    r"^(?:(?:so|thus|therefore|i think|i believe)\s*,?\s*)?"
+    r"(?:the\s+)?(?:correct\s+|right\s+|best\s+|final\s+)?(?:answer|option|choice|label|class)\s*(?:is|:)?\s*:?\s*",
+    re.I,
+)
+
+
+def _valid_letters(options: Sequence[str] | None) -> str:
+    return _LETTERS[: len(options)] if options else _LETTERS
+
+
+def options_from_question(question: str) -> list[str] | None:
+    """Option texts listed as lettered lines ("A. …\\nB. …") in a question, or None.
+
+    Needs at least two lines lettered A, B, C… in order from A.
+    """
+    found = _OPTION_LINE.findall(question or "")
+    options: list[str] = []
+    for letter, text in found:
+        if letter == _LETTERS[len(options)]:
+            options.append(text)
+        elif options:
+            break
+    return options if len(options) >= 2 else None
+
+
+def option_texts(options: Sequence[Any]) -> list[str]:
+    """Option texts without a label of their own letter in front ("B. forest" as the second option is "forest")."""
+    out = []
+    for k, opt in enumerate(options):
+        m = _OPTION_PREFIX.match(str(opt))
+        out.append(m.group(2) if m and k < len(_LETTERS) and m.group(1) == _LETTERS[k] else str(opt))
+    return out
+
+
+TextKey = Callable[[str], str]
+"""How an answer and an option text are compared: both mapped by it, equal when their keys are."""
+
+
+def _option_by_text(text: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
+    """The letter of the one option whose text equals `text` exactly (after `key`), else None."""
+    if not options:
+        return None
+    key = key or normalize_answer
+    norm = key(text)
+    if not norm:
+        return None
+    hits = {_LETTERS[k] for k, opt in enumerate(options) if key(opt) == norm}
+    return hits.pop() if len(hits) == 1 else None
+
+
+def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
+    """The option letter a prediction chooses, or None when it chooses none or several.
+
+    Answer and option texts are compared by `key` (default `normalize_answer`; a domain may pass a wider one,
+    e.g. class names with CamelCase split); letters are read the same whatever `key`. Accepted, in this order:
+
+    1. only a label: ``B``, ``b``, ``B.``, ``(B)`` (unless it is an option's text, as ``O`` among blood groups);
+    2. an answer whose normalised text (also after a lead-in like "The answer is") equals exactly one
+       option's text: ``Forest.`` → the letter of "forest". Containment never counts, so "forest"
+       does not match "rainforest" and "tropical forest" does not match "forest";
+    3. a leading label (also after a lead-in), ``B. forest``, ``(B) forest``, ``B) forest``, ``b. forest`` (a
+       lower-case letter only before ``.``, ``)`` or ``:`` or in parentheses, so "a desert" is no label):
+       when the rest is exactly an option's text, the letter counts if that option is its own (capitals
+       inside it, as in ``C. Vitamin D``, are no second letter) and None if it is a *different* option
+       (checked before 2, so ``A. rainforest`` is not read as the text "rainforest", the article dropped);
+       otherwise other letters in the rest make it None;
+    4. letters named in text: ``The answer is B``, ``Answer: (C)``, ``I'd pick (B).`` — every
+       distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
+       count after "answer/option/choice" and before punctuation or the end; a sentence-initial
+       article ("A forest") is not a label.
+
+    Letters beyond the number of options are ignored; with `options` None any A–Z is a label.
+    """
+    text = (prediction or "").strip()
+    if not text:
+        return None
+    valid = _valid_letters(options)
+
+    m = _ONLY_LABEL.match(text)
+    if m:
+        letter = m.group(1).upper()
+        by_text = _option_by_text(text, options, key)  # as `reference_choice` reads a one-letter reference
+        return by_text or (letter if letter in valid else None)
+
+    stripped = _LEAD_IN.sub("", text)
+    labels = [label for candidate in dict.fromkeys((text, stripped)) if (label := _leading_label(candidate, valid))]
+    for letter, rest in labels:
+        # "C. Vitamin D": the rest is an option's own text, so capitals in it are no second letter
+        named = _option_by_text(rest, options, key)
+        if named is not None:
+            return letter if named == letter else None  # "B. desert" where desert is option C: contradictory
+
+    # an option's exact text wins over letters inside it (option "type A" is not the label A)
+    by_text = _option_by_text(text, options, key) or _option_by_text(stripped, options, key)
+    if by_text is not None:
+        return by_text
+
+    if labels:
+        letter, rest = labels[0]
+        return None if _letters_in_text(rest, valid) - {letter} else letter
+
+    letters = _letters_in_text(text, valid)
+    return letters.pop() if len(letters) == 1 else None
+
+
+def _leading_label(text: str, valid: str) -> tuple[str, str] | None:
+    """``(letter, rest)`` of an answer that starts with a valid option label ("B. forest"), else None."""
+    m = _LEADING_LABEL.match(text)
+    if m is None:
+        return None
+    letter = next(g for g in m.groups()[:4] if g).upper()
+    return (letter, m.group(5)) if letter in valid else None
+
+
+def _letters_in_text(text: str, valid: str) -> set[str]:
+    letters = {(m.group(1) or m.group(2)).upper() for m in _KEYWORD_LABEL.finditer(text)}
+    for m in _LABEL_IN_TEXT.finditer(text):
+        letters.add(next(g for g in m.groups() if g))
+    return {x for x in letters if x in valid}
+
+
+def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
+    """The option letter a reference names (a label such as ``B`` / ``(B)``, or an option's text), else None."""
+    ref = (reference or "").strip()
+    m = _ONLY_LABEL.match(ref)
+    if m and m.group(1).upper() in _valid_letters(options):
+        # a one-letter reference is a label, unless the options say it is an option's text
+        by_text = _option_by_text(ref, options, key)
+        return by_text or m.group(1).upper()
+    return _option_by_text(ref, options, key)
+
+
+def mc_accuracy(prediction: str, reference: str, options: Sequence[str] | None) -> float:
+    """1.0 when the prediction chooses the reference option, else 0.0.
+
+    `reference` is a letter ("B", "(B)") or an option's text. When it is neither (a class name and
+    no option list), the normalised prediction must equal the reference exactly.
+    """
+    ref_letter = reference_choice(reference, options)
+    if ref_letter is None:
+        return exact_match(prediction, reference)
+    return float(parse_choice(prediction, options) == ref_letter)
+
+
+# --------------------------------------------------------------------------------------------------
+# grounding boxes
+
+_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
+_BOX_LIST = re.compile(r"\[" + _NUM + "," + _NUM + "," + _NUM + "," + _NUM + r"\]")
+_BOX_TAG = re.compile(r"<box>(.*?)(?:</box>|$)", re.S)
+
+
+def parse_boxes(text: str) -> list[Box]:
+    """Every ``[x1, y1, x2, y2]`` inside ``<box>…</box>`` spans, in order (several per span allowed).
+
+    Without any ``<box>`` tag the whole text is searched, as InternVL's evaluator does with its regex
+    ``\\[*\\[(.*?),(.*?),(.*?),(.*?)\\]\\]*``; an unclosed final ``<box>`` (generation cut short) still
+    counts. Lists without exactly four numbers are skipped, so malformed text gives ``[]``.
+    """
+    text = text or ""
+    spans = _BOX_TAG.findall(text) if "<box>" in text else [text]
+    return [tuple(float(v) for v in m.groups()) for span in spans for m in _BOX_LIST.finditer(span)]
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two ``(x1, y1, x2, y2)`` boxes; 0.0 for empty or inverted boxes."""
+    ax1, ay1, ax2, ay2 = (float(v) for v in a)
+    bx1, by1, bx2, by2 = (float(v) for v in b)
+    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
+    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
+    inter = iw * ih
+    area_a = max(0.0, ax2 - ax1) * max(0.0, ay2 - ay1)
+    area_b = max(0.0, bx2 - bx1) * max(0.0, by2 - by1)
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> float:
+    """1.0 when the first predicted box overlaps the first reference box with IoU > `threshold`.
+
+    Both are on InternVL's 0–1000 grid. As in InternVL's RefCOCO evaluator, a predicted box whose
+    four values sum to less than 4 is read as normalised to 0–1 and scaled by 1000. No predicted box
+    scores 0.0; a reference without a box is an error in the data and raises ValueError.
+    """
+    refs = parse_boxes(reference)
+    if not refs:
+        raise ValueError(f"grounding reference has no [[x1, y1, x2, y2]] box: {reference!r}")
+    preds = parse_boxes(prediction)
+    if not preds:
+        return 0.0
+    pred = preds[0]
+    if sum(pred) < 4:
+        pred = tuple(v * 1000 for v in pred)
+    return float(box_iou(pred, refs[0]) > threshold)
+
+
+# --------------------------------------------------------------------------------------------------
+# the sample's fields (an adapt Record or a plain mapping)
+
+
+def _field(record: Any, name: str) -> Any:
+    """A record's field, from an adapt `Record` or a plain mapping (as domain scorers are handed either)."""
+    return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+
+
+def _turn_value(turn: Any, role: str) -> str | None:
+    if isinstance(turn, dict):
+        if turn.get("from") == role or turn.get("role") == {"gpt": "assistant", "human": "user"}[role]:
+            return turn.get("value", turn.get("content"))
+    return None
+
+
+def reference_of(record: Any) -> str:
+    """The record's reference answer: `record.answer`, else the value of its last gpt turn."""
+    if getattr(record, "answer", None) is not None:
+        return record.answer
+    for turn in reversed(record.conversations):
+        value = _turn_value(turn, "gpt")
+        if value is not None:
+            return value
+    raise ValueError(f"{_where(record)}: no answer and no gpt turn to evaluate against")
+
+
+def question_of(record: Any) -> str:
+    """The text of the last human turn before the last gpt turn (or the last human turn)."""
+    turns = list(_field(record, "conversations") or [])
+    last_gpt = max((k for k, t in enumerate(turns) if _turn_value(t, "gpt") is not None), default=len(turns))
+    for turn in reversed(turns[:last_gpt]):
+        value = _turn_value(turn, "human")
+        if value is not None:
+            return value
+    return ""
+
+
+def record_options(record: Any) -> list[str] | None:
+    """`record.options` (`option_texts`), else the lettered options listed in its question, else None.
+
+    `record` is an adapt `Record` or a mapping with ``options`` / ``conversations``."""
+    options = _field(record, "options")
+    if options:
+        return option_texts(options)
+    return options_from_question(question_of(record))
+
+
+def _where(record: Any) -> str:
+    return f"{getattr(record, 'source', '?')}:{getattr(record, 'line', '?')}"
