@@ -287,8 +287,22 @@ def _temperature(text: str) -> float:
     return value
 
 
+class _Version(argparse.Action):
+    """--version: "pocket-adapt X.Y.Z" on stdout, the version read only when asked (see adapt.__getattr__)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from adapt import __version__
+
+        print(f"pocket-adapt {__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adapt", description="Adapt small vision-language models to specialist fields.")
+    parser.add_argument("--version", action=_Version, help="print pocket-adapt's version and exit")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
 
     chat = verbs.add_parser("chat", help="ask a model about images", description="Ask a model about one or more images.")

@@ -372,3 +372,27 @@ def test_python_m_adapt_is_not_shadowed_by_the_working_folder(tmp_path):
                           timeout=300)
     assert proc.returncode == 0 and "pocket-tiny" in proc.stdout, proc.stderr[-2000:]
     assert "own" not in proc.stdout + proc.stderr
+
+
+def test_version_names_the_package_and_its_version(monkeypatch):
+    """`adapt --version` exited 2 ('unrecognized arguments') and the package had no __version__."""
+    import importlib.metadata
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import adapt
+
+    root = Path(__file__).resolve().parents[1]
+    version = re.search(r'^version = "(.+)"$', (root / "pyproject.toml").read_text(), re.M).group(1)
+    proc = subprocess.run([sys.executable, "-m", "adapt", "--version"], cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, f"pocket-adapt {version}\n", "")
+    assert adapt.__version__ == version
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert adapt.__version__ == "0+unknown"  # a checkout run without `pip install`

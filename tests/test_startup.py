@@ -42,6 +42,7 @@ def _run(*argv: str, command_line: bool = False) -> dict:
     ("argv", "shows"),
     [
         (["--help"], "usage: adapt"),
+        (["--version"], "pocket-adapt "),
         (["train", "--help"], "usage: adapt train"),
         (["presets"], "OpenGVLab/InternVL2-1B"),
         (["tiles", "2688x896"], "grid 6x2"),
