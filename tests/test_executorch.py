@@ -294,3 +294,20 @@ def test_refusals_before_any_lowering(tmp_path, capsys):
     assert "--max-seq-len applies to --format executorch only" in capsys.readouterr().err
     with pytest.raises(ExecuTorchError, match="not an ExecuTorch export, missing model.pte"):
         ExecuTorchVLM(tmp_path)
+
+
+@pytest.mark.parametrize("missing", ["executorch", "executorch.runtime"])
+def test_a_missing_executorch_says_the_command_that_installs_it(missing, monkeypatch):
+    """It said 'install the deploy extra's executorch and torchao pins': torchao is in the executorch extra and
+    executorch is installed without its dependencies. The message is the command."""
+    import sys
+
+    from deploy.executorch import require_executorch
+
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
+    with pytest.raises(ExecuTorchError) as err:
+        require_executorch()
+    assert str(err.value) == (
+        "ExecuTorch export and its runtime need the executorch package, which is not installed: pip install "
+        "'pocket-adapt[executorch]' && pip install --no-deps 'executorch==1.5.1' (the executorch extra; a checkout's "
+        "`make setup` installs every extra)")

@@ -358,3 +358,20 @@ def test_unknown_quantisation_and_misplaced_flags_are_refused(tmp_path, capsys):
 def test_not_an_export_is_named(tmp_path):
     with pytest.raises(OnnxRuntimeError, match="not an ONNX export, missing vision.onnx"):
         OnnxVLM(tmp_path)
+
+
+@pytest.mark.parametrize(("missing", "quantize"), [("onnxscript", []), ("onnx", []), ("onnxruntime", ["--quantize", "int8"])])
+def test_a_missing_exporter_package_is_named_with_its_extra(missing, quantize, tmp_path, capsys, monkeypatch):
+    """Without onnxscript the export said 'vision.onnx: the ONNX exporter failed (No module named 'onnxscript')', as
+    if the model could not be exported; it names the package and the extra to install."""
+    import sys
+
+    from adapt.cli import main
+
+    monkeypatch.setitem(sys.modules, missing, None)  # import fails as if not installed
+    assert main(["export", "-m", "pocket-tiny", "-f", "onnx", *quantize, "--no-progress", "-o",
+                 str(tmp_path / "x")]) == 1
+    assert capsys.readouterr().err == (
+        f"adapt export: error: this needs the {missing} package, which is not installed: pip install "
+        "'pocket-adapt[deploy]' (the deploy extra; a checkout's `make setup` installs every extra)\n")
+    assert not (tmp_path / "x").exists()

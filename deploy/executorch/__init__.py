@@ -24,7 +24,7 @@ pocket-adapt works without it.
 
 from __future__ import annotations
 
-from model.errors import PocketAdaptError
+from model.errors import PocketAdaptError, install_hint
 
 PTE = "model.pte"
 VISION_METHOD, EMBED_METHOD, DECODER_METHOD = "vision_encoder", "token_embedding", "text_decoder"
@@ -41,8 +41,11 @@ def require_executorch():
     try:
         import executorch  # noqa: F401
         from executorch.runtime import Runtime  # noqa: F401  (the compiled runtime, the part that can fail to load)
-    except ImportError as err:
-        raise ExecuTorchError(
-            f"the ExecuTorch export needs the executorch package ({err}); install the deploy extra's executorch "
-            "and torchao pins (README: Edge export: ExecuTorch)") from err
+    except ModuleNotFoundError as err:
+        name = (err.name or "executorch").split(".")[0]
+        raise ExecuTorchError(f"ExecuTorch export and its runtime need the {name} package, which is not installed: "
+                              f"{install_hint(name) or install_hint('executorch')}") from err
+    except ImportError as err:  # installed, but its compiled runtime does not load (built for another torch)
+        raise ExecuTorchError(f"the executorch package does not load ({err}); it is built for one torch, so "
+                              f"install the pinned one: {install_hint('executorch')}") from err
     return executorch

@@ -70,6 +70,8 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progr
     a bar over the graphs (vision, embedding, decoder; then int8 quantisation)."""
     if quantize not in (None, *QUANTIZE):
         raise OnnxWriteError(f"unknown ONNX quantisation {quantize!r}; known: {', '.join(QUANTIZE)}")
+    if quantize == "int8":
+        import onnxruntime  # noqa: F401 - missing, named before the graphs are exported, not after
     out_dir = Path(out_dir)
     if next(vlm.parameters()).dtype != torch.float32:  # onnxruntime's CPU kernels are float32; int8: --quantize
         vlm = copy.deepcopy(vlm).float()

@@ -160,6 +160,11 @@ def export_graph(module: nn.Module, args: tuple, path: str | Path, input_names: 
     model's metadata_props. Any exporter failure is an `OnnxExportError` naming the submodule that ran the op."""
     import warnings
 
+    # the dynamo exporter's packages, imported here so that a missing one is a ModuleNotFoundError naming it (`adapt`
+    # names the extra to install), not '<file>: the ONNX exporter failed (No module named ...)'
+    import onnx  # noqa: F401
+    import onnxscript  # noqa: F401
+
     path = Path(path)
     module = module.eval()
     owner = next((m for m in module.modules() if hasattr(m, "get_image_features")), None)
