@@ -11,11 +11,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("adapt/", "domains/", "model/", "deploy/", "templates/")
+# files a working tree may hold beside the package data (notes, scratch output)
+STRAYS = ("model/assets/notes.txt", "model/assets/pocket-tiny/scratch.json", "adapt/notes.md", "deploy/llamacpp/a.sh")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """The wheel built from the tracked files only (a copy, so no build/ or egg-info lands in the checkout)."""
+    """The wheel built from a copy of the tracked files (so no build/ or egg-info lands in the checkout) beside what
+    a working tree also holds: compiled modules and stray files, which must not ship."""
     tmp = tmp_path_factory.mktemp("wheel")
     files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
     src = tmp / "src"
@@ -23,6 +26,9 @@ def wheel(tmp_path_factory) -> Path:
         if (ROOT / name).is_file():
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             (src / name).write_bytes((ROOT / name).read_bytes())
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(src / p) for p in PACKAGES)], check=True)
+    for stray in STRAYS:
+        (src / stray).write_text("not package data\n")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(src),
                     "-w", str(tmp / "dist")], check=True, capture_output=True, timeout=600)
     (found,) = (tmp / "dist").glob("pocket_adapt-*.whl")
@@ -37,6 +43,8 @@ def test_the_wheel_holds_every_tracked_package_file_and_the_licence(wheel):
     assert not missing, f"tracked files missing from the wheel: {missing[:10]}"
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
     assert not [name for name in names if name.startswith(("tests/", "bench/", "build/"))]
+    extra = sorted(name for name in names - set(tracked) if ".dist-info/" not in name)
+    assert not extra, f"files in the wheel that are not tracked package files: {extra[:10]}"
 
 
 def test_the_installed_package_runs_outside_the_checkout(wheel, tmp_path):
