@@ -1,7 +1,8 @@
 # Two commands on a fresh machine (see README):  make quickstart   |   make test
 #
 # Both install requirements/dev.lock: every package at the exact version and hash the suite passed with
-# (torch's CPU build and nuscenes-devkit included), into a fresh .venv whenever the lock changes.
+# (torch's CPU build and nuscenes-devkit included), into a fresh .venv whenever the lock changes; an edit of
+# pyproject.toml that leaves the lock as it is installs only pocket-adapt again.
 #   make lock          resolve again (uv, pinned) after editing pyproject.toml or requirements/*.in
 #   make test-latest   the newest releases pyproject.toml's bounds allow, in .venv-latest, then the suite
 #   make test-lowest   the oldest releases they allow (direct dependencies), in .venv-lowest, then the suite
@@ -16,14 +17,20 @@ CHROMIUM ?= /usr/bin/chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup browser quickstart test lock test-latest test-lowest uv reproduce llama-cpp
-setup: $(VENV)/.installed
+setup: $(VENV)/.editable
 
 # A stamp older than the lock means the environment may hold other versions: start again from nothing.
-$(VENV)/.installed: $(LOCK) pyproject.toml requirements/lock.py
+$(VENV)/.installed: $(LOCK) requirements/lock.py
 	python3 requirements/lock.py --check
 	rm -rf $(VENV)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --no-deps --require-hashes $(TORCH_SOURCE) -r $(LOCK)
+	touch $@
+
+# pocket-adapt itself, editable: any edit of pyproject.toml installs it again (its entry points and metadata come
+# from there) and leaves the locked packages as they are; an edit of its dependencies fails the check until `make lock`.
+$(VENV)/.editable: $(VENV)/.installed pyproject.toml
+	python3 requirements/lock.py --check
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 
