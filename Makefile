@@ -46,11 +46,14 @@ quickstart: setup
 test: setup browser llama-cpp
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# build.sh run with venv $(1)'s python (fetch.py and pip's settings); test-latest / test-lowest pass their own venv
+build_llama_cpp = PYTHON=$(1)/bin/python deploy/llamacpp/build.sh
+
 # llama.cpp for this machine's CPU, built once from source (the tree vendored in llama-cpp-python's sdist on PyPI,
 # SHA-256 pinned) into a cache outside the repository: ${XDG_CACHE_HOME:-~/.cache}/pocket-adapt/llama.cpp-<version>
 # (or $$POCKET_LLAMA_CPP). The GGUF tests, `adapt chat/eval --runtime llamacpp` and bench/ run it. No-op once built.
 llama-cpp: setup
-	PYTHON=$(PY) deploy/llamacpp/build.sh
+	$(call build_llama_cpp,$(VENV))
 
 uv:
 	test -x .venv-lock/bin/uv || { python3 -m venv .venv-lock && .venv-lock/bin/python -m pip install -q uv==$(UV_VERSION); }
@@ -67,7 +70,8 @@ lock: uv
 
 # The newest releases within pyproject.toml's bounds (torch stays on the locked CPU build: a newer torch
 # from PyPI is a CUDA build), so upstream drift shows here before users meet it. Never touches .venv.
-# CI=true: a dependency that is missing or fails to import is a failure here, never a skip.
+# CI=true: a dependency that is missing or fails to import is a failure here, never a skip; so is a missing
+# llama.cpp build (the GGUF tests run it), which is built first, as `make llama-cpp` does, with this venv's python.
 test-latest: browser
 	rm -rf .venv-latest
 	python3 -m venv .venv-latest
@@ -75,10 +79,11 @@ test-latest: browser
 	.venv-latest/bin/python -m pip install -q --no-deps nuscenes-devkit "$$(python3 requirements/lock.py --pin executorch)"  # its compiled runtime is built for one torch
 	.venv-latest/bin/python -m pip freeze --all --exclude-editable > .venv-latest/freeze.txt
 	python3 requirements/lock.py --drift .venv-latest/freeze.txt
+	$(call build_llama_cpp,.venv-latest)
 	CI=true .venv-latest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)
 
 # The oldest releases within the bounds for every direct dependency (pins kept), so the lower bounds are
-# known to hold, not hoped to.
+# known to hold, not hoped to. llama.cpp is built first, as for test-latest.
 test-lowest: uv browser
 	rm -rf .venv-lowest
 	python3 requirements/lock.py --uv .venv-lock/bin/uv --source=$(TORCH_SOURCE) --lowest .venv-lowest/requirements.txt
@@ -87,4 +92,5 @@ test-lowest: uv browser
 	.venv-lowest/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 	.venv-lowest/bin/python -m pip freeze --all --exclude-editable > .venv-lowest/freeze.txt
 	python3 requirements/lock.py --drift .venv-lowest/freeze.txt
+	$(call build_llama_cpp,.venv-lowest)
 	CI=true .venv-lowest/bin/python -m pytest -q -p no:cacheprovider --deselect tests/test_lock.py::test_installed_environment_is_the_lock $(PYTEST_ARGS)

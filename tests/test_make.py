@@ -57,3 +57,15 @@ def test_a_new_lock_starts_the_venv_again(checkout):
     assert commands[:3] == ["python3 requirements/lock.py --check", "rm -rf .venv", "python3 -m venv .venv"]
     assert commands[-2:] == [".venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .",
                              "touch .venv/.editable"]
+
+
+@pytest.mark.parametrize("target", ["test-latest", "test-lowest"])
+def test_the_latest_and_lowest_suites_build_llama_cpp_with_their_venv_first(checkout, target):
+    """They ran the suite with CI=true, where a missing llama.cpp build fails the GGUF tests, without building it
+    (green only where `make test` had left one in the cache)."""
+    venv = ".venv-" + target.split("-")[1]
+    commands = dry_run(checkout, target)
+    build = commands.index(f"PYTHON={venv}/bin/python deploy/llamacpp/build.sh")
+    suite = next(k for k, line in enumerate(commands) if line.startswith(f"CI=true {venv}/bin/python -m pytest"))
+    assert commands.index(f"python3 -m venv {venv}") < build < suite
+    assert "rm -rf .venv" not in commands and "python3 -m venv .venv" not in commands  # not through `setup`
