@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from adapt.recipe import _suggest
 from model.errors import PocketAdaptError
 from model.loading import peft_quietly
 
@@ -59,20 +60,35 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
     unreachable = _attention_linears(model)
     names = [n for n in linears if n not in unreachable]
     if suffixes:
-        def chosen(found: list[str]) -> list[str]:
-            return [n for n in found if any(n == prefix + s or n.endswith("." + s) for s in suffixes)]
+        def chosen(found: list[str], wanted: tuple[str, ...] = suffixes) -> list[str]:
+            return [n for n in found if any(n == prefix + s or n.endswith("." + s) for s in wanted)]
 
-        names = chosen(names)
-        if not names and chosen(linears):
+        # every target must wrap something: a misspelt one beside a correct one would otherwise train less, silently
+        unreached = [s for s in suffixes if not chosen(names, (s,))]
+        inside_attention = [s for s in unreached if chosen(linears, (s,))]
+        if inside_attention:
             raise PartsError(
-                f"LoRA targets {list(suffixes)} match only Linear modules inside nn.MultiheadAttention in the {part} "
-                f"part ({', '.join(chosen(linears)[:3])}), which LoRA cannot reach (the attention reads their weights "
-                "directly); target other modules or use mode 'full'")
-        if not names:
-            raise PartsError(f"LoRA targets {list(suffixes)} match no Linear module in the {part} part")
+                f"parts.{part}.lora.targets: LoRA targets {inside_attention} match only Linear modules inside nn.MultiheadAttention in the {part} "
+                f"part ({', '.join(chosen(linears, tuple(inside_attention))[:3])}), which LoRA cannot reach (the "
+                "attention reads their weights directly); target other modules or use mode 'full'")
+        if unreached and names:
+            raise PartsError(f"parts.{part}.lora.targets: LoRA targets {unreached} match no Linear module in the "
+                             f"{part} part: {_near_targets(unreached, names, prefix)}")
+        names = chosen(names)
     if not names:
         raise PartsError(f"the {part} part has no Linear module for LoRA; use mode 'full' or 'frozen'")
     return names
+
+
+def _near_targets(unreached: list[str], names: list[str], prefix: str) -> str:
+    """Close matches for each target that matched nothing, and the part's LoRA-able module names."""
+    tails = [n[len(prefix):] for n in names]
+    hints = []
+    for target in unreached:
+        depth = target.count(".") + 1  # compare `mlp.fc1` with two-part tails, `fc1` with the last part
+        hints.append(f"{target!r}{_suggest(target, dict.fromkeys('.'.join(t.split('.')[-depth:]) for t in tails))}")
+    known = ", ".join(dict.fromkeys(t.split(".")[-1] for t in tails))
+    return f"{'; '.join(hints)} (the Linear modules LoRA can wrap there: {known})"
 
 
 def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module:

@@ -129,6 +129,19 @@ def test_per_part_learning_rates_and_targets():
         apply_parts(model.load("pocket-tiny-scratch")[0], {"llm": PartSetting("lora", targets=("nope",))})
 
 
+@pytest.mark.parametrize("part, targets, typo, near", [
+    ("vision", ("fc1", "fc_2"), "fc_2", "fc2"), ("projector", ("linear_1", "linear2"), "linear2", "linear_2"),
+    ("llm", ("q_proj", "v_prj"), "v_prj", "v_proj")])
+def test_a_misspelt_lora_target_beside_a_correct_one_is_refused(part, targets, typo, near):
+    # it was dropped without a word: only the correct target was wrapped
+    vlm, _ = model.load("pocket-tiny-scratch")
+    with pytest.raises(ValueError) as caught:
+        apply_parts(vlm, {part: PartSetting("lora", targets=targets)})
+    message = str(caught.value)
+    assert message.startswith(f"parts.{part}.lora.targets: LoRA targets [{typo!r}] match no Linear module in the {part}")
+    assert f"{typo!r} — did you mean {near!r}?" in message and "\n" not in message
+
+
 def test_training_run_writes_checkpoints_logs_and_a_merged_model(tmp_path, data_dir, example_image):
     recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=6, save_every=2))
     final = train(recipe, progress=False)
