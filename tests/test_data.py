@@ -394,6 +394,25 @@ def test_mixture_explicit_ratios_repeat_and_epoch_size():
         _plan(0.3, ratios={"coco": 1})
 
 
+def test_a_ratio_0_domain_source_adds_nothing_to_the_epoch():
+    # it counted toward the epoch size (400), so b's 20 records were each seen 8 times
+    plan = MixturePlan({"a": 100, "b": 20, "off": 200, "g": 50}, {"a": "domain", "b": "domain", "off": "domain",
+                       "g": "general"}, general_ratio=0.2, ratios={"a": 1, "b": 1, "off": 0})
+    assert len(plan) == 150 and plan.counts() == {"a": 60, "b": 60, "off": 0, "g": 30}
+    assert plan.warnings() == []
+    with pytest.raises(ValueError, match="no domain source with records and ratio > 0"):
+        MixturePlan({"off": 20}, {"off": "domain"}, general_ratio=0.0, ratios={"off": 0})
+
+
+def test_a_source_drawn_many_times_over_is_warned_about():
+    plan = MixturePlan({"d": 182, "g": 60}, {"d": "domain", "g": "general"}, general_ratio=0.9)
+    assert plan.counts()["g"] == 1638
+    warning = ("general source 'g': its 60 records are drawn 1638 times per epoch (each about 27 times) to fill "
+               "general_ratio 0.9; add records or lower mixing.general_ratio")
+    assert plan.warnings() == [warning] and f"\nwarning: {warning}" in plan.describe()
+    assert _plan(0.3).warnings() == [] and _plan(0.0, repeats={"med": 10}).warnings() == []  # repeat is meant
+
+
 def test_mixture_reshuffles_per_epoch_and_is_reproducible():
     a, b = _plan(0.3, seed=7), _plan(0.3, seed=7)
     assert a.epoch(0) == b.epoch(0) and a.epoch(2) == b.epoch(2)

@@ -1,7 +1,8 @@
 """Ratio-based mixing of domain and general (replay) sources, resampled every epoch.
 
-By default every domain record is seen once per epoch and general sources fill ``general_ratio``
-of the epoch. Within each group, samples are shared by explicit ``ratio`` weights when any are
+By default an epoch holds as many domain samples as the domain sources have records (a ``ratio: 0``
+source left out) and general sources fill ``general_ratio`` of the epoch; with no domain ratios
+given that is every domain record once. Within each group, samples are shared by explicit ``ratio`` weights when any are
 given, else in proportion to size (× InternVL ``repeat``). A source drawn more often than it has
 records is repeated (one full permutation per repetition, then a random remainder); one drawn less
 often gets a different random subset each epoch, continuing through a random permutation so that
@@ -21,6 +22,7 @@ from .samples import DataError
 __all__ = ["MixturePlan"]
 
 _KINDS = ("domain", "general")
+OVERSAMPLED = 4  # `warnings` names a source whose records are each drawn this many times per epoch (or more)
 
 
 class MixturePlan:
@@ -40,8 +42,9 @@ class MixturePlan:
         per source, where a value > 1 multiplies the source's size (its records are seen that many
         times per epoch) and a value ≤ 1 counts as 1, because `read_source` already applied it by
         keeping the first lines (so pass the specs' repeats as they are, with the sizes of what
-        was read); ``epoch_size``: samples per epoch (default: every domain record once,
-        ``round(n_domain / (1 - general_ratio))``)."""
+        was read); ``epoch_size``: samples per epoch (default ``round(n_domain / (1 - general_ratio))``, where
+        ``n_domain`` is the effective size of the domain sources with ratio > 0: every domain record once
+        when the domain ratios are absent, else that many domain samples shared by ratio)."""
         ratios = {k: v for k, v in (ratios or {}).items() if v is not None}
         repeats = {k: v for k, v in (repeats or {}).items() if v is not None}
         unknown = sorted((set(kinds) | set(ratios) | set(repeats)) - set(sizes))
@@ -84,10 +87,12 @@ class MixturePlan:
                 f"general_ratio is {self.general_ratio:g} but there is no general source with records "
                 f"and ratio > 0 (general sources: {', '.join(general) or 'none'}); add one or set general_ratio to 0"
             )
-        n_domain = round(sum(self.effective[k] for k in domain))
+        # a source with ratio 0 is not drawn, so it adds nothing to the epoch either
+        n_domain = round(sum(self.effective[k] for k in domain if self.ratios.get(k, 1.0) > 0))
         if epoch_size is None:
             if n_domain == 0:
-                raise DataError("no domain records to build an epoch from; give epoch_size or a domain source")
+                raise DataError("no domain records to build an epoch from (no domain source with records and "
+                                "ratio > 0); give epoch_size or a domain source")
             epoch_size = round(n_domain / (1 - self.general_ratio))
             domain_target = n_domain  # exactly: every domain record once
         else:
@@ -177,7 +182,23 @@ class MixturePlan:
             lines.append(
                 f"| {name} | {self.kinds[name]} | {self.sizes[name]} | {'' if rep is None else f'{rep:g}'} | {c} | {share:.1%} |"
             )
-        return "\n".join(lines)
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings()])
+
+    def warnings(self) -> list[str]:
+        """Sources whose records are drawn many times per epoch beyond their ``repeat`` (to meet a ratio)."""
+        notes = []
+        for name in sorted(self.names, key=lambda k: (self.kinds[k] != "domain", k)):
+            times = self._counts[name] / self.effective[name] if self.effective[name] else 0.0
+            if times < OVERSAMPLED:
+                continue
+            kind = self.kinds[name]
+            if kind == "general" and name not in self.ratios:
+                why, fix = f"to fill general_ratio {self.general_ratio:g}", "lower mixing.general_ratio"
+            else:
+                why, fix = f"to meet the {kind} ratios", "lower its ratio"
+            notes.append(f"{kind} source {name!r}: its {self.sizes[name]} records are drawn {self._counts[name]} "
+                         f"times per epoch (each about {times:.0f} times) {why}; add records or {fix}")
+        return notes
 
     @classmethod
     def from_sources(cls, specs: Sequence, records: dict[str, list], general_ratio: float,
