@@ -6,6 +6,7 @@ vision tower and the LLM sharing names such as `q_proj` can never wrap the wrong
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 
@@ -142,14 +143,27 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model.merge_and_unload() if is_peft_model(model) else model
 
 
+# transformers' Trainer.get_decay_parameter_names: no decay inside an nn.LayerNorm nor for these (lower-cased) names
+_NO_DECAY = re.compile(r"bias|layernorm|rmsnorm|(?:^|\.)norm(?:$|\.)|_norm(?:$|\.)")
+
+
+def decayed_names(model: nn.Module) -> set[str]:
+    """Names of the parameters AdamW decays: all but norms and biases, the rule of transformers' Trainer (which the
+    public InternVL and MobileVLM fine-tuning scripts run on), so embeddings, the LM head and the patch embedding
+    decay too."""
+    in_layernorm = {f"{prefix}.{name}" if prefix else name for prefix, module in model.named_modules()
+                    if isinstance(module, nn.LayerNorm) for name, _ in module.named_parameters()}
+    return {name for name, _ in model.named_parameters() if name not in in_layernorm and not _NO_DECAY.search(name.lower())}
+
+
 def parameter_groups(model: nn.Module, settings: dict[str, PartSetting], weight_decay: float) -> list[dict]:
-    """AdamW groups: one per (part, decay / no decay), each with its part's learning rate."""
+    """AdamW groups: one per (part, decay / no decay: `decayed_names`), each with its part's learning rate."""
     groups: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+    decayed = decayed_names(model)
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        decay = param.ndim >= 2 and "norm" not in name and "embeddings" not in name
-        groups.setdefault((part_of(name), decay), []).append(param)
+        groups.setdefault((part_of(name), name in decayed), []).append(param)
     return [
         {"params": params, "lr": settings[part].lr, "weight_decay": weight_decay if decay else 0.0, "part": part}
         for (part, decay), params in sorted(groups.items())

@@ -105,6 +105,23 @@ def test_projector_lora_wraps_only_linears_that_train(projector):
                     {"projector": PartSetting("lora", targets=("out_proj",))})
 
 
+@pytest.mark.parametrize("projector", [None, "qformer"])
+def test_weight_decay_spares_norms_and_biases_only_as_transformers_trainer_does(projector):
+    # the rule skipped every name with "embeddings" (the vision patch embedding) and decayed embed_tokens / lm_head
+    from transformers import Trainer
+
+    vlm, _ = model.load("pocket-tiny-scratch", **({"projector": projector} if projector else {}))
+    settings = {"vision": PartSetting("full"), "projector": PartSetting("full"), "llm": PartSetting("lora", r=4)}
+    for net in (vlm, apply_parts(vlm, settings)):
+        names = {n for n, _ in net.named_parameters()}
+        expected = set(Trainer.get_decay_parameter_names(None, net)) & names
+        decayed = {id(p) for g in parameter_groups(net, settings, 0.1) if g["weight_decay"] for p in g["params"]}
+        assert {n for n, p in net.named_parameters() if id(p) in decayed} == expected & {
+            n for n, p in net.named_parameters() if p.requires_grad}
+    assert "base_model.model.vision_tower.embeddings.patch_embeddings.projection.weight" in expected
+    assert any("embed_tokens" in n for n in expected) and not any(".bias" in n or "norm" in n for n in expected)
+
+
 def test_the_summary_counts_a_zero3_partitioned_parameter_at_its_full_size():
     vlm, _ = model.load("pocket-tiny-scratch")
     sizes = {n: p.numel() for n, p in vlm.named_parameters()}
