@@ -30,6 +30,12 @@ def lr_factor(step: int, *, schedule: str, warmup: int, total: int) -> float:
     raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
 
 
+def warmup_steps(warmup_ratio: float, total: int) -> int:
+    """Warm-up steps for `warmup_ratio` of `total` steps, rounded up as transformers'
+    `TrainingArguments.get_warmup_steps` rounds them (20 steps at 0.03: 1 step, not 0)."""
+    return math.ceil(total * warmup_ratio)
+
+
 def make_scheduler(optimizer: Optimizer, schedule: str, warmup: int, total: int) -> LambdaLR:
     """A `LambdaLR` over every parameter group of `optimizer` (what checkpoints save and resume)."""
     if schedule not in SCHEDULES:

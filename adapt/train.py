@@ -59,7 +59,7 @@ from .data.mixture import MixturePlan
 from .data.samples import DataQualityError, MissingDataError, SkipLog, SourceSpec, expand_sources, measure, read_source
 from .parts import PartSetting, apply_parts, base_model, is_peft_model, merge_lora, parameter_groups, trainable_summary
 from .recipe import Recipe, resolve_deepspeed_config
-from .schedule import make_scheduler
+from .schedule import make_scheduler, warmup_steps
 
 
 class TrainingError(PocketAdaptError):
@@ -288,7 +288,7 @@ class Trainer:
         wrapper (`self.model` must be built and on its device)."""
         t = self.recipe.training
         self.optimizer = _adamw(param_groups, t.fused_adamw)
-        self.scheduler = make_scheduler(self.optimizer, t.schedule, int(t.warmup_ratio * self.total_steps),
+        self.scheduler = make_scheduler(self.optimizer, t.schedule, warmup_steps(t.warmup_ratio, self.total_steps),
                                         self.total_steps)
         # where the data stream stands at start_step: a resume with another global batch (process count, batch size,
         # accumulation) goes on from the samples trained, not from step x the new batch (that skipped or repeated some)

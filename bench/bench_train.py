@@ -290,6 +290,8 @@ def optimizer_and_schedule(recipe, groups, trainer_args=None):
     import torch
     from transformers import get_scheduler
 
+    from adapt.schedule import warmup_steps
+
     t = recipe.training
     if trainer_args is None:
         optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999), eps=1e-8)
@@ -302,7 +304,7 @@ def optimizer_and_schedule(recipe, groups, trainer_args=None):
         kwargs.pop("lr", None)  # each part's group has its own
         optimizer = cls(groups, **kwargs)
     scheduler = get_scheduler("constant_with_warmup" if t.schedule == "constant" else t.schedule, optimizer,
-                              num_warmup_steps=int(t.warmup_ratio * t.max_steps), num_training_steps=t.max_steps)
+                              num_warmup_steps=warmup_steps(t.warmup_ratio, t.max_steps), num_training_steps=t.max_steps)
     return optimizer, scheduler
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import get_scheduler
 
-from adapt.schedule import lr_factor, make_scheduler
+from adapt.schedule import lr_factor, make_scheduler, warmup_steps
 
 HF_NAME = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 
@@ -41,3 +41,14 @@ def test_scheduler_steps_and_resumes_like_transformers() -> None:
     assert resumed == whole[8:]
     with pytest.raises(ValueError, match="unknown schedule"):
         make_scheduler(torch.optim.SGD([torch.zeros(1)], lr=1.0), "polynomial", 0, 1)
+
+
+def test_warmup_steps_are_rounded_up_as_transformers_rounds_them(tmp_path) -> None:
+    # int() truncated them: 20 steps at 0.03 warmed up for 0 steps (transformers: 1), 179 for 5 (transformers: 6)
+    from transformers import TrainingArguments
+
+    for ratio in (0.0, 0.03, 0.05, 0.1, 0.5):
+        args = TrainingArguments(output_dir=str(tmp_path), warmup_steps=ratio, report_to=[])
+        for total in (1, 10, 20, 57, 100, 179, 1000):
+            assert warmup_steps(ratio, total) == args.get_warmup_steps(total), (ratio, total)
+    assert (warmup_steps(0.03, 20), warmup_steps(0.03, 179)) == (1, 6)

@@ -316,6 +316,16 @@ def test_packed_run_is_the_padded_run(tmp_path, data_dir, one_process_run):
     assert model.load(final)[0].language_model.config._attn_implementation == "sdpa"
 
 
+def test_the_run_warms_up_for_the_steps_transformers_would(tmp_path, data_dir):
+    # int(0.03 * 20) = 0: the first update ran at the full learning rate; transformers warms up for ceil = 1 step
+    trainer = Trainer(load_recipe(write_recipe(tmp_path, data_dir, steps=20), ["training.warmup_ratio=0.03"]),
+                      progress=False)
+    try:
+        assert trainer.scheduler.get_last_lr() == [0.0] * len(trainer.optimizer.param_groups)
+    finally:
+        trainer.close()
+
+
 def test_the_optimizer_is_torchs_fused_adamw_and_steps_as_the_reference_does(tmp_path, data_dir):
     """The fused kernel (a 7x faster optimizer step on CPU at mid size) takes the step the per-op AdamW takes."""
     trainer = Trainer(load_recipe(write_recipe(tmp_path, data_dir, steps=1)), progress=False)
