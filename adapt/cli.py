@@ -781,7 +781,8 @@ def _recipe_verbs(verbs) -> None:
     train.add_argument("recipe", type=Path)
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     train.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
+    train.add_argument("--no-progress", action="store_true",
+                       help="no progress bar: a line every logging.every steps (train_log.jsonl gets every step)")
     train.add_argument("--allow-changes", action="store_true",
                        help="resume even though the recipe was edited since the checkpoint (the new values apply)")
     train.set_defaults(handler=_train, builds_model=True)
@@ -793,7 +794,8 @@ def _recipe_verbs(verbs) -> None:
     distill.add_argument("recipe", type=Path)
     distill.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     distill.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
-    distill.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to train_log.jsonl)")
+    distill.add_argument("--no-progress", action="store_true",
+                         help="no progress bar: a line every logging.every steps (train_log.jsonl gets every step)")
     distill.add_argument("--allow-changes", action="store_true",
                          help="resume even though the recipe was edited since the checkpoint (the new values apply)")
     distill.set_defaults(handler=_train, builds_model=True)

@@ -459,6 +459,9 @@ class Output(_Section):
 
 
 class Logging(_Section):
+    """``every``: under --no-progress a console line every N optimizer steps (train_log.jsonl and TensorBoard get
+    every step whatever it is: the loss plot and a resume read them)."""
+
     model_config = ConfigDict(extra="forbid")
 
     every: int = Field(10, ge=1)
@@ -762,6 +765,13 @@ _ALIASES = {
 }
 
 
+# aliases whose key does not do quite what the other toolkit's does: the hint says what ours does
+_ALIAS_NOTES = {
+    "logging_steps": ("logging.every", "it only thins the console lines under --no-progress; train_log.jsonl and "
+                                       "TensorBoard get every step"),
+}
+
+
 def _unknown_key_message(parent: Sequence[str | int], key: Any, schema: type[BaseModel] | None = None) -> str:
     key = str(key)
     schema = schema or Recipe
@@ -769,6 +779,9 @@ def _unknown_key_message(parent: Sequence[str | int], key: Any, schema: type[Bas
     valid = list(cls.model_fields) if cls is not None else []
     here = _dotted(parent)
     shown = f"'{here}.{key}'" if here else f"'{key}' at top level"
+    if key.lower().replace("-", "_") in _ALIAS_NOTES:
+        where, note = _ALIAS_NOTES[key.lower().replace("-", "_")]
+        return f"unknown key {shown} — did you mean {where!r}? ({note})"
     alias = _ALIASES.get(key.lower().replace("-", "_"))
     if alias in valid:
         return f"unknown key {shown} — did you mean {_dotted([*parent, alias])!r}?"

@@ -136,6 +136,13 @@ def test_misplaced_key_points_to_its_section(tmp_path):
     assert "unknown key 'training.general_ratio' — did you mean 'mixing.general_ratio'?" in message
 
 
+def test_logging_steps_points_to_logging_every_and_says_what_it_does(tmp_path):
+    # it was pointed to logging.every (or eval.every) as if every thinned the log; the log gets every step
+    message = error_of(write(tmp_path, MINIMAL + "training: {logging_steps: 5}\n"))
+    assert ("unknown key 'training.logging_steps' — did you mean 'logging.every'? (it only thins the console lines "
+            "under --no-progress; train_log.jsonl and TensorBoard get every step)") in message
+
+
 def test_unknown_key_without_a_close_match_lists_the_valid_ones(tmp_path):
     message = error_of(write(tmp_path, MINIMAL + "logging:\n  wandb_project: x\n"))
     assert "unknown key 'logging.wandb_project'" in message and "every, tensorboard" in message
