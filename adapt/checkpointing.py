@@ -142,8 +142,11 @@ class RunLock:
 
     def __init__(self, out_dir: Path):
         out_dir = Path(out_dir)
+        where = out_dir.absolute()
+        self._made = [d for d in (where, *where.parents) if not d.exists()]  # what `discard` may remove
         out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / LOCK_NAME
+        self._made_file = not self.path.exists()
         self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         if not _try_lock(self._fd):
             os.close(self._fd)
@@ -168,6 +171,21 @@ class RunLock:
         if getattr(self, "_owner", None) == os.getpid():
             _unlock(fd)
         os.close(fd)
+
+    def discard(self) -> None:
+        """Release, and remove the lock file and the folders the lock made if nothing else went in: a run that
+        failed to start leaves nothing behind."""
+        owner = getattr(self, "_owner", None) == os.getpid()
+        self.release()
+        if not owner:
+            return
+        if self._made_file:
+            self.path.unlink(missing_ok=True)
+        for folder in self._made:
+            try:
+                folder.rmdir()
+            except OSError:  # something else was written there: keep it
+                return
 
     def __del__(self) -> None:
         self.release()

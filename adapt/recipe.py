@@ -1251,4 +1251,35 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
                      "running checkpoint code, so it has no effect")
     if recipe.distributed.strategy != "deepspeed" and recipe.distributed.deepspeed not in DEEPSPEED_PRESETS:
         notes.append(f"distributed.deepspeed is set but distributed.strategy is {recipe.distributed.strategy!r}")
+    return notes + _uncached_hub_weights(recipe)
+
+
+def _uncached_hub_weights(recipe: Recipe | DistillRecipe) -> list[str]:
+    """A note per preset or hub:OWNER/NAME source whose weights are not in the local Hugging Face cache (looked up
+    on disk only): `adapt train` would stop there without network, after loading nothing."""
+    from model.checkpoints.tower import HUB_PREFIX
+    from model.loading import hub_fetch_advice, hub_weights_cached
+    from model.presets import PRESETS
+
+    if isinstance(recipe, DistillRecipe):
+        sources = [("distill.teacher.source", recipe.distill.teacher.source),
+                   ("distill.student.source", recipe.distill.student.source)]
+    else:
+        sources = [("model.source", recipe.model.source), ("model.vision", recipe.model.vision)]
+    notes = []
+    for key, source in sources:
+        if source is None:
+            continue
+        if source.startswith(HUB_PREFIX):
+            hub_id, instead_of = source[len(HUB_PREFIX):], source
+            what = f"the weights of {hub_id} are"
+        elif source in PRESETS and PRESETS[source].hub_id:
+            hub_id, instead_of = PRESETS[source].hub_id, "the preset name"
+            what = f"preset {source} needs the weights of {hub_id}, which are"
+        else:
+            continue
+        if not hub_weights_cached(hub_id):
+            verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
+            notes.append(f"{key}: {what} not in the local Hugging Face cache: adapt {verb} downloads them if the hub "
+                         f"is reachable; else {hub_fetch_advice(hub_id, instead_of, f'{key}: DIR')}")
     return notes

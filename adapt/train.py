@@ -186,7 +186,7 @@ class Trainer:
         try:
             self._setup()
         except BaseException:
-            self.close()
+            self.close(discard=True)  # e.g. the weights are not there: no empty run folder left behind
             raise
 
     # A data-loader worker started by spawn or forkserver (macOS; Linux from Python 3.14) gets the Trainer pickled:
@@ -196,11 +196,12 @@ class Trainer:
     def __getstate__(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k not in self.WORKER_OMITS}
 
-    def close(self) -> None:
-        """Let go of the output folder (`run` does so when it ends, however it ends)."""
+    def close(self, discard: bool = False) -> None:
+        """Let go of the output folder (`run` does so when it ends, however it ends); `discard`: and remove it when
+        this run made it and wrote nothing else there (a start that failed)."""
         lock, self._lock = getattr(self, "_lock", None), None
         if lock is not None:
-            lock.release()
+            lock.discard() if discard else lock.release()
 
     def _lock_run_folder(self) -> RunLock | None:
         """Rank 0 checks that the output folder is new, empty or a run's (`check_run_folder`) and locks it for the

@@ -322,11 +322,23 @@ def _hub_snapshot(preset: str, hub_id: str, allow_pickle: bool = False) -> Path:
         cause = err.__cause__ or err
         why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
                else f"the hub is not reachable ({type(cause).__name__}: {_first_line(cause)})")
-        raise CheckpointError(
-            f"preset {preset} needs the weights of {hub_id} from the Hugging Face hub, and {why} with no copy in "
-            f"the hub cache; fetch them where there is network (`hf download {hub_id} --local-dir DIR`) and pass "
-            "the folder instead of the preset name (--model DIR; in a recipe, model.source: DIR)"
-        ) from None
+        raise CheckpointError(f"preset {preset} needs the weights of {hub_id} from the Hugging Face hub, and {why} "
+                              f"with no copy in the hub cache; {hub_fetch_advice(hub_id)}") from None
+
+
+def hub_fetch_advice(hub_id: str, instead_of: str = "the preset name",
+                     where: str = "--model DIR; in a recipe, model.source: DIR") -> str:
+    """How to get `hub_id`'s weights onto a machine that cannot reach the hub, and use them."""
+    return (f"fetch them where there is network (`hf download {hub_id} --local-dir DIR`) and pass the folder "
+            f"instead of {instead_of} ({where})")
+
+
+def hub_weights_cached(hub_id: str) -> bool:
+    """Whether the local Hugging Face cache holds `hub_id` (its config.json); looks at the disk only, never the
+    network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
 
 
 @contextmanager

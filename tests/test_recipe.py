@@ -578,6 +578,44 @@ def test_validate_prints_the_resolved_recipe(tmp_path, capsys):
     assert f"its image root {tmp_path / 'no' / 'such' / 'images'} does not exist" in capsys.readouterr().err
 
 
+def test_validate_notes_a_preset_or_hub_tower_whose_weights_are_not_in_the_local_cache(tmp_path):
+    # it said "valid recipe" and adapt train stopped on the missing weights; the cache is looked up on disk only
+    import os
+    import subprocess
+    import sys
+
+    script = ("import sys; from adapt.cli import main; "
+              "sys.exit(max(main(['validate', p]) for p in sys.argv[1:]))")
+    names = ["internvl2-1b_lora", "remote-sensing_mobilevlm-v2_full", "distill_internvit-6b_300m"]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    env.pop("HUGGINGFACE_HUB_CACHE", None)
+
+    def validate() -> str:
+        paths = [str(templates_dir() / "recipes" / f"{name}.yaml") for name in names]
+        run = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, env=env,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr
+        return run.stderr
+
+    err = validate()
+    for key, hub_id in [("model.source", "OpenGVLab/InternVL2-1B"), ("model.source", "mtgv/MobileVLM_V2-1.7B"),
+                        ("distill.teacher.source", "OpenGVLab/InternViT-6B-448px-V1-5"),
+                        ("distill.student.source", "OpenGVLab/InternViT-300M-448px")]:
+        assert (f"not in the local Hugging Face cache: adapt {'distill' if 'distill' in key else 'train'} downloads "
+                f"them if the hub is reachable; else fetch them where there is network (`hf download {hub_id} "
+                f"--local-dir DIR`) and pass the folder instead of ") in err
+        assert f"{key}: DIR)" in err
+    assert "note: model.source: preset internvl2-1b needs the weights of OpenGVLab/InternVL2-1B, which are" in err
+    snapshot = tmp_path / "hf" / "hub" / "models--OpenGVLab--InternVL2-1B" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    err = validate()
+    assert "OpenGVLab/InternVL2-1B" not in err and "mtgv/MobileVLM_V2-1.7B" in err
+
+
 def test_validate_fails_clearly_on_a_bad_key(tmp_path, capsys):
     path = write(tmp_path, MINIMAL + "trainig: {max_steps: 2}\n")
     assert main(["validate", str(path)]) == 1

@@ -326,6 +326,24 @@ def test_the_run_warms_up_for_the_steps_transformers_would(tmp_path, data_dir):
         trainer.close()
 
 
+@pytest.mark.parametrize("existed", [False, True])
+def test_a_run_that_cannot_load_its_weights_leaves_no_run_folder(tmp_path, data_dir, monkeypatch, existed):
+    # the lock made output.dir (and runs/) before the weights were found missing; an empty folder kept its own
+    from huggingface_hub import constants
+
+    from model.checkpoints.io import CheckpointError
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "runs" / "tiny"
+    if existed:
+        out.mkdir(parents=True)
+    recipe = load_recipe(write_recipe(tmp_path, data_dir), ["model.source=internvl2-1b", f"output.dir={out}"])
+    with pytest.raises(CheckpointError, match="OpenGVLab/InternVL2-1B"):
+        Trainer(recipe, progress=False)
+    assert (out.is_dir() and not any(out.iterdir())) if existed else not (tmp_path / "runs").exists()
+
+
 def test_the_optimizer_is_torchs_fused_adamw_and_steps_as_the_reference_does(tmp_path, data_dir):
     """The fused kernel (a 7x faster optimizer step on CPU at mid size) takes the step the per-op AdamW takes."""
     trainer = Trainer(load_recipe(write_recipe(tmp_path, data_dir, steps=1)), progress=False)
