@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import os
 import re
 import types
@@ -809,6 +810,17 @@ def _short(value: Any, limit: int = 120) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
+def _exponent_text(value: Any) -> float | None:
+    """The number in a string such as '1e3', which YAML 1.1 leaves as text (no dot, no sign); else None."""
+    if not isinstance(value, str) or "e" not in value.lower():
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) -> list[tuple[tuple, str]]:
     lines = []
     for e in err.errors(include_url=False):
@@ -823,6 +835,11 @@ def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) ->
             text = f"expected a mapping of keys (key: value lines), got {type(e['input']).__name__} {_short(e['input'])}"
         elif kind == "list_type":
             text = f"expected a list (lines starting with '- '), got {type(e['input']).__name__} {_short(e['input'])}"
+        elif kind == "int_parsing" and _exponent_text(e["input"]) is not None:
+            number = _exponent_text(e["input"])
+            whole = f"write {int(number)}" if number.is_integer() else "give a whole number"
+            text = (f"must be a whole number, and YAML read {e['input']} as text, not a number (YAML 1.1 reads an "
+                    f"exponent only with a dot and a sign, as 1.0e+3 for a float): {whole} (got {_short(e['input'])})")
         else:
             text = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
             text = text.replace("Input should be", "must be", 1)

@@ -151,6 +151,10 @@ def test_unknown_key_without_a_close_match_lists_the_valid_ones(tmp_path):
 # ---------------------------------------------------------------------- types and values
 @pytest.mark.parametrize(("snippet", "expected"), [
     ("training: {batch_size: four}", "training.batch_size: must be a valid integer"),
+    # YAML 1.1 reads 1e3 as a string; it said only 'unable to parse string as an integer'
+    ("training: {max_steps: 1e3}", "training.max_steps: must be a whole number, and YAML read 1e3 as text, not a "
+                                   "number (YAML 1.1 reads an exponent only with a dot and a sign, as 1.0e+3 for a "
+                                   "float): write 1000 (got '1e3')"),
     ("training: {batch_size: 0}", "training.batch_size: must be greater than or equal to 1 (got 0)"),
     ("training: {precision: fp8}", "training.precision: must be 'fp32', 'bf16' or 'fp16' (got 'fp8')"),
     ("parts: {llm: {mode: qlora}}", "parts.llm.mode: must be 'frozen', 'lora' or 'full' (got 'qlora')"),
