@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--adapter", type=Path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
     export.add_argument("--recipe", type=Path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
                                                     "(default: the model's own tiling)")
+    export.add_argument("--max-images", type=_positive_int,
+                        help="tensorrt only: the most images one prompt may hold; the largest vision profile and "
+                             "max_multimodal_len take the most tiles such a prompt gives (default 16)")
     export.add_argument("--no-progress", action="store_true", help="no progress bars")
     export.set_defaults(handler=_export, builds_model=True)
 
@@ -618,17 +621,18 @@ def _export(args) -> int:
         raise CliError("--max-seq-len applies to --format executorch only")
     if args.recipe is not None and args.format != "tensorrt":
         raise CliError("--recipe applies to --format tensorrt only")
+    if args.max_images is not None and args.format != "tensorrt":
+        raise CliError("--max-images applies to --format tensorrt only")
     check_target(Path(args.out), args.force, args.model)  # a refused target fails before the model is loaded
     if args.adapter is not None:
         check_lora_adapter(args.adapter, args.allow_pickle, model=args.model)
     vlm, processor = _load(args)
     if args.format == "tensorrt":
-        options = {"tiling": None, "source": None}
+        options = {"tiling": None, "source": None, **({"max_images": args.max_images} if args.max_images else {})}
         if args.recipe is not None:
             from .recipe import load_recipe
 
-            options = {"tiling": load_recipe(args.recipe).tiling_for(processor.tiling),
-                       "source": f"recipe {args.recipe}"}
+            options.update(tiling=load_recipe(args.recipe).tiling_for(processor.tiling), source=f"recipe {args.recipe}")
     if args.adapter is not None:
         vlm = apply_lora_adapter(vlm, args.adapter, args.allow_pickle)
     out = export(vlm, processor, args.format, args.out, force=args.force, **options)

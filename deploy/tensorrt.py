@@ -5,9 +5,10 @@ a Jetson Orin (engines are specific to the device and TensorRT version, so they 
                         what `write_onnx` writes (deploy/onnx): the vision graph has fixed tile_size x tile_size
                         tiles and a symbolic tile axis; the decoder takes inputs_embeds and a KV cache
     profiles.json       one TensorRT profile per tile count the tiling produces (min = opt = max), named after the
-                        inputs it serves: the fewest tiles, the most (max_tiles + thumbnail), the driving layouts
-                        (one stitched 2688x896 image; six 1600x900 camera views); the decoder's and embedding's
-                        shape ranges; the trtexec command of each engine
+                        inputs it serves: the fewest tiles, the most one image gets (max_tiles + thumbnail), the
+                        most a prompt of up to `max_images` images gets (the images share max_tiles), the driving
+                        layouts (one stitched 2688x896 image; six 1600x900 camera views); the decoder's and
+                        embedding's shape ranges; the trtexec command of each engine
     references/*.npy    reference inputs (the example image tiled for each profile, the prompt's token ids) and
                         PyTorch's fp32 outputs (image features, embeddings, the first logits)
     fp16_check.json     each graph run in fp16 in onnxruntime against fp32, and the operators whose fp32 values
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from deploy.demo.hooks import MAX_IMAGES
 from domains.driving.layout import CAMERA_SIZE, STITCHED_SIZE
 from model.errors import PocketAdaptError
 from model.resources import assets_dir
@@ -64,8 +66,11 @@ class Layout:
     tiles: int
 
 
-def layouts(processor, tiling: TilingConfig) -> list[Layout]:
-    """The image layouts the tiling must serve, each with its exact tile count from the processor."""
+def layouts(processor, tiling: TilingConfig, max_images: int = MAX_IMAGES) -> list[Layout]:
+    """The image layouts the tiling must serve, each with its exact tile count from the processor; a prompt holds at
+    most `max_images` images."""
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise TensorRTExportError(f"max_images must be a whole number >= 1, got {max_images!r}")
     s = tiling.tile_size
     thumb = " + thumbnail" if tiling.mode == "dynamic" and tiling.thumbnail else ""
     wanted = [
@@ -81,7 +86,23 @@ def layouts(processor, tiling: TilingConfig) -> list[Layout]:
     if tiling.mode != "dynamic":
         wanted = wanted[:1] + wanted[2:]
         wanted[0] = ("one_image", f"any one image ({tiling.mode} mode: always one tile)", ((s, s),))
+    wanted = [w for w in wanted if len(w[2]) <= max_images]
+    most, count = most_tiles(tiling, max_images)
+    if most > max(sum(processor.tiles_for_sizes(images, tiling)) for _, _, images in wanted):
+        cap = tiling.for_images(count).max_tiles if tiling.mode == "dynamic" else 1
+        each = f"a {cap}x1 grid{thumb if cap > 1 else ''}" if tiling.mode == "dynamic" else "one tile"
+        wanted.append(("most_tiles_multi_image", f"{count} images in one prompt, each cut into the most tiles it can "
+                       f"get ({each}): the most tiles any prompt of up to {max_images} images gives",
+                       ((s * cap, s),) * count))
     return [Layout(name, text, images, sum(processor.tiles_for_sizes(images, tiling))) for name, text, images in wanted]
+
+
+def most_tiles(tiling: TilingConfig, max_images: int) -> tuple[int, int]:
+    """The most tiles one prompt of 1 to `max_images` images can give (the images share max_tiles as the processor
+    shares it, `TilingConfig.for_images`), and the fewest images that give it."""
+    totals = {n: n * max(tile_counts(tiling.for_images(n))) for n in range(1, max_images + 1)}
+    most = max(totals.values())
+    return most, min(n for n, total in totals.items() if total == most)
 
 
 def tile_counts(tiling: TilingConfig) -> list[int]:
@@ -92,9 +113,11 @@ def tile_counts(tiling: TilingConfig) -> list[int]:
                    for c, r in candidate_grids(tiling.min_tiles, tiling.max_tiles)})
 
 
-def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = None, source: str | None = None) -> Path:
+def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = None, source: str | None = None,
+                   max_images: int = MAX_IMAGES) -> Path:
     """Write the bundle into `out_dir` (an empty staging folder); `tiling`: the recipe's (default: the model's);
-    `source`: where that tiling came from, for the README."""
+    `source`: where that tiling came from, for the README; `max_images`: the most images one prompt may hold (the
+    largest profile and max_multimodal_len take the most tiles such a prompt gives)."""
     out_dir = Path(out_dir)
     processor = copy.copy(processor)
     processor.tiling = tiling or processor.tiling
@@ -106,7 +129,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
                                   f"tower's image size {tower}; the engines take the tower's tiles (set it to null)")
     write_onnx(vlm, processor, out_dir, progress=False)  # (a few seconds of the bundle's work)
     vlm = (copy.deepcopy(vlm).float() if next(vlm.parameters()).dtype != torch.float32 else vlm).eval()
-    found = layouts(processor, tiling)
+    found = layouts(processor, tiling, max_images)
     refs = References(out_dir / REFERENCES)
     checks, vision_profiles, fp16 = [], [], {}
     features_shape = None
@@ -177,7 +200,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
                                  tuple(torch.from_numpy(v) for v in decoder_feeds.values()), vlm)
 
     profiles = {
-        "tiling": tiling.to_dict(), "tiling_source": source or "the model's own tiling",
+        "tiling": tiling.to_dict(), "tiling_source": source or "the model's own tiling", "max_images": max_images,
         "image_tokens_per_tile": processor.image_seq_length,
         "vision": {"onnx": VISION, "input": "pixel_values", "output": "image_features",
                    "output_per_tile": features_shape, "profiles": vision_profiles, "range_profile": range_profile},

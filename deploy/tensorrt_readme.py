@@ -18,6 +18,7 @@ def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
         for p in vision["profiles"])
     commands = "\n".join(f"{p['trtexec']}" for p in vision["profiles"])
     tiling = profiles["tiling"]
+    most = decoder["max_multimodal_len"] // profiles["image_tokens_per_tile"]
     projector = str(getattr(vlm.config, "projector_type", "?"))
     mobilevlm = ("\n\nThis model has an LDP projector (MobileVLM): TensorRT-LLM has no `model_type` for MobileVLM; it "
                  "would need its own vision wrapper and the LLaMA path (unconfirmed)." if projector.startswith("ldp") else "")
@@ -116,7 +117,7 @@ trtllm-build --checkpoint_dir ckpt --output_dir llm --gemm_plugin float16 --max_
     --max_input_len {decoder['max_sequence']} --max_seq_len {decoder['max_sequence']} --max_multimodal_len {decoder['max_multimodal_len']}
 ```
 
-`--max_multimodal_len` = the most tiles ({decoder['max_multimodal_len'] // profiles['image_tokens_per_tile']}) x
+`--max_multimodal_len` = the most tiles ({most}: a prompt of up to {profiles['max_images']} images) x
 {profiles['image_tokens_per_tile']} image tokens. The converter is chosen by LLM family
 ({'`' + family + '` for ' + text_type if family else 'no known family for ' + text_type + ': unsupported by this route'});
 the image features enter as a prompt-embedding table of shape `(tiles x tokens, hidden)`, the vision engine's
@@ -125,8 +126,11 @@ of a whole-VLM folder (it may need the LLM alone), and its pinned transformers v
 
 ## 3. Preprocessing on the host
 
-`preprocessor_config.json` holds the tiling: {cutting}; then `(x / 255 - mean) / std`. A six-view sample gives
-each image `max_tiles // 6` tiles (dynamic mode); the tiles of all images go to the vision engine in one batch. The prompt
+`preprocessor_config.json` holds the tiling: {cutting}; then `(x / 255 - mean) / std`. A prompt of n images gives
+each image at most `max(1, max_tiles // n)` tiles (+ thumbnail; dynamic mode); the tiles of all images go to the vision
+engine in one batch. **At most {profiles['max_images']} images per prompt**: the largest profile ({most} tiles) and
+`--max_multimodal_len` hold the most tiles such a prompt gives; refuse a prompt with more images on the host (its
+tiles may not fit), or export again with `adapt export --format tensorrt --max-images N`. The prompt
 follows `chat_template.json`: each image becomes {run}; the decoder's `inputs_embeds` are `embed(ids)` with the image-context rows replaced by the vision
 output rows in order.
 

@@ -37,6 +37,7 @@ import onnx  # noqa: E402
 
 from adapt.cli import main  # noqa: E402
 from adapt.recipe import load_recipe  # noqa: E402
+from deploy.demo.hooks import MAX_IMAGES  # noqa: E402
 from deploy.fp16_check import FP16_MAX, scan_magnitudes  # noqa: E402
 from deploy.hf import export  # noqa: E402
 from deploy.tensorrt import TensorRTExportError, _check_graphs, layouts, tile_counts  # noqa: E402
@@ -53,7 +54,7 @@ def bundles(native_dir, tmp_path_factory) -> dict[str, tuple[Path, str]]:
     root = tmp_path_factory.mktemp("tensorrt")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(DRIVING),
+        assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(DRIVING), "--max-images", "6",
                      "--out", str(root / "pocket-tiny")]) == 0
     vlm, processor = model.load(native_dir)
     export(vlm, processor, "tensorrt", root / "internvl")
@@ -147,6 +148,11 @@ def test_driving_profiles_hold_the_tiles_the_processor_cuts(bundles):
     assert serving["most_tiles"] == tiling.max_tiles + 1 and serving["fewest_tiles"] == 1
     # every tile count the tiling can produce for one image lies inside [fewest, most]
     assert profiles["decoder"]["max_multimodal_len"] == max(serving.values()) * profiles["image_tokens_per_tile"]
+    # --max-images 6: no prompt of up to six images gives more tiles than six views (3 each with max_tiles 12)
+    assert profiles["max_images"] == 6 and max(serving.values()) == 18
+    assert "**At most 6 images per prompt**: the largest profile (18 tiles)" in (bundle / "README.md").read_text()
+    internvl = read(bundles["internvl"][0], "profiles.json")
+    assert internvl["max_images"] == MAX_IMAGES
 
 
 def test_range_profile_covers_every_tile_count_of_any_image(bundles):
@@ -172,7 +178,35 @@ def test_one_tile_modes_give_one_tile_per_image():
     _, processor = model.load("pocket-tiny")
     pad = TilingConfig(tile_size=processor.tiling.tile_size, mode="pad")
     assert {x.name: x.tiles for x in layouts(processor, pad)} == {"one_image": 1, "driving_stitched": 1,
-                                                                   "driving_six_views": 6}
+                                                                   "driving_six_views": 6,
+                                                                   "most_tiles_multi_image": MAX_IMAGES}
+    assert {x.name: x.tiles for x in layouts(processor, pad, max_images=2)} == {"one_image": 1, "driving_stitched": 1,
+                                                                                "most_tiles_multi_image": 2}
+
+
+def test_multi_image_prompts_fit_the_largest_profile():
+    """A prompt's images share max_tiles (two images: 3 + thumbnail each with max_tiles 6), so several images can
+    give more tiles than one image's most: the largest profile (and so max_multimodal_len) holds the most tiles any
+    prompt of up to max_images images gives, as the processor cuts them."""
+    _, processor = model.load("pocket-tiny")
+    tiling = processor.tiling
+    assert tiling.max_tiles == 6
+    question = [{"role": "user", "content": "Compare the scenes."}]
+    for max_images in (3, MAX_IMAGES):
+        found = layouts(processor, tiling, max_images)
+        largest = max(x.tiles for x in found)
+        for n in range(1, max_images + 1):
+            for size in ((672, 112), (1600, 900), (112, 672), (2688, 896)):
+                assert sum(processor.tiles_for_sizes([size] * n)) <= largest, (max_images, n, size)
+        widest = next(x for x in found if x.name == "most_tiles_multi_image")
+        encoded = processor(question, images=[Image.new("RGB", s) for s in widest.images])
+        assert encoded.pixel_values.shape[0] == widest.tiles == largest
+        assert all(len(x.images) <= max_images for x in found)
+    assert largest == MAX_IMAGES  # up to 16 images: one tile each beats 3 images x (2 + thumbnail)
+    two = processor(question, images=[Image.new("RGB", (672, 112))] * 2)  # the reviewer's case: 8 tiles
+    assert two.pixel_values.shape[0] == 8 <= max(x.tiles for x in layouts(processor, tiling, 2)) == 8
+    with pytest.raises(TensorRTExportError, match="max_images must be a whole number >= 1, got 0"):
+        layouts(processor, tiling, 0)
 
 
 @pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
@@ -259,6 +293,8 @@ def test_refusals(tmp_path, capsys):
     assert main(["export", "-f", "onnx", "--model", "pocket-tiny", "--recipe", str(DRIVING),
                  "--out", str(tmp_path / "a")]) == 1
     assert "--recipe applies to --format tensorrt only" in capsys.readouterr().err
+    assert main(["export", "-f", "onnx", "--model", "pocket-tiny", "--max-images", "2", "--out", str(tmp_path / "a")]) == 1
+    assert "--max-images applies to --format tensorrt only" in capsys.readouterr().err
     recipe = tmp_path / "wrong_tiles.yaml"
     recipe.write_text(DRIVING.read_text().replace("tile_size: null", "tile_size: 224"))
     assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(recipe),
