@@ -6,7 +6,9 @@
 - `scan_magnitudes`: the PyTorch module run in fp32 with every aten operator watched (a dispatch mode, the module
   stack followed by `ModuleTracker`): the largest magnitude each operator produced, per owning module. A value
   above fp16's largest finite number (65504) becomes inf in fp16; for normalisations (layer / RMS norm) the
-  largest per-row sum of squares of the input is reported too, since an fp16 reduction of it overflows first.
+  largest per-row sum of squares of the input is reported too, since an fp16 reduction of it overflows first. An
+  RMSNorm module that computes its norm from pow and mean (transformers' Qwen2RMSNorm, LlamaRMSNorm: no norm
+  operator is dispatched) is found by its class name and reported under the reduction, `mean`.
   Masking constants (float32's lowest, filled into attention masks) are listed apart: they become -inf in fp16,
   which softmax handles unless a whole row is masked.
 """
@@ -60,7 +62,7 @@ def compare(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
 def scan_magnitudes(module: torch.nn.Module, args: tuple, top: int = 5) -> dict:
     """Largest fp32 magnitudes per (module, operator) in one forward of `module`: what overflows fp16 and the `top`
     operators with the least headroom."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
     from torch.utils.module_tracker import ModuleTracker
 
     from deploy.onnx.graphs import _innermost
@@ -85,8 +87,24 @@ def scan_magnitudes(module: torch.nn.Module, args: tuple, top: int = 5) -> dict:
                 squares[key] = max(squares.get(key, 0.0), float((x * x).sum(-1).max()))
             return out
 
-    with torch.no_grad(), tracker, Watch():
-        module(*args)
+    def rms_input(inputs: tuple, path: str) -> None:
+        if inputs and isinstance(inputs[0], torch.Tensor) and inputs[0].is_floating_point() and inputs[0].numel():
+            with _disable_current_modes():  # this measurement's own operators are not the module's
+                x = inputs[0].detach().double()
+                rms[path] = max(rms.get(path, 0.0), float((x * x).sum(-1).max()))
+
+    rms: dict[str, float] = {}
+    hooks = [m.register_forward_pre_hook(lambda m, i, path=f"{n} ({type(m).__name__})": rms_input(i, path))
+             for n, m in module.named_modules() if n and type(m).__name__.endswith("RMSNorm")]
+    try:
+        with torch.no_grad(), tracker, Watch():
+            module(*args)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for path, total in rms.items():  # an RMSNorm that ran a norm operator was measured there already
+        if not any(m == path for m, _ in squares):
+            squares[(path, "mean")] = total
     rows = [{"module": m, "op": op, "max_abs": peak, "headroom": FP16_MAX / peak if peak else None}
             for (m, op), peak in peaks.items()]
     rows.sort(key=lambda r: -r["max_abs"])

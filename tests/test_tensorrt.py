@@ -256,6 +256,31 @@ def test_overflow_prone_operators_are_named():
     assert not cool["overflow"] and not cool["norm_sum_of_squares_over_fp16"]
 
 
+def test_rmsnorm_modules_are_checked():
+    """transformers' Qwen2RMSNorm (the decoder's norms) computes its norm from pow and mean, no norm operator: the
+    module is found by its class and its input's row sum of squares is reported under its reduction; measuring it
+    adds no operator of its own to the report."""
+    from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+    class Net(torch.nn.Module):
+        def __init__(self, scale: float):
+            super().__init__()
+            self.proj = torch.nn.Linear(8, 64, bias=False)
+            self.norm = Qwen2RMSNorm(64)
+            torch.nn.init.constant_(self.proj.weight, scale)
+
+        def forward(self, x):
+            return self.norm(self.proj(x))
+
+    x = torch.ones(2, 8)
+    hot = scan_magnitudes(Net(10.0), (x,))  # rows of 64 x 80: sum of squares 409600 > 65504, every value < 65504
+    assert [(r["module"], r["op"]) for r in hot["norm_sum_of_squares_over_fp16"]] == [("norm (Qwen2RMSNorm)", "mean")]
+    assert hot["norm_sum_of_squares_over_fp16"][0]["max_row_sum_of_squares"] == pytest.approx(64 * 80.0 ** 2)
+    assert not hot["overflow"]
+    cool = scan_magnitudes(Net(1e-2), (x,))
+    assert not cool["overflow"] and not cool["norm_sum_of_squares_over_fp16"]
+
+
 def test_verify_passes_as_shipped_and_fails_on_an_altered_reference(bundles, tmp_path):
     shipped, _ = bundles["pocket-tiny"]
     bundle = Path(shutil.copytree(shipped, tmp_path / "bundle"))
