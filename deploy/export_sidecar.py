@@ -87,13 +87,18 @@ def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
     return processor, pre
 
 
+# mirror values exports wrote before they wrote the hf export's (PIL's enum, 3): still the tiling's, not an edit
+_FORMER_MIRRORS = {("resample", "bicubic")}
+
+
 def check_preprocessor_config(processor, pre: dict, folder: Path, error: type[PocketAdaptError]) -> None:
     """`error` when the tokenizer's image-context id is not the one the export was made with, or when the image
     processor keys that mirror the (checked) tiling were edited: pocket-adapt would not use them."""
     from deploy.onnx.export import PREPROCESSOR, mirrored_tiling_keys
 
     mirrored = mirrored_tiling_keys(processor.tiling)
-    edited = [f"{k} {pre[k]!r} (tiling says {v!r})" for k, v in mirrored.items() if k in pre and pre[k] != v]
+    edited = [f"{k} {pre[k]!r} (tiling says {v!r})" for k, v in mirrored.items()
+              if k in pre and pre[k] != v and (k, pre[k]) not in _FORMER_MIRRORS]
     if edited:
         raise error(f"{folder / PREPROCESSOR}: {'; '.join(edited)} -- these keys only mirror 'tiling' for other "
                     "tools and pocket-adapt does not read them; restore them, or re-export (a different tile "

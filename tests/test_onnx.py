@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import model
 
@@ -34,7 +35,8 @@ import onnx  # noqa: E402
 from deploy.hf import ExportError, export  # noqa: E402
 from deploy.onnx.export import DECODER, EMBED, GENAI_CONFIG, PREPROCESSOR, VISION  # noqa: E402
 from deploy.onnx.graphs import OnnxExportError, export_graph  # noqa: E402
-from deploy.onnx.runtime import OnnxRuntimeError, OnnxVLM  # noqa: E402
+from deploy.onnx.runtime import OnnxExport, OnnxRuntimeError, OnnxVLM  # noqa: E402
+from model.resources import assets_dir  # noqa: E402
 
 from .test_checkpoints import write_mobilevlm_v2  # noqa: E402
 from .test_gguf import sharpen_attention  # noqa: E402
@@ -241,6 +243,26 @@ def test_tiling_edited_after_export_is_refused(exports, tmp_path):
     (folder / PREPROCESSOR).write_text(json.dumps(pre))
     with pytest.raises(OnnxRuntimeError, match=r"preprocessor_config.json: tiling differs .*max_tiles 6 -> 12.*mean"):
         OnnxVLM(folder)
+
+
+def test_transformers_image_processor_cuts_the_same_tiles(exports, tmp_path):
+    """preprocessor_config.json is what the hf export writes (resample 3, PIL's bicubic, and image_processor_type):
+    transformers' AutoImageProcessor loads it and cuts pocket-adapt's tiles exactly ("bicubic" was resampled
+    otherwise, up to 0.445 apart, and AutoImageProcessor refused the file). An export written with the former
+    "bicubic" still opens."""
+    from transformers import AutoImageProcessor
+
+    folder = exports("pocket-tiny")
+    with Image.open(assets_dir() / "example.png") as image:
+        image = image.convert("RGB")
+    ours = OnnxExport.open(folder).processor([{"role": "user", "content": "x"}], images=[image]).pixel_values.numpy()
+    theirs = AutoImageProcessor.from_pretrained(folder)(image, return_tensors="np")["pixel_values"]
+    assert theirs.shape == ours.shape and ours.shape[0] > 1
+    assert np.abs(theirs - ours).max() == 0
+    former = _copy(folder, tmp_path / "former")
+    pre = json.loads((former / PREPROCESSOR).read_text())
+    (former / PREPROCESSOR).write_text(json.dumps({**pre, "resample": "bicubic"}))
+    OnnxExport.open(former)
 
 
 def test_an_edited_mirror_key_is_refused(exports, tmp_path):

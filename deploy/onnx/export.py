@@ -148,12 +148,19 @@ def preprocessor_config(processor) -> dict:
 
 def mirrored_tiling_keys(t) -> dict:
     """`tiling`'s values under the names image processors use, for readers other than pocket-adapt (which loads
-    `tiling`; `deploy.export_sidecar.read_processor` refuses a file where the two disagree)."""
-    return {
-        "size": {"height": t.tile_size, "width": t.tile_size}, "min_patches": t.min_tiles, "max_patches": t.max_tiles,
-        "crop_to_patches": t.mode == "dynamic", "use_thumbnail": t.thumbnail, "image_mean": list(t.mean),
-        "image_std": list(t.std), "rescale_factor": 1 / 255, "resample": "bicubic",
-    }
+    `tiling`; `deploy.export_sidecar.read_processor` refuses a file where the two disagree): what the hf export
+    writes for a dynamic tiling with a thumbnail (GotOcr2ImageProcessor) and the mobilevlm export for crop
+    (CLIPImageProcessor), so transformers' AutoImageProcessor loads the file and cuts the same tiles; a tiling no
+    transformers processor cuts (pad, resize, no thumbnail) gets the same names without `image_processor_type`."""
+    from model.checkpoints.mobilevlm import clip_preprocessor_config
+    from model.checkpoints.native import gotocr2_preprocessor_config
+
+    if t.mode == "crop":
+        return clip_preprocessor_config(t)
+    keys = {**gotocr2_preprocessor_config(t), "crop_to_patches": t.mode == "dynamic", "use_thumbnail": t.thumbnail}
+    if t.mode != "dynamic" or not t.thumbnail:
+        del keys["image_processor_type"]
+    return keys
 
 
 def genai_config(vlm, processor) -> dict:

@@ -198,6 +198,12 @@ def _preprocessor_config(tiling: TilingConfig) -> dict:
         raise CheckpointError(f"GotOcr2 image processors implement dynamic tiling only, not mode {tiling.mode!r}")
     if not tiling.thumbnail:
         warnings.warn("GotOcr2 image processors always add a thumbnail; this model was set up without one", stacklevel=3)
+    return gotocr2_preprocessor_config(tiling)
+
+
+def gotocr2_preprocessor_config(tiling: TilingConfig) -> dict:
+    """`GotOcr2ImageProcessor` settings (transformers' InternVL image processor) for `tiling`'s sizes, unchecked:
+    they cut our tiles only for a dynamic tiling with a thumbnail."""
     return {
         "image_processor_type": "GotOcr2ImageProcessor",
         "crop_to_patches": True,
