@@ -32,9 +32,10 @@ _MOVES = {"view", "_unsafe_view", "clone", "expand", "permute", "transpose", "t"
 
 def compare_fp16(graph: Path, feeds: dict[str, np.ndarray]) -> dict[str, dict]:
     """{output: {max_abs_error, relative_error, max_abs_fp32, nonfinite_fp16}} of the fp16 graph against fp32."""
-    import onnx
-    import onnxruntime as ort
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from deploy.onnx.runtime import import_extra
+
+    onnx, ort = import_extra("onnx"), import_extra("onnxruntime")
+    convert_float_to_float16 = import_extra("onnxruntime.transformers.float16").convert_float_to_float16
 
     graph = Path(graph)
     fp32 = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])

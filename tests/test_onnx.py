@@ -265,6 +265,27 @@ def test_transformers_image_processor_cuts_the_same_tiles(exports, tmp_path):
     OnnxExport.open(former)
 
 
+@pytest.mark.parametrize("block", ["missing", "broken"])
+def test_chat_without_onnxruntime_says_which_extra(exports, tmp_path, block):
+    """adapt chat --runtime onnx without a usable onnxruntime: one line naming the package and the extra, for a
+    missing package and for one whose import fails (a broken install raises a plain ImportError; it ended in a
+    26-line traceback)."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "fake" / "onnxruntime"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('libonnxruntime.so: cannot open shared object file')\n")
+    setup = "sys.modules['onnxruntime'] = None" if block == "missing" else f"sys.path.insert(0, {str(fake.parent)!r})"
+    code = (f"import sys; {setup}\nfrom adapt.cli import main\nsys.exit(main(['chat', '--runtime', 'onnx', "
+            f"'--model', {str(exports('pocket-tiny'))!r}, '--example-image', '--max-new-tokens', '2']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[1])
+    err = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(err) == 1, result.stderr
+    assert "onnxruntime package" in err[0] and "pip install 'pocket-adapt[deploy]'" in err[0]
+
+
 def test_an_edited_mirror_key_is_refused(exports, tmp_path):
     """preprocessor_config.json's image-processor keys (max_patches, image_mean, ...) only mirror 'tiling'; an
     edit to them used to be ignored without a word."""

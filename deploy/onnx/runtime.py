@@ -26,7 +26,7 @@ from deploy.export_sidecar import (
     read_processor,
 )
 from model.checkpoints.checksums import verify_weights
-from model.errors import PocketAdaptError
+from model.errors import MissingExtraError, PocketAdaptError, install_hint
 
 from .export import (
     CHAT_TEMPLATE,
@@ -45,8 +45,20 @@ class OnnxRuntimeError(PocketAdaptError, RuntimeError):
     """An ONNX export folder is incomplete, inconsistent, or cannot answer a request."""
 
 
+def import_extra(name: str):
+    """Module `name` (onnx, onnxruntime), or a `MissingExtraError` in one line naming it and the extra that brings
+    it, where it is missing or cannot be imported (a broken install raises a plain ImportError)."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise MissingExtraError(f"the ONNX export needs the {name} package, which cannot be imported ({err}); "
+                                f"install it: {install_hint(name)}") from None
+
+
 def _metadata(path: Path) -> dict[str, str]:
-    import onnx
+    onnx = import_extra("onnx")
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -88,8 +100,7 @@ class OnnxExport(SidecarExport):
 
 
 def session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
-
+    ort = import_extra("onnxruntime")
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
