@@ -9,6 +9,42 @@ TRTLLM_FAMILY = {"qwen2": "qwen", "qwen": "qwen", "internlm2": "internlm2", "phi
                  "llama": "llama", "mobilellama": "llama"}
 
 
+def exportable_layouts(vlm) -> list[str]:
+    """The checkpoint layouts other tools read (hf, internvl, mobilevlm) that `adapt export` writes for this model:
+    each refuses a projector or template it has no place for (`deploy.hf`'s check, the export's own)."""
+    from deploy.hf import ExportError, _check_layout
+
+    found = []
+    for fmt in ("hf", "internvl", "mobilevlm"):
+        try:
+            _check_layout(vlm, fmt)
+        except ExportError:
+            continue
+        found.append(fmt)
+    return found
+
+
+def _export_routes(vlm, projector: str) -> tuple[str, str]:
+    """What routes B and C say to export first, for the layouts this model can be written in."""
+    found = exportable_layouts(vlm)
+    if "hf" in found or "internvl" in found:
+        named = " or ".join(f"`--format {f}`" for f in found if f != "mobilevlm")
+        return (f"export it with `adapt export {named.removeprefix('`')} first",
+                f"Export the model in a layout TensorRT-LLM reads (`adapt export --format "
+                f"{'hf' if 'hf' in found else 'internvl'} --model MODEL --out hf`, on x86)")
+    if found == ["mobilevlm"]:
+        why = f"the only layout that takes its `{projector}` projector; `--format hf` and `--format internvl` refuse it"
+        return (f"export it with `adapt export --format mobilevlm` first, {why}",
+                f"Export the model with `adapt export --format mobilevlm --model MODEL --out mvlm` (on x86; {why}): "
+                "MobileVLM V2's layout, its LLM LLaMA-shaped under LLaMA key names but with config model_type "
+                "`mobilevlm`, so whether the llama converter reads it (or needs the LLM alone, as a LLaMA folder) "
+                "is **unconfirmed**")
+    none = (f"`adapt export` writes this model (its `{projector}` projector) in none of the layouts other tools "
+            "read (`--format hf`, `--format internvl`, `--format mobilevlm` refuse it)")
+    return (f"there is no such export: {none}", f"**This route is not open to this model**: {none}; use route A. "
+            "For a model that has a layout, the commands are")
+
+
 def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
     vision, decoder, embed = profiles["vision"], profiles["decoder"], profiles["embed"]
     text_type = str(getattr(vlm.config.text_config, "model_type", "?"))
@@ -20,6 +56,7 @@ def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
     tiling = profiles["tiling"]
     most = decoder["max_multimodal_len"] // profiles["image_tokens_per_tile"]
     projector = str(getattr(vlm.config, "projector_type", "?"))
+    export_first, trtllm_export = _export_routes(vlm, projector)
     mobilevlm = ("\n\nThis model has an LDP projector (MobileVLM): TensorRT-LLM has no `model_type` for MobileVLM; it "
                  "would need its own vision wrapper and the LLaMA path (unconfirmed)." if projector.startswith("ldp") else "")
     cutting = {
@@ -104,12 +141,11 @@ first step as a profile minimum, and how this engine's speed compares with Tenso
 `tensorrt-edgellm-export-llm` and `tensorrt-edgellm-export-visual`, then on the device
 `llm_build --vlm --minImageTokens N --maxImageTokens {decoder['max_multimodal_len']}` and `visual_build`.
 Its listed VLMs are Qwen2-VL, Qwen2.5-VL, InternVL3 and Phi-4-MM; whether it takes this model (a pocket-adapt
-checkpoint; export it with `adapt export --format hf` or `--format internvl` first) is **unconfirmed**, as are
+checkpoint; {export_first}) is **unconfirmed**, as are
 the other flags. INT4-AWQ and GPTQ are available; FP8 is not on Orin (SM87; FP8 needs SM89+).
 
 **C. TensorRT-LLM `v0.12.0-jetson`** (the branch for JetPack 6.1, "Jetson AGX Orin; other Orin devices under
-testing"; container `dustynv/tensorrt_llm:0.12-r36.4.0`, about 18.5 GB, NVMe recommended). Export the model in
-a layout TensorRT-LLM reads (`adapt export --format hf --model MODEL --out hf`, on x86), then on the device:
+testing"; container `dustynv/tensorrt_llm:0.12-r36.4.0`, about 18.5 GB, NVMe recommended). {trtllm_export}, then on the device:
 
 ```sh
 python3 examples/{family or '<family>'}/convert_checkpoint.py --model_dir <LLM folder> --output_dir ckpt --dtype float16

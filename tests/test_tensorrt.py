@@ -281,6 +281,27 @@ def test_rmsnorm_modules_are_checked():
     assert not cool["overflow"] and not cool["norm_sum_of_squares_over_fp16"]
 
 
+def test_readme_names_the_export_route_the_model_has(bundles, tiny_tokenizer, tmp_path, monkeypatch):
+    """Routes B and C of the bundle README name the layout `adapt export` writes for the model: hf for InternVL-style
+    models; for MobileVLM (ldpv2), which hf and internvl refuse, the mobilevlm layout (it named hf / internvl); for a
+    model no such layout takes, that the routes are closed."""
+    import deploy.tensorrt_readme as readme
+
+    from .test_checkpoints import write_mobilevlm_v2
+
+    bundle, _ = bundles["pocket-tiny"]
+    profiles, fp16 = read(bundle, "profiles.json"), read(bundle, "fp16_check.json")
+    assert "(`adapt export --format hf --model MODEL --out hf`, on x86)" in (bundle / "README.md").read_text()
+    vlm, processor = model.load(write_mobilevlm_v2(tmp_path / "mvlm", tiny_tokenizer, tie=False).directory)
+    text = readme.bundle_readme(vlm, processor, profiles, fp16)
+    assert "export it with `adapt export --format mobilevlm` first" in text
+    assert "`adapt export --format mobilevlm --model MODEL --out mvlm`" in text
+    assert "--format hf --model" not in text and "export it with `adapt export --format hf`" not in text
+    monkeypatch.setattr(readme, "exportable_layouts", lambda vlm: [])
+    text = readme.bundle_readme(vlm, processor, profiles, fp16)
+    assert "**This route is not open to this model**" in text and "there is no such export" in text
+
+
 def test_verify_passes_as_shipped_and_fails_on_an_altered_reference(bundles, tmp_path):
     shipped, _ = bundles["pocket-tiny"]
     bundle = Path(shutil.copytree(shipped, tmp_path / "bundle"))
