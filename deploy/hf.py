@@ -23,8 +23,9 @@ export changes nothing. Every export lists its files with their SHA-256 in `SHA2
 (`model.checkpoints.checksums`: ``sha256sum -c SHA256SUMS`` checks a copy; pocket-adapt checks the weight files
 whenever it opens the folder). A target that is not empty is refused unless `force`, which replaces the files an
 export owns (configs, weights, tokenizer, a MobileVLM export's `vision_tower/`; stale shards and indexes of an
-earlier export included; edge files only where the earlier export's `SHA256SUMS` lists them) and keeps everything
-else.
+earlier export included; edge files and the TensorRT bundle's README.md only where the earlier export's
+`SHA256SUMS` lists them with the digest they still have) and keeps everything else (a README.md of the user's
+that the export would replace is refused).
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ OWNED = (
 # export's SHA256SUMS lists it with the digest it still has (its own, unchanged), never for its suffix alone (a
 # hand-quantised .gguf stays), and only an edge file: a SHA256SUMS lists any file (a release folder's .iso).
 EDGE_SUFFIXES = (".gguf", ".onnx", ".onnx.data", ".pte")
+# Notes an export writes under names a user's own file may have (the TensorRT bundle's README.md): by the same rule,
+# the earlier export's only where its SHA256SUMS lists it with the digest it still has; a user's is never replaced.
+EXPORT_NOTES = ("README.md",)
 OWNED_FOLDERS = (TOWER_FOLDER, "references")  # folders an export writes whole (MobileVLM's CLIP tower, TensorRT's)
 
 
@@ -207,9 +211,10 @@ def _writer(fmt: str, target: Path, **options) -> Callable[[PocketVLM, VLMProces
 
 def _move_in(staging: Path, out: Path) -> None:
     """Put the staged files in `out`, then remove what an earlier export left there and this one did not write:
-    the edge files its SHA256SUMS lists (:data:`EDGE_SUFFIXES`, digest unchanged), and checkpoint files
-    (:data:`OWNED`) of any origin. The files removed that this
-    export did not replace are named on stderr."""
+    the edge files and notes its SHA256SUMS lists (:data:`EDGE_SUFFIXES`, :data:`EXPORT_NOTES`, digest unchanged),
+    and checkpoint files (:data:`OWNED`) of any origin. The files removed that this export did not replace are named
+    on stderr. A note of the user's (not listed so) that this export would replace is refused before anything
+    moves (`ExportError`)."""
     if not out.exists():
         os.replace(staging, out)
         return
@@ -217,8 +222,15 @@ def _move_in(staging: Path, out: Path) -> None:
         listed = read_checksums(out) or {}
     except PocketAdaptError:
         listed = {}
-    earlier = {name for name in listed if name.endswith(EDGE_SUFFIXES)}
+    earlier = {name for name in listed if name.endswith(EDGE_SUFFIXES) or name in EXPORT_NOTES}
     written = {f.name for f in staging.iterdir()}
+    for name in EXPORT_NOTES:
+        there = out / name
+        if name in written and (there.exists() or there.is_symlink()) and not (
+                name in earlier and there.is_file() and file_sha256(there) == listed[name]):
+            raise ExportError(f"{there}: not written by an earlier export (the folder's {CHECKSUMS} does not list it "
+                              f"as it is now), so --force keeps it, and this export writes its own {name}; move yours "
+                              "aside and export again, or export into another folder (nothing was changed)")
     for f in staging.iterdir():
         if f.is_dir() and (out / f.name).is_dir():  # an earlier export's folder: set aside, then removed
             old = out / f".{f.name}.old-{uuid.uuid4().hex[:8]}"

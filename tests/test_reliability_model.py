@@ -339,6 +339,46 @@ def test_force_never_removes_files_a_foreign_sha256sums_lists(tmp_path, tiny, ca
     assert "ubuntu" not in capsys.readouterr().err
 
 
+def _fake_bundle_writer(monkeypatch, text: str) -> None:
+    """Export format 'tensorrt' writes a config and a README.md (the bundle's), without the minute of a real one."""
+    import deploy.hf
+
+    def write(vlm, processor, out):
+        (out / "bundle.json").write_text("{}")
+        (out / "README.md").write_text(text)
+        return out
+
+    real = deploy.hf._writer
+    monkeypatch.setattr(deploy.hf, "_writer", lambda fmt, target, **o: write if fmt == "tensorrt" else real(fmt, target, **o))
+
+
+def test_force_keeps_a_users_readme_and_removes_a_stale_bundle_readme(tmp_path, tiny, monkeypatch, capsys):
+    """--force replaced a README.md of the user's with the TensorRT bundle's without a word, and a later export of
+    another format left the bundle's README.md (naming verify.py, removed) behind. A README.md is the earlier
+    export's only where its SHA256SUMS lists it with the digest it still has: then it is replaced, or removed and
+    named; the user's own is kept and the export refused before anything moves."""
+    from deploy.hf import ExportError, export
+
+    _fake_bundle_writer(monkeypatch, "# TensorRT bundle\n\npython3 verify.py\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("my notes on this folder")
+    (out / "config.json").write_text("{}")
+    with pytest.raises(ExportError, match=r"out/README.md: not written by an earlier export .*--force keeps it"):
+        export(*tiny, "tensorrt", out, force=True)
+    assert (out / "README.md").read_text() == "my notes on this folder"
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json"]  # nothing moved in
+    (out / "README.md").unlink()
+    export(*tiny, "tensorrt", out, force=True)
+    _fake_bundle_writer(monkeypatch, "# TensorRT bundle, again\n")
+    export(*tiny, "tensorrt", out, force=True)  # the earlier bundle's README.md: replaced
+    assert (out / "README.md").read_text() == "# TensorRT bundle, again\n"
+    capsys.readouterr()
+    export(*tiny, "pocket", out, force=True)  # writes no README.md: the bundle's goes, named
+    assert not (out / "README.md").exists()
+    assert "README.md" in capsys.readouterr().err.split("did not write: ")[1]
+
+
 def test_an_unwritable_target_is_named_not_the_staging_folder(tmp_path, tiny, monkeypatch):
     """A folder the user may not write in was reported as `.../.x.export-<pid>-<hex>: permission denied`."""
     import errno
