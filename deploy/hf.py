@@ -46,6 +46,7 @@ from model.checkpoints.mobilevlm import TOWER_FOLDER, check_exportable, export_m
 from model.checkpoints.native import SIDECAR, export_native, native_config
 from model.checkpoints.original import export_original, original_config
 from model.errors import ModelConfigError, PocketAdaptError
+from model.loading import ADAPTER_FOLDER
 
 FORMATS = {
     "hf": "transformers-native InternVL (InternVLForConditionalGeneration)",
@@ -74,7 +75,9 @@ EDGE_SUFFIXES = (".gguf", ".onnx", ".onnx.data", ".pte")
 # Notes an export writes under names a user's own file may have (the TensorRT bundle's README.md): by the same rule,
 # the earlier export's only where its SHA256SUMS lists it with the digest it still has; a user's is never replaced.
 EXPORT_NOTES = ("README.md",)
-OWNED_FOLDERS = (TOWER_FOLDER, "references")  # folders an export writes whole (MobileVLM's CLIP tower, TensorRT's)
+# folders an export writes whole (MobileVLM's CLIP tower, TensorRT's references), and a run's final/adapter/: loading
+# a folder merges the LoRA adapter it holds, so one left from an earlier final/ would change the exported model
+OWNED_FOLDERS = (TOWER_FOLDER, "references", ADAPTER_FOLDER)
 
 
 class ExportError(PocketAdaptError, ValueError):

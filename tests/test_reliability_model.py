@@ -320,6 +320,21 @@ def test_force_removes_the_earlier_exports_edge_files_but_never_the_users(tmp_pa
             in capsys.readouterr().err)
 
 
+def test_force_removes_a_runs_adapter_folder(tmp_path, tiny, capsys):
+    """An export --force into a run's final/ written with output.merge_lora: false kept its adapter/, which loading
+    the folder merges: the export silently loaded as another model."""
+    from deploy.hf import export
+
+    out = tmp_path / "final"
+    (out / "adapter").mkdir(parents=True)
+    (out / "adapter" / "adapter_config.json").write_text("{}")
+    (out / "adapter" / "adapter_model.safetensors").write_bytes(b"an earlier run's LoRA")
+    export(*tiny, "pocket", out, force=True)
+    assert not (out / "adapter").exists()
+    assert "adapter/" in capsys.readouterr().err
+    assert _same_weights(model.load(out)[0], tiny[0])
+
+
 def test_force_never_removes_files_a_foreign_sha256sums_lists(tmp_path, tiny, capsys):
     """`SHA256SUMS` is a common name (release and ISO folders): --force deleted every file one listed. Only edge
     files (.gguf, .onnx, .pte) still holding the listed digest go, as an earlier export's own."""
