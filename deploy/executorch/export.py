@@ -266,13 +266,20 @@ def _capture(module: nn.Module, args: tuple, dynamic_shapes: tuple, method: str)
 
 
 def lower(programs: dict, constants: dict) -> bytes:
-    """The captured programs lowered to XNNPACK and serialised as one .pte (ExecuTorch's bytes)."""
+    """The captured programs lowered to XNNPACK and serialised as one .pte (ExecuTorch's bytes).
+
+    The decoder's KV cache (its mutable buffers) is planned into an arena of its own (memory id 2), not among the
+    methods' working values: ExecuTorch's Python runtime gives all of a program's methods one set of arenas, so
+    token_embedding -- planned for up to max_seq_len tokens, more than the decoder's max_prefill_len -- wrote over the
+    cache between two decode steps."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.exir.passes import MemoryPlanningPass
 
     try:
         edge = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()], constant_methods=constants)
-        return edge.to_executorch().buffer
+        planning = MemoryPlanningPass(share_mutable_buffers=True)
+        return edge.to_executorch(ExecutorchBackendConfig(memory_planning_pass=planning)).buffer
     except Exception as err:  # noqa: BLE001 - an operator ExecuTorch cannot lower is named in the message
         raise ExecuTorchError(f"ExecuTorch lowering failed ({_first_line(err)})") from err
 
