@@ -4,7 +4,9 @@
 
 pocket-tiny, the tiny random InternVL (Qwen2), MobileVLM V2 (LDPv2) and MobileVLM (LDP) of
 bench/llamacpp_parity.py (the ONNX table's models), exported with `adapt export -f
-executorch` at fp32 and int8 and run in ExecuTorch's Python runtime: the relative difference (Frobenius) of the image
+executorch` at fp32 and int8 with its default sizes (a KV cache of the model's context up to 4096 positions, the
+decoder taking up to 512 per call, as `adapt eval --runtime executorch` exports) and run in ExecuTorch's Python
+runtime: the relative difference (Frobenius) of the image
 embeddings from PyTorch's (the bundled example image's tiles), the largest relative difference of the last-position
 logits over 32 greedy steps, and how many of the 32 greedy tokens agree. `--write` puts the table into README.md
 (section executorch_parity).
@@ -37,8 +39,9 @@ def measure(write: bool) -> str:
     from tests.test_onnx import relative_error, torch_greedy
 
     image = Image.open(assets_dir() / "example.png").convert("RGB")
-    rows = ["| model | ExecuTorch | tiles | embeddings vs PyTorch | logits vs PyTorch (worst of 32 steps) "
-            "| greedy tokens identical | model.pte MB |", "|---|---|---:|---:|---:|---|---:|"]
+    rows = ["| model | ExecuTorch | KV cache (per call) | tiles | embeddings vs PyTorch "
+            "| logits vs PyTorch (worst of 32 steps) | greedy tokens identical | model.pte MB |",
+            "|---|---|---:|---:|---:|---:|---|---:|"]
     with tempfile.TemporaryDirectory(prefix="executorch-parity-") as tmp:
         made = {name: pair for name, pair in models(Path(tmp)).items() if name in MODELS}
         bar = tqdm(total=2 * len(made), desc="export + compare", unit="export")
@@ -49,16 +52,17 @@ def measure(write: bool) -> str:
             tokens, logits = torch_greedy(vlm, encoded, N_TOKENS)
             for variant in ("fp32", "int8"):
                 folder = export(vlm, processor, "executorch", Path(tmp) / f"{len(rows)}-{variant}",
-                                quantize=None if variant == "fp32" else variant, max_seq_len=512)
+                                quantize=None if variant == "fp32" else variant)
                 with ExecuTorchVLM(folder) as runtime:
                     got_features = runtime.encode_images(encoded.pixel_values)
                     got_tokens, got_logits = executorch_greedy(runtime, encoded, N_TOKENS)
+                    sizes = f"{runtime.max_positions} ({runtime.max_prefill_len})"
                 same = next((k for k, (a, b) in enumerate(zip(got_tokens, tokens)) if a != b), N_TOKENS)
                 # logits compared while the two sequences are the same (after a different token they differ anyway)
                 worst = max(relative_error(a, b) for a, b in zip(got_logits[: same + 1], logits[: same + 1]))
                 agree = f"{N_TOKENS} of {N_TOKENS}" if same == N_TOKENS else f"first {same} of {N_TOKENS}"
                 size = (folder / "model.pte").stat().st_size / 1e6
-                rows.append(f"| {name} | {variant} | {len(encoded.pixel_values)} "
+                rows.append(f"| {name} | {variant} | {sizes} | {len(encoded.pixel_values)} "
                             f"| {relative_error(got_features, features):.1e} | {worst:.1e} | {agree} | {size:.1f} |")
                 bar.update()
         bar.close()
@@ -66,7 +70,8 @@ def measure(write: bool) -> str:
         *rows, "",
         "Relative differences are ‖a − b‖ / ‖b‖; logits are the last position's at each greedy step, compared up to "
         "the first step where the tokens part. Same image (the bundled 640×480 example) and prompt as the llama.cpp "
-        "and ONNX tables; exports with `--max-seq-len 512`. Regenerate with `python bench/executorch_parity.py "
+        "and ONNX tables; exports with the default sizes: a KV cache of the model's context up to 4096 positions, "
+        "the decoder taking up to 512 new positions per call. Regenerate with `python bench/executorch_parity.py "
         "--write`; `tests/test_executorch.py` asserts the fp32 bounds (1e-4) and the 32 tokens.",
     ])
     if write:
