@@ -779,11 +779,15 @@ def _presets(args) -> int:
 
 
 # ---------------------------------------------------------------------- recipe verbs: validate, recipes, init
+_RECIPE_HELP = "the recipe .yaml"
+_OVERRIDES_HELP = "override recipe keys, e.g. training.max_steps=20 parts.llm.mode=full"
+
+
 def _recipe_verbs(verbs) -> None:
     train = verbs.add_parser("train", help="train (or resume) the run a recipe describes",
                              description="Train from a recipe; resumes from the newest complete checkpoint in its output dir.")
-    train.add_argument("recipe", type=Path)
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    train.add_argument("recipe", type=Path, help=_RECIPE_HELP)
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     train.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
     train.add_argument("--no-progress", action="store_true",
                        help="no progress bar: a line every logging.every steps (train_log.jsonl gets every step)")
@@ -795,8 +799,8 @@ def _recipe_verbs(verbs) -> None:
                                description="Distil a vision encoder from a recipe with a distill: section; resumes from the "
                                            "newest complete checkpoint in its output dir. Writes a vision-tower folder a "
                                            "training recipe names as model.vision.")
-    distill.add_argument("recipe", type=Path)
-    distill.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    distill.add_argument("recipe", type=Path, help=_RECIPE_HELP)
+    distill.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     distill.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
     distill.add_argument("--no-progress", action="store_true",
                          help="no progress bar: a line every logging.every steps (train_log.jsonl gets every step)")
@@ -805,8 +809,8 @@ def _recipe_verbs(verbs) -> None:
     distill.set_defaults(handler=_train, builds_model=True)
 
     evaluate = verbs.add_parser("eval", help="score a model on a recipe's held-out sources (domain and general side by side)")
-    evaluate.add_argument("recipe", type=Path)
-    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    evaluate.add_argument("recipe", type=Path, help=_RECIPE_HELP)
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     evaluate.add_argument("--model", action="append", default=[], metavar="[LABEL=]SOURCE",
                           help="model to score (repeatable); default: base = recipe model, adapted = the run's final model")
     evaluate.add_argument("--out", type=Path, help="report folder (default: <output.dir>/eval)")
@@ -844,9 +848,8 @@ def _recipe_verbs(verbs) -> None:
         "validate", help="check a recipe and print it resolved (absolute paths, every default filled in; null = "
                          "the model's own, e.g. tiling)",
         description="Check a recipe and print it resolved. Exit status 1 (with the reason) when it is not valid.")
-    validate.add_argument("recipe", type=Path, help="the recipe .yaml")
-    validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                          help="override recipe keys, e.g. training.max_steps=20 parts.llm.mode=full")
+    validate.add_argument("recipe", type=Path, help=_RECIPE_HELP)
+    validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     validate.set_defaults(handler=_validate)
 
     recipes = verbs.add_parser("recipes", help="list the recipe templates (copy one with `adapt init`)")
