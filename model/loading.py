@@ -305,13 +305,14 @@ def _load_preset(name: str, allow_pickle: bool, seed: int):
             weights = assets_dir() / preset.weights
             load_strict(vlm, read_state_dict(weights.parent), str(weights))
         return vlm, AutoTokenizer.from_pretrained(str(assets_dir() / POCKET_TINY_TOKENIZER))
-    return _load_dir(_hub_snapshot(name, preset.hub_id, allow_pickle), allow_pickle)
+    return _load_dir(hub_snapshot(preset.hub_id, f"preset {name}", allow_pickle=allow_pickle), allow_pickle)
 
 
-def _hub_snapshot(preset: str, hub_id: str, allow_pickle: bool = False) -> Path:
+def hub_snapshot(hub_id: str, needed_by: str, *, allow_pickle: bool = False, instead_of: str = "the preset name",
+                 where: str = "--model DIR; in a recipe, model.source: DIR") -> Path:
     """The local folder of `hub_id` (downloaded, or from the hub cache); without network and without a cached
-    copy, a `CheckpointError` naming the hub id and how to pass a local folder instead. Pickle weights (`*.bin`, what
-    MobileVLM releases ship) are fetched only with `allow_pickle`."""
+    copy, a `CheckpointError` naming what needs it (`needed_by`), the hub id and how to pass a local folder instead
+    (`hub_fetch_advice`). Pickle weights (`*.bin`, what MobileVLM releases ship) are fetched only with `allow_pickle`."""
     from huggingface_hub import constants, snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -322,8 +323,8 @@ def _hub_snapshot(preset: str, hub_id: str, allow_pickle: bool = False) -> Path:
         cause = err.__cause__ or err
         why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
                else f"the hub is not reachable ({type(cause).__name__}: {_first_line(cause)})")
-        raise CheckpointError(f"preset {preset} needs the weights of {hub_id} from the Hugging Face hub, and {why} "
-                              f"with no copy in the hub cache; {hub_fetch_advice(hub_id)}") from None
+        raise CheckpointError(f"{needed_by} needs the weights of {hub_id} from the Hugging Face hub, and {why} "
+                              f"with no copy in the hub cache; {hub_fetch_advice(hub_id, instead_of, where)}") from None
 
 
 def hub_fetch_advice(hub_id: str, instead_of: str = "the preset name",

@@ -81,3 +81,14 @@ def test_preset_load_with_hf_hub_offline_says_so_without_trying(no_network, monk
                                               r"HF_HUB_OFFLINE is set .*--model DIR; in a recipe, model.source: DIR"):
         model.load("mini-internvl-4b")
     assert no_network.attempts == []
+
+
+def test_a_hub_tower_without_network_names_the_hub_id_and_the_local_folder_way(no_network) -> None:
+    """A recipe's `hub:OWNER/NAME` vision tower (the distillation teacher, model.vision) failed offline with the hub
+    client's own LocalEntryNotFoundError; it now says what a preset says."""
+    from model.checkpoints.tower import load_vision
+
+    with pytest.raises(CheckpointError, match=r"^vision tower hub:OpenGVLab/InternViT-300M-448px needs the weights of "
+                                              r"OpenGVLab/InternViT-300M-448px .*hf download OpenGVLab/InternViT-300M-448px"
+                                              r".*instead of hub:OpenGVLab/InternViT-300M-448px .*model.vision: DIR"):
+        load_vision("hub:OpenGVLab/InternViT-300M-448px")

@@ -186,9 +186,10 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
         raise CheckpointError(f"{source}: config overrides apply to the named tower configs "
                               f"({', '.join(VISION_CONFIGS)}) only; a checkpoint's config is its own")
     if str(source).startswith(HUB_PREFIX):
-        from huggingface_hub import snapshot_download
+        from ..loading import hub_snapshot
 
-        path = Path(snapshot_download(str(source)[len(HUB_PREFIX):], allow_patterns=["*.json", "*.safetensors"]))
+        path = hub_snapshot(str(source)[len(HUB_PREFIX):], f"vision tower {source}", instead_of=str(source),
+                            where="the tower's folder where the recipe names it, e.g. model.vision: DIR")
     if path.is_dir():
         if is_tower_folder(path):
             return (*load_tower_folder(path, allow_pickle), -1)
