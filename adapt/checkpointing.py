@@ -14,6 +14,7 @@ behind and marks the folder as a run's: `check_run_folder` refuses a folder that
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import random
@@ -131,6 +132,21 @@ def foreign_files(out_dir: Path) -> list[str]:
     if not out_dir.is_dir() or (out_dir / LOCK_NAME).exists():
         return []
     return sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir())
+
+
+# What a run writes into its output.dir (adapt/train.py, adapt/distill.py), and its hidden staging files
+RUN_OUTPUTS = (LOCK_NAME, "final", "checkpoint-*", "train_log.jsonl", "eval_log.jsonl", "eval_during_training", "loss.png",
+               "skips.json", "skips.md", "tensorboard", "held_out", "report.json", "report.md", ".*")
+
+
+def not_run_outputs(out_dir: Path) -> list[str]:
+    """The entries of a run's folder no run writes (`RUN_OUTPUTS`: a note of the user's, an `adapt eval` report
+    in eval/), folders marked with ``/``; for a folder no run made, all of them (`foreign_files`)."""
+    out_dir = Path(out_dir)
+    if not (out_dir / LOCK_NAME).exists():
+        return foreign_files(out_dir)
+    return sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir()
+                  if not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in RUN_OUTPUTS))
 
 
 class RunLock:

@@ -17,7 +17,7 @@ from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
 from model.resources import templates_dir
 
-from .checkpointing import foreign_files
+from .checkpointing import not_run_outputs
 from .evaluate import plot_comparison, write_report
 from .recipe import load_recipe
 from .run_eval import eval_kinds, evaluate_model
@@ -94,9 +94,11 @@ def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
     if recipe_path.is_file() and recipe_path.read_bytes() != template.read_bytes():
         raise QuickstartError(f"{recipe_path} differs from the {template.stem} template (edited?); a quick start "
                               f"would replace it: train it with `adapt train {recipe_path}`, move it, or pass --force")
-    if foreign_files(run_dir):
-        raise QuickstartError(f"{run_dir} holds files `adapt train` did not write; a quick start empties that folder: "
-                              "move them, or pass --force")
+    others = not_run_outputs(run_dir)
+    if others:
+        shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        raise QuickstartError(f"{run_dir} holds files `adapt train` did not write ({shown}); a quick start empties "
+                              "that folder: move them, or pass --force")
 
 
 def _written_before(out_dir: Path) -> set[str]:

@@ -40,7 +40,7 @@ def test_a_quickstart_never_replaces_an_edited_recipe_or_empties_a_folder_of_oth
     """`adapt init quickstart DIR` + edits, then `adapt quickstart --out DIR`: the edited recipe and files the
     user put under DIR/train were lost (even when the run then stopped on a typo). Refused now, before writing."""
     from adapt.checkpointing import LOCK_NAME
-    from adapt.quickstart import _refuse_to_lose
+    from adapt.quickstart import QuickstartError, _refuse_to_lose
     from model.resources import templates_dir
 
     out = tmp_path / "qs"
@@ -61,7 +61,14 @@ def test_a_quickstart_never_replaces_an_edited_recipe_or_empties_a_folder_of_oth
     assert main(["quickstart", "--out", str(out), "--no-progress"]) == 1
     assert "holds files `adapt train` did not write" in capsys.readouterr().err
     assert (out / "train" / "my_notes.txt").read_text() == "precious"
-    (out / "train" / LOCK_NAME).touch()  # a run folder adapt train made: a quick start may start it over
+    (out / "train" / LOCK_NAME).touch()  # a run folder adapt train made: a quick start may start it over ...
+    with pytest.raises(QuickstartError, match=r"train holds files `adapt train` did not write \(my_notes.txt\)"):
+        _refuse_to_lose(recipe, templates_dir() / "recipes" / "quickstart.yaml", out / "train")  # ... not the notes
+    (out / "train" / "my_notes.txt").unlink()
+    for name in ("final", "checkpoint-40", "tensorboard", ".final.staging"):
+        (out / "train" / name).mkdir()
+    for name in ("train_log.jsonl", "loss.png", "skips.md", "skips.json"):
+        (out / "train" / name).touch()
     _refuse_to_lose(recipe, templates_dir() / "recipes" / "quickstart.yaml", out / "train")
 
 

@@ -175,6 +175,9 @@ def test_training_run_writes_checkpoints_logs_and_a_merged_model(tmp_path, data_
                                                "trainer_state.json", "recipe.yaml", "manifest.json"}
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))
     assert (out / "loss.png").is_file() and list((out / "tensorboard").iterdir())
+    from adapt.checkpointing import not_run_outputs
+
+    assert not_run_outputs(out) == []  # a quick start may start such a folder over (RUN_OUTPUTS names all of it)
     trained = load_file(str(ckpt / "trainable.safetensors"))
     assert any("lora_A" in k for k in trained) and not any("vision_tower" in k for k in trained)
     # the final model is merged: plain PocketVLM weights, loadable and usable
@@ -388,6 +391,9 @@ def test_data_workers_and_checkpointing_give_the_same_run_and_eval_runs_during_t
     assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], abs=1e-6)
     evals = [json.loads(line) for line in (Path(workers.output.dir) / "eval_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in evals] == [2] and "eval/domain" in evals[0] and "eval/general" in evals[0]
+    from adapt.checkpointing import not_run_outputs
+
+    assert not_run_outputs(Path(workers.output.dir)) == []
 
 
 def test_spawned_data_workers_get_the_data_not_the_weights_and_give_the_same_run(tmp_path, data_dir):
