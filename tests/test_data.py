@@ -128,6 +128,33 @@ def test_backslash_paths_are_read_as_the_converters_read_them(tmp_path):
     assert "leads outside" in details[0] and "leads outside" in details[1] and "an absolute path" in details[2]
 
 
+def test_a_leading_tilde_is_part_of_the_name_not_a_home_folder(tmp_path):
+    """InternVL joins root and image as written: `~scan.png` crashed the whole load (expanduser: 'Could not
+    determine home directory') and `~root/x.png` became /root/x.png, refused as escaping the root. A meta entry's
+    root and annotation are read as written too."""
+    root = tmp_path / "data"
+    png(root / "~scan.png")
+    png(root / "~root" / "x.png")
+    ann = write_jsonl(root / "train.jsonl", [
+        {"image": "~scan.png", "conversations": conv()},
+        {"image": "~root/x.png", "conversations": conv()},
+        {"image": "~nobody-here/y.png", "conversations": conv()},
+    ])
+    skips = SkipLog()
+    records = read_source(SourceSpec("dom", ann), skips)
+    assert [r.images for r in records] == [[(root / "~scan.png").resolve()], [(root / "~root" / "x.png").resolve()]]
+    assert skips.count() == skips.count("dom", "missing image") == 1
+    assert skips.examples("dom", "missing image")[0][0] == f"{ann}:3"
+
+    write_jsonl(tmp_path / "~ann" / "a.jsonl", [{"image": "x.png", "conversations": conv()}])
+    meta = tmp_path / "meta.json"
+    png(tmp_path / "~imgs" / "x.png")
+    meta.write_text(json.dumps({"a": {"root": "~imgs", "annotation": "~ann/a.jsonl"}}))
+    [spec] = expand_sources([SourceSpec("m", meta)])
+    assert (spec.path, spec.root) == (tmp_path / "~ann" / "a.jsonl", tmp_path / "~imgs")
+    assert len(read_source(spec, SkipLog())) == 1
+
+
 def test_a_record_cut_short_is_said_to_be_cut_short(tmp_path):
     ann = tmp_path / "train.jsonl"
     ann.write_text('{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}\n'

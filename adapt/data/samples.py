@@ -399,7 +399,7 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
 def _meta_path(meta_path: Path, value) -> Path:
     if not isinstance(value, str) or not value:
         raise DataError(f"{meta_path}: expected a path string, got {value!r}")
-    p = Path(value).expanduser()
+    p = Path(value)  # read as written, as InternVL does: a leading ~ is part of the name
     if p.is_absolute():
         return p
     beside = meta_path.parent / p
@@ -576,14 +576,18 @@ def _image_list(value) -> list[str]:
 def _inside_root(value: str, root: Path) -> Path:
     """Resolve (symlinks too) and refuse anything outside ``root``. A relative name is read as the converters read
     it (``domains.files.inside_root``: backslashes are separators, so a Windows-written ``images\\a.png`` is found
-    and ``..\\x`` refused); an absolute one is allowed inside ``root``."""
-    p = Path(value).expanduser()
-    if not p.is_absolute():
-        try:
-            return inside_root(root, value).resolve()
-        except SkipInput as exc:
-            raise _Skip(PATH_ESCAPES, exc.detail) from None
-    resolved = p.resolve()
+    and ``..\\x`` refused); an absolute one is allowed inside ``root``. A leading ``~`` is a character of the
+    name, not a home folder: InternVL joins root and path as written."""
+    p = Path(value)
+    try:
+        if not p.is_absolute():
+            try:
+                return inside_root(root, value).resolve()
+            except SkipInput as exc:
+                raise _Skip(PATH_ESCAPES, exc.detail) from None
+        resolved = p.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise _Skip(PATH_ESCAPES, f"{value!r}: cannot be resolved under {root}: {exc}") from None
     if not resolved.is_relative_to(root):
         hint = ("; an absolute path must lie inside the data root too (InternVL joins root and path as given): set "
                 "the source's root, or the meta entry's, to a folder that holds the images")
