@@ -155,6 +155,23 @@ def test_a_leading_tilde_is_part_of_the_name_not_a_home_folder(tmp_path):
     assert len(read_source(spec, SkipLog())) == 1
 
 
+def test_a_utf8_bom_opening_a_jsonl_or_meta_file_is_not_part_of_the_data(tmp_path):
+    """A BOM (Notepad, PowerShell) cost the first record ('Unexpected UTF-8 BOM') and refused a meta .json."""
+    lines = [json.dumps({"conversations": conv(answer=f"a{i}")}) for i in range(3)]
+    ann = tmp_path / "a.jsonl"
+    ann.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    skips = SkipLog()
+    assert [r.conversations[1]["value"] for r in read_source(SourceSpec("dom", ann), skips)] == ["a0", "a1", "a2"]
+    assert skips.count() == 0
+    meta = tmp_path / "meta.json"
+    meta.write_bytes(b"\xef\xbb\xbf" + json.dumps({"a": {"annotation": "a.jsonl"}}).encode())
+    assert [s.path for s in expand_sources([SourceSpec("m", meta)])] == [ann]
+
+    ann.write_bytes(b"".join(b"\xef\xbb\xbf" + line.encode() + b"\n" for line in lines))  # BOMs inside: line 1 only
+    skips = SkipLog()
+    assert len(read_source(SourceSpec("dom", ann), skips)) == 1 and skips.count("dom", "invalid JSON") == 2
+
+
 def test_a_record_cut_short_is_said_to_be_cut_short(tmp_path):
     ann = tmp_path / "train.jsonl"
     ann.write_text('{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}\n'

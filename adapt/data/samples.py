@@ -18,6 +18,7 @@ inside it). ``video`` is a folder of frame images or a list of frame paths; ``<v
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import json
 import math
@@ -348,7 +349,7 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
     if not meta_path.is_file():
         raise MissingDataError(f"source {spec.name!r}: meta file not found: {meta_path}")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"source {spec.name!r}: {meta_path} is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or not meta:
@@ -435,8 +436,9 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
         raise MissingDataError(f"source {spec.name!r}: data root not found: {root}")
     root = root.resolve()
 
-    with open(path, "rb") as f:
-        lines = [(n, raw) for n, raw in enumerate(f, start=1) if raw.strip()]
+    with open(path, "rb") as f:  # a BOM opening the file (Windows tools write one) is not part of record 1
+        lines = [(n, raw.removeprefix(codecs.BOM_UTF8) if n == 1 else raw) for n, raw in enumerate(f, start=1)]
+    lines = [(n, raw) for n, raw in lines if raw.strip()]
     if not lines:  # scored or trained on, it would leave the report silent about the whole source
         raise DataError(f"source {spec.name!r}: {path} holds no records (an empty file); fill it, or remove the "
                         "source from the recipe")
