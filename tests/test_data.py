@@ -11,6 +11,7 @@ from PIL import Image
 
 import model
 from adapt.data import (
+    DataError,
     DataQualityError,
     MixturePlan,
     SkipLog,
@@ -170,6 +171,27 @@ def test_a_utf8_bom_opening_a_jsonl_or_meta_file_is_not_part_of_the_data(tmp_pat
     ann.write_bytes(b"".join(b"\xef\xbb\xbf" + line.encode() + b"\n" for line in lines))  # BOMs inside: line 1 only
     skips = SkipLog()
     assert len(read_source(SourceSpec("dom", ann), skips)) == 1 and skips.count("dom", "invalid JSON") == 2
+
+
+@pytest.mark.parametrize("layout", ["pretty array", "one-line array", "pretty object"])
+def test_a_json_array_or_pretty_printed_json_saved_as_jsonl_is_one_error(tmp_path, layout):
+    """InternVL's val files are JSON arrays: saved as .jsonl, json.dumps(..., indent=2) gave 44 'invalid JSON'
+    skips for 4 records."""
+    records = [{"id": i, "conversations": conv()} for i in range(4)]
+    ann = tmp_path / "val.jsonl"
+    ann.write_text({"pretty array": json.dumps(records, indent=2), "one-line array": json.dumps(records),
+                    "pretty object": "\n".join(json.dumps(r, indent=2) for r in records)}[layout] + "\n")
+    with pytest.raises(DataError) as err:
+        read_source(SourceSpec("val", ann), SkipLog())
+    message = str(err.value)
+    assert "\n" not in message and f"'val': {ann}" in message and "not JSON Lines" in message
+    assert ("jq -c '.[]'" if "array" in layout else "jq -c .") in message
+
+
+def test_a_list_record_on_line_1_of_json_lines_is_one_skip(tmp_path):
+    ann = write_jsonl(tmp_path / "a.jsonl", [["not", "an", "object"], {"conversations": conv()}])
+    skips = SkipLog()
+    assert len(read_source(SourceSpec("a", ann), skips)) == 1 and skips.count("a", "not a JSON object") == 1
 
 
 def test_a_record_cut_short_is_said_to_be_cut_short(tmp_path):

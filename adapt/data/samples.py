@@ -423,7 +423,8 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
     (`MixturePlan.from_sources`) samples such a source ``repeat`` times per epoch.
 
     Raises `MissingDataError` (a ``FileNotFoundError``) when the annotation file is missing and
-    `DataError` for a meta ``.json`` (run `expand_sources` first). A line that is not UTF-8 is skipped
+    `DataError` for a meta ``.json`` (run `expand_sources` first) and for a JSON array or pretty-printed JSON saved
+    as ``.jsonl``. A line that is not UTF-8 is skipped
     (``"not UTF-8"``), never decoded with replacement characters and trained on.
     """
     path = spec.path
@@ -442,6 +443,7 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
     if not lines:  # scored or trained on, it would leave the report silent about the whole source
         raise DataError(f"source {spec.name!r}: {path} holds no records (an empty file); fill it, or remove the "
                         "source from the recipe")
+    _refuse_whole_json(spec, path, lines)
     if spec.repeat is not None and spec.repeat < 1:
         kept = int(len(lines) * spec.repeat)
         if not kept:
@@ -459,6 +461,31 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
             continue
         records.append(record)
     return records
+
+
+def _refuse_whole_json(spec: SourceSpec, path: Path, lines: list[tuple[int, bytes]]) -> None:
+    """Raise `DataError` for a JSON array or a pretty-printed JSON document saved as ``.jsonl`` (InternVL's val files
+    are arrays): read line by line it would be skipped as dozens of "invalid JSON" fragments. Line 1 tells: ``[``
+    opening an array that does not end on that line (or the file's only line), or ``{`` alone."""
+    first = lines[0][1].strip()
+    out = path.with_suffix(".lines.jsonl")
+    if first.startswith(b"[") and (len(lines) == 1 or not _parses(first)):
+        raise DataError(
+            f"source {spec.name!r}: {path} is a JSON array (pretty-printed JSON?), not JSON Lines with one object "
+            f"per line; convert it, e.g. jq -c '.[]' {path} > {out}, or python -c \"import json, sys; "
+            "[print(json.dumps(r, ensure_ascii=False)) for r in json.load(open(sys.argv[1], encoding='utf-8-sig'))]\" "
+            f"{path} > {out}")
+    if first == b"{" and len(lines) > 1:
+        raise DataError(f"source {spec.name!r}: {path} is pretty-printed JSON (line 1 is '{{' alone), not JSON Lines "
+                        f"with one object per line; convert it, e.g. jq -c . {path} > {out}")
+
+
+def _parses(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return True
 
 
 class _Skip(Exception):
