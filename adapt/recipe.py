@@ -301,7 +301,10 @@ class TilingOverrides(_Section):
 
 
 class DataSource(_Section):
-    """One annotation file: InternVL chat JSONL, or an InternVL meta .json listing several."""
+    """One annotation file: InternVL chat JSONL, or an InternVL meta .json listing several.
+
+    ``root`` defaults to a JSONL's folder; for a meta .json it is the root of the entries without one of their own
+    (left out: each such entry's annotation folder)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -343,7 +346,7 @@ class DataSource(_Section):
     def _finish(self) -> DataSource:
         if self.ratio is not None and self.repeat is not None:
             raise ValueError("give ratio or repeat, not both (ratio: a share of the mix; repeat: passes over the file)")
-        if self.root is None:
+        if self.root is None and self.path.suffix != ".json":  # a meta file's entries find their own root
             self.root = self.path.parent
         return self
 

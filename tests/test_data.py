@@ -22,6 +22,8 @@ from adapt.data import (
     measure,
     read_source,
 )
+from adapt.recipe import parse_recipe
+from adapt.train import source_specs
 from model.errors import PocketAdaptError
 from model.processor import IGNORE_INDEX
 
@@ -288,6 +290,29 @@ def test_meta_json_expansion_and_repeat_time(tmp_path):
     # repeat_time 2 doubles a source's weight in the mix (the records are not duplicated)
     plan = MixturePlan.from_sources(specs, records, general_ratio=0.5, epoch_size=26, seed=1)
     assert plan.counts() == {"dom": 13, "gen/half": 5, "gen/twice": 8}
+
+
+def test_a_meta_sources_root_is_the_root_of_its_entries_without_one(tmp_path):
+    """`{name: meta, path: meta.json, root: imgroot}` was ignored: every entry without its own root looked for
+    its images beside its annotation ('missing image …/ann/images/img0.png')."""
+    png(tmp_path / "imgroot" / "images" / "img0.png")
+    png(tmp_path / "own" / "images" / "img0.png")
+    png(tmp_path / "ann" / "images" / "img0.png")
+    for name in ("a", "b"):
+        write_jsonl(tmp_path / "ann" / f"{name}.jsonl", [{"image": "images/img0.png", "conversations": conv()}])
+    (tmp_path / "meta.json").write_text(json.dumps({"a": {"annotation": "ann/a.jsonl"},
+                                                     "b": {"annotation": "ann/b.jsonl", "root": "own"}}))
+    recipe = parse_recipe({"data": {"sources": [{"name": "m", "path": "meta.json", "root": "imgroot"}]},
+                           "mixing": {"general_ratio": 0}}, tmp_path, "r")
+    a, b = source_specs(recipe.data.sources)
+    assert (a.root, b.root) == (tmp_path / "imgroot", tmp_path / "own")
+    assert read_source(a, SkipLog())[0].images == [(tmp_path / "imgroot" / "images" / "img0.png").resolve()]
+    # no root on the source nor on the entry: the annotation's folder, as before
+    recipe = parse_recipe({"data": {"sources": [{"name": "m", "path": "meta.json"}]}, "mixing": {"general_ratio": 0}},
+                           tmp_path, "r")
+    assert recipe.data.sources[0].root is None
+    a, b = source_specs(recipe.data.sources)
+    assert (a.data_root, b.data_root) == (tmp_path / "ann", tmp_path / "own")
 
 
 def test_meta_repeat_above_one_must_be_whole(tmp_path):

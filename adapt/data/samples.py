@@ -99,7 +99,8 @@ class SourceSpec:
     """One data source as a recipe names it.
 
     ``path`` is an InternVL chat ``.jsonl`` or an InternVL meta ``.json`` (see `expand_sources`).
-    ``root`` is where image paths are resolved (default: the annotation file's folder).
+    ``root`` is where image paths are resolved (default: the annotation file's folder); a meta ``.json``'s is the
+    root of its entries that name none.
     ``ratio`` is a mixing weight within the source's kind; ``repeat`` is InternVL's ``repeat_time``;
     ``max_tiles`` caps the tiles per image for this source (InternVL ``max_dynamic_patch``).
     """
@@ -322,8 +323,8 @@ def expand_sources(specs: Iterable[SourceSpec]) -> list[SourceSpec]:
     max_tiles=max_dynamic_patch)`` with the parent's kind. Relative ``root`` / ``annotation`` paths
     are resolved against the meta file's folder, or against the working directory (as InternVL
     does) when only that exists. The parent's ``repeat`` multiplies each entry's; a parent
-    ``max_tiles`` applies where the entry has none; a parent ``ratio`` is split across the entries
-    in proportion to their line counts × repeat.
+    ``root`` and ``max_tiles`` apply where the entry has none (without either root: the annotation's
+    folder); a parent ``ratio`` is split across the entries in proportion to their line counts × repeat.
     """
     out: list[SourceSpec] = []
     for spec in specs:
@@ -368,7 +369,7 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
         annotation = _meta_path(meta_path, entry["annotation"])
         if annotation.suffix.lower() != ".jsonl":
             raise DataError(f"{what}: the annotation must be a .jsonl file, got {entry['annotation']!r}")
-        root = _meta_path(meta_path, entry["root"]) if entry.get("root") not in (None, "") else None
+        root = _meta_path(meta_path, entry["root"]) if entry.get("root") not in (None, "") else spec.root
         repeat = entry.get("repeat_time", 1)
         _check_repeat(repeat, what)
         if spec.repeat is not None:
