@@ -215,7 +215,7 @@ class Distiller(Trainer):
             return self._held_out
         skips = SkipLog()
         out = {}
-        for spec in source_specs(self.recipe.data.eval_sources):
+        for spec in source_specs(self.recipe.data.eval_sources, held_out=True):
             records = [r for r in read_source(spec, skips) if r.images]
             out[spec.name] = records[: self.recipe.eval.max_images] if self.recipe.eval.max_images else records
         self._check_held_out(skips, {name: len(rs) for name, rs in out.items()})

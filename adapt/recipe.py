@@ -1254,6 +1254,11 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
                 notes.append(f"{key}[{i}] ({source.name}): {source.path} does not exist yet")
             elif source.root is not None and not source.root.is_dir():
                 notes.append(f"{key}[{i}] ({source.name}): its image root {source.root} does not exist")
+    for i, source in enumerate(recipe.data.eval_sources):
+        unused = [k for k in ("ratio", "repeat") if getattr(source, k) is not None]
+        if unused:
+            notes.append(f"data.eval_sources[{i}] ({source.name}): {' and '.join(unused)} unused: evaluation scores "
+                         "every record of an eval source (a meta entry's repeat_time too)")
     if not recipe.data.sources:
         notes.append("data.sources is empty: there is nothing to train on (adapt train and adapt distill refuse the "
                      "recipe; adapt eval scores its data.eval_sources)")

@@ -74,7 +74,7 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
     evaluations during `adapt train` (``eval.every``) both score through here.
     """
     skips = SkipLog()
-    specs = source_specs(recipe.data.eval_sources)
+    specs = source_specs(recipe.data.eval_sources, held_out=True)
     records = load_records(specs, processor, recipe.training.max_seq_length, skips, processor.tiling)
     kept = {name: len(rs) for name, rs in records.items()}
     try:
@@ -102,4 +102,4 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
 
 
 def eval_kinds(recipe: Recipe) -> dict[str, str]:
-    return {s.name: s.kind for s in source_specs(recipe.data.eval_sources)}
+    return {s.name: s.kind for s in source_specs(recipe.data.eval_sources, held_out=True)}

@@ -133,11 +133,14 @@ def part_settings(recipe: Recipe) -> dict[str, PartSetting]:
     return out
 
 
-def source_specs(sources) -> list[SourceSpec]:
+def source_specs(sources, held_out: bool = False) -> list[SourceSpec]:
+    """The recipe's sources as `SourceSpec`s, meta files expanded. ``held_out`` (``data.eval_sources``): every record
+    is read, so ``ratio``, ``repeat`` and a meta entry's ``repeat_time`` are not applied."""
     return expand_sources([
-        SourceSpec(s.name, Path(s.path), Path(s.root) if s.root else None, s.kind, s.ratio, s.repeat, s.max_tiles)
+        SourceSpec(s.name, Path(s.path), Path(s.root) if s.root else None, s.kind,
+                   None if held_out else s.ratio, None if held_out else s.repeat, s.max_tiles)
         for s in sources
-    ])
+    ], repeats=not held_out)
 
 
 def load_records(specs: list[SourceSpec], processor, max_seq_length: int, skips: SkipLog, tiling) -> dict[str, list]:
@@ -250,7 +253,7 @@ class Trainer:
         specs = source_specs(recipe.data.sources)
         self._plan_data(specs, load_records(specs, processor, t.max_seq_length, self.skips, self.tiling))
         if recipe.eval.every and recipe.data.eval_sources:  # missing now, the first evaluation would end the run
-            for spec in expand_sources(source_specs(recipe.data.eval_sources)):
+            for spec in source_specs(recipe.data.eval_sources, held_out=True):
                 if not spec.path.is_file():
                     raise MissingDataError(f"data.eval_sources: source {spec.name!r}: annotation file not found: "
                                            f"{spec.path} (eval.every {recipe.eval.every} evaluates on it during "

@@ -315,6 +315,32 @@ def test_a_meta_sources_root_is_the_root_of_its_entries_without_one(tmp_path):
     assert (a.data_root, b.data_root) == (tmp_path / "ann", tmp_path / "own")
 
 
+def test_eval_sources_are_scored_in_full_whatever_their_repeat(tmp_path, processor, monkeypatch):
+    """The templates say ratio and repeat are unused on eval_sources, but `repeat: 0.5` (or a meta entry's
+    repeat_time) scored only the first half of the held-out file, with no word. adapt eval and eval.every score
+    through `score_eval_sources`; distill reads its held-out images through `source_specs(..., held_out=True)`."""
+    import adapt.run_eval as run_eval
+
+    png(tmp_path / "x.png")
+    write_jsonl(tmp_path / "test.jsonl", [{"image": "x.png", "conversations": conv(answer=f"a{i}")} for i in range(6)])
+    (tmp_path / "meta.json").write_text(json.dumps({"e": {"annotation": "test.jsonl", "repeat_time": 0.5}}))
+    recipe = parse_recipe({"data": {"eval_sources": [{"name": "f", "path": "test.jsonl", "repeat": 0.5},
+                                                     {"name": "m", "path": "meta.json", "ratio": 2}]},
+                           "mixing": {"general_ratio": 0}}, tmp_path, "r")
+    scored = []
+
+    def predict(vlm, processor, records, **kwargs):
+        scored.extend(records)
+        raise KeyboardInterrupt  # enough: what reached prediction is what was read
+
+    monkeypatch.setattr(run_eval, "predict", predict)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval.score_eval_sources(None, processor, recipe, tmp_path / "eval", progress=False)
+    assert Counter(r.source for r in scored) == {"f": 6, "m/e": 6}
+    assert [s.repeat for s in source_specs(recipe.data.eval_sources, held_out=True)] == [None, None]
+    assert [s.repeat for s in source_specs(recipe.data.eval_sources)] == [0.5, 0.5]  # the training reading
+
+
 def test_meta_repeat_above_one_must_be_whole(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])
     meta = tmp_path / "meta.json"

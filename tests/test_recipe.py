@@ -580,6 +580,12 @@ def test_validate_prints_the_resolved_recipe(tmp_path, capsys):
     (tmp_path / "data" / "field" / "train.jsonl").write_text("")
     assert main(["validate", str(path), "data.sources[0].root=no/such/images"]) == 0
     assert f"its image root {tmp_path / 'no' / 'such' / 'images'} does not exist" in capsys.readouterr().err
+    # eval sources are scored in full: a repeat or ratio there is said to be unused (it cut the file in half)
+    assert main(["validate", str(path), "data.eval_sources=[{name: e, path: data/field/train.jsonl, repeat: 0.5}]",
+                 "data.sources[0].repeat=0.5"]) == 0
+    err = capsys.readouterr().err
+    assert "data.eval_sources[0] (e): repeat unused: evaluation scores every record of an eval source" in err
+    assert "data.sources[0]" not in err
 
 
 def test_validate_notes_a_preset_or_hub_tower_whose_weights_are_not_in_the_local_cache(tmp_path):

@@ -315,7 +315,7 @@ def _md(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------- sources
-def expand_sources(specs: Iterable[SourceSpec]) -> list[SourceSpec]:
+def expand_sources(specs: Iterable[SourceSpec], repeats: bool = True) -> list[SourceSpec]:
     """Replace each InternVL meta ``.json`` by one spec per entry; ``.jsonl`` specs stay as they are.
 
     A meta entry ``{"root", "annotation", "repeat_time", "max_dynamic_patch", "length", …}`` becomes
@@ -325,13 +325,15 @@ def expand_sources(specs: Iterable[SourceSpec]) -> list[SourceSpec]:
     does) when only that exists. The parent's ``repeat`` multiplies each entry's; a parent
     ``root`` and ``max_tiles`` apply where the entry has none (without either root: the annotation's
     folder); a parent ``ratio`` is split across the entries in proportion to their line counts × repeat.
+
+    ``repeats=False`` (held-out sources, scored in full): no entry gets a ``repeat`` from its ``repeat_time``.
     """
     out: list[SourceSpec] = []
     for spec in specs:
         if spec.path.suffix.lower() != ".json":
             out.append(spec)
             continue
-        out.extend(_expand_meta(spec))
+        out.extend(_expand_meta(spec, repeats))
     names = [s.name for s in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -345,7 +347,7 @@ META_KEYS_IGNORED = ("length", "data_augment", "min_dynamic_patch", "split_anno_
                      "sampling_method", "dynamic_image_size", "use_thumbnail")
 
 
-def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
+def _expand_meta(spec: SourceSpec, repeats: bool = True) -> list[SourceSpec]:
     meta_path = spec.path
     if not meta_path.is_file():
         raise MissingDataError(f"source {spec.name!r}: meta file not found: {meta_path}")
@@ -382,7 +384,7 @@ def _expand_meta(spec: SourceSpec) -> list[SourceSpec]:
                             f"(InternVL uses up to 12), got {max_tiles!r}")
         children.append(SourceSpec(
             name=f"{spec.name}/{key}", path=annotation, root=root, kind=spec.kind,
-            repeat=None if repeat == 1 else repeat, max_tiles=max_tiles,
+            repeat=None if repeat == 1 or not repeats else repeat, max_tiles=max_tiles,
         ))
     if spec.ratio is not None:
         weights = []
