@@ -582,6 +582,11 @@ def _log_series(log_path: Path, wanted) -> dict[str, tuple[list[float], list[flo
     return series
 
 
+def _few(xs: Sequence[float]) -> str | None:
+    """A marker for a line of few points: one point or a handful draw nothing (or look like a bend) without it."""
+    return "o" if len(xs) <= 2 else "." if len(xs) < 50 else None
+
+
 def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, eval_path: str | os.PathLike | None = None,
                     eval_keys: Sequence[str] = ("eval/domain", "eval/general")) -> Path:
     """Plot a JSONL training log: total ``loss`` and one line per ``loss/<source>`` key against ``step``; with
@@ -591,6 +596,8 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, ev
     line only has points at the steps that logged it, so sources seen rarely still draw. Rising
     general-source lines while the domain falls is forgetting.
     """
+    from matplotlib.ticker import MaxNLocator
+
     series = _log_series(Path(log_path), lambda key: key == "loss" or key.startswith("loss/"))
     scores = (_log_series(Path(eval_path), lambda key: key in eval_keys)
               if eval_path is not None and Path(eval_path).is_file() else {})
@@ -600,15 +607,18 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, ev
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax,) = _figure(8.0, 4.5)
     if "loss" in series:
-        ax.plot(*series["loss"], color="black", linewidth=2, label="loss (total)")
+        xs, ys = series["loss"]
+        ax.plot(xs, ys, color="black", linewidth=2, marker=_few(xs), label="loss (total)")
     for key in sorted(k for k in series if k != "loss"):
         xs, ys = series[key]
-        ax.plot(xs, ys, linewidth=1, alpha=0.85, marker="." if len(xs) < 50 else None, label=key.split("/", 1)[1])
+        ax.plot(xs, ys, linewidth=1, alpha=0.85, marker=_few(xs), label=key.split("/", 1)[1])
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("training loss (total and per source)" + (" and held-out scores" if scores else ""))
     ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole steps: no 0.96 … 1.04, no 2.5
     handles, labels = ax.get_legend_handles_labels()
+    legend_ax = ax
     if scores:
         right = ax.twinx()
         colours = ("tab:green", "tab:purple", "tab:red", "tab:brown")  # apart from the loss lines' cycle
@@ -618,6 +628,8 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, ev
         right.set_ylabel("held-out score")
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.legend(handles, labels, fontsize=8)
+        legend_ax = right  # the twin axes draw over the first: a legend on the first is struck through by its lines
+    legend = legend_ax.legend(handles, labels, fontsize=8, framealpha=0.9)
+    legend.set_zorder(10)
     fig.savefig(png_path)
     return png_path

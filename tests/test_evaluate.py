@@ -184,6 +184,46 @@ def test_plots_are_valid_pngs(runs, tmp_path):
         plot_loss_curve(empty, tmp_path / "none.png")
 
 
+def _drawn_figure(monkeypatch, draw):
+    """The matplotlib Figure `draw()` saves (the PNG alone cannot say which lines have markers)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    real = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), real(fig, *a, **k))[1])
+    draw()
+    (fig,) = saved
+    return fig
+
+
+def test_loss_curve_of_one_step_draws_its_points_on_whole_step_ticks(tmp_path, monkeypatch):
+    """A 1-step run's loss.png drew no total loss (a line without a marker: one point draws nothing, yet the legend
+    listed it) on ticks 0.96 … 1.04; 3 steps had ticks 1.25, 1.5 …"""
+    log, evals = tmp_path / "train.jsonl", tmp_path / "eval_log.jsonl"
+    for steps in ((1,), (1, 2, 3)):
+        log.write_text("".join(json.dumps({"step": s, "loss": 2.0 - 0.1 * s, "loss/rs": 2.1}) + "\n" for s in steps))
+        evals.write_text(json.dumps({"step": steps[-1], "eval/domain": 0.3, "eval/general": 0.9}) + "\n")
+        fig = _drawn_figure(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png", evals))
+        ax = fig.axes[0]
+        assert all(line.get_marker() not in (None, "None", "") for axes in fig.axes for line in axes.get_lines())
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+
+
+def test_loss_curve_legend_is_drawn_above_the_held_out_lines(tmp_path, monkeypatch):
+    """The legend sat on the first axes, and the twin axes' held-out lines (drawn after them) struck through it."""
+    log, evals = tmp_path / "train.jsonl", tmp_path / "eval_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 2.0 / s}) + "\n" for s in range(1, 11)))
+    evals.write_text("".join(json.dumps({"step": s, "eval/domain": 0.5, "eval/general": 0.9}) + "\n" for s in (5, 10)))
+    fig = _drawn_figure(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png", evals))
+    first, twin = fig.axes
+    assert first.get_legend() is None and twin.get_legend() is not None
+    legend = twin.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["loss (total)", "held-out domain", "held-out general"]
+    assert legend.get_zorder() > max(line.get_zorder() for line in twin.get_lines())
+
+
 def test_save_and_load_predictions(tmp_path):
     preds = Predictions([P("rs", "mc", {"accuracy": 1.0}, line=3), P("med", "short", {"token_f1": 0.25}, line=4)])
     path = tmp_path / "out" / "predictions.jsonl"
