@@ -311,10 +311,13 @@ class Distiller(Trainer):
                 "teacher": d.teacher.source})
         from .evaluate import plot_loss_curve
 
+        after = self._held_out_cosine()
+        # report.md's before (step 0) and after (the last step) are on the curve too, so it spans the run
+        ends = [(step, r["cosine"]) for step, r in ((0, self.before), (self.total_steps, after)) if r is not None]
         plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png", self.out_dir / "eval_log.jsonl",
-                        eval_keys=("eval/cosine",))
+                        eval_keys=("eval/cosine",), extra_scores={"eval/cosine": ends})
         self.skips.save(self.out_dir)
-        self._write_report(final, self._held_out_cosine())
+        self._write_report(final, after)
 
     def _write_report(self, final: Path, after: dict | None) -> None:
         d = self.recipe.distill

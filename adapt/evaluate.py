@@ -588,9 +588,12 @@ def _few(xs: Sequence[float]) -> str | None:
 
 
 def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, eval_path: str | os.PathLike | None = None,
-                    eval_keys: Sequence[str] = ("eval/domain", "eval/general")) -> Path:
+                    eval_keys: Sequence[str] = ("eval/domain", "eval/general"),
+                    extra_scores: Mapping[str, Iterable[tuple[float, float]]] | None = None) -> Path:
     """Plot a JSONL training log: total ``loss`` and one line per ``loss/<source>`` key against ``step``; with
     `eval_path` (``eval_log.jsonl``, where it exists), its `eval_keys` (held-out scores) on a second axis.
+    `extra_scores` adds ``(step, score)`` points of those keys measured outside the log (distill's held-out
+    cosine before and after training); at a step the log has, the log's value is kept.
 
     Lines without a step, or that are not JSON (a run killed mid-write), are ignored. A source's
     line only has points at the steps that logged it, so sources seen rarely still draw. Rising
@@ -601,6 +604,15 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, ev
     series = _log_series(Path(log_path), lambda key: key == "loss" or key.startswith("loss/"))
     scores = (_log_series(Path(eval_path), lambda key: key in eval_keys)
               if eval_path is not None and Path(eval_path).is_file() else {})
+    for key, points in (extra_scores or {}).items():
+        if key not in eval_keys:
+            continue
+        merged = dict(zip(*scores.get(key, ([], []))))
+        for step, value in points:
+            if math.isfinite(value):
+                merged.setdefault(float(step), float(value))
+        steps = sorted(merged)
+        scores[key] = (steps, [merged[x] for x in steps])
     if not series:
         raise ValueError(f"{log_path}: no lines with 'step' and 'loss' or 'loss/<source>'")
     png_path = Path(png_path)

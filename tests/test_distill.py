@@ -250,9 +250,14 @@ def test_resume_after_an_interrupted_run_is_exact(tmp_path, data_dir, distilled)
     assert all(torch.allclose(ours[k], reference[k], atol=1e-6) for k in ours)
 
 
-def test_periodic_held_out_cosine_is_logged(tmp_path, data_dir):
+def test_periodic_held_out_cosine_is_logged(tmp_path, data_dir, monkeypatch):
     """`eval.every` scores the held-out images during the run (the last step is the report's): eval_log.jsonl, as
-    `adapt train` writes it."""
+    `adapt train` writes it. loss.png draws the report's before (step 0) and after (last step) with them: it drew
+    the logged points alone, so a run scored once showed one point on an axis scaled to it."""
+    from matplotlib.figure import Figure
+
+    figures, savefig = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (figures.append(fig), savefig(fig, *a, **k))[1])
     text = RECIPE.replace("eval: {max_images: 6}", "eval: {max_images: 6, every: 3}")
     final = distill(load_recipe(write_recipe(tmp_path, data_dir, steps=7, save_every=7, text=text)), progress=False)
     evals = [json.loads(line) for line in (final.parent / "eval_log.jsonl").read_text().splitlines()]
@@ -261,6 +266,10 @@ def test_periodic_held_out_cosine_is_logged(tmp_path, data_dir):
         assert e["eval/cosine"] == pytest.approx((e["eval/cosine/landcover"] + e["eval/cosine/general"]) / 2, abs=1e-6)
     report = json.loads((final.parent / "report.json").read_text())
     assert report["held_out_before"]["cosine"] < evals[0]["eval/cosine"] < evals[1]["eval/cosine"], evals
+    (line,) = figures[-1].axes[1].get_lines()  # the held-out cosine, on the twin axes of loss.png
+    assert list(line.get_xdata()) == [0, 3, 6, 7]
+    before, after = report["held_out_before"]["cosine"], report["held_out_after"]["cosine"]
+    assert list(line.get_ydata()) == pytest.approx([before, *(e["eval/cosine"] for e in evals), after])
 
 
 @pytest.mark.slow

@@ -224,6 +224,24 @@ def test_loss_curve_legend_is_drawn_above_the_held_out_lines(tmp_path, monkeypat
     assert legend.get_zorder() > max(line.get_zorder() for line in twin.get_lines())
 
 
+def test_loss_curve_draws_scores_measured_outside_the_log(tmp_path, monkeypatch):
+    """`extra_scores` (distill's held-out cosine before and after) join the logged ones in step order; a step the
+    log has keeps the log's value, and a key not in `eval_keys` is not drawn."""
+    log, evals = tmp_path / "train.jsonl", tmp_path / "eval_log.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss": 2.0 / s}) + "\n" for s in range(1, 9)))
+    evals.write_text("".join(json.dumps({"step": s, "eval/cosine": 0.1 * s}) + "\n" for s in (4, 8)))
+    extra = {"eval/cosine": [(8, 0.5), (0, -0.06)], "eval/other": [(0, 1.0)]}
+    fig = _drawn_figure(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png", evals, ("eval/cosine",),
+                                                             extra_scores=extra))
+    (line,) = fig.axes[1].get_lines()
+    assert list(line.get_xdata()) == [0, 4, 8] and list(line.get_ydata()) == pytest.approx([-0.06, 0.4, 0.8])
+    evals.unlink()  # no eval log (no eval.every): the measured points alone
+    fig = _drawn_figure(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png", evals, ("eval/cosine",),
+                                                             extra_scores=extra))
+    (line,) = fig.axes[1].get_lines()
+    assert list(line.get_xdata()) == [0, 8] and list(line.get_ydata()) == pytest.approx([-0.06, 0.5])
+
+
 def test_save_and_load_predictions(tmp_path):
     preds = Predictions([P("rs", "mc", {"accuracy": 1.0}, line=3), P("med", "short", {"token_f1": 0.25}, line=4)])
     path = tmp_path / "out" / "predictions.jsonl"
