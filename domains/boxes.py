@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
 
 __all__ = [
     "GRID",
     "Box",
+    "draw_ref_boxes",
+    "label_font",
     "Point",
     "clip_box",
     "upright_box",
@@ -209,22 +214,102 @@ def parse_ref_boxes(text: str, width: float | None = None, height: float | None 
 PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
 
 
+# Fonts people may have that cover Chinese (SLAKE's zh phrases) and most other scripts, in order of preference.
+# None ships with pocket-adapt's dependencies (matplotlib brings DejaVu: Latin, Greek, Cyrillic, not CJK), so
+# without one installed (fonts-noto-cjk) such a label says what it could not draw (see _font_for).
+_WIDE_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN",
+               "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "Microsoft YaHei", "SimHei",
+               "PingFang SC", "Hiragino Sans GB", "Arial Unicode MS")
+
+
+def _dejavu_file() -> str:
+    import matplotlib
+
+    return str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf")  # shipped with matplotlib
+
+
+@lru_cache(maxsize=32)
+def _truetype(path: str, size: int):
+    from PIL import ImageFont
+
+    return ImageFont.truetype(path, size)
+
+
+def label_font(size: int):
+    """DejaVuSans-Bold (shipped with matplotlib) at `size` px: the font of every label drawn on an image."""
+    from PIL import ImageFont
+
+    try:
+        return _truetype(_dejavu_file(), size)
+    except OSError:  # pragma: no cover - a matplotlib without its fonts
+        return ImageFont.load_default(size)
+
+
+@lru_cache(maxsize=None)
+def _charmap(path: str) -> frozenset[int]:
+    from matplotlib.ft2font import FT2Font
+
+    try:
+        return frozenset(FT2Font(path).get_charmap())
+    except (OSError, RuntimeError):  # unreadable font file
+        return frozenset()
+
+
+@lru_cache(maxsize=1)
+def _wide_font_files() -> tuple[str, ...]:
+    """The installed :data:`_WIDE_FONTS` matplotlib's font list knows, preferred first (looked up once)."""
+    from matplotlib import font_manager
+
+    found = {f.name: f.fname for f in font_manager.fontManager.ttflist if f.name in _WIDE_FONTS}
+    return tuple(found[name] for name in _WIDE_FONTS if name in found)
+
+
+def _font_for(text: str, size: int):
+    """``(font, text to draw)``: :func:`label_font` where DejaVu has every character of `text`, else an installed
+    font that has them all (:data:`_WIDE_FONTS`); where none has, the characters no font here has are left out and
+    the label says how many (with a warning), instead of drawing them as empty boxes."""
+    text = "".join(ch for ch in text if ch.isprintable())
+    dejavu = _dejavu_file()
+    codes = {ord(ch) for ch in text}
+    if codes <= _charmap(dejavu) or not _charmap(dejavu):  # a matplotlib without its fonts: nothing to check
+        return label_font(size), text
+    for path in _wide_font_files():
+        if codes <= _charmap(path):
+            try:
+                return _truetype(path, size), text
+            except OSError:
+                continue
+    kept = "".join(ch for ch in text if ord(ch) in _charmap(dejavu))
+    missing = len(text) - len(kept)
+    warnings.warn("no installed font has some characters of a box label (CJK needs one, e.g. fonts-noto-cjk): they "
+                  "are left out of the label", stacklevel=3)
+    return label_font(size), f"{kept.strip()} [{missing} char{'s' * (missing != 1)}: no font]".lstrip()
+
+
 def draw_ref_boxes(image, text: str, width: int = 3):
     """A copy of `image` with every `<ref>phrase</ref><box>[[…]]</box>` of `text` drawn and labelled.
 
     Boxes are read on the 0–1000 grid of this image; each phrase gets its own colour. A box that cannot be drawn
-    (reversed, wholly off the image) is left out and the others are drawn (:func:`parse_ref_boxes`).
+    (reversed, wholly off the image) is left out and the others are drawn (:func:`parse_ref_boxes`). A label
+    (:func:`label_font`, scaled to the image; a CJK phrase needs an installed CJK font) sits above its box, or
+    below it where there is no room above.
     """
     from PIL import ImageDraw
 
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
+    size = max(11, round(min(out.size) / 40))
     for k, (phrase, boxes) in enumerate(parse_ref_boxes(text, out.width, out.height)):
         colour = PALETTE[k % len(PALETTE)]
+        font, label = _font_for(phrase, size) if phrase else (None, "")
         for box in boxes:
             draw.rectangle([box.x1, box.y1, box.x2 - 1, box.y2 - 1], outline=colour, width=width)
-            if phrase:
-                left, top = box.x1, max(0, box.y1 - 12)
-                draw.rectangle([left, top, left + 6 * len(phrase) + 4, top + 12], fill=colour)
-                draw.text((left + 2, top), phrase, fill=(255, 255, 255))
+            if label:
+                left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
+                w, h = right - left + 4, bottom - top + 4
+                x = max(0, min(box.x1, out.width - w))
+                # above the box; where there is no room, below it; else inside it at its top
+                y = box.y1 - h if box.y1 >= h else box.y2 if box.y2 + h <= out.height else box.y1
+                draw.rectangle([x, y, x + w - 1, y + h - 1], fill=colour)
+                draw.text((x + 2 - left, y + 2 - top), label, fill=(255, 255, 255), font=font)
     return out

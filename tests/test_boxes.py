@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +138,42 @@ def test_upright_box_lands_where_pil_turns_the_pixels(orientation):
     image.info["exif"] = exif.tobytes()
     ys, xs = np.nonzero(np.asarray(ImageOps.exif_transpose(image)))
     assert tuple(upright_box((5, 3, 12, 9), 30, 20, orientation)) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+
+def test_a_box_label_goes_below_a_box_with_no_room_above():
+    """A box at grid y 0-100 was almost hidden by its own label, clamped to the top of the image over the box."""
+    from PIL import Image
+
+    from domains.boxes import PALETTE, draw_ref_boxes
+
+    image = Image.new("RGB", (600, 200), (0, 0, 0))
+    drawn = draw_ref_boxes(image, "<ref>crane</ref><box>[[0, 0, 200, 100]]</box>")  # pixels (0, 0)-(120, 20)
+    assert drawn.getpixel((60, 10)) == (0, 0, 0)  # inside the box: not covered
+    assert drawn.getpixel((1, 21)) == PALETTE[0]  # the label, just below the box's bottom edge
+    drawn = draw_ref_boxes(image, "<ref>crane</ref><box>[[0, 500, 200, 600]]</box>")  # room above: there
+    assert drawn.getpixel((1, 99)) == PALETTE[0] and drawn.getpixel((1, 121)) == (0, 0, 0)
+
+
+def test_a_label_no_font_here_can_draw_says_so_instead_of_empty_boxes(monkeypatch):
+    """A SLAKE zh phrase (<ref>左肺结节</ref>) was drawn as four empty boxes with Pillow's default font."""
+    from PIL import Image
+
+    from domains import boxes
+
+    monkeypatch.setattr(boxes, "_wide_font_files", lambda: ())  # no CJK font installed
+    assert boxes._font_for("storage tank", 12) == (boxes.label_font(12), "storage tank")
+    with pytest.warns(UserWarning, match="no installed font has some characters"):
+        assert boxes._font_for("左肺结节", 12)[1] == "[4 chars: no font]"
+        assert boxes._font_for("nodule 结节", 12)[1] == "nodule [2 chars: no font]"
+        boxes.draw_ref_boxes(Image.new("RGB", (200, 100)), "<ref>左肺结节</ref><box>[[100, 200, 500, 800]]</box>")
+
+
+def test_a_label_dejavu_cannot_draw_uses_an_installed_font_that_can(monkeypatch):
+    import matplotlib
+
+    from domains import boxes
+
+    regular = str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf")  # has U+1D5A0, Bold has not
+    monkeypatch.setattr(boxes, "_wide_font_files", lambda: (regular,))
+    font, text = boxes._font_for("\U0001d5a0 sign", 12)
+    assert text == "\U0001d5a0 sign" and font.path == regular

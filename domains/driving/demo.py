@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from domains.base import DomainError
-from domains.boxes import PALETTE, draw_ref_boxes
+from domains.boxes import PALETTE, draw_ref_boxes, label_font
 from domains.driving import layout
 
 __all__ = ["UPLOAD_HELP", "camera_from_name", "demo_options", "draw_answer", "name_tag", "read_upload"]
@@ -166,17 +165,6 @@ def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: s
 
 
 # ---------------------------------------------------------------------------------------------- drawing
-@lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.ImageFont:
-    import matplotlib
-
-    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"
-    try:
-        return ImageFont.truetype(str(path), size)
-    except OSError:  # pragma: no cover - a matplotlib without its fonts
-        return ImageFont.load_default(size)
-
-
 def _color(obj: int) -> tuple[int, int, int]:
     return PALETTE[(obj - 1) % len(PALETTE)]
 
@@ -187,7 +175,7 @@ def _marker(image: Image.Image, x: float, y: float, label: str, color: tuple[int
     r = max(4, round(min(image.size) * 0.02))
     draw.ellipse([x - r - 2, y - r - 2, x + r + 2, y + r + 2], fill=(255, 255, 255))
     draw.ellipse([x - r, y - r, x + r, y + r], fill=color)
-    font = _font(max(10, round(r * 2.2)))
+    font = label_font(max(10, round(r * 2.2)))
     left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
     w, h = right - left, bottom - top
     tx = x + r + 4 if x + r + 4 + w + 4 <= image.width else x - r - 8 - w  # keep the label inside the image
@@ -198,7 +186,7 @@ def _marker(image: Image.Image, x: float, y: float, label: str, color: tuple[int
 
 def _note(image: Image.Image, text: str) -> None:
     draw = ImageDraw.Draw(image)
-    font = _font(max(12, image.height // 30))
+    font = label_font(max(12, image.height // 30))
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     y = image.height - (bottom - top) - 8
     draw.rectangle([0, y - 4, right - left + 8, image.height], fill=(0, 0, 0))

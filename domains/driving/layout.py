@@ -30,13 +30,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from functools import lru_cache
-from pathlib import Path
 from typing import NamedTuple
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from domains.base import DomainError
+from domains.boxes import label_font
 from model.errors import PocketAdaptError
 
 __all__ = [
@@ -237,17 +236,6 @@ def multi_view_prefix(order: tuple[str, ...] | str = STITCH_ORDER) -> str:
 
 
 # --------------------------------------------------------------------------------------------- images
-@lru_cache(maxsize=4)
-def _label_font(size: int = LABEL_SIZE) -> ImageFont.ImageFont:
-    import matplotlib
-
-    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans-Bold.ttf"  # shipped with matplotlib
-    try:
-        return ImageFont.truetype(str(path), size)
-    except OSError:  # pragma: no cover - a matplotlib without its fonts
-        return ImageFont.load_default(size)
-
-
 def stitch_cameras(images: Mapping[str, Image.Image], *, label: bool = True) -> Image.Image:
     """Six camera images (camera name -> image, any size) -> one 2688×896 RGB image in :data:`STITCH_ORDER`.
 
@@ -264,7 +252,7 @@ def stitch_cameras(images: Mapping[str, Image.Image], *, label: bool = True) -> 
         col, row = cell_of(camera)
         cell = images[camera].convert("RGB").resize(CELL_SIZE, Image.Resampling.BICUBIC)
         if label:
-            ImageDraw.Draw(cell).text((0, 0), camera, fill=LABEL_COLOR, font=_label_font())
+            ImageDraw.Draw(cell).text((0, 0), camera, fill=LABEL_COLOR, font=label_font(LABEL_SIZE))
         canvas.paste(cell, (col * CELL_SIZE[0], row * CELL_SIZE[1]))
     return canvas
 
