@@ -38,6 +38,7 @@ import model as model_core
 from model.errors import PocketAdaptError
 from model.loading import ADAPTER_FOLDER
 from model.processor import IGNORE_INDEX
+from model.progress import Progress, progress_bar, shows_bar
 
 from .allocator import keep_freed_memory
 from .checkpointing import (
@@ -172,7 +173,7 @@ class Trainer:
     VERB = "train"  # the command that runs it, for messages
     FIND_UNUSED_PARAMETERS = False  # DDP: every trainable weight gets a gradient every step
 
-    def __init__(self, recipe: Recipe, dist: Distributed | None = None, progress: bool = True,
+    def __init__(self, recipe: Recipe, dist: Distributed | None = None, progress: Progress = True,
                  allow_changes: bool = False):
         """`allow_changes`: resume even though the recipe was edited since the checkpoint (the new values apply)."""
         self.recipe = recipe
@@ -402,7 +403,6 @@ class Trainer:
         writer = self._tensorboard()
         if self.dist.main:
             self._print_plan(start_step)
-        bar = tqdm(total=self.total_steps, initial=start_step, desc="train", disable=not self.progress, dynamic_ncols=True)
         t = self.recipe.training
         autocast = torch.autocast(self.dist.device.type, dtype=_AUTOCAST[t.precision], enabled=t.precision != "fp32")
         scaler = torch.amp.GradScaler(self.dist.device.type, enabled=t.precision == "fp16")
@@ -416,61 +416,64 @@ class Trainer:
         # the gradient is the mean over the step's supervised tokens, whatever the split across ranks,
         # micro-batches and padding
         grad_scale = self.dist.world * (t.grad_accum if deepspeed else 1)
-        for step in range(start_step, end_step):
-            started = time.perf_counter()
-            micro_batches = [next(batches) for _ in range(t.grad_accum)]  # the step's token count comes first
-            dropped = [tuple(d) for b in micro_batches for d in b.pop("dropped", ())]
-            empty = sum(1 for b in micro_batches if not b["sources"])
-            tokens = sum(self._batch_units(b) for b in micro_batches if b["sources"])
-            step_tokens, n_dropped, n_empty = self.dist.all_sum(torch.tensor([tokens, len(dropped), empty])).tolist()
-            if n_dropped:  # on every rank at once, so that all stop together
-                self._count_dropped(dropped)
-            if n_empty:
-                self._stop_for_data(DataQualityError(
-                    f"step {step + 1}: not one sample of the next epoch's worth could be loaded (their images do "
-                    f"not decode); see {self.out_dir / 'skips.md'}"))
-            loss_scale = grad_scale / max(1.0, step_tokens)
-            sums = torch.zeros(len(self.source_names), 3, dtype=torch.float64)  # loss sum, tokens, rows
-            for batch in micro_batches:
-                sources = batch.pop("sources")
-                batch.pop("n_dropped", None)
-                batch = {k: v.to(self.dist.device) for k, v in batch.items()}
-                row_loss, row_tokens = self._row_losses(batch, autocast)
-                loss = row_loss.sum() * loss_scale
-                for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
-                    sums[self.source_names.index(src)] += torch.tensor([l, n, 1], dtype=torch.float64)
-                if deepspeed:
-                    self.engine.backward(loss)
-                    self.engine.step()
+        bar = progress_bar(total=self.total_steps, initial=start_step, desc="train", progress=shows_bar(self.progress))
+        try:
+            for step in range(start_step, end_step):
+                started = time.perf_counter()
+                micro_batches = [next(batches) for _ in range(t.grad_accum)]  # the step's token count comes first
+                dropped = [tuple(d) for b in micro_batches for d in b.pop("dropped", ())]
+                empty = sum(1 for b in micro_batches if not b["sources"])
+                tokens = sum(self._batch_units(b) for b in micro_batches if b["sources"])
+                step_tokens, n_dropped, n_empty = self.dist.all_sum(torch.tensor([tokens, len(dropped), empty])).tolist()
+                if n_dropped:  # on every rank at once, so that all stop together
+                    self._count_dropped(dropped)
+                if n_empty:
+                    self._stop_for_data(DataQualityError(
+                        f"step {step + 1}: not one sample of the next epoch's worth could be loaded (their images do "
+                        f"not decode); see {self.out_dir / 'skips.md'}"))
+                loss_scale = grad_scale / max(1.0, step_tokens)
+                sums = torch.zeros(len(self.source_names), 3, dtype=torch.float64)  # loss sum, tokens, rows
+                for batch in micro_batches:
+                    sources = batch.pop("sources")
+                    batch.pop("n_dropped", None)
+                    batch = {k: v.to(self.dist.device) for k, v in batch.items()}
+                    row_loss, row_tokens = self._row_losses(batch, autocast)
+                    loss = row_loss.sum() * loss_scale
+                    for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
+                        sums[self.source_names.index(src)] += torch.tensor([l, n, 1], dtype=torch.float64)
+                    if deepspeed:
+                        self.engine.backward(loss)
+                        self.engine.step()
+                    else:
+                        scaler.scale(loss).backward()
+                if not deepspeed:
+                    scaler.unscale_(self.optimizer)
+                    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
                 else:
-                    scaler.scale(loss).backward()
-            if not deepspeed:
-                scaler.unscale_(self.optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
-            else:
-                grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
-            sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
-            # fp16 loss scaling overflows now and then by design: the scaler skips those updates itself
-            self._stop_if_not_finite(step + 1, sums, float(grad_norm), gradients=t.precision != "fp16")
-            if not deepspeed:
-                scaler.step(self.optimizer)
-                scaler.update()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-            total_loss = sum(v[0] for v in sums) / max(1, sum(v[1] for v in sums))
-            self.steps_done = step + 1
-            entry = {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "loss": total_loss,
-                     "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                     "step_time": round(time.perf_counter() - started, 4)}
-            entry.update({f"loss/{src}": v[0] / max(1, v[1]) for src, v in zip(self.source_names, sums) if v[2]})
-            if self.dist.main:
-                self._log(entry, log_path, writer, bar)
-            bar.update(1)
-            if self.recipe.eval.every and (step + 1) % self.recipe.eval.every == 0 and step + 1 < self.total_steps:
-                self._evaluate(step + 1, writer)
-            if (step + 1) % self.recipe.output.save_every == 0 and step + 1 < self.total_steps:
-                self._save(step + 1)
-        bar.close()
+                    grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
+                sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
+                # fp16 loss scaling overflows now and then by design: the scaler skips those updates itself
+                self._stop_if_not_finite(step + 1, sums, float(grad_norm), gradients=t.precision != "fp16")
+                if not deepspeed:
+                    scaler.step(self.optimizer)
+                    scaler.update()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                total_loss = sum(v[0] for v in sums) / max(1, sum(v[1] for v in sums))
+                self.steps_done = step + 1
+                entry = {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "loss": total_loss,
+                         "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                         "step_time": round(time.perf_counter() - started, 4)}
+                entry.update({f"loss/{src}": v[0] / max(1, v[1]) for src, v in zip(self.source_names, sums) if v[2]})
+                if self.dist.main:
+                    self._log(entry, log_path, writer, bar)
+                bar.update(1)
+                if self.recipe.eval.every and (step + 1) % self.recipe.eval.every == 0 and step + 1 < self.total_steps:
+                    self._evaluate(step + 1, writer)
+                if (step + 1) % self.recipe.output.save_every == 0 and step + 1 < self.total_steps:
+                    self._save(step + 1)
+        finally:  # before any message: a stop or error said after it must not land on the bar's line
+            bar.close()
         stopped = end_step < self.total_steps
         if not stopped or end_step % self.recipe.output.save_every:  # not saved by the loop already
             self._save(end_step)
@@ -522,7 +525,7 @@ class Trainer:
         append_entry(log_path, entry, writer)
         losses = {k.removeprefix("loss/"): f"{v:.3f}" for k, v in entry.items() if k.startswith("loss")}
         bar.set_postfix(losses, refresh=False)
-        if not self.progress and entry["step"] % self.recipe.logging.every == 0:
+        if not shows_bar(self.progress) and entry["step"] % self.recipe.logging.every == 0:
             print(f"step {entry['step']}/{self.total_steps} " + " ".join(f"{k} {v}" for k, v in losses.items())
                   + f" lr {entry['lr']:.3g}", flush=True)
 
@@ -869,7 +872,7 @@ class _MicroBatches(torch.utils.data.Dataset):
 _AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def train(recipe: Recipe, progress: bool = True, stop_after: int | None = None, allow_changes: bool = False) -> Path:
+def train(recipe: Recipe, progress: Progress = True, stop_after: int | None = None, allow_changes: bool = False) -> Path:
     """Train (or resume) the run a recipe describes; returns the final model folder (see `Trainer.run`).
     `allow_changes`: resume with the recipe's new values even though it was edited since the checkpoint."""
     return Trainer(recipe, progress=progress, allow_changes=allow_changes).run(stop_after)

@@ -716,3 +716,20 @@ def test_a_run_with_augmentation_says_what_it_holds_back(tmp_path, data_dir, cap
     trainer._print_plan(0)
     line, = [line for line in capsys.readouterr().out.splitlines() if "augment (" in line]
     assert "of 80 records flipped / turned" in line and "48 from general sources (untouched)" in line
+
+
+def test_a_run_that_stops_closes_its_bar_before_the_message(tmp_path, data_dir, capsys, monkeypatch):
+    """A non-finite loss (or Ctrl-C) ends the bar's line before the stop message is printed: it landed on the
+    bar's line, and a stale bar with a running ETA was drawn again after it."""
+    from adapt.train import TrainingError
+
+    def stop(self, step, sums, grad_norm, gradients):
+        if step == 2:
+            raise TrainingError("step 2: the loss is not finite")
+
+    monkeypatch.setattr(Trainer, "_stop_if_not_finite", stop)
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=4, save_every=10))
+    with pytest.raises(TrainingError) as stopped:  # (holds the run's frames, as the CLI's error path does)
+        train(recipe, progress=True)
+    err = capsys.readouterr().err
+    assert stopped.value and "train:" in err and err.endswith("\n"), err[-200:]
