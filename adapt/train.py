@@ -468,7 +468,7 @@ class Trainer:
                 if self.dist.main:
                     self._log(entry, log_path, writer, bar)
                 bar.update(1)
-                if self.recipe.eval.every and (step + 1) % self.recipe.eval.every == 0 and step + 1 < self.total_steps:
+                if self.recipe.eval.every and (step + 1) % self.recipe.eval.every == 0:  # the last step's too
                     self._evaluate(step + 1, writer)
                 if (step + 1) % self.recipe.output.save_every == 0 and step + 1 < self.total_steps:
                     self._save(step + 1)

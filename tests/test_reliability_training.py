@@ -157,7 +157,7 @@ def test_evaluation_during_training_counts_skips_and_applies_the_threshold(tmp_p
     recipe = load_recipe(path, [*overrides, "data.max_bad_fraction=0.5"])
     train(recipe, progress=False)
     evals = [json.loads(line) for line in (out / "eval_log.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in evals] == [1, 2] and all(e["eval/skipped"] == 2 for e in evals)
+    assert [e["step"] for e in evals] == [1, 2, 3] and all(e["eval/skipped"] == 2 for e in evals)
     assert (out / "final").is_dir()
 
 
