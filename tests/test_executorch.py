@@ -336,3 +336,22 @@ def test_a_missing_executorch_says_the_command_that_installs_it(missing, monkeyp
         "ExecuTorch export and its runtime need the executorch package, which is not installed: pip install "
         "'pocket-adapt[executorch]' && pip install --no-deps 'executorch==1.5.1' (the executorch extra; a checkout's "
         "`make setup` installs every extra)")
+
+
+def test_the_bar_shows_stages_without_an_eta_and_is_closed_on_an_error(monkeypatch, capsys):
+    """The stages cost unlike (the lowering most), so the bar names the stage and the time so far, no ETA (3/4 at
+    00:09<00:03 was followed by 63 s); a failed export ends the bar's line before its error is said."""
+    import deploy.executorch.export as et
+
+    def fail(module, args, dynamic_shapes, method):
+        if method == et.EMBED_METHOD:
+            raise ExecuTorchError(f"{method}: torch.export failed (test)")
+        return None
+
+    monkeypatch.setattr(et, "_capture", fail)
+    vlm, processor = model.load("pocket-tiny-scratch")
+    with pytest.raises(ExecuTorchError) as failed:
+        et.write_executorch(vlm, processor, Path("unused"), progress=True)
+    err = capsys.readouterr().err
+    assert failed.value and err.endswith("\n") and "ExecuTorch export: 1/4 stages" in err, err
+    assert "<" not in err and "it/s" not in err and "%" not in err, err

@@ -418,3 +418,16 @@ def test_a_missing_exporter_package_is_named_with_its_extra(missing, quantize, t
         f"adapt export: error: this needs the {missing} package, which is not installed: pip install "
         "'pocket-adapt[deploy]' (the deploy extra; a checkout's `make setup` installs every extra)\n")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_bar_shows_stages_without_an_eta(monkeypatch, capsys, tmp_path):
+    """The graphs cost unlike (the decoder most), so the bar names the graph and the time so far, no ETA."""
+    import deploy.onnx.export as ox
+
+    for name in ("export_vision", "export_embed", "export_decoder"):
+        monkeypatch.setattr(ox, name, lambda vlm, path, metadata: None)
+    vlm, processor = model.load("pocket-tiny-scratch")
+    ox.write_onnx(vlm, processor, tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "ONNX export: 3/3 graphs" in err and "decoder.onnx" in err and err.endswith("\n"), err
+    assert "<" not in err and "it/s" not in err and "%" not in err, err

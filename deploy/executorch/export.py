@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from model.progress import Progress, progress_bar
+
 from . import (
     DECODER_METHOD,
     EMBED_METHOD,
@@ -161,7 +163,7 @@ def tiles_per_call(tiling) -> int:
 
 
 def write_executorch(vlm, processor, out_dir: Path, quantize: str | None = None, max_seq_len: int | None = None,
-                     max_prefill_len: int | None = None, progress: bool = True) -> Path:
+                     max_prefill_len: int | None = None, progress: Progress = True) -> Path:
     """Write the ExecuTorch export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder).
 
     The tracing's own notes -- torch.export's side-effect warnings, the deprecations torch and ExecuTorch raise in
@@ -176,7 +178,7 @@ def write_executorch(vlm, processor, out_dir: Path, quantize: str | None = None,
 
 
 def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_seq_len: int | None,
-                      max_prefill_len: int | None, progress: bool) -> Path:
+                      max_prefill_len: int | None, progress: Progress) -> Path:
     from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, _template, preprocessor_config, tokenizer_fingerprint
     from deploy.onnx.graphs import EmbedGraph, VisionGraph, eager_attention
 
@@ -201,47 +203,45 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
     if quantize == "int8":
         quantize_int8(vlm)
 
-    from tqdm.auto import tqdm
-
-    steps = tqdm(total=4, desc="ExecuTorch export", unit="step", disable=not progress)
-    max_tiles = tiles_per_call(tiling)
-    hidden = vlm.config.text_config.hidden_size
-    with eager_attention(vlm), torch.no_grad():
-        programs = {}
-        steps.set_postfix_str(VISION_METHOD)
-        # two tiles even where the tiling makes one (MobileVLM): an example of one would fix the tile axis at 1
-        pixels = torch.randn(2, 3, tiling.tile_size, tiling.tile_size)
-        tiles = torch.export.Dim("tiles", min=1, max=max(2, max_tiles))
-        vision = VisionGraph(vlm)
-        # one eager call first: a tower read below its last layer (MobileVLM's -2) makes transformers install its
-        # hidden-state hooks on the first call, under a threading lock that strict tracing cannot enter
-        vision(pixels[:1])
-        programs[VISION_METHOD] = _capture(vision, (pixels,), ({0: tiles},), VISION_METHOD)
+    # stages of unequal cost (the lowering takes most of the time): the stage and the time so far, no ETA
+    with progress_bar(total=4, desc="ExecuTorch export", unit="stages", progress=progress, stages=True) as steps:
+        max_tiles = tiles_per_call(tiling)
+        hidden = vlm.config.text_config.hidden_size
+        with eager_attention(vlm), torch.no_grad():
+            programs = {}
+            steps.set_postfix_str(VISION_METHOD)
+            # two tiles even where the tiling makes one (MobileVLM): an example of one would fix the tile axis at 1
+            pixels = torch.randn(2, 3, tiling.tile_size, tiling.tile_size)
+            tiles = torch.export.Dim("tiles", min=1, max=max(2, max_tiles))
+            vision = VisionGraph(vlm)
+            # one eager call first: a tower read below its last layer (MobileVLM's -2) makes transformers install its
+            # hidden-state hooks on the first call, under a threading lock that strict tracing cannot enter
+            vision(pixels[:1])
+            programs[VISION_METHOD] = _capture(vision, (pixels,), ({0: tiles},), VISION_METHOD)
+            steps.update()
+            steps.set_postfix_str(EMBED_METHOD)
+            ids = torch.zeros(1, 3, dtype=torch.long)
+            programs[EMBED_METHOD] = _capture(EmbedGraph(vlm), (ids,), ({1: torch.export.Dim("tokens", min=1,
+                                                                                              max=max_seq_len)},),
+                                              EMBED_METHOD)
+            steps.update()
+            steps.set_postfix_str(DECODER_METHOD)
+            decoder = kv_cache_decoder(vlm.language_model, max_seq_len).eval()
+            seq = torch.export.Dim("seq", min=1, max=max(2, max_prefill_len))
+            programs[DECODER_METHOD] = _capture(decoder, (torch.randn(1, 3, hidden), torch.arange(3)),
+                                                ({1: seq}, {0: seq}), DECODER_METHOD)
+            steps.update()
+        steps.set_postfix_str("XNNPACK lowering")
+        constants = {
+            "get_max_seq_len": max_seq_len, "get_max_context_len": max_seq_len, "get_max_prefill_len": max_prefill_len,
+            "get_max_tiles": max(2, max_tiles), "get_vocab_size": int(vlm.config.text_config.vocab_size),
+            "get_hidden_size": int(hidden), "get_image_seq_length": int(processor.image_seq_length),
+            "use_kv_cache": True, "enable_dynamic_shape": True, "get_quantize": quantize or "fp32",
+            TILING_METHOD: json.dumps(tiling.to_dict()),
+            TOKENIZER_METHOD: json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False),
+        }
+        (out_dir / PTE).write_bytes(lower(programs, constants))
         steps.update()
-        steps.set_postfix_str(EMBED_METHOD)
-        ids = torch.zeros(1, 3, dtype=torch.long)
-        programs[EMBED_METHOD] = _capture(EmbedGraph(vlm), (ids,), ({1: torch.export.Dim("tokens", min=1,
-                                                                                          max=max_seq_len)},),
-                                          EMBED_METHOD)
-        steps.update()
-        steps.set_postfix_str(DECODER_METHOD)
-        decoder = kv_cache_decoder(vlm.language_model, max_seq_len).eval()
-        seq = torch.export.Dim("seq", min=1, max=max(2, max_prefill_len))
-        programs[DECODER_METHOD] = _capture(decoder, (torch.randn(1, 3, hidden), torch.arange(3)),
-                                            ({1: seq}, {0: seq}), DECODER_METHOD)
-        steps.update()
-    steps.set_postfix_str("XNNPACK lowering")
-    constants = {
-        "get_max_seq_len": max_seq_len, "get_max_context_len": max_seq_len, "get_max_prefill_len": max_prefill_len,
-        "get_max_tiles": max(2, max_tiles), "get_vocab_size": int(vlm.config.text_config.vocab_size),
-        "get_hidden_size": int(hidden), "get_image_seq_length": int(processor.image_seq_length),
-        "use_kv_cache": True, "enable_dynamic_shape": True, "get_quantize": quantize or "fp32",
-        TILING_METHOD: json.dumps(tiling.to_dict()),
-        TOKENIZER_METHOD: json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False),
-    }
-    (out_dir / PTE).write_bytes(lower(programs, constants))
-    steps.update()
-    steps.close()
     processor.save_pretrained(out_dir)
     (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n")
     (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n")

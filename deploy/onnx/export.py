@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from model.errors import PocketAdaptError
+from model.progress import Progress, progress_bar
 
 from .graphs import (
     PAST_KEY,
@@ -65,7 +66,7 @@ def tokenizer_fingerprint(tokenizer) -> dict:
             "probe_ids": tokenizer.encode(PROBE, add_special_tokens=False)}
 
 
-def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progress: bool = True) -> Path:
+def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progress: Progress = True) -> Path:
     """Write the ONNX export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder); `progress`:
     a bar over the graphs (vision, embedding, decoder; then int8 quantisation)."""
     if quantize not in (None, *QUANTIZE):
@@ -81,18 +82,18 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progr
         raise OnnxWriteError(f"the tiling's tile_size {tiling.tile_size} is not the vision tower's image_size "
                              f"{_tower_size(vlm)}; fix model.tiling before exporting")
     fingerprint = json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False)
-    from tqdm.auto import tqdm
-
-    with tqdm(total=3 + (2 if quantize == "int8" else 0), desc="ONNX export", unit="graph",
-              disable=not progress) as bar:
-        export_vision(vlm, out_dir / VISION, metadata={TILING_KEY: json.dumps(tiling.to_dict())})
-        bar.update()
-        export_embed(vlm, out_dir / EMBED, metadata={TOKENIZER_KEY: fingerprint})
-        bar.update()
-        export_decoder(vlm, out_dir / DECODER, metadata={TOKENIZER_KEY: fingerprint})
-        bar.update()
+    # stages of unequal cost (the decoder and int8 take most of the time): the stage and the time so far, no ETA
+    with progress_bar(total=3 + (2 if quantize == "int8" else 0), desc="ONNX export", unit="graphs",
+                      progress=progress, stages=True) as bar:
+        for name, export, metadata in ((VISION, export_vision, {TILING_KEY: json.dumps(tiling.to_dict())}),
+                                       (EMBED, export_embed, {TOKENIZER_KEY: fingerprint}),
+                                       (DECODER, export_decoder, {TOKENIZER_KEY: fingerprint})):
+            bar.set_postfix_str(name)
+            export(vlm, out_dir / name, metadata=metadata)
+            bar.update()
         if quantize == "int8":
             for name in (VISION, DECODER):
+                bar.set_postfix_str(f"int8 {name}")
                 quantize_int8(out_dir / name)
                 bar.update()
     processor.save_pretrained(out_dir)
