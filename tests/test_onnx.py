@@ -431,3 +431,34 @@ def test_the_bar_shows_stages_without_an_eta(monkeypatch, capsys, tmp_path):
     err = capsys.readouterr().err
     assert "ONNX export: 3/3 graphs" in err and "decoder.onnx" in err and err.endswith("\n"), err
     assert "<" not in err and "it/s" not in err and "%" not in err, err
+
+
+def test_int8_quantisation_keeps_onnxruntimes_preprocessing_note_off_stderr(tmp_path, capsys):
+    """onnxruntime logs "Please consider to run pre-processing before quantization" on its root logger; it was
+    printed on the ONNX bar's line, once per graph."""
+    import logging
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploy.onnx.export import quantize_int8
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [weight])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    said: list[str] = []
+    root = logging.getLogger()
+    root.addHandler(handler := Said())
+    try:
+        handlers = list(root.handlers)
+        quantize_int8(path)
+        assert root.handlers == handlers and path.is_file()
+    finally:
+        root.removeHandler(handler)
+    assert not [m for m in said if "pre-processing" in m] and "pre-processing" not in capsys.readouterr().err, said

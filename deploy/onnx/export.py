@@ -18,9 +18,12 @@ preprocessor_config.json or a swapped tokenizer is refused instead of silently a
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -111,8 +114,9 @@ def quantize_int8(path: Path) -> None:
     path = Path(path)
     meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     tmp = path.with_name(f"int8-{path.name}")
-    quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     use_external_data_format=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    with _without_preprocessing_note():
+        quantize_dynamic(str(path), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         use_external_data_format=True, extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
     model = onnx.load(str(tmp))
     del model.metadata_props[:]
     for key, value in meta.items():
@@ -120,6 +124,27 @@ def quantize_int8(path: Path) -> None:
     for stale in (path, path.with_name(path.name + ".data"), tmp, tmp.with_name(tmp.name + ".data")):
         stale.unlink(missing_ok=True)
     onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+
+
+@contextlib.contextmanager
+def _without_preprocessing_note() -> Iterator[None]:
+    """Keep off stderr onnxruntime's "Please consider to run pre-processing before quantization" (once per graph,
+    printed on the progress bar's line): a note on its root logger, so no logger level can quiet it, and nothing for
+    the user to act on. The handler that logging.warning sets up on the root logger is taken away again."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+
+    def other(record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+    root.addFilter(other)
+    try:
+        yield
+    finally:
+        root.removeFilter(other)
+        for handler in root.handlers[:]:
+            if handler not in handlers:
+                root.removeHandler(handler)
 
 
 def _template(processor) -> dict:
