@@ -608,7 +608,8 @@ def _export(args) -> int:
         raise CliError(f"--name {args.name!r}: give a file name stem (letters, digits, . _ -; no folders), "
                        "e.g. --name my-model")
     if args.format == "gguf":
-        options = {"qtype": args.gguf_type or "f16", "name": args.name or _model_name(args.model)}
+        options = {"qtype": args.gguf_type or "f16", "name": args.name or _model_name(args.model),
+                   "progress": not args.no_progress}
     elif args.gguf_type or args.name:
         raise CliError("--type and --name apply to --format gguf only")
     if args.format in ("onnx", "executorch"):
@@ -628,7 +629,8 @@ def _export(args) -> int:
         check_lora_adapter(args.adapter, args.allow_pickle, model=args.model)
     vlm, processor = _load(args)
     if args.format == "tensorrt":
-        options = {"tiling": None, "source": None, **({"max_images": args.max_images} if args.max_images else {})}
+        options = {"tiling": None, "source": None, "progress": not args.no_progress,
+                   **({"max_images": args.max_images} if args.max_images else {})}
         if args.recipe is not None:
             from .recipe import load_recipe
 

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from model.errors import PocketAdaptError
+from model.progress import Progress, shows_bar
 
 TYPES = ("f32", "f16", "q8_0", "q4_k_m")
 LANGUAGE_MODELS = {"qwen2": "qwen2", "llama": "llama"}
@@ -83,22 +84,24 @@ def check_supported(vlm, processor, qtype: str = "f16") -> None:
 
 
 def write_gguf(vlm, processor, out_dir: Path, qtype: str = "f16", name: str = "model",
-               quantize: Callable[[Path, Path, str], None] | None = None) -> GGUFFiles:
-    """Write both files into `out_dir` (an existing folder). `quantize(src_f32, dst, type)` makes q4_k_m."""
+               quantize: Callable[[Path, Path, str], None] | None = None, progress: Progress = True) -> GGUFFiles:
+    """Write both files into `out_dir` (an existing folder). `quantize(src_f32, dst, type)` makes q4_k_m.
+    `progress`: gguf's bar over the tensors written (only a bar: it has no plain-line form)."""
     check_supported(vlm, processor, qtype)
     model_name, mmproj_name = file_names(name, qtype)
     out_dir = Path(out_dir)
     vision = vision_fingerprint(vlm)  # one hash of the vision weights, written into both files
-    write_mmproj(vlm, processor, out_dir / mmproj_name, "f32" if qtype == "f32" else "f16", name, vision)
+    bar = shows_bar(progress)
+    write_mmproj(vlm, processor, out_dir / mmproj_name, "f32" if qtype == "f32" else "f16", name, vision, bar)
     if qtype == "q4_k_m":
         if quantize is None:
             from deploy.llamacpp import quantize as quantize  # noqa: PLW0127 - llama.cpp's llama-quantize
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             full = Path(tmp) / "full-f32.gguf"
-            write_text_model(vlm, processor, full, "f32", name, vision)
+            write_text_model(vlm, processor, full, "f32", name, vision, bar)
             quantize(full, out_dir / model_name, "Q4_K_M")
     else:
-        write_text_model(vlm, processor, out_dir / model_name, qtype, name, vision)
+        write_text_model(vlm, processor, out_dir / model_name, qtype, name, vision, bar)
     return GGUFFiles(out_dir / model_name, out_dir / mmproj_name)
 
 
@@ -172,7 +175,8 @@ def _file_type(kind: str) -> int:
             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
 
 
-def write_text_model(vlm, processor, path: Path, kind: str, name: str, vision: str | None = None) -> None:
+def write_text_model(vlm, processor, path: Path, kind: str, name: str, vision: str | None = None,
+                     progress: bool = False) -> None:
     """The text model GGUF; `vision`: the export's `vision_fingerprint` (computed when not given)."""
     import gguf
 
@@ -234,13 +238,13 @@ def write_text_model(vlm, processor, path: Path, kind: str, name: str, vision: s
                 parts[f"{short}.bias"] = bias
         for suffix, tensor in parts.items():
             _add(w, f"blk.{i}.{suffix}", tensor, kind)
-    _finish(w)
+    _finish(w, progress)
 
 
-def _finish(writer) -> None:
+def _finish(writer, progress: bool = False) -> None:
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
-    writer.write_tensors_to_file(progress=False)
+    writer.write_tensors_to_file(progress=progress)
     writer.close()
 
 
@@ -494,7 +498,8 @@ def _vision_state(vlm) -> dict[str, torch.Tensor]:
     return {k.removeprefix("vision_model."): v for k, v in sd.items()}
 
 
-def write_mmproj(vlm, processor, path: Path, kind: str, name: str, vision: str | None = None) -> None:
+def write_mmproj(vlm, processor, path: Path, kind: str, name: str, vision: str | None = None,
+                 progress: bool = False) -> None:
     """The mmproj GGUF; `vision`: the export's `vision_fingerprint` (computed when not given)."""
     import gguf
 
@@ -537,7 +542,7 @@ def write_mmproj(vlm, processor, path: Path, kind: str, name: str, vision: str |
     tensors = [*tensors, *_projector_tensors(vlm, facts)]
     for tname, tensor in tensors:
         _add(w, tname, tensor, kind)
-    _finish(w)
+    _finish(w, progress)
 
 
 def _patches_first(pos: torch.Tensor) -> torch.Tensor:

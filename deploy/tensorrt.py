@@ -37,6 +37,7 @@ from PIL import Image
 from deploy.demo.hooks import MAX_IMAGES
 from domains.driving.layout import CAMERA_SIZE, STITCHED_SIZE
 from model.errors import PocketAdaptError
+from model.progress import Progress
 from model.resources import assets_dir
 from model.tiling import TilingConfig, candidate_grids
 
@@ -114,10 +115,11 @@ def tile_counts(tiling: TilingConfig) -> list[int]:
 
 
 def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = None, source: str | None = None,
-                   max_images: int = MAX_IMAGES) -> Path:
+                   max_images: int = MAX_IMAGES, progress: Progress = True) -> Path:
     """Write the bundle into `out_dir` (an empty staging folder); `tiling`: the recipe's (default: the model's);
     `source`: where that tiling came from, for the README; `max_images`: the most images one prompt may hold (the
-    largest profile and max_multimodal_len take the most tiles such a prompt gives)."""
+    largest profile and max_multimodal_len take the most tiles such a prompt gives); `progress`: the ONNX export's
+    bar."""
     out_dir = Path(out_dir)
     processor = copy.copy(processor)
     processor.tiling = tiling or processor.tiling
@@ -127,7 +129,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     if tiling.tile_size != tower:
         raise TensorRTExportError(f"{source or 'the model'}: tiling.tile_size {tiling.tile_size} is not the vision "
                                   f"tower's image size {tower}; the engines take the tower's tiles (set it to null)")
-    write_onnx(vlm, processor, out_dir, progress=False)  # (a few seconds of the bundle's work)
+    write_onnx(vlm, processor, out_dir, progress=progress)
     vlm = (copy.deepcopy(vlm).float() if next(vlm.parameters()).dtype != torch.float32 else vlm).eval()
     found = layouts(processor, tiling, max_images)
     refs = References(out_dir / REFERENCES)

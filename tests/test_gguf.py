@@ -859,3 +859,31 @@ def test_fetch_finds_the_sdist_on_an_index_and_unpacks_it_without_running_it(tmp
     assert (got / "vendor" / "llama.cpp" / "CMakeLists.txt").is_file() and not marker.exists()
     with pytest.raises(FetchError, match="no find-links folder and pip's no-index"):
         fetch("0.0.1", "0" * 64, tmp_path / "good", {"no-index": "1"})
+
+
+@pytest.mark.parametrize("flags, shown", [([], True), (["--no-progress"], False)])
+def test_adapt_export_gguf_and_tensorrt_pass_the_progress_setting_on(tmp_path, monkeypatch, flags, shown):
+    """The GGUF writer's bar and the TensorRT bundle's ONNX bar follow --no-progress (both were always off)."""
+    import gguf
+
+    import deploy.tensorrt
+    from adapt.cli import main
+
+    class Stop(Exception):
+        pass
+
+    asked = {}
+
+    def record(name):
+        def stand_in(*args, progress=None, **kwargs):
+            asked[name] = progress
+            raise Stop
+
+        return stand_in
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", record("gguf"))
+    monkeypatch.setattr(deploy.tensorrt, "write_onnx", record("tensorrt"))
+    for fmt in ("gguf", "tensorrt"):
+        with pytest.raises(Stop):
+            main(["export", "--model", "pocket-tiny-scratch", "-f", fmt, "--out", str(tmp_path / fmt), *flags])
+    assert asked == {"gguf": shown, "tensorrt": shown}
