@@ -1,9 +1,8 @@
 """Progress of long work, the one way pocket-adapt shows it: a tqdm bar with ETA, or plain lines for logs.
 
 ``progress`` arguments take three values: ``True`` a bar (tqdm.auto: a terminal or a notebook), `LINES` a plain
-line on stderr every tenth of the work or `LINE_EVERY_S` seconds, whichever comes first (the command line's choice
-when stderr is not a terminal or under ``--no-progress``), ``False`` nothing (a library caller's or a nested step's
-choice).
+line on stderr every tenth of the work or `LINE_EVERY_S` seconds, whichever comes first (for logs, where a bar's
+frames would be joined by carriage returns), ``False`` nothing (a library caller's or a nested step's choice).
 """
 
 from __future__ import annotations
