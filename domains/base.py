@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import PocketAdaptError
+from model.progress import Progress
 
 __all__ = [
     "BUILTIN_DOMAINS",
@@ -293,11 +294,12 @@ class DomainPlugin:
 
     * `readers`: file suffix (``".tif"``, lower case, with the dot) or ``"*"`` (any file) -> callable
       ``(path, **options) -> PIL RGB image``; :meth:`read` picks one by suffix.
-    * `converters`: data-set name -> ``(src: Path, out: Path, **options) -> ConvertReport``.
+    * `converters`: data-set name -> ``(src: Path, out: Path, *, progress, **options) -> ConvertReport``;
+      ``progress`` (``True`` / ``False`` / ``"lines"``) goes to :func:`model.progress.progress_bar`.
     * `metrics`: task name -> scorer ``(prediction, record, reference) -> dict[str, float]``, the signature
       ``adapt.metrics.register_task`` takes.
     * `recipes`: names of recipe templates under ``templates/recipes`` (without ``.yaml``).
-    * `synthetic`: a generator ``(out_dir, **options) -> ...`` writing a small synthetic data set.
+    * `synthetic`: a generator ``(out_dir, *, progress, **options) -> ...`` writing a small synthetic data set.
     * `demo_hooks`: optional hook name -> callable for the demo app (``deploy.demo``):
 
       - ``"read_upload"``: ``(paths: list[Path], **options) -> dict`` with ``"images"`` (PIL RGB images in
@@ -364,22 +366,24 @@ class DomainPlugin:
         """Read a raw field file into an RGB PIL image with the reader registered for its suffix."""
         return self.reader_for(path)(Path(path), **options)
 
-    def convert(self, dataset: str, src: str | Path, out: str | Path, *, show_progress: bool = True,
+    def convert(self, dataset: str, src: str | Path, out: str | Path, *, show_progress: Progress = True,
                 **options: Any) -> ConvertReport:
         """Run converter `dataset` after checking `options` against its parameters and removing the ``.part``
-        files a killed run left in `out` (:func:`domains.files.remove_stale_parts`). `show_progress`: false turns
-        off the bars of a converter that draws any (a ``progress`` option, if given, wins)."""
+        files a killed run left in `out` (:func:`domains.files.remove_stale_parts`). `show_progress`: the converter's
+        ``progress`` (a bar, ``"lines"`` or nothing; a ``progress`` option, if given, wins)."""
         fn = self.converters.get(dataset)
         if fn is None:
             known = ", ".join(sorted(self.converters)) or "none yet"
             raise DomainError(f"domain {self.name!r} has no converter for data set {dataset!r} (known: {known})")
-        check_options(fn, options, f"converter {self.name}/{dataset}", positional=2)
+        what = f"converter {self.name}/{dataset}"
+        check_options(fn, options, what, positional=2)
+        options = _with_progress(fn, options, show_progress, what, positional=2)
         from domains.files import remove_stale_parts
 
         remove_stale_parts(Path(out))
-        return fn(Path(src), Path(out), **_with_progress(fn, options, show_progress))
+        return fn(Path(src), Path(out), **options)
 
-    def synthesize(self, out: str | Path, *, show_progress: bool = True, force: bool = False,
+    def synthesize(self, out: str | Path, *, show_progress: Progress = True, force: bool = False,
                    **options: Any) -> Any:
         """Run the synthetic-data generator into `out` after checking `options` against its parameters.
 
@@ -387,15 +391,18 @@ class DomainPlugin:
         place in `out` whole. One that would replace something in `out` that is not empty (a real data set
         downloaded there, an earlier synthesis with other options) is refused with :class:`DomainError`, and
         nothing is moved, unless `force`, which replaces it: two generations never mix and nothing is overwritten
-        without a word. Returns the generator's result with its paths in `out`."""
+        without a word. `show_progress`: the generator's ``progress`` (a ``progress`` option wins). Returns the
+        generator's result with its paths in `out`."""
         if self.synthetic is None:
             raise DomainError(f"domain {self.name!r} has no synthetic-data generator")
-        check_options(self.synthetic, options, f"the {self.name} generator", positional=1)
+        what = f"the {self.name} generator"
+        check_options(self.synthetic, options, what, positional=1)
+        options = _with_progress(self.synthetic, options, show_progress, what, positional=1)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".synthesize-", dir=out))
         try:
-            result = self.synthetic(staging, **_with_progress(self.synthetic, options, show_progress))
+            result = self.synthetic(staging, **options)
             made = sorted(staging.iterdir())
             taken = [out / p.name for p in made if _holds_something(out / p.name)]
             if taken and not force:
@@ -431,17 +438,16 @@ def _moved(result: Any, staging: Path, out: Path) -> Any:
     return result
 
 
-def _with_progress(fn: Callable[..., Any], options: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """`options`, plus ``progress=False`` when bars are off and `fn` (or its `lazy` target) takes a ``progress``
-    keyword that the options do not set already."""
-    if progress or "progress" in options:
-        return options
-    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
-    try:
-        takes = "progress" in inspect.signature(target).parameters
-    except (TypeError, ValueError):
-        takes = False
-    return {**options, "progress": False} if takes else options
+def _with_progress(fn: Callable[..., Any], options: dict[str, Any], progress: Progress, what: str,
+                   positional: int) -> dict[str, Any]:
+    """`options` with ``progress`` set to `progress` unless they set it already. Every converter and generator
+    shows its progress through :func:`model.progress.progress_bar`: one without a ``progress`` keyword (in its
+    signature, or through ``**kwargs``) is refused with :class:`DomainError` rather than left silent."""
+    found = option_names(fn, positional)
+    if found is not None and "progress" not in found[0] and not found[1]:
+        raise DomainError(f"{what} takes no 'progress' keyword; converters and generators must accept "
+                          "progress=True|False|'lines' (model.progress.progress_bar)")
+    return {"progress": progress, **options}
 
 
 # --------------------------------------------------------------------------------------------- registry

@@ -68,7 +68,7 @@ def test_convert_prints_report(fake_domain, tmp_path, capsys):
     assert "| written | 3 | |" in out
     assert "| skipped: unreadable raster | 1 | bad.tif: truncated |" in out
     assert f"train: {tmp_path / 'out' / 'train.jsonl'}" in out
-    assert _fake_converter.last == {"limit": 3, "split": "val", "classes": ["a", "b"]}
+    assert _fake_converter.last == {"progress": True, "limit": 3, "split": "val", "classes": ["a", "b"]}
     assert (tmp_path / "out" / "train.jsonl").read_text().count("\n") == 3
 
 
@@ -277,7 +277,7 @@ def test_an_out_folder_inside_the_source_is_refused(tmp_path, capsys, inside):
     assert [p.name for p in src.iterdir()] == []
 
 
-def _toy_generator(out: Path, seed: int = 0) -> dict[str, Path]:
+def _toy_generator(out: Path, seed: int = 0, progress: bool = True) -> dict[str, Path]:
     folder = out / "toy"
     folder.mkdir(parents=True)
     (folder / "a.txt").write_text(f"seed {seed}\n")

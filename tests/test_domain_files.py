@@ -131,7 +131,7 @@ def test_plugin_convert_removes_stale_parts_first(tmp_path):
     _killed_writer(out / "toy_train.jsonl")
     assert len(_parts(out)) == 1
 
-    def convert(src: Path, out: Path) -> ConvertReport:
+    def convert(src: Path, out: Path, progress: bool = True) -> ConvertReport:
         return write_splits(ConvertReport("toy"), out, "toy", {"train": [{"id": 1}]})
 
     DomainPlugin(name="toy_parts", converters={"toy": convert}).convert("toy", tmp_path, out)

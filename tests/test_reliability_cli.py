@@ -16,19 +16,19 @@ from model.errors import PocketAdaptError
 
 
 def _raising(exc: BaseException):
-    def convert(src: Path, out: Path, limit: int = 2) -> ConvertReport:
+    def convert(src: Path, out: Path, limit: int = 2, progress: bool = True) -> ConvertReport:
         raise exc
 
     return convert
 
 
-def _writes_nothing(src: Path, out: Path) -> ConvertReport:
+def _writes_nothing(src: Path, out: Path, progress: bool = True) -> ConvertReport:
     report = ConvertReport(dataset="toy", source=src, out=out)
     report.skip(src / "a.tif", "unreadable image", "truncated")
     return write_splits(report, out, "toy", {"train": [], "test": []})
 
 
-def _writes_one(src: Path, out: Path, limit: int = 2) -> ConvertReport:
+def _writes_one(src: Path, out: Path, limit: int = 2, progress: bool = True) -> ConvertReport:
     report = ConvertReport(dataset="toy", source=src, out=out)
     return write_splits(report, out, "toy", {"train": [{"id": "a"}]})
 

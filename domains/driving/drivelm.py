@@ -86,6 +86,7 @@ from domains.files import (
     write_splits,
 )
 from domains.parallel import Prefetch, check_workers
+from model.progress import Progress, progress_bar
 from model.tiling import ImageLoadError, load_image
 
 __all__ = [
@@ -395,7 +396,7 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
                     version: str | None = None, mc: bool = False, val_fraction: float = 0.0,
                     dataset: str | None = None, link: str = "hardlink", image_format: str = "png",
                     png_level: int | None = None, jpeg_quality: int | None = None,
-                    progress: bool = True, workers: int = 1) -> ConvertReport:
+                    progress: Progress = True, workers: int = 1) -> ConvertReport:
     """DriveLM-nuScenes v1.1 JSON -> ``task: "drivelm"`` records (see the module notes).
 
     `src`: ``v1_1_train_nus.json`` / ``v1_1_val_nus_q_only.json`` or the folder holding them.
@@ -466,8 +467,6 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
 def _convert_frames(src, out, dataset, report, frames, splits, root, known_samples, dataroot, val_fraction, mc, prefix,
                     convert, view_mode, order_name, progress) -> ConvertReport:
     """The serial loop of :func:`convert_drivelm`."""
-    from tqdm import tqdm
-
     for path in _json_files(src):
         file_split = _split_of_file(path)
         try:
@@ -488,7 +487,7 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
                             f"{path}: scene {scene} has no key_frames object")
                 continue
             items += [(scene, frame, fbody) for frame, fbody in body["key_frames"].items()]
-        for scene, frame, fbody in tqdm(items, desc=f"DriveLM {path.name}", unit="frame", disable=not progress):
+        for scene, frame, fbody in progress_bar(items, desc=f"DriveLM {path.name}", unit="frame", progress=progress):
             where = f"{path.name} scene {scene} frame {frame}"
             split = scene_split[scene]
             records = splits.setdefault(split, [])

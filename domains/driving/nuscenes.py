@@ -37,6 +37,7 @@ from domains.boxes import Box, render_ref_box, to_grid
 from domains.driving.layout import camera_order
 from domains.files import check_image, inside_root, link_or_copy, write_splits
 from model.errors import MissingExtraError, install_hint
+from model.progress import Progress, progress_bar
 
 __all__ = [
     "CATEGORY_PHRASES",
@@ -315,7 +316,7 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                      history: int = 0, min_visibility: int = 2, categories: Sequence[str] | str | None = None,
                      tasks: Sequence[str] | str = ("grounding", "region"), box_vis_level: str = "any",
                      min_box_px: float = 8.0, split_by: str = "auto", val_fraction: float = 0.2,
-                     link: str = "hardlink", dataset: str = "nuscenes", progress: bool = True,
+                     link: str = "hardlink", dataset: str = "nuscenes", progress: Progress = True,
                      workers: int = 1) -> ConvertReport:
     """nuScenes dataroot -> grounding and region JSONL per camera image (see the module notes).
 
@@ -339,8 +340,6 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     ahead of the loop (:mod:`domains.parallel`; output byte-identical to 1); the devkit's tables and the box
     projection stay in this process, in the one ``NuScenes`` object.
     """
-    from tqdm import tqdm
-
     from domains.parallel import Prefetch, check_workers
 
     check_workers(workers)
@@ -409,7 +408,8 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                     yield path, check_image, (path,)
 
     with Prefetch(workers, plan) as pf:
-        for scene_token, sample_token in tqdm(samples, desc=f"nuScenes {version}", unit="frame", disable=not progress):
+        for scene_token, sample_token in progress_bar(samples, desc=f"nuScenes {version}", unit="frame",
+                                                      progress=progress):
             scene_name = nusc.get("scene", scene_token)["name"]
             split = scene_split[scene_token]
             data = nusc.get("sample", sample_token)["data"]

@@ -58,6 +58,7 @@ from domains.driving.drivelm import (
     drivelm_tag,
 )
 from domains.driving.layout import CAMERA_SIZE, STITCH_ORDER
+from model.progress import Progress, progress_bar
 
 __all__ = ["CAMERA_RIG", "CATEGORIES", "MINI_SCENES", "generate"]
 
@@ -582,14 +583,12 @@ def _lidar_points(ego: _Ego, objects: list[_Object], t: float, rng: np.random.Ge
 
 
 def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 0, quality: int = 90,
-             drivelm: bool = True, progress: bool = True) -> dict[str, Path]:
+             drivelm: bool = True, progress: Progress = True) -> dict[str, Path]:
     """Write the synthetic nuScenes (and DriveLM QA) under `out`; returns ``{"nuscenes": dataroot, "drivelm": dir}``.
 
     `n_scenes` (1-10, named after the official mini scenes) x `n_frames` key frames; `quality`: JPEG quality
-    (1-95, PIL's useful range).
+    (1-95, PIL's useful range). `progress`: a bar over the frames (:func:`model.progress.progress_bar`).
     """
-    from tqdm import tqdm
-
     if not 1 <= int(n_scenes) <= len(MINI_SCENES):
         raise DomainError(f"n_scenes must be 1-{len(MINI_SCENES)} (the v1.0-mini scene names), got {n_scenes}")
     if int(n_frames) < 1:
@@ -613,7 +612,7 @@ def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 
     train_json: dict[str, Any] = {}
     val_json: dict[str, Any] = {}
     jobs = [(s, k) for s in range(int(n_scenes)) for k in range(int(n_frames))]
-    bar = tqdm(total=len(jobs), desc="synthetic nuScenes", unit="frame", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="synthetic nuScenes", unit="frame", progress=progress)
     for s in range(int(n_scenes)):
         rng = np.random.default_rng([811, int(seed), s])
         name, split = MINI_SCENES[s]

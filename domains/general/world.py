@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from domains.base import DomainError
+from model.progress import Progress, progress_bar
 
 __all__ = [
     "COLORS",
@@ -658,9 +659,7 @@ def _save_png(pixels: np.ndarray, path: Path) -> None:
 
 
 def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None = None, desc: str = "synthetic",
-           progress: bool = True) -> dict[str, Path]:
-    from tqdm.auto import tqdm
-
+           progress: Progress = True) -> dict[str, Path]:
     out_dir = Path(out_dir)
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
@@ -670,7 +669,7 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
     # Every file's bytes depend only on its own pixels, so the order of completion does not matter.
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, \
-            tqdm(total=total, desc=desc, unit="image", disable=not progress) as bar:
+            progress_bar(total=total, desc=desc, unit="image", progress=progress) as bar:
         for split, samples in splits.items():
             lines = []
             for sample in samples:
@@ -722,7 +721,7 @@ def _styled(samples: Iterator[Sample], answer_style: str) -> Iterator[Sample]:
 
 
 def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0,
-                     image_size: int = 112, answer_style: str = "letter", progress: bool = True) -> dict[str, Path]:
+                     image_size: int = 112, answer_style: str = "letter", progress: Progress = True) -> dict[str, Path]:
     """Write the general shapes world (multiple choice over :data:`GENERAL_TASKS`) under ``out_dir``.
 
     `answer_style`: "letter" (Mini-InternVL multiple choice, A-D) or "label" (see :func:`label_style`).
@@ -735,7 +734,8 @@ def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed
 
 
 def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, seed: int = 1,
-                       image_size: int = 112, answer_style: str = "letter", progress: bool = True) -> dict[str, Path]:
+                       image_size: int = 112, answer_style: str = "letter",
+                       progress: Progress = True) -> dict[str, Path]:
     """Write the land-cover specialist domain (~70 % classification mc, ~30 % grounding) under ``out_dir``."""
     return _write(Path(out_dir), {
         "train": _styled(landcover_samples("train", n_train, seed, image_size), answer_style),

@@ -101,6 +101,7 @@ from domains.files import (
     write_splits,
 )
 from domains.parallel import Prefetch
+from model.progress import Progress, progress_bar
 
 __all__ = [
     "BURNED_IN_REDACTED",
@@ -454,7 +455,7 @@ def _image_once(images: dict, name: str, folder: Path, out: Path, rel_stem: str,
 
 
 def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", images_dir: str | Path | None = None,
-                    workers: int = 1) -> ConvertReport:
+                    workers: int = 1, progress: Progress = True) -> ConvertReport:
     """VQA-RAD -> ``med_vqa`` records (``vqa_rad_train.jsonl``, ``vqa_rad_test.jsonl``).
 
     `src`: the folder holding ``VQA_RAD Dataset Public.json`` (or the JSON file itself); images from
@@ -462,7 +463,8 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     {``test_freeform``, ``test_para``} (451 QA); ``freeform`` / ``para`` / ``frame`` are train; other
     phrase types are skipped (``unknown split``). ``meta`` keeps ``answer_type`` (CLOSED / OPEN, scored by
     type), ``question_type``, ``organ`` (``image_organ``), ``phrase_type``, ``qid`` and ``image_name``.
-    `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1).
+    `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a
+    bar over the questions (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
     path = src if src.is_file() else src / VQA_RAD_JSON
@@ -487,7 +489,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
                 continue
 
     with Prefetch(workers, plan) as pf:
-        for n, row in enumerate(rows):
+        for n, row in enumerate(progress_bar(rows, desc=dataset, unit="question", progress=progress)):
             where = f"{path.name} item {n}"
             try:
                 if not isinstance(row, dict):
@@ -517,7 +519,7 @@ SLAKE_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json
 
 
 def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_lang: str | None = "en",
-                  splits: Sequence[str] | None = None, workers: int = 1) -> ConvertReport:
+                  splits: Sequence[str] | None = None, workers: int = 1, progress: Progress = True) -> ConvertReport:
     """SLAKE 1.0 -> ``med_vqa`` records (``slake_{train,val,test}.jsonl`` from train / validate / test.json).
 
     `src`: the ``Slake1.0`` folder or its parent. Images are ``imgs/<img_name>`` (``xmlabN/source.jpg``).
@@ -525,7 +527,8 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     questions in other languages are dropped without counting (a filter, not bad input). Chinese
     questions get a Chinese answer instruction. ``meta`` keeps ``answer_type``, ``content_type``,
     ``base_type``, ``location``, ``modality``, ``q_lang``, ``qid`` and ``img_id``.
-    `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1).
+    `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a
+    bar over each split's questions (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
     root = src / "Slake1.0" if (src / "Slake1.0").is_dir() else src
@@ -560,7 +563,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                 report.skip(path, "malformed JSON", f"{path}: expected a list of question objects")
                 continue
             records: list[dict] = []
-            for n, row in enumerate(rows):
+            for n, row in enumerate(progress_bar(rows, desc=f"{dataset} {split}", unit="question", progress=progress)):
                 where = f"{path.name} item {n}"
                 try:
                     if not isinstance(row, dict):
@@ -611,7 +614,7 @@ def _choices(row: dict) -> list[str]:
 
 def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", mode: str = "mc",
                     files: Sequence[str] | None = None, images_dir: str | Path | None = None,
-                    workers: int = 1) -> ConvertReport:
+                    workers: int = 1, progress: Progress = True) -> ConvertReport:
     """PMC-VQA -> multiple choice (``mode="mc"``, task ``mc``) or open-ended ``med_vqa`` (``mode="open"``).
 
     `src`: the folder with the CSVs (``Figure_path, Question, Answer, Choice A..D, Answer_label``; the choices
@@ -623,7 +626,8 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     holds the texts. A missing / invalid label (anything but one of ``A``-``D``: ``"AB"`` too) is recovered when
     ``Answer`` equals one option's text, else the row is skipped. ``open``: the answer is ``Answer`` (``meta["answer_type"]`` OPEN). ``meta`` keeps
     ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``. `workers`: processes decoding
-    the images (:mod:`domains.parallel`; output byte-identical to 1).
+    the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a bar over each file's rows
+    (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
     if mode not in ("mc", "open"):
@@ -671,7 +675,8 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                 report.skip(path, "malformed CSV", f"{path}: {exc}")
                 continue
             records: list[dict] = []
-            for n, (line, last, row) in enumerate(rows):
+            for n, (line, last, row) in enumerate(progress_bar(rows, desc=f"{dataset} {split}", unit="row",
+                                                               progress=progress)):
                 where = f"{path.name}:{line}"
                 try:
                     if last > line:
@@ -768,7 +773,8 @@ def _class_files(folder: Path, src: Path, report: ConvertReport) -> list[Path]:
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "classification",
                            test_fraction: float = 0.2, window: Any = None, frame: int | None = None,
                            salt: str = "", skip_burned_in: bool = False, redact_burned_in: bool = False,
-                           label_fn: Callable[[str], str] = class_label, workers: int = 1) -> ConvertReport:
+                           label_fn: Callable[[str], str] = class_label, workers: int = 1,
+                           progress: Progress = True) -> ConvertReport:
     """Folder-per-class images (PNG / JPEG / DICOM; class = folder) -> lettered multiple choice (task ``mc``).
 
     `src` holds one folder per class (files in sub-folders count for their class), or ``train/``, ``val/``,
@@ -788,6 +794,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
     render them with their text regions blacked out, the boxes in ``meta["redacted"]`` (module notes).
     `workers`: processes decoding / rendering the images (:mod:`domains.parallel`; output byte-identical to 1).
+    `progress`: a bar over the files (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
     if not src.is_dir():
@@ -837,7 +844,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     with Prefetch(workers, plan) as pf:
         if reader is not None:
             reader.pf = pf
-        for split, d, f, label in items:
+        for split, d, f, label in progress_bar(items, desc=dataset, unit="file", progress=progress):
             rel = f.relative_to(src).as_posix()
             split = split or split_of(rel, test_fraction)
             cls = safe_name(d.name)
@@ -951,7 +958,7 @@ def _qa_slices(item: dict, series: _Series) -> list[int]:
 def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa", window: Any = None,
                      salt: str = "", skip_burned_in: bool = False, redact_burned_in: bool = False,
                      default_split: str | None = None,
-                     qa_file: str = QA_FILE, workers: int = 1) -> ConvertReport:
+                     qa_file: str = QA_FILE, workers: int = 1, progress: Progress = True) -> ConvertReport:
     """DICOM series + ``qa.json`` (the layout in the module notes) -> ``med_vqa`` / ``grounding`` / ``mc`` records.
 
     `window`: used by questions whose ``window`` is null (a preset name, ``[center, width]``, or None = the
@@ -964,7 +971,8 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     answer instruction; ``mc`` -> task ``mc`` with lettered options; ``grounding`` -> task ``grounding``.
     ``meta`` holds ``question_id``, ``question_type``, ``patient`` (pseudonym), ``series`` (a salted hash),
     ``slices``, ``n_slices``, ``window``, ``modality`` and, for grounding, ``bbox`` (pixels) / ``grid_box``.
-    `workers`: processes rendering the slices (:mod:`domains.parallel`; output byte-identical to 1).
+    `workers`: processes rendering the slices (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a
+    bar over the questions (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
     qa_path = src / qa_file
@@ -1011,7 +1019,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
 
     with Prefetch(workers, plan) as pf:
         reader.pf = pf
-        for n, item in enumerate(items):
+        for n, item in enumerate(progress_bar(items, desc=dataset, unit="question", progress=progress)):
             where = f"{qa_file} item {n}"
             try:
                 if not isinstance(item, dict):

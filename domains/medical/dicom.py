@@ -62,10 +62,10 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
-from tqdm.auto import tqdm
 
 from domains.base import DomainError
 from domains.files import atomic_write
+from model.progress import Progress, progress_bar
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -782,18 +782,21 @@ def _candidate_files(source: str | os.PathLike | Iterable[str | os.PathLike]) ->
 
 
 def find_series(
-    folder: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None
+    folder: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None,
+    progress: Progress = True,
 ) -> list[DicomSeries]:
     """All image series under `folder` (recursively) or in a list of files, grouped by SeriesInstanceUID.
 
     Files that are not DICOM images (other files, DICOMDIR, SR, broken files) and repeated
     SOPInstanceUIDs are skipped; ``on_skip(path, reason, detail)`` hears about each (for example
-    ``ConvertReport.skip``). Series come in the order of their first file.
+    ``ConvertReport.skip``). Series come in the order of their first file. `progress`: a bar over the files when
+    there are 200 or more (:func:`model.progress.progress_bar`).
     """
     files = _candidate_files(folder)
     groups: dict[str, list[_Header]] = {}
     seen: set[str] = set()
-    for path in tqdm(files, desc="reading DICOM headers", unit="file", disable=len(files) < 200):
+    shown = progress if len(files) >= 200 else False
+    for path in progress_bar(files, desc="reading DICOM headers", unit="file", progress=shown):
         try:
             header = _header(path)
         except DicomError as err:

@@ -64,6 +64,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from domains.base import DomainError
+from model.progress import Progress, progress_bar
 
 __all__ = [
     "KINDS",
@@ -657,16 +658,14 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
 
 
 def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, n: int = 3, seed: int = 0,
-                 size: int = 64, n_slices: int = 12, progress: bool = True) -> dict[str, Path]:
+                 size: int = 64, n_slices: int = 12, progress: Progress = True) -> dict[str, Path]:
     """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``medical`` plugin's ``synthetic``. `progress`: a bar
-    over the data sets (on a terminal)."""
-    from tqdm.auto import tqdm
-
+    over the data sets (:func:`model.progress.progress_bar`)."""
     if isinstance(kinds, str):
         kinds = [k.strip() for k in kinds.split(",") if k.strip()]
     kinds = list(kinds or KINDS)
     written = {}
-    with tqdm(kinds, desc="synthetic medical", unit="set", disable=not progress) as bar:  # closed on errors too
+    with progress_bar(kinds, desc="synthetic medical", unit="set", progress=progress) as bar:  # closed on errors too
         for k in bar:
             written[k] = generate(k, Path(out_dir) / k, n=n, seed=seed, size=size, n_slices=n_slices)
     return written

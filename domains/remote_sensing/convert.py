@@ -54,6 +54,7 @@ from domains.files import (
 )
 from domains.parallel import Prefetch, check_workers
 from domains.remote_sensing import PIL_SUFFIXES
+from model.progress import Progress, progress_bar
 from model.tiling import ImageLoadError, upright_size
 
 __all__ = [
@@ -194,7 +195,7 @@ def _check_stretch(stretch: Any) -> None:
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
                            bands: Sequence[int | str] | None = None, stretch: Any = "auto",
                            test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
-                           resize: int | None = None, workers: int = 1) -> ConvertReport:
+                           resize: int | None = None, workers: int = 1, progress: Progress = True) -> ConvertReport:
     """Folder-per-class scene classification -> ``task: "classification"`` records.
 
     `src` holds one folder per class (wrapper folders are descended). Each image becomes a record whose
@@ -211,6 +212,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     ``None`` or percentiles. `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
     the relative path (stable across runs and machines). `resize`: longer image side of the output PNGs.
     `workers`: processes reading and encoding the images (:mod:`domains.parallel`; output byte-identical to 1).
+    `progress`: a bar over the images (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
     if dataset not in CLASSIFICATION_DATASETS:
@@ -247,21 +249,22 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
             for img in imgs:
                 yield (out / f"images/{dataset}/{safe_name(d.name)}/{stems[d][img.name]}.png", *step(img))
 
+    label_of = {d: label_fn(d.name) for d, _ in classes}
     with Prefetch(workers, plan) as pf:
-        for d, imgs in classes:
-            label = label_fn(d.name)
-            for img in imgs:
-                rel = img.relative_to(root).as_posix()
-                image = f"images/{dataset}/{safe_name(d.name)}/{stems[d][img.name]}.png"
-                try:
-                    size = _image_out(img, out / image, step(img), key, pf=pf)
-                except SkipInput as exc:
-                    report.skip(img, exc.reason, exc.detail)
-                    continue
-                rid = f"{dataset}/{safe_name(d.name)}/{stems[d][img.name]}"
-                splits[split_of(rel, test_fraction)].append(_record(
-                    rid, image, size, question, label, "classification", options=list(labels), label=label,
-                    meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
+        for d, img in progress_bar([(d, img) for d, imgs in classes for img in imgs], desc=dataset, unit="image",
+                                   progress=progress):
+            label = label_of[d]
+            rel = img.relative_to(root).as_posix()
+            image = f"images/{dataset}/{safe_name(d.name)}/{stems[d][img.name]}.png"
+            try:
+                size = _image_out(img, out / image, step(img), key, pf=pf)
+            except SkipInput as exc:
+                report.skip(img, exc.reason, exc.detail)
+                continue
+            rid = f"{dataset}/{safe_name(d.name)}/{stems[d][img.name]}"
+            splits[split_of(rel, test_fraction)].append(_record(
+                rid, image, size, question, label, "classification", options=list(labels), label=label,
+                meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
     return write_splits(report, out, dataset, splits)
 
 
@@ -411,7 +414,8 @@ class _ImageFolder:
 
 def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, images_dir: str | Path | None = None,
                   splits: Sequence[str] | None = None, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
-                  resize: int | None = None, resolution: str | None = None, workers: int = 1) -> ConvertReport:
+                  resize: int | None = None, resolution: str | None = None, workers: int = 1,
+                  progress: Progress = True) -> ConvertReport:
     """RSVQA (LR or HR) -> ``task: "rsvqa"`` VQA records, one per active question.
 
     Two layouts are read:
@@ -445,7 +449,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     :func:`normalize_rsvqa_answer`. ``meta`` keeps ``question_type`` (scored per type), ``img_id``,
     ``question_id``, ``split``, ``original_name`` (when the images file gives one) and, for count / area, the
     Mini-InternVL ``bucket``. `dataset`: output name (default ``rsvqa_lr`` / ``rsvqa_hr``). `workers`: processes
-    reading and encoding the tiles (:mod:`domains.parallel`; output byte-identical to 1).
+    reading and encoding the tiles (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a bar over
+    each split's questions (:func:`model.progress.progress_bar`).
 
     A run that writes nothing (wrong folder, no tile found) leaves earlier outputs alone and ``adapt convert``
     exits 1 with the skip table.
@@ -511,7 +516,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                 images_info = {str(i.get("id")): i for i in _load_json(ipath, "images", report) or [] if isinstance(i, dict)}
             by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
             records: list[dict] = []
-            for q in questions:
+            for q in progress_bar(questions, desc=f"{dataset} {split}", unit="question", progress=progress):
                 if isinstance(q, dict) and q.get("active") is False and set(q) <= {"id", "active"}:
                     continue  # another split's question: the public split files list every id, in order
                 where = f"{qpath.name} question {q.get('id') if isinstance(q, dict) else '?'}"
@@ -591,7 +596,7 @@ def _split_indices(src: Path, report: ConvertReport) -> dict[int, str] | None:
 def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsvg",
                       tasks: Sequence[str] = ("grounding", "region"), resize: int | None = None,
                       images_dir: str = "JPEGImages", annotations_dir: str = "Annotations",
-                      workers: int = 1) -> ConvertReport:
+                      workers: int = 1, progress: Progress = True) -> ConvertReport:
     """DIOR-RSVG -> grounding and region-perception records.
 
     Reads ``Annotations/*.xml`` (sorted by name) and ``JPEGImages/<filename>``; a ``<filename>`` that is
@@ -616,7 +621,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     unchanged and the pixel round trip stays within one pixel. `tasks`: ``grounding`` and / or ``region``.
     `dataset`: output name. `images_dir`: the images' folder under `src`. `annotations_dir`: the XML folder
     under `src`. `workers`: processes reading and encoding the images (:mod:`domains.parallel`; output
-    byte-identical to 1).
+    byte-identical to 1). `progress`: a bar over the annotation files (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
     unknown = set(tasks) - {"grounding", "region"}
@@ -645,7 +650,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
 
     with Prefetch(workers, plan) as pf:
         obj_index = -1
-        for xml in sorted(ann_dir.glob("*.xml")):
+        for xml in progress_bar(sorted(ann_dir.glob("*.xml")), desc=dataset, unit="file", progress=progress):
             try:
                 root = ET.parse(xml).getroot()
                 objects = root.findall("object")
@@ -954,7 +959,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                         min_valid: float = 0.05, stretch: Any = "auto", nodata: float | None = None,
                         band_names: Sequence[str] | None = None, stretch_scope: str = "scene",
                         dataset: str = SCENE_CHIPS_DATASET, min_inside: float = MIN_INSIDE,
-                        workers: int = 1) -> ConvertReport:
+                        workers: int = 1, progress: Progress = True) -> ConvertReport:
     """Cut large GeoTIFF scenes into georeferenced chips; with `boxes`, grounding records per chip.
 
     `src`: one GeoTIFF or a folder of them (``*.tif`` / ``*.tiff``, searched recursively, sorted). Each scene
@@ -1019,6 +1024,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     chips come from one windowed reader stream per scene (:func:`iter_scene_chips`), whose scene-wide stretch
     and nodata / valid-fraction checks (which report skips) are made while reading, so there is no per-chip
     step to hand to a worker without reading each window twice; chip encoding is the only part left to move.
+    `progress`: a bar over the scenes (:func:`model.progress.progress_bar`).
     """
     import numpy as np
 
@@ -1048,7 +1054,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     records: list[dict] = []
     rel_of = {scene: scene.name if src.is_file() else scene.relative_to(src).as_posix() for scene in scenes}
     tag_of = unique_stems(rel_of.values())  # north/tile.tif and north_tile.tif: two sets of chips
-    for scene in scenes:
+    for scene in progress_bar(scenes, desc=dataset, unit="scene", progress=progress):
         rel = rel_of[scene]
         tag = tag_of[rel]
         # -- objects of this scene, in scene pixels

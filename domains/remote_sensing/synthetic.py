@@ -52,6 +52,7 @@ from PIL import Image, ImageDraw
 
 from domains.base import DomainError
 from domains.general.world import render_scene
+from model.progress import Progress, progress_bar
 
 __all__ = [
     "DIOR_OBJECTS",
@@ -323,14 +324,13 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
 
 
 def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int = 4, seed: int = 0,
-                 size: int | None = None, progress: bool = True) -> dict[str, Path]:
+                 size: int | None = None, progress: Progress = True) -> dict[str, Path]:
     """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``remote_sensing`` plugin's ``synthetic``. `progress`:
-    a bar over the data sets (on a terminal)."""
-    from tqdm.auto import tqdm
-
+    a bar over the data sets (:func:`model.progress.progress_bar`)."""
     kinds = list(kinds or KINDS)
     written = {}
-    with tqdm(kinds, desc="synthetic remote sensing", unit="set", disable=not progress) as bar:  # closed on errors too
+    # a with block: the bar is closed on errors too
+    with progress_bar(kinds, desc="synthetic remote sensing", unit="set", progress=progress) as bar:
         for k in bar:
             written[k] = generate(k, Path(out_dir) / k, n=n, seed=seed, size=size)
     return written
