@@ -19,10 +19,14 @@ from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
 from model.errors import PocketAdaptError, install_hint
+from model.progress import LINES
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
 # adapt eval: the flag that lists the variants (export types) of each export runtime
 VARIANT_FLAGS = {"llamacpp": "gguf_type", "onnx": "onnx_type", "executorch": "executorch_type"}
+# --no-progress of eval, convert and synthesize
+NO_PROGRESS_HELP = ("no progress output (without it: a bar on a terminal, a plain line every tenth of the work "
+                    "when stderr is not a terminal)")
 
 
 class CliError(PocketAdaptError, ValueError):
@@ -41,8 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    if argv is None and hasattr(args, "no_progress") and not sys.stderr.isatty():
-        args.no_progress = True  # piped into a log: bars would be \r-joined frames; the verbs print lines instead
+    # eval / convert / synthesize / quickstart: --no-progress nothing, a bar on a terminal, plain lines in a log
+    # (where a bar's frames would be joined by \r)
+    piped = argv is None and hasattr(args, "no_progress") and not sys.stderr.isatty()
+    args.progress = False if getattr(args, "no_progress", False) else LINES if piped else True
+    if piped:
+        args.no_progress = True  # libraries' bars off; train / distill / export print their own lines
     if argv is None:
         _terminate_as_interrupt()
     try:  # the imports take seconds: Ctrl-C during them is an interrupt like any other, not a traceback
@@ -827,7 +835,7 @@ def _recipe_verbs(verbs) -> None:
     evaluate.add_argument("--executorch-type", action="append", choices=list(RUNTIMES["executorch"].variants),
                           default=[], help="executorch runtime: precision(s) to score (repeatable; default fp32); "
                                            "labels get -<type>")
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    evaluate.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     evaluate.set_defaults(handler=_eval, builds_model=True)
 
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
@@ -843,7 +851,10 @@ def _recipe_verbs(verbs) -> None:
                        help="start over even where that replaces an edited OUT/<template>.yaml, data folders under "
                             "OUT (raw/, data/...) an earlier quick start did not write, or an OUT/train folder holding "
                             "files adapt train did not write (refused without it)")
-    quick.add_argument("--no-progress", action="store_true")
+    quick.add_argument("--no-progress", action="store_true",
+                       help="no progress output from data generation and scoring (without it: a bar on a terminal, "
+                            "a plain line every tenth of the work when stderr is not a terminal); train prints its "
+                            "step lines")
     quick.set_defaults(handler=_quickstart, builds_model=True)
 
     validate = verbs.add_parser(
@@ -946,7 +957,7 @@ def _eval(args) -> int:
                   "overrides); scoring the base model only", file=sys.stderr)
     out = args.out or Path(recipe.output.dir) / "eval"
     _check_out_folder(out)  # before any scoring
-    progress = not args.no_progress
+    progress = args.progress
     variant_flags = {name: getattr(args, flag) for name, flag in VARIANT_FLAGS.items()}
     for name, given in variant_flags.items():
         if given and args.runtime != name:
@@ -980,12 +991,12 @@ def _quickstart(args) -> int:
 
         if args.overrides:
             raise CliError("--data-only writes data only; recipe overrides apply to a full quick start")
-        data = prepare_data(out, args.field, progress=not args.no_progress, force=args.force)
+        data = prepare_data(out, args.field, progress=args.progress, force=args.force)
         template = FIELDS[args.field][0]
         print(f"data in {data}\nnext: adapt init {template} {_q(out)} (if not done), then adapt train "
               f"{_q(out / f'{template}.yaml')}")
         return 0
-    quickstart(out, args.overrides, progress=not args.no_progress, field=args.field, force=args.force)
+    quickstart(out, args.overrides, progress=args.progress, field=args.field, force=args.force)
     return 0
 
 
@@ -1045,7 +1056,7 @@ def _domain_verbs(verbs) -> None:
     convert.add_argument("--force", action="store_true",
                          help="convert again even over split files edited since a conversion wrote them (refused "
                               "without it: the edits would be replaced)")
-    convert.add_argument("--no-progress", action="store_true", help="no progress bars")
+    convert.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     convert.set_defaults(handler=_convert)
 
     synth = verbs.add_parser("synthesize", help="write a domain's synthetic raw data (public layouts) for trying things out",
@@ -1056,7 +1067,7 @@ def _domain_verbs(verbs) -> None:
                        help="generator option (repeatable), e.g. seed=1; each domain's options: `adapt domains`")
     synth.add_argument("--force", action="store_true",
                        help="replace what the generator writes where --out already holds it (refused otherwise)")
-    synth.add_argument("--no-progress", action="store_true", help="no progress bars")
+    synth.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     synth.set_defaults(handler=_synthesize)
 
 
@@ -1193,7 +1204,7 @@ def _synthesize(args) -> int:
     _check_out_folder(args.out)
     out, existed = Path(args.out), Path(args.out).exists()
     try:
-        result = get_domain(args.domain).synthesize(args.out, show_progress=not args.no_progress, force=args.force,
+        result = get_domain(args.domain).synthesize(args.out, show_progress=args.progress, force=args.force,
                                                     **options)
     except BaseException:
         if not existed and out.is_dir() and not any(out.iterdir()):
@@ -1253,7 +1264,7 @@ def _convert(args) -> int:
             raise CliError(f"{', '.join(str(p) for p in edited)}: changed since a conversion wrote "
                            f"{'them' if len(edited) > 1 else 'it'}; converting again would replace the edits: move "
                            f"{'them' if len(edited) > 1 else 'it'} (or convert into another --out), or pass --force")
-    report = plugin.convert(args.dataset, args.src, args.out, show_progress=not args.no_progress, **options)
+    report = plugin.convert(args.dataset, args.src, args.out, show_progress=args.progress, **options)
     print(report.table())
     for split, path in sorted(report.outputs.items()):
         print(f"{split}: {path}")

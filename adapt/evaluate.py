@@ -31,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from model.progress import Progress, progress_bar
+
 from .data.samples import MALFORMED_CONVERSATION, NO_SCORER, UNDECODABLE_IMAGE, UNSCORABLE
 from .metrics import (
     aggregator,
@@ -115,7 +117,7 @@ def predict(
     records: Sequence[Any],
     max_new_tokens: int = 32,
     batch_size: int = 8,
-    progress: bool = True,
+    progress: Progress = True,
     desc: str = "evaluating",
     **generate_kwargs,
 ) -> Predictions:
@@ -125,11 +127,11 @@ def predict(
     records of similar length (`record.n_tokens`) to waste little padding; `record.max_tiles`
     caps a record's tiles as in training. Records whose images fail to load are skipped, counted in
     the result's ``skipped`` and named in a warning. Domain plugins' task scorers are registered first
-    (`adapt.domains_bridge.register_domain_metrics`). Shows a tqdm bar with ETA when `progress`.
+    (`adapt.domains_bridge.register_domain_metrics`). `progress`: a bar with ETA, ``"lines"`` or nothing
+    (:func:`model.progress.progress_bar`).
     `generate_kwargs` go to `generate` over the greedy defaults (e.g. ``min_new_tokens``).
     """
     import torch
-    from tqdm.auto import tqdm
 
     from model.chat import ConversationError
     from model.tiling import ImageLoadError, load_image
@@ -157,7 +159,7 @@ def predict(
     skipped: list[tuple[int, Skipped]] = []
     was_training = vlm.training
     vlm.eval()
-    bar = tqdm(total=len(records), desc=desc, unit="sample", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(records), desc=desc, unit="sample", progress=progress)
     try:
         for start in range(0, len(order), batch_size):
             encoded, meta = [], []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
+from model.progress import Progress
 from model.resources import templates_dir
 
 from .checkpointing import not_run_outputs
@@ -26,13 +27,13 @@ from .train import train
 RS_SAMPLES = 24  # per class / image in the synthetic remote-sensing sets
 
 
-def prepare_landcover(data: Path, progress: bool = True) -> None:
+def prepare_landcover(data: Path, progress: Progress = True) -> None:
     # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
     generate_general(data / "general", answer_style="label", progress=progress)
     generate_landcover(data / "landcover", answer_style="label", progress=progress)
 
 
-def prepare_remote_sensing(data: Path, progress: bool = True) -> None:
+def prepare_remote_sensing(data: Path, progress: Progress = True) -> None:
     """Synthetic GeoTIFF / RSVQA / DIOR-RSVG sets in their public layouts, converted by the plugin."""
     from domains.base import get_domain
 
@@ -43,7 +44,7 @@ def prepare_remote_sensing(data: Path, progress: bool = True) -> None:
     get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 
-def prepare_driving(data: Path, progress: bool = True) -> None:
+def prepare_driving(data: Path, progress: Progress = True) -> None:
     """Synthetic nuScenes (read through the devkit) and DriveLM QA, converted by the driving plugin."""
     from domains.base import get_domain
 
@@ -55,7 +56,7 @@ def prepare_driving(data: Path, progress: bool = True) -> None:
     get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 
-def prepare_medical(data: Path, progress: bool = True) -> None:
+def prepare_medical(data: Path, progress: Progress = True) -> None:
     """Synthetic DICOM CT series with questions, converted (de-identified) by the medical plugin."""
     from domains.base import get_domain
 
@@ -124,7 +125,7 @@ def _stamp_data(out_dir: Path, field: str) -> None:
                                       encoding="utf-8")
 
 
-def prepare_data(out_dir: Path, field: str = "landcover", progress: bool = True, force: bool = False) -> Path:
+def prepare_data(out_dir: Path, field: str = "landcover", progress: Progress = True, force: bool = False) -> Path:
     """Only the data of `field`'s quick start, in ``out_dir/data`` (where its recipe template, copied into
     `out_dir` by `adapt init`, looks for it); returns that folder. Without `force`, folders holding data an
     earlier quick start did not write are refused, not replaced."""
@@ -139,7 +140,7 @@ def prepare_data(out_dir: Path, field: str = "landcover", progress: bool = True,
     return data
 
 
-def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (), progress: bool = True,
+def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (), progress: Progress = True,
                field: str = "landcover", force: bool = False) -> dict:
     """`field`: "landcover" (the default story), or a domain plugin's synthetic raw data, converters and
     recipe template end to end: "remote_sensing", "driving", "medical".

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import model as model_core
 from model.errors import PocketAdaptError
+from model.progress import Progress
 
 from .data.samples import SkipLog
 from .evaluate import predict, save_predictions, summarize
@@ -17,7 +18,7 @@ class EvalError(PocketAdaptError):
     """A recipe that cannot be evaluated as asked (no eval sources)."""
 
 
-def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: bool = True,
+def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: Progress = True,
                    runtime: str = "pytorch", gguf_type: str | None = None, variant: str | None = None) -> dict:
     """Score one model on the recipe's `data.eval_sources`; returns its summary (see `adapt.evaluate.summarize`).
 
@@ -63,7 +64,7 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
     return summary
 
 
-def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: bool = True,
+def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: Progress = True,
                        desc: str = "evaluating") -> tuple[dict, list]:
     """Generate and score answers on `recipe.data.eval_sources` with `processor.tiling`; returns (summary, predictions).
 

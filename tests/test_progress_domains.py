@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +12,7 @@ import pytest
 from domains.base import ConvertReport, DomainError, DomainPlugin, get_domain, list_domains, option_names
 from model.progress import LINES
 
+ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = ("driving", "general", "medical", "remote_sensing")
 
 
@@ -66,3 +70,25 @@ def test_remote_sensing_converter_prints_lines_over_its_images(tmp_path, capfd):
     assert report.written > 0
     assert f"eurosat_ms: {report.written}/{report.written} image (100%)" in err
     assert "\r" not in err
+
+
+def _run_piped(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "adapt", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=300)
+
+
+def test_synthesize_into_a_log_prints_progress_lines(tmp_path):
+    run = _run_piped("synthesize", "general", "--out", str(tmp_path / "out"), "--option", "n_train=20",
+                     "--option", "n_test=10", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "synthetic general: 30/30 image (100%)" in run.stderr
+    assert "synthetic general: 3/30 image (10%)" in run.stderr
+    assert "\r" not in run.stderr
+
+
+def test_synthesize_no_progress_into_a_log_prints_none(tmp_path):
+    run = _run_piped("synthesize", "general", "--out", str(tmp_path / "out"), "--option", "n_train=20",
+                     "--option", "n_test=10", "--no-progress", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "synthetic general" not in run.stderr
