@@ -307,6 +307,21 @@ def test_clean_descriptors_option_is_off_by_default_and_cleans_when_on():
     assert [c.CodeValue for c in cleaned.DeidentificationMethodCodeSequence] == ["113100", "113105"]
 
 
+def test_clean_descriptors_cuts_dates_written_with_month_names():
+    ds = Dataset()
+    ds.PatientName, ds.PatientBirthDate, ds.StudyDate = "DOE^JANE", "19300212", "20230415"
+    ds.SeriesDescription = "Axial DOE JANE born 12 Feb 1930"
+    ds.ImageComments = "Scan 15 April 2023 for Jane"
+    ds.ProtocolName = "Chest Doe^Jane Apr 15 2023"
+    ds.StudyDescription = "CT February 12th, 1930 / 3rd of March, 1999 / 15-APR-23 / Sept. 2021 5mm"
+    cleaned = deidentify(ds, clean_descriptors=True)
+    assert cleaned.SeriesDescription == "Axial born"
+    assert cleaned.ImageComments == "Scan for"
+    assert cleaned.ProtocolName == "Chest"
+    assert cleaned.StudyDescription == "CT 5mm"  # any month-name date, the file's or not
+    assert find_phi(cleaned, ["Feb", "Apr", "1930", "2023", "1999", "2021"], rules=False) == []
+
+
 def test_retain_safe_private_option_keeps_numbers_only():
     ds = Dataset()
     ds.PatientName = "DOE^JOHN"

@@ -36,8 +36,9 @@ Options (all off by default: off means removal, as the basic profile says):
 * `clean_descriptors` -- the Clean Descriptors Option (DCM 113105): attributes marked ``C`` in its column
   (StudyDescription, SeriesDescription, ProtocolName, ContrastBolusAgent, comments, ...) are kept but
   cleaned: every value of the dataset's identifying attributes (names and their parts, IDs, dates in
-  common spellings, addresses, AE titles, ...), every string in `known_phi`, any date-like text and any
-  run of 5+ digits is cut out. What is left is kept; an attribute left empty gets its basic action. This
+  common spellings, addresses, AE titles, ...), every string in `known_phi`, any date-like text (numeric,
+  or with a month name: ``12 Feb 1930``, ``April 15th, 2023``, ``15-APR-23``) and any run of 5+ digits is
+  cut out. What is left is kept; an attribute left empty gets its basic action. This
   is best effort: a name that appears nowhere else in the file cannot be recognised;
 * `retain_safe_private` -- the Retain Safe Private Option (DCM 113111), after the approach of PS3.15
   E.3.10 note 2: private attributes are kept only when numeric (US, SS, UL, SL, FL, FD, UV, SV, or IS / DS
@@ -263,6 +264,17 @@ def _code_meanings(scheme: str, value: str) -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------------------------- clean option
 _DATE_LIKE = re.compile(r"(?<!\w)(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?!\w)")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+# dates with a month name: "12 Feb 1930", "12th of February, 1930", "12-FEB-30", "Feb. 12th, 1930", "April 2023"
+_MONTH = r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?" \
+         r"|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?"
+_DAY = r"[0-3]?\d(?:st|nd|rd|th)?"
+_YEAR = r"(?:\d{4}|'?\d{2})"
+_SEP = r"(?:\s*[-/.,]\s*|\s+)"
+_MONTH_DATE = re.compile(
+    rf"(?<![0-9A-Za-z])(?:{_DAY}(?:{_SEP}(?:of\s+)?|(?=[A-Za-z])){_MONTH}(?:{_SEP}|(?=\d)){_YEAR}"
+    rf"|{_MONTH}{_SEP}{_DAY}{_SEP}{_YEAR}|{_MONTH}{_SEP}\d{{4}})(?![0-9A-Za-z])", re.IGNORECASE)
 _LONG_NUMBER = re.compile(r"\d{5,}")
 
 
@@ -277,7 +289,7 @@ class _Cleaner:
     def __call__(self, text: str) -> str:
         if self.pattern is not None:
             text = self.pattern.sub(" ", text)
-        text = _LONG_NUMBER.sub(" ", _DATE_LIKE.sub(" ", text))
+        text = _LONG_NUMBER.sub(" ", _DATE_LIKE.sub(" ", _MONTH_DATE.sub(" ", text)))
         words = [w for w in text.split() if any(c.isalnum() for c in w)]  # what cutting left of "Doe, 1945"
         return " ".join(words).strip(" -_,;:/.^")
 
@@ -290,6 +302,10 @@ def _spellings(vr: str, value: str) -> list[str]:
     if vr in ("DA", "DT") and re.fullmatch(r"\d{8}.*", value):
         y, m, d = value[:4], value[4:6], value[6:8]
         out += [f"{y}-{m}-{d}", f"{y}/{m}/{d}", f"{d}/{m}/{y}", f"{m}/{d}/{y}", f"{d}.{m}.{y}", f"{d}-{m}-{y}"]
+        if 1 <= int(m) <= 12 and int(d) >= 1:  # month names: "12 Feb 1930", "February 12, 1930" (other forms: _MONTH_DATE)
+            names = (_MONTHS[int(m) - 1], _MONTHS[int(m) - 1][:3])
+            out += [form for name in names for day in dict.fromkeys((d, d.lstrip("0")))
+                    for form in (f"{day} {name} {y}", f"{name} {day} {y}", f"{name} {day}, {y}")]
     return out
 
 
