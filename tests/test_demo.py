@@ -809,6 +809,18 @@ def test_a_single_cut_dicom_is_said_in_plain_words(medical, tmp_path, gradio_cac
                    "again"), msg
 
 
+def test_medical_redact_help_says_what_the_masks_black_out(medical):
+    from pydicom.dataset import Dataset
+
+    from domains.medical.redact import redaction_regions
+
+    us, ct = Dataset(), Dataset()
+    us.Modality, ct.Modality = "US", "CT"
+    assert redaction_regions(us, 1000, 1000) == (((0, 0, 1000, 120),), "mask US")  # the top 12 % only
+    assert redaction_regions(ct, 1000, 1000) == (((0, 0, 1000, 100), (0, 900, 1000, 1000)), "mask *")
+    assert "ultrasound: the top 12 %; other modalities: the top 10 % and the bottom 10 %" in medical.REDACT_HELP
+
+
 def test_medical_multiframe_file_has_a_frame_picker(medical, tmp_path):
     study = medical.load_study([write_ct(tmp_path / "cine.dcm", frames=5)], max_bytes=MB)
     try:

@@ -56,9 +56,29 @@ MAX_ZIP_FILES = 4000
 ZIP_EXPANSION = 4  # a zip may unpack to at most this many times the upload limit
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 _PHI_SHOWN = 4  # keywords listed per kind in the identifying-attributes warning
+_MASK_NAMES = {"US": "ultrasound", "*": "other modalities"}
+
+
+def _box_words(box: tuple[float, float, float, float]) -> str:
+    """A REDACTION_MASKS box (fractions of width and height) in words: "the top 12 %"."""
+    x1, y1, x2, y2 = box
+    if (x1, x2) == (0.0, 1.0) and y1 == 0.0:
+        return f"the top {y2 * 100:g} %"
+    if (x1, x2) == (0.0, 1.0) and y2 == 1.0:
+        return f"the bottom {(1 - y1) * 100:g} %"
+    return f"{x1 * 100:g}-{x2 * 100:g} % across by {y1 * 100:g}-{y2 * 100:g} % down"
+
+
+def _mask_words() -> str:
+    """redact.REDACTION_MASKS in words, from the table itself so the help cannot drift from what is blacked out."""
+    order = sorted(redact.REDACTION_MASKS, key=lambda modality: modality == "*")  # "other modalities" last
+    return "; ".join(f"{_MASK_NAMES.get(modality, modality)}: "
+                     + " and ".join(_box_words(box) for box in redact.REDACTION_MASKS[modality]) for modality in order)
+
+
 REDACT_HELP = ("Off by default. For files flagged BurnedInAnnotation = YES: blacks out where scanners print patient "
-               "details (ultrasound: all outside the image regions the file declares; otherwise bands at the top "
-               "and bottom) in the image shown and the one sent to the model. A heuristic: check the image.")
+               "details (a file that declares ultrasound image regions: all outside them; otherwise "
+               f"{_mask_words()}) in the image shown and the one sent to the model. A heuristic: check the image.")
 UPLOAD_HELP = ("Upload one DICOM file (single or multi-frame), the files of one series (several .dcm at once, or a "
                ".zip of them), or one PNG / JPEG. Only de-identified header fields are shown; files are renamed "
                "\"upload 1\" at once and removed when you leave or the demo stops.")
