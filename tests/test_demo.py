@@ -821,6 +821,23 @@ def test_medical_redact_help_says_what_the_masks_black_out(medical):
     assert "ultrasound: the top 12 %; other modalities: the top 10 % and the bottom 10 %" in medical.REDACT_HELP
 
 
+def test_medical_warns_about_recognizable_visual_features(medical):
+    from pydicom.dataset import Dataset
+
+    def slice_(flag: str | None) -> Dataset:
+        ds = Dataset()
+        ds.Modality, ds.BurnedInAnnotation = "CT", "NO"
+        if flag is not None:
+            ds.RecognizableVisualFeatures = flag
+        return ds
+
+    text = " ".join(medical._warnings([slice_("YES")]))
+    assert "this file declares that the image shows the patient's face" in text
+    assert "RecognizableVisualFeatures = YES" in text and "does not remove it" in text
+    assert "2 of 3 slices declare" in " ".join(medical._warnings([slice_("YES"), slice_("NO"), slice_("yes")]))
+    assert not any("Recognis" in w for w in medical._warnings([slice_("NO"), slice_(None)]))
+
+
 def test_medical_multiframe_file_has_a_frame_picker(medical, tmp_path):
     study = medical.load_study([write_ct(tmp_path / "cine.dcm", frames=5)], max_bytes=MB)
     try:

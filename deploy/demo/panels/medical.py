@@ -2,8 +2,8 @@
 
 Only de-identified information reaches the page: the header table is :func:`domains.medical.deid.safe_header`
 (an allow-list), uploads are shown as "upload 1", and identifying attributes are reported by keyword only.
-Burned-in annotations (text in the pixels) are warned about. The handlers below are plain functions, so the
-logic is tested without a browser; :func:`build` wires them to Gradio.
+Burned-in annotations (text in the pixels) and declared recognisable features (a face) are warned about. The
+handlers below are plain functions, so the logic is tested without a browser; :func:`build` wires them to Gradio.
 """
 
 from __future__ import annotations
@@ -298,6 +298,12 @@ def _warnings(datasets: Sequence[Any]) -> list[str]:
     elif deid.burned_in_risk(datasets[0]):
         out.append(f"{_modality(datasets[0])} images often carry burned-in text (names, dates) and this file does "
                    "not say whether it has any: check the pixels.")
+    faces = sum(str(ds.get("RecognizableVisualFeatures") or "").strip().upper() == "YES" for ds in datasets)
+    if faces:
+        where = "this file declares" if len(datasets) == 1 else f"{faces} of {len(datasets)} slices declare"
+        out.append(f"Recognisable features: {where} that the image shows the patient's face or another feature that "
+                   "could identify them (RecognizableVisualFeatures = YES). It is shown here and sent to the model; "
+                   "\"Black out burned-in text\" does not remove it.")
     phi = phi_warning(deid.find_phi(datasets[0]))
     if phi:
         out.append(phi)
