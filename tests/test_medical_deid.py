@@ -223,6 +223,49 @@ def test_geometry_and_pixels_kept(two_slices):
     assert clean.AnatomicRegionSequence[0].get("ContentCreatorName") == "ANONYMIZED"  # Z/D -> a dummy
 
 
+def _embedded_overlay(signed: bool = False, syntax: str = ExplicitVRLittleEndian) -> tuple[Dataset, np.ndarray]:
+    """A 16-bit slice, BitsStored 12, with overlay 6000 embedded in bit 15 (OverlayBitPosition 15); its values."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID = CTImageStorage, syntax
+    ds = pydicom.FileDataset("emb.dcm", Dataset(), file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.Modality, ds.Rows, ds.Columns = CTImageStorage, "CT", 8, 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, int(signed)
+    stored = np.arange(64, dtype=np.int16).reshape(8, 8) * 60 - (2000 if signed else 0)  # 12-bit values
+    raw = stored.view(np.uint16) & (0xFFFF if signed else 0x0FFF)
+    raw[6:8, 1:7] |= 0x8000  # the overlay's "text", on positive values
+    ds.PixelData = raw.tobytes()
+    for element, vr, value in ((0x10, "US", 8), (0x11, "US", 8), (0x40, "CS", "G"), (0x50, "SS", [1, 1]),
+                               (0x100, "US", 1), (0x102, "US", 15)):
+        ds.add_new(0x60000000 | element, vr, value)
+    return ds, stored
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_embedded_overlay_bits_are_cleared_with_the_overlay(signed):
+    ds, stored = _embedded_overlay(signed)
+    clean = deidentify(ds)
+    assert [tag for tag in clean.keys() if tag.group == 0x6000] == []
+    raw = np.frombuffer(clean.PixelData, np.uint16).reshape(8, 8)
+    if signed:  # above HighBit: the sign, extended, never the overlay
+        assert np.array_equal(raw.view(np.int16), stored)
+    else:
+        assert not (raw & 0xF000).any() and np.array_equal(raw, stored)
+    assert np.array_equal(clean.pixel_array, stored)
+    assert np.frombuffer(ds.PixelData, np.uint16).reshape(8, 8)[6, 1] & 0x8000  # the input is not modified
+
+
+def test_embedded_overlay_in_compressed_pixel_data_is_warned_about():
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    ds, _ = _embedded_overlay(syntax=RLELossless)
+    ds.PixelData = encapsulate([b"\x00" * 16])
+    with pytest.warns(UserWarning, match="embedded overlay bits above HighBit 11 stay in the compressed PixelData"):
+        clean = deidentify(ds)
+    assert clean.PixelData == ds.PixelData and [tag for tag in clean.keys() if tag.group == 0x6000] == []
+
+
 def test_burned_in_annotation_reported(two_slices):
     study, series, frame = "1.2.3", "1.2.3.4", "1.2.3.5"
     flagged = deidentify(read_dicom(two_slices[0]))

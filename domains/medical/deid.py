@@ -26,9 +26,13 @@ Beyond the table (safe by default; the profile itself keeps every attribute it d
   transfer syntax or a UID registered in the standard) becomes ``2.25.<int>`` from a salted HMAC of the
   original, so slices of one series still share study / series / frame of reference and references
   between instances still resolve;
-* **overlays and curves** (groups 50xx / 60xx) are removed whole; the file **preamble** is zeroed; the
-  file meta's PrivateInformation and text elements (AE titles) are removed, and its implementation class
-  UID / version name are pydicom's, the writer of the de-identified file;
+* **overlays and curves** (groups 50xx / 60xx) are removed whole, an overlay embedded in the pixel data
+  with them: when an overlay group goes, the PixelData bits outside BitsStored (where OverlayBitPosition
+  points) are cleared -- pixel values stay -- for uncompressed pixel data; compressed (encapsulated) pixel
+  data cannot be changed without decoding, so a warning says its embedded overlay bits stay;
+* the file **preamble** is zeroed; the file meta's PrivateInformation and text elements (AE titles) are
+  removed, and its implementation class UID / version name are pydicom's, the writer of the de-identified
+  file;
 * **private tags** are removed (see `retain_safe_private`).
 
 Options (all off by default: off means removal, as the basic profile says):
@@ -52,7 +56,7 @@ Options (all off by default: off means removal, as the basic profile says):
 
 PatientIdentityRemoved is set to ``YES``, DeidentificationMethod and its code sequence (DCM 113100 plus
 the options used) describe what was done, LongitudinalTemporalInformationModified is ``REMOVED``, and the
-BurnedInAnnotation flag is kept as it was -- pixels are not touched here (see
+BurnedInAnnotation flag is kept as it was -- pixel values are not touched here (see
 :mod:`domains.medical.redact`), so callers must surface :func:`burned_in_annotation`. Use a secret
 `salt` per project: without it, anyone holding an original UID or patient ID can recompute its
 replacement.
@@ -67,11 +71,13 @@ import copy
 import hashlib
 import hmac
 import re
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+import numpy as np
 from pydicom import __version_info__ as _pydicom_version
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
@@ -230,8 +236,12 @@ def _keep_uid(keyword: str, value: str) -> bool:
     return keyword.endswith("ClassUID") or keyword in _KEEP_UID_KEYWORDS or value in UID_dictionary
 
 
+def _is_overlay(tag: BaseTag) -> bool:
+    return tag.group % 2 == 0 and 0x6000 <= tag.group <= 0x60FF
+
+
 def _is_overlay_or_curve(tag: BaseTag) -> bool:
-    return tag.group % 2 == 0 and (0x5000 <= tag.group <= 0x50FF or 0x6000 <= tag.group <= 0x60FF)
+    return _is_overlay(tag) or (tag.group % 2 == 0 and 0x5000 <= tag.group <= 0x50FF)
 
 
 @cache
@@ -366,6 +376,7 @@ def _name(tag: BaseTag) -> str:
 def _scrub(ds: Dataset, ctx: _Ctx) -> None:
     _private(ds, ctx)
     handled = _code_item(ds, ctx)
+    overlays = [tag for tag in ds.keys() if _is_overlay(tag)]
     for tag in list(ds.keys()):
         if tag.is_private or tag in handled:
             continue
@@ -378,6 +389,43 @@ def _scrub(ds: Dataset, ctx: _Ctx) -> None:
             ctx.found.add(name)
             if ctx.apply and tag in ds:
                 del ds[tag]
+    if ctx.apply and any(tag not in ds for tag in overlays) and "PixelData" in ds and "PixelData" not in ctx.keep:
+        _clear_overlay_bits(ds)
+
+
+def _clear_overlay_bits(ds: Dataset) -> None:
+    """Zero the PixelData bits outside BitsStored (below the low bit, above HighBit), where embedded overlays live.
+
+    Signed pixels are sign-extended above HighBit instead, so pixel values do not change. Encapsulated
+    (compressed) pixel data cannot be changed without decoding: a warning says its embedded overlays stay.
+    """
+    try:
+        allocated, stored = int(ds.BitsAllocated), int(ds.BitsStored)
+        high = int(ds.get("HighBit", stored - 1))
+        signed = int(ds.get("PixelRepresentation") or 0) == 1
+    except (AttributeError, TypeError, ValueError):
+        return
+    low = high - stored + 1
+    if allocated not in (8, 16, 32) or stored >= allocated or low < 0 or high >= allocated:
+        return
+    meta = getattr(ds, "file_meta", None)
+    syntax = UID(str(meta.get("TransferSyntaxUID") or "")) if meta is not None else UID("")
+    raw = _value(ds, Tag("PixelData"))
+    if not isinstance(raw, (bytes, bytearray)):
+        return
+    if (syntax and syntax.is_encapsulated) or bytes(raw[:4]) == b"\xfe\xff\x00\xe0":
+        warnings.warn(f"deidentify: embedded overlay bits above HighBit {high} stay in the compressed PixelData "
+                      f"({syntax.name or 'encapsulated'}): they cannot be cleared without decoding", stacklevel=4)
+        return
+    dtype = np.dtype(f"u{allocated // 8}").newbyteorder("<" if not syntax or syntax.is_little_endian else ">")
+    size = len(raw) // dtype.itemsize * dtype.itemsize
+    pixels = np.frombuffer(raw, dtype=dtype, count=size // dtype.itemsize).copy()
+    cleared = pixels & np.array(((1 << stored) - 1) << low, dtype=dtype)
+    if signed and high < allocated - 1:
+        above = np.array(((1 << allocated) - 1) ^ ((1 << (high + 1)) - 1), dtype=dtype)
+        cleared = np.where((cleared >> high) & 1 == 1, cleared | above, cleared)
+    if not np.array_equal(cleared, pixels):
+        ds[Tag("PixelData")].value = cleared.astype(dtype, copy=False).tobytes() + bytes(raw[size:])
 
 
 def _element(ds: Dataset, tag: BaseTag, name: str, ctx: _Ctx) -> None:
