@@ -24,6 +24,15 @@ pytest_plugins = ["pytester", "tests.skip_policy"]
 TILE = 56  # 56 px tiles, 14 px patches: a 4x4 grid, 4 tokens per tile after pixel shuffle
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_config_home(tmp_path_factory):
+    """XDG_CONFIG_HOME in a temporary folder for the whole run (subprocesses inherit it): the medical converters'
+    de-identification key (domains.medical.convert.machine_key) is never written into the real home."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config-home")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     return AutoTokenizer.from_pretrained(str(assets_dir() / "pocket-tiny"))

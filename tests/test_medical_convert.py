@@ -593,3 +593,38 @@ def test_classification_refuses_symlinks_out_of_the_source(tmp_path):
     report = convert_classification(src, tmp_path / "out", test_fraction=0)
     assert report.skipped == {"path escapes data root": 1}, report.table()
     assert len(all_records(report)) == 2
+
+
+# --------------------------------------------------------------------------------------------- de-identification key
+def test_default_pseudonyms_are_keyed_by_a_private_machine_key(raw, tmp_path, monkeypatch):
+    """Without a salt, pseudonyms were HMAC('', PatientID) and series keys SHA-1(SeriesInstanceUID): anyone could
+    recompute them from a guessed MRN. They are keyed by this machine's key now (made once, mode 0600, outside
+    --out, named in the report but never printed); re-runs give the same bytes; --option salt still wins."""
+    from domains.base import DomainError
+    from domains.medical import deid
+    from domains.medical.convert import deid_key_path
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    first = convert_dicom_qa(raw / "dicom_qa", tmp_path / "a")
+    key_file = tmp_path / "cfg" / "pocket-adapt" / "deid-key"
+    assert deid_key_path() == key_file and key_file.stat().st_mode & 0o777 == 0o600
+    key = key_file.read_text().strip()
+    ds = pydicom.dcmread(sorted((raw / "dicom_qa" / "series" / "case01").glob("*.dcm"))[0])
+    recs = all_records(first)
+    patients = {r["meta"]["patient"] for r in recs}
+    assert deid.pseudonym(ds, salt="") not in patients and deid.pseudonym(ds, salt=key) in patients
+    unkeyed = hashlib.sha1(f"\x1f{ds.SeriesInstanceUID}".encode()).hexdigest()[:10]
+    assert unkeyed not in {r["meta"]["series"] for r in recs}
+    assert str(key_file) in first.table() and key not in first.table()
+    for p in (tmp_path / "a").rglob("*"):
+        assert key not in p.name and (p.is_dir() or key.encode() not in p.read_bytes())
+    convert_dicom_qa(raw / "dicom_qa", tmp_path / "b")  # a re-run: same key, same bytes
+    assert key_file.read_text().strip() == key
+    for name in ("dicom_qa_train.jsonl", "dicom_qa_test.jsonl"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    shared = convert_dicom_qa(raw / "dicom_qa", tmp_path / "c", salt="project secret")
+    assert deid.pseudonym(ds, salt="project secret") in {r["meta"]["patient"] for r in all_records(shared)}
+    assert "salt given" in shared.table() and str(key_file) not in shared.table()
+    key_file.write_text("not a key\n")
+    with pytest.raises(DomainError, match="deid-key: not a pocket-adapt de-identification key"):
+        convert_dicom_qa(raw / "dicom_qa", tmp_path / "d")

@@ -21,9 +21,12 @@ path, or a list of paths for multi-slice samples), ``width`` / ``height`` (of th
 (after a full decode check); DICOM slices are rendered to 8-bit PNG through :mod:`domains.medical.dicom`.
 
 **No patient data in the output.** DICOM-derived records and file names carry only
-``deid.pseudonym(ds, salt=...)`` ids and salted hashes of UIDs and paths -- never the source PatientName /
-PatientID, dates, institution, UIDs or file names -- and the images are rendered pixels only (PNG without
-text chunks). A file with ``BurnedInAnnotation`` "YES" (text may be burned into the pixels) is, by the DICOM
+``deid.pseudonym(ds, salt=...)`` ids and keyed hashes (HMAC-SHA256) of UIDs and paths -- never the source
+PatientName / PatientID, dates, institution, UIDs or file names -- and the images are rendered pixels only (PNG
+without text chunks). The key is the ``salt`` option when given (the same salt gives the same pseudonyms on any
+machine), else this machine's key (:func:`machine_key`: made once, kept outside the output in
+``$XDG_CONFIG_HOME/pocket-adapt/deid-key``, mode 0600): re-runs here give the same pseudonyms, while nobody
+without the key can recompute one from a guessed patient ID. The report names the key file, never the key. A file with ``BurnedInAnnotation`` "YES" (text may be burned into the pixels) is, by the DICOM
 converters' options: kept as it is and counted in the report as a warning (``report.warnings["burned-in
 annotation"]``, the default); skipped (``skip_burned_in=True``); or rendered with the text regions blacked out
 (``redact_burned_in=True``: :func:`domains.medical.redact.redact_burned_in` -- the file's ultrasound regions, else
@@ -74,9 +77,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import hmac
 import io
 import json
+import os
 import re
+import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -133,15 +139,62 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 
 
 # --------------------------------------------------------------------------------------------- helpers
+DEID_KEY_FILE = "deid-key"
+DEID_KEY_INPUT = "de-identification key"  # its row in the report (the path, never the key)
 
 
+def deid_key_path() -> Path:
+    """Where this machine's de-identification key lives: ``$XDG_CONFIG_HOME/pocket-adapt/deid-key``
+    (``~/.config/pocket-adapt/deid-key`` when XDG_CONFIG_HOME is unset or relative)."""
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "pocket-adapt" / DEID_KEY_FILE
 
 
+def machine_key() -> tuple[str, Path]:
+    """(this machine's de-identification key, its file): 64 hex digits made once by :func:`secrets.token_hex`
+    and kept in :func:`deid_key_path` (mode 0600), so re-runs on this machine give the same pseudonyms and
+    splits while nobody without the file can recompute a pseudonym from a guessed patient ID. Raises
+    :class:`DomainError` naming the file when it cannot be read or made."""
+    path = deid_key_path()
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as f:
+                    f.write(secrets.token_hex(32) + "\n")
+                try:
+                    os.link(tmp, path)  # appears whole, and never replaces a key another run made meanwhile
+                except FileExistsError:
+                    pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        key = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DomainError(f"{path}: cannot read or create the de-identification key "
+                          f"({type(exc).__name__}: {exc}); pass --option salt=... instead") from None
+    if not re.fullmatch(r"[0-9a-f]{64}", key):
+        raise DomainError(f"{path}: not a pocket-adapt de-identification key (64 hex digits); restore it from a "
+                          "backup, or move it away to make a new one (pseudonyms then change)")
+    return key, path
 
 
+def _secret(salt: str, report: ConvertReport) -> str:
+    """The key of a run's pseudonyms and hashes: `salt` when given, else :func:`machine_key`; the report names
+    which (the key file's path, never the key)."""
+    if salt:
+        report.inputs[DEID_KEY_INPUT] = "the --option salt given"
+        return salt
+    key, path = machine_key()
+    report.inputs[DEID_KEY_INPUT] = f"{path} (this machine's; --option salt=... gives pseudonyms shared across machines)"
+    return key
 
-def _hash(*parts: Any, n: int = 10) -> str:
-    return hashlib.sha1("\x1f".join(map(str, parts)).encode("utf-8")).hexdigest()[:n]
+
+def _hash(key: str, *parts: Any, n: int = 10) -> str:
+    """A keyed digest (HMAC-SHA256) of `parts`: without `key` nobody can match it to a guessed UID or path."""
+    return hmac.new(key.encode("utf-8"), "\x1f".join(map(str, parts)).encode("utf-8"), hashlib.sha256).hexdigest()[:n]
 
 
 def slice_prompt(labels: Sequence[str] | None) -> str:
@@ -789,8 +842,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     DICOM files (``.dcm``, ``.dicom``, or any other name but an image suffix whose first bytes say DICOM: files
     without a suffix, files named by their SOPInstanceUID) are rendered with `window`
     (preset name, ``[center, width]``, or None = the file's own) at `frame` (None = the middle frame of a
-    multi-frame file); their ids and image names are ``deid.pseudonym`` + a hash of the path, and their
-    ``meta`` holds no source path. JPEG / PNG files are copied. DICOM files whose ``BurnedInAnnotation`` is YES
+    multi-frame file); their ids and image names are ``deid.pseudonym`` + a keyed hash of the path, and their
+    ``meta`` holds no source path. `salt`: the secret key of pseudonyms and hashes ('' = this machine's key,
+    module notes). JPEG / PNG files are copied. DICOM files whose ``BurnedInAnnotation`` is YES
     are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
     render them with their text regions blacked out, the boxes in ``meta["redacted"]`` (module notes).
     `workers`: processes decoding / rendering the images (:mod:`domains.parallel`; output byte-identical to 1).
@@ -818,6 +872,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     if len(labels) < 2:
         raise DomainError(f"{src}: found {len(labels)} class folder(s) with images; need at least 2")
     question = mc_question(CLASSIFICATION_QUESTION, labels)
+    salt = _secret(salt, report)
     reader: _Dicom | None = None
     win_value, win_tag = None, "file"
     if any(is_dicom_file(f) for _, _, f, _ in items):
@@ -962,8 +1017,8 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     """DICOM series + ``qa.json`` (the layout in the module notes) -> ``med_vqa`` / ``grounding`` / ``mc`` records.
 
     `window`: used by questions whose ``window`` is null (a preset name, ``[center, width]``, or None = the
-    file's own VOI). `salt`: mixed into pseudonyms and hashes (keep it secret to stop re-identification by
-    hashing known ids). `skip_burned_in`: drop slices whose ``BurnedInAnnotation`` is YES instead of keeping
+    file's own VOI). `salt`: the secret key of pseudonyms and hashes ('' = this machine's key, module notes;
+    keep a salt secret: whoever has it can recompute a pseudonym from a guessed patient ID). `skip_burned_in`: drop slices whose ``BurnedInAnnotation`` is YES instead of keeping
     them with a warning. `redact_burned_in`: render such slices with their text regions blacked out instead, the
     boxes in ``meta["redacted"]`` (module notes). `default_split`: the split of questions without one (else they are skipped).
 
@@ -988,6 +1043,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     if not isinstance(items, list):
         report.skip(qa_path, "malformed JSON", f"{qa_path}: expected {{'questions': [...]}} or a list")
         return report
+    salt = _secret(salt, report)
     reader = _Dicom(report, out, dataset, salt, skip_burned_in, redact_burned_in)
     _window_option(reader, window)  # a bad option fails here, not once per question
     default_window = window

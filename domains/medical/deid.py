@@ -174,10 +174,13 @@ def new_uid(uid: str, *, salt: str = "") -> str:
 
 
 def pseudonym(ds: Dataset, *, salt: str = "") -> str:
-    """A stable, non-reversible patient pseudonym such as ``"anon-3f9c2a1b07de"`` (12 hex digits).
+    """A stable patient pseudonym such as ``"anon-3f9c2a1b07de"`` (12 hex digits of an HMAC-SHA256 keyed by `salt`).
 
     Derived from IssuerOfPatientID + PatientID, else PatientName + PatientBirthDate, else the
-    StudyInstanceUID; call it on the *original* dataset. A dataset that :func:`deidentify` already
+    StudyInstanceUID; call it on the *original* dataset. It is non-reversible only with a secret `salt`:
+    with the default ``""`` anyone can recompute it from a guessed ID (a million MRNs take seconds), so pass
+    a secret (the converters pass ``--option salt`` or this machine's key,
+    :func:`domains.medical.convert.machine_key`). A dataset that :func:`deidentify` already
     processed keeps its pseudonym.
     """
     current = str(ds.get("PatientID") or "").strip()
