@@ -558,9 +558,52 @@ def test_classification_never_writes_two_sources_to_one_image(tmp_path):
     recs = all_records(convert_classification(src, out))
     assert len(recs) == 6
     assert len({r["image"] for r in recs}) == len({r["id"] for r in recs}) == 6, [r["image"] for r in recs]
+    found = []
     for r in recs:
         pixel = Image.open(out / r["image"]).convert("L").getpixel((8, 8))
-        assert abs(pixel - shades[r["meta"]["source"]]) <= 3, (r["image"], pixel)
+        found += [name for name, shade in shades.items()
+                  if abs(pixel - shade) <= 3 and name.split("/")[1] == r["meta"]["class_dir"]]
+    assert sorted(found) == sorted(shades)  # every source once, in its own class
+
+
+def test_classification_images_lose_their_metadata_and_names(tmp_path):
+    """A hospital's PNG / JPEG were copied byte for byte: the PNG's tEXt (PatientName, MRN) and the JPEG's EXIF
+    ImageDescription went into the output, and file names into ids, image names and meta["source"]. They are
+    re-saved from the decoded pixels (upright per EXIF orientation, lossless) without metadata, under keyed
+    hashes of their paths."""
+    from PIL import PngImagePlugin
+
+    from model.tiling import load_image
+
+    src = tmp_path / "src"
+    pixels = Image.frombytes("RGB", (24, 16), bytes(range(256)) * 4 + bytes(128))
+    for cls in ("normal", "pneumonia"):
+        (src / cls).mkdir(parents=True)
+        info = PngImagePlugin.PngInfo()
+        info.add_text("PatientName", "DOE^JANE")
+        info.add_text("Comment", "MRN987654 DOB 19650412")
+        pixels.save(src / cls / "DOE_JANE_MRN987654_0.png", pnginfo=info)
+        exif = Image.Exif()
+        exif[0x010E] = "Jane Doe MRN987654"  # ImageDescription
+        exif[0x0112] = 6  # Orientation: stored sideways, shown turned 90 degrees
+        pixels.save(src / cls / "SMITH_JOHN_1.jpg", exif=exif, quality=95)
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_classification, src, out, test_fraction=0.5)
+    recs = all_records(report)
+    assert len(recs) == 4 and not report.skipped
+    assert_no_phi(out)
+    assert not any("SMITH" in p.name or "JOHN" in p.name for p in out.rglob("*"))
+    assert all("source" not in r["meta"] and "DOE" not in json.dumps(r) and "SMITH" not in json.dumps(r) for r in recs)
+    for r in recs:
+        assert r["image"].endswith(".png")
+        with Image.open(out / r["image"]) as im:
+            assert im.format == "PNG" and not im.info.get("exif") and not getattr(im, "text", {})
+            assert not set(im.info) & {"PatientName", "Comment", "exif", "icc_profile"}
+            got = im.convert("RGB")
+        assert (r["width"], r["height"]) == got.size
+        want = [load_image(p) for p in (src / r["meta"]["class_dir"]).iterdir()]
+        assert any(w.size == got.size and w.tobytes() == got.tobytes() for w in want)  # lossless, upright
+    assert sorted(r["width"] for r in recs) == [16, 16, 24, 24]  # the JPEGs stand upright (16 x 24)
 
 
 def test_pmc_vqa_an_unclosed_quote_is_refused_not_merged(raw, tmp_path):

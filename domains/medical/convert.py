@@ -17,8 +17,11 @@ path, or a list of paths for multi-slice samples), ``width`` / ``height`` (of th
 ``conversations`` (one human turn with one ``<image>`` per image, one gpt turn), ``task``, ``answer``,
 ``meta`` and, for multiple choice, ``options`` (texts without letters; the question lists them as
 ``A. …``, the answer is the letter). ``med_vqa`` records carry ``meta["answer_type"]`` (``CLOSED`` /
-``OPEN``), which :mod:`domains.medical.metrics` scores by. JPEG / PNG sources are copied byte for byte
-(after a full decode check); DICOM slices are rendered to 8-bit PNG through :mod:`domains.medical.dicom`.
+``OPEN``), which :mod:`domains.medical.metrics` scores by. The public sets' JPEG / PNG sources (VQA-RAD, SLAKE,
+PMC-VQA) are copied byte for byte (after a full decode check); classification's images, which may be a
+hospital's own, are re-saved as PNG from their decoded pixels (upright per EXIF orientation) without any
+metadata, under keyed hashes of their paths; DICOM slices are rendered to 8-bit PNG through
+:mod:`domains.medical.dicom`.
 
 **No patient data in the output.** DICOM-derived records and file names carry only
 ``deid.pseudonym(ds, salt=...)`` ids and keyed hashes (HMAC-SHA256) of UIDs and paths -- never the source
@@ -83,7 +86,6 @@ import json
 import os
 import re
 import secrets
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -102,7 +104,6 @@ from domains.files import (
     png_bytes,
     safe_name,
     split_of,
-    unique_stems,
     write_output,
     write_splits,
 )
@@ -272,6 +273,13 @@ def _copy_image(src: Path, out: Path, rel_stem: str, pf: Prefetch | None = None)
     """JPEG / PNG: copied byte for byte; other formats: converted to PNG. Returns (relative path, size).
     `pf`: computes :func:`_copy_step` (ahead, in a worker process, with ``workers > 1``)."""
     rel, keep = _copy_target(src, rel_stem)
+    return _made_image(src, out, rel, pf, _copy_step, src, keep)
+
+
+def _made_image(src: Path, out: Path, rel: str, pf: Prefetch | None, step: Callable, *args: Any
+                ) -> tuple[str, tuple[int, int]]:
+    """``out/rel`` made from `src` by ``step(*args) -> (bytes, size)`` (through `pf`), or re-used when fresh;
+    (rel, size)."""
     dst = out / rel
     if is_fresh(dst, src):
         try:
@@ -279,9 +287,29 @@ def _copy_image(src: Path, out: Path, rel_stem: str, pf: Prefetch | None = None)
                 return rel, im.size
         except (UnidentifiedImageError, OSError):
             pass  # damaged output: write it again
-    data, size = (pf or Prefetch()).get(dst, _copy_step, src, keep)
+    data, size = (pf or Prefetch()).get(dst, step, *args)
     write_output(dst, data, src)
     return rel, size
+
+
+def _clean_step(src: Path) -> tuple[bytes, tuple[int, int]]:
+    """`src` decoded by the one image reader (:func:`model.tiling.load_image`: upright per EXIF orientation, RGB)
+    and saved as PNG from the decoded pixels, without any metadata (EXIF, text chunks, ICC); (bytes, (W, H)).
+    Raises :class:`SkipInput`."""
+    from model.tiling import ImageLoadError, load_image  # lazily: the plugin registry stays free of torch
+
+    if not src.is_file():
+        raise SkipInput("missing image", f"{src}: no such file")
+    try:
+        img = load_image(src)
+    except ImageLoadError as exc:
+        raise SkipInput("unreadable image", str(exc)) from exc
+    return png_bytes(img), img.size
+
+
+def _clean_image(src: Path, out: Path, rel: str, pf: Prefetch | None = None) -> tuple[str, tuple[int, int]]:
+    """``out/rel`` (a ``.png``) made by :func:`_clean_step`; (rel, size)."""
+    return _made_image(src, out, rel, pf, _clean_step, src)
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -844,8 +872,10 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     (preset name, ``[center, width]``, or None = the file's own) at `frame` (None = the middle frame of a
     multi-frame file); their ids and image names are ``deid.pseudonym`` + a keyed hash of the path, and their
     ``meta`` holds no source path. `salt`: the secret key of pseudonyms and hashes ('' = this machine's key,
-    module notes). JPEG / PNG files are copied. DICOM files whose ``BurnedInAnnotation`` is YES
-    are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
+    module notes). Other images (PNG, JPEG, BMP, TIFF) are decoded by :func:`model.tiling.load_image` (upright per
+    EXIF orientation) and written as PNG without metadata (no EXIF, no text chunks: a hospital's files may carry
+    names there), named by a keyed hash of their path; no record holds a source file name. DICOM files whose
+    ``BurnedInAnnotation`` is YES are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
     render them with their text regions blacked out, the boxes in ``meta["redacted"]`` (module notes).
     `workers`: processes decoding / rendering the images (:mod:`domains.parallel`; output byte-identical to 1).
     `progress`: a bar over the files (:func:`model.progress.progress_bar`).
@@ -879,7 +909,6 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         reader = _Dicom(report, out, dataset, salt, skip_burned_in, redact_burned_in)
         win_value, win_tag = _window_option(reader, window)
     out_splits: dict[str, list[dict]] = {}
-    stem_of = _class_stems(src, [(d, f) for _, d, f, _ in items])
 
     def plan():  # every file's step, in the loop's order
         planner = _Dicom(ConvertReport(), out, dataset, salt, skip_burned_in, redact_burned_in) if reader else None
@@ -892,7 +921,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                     key = f"{planner.pseudonym(ds)}_{_hash(salt, rel)}"
                     yield planner.plan(f, f"images/{dataset}/{cls}/{key}_{win_tag}", win_value, k)
                 else:
-                    yield _copy_plan(f, out, f"images/{dataset}/{cls}/{stem_of[f]}")
+                    dst = out / f"images/{dataset}/{cls}/{_hash(salt, rel, n=16)}.png"
+                    yield dst, _clean_step, (f,)
             except SkipInput:
                 continue
 
@@ -919,9 +949,10 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                     if boxes is not None:
                         meta["redacted"] = [boxes]
                 else:
-                    image, size = _copy_image(f, out, f"images/{dataset}/{cls}/{stem_of[f]}", pf)
-                    rid = f"{dataset}/{cls}/{stem_of[f]}"
-                    meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label, "source": rel}
+                    name = _hash(salt, rel, n=16)
+                    image, size = _clean_image(f, out, f"images/{dataset}/{cls}/{name}.png", pf)
+                    rid = f"{dataset}/{cls}/{name}"
+                    meta = {"dataset": dataset, "split": split, "class_dir": d.name, "label": label}
             except SkipInput as exc:
                 report.skip(f, exc.reason, exc.detail)
                 continue
@@ -930,23 +961,6 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
                 _record(rid, image, size, question, letter, "mc", options=list(labels), meta=meta))
     order = {s: k for k, s in enumerate(SPLITS)}
     return write_splits(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))), keep_empty=False)
-
-
-def _class_stems(src: Path, files: Sequence[tuple[Path, Path]]) -> dict[Path, str]:
-    """The output stem of each (class folder, file), unique within the class's output folder: by the file's path
-    in its class folder (:func:`~domains.files.unique_stems`), or by its path under `src` where class folders of
-    two split roots hold the same name (``train/NORMAL/IM-1.jpeg`` and ``test/NORMAL/IM-1.jpeg``)."""
-    groups: dict[str, list[tuple[Path, Path]]] = {}
-    for d, f in files:
-        groups.setdefault(safe_name(d.name), []).append((d, f))
-    stem_of: dict[Path, str] = {}
-    for members in groups.values():
-        inner = [f.relative_to(d).as_posix() for d, f in members]
-        shared = Counter(inner)
-        names = [n if shared[n] == 1 else f.relative_to(src).as_posix() for n, (_, f) in zip(inner, members)]
-        stems = unique_stems(names)
-        stem_of.update({f: stems[n] for n, (_, f) in zip(names, members)})
-    return stem_of
 
 
 # --------------------------------------------------------------------------------------------- dicom_qa
