@@ -671,3 +671,42 @@ def test_default_pseudonyms_are_keyed_by_a_private_machine_key(raw, tmp_path, mo
     key_file.write_text("not a key\n")
     with pytest.raises(DomainError, match="deid-key: not a pocket-adapt de-identification key"):
         convert_dicom_qa(raw / "dicom_qa", tmp_path / "d")
+
+
+def test_undeclared_burned_in_text_in_ultrasound_and_secondary_capture_is_handled(raw, tmp_path):
+    """Only BurnedInAnnotation YES was acted on: an ultrasound or secondary capture file without the attribute
+    converted silently and redact_burned_in left its pixels as they were (the demo warns through
+    deid.burned_in_risk). Such files are warned about, skipped or redacted like declared ones now;
+    RecognizableVisualFeatures YES is warned about."""
+    from domains.medical.convert import BURNED_IN_REDACTED, RECOGNIZABLE_WARNING
+
+    slices = sorted((raw / "dicom_qa" / "series" / "case02").glob("*.dcm"))
+    src = tmp_path / "src"
+    for cls, offset in (("a", 0), ("b", 3)):
+        (src / cls).mkdir(parents=True)
+        for k, f in enumerate(slices[offset:offset + 3]):
+            ds = pydicom.dcmread(f)
+            if k == 0:  # ultrasound, flag absent
+                ds.Modality = "US"
+                del ds.BurnedInAnnotation
+            elif k == 1:  # secondary capture, flag absent, a face
+                ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+                del ds.BurnedInAnnotation
+                ds.RecognizableVisualFeatures = "YES"
+            else:  # ultrasound declared free of burned-in text
+                ds.Modality, ds.BurnedInAnnotation = "US", "NO"
+            ds.save_as(src / cls / f"{k}.dcm")
+    kept = convert_classification(src, tmp_path / "kept", test_fraction=0)
+    assert kept.written == 6 and kept.warnings == {BURNED_IN_WARNING: 4, RECOGNIZABLE_WARNING: 2}, kept.table()
+    assert any("BurnedInAnnotation is not given in a US file" in e for e in kept.warning_examples[BURNED_IN_WARNING])
+    skipped = convert_classification(src, tmp_path / "skipped", test_fraction=0, skip_burned_in=True)
+    assert skipped.written == 2 and skipped.skipped == {"burned-in annotation": 4}
+    redacted = convert_classification(src, tmp_path / "redacted", test_fraction=0, redact_burned_in=True)
+    recs = all_records(redacted)
+    assert redacted.warnings[BURNED_IN_REDACTED] == 4
+    flagged = [r for r in recs if "redacted" in r["meta"]]
+    assert len(flagged) == 4 and all(r["image"].endswith("_redacted.png") for r in flagged)
+    for r in flagged:
+        (x1, y1, x2, y2), *_ = r["meta"]["redacted"][0]
+        with Image.open(tmp_path / "redacted" / r["image"]) as im:
+            assert im.convert("L").crop((x1, y1, x2, y2)).getextrema() == (0, 0)

@@ -29,13 +29,18 @@ PatientName / PatientID, dates, institution, UIDs or file names -- and the image
 without text chunks). The key is the ``salt`` option when given (the same salt gives the same pseudonyms on any
 machine), else this machine's key (:func:`machine_key`: made once, kept outside the output in
 ``$XDG_CONFIG_HOME/pocket-adapt/deid-key``, mode 0600): re-runs here give the same pseudonyms, while nobody
-without the key can recompute one from a guessed patient ID. The report names the key file, never the key. A file with ``BurnedInAnnotation`` "YES" (text may be burned into the pixels) is, by the DICOM
-converters' options: kept as it is and counted in the report as a warning (``report.warnings["burned-in
+without the key can recompute one from a guessed patient ID. The report names the key file, never the key.
+
+A file that may hold burned-in text (:func:`domains.medical.deid.burned_in_risk`: ``BurnedInAnnotation`` "YES", or
+not "NO" in an ultrasound, secondary capture or other modality that often has it) is, by the DICOM converters'
+options: kept as it is and counted in the report as a warning (``report.warnings["burned-in
 annotation"]``, the default); skipped (``skip_burned_in=True``); or rendered with the text regions blacked out
 (``redact_burned_in=True``: :func:`domains.medical.redact.redact_burned_in` -- the file's ultrasound regions, else
 the modality's mask), counted under ``report.warnings["burned-in annotation redacted"]`` with the rule and the
 regions, its records carrying ``meta["redacted"]`` (per image, the ``[x1, y1, x2, y2]`` pixel boxes blacked out)
-and its images named ``…_redacted.png``. A mask is a heuristic: check the images, text outside it stays.
+and its images named ``…_redacted.png``. A mask is a heuristic: check the images, text outside it stays. A file
+with ``RecognizableVisualFeatures`` "YES" (a face, say) is kept and counted under
+``report.warnings["recognizable visual features"]``.
 
 **Idempotent.** Sources are only read; an output image is re-used when present and not older than its
 source; a JSONL is rewritten only when its bytes change (atomic writes throughout).
@@ -113,6 +118,7 @@ from model.progress import Progress, progress_bar
 __all__ = [
     "BURNED_IN_REDACTED",
     "BURNED_IN_WARNING",
+    "RECOGNIZABLE_WARNING",
     "MC_INSTRUCTION",
     "SPLITS",
     "VQA_INSTRUCTION",
@@ -133,6 +139,7 @@ MC_INSTRUCTION = "Answer with the option's letter from the given choices directl
 CLASSIFICATION_QUESTION = "Which of the following best describes this image?"
 BURNED_IN_WARNING = "burned-in annotation"
 BURNED_IN_REDACTED = "burned-in annotation redacted"
+RECOGNIZABLE_WARNING = "recognizable visual features"
 SPLITS = ("train", "val", "test")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -336,8 +343,8 @@ class _Dicom:
         from domains.medical import deid, dicom, redact
 
         if skip_burned_in and redact_burned_in:
-            raise DomainError("skip_burned_in and redact_burned_in are both set: choose one for files whose "
-                              "BurnedInAnnotation is YES")
+            raise DomainError("skip_burned_in and redact_burned_in are both set: choose one for files that may "
+                              "hold burned-in text")
         self.dicom, self.deid, self.redact = dicom, deid, redact
         self.report, self.out, self.dataset = report, out, dataset
         self.salt, self.skip_burned_in, self.redact_burned_in = salt, skip_burned_in, redact_burned_in
@@ -381,17 +388,21 @@ class _Dicom:
         if status is None:
             try:
                 status = self.read(path, header_only=True)
-                if self.deid.burned_in_annotation(status):
+                why = _burned_in_why(status)
+                if why is not None:
                     if self.skip_burned_in:
-                        raise SkipInput("burned-in annotation",
-                                    f"{path}: BurnedInAnnotation is YES (--option skip_burned_in=true)")
+                        raise SkipInput("burned-in annotation", f"{path}: {why} (--option skip_burned_in=true)")
                     if self.redact_burned_in:
-                        self.report.warn(str(path), BURNED_IN_REDACTED, self._redaction_note(status))
+                        self.report.warn(str(path), BURNED_IN_REDACTED, self._redaction_note(status, why))
                     else:
                         self.report.warn(str(path), BURNED_IN_WARNING,
-                                         "BurnedInAnnotation is YES: text may be burned into the pixels; kept "
+                                         f"{why}: text may be burned into the pixels; kept "
                                          "(--option skip_burned_in=true drops such files, --option redact_burned_in=true "
                                          "blacks the text out)")
+                if str(status.get("RecognizableVisualFeatures") or "").strip().upper() == "YES":
+                    self.report.warn(str(path), RECOGNIZABLE_WARNING,
+                                     "RecognizableVisualFeatures is YES: the pixels may show a face or other features "
+                                     "that identify the patient; kept, check the images")
             except SkipInput as exc:
                 status = exc
             self.checked[path] = status
@@ -399,13 +410,13 @@ class _Dicom:
             raise status
         return status
 
-    def _redaction_note(self, ds) -> str:
+    def _redaction_note(self, ds, why: str) -> str:
         try:
             boxes, rule = self.redact.redaction_regions(ds, int(ds.Columns), int(ds.Rows))
         except (AttributeError, TypeError, ValueError):
-            return "BurnedInAnnotation is YES: text regions blacked out (see meta['redacted'])"
+            return f"{why}: text regions blacked out (see meta['redacted'])"
         listed = ", ".join(f"[{', '.join(map(str, box))}]" for box in boxes[:4]) + (" …" if len(boxes) > 4 else "")
-        return (f"BurnedInAnnotation is YES: blacked out by the {rule} rule: {listed}; text outside these regions "
+        return (f"{why}: blacked out by the {rule} rule: {listed}; text outside these regions "
                 "may remain, check the images (records carry meta['redacted'])")
 
     def render(self, path: Path, rel_stem: str, window: Any, frame: int = 0) -> tuple[str, tuple[int, int]]:
@@ -418,7 +429,7 @@ class _Dicom:
         if cached is not None:
             return cached
         header = self.header(path) if self.redact_burned_in else None
-        redact = header is not None and self.deid.burned_in_annotation(header)
+        redact = header is not None and self.deid.burned_in_risk(header)
         rel = f"{rel_stem}_redacted.png" if redact else f"{rel_stem}.png"
         dst = self.out / rel
         try:
@@ -446,13 +457,28 @@ class _Dicom:
         """The :class:`~domains.parallel.Prefetch` step of ``render(path, rel_stem, window, frame)`` (reads the
         header: call it on a reader of its own, whose report is thrown away)."""
         header = self.header(path) if self.redact_burned_in else None
-        redact = header is not None and self.deid.burned_in_annotation(header)
+        redact = header is not None and self.deid.burned_in_risk(header)
         rel = f"{rel_stem}_redacted.png" if redact else f"{rel_stem}.png"
         return self.out / rel, _render_step, (path, window, frame, redact)
 
     def redactions(self, path: Path, window: Any, frame: int = 0) -> list[list[int]] | None:
         """The boxes blacked out in the render of (`path`, `frame`, `window`), or None when it was not redacted."""
         return self.redacted.get((path, frame, json.dumps(window)))
+
+
+def _burned_in_why(ds) -> str | None:
+    """Why `ds` may hold burned-in text (:func:`domains.medical.deid.burned_in_risk`: declared, or not declared
+    NO in a modality / SOP class that often has it, such as ultrasound or secondary capture), or None."""
+    from domains.medical import deid
+
+    if deid.burned_in_annotation(ds):
+        return "BurnedInAnnotation is YES"
+    if not deid.burned_in_risk(ds):
+        return None
+    flag = str(ds.get("BurnedInAnnotation") or "").strip()
+    modality = str(ds.get("Modality") or "").strip() or "?"
+    return (f"BurnedInAnnotation is {flag or 'not given'} in a {modality} file (ultrasound, secondary capture and "
+            "the like often carry burned-in text)")
 
 
 def _render_step(path: Path, window: Any, frame: int, redact: bool) -> tuple[bytes, tuple[int, int], list | None]:
@@ -470,7 +496,7 @@ def _render_step(path: Path, window: Any, frame: int, redact: bool) -> tuple[byt
         raise SkipInput("unreadable DICOM", str(exc)) from exc
     regions = None
     if redact:
-        done = redaction.redact_burned_in(img, ds)
+        done = redaction.redact_burned_in(img, ds, only_flagged=False)  # also undeclared risky files (_burned_in_why)
         img = done.image
         regions = [list(box) for box in done.regions]
     return png_bytes(img), img.size, regions
@@ -874,8 +900,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     ``meta`` holds no source path. `salt`: the secret key of pseudonyms and hashes ('' = this machine's key,
     module notes). Other images (PNG, JPEG, BMP, TIFF) are decoded by :func:`model.tiling.load_image` (upright per
     EXIF orientation) and written as PNG without metadata (no EXIF, no text chunks: a hospital's files may carry
-    names there), named by a keyed hash of their path; no record holds a source file name. DICOM files whose
-    ``BurnedInAnnotation`` is YES are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
+    names there), named by a keyed hash of their path; no record holds a source file name. DICOM files that may
+    hold burned-in text (``BurnedInAnnotation`` YES, or undeclared in ultrasound / secondary capture: module notes)
+    are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
     render them with their text regions blacked out, the boxes in ``meta["redacted"]`` (module notes).
     `workers`: processes decoding / rendering the images (:mod:`domains.parallel`; output byte-identical to 1).
     `progress`: a bar over the files (:func:`model.progress.progress_bar`).
@@ -1032,9 +1059,11 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
 
     `window`: used by questions whose ``window`` is null (a preset name, ``[center, width]``, or None = the
     file's own VOI). `salt`: the secret key of pseudonyms and hashes ('' = this machine's key, module notes;
-    keep a salt secret: whoever has it can recompute a pseudonym from a guessed patient ID). `skip_burned_in`: drop slices whose ``BurnedInAnnotation`` is YES instead of keeping
-    them with a warning. `redact_burned_in`: render such slices with their text regions blacked out instead, the
-    boxes in ``meta["redacted"]`` (module notes). `default_split`: the split of questions without one (else they are skipped).
+    keep a salt secret: whoever has it can recompute a pseudonym from a guessed patient ID). `skip_burned_in`:
+    drop slices that may hold burned-in text (module notes) instead of keeping them with a warning.
+    `redact_burned_in`: render such slices with their text regions blacked out instead, the boxes in
+    ``meta["redacted"]`` (module notes). `default_split`: the split of questions without one (else they are
+    skipped).
 
     Records: ``closed`` / ``open`` -> task ``med_vqa`` with ``meta["answer_type"]`` CLOSED / OPEN and the
     answer instruction; ``mc`` -> task ``mc`` with lettered options; ``grounding`` -> task ``grounding``.
