@@ -106,7 +106,7 @@ class ConvertReport:
     warnings: dict[str, int] = field(default_factory=dict)  # inputs kept with a warning: reason -> count
     warning_examples: dict[str, list[str]] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)  # e.g. split name -> JSONL path
-    removed: list[Path] = field(default_factory=list)  # an earlier run's split files this run did not make
+    removed: list[Path] = field(default_factory=list)  # an earlier run's split files / images this run did not make
     inputs: dict[str, str] = field(default_factory=dict)  # input file name -> where it went (e.g. its split)
     max_examples: int = 3
 
@@ -169,7 +169,7 @@ class ConvertReport:
             lines.append(f"| written with a warning: {_cell(reason)} | {n} | {ex} |")
         if self.removed:
             names = "<br>".join(_cell(path.name) for path in self.removed)
-            lines.append(f"| removed: an earlier run's split this run did not make | {len(self.removed)} | {names} |")
+            lines.append(f"| removed: an earlier run's file this run did not make | {len(self.removed)} | {names} |")
         return "\n".join(lines)
 
     def __str__(self) -> str:

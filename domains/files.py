@@ -205,6 +205,31 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
     return report
 
 
+def remove_unreferenced_images(report, out: Path, folder: str, splits: dict[str, list[dict]]) -> None:
+    """Delete the files under ``out/folder`` (a converter's own image folder) that no record of `splits` names
+    in its ``image`` (a path, or a list of paths, relative to `out`), listing them in ``report.removed``: left
+    behind, an earlier run's images (an unredacted render beside its redacted one, an image of a file skipped
+    this time) would stay in the data set unreferenced. Hidden files (a live writer's ``.part``) are left, nothing
+    outside ``out/folder`` is touched and symlinked folders are not entered; nothing is removed when every split
+    is empty (as :func:`write_splits`: a run that converted nothing leaves the outputs as they were)."""
+    if not any(splits.values()):
+        return
+    used = set()
+    for records in splits.values():
+        for record in records:
+            image = record.get("image")
+            for rel in image if isinstance(image, list) else [image]:
+                if isinstance(rel, str):
+                    used.add(os.path.normpath(out / rel))
+    for dirpath, dirnames, filenames in os.walk(out / folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if not name.startswith(".") and os.path.normpath(path) not in used:
+                path.unlink()
+                report.removed.append(path)
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

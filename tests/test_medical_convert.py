@@ -710,3 +710,29 @@ def test_undeclared_burned_in_text_in_ultrasound_and_secondary_capture_is_handle
         (x1, y1, x2, y2), *_ = r["meta"]["redacted"][0]
         with Image.open(tmp_path / "redacted" / r["image"]) as im:
             assert im.convert("L").crop((x1, y1, x2, y2)).getextrema() == (0, 0)
+
+
+def test_a_rerun_removes_the_images_no_record_names(raw, tmp_path):
+    """dicom_qa run again with redact_burned_in left the first run's unredacted renders (s000_file.png beside
+    s000_file_redacted.png), and with skip_burned_in the skipped files' images, in --out. A converter's image folder
+    now holds only what its records name; the rest is removed and listed; nothing else is touched."""
+    out = tmp_path / "out"
+    convert_dicom_qa(raw / "dicom_qa", out)
+    (out / "notes.txt").write_text("mine")
+    (out / "images" / "other").mkdir()
+    (out / "images" / "other" / "x.png").write_bytes(b"mine")
+    before = {p for p in (out / "images" / "dicom_qa").rglob("*.png")}
+    redacted = convert_dicom_qa(raw / "dicom_qa", out, redact_burned_in=True)
+    named = {out / i for r in all_records(redacted) for i in (r["image"] if isinstance(r["image"], list) else [r["image"]])}
+    left = {p for p in (out / "images" / "dicom_qa").rglob("*") if p.is_file()}
+    assert left == named and any(p.name.endswith("_redacted.png") for p in left)
+    assert redacted.removed and set(redacted.removed) == before - named
+    assert all(not p.name.endswith("_redacted.png") for p in redacted.removed)
+    assert "| removed: an earlier run's file this run did not make |" in redacted.table()
+    strict = convert_dicom_qa(raw / "dicom_qa", out, skip_burned_in=True)
+    named = {out / i for r in all_records(strict) for i in (r["image"] if isinstance(r["image"], list) else [r["image"]])}
+    assert {p for p in (out / "images" / "dicom_qa").rglob("*") if p.is_file()} == named
+    assert strict.removed and all(p.name.endswith("_redacted.png") for p in strict.removed)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "images" / "other" / "x.png").is_file()
+    again = convert_dicom_qa(raw / "dicom_qa", out, skip_burned_in=True)
+    assert not again.removed

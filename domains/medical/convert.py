@@ -43,7 +43,9 @@ with ``RecognizableVisualFeatures`` "YES" (a face, say) is kept and counted unde
 ``report.warnings["recognizable visual features"]``.
 
 **Idempotent.** Sources are only read; an output image is re-used when present and not older than its
-source; a JSONL is rewritten only when its bytes change (atomic writes throughout).
+source; a JSONL is rewritten only when its bytes change (atomic writes throughout). ``classification`` and
+``dicom_qa`` own ``out/images/<dataset>/``: images there that no record of the run names (an earlier run's
+unredacted render, the image of a file skipped this time) are removed and listed in ``report.removed``.
 
 **Bad input** (missing / undecodable images, corrupt DICOM, malformed JSON / CSV rows, empty questions or
 answers, unknown splits, boxes outside the image, ...) is skipped and counted under a reason with the file
@@ -107,6 +109,7 @@ from domains.files import (
     inside_root,
     is_fresh,
     png_bytes,
+    remove_unreferenced_images,
     safe_name,
     split_of,
     write_output,
@@ -987,6 +990,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
             out_splits.setdefault(split, []).append(
                 _record(rid, image, size, question, letter, "mc", options=list(labels), meta=meta))
     order = {s: k for k, s in enumerate(SPLITS)}
+    remove_unreferenced_images(report, out, f"images/{dataset}", out_splits)
     return write_splits(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))), keep_empty=False)
 
 
@@ -1189,6 +1193,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
             image = images[0] if len(images) == 1 else images
             out_splits[split].append(_record(f"{dataset}/{split}/{safe_name(qid)}", image, size, text, answer, task,
                                              prefix=slice_prompt(labels), meta=meta, **extra))
+    remove_unreferenced_images(report, out, f"images/{dataset}", out_splits)
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
