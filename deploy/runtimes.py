@@ -73,7 +73,7 @@ RUNTIMES: dict[str, Runtime] = {
     for r in (
         Runtime("llamacpp", "llama.cpp", "gguf", ("f32", "f16", "q8_0", "q4_k_m"), "f16",
                 "deploy.llamacpp.runtime:LlamaCppVLM", "deploy.llamacpp.eval:LlamaCppEvalModel",
-                lambda variant, name, progress: {"qtype": variant, "name": name},
+                lambda variant, name, progress: {"qtype": variant, "name": name, "progress": progress},
                 "run a GGUF export folder (adapt export --format gguf) in llama.cpp (python -m deploy.llamacpp builds it)"),
         Runtime("onnx", "ONNX Runtime", "onnx", ("fp32", "int8"), "fp32",
                 "deploy.onnx.runtime:OnnxVLM", "deploy.onnx.eval:OnnxEvalModel",
