@@ -610,3 +610,24 @@ def test_an_hf_export_of_a_tokenizer_without_internvl_token_names_loads_in_inter
              return_tensors="pt")
     ours = processor([{"role": "user", "content": "<image>\nShapes?"}], images=[example_image])
     assert got["input_ids"][0].tolist() == ours.input_ids.tolist()
+
+
+def test_transformers_generate_on_an_hf_export_stops_where_pocket_adapt_stops(tmp_path, example_image):
+    """The export's generation_config.json named only the LLM's EOS, not the chat template's end token: here the
+    model answers <|endoftext|> (a stop token of pocket-adapt's, not the LLM's eos <|im_end|>) where it answered
+    'cross', and transformers' generate on the export ran on to max_new_tokens."""
+    vlm, processor = model.load("pocket-tiny")
+    head = vlm.language_model.lm_head
+    weight = head.weight.detach().clone()
+    weight[[1014, 0]] = weight[[0, 1014]]
+    head.weight = torch.nn.Parameter(weight)
+    out = export_native(vlm, processor, tmp_path / "hf")
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == processor.stop_token_ids
+    hf = AutoModelForImageTextToText.from_pretrained(str(out)).eval()
+    inputs = processor([{"role": "user", "content": "What shapes are in the picture?"}],
+                       images=[example_image]).to_model_inputs()
+    ours = vlm.generate(**inputs, max_new_tokens=10, do_sample=False, eos_token_id=processor.stop_token_ids,
+                        pad_token_id=processor.pad_token_id)[0].tolist()
+    theirs = hf.generate(**inputs, max_new_tokens=10, do_sample=False)[0, inputs["input_ids"].shape[1]:].tolist()
+    assert 0 in ours and len(ours) < 10
+    assert theirs == ours

@@ -158,7 +158,8 @@ def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     the files are exactly what transformers itself writes for this model. With `processor`, the folder also holds
     what `InternVLProcessor` reads: the tokenizer with the model's chat template (`chat_template.jinja`, an image item
     rendered `<IMG_CONTEXT>` as transformers' InternVL template does), the GotOcr2 `preprocessor_config.json` and
-    `processor_config.json` (`image_seq_length`).
+    `processor_config.json` (`image_seq_length`), and `generation_config.json`'s ``eos_token_id`` is the
+    processor's stop tokens.
     """
     out_dir = Path(out_dir)
     config = native_config(vlm.config)
@@ -166,6 +167,10 @@ def export_native(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     state = {ours_to_native(k): v for k, v in vlm.state_dict().items() if not (tied and k == HEAD_KEY)}
     hf = build_empty(InternVLForConditionalGeneration, config, vlm.dtype)
     load_strict(hf, state, "export", tied=["lm_head.weight"] if tied else [])
+    if processor is not None:
+        # generate stops where pocket-adapt stops: on the chat template's end token (an InternLM2 LLM's eos is </s>
+        # while its answers end in <|im_end|>), as released -hf checkpoints list them
+        hf.generation_config.eos_token_id = list(processor.stop_token_ids)
     hf.to(vlm.dtype).save_pretrained(str(out_dir), safe_serialization=True)
     if processor is not None:
         # transformers' InternVLProcessor reads its placeholders <IMG_CONTEXT> / <video> from the rendered chat
