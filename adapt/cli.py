@@ -471,7 +471,7 @@ def _chat_pytorch(args, images: list) -> int:
     inputs = {k: v.to(vlm.device) for k, v in encoded.to_model_inputs().items()}
     sampling = dict(do_sample=True, temperature=args.temperature) if args.temperature > 0 else dict(do_sample=False)
     streamer = _StopAwareStreamer(processor)
-    repeating = RepetitionStop()  # a looping answer ("squaresquaresquare…") ends after a few repeats
+    repeating = RepetitionStop(decode=processor.tokenizer.decode)  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=room, eos_token_id=processor.stop_token_ids,

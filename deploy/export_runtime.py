@@ -114,7 +114,7 @@ class ExportedVLM:
         pixels = None if encoded.pixel_values is None else encoded.pixel_values.numpy()
         ids = encoded.input_ids.tolist()
         tokens, timings = self.generate(ids, pixels, max_new_tokens, self.processor.stop_token_ids, temperature, seed)
-        cut = cut_at_repetition(tokens) if cut_repeats else None
+        cut = cut_at_repetition(tokens, self.processor.tokenizer.decode) if cut_repeats else None
         if cut is not None:
             tokens = tokens[:cut]
         return Answer(self.processor.decode(tokens), tokens, self.processor.show_prompt(ids), cut is not None, timings)

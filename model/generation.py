@@ -4,25 +4,30 @@ A small or barely trained model easily falls into a loop ("blacksquaresquaresqua
 left lung, …"). :class:`RepetitionStop` is a transformers ``StoppingCriteria`` that ends a sequence as soon
 as its newest tokens are one n-gram repeated degenerately, so such an answer stops after a few repeats instead
 of running to ``max_new_tokens``. The rule (:func:`repetition_at_end`) is deliberately loose enough for real
-text: a single token must repeat :data:`MIN_SPAN` times in a row, a 2-gram 4 times, any longer n-gram 3 times.
+text: a single token must repeat :data:`MIN_SPAN` times in a row, a 2-gram 4 times, any longer n-gram 3 times, and
+given the tokenizer's ``decode``, a unit whose text is only digits, punctuation and whitespace must cover
+:data:`NUMBER_SPAN` tokens (a number's zeros "1,000,000,000", "0.000000001" or a table rule "| --- | --- |" are no
+loop; "4444…" run on for 32 tokens is).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import StoppingCriteria
 
 from .errors import PocketAdaptError
 
-__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "PromptTooLongError", "RepetitionStop", "answer_room",
+__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "PromptTooLongError", "RepetitionStop", "answer_room",
            "cut_at_repetition", "repetition_at_end"]
 
 MAX_NGRAM = 12  # longest repeating unit looked for, in tokens
 MIN_REPEATS = 3  # a unit must occur at least this many times in a row ...
 MIN_SPAN = 8  # ... and the repeats must cover at least this many tokens (1-gram: 8 times, 2-gram: 4 times)
+NUMBER_SPAN = 32  # ... this many for a unit of digits and punctuation (numbers, table rules), which repeat in real text
 
 
 class PromptTooLongError(PocketAdaptError, ValueError):
@@ -42,10 +47,18 @@ def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
     return min(max_new_tokens, context - prompt_tokens)
 
 
+def _is_number_like(text: str) -> bool:
+    """Only digits, punctuation, math / currency signs and whitespace: repeated, these are a number or a table."""
+    return all(ch.isspace() or unicodedata.category(ch)[0] in "NP" or unicodedata.category(ch) in ("Sm", "Sc", "Sk")
+               for ch in text)
+
+
 def repetition_at_end(ids: Sequence[int], *, max_ngram: int = MAX_NGRAM, min_repeats: int = MIN_REPEATS,
-                      min_span: int = MIN_SPAN) -> tuple[int, int] | None:
+                      min_span: int = MIN_SPAN, decode: Callable[[list[int]], str] | None = None
+                      ) -> tuple[int, int] | None:
     """``(n, repeats)`` when `ids` ends with an n-gram repeated at least ``max(min_repeats, ceil(min_span / n))``
-    times in a row (the shortest such n), else None."""
+    times in a row (the shortest such n), else None. With `decode` (the tokenizer's), an n-gram whose text is only
+    digits, punctuation and whitespace must cover :data:`NUMBER_SPAN` tokens."""
     ids = list(ids)
     for n in range(1, max_ngram + 1):
         need = max(min_repeats, math.ceil(min_span / n))
@@ -55,27 +68,35 @@ def repetition_at_end(ids: Sequence[int], *, max_ngram: int = MAX_NGRAM, min_rep
         repeats = 1
         while repeats < need and ids[-(repeats + 1) * n:len(ids) - repeats * n] == unit:
             repeats += 1
+        if repeats < need:
+            continue
+        if decode is not None and _is_number_like(decode(unit)):
+            need = max(need, math.ceil(NUMBER_SPAN / n))  # a number's zeros, a table's "| --- |": a loop only if long
+            while repeats < need and ids[-(repeats + 1) * n:len(ids) - repeats * n] == unit:
+                repeats += 1
         if repeats >= need:
             return n, repeats
     return None
 
 
-def cut_at_repetition(ids: Sequence[int]) -> int | None:
+def cut_at_repetition(ids: Sequence[int], decode: Callable[[list[int]], str] | None = None) -> int | None:
     """The length at which a finished answer would have been stopped by :class:`RepetitionStop` (the first
     prefix that ends in a degenerate repetition), or None: for runtimes that generate outside transformers."""
     ids = list(ids)
-    return next((k for k in range(1, len(ids) + 1) if repetition_at_end(ids[:k]) is not None), None)
+    return next((k for k in range(1, len(ids) + 1) if repetition_at_end(ids[:k], decode=decode) is not None), None)
 
 
 class RepetitionStop(StoppingCriteria):
     """Stops each sequence whose generated tokens (those after the first `start`) end in a degenerate
-    repetition (:func:`repetition_at_end`). ``fired`` tells afterwards whether it stopped anything."""
+    repetition (:func:`repetition_at_end`, with the tokenizer's `decode` so numbers are no loop). ``fired`` tells
+    afterwards whether it stopped anything."""
 
-    def __init__(self, start: int = 0, **rule: int):
+    def __init__(self, start: int = 0, decode: Callable[[list[int]], str] | None = None, **rule: int):
         self.start = int(start)
-        self.rule = rule
-        rule = {"max_ngram": MAX_NGRAM, "min_repeats": MIN_REPEATS, "min_span": MIN_SPAN, **rule}
-        self._tail = rule["max_ngram"] * rule["min_repeats"] + rule["min_span"]  # enough for any n-gram's repeats
+        self.rule = {**rule, "decode": decode}
+        rule = {"max_ngram": MAX_NGRAM, "min_repeats": MIN_REPEATS, "min_span": MIN_SPAN, **rule}  # type: ignore[dict-item]
+        # enough for any n-gram's repeats
+        self._tail = rule["max_ngram"] * rule["min_repeats"] + max(rule["min_span"], NUMBER_SPAN)
         self.fired = False
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor | None = None, **kwargs) -> torch.BoolTensor:

@@ -36,8 +36,8 @@ def test_the_stopping_criterion_stops_each_looping_row_and_remembers():
 
 @pytest.mark.parametrize("keep", [False, True], ids=["cut", "keep-repeats"])
 def test_adapt_chat_cuts_a_looping_answer(monkeypatch, capsys, keep):
-    """`adapt chat` with pocket-tiny forced to answer 60 tokens: it loops ("squaresquare…") and is cut;
-    with --keep-repeats it runs to 60 tokens."""
+    """`adapt chat` with pocket-tiny forced to answer 60 tokens: it loops ("blue4444…") and is cut (a digit's
+    repeats at NUMBER_SPAN tokens); with --keep-repeats it runs to 60 tokens."""
     import model
     from adapt.cli import main
 
@@ -64,7 +64,7 @@ def test_adapt_chat_cuts_a_looping_answer(monkeypatch, capsys, keep):
         return
     assert "[stopped: the answer had begun repeating itself]" in err
     answer = out.strip()
-    assert lengths and lengths[0] < 30, lengths  # cut within a few repeats, not run to 60 tokens
+    assert lengths and lengths[0] < 40, lengths  # cut within a few repeats, not run to 60 tokens
     assert re.search(r"(.+?)\1{2,}$", answer), answer  # and it ends in the loop that stopped it
 
 
@@ -90,3 +90,26 @@ def test_pick_token_is_greedy_at_zero_and_samples_the_softmax_above():
     draws = np.bincount([pick_token(logits, 1.0, rng) for _ in range(4000)], minlength=3) / 4000
     expected = np.exp(logits) / np.exp(logits).sum()
     assert np.abs(draws - expected).max() < 0.03, draws
+
+
+@pytest.mark.parametrize("text", ["Values: 0.000000001 m", "About 1,000,000,000 people.", "The image is 1000000000 pixels.",
+                                  "A grid: | --- | --- | --- | --- |", "Coordinates 111111111"])
+def test_numbers_and_tables_are_no_loop(text):
+    """A unit of digits, punctuation and whitespace repeated is a number or a table, not a loop: 'Values:
+    0.000000001 m' was cut to 'Values: 0.00000000' (a changed value), '| --- | --- | --- |' was cut."""
+    from transformers import AutoTokenizer
+
+    from model.generation import cut_at_repetition
+    from model.presets import POCKET_TINY_TOKENIZER
+    from model.resources import assets_dir
+
+    tokenizer = AutoTokenizer.from_pretrained(str(assets_dir() / POCKET_TINY_TOKENIZER))
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    assert cut_at_repetition(ids, tokenizer.decode) is None
+    assert not RepetitionStop(decode=tokenizer.decode)(torch.tensor([ids]), None).any()
+    digits = [ord(c) for c in text]  # a tokenizer with one token per character (digit-per-token)
+    assert cut_at_repetition(digits, lambda ids: "".join(map(chr, ids))) is None
+    loop = tokenizer.encode("Values: left lung, left lung, left lung, left lung, left lung", add_special_tokens=False)
+    assert cut_at_repetition(loop, tokenizer.decode) is not None  # words still loop
+    assert cut_at_repetition([ord(c) for c in "nononononononono"], lambda ids: "".join(map(chr, ids))) is not None
+    assert cut_at_repetition([ord(c) for c in "4" * 40], lambda ids: "".join(map(chr, ids))) == 32  # run on: a loop

@@ -90,7 +90,7 @@ class ModelSession:
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
         streamer = _StopStreamer(self.processor)
-        repeating = RepetitionStop()
+        repeating = RepetitionStop(decode=self.processor.tokenizer.decode)
         criteria = StoppingCriteriaList([_Cancelled(), *([repeating] if stop_repetition else [])])
         failure: list[BaseException] = []
 

@@ -142,7 +142,7 @@ class LlamaCppVLM:
                                     stop_ids=self.stop_ids)
         tokens = list(answer["tokens"])
         tokens = tokens[: next((k for k, t in enumerate(tokens) if t in self.stop_ids), len(tokens))]
-        cut = cut_at_repetition(tokens) if cut_repeats else None
+        cut = cut_at_repetition(tokens, self.detokenize) if cut_repeats else None
         text = answer["text"]
         if cut is not None:
             tokens = tokens[:cut]
