@@ -476,8 +476,10 @@ def _chat_pytorch(args, images: list) -> int:
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=room, eos_token_id=processor.stop_token_ids,
                      pad_token_id=processor.pad_token_id, streamer=streamer, stopping_criteria=stops, **sampling)
-    if repeating.fired:
-        print("[stopped: the answer had begun repeating itself]", file=sys.stderr)
+    cut = None
+    if len(streamer.tokens) >= room and not streamer.stopped:
+        cut = f"--max-new-tokens {room}" if room == args.max_new_tokens else f"{room} tokens: the model's context is full"
+    _answer_notes(processor.decode(streamer.tokens), repeated=repeating.fired, cut=cut)
     return 0
 
 
@@ -572,39 +574,55 @@ def _chat_export(args, images: list[str]) -> int:
               f"image {t['image_encode_ms']:.0f} ms, prompt {t['prompt_ms']:.0f} ms, "
               f"{t['decode_tokens']} tokens in {t['decode_ms']:.0f} ms]", file=sys.stderr)
         print(answer.text)
-        if answer.repeated:
-            print("[stopped: the answer had begun repeating itself]", file=sys.stderr)
-        if not answer.text.strip():  # a model that worked in PyTorch and answers nothing here: damaged weights?
-            print("[no answer: the model's first token ended it; if `adapt chat` on the PyTorch model answers, the "
-                  "export may be damaged -- export it again]", file=sys.stderr)
+        full = len(answer.tokens) >= args.max_new_tokens
+        _answer_notes(answer.text, repeated=answer.repeated, cut=f"--max-new-tokens {args.max_new_tokens}" if full else None,
+                      export=True)
     return 0
 
 
 class _StopAwareStreamer:
-    """Prints tokens as they come; stops printing at the first stop token."""
+    """Prints the answer as it comes, as `processor.decode` gives it (grounding markup `<ref>`, `<box>` kept), up to
+    the first stop token; afterwards ``tokens`` are the answer's ids and ``stopped`` whether a stop token ended it."""
 
     def __init__(self, processor):
-        from transformers import TextStreamer
-
-        self._inner = TextStreamer(processor.tokenizer, skip_special_tokens=True)
+        self._processor = processor
         self._stops = set(processor.stop_token_ids)
-        self._done = False
+        self._printed = ""
+        self.tokens: list[int] = []
+        self.stopped = False
 
     def put(self, value) -> None:
-        if self._done:
+        if self.stopped:
             return
-        ids = value.flatten().tolist()
-        cut = next((k for k, i in enumerate(ids) if i in self._stops), None)
-        if cut is not None:
-            self._done = True
-            ids = ids[:cut]
-        if ids:
-            import torch
+        for i in value.flatten().tolist():
+            if i in self._stops:
+                self.stopped = True
+                break
+            self.tokens.append(i)
+        self._print(self._processor.decode(self.tokens))
 
-            self._inner.put(torch.tensor(ids))
+    def _print(self, text: str, end: str = "") -> None:
+        if text.endswith("\ufffd") and not end:  # a character split across tokens: wait for the rest
+            return
+        if text.startswith(self._printed):
+            print(text[len(self._printed):], end=end, flush=True)
+            self._printed = text
 
     def end(self) -> None:
-        self._inner.end()
+        self._print(self._processor.decode(self.tokens), end="\n")
+
+
+def _answer_notes(text: str, *, repeated: bool, cut: str | None, export: bool = False) -> None:
+    """The stderr notes after an answer, alike for every runtime: a cut repeat, an answer that a token limit ended
+    before a stop token (`cut` names the limit), an empty answer (from an export: damaged weights?)."""
+    if repeated:
+        print("[stopped: the answer had begun repeating itself]", file=sys.stderr)
+    elif cut is not None:
+        print(f"[cut at {cut}]", file=sys.stderr)
+    if not text.strip():
+        hint = ("; if `adapt chat` on the PyTorch model answers, the export may be damaged -- export it again" if export
+                else "")
+        print(f"[no answer: the model's first token ended it{hint}]", file=sys.stderr)
 
 
 def _export(args) -> int:

@@ -396,3 +396,70 @@ def test_version_names_the_package_and_its_version(monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     assert adapt.__version__ == "0+unknown"  # a checkout run without `pip install`
+
+
+def test_chat_streamer_prints_what_processor_decode_gives(capsys):
+    """The pytorch streamer dropped grounding markup (TextStreamer skip_special_tokens): '<ref>red circle</ref><box>
+    [[10, 20, 300, 400]]</box>' printed as 'red circle[[10, 20, 300, 400]]'; onnx / llama.cpp keep it."""
+    import torch
+
+    import model
+    from adapt.cli import _StopAwareStreamer
+
+    _, processor = model.load("pocket-tiny")
+    ids = processor.tokenizer.encode("<ref>red circle</ref><box>[[10, 20, 300, 400]]</box><|im_end|>after",
+                                     add_special_tokens=False)
+    streamer = _StopAwareStreamer(processor)
+    streamer.put(torch.zeros((1, 0), dtype=torch.long))
+    for i in ids:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    assert capsys.readouterr().out == processor.decode(ids) + "\n" == "<ref>red circle</ref><box>[[10, 20, 300, 400]]</box>\n"
+    assert streamer.stopped and processor.decode(streamer.tokens) == processor.decode(ids)
+
+
+def test_chat_notes_a_cut_or_empty_answer_on_every_runtime(monkeypatch, capsys, tmp_path):
+    """An answer cut by --max-new-tokens got no note (exit 0), and an empty answer printed a blank line on the
+    pytorch path where the export runtimes said '[no answer: …]'."""
+    import torch
+
+    import deploy.onnx.runtime as onnx_runtime
+    import model
+    from deploy.runtimes import Answer
+
+    assert main(["chat", "--example-image", "--max-new-tokens", "1"]) == 0  # 'cross', then more
+    assert "[cut at --max-new-tokens 1]" in capsys.readouterr().err
+    assert main(["chat", "--example-image", "--max-new-tokens", "2"]) == 0  # 'cross', then its end token
+    assert "[cut at" not in capsys.readouterr().err
+    real_load = model.load
+
+    def silent_load(*args, **kwargs):  # a model whose first token is its end token
+        vlm, processor = real_load(*args, **kwargs)
+        monkeypatch.setattr(vlm, "generate", lambda *a, streamer, **kw: (
+            streamer.put(torch.tensor([processor.stop_token_ids[0]])), streamer.end()))
+        return vlm, processor
+
+    monkeypatch.setattr(model, "load", silent_load)
+    assert main(["chat", "--example-image", "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "[no answer: the model's first token ended it]" in err and "[cut at" not in err
+
+    class Full:
+        export = type("E", (), {"tiling": None})()
+
+        def __init__(self, folder):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+        def chat(self, *args, **kwargs):
+            timings = {"prompt_tokens": 9, "image_encode_ms": 1, "prompt_ms": 1, "decode_tokens": 3, "decode_ms": 0}
+            return Answer("a b c", [1, 2, 3], "", False, timings)
+
+    monkeypatch.setattr(onnx_runtime, "OnnxVLM", Full)
+    assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--example-image", "--max-new-tokens", "3"]) == 0
+    assert "[cut at --max-new-tokens 3]" in capsys.readouterr().err
