@@ -290,8 +290,12 @@ def _temperature(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    from model.limits import MIN_TEMPERATURE
+
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = greedy), got {text}")
+    if 0 < value < MIN_TEMPERATURE:  # logits divided by it overflow
+        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {text}")
     return value
 
 
@@ -309,6 +313,8 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from model.limits import MIN_TEMPERATURE
+
     parser = argparse.ArgumentParser(prog="adapt", description="Adapt small vision-language models to specialist fields.")
     parser.add_argument("--version", action=_Version, help="print pocket-adapt's version and exit")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
@@ -325,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
                       help="--domain only: a reading option of the domain's demo (e.g. window=lung), repeatable")
     chat.add_argument("--max-new-tokens", type=_positive_int, default=64, help="longest answer in tokens (default 64)")
-    chat.add_argument("--temperature", type=_temperature, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--temperature", type=_temperature, default=0.0,
+                      help=f"0 = greedy (default), else sampled at this temperature (at least {MIN_TEMPERATURE:g})")
     chat.add_argument("--max-tiles", type=_tile_count, help="override the model's tile cap for this question (1-40)")
     chat.add_argument("--system", help="system message (default: the chat template's)")
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
@@ -457,6 +464,7 @@ def _chat_pytorch(args, images: list) -> int:
     from transformers import StoppingCriteriaList
 
     from model.generation import RepetitionStop, answer_room
+    from model.limits import MIN_TEMPERATURE
 
     if args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
@@ -469,7 +477,8 @@ def _chat_pytorch(args, images: list) -> int:
     room = answer_room(vlm, len(encoded.input_ids), args.max_new_tokens)  # never past the context
     print(f"[{args.model}: {len(images)} image(s), {sum(encoded.num_tiles)} tile(s), {len(encoded.input_ids)} tokens]", file=sys.stderr)
     inputs = {k: v.to(vlm.device) for k, v in encoded.to_model_inputs().items()}
-    sampling = dict(do_sample=True, temperature=args.temperature) if args.temperature > 0 else dict(do_sample=False)
+    greedy = args.temperature < MIN_TEMPERATURE  # pick_token's rule
+    sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=args.temperature)
     streamer = _StopAwareStreamer(processor)
     repeating = RepetitionStop(decode=processor.tokenizer.decode)  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])

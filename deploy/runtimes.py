@@ -18,12 +18,15 @@ from model.errors import PocketAdaptError
 
 
 def pick_token(logits, temperature: float, rng) -> int:
-    """The next token from last-position `logits` (numpy or torch, 1-D): greedy at temperature <= 0, else sampled
-    from the softmax at that temperature with numpy generator `rng`."""
+    """The next token from last-position `logits` (numpy or torch, 1-D): greedy at a temperature below
+    :data:`~model.limits.MIN_TEMPERATURE` (0 included), else sampled from the softmax at that temperature with numpy
+    generator `rng`."""
     import numpy as np
 
+    from model.limits import MIN_TEMPERATURE
+
     z = np.asarray(logits, dtype=np.float64)
-    if temperature <= 0:
+    if temperature < MIN_TEMPERATURE:  # dividing by less overflows (1e-310: 'Probabilities contain NaN')
         return int(np.argmax(z))
     z = z / temperature
     p = np.exp(z - z.max())

@@ -6,3 +6,5 @@ from __future__ import annotations
 MAX_TILES_LIMIT = 40
 # Decoded pixels per image: a 48 MP phone photo fits, a 13000x13000 scan (169 MP, ~800 MB to decode) does not.
 DEFAULT_MAX_PIXELS = 50_000_000
+# Sampling temperatures below this are greedy: logits divided by less overflow float32 (1e-45: inf, nan in softmax).
+MIN_TEMPERATURE = 1e-3

@@ -255,6 +255,8 @@ def test_synthesize_option_without_equals_and_unknown_option(tmp_path, capsys):
     (["chat", "--temperature", "-1"], "--temperature"),
     (["chat", "--temperature", "nan"], "--temperature"),
     (["chat", "--temperature", "inf"], "--temperature"),
+    # logits divided by it overflow: torch.multinomial's inf / nan traceback
+    (["chat", "--temperature", "1e-45"], "argument --temperature: must be 0 (greedy) or at least 0.001, got 1e-45"),
     (["tiles", "800x600", "--max-tiles", "0"], "--max-tiles"),
     (["tiles", "800x600", "--min-tiles", "0"], "--min-tiles"),
     (["tiles", "800x600", "--tokens-per-tile", "0"], "--tokens-per-tile"),
@@ -274,10 +276,23 @@ def test_cli_numbers_are_validated(capsys, argv, needle):
     assert needle in err and "Traceback" not in err
 
 
+def test_pick_token_is_greedy_below_the_smallest_temperature():
+    """The export runtimes' sampler raised 'Probabilities contain NaN' at temperature 1e-310."""
+    import numpy as np
+
+    from deploy.runtimes import pick_token
+
+    logits = np.array([0.5, 3.0, -1.0, 2.9])
+    rng = np.random.default_rng(0)
+    assert [pick_token(logits, t, rng) for t in (0.0, 1e-310, 1e-45, 1e-4)] == [1, 1, 1, 1]
+    assert {pick_token(logits, 1.0, rng) for _ in range(50)} >= {1, 3}
+
+
 def test_valid_numbers_still_parse():
     args = build_parser().parse_args(["chat", "--max-tiles", "6", "--temperature", "0.7", "--max-new-tokens", "5"])
     assert (args.max_tiles, args.temperature, args.max_new_tokens) == (6, 0.7, 5)
     assert build_parser().parse_args(["chat", "--temperature", "0"]).temperature == 0.0
+    assert build_parser().parse_args(["chat", "--temperature", "0.001"]).temperature == 0.001
     assert not math.isnan(build_parser().parse_args(["chat"]).temperature)
 
 
