@@ -333,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=_positive_int, default=64, help="longest answer in tokens (default 64)")
     chat.add_argument("--temperature", type=_temperature, default=0.0,
                       help=f"0 = greedy (default), else sampled at this temperature (at least {MIN_TEMPERATURE:g})")
+    chat.add_argument("--seed", type=int, default=0,
+                      help="random seed of sampling (--temperature > 0), every runtime (default 0: the same draw each run)")
     chat.add_argument("--max-tiles", type=_tile_count, help="override the model's tile cap for this question (1-40)")
     chat.add_argument("--system", help="system message (default: the chat template's)")
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
@@ -482,6 +484,7 @@ def _chat_pytorch(args, images: list) -> int:
     streamer = _StopAwareStreamer(processor)
     repeating = RepetitionStop(decode=processor.tokenizer.decode)  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
+    torch.manual_seed(args.seed)
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=room, eos_token_id=processor.stop_token_ids,
                      pad_token_id=processor.pad_token_id, streamer=streamer, stopping_criteria=stops, **sampling)
@@ -574,7 +577,7 @@ def _chat_export(args, images: list[str]) -> int:
         if args.max_tiles is not None and tiling is not None:
             tiling = dataclasses.replace(tiling, max_tiles=args.max_tiles, min_tiles=min(tiling.min_tiles, args.max_tiles))
         answer = vlm.chat([{"role": "user", "content": args.question}], images, max_new_tokens=args.max_new_tokens,
-                          temperature=args.temperature, system=args.system, tiling=tiling,
+                          temperature=args.temperature, seed=args.seed, system=args.system, tiling=tiling,
                           cut_repeats=not args.keep_repeats, **options)
         if args.show_prompt:
             print(answer.prompt, file=sys.stderr)

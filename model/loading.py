@@ -297,8 +297,9 @@ def load_config(source: str | os.PathLike) -> PocketVLMConfig:
 def _load_preset(name: str, allow_pickle: bool, seed: int):
     preset = get_preset(name)
     if preset.hub_id is None:
-        torch.manual_seed(seed)
-        vlm = PocketVLM(preset.build())
+        with torch.random.fork_rng(devices=[]):  # the same random init each time, the caller's RNG untouched
+            torch.manual_seed(seed)
+            vlm = PocketVLM(preset.build())
         if preset.weights and (assets_dir() / preset.weights).is_file():
             from .checkpoints.io import load_strict, read_state_dict
 

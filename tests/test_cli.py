@@ -463,3 +463,27 @@ def test_chat_notes_a_cut_or_empty_answer_on_every_runtime(monkeypatch, capsys, 
     monkeypatch.setattr(onnx_runtime, "OnnxVLM", Full)
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--example-image", "--max-new-tokens", "3"]) == 0
     assert "[cut at --max-new-tokens 3]" in capsys.readouterr().err
+
+
+def test_chat_seed_picks_the_draw_and_loading_a_preset_leaves_the_rng_alone(capsys):
+    """Sampling had no seed: model.load of a preset called torch.manual_seed(0) (so every run drew alike), a folder
+    was unseeded, the export runtimes always used seed 0. --seed N now seeds every runtime."""
+    import torch
+
+    import model
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    model.load("pocket-tiny")
+    assert torch.equal(torch.rand(3), expected)  # the preset's random init did not reseed the caller's RNG
+
+    def answer(seed: str) -> str:
+        assert main(["chat", "--example-image", "--max-new-tokens", "12", "--keep-repeats", "--temperature", "5",
+                     "--seed", seed]) == 0
+        return capsys.readouterr().out
+
+    first = answer("1")
+    assert answer("1") == first
+    assert any(answer(seed) != first for seed in ("2", "3", "4"))
+    assert build_parser().parse_args(["chat"]).seed == 0
