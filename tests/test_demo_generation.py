@@ -113,3 +113,23 @@ def test_numbers_and_tables_are_no_loop(text):
     assert cut_at_repetition(loop, tokenizer.decode) is not None  # words still loop
     assert cut_at_repetition([ord(c) for c in "nononononononono"], lambda ids: "".join(map(chr, ids))) is not None
     assert cut_at_repetition([ord(c) for c in "4" * 40], lambda ids: "".join(map(chr, ids))) == 32  # run on: a loop
+
+
+def test_demo_streamer_keeps_grounding_markup():
+    """The demo's streamer decoded with skip_special_tokens and dropped '<ref>' / '<box>': the answer the page showed
+    lost its markup, while processor.decode (and adapt chat) keep it."""
+    import torch
+
+    import model
+    from deploy.demo.session import _StopStreamer
+
+    _, processor = model.load("pocket-tiny")
+    ids = processor.tokenizer.encode("<ref>red circle</ref><box>[[10, 20, 300, 400]]</box>\nnext<|im_end|>after",
+                                     add_special_tokens=False)
+    streamer = _StopStreamer(processor)
+    streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
+    for i in ids:
+        streamer.put(torch.tensor([i]))
+    streamer.end()
+    text = "".join(streamer)
+    assert text == processor.decode(ids) == "<ref>red circle</ref><box>[[10, 20, 300, 400]]</box>\nnext"

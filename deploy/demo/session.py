@@ -134,10 +134,12 @@ class ModelSession:
 
 class _StopStreamer(TextIteratorStreamer):
     """TextIteratorStreamer that skips the prompt, ends the text at the first stop token, and hands on text
-    after every token (HF's streamer waits for a space, so answers without spaces would arrive at once)."""
+    after every token (HF's streamer waits for a space, so answers without spaces would arrive at once), decoded as
+    `processor.decode` decodes: control tokens dropped, grounding markup (``<ref>``, ``<box>``) kept."""
 
     def __init__(self, processor):
-        super().__init__(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        super().__init__(processor.tokenizer, skip_prompt=True)
+        self._decode = processor.decode
         self._stops = set(processor.stop_token_ids)
         self._stopped = False
 
@@ -155,7 +157,7 @@ class _StopStreamer(TextIteratorStreamer):
         if not ids:
             return
         self.token_cache.extend(ids)
-        text = self.tokenizer.decode(self.token_cache, **self.decode_kwargs)
+        text = self._decode(self.token_cache)
         if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
             return
         printable = text[self.print_len:]
