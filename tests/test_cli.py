@@ -157,12 +157,14 @@ def test_flags_that_do_not_apply_say_why(capsys, argv, needle):
     assert err.startswith("adapt chat: error:") and needle in err and "GGUF" not in err
 
 
-def test_an_empty_answer_from_an_export_runtime_is_said(monkeypatch, tmp_path, capsys):
-    """An export whose weights were damaged in place answered with an empty line and status 0, nothing more."""
-    import deploy.onnx.runtime as onnx_runtime
-    from deploy.runtimes import Answer
+def timings(decoded: int) -> dict:
+    return {"prompt_tokens": 9, "image_encode_ms": 1, "prompt_ms": 1, "decode_tokens": decoded, "decode_ms": 0}
 
-    class Silent:
+
+def fake_export_runtime(answer):
+    """An export runtime class (OnnxVLM's interface) that answers `answer` to every chat."""
+
+    class Fake:
         export = type("E", (), {"tiling": None})()
 
         def __init__(self, folder):
@@ -175,10 +177,17 @@ def test_an_empty_answer_from_an_export_runtime_is_said(monkeypatch, tmp_path, c
             return None
 
         def chat(self, *args, **kwargs):
-            timings = {"prompt_tokens": 9, "image_encode_ms": 1, "prompt_ms": 1, "decode_tokens": 0, "decode_ms": 0}
-            return Answer("", [], "", False, timings)
+            return answer
 
-    monkeypatch.setattr(onnx_runtime, "OnnxVLM", Silent)
+    return Fake
+
+
+def test_an_empty_answer_from_an_export_runtime_is_said(monkeypatch, tmp_path, capsys):
+    """An export whose weights were damaged in place answered with an empty line and status 0, nothing more."""
+    import deploy.onnx.runtime as onnx_runtime
+    from deploy.runtimes import Answer
+
+    monkeypatch.setattr(onnx_runtime, "OnnxVLM", fake_export_runtime(Answer("", [], "", False, timings(0))))
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--example-image"]) == 0
     assert "[no answer: the model's first token ended it" in capsys.readouterr().err
 
@@ -444,23 +453,7 @@ def test_chat_notes_a_cut_or_empty_answer_on_every_runtime(monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert "[no answer: the model's first token ended it]" in err and "[cut at" not in err
 
-    class Full:
-        export = type("E", (), {"tiling": None})()
-
-        def __init__(self, folder):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return None
-
-        def chat(self, *args, **kwargs):
-            timings = {"prompt_tokens": 9, "image_encode_ms": 1, "prompt_ms": 1, "decode_tokens": 3, "decode_ms": 0}
-            return Answer("a b c", [1, 2, 3], "", False, timings)
-
-    monkeypatch.setattr(onnx_runtime, "OnnxVLM", Full)
+    monkeypatch.setattr(onnx_runtime, "OnnxVLM", fake_export_runtime(Answer("a b c", [1, 2, 3], "", False, timings(3))))
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--example-image", "--max-new-tokens", "3"]) == 0
     assert "[cut at --max-new-tokens 3]" in capsys.readouterr().err
 
