@@ -178,7 +178,7 @@ class Trainer:
         """`allow_changes`: resume even though the recipe was edited since the checkpoint (the new values apply)."""
         self.recipe = recipe
         self.dist = dist or setup_distributed(group=recipe.distributed.strategy == "deepspeed")
-        self.progress = progress and self.dist.main
+        self.progress = progress if self.dist.main else False  # ("lines" and True would be True: a bar)
         self.out_dir = Path(recipe.output.dir)
         self.allow_changes = allow_changes
         if recipe.training.precision == "fp16" and self.dist.device.type != "cuda":

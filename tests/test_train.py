@@ -734,3 +734,14 @@ def test_a_run_that_stops_closes_its_bar_before_the_message(tmp_path, data_dir, 
         train(recipe, progress=True)
     err = capsys.readouterr().err
     assert stopped.value and "train:" in err and err.endswith("\n"), err[-200:]
+
+
+def test_progress_lines_give_step_lines_not_a_bar(tmp_path, data_dir, capsys):
+    """`adapt quickstart` into a log hands training progress="lines"; the Trainer read it as true ("lines" and
+    rank 0) and drew tqdm frames joined by carriage returns into the log."""
+    from model.progress import LINES
+
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=2, save_every=10), ["logging.every=1"])
+    train(recipe, progress=LINES)
+    out, err = capsys.readouterr()
+    assert "train:" not in err and "step 2/2" in out, err[-500:]  # (transformers' own save bar: the CLI turns it off)

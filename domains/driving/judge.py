@@ -38,6 +38,7 @@ from typing import Any
 
 from domains.base import DomainError
 from model.errors import PocketAdaptError
+from model.progress import Progress, progress_bar
 
 __all__ = ["DRIVELM_PROMPT", "DRIVELM_SYSTEM", "Judge", "JudgeConfig", "JudgeError", "judge_messages",
            "parse_rating"]
@@ -233,14 +234,12 @@ class Judge:
             return parse_rating(content)
         raise JudgeError(self._redact(last))
 
-    def rate_many(self, pairs: Sequence[tuple[str, str]], *, progress: bool = True, desc: str = "LLM judge"
+    def rate_many(self, pairs: Sequence[tuple[str, str]], *, progress: Progress = True, desc: str = "LLM judge"
                   ) -> tuple[list[float | None], list[str]]:
         """Ratings for ``(answer, reference)`` pairs, in order, with ``config.workers`` requests in flight.
 
         Returns ``(scores, errors)``: a failed pair's score is None and its message is in `errors`.
         """
-        from tqdm.auto import tqdm
-
         def one(pair: tuple[str, str]) -> tuple[float | None, str | None]:
             try:
                 return self.rate(*pair), None
@@ -250,6 +249,7 @@ class Judge:
         results: list[tuple[float | None, str | None]] = []
         if pairs:
             with ThreadPoolExecutor(max_workers=int(self.config.workers)) as pool:
-                bar = tqdm(pool.map(one, pairs), total=len(pairs), desc=desc, unit="answer", disable=not progress)
-                results = list(bar)
+                with progress_bar(pool.map(one, pairs), total=len(pairs), desc=desc, unit="answer",
+                                  progress=progress) as bar:
+                    results = list(bar)
         return [score for score, _ in results], [err for _, err in results if err is not None]

@@ -496,7 +496,7 @@ def aggregate_drivelm(predictions: Sequence[Any], context: Mapping[str, Any] | N
             notes.append(NOTE_NO_JUDGE.replace("no judge endpoint configured", "judge configuration unusable"))
     else:
         pairs = [(r["pred_px"], r["ref_px"]) for r in by_tag[1]] + [(r["pred_px"], r["ref_px"]) for r in by_tag[3]]
-        scores, errors = judge.rate_many(pairs, progress=bool(context.get("progress", True)))
+        scores, errors = judge.rate_many(pairs, progress=context.get("progress", True))
         chat = [s for s in scores[:len(by_tag[1])] if s is not None]
         match_judge = [s for s in scores[len(by_tag[1]):] if s is not None]
         if errors:
