@@ -631,7 +631,7 @@ def test_llamacpp_aborting_mid_request_is_one_line_with_its_assert(tmp_path, cap
     vlm, processor = model.load("pocket-tiny", projector_options={"downsample_ratio": 0.25})
     monkeypatch.setattr(gguf.GGUFWriter, "add_vision_projector_scale_factor",
                         lambda self, value: self.add_uint32(gguf.Keys.ClipVision.Projector.SCALE_FACTOR, 2))
-    folder = export(vlm, processor, "gguf", tmp_path / "out", qtype="f32", name="coarse")
+    folder = export(vlm, processor, "gguf", tmp_path / "out", qtype="f32", name="coarse", progress=False)
     rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith("adapt chat: error:") and "Traceback" not in err, err

@@ -16,8 +16,10 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU 
 
 
 def dry_run(folder: Path, *targets: str) -> list[str]:
-    done = subprocess.run(["make", "-n", *targets], cwd=folder, capture_output=True, text=True, timeout=60,
-                          check=True)
+    # run as from a shell: under `make test` the parent's MAKELEVEL / MAKEFLAGS would add "make[1]: Entering directory"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", *targets], cwd=folder, capture_output=True, text=True,
+                          timeout=60, check=True, env=env)
     return [line for line in done.stdout.splitlines() if not line.startswith("make: ")]  # "Nothing to be done"
 
 
