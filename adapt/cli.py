@@ -19,7 +19,7 @@ from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
 from model.errors import PocketAdaptError, install_hint
-from model.progress import LINES
+from model.progress import LINES, shows_bar
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
 # adapt eval: the flag that lists the variants (export types) of each export runtime
@@ -45,16 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    # eval / convert / synthesize / quickstart: --no-progress nothing, a bar on a terminal, plain lines in a log
-    # (where a bar's frames would be joined by \r)
+    # one progress setting for every verb: --no-progress nothing, a bar on a terminal, plain lines in a log (where a
+    # bar's frames would be joined by \r); libraries' own bars only with a bar
     piped = argv is None and hasattr(args, "no_progress") and not sys.stderr.isatty()
     args.progress = False if getattr(args, "no_progress", False) else LINES if piped else True
-    if piped:
-        args.no_progress = True  # libraries' bars off; train / distill / export print their own lines
     if argv is None:
         _terminate_as_interrupt()
     try:  # the imports take seconds: Ctrl-C during them is an interrupt like any other, not a traceback
-        _quiet_libraries(progress=not getattr(args, "no_progress", False), command_line=argv is None)
+        _quiet_libraries(progress=shows_bar(getattr(args, "progress", True)), command_line=argv is None)
         if argv is None and getattr(args, "builds_model", False):
             _import_model_stack()
         return args.handler(args) or 0
@@ -647,11 +645,11 @@ def _export(args) -> int:
                        "e.g. --name my-model")
     if args.format == "gguf":
         options = {"qtype": args.gguf_type or "f16", "name": args.name or _model_name(args.model),
-                   "progress": not args.no_progress}
+                   "progress": args.progress}
     elif args.gguf_type or args.name:
         raise CliError("--type and --name apply to --format gguf only")
     if args.format in ("onnx", "executorch"):
-        options = {"quantize": args.quantize, "progress": not args.no_progress}
+        options = {"quantize": args.quantize, "progress": args.progress}
     elif args.quantize:
         raise CliError("--quantize applies to --format onnx or executorch only")
     if args.format == "executorch":
@@ -667,7 +665,7 @@ def _export(args) -> int:
         check_lora_adapter(args.adapter, args.allow_pickle, model=args.model)
     vlm, processor = _load(args)
     if args.format == "tensorrt":
-        options = {"tiling": None, "source": None, "progress": not args.no_progress,
+        options = {"tiling": None, "source": None, "progress": args.progress,
                    **({"max_images": args.max_images} if args.max_images else {})}
         if args.recipe is not None:
             from .recipe import load_recipe
@@ -923,7 +921,7 @@ def _train(args) -> int:
         import subprocess
 
         cmd = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={args.nproc_per_node}",
-               "-m", "adapt.cli", args.verb, str(args.recipe), *args.overrides] + (["--no-progress"] if args.no_progress else []) \
+               "-m", "adapt.cli", args.verb, str(args.recipe), *args.overrides] + (["--no-progress"] if args.progress is False else []) \
             + (["--allow-changes"] if args.allow_changes else [])
         # what torchrun sets anyway, given, so that it does not print a banner about it
         launcher = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
@@ -935,13 +933,13 @@ def _train(args) -> int:
     if args.verb == "distill":
         from .distill import distill
 
-        final = distill(recipe, progress=not args.no_progress, allow_changes=args.allow_changes)
+        final = distill(recipe, progress=args.progress, allow_changes=args.allow_changes)
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"vision tower: {final}\nnext: set model.vision: {final} in a training recipe, then adapt train RECIPE")
         return 0
     from .train import train
 
-    final = train(recipe, progress=not args.no_progress, allow_changes=args.allow_changes)
+    final = train(recipe, progress=args.progress, allow_changes=args.allow_changes)
     if int(os.environ.get("RANK", "0")) == 0:
         again = " ".join(_q(a) for a in (args.recipe, *args.overrides))  # output.dir=... must follow
         print(f"final model: {final}\nnext: adapt eval {again}   |   adapt chat --model {_q(final)} --image IMAGE")

@@ -34,6 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.checkpoints.tower import load_vision, load_vision_feature, save_tower, save_vision_adapter
+from model.progress import Progress
 from model.tiling import ImageLoadError, TilingConfig, load_image
 from model.vision import feature_block, layer_features, patch_grid
 
@@ -391,7 +392,7 @@ class Distiller(Trainer):
             print(self.skips.table(), flush=True)
 
 
-def distill(recipe: DistillRecipe, progress: bool = True, stop_after: int | None = None,
+def distill(recipe: DistillRecipe, progress: Progress = True, stop_after: int | None = None,
             allow_changes: bool = False) -> Path:
     """Distil (or resume) the run a distillation recipe describes; returns the tower folder ``final/`` (or, with
     `stop_after`, the checkpoint written there)."""

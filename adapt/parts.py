@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adapt.recipe import _suggest
+from adapt.recipe import did_you_mean
 from model.errors import PocketAdaptError
 from model.loading import peft_quietly
 
@@ -87,7 +87,7 @@ def _near_targets(unreached: list[str], names: list[str], prefix: str) -> str:
     hints = []
     for target in unreached:
         depth = target.count(".") + 1  # compare `mlp.fc1` with two-part tails, `fc1` with the last part
-        hints.append(f"{target!r}{_suggest(target, dict.fromkeys('.'.join(t.split('.')[-depth:]) for t in tails))}")
+        hints.append(f"{target!r}{did_you_mean(target, dict.fromkeys('.'.join(t.split('.')[-depth:]) for t in tails))}")
     known = ", ".join(dict.fromkeys(t.split(".")[-1] for t in tails))
     return f"{'; '.join(hints)} (the Linear modules LoRA can wrap there: {known})"
 

@@ -81,7 +81,8 @@ def _resolve(path: str | os.PathLike, base: Path) -> Path:
     return Path(os.path.normpath(p if p.is_absolute() else base / p))
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` — did you mean 'X'?`` for the choice closest to `word` (an error message's tail), or ``""``."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" — did you mean {match[0]!r}?" if match else ""
 
@@ -176,7 +177,7 @@ class ModelSpec(_Section):
             return value
         raise ValueError(
             f"{value!r} is neither a model preset nor a checkpoint directory (no folder {directory}); "
-            f"presets: {', '.join(PRESETS)}{_suggest(value, PRESETS)}"
+            f"presets: {', '.join(PRESETS)}{did_you_mean(value, PRESETS)}"
         )
 
     @field_validator("vision")
@@ -192,7 +193,7 @@ class ModelSpec(_Section):
         if value in PRESETS:
             return value
         raise ValueError(f"{value!r} is neither a vision-tower folder (such as an `adapt distill` run's final/), a "
-                         f"checkpoint folder nor a preset (no folder {directory}){_suggest(value, PRESETS)}")
+                         f"checkpoint folder nor a preset (no folder {directory}){did_you_mean(value, PRESETS)}")
 
     @field_validator("chat_template")
     @classmethod
@@ -210,7 +211,7 @@ class ModelSpec(_Section):
         if value not in known:
             raise ValueError(
                 f"unknown chat template {value!r}; bundled templates: {', '.join(known)}"
-                f"{_suggest(value, known)} (or give a path to a .yaml template)"
+                f"{did_you_mean(value, known)} (or give a path to a .yaml template)"
             )
         return value
 
@@ -441,7 +442,7 @@ class Distributed(_Section):
         if value not in DEEPSPEED_PRESETS:
             if not value.endswith(".json"):
                 raise ValueError(f"must be one of {', '.join(DEEPSPEED_PRESETS)} or a path to a .json file, "
-                                 f"got {value!r}{_suggest(value, DEEPSPEED_PRESETS)}")
+                                 f"got {value!r}{did_you_mean(value, DEEPSPEED_PRESETS)}")
             value = str(_resolve(value, _base_dir(info)))
         if info.data.get("strategy") == "deepspeed":  # checked on this key, so that an error names where it was set
             resolve_deepspeed_config(value)  # a missing, malformed or unusable file is an error now, not at launch
@@ -620,7 +621,7 @@ class TowerSpec(_Section):
             return value
         known = [*VISION_CONFIGS, *PRESETS]
         raise ValueError(f"{value!r} is not a tower config ({', '.join(VISION_CONFIGS)}), a preset ({', '.join(PRESETS)}), "
-                         f"hub:OWNER/NAME nor a folder (no folder {directory}){_suggest(value, known)}")
+                         f"hub:OWNER/NAME nor a folder (no folder {directory}){did_you_mean(value, known)}")
 
     @model_validator(mode="after")
     def _config(self) -> TowerSpec:
@@ -633,7 +634,7 @@ class TowerSpec(_Section):
             known = VISION_CONFIGS[self.source]().to_dict()
             for key in self.config:
                 if key not in known:  # transformers configs keep unknown keys silently
-                    raise ValueError(f"config: {key!r} is not a key of the {self.source} config{_suggest(key, known)}")
+                    raise ValueError(f"config: {key!r} is not a key of the {self.source} config{did_you_mean(key, known)}")
             try:
                 VISION_CONFIGS[self.source](**self.config)
             except (TypeError, ValueError) as err:
@@ -1229,7 +1230,7 @@ def copy_recipe_template(name: str, dest_dir: str | os.PathLike) -> Path:
     stem = name[: -len(".yaml")] if name.endswith(".yaml") else name
     known = list_recipe_templates()
     if stem not in known:
-        raise RecipeError(f"unknown recipe template {name!r}; templates: {', '.join(known)}{_suggest(stem, known)}")
+        raise RecipeError(f"unknown recipe template {name!r}; templates: {', '.join(known)}{did_you_mean(stem, known)}")
     dest_dir = Path(dest_dir)
     target = dest_dir / f"{stem}.yaml"
     if target.exists():

@@ -480,3 +480,28 @@ def test_chat_seed_picks_the_draw_and_loading_a_preset_leaves_the_rng_alone(caps
     assert answer("1") == first
     assert any(answer(seed) != first for seed in ("2", "3", "4"))
     assert build_parser().parse_args(["chat"]).seed == 0
+
+
+def test_an_export_into_a_log_prints_stage_lines(monkeypatch, tmp_path):
+    """Into a log (stderr not a terminal) `adapt export` gets "lines" (an ONNX export's stage lines) as eval and
+    convert do, and the libraries' own bars are off; --no-progress gives nothing. (export took a second flag,
+    rewritten to mean "libraries off", and showed nothing in a log.)"""
+    import sys
+
+    import adapt.cli as cli
+    import deploy.hf
+    from model.progress import LINES
+
+    seen = []
+    monkeypatch.setattr(cli, "_load", lambda args: (None, None))
+    monkeypatch.setattr(deploy.hf, "export", lambda *a, **options: seen.append(options["progress"]) or tmp_path)
+    monkeypatch.setattr(cli, "_quiet_libraries", lambda progress, command_line: seen.append(("libraries", progress)))
+    monkeypatch.setattr(cli, "_terminate_as_interrupt", lambda: None)
+    monkeypatch.setattr(cli, "_import_model_stack", lambda: None)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    command = ["adapt", "export", "--format", "onnx", "--model", "m", "--out", str(tmp_path / "o")]
+    for extra, expected in (([], LINES), (["--no-progress"], False)):
+        seen.clear()
+        monkeypatch.setattr(sys, "argv", [*command, *extra])
+        assert main() == 0
+        assert seen == [("libraries", False), expected]
