@@ -614,7 +614,7 @@ def upright_size(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
     size with width and height swapped when the EXIF orientation (1-8, 1 when absent) turns it by 90 degrees.
     Raises what ``Image.open`` raises, bar PIL's decompression-bomb refusal (the size is read at any size)."""
     with _open_past_pil_limit(path) as image:
-        width, height = image.size
+        width, height = _stored_size(image)
         try:
             orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
         except Exception:  # noqa: BLE001 - a damaged EXIF block: load_image keeps the pixels as stored too
@@ -625,6 +625,18 @@ def upright_size(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
 
 
 _EXIF_ORIENTATION = 0x0112
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+
+
+def _stored_size(image: Image.Image) -> tuple[int, int]:
+    """Width and height of the pixel grid as stored in the file, before any orientation is applied.
+
+    Pillow (>= 11) reports a TIFF's size already turned by its orientation tag (it turns the pixels when loading),
+    so ``image.size`` would be swapped twice; the TIFF's own width and length tags hold the stored grid."""
+    tags = getattr(image, "tag_v2", None)
+    if image.format == "TIFF" and tags is not None and _TIFF_WIDTH in tags and _TIFF_LENGTH in tags:
+        return int(tags[_TIFF_WIDTH]), int(tags[_TIFF_LENGTH])
+    return image.size
 
 
 # 16-bit colour is read as its high byte (a linear scaling to 8 bit); when even the brightest sample's high byte is

@@ -567,3 +567,18 @@ def test_load_image_truncated_png(tmp_path) -> None:
 def test_load_image_directory(tmp_path) -> None:
     with pytest.raises(ImageLoadError):
         load_image(tmp_path)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_upright_size_of_an_oriented_tiff_is_the_size_load_image_returns(tmp_path, orientation) -> None:
+    """Pillow reports a TIFF's size already turned by its orientation tag, and upright_size swapped it once more:
+    a 30x20 TIFF tagged 6 was planned (tile counts, remote-sensing box turns) as 30x20 but loaded as 20x30."""
+    stored = _noise(30, 20)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    tiff, png = tmp_path / "scan.tif", tmp_path / "scan.png"
+    stored.save(tiff, exif=exif)
+    stored.save(png, exif=exif)
+    upright = load_image(tiff)
+    assert np.array_equal(np.asarray(upright), np.asarray(load_image(png)))  # both turned once, alike
+    assert tiling.upright_size(tiff) == (upright.size, orientation) == tiling.upright_size(png)
