@@ -56,6 +56,15 @@ def image_prefix(found: int, n_images: int) -> str:
     raise ConversationError(f"the conversation has {found} <image> placeholders but {n_images} images were given")
 
 
+def image_first(content: str) -> str:
+    """`content` with its one ``<image>`` moved to the front, as LLaVA / MobileVLM train and prompt: the placeholder
+    removed, the text stripped, ``<image>\\n`` prepended (``Q\\n<image>`` and ``<image>\\nQ`` both become the latter).
+    Text with no placeholder or several is returned as it is (LLaVA would merge several into one)."""
+    if content.count(IMAGE_PLACEHOLDER) != 1:
+        return content
+    return f"{IMAGE_PLACEHOLDER}\n{content.replace(IMAGE_PLACEHOLDER, '').strip()}".strip()
+
+
 __all__ = [
     "ChatTemplate",
     "chat_template_jinja",
@@ -80,7 +89,7 @@ _REQUIRED_FIELDS = (
     "sep2",
     "stop_strings",
 )
-_OPTIONAL_FIELDS = {"add_bos": False, "strip_messages": False}
+_OPTIONAL_FIELDS = {"add_bos": False, "strip_messages": False, "image_first": False}
 _ROLES = ("system", "user", "assistant")
 
 
@@ -104,6 +113,7 @@ class ChatTemplate:
     stop_strings: tuple[str, ...]
     add_bos: bool = False  # the tokenizer's BOS goes first when the model was trained with it
     strip_messages: bool = False  # training strips each turn's text (InternVL's preprocess_internlm)
+    image_first: bool = False  # a turn's one <image> goes first, as "<image>\n" + text (LLaVA's preprocess_multimodal)
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -192,6 +202,7 @@ class ChatTemplate:
             "sep": self.sep,
             "sep2": self.sep2,
             "stop_strings": list(self.stop_strings),
+            "image_first": self.image_first,
         }
 
 
@@ -366,6 +377,7 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
         stop_strings=tuple(stops),
         add_bos=data["add_bos"],
         strip_messages=data["strip_messages"],
+        image_first=data["image_first"],
     )
 
 

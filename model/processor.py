@@ -26,6 +26,7 @@ from .chat import (
     ConversationError,
     chat_template_jinja,
     get_chat_template,
+    image_first,
     image_prefix,
     normalize_messages,
 )
@@ -238,6 +239,8 @@ class VLMProcessor:
         messages = normalize_messages(conversation)
         self.check_text(messages, system_message)
         messages = add_image_placeholders(messages, len(num_tiles))
+        if self.chat_template.image_first:
+            messages = [{**m, "content": image_first(m["content"])} if m["role"] == "user" else m for m in messages]
         if with_labels and self.chat_template.strip_messages:  # as the model's training code did
             messages = [{**m, "content": m["content"].strip()} for m in messages]
         segments = self.chat_template.segments(

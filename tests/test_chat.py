@@ -390,7 +390,7 @@ def test_malformed_yaml_names_file(tmp_path):
         load_chat_template(tmp_path / "missing.yaml")
 
 
-@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(ChatTemplate) if f.name not in ("add_bos", "strip_messages")])
+@pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(ChatTemplate) if f.name not in ("add_bos", "strip_messages", "image_first")])
 def test_missing_field_names_file_and_field(tmp_path, field):
     data = _good_yaml()
     del data[field]

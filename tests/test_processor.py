@@ -141,3 +141,20 @@ def test_a_chat_template_whose_answer_end_is_no_token_of_the_tokenizer_is_said()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fitting.stop_token_ids
+
+
+def test_vicuna_puts_the_image_first_as_llava_trains_and_prompts(metaspace_tokenizer):
+    """LLaVA / MobileVLM move a turn's ``<image>`` to its front (``preprocess_multimodal``; inference writes
+    ``<image>\\n`` + question): a LLaVA-665k style ``what is in the image?\\n<image>`` trained with the image after the
+    question, a layout the model never saw. InternVL templates keep the placeholder where the text has it."""
+    tok = metaspace_tokenizer
+    proc = _processor(tok, "vicuna_v1", image_tokens=False)
+    trailing = [{"role": "user", "content": " what is in the image?\n<image> "}, {"role": "assistant", "content": "two"}]
+    leading = [{"role": "user", "content": "<image>\nwhat is in the image?"}, {"role": "assistant", "content": "two"}]
+    for labels in (True, False):
+        got = proc.encode_tokens(trailing, [1], add_generation_prompt=False, with_labels=labels)
+        assert got.input_ids.tolist() == proc.encode_tokens(leading, [1], add_generation_prompt=False).input_ids.tolist()
+    assert tok.decode(got.input_ids.tolist()).count("USER: ") == 1  # nothing else moved
+    internvl = _processor(tok, "Hermes-2")
+    kept = internvl.encode_tokens(trailing, [1], add_generation_prompt=False).input_ids.tolist()
+    assert tok.decode(kept).index("image?") < tok.decode(kept).index("<img>")
