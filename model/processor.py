@@ -238,9 +238,7 @@ class VLMProcessor:
         """
         messages = normalize_messages(conversation)
         self.check_text(messages, system_message)
-        messages = add_image_placeholders(messages, len(num_tiles))
-        if self.chat_template.image_first:
-            messages = [{**m, "content": image_first(m["content"])} if m["role"] == "user" else m for m in messages]
+        messages = place_images(messages, len(num_tiles), self.chat_template)
         if with_labels and self.chat_template.strip_messages:  # as the model's training code did
             messages = [{**m, "content": m["content"].strip()} for m in messages]
         segments = self.chat_template.segments(
@@ -383,6 +381,15 @@ class VLMProcessor:
         if batch_labels:
             batch["labels"] = torch.stack(batch_labels)
         return batch
+
+
+def place_images(messages: list[dict], n_images: int, template: ChatTemplate) -> list[dict]:
+    """`messages` with their `<image>` placeholders checked and added (`add_image_placeholders`), each user turn's
+    one placeholder moved first where `template` says so (LLaVA / MobileVLM): the prompt every runtime renders."""
+    messages = add_image_placeholders(messages, n_images)
+    if template.image_first:
+        messages = [{**m, "content": image_first(m["content"])} if m["role"] == "user" else m for m in messages]
+    return messages
 
 
 def add_image_placeholders(messages: list[dict], n_images: int) -> list[dict]:

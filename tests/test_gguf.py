@@ -887,3 +887,18 @@ def test_adapt_export_gguf_and_tensorrt_pass_the_progress_setting_on(tmp_path, m
         with pytest.raises(Stop):
             main(["export", "--model", "pocket-tiny-scratch", "-f", fmt, "--out", str(tmp_path / fmt), *flags])
     assert asked == {"gguf": shown, "tensorrt": shown}
+
+
+def test_llama_cpp_messages_place_the_image_as_the_template_trains():
+    """A MobileVLM (vicuna_v1) export asked "Q\\n<image>" gets "<image>\\nQ", as the processor trains and prompts
+    it; InternVL templates keep the placeholder where the text has it. (The runtime added placeholders only.)"""
+    from types import SimpleNamespace
+
+    from deploy.llamacpp.runtime import MARKER
+
+    def content(template: str) -> str:
+        runtime = SimpleNamespace(export=SimpleNamespace(template=get_chat_template(template)))
+        return LlamaCppVLM.messages(runtime, [{"role": "user", "content": "What is it?\n<image>"}], 1)[0]["content"]
+
+    assert content("vicuna_v1") == f"{MARKER}\nWhat is it?"
+    assert content("internvl2_5") == f"What is it?\n{MARKER}"

@@ -103,10 +103,10 @@ class LlamaCppVLM:
         self.close()
 
     def messages(self, conversation: list[dict], n_images: int, system: str | None = None) -> list[dict]:
-        """Role/content messages with one media marker per image (placeholders added as training adds them)."""
-        from model.processor import add_image_placeholders
+        """Role/content messages with one media marker per image (placeholders placed as training places them)."""
+        from model.processor import place_images
 
-        messages = add_image_placeholders(normalize_messages(conversation), n_images)
+        messages = place_images(normalize_messages(conversation), n_images, self.export.template)
         if system is not None and not (messages and messages[0]["role"] == "system"):
             messages = [{"role": "system", "content": system}, *messages]
         return [{**m, "content": m["content"].replace(IMAGE_PLACEHOLDER, MARKER)} for m in messages]
