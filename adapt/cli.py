@@ -795,7 +795,7 @@ def _tiles(args) -> int:
     else:  # pad / crop (MobileVLM) or resize: one tile whatever the size
         cols = rows = 1
     n = count_tiles(width, height, config)
-    print(f"{width}x{height}: grid {cols}x{rows} (cols x rows), {n} tiles{' incl. thumbnail' if n > cols * rows else ''}, "
+    print(f"{width}x{height}: grid {cols}x{rows} (cols x rows), {n} tile{'s' if n > 1 else ''}{' incl. thumbnail' if n > cols * rows else ''}, "
           f"{n * per_tile} image tokens" + (f" per image; {args.images} images: {args.images * n} tiles, "
                                              f"{args.images * n * per_tile} image tokens" if args.images > 1 else "")
           + f" ({config.tile_size} px tiles" + (f", {config.mode} mode)" if config.mode != "dynamic" else ")"))

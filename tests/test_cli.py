@@ -70,9 +70,9 @@ def test_tiles_plans_without_pixels(capsys):
     # InternVL2's 448 px tiles, which `tiles` always planned with, give 1x1
     (["--model", "pocket-tiny"], "300x300: grid 2x2 (cols x rows), 5 tiles incl. thumbnail, 80 image tokens (112 px"),
     (["--tile-size", "112", "--max-tiles", "6", "--tokens-per-tile", "16"], "grid 2x2 (cols x rows), 5 tiles"),
-    (["--max-tiles", "6", "--tokens-per-tile", "16"], "grid 1x1 (cols x rows), 1 tiles, 16 image tokens (448 px"),
-    (["--model", "mobilevlm-v2-1.7b"], "grid 1x1 (cols x rows), 1 tiles, 144 image tokens (336 px tiles, pad mode)"),
-    (["--model", "pocket-tiny", "--max-tiles", "1"], "grid 1x1 (cols x rows), 1 tiles, 16 image tokens (112 px"),
+    (["--max-tiles", "6", "--tokens-per-tile", "16"], "grid 1x1 (cols x rows), 1 tile, 16 image tokens (448 px"),
+    (["--model", "mobilevlm-v2-1.7b"], "grid 1x1 (cols x rows), 1 tile, 144 image tokens (336 px tiles, pad mode)"),
+    (["--model", "pocket-tiny", "--max-tiles", "1"], "grid 1x1 (cols x rows), 1 tile, 16 image tokens (112 px"),
 ])
 def test_tiles_plans_with_the_models_tiling(capsys, argv, expected):
     assert main(["tiles", "300x300", *argv]) == 0
