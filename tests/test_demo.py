@@ -845,6 +845,10 @@ def test_medical_multiframe_file_has_a_frame_picker(medical, tmp_path):
         assert not np.array_equal(np.asarray(study.render(0)), np.asarray(study.render(3)))
         assert study.label(3) == "frame 4/5"
         assert study.pick(0, 3) == [0, 2, 4]
+        images, labels, prompt = study.model_inputs(0, 3, None)
+        # the page says "frame"; the model gets the layout the converters train on ("Slice k/N: <image>")
+        assert labels == ["frame 1/5", "frame 3/5", "frame 5/5"]
+        assert prompt == "Slice 1/5: <image>\nSlice 3/5: <image>\nSlice 5/5: <image>\n"
     finally:
         study.close()
 

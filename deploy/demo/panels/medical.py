@@ -156,11 +156,12 @@ class Study:
 
     def model_inputs(self, index: int, n: int, window) -> tuple[list[Image.Image], list[str], str | None]:
         """``(images, labels, prompt)`` for a question: one image without prompt, or several with
-        ``"slice k/N: <image>"`` lines placing them."""
+        ``"Slice k/N: <image>"`` lines placing them (the page's labels may say "frame"; the model gets the
+        converters' words, as a multi-frame file in a series folder is trained on)."""
         picked = self.pick(index, n)
         images = [self.render(i, window) for i in picked]
         labels = [self.label(i) for i in picked]
-        prompt = None if len(images) == 1 else slice_prompt(labels)  # the layout the converters train on
+        prompt = None if len(images) == 1 else slice_prompt([f"slice {i + 1}/{self.count}" for i in picked])
         return images, labels, prompt
 
     def close(self) -> None:
