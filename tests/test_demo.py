@@ -378,6 +378,25 @@ def test_a_bad_image_gives_a_readable_message(tmp_path, content, expected):
     with pytest.raises(UploadError, match=expected) as err:
         read_files([bad], hooks_for(None)[0], max_bytes=MB)
     assert "DOE" not in str(err.value) and "Traceback" not in str(err.value)
+    assert str(err.value).startswith("upload 1: ") and "upload-1" not in str(err.value)  # the page's name for it
+
+
+def test_a_reader_error_names_the_upload_by_its_page_label(tmp_path):
+    """Readers quote the staged name ("upload-2.png"); the page calls the file "upload 2" everywhere, and a
+    message that already says "the upload" is not prefixed with it again."""
+    from deploy.demo.panels.generic import read_files
+
+    files = [png(tmp_path / f"DOE_{k}.png") for k in range(10)]
+    (tmp_path / "DOE_1.png").write_bytes(b"garbage")
+    with pytest.raises(UploadError) as err:
+        read_files(files, hooks_for(None)[0], max_bytes=MB)
+    assert str(err.value).startswith("upload 2: not an image file"), str(err.value)
+    staged = stage_uploads(files, max_bytes=MB, remove_originals=False)
+    try:
+        assert staged.neutralize("upload-10.png and upload-1.png") == "upload 10 and upload 1"
+        assert readable_error(ValueError("the upload gives 17 images"), staged) == "the upload gives 17 images"
+    finally:
+        staged.cleanup()
 
 
 def test_normalize_upload_checks_the_hook_contract():

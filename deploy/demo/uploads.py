@@ -218,10 +218,14 @@ class StagedUpload:
         return path
 
     def neutralize(self, text: str) -> str:
-        """`text` with private paths replaced by the neutral upload labels."""
+        """`text` with private paths, and the staged file names readers quote (``upload-1.png``), replaced by
+        the neutral upload labels."""
         for k, path in enumerate(self.paths):
             text = text.replace(str(path), upload_label(k))
-        return text.replace(str(self.root) + os.sep, "").replace(str(self.root), "upload")
+        text = text.replace(str(self.root) + os.sep, "").replace(str(self.root), "upload")
+        for k, path in sorted(enumerate(self.paths), key=lambda item: -len(item[1].name)):  # upload-10 before upload-1
+            text = text.replace(path.name, upload_label(k))
+        return text
 
     def cleanup(self) -> None:
         """Remove the staged copies (idempotent)."""
@@ -392,7 +396,7 @@ def readable_error(exc: BaseException, staged: StagedUpload | None = None) -> st
         text = f"the file could not be processed ({type(exc).__name__}); see the server log"
     if staged is not None:
         text = staged.neutralize(text)
-        if staged.paths and not text.startswith("upload"):  # say which file, when the reader did not
+        if staged.paths and not text.startswith(("upload", "the upload")):  # say which file, when the reader did not
             text = f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: {text}"
     text = text.replace(tempfile.gettempdir(), "…")
     return " ".join(text.split())[:600]
