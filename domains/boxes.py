@@ -303,7 +303,9 @@ def draw_ref_boxes(image, text: str, width: int = 3):
         colour = PALETTE[k % len(PALETTE)]
         font, label = _font_for(phrase, size) if phrase else (None, "")
         for box in boxes:
-            draw.rectangle([box.x1, box.y1, box.x2 - 1, box.y2 - 1], outline=colour, width=width)
+            # a box under a pixel wide (a tiny lesion on the 0-1000 grid) is drawn one pixel wide: PIL refuses x2 < x1
+            draw.rectangle([box.x1, box.y1, max(box.x1, box.x2 - 1), max(box.y1, box.y2 - 1)], outline=colour,
+                           width=width)
             if label:
                 left, top, right, bottom = draw.textbbox((0, 0), label, font=font)
                 w, h = right - left + 4, bottom - top + 4

@@ -366,6 +366,18 @@ def test_default_hooks_read_images_and_draw_answer_boxes(tmp_path):
     assert drawn[0].getpixel((40, 35)) == result.images[0].getpixel((40, 35))  # outside the box unchanged
 
 
+def test_a_box_under_a_pixel_is_drawn_and_the_answers_other_boxes_too():
+    """A grid box narrower than a pixel ([500, 500, 501, 501] on a 512 px slice) made PIL raise, and the page drew
+    none of the answer's boxes ("its boxes could not be drawn: ValueError")."""
+    image = Image.new("RGB", (512, 512))
+    drawn = default_draw_answer([image], "<ref>nodule</ref><box>[[500, 500, 501, 501]]</box>"
+                                         "<ref>liver</ref><box>[[100, 100, 300, 300]]</box>")[0]
+    assert drawn.getpixel((256, 256)) != (0, 0, 0), "the tiny box is marked"
+    assert drawn.getpixel((52, 100)) != (0, 0, 0), "the other box is drawn"
+    tall = default_draw_answer([Image.new("RGB", (1600, 900))], "<box>[[0, 0, 99999999999, 1]]</box>")[0]
+    assert tall.getpixel((800, 0)) != (0, 0, 0)
+
+
 @pytest.mark.parametrize("content, expected", [
     (b"this is not an image", "not an image file"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image file|damaged"),
