@@ -1105,6 +1105,12 @@ def test_cli_flags_defaults_and_password_never_on_the_command_line(monkeypatch, 
     assert main(["--auth-user", "ann"]) == 1  # fails before loading any model
     assert PASSWORD_ENV in capsys.readouterr().err
     assert main(["--max-upload-mb", "0"]) == 1
+    for bad in ("inf", "nan"):  # refused before the model loads (inf ended in an OverflowError trace at launch)
+        capsys.readouterr()
+        assert main(["--max-upload-mb", bad]) == 1
+        assert f"--max-upload-mb must be a positive number of MB, got {bad}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="positive number of MB"):
+        demo_app.build_demo("pocket-tiny", max_upload_mb=float("nan"))
 
 
 def test_cli_runs_the_demo_with_launch_settings(monkeypatch, tmp_path):

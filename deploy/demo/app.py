@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -77,8 +78,8 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
 
     The model is loaded here, so a wrong path fails now rather than at the first question.
     """
-    if max_upload_mb <= 0:
-        raise DemoError(f"max_upload_mb must be positive, got {max_upload_mb}")
+    if not 0 < max_upload_mb < math.inf:
+        raise DemoError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb}")
     if max_new_tokens < 1:
         raise DemoError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     panel, plugin = resolve_domain(domain)

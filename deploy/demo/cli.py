@@ -6,6 +6,7 @@ Imports nothing heavy until the verb runs, so building the ``adapt`` parser stay
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -85,8 +86,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise DemoError(f"--port must be in 1..65535, got {args.port}")
-    if args.max_upload_mb <= 0:
-        raise DemoError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    if not 0 < args.max_upload_mb < math.inf:  # nan and inf too: they failed after the model loaded, inf with a trace
+        raise DemoError(f"--max-upload-mb must be a positive number of MB, got {args.max_upload_mb}")
     auth = None
     if args.auth_user:
         auth = auth_from_env(args.auth_user, PASSWORD_ENV)
