@@ -470,6 +470,14 @@ def test_remote_sensing_hooks_follow_the_demo_contract(tmp_path):
         read([path], bands="1,2")
     with pytest.raises(ValueError, match="band index 7 out of range"):
         read([path], bands="7,2,1")
+    # page words, not library ones: a name on a file without band names, a number that is no index
+    with pytest.raises(ValueError) as err:
+        read([path], bands="B04,B03,B02")
+    assert "does not name its bands, so choose them by number: 1-based indexes 1..3, e.g. 1,2,3" in str(err.value)
+    assert "band_names" not in str(err.value)
+    for bad in ("-1", "1.5", "4,3,+2"):
+        with pytest.raises(ValueError, match="is not a band index; indexes are whole numbers from 1"):
+            read([path], bands=bad)
 
 
 def test_remote_sensing_reader_shows_what_training_saw_and_takes_chat_style_options(tmp_path):

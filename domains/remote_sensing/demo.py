@@ -37,6 +37,7 @@ UPLOAD_HELP = ("Upload a GeoTIFF (or another raster GDAL reads: .tif, .jp2, .img
                "(1-based indexes or names such as B04,B03,B02; auto = B04,B03,B02 when the bands are named, else "
                "1,2,3) and how the values are stretched to 8 bits (auto: as the converters do for training).")
 _UPLOAD_NAME = re.compile(r"^upload-(\d+)")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
 
 
 def demo_options() -> dict[str, dict]:
@@ -62,6 +63,9 @@ def parse_bands(text: str | Sequence[int | str] | None) -> list[int | str] | Non
     parts = [p.strip() for p in re.split(r"[,;\s]+", text) if p.strip()]
     if len(parts) not in (1, 3):
         raise DomainError(f"bands: give one band (grey) or three (red, green, blue), got {text!r}")
+    for p in parts:
+        if _NUMBER.fullmatch(p) and not p.isdigit():  # "-1", "1.5": read as band names before, "no band named '-1'"
+            raise DomainError(f"bands: {p!r} is not a band index; indexes are whole numbers from 1 (4,3,2)")
     return [int(p) if p.isdigit() else p for p in parts]
 
 
@@ -126,6 +130,7 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
 
     from domains.remote_sensing.raster import (
         RasterError,
+        _known_names,
         _open,
         palette_of,
         read_rgb,
@@ -157,7 +162,15 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
                 raise _damaged(path, err, opened=False) from None
             raise DomainError(str(err).replace(str(path), _label(path))) from None
         with src:
-            indexes = resolve_bands(src, wanted)
+            try:
+                indexes = resolve_bands(src, wanted)
+            except RasterError:
+                if any(isinstance(b, str) for b in wanted or ()) and not _known_names(src, None):
+                    # the reader's hint ("pass band_names") is for the Python API, not for this page
+                    raise DomainError(f"{_label(path)}: the file does not name its bands, so choose them by number: "
+                                      f"1-based indexes 1..{src.count}, e.g. "
+                                      f"{'4,3,2' if src.count >= 4 else '1,2,3' if src.count >= 3 else '1'}") from None
+                raise
             limits = resolve_stretch(src, indexes, choice)
             palette = palette_of(src, indexes) is not None
             used = _describe_bands(src, indexes)
