@@ -906,6 +906,8 @@ def test_medical_png_upload(medical, tmp_path):
     ("DOE_JANE.dcm", b"plain text, not DICOM", "upload 1"),
     ("DOE_JANE.zip", b"PK\x03\x04 not really a zip", "upload 1"),
     ("notes.txt", b"hello", "upload 1"),
+    ("DOE_JANE.tif", b"II*\x00\x08\x00\x00\x00", "upload 1: not a DICOM file; this page reads DICOM files (one file, "
+                                                  "the files of one series, or a .zip of them) and PNG / JPEG images"),
 ])
 def test_medical_bad_files_give_readable_messages(medical, tmp_path, gradio_cache, name, content, expected):
     bad = tmp_path / name

@@ -247,7 +247,14 @@ def _image_study(staged: StagedUpload) -> Study:
 
 
 def _dicom_study(staged: StagedUpload) -> Study:
-    ds = dicom.read_dicom(staged.paths[0])
+    try:
+        ds = dicom.read_dicom(staged.paths[0])
+    except dicom.DicomError as err:
+        if err.reason != "not a DICOM file":
+            raise
+        # a TIFF, WebP, PDF, ... : say what this page reads, not only what the file is not
+        raise UploadError(f"{upload_label(0)}: not a DICOM file; this page reads DICOM files (one file, the files "
+                          "of one series, or a .zip of them) and PNG / JPEG images") from None
     frames = max(1, int(dicom.frame_count(ds)))
     unit = "frame" if frames > 1 else "image"
     header = dict(deid.safe_header(ds))
