@@ -338,6 +338,12 @@ class PocketVLM(PreTrainedModel):
         image_features = None
         if inputs_embeds is None:
             inputs_embeds, image_features = self.embed(input_ids, pixel_values)
+        if attention_mask is None and _restarts(position_ids) and not {"past_key_values", "cache"} & kwargs.keys():
+            # transformers reads packed samples off position_ids only when there is no KV cache, and a causal LM
+            # makes one by default: with it every sample would attend to the ones before it in its row
+            if kwargs.setdefault("use_cache", False):
+                raise ValueError("packed rows (position_ids restarting within a row, no attention_mask) cannot "
+                                 "use a KV cache: its samples would attend to each other; leave use_cache unset")
         if labels is not None and loss_only:
             return self._supervised_forward(inputs_embeds, attention_mask, position_ids, labels, image_features, kwargs)
         out = self.language_model(
@@ -382,6 +388,13 @@ class PocketVLM(PreTrainedModel):
         return self.language_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
         )
+
+
+def _restarts(position_ids: torch.Tensor | None) -> bool:
+    """Whether some row of 2-D `position_ids` starts a new sequence after its first position (a packed row)."""
+    if position_ids is None or position_ids.dim() != 2 or position_ids.shape[1] < 2:
+        return False
+    return bool((position_ids[:, 1:] != position_ids[:, :-1] + 1).any())
 
 
 AutoConfig.register(PocketVLMConfig.model_type, PocketVLMConfig, exist_ok=True)

@@ -205,9 +205,9 @@ def test_per_span_attention_keeps_a_sliding_window_mask():
     ids = torch.randint(0, 64, (1, 14))
     positions = torch.cat([torch.arange(8), torch.arange(6)])[None]
     with torch.no_grad():
-        want = lm(input_ids=ids, position_ids=positions).logits
+        want = lm(input_ids=ids, position_ids=positions, use_cache=False).logits
         assert use_packed_attention(lm)
-        got = lm(input_ids=ids, position_ids=positions).logits
+        got = lm(input_ids=ids, position_ids=positions, use_cache=False).logits
     assert torch.equal(got, want)
 
 
@@ -225,3 +225,34 @@ def test_packing_needs_a_language_model_from_transformers(tiny):
             _check_packable(vlm)
     finally:
         vlm.language_model = original
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_packed_rows_without_loss_only_attend_within_each_sample(tiny, mode):
+    """The logits path (no ``loss_only``) of a packed row: transformers builds the packed mask only without a KV
+    cache, and a causal LM makes one by default (``use_cache``, in train mode too), so each sample saw the ones
+    before it in its row. Each sample's logits and the LM's own loss now equal those of the sample alone."""
+    vlm, processor = tiny
+    items = [{"encoded": encode(processor, q, a, size), "source": f"s{k}"} for k, (q, a, size) in enumerate([
+        ("What colour is it?", "blue", (64, 64)), ("Where is the square?", "top left corner", (900, 300))])]
+    packed, padded = (collate(items, processor, pack_to=pack_to) for pack_to in (10_000, None))
+    assert packed["input_ids"].shape[0] == 1
+    vlm.train(mode == "train")
+    try:
+        with torch.no_grad():
+            got = vlm(input_ids=packed["input_ids"], pixel_values=packed["pixel_values"],
+                      position_ids=packed["position_ids"], labels=packed["labels"])
+            want = vlm(input_ids=padded["input_ids"], pixel_values=padded["pixel_values"],
+                       attention_mask=padded["attention_mask"]).logits
+            loss = vlm(**{k: packed[k] for k in ("input_ids", "pixel_values", "position_ids", "labels")},
+                       loss_only=True).loss
+    finally:
+        vlm.eval()
+    for k, source in enumerate(packed["sources"]):  # segment k of the packed row holds sample `source`
+        sample = int(source[1:])
+        torch.testing.assert_close(got.logits[0, packed["segments"][0] == k],
+                                   want[sample, padded["segments"][sample] == sample], rtol=1e-5, atol=1e-5)
+    assert got.loss.item() == pytest.approx(loss.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="cannot use a KV cache"):
+        vlm(input_ids=packed["input_ids"], pixel_values=packed["pixel_values"], position_ids=packed["position_ids"],
+            use_cache=True)
