@@ -256,3 +256,39 @@ def test_packed_rows_without_loss_only_attend_within_each_sample(tiny, mode):
     with pytest.raises(ValueError, match="cannot use a KV cache"):
         vlm(input_ids=packed["input_ids"], pixel_values=packed["pixel_values"], position_ids=packed["position_ids"],
             use_cache=True)
+
+
+def test_packed_rows_with_lora_on_an_eager_lm_give_each_sample_its_own_loss_and_gradient():
+    """Eager attention keeps packed samples apart through transformers' mask alone, and LoRA wraps the LM's
+    Linears (peft around the whole model): the LoRA gradients of a packed batch equal the padded batch's."""
+    from adapt.parts import PartSetting, apply_parts
+
+    vlm, processor = model.load("pocket-tiny-scratch")
+    vlm.language_model.set_attn_implementation("eager")
+    torch.manual_seed(0)
+    lora = apply_parts(vlm, {"llm": PartSetting(mode="lora", r=4, alpha=8, dropout=0.0)}).eval()
+    for name, param in lora.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero: a LoRA that changes nothing would hide a wrong mask
+            torch.nn.init.normal_(param, std=0.1)
+    items = [{"encoded": encode(processor, q, a, size), "source": f"s{k}"} for k, (q, a, size) in enumerate([
+        ("What colour is it?", "blue", (64, 64)), ("Where is the square?", "top left corner", (900, 300)),
+        ("Count the shapes.", "three", (300, 300))])]
+
+    def per_sample(pack_to):
+        batch = collate(items, processor, pack_to=pack_to)
+        segments, sources = batch.pop("segments"), batch.pop("sources")
+        batch.pop("n_dropped")
+        lora.zero_grad()
+        sums, counts = sample_losses(lora(**batch, loss_only=True).token_losses, batch["labels"], segments)
+        sums.sum().backward()
+        grads = torch.cat([p.grad.flatten() for n, p in lora.named_parameters() if "lora_" in n])
+        return batch, {int(s[1:]): (sums[j].item(), int(counts[j])) for j, s in enumerate(sources)}, grads
+
+    padded, want, want_grads = per_sample(None)
+    packed, got, got_grads = per_sample(10_000)
+    assert vlm.language_model.config._attn_implementation == "eager" and packed["input_ids"].shape[0] == 1
+    assert got.keys() == want.keys() == {0, 1, 2}
+    for k in want:
+        assert got[k][1] == want[k][1] > 0 and got[k][0] == pytest.approx(want[k][0], rel=1e-5), k
+    assert want_grads.abs().max() > 0
+    torch.testing.assert_close(got_grads, want_grads, rtol=1e-4, atol=1e-6)
