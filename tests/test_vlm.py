@@ -189,3 +189,29 @@ def test_decode_keeps_grounding_markup_and_stops_at_the_end_token(ours):
     assert processor.decode(ids) == answer
     ids = tok.encode("<img><IMG_CONTEXT></img>a red circle", add_special_tokens=False)
     assert processor.decode(ids) == "a red circle"
+
+
+def test_batched_generation_with_left_padding_equals_one_by_one(ours, example_image):
+    """What `adapt eval` does (`processor.pad(..., padding_side="left")`, one `generate`): each row's greedy scores and
+    tokens are those of the prompt alone, and a row that meets a stop id ends there (pad ids after it)."""
+    vlm, processor = ours
+    prompts = [processor([{"role": "user", "content": "<image>\nWhat shapes are there?"}], images=[example_image]),
+               processor([{"role": "user", "content": "Describe a long scene with many words in it."}]),
+               processor([{"role": "user", "content": "<image>\nHi"}], images=[example_image.resize((60, 100))])]
+    settings = dict(max_new_tokens=6, do_sample=False, output_scores=True, return_dict_in_generate=True,
+                    pad_token_id=processor.pad_token_id)
+    alone = [vlm.generate(**p.to_model_inputs(), **settings) for p in prompts]
+    batch = processor.pad(prompts, padding_side="left")
+    assert batch["attention_mask"][:, 0].tolist().count(0) == 2  # left padding really exercised
+    together = vlm.generate(**batch, **settings)
+    for k, one in enumerate(alone):
+        for step, scores in enumerate(one.scores):
+            torch.testing.assert_close(together.scores[step][k], scores[0], rtol=1e-4, atol=1e-4)
+        assert together.sequences[k, :one.sequences.shape[1]].tolist() == one.sequences[0].tolist()
+    # a stop id met mid-answer: that row ends there, the other rows go on as alone
+    stop = int(alone[0].sequences[0, 2])
+    stopped = vlm.generate(**batch, **{**settings, "eos_token_id": [stop]}).sequences
+    for k, p in enumerate(prompts):
+        first = vlm.generate(**p.to_model_inputs(), **{**settings, "eos_token_id": [stop]}).sequences[0].tolist()
+        assert first[-1] == stop or len(first) == 6
+        assert stopped[k].tolist() == first + [processor.pad_token_id] * (stopped.shape[1] - len(first))
