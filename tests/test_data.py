@@ -740,3 +740,18 @@ def test_measured_image_size_is_the_upright_one_load_image_returns(tmp_path):
     ann = write_jsonl(root / "train.jsonl", [{"image": "img/phone.jpg", "conversations": conv("Colour?", "Red.")}])
     [record] = read_source(SourceSpec("d", ann), SkipLog())
     assert record.image_sizes == [load_image(root / "img" / "phone.jpg").size] == [(100, 300)]
+
+
+def test_collate_of_dropped_samples_does_not_blame_their_images(tmp_path, processor):
+    """A sample is dropped when its image does not decode or when it is too long for max_seq_length (measure()
+    skipped, or run with another length): a batch of only the latter said its images did not decode."""
+    root = tmp_path / "data"
+    png(root / "ok.png")
+    ann = write_jsonl(root / "t.jsonl", [{"image": "ok.png", "conversations": conv("What colour?", "Red.")}])
+    skips = SkipLog()
+    records = measure(read_source(SourceSpec("d", ann), skips), processor, 512, skips)
+    ds = SupervisedDataset({"d": records}, [("d", 0)], processor, 8, skips)
+    assert ds[0] is None and skips.count("d", "too long for max_seq_length") == 1
+    with pytest.raises(DataError, match="all 1 samples of the batch were dropped") as err:
+        collate([ds[0]], processor)
+    assert "do not decode" not in str(err.value) and "max_seq_length" in str(err.value)

@@ -160,9 +160,8 @@ def collate(batch: list[dict | None], processor, pack_to: int | None = None) -> 
     Use ``functools.partial(collate, processor=processor)`` as a DataLoader's ``collate_fn``."""
     kept = [item for item in batch if item is not None]
     if not kept:
-        raise DataError(
-            f"all {len(batch)} samples of the batch were dropped (their images do not decode); see the skip log"
-        )
+        raise DataError(f"all {len(batch)} samples of the batch were dropped (an image that does not decode, or "
+                        "longer than max_seq_length); see the skip log for each one's reason")
     encoded = [item["encoded"] for item in kept]
     if pack_to:
         out, order = pack(encoded, processor.pad_token_id, pack_to)
