@@ -429,8 +429,9 @@ class Trainer:
                     self._count_dropped(dropped)
                 if n_empty:
                     self._stop_for_data(DataQualityError(
-                        f"step {step + 1}: not one sample of the next epoch's worth could be loaded (their images do "
-                        f"not decode); see {self.out_dir / 'skips.md'}"))
+                        f"step {step + 1}: not one sample of the next epoch's worth could be loaded (an image that does "
+                        f"not decode, or longer than max_seq_length); see {self.out_dir / 'skips.md'} for each one's "
+                        "reason"))
                 loss_scale = grad_scale / max(1.0, step_tokens)
                 sums = torch.zeros(len(self.source_names), 3, dtype=torch.float64)  # loss sum, tokens, rows
                 for batch in micro_batches:
