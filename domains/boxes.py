@@ -6,7 +6,8 @@ the bottom-right *edge* (so a box covering the whole ``W x H`` image is ``Box(0,
 InternVL writes boxes as integers on a 0-1000 grid, ``round(x / W * 1000)`` (``internvl.md`` §8), in the
 text form ``<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>``; several boxes of one phrase share one
 ``<box>``: ``<box>[[...], [...]]</box>``. The grid step is ``W / 1000`` pixels, so a pixel -> grid -> pixel
-round trip is exact to half a step: within one pixel for images up to 2000 px on a side.
+round trip is exact to half a step: within one pixel for images up to 2000 px on a side (a box thinner than
+half a step is kept one step wide by :func:`to_grid`: within one step, a pixel up to 1000 px).
 """
 
 from __future__ import annotations
@@ -115,10 +116,22 @@ def upright_box(box: Sequence[float], width: float, height: float, orientation: 
 
 
 def to_grid(box: Sequence[float], width: float, height: float) -> list[int]:
-    """Pixel box -> ``[x1, y1, x2, y2]`` on the 0-1000 grid: clipped to the image, ``round(v / W * 1000)``."""
+    """Pixel box -> ``[x1, y1, x2, y2]`` on the 0-1000 grid: clipped to the image, ``round(v / W * 1000)``.
+
+    A side of positive pixel extent that rounds to nothing (under half a grid step) keeps one grid step, on the
+    side of its centre (so within one step of the pixels), instead of a zero-area box that no IoU can hit and
+    :func:`parse_ref_boxes` drops."""
     b = clip_box(box, width, height)
     scale = (width, height, width, height)
-    return [min(GRID, max(0, round(v / s * GRID))) for v, s in zip(b, scale)]
+    g = [min(GRID, max(0, round(v / s * GRID))) for v, s in zip(b, scale)]
+    for lo, hi, extent, size in ((0, 2, b.width, width), (1, 3, b.height, height)):
+        if g[hi] == g[lo] and extent > 0:
+            centre = (b[lo] + b[hi]) / 2 / size * GRID
+            if (centre >= g[lo] and g[hi] < GRID) or g[lo] == 0:
+                g[hi] += 1
+            else:
+                g[lo] -= 1
+    return g
 
 
 def from_grid(grid: Sequence[float], width: float, height: float) -> Box:

@@ -75,7 +75,7 @@ OPTED_OUT = "with meta.augment false"
 GENERAL = "from general sources"
 NAMES_DIRECTION = "whose text names a direction such as left, top or north"
 UNMOVABLE_BOXES = "with boxes that cannot be moved"
-_EPS = 1e-3  # px added to zero-width/height boxes (albumentations rejects them); removed by rounding
+_EPS = 1e-3  # px added to zero-width/height boxes (albumentations rejects them); removed after the move
 
 
 def derive_seed(seed: int, key: Any = None) -> int:
@@ -249,7 +249,11 @@ class Augmentation:
         new_w, new_h = new_image.size
         moved: dict[int, list[int]] = {}
         for box, idx in zip(out["bboxes"], out["box_ids"]):
-            moved[int(idx)] = to_grid([float(v) for v in box[:4]], new_w, new_h)
+            g = to_grid([float(v) for v in box[:4]], new_w, new_h)
+            for lo, hi in ((0, 2), (1, 3)):  # a zero-extent grid side stays zero (to_grid widens thin sides)
+                if box[hi] - box[lo] <= 2 * _EPS:
+                    g[lo] = g[hi] = round((box[lo] + box[hi]) / 2 / (new_w if lo == 0 else new_h) * GRID)
+            moved[int(idx)] = g
         if len(moved) != len(pixel_boxes):
             return image, record  # a box was lost (cannot happen for flips/turns); keep the sample intact
 
