@@ -332,21 +332,21 @@ def test_dior_bad_inputs(tmp_path):
     end = x1.index("</ymax>") + len("</ymax>")
     (ann / "00001.xml").write_text(x1[:start] + "<xmin>500</xmin><ymin>500</ymin><xmax>600</xmax><ymax>600</ymax>"
                                    + x1[end:])
-    (ann / "00002.xml").write_text("<annotation><object><name>ship</name>")  # malformed XML
+    (ann / "00005.xml").write_text("<annotation><object><name>ship</name>")  # malformed XML (the last: see below)
     (src / "JPEGImages" / "00003.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")  # corrupt image
     n3 = (ann / "00003.xml").read_text().count("<object>")
     out = tmp_path / "out"
     report = assert_idempotent(convert_dior_rsvg, src, out, tasks=("grounding",))
     assert report.skipped["box outside image"] == 1
     assert "00001.xml" in report.examples["box outside image"][0]
-    assert report.skipped["malformed XML"] == 1 and "00002.xml" in report.examples["malformed XML"][0]
+    assert report.skipped["malformed XML"] == 1 and "00005.xml" in report.examples["malformed XML"][0]
     assert report.skipped["unreadable image"] == 1 and "00003.jpg" in report.examples["unreadable image"][0]
     assert report.written >= 1
     recs = all_records(report)
     check_wellformed(recs, out)
     assert all(r["task"] == "grounding" for r in recs)
     stems = {r["meta"]["source"] for r in recs}
-    assert "00002.xml" not in stems and "00003.xml" not in stems
+    assert "00005.xml" not in stems and "00003.xml" not in stems
     assert n3 >= 1
 
 
@@ -697,3 +697,17 @@ def test_dior_box_follows_an_exif_oriented_jpeg(tmp_path, orientation):
 def test_synthetic_size_below_8_is_refused_not_replaced_by_the_default(tmp_path, size):
     with pytest.raises(DomainError, match=f"size must be >= 8 pixels, got {size}"):
         generate("ucmerced", tmp_path / "u", size=size)
+
+
+def test_dior_objects_after_a_malformed_xml_are_not_put_in_a_guessed_split(tmp_path):
+    """The split files hold global object indices: after an XML that cannot be read (its object count unknown)
+    every later object's index is unknown, so it is skipped, never written to a shifted (wrong) split."""
+    src = generate("dior_rsvg", tmp_path / "src", n=4)
+    xmls = sorted((src / "Annotations").glob("*.xml"))
+    later = sum(x.read_text().count("<object>") for x in xmls[2:])
+    xmls[1].write_text("<annotation><object><name>ship</name>")  # truncated in copying
+    report = convert_dior_rsvg(src, tmp_path / "out", tasks=("grounding",), progress=False)
+    assert report.skipped["malformed XML"] == 1
+    assert report.skipped["object index unknown"] == later >= 1
+    assert xmls[1].name in report.examples["object index unknown"][0]
+    assert {r["meta"]["source"] for r in all_records(report)} == {xmls[0].name}

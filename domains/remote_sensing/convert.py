@@ -616,7 +616,8 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
 
     Splits: ``train.txt`` / ``val.txt`` / ``test.txt`` in `src` list global object indices counted over the
     xml files in sorted order (RSVG-pytorch counts in ``os.walk`` order, which is the sorted order on
-    most file systems); objects in none of them are skipped. Without split files everything goes to
+    most file systems); objects in none of them are skipped, and so are the objects of every file after an
+    unreadable XML (``object index unknown``: how many objects it held is unknown). Without split files everything goes to
     ``all``. `resize`: longer side of the output PNGs; boxes are scaled with the image, so the grid box is
     unchanged and the pixel round trip stays within one pixel. `tasks`: ``grounding`` and / or ``region``.
     `dataset`: output name. `images_dir`: the images' folder under `src`. `annotations_dir`: the XML folder
@@ -650,17 +651,26 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
 
     with Prefetch(workers, plan) as pf:
         obj_index = -1
+        broken: Path | None = None  # the first unreadable XML: the split indices after it cannot be counted
         for xml in progress_bar(sorted(ann_dir.glob("*.xml")), desc=dataset, unit="file", progress=progress):
             try:
                 root = ET.parse(xml).getroot()
                 objects = root.findall("object")
             except (ET.ParseError, OSError) as exc:
                 report.skip(xml, "malformed XML", f"{xml}: {exc}")
+                broken = broken or xml
                 continue
             first = obj_index + 1
             obj_index += len(objects)
             if not objects:
                 report.skip(xml, "no objects", f"{xml}: no <object> elements")
+                continue
+            if broken is not None and split_map is not None:
+                for k in range(len(objects)):
+                    where = f"{xml.name} object {k}"
+                    report.skip(where, "object index unknown",
+                                f"{where}: {broken.name} cannot be read, so the global object indices of "
+                                "train/val/test.txt are unknown for the files after it; repair it and convert again")
                 continue
             fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
             try:  # the XML names the image: it must stay under the images folder (domains.files.inside_root)
