@@ -113,7 +113,7 @@ def test_stretch_over_valid_pixels_only_and_nodata(tmp_path):
     assert arr[20:].max() == 255 and arr[20:].min() == 0
     # nodata given overrides the file's
     _, mask2 = read_rgb(path, nodata=2000)
-    assert (~mask2[20:]).sum() == ((data[:, 20:] == 2000).any(axis=0)).sum()
+    assert (~mask2[20:]).sum() == ((data[:, 20:] == 2000).all(axis=0)).sum()  # nodata in every band (GDAL)
 
 
 def test_single_band_float_and_uint8(tmp_path):
@@ -396,3 +396,23 @@ def test_a_raster_without_crs_reads_without_rasterio_warning(tmp_path, recwarn):
     read_rgb(path)
     list(iter_chips(path, size=8, overlap=0))
     assert [w.category.__name__ for w in recwarn] == []
+
+
+def test_nodata_masks_a_pixel_only_where_every_band_is_nodata(tmp_path):
+    """GDAL's dataset mask: with nodata 0 a pure red (200, 0, 0) pixel is data, not a hole; (0, 0, 0) is."""
+    data = np.zeros((3, 4, 4), np.uint8)
+    data[0, :2] = 200  # top half pure red, bottom half nodata in every band
+    image, mask = read_rgb(write_tif(tmp_path / "red.tif", data, nodata=0))
+    assert mask[:2].all() and not mask[2:].any()
+    assert tuple(np.asarray(image)[0, 0]) == (200, 0, 0)
+    # uint16: a band's nodata values of valid pixels stay out of its percentiles
+    wide = np.zeros((3, 10, 10), np.uint16)
+    wide[0] = np.arange(100, dtype=np.uint16).reshape(10, 10) + 1000
+    wide[1, :, :5] = 3000
+    wide[2] = 2000
+    wide[2, 0, 0] = 2100
+    image, mask = read_rgb(write_tif(tmp_path / "wide.tif", wide, nodata=0), stretch=(0, 100))
+    assert mask.all()
+    rgb = np.asarray(image)
+    assert rgb[0, 0, 1] == 0 and rgb[0, 9, 1] == 0  # band 2: only 3000 is data (no spread): 0
+    assert rgb[0, 0, 2] == 255 and rgb[1, 0, 2] == 0  # band 3: 2000..2100, not 0..2100

@@ -27,9 +27,11 @@ band is uint8, else ``(2, 98)``. A band with no spread (``high == low``) becomes
 
 **Palette**: one band read from a paletted (colour-map) file is drawn in the file's colours; no stretch applies.
 
-**Nodata**: a pixel is invalid when any selected band equals the nodata value (`nodata` if given, else the
-file's), is NaN / infinite, or is masked by the file's alpha band or its internal (per-dataset) mask.
-Invalid pixels are black in the image and ``False`` in the mask.
+**Nodata**: a pixel is invalid when every selected band equals the nodata value (`nodata` if given, else the
+file's) or is NaN / infinite -- as GDAL's dataset mask (``dataset_mask()``) reads nodata, so a pure red
+``(200, 0, 0)`` of a uint8 file with nodata 0 stays red -- or when the file's alpha band or internal
+(per-dataset) mask masks it. Invalid pixels are black in the image and ``False`` in the mask; a band's
+stretch percentiles are taken over its own valid values (not nodata, finite) of the valid pixels.
 
 Errors name the file: :class:`RasterError` (a ``ValueError``) for unreadable, truncated or corrupt files,
 zero-size rasters, unsupported data types (complex) and bad band selections.
@@ -250,15 +252,19 @@ def _win(w: Window) -> str:
     return f"(col {int(w.col_off)}, row {int(w.row_off)}, {int(w.width)}x{int(w.height)})"
 
 
-def _valid_mask(data: np.ndarray, nodata: float | None, masks: np.ndarray | None = None) -> np.ndarray:
-    """(bands, H, W) -> (H, W) bool: every band finite, different from nodata and not masked (`masks`, GDAL's
-    0 = masked, from :func:`_file_masks`)."""
-    valid = np.ones(data.shape[1:], dtype=bool) if masks is None else (masks != 0).all(axis=0)
-    if data.dtype.kind == "f":
-        valid &= np.isfinite(data).all(axis=0)
+def _band_values(data: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(bands, H, W) -> (bands, H, W) bool: the value is finite and different from nodata."""
+    ok = np.isfinite(data) if data.dtype.kind == "f" else np.ones(data.shape, dtype=bool)
     if nodata is not None and not math.isnan(nodata) and _representable(nodata, data.dtype):
-        valid &= (data != np.asarray(nodata).astype(data.dtype)).all(axis=0)
-    return valid
+        ok &= data != np.asarray(nodata).astype(data.dtype)
+    return ok
+
+
+def _valid_mask(data: np.ndarray, nodata: float | None, masks: np.ndarray | None = None) -> np.ndarray:
+    """(bands, H, W) -> (H, W) bool: some band finite and different from nodata (GDAL's dataset mask), and not
+    masked (`masks`, GDAL's 0 = masked, from :func:`_file_masks`)."""
+    valid = np.ones(data.shape[1:], dtype=bool) if masks is None else (masks != 0).all(axis=0)
+    return valid & _band_values(data, nodata).any(axis=0)
 
 
 def _file_masks(src, path: Path, indexes: list[int], window: Window | None = None) -> np.ndarray | None:
@@ -327,14 +333,17 @@ def resolve_stretch(src, indexes: list[int], stretch: tuple[float, float] | str 
     return None if all(src.dtypes[i - 1] == "uint8" for i in indexes) else AUTO_STRETCH
 
 
-def _band_limits(data: np.ndarray, valid: np.ndarray, stretch: tuple[float, float]) -> list[tuple[float, float]] | None:
-    """Per band (low, high) percentile values over valid pixels; None when no pixel is valid."""
+def _band_limits(data: np.ndarray, valid: np.ndarray, stretch: tuple[float, float],
+                 nodata: float | None = None) -> list[tuple[float, float]] | None:
+    """Per band (low, high) percentile values over its own valid values (:func:`_band_values`) of the valid
+    pixels; None when no pixel is valid."""
     if not valid.any():
         return None
+    ok = _band_values(data, nodata) & valid
     limits = []
-    for band in data:
-        values = band[valid].astype(np.float64)
-        lo, hi = np.percentile(values, stretch)
+    for band, band_ok in zip(data, ok):
+        values = band[band_ok].astype(np.float64)
+        lo, hi = np.percentile(values, stretch) if values.size else (0.0, 0.0)
         limits.append((float(lo), float(hi)))
     return limits
 
@@ -387,7 +396,7 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
         raise RasterError(f"{p}: every pixel is nodata ({nd}), masked or not finite in bands {indexes}")
     if lut is not None:
         return Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), valid
-    limits = _band_limits(data, valid, stretch) if stretch else None
+    limits = _band_limits(data, valid, stretch, nd) if stretch else None
     return Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), valid
 
 
@@ -451,12 +460,13 @@ def _scene_limits(src, path: Path, indexes: list[int], nodata: float | None, str
             win = Window(int(x), int(y), w, h)
             data = _read(src, path, indexes, win, cache)
             valid = _valid_mask(data, nodata, _file_masks(src, path, indexes, win))
+            ok = _band_values(data, nodata) & valid
             for i, band in enumerate(data):
-                samples[i].append(band[valid].astype(np.float64))
+                samples[i].append(band[ok[i]].astype(np.float64))
     values = [np.concatenate(s) for s in samples]
-    if not values[0].size:
+    if not any(v.size for v in values):
         return None
-    return [tuple(float(v) for v in np.percentile(v, stretch)) for v in values]
+    return [tuple(float(x) for x in np.percentile(v, stretch)) if v.size else (0.0, 0.0) for v in values]
 
 
 class _SparseBlocks:
@@ -480,14 +490,16 @@ class _SparseBlocks:
         if key not in self.cache:
             from rasterio.errors import RasterBlockError
 
-            absent = False
+            absent = True  # a pixel is invalid only when every selected band is nodata
             for b in self.indexes:
                 try:
                     self.src.block_size(b, i, j)
-                except RasterBlockError:
-                    absent = True  # a pixel is invalid when any selected band is nodata
+                    absent = False
                     break
+                except RasterBlockError:
+                    continue
                 except Exception:  # noqa: BLE001 - unknown: read the window instead
+                    absent = False
                     break
             self.cache[key] = absent
         return self.cache[key]
@@ -557,7 +569,7 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                 if not stretch:
                     limits = None
                 elif stretch_scope == "chip" or scene_limits is None:
-                    limits = _band_limits(data, valid, stretch)
+                    limits = _band_limits(data, valid, stretch, nd)
                 else:
                     limits = scene_limits
                 yield Chip(image=Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), mask=valid,
