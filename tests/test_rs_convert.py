@@ -711,3 +711,15 @@ def test_dior_objects_after_a_malformed_xml_are_not_put_in_a_guessed_split(tmp_p
     assert report.skipped["object index unknown"] == later >= 1
     assert xmls[1].name in report.examples["object index unknown"][0]
     assert {r["meta"]["source"] for r in all_records(report)} == {xmls[0].name}
+
+
+def test_dior_zero_area_box_is_called_malformed_not_outside(tmp_path):
+    src = generate("dior_rsvg", tmp_path / "src", n=2)
+    xml = sorted((src / "Annotations").glob("*.xml"))[0]
+    text = xml.read_text()
+    xmin = text[text.index("<xmin>") + 6: text.index("</xmin>")]
+    start, end = text.index("<xmax>"), text.index("</xmax>") + len("</xmax>")
+    xml.write_text(text[:start] + f"<xmax>{xmin}</xmax>" + text[end:])  # xmin == xmax, well inside the image
+    report = convert_dior_rsvg(src, tmp_path / "out", tasks=("grounding",), progress=False)
+    assert "box outside image" not in report.skipped
+    assert report.skipped["malformed box"] == 1 and "zero area" in report.examples["malformed box"][0]

@@ -610,8 +610,8 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
 
     Boxes are on the 0-1000 grid (``round(v / W * 1000)``); ``<bndbox>`` values are taken as pixel edges
     as RSVG-pytorch and the Mini-InternVL evaluator do. A box partly outside the image is clipped (counted as a
-    warning), one at least half outside (or empty) is skipped. ``meta`` keeps the pixel box in the *output* image
-    (``bbox``), the output ``size`` [W, H], the original pixel box (``source_bbox``), ``source_size``, the
+    warning), one at least half outside is skipped, and so is a zero-area one (``malformed box``). ``meta``
+    keeps the pixel box in the *output* image (``bbox``), the output ``size`` [W, H], the original pixel box (``source_bbox``), ``source_size``, the
     object ``name`` and its global ``object_index``.
 
     Splits: ``train.txt`` / ``val.txt`` / ``test.txt`` in `src` list global object indices counted over the
@@ -708,6 +708,8 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                     bb = obj.find("bndbox")
                     raw = Box(_xml_int(bb, "xmin"), _xml_int(bb, "ymin"), _xml_int(bb, "xmax"), _xml_int(bb, "ymax"))
                     raw.checked()
+                    if raw.area <= 0:
+                        raise ValueError(f"box {tuple(raw)} has zero area (xmin == xmax or ymin == ymax)")
                 except ValueError as exc:
                     report.skip(where, "malformed box", f"{xml}: object {k}: {exc}")
                     continue
