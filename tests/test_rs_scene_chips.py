@@ -336,3 +336,25 @@ def test_a_folder_without_readable_scenes_keeps_the_earlier_index(tmp_path):
     (tmp_path / "bad" / "broken.tif").write_bytes(b"II*\x00not a tiff")
     report = convert_scene_chips(tmp_path / "bad", out, size=256, overlap=0)
     assert report.written == 0 and report.outputs == {} and (out / "chips.jsonl").read_bytes() == index
+
+
+def test_map_bounds_on_a_scene_without_georeferencing_are_refused(tmp_path):
+    """A pixel-only TIFF (no CRS, no geotransform) has no map: bounds are not silently read as pixels."""
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    scene = tmp_path / "plain.tif"
+    data = np.random.default_rng(0).integers(1, 255, (3, 64, 64), dtype="uint8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(scene, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8") as ds:
+            ds.write(data)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"objects": [{"id": "map", "phrase": "a roof", "bounds": [10, 10, 30, 30]},
+                                             {"id": "px", "phrase": "a road", "box": [5, 5, 40, 20]}]}))
+    report = convert_scene_chips(scene, tmp_path / "out", size=64, overlap=0, boxes=boxes)
+    assert report.skipped.get("scene not georeferenced") == 1
+    assert "no CRS or geotransform" in report.examples["scene not georeferenced"][0]
+    assert [r["meta"].get("phrase", r["answer"]) for r in read_jsonl(report.outputs["all"])
+            if r["task"] == "grounding"] == ["a road"]

@@ -1025,8 +1025,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     appear in several chips (one record each). Boxes reaching past the scene edge follow the same rule
     (the outside part counts as outside every chip). Skipped, with the object named: ``"box outside
     image"`` (the box lies wholly outside every scene), ``"box in no chip"`` (inside the scene but in no
-    kept chip with >= 50 % inside: cut by chip borders, or in nodata chips), ``"crs mismatch"``,
-    ``"missing phrase"``, ``"malformed box"``.
+    kept chip with >= 50 % inside: cut by chip borders, or in nodata chips), ``"crs mismatch"``, ``"scene not
+    georeferenced"`` (map bounds for a scene with neither CRS nor geotransform), ``"missing phrase"``,
+    ``"malformed box"``.
 
     Idempotent as the other converters: chip PNGs are re-used when present, not older than their scene, of
     the right size and made with the same `bands`, `stretch`, `nodata`, `band_names` and `stretch_scope`
@@ -1085,6 +1086,10 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
             if obj["pixel"] is not None:
                 b = obj["pixel"]
             else:
+                if crs is None and transform.is_identity:  # GDAL's identity: pixels, no map to place bounds on
+                    placed.setdefault(k, f"not georeferenced: scene {rel} has no CRS or geotransform, so map "
+                                         f"bounds cannot be placed on it; give the box in pixels ({_PIXEL_KEYS[0]})")
+                    continue
                 if not _same_crs(boxes_crs, crs):
                     placed.setdefault(k, f"crs mismatch: boxes file crs {boxes_crs!r}, scene {rel} crs {crs}")
                     continue
@@ -1155,6 +1160,8 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
             reason = "box outside image"
         elif why.startswith("crs mismatch"):
             reason = "crs mismatch"
+        elif why.startswith("not georeferenced"):
+            reason = "scene not georeferenced"
         elif why.startswith("in scene"):
             reason = "box in no chip"
         else:
