@@ -723,3 +723,18 @@ def test_dior_zero_area_box_is_called_malformed_not_outside(tmp_path):
     report = convert_dior_rsvg(src, tmp_path / "out", tasks=("grounding",), progress=False)
     assert "box outside image" not in report.skipped
     assert report.skipped["malformed box"] == 1 and "zero area" in report.examples["malformed box"][0]
+
+
+def test_classification_ignores_what_a_mac_zip_adds(tmp_path):
+    """A zip made on a Mac unpacks a ``__MACOSX`` folder beside the data set and ``._name`` AppleDouble files:
+    neither is a class nor an image."""
+    src = tmp_path / "unzipped"
+    generate("ucmerced", src / "UCMerced_LandUse" / "Images", n=2)
+    junk = b"\x00\x05\x16\x07AppleDouble"
+    (src / "__MACOSX" / "UCMerced_LandUse" / "Images" / "forest").mkdir(parents=True)
+    (src / "__MACOSX" / "UCMerced_LandUse" / "Images" / "forest" / "._forest00.tif").write_bytes(junk)
+    (src / "UCMerced_LandUse" / "Images" / "forest" / "._forest00.tif").write_bytes(junk)
+    report = convert_classification(src, tmp_path / "out", dataset="ucmerced", progress=False)
+    assert report.total_skipped == 0 and report.written == 10
+    assert all_records(report)[0]["options"] == sorted(["agricultural", "forest", "river", "denseresidential",
+                                                        "chaparral"])

@@ -172,13 +172,18 @@ def class_label(folder: str) -> str:
     return " ".join(_CAMEL.sub(" ", folder).replace("_", " ").replace("-", " ").split()).lower()
 
 
+def _listed(p: Path) -> bool:
+    """Not a hidden entry, nor the ``__MACOSX`` folder / ``._name`` AppleDouble files a zip made on a Mac holds."""
+    return not p.name.startswith(".") and p.name != "__MACOSX"
+
+
 def _class_root(src: Path) -> Path:
     """Descend through single wrapper folders (``UCMerced_LandUse/Images/...``; EuroSAT-MS's archive nests its class
     folders six deep: ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>``) to the class folders."""
     root = src
     for _ in range(16):
-        subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        files = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        subdirs = [p for p in root.iterdir() if _listed(p) and p.is_dir()]
+        files = [p for p in root.iterdir() if _listed(p) and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
         if len(subdirs) == 1 and not files:
             root = subdirs[0]
         else:
@@ -226,8 +231,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     report = ConvertReport(dataset=dataset, source=src, out=out)
     root = _class_root(src)
     classes: list[tuple[Path, list[Path]]] = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        imgs = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    for d in sorted(p for p in root.iterdir() if _listed(p) and p.is_dir()):
+        imgs = sorted(p for p in d.iterdir() if _listed(p) and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         imgs = files_inside(src, imgs, report)  # a symlink out of --src is refused, as in every converter
         if not imgs:
             report.skip(d, "empty class folder", f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
