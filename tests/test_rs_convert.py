@@ -738,3 +738,10 @@ def test_classification_ignores_what_a_mac_zip_adds(tmp_path):
     assert report.total_skipped == 0 and report.written == 10
     assert all_records(report)[0]["options"] == sorted(["agricultural", "forest", "river", "denseresidential",
                                                         "chaparral"])
+
+
+def test_dior_ignores_appledouble_xml_files(tmp_path):
+    src = generate("dior_rsvg", tmp_path / "src", n=3)
+    (src / "Annotations" / "._00001.xml").write_bytes(b"\x00\x05\x16\x07AppleDouble")  # sorts first
+    report = convert_dior_rsvg(src, tmp_path / "out", progress=False)
+    assert report.total_skipped == 0 and report.written > 0

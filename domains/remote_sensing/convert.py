@@ -640,8 +640,10 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     split_map = _split_indices(src, report)
     out_splits: dict[str, list[dict]] = {s: [] for s in (("train", "val", "test") if split_map is not None else ("all",))}
     resize = _resize_option(resize)
+    xml_files = sorted(p for p in ann_dir.glob("*.xml") if _listed(p))  # a Mac zip's ._name.xml is no annotation
+
     def plan():  # every annotated image, in the loop's order (a superset of those converted)
-        for xml in sorted(ann_dir.glob("*.xml")):
+        for xml in xml_files:
             try:
                 root = ET.parse(xml).getroot()
                 fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
@@ -657,7 +659,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     with Prefetch(workers, plan) as pf:
         obj_index = -1
         broken: Path | None = None  # the first unreadable XML: the split indices after it cannot be counted
-        for xml in progress_bar(sorted(ann_dir.glob("*.xml")), desc=dataset, unit="file", progress=progress):
+        for xml in progress_bar(xml_files, desc=dataset, unit="file", progress=progress):
             try:
                 root = ET.parse(xml).getroot()
                 objects = root.findall("object")
