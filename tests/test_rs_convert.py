@@ -745,3 +745,11 @@ def test_dior_ignores_appledouble_xml_files(tmp_path):
     (src / "Annotations" / "._00001.xml").write_bytes(b"\x00\x05\x16\x07AppleDouble")  # sorts first
     report = convert_dior_rsvg(src, tmp_path / "out", progress=False)
     assert report.total_skipped == 0 and report.written > 0
+
+
+def test_rsvqa_ignores_appledouble_question_files(tmp_path):
+    src = generate("rsvqa_lr", tmp_path / "src", n=4)
+    for q in list(src.glob("*_questions.json")):
+        (src / f"._{q.name}").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    report = convert_rsvqa(src, tmp_path / "out", progress=False)
+    assert "malformed JSON" not in report.skipped and report.written > 0

@@ -365,7 +365,7 @@ def _rsvqa_files(src: Path, splits: Sequence[str] | None) -> list[tuple[str, str
     repeats the split files) only when there is nothing else."""
     split_files, tagged, untagged = [], [], []
     for p in sorted(src.glob("*questions*")):
-        if not p.is_file():
+        if not p.is_file() or not _listed(p):  # a Mac zip's ._LR_split_train_questions.json is no JSON
             continue
         m = _RSVQA_SPLIT.match(p.name)
         if m:
