@@ -54,6 +54,7 @@ from domains.files import (
 )
 from domains.parallel import Prefetch, check_workers
 from domains.remote_sensing import PIL_SUFFIXES
+from domains.remote_sensing.metrics import BUCKET_LABELS, bucket
 from model.progress import Progress, progress_bar
 from model.tiling import ImageLoadError, upright_size
 
@@ -311,8 +312,7 @@ def rsvqa_bucket(answer: str) -> str | None:
     m = re.fullmatch(r"(\d+(?:\.\d+)?)(?:m2)?", answer)
     if not m:
         return None
-    v = float(m.group(1))
-    return "0" if v == 0 else "1-100" if v <= 100 else "101-1000" if v <= 1000 else ">1000"
+    return BUCKET_LABELS[bucket(float(m.group(1)))]
 
 
 # full release: LR_split_train_questions.json / USGS_split_test_phili_questions.json; all_questions.json; the

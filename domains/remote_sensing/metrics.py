@@ -67,6 +67,7 @@ __all__ = [
 
 # upper edges of the Mini-InternVL count/area buckets: 0 / 1-100 / 101-1000 / >1000
 AREA_BUCKETS = (0, 100, 1000)
+BUCKET_LABELS = ("0", "1-100", "101-1000", ">1000")  # bucket(value)'s names, as records' meta keeps them
 
 
 def _field(record: Any, name: str, default: Any = None) -> Any:
