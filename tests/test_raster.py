@@ -96,6 +96,21 @@ def test_descriptions_used_when_present(tmp_path):
         assert resolve_bands(src, ["nir", "red", "green"], band_names=["blue", "green", "red", "nir"]) == [4, 3, 2]
 
 
+def test_colour_interpretation_picks_the_default_rgb(tmp_path):
+    """A blue-green-red-NIR file (PlanetScope's order) tagged so reads red, green, blue from bands 3, 2, 1; it read
+    bands 1, 2, 3 (red and blue swapped). Untagged files keep 1, 2, 3."""
+    from rasterio.enums import ColorInterp
+
+    data = np.random.default_rng(2).integers(0, 4000, (4, 16, 16)).astype(np.uint16)
+    tagged = write_tif(tmp_path / "bgrn.tif", data)
+    with rasterio.open(tagged, "r+") as dst:
+        dst.colorinterp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined]
+    with rasterio.open(tagged) as src:
+        assert resolve_bands(src) == [3, 2, 1]
+    with rasterio.open(write_tif(tmp_path / "plain.tif", data)) as src:
+        assert resolve_bands(src) == [1, 2, 3]
+
+
 def test_stretch_over_valid_pixels_only_and_nodata(tmp_path):
     rng = np.random.default_rng(2)
     data = rng.integers(1000, 2001, (3, 40, 40)).astype(np.uint16)

@@ -18,7 +18,8 @@ three are needed. Names are matched, in this order, against
 
 Sentinel-2 names are normalised, so ``"B4"``, ``"b04"`` and ``"B04"`` are one band, and ``"B8a"`` is
 ``"B8A"``. The default RGB is B04/B03/B02 when those names are known (descriptions, `band_names` or a
-13-band EuroSAT file), else bands 1, 2, 3, else band 1 as grey.
+13-band EuroSAT file), else the bands the file's colour interpretation marks red, green and blue (a 4-band
+blue-green-red-NIR file tagged so reads bands 3, 2, 1), else bands 1, 2, 3, else band 1 as grey.
 
 **Stretch**: per band, the `stretch` ``(low, high)`` percentiles are computed over valid pixels only and
 mapped linearly to 0..255 (clipped). ``stretch=None`` keeps the values as they are, clipped to 0..255
@@ -160,6 +161,9 @@ def resolve_bands(src, bands: Sequence[int | str] | None = None,
     if bands is None:
         if names and all(b in names for b in SENTINEL2_RGB):
             return [names.index(b) + 1 for b in SENTINEL2_RGB]
+        tagged = list(src.colorinterp)
+        if all(c in tagged for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+            return [tagged.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)]
         return [1, 2, 3] if src.count >= 3 else [1]
     if isinstance(bands, (str, int)):
         bands = [bands]
