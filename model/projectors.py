@@ -578,6 +578,12 @@ def _same_tokens(grid_h: int, grid_w: int, who: str) -> int:
     return grid_h * grid_w
 
 
+def _mlp_depth(depth: Any) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ModelConfigError(f"mlp_gelu depth must be an int >= 1, got {depth!r}")
+    return depth
+
+
 @register_projector("mlp2x_gelu")
 class MLPGeluProjector(nn.Sequential):
     """LLaVA ``mlp{depth}x_gelu``: Linear, then (GELU, Linear) x (depth-1); keys ``0.*``, ``2.*``, ...
@@ -586,8 +592,7 @@ class MLPGeluProjector(nn.Sequential):
     """
 
     def __init__(self, vision_hidden: int, text_hidden: int, depth: int = 2) -> None:
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            raise ModelConfigError(f"mlp_gelu depth must be an int >= 1, got {depth!r}")
+        _mlp_depth(depth)
         layers: list[nn.Module] = [nn.Linear(vision_hidden, text_hidden)]
         for _ in range(depth - 1):
             layers += [nn.GELU(), nn.Linear(text_hidden, text_hidden)]
@@ -595,7 +600,8 @@ class MLPGeluProjector(nn.Sequential):
         self.vision_hidden, self.text_hidden, self.depth = vision_hidden, text_hidden, depth
 
     @classmethod
-    def count_tokens(cls, grid_h: int, grid_w: int, **_: Any) -> int:
+    def count_tokens(cls, grid_h: int, grid_w: int, depth: int = 2, **_: Any) -> int:
+        _mlp_depth(depth)
         return _same_tokens(grid_h, grid_w, "mlp_gelu")
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
@@ -760,6 +766,15 @@ def grid_positions(side: int, query_side: int, device: Any = None) -> tuple[Tens
     return rows.flatten(), cols.flatten()
 
 
+def _query_side(num_queries: Any) -> int:
+    """Side of the resampler's square query grid."""
+    _positive_int(num_queries, "num_queries", "resampler")
+    side = math.isqrt(num_queries)
+    if side * side != num_queries:
+        raise ModelConfigError(f"resampler: num_queries must be a perfect square (a query grid), got {num_queries}")
+    return side
+
+
 @register_projector("resampler")
 class ResamplerProjector(nn.Module):
     """Qwen-VL's position-aware adapter: ``num_queries`` learnable queries, one cross-attention layer at the LLM
@@ -782,10 +797,7 @@ class ResamplerProjector(nn.Module):
     ) -> None:
         super().__init__()
         who = "resampler"
-        _positive_int(num_queries, "num_queries", who)
-        side = math.isqrt(num_queries)
-        if side * side != num_queries:
-            raise ModelConfigError(f"{who}: num_queries must be a perfect square (a query grid), got {num_queries}")
+        side = _query_side(num_queries)
         heads = max(1, text_hidden // 128) if num_heads is None else num_heads
         _check_heads(text_hidden, heads, who, "text_hidden")
         if text_hidden % 4:
@@ -804,6 +816,7 @@ class ResamplerProjector(nn.Module):
     @classmethod
     def count_tokens(cls, grid_h: int, grid_w: int, num_queries: int = 256, **_: Any) -> int:
         _square_grid(grid_h, grid_w, "resampler")
+        _query_side(num_queries)  # what building checks, so a recipe naming a non-square count fails validation
         return _query_tokens(grid_h, grid_w, num_queries, "resampler")
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:

@@ -693,6 +693,20 @@ def test_connector_registry_and_option_errors():
         build_projector("qformer", 8, 16, bogus=1)
 
 
+@pytest.mark.parametrize("name,options,message", [("resampler", {"num_queries": 10}, "perfect square"),
+                                                  ("mlp0x_gelu", {}, "depth must be an int >= 1")])
+def test_token_counts_refuse_what_building_refuses(tmp_path, name, options, message):
+    # a recipe is validated by counting tokens (no widths): a value building refuses must fail there, not at load
+    from adapt.recipe import RecipeError, parse_recipe
+
+    with pytest.raises(ValueError, match=message):
+        projector_tokens(name, 24, 24, **options)
+    with pytest.raises(RecipeError, match=message):
+        parse_recipe({"model": {"projector": name, "projector_options": options},
+                      "data": {"sources": [{"name": "a", "path": "a.jsonl"}]}, "mixing": {"general_ratio": 0}},
+                     tmp_path, "connector")
+
+
 # ----------------------------------------------------------------------------------------------- in a model and a recipe
 
 
