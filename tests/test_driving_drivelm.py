@@ -296,6 +296,48 @@ def test_unknown_sample_tokens_with_a_dataroot(raw, tmp_path):
     assert without.total_skipped == 0 and without.written > report.written
 
 
+def test_a_frame_in_two_files_is_converted_once(raw, tmp_path):
+    """A second file holding the same frames (DriveLM's train_sample.json next to the full set) would write every
+    QA id twice, and into two splits if the files' names say different ones."""
+    drivelm = _copy_raw(raw, tmp_path)
+    shutil.copy(drivelm / TRAIN, drivelm / "v1_1_val_nus.json")  # read after v1_1_train_nus.json, split val
+    n_frames = sum(len(s["key_frames"]) for s in json.loads((drivelm / TRAIN).read_text()).values())
+    alone = convert_drivelm(drivelm / TRAIN, tmp_path / "one", view_mode="multi", progress=False)
+    report = convert_drivelm(drivelm, tmp_path / "out", view_mode="multi", progress=False)
+    assert report.skipped == {"duplicate frame": n_frames}
+    assert "v1_1_val_nus.json scene" in report.examples["duplicate frame"][0]
+    assert "already read from v1_1_train_nus.json" in report.examples["duplicate frame"][0]
+    assert "val" not in report.outputs  # no training frame leaks into val
+    ids = [r["id"] for r in _records(report.outputs["train"])]
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(r["id"] for r in _records(alone.outputs["train"]))
+
+
+def test_a_repeated_question_in_a_frame(raw, tmp_path):
+    """The same question twice in a frame: a training copy with the same answer is dropped, another answer is kept
+    with a warning; answer-less test files keep every QA id (the submission needs them all)."""
+    drivelm = _copy_raw(raw, tmp_path)
+    asked, n_test = {}, 0
+    for name in (TRAIN, Q_ONLY):
+        data = json.loads((drivelm / name).read_text())
+        token, frame = next(iter(next(iter(data.values()))["key_frames"].items()))
+        first = frame["QA"]["perception"][0]
+        frame["QA"]["behavior"].append(dict(first))
+        frame["QA"]["behavior"].append({**first, "A": "Ein grünes Auto, 車."} if name == TRAIN else dict(first))
+        (drivelm / name).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        asked[name] = (token, first["Q"])
+        n_test = sum(len(v) for v in frame["QA"].values())  # Q_ONLY's frame, read last
+    report = convert_drivelm(drivelm, tmp_path / "out", view_mode="multi", progress=False)
+    assert report.skipped == {"duplicate QA": 1}
+    assert "same question and answer as QA 0" in report.examples["duplicate QA"][0]
+    assert report.warnings == {"conflicting answers": 1}
+    assert "車" in report.warning_examples["conflicting answers"][0]
+    train = _records(report.outputs["train"])
+    answers = [r["answer"] for r in train if (r["meta"]["frame"], r["meta"]["question_pixels"]) == asked[TRAIN]]
+    assert len(answers) == 2 and answers[-1] == "Ein grünes Auto, 車."
+    test = _records(report.outputs["test"])
+    assert sum(r["meta"]["frame"] == asked[Q_ONLY][0] for r in test) == n_test  # both repeats kept
+
+
 def test_nuscenes_root_option(raw, tmp_path):
     (tmp_path / "qa").mkdir()
     shutil.copy(raw / "drivelm" / TRAIN, tmp_path / "qa" / TRAIN)

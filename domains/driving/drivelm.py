@@ -43,7 +43,10 @@ moves that share of its scenes to ``val``). The report names each file's split. 
 
 **Bad input** is skipped and counted: a file that is not JSON or not the layout, a malformed scene / frame /
 QA, a missing or unreadable camera image, a sample token unknown to the nuScenes tables (with ``dataroot``), a
-c-tag naming an unknown camera or lying outside the image. Re-runs reuse images and rewrite nothing unchanged.
+c-tag naming an unknown camera or lying outside the image, a frame already read from another file (``duplicate
+frame``: its QA ids would be written twice, maybe in two splits), a training QA repeating an earlier QA of its frame
+word for word (``duplicate QA``). A repeated question with another answer is written with a ``conflicting answers``
+warning. Re-runs reuse images and rewrite nothing unchanged.
 """
 
 from __future__ import annotations
@@ -467,6 +470,7 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
 def _convert_frames(src, out, dataset, report, frames, splits, root, known_samples, dataroot, val_fraction, mc, prefix,
                     convert, view_mode, order_name, progress) -> ConvertReport:
     """The serial loop of :func:`convert_drivelm`."""
+    seen_frames: dict[tuple[str, str], str] = {}  # (scene, frame) -> the file it was first read from
     for path in _json_files(src):
         file_split = _split_of_file(path)
         try:
@@ -489,6 +493,10 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
             items += [(scene, frame, fbody) for frame, fbody in body["key_frames"].items()]
         for scene, frame, fbody in progress_bar(items, desc=f"DriveLM {path.name}", unit="frame", progress=progress):
             where = f"{path.name} scene {scene} frame {frame}"
+            first_file = seen_frames.setdefault((scene, frame), path.name)
+            if first_file != path.name:  # same QA ids twice, possibly in two splits (train_sample.json + train)
+                report.skip(where, "duplicate frame", f"{where}: already read from {first_file}")
+                continue
             split = scene_split[scene]
             records = splits.setdefault(split, [])
             try:
@@ -500,14 +508,18 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
             except _Skip as exc:
                 report.skip(exc.where if exc.reason.endswith("camera image") else where, exc.reason, exc.detail)
                 continue
+            asked: dict[str, tuple[int, str]] = {}  # question -> (first QA index, its answer)
             for i, (category, qa) in enumerate(qas):
                 qa_id = f"{scene}_{frame}_{i}"
                 try:
                     rec = _qa_record(qa_id, category, qa, split, mc, prefix, convert, view_mode, order_name,
                                      images, sizes, scene, frame, path.name)
+                    _check_repeat(asked, i, qa["Q"].strip(), rec, split)
                 except _Skip as exc:
                     report.skip(f"{where} QA {i}", exc.reason, f"{where} QA {i} ({category}): {exc.detail}")
                     continue
+                except _Repeat as exc:
+                    report.warn(f"{where} QA {i}", "conflicting answers", f"{where} QA {i} ({category}): {exc}")
                 records.append(rec)
         went = {split: len(records) - before.get(split, 0) for split, records in sorted(splits.items())}
         rule = (f"; val_fraction {float(val_fraction):g} of its scenes to val" if file_split == "train" and val_fraction
@@ -517,6 +529,25 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
                                        or "no QAs written"))
 
     return write_splits(report, out, dataset, dict(sorted(splits.items())))
+
+
+class _Repeat(Exception):
+    """A question asked again in its frame with another answer: written, with a warning."""
+
+
+def _check_repeat(asked: dict[str, tuple[int, str]], i: int, question: str, rec: dict, split: str) -> None:
+    """A frame's repeated question: a training copy with the same answer is skipped (it would only weigh that QA
+    twice); another answer is kept with a warning. Val and test keep every QA: the official scorer reads each id."""
+    answer = rec["meta"].get("answer_text", rec["meta"]["answer_pixels"])  # mc: the answer, not its letter
+    if question not in asked:
+        asked[question] = (i, answer)
+        return
+    first, first_answer = asked[question]
+    if answer == first_answer:
+        if split == "train":
+            raise _Skip("duplicate QA", rec["id"], f"same question and answer as QA {first}")
+        return
+    raise _Repeat(f"asks what QA {first} asks; answered {answer!r} here, {first_answer!r} there")
 
 
 def _frame_parts(fbody: Any, json_dir: Path, root: Path | None, where: str):
