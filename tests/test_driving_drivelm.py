@@ -338,6 +338,24 @@ def test_a_repeated_question_in_a_frame(raw, tmp_path):
     assert sum(r["meta"]["frame"] == asked[Q_ONLY][0] for r in test) == n_test  # both repeats kept
 
 
+@pytest.mark.parametrize("view_mode", ["stitched", "multi"])
+def test_an_image_path_of_another_camera_is_refused(raw, tmp_path, view_mode):
+    """Two cameras' paths swapped in image_paths stitched CAM_BACK into CAM_FRONT's cell (or linked it as
+    CAM_FRONT), so every c-tag of the frame pointed at the wrong view."""
+    drivelm = _copy_raw(raw, tmp_path)
+    data = json.loads((drivelm / TRAIN).read_text())
+    scene = next(iter(data))
+    token, frame = next(iter(data[scene]["key_frames"].items()))
+    paths = frame["image_paths"]
+    paths["CAM_FRONT"], paths["CAM_BACK"] = paths["CAM_BACK"], paths["CAM_FRONT"]
+    (drivelm / TRAIN).write_text(json.dumps(data))
+    report = convert_drivelm(drivelm / TRAIN, tmp_path / "out", view_mode=view_mode, progress=False)
+    assert report.skipped == {"camera mismatch": 1}
+    assert token in report.examples["camera mismatch"][0] and "a picture of CAM_BACK" in report.examples[
+        "camera mismatch"][0]
+    assert not any(r["meta"]["frame"] == token for r in _records(report.outputs["train"]))
+
+
 def test_nuscenes_root_option(raw, tmp_path):
     (tmp_path / "qa").mkdir()
     shutil.copy(raw / "drivelm" / TRAIN, tmp_path / "qa" / TRAIN)

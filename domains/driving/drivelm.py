@@ -42,7 +42,8 @@ moves that share of its scenes to ``val``). The report names each file's split. 
 ``out/<dataset>_<split>.jsonl``; ``dataset`` defaults to ``drivelm`` (stitched) / ``drivelm_multi``.
 
 **Bad input** is skipped and counted: a file that is not JSON or not the layout, a malformed scene / frame /
-QA, a missing or unreadable camera image, a sample token unknown to the nuScenes tables (with ``dataroot``), a
+QA, a missing or unreadable camera image, an image path naming another camera (folder ``CAM_X/`` or ``…__CAM_X__…``
+file name: ``camera mismatch``), a sample token unknown to the nuScenes tables (with ``dataroot``), a
 c-tag naming an unknown camera or lying outside the image, a frame already read from another file (``duplicate
 frame``: its QA ids would be written twice, maybe in two splits), a training QA repeating an earlier QA of its frame
 word for word (``duplicate QA``). A repeated question with another answer is written with a ``conflicting answers``
@@ -64,6 +65,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.driving import layout
+from domains.driving.demo import camera_from_name
 from domains.driving.layout import (
     CAMERAS,
     STITCH_ORDER,
@@ -233,6 +235,11 @@ def _resolve_image(raw: Any, camera: str, json_dir: Path, nuscenes_root: Path | 
         hint = "" if nuscenes_root is not None else (
             "; if the nuScenes folder is yours (e.g. a symlink), pass --option nuscenes_root=<folder holding samples/>")
         raise _Skip(exc.reason, camera, f"{exc.detail}{hint}") from None
+    # another camera's picture in this camera's place would put every c-tag of the frame on the wrong view
+    named = {c for c in (camera_from_name(path.name), path.parent.name) if c in CAMERAS}
+    if named - {camera}:
+        raise _Skip("camera mismatch", camera, f"image_paths[{camera!r}] is {raw!r}, a picture of "
+                                               f"{', '.join(sorted(named - {camera}))}")
     return path, f"images/nuscenes/samples/{camera}/{path.name}"
 
 
