@@ -418,6 +418,8 @@ def test_argument_errors(raw, tmp_path):
         convert_drivelm(raw / "drivelm", tmp_path, view_mode="grid")
     with pytest.raises(ValueError, match="unknown camera order"):
         convert_drivelm(raw / "drivelm", tmp_path, view_mode="multi", camera_order="clockwise")
+    with pytest.raises(ValueError, match="camera_order applies to view_mode=multi"):  # was silently ignored
+        convert_drivelm(raw / "drivelm", tmp_path, camera_order="drivelm")
     with pytest.raises(ValueError, match="expected a DriveLM JSON file"):
         convert_drivelm(tmp_path / "nothing", tmp_path)
 
@@ -548,7 +550,8 @@ def test_a_camera_replaced_by_an_older_file_is_converted_again(raw, tmp_path, vi
     drivelm = _copy_raw(raw, tmp_path)
     src, frame = _one_frame(raw, drivelm)
     out = tmp_path / "out"
-    convert_drivelm(src, out, view_mode=view_mode, camera_order="drivelm", progress=False)
+    order = "drivelm" if view_mode == "multi" else None
+    convert_drivelm(src, out, view_mode=view_mode, camera_order=order, progress=False)
     cam = drivelm / frame["image_paths"]["CAM_BACK"]
     times = [(drivelm / p).stat().st_mtime_ns for p in frame["image_paths"].values()]
     with Image.open(cam) as im:
@@ -556,7 +559,7 @@ def test_a_camera_replaced_by_an_older_file_is_converted_again(raw, tmp_path, vi
     cam.unlink()  # a hard link to the module's raw data: replace it, never write through it
     flipped.save(cam, format="JPEG", quality=90)
     os.utime(cam, ns=(min(times) - 10**9, min(times) - 10**9))  # older than every camera and every output
-    report = convert_drivelm(src, out, view_mode=view_mode, camera_order="drivelm", progress=False)
+    report = convert_drivelm(src, out, view_mode=view_mode, camera_order=order, progress=False)
     rec = _records(report.outputs["train"])[0]
     if view_mode == "stitched":
         cams = {c: Image.open(drivelm / p) for c, p in frame["image_paths"].items()}

@@ -412,7 +412,8 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     `src`: ``v1_1_train_nus.json`` / ``v1_1_val_nus_q_only.json`` or the folder holding them.
 
     `view_mode`: ``stitched`` (one 2688x896 image per frame, Mini-InternVL) or ``multi`` (the six camera images).
-    `camera_order`: the image order of multi mode: ``stitch``, ``drivelm`` or ``nuscenes`` (default ``stitch``).
+    `camera_order`: the image order of multi mode: ``stitch``, ``drivelm`` or ``nuscenes`` (default ``stitch``;
+    stitched mode refuses any other, its grid being fixed).
     `nuscenes_root`: the nuScenes folder holding ``samples/CAM_*/``. DriveLM's ``image_paths`` read
     ``../nuscenes/samples/CAM_FRONT/<file>.jpg``; without this option that path is taken relative to the JSON's
     folder (so a ``nuscenes`` folder next to it, and it must not be a symlink leading elsewhere); with it, the
@@ -435,6 +436,9 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     if view_mode not in VIEW_MODES:
         raise DomainError(f"view_mode must be 'stitched' or 'multi', got {view_mode!r}")
     src, out = Path(src), Path(out)
+    if view_mode == "stitched" and camera_order not in (None, "stitch"):
+        raise DomainError(f"camera_order applies to view_mode=multi; the stitched grid's order is fixed "
+                          f"({', '.join(STITCH_ORDER)}), got camera_order={camera_order!r}")
     order_name = "stitch" if view_mode == "stitched" else (camera_order or "stitch")
     order = layout.camera_order(order_name)
     dataset = dataset or ("drivelm" if view_mode == "stitched" else "drivelm_multi")
