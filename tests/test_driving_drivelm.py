@@ -199,7 +199,8 @@ def test_a_qa_with_several_tags_keeps_them_all_and_is_scored_under_each(raw, tmp
                              progress=False)
     first, second = _records(report.outputs["test"])[:2]
     assert first["meta"]["drivelm_tag"] == [2, 3] and second["meta"]["drivelm_tag"] == 1
-    pred = SimpleNamespace(prediction="<c1,CAM_FRONT,800.0,450.0>", reference=first["answer"], meta=first["meta"],
+    meta = {**first["meta"], "answer_pixels": "A car <c1,CAM_FRONT,800.0,450.0>."}  # q_only: no answer to score
+    pred = SimpleNamespace(prediction="<c1,CAM_FRONT,800.0,450.0>", reference=first["answer"], meta=meta,
                            task="drivelm", scores={})
     assert set(score_drivelm(pred.prediction, pred, pred.reference)) == {"ROUGE_L", "match_f1"}
     out = aggregate_drivelm([pred], {"progress": False})

@@ -250,6 +250,18 @@ def test_aggregate_says_what_is_missing():
     assert out["accuracy"] == 1.0 and any("1 predictions without a valid" in n for n in out["notes"])
 
 
+def test_samples_without_a_reference_are_left_out_not_scored_as_wrong():
+    """drivelm_test.jsonl (the q_only file) has empty answers: scored, every metric read as a failed model."""
+    test = [pred("Going ahead.", 0, "", qa_id="s_f_1", split="test"),
+            pred(stitched_tag(1, "CAM_BACK", 1088.3, 497.5), 3, "", qa_id="s_f_2"),
+            pred("There is a car.", 2, "", qa_id="s_f_0")]
+    out = aggregate_drivelm(test, {"graph_filter": False})
+    assert out["accuracy"] is None and out["match_f1"] is None and out["language"] is None
+    assert any("3 samples have no reference answer" in n and "score the val split" in n for n in out["notes"])
+    out = aggregate_drivelm([*test, pred("Yes.", 0, "Yes.")], {"graph_filter": False})
+    assert out["accuracy"] == 1.0 and any("3 samples have no reference" in n for n in out["notes"])
+
+
 def frame_rows(second_question: str):
     first = "<c1,CAM_BACK,1088.3,497.5>, <c2,CAM_FRONT,800.0,450.0>"
     return [

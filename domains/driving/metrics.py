@@ -35,7 +35,8 @@ form ``<c1,CAM_BACK,1088.3,497.5>`` (Mini-InternVL's ``post_process``: clamped t
 under both protocols, as Mini-InternVL feeds its answers to the official scorer; unbracketed tags are taken
 as camera pixels already, and tags naming an unknown camera are left as they are. The reference is
 ``meta["answer_pixels"]``, the original DriveLM answer (or, when a record lacks it, its ``answer`` mapped back
-the same way).
+the same way). A sample whose reference is empty (the answer-less q_only test split) is left out, with a note,
+rather than scored as wrong.
 
 **Graph filter.** The official scorer keeps a later QA of a frame only when every point of its *question*
 is among the reference points the prediction of the frame's first QA matched. The context's
@@ -452,6 +453,11 @@ def aggregate_drivelm(predictions: Sequence[Any], context: Mapping[str, Any] | N
                      "ref_px": _reference_pixels(meta, str(_field(p, "reference") or ""), mode)})
     if bad:
         notes.append(f"{bad} predictions without a valid meta['drivelm_tag'] / meta['view_mode'] were left out")
+    answered = [r for r in rows if r["ref_px"].strip()]
+    if len(answered) < len(rows):  # DriveLM's q_only test file has no answers: scoring it would read as all wrong
+        notes.append(f"{len(rows) - len(answered)} samples have no reference answer (DriveLM's q_only test file "
+                     f"holds none) and were left out: score the val split")
+        rows = answered
     notes.append(f"DriveLM protocol: {protocol}" + (" (the challenge's evaluation.py rules)" if protocol == "official"
                                                    else " (lenient; not comparable with the challenge's numbers)"))
     if graph_filter:
