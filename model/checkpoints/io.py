@@ -218,7 +218,15 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
 
     Keys in `tied` (e.g. an `lm_head.weight` tied to the input embeddings) may be absent. With `assign` the
     model's parameters become `state`'s tensors (no copy: loading then holds the weights once, not twice).
+    A tensor whose shape differs from the one the config gives is an error naming the key and both shapes.
     """
+    expected = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} (config: {tuple(expected[k].shape)})"
+             for k, v in state.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:  # torch would raise a RuntimeError listing every one
+        raise CheckpointError(
+            f"{source}: {len(wrong)} weight(s) have other shapes than the model built from its config — "
+            f"{'; '.join(wrong[:4])}{' …' if len(wrong) > 4 else ''}; the config does not describe these weights")
     result = model.load_state_dict(state, strict=False, assign=assign)
     missing = [k for k in result.missing_keys if k not in set(tied)]
     unexpected = list(result.unexpected_keys)
