@@ -282,7 +282,7 @@ def load_config(source: str | os.PathLike) -> PocketVLMConfig:
 
             try:
                 return config_from_original(raw, 0)
-            except TilingError as err:
+            except (TilingError, CheckpointError) as err:
                 raise CheckpointError(f"{path / 'config.json'}: {err}") from None
         from .checkpoints.mobilevlm import config_from_mobilevlm
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
+import torch
 
 import model
 from model.checkpoints import CheckpointError
+from model.checkpoints.original import export_original
 
 from .conftest import original_layout_config, original_layout_tensors, write_original
 
@@ -18,4 +23,68 @@ def test_weights_of_other_shapes_than_the_config_are_one_error_naming_them(tmp_p
     directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
     with pytest.raises(CheckpointError, match=r"orig: \d+ weight\(s\) have other shapes.*"
                                               r"multi_modal_projector\.layer_norm\.weight \(128,\) \(config: \(512,\)\)"):
+        model.load(directory)
+
+
+def _phi3_internvl(tokenizer, attention_factor: float | None = None):
+    """A tiny InternVL with a Phi-3 LLM using long-context RoPE factors (as Phi-3-mini-128k does): max positions 4
+    times the original ones, so the attention factor is not 1."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, Phi3Config
+
+    from .conftest import randomize_, tiny_internvl_config
+
+    base = tiny_internvl_config(tokenizer)
+    short = [1.0 + i / 4 for i in range(6)]  # head_dim 12: 6 factors; not 1, so a misread RoPE shows
+    rope = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": short, "long_factor": [f * 2 for f in short],
+            "original_max_position_embeddings": 1024}
+    if attention_factor is not None:
+        rope["attention_factor"] = attention_factor
+    text = Phi3Config(vocab_size=len(tokenizer), hidden_size=48, intermediate_size=96, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      original_max_position_embeddings=1024, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, rope_parameters=rope)
+    config = InternVLConfig(vision_config=base.vision_config, text_config=text, image_token_id=base.image_token_id,
+                            image_seq_length=4, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    hf = InternVLForConditionalGeneration(config)
+    randomize_(hf, seed=11)
+    return hf.eval()
+
+
+@pytest.mark.parametrize("kind", ["su", "yarn"])
+def test_an_internvl2_4b_phi3_llm_config_with_su_or_yarn_rope_loads_and_exports_as_released(kind, tmp_path,
+                                                                                         tiny_tokenizer, prompt_inputs):
+    """InternVL2-4B's llm_config (Phi-3-mini-128k, transformers 4.37) names its RoPE scaling "su" (or "yarn"), as
+    InternVL's own Phi-3 code needs: transformers 5 fails on both names, and an export wrote transformers 5's
+    "longrope" dict, which that code refuses. "yarn" scales the rotary table by 0.1·ln(4096/1024) + 1."""
+    hf = _phi3_internvl(tiny_tokenizer, attention_factor=0.1 * math.log(4) + 1 if kind == "yarn" else None)
+    config = original_layout_config(hf)
+    llm = config["llm_config"]
+    rope = llm.pop("rope_parameters")
+    llm.pop("dtype", None)
+    scaling = {"type": kind, "short_factor": rope["short_factor"], "long_factor": rope["long_factor"]}
+    llm.update(architectures=["Phi3ForCausalLM"], rope_theta=rope["rope_theta"], torch_dtype="float32",
+               rope_scaling=scaling)
+    config["template"] = "phi3-chat"
+    directory = write_original(tmp_path / "orig", original_layout_tensors(hf), config, tiny_tokenizer)
+    vlm, processor = model.load(directory)
+    assert vlm.config.text_config.rope_parameters["rope_type"] == "longrope"
+    with torch.no_grad():
+        ours, theirs = vlm(**prompt_inputs).logits, hf(**prompt_inputs).logits
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+    out = export_original(vlm, processor, tmp_path / "export")
+    exported = json.loads((out / "config.json").read_text())["llm_config"]
+    assert exported["rope_scaling"] == scaling and exported["original_max_position_embeddings"] == 1024
+    again, _ = model.load(out)
+    with torch.no_grad():
+        assert torch.equal(again(**prompt_inputs).logits, ours)
+
+
+def test_an_llm_config_transformers_rejects_is_one_error_naming_config_json(tmp_path, hf_internvl, tiny_tokenizer):
+    config = original_layout_config(hf_internvl)
+    config["llm_config"].pop("rope_parameters", None)
+    config["llm_config"]["rope_scaling"] = {"type": "yarn"}  # no factor: transformers raises a KeyError
+    directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
+    with pytest.raises(CheckpointError, match=r"orig/config\.json: llm_config \(Qwen2ForCausalLM\) is not a valid qwen2"):
         model.load(directory)

@@ -19,6 +19,7 @@ V2 checkpoint does, and as a CLIP folder `vision_tower/` (config, weights, prepr
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -190,10 +191,30 @@ def v4_text_config(text_config: PreTrainedConfig, dtype: torch.dtype | None = No
     llm = {k: v for k, v in text.items() if k not in _V5_ONLY}
     torch_dtype = str(dtype).removeprefix("torch.") if dtype is not None else text.get("dtype")
     llm.update({"rope_theta": float(rope.get("rope_theta", 10000.0)), "torch_dtype": torch_dtype})
-    if rope.get("rope_type", "default") != "default":
+    if text_config.model_type == "phi3" and rope.get("rope_type") == "longrope":
+        llm["rope_scaling"] = _phi3_v4_rope_scaling(rope, llm)
+    elif rope.get("rope_type", "default") != "default":
         # transformers 4.x spelling: {"type": ..., "factor": ...}
         llm["rope_scaling"] = {("type" if k == "rope_type" else k): v for k, v in rope.items() if k != "rope_theta"}
     return llm
+
+
+def _phi3_v4_rope_scaling(rope: dict, llm: dict) -> dict:
+    """Phi-3's longrope as InternVL's own Phi-3 code (InternVL2-4B) reads it: exactly `type` ("su", or "yarn" for
+    its 0.1·ln(s) + 1 attention factor), `short_factor` and `long_factor`; `original_max_position_embeddings`
+    top level (transformers 4.x's Phi3Config also wants exactly these three keys, and renames both types longrope)."""
+    original = rope.get("original_max_position_embeddings", llm.get("original_max_position_embeddings"))
+    llm["original_max_position_embeddings"] = original
+    ratio = llm["max_position_embeddings"] / original
+    su = math.sqrt(1 + math.log(ratio) / math.log(original)) if ratio > 1 else 1.0
+    yarn = 0.1 * math.log(ratio) + 1.0 if ratio > 1 else 1.0
+    factor = rope.get("attention_factor")
+    if rope.get("factor") not in (None, ratio) or (factor is not None and not math.isclose(factor, su)
+                                                   and not math.isclose(factor, yarn)):
+        raise CheckpointError(f"Phi-3 longrope {rope!r} has a scaling InternVL's Phi-3 code cannot express "
+                              "(only its 'su' and 'yarn' factors); export this model as hf or pocket instead")
+    kind = "su" if factor is None or math.isclose(factor, su) else "yarn"
+    return {"type": kind, "short_factor": rope["short_factor"], "long_factor": rope["long_factor"]}
 
 
 def mobilevlm_config(config: PocketVLMConfig, tower: str, tied: bool, dtype: torch.dtype) -> dict:

@@ -10,6 +10,7 @@ and Phi-3 keep their keys; InternLM2 becomes a Llama (`wqkv` de-interleaved per 
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -80,11 +81,32 @@ def text_config_from_original(lc: dict) -> PreTrainedConfig:
     if model_type == "internlm2" or arch.startswith("InternLM2"):
         return _internlm2_as_llama(lc)
     if model_type in LLM_CLASSES:
-        config = AutoConfig.for_model(model_type, **fields)
+        if model_type == "phi3":
+            fields["rope_scaling"] = _phi3_rope_scaling(fields)
+        try:
+            config = AutoConfig.for_model(model_type, **fields)
+        except (KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(f"llm_config ({arch or model_type}) is not a valid {model_type} config: "
+                                  f"{str(err).strip(chr(34))}") from None
         config.architectures = [arch] if arch else None
         return config
     raise CheckpointError(f"llm_config.model_type {model_type!r} ({arch}) is not supported; known: "
                           f"{', '.join(LLM_CLASSES)}, internlm2")
+
+
+def _phi3_rope_scaling(lc: dict) -> dict | None:
+    """Phi-3's long-context RoPE as transformers 5 reads it. InternVL2-4B's Phi-3-mini-128k config (and InternVL's
+    own Phi-3 code, which knows no other names) says "su" or "yarn": transformers 4.x renamed both "longrope" on
+    load, transformers 5 fails on them. Both scale the rotary table by a factor of
+    `max_position_embeddings / original_max_position_embeddings`: "su" as longrope does, "yarn" by 0.1·ln(s) + 1."""
+    scaling = lc.get("rope_scaling")
+    if not isinstance(scaling, dict) or scaling.get("type") not in ("su", "yarn"):
+        return scaling
+    out = {**scaling, "type": "longrope"}
+    if scaling["type"] == "yarn" and "attention_factor" not in scaling:
+        ratio = lc.get("max_position_embeddings", 4096) / lc.get("original_max_position_embeddings", 4096)
+        out["attention_factor"] = 0.1 * math.log(ratio) + 1.0 if ratio > 1 else 1.0
+    return out
 
 
 def _internlm2_as_llama(lc: dict) -> LlamaConfig:
@@ -217,7 +239,7 @@ def load_original(directory: Path, tokenizer, allow_pickle: bool = False) -> Poc
         raise CheckpointError(f"{directory}: the tokenizer has no <IMG_CONTEXT> token")
     try:
         config = config_from_original(raw, image_token_id)
-    except TilingError as err:  # e.g. max_dynamic_patch beyond the bound
+    except (TilingError, CheckpointError) as err:  # e.g. max_dynamic_patch beyond the bound, a bad llm_config
         raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
     lc = raw["llm_config"]
     is_internlm2 = lc.get("model_type") == "internlm2" or (lc.get("architectures") or [""])[0].startswith("InternLM2")
