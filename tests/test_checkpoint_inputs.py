@@ -88,3 +88,54 @@ def test_an_llm_config_transformers_rejects_is_one_error_naming_config_json(tmp_
     directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
     with pytest.raises(CheckpointError, match=r"orig/config\.json: llm_config \(Qwen2ForCausalLM\) is not a valid qwen2"):
         model.load(directory)
+
+
+def _sharded_original(tmp_path, hf_internvl, tokenizer):
+    from safetensors.torch import load_file
+
+    directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl),
+                               original_layout_config(hf_internvl), tokenizer)
+    index = json.loads((directory / "model.safetensors.index.json").read_text())
+    first = "model-00001-of-00002.safetensors"
+    key = next(k for k, shard in index["weight_map"].items() if shard != first)
+    return directory, index, first, key, load_file(str(directory / index["weight_map"][key]))[key]
+
+
+@pytest.mark.parametrize("shard", ["../outside.safetensors", "/tmp/outside.safetensors", "sub/../../x.safetensors"])
+def test_an_index_naming_a_shard_outside_the_checkpoint_is_refused(shard, tmp_path, hf_internvl, tiny_tokenizer):
+    directory, index, _, key, _ = _sharded_original(tmp_path, hf_internvl, tiny_tokenizer)
+    (tmp_path / "outside.safetensors").write_bytes((directory / index["weight_map"][key]).read_bytes())
+    index["weight_map"] = {k: shard if v == index["weight_map"][key] else v for k, v in index["weight_map"].items()}
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"index\.json: shard .* is not a file name beside the index"):
+        model.load(directory)
+
+
+def test_each_tensor_is_read_from_the_shard_the_index_names(tmp_path, hf_internvl, tiny_tokenizer):
+    """A stray copy of a tensor in another shard (a shard from an older download) is not read; a tensor the index
+    places in a shard that lacks it is an error naming the shard."""
+    from safetensors.torch import load_file, save_file
+
+    directory, index, first, key, value = _sharded_original(tmp_path, hf_internvl, tiny_tokenizer)
+    assert first < index["weight_map"][key]  # the stray copy's shard is read first: a plain update would keep it
+    stray = load_file(str(directory / first))
+    save_file({**stray, key: torch.zeros_like(value)}, str(directory / first))
+    vlm, _ = model.load(directory)
+    assert torch.equal(vlm.state_dict()[_ours(key)], value)
+
+    save_file(stray, str(directory / first))
+    index["weight_map"]["language_model.model.norm.bias"] = first
+    (directory / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match=r"model-00001-of-00002\.safetensors: lacks 1 tensor\(s\) "
+                                              r"model\.safetensors\.index\.json places in it"):
+        model.load(directory)
+
+
+def _ours(key: str) -> str:
+    """A non-vision original-layout key under PocketVLM's name."""
+    for theirs, ours in (("mlp1.0.", "multi_modal_projector.layer_norm."), ("mlp1.1.", "multi_modal_projector.linear_1."),
+                         ("mlp1.3.", "multi_modal_projector.linear_2.")):
+        if key.startswith(theirs):
+            return ours + key[len(theirs):]
+    assert key.startswith("language_model."), key
+    return key

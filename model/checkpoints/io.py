@@ -101,16 +101,14 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
     directory = Path(directory)
     index = directory / "model.safetensors.index.json"
     if index.is_file():
-        files = _shards(index)
-    elif (directory / "model.safetensors").is_file():
+        return _read_sharded(index)
+    if (directory / "model.safetensors").is_file():
         files = [directory / "model.safetensors"]
     else:
         files = sorted(directory.glob("*.safetensors"))
     if files:
         state: dict[str, torch.Tensor] = {}
         for f in files:
-            if not f.is_file():
-                raise CheckpointError(f"{f}: shard listed in {index.name} is missing")
             state.update(_load_safetensors(f))
         return state
     pickles = sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES) if directory.is_dir() else []
@@ -134,12 +132,42 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
     raise CheckpointError(f"{directory}: no weights found (expected model.safetensors or a sharded index)")
 
 
-def _shards(index: Path) -> list[Path]:
-    """The shard files a `*.index.json` maps tensor names to, beside it."""
+def _weight_map(index: Path) -> dict[str, str]:
+    """A `*.index.json`'s tensor name -> shard file name; a shard must be a file beside the index (no path)."""
     weight_map = read_json(index).get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
         raise CheckpointError(f"{index}: no 'weight_map' of tensor names to shard files")
-    return [index.parent / s for s in sorted(set(weight_map.values()))]
+    escaping = next((v for v in weight_map.values() if not v or Path(v).name != v or v in (".", "..")), None)
+    if escaping is not None:  # an index must not make us read files outside the checkpoint
+        raise CheckpointError(f"{index}: shard {escaping!r} is not a file name beside the index")
+    return weight_map
+
+
+def _shards(index: Path) -> list[Path]:
+    """The shard files a `*.index.json` maps tensor names to, beside it."""
+    return [index.parent / s for s in sorted(set(_weight_map(index).values()))]
+
+
+def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
+    """The tensors a safetensors index maps, each read from the shard the index names (as transformers does): a
+    tensor a shard holds but the index places elsewhere (a stray copy) is not read; one the index places in a shard
+    that lacks it is an error."""
+    wanted: dict[str, set[str]] = {}
+    for key, shard in _weight_map(index).items():
+        wanted.setdefault(shard, set()).add(key)
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(wanted):
+        path = index.parent / shard
+        if not path.is_file():
+            raise CheckpointError(f"{path}: shard listed in {index.name} is missing")
+        tensors = _load_safetensors(path)
+        absent = sorted(wanted[shard] - tensors.keys())
+        if absent:
+            raise CheckpointError(f"{path}: lacks {len(absent)} tensor(s) {index.name} places in it ({absent[:3]}"
+                                  f"{' …' if len(absent) > 3 else ''}); the shard and the index are from different "
+                                  "versions: download them again")
+        state.update((k, tensors[k]) for k in wanted[shard])
+    return state
 
 
 def _pickle_weights(directory: Path, pickles: list[Path]) -> list[Path]:
