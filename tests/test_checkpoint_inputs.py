@@ -139,3 +139,23 @@ def _ours(key: str) -> str:
             return ours + key[len(theirs):]
     assert key.startswith("language_model."), key
     return key
+
+
+@pytest.mark.parametrize("select_layer", [-4, 3])
+def test_a_select_layer_beyond_the_tower_is_refused_at_load(select_layer, tmp_path, hf_internvl, tiny_tokenizer):
+    """select_layer -4 (the internvl_chat_llava scripts' value, for a 48-layer tower) on this 2-layer tower loaded,
+    then every image ended in an IndexError traceback."""
+    config = original_layout_config(hf_internvl)
+    config["select_layer"] = select_layer
+    directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
+    with pytest.raises(CheckpointError, match=rf"orig: vision_feature_layer {select_layer} is out of range for a "
+                                              r"tower of 2 layers"):
+        model.load(directory)
+
+
+def test_a_projector_option_the_projector_refuses_names_the_checkpoint(tmp_path, hf_internvl, tiny_tokenizer):
+    config = original_layout_config(hf_internvl)
+    config["ps_version"] = "v3"
+    directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
+    with pytest.raises(CheckpointError, match=r"orig: ps_version must be 'v1' or 'v2', got 'v3'"):
+        model.load(directory)

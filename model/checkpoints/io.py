@@ -331,13 +331,21 @@ def load_vlm(
     given, is the dtype the model ends up in; otherwise it is the one the weights are stored in
     (:func:`stored_dtype`), so a bfloat16 checkpoint loads as bfloat16.
     """
+    from ..errors import ModelConfigError
+    from ..vision import feature_block
     from ..vlm import PocketVLM
 
     tied = resolve_head_tying(tie, state, source)
     config.text_config.tie_word_embeddings = tied
     config.tie_word_embeddings = tied
     target = dtype or stored_dtype(state)
-    vlm = build_empty(PocketVLM, config, target)  # parameters allocated but never written: assign replaces them
+    try:
+        depth = getattr(config.vision_config, "num_hidden_layers", None)
+        if isinstance(depth, int):  # else the first image would end in an IndexError
+            feature_block(depth, config.vision_feature_layer)
+        vlm = build_empty(PocketVLM, config, target)  # parameters allocated but never written: assign replaces them
+    except ModelConfigError as err:  # a projector option, a feature layer the config gives
+        raise CheckpointError(f"{source}: {err}") from None
     load_strict(vlm, _own_tensors(state), source, tied=[HEAD_KEY] if tied else [], assign=True)
     if head_is_tied(vlm) != tied:
         raise CheckpointError(
