@@ -15,11 +15,13 @@ from transformers.utils import logging as hf_logging
 from .checkpoints.checksums import verify_weights
 from .checkpoints.io import CheckpointError, honour_umask, write_json
 from .checkpoints.layouts import detect_layout
-from .errors import PocketAdaptError
+from .errors import ModelConfigError, PocketAdaptError
 from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
 from .processor import VLMProcessor
+from .projectors import projector_tokens
 from .resources import assets_dir
 from .tiling import TilingConfig
+from .vision import patch_grid
 from .vlm import PocketVLM, PocketVLMConfig
 
 
@@ -108,7 +110,13 @@ def load(
 
         tower, tiling = load_vision(vision, seed=seed, allow_pickle=allow_pickle)
         torch.manual_seed(seed)
-        vlm.replace_vision_tower(tower, tiling, _fitting_adapter(vlm, tower, vision, vision_adapter))
+        try:
+            vlm.replace_vision_tower(tower, tiling, _fitting_adapter(vlm, tower, vision, vision_adapter))
+            projector_tokens(vlm.config.projector_type, *patch_grid(tower.config), **vlm.config.projector_options)
+        except ModelConfigError as err:  # the projector cannot read the tower's grid: say whose grid it is
+            rows, cols = patch_grid(tower.config)
+            raise ModelConfigError(f"{err} — the vision tower {vision} gives a {rows}x{cols} patch grid per tile"
+                                   ) from None
     if projector is not None:
         torch.manual_seed(seed)
         vlm.replace_projector(projector, projector_options)

@@ -213,3 +213,13 @@ def test_the_onnx_vision_graph_carries_the_adapter(run, tmp_path):
         expected = vlm.get_image_features(pixels).numpy()
     got = session(export_vision(vlm, tmp_path / "vision.onnx")).run(None, {"pixel_values": pixels.numpy()})[0]
     assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
+
+
+def test_a_tower_whose_grid_the_projector_cannot_shuffle_is_named(tmp_path):
+    """A 9x9-grid tower behind pocket-tiny's pixel-shuffle projector: the error said only 'grid 9x9 is not divisible
+    by 2', leaving the user to find out that the grid is the model.vision tower's."""
+    tower, tiling = load_vision("internvit-300m", {**NARROW, "image_size": 126})
+    save_tower(tower, tiling, tmp_path / "t9")
+    with pytest.raises(ModelConfigError, match=r"grid 9x9 is not divisible by 2.* the vision tower .*t9 gives a 9x9 "
+                                               r"patch grid per tile"):
+        model.load("pocket-tiny", vision=tmp_path / "t9")
