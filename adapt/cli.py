@@ -918,13 +918,11 @@ def _train(args) -> int:
         for note in recipe_warnings(recipe):
             print(f"note: {note}", file=sys.stderr)
     if args.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
-        import subprocess
-
         cmd = [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={args.nproc_per_node}",
                "-m", "adapt.cli", args.verb, str(args.recipe), *args.overrides] + (["--no-progress"] if args.progress is False else []) \
             + (["--allow-changes"] if args.allow_changes else [])
         # what torchrun sets anyway, given, so that it does not print a banner about it
-        launcher = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        launcher = _launch(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
         try:
             return launcher.wait()
         except BaseException as stop:  # Ctrl-C or SIGTERM (subprocess.call would SIGKILL torchrun, orphaning its workers)
@@ -944,6 +942,26 @@ def _train(args) -> int:
         again = " ".join(_q(a) for a in (args.recipe, *args.overrides))  # output.dir=... must follow
         print(f"final model: {final}\nnext: adapt eval {again}   |   adapt chat --model {_q(final)} --image IMAGE")
     return 0
+
+
+def _launch(cmd: list[str], env: dict[str, str]):
+    """Start torchrun; on Linux it gets SIGTERM when this process dies, even by kill -9, and then stops its workers
+    (orphaned, they trained on to the end, holding the run folder's lock)."""
+    import subprocess
+
+    return subprocess.Popen(cmd, env=env, preexec_fn=_sigterm_with_parent(os.getpid()) if sys.platform == "linux" else None)
+
+
+def _sigterm_with_parent(parent: int):
+    def arrange() -> None:  # runs in the child between fork and exec
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
 
 
 def _stop_launcher(launcher, stop: BaseException, timeout: float = 60.0) -> None:

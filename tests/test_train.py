@@ -745,3 +745,31 @@ def test_progress_lines_give_step_lines_not_a_bar(tmp_path, data_dir, capsys):
     train(recipe, progress=LINES)
     out, err = capsys.readouterr()
     assert "train:" not in err and "step 2/2" in out, err[-500:]  # (transformers' own save bar: the CLI turns it off)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the launcher's parent-death signal is Linux's prctl")
+def test_the_launcher_stops_when_the_adapt_process_is_killed(tmp_path):
+    """kill -9 of `adapt train --nproc-per-node 2` left torchrun and its workers training on, orphaned, holding the
+    run folder's lock: torchrun now gets SIGTERM when the adapt process dies, and stops its workers as on kill."""
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import os, sys, time\nfrom adapt.cli import _launch\n"
+         "child = _launch([sys.executable, '-c', 'import time; time.sleep(60)'], env=dict(os.environ))\n"
+         "print(child.pid, flush=True); time.sleep(60)\n"], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    assert _alive(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = _alive(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the launcher outlived the adapt process"
