@@ -236,10 +236,20 @@ except ImportError:  # Windows: lock the first byte
 
 
 # ---------------------------------------------------------------------- writing
+def rng_state() -> dict:
+    """This process's random number generators: torch's CPU one, the current CUDA device's, Python's and numpy's."""
+    state = {"torch": torch.get_rng_state(), "python_random": _jsonable(random.getstate()),
+             "numpy_random": _jsonable(np.random.get_state())}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
 def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer, scheduler, extra: dict, keep_last: int,
-                    recipe_yaml: str | None = None) -> Path:
+                    recipe_yaml: str | None = None, rank_rng: list[dict] | None = None) -> Path:
     """`optimizer=None` leaves the optimizer state out (DeepSpeed's ZeRO state holds objects, not just tensors).
-    `recipe_yaml`: the resolved recipe, kept as `recipe.yaml` so a resume can tell what was edited since."""
+    `recipe_yaml`: the resolved recipe, kept as `recipe.yaml` so a resume can tell what was edited since.
+    `rank_rng`: every rank's `rng_state()` (a data-parallel run), so that each rank resumes with its own."""
     out_dir = Path(out_dir)
     final = out_dir / f"checkpoint-{step}"
     partial = out_dir / f"checkpoint-{step}.partial"
@@ -254,6 +264,11 @@ def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer,
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    rank_random = None
+    if rank_rng:  # rank r's generators under "rank<r>.…": ranks draw apart (dropout masks of other shapes, GPUs)
+        for r, own in enumerate(rank_rng):
+            rng.update({f"rank{r}.{k}": own[k] for k in ("torch", "cuda") if k in own})
+        rank_random = [{k: own[k] for k in ("python_random", "numpy_random")} for own in rank_rng]
     save_file(rng, str(partial / "rng.safetensors"))
     state = {
         "step": step,
@@ -262,6 +277,7 @@ def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer,
         "scheduler": scheduler.state_dict(),
         "python_random": _jsonable(random.getstate()),
         "numpy_random": _jsonable(np.random.get_state()),
+        **({"rank_random": rank_random} if rank_random else {}),
         **extra,
     }
     (partial / STATE).write_text(json.dumps(state, indent=1), encoding="utf-8")
@@ -381,8 +397,9 @@ def read_trainer_state(path: Path) -> dict:
         raise CheckpointDamaged(f"{file}: cannot be read ({exc})") from None
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) -> dict:
-    """Restore everything `save_checkpoint` wrote; returns the trainer state (step and extras)."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, rank: int = 0) -> dict:
+    """Restore everything `save_checkpoint` wrote; returns the trainer state (step and extras). `rank`: whose random
+    number generators to restore where the checkpoint holds every rank's (else rank 0's, as a one-process run's)."""
     path = Path(path)
     weights = _load_tensors(path / "trainable.safetensors")
     params = dict(model.named_parameters())
@@ -405,9 +422,21 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler) ->
         raise CheckpointDamaged(f"{path}: its optimizer or scheduler state does not fit this run ({exc}); "
                                 "did the parts being trained change since it was written?") from None
     rng = _load_tensors(path / "rng.safetensors")
+    rank_random = state.get("rank_random") or []
+    saved = rank if rank < len(rank_random) else 0  # a rank more than were saved (--allow-changes): rank 0's
+    own = f"rank{saved}."
+    if own + "torch" in rng and rank_random:
+        torch.set_rng_state(rng[own + "torch"])
+        if torch.cuda.is_available() and own + "cuda" in rng:
+            torch.cuda.set_rng_state(rng[own + "cuda"])
+        mine = rank_random[saved]
+        random.setstate(_tuples(mine["python_random"]))
+        np.random.set_state(_tuples(mine["numpy_random"]))
+        return state
     torch.set_rng_state(rng["torch"])
     if torch.cuda.is_available() and "cuda0" in rng:
-        torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(torch.cuda.device_count())])
+        torch.cuda.set_rng_state_all([rng[f"cuda{i}"] for i in range(min(torch.cuda.device_count(),
+                                                                         sum(k.startswith("cuda") for k in rng)))])
     random.setstate(_tuples(state["python_random"]))
     np.random.set_state(_tuples(state["numpy_random"]))
     return state

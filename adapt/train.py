@@ -50,6 +50,7 @@ from .checkpointing import (
     check_run_folder,
     latest_checkpoint,
     load_checkpoint,
+    rng_state,
     save_checkpoint,
     set_aside,
     usable_checkpoint,
@@ -581,7 +582,8 @@ class Trainer:
         self._check_recipe_edits(latest)
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         deepspeed = self.recipe.distributed.strategy == "deepspeed"
-        state = load_checkpoint(latest, self.model, None if deepspeed else self.optimizer, self.scheduler)
+        state = load_checkpoint(latest, self.model, None if deepspeed else self.optimizer, self.scheduler,
+                                rank=self.dist.rank)
         if self.allow_changes:
             self._apply_hyperparameters(fresh)
         self._check_data_changes(latest, state.get("records_per_source"))
@@ -731,7 +733,10 @@ class Trainer:
                      "samples_seen": self.data_start + (step - self.start_step) * self.samples_per_step,
                      "dropped_records": self.skips.dropped_entries(),
                      "records_per_source": getattr(self, "kept_at_load", None)}
+            rank_rng = None
             if self.dist.world > 1:
+                rank_rng = [{}] * self.dist.world
+                torch.distributed.all_gather_object(rank_rng, rng_state())
                 extra["rank_weights_sha256"] = digests = self._rank_digests()
                 if len(set(digests)) > 1 and self.dist.main:
                     print(f"warning: at step {step} the ranks hold different trainable weights (sha256 per rank: "
@@ -739,7 +744,7 @@ class Trainer:
             if self.dist.main:
                 optimizer = None if self.recipe.distributed.strategy == "deepspeed" else self.optimizer
                 save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler, extra, self.recipe.output.keep_last,
-                                recipe_yaml=self.recipe.to_yaml())
+                                recipe_yaml=self.recipe.to_yaml(), rank_rng=rank_rng)
                 self.skips.save(self.out_dir)
         self.dist.barrier()
 

@@ -540,3 +540,31 @@ def test_a_missing_eval_source_is_refused_before_training(tmp_path, data_root):
     with pytest.raises(PocketAdaptError, match=r"data\.eval_sources: source 'held': annotation file not found: .*nope"):
         Trainer(recipe, progress=False)
     assert not list(Path(recipe.output.dir).glob("checkpoint-*"))
+
+
+def test_each_rank_resumes_with_its_own_random_number_generators(tmp_path):
+    """Only rank 0's generators were saved and every rank of a data-parallel run resumed with them: ranks whose dropout
+    drew apart (other shapes; each GPU's own CUDA generator) resumed with other masks than an unbroken run's."""
+    import random
+
+    import numpy as np
+
+    from adapt.checkpointing import load_checkpoint, rng_state, save_checkpoint
+
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(net.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    rank0 = rng_state()
+    torch.rand(100), random.random(), np.random.rand()  # rank 1 drew more
+    rank1 = rng_state()
+    following = torch.rand(3), random.random(), np.random.rand()
+    path = save_checkpoint(tmp_path, 2, net, optimizer, scheduler, {}, keep_last=2, rank_rng=[rank0, rank1])
+    torch.manual_seed(5), random.seed(5), np.random.seed(5)
+    load_checkpoint(path, net, optimizer, scheduler, rank=1)
+    assert torch.equal(torch.rand(3), following[0])
+    assert (random.random(), np.random.rand()) == following[1:]
+    load_checkpoint(path, net, optimizer, scheduler, rank=0)
+    assert torch.equal(torch.get_rng_state(), rank0["torch"])
+    load_checkpoint(path, net, optimizer, scheduler, rank=3)  # more ranks than were saved (--allow-changes): rank 0's
+    assert torch.equal(torch.get_rng_state(), rank0["torch"])

@@ -300,6 +300,9 @@ def test_two_process_cpu_run(tmp_path, data_dir, one_process_run):
     out, stdout = run_cli(tmp_path, data_dir, 2)
     assert "with DDP" in stdout
     assert_same_run(out, one_process_run, world=2)
+    rng = load_file(str(out / "checkpoint-4" / "rng.safetensors"))  # each rank resumes with its own generators
+    assert {"rank0.torch", "rank1.torch"} <= rng.keys()
+    assert len(json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["rank_random"]) == 2
     assert (out / "final" / "model.safetensors").is_file()
 
 
