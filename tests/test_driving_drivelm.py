@@ -568,3 +568,17 @@ def test_a_camera_replaced_by_an_older_file_is_converted_again(raw, tmp_path, vi
     else:
         back = next(rel for rel in rec["image"] if Path(rel).parent.name == "CAM_BACK")
         assert (out / back).read_bytes() == cam.read_bytes()
+
+
+def test_a_scene_pasted_twice_in_one_file_is_said(raw, tmp_path):
+    """A file holding one scene key twice (two exports concatenated by hand): json kept the last copy and the first
+    one's frames were gone without a word."""
+    drivelm = _copy_raw(raw, tmp_path)
+    text = (drivelm / TRAIN).read_text(encoding="utf-8")
+    data = json.loads(text)
+    scene, body = next(iter(data.items()))
+    pasted = "{" + json.dumps(scene) + ": " + json.dumps(body) + ", " + text.strip()[1:]
+    (drivelm / TRAIN).write_text(pasted, encoding="utf-8")
+    report = convert_drivelm(drivelm / TRAIN, tmp_path / "out", view_mode="multi", progress=False)
+    assert report.warnings == {"repeated key": 1}
+    assert f"key {scene!r} appears more than once" in report.warning_examples["repeated key"][0]

@@ -56,6 +56,7 @@ import hashlib
 import json
 import random
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -478,19 +479,36 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
                                mc, prefix, convert, view_mode, order_name, progress)
 
 
+def _noting_repeats(repeated: list[str]):
+    """A ``json.loads`` object hook that builds each object as usual and appends to `repeated` every key an object
+    holds twice."""
+    def build(pairs: list[tuple[str, Any]]) -> dict:
+        built = dict(pairs)
+        if len(built) < len(pairs):
+            counts = Counter(k for k, _ in pairs)
+            repeated.extend(k for k, n in counts.items() if n > 1)
+        return built
+
+    return build
+
+
 def _convert_frames(src, out, dataset, report, frames, splits, root, known_samples, dataroot, val_fraction, mc, prefix,
                     convert, view_mode, order_name, progress) -> ConvertReport:
     """The serial loop of :func:`convert_drivelm`."""
     seen_frames: dict[tuple[str, str], str] = {}  # (scene, frame) -> the file it was first read from
     for path in _json_files(src):
         file_split = _split_of_file(path)
+        repeated: list[str] = []
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_noting_repeats(repeated))
             if not isinstance(data, dict):
                 raise TypeError(f"top level is a {type(data).__name__}, expected {{scene_token: scene}}")
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as exc:
             report.skip(path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
             continue
+        for key in repeated:  # json keeps a repeated key's last value: the earlier ones are gone unseen
+            report.warn(path, "repeated key", f"{path}: key {key!r} appears more than once in one object (a scene or "
+                                              "key frame pasted twice?); only its last copy is read")
         scene_split = {s: file_split for s in data}
         if file_split == "train" and val_fraction:
             scene_split = hash_split({s: s for s in data}, float(val_fraction))
