@@ -159,3 +159,13 @@ def test_a_projector_option_the_projector_refuses_names_the_checkpoint(tmp_path,
     directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
     with pytest.raises(CheckpointError, match=r"orig: ps_version must be 'v1' or 'v2', got 'v3'"):
         model.load(directory)
+
+
+def test_weights_saved_from_a_ddp_wrapper_say_so(tmp_path, hf_internvl, tiny_tokenizer):
+    """A checkpoint saved from DDP / DeepSpeed (every key 'module.'-prefixed) was refused as an 'unexpected key'
+    with nothing saying why; the message names the wrapper and the fix."""
+    tensors = {f"module.{k}": v for k, v in original_layout_tensors(hf_internvl).items()}
+    directory = write_original(tmp_path / "ddp", tensors, original_layout_config(hf_internvl), tiny_tokenizer)
+    with pytest.raises(CheckpointError, match=r"unexpected key 'module\..*start with 'module\.'.*DDP / DeepSpeed.*"
+                                              r"strip 'module\.' from every key"):
+        model.load(directory)

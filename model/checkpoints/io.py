@@ -240,6 +240,19 @@ def build_empty(model_cls, config, dtype: torch.dtype = torch.float32):
         torch.set_default_dtype(previous)
 
 
+_WRAPPER_PREFIXES = {"module.": "a DDP / DeepSpeed wrapper", "_orig_mod.": "torch.compile"}
+
+
+def wrapper_hint(keys: Iterable[str]) -> str:
+    """For key names that carry a training wrapper's prefix (``module.``, ``_orig_mod.``): a sentence saying so and
+    what to do; else ``""``."""
+    for prefix, wrapper in _WRAPPER_PREFIXES.items():
+        if any(k.startswith(prefix) for k in keys):
+            return (f"; the key names start with {prefix!r}: the weights were saved from {wrapper} around the model — "
+                    f"save the unwrapped model, or strip {prefix!r} from every key")
+    return ""
+
+
 def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str, tied: Iterable[str] = (),
                 assign: bool = False) -> None:
     """Load `state` into `model`; anything missing or left over is an error naming the keys.
@@ -263,6 +276,7 @@ def load_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: 
             f"{source}: weights do not match the model built from its config — "
             f"missing {len(missing)} {missing[:6]}{' …' if len(missing) > 6 else ''}, "
             f"unexpected {len(unexpected)} {unexpected[:6]}{' …' if len(unexpected) > 6 else ''}"
+            f"{wrapper_hint(unexpected)}"
         )
     if hasattr(model, "tie_weights"):
         model.tie_weights()

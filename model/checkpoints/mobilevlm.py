@@ -36,6 +36,7 @@ from .io import (
     load_vlm,
     read_json,
     read_state_dict,
+    wrapper_hint,
     write_json,
     write_state_dict,
 )
@@ -113,7 +114,7 @@ def map_key(key: str) -> str:
         return "language_model." + key
     if key.startswith("lm_head."):
         return "language_model." + key
-    raise CheckpointError(f"unexpected key {key!r} in a MobileVLM checkpoint")
+    raise CheckpointError(f"unexpected key {key!r} in a MobileVLM checkpoint{wrapper_hint([key])}")
 
 
 def load_mobilevlm(directory: Path, tokenizer, allow_pickle: bool = False) -> PocketVLM:

@@ -19,7 +19,16 @@ from transformers import AutoConfig, InternVLVisionConfig, LlamaConfig, PreTrain
 
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import CheckpointError, head_is_tied, load_vlm, read_json, read_state_dict, write_json, write_state_dict
+from .io import (
+    CheckpointError,
+    head_is_tied,
+    load_vlm,
+    read_json,
+    read_state_dict,
+    wrapper_hint,
+    write_json,
+    write_state_dict,
+)
 from .mobilevlm import v4_text_config
 
 # original template names → ours (same names; listed so an unknown one fails clearly)
@@ -172,7 +181,7 @@ def state_dict_from_original(state: dict[str, torch.Tensor], config: PocketVLMCo
             else:
                 out[key] = tensor
         else:
-            raise CheckpointError(f"unexpected key {key!r} in an original InternVL checkpoint")
+            raise CheckpointError(f"unexpected key {key!r} in an original InternVL checkpoint{wrapper_hint([key])}")
     return out
 
 
