@@ -435,19 +435,20 @@ class Trainer:
                         "reason"))
                 loss_scale = grad_scale / max(1.0, step_tokens)
                 sums = torch.zeros(len(self.source_names), 3, dtype=torch.float64)  # loss sum, tokens, rows
-                for batch in micro_batches:
+                for batch, sync in zip(micro_batches, gradient_syncs(self.engine, len(micro_batches))):
                     sources = batch.pop("sources")
                     batch.pop("n_dropped", None)
                     batch = {k: v.to(self.dist.device) for k, v in batch.items()}
-                    row_loss, row_tokens = self._row_losses(batch, autocast)
-                    loss = row_loss.sum() * loss_scale
+                    with sync:
+                        row_loss, row_tokens = self._row_losses(batch, autocast)
+                        loss = row_loss.sum() * loss_scale
+                        if deepspeed:
+                            self.engine.backward(loss)
+                            self.engine.step()
+                        else:
+                            scaler.scale(loss).backward()
                     for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
                         sums[self.source_names.index(src)] += torch.tensor([l, n, 1], dtype=torch.float64)
-                    if deepspeed:
-                        self.engine.backward(loss)
-                        self.engine.step()
-                    else:
-                        scaler.scale(loss).backward()
                 if not deepspeed:
                     scaler.unscale_(self.optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
@@ -876,6 +877,15 @@ class _MicroBatches(torch.utils.data.Dataset):
 
 
 _AUTOCAST = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def gradient_syncs(engine, n: int) -> list:
+    """One context per micro-batch of an optimizer step: under DDP, ``engine.no_sync()`` for all but the last, so
+    the gradients are all-reduced once per step (accumulated locally until then), not once per micro-batch;
+    otherwise (one process, DeepSpeed: it accumulates itself) nothing."""
+    if not isinstance(engine, torch.nn.parallel.DistributedDataParallel):
+        return [contextlib.nullcontext() for _ in range(n)]
+    return [engine.no_sync() for _ in range(n - 1)] + [contextlib.nullcontext()]
 
 
 def train(recipe: Recipe, progress: Progress = True, stop_after: int | None = None, allow_changes: bool = False) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -293,6 +294,14 @@ def assert_same_run(out: Path, reference: Path, world: int) -> None:
     moved, off = (torch.cat([(a[k] - b[k]).flatten() for k in expected]).norm().item()
                   for a, b in ((expected, halfway), (weights, expected)))
     assert moved > 1e-3 and off < 1e-3 * moved, (off, moved)
+
+
+@pytest.mark.slow
+def test_two_processes_accumulating_two_micro_batches_each_give_the_same_run(tmp_path, data_dir, one_process_run):
+    """grad_accum under DDP: the gradients are all-reduced once per step (`gradient_syncs`), after each rank has
+    accumulated both micro-batches: the run is still the one-process run's."""
+    out, _ = run_cli(tmp_path, data_dir, 2, "training.batch_size=2", "training.grad_accum=2")
+    assert_same_run(out, one_process_run, world=2)
 
 
 @pytest.mark.slow
@@ -776,3 +785,40 @@ def test_the_launcher_stops_when_the_adapt_process_is_killed(tmp_path):
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the launcher outlived the adapt process"
+
+
+def test_ddp_all_reduces_once_per_optimizer_step(tmp_path):
+    """With grad_accum micro-batches DDP all-reduced the gradients after every backward (grad_accum times the
+    traffic an optimizer step needs); gradient_syncs leaves all but the last micro-batch's unsynced, and the
+    accumulated gradient is the same."""
+    import torch.distributed as torch_dist
+
+    from adapt.train import gradient_syncs
+
+    torch_dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(4, 2)
+        plain = torch.nn.Linear(4, 2)
+        plain.load_state_dict(layer.state_dict())
+        engine = torch.nn.parallel.DistributedDataParallel(layer)
+        reduces = []
+
+        def count(state, bucket):
+            reduces.append(1)
+            future = torch.futures.Future()
+            future.set_result(bucket.buffer())
+            return future
+
+        engine.register_comm_hook(None, count)
+        inputs = [torch.randn(3, 4) for _ in range(3)]
+        for x, sync in zip(inputs, gradient_syncs(engine, len(inputs))):
+            with sync:
+                engine(x).sum().backward()
+        for x in inputs:
+            plain(x).sum().backward()
+        assert len(reduces) == 1
+        assert torch.allclose(layer.weight.grad, plain.weight.grad) and torch.allclose(layer.bias.grad, plain.bias.grad)
+        assert all(isinstance(c, contextlib.nullcontext) for c in gradient_syncs(plain, 3))
+    finally:
+        torch_dist.destroy_process_group()
