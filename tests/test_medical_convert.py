@@ -16,6 +16,7 @@ from domains.base import get_domain
 from domains.boxes import parse_ref_boxes
 from domains.medical.convert import (
     BURNED_IN_WARNING,
+    SAME_POSITION_WARNING,
     convert_classification,
     convert_dicom_qa,
     convert_pmc_vqa,
@@ -736,3 +737,25 @@ def test_a_rerun_removes_the_images_no_record_names(raw, tmp_path):
     assert (out / "notes.txt").read_text() == "mine" and (out / "images" / "other" / "x.png").is_file()
     again = convert_dicom_qa(raw / "dicom_qa", out, skip_burned_in=True)
     assert not again.removed
+
+
+def test_two_slices_at_one_position_are_named_in_a_warning(raw, tmp_path):
+    """A series folder holding one slice twice (a re-export under a new SOPInstanceUID) used to convert with no
+    word: the extra copy took a slice index and every later index moved. Now the report and the demo's upload
+    warn, naming both files (not their folders)."""
+    from domains.medical import read_upload
+    from domains.medical.dicom import load_series
+
+    src = copy_of(raw, "dicom_qa", tmp_path)
+    folder = src / "series" / "case02"
+    first = sorted(folder.iterdir())[4]
+    ds = pydicom.dcmread(first)
+    ds.SOPInstanceUID = "1.2.826.0.1.3680043.2.1125.99"
+    ds.save_as(folder / "copy.dcm")
+    assert load_series(raw / "dicom_qa" / "series" / "case02").same_position_note() is None
+    report = convert_dicom_qa(src, tmp_path / "out", progress=False)
+    assert report.warnings[SAME_POSITION_WARNING] == 1
+    (example,) = report.warning_examples[SAME_POSITION_WARNING]
+    assert f"{first.name} = copy.dcm" in example or f"copy.dcm = {first.name}" in example
+    upload = read_upload(sorted(folder.iterdir()))
+    assert any("share 1 position" in w and "copy.dcm" in w for w in upload["warnings"])

@@ -130,6 +130,9 @@ def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[
     if isinstance(window, list):
         window = tuple(window)
     series = dicom.load_series(dicoms)
+    same_position = series.same_position_note()
+    if same_position:
+        warnings.append(same_position)
     slices = list(series.slices)  # (file, frame) per slice, anatomical order
     total = len(slices)
     if slices_wanted is not None and len(slices_wanted) > 0:

@@ -122,6 +122,7 @@ __all__ = [
     "BURNED_IN_REDACTED",
     "BURNED_IN_WARNING",
     "RECOGNIZABLE_WARNING",
+    "SAME_POSITION_WARNING",
     "MC_INSTRUCTION",
     "SPLITS",
     "VQA_INSTRUCTION",
@@ -143,6 +144,7 @@ CLASSIFICATION_QUESTION = "Which of the following best describes this image?"
 BURNED_IN_WARNING = "burned-in annotation"
 BURNED_IN_REDACTED = "burned-in annotation redacted"
 RECOGNIZABLE_WARNING = "recognizable visual features"
+SAME_POSITION_WARNING = "slices at one position"
 SPLITS = ("train", "val", "test")
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
@@ -1011,6 +1013,7 @@ class _Series:
             raise SkipInput("unreadable series", str(exc)) from exc
         self.paths = list(series.paths)
         self.slices = list(series.slices)
+        self.same_position = series.same_position_note()
         self.n = len(self.slices)
         if not self.n:
             raise SkipInput("unreadable series", f"{folder}: no DICOM slices")
@@ -1152,6 +1155,9 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                     except SkipInput as exc:
                         series = exc
                         report.skip(folder, exc.reason, exc.detail)  # once per series
+                    else:
+                        if series.same_position:
+                            report.warn(folder, SAME_POSITION_WARNING, series.same_position)
                     series_cache[folder] = series
                 if isinstance(series, SkipInput):
                     raise SkipInput("series skipped", f"{where}: {series.reason}")

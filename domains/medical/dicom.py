@@ -113,6 +113,7 @@ MAX_FRAME_BYTES = 256 * 1024**2
 # greyscale frame works in float64 and peaks at about RENDER_BYTES_PER_PIXEL bytes a pixel (measured, tested), so
 # this keeps one frame's rendering under ~2.5 GiB whatever the bit depth
 MAX_FRAME_PIXELS = 64 * 1024**2
+SAME_POSITION_MM = 0.01  # two slices closer than this along the normal are one position
 RENDER_BYTES_PER_PIXEL = 40
 _DETAIL_CHARS = 240
 DAMAGED_IMAGE = "damaged DICOM image"
@@ -695,6 +696,30 @@ class DicomSeries:
 
     def __len__(self) -> int:
         return sum(self.frames)
+
+    def same_position(self, tolerance: float = SAME_POSITION_MM) -> list[list[Path]]:
+        """Groups of two or more files at one position along the slice normal (within `tolerance` mm): a slice
+        stored twice under two SOPInstanceUIDs, or the echoes / phases of a 4D series. Both stay in the series
+        (each its own slice index), so the caller warns; empty when positions are unknown."""
+        groups: list[list[Path]] = []
+        last: float | None = None
+        for path, pos in zip(self.paths, self.positions):
+            if pos is not None and last is not None and abs(pos - last) <= tolerance:
+                groups[-1].append(path)
+            elif pos is not None:
+                groups.append([path])
+            last = pos
+        return [g for g in groups if len(g) > 1]
+
+    def same_position_note(self) -> str | None:
+        """One line naming the files :meth:`same_position` finds (file names only), or None when there are none."""
+        groups = self.same_position()
+        if not groups:
+            return None
+        listed = "; ".join(" = ".join(p.name for p in g) for g in groups[:3]) + (" ; ..." if len(groups) > 3 else "")
+        return (f"{sum(len(g) for g in groups)} slices share {len(groups)} position(s) along the slice normal "
+                f"({listed}): all kept, each its own slice index (a slice stored twice shifts the indexes after it; "
+                "remove the extra copy, or split echoes / phases into series of their own)")
 
     def image(self, index: int, window: str | tuple[float, float] | None = None) -> Image.Image:
         """Slice `index` as an RGB image (see :func:`dicom_to_rgb` for `window`)."""
