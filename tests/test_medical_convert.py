@@ -759,3 +759,24 @@ def test_two_slices_at_one_position_are_named_in_a_warning(raw, tmp_path):
     assert f"{first.name} = copy.dcm" in example or f"copy.dcm = {first.name}" in example
     upload = read_upload(sorted(folder.iterdir()))
     assert any("share 1 position" in w and "copy.dcm" in w for w in upload["warnings"])
+
+
+def test_reports_name_inputs_relative_to_the_source(raw, tmp_path):
+    """Skipped and warned inputs used to be named by their full paths, which in hospital trees hold patient names
+    in the folders above the source; now they are named relative to --src (the source itself as '.')."""
+    top = tmp_path / "DOE^JANE 1965"
+    cls = copy_of(raw, "classification", top)
+    bad = next(p for p in sorted(cls.rglob("*.dcm")))
+    bad.write_bytes(bad.read_bytes()[:50])
+    report = convert_classification(cls, tmp_path / "out", progress=False)
+    (example,) = report.examples["unreadable DICOM"]
+    assert example.startswith(f"{bad.relative_to(cls).as_posix()}: not a DICOM file")
+    qa = copy_of(raw, "dicom_qa", top)
+    slice_file = sorted((qa / "series" / "case02").iterdir())[3]
+    slice_file.write_bytes(slice_file.read_bytes()[:300])
+    report = convert_dicom_qa(qa, tmp_path / "out2", progress=False)
+    rows = [e for examples in (*report.examples.values(), *report.warning_examples.values()) for e in examples]
+    assert any(e.startswith("series/case02: 1 damaged file") for e in rows)
+    assert any(e.startswith("series/case01/") for e in report.warning_examples[BURNED_IN_WARNING])
+    assert not any("DOE^JANE" in e for e in rows)
+    assert "DOE^JANE" not in report.table().split("\n", 1)[1]

@@ -94,6 +94,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,33 @@ def _secret(salt: str, report: ConvertReport) -> str:
     key, path = machine_key()
     report.inputs[DEID_KEY_INPUT] = f"{path} (this machine's; --option salt=... gives pseudonyms shared across machines)"
     return key
+
+
+@dataclass
+class _SourceReport(ConvertReport):
+    """A report that names inputs relative to the source folder: hospital trees hold patient names in the folders
+    above and around a series, and the table lands in logs and terminals."""
+
+    root: str = ""
+
+    def _count(self, counts: dict[str, int], examples: dict[str, list[str]], file: str | Path, reason: str,
+               detail: str | None) -> None:
+        super()._count(counts, examples, self.relative(str(file)),
+                       reason, None if detail is None else self.relative(detail))
+
+    def relative(self, text: str) -> str:
+        """`text` with each path under :attr:`root` written relative to it (the root itself as ``.``)."""
+        if not self.root:
+            return text
+        for prefix in (self.root + os.sep, self.root + "/"):
+            text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(prefix), "", text)
+        return re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(self.root) + r"(?=$|[\s'\":),\]])", ".", text)
+
+
+def _report(dataset: str, src: Path, out: Path) -> ConvertReport:
+    """The run's :class:`ConvertReport`, naming inputs relative to `src` (its folder when `src` is a file)."""
+    root = src if src.is_dir() else src.parent
+    return _SourceReport(dataset=dataset, source=src, out=out, root="" if str(root) in ("", ".") else str(root))
 
 
 def _hash(key: str, *parts: Any, n: int = 10) -> str:
@@ -583,7 +611,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     if not path.is_file():
         raise DomainError(f"{src}: no {VQA_RAD_JSON!r} (the VQA-RAD question file)")
     img_dir = Path(images_dir) if images_dir is not None else path.parent / VQA_RAD_IMAGES
-    report = ConvertReport(dataset=dataset, source=src, out=out)
+    report = _report(dataset, src, out)
     rows = _load_json_file(path, report)
     if rows is None:
         return report
@@ -652,7 +680,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     if not found:
         raise DomainError(f"{src}: no SLAKE files ({', '.join(SLAKE_FILES.values())}) in {root}")
     lang = None if q_lang in (None, "", "all") else str(q_lang)
-    report = ConvertReport(dataset=dataset, source=src, out=out)
+    report = _report(dataset, src, out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
     def plan():  # every image a row names, in row order (a superset of those converted)
@@ -749,7 +777,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     names = list(files) if files is not None else [f for f in PMC_FILES if (src / f).is_file()]
     if not names:
         raise DomainError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
-    report = ConvertReport(dataset=dataset, source=src, out=out)
+    report = _report(dataset, src, out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[Path, tuple[str, tuple[int, int]] | SkipInput] = {}
     def image_dir(name: str) -> Path:
@@ -916,7 +944,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected one folder per class)")
     check_held_out_fraction(test_fraction)
-    report = ConvertReport(dataset=dataset, source=src, out=out)
+    report = _report(dataset, src, out)
     subdirs = [p for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in subdirs if p.name.lower() in SPLIT_FOLDERS}
     roots = list(split_dirs.items()) if split_dirs and len(split_dirs) == len(subdirs) else [(src, None)]
@@ -1085,7 +1113,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
         raise DomainError(f"{src}: no {qa_file} (see domains.medical.convert for the dicom_qa layout)")
     if default_split is not None and default_split not in SPLITS:
         raise DomainError(f"default_split must be one of {SPLITS}, got {default_split!r}")
-    report = ConvertReport(dataset=dataset, source=src, out=out)
+    report = _report(dataset, src, out)
     doc = _load_json_file(qa_path, report)
     if doc is None:
         return report
