@@ -879,8 +879,11 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
         detail = "; ".join(skipped[:3]) + (f"; ... {len(skipped) - 3} more" if len(skipped) > 3 else "")
         raise DicomError(where, "no DICOM images found", detail or "no files")
     if len(series) > 1:
+        parts = [f"{len(s.paths)} file(s) ({', '.join(p.name for p in s.paths[:2])}{', ...' if len(s.paths) > 2 else ''})"
+                 for s in sorted(series, key=lambda s: -len(s.paths))]
         raise DicomError(where, f"{len(series)} series found, expected one",
-                         "pass one series folder, or use find_series")
+                         f"{' + '.join(parts[:4])}{' + ...' if len(parts) > 4 else ''} with different "
+                         "SeriesInstanceUIDs; keep one series per folder (or upload one series)")
     return series[0]
 
 
