@@ -123,6 +123,30 @@ def test_vqa_rad_splits_types_and_idempotence(raw, tmp_path):
     assert (out / first["image"]).read_bytes() == src_img.read_bytes()
 
 
+def test_vqa_rad_and_slake_rows_sharing_a_qid_get_distinct_ids(raw, tmp_path):
+    """A question and its paraphrase under one qid (and any repeated qid) used to give two records one id, which
+    matching predictions to references by id confuses; both are kept, the later with the phrase type (SLAKE: the
+    language), then the row, appended."""
+    src = copy_of(raw, "vqa_rad", tmp_path)
+    path = src / "VQA_RAD Dataset Public.json"
+    rows = json.loads(path.read_text())
+    free = next(r for r in rows if r["phrase_type"] == "freeform")
+    rows += [{**free, "phrase_type": "para", "question": "Is a lesion seen?"}, {**free, "question": "Any lesion?"}]
+    path.write_text(json.dumps(rows))
+    recs = all_records(convert_vqa_rad(src, tmp_path / "out", progress=False))
+    ids = [r["id"] for r in recs]
+    assert len(ids) == len(rows) == len(set(ids))
+    base = f"vqa_rad/train/{free['qid']}"
+    assert {base, f"{base}-para", f"{base}-freeform"} <= set(ids)
+    slake = copy_of(raw, "slake", tmp_path)
+    train = slake / "Slake1.0" / "train.json"
+    rows = json.loads(train.read_text())
+    rows.append({**rows[0], "question": "Another question?"})
+    train.write_text(json.dumps(rows))
+    ids = [r["id"] for r in all_records(convert_slake(slake, tmp_path / "out2", q_lang="all", progress=False))]
+    assert len(ids) == len(set(ids)) and f"slake/train/{rows[0]['qid']}-{rows[0]['q_lang']}" in ids
+
+
 def test_vqa_rad_bad_input_is_skipped_and_counted(raw, tmp_path):
     src = copy_of(raw, "vqa_rad", tmp_path)
     path = src / "VQA_RAD Dataset Public.json"

@@ -577,6 +577,18 @@ def _vqa_fields(row: dict, where: str, image_key: str) -> tuple[str, str, str, s
     return question, answer, atype, name
 
 
+def _unique_id(taken: set[str], base: str, *more: str) -> str:
+    """`base`, or `base` with `more` appended one by one until unused (VQA-RAD gives a question and its paraphrase
+    one qid): two records with one id would be confused wherever predictions are matched to references by id."""
+    rid = base
+    for part in more:
+        if rid not in taken:
+            break
+        rid = f"{rid}-{safe_name(part)}"
+    taken.add(rid)
+    return rid
+
+
 def _image_once(images: dict, name: str, folder: Path, out: Path, rel_stem: str, report: ConvertReport,
                 where: str, pf: Prefetch | None = None) -> tuple:
     """Copy image `name` from `folder` the first time it is asked for (a bad image is counted once, under its own
@@ -601,7 +613,8 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     `src`: the folder holding ``VQA_RAD Dataset Public.json`` (or the JSON file itself); images from
     `images_dir`, default ``VQA_RAD Image Folder/`` beside it. The official test set is ``phrase_type`` in
     {``test_freeform``, ``test_para``} (451 QA); ``freeform`` / ``para`` / ``frame`` are train; other
-    phrase types are skipped (``unknown split``). ``meta`` keeps ``answer_type`` (CLOSED / OPEN, scored by
+    phrase types are skipped (``unknown split``). Record ids are ``vqa_rad/<split>/<qid>``; a qid met again in the
+    split (a question and its paraphrase) gets ``-<phrase_type>`` (then ``-row<n>``) appended. ``meta`` keeps ``answer_type`` (CLOSED / OPEN, scored by
     type), ``question_type``, ``organ`` (``image_organ``), ``phrase_type``, ``qid`` and ``image_name``.
     `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a
     bar over the questions (:func:`model.progress.progress_bar`).
@@ -620,6 +633,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
         return report
     splits: dict[str, list[dict]] = {"train": [], "test": []}
     images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
+    ids: set[str] = set()
     def plan():  # every image a row names, in row order (a superset of those converted)
         for row in rows:
             name = _name(row.get("image_name")) if isinstance(row, dict) else ""
@@ -649,7 +663,8 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
             meta = {"dataset": dataset, "split": split, "qid": qid, "answer_type": atype,
                     "question_type": _text(row.get("question_type")), "organ": _text(row.get("image_organ")),
                     "phrase_type": phrase, "image_name": name}
-            splits[split].append(_record(f"{dataset}/{split}/{safe_name(qid)}", status[0], status[1],
+            rid = _unique_id(ids, f"{dataset}/{split}/{safe_name(qid)}", phrase, f"row{n}")
+            splits[split].append(_record(rid, status[0], status[1],
                                          f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa", meta=meta))
     return write_splits(report, out, dataset, splits, keep_empty=False)
 
@@ -683,6 +698,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     report = _report(dataset, src, out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
+    ids: set[str] = set()
     def plan():  # every image a row names, in row order (a superset of those converted)
         for path in found.values():
             rows = json.loads(path.read_text(encoding="utf-8"))
@@ -723,8 +739,9 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                 meta = {"dataset": dataset, "split": split, "qid": qid, "img_id": row.get("img_id"), "answer_type": atype,
                         "content_type": _text(row.get("content_type")), "base_type": _text(row.get("base_type")),
                         "location": _text(row.get("location")), "modality": _text(row.get("modality")), "q_lang": row_lang}
-                records.append(_record(f"{dataset}/{split}/{safe_name(qid)}", status[0], status[1],
-                                       f"{question}\n{instruction}", answer, "med_vqa", meta=meta))
+                rid = _unique_id(ids, f"{dataset}/{split}/{safe_name(qid)}", row_lang, f"row{n}")
+                records.append(_record(rid, status[0], status[1], f"{question}\n{instruction}", answer, "med_vqa",
+                                       meta=meta))
             out_splits[split] = records
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
