@@ -1175,3 +1175,18 @@ def test_the_demo_serves_the_domains_quick_start_model_or_says_how_to_make_one(m
     with pytest.raises(SystemExit):
         cli.main(["--domain", "medical", "--model", "pocket-tiny"])  # an explicit model always wins
     assert built[-1] == ("pocket-tiny", "medical")
+
+
+def test_medical_series_with_two_slices_at_one_position_warns(medical, tmp_path):
+    """A slice stored twice (a re-export under a new SOP instance UID) shifts every later slice index; the converter
+    and read_upload said so, the demo's series panel did not."""
+    from pydicom.uid import generate_uid
+
+    series = generate_uid()
+    files = [write_ct(tmp_path / f"b{k}.dcm", z=k, instance=k + 1, series_uid=series) for k in range(3)]
+    files.append(write_ct(tmp_path / "again.dcm", z=1, instance=4, series_uid=series))
+    study = medical.load_study(files, max_bytes=MB)
+    try:
+        assert any("share 1 position(s)" in w for w in study.warnings), study.warnings
+    finally:
+        study.close()

@@ -279,6 +279,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     if damaged:
         warnings.append(f"{len(damaged)} damaged DICOM file(s) left out ({', '.join(damaged[:3])}"
                         f"{', …' if len(damaged) > 3 else ''}): the series may be missing slices.")
+    same_position = series.same_position_note()
+    if same_position:
+        warnings.append(same_position[0].upper() + same_position[1:] + ".")
     headers = [dicom.read_dicom(p, header_only=True) for p in series.paths]
     header = dict(deid.safe_header(headers[0]))
     header["slices"] = str(len(series))
