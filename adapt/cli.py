@@ -261,6 +261,12 @@ def _q(value: str | os.PathLike) -> str:
     return shlex.quote(str(value))
 
 
+def _path(text: str) -> Path:
+    """A path argument with ``~`` expanded: the shell leaves ``--out=~/runs`` and quoted paths as they are, and a
+    folder named ``~`` would be made in the working folder instead."""
+    return Path(text).expanduser()
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -351,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="gguf: llama.cpp's <name>-<type>.gguf + mmproj-<name>-f16.gguf; mobilevlm: the "
                              "MobileVLM V2 layout with its CLIP tower in vision_tower/; onnx: vision.onnx, embed.onnx, "
                              "decoder.onnx for onnxruntime; executorch: model.pte (XNNPACK) for ExecuTorch")
-    export.add_argument("--out", "-o", required=True, type=Path)
+    export.add_argument("--out", "-o", required=True, type=_path)
     export.add_argument("--force", action="store_true", help="export into a non-empty folder, replacing the files an export owns")
     export.add_argument("--type", dest="gguf_type", choices=["f32", "f16", "q8_0", "q4_k_m"],
                         help="gguf only: weight type of the text model (default f16; the mmproj is f16, f32 with f32)")
@@ -362,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "decoder MatMuls; executorch: torchao int8 per-channel weights with dynamic int8 activations, run by XNNPACK)")
     export.add_argument("--max-seq-len", type=_positive_int,
                         help="executorch only: positions of the static KV cache (default: the model's context, at most 4096)")
-    export.add_argument("--adapter", type=Path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
-    export.add_argument("--recipe", type=Path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
+    export.add_argument("--adapter", type=_path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
+    export.add_argument("--recipe", type=_path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
                                                     "(default: the model's own tiling)")
     export.add_argument("--max-images", type=_positive_int,
                         help="tensorrt only: the most images one prompt may hold; the largest vision profile and "
@@ -824,7 +830,7 @@ _OVERRIDES_HELP = "override recipe keys, e.g. training.max_steps=20 parts.llm.mo
 def _recipe_verbs(verbs) -> None:
     train = verbs.add_parser("train", help="train (or resume) the run a recipe describes",
                              description="Train from a recipe; resumes from the newest complete checkpoint in its output dir.")
-    train.add_argument("recipe", type=Path, help=_RECIPE_HELP)
+    train.add_argument("recipe", type=_path, help=_RECIPE_HELP)
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     train.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
     train.add_argument("--no-progress", action="store_true",
@@ -837,7 +843,7 @@ def _recipe_verbs(verbs) -> None:
                                description="Distil a vision encoder from a recipe with a distill: section; resumes from the "
                                            "newest complete checkpoint in its output dir. Writes a vision-tower folder a "
                                            "training recipe names as model.vision.")
-    distill.add_argument("recipe", type=Path, help=_RECIPE_HELP)
+    distill.add_argument("recipe", type=_path, help=_RECIPE_HELP)
     distill.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     distill.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
     distill.add_argument("--no-progress", action="store_true",
@@ -847,11 +853,11 @@ def _recipe_verbs(verbs) -> None:
     distill.set_defaults(handler=_train, builds_model=True)
 
     evaluate = verbs.add_parser("eval", help="score a model on a recipe's held-out sources (domain and general side by side)")
-    evaluate.add_argument("recipe", type=Path, help=_RECIPE_HELP)
+    evaluate.add_argument("recipe", type=_path, help=_RECIPE_HELP)
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     evaluate.add_argument("--model", action="append", default=[], metavar="[LABEL=]SOURCE",
                           help="model to score (repeatable); default: base = recipe model, adapted = the run's final model")
-    evaluate.add_argument("--out", type=Path, help="report folder (default: <output.dir>/eval)")
+    evaluate.add_argument("--out", type=_path, help="report folder (default: <output.dir>/eval)")
     evaluate.add_argument("--runtime", choices=["pytorch", *RUNTIMES], default="pytorch",
                           help="export each model in the runtime's format and score it there; llamacpp: GGUF in "
                                "llama.cpp (built by python -m deploy.llamacpp); onnx: ONNX in onnxruntime; executorch: .pte in "
@@ -868,7 +874,7 @@ def _recipe_verbs(verbs) -> None:
 
     quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
     quick.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. mixing.general_ratio=0")
-    quick.add_argument("--out", type=Path, help="default: runs/quickstart (runs/quickstart-<field> for other fields)")
+    quick.add_argument("--out", type=_path, help="default: runs/quickstart (runs/quickstart-<field> for other fields)")
     quick.add_argument("--field", default="landcover", choices=["landcover", "remote_sensing", "driving", "medical"],
                        help="landcover: the default story; remote_sensing: synthetic GeoTIFF/RSVQA/DIOR sets "
                             "through the remote-sensing converters")
@@ -889,7 +895,7 @@ def _recipe_verbs(verbs) -> None:
         "validate", help="check a recipe and print it resolved (absolute paths, every default filled in; null = "
                          "the model's own, e.g. tiling)",
         description="Check a recipe and print it resolved. Exit status 1 (with the reason) when it is not valid.")
-    validate.add_argument("recipe", type=Path, help=_RECIPE_HELP)
+    validate.add_argument("recipe", type=_path, help=_RECIPE_HELP)
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     validate.set_defaults(handler=_validate)
 
@@ -899,7 +905,7 @@ def _recipe_verbs(verbs) -> None:
     init = verbs.add_parser("init", help="copy a recipe template, comments included, into a folder",
                             description="Copy template NAME to DIR/NAME.yaml; never overwrites a file.")
     init.add_argument("name", help="template name (see `adapt recipes`)")
-    init.add_argument("dir", type=Path, help="destination folder (created if missing)")
+    init.add_argument("dir", type=_path, help="destination folder (created if missing)")
     init.set_defaults(handler=_init)
 
 
@@ -1092,8 +1098,8 @@ def _domain_verbs(verbs) -> None:
                          help="show this help and the data sets' options (after DOMAIN DATASET: that one's only)")
     convert.add_argument("domain", help="domain name (see `adapt domains`)")
     convert.add_argument("dataset", help="data-set name (see `adapt domains`)")
-    convert.add_argument("--src", required=True, type=Path, help="folder with the downloaded raw data set")
-    convert.add_argument("--out", required=True, type=Path, help="output folder")
+    convert.add_argument("--src", required=True, type=_path, help="folder with the downloaded raw data set")
+    convert.add_argument("--out", required=True, type=_path, help="output folder")
     convert.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="converter option (repeatable); values are read as YAML: 3, true, [a, b]")
     convert.add_argument("--workers", type=int, default=None, metavar="N",
@@ -1108,7 +1114,7 @@ def _domain_verbs(verbs) -> None:
     synth = verbs.add_parser("synthesize", help="write a domain's synthetic raw data (public layouts) for trying things out",
                              description="Run domain DOMAIN's synthetic-data generator into --out.")
     synth.add_argument("domain", help="domain name (see `adapt domains`)")
-    synth.add_argument("--out", required=True, type=Path)
+    synth.add_argument("--out", required=True, type=_path)
     synth.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="generator option (repeatable), e.g. seed=1; each domain's options: `adapt domains`")
     synth.add_argument("--force", action="store_true",
