@@ -963,6 +963,11 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"{where}: no such recipe file (list the templates with `adapt recipes`)") from None
+    except IsADirectoryError:  # `adapt init NAME DIR`, then DIR given instead of the file it wrote there
+        found = sorted(p.name for p in path.glob("*.y*ml") if p.is_file())
+        hint = f": {', '.join(str(path / n) for n in found[:5])}" if found else " (`adapt init NAME DIR` writes one)"
+        raise RecipeError(f"{where} is a folder, not a recipe file; give the recipe .yaml{' in it' if found else ''}"
+                          f"{hint}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{where}: cannot read the recipe ({exc})") from None
     data, lines = _yaml_load(text, where)

@@ -26,3 +26,15 @@ def test_init_into_a_quoted_tilde_folder_writes_under_home(monkeypatch, tmp_path
     assert main(["init", "quickstart", "~/recipes"]) == 0
     assert (tmp_path / "home" / "recipes" / "quickstart.yaml").is_file()
     assert not (tmp_path / "~").exists()
+
+
+def test_a_folder_given_as_the_recipe_names_the_recipe_in_it(tmp_path, capsys):
+    assert main(["init", "quickstart", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "is a folder, not a recipe file" in err and str(tmp_path / "r" / "quickstart.yaml") in err
+    assert "Errno" not in err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", str(tmp_path / "empty")]) == 1
+    assert "is a folder, not a recipe file" in capsys.readouterr().err
