@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Sequence
 
 from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
@@ -20,7 +21,7 @@ from model.resources import templates_dir
 
 from .checkpointing import not_run_outputs
 from .evaluate import plot_comparison, write_report
-from .recipe import load_recipe
+from .recipe import _parse_key, load_recipe, load_yaml_value
 from .run_eval import eval_kinds, evaluate_model
 from .train import train
 
@@ -102,6 +103,17 @@ def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
                               "that folder: move them, or pass --force")
 
 
+def _refuse_output_dir(overrides: Sequence[str]) -> None:
+    """QuickstartError for an override of output.dir, which a quick start sets to OUT/train (it would be ignored)."""
+    for item in overrides:
+        key, _, raw = item.partition("=")
+        path = _parse_key(key)
+        if path[:2] == ["output", "dir"] or (path == ["output"] and isinstance(
+                value := load_yaml_value(raw, f"override {key.strip()}=…"), dict) and "dir" in value):
+            raise QuickstartError(f"override {item!r}: a quick start trains into OUT/train, so output.dir cannot be "
+                                  "set; choose OUT with --out")
+
+
 def _written_before(out_dir: Path) -> set[str]:
     try:
         return set(json.loads((out_dir / DATA_STAMP).read_text(encoding="utf-8")))
@@ -160,6 +172,7 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     run_dir = (out_dir / "train").resolve()
     # overrides are checked before anything is written: a typo costs seconds and loses nothing
     load_recipe(source, [*overrides, f"output.dir={run_dir}"])
+    _refuse_output_dir(overrides)
     if not force:
         _refuse_to_lose(recipe_path, source, run_dir)
         _refuse_to_replace_data(out_dir, field)

@@ -38,3 +38,24 @@ def test_a_folder_given_as_the_recipe_names_the_recipe_in_it(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["train", str(tmp_path / "empty")]) == 1
     assert "is a folder, not a recipe file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override", ["output.dir=elsewhere", "output={dir: elsewhere, keep_last: 1}"])
+def test_a_quickstart_refuses_an_output_dir_it_would_ignore(monkeypatch, tmp_path, capsys, override):
+    import adapt.quickstart
+
+    def started(*args):
+        raise AssertionError("the quick start began writing")
+
+    monkeypatch.setattr(adapt.quickstart.shutil, "copyfile", started)
+    out = tmp_path / "q"
+    assert main(["quickstart", "--out", str(out), "--no-progress", override]) == 1
+    err = capsys.readouterr().err
+    assert "output.dir cannot be set" in err and "--out" in err
+    assert not out.exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_other_output_overrides_are_left_to_the_quickstart():
+    from adapt.quickstart import _refuse_output_dir
+
+    _refuse_output_dir(["output.save_every=5", "output={keep_last: 1}", "training.max_steps=3"])
