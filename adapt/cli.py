@@ -1038,6 +1038,7 @@ def _quickstart(args) -> int:
     from .quickstart import quickstart
 
     out = args.out or Path("runs/quickstart" if args.field == "landcover" else f"runs/quickstart-{args.field}")
+    _check_out_folder(out)
     if args.data_only:
         from .quickstart import FIELDS, prepare_data
 

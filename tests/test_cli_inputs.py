@@ -59,3 +59,14 @@ def test_other_output_overrides_are_left_to_the_quickstart():
     from adapt.quickstart import _refuse_output_dir
 
     _refuse_output_dir(["output.save_every=5", "output={keep_last: 1}", "training.max_steps=3"])
+
+
+@pytest.mark.parametrize("data_only", [["--data-only"], []])
+@pytest.mark.parametrize("under", ["", "sub"])
+def test_a_quickstart_out_that_is_a_file_names_it(tmp_path, capsys, data_only, under):
+    (tmp_path / "taken").write_text("mine\n")
+    out = tmp_path / "taken" / under if under else tmp_path / "taken"
+    assert main(["quickstart", "--out", str(out), "--no-progress", *data_only]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'taken'} is a file, not a folder" in err and "images" not in err and "raw" not in err
+    assert (tmp_path / "taken").read_text() == "mine\n"
