@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args.progress = False if getattr(args, "no_progress", False) else LINES if piped else True
     if argv is None:
         _terminate_as_interrupt()
+        _printable_stdout()
     try:  # the imports take seconds: Ctrl-C during them is an interrupt like any other, not a traceback
         _quiet_libraries(progress=shows_bar(getattr(args, "progress", True)), command_line=argv is None)
         if argv is None and getattr(args, "builds_model", False):
@@ -246,6 +247,21 @@ def user_error_message(err: BaseException, out: Path | None = None) -> str | Non
     if err.errno == errno.EROFS:
         return f"{where}read-only file system; choose a writable path"
     return None
+
+
+def _printable_stdout() -> None:
+    """On a stdout whose encoding cannot write every character (a non-UTF-8 locale: LANG=en_US.ISO-8859-1, or
+    LC_ALL=C with PYTHONUTF8=0), write those it cannot as ``\\xe9`` escapes, as Python does on stderr, rather than
+    end in a UnicodeEncodeError (a path or an answer with an ``é``; the quick start's last line, after all the work)."""
+    import codecs
+
+    encoding = getattr(sys.stdout, "encoding", None) or ""
+    try:
+        utf = codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        utf = False
+    if not utf and callable(getattr(sys.stdout, "reconfigure", None)):
+        sys.stdout.reconfigure(errors="backslashreplace")
 
 
 def _silence_stdout() -> None:

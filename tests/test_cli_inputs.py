@@ -70,3 +70,20 @@ def test_a_quickstart_out_that_is_a_file_names_it(tmp_path, capsys, data_only, u
     err = capsys.readouterr().err
     assert f"{tmp_path / 'taken'} is a file, not a folder" in err and "images" not in err and "raw" not in err
     assert (tmp_path / "taken").read_text() == "mine\n"
+
+
+def test_a_non_utf8_locale_prints_what_it_cannot_show_as_escapes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    main(["init", "quickstart", str(tmp_path)])
+    recipe = tmp_path / "quickstart.yaml"
+    recipe.write_text(recipe.read_text(encoding="utf-8").replace("data/landcover/train", "données/train"),
+                      encoding="utf-8")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    proc = subprocess.run([sys.executable, "-m", "adapt", "validate", str(recipe)], cwd=tmp_path, env=env,
+                          capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
+    assert b"donn\\xe9es/train.jsonl" in proc.stdout and b"Traceback" not in proc.stderr
