@@ -397,21 +397,28 @@ class Data(_Section):
         return value
 
 
+# Far past any real run, and low enough that steps x micro-batches x samples stay a machine-size integer (a
+# mistyped 1e20 was an OverflowError traceback, or a hang, once the data loader started).
+_MAX_COUNT = 10**9
+_MAX_EPOCHS = 10**6
+_MAX_BATCH = 10**5
+
+
 class Mixing(_Section):
     model_config = ConfigDict(extra="forbid")
 
     general_ratio: float = Field(0.3, ge=0, lt=1)
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
-    epoch_size: int | None = Field(None, ge=1)
+    epoch_size: int | None = Field(None, ge=1, le=_MAX_COUNT)
 
 
 class Training(_Section):
     model_config = ConfigDict(extra="forbid")
 
-    epochs: float | None = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
+    epochs: float | None = Field(1.0, gt=0, le=_MAX_EPOCHS)
+    max_steps: int | None = Field(None, ge=1, le=_MAX_COUNT)
+    batch_size: int = Field(4, ge=1, le=_MAX_BATCH)
+    grad_accum: int = Field(1, ge=1, le=_MAX_BATCH)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)

@@ -87,3 +87,28 @@ def test_a_non_utf8_locale_prints_what_it_cannot_show_as_escapes(tmp_path):
                           capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-2000:]
     assert b"donn\\xe9es/train.jsonl" in proc.stdout and b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("override, key", [
+    ("training.max_steps=99999999999999999999999", "training.max_steps"),
+    ("training.epochs=1.0e+30", "training.epochs"),
+    ("training.grad_accum=99999999999999999999", "training.grad_accum"),
+    ("training.batch_size=99999999999999999999", "training.batch_size"),
+    ("mixing.epoch_size=99999999999999999999", "mixing.epoch_size"),
+])
+def test_a_count_no_run_could_reach_is_refused_by_validate(tmp_path, capsys, override, key):
+    """Such a count validated, then ended adapt train in an OverflowError traceback (or a hang) in the data loader."""
+    main(["init", "quickstart", str(tmp_path)])
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "quickstart.yaml"), override]) == 1
+    err = capsys.readouterr().err
+    assert f"{key}: must be less than or equal to" in err and "Traceback" not in err
+
+
+def test_large_but_machine_sized_counts_still_validate(tmp_path):
+    from adapt.recipe import load_recipe
+
+    main(["init", "quickstart", str(tmp_path)])
+    recipe = load_recipe(tmp_path / "quickstart.yaml", ["training.max_steps=1000000000", "training.grad_accum=1000",
+                                                         "mixing.epoch_size=5000000", "training.epochs=1000"])
+    assert recipe.training.max_steps == 10**9
