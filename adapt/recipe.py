@@ -427,7 +427,7 @@ class Training(_Section):
     gradient_checkpointing: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     packing: bool = False
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, le=1024)  # each a process: a mistyped huge count hangs spawning them
     fused_adamw: bool = True
 
     @model_validator(mode="after")

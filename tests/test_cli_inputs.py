@@ -95,6 +95,7 @@ def test_a_non_utf8_locale_prints_what_it_cannot_show_as_escapes(tmp_path):
     ("training.grad_accum=99999999999999999999", "training.grad_accum"),
     ("training.batch_size=99999999999999999999", "training.batch_size"),
     ("mixing.epoch_size=99999999999999999999", "mixing.epoch_size"),
+    ("training.num_workers=99999999999999999999", "training.num_workers"),
 ])
 def test_a_count_no_run_could_reach_is_refused_by_validate(tmp_path, capsys, override, key):
     """Such a count validated, then ended adapt train in an OverflowError traceback (or a hang) in the data loader."""
