@@ -717,7 +717,7 @@ def _export(args) -> int:
     elif args.format == "tensorrt":
         import json
 
-        print(json.loads((out / "fp16_check.json").read_text())["summary"])
+        print(json.loads((out / "fp16_check.json").read_text(encoding="utf-8"))["summary"])
         print(f"wrote the TensorRT bundle to {out} (no engine built: engines are built on the device)\n"
               f"next: copy it to the Jetson, build the engines as {out / 'README.md'} says, then python3 verify.py")
     else:
@@ -1040,7 +1040,7 @@ def _eval(args) -> int:
     kinds = eval_kinds(recipe)
     _, md = write_report(out, runs, kinds)
     plot_comparison(runs, kinds, out / "comparison.png")
-    print(md.read_text())
+    print(md.read_text(encoding="utf-8"))
     earlier = sorted(p.name for p in out.glob("predictions_*.jsonl")
                      if p.name.removeprefix("predictions_").removesuffix(".jsonl") not in runs)
     if earlier:  # the report replaced an earlier one that covered them: say so rather than leave them unexplained

@@ -435,7 +435,8 @@ def write_report(
     header_runs = names + [f"Δ ({n} − base)" for n in compared]
 
     json_path = out / "eval.json"
-    json_path.write_text(json.dumps({"kinds": dict(kinds or {}), "runs": runs}, indent=2, ensure_ascii=False) + "\n")
+    json_path.write_text(json.dumps({"kinds": dict(kinds or {}), "runs": runs}, indent=2, ensure_ascii=False) + "\n",
+                         encoding="utf-8")
 
     md: list[str] = ["# Evaluation", ""]
     md.append(
@@ -514,7 +515,7 @@ def write_report(
             md += [""]
 
     md_path = out / "eval.md"
-    md_path.write_text("\n".join(md))
+    md_path.write_text("\n".join(md), encoding="utf-8")
     return json_path, md_path
 
 

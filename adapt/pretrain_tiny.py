@@ -78,7 +78,8 @@ def weights_digest(path: Path) -> str:
 
 
 def logged_losses(train_dir: Path, up_to: int) -> dict[int, float]:
-    entries = [json.loads(line) for line in (train_dir / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    log = (train_dir / "train_log.jsonl").read_text(encoding="utf-8")
+    entries = [json.loads(line) for line in log.splitlines() if line.strip()]
     return {e["step"]: e["loss"] for e in entries if e["step"] <= up_to}
 
 
@@ -90,7 +91,7 @@ def pretrain_tiny(out_dir: Path, steps: int = 5000, lr: float = 1e-3, install: b
     general = out_dir / "data" / "general"
     generate_general(general, n_train=8000, n_test=200, answer_style="label")
     recipe_path = out_dir / "pretrain.yaml"
-    recipe_path.write_text(RECIPE.format(steps=steps, lr=lr))
+    recipe_path.write_text(RECIPE.format(steps=steps, lr=lr), encoding="utf-8")
     recipe = load_recipe(recipe_path)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a rebuild always starts from scratch
     final = train(recipe, progress=progress, stop_after=stop_after)
@@ -115,14 +116,14 @@ def install_run(train_dir: Path, steps: int, lr: float, general_accuracy: float)
         "made_with": {"python": platform.python_version(), "torch": torch.__version__,
                       "transformers": transformers.__version__, "machine": platform.machine()},
     }
-    record_path().write_text(json.dumps(record, indent=1) + "\n")
+    record_path().write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     print(f"installed {target} ({target.stat().st_size / 2**20:.1f} MiB) and {record_path().name}")
     return target
 
 
 def check_prefix(out_dir: Path, progress: bool = False, rel_tol: float = 1e-6) -> list[str]:
     """Replay the recorded run's first steps; returns the differences (empty: the same run)."""
-    record = json.loads(record_path().read_text())
+    record = json.loads(record_path().read_text(encoding="utf-8"))
     checkpoint, _ = pretrain_tiny(out_dir, record["steps"], record["lr"], progress=progress, stop_after=PREFIX_STEPS)
     got = logged_losses(checkpoint.parent, PREFIX_STEPS)
     want = {int(step): loss for step, loss in record["prefix_losses"].items()}
@@ -137,7 +138,7 @@ def check_prefix(out_dir: Path, progress: bool = False, rel_tol: float = 1e-6) -
 
 def check_full(out_dir: Path, progress: bool = True) -> tuple[list[str], dict]:
     """Rebuild in full and compare with the record and the shipped file; returns (differences, summary)."""
-    record = json.loads(record_path().read_text())
+    record = json.loads(record_path().read_text(encoding="utf-8"))
     final, summary = pretrain_tiny(out_dir, record["steps"], record["lr"], progress=progress)
     rebuilt = weights_digest(final / "model.safetensors")
     shipped = weights_digest(assets_dir() / "pocket-tiny" / "model.safetensors")

@@ -197,7 +197,7 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     kinds = eval_kinds(recipe)
     json_path, md_path = write_report(reports, runs, kinds)
     plot_comparison(runs, kinds, reports / "comparison.png")
-    print(md_path.read_text(), flush=True)
+    print(md_path.read_text(encoding="utf-8"), flush=True)
     minutes = (time.perf_counter() - started) / 60
     print(f"done in {minutes:.1f} min — report {md_path}, loss curve {Path(recipe.output.dir) / 'loss.png'}, "
           f"model {final}", flush=True)

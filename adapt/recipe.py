@@ -1287,6 +1287,11 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
     if isinstance(recipe, Recipe) and recipe.model.trust_remote_code:
         notes.append("model.trust_remote_code is true, but pocket-adapt reads every supported layout without "
                      "running checkpoint code, so it has no effect")
+    cores = os.cpu_count() or 1
+    if recipe.training.num_workers > cores:
+        notes.append(f"training.num_workers is {recipe.training.num_workers}, more than this machine's {cores} CPU "
+                     "core(s): each worker is a process of its own (memory included) and more than the cores only "
+                     "wait for them")
     if recipe.distributed.strategy != "deepspeed" and recipe.distributed.deepspeed not in DEEPSPEED_PRESETS:
         notes.append(f"distributed.deepspeed is set but distributed.strategy is {recipe.distributed.strategy!r}")
     return notes + _uncached_hub_weights(recipe)

@@ -221,7 +221,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     _check_graphs(out_dir)
     from .tensorrt_readme import bundle_readme
 
-    (out_dir / README).write_text(bundle_readme(vlm, processor, profiles, report))
+    (out_dir / README).write_text(bundle_readme(vlm, processor, profiles, report), encoding="utf-8")
     return out_dir
 
 
@@ -307,4 +307,4 @@ def _named(shapes: dict) -> dict:
 
 
 def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=1) + "\n")
+    path.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")

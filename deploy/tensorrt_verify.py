@@ -143,7 +143,7 @@ class TrtRunner:
 def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float | None = None,
            atol: float | None = None, out=sys.stdout) -> int:
     """Run every check of the bundle in `runtime`; print one line per output; 0 when all pass, else 1."""
-    manifest = json.loads((bundle / "bundle.json").read_text())
+    manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
     tolerance = manifest["tolerance"][runtime]
     rtol = tolerance["rtol"] if rtol is None else rtol
     atol = tolerance["atol"] if atol is None else atol

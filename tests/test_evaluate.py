@@ -376,3 +376,24 @@ def test_predict_skips_what_it_cannot_ask_or_score_naming_the_record(tiny, recor
     assert kinds[("g", 4)][0] == "reference its task cannot score" and "no [[x1, y1, x2, y2]] box" in kinds[("g", 4)][1]
     assert kinds[("c", 5)][0] == "no scorer for its task" and "'caption'" in kinds[("c", 5)][1]
     assert kinds[("c", 6)][0] == "malformed conversation" and "<IMG_CONTEXT>" in kinds[("c", 6)][1]
+
+
+def test_the_report_is_utf_8_whatever_the_locale(runs, tmp_path):
+    """Under a locale whose encoding lacks a character of the report (LC_ALL=C without UTF-8 mode: ASCII), the
+    report's write was a UnicodeEncodeError at the end of an evaluation; its files are UTF-8 always."""
+    import os
+    import subprocess
+    import sys
+
+    kinds, r = runs
+    r = {"adapté": r["adapted"], "base": r["base"]}
+    (tmp_path / "runs.json").write_text(json.dumps([kinds, r]), encoding="utf-8")
+    script = ("import json, sys; from adapt.evaluate import write_report; "
+              "kinds, r = json.loads(open(sys.argv[1], encoding='utf-8').read()); write_report(sys.argv[2], r, kinds)")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "runs.json"), str(tmp_path / "report")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "adapté" in (tmp_path / "report" / "eval.md").read_text(encoding="utf-8")
+    assert "adapté" in json.loads((tmp_path / "report" / "eval.json").read_text(encoding="utf-8"))["runs"]

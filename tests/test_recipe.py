@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import get_args
@@ -733,3 +734,14 @@ def test_a_model_source_folder_that_is_no_checkpoint_is_refused_by_validate(tmp_
     base = "data:\n  sources:\n    - {name: a, path: a.jsonl}\nmixing: {general_ratio: 0}\nmodel:\n  source: "
     assert "data: no config.json (not a checkpoint directory)" in error_of(write(tmp_path, base + "data\n"))
     assert "a training checkpoint" in error_of(write(tmp_path, base + "ck\n"))
+
+
+def test_more_data_workers_than_cores_is_noted(tmp_path, capsys, monkeypatch):
+    """training.num_workers above the machine's cores validated without a word; each is a process with its own
+    memory (a large count ran the machine out of memory)."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    path = write(tmp_path, MINIMAL)
+    assert main(["validate", str(path), "training.num_workers=2"]) == 0
+    assert "num_workers" not in capsys.readouterr().err
+    assert main(["validate", str(path), "training.num_workers=64"]) == 0
+    assert "training.num_workers is 64, more than this machine's 2 CPU core(s)" in capsys.readouterr().err

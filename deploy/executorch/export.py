@@ -243,8 +243,9 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
         (out_dir / PTE).write_bytes(lower(programs, constants))
         steps.update()
     processor.save_pretrained(out_dir)
-    (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n")
-    (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n")
+    (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+    (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n", encoding="utf-8")
     return out_dir
 
 

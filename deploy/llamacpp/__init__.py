@@ -62,7 +62,7 @@ def binary(name: str = "pocket-llama") -> Path:
     if not exe.is_file():
         raise LlamaCppError(f"llama.cpp is not built here ({exe} is missing); {how}")
     stamp = bin_dir / "BUILD"
-    if not stamp.is_file() or stamp.read_text().strip() != expected_stamp():
+    if not stamp.is_file() or stamp.read_text(encoding="utf-8").strip() != expected_stamp():
         raise LlamaCppError(f"the llama.cpp build in {bin_dir} is out of date with deploy/llamacpp; {how}")
     return exe
 

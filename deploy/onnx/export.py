@@ -100,9 +100,10 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progr
                 quantize_int8(out_dir / name)
                 bar.update()
     processor.save_pretrained(out_dir)
-    (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n")
-    (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n")
-    (out_dir / GENAI_CONFIG).write_text(json.dumps(genai_config(vlm, processor), indent=1) + "\n")
+    (out_dir / CHAT_TEMPLATE).write_text(json.dumps(_template(processor), indent=1, ensure_ascii=False) + "\n",
+                                         encoding="utf-8")
+    (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n", encoding="utf-8")
+    (out_dir / GENAI_CONFIG).write_text(json.dumps(genai_config(vlm, processor), indent=1) + "\n", encoding="utf-8")
     return out_dir
 
 

@@ -457,7 +457,7 @@ def _dicom_qa(out: Path, n: int, seed: int, size: int, n_slices: int, burned_in:
     doc = {"format": "pocket-adapt dicom_qa", "version": 1,
            "description": "Synthetic CT phantoms: lesion presence, organ, count and location questions.",
            "questions": questions}
-    (out / "qa.json").write_text(json.dumps(doc, indent=1))
+    (out / "qa.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
 
 
 def _cases(kind: str, seed: int, n: int, size: int, n_slices: int) -> list[Case]:
@@ -518,7 +518,7 @@ def _vqa_rad(out: Path, n: int, seed: int, size: int, n_slices: int) -> None:
                     "question_frame": "NULL", "question_type": qtype, "answer": answer, "answer_type": atype,
                 })
                 qid += 1
-    (out / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows, indent=1))
+    (out / "VQA_RAD Dataset Public.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
 _SLAKE_ZH = {"Is there a lesion?": "这张图片里有病变吗？", "yes": "是", "no": "否"}

@@ -253,9 +253,9 @@ def _rsvqa(out: Path, n: int, seed: int, size: int, hr: bool) -> None:
         for key, items in rows.items():
             mine = {item["id"]: item for item in items}
             full = [mine.get(i, {"id": i, "active": False}) for i in range(totals[key])]
-            (out / f"{prefix}_split_{split}_{key}.json").write_text(json.dumps({key: full}))
-    (out / "all_questions.json").write_text(json.dumps({"questions": all_q}))
-    (out / "all_answers.json").write_text(json.dumps({"answers": all_a}))
+            (out / f"{prefix}_split_{split}_{key}.json").write_text(json.dumps({key: full}), encoding="utf-8")
+    (out / "all_questions.json").write_text(json.dumps({"questions": all_q}), encoding="utf-8")
+    (out / "all_answers.json").write_text(json.dumps({"answers": all_a}), encoding="utf-8")
 
 
 def _dior_rsvg(out: Path, n: int, seed: int, size: int) -> None:
@@ -290,9 +290,9 @@ def _dior_rsvg(out: Path, n: int, seed: int, size: int) -> None:
             split_of["train" if r < 6 else "val" if r < 8 else "test"].append(obj_index)
             obj_index += 1
         parts.append("</annotation>\n")
-        (out / "Annotations" / f"{stem}.xml").write_text("".join(parts))
+        (out / "Annotations" / f"{stem}.xml").write_text("".join(parts), encoding="utf-8")
     for split, idx in split_of.items():
-        (out / f"{split}.txt").write_text("".join(f"{k}\n" for k in idx))
+        (out / f"{split}.txt").write_text("".join(f"{k}\n" for k in idx), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------- API
