@@ -105,6 +105,19 @@ def test_model_token_losses_equal_cross_entropy_of_its_logits(tiny, loss_way):
     assert torch.equal(own.logits, logits) and own.loss.item() == pytest.approx(out.loss.item(), rel=1e-5)
 
 
+def per_sample_losses(vlm, processor, items: list[dict], pack_to: int | None, only: str = ""):
+    """The collated batch (padded, or packed into rows of `pack_to`), each sample's (loss sum, supervised tokens)
+    by its source number (``s<k>``), and the gradients of the parameters whose names hold `only`."""
+    batch = collate(items, processor, pack_to=pack_to)
+    segments, sources = batch.pop("segments"), batch.pop("sources")
+    batch.pop("n_dropped")
+    vlm.zero_grad()
+    sums, counts = sample_losses(vlm(**batch, loss_only=True).token_losses, batch["labels"], segments)
+    sums.sum().backward()
+    grads = torch.cat([p.grad.flatten() for n, p in vlm.named_parameters() if p.grad is not None and only in n])
+    return batch, {int(s[1:]): (sums[j].item(), int(counts[j])) for j, s in enumerate(sources)}, grads
+
+
 def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny, loss_way, attention):
     vlm, processor = tiny
     items = [{"encoded": encode(processor, q, a, size), "source": f"s{k}"} for k, (q, a, size) in enumerate([
@@ -115,19 +128,9 @@ def test_packed_rows_give_each_sample_the_loss_and_gradient_it_has_alone(tiny, l
     ])]
     lengths = [len(item["encoded"].input_ids) for item in items]
 
-    def per_sample(pack_to):
-        batch = collate(items, processor, pack_to=pack_to)
-        segments, sources = batch.pop("segments"), batch.pop("sources")
-        batch.pop("n_dropped")
-        vlm.zero_grad()
-        sums, counts = sample_losses(vlm(**batch, loss_only=True).token_losses, batch["labels"], segments)
-        sums.sum().backward()
-        grads = torch.cat([p.grad.flatten() for p in vlm.parameters() if p.grad is not None])
-        order = [int(s[1:]) for s in sources]
-        return batch, {k: (sums[j].item(), int(counts[j])) for j, k in enumerate(order)}, grads
-
-    padded, want, want_grads = per_sample(None)
-    packed, got, got_grads = per_sample(sum(lengths) - min(lengths))  # room for all but the shortest in one row
+    padded, want, want_grads = per_sample_losses(vlm, processor, items, None)
+    # room for all but the shortest in one row
+    packed, got, got_grads = per_sample_losses(vlm, processor, items, sum(lengths) - min(lengths))
     assert "attention_mask" not in packed and packed["input_ids"].shape[0] == 2 < padded["input_ids"].shape[0]
     assert int((packed["labels"] != IGNORE_INDEX).sum()) == int((padded["labels"][:, 1:] != IGNORE_INDEX).sum())
     assert got.keys() == want.keys() == set(range(4))
@@ -274,18 +277,8 @@ def test_packed_rows_with_lora_on_an_eager_lm_give_each_sample_its_own_loss_and_
         ("What colour is it?", "blue", (64, 64)), ("Where is the square?", "top left corner", (900, 300)),
         ("Count the shapes.", "three", (300, 300))])]
 
-    def per_sample(pack_to):
-        batch = collate(items, processor, pack_to=pack_to)
-        segments, sources = batch.pop("segments"), batch.pop("sources")
-        batch.pop("n_dropped")
-        lora.zero_grad()
-        sums, counts = sample_losses(lora(**batch, loss_only=True).token_losses, batch["labels"], segments)
-        sums.sum().backward()
-        grads = torch.cat([p.grad.flatten() for n, p in lora.named_parameters() if "lora_" in n])
-        return batch, {int(s[1:]): (sums[j].item(), int(counts[j])) for j, s in enumerate(sources)}, grads
-
-    padded, want, want_grads = per_sample(None)
-    packed, got, got_grads = per_sample(10_000)
+    padded, want, want_grads = per_sample_losses(lora, processor, items, None, only="lora_")
+    packed, got, got_grads = per_sample_losses(lora, processor, items, 10_000, only="lora_")
     assert vlm.language_model.config._attn_implementation == "eager" and packed["input_ids"].shape[0] == 1
     assert got.keys() == want.keys() == {0, 1, 2}
     for k in want:
