@@ -353,7 +353,9 @@ def test_map_bounds_on_a_scene_without_georeferencing_are_refused(tmp_path):
     boxes = tmp_path / "boxes.json"
     boxes.write_text(json.dumps({"objects": [{"id": "map", "phrase": "a roof", "bounds": [10, 10, 30, 30]},
                                              {"id": "px", "phrase": "a road", "box": [5, 5, 40, 20]}]}))
-    report = convert_scene_chips(scene, tmp_path / "out", size=64, overlap=0, boxes=boxes)
+    with warnings.catch_warnings():  # rasterio's own NotGeoreferencedWarning came before the report's line
+        warnings.simplefilter("error", NotGeoreferencedWarning)
+        report = convert_scene_chips(scene, tmp_path / "out", size=64, overlap=0, boxes=boxes)
     assert report.skipped.get("scene not georeferenced") == 1
     assert "no CRS or geotransform" in report.examples["scene not georeferenced"][0]
     assert [r["meta"].get("phrase", r["answer"]) for r in read_jsonl(report.outputs["all"])

@@ -1050,7 +1050,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
 
     check_workers(workers)
 
-    from domains.remote_sensing.raster import RasterError, map_box_to_chip
+    from domains.remote_sensing.raster import RasterError, map_box_to_chip, open_raster
 
     src, out = Path(src), Path(out)
     if not 0 < min_inside <= 1:
@@ -1080,9 +1080,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         # -- objects of this scene, in scene pixels
         scene_objs: list[tuple[int, Box]] = []
         try:
-            import rasterio
-
-            with rasterio.open(scene) as ds:
+            with open_raster(scene) as ds:
                 W, H, transform, crs = ds.width, ds.height, ds.transform, ds.crs
         except Exception:  # noqa: BLE001 - iter_scene_chips reports the problem below
             W = H = 0

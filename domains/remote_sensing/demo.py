@@ -131,7 +131,7 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
     from domains.remote_sensing.raster import (
         RasterError,
         _known_names,
-        _open,
+        open_raster,
         palette_of,
         read_rgb,
         reads_as_picture,
@@ -156,7 +156,7 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
             info[f"{name} stretch"] = "none (an 8-bit image)"
             continue
         try:
-            src = _open(path)
+            src = open_raster(path)
         except RasterError as err:
             if isinstance(err.__cause__, RasterioError):
                 raise _damaged(path, err, opened=False) from None

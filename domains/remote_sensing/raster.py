@@ -188,7 +188,9 @@ def resolve_bands(src, bands: Sequence[int | str] | None = None,
 
 
 # --------------------------------------------------------------------------------------------- reading
-def _open(path: str | Path):
+def open_raster(path: str | Path):
+    """The open rasterio dataset of `path` (no warning for a raster without a CRS: it reads as pixels), checked
+    for a size, bands and a pixel type pocket-adapt reads; failures raise `RasterError` naming the file."""
     p = Path(path)
     if not p.exists():
         raise RasterError(f"{p}: no such file")
@@ -383,7 +385,7 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
     """
     p = Path(path)
     stretch = _check_stretch(stretch)
-    with _open(p) as src:
+    with open_raster(p) as src:
         if src.width * src.height > max_pixels:
             raise RasterError(
                 f"{p}: {src.width}x{src.height} = {src.width * src.height:,} pixels, above the limit of "
@@ -539,7 +541,7 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
     if stretch_scope not in ("scene", "chip"):
         raise DomainError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
     stretch = _check_stretch(stretch)
-    with _open(p) as src:
+    with open_raster(p) as src:
         indexes = resolve_bands(src, bands, band_names)
         stretch = resolve_stretch(src, indexes, stretch)
         lut = palette_of(src, indexes)
