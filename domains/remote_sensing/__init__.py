@@ -2,7 +2,8 @@
 
 Provides the reader (:mod:`domains.remote_sensing.raster`), data-set converters into InternVL chat JSONL
 (:mod:`domains.remote_sensing.convert`: UC Merced / AID / NWPU / EuroSAT (RGB and 13-band MS) scene
-classification, RSVQA LR / HR, DIOR-RSVG grounding and region perception) and a synthetic generator writing
+classification, RSVQA LR / HR, DIOR-RSVG grounding and region perception; :mod:`domains.remote_sensing.dota`:
+DOTA chipped into grounding and count records) and a synthetic generator writing
 small data sets in the public layouts (:mod:`domains.remote_sensing.synthetic`). ``rasterio`` and the
 converter modules are imported only when used, so the registry works without rasterio.
 """
@@ -42,6 +43,8 @@ convert_dior_rsvg = lazy(f"{_CONVERT}:convert_dior_rsvg", "DIOR-RSVG -> groundin
 convert_scene_chips = lazy(f"{_CONVERT}:convert_scene_chips",
                            "Large GeoTIFF scene(s) -> georeferenced chips (+ grounding records from a boxes file) "
                            "(:func:`domains.remote_sensing.convert.convert_scene_chips`).")
+convert_dota = lazy("domains.remote_sensing.dota:convert_dota", "DOTA v1.0 / v1.5 / v2.0 -> chipped grounding + "
+                    "count JSONL (:func:`domains.remote_sensing.dota.convert_dota`).")
 synthetic = lazy("domains.remote_sensing.synthetic:generate_all", "Small synthetic data sets in the public layouts "
                  "(:func:`domains.remote_sensing.synthetic.generate_all`).")
 
@@ -53,6 +56,7 @@ CONVERTERS = {
     "rsvqa_hr": convert_rsvqa,
     "dior_rsvg": convert_dior_rsvg,
     "scene_chips": convert_scene_chips,
+    "dota": convert_dota,
 }
 
 def _read_upload(paths: list[Path], *, bands: Any = "auto", stretch: Any = "auto") -> dict:
@@ -84,8 +88,8 @@ PLUGIN = DomainPlugin(
     name="remote_sensing",
     description="Satellite and aerial imagery: GeoTIFF / GDAL rasters with 1-13+ bands read to 8-bit RGB "
                 "(EuroSAT MS band order handled) and cut into georeferenced chips; converters for scene "
-                "classification (UC Merced, AID, NWPU, EuroSAT RGB / MS), RSVQA and DIOR-RSVG; a synthetic "
-                "generator in the public layouts.",
+                "classification (UC Merced, AID, NWPU, EuroSAT RGB / MS), RSVQA, DIOR-RSVG and DOTA (chipped); a "
+                "synthetic generator in the public layouts.",
     readers={suffix: read_raster_rgb for suffix in RASTER_SUFFIXES},
     converters=CONVERTERS,
     synthetic=synthetic,
@@ -96,5 +100,5 @@ PLUGIN = DomainPlugin(
                 "upload_help": _upload_help},
 )
 
-__all__ = ["CONVERTERS", "PIL_SUFFIXES", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_rsvqa", "convert_scene_chips",
-           "read_raster_rgb", "synthetic"]
+__all__ = ["CONVERTERS", "PIL_SUFFIXES", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_dota", "convert_rsvqa",
+           "convert_scene_chips", "read_raster_rgb", "synthetic"]

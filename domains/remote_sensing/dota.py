@@ -1,0 +1,366 @@
+"""DOTA v1.0 / v1.5 / v2.0 (oriented aerial object boxes) -> chips with grounding and count records.
+
+Layout read: ``images/P0000.png`` beside ``labelTxt/P0000.txt``, either in `src` itself (split ``all``) or in
+``src/train``, ``src/val``, ``src/test`` (one split each). A label file holds optional header lines
+``imagesource:GoogleEarth`` and ``gsd:0.146`` (``gsd:null`` in v2.0), then one object a line::
+
+    x1 y1 x2 y2 x3 y3 x4 y4 category difficult
+
+an oriented quadrilateral in pixels, a category such as ``small-vehicle`` and ``difficult`` 0 / 1 (optional, 0 when
+absent, as in the DOTA devkit; 2, which the devkit's split writes for a cut object, counts as difficult).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from PIL import UnidentifiedImageError
+
+from domains.base import ConvertReport, DomainError, SkipInput
+from domains.boxes import Box, render_ref_box, to_grid, upright_box
+from domains.files import (
+    image_size,
+    inside_root,
+    is_fresh,
+    output_key,
+    png_bytes,
+    safe_name,
+    write_output,
+    write_splits,
+)
+from domains.parallel import check_workers
+from domains.remote_sensing import PIL_SUFFIXES
+from domains.remote_sensing.convert import GROUNDING_QUESTION, RSVQA_INSTRUCTION, _listed, _record, rsvqa_bucket
+from model.limits import DEFAULT_MAX_PIXELS
+from model.progress import Progress, progress_bar
+from model.tiling import ImageLoadError, load_image, upright_size
+
+__all__ = ["CHIP_GAP", "CHIP_SIZE", "COUNT_QUESTION", "DOTA_DATASET", "MIN_KEEP", "DotaObject", "chip_starts",
+           "convert_dota", "read_dota_labels"]
+
+DOTA_DATASET = "dota"
+CHIP_SIZE, CHIP_GAP = 1024, 200  # the DOTA devkit's ImgSplit defaults (subsize, gap)
+MIN_KEEP = 0.7  # the devkit's thresh: an object is kept in a chip when >= 70 % of its polygon's area is inside
+MIN_IN_IMAGE = 0.5  # an object at least half outside its image is a wrong label, not a border overshoot
+COUNT_QUESTION = "How many {} are there in the image?"
+_HEADER = re.compile(r"^(imagesource|gsd)\s*:\s*(.*)$", re.IGNORECASE)
+
+Polygon = list[tuple[float, float]]
+
+
+class DotaObject(NamedTuple):
+    polygon: Polygon  # the 4 corners, image pixels
+    category: str  # as written: "small-vehicle"
+    difficult: bool
+    line: int  # 1-based line of the label file
+
+
+def _area(poly: Polygon) -> float:
+    """Shoelace area of a simple polygon."""
+    n = len(poly)
+    return abs(sum(poly[i][0] * poly[(i + 1) % n][1] - poly[(i + 1) % n][0] * poly[i][1] for i in range(n))) / 2
+
+
+def _clip(poly: Polygon, x1: float, y1: float, x2: float, y2: float) -> Polygon:
+    """Sutherland-Hodgman: the part of `poly` inside the rectangle ``[x1, x2] x [y1, y2]`` (empty if none)."""
+    edges = ((0, x1, True), (0, x2, False), (1, y1, True), (1, y2, False))  # (axis, bound, keep >= bound)
+    for axis, bound, low in edges:
+        if not poly:
+            break
+        inside = (lambda p: p[axis] >= bound) if low else (lambda p: p[axis] <= bound)
+        out: Polygon = []
+        for i, cur in enumerate(poly):
+            prev = poly[i - 1]
+            if inside(cur) != inside(prev):  # the edge crosses the bound: add the crossing point
+                t = (bound - prev[axis]) / (cur[axis] - prev[axis])
+                cross = (prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1]))
+                out.append((bound, cross[1]) if axis == 0 else (cross[0], bound))
+            if inside(cur):
+                out.append(cur)
+        poly = out
+    return poly
+
+
+def _bounds(poly: Polygon) -> Box:
+    xs, ys = [p[0] for p in poly], [p[1] for p in poly]
+    return Box(min(xs), min(ys), max(xs), max(ys))
+
+
+def chip_starts(length: int, size: int, step: int) -> list[int]:
+    """Chip offsets along one side, as the devkit's split: every `step`, the last one aligned to the edge."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, step))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
+
+
+def read_dota_labels(path: Path, report: ConvertReport) -> tuple[list[DotaObject], dict[str, Any]]:
+    """A DOTA label file -> ``(objects, header)`` (``header``: ``imagesource`` and ``gsd`` when given). A malformed
+    object line is skipped into `report` (``malformed label line``) under ``file:line``; the rest is read."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SkipInput("malformed label file", f"{path}: not UTF-8 text ({exc})") from exc
+    objects: list[DotaObject] = []
+    header: dict[str, Any] = {}
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        m = _HEADER.match(line)
+        if m and not objects:
+            key, value = m.group(1).lower(), m.group(2).strip()
+            if key == "gsd":
+                try:
+                    value = float(value) if math.isfinite(float(value)) else None
+                except ValueError:
+                    value = None  # "gsd:null" (DOTA v2.0) or empty
+            header[key] = value
+            continue
+        where = f"{path}:{n}"
+        parts = line.split()
+        try:
+            if len(parts) not in (9, 10):
+                raise ValueError(f"needs 8 coordinates, a category and a difficult flag, got {len(parts)} fields")
+            coords = [float(v) for v in parts[:8]]
+            if not all(math.isfinite(v) for v in coords):
+                raise ValueError("a coordinate is not finite")
+            flag = parts[9] if len(parts) == 10 else "0"
+            if flag not in ("0", "1", "2"):
+                raise ValueError(f"difficult must be 0 or 1, got {flag!r}")
+            poly = [(coords[i], coords[i + 1]) for i in range(0, 8, 2)]
+            if _area(poly) <= 0:
+                raise ValueError("the quadrilateral has no area")
+        except ValueError as exc:
+            report.skip(where, "malformed label line", f"{where}: {exc}: {line[:120]!r}")
+            continue
+        objects.append(DotaObject(poly, parts[8], flag != "0", n))
+    return objects, header
+
+
+def _phrase(category: str) -> str:
+    return " ".join(category.replace("-", " ").replace("_", " ").split())
+
+
+def _plural(phrase: str) -> str:
+    if re.search(r"(s|x|z|ch|sh)$", phrase):
+        return phrase + "es"
+    if re.search(r"[^aeiou]y$", phrase):
+        return phrase[:-1] + "ies"
+    return phrase + "s"
+
+
+def _split_roots(src: Path, labels_dir: str) -> dict[str, Path]:
+    found = {s: src / s for s in ("train", "val", "test") if (src / s / labels_dir).is_dir()}
+    if found:
+        return found
+    if (src / labels_dir).is_dir():
+        return {"all": src}
+    raise DomainError(f"{src}: no {labels_dir}/ folder of DOTA label files (nor train/, val/, test/ holding one)")
+
+
+def _find_image(images: Path, stem: str) -> Path:
+    for suffix in PIL_SUFFIXES + tuple(s.upper() for s in PIL_SUFFIXES):
+        path = inside_root(images, stem + suffix)  # a symlink leading out of the data folder is refused
+        if path.is_file():
+            return path
+    raise SkipInput("missing image", f"no image {stem}.* in {images} (any of {', '.join(PIL_SUFFIXES)})")
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DomainError(f"{name} must be a positive whole number of pixels, got {value!r}")
+    return value
+
+
+def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, size: int = CHIP_SIZE,
+                 overlap: int = CHIP_GAP, min_keep: float = MIN_KEEP, difficult: bool = True,
+                 tasks: Sequence[str] = ("grounding", "count"), images_dir: str = "images",
+                 labels_dir: str = "labelTxt", max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 1,
+                 progress: Progress = True) -> ConvertReport:
+    """DOTA -> ``size x size`` chips with grounding and count records, in ``out/<dataset>_<split>.jsonl``.
+
+    **Chips** as the DOTA devkit's split: ``size x size`` (default 1024) stepping by ``size - overlap`` (default
+    200), the last row / column aligned to the image edge (an image smaller than `size` is one chip of its own
+    size; chips are not padded). A chip is written (``out/images/<dataset>/<image>/<image>_x<col>_y<row>_<w>x<h>
+    .png``) only when it holds an object.
+
+    **Objects and chip borders.** An object is kept in a chip when at least `min_keep` (0.7, the devkit's
+    ``thresh``) of its quadrilateral's area lies inside the chip; its box is then the horizontal bounds of the
+    quadrilateral clipped to the chip. With ``overlap > 0`` an object can be kept in several chips. An object
+    kept in no chip (larger than a chip, say) is skipped as ``object in no chip``. Before that each object is
+    clipped to its image: one at least half outside is skipped (``box outside image``), a smaller overshoot is
+    clipped and counted as a warning. ``difficult=False`` leaves difficult objects out (``difficult object``).
+
+    **Records** (`tasks`), per chip and category present, the category's name with ``-`` as a space:
+
+    * ``"grounding"``: ``<image>\\nPlease provide the bounding box coordinate of the region this sentence
+      describes: <ref>small vehicle</ref>`` -> ``<ref>small vehicle</ref><box>[[x1, y1, x2, y2], ...]</box>``, every
+      kept box of the category on the chip's 0-1000 grid, top to bottom then left to right, in one ``<box>``;
+    * ``"count"``: ``How many small vehicles are there in the image?`` + the RSVQA instruction -> ``"3"``, a
+      ``task: "rsvqa"`` record with ``question_type: "count"`` (scored by the RSVQA scorer). It is asked only when
+      the count is certain: not when an object of the category is cut by the chip border below `min_keep` (seen
+      in part but not counted) or left out as difficult.
+
+    ``meta`` holds the ``source_image`` and ``label_file`` (relative to `src`), ``source_size``, the chip
+    ``window`` [col, row, w, h], ``gsd`` / ``imagesource`` when the file gives them, ``name`` (the category), and
+    per box the chip-pixel ``bbox``, the ``grid_box``, ``difficult`` and the label ``lines``.
+
+    **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a
+    difficult flag not 0 / 1) is skipped and counted with ``file:line``; a label file without an image, an
+    unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes,
+    which are decoded whole) is skipped with the file named. Re-runs reuse chip PNGs that are fresh (as the
+    other converters); the image is decoded only when a chip is missing. `workers` is checked but the
+    conversion runs in one process (one decode per image serves all its chips). `progress`: a bar over the
+    label files.
+    """
+    check_workers(workers)
+    src, out = Path(src), Path(out)
+    size = _positive_int(size, "size")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
+        raise DomainError(f"overlap must be a whole number with 0 <= overlap < size ({size}), got {overlap!r}")
+    if isinstance(min_keep, bool) or not isinstance(min_keep, (int, float)) or not 0 < min_keep <= 1:
+        raise DomainError(f"min_keep must be in (0, 1], got {min_keep!r}")
+    max_pixels = _positive_int(max_pixels, "max_pixels")
+    unknown = set(tasks) - {"grounding", "count"}
+    if unknown or not tasks or isinstance(tasks, str):
+        raise DomainError(f"tasks must be a non-empty subset of ('grounding', 'count'), got {tasks!r}")
+    if not src.is_dir():
+        raise DomainError(f"{src}: not a directory (expected DOTA's images/ and labelTxt/)")
+    roots = _split_roots(src, labels_dir)
+    report = ConvertReport(dataset=dataset, source=src, out=out)
+    key = output_key(dota_chip=1)
+    step = size - overlap
+    files = [(split, p) for split, root in roots.items()
+             for p in sorted((root / labels_dir).glob("*.txt")) if _listed(p) and p.is_file()]
+    splits: dict[str, list[dict]] = {split: [] for split in roots}
+    for split, label in progress_bar(files, desc=dataset, unit="file", progress=progress):
+        root = roots[split]
+        try:
+            img_src = _find_image(root / images_dir, label.stem)
+            objects, header = read_dota_labels(label, report)
+            (W, H), orientation = upright_size(img_src)
+        except SkipInput as exc:
+            report.skip(label, exc.reason, exc.detail)
+            continue
+        except (UnidentifiedImageError, OSError) as exc:
+            report.skip(img_src, "unreadable image", f"{img_src}: {exc}")
+            continue
+        if W * H > max_pixels:
+            report.skip(img_src, "image too large", f"{img_src}: {W}x{H} = {W * H:,} pixels, above max_pixels "
+                                                     f"{max_pixels:,}; pass --option max_pixels=N to decode it")
+            continue
+        if not objects:
+            report.skip(label, "no objects", f"{label}: no object lines")
+            continue
+        rel = label.relative_to(src).as_posix()
+        stem = safe_name(label.stem) if split == "all" else f"{split}_{safe_name(label.stem)}"
+        kept: list[tuple[DotaObject, Polygon, float]] = []  # object, polygon clipped to the image, area of that
+        for obj in objects:
+            where = f"{label}:{obj.line}"
+            poly = obj.polygon
+            if orientation != 1:  # labels are in the stored pixel grid; load_image turns the image upright
+                stored = (H, W) if orientation >= 5 else (W, H)
+                poly = [upright_box((x, y, x, y), *stored, orientation)[:2] for x, y in poly]
+            area = _area(poly)
+            inside = _clip(poly, 0, 0, W, H)
+            if _area(inside) < MIN_IN_IMAGE * area:
+                report.skip(where, "box outside image", f"{where}: the {obj.category} lies mostly outside the "
+                                                        f"{W}x{H} image {img_src.name}")
+                continue
+            if inside != poly:
+                report.warn(where, "box clipped to image", f"{where}: {obj.category} clipped to the {W}x{H} image")
+            if obj.difficult and not difficult:
+                report.skip(where, "difficult object", f"{where}: difficult {obj.category} left out (difficult=False)")
+            kept.append((obj, inside, _area(inside)))  # chip fractions are of the part inside the image
+        placed = [False] * len(kept)
+        chips: list[tuple[int, int, int, int, list[dict]]] = []
+        for row in chip_starts(H, size, step):
+            for col in chip_starts(W, size, step):
+                w, h = min(size, W), min(size, H)
+                by_cat: dict[str, dict[str, Any]] = {}
+                for k, (obj, poly, area) in enumerate(kept):
+                    part = _clip(poly, col, row, col + w, row + h)
+                    if not part:
+                        continue
+                    entry = by_cat.setdefault(obj.category, {"boxes": [], "uncertain": False})
+                    frac = _area(part) / area
+                    if frac < min_keep - 1e-9 or (obj.difficult and not difficult):
+                        entry["uncertain"] = entry["uncertain"] or frac > 0
+                        continue
+                    b = _bounds(part)
+                    entry["boxes"].append((Box(b.x1 - col, b.y1 - row, b.x2 - col, b.y2 - row), obj))
+                    placed[k] = True
+                records = _chip_records(dataset, stem, split, col, row, w, h, by_cat, tasks,
+                                        {"source_image": img_src.relative_to(src).as_posix(), "label_file": rel,
+                                         "source_size": [W, H], "window": [col, row, w, h], **header})
+                if records:
+                    chips.append((col, row, w, h, records))
+        for k, (obj, _, _) in enumerate(kept):
+            if not placed[k] and (difficult or not obj.difficult):
+                where = f"{label}:{obj.line}"
+                report.skip(where, "object in no chip", f"{where}: no {size}x{size} chip holds >= {min_keep:.0%} of "
+                                                        f"the {obj.category}")
+        try:
+            _write_chips(img_src, out, dataset, stem, chips, key, max_pixels)
+        except SkipInput as exc:
+            report.skip(img_src, exc.reason, exc.detail)
+            continue
+        for *_, records in chips:
+            splits[split].extend(records)
+    return write_splits(report, out, dataset, splits)
+
+
+def _chip_records(dataset: str, stem: str, split: str, col: int, row: int, w: int, h: int,
+                  by_cat: dict[str, dict[str, Any]], tasks: Sequence[str], chip_meta: dict) -> list[dict]:
+    image = f"images/{dataset}/{stem}/{stem}_x{col}_y{row}_{w}x{h}.png"
+    cid = f"{dataset}/{stem}/x{col}_y{row}"
+    records = []
+    for category in sorted(by_cat):
+        entry = by_cat[category]
+        boxes = sorted(entry["boxes"], key=lambda bo: (bo[0].y1, bo[0].x1, bo[0].y2, bo[0].x2))
+        if not boxes:
+            continue
+        phrase = _phrase(category)
+        grids = [to_grid(b, w, h) for b, _ in boxes]
+        meta = {"dataset": dataset, "split": split, **chip_meta, "name": category, "phrase": phrase,
+                "bbox": [[round(v, 3) for v in b] for b, _ in boxes], "grid_box": grids,
+                "difficult": [o.difficult for _, o in boxes], "lines": [o.line for _, o in boxes]}
+        if "grounding" in tasks:
+            records.append(_record(f"{cid}/{safe_name(category)}/grounding", image, (w, h),
+                                   GROUNDING_QUESTION.format(phrase), render_ref_box(phrase, grids), "grounding",
+                                   meta=meta))
+        if "count" in tasks and not entry["uncertain"]:
+            answer = str(len(boxes))
+            records.append(_record(f"{cid}/{safe_name(category)}/count", image, (w, h),
+                                   COUNT_QUESTION.format(_plural(phrase)) + "\n" + RSVQA_INSTRUCTION, answer, "rsvqa",
+                                   meta={**meta, "question_type": "count", "bucket": rsvqa_bucket(answer)}))
+    return records
+
+
+def _write_chips(img_src: Path, out: Path, dataset: str, stem: str, chips: list, key: str, max_pixels: int) -> None:
+    """Write the chips' PNGs that are not already there fresh; the image is decoded once, and only if needed."""
+    todo = []
+    for col, row, w, h, _ in chips:
+        dst = out / f"images/{dataset}/{stem}/{stem}_x{col}_y{row}_{w}x{h}.png"
+        try:
+            if is_fresh(dst, img_src, key) and image_size(dst) == (w, h):
+                continue
+        except (OSError, UnidentifiedImageError):
+            pass  # a damaged output: write it again
+        todo.append((dst, (col, row, col + w, row + h)))
+    if not todo:
+        return
+    try:
+        image = load_image(img_src, max_pixels=max_pixels)
+    except ImageLoadError as exc:
+        raise SkipInput("unreadable image", str(exc)) from exc
+    for dst, window in todo:
+        write_output(dst, png_bytes(image.crop(window), key), img_src)
+
