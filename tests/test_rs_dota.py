@@ -197,3 +197,44 @@ def test_registered_and_runs_from_the_cli(tmp_path):
     rc = main(["convert", "remote_sensing", "dota", "--src", str(src), "--out", str(tmp_path / "out"),
                "--option", "size=128", "--option", "overlap=28"])
     assert rc == 0 and rows(tmp_path / "out")
+
+
+def test_a_missing_category_is_not_read_as_one(tmp_path):
+    labels = "0 0 10 0 10 10 0 10 1\n0 0 10 0 10 10 0 10 <ref>x</ref> 0\n0 0 10 0 10 10 0 10 plane 0\n"
+    report = convert_dota(make_tree(tmp_path / "dota", labels), tmp_path / "out", progress=False)
+    assert report.skipped == {"malformed label line": 2}
+    assert "got '1'" in report.examples["malformed label line"][0]
+    assert {r["meta"]["name"] for r in rows(tmp_path / "out")} == {"plane"}
+
+
+def test_label_file_linked_from_outside_is_refused(tmp_path):
+    src = make_tree(tmp_path / "dota")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0\n", encoding="utf-8")
+    (src / "labelTxt" / "P0002.txt").symlink_to(secret)
+    report = convert_dota(src, tmp_path / "out", size=128, overlap=28, progress=False)
+    assert report.skipped == {"path escapes data root": 1}
+    assert "root:x" not in report.table()
+
+
+def test_split_named_after_the_folder_and_stale_chips_removed(tmp_path):
+    src, out = make_tree(tmp_path / "DOTA" / "val"), tmp_path / "out"
+    convert_dota(src, out, size=128, overlap=28, progress=False)
+    assert (out / "dota_val.jsonl").is_file()
+    old = sorted((out / "images" / "dota").rglob("*.png"))
+    report = convert_dota(src, out, progress=False)  # one 300 x 200 chip now
+    assert sorted(p.name for p in (out / "images" / "dota").rglob("*.png")) == ["val_P0001_x0_y0_300x200.png"]
+    assert sorted(report.removed) == old
+
+
+def test_exif_oriented_image_turns_its_boxes(tmp_path):
+    src = make_tree(tmp_path / "dota", "10 20 50 20 50 60 10 60 ship 0\n")
+    path = src / "images" / "P0001.png"
+    with Image.open(path) as im:
+        exif = im.getexif()
+        exif[0x0112] = 6  # stored 300 x 200, shown turned 90 degrees clockwise: 200 x 300
+        im.save(path, exif=exif)
+    convert_dota(src, tmp_path / "out", progress=False)
+    (rec,) = [r for r in rows(tmp_path / "out") if r["task"] == "grounding"]
+    assert (rec["width"], rec["height"]) == (200, 300)
+    assert rec["meta"]["bbox"] == [[140, 10, 180, 50]]

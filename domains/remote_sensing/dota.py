@@ -1,7 +1,8 @@
 """DOTA v1.0 / v1.5 / v2.0 (oriented aerial object boxes) -> chips with grounding and count records.
 
-Layout read: ``images/P0000.png`` beside ``labelTxt/P0000.txt``, either in `src` itself (split ``all``) or in
-``src/train``, ``src/val``, ``src/test`` (one split each). A label file holds optional header lines
+Layout read: ``images/P0000.png`` beside ``labelTxt/P0000.txt``, either in ``src/train``, ``src/val``,
+``src/test`` (one split each) or in `src` itself (one split, named after `src` when it is ``train`` / ``val`` /
+``test``, else ``all``). A label file holds optional header lines
 ``imagesource:GoogleEarth`` and ``gsd:0.146`` (``gsd:null`` in v2.0), then one object a line::
 
     x1 y1 x2 y2 x3 y3 x4 y4 category difficult
@@ -23,11 +24,13 @@ from PIL import UnidentifiedImageError
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, render_ref_box, to_grid, upright_box
 from domains.files import (
+    files_inside,
     image_size,
     inside_root,
     is_fresh,
     output_key,
     png_bytes,
+    remove_unreferenced_images,
     safe_name,
     write_output,
     write_splits,
@@ -131,6 +134,8 @@ def read_dota_labels(path: Path, report: ConvertReport) -> tuple[list[DotaObject
             coords = [float(v) for v in parts[:8]]
             if not all(math.isfinite(v) for v in coords):
                 raise ValueError("a coordinate is not finite")
+            if re.fullmatch(r"[-+.\d]+", parts[8]) or re.search(r"[<>]", parts[8]):
+                raise ValueError(f"the category must be a name such as small-vehicle, got {parts[8]!r}")
             flag = parts[9] if len(parts) == 10 else "0"
             if flag not in ("0", "1", "2"):
                 raise ValueError(f"difficult must be 0 or 1, got {flag!r}")
@@ -160,8 +165,8 @@ def _split_roots(src: Path, labels_dir: str) -> dict[str, Path]:
     found = {s: src / s for s in ("train", "val", "test") if (src / s / labels_dir).is_dir()}
     if found:
         return found
-    if (src / labels_dir).is_dir():
-        return {"all": src}
+    if (src / labels_dir).is_dir():  # one split folder given: named after it (DOTA/val -> val), else "all"
+        return {src.name if src.name in ("train", "val", "test") else "all": src}
     raise DomainError(f"{src}: no {labels_dir}/ folder of DOTA label files (nor train/, val/, test/ holding one)")
 
 
@@ -189,7 +194,8 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     **Chips** as the DOTA devkit's split: ``size x size`` (default 1024) stepping by ``size - overlap`` (default
     200), the last row / column aligned to the image edge (an image smaller than `size` is one chip of its own
     size; chips are not padded). A chip is written (``out/images/<dataset>/<image>/<image>_x<col>_y<row>_<w>x<h>
-    .png``) only when it holds an object.
+    .png``) only when it holds an object; chips an earlier run left there that no record names (another `size`)
+    are removed (listed in ``report.removed``).
 
     **Objects and chip borders.** An object is kept in a chip when at least `min_keep` (0.7, the devkit's
     ``thresh``) of its quadrilateral's area lies inside the chip; its box is then the horizontal bounds of the
@@ -213,7 +219,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     per box the chip-pixel ``bbox``, the ``grid_box``, ``difficult`` and the label ``lines``.
 
     **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a
-    difficult flag not 0 / 1) is skipped and counted with ``file:line``; a label file without an image, an
+    number where the category goes, a difficult flag not 0 / 1) is skipped and counted with ``file:line``; a label file without an image, an
     unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes,
     which are decoded whole) is skipped with the file named. Re-runs reuse chip PNGs that are fresh (as the
     other converters); the image is decoded only when a chip is missing. `workers` is checked but the
@@ -237,8 +243,9 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     report = ConvertReport(dataset=dataset, source=src, out=out)
     key = output_key(dota_chip=1)
     step = size - overlap
-    files = [(split, p) for split, root in roots.items()
-             for p in sorted((root / labels_dir).glob("*.txt")) if _listed(p) and p.is_file()]
+    files = [(split, p) for split, root in roots.items()  # a label file linked in from outside src is refused
+             for p in files_inside(src, sorted(p for p in (root / labels_dir).glob("*.txt") if _listed(p)), report)
+             if p.is_file()]
     splits: dict[str, list[dict]] = {split: [] for split in roots}
     for split, label in progress_bar(files, desc=dataset, unit="file", progress=progress):
         root = roots[split]
@@ -314,6 +321,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
             continue
         for *_, records in chips:
             splits[split].extend(records)
+    remove_unreferenced_images(report, out, f"images/{dataset}", splits)  # chips of other sizes, earlier runs
     return write_splits(report, out, dataset, splits)
 
 
