@@ -234,7 +234,23 @@ def test_exif_oriented_image_turns_its_boxes(tmp_path):
         exif = im.getexif()
         exif[0x0112] = 6  # stored 300 x 200, shown turned 90 degrees clockwise: 200 x 300
         im.save(path, exif=exif)
-    convert_dota(src, tmp_path / "out", progress=False)
+    report = convert_dota(src, tmp_path / "out", progress=False)
+    assert report.warnings == {"boxes turned with an EXIF-oriented image": 1}
     (rec,) = [r for r in rows(tmp_path / "out") if r["task"] == "grounding"]
     assert (rec["width"], rec["height"]) == (200, 300)
     assert rec["meta"]["bbox"] == [[140, 10, 180, 50]]
+
+
+def test_an_unreadable_label_file_is_named_as_such(tmp_path, monkeypatch):
+    src = make_tree(tmp_path / "dota")
+    real = Path.read_bytes
+
+    def denied(self):
+        if self.name == "P0001.txt":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    report = convert_dota(src, tmp_path / "out", size=128, overlap=28, progress=False)
+    assert report.skipped == {"unreadable label file": 1}
+    assert "P0001.txt" in report.examples["unreadable label file"][0]

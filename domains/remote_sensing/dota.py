@@ -252,10 +252,14 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
         try:
             img_src = _find_image(root / images_dir, label.stem)
             objects, header = read_dota_labels(label, report)
-            (W, H), orientation = upright_size(img_src)
         except SkipInput as exc:
             report.skip(label, exc.reason, exc.detail)
             continue
+        except OSError as exc:
+            report.skip(label, "unreadable label file", f"{label}: {exc}")
+            continue
+        try:
+            (W, H), orientation = upright_size(img_src)
         except (UnidentifiedImageError, OSError) as exc:
             report.skip(img_src, "unreadable image", f"{img_src}: {exc}")
             continue
@@ -268,6 +272,9 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
             continue
         rel = label.relative_to(src).as_posix()
         stem = safe_name(label.stem) if split == "all" else f"{split}_{safe_name(label.stem)}"
+        if orientation != 1:
+            report.warn(label, "boxes turned with an EXIF-oriented image", f"{label}: {img_src.name} has EXIF "
+                        f"orientation {orientation}: it is written upright and its boxes are turned with it")
         kept: list[tuple[DotaObject, Polygon, float]] = []  # object, polygon clipped to the image, area of that
         for obj in objects:
             where = f"{label}:{obj.line}"
