@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import os
 import struct
 import threading
@@ -256,6 +257,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 # (output size of one resize, [(tile index, top, left) of each tile cut from it])
+# Pixels one single-tile-mode resize may make or read (48 MB as RGB): a crop strip or pad canvas above it is bounded
+# (an extreme aspect only); dynamic mode is bounded by its tile grid.
+_RESIZE_BUDGET = 1 << 24
 _Resize = tuple[tuple[int, int], list[tuple[int, int, int]]]
 
 
@@ -263,21 +267,56 @@ def _resize_plan(image: Image.Image, config: TilingConfig) -> tuple[Image.Image,
     """The image the tiles are resized from and, per resize, where its tiles go: the pixels of
     :func:`split_into_tiles` without cutting anything yet."""
     size = config.tile_size
+    width, height = image.size
+    one_tile = [((size, size), [(0, 0, 0)])]
     if config.mode == "pad":
-        return _expand_to_square(image, _pad_color(config.mean)), [((size, size), [(0, 0, 0)])]
+        side = max(width, height)
+        if side * side > max(_RESIZE_BUDGET, 2 * width * height):
+            # an extreme aspect (1 x 50,000: a 2.5 G-pixel canvas) is first shrunk so its square fits the budget
+            scale = math.isqrt(_RESIZE_BUDGET) / side
+            image = image.resize((max(1, round(width * scale)), max(1, round(height * scale))), _BICUBIC)
+        return _expand_to_square(image, _pad_color(config.mean)), one_tile
     if config.mode == "resize":
-        return image, [((size, size), [(0, 0, 0)])]
+        return image, one_tile
     if config.mode == "crop":  # transformers' get_resize_output_image_size(default_to_square=False), center_crop
-        width, height = image.size
         short, long = sorted((width, height))
         target = (size, int(size * long / short)) if width <= height else (int(size * long / short), size)
-        return image, [(target, [(0, (target[1] - size) // 2, (target[0] - size) // 2)])]
+        top, left = (target[1] - size) // 2, (target[0] - size) // 2
+        if target[0] * target[1] > _RESIZE_BUDGET:
+            # an extreme aspect (1 x 4000: a 448 x 1.8 M strip, 43 s and 4 GB, to keep one tile of it): resize only
+            # the source under the centred tile, as InternVL's grid cap bounds dynamic_preprocess's resize
+            return _tile_of_resize(image, target, top, left, size), one_tile
+        return image, [(target, [(0, top, left)])]
     cols, rows = tile_grid(*image.size, config.min_tiles, config.max_tiles, size)
     tiles = [(r * cols + c, r * size, c * size) for r in range(rows) for c in range(cols)]
     plan = [((size * cols, size * rows), tiles)]
     if config.thumbnail and len(tiles) > 1:
         plan.append(((size, size), [(len(tiles), 0, 0)]))
     return image, plan
+
+
+def _tile_of_resize(image: Image.Image, target: tuple[int, int], top: int, left: int, size: int) -> Image.Image:
+    """The ``size``² tile at (top, left) of ``image.resize(target)`` (one side of `target` is `size`), without the
+    rest: PIL's two passes in PIL's order (horizontal then vertical, each into 8 bits; the reverse for a strip over
+    100 times taller than wide that shrinks) over just the source span under the tile and its bicubic support. Equal to the full resize but for float rounding of the box's
+    coefficients (at most a level, rarely)."""
+    width, height = image.size
+    scale_x, scale_y = width / target[0], height / target[1]
+    if target[0] == size and height > 100 * width and target[1] < height:  # PIL resizes such a strip vertically first
+        rows = image.resize((width, size), _BICUBIC, box=(0, top * scale_y, width, (top + size) * scale_y))
+        return rows.resize((size, size), _BICUBIC)
+    if target[0] == size:  # tall: every column, the rows under the tile
+        margin = 2 * max(scale_y, 1.0) + 2
+        y0 = max(0, math.floor(top * scale_y - margin))
+        y1 = min(height, math.ceil((top + size) * scale_y + margin))
+        rows = image.crop((0, y0, width, y1)).resize((size, y1 - y0), _BICUBIC)
+        return rows.resize((size, size), _BICUBIC, box=(0, top * scale_y - y0, size, (top + size) * scale_y - y0))
+    margin = 2 * max(scale_x, 1.0) + 2  # wide: every row, the columns under the tile
+    x0 = max(0, math.floor(left * scale_x - margin))
+    x1 = min(width, math.ceil((left + size) * scale_x + margin))
+    columns = image.crop((x0, 0, x1, height)).resize(
+        (size, height), _BICUBIC, box=(left * scale_x - x0, 0, (left + size) * scale_x - x0, height))
+    return columns.resize((size, size), _BICUBIC)
 
 
 def split_into_tiles(image: Image.Image, config: TilingConfig) -> list[Image.Image]:

@@ -582,3 +582,66 @@ def test_upright_size_of_an_oriented_tiff_is_the_size_load_image_returns(tmp_pat
     upright = load_image(tiff)
     assert np.array_equal(np.asarray(upright), np.asarray(load_image(png)))  # both turned once, alike
     assert tiling.upright_size(tiff) == (upright.size, orientation) == tiling.upright_size(png)
+
+
+# --- extreme aspect ratios in the single-tile modes -----------------------------------------------------------
+
+
+def _refuse_big_images(monkeypatch, limit: int) -> None:
+    """PIL's resize and Image.new refuse an output above `limit` pixels before allocating it."""
+    resize, new = Image.Image.resize, Image.new
+
+    def checked(size) -> None:
+        assert size[0] * size[1] <= limit, f"a {size[0]}x{size[1]} image would be allocated"
+
+    monkeypatch.setattr(Image.Image, "resize", lambda self, size, *a, **k: (checked(size), resize(self, size, *a, **k))[1])
+    monkeypatch.setattr(Image, "new", lambda mode, size, *a, **k: (checked(size), new(mode, size, *a, **k))[1])
+
+
+@pytest.mark.parametrize("mode", ["crop", "pad"])
+@pytest.mark.parametrize("size", [(1, 4000), (4000, 1), (2, 60_000)])
+def test_extreme_aspect_single_tile_modes_stay_within_the_resize_budget(mode, size, monkeypatch) -> None:
+    """crop resized a 1x4000 image to a 448 x 1.8 M strip (43 s, 4 GB) to keep one tile; pad made a side² canvas."""
+    _refuse_big_images(monkeypatch, tiling._RESIZE_BUDGET)
+    config = TilingConfig(mode=mode)
+    image = Image.new("RGB", size, (200, 30, 90))
+    for threads in (1, 3):
+        monkeypatch.setattr(tiling, "_threads", lambda threads=threads: threads)
+        out = preprocess_image(image, config)
+        assert out.shape == (1, 3, 448, 448)
+    assert split_into_tiles(image, config)[0].size == (448, 448)
+    if mode == "crop":  # a flat colour stays that colour, wherever the tile comes from
+        assert np.asarray(split_into_tiles(image, config)[0]).reshape(-1, 3).tolist().count([200, 30, 90]) == 448 * 448
+
+
+@pytest.mark.parametrize("size", [(3, 400), (400, 3), (57, 8000), (8000, 57)])
+def test_extreme_aspect_crop_stays_close_to_the_full_resize(size, monkeypatch) -> None:
+    # the bounded path against the unbounded reference (the budget lowered so the reference is cheap)
+    image = _noise(*size, seed=3)
+    config = TilingConfig(tile_size=32, mode="crop", mean=CLIP_MEAN, std=CLIP_STD)
+    exact = np.asarray(split_into_tiles(image, config)[0], dtype=int)
+    monkeypatch.setattr(tiling, "_RESIZE_BUDGET", 32 * 32)
+    diff = np.abs(exact - np.asarray(split_into_tiles(image, config)[0], dtype=int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
+def test_extreme_aspect_crop_runs_under_a_memory_limit(tmp_path) -> None:
+    """The real thing in a child under `ulimit -v`: before the bound the 1x4000 crop alone needed ~3 GB."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import resource; from PIL import Image; from model.tiling import TilingConfig, preprocess_image\n"
+        "import torch\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2_000_000_000 + int(open('/proc/self/statm').read().split()[0])"
+        " * resource.getpagesize(),) * 2)\n"
+        "for mode, size in (('crop', (1, 4000)), ('pad', (1, 40000))):\n"
+        "    assert preprocess_image(Image.new('RGB', size), TilingConfig(mode=mode)).shape == (1, 3, 448, 448)\n"
+        "print('ok')\n"
+    )
+    root = Path(tiling.__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
