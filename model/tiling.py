@@ -484,7 +484,9 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
                     out[index, channel])
 
     big = source.width * source.height + sum(w * h for (w, h), _ in plan) > _THREADED_MIN_PIXELS
-    lanes = _threads() if big else 1
+    # PIL resizes a shrinking strip over 100 times taller than wide vertically first; the bands run horizontal first
+    pil_order = all(not (source.height > 100 * source.width and h < source.height) for (_, h), _ in plan)
+    lanes = _threads() if big and pil_order else 1
     if lanes == 1:  # one RGB resize costs less than three single-plane ones
         for target, tiles in plan:
             resized = source if source.size == target else source.resize(target, _BICUBIC)
