@@ -755,3 +755,17 @@ def test_collate_of_dropped_samples_does_not_blame_their_images(tmp_path, proces
     with pytest.raises(DataError, match="all 1 samples of the batch were dropped") as err:
         collate([ds[0]], processor)
     assert "do not decode" not in str(err.value) and "max_seq_length" in str(err.value)
+
+
+@pytest.mark.parametrize(("n_domain", "ratio", "general"), [(1, 0.3, 1), (2, 0.2, 1), (10, 0.04, 1), (7, 0.25, 2)])
+def test_a_small_epoch_keeps_its_general_share_or_says_why_not(n_domain, ratio, general):
+    # 1 domain record at general_ratio 0.3 rounded to a 1-sample epoch: the replay source was dropped, silently
+    plan = MixturePlan({"d": n_domain, "g": 50}, {"d": "domain", "g": "general"}, general_ratio=ratio)
+    assert plan.counts() == {"d": n_domain, "g": general}
+    share = general / len(plan)
+    said = [w for w in plan.warnings() if w.startswith("general sources get")]
+    assert bool(said) == (abs(share - ratio) > 0.05)
+    if said:
+        assert f"({share:.1%}), not general_ratio {ratio:g}" in said[0] and said[0] in plan.describe()
+    empty = MixturePlan({"d": 1, "g": 50}, {"d": "domain", "g": "general"}, general_ratio=0.4, epoch_size=1)
+    assert empty.counts()["g"] == 0 and "general sources get 0 of the 1 samples" in empty.warnings()[0]

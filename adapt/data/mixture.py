@@ -22,6 +22,7 @@ from .samples import DataError
 __all__ = ["MixturePlan"]
 
 _KINDS = ("domain", "general")
+RATIO_TOLERANCE = 0.05  # `warnings` names an epoch whose general share misses general_ratio by more than this
 OVERSAMPLED = 4  # `warnings` names a source whose records are each drawn this many times per epoch (or more)
 
 
@@ -94,6 +95,8 @@ class MixturePlan:
                 raise DataError("no domain records to build an epoch from (no domain source with records and "
                                 "ratio > 0); give epoch_size or a domain source")
             epoch_size = round(n_domain / (1 - self.general_ratio))
+            if self.general_ratio > 0 and epoch_size == n_domain:  # rounding left no general sample: keep one
+                epoch_size += 1
             domain_target = n_domain  # exactly: every domain record once
         else:
             domain_target = epoch_size - round(epoch_size * self.general_ratio)
@@ -185,8 +188,14 @@ class MixturePlan:
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings()])
 
     def warnings(self) -> list[str]:
-        """Sources whose records are drawn many times per epoch beyond their ``repeat`` (to meet a ratio)."""
+        """The general share of an epoch when it misses ``general_ratio`` by more than 5 points (an epoch too small
+        for that ratio), and sources whose records are drawn many times per epoch beyond their ``repeat``."""
         notes = []
+        general = sum(c for k, c in self._counts.items() if self.kinds[k] == "general")
+        if abs(general / self.epoch_size - self.general_ratio) > RATIO_TOLERANCE:
+            notes.append(f"general sources get {general} of the {self.epoch_size} samples per epoch "
+                         f"({general / self.epoch_size:.1%}), not general_ratio {self.general_ratio:g}: the epoch is "
+                         "too small for that ratio; add domain records or set mixing.epoch_size")
         for name in sorted(self.names, key=lambda k: (self.kinds[k] != "domain", k)):
             times = self._counts[name] / self.effective[name] if self.effective[name] else 0.0
             if times < OVERSAMPLED:
