@@ -566,6 +566,9 @@ def test_mixture_errors():
     assert len(plan) == 10 and sorted(i for _, i in plan.epoch(0)) == list(range(10))
     with pytest.raises(ValueError, match="general_ratio"):
         MixturePlan({"d": 10}, {"d": "domain"}, general_ratio=1.0)
+    for seed in (-1, 1.5, True):  # -1 passed, then every epoch() failed in numpy ("expected non-negative integer")
+        with pytest.raises(DataError, match="seed must be an int >= 0"):
+            MixturePlan({"d": 10}, {"d": "domain"}, general_ratio=0.0, seed=seed)
 
 
 # ------------------------------------------------------------------------------ tensors

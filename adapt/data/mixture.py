@@ -68,6 +68,8 @@ class MixturePlan:
                 raise DataError(f"source {name!r}: repeat must be > 0, got {r!r}")
         if not (0 <= general_ratio < 1):
             raise DataError(f"general_ratio must be in [0, 1), got {general_ratio!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy refuses it per epoch
+            raise DataError(f"seed must be an int >= 0, got {seed!r}")
         if epoch_size is not None and (isinstance(epoch_size, bool) or not isinstance(epoch_size, int) or epoch_size < 1):
             raise DataError(f"epoch_size must be an int >= 1, got {epoch_size!r}")
 
