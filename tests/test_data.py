@@ -175,6 +175,25 @@ def test_a_utf8_bom_opening_a_jsonl_or_meta_file_is_not_part_of_the_data(tmp_pat
     assert len(read_source(SourceSpec("dom", ann), skips)) == 1 and skips.count("dom", "invalid JSON") == 2
 
 
+def test_old_mac_cr_line_endings_are_line_endings(tmp_path):
+    """A file whose lines end in a lone CR was one line, skipped as 'invalid JSON: Extra data'; InternVL's text-mode
+    readlines() splits it, so the records are read, numbered as an editor shows them."""
+    lines = [json.dumps({"conversations": conv(answer=f"a{i}")}) for i in range(3)]
+    ann = tmp_path / "mac.jsonl"
+    ann.write_bytes("\r".join(lines[:2] + ["{not json"] + lines[2:]).encode() + b"\r")
+    skips = SkipLog()
+    assert [r.conversations[1]["value"] for r in read_source(SourceSpec("mac", ann), skips)] == ["a0", "a1", "a2"]
+    assert [where for where, _ in skips.examples("mac", "invalid JSON")] == [f"{ann}:3"]
+
+
+def test_an_image_url_is_said_to_be_a_url(tmp_path):
+    ann = write_jsonl(tmp_path / "a.jsonl", [{"image": "https://example.com/a.png", "conversations": conv()}])
+    skips = SkipLog()
+    assert read_source(SourceSpec("a", ann), skips) == []
+    [(_, detail)] = skips.examples("a", "missing image")
+    assert "is a URL" in detail and "from disk only" in detail
+
+
 @pytest.mark.parametrize("layout", ["pretty array", "one-line array", "pretty object"])
 def test_a_json_array_or_pretty_printed_json_saved_as_jsonl_is_one_error(tmp_path, layout):
     """InternVL's val files are JSON arrays: saved as .jsonl, json.dumps(..., indent=2) gave 44 'invalid JSON'

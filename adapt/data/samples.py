@@ -440,8 +440,10 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
         raise MissingDataError(f"source {spec.name!r}: data root not found: {root}")
     root = root.resolve()
 
-    with open(path, "rb") as f:  # a BOM opening the file (Windows tools write one) is not part of record 1
-        lines = [(n, raw.removeprefix(codecs.BOM_UTF8) if n == 1 else raw) for n, raw in enumerate(f, start=1)]
+    # Lines end at \n, \r\n or a lone \r (old Mac tools), as InternVL's text-mode readlines() splits them; JSON
+    # escapes a CR inside a string, so no record holds one. A BOM opening the file is not part of record 1.
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    lines = list(enumerate(data.splitlines(), start=1))
     lines = [(n, raw) for n, raw in lines if raw.strip()]
     if not lines:  # scored or trained on, it would leave the report silent about the whole source
         raise DataError(f"source {spec.name!r}: {path} holds no records (an empty file); fill it, or remove the "
@@ -605,11 +607,17 @@ def _image_list(value) -> list[str]:
     return items
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
+
+
 def _inside_root(value: str, root: Path) -> Path:
     """Resolve (symlinks too) and refuse anything outside ``root``. A relative name is read as the converters read
     it (``domains.files.inside_root``: backslashes are separators, so a Windows-written ``images\\a.png`` is found
     and ``..\\x`` refused); an absolute one is allowed inside ``root``. A leading ``~`` is a character of the
     name, not a home folder: InternVL joins root and path as written."""
+    if _URL.match(value):
+        raise _Skip(MISSING_IMAGE, f"{value!r} is a URL; images are read from disk only: download them under {root} "
+                                   "and name them relative to it")
     p = Path(value)
     try:
         if not p.is_absolute():
