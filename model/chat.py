@@ -215,6 +215,8 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
     its text, ``{"type": "image"}`` renders `image_token` and a newline (``<IMG_CONTEXT>`` for transformers'
     InternVLProcessor, which expands it; ``<image>``, our placeholder, elsewhere), ``{"type": "video"}`` renders
     `video_token` and a newline where one is given; other items render nothing, as in transformers' InternVL template.
+    Where the template puts images first (``image_first``), a user turn's text with one `image_token` is rearranged as
+    :func:`image_first` does, so ``Q\n<image>`` and ``[text, image]`` prompt as `place_images` makes them.
     With `bos`, a template trained with a leading BOS (``add_bos``) starts with ``bos_token`` (transformers tokenises
     a rendered chat without adding special tokens; llama.cpp adds BOS itself, so GGUF leaves it out).
 
@@ -238,6 +240,13 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
         "{%- elif item['type'] == 'text' -%}{%- set text.value = text.value + item['text'] -%}"
         "{%- endif -%}{%- endfor -%}{%- endif -%}"
     )
+    if template.image_first:  # `image_first` on the user turn's text: its one image token goes first
+        token, rest = js(image_token), f"(text.value | replace({js(image_token)}, ''))"
+        content += (
+            f"{{%- if message['role'] == 'user' and (text.value | length) - ({rest} | length) == {len(image_token)}"
+            " -%}"
+            f"{{%- set text.value = ({token} + {js(chr(10))} + ({rest} | trim)) | trim -%}}{{%- endif -%}}"
+        )
     return (
         ("{%- if bos_token -%}{{- bos_token -}}{%- endif -%}" if bos and template.add_bos else "")
         + "{%- if messages and messages[0]['role'] == 'system' -%}{%- set loop_messages = messages[1:] -%}"
