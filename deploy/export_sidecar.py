@@ -69,7 +69,7 @@ def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
     """Training's processor rebuilt from the sidecar files (tokenizer, tiling, chat template, image tokens), and
     the preprocessor config it came from (for `check_preprocessor_config`, after the tiling and tokenizer checks)."""
     from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR
-    from model.chat import ChatTemplate
+    from model.chat import ChatTemplateError, chat_template_from_dict
     from model.loading import load_tokenizer
     from model.processor import VLMProcessor
     from model.tiling import TilingConfig, TilingError
@@ -79,11 +79,23 @@ def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
         tiling = TilingConfig.from_dict(pre.get("tiling"))
     except TilingError as err:
         raise error(f"{folder / PREPROCESSOR}: 'tiling': {err}") from err
+    seq_length = pre.get("image_seq_length")
+    if isinstance(seq_length, bool) or not isinstance(seq_length, int) or seq_length < 1:
+        raise error(f"{folder / PREPROCESSOR}: 'image_seq_length' must be a positive whole number (image tokens per "
+                    f"tile), got {seq_length!r}; restore the exported file or re-export")
+    tokens = [pre.get("image_context_token"), pre.get("image_start_token"), pre.get("image_end_token")]
+    for key, token in zip(("image_context_token", "image_start_token", "image_end_token"), tokens):
+        if not (isinstance(token, str) and token) and (key == "image_context_token" or not isinstance(token, str)
+                                                          and token is not None):  # "" / None: no start or end token
+            raise error(f"{folder / PREPROCESSOR}: {key!r} must be a token (a non-empty string), got {token!r}; "
+                        "restore the exported file or re-export")
     fields = read_json(folder / CHAT_TEMPLATE, error)
-    fields.pop("jinja", None)
-    template = ChatTemplate(**{**fields, "stop_strings": tuple(fields["stop_strings"])})
-    processor = VLMProcessor(load_tokenizer(folder), tiling, template, int(pre["image_seq_length"]),
-                             pre["image_context_token"], pre.get("image_start_token"), pre.get("image_end_token"))
+    fields.pop("jinja", None)  # written for other tools; the fields are what pocket-adapt renders
+    try:
+        template = chat_template_from_dict(fields, folder / CHAT_TEMPLATE)
+    except ChatTemplateError as err:
+        raise error(f"{err}; restore the exported file or re-export") from None
+    processor = VLMProcessor(load_tokenizer(folder), tiling, template, seq_length, *tokens)
     return processor, pre
 
 

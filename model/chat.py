@@ -67,6 +67,7 @@ def image_first(content: str) -> str:
 
 __all__ = [
     "ChatTemplate",
+    "chat_template_from_dict",
     "chat_template_jinja",
     "get_chat_template",
     "list_chat_templates",
@@ -329,6 +330,12 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ChatTemplateError(f"{path}: malformed YAML ({exc})") from exc
+    return chat_template_from_dict(data, path)
+
+
+def chat_template_from_dict(data: Any, path: str | Path) -> ChatTemplate:
+    """A template from its fields (a YAML file's, an export's `chat_template.json`), validated; errors name `path`
+    (where the fields came from) and the field."""
     if not isinstance(data, dict):
         raise ChatTemplateError(f"{path}: expected a mapping of template fields, got {type(data).__name__}")
 

@@ -1,0 +1,60 @@
+"""The sidecar files of an ONNX / ExecuTorch export (`chat_template.json`, `preprocessor_config.json`), read back by
+`deploy.export_sidecar.read_processor`: an edited or incomplete file is one error naming the file and the key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deploy.export_sidecar import read_processor
+from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, _template, preprocessor_config
+from deploy.onnx.runtime import OnnxRuntimeError
+from model.chat import get_chat_template
+from model.processor import VLMProcessor
+from model.tiling import TilingConfig
+
+
+@pytest.fixture()
+def sidecar(tiny_tokenizer, tmp_path):
+    """A folder with the sidecar files an export writes (no graphs: reading them back needs none)."""
+    processor = VLMProcessor(tiny_tokenizer, TilingConfig(tile_size=112), get_chat_template("pocket-tiny"), 16)
+    processor.save_pretrained(tmp_path)
+    (tmp_path / CHAT_TEMPLATE).write_text(json.dumps(_template(processor)), encoding="utf-8")
+    (tmp_path / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor)), encoding="utf-8")
+    return tmp_path
+
+
+def _edit(path, change) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def test_the_sidecar_files_read_back_as_the_exported_processor(sidecar):
+    processor, _ = read_processor(sidecar, OnnxRuntimeError)
+    assert processor.chat_template == get_chat_template("pocket-tiny")
+    assert processor.image_seq_length == 16 and processor.image_context_token == "<IMG_CONTEXT>"
+    _edit(sidecar / PREPROCESSOR, lambda d: d.update(image_start_token=None, image_end_token=""))  # MobileVLM's
+    processor, _ = read_processor(sidecar, OnnxRuntimeError)
+    assert processor.image_tokens(1) == [processor.image_token_id] * 16
+
+
+@pytest.mark.parametrize(("file", "change", "said"), [
+    (CHAT_TEMPLATE, lambda d: d.pop("stop_strings"), "chat_template.json: missing field 'stop_strings'"),
+    (CHAT_TEMPLATE, lambda d: d.update(sep_style="three"), "chat_template.json: field 'sep_style' must be one of"),
+    (CHAT_TEMPLATE, lambda d: d.update(stop_strings="<|im_end|>"), "'stop_strings' must be a non-empty list"),
+    (CHAT_TEMPLATE, lambda d: d.update(system_prompt="Hi"), "chat_template.json: unknown field(s) 'system_prompt'"),
+    (PREPROCESSOR, lambda d: d.pop("image_seq_length"), "preprocessor_config.json: 'image_seq_length' must be a pos"),
+    (PREPROCESSOR, lambda d: d.update(image_seq_length="16"), "'image_seq_length' must be a positive whole number"),
+    (PREPROCESSOR, lambda d: d.update(image_seq_length=0), "'image_seq_length' must be a positive whole number"),
+    (PREPROCESSOR, lambda d: d.pop("image_context_token"), "'image_context_token' must be a token"),
+    (PREPROCESSOR, lambda d: d.update(image_start_token=5), "'image_start_token' must be a token"),
+])
+def test_an_edited_sidecar_file_is_one_error_naming_the_file_and_key(sidecar, file, change, said):
+    """A key missing or of the wrong type was a KeyError / TypeError / ValueError traceback from `adapt chat
+    --runtime onnx|executorch` (`int(pre['image_seq_length'])`, `ChatTemplate(**fields)`)."""
+    _edit(sidecar / file, change)
+    with pytest.raises(OnnxRuntimeError) as caught:
+        read_processor(sidecar, OnnxRuntimeError)
+    assert said in str(caught.value) and str(sidecar / file) in str(caught.value)
