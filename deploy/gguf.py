@@ -391,8 +391,7 @@ def _write_vocab(writer, processor, n_vocab: int) -> None:
     writer.add_add_eos_token(False)
     writer.add_chat_template(chat_template_jinja(processor.chat_template))
     # pocket-adapt's own key (llama.cpp ignores it): the template's fields, for `--runtime llamacpp`
-    writer.add_string("pocket_adapt.chat_template", json.dumps({**processor.chat_template.to_dict(),
-                                                                 "add_bos": processor.chat_template.add_bos}))
+    writer.add_string("pocket_adapt.chat_template", json.dumps(processor.chat_template.to_dict()))
 
 
 # ----------------------------------------------------------------------------------------------------------------

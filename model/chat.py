@@ -191,7 +191,7 @@ class ChatTemplate:
         return "".join(text for text, _ in self.segments(messages, add_generation_prompt, system_message))
 
     def to_dict(self) -> dict[str, Any]:
-        """The template as a plain dict (the YAML fields)."""
+        """The template as a plain dict: every YAML field, so `chat_template_from_dict` reads back this template."""
         return {
             "name": self.name,
             "description": self.description,
@@ -203,6 +203,8 @@ class ChatTemplate:
             "sep": self.sep,
             "sep2": self.sep2,
             "stop_strings": list(self.stop_strings),
+            "add_bos": self.add_bos,
+            "strip_messages": self.strip_messages,
             "image_first": self.image_first,
         }
 

@@ -902,3 +902,31 @@ def test_llama_cpp_messages_place_the_image_as_the_template_trains():
 
     assert content("vicuna_v1") == f"{MARKER}\nWhat is it?"
     assert content("internvl2_5") == f"What is it?\n{MARKER}"
+
+
+@pytest.mark.parametrize("fields", ['{"name": "x"}', "not json", '{"stop_strings": 3}'])
+def test_an_edited_template_key_is_one_error_naming_the_file(tmp_path, fields):
+    """The GGUF's pocket_adapt.chat_template was read with ChatTemplate(**fields): a missing or wrong field was a
+    KeyError / TypeError traceback from `adapt chat --runtime llamacpp`."""
+    from gguf import GGUFWriter
+
+    from deploy.llamacpp.runtime import ExportFolder
+
+    path = tmp_path / "m-f16.gguf"
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_string("pocket_adapt.chat_template", fields)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(LlamaCppError, match=r"m-f16\.gguf \(pocket_adapt\.chat_template\)"):
+        ExportFolder.open(tmp_path)
+
+
+def test_every_shipped_template_reads_back_from_its_fields():
+    """`to_dict` left out add_bos and strip_messages: a template read back from an export's fields lost them."""
+    from model.chat import chat_template_from_dict
+
+    for name in list_chat_templates():
+        template = get_chat_template(name)
+        assert chat_template_from_dict(template.to_dict(), name) == template

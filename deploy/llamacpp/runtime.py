@@ -16,7 +16,7 @@ from pathlib import Path
 
 from deploy.gguf import VISION_KEY
 from deploy.runtimes import Answer
-from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, normalize_messages
+from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, ChatTemplateError, chat_template_from_dict, normalize_messages
 from model.checkpoints.checksums import verify_weights
 from model.generation import cut_at_repetition
 from model.tiling import TilingConfig, load_image
@@ -48,8 +48,13 @@ class ExportFolder:
         meta = _fields(_reader(models[0]))
         if "pocket_adapt.chat_template" not in meta:
             raise LlamaCppError(f"{models[0]}: not written by `adapt export --format gguf` (no pocket_adapt keys)")
-        fields = json.loads(meta["pocket_adapt.chat_template"])
-        template = ChatTemplate(**{**fields, "stop_strings": tuple(fields["stop_strings"])})
+        where = f"{models[0]} (pocket_adapt.chat_template)"
+        try:
+            template = chat_template_from_dict(json.loads(meta["pocket_adapt.chat_template"]), where)
+        except json.JSONDecodeError as exc:
+            raise LlamaCppError(f"{where}: not JSON ({exc}); export again") from None
+        except ChatTemplateError as exc:
+            raise LlamaCppError(str(exc)) from None
         tiling = None
         if mmprojs:
             vision = _fields(_reader(mmprojs[0]))

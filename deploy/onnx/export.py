@@ -151,7 +151,7 @@ def _without_preprocessing_note() -> Iterator[None]:
 def _template(processor) -> dict:
     from model.chat import chat_template_jinja
 
-    fields = {**processor.chat_template.to_dict(), "add_bos": processor.chat_template.add_bos}
+    fields = processor.chat_template.to_dict()
     try:
         fields["jinja"] = chat_template_jinja(processor.chat_template)
     except PocketAdaptError:  # a template Jinja cannot express: the fields still render it (model.chat)
