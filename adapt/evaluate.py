@@ -273,13 +273,16 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     """Per-source and per-group means of a run's scores.
 
     Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "tasks": {task: n},
-    "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...]}}, "n", "skipped",
+    "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}},
+    "n", "skipped",
     "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
     A metric's mean is over the source's samples that have it. Tasks with a corpus-level aggregate
     (`adapt.metrics.register_task(..., aggregate=...)`) get its values instead (None = not computed; named
     ``<task>/<metric>`` where the source holds other tasks too) and its main value stands for each of their
     samples in the source and group means. `context` goes to
-    the aggregates (e.g. ``{"judge": ...}``). Groups without sources are left out.
+    the aggregates (e.g. ``{"judge": ...}``). Groups without sources are left out. A group's ``n`` counts the
+    samples in its mean; ``left_out`` names the sources whose samples have no main metric (a corpus score not
+    computed) and how many, which the mean leaves out.
     """
     kinds = dict(kinds or {})
     context = dict(context or {})
@@ -295,6 +298,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     protocols: dict[str, dict[str, dict[str, str]]] = {}
     group_mains: dict[str, list[float]] = {g: [] for g in GROUPS}
     group_sources: dict[str, list[str]] = {g: [] for g in GROUPS}
+    group_left_out: dict[str, dict[str, int]] = {g: {} for g in GROUPS}
     for source in sorted(per_source):
         preds = per_source[source]
         kind = kinds.get(source, "domain")
@@ -337,8 +341,11 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         }
         group_mains[kind].extend(mains)
         group_sources[kind].append(source)
+        if len(mains) < len(preds):  # e.g. DriveLM without a final score: its samples cannot enter the group mean
+            group_left_out[kind][source] = len(preds) - len(mains)
     groups = {
-        g: {"n": len(group_mains[g]), "main": _mean(group_mains[g]), "sources": group_sources[g]}
+        g: {"n": len(group_mains[g]), "main": _mean(group_mains[g]), "sources": group_sources[g],
+            "left_out": group_left_out[g]}
         for g in GROUPS
         if group_sources[g]
     }
@@ -372,6 +379,14 @@ def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> l
     lines = ["| " + " | ".join(header) + " |", "|" + rule + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return lines
+
+
+def _same_group_samples(run: Mapping[str, Any], base: Mapping[str, Any], group: str) -> bool:
+    """Whether two runs' means of `group` draw on the same sources (a source left out of one, not the other, makes
+    their difference no gain: it compares different samples)."""
+    a, b = run.get("groups", {}).get(group) or {}, base.get("groups", {}).get(group) or {}
+    return (set(a.get("sources", ())) == set(b.get("sources", ()))
+            and set(a.get("left_out") or {}) == set(b.get("left_out") or {}))
 
 
 def _kind_of(source: str, runs: Mapping[str, dict], kinds: Mapping[str, str] | None) -> str:
@@ -449,21 +464,32 @@ def write_report(
 
     # at a glance: the groups
     md += ["## Domain gain and general retention (main metric)", ""]
-    rows = []
+    rows, group_notes = [], []
     for g in GROUPS:
         entries = [runs[n].get("groups", {}).get(g) for n in names]
         if not any(entries):
             continue
         vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
-        rows.append([g, _ns(entries)] + _cells(vals, names, compared))
+        cells = _cells(vals, names, compared)
+        for k, n in enumerate(compared):
+            if vals[n] is not None and vals["base"] is not None and not _same_group_samples(runs[n], runs["base"], g):
+                cells[len(names) + k] = "—"
+                group_notes.append(f"{g}: no Δ ({n} − base): the two means do not cover the same sources' samples.")
+        rows.append([g, _ns(entries)] + cells)
+        for n, e in zip(names, entries):
+            for source, k in ((e or {}).get("left_out") or {}).items():
+                group_notes.append(f"{g} ({n}): leaves out {k} sample{'s' * (k != 1)} of {source}, whose main metric "
+                                   "was not computed (n counts the samples in the mean).")
     md += _table(["group", "n"] + header_runs, rows) + [""]
+    if group_notes:
+        md += [f"- {note}" for note in group_notes] + [""]
     if compared:
         for n in compared:
             notes = []
             for g in GROUPS:
                 a = runs[n].get("groups", {}).get(g, {}).get("main")
                 b = runs["base"].get("groups", {}).get(g, {}).get("main")
-                if a is not None and b is not None:
+                if a is not None and b is not None and _same_group_samples(runs[n], runs["base"], g):
                     extra = f" (keeps {a / b:.1%} of base)" if g == "general" and b > 0 else ""
                     notes.append(f"{g} {a - b:+.3f}{extra}")
             if notes:

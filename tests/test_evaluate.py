@@ -127,7 +127,8 @@ def test_summarize_numbers(runs):
     assert rs["main"] == pytest.approx(0.25)  # mean of per-sample main metrics
     assert base["sources"]["med"]["main"] == 0.5  # token_f1 is the short-answer main metric
     # groups: means over all samples of their sources, not means of source means
-    assert base["groups"]["domain"] == {"n": 5, "main": pytest.approx((0 + 1 + 0 + 0 + 0.5) / 5), "sources": ["med", "rs"]}
+    assert base["groups"]["domain"] == {"n": 5, "main": pytest.approx((0 + 1 + 0 + 0 + 0.5) / 5), "sources": ["med", "rs"],
+                                       "left_out": {}}
     assert adapted["groups"]["domain"]["main"] == pytest.approx(4 / 5)
     assert base["groups"]["general"]["main"] == 1.0 and adapted["groups"]["general"]["main"] == 0.5
     assert summarize([P("x", "mc", {"accuracy": 1.0})])["sources"]["x"]["kind"] == "domain"  # default kind
@@ -153,6 +154,35 @@ def test_report_tables_and_deltas(runs, tmp_path):
     _, md_single = write_report(tmp_path / "single", {"adapted": r["adapted"]}, kinds)
     text = md_single.read_text()
     assert "Δ" not in text and "| domain | 5 | 0.800 |" in text
+
+
+def test_group_mean_leaving_out_a_source_says_so_and_gives_no_gain(tmp_path):
+    """A corpus score not computed in one run (DriveLM's, when the graph filter keeps no match question) left its
+    source out of that run's domain mean silently: n 2 in one run, 3 in the other, and a "gain" between means of
+    different samples."""
+    from adapt.metrics import register_task, unregister_task
+
+    def corpus(preds, context):
+        hits = [p.scores["hit"] for p in preds]
+        return {"corpus": sum(hits) / len(hits) if any(hits) else None}  # None: not computed
+
+    corpus.main_metric = "corpus"
+    register_task("corpus_task", lambda pred, rec, ref: {"hit": 1.0}, aggregate=corpus)
+    try:
+        kinds = {"drive": "domain", "rs": "domain"}
+        base = summarize([P("drive", "corpus_task", {"hit": 0.0}), P("rs", "mc", {"accuracy": 0.0}),
+                          P("rs", "mc", {"accuracy": 0.0})], kinds)
+        adapted = summarize([P("drive", "corpus_task", {"hit": 1.0}), P("rs", "mc", {"accuracy": 1.0}),
+                             P("rs", "mc", {"accuracy": 1.0})], kinds)
+    finally:
+        unregister_task("corpus_task")
+    assert base["groups"]["domain"]["n"] == 2 and base["groups"]["domain"]["left_out"] == {"drive": 1}
+    assert adapted["groups"]["domain"]["n"] == 3 and adapted["groups"]["domain"]["left_out"] == {}
+    md = write_report(tmp_path, {"base": base, "adapted": adapted}, kinds)[1].read_text()
+    assert "| domain | 2/3 | 0.000 | 1.000 | — |" in md
+    assert "- domain (base): leaves out 1 sample of drive, whose main metric was not computed" in md
+    assert "- domain: no Δ (adapted − base): the two means do not cover the same sources' samples." in md
+    assert "**adapted vs base:**" not in md  # no gain quoted over different samples
 
 
 def _is_png(path: Path) -> None:
