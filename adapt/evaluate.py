@@ -272,11 +272,12 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
               context: Mapping[str, Any] | None = None) -> dict:
     """Per-source and per-group means of a run's scores.
 
-    Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "tasks": {task: n},
-    "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}},
+    Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "metric_n": {name: samples},
+    "tasks": {task: n}, "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}},
     "n", "skipped",
     "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
-    A metric's mean is over the source's samples that have it. Tasks with a corpus-level aggregate
+    A metric's mean is over the source's samples that have it (``metric_n`` counts them; a corpus-level metric has
+    no count there). Tasks with a corpus-level aggregate
     (`adapt.metrics.register_task(..., aggregate=...)`) get its values instead (None = not computed; named
     ``<task>/<metric>`` where the source holds other tasks too) and its main value stands for each of their
     samples in the source and group means. `context` goes to
@@ -335,6 +336,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             "n": len(preds),
             "main": _mean(mains),
             "metrics": metrics,
+            "metric_n": {name: len(v) for name, v in values.items()},
             "tasks": tasks,
             "skipped": sum(1 for e in skipped if e.source == source),
             "notes": list(dict.fromkeys(notes)),
@@ -371,6 +373,14 @@ def _cells(vals: Mapping[str, float | None], names: list[str], compared: list[st
 def _ns(entries: list[dict | None]) -> str:
     ns = [str(e["n"]) for e in entries if e is not None]
     return "/".join(dict.fromkeys(ns)) if ns else "0"
+
+
+def _metric_n(metric: str, entries: list[dict | None]) -> str:
+    """`` (n = k)`` after a metric averaged over fewer samples than its source has (closed_accuracy over the closed
+    questions alone, accuracy/count over the count questions), else ``""``: the denominator a quoted number needs."""
+    counts = [str(e["metric_n"][metric]) for e in entries
+              if e and metric in (e.get("metric_n") or {}) and e["metric_n"][metric] != e.get("n")]
+    return f" (n = {'/'.join(dict.fromkeys(counts))})" if counts else ""
 
 
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
@@ -529,7 +539,7 @@ def write_report(
                 vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
             else:
                 vals = {n: (e or {}).get("metrics", {}).get(m) for n, e in zip(names, entries)}
-            rows.append([m] + _cells(vals, names, compared))
+            rows.append([m + _metric_n(m, entries)] + _cells(vals, names, compared))
         md += _table(["metric"] + header_runs, rows) + [""]
         not_computed = [m for m in metric_names
                         if any(e and m in e.get("metrics", {}) and e["metrics"][m] is None for e in entries)]

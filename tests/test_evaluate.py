@@ -185,6 +185,16 @@ def test_group_mean_leaving_out_a_source_says_so_and_gives_no_gain(tmp_path):
     assert "**adapted vs base:**" not in md  # no gain quoted over different samples
 
 
+def test_report_gives_the_sample_count_behind_a_per_type_metric(runs, tmp_path):
+    """closed_accuracy over the closed questions alone, accuracy/count over the count questions: a metric averaged
+    over part of a source's samples had no count in the report, so the number could not be quoted with its n."""
+    kinds, r = runs
+    assert r["base"]["sources"]["rs"]["metric_n"] == {"accuracy": 2, "acc@0.5": 2}
+    md = write_report(tmp_path, r, kinds)[1].read_text()
+    assert "| accuracy (n = 2) | 0.500 | 1.000 | +0.500 |" in md and "| acc@0.5 (n = 2) | 0.000 | 0.500 | +0.500 |" in md
+    assert "| token_f1 | 0.500 | 1.000 | +0.500 |" in md  # over all of med's samples: no count repeated
+
+
 def _is_png(path: Path) -> None:
     with Image.open(path) as img:
         img.verify()
