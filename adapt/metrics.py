@@ -62,6 +62,7 @@ from domains.answers import (  # noqa: F401  (re-exported: the one set of answer
     _where,
     bag_f1,
     box_iou,
+    check_reference_is_option,
     exact_match,
     grounding_hit,
     mc_accuracy,
@@ -90,7 +91,9 @@ MetricFn = Callable[[str, "Record", str], dict[str, float]]
 
 
 def _score_mc(prediction: str, record: Any, reference: str) -> dict[str, float]:
-    return {"accuracy": mc_accuracy(prediction, reference, record_options(record))}
+    options = record_options(record)
+    check_reference_is_option(record, reference, options)
+    return {"accuracy": mc_accuracy(prediction, reference, options)}
 
 
 def _score_short(prediction: str, record: Any, reference: str) -> dict[str, float]:

@@ -265,6 +265,20 @@ def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey
     return _option_by_text(ref, options, key)
 
 
+def check_reference_is_option(record: Any, reference: str, options: Sequence[str] | None,
+                              key: TextKey | None = None) -> None:
+    """ValueError naming the record when it lists its own ``options`` and `reference` names none of them.
+
+    Such a sample (a letter past the last option, a class missing from the list) can only be scored by luck: a
+    model choosing an option never matches it. Options read from the question's text are not checked: a question
+    may list lettered lines without being multiple choice."""
+    if not _field(record, "options") or not options or reference_choice(reference, options, key) is not None:
+        return
+    last = _LETTERS[min(len(options), len(_LETTERS)) - 1]
+    raise ValueError(f"{_where(record)}: reference {reference!r} is neither an option letter (A-{last}) nor the text "
+                     f"of one of the record's {len(options)} options {list(options)!r}")
+
+
 def mc_accuracy(prediction: str, reference: str, options: Sequence[str] | None) -> float:
     """1.0 when the prediction chooses the reference option, else 0.0.
 

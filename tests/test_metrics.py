@@ -186,6 +186,24 @@ def test_mc_accuracy_letter_or_text_reference():
     assert mc_accuracy("B or C", "B", OPTS) == 0.0
 
 
+def test_a_reference_outside_the_records_options_is_an_error_naming_it():
+    """A letter past the last option, or a class the option list lacks, was scored by exact match of the texts:
+    a broken sample that any model choosing an option fails (and that a model writing "E" passes), silently."""
+    for ref in ("E", "woods"):
+        with pytest.raises(ValueError, match=rf"toy:7: reference '{ref}' is neither an option letter \(A-D\)"):
+            score("A", qa("Which scene?", ref, options=OPTS, line=7))
+    assert score("B", qa("Which scene?", "forest", options=OPTS)) == {"accuracy": 1.0}
+    # options read from the question's lines are not the record's own: a free reference is still compared as text
+    assert score("woods", qa("Which?\nA. desert\nB. forest", "woods")) == {"accuracy": 1.0}
+    # the remote-sensing classification scorer (class names compared as labels) refuses it the same way
+    from domains.remote_sensing.metrics import score_classification
+
+    with pytest.raises(ValueError, match="reference 'Woods' is neither"):
+        score_classification("A", qa("Scene?", "Woods", options=["AnnualCrop", "Forest"]), "Woods")
+    assert score_classification("annual crop", qa("Scene?", "B", options=["Forest", "AnnualCrop"]), "B") == {
+        "accuracy": 1.0}
+
+
 def test_options_from_question():
     q = "<image>\nWhich scene?\nA. desert\nB) forest\n(C) lake\nAnswer with the option's letter."
     assert options_from_question(q) == ["desert", "forest", "lake"]

@@ -48,7 +48,7 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from domains.answers import parse_choice, record_options, reference_choice
+from domains.answers import check_reference_is_option, parse_choice, record_options, reference_choice
 from domains.boxes import Box, parse_ref_boxes
 
 __all__ = [
@@ -192,8 +192,9 @@ def match_label(answer: str, labels: Sequence[str] | None = None) -> str | None:
 def _label_accuracy(prediction: str, record: Any, reference: str) -> float:
     options = record_options(record)
     if options:
+        check_reference_is_option(record, reference, options, key=label_key)
         ref = reference_choice(reference, options, key=label_key)
-        if ref is None:  # the reference is not an option: compare texts
+        if ref is None:  # options read from the question, the reference none of them: compare texts
             return float(label_key(prediction) == label_key(reference) != "")
         return float(parse_choice(prediction, options, key=label_key) == ref)
     pred = match_label(prediction)
