@@ -365,9 +365,23 @@ def _fmt_delta(a: float | None, b: float | None) -> str:
     return f"{a - b:+.3f}"
 
 
-def _cells(vals: Mapping[str, float | None], names: list[str], compared: list[str]) -> list[str]:
-    """Each run's value, then each compared run's delta against "base"."""
-    return [_fmt(vals[n]) for n in names] + [_fmt_delta(vals[n], vals["base"]) for n in compared]
+def _cells(vals: Mapping[str, float | None], names: list[str], compared: list[tuple[str, str]]) -> list[str]:
+    """Each run's value, then each compared run's delta against its base."""
+    return [_fmt(vals[n]) for n in names] + [_fmt_delta(vals[n], vals[b]) for n, b in compared]
+
+
+def _base_pairs(names: list[str]) -> list[tuple[str, str]]:
+    """``(run, its base)`` for every run with one: "base", else (an export runtime's runs, ``adapted-q8_0``) the base
+    run of the same variant, ``base-q8_0``."""
+    pairs = []
+    for n in names:
+        if n == "base" or (n.startswith("base-") and "base" not in names):
+            continue
+        variant = n.rsplit("-", 1)[1] if "-" in n else None
+        base = "base" if "base" in names else f"base-{variant}" if variant and f"base-{variant}" in names else None
+        if base is not None:
+            pairs.append((n, base))
+    return pairs
 
 
 def _ns(entries: list[dict | None]) -> str:
@@ -447,7 +461,8 @@ def write_report(
     """Write ``eval.json`` (all summaries) and ``eval.md`` (side-by-side tables) into `out_dir`.
 
     `runs` maps a run name to its `summarize` output, e.g. ``{"base": …, "adapted": …}``. When a
-    "base" run exists, every other run gets a delta column (run − base): the domain row shows the
+    "base" run exists, every other run gets a delta column (run − base; runs of an export runtime, ``adapted-f16``,
+    against the base of the same variant, ``base-f16``, when there is no "base"): the domain row shows the
     gain, the general row the retention. A "Protocols" table names the rule and source of every metric
     (the summaries' ``protocols``). Returns (json_path, md_path).
     """
@@ -456,8 +471,8 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(runs)
-    compared = [n for n in names if n != "base"] if "base" in runs else []
-    header_runs = names + [f"Δ ({n} − base)" for n in compared]
+    compared = _base_pairs(names)
+    header_runs = names + [f"Δ ({n} − {b})" for n, b in compared]
 
     json_path = out / "eval.json"
     json_path.write_text(json.dumps({"kinds": dict(kinds or {}), "runs": runs}, indent=2, ensure_ascii=False) + "\n",
@@ -481,10 +496,10 @@ def write_report(
             continue
         vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
         cells = _cells(vals, names, compared)
-        for k, n in enumerate(compared):
-            if vals[n] is not None and vals["base"] is not None and not _same_group_samples(runs[n], runs["base"], g):
+        for k, (n, b) in enumerate(compared):
+            if vals[n] is not None and vals[b] is not None and not _same_group_samples(runs[n], runs[b], g):
                 cells[len(names) + k] = "—"
-                group_notes.append(f"{g}: no Δ ({n} − base): the two means do not cover the same sources' samples.")
+                group_notes.append(f"{g}: no Δ ({n} − {b}): the two means do not cover the same sources' samples.")
         rows.append([g, _ns(entries)] + cells)
         for n, e in zip(names, entries):
             for source, k in ((e or {}).get("left_out") or {}).items():
@@ -494,16 +509,16 @@ def write_report(
     if group_notes:
         md += [f"- {note}" for note in group_notes] + [""]
     if compared:
-        for n in compared:
+        for n, base in compared:
             notes = []
             for g in GROUPS:
                 a = runs[n].get("groups", {}).get(g, {}).get("main")
-                b = runs["base"].get("groups", {}).get(g, {}).get("main")
-                if a is not None and b is not None and _same_group_samples(runs[n], runs["base"], g):
-                    extra = f" (keeps {a / b:.1%} of base)" if g == "general" and b > 0 else ""
+                b = runs[base].get("groups", {}).get(g, {}).get("main")
+                if a is not None and b is not None and _same_group_samples(runs[n], runs[base], g):
+                    extra = f" (keeps {a / b:.1%} of {base})" if g == "general" and b > 0 else ""
                     notes.append(f"{g} {a - b:+.3f}{extra}")
             if notes:
-                md += [f"**{n} vs base:** " + "; ".join(notes) + ".", ""]
+                md += [f"**{n} vs {base}:** " + "; ".join(notes) + ".", ""]
 
     # every source's main metric side by side
     sources = _ordered_sources(runs, kinds)

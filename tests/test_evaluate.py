@@ -185,6 +185,21 @@ def test_group_mean_leaving_out_a_source_says_so_and_gives_no_gain(tmp_path):
     assert "**adapted vs base:**" not in md  # no gain quoted over different samples
 
 
+def test_runtime_runs_are_compared_with_the_base_of_their_variant(runs, tmp_path):
+    """adapt eval --runtime onnx labels its runs base-fp32 / adapted-fp32: with no run called "base" the report
+    had no delta column at all, so an export's domain gain and general retention went unreported."""
+    kinds, r = runs
+    md = write_report(tmp_path, {"base-fp32": r["base"], "adapted-fp32": r["adapted"], "base-int8": r["base"],
+                                 "adapted-int8": r["base"]}, kinds)[1].read_text()
+    assert ("| group | n | base-fp32 | adapted-fp32 | base-int8 | adapted-int8 | Δ (adapted-fp32 − base-fp32) "
+            "| Δ (adapted-int8 − base-int8) |") in md
+    assert "| domain | 5 | 0.300 | 0.800 | 0.300 | 0.300 | +0.500 | +0.000 |" in md
+    assert "**adapted-fp32 vs base-fp32:** domain +0.500; general -0.500 (keeps 50.0% of base-fp32)." in md
+    # a run without a base of its own variant is shown without a delta
+    md = write_report(tmp_path / "b", {"base-fp32": r["base"], "adapted-int8": r["adapted"]}, kinds)[1].read_text()
+    assert "Δ" not in md
+
+
 def test_report_gives_the_sample_count_behind_a_per_type_metric(runs, tmp_path):
     """closed_accuracy over the closed questions alone, accuracy/count over the count questions: a metric averaged
     over part of a source's samples had no count in the report, so the number could not be quoted with its n."""
