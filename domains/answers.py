@@ -37,12 +37,12 @@ def normalize_answer(text: str) -> str:
 
     SQuAD's normaliser, so "The Forest." and "forest" agree. Like SQuAD, punctuation is removed
     rather than replaced ("don't" is "dont"); unlike SQuAD, a decimal point between digits is kept, so
-    "1.0" does not equal "10".
+    "1.0" does not equal "10", and a text of articles alone keeps them: the answer "A" (a letter) is "a", not
+    nothing, which an empty answer would equal.
     """
     text = str(text).lower()
     text = "".join(ch for k, ch in enumerate(text) if not _is_punct(ch) or _decimal_point(text, k))
-    text = _ARTICLES.sub(" ", text)
-    return " ".join(text.split())
+    return " ".join(_ARTICLES.sub(" ", text).split()) or " ".join(text.split())
 
 
 def exact_match(prediction: str, reference: str) -> float:
@@ -82,18 +82,22 @@ _VQA_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?answer\s*(?:i
 def vqa_tokens(text: Any) -> list[str]:
     """The normalised words of an answer, as the VQA evaluator reads them (its processPunctuation and
     processDigitArticle): Unicode NFKC and case folding, punctuation dropped but a decimal point between digits
-    kept ("3.5 cm" is two words), a / an / the dropped, number words up to twenty as digits ("two" is "2"); and a
-    lead-in ("the answer is") dropped and CJK text split into single characters (no spaces between its words).
+    kept ("3.5 cm" is two words), a / an / the dropped (unless nothing else is left: "A" is ["a"], not the empty
+    answer), number words up to twenty as digits ("two" is "2"); and a lead-in ("the answer is") dropped and CJK
+    text split into single characters (no spaces between its words).
     """
     text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold()
     text = _VQA_LEAD_IN.sub("", text)
     out: list[str] = []
+    articles: list[str] = []
     for word in _WORD.findall(text):
         if _CJK.search(word):
             out.extend(word)  # one token per character (kana / hangul / hanzi runs)
         elif word not in _ARTICLE_WORDS:
             out.append(_NUMBER_WORDS.get(word, word))
-    return out
+        else:
+            articles.append(word)
+    return out or articles  # an answer of articles alone ("A", a letter) is not the empty answer
 
 
 def normalize_vqa(text: Any) -> str:

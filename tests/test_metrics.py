@@ -51,7 +51,8 @@ def test_exact_match_and_token_f1_known_values():
     assert token_f1("a small dog barked", "the dog barked loudly") == pytest.approx(2 / 3)  # p=2/3, r=2/3
     assert token_f1("yes yes", "yes") == pytest.approx(2 / 3)  # counts, not sets: p=1/2, r=1
     assert token_f1("cat", "dog") == 0.0
-    assert token_f1("", "") == 1.0 and token_f1("the", "") == 1.0  # both empty after normalising
+    assert token_f1("", "") == 1.0 and token_f1(".", "") == 1.0  # both empty after normalising
+    assert token_f1("the", "") == 0.0  # articles alone are kept: "the" is not the empty answer
     assert token_f1("", "dog") == 0.0
 
 
@@ -62,6 +63,17 @@ def test_a_decimal_point_between_digits_is_kept(prediction, reference):
     for task in ("short", "vqa"):
         assert score(prediction, qa("How much?", reference, task=task))["exact_match"] == 0.0, task
     assert score("1.0", qa("How much?", "1.0", task="short")) == {"exact_match": 1.0, "token_f1": 1.0}
+
+
+def test_an_empty_answer_does_not_equal_a_reference_of_articles_alone():
+    """The reference "A" (a letter where the options were inline) normalised to nothing, like an empty answer: a
+    model that said nothing scored exact match and token F1 1.0 against it, under SQuAD's and the VQA rules."""
+    for task in ("short", "vqa"):
+        for silent in ("", "The", "."):
+            assert score(silent, qa("Which? A. cat B. dog", "A", task=task)) == {"exact_match": 0.0, "token_f1": 0.0}
+        assert score("a.", qa("Which? A. cat B. dog", "A", task=task)) == {"exact_match": 1.0, "token_f1": 1.0}
+        assert score("The cat", qa("Which animal?", "cat", task=task)) == {"exact_match": 1.0, "token_f1": 1.0}
+    assert normalize_answer("The A.") == "the a" and normalize_answer("The forest") == "forest"
 
 
 @pytest.mark.parametrize("prediction, reference", [("2", "two"), ("Two.", "2"), ("The answer is 3", "three"),
