@@ -123,13 +123,15 @@ _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
                         "pocket-adapt adapt/metrics.py (parse_choice); avoids the containment pitfall of "
                         "LLaVA-Med's evaluate_metrics.py, which counts an answer containing an option's text")},
     "short": {"exact_match": ("SQuAD", "normalised exact match: lower case, punctuation (but a decimal point "
-                              "between digits, which SQuAD drops) and a/an/the dropped (kept when nothing else is left)",
+                              "between digits, which SQuAD drops) and a/an/the dropped (kept when nothing else is "
+                              "left)",
                               f"{_SQUAD} (normalize_answer, compute_exact)"),
               "token_f1": ("SQuAD", "token F1 over normalised words (bags of words); both sides empty score 1",
                            f"{_SQUAD} (compute_f1)")},
     "vqa": {"exact_match": ("VQA normalised exact match", "lower case, punctuation dropped but a decimal point "
-                            "between digits kept, a/an/the dropped (unless only they are left), number words up to twenty as digits, a lead-in "
-                            "('the answer is') dropped; the words equal one reference (no 10-annotator min(n/3, 1))",
+                            "between digits kept, a/an/the dropped (unless only they are left), number words up to "
+                            "twenty as digits, a lead-in ('the answer is') dropped; the words equal one reference "
+                            "(no 10-annotator min(n/3, 1))",
                             f"{_VQA_EVAL} (processPunctuation, processDigitArticle; it reads number words up to ten "
                             "and expands contractions, which this does not)"),
             "token_f1": ("SQuAD token F1, VQA normalisation", "token F1 over the VQA-normalised words (bags of "
