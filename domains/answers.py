@@ -208,9 +208,10 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        count after "answer/option/choice" and before punctuation or the end; a sentence-initial
        article ("A forest") is not a label.
 
-    Letters beyond the number of options are ignored; with `options` None any A–Z is a label.
+    Letters beyond the number of options are ignored; with `options` None any A–Z is a label. The prediction is read
+    after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``.
     """
-    text = (prediction or "").strip()
+    text = unicodedata.normalize("NFKC", prediction or "").strip()  # full-width "Ｂ" (CJK output) is B
     if not text:
         return None
     valid = _valid_letters(options)
@@ -260,7 +261,7 @@ def _letters_in_text(text: str, valid: str) -> set[str]:
 
 def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
     """The option letter a reference names (a label such as ``B`` / ``(B)``, or an option's text), else None."""
-    ref = (reference or "").strip()
+    ref = unicodedata.normalize("NFKC", reference or "").strip()
     m = _ONLY_LABEL.match(ref)
     if m and m.group(1).upper() in _valid_letters(options):
         # a one-letter reference is a label, unless the options say it is an option's text

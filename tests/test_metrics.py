@@ -216,6 +216,12 @@ def test_a_reference_outside_the_records_options_is_an_error_naming_it():
         "accuracy": 1.0}
 
 
+def test_full_width_letters_are_labels():
+    """InternVL answers Chinese prompts with full-width letters ("Ｂ", "（Ｃ）"): they were read as no choice at all."""
+    assert [parse_choice(p, OPTS) for p in ("Ｂ", "（Ｃ）", "答案是Ｄ。", "The answer is Ｂ.")] == ["B", "C", "D", "B"]
+    assert mc_accuracy("Ｂ", "Ｂ", OPTS) == 1.0 and mc_accuracy("B", "Ｂ", OPTS) == 1.0
+
+
 def test_options_from_question():
     q = "<image>\nWhich scene?\nA. desert\nB) forest\n(C) lake\nAnswer with the option's letter."
     assert options_from_question(q) == ["desert", "forest", "lake"]
