@@ -804,3 +804,28 @@ def test_reports_name_inputs_relative_to_the_source(raw, tmp_path):
     assert any(e.startswith("series/case01/") for e in report.warning_examples[BURNED_IN_WARNING])
     assert not any("DOE^JANE" in e for e in rows)
     assert "DOE^JANE" not in report.table().split("\n", 1)[1]
+
+
+def test_an_images_dir_outside_the_source_is_named_relative_to_itself(raw, tmp_path):
+    """VQA-RAD / PMC-VQA images read from an --option images_dir outside --src were named by their full paths in
+    the report (a hospital path can hold a patient's name); now they read ``<images_dir>/<file>``."""
+    src = copy_of(raw, "vqa_rad", tmp_path)
+    images = tmp_path / "DOE^JANE 1965" / "imgs"
+    shutil.move(src / "VQA_RAD Image Folder", images)
+    rows = json.loads((src / "VQA_RAD Dataset Public.json").read_text())
+    missing = rows[0]["image_name"]
+    (images / missing).unlink()
+    report = convert_vqa_rad(src, tmp_path / "out", images_dir=images, progress=False)
+    assert report.written > 0
+    rows = [e for examples in report.examples.values() for e in examples]
+    assert f"<images_dir>/{missing}: no such file" in report.examples["missing image"]
+    assert not any("DOE^JANE" in e or str(tmp_path) in e for e in rows), rows
+    pmc = copy_of(raw, "pmc_vqa", tmp_path)
+    shutil.move(pmc / "images", tmp_path / "DOE^JANE 1965" / "figures")
+    figure = next(iter((tmp_path / "DOE^JANE 1965" / "figures").iterdir()))
+    figure.write_bytes(b"not an image")
+    report = convert_pmc_vqa(pmc, tmp_path / "out2", images_dir=tmp_path / "DOE^JANE 1965" / "figures",
+                             progress=False)
+    rows = [e for examples in report.examples.values() for e in examples]
+    assert any(e.startswith(f"<images_dir>/{figure.name}") for e in rows), rows
+    assert not any("DOE^JANE" in e for e in rows), rows

@@ -209,9 +209,11 @@ def _secret(salt: str, report: ConvertReport) -> str:
 @dataclass
 class _SourceReport(ConvertReport):
     """A report that names inputs relative to the source folder: hospital trees hold patient names in the folders
-    above and around a series, and the table lands in logs and terminals."""
+    above and around a series, and the table lands in logs and terminals. An images folder given apart from the
+    source (``images_dir``) is named as ``<images_dir>/...``, relative to itself, never by its full path."""
 
     root: str = ""
+    images_root: str = ""  # an images folder outside `root`, written as IMAGES_LABEL
 
     def _count(self, counts: dict[str, int], examples: dict[str, list[str]], file: str | Path, reason: str,
                detail: str | None) -> None:
@@ -219,18 +221,30 @@ class _SourceReport(ConvertReport):
                        reason, None if detail is None else self.relative(detail))
 
     def relative(self, text: str) -> str:
-        """`text` with each path under :attr:`root` written relative to it (the root itself as ``.``)."""
-        if not self.root:
-            return text
-        for prefix in (self.root + os.sep, self.root + "/"):
-            text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(prefix), "", text)
-        return re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(self.root) + r"(?=$|[\s'\":),\]])", ".", text)
+        """`text` with each path under :attr:`root` written relative to it (the root itself as ``.``) and each
+        path under :attr:`images_root` as ``<images_dir>/...``."""
+        roots = [(r, label) for r, label in ((self.root, "."), (self.images_root, IMAGES_LABEL)) if r]
+        for root, label in sorted(roots, key=lambda rl: -len(rl[0])):  # the deeper root first, when nested
+            keep = "" if label == "." else label + "/"
+            for prefix in (root + os.sep, root + "/"):
+                text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(prefix), keep, text)
+            text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(root) + r"(?=$|[\s'\":),\]])", label, text)
+        return text
 
 
-def _report(dataset: str, src: Path, out: Path) -> ConvertReport:
-    """The run's :class:`ConvertReport`, naming inputs relative to `src` (its folder when `src` is a file)."""
+IMAGES_LABEL = "<images_dir>"
+
+
+def _report(dataset: str, src: Path, out: Path, images_dir: Path | None = None) -> ConvertReport:
+    """The run's :class:`ConvertReport`, naming inputs relative to `src` (its folder when `src` is a file) and,
+    for an `images_dir` outside it, relative to `images_dir`."""
     root = src if src.is_dir() else src.parent
-    return _SourceReport(dataset=dataset, source=src, out=out, root="" if str(root) in ("", ".") else str(root))
+    root_text = "" if str(root) in ("", ".") else str(root)
+    images_text = ""
+    if images_dir is not None and str(images_dir) not in ("", "."):
+        inside = bool(root_text) and os.path.abspath(images_dir).startswith(os.path.abspath(root) + os.sep)
+        images_text = "" if inside else str(images_dir).rstrip("/" + os.sep) or str(images_dir)
+    return _SourceReport(dataset=dataset, source=src, out=out, root=root_text, images_root=images_text)
 
 
 def _hash(key: str, *parts: Any, n: int = 10) -> str:
@@ -624,7 +638,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     if not path.is_file():
         raise DomainError(f"{src}: no {VQA_RAD_JSON!r} (the VQA-RAD question file)")
     img_dir = Path(images_dir) if images_dir is not None else path.parent / VQA_RAD_IMAGES
-    report = _report(dataset, src, out)
+    report = _report(dataset, src, out, img_dir)
     rows = _load_json_file(path, report)
     if rows is None:
         return report
@@ -794,7 +808,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     names = list(files) if files is not None else [f for f in PMC_FILES if (src / f).is_file()]
     if not names:
         raise DomainError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
-    report = _report(dataset, src, out)
+    report = _report(dataset, src, out, Path(images_dir) if images_dir is not None else None)
     out_splits: dict[str, list[dict]] = {}
     images: dict[Path, tuple[str, tuple[int, int]] | SkipInput] = {}
     def image_dir(name: str) -> Path:
