@@ -21,15 +21,17 @@ Image paths are resolved relative to the JSON's folder (they may reach one level
   (``images/<dataset>/stitch/<scene>_<frame>.png``, written atomically and reused; ``image_format=jpeg`` writes
   ``.jpg`` instead, see :class:`StitchEncoding`); the human turn starts with
   ``layout.STITCHED_PREFIX``; c-tags ``<c1,CAM_BACK,1088.3,497.5>`` become ``<c1,CAM_BACK,[x,y]>`` on the
-  stitched image's 0-1000 grid (``layout.to_stitched``).
+  stitched image's 0-1000 grid (``layout.to_stitched``); traffic-element boxes ``(traffic light, green, x1, y1,
+  x2, y2)`` (CAM_FRONT pixels) become ``(traffic light, green, [x1,y1,x2,y2])`` on the same grid
+  (``layout.rewrite_traffic_boxes``).
 * ``multi``: the six camera images in the named ``camera_order`` (linked or copied to
   ``images/nuscenes/samples/CAM_X/``), introduced by ``layout.multi_view_prefix``; c-tags on the named camera's
-  own grid (``layout.to_camera_grid``).
+  own grid (``layout.to_camera_grid``), traffic-element boxes on CAM_FRONT's grid.
 
 **Records**: ``task: "drivelm"``, ``answer`` in the sample's coordinates, ``meta`` with ``scene``, ``frame``,
 ``qa_id`` (``f"{scene}_{frame}_{i}"``, i over perception + prediction + planning + behavior), ``category``,
 ``drivelm_tag`` (the QA's own ``tag``, a list where it gives several, else :func:`drivelm_tag`), ``view_mode``,
-``camera_order``, ``answer_pixels`` and ``question_pixels`` (the DriveLM texts, c-tags in camera pixels),
+``camera_order``, ``answer_pixels`` and ``question_pixels`` (the DriveLM texts, c-tags and boxes in camera pixels),
 ``split``, ``source``. Questions that list
 lettered options (``... Please select the correct answer from the following options: A. ... D. ...``) keep
 them in ``options``; ``mc=True`` turns "What is the moving status of object ..." and "Predict the behavior ..."
@@ -76,6 +78,7 @@ from domains.driving.layout import (
     iter_ctags,
     multi_view_prefix,
     rewrite_ctags,
+    rewrite_traffic_boxes,
     stitch_cameras,
     to_camera_grid,
     to_stitched,
@@ -638,9 +641,12 @@ def _qa_record(qa_id: str, category: str, qa: Any, split: str, mc: bool, prefix:
         choices = MOVING_STATUS_CHOICES if category == "perception" else BEHAVIOR_CHOICES
         answer_text = answer
         question, answer, options = choice_question(question, answer, choices, qa_id)
-    try:
-        q_grid = rewrite_ctags(question, convert)
-        a_grid = rewrite_ctags(answer, convert)
+    def unrounded(x: float, y: float, camera: str) -> tuple[float, float]:
+        return convert(x, y, camera, decimals=None)
+
+    try:  # c-tags and traffic-element corners, both onto the sample's 0-1000 grid
+        q_grid = rewrite_traffic_boxes(rewrite_ctags(question, convert), unrounded)
+        a_grid = rewrite_traffic_boxes(rewrite_ctags(answer, convert), unrounded)
     except CTagError as exc:
         raise _Skip("bad c-tag", qa_id, str(exc)) from None
     meta = {"scene": scene, "frame": frame, "qa_id": qa_id, "category": category, "drivelm_tag": tag,

@@ -21,6 +21,14 @@ centre, and the centre in that camera's 1600×900 pixels. Samples carry them rew
 
 * *multi-image*: ``<c1,CAM_BACK,[x,y]>`` on the named camera's own grid, ``x_norm = x_cam / 1600 * 1000``.
 
+**Traffic-element boxes.** DriveLM's "Identify all the traffic elements in the front view ..." answer lists
+``(c, s, x1, y1, x2, y2)``: category, status and the box corners. Its question calls the corners offsets from
+the centre, but the data holds CAM_FRONT pixels from the top-left corner (``(traffic light, green, 674.86, 0.14,
+723.33, 109.18)``), so both corners are mapped like c-tag points of CAM_FRONT (:func:`rewrite_traffic_boxes`) and
+written ``(traffic light, green, [x1,y1,x2,y2])``: the brackets mark grid values, as in c-tags. DriveLM writes
+these corners with two decimals, so they keep :data:`BOX_GRID_DECIMALS` (3) on the grid: the inverse gives the
+same 0.01 px back.
+
 Grid values keep :data:`GRID_DECIMALS` decimals: one grid unit is 4.8 camera pixels across the stitched image, so
 integer grid values could not give back the camera pixel; with two decimals every coordinate round-trips within
 0.03 px before the inverse rounds to 0.1 px (tested over random points).
@@ -44,6 +52,7 @@ __all__ = [
     "CAMERA_SIZE",
     "CELL_SIZE",
     "DRIVELM_ORDER",
+    "BOX_GRID_DECIMALS",
     "GRID_DECIMALS",
     "STITCHED_PREFIX",
     "STITCHED_SIZE",
@@ -56,9 +65,11 @@ __all__ = [
     "from_camera_grid",
     "from_stitched",
     "iter_ctags",
+    "iter_traffic_boxes",
     "multi_view_prefix",
     "render_ctag",
     "rewrite_ctags",
+    "rewrite_traffic_boxes",
     "split_stitched",
     "stitch_cameras",
     "to_camera_grid",
@@ -71,6 +82,9 @@ STITCHED_SIZE = (2688, 896)
 GRID = 1000.0
 GRID_DECIMALS = 2
 CAMERA_DECIMALS = 1  # DriveLM writes camera pixels with one decimal; the inverse rounds to it
+BOX_GRID_DECIMALS = 3  # traffic-element corners: 0.0005 grid units is at most 0.0024 px, under DriveLM's 0.01 px
+BOX_CAMERA_DECIMALS = 2
+TRAFFIC_CAMERA = "CAM_FRONT"  # DriveLM annotates traffic elements in the front view only
 
 # Mini-InternVL stitch grid (and the devkit's render grid): row 0 front, row 1 back, left to right
 STITCH_ORDER = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
@@ -219,6 +233,67 @@ def rewrite_ctags(text: str, convert: Callable[[float, float, str], tuple[float,
         out += [text[pos:tag.start], render_ctag(tag.obj, tag.camera, x, y, bracket=bracket, decimals=decimals)]
         pos = tag.end
     out.append(text[pos:])
+    return "".join(out)
+
+
+# --------------------------------------------------------------------------------------------- traffic boxes
+_LABEL = r"[A-Za-z][^(),\[\]<>]*?"
+# (traffic light, green, 674.86, 0.14, 723.33, 109.18) (DriveLM) and (traffic light, green, [x1,y1,x2,y2]) (grid)
+_TRAFFIC_BOX = re.compile(
+    rf"\(\s*(?P<cat>{_LABEL})\s*,\s*(?P<status>{_LABEL})\s*,\s*(?P<open>\[?)\s*(?P<x1>{_NUM})\s*,\s*(?P<y1>{_NUM})"
+    rf"\s*,\s*(?P<x2>{_NUM})\s*,\s*(?P<y2>{_NUM})\s*(?P<close>\]?)\s*\)"
+)
+
+
+class TrafficBox(NamedTuple):
+    """One ``(c, s, x1, y1, x2, y2)`` traffic element: category, status, corners (pixels or grid, as written)."""
+
+    category: str
+    status: str
+    box: tuple[float, float, float, float]
+    bracketed: bool
+    start: int = -1
+    end: int = -1
+
+
+def iter_traffic_boxes(text: str) -> Iterator[TrafficBox]:
+    """Every traffic-element tuple in `text`, in order; `bracketed` tells the grid form from DriveLM's pixels."""
+    for m in _TRAFFIC_BOX.finditer(text or ""):
+        if bool(m["open"]) != bool(m["close"]):
+            continue
+        box = (float(m["x1"]), float(m["y1"]), float(m["x2"]), float(m["y2"]))
+        yield TrafficBox(m["cat"].strip(), m["status"].strip(), box, bool(m["open"]), m.start(), m.end())
+
+
+def rewrite_traffic_boxes(text: str, convert: Callable[[float, float, str], tuple[float, float]], *,
+                          bracket: bool = True, decimals: int = BOX_GRID_DECIMALS,
+                          only_bracketed: bool | None = None) -> str:
+    """Rewrite every traffic-element tuple in `text`, both corners through `convert(x, y, "CAM_FRONT")`.
+
+    `bracket`: write the grid form ``(c, s, [x1,y1,x2,y2])`` (else DriveLM's ``(c, s, x1, y1, x2, y2)``).
+    `only_bracketed`: True rewrites only grid tuples, False only pixel tuples, None every one. Raises `CTagError`
+    naming the tuple when a corner lies outside the image or the corners are not top-left / bottom-right.
+    """
+    out, pos = [], 0
+    for tb in iter_traffic_boxes(text):
+        if only_bracketed is not None and tb.bracketed != only_bracketed:
+            continue
+        x1, y1, x2, y2 = tb.box
+        where = text[tb.start:tb.end]
+        if x2 < x1 or y2 < y1:
+            raise CTagError(f"traffic element {where!r}: corners must be top-left then bottom-right")
+        try:
+            a = convert(x1, y1, TRAFFIC_CAMERA)
+            b = convert(x2, y2, TRAFFIC_CAMERA)
+        except CTagError as exc:
+            raise CTagError(f"traffic element {where!r}: {exc}") from None
+        if bracket:
+            corners = f"[{','.join(_fmt(v, decimals) for v in (*a, *b))}]"
+        else:
+            corners = ", ".join(str(float(round(v, decimals))) for v in (*a, *b))
+        out += [text[pos:tb.start], f"({tb.category}, {tb.status}, {corners})"]
+        pos = tb.end
+    out.append((text or "")[pos:])
     return "".join(out)
 
 

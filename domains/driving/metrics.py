@@ -30,13 +30,14 @@ made under ``pocket`` are not comparable with the challenge's.
 
 **Coordinates.** Samples write c-tags on a 0–1000 grid: ``<c1,CAM_BACK,[x,y]>`` on the stitched image
 (``meta["view_mode"] == "stitched"``) or on the named camera's own image (``"multi"``). Before scoring, a
-prediction's bracketed c-tags are mapped back to that camera's 1600×900 pixels and rewritten in DriveLM's
-form ``<c1,CAM_BACK,1088.3,497.5>`` (Mini-InternVL's ``post_process``: clamped to the frame, rounded to 0.1),
-under both protocols, as Mini-InternVL feeds its answers to the official scorer; unbracketed tags are taken
-as camera pixels already, and tags naming an unknown camera are left as they are. The reference is
-``meta["answer_pixels"]``, the original DriveLM answer (or, when a record lacks it, its ``answer`` mapped back
-the same way). A sample whose reference is empty (the answer-less q_only test split) is left out, with a note,
-rather than scored as wrong.
+prediction's bracketed c-tags are mapped back to that camera's 1600×900 pixels and rewritten in DriveLM's form
+``<c1,CAM_BACK,1088.3,497.5>`` (Mini-InternVL's ``post_process``: clamped to the frame, rounded to 0.1), and
+bracketed traffic-element boxes ``(c, s, [x1,y1,x2,y2])`` to DriveLM's ``(c, s, x1, y1, x2, y2)`` in CAM_FRONT
+pixels (rounded to 0.01, as DriveLM writes them), under both protocols, as Mini-InternVL feeds its answers to the
+official scorer; unbracketed tags are taken as camera pixels already, and tags naming an unknown camera are left
+as they are. The reference is ``meta["answer_pixels"]``, the original DriveLM answer (or, when a record lacks it,
+its ``answer`` mapped back the same way). A sample whose reference is empty (the answer-less q_only test split)
+is left out, with a note, rather than scored as wrong.
 
 **Graph filter.** The official scorer keeps a later QA of a frame only when every point of its *question*
 is among the reference points the prediction of the frame's first QA matched. The context's
@@ -208,7 +209,8 @@ def to_camera_pixels(text: str, mode: str = "stitched") -> str:
 
     `mode` is the sample's view mode (``"stitched"`` or ``"multi"``). Numbers are written as Python prints the
     rounded float (``1088.0``), as Mini-InternVL's ``post_process`` does. Unbracketed tags and tags naming an
-    unknown camera are left unchanged.
+    unknown camera are left unchanged. Bracketed traffic-element boxes ``(c, s, [x1,y1,x2,y2])`` go back to
+    DriveLM's ``(c, s, x1, y1, x2, y2)`` in CAM_FRONT pixels.
     """
     if mode not in VIEW_MODES:
         raise ValueError(f"view mode must be 'stitched' or 'multi', got {mode!r}")
@@ -221,6 +223,27 @@ def to_camera_pixels(text: str, mode: str = "stitched") -> str:
         out += [text[pos:tag.start], f"<c{tag.obj},{tag.camera},{float(x)},{float(y)}>"]
         pos = tag.end
     out.append((text or "")[pos:])
+    return _traffic_boxes_to_pixels("".join(out), convert)
+
+
+def _traffic_boxes_to_pixels(text: str, convert) -> str:
+    """Bracketed grid traffic-element tuples back to DriveLM's ``(c, s, x1, y1, x2, y2)`` in CAM_FRONT pixels
+    (clamped, 0.01 px); a tuple with corners out of order is left as written."""
+    def unrounded(x: float, y: float, camera: str) -> tuple[float, float]:
+        return convert(x, y, camera, decimals=None)
+
+    out, pos = [], 0
+    for box in layout.iter_traffic_boxes(text):
+        if not box.bracketed:
+            continue
+        piece = text[box.start:box.end]
+        try:
+            piece = layout.rewrite_traffic_boxes(piece, unrounded, bracket=False, decimals=layout.BOX_CAMERA_DECIMALS)
+        except layout.CTagError:
+            pass
+        out += [text[pos:box.start], piece]
+        pos = box.end
+    out.append(text[pos:])
     return "".join(out)
 
 
