@@ -829,3 +829,28 @@ def test_an_images_dir_outside_the_source_is_named_relative_to_itself(raw, tmp_p
     rows = [e for examples in report.examples.values() for e in examples]
     assert any(e.startswith(f"<images_dir>/{figure.name}") for e in rows), rows
     assert not any("DOE^JANE" in e for e in rows), rows
+
+
+def test_a_slice_with_truncated_pixel_data_counts_once_as_a_file_and_once_per_question(raw, tmp_path):
+    """A slice file whose pixel data was cut short (its header whole) used to be counted under 'unreadable DICOM'
+    once per question asking for it; now the file counts once, under its name, and the questions under
+    'slice skipped' (N files, M questions)."""
+    from domains.medical import dicom
+
+    src = copy_of(raw, "dicom_qa", tmp_path)
+    doc = json.loads((src / "qa.json").read_text())
+    qs = doc["questions"]
+    series = dicom.load_series(src / "series" / "case01")
+    k = next(q["slices"][0] for q in qs if q["series"].endswith("case01") and q.get("slices"))
+    path, _ = series.slices[k]
+    path.write_bytes(path.read_bytes()[:-2000])
+    asking = [q for q in qs if q["series"].endswith("case01") and k in (q.get("slices") or [])]
+    qs.append({**asking[0], "id": "other-window", "window": [40, 400]})  # another render of the same file
+    (src / "qa.json").write_text(json.dumps(doc))
+    report = convert_dicom_qa(src, tmp_path / "out", progress=False)
+    assert report.skipped == {"unreadable DICOM": 1, "slice skipped": len(asking) + 1}, report.skipped
+    (example,) = report.examples["unreadable DICOM"]
+    assert example.startswith(f"series/case01/{path.name}: truncated or corrupt pixel data")
+    assert all(f"slice {k} (series/case01/{path.name}): unreadable DICOM" in e
+               for e in report.examples["slice skipped"])
+    assert report.written == len(qs) - len(asking) - 1

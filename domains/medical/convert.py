@@ -49,7 +49,9 @@ unredacted render, the image of a file skipped this time) are removed and listed
 
 **Bad input** (missing / undecodable images, corrupt DICOM, malformed JSON / CSV rows, empty questions or
 answers, unknown splits, boxes outside the image, ...) is skipped and counted under a reason with the file
-or record named; the rest converts.
+or record named; the rest converts. A bad file is counted once, under its own name and reason (``unreadable
+DICOM``: truncated pixel data, say), and each question that needed it once more (``image skipped``, ``series
+skipped``, ``slice skipped``): the report reads N files (M questions).
 
 ``dicom_qa`` layout
 -------------------
@@ -1159,6 +1161,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     series_cache: dict[Path, _Series | SkipInput] = {}
     out_splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     seen: set[str] = set()
+    bad_files: set[Path] = set()  # slice files whose pixels could not be rendered, counted once each
     def plan():  # every slice render a question asks for, in question order (a superset of those converted)
         planner = _Dicom(ConvertReport(), out, dataset, salt, skip_burned_in, redact_burned_in)
         cache: dict[Path, _Series | None] = {}
@@ -1230,7 +1233,13 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                     path, frame = series.slice(k)
                     reader.header(path)  # the burned-in policy
                     stem = f"images/{dataset}/{series.patient}/{series.key}/s{k:03d}_{win_tag}"
-                    rel, wh = reader.render(path, stem, win_value, frame)
+                    try:
+                        rel, wh = reader.render(path, stem, win_value, frame)
+                    except SkipInput as exc:  # a file counts once, under its name; each question asking for it too
+                        if path not in bad_files:
+                            bad_files.add(path)
+                            report.skip(path, exc.reason, exc.detail)
+                        raise SkipInput("slice skipped", f"{where}: slice {k} ({path}): {exc.reason}") from None
                     images.append(rel)
                     redacted.append(reader.redactions(path, win_value, frame))
                     size = size or wh
