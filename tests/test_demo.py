@@ -1190,3 +1190,34 @@ def test_medical_series_with_two_slices_at_one_position_warns(medical, tmp_path)
         assert any("share 1 position(s)" in w for w in study.warnings), study.warnings
     finally:
         study.close()
+
+
+def test_medical_series_warnings_read_every_slice_not_only_the_first(medical, tmp_path, gradio_cache):
+    """The identifying-attributes warning and the PhotometricInterpretation used to come from the first slice
+    only: a series whose first slice was de-identified but a later one still named the patient showed no warning,
+    and a later slice of another photometric interpretation went unsaid. Every slice is read now."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    uid, folder = generate_uid(), tmp_path / "src"
+    folder.mkdir()
+    paths = [write_ct(folder / f"IM{k}.dcm", z=2.5 * k, instance=k + 1, series_uid=uid, burned_in=False)
+             for k in range(4)]
+    for k, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        if k != 3:  # slices 0-2 de-identified; the last still holds the patient's identity
+            for keyword in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName"):
+                delattr(ds, keyword)
+        if k == 2:
+            ds.PhotometricInterpretation = "MONOCHROME1"
+        ds.save_as(path)
+    study = medical.load_study(paths, max_bytes=MB)
+    try:
+        text = " ".join(study.warnings)
+        assert "The series is not de-identified: it holds patient identity (PatientName, PatientID, " \
+               "PatientBirthDate)" in text, study.warnings
+        assert "PhotometricInterpretation (MONOCHROME2: 3 slices, MONOCHROME1: 1 slice)" in text
+        assert study.windowable and "Window presets are off" not in text
+        assert_no_phi(all_text([study.header, study.warnings, study.summary]))
+    finally:
+        study.close()

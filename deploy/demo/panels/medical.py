@@ -289,7 +289,8 @@ def _series_study(staged: StagedUpload, source) -> Study:
                   warnings=warnings + _warnings(headers), series=series, headers=dict(zip(series.paths, headers)),
                   summary=f"{_modality(headers[0])} series, {len(series)} slices")
     path, frame = series.slices[study.start_index]  # a multi-frame file counts one slice per frame
-    _set_window(study, headers[0], dicom.read_dicom(path), frame)
+    _set_window(study, study.headers[path], dicom.read_dicom(path), frame)
+    study.windowable = study.windowable and all(k.startswith("MONOCHROME") for k in _photometric_counts(headers))
     return study
 
 
@@ -306,19 +307,39 @@ def _warnings(datasets: Sequence[Any]) -> list[str]:
         out.append(f"Burned-in annotation: {where} text in the pixels (BurnedInAnnotation = YES); it may "
                    "show patient details in the image and reaches the model unless you tick \"Black out burned-in "
                    "text\".")
-    elif deid.burned_in_risk(datasets[0]):
-        out.append(f"{_modality(datasets[0])} images often carry burned-in text (names, dates) and this file does "
-                   "not say whether it has any: check the pixels.")
+    else:
+        risky = [ds for ds in datasets if deid.burned_in_risk(ds)]
+        if risky:
+            where = "this file does" if len(datasets) == 1 else f"{len(risky)} of {len(datasets)} slices do"
+            out.append(f"{_modality(risky[0])} images often carry burned-in text (names, dates) and {where} "
+                       "not say whether they have any: check the pixels.")
     faces = sum(str(ds.get("RecognizableVisualFeatures") or "").strip().upper() == "YES" for ds in datasets)
     if faces:
         where = "this file declares" if len(datasets) == 1 else f"{faces} of {len(datasets)} slices declare"
         out.append(f"Recognisable features: {where} that the image shows the patient's face or another feature that "
                    "could identify them (RecognizableVisualFeatures = YES). It is shown here and sent to the model; "
                    "\"Black out burned-in text\" does not remove it.")
-    phi = phi_warning(deid.find_phi(datasets[0]))
+    # every slice: a series may mix de-identified slices with one that still names the patient
+    phi = phi_warning(sorted({keyword for ds in datasets for keyword in deid.find_phi(ds)}))
     if phi:
-        out.append(phi)
+        out.append(phi if len(datasets) == 1 else phi.replace("The file is not", "The series is not", 1))
+    kinds = _photometric_counts(datasets)
+    if len(kinds) > 1:
+        listed = ", ".join(f"{kind or '(none)'}: {n} slice{'s' if n > 1 else ''}" for kind, n in kinds.items())
+        out.append(f"The slices do not share one PhotometricInterpretation ({listed}): they may come from different "
+                   "acquisitions or exports; check that they belong together."
+                   + ("" if all(k.startswith("MONOCHROME") for k in kinds) else
+                      " Window presets are off, as some slices are not greyscale."))
     return out
+
+
+def _photometric_counts(datasets: Sequence[Any]) -> dict[str, int]:
+    """PhotometricInterpretation -> how many of `datasets` have it, most common first."""
+    counts: dict[str, int] = {}
+    for ds in datasets:
+        kind = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 # identity first: what names the patient; then the rest by kind
