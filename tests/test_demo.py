@@ -1221,3 +1221,22 @@ def test_medical_series_warnings_read_every_slice_not_only_the_first(medical, tm
         assert_no_phi(all_text([study.header, study.warnings, study.summary]))
     finally:
         study.close()
+
+
+def test_an_image_above_the_pixel_limit_says_the_size_the_limit_and_what_to_do(tmp_path, gradio_cache, monkeypatch):
+    """The demo passed on the reader's "downscale the image or raise the limit", which no one at the page can do;
+    now it says the image's size, the limit, that no demo option changes it, and a size that fits."""
+    from deploy.demo import hooks
+    from deploy.demo.panels.generic import read_files
+
+    big = png(tmp_path / "DOE_JANE.png", size=(300, 200))
+    monkeypatch.setattr(hooks, "read_image",
+                        lambda path, max_pixels=50_000: hooks.load_image(path, max_pixels=max_pixels))
+    with pytest.raises(UploadError) as err:
+        read_files([big], hooks_for(None)[0], max_bytes=MB)
+    text = str(err.value)
+    assert text.startswith("upload 1: the image is 300 × 200 = 60,000 pixels, above the demo's limit of 50,000 "
+                           "pixels per image (fixed: no demo option changes it; tiling.max_pixels in a recipe sets "
+                           "it for adapt train and eval); downscale it to 273 × 182 or less"), text
+    assert "raise the limit" not in text and "DOE" not in text
+    assert 273 * 182 <= 50_000

@@ -22,6 +22,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import logging
+import math
 import os
 import re
 import shutil
@@ -394,12 +395,35 @@ def readable_error(exc: BaseException, staged: StagedUpload | None = None) -> st
     else:
         log.error("demo: unexpected error while handling an upload", exc_info=exc)
         text = f"the file could not be processed ({type(exc).__name__}); see the server log"
+    text = _pixel_limit_text(text)
     if staged is not None:
         text = staged.neutralize(text)
         if staged.paths and not text.startswith(("upload", "the upload")):  # say which file, when the reader did not
             text = f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: {text}"
     text = text.replace(tempfile.gettempdir(), "…")
     return " ".join(text.split())[:600]
+
+
+# the readers' pixel-cap reason (model.tiling.load_image, remote_sensing.raster): "WxH = N pixels, above the limit of
+# M (tiling.max_pixels); <what to do>"
+_PIXEL_LIMIT = re.compile(r"(\d+)x(\d+) = [\d,]+ pixels, above the limit of ([\d,]+) \(tiling\.max_pixels\)[^.\n]*")
+
+
+def _pixel_limit_text(text: str) -> str:
+    """The pixel-cap reason in the demo's terms: the image's size, the limit, that no demo option changes it (the
+    readers apply model.limits.DEFAULT_MAX_PIXELS; a recipe's tiling.max_pixels is for adapt train and eval),
+    and a size that fits. "Raise the limit" is no advice to someone at the page."""
+    m = _PIXEL_LIMIT.search(text)
+    if not m:
+        return text
+    w, h, limit = int(m[1]), int(m[2]), int(m[3].replace(",", ""))
+    scale = math.sqrt(limit / (w * h))
+    fit = f"{max(1, math.floor(w * scale))} × {max(1, math.floor(h * scale))}"
+    chips = " or cut it into chips (adapt convert remote_sensing scene_chips)" if "scene_chips" in m[0] else ""
+    said = (f"the image is {w} × {h} = {w * h:,} pixels, above the demo's limit of {limit:,} pixels per image (fixed: "
+            "no demo option changes it; tiling.max_pixels in a recipe sets it for adapt train and eval); "
+            f"downscale it to {fit} or less{chips} and upload it again")
+    return text[:m.start()] + said + text[m.end():]
 
 
 def _path_of(item) -> str:
