@@ -1240,3 +1240,19 @@ def test_an_image_above_the_pixel_limit_says_the_size_the_limit_and_what_to_do(t
                            "it for adapt train and eval); downscale it to 273 × 182 or less"), text
     assert "raise the limit" not in text and "DOE" not in text
     assert 273 * 182 <= 50_000
+
+
+def test_frames_and_slices_are_picked_by_one_rule(medical, tmp_path, gradio_cache):
+    """Study.pick chose a multi-frame file's frames by linspace (ends included) and a series' slices by the centres
+    of equal runs (DicomSeries.pick, the medical reader's rule); both take dicom.pick_slices now."""
+    from domains.medical import dicom
+
+    cine = medical.load_study([write_ct(tmp_path / "cine.dcm", frames=4)], max_bytes=MB)
+    series = medical.load_study([write_series_zip(tmp_path / "s.zip", tmp_path, n=4)], max_bytes=MB)
+    try:
+        for n in (2, 3, 4):
+            assert cine.pick(0, n) == series.pick(0, n) == series.series.pick(n) == dicom.pick_slices(4, n)
+        assert cine.pick(0, 2) == [1, 3]
+    finally:
+        cine.close()
+        series.close()

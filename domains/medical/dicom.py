@@ -82,6 +82,7 @@ __all__ = [
     "is_damaged_slice",
     "load_series",
     "modality_values",
+    "pick_slices",
     "read_dicom",
     "read_dicom_rgb",
     "resolve_window",
@@ -730,13 +731,18 @@ class DicomSeries:
         return dicom_to_rgb(path, window=window, frame=frame)
 
     def pick(self, n: int) -> list[int]:
-        """`n` evenly spaced slice indexes: the centres of `n` equal runs of slices (all when ``n >= len``)."""
-        total = len(self)
-        if n < 1:
-            raise ValueError(f"pick needs n >= 1, got {n}")
-        if n >= total:
-            return list(range(total))
-        return [int((i + 0.5) * total / n) for i in range(n)]
+        """`n` evenly spaced slice indexes (:func:`pick_slices`)."""
+        return pick_slices(len(self), n)
+
+
+def pick_slices(total: int, n: int) -> list[int]:
+    """`n` evenly spaced indexes of `total` slices or frames: the centres of `n` equal runs (all when
+    ``n >= total``). The one rule of series, multi-frame files, the medical reader and the demo."""
+    if n < 1:
+        raise ValueError(f"pick needs n >= 1, got {n}")
+    if n >= total:
+        return list(range(total))
+    return [int((i + 0.5) * total / n) for i in range(n)]
 
 
 def _header(path: Path) -> _Header:

@@ -150,9 +150,7 @@ class Study:
         n = max(1, min(int(n), self.count, MAX_MODEL_SLICES))
         if n == 1:
             return [min(max(int(index), 0), self.count - 1)]
-        if self.kind == "series":
-            return list(self.series.pick(n))
-        return sorted({round(v) for v in np.linspace(0, self.count - 1, n)})
+        return dicom.pick_slices(self.count, n)  # series and multi-frame files alike, as the medical reader picks
 
     def model_inputs(self, index: int, n: int, window) -> tuple[list[Image.Image], list[str], str | None]:
         """``(images, labels, prompt)`` for a question: one image without prompt, or several with
