@@ -324,3 +324,25 @@ def test_writing_shows_a_bar_over_the_images_unless_told_not_to(tmp_path, capsys
     assert "synthetic land cover" in err and "5/5" in err
     generate_general(tmp_path / "g", n_train=3, n_test=2, progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("generate", [generate_general, generate_landcover])
+@pytest.mark.parametrize("option, value, words", [
+    ("image_size", 16, "image_size must be a whole number of pixels in 32..1024, got 16"),
+    ("image_size", 100_000, "in 32..1024, got 100000"),  # refused before a 100000x100000 canvas is allocated
+    ("image_size", 0, "in 32..1024"),
+    ("seed", -1, "seed must be a whole number >= 0, got -1"),
+    ("n_train", -3, "n_train must be a whole number >= 0, got -3"),
+    ("n_test", 2.5, "n_test must be a whole number >= 0"),
+])
+def test_unusable_arguments_are_refused_before_anything_is_drawn(tmp_path, generate, option, value, words):
+    """A too-small image_size or a negative seed ended in numpy's 'high - low < 0' / 'expected non-negative integer'
+    tracebacks, a huge image_size in a MemoryError after allocating, a negative count in an empty file; each is
+    refused now, naming the option, before any file is written."""
+    from domains.base import DomainError
+
+    with pytest.raises(DomainError, match=re.escape(words)):
+        generate(tmp_path / "out", **{"n_train": 2, "n_test": 1, "progress": False, option: value})
+    assert not (tmp_path / "out").exists()
+    out = generate(tmp_path / "small", n_train=40, n_test=4, image_size=32, progress=False)  # the smallest works
+    assert len(records(out, "train")) == 40

@@ -720,13 +720,28 @@ def _styled(samples: Iterator[Sample], answer_style: str) -> Iterator[Sample]:
     return samples if answer_style == "letter" else map(label_style, samples)
 
 
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024  # below 32 px the count and object layouts no longer fit
+
+
+def _check_args(n_train: int, n_test: int, seed: int, image_size: int) -> None:
+    """Refuse, before drawing or allocating anything, counts, seeds and sizes the generators cannot use."""
+    for name, value, lo in (("n_train", n_train, 0), ("n_test", n_test, 0), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+            raise DomainError(f"{name} must be a whole number >= {lo}, got {value!r}")
+    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or \
+            not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise DomainError(f"image_size must be a whole number of pixels in {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}, "
+                          f"got {image_size!r}")
+
+
 def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0,
                      image_size: int = 112, answer_style: str = "letter", progress: Progress = True) -> dict[str, Path]:
     """Write the general shapes world (multiple choice over :data:`GENERAL_TASKS`) under ``out_dir``.
 
     `answer_style`: "letter" (Mini-InternVL multiple choice, A-D) or "label" (see :func:`label_style`).
-    `progress`: a bar over the images (on a terminal).
+    `progress`: a bar over the images (on a terminal). `image_size`: 32..1024 px; `seed`, `n_train`, `n_test` >= 0.
     """
+    _check_args(n_train, n_test, seed, image_size)
     return _write(Path(out_dir), {
         "train": _styled(general_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(general_samples("test", n_test, seed, image_size), answer_style),
@@ -736,7 +751,9 @@ def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed
 def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, seed: int = 1,
                        image_size: int = 112, answer_style: str = "letter",
                        progress: Progress = True) -> dict[str, Path]:
-    """Write the land-cover specialist domain (~70 % classification mc, ~30 % grounding) under ``out_dir``."""
+    """Write the land-cover specialist domain (~70 % classification mc, ~30 % grounding) under ``out_dir``;
+    arguments as :func:`generate_general`."""
+    _check_args(n_train, n_test, seed, image_size)
     return _write(Path(out_dir), {
         "train": _styled(landcover_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(landcover_samples("test", n_test, seed, image_size), answer_style),
