@@ -170,3 +170,26 @@ def test_markers_in_multi_mode_and_unknown_cameras():
 def test_boxes_are_drawn_too():
     (out,) = draw_answer([stitched_image()], "<ref>car</ref><box>[[100, 500, 200, 900]]</box>")
     assert out.getpixel((int(0.15 * 2688), round(0.9 * 896) - 2)) == PALETTE[0]
+
+
+@pytest.mark.parametrize("mode", ["stitched", "multi"])
+def test_traffic_element_boxes_are_outlined_on_the_front_camera(mode):
+    """Answers list traffic elements as (c, s, [x1,y1,x2,y2]) on the sample's grid (CAM_FRONT); they used to be
+    left undrawn. The outline lands on CAM_FRONT, and only there."""
+    convert = layout.to_stitched if mode == "stitched" else layout.to_camera_grid
+    (a, b), (c, d) = convert(400.0, 200.0, "CAM_FRONT"), convert(1200.0, 700.0, "CAM_FRONT")
+    answer = f"The information of these traffic elements is [(traffic light, green, [{a},{b},{c},{d}])]."
+    if mode == "stitched":
+        (out,) = draw_answer([stitched_image()], answer)
+        left, top, w, h = 896, 0, 896, 448
+        others = [(cam, cell_center(cam)) for cam in layout.STITCH_ORDER if cam != "CAM_FRONT"]
+        assert all(close(out.getpixel(xy), COLORS[cam]) for cam, xy in others)
+    else:
+        images = [Image.new("RGB", (400, 225), COLORS[cam]) for cam in layout.STITCH_ORDER]
+        out = draw_answer(images, answer, mode="multi")
+        k = layout.STITCH_ORDER.index("CAM_FRONT")
+        assert all(img.tobytes() == images[j].tobytes() for j, img in enumerate(out) if j != k)
+        out, (left, top, w, h) = out[k], (0, 0, 400, 225)
+    x_left, y_mid = left + round(400 / 1600 * w), top + round(450 / 900 * h)
+    assert out.getpixel((x_left, y_mid)) == PALETTE[0]  # the box's left edge
+    assert close(out.getpixel((left + round(800 / 1600 * w), y_mid)), COLORS["CAM_FRONT"])  # inside: untouched

@@ -202,9 +202,40 @@ def _camera_xy(tag: layout.CTag, text: str, mode: str, camera: str) -> tuple[flo
     return min(max(tag.x, 0.0), float(cw)), min(max(tag.y, 0.0), float(ch))
 
 
+def _traffic_box(out: list[Image.Image], tb: layout.TrafficBox, mode: str, cams: Sequence[str],
+                 color: tuple[int, int, int]) -> None:
+    """Outline one traffic element ``(c, s, x1, y1, x2, y2)`` on CAM_FRONT (grid when bracketed, else pixels),
+    labelled with its category and status."""
+    cam = layout.TRAFFIC_CAMERA
+    cw, ch = layout.CAMERA_SIZE
+    if tb.bracketed:
+        convert = layout.from_stitched if mode == "stitched" else layout.from_camera_grid
+        corners = [*convert(tb.box[0], tb.box[1], cam, decimals=None),
+                   *convert(tb.box[2], tb.box[3], cam, decimals=None)]
+    else:
+        corners = [min(max(v, 0.0), float(lim)) for v, lim in zip(tb.box, (cw, ch, cw, ch))]
+    if mode == "stitched":
+        img = out[0]
+        col, row = layout.cell_of(cam)
+        where = (round(col * img.width / 3), round(row * img.height / 2),
+                 round((col + 1) * img.width / 3), round((row + 1) * img.height / 2))
+        target = img.crop(where)
+    else:
+        img, where = out[list(cams).index(cam)], None
+        target = img
+    sx, sy = target.width / cw, target.height / ch
+    x1, y1, x2, y2 = corners[0] * sx, corners[1] * sy, corners[2] * sx, corners[3] * sy
+    ImageDraw.Draw(target).rectangle([x1, y1, max(x1, x2), max(y1, y2)], outline=color,
+                                     width=max(2, round(min(target.size) * 0.006)))
+    _marker(target, x2, y1, f"{tb.category}, {tb.status}", color)
+    if where is not None:
+        img.paste(target, where[:2])
+
+
 def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stitched", order: str = "stitch",
                 **options: Any) -> list[Image.Image]:
-    """Copies of `images` with the answer's c-tags and ``<ref>/<box>`` boxes drawn.
+    """Copies of `images` with the answer's c-tags, traffic-element boxes (on CAM_FRONT) and ``<ref>/<box>``
+    boxes drawn.
 
     * ``stitched`` (one 3:1 image): a tag is mapped to its named camera's pixels (``from_stitched``, clamped
       to that camera) and drawn inside that camera's cell, so a point that strays into a neighbouring cell
@@ -241,6 +272,8 @@ def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stit
             img = out[cams.index(camera)]
             _marker(img, x_cam / layout.CAMERA_SIZE[0] * img.width, y_cam / layout.CAMERA_SIZE[1] * img.height,
                     f"c{tag.obj}", _color(tag.obj))
+    for k, tb in enumerate(layout.iter_traffic_boxes(text)):  # DriveLM's traffic elements, on CAM_FRONT
+        _traffic_box(out, tb, mode, cams, _color(k + 1))
     if "<box>" in text:
         out = [draw_ref_boxes(img, text) for img in out]
     if unknown and out:
