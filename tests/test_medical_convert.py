@@ -854,3 +854,21 @@ def test_a_slice_with_truncated_pixel_data_counts_once_as_a_file_and_once_per_qu
     assert all(f"slice {k} (series/case01/{path.name}): unreadable DICOM" in e
                for e in report.examples["slice skipped"])
     assert report.written == len(qs) - len(asking) - 1
+
+
+def test_a_series_path_leaving_the_source_is_not_named_by_the_folders_around_it(raw, tmp_path):
+    """A qa.json 'series' leading out of --src was reported with where it led as a full path ('(to /.../DOE^JANE
+    1965/x)') or a symlink's full target: the folders around a source hold patient names. Now the path is said
+    relative to --src and a symlink's target not at all."""
+    top = tmp_path / "DOE^JANE 1965"
+    src = copy_of(raw, "dicom_qa", top)
+    (src / "link").symlink_to(top, target_is_directory=True)
+    doc = json.loads((src / "qa.json").read_text())
+    doc["questions"][0]["series"] = "../x"
+    doc["questions"][1]["series"] = "link"
+    (src / "qa.json").write_text(json.dumps(doc))
+    report = convert_dicom_qa(src, tmp_path / "out", progress=False)
+    rows = report.examples["path escapes data root"]
+    assert len(rows) == 2 and not any("DOE^JANE" in e or str(tmp_path) in e for e in rows), rows
+    assert any(e.endswith("'../x' leads outside . (to ../x)") for e in rows), rows
+    assert any(e.endswith("'link' leads through a symlink to a place outside .") for e in rows), rows

@@ -231,7 +231,15 @@ class _SourceReport(ConvertReport):
             for prefix in (root + os.sep, root + "/"):
                 text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(prefix), keep, text)
             text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(root) + r"(?=$|[\s'\":),\]])", label, text)
-        return text
+        # domains.files.inside_root names where an escaping path leads: the folders around --src, which may
+        # hold patient names; say it relative to --src, and a symlink's target not at all
+        if self.root:
+            text = _ESCAPED_TO.sub(lambda m: f"(to {os.path.relpath(m[1], self.root)})", text)
+        return _SYMLINK_TO.sub("leads through a symlink to a place outside", text)
+
+
+_ESCAPED_TO = re.compile(r"\(to (/[^()]*)\)")
+_SYMLINK_TO = re.compile(r"leads through a symlink to .*?, outside(?= )")
 
 
 IMAGES_LABEL = "<images_dir>"
