@@ -147,8 +147,9 @@ def prepare_data(out_dir: Path, field: str = "landcover", progress: Progress = T
     if not force:
         _refuse_to_replace_data(out_dir, field)
     data = out_dir / "data"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _stamp_data(out_dir, field)  # before writing: a run stopped half-way must not make its rerun refuse its own data
     FIELDS[field][1](data, progress)
-    _stamp_data(out_dir, field)
     return data
 
 
@@ -180,8 +181,8 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     shutil.copyfile(source, recipe_path)
     recipe = load_recipe(recipe_path, [*overrides, f"output.dir={run_dir}"])
     print(f"[1/4] generating data in {data}", flush=True)
+    _stamp_data(out_dir, field)  # before writing: a run stopped half-way must not make its rerun refuse its own data
     prepare(data, progress)
-    _stamp_data(out_dir, field)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a quick start always starts over
     reports = out_dir / "report"
 
