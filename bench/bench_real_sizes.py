@@ -305,6 +305,18 @@ the process' peak while loading model + data, then (peak reset) over the optimiz
 """
 
 
+def _previous_rows(parser: argparse.ArgumentParser, path: str, ran: set[str]) -> list[dict]:
+    """The rows of an earlier run's rows.json for presets not run now; a parser error naming the file if it
+    cannot be read."""
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        parser.error(f"--previous {path}: {err}")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "preset" in r for r in rows):
+        parser.error(f"--previous {path}: not the rows.json of a bench_real_sizes run (a list of rows with a preset)")
+    return [r for r in rows if r["preset"] not in ran]
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--child-build"]:
@@ -331,12 +343,12 @@ def main(argv: list[str] | None = None) -> int:
                                            "kept in the table (one preset at a time on a small machine)")
     parser.add_argument("--write", action="store_true", help="replace the section in BENCHMARKS.md")
     args = parser.parse_args(argv)
+    # read before the run, which rewrites WORK/rows.json (where the first run left it), and before hours of measuring
+    previous = _previous_rows(parser, args.previous, set(args.models.split(","))) if args.previous else []
     load_before = loadavg()
     rows = run_all(args)
     Path(args.work, "rows.json").write_text(json.dumps(rows))
-    if args.previous:
-        ran = set(args.models.split(","))
-        rows = [r for r in json.loads(Path(args.previous).read_text()) if r["preset"] not in ran] + rows
+    rows = previous + rows
     text = section(rows, args, argv, load_before, loadavg())
     print(text)
     Path(args.work, "section.md").write_text(text)

@@ -1,0 +1,45 @@
+"""bench/bench_real_sizes.py's --previous: the earlier run's rows reach the table, or the run stops before measuring."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import bench.bench_real_sizes as rs  # noqa: E402
+
+ROW_1B = {"preset": "internvl2-1b", "skipped": "kept from the first run"}
+ROW_4B = {"preset": "mini-internvl-4b", "skipped": "this run"}
+
+
+@pytest.fixture
+def ran(monkeypatch):
+    calls = []
+
+    def run_all(args):
+        calls.append(args.models)
+        return [ROW_4B]
+
+    monkeypatch.setattr(rs, "run_all", run_all)
+    return calls
+
+
+def test_previous_rows_in_the_work_folder_are_kept(tmp_path, ran, capsys):
+    """`--previous WORK/rows.json` (the first run's file, where it was written) was overwritten by this run's rows
+    before it was read: the first preset's rows vanished from the published table."""
+    (tmp_path / "rows.json").write_text(json.dumps([ROW_1B]))
+    assert rs.main(["--models", "mini-internvl-4b", "--work", str(tmp_path),
+                    "--previous", str(tmp_path / "rows.json")]) == 0
+    section = (tmp_path / "section.md").read_text()
+    assert "kept from the first run" in section and "this run" in section
+    assert json.loads((tmp_path / "rows.json").read_text()) == [ROW_4B]  # this run's own rows, for the next one
+
+
+def test_a_missing_previous_file_stops_the_run_before_it_measures(tmp_path, ran, capsys):
+    with pytest.raises(SystemExit):
+        rs.main(["--models", "mini-internvl-4b", "--work", str(tmp_path), "--previous", str(tmp_path / "nope.json")])
+    assert "nope.json" in capsys.readouterr().err
+    assert ran == []
