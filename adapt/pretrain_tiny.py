@@ -33,6 +33,7 @@ import transformers
 from safetensors.torch import load_file
 
 from domains.general.world import generate_general
+from model.errors import PocketAdaptError
 from model.resources import assets_dir
 
 from .recipe import load_recipe
@@ -83,15 +84,31 @@ def logged_losses(train_dir: Path, up_to: int) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in entries if e["step"] <= up_to}
 
 
+class PretrainFolderError(PocketAdaptError, ValueError):
+    """The run folder holds work a pre-training run did not write (it would be replaced)."""
+
+
+def _refuse_other_work(out_dir: Path, recipe_path: Path) -> None:
+    """A rebuild replaces ``data/general`` and empties ``train/``: only in an empty folder or an earlier run's."""
+    ours = recipe_path.is_file() and recipe_path.read_text(encoding="utf-8", errors="replace").startswith(
+        RECIPE.splitlines()[0])
+    if not ours and out_dir.is_dir() and any(out_dir.iterdir()):
+        raise PretrainFolderError(f"{out_dir} is not a pocket-tiny pre-training folder (no pretrain.yaml written by "
+                                  "python -m adapt.pretrain_tiny) and is not empty; a rebuild would replace its "
+                                  "data/general and empty its train/: choose another --out")
+
+
 def pretrain_tiny(out_dir: Path, steps: int = 5000, lr: float = 1e-3, install: bool = False, progress: bool = True,
                   stop_after: int | None = None) -> tuple[Path, dict | None]:
     """Pre-train from scratch; returns the final folder and its general-set summary. With `stop_after`,
     only the first steps of the same schedule run: the checkpoint there is returned, unscored."""
     out_dir = Path(out_dir)
-    general = out_dir / "data" / "general"
-    generate_general(general, n_train=8000, n_test=200, answer_style="label")
     recipe_path = out_dir / "pretrain.yaml"
+    _refuse_other_work(out_dir, recipe_path)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the recipe first: it marks the folder as a pre-training one, so a run stopped in the data can be rerun
     recipe_path.write_text(RECIPE.format(steps=steps, lr=lr), encoding="utf-8")
+    generate_general(out_dir / "data" / "general", n_train=8000, n_test=200, answer_style="label")
     recipe = load_recipe(recipe_path)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a rebuild always starts from scratch
     final = train(recipe, progress=progress, stop_after=stop_after)
@@ -160,6 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="rebuild in full and compare with the shipped weights")
     parser.add_argument("--check-prefix", action="store_true", help=f"replay the first {PREFIX_STEPS} steps only")
     args = parser.parse_args(argv)
+    try:
+        return _run(args)
+    except PocketAdaptError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.check or args.check_prefix:
         with tempfile.TemporaryDirectory(prefix="pocket-tiny-check-") as tmp:
             out = args.out or Path(tmp)

@@ -1,0 +1,50 @@
+"""`python -m adapt.pretrain_tiny --out DIR` starts over in its own folder only, never in one holding other work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import adapt.pretrain_tiny as pt
+from model.errors import PocketAdaptError
+
+
+@pytest.fixture
+def fake_run(monkeypatch):
+    """The data generator and the training stubbed: only what pretrain_tiny writes and removes is under test."""
+    def generate(out: Path, **_):
+        out.mkdir(parents=True, exist_ok=True)
+        for split in ("train", "test"):
+            (out / f"{split}.jsonl").write_text("synthetic\n")
+
+    def train(recipe, **_):
+        final = Path(recipe.output.dir) / "final"
+        final.mkdir(parents=True)
+        return final
+
+    monkeypatch.setattr(pt, "generate_general", generate)
+    monkeypatch.setattr(pt, "train", train)
+
+
+def test_pretraining_refuses_a_folder_holding_other_work(tmp_path, fake_run):
+    """--out pointing at a quick start's folder emptied its train/ (the adapted model) and replaced its general set."""
+    out = tmp_path / "quickstart"
+    (out / "train" / "final").mkdir(parents=True)
+    (out / "train" / "final" / "model.safetensors").write_text("my adapted model")
+    (out / "data" / "general").mkdir(parents=True)
+    (out / "data" / "general" / "train.jsonl").write_text("my general set\n")
+    with pytest.raises(PocketAdaptError, match="not a pocket-tiny pre-training folder"):
+        pt.pretrain_tiny(out, steps=1, progress=False, stop_after=1)
+    assert (out / "train" / "final" / "model.safetensors").read_text() == "my adapted model"
+    assert (out / "data" / "general" / "train.jsonl").read_text() == "my general set\n"
+    assert sorted(p.name for p in out.iterdir()) == ["data", "train"]
+
+
+def test_pretraining_starts_over_in_its_own_folder(tmp_path, fake_run):
+    out = tmp_path / "pretrain"
+    (out / "data").mkdir(parents=True)
+    (out / "pretrain.yaml").write_text(pt.RECIPE.format(steps=1, lr=1e-3))  # a run stopped after writing its recipe
+    for _ in range(2):  # a rerun, and a rerun of a finished run
+        final, _ = pt.pretrain_tiny(out, steps=1, progress=False, stop_after=1)
+        assert final == out.resolve() / "train" / "final"
