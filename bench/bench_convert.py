@@ -114,13 +114,15 @@ def run(rs_n: int, rs_size: int, med_n: int, scenes: int, frames: int, repeats: 
 
 
 def main(argv: list[str] | None = None) -> None:
+    from bench.sections import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rs-n", type=int, default=24, help="synthetic remote-sensing images per class / set")
+    parser.add_argument("--rs-n", type=positive_int, default=24, help="synthetic remote-sensing images per class / set")
     parser.add_argument("--rs-size", type=int, default=256, help="synthetic remote-sensing image side")
-    parser.add_argument("--med-n", type=int, default=6, help="synthetic medical patients / images per class")
-    parser.add_argument("--scenes", type=int, default=2, help="synthetic driving scenes")
-    parser.add_argument("--frames", type=int, default=3, help="key frames per scene")
-    parser.add_argument("--repeats", type=int, default=3, help="timed conversions per converter and worker count")
+    parser.add_argument("--med-n", type=positive_int, default=6, help="synthetic medical patients / images per class")
+    parser.add_argument("--scenes", type=positive_int, default=2, help="synthetic driving scenes")
+    parser.add_argument("--frames", type=positive_int, default=3, help="key frames per scene")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed conversions per converter and worker count")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
     from bench.sections import command_line

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.sections import command_line, machine_line, write_section  # noqa: E402
+from bench.sections import command_line, machine_line, positive_int, write_section  # noqa: E402
 from domains.driving.drivelm import convert_drivelm  # noqa: E402
 from domains.driving.synthetic import generate  # noqa: E402
 
@@ -128,9 +128,9 @@ def run(scenes: int, frames: int, repeats: int, grain: float, command: str) -> s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=2, help="synthetic scenes (1-10)")
-    parser.add_argument("--frames", type=int, default=4, help="key frames per scene")
-    parser.add_argument("--repeats", type=int, default=3, help="timed conversions per encoding")
+    parser.add_argument("--scenes", type=positive_int, default=2, help="synthetic scenes (1-10)")
+    parser.add_argument("--frames", type=positive_int, default=4, help="key frames per scene")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="timed conversions per encoding")
     parser.add_argument("--grain", type=float, default=4.0, help="camera noise, grey levels (0: flat renders)")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sections import ROOT, command_line, machine_line, publish, unpack_revision  # noqa: E402
+from bench.sections import ROOT, command_line, machine_line, positive_int, publish, unpack_revision  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "bench_eval"
@@ -130,7 +130,7 @@ def measure(repeats: int, before: str, also: list[str], command: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="rounds over all versions")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="rounds over all versions")
     parser.add_argument("--before", default=BEFORE, help="the git revision to compare with")
     parser.add_argument("--also", nargs="*", default=["17e9232"],
                         help="more revisions to time beside them (default: the eval read-ahead, since reverted)")

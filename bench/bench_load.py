@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sections import ROOT, command_line, machine_line, publish, unpack_revision  # noqa: E402
+from bench.sections import ROOT, command_line, machine_line, positive_int, publish, unpack_revision  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "bench_load"
@@ -135,7 +135,7 @@ def measure(models: list[str], repeats: int, before: str, work: Path, command: s
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="internvl2-1b,mini-internvl-4b")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=2)
     parser.add_argument("--before", default=BEFORE, help="the git revision to compare with")
     parser.add_argument("--work", type=Path, default=None, help="folder for the checkpoints (default: a temp dir)")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")

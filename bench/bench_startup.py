@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.sections import command_line, machine_line, publish, unpack_revision  # noqa: E402
+from bench.sections import command_line, machine_line, positive_int, publish, unpack_revision  # noqa: E402
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 
@@ -146,7 +146,7 @@ def measure(repeats: int, before: str, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="rounds over all commands")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="rounds over all commands")
     parser.add_argument("--before", default="8588172~1", help="the git revision to compare with")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ from transformers import GotOcr2ImageProcessorPil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import model.tiling as tiling  # noqa: E402
-from bench.sections import command_line, machine_line, write_section  # noqa: E402
+from bench.sections import command_line, machine_line, positive_int, write_section  # noqa: E402
 from model.tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, preprocess_image  # noqa: E402
 
 # 1 tile, 9 tiles, 13 tiles, the stitched 2688x896 driving frame (13 tiles), 10 tiles
@@ -170,7 +170,7 @@ def run(repeats: int, command: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15, help="timed runs per size and side")
+    parser.add_argument("--repeats", type=positive_int, default=15, help="timed runs per size and side")
     parser.add_argument("--write", action="store_true", help=f"update {BENCHMARKS_MD.name}")
     args = parser.parse_args(argv)
     section = run(args.repeats, command_line(__file__, parser, args))

@@ -139,6 +139,17 @@ def command_line(script: str, parser: argparse.ArgumentParser, args: argparse.Na
     return shlex.join(words) + " --write"
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count (repeats, scenes, frames): 1 or more, or a usage error before anything is measured."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1")
+    return value
+
+
 def run_script(main) -> None:
     """Exit with `main()`'s status; an error the user can fix (`PocketAdaptError`, e.g. llama.cpp not built) ends in
     its one-line message and status 1 instead of a traceback."""

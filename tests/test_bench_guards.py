@@ -81,3 +81,25 @@ def test_a_script_needing_llama_cpp_says_it_is_missing_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("error: llama.cpp is not built here")
+
+
+@pytest.mark.parametrize("script, measure, argv", [
+    ("bench_tiling", "run", ["--repeats", "0"]),
+    ("bench_drivelm_convert", "run", ["--repeats", "0"]),
+    ("bench_drivelm_convert", "run", ["--frames", "0"]),
+    ("bench_convert", "run", ["--repeats", "-1"]),
+    ("bench_convert", "run", ["--scenes", "0"]),
+    ("bench_startup", "measure", ["--repeats", "0"]),
+    ("bench_eval", "measure", ["--repeats", "0"]),
+    ("bench_load", "measure", ["--repeats", "0"]),
+])
+def test_a_count_below_one_is_refused_before_measuring(monkeypatch, capsys, script, measure, argv):
+    """`--repeats 0` ran the whole set-up (unpacking revisions, generating data) and then ended in a
+    StatisticsError (median of no runs) or a ZeroDivisionError traceback; `--frames 0` divided by zero frames."""
+    import importlib
+
+    module = importlib.import_module(f"bench.{script}")
+    monkeypatch.setattr(module, measure, lambda *a, **k: pytest.fail(f"{script} measured with {argv}"))
+    with pytest.raises(SystemExit) as stop:
+        module.main(argv)
+    assert stop.value.code == 2 and f"{argv[0]}: " in capsys.readouterr().err
