@@ -893,6 +893,19 @@ def section_text(blocks: dict[str, str], old: str | None = None) -> str:
     return "\n\n".join([HEADING, INTRO, *(kept[m] for m in order)])
 
 
+def published_command(args: argparse.Namespace) -> str:
+    """The command a block names (without ``--write``): every flag that changes the figures, quoted for a shell."""
+    command = (f"python bench/bench_train.py --models {args.models} --precision {args.precision} --steps {args.steps} "
+               f"--batch-size {args.batch_size} --grad-accum {args.grad_accum} --repeats {args.repeats} "
+               f"--threads {args.threads}")
+    command += f" --max-seq-length {args.max_seq_length}" if args.max_seq_length else ""
+    command += f" --workers {args.workers}" if args.workers else ""
+    command += "".join(f" --adapt-variant {shlex.quote(v)}" for v in args.adapt_variant)
+    command += f" --label {shlex.quote(args.label)}" if args.label else ""
+    command += " --allow-cpu" if args.allow_cpu else ""  # without it the named command refuses to --write a CPU run
+    return command
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pocket-tiny",
@@ -953,13 +966,7 @@ def main(argv=None) -> int:
             info[name] = count_flops(setup)
             all_results[name] = measure_model(setup, precisions, args.repeats, variants)
     peaks = {p: max(peaks[p], matmul_peak(p, device=args.device)) for p in peaks}
-    command = (f"python bench/bench_train.py --models {args.models} --precision {args.precision} --steps {args.steps} "
-               f"--batch-size {args.batch_size} --grad-accum {args.grad_accum} --repeats {args.repeats} "
-               f"--threads {args.threads}")
-    command += f" --max-seq-length {args.max_seq_length}" if args.max_seq_length else ""
-    command += f" --workers {args.workers}" if args.workers else ""
-    command += "".join(f" --adapt-variant {v}" for v in args.adapt_variant)
-    command += f" --label {shlex.quote(args.label)}" if args.label else ""
+    command = published_command(args)
     load = (load_before, os.getloadavg()[0])
     blocks = {block_name(name, args.label): model_block(name, res, info[name], peaks, load, command + " --write", args)
               for name, res in all_results.items()}

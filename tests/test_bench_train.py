@@ -139,3 +139,17 @@ def test_profile_writes_the_timed_steps_operators(runs, tmp_path):
     bench.run_adapt(setup, "fp32")
     text = (tmp_path / "profile" / "adapt-fp32.txt").read_text()
     assert text.startswith("timed steps profiled: 1; wall per step") and "aten::mm" in text
+
+
+def test_the_published_command_reproduces_a_cpu_run_of_a_gpu_model():
+    """A CPU run of internvl2-1b published with --allow-cpu named a command without it, which then refused to
+    --write; variant values were not quoted for a shell."""
+    import argparse
+    import shlex
+
+    args = argparse.Namespace(models="internvl2-1b", precision="bf16", steps=1, batch_size=2, grad_accum=1,
+                              repeats=1, threads=2, max_seq_length=None, workers=0, label="my laptop",
+                              adapt_variant=["note=logging.every=5,output.dir=a b"], allow_cpu=True)
+    words = shlex.split(bench.published_command(args))
+    assert "--allow-cpu" in words and words[words.index("--label") + 1] == "my laptop"
+    assert words[words.index("--adapt-variant") + 1] == "note=logging.every=5,output.dir=a b"
