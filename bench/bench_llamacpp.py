@@ -175,7 +175,9 @@ MODEL_TEXT = {"pocket-tiny": "pocket-tiny",
                                      "Qwen2-0.5B-shaped language model, 151,655-token vocabulary)"}
 
 
-def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, float], command: str) -> str:
+def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, float], command: str,
+          extra_bufts: bool = False) -> str:
+    """The section; `extra_bufts`: the run had llama.cpp's extra buffer types on (POCKET_LLAMA_EXTRA_BUFTS=1)."""
     from bench.sections import machine_line
 
     models = " and for ".join(MODEL_TEXT.get(name, name) for name in results)
@@ -190,7 +192,8 @@ def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, fl
         "row of the embedding table); ratios are against PyTorch in the same run.",
         "",
         f"- Machine: {machine_line()}; {n_threads} threads for both runtimes; llama.cpp from llama-cpp-python 0.3.36's "
-        "vendored tree, CPU, -DGGML_NATIVE=ON, without its extra buffer types (see README)",
+        f"vendored tree, CPU, -DGGML_NATIVE=ON, {'with' if extra_bufts else 'without'} its extra buffer types "
+        f"({'POCKET_LLAMA_EXTRA_BUFTS=1' if extra_bufts else 'see README'})",
         f"- Memory read bandwidth, same run: **{bandwidth:.1f} GB/s** (1 GiB of float32 read by torch.sum and by a "
         f"matrix-vector product, {n_threads} threads, best of 5 each)",
         f"- Load average before / after the run: {load[0]:.1f} / {load[1]:.1f} (a shared machine: other jobs ran too)",
@@ -212,7 +215,8 @@ def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, fl
                          f"| {r['decode_tps'] / bound:.0%} | {r['peak_rss_mib']:.0f} | {ratio} |")
     tiny = ("pocket-tiny (1.7 M parameters) is too small for memory bandwidth to matter: per-token overheads "
             "dominate, and its bound column is shown only for completeness. ") if "pocket-tiny" in results else ""
-    lines += ["", f"{tiny}llama.cpp runs without its extra buffer types "
+    how = "here with (POCKET_LLAMA_EXTRA_BUFTS=1), by default without," if extra_bufts else "without"
+    lines += ["", f"{tiny}llama.cpp runs {how} its extra buffer types "
               "(repacked / AMX kernels): they crashed on an Intel CPU with AMX (README \"Edge export\"), and on an "
               "AMD EPYC with AVX-512 they made decode no faster (InternVL2-1B-shaped, one run: f16 36.0, q8_0 48.5, "
               "q4_k_m 47.2 tok/s against 36.8, 50.2, 57.2 without; "
@@ -237,8 +241,10 @@ def main(argv=None) -> int:
         results = {name: run_model(name, n_threads, Path(tmp)) for name in args.models.split(",")}
     from bench.sections import command_line
 
+    extra_bufts = os.environ.get("POCKET_LLAMA_EXTRA_BUFTS", "") == "1"  # what deploy.llamacpp reads
     text = table(results, bandwidth, n_threads, (load_before, os.getloadavg()[0]),
-                 command_line(__file__, parser, args))
+                 ("POCKET_LLAMA_EXTRA_BUFTS=1 " if extra_bufts else "") + command_line(__file__, parser, args),
+                 extra_bufts=extra_bufts)
     print(text)
     print(json.dumps({"bandwidth_gbs": bandwidth, "results": results}, indent=1), file=sys.stderr)
     if args.write:

@@ -112,3 +112,23 @@ def test_llamacpp_section_names_the_options_and_only_the_models_measured(monkeyp
     _capture(monkeypatch, bench_llamacpp, "table", captured)
     bench_llamacpp.main(["--models", "pocket-tiny", "--threads", "1"])
     assert captured == ["python bench/bench_llamacpp.py --models pocket-tiny --threads 1 --write"]
+
+
+def test_llamacpp_section_names_extra_buffer_types_when_the_run_used_them(monkeypatch):
+    """`POCKET_LLAMA_EXTRA_BUFTS=1 python bench/bench_llamacpp.py --write` published its figures as measured
+    "without its extra buffer types", under a command without the variable."""
+    from bench import bench_llamacpp
+
+    run = {"image_encode_ms": 1.0, "prompt_tps": 10.0, "decode_tps": 5.0, "peak_rss_mib": 20.0,
+           "weight_bytes_per_token": 1e6}
+    monkeypatch.setattr(bench_llamacpp, "bandwidth_gbs", lambda threads: 10.0)
+    monkeypatch.setattr(bench_llamacpp, "run_model", lambda name, threads, work: {"pytorch": run, "f16": run})
+    monkeypatch.setenv("POCKET_LLAMA_EXTRA_BUFTS", "1")
+    texts: list = []
+    table = bench_llamacpp.table
+    monkeypatch.setattr(bench_llamacpp, "table", lambda *a, **k: texts.append(table(*a, **k)) or texts[-1])
+    bench_llamacpp.main(["--models", "pocket-tiny", "--threads", "1"])
+    text = texts[0]
+    assert "- Command: `POCKET_LLAMA_EXTRA_BUFTS=1 python bench/bench_llamacpp.py --models pocket-tiny --threads 1 " \
+           "--write`" in text
+    assert "without its extra buffer types" not in text and "with its extra buffer types" in text
