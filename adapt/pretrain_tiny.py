@@ -179,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _run(args)
-    except PocketAdaptError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (PocketAdaptError, OSError) as err:
+        from .cli import user_error_message  # the CLI's messages: a file in the way, permission, disk full
+
+        message = user_error_message(err, args.out)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 

@@ -48,3 +48,12 @@ def test_pretraining_starts_over_in_its_own_folder(tmp_path, fake_run):
     for _ in range(2):  # a rerun, and a rerun of a finished run
         final, _ = pt.pretrain_tiny(out, steps=1, progress=False, stop_after=1)
         assert final == out.resolve() / "train" / "final"
+
+
+def test_an_unwritable_out_is_one_line_not_a_traceback(tmp_path, fake_run, capsys):
+    """A file where --out's folder should be (or a full disk, a read-only one) ended in an OSError traceback."""
+    out = tmp_path / "taken"
+    out.write_text("a file")
+    assert pt.main(["--out", str(out), "--steps", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(out) in err and "Traceback" not in err
