@@ -53,8 +53,13 @@ def unpack_revision(revision: str, folder: Path) -> Path:
     the code now with an earlier version run that version from there)."""
     import subprocess
 
+    done = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True)
+    if done.returncode:
+        message = done.stderr.decode(errors="replace").strip().splitlines()
+        raise SystemExit(f"cannot compare with revision {revision!r} of {ROOT}: "
+                         f"{message[-1] if message else f'git archive exited {done.returncode}'}")
     folder.mkdir()
-    archive = subprocess.run(["git", "archive", revision], cwd=ROOT, capture_output=True, check=True).stdout
+    archive = done.stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
     return folder
 

@@ -132,3 +132,12 @@ def test_llamacpp_section_names_extra_buffer_types_when_the_run_used_them(monkey
     assert "- Command: `POCKET_LLAMA_EXTRA_BUFTS=1 python bench/bench_llamacpp.py --models pocket-tiny --threads 1 " \
            "--write`" in text
     assert "without its extra buffer types" not in text and "with its extra buffer types" in text
+
+
+def test_an_unknown_revision_to_compare_with_is_one_line(tmp_path):
+    """`--before nonsense` (bench_startup, bench_eval, bench_load) ended in a CalledProcessError traceback from
+    `git archive`, whose message hid git's own."""
+    from bench.sections import unpack_revision
+
+    with pytest.raises(SystemExit, match="no-such-revision-xyz"):
+        unpack_revision("no-such-revision-xyz", tmp_path / "before")
