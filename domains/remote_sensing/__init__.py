@@ -93,7 +93,7 @@ PLUGIN = DomainPlugin(
     readers={suffix: read_raster_rgb for suffix in RASTER_SUFFIXES},
     converters=CONVERTERS,
     synthetic=synthetic,
-    metrics=METRICS,  # rsvqa (per question type), classification, grounding, region
+    metrics=METRICS,  # rsvqa (per question type), classification, region; grounding is the built-in task
     recipes=("remote-sensing_pocket-tiny_full", "remote-sensing_mobilevlm-v2_full"),
     # for a demo panel: read an upload (any raster rasterio opens) with the chosen bands / stretch, draw boxes on it
     demo_hooks={"read_upload": _read_upload, "draw_answer": _draw_answer, "options": _demo_options,

@@ -1,4 +1,4 @@
-"""Remote-sensing task scorers: RSVQA per question type, scene classification, grounding and region labels.
+"""Remote-sensing task scorers: RSVQA per question type, scene classification and region labels.
 
 Every scorer has the signature ``(prediction, record, reference) -> {name: value}`` that
 ``adapt.metrics.register_task`` takes; the first key is the task's main metric (also named by the
@@ -27,16 +27,14 @@ source's summary shows overall and per-type accuracy side by side.
 and option texts are compared as labels (`label_key`: CamelCase and ``_``/``-`` split into words, so ``Annual
 crop`` answers ``AnnualCrop``). Without options the answer's label must *equal* the reference's.
 
-**grounding**: Acc@0.5 — the first predicted box (``<box>[[…]]</box>``; a bare ``[[…]]`` also counts, as
-in InternVL's evaluator, and boxes summing to < 4 are read as 0–1 and scaled by 1000) against the first
-reference box, a hit when IoU > 0.5 (IoU is scale-invariant, so it is computed on the 0–1000 grid).
+**grounding** (DIOR-RSVG, DOTA chips) is the built-in task every domain shares (``adapt.metrics``,
+``domains.answers.grounding_hit``): Acc@0.5 of the first predicted box against the first reference box.
 
 **region**: a region (``[[x1, y1, x2, y2]]`` in the question) is named by a label: exact label match as
 for classification.
 
 **Protocols.** Each scorer's ``protocols`` attribute names, metric by metric, the rule it follows and its
-source (Lobry et al. 2020 and Mini-InternVL's ``rs_vqa/score.py`` for RSVQA, DIOR-RSVG and InternVL's
-evaluators for grounding), saying where this module is stricter or reads more forms than the public
+source (Lobry et al. 2020 and Mini-InternVL's ``rs_vqa/score.py`` for RSVQA), saying where this module is stricter or reads more forms than the public
 evaluator; ``adapt eval`` prints them in its report.
 """
 
@@ -49,7 +47,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from domains.answers import check_reference_is_option, parse_choice, record_options, reference_choice
-from domains.boxes import Box, parse_ref_boxes
 
 __all__ = [
     "AREA_BUCKETS",
@@ -60,7 +57,6 @@ __all__ = [
     "normalize_rsvqa",
     "parse_number",
     "score_classification",
-    "score_grounding",
     "score_region",
     "score_rsvqa",
 ]
@@ -211,41 +207,6 @@ def score_region(prediction: str, record: Any, reference: str) -> dict[str, floa
     return {"accuracy": _label_accuracy(prediction, record, reference)}
 
 
-# ---------------------------------------------------------------------------------------------- boxes
-_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_BARE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
-_UNCLOSED = re.compile(r"<box>((?:(?!</box>).)*)$", re.DOTALL)
-
-
-def _boxes(text: str) -> list[list[float]]:
-    """Grid boxes in `text`: those inside ``<box>`` spans (an unclosed last one included); else bare ones."""
-    text = text or ""
-    found = [list(map(float, b)) for _, boxes in parse_ref_boxes(text) for b in boxes]
-    if "<box>" in text:
-        m = _UNCLOSED.search(text)
-        if m:
-            found += [[float(v) for v in bm.groups()] for bm in _BARE_BOX.finditer(m.group(1))]
-        return found
-    return [[float(v) for v in bm.groups()] for bm in _BARE_BOX.finditer(text)]
-
-
-def score_grounding(prediction: str, record: Any, reference: str, threshold: float = 0.5) -> dict[str, float]:
-    """Acc@0.5: 1.0 when the IoU of the first predicted and first reference box is > `threshold`."""
-    refs = _boxes(reference)
-    if not refs:
-        raise ValueError(f"grounding reference has no [[x1, y1, x2, y2]] box: {reference!r}")
-    preds = _boxes(prediction)
-    if not preds:
-        return {"acc@0.5": 0.0}
-    pred = preds[0]
-    if sum(pred) < 4:  # InternVL: values normalised to 0-1
-        pred = [v * 1000 for v in pred]
-    if pred[2] < pred[0] or pred[3] < pred[1]:
-        return {"acc@0.5": 0.0}
-    iou = Box(*pred).iou(Box(*refs[0]))
-    return {"acc@0.5": float(iou > threshold)}
-
-
 def _protocols(**rows: tuple[str, str, str]) -> dict[str, dict[str, str]]:
     return {metric.replace("__", "/"): {"protocol": p, "rule": r, "source": s} for metric, (p, r, s) in rows.items()}
 
@@ -259,13 +220,6 @@ _LABEL_RULE = ("with options, the option parse_choice reads (as mc: an explicit 
                "the answer's label equals the reference's")
 _LABEL_SOURCE = ("pocket-adapt adapt/metrics.py (parse_choice) and domains/remote_sensing/metrics.py (label_key): "
                  "accuracy as share of samples whose label is named (no public evaluator's parser)")
-_GROUNDING_RULE = ("first [[x1, y1, x2, y2]] of the answer (inside <box> when there is one) against the first "
-                   "reference box on the 0-1000 grid; a box summing < 4 is read as 0-1 and scaled by 1000; hit when "
-                   "the continuous IoU is > 0.5")
-_GROUNDING_SOURCE = ("Zhan et al., DIOR-RSVG, IEEE TGRS 2023 (Acc@0.5); Mini-InternVL internvl_chat/eval/"
-                     "domain_specific/rs_det/caculate.py (IoU > 0.5; it rescales to pixels and adds 1 px to widths, "
-                     "which this does not); InternVL internvl_chat/eval/refcoco/evaluate_grounding.py (0-1 rule)")
-
 score_rsvqa.protocols = _protocols(  # type: ignore[attr-defined]
     accuracy=("RSVQA, all questions", "mean of every question's accuracy/<type> hit (count exact, area by bucket); "
               "Mini-InternVL's total_score scores count by bucket too, and its headline total_score_useful leaves "
@@ -288,17 +242,13 @@ score_classification.protocols = _protocols(  # type: ignore[attr-defined]
     accuracy=("pocket exact label", _LABEL_RULE, _LABEL_SOURCE))
 score_region.protocols = _protocols(  # type: ignore[attr-defined]
     accuracy=("pocket exact label", _LABEL_RULE + " (the region is a box in the question)", _LABEL_SOURCE))
-score_grounding.protocols = _protocols(  # type: ignore[attr-defined]
-    **{"acc@0.5": ("Acc@0.5 on the 0-1000 grid", _GROUNDING_RULE, _GROUNDING_SOURCE)})
 
 score_rsvqa.main_metric = "accuracy"  # type: ignore[attr-defined]
 score_classification.main_metric = "accuracy"  # type: ignore[attr-defined]
 score_region.main_metric = "accuracy"  # type: ignore[attr-defined]
-score_grounding.main_metric = "acc@0.5"  # type: ignore[attr-defined]
 
 METRICS = {
     "rsvqa": score_rsvqa,
     "classification": score_classification,
-    "grounding": score_grounding,
     "region": score_region,
 }
