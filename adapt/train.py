@@ -357,8 +357,9 @@ class Trainer:
         `sources` (already taken out)."""
         segments = batch.pop("segments")
         with autocast:
-            losses = (self.engine or self.model)(**batch, loss_only=True).token_losses
-        return sample_losses(losses, batch["labels"], segments)
+            out = (self.engine or self.model)(**batch, loss_only=True)
+        self._router_loss = out.router_loss  # a MoE LM's load-balancing term, trained beside the token losses
+        return sample_losses(out.token_losses, batch["labels"], segments)
 
     def _take(self, k: int, items: list, dropped: list) -> None:
         epoch, index = divmod(k, len(self.plan))
@@ -435,13 +436,18 @@ class Trainer:
                         "reason"))
                 loss_scale = grad_scale / max(1.0, step_tokens)
                 sums = torch.zeros(len(self.source_names), 3, dtype=torch.float64)  # loss sum, tokens, rows
+                router_sum = None
                 for batch, sync in zip(micro_batches, gradient_syncs(self.engine, len(micro_batches))):
                     sources = batch.pop("sources")
                     batch.pop("n_dropped", None)
                     batch = {k: v.to(self.dist.device) for k, v in batch.items()}
                     with sync:
+                        self._router_loss = None
                         row_loss, row_tokens = self._row_losses(batch, autocast)
                         loss = row_loss.sum() * loss_scale
+                        if self._router_loss is not None:  # its mean over the step's micro-batches and ranks
+                            loss = loss + self._router_loss * (grad_scale / (self.dist.world * t.grad_accum))
+                            router_sum = (router_sum or 0.0) + float(self._router_loss.detach())
                         if deepspeed:
                             self.engine.backward(loss)
                             self.engine.step()
@@ -468,6 +474,9 @@ class Trainer:
                          "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
                          "step_time": round(time.perf_counter() - started, 4)}
                 entry.update({f"loss/{src}": v[0] / max(1, v[1]) for src, v in zip(self.source_names, sums) if v[2]})
+                if router_sum is not None:  # every rank has one: the same model
+                    entry["router_loss"] = self.dist.all_sum(torch.tensor([router_sum])).item() / (
+                        self.dist.world * t.grad_accum)
                 if self.dist.main:
                     self._log(entry, log_path, writer, bar)
                 bar.update(1)

@@ -95,6 +95,7 @@ class VLMOutput(CausalLMOutputWithPast):
 
     image_hidden_states: torch.Tensor | None = None
     token_losses: torch.Tensor | None = None
+    router_loss: torch.Tensor | None = None  # loss_only: `router_aux_loss_coef * aux_loss` of a MoE LM, in `loss`
 
 
 _VLM_OUTPUT_FIELDS = frozenset(field.name for field in fields(VLMOutput))
@@ -371,7 +372,14 @@ class PocketVLM(PreTrainedModel):
             hidden, head = out.logits, nn.Identity()
         losses = supervised_token_losses(hidden, head, labels)
         loss = losses.sum() / (labels[:, 1:] != IGNORE_INDEX).sum().clamp(min=1)
-        return VLMOutput(loss=loss, token_losses=losses, image_hidden_states=image_features)
+        # a MoE LM asked for router logits (output_router_logits) adds its load-balancing loss to its own loss, as
+        # transformers does; without it the experts' routing collapses while fine-tuning
+        aux = getattr(out, "aux_loss", None)
+        router = None
+        if aux is not None:
+            router = getattr(self.config.text_config, "router_aux_loss_coef", 0.0) * aux.float()
+            loss = loss + router
+        return VLMOutput(loss=loss, token_losses=losses, image_hidden_states=image_features, router_loss=router)
 
     @torch.no_grad()
     def generate(
