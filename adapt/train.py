@@ -437,7 +437,7 @@ class Trainer:
                 loss_scale = grad_scale / max(1.0, step_tokens)
                 sums = torch.zeros(len(self.source_names), 3, dtype=torch.float64)  # loss sum, tokens, rows
                 router_sum = None
-                for batch, sync in zip(micro_batches, gradient_syncs(self.engine, len(micro_batches))):
+                for i, (batch, sync) in enumerate(zip(micro_batches, gradient_syncs(self.engine, len(micro_batches)))):
                     sources = batch.pop("sources")
                     batch.pop("n_dropped", None)
                     batch = {k: v.to(self.dist.device) for k, v in batch.items()}
@@ -450,17 +450,22 @@ class Trainer:
                             router_sum = (router_sum or 0.0) + float(self._router_loss.detach())
                         if deepspeed:
                             self.engine.backward(loss)
-                            self.engine.step()
+                            if i < len(micro_batches) - 1:  # not the step's last: DeepSpeed only counts it
+                                self.engine.step()
                         else:
                             scaler.scale(loss).backward()
                     for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
                         sums[self.source_names.index(src)] += torch.tensor([l, n, 1], dtype=torch.float64)
+                sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
                 if not deepspeed:
                     scaler.unscale_(self.optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
                 else:
+                    # the loss is checked before DeepSpeed's step updates the weights, as the plain path checks it
+                    # before its own; DeepSpeed measures the gradient norm only within that step
+                    self._stop_if_not_finite(step + 1, sums, 0.0, gradients=False)
+                    self.engine.step()
                     grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
-                sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
                 # fp16 loss scaling overflows now and then by design: the scaler skips those updates itself
                 self._stop_if_not_finite(step + 1, sums, float(grad_norm), gradients=t.precision != "fp16")
                 if not deepspeed:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 import model
 from adapt.recipe import load_recipe
-from adapt.train import Trainer
+from adapt.train import Trainer, TrainingError
 from model.presets import preset_config
 from model.vlm import PocketVLM
 from tests.test_train import data_dir, write_recipe  # noqa: F401  (the module fixture)
@@ -54,3 +55,30 @@ def test_a_moe_run_trains_and_logs_the_router_loss(tmp_path, data_dir, monkeypat
     Trainer(recipe, progress=False).run()
     entry = json.loads((tmp_path / "out" / "train_log.jsonl").read_text().splitlines()[0])
     assert entry["router_loss"] > 0
+
+
+def test_a_deepspeed_step_with_a_nan_loss_stops_before_the_weights_change(tmp_path, data_dir, monkeypatch):  # noqa: F811
+    """DeepSpeed's step ran inside the micro-batch loop, before the non-finite check: a NaN loss was stepped into the
+    weights first (the plain path checks first). Now both check, then step."""
+    pytest.importorskip("deepspeed")
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=10)
+    # stage 0 (a user's JSON): ZeRO 1-3 skip a step whose gradients overflow themselves, DeepSpeed's plain path does not
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 0}, "gradient_clipping": "auto",
+                                                  "train_batch_size": "auto", "gradient_accumulation_steps": "auto",
+                                                  "train_micro_batch_size_per_gpu": "auto"}))
+    recipe = load_recipe(path, ["distributed.strategy=deepspeed", f"distributed.deepspeed={tmp_path / 'ds.json'}",
+                                "training.grad_accum=2",
+                                "training.batch_size=2", "parts.llm.mode=full", "training.warmup_ratio=0"])
+    real = Trainer._row_losses
+
+    def poisoned(self, batch, autocast):
+        row_loss, row_tokens = real(self, batch, autocast)
+        return row_loss * float("nan"), row_tokens
+
+    monkeypatch.setattr(Trainer, "_row_losses", poisoned)
+    trainer = Trainer(recipe, progress=False)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    with pytest.raises(TrainingError, match="step 1: the loss is not finite"):
+        trainer.run()
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(before[n], after[n].detach()) for n in before)
