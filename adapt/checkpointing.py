@@ -331,6 +331,15 @@ def usable_checkpoint(out_dir: Path) -> tuple[Path | None, list[tuple[Path, str]
     return None, []
 
 
+def remove_partials(out_dir: Path) -> list[Path]:
+    """Remove the `checkpoint-<step>.partial/` folders a run stopped while writing them left behind; returns them.
+    `save_checkpoint` clears only its own step's, so after a change of output.save_every one stayed for good."""
+    found = sorted(p for p in Path(out_dir).glob("checkpoint-*.partial") if p.is_dir())
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return found
+
+
 def verify_checkpoint(path: Path) -> str | None:
     """None when the checkpoint folder is whole, else what is wrong with it (naming the file)."""
     path = Path(path)

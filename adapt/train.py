@@ -50,6 +50,7 @@ from .checkpointing import (
     check_run_folder,
     latest_checkpoint,
     load_checkpoint,
+    remove_partials,
     rng_state,
     save_checkpoint,
     set_aside,
@@ -583,6 +584,9 @@ class Trainer:
         tqdm.write(line + skipped, file=sys.stdout)  # above the bar, not on its line
 
     def _resume(self) -> int:
+        if self.dist.main:
+            for path in remove_partials(self.out_dir):
+                print(f"note: removed {path.name}, a checkpoint a stopped run did not finish writing", flush=True)
         latest, damaged = usable_checkpoint(self.out_dir)
         if latest is None:
             if self.dist.main:

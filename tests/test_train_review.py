@@ -82,3 +82,17 @@ def test_a_deepspeed_step_with_a_nan_loss_stops_before_the_weights_change(tmp_pa
         trainer.run()
     after = dict(trainer.model.named_parameters())
     assert all(torch.equal(before[n], after[n].detach()) for n in before)
+
+
+def test_a_partial_checkpoint_left_by_a_stopped_run_is_removed_on_resume(tmp_path, data_dir, capsys):  # noqa: F811
+    """A `checkpoint-N.partial/` (a run killed while saving) was only cleared by a later save of the same step: after
+    an edit of output.save_every it stayed in the run folder for good (at full model size). Resume removes it."""
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=1)
+    recipe = load_recipe(path, ["eval.every=1000"])
+    Trainer(recipe, progress=False).run(stop_after=1)
+    out = tmp_path / "out"
+    (out / "checkpoint-1").rename(out / "checkpoint-3.partial")  # as a run saving every 3 steps left it
+    (out / "checkpoint-3.partial" / "manifest.json").unlink()
+    Trainer(load_recipe(path, ["eval.every=1000", "output.save_every=2"]), progress=False).run()
+    assert not list(out.glob("*.partial"))
+    assert "removed checkpoint-3.partial" in capsys.readouterr().out
