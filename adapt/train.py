@@ -282,6 +282,7 @@ class Trainer:
         self.skips.check(self.kept_at_load, recipe.data.max_bad_fraction)
         self.plan = MixturePlan.from_sources(specs, self.records, recipe.mixing.general_ratio,
                                              recipe.mixing.epoch_size, recipe.mixing.seed)
+        self._check_epoch_fits()
         self.source_names = sorted(self.records)
         self.micro_batch = t.batch_size
         self.samples_per_step = t.batch_size * t.grad_accum * self.dist.world
@@ -289,6 +290,20 @@ class Trainer:
         # (the step count rounded up, never down), and the logged epoch is samples seen / epoch size
         self.steps_per_epoch = len(self.plan) / self.samples_per_step
         self.total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1) * self.steps_per_epoch - 1e-9))
+
+    def _check_epoch_fits(self) -> None:
+        """Refuse an epoch whose sample order cannot be held in memory: each process (every rank and data worker)
+        builds the whole order of an epoch, two of them while the next replaces the last, and a mistyped
+        mixing.epoch_size (the schema allows ~1e9) would take GBs each before the first step, then the OOM killer."""
+        available = _available_memory()
+        processes = self.dist.world * (1 + self.recipe.training.num_workers)
+        need = len(self.plan) * ORDER_BYTES_PER_SAMPLE * 2 * processes
+        if available is not None and need > available:
+            raise TrainingError(
+                f"an epoch of {len(self.plan):,} samples (mixing.epoch_size, or the sources' records x repeat) needs "
+                f"about {need / 2**30:.1f} GiB to hold its sample order ({processes} process(es): ranks and data "
+                f"workers), more than the {available / 2**30:.1f} GiB of memory available; lower mixing.epoch_size "
+                "(training.max_steps sets how long the run trains, whatever the epoch size)")
 
     def _prepare_run(self, param_groups: list[dict]) -> None:
         """AdamW over `param_groups` and the schedule, the resume from the newest checkpoint, the DDP / DeepSpeed
@@ -1002,6 +1017,23 @@ def _truncate_log(path: Path, step: int) -> None:
         if entry_step <= step:
             kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+ORDER_BYTES_PER_SAMPLE = 128  # one (source, index) of `MixturePlan.epoch` and the dataset's copy (measured: ~115)
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _seed_everything(seed: int) -> None:
