@@ -246,16 +246,19 @@ def rng_state() -> dict:
 
 
 def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer, scheduler, extra: dict, keep_last: int,
-                    recipe_yaml: str | None = None, rank_rng: list[dict] | None = None) -> Path:
+                    recipe_yaml: str | None = None, rank_rng: list[dict] | None = None,
+                    weights: dict[str, torch.Tensor] | None = None) -> Path:
     """`optimizer=None` leaves the optimizer state out (DeepSpeed's ZeRO state holds objects, not just tensors).
     `recipe_yaml`: the resolved recipe, kept as `recipe.yaml` so a resume can tell what was edited since.
-    `rank_rng`: every rank's `rng_state()` (a data-parallel run), so that each rank resumes with its own."""
+    `rank_rng`: every rank's `rng_state()` (a data-parallel run), so that each rank resumes with its own.
+    `weights`: the trainable weights to store instead of the model's (DeepSpeed's fp32 master copies)."""
     out_dir = Path(out_dir)
     final = out_dir / f"checkpoint-{step}"
     partial = out_dir / f"checkpoint-{step}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    trainable = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    trainable = weights if weights is not None else {
+        n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
     save_file(trainable, str(partial / "trainable.safetensors"), metadata={"format": "pt"})
     meta = None
     if optimizer is not None:

@@ -321,6 +321,8 @@ class Trainer:
         self.engine = None
         if self.recipe.distributed.strategy == "deepspeed":
             self.engine = self._deepspeed()
+            if self.start_step:
+                self._restore_master_weights(self._resumed_from)
         elif self.dist.world > 1:
             self.engine = torch.nn.parallel.DistributedDataParallel(
                 self.model, find_unused_parameters=self.FIND_UNUSED_PARAMETERS)
@@ -614,6 +616,7 @@ class Trainer:
                 print(f"warning: {path.name} is damaged ({problem}); set aside as {moved.name}, resuming from "
                       f"{latest.name} instead", flush=True)
         self._check_recipe_edits(latest)
+        self._resumed_from = latest
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         deepspeed = self.recipe.distributed.strategy == "deepspeed"
         state = load_checkpoint(latest, self.model, None if deepspeed else self.optimizer, self.scheduler,
@@ -749,6 +752,31 @@ class Trainer:
             group["lr"] = lr
         self.scheduler._last_lr = lrs
 
+    def _master_weights(self) -> dict[str, torch.Tensor] | None:
+        """DeepSpeed's fp32 master copy of the trainable weights (in bf16 / fp16 its module holds them rounded to half
+        precision), whole on every rank; None without DeepSpeed."""
+        if self.engine is None or self.recipe.distributed.strategy != "deepspeed":
+            return None
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        out = {}
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                master = safe_get_full_fp32_param(p)  # a collective: every rank asks for every parameter
+                out[name] = (p if master is None else master).detach().cpu().contiguous()
+        return out
+
+    def _restore_master_weights(self, checkpoint: Path) -> None:
+        """Give DeepSpeed's fp32 master copy the checkpoint's weights: it made its copy from the module after rounding
+        it to bf16 / fp16, so a resume would go on from rounded weights (and not as the run would have)."""
+        from deepspeed.utils import safe_set_full_fp32_param
+        from safetensors.torch import load_file
+
+        weights = load_file(str(checkpoint / "trainable.safetensors"))
+        for name, p in self.model.named_parameters():
+            if p.requires_grad and name in weights:
+                safe_set_full_fp32_param(p, weights[name].to(device=p.device, dtype=torch.float32))
+
     def _gathered(self, params):
         """Whole parameters on every rank for the duration (ZeRO-3 partitions them; a no-op otherwise)."""
         if self.recipe.distributed.strategy == "deepspeed":
@@ -767,7 +795,7 @@ class Trainer:
                      "samples_seen": self.data_start + (step - self.start_step) * self.samples_per_step,
                      "dropped_records": self.skips.dropped_entries(),
                      "records_per_source": getattr(self, "kept_at_load", None)}
-            rank_rng = None
+            rank_rng, master = None, self._master_weights()
             if self.dist.world > 1:
                 rank_rng = [{}] * self.dist.world
                 torch.distributed.all_gather_object(rank_rng, rng_state())
@@ -778,7 +806,7 @@ class Trainer:
             if self.dist.main:
                 optimizer = None if self.recipe.distributed.strategy == "deepspeed" else self.optimizer
                 save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler, extra, self.recipe.output.keep_last,
-                                recipe_yaml=self.recipe.to_yaml(), rank_rng=rank_rng)
+                                recipe_yaml=self.recipe.to_yaml(), rank_rng=rank_rng, weights=master)
                 self.skips.save(self.out_dir)
         self.dist.barrier()
 

@@ -111,3 +111,28 @@ def test_an_epoch_too_large_to_hold_is_refused_before_it_is_built(tmp_path, data
     with pytest.raises(TrainingError, match=f"an epoch of {epoch_size:,} samples .* GiB .* lower mixing.epoch_size"):
         Trainer(load_recipe(path, [f"mixing.epoch_size={epoch_size}"]), progress=False)
     assert not (tmp_path / "out" / "checkpoint-1").exists()
+
+
+def test_a_deepspeed_bf16_checkpoint_holds_and_resumes_the_fp32_master_weights(tmp_path, data_dir):  # noqa: F811
+    """Under DeepSpeed bf16 the module's weights are bf16 and the fp32 master copy sits in its optimizer: checkpoints
+    held the bf16 ones only, and a resume rebuilt the master copy from them, rounded. Both are fp32 now."""
+    pytest.importorskip("deepspeed")
+    from deepspeed.utils import safe_get_full_fp32_param
+    from safetensors.torch import load_file
+
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=1)
+    overrides = ["distributed.strategy=deepspeed", "training.precision=bf16", "eval.every=1000", "training.warmup_ratio=0"]
+    first = Trainer(load_recipe(path, overrides), progress=False)
+    first.run(stop_after=1)
+    saved = load_file(str(tmp_path / "out" / "checkpoint-1" / "trainable.safetensors"))
+    masters = {n: safe_get_full_fp32_param(p).cpu() for n, p in first.model.named_parameters() if p.requires_grad}
+    assert {v.dtype for v in saved.values()} == {torch.float32}
+    assert all(torch.equal(saved[n], masters[n]) for n in masters)
+    assert any(not torch.equal(v, v.bfloat16().float()) for v in saved.values())  # not bf16 values in fp32
+    resumed = Trainer(load_recipe(path, overrides), progress=False)
+    try:
+        for name, p in resumed.model.named_parameters():
+            if p.requires_grad:
+                assert torch.equal(safe_get_full_fp32_param(p).cpu(), saved[name]), name
+    finally:
+        resumed.close()
