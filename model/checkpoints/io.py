@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -335,6 +336,76 @@ def _own_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return owned
 
 
+def convert_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """`state` (the model's key names) with transformers' checkpoint conversions for `model` applied, as its
+    `from_pretrained` applies them: a MoE LM's per-expert weights (``experts.0.gate_proj.weight``, ...: the hub's
+    layout, and what `save_pretrained` writes) are fused into the ``experts.gate_up_proj`` / ``experts.down_proj``
+    parameters transformers 5 builds. The same list `save_pretrained` reverts, so save then load is exact. A key the
+    model already has is kept as it is (fused weights load unchanged)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import (
+        PrefixChange,
+        WeightConverter,
+        WeightRenaming,
+        dot_natural_key,
+        rename_source_key,
+    )
+
+    # save_pretrained drops PrefixChange for a model not made by from_pretrained (ours never are): so do we
+    transforms = [t for t in get_model_conversion_mapping(model, add_legacy=False) if not isinstance(t, PrefixChange)]
+    if not transforms:
+        return state
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    by_pattern = {pattern: c for c in converters for pattern in c.source_patterns}
+    expected = set(model.state_dict())
+    out: dict[str, torch.Tensor] = {}
+    pending: dict[str, WeightConverter] = {}
+    for key in sorted(state, key=dot_natural_key):  # experts in numeric order: 0, 1, ..., 10
+        renamed, pattern = rename_source_key(key, renamings, converters)
+        if key in expected and renamed not in expected:
+            renamed, pattern = key, None
+        if pattern is None:
+            out[renamed] = state[key]
+            continue
+        converter = pending.setdefault(renamed, _fresh(by_pattern[pattern]))
+        converter.add_tensor(renamed, key, pattern, state[key])
+    for target, converter in pending.items():
+        _check_experts(target, converter, source)
+        try:
+            converted = converter.convert(target, model=model, config=model.config)
+        except (RuntimeError, ValueError, IndexError) as err:
+            raise CheckpointError(f"{source}: the weights for {target} cannot be combined ({err})") from None
+        out.update({k: v[0] if isinstance(v, list) else v for k, v in converted.items()})
+    return out
+
+
+def _fresh(converter):
+    from copy import deepcopy
+
+    return deepcopy(converter)  # each target collects its own tensors
+
+
+def _check_experts(target: str, converter, source: str) -> None:
+    """Every numbered (``*``) source pattern of `converter` must have collected experts 0..n-1, the same n for each:
+    stacking a gap would shift every later expert into another's slot, silently."""
+    counts = {}
+    for pattern, tensors in converter.collected_tensors.items():
+        if "*" not in pattern:
+            continue
+        regex = re.compile(re.escape(pattern).replace(r"\*", r"(\d+)") + "$")
+        found = sorted(int(m.group(1)) for key in converter.layer_targets[target] if (m := regex.search(key)))
+        counts[pattern] = len(tensors)
+        gap = next((i for i, n in enumerate(found) if i != n), None)
+        if gap is not None:
+            raise CheckpointError(f"{source}: {target}: no weight for expert {gap} ({pattern.replace('*', str(gap))})")
+    if counts and len(set(counts.values())) > 1:
+        most = max(counts.values())
+        short = next(p for p, n in counts.items() if n < most)
+        raise CheckpointError(f"{source}: {target}: {short} has {counts[short]} of {most} experts; no weight for "
+                              f"expert {counts[short]} ({short.replace('*', str(counts[short]))})")
+
+
 def load_vlm(
     config: PocketVLMConfig, state: dict[str, torch.Tensor], source: str, tie: bool, dtype: torch.dtype | None = None
 ) -> PocketVLM:
@@ -360,6 +431,7 @@ def load_vlm(
         vlm = build_empty(PocketVLM, config, target)  # parameters allocated but never written: assign replaces them
     except ModelConfigError as err:  # a projector option, a feature layer the config gives
         raise CheckpointError(f"{source}: {err}") from None
+    state = convert_weights(vlm, state, source)
     load_strict(vlm, _own_tensors(state), source, tied=[HEAD_KEY] if tied else [], assign=True)
     if head_is_tied(vlm) != tied:
         raise CheckpointError(
