@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -49,6 +50,25 @@ def _attention_linears(model: nn.Module) -> set[str]:
             for child, sub in module.named_modules() if isinstance(sub, nn.Linear)}
 
 
+def _unwrappable(model: nn.Module, prefix: str) -> list[str]:
+    """Names (under `prefix`) of a MoE LM's weights LoRA cannot wrap: transformers 5 keeps the experts as fused 3-D
+    parameters (``mlp.experts.gate_up_proj``) and the router as a bare weight, not as Linear modules. Empty for a
+    model without fused experts."""
+    names = []
+    for name, module in model.named_modules():
+        if not name.startswith(prefix) or isinstance(module, nn.Linear):
+            continue
+        for param, value in module.named_parameters(recurse=False):
+            if value.ndim == 3 or type(module).__name__.endswith("Router"):
+                names.append(f"{name}.{param}")
+    return names if any(model.get_parameter(n).ndim == 3 for n in names) else []
+
+
+def _tails(names: list[str]) -> list[str]:
+    """`names` without their layer numbers (``mlp.experts.gate_up_proj``), each once."""
+    return list(dict.fromkeys(re.sub(r"^.*?\.\d+\.", "", n) for n in names))
+
+
 def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) -> list[str]:
     """Full names of the Linear modules of `part` that LoRA wraps (never the LM head, never a Linear inside an
     ``nn.MultiheadAttention``: its forward reads ``out_proj.weight`` directly, past peft's wrapper, so a LoRA
@@ -72,12 +92,24 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
                 f"parts.{part}.lora.targets: LoRA targets {inside_attention} match only Linear modules inside nn.MultiheadAttention in the {part} "
                 f"part ({', '.join(chosen(linears, tuple(inside_attention))[:3])}), which LoRA cannot reach (the "
                 "attention reads their weights directly); target other modules or use mode 'full'")
+        fused = [s for s in unreached if any(n.endswith("." + s) for n in _unwrappable(model, prefix))]
+        if fused:
+            raise PartsError(
+                f"parts.{part}.lora.targets: {fused} name fused expert parameters of a MoE LM "
+                f"({', '.join(_tails(_unwrappable(model, prefix)))}), not Linear modules: LoRA cannot wrap them; "
+                f"train the experts with mode 'full'")
         if unreached and names:
             raise PartsError(f"parts.{part}.lora.targets: LoRA targets {unreached} match no Linear module in the "
                              f"{part} part: {_near_targets(unreached, names, prefix)}")
         names = chosen(names)
     if not names:
         raise PartsError(f"the {part} part has no Linear module for LoRA; use mode 'full' or 'frozen'")
+    frozen = _unwrappable(model, prefix)
+    if frozen:
+        warnings.warn(
+            f"parts.{part}: this MoE LM keeps its experts and router in fused parameters "
+            f"({', '.join(_tails(frozen))}), not Linear modules, so LoRA leaves them frozen; it trains "
+            f"{', '.join(_tails(names))}. To train the experts use mode full", stacklevel=3)
     return names
 
 
