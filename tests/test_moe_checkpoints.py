@@ -89,3 +89,21 @@ def test_a_half_missing_expert_is_an_error_not_a_traceback(tmp_path, processor):
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(CheckpointError, match=r"layers\.0\.mlp\.experts.*up_proj.*expert 3"):
         model.load(tmp_path)
+
+
+def test_per_expert_tensors_are_freed_once_fused(tmp_path, processor):
+    """Fusing kept every per-expert tensor alive in the caller's dict beside its fused copy: a MoE checkpoint's
+    experts were held twice (three times with the model) while loading."""
+    import gc
+    import weakref
+
+    from model.checkpoints.io import convert_weights
+
+    vlm = _moe_vlm()
+    model.save(vlm, processor, tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    experts = [weakref.ref(v) for k, v in state.items() if ".experts.1." in k]
+    fused = convert_weights(vlm, state, "test")
+    gc.collect()
+    assert experts and all(ref() is None for ref in experts)
+    assert "language_model.model.layers.0.mlp.experts.gate_up_proj" in fused

@@ -341,7 +341,8 @@ def convert_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     `from_pretrained` applies them: a MoE LM's per-expert weights (``experts.0.gate_proj.weight``, ...: the hub's
     layout, and what `save_pretrained` writes) are fused into the ``experts.gate_up_proj`` / ``experts.down_proj``
     parameters transformers 5 builds. The same list `save_pretrained` reverts, so save then load is exact. A key the
-    model already has is kept as it is (fused weights load unchanged)."""
+    model already has is kept as it is (fused weights load unchanged). `state` is emptied as its tensors move over,
+    so each layer's per-expert tensors are freed once fused (not all kept beside their fused copies)."""
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import (
         PrefixChange,
@@ -362,14 +363,15 @@ def convert_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], sour
     out: dict[str, torch.Tensor] = {}
     pending: dict[str, WeightConverter] = {}
     for key in sorted(state, key=dot_natural_key):  # experts in numeric order: 0, 1, ..., 10
+        tensor = state.pop(key)
         renamed, pattern = rename_source_key(key, renamings, converters)
         if key in expected and renamed not in expected:
             renamed, pattern = key, None
         if pattern is None:
-            out[renamed] = state[key]
+            out[renamed] = tensor
             continue
         converter = pending.setdefault(renamed, _fresh(by_pattern[pattern]))
-        converter.add_tensor(renamed, key, pattern, state[key])
+        converter.add_tensor(renamed, key, pattern, tensor)
     for target, converter in pending.items():
         _check_experts(target, converter, source)
         try:
