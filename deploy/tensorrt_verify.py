@@ -161,8 +161,14 @@ def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float 
             else:
                 print(f"SKIP {check['name']}: {path.name} not built (optional)", file=out)
             continue
-        runner = OrtRunner(path) if runtime == "onnxruntime" else TrtRunner(path)
-        got = runner.run(feeds_for(check, bundle))
+        try:
+            runner = OrtRunner(path) if runtime == "onnxruntime" else TrtRunner(path)
+            got = runner.run(feeds_for(check, bundle))
+        except Exception as error:  # a broken or foreign engine fails its check; the others still run
+            failed += len(check["outputs"])
+            reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
+            print(f"FAIL {check['name']}: {path.name} did not run ({reason})", file=out)
+            continue
         for name, spec in check["outputs"].items():
             passed, detail = judge(got.get(name), load_array(bundle / spec["file"]), rtol, atol)
             failed += not passed
