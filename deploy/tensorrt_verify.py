@@ -82,6 +82,10 @@ class TrtRunner:
             raise RuntimeError(f"{path}: TensorRT could not load the engine (built on another device or version?)")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # the engine's own input types: TensorRT 8.x has no int64 and imports the graphs' int64 inputs as int32,
+        # and polygraphy refuses a feed whose dtype differs from the engine's
+        feeds = {name: np.ascontiguousarray(array.astype(self.trt.nptype(self.engine.get_tensor_dtype(name))))
+                 for name, array in feeds.items()}
         try:
             from polygraphy.backend.trt import TrtRunner as PolyRunner
         except ImportError:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,59 @@ def test_a_graph_that_does_not_load_fails_its_check_and_the_others_still_run(bun
     assert code == 1
     assert "FAIL ids: ids.onnx did not run (" in text and "PASS vision/y" in text and "1 check(s) failed" in text
 
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    """`tensorrt` whose engines take int32 where the graph says int64 (TensorRT 8.x), and polygraphy's TrtRunner,
+    which refuses a feed of another dtype than the engine's, as polygraphy does; the engine adds one."""
+
+    class Engine:
+        def get_tensor_dtype(self, name):
+            return self.dtypes[name]
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            engine = Engine()
+            engine.dtypes = {"x": "int32" if data == b"ids" else "float32"}
+            return engine
+
+    class Logger:
+        WARNING = 0
+
+        def __init__(self, level):
+            pass
+
+    class PolyRunner:
+        def __init__(self, engine):
+            self.engine = engine
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def infer(self, feeds):
+            for name, array in feeds.items():
+                if array.dtype != np.dtype(self.engine.get_tensor_dtype(name)):
+                    raise RuntimeError(f"Input tensor: {name} | Received unexpected dtype: {array.dtype}")
+            return {"y": (feeds["x"] + 1).astype(np.float32)}
+
+    trt = types.SimpleNamespace(Runtime=Runtime, Logger=Logger, nptype=np.dtype)
+    backend = types.ModuleType("polygraphy.backend.trt")
+    backend.TrtRunner = PolyRunner
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    for name in ("polygraphy", "polygraphy.backend"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "polygraphy.backend.trt", backend)
+
+
+def test_engine_inputs_are_fed_in_the_engines_own_dtype(bundle, fake_tensorrt):
+    """TensorRT 8.x engines take the int64 token ids / mask / positions as int32; verify.py feeds them so."""
+    (bundle / "ids.plan").write_bytes(b"ids")
+    (bundle / "vision.plan").write_bytes(b"vision")
+    code, text = run(bundle, "tensorrt")
+    assert code == 0 and "PASS ids/y" in text and "PASS vision/y" in text, text
