@@ -201,8 +201,13 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     fp16["decoder"] = fp16_entry(compare_fp16(out_dir / DECODER, decoder_feeds), "logits", DecoderGraph(lm),
                                  tuple(torch.from_numpy(v) for v in decoder_feeds.values()), vlm)
 
+    import onnx
+
     profiles = {
         "tiling": tiling.to_dict(), "tiling_source": source or "the model's own tiling", "max_images": max_images,
+        "onnx_opset": max(o.version for graph in (VISION, EMBED, DECODER) for o in
+                          onnx.load(str(out_dir / graph), load_external_data=False).opset_import
+                          if o.domain in ("", "ai.onnx")),
         "image_tokens_per_tile": processor.image_seq_length,
         "vision": {"onnx": VISION, "input": "pixel_values", "output": "image_features",
                    "output_per_tile": features_shape, "profiles": vision_profiles, "range_profile": range_profile},

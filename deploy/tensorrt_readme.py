@@ -106,11 +106,16 @@ One engine per tile count the tiling produces; each profile fixes the count (min
 |---|---|---|
 {rows}
 
-JetPack 6.1 ships trtexec as `/usr/src/tensorrt/bin/trtexec`; run from this folder:
+JetPack ships trtexec as `/usr/src/tensorrt/bin/trtexec`, which is not on `PATH`; run from this folder:
 
 ```sh
+export PATH="$PATH:/usr/src/tensorrt/bin"
 {commands}
 ```
+
+The graphs are ONNX opset {profiles['onnx_opset']}: build with TensorRT 10 (JetPack 6.1 ships 10.3). TensorRT 8.6
+(JetPack 6.0) and 8.5 (JetPack 5) document ONNX operators up to opset 17 only; whether their parser takes these
+graphs is unconfirmed.
 
 fp16 notes: an operator listed under `overflow` in `fp16_check.json` produces values above 65504 in fp32 and
 becomes inf in fp16; a normalisation listed under `norm_sum_of_squares_over_fp16` overflows if TensorRT reduces

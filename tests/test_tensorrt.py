@@ -348,3 +348,17 @@ def test_refusals(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"recipe {recipe}: tiling.tile_size 224 is not the vision tower's image size 112" in err
     assert not (tmp_path / "b").exists()
+
+
+def test_readme_build_commands_run_as_written(bundles):
+    """The vision commands find trtexec on a stock JetPack (it is not on PATH there), and the README names the
+    graphs' real opset and the TensorRT that parses it."""
+    bundle, _ = bundles["pocket-tiny"]
+    readme = (bundle / "README.md").read_text()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
+    assert block[0] == 'export PATH="$PATH:/usr/src/tensorrt/bin"' and block[1].startswith("trtexec ")
+    opset = max(o.version for name in ("vision.onnx", "embed.onnx", "decoder.onnx")
+                for o in onnx.load(str(bundle / name), load_external_data=False).opset_import if o.domain == "")
+    assert read(bundle, "profiles.json")["onnx_opset"] == opset
+    assert f"The graphs are ONNX opset {opset}: build with TensorRT 10" in readme
+
