@@ -9,8 +9,9 @@ a Jetson Orin (engines are specific to the device and TensorRT version, so they 
                         most a prompt of up to `max_images` images gets (the images share max_tiles), the driving
                         layouts (one stitched 2688x896 image; six 1600x900 camera views); the decoder's and
                         embedding's shape ranges; the trtexec command of each engine
-    references/*.npy    reference inputs (the example image tiled for each profile, the prompt's token ids) and
-                        PyTorch's fp32 outputs (image features, embeddings, the first logits)
+    references/*.npy    reference inputs (the example image tiled for each profile, the prompt's token ids, a KV
+                        cache for one decode step) and PyTorch's fp32 outputs (image features, embeddings, the
+                        first logits on an empty cache, the decode step's logits)
     fp16_check.json     each graph run in fp16 in onnxruntime against fp32, and the operators whose fp32 values
                         would overflow fp16
     bundle.json         what verify.py checks: graph, engine, reference files, tolerances per runtime
@@ -196,6 +197,20 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     checks.append({"name": "decoder", "onnx": DECODER, "engine": "decoder.plan", "required": False,
                    "build": decoder_cmd, "inputs": feeds,
                    "outputs": {"logits": refs.save("decoder", "logits", logits)}})
+    # one decode step (a token on a filled KV cache: the path of every generated token; the check above has an empty
+    # cache), the cache from PyTorch's prefill of the text-only prompt, which keeps the cache files small
+    prefix = processor([{"role": "user", "content": QUESTION}], tiling=tiling).input_ids[None]
+    m, graph = prefix.shape[1], DecoderGraph(lm)
+    with torch.no_grad():
+        empty = [torch.zeros(p["zeros"]) for p in past.values()]
+        first, *cache = graph(EmbedGraph(vlm)(prefix), torch.ones_like(prefix), torch.arange(m)[None], *empty)
+        token = first[:, -1:].argmax(-1)
+        step = {"inputs_embeds": EmbedGraph(vlm)(token), "attention_mask": torch.ones(1, m + 1, dtype=torch.long),
+                "position_ids": torch.tensor([[m]]), **dict(zip(inputs[3:], cache))}
+        step_logits = graph(*step.values())[0]
+    checks.append({"name": "decoder_step", "onnx": DECODER, "engine": "decoder.plan", "required": False,
+                   "build": decoder_cmd, "inputs": {k: refs.save("decoder_step", k, v) for k, v in step.items()},
+                   "outputs": {"logits": refs.save("decoder_step", "logits", step_logits)}})
     decoder_feeds = {"inputs_embeds": merged.numpy(), "attention_mask": mask.numpy(), "position_ids": positions.numpy(),
                      **{k: np.zeros(v["zeros"], np.float32) for k, v in past.items()}}
     fp16["decoder"] = fp16_entry(compare_fp16(out_dir / DECODER, decoder_feeds), "logits", DecoderGraph(lm),
@@ -214,6 +229,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
         "embed": {"onnx": EMBED, "engine": "embed.plan", "shapes": _named(embed_shapes), "trtexec": embed_cmd},
         "decoder": {"onnx": DECODER, "engine": "decoder.plan", "shapes": _named(lm_shapes), "trtexec": decoder_cmd,
                     "reference_prompt": {"question": QUESTION, "layout": stitched.name, "tokens": n},
+                    "reference_step": {"question": QUESTION, "images": 0, "past": m},
                     "max_sequence": longest,
                     "max_multimodal_len": max(x.tiles for x in found) * processor.image_seq_length},
     }

@@ -186,6 +186,8 @@ python3 verify.py --runtime onnxruntime    # the fp32 ONNX graphs (x86 or Orin, 
 It runs each engine on the shipped reference inputs and compares with the shipped PyTorch fp32 outputs:
 PASS when max|got - expected| <= atol + rtol x max|expected| (TensorRT fp16: rtol 1e-2, atol 1e-4;
 onnxruntime fp32: rtol 1e-4, atol 1e-6; `--rtol` / `--atol` override). Vision engines are required; the
-embed/decoder engines of route A are checked when present. Exit status 0 when all pass, 1 otherwise. Needs numpy
+embed/decoder engines of route A are checked when present, the decoder twice: the prompt on an empty KV cache
+(`decoder`) and one generated token on a {decoder['reference_step']['past']}-token cache (`decoder_step`, the path
+of every later token). Exit status 0 when all pass, 1 otherwise. Needs numpy
 and the TensorRT Python bindings (JetPack's `python3-libnvinfer`) with polygraphy or `cuda-python`.
 """

@@ -362,3 +362,24 @@ def test_readme_build_commands_run_as_written(bundles):
     assert read(bundle, "profiles.json")["onnx_opset"] == opset
     assert f"The graphs are ONNX opset {opset}: build with TensorRT 10" in readme
 
+
+def test_verify_checks_a_decode_step_on_a_filled_cache(bundles, tmp_path):
+    """The decoder is also checked on one token with a filled KV cache (every generated token's path), inside its
+    profile; an engine that ignores the cache passes the prompt check but fails this one."""
+    bundle = Path(shutil.copytree(bundles["pocket-tiny"][0], tmp_path / "bundle"))
+    checks = {c["name"]: c for c in read(bundle, "bundle.json")["checks"]}
+    step, shapes = checks["decoder_step"], read(bundle, "profiles.json")["decoder"]["shapes"]
+    assert step["engine"] == "decoder.plan" and step["onnx"] == "decoder.onnx"
+    for name, spec in step["inputs"].items():
+        shape = np.load(bundle / spec["file"], allow_pickle=False).shape
+        assert all(lo <= d <= hi for lo, d, hi in zip(shapes[name]["min"], shape, shapes[name]["max"])), name
+        if name.startswith("past_key_values."):
+            assert shape[2] > 0, name
+    assert np.load(bundle / step["inputs"]["inputs_embeds"]["file"]).shape[1] == 1
+    for name, spec in step["inputs"].items():  # what an engine that drops the cache computes
+        if name.startswith("past_key_values."):
+            path = bundle / spec["file"]
+            np.save(path, np.zeros_like(np.load(path, allow_pickle=False)), allow_pickle=False)
+    result = verify(bundle, "--runtime", "onnxruntime")
+    assert result.returncode == 1, result.stdout
+    assert "PASS decoder/logits" in result.stdout and "FAIL decoder_step/logits" in result.stdout
