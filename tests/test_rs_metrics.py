@@ -77,6 +77,15 @@ def test_rsvqa_type_from_rsvqa_field_and_missing():
         score_rsvqa("3", rec(qtype="count"), "many")
 
 
+@pytest.mark.parametrize("qtype", ["Count", " COUNT ", "count"])
+def test_rsvqa_type_is_read_whatever_its_case(qtype):
+    """A "Count" type is a count (a number compared as a number, with its bucket), not a word compared as text."""
+    out = score_rsvqa("twelve", rec(qtype=qtype), "12")
+    assert out == {"accuracy": 1.0, "accuracy/count": 1.0, "bucket_accuracy/count": 1.0}
+    area = rec(qtype="Area")
+    assert score_rsvqa("600 m2", area, "500m2")["accuracy/area"] == 1.0
+
+
 # --------------------------------------------------------------------------------- labels
 def test_label_key_and_match():
     assert label_key("AnnualCrop") == label_key("annual_crop") == label_key("Annual crop.") == "annual crop"

@@ -127,9 +127,11 @@ def bucket(value: float) -> int | None:
 
 # ---------------------------------------------------------------------------------------------- rsvqa
 def _question_type(record: Any) -> str | None:
+    """The record's RSVQA question type, lower case and stripped (``"Count"`` is scored as a count)."""
     meta = _field(record, "meta") or {}
     qtype = meta.get("question_type", meta.get("type")) if isinstance(meta, Mapping) else None
-    return str(qtype) if qtype else None
+    qtype = str(qtype).strip().lower() if qtype is not None else ""
+    return qtype or None
 
 
 def score_rsvqa(prediction: str, record: Any, reference: str) -> dict[str, float]:
