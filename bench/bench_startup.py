@@ -44,11 +44,13 @@ output: {{dir: {out}, save_every: 100}}
 """
 
 # a verb's stdout ends with this line when the probe is asked whether torch was imported
-PROBE = "import sys, runpy; sys.argv = ['adapt', *sys.argv[1:]]\ntry:\n    runpy.run_module('adapt.cli', run_name='__main__')\n" \
-        "except SystemExit:\n    pass\nprint('torch imported:', 'torch' in sys.modules)"
+# (the verb's exit status is kept: a failing command must not be timed as a run)
+_PROBE_END = "except SystemExit as exc:\n    code = exc.code\n" \
+             "print('torch imported:', 'torch' in sys.modules)\nsys.exit(code)"
+PROBE = "import sys, runpy; sys.argv = ['adapt', *sys.argv[1:]]\ncode = 0\ntry:\n" \
+        "    runpy.run_module('adapt.cli', run_name='__main__')\n" + _PROBE_END
 # the same verb through `main(argv)`, as a script calls it: no paused collector (adapt.cli._import_model_stack)
-PROBE_COLLECTOR_ON = "import sys\nfrom adapt.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n" \
-                     "print('torch imported:', 'torch' in sys.modules)"
+PROBE_COLLECTOR_ON = "import sys\nfrom adapt.cli import main\ncode = 0\ntry:\n    main(sys.argv[1:])\n" + _PROBE_END
 COLLECTOR_ON = "collector on"
 
 
@@ -70,9 +72,9 @@ def _commands(work: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
     }
 
 
-def _run(argv: list[str], out: Path, code: Path) -> tuple[float, bool, bool]:
-    """Seconds, whether torch was imported, whether it exited 0; `code` is the tree the `adapt` package comes
-    from."""
+def _run(argv: list[str], out: Path, code: Path) -> tuple[float, bool, str | None]:
+    """Seconds, whether torch was imported, and None when it exited 0, else ``"exit N: <its last stderr line>"``;
+    `code` is the tree the `adapt` package comes from."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(code)}
     if "train" in argv:  # a fresh output folder each time: no resume, no lock
         argv = [*argv, f"output.dir={out}"]
@@ -81,7 +83,16 @@ def _run(argv: list[str], out: Path, code: Path) -> tuple[float, bool, bool]:
     seconds = time.perf_counter() - start
     if done.returncode != 0 and code == ROOT:
         raise SystemExit(f"{' '.join(argv[3:] or argv)} failed:\n{done.stderr[-2000:]}")
-    return seconds, "torch imported: True" in done.stdout, done.returncode == 0
+    return seconds, "torch imported: True" in done.stdout, _failure(done.returncode, done.stderr)
+
+
+def _failure(returncode: int, stderr: str) -> str | None:
+    """None for exit 0, else the table cell saying how the command failed (its exit status and last error line)."""
+    if returncode == 0:
+        return None
+    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "")
+    last = last if len(last) <= 100 else last[:99] + "…"
+    return f"exit {returncode}" + (f": {last}" if last else "")
 
 
 def measure(repeats: int, before: str, command: str) -> str:
@@ -96,15 +107,16 @@ def measure(repeats: int, before: str, command: str) -> str:
         runs = [(name, version) for name, (_, others) in commands.items() for version in ("now", *others)]
         times: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
         torch_seen: dict[tuple[str, str], bool] = {}
-        ok: dict[tuple[str, str], bool] = {}
+        failed: dict[tuple[str, str], str | None] = {}
         with tqdm(total=repeats * len(runs), desc="start-up runs") as bar:
             for r in range(repeats):  # interleaved: load drift hits every command alike
                 for i, (name, version) in enumerate(runs):
                     argv = commands[name][0]
                     if version == COLLECTOR_ON:
                         argv = [argv[0], "-c", PROBE_COLLECTOR_ON, *argv[3:]]
-                    seconds, torch_seen[name, version], ok[name, version] = _run(
+                    seconds, torch_seen[name, version], failure = _run(
                         argv, work / f"out-{r}-{i}", old if version == "before" else ROOT)
+                    failed[name, version] = failed.get((name, version)) or failure  # a failure in any round
                     times[name, version].append(seconds)
                     bar.update()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -115,8 +127,8 @@ def measure(repeats: int, before: str, command: str) -> str:
         for version in ("before", COLLECTOR_ON):
             if (name, version) not in times:
                 cells += ["", ""]
-            elif not ok[name, version]:
-                cells += ["exit 1 (reached for the hub)", ""]
+            elif failed[name, version]:
+                cells += [str(failed[name, version]).replace("|", "\\|"), ""]
             else:
                 then = statistics.median(times[name, version])
                 cells += [f"{then:.2f}{' (torch)' if torch_seen[name, version] and version == 'before' else ''}",
