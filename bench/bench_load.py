@@ -72,7 +72,9 @@ def _load(code: Path, folder: Path) -> dict:
 def _build(preset: str, folder: Path) -> None:
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
             f"from bench.bench_real_sizes import build_checkpoint; build_checkpoint({preset!r}, Path({str(folder)!r}))")
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, timeout=3600)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    if done.returncode != 0:  # the child's own error, not a CalledProcessError that hides it
+        raise SystemExit(f"building the {preset} checkpoint in {folder} failed:\n{done.stderr[-3000:]}")
 
 
 def _available_gib() -> float:

@@ -45,3 +45,16 @@ def test_probe_digest_covers_every_element(monkeypatch):
     digests = [probe_digest(w, monkeypatch) for w in (a, a.clone(), b, c)]
     assert digests[0] == digests[1]
     assert len({digests[0], digests[2], digests[3]}) == 3
+
+
+def test_a_failed_checkpoint_build_shows_the_childs_error(tmp_path):
+    """`_build` ran its child with check=True and captured output: a failure was a CalledProcessError traceback
+    with the child's stderr nowhere to be seen."""
+    import pytest
+
+    from bench.bench_load import _build
+
+    with pytest.raises(SystemExit) as caught:
+        _build("no-such-preset", tmp_path / "ckpt")
+    message = str(caught.value)
+    assert "building the no-such-preset checkpoint" in message and "no-such-preset" in message.split("failed:")[1]
