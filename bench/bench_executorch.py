@@ -79,9 +79,11 @@ def table(results: dict, threads: int, load: tuple[float, float], models: str) -
 
 
 def main(argv=None) -> int:
+    from bench.sections import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pocket-tiny,internvl2-1b-shaped")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="threads of both runtimes (default 1: on a loaded machine more threads than free cores "
                              "slow PyTorch's OpenMP down many times)")
     parser.add_argument("--write", action="store_true")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -207,9 +208,11 @@ def table(results: dict, threads: int, load: tuple[float, float], command: str) 
 
 
 def main(argv=None) -> int:
+    from bench.sections import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pocket-tiny,internvl2-1b-shaped")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="threads of both runtimes (default 1: on a loaded machine, PyTorch's OpenMP with more "
                              "threads than free cores slows down many times, which would flatter ONNX Runtime)")
     parser.add_argument("--vision-only", default="", metavar="MODELS",
@@ -222,9 +225,9 @@ def main(argv=None) -> int:
         vision_only = set(filter(None, args.vision_only.split(",")))
         results = {name: (run_vision_only if name in vision_only else run_model)(name, threads, Path(tmp))
                    for name in args.models.split(",")}
-    command = f"python bench/bench_onnx.py --models {args.models} --threads {threads}"
-    command += f" --vision-only {args.vision_only}" if args.vision_only else ""
-    text = table(results, threads, (load_before, os.getloadavg()[0]), command + " --write")
+    words = ["python", "bench/bench_onnx.py", "--models", args.models, "--threads", str(threads)]
+    words += ["--vision-only", args.vision_only] if args.vision_only else []
+    text = table(results, threads, (load_before, os.getloadavg()[0]), shlex.join([*words, "--write"]))
     print(text)
     print(json.dumps(results, indent=1), file=sys.stderr)
     if args.write:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -295,7 +296,7 @@ shows step 1 again). weights = `model.dtype`
 precision = `training.precision` (bf16 = autocast). Tokens = non-pad input positions, image tokens included. Peak RSS:
 the process' peak while loading model + data, then (peak reset) over the optimizer steps, and the larger of the two.
 
-- Command: `python bench/bench_real_sizes.py {' '.join(argv)}`
+- Command: `{shlex.join(['python', 'bench/bench_real_sizes.py', *argv])}`
 - Machine: {machine_line()}
 - Load average (1, 5, 15 min) before: {load_before}; after: {load_after} (per row: the table below). The run's own
   two threads make a load of about 2 on this 2-core machine; well above that, other jobs shared the cores and the
@@ -327,15 +328,17 @@ def main(argv: list[str] | None = None) -> int:
         result = train_child(json.loads(Path(argv[1]).read_text()), Path(argv[2]))
         Path(argv[2]).write_text(json.dumps(result))
         return 0
+    from bench.sections import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="internvl2-1b,mini-internvl-4b")
     parser.add_argument("--precisions", default="bf16,fp32", help="for presets with fp32 weights; 4B: bf16 only")
-    parser.add_argument("--steps", type=int, default=2, help="optimizer steps per run; the first is the warm-up")
-    parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--max-tiles", type=int, default=4)
-    parser.add_argument("--image-size", type=int, default=448)
-    parser.add_argument("--samples", type=int, default=24, help="training samples per generated set")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=positive_int, default=2, help="optimizer steps per run; the first is the warm-up")
+    parser.add_argument("--batch-size", type=positive_int, default=2)
+    parser.add_argument("--max-tiles", type=positive_int, default=4)
+    parser.add_argument("--image-size", type=positive_int, default=448)
+    parser.add_argument("--samples", type=positive_int, default=24, help="training samples per generated set")
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--min-free-gb", type=float, default=14.0, help="MemAvailable needed for the 4B preset")
     parser.add_argument("--work", default="/tmp/real_sizes")
     parser.add_argument("--keep", action="store_true", help="keep the random checkpoints")

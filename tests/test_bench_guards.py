@@ -92,6 +92,10 @@ def test_a_script_needing_llama_cpp_says_it_is_missing_in_one_line(tmp_path):
     ("bench_startup", "measure", ["--repeats", "0"]),
     ("bench_eval", "measure", ["--repeats", "0"]),
     ("bench_load", "measure", ["--repeats", "0"]),
+    ("bench_onnx", "run_model", ["--threads", "0"]),
+    ("bench_executorch", "run_model", ["--threads", "0"]),
+    ("bench_real_sizes", "run_all", ["--threads", "0"]),
+    ("bench_real_sizes", "run_all", ["--steps", "0"]),
 ])
 def test_a_count_below_one_is_refused_before_measuring(monkeypatch, capsys, script, measure, argv):
     """`--repeats 0` ran the whole set-up (unpacking revisions, generating data) and then ended in a

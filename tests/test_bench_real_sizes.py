@@ -43,3 +43,15 @@ def test_a_missing_previous_file_stops_the_run_before_it_measures(tmp_path, ran,
         rs.main(["--models", "mini-internvl-4b", "--work", str(tmp_path), "--previous", str(tmp_path / "nope.json")])
     assert "nope.json" in capsys.readouterr().err
     assert ran == []
+
+
+def test_published_command_is_shell_quoted(tmp_path, ran):
+    """The section joined argv with spaces: a --work path with a space gave a command that does not run."""
+    work = tmp_path / "my runs"
+    work.mkdir()
+    rs.main(["--models", "mini-internvl-4b", "--work", str(work)])
+    text = (work / "section.md").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("- Command: "))
+    import shlex
+
+    assert shlex.split(line[len("- Command: `"):-1])[-1] == str(work)
