@@ -136,3 +136,35 @@ def test_cli_workers(raw, tmp_path, capsys):
                  "--workers", "2"]) == 0
     assert main(["convert", "remote_sensing", "ucmerced", "--src", str(src), "--out", str(tmp_path / "b")]) == 0
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+
+
+def _dota_tree(root: Path, n: int = 3) -> Path:
+    """A small DOTA layout (images/ + labelTxt/): `n` 300x200 scenes with three objects each."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labelTxt").mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(n):
+        Image.fromarray(rng.integers(0, 255, (200, 300, 3), dtype=np.uint8)).save(root / "images" / f"P{k:04d}.png")
+        (root / "labelTxt" / f"P{k:04d}.txt").write_text(
+            "gsd:0.15\n10 20 50 20 50 60 10 60 small-vehicle 0\n200 10 230 40 200 70 170 40 plane 1\n"
+            f"110 100 150 100 150 140 110 140 ship {k % 2}\n", encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize("bad", [False, True], ids=["clean", "corrupt"])
+def test_dota_two_workers_byte_identical(tmp_path, bad):
+    """DOTA accepted --workers but ran in one process; each scene is now decoded and cut in a worker, with the
+    output (chips, JSONL, skip report) of one worker."""
+    src = _dota_tree(tmp_path / "dota")
+    if bad:
+        assert _corrupt(src, (".png",))
+    options = {"size": 128, "overlap": 28, "progress": False}
+    one, two, stats = _both("remote_sensing", "dota", src, tmp_path, options)
+    assert one.written > 0 and stats["prefetched"] > 0, stats
+    assert _report(one, tmp_path / "w1") == _report(two, tmp_path / "w2")
+    assert _tree(tmp_path / "w1") == _tree(tmp_path / "w2")
+    if bad:
+        assert one.skipped.get("unreadable image") and stats["skipped_in_worker"] > 0, (one.skipped, stats)

@@ -254,3 +254,15 @@ def test_an_unreadable_label_file_is_named_as_such(tmp_path, monkeypatch):
     report = convert_dota(src, tmp_path / "out", size=128, overlap=28, progress=False)
     assert report.skipped == {"unreadable label file": 1}
     assert "P0001.txt" in report.examples["unreadable label file"][0]
+
+
+def test_label_files_in_upper_case_are_read_and_other_files_named(tmp_path):
+    """Only lower-case ``*.txt`` was listed: ``P0001.TXT`` (and any other file in labelTxt/) was ignored without a
+    word."""
+    src = make_tree(tmp_path / "dota")
+    (src / "labelTxt" / "P0001.txt").rename(src / "labelTxt" / "P0001.TXT")
+    (src / "labelTxt" / "notes.json").write_text("{}", encoding="utf-8")
+    report = convert_dota(src, tmp_path / "out", size=128, overlap=28, progress=False)
+    assert report.written > 0 and any(r["meta"]["label_file"] == "labelTxt/P0001.TXT" for r in rows(tmp_path / "out"))
+    assert report.skipped == {"not a .txt label file": 1}, report.table()
+    assert "notes.json" in report.examples["not a .txt label file"][0]

@@ -35,7 +35,7 @@ from domains.files import (
     write_output,
     write_splits,
 )
-from domains.parallel import check_workers
+from domains.parallel import Prefetch, check_workers
 from domains.remote_sensing import PIL_SUFFIXES
 from domains.remote_sensing.convert import GROUNDING_QUESTION, RSVQA_INSTRUCTION, _listed, _record, rsvqa_bucket
 from model.limits import DEFAULT_MAX_PIXELS
@@ -178,6 +178,22 @@ def _find_image(images: Path, stem: str) -> Path:
     raise SkipInput("missing image", f"no image {stem}.* in {images} (any of {', '.join(PIL_SUFFIXES)})")
 
 
+def _label_files(files: list[tuple[str, Path]], report: ConvertReport) -> list[tuple[str, Path]]:
+    """The ``.txt`` label files of `files` (``P0001.TXT`` included); any other file is skipped into `report` (``not a
+    .txt label file``), as is a second file of one name (``P0001.txt`` beside ``P0001.TXT``: one image, one chip
+    set)."""
+    kept, seen = [], set()
+    for split, path in files:
+        if path.suffix.lower() != ".txt":
+            report.skip(path, "not a .txt label file", f"{path}: DOTA label files end in .txt")
+        elif (split, path.stem) in seen:
+            report.skip(path, "duplicate label file", f"{path}: another label file of {path.stem} was read")
+        else:
+            seen.add((split, path.stem))
+            kept.append((split, path))
+    return kept
+
+
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DomainError(f"{name} must be a positive whole number of pixels, got {value!r}")
@@ -222,9 +238,10 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     number where the category goes, a difficult flag not 0 / 1) is skipped and counted with ``file:line``; a label file without an image, an
     unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes,
     which are decoded whole) is skipped with the file named. Re-runs reuse chip PNGs that are fresh (as the
-    other converters); the image is decoded only when a chip is missing. `workers` is checked but the
-    conversion runs in one process (one decode per image serves all its chips). `progress`: a bar over the
-    label files.
+    other converters); the image is decoded only when a chip is missing. With ``workers > 1`` each image is
+    decoded and its missing chips encoded ahead in worker processes (:mod:`domains.parallel`: one decode per
+    image serves all its chips; the output is byte for byte that of one worker). `progress`: a bar over the
+    images.
     """
     check_workers(workers)
     src, out = Path(src), Path(out)
@@ -244,10 +261,12 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     key = output_key(dota_chip=1)
     step = size - overlap
     files = [(split, p) for split, root in roots.items()  # a label file linked in from outside src is refused
-             for p in files_inside(src, sorted(p for p in (root / labels_dir).glob("*.txt") if _listed(p)), report)
+             for p in files_inside(src, sorted(p for p in (root / labels_dir).iterdir() if _listed(p)), report)
              if p.is_file()]
+    files = _label_files(files, report)
     splits: dict[str, list[dict]] = {split: [] for split in roots}
-    for split, label in progress_bar(files, desc=dataset, unit="file", progress=progress):
+    images: list[tuple[str, Path, list, list[tuple[Path, tuple[int, int, int, int]]]]] = []  # split, image, chips, todo
+    for split, label in files:
         root = roots[split]
         try:
             img_src = _find_image(root / images_dir, label.stem)
@@ -325,13 +344,27 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
                 where = f"{label}:{obj.line}"
                 report.skip(where, "object in no chip", f"{where}: no {size}x{size} chip holds >= {min_keep:.0%} of "
                                                         f"the {obj.category}")
-        try:
-            _write_chips(img_src, out, dataset, stem, chips, key, max_pixels)
-        except SkipInput as exc:
-            report.skip(img_src, exc.reason, exc.detail)
-            continue
-        for *_, records in chips:
-            splits[split].extend(records)
+        images.append((split, img_src, chips, _chips_todo(img_src, out, dataset, stem, chips, key)))
+
+    def plan():  # the images to decode, in the loop's order: decoded and cut ahead in the workers
+        for _, img_src, _, todo in images:
+            if todo:
+                windows = tuple(window for _, window in todo)
+                yield (img_src, windows), _chip_pngs, (img_src, windows, key, max_pixels)
+
+    with Prefetch(workers, plan) as pf:
+        for split, img_src, chips, todo in progress_bar(images, desc=dataset, unit="image", progress=progress):
+            if todo:
+                windows = tuple(window for _, window in todo)
+                try:
+                    pngs = pf.get((img_src, windows), _chip_pngs, img_src, windows, key, max_pixels)
+                except SkipInput as exc:
+                    report.skip(img_src, exc.reason, exc.detail)
+                    continue
+                for (dst, _), data in zip(todo, pngs):
+                    write_output(dst, data, img_src)
+            for *_, records in chips:
+                splits[split].extend(records)
     remove_unreferenced_images(report, out, f"images/{dataset}", splits)  # chips of other sizes, earlier runs
     return write_splits(report, out, dataset, splits)
 
@@ -363,8 +396,9 @@ def _chip_records(dataset: str, stem: str, split: str, col: int, row: int, w: in
     return records
 
 
-def _write_chips(img_src: Path, out: Path, dataset: str, stem: str, chips: list, key: str, max_pixels: int) -> None:
-    """Write the chips' PNGs that are not already there fresh; the image is decoded once, and only if needed."""
+def _chips_todo(img_src: Path, out: Path, dataset: str, stem: str, chips: list,
+                key: str) -> list[tuple[Path, tuple[int, int, int, int]]]:
+    """(output path, crop window) of each chip PNG not already there fresh."""
     todo = []
     for col, row, w, h, _ in chips:
         dst = out / f"images/{dataset}/{stem}/{stem}_x{col}_y{row}_{w}x{h}.png"
@@ -374,12 +408,15 @@ def _write_chips(img_src: Path, out: Path, dataset: str, stem: str, chips: list,
         except (OSError, UnidentifiedImageError):
             pass  # a damaged output: write it again
         todo.append((dst, (col, row, col + w, row + h)))
-    if not todo:
-        return
+    return todo
+
+
+def _chip_pngs(img_src: Path, windows: Sequence[tuple[int, int, int, int]], key: str,
+               max_pixels: int) -> list[bytes]:
+    """The expensive, pure step (in a worker with ``workers > 1``): decode the image once and encode each window
+    as a chip PNG. Raises ``SkipInput("unreadable image")``."""
     try:
         image = load_image(img_src, max_pixels=max_pixels)
     except ImageLoadError as exc:
         raise SkipInput("unreadable image", str(exc)) from exc
-    for dst, window in todo:
-        write_output(dst, png_bytes(image.crop(window), key), img_src)
-
+    return [png_bytes(image.crop(window), key) for window in windows]
