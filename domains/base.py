@@ -109,6 +109,16 @@ class ConvertReport:
     removed: list[Path] = field(default_factory=list)  # an earlier run's split files / images this run did not make
     inputs: dict[str, str] = field(default_factory=dict)  # input file name -> where it went (e.g. its split)
     max_examples: int = 3
+    # inputs under it are named relative to it in the examples (default: `source`, its folder for a file; ""
+    # names them as given): a full path names the folders around the data, and the table lands in logs
+    root: str = ""
+    labels: dict[str, str] = field(default_factory=dict)  # another input folder -> the name it is written as
+
+    def __post_init__(self) -> None:
+        if not self.root and self.source is not None and str(self.source) not in ("", "."):
+            source = Path(self.source)
+            self.root = str(source if source.is_dir() else source.parent)
+            self.root = "" if self.root == "." else self.root.rstrip("/" + os.sep) or self.root
 
     def wrote(self, n: int = 1) -> None:
         self.written += int(n)
@@ -122,12 +132,25 @@ class ConvertReport:
         """Count one input that was converted but deserves a look (e.g. burned-in annotation)."""
         self._count(self.warnings, self.warning_examples, file, reason, detail)
 
+    def relative(self, text: str) -> str:
+        """`text` with each path under :attr:`root` written relative to it (the root itself as ``.``), and each
+        path under a folder of :attr:`labels` as ``<label>/...``."""
+        roots = [(self.root, ".")] if self.root else []
+        roots += [(str(folder).rstrip("/" + os.sep) or str(folder), label) for folder, label in self.labels.items()
+                  if str(folder) not in ("", ".")]
+        for root, label in sorted(roots, key=lambda rl: -len(rl[0])):  # the deeper root first, when nested
+            keep = "" if label == "." else label + "/"
+            for prefix in dict.fromkeys((root + os.sep, root + "/")):
+                text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(prefix), keep, text)
+            text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(root) + r"(?=$|[\s'\":),\]])", label, text)
+        return text
+
     def _count(self, counts: dict[str, int], examples: dict[str, list[str]], file: str | Path, reason: str,
                detail: str | None) -> None:
         counts[reason] = counts.get(reason, 0) + 1
         kept = examples.setdefault(reason, [])
         if len(kept) < self.max_examples:
-            name = str(file)
+            name, detail = self.relative(str(file)), None if detail is None else self.relative(detail)
             if detail and detail.startswith(name + ": "):
                 detail = detail[len(name) + 2:]
             kept.append(f"{name}: {detail or reason}")

@@ -445,12 +445,15 @@ def inside_root(root: str | os.PathLike[str], name: str | os.PathLike[str]) -> P
         raise SkipInput(PATH_ESCAPES, f"{text!r}: an absolute path; expected a path relative to {root}")
     base = Path(os.path.abspath(root))
     path = Path(os.path.normpath(base / posix))
+    # where a name leads is said relative to `root`, a symlink's target not at all: a full path would name the
+    # folders around the data (user and patient names) in reports and logs
     if not path.is_relative_to(base):
-        raise SkipInput(PATH_ESCAPES, f"{text!r} leads outside {root} (to {path})")
+        raise SkipInput(PATH_ESCAPES, f"{text!r} leads outside {root} (to {os.path.relpath(path, base)})")
     try:
         real_base, real = base.resolve(), path.resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop
-        raise SkipInput(PATH_ESCAPES, f"{text!r}: cannot be resolved under {root}: {exc}") from None
+        why = getattr(exc, "strerror", None) or "a symlink loop"
+        raise SkipInput(PATH_ESCAPES, f"{text!r}: cannot be resolved under {root} ({why})") from None
     if not real.is_relative_to(real_base):
-        raise SkipInput(PATH_ESCAPES, f"{text!r} leads through a symlink to {real}, outside {root}")
+        raise SkipInput(PATH_ESCAPES, f"{text!r} leads through a symlink to a place outside {root}")
     return path

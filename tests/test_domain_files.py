@@ -278,3 +278,42 @@ def test_unique_stems_separate_files_that_share_a_stem():
     assert stems["b.tif"] == "b"  # the plain case keeps the plain name
     assert len(set(stems.values())) == len(names), stems
     assert unique_stems(reversed(names)) == stems  # whatever order the folder listing comes in
+
+
+def test_inside_root_names_no_full_path(tmp_path, monkeypatch):
+    """Where an escaping name leads was a full path (and a symlink's full target): it named the folders around the
+    data in every converter's report. It is now said relative to the root, a symlink's target not at all."""
+    monkeypatch.chdir(tmp_path)
+    root = Path("data")
+    (root / "a").mkdir(parents=True)
+    (tmp_path / "secret.jpg").write_bytes(b"s")
+    (root / "leak.jpg").symlink_to(tmp_path / "secret.jpg")
+    (root / "loop").symlink_to(tmp_path / "data" / "loop")
+    details = []
+    for name in ("../../x.jpg", "a/../../y.jpg", "leak.jpg", "loop/z.jpg"):
+        with pytest.raises(SkipInput) as info:
+            inside_root(root, name)
+        details.append(info.value.detail)
+    assert details[0] == "'../../x.jpg' leads outside data (to ../../x.jpg)"
+    assert details[1] == "'a/../../y.jpg' leads outside data (to ../y.jpg)"
+    assert details[2] == "'leak.jpg' leads through a symlink to a place outside data"
+    assert all(str(tmp_path) not in d and "secret" not in d for d in details), details
+
+
+def test_report_names_inputs_relative_to_its_source(tmp_path):
+    """Every converter's report named inputs by the path it was given (--src /home/alice/data/... in full); the one
+    shared report now names those under its source relative to it, and another input folder by its label."""
+    from domains.base import ConvertReport
+
+    src, cams = tmp_path / "src", tmp_path / "nuscenes"
+    src.mkdir()
+    report = ConvertReport(dataset="d", source=src, out=tmp_path / "out", labels={str(cams): "<nuscenes_root>"})
+    report.skip(src / "a" / "b.jpg", "unreadable image", f"{src / 'a' / 'b.jpg'}: cannot decode")
+    report.skip(cams / "samples" / "c.jpg", "missing image", f"no image in {cams / 'samples'} (under {src})")
+    report.skip(tmp_path / "elsewhere.jpg", "other")  # outside both: named as given
+    assert report.examples["unreadable image"] == ["a/b.jpg: cannot decode"]
+    assert report.examples["missing image"] == ["<nuscenes_root>/samples/c.jpg: no image in <nuscenes_root>/samples "
+                                                "(under .)"]
+    assert report.examples["other"] == [f"{tmp_path / 'elsewhere.jpg'}: other"]
+    assert ConvertReport(source=src / "qa.json").root == str(src)  # a file: its folder
+    assert ConvertReport(source=".").root == "" and ConvertReport().root == ""

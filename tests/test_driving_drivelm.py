@@ -582,3 +582,17 @@ def test_a_scene_pasted_twice_in_one_file_is_said(raw, tmp_path):
     report = convert_drivelm(drivelm / TRAIN, tmp_path / "out", view_mode="multi", progress=False)
     assert report.warnings == {"repeated key": 1}
     assert f"key {scene!r} appears more than once" in report.warning_examples["repeated key"][0]
+
+
+def test_report_names_cameras_under_nuscenes_root_by_its_label(raw, tmp_path):
+    """A camera file under nuscenes_root (outside --src) was named by its full path in the report."""
+    drivelm = _copy_raw(raw, tmp_path)
+    data = json.loads((drivelm / TRAIN).read_text())
+    s0 = next(iter(data))
+    f0 = next(iter(data[s0]["key_frames"]))
+    data[s0]["key_frames"][f0]["image_paths"]["CAM_BACK"] = "../nuscenes/samples/CAM_BACK/missing.jpg"
+    (drivelm / TRAIN).write_text(json.dumps(data))
+    report = convert_drivelm(drivelm, tmp_path / "out", view_mode="multi", nuscenes_root=tmp_path / "nuscenes",
+                             progress=False)
+    assert report.examples["missing camera image"][0].startswith("<nuscenes_root>/samples/CAM_BACK/missing.jpg")
+    assert str(tmp_path) not in report.table().split("\n", 1)[1], report.table()

@@ -266,3 +266,17 @@ def test_label_files_in_upper_case_are_read_and_other_files_named(tmp_path):
     assert report.written > 0 and any(r["meta"]["label_file"] == "labelTxt/P0001.TXT" for r in rows(tmp_path / "out"))
     assert report.skipped == {"not a .txt label file": 1}, report.table()
     assert "notes.json" in report.examples["not a .txt label file"][0]
+
+
+def test_report_names_inputs_relative_to_src(tmp_path):
+    """With --src given as a full path, the report named every skipped input and where a symlink led in full."""
+    src = make_tree(tmp_path / "dota")
+    (tmp_path / "secret.txt").write_text("1 1 9 1 9 9 1 9 plane 0\n", encoding="utf-8")
+    (src / "labelTxt" / "P0002.txt").symlink_to(tmp_path / "secret.txt")
+    (src / "labelTxt" / "P0003.txt").write_text("1 1 9 1 9 9 1 9 plane 0\n", encoding="utf-8")
+    report = convert_dota(src, tmp_path / "out", size=128, overlap=28, progress=False)
+    assert report.skipped == {"path escapes data root": 1, "missing image": 1}, report.table()
+    assert report.examples["missing image"] == ["labelTxt/P0003.txt: no image P0003.* in images (any of "
+                                                + report.examples["missing image"][0].split("(any of ", 1)[1]]
+    table = report.table().replace(f"`{src}` → `{tmp_path / 'out'}`", "")
+    assert str(tmp_path) not in table, table

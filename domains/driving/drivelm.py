@@ -454,7 +454,9 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
         prefix, convert = STITCHED_PREFIX, to_stitched
     else:
         prefix, convert = multi_view_prefix(order), to_camera_grid
-    report = ConvertReport(dataset=dataset, source=src, out=out)
+    # camera files under nuscenes_root (outside src) are named <nuscenes_root>/samples/..., not by a full path
+    report = ConvertReport(dataset=dataset, source=src, out=out,
+                           labels={str(root): "<nuscenes_root>"} if root is not None else {})
     encoding = StitchEncoding(image_format, png_level, jpeg_quality)
     if view_mode != "stitched" and (encoding.format != "png" or png_level is not None or jpeg_quality is not None):
         raise DomainError("image_format, png_level and jpeg_quality apply to view_mode=stitched (multi mode links "

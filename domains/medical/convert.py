@@ -96,7 +96,6 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,40 +207,6 @@ def _secret(salt: str, report: ConvertReport) -> str:
     return key
 
 
-@dataclass
-class _SourceReport(ConvertReport):
-    """A report that names inputs relative to the source folder: hospital trees hold patient names in the folders
-    above and around a series, and the table lands in logs and terminals. An images folder given apart from the
-    source (``images_dir``) is named as ``<images_dir>/...``, relative to itself, never by its full path."""
-
-    root: str = ""
-    images_root: str = ""  # an images folder outside `root`, written as IMAGES_LABEL
-
-    def _count(self, counts: dict[str, int], examples: dict[str, list[str]], file: str | Path, reason: str,
-               detail: str | None) -> None:
-        super()._count(counts, examples, self.relative(str(file)),
-                       reason, None if detail is None else self.relative(detail))
-
-    def relative(self, text: str) -> str:
-        """`text` with each path under :attr:`root` written relative to it (the root itself as ``.``) and each
-        path under :attr:`images_root` as ``<images_dir>/...``."""
-        roots = [(r, label) for r, label in ((self.root, "."), (self.images_root, IMAGES_LABEL)) if r]
-        for root, label in sorted(roots, key=lambda rl: -len(rl[0])):  # the deeper root first, when nested
-            keep = "" if label == "." else label + "/"
-            for prefix in (root + os.sep, root + "/"):
-                text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(prefix), keep, text)
-            text = re.sub(r"(^|(?<=[\s'\"(\[=,]))" + re.escape(root) + r"(?=$|[\s'\":),\]])", label, text)
-        # domains.files.inside_root names where an escaping path leads: the folders around --src, which may
-        # hold patient names; say it relative to --src, and a symlink's target not at all
-        if self.root:
-            text = _ESCAPED_TO.sub(lambda m: f"(to {os.path.relpath(m[1], self.root)})", text)
-        return _SYMLINK_TO.sub("leads through a symlink to a place outside", text)
-
-
-_ESCAPED_TO = re.compile(r"\(to (/[^()]*)\)")
-_SYMLINK_TO = re.compile(r"leads through a symlink to .*?, outside(?= )")
-
-
 IMAGES_LABEL = "<images_dir>"
 
 
@@ -254,7 +219,8 @@ def _report(dataset: str, src: Path, out: Path, images_dir: Path | None = None) 
     if images_dir is not None and str(images_dir) not in ("", "."):
         inside = bool(root_text) and os.path.abspath(images_dir).startswith(os.path.abspath(root) + os.sep)
         images_text = "" if inside else str(images_dir).rstrip("/" + os.sep) or str(images_dir)
-    return _SourceReport(dataset=dataset, source=src, out=out, root=root_text, images_root=images_text)
+    return ConvertReport(dataset=dataset, source=src, out=out, root=root_text,
+                         labels={images_text: IMAGES_LABEL} if images_text else {})
 
 
 def _hash(key: str, *parts: Any, n: int = 10) -> str:
