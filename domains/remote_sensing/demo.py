@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from domains.base import DomainError
 
@@ -32,10 +32,14 @@ STRETCHES: dict[str, tuple[float, float] | str | None] = {
     "none (values as stored, for 8-bit RGB)": None,
 }
 BAND_CHOICES = [AUTO, "4,3,2", "8,4,3", "1,2,3", "1"]
-UPLOAD_HELP = ("Upload a GeoTIFF (or another raster GDAL reads: .tif, .jp2, .img, .vrt) with 1 to 13+ bands, e.g. a "
+UPLOAD_HELP = ("Upload a GeoTIFF (or a JPEG 2000 / Erdas Imagine .img raster) with 1 to 13+ bands, e.g. a "
                "Sentinel-2 / EuroSAT MS patch or an aerial tile. Choose which bands make red, green and blue "
                "(1-based indexes or names such as B04,B03,B02; auto = B04,B03,B02 when the bands are named, else "
                "1,2,3) and how the values are stretched to 8 bits (auto: as the converters do for training).")
+# GDAL drivers an upload may be opened with: single-file formats that read nothing but the uploaded file. GDAL picks
+# the driver by content, not by name, so without this a VRT or a GDAL_WMS XML file (named .tif or anything) would
+# read rasters elsewhere on the server or fetch URLs from it
+UPLOAD_DRIVERS = ("GTiff", "JP2OpenJPEG", "HFA", "PNG", "JPEG", "BMP")
 _UPLOAD_NAME = re.compile(r"^upload-(\d+)")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
 
@@ -103,6 +107,37 @@ def _damaged(path: Path, err: Exception, *, opened: bool) -> DomainError:
                        "download or copy?) or not in a format GDAL reads (GeoTIFF, JPEG 2000, ...).")
 
 
+def _self_contained_driver(path: Path) -> str:
+    """The first of :data:`UPLOAD_DRIVERS` that opens `path`, when the dataset it opens reads no file but those
+    beside it (its own sidecars); DomainError otherwise, before any other driver can open the file."""
+    import warnings
+
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    folder = path.resolve().parent
+    for driver in UPLOAD_DRIVERS:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(path, driver=driver) as src:
+                    files = list(src.files)
+        except RasterioError:
+            continue
+        if any(Path(f).resolve().parent != folder for f in files):
+            log.info("demo: %s refers to files outside the upload: refused", _label(path))
+            raise DomainError(f"{_label(path)}: the raster refers to other files, which a demo upload cannot read; "
+                              "upload a self-contained GeoTIFF")
+        return driver
+    return _refuse_format(path)
+
+
+def _refuse_format(path: Path) -> NoReturn:
+    raise DomainError(f"{_label(path)}: cannot be read as a raster: the file is damaged, cut short (an interrupted "
+                      "download or copy?) or not in a format this demo reads (GeoTIFF, JPEG 2000, Erdas Imagine .img, "
+                      "PNG, JPEG, BMP; a VRT or other file that points at other files or URLs is refused).")
+
+
 def _describe_bands(src, indexes: list[int]) -> str:
     from domains.remote_sensing import raster
 
@@ -155,6 +190,7 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
             info[f"{name} bands"] = "red, green, blue as stored"
             info[f"{name} stretch"] = "none (an 8-bit image)"
             continue
+        driver = _self_contained_driver(path)
         try:
             src = open_raster(path)
         except RasterError as err:
@@ -162,6 +198,8 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
                 raise _damaged(path, err, opened=False) from None
             raise DomainError(str(err).replace(str(path), _label(path))) from None
         with src:
+            if src.driver != driver:  # a file that one of our drivers opens but GDAL's own pick reads otherwise
+                _refuse_format(path)
             try:
                 indexes = resolve_bands(src, wanted)
             except RasterError:

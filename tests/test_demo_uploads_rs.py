@@ -1,0 +1,62 @@
+"""Remote-sensing demo uploads: what an upload may make the server read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.deps import require
+
+rasterio = require("rasterio")
+require("gradio")
+
+from deploy.demo.hooks import hooks_for, normalize_upload  # noqa: E402
+from deploy.demo.panels.generic import read_files  # noqa: E402
+from deploy.demo.uploads import UploadError  # noqa: E402
+from domains.base import get_domain  # noqa: E402
+
+MB = 2**20
+
+
+def write_tif(path: Path, value: int = 77) -> Path:
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8") as dst:
+        dst.write(np.full((1, 8, 8), value, "uint8"))
+    return path
+
+
+def vrt_of(target: Path) -> str:
+    return (f'<VRTDataset rasterXSize="8" rasterYSize="8"><VRTRasterBand dataType="Byte" band="1"><SimpleSource>'
+            f'<SourceFilename relativeToVRT="0">{target}</SourceFilename><SourceBand>1</SourceBand></SimpleSource>'
+            '</VRTRasterBand></VRTDataset>')
+
+
+@pytest.mark.parametrize("name", ["site.vrt", "site.tif"])  # GDAL picks the driver by content, not by name
+def test_an_upload_pointing_at_a_server_file_is_refused(tmp_path, monkeypatch, name):
+    """A VRT upload used to be opened as such: its pixels came from any raster on the server it named."""
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    (tmp_path / "elsewhere").mkdir()
+    secret = write_tif(tmp_path / "elsewhere" / "private.tif")
+    upload = tmp_path / "browser" / name
+    upload.parent.mkdir()
+    upload.write_text(vrt_of(secret))
+    read = hooks_for(get_domain("remote_sensing"))[0]
+    with pytest.raises(UploadError) as err:
+        read_files([upload], read, max_bytes=MB)
+    msg = str(err.value)
+    assert msg.startswith("upload 1: ") and "not in a format this demo reads" in msg and "VRT" in msg
+    assert str(tmp_path) not in msg
+
+
+def test_a_self_contained_geotiff_and_a_jpeg_named_tif_still_read(tmp_path):
+    from PIL import Image
+
+    read = hooks_for(get_domain("remote_sensing"))[0]
+    tif = write_tif(tmp_path / "a.tif", 90)
+    assert normalize_upload(read([tif]), 1).images[0].getpixel((3, 3)) == (90, 90, 90)
+    jpeg = tmp_path / "b.tif"
+    Image.new("RGB", (16, 8), (10, 200, 30)).save(jpeg, format="JPEG", quality=100)
+    out = normalize_upload(read([jpeg]), 1)
+    assert out.images[0].size == (16, 8)
+    assert all(abs(a - b) <= 3 for a, b in zip(out.images[0].getpixel((4, 4)), (10, 200, 30)))
