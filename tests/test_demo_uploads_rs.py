@@ -60,3 +60,15 @@ def test_a_self_contained_geotiff_and_a_jpeg_named_tif_still_read(tmp_path):
     out = normalize_upload(read([jpeg]), 1)
     assert out.images[0].size == (16, 8)
     assert all(abs(a - b) <= 3 for a, b in zip(out.images[0].getpixel((4, 4)), (10, 200, 30)))
+
+
+def test_a_few_nodata_pixels_are_not_reported_as_0_percent(tmp_path):
+    """3 nodata pixels of 10,000 used to be reported as '0% of the pixels are nodata'."""
+    data = np.full((1, 100, 100), 50, "uint16")
+    data[0, 0, :3] = 0
+    path = tmp_path / "few.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=100, height=100, count=1, dtype="uint16", nodata=0) as dst:
+        dst.write(data)
+    read = hooks_for(get_domain("remote_sensing"))[0]
+    assert normalize_upload(read([path]), 1).warnings == [
+        "image 1: under 1% of the pixels are nodata or masked (drawn black)"]

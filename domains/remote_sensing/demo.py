@@ -148,6 +148,15 @@ def _describe_bands(src, indexes: list[int]) -> str:
     return text + (" as grey" if len(indexes) == 1 else " as red, green, blue")
 
 
+def _share(fraction: float) -> str:
+    """A share in whole percent that is never rounded to 0 % or 100 % when it is neither."""
+    if 0 < fraction < 0.005:
+        return "under 1%"
+    if 0.995 <= fraction < 1:
+        return "over 99%"
+    return f"{fraction:.0%}"
+
+
 def _how(limits: tuple[float, float] | None, palette: bool) -> str:
     if palette:
         return "the file's colour map (a paletted band: no stretch)"
@@ -227,5 +236,5 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
         if count == 2 and wanted is None:
             warnings.append(f"{name}: 2 bands; band 1 is shown as grey (type 2 under Bands to see the other)")
         if not valid.all():
-            warnings.append(f"{name}: {1 - valid.mean():.0%} of the pixels are nodata or masked (drawn black)")
+            warnings.append(f"{name}: {_share(1 - float(valid.mean()))} of the pixels are nodata or masked (drawn black)")
     return {"images": images, "labels": None, "prompt": None, "info": info, "warnings": warnings}
