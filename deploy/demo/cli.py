@@ -68,6 +68,7 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1",
                       help="address to bind (default 127.0.0.1; anything else is reachable from the network)")
     demo.add_argument("--port", type=int, default=7860)
+    demo.add_argument("--share", nargs=0, action=_RefuseShare, help=argparse.SUPPRESS)  # Gradio's flag, said no to
     login = demo.add_mutually_exclusive_group()
     login.add_argument("--auth-user", metavar="NAME", help=f"require a login as NAME, password from ${PASSWORD_ENV}")
     login.add_argument("--auth-file", type=Path, metavar="FILE", help="require a login; FILE holds user:password lines")
@@ -77,6 +78,15 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
                            "sooner)")
     demo.set_defaults(handler=run_demo, builds_model=True)
     return demo
+
+
+class _RefuseShare(argparse.Action):
+    """``--share`` (Gradio's public link) refused in words; argparse alone says only "unrecognized arguments"."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error("--share: the demo makes no public share links (they would route the page and its uploads "
+                     "through Gradio's relay servers); to reach it from other machines use --host 0.0.0.0 with a "
+                     "login (--auth-user or --auth-file)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
