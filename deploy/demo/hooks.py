@@ -69,8 +69,9 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
 
 
 def default_draw_answer(images: Sequence[Image.Image], answer: str, **options: Any) -> list[Image.Image]:
-    """Every ``<ref>..</ref><box>[[..]]</box>`` of the answer drawn on each image (0-1000 grid)."""
-    return [draw_ref_boxes(img, answer, **options) for img in images]
+    """Every ``<ref>..</ref><box>[[..]]</box>`` of the answer drawn on each image (0-1000 grid). `options` are the
+    page's reading options (a plugin's ``options`` hook), which say nothing about drawing: ignored."""
+    return [draw_ref_boxes(img, answer) for img in images]
 
 
 def hooks_for(plugin) -> tuple[Callable[..., dict], Callable[..., list]]:
