@@ -72,3 +72,19 @@ def test_a_few_nodata_pixels_are_not_reported_as_0_percent(tmp_path):
     read = hooks_for(get_domain("remote_sensing"))[0]
     assert normalize_upload(read([path]), 1).warnings == [
         "image 1: under 1% of the pixels are nodata or masked (drawn black)"]
+
+
+def test_a_16_bit_png_says_it_was_stretched_not_kept_as_stored(tmp_path):
+    """The one image reader stretches a 16-bit grey PNG (2–98 %); the page said 'none (an 8-bit image)' and
+    'red, green, blue as stored'."""
+    from PIL import Image
+
+    read = hooks_for(get_domain("remote_sensing"))[0]
+    wide = tmp_path / "dem.png"
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) * 10).astype(np.uint16)).save(wide)
+    info = normalize_upload(read([wide]), 1).info
+    assert info["image 1 bands"] == "one band as grey" and info["image 1 stretch"].startswith("2–98 percentiles")
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(photo)
+    info = normalize_upload(read([photo]), 1).info
+    assert info["image 1 bands"] == "red, green, blue as stored" and info["image 1 stretch"] == "none (an 8-bit image)"

@@ -148,6 +148,36 @@ def _describe_bands(src, indexes: list[int]) -> str:
     return text + (" as grey" if len(indexes) == 1 else " as red, green, blue")
 
 
+def _picture_how(path: Path) -> tuple[str, str]:
+    """``(bands, stretch)`` as the one image reader (:func:`model.tiling.load_image`) turned the picture into RGB,
+    from its header: 16-bit grey is stretched, 16-bit colour keeps its high byte, 8-bit is kept as stored."""
+    from model.tiling import _WIDE_MODES, _open_past_pil_limit, _rawmode
+
+    try:
+        with _open_past_pil_limit(path) as image:
+            mode, wide_colour = image.mode, any(";16" in _rawmode(tile) for tile in image.tile)
+    except Exception:  # noqa: BLE001 - load_image read it already; a header that will not reopen says nothing new
+        return "red, green, blue as stored", "none (an 8-bit image)"
+    grey = mode in _WIDE_MODES or mode in ("1", "L", "LA", "P") and not _has_colour(path)
+    bands = "one band as grey" if grey else "red, green, blue as stored"
+    if mode in _WIDE_MODES:
+        return bands, "2–98 percentiles of the pixels, to 0–255 (a 16-bit, 32-bit or float image)"
+    if wide_colour:
+        return bands, "16-bit colour read as its high byte (values / 256)"
+    return bands, "none (an 8-bit image)"
+
+
+def _has_colour(path: Path) -> bool:
+    """Whether a one-channel picture (grey, or a palette) shows colour: a palette of non-grey entries."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode != "P":
+            return False
+        palette = image.getpalette() or []
+    return any(len(set(palette[k:k + 3])) > 1 for k in range(0, len(palette), 3))
+
+
 def _share(fraction: float) -> str:
     """A share in whole percent that is never rounded to 0 % or 100 % when it is neither."""
     if 0 < fraction < 0.005:
@@ -196,8 +226,7 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
                 raise DomainError(f"{_label(path)}: {err.reason}") from None
             images.append(image)
             info[name] = f"{image.width} × {image.height} px, an ordinary image (EXIF orientation applied)"
-            info[f"{name} bands"] = "red, green, blue as stored"
-            info[f"{name} stretch"] = "none (an 8-bit image)"
+            info[f"{name} bands"], info[f"{name} stretch"] = _picture_how(path)
             continue
         driver = _self_contained_driver(path)
         try:
