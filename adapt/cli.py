@@ -305,6 +305,21 @@ def _tile_count(text: str) -> int:
     return value
 
 
+MAX_SEED = 2**32 - 1  # llama.cpp's helper reads the seed as uint32: a larger one would wrap onto a smaller one's draw
+
+
+def _seed(text: str) -> int:
+    """A sampling seed every runtime reads alike: 0 to :data:`MAX_SEED` (numpy refuses a negative seed, torch one
+    above 2**64, llama.cpp's helper keeps 32 bits)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_SEED}, got {value}")
+    return value
+
+
 def _temperature(text: str) -> float:
     try:
         value = float(text)
@@ -353,8 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=_positive_int, default=64, help="longest answer in tokens (default 64)")
     chat.add_argument("--temperature", type=_temperature, default=0.0,
                       help=f"0 = greedy (default), else sampled at this temperature (at least {MIN_TEMPERATURE:g})")
-    chat.add_argument("--seed", type=int, default=0,
-                      help="random seed of sampling (--temperature > 0), every runtime (default 0: the same draw each run)")
+    chat.add_argument("--seed", type=_seed, default=0,
+                      help=f"random seed of sampling (--temperature > 0), every runtime: 0 to {MAX_SEED} "
+                           "(default 0: the same draw each run)")
     chat.add_argument("--max-tiles", type=_tile_count, help="override the model's tile cap for this question (1-40)")
     chat.add_argument("--system", help="system message (default: the chat template's)")
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
