@@ -501,8 +501,7 @@ def _chat_pytorch(args, images: list) -> int:
     import torch
     from transformers import StoppingCriteriaList
 
-    from model.generation import RepetitionStop, answer_room
-    from model.limits import MIN_TEMPERATURE
+    from model.generation import RepetitionStop, answer_room, sampling_options
 
     if args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
@@ -515,8 +514,7 @@ def _chat_pytorch(args, images: list) -> int:
     room = answer_room(vlm, len(encoded.input_ids), args.max_new_tokens)  # never past the context
     print(f"[{args.model}: {len(images)} image(s), {sum(encoded.num_tiles)} tile(s), {len(encoded.input_ids)} tokens]", file=sys.stderr)
     inputs = {k: v.to(vlm.device) for k, v in encoded.to_model_inputs().items()}
-    greedy = args.temperature < MIN_TEMPERATURE  # pick_token's rule
-    sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=args.temperature)
+    sampling = sampling_options(args.temperature)  # pick_token's rule and distribution
     streamer = _StopAwareStreamer(processor)
     repeating = RepetitionStop(decode=processor.tokenizer.decode)  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])

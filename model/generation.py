@@ -22,7 +22,7 @@ from transformers import StoppingCriteria
 from .errors import PocketAdaptError
 
 __all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "PromptTooLongError", "RepetitionStop", "answer_room",
-           "cut_at_repetition", "repetition_at_end"]
+           "cut_at_repetition", "repetition_at_end", "sampling_options"]
 
 MAX_NGRAM = 12  # longest repeating unit looked for, in tokens
 MIN_REPEATS = 3  # a unit must occur at least this many times in a row ...
@@ -45,6 +45,18 @@ def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
         raise PromptTooLongError(f"the prompt takes {prompt_tokens} tokens, more than the model's context of {context}; "
                                  "ask with fewer tiles (adapt chat --max-tiles), fewer images or a shorter question")
     return min(max_new_tokens, context - prompt_tokens)
+
+
+def sampling_options(temperature: float) -> dict:
+    """`generate` options for `temperature`: greedy below :data:`~model.limits.MIN_TEMPERATURE` (0 included), else a
+    draw from the whole softmax at that temperature, as the export runtimes' ``pick_token`` draws. Sampling says
+    ``top_k=0, top_p=1.0``: left unset, transformers fills in its default ``top_k=50`` and only the 50 likeliest
+    tokens could ever be drawn."""
+    from .limits import MIN_TEMPERATURE
+
+    if temperature < MIN_TEMPERATURE:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": 1.0}
 
 
 def _is_number_like(text: str) -> bool:

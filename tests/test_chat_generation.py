@@ -20,3 +20,40 @@ def test_a_seed_no_runtime_reads_alike_is_a_usage_error(seed, capsys):
 
 def test_every_seed_in_range_is_taken():
     assert [build_parser().parse_args(["chat", "--seed", s]).seed for s in ("0", str(MAX_SEED))] == [0, MAX_SEED]
+
+
+def test_chat_samples_from_the_whole_softmax_as_the_export_runtimes_do(monkeypatch, capsys):
+    """--temperature T drew, on the PyTorch model, from transformers' default top_k=50 only (the export runtimes'
+    pick_token draws from the whole softmax): with every token about as likely, 400 first tokens drawn for one prompt
+    now reach far more than 50 distinct ones, and `adapt chat` generates with these options."""
+    import torch
+
+    import model
+    from adapt.cli import main
+    from model.generation import sampling_options
+
+    vlm, processor = model.load("pocket-tiny-scratch")
+    with torch.no_grad():  # logits all near 0, not tied (top-k keeps ties): a near-uniform softmax
+        head = vlm.language_model.get_output_embeddings().weight
+        head.copy_(torch.randn(head.shape, generator=torch.Generator().manual_seed(0)) * 1e-4)
+    inputs = processor([{"role": "user", "content": "Hi"}]).to_model_inputs()
+    rows = {name: value.expand(400, -1) for name, value in inputs.items()}  # 400 independent draws of one step
+    torch.manual_seed(0)
+    first = vlm.generate(**rows, max_new_tokens=1, pad_token_id=processor.pad_token_id, **sampling_options(1.0))
+    assert len(set(first[:, 0].tolist())) > 150
+    assert sampling_options(0.0) == {"do_sample": False}
+    assert sampling_options(1e-4) == {"do_sample": False}  # below MIN_TEMPERATURE: greedy, as pick_token
+
+    asked: list[dict] = []
+    real_load = model.load
+
+    def recording_load(*args, **kwargs):
+        vlm, processor = real_load(*args, **kwargs)
+        generate = vlm.generate
+        monkeypatch.setattr(vlm, "generate", lambda *a, **kw: asked.append(kw) or generate(*a, **kw))
+        return vlm, processor
+
+    monkeypatch.setattr(model, "load", recording_load)
+    assert main(["chat", "Hi", "--temperature", "0.7", "--max-new-tokens", "2"]) == 0
+    capsys.readouterr()
+    assert asked and sampling_options(0.7).items() <= asked[0].items()
