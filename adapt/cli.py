@@ -507,7 +507,10 @@ def _chat_pytorch(args, images: list) -> int:
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
     vlm, processor = _load(args)
     _note_no_image(images)
-    tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles) if args.max_tiles is not None else None
+    tiling = None
+    if args.max_tiles is not None:  # a cap under the model's min_tiles lowers it too, as the export runtimes do
+        tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles,
+                                     min_tiles=min(processor.tiling.min_tiles, args.max_tiles))
     encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
     if args.show_prompt:
         print(processor.show_prompt(encoded.input_ids), file=sys.stderr)

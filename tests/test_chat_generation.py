@@ -57,3 +57,24 @@ def test_chat_samples_from_the_whole_softmax_as_the_export_runtimes_do(monkeypat
     assert main(["chat", "Hi", "--temperature", "0.7", "--max-new-tokens", "2"]) == 0
     capsys.readouterr()
     assert asked and sampling_options(0.7).items() <= asked[0].items()
+
+
+def test_max_tiles_below_the_models_min_tiles_lowers_both_as_the_export_runtimes_do(monkeypatch, capsys):
+    """`adapt chat --max-tiles 2` on a model trained with min_tiles 4 failed on the PyTorch model with
+    "TilingConfig.min_tiles (4) must be <= max_tiles (2)" (a config's words, not the flag's), while the export
+    runtimes lower min_tiles to the cap; now PyTorch does too and answers on at most 2 tiles (+ thumbnail)."""
+    import dataclasses
+
+    import model
+    from adapt.cli import main
+
+    real_load = model.load
+
+    def min4_load(*args, **kwargs):
+        vlm, processor = real_load(*args, **kwargs)
+        processor.tiling = dataclasses.replace(processor.tiling, min_tiles=4)
+        return vlm, processor
+
+    monkeypatch.setattr(model, "load", min4_load)
+    assert main(["chat", "--example-image", "--max-tiles", "2", "--max-new-tokens", "1"]) == 0
+    assert "1 image(s), 3 tile(s)" in capsys.readouterr().err
