@@ -522,13 +522,16 @@ def _chat_pytorch(args, images: list) -> int:
     repeating = RepetitionStop(decode=processor.tokenizer.decode)  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
     torch.manual_seed(args.seed)
+    text_stops = text_stop_strings(processor)  # stop strings that are no single token stop as text
+    if text_stops:
+        sampling.update(stop_strings=text_stops, tokenizer=processor.tokenizer)
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=room, eos_token_id=processor.stop_token_ids,
                      pad_token_id=processor.pad_token_id, streamer=streamer, stopping_criteria=stops, **sampling)
     cut = None
     if len(streamer.tokens) >= room and not streamer.stopped:
         cut = f"--max-new-tokens {room}" if room == args.max_new_tokens else f"{room} tokens: the model's context is full"
-    _answer_notes(processor.decode(streamer.tokens), repeated=repeating.fired, cut=cut)
+    _answer_notes(streamer.text, repeated=repeating.fired, cut=cut)
     return 0
 
 
@@ -629,15 +632,26 @@ def _chat_export(args, images: list[str]) -> int:
     return 0
 
 
+def text_stop_strings(processor) -> list[str]:
+    """The chat template's stop strings that are no single token of the tokenizer (a custom template's ``###``):
+    `stop_token_ids` cannot hold them, so generation stops on them as text."""
+    vocab = processor.tokenizer.get_vocab()
+    return [stop for stop in processor.chat_template.stop_strings if stop not in vocab]
+
+
 class _StopAwareStreamer:
     """Prints the answer as it comes, as `processor.decode` gives it (grounding markup `<ref>`, `<box>` kept), up to
-    the first stop token; afterwards ``tokens`` are the answer's ids and ``stopped`` whether a stop token ended it."""
+    the first stop token or text stop string (`text_stop_strings`, cut exactly, however the tokens split it; text that
+    may begin one is held back until it is known); afterwards ``tokens`` are the answer's ids, ``text`` its text and
+    ``stopped`` whether a stop ended it."""
 
     def __init__(self, processor):
         self._processor = processor
         self._stops = set(processor.stop_token_ids)
+        self._text_stops = text_stop_strings(processor)
         self._printed = ""
         self.tokens: list[int] = []
+        self.text = ""
         self.stopped = False
 
     def put(self, value) -> None:
@@ -648,17 +662,28 @@ class _StopAwareStreamer:
                 self.stopped = True
                 break
             self.tokens.append(i)
-        self._print(self._processor.decode(self.tokens))
+        self._print(self._decode())
+
+    def _decode(self) -> str:
+        text = self._processor.decode(self.tokens)
+        cut = min((k for k in (text.find(stop) for stop in self._text_stops) if k >= 0), default=None)
+        if cut is not None:
+            self.stopped, text = True, text[:cut].rstrip()
+        self.text = text
+        return text
 
     def _print(self, text: str, end: str = "") -> None:
         if text.endswith("\ufffd") and not end:  # a character split across tokens: wait for the rest
             return
+        if not end and not self.stopped:  # hold back an end that may be the start of a stop string
+            text = text[:len(text) - max((k for stop in self._text_stops for k in range(1, len(stop))
+                                          if text.endswith(stop[:k])), default=0)].rstrip()
         if text.startswith(self._printed):
             print(text[len(self._printed):], end=end, flush=True)
             self._printed = text
 
     def end(self) -> None:
-        self._print(self._processor.decode(self.tokens), end="\n")
+        self._print(self._decode(), end="\n")
 
 
 def _answer_notes(text: str, *, repeated: bool, cut: str | None, export: bool = False) -> None:

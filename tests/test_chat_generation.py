@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from adapt.cli import MAX_SEED, build_parser
@@ -78,3 +80,56 @@ def test_max_tiles_below_the_models_min_tiles_lowers_both_as_the_export_runtimes
     monkeypatch.setattr(model, "load", min4_load)
     assert main(["chat", "--example-image", "--max-tiles", "2", "--max-new-tokens", "1"]) == 0
     assert "1 image(s), 3 tile(s)" in capsys.readouterr().err
+
+
+def _template_with_stops(tmp_path, *stops: str) -> str:
+    from model.chat import _chat_dir
+
+    text = (_chat_dir() / "pocket-tiny.yaml").read_text(encoding="utf-8")
+    text = text.replace('stop_strings: ["<|im_end|>", "<|endoftext|>"]',
+                        "stop_strings: " + json.dumps(["<|im_end|>", "<|endoftext|>", *stops]))
+    path = tmp_path / "template.yaml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def test_a_stop_string_of_several_tokens_ends_the_answer_exactly(monkeypatch, tmp_path, capsys):
+    """A template's stop string that is no single token ("###", "ros") was left out of the stop ids, so `adapt chat`
+    ran on past it ("red ## blue ###Human: hi"); now generation stops on it as text and the answer is cut exactly
+    before it, however the tokens split it (inside "cross", across "#", "#", "#"), and one in the prompt stops
+    nothing."""
+    import torch
+
+    import model
+    from adapt.cli import main
+
+    real_load = model.load
+    template = {"path": _template_with_stops(tmp_path, "ros")}
+    monkeypatch.setattr(model, "load", lambda *a, **kw: real_load(*a, **kw, chat_template=template["path"]))
+    assert main(["chat", "--example-image", "--max-new-tokens", "8"]) == 0  # pocket-tiny answers "cross"
+    out, err = capsys.readouterr()
+    assert out == "c\n" and "[cut at" not in err
+
+    template["path"] = _template_with_stops(tmp_path, "shapes")  # in the default question only
+    assert main(["chat", "--example-image", "--max-new-tokens", "8"]) == 0
+    assert capsys.readouterr().out == "cross\n"
+
+    template["path"] = _template_with_stops(tmp_path, "###")
+
+    def scripted_load(*args, **kwargs):  # a model that answers "red ## blue ###Human: hi", a token at a time
+        vlm, processor = real_load(*args, **kwargs, chat_template=template["path"])
+
+        def generate(*a, streamer, **kw):
+            assert kw["stop_strings"] == ["###"] and kw["tokenizer"] is processor.tokenizer
+            streamer.put(torch.tensor([[]], dtype=torch.long))
+            for i in processor.tokenizer.encode("red ## blue ###Human: hi", add_special_tokens=False):
+                streamer.put(torch.tensor([i]))
+            streamer.end()
+
+        monkeypatch.setattr(vlm, "generate", generate)
+        return vlm, processor
+
+    monkeypatch.setattr(model, "load", scripted_load)
+    assert main(["chat", "--example-image", "--max-new-tokens", "30"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "red ## blue\n" and "[cut at" not in err
