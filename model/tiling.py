@@ -617,6 +617,8 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageLoadError(path, "file not found") from None
     except IsADirectoryError:
         raise ImageLoadError(path, "is a folder, not an image file") from None
+    except RefusedFormatError as exc:
+        raise ImageLoadError(path, str(exc)) from None
     except Image.UnidentifiedImageError:
         raise ImageLoadError(path, "not an image file pocket-adapt can read (PNG, JPEG, WebP, TIFF, ...)") from None
     except Image.DecompressionBombError as exc:
@@ -626,6 +628,20 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageLoadError(path, f"the image is damaged or truncated ({reason})") from exc
 
 
+# Pillow decodes EPS by running Ghostscript (an outside program) on the file: never for a file someone uploaded
+_UNREAD_FORMATS = ("EPS",)
+
+
+class RefusedFormatError(Image.UnidentifiedImageError):
+    """An image format the reader does not open on purpose (see `_UNREAD_FORMATS`)."""
+
+
+def _readable_formats() -> list[str]:
+    """The Pillow formats the image reader opens, in Pillow's own order: every registered one but `_UNREAD_FORMATS`."""
+    Image.init()
+    return [name for name in Image.ID if name not in _UNREAD_FORMATS]
+
+
 def _open_past_pil_limit(path: str | os.PathLike[str]) -> Image.Image:
     """``Image.open(path)``, also for an image above PIL's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``,
     ~179 M pixels refused): ``tiling.max_pixels`` is the limit, applied by the callers from the header, so an image
@@ -633,13 +649,19 @@ def _open_past_pil_limit(path: str | os.PathLike[str]) -> Image.Image:
     rather than lifting it (other threads read it), an image PIL refuses is opened once more through the plugin of
     its format, as ``Image.open`` does, without the check."""
     try:
-        return Image.open(path)
+        return Image.open(path, formats=_readable_formats())
     except Image.DecompressionBombError:
         pass
+    except Image.UnidentifiedImageError:
+        with open(path, "rb") as fp:
+            prefix = fp.read(16)
+        if any(Image.OPEN[name][1](prefix) for name in _UNREAD_FORMATS if name in Image.OPEN):
+            raise RefusedFormatError("PostScript (EPS) is not read: Pillow decodes it by running Ghostscript on the "
+                                     "file; convert it to PNG") from None
+        raise
     with open(path, "rb") as fp:
         prefix = fp.read(16)
-    Image.init()
-    for name in Image.ID:  # the format that gave PIL's error is the first to accept the file, as it was there
+    for name in _readable_formats():  # the format that gave PIL's error is the first to accept the file, as it was there
         factory, accept = Image.OPEN[name]
         found = True if accept is None else accept(prefix)
         if found and not isinstance(found, str):

@@ -656,3 +656,23 @@ def test_extreme_aspect_crop_runs_under_a_memory_limit(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": str(root)}
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_an_eps_file_is_refused_without_running_ghostscript(tmp_path, monkeypatch):
+    """Pillow decodes EPS by running Ghostscript on the file: an EPS upload to a demo ran an outside program."""
+    from PIL import EpsImagePlugin
+
+    from model.tiling import ImageLoadError, load_image, upright_size
+
+    ran = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", "gs")  # as where Ghostscript is installed
+    path = tmp_path / "scan.png"  # the name does not matter: Pillow goes by the content
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path, format="EPS")
+    with pytest.raises(ImageLoadError, match=r"PostScript \(EPS\) is not read"):
+        load_image(path)
+    with pytest.raises(OSError, match=r"PostScript \(EPS\) is not read"):
+        upright_size(path)
+    assert ran == []
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "ok.png")
+    assert load_image(tmp_path / "ok.png").getpixel((0, 0)) == (200, 30, 30)  # other formats read as before
