@@ -522,12 +522,9 @@ def _chat_pytorch(args, images: list) -> int:
     repeating = RepetitionStop(decode=processor.tokenizer.decode)  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
     torch.manual_seed(args.seed)
-    text_stops = text_stop_strings(processor)  # stop strings that are no single token stop as text
-    if text_stops:
-        sampling.update(stop_strings=text_stops, tokenizer=processor.tokenizer)
     with torch.inference_mode():
-        vlm.generate(**inputs, max_new_tokens=room, eos_token_id=processor.stop_token_ids,
-                     pad_token_id=processor.pad_token_id, streamer=streamer, stopping_criteria=stops, **sampling)
+        vlm.generate(**inputs, max_new_tokens=room, pad_token_id=processor.pad_token_id, streamer=streamer,
+                     stopping_criteria=stops, **processor.stop_kwargs(), **sampling)
     cut = None
     if len(streamer.tokens) >= room and not streamer.stopped:
         cut = f"--max-new-tokens {room}" if room == args.max_new_tokens else f"{room} tokens: the model's context is full"
@@ -632,13 +629,6 @@ def _chat_export(args, images: list[str]) -> int:
     return 0
 
 
-def text_stop_strings(processor) -> list[str]:
-    """The chat template's stop strings that are no single token of the tokenizer (a custom template's ``###``):
-    `stop_token_ids` cannot hold them, so generation stops on them as text."""
-    vocab = processor.tokenizer.get_vocab()
-    return [stop for stop in processor.chat_template.stop_strings if stop not in vocab]
-
-
 class _StopAwareStreamer:
     """Prints the answer as it comes, as `processor.decode` gives it (grounding markup `<ref>`, `<box>` kept), up to
     the first stop token or text stop string (`text_stop_strings`, cut exactly, however the tokens split it; text that
@@ -648,7 +638,7 @@ class _StopAwareStreamer:
     def __init__(self, processor):
         self._processor = processor
         self._stops = set(processor.stop_token_ids)
-        self._text_stops = text_stop_strings(processor)
+        self._text_stops = processor.text_stop_strings
         self._printed = ""
         self.tokens: list[int] = []
         self.text = ""
@@ -665,7 +655,7 @@ class _StopAwareStreamer:
         self._print(self._decode())
 
     def _decode(self) -> str:
-        text = self._processor.decode(self.tokens)
+        text = self._processor.decode(self.tokens, cut_text_stops=False)  # cut here, to know it stopped
         cut = min((k for k in (text.find(stop) for stop in self._text_stops) if k >= 0), default=None)
         if cut is not None:
             self.stopped, text = True, text[:cut].rstrip()

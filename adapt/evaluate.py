@@ -151,8 +151,8 @@ def predict(
         max_new_tokens=max_new_tokens,
         do_sample=False,
         num_beams=1,
-        eos_token_id=processor.stop_token_ids,
         pad_token_id=processor.pad_token_id,
+        **processor.stop_kwargs(),
     )
     gen_kwargs.update(generate_kwargs)
     results: dict[int, Prediction] = {}

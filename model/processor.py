@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -131,9 +132,24 @@ class VLMProcessor:
         """Ids that end generation: the template's stop strings that are single tokens, plus EOS."""
         return list(self._special_ids()[0])
 
-    def _special_ids(self) -> tuple[tuple[int, ...], frozenset[int]]:
-        """(stop ids, ids `decode` drops), worked out once per chat template and vocabulary: reading the
-        tokenizer's vocabulary costs milliseconds, and `decode` runs once per generated answer."""
+    @property
+    def text_stop_strings(self) -> list[str]:
+        """The template's stop strings that are no single token of the tokenizer (a custom template's ``###``):
+        `stop_token_ids` cannot hold them, so `decode` cuts the answer at them as text (and generation can stop on
+        them with transformers' ``stop_strings``)."""
+        return list(self._special_ids()[2])
+
+    def stop_kwargs(self) -> dict[str, Any]:
+        """`generate` keyword arguments that end an answer where the template says: its stop ids as
+        ``eos_token_id``, and its `text_stop_strings` (with the tokenizer transformers needs to find them) if any."""
+        out: dict[str, Any] = {"eos_token_id": self.stop_token_ids}
+        if self.text_stop_strings:
+            out.update(stop_strings=self.text_stop_strings, tokenizer=self.tokenizer)
+        return out
+
+    def _special_ids(self) -> tuple[tuple[int, ...], frozenset[int], tuple[str, ...]]:
+        """(stop ids, ids `decode` drops, text stop strings), worked out once per chat template and vocabulary:
+        reading the tokenizer's vocabulary costs milliseconds, and `decode` runs once per generated answer."""
         key = (self.chat_template, len(self.tokenizer), self.tokenizer.eos_token_id)
         if self._special is None or self._special[0] != key:
             vocab = self.tokenizer.get_vocab()
@@ -148,8 +164,9 @@ class VLMProcessor:
             if self.tokenizer.eos_token_id is not None:
                 stops.add(self.tokenizer.eos_token_id)
             keep = {vocab[t] for t in GROUNDING_MARKUP if t in vocab}
-            self._special = (key, tuple(sorted(stops)), frozenset(self.tokenizer.all_special_ids) - keep)
-        return self._special[1], self._special[2]
+            text_stops = tuple(s for s in self.chat_template.stop_strings if s not in vocab)
+            self._special = (key, tuple(sorted(stops)), frozenset(self.tokenizer.all_special_ids) - keep, text_stops)
+        return self._special[1], self._special[2], self._special[3]
 
     def _control_pattern(self) -> re.Pattern | None:
         """The tokenizer's added tokens other than grounding markup (``<|im_end|>``, ``<IMG_CONTEXT>``, ``<img>``,
@@ -340,16 +357,21 @@ class VLMProcessor:
                 ids.extend(piece)
                 labels.extend(piece if trained else [IGNORE_INDEX] * len(piece))
 
-    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True) -> str:
-        """Text up to the first stop token. Special tokens are dropped, except InternVL's grounding
-        markup (`<ref>`, `<box>`, `<quad>` and their closings), which is part of an answer."""
+    def decode(self, ids: Sequence[int] | torch.Tensor, skip_special_tokens: bool = True,
+               cut_text_stops: bool = True) -> str:
+        """Text up to the first stop token, and (`cut_text_stops`) up to the first `text_stop_strings`. Special
+        tokens are dropped, except InternVL's grounding markup (`<ref>`, `<box>`, `<quad>` and their closings),
+        which is part of an answer."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        stops, drop = self._special_ids()
+        stops, drop, text_stops = self._special_ids()
         ids = ids[: next((k for k, i in enumerate(ids) if i in stops), len(ids))]
         if skip_special_tokens:
             ids = [i for i in ids if i not in drop]
-        return self.tokenizer.decode(ids, skip_special_tokens=False).strip()
+        text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        if cut_text_stops:
+            text = text[:min((k for k in map(text.find, text_stops) if k >= 0), default=len(text))]
+        return text.strip()
 
     def show_prompt(self, ids: Sequence[int] | torch.Tensor) -> str:
         """The prompt as `adapt chat --show-prompt` prints it: every run of image-context tokens summarised as

@@ -133,3 +133,31 @@ def test_a_stop_string_of_several_tokens_ends_the_answer_exactly(monkeypatch, tm
     assert main(["chat", "--example-image", "--max-new-tokens", "30"]) == 0
     out, err = capsys.readouterr()
     assert out == "red ## blue\n" and "[cut at" not in err
+
+
+def test_eval_and_decode_cut_answers_at_a_stop_string_of_several_tokens(monkeypatch, tmp_path):
+    """Only `adapt chat` honoured a stop string that is no single token: `processor.decode` (adapt eval, the export
+    runtimes, the demo's text) kept "red ## blue ###Human: hi" whole and eval scored the made-up turn after the stop;
+    generation in eval and the demo ran on past it to max_new_tokens."""
+    import torch
+
+    import model
+    from adapt.data.samples import Record
+    from adapt.evaluate import predict
+
+    vlm, processor = model.load("pocket-tiny", chat_template=_template_with_stops(tmp_path, "###"))
+    ids = processor.tokenizer.encode("red ## blue ###Human: hi", add_special_tokens=False)
+    assert processor.text_stop_strings == ["###"]
+    assert processor.decode(ids) == "red ## blue"
+    assert processor.decode(ids, cut_text_stops=False) == "red ## blue ###Human: hi"
+    seen = {}
+
+    def generate(*a, **kw):
+        seen.update(kw)
+        return torch.tensor([ids])
+
+    monkeypatch.setattr(vlm, "generate", generate)
+    record = Record("s", 1, [{"from": "human", "value": "Colours?"}, {"from": "gpt", "value": "red ## blue"}], [], [])
+    [pred] = predict(vlm, processor, [record], progress=False)
+    assert pred.prediction == "red ## blue" and pred.scores["exact_match"] == 1.0
+    assert seen["stop_strings"] == ["###"] and seen["tokenizer"] is processor.tokenizer

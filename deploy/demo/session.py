@@ -98,9 +98,8 @@ class ModelSession:
             try:
                 with torch.inference_mode():
                     self.vlm.generate(
-                        **inputs, max_new_tokens=room, do_sample=False,
-                        eos_token_id=self.processor.stop_token_ids, pad_token_id=self.processor.pad_token_id,
-                        streamer=streamer, stopping_criteria=criteria)
+                        **inputs, max_new_tokens=room, do_sample=False, pad_token_id=self.processor.pad_token_id,
+                        streamer=streamer, stopping_criteria=criteria, **self.processor.stop_kwargs())
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(exc)
                 streamer.end()
