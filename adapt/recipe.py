@@ -960,6 +960,30 @@ def _check_expansion(root: yaml.Node, where: str) -> None:
         return total
 
     size(root)
+
+
+# A recipe is a few KB (the largest template ~13 KB); a file past this is something else (an annotation .jsonl, an
+# image, /dev/zero), and reading it whole could take all the memory before YAML saw its first line.
+MAX_RECIPE_BYTES = 1 << 20
+
+
+def _read_text(path: Path, where: str, what: str, limit: int = MAX_RECIPE_BYTES) -> str:
+    """The UTF-8 text of a small config file, read at most `limit` + 1 bytes deep (pipes and devices too)."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        hint = " (an annotation file? recipes list those under data.sources)" if path.suffix in (".jsonl", ".json") \
+            and what == "recipe" else ""
+        raise RecipeError(f"{where}: larger than {limit // 1024:,} KiB, too large to be a {what}{hint}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise RecipeError(f"{where}: not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}, column {column}; "
+                          f"save the {what} as UTF-8") from None
+
+
 def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recipe | DistillRecipe:
     """Read a recipe file, apply ``dotted.key=value`` overrides, validate and resolve paths.
 
@@ -967,7 +991,7 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
     path = Path(path)
     where = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path, where, "recipe")
     except FileNotFoundError:
         raise RecipeError(f"{where}: no such recipe file (list the templates with `adapt recipes`)") from None
     except IsADirectoryError:  # `adapt init NAME DIR`, then DIR given instead of the file it wrote there
@@ -975,9 +999,15 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
         hint = f": {', '.join(str(path / n) for n in found[:5])}" if found else " (`adapt init NAME DIR` writes one)"
         raise RecipeError(f"{where} is a folder, not a recipe file; give the recipe .yaml{' in it' if found else ''}"
                           f"{hint}") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise RecipeError(f"{where}: cannot read the recipe ({exc})") from None
-    data, lines = _yaml_load(text, where)
+    try:
+        data, lines = _yaml_load(text, where)
+    except RecipeError as err:
+        if path.suffix == ".jsonl":  # `adapt train data/train.jsonl`: the data instead of the recipe that lists it
+            raise RecipeError(f"{err}\n{where} looks like an annotation file (InternVL chat JSONL), not a recipe: give "
+                              "the recipe .yaml, whose data.sources list it (`adapt recipes` lists templates)") from None
+        raise
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -1166,7 +1196,9 @@ def resolve_deepspeed_config(name_or_path: str | os.PathLike, base_dir: str | os
         raise RecipeError(f"DeepSpeed config {str(name_or_path)!r}: no such file {path}; "
                           f"use {', '.join(DEEPSPEED_PRESETS)} or a path to a .json file")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(_read_text(path, str(path), "DeepSpeed config"))
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read the DeepSpeed config ({exc})") from None
     except json.JSONDecodeError as exc:
         raise RecipeError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     if not isinstance(config, dict):

@@ -745,3 +745,35 @@ def test_more_data_workers_than_cores_is_noted(tmp_path, capsys, monkeypatch):
     assert "num_workers" not in capsys.readouterr().err
     assert main(["validate", str(path), "training.num_workers=64"]) == 0
     assert "training.num_workers is 64, more than this machine's 2 CPU core(s)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- files that are no recipe
+def test_an_oversized_recipe_file_is_refused_without_reading_it_whole(tmp_path):
+    from adapt.recipe import MAX_RECIPE_BYTES
+
+    path = tmp_path / "big.yaml"  # a valid recipe once read: only its size is wrong
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(MINIMAL)
+        f.write(("#" * 1023 + "\n") * (MAX_RECIPE_BYTES // 1024 + 1))
+    text = error_of(path)
+    assert "too large to be a recipe" in text and str(path) in text
+
+
+def test_a_recipe_that_is_not_utf8_names_the_byte_and_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(MINIMAL.encode() + "name: caf\u00e9\n".encode("latin-1"))
+    text = error_of(path)
+    assert "not UTF-8" in text and "0xe9" in text and "line 5, column 10" in text
+
+
+def test_an_annotation_file_given_as_the_recipe_says_so(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"image": "a.png", "conversations": []}\n' * 3, encoding="utf-8")
+    assert "looks like an annotation file" in error_of(path)
+
+
+def test_an_oversized_deepspeed_config_is_refused(tmp_path):
+    path = tmp_path / "ds.json"
+    path.write_text('{"zero_optimization": {"stage": 1}' + " " * (2 << 20) + "}", encoding="utf-8")
+    with pytest.raises(RecipeError, match="too large to be a DeepSpeed config"):
+        resolve_deepspeed_config(path)
