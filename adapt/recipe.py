@@ -901,6 +901,8 @@ def _yaml_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
+        if "'\\t'" in problem:  # an editor's tab indent: PyYAML names the character, not the rule
+            problem += ": YAML takes no tab there (indentation, or after a colon): replace it with spaces"
         raise RecipeError(f"{where}: malformed YAML{at}: {problem}{f' ({context})' if context else ''}") from None
 
 

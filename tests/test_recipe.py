@@ -777,3 +777,11 @@ def test_an_oversized_deepspeed_config_is_refused(tmp_path):
     path.write_text('{"zero_optimization": {"stage": 1}' + " " * (2 << 20) + "}", encoding="utf-8")
     with pytest.raises(RecipeError, match="too large to be a DeepSpeed config"):
         resolve_deepspeed_config(path)
+
+
+@pytest.mark.parametrize("text", ["training:\n\tmax_steps: 2\n", "training:\n  max_steps:\t2\n"])
+def test_a_tab_in_the_yaml_is_named_as_the_problem(tmp_path, text):
+    path = tmp_path / "tabs.yaml"
+    path.write_text(MINIMAL + text, encoding="utf-8")
+    message = error_of(path)
+    assert "line 6" in message and "replace it with spaces" in message
