@@ -842,6 +842,10 @@ def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) ->
         key = _dotted(loc)
         if kind == "missing":
             text = "missing (this key is required)"
+        elif kind in ("model_type", "model_attributes_type", "dict_type", "list_type") and e["input"] is None:
+            # `training:` with every line below it commented out reads as null
+            what = "a list (lines starting with '- ')" if kind == "list_type" else "its keys (key: value lines)"
+            text = f"is empty (null): give {what}, or leave the key out for its defaults"
         elif kind in ("model_type", "model_attributes_type", "dict_type"):
             text = f"expected a mapping of keys (key: value lines), got {type(e['input']).__name__} {_short(e['input'])}"
         elif kind == "list_type":

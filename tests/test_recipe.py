@@ -785,3 +785,11 @@ def test_a_tab_in_the_yaml_is_named_as_the_problem(tmp_path, text):
     path.write_text(MINIMAL + text, encoding="utf-8")
     message = error_of(path)
     assert "line 6" in message and "replace it with spaces" in message
+
+
+@pytest.mark.parametrize("text,key", [("training:\n  # max_steps: 20\n", "training"),
+                                      ("eval_sources:\n", "data.eval_sources")])
+def test_an_empty_section_says_it_is_empty(tmp_path, text, key):
+    body = MINIMAL + text if key == "training" else MINIMAL + "  " + text
+    message = error_of(write(tmp_path, body))
+    assert f"{key}: is empty (null)" in message and "leave the key out" in message and "NoneType" not in message
