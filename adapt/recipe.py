@@ -839,6 +839,16 @@ def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) ->
         if kind == "extra_forbidden":
             lines.append((loc, _unknown_key_message(loc[:-1], loc[-1], schema)))
             continue
+        if kind == "invalid_key" or (kind == "string_type" and loc[-1:] == ("[key]",)):
+            # YAML 1.1 reads an unquoted key on / off / yes / no / y / n as a boolean, null / ~ as null, 1 as a number
+            parent = loc[:-2] if kind == "string_type" else loc[:-1]
+            value = e["input"]
+            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+            where_ = f"{_dotted(parent)}: " if parent else ""
+            lines.append((parent, f"{where_}a key that YAML read as {shown} ({type(value).__name__}), not a name: YAML "
+                                  "1.1 reads on, off, yes, no, y and n as true / false, and ~ as null; quote the key "
+                                  "('on': …) or remove it"))
+            continue
         key = _dotted(loc)
         if kind == "missing":
             text = "missing (this key is required)"

@@ -793,3 +793,12 @@ def test_an_empty_section_says_it_is_empty(tmp_path, text, key):
     body = MINIMAL + text if key == "training" else MINIMAL + "  " + text
     message = error_of(write(tmp_path, body))
     assert f"{key}: is empty (null)" in message and "leave the key out" in message and "NoneType" not in message
+
+
+@pytest.mark.parametrize("text,where,shown", [("training:\n  max_steps: 2\n  on: 3\n", "training: ", "true (bool)"),
+                                              ("model: {projector_options: {no: 2}}\n", "model.projector_options: ",
+                                               "false (bool)"),
+                                              ("1: 2\n", ": ", "1 (int)")])
+def test_a_key_yaml_reads_as_no_name_is_explained(tmp_path, text, where, shown):
+    message = error_of(write(tmp_path, MINIMAL + text))
+    assert f"{where}a key that YAML read as {shown}, not a name" in message and "quote the key" in message
