@@ -339,7 +339,8 @@ def test_relative_paths_resolve_against_the_recipe_folder(tmp_path, monkeypatch)
     folder = tmp_path / "project"
     (folder / "ckpt").mkdir(parents=True)
     (folder / "ckpt" / "config.json").write_text('{"model_type": "pocket_vlm"}')
-    (folder / "my_template.yaml").write_text("name: x\n")
+    (folder / "my_template.yaml").write_text((templates_dir() / "chat" / "Hermes-2.yaml").read_text(encoding="utf-8"),
+                                             encoding="utf-8")  # a whole template: its fields are checked too
     (folder / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
     path = write(folder, """\
     model: {source: ckpt, chat_template: my_template.yaml}
@@ -802,3 +803,14 @@ def test_an_empty_section_says_it_is_empty(tmp_path, text, key):
 def test_a_key_yaml_reads_as_no_name_is_explained(tmp_path, text, where, shown):
     message = error_of(write(tmp_path, MINIMAL + text))
     assert f"{where}a key that YAML read as {shown}, not a name" in message and "quote the key" in message
+
+
+@pytest.mark.parametrize("extra,expected", [('sep: "</s>"\n', "duplicate key 'sep'"),
+                                            ("colour: red\n", "unknown field(s) 'colour'")])
+def test_a_chat_template_file_is_checked_when_the_recipe_is_read(tmp_path, extra, expected):
+    bundled = (templates_dir() / "chat" / "Hermes-2.yaml").read_text(encoding="utf-8")
+    (tmp_path / "mine.yaml").write_text(bundled + extra, encoding="utf-8")
+    (tmp_path / "fine.yaml").write_text(bundled, encoding="utf-8")
+    assert load_recipe(write(tmp_path, MINIMAL + "model: {chat_template: fine.yaml}\n")).model.chat_template
+    message = error_of(write(tmp_path, MINIMAL + "model: {chat_template: mine.yaml}\n"))
+    assert "model.chat_template" in message and expected in message
