@@ -283,7 +283,8 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type of a count: 1 or more, else a usage error naming the value."""
     try:
         value = int(text)
     except ValueError:
@@ -298,7 +299,7 @@ def _tile_count(text: str) -> int:
     otherwise (not the ``TilingConfig.max_tiles`` it becomes)."""
     from model.limits import MAX_TILES_LIMIT
 
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > MAX_TILES_LIMIT:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_TILES_LIMIT} (InternVL uses up to 12 tiles per image), "
                                          f"got {value}")
@@ -365,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "multi-band GeoTIFFs, camera sets; see `adapt domains`), with its prompt")
     chat.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
                       help="--domain only: a reading option of the domain's demo (e.g. window=lung), repeatable")
-    chat.add_argument("--max-new-tokens", type=_positive_int, default=64, help="longest answer in tokens (default 64)")
+    chat.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest answer in tokens (default 64)")
     chat.add_argument("--temperature", type=_temperature, default=0.0,
                       help=f"0 = greedy (default), else sampled at this temperature (at least {MIN_TEMPERATURE:g})")
     chat.add_argument("--seed", type=_seed, default=0,
@@ -398,12 +399,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--quantize", choices=["int8"],
                         help="onnx or executorch only: int8 (onnx: onnxruntime's dynamic int8 quantisation of the vision and "
                              "decoder MatMuls; executorch: torchao int8 per-channel weights with dynamic int8 activations, run by XNNPACK)")
-    export.add_argument("--max-seq-len", type=_positive_int,
+    export.add_argument("--max-seq-len", type=positive_int,
                         help="executorch only: positions of the static KV cache (default: the model's context, at most 4096)")
     export.add_argument("--adapter", type=_path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
     export.add_argument("--recipe", type=_path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
                                                     "(default: the model's own tiling)")
-    export.add_argument("--max-images", type=_positive_int,
+    export.add_argument("--max-images", type=positive_int,
                         help="tensorrt only: the most images one prompt may hold; the largest vision profile and "
                              "max_multimodal_len take the most tiles such a prompt gives (default 16)")
     export.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -420,16 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("size", help="WIDTHxHEIGHT, e.g. 1600x900, or an image file (its header: size, EXIF orientation)")
     tiles.add_argument("--model", "-m", help="preset name or checkpoint directory whose tiling and tokens per tile to "
                                              "plan with, read from its config (no weights read)")
-    tiles.add_argument("--tile-size", type=_positive_int, help="tile side in pixels (default: the model's, else 448)")
+    tiles.add_argument("--tile-size", type=positive_int, help="tile side in pixels (default: the model's, else 448)")
     tiles.add_argument("--max-tiles", type=_tile_count, help="default: the model's, else 12")
     tiles.add_argument("--min-tiles", type=_tile_count, help="default: the model's, else 1")
-    tiles.add_argument("--tokens-per-tile", type=_positive_int, help="default: the model's, else 256")
+    tiles.add_argument("--tokens-per-tile", type=positive_int, help="default: the model's, else 256")
     tiles.add_argument("--no-thumbnail", action="store_true", help="no thumbnail after the tiles (default: the model's "
                                                                    "setting, else a thumbnail)")
-    tiles.add_argument("--images", type=_positive_int, default=1,
+    tiles.add_argument("--images", type=positive_int, default=1,
                        help="images of this size in one sample (six camera views: 6); --max-tiles is shared out among "
                             "them as in training, max(1, max_tiles // images) each")
-    tiles.add_argument("--pool", type=_positive_int, default=1,
+    tiles.add_argument("--pool", type=positive_int, default=1,
                        help="pooled pixel shuffle (recipe model.projector_options.pool): tokens per tile / pool^2")
     tiles.set_defaults(handler=_tiles)
 
@@ -880,7 +881,7 @@ def _recipe_verbs(verbs) -> None:
                              description="Train from a recipe; resumes from the newest complete checkpoint in its output dir.")
     train.add_argument("recipe", type=_path, help=_RECIPE_HELP)
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
-    train.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
+    train.add_argument("--nproc-per-node", type=positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
     train.add_argument("--no-progress", action="store_true",
                        help="no progress bar: a line every logging.every steps (train_log.jsonl gets every step)")
     train.add_argument("--allow-changes", action="store_true",
@@ -893,7 +894,7 @@ def _recipe_verbs(verbs) -> None:
                                            "training recipe names as model.vision.")
     distill.add_argument("recipe", type=_path, help=_RECIPE_HELP)
     distill.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
-    distill.add_argument("--nproc-per-node", type=_positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
+    distill.add_argument("--nproc-per-node", type=positive_int, default=1, help="data-parallel processes (relaunches under torchrun)")
     distill.add_argument("--no-progress", action="store_true",
                          help="no progress bar: a line every logging.every steps (train_log.jsonl gets every step)")
     distill.add_argument("--allow-changes", action="store_true",

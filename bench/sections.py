@@ -12,6 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from adapt.cli import positive_int  # noqa: F401  (the bench scripts' count type, as the CLI's)
 from model.checkpoints.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,17 +143,6 @@ def command_line(script: str, parser: argparse.ArgumentParser, args: argparse.Na
         else:
             words += [option, str(value)]
     return shlex.join(words) + " --write"
-
-
-def positive_int(text: str) -> int:
-    """argparse type of a count (repeats, scenes, frames): 1 or more, or a usage error before anything is measured."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: at least 1")
-    return value
 
 
 def run_script(main) -> None:

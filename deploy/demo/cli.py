@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from adapt.cli import _positive_int
+from adapt.cli import positive_int
 
 __all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "default_model", "main", "quickstart_model",
            "run_demo"]
@@ -73,7 +73,7 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
     login.add_argument("--auth-user", metavar="NAME", help=f"require a login as NAME, password from ${PASSWORD_ENV}")
     login.add_argument("--auth-file", type=Path, metavar="FILE", help="require a login; FILE holds user:password lines")
     demo.add_argument("--max-upload-mb", type=float, default=200.0, help="largest upload accepted (default 200)")
-    demo.add_argument("--max-new-tokens", type=_positive_int, default=DEFAULT_MAX_NEW_TOKENS,
+    demo.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS,
                       help=f"longest answer in tokens (default {DEFAULT_MAX_NEW_TOKENS}; a looping answer is cut "
                            "sooner)")
     demo.set_defaults(handler=run_demo, builds_model=True)
