@@ -38,6 +38,7 @@ from pydantic import (
 
 from model.errors import PocketAdaptError
 from model.limits import MAX_TILES_LIMIT
+from model.yaml_io import YAMLContentError, load_yaml
 
 if TYPE_CHECKING:
     from model.tiling import TilingConfig
@@ -884,35 +885,13 @@ def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) ->
 
 
 # ---------------------------------------------------------------------- loading
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses duplicate keys (a second ``training:`` block would silently win). Merge keys
-    (``lora: {<<: *shared, r: 4}``) work as in YAML 1.1: the mapping's own keys win over the merged ones."""
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:  # the mapping's own keys; merged ones may repeat them
-        if key_node.tag == _MERGE_TAG:
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, str) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
-        if isinstance(key, str):
-            seen[key] = key_node.start_mark.line
-    loader.flatten_mapping(node)  # merge keys in (SafeConstructor.construct_mapping does this too, after our scan)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-# A recipe holds a few hundred values; past this, aliases are multiplying the document (a "billion
-# laughs"), and expanding it would hang every verb that reads the recipe.
-MAX_YAML_VALUES = 100_000
+def _bounded_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
+    """`model.yaml_io.load_yaml` and each key's line, YAML syntax errors left to the caller (`yaml.YAMLError`)."""
+    try:
+        document, node = load_yaml(text, where)
+    except YAMLContentError as exc:
+        raise RecipeError(str(exc)) from None
+    return document, _line_numbers(node) if node is not None else {}
 
 
 def _yaml_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
@@ -935,56 +914,6 @@ def load_yaml_value(text: str, where: str) -> Any:
     return _bounded_load(text, where)[0]
 
 
-def _bounded_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
-    """`_yaml_load` with YAML syntax errors left to the caller (`yaml.YAMLError`)."""
-    loader = _UniqueKeyLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, {}
-        _check_expansion(node, where)
-        return loader.construct_document(node), _line_numbers(node)
-    except RecursionError:
-        raise RecipeError(f"{where}: the YAML is nested too deeply to be a recipe") from None
-    finally:
-        loader.dispose()
-
-
-def _check_expansion(root: yaml.Node, where: str) -> None:
-    """Refuse a document whose aliases expand past `MAX_YAML_VALUES` values, or refer to themselves.
-
-    Counts on the composed node graph, where an alias is a shared node: each node is sized once, so
-    the check costs the size of the text, not of the expansion.
-    """
-    sizes: dict[int, int] = {}
-    busy: set[int] = set()
-
-    def size(node: yaml.Node) -> int:
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in busy:
-            mark = node.start_mark
-            raise RecipeError(f"{where}: the YAML alias at line {mark.line + 1} refers to a value that contains it")
-        busy.add(key)
-        total = 1
-        if isinstance(node, yaml.MappingNode):
-            children = [n for pair in node.value for n in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = node.value
-        else:
-            children = []
-        for child in children:
-            total += size(child)
-            if total > MAX_YAML_VALUES:
-                raise RecipeError(
-                    f"{where}: YAML aliases expand to more than {MAX_YAML_VALUES:,} values (a recipe holds a few "
-                    "hundred); write the values out instead of nesting aliases (*name) inside anchors (&name)")
-        busy.discard(key)
-        sizes[key] = total
-        return total
-
-    size(root)
 
 
 # A recipe is a few KB (the largest template ~13 KB); a file past this is something else (an annotation .jsonl, an

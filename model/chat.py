@@ -32,6 +32,7 @@ import yaml
 
 from model.errors import ModelConfigError, PocketAdaptError
 from model.resources import templates_dir
+from model.yaml_io import YAMLContentError, load_yaml
 
 IMAGE_PLACEHOLDER = "<image>"
 
@@ -328,10 +329,15 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ChatTemplateError(f"{path}: cannot read chat template ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise ChatTemplateError(f"{path}: byte {exc.object[exc.start]:#04x} at offset {exc.start} is not UTF-8; "
+                                "save the template as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data, _ = load_yaml(text, str(path))  # duplicate keys refused, as in a recipe
     except yaml.YAMLError as exc:
-        raise ChatTemplateError(f"{path}: malformed YAML ({exc})") from exc
+        raise ChatTemplateError(f"{path}: malformed YAML ({exc})") from None
+    except YAMLContentError as exc:
+        raise ChatTemplateError(str(exc)) from None
     return chat_template_from_dict(data, path)
 
 

@@ -481,3 +481,21 @@ def test_stop_ids_follow_the_processors_chat_template_and_vocabulary():
     assert halt in processor.stop_token_ids and halt not in before
     hello = processor.tokenizer.encode("hello there", add_special_tokens=False)
     assert processor.decode([*hello, halt, *hello]) == "hello there"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text + "sep: '###'\n", r"duplicate key 'sep'"),
+    (lambda text: text.replace("description:", "description: caf\xe9 #", 1).encode("latin-1"), r"is not UTF-8"),
+])
+def test_a_template_file_with_a_duplicate_key_or_non_utf8_bytes_is_one_error(tmp_path, damage, message):
+    """load_chat_template used yaml.safe_load (a second `sep:` silently won) and raised a bare UnicodeDecodeError for
+    a Latin-1 file; both now one ChatTemplateError naming the file, as a recipe reads them."""
+    from model.chat import ChatTemplateError, _chat_dir, load_chat_template
+
+    text = (_chat_dir() / "pocket-tiny.yaml").read_text(encoding="utf-8")
+    path = tmp_path / "mine.yaml"
+    out = damage(text)
+    path.write_bytes(out) if isinstance(out, bytes) else path.write_text(out, encoding="utf-8")
+    with pytest.raises(ChatTemplateError, match=message) as err:
+        load_chat_template(path)
+    assert str(path) in str(err.value)
