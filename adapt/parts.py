@@ -56,11 +56,9 @@ def _unwrappable(model: nn.Module, prefix: str) -> list[str]:
     model without fused experts."""
     names = []
     for name, module in model.named_modules():
-        if not name.startswith(prefix) or isinstance(module, nn.Linear):
-            continue
-        for param, value in module.named_parameters(recurse=False):
-            if value.ndim == 3 or type(module).__name__.endswith("Router"):
-                names.append(f"{name}.{param}")
+        # by module kind, not by shape: a vision tower's position embeddings are 3-D too (1, patches, width)
+        if name.startswith(prefix) and type(module).__name__.endswith(("Experts", "Router")):
+            names += [f"{name}.{param}" for param, _ in module.named_parameters(recurse=False)]
     return names if any(model.get_parameter(n).ndim == 3 for n in names) else []
 
 

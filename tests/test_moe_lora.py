@@ -13,10 +13,10 @@ from model.vlm import PocketVLM
 from tests.test_moe_checkpoints import _moe_vlm
 
 
-def _lora(vlm, targets=None):
+def _lora(vlm, targets=None, part="llm"):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        apply_parts(vlm, {"llm": PartSetting(mode="lora", targets=targets)})
+        apply_parts(vlm, {part: PartSetting(mode="lora", targets=targets)})
     return [str(w.message) for w in caught if "MoE" in str(w.message)]
 
 
@@ -35,6 +35,13 @@ def test_a_mixtral_llm_warns_too():
 
 def test_a_dense_llm_does_not_warn():
     assert _lora(PocketVLM(preset_config("pocket-tiny-scratch"))) == []
+
+
+def test_lora_on_a_vision_tower_does_not_warn():
+    """The warning went by 3-D parameters, so LoRA on InternViT (position embeddings (1, patches, width), class token)
+    warned that 'this MoE LM' kept its experts fused."""
+    assert _lora(PocketVLM(preset_config("pocket-tiny-scratch")), part="vision") == []
+    assert _lora(_moe_vlm(), part="vision") == []
 
 
 def test_an_expert_target_is_an_error_saying_why():
