@@ -158,8 +158,9 @@ class VLMProcessor:
                 warnings.warn(
                     f"chat template {self.chat_template.name!r} ends each answer with {end!r}, which is not one token "
                     f"of this tokenizer ({type(self.tokenizer).__name__}, {len(self.tokenizer)} tokens): answers are "
-                    "trained to end in it as plain text and generation does not stop on it; use the template the "
-                    "model was trained with (adapt inspect names it)", stacklevel=3)
+                    "trained to end in it as plain text, and generation must find it in the decoded text rather than "
+                    "stop on a token; use the template the model was trained with (adapt inspect names it)",
+                    stacklevel=3)
             stops = {vocab[s] for s in self.chat_template.stop_strings if s in vocab}
             if self.tokenizer.eos_token_id is not None:
                 stops.add(self.tokenizer.eos_token_id)
