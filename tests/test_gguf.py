@@ -397,12 +397,14 @@ def test_lora_is_merged_vision_side_too(tmp_path, example_image, capsys, llama_c
     from peft import LoraConfig, get_peft_model
 
     from adapt.cli import main
+    from model.loading import peft_quietly
 
     vlm, processor = model.load("pocket-tiny")
     base = torch_embeddings(vlm, processor, example_image)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=["fc1", "q_proj", "linear_1"], init_lora_weights=False)
     torch.manual_seed(3)
-    peft_model = get_peft_model(vlm, config)
+    with peft_quietly():
+        peft_model = get_peft_model(vlm, config)
     peft_model.save_pretrained(str(tmp_path / "adapter"))
     with torch.no_grad():
         with llamacpp_numerics(vlm):

@@ -667,11 +667,13 @@ def test_a_checkpoints_own_adapter_is_not_merged_twice(tmp_path, capsys):
     from peft import LoraConfig, get_peft_model
 
     from adapt.cli import main
+    from model.loading import peft_quietly
 
     vlm, processor = model.load("pocket-tiny")
     final = model.save(vlm, processor, tmp_path / "final")
     torch.manual_seed(3)
-    lora = get_peft_model(vlm, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False))
+    with peft_quietly():
+        lora = get_peft_model(vlm, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False))
     lora.save_pretrained(str(final / "adapter"))
     shutil.copytree(final / "adapter", tmp_path / "copy")
     for adapter in (final / "adapter", tmp_path / "copy"):
