@@ -502,7 +502,7 @@ def _chat_pytorch(args, images: list) -> int:
     import torch
     from transformers import StoppingCriteriaList
 
-    from model.generation import RepetitionStop, answer_room, sampling_options
+    from model.generation import RepetitionStop, StopStreamer, answer_room, sampling_options
 
     if args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
@@ -519,13 +519,14 @@ def _chat_pytorch(args, images: list) -> int:
     print(f"[{args.model}: {len(images)} image(s), {sum(encoded.num_tiles)} tile(s), {len(encoded.input_ids)} tokens]", file=sys.stderr)
     inputs = {k: v.to(vlm.device) for k, v in encoded.to_model_inputs().items()}
     sampling = sampling_options(args.temperature)  # pick_token's rule and distribution
-    streamer = _StopAwareStreamer(processor)
+    streamer = StopStreamer(processor, on_text=lambda piece: print(piece, end="", flush=True))
     repeating = RepetitionStop(decode=processor.tokenizer.decode)  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
     torch.manual_seed(args.seed)
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=room, pad_token_id=processor.pad_token_id, streamer=streamer,
                      stopping_criteria=stops, **processor.stop_kwargs(), **sampling)
+    print(flush=True)
     cut = None
     if len(streamer.tokens) >= room and not streamer.stopped:
         cut = f"--max-new-tokens {room}" if room == args.max_new_tokens else f"{room} tokens: the model's context is full"
@@ -628,53 +629,6 @@ def _chat_export(args, images: list[str]) -> int:
         _answer_notes(answer.text, repeated=answer.repeated, cut=f"--max-new-tokens {args.max_new_tokens}" if full else None,
                       export=True)
     return 0
-
-
-class _StopAwareStreamer:
-    """Prints the answer as it comes, as `processor.decode` gives it (grounding markup `<ref>`, `<box>` kept), up to
-    the first stop token or text stop string (`text_stop_strings`, cut exactly, however the tokens split it; text that
-    may begin one is held back until it is known); afterwards ``tokens`` are the answer's ids, ``text`` its text and
-    ``stopped`` whether a stop ended it."""
-
-    def __init__(self, processor):
-        self._processor = processor
-        self._stops = set(processor.stop_token_ids)
-        self._text_stops = processor.text_stop_strings
-        self._printed = ""
-        self.tokens: list[int] = []
-        self.text = ""
-        self.stopped = False
-
-    def put(self, value) -> None:
-        if self.stopped:
-            return
-        for i in value.flatten().tolist():
-            if i in self._stops:
-                self.stopped = True
-                break
-            self.tokens.append(i)
-        self._print(self._decode())
-
-    def _decode(self) -> str:
-        text = self._processor.decode(self.tokens, cut_text_stops=False)  # cut here, to know it stopped
-        cut = min((k for k in (text.find(stop) for stop in self._text_stops) if k >= 0), default=None)
-        if cut is not None:
-            self.stopped, text = True, text[:cut].rstrip()
-        self.text = text
-        return text
-
-    def _print(self, text: str, end: str = "") -> None:
-        if text.endswith("\ufffd") and not end:  # a character split across tokens: wait for the rest
-            return
-        if not end and not self.stopped:  # hold back an end that may be the start of a stop string
-            text = text[:len(text) - max((k for stop in self._text_stops for k in range(1, len(stop))
-                                          if text.endswith(stop[:k])), default=0)].rstrip()
-        if text.startswith(self._printed):
-            print(text[len(self._printed):], end=end, flush=True)
-            self._printed = text
-
-    def end(self) -> None:
-        self._print(self._decode(), end="\n")
 
 
 def _answer_notes(text: str, *, repeated: bool, cut: str | None, export: bool = False) -> None:

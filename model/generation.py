@@ -8,21 +8,24 @@ text: a single token must repeat :data:`MIN_SPAN` times in a row, a 2-gram 4 tim
 given the tokenizer's ``decode``, a unit whose text is only digits, punctuation and whitespace must cover
 :data:`NUMBER_SPAN` tokens (a number's zeros "1,000,000,000", "0.000000001" or a table rule "| --- | --- |" are no
 loop; "4444…" run on for 32 tokens is).
+
+:class:`StopStreamer` hands on an answer as it grows, ended where the chat template says.
 """
 
 from __future__ import annotations
 
 import math
+import queue
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from transformers import StoppingCriteria
 
 from .errors import PocketAdaptError
 
-__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "PromptTooLongError", "RepetitionStop", "answer_room",
-           "cut_at_repetition", "repetition_at_end", "sampling_options"]
+__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "PromptTooLongError", "RepetitionStop", "StopStreamer",
+           "answer_room", "cut_at_repetition", "repetition_at_end", "sampling_options"]
 
 MAX_NGRAM = 12  # longest repeating unit looked for, in tokens
 MIN_REPEATS = 3  # a unit must occur at least this many times in a row ...
@@ -116,3 +119,91 @@ class RepetitionStop(StoppingCriteria):
         done = [repetition_at_end(row[begin:].tolist(), **self.rule) is not None for row in input_ids]
         self.fired = self.fired or any(done)
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+_END = object()  # the queue's end-of-answer mark
+
+
+class StopStreamer:
+    """A ``generate`` streamer that hands on the answer as `processor.decode` gives it (control tokens dropped,
+    grounding markup ``<ref>``, ``<box>`` kept) up to the first stop token or text stop string
+    (``processor.text_stop_strings``), cut exactly however the tokens split it: an end that may be the start of a
+    stop string, or half a character, is held back until it is known, so the text handed on is always a prefix
+    of the final answer. The first ``put`` (the prompt) is skipped.
+
+    Each new piece of text goes to `on_text`; without one, iterating the streamer yields the pieces (generation
+    in another thread; `timeout` seconds per piece). Afterwards ``tokens`` are the answer's ids, ``text`` its
+    text and ``stopped`` whether a stop ended it.
+    """
+
+    def __init__(self, processor, on_text: Callable[[str], None] | None = None, timeout: float | None = None):
+        self._processor = processor
+        self._stops = set(processor.stop_token_ids)
+        self._text_stops = tuple(processor.text_stop_strings)
+        self._on_text = on_text
+        self._queue: queue.Queue | None = queue.Queue() if on_text is None else None
+        self._timeout = timeout
+        self._prompt = True
+        self._ended = False
+        self._handed = ""
+        self.tokens: list[int] = []
+        self.text = ""
+        self.stopped = False
+
+    def put(self, value) -> None:
+        if self._prompt:  # generate hands on the prompt first
+            self._prompt = False
+            return
+        if self.stopped:
+            return
+        for i in value.flatten().tolist():
+            if i in self._stops:
+                self.stopped = True
+                break
+            self.tokens.append(i)
+        self._hand_on(self._decode(), final=False)
+
+    def end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._hand_on(self._decode(), final=True)
+        if self._queue is not None:
+            self._queue.put(_END)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._queue is None:
+            raise TypeError("a StopStreamer with on_text hands its text there; it cannot be iterated")
+        return self
+
+    def __next__(self) -> str:
+        piece = self._queue.get(timeout=self._timeout)  # type: ignore[union-attr]
+        if piece is _END:
+            raise StopIteration
+        return piece
+
+    def _decode(self) -> str:
+        text = self._processor.decode(self.tokens, cut_text_stops=False)  # cut here, to know that it stopped
+        cut = min((k for k in (text.find(stop) for stop in self._text_stops) if k >= 0), default=None)
+        if cut is not None:
+            self.stopped, text = True, text[:cut].rstrip()
+        self.text = text
+        return text
+
+    def _hand_on(self, text: str, final: bool) -> None:
+        if not final:
+            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                return
+            if not self.stopped:  # hold back an end that may be the start of a stop string
+                hold = max((k for stop in self._text_stops for k in range(1, len(stop)) if text.endswith(stop[:k])),
+                           default=0)
+                text = text[:len(text) - hold].rstrip()
+        if not text.startswith(self._handed):
+            return
+        piece, self._handed = text[len(self._handed):], text
+        if not piece:
+            return
+        if self._on_text is not None:
+            self._on_text(piece)
+        else:
+            self._queue.put(piece)  # type: ignore[union-attr]

@@ -407,23 +407,24 @@ def test_version_names_the_package_and_its_version(monkeypatch):
     assert adapt.__version__ == "0+unknown"  # a checkout run without `pip install`
 
 
-def test_chat_streamer_prints_what_processor_decode_gives(capsys):
+def test_chat_streamer_prints_what_processor_decode_gives():
     """The pytorch streamer dropped grounding markup (TextStreamer skip_special_tokens): '<ref>red circle</ref><box>
     [[10, 20, 300, 400]]</box>' printed as 'red circle[[10, 20, 300, 400]]'; onnx / llama.cpp keep it."""
     import torch
 
     import model
-    from adapt.cli import _StopAwareStreamer
+    from model.generation import StopStreamer
 
     _, processor = model.load("pocket-tiny")
     ids = processor.tokenizer.encode("<ref>red circle</ref><box>[[10, 20, 300, 400]]</box><|im_end|>after",
                                      add_special_tokens=False)
-    streamer = _StopAwareStreamer(processor)
+    printed: list[str] = []
+    streamer = StopStreamer(processor, on_text=printed.append)  # as adapt chat prints
     streamer.put(torch.zeros((1, 0), dtype=torch.long))
     for i in ids:
         streamer.put(torch.tensor([i]))
     streamer.end()
-    assert capsys.readouterr().out == processor.decode(ids) + "\n" == "<ref>red circle</ref><box>[[10, 20, 300, 400]]</box>\n"
+    assert "".join(printed) == processor.decode(ids) == "<ref>red circle</ref><box>[[10, 20, 300, 400]]</box>"
     assert streamer.stopped and processor.decode(streamer.tokens) == processor.decode(ids)
 
 

@@ -121,12 +121,12 @@ def test_demo_streamer_keeps_grounding_markup():
     import torch
 
     import model
-    from deploy.demo.session import _StopStreamer
+    from model.generation import StopStreamer
 
     _, processor = model.load("pocket-tiny")
     ids = processor.tokenizer.encode("<ref>red circle</ref><box>[[10, 20, 300, 400]]</box>\nnext<|im_end|>after",
                                      add_special_tokens=False)
-    streamer = _StopStreamer(processor)
+    streamer = StopStreamer(processor)  # the one the demo streams with
     streamer.put(torch.tensor([[1, 2, 3]]))  # the prompt: skipped
     for i in ids:
         streamer.put(torch.tensor([i]))

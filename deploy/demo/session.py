@@ -7,8 +7,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import TextIteratorStreamer
-
 from model.processor import IMAGE_PLACEHOLDER
 
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "ModelSession", "compose_question"]
@@ -72,7 +70,7 @@ class ModelSession:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
 
-        from model.generation import RepetitionStop, answer_room
+        from model.generation import RepetitionStop, StopStreamer, answer_room
 
         if not question or not question.strip():
             raise ValueError("type a question first")
@@ -89,7 +87,7 @@ class ModelSession:
             def __call__(self, input_ids, scores, **kwargs):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        streamer = _StopStreamer(self.processor)
+        streamer = StopStreamer(self.processor)  # the stop rules `adapt chat` streams by
         repeating = RepetitionStop(decode=self.processor.tokenizer.decode)
         criteria = StoppingCriteriaList([_Cancelled(), *([repeating] if stop_repetition else [])])
         failure: list[BaseException] = []
@@ -118,10 +116,8 @@ class ModelSession:
                 thread.join()
         if failure:
             raise failure[0]
-        if repeating.fired:
-            yield Answer(text, repeated=True)
-        elif not text:
-            yield Answer("")
+        if repeating.fired or streamer.text != text or not text:
+            yield Answer(streamer.text, repeated=repeating.fired)
 
     def answer(self, question: str, images: Sequence[Any] = (), **options: Any) -> Answer:
         """The whole answer at once (:meth:`stream` to the end)."""
@@ -130,39 +126,3 @@ class ModelSession:
             pass
         return text
 
-
-class _StopStreamer(TextIteratorStreamer):
-    """TextIteratorStreamer that skips the prompt, ends the text at the first stop token, and hands on text
-    after every token (HF's streamer waits for a space, so answers without spaces would arrive at once), decoded as
-    `processor.decode` decodes: control tokens dropped, grounding markup (``<ref>``, ``<box>``) kept."""
-
-    def __init__(self, processor):
-        super().__init__(processor.tokenizer, skip_prompt=True)
-        self._decode = processor.decode
-        self._stops = set(processor.stop_token_ids)
-        self._stopped = False
-
-    def put(self, value) -> None:
-        if self.skip_prompt and self.next_tokens_are_prompt:
-            self.next_tokens_are_prompt = False
-            return
-        if self._stopped:
-            return
-        ids = value.flatten().tolist()
-        cut = next((k for k, i in enumerate(ids) if i in self._stops), None)
-        if cut is not None:
-            self._stopped = True
-            ids = ids[:cut]
-        if not ids:
-            return
-        self.token_cache.extend(ids)
-        text = self._decode(self.token_cache)
-        if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
-            return
-        printable = text[self.print_len:]
-        if text.endswith("\n"):  # start a fresh cache, so decoding stays cheap on long answers
-            self.token_cache, self.print_len = [], 0
-        else:
-            self.print_len = len(text)
-        if printable:
-            self.on_finalized_text(printable)
