@@ -375,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tiles", type=_tile_count, help="override the model's tile cap for this question (1-40)")
     chat.add_argument("--system", help="system message (default: the chat template's)")
     chat.add_argument("--show-prompt", action="store_true", help="print the prompt with image tokens summarised")
+    chat.add_argument("--interactive", action="store_true",
+                      help="go on talking about the same images: after the answer, read follow-up questions from "
+                           "stdin, one a line, each asked with the conversation so far, until an empty line, /exit "
+                           "or the end of input")
     chat.add_argument("--keep-repeats", action="store_true",
                       help="let an answer that repeats itself run to --max-new-tokens (default: cut it after a few repeats)")
     chat.add_argument("--runtime", choices=["pytorch", *RUNTIMES], default="pytorch",
@@ -483,6 +487,8 @@ def _chat(args) -> int:
         images, args.question = _read_for_domain(args, images)
     elif args.read_option:
         raise CliError("--read-option applies with --domain")
+    if args.interactive and args.runtime != "pytorch":
+        raise CliError("--interactive applies to the pytorch runtime; ask an export one question at a time")
     try:
         return _chat_pytorch(args, images) if args.runtime == "pytorch" else _chat_export(args, images)
     except ImageLoadError as err:
@@ -500,9 +506,8 @@ def _chat_pytorch(args, images: list) -> int:
     import dataclasses
 
     import torch
-    from transformers import StoppingCriteriaList
 
-    from model.generation import RepetitionStop, StopStreamer, answer_room, sampling_options
+    from model.chat import ConversationError
 
     if args.preprocess != "pocket":
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
@@ -512,17 +517,71 @@ def _chat_pytorch(args, images: list) -> int:
     if args.max_tiles is not None:  # a cap under the model's min_tiles lowers it too, as the export runtimes do
         tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles,
                                      min_tiles=min(processor.tiling.min_tiles, args.max_tiles))
-    encoded = processor([{"role": "user", "content": args.question}], images=images, tiling=tiling, system_message=args.system)
+    torch.manual_seed(args.seed)  # once: a session's answers are one run of draws
+    messages = [{"role": "user", "content": args.question}]
+    while True:
+        try:
+            answer = _chat_turn(args, vlm, processor, messages, images, tiling)
+        except ConversationError as err:
+            if len(messages) == 1:
+                raise
+            print(f"adapt chat: {err}; ask again", file=sys.stderr)  # a bad follow-up ends nothing: the history stays
+            messages.pop()
+        else:
+            if not args.interactive:
+                return 0
+            messages.append({"role": "assistant", "content": answer})
+        question = _follow_up()
+        if question is None:
+            return 0
+        messages.append({"role": "user", "content": question})
+
+
+def _follow_up() -> str | None:
+    """`adapt chat --interactive`: the next question from stdin, or None at its end, an empty line or ``/exit``.
+    A follow-up may not hold ``<image>``: the images stay with the first question."""
+    from model.processor import IMAGE_PLACEHOLDER
+
+    while True:
+        if sys.stdin.isatty():
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        question = line.strip()
+        if not question or question == "/exit":
+            return None
+        if IMAGE_PLACEHOLDER not in question:
+            return question
+        print(f"adapt chat: a follow-up question cannot hold {IMAGE_PLACEHOLDER}: the images go with the first "
+              "question; ask again", file=sys.stderr)
+
+
+def _chat_turn(args, vlm, processor, messages: list[dict], images: list, tiling) -> str:
+    """Answer the conversation `messages` (ending in a user turn; the images in the first one), printing the answer
+    as it comes; returns its text."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    from model.generation import PromptTooLongError, RepetitionStop, StopStreamer, answer_room, sampling_options
+
+    encoded = processor(messages, images=images, tiling=tiling, system_message=args.system)
     if args.show_prompt:
         print(processor.show_prompt(encoded.input_ids), file=sys.stderr)
-    room = answer_room(vlm, len(encoded.input_ids), args.max_new_tokens)  # never past the context
-    print(f"[{args.model}: {len(images)} image(s), {sum(encoded.num_tiles)} tile(s), {len(encoded.input_ids)} tokens]", file=sys.stderr)
+    try:
+        room = answer_room(vlm, len(encoded.input_ids), args.max_new_tokens)  # never past the context
+    except PromptTooLongError:
+        if len(messages) == 1:
+            raise
+        context = vlm.config.text_config.max_position_embeddings
+        raise CliError(f"question {len(messages) // 2 + 1}: the conversation so far takes {len(encoded.input_ids)} "
+                       f"tokens, no fewer than the model's context of {context}; start a new `adapt chat` (with "
+                       "fewer --max-tiles or a lower --max-new-tokens, a conversation goes on longer)") from None
+    print(f"[{args.model}: {len(images)} image(s), {sum(encoded.num_tiles)} tile(s), {len(encoded.input_ids)} tokens]",
+          file=sys.stderr)
     inputs = {k: v.to(vlm.device) for k, v in encoded.to_model_inputs().items()}
     sampling = sampling_options(args.temperature)  # pick_token's rule and distribution
     streamer = StopStreamer(processor, on_text=lambda piece: print(piece, end="", flush=True))
     repeating = RepetitionStop(decode=processor.tokenizer.decode)  # a looping answer ("squaresquaresquare…") ends after a few repeats
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
-    torch.manual_seed(args.seed)
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=room, pad_token_id=processor.pad_token_id, streamer=streamer,
                      stopping_criteria=stops, **processor.stop_kwargs(), **sampling)
@@ -531,7 +590,7 @@ def _chat_pytorch(args, images: list) -> int:
     if len(streamer.tokens) >= room and not streamer.stopped:
         cut = f"--max-new-tokens {room}" if room == args.max_new_tokens else f"{room} tokens: the model's context is full"
     _answer_notes(streamer.text, repeated=repeating.fired, cut=cut)
-    return 0
+    return streamer.text
 
 
 def _read_for_domain(args, paths: list[str]) -> tuple[list, str]:
