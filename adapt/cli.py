@@ -480,6 +480,8 @@ def _chat(args) -> int:
     from model.resources import assets_dir
     from model.tiling import ImageLoadError
 
+    if not args.question.strip():  # an empty "$QUESTION": the model would answer no question at all
+        raise CliError(f"the question is empty; ask one, or leave it out for the default ({DEFAULT_QUESTION!r})")
     images = list(args.image)
     if args.example_image:
         images.append(str(assets_dir() / "example.png"))

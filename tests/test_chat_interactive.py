@@ -91,3 +91,11 @@ def test_a_history_past_the_context_is_a_clear_error(monkeypatch, capsys, record
 def test_interactive_is_refused_for_an_export_runtime(tmp_path, capsys):
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--interactive"]) == 1
     assert "--interactive applies to the pytorch runtime" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("question", ["", "  \n"])
+def test_an_empty_question_is_refused_before_loading(question, capsys, recorded):
+    """`adapt chat "$Q"` with Q unset asked the model with no question at all (an answer, exit 0); the demo refuses
+    an empty question, and so does chat now, before loading the model."""
+    assert main(["chat", "--example-image", question]) == 1
+    assert "the question is empty" in capsys.readouterr().err and "processor" not in recorded
