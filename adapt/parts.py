@@ -67,10 +67,17 @@ def _tails(names: list[str]) -> list[str]:
     return list(dict.fromkeys(re.sub(r"^.*?\.\d+\.", "", n) for n in names))
 
 
-def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) -> list[str]:
+def _fused_experts(model: nn.Module, prefix: str) -> list[str]:
+    """The fused 3-D expert parameters among `_unwrappable` (not the router): what peft's ``target_parameters``
+    wraps with LoRA when a recipe names them as targets."""
+    return [n for n in _unwrappable(model, prefix) if model.get_parameter(n).ndim == 3]
+
+
+def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) -> tuple[list[str], list[str]]:
     """Full names of the Linear modules of `part` that LoRA wraps (never the LM head, never a Linear inside an
     ``nn.MultiheadAttention``: its forward reads ``out_proj.weight`` directly, past peft's wrapper, so a LoRA
-    there would never train; the ``qformer`` / ``resampler`` projectors' attention trains only with mode full)."""
+    there would never train; the ``qformer`` / ``resampler`` projectors' attention trains only with mode full),
+    and of the fused MoE expert parameters it wraps: only those `suffixes` name (``experts.gate_up_proj``)."""
     prefix = PART_PREFIXES[part]
     linears = [
         name for name, module in model.named_modules()
@@ -78,6 +85,8 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
     ]
     unreachable = _attention_linears(model)
     names = [n for n in linears if n not in unreachable]
+    experts = _fused_experts(model, prefix)
+    params: list[str] = []
     if suffixes:
         def chosen(found: list[str], wanted: tuple[str, ...] = suffixes) -> list[str]:
             return [n for n in found if any(n == prefix + s or n.endswith("." + s) for s in wanted)]
@@ -90,36 +99,48 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
                 f"parts.{part}.lora.targets: LoRA targets {inside_attention} match only Linear modules inside nn.MultiheadAttention in the {part} "
                 f"part ({', '.join(chosen(linears, tuple(inside_attention))[:3])}), which LoRA cannot reach (the "
                 "attention reads their weights directly); target other modules or use mode 'full'")
-        fused = [s for s in unreached if any(n.endswith("." + s) for n in _unwrappable(model, prefix))]
-        if fused:
+        expert_targets = [s for s in unreached if chosen(experts, (s,))]
+        params = chosen(experts, tuple(expert_targets)) if expert_targets else []
+        unreached = [s for s in unreached if s not in expert_targets]
+        router = [s for s in unreached if any(n.endswith("." + s) or n.rpartition(".")[0].endswith("." + s)
+                                              for n in _unwrappable(model, prefix))]
+        if router:
             raise PartsError(
-                f"parts.{part}.lora.targets: {fused} name fused expert parameters of a MoE LM "
-                f"({', '.join(_tails(_unwrappable(model, prefix)))}), not Linear modules: LoRA cannot wrap them; "
-                f"train the experts with mode 'full'")
-        if unreached and names:
+                f"parts.{part}.lora.targets: {router} name the router of a MoE LM, a bare weight LoRA does not wrap "
+                f"here (LoRA reaches the fused experts: {', '.join(_tails(experts))}); "
+                "train the router with mode 'full'")
+        if unreached and (names or experts):
             raise PartsError(f"parts.{part}.lora.targets: LoRA targets {unreached} match no Linear module in the "
-                             f"{part} part: {_near_targets(unreached, names, prefix)}")
+                             f"{part} part: {_near_targets(unreached, names, prefix, experts)}")
         names = chosen(names)
-    if not names:
+        left = [n for n in experts if n not in params]
+        if params and left:  # `down_proj` picks the shared expert's Linear, not the fused experts.down_proj
+            warnings.warn(
+                f"parts.{part}: LoRA trains the fused experts' {', '.join(_tails(params))} but not "
+                f"{', '.join(_tails(left))}; name them in parts.{part}.lora.targets to train them too", stacklevel=3)
+    if not names and not params:
         raise PartsError(f"the {part} part has no Linear module for LoRA; use mode 'full' or 'frozen'")
     frozen = _unwrappable(model, prefix)
-    if frozen:
+    if frozen and not params:
         warnings.warn(
             f"parts.{part}: this MoE LM keeps its experts and router in fused parameters "
             f"({', '.join(_tails(frozen))}), not Linear modules, so LoRA leaves them frozen; it trains "
-            f"{', '.join(_tails(names))}. To train the experts use mode full", stacklevel=3)
-    return names
+            f"{', '.join(_tails(names))}. To train the experts use mode full, or name them in "
+            f"parts.{part}.lora.targets ({', '.join(_tails(experts))}; with lora.dropout 0)", stacklevel=3)
+    return names, params
 
 
-def _near_targets(unreached: list[str], names: list[str], prefix: str) -> str:
-    """Close matches for each target that matched nothing, and the part's LoRA-able module names."""
-    tails = [n[len(prefix):] for n in names]
+def _near_targets(unreached: list[str], names: list[str], prefix: str, experts: list[str] = ()) -> str:
+    """Close matches for each target that matched nothing, and the part's LoRA-able module (and fused expert
+    parameter) names."""
+    tails = [n[len(prefix):] for n in [*names, *experts]]
     hints = []
     for target in unreached:
         depth = target.count(".") + 1  # compare `mlp.fc1` with two-part tails, `fc1` with the last part
         hints.append(f"{target!r}{did_you_mean(target, dict.fromkeys('.'.join(t.split('.')[-depth:]) for t in tails))}")
-    known = ", ".join(dict.fromkeys(t.split(".")[-1] for t in tails))
-    return f"{'; '.join(hints)} (the Linear modules LoRA can wrap there: {known})"
+    known = ", ".join(dict.fromkeys(n[len(prefix):].split(".")[-1] for n in names))
+    fused = f"; the fused expert parameters: {', '.join(_tails(experts))}" if experts else ""
+    return f"{'; '.join(hints)} (the Linear modules LoRA can wrap there: {known}{fused})"
 
 
 def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module:
@@ -134,27 +155,53 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         targets: list[str] = []
         ranks: dict[str, int] = {}
         alphas: dict[str, float] = {}
+        params: dict[str, list[str]] = {}
         for part, setting in lora_parts.items():
-            names = lora_targets(model, part, setting.targets)
+            names, part_params = lora_targets(model, part, setting.targets)
             targets += names
             ranks.update({n: setting.r for n in names})
             alphas.update({n: setting.alpha for n in names})
-        from peft import LoraConfig, get_peft_model  # only when a part trains with LoRA: seconds to import
-
-        first = next(iter(lora_parts.values()))
-        config = LoraConfig(
-            r=first.r, lora_alpha=first.alpha, lora_dropout=first.dropout, target_modules=targets,
-            rank_pattern=_exact(ranks), alpha_pattern=_exact(alphas), bias="none",
-        )
+            if part_params:
+                params[part] = part_params
         dropouts = {s.dropout for s in lora_parts.values()}
         if len(dropouts) > 1:
             raise PartsError(f"LoRA dropout must be the same for every LoRA part (got {sorted(dropouts)})")
+        from peft import LoraConfig, get_peft_model  # only when a part trains with LoRA: seconds to import
+
+        first = next(iter(lora_parts.values()))
+        if params:
+            first = _expert_setting(params, lora_parts)
+        config = LoraConfig(
+            r=first.r, lora_alpha=first.alpha, lora_dropout=first.dropout, target_modules=targets,
+            rank_pattern=_exact(ranks), alpha_pattern=_exact(alphas), bias="none",
+            target_parameters=[n for names in params.values() for n in names] or None,
+        )
         with peft_quietly():
             model = get_peft_model(model, config)
     for name, param in model.named_parameters():
         mode = settings.get(part_of(name), PartSetting()).mode
         param.requires_grad = mode == "full" or (mode == "lora" and "lora_" in name)
     return model
+
+
+def _expert_setting(params: dict[str, list[str]], lora_parts: dict[str, PartSetting]) -> PartSetting:
+    """The LoRA setting of the part(s) whose fused expert parameters LoRA wraps, refusing what peft's
+    ``target_parameters`` cannot do: it has no dropout (the input of the fused expert matmul cannot be factored out).
+    The experts take the config's default rank and alpha, so the default is their part's (peft warns that a
+    ``rank_pattern`` key naming a parameter matched no module); the other parts' modules get theirs by pattern."""
+    shown = ", ".join(f"parts.{p}.lora.targets ({', '.join(_tails(n))})" for p, n in params.items())
+    setting = lora_parts[next(iter(params))]
+    dropout = next(iter(lora_parts.values())).dropout
+    if dropout:
+        from peft import __version__
+
+        raise PartsError(
+            f"{shown} name fused MoE expert parameters, which peft {__version__} trains with LoRA only without "
+            f"dropout, but lora.dropout is {dropout:g}; set lora.dropout: 0 (every LoRA part shares one dropout: "
+            f"{', '.join(f'parts.{p}.lora.dropout' for p in lora_parts)})")
+    if len({(lora_parts[p].r, lora_parts[p].alpha) for p in params}) > 1:
+        raise PartsError(f"{shown}: the parts whose experts LoRA trains must share lora.r and lora.alpha")
+    return setting
 
 
 def is_peft_model(model: nn.Module) -> bool:
