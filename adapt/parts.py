@@ -99,11 +99,13 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
                 f"parts.{part}.lora.targets: LoRA targets {inside_attention} match only Linear modules inside nn.MultiheadAttention in the {part} "
                 f"part ({', '.join(chosen(linears, tuple(inside_attention))[:3])}), which LoRA cannot reach (the "
                 "attention reads their weights directly); target other modules or use mode 'full'")
-        expert_targets = [s for s in unreached if chosen(experts, (s,))]
-        params = chosen(experts, tuple(expert_targets)) if expert_targets else []
+        def of(found: list[str], wanted: str) -> list[str]:  # a parameter by its name or by its module's
+            return chosen(found, (wanted,)) + [n for n in found if chosen([n.rpartition(".")[0]], (wanted,))]
+
+        expert_targets = [s for s in unreached if of(experts, s)]
+        params = [n for n in experts if any(n in of(experts, s) for s in expert_targets)]
         unreached = [s for s in unreached if s not in expert_targets]
-        router = [s for s in unreached if any(n.endswith("." + s) or n.rpartition(".")[0].endswith("." + s)
-                                              for n in _unwrappable(model, prefix))]
+        router = [s for s in unreached if of(_unwrappable(model, prefix), s)]
         if router:
             raise PartsError(
                 f"parts.{part}.lora.targets: {router} name the router of a MoE LM, a bare weight LoRA does not wrap "

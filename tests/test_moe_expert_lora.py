@@ -147,3 +147,11 @@ def test_a_run_with_expert_lora_resumes_as_it_would_have_gone_and_saves_the_adap
     assert not torch.equal(merged.get_parameter(name), base.get_parameter(name))
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=IDS).logits, unmerged(input_ids=IDS).logits)
+
+
+def test_the_experts_module_as_a_target_wraps_both_fused_parameters():
+    """`mlp.experts` (the module holding them) was taken for the router in the error message."""
+    peft_model, messages = _apply(_moe_vlm(), targets=("q_proj", "mlp.experts"))
+    assert not [m for m in messages if "fused" in m]
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    assert sum("layers.0.mlp.experts." in n for n in trainable) == 4
