@@ -44,7 +44,7 @@ convert_scene_chips = lazy(f"{_CONVERT}:convert_scene_chips",
                            "Large GeoTIFF scene(s) -> georeferenced chips (+ grounding records from a boxes file) "
                            "(:func:`domains.remote_sensing.convert.convert_scene_chips`).")
 convert_dota = lazy("domains.remote_sensing.dota:convert_dota", "DOTA v1.0 / v1.5 / v2.0 -> chipped grounding + "
-                    "count JSONL (:func:`domains.remote_sensing.dota.convert_dota`).")
+                    "count + presence JSONL (:func:`domains.remote_sensing.dota.convert_dota`).")
 synthetic = lazy("domains.remote_sensing.synthetic:generate_all", "Small synthetic data sets in the public layouts "
                  "(:func:`domains.remote_sensing.synthetic.generate_all`).")
 

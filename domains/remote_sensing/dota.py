@@ -1,4 +1,4 @@
-"""DOTA v1.0 / v1.5 / v2.0 (oriented aerial object boxes) -> chips with grounding and count records.
+"""DOTA v1.0 / v1.5 / v2.0 (oriented aerial object boxes) -> chips with grounding, count and presence records.
 
 Layout read: ``images/P0000.png`` beside ``labelTxt/P0000.txt``, either in ``src/train``, ``src/val``,
 ``src/test`` (one split each) or in `src` itself (one split, named after `src` when it is ``train`` / ``val`` /
@@ -13,6 +13,8 @@ absent, as in the DOTA devkit; 2, which the devkit's split writes for a cut obje
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import math
 import re
 from collections.abc import Sequence
@@ -42,14 +44,16 @@ from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
 from model.tiling import ImageLoadError, load_image, upright_size
 
-__all__ = ["CHIP_GAP", "CHIP_SIZE", "COUNT_QUESTION", "DOTA_DATASET", "MIN_KEEP", "DotaObject", "chip_starts",
-           "convert_dota", "read_dota_labels"]
+__all__ = ["CHIP_GAP", "CHIP_SIZE", "COUNT_QUESTION", "DOTA_DATASET", "MIN_KEEP", "PRESENCE_QUESTION", "TASKS",
+           "DotaObject", "chip_starts", "convert_dota", "read_dota_labels"]
 
 DOTA_DATASET = "dota"
 CHIP_SIZE, CHIP_GAP = 1024, 200  # the DOTA devkit's ImgSplit defaults (subsize, gap)
 MIN_KEEP = 0.7  # the devkit's thresh: an object is kept in a chip when >= 70 % of its polygon's area is inside
 MIN_IN_IMAGE = 0.5  # an object at least half outside its image is a wrong label, not a border overshoot
 COUNT_QUESTION = "How many {} are there in the image?"
+PRESENCE_QUESTION = "Is there a {} in the image?"  # RSVQA's presence form ("Is there a road?"), answered yes / no
+TASKS = ("grounding", "count", "presence")
 _HEADER = re.compile(r"^(imagesource|gsd)\s*:\s*(.*)$", re.IGNORECASE)
 
 Polygon = list[tuple[float, float]]
@@ -202,15 +206,15 @@ def _positive_int(value: Any, name: str) -> int:
 
 def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, size: int = CHIP_SIZE,
                  overlap: int = CHIP_GAP, min_keep: float = MIN_KEEP, difficult: bool = True,
-                 tasks: Sequence[str] = ("grounding", "count"), images_dir: str = "images",
+                 tasks: Sequence[str] = TASKS, negatives: float = 1.0, seed: int = 0, images_dir: str = "images",
                  labels_dir: str = "labelTxt", max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 1,
                  progress: Progress = True) -> ConvertReport:
-    """DOTA -> ``size x size`` chips with grounding and count records, in ``out/<dataset>_<split>.jsonl``.
+    """DOTA -> ``size x size`` chips with grounding, count and presence records, in ``out/<dataset>_<split>.jsonl``.
 
     **Chips** as the DOTA devkit's split: ``size x size`` (default 1024) stepping by ``size - overlap`` (default
     200), the last row / column aligned to the image edge (an image smaller than `size` is one chip of its own
     size; chips are not padded). A chip is written (``out/images/<dataset>/<image>/<image>_x<col>_y<row>_<w>x<h>
-    .png``) only when it holds an object; chips an earlier run left there that no record names (another `size`)
+    .png``) only when it has a record (an object, or a negative presence question); chips an earlier run left there that no record names (another `size`)
     are removed (listed in ``report.removed``).
 
     **Objects and chip borders.** An object is kept in a chip when at least `min_keep` (0.7, the devkit's
@@ -228,7 +232,17 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     * ``"count"``: ``How many small vehicles are there in the image?`` + the RSVQA instruction -> ``"3"``, a
       ``task: "rsvqa"`` record with ``question_type: "count"`` (scored by the RSVQA scorer). It is asked only when
       the count is certain: not when an object of the category is cut by the chip border below `min_keep` (seen
-      in part but not counted) or left out as difficult.
+      in part but not counted) or left out as difficult;
+    * ``"presence"``: ``Is there a small vehicle in the image?`` + the RSVQA instruction -> ``"yes"`` for each
+      category with a kept box, and ``"no"`` (a negative) for a category of the run's vocabulary (the categories
+      kept in some chip, all splits) of which no part lies in the chip, asked on any chip, empty ones included; a
+      ``task: "rsvqa"`` record with ``question_type: "presence"``. A category cut below `min_keep` or left out as
+      difficult is never asked about (neither yes nor no), nor is any absent category on an image with a
+      malformed or mostly-outside object line (it may be anything anywhere).
+
+    `negatives` caps the negatives: per split at most ``floor(negatives * yes-questions)`` (default 1.0: no more
+    "no" than "yes"; 0: none), the ones whose hash of `seed` and the record id is smallest, so the pick does not
+    depend on the order or on `workers` and a different `seed` picks others.
 
     ``meta`` holds the ``source_image`` and ``label_file`` (relative to `src`), ``source_size``, the chip
     ``window`` [col, row, w, h], ``gsd`` / ``imagesource`` when the file gives them, ``name`` (the category), and
@@ -251,9 +265,14 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     if isinstance(min_keep, bool) or not isinstance(min_keep, (int, float)) or not 0 < min_keep <= 1:
         raise DomainError(f"min_keep must be in (0, 1], got {min_keep!r}")
     max_pixels = _positive_int(max_pixels, "max_pixels")
-    unknown = set(tasks) - {"grounding", "count"}
-    if unknown or not tasks or isinstance(tasks, str):
-        raise DomainError(f"tasks must be a non-empty subset of ('grounding', 'count'), got {tasks!r}")
+    if isinstance(tasks, str) or not isinstance(tasks, Sequence) or not tasks or set(tasks) - set(TASKS):
+        raise DomainError(f"tasks must be a non-empty subset of {TASKS}, got {tasks!r}")
+    if (isinstance(negatives, bool) or not isinstance(negatives, (int, float)) or not math.isfinite(negatives)
+            or negatives < 0):
+        raise DomainError(f"negatives must be a number >= 0 (negative presence questions per positive one), "
+                          f"got {negatives!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DomainError(f"seed must be a whole number, got {seed!r}")
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected DOTA's images/ and labelTxt/)")
     roots = _split_roots(src, labels_dir)
@@ -264,10 +283,12 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
              for p in files_inside(src, sorted(p for p in (root / labels_dir).iterdir() if _listed(p)), report)
              if p.is_file()]
     files = _label_files(files, report)
+    vocabulary: set[str] = set()  # the categories kept in some chip: the ones a presence question may ask about
     splits: dict[str, list[dict]] = {split: [] for split in roots}
-    images: list[tuple[str, Path, list, list[tuple[Path, tuple[int, int, int, int]]]]] = []  # split, image, chips, todo
+    scenes: list[_Scene] = []
     for split, label in files:
         root = roots[split]
+        malformed = report.skipped.get("malformed label line", 0)
         try:
             img_src = _find_image(root / images_dir, label.stem)
             objects, header = read_dota_labels(label, report)
@@ -295,6 +316,8 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
             report.warn(label, "boxes turned with an EXIF-oriented image", f"{label}: {img_src.name} has EXIF "
                         f"orientation {orientation}: it is written upright and its boxes are turned with it")
         kept: list[tuple[DotaObject, Polygon, float]] = []  # object, polygon clipped to the image, area of that
+        # a skipped object line may be anything anywhere: "no" would be a guess on this image
+        sure = report.skipped.get("malformed label line", 0) == malformed
         for obj in objects:
             where = f"{label}:{obj.line}"
             poly = obj.polygon
@@ -306,6 +329,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
             if _area(inside) < MIN_IN_IMAGE * area:
                 report.skip(where, "box outside image", f"{where}: the {obj.category} lies mostly outside the "
                                                         f"{W}x{H} image {img_src.name}")
+                sure = False
                 continue
             if inside != poly:
                 report.warn(where, "box clipped to image", f"{where}: {obj.category} clipped to the {W}x{H} image")
@@ -314,7 +338,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
             kept.append((obj, inside, _area(inside)))  # chip fractions are of the part inside the image
         placed = [False] * len(kept)
         bounds = [_bounds(poly) for _, poly, _ in kept]
-        chips: list[tuple[int, int, int, int, list[dict]]] = []
+        chip_cats: list[tuple[int, int, int, int, dict[str, dict[str, Any]]]] = []
         for row in chip_starts(H, size, step):
             for col in chip_starts(W, size, step):
                 w, h = min(size, W), min(size, H)
@@ -334,17 +358,30 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
                     b = _bounds(part)
                     entry["boxes"].append((Box(b.x1 - col, b.y1 - row, b.x2 - col, b.y2 - row), obj))
                     placed[k] = True
-                records = _chip_records(dataset, stem, split, col, row, w, h, by_cat, tasks,
-                                        {"source_image": img_src.relative_to(src).as_posix(), "label_file": rel,
-                                         "source_size": [W, H], "window": [col, row, w, h], **header})
-                if records:
-                    chips.append((col, row, w, h, records))
+                chip_cats.append((col, row, w, h, by_cat))
         for k, (obj, _, _) in enumerate(kept):
             if not placed[k] and (difficult or not obj.difficult):
                 where = f"{label}:{obj.line}"
                 report.skip(where, "object in no chip", f"{where}: no {size}x{size} chip holds >= {min_keep:.0%} of "
                                                         f"the {obj.category}")
-        images.append((split, img_src, chips, _chips_todo(img_src, out, dataset, stem, chips, key)))
+        vocabulary.update(obj.category for k, (obj, _, _) in enumerate(kept) if placed[k])
+        scenes.append(_Scene(split, img_src, stem, chip_cats, sure,
+                             {"source_image": img_src.relative_to(src).as_posix(), "label_file": rel,
+                              "source_size": [W, H], **header}))
+
+    chosen = _pick_negatives(scenes, sorted(vocabulary), dataset, negatives, seed) if "presence" in tasks else set()
+    images: list[tuple[str, Path, list, list[tuple[Path, tuple[int, int, int, int]]]]] = []  # split, image, chips, todo
+    categories = sorted(vocabulary)
+    for scene in scenes:
+        chips = []
+        for col, row, w, h, by_cat in scene.chips:
+            cid = _chip_id(dataset, scene.stem, col, row)
+            absent = [c for c in categories if f"{cid}/{safe_name(c)}/presence" in chosen]
+            records = _chip_records(dataset, scene.stem, scene.split, col, row, w, h, by_cat, absent, tasks,
+                                    {**scene.meta, "window": [col, row, w, h]})
+            if records:
+                chips.append((col, row, w, h, records))
+        images.append((scene.split, scene.image, chips, _chips_todo(scene.image, out, dataset, scene.stem, chips, key)))
 
     def plan():  # the images to decode, in the loop's order: decoded and cut ahead in the workers
         for _, img_src, _, todo in images:
@@ -369,17 +406,64 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     return write_splits(report, out, dataset, splits)
 
 
+class _Scene(NamedTuple):
+    split: str
+    image: Path
+    stem: str
+    chips: list[tuple[int, int, int, int, dict[str, dict[str, Any]]]]  # col, row, w, h, category -> boxes, uncertain
+    sure: bool  # every object line was read and placed in the image: a category not seen is absent
+    meta: dict[str, Any]
+
+
+def _chip_id(dataset: str, stem: str, col: int, row: int) -> str:
+    return f"{dataset}/{stem}/x{col}_y{row}"
+
+
+def _absent(by_cat: dict[str, dict[str, Any]], category: str) -> bool:
+    """No part of any object of `category` lies in the chip (a zero-area touch of its border aside)."""
+    entry = by_cat.get(category)
+    return entry is None or not (entry["boxes"] or entry["uncertain"])
+
+
+def _pick_negatives(scenes: list[_Scene], vocabulary: list[str], dataset: str, ratio: float, seed: int) -> set[str]:
+    """The ids of the negative presence questions asked: per split at most ``floor(ratio * positives)``, those
+    whose seeded hash of the id is smallest (the pick depends on the ids alone: not on the order, nor on workers)."""
+    def rank(rid: str) -> bytes:
+        return hashlib.blake2b(f"{seed}/{rid}".encode(), digest_size=8).digest()
+
+    positives: dict[str, int] = {}
+    for sc in scenes:
+        positives[sc.split] = positives.get(sc.split, 0) + sum(
+            1 for *_, by_cat in sc.chips for entry in by_cat.values() if entry["boxes"])
+    chosen: set[str] = set()
+    for split, n in positives.items():
+        cap = math.floor(ratio * n)
+        candidates = (f"{_chip_id(dataset, sc.stem, col, row)}/{safe_name(c)}/presence"
+                      for sc in scenes if sc.split == split and sc.sure
+                      for col, row, _, _, by_cat in sc.chips for c in vocabulary if _absent(by_cat, c))
+        chosen.update(heapq.nsmallest(cap, candidates, key=rank) if cap else ())
+    return chosen
+
+
 def _chip_records(dataset: str, stem: str, split: str, col: int, row: int, w: int, h: int,
-                  by_cat: dict[str, dict[str, Any]], tasks: Sequence[str], chip_meta: dict) -> list[dict]:
+                  by_cat: dict[str, dict[str, Any]], absent: Sequence[str], tasks: Sequence[str],
+                  chip_meta: dict) -> list[dict]:
     image = f"images/{dataset}/{stem}/{stem}_x{col}_y{row}_{w}x{h}.png"
-    cid = f"{dataset}/{stem}/x{col}_y{row}"
+    cid = _chip_id(dataset, stem, col, row)
     records = []
-    for category in sorted(by_cat):
+    for category in sorted(set(by_cat) | set(absent)):
+        phrase = _phrase(category)
+        if category in absent:  # a negative: only presence asks about it
+            meta = {"dataset": dataset, "split": split, **chip_meta, "name": category, "phrase": phrase,
+                    "question_type": "presence"}
+            records.append(_record(f"{cid}/{safe_name(category)}/presence", image, (w, h),
+                                   PRESENCE_QUESTION.format(phrase) + "\n" + RSVQA_INSTRUCTION, "no", "rsvqa",
+                                   meta=meta))
+            continue
         entry = by_cat[category]
         boxes = sorted(entry["boxes"], key=lambda bo: (bo[0].y1, bo[0].x1, bo[0].y2, bo[0].x2))
         if not boxes:
             continue
-        phrase = _phrase(category)
         grids = [to_grid(b, w, h) for b, _ in boxes]
         meta = {"dataset": dataset, "split": split, **chip_meta, "name": category, "phrase": phrase,
                 "bbox": [[round(v, 3) for v in b] for b, _ in boxes], "grid_box": grids,
@@ -393,6 +477,10 @@ def _chip_records(dataset: str, stem: str, split: str, col: int, row: int, w: in
             records.append(_record(f"{cid}/{safe_name(category)}/count", image, (w, h),
                                    COUNT_QUESTION.format(_plural(phrase)) + "\n" + RSVQA_INSTRUCTION, answer, "rsvqa",
                                    meta={**meta, "question_type": "count", "bucket": rsvqa_bucket(answer)}))
+        if "presence" in tasks:
+            records.append(_record(f"{cid}/{safe_name(category)}/presence", image, (w, h),
+                                   PRESENCE_QUESTION.format(phrase) + "\n" + RSVQA_INSTRUCTION, "yes", "rsvqa",
+                                   meta={**meta, "question_type": "presence"}))
     return records
 
 
