@@ -92,6 +92,18 @@ def _clip(poly: Polygon, x1: float, y1: float, x2: float, y2: float) -> Polygon:
     return poly
 
 
+def _crosses(poly: Polygon) -> bool:
+    """Whether a quadrilateral's opposite sides cross (a bow tie: its shoelace area is the lobes' difference)."""
+    def turn(p: tuple[float, float], q: tuple[float, float], r: tuple[float, float]) -> float:
+        return (q[0] - p[0]) * (r[1] - p[1]) - (q[1] - p[1]) * (r[0] - p[0])
+
+    def cut(a, b, c, d) -> bool:  # segments ab and cd cross at a point inside both
+        return turn(a, b, c) * turn(a, b, d) < 0 and turn(c, d, a) * turn(c, d, b) < 0
+
+    a, b, c, d = poly
+    return cut(a, b, c, d) or cut(b, c, d, a)
+
+
 def _bounds(poly: Polygon) -> Box:
     xs, ys = [p[0] for p in poly], [p[1] for p in poly]
     return Box(min(xs), min(ys), max(xs), max(ys))
@@ -146,6 +158,8 @@ def read_dota_labels(path: Path, report: ConvertReport) -> tuple[list[DotaObject
             poly = [(coords[i], coords[i + 1]) for i in range(0, 8, 2)]
             if _area(poly) <= 0:
                 raise ValueError("the quadrilateral has no area")
+            if _crosses(poly):
+                raise ValueError("the quadrilateral crosses itself (corners out of order), so its area is unknown")
         except ValueError as exc:
             report.skip(where, "malformed label line", f"{where}: {exc}: {line[:120]!r}")
             continue
@@ -249,7 +263,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     per box the chip-pixel ``bbox``, the ``grid_box``, ``difficult`` and the label ``lines``.
 
     **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a
-    number where the category goes, a difficult flag not 0 / 1) is skipped and counted with ``file:line``; a label file without an image, an
+    number where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped and counted with ``file:line``; a label file without an image, an
     unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes,
     which are decoded whole) is skipped with the file named. Re-runs reuse chip PNGs that are fresh (as the
     other converters); the image is decoded only when a chip is missing. With ``workers > 1`` each image is
