@@ -254,9 +254,14 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
       difficult is never asked about (neither yes nor no), nor is any absent category on an image with a
       malformed or mostly-outside object line (it may be anything anywhere).
 
-    `negatives` caps the negatives: per split at most ``floor(negatives * yes-questions)`` (default 1.0: no more
-    "no" than "yes"; 0: none), the ones whose hash of `seed` and the record id is smallest, so the pick does not
-    depend on the order or on `workers` and a different `seed` picks others.
+    **Options.** `dataset`: the name of the output files and image folder. `size`: the chip side in pixels.
+    `overlap`: pixels neighbouring chips share (below `size`). `min_keep`: the share of an object's area a chip must
+    hold to keep it. `difficult`: false leaves difficult objects out. `tasks`: any of grounding, count, presence.
+    `negatives`: at most ``floor(negatives * yes-questions)`` "no" presence questions per split (1.0: no more "no"
+    than "yes"; 0: none), the ones whose hash of `seed` and the record id is smallest, so the pick does not depend
+    on the order or on `workers`. `seed`: another whole number picks other negatives. `images_dir`: the folder of
+    the images. `labels_dir`: the folder of the label files. `max_pixels`: the largest image decoded (width x
+    height). `workers`: processes decoding and cutting images ahead.
 
     ``meta`` holds the ``source_image`` and ``label_file`` (relative to `src`), ``source_size``, the chip
     ``window`` [col, row, w, h], ``gsd`` / ``imagesource`` when the file gives them, ``name`` (the category), and
