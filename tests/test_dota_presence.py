@@ -105,3 +105,12 @@ def test_every_option_is_described_in_convert_help():
     docs = option_docs(convert_dota)
     assert params <= set(docs), params - set(docs)
     assert "images_dir" in docs and "," not in docs["seed"]
+
+
+def test_an_before_a_vowel(tmp_path):
+    labels = "10 20 50 20 50 60 10 60 airport 0\n60 20 90 20 90 60 60 60 plane 0\n"
+    convert_dota(make_tree(tmp_path / "dota", labels, size=(100, 100)), tmp_path / "out", progress=False)
+    asked = {r["meta"]["name"]: r["conversations"][0]["value"] for r in rows(tmp_path / "out")
+             if r["meta"].get("question_type") == "presence"}
+    assert asked["airport"].startswith("<image>\nIs there an airport in the image?")
+    assert asked["plane"].startswith("<image>\nIs there a plane in the image?")

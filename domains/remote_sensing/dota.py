@@ -52,7 +52,7 @@ CHIP_SIZE, CHIP_GAP = 1024, 200  # the DOTA devkit's ImgSplit defaults (subsize,
 MIN_KEEP = 0.7  # the devkit's thresh: an object is kept in a chip when >= 70 % of its polygon's area is inside
 MIN_IN_IMAGE = 0.5  # an object at least half outside its image is a wrong label, not a border overshoot
 COUNT_QUESTION = "How many {} are there in the image?"
-PRESENCE_QUESTION = "Is there a {} in the image?"  # RSVQA's presence form ("Is there a road?"), answered yes / no
+PRESENCE_QUESTION = "Is there {} in the image?"  # RSVQA's presence form ("Is there a road?"), answered yes / no
 TASKS = ("grounding", "count", "presence")
 _HEADER = re.compile(r"^(imagesource|gsd)\s*:\s*(.*)$", re.IGNORECASE)
 
@@ -169,6 +169,10 @@ def read_dota_labels(path: Path, report: ConvertReport) -> tuple[list[DotaObject
 
 def _phrase(category: str) -> str:
     return " ".join(category.replace("-", " ").replace("_", " ").split())
+
+
+def _with_article(phrase: str) -> str:
+    return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
 
 
 def _plural(phrase: str) -> str:
@@ -472,11 +476,11 @@ def _chip_records(dataset: str, stem: str, split: str, col: int, row: int, w: in
     records = []
     for category in sorted(set(by_cat) | set(absent)):
         phrase = _phrase(category)
+        asked = PRESENCE_QUESTION.format(_with_article(phrase)) + "\n" + RSVQA_INSTRUCTION
         if category in absent:  # a negative: only presence asks about it
             meta = {"dataset": dataset, "split": split, **chip_meta, "name": category, "phrase": phrase,
                     "question_type": "presence"}
-            records.append(_record(f"{cid}/{safe_name(category)}/presence", image, (w, h),
-                                   PRESENCE_QUESTION.format(phrase) + "\n" + RSVQA_INSTRUCTION, "no", "rsvqa",
+            records.append(_record(f"{cid}/{safe_name(category)}/presence", image, (w, h), asked, "no", "rsvqa",
                                    meta=meta))
             continue
         entry = by_cat[category]
@@ -497,8 +501,7 @@ def _chip_records(dataset: str, stem: str, split: str, col: int, row: int, w: in
                                    COUNT_QUESTION.format(_plural(phrase)) + "\n" + RSVQA_INSTRUCTION, answer, "rsvqa",
                                    meta={**meta, "question_type": "count", "bucket": rsvqa_bucket(answer)}))
         if "presence" in tasks:
-            records.append(_record(f"{cid}/{safe_name(category)}/presence", image, (w, h),
-                                   PRESENCE_QUESTION.format(phrase) + "\n" + RSVQA_INSTRUCTION, "yes", "rsvqa",
+            records.append(_record(f"{cid}/{safe_name(category)}/presence", image, (w, h), asked, "yes", "rsvqa",
                                    meta={**meta, "question_type": "presence"}))
     return records
 
