@@ -77,3 +77,14 @@ def test_a_dota_v2_size_scene_is_refused_from_its_header(tmp_path, monkeypatch):
     assert convert_dota(small, tmp_path / "o1", max_pixels=59_999, progress=False).skipped == {"image too large": 1}
     monkeypatch.undo()
     assert convert_dota(small, tmp_path / "o2", max_pixels=60_000, progress=False).written > 0
+
+
+def test_absurd_chip_grids_are_refused_before_cutting(tmp_path, monkeypatch):
+    """Every chip of an image is held until the negatives are picked: size 2 / overlap 1 on a 300 x 200 scene made
+    59,501 chips (a 7000 px scene: 49 M), now an image skipped with the count and a way out."""
+    monkeypatch.setattr(dota, "MAX_CHIPS", 1000)
+    src = make_tree(tmp_path / "dota")
+    report = convert_dota(src, tmp_path / "out", size=2, overlap=1, progress=False)
+    assert report.skipped == {"too many chips": 1}
+    assert "300x200 in 2 px chips 1 px apart makes 59,501 chips, above 1,000" in report.examples["too many chips"][0]
+    assert convert_dota(src, tmp_path / "out", size=64, overlap=0, progress=False).written > 0  # 5 x 4 chips

@@ -50,6 +50,7 @@ __all__ = ["CHIP_GAP", "CHIP_SIZE", "COUNT_QUESTION", "DOTA_DATASET", "MIN_KEEP"
 DOTA_DATASET = "dota"
 CHIP_SIZE, CHIP_GAP = 1024, 200  # the DOTA devkit's ImgSplit defaults (subsize, gap)
 MIN_KEEP = 0.7  # the devkit's thresh: an object is kept in a chip when >= 70 % of its polygon's area is inside
+MAX_CHIPS = 1_000_000  # per image: each chip is kept in memory until the negatives are picked
 MIN_IN_IMAGE = 0.5  # an object at least half outside its image is a wrong label, not a border overshoot
 COUNT_QUESTION = "How many {} are there in the image?"
 PRESENCE_QUESTION = "Is there {} in the image?"  # RSVQA's presence form ("Is there a road?"), answered yes / no
@@ -274,7 +275,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a
     number where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped and counted with ``file:line``; a label file without an image, an
     unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes,
-    which are decoded whole) is skipped with the file named. Re-runs reuse chip PNGs that are fresh (as the
+    which are decoded whole) or one `size` and `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip PNGs that are fresh (as the
     other converters); the image is decoded only when a chip is missing. With ``workers > 1`` each image is
     decoded and its missing chips encoded ahead in worker processes (:mod:`domains.parallel`: one decode per
     image serves all its chips; the output is byte for byte that of one worker). `progress`: a bar over the
@@ -332,6 +333,12 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
             continue
         if not objects:
             report.skip(label, "no objects", f"{label}: no object lines")
+            continue
+        n_chips = len(chip_starts(W, size, step)) * len(chip_starts(H, size, step))
+        if n_chips > MAX_CHIPS:
+            report.skip(img_src, "too many chips", f"{img_src}: {W}x{H} in {size} px chips {overlap} px apart "
+                                                   f"makes {n_chips:,} chips, above {MAX_CHIPS:,}; use a larger size "
+                                                   f"or a smaller overlap")
             continue
         rel = label.relative_to(src).as_posix()
         stem = safe_name(label.stem) if split == "all" else f"{split}_{safe_name(label.stem)}"
