@@ -233,8 +233,8 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     **Chips** as the DOTA devkit's split: ``size x size`` (default 1024) stepping by ``size - overlap`` (default
     200), the last row / column aligned to the image edge (an image smaller than `size` is one chip of its own
     size; chips are not padded). A chip is written (``out/images/<dataset>/<image>/<image>_x<col>_y<row>_<w>x<h>
-    .png``) only when it has a record (an object, or a negative presence question); chips an earlier run left there that no record names (another `size`)
-    are removed (listed in ``report.removed``).
+    .png``) only when it has a record (an object, or a negative presence question); chips an earlier run left there
+    that no record names (another `size`) are removed (listed in ``report.removed``).
 
     **Objects and chip borders.** An object is kept in a chip when at least `min_keep` (0.7, the devkit's
     ``thresh``) of its quadrilateral's area lies inside the chip; its box is then the horizontal bounds of the
@@ -272,14 +272,15 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     ``window`` [col, row, w, h], ``gsd`` / ``imagesource`` when the file gives them, ``name`` (the category), and
     per box the chip-pixel ``bbox``, the ``grid_box``, ``difficult`` and the label ``lines``.
 
-    **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a
-    number where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped and counted with ``file:line``; a label file without an image, an
-    unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes,
-    which are decoded whole) or one `size` and `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip PNGs that are fresh (as the
-    other converters); the image is decoded only when a chip is missing. With ``workers > 1`` each image is
-    decoded and its missing chips encoded ahead in worker processes (:mod:`domains.parallel`: one decode per
-    image serves all its chips; the output is byte for byte that of one worker). `progress`: a bar over the
-    images.
+    **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a number
+    where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped
+    and counted with ``file:line``; a label file without an image, an unreadable image, or one above `max_pixels`
+    (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes, which are decoded whole) or one `size` and
+    `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip
+    PNGs that are fresh (as the other converters); the image is decoded only when a chip is missing. With ``workers
+    > 1`` each image is decoded and its missing chips encoded ahead in worker processes (:mod:`domains.parallel`:
+    one decode per image serves all its chips; the output is byte for byte that of one worker). `progress`: a bar
+    over the images.
     """
     check_workers(workers)
     src, out = Path(src), Path(out)
