@@ -51,6 +51,8 @@ def test_negatives_capped_seeded_and_reproducible(tmp_path):
     assert list(presence(tmp_path / "c").values()).count("no") == 2  # floor(0.4 * 5)
     convert_dota(src, tmp_path / "d", size=128, overlap=28, negatives=0, progress=False)
     assert "no" not in presence(tmp_path / "d").values()
+    convert_dota(src, tmp_path / "e", size=128, overlap=28, negatives=1e308, progress=False)  # inf * 5: every one
+    assert {k for k, a in presence(tmp_path / "e").items() if a == "no"} == NO
     picks = set()
     for seed in range(6):
         convert_dota(src, tmp_path / f"s{seed}", size=128, overlap=28, seed=seed, progress=False)
@@ -87,7 +89,8 @@ def test_presence_alone(tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"negatives": -1}, "negatives"), ({"negatives": float("nan")}, "negatives"), ({"negatives": "all"}, "negatives"),
+    ({"negatives": -1}, "negatives"), ({"negatives": float("nan")}, "negatives"),
+    ({"negatives": float("inf")}, "negatives"), ({"negatives": "all"}, "negatives"),
     ({"seed": 1.5}, "seed"), ({"tasks": ["presence", "caption"]}, "tasks"),
 ])
 def test_bad_presence_options_refused(tmp_path, options, message):

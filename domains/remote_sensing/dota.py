@@ -17,6 +17,7 @@ import hashlib
 import heapq
 import math
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -468,7 +469,7 @@ def _pick_negatives(scenes: list[_Scene], vocabulary: list[str], dataset: str, r
             1 for *_, by_cat in sc.chips for entry in by_cat.values() if entry["boxes"])
     chosen: set[str] = set()
     for split, n in positives.items():
-        cap = math.floor(ratio * n)
+        cap = math.floor(min(ratio * n, sys.maxsize))  # 1e308 * n is inf: 'all of them'
         candidates = (f"{_chip_id(dataset, sc.stem, col, row)}/{safe_name(c)}/presence"
                       for sc in scenes if sc.split == split and sc.sure
                       for col, row, _, _, by_cat in sc.chips for c in vocabulary if _absent(by_cat, c))
