@@ -411,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--max-images", type=positive_int,
                         help="tensorrt only: the most images one prompt may hold; the largest vision profile and "
                              "max_multimodal_len take the most tiles such a prompt gives (default 16)")
+    export.add_argument("--opset", type=int, choices=(17, 18),
+                        help="tensorrt only: the graphs' ONNX opset (default 17, which every JetPack's TensorRT parses; "
+                             "18 needs TensorRT 10, JetPack 6.1)")
     export.add_argument("--no-progress", action="store_true", help="no progress bars")
     export.set_defaults(handler=_export, builds_model=True)
 
@@ -730,13 +733,16 @@ def _export(args) -> int:
         raise CliError("--recipe applies to --format tensorrt only")
     if args.max_images is not None and args.format != "tensorrt":
         raise CliError("--max-images applies to --format tensorrt only")
+    if args.opset is not None and args.format != "tensorrt":
+        raise CliError("--opset applies to --format tensorrt only")
     check_target(Path(args.out), args.force, args.model)  # a refused target fails before the model is loaded
     if args.adapter is not None:
         check_lora_adapter(args.adapter, args.allow_pickle, model=args.model)
     vlm, processor = _load(args)
     if args.format == "tensorrt":
         options = {"tiling": None, "source": None, "progress": args.progress,
-                   **({"max_images": args.max_images} if args.max_images else {})}
+                   **({"max_images": args.max_images} if args.max_images else {}),
+                   **({"opset": args.opset} if args.opset else {})}
         if args.recipe is not None:
             from .recipe import load_recipe
 

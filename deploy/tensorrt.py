@@ -3,7 +3,9 @@ a Jetson Orin (engines are specific to the device and TensorRT version, so they 
 
     vision.onnx, embed.onnx, decoder.onnx (+ .data), tokenizer, chat_template.json, preprocessor_config.json
                         what `write_onnx` writes (deploy/onnx): the vision graph has fixed tile_size x tile_size
-                        tiles and a symbolic tile axis; the decoder takes inputs_embeds and a KV cache
+                        tiles and a symbolic tile axis; the decoder takes inputs_embeds and a KV cache; converted
+                        to ONNX opset 17 (every JetPack's TensorRT parses it; `opset=18` keeps the exporter's), and
+                        float constants below fp16's range (the attention-mask fill) set to FP16_MASK_FILL
     profiles.json       one TensorRT profile per tile count the tiling produces (min = opt = max), named after the
                         inputs it serves: the fewest tiles, the most one image gets (max_tiles + thumbnail), the
                         most a prompt of up to `max_images` images gets (the images share max_tiles), the driving
@@ -28,6 +30,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +45,7 @@ from model.progress import Progress
 from model.resources import assets_dir
 from model.tiling import TilingConfig, candidate_grids
 
-from .fp16_check import compare_fp16, scan_magnitudes
+from .fp16_check import FP16_MAX, compare_fp16, scan_magnitudes
 from .onnx.export import DECODER, EMBED, VISION, write_onnx
 from .onnx.graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_names, eager_attention, kv_shape
 
@@ -50,6 +53,13 @@ BUNDLE, PROFILES, FP16_REPORT, VERIFY, README = "bundle.json", "profiles.json", 
 REFERENCES = "references"
 QUESTION = "What shapes are in the picture?"
 TEXT_BUDGET = 1024  # text tokens the decoder profile allows beside the largest profile's image tokens
+MAX_NEW_TOKENS = 256  # of TEXT_BUDGET, the tokens TensorRT-LLM's max_input_len leaves for the answer
+# ONNX opsets the bundle can be written at: 17 is the newest that TensorRT 8.5 / 8.6 (JetPack 5 / 6.0) parse and
+# TensorRT 10 (JetPack 6.1) parses it too, so it serves every JetPack; 18 is what torch.onnx's exporter writes
+OPSETS, DEFAULT_OPSET = (17, 18), 17
+# an attention mask's fill (torch.finfo(float32).min, -3.4e38) becomes -inf in fp16, and a fully masked row's
+# softmax NaN; this fill is exact in fp16 and leaves room below it for any score added (fp16 ends at -65504)
+FP16_MASK_FILL = -32768.0
 # max|got - expected| <= atol + rtol * max|expected|: fp16 engines against PyTorch fp32; the fp32 ONNX graphs
 TOLERANCE = {"tensorrt": {"rtol": 1e-2, "atol": 1e-4}, "onnxruntime": {"rtol": 1e-4, "atol": 1e-6}}
 
@@ -116,11 +126,18 @@ def tile_counts(tiling: TilingConfig) -> list[int]:
 
 
 def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = None, source: str | None = None,
-                   max_images: int = MAX_IMAGES, progress: Progress = True) -> Path:
+                   max_images: int = MAX_IMAGES, progress: Progress = True, opset: int = DEFAULT_OPSET,
+                   max_new_tokens: int = MAX_NEW_TOKENS) -> Path:
     """Write the bundle into `out_dir` (an empty staging folder); `tiling`: the recipe's (default: the model's);
     `source`: where that tiling came from, for the README; `max_images`: the most images one prompt may hold (the
     largest profile and max_multimodal_len take the most tiles such a prompt gives); `progress`: the ONNX export's
-    bar."""
+    bar; `opset`: the graphs' ONNX opset (`OPSETS`); `max_new_tokens`: the answer tokens TensorRT-LLM's
+    max_input_len leaves room for within max_seq_len."""
+    if opset not in OPSETS:
+        raise TensorRTExportError(f"ONNX opset {opset!r} is not one the bundle is written at; choose one of "
+                                  f"{', '.join(map(str, OPSETS))} (17: every JetPack; 18: TensorRT 10 only)")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise TensorRTExportError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
     out_dir = Path(out_dir)
     processor = copy.copy(processor)
     processor.tiling = tiling or processor.tiling
@@ -131,6 +148,10 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
         raise TensorRTExportError(f"{source or 'the model'}: tiling.tile_size {tiling.tile_size} is not the vision "
                                   f"tower's image size {tower}; the engines take the tower's tiles (set it to null)")
     write_onnx(vlm, processor, out_dir, progress=progress)
+    clamped = []
+    for graph in (VISION, EMBED, DECODER):
+        convert_opset(out_dir / graph, opset)
+        clamped += [{"graph": graph, **c} for c in clamp_fp16_constants(out_dir / graph)]
     vlm = (copy.deepcopy(vlm).float() if next(vlm.parameters()).dtype != torch.float32 else vlm).eval()
     found = layouts(processor, tiling, max_images)
     refs = References(out_dir / REFERENCES)
@@ -180,8 +201,9 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     inputs, _ = decoder_names(cfg.num_hidden_layers)
     past = {n: {"zeros": [1, heads, 0, head_dim], "dtype": "float32"} for n in inputs[3:]}
     n = ids.shape[1]
-    longest = min(int(getattr(cfg, "max_position_embeddings", 4096)),
-                  max(x.tiles for x in found) * processor.image_seq_length + TEXT_BUDGET)
+    multimodal = max(x.tiles for x in found) * processor.image_seq_length
+    longest, max_input, cut = sequence_limits(multimodal, int(getattr(cfg, "max_position_embeddings", 4096)),
+                                              max_new_tokens, source or "the model")
     lm_shapes = {"inputs_embeds": ([1, 1, cfg.hidden_size], [1, n, cfg.hidden_size], [1, longest, cfg.hidden_size]),
                  "attention_mask": ([1, 1], [1, n], [1, longest]), "position_ids": ([1, 1], [1, n], [1, longest]),
                  **{k: ([1, heads, 0, head_dim], [1, heads, 0, head_dim], [1, heads, longest - 1, head_dim])
@@ -220,9 +242,8 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
 
     profiles = {
         "tiling": tiling.to_dict(), "tiling_source": source or "the model's own tiling", "max_images": max_images,
-        "onnx_opset": max(o.version for graph in (VISION, EMBED, DECODER) for o in
-                          onnx.load(str(out_dir / graph), load_external_data=False).opset_import
-                          if o.domain in ("", "ai.onnx")),
+        "onnx_opset": max(_opset(onnx.load(str(out_dir / graph), load_external_data=False))
+                          for graph in (VISION, EMBED, DECODER)),
         "image_tokens_per_tile": processor.image_seq_length,
         "vision": {"onnx": VISION, "input": "pixel_values", "output": "image_features",
                    "output_per_tile": features_shape, "profiles": vision_profiles, "range_profile": range_profile},
@@ -230,10 +251,10 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
         "decoder": {"onnx": DECODER, "engine": "decoder.plan", "shapes": _named(lm_shapes), "trtexec": decoder_cmd,
                     "reference_prompt": {"question": QUESTION, "layout": stitched.name, "tokens": n},
                     "reference_step": {"question": QUESTION, "images": 0, "past": m},
-                    "max_sequence": longest,
-                    "max_multimodal_len": max(x.tiles for x in found) * processor.image_seq_length},
+                    "max_sequence": longest, "max_input_len": max_input, "max_new_tokens": longest - max_input,
+                    "max_sequence_cut": cut, "max_multimodal_len": multimodal},
     }
-    report = fp16_report(fp16)
+    report = fp16_report(fp16, clamped)
     _write_json(out_dir / PROFILES, profiles)
     _write_json(out_dir / FP16_REPORT, report)
     _write_json(out_dir / BUNDLE, {"format": "pocket-adapt tensorrt bundle", "version": 1, "tolerance": TOLERANCE,
@@ -244,6 +265,123 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
 
     (out_dir / README).write_text(bundle_readme(vlm, processor, profiles, report), encoding="utf-8")
     return out_dir
+
+
+def sequence_limits(multimodal: int, positions: int, max_new_tokens: int, what: str = "the model"
+                    ) -> tuple[int, int, str | None]:
+    """(max_seq_len, max_input_len, cut) of the decoder: the most image tokens of a prompt (`multimodal`) plus
+    TEXT_BUDGET text tokens, at most the model's `positions` (max_position_embeddings); max_input_len leaves
+    `max_new_tokens` of it to the answer. `cut`: what a cut to `positions` took away (warned), else None."""
+    wanted = multimodal + TEXT_BUDGET
+    longest, cut = min(positions, wanted), None
+    if wanted > positions:
+        cut = (f"{what}: the decoder profile wants {wanted} tokens ({multimodal} image tokens + {TEXT_BUDGET} text) "
+               f"but the model has max_position_embeddings {positions}; the decoder profile and TensorRT-LLM's "
+               f"max_seq_len are cut to {positions}")
+        warnings.warn(cut, stacklevel=3)
+    max_input = longest - max_new_tokens
+    if max_input <= multimodal:
+        raise TensorRTExportError(f"{what}: max_new_tokens {max_new_tokens} leaves {max_input} input tokens of the "
+                                  f"{longest}-token sequence, not more than the {multimodal} image tokens of the "
+                                  f"largest prompt; ask for fewer new tokens or fewer images (--max-images)")
+    return longest, max_input, cut
+
+
+def convert_opset(path: Path, opset: int) -> None:
+    """Rewrite the graph at `path` at ONNX opset `opset` in place (the weights in its .data file stay as they are);
+    onnx's converter leaves ReduceMean & co. (opset < 18) with ReduceSum's noop_with_empty_axes, which they do not
+    have: dropped where it holds the default, refused where not."""
+    import onnx
+    from onnx import version_converter
+
+    model = onnx.load(str(path), load_external_data=False)
+    if _opset(model) == opset:
+        return
+    try:
+        converted = version_converter.convert_version(model, opset)
+    except Exception as err:  # noqa: BLE001 - any converter failure names the graph and the opset
+        raise TensorRTExportError(f"{path.name}: cannot convert to ONNX opset {opset} ({err})") from err
+    for node in _all_nodes(converted.graph):
+        if opset < 18 and node.op_type.startswith("Reduce") and node.op_type != "ReduceSum":
+            for attr in list(node.attribute):
+                if attr.name == "noop_with_empty_axes":
+                    if attr.i:
+                        raise TensorRTExportError(f"{path.name}: {node.op_type} node {node.name!r} reduces nothing "
+                                                  f"when given no axes, which opset {opset} cannot express")
+                    node.attribute.remove(attr)
+    if _opset(converted) != opset:
+        raise TensorRTExportError(f"{path.name}: converted to ONNX opset {_opset(converted)}, not {opset}")
+    onnx.save(converted, str(path))
+    try:  # by path: the checker finds the weights' .data file beside it
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as err:
+        raise TensorRTExportError(f"{path.name}: the graph converted to ONNX opset {opset} is invalid "
+                                  f"({str(err).splitlines()[0]})") from err
+
+
+def clamp_fp16_constants(path: Path) -> list[dict]:
+    """Set every inline float constant of the graph at `path` below fp16's range (an attention mask's fill:
+    -3.4e38, -inf) to FP16_MASK_FILL, in place, and return what was changed (name, consumers, old value); a constant
+    above fp16's range, which cannot be a mask fill, is refused naming the node."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    users: dict[str, list[str]] = {}
+    for node in _all_nodes(model.graph):
+        for name in node.input:
+            users.setdefault(name, []).append(f"{node.op_type} {node.name}")
+    found = []
+
+    def fix(tensor, name: str) -> None:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type not in (
+                onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE):
+            return
+        array = numpy_helper.to_array(tensor)
+        high, low = (array > FP16_MAX) | np.isnan(array), array < -FP16_MAX
+        if high.any():
+            raise TensorRTExportError(f"{path.name}: constant {name!r} (used by {', '.join(users.get(name, ['?']))}) "
+                                      f"holds {float(array[high].flat[0]):g}, above fp16's {FP16_MAX:g}; an fp16 "
+                                      "engine would make it inf")
+        if low.any():
+            found.append({"constant": name, "used_by": users.get(name, []), "was": float(array[low].min()),
+                          "now": FP16_MASK_FILL})
+            tensor.CopyFrom(numpy_helper.from_array(np.where(low, FP16_MASK_FILL, array).astype(array.dtype),
+                                                    tensor.name))
+
+    for graph in _all_graphs(model.graph):
+        for init in graph.initializer:
+            fix(init, init.name)
+        for node in graph.node:
+            for attr in node.attribute:
+                if node.op_type == "Constant" and attr.type == onnx.AttributeProto.TENSOR:
+                    fix(attr.t, node.output[0])
+                elif node.op_type == "Constant" and attr.name == "value_float" and abs(attr.f) > FP16_MAX:
+                    raise TensorRTExportError(f"{path.name}: Constant node {node.name!r} holds {attr.f:g}, beyond "
+                                              f"fp16's {FP16_MAX:g}")
+    if found:
+        onnx.save(model, str(path))
+    return found
+
+
+def _opset(model) -> int:
+    return max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _all_graphs(graph):
+    """`graph` and every subgraph (If / Loop bodies) in it."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.g.ByteSize():
+                yield from _all_graphs(attr.g)
+            for sub in attr.graphs:
+                yield from _all_graphs(sub)
+
+
+def _all_nodes(graph):
+    for sub in _all_graphs(graph):
+        yield from sub.node
 
 
 def _check_graphs(bundle: Path) -> None:
@@ -299,7 +437,7 @@ def fp16_entry(outputs: dict[str, dict], checked: str, module: torch.nn.Module, 
     return {"outputs": outputs, "magnitudes": magnitudes}
 
 
-def fp16_report(graphs: dict[str, dict]) -> dict:
+def fp16_report(graphs: dict[str, dict], clamped: list[dict] | None = None) -> dict:
     import onnxruntime
 
     judged = [(g, o, s) for g, e in graphs.items() for o, s in e["outputs"].items() if "within_tolerance" in s]
@@ -311,7 +449,9 @@ def fp16_report(graphs: dict[str, dict]) -> dict:
     summary = (f"fp16 check: {'within' if ok else 'OUTSIDE'} tolerance; worst relative error "
                f"{worst[2]['relative_error']:.2e} ({worst[0]}/{worst[1]}); {len(overflow)} operator(s) above "
                f"fp16's 65504 in fp32{': ' + ', '.join(overflow[:3]) if overflow else ''}; {len(norms)} "
-               f"normalisation(s) whose sum of squares exceeds it")
+               f"normalisation(s) whose sum of squares exceeds it"
+               + (f"; {len(clamped)} constant(s) below fp16's range set to {FP16_MASK_FILL:g} (attention-mask fills: "
+                  + ", ".join(f"{c['graph']}:{c['constant']}" for c in clamped[:3]) + ")" if clamped else ""))
     return {
         "summary": summary, "within_tolerance": ok, "tolerance": TOLERANCE["tensorrt"],
         "how": "each graph converted by onnxruntime.transformers.float16.convert_float_to_float16 (keep_io_types) "
@@ -320,6 +460,7 @@ def fp16_report(graphs: dict[str, dict]) -> dict:
                "largest |value| per (module, aten operator), fp16 overflows above 65504; within_tolerance judges the "
                "outputs verify.py compares (image_features, logits), the KV cache is informative",
         "graphs": graphs,
+        "clamped_constants": clamped or [],
     }
 
 

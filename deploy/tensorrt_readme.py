@@ -45,6 +45,23 @@ def _export_routes(vlm, projector: str) -> tuple[str, str]:
             "For a model that has a layout, the commands are")
 
 
+def _opset_note(opset: int) -> str:
+    """What parses graphs of ONNX opset `opset` on which JetPack."""
+    if opset <= 17:
+        return (f"The graphs are ONNX opset {opset}, which the TensorRT of every JetPack parses: 8.5 (JetPack 5),\n"
+                "8.6 (JetPack 6.0) and 10.3 (JetPack 6.1).")
+    return (f"The graphs are ONNX opset {opset}: build with TensorRT 10 (JetPack 6.1 ships 10.3). TensorRT 8.6\n"
+            "(JetPack 6.0) and 8.5 (JetPack 5) parse ONNX operators up to opset 17 only: export again with\n"
+            "`--opset 17` for them.")
+
+
+def _sequence_note(decoder: dict) -> str:
+    """Where the decoder's longest sequence comes from, and a cut to the model's positions said as such."""
+    if decoder.get("max_sequence_cut"):
+        return f"**cut**: {decoder['max_sequence_cut'].split(': ', 1)[-1]}"
+    return "the largest image profile's image tokens plus 1024 text tokens"
+
+
 def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
     vision, decoder, embed = profiles["vision"], profiles["decoder"], profiles["embed"]
     text_type = str(getattr(vlm.config.text_config, "model_type", "?"))
@@ -113,9 +130,7 @@ export PATH="$PATH:/usr/src/tensorrt/bin"
 {commands}
 ```
 
-The graphs are ONNX opset {profiles['onnx_opset']}: build with TensorRT 10 (JetPack 6.1 ships 10.3). TensorRT 8.6
-(JetPack 6.0) and 8.5 (JetPack 5) document ONNX operators up to opset 17 only; whether their parser takes these
-graphs is unconfirmed.
+{_opset_note(profiles['onnx_opset'])}
 
 fp16 notes: an operator listed under `overflow` in `fp16_check.json` produces values above 65504 in fp32 and
 becomes inf in fp16; a normalisation listed under `norm_sum_of_squares_over_fp16` overflows if TensorRT reduces
@@ -138,8 +153,7 @@ verify.py checks it on every reference above when it is there:
 {decoder['trtexec']}
 ```
 
-The decoder profile allows {decoder['max_sequence']} tokens (the largest image profile's image tokens plus
-1024 text tokens). Unconfirmed: that TensorRT on the Orin accepts the empty KV cache (past length 0) of the
+The decoder profile allows {decoder['max_sequence']} tokens ({_sequence_note(decoder)}). Unconfirmed: that TensorRT on the Orin accepts the empty KV cache (past length 0) of the
 first step as a profile minimum, and how this engine's speed compares with TensorRT-LLM's (no plugins here).
 
 **B. TensorRT Edge-LLM** (Orin to Thor): the x86 tools `tensorrt-edgellm-quantize-llm`,
@@ -155,8 +169,11 @@ testing"; container `dustynv/tensorrt_llm:0.12-r36.4.0`, about 18.5 GB, NVMe rec
 ```sh
 python3 examples/{family or '<family>'}/convert_checkpoint.py --model_dir <LLM folder> --output_dir ckpt --dtype float16
 trtllm-build --checkpoint_dir ckpt --output_dir llm --gemm_plugin float16 --max_batch_size 1 \\
-    --max_input_len {decoder['max_sequence']} --max_seq_len {decoder['max_sequence']} --max_multimodal_len {decoder['max_multimodal_len']}
+    --max_input_len {decoder['max_input_len']} --max_seq_len {decoder['max_sequence']} --max_multimodal_len {decoder['max_multimodal_len']}
 ```
+
+`--max_input_len` (prompt, image tokens included) leaves {decoder['max_new_tokens']} of `--max_seq_len` to the answer
+(`max_new_tokens`).
 
 `--max_multimodal_len` = the most tiles ({most}: a prompt of up to {profiles['max_images']} images) x
 {profiles['image_tokens_per_tile']} image tokens. The converter is chosen by LLM family

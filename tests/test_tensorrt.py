@@ -357,10 +357,53 @@ def test_readme_build_commands_run_as_written(bundles):
     readme = (bundle / "README.md").read_text()
     block = readme.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
     assert block[0] == 'export PATH="$PATH:/usr/src/tensorrt/bin"' and block[1].startswith("trtexec ")
-    opset = max(o.version for name in ("vision.onnx", "embed.onnx", "decoder.onnx")
-                for o in onnx.load(str(bundle / name), load_external_data=False).opset_import if o.domain == "")
-    assert read(bundle, "profiles.json")["onnx_opset"] == opset
-    assert f"The graphs are ONNX opset {opset}: build with TensorRT 10" in readme
+    assert read(bundle, "profiles.json")["onnx_opset"] == 17
+    assert "The graphs are ONNX opset 17, which the TensorRT of every JetPack parses: 8.5 (JetPack 5)," in readme
+
+
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+def test_graphs_are_written_at_opset_17_and_match_pytorch(name, bundles):
+    """TensorRT 8.5 / 8.6 (JetPack 5 / 6.0) parse opset <= 17 and torch.onnx writes 18: every graph is converted,
+    and still reproduces PyTorch's references (verify.py in onnxruntime)."""
+    bundle, _ = bundles[name]
+    for graph in ("vision.onnx", "embed.onnx", "decoder.onnx"):
+        model = onnx.load(str(bundle / graph), load_external_data=False)
+        assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [17], graph
+        onnx.checker.check_model(str(bundle / graph))
+    result = verify(bundle, "--runtime", "onnxruntime")
+    assert result.returncode == 0 and "FAIL" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+def test_no_graph_constant_overflows_fp16(name, bundles):
+    """The decoder's attention-mask fill (torch.finfo(float32).min: -inf in fp16, NaN on a fully masked row) is
+    written as a value fp16 holds; the fp16 report names the constant that was changed."""
+    bundle, _ = bundles[name]
+    for graph in ("vision.onnx", "embed.onnx", "decoder.onnx"):
+        model = onnx.load(str(bundle / graph), load_external_data=False)
+        tensors = [i for i in model.graph.initializer if i.data_location != onnx.TensorProto.EXTERNAL]
+        tensors += [a.t for n in model.graph.node if n.op_type == "Constant" for a in n.attribute if a.t.ByteSize()]
+        for tensor in tensors:
+            array = onnx.numpy_helper.to_array(tensor)
+            if array.dtype.kind == "f":
+                assert np.isfinite(array).all() and np.abs(array).max(initial=0) <= FP16_MAX, (graph, tensor.name)
+    report = read(bundle, "fp16_check.json")
+    clamped = report["clamped_constants"]
+    assert clamped and all(c["graph"] == "decoder.onnx" and c["was"] < -FP16_MAX and c["now"] == -32768.0
+                           for c in clamped)
+    assert any(u.startswith("Where ") for c in clamped for u in c["used_by"])
+    summary = f"{len(clamped)} constant(s) below fp16's range set to -32768 (attention-mask fills: decoder.onnx:"
+    assert summary in report["summary"]
+
+
+def test_trtllm_max_input_len_leaves_room_to_decode(bundles):
+    bundle, _ = bundles["pocket-tiny"]
+    decoder = read(bundle, "profiles.json")["decoder"]
+    assert decoder["max_input_len"] == decoder["max_sequence"] - 256 > decoder["max_multimodal_len"]
+    assert decoder["max_sequence_cut"] is None
+    readme = (bundle / "README.md").read_text()
+    assert (f"--max_input_len {decoder['max_input_len']} --max_seq_len {decoder['max_sequence']} "
+            f"--max_multimodal_len {decoder['max_multimodal_len']}") in readme
 
 
 def test_verify_checks_a_decode_step_on_a_filled_cache(bundles, tmp_path):

@@ -1,0 +1,132 @@
+"""What deploy/tensorrt.py does to the ONNX graphs and the decoder limits before the bundle is written, on
+hand-made graphs: fast, no export. The whole bundle is checked in tests/test_tensorrt.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .deps import require
+
+require("onnx", "the deploy extra: ONNX export")
+require("onnxruntime", "the deploy extra: ONNX Runtime")
+
+import onnx  # noqa: E402
+import onnxruntime  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from deploy.tensorrt import (  # noqa: E402
+    FP16_MASK_FILL,
+    TEXT_BUDGET,
+    TensorRTExportError,
+    clamp_fp16_constants,
+    convert_opset,
+    sequence_limits,
+)
+
+MIN32 = float(np.finfo(np.float32).min)
+
+
+def _masked_softmax(path: Path, fill: float) -> Path:
+    """softmax(scores + where(mask, 0, fill)), the attention mask as torch.onnx writes it (opset 18)."""
+    nodes = [helper.make_node("Where", ["mask", "zero", "fill"], ["bias"], name="node_where"),
+             helper.make_node("Add", ["scores", "bias"], ["masked"], name="node_add"),
+             helper.make_node("Softmax", ["masked"], ["probs"], axis=-1, name="node_softmax")]
+    graph = helper.make_graph(
+        nodes, "mask", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 4]),
+                        helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 4])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.array(0, np.float32), "zero"),
+         numpy_helper.from_array(np.array(fill, np.float32), "fill")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def _run(path: Path, **feeds) -> list[np.ndarray]:
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def test_mask_fill_below_fp16_is_clamped_and_reported(tmp_path):
+    """torch.finfo(float32).min as a mask fill is -inf in fp16 (a fully masked row's softmax is NaN); the graph gets
+    a fill fp16 holds, the masked probabilities stay 0 in fp32, and the change names the constant and its node."""
+    path = _masked_softmax(tmp_path / "decoder.onnx", MIN32)
+    scores = np.array([[0.5, -2.0, 3.0, 1.0]], np.float32)
+    mask = np.array([[True, True, False, False]])
+    before = _run(path, scores=scores, mask=mask)[0]
+    found = clamp_fp16_constants(path)
+    assert found == [{"constant": "fill", "used_by": ["Where node_where"], "was": MIN32, "now": FP16_MASK_FILL}]
+    fill = next(i for i in onnx.load(str(path)).graph.initializer if i.name == "fill")
+    assert float(numpy_helper.to_array(fill)) == FP16_MASK_FILL
+    assert np.isfinite(np.float16(FP16_MASK_FILL)) and np.isfinite(np.float16(FP16_MASK_FILL - 1000))
+    after = _run(path, scores=scores, mask=mask)[0]
+    np.testing.assert_allclose(after, before, atol=1e-7)
+    assert after[0, 2:].max() == 0
+    fully = _run(path, scores=scores.astype(np.float16).astype(np.float32), mask=np.zeros((1, 4), bool))[0]
+    assert np.isfinite(fully).all()
+    assert clamp_fp16_constants(path) == []  # nothing left to change
+
+
+def test_constant_above_fp16_is_refused_naming_it(tmp_path):
+    path = _masked_softmax(tmp_path / "decoder.onnx", 1e6)
+    with pytest.raises(TensorRTExportError,
+                       match=r"decoder.onnx: constant 'fill' \(used by Where node_where\) holds 1e\+06"):
+        clamp_fp16_constants(path)
+
+
+def test_opset_17_conversion_gives_a_valid_graph_with_the_same_outputs(tmp_path):
+    """onnx's converter leaves ReduceMean (axes input at 18, attribute at 17) with an attribute opset 17 does not
+    have, which onnxruntime refuses; the converted graph is valid, at opset 17, and computes the same."""
+    path = tmp_path / "norm.onnx"
+    nodes = [helper.make_node("Mul", ["x", "x"], ["sq"]),
+             helper.make_node("ReduceMean", ["sq", "axes"], ["mean"], keepdims=1, noop_with_empty_axes=0,
+                              name="node_mean"),
+             helper.make_node("Sqrt", ["mean"], ["rms"]), helper.make_node("Div", ["x", "rms"], ["y"])]
+    graph = helper.make_graph(nodes, "rms", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+                              [numpy_helper.from_array(np.array([-1], np.int64), "axes")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = np.arange(1, 7, dtype=np.float32).reshape(2, 3)
+    before = _run(path, x=x)[0]
+    convert_opset(path, 17)
+    converted = onnx.load(str(path))
+    assert [(o.domain, o.version) for o in converted.opset_import] == [("", 17)]
+    onnx.checker.check_model(converted)
+    np.testing.assert_allclose(_run(path, x=x)[0], before, rtol=1e-6)
+
+
+def test_max_input_len_leaves_room_for_the_answer():
+    longest, max_input, cut = sequence_limits(288, 32768, 256)
+    assert (longest, max_input, cut) == (288 + TEXT_BUDGET, 288 + TEXT_BUDGET - 256, None)
+    with pytest.raises(TensorRTExportError, match="max_new_tokens 1100 leaves 212 input tokens"):
+        sequence_limits(288, 32768, 1100)
+
+
+def test_a_cut_to_max_position_embeddings_is_said():
+    with pytest.warns(UserWarning) as caught:
+        longest, max_input, cut = sequence_limits(3328, 4096, 256, "recipe r.yaml")
+    assert (longest, max_input) == (4096, 3840)
+    assert str(caught[0].message) == cut
+    assert cut.startswith("recipe r.yaml: the decoder profile wants 4352 tokens (3328 image tokens + 1024 text) but "
+                          "the model has max_position_embeddings 4096")
+
+
+def test_opset_is_a_tensorrt_choice(tmp_path, capsys):
+    from adapt.cli import main
+
+    assert main(["export", "-f", "onnx", "--model", "pocket-tiny", "--opset", "17", "--out", str(tmp_path / "a")]) == 1
+    assert "--opset applies to --format tensorrt only" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--opset", "16", "--out", str(tmp_path / "b")])
+    assert "invalid choice: 16" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_write_tensorrt_refuses_an_opset_or_answer_length_it_cannot_serve(tmp_path):
+    from deploy.tensorrt import write_tensorrt
+
+    with pytest.raises(TensorRTExportError, match="ONNX opset 16 is not one the bundle is written at; choose one of 17, 18"):
+        write_tensorrt(None, None, tmp_path, opset=16)
+    with pytest.raises(TensorRTExportError, match="max_new_tokens must be a whole number >= 1, got 0"):
+        write_tensorrt(None, None, tmp_path, max_new_tokens=0)
