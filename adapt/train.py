@@ -437,6 +437,9 @@ class Trainer:
         # micro-batches and padding
         grad_scale = self.dist.world * (t.grad_accum if deepspeed else 1)
         bar = progress_bar(total=self.total_steps, initial=start_step, desc="train", progress=shows_bar(self.progress))
+        # DeepSpeed steps inside engine.step(), where its grad norm comes too late (or never: stage 0 gives none) and
+        # where ZeRO checks overflow only in some precisions: the gradients are watched as backward makes them
+        watch = _GradientWatch(self.model) if deepspeed and t.precision != "fp16" else None
         try:
             for step in range(start_step, end_step):
                 started = time.perf_counter()
@@ -482,7 +485,13 @@ class Trainer:
                     # the loss is checked before DeepSpeed's step updates the weights, as the plain path checks it
                     # before its own; DeepSpeed measures the gradient norm only within that step
                     self._stop_if_not_finite(step + 1, sums, 0.0, gradients=False)
+                    if watch is not None:
+                        bad_norm, bad_params = watch.collect(self.dist)
+                        if bad_params:
+                            self._stop_if_not_finite(step + 1, sums, bad_norm, gradients=True, params=bad_params)
                     self.engine.step()
+                    if watch is not None and not self.engine.was_step_applied():  # it found an overflow itself
+                        self._stop_if_not_finite(step + 1, sums, math.nan, gradients=True)
                     grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
                 # fp16 loss scaling overflows now and then by design: the scaler skips those updates itself
                 self._stop_if_not_finite(step + 1, sums, float(grad_norm), gradients=t.precision != "fp16")
@@ -509,6 +518,8 @@ class Trainer:
                     self._save(step + 1)
         finally:  # before any message: a stop or error said after it must not land on the bar's line
             bar.close()
+            if watch is not None:
+                watch.close()
         stopped = end_step < self.total_steps
         if not stopped or end_step % self.recipe.output.save_every:  # not saved by the loop already
             self._save(end_step)
@@ -536,8 +547,10 @@ class Trainer:
             self.skips.save(self.out_dir)
         raise error
 
-    def _stop_if_not_finite(self, step: int, sums: list[list[float]], grad_norm: float, gradients: bool) -> None:
-        """Raise `TrainingError` when a source's loss (or the gradient norm) of this step is NaN or infinite.
+    def _stop_if_not_finite(self, step: int, sums: list[list[float]], grad_norm: float, gradients: bool,
+                            params: list[str] | None = None) -> None:
+        """Raise `TrainingError` when a source's loss (or the gradient norm) of this step is NaN or infinite;
+        `params`: the trainable parameters whose gradients are (named in the message).
 
         The values are summed over ranks already, so every rank decides alike.
         """
@@ -549,6 +562,9 @@ class Trainer:
         else:
             loss = sum(v[0] for v in sums) / max(1.0, sum(v[1] for v in sums))
             what = f"the gradient norm is not finite ({grad_norm}; loss {loss:.4g})"
+            if params:
+                more = f" and {len(params) - 1} more" if len(params) > 1 else ""
+                what += f"; non-finite gradients in {params[0]}{more}"
         last = latest_checkpoint(self.out_dir)
         kept = f"the newest checkpoint, {last.name}, holds finite weights" if last else "no checkpoint was written"
         raise TrainingError(
@@ -897,6 +913,39 @@ class Trainer:
         engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
         return engine
+
+
+class _GradientWatch:
+    """Whether the gradients backward computes for each trainable parameter hold NaN or infinite values, from tensor
+    hooks: they see every rank's every micro-batch, before any wrapper (DeepSpeed, ZeRO) reduces, partitions or
+    steps with them. A NaN or Inf there is one in the reduced gradient too. The flags stay on the device until read."""
+
+    def __init__(self, model: torch.nn.Module):
+        params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        self.names = [name for name, _ in params]
+        device = params[0][1].device if params else torch.device("cpu")
+        self.flags = torch.zeros(len(params), 2, dtype=torch.int32, device=device)  # NaN seen, Inf seen
+        self.handles = [p.register_hook(self._watcher(i)) for i, (_, p) in enumerate(params)]
+
+    def _watcher(self, i: int):
+        def see(grad: torch.Tensor) -> None:
+            self.flags[i, 0] += grad.isnan().any().to(torch.int32)
+            self.flags[i, 1] += grad.isinf().any().to(torch.int32)
+
+        return see
+
+    def collect(self, dist: Distributed) -> tuple[float, list[str]]:
+        """The gradient norm as far as the flags tell (NaN, Inf or 0.0 when all are finite) and the parameters with
+        non-finite gradients, over every rank (a collective); the flags restart for the next step."""
+        flags = dist.all_sum(self.flags.to(torch.float64)).to(torch.float64)
+        self.flags.zero_()
+        bad = [self.names[i] for i in flags.sum(1).nonzero().flatten().tolist()]
+        norm = math.nan if flags[:, 0].any() else math.inf if bad else 0.0
+        return norm, bad
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _adamw(param_groups: list[dict], fused: bool = True) -> torch.optim.AdamW:
