@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -821,8 +822,15 @@ class Trainer:
                           f"{[d[:12] for d in digests]}); data-parallel training has diverged", flush=True)
             if self.dist.main:
                 optimizer = None if self.recipe.distributed.strategy == "deepspeed" else self.optimizer
-                save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler, extra, self.recipe.output.keep_last,
-                                recipe_yaml=self.recipe.to_yaml(), rank_rng=rank_rng, weights=master)
+                partial = self.out_dir / f"checkpoint-{step}.partial"
+                try:
+                    with _write_errors(partial):
+                        save_checkpoint(self.out_dir, step, self.model, optimizer, self.scheduler, extra,
+                                        self.recipe.output.keep_last, recipe_yaml=self.recipe.to_yaml(),
+                                        rank_rng=rank_rng, weights=master)
+                except BaseException:
+                    shutil.rmtree(partial, ignore_errors=True)  # a full disk: give its space back at once
+                    raise
                 self.skips.save(self.out_dir)
         self.dist.barrier()
 
@@ -857,7 +865,8 @@ class Trainer:
                     self.model.save_pretrained(str(staging / ADAPTER_FOLDER))
                     merged = self.model.unload()
                 # in place: training is over, and the adapter (if any) was saved above in the training dtype
-                model_core.save(merged.to(self.final_dtype), self.processor, staging)
+                with _write_errors(staging):
+                    model_core.save(merged.to(self.final_dtype), self.processor, staging)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
@@ -913,6 +922,22 @@ class Trainer:
         engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
         return engine
+
+
+@contextlib.contextmanager
+def _write_errors(folder: Path):
+    """safetensors reports a failed write (a full disk, a quota) as a SafetensorError carrying the OS error, not as the
+    OSError it is: raise that OSError, naming `folder`, so that the command says "disk full" instead of a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as exc:
+        found = re.search(r"\(os error (\d+)\)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), str(folder)) from exc
 
 
 class _GradientWatch:

@@ -1,0 +1,50 @@
+"""How a training run fails as a user meets it: a full disk while saving, then the resume."""
+
+from __future__ import annotations
+
+import pytest
+from safetensors import SafetensorError
+
+import adapt.checkpointing
+from adapt.cli import main
+from tests.test_train import data_dir, read_log, write_recipe  # noqa: F401  (the module fixture)
+
+FULL = "Error while serializing: I/O error: No space left on device (os error 28)"  # safetensors' own wording
+
+
+def _full_disk(*args, **kwargs):
+    raise SafetensorError(FULL)
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "final"])
+def test_a_full_disk_while_saving_is_one_line_and_the_run_resumes(tmp_path, data_dir, capsys, monkeypatch, where):  # noqa: F811,E501
+    """safetensors reports a full disk as a SafetensorError: `adapt train` ended in a traceback and left the
+    checkpoint's .partial folder (full model size) on the full disk. Now it says "disk full" naming the folder,
+    removes what it half wrote, and the same command resumes from the last whole checkpoint."""
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=1)
+    out = tmp_path / "out"
+    if where == "checkpoint":  # the second checkpoint's write fails
+        real = adapt.checkpointing.save_file
+        calls = []
+
+        def writer(tensors, filename, *args, **kwargs):
+            calls.append(filename)
+            if "checkpoint-2" in filename:
+                _full_disk()
+            return real(tensors, filename, *args, **kwargs)
+
+        monkeypatch.setattr(adapt.checkpointing, "save_file", writer)
+    else:
+        import transformers.modeling_utils
+
+        monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", _full_disk)  # model.save's writer
+    assert main(["train", str(path), "--no-progress", "eval.every=1000"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "disk full" in err and "free some space" in err, err
+    assert str(out / ("checkpoint-2.partial" if where == "checkpoint" else ".final.staging")) in err
+    assert not list(out.glob("*.partial")) and not (out / ".final.staging").exists() and not (out / "final").exists()
+    assert (out / ("checkpoint-1" if where == "checkpoint" else "checkpoint-2")).is_dir()
+    monkeypatch.undo()
+    assert main(["train", str(path), "--no-progress", "eval.every=1000"]) == 0
+    assert (out / "final" / "model.safetensors").is_file()
+    assert [e["step"] for e in read_log(out)] == [1, 2]
