@@ -48,3 +48,31 @@ def test_a_full_disk_while_saving_is_one_line_and_the_run_resumes(tmp_path, data
     assert main(["train", str(path), "--no-progress", "eval.every=1000"]) == 0
     assert (out / "final" / "model.safetensors").is_file()
     assert [e["step"] for e in read_log(out)] == [1, 2]
+
+
+def _tensorboard_losses(folder) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [(e.step, e.value) for e in events.Scalars("loss")]
+
+
+def test_a_resume_after_kill_shows_each_step_once_in_tensorboard(tmp_path, data_dir):  # noqa: F811
+    """A run killed after its last checkpoint had logged further steps to TensorBoard; the resumed run logged them
+    again, so TensorBoard drew two curves over those steps (train_log.jsonl was cut back, the events were not)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from adapt.recipe import load_recipe
+    from adapt.train import Trainer
+
+    path = write_recipe(tmp_path, data_dir, steps=3, save_every=2)
+    Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run(stop_after=2)
+    out = tmp_path / "out"
+    killed = SummaryWriter(str(out / "tensorboard"))  # what the killed run had logged past checkpoint-2
+    killed.add_scalar("loss", 999.0, 3)
+    killed.close()
+    Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run()
+    logged = _tensorboard_losses(out / "tensorboard")
+    assert [step for step, _ in logged] == [1, 2, 3] and 999.0 not in [v for _, v in logged]
+    assert [e["step"] for e in read_log(out)] == [1, 2, 3]
