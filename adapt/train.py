@@ -624,7 +624,8 @@ class Trainer:
         latest, damaged = usable_checkpoint(self.out_dir)
         if latest is None:
             if self.dist.main:
-                (self.out_dir / "train_log.jsonl").unlink(missing_ok=True)
+                for log in RUN_LOGS:
+                    (self.out_dir / log).unlink(missing_ok=True)
             return 0
         self.dist.barrier()  # every rank has chosen before the damaged ones move
         if self.dist.main:
@@ -654,7 +655,8 @@ class Trainer:
                 f"{latest.name} is at step {step}, past the {self.total_steps} step(s) the recipe now asks for "
                 "(training.max_steps / training.epochs); raise them to go on, or set output.dir to start a new run")
         if self.dist.main:
-            _truncate_log(self.out_dir / "train_log.jsonl", step)
+            for log in RUN_LOGS:  # a killed run's evaluations past the checkpoint would be drawn twice too
+                _truncate_log(self.out_dir / log, step)
             print(f"resuming from {latest} (step {step} of {self.total_steps})", flush=True)
         return step
 
@@ -1122,6 +1124,8 @@ def _truncate_log(path: Path, step: int) -> None:
             kept.append(line)
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
+
+RUN_LOGS = ("train_log.jsonl", "eval_log.jsonl")  # one line per step logged, cut back to the checkpoint on resume
 
 ORDER_BYTES_PER_SAMPLE = 128  # one (source, index) of `MixturePlan.epoch` and the dataset's copy (measured: ~115)
 

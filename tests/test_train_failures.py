@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from safetensors import SafetensorError
 
 import adapt.checkpointing
+from adapt.checkpointing import LOCK_NAME
 from adapt.cli import main
 from tests.test_train import data_dir, read_log, write_recipe  # noqa: F401  (the module fixture)
 
@@ -76,3 +79,21 @@ def test_a_resume_after_kill_shows_each_step_once_in_tensorboard(tmp_path, data_
     logged = _tensorboard_losses(out / "tensorboard")
     assert [step for step, _ in logged] == [1, 2, 3] and 999.0 not in [v for _, v in logged]
     assert [e["step"] for e in read_log(out)] == [1, 2, 3]
+
+
+def test_a_resume_drops_the_evaluations_a_killed_run_logged_past_its_checkpoint(tmp_path, data_dir):  # noqa: F811
+    """eval_log.jsonl was never cut back on resume (train_log.jsonl was): a killed run's evaluations past the
+    checkpoint stayed beside the resumed run's own, and loss.png drew both; a run starting over kept them all."""
+    from adapt.recipe import load_recipe
+    from adapt.train import Trainer
+
+    path = write_recipe(tmp_path, data_dir, steps=3, save_every=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text("")  # a run killed (kill -9) before its first checkpoint: its lock and evaluations
+    (out / "eval_log.jsonl").write_text('{"step": 1, "eval/landcover": 0.5}\n')
+    Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run(stop_after=2)
+    assert not (out / "eval_log.jsonl").exists()  # it started over
+    (out / "eval_log.jsonl").write_text('{"step": 2, "eval/landcover": 0.5}\n{"step": 3, "eval/landcover": 0.9}\n')
+    Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run()
+    assert [json.loads(line)["step"] for line in (out / "eval_log.jsonl").read_text().splitlines()] == [2]
