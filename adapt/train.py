@@ -493,9 +493,10 @@ class Trainer:
                     self.engine.step()
                     if watch is not None and not self.engine.was_step_applied():  # it found an overflow itself
                         self._stop_if_not_finite(step + 1, sums, math.nan, gradients=True)
-                    grad_norm = torch.tensor(float(self.engine.get_global_grad_norm() or 0.0))
+                    grad_norm = self.engine.get_global_grad_norm()  # None where DeepSpeed measures none (stage 0)
                 # fp16 loss scaling overflows now and then by design: the scaler skips those updates itself
-                self._stop_if_not_finite(step + 1, sums, float(grad_norm), gradients=t.precision != "fp16")
+                self._stop_if_not_finite(step + 1, sums, 0.0 if grad_norm is None else float(grad_norm),
+                                         gradients=t.precision != "fp16")
                 if not deepspeed:
                     scaler.step(self.optimizer)
                     scaler.update()
@@ -504,7 +505,9 @@ class Trainer:
                 total_loss = sum(v[0] for v in sums) / max(1, sum(v[1] for v in sums))
                 self.steps_done = step + 1
                 entry = {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "loss": total_loss,
-                         "lr": self.scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
+                         "lr": self.scheduler.get_last_lr()[0],
+                         # not measured (DeepSpeed stage 0): left out, as a 0.0 would read as a vanished gradient
+                         **({} if grad_norm is None else {"grad_norm": float(grad_norm)}),
                          "step_time": round(time.perf_counter() - started, 4)}
                 entry.update({f"loss/{src}": v[0] / max(1, v[1]) for src, v in zip(self.source_names, sums) if v[2]})
                 if router_sum is not None:  # every rank has one: the same model

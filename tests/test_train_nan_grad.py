@@ -56,3 +56,13 @@ def test_a_non_finite_gradient_with_a_finite_loss_stops_before_the_weights_chang
     changed = [n for n in before if not torch.equal(before[n], after[n].detach())]
     assert not changed, f"weights changed by the non-finite step: {changed[:3]}"
     assert not list((tmp_path / "out").glob("checkpoint-*")) and not (tmp_path / "out" / "final").exists()
+
+
+def test_a_deepspeed_stage_0_log_leaves_out_the_gradient_norm_it_does_not_measure(tmp_path, data_dir):  # noqa: F811
+    """DeepSpeed's stage 0 reports no gradient norm (None): train_log.jsonl said grad_norm 0.0 at every step."""
+    pytest.importorskip("deepspeed")
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=1, save_every=1), [
+        "distributed.strategy=deepspeed", f"distributed.deepspeed={_ds_config(tmp_path, 0)}", "eval.every=1000"])
+    Trainer(recipe, progress=False).run()
+    entry = json.loads((tmp_path / "out" / "train_log.jsonl").read_text().splitlines()[0])
+    assert "grad_norm" not in entry and entry["loss"] > 0
