@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
-from model.errors import PocketAdaptError, install_hint
+from model.errors import PocketAdaptError, install_hint, os_error_of
 from model.progress import LINES, shows_bar
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
@@ -225,6 +225,7 @@ def user_error_message(err: BaseException, out: Path | None = None) -> str | Non
         return str(err)
     if isinstance(err, ModuleNotFoundError) and err.name and (hint := install_hint(err.name)):
         return f"this needs the {err.name.split('.')[0]} package, which is not installed: {hint}"
+    err = os_error_of(err) or err  # safetensors' write errors (a full disk) carry the OSError they are
     if not isinstance(err, OSError):
         return None
     where = err.filename if err.filename is not None else (f"writing under {out}" if out is not None else None)

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import sys
 import time
@@ -33,10 +32,11 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 
 import model as model_core
-from model.errors import PocketAdaptError
+from model.errors import PocketAdaptError, os_error_of
 from model.loading import ADAPTER_FOLDER
 from model.processor import IGNORE_INDEX
 from model.progress import Progress, progress_bar, shows_bar
@@ -933,18 +933,14 @@ class Trainer:
 
 @contextlib.contextmanager
 def _write_errors(folder: Path):
-    """safetensors reports a failed write (a full disk, a quota) as a SafetensorError carrying the OS error, not as the
-    OSError it is: raise that OSError, naming `folder`, so that the command says "disk full" instead of a traceback."""
-    from safetensors import SafetensorError
-
+    """A failed safetensors write raised as the OSError it is, naming `folder`, so that the command says
+    "disk full" instead of a traceback."""
     try:
         yield
     except SafetensorError as exc:
-        found = re.search(r"\(os error (\d+)\)", str(exc))
-        if found is None:
+        if (err := os_error_of(exc, folder)) is None:
             raise
-        code = int(found.group(1))
-        raise OSError(code, os.strerror(code), str(folder)) from exc
+        raise err from exc
 
 
 class _GradientWatch:

@@ -7,6 +7,11 @@ already catch it, from `ValueError` too). It lives here, in the package every ot
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from pathlib import Path
+
 
 class PocketAdaptError(Exception):
     """A failure the user can fix (bad input, bad settings, a missing file): reported in one line."""
@@ -45,3 +50,16 @@ def install_hint(module: str) -> str | None:
     if extra in _NO_DEPS:
         hint += f" && pip install --no-deps '{_NO_DEPS[extra]}'"
     return f"{hint} (the {extra} extra; a checkout's `make setup` installs every extra)"
+
+
+def os_error_of(err: BaseException, filename: str | Path | None = None) -> OSError | None:
+    """The OSError a safetensors write failure carries (a full disk, a quota: safetensors raises them as a
+    SafetensorError ending in ``(os error N)``), naming `filename`; None for any other error."""
+    safetensors = sys.modules.get("safetensors")  # only once it is imported can one of its errors exist
+    if safetensors is None or not isinstance(err, safetensors.SafetensorError):
+        return None
+    found = re.search(r"\(os error (\d+)\)", str(err))
+    if found is None:
+        return None
+    code = int(found.group(1))
+    return OSError(code, os.strerror(code), None if filename is None else str(filename))

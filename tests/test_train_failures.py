@@ -97,3 +97,14 @@ def test_a_resume_drops_the_evaluations_a_killed_run_logged_past_its_checkpoint(
     (out / "eval_log.jsonl").write_text('{"step": 2, "eval/landcover": 0.5}\n{"step": 3, "eval/landcover": 0.9}\n')
     Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run()
     assert [json.loads(line)["step"] for line in (out / "eval_log.jsonl").read_text().splitlines()] == [2]
+
+
+def test_a_full_disk_while_exporting_is_one_line(tmp_path, capsys, monkeypatch):
+    """Outside training too (`adapt export`, `adapt convert`), safetensors' full-disk SafetensorError ended in a
+    traceback; the CLI reads the OSError it carries."""
+    import transformers.modeling_utils
+
+    monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", _full_disk)
+    assert main(["export", "--model", "pocket-tiny", "-f", "hf", "--out", str(tmp_path / "hf")]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "disk full (No space left on device)" in err, err
