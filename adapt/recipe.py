@@ -1215,11 +1215,21 @@ def _recipe_templates_dir() -> Path:
 
 
 def list_recipe_templates() -> dict[str, str]:
-    """Template name -> its one-line description (the first comment line of the file)."""
+    """Template name -> its one-line description (the first sentence of the file's opening comment)."""
     out = {}
     for path in sorted(_recipe_templates_dir().glob("*.yaml")):
-        first = next((line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()), "")
-        out[path.stem] = first.lstrip("#").strip() if first.lstrip().startswith("#") else ""
+        words = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            text = line.strip()
+            if not text and not words:
+                continue
+            if not text.startswith("#") or not text.lstrip("#").strip():
+                break
+            words.append(text.lstrip("#").strip())
+        # a description wraps over comment lines: cutting at the first line break left half a sentence
+        paragraph = " ".join(words)
+        end = re.search(r"\.\s+(?=[A-Z])", paragraph)
+        out[path.stem] = paragraph[: end.start() + 1] if end else paragraph
     return out
 
 

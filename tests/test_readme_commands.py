@@ -1,0 +1,32 @@
+"""Commands the README shows, checked against what they print."""
+
+from __future__ import annotations
+
+from adapt.cli import main
+from adapt.recipe import list_recipe_templates
+from model.resources import templates_dir
+
+
+def test_recipe_descriptions_are_whole_sentences():
+    """`adapt recipes` lists each template's opening sentence, never one cut at the comment's line break."""
+    templates = list_recipe_templates()
+    for name, description in templates.items():
+        assert description.endswith("."), (name, description)
+    assert templates["driving_pocket-tiny_full"].endswith("nuScenes grounding / region samples, 20 % general replay.")
+    assert templates["medical_pocket-tiny_full"].endswith("VQA-RAD, SLAKE and PMC-VQA, with 20 % general replay.")
+
+
+def test_recipe_description_reads_one_sentence_of_a_wrapped_comment(tmp_path, monkeypatch, capsys):
+    import adapt.recipe as recipe_module
+
+    (tmp_path / "wrapped.yaml").write_text("\n# First part of a sentence\n#   that goes on. Second sentence.\n#\n"
+                                           "# Other paragraph.\nname: wrapped\n", encoding="utf-8")
+    (tmp_path / "bare.yaml").write_text("name: bare\n", encoding="utf-8")
+    monkeypatch.setattr(recipe_module, "_recipe_templates_dir", lambda: tmp_path)
+    assert list_recipe_templates() == {"bare": "", "wrapped": "First part of a sentence that goes on."}
+    assert main(["recipes"]) == 0
+    assert "First part of a sentence that goes on." in capsys.readouterr().out
+
+
+def test_templates_dir_holds_the_recipes_listed():
+    assert sorted(p.stem for p in (templates_dir() / "recipes").glob("*.yaml")) == sorted(list_recipe_templates())
