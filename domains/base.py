@@ -323,6 +323,8 @@ class DomainPlugin:
       ``adapt.metrics.register_task`` takes.
     * `recipes`: names of recipe templates under ``templates/recipes`` (without ``.yaml``).
     * `synthetic`: a generator ``(out_dir, *, progress, **options) -> ...`` writing a small synthetic data set.
+      It may carry a ``writes`` attribute, ``(**options) -> [name, ...]``: the top-level files and folders it
+      writes into ``out_dir`` for those options, so that :meth:`synthesize` refuses a clash before generating.
     * `demo_hooks`: optional hook name -> callable for the demo app (``deploy.demo``):
 
       - ``"read_upload"``: ``(paths: list[Path], **options) -> dict`` with ``"images"`` (PIL RGB images in
@@ -422,16 +424,16 @@ class DomainPlugin:
         check_options(self.synthetic, options, what, positional=1)
         options = _with_progress(self.synthetic, options, show_progress, what, positional=1)
         out = Path(out)
+        declared = synthetic_writes(self.synthetic, options)
+        if declared is not None and not force:  # refused before minutes of generating, where the names are known
+            _refuse_taken([out / name for name in declared if _holds_something(out / name)])
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".synthesize-", dir=out))
         try:
             result = self.synthetic(staging, **options)
             made = sorted(staging.iterdir())
-            taken = [out / p.name for p in made if _holds_something(out / p.name)]
-            if taken and not force:
-                names = ", ".join(str(t) for t in taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
-                raise DomainError(f"{names}: already there and not empty; synthesize into another --out, or pass "
-                                  "--force to replace them (nothing was written)")
+            if not force:  # the safety net for what a generator writes without declaring it
+                _refuse_taken([out / p.name for p in made if _holds_something(out / p.name)])
             for p in made:
                 target = out / p.name
                 if target.is_dir() and not target.is_symlink():
@@ -442,6 +444,23 @@ class DomainPlugin:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return _moved(result, staging, out)
+
+
+def synthetic_writes(fn: Callable[..., Any], options: Mapping[str, Any]) -> list[str] | None:
+    """The top-level names generator `fn` declares (its ``writes`` attribute, looked up through :func:`lazy`) it
+    writes for `options`; None where it declares nothing."""
+    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+    writes = getattr(target, "writes", None)
+    if writes is None:
+        return None
+    return sorted(set(writes(**{**getattr(fn, "fixed", {}), **options})))
+
+
+def _refuse_taken(taken: list[Path]) -> None:
+    if taken:
+        names = ", ".join(str(t) for t in taken[:5]) + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
+        raise DomainError(f"{names}: already there and not empty; synthesize into another --out, or pass "
+                          "--force to replace them (nothing was written)")
 
 
 def _holds_something(path: Path) -> bool:

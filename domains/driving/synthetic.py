@@ -739,6 +739,14 @@ def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 
     return result
 
 
+def _writes(drivelm: bool = True, **_: Any) -> list[str]:
+    """What :func:`generate` writes into `out` (so ``adapt synthesize`` refuses a clash before rendering)."""
+    return ["nuscenes", "drivelm"] if drivelm else ["nuscenes"]
+
+
+generate.writes = _writes  # type: ignore[attr-defined]
+
+
 def _key_objects(objects: list[_Object], views_by_obj: dict[int, dict[str, _View]], ego: _Ego, t: float) -> list[_Key]:
     """3-5 key objects: the most visible objects whose best view is a sizeable box, numbered c1, c2, ..."""
     cands = []

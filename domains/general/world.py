@@ -758,3 +758,11 @@ def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, se
         "train": _styled(landcover_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(landcover_samples("test", n_test, seed, image_size), answer_style),
     }, n_train + n_test, "synthetic land cover", progress)
+
+
+def _writes(**_: object) -> list[str]:
+    """What the generators write into `out_dir` (so ``adapt synthesize`` refuses a clash before drawing)."""
+    return ["images", "train.jsonl", "test.jsonl"]
+
+
+generate_general.writes = generate_landcover.writes = _writes  # type: ignore[attr-defined]
