@@ -104,3 +104,13 @@ def test_an_unknown_kind_is_refused_before_any_set_is_written(tmp_path):
     with pytest.raises(DomainError, match="unknown synthetic kind 'bogus'"):
         get_domain("remote_sensing").synthesize(tmp_path / "raw", show_progress=False, kinds=["ucmerced", "bogus"])
     assert not (tmp_path / "raw").exists()  # refused before even the folder is made
+
+
+@pytest.mark.parametrize(("name", "module"), [("driving", None), ("medical", "pydicom"), ("remote_sensing", "rasterio")])
+def test_a_negative_seed_is_one_clear_line_not_a_numpy_traceback(tmp_path, capsys, name, module):
+    if module:
+        require(module, f"the {name} generator")
+    assert main(["synthesize", name, "--out", str(tmp_path / "raw"), "--no-progress", "--option", "seed=-1"]) == 1
+    err = capsys.readouterr().err
+    assert err == "adapt synthesize: error: seed must be a whole number >= 0, got -1\n"
+    assert not (tmp_path / "raw").exists()

@@ -594,6 +594,8 @@ def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 
     if int(n_frames) < 1:
         raise DomainError(f"n_frames must be >= 1, got {n_frames}")
     quality = _whole(quality, "quality (JPEG)", 1, 95)
+    if int(seed) < 0:  # numpy's seeding refuses it with a bare ValueError deep in the first draw
+        raise DomainError(f"seed must be a whole number >= 0, got {seed}")
     out = Path(out)
     root = out / "nuscenes"
     rig = _rig()

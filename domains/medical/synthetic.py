@@ -638,6 +638,8 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
     if int(n) < 1:
         raise DomainError(f"n must be >= 1, got {n}")
+    if int(seed) < 0:  # numpy's seeding refuses it with a bare ValueError deep in the first draw
+        raise DomainError(f"seed must be a whole number >= 0, got {seed}")
     unknown = set(options) - ({"burned_in"} if kind == "dicom_qa" else set())
     if unknown:
         raise DomainError(f"unknown option(s) for synthetic {kind!r}: {', '.join(sorted(unknown))}")

@@ -307,6 +307,8 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
     if n < 1:
         raise DomainError(f"n must be >= 1, got {n}")
+    if int(seed) < 0:  # numpy's seeding refuses it with a bare ValueError deep in the first draw
+        raise DomainError(f"seed must be a whole number >= 0, got {seed}")
     size = int(_DEFAULT_SIZE[kind] if size is None else size)
     if size < 8:
         raise DomainError(f"size must be >= 8 pixels, got {size}")
