@@ -114,3 +114,27 @@ def test_a_negative_seed_is_one_clear_line_not_a_numpy_traceback(tmp_path, capsy
     err = capsys.readouterr().err
     assert err == "adapt synthesize: error: seed must be a whole number >= 0, got -1\n"
     assert not (tmp_path / "raw").exists()
+
+
+@pytest.mark.parametrize(("name", "module", "options", "message"), [
+    ("remote_sensing", "rasterio", ["size=100000"], "size must be <= 1024 pixels, got 100000"),
+    ("medical", "pydicom", ["size=100000"], "size must be <= 512 pixels, got 100000"),
+    ("medical", "pydicom", ["n_slices=10000000"], "n_slices must be <= 1024, got 10000000"),
+    ("medical", "pydicom", ["size=512", "n_slices=1024"], "size x size x n_slices must be at most 33554432 voxels"),
+])
+def test_sizes_that_cannot_fit_in_memory_are_refused_before_allocating(tmp_path, capsys, monkeypatch, name, module,
+                                                                       options, message):
+    """size=100000 tried to allocate 149 GiB (a MemoryError traceback, or the machine swapping)."""
+    require(module, f"the {name} generator")
+    import numpy as np
+
+    def no_alloc(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("allocated before refusing")
+
+    for fn in ("full", "meshgrid", "zeros", "empty"):
+        monkeypatch.setattr(np, fn, no_alloc)
+    argv = ["synthesize", name, "--out", str(tmp_path / "raw"), "--no-progress"]
+    assert main([*argv, *(a for o in options for a in ("--option", o))]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"adapt synthesize: error: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "raw").exists()

@@ -174,13 +174,28 @@ def _organ_mask(organ: str, t: float, xx: np.ndarray, yy: np.ndarray, scale: flo
     return mask
 
 
-def make_case(seed: int | Sequence[int], size: int = 64, n_slices: int = 12,
-              lesion_organs: Sequence[str] | None = None) -> Case:
-    """A phantom patient. `lesion_organs`: organs to put one lesion each in (default: 0-2 random ones)."""
+MAX_SIZE, MAX_SLICES, MAX_VOXELS = 512, 1024, 512 * 512 * 128  # a real CT slice; ~1 GB of working arrays
+
+
+def _check_volume(size: int, n_slices: int) -> None:
+    """Refuse, before allocating, a phantom too small to hold the organs or too large for memory."""
     if size < 32:
         raise DomainError(f"size must be >= 32 pixels, got {size}")
     if n_slices < 4:
         raise DomainError(f"n_slices must be >= 4, got {n_slices}")
+    if size > MAX_SIZE:
+        raise DomainError(f"size must be <= {MAX_SIZE} pixels, got {size}")
+    if n_slices > MAX_SLICES:
+        raise DomainError(f"n_slices must be <= {MAX_SLICES}, got {n_slices}")
+    if size * size * n_slices > MAX_VOXELS:
+        raise DomainError(f"size x size x n_slices must be at most {MAX_VOXELS} voxels (e.g. 512 x 512 x 128), "
+                          f"got {size} x {size} x {n_slices}")
+
+
+def make_case(seed: int | Sequence[int], size: int = 64, n_slices: int = 12,
+              lesion_organs: Sequence[str] | None = None) -> Case:
+    """A phantom patient. `lesion_organs`: organs to put one lesion each in (default: 0-2 random ones)."""
+    _check_volume(size, n_slices)
     rng = np.random.default_rng(seed)
     scale = {organ: float(rng.uniform(0.9, 1.1)) for organ in ORGANS}  # patients differ a little
     axis = (np.arange(size) + 0.5) / size * 2 - 1
@@ -631,8 +646,8 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
     """Write a small synthetic data set of `kind` (see the module notes) under `out`; returns `out`.
 
     `n`: patients (``dicom_qa``, ``vqa_rad``, ``pmc_vqa``; ``slake`` uses at least 3, one per split) or
-    images per class (``classification``). `size`: slice side in pixels (>= 32); `n_slices`: slices per
-    patient (>= 4). `options`: ``burned_in`` (``dicom_qa``, default True).
+    images per class (``classification``). `size`: slice side in pixels (32-512); `n_slices`: slices per
+    patient (4-1024; at most 512 x 512 x 128 voxels). `options`: ``burned_in`` (``dicom_qa``, default True).
     """
     if kind not in KINDS:
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
@@ -643,9 +658,10 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
     unknown = set(options) - ({"burned_in"} if kind == "dicom_qa" else set())
     if unknown:
         raise DomainError(f"unknown option(s) for synthetic {kind!r}: {', '.join(sorted(unknown))}")
+    n, size, n_slices = int(n), int(size), int(n_slices)
+    _check_volume(size, n_slices)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    n, size, n_slices = int(n), int(size), int(n_slices)
     if kind == "dicom_qa":
         _dicom_qa(out, n, seed, size, n_slices, burned_in=bool(options.get("burned_in", True)))
     elif kind == "vqa_rad":

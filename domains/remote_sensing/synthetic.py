@@ -65,6 +65,7 @@ __all__ = [
 
 KINDS: tuple[str, ...] = ("ucmerced", "eurosat_ms", "rsvqa_lr", "rsvqa_hr", "dior_rsvg")
 _CODE = {k: 300 + i for i, k in enumerate(KINDS)}
+MAX_SIZE = 1024  # DIOR's images are 800 px, RSVQA-HR's 512
 _DEFAULT_SIZE = {"ucmerced": 32, "eurosat_ms": 16, "rsvqa_lr": 32, "rsvqa_hr": 32, "dior_rsvg": 64}
 
 # UC Merced class folder -> land-cover texture
@@ -300,7 +301,7 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
     """Write a small synthetic data set of `kind` (see the module notes) under `out`; returns `out`.
 
     `n`: images per class (``ucmerced``, ``eurosat_ms``) or images in all (``rsvqa_*``, ``dior_rsvg``).
-    `size`: image side in pixels (default per kind: tiny, for tests). `options`: ``classes=[...]`` for the
+    `size`: image side in pixels, 8-1024 (default per kind: tiny, for tests). `options`: ``classes=[...]`` for the
     classification kinds.
     """
     if kind not in KINDS:
@@ -312,6 +313,8 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
     size = int(_DEFAULT_SIZE[kind] if size is None else size)
     if size < 8:
         raise DomainError(f"size must be >= 8 pixels, got {size}")
+    if size > MAX_SIZE:  # refused before allocating: the scenes are drawn whole in memory
+        raise DomainError(f"size must be <= {MAX_SIZE} pixels, got {size}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if kind == "ucmerced":
