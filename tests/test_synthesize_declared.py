@@ -138,3 +138,14 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_before_allocating(tmp_path,
     err = capsys.readouterr().err
     assert err.startswith(f"adapt synthesize: error: {message}") and err.count("\n") == 1
     assert not (tmp_path / "raw").exists()
+
+
+def test_driving_frames_beyond_a_scene_are_refused_before_the_frame_lists_are_built(tmp_path, capsys, monkeypatch):
+    """n_frames=100000000 built a list of every (scene, frame) job and every frame time first: gigabytes."""
+    import domains.driving.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic, "_make_scene", lambda *a: pytest.fail("a scene was made before refusing"))
+    argv = ["synthesize", "driving", "--out", str(tmp_path / "raw"), "--no-progress", "--option", "n_frames=100000000"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("adapt synthesize: error: n_frames must be <= 40") and not (tmp_path / "raw").exists()

@@ -152,6 +152,7 @@ PALETTE: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("black", (15, 15, 15)), ("navy", (20, 30, 120)), ("lime", (160, 235, 40)), ("maroon", (110, 10, 40)),
 )
 _FACES = ((0, 1, 2, 3), (4, 5, 6, 7), (0, 1, 5, 4), (3, 2, 6, 7), (0, 3, 7, 4), (1, 2, 6, 5))
+MAX_FRAMES = 40
 KEY_FRAME_US = 500_000
 DIRECTION = {"CAM_FRONT": "to the front", "CAM_FRONT_LEFT": "to the front left", "CAM_FRONT_RIGHT":
              "to the front right", "CAM_BACK": "to the back", "CAM_BACK_LEFT": "to the back left",
@@ -586,13 +587,16 @@ def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 
              drivelm: bool = True, progress: Progress = True) -> dict[str, Path]:
     """Write the synthetic nuScenes (and DriveLM QA) under `out`; returns ``{"nuscenes": dataroot, "drivelm": dir}``.
 
-    `n_scenes` (1-10, named after the official mini scenes) x `n_frames` key frames; `quality`: JPEG quality
+    `n_scenes` (1-10, named after the official mini scenes) x `n_frames` (1-40) key frames; `quality`: JPEG quality
     (1-95, PIL's useful range). `progress`: a bar over the frames (:func:`model.progress.progress_bar`).
     """
     if not 1 <= int(n_scenes) <= len(MINI_SCENES):
         raise DomainError(f"n_scenes must be 1-{len(MINI_SCENES)} (the v1.0-mini scene names), got {n_scenes}")
     if int(n_frames) < 1:
         raise DomainError(f"n_frames must be >= 1, got {n_frames}")
+    if int(n_frames) > MAX_FRAMES:  # refused before the per-frame lists are built
+        raise DomainError(f"n_frames must be <= {MAX_FRAMES} (an official scene: 20 s of 2 Hz key frames), "
+                          f"got {n_frames}")
     quality = _whole(quality, "quality (JPEG)", 1, 95)
     if int(seed) < 0:  # numpy's seeding refuses it with a bare ValueError deep in the first draw
         raise DomainError(f"seed must be a whole number >= 0, got {seed}")
