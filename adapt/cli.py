@@ -613,7 +613,7 @@ def _read_for_domain(args, paths: list[str]) -> tuple[list, str]:
                        "leave --preprocess at pocket")
     plugin = get_domain(args.domain)
     specs = options_for(plugin)
-    given = _options(args.read_option)
+    given = _options(args.read_option, "--read-option")
     read, _draw = hooks_for(plugin)
     params = inspect.signature(read).parameters.values()
     if not any(p.kind is p.VAR_KEYWORD for p in params):  # a reader taking **options checks them itself
@@ -1186,7 +1186,7 @@ def _domain_verbs(verbs) -> None:
     synth = verbs.add_parser("synthesize", help="write a domain's synthetic raw data (public layouts) for trying things out",
                              description="Run domain DOMAIN's synthetic-data generator into --out.")
     synth.add_argument("domain", help="domain name (see `adapt domains`)")
-    synth.add_argument("--out", required=True, type=_path)
+    synth.add_argument("--out", required=True, type=_path, help="output folder")
     synth.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                        help="generator option (repeatable), e.g. seed=1; each domain's options: `adapt domains`")
     synth.add_argument("--force", action="store_true",
@@ -1293,8 +1293,9 @@ def convert_options_help(domain: str | None = None, dataset: str | None = None, 
     return "\n".join(lines)
 
 
-def _options(items: list[str]) -> dict:
-    """``--option KEY=VALUE`` items -> {key: value}, values read as YAML (``3``, ``true``, ``[a, b]``)."""
+def _options(items: list[str], flag: str = "--option") -> dict:
+    """``--option KEY=VALUE`` items -> {key: value}, values read as YAML (``3``, ``true``, ``[a, b]``); a key given
+    twice is refused (which one was meant?)."""
     import yaml
 
     from .recipe import load_yaml_value
@@ -1303,12 +1304,14 @@ def _options(items: list[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise CliError(f"--option {item!r} is not KEY=VALUE")
+            raise CliError(f"{flag} {item!r} is not KEY=VALUE")
+        if key.strip() in options:
+            raise CliError(f"{flag} {key.strip()} is given twice; give each key once")
         try:  # alias bombs refused here: a converter expanding one (e.g. into its output key) would hang
-            options[key.strip()] = load_yaml_value(value, f"--option {key.strip()}=…") if value.strip() else ""
+            options[key.strip()] = load_yaml_value(value, f"{flag} {key.strip()}=…") if value.strip() else ""
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or type(exc).__name__
-            raise CliError(f"--option {item!r}: the value is not valid YAML ({problem}); quote it or fix it") from None
+            raise CliError(f"{flag} {item!r}: the value is not valid YAML ({problem}); quote it or fix it") from None
     return options
 
 

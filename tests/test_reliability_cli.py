@@ -230,6 +230,7 @@ BOMB = "[&a [1,1,1,1,1,1,1,1,1], " + ", ".join(
     (["--option", "=3"], "--option '=3' is not KEY=VALUE"),
     (["--option", "limit=[1,"], "--option 'limit=[1,': the value is not valid YAML"),
     (["--option", "limit=" + BOMB], "YAML aliases expand to more than"),  # expanded later (output_key) it hung
+    (["--option", "limit=0", "--option", "limit=1"], "--option limit is given twice"),  # the last one won, unsaid
 ])
 def test_malformed_options(toy, capsys, argv, needle):
     register, src, out = toy
@@ -245,6 +246,15 @@ def test_synthesize_option_without_equals_and_unknown_option(tmp_path, capsys):
     assert main(["synthesize", "remote_sensing", "--out", str(tmp_path / "g"), "--option", "colour=red"]) == 1
     assert "no option 'colour'" in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "g").exists()
+
+
+def test_a_read_option_is_named_as_such_in_its_messages(tmp_path, capsys):
+    """`adapt chat --read-option` shares --option's parsing; its messages named the wrong flag."""
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    argv = ["chat", "--model", "pocket-tiny", "--image", str(image), "--domain", "medical"]
+    assert main([*argv, "--read-option", "window=lung", "--read-option", "window=bone"]) == 1
+    assert "--read-option window is given twice" in _one_line(capsys.readouterr().err)
 
 
 # --------------------------------------------------------------------------------------------- numbers
