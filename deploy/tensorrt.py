@@ -147,13 +147,28 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     if tiling.tile_size != tower:
         raise TensorRTExportError(f"{source or 'the model'}: tiling.tile_size {tiling.tile_size} is not the vision "
                                   f"tower's image size {tower}; the engines take the tower's tiles (set it to null)")
+    # the decoder's limits and the reference prompt before the (minute-long) ONNX export: a setting they refuse
+    # fails at once
+    found = layouts(processor, tiling, max_images)
+    encoded = processor([{"role": "user", "content": QUESTION}], images=[example(STITCHED_SIZE)], tiling=tiling)
+    ids, cfg = encoded.input_ids[None], vlm.config.text_config
+    n = ids.shape[1]
+    multimodal = max(x.tiles for x in found) * processor.image_seq_length
+    max_positions = int(getattr(cfg, "max_position_embeddings", 4096))
+    longest, max_input, cut = sequence_limits(multimodal, max_positions, max_new_tokens, source or "the model")
+    if n > max_input:
+        raise TensorRTExportError(
+            f"{source or 'the model'}: the reference prompt (the stitched {STITCHED_SIZE[0]}x{STITCHED_SIZE[1]} driving "
+            f"image and the question) is {n} tokens, more than max_input_len {max_input} (max_seq_len {longest} - "
+            f"max_new_tokens {max_new_tokens}; max_position_embeddings {max_positions}): the decoder profile's opt shape "
+            f"would pass its max and the prompt could not run on the engines; ask for fewer new tokens or fewer "
+            f"tiles (max_tiles)")
     write_onnx(vlm, processor, out_dir, progress=progress)
     clamped = []
     for graph in (VISION, EMBED, DECODER):
         convert_opset(out_dir / graph, opset)
         clamped += [{"graph": graph, **c} for c in clamp_fp16_constants(out_dir / graph)]
     vlm = (copy.deepcopy(vlm).float() if next(vlm.parameters()).dtype != torch.float32 else vlm).eval()
-    found = layouts(processor, tiling, max_images)
     refs = References(out_dir / REFERENCES)
     checks, vision_profiles, fp16 = [], [], {}
     features_shape = None
@@ -189,9 +204,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
                      "trtexec": range_cmd}
 
     stitched = next(x for x in found if x.name == "driving_stitched")
-    encoded = processor([{"role": "user", "content": QUESTION}], images=[example(STITCHED_SIZE)], tiling=tiling)
-    ids = encoded.input_ids[None]
-    lm, cfg = vlm.language_model, vlm.config.text_config
+    lm = vlm.language_model
     heads, head_dim = kv_shape(cfg)
     with torch.no_grad():
         embedded = EmbedGraph(vlm)(ids)
@@ -200,10 +213,6 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
         logits = lm(inputs_embeds=merged, attention_mask=mask, position_ids=positions).logits[:, -1:]
     inputs, _ = decoder_names(cfg.num_hidden_layers)
     past = {n: {"zeros": [1, heads, 0, head_dim], "dtype": "float32"} for n in inputs[3:]}
-    n = ids.shape[1]
-    multimodal = max(x.tiles for x in found) * processor.image_seq_length
-    longest, max_input, cut = sequence_limits(multimodal, int(getattr(cfg, "max_position_embeddings", 4096)),
-                                              max_new_tokens, source or "the model")
     lm_shapes = {"inputs_embeds": ([1, 1, cfg.hidden_size], [1, n, cfg.hidden_size], [1, longest, cfg.hidden_size]),
                  "attention_mask": ([1, 1], [1, n], [1, longest]), "position_ids": ([1, 1], [1, n], [1, longest]),
                  **{k: ([1, heads, 0, head_dim], [1, heads, 0, head_dim], [1, heads, longest - 1, head_dim])

@@ -130,3 +130,31 @@ def test_write_tensorrt_refuses_an_opset_or_answer_length_it_cannot_serve(tmp_pa
         write_tensorrt(None, None, tmp_path, opset=16)
     with pytest.raises(TensorRTExportError, match="max_new_tokens must be a whole number >= 1, got 0"):
         write_tensorrt(None, None, tmp_path, max_new_tokens=0)
+
+
+@pytest.mark.parametrize("positions, max_new_tokens", [(220, 1), (480, 256)])
+def test_a_reference_prompt_longer_than_the_decoder_allows_is_refused_before_the_export(
+        positions, max_new_tokens, tmp_path, monkeypatch):
+    """pocket-tiny, driving tiling (13 tiles x 16 tokens), one image: the stitched reference prompt is 250 tokens.
+    max_position_embeddings 220 cuts the decoder's max to 220 (opt 250 > max: trtexec refuses the profile);
+    480 leaves max_input_len 224 < 250. Both are refused, naming the numbers, before the ONNX export starts."""
+    import copy
+
+    import model
+    from adapt.recipe import load_recipe
+    from deploy import tensorrt
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the export started: the setting was not refused up front")
+
+    monkeypatch.setattr(tensorrt, "write_onnx", reached)
+    vlm, processor = model.load("pocket-tiny")
+    vlm = copy.deepcopy(vlm)
+    vlm.config.text_config.max_position_embeddings = positions
+    tiling = load_recipe(Path(__file__).resolve().parents[1] / "templates/recipes/driving_pocket-tiny_full.yaml"
+                         ).tiling_for(processor.tiling)
+    with pytest.warns(UserWarning, match=f"max_position_embeddings {positions}"), \
+            pytest.raises(TensorRTExportError, match=rf"reference prompt .* is 250 tokens, more than max_input_len "
+                          rf"{positions - max_new_tokens} \(max_seq_len {positions} - max_new_tokens {max_new_tokens}"):
+        tensorrt.write_tensorrt(vlm, processor, tmp_path, tiling=tiling, max_images=1, max_new_tokens=max_new_tokens)
+
