@@ -10,7 +10,8 @@ a Jetson Orin (engines are specific to the device and TensorRT version, so they 
                         inputs it serves: the fewest tiles, the most one image gets (max_tiles + thumbnail), the
                         most a prompt of up to `max_images` images gets (the images share max_tiles), the driving
                         layouts (one stitched 2688x896 image; six 1600x900 camera views); the decoder's and
-                        embedding's shape ranges; the trtexec command of each engine
+                        embedding's shape ranges; the trtexec command of each engine; the range engine (any count
+                        from the fewest to the most tiles) and how a count without a fixed engine runs (other_counts)
     references/*.npy    reference inputs (the example image tiled for each profile, the prompt's token ids, a KV
                         cache for one decode step) and PyTorch's fp32 outputs (image features, embeddings, the
                         first logits on an empty cache, the decode step's logits)
@@ -117,6 +118,34 @@ def most_tiles(tiling: TilingConfig, max_images: int) -> tuple[int, int]:
     return most, min(n for n, total in totals.items() if total == most)
 
 
+def other_counts(found: list[Layout], tiling: TilingConfig, max_images: int) -> dict:
+    """How a prompt whose tile count has no fixed engine runs: on the range engine (any count from the fewest to the
+    most tiles), or on the fixed engines in pieces (the vision graph encodes each tile on its own, so a batch can be
+    split and the features concatenated in tile order); with an example prompt of this tiling that needs it."""
+    fixed = sorted({x.tiles for x in found})
+    counts = sorted(set(tile_counts(tiling)) | set(fixed))
+    example = None
+    for n in range(2, max_images + 1):
+        total = n * max(tile_counts(tiling.for_images(n)))
+        if total not in fixed:
+            each = max(tile_counts(tiling.for_images(n)))
+            example = {"images": n, "tiles": total, "each": each, "split": split_tiles(total, fixed)}
+            break
+    return {"range": [counts[0], counts[-1]], "fixed": fixed, "example": example}
+
+
+def split_tiles(count: int, fixed: list[int]) -> list[int] | None:
+    """`count` tiles as a sum of the fixed engines' counts, fewest engine runs first (largest pieces first), or None
+    where they cannot add up to it."""
+    best: list[list[int] | None] = [[]] + [None] * count
+    for total in range(1, count + 1):
+        for piece in sorted(fixed, reverse=True):
+            rest = best[total - piece] if piece <= total else None
+            if rest is not None and (best[total] is None or len(rest) + 1 < len(best[total])):
+                best[total] = sorted([piece, *rest], reverse=True)
+    return best[count]
+
+
 def tile_counts(tiling: TilingConfig) -> list[int]:
     """Every tile count the tiling gives one image, whatever its size (each candidate grid, + thumbnail)."""
     if tiling.mode != "dynamic":
@@ -201,7 +230,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
         checks.append({**fixed, "name": f"vision_range@{fixed['name'][len('vision_'):]}", "engine": "vision_range.plan",
                        "required": False, "engine_only": True, "build": range_cmd})
     range_profile = {"engine": "vision_range.plan", "min": low, "opt": opt, "max": high, "tile_counts": counts,
-                     "trtexec": range_cmd}
+                     "one_image": tile_counts(tiling), "takes": f"any tile count from {low[0]} to {high[0]}", "trtexec": range_cmd}
 
     stitched = next(x for x in found if x.name == "driving_stitched")
     lm = vlm.language_model
@@ -255,7 +284,8 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
                           for graph in (VISION, EMBED, DECODER)),
         "image_tokens_per_tile": processor.image_seq_length,
         "vision": {"onnx": VISION, "input": "pixel_values", "output": "image_features",
-                   "output_per_tile": features_shape, "profiles": vision_profiles, "range_profile": range_profile},
+                   "output_per_tile": features_shape, "profiles": vision_profiles, "range_profile": range_profile,
+                   "other_counts": other_counts(found, tiling, max_images)},
         "embed": {"onnx": EMBED, "engine": "embed.plan", "shapes": _named(embed_shapes), "trtexec": embed_cmd},
         "decoder": {"onnx": DECODER, "engine": "decoder.plan", "shapes": _named(lm_shapes), "trtexec": decoder_cmd,
                     "reference_prompt": {"question": QUESTION, "layout": stitched.name, "tokens": n},

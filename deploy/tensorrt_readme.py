@@ -62,6 +62,21 @@ def _sequence_note(decoder: dict) -> str:
     return "the largest image profile's image tokens plus 1024 text tokens"
 
 
+def _other_counts(vision: dict) -> str:
+    """How a prompt whose tile count no fixed engine takes runs, with the tiling's example of one."""
+    other = vision["other_counts"]
+    low, high = other["range"]
+    text = (f"Any other count from {low} to {high} runs on `vision_range.plan` below, or on the fixed engines in "
+            "pieces: the vision graph encodes each tile on its own, so the tiles can be split into batches the built "
+            "engines take and the features concatenated in tile order")
+    example = other.get("example")
+    if example:
+        pieces = " + ".join(map(str, example["split"])) if example["split"] else None
+        text += (f". E.g. {example['images']} images of up to {example['each']} tiles each give "
+                 f"{example['tiles']}, which no fixed engine takes" + (f": {pieces}" if pieces else ""))
+    return text
+
+
 def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
     vision, decoder, embed = profiles["vision"], profiles["decoder"], profiles["embed"]
     text_type = str(getattr(vlm.config.text_config, "model_type", "?"))
@@ -117,7 +132,8 @@ mode {tiling['mode']}); {profiles['image_tokens_per_tile']} image tokens per til
 
 ## 1. Vision engines (trtexec, on the Orin)
 
-One engine per tile count the tiling produces; each profile fixes the count (min = opt = max):
+One engine per layout below; each profile fixes the tile count (min = opt = max), so an engine takes a prompt
+whose tiles add up to exactly its count and no other. {_other_counts(vision)}.
 
 | engine | tiles | serves |
 |---|---|---|
@@ -137,8 +153,9 @@ becomes inf in fp16; a normalisation listed under `norm_sum_of_squares_over_fp16
 it in fp16. Keep such layers in fp32 (`--precisionConstraints=obey --layerPrecisions=<layer>:fp32`; the
 TensorRT layer names come from `trtexec --verbose`) and compare again with verify.py.
 
-One engine for every tile count can be built as well, for images of any aspect ratio (tile counts {', '.join(map(str, vision['range_profile']['tile_counts']))});
-verify.py checks it on every reference above when it is there:
+One engine for every tile count can be built as well: it takes {vision['range_profile']['takes']} in one call,
+so every image of any aspect ratio (one image gives {', '.join(map(str, vision['range_profile']['one_image']))} tiles) and every prompt of up to
+{profiles['max_images']} images; verify.py checks it on every reference above when it is there:
 
 ```sh
 {vision['range_profile']['trtexec']}
@@ -186,7 +203,7 @@ of a whole-VLM folder (it may need the LLM alone), and its pinned transformers v
 
 `preprocessor_config.json` holds the tiling: {cutting}; then `(x / 255 - mean) / std`. A prompt of n images gives
 each image at most `max(1, max_tiles // n)` tiles (+ thumbnail; dynamic mode); the tiles of all images go to the vision
-engine in one batch. **At most {profiles['max_images']} images per prompt**: the largest profile ({most} tiles) and
+engine in one batch (one that takes their count, section 1). **At most {profiles['max_images']} images per prompt**: the largest profile ({most} tiles) and
 `--max_multimodal_len` hold the most tiles such a prompt gives; refuse a prompt with more images on the host (its
 tiles may not fit), or export again with `adapt export --format tensorrt --max-images N`. The prompt
 follows `chat_template.json`: each image becomes {run}; the decoder's `inputs_embeds` are `embed(ids)` with the image-context rows replaced by the vision

@@ -426,3 +426,26 @@ def test_verify_checks_a_decode_step_on_a_filled_cache(bundles, tmp_path):
     result = verify(bundle, "--runtime", "onnxruntime")
     assert result.returncode == 1, result.stdout
     assert "PASS decoder/logits" in result.stdout and "FAIL decoder_step/logits" in result.stdout
+
+
+def test_readme_says_how_a_prompt_without_a_fixed_engine_runs(bundles):
+    """The fixed engines take one count each (1, 13, 18 with the driving tiling and six images); two images give up
+    to 7 + 7 = 14 tiles: the README and profiles.json say it runs on the range engine (any count 1-18) or as 13 + 1
+    on the fixed ones, which are per-tile, so the pieces' features concatenate to the whole batch's."""
+    bundle, _ = bundles["pocket-tiny"]
+    profiles = read(bundle, "profiles.json")
+    vision = profiles["vision"]
+    assert vision["other_counts"]["example"] == {"images": 2, "tiles": 14, "each": 7, "split": [13, 1]}
+    assert vision["range_profile"]["takes"] == "any tile count from 1 to 18"
+    text = " ".join((bundle / "README.md").read_text().split())
+    assert "takes a prompt whose tiles add up to exactly its count and no other" in text
+    assert "E.g. 2 images of up to 7 tiles each give 14, which no fixed engine takes: 13 + 1" in text
+    assert "it takes any tile count from 1 to 18 in one call" in text
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(bundle / "vision.onnx"), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(0).standard_normal((14, *vision["range_profile"]["min"][1:])).astype(np.float32)
+    whole = session.run(None, {"pixel_values": pixels})[0]
+    pieces = np.concatenate([session.run(None, {"pixel_values": pixels[:13]})[0],
+                             session.run(None, {"pixel_values": pixels[13:]})[0]])
+    np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-6)

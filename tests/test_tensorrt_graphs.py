@@ -158,3 +158,30 @@ def test_a_reference_prompt_longer_than_the_decoder_allows_is_refused_before_the
                           rf"{positions - max_new_tokens} \(max_seq_len {positions} - max_new_tokens {max_new_tokens}"):
         tensorrt.write_tensorrt(vlm, processor, tmp_path, tiling=tiling, max_images=1, max_new_tokens=max_new_tokens)
 
+
+def test_every_prompt_tile_count_has_an_engine_route():
+    """Fixed vision engines take exactly their own count; every prompt of up to max_images images (the images share
+    max_tiles, each any grid it can get) adds up to a count the range engine takes and the fixed engines can be run
+    in pieces for. With the driving tiling (max_tiles 12) two images give up to 7 + 7 = 14 tiles, which no fixed
+    engine (1, 13, 18) takes: 13 + 1."""
+    import itertools
+
+    import model
+    from adapt.recipe import load_recipe
+    from deploy.tensorrt import layouts, other_counts, split_tiles, tile_counts
+
+    _, processor = model.load("pocket-tiny")
+    tiling = load_recipe(Path(__file__).resolve().parents[1] / "templates/recipes/driving_pocket-tiny_full.yaml"
+                         ).tiling_for(processor.tiling)
+    found = layouts(processor, tiling, 6)
+    other = other_counts(found, tiling, 6)
+    assert other == {"range": [1, 18], "fixed": [1, 13, 18],
+                     "example": {"images": 2, "tiles": 14, "each": 7, "split": [13, 1]}}
+    low, high = other["range"]
+    for n in range(1, 7):
+        for each in itertools.combinations_with_replacement(tile_counts(tiling.for_images(n)), n):
+            total = sum(each)
+            assert low <= total <= high, (n, each)
+            pieces = split_tiles(total, other["fixed"])
+            assert pieces is not None and sum(pieces) == total and set(pieces) <= set(other["fixed"]), (n, each)
+    assert split_tiles(5, [3]) is None and split_tiles(6, [1, 3]) == [3, 3]
