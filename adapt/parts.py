@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from adapt.recipe import did_you_mean
+from adapt.recipe import did_you_mean, expert_lora_refusal
 from model.errors import PocketAdaptError
 from model.loading import peft_quietly
 
@@ -193,16 +193,10 @@ def _expert_setting(params: dict[str, list[str]], lora_parts: dict[str, PartSett
     ``rank_pattern`` key naming a parameter matched no module); the other parts' modules get theirs by pattern."""
     shown = ", ".join(f"parts.{p}.lora.targets ({', '.join(_tails(n))})" for p, n in params.items())
     setting = lora_parts[next(iter(params))]
-    dropout = next(iter(lora_parts.values())).dropout
-    if dropout:
-        from peft import __version__
-
-        raise PartsError(
-            f"{shown} name fused MoE expert parameters, which peft {__version__} trains with LoRA only without "
-            f"dropout, but lora.dropout is {dropout:g}; set lora.dropout: 0 (every LoRA part shares one dropout: "
-            f"{', '.join(f'parts.{p}.lora.dropout' for p in lora_parts)})")
-    if len({(lora_parts[p].r, lora_parts[p].alpha) for p in params}) > 1:
-        raise PartsError(f"{shown}: the parts whose experts LoRA trains must share lora.r and lora.alpha")
+    refusal = expert_lora_refusal(shown, next(iter(lora_parts.values())).dropout, lora_parts,
+                                  {(lora_parts[p].r, lora_parts[p].alpha) for p in params})
+    if refusal:
+        raise PartsError(refusal)
     return setting
 
 

@@ -247,6 +247,33 @@ class LoraSpec(_Section):
         return value
 
 
+def names_fused_experts(target: str) -> bool:
+    """Whether a LoRA target can name only a MoE LM's fused expert parameters (``experts``,
+    ``experts.gate_up_proj``): no Linear module is named so (experts kept as Linear modules are ``experts.0.w1``)."""
+    *_, parent, last = ["", *target.split(".")]
+    return last == "experts" or (parent == "experts" and not last.isdigit())
+
+
+def expert_lora_refusal(shown: str, dropout: float, lora_parts: Iterable[str], shapes: set[tuple[int, float]]) -> str:
+    """Why peft's ``target_parameters`` cannot train the fused MoE experts `shown` names with this LoRA setting (''
+    when it can): it has no dropout (the input of the fused expert matmul cannot be factored out), and the experts
+    take the config's one default rank and alpha (`shapes`: the (r, alpha) of each part naming them). Shared by
+    `adapt validate` (from the targets' names) and `adapt.parts` (from the model's parameters)."""
+    if dropout:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            peft = f"peft {version('peft')}"
+        except PackageNotFoundError:
+            peft = "peft"
+        return (f"{shown} name fused MoE expert parameters, which {peft} trains with LoRA only without dropout, but "
+                f"lora.dropout is {dropout:g}; set lora.dropout: 0 (every LoRA part shares one dropout: "
+                f"{', '.join(f'parts.{p}.lora.dropout' for p in lora_parts)})")
+    if len(shapes) > 1:
+        return f"{shown}: the parts whose experts LoRA trains must share lora.r and lora.alpha"
+    return ""
+
+
 class PartSpec(_Section):
     """How one part (vision tower, projector, language model) is trained."""
 
@@ -290,6 +317,15 @@ class Parts(_Section):
         if len(set(dropouts.values())) > 1:
             shown = ", ".join(f"{name}.lora.dropout={d}" for name, d in dropouts.items())
             raise ValueError(f"every LoRA part must use the same lora.dropout (got {shown})")
+        lora = {name: part.lora for name, part in self.items() if part.mode == "lora"}
+        experts = {name: [t for t in spec.targets or () if names_fused_experts(t)] for name, spec in lora.items()}
+        experts = {name: targets for name, targets in experts.items() if targets}
+        if experts:  # refused here, not only once `adapt train` has loaded the model
+            shown = ", ".join(f"parts.{name}.lora.targets ({', '.join(targets)})" for name, targets in experts.items())
+            refusal = expert_lora_refusal(shown, next(iter(lora.values())).dropout, lora,
+                                          {(lora[name].r, lora[name].alpha) for name in experts})
+            if refusal:
+                raise ValueError(refusal)
         return self
 
 

@@ -1,0 +1,54 @@
+"""`adapt validate` refuses, from the recipe alone, what `adapt train` would refuse only once it has loaded the model:
+the checks are the functions `adapt.parts` uses, so both say the same."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapt.cli import main
+from adapt.parts import PartsError, PartSetting, apply_parts
+from adapt.recipe import RecipeError, load_recipe
+from tests.test_moe_checkpoints import _moe_vlm
+from tests.test_recipe import MINIMAL, write
+
+
+@pytest.mark.parametrize("target", ["experts", "experts.gate_up_proj", "mlp.experts.down_proj"])
+def test_fused_expert_targets_with_lora_dropout_are_refused_by_validate(tmp_path, capsys, target):
+    """The default lora.dropout (0.05) with expert targets passed validate and failed in train after the load."""
+    path = write(tmp_path, MINIMAL + f"parts: {{llm: {{lora: {{targets: [q_proj, {target}]}}}}}}\n")
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"parts.llm.lora.targets ({target}) name fused MoE expert parameters" in err
+    assert "lora.dropout is 0.05; set lora.dropout: 0" in err and "Traceback" not in err
+    assert load_recipe(path, ["parts.llm.lora.dropout=0"]).parts.llm.lora.targets == ["q_proj", target]
+
+
+@pytest.mark.parametrize("target", ["down_proj", "gate_up_proj", "experts.0.w1", "shared_experts.down_proj",
+                                    "experts_gate"])
+def test_targets_that_can_be_linear_modules_keep_their_dropout(tmp_path, target):
+    """Phi-3's `gate_up_proj`, a shared expert's and a ModuleList expert's Linear modules take dropout: the model
+    decides there, not the name."""
+    path = write(tmp_path, MINIMAL + f"parts: {{llm: {{lora: {{targets: [{target}]}}}}}}\n")
+    assert load_recipe(path).parts.llm.lora.dropout == 0.05
+
+
+def test_the_dropout_refusal_says_the_same_in_validate_and_in_train(tmp_path):
+    targets = ("q_proj", "experts.gate_up_proj", "experts.down_proj")
+    path = write(tmp_path, MINIMAL + f"parts: {{llm: {{lora: {{targets: [{', '.join(targets)}]}}}}}}\n")
+    with pytest.raises(RecipeError) as validated:
+        load_recipe(path)
+    with pytest.raises(PartsError) as trained:
+        llm = PartSetting("lora", r=4, alpha=8, dropout=0.05, targets=targets)
+        apply_parts(_moe_vlm(), {"projector": PartSetting("full"), "llm": llm})
+    after = "name fused MoE expert parameters"
+    tail = str(trained.value).split(after, 1)[1]
+    assert after + tail in str(validated.value)
+
+
+def test_parts_naming_experts_with_different_ranks_are_refused_by_validate(tmp_path):
+    text = MINIMAL + ("parts: {vision: {mode: lora, lora: {dropout: 0, r: 4, targets: [experts]}},\n"
+                      "        llm: {lora: {dropout: 0, r: 8, targets: [experts.down_proj]}}}\n")
+    with pytest.raises(RecipeError, match=r"parts\.vision\.lora\.targets \(experts\), parts\.llm\.lora\.targets "
+                                          r"\(experts\.down_proj\): the parts whose experts LoRA trains must share "
+                                          r"lora\.r and lora\.alpha"):
+        load_recipe(write(tmp_path, text))
