@@ -645,6 +645,23 @@ class Recipe(_RecipeBase):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
 
+    @model_validator(mode="after")
+    def _tiling_fits_the_model(self) -> Recipe:
+        """Refuse tiling overrides the model's own tiling cannot take (tiling.min_tiles above its max_tiles) now, not
+        once `adapt train` has loaded, or downloaded, the weights: the model's tiling is read from its config alone.
+        A replaced vision tower (model.vision) brings its own tiling, which only loading it tells."""
+        if self.model.vision is not None or all(v is None for v in self.tiling.model_dump().values()):
+            return self
+        from model.loading import load_config
+        from model.tiling import TilingConfig
+
+        try:
+            model_tiling = TilingConfig.from_dict(load_config(self.model.source).tiling)
+        except (PocketAdaptError, OSError, ValueError):  # an unreadable checkpoint: `adapt train` says what is wrong
+            return self
+        self.tiling_for(model_tiling)
+        return self
+
 
 class TowerSpec(_Section):
     """A vision tower for distillation: a tower config name (random weights; ``config`` overrides its values), a

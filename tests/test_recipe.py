@@ -398,7 +398,7 @@ def test_tiling_overrides_merge_into_the_models_tiling(tmp_path):
     assert (merged.tile_size, merged.min_tiles, merged.max_tiles, merged.thumbnail) == (448, 1, 6, False)
     assert merged.mean == model_tiling.mean
     assert load_recipe(write(tmp_path, MINIMAL)).tiling_for(model_tiling) == model_tiling
-    clash = load_recipe(write(tmp_path, MINIMAL + "tiling: {min_tiles: 8}\n"))
+    clash = load_recipe(write(tmp_path, MINIMAL + "tiling: {min_tiles: 8}\nmodel: {source: internvl2-1b}\n"))
     with pytest.raises(RecipeError, match="tiling.min_tiles=8"):
         clash.tiling_for(TilingConfig(max_tiles=6))
 

@@ -52,3 +52,15 @@ def test_parts_naming_experts_with_different_ranks_are_refused_by_validate(tmp_p
                                           r"\(experts\.down_proj\): the parts whose experts LoRA trains must share "
                                           r"lora\.r and lora\.alpha"):
         load_recipe(write(tmp_path, text))
+
+
+def test_tiling_overrides_the_models_tiling_cannot_take_are_refused_by_validate(tmp_path, capsys):
+    """tiling.min_tiles above the model's max_tiles (pocket-tiny: 6) was refused by `adapt train` only once it had
+    loaded the model (a hub preset: downloaded it); its config alone tells, with train's message (tiling_for)."""
+    path = write(tmp_path, MINIMAL + "tiling: {min_tiles: 7}\n")
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "tiling.min_tiles=7 does not fit the model's tiling" in err and "min_tiles (7) must be <= max_tiles (6)" in err
+    assert "Traceback" not in err
+    assert load_recipe(path, ["tiling.max_tiles=8"]).tiling.min_tiles == 7
+    assert load_recipe(path, ["tiling.min_tiles=6"]).tiling.min_tiles == 6
