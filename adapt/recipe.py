@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.util
 import json
 import math
 import os
@@ -36,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from model.errors import PocketAdaptError
+from model.errors import PocketAdaptError, install_hint
 from model.limits import MAX_TILES_LIMIT
 from model.yaml_io import YAMLContentError, load_yaml
 
@@ -1341,6 +1342,10 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
         notes.append(f"training.num_workers is {recipe.training.num_workers}, more than this machine's {cores} CPU "
                      "core(s): each worker is a process of its own (memory included) and more than the cores only "
                      "wait for them")
+    if recipe.distributed.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
+        notes.append(f"distributed.strategy is deepspeed, but deepspeed is not installed here: adapt {verb} would stop "
+                     f"only once it has loaded the model and read the data; {install_hint('deepspeed')}")
     if recipe.distributed.strategy != "deepspeed" and recipe.distributed.deepspeed not in DEEPSPEED_PRESETS:
         notes.append(f"distributed.deepspeed is set but distributed.strategy is {recipe.distributed.strategy!r}")
     return notes + _uncached_hub_weights(recipe)

@@ -64,3 +64,19 @@ def test_tiling_overrides_the_models_tiling_cannot_take_are_refused_by_validate(
     assert "Traceback" not in err
     assert load_recipe(path, ["tiling.max_tiles=8"]).tiling.min_tiles == 7
     assert load_recipe(path, ["tiling.min_tiles=6"]).tiling.min_tiles == 6
+
+
+def test_deepspeed_not_installed_is_said_by_validate(tmp_path, capsys, monkeypatch):
+    """`adapt train` imports deepspeed only after loading the model and the data, then stops on the missing module."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    path = write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed}\n")
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "note: distributed.strategy is deepspeed, but deepspeed is not installed here" in err
+    assert "pip install 'pocket-adapt[distributed]'" in err
+    monkeypatch.undo()
+    assert main(["validate", str(path)]) == 0
+    assert "not installed" not in capsys.readouterr().err
