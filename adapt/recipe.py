@@ -1334,6 +1334,12 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
         notes.append("data.eval_sources is empty: the report will have no held-out feature cosine")
     if isinstance(recipe, DistillRecipe) and recipe.data.augment is not None:
         notes.append("data.augment flips, turns and colour-jitters the images the student and teacher both see")
+    if isinstance(recipe, Recipe):
+        for name, part in recipe.parts.items():
+            if part.mode != "lora" and part.lora.targets is not None:
+                notes.append(f"parts.{name}.lora.targets is set but parts.{name}.mode is {part.mode}, so it is unused "
+                             f"(the {name} part {'trains in full' if part.mode == 'full' else 'stays frozen'}); "
+                             f"set parts.{name}.mode: lora to train those modules with LoRA")
     if isinstance(recipe, Recipe) and recipe.model.trust_remote_code:
         notes.append("model.trust_remote_code is true, but pocket-adapt reads every supported layout without "
                      "running checkpoint code, so it has no effect")

@@ -80,3 +80,14 @@ def test_deepspeed_not_installed_is_said_by_validate(tmp_path, capsys, monkeypat
     monkeypatch.undo()
     assert main(["validate", str(path)]) == 0
     assert "not installed" not in capsys.readouterr().err
+
+
+def test_lora_targets_of_a_part_not_in_lora_mode_are_said_to_be_unused(tmp_path, capsys):
+    """`adapt train` ignored them without a word: the part trained in full (or not at all)."""
+    path = write(tmp_path, MINIMAL + "parts: {llm: {mode: full, lora: {targets: [q_proj]}}}\n")
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert ("note: parts.llm.lora.targets is set but parts.llm.mode is full, so it is unused (the llm part trains in "
+            "full); set parts.llm.mode: lora") in err
+    assert main(["validate", str(path), "parts.llm.mode=lora"]) == 0
+    assert "unused" not in capsys.readouterr().err
