@@ -1348,6 +1348,13 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
         notes.append(f"training.num_workers is {recipe.training.num_workers}, more than this machine's {cores} CPU "
                      "core(s): each worker is a process of its own (memory included) and more than the cores only "
                      "wait for them")
+    if recipe.mixing.epoch_size is not None:  # adapt train refuses it only once it has loaded the model and the data
+        from adapt.train import epoch_order_refusal
+
+        refusal = epoch_order_refusal(recipe.mixing.epoch_size, 1 + recipe.training.num_workers)
+        if refusal:
+            notes.append(f"on this machine adapt {'distill' if isinstance(recipe, DistillRecipe) else 'train'} "
+                         f"would stop: {refusal}")
     if recipe.distributed.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
         notes.append(f"distributed.strategy is deepspeed, but deepspeed is not installed here: adapt {verb} would stop "

@@ -296,15 +296,9 @@ class Trainer:
         """Refuse an epoch whose sample order cannot be held in memory: each process (every rank and data worker)
         builds the whole order of an epoch, two of them while the next replaces the last, and a mistyped
         mixing.epoch_size (the schema allows ~1e9) would take GBs each before the first step, then the OOM killer."""
-        available = _available_memory()
-        processes = self.dist.world * (1 + self.recipe.training.num_workers)
-        need = len(self.plan) * ORDER_BYTES_PER_SAMPLE * 2 * processes
-        if available is not None and need > available:
-            raise TrainingError(
-                f"an epoch of {len(self.plan):,} samples (mixing.epoch_size, or the sources' records x repeat) needs "
-                f"about {need / 2**30:.1f} GiB to hold its sample order ({processes} process(es): ranks and data "
-                f"workers), more than the {available / 2**30:.1f} GiB of memory available; lower mixing.epoch_size "
-                "(training.max_steps sets how long the run trains, whatever the epoch size)")
+        refusal = epoch_order_refusal(len(self.plan), self.dist.world * (1 + self.recipe.training.num_workers))
+        if refusal:
+            raise TrainingError(refusal)
 
     def _prepare_run(self, param_groups: list[dict]) -> None:
         """AdamW over `param_groups` and the schedule, the resume from the newest checkpoint, the DDP / DeepSpeed
@@ -1127,6 +1121,20 @@ def _truncate_log(path: Path, step: int) -> None:
 RUN_LOGS = ("train_log.jsonl", "eval_log.jsonl")  # one line per step logged, cut back to the checkpoint on resume
 
 ORDER_BYTES_PER_SAMPLE = 128  # one (source, index) of `MixturePlan.epoch` and the dataset's copy (measured: ~115)
+
+
+def epoch_order_refusal(samples: int, processes: int) -> str:
+    """Why an epoch of `samples` cannot have its sample order held by `processes` processes (ranks and data workers)
+    in this machine's available memory, or '' when it can (or the memory is unknown). `adapt validate` asks it of
+    mixing.epoch_size before any data is read."""
+    available = _available_memory()
+    need = samples * ORDER_BYTES_PER_SAMPLE * 2 * processes
+    if available is None or need <= available:
+        return ""
+    return (f"an epoch of {samples:,} samples (mixing.epoch_size, or the sources' records x repeat) needs about "
+            f"{need / 2**30:.1f} GiB to hold its sample order ({processes} process(es): ranks and data workers), "
+            f"more than the {available / 2**30:.1f} GiB of memory available; lower mixing.epoch_size "
+            "(training.max_steps sets how long the run trains, whatever the epoch size)")
 
 
 def _available_memory() -> int | None:

@@ -91,3 +91,18 @@ def test_lora_targets_of_a_part_not_in_lora_mode_are_said_to_be_unused(tmp_path,
             "full); set parts.llm.mode: lora") in err
     assert main(["validate", str(path), "parts.llm.mode=lora"]) == 0
     assert "unused" not in capsys.readouterr().err
+
+
+def test_an_epoch_too_large_for_this_machine_is_said_by_validate(tmp_path, capsys, monkeypatch):
+    """`adapt train` refused mixing.epoch_size 1e9 (over 100 GiB of sample order) only after loading the model and
+    reading every source; validate says it with train's message."""
+    import adapt.train as train_module
+
+    monkeypatch.setattr(train_module, "_available_memory", lambda: 2**30)  # 1 GiB, whatever this machine has
+    path = write(tmp_path, MINIMAL + "training: {num_workers: 1}\n")
+    assert main(["validate", str(path), "mixing.epoch_size=1000000000"]) == 0
+    err = capsys.readouterr().err
+    assert ("note: on this machine adapt train would stop: an epoch of 1,000,000,000 samples (mixing.epoch_size, "
+            "or the sources' records x repeat) needs about 476.8 GiB to hold its sample order (2 process(es)") in err
+    assert main(["validate", str(path), "mixing.epoch_size=1000"]) == 0
+    assert "would stop" not in capsys.readouterr().err
