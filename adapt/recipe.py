@@ -619,7 +619,9 @@ class _RecipeBase(_Section):
             return dataclasses.replace(model_tiling, **overrides)
         except ValueError as err:
             shown = ", ".join(f"tiling.{k}={v}" for k, v in overrides.items())
-            raise RecipeError(f"recipe {self.name!r}: {shown} does not fit the model's tiling {model_tiling}: {err}") from None
+            own = (f"{model_tiling.tile_size} px tiles, {model_tiling.min_tiles}-{model_tiling.max_tiles} per image"
+                   f"{', thumbnail' if model_tiling.thumbnail else ''}")
+            raise RecipeError(f"recipe {self.name!r}: {shown} does not fit the model's tiling ({own}): {err}") from None
 
     def deepspeed_config(self) -> dict | None:
         """The DeepSpeed config dict when ``distributed.strategy`` is deepspeed, else None."""

@@ -60,7 +60,8 @@ def test_tiling_overrides_the_models_tiling_cannot_take_are_refused_by_validate(
     path = write(tmp_path, MINIMAL + "tiling: {min_tiles: 7}\n")
     assert main(["validate", str(path)]) == 1
     err = capsys.readouterr().err
-    assert "tiling.min_tiles=7 does not fit the model's tiling" in err and "min_tiles (7) must be <= max_tiles (6)" in err
+    assert "tiling.min_tiles=7 does not fit the model's tiling (112 px tiles, 1-6 per image, thumbnail)" in err
+    assert "min_tiles (7) must be <= max_tiles (6)" in err
     assert "Traceback" not in err
     assert load_recipe(path, ["tiling.max_tiles=8"]).tiling.min_tiles == 7
     assert load_recipe(path, ["tiling.min_tiles=6"]).tiling.min_tiles == 6
