@@ -574,45 +574,72 @@ def write_report(
 # pictures (matplotlib's Agg canvas directly: no pyplot, no global backend switch)
 
 
-def _figure(width: float, height: float, ncols: int = 1):
+def _figure(width: float, height: float, ncols: int = 1, width_ratios: Sequence[float] | None = None):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    axes = fig.subplots(1, ncols, squeeze=False, width_ratios=width_ratios)[0]
     return fig, axes
+
+
+LABEL_CHARS = 28  # a source name longer than this is cut in its middle on a chart (eval.md has it whole)
+
+
+def _short(name: str, limit: int = LABEL_CHARS) -> str:
+    """`name`, or its start and end around an ellipsis where longer than `limit`: one long name (a dataset split
+    spelled out) took the whole figure for its tick label and squeezed the bars into a corner."""
+    if len(name) <= limit:
+        return name
+    head = (limit - 1) // 2
+    return name[:head] + "…" + name[len(name) - (limit - 1 - head):]
+
+
+BAR_INCHES = 0.45  # room for one bar and its 3-decimal value label (fontsize 7) beside the next
 
 
 def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], value_of, title: str) -> None:
     names = list(runs)
     width = 0.8 / max(1, len(names))
+    top = 1.0
     for k, n in enumerate(names):
         vals = [value_of(runs[n], key) for key in keys]
+        top = max([top] + [v for v in vals if v is not None and math.isfinite(v)])
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(labels))]
         heights = [v if v is not None else 0.0 for v in vals]
         bars = ax.bar(xs, heights, width * 0.95, label=n)
         for b, v in zip(bars, vals):
             ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
     crowded = len(labels) > 3
-    ax.set_xticks(range(len(labels)), labels, rotation=20 if crowded else 0, ha="right" if crowded else "center")
-    ax.set_ylim(0, 1.22)
+    ax.set_xticks(range(len(labels)), labels, rotation=35 if crowded else 0, ha="right" if crowded else "center",
+                  rotation_mode="anchor" if crowded else "default")
+    ax.set_ylim(0, 1.22 * top)  # a registered task's main metric may exceed 1: its bars must not run off the top
     ax.set_ylabel("main metric")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="upper center", ncols=max(1, len(names)), frameon=False)
 
 
 def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, png_path: str | os.PathLike) -> Path:
-    """Grouped bars of the main metric: domain and general for each run, and every source beside them."""
+    """Grouped bars of the main metric: domain and general for each run, and every source beside them; each tick
+    names its sample count (n; runs with different counts show them all, as in eval.md)."""
     if not runs:
         raise ValueError("plot_comparison needs at least one run")
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     groups = [g for g in GROUPS if any(g in r.get("groups", {}) for r in runs.values())]
     sources = _ordered_sources(runs, kinds)
-    fig, (ax_g, ax_s) = _figure(max(9.0, 4 + 0.6 * len(sources) * max(1, len(runs))), 4.2, ncols=2)
+    bars = max(1, len(runs))
+    # each panel as wide as its bars need: two equal halves squeezed many sources' bars until their labels overlapped
+    widths = [max(2.5, 1.0 + BAR_INCHES * bars * len(groups)), max(3.0, 1.0 + BAR_INCHES * bars * len(sources))]
+    fig, (ax_g, ax_s) = _figure(max(9.0, sum(widths) + 1.0), 4.6, ncols=2, width_ratios=widths)
     group_main = lambda r, g: r.get("groups", {}).get(g, {}).get("main")  # noqa: E731
-    _bars(ax_g, groups, groups, runs, group_main, "domain gain / general retention")
-    labels = [f"{s} ({_kind_of(s, runs, kinds)})" for s in sources]
+    group_n = [_ns([r.get("groups", {}).get(g) for r in runs.values()]) for g in groups]
+    _bars(ax_g, groups, [f"{g}\nn = {n}" for g, n in zip(groups, group_n)], runs, group_main,
+          "domain gain / general retention")
+    labels = [f"{_short(s)}\n{_kind_of(s, runs, kinds)}, n = {_ns([r.get('sources', {}).get(s) for r in runs.values()])}"
+              for s in sources]
     _bars(ax_s, sources, labels, runs, lambda r, s: r.get("sources", {}).get(s, {}).get("main"), "per source")
+    # one legend for both panels, above them: inside a panel it covered the value labels of bars near 1.0
+    handles, names = ax_g.get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=8, loc="outside upper center", ncols=bars, frameon=False)
     fig.savefig(png_path)
     return png_path
 
