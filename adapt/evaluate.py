@@ -645,22 +645,36 @@ def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, p
 
 
 def _log_series(log_path: Path, wanted) -> dict[str, tuple[list[float], list[float]]]:
-    """``{key: (steps, values)}`` of the finite numbers under the keys `wanted(key)` accepts in a JSONL log."""
-    series: dict[str, tuple[list[float], list[float]]] = {}
+    """``{key: (steps, values)}`` of the finite numbers under the keys `wanted(key)` accepts in a JSONL log, in step
+    order; a step logged twice (a run resumed from before its last lines, a log appended to) keeps its last value:
+    in file order the line ran back to the checkpoint's step and drew a zigzag."""
+    points: dict[str, dict[float, float]] = {}
     with Path(log_path).open(encoding="utf-8") as f:
         for raw in f:
             try:
                 entry = json.loads(raw)
             except json.JSONDecodeError:
                 continue
-            if not isinstance(entry, dict) or "step" not in entry:
+            if not isinstance(entry, dict) or not isinstance(entry.get("step"), (int, float)):
                 continue
             for key, value in entry.items():
                 if wanted(key) and isinstance(value, (int, float)) and math.isfinite(value):
-                    xs, ys = series.setdefault(key, ([], []))
-                    xs.append(float(entry["step"]))
-                    ys.append(float(value))
-    return series
+                    points.setdefault(key, {})[float(entry["step"])] = float(value)
+    return {key: (sorted(by_step), [by_step[x] for x in sorted(by_step)]) for key, by_step in points.items()}
+
+
+SMOOTH_ABOVE = 50  # a line of more points is drawn faint, with its running mean over it
+
+
+def _running_mean(ys: Sequence[float], window: int) -> list[float]:
+    """The centred mean of `ys` over `window` points (odd; fewer at the ends): per-step losses of a long run scatter
+    by more than they fall, and the raw line hid the trend."""
+    import numpy as np
+
+    kernel = np.ones(window)
+    sums = np.convolve(np.asarray(ys, dtype=float), kernel, mode="same")
+    counts = np.convolve(np.ones(len(ys)), kernel, mode="same")
+    return list(sums / counts)
 
 
 def _few(xs: Sequence[float]) -> str | None:
@@ -699,15 +713,28 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, ev
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
     fig, (ax,) = _figure(8.0, 4.5)
-    if "loss" in series:
-        xs, ys = series["loss"]
-        ax.plot(xs, ys, color="black", linewidth=2, marker=_few(xs), label="loss (total)")
-    for key in sorted(k for k in series if k != "loss"):
+    longest = max(len(xs) for xs, _ in series.values())
+    window = max(3, longest // 25) | 1  # one window for every line: about 1/25 of the run's logged steps
+    smoothed = False
+    for key in ["loss"] * ("loss" in series) + sorted(k for k in series if k != "loss"):
         xs, ys = series[key]
-        ax.plot(xs, ys, linewidth=1, alpha=0.85, marker=_few(xs), label=key.split("/", 1)[1])
+        label = "loss (total)" if key == "loss" else key.split("/", 1)[1]
+        style = {"color": "black", "linewidth": 2} if key == "loss" else {"linewidth": 1, "alpha": 0.85}
+        if len(xs) <= SMOOTH_ABOVE:
+            ax.plot(xs, ys, marker=_few(xs), label=label, **style)
+            continue
+        (raw,) = ax.plot(xs, ys, linewidth=0.6, alpha=0.25, color=style.get("color"))
+        smoothed = True
+        ax.plot(xs, _running_mean(ys, window), label=label, **{**style, "color": raw.get_color()})
+    values = [y for _, ys in series.values() for y in ys]
+    # a loss falling by decades (from ~10 to ~0.01) is a flat line at 0 after the first steps on a linear axis
+    log_scale = min(values) > 0 and max(values) / min(values) >= 100
+    if log_scale:
+        ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title("training loss (total and per source)" + (" and held-out scores" if scores else ""))
+    ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
+    ax.set_title("training loss (total and per source)" + (" and held-out scores" if scores else "")
+                 + (f"\nfaint: each step; solid: running mean over {window} steps" if smoothed else ""))
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole steps: no 0.96 … 1.04, no 2.5
     handles, labels = ax.get_legend_handles_labels()

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
+import math
+import random
 
+import numpy as np
+import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from adapt.evaluate import Prediction, plot_comparison, summarize
+from adapt.evaluate import Prediction, plot_comparison, plot_loss_curve, summarize
 from tests.test_evaluate import _drawn_figure
 
 LONG = "remote_sensing_dota_v1_5_val_chips_1024px_overlap200_with_difficult_and_truncated"
@@ -70,3 +75,54 @@ def test_comparison_axis_holds_a_main_metric_above_one(tmp_path, monkeypatch):
     for ax, part in zip(fig.axes, ("groups", "sources")):
         top = max(e["main"] for r in runs.values() for e in r[part].values())
         assert top > 3 and ax.get_ylim()[1] > top, part
+
+
+def _log(path, entries) -> None:
+    path.write_text("".join(json.dumps(e) + "\n" for e in entries))
+
+
+def _loss_line(fig, label: str = "loss (total)"):
+    (line,) = [line for line in fig.axes[0].get_lines() if line.get_label() == label]
+    return line
+
+
+def test_loss_curve_keeps_the_last_value_of_a_step_logged_twice(tmp_path, monkeypatch):
+    """A log holding steps 21-30 twice (a resume from checkpoint 20 whose old lines stayed) drew a line running back
+    from step 30 to 21, a zigzag that reads as a loss jump; the resumed run's values now stand, in step order."""
+    log = tmp_path / "train_log.jsonl"
+    _log(log, [{"step": s, "loss": 3 - 0.05 * s} for s in range(1, 31)]
+         + [{"step": s, "loss": 3.1 - 0.05 * s} for s in range(21, 41)])
+    line = _loss_line(_drawn_figure(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png")))
+    xs, ys = list(line.get_xdata()), list(line.get_ydata())
+    assert xs == list(range(1, 41))
+    assert ys[25] == pytest.approx(3.1 - 0.05 * 26)
+
+
+def test_loss_curve_uses_a_log_axis_when_the_loss_falls_by_decades(tmp_path, monkeypatch):
+    """From 10 to 0.001 on a linear axis, everything after the first steps was a flat line on 0."""
+    log = tmp_path / "train_log.jsonl"
+    _log(log, [{"step": s, "loss": 10 * math.exp(-s / 4)} for s in range(1, 41)])
+    ax = _drawn_figure(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png")).axes[0]
+    assert ax.get_yscale() == "log" and "log" in ax.get_ylabel()
+    _log(log, [{"step": s, "loss": 2.5 - 0.05 * s} for s in range(1, 41)])  # within a decade: linear
+    ax = _drawn_figure(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png")).axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylabel() == "loss"
+
+
+def test_loss_curve_of_a_long_noisy_run_shows_its_trend(tmp_path, monkeypatch):
+    """2000 per-step losses scattering by ±0.5 around a fall of 2 drew a black band: the trend was not readable.
+    The steps stay (faint), the labelled line is their running mean, and the title says over how many steps."""
+    rng = random.Random(0)
+    log = tmp_path / "train_log.jsonl"
+    _log(log, [{"step": s, "loss": 2 * math.exp(-s / 500) + rng.random(), "loss/rs": 1 + rng.random()}
+               for s in range(1, 2001)])
+    fig = _drawn_figure(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png"))
+    ax = fig.axes[0]
+    mean = np.asarray(_loss_line(fig).get_ydata())
+    raw = [line for line in ax.get_lines() if line.get_label().startswith("_") and line.get_color() == "black"]
+    assert len(raw) == 1 and raw[0].get_alpha() < 0.5 and len(raw[0].get_xdata()) == 2000
+    assert np.abs(np.diff(mean)).mean() < 0.1 * np.abs(np.diff(raw[0].get_ydata())).mean()
+    assert len(_loss_line(fig, "rs").get_ydata()) == 2000
+    assert "running mean over 81 steps" in ax.get_title()
+    expected = 2 * np.exp(-np.arange(1, 2001) / 500) + 0.5
+    assert np.abs(mean[100:-100] - expected[100:-100]).max() < 0.25
