@@ -227,6 +227,19 @@ def parse_ref_boxes(text: str, width: float | None = None, height: float | None 
 PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240))
 
 
+def _luminance(rgb: Sequence[int]) -> float:
+    """WCAG relative luminance of an sRGB colour."""
+    lin = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def text_colour(fill: Sequence[int]) -> tuple[int, int, int]:
+    """Black or white, whichever contrasts more with `fill` (WCAG ratio): white on the palette's cyan, orange or
+    green was barely readable (1.4:1 on cyan)."""
+    lum = _luminance(fill)
+    return (0, 0, 0) if (lum + 0.05) / 0.05 > 1.05 / (lum + 0.05) else (255, 255, 255)
+
+
 # Fonts people may have that cover Chinese (SLAKE's zh phrases) and most other scripts, in order of preference.
 # None ships with pocket-adapt's dependencies (matplotlib brings DejaVu: Latin, Greek, Cyrillic, not CJK), so
 # without one installed (fonts-noto-cjk) such a label says what it could not draw (see _font_for).
@@ -326,5 +339,5 @@ def draw_ref_boxes(image, text: str, width: int = 3):
                 # above the box; where there is no room, below it; else inside it at its top
                 y = box.y1 - h if box.y1 >= h else box.y2 if box.y2 + h <= out.height else box.y1
                 draw.rectangle([x, y, x + w - 1, y + h - 1], fill=colour)
-                draw.text((x + 2 - left, y + 2 - top), label, fill=(255, 255, 255), font=font)
+                draw.text((x + 2 - left, y + 2 - top), label, fill=text_colour(colour), font=font)
     return out

@@ -21,7 +21,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from domains.base import DomainError
-from domains.boxes import PALETTE, draw_ref_boxes, label_font
+from domains.boxes import PALETTE, draw_ref_boxes, label_font, text_colour
 from domains.driving import layout
 
 __all__ = ["UPLOAD_HELP", "camera_from_name", "demo_options", "draw_answer", "name_tag", "read_upload"]
@@ -181,7 +181,7 @@ def _marker(image: Image.Image, x: float, y: float, label: str, color: tuple[int
     tx = x + r + 4 if x + r + 4 + w + 4 <= image.width else x - r - 8 - w  # keep the label inside the image
     ty = min(max(y - h / 2, 0), max(0, image.height - h - 4))
     draw.rectangle([tx - 2, ty - 2, tx + w + 2, ty + h + 4], fill=color)
-    draw.text((tx - left, ty - top), label, fill=(255, 255, 255), font=font)
+    draw.text((tx - left, ty - top), label, fill=text_colour(color), font=font)
 
 
 def _note(image: Image.Image, text: str) -> None:
