@@ -527,7 +527,7 @@ def write_report(
     for s in sources:
         entries = [runs[n].get("sources", {}).get(s) for n in names]
         vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
-        rows.append([s, _kind_of(s, runs, kinds), _ns(entries)] + _cells(vals, names, compared))
+        rows.append([_cell(s), _kind_of(s, runs, kinds), _ns(entries)] + _cells(vals, names, compared))
     md += _table(["source", "kind", "n"] + header_runs, rows, text_columns=2) + [""]
 
     # which rule each metric follows, and where that rule comes from
@@ -546,7 +546,7 @@ def write_report(
         skipped = max((e or {}).get("skipped", 0) for e in entries)
         counts = next((e.get("tasks", {}) for e in entries if e and e.get("tasks")), {})  # samples per task
         tasks = [f"{t} {counts[t]}" for t in sorted(counts)]
-        md += [f"### {s} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
+        md += [f"### {_cell(s)} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
                + (f"; {skipped} skipped" if skipped else "") + ")", ""]
         rows = []
         for m in ["main"] + metric_names:

@@ -126,3 +126,16 @@ def test_loss_curve_of_a_long_noisy_run_shows_its_trend(tmp_path, monkeypatch):
     assert "running mean over 81 steps" in ax.get_title()
     expected = 2 * np.exp(-np.arange(1, 2001) / 500) + 0.5
     assert np.abs(mean[100:-100] - expected[100:-100]).max() < 0.25
+
+
+def test_eval_md_table_survives_a_source_name_with_a_pipe(tmp_path):
+    """A source named "rsvqa|lr" split its row of the Sources table into one cell more than the header: the
+    numbers shifted a column (Markdown renderers drop or misplace the extra cell)."""
+    from adapt.evaluate import write_report
+
+    preds = [Prediction(s, 1, "mc", "q", "A", "A", scores={"accuracy": 1.0}) for s in ("rsvqa|lr", "vqa_rad")]
+    md = write_report(tmp_path, {"base": summarize(preds)})[1].read_text(encoding="utf-8")
+    table = md.split("## Sources (main metric)")[1].split("\n\n")[1].splitlines()
+    cells = [len(line.replace("\\|", "").split("|")) for line in table]
+    assert len(set(cells)) == 1, table
+    assert "rsvqa\\|lr" in table[2] or "rsvqa\\|lr" in table[3]
