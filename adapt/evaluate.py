@@ -410,7 +410,29 @@ def _same_group_samples(run: Mapping[str, Any], base: Mapping[str, Any], group: 
     their difference no gain: it compares different samples)."""
     a, b = run.get("groups", {}).get(group) or {}, base.get("groups", {}).get(group) or {}
     return (set(a.get("sources", ())) == set(b.get("sources", ()))
-            and set(a.get("left_out") or {}) == set(b.get("left_out") or {}))
+            and set(a.get("left_out") or {}) == set(b.get("left_out") or {})
+            and all(_same_source_samples(run, base, s) for s in a.get("sources", ())))
+
+
+def _same_source_samples(run: Mapping[str, Any], base: Mapping[str, Any], source: str) -> bool:
+    """Whether both runs scored the same number of `source`'s samples (one that skipped samples the other scored,
+    an export runtime refusing a long prompt, averages other samples: their difference is no gain)."""
+    a, b = run.get("sources", {}).get(source), base.get("sources", {}).get(source)
+    return a is None or b is None or a.get("n") == b.get("n")
+
+
+def _source_cells(s: str, runs: Mapping[str, dict], vals: Mapping[str, float | None], names: list[str],
+                  compared: list[tuple[str, str]], notes: list[str]) -> list[str]:
+    """`_cells`, with "—" for a delta between runs that scored different numbers of `s`'s samples (noted)."""
+    cells = _cells(vals, names, compared)
+    for k, (n, b) in enumerate(compared):
+        if vals[n] is not None and vals[b] is not None and not _same_source_samples(runs[n], runs[b], s):
+            cells[len(names) + k] = "—"
+            note = (f"{s}: no Δ ({n} − {b}): {n} scored {runs[n]['sources'][s]['n']} samples, {b} "
+                    f"{runs[b]['sources'][s]['n']} (see skips).")
+            if note not in notes:
+                notes.append(note)
+    return cells
 
 
 def _kind_of(source: str, runs: Mapping[str, dict], kinds: Mapping[str, str] | None) -> str:
@@ -523,12 +545,15 @@ def write_report(
     # every source's main metric side by side
     sources = _ordered_sources(runs, kinds)
     md += ["## Sources (main metric)", ""]
-    rows = []
+    rows, source_notes = [], []
     for s in sources:
         entries = [runs[n].get("sources", {}).get(s) for n in names]
         vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
-        rows.append([_cell(s), _kind_of(s, runs, kinds), _ns(entries)] + _cells(vals, names, compared))
+        rows.append([_cell(s), _kind_of(s, runs, kinds), _ns(entries)]
+                    + _source_cells(s, runs, vals, names, compared, source_notes))
     md += _table(["source", "kind", "n"] + header_runs, rows, text_columns=2) + [""]
+    if source_notes:
+        md += [f"- {_cell(note)}" for note in source_notes] + [""]
 
     # which rule each metric follows, and where that rule comes from
     protocol_rows = _protocol_rows(runs)
@@ -554,7 +579,7 @@ def write_report(
                 vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
             else:
                 vals = {n: (e or {}).get("metrics", {}).get(m) for n, e in zip(names, entries)}
-            rows.append([m + _metric_n(m, entries)] + _cells(vals, names, compared))
+            rows.append([m + _metric_n(m, entries)] + _source_cells(s, runs, vals, names, compared, []))
         md += _table(["metric"] + header_runs, rows) + [""]
         not_computed = [m for m in metric_names
                         if any(e and m in e.get("metrics", {}) and e["metrics"][m] is None for e in entries)]

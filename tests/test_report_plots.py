@@ -139,3 +139,21 @@ def test_eval_md_table_survives_a_source_name_with_a_pipe(tmp_path):
     cells = [len(line.replace("\\|", "").split("|")) for line in table]
     assert len(set(cells)) == 1, table
     assert "rsvqa\\|lr" in table[2] or "rsvqa\\|lr" in table[3]
+
+
+def test_eval_md_gives_no_delta_between_runs_that_scored_different_samples(tmp_path):
+    """An adapted run that scored 6 of a source's 10 samples (4 skipped) was quoted as a +0.333 gain over the base's
+    10: the two means are over different samples. The Δ is "—" with a note saying both counts, and the group's too."""
+    from adapt.evaluate import write_report
+
+    def run(n: int, good: int) -> dict:
+        preds = [Prediction("rs", i, "mc", "q", "A", "A", scores={"accuracy": float(i < good)}) for i in range(n)]
+        preds += [Prediction("other", i, "mc", "q", "A", "A", scores={"accuracy": 1.0}) for i in range(4)]
+        return summarize(preds)
+
+    md = write_report(tmp_path, {"base": run(10, 5), "adapted": run(6, 5)})[1].read_text(encoding="utf-8")
+    assert "| rs | domain | 10/6 | 0.500 | 0.833 | — |" in md
+    assert "- rs: no Δ (adapted − base): adapted scored 6 samples, base 10 (see skips)." in md
+    assert "| other | domain | 4 | 1.000 | 1.000 | +0.000 |" in md
+    assert "| domain | 14/10 | 0.643 | 0.900 | — |" in md and "**adapted vs base:**" not in md
+    assert "| main | 0.500 | 0.833 | — |" in md
