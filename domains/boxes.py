@@ -312,8 +312,11 @@ def _font_for(text: str, size: int):
     return label_font(size), f"{kept.strip()} [{missing} char{'s' * (missing != 1)}: no font]".lstrip()
 
 
-def draw_ref_boxes(image, text: str, width: int = 3):
+def draw_ref_boxes(image, text: str, width: int | None = None):
     """A copy of `image` with every `<ref>phrase</ref><box>[[…]]</box>` of `text` drawn and labelled.
+
+    `width`: the outline in pixels; by default 3, or 1/300 of the image's shorter side where that is more (a fixed
+    3 px was a hairline on a 4000 px aerial scene once shown scaled down to a screen).
 
     Boxes are read on the 0–1000 grid of this image; each phrase gets its own colour. A box that cannot be drawn
     (reversed, wholly off the image) is left out and the others are drawn (:func:`parse_ref_boxes`). A label
@@ -325,6 +328,7 @@ def draw_ref_boxes(image, text: str, width: int = 3):
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
     size = max(11, round(min(out.size) / 40))
+    width = max(3, round(min(out.size) / 300)) if width is None else width
     for k, (phrase, boxes) in enumerate(parse_ref_boxes(text, out.width, out.height)):
         colour = PALETTE[k % len(PALETTE)]
         font, label = _font_for(phrase, size) if phrase else (None, "")

@@ -26,3 +26,18 @@ def test_the_label_on_the_cyan_box_is_drawn_dark():
     cyan = np.all(label == PALETTE[5], axis=-1)
     assert cyan.mean() > 0.3  # it is the cyan label
     assert (label.sum(axis=-1) < 150).any() and not (label.min(axis=-1) > 230).any()
+
+
+def _outline(img: Image.Image, text: str, x: int, y: int) -> int:
+    """How many pixels thick the drawn outline is, going right from (x, y) on the box's left edge."""
+    row = np.asarray(draw_ref_boxes(img, text))[y, x:x + 100]
+    return int(np.all(row == PALETTE[0], axis=-1).sum())
+
+
+def test_box_outline_scales_with_the_image():
+    """A 3 px outline on a 4000x3000 aerial scene is under one screen pixel once the picture is shown 1000 px wide."""
+    text = "<ref>ship</ref><box>[[250, 250, 750, 750]]</box>"
+    assert _outline(Image.new("RGB", (4000, 3000), (90, 90, 90)), text, 1000, 1500) == 10
+    assert _outline(Image.new("RGB", (400, 200), (90, 90, 90)), text, 100, 100) == 3  # small images as before
+    thin = np.asarray(draw_ref_boxes(Image.new("RGB", (4000, 3000)), text, width=2))  # an explicit width stands
+    assert thin[1500, 1000:1010].any(axis=-1).sum() == 2

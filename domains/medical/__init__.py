@@ -170,7 +170,7 @@ def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[
 
 def draw_answer(images: Sequence[Any], answer: str, **options: Any) -> list:
     """Every ``<ref>…</ref><box>[[…]]</box>`` of `answer` drawn on each image (0-1000 grid of that image)."""
-    width = int(options.get("width", 3))
+    width = int(options["width"]) if options.get("width") is not None else None  # None: scaled to the image
     return [draw_ref_boxes(im, answer, width=width) for im in images]
 
 
