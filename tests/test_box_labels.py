@@ -15,7 +15,8 @@ def _contrast(a, b) -> float:
 
 def test_every_palette_colour_gets_label_text_that_reads():
     """White text on the palette's cyan (1.4:1), orange (2.6:1) and green (2.7:1) was barely readable."""
-    assert all(_contrast(c, text_colour(c)) >= 4.5 for c in PALETTE), [(c, _contrast(c, text_colour(c))) for c in PALETTE]
+    ratios = {c: round(_contrast(c, text_colour(c)), 2) for c in PALETTE}
+    assert min(ratios.values()) >= 4.5, ratios
 
 
 def test_the_label_on_the_cyan_box_is_drawn_dark():

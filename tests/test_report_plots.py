@@ -143,7 +143,8 @@ def test_eval_md_table_survives_a_source_name_with_a_pipe(tmp_path):
 
 def test_eval_md_gives_no_delta_between_runs_that_scored_different_samples(tmp_path):
     """An adapted run that scored 6 of a source's 10 samples (4 skipped) was quoted as a +0.333 gain over the base's
-    10: the two means are over different samples. The Δ is "—" with a note saying both counts, and the group's too."""
+    10: the two means are over different samples. The Δ is "—" with a note saying both counts, and the group's
+    too."""
     from adapt.evaluate import write_report
 
     def run(n: int, good: int) -> dict:
