@@ -86,11 +86,16 @@ def config_from_mobilevlm(raw: dict, directory: Path, image_token_id: int) -> Po
     # MobileVLM's process_images pads only for 'pad'; any other value, or none, is CLIPImageProcessor's
     # shortest-edge resize and centre crop (mobilevlm.md §5)
     pad = raw.get("image_aspect_ratio") == "pad"
+    projector = projector_from_mobilevlm_type(raw.get("mm_projector_type", "linear"))
+    # LDPNetV2Projector's TokenDownLayer pools every grid to a fixed 12x12; our default halves the grid, which is the
+    # same only for CLIP-L/336's 24x24
+    options = {"pooled_grid": 12} if projector == "ldpv2" else {}
     return PocketVLMConfig(
         vision_config=vision,
         text_config=text,
         vision_feature_layer=int(raw.get("mm_vision_select_layer", -2)),
-        projector_type=projector_from_mobilevlm_type(raw.get("mm_projector_type", "linear")),
+        projector_type=projector,
+        projector_options=options,
         image_token_id=image_token_id,
         image_context_token=IMAGE_CONTEXT,
         image_start_token=None,
