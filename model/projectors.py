@@ -525,7 +525,9 @@ class _PosInject(nn.Module):
 def _pooled_pair(pooled_grid: int | tuple[int, int] | None) -> tuple[int, int] | None:
     if pooled_grid is None:
         return None
-    pair = (pooled_grid, pooled_grid) if isinstance(pooled_grid, int) else tuple(pooled_grid)
+    # a YAML float (12.0) or mapping would otherwise end in tuple()'s TypeError, which names no option
+    pair = (pooled_grid, pooled_grid) if isinstance(pooled_grid, int) else (
+        tuple(pooled_grid) if isinstance(pooled_grid, (list, tuple)) else ())
     if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in pair):
         raise ModelConfigError(f"ldpv2: pooled_grid must be a positive int or a pair of them, got {pooled_grid!r}")
     return pair  # type: ignore[return-value]
@@ -646,6 +648,27 @@ def _query_tokens(grid_h: int, grid_w: int, num_queries: int, who: str) -> int:
     return _positive_int(num_queries, "num_queries", who)
 
 
+def _qformer_options(
+    width: int | None, num_queries: Any, num_layers: Any, num_heads: Any, intermediate_size: Any,
+    cross_attention_freq: Any, dropout: Any,
+) -> None:
+    """The Q-Former's option checks; `width` None (the vision width, before a model exists) skips the head split."""
+    who = "qformer"
+    if width is not None:
+        _positive_int(width, "hidden_size", who)
+    _positive_int(num_queries, "num_queries", who)
+    _positive_int(num_layers, "num_layers", who)
+    _positive_int(cross_attention_freq, "cross_attention_freq", who)
+    if width is None:
+        _positive_int(num_heads, "num_heads", who)
+    else:
+        _check_heads(width, num_heads, who)
+    if intermediate_size is not None:
+        _positive_int(intermediate_size, "intermediate_size", who)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ModelConfigError(f"{who}: dropout must be in [0, 1), got {dropout!r}")
+
+
 class _QFormerLayer(nn.Module):
     """One BERT-style (post-LayerNorm) Q-Former layer on the queries: self-attention, optional cross-attention to
     the vision features (keys/values projected from the vision width inside the attention, as BLIP-2's
@@ -700,15 +723,9 @@ class QFormerProjector(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        who = "qformer"
-        width = vision_hidden if hidden_size is None else _positive_int(hidden_size, "hidden_size", who)
-        _positive_int(num_queries, "num_queries", who)
-        _positive_int(num_layers, "num_layers", who)
-        _positive_int(cross_attention_freq, "cross_attention_freq", who)
-        _check_heads(width, num_heads, who)
-        ffn = 4 * width if intermediate_size is None else _positive_int(intermediate_size, "intermediate_size", who)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ModelConfigError(f"{who}: dropout must be in [0, 1), got {dropout!r}")
+        width = vision_hidden if hidden_size is None else hidden_size
+        _qformer_options(width, num_queries, num_layers, num_heads, intermediate_size, cross_attention_freq, dropout)
+        ffn = 4 * width if intermediate_size is None else intermediate_size
         self.vision_hidden, self.text_hidden, self.num_queries, self.hidden_size = (
             vision_hidden, text_hidden, num_queries, width
         )
@@ -722,7 +739,22 @@ class QFormerProjector(nn.Module):
         self.language_projection = nn.Linear(width, text_hidden)
 
     @classmethod
-    def count_tokens(cls, grid_h: int, grid_w: int, num_queries: int = 32, **_: Any) -> int:
+    def count_tokens(
+        cls,
+        grid_h: int,
+        grid_w: int,
+        num_queries: int = 32,
+        hidden_size: int | None = None,
+        num_layers: int = 2,
+        num_heads: int = 8,
+        intermediate_size: int | None = None,
+        cross_attention_freq: int = 1,
+        dropout: float = 0.0,
+        **_: Any,
+    ) -> int:
+        # what building checks (but the width, unknown without the model), so a recipe fails validation, not training
+        _qformer_options(hidden_size, num_queries, num_layers, num_heads, intermediate_size, cross_attention_freq,
+                         dropout)
         return _query_tokens(grid_h, grid_w, num_queries, "qformer")
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
@@ -814,9 +846,13 @@ class ResamplerProjector(nn.Module):
         self.proj = nn.Linear(text_hidden, text_hidden, bias=False)
 
     @classmethod
-    def count_tokens(cls, grid_h: int, grid_w: int, num_queries: int = 256, **_: Any) -> int:
+    def count_tokens(
+        cls, grid_h: int, grid_w: int, num_queries: int = 256, num_heads: int | None = None, **_: Any
+    ) -> int:
         _square_grid(grid_h, grid_w, "resampler")
         _query_side(num_queries)  # what building checks, so a recipe naming a non-square count fails validation
+        if num_heads is not None:  # its split of text_hidden is checked once the model (the width) is known
+            _positive_int(num_heads, "num_heads", "resampler")
         return _query_tokens(grid_h, grid_w, num_queries, "resampler")
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:

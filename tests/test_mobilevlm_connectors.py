@@ -6,8 +6,10 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig
 
+from adapt.recipe import ModelSpec
 from model.checkpoints.mobilevlm import config_from_mobilevlm
-from model.projectors import build_projector
+from model.errors import ModelConfigError
+from model.projectors import build_projector, projector_tokens
 
 from .test_checkpoints import ldpv2_reference
 
@@ -46,3 +48,30 @@ def test_a_v1_checkpoint_keeps_ldps_stride_2_count(tmp_path):
     config = config_from_mobilevlm(mobilevlm_raw(str(tower), "ldpnet"), tmp_path, image_token_id=64)
     assert (config.projector_type, config.image_seq_length) == ("ldp", 64)  # 16x16 -> stride-2 conv -> 8x8
 
+
+@pytest.mark.parametrize("value", [12.0, "12", {"h": 12}, [12, 12, 12], True, [12, 0]])
+def test_a_bad_pooled_grid_is_refused_naming_the_option(value):
+    with pytest.raises(ModelConfigError, match="pooled_grid must be a positive int or a pair"):
+        build_projector("ldpv2", 8, 16, pooled_grid=value)
+    with pytest.raises(ModelConfigError, match="pooled_grid"):
+        projector_tokens("ldpv2", 24, 24, pooled_grid=value)
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("qformer", {"num_layers": 0}, "num_layers must be a positive int"),
+    ("qformer", {"cross_attention_freq": 0}, "cross_attention_freq must be a positive int"),
+    ("qformer", {"intermediate_size": 0}, "intermediate_size must be a positive int"),
+    ("qformer", {"hidden_size": 60, "num_heads": 8}, "60 is not divisible by num_heads=8"),
+    ("qformer", {"num_heads": 0}, "num_heads must be a positive int"),
+    ("qformer", {"dropout": 2}, "dropout must be in"),
+    ("resampler", {"num_heads": 0}, "num_heads must be a positive int"),
+    ("resampler", {"num_heads": "8"}, "num_heads must be a positive int"),
+])
+def test_connector_options_are_refused_when_the_recipe_is_validated(name, options, message):
+    # the same check building does, before any data is read or weights made
+    with pytest.raises(ModelConfigError, match=message):
+        build_projector(name, 64, 64, **options)
+    with pytest.raises(ModelConfigError, match=message):
+        projector_tokens(name, 16, 16, **options)
+    with pytest.raises(ValueError, match=message):
+        ModelSpec(projector=name, projector_options=options)
