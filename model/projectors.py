@@ -217,7 +217,20 @@ def _square_grid(grid_h: int, grid_w: int, who: str) -> int:
     return grid_h
 
 
-def _side_from_tokens(x: Tensor, who: str) -> int:
+def _check_features(x: Tensor, width: int, who: str) -> None:
+    """(N, L, width) patch features, else one line naming both widths (not a matmul's shape error)."""
+    if x.dim() != 3:
+        raise ValueError(f"{who} expects patch features of shape (N, L, C), got {tuple(x.shape)}")
+    if x.shape[-1] != width:
+        raise ValueError(
+            f"{who} was built for features of width {width}, got {x.shape[-1]} (shape {tuple(x.shape)}): "
+            "the vision tower's hidden size must be the projector's vision_hidden"
+        )
+
+
+def _side_from_tokens(x: Tensor, who: str, width: int | None = None) -> int:
+    if width is not None:
+        _check_features(x, width, who)
     if x.dim() != 3:
         raise ValueError(f"{who} expects patch features of shape (N, L, C), got {tuple(x.shape)}")
     n_tokens = x.shape[1]
@@ -366,7 +379,7 @@ class PixelShuffleMLPProjector(nn.Module):
         return self.linear_2(self.act(self.linear_1(self.layer_norm(shuffled))))
 
     def forward(self, x: Tensor) -> Tensor:
-        side = _side_from_tokens(x, "pixel_shuffle_mlp")
+        side = _side_from_tokens(x, "pixel_shuffle_mlp", self.vision_hidden)
         self.num_tokens(side, side)  # divisibility check
         n, _, c = x.shape
         if self.pool > 1:  # average p x p neighbouring patches: the MLP sees the same widths, 1/p^2 of the tokens
@@ -446,7 +459,7 @@ class _LDPBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        side = _side_from_tokens(x, "ldp")
+        side = _side_from_tokens(x, "ldp", self.mlp[1].in_features)
         y = _tokens_to_map(self.mlp(x), side)
         return _map_to_tokens(self.mb_block(y))
 
@@ -565,7 +578,7 @@ class LDPv2Projector(nn.Module):
         return self.count_tokens(grid_h, grid_w, pooled_grid=self.pooled_grid)
 
     def forward(self, x: Tensor) -> Tensor:
-        side = _side_from_tokens(x, "ldpv2")
+        side = _side_from_tokens(x, "ldpv2", self.vision_hidden)
         y = _tokens_to_map(self.mlp(x), side)
         return _map_to_tokens(self.peg(self.dwn(y)))
 
@@ -761,8 +774,7 @@ class QFormerProjector(nn.Module):
         return self.count_tokens(grid_h, grid_w, num_queries=self.num_queries)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 3:
-            raise ValueError(f"qformer expects patch features of shape (N, L, C), got {tuple(x.shape)}")
+        _check_features(x, self.vision_hidden, "qformer")
         q = self.query_dropout(self.query_norm(self.query_tokens.expand(x.shape[0], -1, -1)))
         for layer in self.layers:
             q = layer(q, x)
@@ -863,7 +875,7 @@ class ResamplerProjector(nn.Module):
         return sincos_2d(self.text_hidden, *grid_positions(side, self.query_side, device))
 
     def forward(self, x: Tensor) -> Tensor:
-        side = _side_from_tokens(x, "resampler")
+        side = _side_from_tokens(x, "resampler", self.vision_hidden)
         kv = self.ln_kv(self.kv_proj(x))
         key_pos = self.positions(side, x.device).to(kv.dtype)
         q = self.ln_q(self.query) + self.positions(self.query_side, x.device).to(kv.dtype)

@@ -75,3 +75,13 @@ def test_connector_options_are_refused_when_the_recipe_is_validated(name, option
         projector_tokens(name, 16, 16, **options)
     with pytest.raises(ValueError, match=message):
         ModelSpec(projector=name, projector_options=options)
+
+
+@pytest.mark.parametrize("name, options", [("ldp", {}), ("ldpv2", {}), ("qformer", {}), ("resampler", {"num_queries": 4}),
+                                           ("pixel_shuffle_mlp", {})])
+def test_features_of_another_width_are_refused_naming_both_widths(name, options):
+    projector = build_projector(name, 64, 32, **options)
+    with pytest.raises(ValueError, match=rf"{name} was built for features of width 64, got 48"):
+        projector(torch.randn(1, 16, 48))
+    assert projector(torch.randn(1, 16, 64)).shape[-1] == 32
+
