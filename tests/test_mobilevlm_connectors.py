@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import CLIPVisionConfig
 
 from adapt.recipe import ModelSpec
+from model.checkpoints.io import CheckpointError
 from model.checkpoints.mobilevlm import config_from_mobilevlm
 from model.errors import ModelConfigError
 from model.projectors import build_projector, projector_tokens
@@ -85,3 +88,24 @@ def test_features_of_another_width_are_refused_naming_both_widths(name, options)
         projector(torch.randn(1, 16, 48))
     assert projector(torch.randn(1, 16, 64)).shape[-1] == 32
 
+
+@pytest.mark.parametrize("tower", [None, "", "  ", 3])
+def test_a_config_without_a_tower_name_is_refused_not_read_as_its_own_tower(tmp_path, tower):
+    # the checkpoint folder's own config.json (the LLM's) was taken for the CLIP tower's: a vision config of
+    # model_type 'mobilevlm' with the LLM's widths, or a TypeError for null
+    raw = mobilevlm_raw("unused")
+    raw["mm_vision_tower"] = tower
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(CheckpointError, match="mm_vision_tower must name the CLIP tower"):
+        config_from_mobilevlm(raw, tmp_path, image_token_id=64)
+
+
+def test_a_tower_folder_that_is_not_clip_is_refused_naming_its_config(tmp_path):
+    tower = tmp_path / "tower"
+    tower.mkdir()
+    (tower / "config.json").write_text(json.dumps({"model_type": "siglip_vision_model", "hidden_size": 8}))
+    with pytest.raises(CheckpointError, match=r"tower/config.json.*'siglip_vision_model'.*not a CLIP"):
+        config_from_mobilevlm(mobilevlm_raw(str(tower)), tmp_path, image_token_id=64)
+    with pytest.raises(CheckpointError, match=r"config.json.*'mobilevlm'.*not a CLIP"):  # the checkpoint itself
+        (tmp_path / "config.json").write_text(json.dumps(mobilevlm_raw(".")))
+        config_from_mobilevlm(mobilevlm_raw("."), tmp_path, image_token_id=64)

@@ -53,12 +53,25 @@ _V5_ONLY = ("rope_parameters", "dtype", "head_dim", "layer_types", "output_hidde
 
 
 def vision_config_for(tower: str, directory: Path) -> CLIPVisionConfig:
+    if not isinstance(tower, str) or not tower.strip():
+        # an empty name would make the checkpoint folder itself (its LLM config.json) the tower's folder
+        raise CheckpointError(
+            f"{directory / 'config.json'}: mm_vision_tower must name the CLIP tower (a folder with a config.json, or "
+            f"{', '.join(KNOWN_TOWERS)}), got {tower!r}"
+        )
     # the last candidate finds an export's own tower folder after the export was moved
     for candidate in (Path(tower), directory / tower, directory / Path(tower).name):
         if (candidate / "config.json").is_file():
             raw = read_json(candidate / "config.json")
-            if raw.get("model_type") == "clip":
+            kind = raw.get("model_type")
+            if kind == "clip":
                 return CLIPConfig.from_dict(raw).vision_config
+            if kind not in (None, "clip_vision_model"):
+                raise CheckpointError(
+                    f"{candidate / 'config.json'} (mm_vision_tower {tower!r}) describes a {kind!r} model, not a CLIP "
+                    "vision tower (model_type 'clip' or 'clip_vision_model'), which MobileVLM's vision_tower_type "
+                    "'clip' needs"
+                )
             return CLIPVisionConfig.from_dict(raw)
     if tower in KNOWN_TOWERS:
         return KNOWN_TOWERS[tower]()
@@ -82,7 +95,7 @@ def config_from_mobilevlm(raw: dict, directory: Path, image_token_id: int) -> Po
     if "rope_theta" in llm_fields:
         llm_fields["rope_parameters"] = {"rope_type": "default", "rope_theta": float(llm_fields.pop("rope_theta"))}
     text = LlamaConfig(**llm_fields)
-    vision = vision_config_for(raw.get("mm_vision_tower", ""), directory)
+    vision = vision_config_for(raw.get("mm_vision_tower"), directory)
     # MobileVLM's process_images pads only for 'pad'; any other value, or none, is CLIPImageProcessor's
     # shortest-edge resize and centre crop (mobilevlm.md §5)
     pad = raw.get("image_aspect_ratio") == "pad"
