@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,6 +122,13 @@ class VLMProcessor:
             self.tokenizer.save_pretrained(str(path))
         finally:
             self.tokenizer.chat_template = saved
+        # transformers 5 writes tokenizer.json only; slow readers (MobileVLM's use_fast=False, InternLM2's remote
+        # code) need the sentencepiece model the tokenizer was read from
+        model_file = getattr(self.tokenizer, "vocab_file", None)
+        if isinstance(model_file, str) and model_file.endswith(".model") and Path(model_file).is_file():
+            target = Path(path) / Path(model_file).name
+            if not (target.exists() and target.samefile(model_file)):
+                shutil.copyfile(model_file, target)
 
     @property
     def pad_token_id(self) -> int:

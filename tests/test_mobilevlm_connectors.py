@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +110,59 @@ def test_a_tower_folder_that_is_not_clip_is_refused_naming_its_config(tmp_path):
     with pytest.raises(CheckpointError, match=r"config.json.*'mobilevlm'.*not a CLIP"):  # the checkpoint itself
         (tmp_path / "config.json").write_text(json.dumps(mobilevlm_raw(".")))
         config_from_mobilevlm(mobilevlm_raw("."), tmp_path, image_token_id=64)
+
+
+def sentencepiece_files(folder: Path) -> dict[str, bytes]:
+    """The tokenizer files of a MobileVLM release (mtgv/MobileVLM_V2-*): a LLaMA sentencepiece model, no
+    tokenizer.json; written into `folder`."""
+    import io
+    import random
+
+    import sentencepiece
+
+    rng = random.Random(0)
+    words = "what shapes are in the picture red green blue circle square USER ASSISTANT chat quick brown fox".split()
+    buf = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter([" ".join(rng.choice(words) for _ in range(10)) for _ in range(500)]), model_writer=buf,
+        vocab_size=330, model_type="bpe", byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        minloglevel=2)
+    files = {"tokenizer.model": buf.getvalue(),
+             "tokenizer_config.json": json.dumps({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>",
+                                                  "eos_token": "</s>", "unk_token": "<unk>", "legacy": False,
+                                                  "model_max_length": 2048}).encode(),
+             "special_tokens_map.json": json.dumps({"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}).encode()}
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def test_the_export_of_a_sentencepiece_release_keeps_its_tokenizer_model(tmp_path):
+    # MobileVLM's loader reads the tokenizer with AutoTokenizer(use_fast=False): LlamaTokenizer, which needs
+    # tokenizer.model; transformers 5 writes only tokenizer.json, so the export (and a run's final/) lost it
+    import sentencepiece
+    from transformers import AutoTokenizer
+
+    import model
+    from deploy.hf import export
+
+    from .test_checkpoints import write_mobilevlm_v2
+
+    files = sentencepiece_files(tmp_path / "tok")
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "tok"))
+    source = write_mobilevlm_v2(tmp_path / "release", tokenizer, tie=False).directory
+    (source / "tokenizer.json").unlink()
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    vlm, processor = model.load(source)
+    final = tmp_path / "final"  # what training writes: the processor saved, then read back by export
+    processor.save_pretrained(final)
+    assert (final / "tokenizer.model").read_bytes() == files["tokenizer.model"]
+    vlm, processor = model.load(source)
+    out = export(vlm, model.VLMProcessor.from_config(vlm.config, AutoTokenizer.from_pretrained(str(final))),
+                 "mobilevlm", tmp_path / "out")
+    assert (out / "tokenizer.model").read_bytes() == files["tokenizer.model"]
+    text = "what red circle USER chat"
+    ids = sentencepiece.SentencePieceProcessor(model_file=str(out / "tokenizer.model")).encode(text)
+    assert AutoTokenizer.from_pretrained(str(out))(text, add_special_tokens=False).input_ids == ids
