@@ -546,6 +546,18 @@ def test_adapt_chat_llamacpp_gives_the_pytorch_answer(tmp_path, capsys, llama_cp
     assert llama_answer.strip() and llama_answer.strip() == torch_answer.strip()
 
 
+def test_a_name_starting_with_mmproj_is_told_apart_by_its_contents(models, tmp_path):
+    """`--name mmproj-x` writes the text model as mmproj-x-f16.gguf: the runtime refused the folder (it took every
+    mmproj-* file for a vision part); which file is which is read from the files (general.type)."""
+    from deploy.llamacpp.runtime import ExportFolder
+
+    vlm, processor = models["pocket-tiny"]
+    out = export(vlm, processor, "gguf", tmp_path / "named", qtype="f16", name="mmproj-x")
+    found = ExportFolder.open(out)
+    assert (found.model, found.mmproj) == _files(out, "mmproj-x", "f16")
+    assert found.tiling == processor.tiling
+
+
 @pytest.mark.parametrize("which", ["model", "mmproj"])
 def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys):
     """A GGUF cut short (a copy that did not finish): `adapt chat --runtime llamacpp` names the file instead of
@@ -554,6 +566,7 @@ def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys
 
     folder = tmp_path / "cut"
     shutil.copytree(exports("pocket-tiny", "f16"), folder)
+    capsys.readouterr()  # the export's progress bar, when this test is the first to export
     target = dict(zip(("model", "mmproj"), _files(folder, "pocket-tiny", "f16")))[which]
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
     rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
@@ -610,6 +623,7 @@ def test_a_gguf_llamacpp_refuses_is_one_line_with_its_reason(exports, tmp_path, 
 
     folder = tmp_path / "odd"
     shutil.copytree(exports("pocket-tiny", "f16"), folder)
+    capsys.readouterr()  # the export's progress bar, when this test is the first to export
     text, _ = _files(folder, "pocket-tiny", "f16")
     arch = model.load("pocket-tiny")[0].config.text_config.model_type.encode()
     data = text.read_bytes()

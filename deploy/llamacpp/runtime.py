@@ -40,12 +40,16 @@ class ExportFolder:
         if not folder.is_dir():
             raise LlamaCppError(f"{folder}: not a folder; give the folder `adapt export --format gguf` wrote")
         verify_weights(folder, LlamaCppError)
-        models = sorted(p for p in folder.glob("*.gguf") if not p.name.startswith("mmproj-"))
-        mmprojs = sorted(folder.glob("mmproj-*.gguf"))
+        # which file is the vision part is read from the file (general.type), not its name: `--name mmproj-x`
+        # writes mmproj-x-f16.gguf as the text model
+        metas = {p: _fields(_reader(p)) for p in sorted(folder.glob("*.gguf"))}
+        mmprojs = [p for p, m in metas.items() if m.get("general.type", "mmproj" if p.name.startswith("mmproj-")
+                                                           else "model") == "mmproj"]
+        models = [p for p in metas if p not in mmprojs]
         if len(models) != 1 or len(mmprojs) > 1:
             found = ", ".join(p.name for p in [*models, *mmprojs]) or "no .gguf files"
             raise LlamaCppError(f"{folder}: expected one <name>-<type>.gguf and one mmproj-*.gguf, found {found}")
-        meta = _fields(_reader(models[0]))
+        meta = metas[models[0]]
         if "pocket_adapt.chat_template" not in meta:
             raise LlamaCppError(f"{models[0]}: not written by `adapt export --format gguf` (no pocket_adapt keys)")
         where = f"{models[0]} (pocket_adapt.chat_template)"
@@ -57,7 +61,7 @@ class ExportFolder:
             raise LlamaCppError(str(exc)) from None
         tiling = None
         if mmprojs:
-            vision = _fields(_reader(mmprojs[0]))
+            vision = metas[mmprojs[0]]
             tiling = TilingConfig.from_dict(json.loads(vision["pocket_adapt.tiling"]))
             if meta.get(VISION_KEY) and vision.get(VISION_KEY) and meta[VISION_KEY] != vision[VISION_KEY]:
                 raise LlamaCppError(f"{mmprojs[0].name} is not the vision part of {models[0].name}: they come from "
