@@ -558,6 +558,31 @@ def test_a_name_starting_with_mmproj_is_told_apart_by_its_contents(models, tmp_p
     assert found.tiling == processor.tiling
 
 
+@pytest.mark.parametrize("edit, said", [
+    ((b"pocket_adapt.tiling", b"pocket_adapt.tilinX"), "not written by `adapt export --format gguf` (no pocket_adapt.tiling"),
+    ((b'"tile_size": 112', b'"tile_size": -12'), "(pocket_adapt.tiling): "),
+    ((b'{"tile_size"', b'["tile_size"'), "(pocket_adapt.tiling): not JSON"),
+])
+def test_an_mmproj_without_pocket_tiling_is_one_line_naming_it(edit, said, exports, tmp_path, capsys):
+    """An mmproj another tool wrote (no pocket_adapt.tiling key) or one whose tiling key was edited: a KeyError /
+    TilingError traceback before; now one line naming the file."""
+    from adapt.cli import main
+    from model.checkpoints.checksums import write_checksums
+
+    folder = tmp_path / "other-mmproj"
+    shutil.copytree(exports("pocket-tiny", "f16"), folder)
+    capsys.readouterr()
+    _, mmproj = _files(folder, "pocket-tiny", "f16")
+    data = mmproj.read_bytes()
+    assert data.count(edit[0]) == 1
+    mmproj.write_bytes(data.replace(*edit))
+    write_checksums(folder)
+    rc = main(["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith(f"adapt chat: error: {mmproj}") and "Traceback" not in err, err
+    assert said in err
+
+
 @pytest.mark.parametrize("which", ["model", "mmproj"])
 def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys):
     """A GGUF cut short (a copy that did not finish): `adapt chat --runtime llamacpp` names the file instead of

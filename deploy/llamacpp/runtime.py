@@ -19,7 +19,7 @@ from deploy.runtimes import Answer
 from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, ChatTemplateError, chat_template_from_dict, normalize_messages
 from model.checkpoints.checksums import verify_weights
 from model.generation import cut_at_repetition
-from model.tiling import TilingConfig, load_image
+from model.tiling import TilingConfig, TilingError, load_image
 
 from . import MARKER, LlamaCppError, PocketLlama, tiles_of
 
@@ -62,12 +62,26 @@ class ExportFolder:
         tiling = None
         if mmprojs:
             vision = metas[mmprojs[0]]
-            tiling = TilingConfig.from_dict(json.loads(vision["pocket_adapt.tiling"]))
+            tiling = _tiling(mmprojs[0], vision)
             if meta.get(VISION_KEY) and vision.get(VISION_KEY) and meta[VISION_KEY] != vision[VISION_KEY]:
                 raise LlamaCppError(f"{mmprojs[0].name} is not the vision part of {models[0].name}: they come from "
                                     f"different models (their vision weights differ); put the mmproj exported with "
                                     f"it beside it, or export again")
         return cls(models[0], mmprojs[0] if mmprojs else None, tiling, template, int(meta.get("general.file_type", 1)))
+
+
+def _tiling(mmproj: Path, fields: dict) -> TilingConfig:
+    """How training cut images, from pocket-adapt's key in the mmproj (another tool's mmproj has none)."""
+    where = f"{mmproj} (pocket_adapt.tiling)"
+    if "pocket_adapt.tiling" not in fields:
+        raise LlamaCppError(f"{mmproj}: not written by `adapt export --format gguf` (no pocket_adapt.tiling, how "
+                            "training cut images); put the mmproj exported with the text model beside it")
+    try:
+        return TilingConfig.from_dict(json.loads(fields["pocket_adapt.tiling"]))
+    except json.JSONDecodeError as exc:
+        raise LlamaCppError(f"{where}: not JSON ({exc}); export again") from None
+    except (TilingError, TypeError, ValueError) as exc:
+        raise LlamaCppError(f"{where}: {exc}; export again") from None
 
 
 def _reader(path: Path):
