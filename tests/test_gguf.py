@@ -583,6 +583,21 @@ def test_an_mmproj_without_pocket_tiling_is_one_line_naming_it(edit, said, expor
     assert said in err
 
 
+def test_max_tiles_with_llamacpps_own_preprocessing_is_refused(exports, capsys, llama_cpp):
+    """llama.cpp's own preprocessing reads its tile counts from the mmproj: `--max-tiles 1 --preprocess llamacpp`
+    answered with all of them as if the flag were not there; it is refused, and plain --preprocess llamacpp runs."""
+    from adapt.cli import main
+
+    folder = exports("pocket-tiny", "f16")
+    capsys.readouterr()
+    chat = ["chat", "--runtime", "llamacpp", "--model", str(folder), "--example-image", "--preprocess", "llamacpp",
+            "--max-new-tokens", "2"]
+    assert main([*chat, "--max-tiles", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "takes its tile counts from the mmproj" in err and "--max-tiles" in err and "Traceback" not in err
+    assert main(chat) == 0
+
+
 @pytest.mark.parametrize("which", ["model", "mmproj"])
 def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys):
     """A GGUF cut short (a copy that did not finish): `adapt chat --runtime llamacpp` names the file instead of

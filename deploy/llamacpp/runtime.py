@@ -139,6 +139,10 @@ class LlamaCppVLM:
             raise LlamaCppError(f"{self.export.model.parent}: no mmproj-*.gguf, so no images")
         if not images:
             return []
+        if preprocess == "llamacpp" and tiling is not None and tiling != self.export.tiling:
+            # llama.cpp cuts tiles by the mmproj's own keys: another tiling (--max-tiles) would be silently ignored
+            raise LlamaCppError("llama.cpp's own preprocessing (--preprocess llamacpp) takes its tile counts from "
+                                "the mmproj and cannot be given other ones (--max-tiles); leave --preprocess at pocket")
         tiling = (tiling or self.export.tiling).for_images(len(images))
         entries = []
         for image in images:
