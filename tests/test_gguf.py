@@ -598,6 +598,20 @@ def test_max_tiles_with_llamacpps_own_preprocessing_is_refused(exports, capsys, 
     assert main(chat) == 0
 
 
+def test_llamacpp_keeps_to_the_models_trained_context(tmp_path, llama_cpp):
+    """A text model trained with a context under the runtime's 4096 (MobileLLaMA: 2048): llama.cpp answered
+    prompts past it (positions the model never saw) that PyTorch refuses; its context is now the GGUF's
+    context_length, so such a prompt is refused there too, and one that fits still answers."""
+    vlm, processor = model.load("pocket-tiny")
+    vlm.config.text_config.max_position_embeddings = 200
+    out = export(vlm, processor, "gguf", tmp_path / "short", qtype="f16", name="short", progress=False)
+    with LlamaCppVLM(out) as runtime:
+        assert runtime.n_ctx == 200
+        assert runtime.chat([{"role": "user", "content": QUESTION}], max_new_tokens=2).tokens
+        with pytest.raises(LlamaCppError, match="does not fit the context of 200"):
+            runtime.chat([{"role": "user", "content": "red " * 300}], max_new_tokens=2)
+
+
 @pytest.mark.parametrize("which", ["model", "mmproj"])
 def test_a_truncated_gguf_is_one_line_naming_it(which, exports, tmp_path, capsys):
     """A GGUF cut short (a copy that did not finish): `adapt chat --runtime llamacpp` names the file instead of

@@ -23,7 +23,8 @@ class LlamaCppEvalModel(ExportEvalModel):
     def __init__(self, folder, processor, n_ctx: int = 8192):
         super().__init__(processor)
         self.export = ExportFolder.open(folder)
-        self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=n_ctx, kv_f32=self.export.file_type == 0)
+        self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=self.export.n_ctx(n_ctx),
+                                 kv_f32=self.export.file_type == 0)
 
     def close(self) -> None:
         self.llama.close()

@@ -33,6 +33,11 @@ class ExportFolder:
     tiling: TilingConfig | None
     template: ChatTemplate
     file_type: int
+    context: int | None = None  # the text model's trained context (<arch>.context_length)
+
+    def n_ctx(self, wanted: int) -> int:
+        """`wanted`, or the trained context where that is shorter: as `adapt chat` on PyTorch, never past it."""
+        return min(wanted, self.context) if self.context else wanted
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> ExportFolder:
@@ -67,7 +72,10 @@ class ExportFolder:
                 raise LlamaCppError(f"{mmprojs[0].name} is not the vision part of {models[0].name}: they come from "
                                     f"different models (their vision weights differ); put the mmproj exported with "
                                     f"it beside it, or export again")
-        return cls(models[0], mmprojs[0] if mmprojs else None, tiling, template, int(meta.get("general.file_type", 1)))
+        arch = meta.get("general.architecture")
+        context = meta.get(f"{arch}.context_length")
+        return cls(models[0], mmprojs[0] if mmprojs else None, tiling, template, int(meta.get("general.file_type", 1)),
+                   int(context) if isinstance(context, int) and context > 0 else None)
 
 
 def _tiling(mmproj: Path, fields: dict) -> TilingConfig:
@@ -97,7 +105,7 @@ def _reader(path: Path):
 def _fields(reader) -> dict:
     out = {}
     for key, field in reader.fields.items():
-        if key.startswith(("pocket_adapt.", "general.")):
+        if key.startswith(("pocket_adapt.", "general.")) or key.endswith(".context_length"):
             try:
                 out[key] = field.contents()
             except Exception:  # noqa: BLE001 - a field this reader cannot decode is not one we need
@@ -111,8 +119,8 @@ class LlamaCppVLM:
     def __init__(self, folder: str | os.PathLike, n_ctx: int = 4096):
         self.export = ExportFolder.open(folder)
         f32 = self.export.file_type == 0  # general.file_type ALL_F32: keep the KV cache in f32 too
-        self.n_ctx = n_ctx
-        self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=n_ctx, kv_f32=f32)
+        self.n_ctx = self.export.n_ctx(n_ctx)
+        self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=self.n_ctx, kv_f32=f32)
         self.stop_ids = sorted({ids[0] for s in self.export.template.stop_strings
                                 if len(ids := self.llama.request(op="tokenize", text=s)["ids"]) == 1})
 
