@@ -276,6 +276,12 @@ def _backend_json(tokenizer) -> dict:
 
 def _pre_type(spec: dict) -> str:
     pre = spec.get("pre_tokenizer") or {}
+    levels = [pre] if pre.get("type") == "ByteLevel" else [p for p in pre.get("pretokenizers", []) or []
+                                                            if p.get("type") == "ByteLevel"]
+    if any(level.get("add_prefix_space") for level in levels):
+        # llama.cpp's byte-level BPE never puts a space before the text: every prompt would start with other ids
+        raise GGUFExportError("the tokenizer's ByteLevel pre-tokeniser adds a prefix space (add_prefix_space), which "
+                              "llama.cpp's byte-level BPE does not; it would tokenise every prompt differently")
     if pre.get("type") == "ByteLevel" and pre.get("use_regex", True):
         return "gpt-2"  # GPT-2's own regex inside ByteLevel (pocket-tiny)
     if pre.get("type") == "Sequence":

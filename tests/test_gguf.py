@@ -778,6 +778,22 @@ def test_unsupported_language_model_is_named(models):
         check_supported(PocketVLM(config), processor)
 
 
+def test_a_byte_level_tokenizer_adding_a_prefix_space_is_refused():
+    """ByteLevel(add_prefix_space=True) (RoBERTa-style): llama.cpp's byte-level BPE adds no space, so every prompt
+    began with other ids in llama.cpp ("What" -> "ĠWhat"); it was exported silently, now refused naming why."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    vlm, processor = model.load("pocket-tiny")
+    check_supported(vlm, processor)
+    spec = json.loads(processor.tokenizer.backend_tokenizer.to_str())
+    spec["pre_tokenizer"]["add_prefix_space"] = True
+    processor.tokenizer._tokenizer = Tokenizer.from_str(json.dumps(spec))
+    with pytest.raises(GGUFExportError, match="add_prefix_space"):
+        check_supported(vlm, processor)
+
+
 def test_unsupported_projector_and_grid_are_named(models):
     import copy
 
