@@ -278,6 +278,12 @@ def _pre_type(spec: dict) -> str:
     pre = spec.get("pre_tokenizer") or {}
     levels = [pre] if pre.get("type") == "ByteLevel" else [p for p in pre.get("pretokenizers", []) or []
                                                             if p.get("type") == "ByteLevel"]
+    norm = spec.get("normalizer") or {}
+    steps = norm.get("normalizers", []) if norm.get("type") == "Sequence" else [norm] if norm else []
+    if any(step.get("type") != "NFC" for step in steps):
+        # llama.cpp's byte-level BPE applies no normaliser (Qwen2's NFC leaves normalised text as it is)
+        raise GGUFExportError(f"the tokenizer normalises text ({', '.join(str(st.get('type')) for st in steps)}), "
+                              "which llama.cpp's byte-level BPE does not; it would tokenise prompts differently")
     if any(level.get("add_prefix_space") for level in levels):
         # llama.cpp's byte-level BPE never puts a space before the text: every prompt would start with other ids
         raise GGUFExportError("the tokenizer's ByteLevel pre-tokeniser adds a prefix space (add_prefix_space), which "
