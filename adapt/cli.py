@@ -495,6 +495,9 @@ def _chat(args) -> int:
         raise CliError("--read-option applies with --domain")
     if args.interactive and args.runtime != "pytorch":
         raise CliError("--interactive applies to the pytorch runtime; ask an export one question at a time")
+    if args.preprocess == "llamacpp" and args.max_tiles is not None:  # said before llama.cpp loads the model
+        raise CliError("--max-tiles applies to pocket preprocessing: llama.cpp's own (--preprocess llamacpp) takes its "
+                       "tile counts from the mmproj; leave --preprocess at pocket")
     try:
         return _chat_pytorch(args, images) if args.runtime == "pytorch" else _chat_export(args, images)
     except ImageLoadError as err:

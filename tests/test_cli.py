@@ -130,6 +130,15 @@ def test_llamacpp_preprocessing_outside_llamacpp_is_refused(capsys):
     assert err.startswith("adapt chat: error:") and "--preprocess llamacpp applies to --runtime llamacpp" in err
 
 
+def test_max_tiles_with_llamacpps_own_preprocessing_is_refused_before_loading(tmp_path, capsys):
+    """llama.cpp's own preprocessing takes its tiles from the mmproj: --max-tiles was refused only once llama.cpp had
+    loaded the model (a missing folder shows that nothing was loaded first)."""
+    argv = ["chat", "--example-image", "--runtime", "llamacpp", "--preprocess", "llamacpp", "--max-tiles", "2"]
+    assert main([*argv, "--model", str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err
+    assert "--max-tiles applies to pocket preprocessing" in err and "nothing" not in err, err
+
+
 @pytest.mark.parametrize("name", ["../../evil", "a/b", ".hidden", ""])
 def test_an_export_name_that_is_not_a_file_stem_is_refused_up_front(name, tmp_path, capsys):
     assert main(["export", "-f", "gguf", "--name", name, "--out", str(tmp_path / "out")]) == 1
