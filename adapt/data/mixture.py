@@ -45,7 +45,8 @@ class MixturePlan:
         keeping the first lines (so pass the specs' repeats as they are, with the sizes of what
         was read); ``epoch_size``: samples per epoch (default ``round(n_domain / (1 - general_ratio))``, where
         ``n_domain`` is the effective size of the domain sources with ratio > 0: every domain record once
-        when the domain ratios are absent, else that many domain samples shared by ratio)."""
+        when the domain ratios are absent, else that many domain samples shared by ratio); a given ``epoch_size`` >= 2
+        keeps at least one domain and one general sample when ``general_ratio`` > 0."""
         ratios = {k: v for k, v in (ratios or {}).items() if v is not None}
         repeats = {k: v for k, v in (repeats or {}).items() if v is not None}
         unknown = sorted((set(kinds) | set(ratios) | set(repeats)) - set(sizes))
@@ -101,7 +102,10 @@ class MixturePlan:
                 epoch_size += 1
             domain_target = n_domain  # exactly: every domain record once
         else:
-            domain_target = epoch_size - round(epoch_size * self.general_ratio)
+            general_target = round(epoch_size * self.general_ratio)
+            if self.general_ratio > 0 and epoch_size >= 2:  # rounding must not drop a whole group: keep one of each
+                general_target = min(max(general_target, 1), epoch_size - 1)
+            domain_target = epoch_size - general_target
         general_target = epoch_size - domain_target
 
         self._counts: dict[str, int] = {k: 0 for k in self.names}
@@ -198,6 +202,9 @@ class MixturePlan:
             notes.append(f"general sources get {general} of the {self.epoch_size} samples per epoch "
                          f"({general / self.epoch_size:.1%}), not general_ratio {self.general_ratio:g}: the epoch is "
                          "too small for that ratio; add domain records or set mixing.epoch_size")
+        elif self.general_ratio > 0 and general == 0:  # within the tolerance at a small ratio, yet no replay at all
+            notes.append(f"no general sample in the {self.epoch_size}-sample epoch (general_ratio "
+                         f"{self.general_ratio:g}): raise mixing.epoch_size")
         for name in sorted(self.names, key=lambda k: (self.kinds[k] != "domain", k)):
             times = self._counts[name] / self.effective[name] if self.effective[name] else 0.0
             if times < OVERSAMPLED:

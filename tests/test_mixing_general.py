@@ -1,0 +1,33 @@
+"""Mixing domain and general data: what an epoch holds at small or extreme ratios, as the plan says."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapt.data.mixture import MixturePlan
+
+KINDS = {"d": "domain", "g": "general"}
+
+
+@pytest.mark.parametrize("ratio, epoch_size", [(0.01, 40), (0.99, 10), (0.02, 2), (0.98, 2)])
+def test_a_set_epoch_size_never_rounds_a_group_away(ratio, epoch_size):
+    # general_ratio 0.01 at epoch_size 40 rounded to 0 general samples (no replay at all), 0.99 at 10 to 0 domain
+    # samples (the field never trained): both silently, as each missed the ratio by less than 5 points
+    plan = MixturePlan({"d": 100, "g": 100}, KINDS, ratio, epoch_size=epoch_size)
+    counts = plan.counts()
+    assert counts["d"] >= 1 and counts["g"] >= 1 and sum(counts.values()) == epoch_size
+    order = plan.epoch(0)
+    assert {s for s, _ in order} == {"d", "g"}
+
+
+def test_a_one_sample_epoch_says_which_group_it_leaves_out():
+    plan = MixturePlan({"d": 100, "g": 100}, KINDS, 0.01, epoch_size=1)
+    assert plan.counts() == {"d": 1, "g": 0}
+    assert any("no general sample" in w for w in plan.warnings())
+    assert "warning: " in plan.describe()
+
+
+def test_ratio_0_and_plain_rounding_are_unchanged():
+    assert MixturePlan({"d": 100, "g": 100}, KINDS, 0.0, epoch_size=40).counts() == {"d": 40, "g": 0}
+    assert MixturePlan({"d": 100, "g": 100}, KINDS, 0.3, epoch_size=40).counts() == {"d": 28, "g": 12}
+    assert MixturePlan({"d": 100, "g": 100}, KINDS, 0.0, epoch_size=1).warnings() == []
