@@ -31,3 +31,20 @@ def test_ratio_0_and_plain_rounding_are_unchanged():
     assert MixturePlan({"d": 100, "g": 100}, KINDS, 0.0, epoch_size=40).counts() == {"d": 40, "g": 0}
     assert MixturePlan({"d": 100, "g": 100}, KINDS, 0.3, epoch_size=40).counts() == {"d": 28, "g": 12}
     assert MixturePlan({"d": 100, "g": 100}, KINDS, 0.0, epoch_size=1).warnings() == []
+
+
+def test_a_llava_style_json_array_source_is_told_to_become_jsonl(tmp_path):
+    # LLaVA-665k and ShareGPT4V ship as one JSON array in a .json file; read as an InternVL meta JSON it was refused
+    # with "must be a JSON object of named entries", which points at the meta format, not at the one-line fix
+    import json
+
+    from adapt.data.samples import DataError, SourceSpec, expand_sources
+
+    path = tmp_path / "llava_v1_5_mix665k.json"
+    path.write_text(json.dumps([{"id": "0", "image": "coco/1.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A bus."}]}]))
+    with pytest.raises(DataError) as err:
+        expand_sources([SourceSpec(name="llava", path=path, kind="general")])
+    message = str(err.value)
+    assert "source 'llava'" in message and "JSON array of records" in message and "JSON Lines" in message
+    assert f"jq -c '.[]' {path} > {path.with_suffix('.jsonl')}" in message

@@ -355,6 +355,12 @@ def _expand_meta(spec: SourceSpec, repeats: bool = True) -> list[SourceSpec]:
         meta = json.loads(meta_path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"source {spec.name!r}: {meta_path} is not valid JSON ({exc})") from None
+    if isinstance(meta, list):  # LLaVA-665k, ShareGPT4V: the records themselves, as one array
+        out = meta_path.with_suffix(".jsonl")
+        raise DataError(
+            f"source {spec.name!r}: {meta_path} is a JSON array of records (LLaVA / ShareGPT4V style), not an InternVL "
+            f"meta JSON (an object of named entries); a source reads JSON Lines, one record per line: convert it, "
+            f"e.g. jq -c '.[]' {meta_path} > {out}, and set the source's path to {out.name}")
     if not isinstance(meta, dict) or not meta:
         raise DataError(f"source {spec.name!r}: {meta_path} must be a JSON object of named entries")
     children: list[SourceSpec] = []
