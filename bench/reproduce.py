@@ -181,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     names = [item for item in args.items if "=" not in item]
     known = [*FIELDS, "pocket-tiny"]
     unknown = [n for n in names if n not in known and n != "all"]
-    if unknown or not names:
+    if not names:
+        parser.error(f"name a field to run ({', '.join(known)} or all), then any overrides")
+    if unknown:
         parser.error(f"unknown field(s) {unknown}; choose from {', '.join(known)}, all")
     if args.write and overrides:
         parser.error("--write publishes the full runs only; drop the overrides")

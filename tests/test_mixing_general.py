@@ -59,3 +59,14 @@ def test_the_templates_say_which_seed_sets_the_data_order():
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.startswith("# seed:") and "data order" in line:
                 assert "mixing.seed" in line, f"{path.name}: {line}"
+
+
+def test_reproduce_without_a_field_says_to_name_one(capsys):
+    # only overrides, no field: it said "unknown field(s) []", as if an empty name had been given
+    from bench.reproduce import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["training.max_steps=2"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "[]" not in err
+    assert "name a field" in err and "landcover" in err
