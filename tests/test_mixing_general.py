@@ -70,3 +70,28 @@ def test_reproduce_without_a_field_says_to_name_one(capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "[]" not in err
     assert "name a field" in err and "landcover" in err
+
+
+@pytest.mark.parametrize("which", ["general", "landcover"])
+def test_a_generation_the_disk_cannot_hold_is_refused_before_drawing(tmp_path, monkeypatch, which):
+    # n_train=100000000 (a typo for 10000) drew and wrote ~20 KB PNGs for days until the disk was full, holding
+    # every JSONL line in memory meanwhile; now refused up front when the free space is clearly too small
+    import shutil
+
+    from domains.base import DomainError
+    from domains.general import world
+
+    generate = {"general": world.generate_general, "landcover": world.generate_landcover}[which]
+    free = 50 * 2**20
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * free, 9 * free, free))
+    out = tmp_path / "data" / which
+    def drawing(*args, **kwargs):
+        raise AssertionError("the generator started drawing and writing")
+
+    with monkeypatch.context() as m:
+        m.setattr(world, "_write", drawing)  # a regression fails here at once instead of filling the disk
+        with pytest.raises(DomainError, match=r"n_train \+ n_test = 100,000,200 images .* 50 MiB free"):
+            generate(out, n_train=100_000_000, progress=False)
+    assert not out.exists()
+    generate(out, n_train=8, n_test=2, progress=False)  # a set that fits is written as before
+    assert len(list((out / "images").iterdir())) == 10

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -734,6 +735,20 @@ def _check_args(n_train: int, n_test: int, seed: int, image_size: int) -> None:
                           f"got {image_size!r}")
 
 
+PNG_BYTES_PER_PIXEL = 0.4  # a noisy RGB PNG here takes ~0.54 bytes per pixel; the check errs on the small side
+
+
+def _check_disk(out_dir: Path, n_train: int, n_test: int, image_size: int) -> None:
+    """Refuse, before anything is drawn, a set that clearly cannot fit on the disk holding ``out_dir``."""
+    n = n_train + n_test
+    need = n * image_size * image_size * PNG_BYTES_PER_PIXEL
+    where = next((p for p in (Path(out_dir), *Path(out_dir).parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise DomainError(f"n_train + n_test = {n:,} images of {image_size} px need about {need / 2**30:.1f} GiB, "
+                          f"more than the {free / 2**20:.0f} MiB free at {where}; ask for fewer images")
+
+
 def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0,
                      image_size: int = 112, answer_style: str = "letter", progress: Progress = True) -> dict[str, Path]:
     """Write the general shapes world (multiple choice over :data:`GENERAL_TASKS`) under ``out_dir``.
@@ -742,6 +757,7 @@ def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed
     `progress`: a bar over the images (on a terminal). `image_size`: 32..1024 px; `seed`, `n_train`, `n_test` >= 0.
     """
     _check_args(n_train, n_test, seed, image_size)
+    _check_disk(out_dir, n_train, n_test, image_size)
     return _write(Path(out_dir), {
         "train": _styled(general_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(general_samples("test", n_test, seed, image_size), answer_style),
@@ -754,6 +770,7 @@ def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, se
     """Write the land-cover specialist domain (~70 % classification mc, ~30 % grounding) under ``out_dir``;
     arguments as :func:`generate_general`."""
     _check_args(n_train, n_test, seed, image_size)
+    _check_disk(out_dir, n_train, n_test, image_size)
     return _write(Path(out_dir), {
         "train": _styled(landcover_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(landcover_samples("test", n_test, seed, image_size), answer_style),
