@@ -37,7 +37,7 @@ import tempfile
 import types
 import typing
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +244,18 @@ def option_names(fn: Callable[..., Any], positional: int) -> tuple[list[str], bo
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     known = sorted(p.name for p in params if p.kind in kinds and p.name not in fixed)
     return known, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def pick_kinds(kinds: Iterable[str] | str | None, known: Sequence[str]) -> list[str]:
+    """A generator's `kinds` option as a list: a string is comma-separated (a bare name is not read letter by
+    letter), None or empty means every one of `known`; an unknown kind is refused before anything is written."""
+    if isinstance(kinds, str):
+        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
+    kinds = list(kinds or known)
+    for kind in kinds:
+        if kind not in known:
+            raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(known)}")
+    return kinds
 
 
 def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str, positional: int) -> None:

@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from domains.base import DomainError
+from domains.base import DomainError, pick_kinds
 from model.progress import Progress, progress_bar
 
 __all__ = [
@@ -679,7 +679,7 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, 
                  size: int = 64, n_slices: int = 12, progress: Progress = True) -> dict[str, Path]:
     """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``medical`` plugin's ``synthetic``. `progress`: a bar
     over the data sets (:func:`model.progress.progress_bar`)."""
-    kinds = _kinds(kinds)
+    kinds = pick_kinds(kinds, KINDS)
     written = {}
     with progress_bar(kinds, desc="synthetic medical", unit="set", progress=progress) as bar:  # closed on errors too
         for k in bar:
@@ -687,20 +687,9 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, 
     return written
 
 
-def _kinds(kinds: Iterable[str] | str | None) -> list[str]:
-    """`kinds` of :func:`generate_all` as a list (a string: comma-separated; None: all), unknown ones refused."""
-    if isinstance(kinds, str):
-        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
-    kinds = list(kinds or KINDS)
-    for kind in kinds:
-        if kind not in KINDS:
-            raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
-    return kinds
-
-
 def _writes(kinds: Iterable[str] | str | None = None, **_: Any) -> list[str]:
     """What :func:`generate_all` writes into `out_dir` (so ``adapt synthesize`` refuses a clash before generating)."""
-    return _kinds(kinds)
+    return pick_kinds(kinds, KINDS)
 
 
 generate_all.writes = _writes  # type: ignore[attr-defined]

@@ -50,7 +50,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
-from domains.base import DomainError
+from domains.base import DomainError, pick_kinds
 from domains.general.world import render_scene
 from model.progress import Progress, progress_bar
 
@@ -332,7 +332,7 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int
                  size: int | None = None, progress: Progress = True) -> dict[str, Path]:
     """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``remote_sensing`` plugin's ``synthetic``. `progress`:
     a bar over the data sets (:func:`model.progress.progress_bar`)."""
-    kinds = _kinds(kinds)
+    kinds = pick_kinds(kinds, KINDS)
     written = {}
     # a with block: the bar is closed on errors too
     with progress_bar(kinds, desc="synthetic remote sensing", unit="set", progress=progress) as bar:
@@ -341,20 +341,9 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int
     return written
 
 
-def _kinds(kinds: Iterable[str] | None) -> list[str]:
-    """`kinds` of :func:`generate_all` as a list (None: all), unknown ones refused before anything is written."""
-    if isinstance(kinds, str):  # a bare name would otherwise be read letter by letter
-        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
-    kinds = list(kinds or KINDS)
-    for kind in kinds:
-        if kind not in KINDS:
-            raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
-    return kinds
-
-
 def _writes(kinds: Iterable[str] | None = None, **_: Any) -> list[str]:
     """What :func:`generate_all` writes into `out_dir` (so ``adapt synthesize`` refuses a clash before generating)."""
-    return _kinds(kinds)
+    return pick_kinds(kinds, KINDS)
 
 
 generate_all.writes = _writes  # type: ignore[attr-defined]
