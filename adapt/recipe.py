@@ -1351,7 +1351,7 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
                      "core(s): each worker is a process of its own (memory included) and more than the cores only "
                      "wait for them")
     if recipe.mixing.epoch_size is not None:  # adapt train refuses it only once it has loaded the model and the data
-        from adapt.train import epoch_order_refusal
+        from adapt.data.mixture import epoch_order_refusal
 
         refusal = epoch_order_refusal(recipe.mixing.epoch_size, 1 + recipe.training.num_workers)
         if refusal:

@@ -59,7 +59,7 @@ from .checkpointing import (
 )
 from .data.augment import build_augment
 from .data.dataset import SupervisedDataset, collate
-from .data.mixture import MixturePlan
+from .data.mixture import MixturePlan, epoch_order_refusal
 from .data.samples import DataQualityError, MissingDataError, SkipLog, SourceSpec, expand_sources, measure, read_source
 from .parts import PartSetting, apply_parts, base_model, is_peft_model, merge_lora, parameter_groups, trainable_summary
 from .recipe import Recipe, resolve_deepspeed_config
@@ -1119,37 +1119,6 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 RUN_LOGS = ("train_log.jsonl", "eval_log.jsonl")  # one line per step logged, cut back to the checkpoint on resume
-
-ORDER_BYTES_PER_SAMPLE = 128  # one (source, index) of `MixturePlan.epoch` and the dataset's copy (measured: ~115)
-
-
-def epoch_order_refusal(samples: int, processes: int) -> str:
-    """Why an epoch of `samples` cannot have its sample order held by `processes` processes (ranks and data workers)
-    in this machine's available memory, or '' when it can (or the memory is unknown). `adapt validate` asks it of
-    mixing.epoch_size before any data is read."""
-    available = _available_memory()
-    need = samples * ORDER_BYTES_PER_SAMPLE * 2 * processes
-    if available is None or need <= available:
-        return ""
-    return (f"an epoch of {samples:,} samples (mixing.epoch_size, or the sources' records x repeat) needs about "
-            f"{need / 2**30:.1f} GiB to hold its sample order ({processes} process(es): ranks and data workers), "
-            f"more than the {available / 2**30:.1f} GiB of memory available; lower mixing.epoch_size "
-            "(training.max_steps sets how long the run trains, whatever the epoch size)")
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory the system can give without swapping (Linux's MemAvailable), None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
 
 def _seed_everything(seed: int) -> None:
     random.seed(seed)

@@ -102,9 +102,8 @@ def test_an_epoch_too_large_to_hold_is_refused_before_it_is_built(tmp_path, data
     """mixing.epoch_size near the schema's maximum built a list of every sample of the epoch (~115 bytes each: 1e9
     is over 100 GiB) at the first step; now the run stops at the start, saying why and what to lower."""
     import adapt.data.mixture as mixture
-    import adapt.train as train_module
 
-    monkeypatch.setattr(train_module, "_available_memory", lambda: 2**30, raising=False)  # 1 GiB, whatever this machine has
+    monkeypatch.setattr(mixture, "_available_memory", lambda: 2**30, raising=False)  # 1 GiB, whatever this machine has
     monkeypatch.setattr(mixture.MixturePlan, "epoch", lambda *a: pytest.fail("an epoch was built"))
     path = write_recipe(tmp_path, data_dir, steps=2, save_every=10)
     with pytest.raises(TrainingError, match=f"an epoch of {epoch_size:,} samples .* GiB .* lower mixing.epoch_size"):

@@ -97,9 +97,9 @@ def test_lora_targets_of_a_part_not_in_lora_mode_are_said_to_be_unused(tmp_path,
 def test_an_epoch_too_large_for_this_machine_is_said_by_validate(tmp_path, capsys, monkeypatch):
     """`adapt train` refused mixing.epoch_size 1e9 (over 100 GiB of sample order) only after loading the model and
     reading every source; validate says it with train's message."""
-    import adapt.train as train_module
+    import adapt.data.mixture as mixture
 
-    monkeypatch.setattr(train_module, "_available_memory", lambda: 2**30)  # 1 GiB, whatever this machine has
+    monkeypatch.setattr(mixture, "_available_memory", lambda: 2**30)  # 1 GiB, whatever this machine has
     path = write(tmp_path, MINIMAL + "training: {num_workers: 1}\n")
     assert main(["validate", str(path), "mixing.epoch_size=1000000000"]) == 0
     err = capsys.readouterr().err

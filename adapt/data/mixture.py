@@ -12,8 +12,10 @@ every record is seen before any is seen twice. Everything is deterministic in ``
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -264,3 +266,34 @@ def _remainder_stream(n: int, r: int, epoch: int, key: list[int]) -> np.ndarray:
         if e == epoch:
             return take
     raise AssertionError("unreachable")
+
+
+ORDER_BYTES_PER_SAMPLE = 128  # one (source, index) of `MixturePlan.epoch` and the dataset's copy (measured: ~115)
+
+
+def epoch_order_refusal(samples: int, processes: int) -> str:
+    """Why an epoch of `samples` cannot have its sample order held by `processes` processes (ranks and data workers)
+    in this machine's available memory, or '' when it can (or the memory is unknown). `adapt train` asks it before
+    the first epoch is built, `adapt validate` of mixing.epoch_size before any data is read."""
+    available = _available_memory()
+    need = samples * ORDER_BYTES_PER_SAMPLE * 2 * processes
+    if available is None or need <= available:
+        return ""
+    return (f"an epoch of {samples:,} samples (mixing.epoch_size, or the sources' records x repeat) needs about "
+            f"{need / 2**30:.1f} GiB to hold its sample order ({processes} process(es): ranks and data workers), "
+            f"more than the {available / 2**30:.1f} GiB of memory available; lower mixing.epoch_size "
+            "(training.max_steps sets how long the run trains, whatever the epoch size)")
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory the system can give without swapping (Linux's MemAvailable), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
