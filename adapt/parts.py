@@ -67,12 +67,6 @@ def _tails(names: list[str]) -> list[str]:
     return list(dict.fromkeys(re.sub(r"^.*?\.\d+\.", "", n) for n in names))
 
 
-def _fused_experts(model: nn.Module, prefix: str) -> list[str]:
-    """The fused 3-D expert parameters among `_unwrappable` (not the router): what peft's ``target_parameters``
-    wraps with LoRA when a recipe names them as targets."""
-    return [n for n in _unwrappable(model, prefix) if model.get_parameter(n).ndim == 3]
-
-
 def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) -> tuple[list[str], list[str]]:
     """Full names of the Linear modules of `part` that LoRA wraps (never the LM head, never a Linear inside an
     ``nn.MultiheadAttention``: its forward reads ``out_proj.weight`` directly, past peft's wrapper, so a LoRA
@@ -85,7 +79,8 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
     ]
     unreachable = _attention_linears(model)
     names = [n for n in linears if n not in unreachable]
-    experts = _fused_experts(model, prefix)
+    fused = _unwrappable(model, prefix)  # a MoE LM's experts and router
+    experts = [n for n in fused if model.get_parameter(n).ndim == 3]  # what peft's target_parameters wraps
     params: list[str] = []
     if suffixes:
         def chosen(found: list[str], wanted: tuple[str, ...] = suffixes) -> list[str]:
@@ -105,7 +100,7 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
         expert_targets = [s for s in unreached if of(experts, s)]
         params = [n for n in experts if any(n in of(experts, s) for s in expert_targets)]
         unreached = [s for s in unreached if s not in expert_targets]
-        router = [s for s in unreached if of(_unwrappable(model, prefix), s)]
+        router = [s for s in unreached if of(fused, s)]
         if router:
             raise PartsError(
                 f"parts.{part}.lora.targets: {router} name the router of a MoE LM, a bare weight LoRA does not wrap "
@@ -122,11 +117,10 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
                 f"{', '.join(_tails(left))}; name them in parts.{part}.lora.targets to train them too", stacklevel=3)
     if not names and not params:
         raise PartsError(f"the {part} part has no Linear module for LoRA; use mode 'full' or 'frozen'")
-    frozen = _unwrappable(model, prefix)
-    if frozen and not params:
+    if fused and not params:
         warnings.warn(
             f"parts.{part}: this MoE LM keeps its experts and router in fused parameters "
-            f"({', '.join(_tails(frozen))}), not Linear modules, so LoRA leaves them frozen; it trains "
+            f"({', '.join(_tails(fused))}), not Linear modules, so LoRA leaves them frozen; it trains "
             f"{', '.join(_tails(names))}. To train the experts use mode full, or name them in "
             f"parts.{part}.lora.targets ({', '.join(_tails(experts))}; with lora.dropout 0)", stacklevel=3)
     return names, params
