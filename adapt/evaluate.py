@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from domains.base import markdown_cell
 from model.progress import Progress, progress_bar
 
 from .data.samples import MALFORMED_CONVERSATION, NO_SCORER, UNDECODABLE_IMAGE, UNSCORABLE
@@ -450,10 +451,6 @@ def _ordered_sources(runs: Mapping[str, dict], kinds: Mapping[str, str] | None) 
     return sorted(names, key=lambda s: (rank.get(_kind_of(s, runs, kinds), len(GROUPS)), s))
 
 
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def _protocol_rows(runs: Mapping[str, dict]) -> list[list[str]]:
     """One row per task and metric: protocol, rule, source; a metric whose protocol differs between runs gets
     a row per protocol, naming its runs."""
@@ -472,8 +469,8 @@ def _protocol_rows(runs: Mapping[str, dict]) -> list[list[str]]:
     for (task, metric), seen in sorted(entries.items(), key=lambda item: item[0][0]):
         for entry, names in seen:
             protocol = entry.get("protocol", "?") + (f" ({', '.join(names)})" if len(seen) > 1 else "")
-            rows.append([_cell(task), _cell(metric), _cell(protocol), _cell(entry.get("rule", "")),
-                         _cell(entry.get("source", ""))])
+            rows.append([markdown_cell(task), markdown_cell(metric), markdown_cell(protocol), markdown_cell(entry.get("rule", "")),
+                         markdown_cell(entry.get("source", ""))])
     return rows
 
 
@@ -549,11 +546,11 @@ def write_report(
     for s in sources:
         entries = [runs[n].get("sources", {}).get(s) for n in names]
         vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
-        rows.append([_cell(s), _kind_of(s, runs, kinds), _ns(entries)]
+        rows.append([markdown_cell(s), _kind_of(s, runs, kinds), _ns(entries)]
                     + _source_cells(s, runs, vals, names, compared, source_notes))
     md += _table(["source", "kind", "n"] + header_runs, rows, text_columns=2) + [""]
     if source_notes:
-        md += [f"- {_cell(note)}" for note in source_notes] + [""]
+        md += [f"- {markdown_cell(note)}" for note in source_notes] + [""]
 
     # which rule each metric follows, and where that rule comes from
     protocol_rows = _protocol_rows(runs)
@@ -571,7 +568,7 @@ def write_report(
         skipped = max((e or {}).get("skipped", 0) for e in entries)
         counts = next((e.get("tasks", {}) for e in entries if e and e.get("tasks")), {})  # samples per task
         tasks = [f"{t} {counts[t]}" for t in sorted(counts)]
-        md += [f"### {_cell(s)} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
+        md += [f"### {markdown_cell(s)} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
                + (f"; {skipped} skipped" if skipped else "") + ")", ""]
         rows = []
         for m in ["main"] + metric_names:

@@ -183,15 +183,15 @@ class ConvertReport:
         where = f" `{self.source}` → `{self.out}`" if self.source is not None or self.out is not None else ""
         lines = [f"{title}{where}", "", "| outcome | count | examples |", "|---|---:|---|",
                  f"| written | {self.written} | |"]
-        lines += [f"| read: {_cell(name)} | | {_cell(where)} |" for name, where in self.inputs.items()]
+        lines += [f"| read: {markdown_cell(name)} | | {markdown_cell(where)} |" for name, where in self.inputs.items()]
         for reason, n in sorted(self.skipped.items(), key=lambda kv: (-kv[1], kv[0])):
-            ex = "<br>".join(_cell(e) for e in self.examples.get(reason, []))
-            lines.append(f"| skipped: {_cell(reason)} | {n} | {ex} |")
+            ex = "<br>".join(markdown_cell(e) for e in self.examples.get(reason, []))
+            lines.append(f"| skipped: {markdown_cell(reason)} | {n} | {ex} |")
         for reason, n in sorted(self.warnings.items(), key=lambda kv: (-kv[1], kv[0])):
-            ex = "<br>".join(_cell(e) for e in self.warning_examples.get(reason, []))
-            lines.append(f"| written with a warning: {_cell(reason)} | {n} | {ex} |")
+            ex = "<br>".join(markdown_cell(e) for e in self.warning_examples.get(reason, []))
+            lines.append(f"| written with a warning: {markdown_cell(reason)} | {n} | {ex} |")
         if self.removed:
-            names = "<br>".join(_cell(path.name) for path in self.removed)
+            names = "<br>".join(markdown_cell(path.name) for path in self.removed)
             lines.append(f"| removed: an earlier run's file this run did not make | {len(self.removed)} | {names} |")
         return "\n".join(lines)
 
@@ -209,7 +209,8 @@ class SkipInput(PocketAdaptError):
         self.reason, self.detail = reason, detail
 
 
-def _cell(text: str) -> str:
+def markdown_cell(text: object) -> str:
+    """`text` fit for one cell of a Markdown table (and a heading): ``|`` escaped, line breaks as spaces."""
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from domains.base import SkipInput
+from domains.base import SkipInput, markdown_cell
 from domains.files import inside_root
 from model.chat import IMAGE_PLACEHOLDER, ConversationError, image_prefix
 from model.errors import PocketAdaptError
@@ -259,7 +259,7 @@ class SkipLog:
         for (s, r), n in sorted(self._counts.items()):
             where, detail = self._examples[(s, r)][0]
             example = f"{where}: {detail}" if detail else where
-            lines.append(f"| {_md(s)} | {_md(r)} | {n} | {_md(example)} |")
+            lines.append(f"| {markdown_cell(s)} | {markdown_cell(r)} | {n} | {markdown_cell(example)} |")
         if self._dropped:
             reasons = self._dropped_reasons()
             undecodable = reasons.pop(UNDECODABLE_IMAGE, 0)
@@ -308,10 +308,6 @@ class SkipLog:
                 f"too many bad records (limit {max_bad_fraction:.1%} per source, data.max_bad_fraction):\n"
                 + "\n".join(failing) + "\n\n" + self.table()
             )
-
-
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 # ---------------------------------------------------------------------------------- sources
