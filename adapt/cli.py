@@ -694,8 +694,9 @@ def _chat_export(args, images: list[str]) -> int:
               f"{t['decode_tokens']} tokens in {t['decode_ms']:.0f} ms]", file=sys.stderr)
         print(answer.text)
         full = len(answer.tokens) >= args.max_new_tokens
-        _answer_notes(answer.text, repeated=answer.repeated, cut=f"--max-new-tokens {args.max_new_tokens}" if full else None,
-                      export=True)
+        cut = (f"--max-new-tokens {args.max_new_tokens}" if full else
+               f"{len(answer.tokens)} tokens: the model's context is full" if answer.context_full else None)
+        _answer_notes(answer.text, repeated=answer.repeated, cut=cut, export=True)
     return 0
 
 

@@ -39,14 +39,16 @@ class RuntimeChoiceError(PocketAdaptError, ValueError):
 
 @dataclass
 class Answer:
-    """One answer from an export runtime: text, token ids, the prompt as rendered, whether a repeat was cut, and
-    timings (ms: image_encode_ms, prompt_ms, decode_ms; counts: prompt_tokens, decode_tokens)."""
+    """One answer from an export runtime: text, token ids, the prompt as rendered, whether a repeat was cut,
+    timings (ms: image_encode_ms, prompt_ms, decode_ms; counts: prompt_tokens, decode_tokens), and whether the
+    model's context ended it (before a stop token or --max-new-tokens)."""
 
     text: str
     tokens: list[int]
     prompt: str
     repeated: bool
     timings: dict
+    context_full: bool = False
 
 
 @dataclass(frozen=True)

@@ -609,7 +609,7 @@ def test_llamacpp_keeps_to_the_models_trained_context(tmp_path, llama_cpp):
     with LlamaCppVLM(out) as runtime:
         assert runtime.n_ctx == 200
         assert runtime.chat([{"role": "user", "content": QUESTION}], max_new_tokens=2).tokens
-        with pytest.raises(LlamaCppError, match="does not fit the context of 200"):
+        with pytest.raises(LlamaCppError, match="does not fit the model.s context of 200"):
             runtime.chat([{"role": "user", "content": "red " * 300}], max_new_tokens=2)
 
 

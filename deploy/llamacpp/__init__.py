@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -83,35 +84,95 @@ def _tail(text: str, lines: int = 8) -> str:
     return " | ".join(line for line in text.strip().splitlines()[-lines:])
 
 
+CONTEXT_STEP = 256  # contexts are chosen in steps of this many positions
+_PROMPT_PAST_CONTEXT = re.compile(r"prompt of (\d+) tokens does not fit the context of (\d+)")  # pocket_llama.cpp's words
+
+
 class PocketLlama:
-    """One `pocket-llama` process over a text GGUF (and mmproj); `request(op=..., ...)` -> the JSON answer."""
+    """One `pocket-llama` process over a text GGUF (and mmproj); `request(op=..., ...)` -> the JSON answer.
+
+    The process holds a context of ``n_ctx`` positions; `generate` reopens it with a longer one when a prompt and
+    its answer need more, never past ``max_ctx`` (the model's trained context; ``n_ctx`` when not given)."""
 
     def __init__(self, model: str | os.PathLike, mmproj: str | os.PathLike | None = None, n_ctx: int = 4096,
-                 kv_f32: bool = False, n_threads: int | None = None, extra_bufts: bool | None = None):
-        cmd = [str(binary()), "-m", str(model), "-c", str(n_ctx), "-t", str(n_threads or threads())]
+                 kv_f32: bool = False, n_threads: int | None = None, extra_bufts: bool | None = None,
+                 max_ctx: int | None = None):
+        self.model = model
+        self.max_ctx = max(max_ctx or n_ctx, n_ctx)
+        self._cmd = [str(binary()), "-m", str(model), "-t", str(n_threads or threads())]
         if mmproj is not None:
-            cmd += ["--mmproj", str(mmproj)]
+            self._cmd += ["--mmproj", str(mmproj)]
         if kv_f32:
-            cmd.append("--kv-f32")
+            self._cmd.append("--kv-f32")
         # llama.cpp's repacking / AMX buffer types: off by default (the AMX Q8_0 kernel of this version crashes on
         # small shapes); POCKET_LLAMA_EXTRA_BUFTS=1 turns them on
         if extra_bufts if extra_bufts is not None else os.environ.get("POCKET_LLAMA_EXTRA_BUFTS", "") == "1":
-            cmd.append("--extra-bufts")
+            self._cmd.append("--extra-bufts")
+        self._open(n_ctx)
+        self.scratch = Path(tempfile.mkdtemp(prefix="pocket-llama-"))
+
+    def _open(self, n_ctx: int) -> None:
+        """Start the process with a context of `n_ctx` and wait until the model is loaded."""
+        self.n_ctx = n_ctx
         self._log = tempfile.TemporaryFile(mode="w+")
         # a failed GGML_ASSERT would otherwise attach gdb, whose backtrace lands on our JSON channel (stdout)
         env = {**os.environ, "GGML_NO_BACKTRACE": "1"}
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-                                     bufsize=1, env=env)
+        self.proc = subprocess.Popen([*self._cmd, "-c", str(n_ctx)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self._log, text=True, bufsize=1, env=env)
         try:
             first = self._read()
         except LlamaCppError as err:  # it died while loading: say what it was loading
             self.close()
-            raise LlamaCppError(f"llama.cpp could not load {model}: {err}") from None
+            raise LlamaCppError(f"llama.cpp could not load {self.model}: {err}") from None
         if not first.get("ready"):
             tail = self.log_tail()  # before close(), which closes the log
             self.close()
-            raise LlamaCppError(f"llama.cpp could not load {model}: {first.get('error')} ({tail})")
-        self.scratch = Path(tempfile.mkdtemp(prefix="pocket-llama-"))
+            raise LlamaCppError(f"llama.cpp could not load {self.model}: {first.get('error')} ({tail})")
+
+    def fit(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Make room for a prompt of `prompt_tokens` (image rows included) and an answer of up to `max_new_tokens`:
+        reopen with a longer context where the current one is short and the model's allows; `LlamaCppError`
+        naming both numbers when the prompt alone does not fit the model's context. The answer's room grows by at
+        most the current context per step (a huge --max-new-tokens must not allocate the whole trained context)."""
+        if prompt_tokens >= self.max_ctx:
+            raise LlamaCppError(f"the prompt takes {prompt_tokens} tokens (image tokens included), which does not fit "
+                                f"the model's context of {self.max_ctx} (and leaves no room for an answer); ask with "
+                                "fewer tiles (--max-tiles), fewer images or a shorter question")
+        if prompt_tokens + max_new_tokens <= self.n_ctx or self.n_ctx >= self.max_ctx:
+            return
+        wanted = prompt_tokens + min(max_new_tokens, self.n_ctx)
+        self.reopen(min(self.max_ctx, -(-wanted // CONTEXT_STEP) * CONTEXT_STEP))
+
+    def reopen(self, n_ctx: int) -> None:
+        """The same model in a new process with a context of `n_ctx` (files in `scratch` stay)."""
+        self._stop()
+        self._open(n_ctx)
+
+    def generate(self, max_new_tokens: int, **req) -> dict:
+        """``op=generate`` with room for up to `max_new_tokens`: the context grows (`fit`) for a prompt that does
+        not fit it or an answer it ended (`fit` first where the prompt's length is known saves a try). The answer's
+        ``context_full`` is true when the model's own context ended it: pocket-llama stops quietly once the
+        prompt and the answer fill the context. (An end-of-generation token drawn at exactly that position reads
+        the same.)"""
+        while True:
+            n_predict = min(max_new_tokens, self.n_ctx)  # within the helper's 32-bit int
+            try:
+                answer = self.request(op="generate", n_predict=n_predict, **req)
+            except LlamaCppError as err:
+                past = _PROMPT_PAST_CONTEXT.search(str(err))
+                if past is None:
+                    raise
+                self.fit(int(past[1]), max_new_tokens)  # a longer context, or the error naming the model's
+                if self.n_ctx <= int(past[2]):  # no longer one to try
+                    raise
+                continue
+            n = len(answer["tokens"])
+            prompt = answer["timings"]["prompt_tokens"]
+            full = n < n_predict and prompt + n >= self.n_ctx
+            if full and self.n_ctx < self.max_ctx:
+                self.fit(prompt, max_new_tokens)
+                continue
+            return {**answer, "context_full": full}
 
     def _read(self) -> dict:
         """The next JSON answer; a line that is not one (a library printing to stdout) is kept for the error."""
@@ -157,7 +218,7 @@ class PocketLlama:
         answer = self.request(op="embed", image=image, out=str(out))
         return np.fromfile(out, dtype=np.float32).reshape(answer["n_rows"], answer["n_embd"])
 
-    def close(self) -> None:
+    def _stop(self) -> None:
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()
@@ -166,6 +227,9 @@ class PocketLlama:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+    def close(self) -> None:
+        self._stop()
         if hasattr(self, "scratch"):
             shutil.rmtree(self.scratch, ignore_errors=True)
 

@@ -5,6 +5,8 @@ llama.cpp compute (quantisation, float16 activations), never by prompt or tiling
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -21,10 +23,12 @@ class LlamaCppEvalModel(ExportEvalModel):
     error = LlamaCppError
 
     def __init__(self, folder, processor, n_ctx: int = 8192):
+        """`n_ctx`: the context to start with; a longer sample reopens llama.cpp with a longer one, up to the
+        model's trained context."""
         super().__init__(processor)
         self.export = ExportFolder.open(folder)
         self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=self.export.n_ctx(n_ctx),
-                                 kv_f32=self.export.file_type == 0)
+                                 kv_f32=self.export.file_type == 0, max_ctx=self.export.context)
 
     def close(self) -> None:
         self.llama.close()
@@ -60,6 +64,9 @@ class LlamaCppEvalModel(ExportEvalModel):
         return segments
 
     def answer_row(self, ids, tiles, max_new_tokens, stops):
-        answer = self.llama.request(op="generate", segments=self._segments(ids, tiles or []), n_predict=max_new_tokens,
-                                    stop_ids=stops)
+        self.llama.fit(len(ids), max_new_tokens)  # before the tiles are written and encoded
+        answer = self.llama.generate(max_new_tokens, segments=self._segments(ids, tiles or []), stop_ids=stops)
+        if answer["context_full"]:
+            warnings.warn(f"an answer was cut at {len(answer['tokens'])} tokens: its prompt of {len(ids)} tokens and "
+                          f"the answer fill the model's context of {self.llama.n_ctx}", stacklevel=2)
         return answer["tokens"], answer["timings"]

@@ -117,12 +117,19 @@ class LlamaCppVLM:
     """An exported model loaded in llama.cpp (one `pocket-llama` process)."""
 
     def __init__(self, folder: str | os.PathLike, n_ctx: int = 4096):
+        """`n_ctx`: the context to start with; a longer prompt or answer reopens llama.cpp with a longer one, up to
+        the model's trained context."""
         self.export = ExportFolder.open(folder)
         f32 = self.export.file_type == 0  # general.file_type ALL_F32: keep the KV cache in f32 too
-        self.n_ctx = self.export.n_ctx(n_ctx)
-        self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=self.n_ctx, kv_f32=f32)
+        self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=self.export.n_ctx(n_ctx), kv_f32=f32,
+                                 max_ctx=self.export.context)
         self.stop_ids = sorted({ids[0] for s in self.export.template.stop_strings
                                 if len(ids := self.llama.request(op="tokenize", text=s)["ids"]) == 1})
+
+    @property
+    def n_ctx(self) -> int:
+        """The context llama.cpp holds now."""
+        return self.llama.n_ctx
 
     def close(self) -> None:
         self.llama.close()
@@ -169,12 +176,11 @@ class LlamaCppVLM:
              system: str | None = None, tiling: TilingConfig | None = None, preprocess: str = "pocket",
              seed: int = 0, cut_repeats: bool = True) -> Answer:
         """Answer the last user turn; greedy at temperature 0. Stops at the template's stop tokens, and (as
-        `adapt chat` does, unless ``cut_repeats`` is false) once the answer has begun repeating itself."""
+        `adapt chat` does, unless ``cut_repeats`` is false) once the answer has begun repeating itself; an answer the
+        model's context ended is marked ``context_full``."""
         entries = self.image_entries(list(images), tiling, preprocess)
-        answer = self.llama.request(op="generate", messages=self.messages(conversation, len(entries), system),
-                                    # never past the context (and within the helper's 32-bit int)
-                                    images=entries, n_predict=min(max_new_tokens, self.n_ctx), temperature=temperature, seed=seed,
-                                    stop_ids=self.stop_ids)
+        answer = self.llama.generate(max_new_tokens, messages=self.messages(conversation, len(entries), system),
+                                     images=entries, temperature=temperature, seed=seed, stop_ids=self.stop_ids)
         tokens = list(answer["tokens"])
         tokens = tokens[: next((k for k, t in enumerate(tokens) if t in self.stop_ids), len(tokens))]
         cut = cut_at_repetition(tokens, self.detokenize) if cut_repeats else None
@@ -182,7 +188,8 @@ class LlamaCppVLM:
         if cut is not None:
             tokens = tokens[:cut]
             text = self.detokenize(tokens)
-        return Answer(text.strip(), tokens, answer["prompt"], cut is not None, answer["timings"])
+        return Answer(text.strip(), tokens, answer["prompt"], cut is not None, answer["timings"],
+                      context_full=answer["context_full"] and cut is None)
 
     def detokenize(self, tokens: list[int]) -> str:
         """llama.cpp's text for token ids (special tokens not rendered)."""
