@@ -114,3 +114,13 @@ def test_eval_of_a_sample_past_the_opening_context(long_export, llama_cpp):  # n
             runtime.answer_row(ids, None, 8, [])
     finally:
         runtime.close()
+
+
+def test_tile_files_do_not_pile_up_over_an_eval(long_export, example_image, llama_cpp):  # noqa: F811
+    """Every answer wrote its tiles to a new scratch file, kept until the runtime closed: an `adapt eval` of
+    thousands of multi-tile samples filled the temp folder (13 InternVL tiles are 7.8 MB a sample), and naming the
+    next file listed them all. They are removed once the answer is in."""
+    with LlamaCppVLM(long_export) as runtime:
+        for _ in range(2):
+            assert runtime.chat(ask(3), [example_image], max_new_tokens=2).tokens
+            assert list(runtime.llama.scratch.iterdir()) == []

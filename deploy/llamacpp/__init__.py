@@ -154,25 +154,29 @@ class PocketLlama:
         ``context_full`` is true when the model's own context ended it: pocket-llama stops quietly once the
         prompt and the answer fill the context. (An end-of-generation token drawn at exactly that position reads
         the same.)"""
-        while True:
-            n_predict = min(max_new_tokens, self.n_ctx)  # within the helper's 32-bit int
-            try:
-                answer = self.request(op="generate", n_predict=n_predict, **req)
-            except LlamaCppError as err:
-                past = _PROMPT_PAST_CONTEXT.search(str(err))
-                if past is None:
-                    raise
-                self.fit(int(past[1]), max_new_tokens)  # a longer context, or the error naming the model's
-                if self.n_ctx <= int(past[2]):  # no longer one to try
-                    raise
-                continue
-            n = len(answer["tokens"])
-            prompt = answer["timings"]["prompt_tokens"]
-            full = n < n_predict and prompt + n >= self.n_ctx
-            if full and self.n_ctx < self.max_ctx:
-                self.fit(prompt, max_new_tokens)
-                continue
-            return {**answer, "context_full": full}
+        try:
+            while True:
+                n_predict = min(max_new_tokens, self.n_ctx)  # within the helper's 32-bit int
+                try:
+                    answer = self.request(op="generate", n_predict=n_predict, **req)
+                except LlamaCppError as err:
+                    past = _PROMPT_PAST_CONTEXT.search(str(err))
+                    if past is None:
+                        raise
+                    self.fit(int(past[1]), max_new_tokens)  # a longer context, or the error naming the model's
+                    if self.n_ctx <= int(past[2]):  # no longer one to try
+                        raise
+                    continue
+                n = len(answer["tokens"])
+                prompt = answer["timings"]["prompt_tokens"]
+                full = n < n_predict and prompt + n >= self.n_ctx
+                if full and self.n_ctx < self.max_ctx:
+                    self.fit(prompt, max_new_tokens)
+                    continue
+                return {**answer, "context_full": full}
+        finally:  # the request's tile / image files: an eval writes them for every sample
+            for path in self.scratch.iterdir():
+                path.unlink(missing_ok=True)
 
     def _read(self) -> dict:
         """The next JSON answer; a line that is not one (a library printing to stdout) is kept for the error."""
@@ -206,7 +210,7 @@ class PocketLlama:
         return 0
 
     def tiles_file(self, tiles: Sequence[np.ndarray]) -> dict:
-        """Write uint8 (S, S, 3) tiles for a `tiles` image entry."""
+        """Write uint8 (S, S, 3) tiles for a `tiles` image entry (removed once `generate` has answered)."""
         size = tiles[0].shape[0]
         path = self.scratch / f"tiles-{len(list(self.scratch.iterdir()))}.rgb"
         path.write_bytes(b"".join(np.ascontiguousarray(t, dtype=np.uint8).tobytes() for t in tiles))
