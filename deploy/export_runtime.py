@@ -114,7 +114,10 @@ class ExportedVLM:
         pixels = None if encoded.pixel_values is None else encoded.pixel_values.numpy()
         ids = encoded.input_ids.tolist()
         tokens, timings = self.generate(ids, pixels, max_new_tokens, self.processor.stop_token_ids, temperature, seed)
+        # generate ends an answer at the decoder's last position without a stop token: the context ended it
+        full = bool(self.max_positions) and len(tokens) < max_new_tokens and len(ids) + len(tokens) > self.max_positions
         cut = cut_at_repetition(tokens, self.processor.tokenizer.decode) if cut_repeats else None
         if cut is not None:
             tokens = tokens[:cut]
-        return Answer(self.processor.decode(tokens), tokens, self.processor.show_prompt(ids), cut is not None, timings)
+        return Answer(self.processor.decode(tokens), tokens, self.processor.show_prompt(ids), cut is not None, timings,
+                      context_full=full and cut is None)

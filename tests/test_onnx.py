@@ -362,6 +362,22 @@ def test_a_prompt_longer_than_the_context_is_refused(exports):
         vlm.close()
 
 
+def test_an_answer_the_context_ends_is_marked(exports):
+    """An answer that fills the decoder's last position stops there; Answer.context_full says so (adapt chat notes
+    it), as for llama.cpp; one that ends by its stop token or --max-new-tokens is not marked."""
+    vlm = OnnxVLM(exports("pocket-tiny"))
+    try:
+        conversation = [{"role": "user", "content": "red blue square circle"}]
+        free = vlm.chat(conversation, max_new_tokens=4, cut_repeats=False)
+        assert len(free.tokens) == 4 and not free.context_full
+        prompt = free.timings["prompt_tokens"]
+        vlm.max_positions = prompt + 2
+        full = vlm.chat(conversation, max_new_tokens=50, cut_repeats=False)
+        assert full.tokens == free.tokens[:3] and full.context_full
+    finally:
+        vlm.close()
+
+
 class _Histogram(torch.nn.Module):
     def forward(self, x):
         return x + torch.histc(x, bins=4).sum()  # aten.histc has no ONNX translation
