@@ -689,6 +689,7 @@ def test_a_gguf_llamacpp_refuses_is_one_line_with_its_reason(exports, tmp_path, 
     err = capsys.readouterr().err
     assert rc == 1 and err.startswith(f"adapt chat: error: llama.cpp could not load {text}") and "Traceback" not in err
     assert (arch[:-1] + b"9").decode() in err.split("could not load", 1)[1].split(str(text), 1)[1]  # its reason
+    assert re.search(r"with a context of \d+:", err)  # a context too big for memory would fail here too: say which
 
 
 def test_llamacpp_aborting_mid_request_is_one_line_with_its_assert(tmp_path, capsys, monkeypatch, llama_cpp):

@@ -123,11 +123,12 @@ class PocketLlama:
             first = self._read()
         except LlamaCppError as err:  # it died while loading: say what it was loading
             self.close()
-            raise LlamaCppError(f"llama.cpp could not load {self.model}: {err}") from None
+            raise LlamaCppError(f"llama.cpp could not load {self.model} with a context of {n_ctx}: {err}") from None
         if not first.get("ready"):
             tail = self.log_tail()  # before close(), which closes the log
             self.close()
-            raise LlamaCppError(f"llama.cpp could not load {self.model}: {first.get('error')} ({tail})")
+            raise LlamaCppError(f"llama.cpp could not load {self.model} with a context of {n_ctx}: {first.get('error')} "
+                                f"({tail})")
 
     def fit(self, prompt_tokens: int, max_new_tokens: int) -> None:
         """Make room for a prompt of `prompt_tokens` (image rows included) and an answer of up to `max_new_tokens`:
