@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import queue
+import re
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 
@@ -122,14 +123,29 @@ class RepetitionStop(StoppingCriteria):
 
 
 _END = object()  # the queue's end-of-answer mark
+# a last word this short may still change with the next token: clean_up_tokenization_spaces rewrites " n't", " 're",
+# " ' " and " ." into "n't", "'re", "'" and "." (a space and up to 3 characters), so "do n" may become "don't"
+_UNSETTLED_WORD = 3
+
+
+def _settled(text: str) -> str:
+    """`text` without what the next token may still rewrite: trailing whitespace, and a last word of at most
+    :data:`_UNSETTLED_WORD` characters together with the whitespace before it."""
+    text = text.rstrip()
+    last = re.search(r"\s(\S*)$", text)
+    if last and len(last.group(1)) <= _UNSETTLED_WORD:
+        text = text[:last.start()].rstrip()
+    return text
 
 
 class StopStreamer:
     """A ``generate`` streamer that hands on the answer as `processor.decode` gives it (control tokens dropped,
     grounding markup ``<ref>``, ``<box>`` kept) up to the first stop token or text stop string
     (``processor.text_stop_strings``), cut exactly however the tokens split it: an end that may be the start of a
-    stop string, or half a character, is held back until it is known, so the text handed on is always a prefix
-    of the final answer. The first ``put`` (the prompt) is skipped.
+    stop string, half a character (byte fallback's ``"\ufffd"``), trailing spaces, or a last word short enough
+    that the next token may still rewrite it (``clean_up_tokenization_spaces`` makes ``"do n"`` ``"don't"``) is
+    held back until it is known, so the text handed on is always a prefix of the final answer. An answer cut
+    inside a character ends before it. The first ``put`` (the prompt) is skipped.
 
     Each new piece of text goes to `on_text`; without one, iterating the streamer yields the pieces (generation
     in another thread; `timeout` seconds per piece). Afterwards ``tokens`` are the answer's ids, ``text`` its
@@ -167,7 +183,10 @@ class StopStreamer:
         if self._ended:
             return
         self._ended = True
-        self._hand_on(self._decode(), final=True)
+        text = self._decode()
+        if text.endswith("\ufffd"):  # cut (max_new_tokens) between the bytes of a character: end before it
+            self.text = text = text.rstrip("\ufffd").rstrip()
+        self._hand_on(text, final=True)
         if self._queue is not None:
             self._queue.put(_END)
 
@@ -192,13 +211,13 @@ class StopStreamer:
 
     def _hand_on(self, text: str, final: bool) -> None:
         if not final:
-            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
-                return
+            text = text.rstrip("\ufffd")  # a character split across tokens: wait for the rest
             if not self.stopped:  # hold back an end that may be the start of a stop string
                 hold = max((k for stop in self._text_stops for k in range(1, len(stop)) if text.endswith(stop[:k])),
                            default=0)
-                text = text[:len(text) - hold].rstrip()
-        if not text.startswith(self._handed):
+                text = text[:len(text) - hold]
+            text = _settled(text)
+        if not text.startswith(self._handed):  # unforeseen rewrite of text handed on: nothing can take it back
             return
         piece, self._handed = text[len(self._handed):], text
         if not piece:
