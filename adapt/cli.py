@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import errno
 import inspect
-import math
 import os
 import re
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
 from model.errors import PocketAdaptError, install_hint, os_error_of
+from model.limits import MAX_SEED
 from model.progress import LINES, shows_bar
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
@@ -307,33 +307,32 @@ def _tile_count(text: str) -> int:
     return value
 
 
-MAX_SEED = 2**32 - 1  # llama.cpp's helper reads the seed as uint32: a larger one would wrap onto a smaller one's draw
-
-
 def _seed(text: str) -> int:
     """A sampling seed every runtime reads alike: 0 to :data:`MAX_SEED` (numpy refuses a negative seed, torch one
     above 2**64, llama.cpp's helper keeps 32 bits)."""
+    from model.generation import check_seed
+
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_SEED}, got {value}")
-    return value
+    try:
+        return check_seed(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _temperature(text: str) -> float:
+    from model.generation import check_temperature
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    from model.limits import MIN_TEMPERATURE
-
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = greedy), got {text}")
-    if 0 < value < MIN_TEMPERATURE:  # logits divided by it overflow
-        raise argparse.ArgumentTypeError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {text}")
-    return value
+    try:
+        return check_temperature(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _Version(argparse.Action):

@@ -24,9 +24,11 @@ import torch
 from transformers import StoppingCriteria
 
 from .errors import PocketAdaptError
+from .limits import MAX_SEED
 
-__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "PromptTooLongError", "RepetitionStop", "StopStreamer",
-           "answer_room", "cut_at_repetition", "repetition_at_end", "sampling_options"]
+__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "PromptTooLongError", "RepetitionStop",
+           "StopStreamer", "answer_room", "check_seed", "check_temperature", "check_top_p", "cut_at_repetition",
+           "repetition_at_end", "sampling_options"]
 
 MAX_NGRAM = 12  # longest repeating unit looked for, in tokens
 MIN_REPEATS = 3  # a unit must occur at least this many times in a row ...
@@ -51,16 +53,45 @@ def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
     return min(max_new_tokens, context - prompt_tokens)
 
 
-def sampling_options(temperature: float) -> dict:
+def check_temperature(value: float) -> float:
+    """`value` as a sampling temperature (0 = greedy), else ValueError saying what it must be."""
+    from .limits import MIN_TEMPERATURE
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be a finite number >= 0 (0 = greedy), got {_shown(value)}")
+    if 0 < value < MIN_TEMPERATURE:  # logits divided by it overflow
+        raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {_shown(value)}")
+    return float(value)
+
+
+def check_top_p(value: float) -> float:
+    """`value` as nucleus sampling's top-p, in (0, 1] (1 = the whole softmax), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:  # nan fails too
+        raise ValueError(f"must be above 0 and at most 1 (1 = the whole softmax), got {_shown(value)}")
+    return float(value)
+
+
+def check_seed(value: int) -> int:
+    """`value` as a sampling seed every runtime reads alike (0 to :data:`~model.limits.MAX_SEED`), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"must be 0 to {MAX_SEED}, got {_shown(value)}")
+    return value
+
+
+def _shown(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
+
+
+def sampling_options(temperature: float, top_p: float = 1.0) -> dict:
     """`generate` options for `temperature`: greedy below :data:`~model.limits.MIN_TEMPERATURE` (0 included), else a
-    draw from the whole softmax at that temperature, as the export runtimes' ``pick_token`` draws. Sampling says
-    ``top_k=0, top_p=1.0``: left unset, transformers fills in its default ``top_k=50`` and only the 50 likeliest
-    tokens could ever be drawn."""
+    draw at that temperature from the whole softmax (`top_p` 1, as the export runtimes' ``pick_token`` draws) or from
+    its likeliest tokens that hold `top_p` of it. Sampling says ``top_k=0``: left unset, transformers fills in its
+    default ``top_k=50`` and only the 50 likeliest tokens could ever be drawn."""
     from .limits import MIN_TEMPERATURE
 
     if temperature < MIN_TEMPERATURE:
         return {"do_sample": False}
-    return {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": 1.0}
+    return {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": check_top_p(top_p)}
 
 
 def _is_number_like(text: str) -> bool:

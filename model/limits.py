@@ -8,3 +8,5 @@ MAX_TILES_LIMIT = 40
 DEFAULT_MAX_PIXELS = 50_000_000
 # Sampling temperatures below this are greedy: logits divided by less overflow float32 (1e-45: inf, nan in softmax).
 MIN_TEMPERATURE = 1e-3
+# Sampling seeds: llama.cpp's helper reads the seed as uint32, so a larger one would wrap onto a smaller one's draw.
+MAX_SEED = 2**32 - 1

@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from adapt.cli import positive_int
+from adapt.cli import _seed, _temperature, positive_int
 
 __all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "default_model", "main", "quickstart_model",
            "run_demo"]
@@ -76,8 +76,31 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS,
                       help=f"longest answer in tokens (default {DEFAULT_MAX_NEW_TOKENS}; a looping answer is cut "
                            "sooner)")
+    demo.add_argument("--temperature", type=_temperature, default=0.0,
+                      help="0 = greedy answers (default), else answers sampled at this temperature, as `adapt chat "
+                           "--temperature` samples (at least 0.001)")
+    demo.add_argument("--top-p", type=_top_p, default=1.0,
+                      help="with --temperature: draw only from the likeliest tokens holding this share of the "
+                           "probability, in (0, 1] (default 1: all of them)")
+    demo.add_argument("--seed", type=_seed, default=0,
+                      help="with --temperature: random seed, set afresh for each question, so the same question about "
+                           "the same images gets the same answer (default 0)")
     demo.set_defaults(handler=run_demo, builds_model=True)
     return demo
+
+
+def _top_p(text: str) -> float:
+    """--top-p: a number in (0, 1], checked as the demo's session checks it."""
+    from model.generation import check_top_p
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    try:
+        return check_top_p(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _RefuseShare(argparse.Action):
@@ -113,7 +136,8 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"adapt demo: loading {model} ...", file=sys.stderr)
     blocks = build_demo(model, args.domain, dtype=args.dtype, device=args.device,
                         max_new_tokens=args.max_new_tokens, max_upload_mb=args.max_upload_mb,
-                        allow_pickle=args.allow_pickle)
+                        allow_pickle=args.allow_pickle, temperature=args.temperature, top_p=args.top_p,
+                        seed=args.seed)
     _, url, _ = launch_demo(blocks, host=args.host, port=args.port, auth=auth, max_upload_mb=args.max_upload_mb,
                             prevent_thread_lock=True, quiet=True)
     print(f"adapt demo: serving {args.domain or 'general'} on {url} (Ctrl+C to stop)"

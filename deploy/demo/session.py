@@ -9,7 +9,7 @@ from typing import Any
 
 from model.processor import IMAGE_PLACEHOLDER
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "ModelSession", "compose_question"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "ModelSession", "check_sampling", "compose_question"]
 
 DEFAULT_MAX_NEW_TOKENS = 128  # the demo's answers: a few sentences; a looping answer is cut long before this
 
@@ -48,17 +48,46 @@ class ModelSession:
     Generation runs in a worker thread; one question is answered at a time (a lock), and a consumer that
     stops reading (the page was closed) stops the generation too. An answer that starts looping is cut
     (:class:`model.generation.RepetitionStop`, the rule ``adapt chat`` uses too).
+
+    Answers are greedy (`temperature` 0) unless a `temperature` is given: then drawn as ``adapt chat
+    --temperature`` draws (:func:`model.generation.sampling_options`), from the likeliest tokens holding `top_p`
+    of the probability, with the random generator set to `seed` for each question, so the same question with the
+    same images gets the same answer again. Invalid values are a ValueError naming the setting.
     """
 
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
     def __init__(self, source: str | Path, *, dtype: str | None = None, device: str | None = None,
-                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, allow_pickle: bool = False):
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, allow_pickle: bool = False, temperature: float = 0.0,
+                 top_p: float = 1.0, seed: int = 0):
         import model
 
+        self.set_sampling(temperature, top_p, seed)  # before the model loads: a bad value fails at once
         self.source = str(source)
         self.name = Path(self.source).name if Path(self.source).is_dir() else self.source
         self.max_new_tokens = int(max_new_tokens)
         self.vlm, self.processor = model.load(source, dtype=dtype, device=device, allow_pickle=allow_pickle)
         self._lock = threading.Lock()
+
+    def set_sampling(self, temperature: float | None = None, top_p: float | None = None, seed: int | None = None) -> None:
+        """Change how answers are drawn (None keeps a setting); ValueError naming a value that cannot work."""
+        self.temperature, self.top_p, self.seed = check_sampling(
+            self.temperature if temperature is None else temperature, self.top_p if top_p is None else top_p,
+            self.seed if seed is None else seed)
+
+    @property
+    def sampling_note(self) -> str:
+        """How answers are drawn, in words for the page."""
+        if not self.sampling_options()["do_sample"]:
+            return "greedy answers"
+        return f"sampled answers (temperature {self.temperature:g}, top-p {self.top_p:g}, seed {self.seed})"
+
+    def sampling_options(self) -> dict:
+        from model.generation import sampling_options
+
+        return sampling_options(self.temperature, self.top_p)
 
     def stream(self, question: str, images: Sequence[Any] = (), *, prompt: str | None = None,
                max_new_tokens: int | None = None, stop_repetition: bool = True) -> Iterator[Answer]:
@@ -87,6 +116,8 @@ class ModelSession:
             def __call__(self, input_ids, scores, **kwargs):
                 return torch.full((input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
+        sampling = self.sampling_options()  # adapt chat's rule and distribution
+        seed = self.seed
         streamer = StopStreamer(self.processor)  # the stop rules `adapt chat` streams by
         repeating = RepetitionStop(decode=self.processor.tokenizer.decode)
         criteria = StoppingCriteriaList([_Cancelled(), *([repeating] if stop_repetition else [])])
@@ -94,10 +125,12 @@ class ModelSession:
 
         def work() -> None:
             try:
+                if sampling["do_sample"]:
+                    torch.manual_seed(seed)  # each question drawn afresh: asked again, it gets the same answer
                 with torch.inference_mode():
                     self.vlm.generate(
-                        **inputs, max_new_tokens=room, do_sample=False, pad_token_id=self.processor.pad_token_id,
-                        streamer=streamer, stopping_criteria=criteria, **self.processor.stop_kwargs())
+                        **inputs, max_new_tokens=room, pad_token_id=self.processor.pad_token_id, streamer=streamer,
+                        stopping_criteria=criteria, **self.processor.stop_kwargs(), **sampling)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(exc)
                 streamer.end()
@@ -126,3 +159,17 @@ class ModelSession:
             pass
         return text
 
+
+
+def check_sampling(temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> tuple[float, float, int]:
+    """The checks of ``adapt chat --temperature / --seed`` (and top-p's), a ValueError naming the setting."""
+    from model.generation import check_seed, check_temperature, check_top_p
+
+    checked = []
+    for name, check, value in (("temperature", check_temperature, temperature), ("top_p", check_top_p, top_p),
+                               ("seed", check_seed, seed)):
+        try:
+            checked.append(check(value))
+        except ValueError as err:
+            raise ValueError(f"{name} {err}") from None
+    return checked[0], checked[1], checked[2]

@@ -152,7 +152,8 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
     option_specs = options_for(plugin)
     needs_upload = plugin is not None and plugin.name != "general"
     what = title(plugin)
-    gr.Markdown(f"## pocket-adapt · {escape_md(what)}\nModel: **{escape_md(session.name)}** · {escape_md(DISCLAIMER)}")
+    gr.Markdown(f"## pocket-adapt · {escape_md(what)}\nModel: **{escape_md(session.name)}**, "
+                f"{escape_md(session.sampling_note)} · {escape_md(DISCLAIMER)}")
     state = gr.State(None, delete_callback=lambda loaded: loaded.close() if loaded else None)
     with gr.Row():
         with gr.Column(scale=1):

@@ -527,8 +527,8 @@ def ask(session: ModelSession, question: str, study: Study | None, index: int = 
 def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
     hooks = getattr(plugin, "demo_hooks", None) or {}
     draw_answer = hooks.get("draw_answer") or default_draw_answer
-    gr.Markdown(f"## pocket-adapt · medical imaging\nModel: **{escape_md(session.name)}** · "
-                f"{escape_md(MEDICAL_DISCLAIMER)}")
+    gr.Markdown(f"## pocket-adapt · medical imaging\nModel: **{escape_md(session.name)}**, "
+                f"{escape_md(session.sampling_note)} · {escape_md(MEDICAL_DISCLAIMER)}")
     study_state = gr.State(None, delete_callback=lambda study: study.close() if study else None)
     controls = window_controls(None)
     with gr.Row():

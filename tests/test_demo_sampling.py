@@ -1,0 +1,93 @@
+"""The demo's sampling options (--temperature / --top-p / --seed): greedy by default, checked as `adapt chat` checks
+them, and drawn by the same `generate` options `adapt chat` uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapt.cli import build_parser
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--temperature", "-0.5"], "argument --temperature: must be a finite number >= 0"),
+    (["--temperature", "nan"], "argument --temperature: must be a finite number >= 0"),
+    (["--temperature", "1e-9"], "argument --temperature: must be 0 (greedy) or at least 0.001"),
+    (["--top-p", "0"], "argument --top-p: must be above 0 and at most 1"),
+    (["--top-p", "1.5"], "argument --top-p: must be above 0 and at most 1"),
+    (["--top-p", "nan"], "argument --top-p: must be above 0 and at most 1"),
+    (["--top-p", "high"], "argument --top-p: 'high' is not a number"),
+    (["--seed", "-1"], "argument --seed: must be 0 to 4294967295"),
+])
+def test_bad_sampling_flags_are_usage_errors(argv, needle, capsys):
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["demo", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_sampling_flags_default_to_greedy_and_reach_the_page(monkeypatch):
+    from deploy.demo import app, cli
+
+    args = build_parser().parse_args(["demo"])
+    assert (args.temperature, args.top_p, args.seed) == (0.0, 1.0, 0)
+    seen = {}
+
+    def build_demo(model, domain, **kwargs):
+        seen.update(kwargs)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(app, "build_demo", build_demo)
+    monkeypatch.setattr(cli, "check_address", lambda host, port: None)
+    args = build_parser().parse_args(["demo", "--temperature", "0.7", "--top-p", "0.9", "--seed", "5"])
+    with pytest.raises(SystemExit):
+        cli.run_demo(args)
+    assert (seen["temperature"], seen["top_p"], seen["seed"]) == (0.7, 0.9, 5)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
+    ({"temperature": 0.5, "top_p": 0.0}, "top_p must be above 0 and at most 1"),
+    ({"top_p": 1.01}, "top_p must be above 0 and at most 1"),
+    ({"seed": 2**40}, "seed must be 0 to 4294967295"),
+])
+def test_build_demo_refuses_bad_sampling_before_loading_the_model(kwargs, needle, tmp_path):
+    from deploy.demo.app import build_demo
+
+    with pytest.raises(ValueError, match=needle):
+        build_demo(tmp_path / "no-model-here", **kwargs)  # a model load would fail otherwise, naming the folder
+
+
+def test_session_samples_as_adapt_chat_and_a_seed_repeats_the_answer(monkeypatch):
+    from PIL import Image
+
+    from deploy.demo.session import ModelSession
+    from model.generation import sampling_options
+
+    session = ModelSession("pocket-tiny", max_new_tokens=8)
+    asked: list[dict] = []
+    generate = session.vlm.generate
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs)
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(session.vlm, "generate", spy)
+    image = Image.new("RGB", (64, 48), (20, 160, 40))
+    ask = lambda: str(session.answer("What colour is it?", [image], stop_repetition=False))  # noqa: E731
+    ask()
+    assert asked[-1]["do_sample"] is False and "temperature" not in asked[-1]  # greedy unless asked
+    session.set_sampling(temperature=3.0, top_p=0.95, seed=11)
+    first = ask()
+    assert sampling_options(3.0, 0.95).items() <= asked[-1].items()
+    assert asked[-1]["top_p"] == 0.95 and asked[-1]["top_k"] == 0
+    assert ask() == first  # the seed is set for each question
+    answers = {first}
+    for seed in range(12):
+        session.set_sampling(seed=seed)
+        answers.add(ask())
+    assert len(answers) > 1  # it does sample
+    with pytest.raises(ValueError, match="top_p"):
+        session.set_sampling(top_p=-0.1)
+    assert session.top_p == 0.95  # a refused value changes nothing
+    assert "temperature 3" in session.sampling_note and "seed 11" in session.sampling_note
