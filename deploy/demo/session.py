@@ -7,11 +7,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from model.errors import PocketAdaptError
 from model.processor import IMAGE_PLACEHOLDER
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "ModelSession", "check_sampling", "compose_question"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "GenerationError", "ModelSession", "check_sampling", "compose_question"]
 
 DEFAULT_MAX_NEW_TOKENS = 128  # the demo's answers: a few sentences; a looping answer is cut long before this
+
+
+class GenerationError(PocketAdaptError, RuntimeError):
+    """The model failed while answering (the error it raised is the ``__cause__``): not a ValueError, so a page
+    does not take it for a refused question, whatever the model raised."""
 
 
 class Answer(str):
@@ -94,7 +100,8 @@ class ModelSession:
         """Yield the answer so far each time it grows (the last value is the whole answer, with
         ``repeated`` set when a looping answer was cut; `stop_repetition=False` lets it run).
 
-        Raises ValueError for an empty question or placeholders that do not match the images.
+        Raises ValueError for an empty question or placeholders that do not match the images (before anything is
+        yielded), and :class:`GenerationError` when the model fails while answering (after the text so far).
         """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -148,7 +155,9 @@ class ModelSession:
                 cancel.set()
                 thread.join()
         if failure:
-            raise failure[0]
+            if not isinstance(failure[0], Exception):  # KeyboardInterrupt, SystemExit: as they are
+                raise failure[0]
+            raise GenerationError(f"the model failed while answering ({type(failure[0]).__name__})") from failure[0]
         if repeating.fired or streamer.text != text or not text:
             yield Answer(streamer.text, repeated=repeating.fired)
 

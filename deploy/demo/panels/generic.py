@@ -112,8 +112,8 @@ def answer_stream(session: ModelSession, draw_answer: Callable[..., list], quest
         return
     except Exception as exc:
         log.error("demo: generation failed", exc_info=exc)
-        yield text, None, error_md(f"the model failed while answering ({type(exc).__name__}); see the server log",
-                                   "Could not answer")
+        yield text, None, error_md(f"the model failed while answering ({type(exc.__cause__ or exc).__name__}); see "
+                                   "the server log", "Could not answer")
         return
     note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
     if not images:

@@ -509,8 +509,8 @@ def ask(session: ModelSession, question: str, study: Study | None, index: int = 
         return
     except Exception as exc:
         log.error("demo: generation failed", exc_info=exc)
-        yield text, None, labels, error_md(f"the model failed while answering ({type(exc).__name__}); see the "
-                                           "server log", "Could not answer")
+        yield text, None, labels, error_md(f"the model failed while answering ({type(exc.__cause__ or exc).__name__}); "
+                                           "see the server log", "Could not answer")
         return
     note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
     try:
