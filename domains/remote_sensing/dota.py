@@ -275,7 +275,9 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
 
     **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a number
     where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped
-    and counted with ``file:line``; a label file without an image, an unreadable image, or one above `max_pixels`
+    and counted with ``file:line``. A label file of header lines alone is a scene without objects (only "no" presence
+    questions); an empty one, or one whose object lines are all malformed, is skipped (``no objects``). A label file
+    without an image, an unreadable image, or one above `max_pixels`
     (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes, which are decoded whole) or one `size` and
     `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip
     PNGs that are fresh (as the other converters); the image is decoded only when a chip is missing. With ``workers
@@ -333,8 +335,13 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
             report.skip(img_src, "image too large", f"{img_src}: {W}x{H} = {W * H:,} pixels, above max_pixels "
                                                      f"{max_pixels:,}; pass --option max_pixels=N to decode it")
             continue
-        if not objects:
-            report.skip(label, "no objects", f"{label}: no object lines")
+        bad_lines = report.skipped.get("malformed label line", 0) != malformed
+        if not objects and (bad_lines or not header):
+            # a header alone is a scene with no objects (a sure negative); an empty file, or one whose object lines
+            # were all malformed, says nothing sure about the scene
+            detail = ("no object line could be read (each malformed one is reported with its file:line)" if bad_lines
+                      else "empty: no imagesource: / gsd: header and no object lines")
+            report.skip(label, "no objects", f"{label}: {detail}")
             continue
         n_chips = len(chip_starts(W, size, step)) * len(chip_starts(H, size, step))
         if n_chips > MAX_CHIPS:
