@@ -679,7 +679,10 @@ def upright_size(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
     with _open_past_pil_limit(path) as image:
         width, height = _stored_size(image)
         try:
-            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+            if image.format == "PNG" and "exif" not in image.info:  # Pillow's getexif() would decode every pixel
+                orientation = int(_late_png_exif(image.fp).get(_EXIF_ORIENTATION, 1) or 1)
+            else:
+                orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1) or 1)
         except Exception:  # noqa: BLE001 - a damaged EXIF block: load_image keeps the pixels as stored too
             orientation = 1
     if orientation not in range(1, 9):
@@ -688,6 +691,23 @@ def upright_size(path: str | os.PathLike[str]) -> tuple[tuple[int, int], int]:
 
 
 _EXIF_ORIENTATION = 0x0112
+
+
+def _late_png_exif(fp) -> Image.Exif:
+    """The EXIF of a PNG whose eXIf chunk, if any, follows the pixel data (Pillow finds it only by decoding them):
+    the chunks are walked by their lengths, the pixel data skipped unread."""
+    exif = Image.Exif()
+    fp.seek(8)
+    while len(head := fp.read(8)) == 8:
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"eXIf":
+            data = fp.read(length)
+            exif.load(data if data.startswith(b"Exif\x00\x00") else b"Exif\x00\x00" + data)
+            break
+        if kind == b"IEND":
+            break
+        fp.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return exif
 _TIFF_WIDTH, _TIFF_LENGTH = 256, 257
 
 
