@@ -67,12 +67,12 @@ def test_a_dota_v2_size_scene_is_refused_from_its_header(tmp_path, monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("decoded an image above max_pixels")
 
-    monkeypatch.setattr(dota, "load_image", refuse)
+    monkeypatch.setattr(dota, "_chip_pngs", refuse)
     report = convert_dota(src, tmp_path / "out", progress=False)
     assert report.skipped == {"image too large": 1}
     assert report.examples["image too large"] == [
         "images/P0001.png: 20000x20000 = 400,000,000 pixels, above max_pixels 50,000,000; pass --option "
-        "max_pixels=N to decode it"]
+        "max_pixels=N to read it (read in strips of 1024 rows, about 59 MiB held)"]
     small = make_tree(tmp_path / "small")  # 300 x 200
     assert convert_dota(small, tmp_path / "o1", max_pixels=59_999, progress=False).skipped == {"image too large": 1}
     monkeypatch.undo()

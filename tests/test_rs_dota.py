@@ -162,7 +162,7 @@ def test_rerun_rewrites_and_decodes_nothing(tmp_path, monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("decoded the image although every chip was fresh")
 
-    monkeypatch.setattr(dota, "load_image", refuse)
+    monkeypatch.setattr(dota, "_chip_pngs", refuse)
     convert_dota(src, out, size=128, overlap=28, progress=False)
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.rglob("*") if p.is_file()} == state
 

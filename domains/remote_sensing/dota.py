@@ -18,11 +18,13 @@ import heapq
 import math
 import re
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from PIL import UnidentifiedImageError
+import numpy as np
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, render_ref_box, to_grid, upright_box
@@ -277,8 +279,9 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped
     and counted with ``file:line``. A label file of header lines alone is a scene without objects (only "no" presence
     questions); an empty one, or one whose object lines are all malformed, is skipped (``no objects``). A label file
-    without an image, an unreadable image, or one above `max_pixels`
-    (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes, which are decoded whole) or one `size` and
+    without an image, an unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's
+    largest scenes: an 8-bit PNG is read in full-width strips of a chip's height, never whole; other images are
+    decoded whole, the skip message gives the memory either takes) or one `size` and
     `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip
     PNGs that are fresh (as the other converters); the image is decoded only when a chip is missing. With ``workers
     > 1`` each image is decoded and its missing chips encoded ahead in worker processes (:mod:`domains.parallel`:
@@ -332,8 +335,11 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
             report.skip(img_src, "unreadable image", f"{img_src}: {exc}")
             continue
         if W * H > max_pixels:
+            bands = _strip_bands(img_src) if orientation == 1 else None
+            cost = (f"read in strips of {min(size, H)} rows, about {len(bands) * W * min(size, H) / 2**20:,.0f} "
+                    "MiB held" if bands else f"decoded whole, about {3 * W * H / 2**20:,.0f} MiB")
             report.skip(img_src, "image too large", f"{img_src}: {W}x{H} = {W * H:,} pixels, above max_pixels "
-                                                     f"{max_pixels:,}; pass --option max_pixels=N to decode it")
+                                                     f"{max_pixels:,}; pass --option max_pixels=N to read it ({cost})")
             continue
         bad_lines = report.skipped.get("malformed label line", 0) != malformed
         if not objects and (bad_lines or not header):
@@ -539,10 +545,67 @@ def _chips_todo(img_src: Path, out: Path, dataset: str, stem: str, chips: list,
 
 def _chip_pngs(img_src: Path, windows: Sequence[tuple[int, int, int, int]], key: str,
                max_pixels: int) -> list[bytes]:
-    """The expensive, pure step (in a worker with ``workers > 1``): decode the image once and encode each window
-    as a chip PNG. Raises ``SkipInput("unreadable image")``."""
+    """The expensive, pure step (in a worker with ``workers > 1``): read the image once and encode each window as a
+    chip PNG. An 8-bit PNG is read in full-width strips of at most a chip's height (:func:`_strip_chips`), so a
+    scene never sits in memory whole; any other image is decoded whole by the one image reader. Raises
+    ``SkipInput("unreadable image")``."""
     try:
+        bands = _strip_bands(img_src)
+        if bands is not None:
+            return _strip_chips(img_src, bands, windows, key)
         image = load_image(img_src, max_pixels=max_pixels)
     except ImageLoadError as exc:
         raise SkipInput("unreadable image", str(exc)) from exc
     return [png_bytes(image.crop(window), key) for window in windows]
+
+
+_STRIP_MODES = {"RGB": (1, 2, 3), "RGBA": (1, 2, 3), "L": (1,), "LA": (1,)}  # the bands read: RGB, or grey
+
+
+def _strip_bands(path: Path) -> tuple[int, ...] | None:
+    """The 1-based bands to read (R, G, B, or one grey) when `path` is a PNG whose rows GDAL reads top to bottom
+    exactly as :func:`load_image` decodes them: 8-bit grey or colour (alpha dropped), not interlaced (GDAL would
+    decode it whole), no EXIF turn; else None. From the header (opened past PIL's bomb limit: `max_pixels` was
+    checked)."""
+    try:
+        with open(path, "rb") as fp, PngImagePlugin.PngImageFile(fp) as image:
+            rawmodes = {str(t[3][0] if isinstance(t[3], tuple) else t[3]) for t in image.tile}
+            if rawmodes == {image.mode} and not image.info.get("interlace") and upright_size(path)[1] == 1:
+                return _STRIP_MODES.get(image.mode)
+    except Exception:  # noqa: BLE001 - not a PNG, or a damaged header: the one image reader says what is wrong
+        pass
+    return None
+
+
+def _strip_chips(path: Path, bands: tuple[int, ...], windows: Sequence[tuple[int, int, int, int]],
+                 key: str) -> list[bytes]:
+    """Chip PNGs of `windows` from a PNG read once from top to bottom in full-width strips (a PNG is one deflate
+    stream: a row is reached only through the rows above it). The rows held are those of the chips being cut:
+    at most a chip's height times the image width, whatever the image height."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+    from rasterio.windows import Window
+
+    out: list[bytes] = [b""] * len(windows)
+    try:
+        with warnings.catch_warnings():  # a PNG has no map coordinates: only pixels are read
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path, driver="PNG") as src:
+                top, held = 0, None  # rows top .. top + held.shape[1] of the image, all columns
+                for i in sorted(range(len(windows)), key=lambda k: (windows[k][1], windows[k][3])):
+                    x1, y1, x2, y2 = windows[i]
+                    end = top + (held.shape[1] if held is not None else 0)
+                    if held is None or y1 >= end:  # rows between are decoded by GDAL, not held
+                        held, top = src.read(bands, window=Window(0, y1, src.width, y2 - y1)), y1
+                    else:
+                        held = held[:, y1 - top:]
+                        if y2 > end:
+                            more = src.read(bands, window=Window(0, end, src.width, y2 - end))
+                            held = np.concatenate([held, more], axis=1)
+                        top = y1
+                    rgb = np.ascontiguousarray(held[[0, 0, 0] if len(bands) == 1 else slice(None), : y2 - y1, x1:x2]
+                                               .transpose(1, 2, 0))
+                    out[i] = png_bytes(Image.fromarray(rgb), key)
+    except RasterioError as exc:
+        raise SkipInput("unreadable image", f"{path}: the image is damaged or truncated ({exc})") from exc
+    return out
