@@ -44,3 +44,15 @@ def test_an_empty_or_malformed_label_file_is_still_skipped(tmp_path, labels, det
     if labels.strip():  # each bad line is named too
         assert "labelTxt/P0002.txt:" in " ".join(report.examples["malformed label line"])
     assert not [r for r in rows(out) if r["meta"]["source_image"] == "images/P0002.png"]
+
+
+def test_an_image_without_a_label_file_is_reported(tmp_path):
+    src = make_tree(tmp_path / "dota")
+    make_tree(src, "gsd:null\n", name="P0002", size=(60, 50))
+    (src / "labelTxt" / "P0002.txt").unlink()
+    (src / "images" / "._P0001.png").write_bytes(b"AppleDouble")  # a Mac zip's companion file: not an image
+    report = convert_dota(src, tmp_path / "out", size=128, overlap=28, progress=False)
+    assert report.skipped == {"no label file": 1}
+    assert report.examples["no label file"] == [
+        "images/P0002.png: no labelTxt/P0002.txt, so it is not converted (a scene without objects needs its header "
+        "lines)"]

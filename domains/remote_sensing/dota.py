@@ -220,6 +220,21 @@ def _label_files(files: list[tuple[str, Path]], report: ConvertReport) -> list[t
     return kept
 
 
+def _unlabelled_images(roots: dict[str, Path], images_dir: str, labels_dir: str, labelled: set[tuple[str, str]],
+                       report: ConvertReport) -> None:
+    """Skip into `report` (``no label file``) each image of a split that no label file names: DOTA gives every
+    train / val image one (header lines alone when it holds no object), so a missing one is a lost file."""
+    for split, root in roots.items():
+        folder = root / images_dir
+        if not folder.is_dir():
+            continue
+        for image in sorted(folder.iterdir()):
+            if (_listed(image) and image.suffix.lower() in PIL_SUFFIXES and (split, image.stem) not in labelled
+                    and image.is_file()):
+                report.skip(image, "no label file", f"{image}: no {labels_dir}/{image.stem}.txt, so it is not "
+                                                    f"converted (a scene without objects needs its header lines)")
+
+
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise DomainError(f"{name} must be a positive whole number of pixels, got {value!r}")
@@ -278,8 +293,8 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a number
     where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped
     and counted with ``file:line``. A label file of header lines alone is a scene without objects (only "no" presence
-    questions); an empty one, or one whose object lines are all malformed, is skipped (``no objects``). A label file
-    without an image, an unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's
+    questions); an empty one, or one whose object lines are all malformed, is skipped (``no objects``), as is an image
+    no label file names (``no label file``). A label file without an image, an unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's
     largest scenes: an 8-bit PNG is read in full-width strips of a chip's height, never whole; other images are
     decoded whole, the skip message gives the memory either takes) or one `size` and
     `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip
@@ -314,6 +329,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
              for p in files_inside(src, sorted(p for p in (root / labels_dir).iterdir() if _listed(p)), report)
              if p.is_file()]
     files = _label_files(files, report)
+    _unlabelled_images(roots, images_dir, labels_dir, {(split, p.stem) for split, p in files}, report)
     vocabulary: set[str] = set()  # the categories kept in some chip: the ones a presence question may ask about
     splits: dict[str, list[dict]] = {split: [] for split in roots}
     scenes: list[_Scene] = []
