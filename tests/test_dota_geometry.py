@@ -72,7 +72,7 @@ def test_a_dota_v2_size_scene_is_refused_from_its_header(tmp_path, monkeypatch):
     assert report.skipped == {"image too large": 1}
     assert report.examples["image too large"] == [
         "images/P0001.png: 20000x20000 = 400,000,000 pixels, above max_pixels 50,000,000; pass --option "
-        "max_pixels=N to read it (read in strips of 1024 rows, about 59 MiB held)"]
+        "max_pixels=N to read it (read in strips of 1024 rows, 59 MiB each)"]
     small = make_tree(tmp_path / "small")  # 300 x 200
     assert convert_dota(small, tmp_path / "o1", max_pixels=59_999, progress=False).skipped == {"image too large": 1}
     monkeypatch.undo()

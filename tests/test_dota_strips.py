@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import rasterio.io
 from PIL import Image
+from rasterio.env import get_gdal_config
 
 from domains.base import SkipInput
 from domains.files import output_key
 from domains.remote_sensing import dota
 from domains.remote_sensing.dota import _chip_pngs, chip_starts, convert_dota
+from domains.remote_sensing.raster import CHIP_CACHE_MIN
 from model.tiling import load_image
 from tests.test_png_size_from_header import _late_exif_png
 from tests.test_rs_dota import make_tree
@@ -58,10 +60,11 @@ def test_an_exif_turned_png_is_cut_upright(tmp_path):
 def test_a_png_scene_is_never_held_whole(tmp_path, monkeypatch):
     """The rows held are at most a chip's height: max_pixels raised for a v2.0 scene costs a strip, not the scene."""
     src = make_tree(tmp_path / "dota", size=(300, 200))
-    heights, real_read = [], rasterio.io.DatasetReader.read
+    heights, caches, real_read = [], set(), rasterio.io.DatasetReader.read
 
     def read(self, *args, window=None, **kwargs):
         heights.append(int(window.height))
+        caches.add(int(get_gdal_config("GDAL_CACHEMAX")))  # GDAL's default (5 % of RAM) would keep every row read
         return real_read(self, *args, window=window, **kwargs)
 
     def refuse(*_a, **_k):
@@ -72,6 +75,7 @@ def test_a_png_scene_is_never_held_whole(tmp_path, monkeypatch):
     report = convert_dota(src, tmp_path / "out", size=64, overlap=16, negatives=100, progress=False)
     assert report.written > 0 and heights and max(heights) <= 64
     assert sum(heights) <= 200  # each row decoded once, top to bottom
+    assert caches == {CHIP_CACHE_MIN}
     monkeypatch.undo()
     whole = np.asarray(Image.open(src / "images" / "P0001.png").convert("RGB"))
     for chip in (tmp_path / "out").rglob("*_x*_y*_*x*.png"):
