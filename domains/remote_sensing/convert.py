@@ -236,7 +236,11 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
         imgs = sorted(p for p in d.iterdir() if _listed(p) and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         imgs = files_inside(src, imgs, report)  # a symlink out of --src is refused, as in every converter
         if not imgs:
-            report.skip(d, "empty class folder", f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
+            subs = sorted(p.name for p in d.iterdir() if _listed(p) and p.is_dir())
+            inside = f"; it holds folders ({', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''}), which are not " \
+                     "read: the images of a class go directly in its folder" if subs else ""
+            report.skip(d, "empty class folder",
+                        f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}){inside}")
             continue
         classes.append((d, imgs))
     labels = sorted({label_fn(d.name) for d, _ in classes})
