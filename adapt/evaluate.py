@@ -22,6 +22,7 @@ settings, e.g. DriveLM's ``eval.protocol``); the report prints them in a "Protoc
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -604,6 +605,49 @@ def _figure(width: float, height: float, ncols: int = 1, width_ratios: Sequence[
     return fig, axes
 
 
+def _chart_fonts():
+    """An rc context whose font.family is matplotlib's, then each installed wide font (``domains.boxes.wide_fonts``):
+    matplotlib (>= 3.6) takes each glyph from the first family that has it, where DejaVu alone drew a CJK source name
+    ("通用", "遥感") as empty boxes, with only a per-glyph warning."""
+    import matplotlib
+
+    from domains.boxes import wide_fonts
+
+    return matplotlib.rc_context({"font.family": [*matplotlib.rcParams["font.family"],
+                                                  *(name for name, _ in wide_fonts())]})
+
+
+def _drawable(png_path: Path, full_names: str, **groups: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each name of each group (``sources=[…]``, ``runs=[…]``) as the chart at `png_path` can draw it: unchanged
+    where the installed fonts have its characters (:func:`_chart_fonts`); else "?" for each run of characters none
+    has, then its place in its group (#1 …) to tell such names apart; `full_names` says where that place counts and
+    the names are whole. One warning names those characters, the names and the fix."""
+    import matplotlib
+    from matplotlib import font_manager
+
+    from domains.boxes import unfontable
+
+    primary = font_manager.findfont(font_manager.FontProperties(family=matplotlib.rcParams["font.family"]))
+    drawn: dict[str, dict[str, str]] = {}
+    missing: dict[str, None] = {}
+    changed: list[str] = []
+    for what, names in groups.items():
+        labels = drawn[what] = {}
+        for k, name in enumerate(names, 1):
+            lost = unfontable(name, primary)
+            missing.update(dict.fromkeys(lost))
+            kept = "".join("?" if bad else "".join(run) for bad, run in itertools.groupby(name, lambda ch: ch in lost))
+            labels[name] = f"{kept} #{k}" if lost else name
+            if lost:
+                changed.append(f"{what[:-1]} {name!r} as {labels[name]!r}")
+    if missing:
+        warnings.warn(f"{png_path}: no installed font has the characters {' '.join(missing)}, so it labels "
+                      f"{', '.join(changed)} (#k: the name's place in {full_names}). To draw them, install a font "
+                      f"for them (CJK: e.g. apt install fonts-noto-cjk), delete matplotlib's font cache "
+                      f"({matplotlib.get_cachedir()}) and draw again", stacklevel=3)
+    return drawn
+
+
 LABEL_CHARS = 28  # a source name longer than this is cut in its middle on a chart (eval.md has it whole)
 
 
@@ -619,7 +663,8 @@ def _short(name: str, limit: int = LABEL_CHARS) -> str:
 BAR_INCHES = 0.45  # room for one bar and its 3-decimal value label (fontsize 7) beside the next
 
 
-def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], value_of, title: str) -> None:
+def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], value_of, title: str,
+          run_labels: Mapping[str, str]) -> None:
     names = list(runs)
     width = 0.8 / max(1, len(names))
     top = 1.0
@@ -628,7 +673,7 @@ def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], valu
         top = max([top] + [v for v in vals if v is not None and math.isfinite(v)])
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(labels))]
         heights = [v if v is not None else 0.0 for v in vals]
-        bars = ax.bar(xs, heights, width * 0.95, label=n)
+        bars = ax.bar(xs, heights, width * 0.95, label=run_labels[n])
         for b, v in zip(bars, vals):
             ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
     crowded = len(labels) > 3
@@ -651,18 +696,22 @@ def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, p
     bars = max(1, len(runs))
     # each panel as wide as its bars need: two equal halves squeezed many sources' bars until their labels overlapped
     widths = [max(2.5, 1.0 + BAR_INCHES * bars * len(groups)), max(3.0, 1.0 + BAR_INCHES * bars * len(sources))]
-    fig, (ax_g, ax_s) = _figure(max(9.0, sum(widths) + 1.0), 4.6, ncols=2, width_ratios=widths)
-    group_main = lambda r, g: r.get("groups", {}).get(g, {}).get("main")  # noqa: E731
-    group_n = [_ns([r.get("groups", {}).get(g) for r in runs.values()]) for g in groups]
-    _bars(ax_g, groups, [f"{g}\nn = {n}" for g, n in zip(groups, group_n)], runs, group_main,
-          "domain gain / general retention")
-    labels = [f"{_short(s)}\n{_kind_of(s, runs, kinds)}, n = {_ns([r.get('sources', {}).get(s) for r in runs.values()])}"
-              for s in sources]
-    _bars(ax_s, sources, labels, runs, lambda r, s: r.get("sources", {}).get(s, {}).get("main"), "per source")
-    # one legend for both panels, above them: inside a panel it covered the value labels of bars near 1.0
-    handles, names = ax_g.get_legend_handles_labels()
-    fig.legend(handles, names, fontsize=8, loc="outside upper center", ncols=bars, frameon=False)
-    fig.savefig(png_path)
+    with _chart_fonts():
+        drawn = _drawable(png_path, "eval.md's Sources table: its rows (sources), its columns (runs)",
+                          sources=sources, runs=list(runs))
+        fig, (ax_g, ax_s) = _figure(max(9.0, sum(widths) + 1.0), 4.6, ncols=2, width_ratios=widths)
+        group_main = lambda r, g: r.get("groups", {}).get(g, {}).get("main")  # noqa: E731
+        group_n = [_ns([r.get("groups", {}).get(g) for r in runs.values()]) for g in groups]
+        _bars(ax_g, groups, [f"{g}\nn = {n}" for g, n in zip(groups, group_n)], runs, group_main,
+              "domain gain / general retention", drawn["runs"])
+        labels = [f"{_short(drawn['sources'][s])}\n{_kind_of(s, runs, kinds)}, "
+                  f"n = {_ns([r.get('sources', {}).get(s) for r in runs.values()])}" for s in sources]
+        _bars(ax_s, sources, labels, runs, lambda r, s: r.get("sources", {}).get(s, {}).get("main"), "per source",
+              drawn["runs"])
+        # one legend for both panels, above them: inside a panel it covered the value labels of bars near 1.0
+        handles, names = ax_g.get_legend_handles_labels()
+        fig.legend(handles, names, fontsize=8, loc="outside upper center", ncols=bars, frameon=False)
+        fig.savefig(png_path)
     return png_path
 
 
@@ -734,44 +783,48 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, ev
         raise ValueError(f"{log_path}: no lines with 'step' and 'loss' or 'loss/<source>'")
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig, (ax,) = _figure(8.0, 4.5)
-    longest = max(len(xs) for xs, _ in series.values())
-    window = max(3, longest // 25) | 1  # one window for every line: about 1/25 of the run's logged steps
-    smoothed = False
-    for key in ["loss"] * ("loss" in series) + sorted(k for k in series if k != "loss"):
-        xs, ys = series[key]
-        label = "loss (total)" if key == "loss" else key.split("/", 1)[1]
-        style = {"color": "black", "linewidth": 2} if key == "loss" else {"linewidth": 1, "alpha": 0.85}
-        if len(xs) <= SMOOTH_ABOVE:
-            ax.plot(xs, ys, marker=_few(xs), label=label, **style)
-            continue
-        (raw,) = ax.plot(xs, ys, linewidth=0.6, alpha=0.25, color=style.get("color"))
-        smoothed = True
-        ax.plot(xs, _running_mean(ys, window), label=label, **{**style, "color": raw.get_color()})
-    values = [y for _, ys in series.values() for y in ys]
-    # a loss falling by decades (from ~10 to ~0.01) is a flat line at 0 after the first steps on a linear axis
-    log_scale = min(values) > 0 and max(values) / min(values) >= 100
-    if log_scale:
-        ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
-    ax.set_title("training loss (total and per source)" + (" and held-out scores" if scores else "")
-                 + (f"\nfaint: each step; solid: running mean over {window} steps" if smoothed else ""))
-    ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole steps: no 0.96 … 1.04, no 2.5
-    handles, labels = ax.get_legend_handles_labels()
-    legend_ax = ax
-    if scores:
-        right = ax.twinx()
-        colours = ("tab:green", "tab:purple", "tab:red", "tab:brown")  # apart from the loss lines' cycle
-        for key, colour in zip([k for k in eval_keys if k in scores], colours):
-            right.plot(*scores[key], linestyle="--", marker="o", linewidth=1.2, color=colour,
-                       label=f"held-out {key.split('/', 1)[1]}")
-        right.set_ylabel("held-out score")
-        more_handles, more_labels = right.get_legend_handles_labels()
-        handles, labels = handles + more_handles, labels + more_labels
-        legend_ax = right  # the twin axes draw over the first: a legend on the first is struck through by its lines
-    legend = legend_ax.legend(handles, labels, fontsize=8, framealpha=0.9)
-    legend.set_zorder(10)
-    fig.savefig(png_path)
+    sources = sorted(k.split("/", 1)[1] for k in series if k != "loss")
+    with _chart_fonts():
+        drawn = _drawable(png_path, f"the sorted loss/<source> keys of {Path(log_path).name}",
+                          sources=sources)["sources"]
+        fig, (ax,) = _figure(8.0, 4.5)
+        longest = max(len(xs) for xs, _ in series.values())
+        window = max(3, longest // 25) | 1  # one window for every line: about 1/25 of the run's logged steps
+        smoothed = False
+        for key in ["loss"] * ("loss" in series) + sorted(k for k in series if k != "loss"):
+            xs, ys = series[key]
+            label = "loss (total)" if key == "loss" else drawn[key.split("/", 1)[1]]
+            style = {"color": "black", "linewidth": 2} if key == "loss" else {"linewidth": 1, "alpha": 0.85}
+            if len(xs) <= SMOOTH_ABOVE:
+                ax.plot(xs, ys, marker=_few(xs), label=label, **style)
+                continue
+            (raw,) = ax.plot(xs, ys, linewidth=0.6, alpha=0.25, color=style.get("color"))
+            smoothed = True
+            ax.plot(xs, _running_mean(ys, window), label=label, **{**style, "color": raw.get_color()})
+        values = [y for _, ys in series.values() for y in ys]
+        # a loss falling by decades (from ~10 to ~0.01) is a flat line at 0 after the first steps on a linear axis
+        log_scale = min(values) > 0 and max(values) / min(values) >= 100
+        if log_scale:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
+        ax.set_title("training loss (total and per source)" + (" and held-out scores" if scores else "")
+                     + (f"\nfaint: each step; solid: running mean over {window} steps" if smoothed else ""))
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole steps: no 0.96 … 1.04, no 2.5
+        handles, labels = ax.get_legend_handles_labels()
+        legend_ax = ax
+        if scores:
+            right = ax.twinx()
+            colours = ("tab:green", "tab:purple", "tab:red", "tab:brown")  # apart from the loss lines' cycle
+            for key, colour in zip([k for k in eval_keys if k in scores], colours):
+                right.plot(*scores[key], linestyle="--", marker="o", linewidth=1.2, color=colour,
+                           label=f"held-out {key.split('/', 1)[1]}")
+            right.set_ylabel("held-out score")
+            more_handles, more_labels = right.get_legend_handles_labels()
+            handles, labels = handles + more_handles, labels + more_labels
+            legend_ax = right  # the twin axes draw over the first: a legend on the first is struck through by its lines
+        legend = legend_ax.legend(handles, labels, fontsize=8, framealpha=0.9)
+        legend.set_zorder(10)
+        fig.savefig(png_path)
     return png_path

@@ -34,6 +34,8 @@ __all__ = [
     "point_to_grid",
     "render_ref_box",
     "to_grid",
+    "unfontable",
+    "wide_fonts",
 ]
 
 GRID = 1000
@@ -242,7 +244,8 @@ def text_colour(fill: Sequence[int]) -> tuple[int, int, int]:
 
 # Fonts people may have that cover Chinese (SLAKE's zh phrases) and most other scripts, in order of preference.
 # None ships with pocket-adapt's dependencies (matplotlib brings DejaVu: Latin, Greek, Cyrillic, not CJK), so
-# without one installed (fonts-noto-cjk) such a label says what it could not draw (see _font_for).
+# without one installed (fonts-noto-cjk) such a label says what it could not draw (see _font_for; the charts of
+# adapt.evaluate likewise).
 _WIDE_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN",
                "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "Microsoft YaHei", "SimHei",
                "PingFang SC", "Hiragino Sans GB", "Arial Unicode MS")
@@ -282,12 +285,32 @@ def _charmap(path: str) -> frozenset[int]:
 
 
 @lru_cache(maxsize=1)
-def _wide_font_files() -> tuple[str, ...]:
-    """The installed :data:`_WIDE_FONTS` matplotlib's font list knows, preferred first (looked up once)."""
+def wide_fonts() -> tuple[tuple[str, str], ...]:
+    """``(family, file)`` of each installed :data:`_WIDE_FONTS` matplotlib's font list knows, preferred first (looked
+    up once): the labels drawn on images and the charts (``adapt.evaluate``) take characters DejaVu lacks from them."""
     from matplotlib import font_manager
 
     found = {f.name: f.fname for f in font_manager.fontManager.ttflist if f.name in _WIDE_FONTS}
-    return tuple(found[name] for name in _WIDE_FONTS if name in found)
+    return tuple((name, found[name]) for name in _WIDE_FONTS if name in found)
+
+
+def _wide_font_files() -> tuple[str, ...]:
+    return tuple(path for _, path in wide_fonts())
+
+
+def unfontable(text: str, font_file: str | None = None) -> str:
+    """The printable characters of `text` (each once, in order) that neither `font_file` (default: the labels'
+    DejaVu Sans Bold) nor any installed wide font has: they would draw as empty boxes. "" where `font_file`'s
+    character map cannot be read (nothing to check against)."""
+    primary = _charmap(font_file or _dejavu_file())
+    if not primary:
+        return ""
+    missing = [ch for ch in dict.fromkeys(text) if ch.isprintable() and not ch.isspace() and ord(ch) not in primary]
+    for path in _wide_font_files():
+        if not missing:
+            break
+        missing = [ch for ch in missing if ord(ch) not in _charmap(path)]
+    return "".join(missing)
 
 
 def _font_for(text: str, size: int):
