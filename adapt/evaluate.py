@@ -667,19 +667,22 @@ def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], valu
           run_labels: Mapping[str, str]) -> None:
     names = list(runs)
     width = 0.8 / max(1, len(names))
-    top = 1.0
+    top, bottom = 1.0, 0.0
     for k, n in enumerate(names):
         vals = [value_of(runs[n], key) for key in keys]
-        top = max([top] + [v for v in vals if v is not None and math.isfinite(v)])
+        finite = [v for v in vals if v is not None and math.isfinite(v)]
+        top, bottom = max([top, *finite]), min([bottom, *finite])
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(labels))]
         heights = [v if v is not None else 0.0 for v in vals]
         bars = ax.bar(xs, heights, width * 0.95, label=run_labels[n])
-        for b, v in zip(bars, vals):
-            ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, b.get_height()), ha="center", va="bottom", fontsize=7)
+        for b, v, h in zip(bars, vals, heights):
+            ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, h), ha="center", va="top" if h < 0 else "bottom",
+                        fontsize=7)
     crowded = len(labels) > 3
     ax.set_xticks(range(len(labels)), labels, rotation=35 if crowded else 0, ha="right" if crowded else "center",
                   rotation_mode="anchor" if crowded else "default")
-    ax.set_ylim(0, 1.22 * top)  # a registered task's main metric may exceed 1: its bars must not run off the top
+    # a registered task's main metric may exceed 1 or be negative (a correlation): its bars must stay on the chart
+    ax.set_ylim(1.22 * bottom, 1.22 * top)
     ax.set_ylabel("main metric")
     ax.set_title(title)
 

@@ -158,3 +158,20 @@ def test_eval_md_gives_no_delta_between_runs_that_scored_different_samples(tmp_p
     assert "| other | domain | 4 | 1.000 | 1.000 | +0.000 |" in md
     assert "| domain | 14/10 | 0.643 | 0.900 | — |" in md and "**adapted vs base:**" not in md
     assert "| main | 0.500 | 0.833 | — |" in md
+
+
+def test_comparison_axis_holds_a_negative_main_metric(tmp_path, monkeypatch):
+    """The y axis started at 0: a registered task's negative main metric (a correlation of -0.4) drew no bar and no
+    value, the same as a metric not computed."""
+    runs, kinds = _runs()
+    for r, value in zip(runs.values(), (-0.4, 0.3)):
+        r["sources"]["vqa_rad"]["main"] = value
+    fig = _drawn_figure(monkeypatch, lambda: plot_comparison(runs, kinds, tmp_path / "comparison.png"))
+    ax_s = fig.axes[1]
+    assert ax_s.get_ylim()[0] < -0.4 and ax_s.get_ylim()[1] > 1.0
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    box = ax_s.get_window_extent(renderer)
+    (label,) = [t for t in ax_s.texts if t.get_text() == "-0.400"]
+    extent = label.get_window_extent(renderer)
+    assert label.get_visible() and box.y0 <= extent.y0 and extent.y1 <= box.y1
