@@ -212,11 +212,11 @@ def parse_ref_boxes(text: str, width: float | None = None, height: float | None 
         body = m.group(2) if m.group(1) is not None else m.group(3)
         boxes: list = []
         for bm in _ONE_BOX.finditer(body or ""):
-            vals = [float(v) if "." in v else int(v) for v in bm.groups()]
-            if width is None:
-                boxes.append(vals)
-                continue
-            try:
+            try:  # int() refuses over 4300 digits: a runaway answer's number is one more malformed box
+                vals = [float(v) if "." in v else int(v) for v in bm.groups()]
+                if width is None:
+                    boxes.append(vals)
+                    continue
                 box = from_grid(vals, width, height)
             except ValueError:
                 continue

@@ -192,3 +192,16 @@ def test_to_grid_keeps_a_thin_box_one_step_wide():
     assert to_grid((0, 0, 0.1, 5), 4000, 1000) == [0, 0, 1, 5]
     assert to_grid((1001.5, 0, 1001.6, 5), 4000, 1000) == [250, 0, 251, 5]  # centre right of 250: step right
     assert to_grid((998.5, 0, 998.6, 5), 4000, 1000) == [249, 0, 250, 5]  # centre left of 250: step left
+
+
+def test_a_box_with_a_runaway_number_is_skipped_like_any_malformed_box():
+    """A model answer with a 5000-digit coordinate raised int()'s "Exceeds the limit (4300 digits)" out of
+    draw_ref_boxes, so the demo drew none of the answer's boxes."""
+    from PIL import Image
+
+    from domains.boxes import PALETTE, draw_ref_boxes
+
+    answer = "<ref>a</ref><box>[[" + "9" * 5000 + ", 0, 10, 10], [100, 200, 500, 800]]</box>"
+    assert [len(boxes) for _, boxes in parse_ref_boxes(answer)] == [1]
+    assert [len(boxes) for _, boxes in parse_ref_boxes(answer, 200, 100)] == [1]
+    assert draw_ref_boxes(Image.new("RGB", (200, 100)), answer).getpixel((20, 50)) == PALETTE[0]
