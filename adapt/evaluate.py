@@ -664,8 +664,10 @@ BAR_INCHES = 0.45  # room for one bar and its 3-decimal value label (fontsize 7)
 
 
 def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], value_of, title: str,
-          run_labels: Mapping[str, str]) -> None:
+          run_labels: Mapping[str, str]) -> list:
+    """Each run's bars of `keys` on `ax`; returns their containers, for the legend."""
     names = list(runs)
+    containers = []
     width = 0.8 / max(1, len(names))
     top, bottom = 1.0, 0.0
     for k, n in enumerate(names):
@@ -675,6 +677,7 @@ def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], valu
         xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(labels))]
         heights = [v if v is not None else 0.0 for v in vals]
         bars = ax.bar(xs, heights, width * 0.95, label=run_labels[n])
+        containers.append(bars)
         for b, v, h in zip(bars, vals, heights):
             ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, h), ha="center", va="top" if h < 0 else "bottom",
                         fontsize=7)
@@ -685,6 +688,7 @@ def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], valu
     ax.set_ylim(1.22 * bottom, 1.22 * top)
     ax.set_ylabel("main metric")
     ax.set_title(title)
+    return containers
 
 
 def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, png_path: str | os.PathLike) -> Path:
@@ -705,15 +709,16 @@ def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, p
         fig, (ax_g, ax_s) = _figure(max(9.0, sum(widths) + 1.0), 4.6, ncols=2, width_ratios=widths)
         group_main = lambda r, g: r.get("groups", {}).get(g, {}).get("main")  # noqa: E731
         group_n = [_ns([r.get("groups", {}).get(g) for r in runs.values()]) for g in groups]
-        _bars(ax_g, groups, [f"{g}\nn = {n}" for g, n in zip(groups, group_n)], runs, group_main,
-              "domain gain / general retention", drawn["runs"])
+        handles = _bars(ax_g, groups, [f"{g}\nn = {n}" for g, n in zip(groups, group_n)], runs, group_main,
+                        "domain gain / general retention", drawn["runs"])
         labels = [f"{_short(drawn['sources'][s])}\n{_kind_of(s, runs, kinds)}, "
                   f"n = {_ns([r.get('sources', {}).get(s) for r in runs.values()])}" for s in sources]
         _bars(ax_s, sources, labels, runs, lambda r, s: r.get("sources", {}).get(s, {}).get("main"), "per source",
               drawn["runs"])
         # one legend for both panels, above them: inside a panel it covered the value labels of bars near 1.0
-        handles, names = ax_g.get_legend_handles_labels()
-        fig.legend(handles, names, fontsize=8, loc="outside upper center", ncols=bars, frameon=False)
+        # the handles themselves: get_legend_handles_labels() leaves out a label starting with "_" (--model _b=DIR)
+        fig.legend(handles, [drawn["runs"][n] for n in runs], fontsize=8, loc="outside upper center", ncols=bars,
+                   frameon=False)
         fig.savefig(png_path)
     return png_path
 

@@ -175,3 +175,12 @@ def test_comparison_axis_holds_a_negative_main_metric(tmp_path, monkeypatch):
     (label,) = [t for t in ax_s.texts if t.get_text() == "-0.400"]
     extent = label.get_window_extent(renderer)
     assert label.get_visible() and box.y0 <= extent.y0 and extent.y1 <= box.y1
+
+
+def test_comparison_legend_names_a_run_whose_label_starts_with_an_underscore(tmp_path, monkeypatch):
+    """matplotlib leaves a "_…" label out of an automatic legend: `adapt eval --model _ft=DIR` drew that run's bars
+    with no legend entry to say whose they were."""
+    runs, kinds = _runs()
+    runs = {"base": runs["base"], "_ft": runs["adapted"]}
+    fig = _drawn_figure(monkeypatch, lambda: plot_comparison(runs, kinds, tmp_path / "comparison.png"))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "_ft"]
