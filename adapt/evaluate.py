@@ -202,6 +202,12 @@ def predict(
                 except ValueError as exc:  # the record's reference or meta does not fit its task's scorer
                     skipped.append((k, Skipped(record.source, record.line, str(exc), UNSCORABLE)))
                     continue
+                # a NaN made its source's mean NaN, reported as "—" (not computed), and eval.json invalid JSON
+                bad = [f"{name} = {value}" for name, value in scores.items() if not math.isfinite(value)]
+                if bad:
+                    skipped.append((k, Skipped(record.source, record.line, f"the {infer_task(record)!r} scorer gave "
+                                               f"{', '.join(bad)}: a score must be a finite number", UNSCORABLE)))
+                    continue
                 results[k] = Prediction(
                     source=record.source,
                     line=record.line,
