@@ -3,7 +3,7 @@
     preds = predict(vlm, processor, records)                    # greedy, batched, left padded
     runs = {"base": summarize(base_preds, kinds), "adapted": summarize(preds, kinds)}
     write_report(out_dir, runs, kinds)                          # eval.json + eval.md (with deltas)
-    plot_comparison(runs, kinds, out_dir / "eval.png")
+    plot_comparison(runs, kinds, out_dir / "comparison.png")
 
 **Main metric.** Each task has one (accuracy for mc/classification, acc@0.5 for grounding, token_f1
 for short answers; registered tasks name theirs, see `adapt.metrics`). A source's main metric is the
