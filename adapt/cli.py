@@ -1069,6 +1069,10 @@ def _eval(args) -> int:
         label, source = item.split("=", 1) if "=" in item else (Path(item).name, item)
         if not label.strip() or not source.strip():
             raise CliError(f"--model {item!r}: give LABEL=SOURCE (e.g. adapted=runs/x/final) or a SOURCE")
+        if label in (".", "..") or any(c in label for c in "/\\") or not label.isprintable():
+            # the label names files and folders under --out (predictions_<label>.jsonl, <runtime>/<label>)
+            raise CliError(f"--model {item!r}: a label names files under --out, so it cannot be '.', '..' or hold "
+                           "a slash or control character; give one, e.g. --model adapted=DIR")
         if label in models:
             raise CliError(f"--model {item!r}: label {label!r} is used twice; give each model its own, "
                            "e.g. --model a=DIR1 --model b=DIR2")
