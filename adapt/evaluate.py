@@ -266,6 +266,10 @@ def _aggregate(task: str, preds: list[Prediction], context: Mapping[str, Any]
     notes = [str(n) for n in out.pop("notes", []) or []]
     protocols = check_protocols(out.pop("protocols", None) or {}, f"protocols returned by the {task} aggregate")
     values = {k: (None if v is None else float(v)) for k, v in out.items()}
+    for name, value in values.items():  # a NaN would be a mean of NaN and invalid JSON in eval.json
+        if value is not None and not math.isfinite(value):
+            values[name] = None
+            notes.append(f"{task}: the corpus score {name} came out {value} and is left as not computed")
     main = None
     for name in (getattr(fn, "main_metric", None), getattr(fn, "fallback_main_metric", None)):
         if name is not None and values.get(name) is not None:

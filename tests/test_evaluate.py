@@ -185,6 +185,29 @@ def test_group_mean_leaving_out_a_source_says_so_and_gives_no_gain(tmp_path):
     assert "**adapted vs base:**" not in md  # no gain quoted over different samples
 
 
+def test_a_non_finite_corpus_score_is_not_computed_never_nan():
+    """An aggregate's NaN (a 0/0 over a corpus) made the source's and group's means NaN and eval.json invalid JSON."""
+    import json
+
+    from adapt.metrics import register_task, unregister_task
+
+    def corpus(preds, context):
+        return {"corpus": float("nan"), "recall": float("inf")}
+
+    corpus.main_metric = "corpus"
+    register_task("nan_corpus_task", lambda pred, rec, ref: {"hit": 1.0}, aggregate=corpus)
+    try:
+        summary = summarize([P("drive", "nan_corpus_task", {"hit": 1.0}), P("drive", "mc", {"accuracy": 1.0})],
+                            {"drive": "domain"})
+    finally:
+        unregister_task("nan_corpus_task")
+    source = summary["sources"]["drive"]
+    assert source["metrics"]["nan_corpus_task/corpus"] is None and source["metrics"]["nan_corpus_task/recall"] is None
+    assert source["main"] == 1.0 and summary["groups"]["domain"]["main"] == 1.0
+    assert any("corpus score corpus came out nan" in n for n in source["notes"])
+    json.dumps(summary, allow_nan=False)
+
+
 def test_runtime_runs_are_compared_with_the_base_of_their_variant(runs, tmp_path):
     """adapt eval --runtime onnx labels its runs base-fp32 / adapted-fp32: with no run called "base" the report
     had no delta column at all, so an export's domain gain and general retention went unreported."""
