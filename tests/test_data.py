@@ -536,7 +536,7 @@ def test_a_ratio_0_domain_source_adds_nothing_to_the_epoch():
                        "g": "general"}, general_ratio=0.2, ratios={"a": 1, "b": 1, "off": 0})
     assert len(plan) == 150 and plan.counts() == {"a": 60, "b": 60, "off": 0, "g": 30}
     assert plan.warnings() == []
-    with pytest.raises(ValueError, match="no domain source with records and ratio > 0"):
+    with pytest.raises(ValueError, match=r"every domain source has ratio 0 \(off\)"):
         MixturePlan({"off": 20}, {"off": "domain"}, general_ratio=0.0, ratios={"off": 0})
 
 

@@ -97,8 +97,7 @@ class MixturePlan:
         n_domain = round(sum(self.effective[k] for k in domain if self.ratios.get(k, 1.0) > 0))
         if epoch_size is None:
             if n_domain == 0:
-                raise DataError("no domain records to build an epoch from (no domain source with records and "
-                                "ratio > 0); give epoch_size or a domain source")
+                raise DataError(self._no_domain_message(domain))
             epoch_size = round(n_domain / (1 - self.general_ratio))
             if self.general_ratio > 0 and epoch_size == n_domain:  # rounding left no general sample: keep one
                 epoch_size += 1
@@ -108,6 +107,8 @@ class MixturePlan:
             if self.general_ratio > 0 and epoch_size >= 2:  # rounding must not drop a whole group: keep one of each
                 general_target = min(max(general_target, 1), epoch_size - 1)
             domain_target = epoch_size - general_target
+            if domain_target and n_domain == 0:  # named here: _allocate would blame "no records" for ratio 0
+                raise DataError(self._no_domain_message(domain, epoch_size, domain_target))
         general_target = epoch_size - domain_target
 
         self._counts: dict[str, int] = {k: 0 for k in self.names}
@@ -116,6 +117,24 @@ class MixturePlan:
         if general_target:
             self._counts.update(self._allocate(general, general_target, "general"))
         self.epoch_size = epoch_size
+
+    def _no_domain_message(self, domain: list[str], epoch_size: int | None = None, wanted: int = 0) -> str:
+        """Why none of the ``wanted`` domain samples of an ``epoch_size`` epoch (None: not given, the domain records
+        size it) can be drawn, naming the recipe keys to change."""
+        what = ("without mixing.epoch_size an epoch is sized by its domain records" if epoch_size is None else
+                f"mixing.epoch_size {epoch_size} with mixing.general_ratio {self.general_ratio:g} wants {wanted} "
+                "domain samples per epoch")
+        if not domain:
+            why = "no data.sources entry has kind: domain"
+            fix = "add the field's data as a source with kind: domain"
+        elif all(self.ratios.get(k, 1.0) == 0 for k in domain):
+            why = f"every domain source has ratio 0 ({', '.join(domain)})"
+            fix = ("give at least one of them data.sources[].ratio > 0 (or leave ratio out on all of them to share "
+                   "by size)")
+        else:
+            why = f"no domain source with ratio > 0 has records ({', '.join(domain)})"
+            fix = "fill their annotation files, or see why their records were skipped (skips.md)"
+        return f"{what}, but {why}; {fix}"
 
     def _allocate(self, names: list[str], target: int, kind: str) -> dict[str, int]:
         """Largest-remainder shares of ``target`` by ratio (if any given) or effective size."""
