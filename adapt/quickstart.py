@@ -14,14 +14,17 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import yaml
+
 from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
 from model.progress import Progress
 from model.resources import templates_dir
+from model.yaml_io import load_yaml
 
 from .checkpointing import not_run_outputs
 from .evaluate import plot_comparison, write_report
-from .recipe import _parse_key, load_recipe, load_yaml_value
+from .recipe import _parse_key, _read_text, load_recipe, load_yaml_value
 from .run_eval import eval_kinds, evaluate_model
 from .train import train
 
@@ -91,9 +94,28 @@ DATA_FOLDERS = {
 DATA_STAMP = ".quickstart-data.json"  # in out_dir: the folders earlier quick starts wrote there
 
 
+def _recipe_values(path: Path) -> str | None:
+    """The values of the recipe at `path` in a canonical form (keys sorted, comments and layout dropped, 1 and 1.0
+    told apart), None where it cannot be read as a small YAML mapping (so it counts as edited)."""
+    try:
+        document, _ = load_yaml(_read_text(path, str(path), "recipe"), str(path))
+        return json.dumps(document, sort_keys=True, default=repr)
+    except (OSError, ValueError, TypeError, yaml.YAMLError):  # RecipeError, YAMLContentError: ValueErrors
+        return None
+
+
+def _same_recipe(recipe_path: Path, template: Path) -> bool:
+    """Whether `recipe_path` holds the template's values: a copy of an older version of the template, whose
+    comments or key order differ, is the same recipe; a changed value is an edit."""
+    if recipe_path.read_bytes() == template.read_bytes():
+        return True
+    values = _recipe_values(recipe_path)
+    return values is not None and values == _recipe_values(template)
+
+
 def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
     """QuickstartError when starting over would replace an edited recipe or empty a folder of other files."""
-    if recipe_path.is_file() and recipe_path.read_bytes() != template.read_bytes():
+    if recipe_path.is_file() and not _same_recipe(recipe_path, template):
         raise QuickstartError(f"{recipe_path} differs from the {template.stem} template (edited?); a quick start "
                               f"would replace it: train it with `adapt train {recipe_path}`, move it, or pass --force")
     others = not_run_outputs(run_dir)
@@ -160,8 +182,9 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
 
     A quick start starts over: it writes the template as ``out_dir/<template>.yaml``, its synthetic data over the
     folders :data:`DATA_FOLDERS` names and empties ``out_dir/train``. Without `force` it refuses (before writing
-    anything) to replace a recipe there that differs from the template (an edited one), data folders an earlier quick
-    start did not write, or a ``train`` folder that ``adapt train`` did not make."""
+    anything) to replace a recipe there whose values differ from the template's (an edited one; comments and key
+    order do not count), data folders an earlier quick start did not write, or a ``train`` folder that ``adapt
+    train`` did not make."""
     if field not in FIELDS:
         raise ValueError(f"unknown quick-start field {field!r}; known: {', '.join(FIELDS)}")
     started = time.perf_counter()
