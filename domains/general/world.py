@@ -35,12 +35,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from domains.base import DomainError
+from domains.files import atomic_write
 from model.progress import Progress, progress_bar
 
 __all__ = [
@@ -672,20 +673,22 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, \
             progress_bar(total=total, desc=desc, unit="image", progress=progress) as bar:
         for split, samples in splits.items():
-            lines = []
-            for sample in samples:
-                bar.update()
-                rel = sample.record["image"]
-                pending.append(pool.submit(_save_png, sample.image, out_dir / rel))
-                while len(pending) > 64:
+            def write_split(f: IO[str], samples: Iterator[Sample] = samples) -> None:
+                for sample in samples:  # one line at a time: a large set never sits in memory
+                    bar.update()
+                    rel = sample.record["image"]
+                    pending.append(pool.submit(_save_png, sample.image, out_dir / rel))
+                    while len(pending) > 64:
+                        pending.popleft().result()
+                    written.add(Path(rel).name)
+                    f.write(json.dumps(sample.record, ensure_ascii=False) + "\n")
+                while pending:  # the file appears only once every image it names is on disk
                     pending.popleft().result()
-                written.add(Path(rel).name)
-                lines.append(json.dumps(sample.record, ensure_ascii=False))
+
+            # through a temporary file: a failure half-way leaves the earlier file (or none), never half a split
             path = out_dir / f"{split}.jsonl"
-            path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+            atomic_write(path, write_split, binary=False)
             result[split] = path
-        while pending:
-            pending.popleft().result()
     for stale in images.iterdir():  # images of an earlier, larger call would otherwise linger
         if _IMAGE_NAME.match(stale.name) and stale.name not in written:
             stale.unlink()

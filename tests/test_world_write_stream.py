@@ -1,0 +1,39 @@
+"""The synthetic general / land-cover sets stream each split to a temporary file and rename it when complete."""
+
+from pathlib import Path
+
+import pytest
+
+from domains.general.world import _write, general_samples
+
+
+def test_a_split_is_streamed_to_a_temporary_file_and_appears_whole(tmp_path):
+    # the whole JSONL was built in memory, then written: a large set held every line at once
+    seen_parts = []
+
+    def watched():
+        for i, sample in enumerate(general_samples("train", 6, image_size=32)):
+            if i == 5:
+                seen_parts.extend(p.name for p in tmp_path.glob(".train.jsonl.*.part"))
+                assert not (tmp_path / "train.jsonl").exists()
+            yield sample
+
+    result = _write(tmp_path, {"train": watched()}, progress=False)
+    assert seen_parts, "no temporary file while the split was being written"
+    lines = Path(result["train"]).read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 6 and not list(tmp_path.glob(".*.part"))
+    assert all((tmp_path / "images" / f"train_{i:05d}.png").is_file() for i in range(6))
+
+
+def test_a_failure_half_way_leaves_the_earlier_file_and_no_half_file(tmp_path):
+    _write(tmp_path, {"train": general_samples("train", 3, image_size=32)}, progress=False)
+    before = (tmp_path / "train.jsonl").read_bytes()
+
+    def failing():
+        yield from general_samples("train", 4, seed=5, image_size=32)
+        raise RuntimeError("generator failed")
+
+    with pytest.raises(RuntimeError, match="generator failed"):
+        _write(tmp_path, {"train": failing()}, progress=False)
+    assert (tmp_path / "train.jsonl").read_bytes() == before
+    assert not list(tmp_path.glob(".*.part"))
