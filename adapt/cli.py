@@ -968,7 +968,9 @@ def _recipe_verbs(verbs) -> None:
     validate = verbs.add_parser(
         "validate", help="check a recipe and print it resolved (absolute paths, every default filled in; null = "
                          "the model's own, e.g. tiling)",
-        description="Check a recipe and print it resolved. Exit status 1 (with the reason) when it is not valid.")
+        description="Check a recipe and print it resolved. Exit status 1 (with the reason) when it is not valid. "
+                    "On stderr: notes, and the mixing plan adapt train would draw from the sources' records (samples "
+                    "per source per epoch, general share achieved), made without loading the model.")
     validate.add_argument("recipe", type=_path, help=_RECIPE_HELP)
     validate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=_OVERRIDES_HELP)
     validate.set_defaults(handler=_validate)
@@ -1138,9 +1140,44 @@ def _validate(args) -> int:
     print(recipe.to_yaml(), end="")
     for note in recipe_warnings(recipe):
         print(f"note: {note}", file=sys.stderr)
-    kind = "distillation recipe (adapt distill)" if type(recipe).__name__ == "DistillRecipe" else "recipe"
+    distill = type(recipe).__name__ == "DistillRecipe"
+    _print_mixing_plan(recipe, distill)
+    kind = "distillation recipe (adapt distill)" if distill else "recipe"
     print(f"{args.recipe}: valid {kind} {recipe.name!r}", file=sys.stderr)
     return 0
+
+
+def _print_mixing_plan(recipe, distill: bool) -> None:
+    """To stderr (stdout is the resolved YAML): the samples per source per epoch that `adapt train` would draw, made
+    by the same `MixturePlan` from the records the sources hold, read as training reads them but without the model,
+    so not yet measured against max_seq_length; a source that cannot be read or planned is a note instead."""
+    from .data.mixture import MixturePlan, source_specs
+    from .data.samples import DataError, SkipLog, read_source
+
+    if not recipe.data.sources:
+        return
+    skips = SkipLog()
+    try:
+        specs = source_specs(recipe.data.sources)
+        records = {spec.name: read_source(spec, skips) for spec in specs}
+        if distill:  # as adapt distill plans: a record without an image has nothing to distil
+            records = {name: [r for r in rs if r.images] for name, rs in records.items()}
+        plan = MixturePlan.from_sources(specs, records, recipe.mixing.general_ratio, recipe.mixing.epoch_size,
+                                        recipe.mixing.seed)
+    except (DataError, OSError) as exc:  # MissingDataError is an OSError
+        print(f"note: no mixing plan: {exc}", file=sys.stderr)
+        return
+    print(plan.describe(), file=sys.stderr)
+    verb = "distill" if distill else "train"
+    if len(skips):
+        print(f"note: reading skipped {len(skips)} record(s) (the plan counts the rest); adapt {verb} lists them "
+              "in skips.md of its output dir", file=sys.stderr)
+        try:
+            skips.check({name: len(rs) for name, rs in records.items()}, recipe.data.max_bad_fraction)
+        except DataError as exc:
+            print(f"note: adapt {verb} would stop: {exc}", file=sys.stderr)
+    print(f"note: the plan counts every record read; adapt {verb} also drops those longer than "
+          "training.max_seq_length (measured with the model's processor), so its counts may be lower", file=sys.stderr)
 
 
 def _recipes(args) -> int:

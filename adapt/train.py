@@ -59,8 +59,8 @@ from .checkpointing import (
 )
 from .data.augment import build_augment
 from .data.dataset import SupervisedDataset, collate
-from .data.mixture import MixturePlan, epoch_order_refusal
-from .data.samples import DataQualityError, MissingDataError, SkipLog, SourceSpec, expand_sources, measure, read_source
+from .data.mixture import MixturePlan, epoch_order_refusal, source_specs
+from .data.samples import DataQualityError, MissingDataError, SkipLog, SourceSpec, measure, read_source
 from .parts import PartSetting, apply_parts, base_model, is_peft_model, merge_lora, parameter_groups, trainable_summary
 from .recipe import Recipe, resolve_deepspeed_config
 from .schedule import make_scheduler, warmup_steps
@@ -135,16 +135,6 @@ def part_settings(recipe: Recipe) -> dict[str, PartSetting]:
         targets = tuple(p.lora.targets) if p.lora.targets else None
         out[part] = PartSetting(p.mode, p.lr, p.lora.r, p.lora.alpha, p.lora.dropout, targets)
     return out
-
-
-def source_specs(sources, held_out: bool = False) -> list[SourceSpec]:
-    """The recipe's sources as `SourceSpec`s, meta files expanded. ``held_out`` (``data.eval_sources``): every record
-    is read, so ``ratio``, ``repeat`` and a meta entry's ``repeat_time`` are not applied."""
-    return expand_sources([
-        SourceSpec(s.name, Path(s.path), Path(s.root) if s.root else None, s.kind,
-                   None if held_out else s.ratio, None if held_out else s.repeat, s.max_tiles)
-        for s in sources
-    ], repeats=not held_out)
 
 
 def load_records(specs: list[SourceSpec], processor, max_seq_length: int, skips: SkipLog, tiling) -> dict[str, list]:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .samples import DataError
+from .samples import DataError, SourceSpec, expand_sources
 
-__all__ = ["MixturePlan"]
+__all__ = ["MixturePlan", "source_specs"]
 
 _KINDS = ("domain", "general")
 RATIO_TOLERANCE = 0.05  # `warnings` names an epoch whose general share misses general_ratio by more than this
@@ -199,8 +199,10 @@ class MixturePlan:
 
     def describe(self) -> str:
         """Markdown table: source | kind | records | repeat | per-epoch samples | share."""
+        general = sum(c for k, c in self._counts.items() if self.kinds[k] == "general")
         lines = [
-            f"Mixture: {self.epoch_size} samples per epoch, general_ratio {self.general_ratio:g}",
+            f"Mixture: {self.epoch_size} samples per epoch, general_ratio {self.general_ratio:g} "
+            f"(achieved: {general} general samples, {general / self.epoch_size:.1%})",
             "",
             "| source | kind | records | repeat | per-epoch samples | share |",
             "|---|---|---:|---:|---:|---:|",
@@ -256,6 +258,16 @@ class MixturePlan:
             epoch_size=epoch_size,
             seed=seed,
         )
+
+
+def source_specs(sources: Sequence, held_out: bool = False) -> list[SourceSpec]:
+    """The recipe's sources as `SourceSpec`s, meta files expanded. ``held_out`` (``data.eval_sources``): every record
+    is read, so ``ratio``, ``repeat`` and a meta entry's ``repeat_time`` are not applied."""
+    return expand_sources([
+        SourceSpec(s.name, Path(s.path), Path(s.root) if s.root else None, s.kind,
+                   None if held_out else s.ratio, None if held_out else s.repeat, s.max_tiles)
+        for s in sources
+    ], repeats=not held_out)
 
 
 def _remainder_stream(n: int, r: int, epoch: int, key: list[int]) -> np.ndarray:
