@@ -667,6 +667,8 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
     images.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()
     result: dict[str, Path] = {}
+    for split in splits:  # its images are about to be redrawn: an earlier index left by a failure would mislabel them
+        (out_dir / f"{split}.jsonl").unlink(missing_ok=True)
     # PNG encoding releases the GIL: encode on worker threads while the main thread draws the next samples.
     # Every file's bytes depend only on its own pixels, so the order of completion does not matter.
     pending: deque[Future] = deque()
@@ -685,7 +687,7 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
                 while pending:  # the file appears only once every image it names is on disk
                     pending.popleft().result()
 
-            # through a temporary file: a failure half-way leaves the earlier file (or none), never half a split
+            # through a temporary file: a failure half-way leaves no file, never half a split
             path = out_dir / f"{split}.jsonl"
             atomic_write(path, write_split, binary=False)
             result[split] = path
