@@ -37,3 +37,14 @@ def test_a_failure_half_way_leaves_no_index_of_redrawn_images(tmp_path):
         _write(tmp_path, {"train": failing()}, progress=False)
     assert not (tmp_path / "train.jsonl").exists()
     assert not list(tmp_path.glob(".*.part"))
+
+
+def test_a_set_too_large_for_the_disk_names_the_output_folder_not_the_staging_folder(tmp_path, capsys):
+    # adapt synthesize generates into OUT/.synthesize-xxxx, and the message named that hidden, removed folder
+    from adapt.cli import main
+
+    out = tmp_path / "out"
+    assert main(["synthesize", "general", "--out", str(out), "--option", "n_train=100000000000", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"free on the disk of {out};" in err and ".synthesize-" not in err
+    assert not out.exists()  # nothing left behind

@@ -750,8 +750,10 @@ def _check_disk(out_dir: Path, n_train: int, n_test: int, image_size: int) -> No
     where = next((p for p in (Path(out_dir), *Path(out_dir).parents) if p.exists()), Path("."))
     free = shutil.disk_usage(where).free
     if need > free:
+        # named above any hidden folder: `adapt synthesize` generates into a .synthesize-* staging folder of --out
+        shown = next((p for p in (where, *where.parents) if not p.name.startswith(".")), where)
         raise DomainError(f"n_train + n_test = {n:,} images of {image_size} px need about {need / 2**30:.1f} GiB, "
-                          f"more than the {free / 2**20:.0f} MiB free at {where}; ask for fewer images")
+                          f"more than the {free / 2**20:.0f} MiB free on the disk of {shown}; ask for fewer images")
 
 
 def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0,
