@@ -1151,7 +1151,7 @@ def _print_mixing_plan(recipe, distill: bool) -> None:
     """To stderr (stdout is the resolved YAML): the samples per source per epoch that `adapt train` would draw, made
     by the same `MixturePlan` from the records the sources hold, read as training reads them but without the model,
     so not yet measured against max_seq_length; a source that cannot be read or planned is a note instead."""
-    from .data.mixture import MixturePlan, source_specs
+    from .data.mixture import MixturePlan, epoch_order_refusal, source_specs
     from .data.samples import DataError, SkipLog, read_source
 
     if not recipe.data.sources:
@@ -1169,6 +1169,10 @@ def _print_mixing_plan(recipe, distill: bool) -> None:
         return
     print(plan.describe(), file=sys.stderr)
     verb = "distill" if distill else "train"
+    if recipe.mixing.epoch_size is None:  # a given one is checked with the recipe's notes; this one the records size
+        refusal = epoch_order_refusal(len(plan), 1 + recipe.training.num_workers)
+        if refusal:
+            print(f"note: on this machine adapt {verb} would stop: {refusal}", file=sys.stderr)
     if len(skips):
         print(f"note: reading skipped {len(skips)} record(s) (the plan counts the rest); adapt {verb} lists them "
               "in skips.md of its output dir", file=sys.stderr)

@@ -59,3 +59,13 @@ def test_validate_notes_why_there_is_no_plan(run, capsys):
     err = capsys.readouterr().err
     assert "note: no mixing plan: mixing.epoch_size 10 with mixing.general_ratio 0.3 wants 7 domain samples" in err
     assert "no domain source with ratio > 0 has records (landcover)" in err
+
+
+def test_validate_notes_an_epoch_sized_by_the_records_that_memory_cannot_hold(run, capsys, monkeypatch):
+    # adapt train refuses such an epoch after loading the model; validate only checked a given mixing.epoch_size
+    import adapt.data.mixture as mixture
+
+    monkeypatch.setattr(mixture, "_available_memory", lambda: 1000)
+    assert main(["validate", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "adapt train would stop: an epoch of 43 samples" in err and "| landcover | domain | 30 |" in err
