@@ -1148,9 +1148,9 @@ def _validate(args) -> int:
 
 
 def _print_mixing_plan(recipe, distill: bool) -> None:
-    """To stderr (stdout is the resolved YAML): the samples per source per epoch that `adapt train` would draw, made
-    by the same `MixturePlan` from the records the sources hold, read as training reads them but without the model,
-    so not yet measured against max_seq_length; a source that cannot be read or planned is a note instead."""
+    """To stderr (stdout is the resolved YAML): the samples per source per epoch that `adapt train` (`distill`) would
+    draw, made by the same `MixturePlan` from the records the sources hold, read as training reads them but without
+    the model, so not yet measured against max_seq_length; a source that cannot be read or planned is a note."""
     from .data.mixture import MixturePlan, epoch_order_refusal, source_specs
     from .data.samples import DataError, SkipLog, read_source
 
@@ -1180,8 +1180,10 @@ def _print_mixing_plan(recipe, distill: bool) -> None:
             skips.check({name: len(rs) for name, rs in records.items()}, recipe.data.max_bad_fraction)
         except DataError as exc:
             print(f"note: adapt {verb} would stop: {exc}", file=sys.stderr)
-    print(f"note: the plan counts every record read; adapt {verb} also drops those longer than "
-          "training.max_seq_length (measured with the model's processor), so its counts may be lower", file=sys.stderr)
+    if not distill:  # adapt distill plans from the records read, as here
+        print("note: the plan counts every record read; adapt train also drops those longer than "
+              "training.max_seq_length (measured with the model's processor), so its counts may be lower",
+              file=sys.stderr)
 
 
 def _recipes(args) -> int:

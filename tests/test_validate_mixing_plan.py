@@ -69,3 +69,12 @@ def test_validate_notes_an_epoch_sized_by_the_records_that_memory_cannot_hold(ru
     assert main(["validate", str(run)]) == 0
     err = capsys.readouterr().err
     assert "adapt train would stop: an epoch of 43 samples" in err and "| landcover | domain | 30 |" in err
+
+
+def test_a_distillation_recipe_gets_its_plan_without_the_max_seq_length_caveat(run, capsys):
+    # adapt distill plans from the records read (no token measuring): the train-only caveat misled there
+    assert main(["init", "distill_pocket-tiny", str(run.parent)]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(run.parent / "distill_pocket-tiny.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "| landcover | domain | 30 |" in err and "max_seq_length" not in err
