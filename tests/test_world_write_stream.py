@@ -48,3 +48,12 @@ def test_a_set_too_large_for_the_disk_names_the_output_folder_not_the_staging_fo
     err = capsys.readouterr().err
     assert f"free on the disk of {out};" in err and ".synthesize-" not in err
     assert not out.exists()  # nothing left behind
+
+
+@pytest.mark.parametrize("name", ["general_samples", "landcover_samples"])
+def test_an_unknown_split_is_named(name):
+    import domains.general.world as world
+    from domains.base import DomainError
+
+    with pytest.raises(DomainError, match="split must be one of 'train', 'test', got 'val'"):
+        next(getattr(world, name)("val", 1))

@@ -166,6 +166,8 @@ class _Plan:
     """
 
     def __init__(self, domain: str, seed: int, split: str):
+        if split not in _SPLIT_CODE:  # a KeyError from the seed table said nothing of the argument
+            raise DomainError(f"split must be one of {', '.join(map(repr, _SPLIT_CODE))}, got {split!r}")
         self.key = (domain, seed, split)
         self.blocks: dict[int, tuple[int, np.ndarray]] = {}  # stream -> (block index, permutation)
 
