@@ -32,3 +32,8 @@ def test_no_domain_source_and_empty_domain_sources_are_told_apart():
 
 def test_a_one_sample_general_epoch_still_needs_no_domain_source():
     assert MixturePlan({"g": 5}, {"g": "general"}, 0.6, epoch_size=1).counts() == {"g": 1}
+
+
+def test_only_the_sources_meant_to_be_drawn_are_named_as_empty():
+    with pytest.raises(DataError, match=r"no domain source with ratio > 0 has records \(a\);"):
+        MixturePlan({"a": 0, "b": 5, "g": 5}, KINDS, 0.3, ratios={"a": 1, "b": 0}, epoch_size=10)

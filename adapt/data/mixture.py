@@ -132,7 +132,8 @@ class MixturePlan:
             fix = ("give at least one of them data.sources[].ratio > 0 (or leave ratio out on all of them to share "
                    "by size)")
         else:
-            why = f"no domain source with ratio > 0 has records ({', '.join(domain)})"
+            drawn = [k for k in domain if self.ratios.get(k, 1.0) > 0]
+            why = f"no domain source with ratio > 0 has records ({', '.join(drawn)})"
             fix = "fill their annotation files, or see why their records were skipped (skips.md)"
         return f"{what}, but {why}; {fix}"
 
