@@ -12,7 +12,8 @@ a Jetson Orin (engines are specific to the device and TensorRT version, so they 
                         layouts (one stitched 2688x896 image; six 1600x900 camera views); the decoder's and
                         embedding's shape ranges; the trtexec command of each engine; the range engine (any count
                         from the fewest to the most tiles) and how a count without a fixed engine runs (other_counts)
-    references/*.npy    reference inputs (the example image tiled for each profile, the prompt's token ids, a KV
+    references/*.npy    reference inputs (the example image tiled for each profile and for tile counts between them
+                        that only the range engine takes, the prompt's token ids, a KV
                         cache for one decode step) and PyTorch's fp32 outputs (image features, embeddings, the
                         first logits on an empty cache, the decode step's logits)
     fp16_check.json     each graph run in fp16 in onnxruntime against fp32, and the operators whose fp32 values
@@ -134,6 +135,31 @@ def other_counts(found: list[Layout], tiling: TilingConfig, max_images: int) -> 
     return {"range": [counts[0], counts[-1]], "fixed": fixed, "example": example}
 
 
+def range_layouts(processor, tiling: TilingConfig, found: list[Layout], max_images: int) -> list[Layout]:
+    """Prompts whose tile count no fixed engine takes, to check the range profile between its bounds (the bounds are
+    fixed engines' counts, checked on their references): the multi-image example of `other_counts`, and one image
+    cut into the count nearest the middle of the range that no fixed engine and no other check here takes."""
+    fixed = {x.tiles for x in found}
+    s, wanted = tiling.tile_size, []
+    example = other_counts(found, tiling, max_images)["example"]
+    if example:
+        cap = tiling.for_images(example["images"]).max_tiles if tiling.mode == "dynamic" else 1
+        wanted.append(("multi_image", f"{example['images']} images of up to {example['each']} tiles each",
+                       ((s * cap, s),) * example["images"]))
+    if tiling.mode == "dynamic":
+        counts = sorted(set(tile_counts(tiling)) | fixed)
+        middle, taken = (counts[0] + counts[-1]) / 2, fixed | {example["tiles"] if example else 0}
+        sizes = {sum(processor.tiles_for_sizes([(s * c, s * r)], tiling)): (s * c, s * r)
+                 for c, r in candidate_grids(tiling.min_tiles, tiling.max_tiles)}
+        free = sorted((abs(n - middle), n) for n in sizes if n not in taken)
+        if free:
+            n = free[0][1]
+            wanted.append(("one_image_between", f"one {sizes[n][0]}x{sizes[n][1]} image", (sizes[n],)))
+    checked = [Layout(name, text, images, sum(processor.tiles_for_sizes(images, tiling)))
+               for name, text, images in wanted]
+    return [x for x in checked if x.tiles not in fixed]
+
+
 def split_tiles(count: int, fixed: list[int]) -> list[int] | None:
     """`count` tiles as a sum of the fixed engines' counts, fewest engine runs first (largest pieces first), or None
     where they cannot add up to it."""
@@ -229,8 +255,23 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     for fixed in list(checks):
         checks.append({**fixed, "name": f"vision_range@{fixed['name'][len('vision_'):]}", "engine": "vision_range.plan",
                        "required": False, "engine_only": True, "build": range_cmd})
+    # and on prompts whose counts no fixed engine takes (the graph the range engine is built from, in onnxruntime
+    # at export too): a batch size the fixed references never ran
+    between = []
+    for layout in range_layouts(processor, tiling, found, max_images):
+        pixels, _ = processor.prepare_images([example(size) for size in layout.images], tiling)
+        with torch.no_grad():
+            features = vlm.get_image_features(pixels)
+        name = f"vision_range_{layout.tiles}tiles"
+        checks.append({"name": f"vision_range@{layout.tiles}tiles", "onnx": VISION, "engine": "vision_range.plan",
+                       "required": False, "build": range_cmd,
+                       "inputs": {"pixel_values": refs.save(name, "pixel_values", pixels)},
+                       "outputs": {"image_features": refs.save(name, "image_features", features)}})
+        between.append({"tiles": layout.tiles, "name": layout.name, "description": layout.description,
+                        "images": [list(i) for i in layout.images]})
     range_profile = {"engine": "vision_range.plan", "min": low, "opt": opt, "max": high, "tile_counts": counts,
-                     "one_image": tile_counts(tiling), "takes": f"any tile count from {low[0]} to {high[0]}", "trtexec": range_cmd}
+                     "one_image": tile_counts(tiling), "takes": f"any tile count from {low[0]} to {high[0]}",
+                     "trtexec": range_cmd, "checked_between": between}
 
     stitched = next(x for x in found if x.name == "driving_stitched")
     lm = vlm.language_model

@@ -77,6 +77,15 @@ def _other_counts(vision: dict) -> str:
     return text
 
 
+def _between(vision: dict) -> str:
+    """The range engine's own checks, at counts no fixed engine takes."""
+    between = vision["range_profile"].get("checked_between") or []
+    if not between:
+        return ""
+    return (" and on " + " and ".join(f"{x['tiles']} tiles ({x['description']})" for x in between)
+            + ", counts no fixed engine takes (the graph passed these in onnxruntime when the bundle was written)")
+
+
 def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
     vision, decoder, embed = profiles["vision"], profiles["decoder"], profiles["embed"]
     text_type = str(getattr(vlm.config.text_config, "model_type", "?"))
@@ -155,7 +164,7 @@ TensorRT layer names come from `trtexec --verbose`) and compare again with verif
 
 One engine for every tile count can be built as well: it takes {vision['range_profile']['takes']} in one call,
 so every image of any aspect ratio (one image gives {', '.join(map(str, vision['range_profile']['one_image']))} tiles) and every prompt of up to
-{profiles['max_images']} images; verify.py checks it on every reference above when it is there:
+{profiles['max_images']} images; verify.py checks it, when it is there, on every reference above{_between(vision)}:
 
 ```sh
 {vision['range_profile']['trtexec']}

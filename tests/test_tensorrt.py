@@ -40,7 +40,7 @@ from adapt.recipe import load_recipe  # noqa: E402
 from deploy.demo.hooks import MAX_IMAGES  # noqa: E402
 from deploy.fp16_check import FP16_MAX, scan_magnitudes  # noqa: E402
 from deploy.hf import export  # noqa: E402
-from deploy.tensorrt import TensorRTExportError, _check_graphs, layouts, tile_counts  # noqa: E402
+from deploy.tensorrt import TensorRTExportError, _check_graphs, layouts, range_layouts, tile_counts  # noqa: E402
 from model.tiling import TilingConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +170,52 @@ def test_range_profile_covers_every_tile_count_of_any_image(bundles):
     span = profiles["vision"]["range_profile"]
     assert (span["min"][0], span["max"][0]) == (min(counts), max(counts)) and span["min"][1:] == span["max"][1:]
     ranged = [c for c in read(bundle, "bundle.json")["checks"] if c["engine"] == "vision_range.plan"]
-    assert len(ranged) == len(fixed) and all(c["engine_only"] and not c["required"] for c in ranged)
+    on_fixed = [c for c in ranged if c.get("engine_only")]
+    assert len(on_fixed) == len(fixed) and not any(c["required"] for c in ranged)
+
+
+def test_range_profile_graph_is_checked_at_counts_no_fixed_engine_takes(bundles, tmp_path):
+    """The range engine's graph runs batch sizes the fixed references never do (14 = two images of 7 tiles, 9 = one
+    8x1 image + thumbnail with the driving tiling): verify.py checks them in onnxruntime too, so the export itself
+    has run the graph there, and an altered reference fails the export."""
+    shipped, _ = bundles["pocket-tiny"]
+    profiles = read(shipped, "profiles.json")
+    span, fixed = profiles["vision"]["range_profile"], {p["tiles"] for p in profiles["vision"]["profiles"]}
+    between = [c for c in read(shipped, "bundle.json")["checks"]
+               if c["engine"] == "vision_range.plan" and not c.get("engine_only")]
+    assert sorted(c["name"] for c in between) == ["vision_range@14tiles", "vision_range@9tiles"]
+    assert [x["tiles"] for x in span["checked_between"]] == [14, 9]
+    assert all(span["min"][0] < x["tiles"] < span["max"][0] and x["tiles"] not in fixed
+               for x in span["checked_between"])
+    for check in between:
+        tiles = int(check["name"].split("@")[1].removesuffix("tiles"))
+        assert np.load(shipped / check["inputs"]["pixel_values"]["file"]).shape[0] == tiles
+    text = " ".join((shipped / "README.md").read_text().split())
+    assert "on 14 tiles (2 images of up to 7 tiles each) and 9 tiles (one 896x112 image)" in text
+    bundle = Path(shutil.copytree(shipped, tmp_path / "bundle"))
+    result = verify(bundle, "--runtime", "onnxruntime")
+    assert "PASS vision_range@14tiles/image_features" in result.stdout, result.stdout
+    path = bundle / between[0]["outputs"]["image_features"]["file"]
+    features = np.load(path, allow_pickle=False)
+    features[-1] += 0.01 * np.abs(features).max()
+    np.save(path, features, allow_pickle=False)
+    with pytest.raises(TensorRTExportError, match=r"FAIL vision_range@14tiles/image_features"):
+        _check_graphs(bundle)
+    assert "SKIP vision_range@14tiles: vision_range.plan not built" in verify(bundle).stdout
+
+
+def test_range_layouts_pick_counts_between_the_fixed_ones():
+    """Every tiling mode gets a range check between the fixed counts where one exists: pad mode (one tile an image)
+    has only the multi-image example; the count of each is what the processor cuts."""
+    _, processor = model.load("pocket-tiny")
+    for tiling in (processor.tiling, TilingConfig(tile_size=processor.tiling.tile_size, mode="pad"),
+                   TilingConfig(tile_size=processor.tiling.tile_size, max_tiles=12)):
+        found = layouts(processor, tiling, MAX_IMAGES)
+        fixed = {x.tiles for x in found}
+        between = range_layouts(processor, tiling, found, MAX_IMAGES)
+        assert between and all(min(fixed) < x.tiles < max(fixed) and x.tiles not in fixed for x in between)
+        for x in between:
+            assert sum(processor.tiles_for_sizes(x.images, tiling)) == x.tiles
 
 
 def test_one_tile_modes_give_one_tile_per_image():
