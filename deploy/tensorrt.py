@@ -218,6 +218,16 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
             f"max_new_tokens {max_new_tokens}; max_position_embeddings {max_positions}): the decoder profile's opt shape "
             f"would pass its max and the prompt could not run on the engines; ask for fewer new tokens or fewer "
             f"tiles (max_tiles)")
+    prompts = prompt_lengths(processor, found, tiling)
+    widest = max(prompts, key=prompts.get)
+    if prompts[widest] > max_input:
+        layout = next(x for x in found if x.name == widest)
+        raise TensorRTExportError(
+            f"{source or 'the model'}: a prompt of layout {widest} ({len(layout.images)} image(s), {layout.tiles} tiles "
+            f"= {layout.tiles * processor.image_seq_length} image tokens, with the question {prompts[widest]} tokens) "
+            f"is longer than max_input_len {max_input} (max_seq_len {longest} - max_new_tokens {max_new_tokens}; "
+            f"max_position_embeddings {max_positions}): TensorRT-LLM and the decoder profile could not take it; ask "
+            f"for fewer new tokens, fewer images (--max-images) or fewer tiles (max_tiles)")
     write_onnx(vlm, processor, out_dir, progress=progress)
     clamped = []
     for graph in (VISION, EMBED, DECODER):
@@ -332,7 +342,8 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
                     "reference_prompt": {"question": QUESTION, "layout": stitched.name, "tokens": n},
                     "reference_step": {"question": QUESTION, "images": 0, "past": m},
                     "max_sequence": longest, "max_input_len": max_input, "max_new_tokens": longest - max_input,
-                    "max_sequence_cut": cut, "max_multimodal_len": multimodal},
+                    "max_sequence_cut": cut, "max_multimodal_len": multimodal,
+                    "prompt_tokens": {"question": QUESTION, "by_layout": prompts, "longest": widest}},
     }
     report = fp16_report(fp16, clamped)
     _write_json(out_dir / PROFILES, profiles)
@@ -345,6 +356,14 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
 
     (out_dir / README).write_text(bundle_readme(vlm, processor, profiles, report), encoding="utf-8")
     return out_dir
+
+
+def prompt_lengths(processor, found: list[Layout], tiling: TilingConfig) -> dict[str, int]:
+    """Tokens of a prompt of QUESTION with each layout's images (image tokens, their start / end tokens and the chat
+    template's text), as the processor encodes it: what TensorRT-LLM's max_input_len must hold."""
+    question = [{"role": "user", "content": QUESTION}]
+    return {x.name: len(processor.encode_tokens(question, processor.tiles_for_sizes(x.images, tiling)).input_ids)
+            for x in found}
 
 
 def sequence_limits(multimodal: int, positions: int, max_new_tokens: int, what: str = "the model"

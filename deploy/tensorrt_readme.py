@@ -77,6 +77,18 @@ def _other_counts(vision: dict) -> str:
     return text
 
 
+def _longest_prompt(decoder: dict) -> str:
+    """The longest prompt the profiles serve, in tokens, against max_input_len."""
+    prompts = decoder.get("prompt_tokens")
+    if not prompts:
+        return ""
+    name = prompts["longest"]
+    return (f"; the longest prompt the vision profiles serve, `{name}` with the question \"{prompts['question']}\", "
+            f"is {prompts['by_layout'][name]} tokens as the processor encodes it (image tokens, each image's framing "
+            f"and the chat template): a longer question has {decoder['max_input_len'] - prompts['by_layout'][name]} "
+            "tokens more to use")
+
+
 def _between(vision: dict) -> str:
     """The range engine's own checks, at counts no fixed engine takes."""
     between = vision["range_profile"].get("checked_between") or []
@@ -199,7 +211,7 @@ trtllm-build --checkpoint_dir ckpt --output_dir llm --gemm_plugin float16 --max_
 ```
 
 `--max_input_len` (prompt, image tokens included) leaves {decoder['max_new_tokens']} of `--max_seq_len` to the answer
-(`max_new_tokens`).
+(`max_new_tokens`){_longest_prompt(decoder)}.
 
 `--max_multimodal_len` = the most tiles ({most}: a prompt of up to {profiles['max_images']} images) x
 {profiles['image_tokens_per_tile']} image tokens. The converter is chosen by LLM family

@@ -445,6 +445,11 @@ def test_trtllm_max_input_len_leaves_room_to_decode(bundles):
     bundle, _ = bundles["pocket-tiny"]
     decoder = read(bundle, "profiles.json")["decoder"]
     assert decoder["max_input_len"] == decoder["max_sequence"] - 256 > decoder["max_multimodal_len"]
+    # the six camera views as six images (18 tiles, each image framed) are the longest prompt, and fit
+    prompts = decoder["prompt_tokens"]
+    assert prompts["longest"] == "driving_six_views" and prompts["by_layout"]["driving_stitched"] == 250
+    assert decoder["max_multimodal_len"] < prompts["by_layout"]["driving_six_views"] <= decoder["max_input_len"]
+    assert "`driving_six_views` with the question" in " ".join((bundle / "README.md").read_text().split())
     assert decoder["max_sequence_cut"] is None
     readme = (bundle / "README.md").read_text()
     assert (f"--max_input_len {decoder['max_input_len']} --max_seq_len {decoder['max_sequence']} "
