@@ -1,7 +1,8 @@
 """`adapt export --format tensorrt [--recipe RECIPE]`: the bundle an automotive team builds TensorRT engines from on
 a Jetson Orin (engines are specific to the device and TensorRT version, so they are built there, not here).
 
-    vision.onnx, embed.onnx, decoder.onnx (+ .data), tokenizer, chat_template.json, preprocessor_config.json
+    vision.onnx, embed.onnx, decoder.onnx (+ .data), tokenizer, chat_template.json, preprocessor_config.json,
+    genai_config.json
                         what `write_onnx` writes (deploy/onnx): the vision graph has fixed tile_size x tile_size
                         tiles and a symbolic tile axis; the decoder takes inputs_embeds and a KV cache; converted
                         to ONNX opset 17 (every JetPack's TensorRT parses it; `opset=18` keeps the exporter's), and
@@ -354,7 +355,8 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     _check_graphs(out_dir)
     from .tensorrt_readme import bundle_readme
 
-    (out_dir / README).write_text(bundle_readme(vlm, processor, profiles, report), encoding="utf-8")
+    files = [f.name for f in out_dir.iterdir() if f.is_file()] + [README]
+    (out_dir / README).write_text(bundle_readme(vlm, processor, profiles, report, files), encoding="utf-8")
     return out_dir
 
 

@@ -98,7 +98,17 @@ def _between(vision: dict) -> str:
             + ", counts no fixed engine takes (the graph passed these in onnxruntime when the bundle was written)")
 
 
-def bundle_readme(vlm, processor, profiles: dict, fp16: dict) -> str:
+def _tokenizer_files(files: list[str] | None) -> str:
+    """The tokenizer's own files among the bundle's `files` (those the Files table does not name otherwise)."""
+    named = {"README.md", "SHA256SUMS", "vision.onnx", "vision.onnx.data", "embed.onnx", "embed.onnx.data",
+             "decoder.onnx", "decoder.onnx.data", "profiles.json", "fp16_check.json", "bundle.json", "verify.py",
+             "preprocessor_config.json", "chat_template.json", "genai_config.json"}
+    rest = sorted(set(files or ()) - named)
+    return ", ".join(f"`{f}`" for f in rest) if rest else "tokenizer files"
+
+
+def bundle_readme(vlm, processor, profiles: dict, fp16: dict, files: list[str] | None = None) -> str:
+    """The bundle's README.md; `files`: the names in the bundle's top folder (the tokenizer's are listed by name)."""
     vision, decoder, embed = profiles["vision"], profiles["decoder"], profiles["embed"]
     text_type = str(getattr(vlm.config.text_config, "model_type", "?"))
     family = TRTLLM_FAMILY.get(text_type)
@@ -142,13 +152,15 @@ mode {tiling['mode']}); {profiles['image_tokens_per_tile']} image tokens per til
 | file | what |
 |---|---|
 | `vision.onnx` (+ `.data`) | `pixel_values (tiles, 3, {tiling['tile_size']}, {tiling['tile_size']})` -> `image_features (tiles, {', '.join(map(str, vision['output_per_tile']))})`; fixed tile size, tile count fixed by each profile |
-| `embed.onnx` | `input_ids (1, seq)` int64 -> `inputs_embeds`; image-context ids read row 0 (they are overwritten) |
+| `embed.onnx` (+ `.data`) | `input_ids (1, seq)` int64 -> `inputs_embeds`; image-context ids read row 0 (they are overwritten) |
 | `decoder.onnx` (+ `.data`) | `inputs_embeds`, `attention_mask`, `position_ids`, `past_key_values.N.key/value` -> last-position `logits`, `present.N.key/value` |
 | `profiles.json` | every engine's profile (min/opt/max shapes) and its trtexec command |
 | `references/*.npy` | reference inputs and PyTorch fp32 outputs (numpy, no pickle) |
 | `fp16_check.json` | the fp16 check: errors per output, fp32 magnitudes per module and operator |
 | `bundle.json`, `verify.py` | what verify.py compares, at which tolerances |
-| `preprocessor_config.json`, `chat_template.json`, tokenizer files | how the host cuts tiles, builds the prompt and tokenises |
+| `preprocessor_config.json`, `chat_template.json`, {_tokenizer_files(files)} | how the host cuts tiles, builds the prompt and tokenises |
+| `genai_config.json` | onnxruntime-genai's description of the three graphs (what `adapt export --format onnx` writes; TensorRT does not read it) |
+| `README.md` | this file |
 | `SHA256SUMS` | every file's SHA-256, written by the export: run `sha256sum -c SHA256SUMS` here after copying the bundle to the Orin |
 
 ## 1. Vision engines (trtexec, on the Orin)

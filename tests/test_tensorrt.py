@@ -499,3 +499,23 @@ def test_readme_says_how_a_prompt_without_a_fixed_engine_runs(bundles):
     pieces = np.concatenate([session.run(None, {"pixel_values": pixels[:13]})[0],
                              session.run(None, {"pixel_values": pixels[13:]})[0]])
     np.testing.assert_allclose(pieces, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
+def test_readme_files_table_names_every_file_in_the_bundle(name, bundles):
+    """An automotive team copies the folder and reads its Files table: every file in it is named there (the
+    tokenizer's by name, onnxruntime-genai's config included), and nothing named there is missing."""
+    bundle, _ = bundles[name]
+    text = (bundle / "README.md").read_text()
+    table = text.split("## Files", 1)[1].split("\n## ", 1)[0]
+    named = set()
+    for row in table.strip().splitlines()[2:]:  # below the header and its rule
+        for cell in row.split("|")[1].split(","):
+            cell = cell.strip()
+            if cell.endswith(" (+ `.data`)"):
+                cell = cell[:-len(" (+ `.data`)")]
+                named.add(cell.strip("`") + ".data")
+            if cell.startswith("`") and "*" not in cell:
+                named.add(cell.strip("`"))
+    shipped = {p.name for p in bundle.iterdir() if p.is_file()}
+    assert shipped - named == set() and named - shipped == set()
