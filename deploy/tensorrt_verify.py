@@ -28,8 +28,25 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+class BundleError(Exception):
+    """The bundle's manifest or a reference file is missing or unreadable."""
+
+
 def load_array(path: Path) -> np.ndarray:
-    return np.load(path, allow_pickle=False)
+    """A reference .npy (never pickled objects); a missing or damaged file is a BundleError naming it."""
+    if not path.is_file():
+        raise BundleError(f"{path} is missing (copy the whole bundle; `sha256sum -c SHA256SUMS` lists what is "
+                          "missing or changed)")
+    with open(path, "rb") as file:
+        header = file.read(6)
+    if header != b"\x93NUMPY":  # numpy would call it "pickled (object) data" and suggest loading it unsafely
+        raise BundleError(f"{path} is not a .npy array file (no .npy header); `sha256sum -c SHA256SUMS` shows "
+                          "whether it changed since the export")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise BundleError(f"{path} is not a readable .npy array ({' '.join(str(error).split())[:200]}); "
+                          "`sha256sum -c SHA256SUMS` shows whether it changed since the export") from None
 
 
 def feeds_for(check: dict, bundle: Path) -> dict[str, np.ndarray]:
@@ -41,6 +58,22 @@ def feeds_for(check: dict, bundle: Path) -> dict[str, np.ndarray]:
         else:
             feeds[name] = np.zeros(spec["zeros"], dtype=spec["dtype"])
     return feeds
+
+
+def load_manifest(bundle: Path, runtime: str) -> tuple[dict, dict]:
+    """bundle.json and its tolerance for `runtime`; BundleError when the folder holds no readable manifest."""
+    path = bundle / "bundle.json"
+    if not path.is_file():
+        raise BundleError(f"{path} not found: --bundle must be the folder `adapt export --format tensorrt` wrote "
+                          "(default: the folder of this verify.py)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        tolerance = manifest["tolerance"][runtime]
+        manifest["checks"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise BundleError(f"{path} is not a bundle manifest with tolerances for {runtime} and checks "
+                          f"({type(error).__name__}: {error}); export the bundle again") from None
+    return manifest, tolerance
 
 
 def judge(got: np.ndarray | None, expected: np.ndarray, rtol: float, atol: float) -> tuple[bool, str]:
@@ -145,10 +178,14 @@ class TrtRunner:
 
 
 def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float | None = None,
-           atol: float | None = None, out=sys.stdout) -> int:
+           atol: float | None = None, out=None) -> int:
     """Run every check of the bundle in `runtime`; print one line per output; 0 when all pass, else 1."""
-    manifest = json.loads((bundle / "bundle.json").read_text(encoding="utf-8"))
-    tolerance = manifest["tolerance"][runtime]
+    out = out or sys.stdout  # at call time: a redirected stdout is honoured
+    try:
+        manifest, tolerance = load_manifest(bundle, runtime)
+    except BundleError as error:
+        print(f"verify.py: {error}", file=out)
+        return 1
     rtol = tolerance["rtol"] if rtol is None else rtol
     atol = tolerance["atol"] if atol is None else atol
     engines = engines or bundle
@@ -166,15 +203,27 @@ def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float 
                 print(f"SKIP {check['name']}: {path.name} not built (optional)", file=out)
             continue
         try:
+            feeds = feeds_for(check, bundle)
+        except BundleError as error:
+            failed += len(check["outputs"])
+            print(f"FAIL {check['name']}: reference input {error}", file=out)
+            continue
+        try:
             runner = OrtRunner(path) if runtime == "onnxruntime" else TrtRunner(path)
-            got = runner.run(feeds_for(check, bundle))
+            got = runner.run(feeds)
         except Exception as error:  # a broken or foreign engine fails its check; the others still run
             failed += len(check["outputs"])
             reason = " ".join(f"{type(error).__name__}: {error}".split())[:500]
             print(f"FAIL {check['name']}: {path.name} did not run ({reason})", file=out)
             continue
         for name, spec in check["outputs"].items():
-            passed, detail = judge(got.get(name), load_array(bundle / spec["file"]), rtol, atol)
+            try:
+                expected = load_array(bundle / spec["file"])
+            except BundleError as error:
+                failed += 1
+                print(f"FAIL {check['name']}/{name}: expected output {error}", file=out)
+                continue
+            passed, detail = judge(got.get(name), expected, rtol, atol)
             failed += not passed
             print(f"{'PASS' if passed else 'FAIL'} {check['name']}/{name}: {detail}", file=out)
     print("all checks passed" if not failed else f"{failed} check(s) failed", file=out)

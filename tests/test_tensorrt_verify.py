@@ -122,3 +122,30 @@ def test_engine_inputs_are_fed_in_the_engines_own_dtype(bundle, fake_tensorrt):
     (bundle / "vision.plan").write_bytes(b"vision")
     code, text = run(bundle, "tensorrt")
     assert code == 0 and "PASS ids/y" in text and "PASS vision/y" in text, text
+
+
+def test_a_missing_or_damaged_reference_fails_its_output_naming_the_file_and_the_others_still_run(bundle):
+    """A bundle copied to the Orin in part (rsync cut short) or damaged: a FAIL naming the file, not numpy's
+    traceback (which calls any non-.npy file 'pickled data') with the remaining checks never run."""
+    (bundle / "references" / "ids.y.npy").unlink()
+    (bundle / "references" / "vision.x.npy").write_bytes(b"cut short")
+    code, text = run(bundle, "onnxruntime")
+    assert code == 1 and "2 check(s) failed" in text, text
+    assert f"FAIL ids/y: expected output {bundle / 'references' / 'ids.y.npy'} is missing" in text
+    assert f"FAIL vision: reference input {bundle / 'references' / 'vision.x.npy'} is not a .npy array file" in text
+    assert "sha256sum -c SHA256SUMS" in text and "pickle" not in text  # numpy's advice to load it unsafely: not given
+    np.save(bundle / "references" / "ids.y.npy", np.array([[2, 3, 4]], np.float32), allow_pickle=False)
+    (bundle / "references" / "vision.x.npy").write_bytes(
+        (bundle / "references" / "ids.y.npy").read_bytes()[:-4])  # a .npy cut short
+    code, text = run(bundle, "onnxruntime")
+    assert code == 1 and "PASS ids/y" in text and "vision.x.npy is not a readable .npy array" in text, text
+
+
+@pytest.mark.parametrize("manifest", [None, "{not json", json.dumps({"checks": []})])
+def test_a_folder_without_a_readable_manifest_is_said_not_a_traceback(tmp_path, manifest, capsys):
+    if manifest is not None:
+        (tmp_path / "bundle.json").write_text(manifest)
+    assert tensorrt_verify.main(["--bundle", str(tmp_path), "--runtime", "onnxruntime"]) == 1
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"verify.py: {tmp_path / 'bundle.json'} ")
+    assert ("--bundle must be the folder" if manifest is None else "is not a bundle manifest") in printed
