@@ -748,9 +748,13 @@ def _export(args) -> int:
                    **({"max_images": args.max_images} if args.max_images else {}),
                    **({"opset": args.opset} if args.opset else {})}
         if args.recipe is not None:
+            from deploy.tensorrt import source_tile_caps
+
             from .recipe import load_recipe
 
-            options.update(tiling=load_recipe(args.recipe).tiling_for(processor.tiling), source=f"recipe {args.recipe}")
+            recipe = load_recipe(args.recipe)
+            options.update(tiling=recipe.tiling_for(processor.tiling), source=f"recipe {args.recipe}")
+            source_tile_caps(recipe, processor, options["tiling"], options["source"])
     if args.adapter is not None:
         vlm = apply_lora_adapter(vlm, args.adapter, args.allow_pickle)
     out = export(vlm, processor, args.format, args.out, force=args.force, **options)

@@ -31,6 +31,7 @@ graph keeps one copy of the weights; a profile with min = opt = max fixes the ti
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import warnings
@@ -110,6 +111,28 @@ def layouts(processor, tiling: TilingConfig, max_images: int = MAX_IMAGES) -> li
                        f"get ({each}): the most tiles any prompt of up to {max_images} images gives",
                        ((s * cap, s),) * count))
     return [Layout(name, text, images, sum(processor.tiles_for_sizes(images, tiling))) for name, text, images in wanted]
+
+
+def source_tile_caps(recipe, processor, tiling: TilingConfig, what: str) -> str | None:
+    """A warning, or None, for the recipe's data sources whose own max_tiles differ from `tiling`'s: the bundle's
+    profiles, max_multimodal_len and preprocessor_config.json follow `tiling`, so their images run on the device
+    with other tile counts than in training (a six-camera sample's, as the processor cuts it, named)."""
+    sources = [*getattr(recipe.data, "sources", []), *getattr(recipe.data, "eval_sources", [])]
+    other = sorted({(s.name, s.max_tiles) for s in sources if s.max_tiles is not None and s.max_tiles != tiling.max_tiles})
+    if not other or tiling.mode != "dynamic":
+        return None
+
+    def six(cap: int) -> int:
+        t = dataclasses.replace(tiling, max_tiles=cap, min_tiles=min(tiling.min_tiles, cap))
+        return sum(processor.tiles_for_sizes([CAMERA_SIZE] * 6, t))
+
+    named = ", ".join(f"{name} (max_tiles {cap}: six camera views {six(cap)} tiles)" for name, cap in other)
+    text = (f"{what}: data source(s) {named} cap tiles otherwise than tiling.max_tiles {tiling.max_tiles}, which the "
+            f"bundle's profiles, max_multimodal_len and preprocessor_config.json follow (six camera views "
+            f"{six(tiling.max_tiles)} tiles): on the device those images are cut as tiling.max_tiles says, not as in "
+            f"training; set tiling.max_tiles to the cap the model should run with")
+    warnings.warn(text, stacklevel=2)
+    return text
 
 
 def most_tiles(tiling: TilingConfig, max_images: int) -> tuple[int, int]:
