@@ -230,13 +230,24 @@ def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float 
     return 0 if not failed else 1
 
 
+def tolerance(text: str) -> float:
+    """A finite tolerance >= 0 (a negative one fails every check, an infinite or NaN one passes every check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=HERE, help="the bundle folder (default: this script's)")
     parser.add_argument("--runtime", choices=["tensorrt", "onnxruntime"], default="tensorrt")
     parser.add_argument("--engines", type=Path, help="folder of the built *.plan files (default: the bundle)")
-    parser.add_argument("--rtol", type=float, help="override the bundle's relative tolerance for this runtime")
-    parser.add_argument("--atol", type=float, help="override the bundle's absolute tolerance for this runtime")
+    parser.add_argument("--rtol", type=tolerance, help="override the bundle's relative tolerance for this runtime")
+    parser.add_argument("--atol", type=tolerance, help="override the bundle's absolute tolerance for this runtime")
     args = parser.parse_args(argv)
     return verify(args.bundle.resolve(), args.runtime, args.engines, args.rtol, args.atol)
 

@@ -149,3 +149,11 @@ def test_a_folder_without_a_readable_manifest_is_said_not_a_traceback(tmp_path, 
     printed = capsys.readouterr().out
     assert printed.startswith(f"verify.py: {tmp_path / 'bundle.json'} ")
     assert ("--bundle must be the folder" if manifest is None else "is not a bundle manifest") in printed
+
+
+@pytest.mark.parametrize("flag, value", [("--rtol", "-0.1"), ("--atol", "nan"), ("--atol", "inf"), ("--rtol", "x")])
+def test_a_tolerance_that_would_fail_or_pass_every_check_is_refused(flag, value, tmp_path, capsys):
+    """A negative tolerance FAILed every check and an infinite or NaN one PASSed every check, damaged engines too."""
+    with pytest.raises(SystemExit) as exit_:
+        tensorrt_verify.main(["--bundle", str(tmp_path), flag, value])
+    assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
