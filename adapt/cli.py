@@ -307,32 +307,30 @@ def _tile_count(text: str) -> int:
     return value
 
 
-def _seed(text: str) -> int:
-    """A sampling seed every runtime reads alike: 0 to :data:`MAX_SEED` (numpy refuses a negative seed, torch one
-    above 2**64, llama.cpp's helper keeps 32 bits)."""
-    from model.generation import check_seed
+def _checked(convert, check: str, what: str):
+    """An argparse type: `convert` the text, then `model.generation.<check>` it (the checks the demo's session and
+    `generate`'s callers share), each failure an ArgumentTypeError in words."""
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    try:
-        return check_seed(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+    def parse(text: str):
+        from model import generation  # at parse time: adapt.cli loads without torch
+
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        try:
+            return getattr(generation, check)(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
 
 
-def _temperature(text: str) -> float:
-    from model.generation import check_temperature
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    try:
-        return check_temperature(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
+# a sampling seed every runtime reads alike: 0 to MAX_SEED (numpy refuses a negative seed, torch one above 2**64,
+# llama.cpp's helper keeps 32 bits)
+_seed = _checked(int, "check_seed", "a whole number")
+_temperature = _checked(float, "check_temperature", "a number")
+_top_p = _checked(float, "check_top_p", "a number")
 
 
 class _Version(argparse.Action):

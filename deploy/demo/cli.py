@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from adapt.cli import _seed, _temperature, positive_int
+from adapt.cli import _seed, _temperature, _top_p, positive_int
 
 __all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "default_model", "main", "quickstart_model",
            "run_demo"]
@@ -87,20 +87,6 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
                            "the same images gets the same answer (default 0)")
     demo.set_defaults(handler=run_demo, builds_model=True)
     return demo
-
-
-def _top_p(text: str) -> float:
-    """--top-p: a number in (0, 1], checked as the demo's session checks it."""
-    from model.generation import check_top_p
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    try:
-        return check_top_p(value)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _RefuseShare(argparse.Action):
