@@ -801,48 +801,44 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, ev
         raise ValueError(f"{log_path}: no lines with 'step' and 'loss' or 'loss/<source>'")
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    sources = sorted(k.split("/", 1)[1] for k in series if k != "loss")
-    with _chart_fonts():
-        drawn = _drawable(png_path, f"the sorted loss/<source> keys of {Path(log_path).name}",
-                          sources=sources)["sources"]
-        fig, (ax,) = _figure(8.0, 4.5)
-        longest = max(len(xs) for xs, _ in series.values())
-        window = max(3, longest // 25) | 1  # one window for every line: about 1/25 of the run's logged steps
-        smoothed = False
-        for key in ["loss"] * ("loss" in series) + sorted(k for k in series if k != "loss"):
-            xs, ys = series[key]
-            label = "loss (total)" if key == "loss" else drawn[key.split("/", 1)[1]]
-            style = {"color": "black", "linewidth": 2} if key == "loss" else {"linewidth": 1, "alpha": 0.85}
-            if len(xs) <= SMOOTH_ABOVE:
-                ax.plot(xs, ys, marker=_few(xs), label=label, **style)
-                continue
-            (raw,) = ax.plot(xs, ys, linewidth=0.6, alpha=0.25, color=style.get("color"))
-            smoothed = True
-            ax.plot(xs, _running_mean(ys, window), label=label, **{**style, "color": raw.get_color()})
-        values = [y for _, ys in series.values() for y in ys]
-        # a loss falling by decades (from ~10 to ~0.01) is a flat line at 0 after the first steps on a linear axis
-        log_scale = min(values) > 0 and max(values) / min(values) >= 100
-        if log_scale:
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
-        ax.set_title("training loss (total and per source)" + (" and held-out scores" if scores else "")
-                     + (f"\nfaint: each step; solid: running mean over {window} steps" if smoothed else ""))
-        ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole steps: no 0.96 … 1.04, no 2.5
-        handles, labels = ax.get_legend_handles_labels()
-        legend_ax = ax
-        if scores:
-            right = ax.twinx()
-            colours = ("tab:green", "tab:purple", "tab:red", "tab:brown")  # apart from the loss lines' cycle
-            for key, colour in zip([k for k in eval_keys if k in scores], colours):
-                right.plot(*scores[key], linestyle="--", marker="o", linewidth=1.2, color=colour,
-                           label=f"held-out {key.split('/', 1)[1]}")
-            right.set_ylabel("held-out score")
-            more_handles, more_labels = right.get_legend_handles_labels()
-            handles, labels = handles + more_handles, labels + more_labels
-            legend_ax = right  # the twin axes draw over the first: a legend on the first is struck through by its lines
-        legend = legend_ax.legend(handles, labels, fontsize=8, framealpha=0.9)
-        legend.set_zorder(10)
-        fig.savefig(png_path)
+    fig, (ax,) = _figure(8.0, 4.5)
+    longest = max(len(xs) for xs, _ in series.values())
+    window = max(3, longest // 25) | 1  # one window for every line: about 1/25 of the run's logged steps
+    smoothed = False
+    for key in ["loss"] * ("loss" in series) + sorted(k for k in series if k != "loss"):
+        xs, ys = series[key]
+        label = "loss (total)" if key == "loss" else key.split("/", 1)[1]
+        style = {"color": "black", "linewidth": 2} if key == "loss" else {"linewidth": 1, "alpha": 0.85}
+        if len(xs) <= SMOOTH_ABOVE:
+            ax.plot(xs, ys, marker=_few(xs), label=label, **style)
+            continue
+        (raw,) = ax.plot(xs, ys, linewidth=0.6, alpha=0.25, color=style.get("color"))
+        smoothed = True
+        ax.plot(xs, _running_mean(ys, window), label=label, **{**style, "color": raw.get_color()})
+    values = [y for _, ys in series.values() for y in ys]
+    # a loss falling by decades (from ~10 to ~0.01) is a flat line at 0 after the first steps on a linear axis
+    log_scale = min(values) > 0 and max(values) / min(values) >= 100
+    if log_scale:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss" + (" (log scale)" if log_scale else ""))
+    ax.set_title("training loss (total and per source)" + (" and held-out scores" if scores else "")
+                 + (f"\nfaint: each step; solid: running mean over {window} steps" if smoothed else ""))
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # whole steps: no 0.96 … 1.04, no 2.5
+    handles, labels = ax.get_legend_handles_labels()
+    legend_ax = ax
+    if scores:
+        right = ax.twinx()
+        colours = ("tab:green", "tab:purple", "tab:red", "tab:brown")  # apart from the loss lines' cycle
+        for key, colour in zip([k for k in eval_keys if k in scores], colours):
+            right.plot(*scores[key], linestyle="--", marker="o", linewidth=1.2, color=colour,
+                       label=f"held-out {key.split('/', 1)[1]}")
+        right.set_ylabel("held-out score")
+        more_handles, more_labels = right.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+        legend_ax = right  # the twin axes draw over the first: a legend on the first is struck through by its lines
+    legend = legend_ax.legend(handles, labels, fontsize=8, framealpha=0.9)
+    legend.set_zorder(10)
+    fig.savefig(png_path)
     return png_path

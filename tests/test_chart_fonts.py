@@ -1,15 +1,13 @@
-"""Source and run names outside DejaVu's scripts (CJK: "通用", "遥感") on comparison.png and loss.png: drawn with an
-installed font that has them, else labelled readably with one warning, never as empty boxes."""
+"""Run and source names outside DejaVu's scripts (CJK: "通用", "遥感") on comparison.png: drawn with an installed font
+that has them, else labelled readably with one warning, never as empty boxes. (loss.png names recipe sources only,
+which a recipe keeps to [A-Za-z0-9._-].)"""
 
 from __future__ import annotations
 
-import json
 import warnings
 
-import pytest
-
 import domains.boxes as boxes
-from adapt.evaluate import Prediction, plot_comparison, plot_loss_curve, summarize
+from adapt.evaluate import Prediction, plot_comparison, summarize
 from tests.test_evaluate import _drawn_figure
 
 KINDS = {"通用": "general"}
@@ -19,11 +17,6 @@ def _runs() -> dict:
     preds = [Prediction(s, i, "mc", "q", "A", "A", scores={"accuracy": float(i % 2)})
              for s in ("通用", "遥感", "vqa_rad") for i in range(4)]
     return {"base": summarize(preds, KINDS), "适配": summarize(preds, KINDS)}
-
-
-def _log(path) -> None:
-    path.write_text("".join(json.dumps({"step": s, "loss": 2 - 0.1 * s, "loss/遥感": 2.0, "loss/通用": 1.5}) + "\n"
-                            for s in range(1, 5)), encoding="utf-8")
 
 
 def _texts(fig) -> list[str]:
@@ -37,22 +30,15 @@ def _draw(monkeypatch, draw):
     return fig, [str(w.message) for w in caught]
 
 
-@pytest.mark.parametrize("chart", ["comparison", "loss"])
-def test_cjk_names_without_a_font_for_them_get_readable_labels_and_one_warning(tmp_path, monkeypatch, chart):
+def test_cjk_names_without_a_font_for_them_get_readable_labels_and_one_warning(tmp_path, monkeypatch):
     """DejaVu has no CJK glyph: each such name drew as empty boxes, with only matplotlib's per-glyph warnings."""
     monkeypatch.setattr(boxes, "wide_fonts", lambda: ())  # this machine may have a CJK font: pretend it has none
-    png = tmp_path / f"{chart}.png"
-    if chart == "comparison":
-        fig, messages = _draw(monkeypatch, lambda: plot_comparison(_runs(), KINDS, png))
-        _, ax_s = fig.axes
-        ticks = [t.get_text().splitlines()[0] for t in ax_s.get_xticklabels()]
-        assert ticks == ["vqa_rad", "? #2", "? #3"]  # the rows of eval.md's Sources table
-        assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "? #2"]
-    else:
-        log = tmp_path / "train_log.jsonl"
-        _log(log)
-        fig, messages = _draw(monkeypatch, lambda: plot_loss_curve(log, png))
-        assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["loss (total)", "? #1", "? #2"]
+    png = tmp_path / "comparison.png"
+    fig, messages = _draw(monkeypatch, lambda: plot_comparison(_runs(), KINDS, png))
+    _, ax_s = fig.axes
+    ticks = [t.get_text().splitlines()[0] for t in ax_s.get_xticklabels()]
+    assert ticks == ["vqa_rad", "? #2", "? #3"]  # the rows of eval.md's Sources table
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "? #2"]
     assert not [t for t in _texts(fig) if any(ch in t for ch in "通用遥感适配")]
     assert not [m for m in messages if "Glyph" in m], messages
     (ours,) = [m for m in messages if str(png) in m]
@@ -74,11 +60,6 @@ def test_cjk_names_are_drawn_with_an_installed_cjk_font(tmp_path, monkeypatch):
     assert all(t.get_fontfamily()[-1] == "Noto Sans CJK SC" for t in labels)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "适配"]
     assert not [m for m in messages if str(png) in m]
-    log = tmp_path / "train_log.jsonl"
-    _log(log)
-    fig, messages = _draw(monkeypatch, lambda: plot_loss_curve(log, tmp_path / "loss.png"))
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["loss (total)", "通用", "遥感"]
-    assert not [m for m in messages if "loss.png" in m]
 
 
 def test_unfontable_names_only_the_characters_no_font_has(monkeypatch):
