@@ -47,14 +47,15 @@ from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
 from model.tiling import ImageLoadError, load_image, upright_size
 
-__all__ = ["CHIP_GAP", "CHIP_SIZE", "COUNT_QUESTION", "DOTA_DATASET", "MIN_KEEP", "PRESENCE_QUESTION", "TASKS",
-           "DotaObject", "chip_starts", "convert_dota", "read_dota_labels"]
+__all__ = ["CHIP_GAP", "CHIP_SIZE", "COUNT_QUESTION", "DOTA_DATASET", "EMPTY_LABELS", "MIN_KEEP", "PRESENCE_QUESTION",
+           "TASKS", "DotaObject", "chip_starts", "convert_dota", "read_dota_labels"]
 
 DOTA_DATASET = "dota"
 CHIP_SIZE, CHIP_GAP = 1024, 200  # the DOTA devkit's ImgSplit defaults (subsize, gap)
 MIN_KEEP = 0.7  # the devkit's thresh: an object is kept in a chip when >= 70 % of its polygon's area is inside
 MAX_CHIPS = 1_000_000  # per image: each chip is kept in memory until the negatives are picked
 MIN_IN_IMAGE = 0.5  # an object at least half outside its image is a wrong label, not a border overshoot
+EMPTY_LABELS = ("skip", "negative")  # what an empty label file is: see convert_dota's Bad input
 COUNT_QUESTION = "How many {} are there in the image?"
 PRESENCE_QUESTION = "Is there {} in the image?"  # RSVQA's presence form ("Is there a road?"), answered yes / no
 TASKS = ("grounding", "count", "presence")
@@ -245,7 +246,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
                  overlap: int = CHIP_GAP, min_keep: float = MIN_KEEP, difficult: bool = True,
                  tasks: Sequence[str] = TASKS, negatives: float = 1.0, seed: int = 0, images_dir: str = "images",
                  labels_dir: str = "labelTxt", max_pixels: int = DEFAULT_MAX_PIXELS, workers: int = 1,
-                 progress: Progress = True) -> ConvertReport:
+                 empty_labels: str = "skip", progress: Progress = True) -> ConvertReport:
     """DOTA -> ``size x size`` chips with grounding, count and presence records, in ``out/<dataset>_<split>.jsonl``.
 
     **Chips** as the DOTA devkit's split: ``size x size`` (default 1024) stepping by ``size - overlap`` (default
@@ -293,8 +294,14 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a number
     where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped
     and counted with ``file:line``. A label file of header lines alone is a scene without objects (only "no" presence
-    questions); an empty one, or one whose object lines are all malformed, is skipped (``no objects``), as is an image
-    no label file names (``no label file``). A label file without an image, an unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's
+    questions); one whose object lines are all malformed is skipped (``no objects``), as is an image no label file
+    names (``no label file``). An **empty** label file (no header, no object line) is what the DOTA devkit's
+    ``ImgSplit`` and mmrotate's ``img_split`` write for a background patch of a split DOTA, but an original DOTA
+    label file always has its header, so there it is a damaged file; and mmrotate leaves out an object with less
+    than 70 % of it in the patch, so such a patch may still show most of one. `empty_labels`: ``"skip"`` (the
+    default: skipped as ``no objects``, the message naming this option) or ``"negative"`` (pre-split data whose
+    empty files you vouch for: a scene without objects, counted as the warning ``empty label file read as a
+    scene without objects``). A label file without an image, an unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's
     largest scenes: an 8-bit PNG is read in full-width strips of a chip's height, never whole; other images are
     decoded whole, the skip message gives the memory either takes) or one `size` and
     `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip
@@ -319,6 +326,8 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
                           f"got {negatives!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise DomainError(f"seed must be a whole number, got {seed!r}")
+    if empty_labels not in EMPTY_LABELS:
+        raise DomainError(f"empty_labels must be one of {', '.join(EMPTY_LABELS)}, got {empty_labels!r}")
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected DOTA's images/ and labelTxt/)")
     roots = _split_roots(src, labels_dir)
@@ -358,11 +367,16 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
                                                      f"{max_pixels:,}; pass --option max_pixels=N to read it ({cost})")
             continue
         bad_lines = report.skipped.get("malformed label line", 0) != malformed
-        if not objects and (bad_lines or not header):
+        if not objects and not header and not bad_lines and empty_labels == "negative":
+            report.warn(label, "empty label file read as a scene without objects",
+                        f"{label}: empty, read as a background patch (empty_labels=negative)")
+        elif not objects and (bad_lines or not header):
             # a header alone is a scene with no objects (a sure negative); an empty file, or one whose object lines
             # were all malformed, says nothing sure about the scene
             detail = ("no object line could be read (each malformed one is reported with its file:line)" if bad_lines
-                      else "empty: no imagesource: / gsd: header and no object lines")
+                      else "empty: no imagesource: / gsd: header and no object lines; if it is a background patch "
+                           "of a split DOTA (the devkit's ImgSplit and mmrotate's img_split write those empty), "
+                           "pass --option empty_labels=negative to ask it \"no\" presence questions")
             report.skip(label, "no objects", f"{label}: {detail}")
             continue
         n_chips = len(chip_starts(W, size, step)) * len(chip_starts(H, size, step))
