@@ -124,6 +124,23 @@ def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any
     return image
 
 
+def _note_band_guess(report: ConvertReport, path: Path, bands: Sequence[int | str] | None) -> None:
+    """Count `path` in `report` (one row for all such files) when its RGB is bands 1, 2, 3 of 4+ on a guess
+    (:func:`~domains.remote_sensing.raster.guessed_rgb`); the reader itself runs in a worker, so the header is read
+    here."""
+    if bands is not None or path.suffix.lower() not in RASTER_SUFFIXES:
+        return
+    from domains.remote_sensing.raster import GUESSED_RGB, guessed_rgb, open_raster
+
+    try:
+        with open_raster(path) as src:
+            guess = guessed_rgb(src, bands)
+    except Exception:  # noqa: BLE001 - the image was read; a header that fails now is not this note's business
+        return
+    if guess:
+        report.warn(path, GUESSED_RGB, guess)
+
+
 def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[int, int] | None = None,
                pf: Prefetch | None = None) -> tuple[int, int]:
     """Write `dst` from `src_img` unless it is already there, fresh, made with the options `key` stands for
@@ -271,6 +288,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
             except SkipInput as exc:
                 report.skip(img, exc.reason, exc.detail)
                 continue
+            _note_band_guess(report, img, bands)
             rid = f"{dataset}/{safe_name(d.name)}/{stems[d][img.name]}"
             splits[split_of(rel, test_fraction)].append(_record(
                 rid, image, size, question, label, "classification", options=list(labels), label=label,
@@ -451,8 +469,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     ``hr``, needed only when `src` holds both (the website repository does); it picks the files by prefix
     (``USGS`` / ``HR`` are HR, others LR). `splits`: only these split names (``[train, test]``; ``all`` for the
     whole-set files). `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the
-    first three). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null`` or two
-    percentiles. `resize`: longer side of the output PNGs in pixels.
+    first three unless the file tags or names its red, green, blue; a 4+ band tile read so is counted in the
+    report). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null`` or two percentiles. `resize`: longer side of the output PNGs in pixels.
 
     Prompt: ``question + "\\nAnswer the question using a single word or phrase."``; answer normalised by
     :func:`normalize_rsvqa_answer`. ``meta`` keeps ``question_type`` (scored per type), ``img_id``,
@@ -553,6 +571,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                         size = _image_out(img_src, out / image, (_png_step, (img_src, key, bands, stretch, longer)), key,
                                           pf=pf)
                         image_status[img_key] = (image, size)
+                        _note_band_guess(report, img_src, bands)
                     except SkipInput as exc:
                         image_status[img_key] = exc
                         report.skip(img_src, exc.reason, exc.detail)  # counted once per image

@@ -19,7 +19,9 @@ three are needed. Names are matched, in this order, against
 Sentinel-2 names are normalised, so ``"B4"``, ``"b04"`` and ``"B04"`` are one band, and ``"B8a"`` is
 ``"B8A"``. The default RGB is B04/B03/B02 when those names are known (descriptions, `band_names` or a
 13-band EuroSAT file), else the bands the file's colour interpretation marks red, green and blue (a 4-band
-blue-green-red-NIR file tagged so reads bands 3, 2, 1), else bands 1, 2, 3, else band 1 as grey.
+blue-green-red-NIR file tagged so reads bands 3, 2, 1), else bands 1, 2, 3, else band 1 as grey. Bands 1, 2, 3 of
+a 4+ band file are a guess (NAIP's RGBN: right; Planet's BGRN untagged: red and blue swapped): the converters
+count such files in their report (:func:`guessed_rgb`, one row) with how to pick others.
 
 **Stretch**: per band, the `stretch` ``(low, high)`` percentiles are computed over valid pixels only and
 mapped linearly to 0..255 (clipped). ``stretch=None`` keeps the values as they are, clipped to 0..255
@@ -72,6 +74,8 @@ __all__ = [
     "RasterError",
     "chip_box_to_map",
     "chip_cache_bytes",
+    "GUESSED_RGB",
+    "guessed_rgb",
     "iter_chips",
     "map_box_to_chip",
     "normalize_band_name",
@@ -185,6 +189,27 @@ def resolve_bands(src, bands: Sequence[int | str] | None = None,
         else:
             raise RasterError(f"{path}: a band is a 1-based index or a name, got {b!r}")
     return out
+
+
+GUESSED_RGB = "bands 1, 2, 3 of a 4+ band file taken as RGB"  # the report's reason: one row, every such file
+
+
+def guessed_rgb(src, bands: Sequence[int | str] | None = None, band_names: Sequence[str] | None = None) -> str | None:
+    """Why bands 1, 2, 3 of the open dataset `src` are read as red, green, blue on a guess, or None: a file of 4 or more
+    bands, `bands` not given, and neither Sentinel-2 band names nor a red / green / blue colour interpretation to go
+    by. Right for NAIP's R, G, B, NIR order, wrong for Planet's B, G, R, NIR; the text says how to pick others."""
+    if bands is not None or src.count < 4 or resolve_bands(src, None, band_names) != [1, 2, 3]:
+        return None
+    names = _known_names(src, band_names)
+    if names and all(b in names for b in SENTINEL2_RGB):
+        return None  # B04, B03, B02 are bands 1, 2, 3: named, not guessed
+    tagged = list(src.colorinterp)
+    if all(c in tagged for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
+        return None
+    named = f" (named {', '.join(names[:3])})" if names else ""
+    return (f"{src.name}: {src.count} bands with no red / green / blue colour interpretation or Sentinel-2 band "
+            f"names, so bands 1, 2, 3{named} are shown as red, green, blue: right for an R, G, B, NIR file (NAIP), "
+            f"wrong for B, G, R, NIR (Planet); pick others with --option bands=[3,2,1] (1-based)")
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -543,6 +568,9 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
     stretch = _check_stretch(stretch)
     with open_raster(p) as src:
         indexes = resolve_bands(src, bands, band_names)
+        guess = guessed_rgb(src, bands, band_names) if report is not None else None
+        if guess:
+            report.warn(p, GUESSED_RGB, guess)
         stretch = resolve_stretch(src, indexes, stretch)
         lut = palette_of(src, indexes)
         nd = _nodata(src, nodata)
