@@ -36,13 +36,14 @@ from tqdm.auto import tqdm
 from model.checkpoints.tower import load_vision, load_vision_feature, save_tower, save_vision_adapter
 from model.progress import Progress
 from model.tiling import ImageLoadError, TilingConfig, load_image
-from model.vision import feature_block, layer_features, patch_grid
+from model.vision import feature_block, layer_features
 
 from .checkpointing import atomic_write_text
 from .data.augment import build_augment
 from .data.dataset import TileDataset, collate_tiles, record_tiles
 from .data.samples import UNDECODABLE_IMAGE, DataQualityError, Record, SkipLog, read_source
-from .recipe import DistillRecipe
+from .recipe import DistillRecipe, RecipeError
+from .recipe import layer_pairs as recipe_layer_pairs
 from .train import Trainer, TrainingError, _seed_everything, append_entry, source_specs
 
 
@@ -51,21 +52,11 @@ class DistillError(TrainingError):
 
 
 def layer_pairs(layers: int, pairs: list[tuple[int, int]] | None, teacher_depth: int, student_depth: int) -> list[tuple[int, int]]:
-    """``(teacher_layer, student_layer)`` pairs, 1-based block numbers: `pairs` as given, else the last `layers`
-    of each tower in order (the two last blocks always paired)."""
-    if pairs:
-        for t, s in pairs:
-            if t > teacher_depth or s > student_depth:
-                raise DistillError(f"distill.pairs: [{t}, {s}] is out of range: the teacher has {teacher_depth} layers, "
-                                   f"the student {student_depth}")
-        if max(s for _, s in pairs) < student_depth:
-            raise DistillError(f"distill.pairs: no pair ends at the student's last layer ({student_depth}), so the "
-                               "layers after the last paired one would stay untrained; pair its last layer")
-        return [tuple(p) for p in pairs]
-    if layers > min(teacher_depth, student_depth):
-        raise DistillError(f"distill.layers is {layers}, but the teacher has {teacher_depth} layers and the student "
-                           f"{student_depth}")
-    return [(teacher_depth - layers + i, student_depth - layers + i) for i in range(1, layers + 1)]
+    """``(teacher_layer, student_layer)`` pairs, 1-based block numbers (`adapt.recipe.layer_pairs`)."""
+    try:
+        return recipe_layer_pairs(layers, pairs, teacher_depth, student_depth)
+    except ValueError as err:
+        raise DistillError(str(err)) from None
 
 
 def adapter_pair(pairs: list[tuple[int, int]], feature_layer: int, teacher_depth: int,
@@ -149,17 +140,14 @@ class Distiller(Trainer):
         student, student_tiling = load_vision(d.student.source, d.student.config, seed=recipe.seed)
         teacher = teacher.to(getattr(torch, d.teacher.dtype))
         student = student.to(getattr(torch, d.student.dtype))
-        if patch_grid(teacher.config) != patch_grid(student.config):
-            raise DistillError(f"the teacher's patch grid {patch_grid(teacher.config)} differs from the student's "
-                               f"{patch_grid(student.config)}; features are compared token by token, so pick towers "
-                               "whose image_size / patch_size give the same grid")
-        self.pairs = layer_pairs(d.layers, d.pairs, teacher.config.num_hidden_layers, student.config.num_hidden_layers)
+        try:  # the recipe checked the towers' config files already, unless it could not read them (hub:)
+            self.pairs, self.tiling = recipe.towers_fit(teacher.config, student.config, student_tiling)
+        except RecipeError:
+            raise
+        except ValueError as err:
+            raise DistillError(str(err)) from None
         self.adapter_pair = adapter_pair(self.pairs, self.feature_layer, teacher.config.num_hidden_layers,
                                          student.config.num_hidden_layers)
-        self.tiling = recipe.tiling_for(student_tiling)
-        if self.tiling.tile_size != student_tiling.tile_size:
-            raise DistillError(f"tiling.tile_size {self.tiling.tile_size} differs from the student's image size "
-                               f"{student_tiling.tile_size}; leave it null")
         self.skips = SkipLog()
         specs = source_specs(recipe.data.sources)
         records = {s.name: read_source(s, self.skips) for s in specs}

@@ -746,6 +746,26 @@ class DistillSpec(_Section):
         return self
 
 
+def layer_pairs(layers: int | None, pairs: list[tuple[int, int]] | None, teacher_depth: int,
+                student_depth: int) -> list[tuple[int, int]]:
+    """``(teacher_layer, student_layer)`` pairs, 1-based block numbers: `pairs` as given, else the last `layers`
+    of each tower in order (the two last blocks always paired); ValueError naming the setting that does not fit."""
+    if pairs:
+        for t, s in pairs:
+            if t > teacher_depth or s > student_depth:
+                raise ValueError(f"distill.pairs: [{t}, {s}] is out of range: the teacher has {teacher_depth} layers, "
+                                 f"the student {student_depth}")
+        if max(s for _, s in pairs) < student_depth:
+            raise ValueError(f"distill.pairs: no pair ends at the student's last layer ({student_depth}), so the "
+                             "layers after the last paired one would stay untrained; pair its last layer")
+        return [tuple(p) for p in pairs]
+    layers = layers or 1
+    if layers > min(teacher_depth, student_depth):
+        raise ValueError(f"distill.layers is {layers}, but the teacher has {teacher_depth} layers and the student "
+                         f"{student_depth}")
+    return [(teacher_depth - layers + i, student_depth - layers + i) for i in range(1, layers + 1)]
+
+
 class DistillEval(_Section):
     """The held-out feature cosine (on ``data.eval_sources``' images): before and after in the report, and every
     ``every`` steps in eval_log.jsonl."""
@@ -771,6 +791,41 @@ class DistillRecipe(_RecipeBase):
     logging: Logging = Field(default_factory=Logging)
     eval: DistillEval = Field(default_factory=DistillEval)
     seed: int = Field(0, ge=0, lt=2**32)  # numpy's and torch's seed range
+
+    def towers_fit(self, teacher: Any, student: Any, student_tiling: TilingConfig
+                   ) -> tuple[list[tuple[int, int]], TilingConfig]:
+        """The layer pairs and the tiling for towers of these vision configs; ValueError naming what does not fit
+        (patch grids, layers, tiling.tile_size)."""
+        from model.vision import patch_grid
+
+        if patch_grid(teacher) != patch_grid(student):
+            raise ValueError(f"the teacher's patch grid {patch_grid(teacher)} (image_size {teacher.image_size}, "
+                             f"patch_size {teacher.patch_size}) differs from the student's {patch_grid(student)} "
+                             f"(image_size {student.image_size}, patch_size {student.patch_size}); features are "
+                             "compared token by token, so pick towers whose image_size / patch_size give the same grid")
+        pairs = layer_pairs(self.distill.layers, self.distill.pairs, teacher.num_hidden_layers,
+                            student.num_hidden_layers)
+        tiling = self.tiling_for(student_tiling)
+        if tiling.tile_size != student_tiling.tile_size:
+            raise ValueError(f"tiling.tile_size {tiling.tile_size} differs from the student's image size "
+                             f"{student_tiling.tile_size}; leave it null")
+        return pairs, tiling
+
+    @model_validator(mode="after")
+    def _towers_fit(self) -> DistillRecipe:
+        """Refuse towers that cannot be distilled as asked now, from their config files alone, not once `adapt
+        distill` has loaded (or downloaded) both; with a ``hub:`` tower or an unreadable one `adapt distill` checks after
+        loading."""
+        from model.checkpoints.tower import vision_config_feature
+
+        try:
+            teacher = vision_config_feature(self.distill.teacher.source, self.distill.teacher.config)
+            student = vision_config_feature(self.distill.student.source, self.distill.student.config)
+        except (PocketAdaptError, OSError, ValueError):  # `adapt distill` says what is wrong when it loads it
+            return self
+        if teacher is not None and student is not None:
+            self.towers_fit(teacher[0], student[0], student[1])
+        return self
 
 
 def recipe_schema(data: Any) -> type[_RecipeBase]:

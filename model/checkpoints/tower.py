@@ -78,13 +78,17 @@ def save_tower(tower: nn.Module, tiling: TilingConfig, out_dir: Path, info: dict
     return out_dir
 
 
-def load_tower_folder(directory: Path, allow_pickle: bool = False) -> tuple[nn.Module, TilingConfig]:
-    """The tower in a folder `save_tower` wrote (or transformers saved), and its tiling."""
-    directory = Path(directory)
+def _tower_folder_config(directory: Path) -> tuple[PreTrainedConfig, TilingConfig]:
+    """A tower folder's vision config and tiling, from its config.json and pocket_tower.json alone."""
     raw = read_json(directory / "config.json")
     model_type = raw.get("model_type")
     if model_type == "intern_vit_6b":
-        return _load_internvit_original(directory, raw, allow_pickle)
+        from .original import vision_config_from_original
+
+        try:
+            return (config := vision_config_from_original(raw, raw.get("image_size"))), default_tiling(config)
+        except KeyError as err:
+            raise CheckpointError(f"{directory / 'config.json'}: InternViT config lacks {err}") from None
     if model_type not in CONFIG_MAPPING:
         raise CheckpointError(f"{directory / 'config.json'}: model_type {model_type!r} is not a vision config "
                               "transformers knows (expected e.g. internvl_vision or clip_vision_model)")
@@ -92,11 +96,6 @@ def load_tower_folder(directory: Path, allow_pickle: bool = False) -> tuple[nn.M
         config = CONFIG_MAPPING[model_type].from_dict(raw)
     except (ValueError, TypeError, KeyError) as err:
         raise CheckpointError(f"{directory / 'config.json'}: not a valid {model_type} config ({err})") from None
-    with no_init_weights():  # the weights are read right after
-        tower = build_vision_tower(config)
-    state = read_state_dict(directory, allow_pickle=allow_pickle)
-    load_strict(tower, state, str(directory))
-    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     tiling = default_tiling(config)
     info_path = directory / TOWER_INFO
     if info_path.is_file():
@@ -107,6 +106,21 @@ def load_tower_folder(directory: Path, allow_pickle: bool = False) -> tuple[nn.M
             tiling = TilingConfig.from_dict(stored)
         except (ValueError, TypeError) as err:
             raise CheckpointError(f"{info_path}: bad tiling ({err})") from None
+    return config, tiling
+
+
+def load_tower_folder(directory: Path, allow_pickle: bool = False) -> tuple[nn.Module, TilingConfig]:
+    """The tower in a folder `save_tower` wrote (or transformers saved), and its tiling."""
+    directory = Path(directory)
+    raw = read_json(directory / "config.json")
+    if raw.get("model_type") == "intern_vit_6b":
+        return _load_internvit_original(directory, raw, allow_pickle)
+    config, tiling = _tower_folder_config(directory)
+    with no_init_weights():  # the weights are read right after
+        tower = build_vision_tower(config)
+    state = read_state_dict(directory, allow_pickle=allow_pickle)
+    load_strict(tower, state, str(directory))
+    dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     return tower.to(dtype), tiling
 
 
@@ -206,6 +220,32 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
     if str(source) in PRESETS:
         vlm, _ = load(str(source), seed=seed)
         return vlm.vision_tower, vlm.config.tiling_config, vlm.config.vision_feature_layer
+    raise CheckpointError(f"{source}: not a vision-tower folder, a checkpoint folder, a preset "
+                          f"({', '.join(PRESETS)}) nor a tower config ({', '.join(VISION_CONFIGS)})")
+
+
+def vision_config_feature(source: str | Path, config: dict | None = None
+                          ) -> tuple[PreTrainedConfig, TilingConfig, int] | None:
+    """What `load_vision_feature` would give for the tower — its vision config, tiling and feature layer — from config
+    files alone: no weights read, nothing built, nothing fetched (None for ``hub:``, whose config comes with its
+    weights). For checks that must not wait for, or allocate, a whole tower (`adapt validate` on a distillation)."""
+    from ..loading import load_config
+    from ..presets import PRESETS
+
+    if str(source).startswith(HUB_PREFIX):
+        return None
+    path = Path(source)
+    if path.is_dir() and is_tower_folder(path):
+        return (*_tower_folder_config(path), -1)
+    if str(source) in VISION_CONFIGS and not path.is_dir():
+        try:
+            vision_config = VISION_CONFIGS[str(source)](**(config or {}))
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{source}: bad config override {config or {}} ({err})") from None
+        return vision_config, default_tiling(vision_config), -1
+    if path.is_dir() or str(source) in PRESETS:
+        vlm = load_config(path if path.is_dir() else str(source))
+        return vlm.vision_config, TilingConfig.from_dict(vlm.tiling), vlm.vision_feature_layer
     raise CheckpointError(f"{source}: not a vision-tower folder, a checkpoint folder, a preset "
                           f"({', '.join(PRESETS)}) nor a tower config ({', '.join(VISION_CONFIGS)})")
 

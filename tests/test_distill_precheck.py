@@ -1,0 +1,101 @@
+"""`adapt validate` / `adapt distill` refuse towers that cannot be distilled as asked (layers, patch grids, tile size)
+from the towers' config files alone, before either tower is loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import adapt.distill
+import model.checkpoints.tower
+from adapt.cli import main
+from adapt.distill import DistillError, distill
+from adapt.recipe import RecipeError, load_recipe
+from domains.general.world import generate_landcover
+
+RECIPE = """
+name: precheck
+distill:
+  teacher: {source: TEACHER}
+  student: {source: internvit-300m, config: {hidden_size: 16, num_hidden_layers: 3, num_attention_heads: 2,
+            intermediate_size: 32, image_size: 112}}
+  layers: 2
+data:
+  sources: [{name: lc, path: data/train.jsonl, kind: domain}]
+mixing: {general_ratio: 0}
+training: {max_steps: 1, batch_size: 2}
+output: {dir: out}
+logging: {tensorboard: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("precheck")
+    generate_landcover(root / "data", n_train=4, n_test=1)
+    return root
+
+
+def write(folder: Path, data_dir: Path, teacher: str = "pocket-tiny") -> Path:
+    (folder / "data").exists() or (folder / "data").symlink_to(data_dir / "data")
+    path = folder / "distill.yaml"
+    path.write_text(RECIPE.replace("TEACHER", teacher))
+    return path
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Any tower load fails the test: the checks must come before it."""
+    def refuse(*_, **__):
+        raise AssertionError("a tower was loaded before the recipe's towers were checked")
+
+    monkeypatch.setattr(adapt.distill, "load_vision_feature", refuse)
+    monkeypatch.setattr(adapt.distill, "load_vision", refuse)
+
+
+BAD = [
+    (["distill.layers=4"], r"distill.layers is 4, but the teacher has 4 layers and the student 3"),
+    (["distill.layers=null", "distill.pairs=[[4, 2]]"], r"no pair ends at the student's last layer \(3\)"),
+    (["distill.layers=null", "distill.pairs=[[5, 3]]"], r"distill.pairs: \[5, 3\] is out of range"),
+    (["distill.student.config.patch_size=16"], r"the teacher's patch grid \(8, 8\) .* differs from the student's \(7, 7\)"),
+    (["tiling.tile_size=224"], r"tiling.tile_size 224 differs from the student's image size 112"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD)
+def test_validate_and_distill_refuse_before_loading(tmp_path, data_dir, capsys, no_loading, overrides, message):
+    path = write(tmp_path, data_dir)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(path, overrides)
+    for verb in ("validate", "distill"):
+        assert main([verb, str(path), *overrides]) == 1
+        assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_tower_folder_is_checked_from_its_config_json_alone(tmp_path, data_dir, no_loading):
+    """A tower folder without weights: its config.json says its grid and depth."""
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    config = {"model_type": "internvl_vision", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "intermediate_size": 32, "image_size": [112, 112], "patch_size": [16, 16]}
+    (teacher / "config.json").write_text(json.dumps(config))
+    path = write(tmp_path, data_dir, teacher=str(teacher))
+    with pytest.raises(RecipeError, match=r"the teacher's patch grid \(7, 7\)"):
+        load_recipe(path)
+    config["patch_size"] = [14, 14]
+    (teacher / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RecipeError, match=r"distill.layers is 3, but the teacher has 2 layers and the student 3"):
+        load_recipe(path, ["distill.layers=3"])
+    assert load_recipe(path).distill.teacher.source == str(teacher)
+
+
+def test_towers_whose_configs_cannot_be_read_are_checked_once_loaded(tmp_path, data_dir, monkeypatch):
+    """A hub: tower's config comes with its weights: `adapt distill` checks the loaded towers, before the data."""
+    monkeypatch.setattr(model.checkpoints.tower, "vision_config_feature", lambda *_, **__: None)
+    recipe = load_recipe(write(tmp_path, data_dir), ["distill.student.config.patch_size=16"])
+    with pytest.raises(DistillError, match=r"the teacher's patch grid \(8, 8\) .* differs from the student's \(7, 7\)"):
+        distill(recipe, progress=False)
+
