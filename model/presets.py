@@ -105,6 +105,7 @@ def _mobilevlm_v2(hidden: int, intermediate: int, layers: int, heads: int) -> Po
     return PocketVLMConfig(
         vision_config=clip_vit_l14_336_config(), text_config=text, image_token_id=32000,
         vision_feature_layer=-2, projector_type="ldpv2", chat_template="vicuna_v1",
+        projector_options={"pooled_grid": 12},  # LDPNetV2Projector's fixed 12x12 pool, as a V2 checkpoint is read
         image_start_token=None, image_end_token=None,
         tiling=TilingConfig(tile_size=336, mode="pad", max_tiles=1, thumbnail=False, mean=CLIP_MEAN, std=CLIP_STD).to_dict(),
     )

@@ -1,0 +1,32 @@
+"""MobileVLM V2's LDPv2 pools every tower's grid to a fixed 12x12 (mobilevlm.md §2): presets and template agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def test_the_mobilevlm_v2_presets_pool_to_12x12_as_a_v2_checkpoint_is_read():
+    """The presets' config (what `adapt validate` / `inspect` read, and a replaced tower's projector keeps) said ldpv2
+    with no options (half the grid: 256 tokens from a 448 px tower) where a released V2 is read with pooled_grid 12."""
+    from model.checkpoints.mobilevlm import config_from_mobilevlm
+    from model.loading import load_config
+    from model.projectors import projector_tokens
+
+    released = {"model_type": "mobilevlm", "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "vocab_size": 100, "mm_projector_type": "ldpnetv2",
+                "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_vision_select_layer": -2,
+                "image_aspect_ratio": "pad"}
+    read = config_from_mobilevlm(released, Path("."), 0)
+    for name in ("mobilevlm-v2-1.7b", "mobilevlm-v2-3b"):
+        preset = load_config(name)
+        assert preset.projector_options == read.projector_options == {"pooled_grid": 12}
+        assert projector_tokens("ldpv2", 32, 32, **preset.projector_options) == 144
+
+
+def test_the_template_says_how_a_fresh_ldpv2_pools_as_mobilevlm_v2(tmp_path):
+    from adapt.recipe import copy_recipe_template, load_recipe
+
+    path = copy_recipe_template("remote-sensing_mobilevlm-v2_full", tmp_path)
+    assert "{pooled_grid: 12}" in path.read_text()
+    recipe = load_recipe(path, ["model.projector=ldpv2", "model.projector_options={pooled_grid: 12}"])
+    assert recipe.model.projector_options == {"pooled_grid": 12}
