@@ -814,15 +814,16 @@ class DistillRecipe(_RecipeBase):
     @model_validator(mode="after")
     def _towers_fit(self) -> DistillRecipe:
         """Refuse towers that cannot be distilled as asked now, from their config files alone, not once `adapt
-        distill` has loaded (or downloaded) both; with a ``hub:`` tower or an unreadable one `adapt distill` checks after
-        loading."""
+        distill` has loaded (or downloaded) both; with a ``hub:`` tower `adapt distill` checks them once loaded."""
         from model.checkpoints.tower import vision_config_feature
 
-        try:
-            teacher = vision_config_feature(self.distill.teacher.source, self.distill.teacher.config)
-            student = vision_config_feature(self.distill.student.source, self.distill.student.config)
-        except (PocketAdaptError, OSError, ValueError):  # `adapt distill` says what is wrong when it loads it
-            return self
+        towers = []
+        for role, spec in (("teacher", self.distill.teacher), ("student", self.distill.student)):
+            try:
+                towers.append(vision_config_feature(spec.source, spec.config))
+            except (PocketAdaptError, OSError) as err:  # a folder that is no checkpoint, a broken config.json
+                raise ValueError(f"distill.{role}.source: {err}") from None
+        teacher, student = towers
         if teacher is not None and student is not None:
             self.towers_fit(teacher[0], student[0], student[1])
         return self

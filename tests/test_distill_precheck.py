@@ -99,3 +99,17 @@ def test_towers_whose_configs_cannot_be_read_are_checked_once_loaded(tmp_path, d
     with pytest.raises(DistillError, match=r"the teacher's patch grid \(8, 8\) .* differs from the student's \(7, 7\)"):
         distill(recipe, progress=False)
 
+
+
+def test_a_tower_folder_that_cannot_be_read_is_refused_by_validate(tmp_path, data_dir, capsys, no_loading):
+    """A folder without config.json (the data folder named by mistake) or with a broken one was a valid recipe."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "internvl_vision"')
+    path = write(tmp_path, data_dir)
+    for source, message in ((tmp_path / "data", r"distill.teacher.source: .*data: no config.json"),
+                            (broken, r"distill.teacher.source: .*broken/config.json: invalid JSON")):
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(path, [f"distill.teacher.source={source}"])
+        assert main(["validate", str(path), f"distill.teacher.source={source}"]) == 1
+        assert "Traceback" not in capsys.readouterr().err
