@@ -113,3 +113,26 @@ def test_a_tower_folder_that_cannot_be_read_is_refused_by_validate(tmp_path, dat
             load_recipe(path, [f"distill.teacher.source={source}"])
         assert main(["validate", str(path), f"distill.teacher.source={source}"]) == 1
         assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_hub_tower_in_the_hub_cache_is_checked_from_its_cached_config(tmp_path, data_dir, monkeypatch, no_loading):
+    """InternViT-6B -> 300M: the teacher alone is GBs; a cached hub: tower's config.json says its grid without it."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--someone--tower"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({  # OpenGVLab's standalone layout, as InternViT-6B ships it
+        "model_type": "intern_vit_6b", "hidden_size": 16, "num_hidden_layers": 4, "num_attention_heads": 2,
+        "intermediate_size": 32, "image_size": 448, "patch_size": 14, "qkv_bias": True, "qk_normalization": False,
+        "norm_type": "layer_norm", "layer_norm_eps": 1e-6, "use_flash_attn": False, "drop_path_rate": 0.0}))
+    path = write(tmp_path, data_dir, teacher="hub:someone/tower")
+    with pytest.raises(RecipeError, match=r"the teacher's patch grid \(32, 32\) .* differs from the student's \(8, 8\)"):
+        load_recipe(path)
+    assert load_recipe(path, ["distill.student.config.image_size=448"]).distill.teacher.source == "hub:someone/tower"
+    (tmp_path / "other").mkdir()
+    uncached = write(tmp_path / "other", data_dir, teacher="hub:someone/elsewhere")
+    assert load_recipe(uncached).distill.layers == 2  # not in the cache: adapt distill checks it once fetched

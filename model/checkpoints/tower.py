@@ -227,14 +227,20 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
 def vision_config_feature(source: str | Path, config: dict | None = None
                           ) -> tuple[PreTrainedConfig, TilingConfig, int] | None:
     """What `load_vision_feature` would give for the tower — its vision config, tiling and feature layer — from config
-    files alone: no weights read, nothing built, nothing fetched (None for ``hub:``, whose config comes with its
-    weights). For checks that must not wait for, or allocate, a whole tower (`adapt validate` on a distillation)."""
+    files alone: no weights read, nothing built, nothing fetched (a ``hub:`` tower is read from the hub cache; None
+    when it is not there). For checks that must not wait for, or allocate, a whole tower (`adapt validate` on a
+    distillation)."""
     from ..loading import load_config
     from ..presets import PRESETS
 
-    if str(source).startswith(HUB_PREFIX):
-        return None
     path = Path(source)
+    if str(source).startswith(HUB_PREFIX):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(str(source)[len(HUB_PREFIX):], "config.json")  # the disk only
+        if not isinstance(cached, str):
+            return None
+        path = Path(cached).parent
     if path.is_dir() and is_tower_folder(path):
         return (*_tower_folder_config(path), -1)
     if str(source) in VISION_CONFIGS and not path.is_dir():
