@@ -798,6 +798,12 @@ class DistillRecipe(_RecipeBase):
         (patch grids, layers, tiling.tile_size)."""
         from model.vision import patch_grid
 
+        for role, config in (("teacher", teacher), ("student", student)):
+            sizes = [config.image_size, config.patch_size]
+            flat = [v for x in sizes for v in (x if isinstance(x, (list, tuple)) else [x])]
+            if not all(isinstance(v, int) and v > 0 for v in flat) or 0 in patch_grid(config):
+                raise ValueError(f"distill.{role}: image_size {config.image_size} / patch_size {config.patch_size} "
+                                 "give no patch grid (both positive, the patch no larger than the image)")
         if patch_grid(teacher) != patch_grid(student):
             raise ValueError(f"the teacher's patch grid {patch_grid(teacher)} (image_size {teacher.image_size}, "
                              f"patch_size {teacher.patch_size}) differs from the student's {patch_grid(student)} "
@@ -822,7 +828,7 @@ class DistillRecipe(_RecipeBase):
             try:
                 towers.append(vision_config_feature(spec.source, spec.config))
             except (PocketAdaptError, OSError) as err:  # a folder that is no checkpoint, a broken config.json
-                raise ValueError(f"distill.{role}.source: {err}") from None
+                raise ValueError(f"distill.{role}: {err}") from None
         teacher, student = towers
         if teacher is not None and student is not None:
             self.towers_fit(teacher[0], student[0], student[1])

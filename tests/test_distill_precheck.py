@@ -107,8 +107,8 @@ def test_a_tower_folder_that_cannot_be_read_is_refused_by_validate(tmp_path, dat
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "internvl_vision"')
     path = write(tmp_path, data_dir)
-    for source, message in ((tmp_path / "data", r"distill.teacher.source: .*data: no config.json"),
-                            (broken, r"distill.teacher.source: .*broken/config.json: invalid JSON")):
+    for source, message in ((tmp_path / "data", r"distill.teacher: .*data: no config.json"),
+                            (broken, r"distill.teacher: .*broken/config.json: invalid JSON")):
         with pytest.raises(RecipeError, match=message):
             load_recipe(path, [f"distill.teacher.source={source}"])
         assert main(["validate", str(path), f"distill.teacher.source={source}"]) == 1
@@ -136,3 +136,12 @@ def test_a_hub_tower_in_the_hub_cache_is_checked_from_its_cached_config(tmp_path
     (tmp_path / "other").mkdir()
     uncached = write(tmp_path / "other", data_dir, teacher="hub:someone/elsewhere")
     assert load_recipe(uncached).distill.layers == 2  # not in the cache: adapt distill checks it once fetched
+
+
+@pytest.mark.parametrize("value", ["0", "200", "[112, 0]"])
+def test_a_tower_config_without_a_patch_grid_is_one_line(tmp_path, data_dir, capsys, no_loading, value):
+    path = write(tmp_path, data_dir)
+    key = "patch_size" if value != "[112, 0]" else "image_size"
+    assert main(["validate", str(path), f"distill.student.config.{key}={value}"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "distill.student: image_size" in err and "give no patch grid" in err
