@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 
 def test_the_mobilevlm_v2_presets_pool_to_12x12_as_a_v2_checkpoint_is_read():
@@ -30,3 +33,17 @@ def test_the_template_says_how_a_fresh_ldpv2_pools_as_mobilevlm_v2(tmp_path):
     assert "{pooled_grid: 12}" in path.read_text()
     recipe = load_recipe(path, ["model.projector=ldpv2", "model.projector_options={pooled_grid: 12}"])
     assert recipe.model.projector_options == {"pooled_grid": 12}
+
+
+@pytest.mark.parametrize("fields", [{"hidden_size": "x"}, {"num_attention_heads": 0}, {"hidden_size": 64, "num_attention_heads": 5}])
+def test_a_mobilevlm_config_with_bad_llm_fields_is_one_checkpoint_error(tmp_path, fields):
+    """transformers 5's strict LlamaConfig raised its own StrictDataclassError (or a ZeroDivisionError) through
+    model.load and adapt validate as a traceback."""
+    from model.checkpoints.io import CheckpointError
+    from model.loading import load_config
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "mobilevlm", "mm_projector_type": "ldpnetv2", "vocab_size": 100, "num_hidden_layers": 1,
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336", **fields}))
+    with pytest.raises(CheckpointError, match=r"config.json: its language-model fields are not a valid LLaMA config"):
+        load_config(tmp_path)

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import CLIPConfig, CLIPVisionConfig, LlamaConfig, PreTrainedConfig
 
 from ..projectors import projector_from_mobilevlm_type
@@ -94,7 +95,13 @@ def config_from_mobilevlm(raw: dict, directory: Path, image_token_id: int) -> Po
         del llm_fields["rope_scaling"]
     if "rope_theta" in llm_fields:
         llm_fields["rope_parameters"] = {"rope_type": "default", "rope_theta": float(llm_fields.pop("rope_theta"))}
-    text = LlamaConfig(**llm_fields)
+    try:
+        text = LlamaConfig(**llm_fields)
+    except (KeyError, ValueError, TypeError, ArithmeticError, StrictDataclassError) as err:
+        # transformers 5's configs are strict dataclasses: a wrong field raises their own error, not a ValueError
+        detail = " ".join(str(err).split())
+        raise CheckpointError(f"{directory / 'config.json'}: its language-model fields are not a valid LLaMA config "
+                              f"({type(err).__name__}: {detail})") from None
     vision = vision_config_for(raw.get("mm_vision_tower"), directory)
     # MobileVLM's process_images pads only for 'pad'; any other value, or none, is CLIPImageProcessor's
     # shortest-edge resize and centre crop (mobilevlm.md §5)
