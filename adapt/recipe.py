@@ -708,10 +708,12 @@ class TowerSpec(_Section):
             for key in self.config:
                 if key not in known:  # transformers configs keep unknown keys silently
                     raise ValueError(f"config: {key!r} is not a key of the {self.source} config{did_you_mean(key, known)}")
+            from huggingface_hub.errors import StrictDataclassError
+
             try:
                 VISION_CONFIGS[self.source](**self.config)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"config: {err}") from None
+            except (TypeError, ValueError, StrictDataclassError) as err:  # transformers 5's configs raise the last
+                raise ValueError(f"config: {' '.join(str(err).split())}") from None
         return self
 
 
@@ -820,7 +822,7 @@ class DistillRecipe(_RecipeBase):
     @model_validator(mode="after")
     def _towers_fit(self) -> DistillRecipe:
         """Refuse towers that cannot be distilled as asked now, from their config files alone, not once `adapt
-        distill` has loaded (or downloaded) both; with a ``hub:`` tower `adapt distill` checks them once loaded."""
+        distill` has loaded (or downloaded) both; a ``hub:`` tower not in the hub cache is checked once loaded."""
         from model.checkpoints.tower import vision_config_feature
 
         towers = []
@@ -829,6 +831,8 @@ class DistillRecipe(_RecipeBase):
                 towers.append(vision_config_feature(spec.source, spec.config))
             except (PocketAdaptError, OSError) as err:  # a folder that is no checkpoint, a broken config.json
                 raise ValueError(f"distill.{role}: {err}") from None
+            except (ValueError, TypeError, KeyError):  # a config only building the tower judges: adapt distill says
+                towers.append(None)
         teacher, student = towers
         if teacher is not None and student is not None:
             self.towers_fit(teacher[0], student[0], student[1])

@@ -145,3 +145,12 @@ def test_a_tower_config_without_a_patch_grid_is_one_line(tmp_path, data_dir, cap
     assert main(["validate", str(path), f"distill.student.config.{key}={value}"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err and "distill.student: image_size" in err and "give no patch grid" in err
+
+
+def test_a_tower_config_override_of_the_wrong_type_is_one_line(tmp_path, data_dir, capsys):
+    """transformers 5's strict configs raise their own error (not a ValueError): it was a traceback."""
+    path = write(tmp_path, data_dir)
+    with pytest.raises(RecipeError, match=r"distill.student: config: .*'hidden_size' expected int, got str"):
+        load_recipe(path, ["distill.student.config.hidden_size=x"])
+    assert main(["validate", str(path), "distill.student.config.hidden_size=x"]) == 1
+    assert "Traceback" not in capsys.readouterr().err

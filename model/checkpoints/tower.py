@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import CONFIG_MAPPING, CLIPVisionConfig, PreTrainedConfig
 from transformers.initialization import no_init_weights
@@ -214,7 +215,7 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
             vision_config = VISION_CONFIGS[str(source)](**(config or {}))
             torch.manual_seed(seed)
             tower = build_vision_tower(vision_config)  # shapes are checked only here (e.g. width / heads)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, StrictDataclassError) as err:
             raise CheckpointError(f"{source}: bad config override {config or {}} ({err})") from None
         return tower, default_tiling(vision_config), -1
     if str(source) in PRESETS:
@@ -246,7 +247,7 @@ def vision_config_feature(source: str | Path, config: dict | None = None
     if str(source) in VISION_CONFIGS and not path.is_dir():
         try:
             vision_config = VISION_CONFIGS[str(source)](**(config or {}))
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, StrictDataclassError) as err:
             raise CheckpointError(f"{source}: bad config override {config or {}} ({err})") from None
         return vision_config, default_tiling(vision_config), -1
     if path.is_dir() or str(source) in PRESETS:
