@@ -273,14 +273,9 @@ def load_config(source: str | os.PathLike) -> PocketVLMConfig:
 
             return config_from_pocket(path / "config.json")
         if layout == "native":
-            from transformers import AutoConfig, InternVLConfig
+            from .checkpoints.native import config_from_native, read_native_config
 
-            from .checkpoints.native import config_from_native
-
-            native = AutoConfig.from_pretrained(str(path))
-            if not isinstance(native, InternVLConfig):
-                raise CheckpointError(f"{path}: config.json is {native.model_type!r}, not transformers' 'internvl'")
-            return config_from_native(native, path)
+            return config_from_native(read_native_config(path), path)
         from .checkpoints.io import read_json
         from .tiling import TilingError
 

@@ -81,10 +81,12 @@ def test_an_internvl2_4b_phi3_llm_config_with_su_or_yarn_rope_loads_and_exports_
         assert torch.equal(again(**prompt_inputs).logits, ours)
 
 
-def test_an_llm_config_transformers_rejects_is_one_error_naming_config_json(tmp_path, hf_internvl, tiny_tokenizer):
+@pytest.mark.parametrize("bad", [{"rope_scaling": {"type": "yarn"}},  # no factor: transformers raises a KeyError
+                                 {"hidden_size": "x"}])  # transformers 5's strict dataclass raises its own error
+def test_an_llm_config_transformers_rejects_is_one_error_naming_config_json(bad, tmp_path, hf_internvl, tiny_tokenizer):
     config = original_layout_config(hf_internvl)
     config["llm_config"].pop("rope_parameters", None)
-    config["llm_config"]["rope_scaling"] = {"type": "yarn"}  # no factor: transformers raises a KeyError
+    config["llm_config"].update(bad)
     directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
     with pytest.raises(CheckpointError, match=r"orig/config\.json: llm_config \(Qwen2ForCausalLM\) is not a valid qwen2"):
         model.load(directory)
@@ -169,3 +171,18 @@ def test_weights_saved_from_a_ddp_wrapper_say_so(tmp_path, hf_internvl, tiny_tok
     with pytest.raises(CheckpointError, match=r"unexpected key 'module\..*start with 'module\.'.*DDP / DeepSpeed.*"
                                               r"strip 'module\.' from every key"):
         model.load(directory)
+
+
+@pytest.mark.parametrize("where", ["text_config", "vision_config"])
+def test_a_native_config_field_transformers_rejects_is_one_error_naming_the_folder(where, tmp_path, native_dir):
+    """transformers 5's configs are strict dataclasses: a field of the wrong type raised their own error (not a
+    ValueError), a traceback through model.load and adapt validate."""
+    import shutil
+
+    directory = shutil.copytree(native_dir, tmp_path / "native")
+    config = json.loads((directory / "config.json").read_text())
+    config[where]["hidden_size"] = "x"
+    (directory / "config.json").write_text(json.dumps(config))
+    for load in (model.load, model.loading.load_config):
+        with pytest.raises(CheckpointError, match=r"native.*hidden_size"):
+            load(directory)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers.initialization import no_init_weights
@@ -32,6 +33,11 @@ EMBEDDING_KEY = "language_model.model.embed_tokens.weight"
 
 class CheckpointError(PocketAdaptError, ValueError):
     """A checkpoint directory cannot be read as the layout it claims to be."""
+
+
+# What building a transformers config from a checkpoint's fields raises for a bad field: transformers 5's configs
+# are strict dataclasses, which raise their own error (not a ValueError) for a field of the wrong type.
+CONFIG_ERRORS = (KeyError, ValueError, TypeError, ArithmeticError, StrictDataclassError)
 
 
 def read_json(path: Path) -> dict:

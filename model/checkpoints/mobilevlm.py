@@ -23,7 +23,6 @@ import math
 from pathlib import Path
 
 import torch
-from huggingface_hub.errors import StrictDataclassError
 from transformers import CLIPConfig, CLIPVisionConfig, LlamaConfig, PreTrainedConfig
 
 from ..projectors import projector_from_mobilevlm_type
@@ -31,6 +30,7 @@ from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
 from ..vision import clip_vit_l14_336_config
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
+    CONFIG_ERRORS,
     HEAD_KEY,
     CheckpointError,
     head_is_tied,
@@ -97,8 +97,7 @@ def config_from_mobilevlm(raw: dict, directory: Path, image_token_id: int) -> Po
         llm_fields["rope_parameters"] = {"rope_type": "default", "rope_theta": float(llm_fields.pop("rope_theta"))}
     try:
         text = LlamaConfig(**llm_fields)
-    except (KeyError, ValueError, TypeError, ArithmeticError, StrictDataclassError) as err:
-        # transformers 5's configs are strict dataclasses: a wrong field raises their own error, not a ValueError
+    except CONFIG_ERRORS as err:
         detail = " ".join(str(err).split())
         raise CheckpointError(f"{directory / 'config.json'}: its language-model fields are not a valid LLaMA config "
                               f"({type(err).__name__}: {detail})") from None

@@ -19,6 +19,7 @@ from transformers import AutoConfig, InternVLConfig, InternVLForConditionalGener
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
+    CONFIG_ERRORS,
     HEAD_KEY,
     CheckpointError,
     build_empty,
@@ -112,10 +113,21 @@ def tiling_from_preprocessor(directory: Path, tile_size: int = 448) -> dict:
         raise CheckpointError(f"{path}: {err}") from None
 
 
-def load_native(directory: Path, allow_pickle: bool = False) -> PocketVLM:
-    native = AutoConfig.from_pretrained(str(directory))
+def read_native_config(directory: Path) -> InternVLConfig:
+    """The transformers-native InternVL config in `directory`; anything else is a `CheckpointError` naming it."""
+    try:
+        native = AutoConfig.from_pretrained(str(directory))
+    except CONFIG_ERRORS as err:
+        detail = " ".join(str(err).split())
+        raise CheckpointError(f"{directory / 'config.json'}: not a valid transformers config ({type(err).__name__}: "
+                              f"{detail})") from None
     if not isinstance(native, InternVLConfig):
         raise CheckpointError(f"{directory}: config.json is {native.model_type!r}, not transformers' 'internvl'")
+    return native
+
+
+def load_native(directory: Path, allow_pickle: bool = False) -> PocketVLM:
+    native = read_native_config(directory)
     if native.vision_feature_select_strategy != "default":
         raise CheckpointError(f"{directory}: vision_feature_select_strategy {native.vision_feature_select_strategy!r} is not supported (only 'default': CLS dropped)")
     config = config_from_native(native, Path(directory))

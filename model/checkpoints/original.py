@@ -20,6 +20,7 @@ from transformers import AutoConfig, InternVLVisionConfig, LlamaConfig, PreTrain
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
+    CONFIG_ERRORS,
     CheckpointError,
     head_is_tied,
     load_vlm,
@@ -94,9 +95,9 @@ def text_config_from_original(lc: dict) -> PreTrainedConfig:
             fields["rope_scaling"] = _phi3_rope_scaling(fields)
         try:
             config = AutoConfig.for_model(model_type, **fields)
-        except (KeyError, ValueError, TypeError) as err:
+        except CONFIG_ERRORS as err:
             raise CheckpointError(f"llm_config ({arch or model_type}) is not a valid {model_type} config: "
-                                  f"{str(err).strip(chr(34))}") from None
+                                  f"{' '.join(str(err).strip(chr(34)).split())}") from None
         config.architectures = [arch] if arch else None
         return config
     raise CheckpointError(f"llm_config.model_type {model_type!r} ({arch}) is not supported; known: "

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import CheckpointError, load_vlm, read_json, read_state_dict
+from .io import CONFIG_ERRORS, CheckpointError, load_vlm, read_json, read_state_dict
 
 
 def config_from_pocket(path: Path) -> PocketVLMConfig:
@@ -20,7 +20,7 @@ def config_from_pocket(path: Path) -> PocketVLMConfig:
     raw = read_json(path)
     try:
         return PocketVLMConfig.from_dict(raw)
-    except (ValueError, TypeError, KeyError, AttributeError) as err:
+    except (*CONFIG_ERRORS, AttributeError) as err:
         raise CheckpointError(f"{path}: not a valid pocket_vlm config ({err})") from None
 
 

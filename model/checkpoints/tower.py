@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 
 import torch
-from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers import CONFIG_MAPPING, CLIPVisionConfig, PreTrainedConfig
 from transformers.initialization import no_init_weights
@@ -30,6 +29,7 @@ from transformers.initialization import no_init_weights
 from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
 from ..vision import VISION_CONFIGS, build_vision_tower
 from .io import (
+    CONFIG_ERRORS,
     CheckpointError,
     _load_safetensors,
     honour_umask,
@@ -95,7 +95,7 @@ def _tower_folder_config(directory: Path) -> tuple[PreTrainedConfig, TilingConfi
                               "transformers knows (expected e.g. internvl_vision or clip_vision_model)")
     try:
         config = CONFIG_MAPPING[model_type].from_dict(raw)
-    except (ValueError, TypeError, KeyError) as err:
+    except CONFIG_ERRORS as err:
         raise CheckpointError(f"{directory / 'config.json'}: not a valid {model_type} config ({err})") from None
     tiling = default_tiling(config)
     info_path = directory / TOWER_INFO
@@ -215,7 +215,7 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
             vision_config = VISION_CONFIGS[str(source)](**(config or {}))
             torch.manual_seed(seed)
             tower = build_vision_tower(vision_config)  # shapes are checked only here (e.g. width / heads)
-        except (TypeError, ValueError, StrictDataclassError) as err:
+        except CONFIG_ERRORS as err:
             raise CheckpointError(f"{source}: bad config override {config or {}} ({err})") from None
         return tower, default_tiling(vision_config), -1
     if str(source) in PRESETS:
@@ -247,7 +247,7 @@ def vision_config_feature(source: str | Path, config: dict | None = None
     if str(source) in VISION_CONFIGS and not path.is_dir():
         try:
             vision_config = VISION_CONFIGS[str(source)](**(config or {}))
-        except (TypeError, ValueError, StrictDataclassError) as err:
+        except CONFIG_ERRORS as err:
             raise CheckpointError(f"{source}: bad config override {config or {}} ({err})") from None
         return vision_config, default_tiling(vision_config), -1
     if path.is_dir() or str(source) in PRESETS:
