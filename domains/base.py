@@ -81,6 +81,8 @@ Converter = Callable[..., "ConvertReport"]  # (src: Path, out: Path, **options) 
 MetricFn = Callable[[str, Mapping[str, Any], Any], dict]  # (prediction, record, reference) -> {name: score}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# a converter's `dataset` names out/<dataset>_<split>.jsonl and out/images/<dataset>/ (which it may prune)
+DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 class DomainError(PocketAdaptError, ValueError):
@@ -89,6 +91,13 @@ class DomainError(PocketAdaptError, ValueError):
 
 
 # --------------------------------------------------------------------------------------------- reports
+def check_dataset_name(name: object, out: str | Path) -> None:
+    """`DomainError` unless `name` (a converter's ``dataset``) is a plain name, safe as a file and folder name."""
+    if not (isinstance(name, str) and DATASET_NAME.match(name)):
+        raise DomainError(f"dataset {name!r}: names files and folders under {out}, so it must be a plain name of "
+                          "letters, digits, '.', '_' and '-' (e.g. vqa_rad), with no slash or '..'")
+
+
 @dataclass
 class ConvertReport:
     """What a converter did: how many samples it wrote and what it skipped, by reason, with examples.
@@ -115,6 +124,8 @@ class ConvertReport:
     labels: dict[str, str] = field(default_factory=dict)  # another input folder -> the name it is written as
 
     def __post_init__(self) -> None:
+        if self.out is not None:
+            check_dataset_name(self.dataset, self.out)
         if not self.root and self.source is not None and str(self.source) not in ("", "."):
             source = Path(self.source)
             self.root = str(source if source.is_dir() else source.parent)
@@ -404,7 +415,7 @@ class DomainPlugin:
         """Read a raw field file into an RGB PIL image with the reader registered for its suffix."""
         return self.reader_for(path)(Path(path), **options)
 
-    def convert(self, dataset: str, src: str | Path, out: str | Path, *, show_progress: Progress = True,
+    def convert(self, dataset: str, src: str | Path, out: str | Path, /, *, show_progress: Progress = True,
                 **options: Any) -> ConvertReport:
         """Run converter `dataset` after checking `options` against its parameters and removing the ``.part``
         files a killed run left in `out` (:func:`domains.files.remove_stale_parts`). `show_progress`: the converter's
@@ -415,13 +426,15 @@ class DomainPlugin:
             raise DomainError(f"domain {self.name!r} has no converter for data set {dataset!r} (known: {known})")
         what = f"converter {self.name}/{dataset}"
         check_options(fn, options, what, positional=2)
+        if "dataset" in options:
+            check_dataset_name(options["dataset"], out)
         options = _with_progress(fn, options, show_progress, what, positional=2)
         from domains.files import remove_stale_parts
 
         remove_stale_parts(Path(out))
         return fn(Path(src), Path(out), **options)
 
-    def synthesize(self, out: str | Path, *, show_progress: Progress = True, force: bool = False,
+    def synthesize(self, out: str | Path, /, *, show_progress: Progress = True, force: bool = False,
                    **options: Any) -> Any:
         """Run the synthetic-data generator into `out` after checking `options` against its parameters.
 

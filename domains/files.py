@@ -212,6 +212,9 @@ def remove_unreferenced_images(report, out: Path, folder: str, splits: dict[str,
     this time) would stay in the data set unreferenced. Hidden files (a live writer's ``.part``) are left, nothing
     outside ``out/folder`` is touched and symlinked folders are not entered; nothing is removed when every split
     is empty (as :func:`write_splits`: a run that converted nothing leaves the outputs as they were)."""
+    top = Path(os.path.normpath(out / folder))
+    if not top.is_relative_to(os.path.normpath(out)) or top == Path(os.path.normpath(out)):
+        raise ValueError(f"{folder!r}: an image folder outside {out} (or {out} itself); nothing removed")
     if not any(splits.values()):
         return
     used = set()
