@@ -322,11 +322,19 @@ def list_chat_templates() -> list[str]:
     return sorted(p.stem for p in _chat_dir().glob("*.yaml"))
 
 
+MAX_TEMPLATE_BYTES = 1 << 20  # a template is a few hundred bytes; a recipe has the same cap
+
+
 def load_chat_template(path: str | Path) -> ChatTemplate:
     """Load and validate one template YAML file; errors name the file and the field."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:  # at most the limit + 1 bytes: a huge file, a pipe or /dev/zero is not slurped
+            data = f.read(MAX_TEMPLATE_BYTES + 1)
+        if len(data) > MAX_TEMPLATE_BYTES:
+            raise ChatTemplateError(f"{path}: larger than {MAX_TEMPLATE_BYTES // 1024:,} KiB, too large to be a "
+                                    "chat template")
+        text = data.decode("utf-8")
     except OSError as exc:
         raise ChatTemplateError(f"{path}: cannot read chat template ({exc})") from exc
     except UnicodeDecodeError as exc:
