@@ -40,6 +40,7 @@ from model.errors import PocketAdaptError, os_error_of
 from model.loading import ADAPTER_FOLDER
 from model.processor import IGNORE_INDEX
 from model.progress import Progress, progress_bar, shows_bar
+from model.yaml_io import YAMLContentError, load_yaml
 
 from .allocator import keep_freed_memory
 from .checkpointing import (
@@ -62,7 +63,7 @@ from .data.dataset import SupervisedDataset, collate
 from .data.mixture import MixturePlan, epoch_order_refusal, source_specs
 from .data.samples import DataQualityError, MissingDataError, SkipLog, SourceSpec, measure, read_source
 from .parts import PartSetting, apply_parts, base_model, is_peft_model, merge_lora, parameter_groups, trainable_summary
-from .recipe import Recipe, resolve_deepspeed_config
+from .recipe import Recipe, RecipeError, _read_text, resolve_deepspeed_config
 from .schedule import make_scheduler, warmup_steps
 
 
@@ -688,10 +689,15 @@ class Trainer:
                 print(f"note: {checkpoint.name} does not record its recipe (written by an older pocket-adapt), so "
                       "edits to the recipe since cannot be shown", flush=True)
             return
-        try:
-            before = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        try:  # bounded and alias-checked as a recipe is: a checkpoint may come from elsewhere
+            before, _ = load_yaml(_read_text(path, str(path), "recipe"), str(path))
+        except (OSError, yaml.YAMLError) as exc:
             raise TrainingError(f"{path}: cannot be read ({exc})") from None
+        except (RecipeError, YAMLContentError) as exc:
+            raise TrainingError(str(exc)) from None
+        if not isinstance(before, dict):
+            raise TrainingError(f"{path}: holds no recipe (a YAML mapping), but {type(before).__name__}; the "
+                                "checkpoint is damaged or not one adapt train wrote")
         before = self._follow_move(before, checkpoint)
         after = yaml.safe_load(self.recipe.to_yaml())
         edits = recipe_edits(before, after)
