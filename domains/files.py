@@ -209,7 +209,8 @@ def remove_unreferenced_images(report, out: Path, folder: str, splits: dict[str,
     """Delete the files under ``out/folder`` (a converter's own image folder) that no record of `splits` names
     in its ``image`` (a path, or a list of paths, relative to `out`), listing them in ``report.removed``: left
     behind, an earlier run's images (an unredacted render beside its redacted one, an image of a file skipped
-    this time) would stay in the data set unreferenced. Hidden files (a live writer's ``.part``) are left, nothing
+    this time) would stay in the data set unreferenced. Nothing under the report's source (the data being converted)
+    is removed. Hidden files (a live writer's ``.part``) are left, nothing
     outside ``out/folder`` is touched and symlinked folders are not entered; nothing is removed when every split
     is empty (as :func:`write_splits`: a run that converted nothing leaves the outputs as they were)."""
     top = Path(os.path.normpath(out / folder))
@@ -224,11 +225,16 @@ def remove_unreferenced_images(report, out: Path, folder: str, splits: dict[str,
             for rel in image if isinstance(image, list) else [image]:
                 if isinstance(rel, str):
                     used.add(os.path.normpath(out / rel))
+    source = Path(report.source).resolve() if getattr(report, "source", None) not in (None, "") else None
     for dirpath, dirnames, filenames in os.walk(out / folder):
         dirnames.sort()
+        if source is not None and Path(dirpath).resolve().is_relative_to(source):
+            # the data being converted lies here (--src under out/images/...): never the converter's to delete
+            dirnames.clear()
+            continue
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if not name.startswith(".") and os.path.normpath(path) not in used:
+            if not name.startswith(".") and os.path.normpath(path) not in used and path.resolve() != source:
                 path.unlink()
                 report.removed.append(path)
 

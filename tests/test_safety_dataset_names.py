@@ -67,3 +67,16 @@ def test_cli_convert_dataset_option_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err and "dataset" in err
     assert not (tmp_path.parent / "esc").exists()
+
+
+def test_converting_from_inside_out_images_never_deletes_the_source(tmp_path):
+    """--src under out/images/<dataset>/: pruning an earlier run's images deleted the raw data being converted."""
+    from domains.medical.convert import convert_classification
+
+    out = tmp_path / "out"
+    src = _classes(out / "images" / "classification")
+    raw = sorted(p.relative_to(src) for p in src.rglob("*.png"))
+    report = convert_classification(src, out, progress=False)
+    assert report.written == 6
+    assert all((src / p).is_file() for p in raw)
+    assert not any(p.is_relative_to(src) and p.relative_to(src) in raw for p in report.removed)
