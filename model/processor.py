@@ -109,7 +109,7 @@ class VLMProcessor:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, config) -> VLMProcessor:
-        return cls.from_config(config, AutoTokenizer.from_pretrained(str(path)))
+        return cls.from_config(config, AutoTokenizer.from_pretrained(str(path), trust_remote_code=False))
 
     def save_pretrained(self, path: str | os.PathLike, image_token: str = IMAGE_PLACEHOLDER,
                         video_token: str | None = None) -> None:

@@ -116,7 +116,7 @@ def tiling_from_preprocessor(directory: Path, tile_size: int = 448) -> dict:
 def read_native_config(directory: Path) -> InternVLConfig:
     """The transformers-native InternVL config in `directory`; anything else is a `CheckpointError` naming it."""
     try:
-        native = AutoConfig.from_pretrained(str(directory))
+        native = AutoConfig.from_pretrained(str(directory), trust_remote_code=False)  # never a config.json auto_map
     except CONFIG_ERRORS as err:
         detail = " ".join(str(err).split())
         raise CheckpointError(f"{directory / 'config.json'}: not a valid transformers config ({type(err).__name__}: "
