@@ -52,6 +52,7 @@ __all__ = ["CUSTOM", "FILE_DEFAULT", "UPLOAD_HELP", "Study", "ask", "build", "lo
 FILE_DEFAULT = "file default"
 CUSTOM = "custom (sliders)"
 MAX_MODEL_SLICES = 8  # slices sent in one question at most
+RANGE_FRAMES = 256  # frames read at upload for the window sliders' range at most (beyond: evenly spaced ones)
 MAX_ZIP_FILES = 4000
 ZIP_EXPANSION = 4  # a zip may unpack to at most this many times the upload limit
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
@@ -258,7 +259,7 @@ def _dicom_study(staged: StagedUpload) -> Study:
     header = dict(deid.safe_header(ds))
     study = Study(staged, "dicom", frames, unit, header=header, warnings=_warnings([ds]), dataset=ds,
                   summary=f"{_modality(ds)} DICOM" + (f", {frames} frames" if frames > 1 else ""))
-    _set_window(study, ds, ds)
+    _set_window(study, ds)
     return study
 
 
@@ -286,9 +287,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     study = Study(staged, "series", len(series), "slice", header=header,
                   warnings=warnings + _warnings(headers), series=series, headers=dict(zip(series.paths, headers)),
                   summary=f"{_modality(headers[0])} series, {len(series)} slices")
-    path, frame = series.slices[study.start_index]  # a multi-frame file counts one slice per frame
-    _set_window(study, study.headers[path], dicom.read_dicom(path), frame)
-    study.windowable = study.windowable and all(k.startswith("MONOCHROME") for k in _photometric_counts(headers))
+    path, _ = series.slices[study.start_index]  # a multi-frame file counts one slice per frame
+    if all(k.startswith("MONOCHROME") for k in _photometric_counts(headers)):
+        _set_window(study, study.headers[path])
     return study
 
 
@@ -409,16 +410,42 @@ def phi_warning(keywords: Sequence[str]) -> str:
             "the model.")
 
 
-def _set_window(study: Study, header_ds, pixel_ds, frame: int = 0) -> None:
+def _set_window(study: Study, header_ds) -> None:
+    """Windowing for a greyscale study: the default window from `header_ds` (its WindowCenter / Width, else
+    the stack's range) and the sliders' range from the whole stack, so no slice or frame lies outside them."""
     photometric = str(header_ds.get("PhotometricInterpretation", "") or "")
     study.windowable = photometric.startswith("MONOCHROME")
     if not study.windowable:
         return
-    study.value_range = _value_range(pixel_ds, frame)
+    study.value_range = _stack_range(study)
     study.default_window = _header_window(header_ds)
     if study.default_window is None and study.value_range is not None:
         lo, hi = study.value_range
         study.default_window = ((lo + hi) / 2, max(hi - lo, 1.0))
+
+
+def _stack_range(study: Study) -> tuple[float, float] | None:
+    """Lowest and highest modality value over the frames of the study: every frame up to RANGE_FRAMES (beyond
+    that many evenly spaced ones, the first shown among them), each file of a series read once."""
+    picked = sorted(set(dicom.pick_slices(study.count, RANGE_FRAMES)) | {study.start_index})
+    if study.kind == "series":
+        by_path: dict[Path, list[int]] = {}
+        for i in picked:
+            path, frame = study.series.slices[i]
+            by_path.setdefault(path, []).append(frame)
+        sources: Iterator[tuple[Any, list[int]]] = ((path, frames) for path, frames in by_path.items())
+    else:
+        sources = iter([(study.dataset, picked)])
+    ranges = []
+    for source, frames in sources:
+        try:
+            ds = dicom.read_dicom(source) if isinstance(source, Path) else source
+        except dicom.DicomError:  # a file that does not read is reported when its slice is shown
+            continue
+        ranges += [r for r in (_value_range(ds, frame) for frame in frames) if r is not None]
+    if not ranges:
+        return None
+    return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
 
 
 def _value_range(ds, frame: int = 0) -> tuple[float, float] | None:

@@ -1,0 +1,83 @@
+"""The medical panel's window sliders and the demo's auth file: ranges over the whole stack, passwords as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.deps import require
+
+require("gradio")
+require("pydicom")
+
+from deploy.demo.panels import medical  # noqa: E402
+from tests.test_demo import MB, write_ct  # noqa: E402
+
+
+def restack(path: Path, frames_hu: list[np.ndarray]) -> Path:
+    """Rewrite the CT file at `path` with these frames (HU; stored = HU + 1024), keeping its WC/WW 40/400."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    stored = np.stack([np.clip(np.rint(f + 1024), 0, 4095).astype(np.uint16) for f in frames_hu])
+    ds.NumberOfFrames = len(frames_hu)
+    ds.set_pixel_data(stored if len(frames_hu) > 1 else stored[0], "MONOCHROME2", 12, generate_instance_uid=False)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def frame(lo: float, hi: float, size: int = 16) -> np.ndarray:
+    return np.tile(np.linspace(lo, hi, size), (size, 1))
+
+
+def test_multiframe_sliders_cover_every_frame_and_keep_the_files_window(tmp_path):
+    path = restack(write_ct(tmp_path / "cine.dcm"), [frame(-100, 100), frame(-1000, 0), frame(0, 2500)])
+    study = medical.load_study([path], max_bytes=MB)
+    try:
+        assert study.count == 3
+        assert study.value_range == pytest.approx((-1000.0, 2500.0), abs=1)
+        assert study.default_window == (40.0, 400.0)  # the DICOM's WindowCenter / WindowWidth stays the default
+        c = medical.window_controls(study)
+        assert c["centre"][0] <= -1000 and c["centre"][1] >= 2500 and c["width"][1] >= 3500
+        assert c["centre"][2] == 40.0 and c["width"][2] == 400.0
+    finally:
+        study.close()
+
+
+def test_series_sliders_cover_every_slice_not_only_the_middle_one(tmp_path):
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    ranges = [(-3000, -2000), (-100, 100), (-50, 50), (1000, 3000), (0, 10)]
+    files = []
+    for k, (lo, hi) in enumerate(ranges):
+        f = write_ct(tmp_path / f"IM{k}.dcm", z=2.5 * k, instance=k + 1, series_uid=uid)
+        files.append(restack(f, [frame(lo, hi)]))
+    study = medical.load_study(files, max_bytes=MB)
+    try:
+        assert study.kind == "series" and study.count == 5 and study.windowable
+        assert study.value_range == pytest.approx((-1024.0, 3000.0), abs=1)  # stored 0 = -1024 HU: clipped low
+        assert study.default_window == (40.0, 400.0)
+    finally:
+        study.close()
+
+
+def test_a_long_stack_reads_at_most_range_frames_for_the_sliders(tmp_path, monkeypatch):
+    monkeypatch.setattr(medical, "RANGE_FRAMES", 2)
+    read = []
+    original = medical.dicom.modality_values
+
+    def counted(ds, *, frame=0):
+        read.append(frame)
+        return original(ds, frame=frame)
+
+    monkeypatch.setattr(medical.dicom, "modality_values", counted)
+    path = restack(write_ct(tmp_path / "cine.dcm"), [frame(-10 * k, 10 * k) for k in range(1, 7)])
+    study = medical.load_study([path], max_bytes=MB)
+    try:
+        assert sorted(read) == [0, 1, 4]  # the first frame shown and two evenly spaced ones
+        assert study.value_range == pytest.approx((-50.0, 50.0), abs=1)
+    finally:
+        study.close()
