@@ -1086,9 +1086,9 @@ def test_auth_sources(tmp_path, monkeypatch):
     monkeypatch.setenv(demo_app.PASSWORD_ENV, "s3cret")
     assert demo_app.auth_from_env("ann") == ("ann", "s3cret")
     good = tmp_path / "users.txt"
-    good.write_text("# demo users\nann:pa:ss\n\nbob: b\n")
+    good.write_text("# demo users\nann:pa:ss\n\nbob:b b\n")
     good.chmod(0o600)
-    assert demo_app.load_auth_file(good) == [("ann", "pa:ss"), ("bob", " b")]
+    assert demo_app.load_auth_file(good) == [("ann", "pa:ss"), ("bob", "b b")]
     bad = tmp_path / "bad.txt"
     bad.write_text("ann:ok\nhunter2\n")
     with pytest.raises(ValueError, match=r"bad.txt:2: expected 'user:password'") as err:

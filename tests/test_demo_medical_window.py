@@ -81,3 +81,42 @@ def test_a_long_stack_reads_at_most_range_frames_for_the_sliders(tmp_path, monke
         assert study.value_range == pytest.approx((-50.0, 50.0), abs=1)
     finally:
         study.close()
+
+
+# --------------------------------------------------------------------------------------------- auth file
+def auth_file(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "users.txt"
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
+def test_auth_file_passwords_are_kept_exactly_and_line_endings_bom_comments_handled(tmp_path):
+    from deploy.demo.app import load_auth_file
+
+    data = "\ufeffann:pa:ss\r\n  # indented comment\r\n\r\n  bob:b b\r\n".encode()
+    assert load_auth_file(auth_file(tmp_path, data)) == [("ann", "pa:ss"), ("bob", "b b")]
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("bob: hunter2", "users.txt:2: the password begins or ends with spaces or tabs"),
+    ("bob:hunter2 ", "users.txt:2: the password begins or ends with spaces or tabs"),
+    ("bob:hunter2\t", "users.txt:2: the password begins or ends with spaces or tabs"),
+    ("ann:hunter2", "users.txt:2: this user is already on line 1"),
+])
+def test_auth_file_refuses_invisible_spaces_and_a_user_twice_naming_the_line_not_the_password(tmp_path, line,
+                                                                                               expected):
+    from deploy.demo.app import load_auth_file
+    from deploy.demo.page import DemoError
+
+    with pytest.raises(DemoError, match=expected) as err:
+        load_auth_file(auth_file(tmp_path, f"ann:first\n{line}\n".encode()))
+    assert "hunter2" not in str(err.value) and "first" not in str(err.value)
+
+
+def test_auth_file_that_is_not_utf8_is_named(tmp_path):
+    from deploy.demo.app import load_auth_file
+    from deploy.demo.page import DemoError
+
+    with pytest.raises(DemoError, match=r"users.txt: not UTF-8 text"):
+        load_auth_file(auth_file(tmp_path, "ann:caf\u00e9\n".encode("latin-1")))

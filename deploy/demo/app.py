@@ -176,23 +176,33 @@ def auth_from_env(user: str, env: str = PASSWORD_ENV) -> tuple[str, str]:
 
 
 def load_auth_file(path: str | Path) -> list[tuple[str, str]]:
-    """``user:password`` lines (blank lines and ``#`` comments ignored); ValueError naming a bad line."""
+    """``user:password`` lines (blank lines and ``#`` comments ignored), the password exactly as written after
+    the first ``:``; DemoError naming a bad line (never its text: it may hold a password)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")  # an editor's byte-order mark would join the first user's name
     except OSError as err:
         raise DemoError(f"{p}: cannot read the auth file ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise DemoError(f"{p}: not UTF-8 text; save the auth file as UTF-8") from None
     if os.name == "posix" and p.stat().st_mode & 0o077:
         print(f"adapt demo: warning: {p} is readable by other users; consider chmod 600", file=sys.stderr)
-    pairs = []
+    pairs: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
     for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         user, sep, password = line.partition(":")
-        if not sep or not user.strip() or not password:
-            raise DemoError(f"{p}:{n}: expected 'user:password'")  # never echo the line: it may hold a password
-        pairs.append((user.strip(), password))
+        user = user.strip()
+        if not sep or not user or not password:
+            raise DemoError(f"{p}:{n}: expected 'user:password'")
+        if password != password.strip():  # invisible in the file, and a login typed without them fails
+            raise DemoError(f"{p}:{n}: the password begins or ends with spaces or tabs; write 'user:password' "
+                            "with nothing around the password")
+        if user in seen:  # one of the two passwords would silently stop working
+            raise DemoError(f"{p}:{n}: this user is already on line {seen[user]}; give each user one line")
+        seen[user] = n
+        pairs.append((user, password))
     if not pairs:
         raise DemoError(f"{p}: no 'user:password' lines")
     return pairs
