@@ -83,6 +83,22 @@ def test_a_long_stack_reads_at_most_range_frames_for_the_sliders(tmp_path, monke
         study.close()
 
 
+def test_a_slice_that_does_not_decode_is_named_at_upload_by_its_slice_label(tmp_path):
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    files = [write_ct(tmp_path / f"DOE_JANE_{k}.dcm", z=2.5 * k, instance=k + 1, series_uid=uid) for k in range(5)]
+    files[1].write_bytes(files[1].read_bytes()[:-500])  # pixel data cut short, header intact
+    study = medical.load_study(files, max_bytes=MB)
+    try:
+        text = " ".join(study.warnings)
+        assert "1 slice of 5 does not decode: slice 2/5 (truncated or corrupt pixel data). It cannot be shown" in text
+        assert "DOE" not in text and "upload-" not in text
+        assert study.value_range == pytest.approx((-1000.0, 1000.0), abs=1)  # from the slices that decode
+    finally:
+        study.close()
+
+
 # --------------------------------------------------------------------------------------------- auth file
 def auth_file(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "users.txt"

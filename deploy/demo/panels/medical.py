@@ -426,35 +426,41 @@ def _set_window(study: Study, header_ds) -> None:
 
 def _stack_range(study: Study) -> tuple[float, float] | None:
     """Lowest and highest modality value over the frames of the study: every frame up to RANGE_FRAMES (beyond
-    that many evenly spaced ones, the first shown among them), each file of a series read once."""
+    that many evenly spaced ones, the first shown among them), each file of a series read once. Frames read that
+    do not decode are named in the study's warnings, so a clinician knows before scrolling to them."""
     picked = sorted(set(dicom.pick_slices(study.count, RANGE_FRAMES)) | {study.start_index})
     if study.kind == "series":
-        by_path: dict[Path, list[int]] = {}
+        by_path: dict[Path, list[tuple[int, int]]] = {}
         for i in picked:
             path, frame = study.series.slices[i]
-            by_path.setdefault(path, []).append(frame)
-        sources: Iterator[tuple[Any, list[int]]] = ((path, frames) for path, frames in by_path.items())
+            by_path.setdefault(path, []).append((i, frame))
+        sources: Iterator[tuple[Any, list[tuple[int, int]]]] = iter(by_path.items())
     else:
-        sources = iter([(study.dataset, picked)])
-    ranges = []
+        sources = iter([(study.dataset, [(i, i) for i in picked])])
+    ranges, bad = [], []
     for source, frames in sources:
         try:
             ds = dicom.read_dicom(source) if isinstance(source, Path) else source
-        except dicom.DicomError:  # a file that does not read is reported when its slice is shown
+        except dicom.DicomError as err:
+            bad += [(i, err.reason) for i, _ in frames]
             continue
-        ranges += [r for r in (_value_range(ds, frame) for frame in frames) if r is not None]
+        for i, frame in frames:
+            try:
+                values = dicom.modality_values(ds, frame=frame)
+            except dicom.DicomError as err:
+                bad.append((i, err.reason))
+                continue
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                ranges.append((float(finite.min()), float(finite.max())))
+    if bad:
+        listed = ", ".join(f"{study.label(i)} ({reason})" for i, reason in bad[:3]) + (", …" if len(bad) > 3 else "")
+        study.warnings.append(f"{len(bad)} {study.unit}{'s' if len(bad) > 1 else ''} of {study.count} do"
+                              f"{'' if len(bad) > 1 else 'es'} not decode: {listed}. {'They' if len(bad) > 1 else 'It'} cannot be "
+                              "shown or sent to the model.")
     if not ranges:
         return None
     return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
-
-
-def _value_range(ds, frame: int = 0) -> tuple[float, float] | None:
-    try:
-        values = dicom.modality_values(ds, frame=frame)
-    except dicom.DicomError:  # undecodable pixels are reported by the first render
-        return None
-    finite = values[np.isfinite(values)]
-    return (float(finite.min()), float(finite.max())) if finite.size else None
 
 
 def _header_window(ds) -> tuple[float, float] | None:
