@@ -99,6 +99,50 @@ def test_a_slice_that_does_not_decode_is_named_at_upload_by_its_slice_label(tmp_
         study.close()
 
 
+@pytest.mark.parametrize("where", ["shared", "per-frame"])
+def test_an_enhanced_files_window_in_its_functional_groups_is_the_sliders_default(tmp_path, where):
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    path = write_ct(tmp_path / "enhanced.dcm", frames=3)
+    ds = pydicom.dcmread(path)
+    del ds.WindowCenter, ds.WindowWidth
+
+    def group(centre: float, width: float) -> Dataset:
+        voi, item = Dataset(), Dataset()
+        voi.WindowCenter, voi.WindowWidth = centre, width
+        item.FrameVOILUTSequence = Sequence([voi])
+        return item
+
+    if where == "shared":
+        ds.SharedFunctionalGroupsSequence = Sequence([group(40, 400)])
+    else:
+        ds.PerFrameFunctionalGroupsSequence = Sequence([group(40, 400), group(500, 2000), group(-600, 1500)])
+    ds.save_as(path)
+    study = medical.load_study([path], max_bytes=MB)
+    try:
+        assert study.default_window == (40.0, 400.0)
+        # "file default" and the sliders' starting values render the same picture
+        assert np.array_equal(np.asarray(study.render(0)), np.asarray(study.render(0, study.default_window)))
+    finally:
+        study.close()
+
+
+def test_a_window_the_renderer_ignores_is_not_the_sliders_default(tmp_path):
+    import pydicom
+
+    path = write_ct(tmp_path / "ct.dcm")
+    ds = pydicom.dcmread(path)
+    ds.WindowCenter, ds.WindowWidth = 40, 0.5  # LINEAR needs width >= 1: the file default is min-max
+    ds.save_as(path)
+    study = medical.load_study([path], max_bytes=MB)
+    try:
+        assert study.default_window == pytest.approx((0.0, 2000.0), abs=1)
+    finally:
+        study.close()
+
+
 # --------------------------------------------------------------------------------------------- auth file
 def auth_file(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "users.txt"

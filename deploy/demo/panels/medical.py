@@ -259,7 +259,7 @@ def _dicom_study(staged: StagedUpload) -> Study:
     header = dict(deid.safe_header(ds))
     study = Study(staged, "dicom", frames, unit, header=header, warnings=_warnings([ds]), dataset=ds,
                   summary=f"{_modality(ds)} DICOM" + (f", {frames} frames" if frames > 1 else ""))
-    _set_window(study, ds)
+    _set_window(study, ds, study.start_index)
     return study
 
 
@@ -287,9 +287,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     study = Study(staged, "series", len(series), "slice", header=header,
                   warnings=warnings + _warnings(headers), series=series, headers=dict(zip(series.paths, headers)),
                   summary=f"{_modality(headers[0])} series, {len(series)} slices")
-    path, _ = series.slices[study.start_index]  # a multi-frame file counts one slice per frame
+    path, frame = series.slices[study.start_index]  # a multi-frame file counts one slice per frame
     if all(k.startswith("MONOCHROME") for k in _photometric_counts(headers)):
-        _set_window(study, study.headers[path])
+        _set_window(study, study.headers[path], frame)
     return study
 
 
@@ -410,15 +410,15 @@ def phi_warning(keywords: Sequence[str]) -> str:
             "the model.")
 
 
-def _set_window(study: Study, header_ds) -> None:
-    """Windowing for a greyscale study: the default window from `header_ds` (its WindowCenter / Width, else
-    the stack's range) and the sliders' range from the whole stack, so no slice or frame lies outside them."""
+def _set_window(study: Study, header_ds, frame: int = 0) -> None:
+    """Windowing for a greyscale study: the default window from `header_ds` (its WindowCenter / Width for
+    `frame`, else the stack's range) and the sliders' range from the whole stack, so no frame lies outside them."""
     photometric = str(header_ds.get("PhotometricInterpretation", "") or "")
     study.windowable = photometric.startswith("MONOCHROME")
     if not study.windowable:
         return
     study.value_range = _stack_range(study)
-    study.default_window = _header_window(header_ds)
+    study.default_window = _header_window(header_ds, frame)
     if study.default_window is None and study.value_range is not None:
         lo, hi = study.value_range
         study.default_window = ((lo + hi) / 2, max(hi - lo, 1.0))
@@ -463,17 +463,11 @@ def _stack_range(study: Study) -> tuple[float, float] | None:
     return min(lo for lo, _ in ranges), max(hi for _, hi in ranges)
 
 
-def _header_window(ds) -> tuple[float, float] | None:
-    from pydicom.multival import MultiValue
-
-    def first(value):
-        return float(value[0] if isinstance(value, MultiValue) else value)
-
-    try:
-        centre, width = first(ds.WindowCenter), first(ds.WindowWidth)
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return None
-    return (centre, width) if width > 0 else None
+def _header_window(ds, frame: int = 0) -> tuple[float, float] | None:
+    """The WindowCenter / Width that "file default" renders `frame` with: top level or the frame's functional
+    groups (enhanced multi-frame files), None where the file has none valid (min-max is rendered then)."""
+    found = dicom._file_window(dicom._frame_view(ds, frame))  # dicom_to_rgb's own rule, so the sliders match it
+    return (found[0], found[1]) if found else None
 
 
 # --------------------------------------------------------------------------------------------- windows
