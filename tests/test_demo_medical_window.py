@@ -143,6 +143,25 @@ def test_a_window_the_renderer_ignores_is_not_the_sliders_default(tmp_path):
         study.close()
 
 
+def test_a_damaged_middle_slice_does_not_refuse_the_series(tmp_path):
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    files = [write_ct(tmp_path / f"IM{k}.dcm", z=2.5 * k, instance=k + 1, series_uid=uid) for k in range(5)]
+    files[2].write_bytes(files[2].read_bytes()[:-500])  # the middle slice, shown first
+    study = medical.load_study(files, max_bytes=MB)
+    try:
+        assert study.count == 5 and study.start_index == 1
+        assert study.warnings[0] == "Slice 3/5 does not decode; showing slice 2/5."
+        study.render(study.start_index)
+    finally:
+        study.close()
+    one = write_ct(tmp_path / "one.dcm")
+    one.write_bytes(one.read_bytes()[:-500])
+    with pytest.raises(medical.UploadError, match="upload 1: truncated or corrupt pixel data"):
+        medical.load_study([one], max_bytes=MB)
+
+
 # --------------------------------------------------------------------------------------------- auth file
 def auth_file(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "users.txt"

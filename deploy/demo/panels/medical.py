@@ -52,6 +52,7 @@ __all__ = ["CUSTOM", "FILE_DEFAULT", "UPLOAD_HELP", "Study", "ask", "build", "lo
 FILE_DEFAULT = "file default"
 CUSTOM = "custom (sliders)"
 MAX_MODEL_SLICES = 8  # slices sent in one question at most
+START_TRIES = 8  # slices tried, nearest first, when the one first shown does not decode
 RANGE_FRAMES = 256  # frames read at upload for the window sliders' range at most (beyond: evenly spaced ones)
 MAX_ZIP_FILES = 4000
 ZIP_EXPANSION = 4  # a zip may unpack to at most this many times the upload limit
@@ -110,10 +111,14 @@ class Study:
     headers: dict = field(default_factory=dict)  # kind "series": each file's header, by path
     redact: bool = False  # black out burned-in text (files flagged BurnedInAnnotation YES; the page's checkbox)
     redaction: Any = None  # the last render's redact.Redaction (None: not asked for, or a PNG / JPEG)
+    first: int | None = None  # the slice first shown when the usual one does not decode
 
     @property
     def start_index(self) -> int:
-        """The slice first shown: the middle of a series, the first frame of a multi-frame file."""
+        """The slice first shown: the middle of a series, the first frame of a multi-frame file (or the nearest
+        one that decodes)."""
+        if self.first is not None:
+            return self.first
         return self.count // 2 if self.kind == "series" else 0
 
     def label(self, index: int) -> str:
@@ -174,13 +179,35 @@ def load_study(files, *, max_bytes: int, session: str | None = None) -> Study:
     staged = stage_uploads(files, max_bytes=max_bytes, session=session)
     try:
         study = _read_staged(staged, max_bytes=max_bytes)
-        study.render(study.start_index)  # decode now: broken pixel data is reported at upload, not later
+        _first_render(study)  # decode now: broken pixel data is reported at upload, not later
         return study
     except Exception as exc:
         staged.cleanup()
         if isinstance(exc, UploadError):
             raise
         raise UploadError(readable_error(exc, staged)) from None
+
+
+def _first_render(study: Study) -> None:
+    """Render the first slice shown; when it does not decode, start from the nearest slice that does (one
+    damaged slice must not refuse a whole series), said in the warnings. Raises the first slice's error when
+    none of the nearest START_TRIES slices decode."""
+    start = study.start_index
+    try:
+        study.render(start)
+        return
+    except Exception as first_error:
+        nearest = sorted(range(study.count), key=lambda i: (abs(i - start), i))[1:START_TRIES + 1]
+        for i in nearest:
+            try:
+                study.render(i)
+            except Exception:  # noqa: BLE001 - the next one may decode
+                continue
+            study.first = i
+            note = f"{study.label(start).capitalize()} does not decode; showing {study.label(i)}."
+            study.warnings.insert(0, note)
+            return
+        raise first_error
 
 
 def _read_staged(staged: StagedUpload, *, max_bytes: int) -> Study:
