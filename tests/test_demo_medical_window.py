@@ -162,6 +162,19 @@ def test_a_damaged_middle_slice_does_not_refuse_the_series(tmp_path):
         medical.load_study([one], max_bytes=MB)
 
 
+def test_a_damaged_file_among_uploaded_files_is_named_by_its_page_label(tmp_path):
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    files = [write_ct(tmp_path / f"IM{k}.dcm", z=2.5 * k, instance=k + 1, series_uid=uid) for k in range(4)]
+    files[3].write_bytes(files[3].read_bytes()[:300])  # cut inside the header
+    study = medical.load_study(files, max_bytes=MB)
+    try:
+        assert "1 damaged DICOM file(s) left out (upload 4)" in " ".join(study.warnings)
+    finally:
+        study.close()
+
+
 # --------------------------------------------------------------------------------------------- auth file
 def auth_file(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "users.txt"

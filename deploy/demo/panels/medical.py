@@ -294,7 +294,8 @@ def _series_study(staged: StagedUpload, source) -> Study:
     """The largest series among the files of `source` (a folder of unzipped files, or uploaded files)."""
     passed: list[tuple] = []
     found = dicom.find_series(source, on_skip=lambda path, reason, _: passed.append((path, reason)))
-    damaged = [path.name for path, _ in dicom.damaged_files(passed, found)]
+    # by the page's label ("upload 5") for uploaded files; a zip's members by their neutral names
+    damaged = [staged.neutralize(path.name) for path, _ in dicom.damaged_files(passed, found)]
     if not found:
         raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
                           "no readable DICOM images (not DICOM, or no pixel data)")
