@@ -175,6 +175,26 @@ def test_a_damaged_file_among_uploaded_files_is_named_by_its_page_label(tmp_path
         study.close()
 
 
+def test_ct_window_presets_are_offered_only_for_values_in_hounsfield_units(tmp_path):
+    import pydicom
+
+    ct = medical.load_study([write_ct(tmp_path / "ct.dcm")], max_bytes=MB)
+    path = restack(write_ct(tmp_path / "mr.dcm"), [frame(100 - 1024, 900 - 1024)])  # stored 100..900
+    ds = pydicom.dcmread(path)
+    ds.Modality = "MR"
+    del ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth
+    ds.save_as(path)
+    mr = medical.load_study([path], max_bytes=MB)
+    try:
+        assert "lung" in medical._presets(ct) and medical.window_controls(ct)["centre"][0] <= -600
+        assert medical._presets(mr) == [medical.FILE_DEFAULT, medical.CUSTOM]
+        c = medical.window_controls(mr)  # the sliders span the MR's values, not the CT presets'
+        assert c["centre"][:2] == (100.0, 900.0) and c["width"][1] == 800.0
+    finally:
+        ct.close()
+        mr.close()
+
+
 # --------------------------------------------------------------------------------------------- auth file
 def auth_file(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "users.txt"

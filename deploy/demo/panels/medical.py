@@ -112,6 +112,7 @@ class Study:
     redact: bool = False  # black out burned-in text (files flagged BurnedInAnnotation YES; the page's checkbox)
     redaction: Any = None  # the last render's redact.Redaction (None: not asked for, or a PNG / JPEG)
     first: int | None = None  # the slice first shown when the usual one does not decode
+    hounsfield: bool = False  # values in HU (CT): the window presets, which are CT windows, apply
 
     @property
     def start_index(self) -> int:
@@ -445,6 +446,8 @@ def _set_window(study: Study, header_ds, frame: int = 0) -> None:
     study.windowable = photometric.startswith("MONOCHROME")
     if not study.windowable:
         return
+    rescale_type = str(header_ds.get("RescaleType", "") or "").strip().upper()
+    study.hounsfield = rescale_type == "HU" or (_modality(header_ds) == "CT" and rescale_type in ("", "HU"))
     study.value_range = _stack_range(study)
     study.default_window = _header_window(header_ds, frame)
     if study.default_window is None and study.value_range is not None:
@@ -514,7 +517,7 @@ def window_choice(preset: str | None, centre: float | None, width: float | None
 
 def window_controls(study: Study | None) -> dict[str, Any]:
     """Slider ranges and starting values for `study`: ``{"centre": (lo, hi, value), "width": (lo, hi, value)}``."""
-    presets = list(dicom.WINDOW_PRESETS.values())
+    presets = list(dicom.WINDOW_PRESETS.values()) if study is None or study.hounsfield else []
     lo, hi = (study.value_range if study and study.value_range else (-1024.0, 3071.0))
     centre, width = (study.default_window if study and study.default_window else ((lo + hi) / 2, hi - lo))
     c_lo = min(lo, centre, *(c for c, _ in presets))
@@ -524,8 +527,10 @@ def window_controls(study: Study | None) -> dict[str, Any]:
             "width": (1.0, float(np.ceil(w_hi)), round(max(width, 1.0), 1))}
 
 
-def _presets() -> list[str]:
-    return [FILE_DEFAULT, *dicom.WINDOW_PRESETS, CUSTOM]
+def _presets(study: Study | None = None) -> list[str]:
+    """The window choices: the CT presets (HU windows) only for a study in HU, where they mean something."""
+    ct = study is None or study.hounsfield
+    return [FILE_DEFAULT, *(dicom.WINDOW_PRESETS if ct else ()), CUSTOM]
 
 
 def describe_window(study: Study, window) -> str:
@@ -649,7 +654,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
         many = study.count > 1
         return (study, f"**Ready:** {upload_label(0)} · {escape_md(study.summary)}", shown(study, start, None),
                 info_md(study.header, "Header (de-identified)"), warnings_md(study.warnings),
-                gr.Dropdown(_presets(), value=FILE_DEFAULT, interactive=study.windowable),
+                gr.Dropdown(_presets(study), value=FILE_DEFAULT, interactive=study.windowable),
                 gr.Slider(minimum=c["centre"][0], maximum=c["centre"][1], value=c["centre"][2],
                           interactive=study.windowable),
                 gr.Slider(minimum=c["width"][0], maximum=c["width"][1], value=c["width"][2],
