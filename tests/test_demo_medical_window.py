@@ -195,6 +195,33 @@ def test_ct_window_presets_are_offered_only_for_values_in_hounsfield_units(tmp_p
         mr.close()
 
 
+def test_a_slice_that_does_not_decode_is_named_by_its_slice_when_asked_about(tmp_path):
+    import zipfile
+
+    from pydicom.uid import generate_uid
+
+    uid = generate_uid()
+    files = [write_ct(tmp_path / f"IM{k}.dcm", z=2.5 * k, instance=k + 1, series_uid=uid) for k in range(5)]
+    files[4].write_bytes(files[4].read_bytes()[:-500])
+    archive = tmp_path / "series.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in files:
+            zf.write(f, f"DOE_JANE/{f.name}")
+
+    class Session:
+        def stream(self, question, images, prompt=None):
+            yield "never asked"
+
+    for upload in (files, [archive]):
+        study = medical.load_study(upload, max_bytes=MB)
+        try:
+            *_, notice = list(medical.ask(Session(), "where?", study, 0, 3))[-1]
+            assert "slice 5/5: truncated or corrupt pixel data" in notice
+            assert "file" not in notice.replace("the file is", "") and "series/" not in notice
+        finally:
+            study.close()
+
+
 # --------------------------------------------------------------------------------------------- auth file
 def auth_file(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "users.txt"

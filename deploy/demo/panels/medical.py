@@ -143,6 +143,18 @@ class Study:
             return self.redaction.image
         return image
 
+    def render_named(self, index: int = 0, window: str | tuple[float, float] | None = None) -> Image.Image:
+        """:meth:`render`, a slice that does not decode raising :class:`UploadError` naming it as the page does
+        ("slice 5/9"), not by its file (a zip's files have internal names the page never shows)."""
+        try:
+            return self.render(index, window)
+        except dicom.DicomError as err:
+            i = min(max(int(index), 0), self.count - 1)
+            log.info("demo: %s", err)
+            damaged = any(word in err.reason for word in ("truncated", "corrupt", "damaged"))
+            raise UploadError(f"{self.label(i)}: {err.reason}" + ("; the file is incomplete or damaged: copy or "
+                                                                   "export it again" if damaged else "")) from None
+
     def redaction_note(self) -> str:
         """What the last render blacked out, for the image's label ("" when nothing was asked or done)."""
         r = self.redaction
@@ -164,7 +176,7 @@ class Study:
         ``"Slice k/N: <image>"`` lines placing them (the page's labels may say "frame"; the model gets the
         converters' words, as a multi-frame file in a series folder is trained on)."""
         picked = self.pick(index, n)
-        images = [self.render(i, window) for i in picked]
+        images = [self.render_named(i, window) for i in picked]
         labels = [self.label(i) for i in picked]
         prompt = None if len(images) == 1 else slice_prompt([f"slice {i + 1}/{self.count}" for i in picked])
         return images, labels, prompt
@@ -624,7 +636,7 @@ def build(session: ModelSession, plugin, settings: DemoSettings) -> None:
             header = gr.Markdown("")
 
     def shown(study: Study, i: int, window) -> gr.Image:
-        image = study.render(i, window)
+        image = study.render_named(i, window)
         text = " · ".join(t for t in (study.label(i), describe_window(study, window), study.redaction_note()) if t)
         return gr.Image(value=image, label=text, format="png")  # lossless, as the preview
 
