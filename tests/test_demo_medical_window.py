@@ -222,6 +222,24 @@ def test_a_slice_that_does_not_decode_is_named_by_its_slice_when_asked_about(tmp
             study.close()
 
 
+def test_a_blank_non_ct_study_still_gets_sliders_that_move(tmp_path):
+    import pydicom
+
+    path = restack(write_ct(tmp_path / "blank.dcm"), [frame(-1024, -1024)])  # stored 0 throughout
+    ds = pydicom.dcmread(path)
+    ds.Modality = "MR"
+    del ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth
+    ds.save_as(path)
+    study = medical.load_study([path], max_bytes=MB)
+    try:
+        assert study.value_range == (0.0, 0.0)
+        c = medical.window_controls(study)
+        assert c["centre"][0] < c["centre"][1] and c["width"][0] < c["width"][1]
+        assert c["centre"][0] <= c["centre"][2] <= c["centre"][1] and c["width"][0] <= c["width"][2] <= c["width"][1]
+    finally:
+        study.close()
+
+
 # --------------------------------------------------------------------------------------------- auth file
 def auth_file(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "users.txt"

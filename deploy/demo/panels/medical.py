@@ -535,8 +535,10 @@ def window_controls(study: Study | None) -> dict[str, Any]:
     c_lo = min(lo, centre, *(c for c, _ in presets))
     c_hi = max(hi, centre, *(c for c, _ in presets))
     w_hi = max(hi - lo, width, *(w for _, w in presets))
-    return {"centre": (float(np.floor(c_lo)), float(np.ceil(c_hi)), round(centre, 1)),
-            "width": (1.0, float(np.ceil(w_hi)), round(max(width, 1.0), 1))}
+    c_lo, c_hi = float(np.floor(c_lo)), float(np.ceil(c_hi))
+    # a blank study (one value throughout) must still give sliders that move: Gradio needs minimum < maximum
+    return {"centre": (c_lo, max(c_hi, c_lo + 1.0), round(centre, 1)),
+            "width": (1.0, max(float(np.ceil(w_hi)), 2.0), round(max(width, 1.0), 1))}
 
 
 def _presets(study: Study | None = None) -> list[str]:
