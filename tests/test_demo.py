@@ -962,7 +962,8 @@ def test_medical_files_of_two_series_show_the_largest(medical, tmp_path):
     study = medical.load_study(files, max_bytes=MB)
     try:
         assert study.kind == "series" and study.count == 3
-        assert "The upload holds 2 series; showing the largest (3 slices)." in study.warnings
+        assert ("The upload holds 2 series (3, 1 slices); showing the largest (3 slices). To see another, upload its "
+                "files on their own.") in study.warnings
     finally:
         study.close()
     with pytest.raises(UploadError, match="one PNG / JPEG"):

@@ -240,6 +240,16 @@ def test_a_blank_non_ct_study_still_gets_sliders_that_move(tmp_path):
         study.close()
 
 
+def test_images_each_in_a_series_of_their_own_are_said_as_such(tmp_path):
+    views = [write_ct(tmp_path / f"view{k}.dcm") for k in range(2)]  # e.g. two radiographs, one series each
+    study = medical.load_study(views, max_bytes=MB)
+    try:
+        assert ("The upload holds 2 series (1, 1 slices); showing one of the largest (1 slice). To see another, "
+                "upload its files on their own.") in study.warnings
+    finally:
+        study.close()
+
+
 # --------------------------------------------------------------------------------------------- auth file
 def auth_file(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "users.txt"

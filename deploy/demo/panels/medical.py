@@ -315,7 +315,12 @@ def _series_study(staged: StagedUpload, source) -> Study:
     series = max(found, key=len)
     warnings = []
     if len(found) > 1:
-        warnings.append(f"The upload holds {len(found)} series; showing the largest ({len(series)} slices).")
+        sizes = sorted((len(s) for s in found), reverse=True)
+        listed = ", ".join(map(str, sizes[:5])) + (", …" if len(sizes) > 5 else "")
+        which = "one of the largest" if sizes[1] == sizes[0] else "the largest"
+        warnings.append(f"The upload holds {len(found)} series ({listed} slices); showing {which} "
+                        f"({len(series)} slice{'s' if len(series) != 1 else ''}). To see another, upload its files "
+                        "on their own.")
     if damaged:
         warnings.append(f"{len(damaged)} damaged DICOM file(s) left out ({', '.join(damaged[:3])}"
                         f"{', …' if len(damaged) > 3 else ''}): the series may be missing slices.")
