@@ -75,6 +75,7 @@ __all__ = [
     "damaged_files",
     "dicom_to_rgb",
     "extract_zip",
+    "file_window",
     "find_series",
     "frame_bytes",
     "frame_count",
@@ -418,6 +419,12 @@ def _file_window(view: Dataset) -> tuple[float, float, str] | None:
     if width <= 0 or (function == "LINEAR" and width < 1):
         return None  # an invalid window in the file: fall back to min-max
     return center, width, function
+
+
+def file_window(ds: Dataset, frame: int = 0) -> tuple[float, float, str] | None:
+    """The window (centre, width, VOI function) the file itself gives `frame` -- top level or the frame's functional
+    groups -- as :func:`dicom_to_rgb` applies it by default; None where it has none valid (min-max is used then)."""
+    return _file_window(_frame_view(ds, frame))
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:

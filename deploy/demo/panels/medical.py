@@ -514,7 +514,7 @@ def _stack_range(study: Study) -> tuple[float, float] | None:
 def _header_window(ds, frame: int = 0) -> tuple[float, float] | None:
     """The WindowCenter / Width that "file default" renders `frame` with: top level or the frame's functional
     groups (enhanced multi-frame files), None where the file has none valid (min-max is rendered then)."""
-    found = dicom._file_window(dicom._frame_view(ds, frame))  # dicom_to_rgb's own rule, so the sliders match it
+    found = dicom.file_window(ds, frame)  # dicom_to_rgb's own rule, so the sliders match it
     return (found[0], found[1]) if found else None
 
 
