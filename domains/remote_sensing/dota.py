@@ -201,7 +201,8 @@ def _find_image(images: Path, stem: str) -> Path:
     for suffix in PIL_SUFFIXES + tuple(s.upper() for s in PIL_SUFFIXES):
         path = inside_root(images, stem + suffix)  # a symlink leading out of the data folder is refused
         if path.is_file():
-            return path
+            # as `images` is written (inside_root's path is absolute): meta and reports name it relative to src
+            return images / (stem + suffix)
     raise SkipInput("missing image", f"no image {stem}.* in {images} (any of {', '.join(PIL_SUFFIXES)})")
 
 
