@@ -149,6 +149,9 @@ class ConvertReport:
         roots = [(self.root, ".")] if self.root else []
         roots += [(str(folder).rstrip("/" + os.sep) or str(folder), label) for folder, label in self.labels.items()
                   if str(folder) not in ("", ".")]
+        # a relative root also stands for its absolute path: a reader that resolves its files (the DICOM series
+        # scan) names them in full, and the examples must not name the folders around the data
+        roots += [(absolute, label) for root, label in roots if (absolute := os.path.abspath(root)) != root]
         for root, label in sorted(roots, key=lambda rl: -len(rl[0])):  # the deeper root first, when nested
             keep = "" if label == "." else label + "/"
             for prefix in dict.fromkeys((root + os.sep, root + "/")):
