@@ -95,6 +95,7 @@ class MixturePlan:
             )
         # a source with ratio 0 is not drawn, so it adds nothing to the epoch either
         n_domain = round(sum(self.effective[k] for k in domain if self.ratios.get(k, 1.0) > 0))
+        sized = epoch_size is not None
         if epoch_size is None:
             if n_domain == 0:
                 raise DataError(self._no_domain_message(domain))
@@ -117,6 +118,9 @@ class MixturePlan:
         if general_target:
             self._counts.update(self._allocate(general, general_target, "general"))
         self.epoch_size = epoch_size
+        # how a too-small epoch grows: a set epoch_size is raised, else domain records (or an epoch_size) added
+        self._grow_epoch = ("raise mixing.epoch_size" if sized else
+                            "add domain records or set mixing.epoch_size")
 
     def _no_domain_message(self, domain: list[str], epoch_size: int | None = None, wanted: int = 0) -> str:
         """Why none of the ``wanted`` domain samples of an ``epoch_size`` epoch (None: not given, the domain records
@@ -225,7 +229,7 @@ class MixturePlan:
         if abs(general / self.epoch_size - self.general_ratio) > RATIO_TOLERANCE:
             notes.append(f"general sources get {general} of the {self.epoch_size} samples per epoch "
                          f"({general / self.epoch_size:.1%}), not general_ratio {self.general_ratio:g}: the epoch is "
-                         "too small for that ratio; add domain records or set mixing.epoch_size")
+                         f"too small for that ratio; {self._grow_epoch}")
         elif self.general_ratio > 0 and general == 0:  # within the tolerance at a small ratio, yet no replay at all
             notes.append(f"no general sample in the {self.epoch_size}-sample epoch (general_ratio "
                          f"{self.general_ratio:g}): raise mixing.epoch_size")
