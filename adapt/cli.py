@@ -1062,6 +1062,9 @@ def _stop_launcher(launcher, stop: BaseException, timeout: float = 60.0) -> None
         launcher.wait()
 
 
+MAX_LABEL_BYTES = 200  # + "predictions_", "-q4_k_m", ".jsonl": within the 255-byte file name of common file systems
+
+
 def _eval(args) -> int:
     from .evaluate import plot_comparison, write_report
     from .recipe import load_recipe
@@ -1077,6 +1080,10 @@ def _eval(args) -> int:
             # the label names files and folders under --out (predictions_<label>.jsonl, <runtime>/<label>)
             raise CliError(f"--model {item!r}: a label names files under --out, so it cannot be '.', '..' or hold "
                            "a slash or control character; give one, e.g. --model adapted=DIR")
+        if len(label.encode("utf-8")) > MAX_LABEL_BYTES:  # predictions_<label>-<type>.jsonl must stay a file name
+            raise CliError(f"--model {item[:40]!r}…: a label names files under --out (predictions_<label>.jsonl), so "
+                           f"it can be at most {MAX_LABEL_BYTES} bytes (UTF-8), got {len(label.encode('utf-8'))}; give "
+                           "a shorter one, e.g. --model adapted=DIR")
         if label in models:
             raise CliError(f"--model {item!r}: label {label!r} is used twice; give each model its own, "
                            "e.g. --model a=DIR1 --model b=DIR2")
