@@ -1183,12 +1183,15 @@ def _print_mixing_plan(recipe, distill: bool) -> None:
         if refusal:
             print(f"note: on this machine adapt {verb} would stop: {refusal}", file=sys.stderr)
     if len(skips):
-        print(f"note: reading skipped {len(skips)} record(s) (the plan counts the rest); adapt {verb} lists them "
-              "in skips.md of its output dir", file=sys.stderr)
         try:
             skips.check({name: len(rs) for name, rs in records.items()}, recipe.data.max_bad_fraction)
-        except DataError as exc:
-            print(f"note: adapt {verb} would stop: {exc}", file=sys.stderr)
+            stop = None
+        except DataError as exc:  # its message holds the skip table
+            stop = exc
+        print(f"note: reading skipped {len(skips)} record(s) (the plan counts the rest); adapt {verb} lists them "
+              "in skips.md of its output dir" + ("" if stop else f":\n\n{skips.table()}\n"), file=sys.stderr)
+        if stop:
+            print(f"note: adapt {verb} would stop: {stop}", file=sys.stderr)
     if not distill:  # adapt distill plans from the records read, as here
         print("note: the plan counts every record read; adapt train also drops those longer than "
               "training.max_seq_length (measured with the model's processor), so its counts may be lower",
