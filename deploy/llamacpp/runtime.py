@@ -53,7 +53,10 @@ class ExportFolder:
         models = [p for p in metas if p not in mmprojs]
         if len(models) != 1 or len(mmprojs) > 1:
             found = ", ".join(p.name for p in [*models, *mmprojs]) or "no .gguf files"
-            raise LlamaCppError(f"{folder}: expected one <name>-<type>.gguf and one mmproj-*.gguf, found {found}")
+            # a model folder (a run's final/) given where its export goes: say how to make the export
+            how = (f"; export it first: adapt export -f gguf --model {folder} --out OUT, then --model OUT"
+                   if not metas and (folder / "config.json").is_file() else "")
+            raise LlamaCppError(f"{folder}: expected one <name>-<type>.gguf and one mmproj-*.gguf, found {found}{how}")
         meta = metas[models[0]]
         if "pocket_adapt.chat_template" not in meta:
             raise LlamaCppError(f"{models[0]}: not written by `adapt export --format gguf` (no pocket_adapt keys)")
