@@ -302,10 +302,10 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     than 70 % of it in the patch, so such a patch may still show most of one. `empty_labels`: ``"skip"`` (the
     default: skipped as ``no objects``, the message naming this option) or ``"negative"`` (pre-split data whose
     empty files you vouch for: a scene without objects, counted as the warning ``empty label file read as a
-    scene without objects``). A label file without an image, an unreadable image, or one above `max_pixels` (``tiling.max_pixels``; raise it for DOTA v2.0's
-    largest scenes: an 8-bit PNG is read in full-width strips of a chip's height, never whole; other images are
-    decoded whole, the skip message gives the memory either takes) or one `size` and
-    `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip
+    scene without objects``). A label file without an image, an unreadable image, or one above `max_pixels`
+    (``tiling.max_pixels``; raise it for DOTA v2.0's largest scenes: an 8-bit PNG is read in full-width strips of a
+    chip's height, never whole; other images are decoded whole, the skip message gives the memory either takes) or
+    one `size` and `overlap` would cut into more than ``MAX_CHIPS`` (1 M) chips is skipped with the file named. Re-runs reuse chip
     PNGs that are fresh (as the other converters); the image is decoded only when a chip is missing. With ``workers
     > 1`` each image is decoded and its missing chips encoded ahead in worker processes (:mod:`domains.parallel`:
     one decode per image serves all its chips; the output is byte for byte that of one worker). `progress`: a bar
