@@ -1193,9 +1193,8 @@ def _print_mixing_plan(recipe, distill: bool) -> None:
         if stop:
             print(f"note: adapt {verb} would stop: {stop}", file=sys.stderr)
     if not distill:  # adapt distill plans from the records read, as here
-        print("note: the plan counts every record read; adapt train also drops those longer than "
-              "training.max_seq_length (measured with the model's processor), so its counts may be lower",
-              file=sys.stderr)
+        print("note: adapt train also drops records longer than training.max_seq_length, measured with the model's "
+              "processor, which this plan does not load, so its counts may be lower", file=sys.stderr)
 
 
 def _recipes(args) -> int:
