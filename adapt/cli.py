@@ -1135,8 +1135,9 @@ def _quickstart(args) -> int:
             raise CliError("--data-only writes data only; recipe overrides apply to a full quick start")
         data = prepare_data(out, args.field, progress=args.progress, force=args.force)
         template = FIELDS[args.field][0]
+        also = " (or adapt distill with distill_pocket-tiny.yaml, which reads the same data)" * (args.field == "landcover")
         print(f"data in {data}\nnext: adapt init {template} {_q(out)} (if not done), then adapt train "
-              f"{_q(out / f'{template}.yaml')}")
+              f"{_q(out / f'{template}.yaml')}{also}")
         return 0
     quickstart(out, args.overrides, progress=args.progress, field=args.field, force=args.force)
     return 0

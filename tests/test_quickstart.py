@@ -81,6 +81,7 @@ def test_the_distill_template_runs_as_its_comments_say(tmp_path, capsys):
     assert main(["quickstart", "--data-only", "--out", str(run), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert f"data in {run / 'data'}" in out and not (run / "report").exists() and not (run / "train").exists()
+    assert "adapt distill with distill_pocket-tiny.yaml" in out  # its next step, not only adapt train's
     assert main(["validate", str(run / "distill_pocket-tiny.yaml")]) == 0
     assert "does not exist" not in capsys.readouterr().err
     assert main(["distill", str(run / "distill_pocket-tiny.yaml"), "--no-progress", "training.max_steps=1",
