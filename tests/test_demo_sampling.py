@@ -45,6 +45,17 @@ def test_sampling_flags_default_to_greedy_and_reach_the_page(monkeypatch):
     assert (seen["temperature"], seen["top_p"], seen["seed"]) == (0.7, 0.9, 5)
 
 
+@pytest.mark.parametrize("argv", [["--top-p", "0.9"], ["--seed", "5"]])
+def test_sampling_flags_without_a_temperature_are_refused_not_ignored(argv, monkeypatch):
+    """Greedy answers draw nothing, so --top-p / --seed alone were silently without effect."""
+    from deploy.demo import app, cli
+    from deploy.demo.page import DemoError
+
+    monkeypatch.setattr(app, "build_demo", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(DemoError, match="give --temperature too"):
+        cli.run_demo(build_parser().parse_args(["demo", *argv]))
+
+
 @pytest.mark.parametrize("kwargs, needle", [
     ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
     ({"temperature": 0.5, "top_p": 0.0}, "top_p must be above 0 and at most 1"),

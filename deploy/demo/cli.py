@@ -112,6 +112,9 @@ def run_demo(args: argparse.Namespace) -> int:
         auth = auth_from_env(args.auth_user, PASSWORD_ENV)
     elif args.auth_file:
         auth = load_auth_file(args.auth_file)
+    if not args.temperature and (args.top_p != 1.0 or args.seed):  # greedy answers draw nothing: they would not apply
+        raise DemoError("--top-p and --seed shape sampled answers; give --temperature too (e.g. --temperature 0.7), "
+                        "or leave them out for greedy answers")
     resolve_domain(args.domain)  # an unknown domain fails before anything is loaded
     check_address(args.host, args.port)
     if args.device:
