@@ -340,6 +340,33 @@ def test_safe_header_of_ct_small():
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in header.items())
 
 
+def test_safe_header_reads_an_enhanced_files_functional_groups():
+    """An enhanced multi-frame file keeps spacing, window and rescale in its functional groups: the header table
+    showed none of them."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as Seq
+
+    def item(**values):
+        entry = Dataset()
+        for keyword, value in values.items():
+            setattr(entry, keyword, value)
+        return entry
+
+    ds = Dataset()
+    ds.Modality, ds.Rows, ds.Columns, ds.NumberOfFrames = "CT", 4, 4, 2
+    ds.SharedFunctionalGroupsSequence = Seq([item(
+        PixelMeasuresSequence=Seq([item(PixelSpacing=[0.5, 0.5], SliceThickness=1.25)]),
+        PixelValueTransformationSequence=Seq([item(RescaleSlope=1, RescaleIntercept=-1024, RescaleType="HU")]))])
+    ds.PerFrameFunctionalGroupsSequence = Seq([item(FrameVOILUTSequence=Seq([item(WindowCenter=40, WindowWidth=400)]))
+                                               for _ in range(2)])
+    header = safe_header(ds)
+    assert header["pixel_spacing_mm"] == "0.5 x 0.5" and header["slice_thickness_mm"] == "1.25"
+    assert header["window"] == "40/400" and header["rescale"] == "slope 1, intercept -1024"
+    assert header["rescale_type"] == "HU"
+    ds.PixelSpacing = [0.7, 0.7]  # the top level, where a file has it, wins
+    assert safe_header(ds)["pixel_spacing_mm"] == "0.7 x 0.7"
+
+
 def test_free_text_is_removed_and_method_fits_its_vr():
     """Free text (LT / ST / UT: interpretations, comments) can name the patient; DeidentificationMethod is LO (64)."""
     from pydicom.dataset import Dataset

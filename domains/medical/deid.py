@@ -735,14 +735,18 @@ def safe_header(ds: Dataset) -> dict[str, str]:
     put("image_type", lambda: "\\".join(_cs(v) for v in get("ImageType")) if get("ImageType") else None)
     put("size", lambda: f"{int(get('Columns'))} x {int(get('Rows'))}" if get("Rows") and get("Columns") else None)
     put("frames", lambda: str(int(get("NumberOfFrames") or 1)) if "PixelData" in ds or get("Rows") else None)
-    put("pixel_spacing_mm", lambda: _numbers(get("PixelSpacing")))
-    put("slice_thickness_mm", lambda: _numbers(get("SliceThickness")))
-    put("spacing_between_slices_mm", lambda: _numbers(get("SpacingBetweenSlices")))
-    put("window", lambda: _window(get("WindowCenter"), get("WindowWidth")))
-    put("voi_lut_function", lambda: _cs(get("VOILUTFunction")))
-    put("rescale", lambda: (f"slope {_numbers(get('RescaleSlope'))}, intercept {_numbers(get('RescaleIntercept'))}"
-                            if get("RescaleSlope") is not None and get("RescaleIntercept") is not None else None))
-    put("rescale_type", lambda: _cs(get("RescaleType")))
+    # an enhanced multi-frame file keeps these in its functional groups (shared, else the first frame's)
+    measures = lambda keyword: _grouped(ds, "PixelMeasuresSequence", keyword)  # noqa: E731
+    voi = lambda keyword: _grouped(ds, "FrameVOILUTSequence", keyword)  # noqa: E731
+    values = lambda keyword: _grouped(ds, "PixelValueTransformationSequence", keyword)  # noqa: E731
+    put("pixel_spacing_mm", lambda: _numbers(measures("PixelSpacing")))
+    put("slice_thickness_mm", lambda: _numbers(measures("SliceThickness")))
+    put("spacing_between_slices_mm", lambda: _numbers(measures("SpacingBetweenSlices")))
+    put("window", lambda: _window(voi("WindowCenter"), voi("WindowWidth")))
+    put("voi_lut_function", lambda: _cs(voi("VOILUTFunction")))
+    put("rescale", lambda: (f"slope {_numbers(values('RescaleSlope'))}, intercept {_numbers(values('RescaleIntercept'))}"
+                            if values("RescaleSlope") is not None and values("RescaleIntercept") is not None else None))
+    put("rescale_type", lambda: _cs(values("RescaleType")))
     put("photometric_interpretation", lambda: _cs(get("PhotometricInterpretation")))
     put("samples_per_pixel", lambda: str(int(get("SamplesPerPixel"))) if get("SamplesPerPixel") else None)
     put("bits_stored", lambda: str(int(get("BitsStored"))) if get("BitsStored") else None)
@@ -772,6 +776,19 @@ def _cs(value: Any) -> str | None:
 def _plain(value: Any) -> str | None:
     text = str(value or "").strip()
     return text[:64] if text and re.fullmatch(r"[\w .,()/+-]{1,64}", text) else None
+
+
+def _grouped(ds: Dataset, group: str, keyword: str) -> Any:
+    """`keyword` at the top level of `ds`, else in functional group `group` (an enhanced multi-frame file's): the
+    shared groups', else the first frame's; None where none has it."""
+    if ds.get(keyword) not in (None, ""):
+        return ds.get(keyword)
+    for functional in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = ds.get(functional) or []
+        found = items[0].get(group) if len(items) else None
+        if found and found[0].get(keyword) not in (None, ""):
+            return found[0].get(keyword)
+    return None
 
 
 def _numbers(value: Any) -> str | None:
