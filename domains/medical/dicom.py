@@ -26,6 +26,8 @@ refused, not allocated) --
 raises :class:`DicomError` (a :class:`~domains.base.DomainError`), whose message starts with the file and gives
 the reason. Messages never quote patient attributes. Frames are decoded one at a time, so the number of
 frames does not multiply what is allocated.
+A native (uncompressed) multi-frame file cut off in its pixel data still gives the frames whose bytes are all
+there; a frame the cut reaches fails naming its number and the frames that are complete.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
@@ -480,8 +483,59 @@ def _decode(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
     if not decoder.is_available:
         raise _Fail(f"no pixel-data plug-in installed for {UID(tsyntax).name}",
                     "install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle and pyjpegls")
-    arr, meta = decoder.as_array(ds, index=frame, as_rgb=False)
+    arr, meta = decoder.as_array(_whole_frame(ds, frame, UID(tsyntax)), index=0 if _is_cut(ds, UID(tsyntax))
+                                 else frame, as_rgb=False)
     return arr, str(meta.get("photometric_interpretation") or ds.get("PhotometricInterpretation") or "")
+
+
+def _native_frame_bytes(ds: Dataset, syntax: UID) -> tuple[str, int] | None:
+    """(pixel keyword, bytes one frame takes in the file) of native (uncompressed) pixel data; None where that is
+    not a whole number of bytes (BitsAllocated 1 or not a multiple of 8) or the data is encapsulated."""
+    keyword = next((kw for kw in PIXEL_KEYWORDS if kw in ds), None)
+    if keyword is None or syntax.is_encapsulated:
+        return None
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        samples, bits = int(ds.get("SamplesPerPixel") or 1), int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if bits <= 0 or bits % 8:
+        return None
+    size = rows * columns * samples * (bits // 8)
+    if str(ds.get("PhotometricInterpretation") or "").strip().upper() == "YBR_FULL_422":
+        size = size // 3 * 2  # two luminance samples share one Cb, Cr pair
+    return keyword, size
+
+
+def _is_cut(ds: Dataset, syntax: UID) -> bool:
+    """Whether native multi-frame pixel data holds fewer bytes than its frames take (the file was cut off)."""
+    found = _native_frame_bytes(ds, syntax)
+    if found is None or frame_count(ds) < 2:
+        return False
+    keyword, size = found
+    return len(ds[keyword].value or b"") < size * frame_count(ds)
+
+
+def _whole_frame(ds: Dataset, frame: int, syntax: UID) -> Dataset:
+    """`ds` itself, or -- for native multi-frame pixel data cut short -- a one-frame copy holding `frame`'s bytes when
+    they are all in the file: pydicom refuses the whole array, though every frame before the cut is complete.
+    A frame the cut reaches fails naming its number and the frames that are whole."""
+    if not _is_cut(ds, syntax):
+        return ds
+    keyword, size = _native_frame_bytes(ds, syntax)  # type: ignore[misc]  # _is_cut checked it
+    data = ds[keyword].value
+    n, whole = frame_count(ds), len(data) // size
+    if (frame + 1) * size > len(data):
+        complete = f"frames 0-{whole - 1} are complete" if whole > 1 else "frame 0 is complete" if whole else \
+            "no frame is complete"
+        raise _Fail("truncated or corrupt pixel data",
+                    f"frame {frame} (of frames 0-{n - 1}) is cut off: the file holds {len(data)} of {size * n} pixel-data "
+                    f"bytes; {complete}")
+    part = Dataset({element.tag: element for element in ds})  # shallow: the elements are shared, never changed
+    part[keyword] = DataElement(ds[keyword].tag, ds[keyword].VR, data[frame * size:(frame + 1) * size])
+    part["NumberOfFrames"] = DataElement(0x00280008, "IS", 1)
+    part.file_meta = ds.file_meta
+    return part
 
 
 class _Fail(Exception):
