@@ -516,6 +516,8 @@ def _render_step(path: Path, window: Any, frame: int, redact: bool) -> tuple[byt
         ds = dicom.read_dicom(path)
         img = dicom.dicom_to_rgb(ds, window=window, frame=frame)
     except dicom.DicomError as exc:
+        if exc.reason.startswith(dicom.NO_DECODER):  # one row naming the syntax and what to install, not one a file
+            raise SkipInput(exc.reason, f"{path}: not decoded") from exc
         raise SkipInput("unreadable DICOM", str(exc)) from exc
     regions = None
     if redact:

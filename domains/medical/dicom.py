@@ -33,6 +33,7 @@ there; a frame the cut reaches fails naming its number and the frames that are c
 from __future__ import annotations
 
 import gzip
+import importlib.metadata
 import io
 import os
 import re
@@ -122,6 +123,8 @@ SAME_POSITION_MM = 0.01  # two slices closer than this along the normal are one 
 RENDER_BYTES_PER_PIXEL = 40
 _DETAIL_CHARS = 240
 DAMAGED_IMAGE = "damaged DICOM image"
+# the reason of a compressed file no installed plug-in decodes (followed by the transfer syntax and what to install)
+NO_DECODER = "no pixel-data decoder installed"
 # skip reasons of a file that was meant to be a slice; in a series they move every later slice's index
 DAMAGED_REASONS = frozenset({"empty file", "cannot read file", "unreadable or corrupt DICOM", DAMAGED_IMAGE})
 
@@ -481,8 +484,7 @@ def _decode(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
         raise _Fail("no Transfer Syntax UID in the file meta information")
     decoder = get_decoder(UID(tsyntax))
     if not decoder.is_available:
-        raise _Fail(f"no pixel-data plug-in installed for {UID(tsyntax).name}",
-                    "install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle and pyjpegls")
+        raise _Fail(f"{NO_DECODER} for {UID(tsyntax).name} ({_install_hint(decoder)})")
     arr, meta = decoder.as_array(_whole_frame(ds, frame, UID(tsyntax)), index=0 if _is_cut(ds, UID(tsyntax))
                                  else frame, as_rgb=False)
     return arr, str(meta.get("photometric_interpretation") or ds.get("PhotometricInterpretation") or "")
@@ -536,6 +538,32 @@ def _whole_frame(ds: Dataset, frame: int, syntax: UID) -> Dataset:
     part["NumberOfFrames"] = DataElement(0x00280008, "IS", 1)
     part.file_meta = ds.file_meta
     return part
+
+
+# pip names of the modules pydicom's decoder plug-ins ask for, where they differ
+_PIP_NAMES = {"gdcm": "python-gdcm"}
+
+
+def _install_hint(decoder: Any) -> str:
+    """What to install for `decoder`'s transfer syntax, from the dependencies pydicom's plug-ins list: one
+    ``pip install ...`` per plug-in (packages already installed, such as numpy, left out)."""
+    options = []
+    for deps in getattr(decoder, "_unavailable", {}).values():  # plug-in label -> its requirements
+        names = [_PIP_NAMES.get(name, name) for dep in deps if (name := re.split(r"[<>=!~ ;\[]", dep, 1)[0])]
+        missing = [name for name in names if not _installed(name)]
+        if missing:  # a plug-in whose packages are all installed is unavailable for another reason
+            options.append("pip install " + " ".join(missing))
+    options.sort(key=lambda option: "gdcm" in option)  # the Python-package plug-ins first, GDCM (a C++ toolkit) last
+    return " or ".join(dict.fromkeys(options)) or "install pylibjpeg with pylibjpeg-libjpeg / pylibjpeg-openjpeg, " \
+        "pyjpegls or python-gdcm"
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 class _Fail(Exception):
