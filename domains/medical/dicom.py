@@ -956,13 +956,22 @@ def damaged_files(skipped: Iterable[tuple[Path, str]], series: Iterable[DicomSer
             or (reason == "not a DICOM file" and not path.suffix and slice_name_pattern(path) in patterns)]
 
 
-def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]) -> DicomSeries:
+def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike], *,
+                on_pass: SkipFn | None = None) -> DicomSeries:
     """Exactly one series from a folder or a list of files; :class:`DicomError` for none, several, or a damaged
     file among them (empty, truncated, unreadable, named ``.dcm`` / ``.dicom`` or like the series' suffix-less
     slices but not DICOM: the series would silently lose a slice and every later slice index would move; see
-    :func:`damaged_files`). Files that are not DICOM images (notes, DICOMDIR, SR) are passed over."""
+    :func:`damaged_files`). Files that are not DICOM images (notes, DICOMDIR, SR, RT structure sets, presentation
+    states) are passed over, each told to ``on_pass(path, reason, detail)`` (the reason ``"no pixel data"`` with
+    the object's kind as detail, for DICOM objects) once the series loads."""
     passed: list[tuple[Path, str]] = []
-    series = find_series(folder_or_paths, on_skip=lambda path, reason, detail: passed.append((path, reason)))
+    details: list[str | None] = []
+
+    def skipped(path: Path, reason: str, detail: str | None) -> None:
+        passed.append((path, reason))
+        details.append(detail)
+
+    series = find_series(folder_or_paths, on_skip=skipped)
     bad = damaged_files(passed, series)
     damaged = [f"{path.name}: {reason}" for path, reason in bad]
     skipped = [f"{path.name}: {reason}" for path, reason in passed if (path, reason) not in bad]
@@ -979,6 +988,9 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
         raise DicomError(where, f"{len(series)} series found, expected one",
                          f"{' + '.join(parts[:4])}{' + ...' if len(parts) > 4 else ''} with different "
                          "SeriesInstanceUIDs; keep one series per folder (or upload one series)")
+    if on_pass is not None:
+        for (path, reason), detail in zip(passed, details):
+            on_pass(path, reason, detail)
     return series[0]
 
 

@@ -1,0 +1,69 @@
+"""A clinical series folder also holds DICOMDIR, SR, RT structure sets, presentation states and key-object notes:
+they are passed over and counted in the conversion report, and the series converts as without them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.deps import require
+
+require("pydicom")
+import pydicom
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.fileset import FileSet
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from domains.medical.convert import convert_dicom_qa
+from domains.medical.dicom import load_series
+from domains.medical.synthetic import generate
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+NON_IMAGES = {  # file name -> (SOP class, modality, in the slices' series)
+    "SR0001.dcm": ("1.2.840.10008.5.1.4.1.1.88.22", "SR", False),
+    "RS0001.dcm": ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT", False),
+    "PS0001": ("1.2.840.10008.5.1.4.1.1.11.1", "PR", True),
+    "KO0001.dcm": ("1.2.840.10008.5.1.4.1.1.88.59", "KO", True),
+}
+
+
+def _add_non_images(folder: Path, tmp: Path) -> None:
+    slices = sorted(folder.glob("IM_*.dcm"))
+    first = pydicom.dcmread(slices[0], stop_before_pixels=True)
+    for name, (sop, modality, same_series) in NON_IMAGES.items():
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop, meta.MediaStorageSOPInstanceUID, modality
+        ds.StudyInstanceUID = first.StudyInstanceUID
+        ds.SeriesInstanceUID = first.SeriesInstanceUID if same_series else generate_uid()
+        ds.save_as(folder / name, enforce_file_format=True)
+    fileset = FileSet()
+    for path in slices[:2]:
+        fileset.add(pydicom.dcmread(path))
+    fileset.write(tmp / "fs")
+    shutil.copy(tmp / "fs" / "DICOMDIR", folder / "DICOMDIR")
+
+
+def test_non_image_objects_are_passed_over_and_counted(tmp_path):
+    src = tmp_path / "dicom_qa"
+    generate("dicom_qa", src, n=2, seed=1)
+    plain = convert_dicom_qa(src, tmp_path / "plain", salt="s")
+    folder = sorted((src / "series").iterdir())[0]
+    _add_non_images(folder, tmp_path)
+    told: list[tuple[str, str, str | None]] = []
+    series = load_series(folder, on_pass=lambda path, reason, detail: told.append((path.name, reason, detail)))
+    assert len(series) == len(list(folder.glob("IM_*.dcm")))
+    assert sorted(told) == [("DICOMDIR", "no pixel data", "Media Storage Directory Storage"),
+                            ("KO0001.dcm", "no pixel data", "Key Object Selection Document Storage"),
+                            ("PS0001", "no pixel data", "Grayscale Softcopy Presentation State Storage"),
+                            ("RS0001.dcm", "no pixel data", "RT Structure Set Storage"),
+                            ("SR0001.dcm", "no pixel data", "Enhanced SR Storage")]
+    report = convert_dicom_qa(src, tmp_path / "out", salt="s")
+    assert report.skipped == {"not a slice: no pixel data": 5}
+    assert report.written == plain.written
+    assert f"series/{folder.name}/DICOMDIR: Media Storage Directory Storage" in str(report)
