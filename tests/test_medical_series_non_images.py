@@ -64,6 +64,32 @@ def test_non_image_objects_are_passed_over_and_counted(tmp_path):
                             ("RS0001.dcm", "no pixel data", "RT Structure Set Storage"),
                             ("SR0001.dcm", "no pixel data", "Enhanced SR Storage")]
     report = convert_dicom_qa(src, tmp_path / "out", salt="s")
-    assert report.skipped == {"not a slice: no pixel data": 5}
+    assert report.skipped == {"passed over: no pixel data": 5}
     assert report.written == plain.written
     assert f"series/{folder.name}/DICOMDIR: Media Storage Directory Storage" in str(report)
+
+
+@pytest.mark.parametrize(("sop", "modality"), [("1.2.840.10008.5.1.4.1.1.66.4", "SEG"),
+                                               ("1.2.840.10008.5.1.4.1.1.481.2", "RTDOSE")])
+def test_a_mask_or_dose_grid_beside_the_slices_is_not_a_second_series(tmp_path, sop, modality):
+    src = tmp_path / "dicom_qa"
+    generate("dicom_qa", src, n=1, seed=1)
+    folder = next((src / "series").iterdir())
+    first = pydicom.dcmread(sorted(folder.glob("IM_*.dcm"))[0], stop_before_pixels=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop, meta.MediaStorageSOPInstanceUID, modality
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, generate_uid()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 4, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(16)
+    ds.save_as(folder / f"{modality}.dcm", enforce_file_format=True)
+    told: list[tuple[str, str]] = []
+    series = load_series(folder, on_pass=lambda path, reason, detail: told.append((path.name, reason)))
+    assert len(series) == len(list(folder.glob("IM_*.dcm")))
+    assert told == [(f"{modality}.dcm", "not an image slice")]
+    report = convert_dicom_qa(src, tmp_path / "out", salt="s")
+    assert report.skipped == {"passed over: not an image slice": 1}

@@ -1049,8 +1049,8 @@ class _Series:
             series = dicom.load_series(folder, on_pass=lambda *skipped: passed.append(skipped))
         except dicom.DicomError as exc:
             raise SkipInput("unreadable series", str(exc)) from exc
-        for path, reason, detail in passed:  # DICOMDIR, SR, RT structure sets, presentation states, notes: counted
-            reader.report.skip(path, "not a slice: " + reason, f"{path}: {detail}" if detail else None)
+        for path, reason, detail in passed:  # DICOMDIR, SR, RT structures, SEG, RT dose, notes: counted
+            reader.report.skip(path, "passed over: " + reason, f"{path}: {detail}" if detail else None)
         self.paths = list(series.paths)
         self.slices = list(series.slices)
         self.same_position = series.same_position_note()

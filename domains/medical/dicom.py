@@ -531,8 +531,8 @@ def _whole_frame(ds: Dataset, frame: int, syntax: UID) -> Dataset:
         complete = f"frames 0-{whole - 1} are complete" if whole > 1 else "frame 0 is complete" if whole else \
             "no frame is complete"
         raise _Fail("truncated or corrupt pixel data",
-                    f"frame {frame} (of frames 0-{n - 1}) is cut off: the file holds {len(data)} of {size * n} pixel-data "
-                    f"bytes; {complete}")
+                    f"frame {frame} (of frames 0-{n - 1}) is cut off: the file holds {len(data)} of {size * n} "
+                    f"pixel-data bytes; {complete}")
     part = Dataset({element.tag: element for element in ds})  # shallow: the elements are shared, never changed
     part[keyword] = DataElement(ds[keyword].tag, ds[keyword].VR, data[frame * size:(frame + 1) * size])
     part["NumberOfFrames"] = DataElement(0x00280008, "IS", 1)
@@ -834,8 +834,19 @@ def pick_slices(total: int, n: int) -> list[int]:
     return [int((i + 0.5) * total / n) for i in range(n)]
 
 
+# objects with pixel data that are not slices of the anatomy: masks and dose grids over another series' images, often
+# exported into the same folder (their own SeriesInstanceUID would make the folder "2 series")
+NOT_SLICES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.66.7": "Label Map Segmentation Storage",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RT Dose Storage",
+}
+
+
 def _header(path: Path) -> _Header:
     ds = read_dicom(path, header_only=True)
+    if str(_sop_class(ds) or "") in NOT_SLICES:
+        raise DicomError(path, "not an image slice", f"{NOT_SLICES[str(_sop_class(ds))]}, a mask or dose grid")
     if "Rows" not in ds or "Columns" not in ds:
         kind = _object_kind(ds)
         if kind.endswith("Image Storage"):  # an image object without its image header: cut off
@@ -907,7 +918,7 @@ def find_series(
 ) -> list[DicomSeries]:
     """All image series under `folder` (recursively) or in a list of files, grouped by SeriesInstanceUID.
 
-    Files that are not DICOM images (other files, DICOMDIR, SR, broken files) and repeated
+    Files that are not DICOM images (other files, DICOMDIR, SR, segmentations, dose grids, broken files) and repeated
     SOPInstanceUIDs are skipped; ``on_skip(path, reason, detail)`` hears about each (for example
     ``ConvertReport.skip``). Series come in the order of their first file. `progress`: a bar over the files when
     there are 200 or more (:func:`model.progress.progress_bar`).
@@ -962,8 +973,9 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
     file among them (empty, truncated, unreadable, named ``.dcm`` / ``.dicom`` or like the series' suffix-less
     slices but not DICOM: the series would silently lose a slice and every later slice index would move; see
     :func:`damaged_files`). Files that are not DICOM images (notes, DICOMDIR, SR, RT structure sets, presentation
-    states) are passed over, each told to ``on_pass(path, reason, detail)`` (the reason ``"no pixel data"`` with
-    the object's kind as detail, for DICOM objects) once the series loads."""
+    states; segmentations and RT dose grids: :data:`NOT_SLICES`) are passed over, each told to
+    ``on_pass(path, reason, detail)`` (for DICOM objects the reason ``"no pixel data"`` or ``"not an image slice"``
+    with the object's kind as detail) once the series loads."""
     passed: list[tuple[Path, str]] = []
     details: list[str | None] = []
 
