@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from domains.medical.convert import convert_dicom_qa
+from domains.medical.convert import convert_classification, convert_dicom_qa
 from domains.medical.dicom import load_series
 from domains.medical.synthetic import generate
 
@@ -93,3 +93,30 @@ def test_a_mask_or_dose_grid_beside_the_slices_is_not_a_second_series(tmp_path, 
     assert told == [(f"{modality}.dcm", "not an image slice")]
     report = convert_dicom_qa(src, tmp_path / "out", salt="s")
     assert report.skipped == {"passed over: not an image slice": 1}
+
+
+def test_classification_passes_over_non_images_in_a_class_folder(tmp_path):
+    src = tmp_path / "dicom_qa"
+    generate("dicom_qa", src, n=1, seed=1)
+    folder = next((src / "series").iterdir())
+    _add_non_images(folder, tmp_path)
+    seg = FileMetaDataset()
+    seg.MediaStorageSOPClassUID, seg.MediaStorageSOPInstanceUID = "1.2.840.10008.5.1.4.1.1.66.4", generate_uid()
+    seg.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = seg
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = seg.MediaStorageSOPClassUID, seg.MediaStorageSOPInstanceUID, "SEG"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 4, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = bytes(16)
+    classes = tmp_path / "classes"
+    (classes / "b").mkdir(parents=True)
+    shutil.copytree(folder, classes / "a")
+    ds.save_as(classes / "a" / "SEG.dcm", enforce_file_format=True)
+    for path in sorted(folder.glob("IM_*.dcm"))[:2]:
+        shutil.copy(path, classes / "b" / path.name)
+    report = convert_classification(classes, tmp_path / "out", test_fraction=0.0, salt="s")
+    assert report.skipped == {"passed over: no pixel data": 5, "passed over: not an image slice": 1}
+    assert report.written == len(list(folder.glob("IM_*.dcm"))) + 2
+    assert report.examples["passed over: not an image slice"] == [
+        "a/SEG.dcm: Segmentation Storage, a mask or dose grid"]

@@ -986,6 +986,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
             try:
                 if planner is not None and is_dicom_file(f):
                     ds = planner.header(f)
+                    if planner.dicom.not_an_image(ds) is not None:
+                        continue
                     k = planner.dicom.frame_count(ds) // 2 if frame is None else int(frame)
                     key = f"{planner.pseudonym(ds)}_{_hash(salt, rel)}"
                     yield planner.plan(f, f"images/{dataset}/{cls}/{key}_{win_tag}", win_value, k)
@@ -1005,6 +1007,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
             try:
                 if reader is not None and is_dicom_file(f):
                     ds = reader.header(f)
+                    passed = reader.dicom.not_an_image(ds)
+                    if passed is not None:  # DICOMDIR, SR, SEG, ... in a class folder: not a sample, not broken
+                        raise SkipInput("passed over: " + passed[0], f"{f}: {passed[1]}")
                     n_frames = reader.dicom.frame_count(ds)
                     k = n_frames // 2 if frame is None else int(frame)
                     if not 0 <= k < n_frames:

@@ -87,6 +87,7 @@ __all__ = [
     "is_damaged_slice",
     "load_series",
     "modality_values",
+    "not_an_image",
     "pick_slices",
     "read_dicom",
     "read_dicom_rgb",
@@ -843,17 +844,31 @@ NOT_SLICES = {
 }
 
 
+def not_an_image(ds: Dataset) -> tuple[str, str] | None:
+    """``(reason, kind)`` when the header `ds` is a DICOM object that is no image to convert -- DICOMDIR, SR,
+    RT structure set, presentation state (``"no pixel data"``), a segmentation or dose grid (``"not an image
+    slice"``, :data:`NOT_SLICES`) -- else None: an image, or an image header cut off or overwritten (damaged)."""
+    uid = str(_sop_class(ds) or "")
+    if uid in NOT_SLICES:
+        return "not an image slice", f"{NOT_SLICES[uid]}, a mask or dose grid"
+    if "Rows" in ds and "Columns" in ds:
+        return None
+    kind = _object_kind(ds)
+    if kind.endswith("Image Storage") or (not uid and kind != "DICOMDIR"):
+        return None
+    return "no pixel data", kind
+
+
 def _header(path: Path) -> _Header:
     ds = read_dicom(path, header_only=True)
-    if str(_sop_class(ds) or "") in NOT_SLICES:
-        raise DicomError(path, "not an image slice", f"{NOT_SLICES[str(_sop_class(ds))]}, a mask or dose grid")
+    passed = not_an_image(ds)
+    if passed is not None:
+        raise DicomError(path, *passed)
     if "Rows" not in ds or "Columns" not in ds:
         kind = _object_kind(ds)
         if kind.endswith("Image Storage"):  # an image object without its image header: cut off
             raise DicomError(path, DAMAGED_IMAGE, f"{kind} without Rows / Columns (truncated?)")
-        if not _sop_class(ds) and kind != "DICOMDIR":  # every DICOM object names its class: overwritten bytes
-            raise DicomError(path, DAMAGED_IMAGE, "no SOP class UID and no Rows / Columns (damaged header?)")
-        raise DicomError(path, "no pixel data", kind)
+        raise DicomError(path, DAMAGED_IMAGE, "no SOP class UID and no Rows / Columns (damaged header?)")
     return _Header(
         path=path,
         series_uid=str(ds.get("SeriesInstanceUID") or ""),
