@@ -14,7 +14,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRBigEndian, ExplicitVRLittleEndian, generate_uid
 
-from domains.medical.dicom import DicomError, dicom_to_rgb, modality_values
+from domains.medical.dicom import DicomError, dicom_to_rgb, modality_values, read_dicom
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 FRAMES, ROWS, COLUMNS = 4, 8, 6
@@ -77,3 +77,16 @@ def test_a_cut_single_frame_file_is_still_refused(tmp_path):
     ds.save_as(tmp_path / "one.dcm", enforce_file_format=True)
     with pytest.raises(DicomError, match="truncated or corrupt pixel data"):
         dicom_to_rgb(_cut(tmp_path / "one.dcm", 10))
+
+
+def test_a_cut_compressed_multiframe_file_says_so(tmp_path):
+    from pydicom.uid import RLELossless
+
+    _multiframe(tmp_path / "mf.dcm")
+    ds = dcmread(tmp_path / "mf.dcm")
+    ds.compress(RLELossless)
+    ds.save_as(tmp_path / "rle.dcm", enforce_file_format=True)
+    cut = _cut(tmp_path / "rle.dcm", 8)  # pydicom reads this as an empty dataset: no delimiter at the end
+    with pytest.raises(DicomError, match=r"truncated or corrupt pixel data \(the file ends inside its encapsulated"):
+        dicom_to_rgb(cut, frame=0)
+    assert "Rows" in read_dicom(cut, header_only=True)  # the series scan still sees the slice

@@ -189,6 +189,10 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
     except Exception as exc:  # pydicom raises many types (EOFError, struct.error, ValueError, ...)
         raise DicomError(path, "unreadable or corrupt DICOM", f"{type(exc).__name__}: {exc}") from exc
     if len(ds) == 0:
+        if not header_only and _header_without_pixels(source):
+            # pydicom returns an empty dataset when the file ends before the encapsulated pixel data's delimiter
+            raise DicomError(path, "truncated or corrupt pixel data", "the file ends inside its encapsulated "
+                             "(compressed) pixel data: the header reads, no frame is decoded")
         if _has_dicm_prefix(path):  # the file says it is DICOM: cut off after its meta header
             raise DicomError(path, "unreadable or corrupt DICOM", "DICM prefix but no data elements (truncated?)")
         raise DicomError(path, "not a DICOM file", "no data elements")
@@ -196,6 +200,18 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
         ds.filename = str(path)
     _fill_transfer_syntax(ds)
     return ds
+
+
+def _header_without_pixels(source: Path | io.BytesIO) -> bool:
+    """Whether `source` reads to data elements when stopped before its pixel data."""
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    try:
+        with warnings.catch_warnings():  # a probe: the full read already warned
+            warnings.simplefilter("ignore")
+            return len(pydicom.dcmread(source, stop_before_pixels=True, force=True)) > 0
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a broken file; only the answer matters
+        return False
 
 
 def starts_as_dicom(path: str | os.PathLike) -> bool:
