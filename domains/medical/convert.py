@@ -51,7 +51,10 @@ unredacted render, the image of a file skipped this time) are removed and listed
 answers, unknown splits, boxes outside the image, ...) is skipped and counted under a reason with the file
 or record named; the rest converts. A bad file is counted once, under its own name and reason (``unreadable
 DICOM``: truncated pixel data, say), and each question that needed it once more (``image skipped``, ``series
-skipped``, ``slice skipped``): the report reads N files (M questions).
+skipped``, ``slice skipped``): the report reads N files (M questions). A compressed file no installed plug-in
+decodes is counted under a reason naming its transfer syntax and what to ``pip install``. DICOM objects that are
+no images -- DICOMDIR, SR, RT structure sets, presentation states, segmentations, RT dose grids -- in a series or
+class folder are not errors: they are counted as ``passed over: <reason>`` with their kind.
 
 ``dicom_qa`` layout
 -------------------
