@@ -63,6 +63,12 @@ class MixturePlan:
         for name, n in sizes.items():
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
                 raise DataError(f"source {name!r}: size must be an int >= 0, got {n!r}")
+        for field, values in (("ratio", ratios), ("repeat", repeats)):
+            for name, r in values.items():  # a string or list would fail the comparison below with a bare TypeError
+                if isinstance(r, bool) or not isinstance(r, (int, float, np.integer, np.floating)):
+                    raise DataError(f"source {name!r}: {field} must be a number, got {r!r}")
+        if isinstance(general_ratio, bool) or not isinstance(general_ratio, (int, float, np.integer, np.floating)):
+            raise DataError(f"general_ratio must be a number in [0, 1), got {general_ratio!r}")
         for name, r in ratios.items():
             if not (r >= 0 and math.isfinite(r)):
                 raise DataError(f"source {name!r}: ratio must be >= 0, got {r!r}")

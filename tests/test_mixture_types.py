@@ -1,0 +1,29 @@
+"""MixturePlan used as a library: a non-number ratio / repeat / general_ratio is a DataError naming the field."""
+
+import pytest
+
+from adapt.data.mixture import MixturePlan
+from adapt.data.samples import DataError
+
+SIZES = {"a": 4, "g": 4}
+KINDS = {"a": "domain", "g": "general"}
+
+
+@pytest.mark.parametrize("field", ["ratios", "repeats"])
+@pytest.mark.parametrize("value", ["2", [1], True])
+def test_non_number_ratio_or_repeat_names_source_and_field(field, value):
+    with pytest.raises(DataError, match=rf"source 'a': {field[:-1]} must be a number"):
+        MixturePlan(SIZES, KINDS, 0.5, **{field: {"a": value}})
+
+
+@pytest.mark.parametrize("value", ["0.3", None, False])
+def test_non_number_general_ratio(value):
+    with pytest.raises(DataError, match="general_ratio must be a number"):
+        MixturePlan(SIZES, KINDS, value)
+
+
+def test_numbers_still_accepted():
+    import numpy as np
+
+    plan = MixturePlan(SIZES, KINDS, np.float32(0.5), ratios={"a": 1, "g": np.float64(2.0)}, repeats={"a": 2})
+    assert plan.general_ratio == 0.5
