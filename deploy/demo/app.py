@@ -129,6 +129,7 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
     SIGINT remove this process's staged uploads before it ends.
     Returns Gradio's ``(app, local_url, share_url)``.
     """
+    checker = _checker(auth) if auth is not None else None  # a bad auth is refused before anything is touched
     sweep_stale()
     install_signal_cleanup()
     if not is_loopback(host):
@@ -139,7 +140,7 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
         settings = getattr(blocks, "pocket_settings", None)
         max_upload_mb = settings.max_upload_mb if settings else DEFAULT_MAX_UPLOAD_MB
     return blocks.queue(default_concurrency_limit=1).launch(
-        server_name=host, server_port=port, share=False, auth=_checker(auth) if auth else None,
+        server_name=host, server_port=port, share=False, auth=checker,
         max_file_size=int(max_upload_mb * 2**20), prevent_thread_lock=prevent_thread_lock, quiet=quiet,
         show_error=False, inbrowser=False, enable_monitoring=False, mcp_server=False, ssr_mode=False,
         run_history=False, footer_links=["settings"], strict_cors=True,
@@ -153,6 +154,12 @@ def _checker(auth) -> Auth:
     for pair in pairs:
         if not (isinstance(pair, tuple) and len(pair) == 2 and all(isinstance(v, str) and v for v in pair)):
             raise DemoError("auth must be (user, password) pairs with non-empty strings")
+    if not pairs:  # an empty list would otherwise serve the demo without any login
+        raise DemoError("auth is an empty list: give at least one (user, password) pair, or auth=None for no login")
+    users = [user for user, _ in pairs]
+    twice = sorted({user for user in users if users.count(user) > 1})
+    if twice:  # a dict would silently keep the last password and the other would stop working
+        raise DemoError(f"auth lists user(s) {', '.join(map(repr, twice))} more than once; give each user one pair")
     table = {user.encode(): password.encode() for user, password in pairs}
 
     def check(user: str, password: str) -> bool:
