@@ -1444,6 +1444,10 @@ def _convert(args) -> int:
     if out == src or src in out.parents:
         raise CliError(f"--out {args.out} lies inside --src {args.src}: a conversion never writes into its source "
                        "(and would read its own output next time); choose a folder outside it")
+    if src == out / "images" or (out / "images") in src.parents:
+        raise CliError(f"--src {args.src} lies inside {args.out / 'images'}, the image folder of --out {args.out}: "
+                       "the conversion would write its images into its own source; move the source data out of it "
+                       "or choose another --out")
     _check_out_folder(args.out)
     if not args.force and args.out.is_dir():
         from domains.files import edited_outputs
