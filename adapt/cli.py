@@ -1238,7 +1238,7 @@ def _domain_verbs(verbs) -> None:
                          help="converter option (repeatable); values are read as YAML: 3, true, [a, b]")
     convert.add_argument("--workers", type=int, default=None, metavar="N",
                          help="processes doing the per-record image work (decode, render, resize, encode); the "
-                              "output is byte-identical to one worker (default 1)")
+                              "output is byte-identical to one worker (default 1; at most the CPU cores)")
     convert.add_argument("--force", action="store_true",
                          help="convert again even over split files edited since a conversion wrote them (refused "
                               "without it: the edits would be replaced)")
@@ -1431,9 +1431,17 @@ def _convert(args) -> int:
 
     options = _options(args.option)
     if args.workers is not None:
+        if "workers" in options:
+            raise CliError(f"--workers {args.workers} and --option workers={options['workers']} both given; give one")
         if args.workers < 1:
             raise CliError(f"--workers {args.workers}: give 1 or more processes")
         options["workers"] = args.workers
+    workers = options.get("workers")
+    if isinstance(workers, int) and not isinstance(workers, bool):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if workers > max(cores, 2):  # each spawned process imports the readers: a mistyped count exhausts memory
+            raise CliError(f"--workers {workers}: more processes than this machine's {cores} CPU core(s) convert no "
+                           f"faster and each holds its own readers in memory; give at most {max(cores, 2)}")
     plugin = get_domain(args.domain)  # unknown domain: DomainError naming the known ones
     if args.dataset not in plugin.converters:
         known = ", ".join(sorted(plugin.converters)) or "none yet"
