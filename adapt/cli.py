@@ -14,6 +14,7 @@ import inspect
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
@@ -1377,6 +1378,19 @@ def _options(items: list[str], flag: str = "--option") -> dict:
     return options
 
 
+def _files_changed_since(folder: Path, since_ns: int) -> int:
+    """How many files under `folder` were written, replaced or touched since `since_ns` (their inode change time:
+    an output written again with its source's modification time still shows), symlinked folders not entered."""
+    changed = 0
+    for dirpath, _, filenames in os.walk(folder):
+        for name in filenames:
+            try:
+                changed += os.lstat(os.path.join(dirpath, name)).st_ctime_ns >= since_ns
+            except OSError:  # removed meanwhile
+                pass
+    return changed
+
+
 def _check_out_folder(out: Path) -> None:
     """Refuse an --out that is, or lies under, a file before any work is done."""
     for folder in (out, *out.parents):
@@ -1465,10 +1479,15 @@ def _convert(args) -> int:
             raise CliError(f"{', '.join(str(p) for p in edited)}: changed since a conversion wrote "
                            f"{'them' if len(edited) > 1 else 'it'}; converting again would replace the edits: move "
                            f"{'them' if len(edited) > 1 else 'it'} (or convert into another --out), or pass --force")
+    started = time.time_ns()
     report = plugin.convert(args.dataset, args.src, args.out, show_progress=args.progress, **options)
     print(report.table())
     for split, path in sorted(report.outputs.items()):
         print(f"{split}: {path}")
+    if report.written:
+        changed = _files_changed_since(args.out, started)
+        print(f"{args.out}: {changed} file(s) written or replaced" if changed or report.removed else
+              f"{args.out}: nothing written; every output already held this conversion")
     if report.written == 0:
         raise CliError(f"nothing converted from {args.src}: no {args.dataset} sample was written (see the table "
                        f"above; earlier outputs are kept); check that --src holds the {args.dataset} layout and the "

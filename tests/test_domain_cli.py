@@ -135,7 +135,8 @@ def test_convert_ucmerced_layout(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"| written | {len(tifs)} | |" in printed and "skipped" not in printed
     outputs = [out / "ucmerced_test.jsonl", out / "ucmerced_train.jsonl"]
-    assert printed.endswith(f"test: {outputs[0]}\ntrain: {outputs[1]}\n")
+    assert printed.endswith(f"test: {outputs[0]}\ntrain: {outputs[1]}\n{out}: {len(tifs) + 3} file(s) written or "
+                            "replaced\n")  # the PNGs, two split files and the manifest
     recs = [r for p in outputs for r in records(p)]
     assert sorted(r["meta"]["source"] for r in recs) == [t.relative_to(src).as_posix() for t in tifs]
     question = ("<image>\nClassify the image from the following classes: " + ", ".join(classes) + ".\n"
