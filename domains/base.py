@@ -323,6 +323,8 @@ def _fits(value: Any, hint: Any) -> bool:
         return value is None
     if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
         return isinstance(value, (list, tuple))
+    if hint is collections.abc.Callable or origin is collections.abc.Callable:  # label_fn: a text would be called
+        return callable(value)
     return True
 
 
@@ -334,6 +336,8 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):
         return "a list such as [a, b]"
+    if hint is collections.abc.Callable or origin is collections.abc.Callable:
+        return "a Python function (given in Python, not on the command line)"
     return _SCALARS.get(hint, str(hint))
 
 
