@@ -27,6 +27,7 @@ counted in the report under a reason, with the file named; the rest converts.
 from __future__ import annotations
 
 import json
+import math
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -55,6 +56,7 @@ from domains.files import (
 from domains.parallel import Prefetch, check_workers
 from domains.remote_sensing import PIL_SUFFIXES
 from domains.remote_sensing.metrics import BUCKET_LABELS, bucket
+from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
 from model.tiling import ImageLoadError, upright_size
 
@@ -307,6 +309,10 @@ def _resize_option(resize: Any) -> int | None:
         ok = False
     if not ok:
         raise DomainError(f"resize must be a positive longer-side length in pixels, got {resize!r}")
+    longest = math.isqrt(DEFAULT_MAX_PIXELS)
+    if value > longest:  # refused before any image is enlarged: a mistyped 100000 allocated tens of GB
+        raise DomainError(f"resize must be at most {longest} pixels (a square output image must stay within "
+                          f"{DEFAULT_MAX_PIXELS:,} pixels, the image reader's limit), got {resize!r}")
     return int(value)
 
 
