@@ -27,3 +27,11 @@ def test_numbers_still_accepted():
 
     plan = MixturePlan(SIZES, KINDS, np.float32(0.5), ratios={"a": 1, "g": np.float64(2.0)}, repeats={"a": 2})
     assert plan.general_ratio == 0.5
+
+
+def test_a_numpy_int_epoch_size_is_taken_as_sizes_and_seed_are():
+    """It was refused as 'epoch_size must be an int >= 1, got 6': a message naming a valid-looking value."""
+    import numpy as np
+
+    plan = MixturePlan(SIZES, KINDS, 0.5, epoch_size=np.int64(6))
+    assert plan.epoch_size == 6 and type(plan.epoch_size) is int

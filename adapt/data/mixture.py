@@ -79,8 +79,10 @@ class MixturePlan:
             raise DataError(f"general_ratio must be in [0, 1), got {general_ratio!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # numpy refuses it per epoch
             raise DataError(f"seed must be an int >= 0, got {seed!r}")
-        if epoch_size is not None and (isinstance(epoch_size, bool) or not isinstance(epoch_size, int) or epoch_size < 1):
+        if epoch_size is not None and (isinstance(epoch_size, bool) or not isinstance(epoch_size, (int, np.integer))
+                                       or epoch_size < 1):  # numpy's ints too, as sizes and seed take them
             raise DataError(f"epoch_size must be an int >= 1, got {epoch_size!r}")
+        epoch_size = None if epoch_size is None else int(epoch_size)
 
         self.sizes = {k: int(v) for k, v in sizes.items()}
         self.kinds = dict(kinds)
