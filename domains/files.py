@@ -38,6 +38,7 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from domains.base import DomainError, SkipInput
+from model.limits import DEFAULT_MAX_PIXELS
 
 __all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh",
            "link_or_copy", "newest_time", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
@@ -333,12 +334,21 @@ def check_image(path: Path) -> tuple[int, int]:
         raise SkipInput("missing image", f"{path}: no such file")
     try:
         with Image.open(path) as im:
+            # from the header, before decoding: the cap and the formats of the one image reader (model.tiling)
+            if im.width * im.height > DEFAULT_MAX_PIXELS:
+                raise SkipInput("unreadable image", f"{path}: {im.width}x{im.height} = {im.width * im.height:,} "
+                                f"pixels, above the limit of {DEFAULT_MAX_PIXELS:,} (tiling.max_pixels); "
+                                "downscale the image")
+            if im.format == "EPS":  # Pillow decodes it by running Ghostscript on the file
+                raise SkipInput("unreadable image", f"{path}: PostScript (EPS) is not read; convert it to PNG")
             im.load()
             if im.width == 0 or im.height == 0:
                 raise SkipInput("unreadable image", f"{path}: zero-size image")
             return im.size
     except SkipInput:
         raise
+    except Image.DecompressionBombError as exc:  # above PIL's own limit: not an OSError, it ended the whole run
+        raise SkipInput("unreadable image", f"{path}: too many pixels to decode safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise SkipInput("unreadable image", f"{path}: cannot decode ({exc})") from exc
 
