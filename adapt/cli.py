@@ -1452,7 +1452,9 @@ def _convert(args) -> int:
         options["workers"] = args.workers
     workers = options.get("workers")
     if isinstance(workers, int) and not isinstance(workers, bool):
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        from model.limits import usable_cores
+
+        cores = usable_cores()
         if workers > max(cores, 2):  # each spawned process imports the readers: a mistyped count exhausts memory
             raise CliError(f"--workers {workers}: more processes than this machine's {cores} CPU core(s) convert no "
                            f"faster and each holds its own readers in memory; give at most {max(cores, 2)}")

@@ -1411,7 +1411,9 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
     if isinstance(recipe, Recipe) and recipe.model.trust_remote_code:
         notes.append("model.trust_remote_code is true, but pocket-adapt reads every supported layout without "
                      "running checkpoint code, so it has no effect")
-    cores = os.cpu_count() or 1
+    from model.limits import usable_cores
+
+    cores = usable_cores()
     if recipe.training.num_workers > cores:
         notes.append(f"training.num_workers is {recipe.training.num_workers}, more than this machine's {cores} CPU "
                      "core(s): each worker is a process of its own (memory included) and more than the cores only "

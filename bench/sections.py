@@ -6,7 +6,6 @@ Every published figure lives in such a section, written only by the command name
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import shlex
 import sys
@@ -94,7 +93,9 @@ def machine_line() -> str:
     import torch
     import transformers
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from model.limits import usable_cores
+
+    cores = usable_cores()
     return (f"{cores}-core CPU ({cpu_name()}), {gpu_name()}; Python {platform.python_version()}, "
             f"torch {torch.__version__}, transformers {transformers.__version__}, Pillow {PIL.__version__}, "
             f"numpy {np.__version__}")

@@ -740,7 +740,8 @@ def test_a_model_source_folder_that_is_no_checkpoint_is_refused_by_validate(tmp_
 def test_more_data_workers_than_cores_is_noted(tmp_path, capsys, monkeypatch):
     """training.num_workers above the machine's cores validated without a word; each is a process with its own
     memory (a large count ran the machine out of memory)."""
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # a 2-core cpuset
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # on a larger machine: the cpuset is what counts
     path = write(tmp_path, MINIMAL)
     assert main(["validate", str(path), "training.num_workers=2"]) == 0
     assert "num_workers" not in capsys.readouterr().err

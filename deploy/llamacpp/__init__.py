@@ -69,7 +69,9 @@ def binary(name: str = "pocket-llama") -> Path:
 
 
 def threads() -> int:
-    return int(os.environ.get("POCKET_LLAMA_THREADS") or os.cpu_count() or 1)
+    from model.limits import usable_cores
+
+    return int(os.environ.get("POCKET_LLAMA_THREADS") or usable_cores())
 
 
 def quantize(src: Path, dst: Path, qtype: str = "Q4_K_M") -> None:

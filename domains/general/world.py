@@ -27,7 +27,6 @@ guessed from the image alone.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections import Counter, deque
@@ -42,6 +41,7 @@ from PIL import Image, ImageDraw
 
 from domains.base import DomainError
 from domains.files import atomic_write
+from model.limits import usable_cores
 from model.progress import Progress, progress_bar
 
 __all__ = [
@@ -674,7 +674,7 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
     # PNG encoding releases the GIL: encode on worker threads while the main thread draws the next samples.
     # Every file's bytes depend only on its own pixels, so the order of completion does not matter.
     pending: deque[Future] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool, \
+    with ThreadPoolExecutor(max_workers=min(4, usable_cores())) as pool, \
             progress_bar(total=total, desc=desc, unit="image", progress=progress) as bar:
         for split, samples in splits.items():
             def write_split(f: IO[str], samples: Iterator[Sample] = samples) -> None:
