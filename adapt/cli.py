@@ -821,7 +821,7 @@ def _inspect(args) -> int:
                       + (f", a vision adapter {cfg.vision_config.hidden_size} -> {cfg.vision_adapter_width} in front)"
                          if cfg.vision_adapter_width else ")")),
         ("language model", f"{type(vlm.language_model).__name__} ({count(vlm.language_model):,} params)"),
-        ("image tokens", f"{cfg.image_seq_length} per tile, id {cfg.image_token_id} ({cfg.image_context_token})"),
+        ("image tokens", f"{_image_tokens(cfg)}, id {cfg.image_token_id} ({cfg.image_context_token})"),
         ("tiling", ", ".join(f"{k}={v}" for k, v in cfg.tiling.items())),
         ("chat template", cfg.chat_template),
         ("dtype", dtype),
@@ -830,6 +830,16 @@ def _inspect(args) -> int:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _image_tokens(cfg) -> str:
+    """Image tokens per tile, or per image where the tiling makes one tile of every image (MobileVLM's pad)."""
+    tiling = cfg.tiling_config
+    if tiling.mode != "dynamic" or tiling.max_tiles == 1:
+        return f"{cfg.image_seq_length} per image (one {tiling.tile_size} px tile, {tiling.mode} mode)"
+    tiles = f"{tiling.min_tiles}-{tiling.max_tiles} tiles an image"
+    thumbnail = ", and a thumbnail tile where more than one" if tiling.thumbnail else ""
+    return f"{cfg.image_seq_length} per {tiling.tile_size} px tile ({tiles}{thumbnail})"
 
 
 def _tiles(args) -> int:

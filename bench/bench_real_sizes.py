@@ -69,6 +69,7 @@ def build_checkpoint(preset: str, out: Path) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(str(assets_dir() / POCKET_TINY_TOKENIZER))
     config = preset_config(preset)
+    config.image_context_token = "<IMG_CONTEXT>"  # the bundled tokenizer's (MobileVLM's own is <image>)
     image_id = tokenizer.convert_tokens_to_ids(config.image_context_token)
     assert image_id < config.text_config.vocab_size, "the tokenizer's image token must fit the preset's vocabulary"
     config.image_token_id = image_id

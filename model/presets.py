@@ -106,7 +106,9 @@ def _mobilevlm_v2(hidden: int, intermediate: int, layers: int, heads: int) -> Po
         vision_config=clip_vit_l14_336_config(), text_config=text, image_token_id=32000,
         vision_feature_layer=-2, projector_type="ldpv2", chat_template="vicuna_v1",
         projector_options={"pooled_grid": 12},  # LDPNetV2Projector's fixed 12x12 pool, as a V2 checkpoint is read
-        image_start_token=None, image_end_token=None,
+        # MobileVLM has no <IMG_CONTEXT>: its `<image>` placeholder is the image token, added after the 32000 words
+        # (id 32000), as loading the released checkpoint gives it
+        image_context_token="<image>", image_start_token=None, image_end_token=None,
         tiling=TilingConfig(tile_size=336, mode="pad", max_tiles=1, thumbnail=False, mean=CLIP_MEAN, std=CLIP_STD).to_dict(),
     )
 

@@ -51,7 +51,7 @@ def test_inspect_describes_a_hub_preset_without_weights_or_network(name, no_netw
     parts = [int(rows[part].split("(")[1].split(" params")[0].replace(",", ""))
              for part in ("vision tower", "projector", "language model")]
     assert all(n > 0 for n in parts) and int(rows["parameters"].replace(",", "")) == sum(parts)
-    assert f"{config.image_seq_length} per tile" in rows["image tokens"]
+    assert rows["image tokens"].startswith(f"{config.image_seq_length} per ")
     assert f"max_tiles={config.tiling['max_tiles']}" in rows["tiling"]
 
 

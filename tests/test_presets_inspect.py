@@ -1,0 +1,49 @@
+"""`adapt inspect --model PRESET` against the public models' numbers (internvl.md §3, §5; mobilevlm.md §2, §7), and
+a preset described as its released checkpoint loads."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from adapt.cli import main
+from tests.test_checkpoints import write_mobilevlm_v2
+
+
+def _rows(out: str) -> dict[str, str]:
+    return dict(re.split(r"\s{2,}", line, maxsplit=1) for line in out.splitlines())
+
+
+# name: (projector params from the reference tables, image-token row)
+PUBLIC = {
+    "internvl2-1b": (4_482_816, "256 per 448 px tile (1-12 tiles an image, and a thumbnail tile where more than one), "
+                                "id 151648 (<IMG_CONTEXT>)"),
+    "mini-internvl-2b": (12_595_200, "256 per 448 px tile (1-12 tiles an image, and a thumbnail tile where more than "
+                                     "one), id 92546 (<IMG_CONTEXT>)"),
+    "mini-internvl-4b": (22_034_432, "256 per 448 px tile (1-12 tiles an image, and a thumbnail tile where more than "
+                                     "one), id 32013 (<IMG_CONTEXT>)"),
+    # MobileVLM pads each image to one 336 px square; its `<image>` placeholder is the image token, id 32000 once
+    # added after LLaMA's 32000 words
+    "mobilevlm-v2-1.7b": (6_316_032, "144 per image (one 336 px tile, pad mode), id 32000 (<image>)"),
+    "mobilevlm-v2-3b": (9_205_760, "144 per image (one 336 px tile, pad mode), id 32000 (<image>)"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_inspect_gives_the_public_projector_size_and_image_tokens(name, capsys) -> None:
+    projector, tokens = PUBLIC[name]
+    assert main(["inspect", "--model", name]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert f"({projector:,} params)" in rows["projector"]
+    assert rows["image tokens"] == tokens
+
+
+def test_a_mobilevlm_preset_names_the_image_token_its_checkpoint_loads_with(tmp_path, tiny_tokenizer, capsys) -> None:
+    checkpoint = write_mobilevlm_v2(tmp_path / "mobilevlm", tiny_tokenizer, tie=False).directory
+    assert main(["inspect", "--model", str(checkpoint)]) == 0
+    loaded = _rows(capsys.readouterr().out)["image tokens"]
+    assert main(["inspect", "--model", "mobilevlm-v2-1.7b"]) == 0
+    preset = _rows(capsys.readouterr().out)["image tokens"]
+    assert loaded.endswith("(<image>)") and preset.endswith("(<image>)")
+    assert loaded.split(", id")[0] == preset.split(", id")[0]
