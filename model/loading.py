@@ -322,13 +322,21 @@ def hub_snapshot(hub_id: str, needed_by: str, *, allow_pickle: bool = False, ins
 
     try:
         patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
-        return Path(snapshot_download(hub_id, allow_patterns=patterns + (["*.bin"] if allow_pickle else [])))
+        folder = Path(snapshot_download(hub_id, allow_patterns=patterns + (["*.bin"] if allow_pickle else [])))
     except LocalEntryNotFoundError as err:  # what the hub client raises offline when the cache has no copy
         cause = err.__cause__ or err
         why = ("HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE
                else f"the hub is not reachable ({type(cause).__name__}: {_first_line(cause)})")
         raise CheckpointError(f"{needed_by} needs the weights of {hub_id} from the Hugging Face hub, and {why} "
                               f"with no copy in the hub cache; {hub_fetch_advice(hub_id, instead_of, where)}") from None
+    if not allow_pickle and not any(folder.glob("*.safetensors")):
+        # the pickle files were not fetched: without this, the load fails on "no weights found" in the hub cache
+        raise CheckpointError(
+            f"{needed_by}: {hub_id} on the Hugging Face hub has no safetensors weights, only its config and tokenizer "
+            "came; where it ships PyTorch pickle weights (pytorch_model*.bin, as the MobileVLM releases do), pass "
+            "--allow-pickle (in a recipe, model.allow_pickle: true) to fetch them and read them with "
+            "torch.load(weights_only=True), which loads tensors only and runs no code")
+    return folder
 
 
 def hub_fetch_advice(hub_id: str, instead_of: str = "the preset name",

@@ -47,3 +47,56 @@ def test_a_mobilevlm_preset_names_the_image_token_its_checkpoint_loads_with(tmp_
     preset = _rows(capsys.readouterr().out)["image tokens"]
     assert loaded.endswith("(<image>)") and preset.endswith("(<image>)")
     assert loaded.split(", id")[0] == preset.split(", id")[0]
+
+
+@pytest.fixture
+def hub_copy(monkeypatch, tmp_path, tiny_tokenizer):
+    """`snapshot_download` answering from a tiny MobileVLM V2 folder whose weights are pickle only, as the released
+    repos ship them: what a download with the given patterns would leave (no network)."""
+    import shutil
+
+    import huggingface_hub
+    import torch
+    from safetensors.torch import load_file
+
+    release = write_mobilevlm_v2(tmp_path / "release", tiny_tokenizer, tie=False).directory
+    torch.save(load_file(str(release / "model.safetensors")), release / "pytorch_model.bin")
+    (release / "model.safetensors").unlink()
+    calls: list[list[str]] = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        calls.append(allow_patterns)
+        folder = tmp_path / f"snapshot{len(calls)}"
+        shutil.copytree(release, folder, ignore=lambda _, names: [n for n in names if n.endswith(".bin")
+                                                                   and "*.bin" not in allow_patterns])
+        return str(folder)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+def test_a_pickle_only_hub_preset_says_to_pass_allow_pickle(hub_copy, capsys) -> None:
+    """Without --allow-pickle the .bin weights are not fetched; the load said only '<hub cache path>: no weights found
+    (expected model.safetensors or a sharded index)'."""
+    assert main(["chat", "--model", "mobilevlm-v2-1.7b", "hello"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("adapt chat: error: preset mobilevlm-v2-1.7b: mtgv/MobileVLM_V2-1.7B on the Hugging Face "
+                          "hub has no safetensors weights") and "--allow-pickle" in err and "\n" not in err
+    assert "*.bin" not in hub_copy[0]
+
+
+def test_a_pickle_only_hub_preset_loads_with_allow_pickle(hub_copy) -> None:
+    import model
+
+    vlm, processor = model.load("mobilevlm-v2-1.7b", allow_pickle=True)
+    assert "*.bin" in hub_copy[0]
+    assert vlm.config.projector_type == "ldpv2" and processor.image_context_token == "<image>"
+
+
+def test_a_pickle_only_hub_tower_is_fetched_with_allow_pickle(hub_copy) -> None:
+    """load_vision dropped allow_pickle on the way to the hub, so a hub: tower never had its .bin weights fetched."""
+    from model.checkpoints.tower import load_vision
+
+    tower, tiling = load_vision("hub:mtgv/MobileVLM_V2-1.7B", allow_pickle=True)
+    assert "*.bin" in hub_copy[0]
+    assert type(tower).__name__ == "CLIPVisionModel" and tiling.mode == "pad"

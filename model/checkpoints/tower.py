@@ -203,7 +203,8 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
     if str(source).startswith(HUB_PREFIX):
         from ..loading import hub_snapshot
 
-        path = hub_snapshot(str(source)[len(HUB_PREFIX):], f"vision tower {source}", instead_of=str(source),
+        path = hub_snapshot(str(source)[len(HUB_PREFIX):], f"vision tower {source}", allow_pickle=allow_pickle,
+                            instead_of=str(source),
                             where="the tower's folder where the recipe names it, e.g. model.vision: DIR")
     if path.is_dir():
         if is_tower_folder(path):
