@@ -98,9 +98,7 @@ def load(
     elif str(source) in PRESETS:
         vlm, tokenizer = _load_preset(str(source), allow_pickle, seed)
     else:
-        raise CheckpointError(
-            f"{source}: not a checkpoint directory nor a preset; presets: {', '.join(PRESETS)}"
-        )
+        raise _unknown_source(source)
     if path.is_dir() and (path / ADAPTER_FOLDER).is_dir():
         vlm = apply_lora_adapter(vlm, path / ADAPTER_FOLDER, allow_pickle)
     if chat_template:
@@ -294,7 +292,19 @@ def load_config(source: str | os.PathLike) -> PocketVLMConfig:
         raise CheckpointError(f"{source}: is a file, not a checkpoint folder; give the folder that holds config.json")
     if str(source) in PRESETS:
         return get_preset(str(source)).build()
-    raise CheckpointError(f"{source}: not a checkpoint directory nor a preset; presets: {', '.join(PRESETS)}")
+    raise _unknown_source(source)
+
+
+def _unknown_source(source: str | os.PathLike) -> CheckpointError:
+    """What a source that is neither a folder nor a preset gets; a preset's hub id (what `adapt inspect` and
+    `adapt presets` show next to it) is pointed at its preset, since hub ids are never fetched as such."""
+    named = [p for p in PRESETS.values() if p.hub_id and p.hub_id.lower() == str(source).lower()]
+    if named:
+        return CheckpointError(
+            f"{source}: is the hub id of the preset {named[0].name}, not a checkpoint folder; give the preset name "
+            f"(--model {named[0].name}), which fetches it, or a local copy: "
+            f"{hub_fetch_advice(named[0].hub_id, str(source))}")
+    return CheckpointError(f"{source}: not a checkpoint directory nor a preset; presets: {', '.join(PRESETS)}")
 
 
 def _load_preset(name: str, allow_pickle: bool, seed: int):

@@ -100,3 +100,15 @@ def test_a_pickle_only_hub_tower_is_fetched_with_allow_pickle(hub_copy) -> None:
     tower, tiling = load_vision("hub:mtgv/MobileVLM_V2-1.7B", allow_pickle=True)
     assert "*.bin" in hub_copy[0]
     assert type(tower).__name__ == "CLIPVisionModel" and tiling.mode == "pad"
+
+
+@pytest.mark.parametrize("verb", [["inspect"], ["chat", "hello"]])
+def test_a_preset_hub_id_as_model_points_at_its_preset(verb, capsys) -> None:
+    """`adapt inspect --model internvl2-1b` shows 'weights: OpenGVLab/InternVL2-1B on the hub'; given that id as
+    --model, the answer was only 'not a checkpoint directory nor a preset'."""
+    assert main([verb[0], "--model", "OpenGVLab/InternVL2-1B", *verb[1:]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"adapt {verb[0]}: error: OpenGVLab/InternVL2-1B: is the hub id of the preset internvl2-1b, not a "
+                   "checkpoint folder; give the preset name (--model internvl2-1b), which fetches it, or a local copy: "
+                   "fetch them where there is network (`hf download OpenGVLab/InternVL2-1B --local-dir DIR`) and pass "
+                   "the folder instead of OpenGVLab/InternVL2-1B (--model DIR; in a recipe, model.source: DIR)")
