@@ -795,6 +795,7 @@ def _model_name(source: str) -> str:
 
 
 def _inspect(args) -> int:
+    from model.checkpoints.layouts import LAYOUTS, detect_layout
     from model.presets import PRESETS, preset_skeleton
 
     if args.model in PRESETS and not Path(args.model).is_dir() and args.vision is None:
@@ -811,10 +812,16 @@ def _inspect(args) -> int:
     else:
         vlm, _ = _load(args)
         source, dtype = str(args.model), str(vlm.dtype)
+    if Path(args.model).is_dir():
+        layout = LAYOUTS[detect_layout(Path(args.model))].replace("`", "")
+    else:  # a preset: the layout its weights come in
+        preset = PRESETS[args.model]
+        layout = LAYOUTS[preset.layout].replace("`", "") + (" on the hub" if preset.hub_id else ", built in")
     cfg = vlm.config
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     rows = [
         ("source", source),
+        ("layout", layout),
         ("parameters", f"{count(vlm):,}"),
         ("vision tower", f"{type(vlm.vision_tower).__name__} ({count(vlm.vision_tower):,} params), layer {cfg.vision_feature_layer}"),
         ("projector", f"{cfg.projector_type} {cfg.projector_options or ''} ({count(vlm.multi_modal_projector):,} params"

@@ -112,3 +112,36 @@ def test_a_preset_hub_id_as_model_points_at_its_preset(verb, capsys) -> None:
                    "checkpoint folder; give the preset name (--model internvl2-1b), which fetches it, or a local copy: "
                    "fetch them where there is network (`hf download OpenGVLab/InternVL2-1B --local-dir DIR`) and pass "
                    "the folder instead of OpenGVLab/InternVL2-1B (--model DIR; in a recipe, model.source: DIR)")
+
+
+@pytest.fixture
+def pocket_dir(tmp_path):
+    import model
+
+    vlm, processor = model.load("pocket-tiny-scratch")
+    return model.save(vlm, processor, tmp_path / "pocket")
+
+
+@pytest.mark.parametrize("which, layout", [
+    ("native_dir", "transformers-native InternVL (model_type: internvl)"),
+    ("original_dir", "original OpenGVLab InternVL chat (model_type: internvl_chat)"),
+    ("mobilevlm", "MobileVLM / MobileVLM V2 (model_type: mobilevlm)"),
+    ("pocket_dir", "pocket-adapt's own (model_type: pocket_vlm)"),
+    ("internvl2-1b", "original OpenGVLab InternVL chat (model_type: internvl_chat) on the hub"),
+    ("mobilevlm-v2-1.7b", "MobileVLM / MobileVLM V2 (model_type: mobilevlm) on the hub"),
+    ("pocket-tiny", "pocket-adapt's own (model_type: pocket_vlm), built in"),
+])
+def test_inspect_names_the_layout_it_promises(which, layout, request, tmp_path, tiny_tokenizer, capsys) -> None:
+    """`adapt inspect --help` and the README promise the layout; no row said it."""
+    if which == "mobilevlm":
+        source = str(write_mobilevlm_v2(tmp_path / "mobilevlm", tiny_tokenizer, tie=False).directory)
+    elif which.endswith("_dir"):
+        source = str(request.getfixturevalue(which))
+    else:
+        source = which
+    assert main(["inspect", "--model", source]) == 0
+    rows = _rows(capsys.readouterr().out)
+    assert rows["layout"] == layout
+    parts = [int(rows[part].split("(")[1].split(" params")[0].replace(",", ""))
+             for part in ("vision tower", "projector", "language model")]
+    assert int(rows["parameters"].replace(",", "")) == sum(parts)
