@@ -313,10 +313,16 @@ def _load_preset(name: str, allow_pickle: bool, seed: int):
         with torch.random.fork_rng(devices=[]):  # the same random init each time, the caller's RNG untouched
             torch.manual_seed(seed)
             vlm = PocketVLM(preset.build())
-        if preset.weights and (assets_dir() / preset.weights).is_file():
+        if preset.weights:
             from .checkpoints.io import load_strict, read_state_dict
 
             weights = assets_dir() / preset.weights
+            if not weights.is_file():  # else the trained preset would be the scratch one, without a word
+                scratch = [p.name for p in PRESETS.values() if p.build is preset.build and not p.weights]
+                raise CheckpointError(
+                    f"preset {name}: its bundled weights {weights} are missing (an install without model/assets?); "
+                    "reinstall pocket-adapt, or rebuild them with python -m adapt.pretrain_tiny --out DIR --install"
+                    + (f"; for seeded random weights, use the preset {scratch[0]}" if scratch else ""))
             load_strict(vlm, read_state_dict(weights.parent), str(weights))
         return vlm, AutoTokenizer.from_pretrained(str(assets_dir() / POCKET_TINY_TOKENIZER))
     return _load_dir(hub_snapshot(preset.hub_id, f"preset {name}", allow_pickle=allow_pickle), allow_pickle)

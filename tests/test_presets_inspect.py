@@ -145,3 +145,26 @@ def test_inspect_names_the_layout_it_promises(which, layout, request, tmp_path, 
     parts = [int(rows[part].split("(")[1].split(" params")[0].replace(",", ""))
              for part in ("vision tower", "projector", "language model")]
     assert int(rows["parameters"].replace(",", "")) == sum(parts)
+
+
+def test_pocket_tiny_without_its_bundled_weights_is_an_error_not_random_weights(tmp_path, monkeypatch) -> None:
+    """The preset loaded seeded random weights (pocket-tiny-scratch's) without a word when its weights file was
+    missing: every answer and score from an untrained model."""
+    import shutil
+
+    import model
+    from model import loading
+    from model.checkpoints.io import CheckpointError
+    from model.resources import assets_dir
+
+    assets = tmp_path / "assets"
+    shutil.copytree(assets_dir() / "pocket-tiny", assets / "pocket-tiny",
+                    ignore=lambda _, names: [n for n in names if n == "model.safetensors"])
+    monkeypatch.setattr(loading, "assets_dir", lambda: assets)
+    with pytest.raises(CheckpointError) as caught:
+        model.load("pocket-tiny")
+    message = str(caught.value)
+    assert message.startswith(f"preset pocket-tiny: its bundled weights {assets / 'pocket-tiny' / 'model.safetensors'} "
+                              "are missing") and "use the preset pocket-tiny-scratch" in message
+    vlm, _ = model.load("pocket-tiny-scratch")  # the scratch preset has no weights to miss
+    assert vlm.config.chat_template == "pocket-tiny"
