@@ -304,7 +304,11 @@ def _unknown_source(source: str | os.PathLike) -> CheckpointError:
             f"{source}: is the hub id of the preset {named[0].name}, not a checkpoint folder; give the preset name "
             f"(--model {named[0].name}), which fetches it, or a local copy: "
             f"{hub_fetch_advice(named[0].hub_id, str(source))}")
-    return CheckpointError(f"{source}: not a checkpoint directory nor a preset; presets: {', '.join(PRESETS)}")
+    import difflib
+
+    close = difflib.get_close_matches(str(source).lower(), list(PRESETS), n=1, cutoff=0.8)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return CheckpointError(f"{source}: not a checkpoint directory nor a preset{hint}; presets: {', '.join(PRESETS)}")
 
 
 def _load_preset(name: str, allow_pickle: bool, seed: int):

@@ -168,3 +168,11 @@ def test_pocket_tiny_without_its_bundled_weights_is_an_error_not_random_weights(
                               "are missing") and "use the preset pocket-tiny-scratch" in message
     vlm, _ = model.load("pocket-tiny-scratch")  # the scratch preset has no weights to miss
     assert vlm.config.chat_template == "pocket-tiny"
+
+
+@pytest.mark.parametrize("given, meant", [("InternVL2-1B", "internvl2-1b"), ("Mini-InternVL-4B", "mini-internvl-4b"),
+                                          ("mobilevlm-v2-1.7", "mobilevlm-v2-1.7b")])
+def test_a_preset_name_as_the_model_card_spells_it_is_pointed_at_the_preset(given, meant, capsys) -> None:
+    assert main(["inspect", "--model", given]) == 1
+    assert f"{given}: not a checkpoint directory nor a preset (did you mean {meant}?); presets: pocket-tiny" in \
+        capsys.readouterr().err

@@ -346,7 +346,8 @@ def test_a_run_that_converts_nothing_keeps_the_previous_outputs(toy, capsys):
 
 # ------------------------------------------------------------------------- user mistakes of the model and training
 @pytest.mark.parametrize("argv, needle", [
-    (["inspect", "--model", "pocket-tinyy"], "pocket-tinyy: not a checkpoint directory nor a preset; presets: pocket-tiny"),
+    (["inspect", "--model", "pocket-tinyy"],
+     "pocket-tinyy: not a checkpoint directory nor a preset (did you mean pocket-tiny?); presets: pocket-tiny"),
     (["chat", "--example-image", "--max-new-tokens", "1", "<image> <image> two placeholders, one image"],
      "2 <image> placeholders but 1 images"),
     (["demo", "--port", "70000"], "--port must be in 1..65535"),
