@@ -229,7 +229,10 @@ def test_options_categories_and_min_visibility(dataroot, tmp_path):
     assert len({r["meta"]["scene"] for r in _records(strict.outputs["val"])}) == 1
     for bad, match in [({"tasks": ["detect"]}, "tasks must be"), ({"history": -1}, "history must be"),
                        ({"min_visibility": 5}, "min_visibility must be"), ({"cameras": "ring"}, "unknown camera order"),
-                       ({"split_by": "random"}, "split_by must be")]:
+                       ({"split_by": "random"}, "split_by must be"),
+                       # each was taken: val_fraction ignored unless split_by=hash, a negative min_box_px kept all
+                       ({"val_fraction": 1.0}, "val_fraction must be"), ({"val_fraction": "x"}, "val_fraction must be"),
+                       ({"min_box_px": -1}, "min_box_px must be"), ({"min_box_px": True}, "min_box_px must be")]:
         with pytest.raises(ValueError, match=match):
             convert_nuscenes(dataroot, tmp_path / "c", progress=False, **bad)
 

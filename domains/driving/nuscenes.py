@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -259,6 +260,11 @@ def frame_sequence(nusc, sample_token: str, camera: str, history: int) -> list[s
 
 
 # --------------------------------------------------------------------------------------------- converter
+def _in(value: object, low: float, high: float) -> bool:
+    """`value` is a number (not a bool) with low <= value < high."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high
+
+
 def _scene_splits(nusc, version: str, split_by: str, val_fraction: float) -> dict[str, str]:
     """scene token -> "train" | "val" (| "test" for v1.0-test)."""
     names = {s["token"]: s["name"] for s in nusc.scene}
@@ -354,6 +360,10 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
         raise DomainError(f"history must be >= 0 previous key frames, got {history}")
     if not 1 <= int(min_visibility) <= 4:
         raise DomainError(f"min_visibility must be a nuScenes visibility token 1-4, got {min_visibility}")
+    if not _in(min_box_px, 0, math.inf):
+        raise DomainError(f"min_box_px must be a number of pixels >= 0, got {min_box_px!r}")
+    if not _in(val_fraction, 0, 1):  # checked for every split_by: auto may come to the hash split
+        raise DomainError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
     order = camera_order(cameras)
     _vis_level(box_vis_level)
     version = version or detect_version(src)
