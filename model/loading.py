@@ -366,12 +366,19 @@ def hub_fetch_advice(hub_id: str, instead_of: str = "the preset name",
             f"instead of {instead_of} ({where})")
 
 
+HUB_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                    "pytorch_model.bin.index.json")
+
+
 def hub_weights_cached(hub_id: str) -> bool:
-    """Whether the local Hugging Face cache holds `hub_id` (its config.json); looks at the disk only, never the
-    network."""
+    """Whether the local Hugging Face cache holds `hub_id`: its config.json and a weights file or index (a config
+    alone is what a load that stopped short, e.g. at the pickle gate, leaves); looks at the disk only."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    def cached(name: str) -> bool:
+        return isinstance(try_to_load_from_cache(hub_id, name), str)
+
+    return cached("config.json") and any(cached(name) for name in HUB_WEIGHT_FILES)
 
 
 @contextmanager

@@ -624,6 +624,9 @@ def test_validate_notes_a_preset_or_hub_tower_whose_weights_are_not_in_the_local
     (snapshot / "config.json").write_text("{}")
     (snapshot.parent.parent / "refs").mkdir()
     (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    err = validate()  # a config alone (a load stopped short of the weights) is not the weights
+    assert "note: model.source: preset internvl2-1b needs the weights of OpenGVLab/InternVL2-1B" in err
+    (snapshot / "model.safetensors").write_bytes(b"")
     err = validate()
     assert "OpenGVLab/InternVL2-1B" not in err and "mtgv/MobileVLM_V2-1.7B" in err
 
