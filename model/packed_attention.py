@@ -3,7 +3,8 @@
 A packed row holds several samples one after another, its ``position_ids`` restarting at 0 with each (see
 `adapt.data.dataset.pack`). transformers' own SDPA path keeps the samples apart with a block-diagonal mask over the
 whole row, so every layer pays attention over the row's full length squared, through SDPA's masked kernel: four
-300-token samples in one row cost ~3.4x the attention of the same samples as four rows (fwd + bwd, CPU). Without a
+300-token samples in one row cost ~3.4x the attention of the same samples as four rows (fwd + bwd, CPU;
+`python bench/bench_packed_attention.py`). Without a
 varlen kernel on CPU (flash-attention's varlen path does this on GPUs), the next best is what this does: cut the
 row at the restarts and run causal SDPA on each span, exactly the attention each sample gets in a row of its own.
 
