@@ -1,6 +1,7 @@
 """ExecuTorch (fp32, int8; XNNPACK) against PyTorch eager, same machine, same run.
 
-    python bench/bench_executorch.py [--models pocket-tiny,internvl2-1b-shaped] [--threads N] [--write]
+    python bench/bench_executorch.py [--models pocket-tiny,internvl2-1b-shaped] [--threads N] [--max-seq-len N]
+        [--write]
 
 For each model: image encode (ms for 1 tile and for 13 tiles -- InternVL2's 12 + thumbnail) and decode (tokens/s,
 64 greedy tokens after a one-tile prompt, end-of-text ignored), PyTorch eager float32 (bench/bench_onnx.py's
@@ -36,11 +37,11 @@ def executorch_run(folder: Path, processor, encoded, threads: int) -> dict:
     return runtime_run(ExecuTorchVLM, folder, processor, encoded, threads, numpy_pixels=False, files="*.pte")
 
 
-def run_model(name: str, threads: int, work: Path) -> dict:
-    return run_export_model(name, threads, work, "executorch", executorch_run, max_seq_len=MAX_SEQ_LEN)
+def run_model(name: str, threads: int, work: Path, max_seq_len: int = MAX_SEQ_LEN) -> dict:
+    return run_export_model(name, threads, work, "executorch", executorch_run, max_seq_len=max_seq_len)
 
 
-def table(results: dict, threads: int, load: tuple[float, float], models: str) -> str:
+def table(results: dict, threads: int, load: tuple[float, float], models: str, max_seq_len: int = MAX_SEQ_LEN) -> str:
     from executorch.version import __version__ as et_version
 
     from bench.sections import machine_line
@@ -52,14 +53,15 @@ def table(results: dict, threads: int, load: tuple[float, float], models: str) -
         "method takes max tiles + thumbnail per call, 13 for the InternVL2 tiling and 7 for pocket-tiny's, so "
         "pocket-tiny's 13 tiles are two calls); decode: tokens/s over 64 greedy tokens after a one-tile prompt "
         "(end-of-text ignored; deploy/export_runtime.py's loop, one text_decoder call per token over a static KV "
-        f"cache of {MAX_SEQ_LEN} positions, read up to the filled position by ExecuTorch's llama::custom_sdpa). PyTorch: float32 eager (SDPA attention, as loaded); ExecuTorch: the "
+        f"cache of {max_seq_len} positions, read up to the filled position by ExecuTorch's llama::custom_sdpa). PyTorch: float32 eager (SDPA attention, as loaded); ExecuTorch: the "
         "Python runtime, XNNPACK delegate, fp32 and `--quantize int8` (torchao int8 per-channel weights, dynamic "
         "int8 activations, every Linear). Encode: median of 3 runs (1 tile) / one run (13 tiles) after a warm-up; "
         "decode: median of 2 after a warm-up; ratios are against PyTorch in the same run (>1 = ExecuTorch faster).",
         "",
         f"- Machine: {machine_line()}; executorch {et_version}; {threads} threads for both runtimes",
         f"- Load average before / after the run: {load[0]:.1f} / {load[1]:.1f} (a shared machine: other jobs ran too)",
-        f"- Command: `python bench/bench_executorch.py --models {models} --threads {threads} --write`",
+        f"- Command: `python bench/bench_executorch.py --models {models} --threads {threads}"
+        f"{'' if max_seq_len == MAX_SEQ_LEN else f' --max-seq-len {max_seq_len}'} --write`",
         "",
         "| model | runtime | encode 1 tile ms | encode 13 tiles ms | decode tok/s | .pte MB "
         "| vs PyTorch: encode 1 / 13 tiles / decode |",
@@ -86,12 +88,15 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="threads of both runtimes (default 1: on a loaded machine more threads than free cores "
                              "slow PyTorch's OpenMP down many times)")
+    parser.add_argument("--max-seq-len", type=positive_int, default=MAX_SEQ_LEN,
+                        help=f"KV cache positions of the exports (default {MAX_SEQ_LEN}; prompt + 64 tokens must fit)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-executorch-") as tmp:
-        results = {name: run_model(name, args.threads, Path(tmp)) for name in args.models.split(",")}
-    text = table(results, args.threads, (load_before, os.getloadavg()[0]), args.models)
+        results = {name: run_model(name, args.threads, Path(tmp), args.max_seq_len)
+                   for name in args.models.split(",")}
+    text = table(results, args.threads, (load_before, os.getloadavg()[0]), args.models, args.max_seq_len)
     print(text)
     print(json.dumps(results, indent=1), file=sys.stderr)
     if args.write:
