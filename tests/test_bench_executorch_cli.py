@@ -1,4 +1,4 @@
-"""bench/bench_executorch.py takes the KV-cache length README's decode figures were measured at, and its table says it."""
+"""bench/bench_executorch.py takes the KV-cache length of README's decode figures, and its table says it."""
 
 from __future__ import annotations
 
