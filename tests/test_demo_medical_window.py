@@ -175,15 +175,21 @@ def test_a_damaged_file_among_uploaded_files_is_named_by_its_page_label(tmp_path
         study.close()
 
 
-def test_ct_window_presets_are_offered_only_for_values_in_hounsfield_units(tmp_path):
+def _as_mr(path):
+    """The CT file at `path` rewritten as an MR without rescale or window: its stored values, not Hounsfield units."""
     import pydicom
 
-    ct = medical.load_study([write_ct(tmp_path / "ct.dcm")], max_bytes=MB)
-    path = restack(write_ct(tmp_path / "mr.dcm"), [frame(100 - 1024, 900 - 1024)])  # stored 100..900
     ds = pydicom.dcmread(path)
     ds.Modality = "MR"
     del ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth
     ds.save_as(path)
+    return path
+
+
+def test_ct_window_presets_are_offered_only_for_values_in_hounsfield_units(tmp_path):
+
+    ct = medical.load_study([write_ct(tmp_path / "ct.dcm")], max_bytes=MB)
+    path = _as_mr(restack(write_ct(tmp_path / "mr.dcm"), [frame(100 - 1024, 900 - 1024)]))  # stored 100..900
     mr = medical.load_study([path], max_bytes=MB)
     try:
         assert "lung" in medical._presets(ct) and medical.window_controls(ct)["centre"][0] <= -600
@@ -223,13 +229,8 @@ def test_a_slice_that_does_not_decode_is_named_by_its_slice_when_asked_about(tmp
 
 
 def test_a_blank_non_ct_study_still_gets_sliders_that_move(tmp_path):
-    import pydicom
 
-    path = restack(write_ct(tmp_path / "blank.dcm"), [frame(-1024, -1024)])  # stored 0 throughout
-    ds = pydicom.dcmread(path)
-    ds.Modality = "MR"
-    del ds.RescaleIntercept, ds.RescaleSlope, ds.WindowCenter, ds.WindowWidth
-    ds.save_as(path)
+    path = _as_mr(restack(write_ct(tmp_path / "blank.dcm"), [frame(-1024, -1024)]))  # stored 0 throughout
     study = medical.load_study([path], max_bytes=MB)
     try:
         assert study.value_range == (0.0, 0.0)

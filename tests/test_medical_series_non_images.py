@@ -29,18 +29,24 @@ NON_IMAGES = {  # file name -> (SOP class, modality, in the slices' series)
 }
 
 
+def _dicom_object(sop: str, modality: str, study_uid: str, series_uid: str) -> Dataset:
+    """A bare DICOM object of SOP class `sop` in the given study and series (no pixel data yet)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop, meta.MediaStorageSOPInstanceUID, modality
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    return ds
+
+
 def _add_non_images(folder: Path, tmp: Path) -> None:
     slices = sorted(folder.glob("IM_*.dcm"))
     first = pydicom.dcmread(slices[0], stop_before_pixels=True)
     for name, (sop, modality, same_series) in NON_IMAGES.items():
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop, meta.MediaStorageSOPInstanceUID, modality
-        ds.StudyInstanceUID = first.StudyInstanceUID
-        ds.SeriesInstanceUID = first.SeriesInstanceUID if same_series else generate_uid()
+        ds = _dicom_object(sop, modality, first.StudyInstanceUID,
+                           first.SeriesInstanceUID if same_series else generate_uid())
         ds.save_as(folder / name, enforce_file_format=True)
     fileset = FileSet()
     for path in slices[:2]:
@@ -76,13 +82,7 @@ def test_a_mask_or_dose_grid_beside_the_slices_is_not_a_second_series(tmp_path, 
     generate("dicom_qa", src, n=1, seed=1)
     folder = next((src / "series").iterdir())
     first = pydicom.dcmread(sorted(folder.glob("IM_*.dcm"))[0], stop_before_pixels=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop, meta.MediaStorageSOPInstanceUID, modality
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = first.StudyInstanceUID, generate_uid()
+    ds = _dicom_object(sop, modality, first.StudyInstanceUID, generate_uid())
     ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 4, 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = bytes(16)
