@@ -38,9 +38,9 @@ from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
 from domains.base import DomainError, SkipInput
-from model.limits import DEFAULT_MAX_PIXELS
+from model.tiling import ImageLoadError, load_image
 
-__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh",
+__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "decode_image", "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh",
            "link_or_copy", "newest_time", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
            "split_of", "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits"]
 
@@ -327,30 +327,22 @@ def files_inside(root: Path, paths: Iterable[Path], report) -> list[Path]:
     return kept
 
 
-def check_image(path: Path) -> tuple[int, int]:
-    """Decode an image file in full (a truncated JPEG has a whole header); its (W, H). Raises
-    ``SkipInput("missing image" | "unreadable image", ...)`` naming the file."""
+def decode_image(path: Path) -> Image.Image:
+    """`path` decoded in full as RGB by the one image reader (:func:`model.tiling.load_image`: the pixel cap from the
+    header, also past PIL's own limit; no EPS; EXIF turned upright; wide samples stretched), as training will read
+    it. Raises ``SkipInput("missing image" | "unreadable image", ...)`` naming the file."""
     if not path.is_file():
         raise SkipInput("missing image", f"{path}: no such file")
     try:
-        with Image.open(path) as im:
-            # from the header, before decoding: the cap and the formats of the one image reader (model.tiling)
-            if im.width * im.height > DEFAULT_MAX_PIXELS:
-                raise SkipInput("unreadable image", f"{path}: {im.width}x{im.height} = {im.width * im.height:,} "
-                                f"pixels, above the limit of {DEFAULT_MAX_PIXELS:,} (tiling.max_pixels); "
-                                "downscale the image")
-            if im.format == "EPS":  # Pillow decodes it by running Ghostscript on the file
-                raise SkipInput("unreadable image", f"{path}: PostScript (EPS) is not read; convert it to PNG")
-            im.load()
-            if im.width == 0 or im.height == 0:
-                raise SkipInput("unreadable image", f"{path}: zero-size image")
-            return im.size
-    except SkipInput:
-        raise
-    except Image.DecompressionBombError as exc:  # above PIL's own limit: not an OSError, it ended the whole run
-        raise SkipInput("unreadable image", f"{path}: too many pixels to decode safely ({exc})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SkipInput("unreadable image", f"{path}: cannot decode ({exc})") from exc
+        return load_image(path)
+    except ImageLoadError as exc:
+        raise SkipInput("unreadable image", str(exc)) from None
+
+
+def check_image(path: Path) -> tuple[int, int]:
+    """The (W, H) training will see of an image decoded in full (a truncated JPEG has a whole header); raises
+    :class:`SkipInput` as :func:`decode_image`."""
+    return decode_image(path).size
 
 
 def image_size(path: Path) -> tuple[int, int]:

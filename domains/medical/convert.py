@@ -109,7 +109,7 @@ from domains.boxes import render_ref_box
 from domains.files import (
     PNG_OPTIONS,
     check_held_out_fraction,
-    check_image,
+    decode_image,
     files_inside,
     inside_root,
     is_fresh,
@@ -286,14 +286,12 @@ def _copy_target(src: Path, rel_stem: str) -> tuple[str, bool]:
 def _copy_step(src: Path, keep: bool) -> tuple[bytes, tuple[int, int]]:
     """The expensive, pure part of :func:`_copy_image` (a worker's with ``workers > 1``): decode `src` fully,
     then its bytes (`keep`) or its RGB PNG; (bytes, (W, H)). Raises :class:`SkipInput`."""
-    size = check_image(src)
+    rgb = decode_image(src)
     if keep:
-        return src.read_bytes(), size
-    with Image.open(src) as im:
-        rgb = im.convert("RGB")
+        return src.read_bytes(), rgb.size
     buf = io.BytesIO()
     rgb.save(buf, **PNG_OPTIONS)
-    return buf.getvalue(), size
+    return buf.getvalue(), rgb.size
 
 
 def _copy_plan(src: Path, out: Path, rel_stem: str) -> tuple:
