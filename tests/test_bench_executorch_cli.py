@@ -5,13 +5,13 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import pytest
+from tests.deps import require
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_table_names_the_cache_length_and_the_command_that_measured_it(monkeypatch, capsys):
-    pytest.importorskip("executorch")
+    require("executorch")
     spec = importlib.util.spec_from_file_location("bench_executorch", ROOT / "bench" / "bench_executorch.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

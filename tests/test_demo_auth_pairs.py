@@ -3,7 +3,9 @@ last-password-wins, not a demo without login)."""
 
 import pytest
 
-pytest.importorskip("gradio")
+from tests.deps import require
+
+require("gradio")
 
 from deploy.demo import app as demo_app  # noqa: E402
 from deploy.demo.page import DemoError  # noqa: E402

@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-pytest.importorskip("gradio")
+from tests.deps import require
+
+require("gradio")
 
 
 @pytest.fixture(scope="module")

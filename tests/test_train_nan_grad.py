@@ -9,6 +9,7 @@ import torch
 
 from adapt.recipe import load_recipe
 from adapt.train import Trainer, TrainingError
+from tests.deps import require
 from tests.test_train import data_dir, write_recipe  # noqa: F401  (the module fixture)
 
 
@@ -44,7 +45,7 @@ def test_a_non_finite_gradient_with_a_finite_loss_stops_before_the_weights_chang
     overrides = ["training.grad_accum=2", "training.batch_size=2", "parts.llm.mode=full", "training.warmup_ratio=0",
                  f"training.precision={precision}", "eval.every=1000"]
     if strategy == "deepspeed":
-        pytest.importorskip("deepspeed")
+        require("deepspeed")
         overrides += ["distributed.strategy=deepspeed", f"distributed.deepspeed={_ds_config(tmp_path, stage)}"]
     recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=2, save_every=1), overrides)
     trainer = Trainer(recipe, progress=False)
@@ -60,7 +61,7 @@ def test_a_non_finite_gradient_with_a_finite_loss_stops_before_the_weights_chang
 
 def test_a_deepspeed_stage_0_log_leaves_out_the_gradient_norm_it_does_not_measure(tmp_path, data_dir):  # noqa: F811
     """DeepSpeed's stage 0 reports no gradient norm (None): train_log.jsonl said grad_norm 0.0 at every step."""
-    pytest.importorskip("deepspeed")
+    require("deepspeed")
     recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=1, save_every=1), [
         "distributed.strategy=deepspeed", f"distributed.deepspeed={_ds_config(tmp_path, 0)}", "eval.every=1000"])
     Trainer(recipe, progress=False).run()

@@ -12,6 +12,7 @@ from adapt.recipe import load_recipe
 from adapt.train import Trainer, TrainingError
 from model.presets import preset_config
 from model.vlm import PocketVLM
+from tests.deps import require
 from tests.test_train import data_dir, write_recipe  # noqa: F401  (the module fixture)
 
 
@@ -59,7 +60,7 @@ def test_a_moe_run_trains_and_logs_the_router_loss(tmp_path, data_dir):  # noqa:
 def test_a_deepspeed_step_with_a_nan_loss_stops_before_the_weights_change(tmp_path, data_dir, monkeypatch):  # noqa: F811
     """DeepSpeed's step ran inside the micro-batch loop, before the non-finite check: a NaN loss was stepped into the
     weights first (the plain path checks first). Now both check, then step."""
-    pytest.importorskip("deepspeed")
+    require("deepspeed")
     path = write_recipe(tmp_path, data_dir, steps=2, save_every=10)
     # stage 0 (a user's JSON): ZeRO 1-3 skip a step whose gradients overflow themselves, DeepSpeed's plain path does not
     (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 0}, "gradient_clipping": "auto",
@@ -114,7 +115,7 @@ def test_an_epoch_too_large_to_hold_is_refused_before_it_is_built(tmp_path, data
 def test_a_deepspeed_bf16_checkpoint_holds_and_resumes_the_fp32_master_weights(tmp_path, data_dir):  # noqa: F811
     """Under DeepSpeed bf16 the module's weights are bf16 and the fp32 master copy sits in its optimizer: checkpoints
     held the bf16 ones only, and a resume rebuilt the master copy from them, rounded. Both are fp32 now."""
-    pytest.importorskip("deepspeed")
+    require("deepspeed")
     from deepspeed.utils import safe_get_full_fp32_param
     from safetensors.torch import load_file
 
