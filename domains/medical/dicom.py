@@ -26,8 +26,9 @@ refused, not allocated) --
 raises :class:`DicomError` (a :class:`~domains.base.DomainError`), whose message starts with the file and gives
 the reason. Messages never quote patient attributes. Frames are decoded one at a time, so the number of
 frames does not multiply what is allocated.
-A native (uncompressed) multi-frame file cut off in its pixel data still gives the frames whose bytes are all
-there; a frame the cut reaches fails naming its number and the frames that are complete.
+A multi-frame file cut off in its pixel data still gives the frames whose bytes are all there -- native data by
+the bytes a frame takes, encapsulated (compressed) data by its offset tables or one fragment a frame; a frame the
+cut reaches fails naming its number and the frames that are complete.
 """
 
 from __future__ import annotations
@@ -35,9 +36,11 @@ from __future__ import annotations
 import gzip
 import importlib.metadata
 import io
+import itertools
 import os
 import re
 import stat
+import struct
 import warnings
 import zipfile
 import zlib
@@ -51,6 +54,7 @@ import pydicom
 from PIL import Image
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_partial
 from pydicom.pixels import (
@@ -65,6 +69,7 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    RLELossless,
 )
 
 from domains.base import DomainError
@@ -191,8 +196,11 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
     if len(ds) == 0:
         if not header_only and _header_without_pixels(source):
             # pydicom returns an empty dataset when the file ends before the encapsulated pixel data's delimiter
-            raise DicomError(path, "truncated or corrupt pixel data", "the file ends inside its encapsulated "
-                             "(compressed) pixel data: the header reads, no frame is decoded")
+            ds = _cut_encapsulated(source)
+            if ds is None:
+                raise DicomError(path, "truncated or corrupt pixel data", "the file ends inside its encapsulated "
+                                 "(compressed) pixel data: the header reads, no frame is decoded")
+    if len(ds) == 0:
         if _has_dicm_prefix(path):  # the file says it is DICOM: cut off after its meta header
             raise DicomError(path, "unreadable or corrupt DICOM", "DICM prefix but no data elements (truncated?)")
         raise DicomError(path, "not a DICOM file", "no data elements")
@@ -212,6 +220,83 @@ def _header_without_pixels(source: Path | io.BytesIO) -> bool:
             return len(pydicom.dcmread(source, stop_before_pixels=True, force=True)) > 0
     except Exception:  # noqa: BLE001 - pydicom raises many types on a broken file; only the answer matters
         return False
+
+
+_ITEM = 0xFFFEE000  # (FFFE,E000), an encapsulated fragment
+_WHOLE_CODESTREAM = ((b"\xff\xd8", b"\xff\xd9"), (b"\xff\x4f", b"\xff\xd9"),  # JPEG family; JPEG 2000
+                     (b"\x00\x00\x00\x0cjP  ", b"\xff\xd9"))  # JP2 file format
+
+
+def _cut_encapsulated(source: Path | io.BytesIO) -> Dataset | None:
+    """The dataset of a multi-frame file that ends inside its encapsulated (compressed) pixel data, holding the frames
+    whose fragments are all in the file; None where no frame is, or the frames' bounds cannot be told.
+
+    Frames are bounded by the Extended Offset Table, else the Basic Offset Table, else one fragment a frame: RLE's
+    rule, and assumed for other syntaxes only when every fragment is a whole JPEG / JPEG 2000 codestream. The
+    whole frames go into PixelData (encapsulated again); ``ds._cut_frames`` counts them (see :func:`_whole_frame`).
+    """
+    raw = source.getvalue() if isinstance(source, io.BytesIO) else source.read_bytes()
+    fh = io.BytesIO(raw)
+    try:
+        with warnings.catch_warnings():  # the full read already warned
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+        syntax = UID(str(ds.file_meta.TransferSyntaxUID))
+        frames = frame_count(ds)
+    except Exception:  # noqa: BLE001 - a header that does not read keeps the caller's message
+        return None
+    start = fh.tell()  # pydicom stops with the file at the pixel data element's tag
+    head = raw[start:start + 12]
+    if (frames < 2 or not syntax.is_encapsulated or len(head) < 12 or head[:4] != b"\xe0\x7f\x10\x00"
+            or head[4:6] not in (b"OB", b"OW") or head[8:12] != b"\xff\xff\xff\xff"):
+        return None
+    items: list[tuple[int, bytes]] = []  # (file offset, value) of each item wholly in the file
+    pos = start + 12
+    while pos + 8 <= len(raw):
+        group, element, length = struct.unpack_from("<HHL", raw, pos)
+        if (group << 16 | element) != _ITEM or pos + 8 + length > len(raw):
+            break  # the cut, the sequence delimiter or damage
+        items.append((pos, raw[pos + 8:pos + 8 + length]))
+        pos += 8 + length
+    if len(items) < 2:
+        return None
+    first = items[1][0]  # offsets count from the first fragment's item tag
+    complete = _complete_frames(ds, syntax, frames, items[0][1], [(at - first, value) for at, value in items[1:]])
+    if not complete:
+        return None
+    ds.PixelData = encapsulate(complete)
+    ds["PixelData"].VR = "OB"
+    ds._cut_frames = len(complete)
+    return ds
+
+
+def _complete_frames(ds: Dataset, syntax: UID, frames: int, table: bytes, fragments: list[tuple[int, bytes]]
+                     ) -> list[bytes] | None:
+    """The frames, from the first, whose fragments (``(offset from the first fragment, value)`` of the fragments
+    wholly in the file, in order) are all there; None where the frames' bounds cannot be told."""
+    offsets: list[int] | None = None
+    if ds.get("ExtendedOffsetTable"):
+        offsets = list(struct.unpack(f"<{len(ds.ExtendedOffsetTable) // 8}Q", ds.ExtendedOffsetTable))
+    elif table:
+        offsets = list(struct.unpack(f"<{len(table) // 4}L", table[: len(table) // 4 * 4]))
+    if offsets is not None:
+        if len(offsets) != frames or offsets != sorted(offsets):
+            return None
+        end = fragments[-1][0] + 8 + len(fragments[-1][1])  # where the whole fragments end
+        whole = []
+        for k in range(frames - 1):  # the last frame ends at the sequence delimiter, which the cut took
+            parts = [value for at, value in fragments if offsets[k] <= at < offsets[k + 1]]
+            if end < offsets[k + 1] or not parts:
+                break
+            whole.append(b"".join(parts))
+        return whole
+    if len(fragments) > frames:
+        return None  # more fragments than frames: not one a frame
+    if syntax != RLELossless and not all(
+            any(value.startswith(head) and value.rstrip(b"\x00").endswith(tail) for head, tail in _WHOLE_CODESTREAM)
+            for _, value in fragments):
+        return None
+    return [value for _, value in fragments]
 
 
 def starts_as_dicom(path: str | os.PathLike) -> bool:
@@ -502,8 +587,8 @@ def _decode(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
     decoder = get_decoder(UID(tsyntax))
     if not decoder.is_available:
         raise _Fail(f"{NO_DECODER} for {UID(tsyntax).name} ({_install_hint(decoder)})")
-    arr, meta = decoder.as_array(_whole_frame(ds, frame, UID(tsyntax)), index=0 if _is_cut(ds, UID(tsyntax))
-                                 else frame, as_rgb=False)
+    part = _whole_frame(ds, frame, UID(tsyntax))
+    arr, meta = decoder.as_array(part, index=frame if part is ds else 0, as_rgb=False)
     return arr, str(meta.get("photometric_interpretation") or ds.get("PhotometricInterpretation") or "")
 
 
@@ -536,22 +621,40 @@ def _is_cut(ds: Dataset, syntax: UID) -> bool:
 
 
 def _whole_frame(ds: Dataset, frame: int, syntax: UID) -> Dataset:
-    """`ds` itself, or -- for native multi-frame pixel data cut short -- a one-frame copy holding `frame`'s bytes when
-    they are all in the file: pydicom refuses the whole array, though every frame before the cut is complete.
-    A frame the cut reaches fails naming its number and the frames that are whole."""
+    """`ds` itself, or -- for multi-frame pixel data cut short -- a one-frame copy holding `frame`'s data when it is
+    all in the file: pydicom refuses the whole array, though every frame before the cut is complete. Native data is
+    cut when it holds fewer bytes than its frames take; encapsulated data when :func:`read_dicom` found the file
+    ending inside it (``ds._cut_frames`` whole frames). A frame the cut reaches fails naming its number and the
+    frames that are whole."""
+    n = frame_count(ds)
+    whole_frames = getattr(ds, "_cut_frames", None)
+    if whole_frames is not None:
+        if frame >= whole_frames:
+            raise _Fail("truncated or corrupt pixel data", f"frame {frame} (of frames 0-{n - 1}) is cut off: the "
+                        f"file ends inside its encapsulated (compressed) pixel data; {_complete(whole_frames)}")
+        data = encapsulate([next(itertools.islice(generate_frames(ds.PixelData, number_of_frames=whole_frames),
+                                                  frame, None))])
+        return _one_frame(ds, "PixelData", "OB", data)
     if not _is_cut(ds, syntax):
         return ds
     keyword, size = _native_frame_bytes(ds, syntax)  # type: ignore[misc]  # _is_cut checked it
     data = ds[keyword].value
-    n, whole = frame_count(ds), len(data) // size
     if (frame + 1) * size > len(data):
-        complete = f"frames 0-{whole - 1} are complete" if whole > 1 else "frame 0 is complete" if whole else \
-            "no frame is complete"
         raise _Fail("truncated or corrupt pixel data",
                     f"frame {frame} (of frames 0-{n - 1}) is cut off: the file holds {len(data)} of {size * n} "
-                    f"pixel-data bytes; {complete}")
-    part = Dataset({element.tag: element for element in ds})  # shallow: the elements are shared, never changed
-    part[keyword] = DataElement(ds[keyword].tag, ds[keyword].VR, data[frame * size:(frame + 1) * size])
+                    f"pixel-data bytes; {_complete(len(data) // size)}")
+    return _one_frame(ds, keyword, ds[keyword].VR, data[frame * size:(frame + 1) * size])
+
+
+def _complete(whole: int) -> str:
+    return f"frames 0-{whole - 1} are complete" if whole > 1 else "frame 0 is complete" if whole else \
+        "no frame is complete"
+
+
+def _one_frame(ds: Dataset, keyword: str, vr: str, data: bytes) -> Dataset:
+    """A shallow copy of `ds` (the elements are shared, never changed) with one frame of pixel data, `data`."""
+    part = Dataset({element.tag: element for element in ds})
+    part[keyword] = DataElement(ds[keyword].tag, vr, data)
     part["NumberOfFrames"] = DataElement(0x00280008, "IS", 1)
     part.file_meta = ds.file_meta
     return part
