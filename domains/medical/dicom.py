@@ -1110,17 +1110,11 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
     states; segmentations and RT dose grids: :data:`NOT_SLICES`) are passed over, each told to
     ``on_pass(path, reason, detail)`` (for DICOM objects the reason ``"no pixel data"`` or ``"not an image slice"``
     with the object's kind as detail) once the series loads."""
-    passed: list[tuple[Path, str]] = []
-    details: list[str | None] = []
-
-    def skipped(path: Path, reason: str, detail: str | None) -> None:
-        passed.append((path, reason))
-        details.append(detail)
-
-    series = find_series(folder_or_paths, on_skip=skipped)
-    bad = damaged_files(passed, series)
+    passed: list[tuple[Path, str, str | None]] = []
+    series = find_series(folder_or_paths, on_skip=lambda *skip: passed.append(skip))
+    bad = damaged_files([(path, reason) for path, reason, _ in passed], series)
     damaged = [f"{path.name}: {reason}" for path, reason in bad]
-    skipped = [f"{path.name}: {reason}" for path, reason in passed if (path, reason) not in bad]
+    skipped = [f"{path.name}: {reason}" for path, reason, _ in passed if (path, reason) not in bad]
     where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
     if damaged:
         detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")
@@ -1135,8 +1129,8 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
                          f"{' + '.join(parts[:4])}{' + ...' if len(parts) > 4 else ''} with different "
                          "SeriesInstanceUIDs; keep one series per folder (or upload one series)")
     if on_pass is not None:
-        for (path, reason), detail in zip(passed, details):
-            on_pass(path, reason, detail)
+        for skip in passed:
+            on_pass(*skip)
     return series[0]
 
 
