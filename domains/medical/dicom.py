@@ -963,6 +963,9 @@ NOT_SLICES = {
 }
 
 
+NOT_IMAGE_REASONS = ("no pixel data", "not an image slice")  # the reasons :func:`not_an_image` gives
+
+
 def not_an_image(ds: Dataset) -> tuple[str, str] | None:
     """``(reason, kind)`` when the header `ds` is a DICOM object that is no image to convert -- DICOMDIR, SR,
     RT structure set, presentation state (``"no pixel data"``), a segmentation or dose grid (``"not an image
@@ -1114,14 +1117,12 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
     series = find_series(folder_or_paths, on_skip=lambda *skip: passed.append(skip))
     bad = damaged_files([(path, reason) for path, reason, _ in passed], series)
     damaged = [f"{path.name}: {reason}" for path, reason in bad]
-    skipped = [f"{path.name}: {reason}" for path, reason, _ in passed if (path, reason) not in bad]
     where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
     if damaged:
         detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")
         raise DicomError(where, f"{len(damaged)} damaged file(s) in the series", detail)
     if not series:
-        detail = "; ".join(skipped[:3]) + (f"; ... {len(skipped) - 3} more" if len(skipped) > 3 else "")
-        raise DicomError(where, "no DICOM images found", detail or "no files")
+        raise DicomError(where, "no DICOM images found", _passed_over(passed) or "no files")
     if len(series) > 1:
         parts = [f"{len(s.paths)} file(s) ({', '.join(p.name for p in s.paths[:2])}{', ...' if len(s.paths) > 2 else ''})"
                  for s in sorted(series, key=lambda s: -len(s.paths))]
@@ -1132,6 +1133,28 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
         for skip in passed:
             on_pass(*skip)
     return series[0]
+
+
+def _passed_over(passed: list[tuple[Path, str, str | None]]) -> str:
+    """What a folder without images held instead: the non-image DICOM objects counted by kind (RT dose, SR, ...),
+    then the other files by reason, each with a first file name."""
+    kinds: dict[str, int] = {}
+    others: dict[str, list[str]] = {}
+    for path, reason, detail in passed:
+        if reason in NOT_IMAGE_REASONS:
+            kind = detail or "unknown object type"
+            kinds[kind] = kinds.get(kind, 0) + 1
+        else:
+            others.setdefault(reason, []).append(path.name)
+    parts = []
+    if kinds:
+        listed = "; ".join(f"{n} × {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: -kv[1]))
+        parts.append(f"{sum(kinds.values())} non-image DICOM object(s) passed over: {listed}")
+    if others:
+        listed = "; ".join(f"{len(names)} {reason} ({names[0]}{', ...' if len(names) > 1 else ''})"
+                           for reason, names in others.items())
+        parts.append(f"{sum(map(len, others.values()))} other file(s): {listed}")
+    return ". ".join(parts)
 
 
 # --------------------------------------------------------------------------------------------- zips
