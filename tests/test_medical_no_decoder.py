@@ -28,10 +28,13 @@ PLAIN = Path(pydicom.__file__).parent / "data" / "test_files" / "MR_small.dcm"
 def no_jpeg_ls_decoder(monkeypatch):
     """JPEG-LS as on a machine with none of its plug-ins: pydicom's decoder without available plug-ins."""
     decoder = get_decoder(JPEGLSLossless)
-    monkeypatch.setattr(decoder, "_available", {})
-    monkeypatch.setattr(decoder, "_unavailable", {"gdcm": ("gdcm>=3.0.10",),
-                                                  "pylibjpeg": ("pylibjpeg>=2.0", "pylibjpeg-libjpeg>=2.1"),
-                                                  "pyjpegls": ("numpy", "pyjpegls>=1.2")})
+    cls = type(decoder)
+    available, missing = cls.is_available, cls.missing_dependencies  # pydicom's public properties, patched for it
+    monkeypatch.setattr(cls, "is_available", property(lambda self: self is not decoder and available.fget(self)))
+    monkeypatch.setattr(cls, "missing_dependencies", property(
+        lambda self: ["gdcm - requires gdcm>=3.0.10", "pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-libjpeg>=2.1",
+                      "pyjpegls - requires numpy and pyjpegls>=1.2", "mine - plugin indicating it is unavailable"]
+        if self is decoder else missing.fget(self)))
     real = dicom_module._installed
     monkeypatch.setattr(dicom_module, "_installed",
                         lambda name: name not in ("python-gdcm", "pylibjpeg-libjpeg", "pyjpegls") and real(name))

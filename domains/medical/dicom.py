@@ -665,11 +665,16 @@ _PIP_NAMES = {"gdcm": "python-gdcm"}
 
 
 def _install_hint(decoder: Any) -> str:
-    """What to install for `decoder`'s transfer syntax, from the dependencies pydicom's plug-ins list: one
-    ``pip install ...`` per plug-in (packages already installed, such as numpy, left out)."""
+    """What to install for `decoder`'s transfer syntax, from the dependencies pydicom's plug-ins list
+    (``missing_dependencies``): one ``pip install ...`` per plug-in (packages already installed, such as numpy, left
+    out)."""
     options = []
-    for deps in getattr(decoder, "_unavailable", {}).values():  # plug-in label -> its requirements
-        names = [_PIP_NAMES.get(name, name) for dep in deps if (name := re.split(r"[<>=!~ ;\[]", dep, 1)[0])]
+    for line in decoder.missing_dependencies:  # "<plug-in> - requires <dep>, <dep> and <dep>", one a plug-in
+        _, found, needs = line.partition(" - requires ")
+        if not found:  # "<plug-in> - plugin indicating it is unavailable": nothing to install
+            continue
+        deps = re.split(r", | and ", needs)
+        names = [_PIP_NAMES.get(name, name) for dep in deps if (name := re.split(r"[<>=!~ ;\[]", dep.strip(), 1)[0])]
         missing = [name for name in names if not _installed(name)]
         if missing:  # a plug-in whose packages are all installed is unavailable for another reason
             options.append("pip install " + " ".join(missing))
