@@ -593,9 +593,9 @@ def test_find_series_groups_and_skips(tmp_path):
     assert sum(reason == "duplicate SOPInstanceUID" for _, reason in skipped) == 1
     with pytest.raises(DicomError, match="2 series found") as mixed:
         load_series(tmp_path / "study")
-    # which files belong together, so the user can sort them (it used to say only "use find_series")
-    assert "3 file(s) (" in str(mixed.value) and "2 file(s) (" in str(mixed.value)
-    assert "one series per folder" in str(mixed.value)
+    # where each series is, so the user can name one (it used to say only "use find_series")
+    assert "(3 file(s) in two/ + 2 file(s) in one/ with different SeriesInstanceUIDs; name one series' folder)" in \
+        str(mixed.value)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DicomError, match="no DICOM images found"):
         load_series(tmp_path / "empty")

@@ -69,7 +69,9 @@ class folder are not errors: they are counted as ``passed over: <reason>`` with 
 
     {"id": "case01-007",                 # unique; used in record ids (must not hold patient data)
      "split": "train",                   # train | val | test (option default_split fills a missing one)
-     "series": "series/case01",          # folder of one series, relative to <src> (must stay inside it)
+     "series": "series/case01",          # folder of one series, relative to <src> (must stay inside it);
+                                         #   a disc's DICOMDIR stands for its folder (of a disc with several
+                                         #   series, name the series' folder: the report lists them)
      "slices": [5],                      # 0-based indices in the series sorted along the slice normal
                                          #   (domains.medical.dicom.load_series order), or a frame index of a
                                          #   multi-frame file; or "instances": [InstanceNumber, ...]

@@ -132,7 +132,11 @@ DAMAGED_IMAGE = "damaged DICOM image"
 # the reason of a compressed file no installed plug-in decodes (followed by the transfer syntax and what to install)
 NO_DECODER = "no pixel-data decoder installed"
 # skip reasons of a file that was meant to be a slice; in a series they move every later slice's index
-DAMAGED_REASONS = frozenset({"empty file", "cannot read file", "unreadable or corrupt DICOM", DAMAGED_IMAGE})
+# a file a disc's DICOMDIR lists that is not there (a partial copy of the disc)
+LISTED_MISSING = "listed in DICOMDIR, missing"
+DAMAGED_REASONS = frozenset({"empty file", "cannot read file", "unreadable or corrupt DICOM", DAMAGED_IMAGE,
+                             LISTED_MISSING})
+DICOMDIR_NAME = "dicomdir"  # a disc's index file, any case (ISO 9660 discs mounted on Linux show names lowercase)
 
 
 class DicomError(DomainError):
@@ -1044,7 +1048,7 @@ SkipFn = Callable[[Path, str, str | None], Any]
 
 def _candidate_files(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     if isinstance(source, (str, os.PathLike)):
-        root = Path(source)
+        root = _disc_root(Path(source))
         if root.is_file():
             return [root]
         if not root.is_dir():
@@ -1054,18 +1058,69 @@ def _candidate_files(source: str | os.PathLike | Iterable[str | os.PathLike]) ->
     return [Path(p) for p in source]
 
 
+def _disc_root(path: Path) -> Path:
+    """The folder of a disc's DICOMDIR given as the source (its files are what it indexes), else `path`."""
+    return path.parent if path.is_file() and path.name.lower() == DICOMDIR_NAME else path
+
+
+def _missing_listed(source: str | os.PathLike | Iterable[str | os.PathLike], files: list[Path]) -> list[Path]:
+    """The files the DICOMDIR at the top of the folder `source` lists (ReferencedFileID, relative to its folder) that
+    are not among `files` while others of their series are (names compared in any case): a partial copy of a disc.
+    Series with none of their files here (a DICOMDIR copied along with one series of a disc) are not asked for."""
+    if not isinstance(source, (str, os.PathLike)) or not (root := _disc_root(Path(source))).is_dir():
+        return []
+    index = next((p for p in files if p.parent == root and p.name.lower() == DICOMDIR_NAME), None)
+    if index is None:
+        return []
+    try:
+        listed = _listed_files(read_dicom(index, header_only=True))
+    except (DicomError, AttributeError, TypeError, ValueError):
+        return []  # find_series reports an unreadable DICOMDIR itself; a broken index asks for nothing
+    present = {p.relative_to(root).as_posix().lower() for p in files}
+    here = {series for series, parts in listed if "/".join(parts).lower() in present}
+    return [root.joinpath(*parts) for series, parts in listed
+            if series in here and "/".join(parts).lower() not in present]
+
+
+def _listed_files(index: Dataset) -> list[tuple[int, list[str]]]:
+    """(the file offset of its SERIES record, its ReferencedFileID components) of each file a DICOMDIR lists, from
+    the directory records' links; IDs that would leave the disc's folder are left out."""
+    records = {int(r.seq_item_tell): r for r in index.get("DirectoryRecordSequence") or []}
+    out: list[tuple[int, list[str]]] = []
+    todo = [(int(index.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity") or 0), 0)]
+    seen: set[int] = set()
+    while todo:
+        offset, series = todo.pop()
+        while offset in records and offset not in seen:  # a record, then its siblings; offset 0 ends a list
+            seen.add(offset)
+            record = records[offset]
+            here = offset if str(record.get("DirectoryRecordType") or "").strip().upper() == "SERIES" else series
+            value = record.get("ReferencedFileID")
+            parts = [str(v) for v in value] if type(value).__name__ == "MultiValue" else [str(value)] if value else []
+            if parts and not any(part in ("", ".", "..") or "/" in part or "\\" in part for part in parts):
+                out.append((here, parts))
+            todo.append((int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), here))
+            offset = int(record.get("OffsetOfTheNextDirectoryRecord") or 0)
+    return out
+
+
 def find_series(
     folder: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None,
     progress: Progress = True,
 ) -> list[DicomSeries]:
     """All image series under `folder` (recursively) or in a list of files, grouped by SeriesInstanceUID.
 
+    A disc's DICOMDIR given as `folder` stands for the disc's folder; a file the DICOMDIR at the top of `folder` lists
+    that is not there is reported as :data:`LISTED_MISSING` (a partial copy of the disc; names compare in any case).
     Files that are not DICOM images (other files, DICOMDIR, SR, segmentations, dose grids, broken files) and repeated
     SOPInstanceUIDs are skipped; ``on_skip(path, reason, detail)`` hears about each (for example
     ``ConvertReport.skip``). Series come in the order of their first file. `progress`: a bar over the files when
     there are 200 or more (:func:`model.progress.progress_bar`).
     """
     files = _candidate_files(folder)
+    if on_skip is not None:
+        for path in _missing_listed(folder, files):
+            on_skip(path, LISTED_MISSING, None)
     groups: dict[str, list[_Header]] = {}
     seen: set[str] = set()
     shown = progress if len(files) >= 200 else False
@@ -1111,8 +1166,10 @@ def damaged_files(skipped: Iterable[tuple[Path, str]], series: Iterable[DicomSer
 
 def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike], *,
                 on_pass: SkipFn | None = None) -> DicomSeries:
-    """Exactly one series from a folder or a list of files; :class:`DicomError` for none, several, or a damaged
-    file among them (empty, truncated, unreadable, named ``.dcm`` / ``.dicom`` or like the series' suffix-less
+    """Exactly one series from a folder (or a disc's DICOMDIR: its folder) or a list of files; :class:`DicomError`
+    for none (saying what was passed over), several (naming each series' folder where each has one), or a damaged
+    file among them (empty, truncated, unreadable, listed in the DICOMDIR but missing, named ``.dcm`` / ``.dicom`` or
+    like the series' suffix-less
     slices but not DICOM: the series would silently lose a slice and every later slice index would move; see
     :func:`damaged_files`). Files that are not DICOM images (notes, DICOMDIR, SR, RT structure sets, presentation
     states; segmentations and RT dose grids: :data:`NOT_SLICES`) are passed over, each told to
@@ -1129,15 +1186,28 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
     if not series:
         raise DicomError(where, "no DICOM images found", _passed_over(passed) or "no files")
     if len(series) > 1:
-        parts = [f"{len(s.paths)} file(s) ({', '.join(p.name for p in s.paths[:2])}{', ...' if len(s.paths) > 2 else ''})"
-                 for s in sorted(series, key=lambda s: -len(s.paths))]
-        raise DicomError(where, f"{len(series)} series found, expected one",
-                         f"{' + '.join(parts[:4])}{' + ...' if len(parts) > 4 else ''} with different "
-                         "SeriesInstanceUIDs; keep one series per folder (or upload one series)")
+        raise DicomError(where, f"{len(series)} series found, expected one", _several(where, series))
     if on_pass is not None:
         for skip in passed:
             on_pass(*skip)
     return series[0]
+
+
+def _several(where: str | os.PathLike, series: list[DicomSeries]) -> str:
+    """Which files make each of several series: the folder of each where each has its own (a disc's
+    PT*/ST*/SE* folders), else its first file names."""
+    ordered = sorted(series, key=lambda s: -len(s.paths))
+    root = _disc_root(Path(where)) if isinstance(where, (str, os.PathLike)) else None
+    folders = [Path(os.path.commonpath(s.paths)) if len(s.paths) > 1 else s.paths[0].parent for s in ordered]
+    if root is not None and len(set(folders)) == len(folders) and root not in folders:
+        parts = [f"{len(s.paths)} file(s) in {folder.relative_to(root).as_posix()}/" for s, folder in zip(ordered, folders)]
+        hint = "name one series' folder"
+    else:
+        parts = [f"{len(s.paths)} file(s) ({', '.join(p.name for p in s.paths[:2])}{', ...' if len(s.paths) > 2 else ''})"
+                 for s in ordered]
+        hint = "keep one series per folder (or upload one series)"
+    return (f"{' + '.join(parts[:4])}{f' + {len(parts) - 4} more' if len(parts) > 4 else ''} with different "
+            f"SeriesInstanceUIDs; {hint}")
 
 
 def _passed_over(passed: list[tuple[Path, str, str | None]]) -> str:
