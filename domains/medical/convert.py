@@ -936,7 +936,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         <image>\\nWhich of the following best describes this image?\\nA. {class 1}\\nB. {class 2}\\n…
         Answer with the option's letter from the given choices directly.
 
-    over all class labels (sorted; at most 26), answer = the letter, ``options`` = the labels.
+    over all class labels (sorted; at most 26), answer = the letter, ``options`` = the labels. A class folder none of
+    whose files converts (only RT dose grids, say) is left out of the labels and reported (``class without images``).
 
     DICOM files (``.dcm``, ``.dicom``, or any other name but an image suffix whose first bytes say DICOM: files
     without a suffix, files named by their SOPInstanceUID) are rendered with `window`
@@ -973,7 +974,6 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         raise DomainError(f"{src}: {len(labels)} classes, more than {len(LETTERS)} lettered options")
     if len(labels) < 2:
         raise DomainError(f"{src}: found {len(labels)} class folder(s) with images; need at least 2")
-    question = mc_question(CLASSIFICATION_QUESTION, labels)
     salt = _secret(salt, report)
     reader: _Dicom | None = None
     win_value, win_tag = None, "file"
@@ -981,6 +981,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         reader = _Dicom(report, out, dataset, salt, skip_burned_in, redact_burned_in)
         win_value, win_tag = _window_option(reader, window)
     out_splits: dict[str, list[dict]] = {}
+    made: list[tuple[str, str, str, tuple[int, int], str, dict]] = []  # (split, id, image, size, label, meta)
 
     def plan():  # every file's step, in the loop's order
         planner = _Dicom(ConvertReport(), out, dataset, salt, skip_burned_in, redact_burned_in) if reader else None
@@ -1033,9 +1034,23 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
             except SkipInput as exc:
                 report.skip(f, exc.reason, exc.detail)
                 continue
-            letter = LETTERS[labels.index(label)]
-            out_splits.setdefault(split, []).append(
-                _record(rid, image, size, question, letter, "mc", options=list(labels), meta=meta))
+            made.append((split, rid, image, size, label, meta))
+    # a class none of whose files gave an image (RT dose grids only, all unreadable, all burned-in and skipped) is no
+    # answer any record has: offered as an option it would only teach the model a choice that is never right
+    kept = sorted({label for *_, label, _ in made})
+    for label in labels:
+        if label not in kept:
+            folders = sorted({d for _, d, _, name in items if name == label})
+            report.skip(folders[0], "class without images",
+                        f"{folders[0]}: no file of class {label!r} converted (see the skipped files); left out of "
+                        "the options")
+    if labels and len(kept) < 2:
+        raise DomainError(f"{src}: {len(kept)} of {len(labels)} class folders gave images, need at least 2; the "
+                          f"other classes' files were all skipped: {dict(report.skipped)}")
+    question = mc_question(CLASSIFICATION_QUESTION, kept)
+    for split, rid, image, size, label, meta in made:
+        out_splits.setdefault(split, []).append(
+            _record(rid, image, size, question, LETTERS[kept.index(label)], "mc", options=list(kept), meta=meta))
     order = {s: k for k, s in enumerate(SPLITS)}
     remove_unreferenced_images(report, out, f"images/{dataset}", out_splits)
     return write_splits(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))), keep_empty=False)
