@@ -973,6 +973,9 @@ NOT_SLICES = {
 
 
 NOT_IMAGE_REASONS = ("no pixel data", "not an image slice")  # the reasons :func:`not_an_image` gives
+# an image whose plane is not the series' stack's (a localizer stored in the axial series): sorted by position along
+# the stack's normal it would sit among the slices and move every later slice index
+OTHER_ORIENTATION = "not in the series' plane"
 
 
 def not_an_image(ds: Dataset) -> tuple[str, str] | None:
@@ -1027,13 +1030,7 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _sorted_series(uid: str, headers: list[_Header]) -> DicomSeries:
-    normal = None
-    for h in headers:
-        if h.orientation is not None:
-            candidate = np.cross(h.orientation[:3], h.orientation[3:])
-            if np.linalg.norm(candidate) > 1e-6:
-                normal = candidate / np.linalg.norm(candidate)
-                break
+    normal = next((n for h in headers if (n := _normal(h)) is not None), None)
     big = float("inf")
     if normal is not None and all(h.position is not None for h in headers):
         keyed = [(float(np.dot(normal, h.position)), h) for h in headers]
@@ -1112,8 +1109,9 @@ def find_series(
 
     A disc's DICOMDIR given as `folder` stands for the disc's folder; a file the DICOMDIR at the top of `folder` lists
     that is not there is reported as :data:`LISTED_MISSING` (a partial copy of the disc; names compare in any case).
-    Files that are not DICOM images (other files, DICOMDIR, SR, segmentations, dose grids, broken files) and repeated
-    SOPInstanceUIDs are skipped; ``on_skip(path, reason, detail)`` hears about each (for example
+    Files that are not DICOM images (other files, DICOMDIR, SR, segmentations, dose grids, broken files), repeated
+    SOPInstanceUIDs and images in another plane than most of their series' (:data:`OTHER_ORIENTATION`: a localizer)
+    are skipped; ``on_skip(path, reason, detail)`` hears about each (for example
     ``ConvertReport.skip``). Series come in the order of their first file. `progress`: a bar over the files when
     there are 200 or more (:func:`model.progress.progress_bar`).
     """
@@ -1137,7 +1135,50 @@ def find_series(
             continue
         seen.add(header.sop_uid)
         groups.setdefault(header.series_uid, []).append(header)
-    return [_sorted_series(uid, headers) for uid, headers in groups.items()]
+    found = []
+    for uid, headers in groups.items():
+        stack, others = _one_orientation(headers)
+        for header, normal, main in others if on_skip is not None else ():
+            on_skip(header.path, OTHER_ORIENTATION, f"{_plane(normal)} image in a series of {_plane(main)} slices "
+                    "(a localizer?)")
+        found.append(_sorted_series(uid, stack))
+    return found
+
+
+def _one_orientation(headers: list[_Header]) -> tuple[list[_Header], list[tuple[_Header, np.ndarray, np.ndarray]]]:
+    """The series' stack -- the files whose slice normal is the most common one (within about 2.5 degrees, either
+    sense), with the files without an orientation -- and the others with their normal and the stack's."""
+    groups: list[tuple[np.ndarray, list[_Header]]] = []
+    unknown = []
+    for h in headers:
+        normal = _normal(h)
+        if normal is None:
+            unknown.append(h)
+            continue
+        group = next((g for g in groups if abs(float(np.dot(g[0], normal))) > 0.999), None)
+        if group is None:
+            groups.append((normal, [h]))
+        else:
+            group[1].append(h)
+    if len(groups) < 2:
+        return headers, []
+    main = max(groups, key=lambda g: len(g[1]))  # the first of the largest on a tie
+    keep = {id(h) for h in main[1]} | {id(h) for h in unknown}
+    others = [(h, normal, main[0]) for normal, members in groups if members is not main[1] for h in members]
+    return [h for h in headers if id(h) in keep], others
+
+
+def _normal(h: _Header) -> np.ndarray | None:
+    if h.orientation is None:
+        return None
+    normal = np.cross(h.orientation[:3], h.orientation[3:])
+    size = float(np.linalg.norm(normal))
+    return normal / size if size > 1e-6 else None
+
+
+def _plane(normal: np.ndarray) -> str:
+    axis = int(np.argmax(np.abs(normal)))
+    return ("sagittal", "coronal", "axial")[axis] if abs(float(normal[axis])) > 0.9 else "oblique"
 
 
 def is_damaged_slice(path: Path, reason: str) -> bool:
