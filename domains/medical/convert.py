@@ -54,7 +54,8 @@ DICOM``: truncated pixel data, say), and each question that needed it once more 
 skipped``, ``slice skipped``): the report reads N files (M questions). A compressed file no installed plug-in
 decodes is counted under a reason naming its transfer syntax and what to ``pip install``. DICOM objects that are
 no images -- DICOMDIR, SR, RT structure sets, presentation states, segmentations, RT dose grids -- in a series or
-class folder are not errors: they are counted as ``passed over: <reason>`` with their kind.
+class folder are not errors: they are counted as ``passed over: <reason>`` with their kind; so is an image in another
+plane than its series' slices (a localizer), which would otherwise move the slice indexes.
 
 ``dicom_qa`` layout
 -------------------
