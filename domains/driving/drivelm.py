@@ -501,8 +501,8 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
                     convert, view_mode, order_name, progress) -> ConvertReport:
     """The serial loop of :func:`convert_drivelm`."""
     seen_frames: dict[tuple[str, str], str] = {}  # (scene, frame) -> the file it was first read from
+    loaded: list[tuple[Path, str, dict]] = []
     for path in _json_files(src):
-        file_split = _split_of_file(path)
         repeated: list[str] = []
         try:
             data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_noting_repeats(repeated))
@@ -514,9 +514,20 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
         for key in repeated:  # json keeps a repeated key's last value: the earlier ones are gone unseen
             report.warn(path, "repeated key", f"{path}: key {key!r} appears more than once in one object (a scene or "
                                               "key frame pasted twice?); only its last copy is read")
-        scene_split = {s: file_split for s in data}
-        if file_split == "train" and val_fraction:
-            scene_split = hash_split({s: s for s in data}, float(val_fraction))
+        loaded.append((path, _split_of_file(path), data))
+    # val_fraction draws over the scenes of every training file at once: drawn per file, a scene in two files
+    # (train_sample.json next to the full set) could land in train in one and in val in the other
+    train_scenes = {s: s for path, file_split, data in loaded if file_split == "train" for s in data}
+    held_out = hash_split(train_scenes, float(val_fraction)) if val_fraction else {}
+    scene_first: dict[str, tuple[str, str]] = {}  # scene -> (its split, the file it was first read from)
+    for path, file_split, data in loaded:
+        scene_split = {s: held_out.get(s, file_split) if file_split == "train" else file_split for s in data}
+        for scene, split in scene_split.items():
+            first_split, first_file = scene_first.setdefault(scene, (split, path.name))
+            if first_split != split:
+                report.warn(f"{path.name} scene {scene}", "scene in two splits",
+                            f"{path.name} scene {scene}: its frames here go to {split}, those of {first_file} to "
+                            f"{first_split} (a scene split across train and val leaks into evaluation)")
         before = {split: len(records) for split, records in splits.items()}
         items = []
         for scene, body in data.items():

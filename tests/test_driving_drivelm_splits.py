@@ -1,0 +1,83 @@
+"""domains.driving.drivelm: scene-level splits that hold across files, and key frames that hold no QA."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from domains.driving.drivelm import convert_drivelm
+from domains.driving.synthetic import generate
+
+TRAIN = "v1_1_train_nus.json"
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("raw")
+    generate(root, n_scenes=2, n_frames=2, progress=False)
+    return root
+
+
+def _copy_raw(raw: Path, dst: Path) -> Path:
+    shutil.copytree(raw / "drivelm", dst / "drivelm")
+    shutil.copytree(raw / "nuscenes", dst / "nuscenes", copy_function=os.link)
+    return dst / "drivelm"
+
+
+def _many_scenes(data: dict, copies: int) -> dict:
+    """`copies` renamed copies of every scene (new scene and frame tokens, the same camera files)."""
+    def tok(*parts: object) -> str:
+        return hashlib.md5("/".join(map(str, parts)).encode()).hexdigest()
+
+    return {tok(s, k): {**b, "key_frames": {tok(f, k): fb for f, fb in b["key_frames"].items()}}
+            for k in range(copies) for s, b in data.items()}
+
+
+def _scene_splits(report) -> dict[str, set[str]]:
+    got: dict[str, set[str]] = {}
+    for split, path in report.outputs.items():
+        for line in Path(path).read_text().splitlines():
+            got.setdefault(json.loads(line)["meta"]["scene"], set()).add(split)
+    return got
+
+
+def test_a_scene_keeps_one_split_across_training_files(raw, tmp_path):
+    """DriveLM's ``train_sample.json`` (a few frames of two training scenes) next to the full training file: the
+    val share was drawn per file, so a scene could go to val in one file and to train in the other -- its other
+    frames then trained on while it is scored."""
+    drivelm = _copy_raw(raw, tmp_path)
+    full = _many_scenes(json.loads((drivelm / TRAIN).read_text()), 5)
+    (drivelm / "v1_1_val_nus_q_only.json").unlink()
+    (drivelm / TRAIN).write_text(json.dumps(full))
+    alone = _scene_splits(convert_drivelm(drivelm, tmp_path / "alone", view_mode="multi", val_fraction=0.2,
+                                          progress=False))
+    sample = {s: {**full[s], "key_frames": dict(list(full[s]["key_frames"].items())[:1])} for s in list(full)[:2]}
+    for name in ("train_sample.json", "v1_2_train_sample.json"):  # read before and after the full file
+        (drivelm / name).write_text(json.dumps(sample))
+        report = convert_drivelm(drivelm, tmp_path / name, view_mode="multi", val_fraction=0.2, progress=False)
+        got = _scene_splits(report)
+        assert {s: sorted(v) for s, v in got.items() if len(v) > 1} == {}
+        assert got == alone  # the sample file changes no scene's split
+        assert report.skipped == {"duplicate frame": 2}
+        (drivelm / name).unlink()
+
+
+def test_a_scene_in_files_of_two_splits_is_said(raw, tmp_path):
+    """A training scene whose other frames sit in a val-named file: both are converted as their files say, with a
+    warning naming the scene, since it leaks into evaluation."""
+    drivelm = _copy_raw(raw, tmp_path)
+    (drivelm / "v1_1_val_nus_q_only.json").unlink()
+    data = json.loads((drivelm / TRAIN).read_text())
+    scene = next(iter(data))
+    (drivelm / "v1_1_val_nus.json").write_text(json.dumps(_many_scenes({scene: data[scene]}, 1) | {
+        scene: {**data[scene], "key_frames": {"f" * 32: next(iter(data[scene]["key_frames"].values()))}}}))
+    report = convert_drivelm(drivelm, tmp_path / "out", view_mode="multi", progress=False)
+    assert report.warnings == {"scene in two splits": 1}
+    (example,) = report.warning_examples["scene in two splits"]
+    assert f"v1_1_val_nus.json scene {scene}: its frames here go to val, those of {TRAIN} to train" in example
+    assert set(report.outputs) == {"train", "val"}
