@@ -81,3 +81,24 @@ def test_a_scene_in_files_of_two_splits_is_said(raw, tmp_path):
     (example,) = report.warning_examples["scene in two splits"]
     assert f"v1_1_val_nus.json scene {scene}: its frames here go to val, those of {TRAIN} to train" in example
     assert set(report.outputs) == {"train", "val"}
+
+
+@pytest.mark.parametrize("view_mode", ["stitched", "multi"])
+def test_a_key_frame_without_qa_is_counted_and_writes_no_image(raw, tmp_path, view_mode):
+    """A key frame whose QA lists are all empty gave no record and no report line, yet its stitched image (or
+    camera links) was written."""
+    drivelm = _copy_raw(raw, tmp_path)
+    data = json.loads((drivelm / TRAIN).read_text())
+    scene = next(iter(data))
+    frame = next(iter(data[scene]["key_frames"]))
+    data[scene]["key_frames"][frame]["QA"] = {"perception": [], "prediction": [], "planning": [], "behavior": []}
+    (drivelm / TRAIN).write_text(json.dumps(data))
+    report = convert_drivelm(drivelm / TRAIN, tmp_path / "out", view_mode=view_mode, progress=False)
+    assert report.skipped == {"frame without QA": 1}
+    assert f"scene {scene} frame {frame}" in report.examples["frame without QA"][0]
+    assert not list((tmp_path / "out").rglob(f"*{frame}*"))  # no stitched image for it
+    if view_mode == "multi":
+        cams = {Path(p).name for p in data[scene]["key_frames"][frame]["image_paths"].values()}
+        others = {Path(p).name for f, fb in data[scene]["key_frames"].items() if f != frame
+                  for p in fb["image_paths"].values()}
+        assert not {p.name for p in (tmp_path / "out").rglob("*.jpg")} & (cams - others)

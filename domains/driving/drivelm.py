@@ -44,7 +44,8 @@ moves that share of its scenes to ``val``). The report names each file's split. 
 ``out/<dataset>_<split>.jsonl``; ``dataset`` defaults to ``drivelm`` (stitched) / ``drivelm_multi``.
 
 **Bad input** is skipped and counted: a file that is not JSON or not the layout, a malformed scene / frame /
-QA, a missing or unreadable camera image, an image path naming another camera (folder ``CAM_X/`` or ``…__CAM_X__…``
+QA, a key frame without any QA (``frame without QA``: no image is written for it), a missing or unreadable camera
+image, an image path naming another camera (folder ``CAM_X/`` or ``…__CAM_X__…``
 file name: ``camera mismatch``), a sample token unknown to the nuScenes tables (with ``dataroot``), a
 c-tag naming an unknown camera or lying outside the image, a frame already read from another file (``duplicate
 frame``: its QA ids would be written twice, maybe in two splits), a training QA repeating an earlier QA of its frame
@@ -474,7 +475,9 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
                 frames_ = body.get("key_frames") if isinstance(body, dict) else None
                 for frame, fbody in frames_.items() if isinstance(frames_, dict) else ():
                     try:
-                        yield from frames.plan(scene, frame, _frame_parts(fbody, path.parent, root, "")[1])
+                        qas, paths = _frame_parts(fbody, path.parent, root, "")
+                        if qas:
+                            yield from frames.plan(scene, frame, paths)
                     except (_Skip, SkipInput):
                         continue
 
@@ -546,6 +549,8 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
             records = splits.setdefault(split, [])
             try:
                 qas, paths = _frame_parts(fbody, path.parent, root, where)
+                if not qas:  # nothing to write: no image either
+                    raise _Skip("frame without QA", where, f"QA has no question in {', '.join(QA_CATEGORIES)}")
                 if known_samples is not None and frame not in known_samples:
                     raise _Skip("unknown sample token", where,
                                 f"sample token {frame} is not in the nuScenes sample table at {dataroot}")
