@@ -102,3 +102,27 @@ def test_a_key_frame_without_qa_is_counted_and_writes_no_image(raw, tmp_path, vi
         others = {Path(p).name for f, fb in data[scene]["key_frames"].items() if f != frame
                   for p in fb["image_paths"].values()}
         assert not {p.name for p in (tmp_path / "out").rglob("*.jpg")} & (cams - others)
+
+
+@pytest.mark.parametrize("view_mode", ["stitched", "multi"])
+def test_a_camera_picture_of_another_shape_is_refused(raw, tmp_path, view_mode):
+    """DriveLM's c-tags are measured in the 1600x900 camera frame: a picture of another shape (a padded 1600x928,
+    a 4:3 camera) was stretched into the cell and every point of the frame landed off its object. A copy of the
+    same shape at another scale maps the same and is kept."""
+    from PIL import Image
+
+    drivelm = _copy_raw(raw, tmp_path)
+    data = json.loads((drivelm / TRAIN).read_text())
+    frames = [(s, f, fb) for s, b in data.items() for f, fb in b["key_frames"].items()]
+    shapes = {"CAM_BACK": (1600, 928), "CAM_FRONT": (800, 450)}
+    for (scene, frame, fb), (camera, size) in zip(frames, shapes.items()):
+        path = (drivelm / fb["image_paths"][camera]).resolve()
+        path.unlink()  # a hard link to the raw set: replace, not rewrite
+        Image.new("RGB", size, (90, 90, 90)).save(path)
+    report = convert_drivelm(drivelm / TRAIN, tmp_path / "out", view_mode=view_mode, progress=False)
+    assert report.skipped == {"camera size mismatch": 1}
+    (example,) = report.examples["camera size mismatch"]
+    assert "CAM_BACK" in example and "1600x928" in example and "1600x900" in example
+    scenes_frames = {(r["meta"]["scene"], r["meta"]["frame"]) for p in report.outputs.values()
+                     for r in map(json.loads, Path(p).read_text().splitlines())}
+    assert scenes_frames == {(s, f) for s, f, _ in frames} - {frames[0][:2]}  # the 800x450 frame is converted

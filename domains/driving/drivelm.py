@@ -45,11 +45,12 @@ moves that share of its scenes to ``val``). The report names each file's split. 
 
 **Bad input** is skipped and counted: a file that is not JSON or not the layout, a malformed scene / frame /
 QA, a key frame without any QA (``frame without QA``: no image is written for it), a missing or unreadable camera
-image, an image path naming another camera (folder ``CAM_X/`` or ``…__CAM_X__…``
-file name: ``camera mismatch``), a sample token unknown to the nuScenes tables (with ``dataroot``), a
-c-tag naming an unknown camera or lying outside the image, a frame already read from another file (``duplicate
-frame``: its QA ids would be written twice, maybe in two splits), a training QA repeating an earlier QA of its frame
-word for word (``duplicate QA``). A repeated question with another answer is written with a ``conflicting answers``
+image, a camera picture not of the 1600x900 frame's shape (``camera size mismatch``: the c-tags are measured in
+that frame), an image path naming another camera (folder ``CAM_X/`` or ``…__CAM_X__…`` file name: ``camera
+mismatch``), a sample token unknown to the nuScenes tables (with ``dataroot``), a c-tag naming an unknown camera or
+lying outside the image, a frame already read from another file (``duplicate frame``: its QA ids would be written
+twice, maybe in two splits), a training QA repeating an earlier QA of its frame word for word (``duplicate QA``).
+A repeated question with another answer is written with a ``conflicting answers``
 warning. Re-runs reuse images and rewrite nothing unchanged.
 """
 
@@ -371,8 +372,8 @@ class _Frames:
             except (OSError, UnidentifiedImageError):
                 pass  # damaged output: write it again
             got = (self.pf or Prefetch()).get(dst, _stitch_step, tuple(sources), enc, stamp)
-            if isinstance(got, tuple):  # (index of the unreadable camera, why)
-                raise _Skip("unreadable camera image", str(sources[got[0]]), got[1])
+            if isinstance(got, tuple):  # (index of the camera, skip reason, why)
+                raise _Skip(got[1], str(sources[got[0]]), got[2])
             write_output(dst, got, sources)
             return [rel], [STITCHED_SIZE]
         rels, sizes = [], []
@@ -381,6 +382,9 @@ class _Frames:
             try:
                 # decoded, as stitching does: a truncated camera file is refused
                 sizes.append((self.pf or Prefetch()).get(src, check_image, src))
+                off = _off_frame(src, sizes[-1])
+                if off:
+                    raise _Skip("camera size mismatch", str(src), off)
                 link_or_copy(src, self.out / rel, self.link)
             except SkipInput as exc:
                 raise _Skip("unreadable camera image", str(src), exc.detail) from exc
@@ -390,9 +394,21 @@ class _Frames:
         return rels, sizes
 
 
-def _stitch_step(sources: tuple[Path, ...], enc: StitchEncoding, stamp: str) -> bytes | tuple[int, str]:
+def _off_frame(path: Path, size: tuple[int, int]) -> str | None:
+    """Why a camera picture of `size` cannot carry DriveLM's c-tags, else None. They are measured in the 1600x900
+    frame; a picture of another shape (a padded 1600x928) is stretched to the cell, moving every point off its
+    object, while one of the same shape at another scale (800x450) maps the same."""
+    w, h = size
+    cw, ch = layout.CAMERA_SIZE
+    if abs(w * ch - h * cw) <= 0.01 * h * cw:
+        return None
+    return (f"{path}: {w}x{h}, not the shape of the {cw}x{ch} camera frame DriveLM's c-tags are measured in "
+            "(its points would land off their objects)")
+
+
+def _stitch_step(sources: tuple[Path, ...], enc: StitchEncoding, stamp: str) -> bytes | tuple[int, str, str]:
     """The expensive, pure part of a stitched frame (a worker's with ``workers > 1``): read the six cameras
-    (``STITCH_ORDER``), stitch, encode with `enc`; the file's bytes, or (index of an unreadable camera, why)."""
+    (``STITCH_ORDER``), stitch, encode with `enc`; the file's bytes, or (index of a camera, skip reason, why)."""
     import io
 
     cams = {}
@@ -400,7 +416,10 @@ def _stitch_step(sources: tuple[Path, ...], enc: StitchEncoding, stamp: str) -> 
         try:
             cams[cam] = load_image(sources[k])  # the one image reader (EXIF, wide samples, pixel cap)
         except ImageLoadError as exc:
-            return k, str(exc)
+            return k, "unreadable camera image", str(exc)
+        off = _off_frame(sources[k], cams[cam].size)
+        if off:
+            return k, "camera size mismatch", off
     buf = io.BytesIO()
     enc.save(stitch_cameras(cams), buf, stamp)
     return buf.getvalue()
@@ -556,7 +575,8 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
                                 f"sample token {frame} is not in the nuScenes sample table at {dataroot}")
                 images, sizes = frames.images(scene, frame, paths)
             except _Skip as exc:
-                report.skip(exc.where if exc.reason.endswith("camera image") else where, exc.reason, exc.detail)
+                report.skip(exc.where if exc.reason.startswith(("missing camera", "unreadable camera", "camera size"))
+                            else where, exc.reason, exc.detail)
                 continue
             asked: dict[str, tuple[int, str]] = {}  # question -> (first QA index, its answer)
             for i, (category, qa) in enumerate(qas):
