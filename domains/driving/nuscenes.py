@@ -302,6 +302,30 @@ def hash_split(keys: dict[str, str], val_fraction: float) -> dict[str, str]:
     return {k: "val" if k in val else "train" for k in keys}
 
 
+def _held_out_scenes(held_out: str | Path | Sequence[str | Path] | None) -> dict[str, set[str]]:
+    """file name -> the ``meta.scene`` values (DriveLM scene tokens, nuScenes scene names) of each JSONL file in
+    `held_out` (paths, or one string of comma-separated paths); DomainError naming a file or line it cannot read."""
+    if held_out is None or held_out == "":
+        return {}
+    paths = [p.strip() for p in held_out.split(",") if p.strip()] if isinstance(held_out, str) else list(held_out)
+    found: dict[str, set[str]] = {}
+    for path in map(Path, paths):
+        scenes = found.setdefault(path.name, set())
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DomainError(f"held_out {path}: cannot read it ({type(exc).__name__}: {exc})") from None
+        for n, line in enumerate(lines, 1):
+            try:
+                scene = json.loads(line)["meta"]["scene"] if line.strip() else None
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DomainError(f"held_out {path} line {n}: not a converted record with meta.scene "
+                                  f"({type(exc).__name__}: {exc})") from None
+            if isinstance(scene, str):
+                scenes.add(scene)
+    return found
+
+
 def _frames_prefix(n: int) -> str:
     return "".join(f"Frame-{i + 1}: <image>\n" for i in range(n))
 
@@ -322,7 +346,8 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                      history: int = 0, min_visibility: int = 2, categories: Sequence[str] | str | None = None,
                      tasks: Sequence[str] | str = ("grounding", "region"), box_vis_level: str = "any",
                      min_box_px: float = 8.0, split_by: str = "auto", val_fraction: float = 0.2,
-                     link: str = "hardlink", dataset: str = "nuscenes", progress: Progress = True,
+                     link: str = "hardlink", dataset: str = "nuscenes",
+                     held_out: str | Path | Sequence[str | Path] | None = None, progress: Progress = True,
                      workers: int = 1) -> ConvertReport:
     """nuScenes dataroot -> grounding and region JSONL per camera image (see the module notes).
 
@@ -335,7 +360,10 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     ``hash`` (`val_fraction` of the scenes by a hash of the name) or ``auto`` (official when every scene is
     listed there). `val_fraction`: the share of scenes in ``val`` with ``hash``. `link`: ``hardlink`` or
     ``copy`` for the camera images put under ``out/images/nuscenes/`` (record paths are relative to `out`).
-    `dataset`: output name. `progress`: show a progress bar.
+    `dataset`: output name. `held_out`: converted JSONL files (a list, or comma-separated paths) whose scenes
+    (``meta.scene``: DriveLM's scene tokens or nuScenes scene names) are scored elsewhere, e.g. the DriveLM
+    converter's ``drivelm_val.jsonl``: their training samples go to ``val``, so no camera picture of a held-out
+    scene is trained on. `progress`: show a progress bar.
 
     Output ``out/<dataset>_<split>.jsonl``; ``report.outputs[split]``. A missing camera file, or a sequence
     needing one, is skipped and counted, as is a ``sample_data`` file name that leaves `src` (absolute, ``..``,
@@ -366,10 +394,18 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
         raise DomainError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
     order = camera_order(cameras)
     _vis_level(box_vis_level)
+    held_scenes = _held_out_scenes(held_out)  # before the tables load: a wrong path fails at once
     version = version or detect_version(src)
     nusc = open_nuscenes(src, version)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     scene_split = _scene_splits(nusc, version, split_by, float(val_fraction))
+    for name, held in held_scenes.items():
+        moved = [t for t in scene_split if scene_split[t] == "train" and (t in held or
+                                                                          nusc.get("scene", t)["name"] in held)]
+        scene_split.update({t: "val" for t in moved})
+        known = sum(1 for s in nusc.scene if s["token"] in held or s["name"] in held)
+        report.inputs[f"held_out {name}"] = (f"{known} of its {len(held)} scenes in these tables; "
+                                             f"{len(moved)} training scene{'s' * (len(moved) != 1)} moved to val")
     splits: dict[str, list[dict]] = {s: [] for s in sorted(set(scene_split.values()))}
     published: dict[str, tuple[str, tuple[int, int]] | None] = {}  # sd token -> (out path, size) | None
 
