@@ -40,7 +40,8 @@ into DriveLM's 4-way multiple choice (``convert_data.py``) with distractors draw
 **Splits**, by whole tokens of the file name (split on ``_ - .``): a ``q_only`` or ``test`` file
 (``v1_1_val_nus_q_only.json``, no answers) -> ``test``, with empty answers (never used for training); a
 ``val`` / ``validation`` file -> ``val``; any other (``v1_1_train_nus.json``) -> ``train`` (``val_fraction``
-moves that share of its scenes to ``val``). The report names each file's split. Output
+moves that share of the training files' scenes, drawn over all of them at once, to ``val``; a scene whose files
+name two splits is warned about). The report names each file's split. Output
 ``out/<dataset>_<split>.jsonl``; ``dataset`` defaults to ``drivelm`` (stitched) / ``drivelm_multi``.
 
 **Bad input** is skipped and counted: a file that is not JSON or not the layout, a malformed scene / frame /
@@ -445,7 +446,7 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     wherever the nuScenes data lives. `dataroot`: a nuScenes folder whose tables the sample tokens are checked
     against (unknown ones are skipped). `version`: its table version (detected when not given).
     `mc`: DriveLM's test-style 4-way multiple choice for moving-status and behavior questions.
-    `val_fraction`: share of a training file's scenes put in ``val`` (by a hash of the scene token). `dataset`:
+    `val_fraction`: share of the training files' scenes put in ``val`` (by a hash of the scene token). `dataset`:
     output name (default ``drivelm`` / ``drivelm_multi``). `link`: ``hardlink`` or ``copy`` for the camera images
     of multi mode. `image_format`: stitched frames as ``png`` (lossless: the default, so training and evaluation
     see exactly the stitched pixels) or ``jpeg`` (several times smaller and faster to write, lossy: see
