@@ -126,3 +126,5 @@ def test_a_camera_picture_of_another_shape_is_refused(raw, tmp_path, view_mode):
     scenes_frames = {(r["meta"]["scene"], r["meta"]["frame"]) for p in report.outputs.values()
                      for r in map(json.loads, Path(p).read_text().splitlines())}
     assert scenes_frames == {(s, f) for s, f, _ in frames} - {frames[0][:2]}  # the 800x450 frame is converted
+    written = {p.name for p in (tmp_path / "out").rglob("*.jpg")}
+    assert not written & {Path(p).name for p in frames[0][2]["image_paths"].values()}  # no camera of it linked

@@ -377,22 +377,26 @@ class _Frames:
                 raise _Skip(got[1], str(sources[got[0]]), got[2])
             write_output(dst, got, sources)
             return [rel], [STITCHED_SIZE]
-        rels, sizes = [], []
-        for cam in self.order:
-            src, rel = paths[cam]
+        sizes = []
+        for cam in self.order:  # every camera checked before any is linked: a skipped frame leaves no file
+            src = paths[cam][0]
             try:
                 # decoded, as stitching does: a truncated camera file is refused
                 sizes.append((self.pf or Prefetch()).get(src, check_image, src))
-                off = _off_frame(src, sizes[-1])
-                if off:
-                    raise _Skip("camera size mismatch", str(src), off)
-                link_or_copy(src, self.out / rel, self.link)
             except SkipInput as exc:
                 raise _Skip("unreadable camera image", str(src), exc.detail) from exc
             except OSError as exc:
                 raise _Skip("unreadable camera image", str(src), f"{src}: {exc}") from exc
-            rels.append(rel)
-        return rels, sizes
+            off = _off_frame(src, sizes[-1])
+            if off:
+                raise _Skip("camera size mismatch", str(src), off)
+        for cam in self.order:
+            src, rel = paths[cam]
+            try:
+                link_or_copy(src, self.out / rel, self.link)
+            except OSError as exc:
+                raise _Skip("unreadable camera image", str(src), f"{src}: {exc}") from exc
+        return [paths[cam][1] for cam in self.order], sizes
 
 
 def _off_frame(path: Path, size: tuple[int, int]) -> str | None:
