@@ -42,6 +42,8 @@ def test_drivelm_val_scenes_are_held_out_of_nuscenes_train(raw, tmp_path):
     both = ",".join(str(p) for p in (drivelm.outputs["val"], drivelm.outputs["test"]))
     again = convert_nuscenes(raw["nuscenes"], tmp_path / "both", held_out=both, progress=False)
     assert {names[s] for s in held | _scenes(drivelm.outputs["test"])} <= _scenes(again.outputs["val"])
+    one = convert_nuscenes(raw["nuscenes"], tmp_path / "one", held_out=Path(drivelm.outputs["val"]), progress=False)
+    assert _scenes(one.outputs["val"]) == val
 
 
 def test_held_out_errors_name_the_file(raw, tmp_path):

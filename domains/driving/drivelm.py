@@ -545,10 +545,10 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
     # val_fraction draws over the scenes of every training file at once: drawn per file, a scene in two files
     # (train_sample.json next to the full set) could land in train in one and in val in the other
     train_scenes = {s: s for path, file_split, data in loaded if file_split == "train" for s in data}
-    held_out = hash_split(train_scenes, float(val_fraction)) if val_fraction else {}
+    drawn = hash_split(train_scenes, float(val_fraction)) if val_fraction else {}
     scene_first: dict[str, tuple[str, str]] = {}  # scene -> (its split, the file it was first read from)
     for path, file_split, data in loaded:
-        scene_split = {s: held_out.get(s, file_split) if file_split == "train" else file_split for s in data}
+        scene_split = {s: drawn.get(s, file_split) if file_split == "train" else file_split for s in data}
         for scene, split in scene_split.items():
             first_split, first_file = scene_first.setdefault(scene, (split, path.name))
             if first_split != split:
