@@ -317,8 +317,10 @@ def _fits(value: Any, hint: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint in (str, Path):
+    if hint is str:
         return isinstance(value, str)
+    if hint is Path:  # a Python caller's Path as well as a YAML text
+        return isinstance(value, (str, os.PathLike))
     if hint is type(None):
         return value is None
     if origin in (list, tuple, collections.abc.Sequence, collections.abc.Iterable):

@@ -25,3 +25,13 @@ def test_a_function_is_still_taken_from_python():
     check_options(convert_classification, {"label_fn": str.upper}, "x", positional=2)
     with pytest.raises(DomainError, match="not a Python function"):
         check_options(convert_classification, {"label_fn": "upper"}, "x", positional=2)
+
+
+def test_a_path_option_takes_a_python_path_and_a_text_option_does_not():
+    """`held_out: str | Path | Sequence[...]` refused the Path a Python caller passes (the driving quick start did)."""
+    from domains.driving.nuscenes import convert_nuscenes
+
+    check_options(convert_nuscenes, {"held_out": Path("val.jsonl")}, "x", positional=2)
+    check_options(convert_nuscenes, {"held_out": "val.jsonl"}, "x", positional=2)
+    with pytest.raises(DomainError, match="option dataset=PosixPath"):
+        check_options(convert_nuscenes, {"dataset": Path("name")}, "x", positional=2)
