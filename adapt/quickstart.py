@@ -56,7 +56,9 @@ def prepare_driving(data: Path, progress: Progress = True) -> None:
     raw = plugin.synthesize(data.parent / "raw", n_scenes=6, n_frames=4, show_progress=progress, force=True)
     plugin.convert("drivelm", raw["drivelm"], data / "driving", view_mode="stitched", val_fraction=0.34,
                    show_progress=progress)
-    plugin.convert("nuscenes", raw["nuscenes"], data / "driving", show_progress=progress)
+    # DriveLM's val scenes are nuScenes training scenes: keep their camera pictures out of training
+    plugin.convert("nuscenes", raw["nuscenes"], data / "driving", held_out=data / "driving" / "drivelm_val.jsonl",
+                   show_progress=progress)
     get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 

@@ -145,3 +145,22 @@ def test_a_quickstart_never_replaces_data_it_did_not_write(tmp_path, capsys):
     _stamp_data(out, "medical")  # folders a quick start wrote: the next one may replace them
     _refuse_to_replace_data(out, "medical")
     assert set(DATA_FOLDERS["landcover"]) - set(DATA_FOLDERS["medical"]) == {"data/landcover"}
+
+
+@pytest.mark.slow
+def test_driving_quickstart_keeps_drivelm_val_scenes_out_of_nuscenes_train(tmp_path):
+    """DriveLM's val scenes are drawn from nuScenes training scenes: without held_out the quick start trained on the
+    camera pictures (grounding, region) whose DriveLM questions it then scored."""
+    from adapt.quickstart import prepare_driving
+
+    data = tmp_path / "data"
+    prepare_driving(data, progress=False)
+
+    def scenes(name: str, key: str = "scene") -> set[str]:
+        return {json.loads(line)["meta"][key] for line in (data / "driving" / name).read_text().splitlines()}
+
+    names = {s["token"]: s["name"] for s in json.loads((tmp_path / "raw" / "nuscenes" / "v1.0-mini" / "scene.json")
+                                                      .read_text())}
+    held = {names[token] for token in scenes("drivelm_val.jsonl")}
+    assert held and held <= scenes("nuscenes_val.jsonl")
+    assert not held & scenes("nuscenes_train.jsonl")
