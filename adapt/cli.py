@@ -1112,8 +1112,13 @@ def _eval(args) -> int:
         if final.is_dir():
             models["adapted"] = str(final)
         else:
-            print(f"note: no adapted model at {final} (train first: adapt train {args.recipe}, with the same "
-                  "overrides); scoring the base model only", file=sys.stderr)
+            # `adapt quickstart --field F` trains into train/ next to its copy of the recipe, whatever output.dir says
+            quick = recipe.base_dir / "train" / "final"
+            how = (f"the quick start's model is at {quick}: adapt eval {_q(args.recipe)} --model base="
+                   f"{_q(recipe.model.source)} --model adapted={_q(quick)}" if quick.is_dir() else
+                   f"train first: adapt train {_q(args.recipe)}, with the same overrides, or name a model: --model "
+                   "adapted=DIR")
+            print(f"note: no adapted model at {final}; scoring the base model only ({how})", file=sys.stderr)
     out = args.out or Path(recipe.output.dir) / "eval"
     _check_out_folder(out)  # before any scoring
     progress = args.progress

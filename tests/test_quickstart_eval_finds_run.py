@@ -58,3 +58,18 @@ def test_eval_on_the_quickstart_recipe_scores_the_adapted_model(tmp_path, monkey
     assert "scoring the base model only" not in capsys.readouterr().err
     assert scored == [("base", "pocket-tiny"), ("adapted", str(out / "train" / "final"))]
 
+
+@pytest.mark.parametrize("field", ["remote_sensing", "driving", "medical"])
+def test_eval_on_a_field_quickstart_recipe_says_where_the_run_is(tmp_path, monkeypatch, capsys, field):
+    """The field templates keep runs/<name> (a project folder holds several); a quick start trains into train/, so
+    `adapt eval` scores the base model only: the note said "train first", now it names the run and the command."""
+    out = tmp_path / "qs"
+    run_dir, recipe = _quickstart_run_dir(monkeypatch, out, field)
+    (run_dir / "final").mkdir(parents=True)
+    capsys.readouterr()
+    monkeypatch.setattr(run_eval, "evaluate_model", lambda *a, **k: (_ for _ in ()).throw(_Stop()))
+    with pytest.raises(_Stop):
+        main(["eval", str(recipe), "--no-progress"])
+    err = capsys.readouterr().err
+    assert "scoring the base model only" in err and "train first" not in err
+    assert f"--model base=pocket-tiny --model adapted={run_dir / 'final'}" in err
