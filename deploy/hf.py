@@ -47,6 +47,7 @@ from model.checkpoints.native import SIDECAR, export_native, native_config
 from model.checkpoints.original import export_original, original_config
 from model.errors import ModelConfigError, PocketAdaptError
 from model.loading import ADAPTER_FOLDER
+from model.tiling import IMAGENET_MEAN, IMAGENET_STD
 
 FORMATS = {
     "hf": "transformers-native InternVL (InternVLForConditionalGeneration)",
@@ -158,6 +159,28 @@ def _check_layout(vlm: PocketVLM, fmt: str) -> None:
             check(vlm.config)
     except PocketAdaptError as err:
         raise ExportError(f"cannot export to {fmt}: {err}") from None
+    if fmt == "internvl":
+        _check_original_tiling(vlm.config.tiling_config)
+
+
+def _check_original_tiling(tiling) -> None:
+    """The original layout's config says tile size, tile counts, thumbnail and whether tiles are cut at all; its
+    normalisation is always ImageNet's and an image is otherwise squashed to one tile. A tiling outside that would be
+    read back (by InternVL's scripts and by pocket-adapt) as another preprocessing: refused, naming what differs."""
+    lost = []
+    if tiling.mode not in ("dynamic", "resize"):
+        lost.append(f"tiling mode {tiling.mode!r} (the layout has dynamic tiles or one squashed tile)")
+    if not (_close(tiling.mean, IMAGENET_MEAN) and _close(tiling.std, IMAGENET_STD)):
+        lost.append(f"normalisation mean {list(tiling.mean)} / std {list(tiling.std)} (the layout's is ImageNet's, "
+                    f"{list(IMAGENET_MEAN)} / {list(IMAGENET_STD)})")
+    if lost:
+        raise ExportError(f"cannot export to internvl: the original InternVL layout has no place for this model's "
+                          f"{' and '.join(lost)}, so the export would be read with other pixels; export it as hf or "
+                          "pocket, which keep the tiling")
+
+
+def _close(a, b) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-6 for x, y in zip(a, b))
 
 
 def fold_vision_adapter(vlm: PocketVLM, fmt: str) -> None:
