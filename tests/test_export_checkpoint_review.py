@@ -40,3 +40,27 @@ def test_internvl_export_keeps_an_imagenet_resize_tiling(tmp_path):
     tiling = _with_tiling(vlm, processor, mode="resize")
     _, proc = model.load(export(vlm, processor, "internvl", tmp_path / "orig"))
     assert (proc.tiling.mode, proc.tiling.mean, proc.tiling.std) == (tiling.mode, tiling.mean, tiling.std)
+
+
+def test_internvl_export_names_its_remote_code_classes(tmp_path):
+    """The export says to copy the base model's remote-code files beside it, but its config.json had no `auto_map`
+    (released InternVL2 configs have one), so `AutoModel.from_pretrained(folder, trust_remote_code=True)` -- how
+    InternVL's quick start loads a model -- could not find them: 'unrecognized model type internvl_chat'."""
+    import json
+
+    from transformers import AutoConfig
+
+    vlm, processor = model.load("pocket-tiny", chat_template="Hermes-2")
+    out = export(vlm, processor, "internvl", tmp_path / "orig")
+    auto_map = json.loads((out / "config.json").read_text())["auto_map"]
+    assert auto_map == {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+                        "AutoModel": "modeling_internvl_chat.InternVLChatModel",
+                        "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel"}
+    # the class transformers resolves is the one a remote-code file beside it defines (here a stand-in)
+    (out / "configuration_internvl_chat.py").write_text(
+        "from transformers import PretrainedConfig\n\n\nclass InternVLChatConfig(PretrainedConfig):\n"
+        "    model_type = 'internvl_chat'\n")
+    config = AutoConfig.from_pretrained(str(out), trust_remote_code=True)
+    assert type(config).__name__ == "InternVLChatConfig" and config.template == "Hermes-2"
+    again, _ = model.load(out)  # pocket-adapt reads it without running that code
+    assert again.config.chat_template == "Hermes-2"

@@ -273,6 +273,10 @@ def original_config(config: PocketVLMConfig, dtype: torch.dtype | None = None) -
     llm["architectures"] = [type_name_for(config.text_config)]
     return {
         "architectures": ["InternVLChatModel"],
+        # as released: AutoModel.from_pretrained(..., trust_remote_code=True) finds the remote-code files copied beside
+        "auto_map": {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+                     "AutoModel": "modeling_internvl_chat.InternVLChatModel",
+                     "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel"},
         "model_type": "internvl_chat",
         "template": config.chat_template,
         "downsample_ratio": config.projector_options.get("downsample_ratio", 0.5),
