@@ -161,6 +161,10 @@ def _check_layout(vlm: PocketVLM, fmt: str) -> None:
         raise ExportError(f"cannot export to {fmt}: {err}") from None
     if fmt == "internvl":
         _check_original_tiling(vlm.config.tiling_config)
+    if fmt == "hf" and vlm.config.tiling_config.mode not in ("dynamic", "resize"):  # said before the weights are
+        raise ExportError(f"cannot export to hf: transformers' InternVL image processor (GotOcr2) cuts dynamic tiles "
+                          f"or resizes to one tile, not tiling mode {vlm.config.tiling_config.mode!r}; export this "
+                          "model as pocket or onnx")
 
 
 def _check_original_tiling(tiling) -> None:

@@ -64,3 +64,30 @@ def test_internvl_export_names_its_remote_code_classes(tmp_path):
     assert type(config).__name__ == "InternVLChatConfig" and config.template == "Hermes-2"
     again, _ = model.load(out)  # pocket-adapt reads it without running that code
     assert again.config.chat_template == "Hermes-2"
+
+
+def test_hf_export_of_a_one_tile_resize_model(tmp_path, example_image):
+    """A model whose tiling squashes each image to one tile (mode resize) was refused by the hf export, after its
+    weights were written, saying GotOcr2 'implements dynamic tiling only', while `model.save` writes the GotOcr2
+    config that cuts that tile (crop_to_patches false). The hf export now writes it too: transformers' image
+    processor gives pocket-adapt's pixels and the native model its logits. Pad / crop are refused up front."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText
+
+    vlm, processor = model.load("pocket-tiny")
+    _with_tiling(vlm, processor, mode="resize")
+    out = export(vlm, processor, "hf", tmp_path / "hf")
+    ours = processor([{"role": "user", "content": "<image>\nShapes?"}], images=[example_image])
+    pixels = AutoImageProcessor.from_pretrained(str(out))(images=[example_image], return_tensors="pt")["pixel_values"]
+    assert pixels.shape == ours.pixel_values.shape == (1, 3, 112, 112)
+    assert torch.allclose(pixels, ours.pixel_values, atol=1e-5)
+    hf = AutoModelForImageTextToText.from_pretrained(str(out)).eval()
+    with torch.no_grad():
+        a = hf(input_ids=ours.input_ids[None], pixel_values=pixels).logits
+        b = vlm(input_ids=ours.input_ids[None], pixel_values=ours.pixel_values).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    assert model.load(out)[1].tiling == processor.tiling
+    _with_tiling(vlm, processor, mode="pad")
+    with pytest.raises(ExportError, match="cannot export to hf: .*tiling mode 'pad'"):
+        export(vlm, processor, "hf", tmp_path / "pad")
+    assert not (tmp_path / "pad").exists()

@@ -11,6 +11,7 @@ no part, since the inner language model has no head of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 
@@ -211,8 +212,12 @@ def _name_internvl_tokens(path: Path, processor) -> None:
 
 
 def _preprocessor_config(tiling: TilingConfig) -> dict:
+    if tiling.mode == "resize":  # one tile, the whole image squashed to it: GotOcr2 without cropping
+        return {**gotocr2_preprocessor_config(dataclasses.replace(tiling, min_tiles=1, max_tiles=1)),
+                "crop_to_patches": False}
     if tiling.mode != "dynamic":
-        raise CheckpointError(f"GotOcr2 image processors implement dynamic tiling only, not mode {tiling.mode!r}")
+        raise CheckpointError(f"GotOcr2 image processors implement dynamic tiling and one resized tile only, not "
+                              f"mode {tiling.mode!r}")
     if not tiling.thumbnail:
         warnings.warn("GotOcr2 image processors always add a thumbnail; this model was set up without one", stacklevel=3)
     return gotocr2_preprocessor_config(tiling)
