@@ -113,6 +113,32 @@ def session(path: Path, threads: int | None = None):
                                f"damaged? ({first}); export it again") from None
 
 
+def cache_shape(decoder, path: Path) -> tuple[int, int, int]:
+    """(layers, kv heads, head dim) of the KV cache `decoder` (an onnxruntime session) takes, read off its inputs."""
+    past = {i.name: i.shape for i in decoder.get_inputs() if i.name.startswith("past_key_values.")}
+    layers = sum(1 for name in past if name.endswith(".key"))
+    names, _ = decoder_names(layers)
+    first = past.get(names[3]) if layers else None
+    if not layers or set(names[3:]) != set(past) or len(first) != 4 or not all(
+            isinstance(d, int) for d in (first[1], first[3])):
+        raise OnnxRuntimeError(f"{path}: its inputs are not the KV cache `adapt export --format onnx` writes "
+                               f"(past_key_values.N.key / .value, (batch, kv_heads, past, head_dim)); export it again")
+    return layers, int(first[1]), int(first[3])
+
+
+def context_length(genai: dict, path: Path) -> int | None:
+    """genai_config.json's model.context_length (the positions the decoder may hold; None where it says none), or an
+    `OnnxRuntimeError` naming the file and the key where it is not a positive whole number."""
+    model = genai.get("model")
+    value = model.get("context_length") if isinstance(model, dict) else None
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OnnxRuntimeError(f"{path}: 'model.context_length' must be a positive whole number (the positions the "
+                               f"model holds), got {value!r}; restore the exported file or re-export")
+    return value
+
+
 class OnnxVLM(ExportedVLM):
     """An export loaded in onnxruntime: three sessions behind the shared generation loop."""
 
@@ -123,12 +149,12 @@ class OnnxVLM(ExportedVLM):
         self.processor = self.export.processor
         folder = self.export.folder
         self.vision, self.embedding, self.decoder = (session(folder / n, threads) for n in (VISION, EMBED, DECODER))
-        genai = self.export.genai["model"]
-        dec = genai["decoder"]
-        self.n_layers, self.kv_heads, self.head_dim = dec["num_hidden_layers"], dec["num_key_value_heads"], dec["head_size"]
+        # the cache's shape from the graph itself: genai_config.json is for onnxruntime-genai, and an edit there
+        # (a user's, for that tool) must not make the feeds disagree with the graph
+        self.n_layers, self.kv_heads, self.head_dim = cache_shape(self.decoder, folder / DECODER)
         self.input_names, self.output_names = decoder_names(self.n_layers)
         self.image_token_id = self.processor.image_token_id
-        self.max_positions = int(genai.get("context_length", 0) or 0) or None
+        self.max_positions = context_length(self.export.genai, folder / GENAI_CONFIG)
         self._past: list[np.ndarray] = []
 
     def encode_images(self, pixel_values) -> np.ndarray:
