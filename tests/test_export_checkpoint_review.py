@@ -91,3 +91,17 @@ def test_hf_export_of_a_one_tile_resize_model(tmp_path, example_image):
     with pytest.raises(ExportError, match="cannot export to hf: .*tiling mode 'pad'"):
         export(vlm, processor, "hf", tmp_path / "pad")
     assert not (tmp_path / "pad").exists()
+
+
+@pytest.mark.parametrize("fmt", ["hf", "internvl"])
+def test_a_tile_size_other_than_the_towers_is_refused_before_writing(fmt, tmp_path):
+    """A tiling whose tile_size is not the tower's image_size (a recipe's tiling.tile_size) was exported anyway: the
+    internvl folder's config described position embeddings its weights do not have, and the hf folder was refused by
+    pocket-adapt's own reader ('224 px tiles, but the vision tower takes 112 px images'). Refused up front now, as
+    the onnx and executorch exports refuse it."""
+    vlm, processor = model.load("pocket-tiny", chat_template="Hermes-2")
+    _with_tiling(vlm, processor, tile_size=224)
+    with pytest.raises(ExportError, match=f"cannot export to {fmt}: the tiling's tile_size 224 is not the vision "
+                                          "tower's image_size 112"):
+        export(vlm, processor, fmt, tmp_path / fmt)
+    assert not (tmp_path / fmt).exists()
