@@ -184,31 +184,40 @@ def export_graph(module: nn.Module, args: tuple, path: str | Path, input_names: 
 
 
 _OP_PATTERNS = (
-    re.compile(r"(?:aten|torch\.ops\.aten)[.:]{1,2}([A-Za-z0-9_]+)"),
+    re.compile(r"torch\.ops\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)"),  # any namespace: torch.ops.transformers.grouped_mm_...
+    re.compile(r"(?<![A-Za-z0-9_.])(aten)[.:]{1,2}([A-Za-z0-9_]+)"),
 )
+
+
+def _operators(text: str) -> list[str]:
+    """The operators `text` names, as 'namespace.op' (aten.histc, transformers.grouped_mm_fallback)."""
+    return [f"{m.group(1)}.{m.group(2)}" for p in _OP_PATTERNS for m in p.finditer(text)]
 
 
 def describe_failure(module: nn.Module, args: tuple, err: BaseException, what: str) -> str:
     """'<what>: cannot export <op> (from <module path> (<class>)): <first line>' -- the module found by replaying the
     forward eagerly and noting which submodule called the operator the exporter names."""
     text = _strip_ansi(str(err))
-    ops = [m.group(1) for p in _OP_PATTERNS for m in p.finditer(text)]
+    ops = _operators(text)
     first = next((line.strip() for line in text.splitlines() if line.strip() and not line.startswith("[")), type(err).__name__)
     cause = err.__cause__ or err.__context__
     if cause is not None:
         detail = _strip_ansi(str(cause)).strip().splitlines()
         first = detail[0] if detail else first
-        ops += [m.group(1) for p in _OP_PATTERNS for m in p.finditer(_strip_ansi(str(cause)))]
+        ops += _operators(_strip_ansi(str(cause)))
+    # the exporter's pointer to a stack trace that `adapt` does not print
+    first = re.sub(r"\s*See the stack trace for more information\.?", "", first)
     where = operator_owners(module, args, set(_base_op(o) for o in ops)) if ops else {}
     if where:
         op, owners = next(iter(where.items()))
-        return (f"{what}: cannot export operator aten.{op} called by {', '.join(owners)}; replace that operation in "
+        named = next(o for o in ops if _base_op(o) == op)
+        return (f"{what}: cannot export operator {named} called by {', '.join(owners)}; replace that operation in "
                 f"the module or leave the module out of the export ({first[:300]})")
     return f"{what}: the ONNX exporter failed ({first[:400]})"
 
 
 def _base_op(name: str) -> str:
-    return name.split(".")[0]
+    return name.split(".")[-1]
 
 
 def _strip_ansi(text: str) -> str:
