@@ -128,14 +128,20 @@ def _remove_dead_staging(out: Path) -> None:
 
 
 def check_target(out: Path, force: bool, source: str | os.PathLike | None = None) -> None:
-    """Refuse a target that is a file, the model folder `source` itself (even with `force`: the export would replace
-    the checkpoint it is made from), or a non-empty folder without `force` (`ExportError` naming it)."""
+    """Refuse a target that is a file, the model folder `source` itself or a non-empty folder inside it (even with
+    `force`: the export would replace the checkpoint it is made from), or a non-empty folder without `force`
+    (`ExportError` naming it)."""
     same = source is not None and os.path.realpath(os.path.normpath(out)) == os.path.realpath(source)
     if same and Path(source).is_dir():
         raise ExportError(f"{out}: the folder of the model being exported; an export there would replace that "
                           "checkpoint (--force too): export into another folder")
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out}: exists and is not a folder; choose a folder to export into")
+    inside = source is not None and Path(source).is_dir() and Path(os.path.realpath(out)).is_relative_to(
+        os.path.realpath(source))
+    if inside and force and out.is_dir() and any(out.iterdir()):  # e.g. MODEL/adapter: --force would replace its weights
+        raise ExportError(f"{out}: a folder of the model being exported, with files in it; --force would replace that "
+                          "model's own files: export into an empty or another folder")
     if out.is_dir() and not force:
         entries = sorted(p.name for p in out.iterdir())
         if entries:
