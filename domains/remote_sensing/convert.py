@@ -816,6 +816,7 @@ def _dior_step(img_src: Path, resize: int | None, wh: tuple[int, int]) -> tuple:
 SCENE_CHIPS_DATASET = "scene_chips"
 SCENE_SUFFIXES = (".tif", ".tiff")
 MIN_INSIDE = 0.5  # an object cut by a chip border is kept (clipped) when >= 50 % of its box area is inside
+MAX_SCENE_CHIPS = 1_000_000  # per scene: every chip's index row is kept in memory until chips.jsonl is written
 
 
 def _scene_files(src: Path) -> list[Path]:
@@ -830,8 +831,11 @@ def _scene_files(src: Path) -> list[Path]:
 def iter_scene_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
                      stretch: Any = "auto", nodata: float | None = None, band_names: Sequence[str] | None = None,
                      stretch_scope: str = "scene", min_valid: float = 0.0, report: ConvertReport | None = None):
-    """:func:`~domains.remote_sensing.raster.iter_chips` with ``stretch="auto"`` (uint8 as is, else 2-98 %)."""
-    from domains.remote_sensing.raster import iter_chips
+    """:func:`~domains.remote_sensing.raster.iter_chips` with ``stretch="auto"`` (uint8 as is, else 2-98 %); `size`
+    and `overlap` are checked here, before the scene is opened (DomainError)."""
+    from domains.remote_sensing.raster import check_chip_options, iter_chips
+
+    size, overlap = check_chip_options(size, overlap)
 
     return iter_chips(path, size=size, overlap=overlap, bands=bands, stretch=stretch, nodata=nodata,
                       band_names=band_names, stretch_scope=stretch_scope, min_valid=min_valid, report=report)
@@ -1015,7 +1019,10 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     ``size - overlap``, last row / column aligned to the edge, windowed reads only, so memory stays bounded;
     all-nodata blocks of sparse GeoTIFFs are recognised without reading). Chips that are all nodata or whose
     valid fraction is below `min_valid` are not written and are counted in the report (``"all nodata"``,
-    ``"valid fraction below …"``). `bands`, `stretch` (``"auto"``: uint8 as is, else 2-98 %), `nodata`,
+    ``"valid fraction below …"``). `size`: 1 to :data:`~domains.remote_sensing.raster.MAX_CHIP_SIZE` (7071) pixels
+    and `overlap`: 0 to ``size - 1``, else DomainError before anything is read; a scene smaller than `size` gives
+    smaller chips (warned: ``scene smaller than chip size``) and one that would make more than
+    :data:`MAX_SCENE_CHIPS` (1 M) chips is skipped unread (``too many chips``). `bands`, `stretch` (``"auto"``: uint8 as is, else 2-98 %), `nodata`,
     `band_names`, `stretch_scope` go to the chip reader.
 
     **Output.** Every kept chip is written as ``out/images/<dataset>/<scene>/<scene>_x<col>_y<row>_<w>x<h>.png``
@@ -1079,8 +1086,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
 
     check_workers(workers)
 
-    from domains.remote_sensing.raster import RasterError, map_box_to_chip, open_raster
+    from domains.remote_sensing.raster import RasterError, _starts, check_chip_options, map_box_to_chip, open_raster
 
+    size, overlap = check_chip_options(size, overlap)  # before any scene or boxes file is read
     src, out = Path(src), Path(out)
     if not 0 < min_inside <= 1:
         raise DomainError(f"min_inside must be in (0, 1], got {min_inside}")
@@ -1114,6 +1122,17 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         except Exception:  # noqa: BLE001 - iter_scene_chips reports the problem below
             W = H = 0
             transform = crs = None
+        n_chips = len(_starts(W, size, size - overlap)) * len(_starts(H, size, size - overlap)) if W else 0
+        if n_chips > MAX_SCENE_CHIPS:  # each chip's index row is held until the end: refused before any read
+            report.skip(scene, "too many chips", f"{scene}: {W}x{H} in {size} px chips {overlap} px apart makes "
+                                                 f"{n_chips:,} chips, above {MAX_SCENE_CHIPS:,}; use a larger size or "
+                                                 "a smaller overlap")
+            continue
+        if W and (W < size or H < size):
+            report.warn(scene, "scene smaller than chip size",
+                        f"{scene}: the {W}x{H} scene is smaller than size={size} on "
+                        f"{'both sides' if W < size and H < size else 'one side'}: its chips are "
+                        f"{min(W, size)}x{min(H, size)}, not {size}x{size}")
         for k, obj in enumerate(objects):
             if not W or not _scene_matches(obj, scene, rel):
                 continue

@@ -74,6 +74,8 @@ __all__ = [
     "RasterError",
     "chip_box_to_map",
     "chip_cache_bytes",
+    "check_chip_options",
+    "MAX_CHIP_SIZE",
     "GUESSED_RGB",
     "guessed_rgb",
     "iter_chips",
@@ -457,6 +459,22 @@ def read_rgb_image(path: str | Path, **options: Any) -> Image.Image:
 
 
 # --------------------------------------------------------------------------------------------- chips
+# a chip is read and encoded whole: size x size within the image reader's pixel limit
+MAX_CHIP_SIZE = math.isqrt(DEFAULT_MAX_PIXELS)
+
+
+def check_chip_options(size: Any, overlap: Any) -> tuple[int, int]:
+    """`size` and `overlap` of :func:`iter_chips` as whole pixel counts; DomainError naming the option and its
+    allowed range otherwise (checked before any file is opened: a mistyped ``size=10**9`` read whole scenes)."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_CHIP_SIZE:
+        raise DomainError(f"size must be a whole number of pixels from 1 to {MAX_CHIP_SIZE} (a chip is read whole, "
+                          f"and size x size must stay within the image reader's {DEFAULT_MAX_PIXELS:,} pixels), "
+                          f"got {size!r}")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < size:
+        raise DomainError(f"overlap must be a whole number of pixels from 0 to size - 1 ({size - 1}), got {overlap!r}")
+    return size, overlap
+
+
 def _starts(length: int, size: int, step: int) -> list[int]:
     if length <= size:
         return [0]
@@ -561,8 +579,7 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
     :class:`domains.base.ConvertReport` as `report` to count skips by reason with examples.
     """
     p = Path(path)
-    if size <= 0 or not 0 <= overlap < size:
-        raise DomainError(f"need size > 0 and 0 <= overlap < size, got size={size}, overlap={overlap}")
+    size, overlap = check_chip_options(size, overlap)
     if stretch_scope not in ("scene", "chip"):
         raise DomainError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
     stretch = _check_stretch(stretch)

@@ -1,0 +1,80 @@
+"""``scene_chips`` options: `size` / `overlap` outside their range are refused before any file is read, a scene
+cut into more chips than the index may hold is skipped unread, and a scene smaller than a chip is said."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.deps import require
+
+rasterio = require("rasterio")
+from rasterio.transform import from_origin
+
+from domains.base import DomainError
+from domains.remote_sensing import convert as rs_convert
+from domains.remote_sensing import raster
+from domains.remote_sensing.convert import convert_scene_chips, iter_scene_chips
+
+
+def scene(path, width=500, height=300):
+    with rasterio.open(path, "w", driver="GTiff", width=width, height=height, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(500_000.0, 4_000_000.0, 10.0, 10.0)) as ds:
+        ds.write(np.full((3, height, width), 120, dtype="uint8"))
+    return path
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"size": 10**9}, "size must be a whole number of pixels from 1 to 7071"),
+    ({"size": 0}, "size must be"),
+    ({"size": -448}, "size must be"),
+    ({"size": 448.0}, "size must be"),
+    ({"size": "448"}, "size must be"),
+    ({"size": True}, "size must be"),
+    ({"size": 448, "overlap": 448}, "overlap must be a whole number of pixels from 0 to size - 1 (447)"),
+    ({"size": 448, "overlap": 10**9}, "overlap must be"),
+    ({"size": 448, "overlap": -1}, "overlap must be"),
+])
+def test_out_of_range_size_or_overlap_is_refused_before_reading(tmp_path, monkeypatch, options, named):
+    path = scene(tmp_path / "scene.tif")
+
+    def no_read(*a, **k):
+        raise AssertionError("a raster was opened before the options were checked")
+
+    monkeypatch.setattr(raster, "open_raster", no_read)
+    missing_boxes = tmp_path / "no_such_boxes.json"  # read before the scenes: the options come first
+    with pytest.raises(DomainError) as err:
+        convert_scene_chips(path, tmp_path / "out", boxes=missing_boxes, progress=False, **options)
+    assert named in str(err.value) and repr(list(options.values())[-1]) in str(err.value)
+    with pytest.raises(DomainError, match=named.split(" must")[0] + " must"):
+        iter_scene_chips(path, **options)  # eager: not only once the generator is first advanced
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_largest_size_is_accepted(tmp_path):
+    report = convert_scene_chips(scene(tmp_path / "scene.tif"), tmp_path / "out", size=raster.MAX_CHIP_SIZE,
+                                 overlap=0, progress=False)
+    assert report.written == 1
+
+
+def test_a_scene_cut_into_too_many_chips_is_skipped_unread(tmp_path, monkeypatch):
+    path = scene(tmp_path / "scene.tif", 40, 30)
+    monkeypatch.setattr(rs_convert, "MAX_SCENE_CHIPS", 100)
+
+    def no_chips(*a, **k):
+        raise AssertionError("the scene was chipped")
+
+    monkeypatch.setattr(rs_convert, "iter_scene_chips", no_chips)
+    report = convert_scene_chips(path, tmp_path / "out", size=2, overlap=0, progress=False)
+    assert report.skipped["too many chips"] == 1 and report.written == 0
+    assert "40x30 in 2 px chips 0 px apart makes 300 chips, above 100" in str(report.examples)
+
+
+def test_a_scene_smaller_than_a_chip_is_said(tmp_path):
+    report = convert_scene_chips(scene(tmp_path / "scene.tif", 500, 300), tmp_path / "out", size=448, overlap=0,
+                                 progress=False)
+    assert report.warnings["scene smaller than chip size"] == 1
+    assert "the 500x300 scene is smaller than size=448 on one side: its chips are 448x300" in str(report.warning_examples)
+    report = convert_scene_chips(scene(tmp_path / "big.tif", 500, 500), tmp_path / "out2", size=448, overlap=0,
+                                 progress=False)
+    assert "scene smaller than chip size" not in report.warnings
