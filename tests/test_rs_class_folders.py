@@ -1,5 +1,6 @@
-"""Classification folders: a class folder holding only folders (--src a level too high, or a nested class) says
-so, instead of the bare 'holds no images' that had users look for missing files."""
+"""Classification folders: a class folder without images anywhere below it says which folders it holds, instead of
+the bare 'holds no images' that had users look for missing files; images nested in a class folder are read as that
+class (NWPU-RESISC45 mirrors, ``class/site/*.tif``), links out of the source refused; split folders refused."""
 
 from __future__ import annotations
 
@@ -18,5 +19,71 @@ def test_a_class_folder_of_folders_names_them(tmp_path):
     assert report.skipped == {"empty class folder": 2}
     empty, urban = report.examples["empty class folder"]
     assert empty == "Empty: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff)"
-    assert urban == ("urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff); it holds folders "
-                     "(industrial, residential), which are not read: the images of a class go directly in its folder")
+    assert urban == ("urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff), nor do its "
+                     "folders (industrial, residential)")
+
+
+def _png(path, value=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (value, 0, 0)).save(path)
+
+
+def _records(report):
+    import json
+
+    return [json.loads(line) for split in report.outputs.values() for line in split.read_text().splitlines()]
+
+
+def test_nested_images_are_read_as_the_top_folder_class(tmp_path):
+    src = tmp_path / "raw"
+    _png(src / "forest" / "f0.png")
+    _png(src / "forest" / "site1" / "a.png", 1)
+    _png(src / "forest" / "site2" / "a.png", 2)  # same name in two sites: two outputs
+    _png(src / "forest" / "site2" / "deep" / "b.png", 3)
+    _png(src / "forest" / ".cache" / "hidden.png")  # hidden folders stay unread
+    _png(src / "urban" / "tiles" / "u.png", 4)
+    report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
+    recs = _records(report)
+    assert sorted((r["label"], r["meta"]["source"]) for r in recs) == [
+        ("forest", "forest/f0.png"), ("forest", "forest/site1/a.png"), ("forest", "forest/site2/a.png"),
+        ("forest", "forest/site2/deep/b.png"), ("urban", "urban/tiles/u.png")]
+    assert len({r["image"] for r in recs}) == 5 and len({r["id"] for r in recs}) == 5
+    for r in recs:  # each output shows its own source's pixels
+        with Image.open(tmp_path / "out" / r["image"]) as im, Image.open(src / r["meta"]["source"]) as orig:
+            assert im.getpixel((0, 0)) == orig.getpixel((0, 0))
+    assert all(r["options"] == ["forest", "urban"] for r in recs)
+    assert report.warnings == {"class images in subfolders": 2} and report.skipped == {}
+    assert "forest: 3 of its 4 images lie in its folders (site1, site2) and are read as class 'forest'" in \
+        report.warning_examples["class images in subfolders"]
+
+
+def test_links_out_of_the_source_are_refused_and_linked_folders_not_entered(tmp_path):
+    src, outside = tmp_path / "raw", tmp_path / "elsewhere"
+    _png(src / "forest" / "f0.png")
+    _png(src / "urban" / "u0.png")
+    _png(outside / "secret.png", 9)
+    _png(outside / "dir" / "s.png", 9)
+    (src / "forest" / "site").mkdir()
+    (src / "forest" / "site" / "leak.png").symlink_to(outside / "secret.png")
+    (src / "forest" / "linked").symlink_to(outside / "dir", target_is_directory=True)
+    (src / "forest" / "loop").symlink_to(src / "forest", target_is_directory=True)
+    report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
+    assert sorted(r["meta"]["source"] for r in _records(report)) == ["forest/f0.png", "urban/u0.png"]
+    assert report.skipped == {"path escapes data root": 2, "symlinked folder": 1}
+    assert any("forest/loop" in e for e in report.examples["symlinked folder"])
+
+
+def test_split_folders_in_place_of_classes_are_refused(tmp_path):
+    import pytest
+
+    from domains.base import DomainError
+
+    src = tmp_path / "raw"
+    for split in ("train", "test"):
+        _png(src / split / "forest" / "f.png")
+        _png(src / split / "urban" / "u.png")
+    with pytest.raises(DomainError, match=r"holds split folders \(test, train\), not class folders"):
+        convert_classification(src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    report = convert_classification(src / "train", tmp_path / "out", test_fraction=0, progress=False)
+    assert sorted(r["label"] for r in _records(report)) == ["forest", "urban"]

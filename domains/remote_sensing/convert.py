@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -211,6 +212,33 @@ def _class_root(src: Path) -> Path:
     return root
 
 
+_SPLIT_FOLDERS = ("train", "training", "val", "valid", "validation", "test", "testing")
+
+
+def _class_images(d: Path, src: Path, report: ConvertReport) -> list[Path]:
+    """The images in class folder `d` and, recursively, in its folders (sorted; hidden entries and ``__MACOSX``
+    left out). A symlinked folder is not entered (a link to a parent would loop): it is skipped and counted,
+    as ``path escapes data root`` when it leads out of `src`."""
+    found: list[Path] = []
+    for top, dirs, files in os.walk(d, followlinks=False):
+        here = Path(top)
+        dirs[:] = sorted(n for n in dirs if _listed(here / n))
+        for n in list(dirs):
+            sub = here / n
+            if sub.is_symlink():
+                dirs.remove(n)
+                try:
+                    inside_root(src, sub.relative_to(src).as_posix())
+                except SkipInput as exc:
+                    report.skip(sub, exc.reason, exc.detail)
+                    continue
+                report.skip(sub, "symlinked folder", f"{sub}: a symlinked folder is not entered (it could loop); "
+                                                     "put its images in the class folder")
+        found += [here / n for n in files if _listed(here / n) and n.lower().endswith(IMAGE_SUFFIXES)
+                  and (here / n).is_file()]
+    return sorted(found)
+
+
 def _check_stretch(stretch: Any) -> None:
     from domains.remote_sensing.raster import check_stretch_option  # rasterio: only once a conversion runs
 
@@ -223,7 +251,11 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
                            resize: int | None = None, workers: int = 1, progress: Progress = True) -> ConvertReport:
     """Folder-per-class scene classification -> ``task: "classification"`` records.
 
-    `src` holds one folder per class (wrapper folders are descended). Each image becomes a record whose
+    `src` holds one folder per class (wrapper folders are descended); a class's images may lie in its folder or
+    in folders below it (``forest/site1/a.tif``: class ``forest``; counted as the warning ``class images in
+    subfolders``); a symlinked folder is not entered and a symlink leading out of `src` is skipped (``path
+    escapes data root``). Split folders in place of class folders (``train/``, ``test/``) are refused: convert
+    each one on its own. Each image becomes a record whose
     human turn lists every class label (sorted), GeoChat / Mini-InternVL style::
 
         <image>\\nClassify the image from the following classes: a, b, c.\\nAnswer in one word or a short phrase.
@@ -250,17 +282,26 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
         bands = ["B04", "B03", "B02"]
     report = ConvertReport(dataset=dataset, source=src, out=out)
     root = _class_root(src)
+    class_dirs = sorted(p for p in root.iterdir() if _listed(p) and p.is_dir())
+    splits_found = sorted(d.name for d in class_dirs if d.name.lower() in _SPLIT_FOLDERS)
+    if splits_found:  # read as classes, "train" and "test" would each hold every class's images
+        raise DomainError(f"{root}: holds split folders ({', '.join(splits_found)}), not class folders; convert each "
+                          f"split's folder of class folders on its own (--src {root / splits_found[0]})")
     classes: list[tuple[Path, list[Path]]] = []
-    for d in sorted(p for p in root.iterdir() if _listed(p) and p.is_dir()):
-        imgs = sorted(p for p in d.iterdir() if _listed(p) and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        imgs = files_inside(src, imgs, report)  # a symlink out of --src is refused, as in every converter
+    for d in class_dirs:
+        imgs = files_inside(src, _class_images(d, src, report), report)  # a symlink out of --src is refused
         if not imgs:
             subs = sorted(p.name for p in d.iterdir() if _listed(p) and p.is_dir())
-            inside = f"; it holds folders ({', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''}), which are not " \
-                     "read: the images of a class go directly in its folder" if subs else ""
+            inside = f", nor do its folders ({', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''})" if subs else ""
             report.skip(d, "empty class folder",
                         f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}){inside}")
             continue
+        nested = sorted({p.relative_to(d).parts[0] for p in imgs if p.parent != d})
+        if nested:  # said, so that a folder that is no part of the class (an extra copy, a mask set) is seen
+            report.warn(d, "class images in subfolders",
+                        f"{d}: {sum(p.parent != d for p in imgs)} of its {len(imgs)} images lie in its folders "
+                        f"({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}) and are read as class "
+                        f"{label_fn(d.name)!r}")
         classes.append((d, imgs))
     labels = sorted({label_fn(d.name) for d, _ in classes})
     question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
@@ -271,12 +312,16 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     def step(img: Path) -> tuple:
         return _png_step, (img, key, bands, stretch, longer)
 
-    stems = {d: unique_stems(img.name for img in imgs) for d, imgs in classes}  # a.png and a.jpg: two outputs
+    # by the path in the class folder: a.png and a.jpg, or site1/a.tif and site2/a.tif, are two outputs
+    stems = {d: unique_stems(img.relative_to(d).as_posix() for img in imgs) for d, imgs in classes}
+
+    def stem(d: Path, img: Path) -> str:
+        return stems[d][img.relative_to(d).as_posix()]
 
     def plan():
         for d, imgs in classes:
             for img in imgs:
-                yield (out / f"images/{dataset}/{safe_name(d.name)}/{stems[d][img.name]}.png", *step(img))
+                yield (out / f"images/{dataset}/{safe_name(d.name)}/{stem(d, img)}.png", *step(img))
 
     label_of = {d: label_fn(d.name) for d, _ in classes}
     with Prefetch(workers, plan) as pf:
@@ -284,14 +329,14 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
                                    progress=progress):
             label = label_of[d]
             rel = img.relative_to(root).as_posix()
-            image = f"images/{dataset}/{safe_name(d.name)}/{stems[d][img.name]}.png"
+            image = f"images/{dataset}/{safe_name(d.name)}/{stem(d, img)}.png"
             try:
                 size = _image_out(img, out / image, step(img), key, pf=pf)
             except SkipInput as exc:
                 report.skip(img, exc.reason, exc.detail)
                 continue
             _note_band_guess(report, img, bands)
-            rid = f"{dataset}/{safe_name(d.name)}/{stems[d][img.name]}"
+            rid = f"{dataset}/{safe_name(d.name)}/{stem(d, img)}"
             splits[split_of(rel, test_fraction)].append(_record(
                 rid, image, size, question, label, "classification", options=list(labels), label=label,
                 meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
