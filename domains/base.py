@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import inspect
+import numbers
 import os
 import re
 import shutil
@@ -58,6 +59,8 @@ __all__ = [
     "WHOLE_FILE_REASONS",
     "discovery_errors",
     "check_options",
+    "check_synthetic_n",
+    "MAX_SYNTHETIC_N",
     "get_domain",
     "lazy",
     "list_domains",
@@ -271,6 +274,18 @@ def pick_kinds(kinds: Iterable[str] | str | None, known: Sequence[str]) -> list[
         if kind not in known:
             raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(known)}")
     return kinds
+
+
+MAX_SYNTHETIC_N = 1000  # synthetic sets are for tests and trials; a mistyped 10**12 filled the disk file by file
+
+
+def check_synthetic_n(n: Any, what: str = "n") -> int:
+    """A synthetic generator's count `n` as an int in 1..:data:`MAX_SYNTHETIC_N`; DomainError naming `what` and the
+    range otherwise. Generators call it before anything is drawn or written (a plugin's own `n` may mean more)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_SYNTHETIC_N:
+        raise DomainError(f"{what} must be a whole number from 1 to {MAX_SYNTHETIC_N} (synthetic sets are small, "
+                          f"for tests and trying things out), got {n!r}")
+    return int(n)
 
 
 def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str, positional: int) -> None:

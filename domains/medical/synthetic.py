@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from domains.base import DomainError, pick_kinds
+from domains.base import DomainError, check_synthetic_n, pick_kinds
 from model.progress import Progress, progress_bar
 
 __all__ = [
@@ -646,13 +646,13 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
     """Write a small synthetic data set of `kind` (see the module notes) under `out`; returns `out`.
 
     `n`: patients (``dicom_qa``, ``vqa_rad``, ``pmc_vqa``; ``slake`` uses at least 3, one per split) or
-    images per class (``classification``). `size`: slice side in pixels (32-512); `n_slices`: slices per
-    patient (4-1024; at most 512 x 512 x 128 voxels). `options`: ``burned_in`` (``dicom_qa``, default True).
+    images per class (``classification``); 1 to 1000 (:data:`domains.base.MAX_SYNTHETIC_N`). `size`: slice side in
+    pixels (32-512); `n_slices`: slices per patient (4-1024; at most 512 x 512 x 128 voxels). `options`:
+    ``burned_in`` (``dicom_qa``, default True).
     """
     if kind not in KINDS:
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
-    if int(n) < 1:
-        raise DomainError(f"n must be >= 1, got {n}")
+    n = check_synthetic_n(n)
     if int(seed) < 0:  # numpy's seeding refuses it with a bare ValueError deep in the first draw
         raise DomainError(f"seed must be a whole number >= 0, got {seed}")
     unknown = set(options) - ({"burned_in"} if kind == "dicom_qa" else set())
@@ -680,6 +680,7 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, 
     """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``medical`` plugin's ``synthetic``. `progress`: a bar
     over the data sets (:func:`model.progress.progress_bar`)."""
     kinds = pick_kinds(kinds, KINDS)
+    check_synthetic_n(n)  # before the bar starts
     written = {}
     with progress_bar(kinds, desc="synthetic medical", unit="set", progress=progress) as bar:  # closed on errors too
         for k in bar:
@@ -687,8 +688,10 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, 
     return written
 
 
-def _writes(kinds: Iterable[str] | str | None = None, **_: Any) -> list[str]:
-    """What :func:`generate_all` writes into `out_dir` (so ``adapt synthesize`` refuses a clash before generating)."""
+def _writes(kinds: Iterable[str] | str | None = None, n: int = 1, **_: Any) -> list[str]:
+    """What :func:`generate_all` writes into `out_dir` (so ``adapt synthesize`` refuses a clash before generating);
+    `n` is checked here too, so a huge one is refused before ``adapt synthesize`` makes any folder."""
+    check_synthetic_n(n)
     return pick_kinds(kinds, KINDS)
 
 

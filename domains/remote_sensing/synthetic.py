@@ -42,6 +42,7 @@ draws from ``numpy.random.default_rng([kind code, seed, index])``).
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
-from domains.base import DomainError, pick_kinds
+from domains.base import DomainError, check_synthetic_n, pick_kinds
 from domains.general.world import render_scene
 from model.progress import Progress, progress_bar
 
@@ -300,17 +301,20 @@ def _dior_rsvg(out: Path, n: int, seed: int, size: int) -> None:
 def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | None = None, **options: Any) -> Path:
     """Write a small synthetic data set of `kind` (see the module notes) under `out`; returns `out`.
 
-    `n`: images per class (``ucmerced``, ``eurosat_ms``) or images in all (``rsvqa_*``, ``dior_rsvg``).
+    `n`: images per class (``ucmerced``, ``eurosat_ms``) or images in all (``rsvqa_*``, ``dior_rsvg``); 1 to 1000
+    (:data:`domains.base.MAX_SYNTHETIC_N`).
     `size`: image side in pixels, 8-1024 (default per kind: tiny, for tests). `options`: ``classes=[...]`` for the
     classification kinds.
     """
     if kind not in KINDS:
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
-    if n < 1:
-        raise DomainError(f"n must be >= 1, got {n}")
+    n = check_synthetic_n(n)
     if int(seed) < 0:  # numpy's seeding refuses it with a bare ValueError deep in the first draw
         raise DomainError(f"seed must be a whole number >= 0, got {seed}")
-    size = int(_DEFAULT_SIZE[kind] if size is None else size)
+    size = _DEFAULT_SIZE[kind] if size is None else size
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral):  # int() turned 2.5 into 2 and "x" a ValueError
+        raise DomainError(f"size must be a whole number of pixels, got {size!r}")
+    size = int(size)
     if size < 8:
         raise DomainError(f"size must be >= 8 pixels, got {size}")
     if size > MAX_SIZE:  # refused before allocating: the scenes are drawn whole in memory
@@ -333,6 +337,7 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int
     """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``remote_sensing`` plugin's ``synthetic``. `progress`:
     a bar over the data sets (:func:`model.progress.progress_bar`)."""
     kinds = pick_kinds(kinds, KINDS)
+    check_synthetic_n(n)  # before the bar starts
     written = {}
     # a with block: the bar is closed on errors too
     with progress_bar(kinds, desc="synthetic remote sensing", unit="set", progress=progress) as bar:
@@ -341,8 +346,10 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int
     return written
 
 
-def _writes(kinds: Iterable[str] | None = None, **_: Any) -> list[str]:
-    """What :func:`generate_all` writes into `out_dir` (so ``adapt synthesize`` refuses a clash before generating)."""
+def _writes(kinds: Iterable[str] | None = None, n: int = 1, **_: Any) -> list[str]:
+    """What :func:`generate_all` writes into `out_dir` (so ``adapt synthesize`` refuses a clash before generating);
+    `n` is checked here too, so a huge one is refused before ``adapt synthesize`` makes any folder."""
+    check_synthetic_n(n)
     return pick_kinds(kinds, KINDS)
 
 
