@@ -1008,6 +1008,27 @@ def load_scene_boxes(path: str | Path, report: ConvertReport | None = None) -> t
     return objects, crs
 
 
+def _reprojected(bounds: Sequence[float], src_crs: Any, dst_crs: Any) -> tuple[float, float, float, float]:
+    """Map `bounds` (left, bottom, right, top) in `src_crs` -> the bounds of that box in `dst_crs` (edges densified,
+    as GDAL does for a bounding box); ValueError when the CRS cannot be read or the box has no place in `dst_crs`."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+    from rasterio.warp import transform_bounds
+
+    try:
+        out = transform_bounds(CRS.from_user_input(src_crs), dst_crs, *bounds, densify_pts=21)
+    except (CRSError, ValueError, TypeError) as exc:
+        raise ValueError(f"cannot reproject {list(bounds)}: {exc}") from exc
+    if not all(math.isfinite(v) for v in out):
+        raise ValueError(f"{list(bounds)} cannot be reprojected (outside the area the boxes file crs covers?)")
+    return out
+
+
+def _looks_lon_lat(bounds: Sequence[float]) -> bool:
+    left, bottom, right, top = bounds
+    return -180 <= left <= right <= 180 and -90 <= bottom <= top <= 90
+
+
 def _same_crs(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return True
@@ -1090,7 +1111,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     **Boxes file** (JSON or GeoJSON, UTF-8). Either a list of objects, ``{"objects": [...]}``, or a GeoJSON
     ``FeatureCollection`` (an object's fields are then read from the feature's ``properties``)::
 
-        {"crs": "EPSG:32633",                       # optional; map boxes in another CRS are skipped
+        {"crs": "EPSG:32633",                       # optional; map boxes in another CRS are reprojected
          "objects": [
            {"id": 1, "phrase": "the large red-roofed warehouse", "box": [1020, 1040, 1180, 1110]},
            {"id": 2, "class": "ship", "bounds": [510200.0, 3989500.0, 510400.0, 3989600.0]},
@@ -1100,10 +1121,13 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
       (``name`` in meta is the first of ``class``, ``name``, ``label``, ``category``, else the phrase);
     * ``box`` (or ``pixel_box``): **pixel** ``[x1, y1, x2, y2]`` in the *scene's* pixel grid (x right, y
       down, x2/y2 the far edges, so the whole scene is ``[0, 0, W, H]``);
-    * ``bounds`` (or ``map_bounds``, ``map_box``): **map** ``[left, bottom, right, top]`` in the scene CRS;
+    * ``bounds`` (or ``map_bounds``, ``map_box``): **map** ``[left, bottom, right, top]`` in the file's ``crs``,
+      reprojected to each scene's CRS where it differs (the bounding box of the box's densified edges; one that
+      cannot be reprojected is skipped as ``"crs mismatch"``), or in the scene CRS when the file names none;
       a GeoJSON feature may instead carry a ``geometry`` (Polygon, MultiPolygon, ...: its bounding box is
       used) or a ``bbox`` member -- GeoJSON coordinates are taken in the *scene CRS*, not WGS 84, unless
-      you reproject them first;
+      the file names its ``crs`` (``"crs": "EPSG:4326"``; an object lying outside every scene whose bounds
+      look like longitude / latitude says so);
     * ``scene`` (optional): file name, stem or path relative to `src` of the scene the object belongs to;
       without it the object is tried against every scene.
 
@@ -1188,12 +1212,24 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                     placed.setdefault(k, f"not georeferenced: scene {rel} has no CRS or geotransform, so map "
                                          f"bounds cannot be placed on it; give the box in pixels ({_PIXEL_KEYS[0]})")
                     continue
+                bounds = obj["bounds"]
                 if not _same_crs(boxes_crs, crs):
-                    placed.setdefault(k, f"crs mismatch: boxes file crs {boxes_crs!r}, scene {rel} crs {crs}")
-                    continue
-                b = Box(*(round(v, 6) for v in map_box_to_chip(obj["bounds"], transform)))
+                    try:
+                        bounds = _reprojected(bounds, boxes_crs, crs)
+                    except ValueError as exc:
+                        placed.setdefault(k, f"crs mismatch: boxes file crs {boxes_crs!r}, scene {rel} crs {crs}: "
+                                             f"{exc}")
+                        continue
+                b = Box(*(round(v, 6) for v in map_box_to_chip(bounds, transform)))
             if b.x2 <= 0 or b.y2 <= 0 or b.x1 >= W or b.y1 >= H:
-                placed.setdefault(k, f"box {[_round(v) for v in b]} (scene pixels) lies outside the {W}x{H} scene {rel}")
+                hint = ""
+                if obj["pixel"] is None and boxes_crs is None and crs is not None and crs.is_projected and \
+                        _looks_lon_lat(obj["bounds"]):
+                    hint = ("; its map bounds look like longitude / latitude (GeoJSON's WGS 84) but the boxes file "
+                            f"names no crs, so they were read in the scene's {crs}: add \"crs\": \"EPSG:4326\" to "
+                            "the file to have them reprojected")
+                placed.setdefault(k, f"box {[_round(v) for v in b]} (scene pixels) lies outside the {W}x{H} scene "
+                                     f"{rel}{hint}")
                 continue
             placed[k] = f"in scene, in no kept chip with >= {min_inside:.0%} of its box inside" \
                 if placed.get(k) != "" else ""
