@@ -1155,9 +1155,17 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
 
     check_workers(workers)
 
-    from domains.remote_sensing.raster import RasterError, _starts, check_chip_options, map_box_to_chip, open_raster
+    from domains.remote_sensing.raster import (
+        RasterError,
+        _starts,
+        check_chip_options,
+        check_nodata_option,
+        map_box_to_chip,
+        open_raster,
+    )
 
     size, overlap = check_chip_options(size, overlap)  # before any scene or boxes file is read
+    check_nodata_option(nodata)
     src, out = Path(src), Path(out)
     if not 0 < min_inside <= 1:
         raise DomainError(f"min_inside must be in (0, 1], got {min_inside}")

@@ -75,6 +75,7 @@ __all__ = [
     "chip_box_to_map",
     "chip_cache_bytes",
     "check_chip_options",
+    "check_nodata_option",
     "MAX_CHIP_SIZE",
     "GUESSED_RGB",
     "guessed_rgb",
@@ -247,6 +248,30 @@ def _check(src, path: Path) -> None:
                               "supported: unsigned / signed integers and floats (not complex)")
 
 
+def check_nodata_option(nodata: Any) -> float | None:
+    """A reader's `nodata` option: None or a number (NaN allowed); DomainError naming it otherwise, before any read
+    (a string or list failed deep in the first chip with a bare ValueError / TypeError)."""
+    if nodata is None:
+        return None
+    if isinstance(nodata, bool) or not isinstance(nodata, (int, float, np.integer, np.floating)):
+        raise DomainError(f"nodata must be a number (the pixel value that marks no data; .nan for NaN) or null, "
+                          f"got {nodata!r}")
+    return float(nodata)
+
+
+def _unheld_nodata(src, indexes: list[int], nodata: float | None) -> str | None:
+    """A note when the `nodata` option given cannot occur in the bands' pixel type (-9999 in uint16), so it masks
+    nothing; None otherwise."""
+    if nodata is None or math.isnan(nodata):
+        return None
+    types = sorted({src.dtypes[i - 1] for i in indexes})
+    if all(_representable(nodata, np.dtype(t)) for t in types):
+        return None
+    return f"nodata={nodata:g} cannot occur in its {'/'.join(types)} pixels, so it masks nothing" + (
+        f" (the file's own nodata {src.nodata:g} is not used when the option is given)" if src.nodata is not None
+        else "")
+
+
 def _nodata(src, nodata: float | None) -> float | None:
     if nodata is not None:
         return float(nodata)
@@ -412,6 +437,7 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
     """
     p = Path(path)
     stretch = _check_stretch(stretch)
+    nodata = check_nodata_option(nodata)
     with open_raster(p) as src:
         if src.width * src.height > max_pixels:
             raise RasterError(
@@ -580,6 +606,7 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
     """
     p = Path(path)
     size, overlap = check_chip_options(size, overlap)
+    nodata = check_nodata_option(nodata)
     if stretch_scope not in ("scene", "chip"):
         raise DomainError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
     stretch = _check_stretch(stretch)
@@ -588,6 +615,9 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
         guess = guessed_rgb(src, bands, band_names) if report is not None else None
         if guess:
             report.warn(p, GUESSED_RGB, guess)
+        unheld = _unheld_nodata(src, indexes, nodata) if report is not None else None
+        if unheld:
+            report.warn(p, "nodata masks nothing", f"{p}: {unheld}")
         stretch = resolve_stretch(src, indexes, stretch)
         lut = palette_of(src, indexes)
         nd = _nodata(src, nodata)

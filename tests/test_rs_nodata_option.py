@@ -1,0 +1,55 @@
+"""``nodata`` of the raster readers: a value that is no number is refused up front naming the option (it failed in
+the first chip with a bare ValueError / TypeError), and one the pixel type cannot hold is said to mask nothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.deps import require
+
+rasterio = require("rasterio")
+from rasterio.transform import from_origin
+
+from domains.base import DomainError
+from domains.remote_sensing.convert import convert_scene_chips
+from domains.remote_sensing.raster import read_rgb
+
+
+def scene(path, dtype="uint16", nodata=None):
+    data = np.random.default_rng(0).integers(100, 3000, (3, 64, 96)).astype(dtype)
+    data[:, :, :48] = 0 if nodata is None else nodata
+    with rasterio.open(path, "w", driver="GTiff", width=96, height=64, count=3, dtype=dtype, nodata=nodata,
+                       crs="EPSG:32633", transform=from_origin(500_000.0, 4_000_000.0, 10.0, 10.0)) as ds:
+        ds.write(data)
+    return path
+
+
+@pytest.mark.parametrize("nodata", ["abc", "nan", [0], True])
+def test_a_nodata_that_is_no_number_is_refused_up_front(tmp_path, nodata):
+    path = scene(tmp_path / "s.tif")
+    with pytest.raises(DomainError, match="^nodata must be a number") as err:
+        convert_scene_chips(path, tmp_path / "out", size=64, overlap=0, nodata=nodata, progress=False)
+    assert str(err.value).endswith(f"or null, got {nodata!r}")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(DomainError, match="nodata must be a number"):
+        read_rgb(path, nodata=nodata)
+
+
+def test_a_nodata_the_pixels_cannot_hold_is_said(tmp_path):
+    report = convert_scene_chips(scene(tmp_path / "s.tif"), tmp_path / "out", size=64, overlap=0, nodata=-9999,
+                                 progress=False)
+    assert report.warnings.get("nodata masks nothing") == 1
+    assert "nodata=-9999 cannot occur in its uint16 pixels, so it masks nothing" in \
+        report.warning_examples["nodata masks nothing"][0]
+    other = scene(tmp_path / "t.tif", dtype="int16", nodata=-9999)  # the file's nodata goes unused: said too
+    report = convert_scene_chips(other, tmp_path / "out2", size=64, overlap=0, nodata=1e6, progress=False)
+    assert "(the file's own nodata -9999 is not used when the option is given)" in \
+        report.warning_examples["nodata masks nothing"][0]
+
+
+@pytest.mark.parametrize("nodata", [0, 0.0, float("nan"), None])
+def test_a_nodata_the_pixels_can_hold_is_used_without_a_word(tmp_path, nodata):
+    report = convert_scene_chips(scene(tmp_path / "s.tif"), tmp_path / "out", size=64, overlap=0, nodata=nodata,
+                                 progress=False)
+    assert "nodata masks nothing" not in report.warnings and report.written == 2
