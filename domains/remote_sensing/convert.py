@@ -490,6 +490,25 @@ class _ImageFolder:
         return inside_root(self.root, f"{img_id}{found.suffix}")  # a symlinked tile must stay inside too
 
 
+def _scalar_id(v: Any) -> bool:
+    return isinstance(v, (int, str)) and not isinstance(v, bool)
+
+
+def _rsvqa_problem(q: dict) -> str | None:
+    """What is wrong with the fields of RSVQA question `q` (ids are numbers or strings, the question a non-empty
+    string, ``answers_ids`` one id or a list of them), or None."""
+    ids = q["answers_ids"]
+    if not _scalar_id(q["id"]):
+        return f"id must be a number or a string, got {q['id']!r}"
+    if not _scalar_id(q["img_id"]):
+        return f"img_id must be a number or a string, got {q['img_id']!r}"
+    if not isinstance(q["question"], str) or not q["question"].strip():
+        return f"question must be a non-empty string, got {q['question']!r}"
+    if not (_scalar_id(ids) or (isinstance(ids, list) and ids and all(_scalar_id(i) for i in ids))):
+        return f"answers_ids must be an answer id or a non-empty list of them, got {ids!r}"
+    return None
+
+
 def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, images_dir: str | Path | None = None,
                   splits: Sequence[str] | None = None, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
                   resize: int | None = None, resolution: str | None = None, workers: int = 1,
@@ -592,7 +611,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
             images_info: dict[str, dict] = {}
             if ipath.exists():
                 images_info = {str(i.get("id")): i for i in _load_json(ipath, "images", report) or [] if isinstance(i, dict)}
-            by_id = {a.get("id"): a for a in answers if isinstance(a, dict)}
+            by_id = {a.get("id"): a for a in answers if isinstance(a, dict) and _scalar_id(a.get("id"))}
             records: list[dict] = []
             for q in progress_bar(questions, desc=f"{dataset} {split}", unit="question", progress=progress):
                 if isinstance(q, dict) and q.get("active") is False and set(q) <= {"id", "active"}:
@@ -600,6 +619,10 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                 where = f"{qpath.name} question {q.get('id') if isinstance(q, dict) else '?'}"
                 if not isinstance(q, dict) or not all(k in q for k in ("id", "img_id", "question", "answers_ids")):
                     report.skip(where, "malformed record", f"{where}: needs id, img_id, question, answers_ids")
+                    continue
+                problem = _rsvqa_problem(q)
+                if problem:
+                    report.skip(where, "malformed record", f"{where}: {problem}")
                     continue
                 if not q.get("active", True):
                     report.skip(where, "inactive question", f"{where}: active is false")
