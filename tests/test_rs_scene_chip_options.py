@@ -3,6 +3,8 @@ cut into more chips than the index may hold is skipped unread, and a scene small
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -78,3 +80,15 @@ def test_a_scene_smaller_than_a_chip_is_said(tmp_path):
     report = convert_scene_chips(scene(tmp_path / "big.tif", 500, 500), tmp_path / "out2", size=448, overlap=0,
                                  progress=False)
     assert "scene smaller than chip size" not in report.warnings
+
+
+def test_a_scene_linked_in_from_outside_the_folder_is_refused(tmp_path):
+    src, outside = tmp_path / "scenes", tmp_path / "elsewhere"
+    src.mkdir()
+    outside.mkdir()
+    scene(src / "a.tif")
+    (src / "leak.tif").symlink_to(scene(outside / "secret.tif"))
+    report = convert_scene_chips(src, tmp_path / "out", size=256, overlap=0, progress=False)
+    assert report.skipped == {"path escapes data root": 1}
+    index = (tmp_path / "out" / "chips.jsonl").read_text().splitlines()
+    assert {json.loads(row)["scene"] for row in index} == {"a.tif"}

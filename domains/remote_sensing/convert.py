@@ -1196,6 +1196,8 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     report = ConvertReport(dataset=dataset, source=src, out=out)
     if not scenes:
         raise DomainError(f"{src}: no GeoTIFF scenes ({', '.join(SCENE_SUFFIXES)})")
+    if src.is_dir():
+        scenes = files_inside(src, scenes, report)  # a scene linked in from outside --src is refused, as elsewhere
     objects: list[dict] = []
     boxes_crs = None
     if boxes is not None:
