@@ -626,6 +626,11 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
         scene_limits = None
         if stretch and stretch_scope == "scene" and lut is None:
             scene_limits = _scene_limits(src, p, indexes, nd, stretch, size, cache)
+            if scene_limits is None and report is not None:  # chips then differ in contrast: said, not silent
+                report.warn(p, "scene stretch taken per chip",
+                            f"{p}: the {_STAT_WINDOWS} x {_STAT_WINDOWS} sample windows for the scene-wide stretch "
+                            "hold no valid pixel (sparse data), so each chip is stretched on its own (as with "
+                            "stretch_scope=chip) and chips' colours are not comparable")
         step = size - overlap
         for r, row_off in enumerate(_starts(src.height, size, step)):
             for c, col_off in enumerate(_starts(src.width, size, step)):
