@@ -92,3 +92,21 @@ def test_a_scene_linked_in_from_outside_the_folder_is_refused(tmp_path):
     assert report.skipped == {"path escapes data root": 1}
     index = (tmp_path / "out" / "chips.jsonl").read_text().splitlines()
     assert {json.loads(row)["scene"] for row in index} == {"a.tif"}
+
+
+@pytest.mark.parametrize(("options", "named"), [
+    ({"min_valid": 5}, "min_valid must be a fraction from 0 to 1 (of a chip's pixels that hold data), got 5"),
+    ({"min_valid": "abc"}, "min_valid must be a fraction from 0 to 1"),
+    ({"min_valid": -0.1}, "min_valid must be a fraction from 0 to 1"),
+    ({"stretch_scope": "tile"}, "stretch_scope must be 'scene' or 'chip', got 'tile'"),
+])
+def test_min_valid_and_stretch_scope_are_checked_before_reading(tmp_path, monkeypatch, options, named):
+    path = scene(tmp_path / "scene.tif")
+
+    def no_read(*a, **k):
+        raise AssertionError("a raster was opened before the options were checked")
+
+    monkeypatch.setattr(raster, "open_raster", no_read)
+    with pytest.raises(DomainError) as err:
+        convert_scene_chips(path, tmp_path / "out", size=256, overlap=0, progress=False, **options)
+    assert str(err.value).startswith(named)

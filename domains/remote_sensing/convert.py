@@ -1189,6 +1189,11 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
 
     size, overlap = check_chip_options(size, overlap)  # before any scene or boxes file is read
     check_nodata_option(nodata)
+    if isinstance(min_valid, bool) or not isinstance(min_valid, (int, float)) or not 0 <= min_valid <= 1:
+        raise DomainError(f"min_valid must be a fraction from 0 to 1 (of a chip's pixels that hold data), "
+                          f"got {min_valid!r}")
+    if stretch_scope not in ("scene", "chip"):
+        raise DomainError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
     src, out = Path(src), Path(out)
     if not 0 < min_inside <= 1:
         raise DomainError(f"min_inside must be in (0, 1], got {min_inside}")
