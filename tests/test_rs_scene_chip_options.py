@@ -110,3 +110,15 @@ def test_min_valid_and_stretch_scope_are_checked_before_reading(tmp_path, monkey
     with pytest.raises(DomainError) as err:
         convert_scene_chips(path, tmp_path / "out", size=256, overlap=0, progress=False, **options)
     assert str(err.value).startswith(named)
+
+
+def test_an_object_naming_no_scene_read_is_an_unknown_scene(tmp_path):
+    src = tmp_path / "scenes"
+    src.mkdir()
+    scene(src / "tile_07.tif")
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps([{"id": 1, "phrase": "a pond", "box": [10, 10, 50, 40], "scene": "tile_7.tif"},
+                                 {"id": 2, "phrase": "a road", "box": [10, 10, 50, 40], "scene": "tile_07"}]))
+    report = convert_scene_chips(src, tmp_path / "out", size=256, overlap=0, boxes=boxes, progress=False)
+    assert report.skipped == {"unknown scene": 1} and report.written == 1
+    assert "scene 'tile_7.tif' is none of the 1 scene(s) read (tile_07.tif)" in report.examples["unknown scene"][0]

@@ -1161,7 +1161,8 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     (the outside part counts as outside every chip). Skipped, with the object named: ``"box outside
     image"`` (the box lies wholly outside every scene), ``"box in no chip"`` (inside the scene but in no
     kept chip with >= 50 % inside: cut by chip borders, or in nodata chips), ``"crs mismatch"``, ``"scene not
-    georeferenced"`` (map bounds for a scene with neither CRS nor geotransform), ``"missing phrase"``,
+    georeferenced"`` (map bounds for a scene with neither CRS nor geotransform), ``"unknown scene"`` (its
+    ``scene`` names none of the scenes), ``"missing phrase"``,
     ``"malformed box"``.
 
     Idempotent as the other converters: chip PNGs are re-used when present, not older than their scene, of
@@ -1327,8 +1328,14 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         why = placed.get(k)
         if why == "":
             continue
-        if why is None:
-            why = "matches no scene" if obj["scene"] is not None else "no readable scene"
+        if why is None and obj["scene"] is not None and not any(_scene_matches(obj, sc, rel_of[sc]) for sc in scenes):
+            names = sorted(rel_of.values())
+            why = (f"scene {obj['scene']!r} is none of the {len(names)} scene(s) read ("
+                   f"{', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); give its file name, stem or path "
+                   "relative to the source")
+            reason = "unknown scene"
+        elif why is None:
+            why = "its scene could not be read" if obj["scene"] is not None else "no readable scene"
             reason = "box outside image"
         elif why.startswith("crs mismatch"):
             reason = "crs mismatch"
