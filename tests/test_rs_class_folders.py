@@ -87,3 +87,16 @@ def test_split_folders_in_place_of_classes_are_refused(tmp_path):
     assert not (tmp_path / "out").exists()
     report = convert_classification(src / "train", tmp_path / "out", test_fraction=0, progress=False)
     assert sorted(r["label"] for r in _records(report)) == ["forest", "urban"]
+
+
+def test_images_without_class_folders_are_refused_naming_them(tmp_path):
+    import pytest
+
+    from domains.base import DomainError
+
+    src = tmp_path / "forest"  # --src one class folder
+    for i in range(4):
+        _png(src / f"f{i}.png")
+    with pytest.raises(DomainError, match=r"holds 4 image\(s\) \(f0.png, f1.png, f2.png, ...\) but no class folders"):
+        convert_classification(src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -283,6 +283,12 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     report = ConvertReport(dataset=dataset, source=src, out=out)
     root = _class_root(src)
     class_dirs = sorted(p for p in root.iterdir() if _listed(p) and p.is_dir())
+    loose = sorted(p.name for p in root.iterdir() if _listed(p) and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not class_dirs and loose:  # --src one class folder, or a flat export: no label to give any image
+        more = ", ..." if len(loose) > 3 else ""
+        raise DomainError(f"{root}: holds {len(loose)} image(s) ({', '.join(loose[:3])}{more}) but no class folders;"
+                          " scene classification reads one folder per class "
+                          "(<src>/<class>/<image>): give the folder above the class folders")
     splits_found = sorted(d.name for d in class_dirs if d.name.lower() in _SPLIT_FOLDERS)
     if splits_found:  # read as classes, "train" and "test" would each hold every class's images
         raise DomainError(f"{root}: holds split folders ({', '.join(splits_found)}), not class folders; convert each "
@@ -1111,7 +1117,8 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     ``"valid fraction below …"``). `size`: 1 to :data:`~domains.remote_sensing.raster.MAX_CHIP_SIZE` (7071) pixels
     and `overlap`: 0 to ``size - 1``, else DomainError before anything is read; a scene smaller than `size` gives
     smaller chips (warned: ``scene smaller than chip size``) and one that would make more than
-    :data:`MAX_SCENE_CHIPS` (1 M) chips is skipped unread (``too many chips``). `bands`, `stretch` (``"auto"``: uint8 as is, else 2-98 %), `nodata`,
+    :data:`MAX_SCENE_CHIPS` (1 M) chips is skipped unread (``too many chips``). `bands`, `stretch` (``"auto"``:
+    uint8 as is, else 2-98 %), `nodata`,
     `band_names`, `stretch_scope` go to the chip reader.
 
     **Output.** Every kept chip is written as ``out/images/<dataset>/<scene>/<scene>_x<col>_y<row>_<w>x<h>.png``
