@@ -1,5 +1,5 @@
-"""``scene_chips`` boxes in another CRS than the scene's (a GIS export in WGS 84) are reprojected, not skipped; lon / lat
-bounds in a file that names no crs are said to look so."""
+"""``scene_chips`` boxes in another CRS than the scene's (a GIS export in WGS 84) are reprojected, not skipped;
+lon / lat bounds in a file that names no crs are said to look so."""
 
 from __future__ import annotations
 
@@ -37,7 +37,10 @@ def records(report):
     return [json.loads(line) for line in report.outputs["all"].read_text().splitlines()]
 
 
-@pytest.mark.parametrize("crs", ["EPSG:4326", {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}])
+CRS84 = {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}  # old GeoJSON's named crs
+
+
+@pytest.mark.parametrize("crs", ["EPSG:4326", CRS84])
 def test_wgs84_boxes_are_reprojected_to_the_scene_crs(tmp_path, crs):
     left, bottom, right, top = lon_lat_box()
     polygon = [[[left, bottom], [right, bottom], [right, top], [left, top], [left, bottom]]]

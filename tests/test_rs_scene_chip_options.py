@@ -76,7 +76,8 @@ def test_a_scene_smaller_than_a_chip_is_said(tmp_path):
     report = convert_scene_chips(scene(tmp_path / "scene.tif", 500, 300), tmp_path / "out", size=448, overlap=0,
                                  progress=False)
     assert report.warnings["scene smaller than chip size"] == 1
-    assert "the 500x300 scene is smaller than size=448 on one side: its chips are 448x300" in str(report.warning_examples)
+    said = str(report.warning_examples)
+    assert "the 500x300 scene is smaller than size=448 on one side: its chips are 448x300" in said
     report = convert_scene_chips(scene(tmp_path / "big.tif", 500, 500), tmp_path / "out2", size=448, overlap=0,
                                  progress=False)
     assert "scene smaller than chip size" not in report.warnings

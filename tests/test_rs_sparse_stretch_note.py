@@ -25,13 +25,13 @@ def sparse_scene(path, at):
 
 def test_sparse_data_missed_by_the_samples_is_said(tmp_path):
     # sample windows (128 px) start at 0, 267, 535, ...: data at 180..240 lies between the first two
-    report = convert_scene_chips(sparse_scene(tmp_path / "s.tif", 180), tmp_path / "out", size=512, overlap=0, min_valid=0,
-                                 progress=False)
+    report = convert_scene_chips(sparse_scene(tmp_path / "s.tif", 180), tmp_path / "out", size=512, overlap=0,
+                                 min_valid=0, progress=False)
     assert report.written == 1 and report.warnings.get("scene stretch taken per chip") == 1
     assert "chips' colours are not comparable" in report.warning_examples["scene stretch taken per chip"][0]
 
 
 def test_data_the_samples_see_gives_no_note(tmp_path):
-    report = convert_scene_chips(sparse_scene(tmp_path / "s.tif", 20), tmp_path / "out", size=512, overlap=0, min_valid=0,
-                                 progress=False)
+    report = convert_scene_chips(sparse_scene(tmp_path / "s.tif", 20), tmp_path / "out", size=512, overlap=0,
+                                 min_valid=0, progress=False)
     assert report.written == 1 and "scene stretch taken per chip" not in report.warnings
