@@ -693,7 +693,7 @@ def _chat_export(args, images: list[str]) -> int:
         print(answer.text)
         full = len(answer.tokens) >= args.max_new_tokens
         cut = (f"--max-new-tokens {args.max_new_tokens}" if full else
-               f"{len(answer.tokens)} tokens: the model's context is full" if answer.context_full else None)
+               f"{len(answer.tokens)} tokens: {runtime.context} is full" if answer.context_full else None)
         _answer_notes(answer.text, repeated=answer.repeated, cut=cut, export=True)
     return 0
 

@@ -62,6 +62,7 @@ class Runtime:
     eval_class: str
     export_options: Callable[[str, str, bool], dict]
     help: str
+    context: str = "the model's context"  # what a context_full answer filled, as adapt chat names it
 
     def load(self, which: str):
         module, attr = (self.chat_class if which == "chat" else self.eval_class).split(":")
@@ -89,7 +90,8 @@ RUNTIMES: dict[str, Runtime] = {
                 "deploy.executorch.runtime:ExecuTorchVLM", "deploy.executorch.eval:ExecuTorchEvalModel",
                 lambda variant, name, progress: {"quantize": None if variant == "fp32" else variant,
                                                  "progress": progress},
-                "run an ExecuTorch export folder (adapt export --format executorch) in ExecuTorch's runtime"),
+                "run an ExecuTorch export folder (adapt export --format executorch) in ExecuTorch's runtime",
+                "the exported cache (adapt export --max-seq-len)"),
     )
 }
 
