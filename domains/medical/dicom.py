@@ -12,9 +12,11 @@
    with neither, the frame's min-max. A preset name (:data:`WINDOW_PRESETS`), ``(center, width)``,
    a ``"center/width"`` string or ``"minmax"`` override the file. Output is scaled to [0, 1] here:
    pydicom's own VOI functions return values in the input bit-depth range;
-4. **MONOCHROME1** (high values dark) is inverted after windowing.
+4. **MONOCHROME1** (high values dark) is inverted after windowing;
+5. **pixel padding** (PixelPaddingValue, up to PixelPaddingRangeLimit where given; PS3.3 C.7.5.1.1.2), matched on
+   the stored values before the modality LUT, is left out of the min-max and painted black.
 
-Colour images skip 2-4: ``YBR_FULL`` / ``YBR_FULL_422`` are converted with
+Colour images skip 2-5: ``YBR_FULL`` / ``YBR_FULL_422`` are converted with
 ``pydicom.pixels.convert_color_space``, ``PALETTE COLOR`` with ``apply_color_lut``; samples wider
 than 8 bits are scaled by BitsStored (or the palette's entry size).
 
@@ -539,8 +541,9 @@ def file_window(ds: Dataset, frame: int = 0) -> tuple[float, float, str] | None:
     return _file_window(_frame_view(ds, frame))
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    finite = np.isfinite(x)
+def _minmax(x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
+    """`x` scaled to [0, 1] by its finite minimum and maximum, ignoring the pixels `leave_out` marks."""
+    finite = np.isfinite(x) if leave_out is None else np.isfinite(x) & ~leave_out
     if not finite.any():
         return np.zeros_like(x, dtype=np.float64)
     lo, hi = float(x[finite].min()), float(x[finite].max())
@@ -554,7 +557,7 @@ def _minmax(x: np.ndarray) -> np.ndarray:
 _VALUE_KEYWORDS = (
     "PhotometricInterpretation", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "Modality",
     "RescaleSlope", "RescaleIntercept", "RescaleType", "ModalityLUTSequence",
-    "VOILUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction",
+    "VOILUTSequence", "WindowCenter", "WindowWidth", "VOILUTFunction", "PixelPaddingValue", "PixelPaddingRangeLimit",
 )
 _FRAME_GROUPS = ("PixelValueTransformationSequence", "FrameVOILUTSequence")
 
@@ -751,19 +754,50 @@ def _checked_frame(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
 
 def _grey(arr: np.ndarray, view: Dataset, window: tuple[float, float] | str | None, photometric: str) -> np.ndarray:
     values = np.asarray(apply_modality_lut(arr, view), dtype=np.float64)
+    padding = _padding(arr, view)
     if isinstance(window, tuple):
         out = window_values(values, *window)
     elif window == "minmax":
-        out = _minmax(values)
+        out = _minmax(values, padding)
     elif view.get("VOILUTSequence"):
         out = _voi_lut(values, view)
     elif (file_window := _file_window(view)) is not None:
         out = window_values(values, *file_window)
     else:
-        out = _minmax(values)
+        out = _minmax(values, padding)
     if photometric == "MONOCHROME1":
         out = 1.0 - out
+    if padding is not None:
+        out = np.where(padding, 0.0, out)
     return out
+
+
+def _padding(arr: np.ndarray, view: Dataset) -> np.ndarray | None:
+    """Where the stored values are padding (PS3.3 C.7.5.1.1.2): Pixel Padding Value, or the inclusive range
+    it spans with Pixel Padding Range Limit; None where the file declares none or no pixel is padding."""
+    value = _stored_value(view.get("PixelPaddingValue"), view)
+    if value is None or not np.issubdtype(arr.dtype, np.integer):
+        return None
+    limit = _stored_value(view.get("PixelPaddingRangeLimit"), view)
+    lo, hi = (value, value) if limit is None else sorted((value, limit))
+    mask = (arr >= lo) & (arr <= hi)
+    return mask if mask.any() else None
+
+
+def _stored_value(value: Any, view: Dataset) -> int | None:
+    """A padding attribute as a stored pixel value (US or SS by Pixel Representation)."""
+    if isinstance(value, bytes):  # VR left unresolved: 16-bit, in the file's byte order
+        if len(value) != 2:
+            return None
+        value = int.from_bytes(value, "little", signed=False)
+    number = _first_number(value)
+    if number is None or number != int(number):
+        return None
+    number = int(number)
+    # an implicit VR file leaves 'US or SS' to the reader, which may have guessed the other one
+    if int(view.get("PixelRepresentation") or 0) == 1:
+        return number - 2**16 if number >= 2**15 else number
+    return number + 2**16 if number < 0 else number
 
 
 def _voi_lut(values: np.ndarray, view: Dataset) -> np.ndarray:
