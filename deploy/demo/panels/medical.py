@@ -308,7 +308,8 @@ def _series_study(staged: StagedUpload, source) -> Study:
     passed: list[tuple] = []
     found = dicom.find_series(source, on_skip=lambda path, reason, _: passed.append((path, reason)))
     # by the page's label ("upload 5") for uploaded files; a zip's members by their neutral names
-    damaged = [staged.neutralize(path.name) for path, _ in dicom.damaged_files(passed, found)]
+    bad = dicom.damaged_files(passed, found)
+    damaged = [staged.neutralize(path.name) for path, _ in bad]
     if not found:
         raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
                           "no readable DICOM images (not DICOM, or no pixel data)")
@@ -324,6 +325,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     if damaged:
         warnings.append(f"{len(damaged)} damaged DICOM file(s) left out ({', '.join(damaged[:3])}"
                         f"{', …' if len(damaged) > 3 else ''}): the series may be missing slices.")
+    passed_over = _passed_over([record for record in passed if record not in bad])
+    if passed_over:
+        warnings.append(passed_over)
     same_position = series.same_position_note()
     if same_position:
         warnings.append(same_position[0].upper() + same_position[1:] + ".")
@@ -337,6 +341,20 @@ def _series_study(staged: StagedUpload, source) -> Study:
     if all(k.startswith("MONOCHROME") for k in _photometric_counts(headers)):
         _set_window(study, study.headers[path], frame)
     return study
+
+
+def _passed_over(passed: Sequence[tuple[Path, str]]) -> str:
+    """One line counting by reason the files `dicom.find_series` passed over that are not damaged slices (a
+    localizer in another plane, a DICOMDIR, notes); names are left out: a file's name may hold a patient's."""
+    counts: dict[str, int] = {}
+    for _, reason in passed:
+        counts[reason] = counts.get(reason, 0) + 1
+    if not counts:
+        return ""
+    parts = [f"{n} {reason}" + (" (a localizer?)" if reason == dicom.OTHER_ORIENTATION else "")
+             for reason, n in sorted(counts.items(), key=lambda item: -item[1])]
+    total = sum(counts.values())
+    return f"{total} file{'s' * (total != 1)} passed over, not shown: {', '.join(parts)}."
 
 
 def _modality(ds) -> str:
