@@ -69,9 +69,9 @@ def test_a_long_stack_reads_at_most_range_frames_for_the_sliders(tmp_path, monke
     read = []
     original = medical.dicom.modality_values
 
-    def counted(ds, *, frame=0):
+    def counted(ds, *, frame=0, **options):
         read.append(frame)
-        return original(ds, frame=frame)
+        return original(ds, frame=frame, **options)
 
     monkeypatch.setattr(medical.dicom, "modality_values", counted)
     path = restack(write_ct(tmp_path / "cine.dcm"), [frame(-10 * k, 10 * k) for k in range(1, 7)])

@@ -107,3 +107,11 @@ def test_images_without_padding_pixels_are_unchanged(name):
     assert np.array_equal(np.asarray(dicom_to_rgb(ds)), before)
     del ds.PixelPaddingValue
     assert np.array_equal(np.asarray(dicom_to_rgb(ds)), before)
+
+
+def test_modality_values_can_leave_padding_out():
+    ds = _ct_with_corners(-2000)
+    corners = _corners((ds.Rows, ds.Columns))
+    assert (modality_values(ds)[corners] == -3024).all()
+    values = modality_values(ds, padding=False)
+    assert np.isnan(values[corners]).all() and np.array_equal(values[~corners], modality_values(ds)[~corners])

@@ -704,14 +704,18 @@ class _Fail(Exception):
         self.reason, self.detail = reason, detail
 
 
-def modality_values(ds_or_path: Dataset | str | os.PathLike, *, frame: int = 0) -> np.ndarray:
-    """One greyscale frame after the modality LUT (float64; Hounsfield units for CT)."""
+def modality_values(ds_or_path: Dataset | str | os.PathLike, *, frame: int = 0, padding: bool = True) -> np.ndarray:
+    """One greyscale frame after the modality LUT (float64; Hounsfield units for CT); ``padding=False``: pixel
+    padding (as :func:`dicom_to_rgb` leaves it out of the min-max) as NaN."""
     ds, name = _dataset(ds_or_path)
     with _errors(name, ds):
         arr, photometric = _checked_frame(ds, frame)
         if arr.ndim != 2:
             raise _Fail(f"not a greyscale image ({photometric})")
-        return np.asarray(apply_modality_lut(arr, _frame_view(ds, frame)), dtype=np.float64)
+        view = _frame_view(ds, frame)
+        values = np.asarray(apply_modality_lut(arr, view), dtype=np.float64)
+        mask = None if padding else _padding(arr, view)
+        return values if mask is None else np.where(mask, np.nan, values)
 
 
 def dicom_to_rgb(

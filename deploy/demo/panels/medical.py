@@ -491,7 +491,7 @@ def _set_window(study: Study, header_ds, frame: int = 0) -> None:
 
 
 def _stack_range(study: Study) -> tuple[float, float] | None:
-    """Lowest and highest modality value over the frames of the study: every frame up to RANGE_FRAMES (beyond
+    """Lowest and highest modality value (pixel padding left out) over the frames of the study: every frame up to RANGE_FRAMES (beyond
     that many evenly spaced ones, the first shown among them), each file of a series read once. Frames read that
     do not decode are named in the study's warnings, so a clinician knows before scrolling to them."""
     picked = sorted(set(dicom.pick_slices(study.count, RANGE_FRAMES)) | {study.start_index})
@@ -512,7 +512,7 @@ def _stack_range(study: Study) -> tuple[float, float] | None:
             continue
         for i, frame in frames:
             try:
-                values = dicom.modality_values(ds, frame=frame)
+                values = dicom.modality_values(ds, frame=frame, padding=False)  # as the min-max render
             except dicom.DicomError as err:
                 bad.append((i, err.reason))
                 continue
