@@ -6,6 +6,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.deps import require
 
 require("gradio")
@@ -82,3 +84,27 @@ def test_nothing_passed_over_adds_no_line(tmp_path, monkeypatch):
         assert not any("passed over" in w for w in study.warnings), study.warnings
     finally:
         study.close()
+
+
+def test_an_upload_without_images_says_what_it_held(tmp_path, monkeypatch):
+    """A lone SR or DICOMDIR read "no pixel data", a zip of them "no readable DICOM images (not DICOM, or no pixel
+    data)": neither said what the files were."""
+    from pydicom.data import get_testdata_file
+
+    from deploy.demo.uploads import UploadError
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    sr = Path(get_testdata_file("rtstruct.dcm"))
+    with pytest.raises(UploadError) as err:
+        medical.load_study([sr], max_bytes=MB)
+    assert str(err.value).startswith("upload 1: no pixel data (RT Structure Set Storage): not an image; this page "
+                                     "reads DICOM images"), str(err.value)
+    upload = tmp_path / "reports.zip"
+    with zipfile.ZipFile(upload, "w") as zf:
+        zf.write(sr, "DOE_JANE/a.dcm")
+        zf.write(sr, "DOE_JANE/b.dcm")
+        zf.writestr("DOE_JANE/notes.txt", "seen")
+    with pytest.raises(UploadError) as err:
+        medical.load_study([upload], max_bytes=MB)
+    assert str(err.value) == ("upload 1: no readable DICOM images (3 files passed over: 2 RT Structure Set Storage "
+                              "(no pixel data), 1 not a DICOM file)"), str(err.value)

@@ -294,6 +294,11 @@ def _dicom_study(staged: StagedUpload) -> Study:
         # a TIFF, WebP, PDF, ... : say what this page reads, not only what the file is not
         raise UploadError(f"{upload_label(0)}: not a DICOM file; this page reads DICOM files (one file, the files "
                           "of one series, or a .zip of them) and PNG / JPEG images") from None
+    not_image = dicom.not_an_image(ds)
+    if not_image is not None and not dicom.has_pixel_data(ds):  # a single dose grid or mask still shows
+        reason, kind = not_image
+        raise UploadError(f"{upload_label(0)}: {reason} ({kind}): not an image; this page reads DICOM images (one "
+                          "file, the files of one series, or a .zip of them) and PNG / JPEG images")
     frames = max(1, int(dicom.frame_count(ds)))
     unit = "frame" if frames > 1 else "image"
     header = dict(deid.safe_header(ds))
@@ -305,14 +310,14 @@ def _dicom_study(staged: StagedUpload) -> Study:
 
 def _series_study(staged: StagedUpload, source) -> Study:
     """The largest series among the files of `source` (a folder of unzipped files, or uploaded files)."""
-    passed: list[tuple] = []
-    found = dicom.find_series(source, on_skip=lambda path, reason, _: passed.append((path, reason)))
+    passed: list[tuple[Path, str, str | None]] = []
+    found = dicom.find_series(source, on_skip=lambda *skip: passed.append(skip))
     # by the page's label ("upload 5") for uploaded files; a zip's members by their neutral names
-    bad = dicom.damaged_files(passed, found)
-    damaged = [staged.neutralize(path.name) for path, _ in bad]
+    bad = set(dicom.damaged_files([(path, reason) for path, reason, _ in passed], found))
+    damaged = [staged.neutralize(path.name) for path, reason, _ in passed if (path, reason) in bad]
     if not found:
         raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
-                          "no readable DICOM images (not DICOM, or no pixel data)")
+                          f"no readable DICOM images ({_passed_over(passed, 'passed over:') or 'no files'})")
     series = max(found, key=len)
     warnings = []
     if len(found) > 1:
@@ -325,9 +330,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     if damaged:
         warnings.append(f"{len(damaged)} damaged DICOM file(s) left out ({', '.join(damaged[:3])}"
                         f"{', …' if len(damaged) > 3 else ''}): the series may be missing slices.")
-    passed_over = _passed_over([record for record in passed if record not in bad])
+    passed_over = _passed_over([record for record in passed if record[:2] not in bad], "passed over, not shown:")
     if passed_over:
-        warnings.append(passed_over)
+        warnings.append(f"{passed_over}.")
     same_position = series.same_position_note()
     if same_position:
         warnings.append(same_position[0].upper() + same_position[1:] + ".")
@@ -343,18 +348,22 @@ def _series_study(staged: StagedUpload, source) -> Study:
     return study
 
 
-def _passed_over(passed: Sequence[tuple[Path, str]]) -> str:
-    """One line counting by reason the files `dicom.find_series` passed over that are not damaged slices (a
-    localizer in another plane, a DICOMDIR, notes); names are left out: a file's name may hold a patient's."""
+def _passed_over(passed: Sequence[tuple[Path, str, str | None]], said: str) -> str:
+    """What `dicom.find_series` passed over (its skip records) as ``"N files <said> <counts by reason>"`` -- a
+    non-image object counted by its kind (DICOMDIR, SR, RT dose); "" for none. Names are left out: a file's name
+    may hold a patient's."""
     counts: dict[str, int] = {}
-    for _, reason in passed:
+    for _, reason, detail in passed:
+        if reason == dicom.OTHER_ORIENTATION:
+            reason += " (a localizer?)"
+        elif reason in dicom.NOT_IMAGE_REASONS and detail:
+            reason = f"{detail.split(',')[0]} ({reason})"
         counts[reason] = counts.get(reason, 0) + 1
     if not counts:
         return ""
-    parts = [f"{n} {reason}" + (" (a localizer?)" if reason == dicom.OTHER_ORIENTATION else "")
-             for reason, n in sorted(counts.items(), key=lambda item: -item[1])]
     total = sum(counts.values())
-    return f"{total} file{'s' * (total != 1)} passed over, not shown: {', '.join(parts)}."
+    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda item: -item[1]))
+    return f"{total} file{'s' * (total != 1)} {said} {parts}"
 
 
 def _modality(ds) -> str:
