@@ -9,6 +9,7 @@ handlers below are plain functions, so the logic is tested without a browser; :f
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import string
 from collections.abc import Iterator, Sequence
@@ -341,7 +342,7 @@ def _series_study(staged: StagedUpload, source) -> Study:
     header["slices"] = str(len(series))
     study = Study(staged, "series", len(series), "slice", header=header,
                   warnings=warnings + _warnings(headers), series=series, headers=dict(zip(series.paths, headers)),
-                  summary=f"{_modality(headers[0])} series, {len(series)} slices")
+                  summary=f"{_modality(headers[0])} series, {len(series)} slice{'s' * (len(series) != 1)}")
     path, frame = series.slices[study.start_index]  # a multi-frame file counts one slice per frame
     if all(k.startswith("MONOCHROME") for k in _photometric_counts(headers)):
         _set_window(study, study.headers[path], frame)
@@ -368,7 +369,9 @@ def _passed_over(passed: Sequence[tuple[Path, str, str | None]], said: str) -> s
 
 def _modality(ds) -> str:
     value = str(ds.get("Modality", "") or "").strip()
-    return value if value.isalnum() and len(value) <= 4 else "unknown-modality"
+    # a Modality is a code string of up to 16 letters, digits, '_' (RTIMAGE, RTDOSE, IVOCT); nothing else reaches
+    # the page
+    return value if re.fullmatch(r"[A-Za-z0-9_]{1,16}", value) else "unknown-modality"
 
 
 def _warnings(datasets: Sequence[Any]) -> list[str]:
