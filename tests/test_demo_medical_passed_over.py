@@ -108,3 +108,18 @@ def test_an_upload_without_images_says_what_it_held(tmp_path, monkeypatch):
         medical.load_study([upload], max_bytes=MB)
     assert str(err.value) == ("upload 1: no readable DICOM images (3 files passed over: 2 RT Structure Set Storage "
                               "(no pixel data), 1 not a DICOM file)"), str(err.value)
+
+
+def test_an_image_file_cut_before_its_pixels_is_called_damaged(tmp_path, monkeypatch):
+    """A CT cut off just before its pixel data read "no pixel data", as an SR does: nothing said it was damaged."""
+    from deploy.demo.uploads import UploadError
+    from tests.test_demo import write_ct
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    data = write_ct(tmp_path / "ct.dcm").read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[:data.rfind(b"\xe0\x7f\x10\x00")])  # up to the (7FE0,0010) Pixel Data tag
+    with pytest.raises(UploadError) as err:
+        medical.load_study([cut], max_bytes=MB)
+    assert str(err.value) == ("upload 1: no pixel data in an image file; the file is incomplete or damaged: copy or "
+                              "export it again"), str(err.value)

@@ -300,6 +300,9 @@ def _dicom_study(staged: StagedUpload) -> Study:
         reason, kind = not_image
         raise UploadError(f"{upload_label(0)}: {reason} ({kind}): not an image; this page reads DICOM images (one "
                           "file, the files of one series, or a .zip of them) and PNG / JPEG images")
+    if not_image is None and not dicom.has_pixel_data(ds):  # an image object cut off before its pixels
+        raise UploadError(f"{upload_label(0)}: no pixel data in an image file; the file is incomplete or damaged: "
+                          "copy or export it again")
     frames = max(1, int(dicom.frame_count(ds)))
     unit = "frame" if frames > 1 else "image"
     header = dict(deid.safe_header(ds))
