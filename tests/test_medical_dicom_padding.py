@@ -96,6 +96,11 @@ def test_padding_read_as_unsigned_from_implicit_vr(tmp_path):
     ds["PixelPaddingValue"].value = 63536
     grey = _grey(ds)
     assert (grey[_corners(grey.shape)] == 0).all() and grey[~_corners(grey.shape)].min() == 0
+    # an anonymiser's UN element leaves the raw two bytes
+    from pydicom.dataelem import DataElement
+
+    ds["PixelPaddingValue"] = DataElement(0x00280120, "UN", (-2000).to_bytes(2, "little", signed=True))
+    assert np.array_equal(_grey(ds), grey)
 
 
 @pytest.mark.parametrize("name", ["CT_small.dcm", "693_J2KI.dcm", "MR_small.dcm"])
