@@ -48,7 +48,7 @@ def test_a_localizer_passed_over_is_said(tmp_path, monkeypatch):
     try:
         assert study.count == 4
         lines = [w for w in study.warnings if "passed over" in w]
-        assert lines == ["1 file passed over, not shown: 1 not in the series' plane (a localizer?)."], study.warnings
+        assert lines == ["1 file passed over, not shown: 1 × not in the series' plane (a localizer?)."], study.warnings
         assert not any("damaged" in w for w in study.warnings)
         assert_no_phi(" ".join(study.warnings))
     finally:
@@ -71,8 +71,8 @@ def test_passed_over_files_are_counted_by_reason_beside_the_damaged(tmp_path, mo
         assert study.count == 4
         assert any(w.startswith("1 damaged DICOM file(s) left out") for w in study.warnings), study.warnings
         lines = [w for w in study.warnings if "passed over" in w]
-        assert lines == ["3 files passed over, not shown: 2 not in the series' plane (a localizer?), "
-                         "1 not a DICOM file."], study.warnings
+        assert lines == ["3 files passed over, not shown: 2 × not in the series' plane (a localizer?), "
+                         "1 × not a DICOM file."], study.warnings
     finally:
         study.close()
 
@@ -106,8 +106,8 @@ def test_an_upload_without_images_says_what_it_held(tmp_path, monkeypatch):
         zf.writestr("DOE_JANE/notes.txt", "seen")
     with pytest.raises(UploadError) as err:
         medical.load_study([upload], max_bytes=MB)
-    assert str(err.value) == ("upload 1: no readable DICOM images (3 files passed over: 2 RT Structure Set Storage "
-                              "(no pixel data), 1 not a DICOM file)"), str(err.value)
+    assert str(err.value) == ("upload 1: no readable DICOM images (3 files passed over: 2 × RT Structure Set Storage "
+                              "(no pixel data), 1 × not a DICOM file)"), str(err.value)
 
 
 def test_an_image_file_cut_before_its_pixels_is_called_damaged(tmp_path, monkeypatch):

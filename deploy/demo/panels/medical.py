@@ -366,7 +366,7 @@ def _passed_over(passed: Sequence[tuple[Path, str, str | None]], said: str) -> s
     if not counts:
         return ""
     total = sum(counts.values())
-    parts = ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items(), key=lambda item: -item[1]))
+    parts = ", ".join(f"{n} × {reason}" for reason, n in sorted(counts.items(), key=lambda item: -item[1]))
     return f"{total} file{'s' * (total != 1)} {said} {parts}"
 
 
