@@ -9,6 +9,7 @@ text by character offsets. A sequence that does not fit is refused, never cut in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -122,6 +123,7 @@ class VLMProcessor:
             self.tokenizer.save_pretrained(str(path))
         finally:
             self.tokenizer.chat_template = saved
+        _name_fast_tokenizer_class(Path(path) / "tokenizer_config.json")
         # transformers 5 writes tokenizer.json only; slow readers (MobileVLM's use_fast=False, InternLM2's remote
         # code) need the sentencepiece model the tokenizer was read from
         model_file = getattr(self.tokenizer, "vocab_file", None)
@@ -440,3 +442,15 @@ def _as_image(image: Image.Image | str | os.PathLike, max_pixels: int) -> Image.
     if isinstance(image, Image.Image):
         return image
     return load_image(Path(image), max_pixels=max_pixels)
+
+
+def _name_fast_tokenizer_class(config_file: Path) -> None:
+    """transformers 5 records a generic fast tokenizer as ``TokenizersBackend``, a class transformers 4 (InternVL's
+    and MobileVLM's own scripts) does not have; ``PreTrainedTokenizerFast`` is the same class in 5 and known to 4."""
+    if not config_file.is_file():
+        return
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if config.get("tokenizer_class") == "TokenizersBackend":
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_file.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+

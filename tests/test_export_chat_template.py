@@ -71,3 +71,18 @@ def test_saved_tokenizer_prompts_mobilevlm_as_the_processor(tiny_tokenizer, tmp_
     assert text == bos + _built(template, messages, 1)
     ids = saved.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
     assert list(ids) == saved(bos + _built(template, messages, 1), add_special_tokens=False)["input_ids"]
+
+
+def test_a_saved_fast_tokenizer_names_a_class_transformers_4_knows(tiny_tokenizer, tmp_path):
+    """transformers 5 wrote ``"tokenizer_class": "TokenizersBackend"`` for a generic fast tokenizer; transformers 4
+    (InternVL's and MobileVLM's scripts) has no such class. The folder names PreTrainedTokenizerFast, which 5 reads
+    as the same class."""
+    import json
+
+    processor = VLMProcessor(tiny_tokenizer, TilingConfig(), get_chat_template("internvl2_5"), image_seq_length=4)
+    processor.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    saved = AutoTokenizer.from_pretrained(str(tmp_path))
+    assert saved("a red square").input_ids == tiny_tokenizer("a red square").input_ids
+    assert "chat_template" not in config or config["chat_template"]  # the rest of the file is kept
