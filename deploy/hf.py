@@ -210,6 +210,8 @@ def fold_vision_adapter(vlm: PocketVLM, fmt: str) -> None:
 
 def merge_lora(vlm):
     """The model with LoRA folded into its weights (vision and language alike); other models as they are."""
+    if "peft" not in sys.modules:  # no PeftModel without peft loaded: importing it to ask costs a quarter second
+        return vlm
     from peft import PeftModel
 
     return vlm.merge_and_unload() if isinstance(vlm, PeftModel) else vlm

@@ -102,3 +102,12 @@ def test_a_run_without_lora_never_imports_peft(llm: str, peft: bool, tmp_path) -
     result = _run("train", str(recipe), "--no-progress")
     assert result["code"] in (0, None), result["out"][-2000:]
     assert ("peft" in result["modules"]) is peft
+
+
+@pytest.mark.parametrize("fmt", ["hf", "pocket"])
+def test_exporting_a_model_without_lora_never_imports_peft(fmt: str, tmp_path) -> None:
+    """An export imported peft (a quarter second) to ask whether the model was a PeftModel, which it cannot be
+    unless peft was loaded already (a LoRA adapter is applied through it)."""
+    result = _run("export", "--model", "pocket-tiny", "--format", fmt, "--out", str(tmp_path / "out"))
+    assert result["code"] == 0 and (tmp_path / "out" / "config.json").is_file(), result["out"][-2000:]
+    assert "peft" not in result["modules"]
