@@ -1,4 +1,6 @@
-"""Start-up time of the `adapt` command: light verbs, a preset described offline, and a one-step `adapt train`.
+"""Start-up time of the `adapt` command: light verbs, a preset described offline, and the model verbs of issue 16's
+goal on pocket-tiny (a one-step `adapt train`, `adapt eval` of two samples, one `adapt chat` answer, an
+`adapt export -f hf`), each a whole run.
 
 Each command runs in a fresh interpreter (as a user starts it), from this tree and from the tree before the lazy
 imports (`--before`, unpacked with `git archive`), all in turn, `--repeats` rounds; the table gives median wall
@@ -38,6 +40,8 @@ parts:
 data:
   sources:
     - {{name: general, path: {data}/train.jsonl, kind: domain}}
+  eval_sources:
+    - {{name: general, path: {data}/test.jsonl, kind: domain}}
 mixing: {{general_ratio: 0}}
 training: {{max_steps: 1, batch_size: 2, max_seq_length: 512}}
 output: {{dir: {out}, save_every: 100}}
@@ -69,15 +73,34 @@ def _commands(work: Path) -> dict[str, tuple[list[str], tuple[str, ...]]]:
                                                 "print('torch imported:', True)"], ()),
         "`adapt train` (pocket-tiny, 1 step, 2 samples; whole run)": (
             [*python, "train", str(work / "startup.yaml"), "--no-progress"], (COLLECTOR_ON,)),
+        "`adapt eval` (pocket-tiny, 2 samples; whole run)": (
+            [*python, "eval", str(work / "startup.yaml"), "--no-progress"], ()),
+        "`adapt chat` (pocket-tiny, 1 image, 4 new tokens; whole run)": (
+            [*python, "chat", "--model", "pocket-tiny", "--image", str(_first_image(work / "data")),
+             "--max-new-tokens", "4", "What shapes are in the picture?"], ()),
+        "`adapt export -f hf` (pocket-tiny; whole run)": (
+            [*python, "export", "--model", "pocket-tiny", "--format", "hf"], ()),
     }
+
+
+def _first_image(data: Path) -> Path:
+    return min(p for p in (data / "images").rglob("*") if p.is_file())
+
+
+def _fresh_output(argv: list[str], out: Path) -> list[str]:
+    """`argv` writing into the new folder `out`: each run starts afresh (no resume, no lock, no refused folder)."""
+    if "train" in argv or "eval" in argv:
+        return [*argv, f"output.dir={out}"]
+    if "export" in argv:
+        return [*argv, "--out", str(out)]
+    return argv
 
 
 def _run(argv: list[str], out: Path, code: Path) -> tuple[float, bool, str | None]:
     """Seconds, whether torch was imported, and None when it exited 0, else ``"exit N: <its last stderr line>"``;
     `code` is the tree the `adapt` package comes from."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(code)}
-    if "train" in argv:  # a fresh output folder each time: no resume, no lock
-        argv = [*argv, f"output.dir={out}"]
+    argv = _fresh_output(argv, out)
     start = time.perf_counter()
     done = subprocess.run(argv, cwd=code, capture_output=True, text=True, env=env, timeout=900)
     seconds = time.perf_counter() - start

@@ -28,3 +28,17 @@ def test_a_failure_of_the_before_tree_says_what_it_was():
     assert bench._failure(2, "") == "exit 2"
     assert bench._failure(0, "warning") is None
     assert len(bench._failure(1, "E" * 500)) < 120
+
+
+def test_the_model_verbs_of_the_goal_are_timed_each_into_a_fresh_folder(tmp_path):
+    """Issue 16's goal names train, eval, chat and export on pocket-tiny; only train was timed. Each run that
+    writes gets a folder of its own (a second export into the same folder would be refused)."""
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "images" / "a.png").touch()
+    names = " ".join(bench._commands(tmp_path))
+    assert all(f"`adapt {verb}" in names for verb in ("train", "eval", "chat", "export"))
+    out = tmp_path / "o"
+    assert bench._fresh_output(["py", "train", "r.yaml"], out) == ["py", "train", "r.yaml", f"output.dir={out}"]
+    assert bench._fresh_output(["py", "eval", "r.yaml"], out) == ["py", "eval", "r.yaml", f"output.dir={out}"]
+    assert bench._fresh_output(["py", "export", "-f", "hf"], out) == ["py", "export", "-f", "hf", "--out", str(out)]
+    assert bench._fresh_output(["py", "presets"], out) == ["py", "presets"]
