@@ -78,3 +78,17 @@ def test_a_distillation_recipe_gets_its_plan_without_the_max_seq_length_caveat(r
     assert main(["validate", str(run.parent / "distill_pocket-tiny.yaml")]) == 0
     err = capsys.readouterr().err
     assert "| landcover | domain | 30 |" in err and "max_seq_length" not in err
+
+
+def test_no_plan_checks_the_recipe_without_reading_a_record(run, capsys, monkeypatch):
+    """Very large sets take minutes to read for the plan; --no-plan checks the recipe alone."""
+    from adapt.data import samples
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("adapt validate --no-plan read a source")
+
+    monkeypatch.setattr(samples, "read_source", no_reading)
+    assert main(["validate", str(run), "--no-plan", "mixing.epoch_size=100"]) == 0
+    captured = capsys.readouterr()
+    assert "epoch_size: 100" in captured.out and "Mixture:" not in captured.err
+    assert "valid recipe 'quickstart'" in captured.err
