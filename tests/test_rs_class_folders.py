@@ -1,6 +1,7 @@
 """Classification folders: a class folder without images anywhere below it says which folders it holds, instead of
 the bare 'holds no images' that had users look for missing files; images nested in a class folder are read as that
-class (NWPU-RESISC45 mirrors, ``class/site/*.tif``), links out of the source refused; split folders refused."""
+class (NWPU-RESISC45 mirrors, ``class/site/*.tif``) with the nested option and named without it (a --src one level
+too high looks the same), links out of the source refused; split folders refused."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_nested_images_are_read_as_the_top_folder_class(tmp_path):
     _png(src / "forest" / "site2" / "deep" / "b.png", 3)
     _png(src / "forest" / ".cache" / "hidden.png")  # hidden folders stay unread
     _png(src / "urban" / "tiles" / "u.png", 4)
-    report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
+    report = convert_classification(src, tmp_path / "out", test_fraction=0, nested=True, progress=False)
     recs = _records(report)
     assert sorted((r["label"], r["meta"]["source"]) for r in recs) == [
         ("forest", "forest/f0.png"), ("forest", "forest/site1/a.png"), ("forest", "forest/site2/a.png"),
@@ -67,7 +68,7 @@ def test_links_out_of_the_source_are_refused_and_linked_folders_not_entered(tmp_
     (src / "forest" / "site" / "leak.png").symlink_to(outside / "secret.png")
     (src / "forest" / "linked").symlink_to(outside / "dir", target_is_directory=True)
     (src / "forest" / "loop").symlink_to(src / "forest", target_is_directory=True)
-    report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
+    report = convert_classification(src, tmp_path / "out", test_fraction=0, nested=True, progress=False)
     assert sorted(r["meta"]["source"] for r in _records(report)) == ["forest/f0.png", "urban/u0.png"]
     assert report.skipped == {"path escapes data root": 2, "symlinked folder": 1}
     assert any("forest/loop" in e for e in report.examples["symlinked folder"])
@@ -100,3 +101,20 @@ def test_images_without_class_folders_are_refused_naming_them(tmp_path):
     with pytest.raises(DomainError, match=r"holds 4 image\(s\) \(f0.png, f1.png, f2.png, ...\) but no class folders"):
         convert_classification(src, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_without_nested_images_below_a_class_folder_are_named_not_read(tmp_path):
+    """Without the option, data-set folders under a --src one level too high would be read as classes."""
+    src = tmp_path / "raw"
+    _png(src / "forest" / "f0.png")
+    _png(src / "forest" / "site1" / "a.png", 1)
+    _png(src / "urban" / "tiles" / "u.png", 4)
+    _png(src / "water" / "w.png", 5)
+    (src / "water" / "linked").symlink_to(tmp_path, target_is_directory=True)  # not entered, not reported
+    report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
+    assert sorted(r["meta"]["source"] for r in _records(report)) == ["forest/f0.png", "water/w.png"]
+    assert report.skipped == {"empty class folder": 1} and report.warnings == {"class subfolders not read": 1}
+    assert "urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff); its folders (tiles) hold " \
+        "1 image(s), not read: pass --option nested=true" in report.examples["empty class folder"][0]
+    assert "forest: its folders (site1) hold 1 image(s), not read" in \
+        report.warning_examples["class subfolders not read"][0]

@@ -248,14 +248,17 @@ def _check_stretch(stretch: Any) -> None:
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
                            bands: Sequence[int | str] | None = None, stretch: Any = "auto",
                            test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
-                           resize: int | None = None, workers: int = 1, progress: Progress = True) -> ConvertReport:
+                           resize: int | None = None, nested: bool = False, workers: int = 1,
+                           progress: Progress = True) -> ConvertReport:
     """Folder-per-class scene classification -> ``task: "classification"`` records.
 
-    `src` holds one folder per class (wrapper folders are descended); a class's images may lie in its folder or
-    in folders below it (``forest/site1/a.tif``: class ``forest``; counted as the warning ``class images in
-    subfolders``); a symlinked folder is not entered and a symlink leading out of `src` is skipped (``path
-    escapes data root``). Split folders in place of class folders (``train/``, ``test/``) are refused: convert
-    each one on its own. Each image becomes a record whose
+    `src` holds one folder per class (wrapper folders are descended); a class's images lie in its folder, and with
+    `nested` also in folders below it (``forest/site1/a.tif``: class ``forest``; counted as the warning ``class
+    images in subfolders``). Without `nested` such images are not read and the report says so, naming the option:
+    the same layout is what a `src` one level too high looks like (data-set folders taken as classes). A
+    symlinked folder is not entered and a symlink leading out of `src` is skipped (``path escapes data root``).
+    Split folders in place of class folders (``train/``, ``test/``) are refused: convert each one on its own.
+    Each image becomes a record whose
     human turn lists every class label (sorted), GeoChat / Mini-InternVL style::
 
         <image>\\nClassify the image from the following classes: a, b, c.\\nAnswer in one word or a short phrase.
@@ -295,19 +298,26 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
                           f"split's folder of class folders on its own (--src {root / splits_found[0]})")
     classes: list[tuple[Path, list[Path]]] = []
     for d in class_dirs:
-        imgs = files_inside(src, _class_images(d, src, report), report)  # a symlink out of --src is refused
+        # without `nested` the folders below are only looked into for the hint: what they hold is not reported
+        found = _class_images(d, src, report if nested else ConvertReport(dataset=dataset, source=src, out=out))
+        imgs = files_inside(src, [p for p in found if nested or p.parent == d], report)  # a link out of src: refused
+        below = [p for p in (imgs if nested else found) if p.parent != d]
+        folders = sorted({p.relative_to(d).parts[0] for p in below})
+        named = f"({', '.join(folders[:3])}{', ...' if len(folders) > 3 else ''})"
+        if below and not nested:
+            hint = (f"its folders {named} hold {len(below)} image(s), not read: pass --option nested=true to read "
+                    f"them as class {label_fn(d.name)!r}, or give --src the folder that holds the class folders")
+            if imgs:
+                report.warn(d, "class subfolders not read", f"{d}: {hint}")
         if not imgs:
             subs = sorted(p.name for p in d.iterdir() if _listed(p) and p.is_dir())
             inside = f", nor do its folders ({', '.join(subs[:3])}{', ...' if len(subs) > 3 else ''})" if subs else ""
-            report.skip(d, "empty class folder",
-                        f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)}){inside}")
+            report.skip(d, "empty class folder", f"{d}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})"
+                        + (f"; {hint}" if below else inside))
             continue
-        nested = sorted({p.relative_to(d).parts[0] for p in imgs if p.parent != d})
-        if nested:  # said, so that a folder that is no part of the class (an extra copy, a mask set) is seen
-            report.warn(d, "class images in subfolders",
-                        f"{d}: {sum(p.parent != d for p in imgs)} of its {len(imgs)} images lie in its folders "
-                        f"({', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''}) and are read as class "
-                        f"{label_fn(d.name)!r}")
+        if below and nested:  # said, so that a folder that is no part of the class (an extra copy, a mask set) is seen
+            report.warn(d, "class images in subfolders", f"{d}: {len(below)} of its {len(imgs)} images lie in its "
+                        f"folders {named} and are read as class {label_fn(d.name)!r}")
         classes.append((d, imgs))
     labels = sorted({label_fn(d.name) for d, _ in classes})
     question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
