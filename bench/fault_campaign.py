@@ -481,7 +481,9 @@ def _two_runs(ws: Workspace, folder: Path) -> str:
         second = adapt(*argv, cwd=folder)
         expect(first.poll() is None, "the first run ended before the second was refused; raise its max_steps")
         outcome = refused(second, "train", f"is in use by another run (pid {first.pid}")
-        rc = first.wait(timeout=TIMEOUT)
+        # the first run is long on purpose (it must outlive the second's start-up): on a slow or busy machine its
+        # 300 steps alone can take longer than one command's hang limit
+        rc = first.wait(timeout=3 * TIMEOUT)
     finally:
         if first.poll() is None:
             first.kill()
