@@ -273,7 +273,8 @@ def original_config(config: PocketVLMConfig, dtype: torch.dtype | None = None) -
     llm["architectures"] = [type_name_for(config.text_config)]
     return {
         "architectures": ["InternVLChatModel"],
-        # as released: AutoModel.from_pretrained(..., trust_remote_code=True) finds the remote-code files copied beside
+        # allowed: written for other tools, pocket-adapt runs none of it. As released: InternVL's own loader
+        # (AutoModel with remote code on) finds the remote-code files a user copies beside the export
         "auto_map": {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
                      "AutoModel": "modeling_internvl_chat.InternVLChatModel",
                      "AutoModelForCausalLM": "modeling_internvl_chat.InternVLChatModel"},
