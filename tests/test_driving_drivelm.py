@@ -265,12 +265,14 @@ def test_bad_input_is_skipped_and_counted(raw, tmp_path):
     data[s0]["key_frames"][f2]["image_paths"]["CAM_FRONT"] = "../../../../etc/passwd"
     del data[s1]["key_frames"][f3]["QA"]
     data["bad-scene"] = ["not", "a", "scene"]
+    data["empty-scene"] = {"scene_description": "", "key_frames": {}}
     (drivelm / TRAIN).write_text(json.dumps(data))
     (drivelm / "broken.json").write_text("{not json")
     report = convert_drivelm(drivelm, tmp_path / "out", view_mode="multi", progress=False)
     assert report.skipped == {"bad c-tag": 2, "malformed QA": 1, "missing answer": 1, "missing camera image": 1,
                               "path escapes data root": 1, "malformed frame": 1, "malformed scene": 1,
-                              "malformed JSON": 1}
+                              "scene without key frames": 1, "malformed JSON": 1}
+    assert "empty-scene" in report.examples["scene without key frames"][0]
     assert "CAM_ROOF" in " ".join(report.examples["bad c-tag"]) and "1700" in " ".join(report.examples["bad c-tag"])
     assert "missing.jpg" in report.examples["missing camera image"][0]
     assert "broken.json" in report.examples["malformed JSON"][0]

@@ -562,6 +562,10 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
                 report.skip(f"{path.name} scene {scene}", "malformed scene",
                             f"{path}: scene {scene} has no key_frames object")
                 continue
+            if not body["key_frames"]:  # nothing to read, but a scene the user expected to see converted
+                report.skip(f"{path.name} scene {scene}", "scene without key frames",
+                            f"{path}: scene {scene} has an empty key_frames object")
+                continue
             items += [(scene, frame, fbody) for frame, fbody in body["key_frames"].items()]
         for scene, frame, fbody in progress_bar(items, desc=f"DriveLM {path.name}", unit="frame", progress=progress):
             where = f"{path.name} scene {scene} frame {frame}"
