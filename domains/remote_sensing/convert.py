@@ -269,7 +269,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     `dataset`: one of :data:`CLASSIFICATION_DATASETS` (names the outputs). For ``"eurosat_ms"`` (13-band
     GeoTIFFs) `bands` defaults to B04, B03, B02 (EuroSAT file order, B8A last); any other `bands` is passed
     to :func:`~domains.remote_sensing.raster.read_rgb`. `stretch`: ``"auto"`` (uint8 as is, else 2-98 %),
-    ``None`` or percentiles. `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
+    ``None``, percentiles or ``"fixed:LOW,HIGH"`` (stored values to 0..255 in every image alike: ``fixed:0,3000``
+    for EuroSAT MS, whose per-image percentiles give the same ground another colour in each image). `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
     the relative path (stable across runs and machines). `resize`: longer image side of the output PNGs.
     `workers`: processes reading and encoding the images (:mod:`domains.parallel`; output byte-identical to 1).
     `progress`: a bar over the images (:func:`model.progress.progress_bar`).
@@ -556,7 +557,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     (``USGS`` / ``HR`` are HR, others LR). `splits`: only these split names (``[train, test]``; ``all`` for the
     whole-set files). `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the
     first three unless the file tags or names its red, green, blue; a 4+ band tile read so is counted in the
-    report). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null`` or two percentiles. `resize`: longer side of the output PNGs in pixels.
+    report). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null``, two percentiles or
+    ``"fixed:LOW,HIGH"`` (stored values to 0..255). `resize`: longer side of the output PNGs in pixels.
 
     Prompt: ``question + "\\nAnswer the question using a single word or phrase."``; answer normalised by
     :func:`normalize_rsvqa_answer`. ``meta`` keeps ``question_type`` (scored per type), ``img_id``,
@@ -1127,9 +1129,14 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     ``"valid fraction below …"``). `size`: 1 to :data:`~domains.remote_sensing.raster.MAX_CHIP_SIZE` (7071) pixels
     and `overlap`: 0 to ``size - 1``, else DomainError before anything is read; a scene smaller than `size` gives
     smaller chips (warned: ``scene smaller than chip size``) and one that would make more than
-    :data:`MAX_SCENE_CHIPS` (1 M) chips is skipped unread (``too many chips``). `bands`, `stretch` (``"auto"``:
-    uint8 as is, else 2-98 %), `nodata`,
-    `band_names`, `stretch_scope` go to the chip reader.
+    :data:`MAX_SCENE_CHIPS` (1 M) chips is skipped unread (``too many chips``). `bands`, `band_names`,
+    `stretch_scope` go to the chip reader.
+    `stretch`: ``"auto"`` (uint8 as is, else 2-98 % percentiles), ``null``, two percentiles ``[low, high]``, or
+    ``"fixed:LOW,HIGH"``: stored values LOW..HIGH to 0..255 in every chip alike (Sentinel-2 L1C / EuroSAT MS,
+    reflectance x 10000: ``fixed:0,3000``), so the same ground keeps its colour from chip to chip.
+    `nodata`: the pixel value that marks no data (default: the file's own). A scene zero-filled at its edges without
+    a nodata tag (Sentinel-2, Landsat) has its zeros taken as data: they pull a percentile stretch's low end to 0
+    and all-zero chips are kept; the report says so (warning ``zero fill without nodata``): pass ``nodata=0``.
 
     **Output.** Every kept chip is written as ``out/images/<dataset>/<scene>/<scene>_x<col>_y<row>_<w>x<h>.png``
     and listed in ``out/chips.jsonl`` (``report.outputs["chips"]``), one row per chip: ``id``, ``image``
@@ -1207,6 +1214,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
 
     size, overlap = check_chip_options(size, overlap)  # before any scene or boxes file is read
     check_nodata_option(nodata)
+    _check_stretch(stretch)
     if isinstance(min_valid, bool) or not isinstance(min_valid, (int, float)) or not 0 <= min_valid <= 1:
         raise DomainError(f"min_valid must be a fraction from 0 to 1 (of a chip's pixels that hold data), "
                           f"got {min_valid!r}")

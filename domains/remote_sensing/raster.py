@@ -26,14 +26,18 @@ count such files in their report (:func:`guessed_rgb`, one row) with how to pick
 **Stretch**: per band, the `stretch` ``(low, high)`` percentiles are computed over valid pixels only and
 mapped linearly to 0..255 (clipped). ``stretch=None`` keeps the values as they are, clipped to 0..255
 (right for uint8 RGB files). ``stretch="auto"`` (the default, and the converters'): None when every selected
-band is uint8, else ``(2, 98)``. A band with no spread (``high == low``) becomes 0.
+band is uint8, else ``(2, 98)``. A band with no spread (``high == low``) becomes 0. ``stretch="fixed:LOW,HIGH"``
+(:class:`FixedStretch`) maps the stored values LOW..HIGH of every band to 0..255 in every image and chip alike (EuroSAT
+MS / Sentinel-2 L1C, reflectance x 10000: ``"fixed:0,3000"``), so the same ground keeps its colour across chips.
 
 **Palette**: one band read from a paletted (colour-map) file is drawn in the file's colours; no stretch applies.
 
 **Nodata**: a pixel is invalid when every selected band equals the nodata value (`nodata` if given, else the
 file's) or is NaN / infinite -- as GDAL's dataset mask (``dataset_mask()``) reads nodata, so a pure red
 ``(200, 0, 0)`` of a uint8 file with nodata 0 stays red -- or when the file's alpha band or internal
-(per-dataset) mask masks it. Invalid pixels are black in the image and ``False`` in the mask; a band's
+(per-dataset) mask masks it. Zeros are data unless nodata says otherwise: a scene edge zero-filled without a nodata
+tag (common in Sentinel-2 / Landsat products) pulls a percentile stretch's low end to 0, which :func:`iter_chips`
+reports (``zero fill without nodata``, naming ``nodata=0``). Invalid pixels are black in the image and ``False`` in the mask; a band's
 stretch percentiles are taken over its own valid values (not nodata, finite) of the valid pixels.
 
 Errors name the file: :class:`RasterError` (a ``ValueError``) for unreadable, truncated or corrupt files,
@@ -67,6 +71,7 @@ from model.tiling import STRETCH_PERCENTILES
 
 __all__ = [
     "EUROSAT_BANDS",
+    "FixedStretch",
     "SENTINEL2_RGB",
     "CHIP_CACHE_MAX",
     "CHIP_CACHE_MIN",
@@ -78,6 +83,7 @@ __all__ = [
     "check_nodata_option",
     "MAX_CHIP_SIZE",
     "GUESSED_RGB",
+    "ZERO_FILL",
     "guessed_rgb",
     "iter_chips",
     "map_box_to_chip",
@@ -103,6 +109,8 @@ CHIP_CACHE_MIN = 16 * 2**20
 CHIP_CACHE_MAX = 256 * 2**20
 _STAT_WINDOWS = 8  # iter_chips samples up to 8 x 8 windows for scene-wide stretch statistics
 _STAT_WINDOW = 128  # ... each at most 128 x 128 pixels (and never larger than a chip)
+ZERO_FILL = "zero fill without nodata"  # iter_chips' report warning
+ZERO_FILL_MIN = 0.01  # a share of zero pixels below 1 % is taken as dark ground, not fill
 
 
 class RasterError(PocketAdaptError, ValueError):
@@ -365,26 +373,57 @@ def _representable(value: float, dtype: np.dtype) -> bool:
     return float(value).is_integer() and info.min <= value <= info.max
 
 
+@dataclass(frozen=True)
+class FixedStretch:
+    """``stretch="fixed:LOW,HIGH"``: every band mapped linearly from the stored values LOW..HIGH to 0..255 (clipped),
+    the same in every image and chip (percentiles change per chip: the same ground in another colour)."""
+
+    low: float
+    high: float
+
+
+_FIXED = re.compile(r"^\s*fixed\s*:\s*([^,]+),([^,]+)$", re.IGNORECASE)
+STRETCH_FORMS = ("\"auto\", null or two percentiles [low, high] such as [2, 98], or a fixed range of stored values "
+                 "\"fixed:LOW,HIGH\" such as \"fixed:0,3000\" (Sentinel-2 reflectance x 10000)")
+
+
 def check_stretch_option(stretch: Any) -> None:
-    """A converter's `stretch` option: ``"auto"``, None or two percentiles; else a `DomainError` before any work."""
+    """A converter's `stretch` option: ``"auto"``, None, two percentiles or ``"fixed:LOW,HIGH"``; else a
+    `DomainError` before any work."""
     _check_stretch(stretch)
 
 
-def _check_stretch(stretch) -> tuple[float, float] | str | None:
-    if stretch is None or stretch == AUTO:
+def _fixed(stretch: str) -> FixedStretch | None:
+    m = _FIXED.match(stretch)
+    if not m:
+        return None
+    try:
+        low, high = float(m.group(1)), float(m.group(2))
+    except ValueError:
+        return None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise DomainError(f"stretch {stretch!r}: a fixed range needs finite LOW < HIGH (stored pixel values), "
+                          f"such as \"fixed:0,3000\"")
+    return FixedStretch(low, high)
+
+
+def _check_stretch(stretch) -> tuple[float, float] | FixedStretch | str | None:
+    if stretch is None or stretch == AUTO or isinstance(stretch, FixedStretch):
         return stretch
+    if isinstance(stretch, str) and (fixed := _fixed(stretch)) is not None:
+        return fixed
     numeric = isinstance(stretch, (list, tuple)) and len(stretch) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in stretch)
     if not numeric:
-        raise DomainError(f"stretch must be \"auto\", null or two percentiles [low, high] such as [2, 98], "
-                          f"got {stretch!r}")
+        raise DomainError(f"stretch must be {STRETCH_FORMS}, got {stretch!r}")
     lo, hi = stretch
     if not 0 <= lo < hi <= 100:
         raise DomainError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {stretch!r}")
     return float(lo), float(hi)
 
 
-def resolve_stretch(src, indexes: list[int], stretch: tuple[float, float] | str | None) -> tuple[float, float] | None:
+def resolve_stretch(src, indexes: list[int], stretch: tuple[float, float] | FixedStretch | str | None
+                    ) -> tuple[float, float] | FixedStretch | None:
     """``"auto"`` -> None when every band in `indexes` is uint8 (kept as stored), else :data:`AUTO_STRETCH`."""
     if stretch != AUTO:
         return stretch
@@ -404,6 +443,14 @@ def _band_limits(data: np.ndarray, valid: np.ndarray, stretch: tuple[float, floa
         lo, hi = np.percentile(values, stretch) if values.size else (0.0, 0.0)
         limits.append((float(lo), float(hi)))
     return limits
+
+
+def _limits(data: np.ndarray, valid: np.ndarray, stretch: tuple[float, float] | FixedStretch | None,
+            nodata: float | None = None) -> list[tuple[float, float]] | None:
+    """Per band (low, high) stored values mapped to 0 and 255: the fixed range, or :func:`_band_limits`."""
+    if isinstance(stretch, FixedStretch):
+        return [(stretch.low, stretch.high)] * len(data)
+    return _band_limits(data, valid, stretch, nodata) if stretch else None
 
 
 def _to_rgb8(data: np.ndarray, valid: np.ndarray, limits: list[tuple[float, float]] | None) -> np.ndarray:
@@ -455,8 +502,7 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
         raise RasterError(f"{p}: every pixel is nodata ({nd}), masked or not finite in bands {indexes}")
     if lut is not None:
         return Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), valid
-    limits = _band_limits(data, valid, stretch, nd) if stretch else None
-    return Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), valid
+    return Image.fromarray(_to_rgb8(data, valid, _limits(data, valid, stretch, nd)), mode="RGB"), valid
 
 
 def reads_as_picture(path: str | Path, bands: Sequence[int | str] | None) -> bool:
@@ -624,13 +670,16 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
         sparse = _SparseBlocks(src, indexes, nd)
         cache = chip_cache_bytes(src, size)
         scene_limits = None
-        if stretch and stretch_scope == "scene" and lut is None:
+        if isinstance(stretch, tuple) and stretch_scope == "scene" and lut is None:
             scene_limits = _scene_limits(src, p, indexes, nd, stretch, size, cache)
             if scene_limits is None and report is not None:  # chips then differ in contrast: said, not silent
                 report.warn(p, "scene stretch taken per chip",
                             f"{p}: the {_STAT_WINDOWS} x {_STAT_WINDOWS} sample windows for the scene-wide stretch "
                             "hold no valid pixel (sparse data), so each chip is stretched on its own (as with "
                             "stretch_scope=chip) and chips' colours are not comparable")
+        # zeros taken as data by a percentile stretch: counted (pixels read, chips over the low percentile's share)
+        zero_check = report is not None and nd is None and lut is None and isinstance(stretch, tuple)
+        zeros = seen = zero_chips = 0
         step = size - overlap
         for r, row_off in enumerate(_starts(src.height, size, step)):
             for c, col_off in enumerate(_starts(src.width, size, step)):
@@ -647,20 +696,31 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                         reason = "all nodata" if frac == 0.0 else f"valid fraction below {min_valid:g}"
                         report.skip(f"{p} {_win(win)}", reason, f"{frac:.1%} valid")
                     continue
+                if zero_check:
+                    z = int(((data == 0).all(axis=0) & valid).sum())
+                    zeros, seen = zeros + z, seen + int(valid.sum())
+                    zero_chips += z / valid.size > max(stretch[0] / 100, ZERO_FILL_MIN)
                 if lut is not None:
                     yield Chip(image=Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), mask=valid,
                                window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r,
                                col=c, path=p, crs=src.crs)
                     continue
-                if not stretch:
-                    limits = None
-                elif stretch_scope == "chip" or scene_limits is None:
-                    limits = _band_limits(data, valid, stretch, nd)
-                else:
+                if scene_limits is not None and stretch_scope == "scene":
                     limits = scene_limits
+                else:
+                    limits = _limits(data, valid, stretch, nd)
                 yield Chip(image=Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), mask=valid,
                            window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r, col=c,
                            path=p, crs=src.crs)
+        share = zeros / seen if seen else 0.0
+        if zero_check and (share > max(stretch[0] / 100, ZERO_FILL_MIN) if stretch_scope == "scene" else zero_chips):
+            where = "" if stretch_scope == "scene" else \
+                f" ({zero_chips} chip(s) over {max(stretch[0], ZERO_FILL_MIN * 100):g} % zeros)"
+            report.warn(p, ZERO_FILL,
+                        f"{p}: {share:.1%} of the pixels read are 0 in every band{where} and the file has no nodata "
+                        "value, so the zeros "
+                        f"count as data: they pull the {stretch[0]:g} % stretch limit down to 0 (washed-out colours) "
+                        "and chips of them are kept; if they are fill (a scene edge), pass --option nodata=0")
 
 
 # --------------------------------------------------------------------------------------------- coordinates
