@@ -212,7 +212,17 @@ def _class_root(src: Path) -> Path:
     return root
 
 
-_SPLIT_FOLDERS = ("train", "training", "val", "valid", "validation", "test", "testing")
+# split folder names, any case, with an optional "_set" / "-2017" / " data" tail: Train, training, trainval, val2017, dev
+_SPLIT_FOLDER = re.compile(r"^(train|training|trainval|val|valid|validation|eval|evaluation|dev|test|testing)"
+                           r"([ _-]?(set|data|split|images|\d+))?$", re.IGNORECASE)
+
+
+def _split_refusal(root: Path, names: list[str]) -> str:
+    """Why `root`'s split folders are no class folders, and the commands that convert them."""
+    train = next((n for n in names if n.lower().startswith("train")), names[0])
+    return (f"{root}: holds split folders ({', '.join(names)}), not class folders; convert each split's folder of "
+            f"class folders on its own, into its own --out and with --option test_fraction=0 (the split is given), "
+            f"e.g. --src {root / train} --out <out>/{safe_name(train.lower())} --option test_fraction=0")
 
 
 def _class_images(d: Path, src: Path, report: ConvertReport) -> list[Path]:
@@ -257,7 +267,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     images in subfolders``). Without `nested` such images are not read and the report says so, naming the option:
     the same layout is what a `src` one level too high looks like (data-set folders taken as classes). A
     symlinked folder is not entered and a symlink leading out of `src` is skipped (``path escapes data root``).
-    Split folders in place of class folders (``train/``, ``test/``) are refused: convert each one on its own.
+    Split folders in place of class folders (``train/``, ``Validation/``, ``val2017/``, ``trainval/``, any case) are
+    refused: convert each one on its own, into its own `out`, with ``test_fraction=0``.
     Each image becomes a record whose
     human turn lists every class label (sorted), GeoChat / Mini-InternVL style::
 
@@ -293,10 +304,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
         raise DomainError(f"{root}: holds {len(loose)} image(s) ({', '.join(loose[:3])}{more}) but no class folders;"
                           " scene classification reads one folder per class "
                           "(<src>/<class>/<image>): give the folder above the class folders")
-    splits_found = sorted(d.name for d in class_dirs if d.name.lower() in _SPLIT_FOLDERS)
+    splits_found = sorted(d.name for d in class_dirs if _SPLIT_FOLDER.match(d.name))
     if splits_found:  # read as classes, "train" and "test" would each hold every class's images
-        raise DomainError(f"{root}: holds split folders ({', '.join(splits_found)}), not class folders; convert each "
-                          f"split's folder of class folders on its own (--src {root / splits_found[0]})")
+        raise DomainError(_split_refusal(root, splits_found))
     classes: list[tuple[Path, list[Path]]] = []
     for d in class_dirs:
         # without `nested` the folders below are only looked into for the hint: what they hold is not reported
