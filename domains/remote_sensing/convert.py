@@ -30,6 +30,8 @@ import json
 import math
 import os
 import re
+import shutil
+import tempfile
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,6 +42,7 @@ from PIL import Image, UnidentifiedImageError
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import Box, clip_box, render_ref_box, to_grid, upright_box
 from domains.files import (
+    atomic_write,
     check_held_out_fraction,
     files_inside,
     image_size,
@@ -50,7 +53,6 @@ from domains.files import (
     safe_name,
     split_of,
     unique_stems,
-    write_jsonl,
     write_output,
     write_splits,
 )
@@ -912,7 +914,7 @@ def _dior_step(img_src: Path, resize: int | None, wh: tuple[int, int]) -> tuple:
 SCENE_CHIPS_DATASET = "scene_chips"
 SCENE_SUFFIXES = (".tif", ".tiff")
 MIN_INSIDE = 0.5  # an object cut by a chip border is kept (clipped) when >= 50 % of its box area is inside
-MAX_SCENE_CHIPS = 1_000_000  # per scene: every chip's index row is kept in memory until chips.jsonl is written
+MAX_SCENE_CHIPS = 1_000_000  # per scene: a mistyped size / overlap (size=1) is refused before any read
 
 
 def _scene_files(src: Path) -> list[Path]:
@@ -1123,6 +1125,30 @@ def chip_grid_to_map(grid: Sequence[float], meta: dict) -> tuple[float, float, f
     return chip_box_to_map(from_grid(grid, w, h), Affine(*meta["transform"][:6]))
 
 
+def _jsonl_line(row: dict) -> bytes:
+    """One JSONL line as :func:`~domains.files.write_jsonl` writes it."""
+    return (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _write_spooled(spool: Any, path: Path, chunk: int = 2**20) -> bool:
+    """Write the bytes of the open binary file `spool` to `path` (atomically, in chunks) unless `path` already holds
+    exactly them, as :func:`~domains.files.write_jsonl` does for a list; True if written."""
+    spool.seek(0, os.SEEK_END)
+    size = spool.tell()
+    try:
+        if path.stat().st_size == size:
+            spool.seek(0)
+            with path.open("rb") as old:
+                while (a := spool.read(chunk)) == old.read(chunk):
+                    if not a:
+                        return False
+    except OSError:
+        pass
+    spool.seek(0)
+    atomic_write(path, lambda f: shutil.copyfileobj(spool, f, chunk))
+    return True
+
+
 def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overlap: int = 64,
                         bands: Sequence[int | str] | None = None, boxes: str | Path | None = None,
                         min_valid: float = 0.05, stretch: Any = "auto", nodata: float | None = None,
@@ -1154,7 +1180,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     ``window`` [col_off, row_off, width, height] in scene pixels, ``transform`` (the chip's pixel -> map affine
     as 6 numbers ``a, b, c, d, e, f``: x = a*col + b*row + c, y = d*col + e*row + f), ``crs`` (``"EPSG:…"``
     or WKT; None when the scene has none) and ``valid_fraction``. **Without `boxes`** that index and the
-    PNGs are all that is written (for later labelling); ``report.written`` counts the chips.
+    PNGs are all that is written (for later labelling); ``report.written`` counts the chips. The index rows go to
+    a temporary file as the chips are cut, so memory does not grow with their number (then written atomically, only
+    when its bytes change); with `boxes` the grounding records below are held until the end, one per (object, chip).
 
     **With `boxes`** there is also ``out/<dataset>_all.jsonl`` (``report.outputs["all"]``) with one
     ``task: "grounding"`` record per (object, chip): ``<image>\\nPlease provide the bounding box coordinate
@@ -1250,7 +1278,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     rid_of = [safe_name(i) if seen[i] == 1 else f"{safe_name(i)}~{k}" for k, i in enumerate(ids)]  # unique record ids
     placed: dict[int, str] = {}  # object index -> "" (recorded) or why not yet
     key = output_key(bands=bands, stretch=stretch, nodata=nodata, band_names=band_names, stretch_scope=stretch_scope)
-    index: list[dict] = []
+    # chips.jsonl's rows go to a spool file as they come (a folder of large scenes held millions of them in memory)
+    index = tempfile.TemporaryFile()
+    n_index = 0
     records: list[dict] = []
     rel_of = {scene: scene.name if src.is_file() else scene.relative_to(src).as_posix() for scene in scenes}
     tag_of = unique_stems(rel_of.values())  # north/tile.tif and north_tile.tif: two sets of chips
@@ -1266,7 +1296,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
             W = H = 0
             transform = crs = None
         n_chips = len(_starts(W, size, size - overlap)) * len(_starts(H, size, size - overlap)) if W else 0
-        if n_chips > MAX_SCENE_CHIPS:  # each chip's index row is held until the end: refused before any read
+        if n_chips > MAX_SCENE_CHIPS:  # refused before any read
             report.skip(scene, "too many chips", f"{scene}: {W}x{H} in {size} px chips {overlap} px apart makes "
                                                  f"{n_chips:,} chips, above {MAX_SCENE_CHIPS:,}; use a larger size or "
                                                  "a smaller overlap")
@@ -1311,7 +1341,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         arr = np.array([list(b) for _, b in scene_objs], dtype=np.float64).reshape(-1, 4)
         areas = (arr[:, 2] - arr[:, 0]) * (arr[:, 3] - arr[:, 1])
         crs_text = None
-        kept = len(index), len(records), dict(placed)  # to drop the whole scene if a read fails part-way
+        kept = index.tell(), n_index, len(records), dict(placed)  # to drop the whole scene if a read fails part-way
         try:
             chips = iter_scene_chips(scene, size=size, overlap=overlap, bands=bands, stretch=stretch, nodata=nodata,
                                      band_names=band_names, stretch_scope=stretch_scope, min_valid=min_valid,
@@ -1326,8 +1356,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                 cid = f"{dataset}/{tag}/x{col}_y{row}"
                 chip_meta = {"scene": rel, "scene_size": [W, H], "window": [col, row, w, h],
                              "transform": [float(v) for v in tuple(chip.transform)[:6]], "crs": crs_text}
-                index.append({"id": cid, "image": image, "width": w, "height": h, **chip_meta,
-                              "valid_fraction": _round(chip.valid_fraction, 4)})
+                index.write(_jsonl_line({"id": cid, "image": image, "width": w, "height": h, **chip_meta,
+                                         "valid_fraction": _round(chip.valid_fraction, 4)}))
+                n_index += 1
                 if not len(arr):
                     continue
                 ix = np.clip(np.minimum(arr[:, 2], col + w) - np.maximum(arr[:, 0], col), 0, None)
@@ -1350,13 +1381,16 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                     placed[k] = ""
         except RasterError as exc:
             # a scene read only in part is dropped whole: its chips before the failure would pass for all of it
-            dropped = index[kept[0]:]
-            for entry in dropped:
-                (out / entry["image"]).unlink(missing_ok=True)
-            del index[kept[0]:], records[kept[1]:]
+            index.seek(kept[0])
+            for line in index:
+                (out / json.loads(line)["image"]).unlink(missing_ok=True)
+            index.seek(kept[0])
+            index.truncate()
+            dropped, n_index = n_index - kept[1], kept[1]
+            del records[kept[2]:]
             placed.clear()
-            placed.update(kept[2])
-            note = f" ({len(dropped)} chip(s) read before it dropped with the scene)" if dropped else ""
+            placed.update(kept[3])
+            note = f" ({dropped} chip(s) read before it dropped with the scene)" if dropped else ""
             report.skip(scene, _raster_reason(str(exc)), f"{exc}{note}")
             continue
     for k, obj in enumerate(objects):
@@ -1381,11 +1415,12 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         else:
             reason = "box outside image"
         report.skip(obj["where"], reason, f"{obj['where']}: {why}")
-    if index:  # no chip at all (wrong folder, all nodata): an earlier run's index is kept
-        write_jsonl(index, out / "chips.jsonl")
-        report.outputs["chips"] = out / "chips.jsonl"
+    with index:
+        if n_index:  # no chip at all (wrong folder, all nodata): an earlier run's index is kept
+            _write_spooled(index, out / "chips.jsonl")
+            report.outputs["chips"] = out / "chips.jsonl"
     if boxes is None:
-        report.wrote(len(index))
+        report.wrote(n_index)
         return report
     return write_splits(report, out, dataset, {"all": records})
 
