@@ -110,3 +110,16 @@ def test_a_few_dark_pixels_are_no_fill(tmp_path):
     data[:, 0, :20] = 0  # 20 of 4096 pixels: 0.5 %
     report = convert_scene_chips(_tif(tmp_path / "s.tif", data), tmp_path / "out", size=64, overlap=0, progress=False)
     assert ZERO_FILL not in report.warnings
+
+
+def test_the_demo_page_offers_and_takes_a_fixed_range(tmp_path):
+    from domains.remote_sensing.demo import FIXED_S2_LABEL, STRETCHES, read_upload
+
+    path = _tif(tmp_path / "s.tif", np.full((13, 8, 8), 1500, dtype="uint16"))
+    assert FIXED_S2_LABEL in STRETCHES
+    for choice in (FIXED_S2_LABEL, "fixed:0,3000"):
+        out = read_upload([path], stretch=choice)
+        assert out["images"][0].getpixel((0, 0)) == (128, 128, 128)
+        assert out["info"]["image 1 stretch"] == "stored values 0–3000 to 0–255 in every band (a fixed range)"
+    with pytest.raises(DomainError, match="fixed range needs finite LOW < HIGH"):
+        read_upload([path], stretch="fixed:3000,0")

@@ -22,6 +22,7 @@ __all__ = ["AUTO", "AUTO_LABEL", "STRETCHES", "UPLOAD_HELP", "demo_options", "pa
 
 AUTO = "auto"
 AUTO_LABEL = "auto (8-bit files as stored, others 2–98 % per band)"
+FIXED_S2_LABEL = "fixed 0–3000 (Sentinel-2 / EuroSAT MS reflectance × 10000)"
 # page choice -> read_rgb's stretch (percentiles per band over valid pixels; None = values as stored; "auto" = the
 # converters' rule, so the page shows what training saw)
 STRETCHES: dict[str, tuple[float, float] | str | None] = {
@@ -29,6 +30,7 @@ STRETCHES: dict[str, tuple[float, float] | str | None] = {
     "2–98 % per band": (2.0, 98.0),
     "0.5–99.5 % per band": (0.5, 99.5),
     "min–max per band": (0.0, 100.0),
+    FIXED_S2_LABEL: "fixed:0,3000",
     "none (values as stored, for 8-bit RGB)": None,
 }
 BAND_CHOICES = [AUTO, "4,3,2", "8,4,3", "1,2,3", "1"]
@@ -73,21 +75,26 @@ def parse_bands(text: str | Sequence[int | str] | None) -> list[int | str] | Non
     return [int(p) if p.isdigit() else p for p in parts]
 
 
-def _stretch(choice: Any) -> tuple[float, float] | str | None:
-    """A page label, ``"auto"``, ``"none"`` / None, or two percentiles (``[1, 99]``) -> read_rgb's stretch."""
+def _stretch(choice: Any) -> Any:
+    """A page label, ``"auto"``, ``"none"`` / None, two percentiles (``[1, 99]``) or ``"fixed:LOW,HIGH"`` ->
+    read_rgb's stretch."""
     from domains.remote_sensing.raster import check_stretch_option
 
     if isinstance(choice, str):
         if choice in STRETCHES:
-            return STRETCHES[choice]
+            choice = STRETCHES[choice]
+            return check_stretch_option(choice) if isinstance(choice, str) and choice != AUTO else choice
         if choice.strip().lower() in (AUTO, "none"):
             return None if choice.strip().lower() == "none" else AUTO
+        if choice.strip().lower().startswith("fixed"):
+            return check_stretch_option(choice)  # DomainError for a bad range
     elif choice is None:
         return None
     elif isinstance(choice, (list, tuple)):
         check_stretch_option(list(choice))  # DomainError for bad percentiles
         return float(choice[0]), float(choice[1])
-    raise DomainError(f"stretch must be auto, none, two percentiles such as [1, 99], or one of the page's choices "
+    raise DomainError(f"stretch must be auto, none, two percentiles such as [1, 99], a fixed range such as "
+                      f"fixed:0,3000, or one of the page's choices "
                       f"({'; '.join(STRETCHES)}), got {choice!r}")
 
 
@@ -187,9 +194,13 @@ def _share(fraction: float) -> str:
     return f"{fraction:.0%}"
 
 
-def _how(limits: tuple[float, float] | None, palette: bool) -> str:
+def _how(limits: Any, palette: bool) -> str:
+    from domains.remote_sensing.raster import FixedStretch
+
     if palette:
         return "the file's colour map (a paletted band: no stretch)"
+    if isinstance(limits, FixedStretch):
+        return f"stored values {limits.low:g}–{limits.high:g} to 0–255 in every band (a fixed range)"
     if limits is None:
         return "none (values as stored, clipped to 0–255)"
     return f"{limits[0]:g}–{limits[1]:g} percentiles per band over valid pixels, to 0–255"

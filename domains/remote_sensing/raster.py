@@ -387,10 +387,10 @@ STRETCH_FORMS = ("\"auto\", null or two percentiles [low, high] such as [2, 98],
                  "\"fixed:LOW,HIGH\" such as \"fixed:0,3000\" (Sentinel-2 reflectance x 10000)")
 
 
-def check_stretch_option(stretch: Any) -> None:
-    """A converter's `stretch` option: ``"auto"``, None, two percentiles or ``"fixed:LOW,HIGH"``; else a
-    `DomainError` before any work."""
-    _check_stretch(stretch)
+def check_stretch_option(stretch: Any) -> tuple[float, float] | FixedStretch | str | None:
+    """A converter's `stretch` option (``"auto"``, None, two percentiles or ``"fixed:LOW,HIGH"``) as the readers take
+    it; else a `DomainError` before any work."""
+    return _check_stretch(stretch)
 
 
 def _fixed(stretch: str) -> FixedStretch | None:
