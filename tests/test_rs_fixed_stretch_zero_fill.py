@@ -84,7 +84,8 @@ def test_a_zero_filled_edge_without_nodata_is_said(tmp_path, scope):
     text = report.warning_examples[ZERO_FILL][0]
     assert text.startswith("s.tif: 31.2% of the pixels read are 0 in every band")
     assert "and the file has no nodata value" in text and text.endswith("pass --option nodata=0")
-    assert (scope == "chip") == ("band (1 chip(s) over 2 % zeros) and" in text)
+    assert (scope == "chip") == ("band (1 chip(s) over 2% zeros) and" in text)
+    assert "they pull the 2 % stretch limit down to 0 (washed-out colours); if they are fill" in text
 
 
 @pytest.mark.parametrize("options", [{"nodata": 0}, {"stretch": "fixed:0,3000"}, {"stretch": None}])
@@ -123,3 +124,16 @@ def test_the_demo_page_offers_and_takes_a_fixed_range(tmp_path):
         assert out["info"]["image 1 stretch"] == "stored values 0–3000 to 0–255 in every band (a fixed range)"
     with pytest.raises(DomainError, match="fixed range needs finite LOW < HIGH"):
         read_upload([path], stretch="fixed:3000,0")
+
+
+def test_black_chips_of_an_8_bit_scene_without_nodata_are_said(tmp_path):
+    data = np.random.default_rng(3).integers(1, 255, (3, 64, 128)).astype("uint8")
+    data[:, :, :64] = 0  # an orthomosaic's black collar, neither nodata nor alpha: the first chip is all black
+    report = convert_scene_chips(_tif(tmp_path / "s.tif", data), tmp_path / "out", size=64, overlap=0,
+                                 progress=False)
+    assert report.written == 2 and report.warnings.get(ZERO_FILL) == 1
+    text = report.warning_examples[ZERO_FILL][0]
+    assert "the zeros count as data: 1 chip(s) all 0 (or under min_valid=0.05 without them) are kept; " in text
+    assert "stretch" not in text  # uint8: no stretch to drag
+    report = convert_scene_chips(tmp_path / "s.tif", tmp_path / "out2", size=64, overlap=0, nodata=0, progress=False)
+    assert report.written == 1 and report.skipped == {"all nodata": 1} and ZERO_FILL not in report.warnings

@@ -1171,7 +1171,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     ``"fixed:LOW,HIGH"``: stored values LOW..HIGH to 0..255 in every chip alike (Sentinel-2 L1C / EuroSAT MS,
     reflectance x 10000: ``fixed:0,3000``), so the same ground keeps its colour from chip to chip.
     `nodata`: the pixel value that marks no data (default: the file's own). A scene zero-filled at its edges without
-    a nodata tag (Sentinel-2, Landsat) has its zeros taken as data: they pull a percentile stretch's low end to 0
+    a nodata tag (Sentinel-2, Landsat; an 8-bit orthomosaic's black collar) has its zeros taken as data: they pull a percentile stretch's low end to 0
     and all-zero chips are kept; the report says so (warning ``zero fill without nodata``): pass ``nodata=0``.
 
     **Output.** Every kept chip is written as ``out/images/<dataset>/<scene>/<scene>_x<col>_y<row>_<w>x<h>.png``

@@ -36,8 +36,9 @@ MS / Sentinel-2 L1C, reflectance x 10000: ``"fixed:0,3000"``), so the same groun
 file's) or is NaN / infinite -- as GDAL's dataset mask (``dataset_mask()``) reads nodata, so a pure red
 ``(200, 0, 0)`` of a uint8 file with nodata 0 stays red -- or when the file's alpha band or internal
 (per-dataset) mask masks it. Zeros are data unless nodata says otherwise: a scene edge zero-filled without a nodata
-tag (common in Sentinel-2 / Landsat products) pulls a percentile stretch's low end to 0, which :func:`iter_chips`
-reports (``zero fill without nodata``, naming ``nodata=0``). Invalid pixels are black in the image and ``False`` in the mask; a band's
+tag (common in Sentinel-2 / Landsat products, and an orthomosaic's black collar) pulls a percentile stretch's low end
+to 0 and gives all-black chips that are kept, which :func:`iter_chips` reports (``zero fill without nodata``, naming
+``nodata=0``). Invalid pixels are black in the image and ``False`` in the mask; a band's
 stretch percentiles are taken over its own valid values (not nodata, finite) of the valid pixels.
 
 Errors name the file: :class:`RasterError` (a ``ValueError``) for unreadable, truncated or corrupt files,
@@ -677,9 +678,10 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                             f"{p}: the {_STAT_WINDOWS} x {_STAT_WINDOWS} sample windows for the scene-wide stretch "
                             "hold no valid pixel (sparse data), so each chip is stretched on its own (as with "
                             "stretch_scope=chip) and chips' colours are not comparable")
-        # zeros taken as data by a percentile stretch: counted (pixels read, chips over the low percentile's share)
-        zero_check = report is not None and nd is None and lut is None and isinstance(stretch, tuple)
-        zeros = seen = zero_chips = 0
+        # zeros taken as data (no nodata): counted, to say when they drag a percentile stretch or make kept chips
+        zero_check = report is not None and nd is None and lut is None
+        drag_at = max(stretch[0] / 100, ZERO_FILL_MIN) if isinstance(stretch, tuple) else None
+        zeros = seen = zero_chips = empty_chips = 0
         step = size - overlap
         for r, row_off in enumerate(_starts(src.height, size, step)):
             for c, col_off in enumerate(_starts(src.width, size, step)):
@@ -697,9 +699,10 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                         report.skip(f"{p} {_win(win)}", reason, f"{frac:.1%} valid")
                     continue
                 if zero_check:
-                    z = int(((data == 0).all(axis=0) & valid).sum())
-                    zeros, seen = zeros + z, seen + int(valid.sum())
-                    zero_chips += z / valid.size > max(stretch[0] / 100, ZERO_FILL_MIN)
+                    z, n = int(((data == 0).all(axis=0) & valid).sum()), int(valid.sum())
+                    zeros, seen = zeros + z, seen + n
+                    zero_chips += drag_at is not None and z / valid.size > drag_at
+                    empty_chips += n == z or (n - z) / valid.size < min_valid  # nodata=0 would leave it out
                 if lut is not None:
                     yield Chip(image=Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), mask=valid,
                                window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r,
@@ -713,14 +716,16 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                            window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r, col=c,
                            path=p, crs=src.crs)
         share = zeros / seen if seen else 0.0
-        if zero_check and (share > max(stretch[0] / 100, ZERO_FILL_MIN) if stretch_scope == "scene" else zero_chips):
-            where = "" if stretch_scope == "scene" else \
-                f" ({zero_chips} chip(s) over {max(stretch[0], ZERO_FILL_MIN * 100):g} % zeros)"
+        dragged = drag_at is not None and (share > drag_at if stretch_scope == "scene" else zero_chips > 0)
+        if zero_check and (dragged or empty_chips):
+            where = f" ({zero_chips} chip(s) over {drag_at:.0%} zeros)" if dragged and stretch_scope == "chip" else ""
+            why = ([f"they pull the {stretch[0]:g} % stretch limit down to 0 (washed-out colours)"] if dragged else []) \
+                + ([f"{empty_chips} chip(s) all 0 (or under min_valid={min_valid:g} without them) are kept"]
+                   if empty_chips else [])
             report.warn(p, ZERO_FILL,
                         f"{p}: {share:.1%} of the pixels read are 0 in every band{where} and the file has no nodata "
-                        "value, so the zeros "
-                        f"count as data: they pull the {stretch[0]:g} % stretch limit down to 0 (washed-out colours) "
-                        "and chips of them are kept; if they are fill (a scene edge), pass --option nodata=0")
+                        f"value, so the zeros count as data: {'; '.join(why)}; if they are fill (a scene edge), pass "
+                        "--option nodata=0")
 
 
 # --------------------------------------------------------------------------------------------- coordinates
