@@ -137,3 +137,10 @@ def test_black_chips_of_an_8_bit_scene_without_nodata_are_said(tmp_path):
     assert "stretch" not in text  # uint8: no stretch to drag
     report = convert_scene_chips(tmp_path / "s.tif", tmp_path / "out2", size=64, overlap=0, nodata=0, progress=False)
     assert report.written == 1 and report.skipped == {"all nodata": 1} and ZERO_FILL not in report.warnings
+
+
+def test_stored_values_given_as_percentiles_point_at_the_fixed_range():
+    with pytest.raises(DomainError, match=r"got \[0, 3000\]; to map stored values 0..3000 give stretch=fixed:0,3000$"):
+        check_stretch_option([0, 3000])
+    with pytest.raises(DomainError, match=r"got \[90, 10\]$"):
+        check_stretch_option([90, 10])

@@ -419,7 +419,8 @@ def _check_stretch(stretch) -> tuple[float, float] | FixedStretch | str | None:
         raise DomainError(f"stretch must be {STRETCH_FORMS}, got {stretch!r}")
     lo, hi = stretch
     if not 0 <= lo < hi <= 100:
-        raise DomainError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {stretch!r}")
+        hint = f"; to map stored values {lo:g}..{hi:g} give stretch=fixed:{lo:g},{hi:g}" if 0 <= lo < hi else ""
+        raise DomainError(f"stretch percentiles must satisfy 0 <= low < high <= 100, got {stretch!r}{hint}")
     return float(lo), float(hi)
 
 
