@@ -789,7 +789,8 @@ def _padding(arr: np.ndarray, view: Dataset) -> np.ndarray | None:
 
 
 def _stored_value(value: Any, view: Dataset) -> int | None:
-    """A padding attribute as a stored pixel value (US or SS by Pixel Representation)."""
+    """A padding attribute as the stored pixel value pydicom's arrays hold: its low Bits Stored bits, signed by
+    Pixel Representation (0xFFFF with 12 bits stored is 4095, as the array has it)."""
     if isinstance(value, bytes):  # VR left unresolved: 16-bit, in the file's byte order
         if len(value) != 2:
             return None
@@ -797,11 +798,14 @@ def _stored_value(value: Any, view: Dataset) -> int | None:
     number = _first_number(value)
     if number is None or number != int(number):
         return None
-    number = int(number)
-    # an implicit VR file leaves 'US or SS' to the reader, which may have guessed the other one
-    if int(view.get("PixelRepresentation") or 0) == 1:
-        return number - 2**16 if number >= 2**15 else number
-    return number + 2**16 if number < 0 else number
+    bits = _int_or_none(view.get("BitsStored"))
+    bits = bits if bits is not None and 1 <= bits <= 16 else 16
+    # pydicom's arrays keep only the Bits Stored bits (masked, or sign-extended from the high bit), and an implicit
+    # VR file leaves 'US or SS' to the reader, which may have guessed the other one: compare like for like
+    number = int(number) & ((1 << bits) - 1)
+    if int(view.get("PixelRepresentation") or 0) == 1 and number >= 1 << (bits - 1):
+        return number - (1 << bits)
+    return number
 
 
 def _voi_lut(values: np.ndarray, view: Dataset) -> np.ndarray:
