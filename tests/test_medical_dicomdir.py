@@ -41,19 +41,24 @@ def _disc(source: Path, out: Path, cases: list[str]) -> Path:
 
 def test_a_disc_of_several_series_names_each_series_folder(source, tmp_path):
     disc = _disc(source, tmp_path / "cd", ["case01", "case02"])
-    detail = ("(12 file(s) in PT000000/ST000000/SE000000/ + 12 file(s) in PT000001/ST000000/SE000000/ with different "
-              "SeriesInstanceUIDs; name one series' folder)")
+    uids = [str(pydicom.dcmread(next((source / "series" / case).glob("*.dcm"))).SeriesInstanceUID)
+            for case in ("case01", "case02")]
+    detail = (f"(SeriesNumber 2 'AX 5.0 SOFT TISSUE', 12 file(s) in PT000000/ST000000/SE000000/, SeriesInstanceUID "
+              f"{uids[0]}; SeriesNumber 2 'AX 5.0 SOFT TISSUE', 12 file(s) in PT000001/ST000000/SE000000/, "
+              f"SeriesInstanceUID {uids[1]}; pick one with series=<SeriesNumber or SeriesInstanceUID> or name one "
+              "series' folder)")
     for where in (disc, disc / "DICOMDIR"):
         with pytest.raises(DicomError) as err:
             load_series(where)
         assert str(err.value) == f"{where}: 2 series found, expected one {detail}"
     assert len(load_series(disc / "PT000001" / "ST000000" / "SE000000")) == 12
+    assert load_series(disc, series=uids[1]).paths == load_series(disc / "PT000001" / "ST000000" / "SE000000").paths
     flat = tmp_path / "flat"  # the two series' files side by side: named by their first files
     flat.mkdir()
     for path in sorted(disc.glob("PT*/*/*/IM*")):
         shutil.copy(path, flat / f"{path.parts[-4]}_{path.name}")
-    with pytest.raises(DicomError, match=r"\(12 file\(s\) \(PT000000_IM\d+, PT000000_IM\d+, \.\.\.\) \+ 12 file\(s\) "
-                                         r"\(PT000001_IM.* keep one series per folder \(or upload one series\)\)$"):
+    with pytest.raises(DicomError, match=r"\(SeriesNumber 2 .*, 12 file\(s\) from PT000000_IM\d+, .*; SeriesNumber 2 "
+                                         r".*, 12 file\(s\) from PT000001_IM.* \(or keep one series per folder\)\)$"):
         load_series(flat)
 
 

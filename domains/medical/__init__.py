@@ -65,7 +65,7 @@ synthetic = lazy("domains.medical.synthetic:generate_all", "Small synthetic data
 
 # --------------------------------------------------------------------------------------------- demo hooks
 def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequence[int] | None = None,
-                n_slices: int | None = None, redact_burned_in: bool = False) -> dict:
+                n_slices: int | None = None, redact_burned_in: bool = False, series: str | int | None = None) -> dict:
     """Uploaded files -> model input for the demo.
 
     `paths`: PNG / JPEG images, DICOM files of one series (or one multi-frame file), or ``.zip`` archives of
@@ -73,7 +73,8 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
     are named in the error or a warning). DICOM options: `window` (a preset
     name or ``(center, width)``; None = the file's own), `slices` (0-based indices in the series sorted by
     position, or frames) or `n_slices` (that many evenly spaced slices); neither = the middle slice.
-    `redact_burned_in` (off by default): images of files whose BurnedInAnnotation is YES come back with their text
+    `series`: of files of several series, the one to show (its SeriesNumber or SeriesInstanceUID; unset: several
+    series are refused, each named). `redact_burned_in` (off by default): images of files whose BurnedInAnnotation is YES come back with their text
     regions blacked out (:func:`domains.medical.redact.redact_burned_in`), listed under ``"redacted"``.
 
     Returns ``{"images": [PIL RGB], "labels": ["slice 6/12", ...] | None, "prompt": "Slice 3/12: <image>\\n…"
@@ -118,18 +119,18 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
                     "info": info, "warnings": warnings}
         if pictures:
             warnings.append(f"{len(pictures)} non-DICOM image(s) ignored: the DICOM series is shown")
-        return _read_dicom_upload(dicoms, window, slices, n_slices, warnings, redact_burned_in)
+        return _read_dicom_upload(dicoms, window, slices, n_slices, warnings, redact_burned_in, series)
 
 
 def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[int] | None, n_slices: int | None,
-                       warnings: list[str], redact_burned_in: bool = False) -> dict:
+                       warnings: list[str], redact_burned_in: bool = False, series_wanted: str | int | None = None) -> dict:
     from domains.medical import deid, dicom
     from domains.medical.convert import slice_prompt
     from domains.medical.redact import redact_burned_in as redact
 
     if isinstance(window, list):
         window = tuple(window)
-    series = dicom.load_series(dicoms)
+    series = dicom.load_series(dicoms, series=series_wanted)
     same_position = series.same_position_note()
     if same_position:
         warnings.append(same_position)

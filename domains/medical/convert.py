@@ -73,6 +73,8 @@ plane than its series' slices (a localizer), which would otherwise move the slic
      "series": "series/case01",          # folder of one series, relative to <src> (must stay inside it);
                                          #   a disc's DICOMDIR stands for its folder (of a disc with several
                                          #   series, name the series' folder: the report lists them)
+     "series_select": 3,                 # optional, of a folder holding several series: the one to use, by
+                                         #   SeriesNumber or SeriesInstanceUID (default: the series option)
      "slices": [5],                      # 0-based indices in the series sorted along the slice normal
                                          #   (domains.medical.dicom.load_series order), or a frame index of a
                                          #   multi-frame file; or "instances": [InstanceNumber, ...]
@@ -1066,13 +1068,17 @@ class _Series:
     """One loaded series: its slices in anatomical order, ``(file, frame)`` each (multi-frame files give one
     slice per frame), the patient pseudonym and a salted hash standing for the series UID."""
 
-    def __init__(self, reader: _Dicom, folder: Path, salt: str):
+    def __init__(self, reader: _Dicom, folder: Path, salt: str, select: str | int | None = None):
         dicom = reader.dicom
         passed: list[tuple[Path, str, str | None]] = []
         try:
-            series = dicom.load_series(folder, on_pass=lambda *skipped: passed.append(skipped))
+            series = dicom.load_series(folder, on_pass=lambda *skipped: passed.append(skipped), series=select)
         except dicom.DicomError as exc:
-            raise SkipInput("unreadable series", str(exc)) from exc
+            several = exc.reason.endswith("expected one") or exc.reason.startswith("no series matches") or " series have SeriesNumber" in exc.reason
+            pick = " (here: --option series=..., or the question's series_select)" if several else ""
+            raise SkipInput("unreadable series", f"{exc}{pick}") from exc
+        except ValueError as exc:  # a series_select of the wrong type
+            raise SkipInput("malformed record", str(exc)) from exc
         for path, reason, detail in passed:  # DICOMDIR, SR, RT structures, SEG, RT dose, notes: counted
             reader.report.skip(path, "passed over: " + reason, f"{path}: {detail}" if detail else None)
         self.paths = list(series.paths)
@@ -1108,6 +1114,17 @@ class _Series:
         return self._instances[number]
 
 
+def _series_select(item: dict, default: str | int | None, where: str = "") -> str | int | None:
+    """The question's ``series_select`` (a SeriesNumber or SeriesInstanceUID), else the converter's `series`."""
+    value = item.get("series_select")
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip():
+        raise SkipInput("malformed record", f"{where}: series_select {value!r} must be a SeriesNumber (integer) or "
+                        "a SeriesInstanceUID (text)")
+    return value.strip() if isinstance(value, str) else value
+
+
 def _qa_slices(item: dict, series: _Series) -> list[int]:
     if "instances" in item and item["instances"] is not None:
         raw = item["instances"]
@@ -1124,7 +1141,7 @@ def _qa_slices(item: dict, series: _Series) -> list[int]:
 
 def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa", window: Any = None,
                      salt: str = "", skip_burned_in: bool = False, redact_burned_in: bool = False,
-                     default_split: str | None = None,
+                     default_split: str | None = None, series: str | int | None = None,
                      qa_file: str = QA_FILE, workers: int = 1, progress: Progress = True) -> ConvertReport:
     """DICOM series + ``qa.json`` (the layout in the module notes) -> ``med_vqa`` / ``grounding`` / ``mc`` records.
 
@@ -1134,7 +1151,9 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     drop slices that may hold burned-in text (module notes) instead of keeping them with a warning.
     `redact_burned_in`: render such slices with their text regions blacked out instead, the boxes in
     ``meta["redacted"]`` (module notes). `default_split`: the split of questions without one (else they are
-    skipped).
+    skipped). `series`: of a folder holding several series (a flat export), the one to use -- its SeriesNumber
+    or SeriesInstanceUID (quoted); a question's ``series_select`` overrides it (unset: such a folder is skipped,
+    the report naming each of its series).
 
     Records: ``closed`` / ``open`` -> task ``med_vqa`` with ``meta["answer_type"]`` CLOSED / OPEN and the
     answer instruction; ``mc`` -> task ``mc`` with lettered options; ``grounding`` -> task ``grounding``.
@@ -1149,6 +1168,9 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
         raise DomainError(f"{src}: no {qa_file} (see domains.medical.convert for the dicom_qa layout)")
     if default_split is not None and default_split not in SPLITS:
         raise DomainError(f"default_split must be one of {SPLITS}, got {default_split!r}")
+    if series is not None and (isinstance(series, bool) or not isinstance(series, (int, str)) or not str(series).strip()):
+        raise DomainError(f"series must be a SeriesNumber (an integer) or a SeriesInstanceUID (text; quote a UID "
+                          f"that reads as a number), got {series!r}")
     report = _report(dataset, src, out)
     doc = _load_json_file(qa_path, report)
     if doc is None:
@@ -1161,29 +1183,30 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     reader = _Dicom(report, out, dataset, salt, skip_burned_in, redact_burned_in)
     _window_option(reader, window)  # a bad option fails here, not once per question
     default_window = window
-    series_cache: dict[Path, _Series | SkipInput] = {}
+    series_cache: dict[tuple[Path, str | int | None], _Series | SkipInput] = {}
     out_splits: dict[str, list[dict]] = {s: [] for s in SPLITS}
     seen: set[str] = set()
     bad_files: set[Path] = set()  # slice files whose pixels could not be rendered, counted once each
     def plan():  # every slice render a question asks for, in question order (a superset of those converted)
         planner = _Dicom(ConvertReport(), out, dataset, salt, skip_burned_in, redact_burned_in)
-        cache: dict[Path, _Series | None] = {}
+        cache: dict[tuple[Path, str | int | None], _Series | None] = {}
         for item in items:
             try:
                 folder = inside_root(src, _name(item.get("series")))
-                if folder not in cache:
+                key = (folder, _series_select(item, series))
+                if key not in cache:
                     try:
-                        cache[folder] = _Series(planner, folder, salt)
+                        cache[key] = _Series(planner, key[0], salt, key[1])
                     except SkipInput:
-                        cache[folder] = None
-                series = cache[folder]
-                if series is None:
+                        cache[key] = None
+                loaded = cache[key]
+                if loaded is None:
                     continue
                 win = item.get("window", None)
                 win_value, win_tag = planner.window(default_window if win is None else win)
-                for k in _qa_slices(item, series):
-                    path, frame = series.slice(k)
-                    stem = f"images/{dataset}/{series.patient}/{series.key}/s{k:03d}_{win_tag}"
+                for k in _qa_slices(item, loaded):
+                    path, frame = loaded.slice(k)
+                    stem = f"images/{dataset}/{loaded.patient}/{loaded.key}/s{k:03d}_{win_tag}"
                     yield planner.plan(path, stem, win_value, frame)
             except (SkipInput, AttributeError, TypeError, ValueError):
                 continue
@@ -1213,29 +1236,30 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                 if kind in ("closed", "open", "mc") and not answer:
                     raise SkipInput("empty answer", f"{where}: empty answer")
                 folder = inside_root(src, _name(item.get("series")))
-                series = series_cache.get(folder)
-                if series is None:
+                key = (folder, _series_select(item, series, where))
+                loaded = series_cache.get(key)
+                if loaded is None:
                     try:
-                        series = _Series(reader, folder, salt)
+                        loaded = _Series(reader, key[0], salt, key[1])
                     except SkipInput as exc:
-                        series = exc
+                        loaded = exc
                         report.skip(folder, exc.reason, exc.detail)  # once per series
                     else:
-                        if series.same_position:
-                            report.warn(folder, SAME_POSITION_WARNING, series.same_position)
-                    series_cache[folder] = series
-                if isinstance(series, SkipInput):
-                    raise SkipInput("series skipped", f"{where}: {series.reason}")
-                slices = _qa_slices(item, series)
+                        if loaded.same_position:
+                            report.warn(folder, SAME_POSITION_WARNING, loaded.same_position)
+                    series_cache[key] = loaded
+                if isinstance(loaded, SkipInput):
+                    raise SkipInput("series skipped", f"{where}: {loaded.reason}")
+                slices = _qa_slices(item, loaded)
                 if kind == "grounding" and len(slices) != 1:
                     raise SkipInput("bad slice", f"{where}: a grounding question takes exactly one slice, got {len(slices)}")
                 win = item.get("window", None)
                 win_value, win_tag = reader.window(default_window if win is None else win)
                 images, size, redacted = [], None, []
                 for k in slices:
-                    path, frame = series.slice(k)
+                    path, frame = loaded.slice(k)
                     reader.header(path)  # the burned-in policy
-                    stem = f"images/{dataset}/{series.patient}/{series.key}/s{k:03d}_{win_tag}"
+                    stem = f"images/{dataset}/{loaded.patient}/{loaded.key}/s{k:03d}_{win_tag}"
                     try:
                         rel, wh = reader.render(path, stem, win_value, frame)
                     except SkipInput as exc:  # a file counts once, under its name; each question asking for it too
@@ -1246,10 +1270,10 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                     images.append(rel)
                     redacted.append(reader.redactions(path, win_value, frame))
                     size = size or wh
-                labels = [f"slice {k + 1}/{series.n}" for k in slices]
+                labels = [f"slice {k + 1}/{loaded.n}" for k in slices]
                 meta: dict[str, Any] = {"dataset": dataset, "split": split, "question_id": qid, "question_type": kind,
-                                        "patient": series.patient, "series": series.key, "slices": slices,
-                                        "n_slices": series.n, "window": win_tag, "modality": series.modality}
+                                        "patient": loaded.patient, "series": loaded.key, "slices": slices,
+                                        "n_slices": loaded.n, "window": win_tag, "modality": loaded.modality}
                 if any(boxes is not None for boxes in redacted):
                     meta["redacted"] = [boxes or [] for boxes in redacted]
                 extra: dict[str, Any] = {}

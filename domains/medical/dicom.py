@@ -81,6 +81,7 @@ from model.progress import Progress, progress_bar
 __all__ = [
     "DICOM_SUFFIXES",
     "WINDOW_PRESETS",
+    "SERIES_OPTION",
     "DicomError",
     "DicomSeries",
     "damaged_files",
@@ -148,16 +149,17 @@ class DicomError(DomainError):
     library's structural message, if any. Neither ever holds patient data.
     """
 
-    def __init__(self, path: str | os.PathLike | None, reason: str, detail: str | None = None):
+    def __init__(self, path: str | os.PathLike | None, reason: str, detail: str | None = None, *,
+                 limit: int | None = None):
         self.path = str(path) if path is not None else "<dataset>"
         self.reason = reason
-        self.detail = _short(detail) if detail else None
+        self.detail = _short(detail, limit or _DETAIL_CHARS) if detail else None
         super().__init__(f"{self.path}: {reason}" + (f" ({self.detail})" if self.detail else ""))
 
 
-def _short(text: str) -> str:
+def _short(text: str, limit: int = _DETAIL_CHARS) -> str:
     line = " ".join(str(text).split())
-    return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 3] + "..."
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -928,6 +930,8 @@ class _Header:
     orientation: np.ndarray | None
     instance: int | None
     frames: int
+    number: int | None = None  # SeriesNumber
+    description: str = ""  # SeriesDescription
 
 
 @dataclass
@@ -944,6 +948,8 @@ class DicomSeries:
     paths: list[Path]
     positions: list[float | None] = field(default_factory=list)  # along the slice normal, mm
     frames: list[int] = field(default_factory=list)  # frames per path
+    number: int | None = None  # SeriesNumber (of its first file)
+    description: str = ""  # SeriesDescription (of its first file)
 
     def __post_init__(self) -> None:
         if not self.frames:
@@ -1053,6 +1059,8 @@ def _header(path: Path) -> _Header:
         orientation=_vector(ds.get("ImageOrientationPatient"), 6),
         instance=_int_or_none(ds.get("InstanceNumber")),
         frames=frame_count(ds),
+        number=_int_or_none(ds.get("SeriesNumber")),
+        description=" ".join(str(ds.get("SeriesDescription") or "").split()),
     )
 
 
@@ -1074,12 +1082,15 @@ def _int_or_none(value: Any) -> int | None:
 def _sorted_series(uid: str, headers: list[_Header]) -> DicomSeries:
     normal = next((n for h in headers if (n := _normal(h)) is not None), None)
     big = float("inf")
+    number, description = headers[0].number, headers[0].description
     if normal is not None and all(h.position is not None for h in headers):
         keyed = [(float(np.dot(normal, h.position)), h) for h in headers]
         keyed.sort(key=lambda kv: (kv[0], kv[1].instance if kv[1].instance is not None else big, str(kv[1].path)))
-        return DicomSeries(uid, [h.path for _, h in keyed], [pos for pos, _ in keyed], [h.frames for _, h in keyed])
+        return DicomSeries(uid, [h.path for _, h in keyed], [pos for pos, _ in keyed], [h.frames for _, h in keyed],
+                           number, description)
     headers = sorted(headers, key=lambda h: (h.instance if h.instance is not None else big, str(h.path)))
-    return DicomSeries(uid, [h.path for h in headers], [None] * len(headers), [h.frames for h in headers])
+    return DicomSeries(uid, [h.path for h in headers], [None] * len(headers), [h.frames for h in headers], number,
+                       description)
 
 
 SkipFn = Callable[[Path, str, str | None], Any]
@@ -1248,49 +1259,96 @@ def damaged_files(skipped: Iterable[tuple[Path, str]], series: Iterable[DicomSer
 
 
 def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike], *,
-                on_pass: SkipFn | None = None) -> DicomSeries:
+                on_pass: SkipFn | None = None, series: str | int | None = None) -> DicomSeries:
     """Exactly one series from a folder (or a disc's DICOMDIR: its folder) or a list of files; :class:`DicomError`
-    for none (saying what was passed over), several (naming each series' folder where each has one), or a damaged
+    for none (saying what was passed over), several (naming each series -- SeriesNumber, SeriesDescription,
+    SeriesInstanceUID, file count, its folder where each has one -- and the `series` option), or a damaged
     file among them (empty, truncated, unreadable, listed in the DICOMDIR but missing, named ``.dcm`` / ``.dicom`` or
     like the series' suffix-less
     slices but not DICOM: the series would silently lose a slice and every later slice index would move; see
     :func:`damaged_files`). Files that are not DICOM images (notes, DICOMDIR, SR, RT structure sets, presentation
     states; segmentations and RT dose grids: :data:`NOT_SLICES`) are passed over, each told to
     ``on_pass(path, reason, detail)`` (for DICOM objects the reason ``"no pixel data"`` or ``"not an image slice"``
-    with the object's kind as detail) once the series loads."""
+    with the object's kind as detail) once the series loads.
+
+    `series`: of several series, the one to load -- its SeriesInstanceUID, or its SeriesNumber (an integer, or
+    text of digits); the other series' files are left out. A `series` no series has, or a SeriesNumber two series
+    share, is a :class:`DicomError` naming each series."""
+    chosen = _series_choice(series)
     passed: list[tuple[Path, str, str | None]] = []
-    series = find_series(folder_or_paths, on_skip=lambda *skip: passed.append(skip))
-    bad = damaged_files([(path, reason) for path, reason, _ in passed], series)
+    found = find_series(folder_or_paths, on_skip=lambda *skip: passed.append(skip))
+    bad = damaged_files([(path, reason) for path, reason, _ in passed], found)
     damaged = [f"{path.name}: {reason}" for path, reason in bad]
     where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
     if damaged:
         detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")
         raise DicomError(where, f"{len(damaged)} damaged file(s) in the series", detail)
-    if not series:
+    if not found:
         raise DicomError(where, "no DICOM images found", _passed_over(passed) or "no files")
-    if len(series) > 1:
-        raise DicomError(where, f"{len(series)} series found, expected one", _several(where, series))
+    if chosen is not None:
+        found = _select_series(where, found, chosen)
+    if len(found) > 1:
+        raise DicomError(where, f"{len(found)} series found, expected one", _several(where, found), limit=_SEVERAL_CHARS)
     if on_pass is not None:
         for skip in passed:
             on_pass(*skip)
-    return series[0]
+    return found[0]
 
 
-def _several(where: str | os.PathLike, series: list[DicomSeries]) -> str:
-    """Which files make each of several series: the folder of each where each has its own (a disc's
-    PT*/ST*/SE* folders), else its first file names."""
+_SEVERAL_CHARS = 1500  # a listing of several series: each one's UID is what picks it
+SERIES_OPTION = "series"  # the option (of load_series, the dicom_qa converter, read_upload) that picks one series
+
+
+def _series_choice(series: str | int | None) -> str | int | None:
+    """`series` as given: a SeriesNumber (int) or a SeriesInstanceUID / SeriesNumber as text; ValueError for other
+    types (a UID such as ``1.2`` read as a number by YAML must be quoted)."""
+    if series is None or (isinstance(series, int) and not isinstance(series, bool)):
+        return series
+    if isinstance(series, str) and series.strip():
+        return series.strip()
+    raise ValueError(f"{SERIES_OPTION}={series!r}: give a SeriesNumber (an integer) or a SeriesInstanceUID as text "
+                     "(quote a UID that reads as a number)")
+
+
+def _select_series(where: str | os.PathLike, found: list[DicomSeries], chosen: str | int) -> list[DicomSeries]:
+    """The series `chosen` names: by SeriesInstanceUID, else by SeriesNumber; DicomError when none does (or two
+    share the SeriesNumber), naming each series."""
+    picked = [s for s in found if isinstance(chosen, str) and s.series_uid == chosen]
+    if not picked:
+        number = chosen if isinstance(chosen, int) else int(chosen) if re.fullmatch(r"[+-]?\d+", chosen) else None
+        picked = [s for s in found if number is not None and s.number == number]
+    if len(picked) == 1:
+        return picked
+    if not picked:
+        raise DicomError(where, f"no series matches {SERIES_OPTION}={chosen}", _several(where, found),
+                         limit=_SEVERAL_CHARS)
+    raise DicomError(where, f"{len(picked)} series have SeriesNumber {chosen}",
+                     _several(where, picked, hint=f"pick one by its SeriesInstanceUID: {SERIES_OPTION}=<UID>"),
+                     limit=_SEVERAL_CHARS)
+
+
+def _several(where: str | os.PathLike, series: list[DicomSeries], hint: str | None = None) -> str:
+    """Each of several series -- SeriesNumber, SeriesDescription, SeriesInstanceUID, file count and the folder of
+    each where each has its own (a disc's PT*/ST*/SE* folders), else its first file names -- and how to pick one."""
     ordered = sorted(series, key=lambda s: -len(s.paths))
     root = _disc_root(Path(where)) if isinstance(where, (str, os.PathLike)) else None
     folders = [Path(os.path.commonpath(s.paths)) if len(s.paths) > 1 else s.paths[0].parent for s in ordered]
-    if root is not None and len(set(folders)) == len(folders) and root not in folders:
-        parts = [f"{len(s.paths)} file(s) in {folder.relative_to(root).as_posix()}/" for s, folder in zip(ordered, folders)]
-        hint = "name one series' folder"
-    else:
-        parts = [f"{len(s.paths)} file(s) ({', '.join(p.name for p in s.paths[:2])}{', ...' if len(s.paths) > 2 else ''})"
-                 for s in ordered]
-        hint = "keep one series per folder (or upload one series)"
-    return (f"{' + '.join(parts[:4])}{f' + {len(parts) - 4} more' if len(parts) > 4 else ''} with different "
-            f"SeriesInstanceUIDs; {hint}")
+    own = root is not None and len(set(folders)) == len(folders) and root not in folders
+    parts = []
+    for s, folder in zip(ordered, folders):
+        if own:
+            files = f"{len(s.paths)} file(s) in {folder.relative_to(root).as_posix()}/"
+        else:
+            files = f"{len(s.paths)} file(s) from {s.paths[0].name}"
+        label = f"SeriesNumber {s.number if s.number is not None else '(none)'}"
+        label += f" {s.description[:40]!r}" if s.description else ""
+        parts.append(f"{label}, {files}, SeriesInstanceUID {s.series_uid or '(none)'}")
+    if hint is None:
+        hint = f"pick one with {SERIES_OPTION}=<SeriesNumber or SeriesInstanceUID>"
+        hint += " or name one series' folder" if own else " (or keep one series per folder)"
+    shown = 8
+    listed = "; ".join(parts[:shown]) + (f"; ... {len(parts) - shown} more" if len(parts) > shown else "")
+    return f"{listed}; {hint}"
 
 
 def _passed_over(passed: list[tuple[Path, str, str | None]]) -> str:
