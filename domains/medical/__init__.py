@@ -118,7 +118,9 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
             return {"images": images, "labels": labels, "prompt": slice_prompt(labels) if labels else None,
                     "info": info, "warnings": warnings}
         if pictures:
-            warnings.append(f"{len(pictures)} non-DICOM image(s) ignored: the DICOM series is shown")
+            names = ", ".join(p.name for p in pictures[:5]) + (f" and {len(pictures) - 5} more" if len(pictures) > 5 else "")
+            warnings.append(f"{len(pictures)} PNG / JPEG image(s) not DICOM, not shown ({names}): showing the DICOM "
+                            f"image(s) of {len(dicoms)} file(s); upload an image on its own to see it")
         return _read_dicom_upload(dicoms, window, slices, n_slices, warnings, redact_burned_in, series)
 
 

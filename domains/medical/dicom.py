@@ -139,6 +139,7 @@ NO_DECODER = "no pixel-data decoder installed"
 LISTED_MISSING = "listed in DICOMDIR, missing"
 DAMAGED_REASONS = frozenset({"empty file", "cannot read file", "unreadable or corrupt DICOM", DAMAGED_IMAGE,
                              LISTED_MISSING})
+DICOMDIR_KINDS = ("DICOMDIR", "Media Storage Directory Storage")  # the kinds `not_an_image` names a DICOMDIR by
 DICOMDIR_NAME = "dicomdir"  # a disc's index file, any case (ISO 9660 discs mounted on Linux show names lowercase)
 
 
@@ -1127,16 +1128,32 @@ def _missing_listed(source: str | os.PathLike | Iterable[str | os.PathLike], fil
     except (DicomError, AttributeError, TypeError, ValueError):
         return []  # find_series reports an unreadable DICOMDIR itself; a broken index asks for nothing
     present = {p.relative_to(root).as_posix().lower() for p in files}
-    here = {series for series, parts in listed if "/".join(parts).lower() in present}
-    return [root.joinpath(*parts) for series, parts in listed
+    here = {series for series, parts, _ in listed if "/".join(parts).lower() in present}
+    return [root.joinpath(*parts) for series, parts, _ in listed
             if series in here and "/".join(parts).lower() not in present]
 
 
-def _listed_files(index: Dataset) -> list[tuple[int, list[str]]]:
-    """(the file offset of its SERIES record, its ReferencedFileID components) of each file a DICOMDIR lists, from
-    the directory records' links; IDs that would leave the disc's folder are left out."""
+def _missing_by_uid(index: Path, files: list[Path], seen: set[str]) -> list[tuple[Path, str]]:
+    """For a DICOMDIR among files whose names are not the disc's (uploaded files, a zip's renamed members): the
+    files it lists whose SOPInstanceUID (ReferencedSOPInstanceUIDInFile) none of the images read has, in series
+    of which some are here -- as (its place on the disc beside `index`, its ReferencedFileID as ``A/B/C``). A listed
+    file whose name is among `files` (read but damaged: reported as such) is not asked for again."""
+    try:
+        listed = _listed_files(read_dicom(index, header_only=True))
+    except (DicomError, AttributeError, TypeError, ValueError):
+        return []
+    names = {p.name.lower() for p in files}
+    here = {series for series, _, uid in listed if uid and uid in seen}
+    return [(index.parent.joinpath(*parts), "/".join(parts)) for series, parts, uid in listed
+            if series in here and uid and uid not in seen and parts[-1].lower() not in names]
+
+
+def _listed_files(index: Dataset) -> list[tuple[int, list[str], str]]:
+    """(the file offset of its SERIES record, its ReferencedFileID components, its ReferencedSOPInstanceUIDInFile or
+    "") of each file a DICOMDIR lists, from the directory records' links; IDs that would leave the disc's folder
+    are left out."""
     records = {int(r.seq_item_tell): r for r in index.get("DirectoryRecordSequence") or []}
-    out: list[tuple[int, list[str]]] = []
+    out: list[tuple[int, list[str], str]] = []
     todo = [(int(index.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity") or 0), 0)]
     seen: set[int] = set()
     while todo:
@@ -1148,7 +1165,7 @@ def _listed_files(index: Dataset) -> list[tuple[int, list[str]]]:
             value = record.get("ReferencedFileID")
             parts = [str(v) for v in value] if type(value).__name__ == "MultiValue" else [str(value)] if value else []
             if parts and not any(part in ("", ".", "..") or "/" in part or "\\" in part for part in parts):
-                out.append((here, parts))
+                out.append((here, parts, str(record.get("ReferencedSOPInstanceUIDInFile") or "").strip()))
             todo.append((int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), here))
             offset = int(record.get("OffsetOfTheNextDirectoryRecord") or 0)
     return out
@@ -1169,16 +1186,22 @@ def find_series(
     there are 200 or more (:func:`model.progress.progress_bar`).
     """
     files = _candidate_files(folder)
+    named = _missing_listed(folder, files)
+    by_name = isinstance(folder, (str, os.PathLike)) and any(
+        p.parent == _disc_root(Path(folder)) and p.name.lower() == DICOMDIR_NAME for p in files)
     if on_skip is not None:
-        for path in _missing_listed(folder, files):
+        for path in named:
             on_skip(path, LISTED_MISSING, None)
     groups: dict[str, list[_Header]] = {}
     seen: set[str] = set()
+    indexes: list[Path] = []  # DICOMDIRs known by their content only (renamed uploads)
     shown = progress if len(files) >= 200 else False
     for path in progress_bar(files, desc="reading DICOM headers", unit="file", progress=shown):
         try:
             header = _header(path)
         except DicomError as err:
+            if err.detail in DICOMDIR_KINDS and not by_name:
+                indexes.append(path)
             if on_skip is not None:
                 on_skip(path, err.reason, err.detail)
             continue
@@ -1188,6 +1211,9 @@ def find_series(
             continue
         seen.add(header.sop_uid)
         groups.setdefault(header.series_uid, []).append(header)
+    for index in indexes if on_skip is not None else ():
+        for path, listed in _missing_by_uid(index, files, seen):
+            on_skip(path, LISTED_MISSING, listed)
     found = []
     for uid, headers in groups.items():
         stack, others = _one_orientation(headers)
@@ -1278,7 +1304,8 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
     passed: list[tuple[Path, str, str | None]] = []
     found = find_series(folder_or_paths, on_skip=lambda *skip: passed.append(skip))
     bad = damaged_files([(path, reason) for path, reason, _ in passed], found)
-    damaged = [f"{path.name}: {reason}" for path, reason in bad]
+    listed = {path: detail for path, reason, detail in passed if reason == LISTED_MISSING and detail}
+    damaged = [f"{listed.get(path, path.name)}: {reason}" for path, reason in bad]  # the DICOMDIR's name for a missing file
     where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
     if damaged:
         detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")

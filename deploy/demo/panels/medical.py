@@ -232,12 +232,38 @@ def _read_staged(staged: StagedUpload, *, max_bytes: int) -> Study:
             raise UploadError("upload a zip on its own (one zip holding one series)")
         return _series_study(staged, _unzip_neutral(staged, max_bytes))
     if suffixes & IMAGE_SUFFIXES:
-        if len(paths) != 1:
+        if len(paths) == 1:
+            return _image_study(staged)
+        pictures = [k for k, p in enumerate(paths) if p.suffix in IMAGE_SUFFIXES]
+        if len(pictures) == len(paths):
             raise UploadError("upload one PNG / JPEG image at a time (or a DICOM series)")
-        return _image_study(staged)
+        return _mixed_study(staged, pictures)
     if len(paths) == 1:
         return _dicom_study(staged)
     return _series_study(staged, paths)
+
+
+def _mixed_study(staged: StagedUpload, pictures: list[int]) -> Study:
+    """DICOM files uploaded with PNG / JPEG images: the DICOM study, the images left out and named (one study is
+    shown at a time); when the other files hold no DICOM image, an error naming both."""
+    others = [k for k in range(len(staged.paths)) if k not in pictures]
+    left_out = _labels(pictures)
+    try:
+        study = _dicom_study(staged, others[0]) if len(others) == 1 else _series_study(
+            staged, [staged.paths[k] for k in others])
+    except UploadError as err:
+        raise UploadError(f"{err}; {left_out} (PNG / JPEG) not read: this page shows one study at a time -- upload an "
+                          "image on its own, or the DICOM files without images") from None
+    study.warnings.insert(0, f"{left_out[0].upper()}{left_out[1:]} (PNG / JPEG) not shown: this page shows one study "
+                             f"at a time; showing the DICOM {study.summary} from {_labels(others)}. Upload an image on "
+                             "its own to ask about it.")
+    return study
+
+
+def _labels(indexes: Sequence[int]) -> str:
+    """``upload 1, upload 3`` (the first five, then how many more)."""
+    shown = ", ".join(upload_label(k) for k in indexes[:5])
+    return shown + (f" and {len(indexes) - 5} more" if len(indexes) > 5 else "")
 
 
 def _unzip_neutral(staged: StagedUpload, max_bytes: int) -> Path:
@@ -286,22 +312,22 @@ def _image_study(staged: StagedUpload) -> Study:
                  warnings=warnings, summary="image", image=image)
 
 
-def _dicom_study(staged: StagedUpload) -> Study:
+def _dicom_study(staged: StagedUpload, k: int = 0) -> Study:
     try:
-        ds = dicom.read_dicom(staged.paths[0])
+        ds = dicom.read_dicom(staged.paths[k])
     except dicom.DicomError as err:
         if err.reason != "not a DICOM file":
             raise
         # a TIFF, WebP, PDF, ... : say what this page reads, not only what the file is not
-        raise UploadError(f"{upload_label(0)}: not a DICOM file; this page reads DICOM files (one file, the files "
+        raise UploadError(f"{upload_label(k)}: not a DICOM file; this page reads DICOM files (one file, the files "
                           "of one series, or a .zip of them) and PNG / JPEG images") from None
     not_image = dicom.not_an_image(ds)
     if not_image is not None and not dicom.has_pixel_data(ds):  # a single dose grid or mask still shows
         reason, kind = not_image
-        raise UploadError(f"{upload_label(0)}: {reason} ({kind}): not an image; this page reads DICOM images (one "
+        raise UploadError(f"{upload_label(k)}: {reason} ({kind}): not an image; this page reads DICOM images (one "
                           "file, the files of one series, or a .zip of them) and PNG / JPEG images")
     if not_image is None and not dicom.has_pixel_data(ds):  # an image object cut off before its pixels
-        raise UploadError(f"{upload_label(0)}: no pixel data in an image file; the file is incomplete or damaged: "
+        raise UploadError(f"{upload_label(k)}: no pixel data in an image file; the file is incomplete or damaged: "
                           "copy or export it again")
     frames = max(1, int(dicom.frame_count(ds)))
     unit = "frame" if frames > 1 else "image"
@@ -318,7 +344,11 @@ def _series_study(staged: StagedUpload, source) -> Study:
     found = dicom.find_series(source, on_skip=lambda *skip: passed.append(skip))
     # by the page's label ("upload 5") for uploaded files; a zip's members by their neutral names
     bad = set(dicom.damaged_files([(path, reason) for path, reason, _ in passed], found))
-    damaged = [staged.neutralize(path.name) for path, reason, _ in passed if (path, reason) in bad]
+    # a file the disc's DICOMDIR lists but the upload lacks: named as the DICOMDIR lists it (a disc's File ID, 8
+    # characters of A-Z, 0-9, _ per part: no upload name, no patient's)
+    listed = [detail for _, reason, detail in passed if reason == dicom.LISTED_MISSING]
+    damaged = [staged.neutralize(path.name) for path, reason, _ in passed
+               if (path, reason) in bad and reason != dicom.LISTED_MISSING]
     if not found:
         raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
                           f"no readable DICOM images ({_passed_over(passed, 'passed over:') or 'no files'})")
@@ -331,6 +361,12 @@ def _series_study(staged: StagedUpload, source) -> Study:
         warnings.append(f"The upload holds {len(found)} series ({listed} slices); showing {which} "
                         f"({len(series)} slice{'s' if len(series) != 1 else ''}). To see another, upload its files "
                         "on their own.")
+    if listed:
+        names = [d for d in listed if d and re.fullmatch(r"[A-Za-z0-9_]{1,8}(/[A-Za-z0-9_]{1,8})*", d)]
+        shown = f" ({', '.join(names[:5])}{', …' if len(names) > 5 else ''})" if names else ""
+        warnings.append(f"The DICOMDIR lists {len(listed)} file{'s' * (len(listed) != 1)} of this series that the "
+                        f"upload lacks{shown}: the series is missing those slices. Upload the whole disc folder (or a "
+                        ".zip of it).")
     if damaged:
         warnings.append(f"{len(damaged)} damaged DICOM file(s) left out ({', '.join(damaged[:3])}"
                         f"{', …' if len(damaged) > 3 else ''}): the series may be missing slices.")
