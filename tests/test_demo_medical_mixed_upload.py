@@ -101,7 +101,7 @@ def test_a_disc_upload_missing_a_listed_file_names_it_as_the_dicomdir_does(disc,
         try:
             text = " ".join(study.warnings)
             assert study.count == 11
-            assert (f"The DICOMDIR lists 1 file of this series that the upload lacks ({MISSING}): the series is "
+            assert (f"The DICOMDIR lists 1 file of the uploaded series that the upload lacks ({MISSING}): the series is "
                     "missing those slices.") in text, text
             assert "damaged DICOM file" not in text, text
         finally:

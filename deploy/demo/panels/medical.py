@@ -364,9 +364,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     if listed:
         names = [d for d in listed if d and re.fullmatch(r"[A-Za-z0-9_]{1,8}(/[A-Za-z0-9_]{1,8})*", d)]
         shown = f" ({', '.join(names[:5])}{', …' if len(names) > 5 else ''})" if names else ""
-        warnings.append(f"The DICOMDIR lists {len(listed)} file{'s' * (len(listed) != 1)} of this series that the "
-                        f"upload lacks{shown}: the series is missing those slices. Upload the whole disc folder (or a "
-                        ".zip of it).")
+        warnings.append(f"The DICOMDIR lists {len(listed)} file{'s' * (len(listed) != 1)} of the uploaded series that "
+                        f"the upload lacks{shown}: {'the series is' if len(found) == 1 else 'series may be'} missing "
+                        "those slices. Upload the whole disc folder (or a .zip of it).")
     if damaged:
         warnings.append(f"{len(damaged)} damaged DICOM file(s) left out ({', '.join(damaged[:3])}"
                         f"{', …' if len(damaged) > 3 else ''}): the series may be missing slices.")
