@@ -1114,6 +1114,14 @@ class _Series:
         return self._instances[number]
 
 
+def _check_scalars(item: dict, where: str, keys: Sequence[str]) -> None:
+    """A question's text fields must be text (or numbers): a list or object would be written as its Python repr."""
+    for key in keys:
+        value = item.get(key)
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise SkipInput("malformed record", f"{where}: {key} must be text, got {type(value).__name__} {value!r}")
+
+
 def _series_select(item: dict, default: str | int | None, where: str = "") -> str | int | None:
     """The question's ``series_select`` (a SeriesNumber or SeriesInstanceUID), else the converter's `series`."""
     value = item.get("series_select")
@@ -1218,8 +1226,10 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
             try:
                 if not isinstance(item, dict):
                     raise SkipInput("malformed record", f"{where}: not an object")
+                _check_scalars(item, where, ("id",))
                 qid = _text(item.get("id")) or str(n)
                 where = f"{qa_file} question {qid}"
+                _check_scalars(item, where, ("question", "answer", "ref", "split", "type"))
                 if qid in seen:
                     raise SkipInput("duplicate id", f"{where}: id used twice")
                 seen.add(qid)
@@ -1302,9 +1312,14 @@ def _mc(item: dict, question: str, answer: str, where: str) -> tuple[str, str, l
     options = item.get("options")
     if not isinstance(options, list) or not 2 <= len(options) <= len(LETTERS):
         raise SkipInput("malformed record", f"{where}: mc needs 2-{len(LETTERS)} options, got {options!r}")
+    if not all(isinstance(o, (str, int, float)) and not isinstance(o, bool) for o in options):
+        raise SkipInput("malformed record", f"{where}: options must be texts, got {options!r}")
     options = [_text(o) for o in options]
     if not all(options):
         raise SkipInput("malformed record", f"{where}: empty option")
+    repeated = sorted({o for o in options if [x.casefold() for x in options].count(o.casefold()) > 1})
+    if repeated:  # the answer could not say which one, and a letter would pick one of two equal texts
+        raise SkipInput("malformed record", f"{where}: option(s) {repeated} given twice")
     hits = [k for k, o in enumerate(options) if o.casefold() == answer.casefold()]
     if len(hits) == 1:
         letter = LETTERS[hits[0]]
