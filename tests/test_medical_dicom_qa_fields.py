@@ -13,7 +13,7 @@ from tests.deps import require
 
 require("pydicom")
 
-from domains.medical.convert import convert_dicom_qa  # noqa: E402
+from domains.medical.convert import VQA_RAD_JSON, convert_dicom_qa, convert_slake, convert_vqa_rad  # noqa: E402
 from domains.medical.synthetic import generate  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -38,3 +38,20 @@ def test_wrong_kinds_of_fields_are_malformed_records(tmp_path: Path):
     records = [json.loads(line) for line in (tmp_path / "out" / "dicom_qa_train.jsonl").read_text().splitlines()]
     assert [r["id"] for r in records] == ["dicom_qa/train/ok", "dicom_qa/train/mc-ok"]
     assert records[1]["answer"] == "B"
+
+
+def test_vqa_rad_and_slake_refuse_a_list_question_or_answer(tmp_path: Path):
+    generate("vqa_rad", tmp_path / "vqa_rad", n=2, seed=1)
+    generate("slake", tmp_path / "slake", n=2, seed=1)
+    path = tmp_path / "vqa_rad" / VQA_RAD_JSON
+    rows = json.loads(path.read_text())
+    rows += [dict(rows[0], qid=9000, question=["x"]), dict(rows[0], qid=9001, answer=["yes"])]
+    path.write_text(json.dumps(rows))
+    report = convert_vqa_rad(tmp_path / "vqa_rad", tmp_path / "out", progress=False)
+    assert report.skipped == {"malformed record": 2}, report.skipped
+    assert "qid 9000: question must be text, got list ['x']" in " ".join(report.examples["malformed record"])
+    slake = next((tmp_path / "slake").rglob("train.json"))
+    rows = json.loads(slake.read_text())
+    slake.write_text(json.dumps(rows + [dict(rows[0], qid=9000, answer={"a": 1})]))
+    report = convert_slake(tmp_path / "slake", tmp_path / "out_slake", progress=False)
+    assert report.skipped.get("malformed record") == 1, report.skipped

@@ -561,6 +561,7 @@ def _answer_type(value: Any) -> str | None:
 
 def _vqa_fields(row: dict, where: str, image_key: str) -> tuple[str, str, str, str]:
     """(question, answer, CLOSED | OPEN, image name) of a VQA-RAD / SLAKE row; SkipInput when one is missing."""
+    _check_scalars(row, where, ("question", "answer"))
     question, answer = _text(row.get("question")), _text(row.get("answer"))
     if not question:
         raise SkipInput("empty question", f"{where}: empty question")
