@@ -369,6 +369,7 @@ def _vocab(tokenizer, n_vocab: int) -> _Vocab:
 
 
 def _write_vocab(writer, processor, n_vocab: int) -> None:
+    from deploy.llamacpp import MARKER
     from model.chat import chat_template_jinja
 
     tok = processor.tokenizer
@@ -401,7 +402,9 @@ def _write_vocab(writer, processor, n_vocab: int) -> None:
     add_bos = bool(processor.chat_template.add_bos and tok.bos_token_id is not None)
     writer.add_add_bos_token(add_bos)
     writer.add_add_eos_token(False)
-    writer.add_chat_template(chat_template_jinja(processor.chat_template))
+    # llama.cpp's media marker is what its own CLI and server put in a user turn for an image: the template
+    # places it as training places <image> (image_first), so the stock tools prompt as `--runtime llamacpp` does
+    writer.add_chat_template(chat_template_jinja(processor.chat_template, markers=(MARKER,)))
     # pocket-adapt's own key (llama.cpp ignores it): the template's fields, for `--runtime llamacpp`
     writer.add_string("pocket_adapt.chat_template", json.dumps(processor.chat_template.to_dict()))
 

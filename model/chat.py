@@ -211,7 +211,7 @@ class ChatTemplate:
 
 
 def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHOLDER, video_token: str | None = None,
-                        bos: bool = False) -> str:
+                        bos: bool = False, markers: tuple[str, ...] = ()) -> str:
     """A Jinja chat template (HF / llama.cpp style: `messages`, `add_generation_prompt`) rendering exactly as
     :meth:`ChatTemplate.render` does; a leading system message replaces the template's default one.
 
@@ -220,7 +220,8 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
     InternVLProcessor, which expands it; ``<image>``, our placeholder, elsewhere), ``{"type": "video"}`` renders
     `video_token` and a newline where one is given; other items render nothing, as in transformers' InternVL template.
     Where the template puts images first (``image_first``), a user turn's text with one `image_token` is rearranged as
-    :func:`image_first` does, so ``Q\n<image>`` and ``[text, image]`` prompt as `place_images` makes them.
+    :func:`image_first` does, so ``Q\n<image>`` and ``[text, image]`` prompt as `place_images` makes them; `markers`
+    (a runtime's own media marker in the text, llama.cpp's ``<__media__>``) are moved first the same way.
     With `bos`, a template trained with a leading BOS (``add_bos``) starts with ``bos_token`` (transformers tokenises
     a rendered chat without adding special tokens; llama.cpp adds BOS itself, so GGUF leaves it out).
 
@@ -244,13 +245,22 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
         "{%- elif item['type'] == 'text' -%}{%- set text.value = text.value + item['text'] -%}"
         "{%- endif -%}{%- endfor -%}{%- endif -%}"
     )
-    if template.image_first:  # `image_first` on the user turn's text: its one image token goes first
-        token, rest = js(image_token), f"(text.value | replace({js(image_token)}, ''))"
-        content += (
-            f"{{%- if message['role'] == 'user' and (text.value | length) - ({rest} | length) == {len(image_token)}"
-            " -%}"
-            f"{{%- set text.value = ({token} + {js(chr(10))} + ({rest} | trim)) | trim -%}}{{%- endif -%}}"
-        )
+    if template.image_first:  # `image_first` on the user turn's text: its one image token (or marker) goes first
+        tokens = list(dict.fromkeys((image_token, *markers)))
+
+        def rest(token: str) -> str:
+            return f"(text.value | replace({js(token)}, ''))"
+
+        def only(token: str) -> str:  # `token` once in the text, no other image token
+            absent = "".join(f" and ({rest(other)} | length) == (text.value | length)" for other in tokens
+                             if other != token)
+            return f"(text.value | length) - ({rest(token)} | length) == {len(token)}{absent}"
+
+        content += "{%- if message['role'] == 'user' -%}" + "".join(
+            f"{{%- {'if' if k == 0 else 'elif'} {only(token)} -%}}"
+            f"{{%- set text.value = ({js(token)} + {js(chr(10))} + ({rest(token)} | trim)) | trim -%}}"
+            for k, token in enumerate(tokens)
+        ) + "{%- endif -%}{%- endif -%}"
     return (
         ("{%- if bos_token -%}{{- bos_token -}}{%- endif -%}" if bos and template.add_bos else "")
         + "{%- if messages and messages[0]['role'] == 'system' -%}{%- set loop_messages = messages[1:] -%}"

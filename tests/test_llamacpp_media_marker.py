@@ -1,0 +1,103 @@
+"""llama.cpp's own media marker in the GGUF's embedded chat template (deploy/gguf.py, model/chat.py).
+
+llama-mtmd-cli puts ``<__media__>`` before the prompt for each image (``<__media__>Q``, no newline) and renders the
+conversation with the embedded template. A template that trains images first (``image_first``: MobileVLM's
+vicuna_v1, ``<image>\\nQ``) rearranged only our own ``<image>``, so the stock CLI prompted ``<__media__>Q``: other
+tokens than training and `adapt chat --runtime llamacpp`. The marker is now placed as ``<image>`` is.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import model
+from model.chat import chat_template_jinja, get_chat_template, list_chat_templates
+
+from .deps import require
+
+require("gguf", "the deploy extra: GGUF export")
+
+from deploy.hf import export  # noqa: E402
+from deploy.llamacpp import MARKER, binary  # noqa: E402
+from deploy.llamacpp.runtime import LlamaCppVLM  # noqa: E402
+
+from .test_gguf import llama_cpp  # noqa: E402,F401 - the built llama.cpp, or a skip
+
+QUESTION = "What shapes are in the picture?"
+
+
+@pytest.mark.parametrize("content", [f"{MARKER}{QUESTION}", f"{QUESTION} {MARKER}", f"{QUESTION}\n{MARKER}"])
+def test_the_media_marker_goes_first_as_the_placeholder_does(content):
+    import jinja2
+
+    t = get_chat_template("vicuna_v1")
+    jinja = jinja2.Environment().from_string(chat_template_jinja(t, markers=(MARKER,)))
+    rendered = jinja.render(messages=[{"role": "user", "content": content}], add_generation_prompt=True)
+    trained = t.render([{"role": "user", "content": f"<image>\n{QUESTION}"}], add_generation_prompt=True)
+    assert rendered == trained.replace("<image>", MARKER)
+
+
+@pytest.mark.parametrize("template", list_chat_templates())
+def test_markers_leave_the_placed_prompt_as_it_was(template):
+    """What `--runtime llamacpp` sends (placeholders placed, then turned into markers) renders as before."""
+    import jinja2
+
+    from model.processor import place_images
+
+    t = get_chat_template(template)
+    plain = jinja2.Environment().from_string(chat_template_jinja(t))
+    marked = jinja2.Environment().from_string(chat_template_jinja(t, markers=(MARKER,)))
+    for content in (f"<image>\n{QUESTION}", f"{QUESTION}\n<image>", f"Image-1: <image>\nImage-2: <image>\n{QUESTION}"):
+        placed = place_images([{"role": "user", "content": content}], content.count("<image>"), t)
+        messages = [{**m, "content": m["content"].replace("<image>", MARKER)} for m in placed]
+        assert marked.render(messages=messages, add_generation_prompt=True) == plain.render(
+            messages=messages, add_generation_prompt=True)
+
+
+@pytest.fixture(scope="module")
+def vicuna_export(tmp_path_factory) -> tuple[Path, Image.Image]:
+    vlm, processor = model.load("pocket-tiny")
+    processor = copy.copy(processor)
+    processor.chat_template = get_chat_template("vicuna_v1")
+    folder = export(vlm, processor, "gguf", tmp_path_factory.mktemp("marker") / "out", qtype="f16", name="v",
+                    progress=False)
+    size = processor.tiling.tile_size
+    return folder, Image.new("RGB", (size, size), (200, 40, 40))
+
+
+def test_the_stock_path_tokenises_the_prompt_as_ours(vicuna_export, llama_cpp):  # noqa: F811
+    """llama.cpp rendering and tokenising ``<__media__>Q`` (what llama-mtmd-cli sends) gives our prompt's ids."""
+    folder, image = vicuna_export
+    with LlamaCppVLM(folder) as runtime:
+        entries = runtime.image_entries([image], preprocess="llamacpp")
+        ours = runtime.llama.generate(1, messages=runtime.messages([{"role": "user", "content": QUESTION}], 1),
+                                      images=entries)
+        entries = runtime.image_entries([image], preprocess="llamacpp")
+        stock = runtime.llama.generate(1, messages=[{"role": "user", "content": MARKER + QUESTION}], images=entries)
+    assert f"{MARKER}\n{QUESTION}" in ours["prompt"]
+    assert stock["prompt"] == ours["prompt"]
+    assert stock["prompt_ids"] == ours["prompt_ids"]
+
+
+def test_llama_mtmd_cli_renders_our_prompt(vicuna_export, tmp_path, llama_cpp):  # noqa: F811
+    """The stock CLI itself (its debug log shows the prompt it formatted from the embedded template)."""
+    folder, image = vicuna_export
+    image.save(tmp_path / "tile.png")
+    with LlamaCppVLM(folder) as runtime:
+        ours = runtime.llama.request(op="render", messages=runtime.messages([{"role": "user", "content": QUESTION}], 1),
+                                     add_generation_prompt=True)["prompt"]
+        model_file, mmproj = runtime.export.model, runtime.export.mmproj
+    proc = subprocess.run([str(binary("llama-mtmd-cli")), "-m", str(model_file), "--mmproj", str(mmproj), "--image",
+                           str(tmp_path / "tile.png"), "-p", QUESTION, "--temp", "0", "-n", "1", "--jinja", "-lv", "5",
+                           "-t", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # a log line starts with its time stamp (0.00.036.019 D ...); the prompt runs up to the next one
+    said = re.search(r"formatted_chat\.prompt: (.*?)\n\d+\.\d+\.\d+\.\d+ ", proc.stdout + proc.stderr, re.S)
+    assert said is not None, (proc.stdout + proc.stderr)[-3000:]
+    assert said[1].rstrip() == ours.rstrip()
