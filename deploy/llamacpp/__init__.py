@@ -154,9 +154,9 @@ class PocketLlama:
     def generate(self, max_new_tokens: int, **req) -> dict:
         """``op=generate`` with room for up to `max_new_tokens`: the context grows (`fit`) for a prompt that does
         not fit it or an answer it ended (`fit` first where the prompt's length is known saves a try). The answer's
-        ``context_full`` is true when the model's own context ended it: pocket-llama stops quietly once the
-        prompt and the answer fill the context. (An end-of-generation token drawn at exactly that position reads
-        the same.)"""
+        ``context_full`` is true when the model's own context ended it, from pocket-llama's reason for stopping
+        (``stop``): an end-of-generation token drawn at the context's last position is an answer that ended, not
+        one the context cut."""
         try:
             while True:
                 n_predict = min(max_new_tokens, self.n_ctx)  # within the helper's 32-bit int
@@ -170,11 +170,9 @@ class PocketLlama:
                     if self.n_ctx <= int(past[2]):  # no longer one to try
                         raise
                     continue
-                n = len(answer["tokens"])
-                prompt = answer["timings"]["prompt_tokens"]
-                full = n < n_predict and prompt + n >= self.n_ctx
+                full = answer["stop"] == "context"
                 if full and self.n_ctx < self.max_ctx:
-                    self.fit(prompt, max_new_tokens)
+                    self.fit(answer["timings"]["prompt_tokens"], max_new_tokens)
                     continue
                 return {**answer, "context_full": full}
         finally:  # the request's tile / image files: an eval writes them for every sample

@@ -13,7 +13,9 @@
 //   detokenize ids                         -> text (special tokens not rendered)
 //   embed    image, out                    -> the projector's image embeddings, float32 rows written to `out`
 //   generate messages|prompt, images, n_predict, temperature, seed, stop_ids, ignore_eos
-//                                          -> prompt, prompt_ids, tokens, text, timings
+//                                          -> prompt, prompt_ids, tokens, text, timings, stop: why it ended
+//            ("eog": an end-of-generation or stop token, the last of `tokens`; "length": n_predict tokens;
+//            "context": the context is full)
 //            (or segments: [{"ids": [...]} | {"tiles": ...}], the caller's own token ids and tiles)
 //
 // An image is {"path": FILE} (decoded by llama.cpp), {"rgb": FILE, "width": W, "height": H} (raw RGB bytes)
@@ -351,6 +353,9 @@ struct Runner {
         std::vector<llama_token> out;
         double t2 = now_ms();
         int n_decoded = 0;
+        // why generation ended: checked in this order, so an end token drawn at the context's last position is
+        // "eog", not "context" (the caller cannot tell those two apart from the token count)
+        std::string stop_reason = "length";
         for (int i = 0; i < n_predict; i++) {
             const float * logits = llama_get_logits_ith(lctx, -1);
             llama_token tok;
@@ -365,9 +370,15 @@ struct Runner {
             }
             out.push_back(tok);
             bool stop = llama_vocab_is_eog(vocab, tok) || std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end();
-            if (stop && !ignore_eos) break;
+            if (stop && !ignore_eos) {
+                stop_reason = "eog";
+                break;
+            }
             if (i + 1 == n_predict) break;
-            if (n_past + 1 >= n_ctx) break;
+            if (n_past + 1 >= n_ctx) {
+                stop_reason = "context";
+                break;
+            }
             llama_batch b = llama_batch_get_one(&tok, 1);
             // positions: llama_batch_get_one lets llama.cpp continue from the cache
             if (llama_decode(lctx, b) != 0) throw std::runtime_error("llama_decode failed while generating");
@@ -385,6 +396,7 @@ struct Runner {
         r["prompt_ids"] = prompt_ids;
         r["tokens"] = out;
         r["text"] = text;
+        r["stop"] = stop_reason;
         r["timings"] = {{"image_encode_ms", image_ms},
                         {"plan_ms", t_plan},
                         {"prompt_ms", prompt_ms},

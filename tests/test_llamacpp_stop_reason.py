@@ -1,0 +1,61 @@
+"""Why a llama.cpp answer ended (deploy/llamacpp, pocket_llama.cpp's ``stop``): an end-of-generation token drawn at
+the context's last position is an answer that ended, and an answer the context cut is marked as cut.
+
+The reason was read from the token count (fewer than asked and prompt + answer filling the context), which is the
+same for both: `adapt chat --runtime llamacpp` told the user an answer that had ended was cut by the context.
+A pocket-tiny export answers a question whose greedy answer ends with an end token; the context is then set to
+end exactly at that token, and one position shorter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import model
+
+from .deps import require
+
+require("gguf", "the deploy extra: GGUF export")
+
+from deploy.hf import export  # noqa: E402
+from deploy.llamacpp import PocketLlama  # noqa: E402
+from deploy.llamacpp.runtime import LlamaCppVLM  # noqa: E402
+
+from .test_gguf import llama_cpp  # noqa: E402,F401 - the built llama.cpp, or a skip
+
+MESSAGES = [{"role": "user", "content": "What shapes are in the picture?"}]
+
+
+@pytest.fixture(scope="module")
+def answered(tmp_path_factory) -> tuple[Path, int, list[int], list[int]]:
+    """(the text model GGUF, prompt tokens, the answer's tokens up to its end token, the stop ids)."""
+    vlm, processor = model.load("pocket-tiny")
+    folder = export(vlm, processor, "gguf", tmp_path_factory.mktemp("stop") / "out", qtype="f32", name="s",
+                    progress=False)
+    with LlamaCppVLM(folder, n_ctx=512) as runtime:
+        answer = runtime.llama.generate(200, messages=MESSAGES, stop_ids=runtime.stop_ids)
+        stops, gguf = runtime.stop_ids, runtime.export.model
+    assert answer["stop"] == "eog", answer  # the question is chosen so that the answer ends on its own
+    return gguf, answer["timings"]["prompt_tokens"], answer["tokens"], stops
+
+
+def _generate(gguf: Path, n_ctx: int, stops: list[int]) -> dict:
+    # the model's context is n_ctx: nothing to grow into, as at a model's trained context
+    with PocketLlama(gguf, n_ctx=n_ctx, kv_f32=True, max_ctx=n_ctx) as llama:
+        return llama.generate(200, messages=MESSAGES, stop_ids=stops)
+
+
+def test_an_end_token_at_the_last_position_is_not_a_cut(answered, llama_cpp):  # noqa: F811
+    gguf, prompt, tokens, stops = answered
+    answer = _generate(gguf, prompt + len(tokens), stops)
+    assert answer["tokens"] == tokens and answer["tokens"][-1] in stops
+    assert answer["stop"] == "eog" and not answer["context_full"]
+
+
+def test_an_answer_the_context_cuts_is_marked(answered, llama_cpp):  # noqa: F811
+    gguf, prompt, tokens, stops = answered
+    answer = _generate(gguf, prompt + len(tokens) - 1, stops)
+    assert answer["tokens"] == tokens[:-1]
+    assert answer["stop"] == "context" and answer["context_full"]
