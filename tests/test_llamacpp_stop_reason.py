@@ -21,7 +21,7 @@ require("gguf", "the deploy extra: GGUF export")
 
 from deploy.hf import export  # noqa: E402
 from deploy.llamacpp import PocketLlama  # noqa: E402
-from deploy.llamacpp.runtime import LlamaCppVLM  # noqa: E402
+from deploy.llamacpp.runtime import ExportFolder, LlamaCppVLM  # noqa: E402
 
 from .test_gguf import llama_cpp  # noqa: E402,F401 - the built llama.cpp, or a skip
 
@@ -30,32 +30,43 @@ MESSAGES = [{"role": "user", "content": "What shapes are in the picture?"}]
 
 @pytest.fixture(scope="module")
 def answered(tmp_path_factory) -> tuple[Path, int, list[int], list[int]]:
-    """(the text model GGUF, prompt tokens, the answer's tokens up to its end token, the stop ids)."""
+    """(the export folder, prompt tokens, the answer's tokens up to its end token, the stop ids)."""
     vlm, processor = model.load("pocket-tiny")
     folder = export(vlm, processor, "gguf", tmp_path_factory.mktemp("stop") / "out", qtype="f32", name="s",
                     progress=False)
     with LlamaCppVLM(folder, n_ctx=512) as runtime:
         answer = runtime.llama.generate(200, messages=MESSAGES, stop_ids=runtime.stop_ids)
-        stops, gguf = runtime.stop_ids, runtime.export.model
+        stops = runtime.stop_ids
     assert answer["stop"] == "eog", answer  # the question is chosen so that the answer ends on its own
-    return gguf, answer["timings"]["prompt_tokens"], answer["tokens"], stops
+    return folder, answer["timings"]["prompt_tokens"], answer["tokens"], stops
 
 
-def _generate(gguf: Path, n_ctx: int, stops: list[int]) -> dict:
+def _generate(folder: Path, n_ctx: int, stops: list[int]) -> dict:
     # the model's context is n_ctx: nothing to grow into, as at a model's trained context
-    with PocketLlama(gguf, n_ctx=n_ctx, kv_f32=True, max_ctx=n_ctx) as llama:
+    with PocketLlama(ExportFolder.open(folder).model, n_ctx=n_ctx, kv_f32=True, max_ctx=n_ctx) as llama:
         return llama.generate(200, messages=MESSAGES, stop_ids=stops)
 
 
 def test_an_end_token_at_the_last_position_is_not_a_cut(answered, llama_cpp):  # noqa: F811
-    gguf, prompt, tokens, stops = answered
-    answer = _generate(gguf, prompt + len(tokens), stops)
+    folder, prompt, tokens, stops = answered
+    answer = _generate(folder, prompt + len(tokens), stops)
     assert answer["tokens"] == tokens and answer["tokens"][-1] in stops
     assert answer["stop"] == "eog" and not answer["context_full"]
 
 
 def test_an_answer_the_context_cuts_is_marked(answered, llama_cpp):  # noqa: F811
-    gguf, prompt, tokens, stops = answered
-    answer = _generate(gguf, prompt + len(tokens) - 1, stops)
+    folder, prompt, tokens, stops = answered
+    answer = _generate(folder, prompt + len(tokens) - 1, stops)
     assert answer["tokens"] == tokens[:-1]
     assert answer["stop"] == "context" and answer["context_full"]
+
+
+def test_an_end_token_llamacpp_stops_on_is_no_part_of_the_answer(answered, llama_cpp):  # noqa: F811
+    """llama.cpp also ends on its vocabulary's end tokens (eos, eot, <|endoftext|>, ...), not only the template's
+    stop ids: such a token stayed in the answer's tokens, so an answer that ended at --max-new-tokens tokens read as
+    cut there. Here the template's stop ids are not given, so only llama.cpp's own end tokens end the answer."""
+    folder, _, tokens, _ = answered
+    with LlamaCppVLM(folder, n_ctx=512) as runtime:
+        runtime.stop_ids = []
+        answer = runtime.chat(MESSAGES, max_new_tokens=len(tokens), cut_repeats=False)
+    assert answer.tokens == tokens[:-1] and not answer.context_full

@@ -185,7 +185,8 @@ class LlamaCppVLM:
         answer = self.llama.generate(max_new_tokens, messages=self.messages(conversation, len(entries), system),
                                      images=entries, temperature=temperature, seed=seed, stop_ids=self.stop_ids)
         tokens = list(answer["tokens"])
-        tokens = tokens[: next((k for k, t in enumerate(tokens) if t in self.stop_ids), len(tokens))]
+        if answer["stop"] == "eog":  # the end token is no part of the answer, whether ours or one llama.cpp ends on
+            tokens = tokens[:-1]
         cut = cut_at_repetition(tokens, self.detokenize) if cut_repeats else None
         text = answer["text"]
         if cut is not None:
