@@ -101,3 +101,18 @@ def test_llama_mtmd_cli_renders_our_prompt(vicuna_export, tmp_path, llama_cpp): 
     said = re.search(r"formatted_chat\.prompt: (.*?)\n\d+\.\d+\.\d+\.\d+ ", proc.stdout + proc.stderr, re.S)
     assert said is not None, (proc.stdout + proc.stderr)[-3000:]
     assert said[1].rstrip() == ours.rstrip()
+
+
+def test_the_marker_in_a_question_with_an_image_is_named():
+    """llama.cpp reads every <__media__> in the prompt as an image: one typed in the text was "more media markers
+    than images" from inside llama.cpp; it is now refused up front, naming the message."""
+    from types import SimpleNamespace
+
+    from deploy.llamacpp import LlamaCppError
+
+    runtime = SimpleNamespace(export=SimpleNamespace(template=get_chat_template("pocket-tiny")))
+    with pytest.raises(LlamaCppError, match=r"message 0 \(user\) contains <__media__>"):
+        LlamaCppVLM.messages(runtime, [{"role": "user", "content": f"What is {MARKER}?"}], 1)
+    with pytest.raises(LlamaCppError, match=r"message 0 \(system\)"):
+        LlamaCppVLM.messages(runtime, [{"role": "user", "content": "What is it?"}], 1, system=MARKER)
+    assert LlamaCppVLM.messages(runtime, [{"role": "user", "content": f"What is {MARKER}?"}], 0)  # no image: text

@@ -150,6 +150,11 @@ class LlamaCppVLM:
         messages = place_images(normalize_messages(conversation), n_images, self.export.template)
         if system is not None and not (messages and messages[0]["role"] == "system"):
             messages = [{"role": "system", "content": system}, *messages]
+        said = next((k for k, m in enumerate(messages) if MARKER in m["content"]), None)
+        if n_images and said is not None:  # llama.cpp would take it for one more image
+            raise LlamaCppError(f"message {said} ({messages[said]['role']}) contains {MARKER}, llama.cpp's image "
+                                f"marker, which it would read as an image; leave it out of the text (images go in "
+                                f"as {IMAGE_PLACEHOLDER} or --image)")
         return [{**m, "content": m["content"].replace(IMAGE_PLACEHOLDER, MARKER)} for m in messages]
 
     def image_entries(self, images, tiling: TilingConfig | None = None, preprocess: str = "pocket") -> list[dict]:
