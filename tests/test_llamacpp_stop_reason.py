@@ -70,3 +70,27 @@ def test_an_end_token_llamacpp_stops_on_is_no_part_of_the_answer(answered, llama
         runtime.stop_ids = []
         answer = runtime.chat(MESSAGES, max_new_tokens=len(tokens), cut_repeats=False)
     assert answer.tokens == tokens[:-1] and not answer.context_full
+
+
+def test_a_stop_string_of_several_tokens_ends_the_answer_as_in_pytorch(tmp_path, llama_cpp):  # noqa: F811
+    """A template stop string that is no single token (a custom template's "###") cuts PyTorch's answer as text
+    (`VLMProcessor.decode`); llama.cpp's answer ran on past it. pocket-tiny answers "greenpink" here; "npi" spans
+    two of its tokens."""
+    import copy
+    import dataclasses
+
+    vlm, processor = model.load("pocket-tiny")
+    processor = copy.copy(processor)
+    processor.chat_template = dataclasses.replace(processor.chat_template,
+                                                  stop_strings=(*processor.chat_template.stop_strings, "npi"))
+    folder = export(vlm, processor, "gguf", tmp_path / "out", qtype="f32", name="s", progress=False)
+    question = [{"role": "user", "content": "What is <x>?"}]
+    with LlamaCppVLM(folder, n_ctx=512) as runtime:
+        assert "npi" in runtime.text_stops
+        runtime.text_stops = []
+        whole = runtime.chat(question, max_new_tokens=12, cut_repeats=False)
+        runtime.text_stops = ["npi"]
+        answer = runtime.chat(question, max_new_tokens=len(whole.tokens), cut_repeats=False)
+    assert whole.text == "greenpink"
+    assert answer.text == "gree" == processor.decode(processor.tokenizer.encode("greenpink"))
+    assert len(answer.tokens) < len(whole.tokens) and not answer.context_full

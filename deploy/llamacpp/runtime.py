@@ -126,8 +126,12 @@ class LlamaCppVLM:
         f32 = self.export.file_type == 0  # general.file_type ALL_F32: keep the KV cache in f32 too
         self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=self.export.n_ctx(n_ctx), kv_f32=f32,
                                  max_ctx=self.export.context)
-        self.stop_ids = sorted({ids[0] for s in self.export.template.stop_strings
-                                if len(ids := self.llama.request(op="tokenize", text=s)["ids"]) == 1})
+        single = {s: ids[0] for s in self.export.template.stop_strings
+                  if len(ids := self.llama.request(op="tokenize", text=s)["ids"]) == 1}
+        self.stop_ids = sorted(set(single.values()))
+        # stop strings that are no single token (a custom template's "###"): the answer's text is cut at them, as
+        # the processor's `decode` cuts PyTorch's
+        self.text_stops = [s for s in self.export.template.stop_strings if s not in single]
 
     @property
     def n_ctx(self) -> int:
@@ -197,8 +201,15 @@ class LlamaCppVLM:
         if cut is not None:
             tokens = tokens[:cut]
             text = self.detokenize(tokens)
+        ended = min((k for s in self.text_stops if (k := text.find(s)) >= 0), default=None)
+        if ended is not None:  # an answer that ended at a stop string: neither cut by the context nor by length
+            text = text[:ended]
+            keep = 0  # the tokens whose text lies before the stop string
+            while keep < len(tokens) and len(self.detokenize(tokens[: keep + 1])) <= len(text):
+                keep += 1
+            tokens = tokens[:keep]
         return Answer(text.strip(), tokens, answer["prompt"], cut is not None, answer["timings"],
-                      context_full=answer["context_full"] and cut is None)
+                      context_full=answer["context_full"] and cut is None and ended is None)
 
     def detokenize(self, tokens: list[int]) -> str:
         """llama.cpp's text for token ids (special tokens not rendered)."""
