@@ -29,7 +29,7 @@ MESSAGES = [{"role": "user", "content": "What shapes are in the picture?"}]
 
 
 @pytest.fixture(scope="module")
-def answered(tmp_path_factory) -> tuple[Path, int, list[int], list[int]]:
+def answered(tmp_path_factory, llama_cpp) -> tuple[Path, int, list[int], list[int]]:  # noqa: F811
     """(the export folder, prompt tokens, the answer's tokens up to its end token, the stop ids)."""
     vlm, processor = model.load("pocket-tiny")
     folder = export(vlm, processor, "gguf", tmp_path_factory.mktemp("stop") / "out", qtype="f32", name="s",
