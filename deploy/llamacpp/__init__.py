@@ -63,7 +63,12 @@ def binary(name: str = "pocket-llama") -> Path:
     if not exe.is_file():
         raise LlamaCppError(f"llama.cpp is not built here ({exe} is missing); {how}")
     stamp = bin_dir / "BUILD"
-    if not stamp.is_file() or stamp.read_text(encoding="utf-8").strip() != expected_stamp():
+    built = stamp.read_text(encoding="utf-8").strip() if stamp.is_file() else ""
+    if built != expected_stamp():
+        if built.split(";")[0] == expected_stamp().split(";")[0] and (cache_dir() / "build").is_dir():
+            # same llama.cpp, another driver: build.sh compiles pocket_llama.cpp again, nothing else
+            how = (f"rebuild it with `{BUILD_COMMAND}` (`make llama-cpp` in a checkout): only pocket-llama, "
+                   "pocket-adapt's driver, changed, so only it is compiled again (a minute or two)")
         raise LlamaCppError(f"the llama.cpp build in {bin_dir} is out of date with deploy/llamacpp; {how}")
     return exe
 
