@@ -113,7 +113,8 @@ def fsync_dir(path: Path) -> None:
 def check_run_folder(out_dir: Path, verb: str = "train") -> None:
     """Refuse (`RunFolderForeign`) an `out_dir` that is a file, or a folder holding files but no `LOCK_NAME`:
     a run there would replace its ``final/``, ``train_log.jsonl``, ``loss.png``, ``skips.*``. A missing or empty
-    folder, or one a run made (it has the lock file, whether or not it holds a checkpoint yet), is fine."""
+    folder, one holding only an `adapt eval` report in eval/, or one a run made (it has the lock file, whether or
+    not it holds a checkpoint yet), is fine."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise RunFolderForeign(f"output.dir {out_dir} is a file, not a folder; set output.dir to a folder")
@@ -131,8 +132,28 @@ def foreign_files(out_dir: Path) -> list[str]:
     out_dir = Path(out_dir)
     if not out_dir.is_dir() or (out_dir / LOCK_NAME).exists():
         return []
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir())
+    return _entries(out_dir, ())
 
+
+def _entries(out_dir: Path, ours: tuple[str, ...]) -> list[str]:
+    """`out_dir`'s entries but those matching `ours`, folders marked with ``/``; inside ``eval/`` (`adapt eval`'s
+    default report folder, scoring base before training or the run after it) those `EVAL_OUTPUTS` does not match."""
+    from deploy.runtimes import RUNTIMES
+
+    found = []
+    for p in out_dir.iterdir():
+        if p.name == EVAL_DIR and p.is_dir() and not p.is_symlink():
+            evals = (*EVAL_OUTPUTS, *(r.export_format for r in RUNTIMES.values()))
+            found += [f"{EVAL_DIR}/{q.name}" + ("/" if q.is_dir() else "") for q in p.iterdir()
+                      if not any(fnmatch.fnmatchcase(q.name, pattern) for pattern in evals)]
+        elif not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in ours):
+            found.append(p.name + ("/" if p.is_dir() else ""))
+    return sorted(found)
+
+
+EVAL_DIR = "eval"  # `adapt eval`'s default --out, <output.dir>/eval
+# What `adapt eval` writes into it (adapt/cli.py, adapt/run_eval.py; with --runtime also a folder per export format)
+EVAL_OUTPUTS = ("eval.json", "eval.md", "comparison.png", "predictions_*.jsonl", "skips.json", "skips.md")
 
 # What a run writes into its output.dir (adapt/train.py, adapt/distill.py), and its hidden staging files
 RUN_OUTPUTS = (LOCK_NAME, "final", "checkpoint-*", "train_log.jsonl", "eval_log.jsonl", "eval_during_training", "loss.png",
@@ -140,13 +161,12 @@ RUN_OUTPUTS = (LOCK_NAME, "final", "checkpoint-*", "train_log.jsonl", "eval_log.
 
 
 def not_run_outputs(out_dir: Path) -> list[str]:
-    """The entries of a run's folder no run writes (`RUN_OUTPUTS`: a note of the user's, an `adapt eval` report
-    in eval/), folders marked with ``/``; for a folder no run made, all of them (`foreign_files`)."""
+    """The entries of a run's folder no run writes (`RUN_OUTPUTS`: a note of the user's), folders marked with ``/``,
+    and those of ``eval/`` no `adapt eval` writes as ``eval/NAME``; for a folder no run made, `foreign_files`."""
     out_dir = Path(out_dir)
     if not (out_dir / LOCK_NAME).exists():
         return foreign_files(out_dir)
-    return sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir()
-                  if not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in RUN_OUTPUTS))
+    return _entries(out_dir, RUN_OUTPUTS)
 
 
 class RunLock:

@@ -978,7 +978,8 @@ def _recipe_verbs(verbs) -> None:
     quick.add_argument("--force", action="store_true",
                        help="start over even where that replaces an edited OUT/<template>.yaml, data folders under "
                             "OUT (raw/, data/...) an earlier quick start did not write, or an OUT/train folder holding "
-                            "files adapt train did not write (refused without it)")
+                            "files adapt train did not write (refused without it; an adapt eval report in "
+                            "OUT/train/eval is replaced either way)")
     quick.add_argument("--no-progress", action="store_true",
                        help="no progress output from data generation and scoring (without it: a bar on a terminal, "
                             "a plain line every tenth of the work when stderr is not a terminal); train prints its "

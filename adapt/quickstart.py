@@ -22,7 +22,7 @@ from model.progress import Progress
 from model.resources import templates_dir
 from model.yaml_io import load_yaml
 
-from .checkpointing import not_run_outputs
+from .checkpointing import EVAL_DIR, not_run_outputs
 from .evaluate import plot_comparison, write_report
 from .recipe import _parse_key, _read_text, load_recipe, load_yaml_value
 from .run_eval import eval_kinds, evaluate_model
@@ -124,7 +124,8 @@ def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
         raise QuickstartError(f"{run_dir} holds files `adapt train` did not write ({shown}); a quick start empties "
-                              "that folder: move them, or pass --force")
+                              "that folder (its run and `adapt eval` report in eval/ are replaced): move them out, or "
+                              "pass --force to delete them too")
 
 
 def _refuse_output_dir(overrides: Sequence[str]) -> None:
@@ -208,6 +209,9 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     print(f"[1/4] generating data in {data}", flush=True)
     _stamp_data(out_dir, field)  # before writing: a run stopped half-way must not make its rerun refuse its own data
     prepare(data, progress)
+    earlier_eval = Path(recipe.output.dir) / EVAL_DIR
+    if earlier_eval.is_dir():  # the scores of the model this quick start replaces
+        print(f"note: removing {earlier_eval}, the `adapt eval` report of the earlier run", flush=True)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)  # a quick start always starts over
     reports = out_dir / "report"
 
