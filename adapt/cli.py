@@ -1123,6 +1123,15 @@ def _eval(args) -> int:
                    f"train first: adapt train {_q(args.recipe)}, with the same overrides, or name a model: --model "
                    "adapted=DIR")
             print(f"note: no adapted model at {final}; scoring the base model only ({how})", file=sys.stderr)
+    if args.model:  # a typo in the last --model must not wait until the others are scored
+        from model.checkpoints.io import CheckpointError
+        from model.loading import load_config
+
+        for label, source in models.items():
+            try:
+                load_config(source)  # config only: no weights read, nothing fetched
+            except CheckpointError as err:
+                raise CliError(f"--model {label}={source}: {err}") from None
     out = args.out or Path(recipe.output.dir) / "eval"
     _check_out_folder(out)  # before any scoring
     progress = args.progress

@@ -1,0 +1,22 @@
+"""`adapt eval --model a=X --model b=Y`: a source that is no checkpoint nor preset is named before any model is scored."""
+
+from __future__ import annotations
+
+import adapt.run_eval as run_eval
+from adapt.cli import main
+
+
+def test_a_mistyped_second_model_stops_eval_before_the_first_is_scored(tmp_path, monkeypatch, capsys):
+    """The base model was scored in full (minutes to hours) before the typo in adapted=… was reported."""
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    scored = []
+    monkeypatch.setattr(run_eval, "evaluate_model", lambda recipe, source, label, *a, **k: scored.append(label) or {})
+    capsys.readouterr()
+    rc = main(["eval", str(tmp_path / "quickstart.yaml"), "--model", "base=pocket-tiny", "--model",
+               f"adapted={tmp_path / 'trian' / 'final'}", "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and scored == [] and not (tmp_path / "out").exists()
+    assert "--model adapted=" in err and "trian" in err and "not a checkpoint directory nor a preset" in err
+    rc = main(["eval", str(tmp_path / "quickstart.yaml"), "--model", "pocket-tyni", "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    assert rc == 1 and "did you mean pocket-tiny" in capsys.readouterr().err and scored == []
