@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            verb = parser.verb_parsers.get(args.verb, parser)  # its usage and `adapt VERB: error:`, not the top-level's
+            stray = [e for e in extra if not e.startswith("-")]
+            takes_model = any("--model" in action.option_strings for action in verb._actions)
+            hint = f" (a model is given with --model: --model {stray[0]})" if stray and takes_model else ""
+            verb.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -353,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adapt", description="Adapt small vision-language models to specialist fields.")
     parser.add_argument("--version", action=_Version, help="print pocket-adapt's version and exit")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    parser.verb_parsers = verbs.choices
 
     chat = verbs.add_parser("chat", help="ask a model about images", description="Ask a model about one or more images.")
     chat.add_argument("question", nargs="?", default=DEFAULT_QUESTION, help=f"the question (default: {DEFAULT_QUESTION!r})")

@@ -1,0 +1,25 @@
+"""A stray argument is reported by the verb it was given to; a checkpoint given where --model is wanted is pointed there."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapt.cli import main
+
+
+@pytest.mark.parametrize("argv", [["inspect", "runs/x/final"], ["export", "runs/x/final", "-f", "hf", "--out", "o"]])
+def test_a_model_given_without_model_is_pointed_at_the_flag(argv, capsys):
+    """It was `adapt: error: unrecognized arguments: runs/x/final`, from the top-level usage, with no hint."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2
+    assert f"adapt {argv[0]}: error: unrecognized arguments: runs/x/final" in err
+    assert "--model runs/x/final" in err and f"usage: adapt {argv[0]}" in err
+
+
+def test_a_stray_flag_names_the_verb_without_a_model_hint(capsys):
+    with pytest.raises(SystemExit):
+        main(["validate", "r.yaml", "--no-plann"])
+    err = capsys.readouterr().err
+    assert "adapt validate: error: unrecognized arguments: --no-plann" in err and "--model" not in err
