@@ -115,11 +115,31 @@ def _same_recipe(recipe_path: Path, template: Path) -> bool:
     return values is not None and values == _recipe_values(template)
 
 
+def _differing_keys(a, b, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two canonical recipe documents (a whole list counts as one)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [prefix]
+    return [key for k in sorted(a.keys() | b.keys())
+            for key in _differing_keys(a.get(k, ...), b.get(k, ...), f"{prefix}{k}.")]
+
+
+def _edits(recipe_path: Path, template: Path) -> str:
+    """What differs in `recipe_path` from `template`, for the refusal: some keys, or that it does not read."""
+    values = _recipe_values(recipe_path)
+    document = None if values is None else json.loads(values)
+    if not isinstance(document, dict):
+        return "it does not read as a recipe"
+    keys = [k.rstrip(".") for k in _differing_keys(document, json.loads(_recipe_values(template)))]
+    return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "") + \
+        (" differs" if len(keys) == 1 else " differ")
+
+
 def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
     """QuickstartError when starting over would replace an edited recipe or empty a folder of other files."""
     if recipe_path.is_file() and not _same_recipe(recipe_path, template):
-        raise QuickstartError(f"{recipe_path} differs from the {template.stem} template (edited?); a quick start "
-                              f"would replace it: train it with `adapt train {recipe_path}`, move it, or pass --force")
+        raise QuickstartError(f"{recipe_path} differs from the {template.stem} template (edited?): "
+                              f"{_edits(recipe_path, template)}; a quick start would replace it: train it with "
+                              f"`adapt train {recipe_path}`, move it, or pass --force to replace it")
     others = not_run_outputs(run_dir)
     if others:
         shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")

@@ -42,3 +42,16 @@ def test_a_changed_value_is_still_an_edit(tmp_path):
 @pytest.mark.parametrize("text", ["name: [unclosed\n", "a: &a [*a]\n", "\xff\n", ""])
 def test_a_recipe_that_does_not_read_as_the_template_is_refused(tmp_path, text):
     assert refused(text, tmp_path)
+
+
+def test_the_refusal_names_the_keys_that_differ(tmp_path):
+    """It said only "(edited?)": the user had to diff a 150-line file against the template to see what changed."""
+    values = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))
+    edited = {**values, "training": {**values["training"], "max_steps": 20}, "extra": 1}
+    recipe = tmp_path / "quickstart.yaml"
+    recipe.write_text(yaml.safe_dump(edited), encoding="utf-8")
+    with pytest.raises(QuickstartError, match=r"\(edited\?\): extra, training\.max_steps differ; .*--force"):
+        _refuse_to_lose(recipe, TEMPLATE, tmp_path / "train")
+    recipe.write_text("- 1\n", encoding="utf-8")
+    with pytest.raises(QuickstartError, match=r"\(edited\?\): it does not read as a recipe; .*--force"):
+        _refuse_to_lose(recipe, TEMPLATE, tmp_path / "train")
