@@ -854,6 +854,9 @@ def _image_tokens(cfg) -> str:
     return f"{cfg.image_seq_length} per {tiling.tile_size} px tile ({tiles}{thumbnail})"
 
 
+MAX_SIDE = 2**31 - 1  # pixels: the widest side an image format's header can state (PNG, TIFF: 32-bit)
+
+
 def _tiles(args) -> int:
     import dataclasses
 
@@ -872,9 +875,13 @@ def _tiles(args) -> int:
         try:
             width, height = (int(v) for v in args.size.lower().split("x"))
         except ValueError:
-            raise CliError(f"size {args.size!r} is neither WIDTHxHEIGHT nor an image file") from None
+            if Path(args.size).suffix or os.sep in args.size:
+                raise CliError(f"{args.size}: no such file (nor a size WIDTHxHEIGHT, e.g. 1600x900)") from None
+            raise CliError(f"size {args.size!r} is neither WIDTHxHEIGHT (e.g. 1600x900) nor an image file") from None
     if width < 1 or height < 1:
         raise CliError(f"size {args.size!r}: width and height must be at least 1 pixel")
+    if max(width, height) > MAX_SIDE:  # the tile search's arithmetic overflows far past any real image
+        raise CliError(f"size {args.size!r}: width and height must be at most {MAX_SIDE} pixels")
     tiling, per_tile = TilingConfig(), 256  # InternVL2's
     if args.model is not None:
         from model.loading import load_config
@@ -890,9 +897,10 @@ def _tiles(args) -> int:
     min_tiles, max_tiles = given.get("min_tiles", tiling.min_tiles), given.get("max_tiles", tiling.max_tiles)
     if min_tiles > max_tiles:
         raise CliError(f"--min-tiles {min_tiles} is larger than --max-tiles {max_tiles}")
+    whose = "--tokens-per-tile" if args.tokens_per_tile else f"{args.model}'s" if args.model else "InternVL2's"
     per_tile = args.tokens_per_tile or per_tile
     if per_tile % (args.pool * args.pool):
-        raise CliError(f"--tokens-per-tile {per_tile} does not divide by --pool {args.pool} squared")
+        raise CliError(f"{per_tile} image tokens per tile ({whose}) do not divide by --pool {args.pool} squared")
     per_tile //= args.pool * args.pool
     config = dataclasses.replace(tiling, **given).for_images(args.images)
     if config.mode == "dynamic":
