@@ -979,12 +979,18 @@ def _recipe_verbs(verbs) -> None:
     evaluate.add_argument("--no-progress", action="store_true", help=NO_PROGRESS_HELP)
     evaluate.set_defaults(handler=_eval, builds_model=True)
 
-    quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)")
+    quick = verbs.add_parser("quickstart", help="generate data, score the base model, adapt it, score again (CPU, minutes)",
+                             description="Generate a field's synthetic data, score pocket-tiny on its held-out sets, "
+                                         "adapt it, score it again. Starts over in OUT: writes OUT/<template>.yaml, "
+                                         "the data under OUT (data/, raw/), the run in OUT/train and the report in "
+                                         "OUT/report; refuses, before writing anything, where that would replace "
+                                         "something a quick start did not write (see --force).")
     quick.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. mixing.general_ratio=0")
     quick.add_argument("--out", type=_path, help="default: runs/quickstart (runs/quickstart-<field> for other fields)")
     quick.add_argument("--field", default="landcover", choices=["landcover", "remote_sensing", "driving", "medical"],
                        help="landcover: the default story; remote_sensing: synthetic GeoTIFF/RSVQA/DIOR sets "
-                            "through the remote-sensing converters")
+                            "through the remote-sensing converters; driving: synthetic nuScenes + DriveLM "
+                            "(the slowest); medical: synthetic DICOM CT series with VQA sets")
     quick.add_argument("--data-only", action="store_true",
                        help="only generate the field's data into OUT/data, the folder its recipe template reads "
                             "(`adapt init quickstart DIR && adapt quickstart --data-only --out DIR`), then stop")
