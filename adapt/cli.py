@@ -1206,6 +1206,12 @@ def _validate(args) -> int:
     for note in recipe_warnings(recipe):
         print(f"note: {note}", file=sys.stderr)
     distill = type(recipe).__name__ == "DistillRecipe"
+    from .checkpointing import RunFolderForeign, check_run_folder
+
+    try:  # what adapt train / distill refuse as they start
+        check_run_folder(recipe.output.dir, "distill" if distill else "train")
+    except RunFolderForeign as err:
+        print(f"note: adapt {'distill' if distill else 'train'} would stop: {err}", file=sys.stderr)
     if args.plan:
         _print_mixing_plan(recipe, distill)
     kind = "distillation recipe (adapt distill)" if distill else "recipe"
