@@ -489,6 +489,10 @@ def _chat(args) -> int:
 
     if not args.question.strip():  # an empty "$QUESTION": the model would answer no question at all
         raise CliError(f"the question is empty; ask one, or leave it out for the default ({DEFAULT_QUESTION!r})")
+    if Path(args.question).is_dir():  # `adapt chat runs/x/final ...` would ask the default model that "question"
+        raise CliError(f"{args.question!r} is a folder, not a question: give a model with --model {_q(args.question)}")
+    if Path(args.question).is_file():
+        raise CliError(f"{args.question!r} is a file, not a question: give an image with --image {_q(args.question)}")
     images = list(args.image)
     if args.example_image:
         images.append(str(assets_dir() / "example.png"))

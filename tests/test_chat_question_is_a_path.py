@@ -1,0 +1,33 @@
+"""`adapt chat DIR --image X` asked the default model the question "DIR"; a path where the question goes is named."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapt.cli import main
+
+
+def test_a_checkpoint_folder_given_as_the_question_is_pointed_at_model(tmp_path, capsys):
+    """It loaded pocket-tiny and printed its answer to the question '/…/final', the user's model never read."""
+    final = tmp_path / "final"
+    final.mkdir()
+    assert main(["chat", str(final), "--image", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert f"--model {final}" in err and "not a question" in err
+
+
+def test_an_image_given_as_the_question_is_pointed_at_image(tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG")
+    assert main(["chat", str(photo)]) == 1
+    assert f"--image {photo}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("question", ["What is in the picture?", "final"])
+def test_a_question_that_names_no_existing_path_is_asked(question, tmp_path, monkeypatch, capsys):
+    import adapt.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_chat_pytorch", lambda args, images: print(f"asked {args.question}") or 0)
+    assert main(["chat", question]) == 0
+    assert f"asked {question}" in capsys.readouterr().out
