@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
             stray = [e for e in extra if not e.startswith("-")]
             takes_model = any("--model" in action.option_strings for action in verb._actions)
             hint = f" (a model is given with --model: --model {stray[0]})" if stray and takes_model else ""
+            pairs = [e.split("=", 1)[1] if e.startswith("-") else e for e in extra if "=" in e]
+            if hasattr(args, "overrides") and pairs:  # `--set k=v`, `-o k=v`: other tools' spellings
+                hint = f" (recipe overrides take no flag: give KEY=VALUE after the recipe, e.g. {pairs[0]})"
             verb.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -23,3 +23,13 @@ def test_a_stray_flag_names_the_verb_without_a_model_hint(capsys):
         main(["validate", "r.yaml", "--no-plann"])
     err = capsys.readouterr().err
     assert "adapt validate: error: unrecognized arguments: --no-plann" in err and "--model" not in err
+
+
+@pytest.mark.parametrize("flag", [["--set", "model.projector=mlp2x_gelu"], ["--set=model.projector=mlp2x_gelu"],
+                                  ["-o", "model.projector=mlp2x_gelu"]])
+def test_an_override_behind_a_flag_is_pointed_at_the_plain_form(flag, capsys):
+    """`--set KEY=VALUE` (other tools' spelling) got only "unrecognized arguments"."""
+    with pytest.raises(SystemExit):
+        main(["validate", "r.yaml", *flag])
+    err = capsys.readouterr().err
+    assert "recipe overrides take no flag: give KEY=VALUE after the recipe, e.g. model.projector=mlp2x_gelu" in err
