@@ -492,10 +492,16 @@ def _chat(args) -> int:
 
     if not args.question.strip():  # an empty "$QUESTION": the model would answer no question at all
         raise CliError(f"the question is empty; ask one, or leave it out for the default ({DEFAULT_QUESTION!r})")
-    if Path(args.question).is_dir():  # `adapt chat runs/x/final ...` would ask the default model that "question"
-        raise CliError(f"{args.question!r} is a folder, not a question: give a model with --model {_q(args.question)}")
-    if Path(args.question).is_file():
-        raise CliError(f"{args.question!r} is a file, not a question: give an image with --image {_q(args.question)}")
+    try:
+        named = os.stat(args.question) if len(args.question) < 4096 else None
+    except (OSError, ValueError):  # no such path, a name too long for one, a NUL: a question
+        named = None
+    if named is not None:  # `adapt chat runs/x/final ...` would ask the default model that "question"
+        import stat
+
+        flag, what = ("--model", "a model") if stat.S_ISDIR(named.st_mode) else ("--image", "an image")
+        raise CliError(f"{args.question!r} is a {'folder' if flag == '--model' else 'file'}, not a question: give "
+                       f"{what} with {flag} {_q(args.question)}")
     images = list(args.image)
     if args.example_image:
         images.append(str(assets_dir() / "example.png"))

@@ -31,3 +31,11 @@ def test_a_question_that_names_no_existing_path_is_asked(question, tmp_path, mon
     monkeypatch.setattr(cli, "_chat_pytorch", lambda args, images: print(f"asked {args.question}") or 0)
     assert main(["chat", question]) == 0
     assert f"asked {question}" in capsys.readouterr().out
+
+
+def test_a_question_too_long_for_a_file_name_is_asked(monkeypatch, capsys):
+    import adapt.cli as cli
+
+    monkeypatch.setattr(cli, "_chat_pytorch", lambda args, images: print("asked") or 0)
+    assert main(["chat", "red square " * 100]) == 0 and "asked" in capsys.readouterr().out
+    assert main(["chat", "a\0b"]) == 0
