@@ -493,7 +493,9 @@ def _chat(args) -> int:
     if not args.question.strip():  # an empty "$QUESTION": the model would answer no question at all
         raise CliError(f"the question is empty; ask one, or leave it out for the default ({DEFAULT_QUESTION!r})")
     try:
-        named = os.stat(args.question) if len(args.question) < 4096 else None
+        # a question has words; one word that names an existing path is far likelier a misplaced argument
+        one_word = len(args.question) < 4096 and not any(c.isspace() for c in args.question.strip())
+        named = os.stat(args.question.strip()) if one_word else None
     except (OSError, ValueError):  # no such path, a name too long for one, a NUL: a question
         named = None
     if named is not None:  # `adapt chat runs/x/final ...` would ask the default model that "question"

@@ -39,3 +39,14 @@ def test_a_question_too_long_for_a_file_name_is_asked(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_chat_pytorch", lambda args, images: print("asked") or 0)
     assert main(["chat", "red square " * 100]) == 0 and "asked" in capsys.readouterr().out
     assert main(["chat", "a\0b"]) == 0
+
+
+def test_a_question_of_several_words_is_asked_even_where_it_names_a_path(tmp_path, monkeypatch, capsys):
+    """Only a one-word 'question' is taken for a misplaced path: a sentence is asked whatever the folder holds."""
+    import adapt.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "is it red").mkdir()
+    monkeypatch.setattr(cli, "_chat_pytorch", lambda args, images: print(f"asked {args.question}") or 0)
+    assert main(["chat", "is it red"]) == 0
+    assert "asked is it red" in capsys.readouterr().out
