@@ -369,9 +369,26 @@ _ORIGINAL_VISION_NAMES = [
 ]
 
 
+def original_preprocessor_config(tiling: TilingConfig) -> dict:
+    """`preprocessor_config.json` as released InternVL2 / Mini-InternVL repositories ship it (a CLIP image processor
+    at the tile size, ImageNet's normalisation, bicubic), from the model's own tiling: tools that read the image
+    size or normalisation from it (a `CLIPImageProcessor` on one tile) get this model's."""
+    return {
+        "crop_size": tiling.tile_size,
+        "do_center_crop": True,
+        "do_normalize": True,
+        "do_resize": True,
+        "feature_extractor_type": "CLIPFeatureExtractor",
+        "image_mean": list(tiling.mean),
+        "image_std": list(tiling.std),
+        "resample": 3,  # bicubic
+        "size": tiling.tile_size,
+    }
+
+
 def export_original(vlm: PocketVLM, processor, out_dir: Path) -> Path:
-    """Write the OpenGVLab layout (weights + config.json + tokenizer); add the remote-code `*.py` files
-    of the base model beside it to load it with InternVL's own scripts.
+    """Write the OpenGVLab layout (weights + config.json + tokenizer + preprocessor_config.json); add the
+    remote-code `*.py` files of the base model beside it to load it with InternVL's own scripts.
 
     `llm_config.tie_word_embeddings` records whether the head is tied. A tied head is still written, as a copy
     equal to the embeddings, so the file loads the same whether or not the remote code re-ties its nested LLM;
@@ -384,4 +401,5 @@ def export_original(vlm: PocketVLM, processor, out_dir: Path) -> Path:
     write_state_dict(out_dir, original_state_dict(vlm))
     if processor is not None:
         processor.save_pretrained(out_dir)
+        write_json(out_dir / "preprocessor_config.json", original_preprocessor_config(processor.tiling))
     return out_dir
