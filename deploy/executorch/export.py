@@ -197,9 +197,7 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
     if tiling.tile_size != tower_size:
         raise ExecuTorchError(f"the tiling's tile_size {tiling.tile_size} is not the vision tower's image_size "
                               f"{tower_size}; fix model.tiling before exporting")
-    if quantize or next(vlm.parameters()).dtype != torch.float32:
-        vlm = copy.deepcopy(vlm).float()  # XNNPACK's float kernels are float32; int8 quantises a copy
-    vlm = vlm.eval()
+    vlm = export_model(vlm, quantize)
     if quantize == "int8":
         quantize_int8(vlm)
 
@@ -247,6 +245,16 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
                                          encoding="utf-8")
     (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n", encoding="utf-8")
     return out_dir
+
+
+def export_model(vlm: nn.Module, quantize: str | None = None) -> nn.Module:
+    """The model the program is captured from: `vlm` itself where it is float32 on the CPU, else a float32 CPU copy
+    (XNNPACK runs on the CPU with float32 kernels: a model loaded with --device cuda or in bfloat16 is exported from
+    a copy, so the example inputs, made on the CPU, meet weights there); int8 always quantises a copy. In eval mode."""
+    weight = next(vlm.parameters())
+    if quantize or weight.dtype != torch.float32 or weight.device.type != "cpu":
+        vlm = copy.deepcopy(vlm).to("cpu", torch.float32)
+    return vlm.eval()
 
 
 def quantize_int8(vlm: nn.Module) -> None:

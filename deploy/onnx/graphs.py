@@ -107,6 +107,11 @@ class DecoderGraph(nn.Module):
         return (out.logits, *present)
 
 
+def model_device(module: nn.Module) -> torch.device:
+    """The device of `module`'s weights, where the example inputs of its export go."""
+    return next(module.parameters()).device
+
+
 def kv_shape(text_config) -> tuple[int, int]:
     """(kv heads, head dim) of the LM's cache."""
     heads = text_config.num_attention_heads
@@ -117,7 +122,8 @@ def kv_shape(text_config) -> tuple[int, int]:
 def export_vision(vlm, path: str | Path, tiles: int | None = None, metadata: dict[str, str] | None = None) -> Path:
     """vision graph to `path`; `tiles=None`: any tile count (dynamic axis ``tiles``), else exactly `tiles`."""
     size = _tile_size(vlm)
-    example = torch.randn(tiles or 2, 3, size, size)  # 2: torch.export specialises a dimension of size 1
+    # 2: torch.export specialises a dimension of size 1; on the model's device (a model loaded with --device cuda)
+    example = torch.randn(tiles or 2, 3, size, size, device=model_device(vlm))
     dynamic = None
     if tiles is None:  # all images of a prompt in one call: no upper bound
         dynamic = {"pixel_values": {0: torch.export.Dim("tiles", min=1)}}
@@ -125,7 +131,7 @@ def export_vision(vlm, path: str | Path, tiles: int | None = None, metadata: dic
 
 
 def export_embed(vlm, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    ids = torch.zeros(2, 3, dtype=torch.long)
+    ids = torch.zeros(2, 3, dtype=torch.long, device=model_device(vlm))
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     return export_graph(EmbedGraph(vlm), (ids,), path, ["input_ids"], ["inputs_embeds"],
                         {"input_ids": {0: batch, 1: seq}}, metadata)
@@ -144,10 +150,11 @@ def export_decoder(vlm, path: str | Path, metadata: dict[str, str] | None = None
     heads, head_dim = kv_shape(cfg)
     batch, seq, past_len, total = (torch.export.Dim(n) for n in ("batch", "seq", "past", "total"))
     b, s, p = 2, 3, 4
-    dtype = next(lm.parameters()).dtype
-    args = (torch.randn(b, s, cfg.hidden_size, dtype=dtype), torch.ones(b, p + s, dtype=torch.long),
-            torch.arange(p, p + s).expand(b, s).contiguous(),
-            *(torch.randn(b, heads, p, head_dim, dtype=dtype) for _ in range(2 * cfg.num_hidden_layers)))
+    dtype, device = next(lm.parameters()).dtype, model_device(lm)
+    args = (torch.randn(b, s, cfg.hidden_size, dtype=dtype, device=device),
+            torch.ones(b, p + s, dtype=torch.long, device=device),
+            torch.arange(p, p + s, device=device).expand(b, s).contiguous(),
+            *(torch.randn(b, heads, p, head_dim, dtype=dtype, device=device) for _ in range(2 * cfg.num_hidden_layers)))
     inputs, outputs = decoder_names(cfg.num_hidden_layers)
     dynamic = {"inputs_embeds": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: total},
                "position_ids": {0: batch, 1: seq}, "past": tuple({0: batch, 2: past_len} for _ in inputs[3:])}
