@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 __all__ = [
     "GRID",
+    "MIN_INSIDE",
     "Box",
     "draw_ref_boxes",
     "label_font",
@@ -91,13 +92,21 @@ def _size(width: float, height: float) -> None:
         raise ValueError(f"image size must be positive, got {width}x{height}")
 
 
-def clip_box(box: Sequence[float], width: float, height: float) -> Box:
-    """Clip a pixel box to the ``width x height`` image; a box lying wholly outside raises ValueError."""
+MIN_INSIDE = 0.5  # a box with less of its area inside the image is a wrong box (or a wrong size), not an overshoot
+
+
+def clip_box(box: Sequence[float], width: float, height: float, min_inside: float = 0.0) -> Box:
+    """Clip a pixel box to the ``width x height`` image; a box lying wholly outside, or with less than
+    `min_inside` of its area inside, raises ValueError."""
     _size(width, height)
     b = Box(*box).checked()
     if b.x1 >= width or b.y1 >= height or b.x2 <= 0 or b.y2 <= 0:
         raise ValueError(f"box {tuple(b)} lies outside the {width}x{height} image")
-    return Box(max(0, b.x1), max(0, b.y1), min(width, b.x2), min(height, b.y2))
+    clipped = Box(max(0, b.x1), max(0, b.y1), min(width, b.x2), min(height, b.y2))
+    inside = clipped.width * clipped.height / b.area if b.area > 0 else 1.0
+    if inside < min_inside:
+        raise ValueError(f"box {tuple(b)} lies {1 - inside:.0%} outside the {width}x{height} image")
+    return clipped
 
 
 def upright_box(box: Sequence[float], width: float, height: float, orientation: int) -> Box:

@@ -433,6 +433,7 @@ def test_dicom_qa_bad_input(raw, tmp_path):
         {**base, "id": "x-escape", "series": "../../etc"},
         {**base, "id": "x-missing", "series": "series/case99"},
         {**base, "id": "x-grid", "type": "grounding", "boxes": [[100, 100, 120, 130]]},
+        {**base, "id": "x-most", "type": "grounding", "boxes": [[0, 0, 1000, 1000]]},  # 0-1000 grid given as pixels
         {**base, "id": "x-two", "type": "grounding", "slices": [1, 2], "boxes": [[1, 1, 5, 5]]},
         {**base, "id": "x-mc", "type": "mc", "options": ["a", "b"], "answer": "c"},
         {**base, "id": "x-inst", "slices": None, "instances": [3]},
@@ -449,12 +450,13 @@ def test_dicom_qa_bad_input(raw, tmp_path):
     sk = report.skipped
     assert sk["unknown split"] == 1 and sk["unknown question type"] == 1 and sk["empty answer"] == 1
     assert sk["bad slice"] == 2 and sk["bad window"] == 1 and sk["path escapes data root"] == 1
-    assert sk["box outside image"] == 1 and sk["malformed record"] == 2 and sk["duplicate id"] == 1
+    assert sk["box outside image"] == 2 and sk["malformed record"] == 2 and sk["duplicate id"] == 1
     assert sk["unreadable series"] == 2 and sk["series skipped"] == 2
     assert report.written == n + 1  # the InstanceNumber question converts
     inst = next(r for r in all_records(report) if r["meta"]["question_id"] == "x-inst")
     assert inst["meta"]["slices"] == [2]  # InstanceNumber 3 is the third slice from the feet
     assert any("x-split" in e for e in report.examples["unknown split"])
+    assert any("x-most" in e and "% outside" in e for e in report.examples["box outside image"])
     # the burned-in patient dropped on request
     strict = convert_dicom_qa(raw / "dicom_qa", tmp_path / "strict", skip_burned_in=True)
     case1 = sum(1 for q in qs if q["series"].endswith("case01"))

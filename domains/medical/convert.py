@@ -1338,10 +1338,10 @@ def _grounding(item: dict, question: str, size: tuple[int, int], where: str) -> 
         boxes = [boxes]
     if not isinstance(boxes, list) or not boxes:
         raise SkipInput("malformed box", f"{where}: grounding needs boxes [[x1, y1, x2, y2], ...]")
-    from domains.boxes import Box, clip_box, to_grid
+    from domains.boxes import MIN_INSIDE, Box, clip_box, to_grid
 
-    try:
-        pixel = [clip_box(Box(*map(float, b)).checked(), *size) for b in boxes]
+    try:  # a small overshoot of the border is clipped; a box mostly outside is a wrong box (pixels of another size?)
+        pixel = [clip_box(Box(*map(float, b)).checked(), *size, min_inside=MIN_INSIDE) for b in boxes]
         if any(b.width <= 0 or b.height <= 0 for b in pixel):
             raise ValueError("empty box")
         answer = render_ref_box(ref, pixel, *size)
