@@ -171,7 +171,7 @@ def state_dict_from_original(state: dict[str, torch.Tensor], config: PocketVLMCo
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if key.startswith("vision_model."):
-            _vision_key(key[len("vision_model."):], tensor, out)
+            _vision_key(key[len("vision_model."):], tensor, out, config.vision_config)
         elif key[:7] in _PROJECTOR:
             out[_PROJECTOR[key[:7]] + key[7:]] = tensor
         elif key.startswith("language_model."):
@@ -186,7 +186,7 @@ def state_dict_from_original(state: dict[str, torch.Tensor], config: PocketVLMCo
     return out
 
 
-def _vision_key(key: str, tensor: torch.Tensor, out: dict) -> None:
+def _vision_key(key: str, tensor: torch.Tensor, out: dict, vision: InternVLVisionConfig) -> None:
     if ".lora_" in key or key.startswith("base_model."):
         raise CheckpointError(f"vision_model.{key}: unmerged LoRA weights; merge them first")
     match = re.match(r"^(encoder\.layers\.\d+)\.attn\.qkv\.(weight|bias)$", key)
@@ -197,7 +197,30 @@ def _vision_key(key: str, tensor: torch.Tensor, out: dict) -> None:
         return
     for pattern, repl in _VISION_RENAMES:
         key = re.sub(pattern, repl, key)
+    if key == "embeddings.position_embeddings":
+        size, patch = (v if isinstance(v, int) else v[0] for v in (vision.image_size, vision.patch_size))  # (h, w)
+        tensor = resize_position_embeddings(tensor, size // patch)
     out["vision_tower." + key] = tensor
+
+
+def resize_position_embeddings(pos: torch.Tensor, grid: int) -> torch.Tensor:
+    """InternViT position embeddings ``(1, 1 + g*g, D)`` for a ``grid x grid`` patch grid.
+
+    A config whose ``force_image_size`` differs from ``vision_config.image_size`` keeps embeddings for the tower's
+    own size; InternVL's ``InternVisionEmbeddings._get_pos_embed`` resizes them on every forward (bicubic,
+    ``align_corners=False``, in float32, class position untouched). The tower here is built at the tile size, so
+    the same resize is done once at load."""
+    have = pos.shape[1] - 1
+    side = math.isqrt(have)
+    if pos.dim() != 3 or side * side != have:
+        raise CheckpointError(f"vision_model.embeddings.position_embedding has shape {tuple(pos.shape)}, not "
+                              "(1, 1 + g*g, width) for a square patch grid")
+    if side == grid:
+        return pos
+    patches = pos[:, 1:].float().reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    patches = torch.nn.functional.interpolate(patches, size=(grid, grid), mode="bicubic", align_corners=False)
+    patches = patches.reshape(1, -1, grid * grid).permute(0, 2, 1).to(pos.dtype)
+    return torch.cat([pos[:, :1], patches], dim=1)
 
 
 def _internlm2_key(key: str, tensor: torch.Tensor, text: LlamaConfig, out: dict) -> None:
