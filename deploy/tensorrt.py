@@ -51,7 +51,7 @@ from model.tiling import TilingConfig, candidate_grids
 
 from .fp16_check import FP16_MAX, compare_fp16, scan_magnitudes
 from .onnx.export import DECODER, EMBED, VISION, write_onnx
-from .onnx.graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_names, eager_attention, kv_shape
+from .onnx.graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_names, eager_attention, float32_on_cpu, kv_shape
 
 BUNDLE, PROFILES, FP16_REPORT, VERIFY, README = "bundle.json", "profiles.json", "fp16_check.json", "verify.py", "README.md"
 REFERENCES = "references"
@@ -257,7 +257,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     for graph in (VISION, EMBED, DECODER):
         convert_opset(out_dir / graph, opset)
         clamped += [{"graph": graph, **c} for c in clamp_fp16_constants(out_dir / graph)]
-    vlm = (copy.deepcopy(vlm).float() if next(vlm.parameters()).dtype != torch.float32 else vlm).eval()
+    vlm = float32_on_cpu(vlm).eval()  # the references are CPU float32 (a --device cuda model left its inputs behind)
     refs = References(out_dir / REFERENCES)
     checks, vision_profiles, fp16 = [], [], {}
     features_shape = None

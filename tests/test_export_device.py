@@ -28,7 +28,9 @@ def test_onnx_example_inputs_are_on_the_models_device(monkeypatch, tmp_path):
     assert seen == [(f"{name}.onnx", {"meta"}) for name in ("export_vision", "export_embed", "export_decoder")]
 
 
-def test_executorch_exports_a_cpu_float32_model():
+@pytest.mark.parametrize("export_model", [export_model, graphs.float32_on_cpu], ids=["executorch", "tensorrt"])
+def test_cpu_runtimes_export_a_cpu_float32_model(export_model):
+    """ExecuTorch captures, and TensorRT's references are computed on, what this returns."""
     vlm, _ = model.load("pocket-tiny-scratch")
     assert export_model(vlm) is vlm  # float32 on the CPU: no copy
     half, _ = model.load("pocket-tiny-scratch", dtype="bfloat16")

@@ -251,10 +251,9 @@ def export_model(vlm: nn.Module, quantize: str | None = None) -> nn.Module:
     """The model the program is captured from: `vlm` itself where it is float32 on the CPU, else a float32 CPU copy
     (XNNPACK runs on the CPU with float32 kernels: a model loaded with --device cuda or in bfloat16 is exported from
     a copy, so the example inputs, made on the CPU, meet weights there); int8 always quantises a copy. In eval mode."""
-    weight = next(vlm.parameters())
-    if quantize or weight.dtype != torch.float32 or weight.device.type != "cpu":
-        vlm = copy.deepcopy(vlm).to("cpu", torch.float32)
-    return vlm.eval()
+    from deploy.onnx.graphs import float32_on_cpu
+
+    return (copy.deepcopy(vlm).to("cpu", torch.float32) if quantize else float32_on_cpu(vlm)).eval()
 
 
 def quantize_int8(vlm: nn.Module) -> None:

@@ -20,6 +20,7 @@ An export that fails names the submodule whose operator the exporter could not t
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import re
 from collections.abc import Iterator
@@ -110,6 +111,15 @@ class DecoderGraph(nn.Module):
 def model_device(module: nn.Module) -> torch.device:
     """The device of `module`'s weights, where the example inputs of its export go."""
     return next(module.parameters()).device
+
+
+def float32_on_cpu(module: nn.Module) -> nn.Module:
+    """`module` itself where its weights are float32 on the CPU, else a float32 CPU copy (the original untouched):
+    what a CPU runtime's references and example inputs (made on the CPU) meet, whatever --device loaded it on."""
+    weight = next(module.parameters())
+    if weight.dtype == torch.float32 and weight.device.type == "cpu":
+        return module
+    return copy.deepcopy(module).to("cpu", torch.float32)
 
 
 def kv_shape(text_config) -> tuple[int, int]:
