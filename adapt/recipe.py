@@ -610,11 +610,16 @@ class _RecipeBase(_Section):
         """The folder the recipe's relative paths were resolved against (the recipe file's folder)."""
         return self._base_dir if self._base_dir is not None else Path.cwd()
 
-    def tiling_for(self, model_tiling: TilingConfig) -> TilingConfig:
+    def tiling_for(self, model_tiling: TilingConfig, whose: str = "the model's") -> TilingConfig:
         """The model's own :class:`~model.tiling.TilingConfig` with this recipe's non-null overrides."""
         import dataclasses
 
         overrides = {k: v for k, v in self.tiling.model_dump().items() if v is not None}
+        if overrides.get("tile_size", model_tiling.tile_size) != model_tiling.tile_size:
+            # the tower's position embeddings and the projector's token count are fixed by its image size: other tiles
+            # would fail at the first image with a token-count mismatch (or be resized to it, wasting pixels)
+            raise RecipeError(f"recipe {self.name!r}: tiling.tile_size {overrides['tile_size']} differs from {whose} "
+                              f"image size {model_tiling.tile_size} (the size its vision tower takes); leave it null")
         try:
             return dataclasses.replace(model_tiling, **overrides)
         except ValueError as err:
@@ -813,11 +818,7 @@ class DistillRecipe(_RecipeBase):
                              "compared token by token, so pick towers whose image_size / patch_size give the same grid")
         pairs = layer_pairs(self.distill.layers, self.distill.pairs, teacher.num_hidden_layers,
                             student.num_hidden_layers)
-        tiling = self.tiling_for(student_tiling)
-        if tiling.tile_size != student_tiling.tile_size:
-            raise ValueError(f"tiling.tile_size {tiling.tile_size} differs from the student's image size "
-                             f"{student_tiling.tile_size}; leave it null")
-        return pairs, tiling
+        return pairs, self.tiling_for(student_tiling, whose="the student's")
 
     @model_validator(mode="after")
     def _towers_fit(self) -> DistillRecipe:

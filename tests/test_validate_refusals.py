@@ -67,6 +67,17 @@ def test_tiling_overrides_the_models_tiling_cannot_take_are_refused_by_validate(
     assert load_recipe(path, ["tiling.min_tiles=6"]).tiling.min_tiles == 6
 
 
+def test_a_tile_size_other_than_the_towers_is_refused_by_validate(tmp_path, capsys):
+    """tiling.tile_size 224 on pocket-tiny (112 px tower) passed validate; train then failed at the first image with a
+    token-count mismatch, and a saved final/ would not load."""
+    path = write(tmp_path, MINIMAL + "tiling: {tile_size: 224}\n")
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "tiling.tile_size 224 differs from the model's image size 112 (the size its vision tower takes)" in err
+    assert "Traceback" not in err
+    assert load_recipe(path, ["tiling.tile_size=112"]).tiling.tile_size == 112  # the tower's own size: kept
+
+
 def test_deepspeed_not_installed_is_said_by_validate(tmp_path, capsys, monkeypatch):
     """`adapt train` imports deepspeed only after loading the model and the data, then stops on the missing module."""
     import importlib.util
