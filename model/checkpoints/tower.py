@@ -135,7 +135,7 @@ def _load_internvit_original(directory: Path, raw: dict, allow_pickle: bool) -> 
         raise CheckpointError(f"{directory / 'config.json'}: InternViT config lacks {err}") from None
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in read_state_dict(directory, allow_pickle=allow_pickle).items():
-        _vision_key(key.removeprefix("vision_model."), tensor, converted)
+        _vision_key(key.removeprefix("vision_model."), tensor, converted, config)
     state = {k.removeprefix("vision_tower."): v for k, v in converted.items()}
     with no_init_weights():
         tower = build_vision_tower(config)
