@@ -482,8 +482,15 @@ def _two_runs(ws: Workspace, folder: Path) -> str:
         expect(first.poll() is None, "the first run ended before the second was refused; raise its max_steps")
         outcome = refused(second, "train", f"is in use by another run (pid {first.pid}")
         # the first run is long on purpose (it must outlive the second's start-up): on a slow or busy machine its
-        # 300 steps alone can take longer than one command's hang limit
-        rc = first.wait(timeout=3 * TIMEOUT)
+        # 300 steps take many times one command's hang limit, so a hang here is no new logged step within the limit
+        rc, logged = None, -1
+        while rc is None:
+            try:
+                rc = first.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                lines = log.read_text().count("\n")  # complete lines (a step being written is not counted yet)
+                expect(lines > logged, f"second: {outcome}; but the first logged no step in {TIMEOUT} s (a hang)")
+                logged = lines
     finally:
         if first.poll() is None:
             first.kill()
