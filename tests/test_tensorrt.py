@@ -391,7 +391,7 @@ def test_refusals(tmp_path, capsys):
     assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(recipe),
                  "--out", str(tmp_path / "b")]) == 1
     err = capsys.readouterr().err
-    assert f"recipe {recipe}: tiling.tile_size 224 is not the vision tower's image size 112" in err
+    assert f"{recipe}: recipe 'driving_pocket-tiny_full': tiling.tile_size 224 differs from the model's image size 112" in err
     assert not (tmp_path / "b").exists()
 
 
