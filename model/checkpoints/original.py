@@ -18,6 +18,7 @@ import torch
 from transformers import AutoConfig, InternVLVisionConfig, LlamaConfig, PreTrainedConfig
 
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
+from ..vision import patch_grid
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     CONFIG_ERRORS,
@@ -198,8 +199,7 @@ def _vision_key(key: str, tensor: torch.Tensor, out: dict, vision: InternVLVisio
     for pattern, repl in _VISION_RENAMES:
         key = re.sub(pattern, repl, key)
     if key == "embeddings.position_embeddings":
-        size, patch = (v if isinstance(v, int) else v[0] for v in (vision.image_size, vision.patch_size))  # (h, w)
-        tensor = resize_position_embeddings(tensor, size // patch)
+        tensor = resize_position_embeddings(tensor, patch_grid(vision)[0])
     out["vision_tower." + key] = tensor
 
 
