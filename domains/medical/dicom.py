@@ -100,6 +100,7 @@ __all__ = [
     "read_dicom",
     "read_dicom_rgb",
     "resolve_window",
+    "scan_series",
     "starts_as_dicom",
     "window_values",
 ]
@@ -1114,10 +1115,12 @@ def _disc_root(path: Path) -> Path:
     return path.parent if path.is_file() and path.name.lower() == DICOMDIR_NAME else path
 
 
-def _missing_listed(source: str | os.PathLike | Iterable[str | os.PathLike], files: list[Path]) -> list[Path]:
+def _missing_listed(source: str | os.PathLike | Iterable[str | os.PathLike],
+                    files: list[Path]) -> list[tuple[Path, str]]:
     """The files the DICOMDIR at the top of the folder `source` lists (ReferencedFileID, relative to its folder) that
     are not among `files` while others of their series are (names compared in any case): a partial copy of a disc.
-    Series with none of their files here (a DICOMDIR copied along with one series of a disc) are not asked for."""
+    Series with none of their files here (a DICOMDIR copied along with one series of a disc) are not asked for.
+    Each with the SeriesInstanceUID its SERIES record gives ("" for none)."""
     if not isinstance(source, (str, os.PathLike)) or not (root := _disc_root(Path(source))).is_dir():
         return []
     index = next((p for p in files if p.parent == root and p.name.lower() == DICOMDIR_NAME), None)
@@ -1128,32 +1131,36 @@ def _missing_listed(source: str | os.PathLike | Iterable[str | os.PathLike], fil
     except (DicomError, AttributeError, TypeError, ValueError):
         return []  # find_series reports an unreadable DICOMDIR itself; a broken index asks for nothing
     present = {p.relative_to(root).as_posix().lower() for p in files}
-    here = {series for series, parts, _ in listed if "/".join(parts).lower() in present}
-    return [root.joinpath(*parts) for series, parts, _ in listed
+    here = {series for series, parts, _, _ in listed if "/".join(parts).lower() in present}
+    return [(root.joinpath(*parts), series_uid) for series, parts, _, series_uid in listed
             if series in here and "/".join(parts).lower() not in present]
 
 
-def _missing_by_uid(index: Path, files: list[Path], seen: set[str]) -> list[tuple[Path, str]]:
+def _missing_by_uid(index: Path, files: list[Path], seen: set[str], damaged: set[str],
+                    unknown: int) -> list[tuple[Path, str, str]]:
     """For a DICOMDIR among files whose names are not the disc's (uploaded files, a zip's renamed members): the
     files it lists whose SOPInstanceUID (ReferencedSOPInstanceUIDInFile) none of the images read has, in series
-    of which some are here -- as (its place on the disc beside `index`, its ReferencedFileID as ``A/B/C``). A listed
-    file whose name is among `files` (read but damaged: reported as such) is not asked for again."""
+    of which some are here -- as (its place on the disc beside `index`, its ReferencedFileID as ``A/B/C``, its
+    SeriesInstanceUID or ""). A listed file that is here but damaged -- its name among `files`, its SOPInstanceUID
+    among `damaged` (read from what of it reads), or, when the `unknown` damaged files of which nothing reads are
+    at least as many as the files not found, one of those -- is reported as damaged, not again as missing."""
     try:
         listed = _listed_files(read_dicom(index, header_only=True))
     except (DicomError, AttributeError, TypeError, ValueError):
         return []
     names = {p.name.lower() for p in files}
-    here = {series for series, _, uid in listed if uid and uid in seen}
-    return [(index.parent.joinpath(*parts), "/".join(parts)) for series, parts, uid in listed
-            if series in here and uid and uid not in seen and parts[-1].lower() not in names]
+    here = {series for series, _, uid, _ in listed if uid and uid in seen}
+    missing = [(index.parent.joinpath(*parts), "/".join(parts), series_uid) for series, parts, uid, series_uid in listed
+               if series in here and uid and uid not in seen | damaged and parts[-1].lower() not in names]
+    return [] if len(missing) <= unknown else missing
 
 
-def _listed_files(index: Dataset) -> list[tuple[int, list[str], str]]:
+def _listed_files(index: Dataset) -> list[tuple[int, list[str], str, str]]:
     """(the file offset of its SERIES record, its ReferencedFileID components, its ReferencedSOPInstanceUIDInFile or
-    "") of each file a DICOMDIR lists, from the directory records' links; IDs that would leave the disc's folder
-    are left out."""
+    "", its SERIES record's SeriesInstanceUID or "") of each file a DICOMDIR lists, from the directory records'
+    links; IDs that would leave the disc's folder are left out."""
     records = {int(r.seq_item_tell): r for r in index.get("DirectoryRecordSequence") or []}
-    out: list[tuple[int, list[str], str]] = []
+    out: list[tuple[int, list[str], str, str]] = []
     todo = [(int(index.get("OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity") or 0), 0)]
     seen: set[int] = set()
     while todo:
@@ -1165,7 +1172,8 @@ def _listed_files(index: Dataset) -> list[tuple[int, list[str], str]]:
             value = record.get("ReferencedFileID")
             parts = [str(v) for v in value] if type(value).__name__ == "MultiValue" else [str(value)] if value else []
             if parts and not any(part in ("", ".", "..") or "/" in part or "\\" in part for part in parts):
-                out.append((here, parts, str(record.get("ReferencedSOPInstanceUIDInFile") or "").strip()))
+                series_uid = str(records[here].get("SeriesInstanceUID") or "").strip() if here in records else ""
+                out.append((here, parts, str(record.get("ReferencedSOPInstanceUIDInFile") or "").strip(), series_uid))
             todo.append((int(record.get("OffsetOfReferencedLowerLevelDirectoryEntity") or 0), here))
             offset = int(record.get("OffsetOfTheNextDirectoryRecord") or 0)
     return out
@@ -1185,15 +1193,30 @@ def find_series(
     ``ConvertReport.skip``). Series come in the order of their first file. `progress`: a bar over the files when
     there are 200 or more (:func:`model.progress.progress_bar`).
     """
+    return scan_series(folder, on_skip=on_skip, progress=progress)[0]
+
+
+def scan_series(
+    folder: str | os.PathLike | Iterable[str | os.PathLike], *, on_skip: SkipFn | None = None,
+    progress: Progress = True,
+) -> tuple[list[DicomSeries], dict[Path, str]]:
+    """:func:`find_series`, plus the series each damaged or missing file it reported belongs to: ``{path:
+    SeriesInstanceUID}`` for those whose header (or the DICOMDIR's SERIES record) still names it -- a file absent
+    from it belongs to an unknown series."""
     files = _candidate_files(folder)
+    owners: dict[Path, str] = {}
     named = _missing_listed(folder, files)
     by_name = isinstance(folder, (str, os.PathLike)) and any(
         p.parent == _disc_root(Path(folder)) and p.name.lower() == DICOMDIR_NAME for p in files)
-    if on_skip is not None:
-        for path in named:
+    for path, series_uid in named:
+        if series_uid:
+            owners[path] = series_uid
+        if on_skip is not None:
             on_skip(path, LISTED_MISSING, None)
     groups: dict[str, list[_Header]] = {}
     seen: set[str] = set()
+    damaged: set[str] = set()  # SOPInstanceUIDs read from damaged files: not missing, damaged
+    unknown = 0  # damaged files of which no SOPInstanceUID reads
     indexes: list[Path] = []  # DICOMDIRs known by their content only (renamed uploads)
     shown = progress if len(files) >= 200 else False
     for path in progress_bar(files, desc="reading DICOM headers", unit="file", progress=shown):
@@ -1202,6 +1225,14 @@ def find_series(
         except DicomError as err:
             if err.detail in DICOMDIR_KINDS and not by_name:
                 indexes.append(path)
+            if err.reason in DAMAGED_REASONS:
+                series_uid, sop_uid = _salvaged_uids(path)
+                if series_uid:
+                    owners[path] = series_uid
+                if sop_uid:
+                    damaged.add(sop_uid)
+                else:
+                    unknown += 1
             if on_skip is not None:
                 on_skip(path, err.reason, err.detail)
             continue
@@ -1212,7 +1243,9 @@ def find_series(
         seen.add(header.sop_uid)
         groups.setdefault(header.series_uid, []).append(header)
     for index in indexes if on_skip is not None else ():
-        for path, listed in _missing_by_uid(index, files, seen):
+        for path, listed, series_uid in _missing_by_uid(index, files, seen, damaged, unknown):
+            if series_uid:
+                owners[path] = series_uid
             on_skip(path, LISTED_MISSING, listed)
     found = []
     for uid, headers in groups.items():
@@ -1221,7 +1254,43 @@ def find_series(
             on_skip(header.path, OTHER_ORIENTATION, f"{_plane(normal)} image in a series of {_plane(main)} slices "
                     "(a localizer?)")
         found.append(_sorted_series(uid, stack))
-    return found
+    return found, owners
+
+
+_SERIES_UID_TAG = 0x0020000E
+_META_SOP_UID_TAG = 0x00020003  # MediaStorageSOPInstanceUID
+
+
+def _salvaged_uids(path: Path) -> tuple[str, str]:
+    """(SeriesInstanceUID, SOPInstanceUID) of a damaged file as far as its start reads ("" for what does not): the
+    data set up to its SeriesInstanceUID when an element after it begins (a value cut off reads as a shorter UID,
+    which could pass for another series'), else the file meta's MediaStorageSOPInstanceUID."""
+    series_uid = sop_uid = ""
+    after: list[int] = []
+
+    def stop(tag: int, vr: str | None, length: int) -> bool:
+        if tag > _SERIES_UID_TAG:
+            after.append(tag)
+        return bool(after)
+
+    try:
+        source = _gunzipped(path)
+        with warnings.catch_warnings(), (open(path, "rb") if source is None else source) as fp:
+            warnings.simplefilter("ignore")
+            ds = read_partial(fp, stop_when=stop, force=True)
+            if after:
+                series_uid = str(ds.get("SeriesInstanceUID") or "").strip()
+                sop_uid = str(ds.get("SOPInstanceUID") or "").strip()
+    except Exception:  # noqa: BLE001 - pydicom raises many types on a broken file; the meta may still read
+        pass
+    if not sop_uid and path.suffix.lower() != ".gz":
+        try:
+            meta = pydicom.filereader.read_file_meta_info(path)
+            if any(tag > _META_SOP_UID_TAG for tag in meta.keys()):  # noqa: SIM118 - an element after it: not cut off
+                sop_uid = str(meta.get("MediaStorageSOPInstanceUID") or "").strip()
+        except Exception:  # noqa: BLE001 - nothing more reads
+            pass
+    return series_uid, sop_uid
 
 
 def _one_orientation(headers: list[_Header]) -> tuple[list[_Header], list[tuple[_Header, np.ndarray, np.ndarray]]]:
@@ -1299,21 +1368,33 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
 
     `series`: of several series, the one to load -- its SeriesInstanceUID, or its SeriesNumber (an integer, or
     text of digits); the other series' files are left out. A `series` no series has, or a SeriesNumber two series
-    share, is a :class:`DicomError` naming each series."""
+    share, is a :class:`DicomError` naming each series. A damaged (or missing) file whose header (or DICOMDIR record)
+    names another series than the one picked is passed over like the other files that are not its images; one whose
+    series cannot be read may be a slice of it: still a :class:`DicomError`, naming the file."""
     chosen = _series_choice(series)
     passed: list[tuple[Path, str, str | None]] = []
-    found = find_series(folder_or_paths, on_skip=lambda *skip: passed.append(skip))
+    found, owners = scan_series(folder_or_paths, on_skip=lambda *skip: passed.append(skip))
     bad = damaged_files([(path, reason) for path, reason, _ in passed], found)
-    listed = {path: detail for path, reason, detail in passed if reason == LISTED_MISSING and detail}
-    damaged = [f"{listed.get(path, path.name)}: {reason}" for path, reason in bad]  # the DICOMDIR's name for a missing file
     where = folder_or_paths if isinstance(folder_or_paths, (str, os.PathLike)) else "<file list>"
+    if chosen is not None and found:
+        found = _select_series(where, found, chosen)
+        uid = found[0].series_uid
+        elsewhere = {path for path, _ in bad if owners.get(path, uid) != uid}
+        bad = [(path, reason) for path, reason in bad if path not in elsewhere]
+        passed = [(path, reason, f"of another series (SeriesInstanceUID {owners[path]})" if path in elsewhere
+                   else detail) for path, reason, detail in passed]
+    listed = {path: detail for path, reason, detail in passed if reason == LISTED_MISSING and detail}
+    # the DICOMDIR's name for a missing file
+    unread = "" if chosen is None else ", its series unreadable"
+    damaged = [f"{listed.get(path, path.name)}: {reason}" + ("" if path in owners else unread) for path, reason in bad]
     if damaged:
         detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")
-        raise DicomError(where, f"{len(damaged)} damaged file(s) in the series", detail)
+        which = "the series" if chosen is None else f"series {chosen} or of unknown series"
+        if chosen is not None and all(path in owners for path, _ in bad):
+            which = f"series {chosen}"
+        raise DicomError(where, f"{len(damaged)} damaged file(s) in {which}", detail)
     if not found:
         raise DicomError(where, "no DICOM images found", _passed_over(passed) or "no files")
-    if chosen is not None:
-        found = _select_series(where, found, chosen)
     if len(found) > 1:
         raise DicomError(where, f"{len(found)} series found, expected one", _several(where, found), limit=_SEVERAL_CHARS)
     if on_pass is not None:

@@ -1,0 +1,111 @@
+"""A flat folder of several series with one damaged file: the damaged file blocked every series, the one picked with
+``series=`` too, though its header named another series; it is now passed over (counted as skipped) when its
+SeriesInstanceUID reads and is another series', and still refused, named, when its series cannot be read (it may be a
+slice of the one picked). A damaged file among renamed uploads of a disc was counted twice: damaged, and (its
+SOPInstanceUID unread) as the DICOMDIR's file the upload lacks; it is now reported once, as damaged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.deps import require
+
+require("pydicom")
+import pydicom  # noqa: E402
+from pydicom.fileset import FileSet  # noqa: E402
+
+from domains.medical.convert import convert_dicom_qa  # noqa: E402
+from domains.medical.dicom import LISTED_MISSING, DicomError, find_series, load_series  # noqa: E402
+from domains.medical.synthetic import generate  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("damaged_elsewhere") / "src"
+    generate("dicom_qa", src, n=2, seed=1)
+    return src
+
+
+def _flat(source: Path, out: Path) -> tuple[Path, int]:
+    """case01 as SeriesNumber 2, case02 as 5, side by side; a case01 file and where its Rows element begins."""
+    out.mkdir()
+    for case, number in (("case01", 2), ("case02", 5)):
+        for path in sorted((source / "series" / case).glob("*.dcm")):
+            ds = pydicom.dcmread(path)
+            ds.SeriesNumber = number
+            ds.save_as(out / f"{case}_{path.name}")
+    victim = sorted(out.glob("case01_*"))[3]
+    return victim, pydicom.dcmread(victim, stop_before_pixels=True)["Rows"].file_tell
+
+
+def test_a_damaged_file_of_another_series_does_not_block_the_pick(source, tmp_path):
+    victim, rows = _flat(source, tmp_path / "flat")
+    victim.write_bytes(victim.read_bytes()[:rows])  # cut after its SeriesInstanceUID, before Rows
+    passed = []
+    series = load_series(tmp_path / "flat", series=5, on_pass=lambda *skip: passed.append(skip))
+    assert len(series) == 12 and series.number == 5
+    assert [(p.name, reason) for p, reason, _ in passed] == [(victim.name, "damaged DICOM image")]
+    assert "of another series" in passed[0][2]
+    with pytest.raises(DicomError, match=rf"1 damaged file\(s\) in series 2 \({victim.name}: damaged DICOM image\)"):
+        load_series(tmp_path / "flat", series=2)
+    with pytest.raises(DicomError, match=r"1 damaged file\(s\) in the series"):
+        load_series(tmp_path / "flat")
+
+
+def test_a_damaged_file_of_unreadable_series_is_refused_by_name(source, tmp_path):
+    victim, _ = _flat(source, tmp_path / "flat")
+    data = victim.read_bytes()
+    inside = pydicom.dcmread(victim, stop_before_pixels=True)["SeriesInstanceUID"].file_tell + 16
+    for cut in (0, 600, inside):  # empty; cut before its SeriesInstanceUID; inside it (a shorter UID, not another)
+        victim.write_bytes(data[:cut])
+        with pytest.raises(DicomError, match=rf"damaged file\(s\) in series 5 or of unknown series "
+                                             rf"\({victim.name}: .*, its series unreadable\)"):
+            load_series(tmp_path / "flat", series=5)
+
+
+def test_the_converter_counts_the_other_series_damaged_file_as_skipped(source, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(source, src)
+    victim, rows = _flat(source, src / "flat")
+    victim.write_bytes(victim.read_bytes()[:rows])
+    questions = json.loads((src / "qa.json").read_text())["questions"]
+    asked = [dict(q, series="flat") for q in questions if q["series"] == "series/case02"]
+    (src / "qa_flat.json").write_text(json.dumps(asked))
+    report = convert_dicom_qa(src, tmp_path / "out", qa_file="qa_flat.json", salt="s", series=5, progress=False)
+    assert report.written == len(asked)
+    assert report.skipped == {"passed over: damaged DICOM image": 1}, report.skipped  # the file, once
+
+
+def test_a_damaged_upload_of_a_disc_is_reported_once(source, tmp_path):
+    fileset = FileSet()
+    for path in sorted((source / "series" / "case01").glob("*.dcm")):
+        fileset.add(pydicom.dcmread(path))
+    fileset.write(tmp_path / "cd")
+    up = tmp_path / "up"
+    up.mkdir()
+    original = {}
+    for k, path in enumerate(sorted(p for p in (tmp_path / "cd").rglob("*") if p.is_file())):
+        original[up / f"upload-{k + 1}"] = path.read_bytes()  # the demo's names, not the disc's
+        shutil.copy(path, up / f"upload-{k + 1}")
+    files = sorted(up.iterdir())
+    victim = next(p for p in files if pydicom.dcmread(p, stop_before_pixels=True).get("Rows"))
+    for cut in (0, 300, 600):  # empty; inside its file meta; cut before its SeriesInstanceUID
+        victim.write_bytes(original[victim][:cut])
+        skipped = []
+        find_series(files, on_skip=lambda *skip: skipped.append(skip))
+        reasons = [reason for _, reason, _ in skipped if reason != "no pixel data"]
+        assert len(reasons) == 1 and LISTED_MISSING not in reasons, (cut, skipped)
+        with pytest.raises(DicomError, match=r"^<file list>: 1 damaged file\(s\) in the series \(upload-\d+: "):
+            load_series(files)
+    victim.unlink()  # a file truly missing still is
+    files.remove(victim)
+    with pytest.raises(DicomError, match=r"1 damaged file\(s\) in the series \(PT000000/ST000000/SE000000/IM\d+: "
+                                         r"listed in DICOMDIR, missing\)"):
+        load_series(files)
+
