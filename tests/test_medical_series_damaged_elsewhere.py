@@ -109,3 +109,24 @@ def test_a_damaged_upload_of_a_disc_is_reported_once(source, tmp_path):
                                          r"listed in DICOMDIR, missing\)"):
         load_series(files)
 
+
+
+def test_the_demo_does_not_call_another_series_damaged_file_a_lost_slice(tmp_path, monkeypatch):
+    require("gradio")
+    from pydicom.uid import generate_uid
+
+    from deploy.demo.panels import medical
+    from tests.test_demo import write_ct
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    shown, other = generate_uid(), generate_uid()
+    files = [write_ct(tmp_path / f"IM{k}.dcm", z=2.5 * k, instance=k + 1, series_uid=shown) for k in range(4)]
+    files += [write_ct(tmp_path / f"OT{k}.dcm", z=2.5 * k, instance=k + 1, series_uid=other) for k in range(2)]
+    files[-1].write_bytes(files[-1].read_bytes()[:pydicom.dcmread(files[-1])["Rows"].file_tell])
+    study = medical.load_study(files, max_bytes=2**20 * 50)
+    try:
+        text = " ".join(study.warnings)
+        assert study.count == 4 and "damaged DICOM file" not in text, text
+        assert "1 × damaged DICOM image (of a series not shown)" in text, text
+    finally:
+        study.close()

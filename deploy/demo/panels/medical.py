@@ -341,7 +341,15 @@ def _dicom_study(staged: StagedUpload, k: int = 0) -> Study:
 def _series_study(staged: StagedUpload, source) -> Study:
     """The largest series among the files of `source` (a folder of unzipped files, or uploaded files)."""
     passed: list[tuple[Path, str, str | None]] = []
-    found = dicom.find_series(source, on_skip=lambda *skip: passed.append(skip))
+    found, owners = dicom.scan_series(source, on_skip=lambda *skip: passed.append(skip))
+    if not found:
+        raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
+                          f"no readable DICOM images ({_passed_over(passed, 'passed over:') or 'no files'})")
+    series = max(found, key=len)
+    # a damaged or missing file whose header (or DICOMDIR record) names a series not shown is not one of its slices
+    passed = [(path, f"{reason} ({ANOTHER_SERIES})", detail)
+              if reason in dicom.DAMAGED_REASONS and owners.get(path, series.series_uid) != series.series_uid
+              else (path, reason, detail) for path, reason, detail in passed]
     # by the page's label ("upload 5") for uploaded files; a zip's members by their neutral names
     bad = set(dicom.damaged_files([(path, reason) for path, reason, _ in passed], found))
     # a file the disc's DICOMDIR lists but the upload lacks: named as the DICOMDIR lists it (a disc's File ID, 8
@@ -349,10 +357,6 @@ def _series_study(staged: StagedUpload, source) -> Study:
     listed = [detail for _, reason, detail in passed if reason == dicom.LISTED_MISSING]
     damaged = [staged.neutralize(path.name) for path, reason, _ in passed
                if (path, reason) in bad and reason != dicom.LISTED_MISSING]
-    if not found:
-        raise UploadError(f"{upload_label(0) if len(staged.paths) == 1 else 'the upload'}: "
-                          f"no readable DICOM images ({_passed_over(passed, 'passed over:') or 'no files'})")
-    series = max(found, key=len)
     warnings = []
     if len(found) > 1:
         sizes = sorted((len(s) for s in found), reverse=True)
@@ -386,6 +390,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     if all(k.startswith("MONOCHROME") for k in _photometric_counts(headers)):
         _set_window(study, study.headers[path], frame)
     return study
+
+
+ANOTHER_SERIES = "of a series not shown"
 
 
 def _passed_over(passed: Sequence[tuple[Path, str, str | None]], said: str) -> str:
