@@ -360,9 +360,9 @@ def _series_study(staged: StagedUpload, source) -> Study:
     warnings = []
     if len(found) > 1:
         sizes = sorted((len(s) for s in found), reverse=True)
-        listed = ", ".join(map(str, sizes[:5])) + (", …" if len(sizes) > 5 else "")
+        counts = ", ".join(map(str, sizes[:5])) + (", …" if len(sizes) > 5 else "")
         which = "one of the largest" if sizes[1] == sizes[0] else "the largest"
-        warnings.append(f"The upload holds {len(found)} series ({listed} slices); showing {which} "
+        warnings.append(f"The upload holds {len(found)} series ({counts} slices); showing {which} "
                         f"({len(series)} slice{'s' if len(series) != 1 else ''}). To see another, upload its files "
                         "on their own.")
     if listed:
