@@ -109,16 +109,17 @@ def _raster_reason(msg: str) -> str:
     return "unreadable image"
 
 
-def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any = "auto") -> Image.Image:
+def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
+              nodata: float | None = None) -> Image.Image:
     """Source image -> PIL RGB through :func:`~domains.remote_sensing.raster.read_image` (JPEG / PNG / BMP: the
     one image reader; TIFFs: rasterio). ``stretch="auto"``: uint8 rasters kept as they are, others 2-98 %.
-    Raises :class:`SkipInput` with a reason."""
+    `nodata`: the pixel value that marks no data (default: the file's). Raises :class:`SkipInput` with a reason."""
     if not path.is_file():
         raise SkipInput("missing image", f"{path}: no such file")
     from domains.remote_sensing.raster import RasterError, read_image
 
     try:
-        image = read_image(path, bands=bands, stretch=stretch)[0]
+        image = read_image(path, bands=bands, stretch=stretch, **({} if nodata is None else {"nodata": nodata}))[0]
     except ImageLoadError as exc:
         raise SkipInput("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc.reason}") \
             from exc
@@ -129,21 +130,22 @@ def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any
     return image
 
 
-def _note_band_guess(report: ConvertReport, path: Path, bands: Sequence[int | str] | None) -> None:
-    """Count `path` in `report` (one row for all such files) when its RGB is bands 1, 2, 3 of 4+ on a guess
-    (:func:`~domains.remote_sensing.raster.guessed_rgb`); the reader itself runs in a worker, so the header is read
-    here."""
-    if bands is not None or path.suffix.lower() not in RASTER_SUFFIXES:
+def _note_raster(report: ConvertReport, path: Path, bands: Sequence[int | str] | None, stretch: Any = "auto",
+                 nodata: float | None = None) -> None:
+    """Count in `report` what the scene-chip reader says of a scene, for a GeoTIFF read whole
+    (:func:`~domains.remote_sensing.raster.image_notes`: bands 1, 2, 3 of 4+ taken as RGB on a guess, a nodata
+    that masks nothing, zeros taken as data without a nodata value). The reader itself runs in a worker and its
+    output may be re-used, so the file is looked at here, on every run alike."""
+    if path.suffix.lower() not in RASTER_SUFFIXES:
         return
-    from domains.remote_sensing.raster import GUESSED_RGB, guessed_rgb, open_raster
+    from domains.remote_sensing.raster import image_notes
 
     try:
-        with open_raster(path) as src:
-            guess = guessed_rgb(src, bands)
-    except Exception:  # noqa: BLE001 - the image was read; a header that fails now is not this note's business
+        notes = image_notes(path, bands, stretch, nodata)
+    except Exception:  # noqa: BLE001 - the image was read; a file that fails now is not this note's business
         return
-    if guess:
-        report.warn(path, GUESSED_RGB, guess)
+    for reason, detail in notes:
+        report.warn(path, reason, detail)
 
 
 def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[int, int] | None = None,
@@ -166,11 +168,12 @@ def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[in
 
 
 def _png_step(src_img: Path, key: str, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
-              resize: int | None = None, exact: tuple[int, int] | None = None) -> tuple[bytes, tuple[int, int]]:
+              resize: int | None = None, exact: tuple[int, int] | None = None,
+              nodata: float | None = None) -> tuple[bytes, tuple[int, int]]:
     """The expensive, pure part of one output image (runs in a worker with ``workers > 1``): read `src_img`
     (:func:`_load_rgb`), resize it (longer side `resize`, or to `exact` (W, H)), encode it as
     :func:`~domains.files.png_bytes` does; returns (PNG bytes, (W, H)). Raises :class:`SkipInput`."""
-    img = _load_rgb(src_img, bands, stretch)
+    img = _load_rgb(src_img, bands, stretch, nodata)
     if exact is not None:
         img = img.resize(tuple(exact), Image.Resampling.BICUBIC)
     elif resize is not None:
@@ -257,11 +260,23 @@ def _check_stretch(stretch: Any) -> None:
     check_stretch_option(stretch)
 
 
+def _check_nodata(nodata: Any) -> float | None:
+    from domains.remote_sensing.raster import check_nodata_option
+
+    return check_nodata_option(nodata)
+
+
+def _image_key(bands: Any, stretch: Any, resize: int | None, nodata: float | None) -> str:
+    """:func:`~domains.files.output_key` of a whole-image converter's PNGs; `nodata` only when given, so outputs made
+    before the option existed stay fresh."""
+    return output_key(bands=bands, stretch=stretch, resize=resize, **({} if nodata is None else {"nodata": nodata}))
+
+
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
                            bands: Sequence[int | str] | None = None, stretch: Any = "auto",
                            test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
-                           resize: int | None = None, nested: bool = False, workers: int = 1,
-                           progress: Progress = True) -> ConvertReport:
+                           resize: int | None = None, nested: bool = False, nodata: float | None = None,
+                           workers: int = 1, progress: Progress = True) -> ConvertReport:
     """Folder-per-class scene classification -> ``task: "classification"`` records.
 
     `src` holds one folder per class (wrapper folders are descended); a class's images lie in its folder, and with
@@ -285,6 +300,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     ``None``, percentiles or ``"fixed:LOW,HIGH"`` (stored values to 0..255 in every image alike: ``fixed:0,3000``
     for EuroSAT MS, whose per-image percentiles give the same ground another colour in each image). `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
     the relative path (stable across runs and machines). `resize`: longer image side of the output PNGs.
+    `nodata`: the pixel value that marks no data in GeoTIFFs (default: the file's own); a GeoTIFF whose zeros are
+    taken as data (no nodata value) so that they drag the percentile stretch or make it all black is counted as the
+    warning ``zero fill without nodata`` (as ``scene_chips`` does): pass ``nodata=0`` when they are fill.
     `workers`: processes reading and encoding the images (:mod:`domains.parallel`; output byte-identical to 1).
     `progress`: a bar over the images (:func:`model.progress.progress_bar`).
     """
@@ -293,6 +311,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
         raise DomainError(f"dataset must be one of {CLASSIFICATION_DATASETS}, got {dataset!r}")
     check_held_out_fraction(test_fraction)
     _check_stretch(stretch)
+    nodata = _check_nodata(nodata)
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected one folder per class)")
     if dataset == "eurosat_ms" and bands is None:
@@ -336,10 +355,10 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
     splits: dict[str, list[dict]] = {"train": [], "test": []} if test_fraction > 0 else {"train": []}
     longer = _resize_option(resize)
-    key = output_key(bands=bands, stretch=stretch, resize=longer)
+    key = _image_key(bands, stretch, longer, nodata)
 
     def step(img: Path) -> tuple:
-        return _png_step, (img, key, bands, stretch, longer)
+        return _png_step, (img, key, bands, stretch, longer, None, nodata)
 
     # by the path in the class folder: a.png and a.jpg, or site1/a.tif and site2/a.tif, are two outputs
     stems = {d: unique_stems(img.relative_to(d).as_posix() for img in imgs) for d, imgs in classes}
@@ -364,7 +383,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
             except SkipInput as exc:
                 report.skip(img, exc.reason, exc.detail)
                 continue
-            _note_band_guess(report, img, bands)
+            _note_raster(report, img, bands, stretch, nodata)
             rid = f"{dataset}/{safe_name(d.name)}/{stem(d, img)}"
             splits[split_of(rel, test_fraction)].append(_record(
                 rid, image, size, question, label, "classification", options=list(labels), label=label,
@@ -540,8 +559,8 @@ def _rsvqa_problem(q: dict) -> str | None:
 
 def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, images_dir: str | Path | None = None,
                   splits: Sequence[str] | None = None, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
-                  resize: int | None = None, resolution: str | None = None, workers: int = 1,
-                  progress: Progress = True) -> ConvertReport:
+                  resize: int | None = None, resolution: str | None = None, nodata: float | None = None,
+                  workers: int = 1, progress: Progress = True) -> ConvertReport:
     """RSVQA (LR or HR) -> ``task: "rsvqa"`` VQA records, one per active question.
 
     Two layouts are read:
@@ -570,7 +589,9 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     whole-set files). `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the
     first three unless the file tags or names its red, green, blue; a 4+ band tile read so is counted in the
     report). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null``, two percentiles or
-    ``"fixed:LOW,HIGH"`` (stored values to 0..255). `resize`: longer side of the output PNGs in pixels.
+    ``"fixed:LOW,HIGH"`` (stored values to 0..255). `nodata`: the pixel value that marks no data in the tiles
+    (default: the file's own; zeros taken as data that drag the stretch are counted as ``zero fill without
+    nodata``, as in ``scene_chips``). `resize`: longer side of the output PNGs in pixels.
 
     Prompt: ``question + "\\nAnswer the question using a single word or phrase."``; answer normalised by
     :func:`normalize_rsvqa_answer`. ``meta`` keeps ``question_type`` (scored per type), ``img_id``,
@@ -588,6 +609,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     if resolution is not None and str(resolution).lower() not in ("lr", "hr"):
         raise DomainError(f"resolution must be 'lr' or 'hr', got {resolution!r}")
     _check_stretch(stretch)
+    nodata = _check_nodata(nodata)
     found = _rsvqa_files(src, splits)
     if not found:
         raise DomainError(f"{src}: no RSVQA files (*_split_*_questions.json, all_questions.json, or the website "
@@ -608,7 +630,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     tiles = _ImageFolder(images_dir)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     longer = _resize_option(resize)
-    key = output_key(bands=bands, stretch=stretch, resize=longer)
+    key = _image_key(bands, stretch, longer, nodata)
     out_splits: dict[str, list[dict]] = {}
     image_status: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
     def plan():  # every tile a question names, in question order (a superset of those converted)
@@ -628,7 +650,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                 except SkipInput:
                     continue
                 yield (out / f"images/{dataset}/{safe_name(img_key)}.png", _png_step,
-                       (img_src, key, bands, stretch, longer))
+                       (img_src, key, bands, stretch, longer, None, nodata))
 
     with Prefetch(workers, plan) as pf:
         for pre, split, qpath in found:
@@ -672,10 +694,10 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                     img_src: Path | str = images_dir / img_key
                     try:
                         img_src = tiles.find(img_key)
-                        size = _image_out(img_src, out / image, (_png_step, (img_src, key, bands, stretch, longer)), key,
+                        size = _image_out(img_src, out / image, (_png_step, (img_src, key, bands, stretch, longer, None, nodata)), key,
                                           pf=pf)
                         image_status[img_key] = (image, size)
-                        _note_band_guess(report, img_src, bands)
+                        _note_raster(report, img_src, bands, stretch, nodata)
                     except SkipInput as exc:
                         image_status[img_key] = exc
                         report.skip(img_src, exc.reason, exc.detail)  # counted once per image

@@ -86,6 +86,7 @@ __all__ = [
     "GUESSED_RGB",
     "ZERO_FILL",
     "guessed_rgb",
+    "image_notes",
     "iter_chips",
     "map_box_to_chip",
     "normalize_band_name",
@@ -681,7 +682,7 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                             "stretch_scope=chip) and chips' colours are not comparable")
         # zeros taken as data (no nodata): counted, to say when they drag a percentile stretch or make kept chips
         zero_check = report is not None and nd is None and lut is None
-        drag_at = max(stretch[0] / 100, ZERO_FILL_MIN) if isinstance(stretch, tuple) else None
+        drag_at = _drag_share(stretch)
         zeros = seen = zero_chips = empty_chips = 0
         step = size - overlap
         for r, row_off in enumerate(_starts(src.height, size, step)):
@@ -720,13 +721,64 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
         dragged = drag_at is not None and (share > drag_at if stretch_scope == "scene" else zero_chips > 0)
         if zero_check and (dragged or empty_chips):
             where = f" ({zero_chips} chip(s) over {drag_at:.0%} zeros)" if dragged and stretch_scope == "chip" else ""
-            why = ([f"they pull the {stretch[0]:g} % stretch limit down to 0 (washed-out colours)"] if dragged else []) \
-                + ([f"{empty_chips} chip(s) all 0 (or under min_valid={min_valid:g} without them) are kept"]
-                   if empty_chips else [])
-            report.warn(p, ZERO_FILL,
-                        f"{p}: {share:.1%} of the pixels read are 0 in every band{where} and the file has no nodata "
-                        f"value, so the zeros count as data: {'; '.join(why)}; if they are fill (a scene edge), pass "
-                        "--option nodata=0")
+            kept = f"{empty_chips} chip(s) all 0 (or under min_valid={min_valid:g} without them) are kept"
+            report.warn(p, ZERO_FILL, _zero_fill_text(p, share, stretch if dragged else None,
+                                                      kept if empty_chips else None, where))
+
+
+def _drag_share(stretch: tuple[float, float] | FixedStretch | None) -> float | None:
+    """The share of zero pixels above which zeros taken as data drag a percentile stretch's low end to 0; None when
+    no percentile is taken (uint8 as stored, a fixed range)."""
+    return max(stretch[0] / 100, ZERO_FILL_MIN) if isinstance(stretch, tuple) else None
+
+
+def _zero_fill_text(path: Path, share: float, dragged: tuple[float, float] | None, kept: str | None,
+                    where: str = "") -> str:
+    """The ``zero fill without nodata`` warning: `share` of the pixels read are 0 in every band; `dragged` the
+    percentile stretch they pull down, `kept` what all-zero output is kept."""
+    why = ([f"they pull the {dragged[0]:g} % stretch limit down to 0 (washed-out colours)"] if dragged else []) \
+        + ([kept] if kept else [])
+    return (f"{path}: {share:.1%} of the pixels read are 0 in every band{where} and the file has no nodata value, so "
+            f"the zeros count as data: {'; '.join(why)}; if they are fill (a scene edge), pass --option nodata=0")
+
+
+def image_notes(path: str | Path, bands: Sequence[int | str] | None = None,
+                stretch: tuple[float, float] | str | None = AUTO, nodata: float | None = None,
+                band_names: Sequence[str] | None = None,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, str]]:
+    """``(reason, detail)`` warnings a converter reports for a raster read whole by :func:`read_rgb` with these
+    options, as :func:`iter_chips` reports them for a scene: bands 1, 2, 3 taken as RGB on a guess
+    (:data:`GUESSED_RGB`), a `nodata` its pixels cannot hold, and zeros taken as data (:data:`ZERO_FILL`: they drag
+    a percentile stretch, or the image is all 0). Read apart from the image itself, so a converter's reader may
+    run in a worker process and its outputs be re-used, and the report is the same on every run."""
+    p = Path(path)
+    stretch = _check_stretch(stretch)
+    nodata = check_nodata_option(nodata)
+    notes: list[tuple[str, str]] = []
+    with open_raster(p) as src:
+        indexes = resolve_bands(src, bands, band_names)
+        guess = guessed_rgb(src, bands, band_names)
+        if guess:
+            notes.append((GUESSED_RGB, guess))
+        unheld = _unheld_nodata(src, indexes, nodata)
+        if unheld:
+            notes.append(("nodata masks nothing", f"{p}: {unheld}"))
+        stretch = resolve_stretch(src, indexes, stretch)
+        if _nodata(src, nodata) is not None or palette_of(src, indexes) is not None \
+                or src.width * src.height > max_pixels:
+            return notes
+        data = _read(src, p, indexes)
+        valid = _valid_mask(data, None, _file_masks(src, p, indexes))
+    seen = int(valid.sum())
+    zeros = int(((data == 0).all(axis=0) & valid).sum())
+    drag_at = _drag_share(stretch)
+    share = zeros / seen if seen else 0.0
+    empty = seen > 0 and zeros == seen
+    dragged = drag_at is not None and share > drag_at and not empty
+    if dragged or empty:
+        notes.append((ZERO_FILL, _zero_fill_text(p, share, stretch if dragged else None,
+                                                 "the image is all 0 (black) and is kept" if empty else None)))
+    return notes
 
 
 # --------------------------------------------------------------------------------------------- coordinates
