@@ -298,7 +298,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     GeoTIFFs) `bands` defaults to B04, B03, B02 (EuroSAT file order, B8A last); any other `bands` is passed
     to :func:`~domains.remote_sensing.raster.read_rgb`. `stretch`: ``"auto"`` (uint8 as is, else 2-98 %),
     ``None``, percentiles or ``"fixed:LOW,HIGH"`` (stored values to 0..255 in every image alike: ``fixed:0,3000``
-    for EuroSAT MS, whose per-image percentiles give the same ground another colour in each image). `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
+    for EuroSAT MS, whose per-image percentiles give the same ground another colour in each image); JPEG / PNG
+    images take a stretch or `nodata` given on their stored values as GeoTIFFs do. `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
     the relative path (stable across runs and machines). `resize`: longer image side of the output PNGs.
     `nodata`: the pixel value that marks no data in GeoTIFFs (default: the file's own); a GeoTIFF whose zeros are
     taken as data (no nodata value) so that they drag the percentile stretch or make it all black is counted as the

@@ -508,24 +508,46 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
     return Image.fromarray(_to_rgb8(data, valid, _limits(data, valid, stretch, nd)), mode="RGB"), valid
 
 
-def reads_as_picture(path: str | Path, bands: Sequence[int | str] | None) -> bool:
-    """Whether :func:`read_image` reads `path` through the one image reader (a JPEG / PNG / BMP, default bands)."""
+def reads_as_picture(path: str | Path, bands: Sequence[int | str] | None, stretch: Any = AUTO,
+                     nodata: float | None = None) -> bool:
+    """Whether :func:`read_image` reads `path` through the one image reader: a JPEG / PNG / BMP with the default
+    bands, the ``auto`` or no stretch and no `nodata` (the reader has no stretch or nodata of its own)."""
     from domains.remote_sensing import PIL_SUFFIXES
 
-    return Path(path).suffix.lower() in PIL_SUFFIXES and bands is None
+    return Path(path).suffix.lower() in PIL_SUFFIXES and bands is None and (stretch is None or stretch == AUTO) \
+        and nodata is None
+
+
+# EXIF orientation -> the turn that makes the stored pixels upright (as ImageOps.exif_transpose turns them)
+_EXIF_TURN = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}
 
 
 def read_image(path: str | Path, bands: Sequence[int | str] | None = None,
                stretch: tuple[float, float] | str | None = AUTO, **options: Any) -> tuple[Image.Image, np.ndarray]:
     """``(RGB image, valid mask)`` of any image a remote-sensing reader takes: a JPEG / PNG / BMP with the default
-    bands goes through the one image reader (:func:`model.tiling.load_image`: EXIF orientation, pixel cap; every
-    pixel valid), everything else through :func:`read_rgb` with `bands`, `stretch` and `options`."""
-    from model.tiling import load_image
+    bands, stretch and nodata goes through the one image reader (:func:`model.tiling.load_image`: EXIF orientation,
+    pixel cap; every pixel valid), everything else through :func:`read_rgb` with `bands`, `stretch` and `options`
+    -- a picture too, so a stretch or nodata asked for is applied to its stored values, never dropped -- and a
+    picture read so is turned upright by its EXIF orientation as the one reader turns it."""
+    from model.tiling import load_image, upright_size
 
-    if reads_as_picture(path, bands):
+    if reads_as_picture(path, bands, stretch, options.get("nodata")):
         image = load_image(path, **({"max_pixels": options["max_pixels"]} if "max_pixels" in options else {}))
         return image, np.ones((image.height, image.width), dtype=bool)
-    return read_rgb(path, bands=bands, stretch=stretch, **options)
+    image, valid = read_rgb(path, bands=bands, stretch=stretch, **options)
+    from domains.remote_sensing import PIL_SUFFIXES
+
+    if Path(path).suffix.lower() in PIL_SUFFIXES:
+        try:
+            turn = _EXIF_TURN.get(upright_size(path)[1])
+        except Exception:  # noqa: BLE001 - a header PIL cannot read: rasterio read it, keep it as stored
+            turn = None
+        if turn is not None:
+            image = image.transpose(turn)
+            valid = np.asarray(Image.fromarray(valid).transpose(turn))
+    return image, valid
 
 
 def read_rgb_image(path: str | Path, **options: Any) -> Image.Image:

@@ -1,0 +1,64 @@
+"""A JPEG / PNG given ``stretch=`` or ``nodata=`` has them applied to its stored values (they were dropped without a
+word: the one image reader has neither), and still comes out upright by its EXIF orientation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.deps import require
+
+require("rasterio")
+from PIL import Image
+
+from domains.remote_sensing.convert import convert_classification
+from domains.remote_sensing.raster import read_image
+
+
+def _png(path, data, orientation=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.fromarray(data, mode="RGB")
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation
+    image.save(path, exif=exif)
+    return path
+
+
+def _dull(h=8, w=12):
+    return np.tile(np.linspace(100, 150, w).astype(np.uint8)[None, :, None], (h, 1, 3))
+
+
+@pytest.mark.parametrize("stretch, first, last", [((0, 100), 0, 255), ("fixed:100,200", 0, 128)])
+def test_a_stretch_is_applied_to_a_picture(tmp_path, stretch, first, last):
+    path = _png(tmp_path / "a.png", _dull())
+    plain = np.asarray(read_image(path)[0])
+    assert plain[0, 0, 0] == 100  # auto: as stored
+    out = np.asarray(read_image(path, stretch=stretch)[0])
+    assert out[0, 0, 0] == first and out[0, -1, 0] == last
+
+
+def test_nodata_masks_a_picture(tmp_path):
+    data = _dull()
+    data[:, :3] = 0
+    image, valid = read_image(_png(tmp_path / "a.png", data), stretch=(0, 100), nodata=0)
+    assert valid[:, :3].sum() == 0 and valid[:, 3:].all()
+    assert np.asarray(image)[0, 3, 0] == 0  # the darkest valid pixel, not the fill, is the low end
+
+
+def test_a_picture_read_with_options_stays_upright(tmp_path):
+    data = _dull(8, 12)
+    path = _png(tmp_path / "a.png", data, orientation=6)  # stored sideways: 12 wide, shown 8 wide
+    plain = read_image(path)[0]
+    image, valid = read_image(path, stretch=(0, 100))
+    assert image.size == plain.size == (8, 12) and valid.shape == (12, 8)
+    assert np.array_equal(np.argsort(np.asarray(image)[:, 0, 0], kind="stable"),
+                          np.argsort(np.asarray(plain)[:, 0, 0], kind="stable"))
+
+
+def test_the_classification_converter_stretches_its_pictures(tmp_path):
+    for cls in ("forest", "sea"):
+        _png(tmp_path / "raw" / cls / "a.png", _dull())
+    convert_classification(tmp_path / "raw", tmp_path / "out", test_fraction=0, stretch=[0, 100], progress=False)
+    out = np.asarray(Image.open(tmp_path / "out/images/ucmerced/forest/a.png"))
+    assert out[0, 0, 0] == 0 and out[0, -1, 0] == 255
