@@ -153,8 +153,8 @@ def test_classification_eurosat_13_band_rgb(tmp_path):
     tif = src / "River" / "River_1.tif"
     rec = next(r for r in recs if r["meta"]["source"] == "River/River_1.tif")
     got = np.asarray(Image.open(out / rec["image"]))
-    expect = np.asarray(read_rgb(tif, bands=[4, 3, 2])[0])  # B04, B03, B02 in EuroSAT file order
-    wrong = np.asarray(read_rgb(tif, bands=[1, 2, 3])[0])
+    expect = np.asarray(read_rgb(tif, bands=[4, 3, 2], stretch="fixed:0,3000")[0])  # B04, B03, B02 in file order
+    wrong = np.asarray(read_rgb(tif, bands=[1, 2, 3], stretch="fixed:0,3000")[0])
     assert np.array_equal(got, expect) and not np.array_equal(got, wrong)
     # the archive as it unzips: the class folders six wrapper folders down
     nested = tmp_path / "EuroSATallBands" / "ds" / "images" / "remote_sensing" / "otherDatasets" / "sentinel_2" / "tif"
@@ -373,7 +373,8 @@ def test_changed_bands_or_stretch_rewrite_the_images(tmp_path):
     for bands, stretch in [(None, "auto"), ([8, 4, 3], "auto"), ([8, 4, 3], [5, 95]), (None, "auto")]:
         report = convert_classification(src, out, dataset="eurosat_ms", bands=bands, stretch=stretch, test_fraction=0)
         rec = next(r for r in all_records(report) if r["meta"]["source"] == "River/River_1.tif")
-        want = read_rgb(tif, bands=bands or [4, 3, 2], stretch=(2, 98) if stretch == "auto" else stretch)[0]
+        auto = (2, 98) if bands else "fixed:0,3000"  # EuroSAT MS RGB: a fixed range (test_rs_eurosat_ms_stretch)
+        want = read_rgb(tif, bands=bands or [4, 3, 2], stretch=auto if stretch == "auto" else stretch)[0]
         assert np.array_equal(_png(out, rec), np.asarray(want)), (bands, stretch)
     state = tree_state(out)
     convert_classification(src, out, dataset="eurosat_ms", test_fraction=0)  # same options: nothing rewritten

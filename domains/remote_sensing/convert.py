@@ -66,6 +66,7 @@ from model.tiling import ImageLoadError, upright_size
 __all__ = [
     "CLASSIFICATION_DATASETS",
     "CLASSIFICATION_INSTRUCTION",
+    "EUROSAT_MS_STRETCH",
     "GROUNDING_QUESTION",
     "REGION_QUESTION",
     "RSVQA_INSTRUCTION",
@@ -78,6 +79,8 @@ __all__ = [
 ]
 
 CLASSIFICATION_DATASETS = ("ucmerced", "aid", "nwpu", "eurosat", "eurosat_ms")
+# EuroSAT MS (Sentinel-2 L1C, reflectance x 10000): its RGB's "auto" stretch, torchgeo's clip(x / 3000, 0, 1)
+EUROSAT_MS_STRETCH = "fixed:0,3000"
 # GeoChat / Mini-InternVL remote-sensing scene-classification prompt (domains.md §2.3)
 CLASSIFICATION_QUESTION = "Classify the image from the following classes: {classes}."
 CLASSIFICATION_INSTRUCTION = "Answer in one word or a short phrase."
@@ -295,8 +298,11 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     ``options`` holds the labels, ``meta`` the class folder and the source path.
 
     `dataset`: one of :data:`CLASSIFICATION_DATASETS` (names the outputs). For ``"eurosat_ms"`` (13-band
-    GeoTIFFs) `bands` defaults to B04, B03, B02 (EuroSAT file order, B8A last); any other `bands` is passed
-    to :func:`~domains.remote_sensing.raster.read_rgb`. `stretch`: ``"auto"`` (uint8 as is, else 2-98 %),
+    GeoTIFFs) `bands` defaults to B04, B03, B02 (EuroSAT file order, B8A last) and, with those bands, ``stretch="auto"``
+    means ``fixed:0,3000`` (:data:`EUROSAT_MS_STRETCH`: reflectance x 10000, as torchgeo draws it), so a forest or a
+    lake keeps its colour in every patch (a per-patch percentile stretch made a dark lake as bright as a field);
+    other `bands` (near infra-red B08 reaches 5000 and more) keep the percentile ``auto`` unless a stretch is given.
+    Any other `bands` is passed to :func:`~domains.remote_sensing.raster.read_rgb`. `stretch`: ``"auto"`` (uint8 as is, else 2-98 %),
     ``None``, percentiles or ``"fixed:LOW,HIGH"`` (stored values to 0..255 in every image alike: ``fixed:0,3000``
     for EuroSAT MS, whose per-image percentiles give the same ground another colour in each image); JPEG / PNG
     images take a stretch or `nodata` given on their stored values as GeoTIFFs do. `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
@@ -317,6 +323,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
         raise DomainError(f"{src}: not a directory (expected one folder per class)")
     if dataset == "eurosat_ms" and bands is None:
         bands = ["B04", "B03", "B02"]
+        if stretch == "auto":  # per-image percentiles gave the same ground another colour in each 64 x 64 patch
+            stretch = EUROSAT_MS_STRETCH
     report = ConvertReport(dataset=dataset, source=src, out=out)
     root = _class_root(src)
     class_dirs = sorted(p for p in root.iterdir() if _listed(p) and p.is_dir())
