@@ -298,15 +298,17 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     ``options`` holds the labels, ``meta`` the class folder and the source path.
 
     `dataset`: one of :data:`CLASSIFICATION_DATASETS` (names the outputs). For ``"eurosat_ms"`` (13-band
-    GeoTIFFs) `bands` defaults to B04, B03, B02 (EuroSAT file order, B8A last) and, with those bands, ``stretch="auto"``
-    means ``fixed:0,3000`` (:data:`EUROSAT_MS_STRETCH`: reflectance x 10000, as torchgeo draws it), so a forest or a
-    lake keeps its colour in every patch (a per-patch percentile stretch made a dark lake as bright as a field);
-    other `bands` (near infra-red B08 reaches 5000 and more) keep the percentile ``auto`` unless a stretch is given.
-    Any other `bands` is passed to :func:`~domains.remote_sensing.raster.read_rgb`. `stretch`: ``"auto"`` (uint8 as is, else 2-98 %),
+    GeoTIFFs) `bands` defaults to B04, B03, B02 (EuroSAT file order, B8A last) and, with those bands,
+    ``stretch="auto"`` means ``fixed:0,3000`` (:data:`EUROSAT_MS_STRETCH`: reflectance x 10000, as torchgeo draws
+    it), so a forest or a lake keeps its colour in every patch (a per-patch percentile stretch made a dark lake as
+    bright as a field); other `bands` (near infra-red B08 reaches 5000 and more) keep the percentile ``auto`` unless
+    a stretch is given. Any other `bands` is passed to :func:`~domains.remote_sensing.raster.read_rgb`.
+    `stretch`: ``"auto"`` (uint8 as is, else 2-98 %; for ``eurosat_ms`` with its default bands ``fixed:0,3000``),
     ``None``, percentiles or ``"fixed:LOW,HIGH"`` (stored values to 0..255 in every image alike: ``fixed:0,3000``
     for EuroSAT MS, whose per-image percentiles give the same ground another colour in each image); JPEG / PNG
-    images take a stretch or `nodata` given on their stored values as GeoTIFFs do. `test_fraction`: share of images put in the ``test`` split, chosen by a hash of
-    the relative path (stable across runs and machines). `resize`: longer image side of the output PNGs.
+    images take a stretch or `nodata` given on their stored values as GeoTIFFs do. `test_fraction`: share of images
+    put in the ``test`` split, chosen by a hash of the relative path (stable across runs and machines). `resize`:
+    longer image side of the output PNGs.
     `nodata`: the pixel value that marks no data in GeoTIFFs (default: the file's own); a GeoTIFF whose zeros are
     taken as data (no nodata value) so that they drag the percentile stretch or make it all black is counted as the
     warning ``zero fill without nodata`` (as ``scene_chips`` does): pass ``nodata=0`` when they are fill.
