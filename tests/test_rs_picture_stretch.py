@@ -62,3 +62,16 @@ def test_the_classification_converter_stretches_its_pictures(tmp_path):
     convert_classification(tmp_path / "raw", tmp_path / "out", test_fraction=0, stretch=[0, 100], progress=False)
     out = np.asarray(Image.open(tmp_path / "out/images/ucmerced/forest/a.png"))
     assert out[0, 0, 0] == 0 and out[0, -1, 0] == 255
+
+
+def test_the_demo_page_stretches_a_picture_as_chosen(tmp_path):
+    from domains.remote_sensing.demo import read_upload
+
+    path = _png(tmp_path / "upload-1.png", _dull(8, 12), orientation=6)
+    plain = read_upload([path])
+    assert plain["info"]["image 1 stretch"] == "none (an 8-bit image)"
+    out = read_upload([path], stretch="min–max per band")
+    assert out["images"][0].size == plain["images"][0].size == (8, 12)  # upright both ways
+    assert np.asarray(out["images"][0]).min() == 0 and np.asarray(out["images"][0]).max() == 255
+    assert out["info"]["image 1 stretch"].startswith("0–100 percentiles per band")
+    assert out["info"]["image 1"] == "8 × 12 px, 3 bands (uint8)"

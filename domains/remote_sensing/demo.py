@@ -209,8 +209,9 @@ def _how(limits: Any, palette: bool) -> str:
 def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str] | None = AUTO,
                 stretch: Any = AUTO_LABEL) -> dict:
     """Demo hook: each uploaded raster read to RGB with `bands` and `stretch`; the info says which bands,
-    which stretch and how much is nodata. A JPEG / PNG / BMP with auto bands goes through the one image reader
-    (EXIF orientation applied). Raises DomainError (a ValueError) in words for bad choices and damaged files."""
+    which stretch and how much is nodata. A JPEG / PNG / BMP with auto bands and the auto or no stretch goes through
+    the one image reader; with a stretch chosen it is stretched as a raster is (EXIF orientation applied both ways).
+    Raises DomainError (a ValueError) in words for bad choices and damaged files."""
     from rasterio.errors import RasterioError
 
     from domains.remote_sensing.raster import (
@@ -218,7 +219,7 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
         _known_names,
         open_raster,
         palette_of,
-        read_rgb,
+        read_image,
         reads_as_picture,
         resolve_bands,
         resolve_stretch,
@@ -230,7 +231,7 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
     images, info, warnings = [], {}, []
     for k, path in enumerate(Path(p) for p in paths):
         name = f"image {k + 1}"
-        if reads_as_picture(path, wanted):
+        if reads_as_picture(path, wanted, choice):  # a stretch chosen for a picture is applied to its stored values
             try:
                 image = load_image(path)
             except ImageLoadError as err:
@@ -262,15 +263,15 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
             palette = palette_of(src, indexes) is not None
             used = _describe_bands(src, indexes)
             count = src.count
-            shape = f"{src.width} × {src.height} px, {count} band{'s' if count != 1 else ''} ({src.dtypes[0]})"
+            shape = f"{count} band{'s' if count != 1 else ''} ({src.dtypes[0]})"
         try:
-            image, valid = read_rgb(path, bands=indexes, stretch=limits)
+            image, valid = read_image(path, bands=indexes, stretch=limits)  # a picture: turned upright
         except RasterError as err:
             if isinstance(err.__cause__, RasterioError):
                 raise _damaged(path, err, opened=True) from None
             raise DomainError(str(err).replace(str(path), _label(path))) from None
         images.append(image)
-        info[name] = shape
+        info[name] = f"{image.width} × {image.height} px, {shape}"  # as shown: a picture turned upright
         info[f"{name} bands"] = used + (" (colour map)" if palette else "")
         info[f"{name} stretch"] = _how(limits, palette)
         if count == 2 and wanted is None:
