@@ -302,7 +302,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     ``stretch="auto"`` means ``fixed:0,3000`` (:data:`EUROSAT_MS_STRETCH`: reflectance x 10000, as torchgeo draws
     it), so a forest or a lake keeps its colour in every patch (a per-patch percentile stretch made a dark lake as
     bright as a field); other `bands` (near infra-red B08 reaches 5000 and more) keep the percentile ``auto`` unless
-    a stretch is given. Any other `bands` is passed to :func:`~domains.remote_sensing.raster.read_rgb`.
+    a stretch is given. `bands`: the bands shown as RGB, 1-based indexes or names (default: B04, B03, B02 for
+    ``eurosat_ms``, else the file's red, green, blue, else bands 1, 2, 3), passed to
+    :func:`~domains.remote_sensing.raster.read_rgb`.
     `stretch`: ``"auto"`` (uint8 as is, else 2-98 %; for ``eurosat_ms`` with its default bands ``fixed:0,3000``),
     ``None``, percentiles or ``"fixed:LOW,HIGH"`` (stored values to 0..255 in every image alike: ``fixed:0,3000``
     for EuroSAT MS, whose per-image percentiles give the same ground another colour in each image); JPEG / PNG
