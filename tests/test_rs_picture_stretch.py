@@ -75,3 +75,16 @@ def test_the_demo_page_stretches_a_picture_as_chosen(tmp_path):
     assert np.asarray(out["images"][0]).min() == 0 and np.asarray(out["images"][0]).max() == 255
     assert out["info"]["image 1 stretch"].startswith("0–100 percentiles per band")
     assert out["info"]["image 1"] == "8 × 12 px, 3 bands (uint8)"
+
+
+def test_a_picture_written_unstretched_under_the_same_options_is_rewritten(tmp_path):
+    from domains.files import output_key, png_bytes, write_output
+
+    src = _png(tmp_path / "raw" / "forest" / "a.png", _dull())
+    _png(tmp_path / "raw" / "sea" / "a.png", _dull())
+    old = tmp_path / "out/images/ucmerced/forest/a.png"  # as the reader that dropped the stretch left it
+    old.parent.mkdir(parents=True)
+    write_output(old, png_bytes(Image.open(src).convert("RGB"), output_key(bands=None, stretch=[0, 100], resize=None)),
+                 src)
+    convert_classification(tmp_path / "raw", tmp_path / "out", test_fraction=0, stretch=[0, 100], progress=False)
+    assert np.asarray(Image.open(old))[0, 0, 0] == 0

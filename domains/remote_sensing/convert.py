@@ -271,8 +271,12 @@ def _check_nodata(nodata: Any) -> float | None:
 
 def _image_key(bands: Any, stretch: Any, resize: int | None, nodata: float | None) -> str:
     """:func:`~domains.files.output_key` of a whole-image converter's PNGs; `nodata` only when given, so outputs made
-    before the option existed stay fresh."""
-    return output_key(bands=bands, stretch=stretch, resize=resize, **({} if nodata is None else {"nodata": nodata}))
+    before the option existed stay fresh. A stretch given is marked as applied to JPEG / PNG too: before, they were
+    written unstretched under the same options, and such a PNG must not pass for fresh."""
+    extra = {} if nodata is None else {"nodata": nodata}
+    if stretch is not None and stretch != "auto":
+        extra["pictures_stretched"] = True
+    return output_key(bands=bands, stretch=stretch, resize=resize, **extra)
 
 
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
