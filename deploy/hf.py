@@ -48,6 +48,7 @@ from model.checkpoints.original import export_original, original_config
 from model.errors import ModelConfigError, PocketAdaptError
 from model.loading import ADAPTER_FOLDER
 from model.tiling import IMAGENET_MEAN, IMAGENET_STD
+from model.vision import check_tile_size
 
 FORMATS = {
     "hf": "transformers-native InternVL (InternVLForConditionalGeneration)",
@@ -166,11 +167,8 @@ def _check_layout(vlm: PocketVLM, fmt: str) -> None:
     except PocketAdaptError as err:
         raise ExportError(f"cannot export to {fmt}: {err}") from None
     if fmt in ("hf", "internvl"):  # one size for both there (and pocket-adapt refuses to read them back otherwise)
-        tile, tower = vlm.config.tiling_config.tile_size, vlm.config.vision_config.image_size
-        tower = tower if isinstance(tower, int) else int(tower[0])
-        if tile != tower:
-            raise ExportError(f"cannot export to {fmt}: the tiling's tile_size {tile} is not the vision tower's "
-                              f"image_size {tower}; fix model.tiling before exporting")
+        check_tile_size(vlm.config.tiling_config.tile_size, vlm.config.vision_config, f"cannot export to {fmt}",
+                        ExportError)
     if fmt == "internvl":
         _check_original_tiling(vlm.config.tiling_config)
     if fmt == "hf" and vlm.config.tiling_config.mode not in ("dynamic", "resize"):  # said before the weights are

@@ -48,6 +48,7 @@ from model.errors import PocketAdaptError
 from model.progress import Progress
 from model.resources import assets_dir
 from model.tiling import TilingConfig, candidate_grids
+from model.vision import check_tile_size
 
 from .fp16_check import FP16_MAX, compare_fp16, scan_magnitudes
 from .onnx.export import DECODER, EMBED, VISION, write_onnx
@@ -221,11 +222,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     processor = copy.copy(processor)
     processor.tiling = tiling or processor.tiling
     tiling = processor.tiling
-    tower = vlm.config.vision_config.image_size
-    tower = tower if isinstance(tower, int) else int(tower[0])
-    if tiling.tile_size != tower:
-        raise TensorRTExportError(f"{source or 'the model'}: tiling.tile_size {tiling.tile_size} is not the vision "
-                                  f"tower's image size {tower}; the engines take the tower's tiles (set it to null)")
+    check_tile_size(tiling.tile_size, vlm.config.vision_config, source or "the model", TensorRTExportError)
     # the decoder's limits and the reference prompt before the (minute-long) ONNX export: a setting they refuse
     # fails at once
     found = layouts(processor, tiling, max_images)

@@ -26,6 +26,23 @@ def patch_grid(vision_config: PreTrainedConfig) -> tuple[int, int]:
     return image[0] // patch[0], image[1] // patch[1]
 
 
+def check_tile_size(tile_size: int, vision_config: PreTrainedConfig, source: str,
+                    error: type[Exception] = ModelConfigError) -> None:
+    """`error` naming `source` when a tiling cuts tiles of another size than the vision tower takes: the tower
+    would embed them at another patch grid, so every image's features would disagree with its image tokens."""
+    size = getattr(vision_config, "image_size", None)
+    if size is None:
+        return
+    rows, cols = _pair(size)
+    if (rows, cols) == (tile_size, tile_size):
+        return
+    shown = rows if rows == cols else f"{rows}x{cols}"
+    fix = (f"set tiling.tile_size to {rows}, the tower's size" if rows == cols
+           else "tiles are square, so this tower cannot take them")
+    raise error(f"{source}: the tiling cuts {tile_size} px tiles, but the vision tower takes {shown} px images "
+                f"(vision_config.image_size); {fix}")
+
+
 def select_features(tower: nn.Module, pixel_values: torch.Tensor, feature_layer: int = -1) -> torch.Tensor:
     """Patch features `(tiles, rows*cols, C)` from layer `feature_layer`, CLS dropped.
 

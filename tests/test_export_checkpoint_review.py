@@ -101,7 +101,7 @@ def test_a_tile_size_other_than_the_towers_is_refused_before_writing(fmt, tmp_pa
     the onnx and executorch exports refuse it."""
     vlm, processor = model.load("pocket-tiny", chat_template="Hermes-2")
     _with_tiling(vlm, processor, tile_size=224)
-    with pytest.raises(ExportError, match=f"cannot export to {fmt}: the tiling's tile_size 224 is not the vision "
-                                          "tower's image_size 112"):
+    with pytest.raises(ExportError, match=f"cannot export to {fmt}: the tiling cuts 224 px tiles, but the vision "
+                                          "tower takes 112 px images"):
         export(vlm, processor, fmt, tmp_path / fmt)
     assert not (tmp_path / fmt).exists()

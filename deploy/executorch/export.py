@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from model.progress import Progress, progress_bar
+from model.vision import check_tile_size
 
 from . import (
     DECODER_METHOD,
@@ -192,11 +193,7 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
         raise ExecuTorchError(f"max_seq_len {max_seq_len}: must be 2 .. the model's context ({context or '?'})")
     max_prefill_len = min(int(max_prefill_len or DEFAULT_MAX_PREFILL_LEN), max_seq_len)
     tiling = processor.tiling
-    tower_size = vlm.config.vision_config.image_size
-    tower_size = tower_size if isinstance(tower_size, int) else int(tower_size[0])
-    if tiling.tile_size != tower_size:
-        raise ExecuTorchError(f"the tiling's tile_size {tiling.tile_size} is not the vision tower's image_size "
-                              f"{tower_size}; fix model.tiling before exporting")
+    check_tile_size(tiling.tile_size, vlm.config.vision_config, "cannot export to executorch", ExecuTorchError)
     vlm = export_model(vlm, quantize)
     if quantize == "int8":
         quantize_int8(vlm)

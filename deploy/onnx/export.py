@@ -30,6 +30,7 @@ import torch
 
 from model.errors import PocketAdaptError
 from model.progress import Progress, progress_bar
+from model.vision import check_tile_size
 
 from .graphs import (
     PAST_KEY,
@@ -81,9 +82,7 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progr
         vlm = copy.deepcopy(vlm).float()
     vlm = vlm.eval()
     tiling = processor.tiling
-    if tiling.tile_size != _tower_size(vlm):
-        raise OnnxWriteError(f"the tiling's tile_size {tiling.tile_size} is not the vision tower's image_size "
-                             f"{_tower_size(vlm)}; fix model.tiling before exporting")
+    check_tile_size(tiling.tile_size, vlm.config.vision_config, "cannot export to onnx", OnnxWriteError)
     fingerprint = json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False)
     # stages of unequal cost (the decoder and int8 take most of the time): the stage and the time so far, no ETA
     with progress_bar(total=3 + (2 if quantize == "int8" else 0), desc="ONNX export", unit="graphs",
@@ -233,7 +232,3 @@ def _first_int(*values) -> int:
 def _model_type(text_config) -> str:
     return str(getattr(text_config, "model_type", "decoder"))
 
-
-def _tower_size(vlm) -> int:
-    size = vlm.config.vision_config.image_size
-    return size if isinstance(size, int) else int(size[0])

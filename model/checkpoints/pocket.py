@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ..vision import check_tile_size
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import CONFIG_ERRORS, CheckpointError, load_vlm, read_json, read_state_dict
 
@@ -22,23 +23,8 @@ def config_from_pocket(path: Path) -> PocketVLMConfig:
         config = PocketVLMConfig.from_dict(raw)
     except (*CONFIG_ERRORS, AttributeError) as err:
         raise CheckpointError(f"{path}: not a valid pocket_vlm config ({err})") from None
-    check_tile_size(config, path)
+    check_tile_size(config.tiling_config.tile_size, config.vision_config, str(path), CheckpointError)
     return config
-
-
-def check_tile_size(config: PocketVLMConfig, path: Path) -> None:
-    """`CheckpointError` naming `path` when the tiling cuts tiles of another size than the vision tower takes: the
-    tower would embed them at another grid, so every image's features would disagree with its image tokens."""
-    tile = config.tiling_config.tile_size
-    size = getattr(config.vision_config, "image_size", None)
-    if size is None:
-        return
-    tower = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
-    if tuple(int(s) for s in tower) != (tile, tile):
-        shown = tower[0] if tower[0] == tower[1] else f"{tower[0]}x{tower[1]}"
-        raise CheckpointError(f"{path}: 'tiling' cuts {tile} px tiles, but the vision tower takes {shown} px images "
-                              "(vision_config.image_size); make the two agree (the tile size the model was trained "
-                              "with)")
 
 
 def load_pocket(directory: Path, allow_pickle: bool = False) -> PocketVLM:
