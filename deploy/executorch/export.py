@@ -250,7 +250,7 @@ def export_model(vlm: nn.Module, quantize: str | None = None) -> nn.Module:
     a copy, so the example inputs, made on the CPU, meet weights there); int8 always quantises a copy. In eval mode."""
     from deploy.onnx.graphs import float32_on_cpu
 
-    return (copy.deepcopy(vlm).to("cpu", torch.float32) if quantize else float32_on_cpu(vlm)).eval()
+    return float32_on_cpu(vlm, always_copy=bool(quantize)).eval()
 
 
 def quantize_int8(vlm: nn.Module) -> None:

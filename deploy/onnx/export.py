@@ -19,7 +19,6 @@ preprocessor_config.json or a swapped tokenizer is refused instead of silently a
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -37,6 +36,7 @@ from .graphs import (
     PAST_VALUE,
     PRESENT_KEY,
     PRESENT_VALUE,
+    copy_as,
     export_decoder,
     export_embed,
     export_vision,
@@ -78,11 +78,9 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progr
     if quantize == "int8":
         import onnxruntime  # noqa: F401 - missing, named before the graphs are exported, not after
     out_dir = Path(out_dir)
-    if next(vlm.parameters()).dtype != torch.float32:  # onnxruntime's CPU kernels are float32; int8: --quantize
-        vlm = copy.deepcopy(vlm).float()
-    vlm = vlm.eval()
     tiling = processor.tiling
     check_tile_size(tiling.tile_size, vlm.config.vision_config, "cannot export to onnx", OnnxWriteError)
+    vlm = onnx_model(vlm)
     fingerprint = json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False)
     # stages of unequal cost (the decoder and int8 take most of the time): the stage and the time so far, no ETA
     with progress_bar(total=3 + (2 if quantize == "int8" else 0), desc="ONNX export", unit="graphs",
@@ -104,6 +102,16 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progr
     (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n", encoding="utf-8")
     (out_dir / GENAI_CONFIG).write_text(json.dumps(genai_config(vlm, processor), indent=1) + "\n", encoding="utf-8")
     return out_dir
+
+
+def onnx_model(vlm):
+    """The model the graphs are exported from, in eval mode: `vlm` itself where it is float32, else one float32 copy
+    on its own device (onnxruntime's CPU kernels are float32; int8 is --quantize), made without a second copy in the
+    model's own dtype there first."""
+    weight = next(vlm.parameters())
+    if weight.dtype != torch.float32:
+        vlm = copy_as(vlm, weight.device, torch.float32)
+    return vlm.eval()
 
 
 def quantize_int8(path: Path) -> None:

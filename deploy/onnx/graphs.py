@@ -113,13 +113,27 @@ def model_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def float32_on_cpu(module: nn.Module) -> nn.Module:
-    """`module` itself where its weights are float32 on the CPU, else a float32 CPU copy (the original untouched):
-    what a CPU runtime's references and example inputs (made on the CPU) meet, whatever --device loaded it on."""
+def float32_on_cpu(module: nn.Module, always_copy: bool = False) -> nn.Module:
+    """`module` itself where its weights are float32 on the CPU (unless `always_copy`), else a float32 CPU copy (the
+    original untouched): what a CPU runtime's references and example inputs (made on the CPU) meet, whatever
+    --device loaded it on."""
     weight = next(module.parameters())
-    if weight.dtype == torch.float32 and weight.device.type == "cpu":
+    if not always_copy and weight.dtype == torch.float32 and weight.device.type == "cpu":
         return module
-    return copy.deepcopy(module).to("cpu", torch.float32)
+    return copy_as(module, torch.device("cpu"), torch.float32)
+
+
+def copy_as(module: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """A copy of `module` whose floating-point parameters and buffers are `dtype` on `device`, each made there
+    directly: deepcopy-then-convert first duplicates every weight where it lies (a second bfloat16 model on the GPU)
+    and only then converts it."""
+    memo: dict[int, object] = {}
+    for tensor in (*module.parameters(), *module.buffers()):
+        if id(tensor) in memo:  # tied
+            continue
+        moved = tensor.detach().to(device, dtype if tensor.is_floating_point() else tensor.dtype, copy=True)
+        memo[id(tensor)] = nn.Parameter(moved, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else moved
+    return copy.deepcopy(module, memo)
 
 
 def kv_shape(text_config) -> tuple[int, int]:
