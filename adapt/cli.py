@@ -732,7 +732,7 @@ def _answer_notes(text: str, *, repeated: bool, cut: str | None, export: bool = 
 
 
 def _export(args) -> int:
-    from deploy.hf import check_target, export
+    from deploy.hf import check_dtype, check_target, export
     from model.loading import apply_lora_adapter, check_lora_adapter
 
     options = {}
@@ -759,6 +759,7 @@ def _export(args) -> int:
     if args.opset is not None and args.format != "tensorrt":
         raise CliError("--opset applies to --format tensorrt only")
     check_target(Path(args.out), args.force, args.model)  # a refused target fails before the model is loaded
+    check_dtype(args.format, args.dtype)
     if args.adapter is not None:
         check_lora_adapter(args.adapter, args.allow_pickle, model=args.model)
     vlm, processor = _load(args)

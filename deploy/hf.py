@@ -128,6 +128,19 @@ def _remove_dead_staging(out: Path) -> None:
 
 
 
+# Formats written in float32 whatever dtype the model was loaded in (their runtimes' kernels; int8 is --quantize)
+FLOAT32_FORMATS = ("onnx", "executorch", "tensorrt")
+
+
+def check_dtype(fmt: str, dtype: str | None) -> None:
+    """`ExportError` for a load dtype (`--dtype`) a float32 format would only round the weights to: the files are
+    float32 all the same, so bfloat16 / float16 there is precision lost without a smaller file."""
+    if fmt in FLOAT32_FORMATS and dtype not in (None, "float32"):
+        raise ExportError(f"--dtype {dtype}: the {fmt} export is float32 whatever the model is loaded in, so {dtype} "
+                          "would only round its weights before they are widened again; leave --dtype out (a "
+                          f"{dtype} checkpoint is widened as it is){'; smaller: --quantize int8' if fmt != 'tensorrt' else ''}")
+
+
 def check_target(out: Path, force: bool, source: str | os.PathLike | None = None) -> None:
     """Refuse a target that is a file, the model folder `source` itself or a non-empty folder inside it (even with
     `force`: the export would replace the checkpoint it is made from), or a non-empty folder without `force`
