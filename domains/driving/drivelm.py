@@ -51,8 +51,10 @@ that frame), an image path naming another camera (folder ``CAM_X/`` or ``…__CA
 mismatch``), a sample token unknown to the nuScenes tables (with ``dataroot``), a c-tag naming an unknown camera or
 lying outside the image, a frame already read from another file (``duplicate frame``: its QA ids would be written
 twice, maybe in two splits), a training QA repeating an earlier QA of its frame word for word (``duplicate QA``).
-A repeated question with another answer is written with a ``conflicting answers``
-warning. Re-runs reuse images and rewrite nothing unchanged.
+A scene in DriveLM's early v1.0 layout (``key_frame`` -> ``Perception`` / ``Prediction and Planning`` q/a lists) is
+skipped as ``DriveLM v1.0 layout``. A repeated question with another answer is written with a ``conflicting answers``
+warning, a frame's QA list under a key other than the four categories with an ``unknown QA category`` warning (its
+questions have no official id and are not converted). Re-runs reuse images and rewrite nothing unchanged.
 """
 
 from __future__ import annotations
@@ -558,6 +560,12 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
         before = {split: len(records) for split, records in splits.items()}
         items = []
         for scene, body in data.items():
+            if isinstance(body, dict) and "key_frames" not in body and isinstance(body.get("key_frame"), dict):
+                report.skip(f"{path.name} scene {scene}", "DriveLM v1.0 layout",
+                            f"{path}: scene {scene} is in DriveLM's early v1.0 layout (key_frame -> Perception / "
+                            "Prediction and Planning q/a lists); this converter reads v1.1 (key_frames -> QA -> "
+                            f"{', '.join(QA_CATEGORIES)}, image_paths): use v1_1_train_nus.json")
+                continue
             if not isinstance(body, dict) or not isinstance(body.get("key_frames"), dict):
                 report.skip(f"{path.name} scene {scene}", "malformed scene",
                             f"{path}: scene {scene} has no key_frames object")
@@ -577,8 +585,15 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
             records = splits.setdefault(split, [])
             try:
                 qas, paths = _frame_parts(fbody, path.parent, root, where)
+                # a QA list under another key has no official id (ids count the four categories only): said
+                other = sorted(str(k) for k in fbody["QA"] if k not in QA_CATEGORIES)
                 if not qas:  # nothing to write: no image either
-                    raise _Skip("frame without QA", where, f"QA has no question in {', '.join(QA_CATEGORIES)}")
+                    raise _Skip("frame without QA", where, f"QA has no question in {', '.join(QA_CATEGORIES)}"
+                                + (f" (it holds only {other})" if other else ""))
+                if other:
+                    report.warn(where, "unknown QA category",
+                                f"{where}: QA keys {other} are not DriveLM v1.1 categories "
+                                f"({', '.join(QA_CATEGORIES)}); their questions were not converted")
                 if known_samples is not None and frame not in known_samples:
                     raise _Skip("unknown sample token", where,
                                 f"sample token {frame} is not in the nuScenes sample table at {dataroot}")

@@ -1,0 +1,56 @@
+"""DriveLM JSON variants: the early v1.0 layout is named as such, and QA lists under keys other than the four
+v1.1 categories are said, never dropped unseen."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from domains.driving.drivelm import convert_drivelm
+from domains.driving.synthetic import generate
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("raw")
+    generate(root, n_scenes=2, n_frames=2, progress=False)
+    return root
+
+
+def _copy(raw: Path, dst: Path) -> tuple[Path, dict]:
+    shutil.copytree(raw, dst)
+    path = dst / "drivelm" / "v1_1_train_nus.json"
+    return path, json.loads(path.read_text())
+
+
+V1_0 = {"b789de07180846cc972118ee6d1fb027": {"scene_description": "", "key_frame": {"1537295990612404": {
+    "Perception": {"q": ["Q: What are important objects to the back right of the ego car?"],
+                   "a": ["A: There are one truck."], "description": {}},
+    "Prediction and Planning": {"q": ["Q: Is <c1,CAM_BACK,1190.5,826.5> a traffic sign?"], "a": ["A: No."]}}}}}
+
+
+def test_a_v1_0_file_is_named_as_the_v1_0_layout(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "v1_0_train_demo.json").write_text(json.dumps(V1_0))
+    report = convert_drivelm(tmp_path / "src", tmp_path / "out", progress=False)
+    assert report.skipped == {"DriveLM v1.0 layout": 1}
+    detail = " ".join(report.examples["DriveLM v1.0 layout"])
+    assert "key_frame" in detail and "v1_1_train_nus.json" in detail
+
+
+def test_qa_lists_under_unknown_keys_are_said(raw, tmp_path):
+    path, data = _copy(raw, tmp_path / "raw")
+    scene = next(iter(data))
+    frames = list(data[scene]["key_frames"])
+    qa = data[scene]["key_frames"][frames[0]]["QA"]
+    qa["Prediction"] = qa.pop("prediction")  # a QA list under a key of another spelling
+    data[scene]["key_frames"][frames[1]]["QA"] = {"Perception": data[scene]["key_frames"][frames[1]]["QA"]["perception"]}
+    path.write_text(json.dumps(data))
+    report = convert_drivelm(path, tmp_path / "out", progress=False)
+    assert report.warnings.get("unknown QA category") == 1
+    assert "['Prediction']" in " ".join(report.warning_examples["unknown QA category"])
+    assert report.skipped.get("frame without QA") == 1
+    assert "it holds only ['Perception']" in " ".join(report.examples["frame without QA"])
