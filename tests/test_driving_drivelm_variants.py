@@ -54,3 +54,20 @@ def test_qa_lists_under_unknown_keys_are_said(raw, tmp_path):
     assert "['Prediction']" in " ".join(report.warning_examples["unknown QA category"])
     assert report.skipped.get("frame without QA") == 1
     assert "it holds only ['Perception']" in " ".join(report.examples["frame without QA"])
+
+
+def test_absolute_image_paths_are_refused_as_such_and_read_with_nuscenes_root(raw, tmp_path):
+    path, data = _copy(raw, tmp_path / "raw")
+    scene = next(iter(data))
+    frame = next(iter(data[scene]["key_frames"]))
+    paths = data[scene]["key_frames"][frame]["image_paths"]
+    for cam in paths:  # as a user's rewrite of the DriveLM paths to where the images really are
+        paths[cam] = str((path.parent / paths[cam]).resolve())
+    path.write_text(json.dumps(data))
+    report = convert_drivelm(path, tmp_path / "out", progress=False)
+    assert "missing camera image" not in report.skipped  # the files exist: never said to be missing
+    assert report.skipped.get("path escapes data root") == 1
+    assert "absolute path" in " ".join(report.examples["path escapes data root"])
+    assert "nuscenes_root" in " ".join(report.examples["path escapes data root"])
+    with_root = convert_drivelm(path, tmp_path / "out2", nuscenes_root=tmp_path / "raw" / "nuscenes", progress=False)
+    assert not with_root.skipped

@@ -12,7 +12,8 @@ Image paths are resolved relative to the JSON's folder (they may reach one level
 ``../nuscenes/samples/...`` form, so the root is the JSON folder's parent) or, with ``nuscenes_root``, as
 ``nuscenes_root/samples/CAM_X/<file>`` (the part of the path from ``samples/`` on). A path that leaves its root
 -- by ``..`` steps, an absolute path or a symlink pointing outside -- is skipped as ``path escapes data root``
-(:func:`domains.files.inside_root`); a nuScenes folder symlinked next to the JSON therefore needs
+(:func:`domains.files.inside_root`; an absolute path is refused as written, never read under the JSON folder); a
+nuScenes folder symlinked next to the JSON, or absolute ``image_paths``, therefore need
 ``nuscenes_root``: its real location, trusted as given (``samples/`` itself may be a link there).
 
 **View modes** (``view_mode``):
@@ -65,7 +66,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -238,11 +239,13 @@ def _resolve_image(raw: Any, camera: str, json_dir: Path, nuscenes_root: Path | 
                 raise _Skip("malformed frame", camera, f"{raw!r}: no samples/ folder in the path")
             tail = parts[len(parts) - parts[::-1].index("samples"):]
             path = inside_root(nuscenes_root / "samples", PurePosixPath(*tail).as_posix() if tail else "")
-        else:
-            path = inside_root(json_dir.parent, f"{json_dir.name}/{text}")
+        else:  # an absolute path glued under the JSON's folder would read as a missing file there: refused whole
+            absolute = PurePosixPath(text).is_absolute() or bool(PureWindowsPath(text).drive)
+            path = inside_root(json_dir.parent, text if absolute else f"{json_dir.name}/{text}")
     except SkipInput as exc:
         hint = "" if nuscenes_root is not None else (
-            "; if the nuScenes folder is yours (e.g. a symlink), pass --option nuscenes_root=<folder holding samples/>")
+            "; if the nuScenes folder is yours (a symlink, absolute image_paths), pass "
+            "--option nuscenes_root=<folder holding samples/>")
         raise _Skip(exc.reason, camera, f"{exc.detail}{hint}") from None
     # another camera's picture in this camera's place would put every c-tag of the frame on the wrong view
     named = {c for c in (camera_from_name(path.name), path.parent.name) if c in CAMERAS}
