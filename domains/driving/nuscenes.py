@@ -254,9 +254,19 @@ def previous_samples(nusc, sample_token: str, n: int) -> list[str]:
 
 
 def frame_sequence(nusc, sample_token: str, camera: str, history: int) -> list[str]:
-    """Sample_data tokens of `camera` for the `history` previous key frames and this one, oldest first."""
+    """Sample_data tokens of `camera` for the `history` previous key frames and this one, oldest first.
+
+    A key frame of the sequence without `camera` raises ``SkipInput("missing camera", ...)`` naming it.
+    """
     tokens = previous_samples(nusc, sample_token, history) + [sample_token]
-    return [nusc.get("sample", t)["data"][camera] for t in tokens]
+    out = []
+    for t in tokens:
+        data = nusc.get("sample", t)["data"]
+        if camera not in data:
+            which = "it" if t == sample_token else f"its previous key frame {t}"
+            raise SkipInput("missing camera", f"sample {sample_token}: {which} has no {camera}")
+        out.append(data[camera])
+    return out
 
 
 # --------------------------------------------------------------------------------------------- converter
@@ -368,9 +378,10 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     converter's ``drivelm_val.jsonl``: their training samples go to ``val``, so no camera picture of a held-out
     scene is trained on. `progress`: show a progress bar.
 
-    Output ``out/<dataset>_<split>.jsonl``; ``report.outputs[split]``. A missing camera file, or a sequence
-    needing one, is skipped and counted, as is a ``sample_data`` file name that leaves `src` (absolute, ``..``,
-    a symlink pointing outside: ``path escapes data root``, :func:`domains.files.inside_root`); re-runs rewrite nothing when nothing changed.
+    Output ``out/<dataset>_<split>.jsonl``; ``report.outputs[split]``. A missing camera file or camera (on the
+    key frame or a previous one of its sequence), or a sequence needing one, is skipped and counted, as is a
+    ``sample_data`` file name that leaves `src` (absolute, ``..``, a symlink pointing outside: ``path escapes data
+    root``, :func:`domains.files.inside_root`); re-runs rewrite nothing when nothing changed.
 
     Each camera file is decoded once in full before it is linked (a truncated JPEG has a whole header) and
     skipped as an ``unreadable camera image`` when it does not decode. `workers`: processes doing that decoding
@@ -447,9 +458,12 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
 
     def plan():  # every camera file publish() decodes, in the loop's order
         for _scene, sample_token in samples:
-            data = nusc.get("sample", sample_token)["data"]
             for camera in order:
-                for sd_token in frame_sequence(nusc, sample_token, camera, int(history)) if camera in data else ():
+                try:
+                    seq = frame_sequence(nusc, sample_token, camera, int(history))
+                except SkipInput:
+                    continue
+                for sd_token in seq:
                     try:
                         path = camera_file(sd_token)
                     except SkipInput:
@@ -463,10 +477,11 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
             split = scene_split[scene_token]
             data = nusc.get("sample", sample_token)["data"]
             for camera in order:
-                if camera not in data:
-                    report.skip(f"sample {sample_token}", "missing camera", f"sample {sample_token} has no {camera}")
+                try:  # this key frame, or a previous one of its sequence, may lack the camera
+                    seq = frame_sequence(nusc, sample_token, camera, int(history))
+                except SkipInput as exc:
+                    report.skip(f"sample {sample_token}", exc.reason, exc.detail)
                     continue
-                seq = frame_sequence(nusc, sample_token, camera, int(history))
                 got = [publish(t) for t in seq]
                 if any(g is None for g in got):
                     report.skip(f"sample {sample_token} {camera}", "camera image skipped",
