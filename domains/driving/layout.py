@@ -143,8 +143,9 @@ def from_stitched(xn: float, yn: float, camera: str, decimals: int | None = CAME
     """Stitched-image grid -> `camera`'s pixels, clamped to its 1600×900 frame (Mini-InternVL's inverse)."""
     col, row = cell_of(camera)
     cw, ch = CELL_SIZE
-    x = (xn * STITCHED_SIZE[0] / GRID - col * cw) * CAMERA_SIZE[0] / cw
-    y = (yn * STITCHED_SIZE[1] / GRID - row * ch) * CAMERA_SIZE[1] / ch
+    # post_process's own order of float operations: another order rounds a few points 0.1 px the other way
+    x = ((xn / GRID) * STITCHED_SIZE[0] - col * cw) / cw * CAMERA_SIZE[0]
+    y = ((yn / GRID) * STITCHED_SIZE[1] - row * ch) / ch * CAMERA_SIZE[1]
     x = min(max(x, 0.0), float(CAMERA_SIZE[0]))
     y = min(max(y, 0.0), float(CAMERA_SIZE[1]))
     return (round(x, decimals), round(y, decimals)) if decimals is not None else (x, y)
