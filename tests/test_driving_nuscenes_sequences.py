@@ -48,3 +48,14 @@ def test_a_sequence_over_a_key_frame_without_the_camera_is_skipped(dataroot, tmp
     records = [json.loads(line) for p in sorted((tmp_path / "out").glob("*.jsonl"))
                for line in p.read_text().splitlines()]
     assert records and all(r["meta"]["camera"] != "CAM_FRONT" or r["meta"]["sample"] != first for r in records)
+
+
+def test_the_table_folder_given_as_the_dataroot_is_named_with_its_parent(dataroot):
+    from domains.base import DomainError
+    from domains.driving.nuscenes import detect_version
+
+    with pytest.raises(DomainError, match="table folder") as err:
+        detect_version(dataroot / "v1.0-mini")
+    assert f"give the dataroot holding it, {dataroot}" in str(err.value)
+    with pytest.raises(DomainError, match="no nuScenes tables found"):
+        detect_version(dataroot / "samples")

@@ -112,6 +112,9 @@ def detect_version(dataroot: str | Path) -> str:
     found = [v for v in VERSIONS if (root / v / "sample.json").is_file()]
     if not found and root.is_dir():
         found = sorted(p.name for p in root.iterdir() if (p / "sample.json").is_file())
+    if not found and (root / "sample.json").is_file():  # the table folder itself, not the dataroot above it
+        raise DomainError(f"{root}: this is a nuScenes table folder ({root.name}/sample.json); give the dataroot "
+                          f"holding it, {root.parent} (the folder with {root.name}/ and samples/)")
     if not found:
         raise DomainError(f"{root}: no nuScenes tables found (expected {root}/v1.0-mini/sample.json or "
                          f"{root}/v1.0-trainval/sample.json)")
