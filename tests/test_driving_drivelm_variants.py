@@ -71,3 +71,14 @@ def test_absolute_image_paths_are_refused_as_such_and_read_with_nuscenes_root(ra
     assert "nuscenes_root" in " ".join(report.examples["path escapes data root"])
     with_root = convert_drivelm(path, tmp_path / "out2", nuscenes_root=tmp_path / "raw" / "nuscenes", progress=False)
     assert not with_root.skipped
+
+
+def test_a_nuscenes_root_without_samples_is_refused_before_converting(raw, tmp_path):
+    from domains.base import DomainError
+
+    with pytest.raises(DomainError, match=r"has no samples/ folder.*its parent") as err:
+        convert_drivelm(raw / "drivelm", tmp_path / "out", nuscenes_root=raw / "nuscenes" / "samples", progress=False)
+    assert str(raw / "nuscenes") in str(err.value)
+    with pytest.raises(DomainError, match="has no samples/ folder"):
+        convert_drivelm(raw / "drivelm", tmp_path / "out", nuscenes_root=raw / "drivelm", progress=False)
+    assert not (tmp_path / "out").exists()

@@ -452,8 +452,9 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     ``../nuscenes/samples/CAM_FRONT/<file>.jpg``; without this option that path is taken relative to the JSON's
     folder (so a ``nuscenes`` folder next to it, and it must not be a symlink leading elsewhere); with it, the
     part from ``samples/`` on is read under ``nuscenes_root`` (``<nuscenes_root>/samples/CAM_FRONT/<file>.jpg``),
-    wherever the nuScenes data lives. `dataroot`: a nuScenes folder whose tables the sample tokens are checked
-    against (unknown ones are skipped). `version`: its table version (detected when not given).
+    wherever the nuScenes data lives (a folder without ``samples/`` is refused before anything is converted).
+    `dataroot`: a nuScenes folder whose tables the sample tokens are checked against (unknown ones are skipped).
+    `version`: its table version (detected when not given).
     `mc`: DriveLM's test-style 4-way multiple choice for moving-status and behavior questions.
     `val_fraction`: share of the training files' scenes put in ``val`` (by a hash of the scene token). `dataset`:
     output name (default ``drivelm`` / ``drivelm_multi``). `link`: ``hardlink`` or ``copy`` for the camera images
@@ -479,6 +480,10 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     root = Path(nuscenes_root) if nuscenes_root is not None else None
     if root is not None and not root.is_dir():
         raise DomainError(f"nuscenes_root {root} is not a folder")
+    if root is not None and not (root / "samples").is_dir():  # every image is read under it: none could be
+        inside = any((root / cam).is_dir() for cam in STITCH_ORDER)
+        raise DomainError(f"nuscenes_root {root} has no samples/ folder; give the folder holding samples/CAM_*/"
+                          + (f" (this one holds the CAM_* folders: its parent, {root.parent})" if inside else ""))
     known_samples = _load_sample_tokens(dataroot, version) if dataroot is not None else None
     if view_mode == "stitched":
         prefix, convert = STITCHED_PREFIX, to_stitched
