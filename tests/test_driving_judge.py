@@ -282,3 +282,36 @@ def test_a_judge_config_built_directly_is_checked_like_one_from_a_recipe():
     with pytest.raises(DomainError, match="https"):
         JudgeConfig(url="http://example.invalid/v1", model="m", api_key_env="JK")
     assert JudgeConfig(url=" http://127.0.0.1:8000/v1 ", model="m").url == "http://127.0.0.1:8000/v1"
+
+
+def test_a_reply_cut_off_mid_body_is_one_failed_answer_and_is_retried(server):
+    """A server that promises more bytes than it sends (http.client.IncompleteRead) or closes without a status line
+    (BadStatusLine) raised past `rate_many` and ended the whole evaluation with a traceback."""
+    calls = []
+
+    class CutOff(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(1)
+            if len(calls) % 2:  # every other request: a body cut short, then a garbled status line
+                self.send_response(200)
+                self.send_header("Content-Length", "500")
+                self.end_headers()
+                self.wfile.write(b'{"choices": [')
+            else:
+                self.wfile.write(b"garbage\r\n\r\n")
+            self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), CutOff)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        judge = Judge(judge_config(server, url=f"http://127.0.0.1:{httpd.server_address[1]}/v1", retries=1))
+        scores, errors = judge.rate_many([("Go.", "Go.")], progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert scores == [None] and len(calls) == 2  # retried once, then counted as one failed answer
+    assert "broke off" in errors[0] and SECRET not in errors[0]

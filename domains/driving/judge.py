@@ -23,6 +23,7 @@ message; callers count those instead of scoring them 0.
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import os
@@ -222,6 +223,9 @@ class Judge:
                 break
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 last = f"cannot reach {self.config.endpoint}: {getattr(exc, 'reason', exc)}"
+                continue
+            except http.client.HTTPException as exc:  # a reply cut short or garbled: worth another try
+                last = f"reply from {self.config.endpoint} broke off: {type(exc).__name__}: {str(exc)[:120]}"
                 continue
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                 last = f"reply from {self.config.endpoint} is not JSON: {exc}"
