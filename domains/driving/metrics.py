@@ -208,8 +208,10 @@ def to_camera_pixels(text: str, mode: str = "stitched") -> str:
     """`text` with every bracketed grid c-tag rewritten as DriveLM's ``<cN,CAM,x,y>`` in camera pixels.
 
     `mode` is the sample's view mode (``"stitched"`` or ``"multi"``). Numbers are written as Python prints the
-    rounded float (``1088.0``), as Mini-InternVL's ``post_process`` does. Unbracketed tags and tags naming an
-    unknown camera are left unchanged. Bracketed traffic-element boxes ``(c, s, [x1,y1,x2,y2])`` go back to
+    rounded float (``1088.0``), as Mini-InternVL's ``post_process`` does, except for a point clamped to the frame's
+    edge: ``post_process`` writes that one as an integer (``1600``), which the challenge's ``\\d+\\.\\d+`` number
+    pattern then skips, shifting its pairing of the other numbers; we write ``1600.0``. Unbracketed tags and tags
+    naming an unknown camera are left unchanged. Bracketed traffic-element boxes ``(c, s, [x1,y1,x2,y2])`` go back to
     DriveLM's ``(c, s, x1, y1, x2, y2)`` in CAM_FRONT pixels.
     """
     if mode not in VIEW_MODES:
