@@ -447,6 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--pool", type=positive_int, default=1,
                        help="pooled pixel shuffle (recipe model.projector_options.pool): tokens per tile / pool^2")
     tiles.set_defaults(handler=_tiles)
+    # `-5x10` is a (bad) size, not an unknown option: argparse takes only `-5` or `-.5` for a negative number before
+    # 3.13, and would answer "the following arguments are required: size"; tiles has no option spelled with a digit
+    tiles._negative_number_matcher = re.compile(r"^-\.?\d")
 
     presets = verbs.add_parser("presets", help="list the built-in model presets")
     presets.set_defaults(handler=_presets)
