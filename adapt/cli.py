@@ -435,7 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("size", help="WIDTHxHEIGHT, e.g. 1600x900, or an image file (its header: size, EXIF orientation)")
     tiles.add_argument("--model", "-m", help="preset name or checkpoint directory whose tiling and tokens per tile to "
                                              "plan with, read from its config (no weights read)")
-    tiles.add_argument("--tile-size", type=positive_int, help="tile side in pixels (default: the model's, else 448)")
+    tiles.add_argument("--tile-size", type=positive_int,
+                       help=f"tile side in pixels (default: the model's, else 448); without --model a multiple of "
+                            f"{_INTERNVL2_GRID} from {_INTERNVL2_GRID} to {_MAX_TILE_SIZE} (InternViT's 14 px patches, "
+                            "2x2 pixel shuffle), tokens per tile then (size/28)^2; a --model's tiles are the size its "
+                            "vision tower takes, as in recipes")
     tiles.add_argument("--max-tiles", type=_tile_count, help="default: the model's, else 12")
     tiles.add_argument("--min-tiles", type=_tile_count, help="default: the model's, else 1")
     tiles.add_argument("--tokens-per-tile", type=positive_int, help="default: the model's, else 256")
@@ -874,6 +878,9 @@ def _image_tokens(cfg) -> str:
 
 
 MAX_SIDE = 2**31 - 1  # pixels: the widest side an image format's header can state (PNG, TIFF: 32-bit)
+# InternVL2's tower: 14 px patches, whose grid the 2x2 pixel shuffle halves, so a tile is a whole number of 28 px
+_INTERNVL2_GRID = 28
+_MAX_TILE_SIZE = 7056  # 252 x 28: one tile within tiling.max_pixels (50 M), as every image must be
 
 
 def _tiles(args) -> int:
@@ -907,6 +914,16 @@ def _tiles(args) -> int:
 
         config = load_config(args.model)
         tiling, per_tile = config.tiling_config, config.image_seq_length
+        if args.tile_size is not None and args.tile_size != tiling.tile_size:
+            # as a recipe's tiling.tile_size: the tower's position embeddings and token count fix its tile
+            raise CliError(f"--tile-size {args.tile_size} differs from {args.model}'s image size {tiling.tile_size} "
+                           "(the size its vision tower takes; a recipe's tiling.tile_size must be it too); leave "
+                           "--tile-size out, or plan without --model")
+    elif args.tile_size is not None:
+        if args.tile_size % _INTERNVL2_GRID or not _INTERNVL2_GRID <= args.tile_size <= _MAX_TILE_SIZE:
+            raise CliError(f"--tile-size {args.tile_size}: InternVL2's tiles are a multiple of {_INTERNVL2_GRID} px "
+                           f"(14 px patches, 2x2 pixel shuffle) from {_INTERNVL2_GRID} to {_MAX_TILE_SIZE}, e.g. 448")
+        per_tile = (args.tile_size // _INTERNVL2_GRID) ** 2  # 448 px: 16 x 16 = 256
     given = {"tile_size": args.tile_size, "min_tiles": args.min_tiles, "max_tiles": args.max_tiles}
     given = {k: v for k, v in given.items() if v is not None}
     if args.no_thumbnail:
@@ -916,7 +933,8 @@ def _tiles(args) -> int:
     min_tiles, max_tiles = given.get("min_tiles", tiling.min_tiles), given.get("max_tiles", tiling.max_tiles)
     if min_tiles > max_tiles:
         raise CliError(f"--min-tiles {min_tiles} is larger than --max-tiles {max_tiles}")
-    whose = "--tokens-per-tile" if args.tokens_per_tile else f"{args.model}'s" if args.model else "InternVL2's"
+    whose = ("--tokens-per-tile" if args.tokens_per_tile else f"{args.model}'s" if args.model else
+             f"InternVL2's at {args.tile_size} px" if args.tile_size else "InternVL2's")
     per_tile = args.tokens_per_tile or per_tile
     if per_tile % (args.pool * args.pool):
         raise CliError(f"{per_tile} image tokens per tile ({whose}) do not divide by --pool {args.pool} squared")

@@ -22,3 +22,22 @@ def test_a_bad_size_is_named_as_a_size(capsys, size, expected):
     assert expected in err and "required" not in err
 
 
+@pytest.mark.parametrize("tile", ["1", "13", "14", "100", "7084", "100000000"])
+def test_a_tile_size_no_internvl_tower_takes_is_refused_naming_the_bound(capsys, tile):
+    """--tile-size 1 planned 2304 image tokens of 1 px tiles."""
+    assert main(["tiles", "1600x900", "--tile-size", tile]) == 1
+    assert f"--tile-size {tile}: InternVL2's tiles are a multiple of 28 px" in capsys.readouterr().err
+
+
+def test_a_tile_size_sets_the_tokens_per_tile_it_gives(capsys):
+    """896 px tiles were counted at 448 px tiles' 256 tokens; InternViT gives (896/28)^2 = 1024."""
+    assert main(["tiles", "1600x900", "--tile-size", "896"]) == 0
+    assert "3 tiles incl. thumbnail, 3072 image tokens (896 px tiles)" in capsys.readouterr().out
+    assert main(["tiles", "1600x900", "--tile-size", "896", "--tokens-per-tile", "16"]) == 0
+    assert "48 image tokens" in capsys.readouterr().out
+
+
+def test_a_models_tile_size_is_its_towers_as_in_recipes(capsys):
+    assert main(["tiles", "1600x900", "--model", "pocket-tiny", "--tile-size", "224"]) == 1
+    assert "--tile-size 224 differs from pocket-tiny's image size 112" in capsys.readouterr().err
+    assert main(["tiles", "1600x900", "--model", "pocket-tiny", "--tile-size", "112"]) == 0
