@@ -31,6 +31,9 @@ from safetensors.torch import load_file, save_file
 
 from model.errors import PocketAdaptError
 
+from .data.samples import SKIP_FILES
+from .evaluate import COMPARISON_PNG, EVAL_JSON, EVAL_MD, PREDICTIONS
+
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
@@ -152,12 +155,12 @@ def _entries(out_dir: Path, ours: tuple[str, ...]) -> list[str]:
 
 
 EVAL_DIR = "eval"  # `adapt eval`'s default --out, <output.dir>/eval
-# What `adapt eval` writes into it (adapt/cli.py, adapt/run_eval.py; with --runtime also a folder per export format)
-EVAL_OUTPUTS = ("eval.json", "eval.md", "comparison.png", "predictions_*.jsonl", "skips.json", "skips.md")
+# What `adapt eval` writes into it: the names its writers use (with --runtime also a folder per export format)
+EVAL_OUTPUTS = (EVAL_JSON, EVAL_MD, COMPARISON_PNG, PREDICTIONS.format(label="*"), *SKIP_FILES)
 
 # What a run writes into its output.dir (adapt/train.py, adapt/distill.py), and its hidden staging files
 RUN_OUTPUTS = (LOCK_NAME, "final", "checkpoint-*", "train_log.jsonl", "eval_log.jsonl", "eval_during_training", "loss.png",
-               "skips.json", "skips.md", "tensorboard", "held_out", "report.json", "report.md", ".*")
+               *SKIP_FILES, "tensorboard", "held_out", "report.json", "report.md", ".*")
 
 
 def not_run_outputs(out_dir: Path) -> list[str]:

@@ -1144,7 +1144,7 @@ MAX_LABEL_BYTES = 200  # + "predictions_", "-q4_k_m", ".jsonl": within the 255-b
 
 
 def _eval(args) -> int:
-    from .evaluate import plot_comparison, write_report
+    from .evaluate import COMPARISON_PNG, PREDICTIONS, plot_comparison, write_report
     from .recipe import load_recipe
     from .run_eval import eval_kinds, evaluate_model
 
@@ -1204,10 +1204,11 @@ def _eval(args) -> int:
         runs = {label: evaluate_model(recipe, source, label, out, progress) for label, source in models.items()}
     kinds = eval_kinds(recipe)
     _, md = write_report(out, runs, kinds)
-    plot_comparison(runs, kinds, out / "comparison.png")
+    plot_comparison(runs, kinds, out / COMPARISON_PNG)
     print(md.read_text(encoding="utf-8"))
-    earlier = sorted(p.name for p in out.glob("predictions_*.jsonl")
-                     if p.name.removeprefix("predictions_").removesuffix(".jsonl") not in runs)
+    before, after = PREDICTIONS.split("{label}")
+    earlier = sorted(p.name for p in out.glob(PREDICTIONS.format(label="*"))
+                     if p.name.removeprefix(before).removesuffix(after) not in runs)
     if earlier:  # the report replaced an earlier one that covered them: say so rather than leave them unexplained
         print(f"note: {out} also holds {', '.join(earlier)} from an earlier evaluation, which this report "
               "(eval.md, eval.json, comparison.png) does not cover; give each evaluation its own --out to keep both "

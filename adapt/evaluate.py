@@ -232,6 +232,12 @@ def predict(
     return Predictions((results[k] for k in range(len(records)) if k in results), skipped=skipped)
 
 
+# the files `adapt eval` writes into its --out, here and in adapt/run_eval.py and adapt/cli.py (with SKIP_FILES, and with
+# --runtime a folder per export format); adapt.checkpointing.EVAL_OUTPUTS is made of them, so a new one is known there
+EVAL_JSON, EVAL_MD, COMPARISON_PNG = "eval.json", "eval.md", "comparison.png"
+PREDICTIONS = "predictions_{label}.jsonl"
+
+
 def save_predictions(predictions: Iterable[Prediction], path: str | os.PathLike) -> None:
     """One JSON object per line (the `Prediction` fields)."""
     path = Path(path)
@@ -504,7 +510,7 @@ def write_report(
     compared = _base_pairs(names)
     header_runs = names + [f"Δ ({n} − {b})" for n, b in compared]
 
-    json_path = out / "eval.json"
+    json_path = out / EVAL_JSON
     json_path.write_text(json.dumps({"kinds": dict(kinds or {}), "runs": runs}, indent=2, ensure_ascii=False) + "\n",
                          encoding="utf-8")
 
@@ -598,7 +604,7 @@ def write_report(
         if any(e and e.get("notes") for e in entries):
             md += [""]
 
-    md_path = out / "eval.md"
+    md_path = out / EVAL_MD
     md_path.write_text("\n".join(md), encoding="utf-8")
     return json_path, md_path
 

@@ -23,7 +23,7 @@ from model.resources import templates_dir
 from model.yaml_io import load_yaml
 
 from .checkpointing import EVAL_DIR, not_run_outputs
-from .evaluate import plot_comparison, write_report
+from .evaluate import COMPARISON_PNG, plot_comparison, write_report
 from .recipe import _parse_key, _read_text, load_recipe, load_yaml_value
 from .run_eval import eval_kinds, evaluate_model
 from .train import train
@@ -246,7 +246,7 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     runs = {"base": base, "adapted": adapted}
     kinds = eval_kinds(recipe)
     json_path, md_path = write_report(reports, runs, kinds)
-    plot_comparison(runs, kinds, reports / "comparison.png")
+    plot_comparison(runs, kinds, reports / COMPARISON_PNG)
     print(md_path.read_text(encoding="utf-8"), flush=True)
     minutes = (time.perf_counter() - started) / 60
     print(f"done in {minutes:.1f} min — report {md_path}, loss curve {Path(recipe.output.dir) / 'loss.png'}, "

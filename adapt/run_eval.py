@@ -9,7 +9,7 @@ from model.errors import PocketAdaptError
 from model.progress import Progress
 
 from .data.samples import SkipLog
-from .evaluate import predict, save_predictions, summarize
+from .evaluate import PREDICTIONS, predict, save_predictions, summarize
 from .recipe import Recipe
 from .train import load_records, source_specs
 
@@ -60,7 +60,7 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
     summary["chat_template"] = processor.chat_template.name
     if engine is not None:
         summary["runtime"] = f"{engine.title} {variant}"
-    save_predictions(predictions, out_dir / f"predictions_{label}.jsonl")
+    save_predictions(predictions, out_dir / PREDICTIONS.format(label=label))
     return summary
 
 

@@ -175,6 +175,9 @@ class Record:
 
 
 # ---------------------------------------------------------------------------------- skip log
+SKIP_FILES = ("skips.json", "skips.md")  # what `SkipLog.save` writes (adapt.checkpointing knows them by this)
+
+
 class SkipLog:
     """Counts and first examples of skipped records, by source and reason.
 
@@ -281,8 +284,9 @@ class SkipLog:
         """Write ``skips.json`` (every count, first examples) and ``skips.md`` (the table)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "skips.json").write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (out / "skips.md").write_text("# Skipped records\n\n" + self.table() + "\n", encoding="utf-8")
+        json_name, md_name = SKIP_FILES
+        (out / json_name).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (out / md_name).write_text("# Skipped records\n\n" + self.table() + "\n", encoding="utf-8")
 
     def check(self, kept: dict[str, int], max_bad_fraction: float) -> None:
         """Raise `DataQualityError` naming every source whose skipped share exceeds the limit.
