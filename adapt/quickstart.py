@@ -8,8 +8,11 @@ side by side. `mixing.general_ratio=0` shows the forgetting that mixing prevents
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -29,12 +32,75 @@ from .run_eval import eval_kinds, evaluate_model
 from .train import train
 
 RS_SAMPLES = 24  # per class / image in the synthetic remote-sensing sets
+# candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
+GENERAL_OPTIONS = {"answer_style": "label"}
+GENERAL_STAMP = ".quickstart-general.json"  # in data/general: the options it was made with, the digest of its files
+
+
+class QuickstartError(PocketAdaptError, ValueError):
+    """Starting over would lose something the user made."""
+
+
+def _digest(folder: Path) -> str:
+    """SHA-256 of the relative names and bytes of the files under `folder`, its stamp left out."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != GENERAL_STAMP):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def _unchanged_general(folder: Path) -> bool:
+    """Whether `folder` holds the set its stamp describes: made with :data:`GENERAL_OPTIONS`, no file changed since."""
+    try:
+        stamp = json.loads((folder / GENERAL_STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(stamp, dict) and stamp.get("options") == GENERAL_OPTIONS and stamp.get("digest") == _digest(folder)
+
+
+def prepare_general(data: Path, progress: Progress = True, force: bool = False) -> None:
+    """``data/general``, the general set every field's quick start mixes in, shared by the quick starts of one OUT:
+    a run of another field may be training or scoring on it, so it is never rewritten in place. A set unchanged since
+    a quick start made it is reused; otherwise a new one is generated beside it and takes the folder where that is
+    empty, or holds an incomplete set (an interrupted generation); an identical one is kept (and stamped). A complete
+    set that differs (edited, or an older version's) is refused with :class:`QuickstartError`, unless `force`."""
+    folder = data / "general"
+    if _unchanged_general(folder):
+        return
+    data.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".general-", dir=data))
+    try:
+        generate_general(staging, **GENERAL_OPTIONS, progress=progress)
+        digest = _digest(staging)
+        complete = all((folder / f"{split}.jsonl").is_file() for split in ("train", "test"))
+        if complete and _digest(folder) != digest and not force:
+            raise QuickstartError(f"{folder} differs from the general set this quick start generates (edited, or an "
+                                  "earlier version's) and runs of this folder may have used it, so it is not "
+                                  "rewritten: choose another --out, move it, or pass --force to replace it")
+        if not (complete and _digest(folder) == digest):
+            if folder.exists():
+                old = Path(tempfile.mkdtemp(prefix=".general-old-", dir=data))
+                os.replace(folder, old / "general")
+                shutil.rmtree(old, ignore_errors=True)
+            os.replace(staging, folder)
+        (folder / GENERAL_STAMP).write_text(json.dumps({"options": GENERAL_OPTIONS, "digest": digest}) + "\n",
+                                            encoding="utf-8")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+
+def _replace_general(data: Path, progress: Progress, force: bool) -> None:
+    """With `force`, a general set that :func:`prepare_general` would refuse is replaced (the fields' own data
+    preparation then finds it ready)."""
+    if force and (data / "general").exists() and not _unchanged_general(data / "general"):
+        prepare_general(data, progress, force=True)
 
 
 def prepare_landcover(data: Path, progress: Progress = True) -> None:
-    # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
-    generate_general(data / "general", answer_style="label", progress=progress)
-    generate_landcover(data / "landcover", answer_style="label", progress=progress)
+    prepare_general(data, progress)
+    generate_landcover(data / "landcover", **GENERAL_OPTIONS, progress=progress)
 
 
 def prepare_remote_sensing(data: Path, progress: Progress = True) -> None:
@@ -42,10 +108,10 @@ def prepare_remote_sensing(data: Path, progress: Progress = True) -> None:
     from domains.base import get_domain
 
     plugin = get_domain("remote_sensing")
+    prepare_general(data, progress)  # first: a refusal comes before any other data is written
     raw = plugin.synthesize(data.parent / "raw", n=RS_SAMPLES, show_progress=progress, force=True)
     for dataset in ("ucmerced", "rsvqa_lr", "dior_rsvg"):
         plugin.convert(dataset, raw[dataset], data / "rs", show_progress=progress)
-    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 
 def prepare_driving(data: Path, progress: Progress = True) -> None:
@@ -53,13 +119,13 @@ def prepare_driving(data: Path, progress: Progress = True) -> None:
     from domains.base import get_domain
 
     plugin = get_domain("driving")
+    prepare_general(data, progress)  # first: a refusal comes before any other data is written
     raw = plugin.synthesize(data.parent / "raw", n_scenes=6, n_frames=4, show_progress=progress, force=True)
     plugin.convert("drivelm", raw["drivelm"], data / "driving", view_mode="stitched", val_fraction=0.34,
                    show_progress=progress)
     # DriveLM's val scenes are nuScenes training scenes: keep their camera pictures out of training
     plugin.convert("nuscenes", raw["nuscenes"], data / "driving", held_out=data / "driving" / "drivelm_val.jsonl",
                    show_progress=progress)
-    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
 
 
 def prepare_medical(data: Path, progress: Progress = True) -> None:
@@ -67,14 +133,10 @@ def prepare_medical(data: Path, progress: Progress = True) -> None:
     from domains.base import get_domain
 
     plugin = get_domain("medical")
+    prepare_general(data, progress)  # first: a refusal comes before any other data is written
     raw = plugin.synthesize(data.parent / "raw", n=12, show_progress=progress, force=True)
     for dataset in ("dicom_qa", "vqa_rad", "slake", "pmc_vqa"):
         plugin.convert(dataset, raw[dataset], data / "med", show_progress=progress)
-    get_domain("general").synthesize(data / "general", answer_style="label", show_progress=progress, force=True)
-
-
-class QuickstartError(PocketAdaptError, ValueError):
-    """Starting over would lose something the user made."""
 
 
 # field -> (recipe template, data preparation)
@@ -194,6 +256,7 @@ def prepare_data(out_dir: Path, field: str = "landcover", progress: Progress = T
     data = out_dir / "data"
     out_dir.mkdir(parents=True, exist_ok=True)
     _stamp_data(out_dir, field)  # before writing: a run stopped half-way must not make its rerun refuse its own data
+    _replace_general(data, progress, force)
     FIELDS[field][1](data, progress)
     return data
 
@@ -204,7 +267,8 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     recipe template end to end: "remote_sensing", "driving", "medical".
 
     A quick start starts over: it writes the template as ``out_dir/<template>.yaml``, its synthetic data over the
-    folders :data:`DATA_FOLDERS` names and empties ``out_dir/train``. Without `force` it refuses (before writing
+    folders :data:`DATA_FOLDERS` names (``data/general``, which every field shares, as :func:`prepare_general`
+    says: reused where unchanged) and empties ``out_dir/train``. Without `force` it refuses (before writing
     anything) to replace a recipe there whose values differ from the template's (an edited one; comments and key
     order do not count), data folders an earlier quick start did not write, or a ``train`` folder that ``adapt
     train`` did not make."""
@@ -228,6 +292,7 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     recipe = load_recipe(recipe_path, [*overrides, f"output.dir={run_dir}"])
     print(f"[1/4] generating data in {data}", flush=True)
     _stamp_data(out_dir, field)  # before writing: a run stopped half-way must not make its rerun refuse its own data
+    _replace_general(data, progress, force)
     prepare(data, progress)
     earlier_eval = Path(recipe.output.dir) / EVAL_DIR
     if earlier_eval.is_dir():  # the scores of the model this quick start replaces

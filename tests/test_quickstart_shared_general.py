@@ -1,0 +1,70 @@
+"""The quick starts of one OUT share data/general: a second field's (`adapt quickstart medical --data-only --out
+OUT` after the land-cover one) rewrote it whole, under a run that may be reading it; it is now reused as it is."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+import adapt.quickstart as qs
+from domains.general.world import generate_general
+
+SMALL = functools.partial(generate_general, n_train=4, n_test=2)
+
+
+def _files(folder):
+    """Each file's inode and modification time: a file rewritten, even with the same bytes, shows."""
+    return {p.relative_to(folder).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != qs.GENERAL_STAMP}
+
+
+@pytest.fixture(autouse=True)
+def small_general(monkeypatch):
+    monkeypatch.setattr(qs, "generate_general", SMALL)
+
+
+def test_another_fields_data_reuses_the_general_set_without_rewriting_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(qs, "generate_landcover", functools.partial(qs.generate_landcover, n_train=4, n_test=2))
+    qs.prepare_data(tmp_path, "landcover", progress=False)
+    general = tmp_path / "data" / "general"
+    before = _files(general)
+    assert "train.jsonl" in before and any(name.startswith("images/") for name in before)
+    monkeypatch.setitem(qs.FIELDS, "medical", ("medical_pocket-tiny_full", lambda data, progress: qs.prepare_general(
+        data, progress)))  # the medical data preparation's general part, without its DICOM synthesis
+    qs.prepare_data(tmp_path, "medical", progress=False)
+    assert _files(general) == before
+
+
+def test_an_identical_set_without_a_stamp_is_kept_and_stamped(tmp_path):
+    general = tmp_path / "general"
+    SMALL(general, **qs.GENERAL_OPTIONS, progress=False)  # as an earlier version's quick start left it
+    before = _files(general)
+    qs.prepare_general(tmp_path, progress=False)
+    assert _files(general) == before and qs._unchanged_general(general)
+    assert [p.name for p in tmp_path.iterdir()] == ["general"]  # no staging folder left
+
+
+def test_a_different_set_is_refused_unless_forced(tmp_path):
+    general = tmp_path / "general"
+    SMALL(general, answer_style="letter", progress=False)  # complete, but not the set a quick start makes
+    before = _files(general)
+    with pytest.raises(qs.QuickstartError, match=r"general differs from the general set .* --force"):
+        qs.prepare_general(tmp_path, progress=False)
+    assert _files(general) == before
+    qs.prepare_general(tmp_path, progress=False, force=True)
+    assert qs._unchanged_general(general) and '"answer": "A"' not in (general / "train.jsonl").read_text()
+
+
+def test_an_edited_stamped_set_is_not_taken_as_unchanged(tmp_path):
+    qs.prepare_general(tmp_path, progress=False)
+    (tmp_path / "general" / "train.jsonl").write_text("{}\n")
+    with pytest.raises(qs.QuickstartError):
+        qs.prepare_general(tmp_path, progress=False)
+
+
+def test_an_interrupted_generation_is_replaced_without_force(tmp_path):
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "train.jsonl").write_text("{}\n")  # the older in-place writer stopped half-way
+    qs.prepare_general(tmp_path, progress=False)
+    assert qs._unchanged_general(tmp_path / "general") and (tmp_path / "general" / "test.jsonl").is_file()
