@@ -1217,12 +1217,15 @@ def _eval(args) -> int:
 
 
 def _quickstart(args) -> int:
-    from .quickstart import quickstart
+    from .quickstart import FIELDS, quickstart
 
+    named = [item for item in args.overrides if item in FIELDS]
+    if named:  # `adapt quickstart medical` was refused as a malformed override, or with --data-only as "overrides"
+        raise CliError(f"{named[0]!r} is a field, not a recipe override (KEY=VALUE): give it with --field {named[0]}")
     out = args.out or Path("runs/quickstart" if args.field == "landcover" else f"runs/quickstart-{args.field}")
     _check_out_folder(out)
     if args.data_only:
-        from .quickstart import FIELDS, prepare_data
+        from .quickstart import prepare_data
 
         if args.overrides:
             raise CliError("--data-only writes data only; recipe overrides apply to a full quick start")
