@@ -67,7 +67,8 @@ def test_an_answer_the_models_context_ends_is_marked(long_export, llama_cpp, cap
     with LlamaCppVLM(long_export, n_ctx=START) as runtime:
         answer = runtime.chat(ask(TRAINED - 60), max_new_tokens=64, cut_repeats=False)
         assert runtime.n_ctx == TRAINED
-    assert answer.context_full and answer.timings["prompt_tokens"] + len(answer.tokens) == TRAINED
+    # every position holds a token, and the last one's logits gave the answer's last token
+    assert answer.context_full and answer.timings["prompt_tokens"] + len(answer.tokens) == TRAINED + 1
     assert 0 < len(answer.tokens) < 64
     capsys.readouterr()
     assert main(["chat", "--runtime", "llamacpp", "--model", str(long_export), "--max-new-tokens", "64",

@@ -1,10 +1,14 @@
-"""Why a llama.cpp answer ended (deploy/llamacpp, pocket_llama.cpp's ``stop``): an end-of-generation token drawn at
+"""Why a llama.cpp answer ended (deploy/llamacpp, pocket_llama.cpp's ``stop``): an end-of-generation token drawn from
 the context's last position is an answer that ended, and an answer the context cut is marked as cut.
 
 The reason was read from the token count (fewer than asked and prompt + answer filling the context), which is the
 same for both: `adapt chat --runtime llamacpp` told the user an answer that had ended was cut by the context.
-A pocket-tiny export answers a question whose greedy answer ends with an end token; the context is then set to
-end exactly at that token, and one position shorter.
+A pocket-tiny export answers a question whose greedy answer ends with an end token; the context is then set so
+that the end token is drawn from its last position, and one position shorter.
+
+A context of n positions holds a prompt of P tokens and n - P answer tokens, and the last position's logits give
+one more: an answer of n - P + 1 tokens fills it. pocket-llama stopped one token earlier, with the last position
+unused, and said "context" (these tests asked for prompt + answer == n; they now ask for n + 1).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from deploy.llamacpp.runtime import ExportFolder, LlamaCppVLM  # noqa: E402
 
 from .test_gguf import llama_cpp  # noqa: E402,F401 - the built llama.cpp, or a skip
 
-MESSAGES = [{"role": "user", "content": "What shapes are in the picture?"}]
+MESSAGES = [{"role": "user", "content": "What is <x>?"}]  # "greenpink" and an end token: 3 tokens
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,8 @@ def answered(tmp_path_factory, llama_cpp) -> tuple[Path, int, list[int], list[in
     with LlamaCppVLM(folder, n_ctx=512) as runtime:
         answer = runtime.llama.generate(200, messages=MESSAGES, stop_ids=runtime.stop_ids)
         stops = runtime.stop_ids
-    assert answer["stop"] == "eog", answer  # the question is chosen so that the answer ends on its own
+    # the question is chosen so that the answer ends on its own, after more tokens than the end token and one more
+    assert answer["stop"] == "eog" and len(answer["tokens"]) >= 3, answer
     return folder, answer["timings"]["prompt_tokens"], answer["tokens"], stops
 
 
@@ -49,14 +54,14 @@ def _generate(folder: Path, n_ctx: int, stops: list[int]) -> dict:
 
 def test_an_end_token_at_the_last_position_is_not_a_cut(answered, llama_cpp):  # noqa: F811
     folder, prompt, tokens, stops = answered
-    answer = _generate(folder, prompt + len(tokens), stops)
+    answer = _generate(folder, prompt + len(tokens) - 1, stops)  # the end token: drawn from the last position
     assert answer["tokens"] == tokens and answer["tokens"][-1] in stops
     assert answer["stop"] == "eog" and not answer["context_full"]
 
 
 def test_an_answer_the_context_cuts_is_marked(answered, llama_cpp):  # noqa: F811
     folder, prompt, tokens, stops = answered
-    answer = _generate(folder, prompt + len(tokens) - 1, stops)
+    answer = _generate(folder, prompt + len(tokens) - 2, stops)
     assert answer["tokens"] == tokens[:-1]
     assert answer["stop"] == "context" and answer["context_full"]
 

@@ -160,7 +160,7 @@ class PocketLlama:
         """``op=generate`` with room for up to `max_new_tokens`: the context grows (`fit`) for a prompt that does
         not fit it or an answer it ended (`fit` first where the prompt's length is known saves a try). The answer's
         ``context_full`` is true when the model's own context ended it, from pocket-llama's reason for stopping
-        (``stop``): an end-of-generation token drawn at the context's last position is an answer that ended, not
+        (``stop``): an end-of-generation token drawn from the context's last position is an answer that ended, not
         one the context cut."""
         try:
             while True:

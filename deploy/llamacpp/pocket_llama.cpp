@@ -15,7 +15,8 @@
 //   generate messages|prompt, images, n_predict, temperature, seed, stop_ids, ignore_eos
 //                                          -> prompt, prompt_ids, tokens, text, timings, stop: why it ended
 //            ("eog": an end-of-generation or stop token, the last of `tokens`; "length": n_predict tokens;
-//            "context": the context is full)
+//            "context": the context is full, every position holds a prompt or answer token and the last token
+//            was drawn from the last position's logits)
 //            (or segments: [{"ids": [...]} | {"tiles": ...}], the caller's own token ids and tiles)
 //
 // An image is {"path": FILE} (decoded by llama.cpp), {"rgb": FILE, "width": W, "height": H} (raw RGB bytes)
@@ -353,7 +354,7 @@ struct Runner {
         std::vector<llama_token> out;
         double t2 = now_ms();
         int n_decoded = 0;
-        // why generation ended: checked in this order, so an end token drawn at the context's last position is
+        // why generation ended: checked in this order, so an end token drawn from the context's last position is
         // "eog", not "context" (the caller cannot tell those two apart from the token count)
         std::string stop_reason = "length";
         for (int i = 0; i < n_predict; i++) {
@@ -375,7 +376,7 @@ struct Runner {
                 break;
             }
             if (i + 1 == n_predict) break;
-            if (n_past + 1 >= n_ctx) {
+            if (n_past >= n_ctx) {  // every position holds a token: `tok`, drawn from the last one, has none
                 stop_reason = "context";
                 break;
             }
