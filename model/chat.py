@@ -35,6 +35,7 @@ from model.resources import templates_dir
 from model.yaml_io import YAMLContentError, load_yaml
 
 IMAGE_PLACEHOLDER = "<image>"
+MARKER_RUN = 16  # `chat_template_jinja` gives training's prefix to a user turn of up to this many leading markers
 
 
 class ConversationError(PocketAdaptError, ValueError):
@@ -222,6 +223,10 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
     Where the template puts images first (``image_first``), a user turn's text with one `image_token` is rearranged as
     :func:`image_first` does, so ``Q\n<image>`` and ``[text, image]`` prompt as `place_images` makes them; `markers`
     (a runtime's own media marker in the text, llama.cpp's ``<__media__>``) are moved first the same way.
+    With `markers`, `image_token` renders as the first marker (a runtime that places images as `place_images` does
+    sends placeholders), and a user turn that is up to :data:`MARKER_RUN` markers and then text with neither, not
+    starting with white space (what llama-mtmd-cli sends: ``<__media__>Q``), gets the placeholders training adds for
+    that many images (:func:`image_prefix`: ``<__media__>\nQ``), so the stock tool prompts as training did.
     With `bos`, a template trained with a leading BOS (``add_bos``) starts with ``bos_token`` (transformers tokenises
     a rendered chat without adding special tokens; llama.cpp adds BOS itself, so GGUF leaves it out).
 
@@ -245,6 +250,16 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
         "{%- elif item['type'] == 'text' -%}{%- set text.value = text.value + item['text'] -%}"
         "{%- endif -%}{%- endfor -%}{%- endif -%}"
     )
+    if markers:  # a user turn of k markers, then text without any: training's prefix for k images
+        marker = markers[0]
+        bare = f"(text.value | replace({js(marker)}, '') | replace({js(image_token)}, ''))"
+        # a text that starts with a space or newline after the markers placed them itself: kept as it is
+        unspaced = f"(({bare} + 'x') | trim) == {bare} + 'x'"
+        content += "{%- if message['role'] == 'user' and " + unspaced + " -%}" + "".join(
+            f"{{%- {'if' if k == 1 else 'elif'} text.value == {js(marker * k)} + {bare} -%}}"
+            f"{{%- set text.value = {js(image_prefix(0, k).replace(IMAGE_PLACEHOLDER, marker))} + {bare} -%}}"
+            for k in range(1, MARKER_RUN + 1)
+        ) + "{%- endif -%}{%- endif -%}"
     if template.image_first:  # `image_first` on the user turn's text: its one image token (or marker) goes first
         tokens = list(dict.fromkeys((image_token, *markers)))
 
@@ -261,6 +276,8 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
             f"{{%- set text.value = ({js(token)} + {js(chr(10))} + ({rest(token)} | trim)) | trim -%}}"
             for k, token in enumerate(tokens)
         ) + "{%- endif -%}{%- endif -%}"
+    if markers:  # a runtime's own path sends placeholders, placed as `place_images` places them
+        content += f"{{%- set text.value = text.value | replace({js(image_token)}, {js(markers[0])}) -%}}"
     return (
         ("{%- if bos_token -%}{{- bos_token -}}{%- endif -%}" if bos and template.add_bos else "")
         + "{%- if messages and messages[0]['role'] == 'system' -%}{%- set loop_messages = messages[1:] -%}"

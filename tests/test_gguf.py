@@ -994,10 +994,10 @@ def test_llama_cpp_messages_place_the_image_as_the_template_trains():
     from deploy.llamacpp.runtime import MARKER
 
     def content(template: str) -> str:
-        runtime = SimpleNamespace(export=SimpleNamespace(template=get_chat_template(template)))
+        runtime = SimpleNamespace(export=SimpleNamespace(template=get_chat_template(template)), placeholders=False)
         return LlamaCppVLM.messages(runtime, [{"role": "user", "content": "What is it?\n<image>"}], 1)[0]["content"]
 
-    assert content("vicuna_v1") == f"{MARKER}\nWhat is it?"
+    assert content("vicuna_v1") == f"{MARKER}\nWhat is it?"  # an export whose template takes markers
     assert content("internvl2_5") == f"What is it?\n{MARKER}"
 
 

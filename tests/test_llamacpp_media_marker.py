@@ -4,6 +4,12 @@ llama-mtmd-cli puts ``<__media__>`` before the prompt for each image (``<__media
 conversation with the embedded template. A template that trains images first (``image_first``: MobileVLM's
 vicuna_v1, ``<image>\\nQ``) rearranged only our own ``<image>``, so the stock CLI prompted ``<__media__>Q``: other
 tokens than training and `adapt chat --runtime llamacpp`. The marker is now placed as ``<image>`` is.
+
+Templates that keep the image where the text has it (InternVL's, pocket-tiny's) rendered the stock ``<__media__>Q``
+as it came, where training adds ``<image>\n`` before a question with no placeholder: the stock CLI prompted
+``<__media__>Q``, training ``<image>\nQ``. Our own path sent the same ``<__media__>Q`` for a typed ``<image>Q``, so the
+template could not tell the two apart: it now sends placeholders (the template renders them as the marker), and a
+user turn of bare leading markers gets training's prefix (``Image-1: <__media__>\n...`` for several).
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ def test_the_media_marker_goes_first_as_the_placeholder_does(content):
 
 @pytest.mark.parametrize("template", list_chat_templates())
 def test_markers_leave_the_placed_prompt_as_it_was(template):
-    """What `--runtime llamacpp` sends (placeholders placed, then turned into markers) renders as before."""
+    """What `--runtime llamacpp` sends (placeholders placed) renders as training's prompt, with the marker for
+    ``<image>``: a typed ``<image>Q`` stays ``<__media__>Q``."""
     import jinja2
 
     from model.processor import place_images
@@ -53,18 +60,40 @@ def test_markers_leave_the_placed_prompt_as_it_was(template):
     t = get_chat_template(template)
     plain = jinja2.Environment().from_string(chat_template_jinja(t))
     marked = jinja2.Environment().from_string(chat_template_jinja(t, markers=(MARKER,)))
-    for content in (f"<image>\n{QUESTION}", f"{QUESTION}\n<image>", f"Image-1: <image>\nImage-2: <image>\n{QUESTION}"):
-        placed = place_images([{"role": "user", "content": content}], content.count("<image>"), t)
-        messages = [{**m, "content": m["content"].replace("<image>", MARKER)} for m in placed]
-        assert marked.render(messages=messages, add_generation_prompt=True) == plain.render(
-            messages=messages, add_generation_prompt=True)
+    for content in (f"<image>\n{QUESTION}", f"{QUESTION}\n<image>", f"Image-1: <image>\nImage-2: <image>\n{QUESTION}",
+                    f"<image>{QUESTION}", QUESTION):
+        placed = place_images([{"role": "user", "content": content}], max(1, content.count("<image>")), t)
+        assert marked.render(messages=placed, add_generation_prompt=True) == plain.render(
+            messages=placed, add_generation_prompt=True).replace("<image>", MARKER)
 
 
-@pytest.fixture(scope="module")
-def vicuna_export(tmp_path_factory) -> tuple[Path, Image.Image]:
+@pytest.mark.parametrize("template", list_chat_templates())
+@pytest.mark.parametrize("n_images", [1, 2, 3])
+def test_the_stock_leading_markers_render_as_training_prompts(template, n_images):
+    """llama-mtmd-cli's ``<__media__>`` x N + Q renders as training's prompt for Q and N images (``<image>\nQ``,
+    ``Image-1: <image>\nImage-2: <image>\nQ``), whatever the template."""
+    import jinja2
+
+    from model.processor import place_images
+
+    t = get_chat_template(template)
+    marked = jinja2.Environment().from_string(chat_template_jinja(t, markers=(MARKER,)))
+    stock = marked.render(messages=[{"role": "user", "content": MARKER * n_images + QUESTION}],
+                          add_generation_prompt=True)
+    trained = t.render(place_images([{"role": "user", "content": QUESTION}], n_images, t), add_generation_prompt=True)
+    assert stock == trained.replace("<image>", MARKER)
+    # a marker the user placed with its own newline (as training does) gets no second one
+    placed = marked.render(messages=[{"role": "user", "content": f"{MARKER}\n{QUESTION}"}], add_generation_prompt=True)
+    assert placed == t.render([{"role": "user", "content": f"<image>\n{QUESTION}"}],
+                              add_generation_prompt=True).replace("<image>", MARKER)
+
+
+@pytest.fixture(scope="module", params=["vicuna_v1", "pocket-tiny"])
+def vicuna_export(request, tmp_path_factory) -> tuple[Path, Image.Image]:
+    """An export with an image-first template (vicuna_v1) and one that keeps the image in place (pocket-tiny's)."""
     vlm, processor = model.load("pocket-tiny")
     processor = copy.copy(processor)
-    processor.chat_template = get_chat_template("vicuna_v1")
+    processor.chat_template = get_chat_template(request.param)
     folder = export(vlm, processor, "gguf", tmp_path_factory.mktemp("marker") / "out", qtype="f16", name="v",
                     progress=False)
     size = processor.tiling.tile_size
@@ -110,9 +139,50 @@ def test_the_marker_in_a_question_with_an_image_is_named():
 
     from deploy.llamacpp import LlamaCppError
 
-    runtime = SimpleNamespace(export=SimpleNamespace(template=get_chat_template("pocket-tiny")))
+    runtime = SimpleNamespace(export=SimpleNamespace(template=get_chat_template("pocket-tiny")), placeholders=True)
     with pytest.raises(LlamaCppError, match=r"message 0 \(user\) contains <__media__>"):
         LlamaCppVLM.messages(runtime, [{"role": "user", "content": f"What is {MARKER}?"}], 1)
     with pytest.raises(LlamaCppError, match=r"message 0 \(system\)"):
         LlamaCppVLM.messages(runtime, [{"role": "user", "content": "What is it?"}], 1, system=MARKER)
     assert LlamaCppVLM.messages(runtime, [{"role": "user", "content": f"What is {MARKER}?"}], 0)  # no image: text
+
+
+def test_a_typed_placeholder_keeps_its_place_in_llamacpp(llama_cpp):  # noqa: F811
+    """A typed ``<image>Q`` is prompted as PyTorch prompts it (no newline added), while the stock marker alone gets
+    training's ``<image>\n``: the same ids as the processor's, image rows aside."""
+    import tempfile
+
+    vlm, processor = model.load("pocket-tiny")
+    size = processor.tiling.tile_size
+    image = Image.new("RGB", (size, size), (200, 40, 40))
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = export(vlm, processor, "gguf", Path(tmp) / "out", qtype="f16", name="t", progress=False)
+        with LlamaCppVLM(folder) as runtime:
+            assert runtime.placeholders
+            for content in (f"<image>{QUESTION}", QUESTION):
+                conversation = [{"role": "user", "content": content}]
+                ids = processor(conversation, images=[image]).input_ids.tolist()
+                answer = runtime.llama.generate(1, messages=runtime.messages(conversation, 1),
+                                                images=runtime.image_entries([image]))
+                assert answer["prompt_ids"] == [-1 if i == processor.image_token_id else i for i in ids], content
+
+
+def test_an_export_whose_template_takes_markers_still_gets_them(tmp_path, monkeypatch, llama_cpp):  # noqa: F811
+    """An export written before its template rendered ``<image>`` as the marker: the runtime sees that (one render)
+    and sends markers, not placeholders llama.cpp would take as text."""
+    import model.chat
+
+    plain = model.chat.chat_template_jinja
+    monkeypatch.setattr(model.chat, "chat_template_jinja", lambda t, **kw: plain(t))
+    vlm, processor = model.load("pocket-tiny")
+    size = processor.tiling.tile_size
+    image = Image.new("RGB", (size, size), (200, 40, 40))
+    folder = export(vlm, processor, "gguf", tmp_path / "out", qtype="f16", name="t", progress=False)
+    monkeypatch.undo()
+    conversation = [{"role": "user", "content": QUESTION}]
+    ids = processor(conversation, images=[image]).input_ids.tolist()
+    with LlamaCppVLM(folder) as runtime:
+        assert not runtime.placeholders
+        answer = runtime.llama.generate(1, messages=runtime.messages(conversation, 1),
+                                        images=runtime.image_entries([image]))
+    assert answer["prompt_ids"] == [-1 if i == processor.image_token_id else i for i in ids]

@@ -132,6 +132,12 @@ class LlamaCppVLM:
         # stop strings that are no single token (a custom template's "###"): the answer's text is cut at them, as
         # the processor's `decode` cuts PyTorch's
         self.text_stops = [s for s in self.export.template.stop_strings if s not in single]
+        # the embedded template renders our placeholders as llama.cpp's marker (and gives a bare leading marker,
+        # llama-mtmd-cli's, training's <image>\n): send placeholders, so that a typed `<image>Q` stays as typed.
+        # An export written before it did takes markers.
+        probe = self.llama.request(op="render", messages=[{"role": "user", "content": f"{IMAGE_PLACEHOLDER}Q"}],
+                                   add_generation_prompt=False)["prompt"]
+        self.placeholders = MARKER in probe
 
     @property
     def n_ctx(self) -> int:
@@ -148,7 +154,8 @@ class LlamaCppVLM:
         self.close()
 
     def messages(self, conversation: list[dict], n_images: int, system: str | None = None) -> list[dict]:
-        """Role/content messages with one media marker per image (placeholders placed as training places them)."""
+        """Role/content messages with one image placeholder per image, placed as training places them (the
+        template renders them as llama.cpp's media marker; media markers themselves for an older export's)."""
         from model.processor import place_images
 
         messages = place_images(normalize_messages(conversation), n_images, self.export.template)
@@ -159,6 +166,8 @@ class LlamaCppVLM:
             raise LlamaCppError(f"message {said} ({messages[said]['role']}) contains {MARKER}, llama.cpp's image "
                                 f"marker, which it would read as an image; leave it out of the text (images go in "
                                 f"as {IMAGE_PLACEHOLDER} or --image)")
+        if self.placeholders:
+            return messages
         return [{**m, "content": m["content"].replace(IMAGE_PLACEHOLDER, MARKER)} for m in messages]
 
     def image_entries(self, images, tiling: TilingConfig | None = None, preprocess: str = "pocket") -> list[dict]:
