@@ -186,3 +186,18 @@ def test_an_export_whose_template_takes_markers_still_gets_them(tmp_path, monkey
         answer = runtime.llama.generate(1, messages=runtime.messages(conversation, 1),
                                         images=runtime.image_entries([image]))
     assert answer["prompt_ids"] == [-1 if i == processor.image_token_id else i for i in ids]
+
+
+def test_llamacpps_jinja_renders_the_marker_rules_as_jinja2(vicuna_export, llama_cpp):  # noqa: F811
+    """llama.cpp's own Jinja engine reads the template's marker rules as jinja2 does (placed markers, a marker
+    with its own newline or space, several, more than the rule covers, a typed placeholder)."""
+    import jinja2
+
+    folder, _ = vicuna_export
+    with LlamaCppVLM(folder) as runtime:
+        jinja = jinja2.Environment().from_string(chat_template_jinja(runtime.export.template, markers=(MARKER,)))
+        for content in (MARKER + QUESTION, f"{MARKER}\n{QUESTION}", f"{MARKER} {QUESTION}", MARKER * 2 + QUESTION,
+                        QUESTION + MARKER, f"<image>{QUESTION}", f"{MARKER}<image>{QUESTION}", MARKER * 17 + QUESTION):
+            messages = [{"role": "user", "content": content}]
+            got = runtime.llama.request(op="render", messages=messages, add_generation_prompt=True)["prompt"]
+            assert got == jinja.render(messages=messages, add_generation_prompt=True), content
