@@ -42,6 +42,8 @@ class ExportFolder:
     @classmethod
     def open(cls, folder: str | os.PathLike) -> ExportFolder:
         folder = Path(folder)
+        if folder.is_file() and folder.suffix == ".gguf":  # one of the export's files, as llama.cpp's tools take it
+            raise LlamaCppError(f"{folder}: a file; give the folder it is in, --model {folder.parent}")
         if not folder.is_dir():
             raise LlamaCppError(f"{folder}: not a folder; give the folder `adapt export --format gguf` wrote")
         verify_weights(folder, LlamaCppError)
