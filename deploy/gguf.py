@@ -402,8 +402,9 @@ def _write_vocab(writer, processor, n_vocab: int) -> None:
     add_bos = bool(processor.chat_template.add_bos and tok.bos_token_id is not None)
     writer.add_add_bos_token(add_bos)
     writer.add_add_eos_token(False)
-    # llama.cpp's media marker is what its own CLI and server put in a user turn for an image: the template
-    # places it as training places <image> (image_first), so the stock tools prompt as `--runtime llamacpp` does
+    # llama.cpp's media marker is what its own CLI and server put in a user turn for an image: the template gives
+    # bare leading markers training's <image> prefix and places them as training places <image> (image_first), and
+    # renders <image> (what `--runtime llamacpp` sends) as the marker, so the stock tools prompt as training does
     writer.add_chat_template(chat_template_jinja(processor.chat_template, markers=(MARKER,)))
     # pocket-adapt's own key (llama.cpp ignores it): the template's fields, for `--runtime llamacpp`
     writer.add_string("pocket_adapt.chat_template", json.dumps(processor.chat_template.to_dict()))
