@@ -43,14 +43,16 @@ class PromptTooLongError(PocketAdaptError, ValueError):
 def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
     """How many new tokens to ask for: `max_new_tokens`, or fewer where the model's context
     (``text_config.max_position_embeddings``) ends first; `PromptTooLongError` when the prompt leaves none
-    (past its context a model answers noise, or nothing)."""
+    (past its context a model answers noise, or nothing). The answer's last token comes from the context's last
+    position and is never fed back, so prompt + answer may be one more than the context, as llama.cpp
+    (`pocket-llama`) and the exported runtimes count."""
     context = getattr(vlm.config.text_config, "max_position_embeddings", None)
     if not context:
         return max_new_tokens
     if prompt_tokens >= context:
         raise PromptTooLongError(f"the prompt takes {prompt_tokens} tokens, more than the model's context of {context}; "
                                  "ask with fewer tiles (adapt chat --max-tiles), fewer images or a shorter question")
-    return min(max_new_tokens, context - prompt_tokens)
+    return min(max_new_tokens, context - prompt_tokens + 1)
 
 
 def check_temperature(value: float) -> float:
