@@ -54,7 +54,7 @@ def test_a_damaged_file_of_another_series_does_not_block_the_pick(source, tmp_pa
     assert "of another series" in passed[0][2]
     with pytest.raises(DicomError, match=rf"1 damaged file\(s\) in series 2 \({victim.name}: damaged DICOM image\)"):
         load_series(tmp_path / "flat", series=2)
-    with pytest.raises(DicomError, match=r"1 damaged file\(s\) in the series"):
+    with pytest.raises(DicomError, match=r"2 series found.*also 1 damaged file\(s\)"):  # no pick: which one first
         load_series(tmp_path / "flat")
 
 
@@ -130,3 +130,16 @@ def test_the_demo_does_not_call_another_series_damaged_file_a_lost_slice(tmp_pat
         assert "1 × damaged DICOM image (of a series not shown)" in text, text
     finally:
         study.close()
+
+
+def test_without_a_pick_several_series_are_listed_before_a_damaged_file(source, tmp_path):
+    """With no `series=`, a damaged file was refused before the user learnt there were several series: they might
+    repair a file of a series they never wanted. The listing comes first, with the `series=` option, and names the
+    damaged file too."""
+    victim, rows = _flat(source, tmp_path / "flat")
+    victim.write_bytes(victim.read_bytes()[:rows])
+    with pytest.raises(DicomError) as caught:
+        load_series(tmp_path / "flat")
+    message = str(caught.value)
+    assert "2 series found" in message and "series=" in message, message
+    assert victim.name in message and "damaged" in message, message

@@ -1387,16 +1387,18 @@ def load_series(folder_or_paths: str | os.PathLike | Iterable[str | os.PathLike]
     # the DICOMDIR's name for a missing file
     unread = "" if chosen is None else ", its series unreadable"
     damaged = [f"{listed.get(path, path.name)}: {reason}" + ("" if path in owners else unread) for path, reason in bad]
+    detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")
+    if chosen is None and len(found) > 1:  # which series is wanted comes first: its damaged files may be none
+        also = f"; also {len(damaged)} damaged file(s) ({detail})" if damaged else ""
+        raise DicomError(where, f"{len(found)} series found, expected one", _several(where, found) + also,
+                         limit=_SEVERAL_CHARS)
     if damaged:
-        detail = "; ".join(damaged[:3]) + (f"; ... {len(damaged) - 3} more" if len(damaged) > 3 else "")
         which = "the series" if chosen is None else f"series {chosen} or of unknown series"
         if chosen is not None and all(path in owners for path, _ in bad):
             which = f"series {chosen}"
         raise DicomError(where, f"{len(damaged)} damaged file(s) in {which}", detail)
     if not found:
         raise DicomError(where, "no DICOM images found", _passed_over(passed) or "no files")
-    if len(found) > 1:
-        raise DicomError(where, f"{len(found)} series found, expected one", _several(where, found), limit=_SEVERAL_CHARS)
     if on_pass is not None:
         for skip in passed:
             on_pass(*skip)
