@@ -138,6 +138,19 @@ def part_settings(recipe: Recipe) -> dict[str, PartSetting]:
     return out
 
 
+def sample_limit(max_seq_length: int, vlm, say: bool = True) -> int:
+    """The most tokens a training sample may have: `max_seq_length`, or the language model's context where that is
+    shorter (a longer sample would train positions the model never learnt; it is skipped as too long, and said)."""
+    context = getattr(vlm.config.text_config, "max_position_embeddings", None)
+    if not context or context >= max_seq_length:
+        return max_seq_length
+    if say:
+        print(f"note: training.max_seq_length {max_seq_length} is more than the language model's context of {context} "
+              f"tokens (text_config.max_position_embeddings): samples longer than {context} are skipped as too long",
+              flush=True)
+    return int(context)
+
+
 def load_records(specs: list[SourceSpec], processor, max_seq_length: int, skips: SkipLog, tiling) -> dict[str, list]:
     records = {}
     for spec in specs:
@@ -245,8 +258,9 @@ class Trainer:
         self.processor = processor
 
         self.skips = SkipLog()
+        self.max_length = sample_limit(t.max_seq_length, vlm, say=self.dist.main)
         specs = source_specs(recipe.data.sources)
-        self._plan_data(specs, load_records(specs, processor, t.max_seq_length, self.skips, self.tiling))
+        self._plan_data(specs, load_records(specs, processor, self.max_length, self.skips, self.tiling))
         if recipe.eval.every and recipe.data.eval_sources:  # missing now, the first evaluation would end the run
             for spec in source_specs(recipe.data.eval_sources, held_out=True):
                 if not spec.path.is_file():
@@ -318,7 +332,7 @@ class Trainer:
     def _dataset(self, epoch: int) -> SupervisedDataset:
         if self._epoch_cache is None or self._epoch_cache[0] != epoch:
             order = self.plan.epoch(epoch)
-            ds = SupervisedDataset(self.records, order, self.processor, self.recipe.training.max_seq_length, self.skips,
+            ds = SupervisedDataset(self.records, order, self.processor, self.max_length, self.skips,
                                    self.tiling, augment=self.augment, epoch=epoch)
             self._epoch_cache = (epoch, ds)
         return self._epoch_cache[1]
