@@ -213,6 +213,9 @@ class Trainer:
         lock, self._lock = getattr(self, "_lock", None), None
         if lock is not None:
             lock.discard() if discard else lock.release()
+        if getattr(self, "_set_local_rank", False):  # else a later run in this process takes itself for a worker
+            os.environ.pop("LOCAL_RANK", None)
+            self._set_local_rank = False
 
     def _lock_run_folder(self) -> RunLock | None:
         """Rank 0 checks that the output folder is new, empty or a run's (`check_run_folder`) and locks it for the
@@ -929,7 +932,9 @@ class Trainer:
         })
         config.setdefault("bf16", {})["enabled"] = t.precision == "bf16"
         config.setdefault("fp16", {})["enabled"] = t.precision == "fp16"
-        os.environ.setdefault("LOCAL_RANK", str(self.dist.local_rank))  # DeepSpeed asserts a launcher set it
+        if "LOCAL_RANK" not in os.environ:  # DeepSpeed asserts a launcher set it; ours goes when the run ends (close)
+            os.environ["LOCAL_RANK"] = str(self.dist.local_rank)
+            self._set_local_rank = True
         engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
         return engine

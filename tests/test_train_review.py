@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -135,3 +136,20 @@ def test_a_deepspeed_bf16_checkpoint_holds_and_resumes_the_fp32_master_weights(t
                 assert torch.equal(safe_get_full_fp32_param(p).cpu(), saved[name]), name
     finally:
         resumed.close()
+
+
+def test_a_one_process_deepspeed_run_leaves_no_launcher_variable_behind(tmp_path, data_dir, monkeypatch):  # noqa: F811
+    """DeepSpeed asserts a launcher set LOCAL_RANK, so a run without one sets it, and left it set: a later
+    `adapt.cli.main()` in the same process took itself for a data-parallel worker and no longer said 'interrupted'
+    on Ctrl-C, and every child process inherited it. It is removed when the run ends; a launcher's stays."""
+    require("deepspeed")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    path = write_recipe(tmp_path, data_dir, steps=1, save_every=10)
+    recipe = load_recipe(path, ["distributed.strategy=deepspeed", "distributed.deepspeed=zero2"])
+    Trainer(recipe, progress=False).run()
+    assert "LOCAL_RANK" not in os.environ
+    monkeypatch.setenv("LOCAL_RANK", "0")  # as torchrun / deepspeed's launcher set it
+    recipe = load_recipe(path, ["distributed.strategy=deepspeed", "distributed.deepspeed=zero2",
+                                f"output.dir={tmp_path / 'second'}"])
+    Trainer(recipe, progress=False).run()
+    assert os.environ.get("LOCAL_RANK") == "0"
