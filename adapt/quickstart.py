@@ -90,7 +90,6 @@ def prepare_general(data: Path, progress: Progress = True, force: bool = False) 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-
 def _replace_general(data: Path, progress: Progress, force: bool) -> None:
     """With `force`, a general set that :func:`prepare_general` would refuse is replaced (the fields' own data
     preparation then finds it ready)."""
