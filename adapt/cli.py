@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import errno
 import inspect
+import math
 import os
 import re
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
 from model.errors import PocketAdaptError, install_hint, os_error_of
-from model.limits import MAX_SEED
+from model.limits import DEFAULT_MAX_PIXELS, MAX_SEED
 from model.progress import LINES, shows_bar
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
@@ -880,7 +881,8 @@ def _image_tokens(cfg) -> str:
 MAX_SIDE = 2**31 - 1  # pixels: the widest side an image format's header can state (PNG, TIFF: 32-bit)
 # InternVL2's tower: 14 px patches, whose grid the 2x2 pixel shuffle halves, so a tile is a whole number of 28 px
 _INTERNVL2_GRID = 28
-_MAX_TILE_SIZE = 7056  # 252 x 28: one tile within tiling.max_pixels (50 M), as every image must be
+# the largest whole-grid tile within tiling.max_pixels' default, as every image must be (7056 = 252 x 28)
+_MAX_TILE_SIZE = math.isqrt(DEFAULT_MAX_PIXELS) // _INTERNVL2_GRID * _INTERNVL2_GRID
 
 
 def _tiles(args) -> int:
