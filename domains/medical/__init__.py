@@ -151,7 +151,7 @@ def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[
     labels = [f"slice {k + 1}/{total}" for k in chosen]
     headers = {p: dicom.read_dicom(p, header_only=True) for p in sorted({slices[k][0] for k in chosen})}
     colour = sorted({str(ds.get("PhotometricInterpretation") or "").strip() for ds in headers.values()
-                     if int(ds.get("SamplesPerPixel") or 1) > 1})
+                     if not dicom.windowable(ds)})
     if window is not None and colour:  # windowing maps one channel of stored values; colour pixels are shown as stored
         warnings.append(f"window {window!r} not applied: the image is colour ({', '.join(colour)}), shown as stored; "
                         "windows apply to greyscale images (CT, MR, X-ray)")

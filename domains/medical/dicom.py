@@ -98,6 +98,7 @@ __all__ = [
     "not_an_image",
     "pick_slices",
     "read_dicom",
+    "windowable",
     "read_dicom_rgb",
     "resolve_window",
     "scan_series",
@@ -831,6 +832,12 @@ def _voi_lut(values: np.ndarray, view: Dataset) -> np.ndarray:
     elif max(int(top).bit_length(), 1) <= bits - 4:
         nominal = float(2 ** max(int(top).bit_length(), 1) - 1)
     return np.clip(mapped / nominal, 0.0, 1.0) if nominal > 0 else _minmax(mapped)
+
+
+def windowable(ds: Dataset) -> bool:
+    """Whether a window applies to `ds`'s pixels: a greyscale (MONOCHROME1 / MONOCHROME2) image. Colour and palette
+    images are shown as stored."""
+    return str(ds.get("PhotometricInterpretation") or "").strip().upper().startswith("MONOCHROME")
 
 
 def _colour(arr: np.ndarray, ds: Dataset, photometric: str) -> np.ndarray:

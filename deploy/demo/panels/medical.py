@@ -535,8 +535,7 @@ def phi_warning(keywords: Sequence[str]) -> str:
 def _set_window(study: Study, header_ds, frame: int = 0) -> None:
     """Windowing for a greyscale study: the default window from `header_ds` (its WindowCenter / Width for
     `frame`, else the stack's range) and the sliders' range from the whole stack, so no frame lies outside them."""
-    photometric = str(header_ds.get("PhotometricInterpretation", "") or "")
-    study.windowable = photometric.startswith("MONOCHROME")
+    study.windowable = dicom.windowable(header_ds)
     if not study.windowable:
         return
     rescale_type = str(header_ds.get("RescaleType", "") or "").strip().upper()
