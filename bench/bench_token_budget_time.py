@@ -67,15 +67,16 @@ def answer_ms(vlm, processor, records: list, new_tokens: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def time_variant(key: str, recipe_path: Path, out: Path, budget: list[str], warmup: int, new_tokens: int) -> dict:
-    """One round of one variant: train `budget`'s steps from pocket-tiny, then time prefill and answers."""
+def time_variant(key: str, recipe_path: Path, out: Path, budget: list[str], warmup: int, new_tokens: int,
+                 per_tile: int) -> dict:
+    """One round of one variant: train `budget`'s steps from pocket-tiny, then time prefill and answers (`per_tile`:
+    pocket-tiny's image tokens a tile, which the Q-Former's queries scale with)."""
     import model as model_core
     from adapt.data import SkipLog, read_source
     from adapt.recipe import load_recipe
     from adapt.train import Trainer, source_specs
 
     variant = VARIANTS[key]
-    per_tile = model_core.load("pocket-tiny")[0].config.image_seq_length
     recipe = load_recipe(recipe_path, [*budget, *variant.overrides(per_tile), f"output.dir={out.resolve()}"])
     shutil.rmtree(out, ignore_errors=True)
     final = Trainer(recipe, progress=False).run()
@@ -167,13 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     recipe_path = args.out / f"{TEMPLATE}.yaml"
     shutil.copyfile(templates_dir() / "recipes" / f"{TEMPLATE}.yaml", recipe_path)
     budget = budget_overrides(args.warmup + args.steps, args.batch_size, 1, args.new_tokens)
+    import model as model_core
+
+    per_tile = model_core.load("pocket-tiny")[0].config.image_seq_length
     rounds: dict[str, list[dict]] = {key: [] for key in args.variants}
     with tqdm(total=args.rounds * len(args.variants), desc="token budget timing") as bar:
         for r in range(args.rounds):
             for key in args.variants:
                 bar.set_postfix_str(f"round {r + 1} {key}")
                 rounds[key].append(time_variant(key, recipe_path, args.out / key, budget, args.warmup,
-                                                args.new_tokens))
+                                                args.new_tokens, per_tile))
                 bar.update()
     load = f"load average {os.getloadavg()[0]:.1f} over the last minute at the end"
     command = command_line(__file__, parser, args, skip=("out",))
