@@ -215,8 +215,16 @@ def test_tiling_at_max_12_gives_13_tiles_each_half_a_camera():
                                                                      col * 448:(col + 1) * 448])
 
 
-@pytest.mark.parametrize("tag", ["<c1,CAM_NOPE,abc,536.3>", "<c2,CAM_FRONT,99999,1e9>", "<c3,CAM_FRONT,12.5>"])
+@pytest.mark.parametrize("tag", ["<c1,CAM_NOPE,abc,536.3>", "<c2,CAM_FRONT,99999,1e9>", "<c3,CAM_FRONT,12.5>",
+                                 "<c5,CAM_FRONT,[12.5,40>", "<c6,CAM_FRONT,12.5,40]>"])
 def test_a_malformed_ctag_is_refused_not_kept_as_text(tag):
     """A tag the parser did not recognise was copied into the sample as it was, never mapped or checked."""
     with pytest.raises(CTagError, match="malformed"):
         rewrite_ctags(f"see {tag} and <c4,CAM_BACK,10.0,20.0>", lambda x, y, cam: (x, y))
+
+
+def test_ctag_numbers_are_read_as_float_reads_them():
+    """``.5`` and ``12.`` are numbers (a model writes them); they were refused as malformed tags."""
+    text = "<c1,CAM_FRONT,.5,12.> and <c2,CAM_BACK,[-.25, 3.]>"
+    assert ctag_points(text) == [("CAM_FRONT", 0.5, 12.0), ("CAM_BACK", -0.25, 3.0)]
+    assert rewrite_ctags(text, lambda x, y, cam: (x * 2, y * 2)) == "<c1,CAM_FRONT,[1,24]> and <c2,CAM_BACK,[-0.5,6]>"

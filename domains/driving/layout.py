@@ -169,10 +169,10 @@ def from_camera_grid(xn: float, yn: float, camera: str, decimals: int | None = C
 
 
 # --------------------------------------------------------------------------------------------- c-tags
-_NUM = r"[-+]?\d+(?:\.\d+)?"
-# <c1,CAM_BACK,1088.3,497.5> (DriveLM) and <c1,CAM_BACK,[x,y]> (Mini-InternVL); spaces tolerated
+_NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"  # what float() reads without an exponent: 12, 12.5, 12., .5
+# <c1,CAM_BACK,1088.3,497.5> (DriveLM) and <c1,CAM_BACK,[x,y]> (Mini-InternVL); spaces tolerated, brackets in pairs
 _CTAG = re.compile(
-    rf"<c(?P<id>\d+)\s*,\s*(?P<cam>[A-Za-z_]+)\s*,\s*(?P<open>\[?)\s*(?P<x>{_NUM})\s*,\s*(?P<y>{_NUM})\s*(?P<close>\]?)\s*>"
+    rf"<c(?P<id>\d+)\s*,\s*(?P<cam>[A-Za-z_]+)\s*,\s*(?P<open>\[)?\s*(?P<x>{_NUM})\s*,\s*(?P<y>{_NUM})\s*(?(open)\])\s*>"
 )
 
 
