@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from typing import Sequence
 
 import yaml
 
+from domains.files import STALE_PART_SECONDS, _owner_gone
 from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
 from model.progress import Progress
@@ -35,6 +37,9 @@ RS_SAMPLES = 24  # per class / image in the synthetic remote-sensing sets
 # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
 GENERAL_OPTIONS = {"answer_style": "label"}
 GENERAL_STAMP = ".quickstart-general.json"  # in data/general: the options it was made with, the digest of its files
+# prepare_general's staging folders in data/: .general-<pid>-<random> (a new set), .general-old-<pid>-<random> (the
+# set it replaces, being deleted); earlier versions' carry no pid
+_STAGING = re.compile(r"^\.general-(?:old-)?(?:(?P<pid>\d+)-)?[^/]+$")
 
 
 class QuickstartError(PocketAdaptError, ValueError):
@@ -59,17 +64,41 @@ def _unchanged_general(folder: Path) -> bool:
     return isinstance(stamp, dict) and stamp.get("options") == GENERAL_OPTIONS and stamp.get("digest") == _digest(folder)
 
 
+def remove_stale_staging(data: Path) -> list[Path]:
+    """Delete the staging folders of :func:`prepare_general` that a killed run (kill -9, power loss) left in `data`;
+    returns them, sorted. One is stale when the process its name carries is gone (or is this one, started after it
+    was made); one without a pid (an earlier version's), or whose owner cannot be told, after a day, as
+    :func:`domains.files.remove_stale_parts` judges ``.part`` files. A live run's folder is kept."""
+    removed = []
+    now = time.time_ns()
+    for folder in sorted(data.glob(".general-*")) if data.is_dir() else ():
+        m = _STAGING.match(folder.name)
+        try:
+            st = folder.lstat()
+        except OSError:
+            continue
+        if not m or not folder.is_dir() or folder.is_symlink():
+            continue
+        old = now - st.st_mtime_ns > STALE_PART_SECONDS * 10**9
+        if old or (m["pid"] and _owner_gone(int(m["pid"]), st.st_mtime_ns)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
 def prepare_general(data: Path, progress: Progress = True, force: bool = False) -> None:
     """``data/general``, the general set every field's quick start mixes in, shared by the quick starts of one OUT:
     a run of another field may be training or scoring on it, so it is never rewritten in place. A set unchanged since
     a quick start made it is reused; otherwise a new one is generated beside it and takes the folder where that is
     empty, or holds an incomplete set (an interrupted generation); an identical one is kept (and stamped). A complete
-    set that differs (edited, or an older version's) is refused with :class:`QuickstartError`, unless `force`."""
+    set that differs (edited, or an older version's) is refused with :class:`QuickstartError`, unless `force`.
+    Staging folders a killed run left behind are removed first (:func:`remove_stale_staging`)."""
     folder = data / "general"
+    remove_stale_staging(data)
     if _unchanged_general(folder):
         return
     data.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".general-", dir=data))
+    staging = Path(tempfile.mkdtemp(prefix=f".general-{os.getpid()}-", dir=data))
     try:
         generate_general(staging, **GENERAL_OPTIONS, progress=progress)
         digest = _digest(staging)
@@ -80,7 +109,7 @@ def prepare_general(data: Path, progress: Progress = True, force: bool = False) 
                                   "rewritten: choose another --out, move it, or pass --force to replace it")
         if not (complete and _digest(folder) == digest):
             if folder.exists():
-                old = Path(tempfile.mkdtemp(prefix=".general-old-", dir=data))
+                old = Path(tempfile.mkdtemp(prefix=f".general-old-{os.getpid()}-", dir=data))
                 os.replace(folder, old / "general")
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(staging, folder)

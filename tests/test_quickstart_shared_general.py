@@ -68,3 +68,41 @@ def test_an_interrupted_generation_is_replaced_without_force(tmp_path):
     (tmp_path / "general" / "train.jsonl").write_text("{}\n")  # the older in-place writer stopped half-way
     qs.prepare_general(tmp_path, progress=False)
     assert qs._unchanged_general(tmp_path / "general") and (tmp_path / "general" / "test.jsonl").is_file()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_staging_folders_a_killed_run_left_are_removed_on_the_next_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    qs.prepare_general(tmp_path, progress=False)
+    killed = tmp_path / f".general-{_dead_pid()}-abcd1234"  # kill -9 during generation
+    killed_old = tmp_path / f".general-old-{_dead_pid()}-abcd1234"  # kill -9 while the replaced set was deleted
+    earlier_version = tmp_path / ".general-k2j4_x9a"  # no pid: stale after a day
+    fresh_earlier_version = tmp_path / ".general-q8w3_z1b"
+    for folder in (killed, killed_old, earlier_version, fresh_earlier_version):
+        (folder / "images").mkdir(parents=True)
+        (folder / "images" / "0.png").write_bytes(b"x")
+    day_ago = time.time() - 2 * 86_400
+    os.utime(earlier_version, (day_ago, day_ago))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        running = tmp_path / f".general-{live.pid}-abcd1234"  # another field's quick start, generating now
+        running.mkdir()
+        qs.prepare_general(tmp_path, progress=False)  # reuses the set, and cleans up
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted(["general", fresh_earlier_version.name, running.name])
+    finally:
+        live.kill()
+        live.wait()
+    assert qs._unchanged_general(tmp_path / "general")
