@@ -316,6 +316,20 @@ def _tile_count(text: str) -> int:
     return value
 
 
+# `adapt tiles --images`: past this, one tile per image at InternVL2's 256 tokens (65,536 image tokens) fills no small
+# model's context many times over; a plan for more answers nothing (and a shell glob's count is a slip)
+MAX_PLAN_IMAGES = 256
+
+
+def _image_count(text: str) -> int:
+    """`adapt tiles --images`: 1 to :data:`MAX_PLAN_IMAGES`, a usage error naming the bound otherwise."""
+    value = positive_int(text)
+    if value > MAX_PLAN_IMAGES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PLAN_IMAGES} (one tile each, {MAX_PLAN_IMAGES * 256:,} "
+                                         f"image tokens at 256 a tile, is past any small model's context), got {value}")
+    return value
+
+
 def _checked(convert, check: str, what: str):
     """An argparse type: `convert` the text, then `model.generation.<check>` it (the checks the demo's session and
     `generate`'s callers share), each failure an ArgumentTypeError in words."""
@@ -446,9 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiles.add_argument("--tokens-per-tile", type=positive_int, help="default: the model's, else 256")
     tiles.add_argument("--no-thumbnail", action="store_true", help="no thumbnail after the tiles (default: the model's "
                                                                    "setting, else a thumbnail)")
-    tiles.add_argument("--images", type=positive_int, default=1,
-                       help="images of this size in one sample (six camera views: 6); --max-tiles is shared out among "
-                            "them as in training, max(1, max_tiles // images) each")
+    tiles.add_argument("--images", type=_image_count, default=1,
+                       help=f"images of this size in one sample (six camera views: 6; at most {MAX_PLAN_IMAGES}); "
+                            "--max-tiles is shared out among them as in training, max(1, max_tiles // images) each")
     tiles.add_argument("--pool", type=positive_int, default=1,
                        help="pooled pixel shuffle (recipe model.projector_options.pool): tokens per tile / pool^2")
     tiles.set_defaults(handler=_tiles)

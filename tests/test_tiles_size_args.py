@@ -41,3 +41,17 @@ def test_a_models_tile_size_is_its_towers_as_in_recipes(capsys):
     assert main(["tiles", "1600x900", "--model", "pocket-tiny", "--tile-size", "224"]) == 1
     assert "--tile-size 224 differs from pocket-tiny's image size 112" in capsys.readouterr().err
     assert main(["tiles", "1600x900", "--model", "pocket-tiny", "--tile-size", "112"]) == 0
+
+
+@pytest.mark.parametrize("count", ["257", "100000", str(10**18)])
+def test_an_image_count_past_any_context_is_refused_naming_the_bound(capsys, count):
+    """--images 100000 (a shell glob's count) planned 100000 one-tile images without a word."""
+    with pytest.raises(SystemExit) as stop:
+        main(["tiles", "1600x900", "--images", count])
+    assert stop.value.code == 2
+    assert "--images: must be at most 256 " in capsys.readouterr().err
+
+
+def test_an_image_count_within_the_bound_is_planned(capsys):
+    assert main(["tiles", "448x448", "--images", "256"]) == 0
+    assert "256 images: 256 tiles, 65536 image tokens" in capsys.readouterr().out
