@@ -131,6 +131,23 @@ def test_backslash_paths_are_read_as_the_converters_read_them(tmp_path):
     assert "leads outside" in details[0] and "leads outside" in details[1] and "an absolute path" in details[2]
 
 
+def test_a_nul_byte_in_an_absolute_image_path_skips_the_record_not_the_source(tmp_path):
+    """`"image": "/x\\u0000.png"` (or such a video frame) stopped the whole load with a raw 'embedded null byte'
+    ValueError; a bad record never stops a run."""
+    root = tmp_path / "data"
+    png(root / "a.png")
+    ann = write_jsonl(root / "train.jsonl", [
+        {"image": "a.png", "conversations": conv()},                                   # 1 ok
+        {"image": str(root / "a\x00.png"), "conversations": conv()},                    # 2 NUL, absolute
+        {"video": [str(root / "a.png"), str(root / "b\x00.png")], "conversations": conv()},  # 3 NUL frame
+        {"image": "a\x00.png", "conversations": conv()},                                # 4 NUL, relative
+    ])
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("dom", ann), skips)] == [1]
+    assert skips.count() == skips.count("dom", "path escapes data root") == 3
+    assert [where for where, _ in skips.examples("dom", "path escapes data root")] == [f"{ann}:{n}" for n in (2, 3, 4)]
+
+
 def test_a_leading_tilde_is_part_of_the_name_not_a_home_folder(tmp_path):
     """InternVL joins root and image as written: `~scan.png` crashed the whole load (expanduser: 'Could not
     determine home directory') and `~root/x.png` became /root/x.png, refused as escaping the root. A meta entry's

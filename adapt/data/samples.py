@@ -632,7 +632,7 @@ def _inside_root(value: str, root: Path) -> Path:
             except SkipInput as exc:
                 raise _Skip(PATH_ESCAPES, exc.detail) from None
         resolved = p.resolve()
-    except (OSError, RuntimeError) as exc:  # a symlink loop
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop; a NUL byte ("\u0000" in the JSON)
         raise _Skip(PATH_ESCAPES, f"{value!r}: cannot be resolved under {root}: {exc}") from None
     if not resolved.is_relative_to(root):
         hint = ("; an absolute path must lie inside the data root too (InternVL joins root and path as given): set "
