@@ -695,6 +695,19 @@ def test_a_line_that_is_not_utf8_is_skipped_not_replaced(tmp_path):
     assert where == f"{root / 't.jsonl'}:2" and "0xe9" in detail
 
 
+@pytest.mark.parametrize("encoding, named", [("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32-le", "UTF-32")])
+def test_a_utf16_file_is_one_error_naming_its_encoding(tmp_path, encoding, named):
+    """Windows PowerShell 5's `python convert.py > train.jsonl` writes UTF-16: its 3 records were skipped as 6
+    'invalid JSON' fragments and 'not UTF-8', more bad records than the file holds."""
+    text = "".join(json.dumps({"conversations": conv()}) + "\r\n" for _ in range(3))
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(("\ufeff" + text).encode(encoding))  # the byte-order mark as Windows writes it
+    skips = SkipLog()
+    with pytest.raises(DataError, match=rf"t\.jsonl is {named} text .* not UTF-8; re-save it as UTF-8, e\.g\. iconv"):
+        read_source(SourceSpec("d", path), skips)
+    assert skips.count() == 0
+
+
 def test_records_dropped_after_reading_are_merged_once_and_count_against_the_limit(tmp_path):
     skips = SkipLog()
     skips.add("d", "invalid JSON", "t.jsonl:9")

@@ -432,9 +432,9 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
     (`MixturePlan.from_sources`) samples such a source ``repeat`` times per epoch.
 
     Raises `MissingDataError` (a ``FileNotFoundError``) when the annotation file is missing and
-    `DataError` for a meta ``.json`` (run `expand_sources` first) and for a JSON array or pretty-printed JSON saved
-    as ``.jsonl``. A line that is not UTF-8 is skipped
-    (``"not UTF-8"``), never decoded with replacement characters and trained on.
+    `DataError` for a meta ``.json`` (run `expand_sources` first), for a JSON array or pretty-printed JSON saved
+    as ``.jsonl`` and for a UTF-16 or UTF-32 file (one with such a byte-order mark). A line that is not UTF-8 is
+    skipped (``"not UTF-8"``), never decoded with replacement characters and trained on.
     """
     path = spec.path
     if path.suffix.lower() == ".json":
@@ -448,7 +448,9 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
 
     # Lines end at \n, \r\n or a lone \r (old Mac tools), as InternVL's text-mode readlines() splits them; JSON
     # escapes a CR inside a string, so no record holds one. A BOM opening the file is not part of record 1.
-    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+    data = path.read_bytes()
+    _refuse_utf16(spec, path, data)
+    data = data.removeprefix(codecs.BOM_UTF8)
     lines = list(enumerate(data.splitlines(), start=1))
     lines = [(n, raw) for n, raw in lines if raw.strip()]
     if not lines:  # scored or trained on, it would leave the report silent about the whole source
@@ -472,6 +474,20 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
             continue
         records.append(record)
     return records
+
+
+_WIDE_BOMS = (("UTF-32", (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)), ("UTF-16", (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)))
+
+
+def _refuse_utf16(spec: SourceSpec, path: Path, data: bytes) -> None:
+    """Raise `DataError` for a file opening with a UTF-16 or UTF-32 byte-order mark (Windows PowerShell 5's ``>``
+    writes UTF-16): read as UTF-8, its NUL-riddled lines were skipped as "invalid JSON" fragments, more of them than
+    it has records."""
+    for encoding, boms in _WIDE_BOMS:  # UTF-32 first: its little-endian mark opens with UTF-16's
+        if data.startswith(boms):
+            out = path.with_suffix(".utf8.jsonl")
+            raise DataError(f"source {spec.name!r}: {path} is {encoding} text (its byte-order mark says so), not "
+                            f"UTF-8; re-save it as UTF-8, e.g. iconv -f {encoding} -t UTF-8 {path} > {out}")
 
 
 def _refuse_whole_json(spec: SourceSpec, path: Path, lines: list[tuple[int, bytes]]) -> None:
