@@ -424,6 +424,31 @@ def test_a_misspelt_media_key_is_skipped_not_trained_as_text(tmp_path):
         expand_sources([SourceSpec("m", meta)])
 
 
+def test_a_scoring_field_of_the_wrong_type_is_skipped_not_dropped(tmp_path):
+    """`"options": {"A": "cat"}` or a text was set to None without a word (scoring then parsed options out of the
+    question); a `meta` that is not an object was dropped to {} and an `answer` object stringified."""
+    ann = write_jsonl(tmp_path / "train.jsonl", [
+        {"conversations": conv(), "options": {"A": "cat", "B": "dog"}},        # 1
+        {"conversations": conv(), "options": "A. cat\nB. dog"},                 # 2
+        {"conversations": conv(), "options": ["cat", {"B": "dog"}]},            # 3
+        {"conversations": conv(), "meta": ["x"]},                               # 4
+        {"conversations": conv(), "answer": {"text": "cat"}},                   # 5
+        {"conversations": conv(), "task": True},                                # 6
+        {"conversations": conv(), "options": ["cat", 2], "answer": 2, "task": "mcq", "meta": {"k": 1}, "id": 9},  # 7
+        {"conversations": conv(), "options": None, "meta": None},               # 8 ok: absent
+    ])
+    skips = SkipLog()
+    records = read_source(SourceSpec("dom", ann), skips)
+    assert [r.line for r in records] == [7, 8]
+    assert skips.count("dom", "malformed scoring field") == 6
+    examples = dict(skips.examples("dom", "malformed scoring field"))
+    assert "'options' must be a list of option texts, got dict" in examples[f"{ann}:1"]
+    assert "got a list of dict, str" in examples[f"{ann}:3"]
+    good = records[0]
+    assert (good.options, good.answer, good.task, good.meta) == (["cat", "2"], "2", "mcq", {"k": 1, "id": 9})
+    assert records[1].options is None and records[1].meta == {}
+
+
 @pytest.mark.parametrize("patches", [5000, 0, 2.5, "12"])
 def test_meta_max_dynamic_patch_is_bounded_and_named(tmp_path, patches):
     write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])

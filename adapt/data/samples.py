@@ -69,9 +69,11 @@ UNDECODABLE_IMAGE = "image does not decode"  # header read at load, pixels faile
 INVALID_UTF8 = "not UTF-8"
 VIDEO_FILE = "video files are not supported"
 TOO_LONG = "too long for max_seq_length"
+MALFORMED_FIELD = "malformed scoring field"  # task / answer / options / meta of a type the reader cannot use
 REASONS = (
     INVALID_UTF8, INVALID_JSON, NOT_OBJECT, MISSING_CONVERSATIONS, MALFORMED_CONVERSATION, INVALID_MEDIA,
     IMAGE_COUNT_MISMATCH, PATH_ESCAPES, MISSING_IMAGE, UNREADABLE_IMAGE, UNDECODABLE_IMAGE, VIDEO_FILE, TOO_LONG,
+    MALFORMED_FIELD,
 )
 
 KINDS = ("domain", "general")
@@ -568,24 +570,52 @@ def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes
         turns = _place_images(turns, len(images))
 
     image_sizes = [_image_size(p, sizes) for p in images]
-    meta = obj.get("meta")
-    meta = dict(meta) if isinstance(meta, dict) else {}
-    if "id" in obj:
-        meta.setdefault("id", obj["id"])
-    options = obj.get("options")
+    task, answer, options, meta = _scoring_fields(obj)
     return Record(
         source=spec.name,
         line=line,
         conversations=turns,
         images=images,
         image_sizes=image_sizes,
-        task=None if obj.get("task") is None else str(obj["task"]),
-        answer=None if obj.get("answer") is None else str(obj["answer"]),
-        options=[str(o) for o in options] if isinstance(options, list) else None,
+        task=task,
+        answer=answer,
+        options=options,
         meta=meta,
         max_tiles=max_tiles,
         file=path,
     )
+
+
+def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None, dict]:
+    """`task`, `answer`, `options` (a list of texts) and `meta` (an object) of a record, checked: one of another
+    type (``"options": {"A": "cat"}``, ``"A. cat\nB. dog"``) was dropped without a word and the sample scored by
+    options parsed from its question instead."""
+    def scalar(key: str) -> str | None:
+        value = obj.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise _Skip(MALFORMED_FIELD, f"{key!r} must be a string, got {type(value).__name__}")
+        return str(value)
+
+    options = obj.get("options")
+    if options is not None and (not isinstance(options, list) or
+                                any(isinstance(o, bool) or not isinstance(o, (str, int, float)) for o in options)):
+        raise _Skip(MALFORMED_FIELD, f"'options' must be a list of option texts, got {_shape(options)}")
+    meta = obj.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise _Skip(MALFORMED_FIELD, f"'meta' must be an object, got {type(meta).__name__}")
+    meta = dict(meta or {})
+    if "id" in obj:
+        meta.setdefault("id", obj["id"])
+    return scalar("task"), scalar("answer"), [str(o) for o in options] if options is not None else None, meta
+
+
+def _shape(value) -> str:
+    if isinstance(value, list):
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"a list of {', '.join(kinds)}"
+    return type(value).__name__
 
 
 def _check_conversation(conversations) -> list[dict]:
