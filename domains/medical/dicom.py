@@ -1144,13 +1144,14 @@ def _missing_listed(source: str | os.PathLike | Iterable[str | os.PathLike],
 
 
 def _missing_by_uid(index: Path, files: list[Path], seen: set[str], damaged: set[str],
-                    unknown: int) -> list[tuple[Path, str, str]]:
+                    unknown: list[Path]) -> list[tuple[Path, str, str]]:
     """For a DICOMDIR among files whose names are not the disc's (uploaded files, a zip's renamed members): the
     files it lists whose SOPInstanceUID (ReferencedSOPInstanceUIDInFile) none of the images read has, in series
     of which some are here -- as (its place on the disc beside `index`, its ReferencedFileID as ``A/B/C``, its
-    SeriesInstanceUID or ""). A listed file that is here but damaged -- its name among `files`, its SOPInstanceUID
-    among `damaged` (read from what of it reads), or, when the `unknown` damaged files of which nothing reads are
-    at least as many as the files not found, one of those -- is reported as damaged, not again as missing."""
+    SeriesInstanceUID or ""). A listed file that is here but damaged -- its name among `files`, or its
+    SOPInstanceUID among `damaged` (read from what of it reads) -- is reported as damaged, not again as missing.
+    The `unknown` damaged files of which nothing reads, not named as a listed file, stand for as many of the files
+    not found: only the rest are missing, each named ``one of A/B/C, D/E/F`` (which ones is not known)."""
     try:
         listed = _listed_files(read_dicom(index, header_only=True))
     except (DicomError, AttributeError, TypeError, ValueError):
@@ -1159,7 +1160,16 @@ def _missing_by_uid(index: Path, files: list[Path], seen: set[str], damaged: set
     here = {series for series, _, uid, _ in listed if uid and uid in seen}
     missing = [(index.parent.joinpath(*parts), "/".join(parts), series_uid) for series, parts, uid, series_uid in listed
                if series in here and uid and uid not in seen | damaged and parts[-1].lower() not in names]
-    return [] if len(missing) <= unknown else missing
+    disc_names = {parts[-1].lower() for _, parts, _, _ in listed}
+    unread = sum(p.name.lower() not in disc_names for p in unknown)  # a disc-named one is excluded by its name
+    if len(missing) <= unread:
+        return []
+    if not unread:
+        return missing
+    ids = [listed_id for _, listed_id, _ in missing]
+    which = f"one of {', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''}"
+    series_uid = missing[0][2] if len({uid for _, _, uid in missing}) == 1 else ""
+    return [(path, which, series_uid) for path, _, _ in missing[:len(missing) - unread]]
 
 
 def _listed_files(index: Dataset) -> list[tuple[int, list[str], str, str]]:
@@ -1223,7 +1233,7 @@ def scan_series(
     groups: dict[str, list[_Header]] = {}
     seen: set[str] = set()
     damaged: set[str] = set()  # SOPInstanceUIDs read from damaged files: not missing, damaged
-    unknown = 0  # damaged files of which no SOPInstanceUID reads
+    unknown: list[Path] = []  # damaged files of which no SOPInstanceUID reads
     indexes: list[Path] = []  # DICOMDIRs known by their content only (renamed uploads)
     shown = progress if len(files) >= 200 else False
     for path in progress_bar(files, desc="reading DICOM headers", unit="file", progress=shown):
@@ -1239,7 +1249,7 @@ def scan_series(
                 if sop_uid:
                     damaged.add(sop_uid)
                 else:
-                    unknown += 1
+                    unknown.append(path)
             if on_skip is not None:
                 on_skip(path, err.reason, err.detail)
             continue
