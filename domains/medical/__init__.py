@@ -68,7 +68,8 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
                 n_slices: int | None = None, redact_burned_in: bool = False, series: str | int | None = None) -> dict:
     """Uploaded files -> model input for the demo.
 
-    `paths`: PNG / JPEG images, DICOM files of one series (or one multi-frame file), or ``.zip`` archives of
+    `paths`: PNG / JPEG images, DICOM files of one series (or one multi-frame file; an RT dose grid or a
+    segmentation alone shows its frames, with a warning saying it is no anatomy), or ``.zip`` archives of
     them (extracted safely by :func:`domains.medical.dicom.extract_zip`; zips inside them are not opened, and
     are named in the error or a warning). DICOM options: `window` (a preset
     name or ``(center, width)``; None = the file's own), `slices` (0-based indices in the series sorted by
@@ -132,7 +133,11 @@ def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[
 
     if isinstance(window, list):
         window = tuple(window)
-    series = dicom.load_series(dicoms, series=series_wanted)
+    series = _lone_grid(dicoms, window, warnings) if series_wanted is None else None
+    if series is not None:
+        window = None
+    else:
+        series = dicom.load_series(dicoms, series=series_wanted)
     same_position = series.same_position_note()
     if same_position:
         warnings.append(same_position)
@@ -174,6 +179,33 @@ def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[
     if redact_burned_in:
         out["redacted"] = redacted
     return out
+
+
+def _lone_grid(dicoms: list[Path], window: Any, warnings: list[str]):
+    """A dose grid or segmentation uploaded alone (no anatomy: :func:`~domains.medical.dicom.load_series` passes it
+    over among a series' files) as a series of its frames, what it is said in `warnings`; else None."""
+    from domains.medical import dicom
+
+    if len(dicoms) != 1:
+        return None
+    try:
+        ds = dicom.read_dicom(dicoms[0])
+        passed = dicom.not_an_image(ds)
+        if passed is None or passed[0] != "not an image slice" or not dicom.has_pixel_data(ds):
+            return None
+        frames = dicom.frame_count(ds)
+    except dicom.DicomError:
+        return None  # load_series says what is wrong with it
+    dose = "Dose" in passed[1]
+    what = ("an RT dose grid (the radiation dose a treatment plan gives, computed over the planning CT)" if dose
+            else "a segmentation mask (regions marked on another series' images)")
+    warnings.append(f"the file is {what}, not an image of the anatomy: its {frames} frame(s) are shown, each scaled "
+                    f"to its own lowest and highest {'dose' if dose else 'value'} (brighter = more); upload the "
+                    f"{'planning CT' if dose else 'imaged'} series to see the anatomy")
+    if window is not None:  # CT / MR windows are in the image's units, not dose or label values
+        warnings.append(f"window {window!r} not applied: windows apply to greyscale images (CT, MR, X-ray), not to "
+                        f"{'a dose grid' if dose else 'a mask'}")
+    return dicom.DicomSeries(str(ds.get("SeriesInstanceUID") or ""), [dicoms[0]], frames=[frames])
 
 
 def draw_answer(images: Sequence[Any], answer: str, **options: Any) -> list:
