@@ -216,6 +216,10 @@ def test_slake_bad_input(raw, tmp_path):
     assert set(report.outputs) == {"train", "test"}
     with pytest.raises(ValueError, match="unknown SLAKE split"):
         convert_slake(src, tmp_path / "x", splits=["dev"])
+    # a language no question has (a typo, "english") dropped every question silently: an empty conversion
+    with pytest.raises(ValueError, match=r"no SLAKE question has q_lang 'english'.*\['en', 'zh'\]"):
+        convert_slake(src, tmp_path / "y", q_lang="english")
+    assert not (tmp_path / "y").exists()
 
 
 # --------------------------------------------------------------------------------------------- PMC-VQA

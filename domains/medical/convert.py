@@ -103,7 +103,7 @@ import json
 import os
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -678,7 +678,8 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
 
     `src`: the ``Slake1.0`` folder or its parent. Images are ``imgs/<img_name>`` (``xmlabN/source.jpg``).
     `q_lang`: ``"en"`` (default: the English benchmark), ``"zh"``, or ``None`` / ``"all"`` for both;
-    questions in other languages are dropped without counting (a filter, not bad input). Chinese
+    questions in other languages are dropped without counting (a filter, not bad input); a `q_lang` no question
+    has is a :class:`DomainError` naming those the files have. Chinese
     questions get a Chinese answer instruction. ``meta`` keeps ``answer_type``, ``content_type``,
     ``base_type``, ``location``, ``modality``, ``q_lang``, ``qid`` and ``img_id``.
     `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a
@@ -694,6 +695,11 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     if not found:
         raise DomainError(f"{src}: no SLAKE files ({', '.join(SLAKE_FILES.values())}) in {root}")
     lang = None if q_lang in (None, "", "all") else str(q_lang)
+    if lang is not None:  # a language no question has would drop every question: an empty conversion, unsaid
+        langs = _slake_languages(found.values())
+        if langs and lang not in langs:
+            raise DomainError(f"{src}: no SLAKE question has q_lang {lang!r}; the files have {sorted(langs)} "
+                              "(or q_lang='all' for every question)")
     report = _report(dataset, src, out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
@@ -743,6 +749,19 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                                        meta=meta))
             out_splits[split] = records
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
+
+
+def _slake_languages(paths: Iterable[Path]) -> set[str]:
+    """The q_lang values (absent: ``en``) of the rows of the SLAKE files that parse (the others are reported later)."""
+    langs: set[str] = set()
+    for path in paths:
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(rows, list):
+            langs.update(_text(row.get("q_lang")) or "en" for row in rows if isinstance(row, dict))
+    return langs
 
 
 # --------------------------------------------------------------------------------------------- PMC-VQA
