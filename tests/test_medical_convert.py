@@ -273,6 +273,29 @@ def test_pmc_vqa_bad_rows(raw, tmp_path):
         convert_pmc_vqa(src, tmp_path / "out3", mode="free")
 
 
+def test_an_images_folder_that_is_not_there_is_an_error(raw, tmp_path):
+    """A mistyped images_dir (or an image folder not unpacked) gave an empty conversion, every question counted as
+    a skipped image; it is now an error naming the folder, before anything is written."""
+    nowhere = tmp_path / "nowhere"
+    with pytest.raises(ValueError, match=r"nowhere: no such folder \(images_dir: the VQA-RAD images\)"):
+        convert_vqa_rad(raw / "vqa_rad", tmp_path / "o1", images_dir=nowhere, progress=False)
+    with pytest.raises(ValueError, match=r"nowhere: no such folder \(images_dir: the PMC-VQA images\)"):
+        convert_pmc_vqa(raw / "pmc_vqa", tmp_path / "o2", images_dir=nowhere, progress=False)
+    src = copy_of(raw, "vqa_rad", tmp_path)
+    shutil.rmtree(src / "VQA_RAD Image Folder")
+    with pytest.raises(ValueError, match=r"VQA_RAD Image Folder: no such folder"):
+        convert_vqa_rad(src, tmp_path / "o3", progress=False)
+    slake = copy_of(raw, "slake", tmp_path)
+    shutil.rmtree(slake / "Slake1.0" / "imgs")
+    with pytest.raises(ValueError, match=r"imgs: no such folder \(the SLAKE images"):
+        convert_slake(slake, tmp_path / "o4", progress=False)
+    pmc = copy_of(raw, "pmc_vqa", tmp_path)
+    shutil.rmtree(pmc / "images")
+    with pytest.raises(ValueError, match=r"images: no such folder"):
+        convert_pmc_vqa(pmc, tmp_path / "o5", progress=False)
+    assert not any((tmp_path / f"o{k}").exists() for k in range(1, 6))
+
+
 def test_pmc_vqa_a_label_of_several_letters_is_not_an_answer(raw, tmp_path):
     src = copy_of(raw, "pmc_vqa", tmp_path)
     path = src / "train.csv"

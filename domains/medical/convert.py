@@ -576,6 +576,14 @@ def _vqa_fields(row: dict, where: str, image_key: str) -> tuple[str, str, str, s
     return question, answer, atype, name
 
 
+def _image_folder(path: Path, what: str) -> Path:
+    """`path` when it is a folder, else a DomainError naming it and `what` it should hold (every question would be
+    counted as a skipped image: an empty conversion)."""
+    if not path.is_dir():
+        raise DomainError(f"{path}: no such folder ({what})")
+    return path
+
+
 def _unique_id(taken: set[str], base: str, *more: str) -> str:
     """`base`, or `base` with `more` appended one by one until unused (VQA-RAD gives a question and its paraphrase
     one qid): two records with one id would be confused wherever predictions are matched to references by id."""
@@ -622,7 +630,8 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     path = src if src.is_file() else src / VQA_RAD_JSON
     if not path.is_file():
         raise DomainError(f"{src}: no {VQA_RAD_JSON!r} (the VQA-RAD question file)")
-    img_dir = Path(images_dir) if images_dir is not None else path.parent / VQA_RAD_IMAGES
+    img_dir = _image_folder(Path(images_dir), "images_dir: the VQA-RAD images") if images_dir is not None else \
+        _image_folder(path.parent / VQA_RAD_IMAGES, f"the VQA-RAD images, beside {VQA_RAD_JSON!r}; or pass images_dir")
     report = _report(dataset, src, out, img_dir)
     rows = _load_json_file(path, report)
     if rows is None:
@@ -700,6 +709,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
         if langs and lang not in langs:
             raise DomainError(f"{src}: no SLAKE question has q_lang {lang!r}; the files have {sorted(langs)} "
                               "(or q_lang='all' for every question)")
+    _image_folder(root / "imgs", "the SLAKE images, imgs/xmlabN/source.jpg")
     report = _report(dataset, src, out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
@@ -812,14 +822,18 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     names = list(files) if files is not None else [f for f in PMC_FILES if (src / f).is_file()]
     if not names:
         raise DomainError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
-    report = _report(dataset, src, out, Path(images_dir) if images_dir is not None else None)
-    out_splits: dict[str, list[dict]] = {}
-    images: dict[Path, tuple[str, tuple[int, int]] | SkipInput] = {}
     def image_dir(name: str) -> Path:
         if images_dir is not None:
             return Path(images_dir)
         v2 = Path(name).stem.endswith("_2") and (src / "images_2").is_dir()
         return src / ("images_2" if v2 else "images")
+
+    for name in names:
+        _image_folder(image_dir(name), "images_dir: the PMC-VQA images" if images_dir is not None
+                      else f"the PMC-VQA images of {name}, beside it; or pass images_dir")
+    report = _report(dataset, src, out, Path(images_dir) if images_dir is not None else None)
+    out_splits: dict[str, list[dict]] = {}
+    images: dict[Path, tuple[str, tuple[int, int]] | SkipInput] = {}
 
     def plan():  # every figure a row names, in row order (a superset of those converted)
         for name in names:
