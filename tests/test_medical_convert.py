@@ -14,6 +14,7 @@ from PIL import Image
 from adapt.metrics import mc_accuracy
 from domains.base import get_domain
 from domains.boxes import parse_ref_boxes
+from domains.files import PATH_ESCAPES
 from domains.medical.convert import (
     BURNED_IN_WARNING,
     SAME_POSITION_WARNING,
@@ -271,6 +272,21 @@ def test_pmc_vqa_bad_rows(raw, tmp_path):
     assert report.skipped == {"malformed CSV": 1} and "Answer" in report.examples["malformed CSV"][0]
     with pytest.raises(ValueError, match="mode"):
         convert_pmc_vqa(src, tmp_path / "out3", mode="free")
+
+
+def test_pmc_vqa_counts_a_bad_figure_once_as_the_other_sets_do(raw, tmp_path):
+    """PMC-VQA had its own copy of the image-once logic, which counted a figure path leaving the images folder once
+    per row naming it (VQA-RAD and SLAKE: once, then each row as 'image skipped'); it now shares _image_once."""
+    src = copy_of(raw, "pmc_vqa", tmp_path)
+    path = src / "train.csv"
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    rows[0][0] = rows[1][0] = "../outside.jpg"
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    report = convert_pmc_vqa(src, tmp_path / "out", files=["train.csv"], progress=False)
+    assert report.skipped == {PATH_ESCAPES: 1, "image skipped": 2}, report.skipped
+    assert report.written == len(rows) - 2
 
 
 def test_an_images_folder_that_is_not_there_is_an_error(raw, tmp_path):

@@ -599,15 +599,15 @@ def _unique_id(taken: set[str], base: str, *more: str) -> str:
 def _image_once(images: dict, name: str, folder: Path, out: Path, rel_stem: str, report: ConvertReport,
                 where: str, pf: Prefetch | None = None) -> tuple:
     """Copy image `name` from `folder` the first time it is asked for (a bad image is counted once, under its own
-    file); later rows reuse the result. SkipInput for a row whose image was skipped."""
-    status = images.get(name)
+    file); later rows reuse the result (`images`, by folder and name). SkipInput for a row whose image was skipped."""
+    status = images.get((folder, name))
     if status is None:
         try:
             status = _copy_image(inside_root(folder, name), out, rel_stem, pf)
         except SkipInput as exc:
             report.skip(folder / name, exc.reason, exc.detail)
             status = exc
-        images[name] = status
+        images[folder, name] = status
     if isinstance(status, SkipInput):
         raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
     return status
@@ -640,7 +640,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
         report.skip(path, "malformed JSON", f"{path}: expected a list of question objects")
         return report
     splits: dict[str, list[dict]] = {"train": [], "test": []}
-    images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
+    images: dict[tuple[Path, str], tuple[str, tuple[int, int]] | SkipInput] = {}
     ids: set[str] = set()
     def plan():  # every image a row names, in row order (a superset of those converted)
         for row in rows:
@@ -712,7 +712,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     _image_folder(root / "imgs", "the SLAKE images, imgs/xmlabN/source.jpg")
     report = _report(dataset, src, out)
     out_splits: dict[str, list[dict]] = {}
-    images: dict[str, tuple[str, tuple[int, int]] | SkipInput] = {}
+    images: dict[tuple[Path, str], tuple[str, tuple[int, int]] | SkipInput] = {}
     ids: set[str] = set()
     def plan():  # every image a row names, in row order (a superset of those converted)
         for path in found.values():
@@ -833,7 +833,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                       else f"the PMC-VQA images of {name}, beside it; or pass images_dir")
     report = _report(dataset, src, out, Path(images_dir) if images_dir is not None else None)
     out_splits: dict[str, list[dict]] = {}
-    images: dict[Path, tuple[str, tuple[int, int]] | SkipInput] = {}
+    images: dict[tuple[Path, str], tuple[str, tuple[int, int]] | SkipInput] = {}
 
     def plan():  # every figure a row names, in row order (a superset of those converted)
         for name in names:
@@ -893,18 +893,9 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                             label = LETTERS[by_text[0]]
                     elif not answer:
                         raise SkipInput("empty answer", f"{where}: empty Answer")
-                    img_src = inside_root(img_dir, figure)
-                    status = images.get(img_src)
-                    if status is None:
-                        try:
-                            status = _copy_image(img_src, out, f"images/{dataset}/{safe_name(img_dir.name)}/"
-                                                               f"{_out_stem(figure)}", pf)
-                        except SkipInput as exc:
-                            report.skip(img_src, exc.reason, exc.detail)
-                            status = exc
-                        images[img_src] = status
-                    if isinstance(status, SkipInput):
-                        raise SkipInput("image skipped", f"{where}: {status.reason}: {status.detail}")
+                    status = _image_once(images, figure, img_dir, out,
+                                         f"images/{dataset}/{safe_name(img_dir.name)}/{_out_stem(figure)}", report,
+                                         where, pf)
                 except SkipInput as exc:
                     report.skip(where, exc.reason, exc.detail)
                     continue
