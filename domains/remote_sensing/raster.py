@@ -270,13 +270,17 @@ def check_nodata_option(nodata: Any) -> float | None:
 
 
 def _unheld_nodata(src, indexes: list[int], nodata: float | None) -> str | None:
-    """A note when the `nodata` option given cannot occur in the bands' pixel type (-9999 in uint16), so it masks
-    nothing; None otherwise."""
-    if nodata is None or math.isnan(nodata):
+    """A note when the nodata in use -- the `nodata` option, else the file's own -- cannot occur in the bands' pixel
+    type (-9999 in uint16, NaN in any integer type), so it masks nothing; None otherwise."""
+    value = _nodata(src, nodata)
+    if value is None:
         return None
     types = sorted({src.dtypes[i - 1] for i in indexes})
-    if all(_representable(nodata, np.dtype(t)) for t in types):
+    if all(_representable(value, np.dtype(t)) for t in types):
         return None
+    if nodata is None:
+        return (f"the file's nodata {value:g} cannot occur in its {'/'.join(types)} pixels, so it masks nothing; "
+                "pass --option nodata=N for the value that marks no data")
     return f"nodata={nodata:g} cannot occur in its {'/'.join(types)} pixels, so it masks nothing" + (
         f" (the file's own nodata {src.nodata:g} is not used when the option is given)" if src.nodata is not None
         else "")
