@@ -3,6 +3,8 @@ nodata tag as ``scene_chips`` does (they read the same data with a silently wash
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from rasterio.transform import from_origin
 
 from domains.base import DomainError
 from domains.remote_sensing.convert import convert_classification, convert_rsvqa
-from domains.remote_sensing.raster import ZERO_FILL, image_notes
+from domains.remote_sensing.raster import GUESSED_RGB, ZERO_FILL, image_notes
 from domains.remote_sensing.synthetic import generate
 
 
@@ -82,3 +84,23 @@ def test_an_all_black_image_is_said_and_dark_ground_is_not(tmp_path):
     assert image_notes(_tif(tmp_path / "dark.tif", dark)) == []
     assert image_notes(_tif(tmp_path / "fixed.tif", _edge()), stretch="fixed:0,3000") == []  # no percentile to drag
     assert image_notes(_tif(tmp_path / "tagged.tif", _edge(), nodata=0)) == []
+
+
+def test_the_notes_come_from_the_read_that_made_the_image(tmp_path, monkeypatch):
+    src = _classes(tmp_path / "raw")
+    _tif(src / "sea" / "rgbn.tif", np.random.default_rng(2).integers(1, 3000, (4, 16, 16)).astype("uint16"))
+    expected = {p: image_notes(p, nodata=-1) for p in sorted(src.rglob("*.tif"))}
+    opened = []
+    real_open = rasterio.open
+    monkeypatch.setattr(rasterio, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    report = convert_classification(src, tmp_path / "out", test_fraction=0, nodata=-1, progress=False)
+    assert report.written == 3 and len(opened) == 3  # each GeoTIFF opened once: its pixels and its notes
+    assert report.warnings == Counter(r for notes in expected.values() for r, _ in notes)
+    assert report.warnings["nodata masks nothing"] == 3 and report.warnings[GUESSED_RGB] == 1
+    details = {report.relative(d) for notes in expected.values() for _, d in notes}
+    assert {d for examples in report.warning_examples.values() for d in examples} <= details
+    opened.clear()
+    inodes = {p: p.stat().st_ino for p in (tmp_path / "out").rglob("*.png")}
+    again = convert_classification(src, tmp_path / "out", test_fraction=0, nodata=-1, progress=False)
+    assert inodes == {p: p.stat().st_ino for p in (tmp_path / "out").rglob("*.png")} and len(inodes) == 3
+    assert again.warnings == report.warnings and len(opened) == 3  # outputs re-used: each file looked at once

@@ -113,16 +113,20 @@ def _raster_reason(msg: str) -> str:
 
 
 def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
-              nodata: float | None = None) -> Image.Image:
+              nodata: float | None = None, notes: list[tuple[str, str]] | None = None) -> Image.Image:
     """Source image -> PIL RGB through :func:`~domains.remote_sensing.raster.read_image` (JPEG / PNG / BMP: the
     one image reader; TIFFs: rasterio). ``stretch="auto"``: uint8 rasters kept as they are, others 2-98 %.
-    `nodata`: the pixel value that marks no data (default: the file's). Raises :class:`SkipInput` with a reason."""
+    `nodata`: the pixel value that marks no data (default: the file's). `notes`: a list that receives a GeoTIFF's
+    :func:`~domains.remote_sensing.raster.image_notes`, from this read. Raises :class:`SkipInput` with a reason."""
     if not path.is_file():
         raise SkipInput("missing image", f"{path}: no such file")
     from domains.remote_sensing.raster import RasterError, read_image
 
+    options: dict[str, Any] = {} if nodata is None else {"nodata": nodata}
+    if notes is not None and path.suffix.lower() in RASTER_SUFFIXES:
+        options["notes"] = notes
     try:
-        image = read_image(path, bands=bands, stretch=stretch, **({} if nodata is None else {"nodata": nodata}))[0]
+        image = read_image(path, bands=bands, stretch=stretch, **options)[0]
     except ImageLoadError as exc:
         raise SkipInput("unreadable image", f"{path}: cannot read image (corrupt or truncated?): {exc.reason}") \
             from exc
@@ -134,17 +138,18 @@ def _load_rgb(path: Path, bands: Sequence[int | str] | None = None, stretch: Any
 
 
 def _note_raster(report: ConvertReport, path: Path, bands: Sequence[int | str] | None, stretch: Any = "auto",
-                 nodata: float | None = None) -> None:
+                 nodata: float | None = None, read: list | None = None) -> None:
     """Count in `report` what the scene-chip reader says of a scene, for a GeoTIFF read whole
     (:func:`~domains.remote_sensing.raster.image_notes`: bands 1, 2, 3 of 4+ taken as RGB on a guess, a nodata
-    that masks nothing, zeros taken as data without a nodata value). The reader itself runs in a worker and its
-    output may be re-used, so the file is looked at here, on every run alike."""
+    that masks nothing, zeros taken as data without a nodata value). `read`: what :func:`_image_out` put there --
+    the notes of the read that made the output; when the output was re-used (nothing read), the file is looked at
+    here, so the report is the same on every run."""
     if path.suffix.lower() not in RASTER_SUFFIXES:
         return
     from domains.remote_sensing.raster import image_notes
 
     try:
-        notes = image_notes(path, bands, stretch, nodata)
+        notes = read[0] if read else image_notes(path, bands, stretch, nodata)
     except Exception:  # noqa: BLE001 - the image was read; a file that fails now is not this note's business
         return
     for reason, detail in notes:
@@ -152,11 +157,13 @@ def _note_raster(report: ConvertReport, path: Path, bands: Sequence[int | str] |
 
 
 def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[int, int] | None = None,
-               pf: Prefetch | None = None) -> tuple[int, int]:
+               pf: Prefetch | None = None, read: list | None = None) -> tuple[int, int]:
     """Write `dst` from `src_img` unless it is already there, fresh, made with the options `key` stands for
     (:func:`~domains.files.output_key`) and of size `expect`; returns (W, H). `step`: ``(fn, args)``, a
-    module-level function returning ``(PNG bytes, (W, H))`` (:func:`_png_step`), computed through `pf`
-    (:class:`domains.parallel.Prefetch`: ahead in a worker process with ``workers > 1``) under the key `dst`."""
+    module-level function returning ``(PNG bytes, (W, H))`` or ``(PNG bytes, (W, H), notes)`` (:func:`_png_step`),
+    computed through `pf` (:class:`domains.parallel.Prefetch`: ahead in a worker process with ``workers > 1``)
+    under the key `dst`. `read`: a list that receives the step's notes when the step ran (stays empty when the
+    output is re-used), for :func:`_note_raster`."""
     if is_fresh(dst, src_img, key):
         try:
             size = image_size(dst)
@@ -165,23 +172,27 @@ def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[in
         except (OSError, UnidentifiedImageError):
             pass  # a damaged output: write it again
     fn, args = step
-    data, size = (pf or Prefetch()).get(dst, fn, *args)
+    data, size, *notes = (pf or Prefetch()).get(dst, fn, *args)
     write_output(dst, data, src_img)
+    if read is not None and notes:
+        read.append(notes[0])
     return size
 
 
 def _png_step(src_img: Path, key: str, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
               resize: int | None = None, exact: tuple[int, int] | None = None,
-              nodata: float | None = None) -> tuple[bytes, tuple[int, int]]:
+              nodata: float | None = None) -> tuple[bytes, tuple[int, int], list[tuple[str, str]]]:
     """The expensive, pure part of one output image (runs in a worker with ``workers > 1``): read `src_img`
     (:func:`_load_rgb`), resize it (longer side `resize`, or to `exact` (W, H)), encode it as
-    :func:`~domains.files.png_bytes` does; returns (PNG bytes, (W, H)). Raises :class:`SkipInput`."""
-    img = _load_rgb(src_img, bands, stretch, nodata)
+    :func:`~domains.files.png_bytes` does; returns (PNG bytes, (W, H), the read's notes for :func:`_note_raster`).
+    Raises :class:`SkipInput`."""
+    notes: list[tuple[str, str]] = []
+    img = _load_rgb(src_img, bands, stretch, nodata, notes)
     if exact is not None:
         img = img.resize(tuple(exact), Image.Resampling.BICUBIC)
     elif resize is not None:
         img = img.resize(_resized_size(img.size, resize), Image.Resampling.BICUBIC)
-    return png_bytes(img, key), img.size
+    return png_bytes(img, key), img.size, notes
 
 
 def _record(rid: str, image: str, size: tuple[int, int], question: str, answer: str, task: str, **extra: Any) -> dict:
@@ -395,12 +406,13 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
             label = label_of[d]
             rel = img.relative_to(root).as_posix()
             image = f"images/{dataset}/{safe_name(d.name)}/{stem(d, img)}.png"
+            read: list = []
             try:
-                size = _image_out(img, out / image, step(img), key, pf=pf)
+                size = _image_out(img, out / image, step(img), key, pf=pf, read=read)
             except SkipInput as exc:
                 report.skip(img, exc.reason, exc.detail)
                 continue
-            _note_raster(report, img, bands, stretch, nodata)
+            _note_raster(report, img, bands, stretch, nodata, read)
             rid = f"{dataset}/{safe_name(d.name)}/{stem(d, img)}"
             splits[split_of(rel, test_fraction)].append(_record(
                 rid, image, size, question, label, "classification", options=list(labels), label=label,
@@ -711,10 +723,11 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                     img_src: Path | str = images_dir / img_key
                     try:
                         img_src = tiles.find(img_key)
+                        read: list = []
                         size = _image_out(img_src, out / image, (_png_step, (img_src, key, bands, stretch, longer, None, nodata)), key,
-                                          pf=pf)
+                                          pf=pf, read=read)
                         image_status[img_key] = (image, size)
-                        _note_raster(report, img_src, bands, stretch, nodata)
+                        _note_raster(report, img_src, bands, stretch, nodata, read)
                     except SkipInput as exc:
                         image_status[img_key] = exc
                         report.skip(img_src, exc.reason, exc.detail)  # counted once per image

@@ -482,12 +482,13 @@ def _to_rgb8(data: np.ndarray, valid: np.ndarray, limits: list[tuple[float, floa
 
 def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
              stretch: tuple[float, float] | str | None = AUTO, nodata: float | None = None,
-             band_names: Sequence[str] | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, np.ndarray]:
+             band_names: Sequence[str] | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+             notes: list[tuple[str, str]] | None = None) -> tuple[Image.Image, np.ndarray]:
     """Read a whole raster as ``(PIL RGB image, valid mask)``; see the module notes for the options.
 
     Meant for patches and tiles: a raster of more than `max_pixels` pixels (``tiling.max_pixels``, as for every
     image) raises RasterError from its header, before reading (cut it into chips: :func:`iter_chips`).
+    `notes`: a list that receives :func:`image_notes`' warnings, taken from this one open and read.
     """
     p = Path(path)
     stretch = _check_stretch(stretch)
@@ -504,9 +505,12 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
         nd = _nodata(src, nodata)
         data = _read(src, p, indexes)
         masks = _file_masks(src, p, indexes)
+        header = _header_notes(src, p, indexes, bands, band_names, nodata) if notes is not None else []
     valid = _valid_mask(data, nd, masks)
     if not valid.any():
         raise RasterError(f"{p}: every pixel is nodata ({nd}), masked or not finite in bands {indexes}")
+    if notes is not None:
+        notes += header + (_zero_notes(p, data, valid, stretch) if nd is None and lut is None else [])
     if lut is not None:
         return Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), valid
     return Image.fromarray(_to_rgb8(data, valid, _limits(data, valid, stretch, nd)), mode="RGB"), valid
@@ -774,27 +778,40 @@ def image_notes(path: str | Path, bands: Sequence[int | str] | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[str, str]]:
     """``(reason, detail)`` warnings a converter reports for a raster read whole by :func:`read_rgb` with these
     options, as :func:`iter_chips` reports them for a scene: bands 1, 2, 3 taken as RGB on a guess
-    (:data:`GUESSED_RGB`), a `nodata` its pixels cannot hold, and zeros taken as data (:data:`ZERO_FILL`: they drag
-    a percentile stretch, or the image is all 0). Read apart from the image itself, so a converter's reader may
-    run in a worker process and its outputs be re-used, and the report is the same on every run."""
+    (:data:`GUESSED_RGB`), a nodata its pixels cannot hold, and zeros taken as data (:data:`ZERO_FILL`: they drag
+    a percentile stretch, or the image is all 0). For a raster whose image is not read (a converter's output
+    re-used): :func:`read_rgb` with ``notes=`` gives the same notes from its own read."""
     p = Path(path)
     stretch = _check_stretch(stretch)
     nodata = check_nodata_option(nodata)
-    notes: list[tuple[str, str]] = []
     with open_raster(p) as src:
         indexes = resolve_bands(src, bands, band_names)
-        guess = guessed_rgb(src, bands, band_names)
-        if guess:
-            notes.append((GUESSED_RGB, guess))
-        unheld = _unheld_nodata(src, indexes, nodata)
-        if unheld:
-            notes.append(("nodata masks nothing", f"{p}: {unheld}"))
+        notes = _header_notes(src, p, indexes, bands, band_names, nodata)
         stretch = resolve_stretch(src, indexes, stretch)
         if _nodata(src, nodata) is not None or palette_of(src, indexes) is not None \
                 or src.width * src.height > max_pixels:
             return notes
         data = _read(src, p, indexes)
         valid = _valid_mask(data, None, _file_masks(src, p, indexes))
+    return notes + _zero_notes(p, data, valid, stretch)
+
+
+def _header_notes(src, p: Path, indexes: list[int], bands: Sequence[int | str] | None,
+                  band_names: Sequence[str] | None, nodata: float | None) -> list[tuple[str, str]]:
+    """:func:`image_notes` told by the open dataset's header: RGB guessed, a nodata that masks nothing."""
+    notes: list[tuple[str, str]] = []
+    guess = guessed_rgb(src, bands, band_names)
+    if guess:
+        notes.append((GUESSED_RGB, guess))
+    unheld = _unheld_nodata(src, indexes, nodata)
+    if unheld:
+        notes.append(("nodata masks nothing", f"{p}: {unheld}"))
+    return notes
+
+
+def _zero_notes(p: Path, data: np.ndarray, valid: np.ndarray,
+                stretch: tuple[float, float] | FixedStretch | None) -> list[tuple[str, str]]:
+    """:func:`image_notes` told by the pixels of a raster without nodata: zeros taken as data."""
     seen = int(valid.sum())
     zeros = int(((data == 0).all(axis=0) & valid).sum())
     drag_at = _drag_share(stretch)
@@ -802,9 +819,9 @@ def image_notes(path: str | Path, bands: Sequence[int | str] | None = None,
     empty = seen > 0 and zeros == seen
     dragged = drag_at is not None and share > drag_at and not empty
     if dragged or empty:
-        notes.append((ZERO_FILL, _zero_fill_text(p, share, stretch if dragged else None,
-                                                 "the image is all 0 (black) and is kept" if empty else None)))
-    return notes
+        return [(ZERO_FILL, _zero_fill_text(p, share, stretch if dragged else None,
+                                            "the image is all 0 (black) and is kept" if empty else None))]
+    return []
 
 
 # --------------------------------------------------------------------------------------------- coordinates
