@@ -12,7 +12,7 @@ require("rasterio")
 from PIL import Image
 
 from domains.remote_sensing.convert import convert_classification
-from domains.remote_sensing.raster import read_image
+from domains.remote_sensing.raster import iter_chips, read_image
 
 
 def _png(path, data, orientation=None):
@@ -88,3 +88,16 @@ def test_a_picture_written_unstretched_under_the_same_options_is_rewritten(tmp_p
                  src)
     convert_classification(tmp_path / "raw", tmp_path / "out", test_fraction=0, stretch=[0, 100], progress=False)
     assert np.asarray(Image.open(old))[0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("stretch, first, last", [((0, 100), 0, 255), ("fixed:100,200", 0, 128)])
+def test_a_stretch_is_applied_to_a_paletted_picture_colours(tmp_path, stretch, first, last):
+    # a mode P PNG reads as one paletted band: a stretch asked for applied to its colours, not dropped
+    path = tmp_path / "p.png"
+    Image.fromarray(_dull()).convert("P", palette=Image.Palette.ADAPTIVE, colors=64).save(path)
+    plain = np.asarray(read_image(path)[0])
+    assert plain.min() >= 95 and plain.max() <= 155
+    out = np.asarray(read_image(path, stretch=stretch)[0])
+    assert out[0, 0, 0] == first and abs(int(out[0, -1, 0]) - last) <= 3
+    chips = list(iter_chips(path, size=16, overlap=0, stretch=stretch))
+    assert len(chips) == 1 and np.array_equal(np.asarray(chips[0].image), out)

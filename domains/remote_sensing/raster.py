@@ -30,7 +30,8 @@ band is uint8, else ``(2, 98)``. A band with no spread (``high == low``) becomes
 (:class:`FixedStretch`) maps the stored values LOW..HIGH of every band to 0..255 in every image and chip alike (EuroSAT
 MS / Sentinel-2 L1C, reflectance x 10000: ``"fixed:0,3000"``), so the same ground keeps its colour across chips.
 
-**Palette**: one band read from a paletted (colour-map) file is drawn in the file's colours; no stretch applies.
+**Palette**: one band read from a paletted (colour-map) file (a GeoTIFF class map, a mode P PNG) is drawn in the file's
+colours; ``"auto"`` and None keep them as they are, a stretch asked for (percentiles, ``fixed:``) applies to them.
 
 **Nodata**: a pixel is invalid when every selected band equals the nodata value (`nodata` if given, else the
 file's) or is NaN / infinite -- as GDAL's dataset mask (``dataset_mask()``) reads nodata, so a pure red
@@ -372,6 +373,12 @@ def _palette_rgb(data: np.ndarray, valid: np.ndarray, lut: np.ndarray) -> np.nda
     return out
 
 
+def _palette_stretch(lut: np.ndarray | None, stretch: tuple[float, float] | FixedStretch | str | None) -> bool:
+    """Whether a paletted band is stretched: a stretch asked for (not ``"auto"``, not None) applies to its colours
+    (it was dropped without a word)."""
+    return lut is not None and stretch is not None and stretch != AUTO
+
+
 def _representable(value: float, dtype: np.dtype) -> bool:
     if dtype.kind == "f":
         return True
@@ -500,8 +507,9 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
                 f"{max_pixels:,} (tiling.max_pixels); cut the scene into chips with `adapt convert remote_sensing "
                 "scene_chips` or raise the limit")
         indexes = resolve_bands(src, bands, band_names)
-        stretch = resolve_stretch(src, indexes, stretch)
         lut = palette_of(src, indexes)
+        coloured = _palette_stretch(lut, stretch)
+        stretch = resolve_stretch(src, indexes, stretch)
         nd = _nodata(src, nodata)
         data = _read(src, p, indexes)
         masks = _file_masks(src, p, indexes)
@@ -511,8 +519,10 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
         raise RasterError(f"{p}: every pixel is nodata ({nd}), masked or not finite in bands {indexes}")
     if notes is not None:
         notes += header + (_zero_notes(p, data, valid, stretch) if nd is None and lut is None else [])
-    if lut is not None:
+    if lut is not None and not coloured:
         return Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), valid
+    if coloured:
+        data, nd = _palette_rgb(data, valid, lut).transpose(2, 0, 1), None
     return Image.fromarray(_to_rgb8(data, valid, _limits(data, valid, stretch, nd)), mode="RGB"), valid
 
 
@@ -600,21 +610,24 @@ def chip_cache_bytes(src, size: int) -> int:
 
 
 def _scene_limits(src, path: Path, indexes: list[int], nodata: float | None, stretch: tuple[float, float],
-                  size: int, cache: int | None = None) -> list[tuple[float, float]] | None:
-    """Scene-wide percentiles from a grid of small sample windows (bounded memory, no whole-scene read)."""
+                  size: int, cache: int | None = None, lut: np.ndarray | None = None) -> list[tuple[float, float]] | None:
+    """Scene-wide percentiles from a grid of small sample windows (bounded memory, no whole-scene read); with
+    `lut`, of a paletted band's colours."""
     w = min(_STAT_WINDOW, size, src.width)
     h = min(_STAT_WINDOW, size, src.height)
     nx = min(_STAT_WINDOWS, max(1, src.width // w))
     ny = min(_STAT_WINDOWS, max(1, src.height // h))
     xs = np.linspace(0, src.width - w, nx).round().astype(int) if nx > 1 else [0]
     ys = np.linspace(0, src.height - h, ny).round().astype(int) if ny > 1 else [0]
-    samples = [[] for _ in indexes]
+    samples = [[] for _ in range(3 if lut is not None else len(indexes))]
     for y in ys:
         for x in xs:
             win = Window(int(x), int(y), w, h)
             data = _read(src, path, indexes, win, cache)
             valid = _valid_mask(data, nodata, _file_masks(src, path, indexes, win))
-            ok = _band_values(data, nodata) & valid
+            if lut is not None:
+                data = _palette_rgb(data, valid, lut).transpose(2, 0, 1)
+            ok = _band_values(data, None if lut is not None else nodata) & valid
             for i, band in enumerate(data):
                 samples[i].append(band[ok[i]].astype(np.float64))
     values = [np.concatenate(s) for s in samples]
@@ -697,14 +710,15 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
         unheld = _unheld_nodata(src, indexes, nodata) if report is not None else None
         if unheld:
             report.warn(p, "nodata masks nothing", f"{p}: {unheld}")
-        stretch = resolve_stretch(src, indexes, stretch)
         lut = palette_of(src, indexes)
+        coloured = _palette_stretch(lut, stretch)
+        stretch = resolve_stretch(src, indexes, stretch)
         nd = _nodata(src, nodata)
         sparse = _SparseBlocks(src, indexes, nd)
         cache = chip_cache_bytes(src, size)
         scene_limits = None
-        if isinstance(stretch, tuple) and stretch_scope == "scene" and lut is None:
-            scene_limits = _scene_limits(src, p, indexes, nd, stretch, size, cache)
+        if isinstance(stretch, tuple) and stretch_scope == "scene" and (lut is None or coloured):
+            scene_limits = _scene_limits(src, p, indexes, nd, stretch, size, cache, lut)
             if scene_limits is None and report is not None:  # chips then differ in contrast: said, not silent
                 report.warn(p, "scene stretch taken per chip",
                             f"{p}: the {_STAT_WINDOWS} x {_STAT_WINDOWS} sample windows for the scene-wide stretch "
@@ -735,15 +749,17 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                     zeros, seen = zeros + z, seen + n
                     zero_chips += drag_at is not None and z / valid.size > drag_at
                     empty_chips += n == z or (n - z) / valid.size < min_valid  # nodata=0 would leave it out
-                if lut is not None:
+                if lut is not None and not coloured:
                     yield Chip(image=Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), mask=valid,
                                window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r,
                                col=c, path=p, crs=src.crs)
                     continue
+                if coloured:
+                    data = _palette_rgb(data, valid, lut).transpose(2, 0, 1)
                 if scene_limits is not None and stretch_scope == "scene":
                     limits = scene_limits
                 else:
-                    limits = _limits(data, valid, stretch, nd)
+                    limits = _limits(data, valid, stretch, None if coloured else nd)
                 yield Chip(image=Image.fromarray(_to_rgb8(data, valid, limits), mode="RGB"), mask=valid,
                            window=win, transform=src.transform @ Affine.translation(col_off, row_off), row=r, col=c,
                            path=p, crs=src.crs)
