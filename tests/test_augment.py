@@ -234,6 +234,18 @@ def test_general_sources_are_left_alone_and_counted(tmp_path):
         f"1 {NAMES_DIRECTION} (colour jitter only), 1 {GENERAL} (untouched), 1 {OPTED_OUT} (untouched)")
 
 
+def test_a_dict_record_gets_the_turned_image_size():
+    # a converter's JSONL record carries width / height: a quarter turn swaps them, as for image_sizes
+    rec = {**grounding_record(to_grid(BOX_PX, W, H)).__dict__, "width": W, "height": H}
+    aug = build_augmentation(flips=False, rot90=True, color_jitter=0.0, seed=0)
+    sizes = set()
+    for k in range(8):
+        image, out = aug(marked_image(), rec, key=(0, k))
+        assert (out["width"], out["height"]) == image.size
+        sizes.add(image.size)
+    assert sizes == {(W, H), (H, W)}
+
+
 def test_bad_jitter():
     with pytest.raises(ValueError):
         build_augmentation(color_jitter=2.0)

@@ -309,6 +309,8 @@ def _replace(record: Any, rewritten: dict[Any, str], size: tuple[int, int]) -> A
     if any(("option", k) in rewritten for k in range(len(options or ()))):
         changes["options"] = [rewritten.get(("option", k), o) for k, o in enumerate(options)]
     if isinstance(record, Mapping):
+        if "width" in record and "height" in record:  # a converter's record: a quarter turn swaps them
+            changes["width"], changes["height"] = size
         return {**record, **changes}
     if dataclasses.is_dataclass(record):
         if hasattr(record, "image_sizes") and record.image_sizes is not None and len(record.image_sizes) == 1:
