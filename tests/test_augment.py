@@ -246,9 +246,10 @@ def test_a_dict_record_gets_the_turned_image_size():
     assert sizes == {(W, H), (H, W)}
 
 
-def test_bad_jitter():
-    with pytest.raises(ValueError):
-        build_augmentation(color_jitter=2.0)
+@pytest.mark.parametrize("jitter", [2.0, float("nan"), "strong", None, [0.2]])
+def test_bad_jitter(jitter):
+    with pytest.raises(ValueError, match=r"^color_jitter must be a number in \[0, 1\], got "):
+        build_augmentation(color_jitter=jitter)
 
 
 # ------------------------------------------------------------------------------------------ recipe

@@ -111,8 +111,12 @@ class Augmentation:
 
     def __init__(self, flips: bool = True, rot90: bool = True, color_jitter: float = 0.2, seed: int = 0,
                  general_sources: Iterable[str] = ()):
-        if not 0 <= float(color_jitter) <= 1:
-            raise DomainError(f"color_jitter must be in [0, 1], got {color_jitter!r}")
+        try:
+            ok = not isinstance(color_jitter, (bool, str)) and 0 <= float(color_jitter) <= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise DomainError(f"color_jitter must be a number in [0, 1], got {color_jitter!r}")
         import albumentations as A  # noqa: F401  (fail at build time when it is missing)
 
         self.flips, self.rot90, self.color_jitter, self.seed = bool(flips), bool(rot90), float(color_jitter), int(seed)
