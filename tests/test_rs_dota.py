@@ -180,6 +180,7 @@ def test_split_folders_and_pixel_cap(tmp_path):
 @pytest.mark.parametrize("options, message", [
     ({"size": 0}, "size"), ({"overlap": 128, "size": 128}, "overlap"), ({"min_keep": 0}, "min_keep"),
     ({"tasks": ["detect"]}, "tasks"), ({"tasks": "count"}, "tasks"),
+    ({"difficult": "exclude"}, "^difficult must be true or false"), ({"difficult": None}, "difficult"),
 ])
 def test_bad_options_refused(tmp_path, options, message):
     with pytest.raises(DomainError, match=message):

@@ -319,6 +319,9 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     if isinstance(min_keep, bool) or not isinstance(min_keep, (int, float)) or not 0 < min_keep <= 1:
         raise DomainError(f"min_keep must be in (0, 1], got {min_keep!r}")
     max_pixels = _positive_int(max_pixels, "max_pixels")
+    if not isinstance(difficult, (bool, np.bool_, int)) or difficult not in (0, 1):  # "exclude" was truthy
+        raise DomainError(f"difficult must be true or false (false leaves difficult objects out), got {difficult!r}")
+    difficult = bool(difficult)
     if isinstance(tasks, str) or not isinstance(tasks, Sequence) or not tasks or set(tasks) - set(TASKS):
         raise DomainError(f"tasks must be a non-empty subset of {TASKS}, got {tasks!r}")
     if (isinstance(negatives, bool) or not isinstance(negatives, (int, float)) or not math.isfinite(negatives)
