@@ -131,7 +131,7 @@ def test_malformed_lines_are_skipped_and_counted_with_file_and_line(tmp_path):
     report = convert_dota(src, out, size=128, overlap=28, progress=False)
     assert report.skipped == {"malformed label line": 5}
     text = " ".join(report.examples["malformed label line"])
-    assert "P0001.txt:6" in text and "got 5 fields" in text and "P0001.txt:8" in text and "difficult" in text
+    assert "P0001.txt:6" in text and "got 5 fields" in text and "P0001.txt:8" in text and "difficult must be 0, 1 or 2 (a cut object), got '5'" in text
     recs = by_id(rows(out))
     assert recs["dota/P0001/x0_y0/plane/grounding"]["meta"]["lines"] == [12]
 

@@ -159,7 +159,7 @@ def read_dota_labels(path: Path, report: ConvertReport) -> tuple[list[DotaObject
                 raise ValueError(f"the category must be a name such as small-vehicle, got {parts[8]!r}")
             flag = parts[9] if len(parts) == 10 else "0"
             if flag not in ("0", "1", "2"):
-                raise ValueError(f"difficult must be 0 or 1, got {flag!r}")
+                raise ValueError(f"difficult must be 0, 1 or 2 (a cut object), got {flag!r}")
             poly = [(coords[i], coords[i + 1]) for i in range(0, 8, 2)]
             if _area(poly) <= 0:
                 raise ValueError("the quadrilateral has no area")
@@ -293,7 +293,7 @@ def convert_dota(src: str | Path, out: str | Path, dataset: str = DOTA_DATASET, 
     per box the chip-pixel ``bbox``, the ``grid_box``, ``difficult`` and the label ``lines``.
 
     **Bad input**: a malformed object line (wrong field count, a non-number, a zero-area quadrilateral, a number
-    where the category goes, a difficult flag not 0 / 1, corners out of order so that the sides cross) is skipped
+    where the category goes, a difficult flag not 0 / 1 / 2, corners out of order so that the sides cross) is skipped
     and counted with ``file:line``. A label file of header lines alone is a scene without objects (only "no" presence
     questions); one whose object lines are all malformed is skipped (``no objects``), as is an image no label file
     names (``no label file``). An **empty** label file (no header, no object line) is what the DOTA devkit's
