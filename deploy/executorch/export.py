@@ -21,6 +21,7 @@ import contextlib
 import copy
 import inspect
 import json
+import numbers
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,13 +186,18 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
 
     if quantize not in (None, *QUANTIZE):
         raise ExecuTorchError(f"unknown ExecuTorch quantisation {quantize!r}; known: {', '.join(QUANTIZE)}")
-    require_executorch()
-    out_dir = Path(out_dir)
+    # the sizes before executorch is required: a wrong one is said whether or not it is installed
     context = int(getattr(vlm.config.text_config, "max_position_embeddings", 0) or 0)
-    max_seq_len = int(max_seq_len or default_max_seq_len(vlm))
+    max_seq_len = default_max_seq_len(vlm) if max_seq_len is None else _whole("max_seq_len", max_seq_len)
     if max_seq_len < 2 or (context and max_seq_len > context):
         raise ExecuTorchError(f"max_seq_len {max_seq_len}: must be 2 .. the model's context ({context or '?'})")
-    max_prefill_len = min(int(max_prefill_len or DEFAULT_MAX_PREFILL_LEN), max_seq_len)
+    # a prefill length below 1 made a program whose runtime fed the decoder nothing and failed on the first prompt
+    max_prefill_len = DEFAULT_MAX_PREFILL_LEN if max_prefill_len is None else _whole("max_prefill_len", max_prefill_len)
+    if max_prefill_len < 1:
+        raise ExecuTorchError(f"max_prefill_len {max_prefill_len}: must be at least 1 (positions per decoder call)")
+    max_prefill_len = min(max_prefill_len, max_seq_len)
+    require_executorch()
+    out_dir = Path(out_dir)
     tiling = processor.tiling
     check_tile_size(tiling.tile_size, vlm.config.vision_config, "cannot export to executorch", ExecuTorchError)
     vlm = export_model(vlm, quantize)
@@ -242,6 +248,13 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
                                          encoding="utf-8")
     (out_dir / PREPROCESSOR).write_text(json.dumps(preprocessor_config(processor), indent=1) + "\n", encoding="utf-8")
     return out_dir
+
+
+def _whole(name: str, value) -> int:
+    """`value` as a whole number, else an ExecuTorchError naming the setting (True, 2.5 and "64" are not counts)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ExecuTorchError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
 
 
 def export_model(vlm: nn.Module, quantize: str | None = None) -> nn.Module:
