@@ -3,6 +3,8 @@ them, and drawn by the same `generate` options `adapt chat` uses."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from adapt.cli import build_parser
@@ -102,3 +104,25 @@ def test_session_samples_as_adapt_chat_and_a_seed_repeats_the_answer(monkeypatch
         session.set_sampling(top_p=-0.1)
     assert session.top_p == 0.95  # a refused value changes nothing
     assert "temperature 3" in session.sampling_note and "seed 11" in session.sampling_note
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, True, "64"])
+def test_build_demo_refuses_a_bad_answer_length_before_loading_the_model(value, tmp_path):
+    """2.5 was cut to 2 and "64" failed with a raw TypeError ('<' between str and int)."""
+    from deploy.demo.app import build_demo
+    from deploy.demo.page import DemoError
+
+    with pytest.raises(DemoError, match=f"max_new_tokens must be a whole number >= 1, got {re.escape(repr(value))}"):
+        build_demo(tmp_path / "no-model-here", max_new_tokens=value)
+
+
+def test_build_demo_gives_a_loaded_session_the_answer_length_asked_for():
+    """A ModelSession handed to build_demo kept answering at its own length: max_new_tokens was ignored (and the
+    page's settings said the asked-for one). None keeps the session's own."""
+    from deploy.demo.app import build_demo
+    from deploy.demo.session import ModelSession
+
+    session = ModelSession("pocket-tiny", max_new_tokens=20)
+    assert build_demo(session, None).pocket_settings.max_new_tokens == 20 and session.max_new_tokens == 20
+    blocks = build_demo(session, None, max_new_tokens=5)
+    assert session.max_new_tokens == 5 and blocks.pocket_settings.max_new_tokens == 5

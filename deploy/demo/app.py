@@ -22,7 +22,7 @@ from pathlib import Path
 import gradio as gr  # deploy/demo/__init__.py has switched Gradio's analytics off before this import
 
 from deploy.demo.page import CLEAR_FILE_INPUTS, DemoError, DemoSettings
-from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession, check_sampling
+from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession, check_max_new_tokens, check_sampling
 from deploy.demo.uploads import close_session, install_signal_cleanup, sweep_stale, use_private_gradio_cache
 
 __all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "is_loopback", "launch_demo",
@@ -72,30 +72,36 @@ def resolve_domain(domain: str | None):
 
 
 def build_demo(model_source: str | Path | ModelSession, domain: str | None = None, *, dtype: str | None = None,
-               device: str | None = None, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+               device: str | None = None, max_new_tokens: int | None = None,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allow_pickle: bool = False,
                temperature: float | None = None, top_p: float | None = None, seed: int | None = None) -> gr.Blocks:
     """The demo page for `domain` around `model_source` (preset, checkpoint folder, or a loaded session).
 
     The model is loaded here, so a wrong path fails now rather than at the first question. Answers are greedy
     unless `temperature` > 0 (then sampled as ``adapt chat`` samples, with `top_p` and `seed`: see
-    :class:`ModelSession`); None keeps a given session's setting.
+    :class:`ModelSession`); None keeps a given session's setting, as it does for `max_new_tokens` (default
+    DEFAULT_MAX_NEW_TOKENS for a model loaded here).
     """
     if not 0 < max_upload_mb < math.inf:
         raise DemoError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb}")
-    if max_new_tokens < 1:
-        raise DemoError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if max_new_tokens is not None:
+        try:
+            max_new_tokens = check_max_new_tokens(max_new_tokens)
+        except ValueError as err:
+            raise DemoError(str(err)) from None
     sampling = {k: v for k, v in {"temperature": temperature, "top_p": top_p, "seed": seed}.items() if v is not None}
     if isinstance(model_source, ModelSession):
         model_source.set_sampling(**sampling)
+        if max_new_tokens is not None:  # a given session answered at its own length whatever was asked here
+            model_source.max_new_tokens = max_new_tokens
     else:
         check_sampling(**sampling)  # before the model loads
     panel, plugin = resolve_domain(domain)
     use_private_gradio_cache()  # before any component: Gradio's copies of uploads and renders stay private
     session = model_source if isinstance(model_source, ModelSession) else ModelSession(
-        model_source, dtype=dtype, device=device, max_new_tokens=max_new_tokens, allow_pickle=allow_pickle,
-        **sampling)
-    settings = DemoSettings(domain=domain, max_upload_mb=float(max_upload_mb), max_new_tokens=int(max_new_tokens))
+        model_source, dtype=dtype, device=device, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+        allow_pickle=allow_pickle, **sampling)
+    settings = DemoSettings(domain=domain, max_upload_mb=float(max_upload_mb), max_new_tokens=session.max_new_tokens)
     title = f"pocket-adapt demo · {panel.title(plugin)}"
     # temporary files (rendered images, uploads) are swept hourly and all removed when the server restarts
     with _DemoBlocks(title=title, analytics_enabled=False, delete_cache=(900, 3600)) as blocks:

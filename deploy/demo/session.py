@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 from model.errors import PocketAdaptError
 from model.processor import IMAGE_PLACEHOLDER
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "GenerationError", "ModelSession", "check_sampling", "compose_question"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "GenerationError", "ModelSession", "check_max_new_tokens",
+           "check_sampling", "compose_question"]
 
 DEFAULT_MAX_NEW_TOKENS = 128  # the demo's answers: a few sentences; a looping answer is cut long before this
 
@@ -71,9 +73,9 @@ class ModelSession:
         import model
 
         self.set_sampling(temperature, top_p, seed)  # before the model loads: a bad value fails at once
+        self.max_new_tokens = check_max_new_tokens(max_new_tokens)
         self.source = str(source)
         self.name = Path(self.source).name if Path(self.source).is_dir() else self.source
-        self.max_new_tokens = int(max_new_tokens)
         self.vlm, self.processor = model.load(source, dtype=dtype, device=device, allow_pickle=allow_pickle)
         self._lock = threading.Lock()
 
@@ -168,6 +170,13 @@ class ModelSession:
             pass
         return text
 
+
+
+def check_max_new_tokens(value: int) -> int:
+    """`value` as the longest answer in tokens: a whole number >= 1, else a ValueError naming the setting."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"max_new_tokens must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def check_sampling(temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> tuple[float, float, int]:
