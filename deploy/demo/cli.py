@@ -10,7 +10,7 @@ import math
 import sys
 from pathlib import Path
 
-from adapt.cli import _seed, _temperature, _top_p, positive_int
+from adapt.cli import _seed, _temperature, _top_p, positive_int, user_error_message
 
 __all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "default_model", "main", "quickstart_model",
            "run_demo"]
@@ -169,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args) or 0
-    except (ValueError, FileNotFoundError) as err:  # DemoError is a ValueError
-        print(f"adapt demo: error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl+C while the model loads or the page is served
+        print("adapt demo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        message = user_error_message(err)  # `adapt demo`'s rule: anticipated failures in one line, bugs traced
+        if message is None:
+            raise
+        print(f"adapt demo: error: {message}", file=sys.stderr)
         return 1
