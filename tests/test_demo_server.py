@@ -135,3 +135,15 @@ def test_sigterm_removes_the_staged_uploads_and_a_start_sweeps_ended_demos(tmp_p
         log.close()
     assert not root.exists(), f"left after SIGTERM: {sorted(p.name for p in root.rglob('*'))[:10]}"
     assert live.exists()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0, -5, "10"])
+def test_launch_refuses_an_upload_limit_that_cannot_work_before_serving(bad, monkeypatch):
+    """launch_demo's own max_upload_mb went unchecked: nan / inf failed inside the launch call with a raw
+    ValueError / OverflowError, 0 or less served a page that refused every upload."""
+    from deploy.demo.page import DemoError
+
+    blocks = gradio.Blocks()
+    monkeypatch.setattr(blocks, "launch", lambda *a, **k: pytest.fail("the demo was served"))
+    with pytest.raises(DemoError, match=r"max_upload_mb must be a positive number of MB, got "):
+        demo_app.launch_demo(blocks, port=free_port(), max_upload_mb=bad)

@@ -25,8 +25,8 @@ from deploy.demo.page import CLEAR_FILE_INPUTS, DemoError, DemoSettings
 from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession, check_max_new_tokens, check_sampling
 from deploy.demo.uploads import close_session, install_signal_cleanup, sweep_stale, use_private_gradio_cache
 
-__all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "is_loopback", "launch_demo",
-           "load_auth_file", "resolve_domain"]
+__all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "check_upload_mb", "is_loopback",
+           "launch_demo", "load_auth_file", "resolve_domain"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -82,8 +82,7 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
     :class:`ModelSession`); None keeps a given session's setting, as it does for `max_new_tokens` (default
     DEFAULT_MAX_NEW_TOKENS for a model loaded here).
     """
-    if not 0 < max_upload_mb < math.inf:
-        raise DemoError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb}")
+    check_upload_mb(max_upload_mb)
     if max_new_tokens is not None:
         try:
             max_new_tokens = check_max_new_tokens(max_new_tokens)
@@ -111,6 +110,14 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
     return blocks
 
 
+def check_upload_mb(max_upload_mb: float) -> float:
+    """`max_upload_mb` as a finite number of MB above 0, else a DemoError naming it."""
+    number = isinstance(max_upload_mb, (int, float)) and not isinstance(max_upload_mb, bool)
+    if not number or not 0 < max_upload_mb < math.inf:
+        raise DemoError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb!r}")
+    return float(max_upload_mb)
+
+
 def _free_uploads(request: gr.Request) -> None:
     close_session(request.session_hash)
 
@@ -136,6 +143,8 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
     Returns Gradio's ``(app, local_url, share_url)``.
     """
     checker = _checker(auth) if auth is not None else None  # a bad auth is refused before anything is touched
+    if max_upload_mb is not None:  # nan / inf failed in Gradio's launch with a raw error; 0 or less refused all uploads
+        check_upload_mb(max_upload_mb)
     sweep_stale()
     install_signal_cleanup()
     if not is_loopback(host):
