@@ -28,6 +28,9 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
+CHECK_KEYS = ("name", "onnx", "engine", "required", "build", "inputs", "outputs")  # what verify() reads of a check
+
+
 class BundleError(Exception):
     """The bundle's manifest or a reference file is missing or unreadable."""
 
@@ -69,10 +72,19 @@ def load_manifest(bundle: Path, runtime: str) -> tuple[dict, dict]:
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
         tolerance = manifest["tolerance"][runtime]
-        manifest["checks"]
+        checks = manifest["checks"]
+        if not isinstance(checks, list):
+            raise TypeError(f"checks is a {type(checks).__name__}, not a list")
     except (ValueError, KeyError, TypeError) as error:
         raise BundleError(f"{path} is not a bundle manifest with tolerances for {runtime} and checks "
                           f"({type(error).__name__}: {error}); export the bundle again") from None
+    for k, check in enumerate(checks):  # a check cut short failed in the loop below with a KeyError traceback
+        missing = [key for key in CHECK_KEYS if not isinstance(check, dict) or key not in check]
+        if not missing and not all(isinstance(check[key], dict) for key in ("inputs", "outputs")):
+            missing = ["inputs / outputs as objects"]
+        if missing:
+            name = check.get("name", "?") if isinstance(check, dict) else "?"
+            raise BundleError(f"{path}: check {k + 1} ({name}) lacks {', '.join(missing)}; export the bundle again")
     return manifest, tolerance
 
 

@@ -157,3 +157,25 @@ def test_a_tolerance_that_would_fail_or_pass_every_check_is_refused(flag, value,
     with pytest.raises(SystemExit) as exit_:
         tensorrt_verify.main(["--bundle", str(tmp_path), flag, value])
     assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["no outputs", "not an object", "inputs a list", "checks an object"])
+def test_a_check_cut_short_in_the_manifest_is_said_not_a_traceback(bundle, damage, capsys):
+    """A bundle.json whose check lacked a key (a hand edit, a copy cut short) ended in a KeyError traceback."""
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    if damage == "no outputs":
+        del manifest["checks"][1]["outputs"]
+    elif damage == "not an object":
+        manifest["checks"][0] = "vision"
+    elif damage == "inputs a list":
+        manifest["checks"][1]["inputs"] = ["x"]
+    else:
+        manifest["checks"] = {"vision": manifest["checks"][1]}
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    assert tensorrt_verify.main(["--bundle", str(bundle), "--runtime", "onnxruntime"]) == 1
+    printed = capsys.readouterr().out
+    assert printed.startswith(f"verify.py: {bundle / 'bundle.json'}") and "export the bundle again" in printed, printed
+    said = {"no outputs": "check 2 (vision) lacks outputs", "not an object": "check 1 (?) lacks name",
+            "inputs a list": "check 2 (vision) lacks inputs / outputs as objects",
+            "checks an object": "checks is a dict, not a list"}[damage]
+    assert said in printed, printed
