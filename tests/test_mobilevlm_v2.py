@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -314,3 +316,22 @@ def test_a_config_without_pad_is_centre_cropped_as_mobilevlm_does_and_exported_s
     _, again = model.load(out)
     assert again.tiling.mode == "crop"
     assert torch.equal(again(QUESTION, images=[wide]).pixel_values, tower(images=[wide], return_tensors="pt").pixel_values)
+
+
+def test_other_tile_sizes_are_refused_in_the_shared_check_s_words(tmp_path, sources):
+    """The layout's tile-size refusal is `model.vision.check_tile_size`'s, as every other format's is."""
+    vlm, processor = model.load(sources[False].directory)
+    tiling = dataclasses.replace(processor.tiling, tile_size=2 * MOBILEVLM_TILE)
+    vlm.config.tiling = tiling.to_dict()
+    processor.tiling = tiling
+    said = (f"cannot export to mobilevlm: the MobileVLM V2 layout: the tiling cuts {2 * MOBILEVLM_TILE} px tiles, but "
+            f"the vision tower takes {MOBILEVLM_TILE} px images (vision_config.image_size); set tiling.tile_size to "
+            f"{MOBILEVLM_TILE}, the tower's size")
+    with pytest.raises(PocketAdaptError, match=re.escape(said)):
+        export(vlm, processor, "mobilevlm", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    tiling = dataclasses.replace(tiling, tile_size=MOBILEVLM_TILE, mode="dynamic")  # the right size, tiles cut
+    vlm.config.tiling = tiling.to_dict()
+    processor.tiling = tiling
+    with pytest.raises(PocketAdaptError, match=r"padded square .* tiles in mode 'dynamic'"):
+        export(vlm, processor, "mobilevlm", tmp_path / "out")

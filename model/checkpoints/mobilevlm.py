@@ -27,7 +27,7 @@ from transformers import CLIPConfig, CLIPVisionConfig, LlamaConfig, PreTrainedCo
 
 from ..projectors import projector_from_mobilevlm_type
 from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
-from ..vision import clip_vit_l14_336_config
+from ..vision import check_tile_size, clip_vit_l14_336_config
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     CONFIG_ERRORS,
@@ -192,12 +192,12 @@ def check_exportable(config: PocketVLMConfig) -> None:
     if head_dim not in (None, text.hidden_size // text.num_attention_heads):
         raise CheckpointError(f"{where}: head_dim {head_dim} is not hidden_size / num_attention_heads")
     tiling = TilingConfig.from_dict(config.tiling)
-    if tiling.mode not in ("pad", "crop") or tiling.tile_size != _size(config.vision_config.image_size):
+    if tiling.mode not in ("pad", "crop"):
         raise CheckpointError(
             f"{where} preprocesses one image as a padded square (image_aspect_ratio 'pad') or a centre crop "
-            f"(any other value) of the tower's size ({_size(config.vision_config.image_size)} px); this model tiles "
-            f"in mode {tiling.mode!r} at {tiling.tile_size} px"
+            f"(any other value) of the tower's size; this model tiles in mode {tiling.mode!r}"
         )
+    check_tile_size(tiling.tile_size, config.vision_config, where, CheckpointError)
     if config.image_context_token != IMAGE_CONTEXT or config.image_start_token or config.image_end_token:
         raise CheckpointError(f"{where} marks an image with {IMAGE_CONTEXT!r} alone (no start / end tokens)")
     if config.chat_template != "vicuna_v1":
