@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -364,6 +365,24 @@ def test_openGVLab_standalone_internvit_folders_are_tower_sources(tmp_path):
     assert tiling.tile_size == 112
     assert torch.allclose(tower(pixel_values=pixels).last_hidden_state,
                           vlm.vision_tower(pixel_values=pixels).last_hidden_state, atol=1e-6)
+
+
+def test_a_tower_folder_whose_tiling_is_not_its_towers_size_is_refused(tmp_path):
+    """pocket_tower.json's tile size was taken as it was: a VLM given the tower cut tiles of another size and failed
+    at its first image on a count of image tokens blamed on truncation. It is now the shared tile-size check's."""
+    from model.checkpoints.tower import save_tower
+
+    tower, tiling = load_vision("internvit-300m", {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                                   "intermediate_size": 64, "image_size": 112})
+    folder = save_tower(tower, tiling, tmp_path / "tower")
+    info = json.loads((folder / "pocket_tower.json").read_text())
+    info["tiling"]["tile_size"] = 224
+    (folder / "pocket_tower.json").write_text(json.dumps(info))
+    said = f"{folder / 'pocket_tower.json'}: the tiling cuts 224 px tiles, but the vision tower takes 112 px images"
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        load_vision(folder)
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        model.load("pocket-tiny", vision=folder, vision_adapter="fresh")
 
 
 def test_hub_towers_are_named_owner_slash_name(tmp_path, data_dir):

@@ -27,7 +27,7 @@ from transformers import CONFIG_MAPPING, CLIPVisionConfig, PreTrainedConfig
 from transformers.initialization import no_init_weights
 
 from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
-from ..vision import VISION_CONFIGS, build_vision_tower
+from ..vision import VISION_CONFIGS, build_vision_tower, check_tile_size
 from .io import (
     CONFIG_ERRORS,
     CheckpointError,
@@ -107,6 +107,7 @@ def _tower_folder_config(directory: Path) -> tuple[PreTrainedConfig, TilingConfi
             tiling = TilingConfig.from_dict(stored)
         except (ValueError, TypeError) as err:
             raise CheckpointError(f"{info_path}: bad tiling ({err})") from None
+        check_tile_size(tiling.tile_size, config, str(info_path), CheckpointError)
     return config, tiling
 
 
