@@ -47,3 +47,27 @@ def test_a_mobilevlm_config_with_bad_llm_fields_is_one_checkpoint_error(tmp_path
         "mm_vision_tower": "openai/clip-vit-large-patch14-336", **fields}))
     with pytest.raises(CheckpointError, match=r"config.json: its language-model fields are not a valid LLaMA config"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize("value,message", [
+    ("x", "must be a layer index (an int; MobileVLM's configs give -2), got 'x'"),
+    (None, "must be a layer index (an int; MobileVLM's configs give -2), got None"),
+    ([-2], "must be a layer index"),
+    (-40, "vision_feature_layer -40 is out of range for a tower of 24 layers"),
+])
+def test_a_bad_mm_vision_select_layer_is_one_checkpoint_error(tmp_path, value, message):
+    """It was read with int(): a string, null or a list raised ValueError / TypeError as a traceback (adapt tiles
+    --model DIR), and a layer the tower does not have was taken until the first image."""
+    import re
+
+    from model.checkpoints.io import CheckpointError
+    from model.loading import load_config
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "mobilevlm", "mm_projector_type": "ldpnetv2", "vocab_size": 100, "num_hidden_layers": 1,
+        "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_vision_select_layer": value}))
+    with pytest.raises(CheckpointError, match=re.escape(f"config.json: mm_vision_select_layer: {message}")):
+        load_config(tmp_path)
+    raw = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "mm_vision_select_layer": -2}))
+    assert load_config(tmp_path).vision_feature_layer == -2
