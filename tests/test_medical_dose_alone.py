@@ -44,3 +44,22 @@ def test_a_dose_grid_without_pixels_is_still_refused(tmp_path):
     ds.save_as(tmp_path / "dose.dcm")
     with pytest.raises(DicomError, match="no DICOM images found.*RT Dose Storage"):
         read_upload([tmp_path / "dose.dcm"])
+
+
+def test_the_demo_page_says_a_lone_dose_grid_is_no_picture_of_the_anatomy(tmp_path, monkeypatch):
+    """The page showed a lone RT dose file as "RTDOSE DICOM, 15 frames" with no word of what it is."""
+    require("gradio")
+    from deploy.demo.panels import medical
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "cache"))
+    dose = tmp_path / "dose.dcm"
+    shutil.copy(get_testdata_file("rtdose.dcm"), dose)
+    study = medical.load_study([dose], max_bytes=10 * 2**20)
+    try:
+        assert study.count == 15
+        notes = [w for w in study.warnings if "not an image of the anatomy" in w]
+        assert notes == ["This file is an RT dose grid (the radiation dose a treatment plan gives, computed over the "
+                         "planning CT), not an image of the anatomy; upload the planning CT series to see the "
+                         "anatomy."], study.warnings
+    finally:
+        study.close()

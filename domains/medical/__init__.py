@@ -196,12 +196,11 @@ def _lone_grid(dicoms: list[Path], window: Any, warnings: list[str]):
         frames = dicom.frame_count(ds)
     except dicom.DicomError:
         return None  # load_series says what is wrong with it
+    what, anatomy = dicom.grid_kind(ds)
     dose = "Dose" in passed[1]
-    what = ("an RT dose grid (the radiation dose a treatment plan gives, computed over the planning CT)" if dose
-            else "a segmentation mask (regions marked on another series' images)")
     warnings.append(f"the file is {what}, not an image of the anatomy: its {frames} frame(s) are shown, each scaled "
                     f"to its own lowest and highest {'dose' if dose else 'value'} (brighter = more); upload the "
-                    f"{'planning CT' if dose else 'imaged'} series to see the anatomy")
+                    f"{anatomy} series to see the anatomy")
     if window is not None:  # CT / MR windows are in the image's units, not dose or label values
         warnings.append(f"window {window!r} not applied: windows apply to greyscale images (CT, MR, X-ray), not to "
                         f"{'a dose grid' if dose else 'a mask'}")

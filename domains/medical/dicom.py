@@ -1029,6 +1029,18 @@ NOT_SLICES = {
 }
 
 
+def grid_kind(ds: Dataset) -> tuple[str, str] | None:
+    """``(what it is, the series to upload to see the anatomy)`` for a dose grid or segmentation
+    (:data:`NOT_SLICES`), in a clinician's words; None for anything else."""
+    uid = str(_sop_class(ds) or "")
+    if uid not in NOT_SLICES:
+        return None
+    if "Dose" in NOT_SLICES[uid]:
+        return ("an RT dose grid (the radiation dose a treatment plan gives, computed over the planning CT)",
+                "planning CT")
+    return "a segmentation mask (regions marked on another series' images)", "imaged"
+
+
 NOT_IMAGE_REASONS = ("no pixel data", "not an image slice")  # the reasons :func:`not_an_image` gives
 # an image whose plane is not the series' stack's (a localizer stored in the axial series): sorted by position along
 # the stack's normal it would sit among the slices and move every later slice index

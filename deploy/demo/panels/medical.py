@@ -332,7 +332,12 @@ def _dicom_study(staged: StagedUpload, k: int = 0) -> Study:
     frames = max(1, int(dicom.frame_count(ds)))
     unit = "frame" if frames > 1 else "image"
     header = dict(deid.safe_header(ds))
-    study = Study(staged, "dicom", frames, unit, header=header, warnings=_warnings([ds]), dataset=ds,
+    warnings = _warnings([ds])
+    grid = dicom.grid_kind(ds)
+    if grid is not None:  # shown, but a clinician should know it is no picture of the anatomy
+        warnings.append(f"This file is {grid[0]}, not an image of the anatomy; upload the {grid[1]} series to see "
+                        "the anatomy.")
+    study = Study(staged, "dicom", frames, unit, header=header, warnings=warnings, dataset=ds,
                   summary=f"{_modality(ds)} DICOM" + (f", {frames} frames" if frames > 1 else ""))
     _set_window(study, ds, study.start_index)
     return study
