@@ -77,6 +77,19 @@ def feature_block(depth: int, feature_layer: int) -> int:
     return block
 
 
+def check_feature_layer(layer: object, depth: int, name: str, error: type[Exception] = ModelConfigError) -> int:
+    """`layer`, a checkpoint config's `name`, as the int layer index of a tower of `depth` blocks; else `error`
+    naming `name` (a string, null or list was read with int() as a traceback, a layer the tower lacks was taken
+    until the first image)."""
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise error(f"{name}: must be a layer index (an int; -1 is the last layer), got {layer!r}")
+    try:
+        feature_block(depth, layer)
+    except ModelConfigError as err:
+        raise error(f"{name}: {err}") from None
+    return layer
+
+
 def patch_tokens(tower: nn.Module, pixel_values: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """`hidden` without its CLS token, if it has one."""
     patch = _pair(tower.config.patch_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -143,16 +144,24 @@ def _ours(key: str) -> str:
     return key
 
 
-@pytest.mark.parametrize("select_layer", [-4, 3])
-def test_a_select_layer_beyond_the_tower_is_refused_at_load(select_layer, tmp_path, hf_internvl, tiny_tokenizer):
+@pytest.mark.parametrize("select_layer,message", [
+    (-4, "vision_feature_layer -4 is out of range for a tower of 2 layers"),
+    (3, "vision_feature_layer 3 is out of range for a tower of 2 layers"),
+    ("-1", "must be a layer index (an int; -1 is the last layer), got '-1'"),
+    (None, "must be a layer index (an int; -1 is the last layer), got None"),
+    ([-1], "must be a layer index (an int; -1 is the last layer), got [-1]"),
+])
+def test_a_select_layer_beyond_the_tower_is_refused_at_load(select_layer, message, tmp_path, hf_internvl,
+                                                            tiny_tokenizer):
     """select_layer -4 (the internvl_chat_llava scripts' value, for a 48-layer tower) on this 2-layer tower loaded,
-    then every image ended in an IndexError traceback."""
+    then every image ended in an IndexError traceback; a string, null or list was read with int() (a traceback)."""
     config = original_layout_config(hf_internvl)
     config["select_layer"] = select_layer
     directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
-    with pytest.raises(CheckpointError, match=rf"orig: vision_feature_layer {select_layer} is out of range for a "
-                                              r"tower of 2 layers"):
+    with pytest.raises(CheckpointError, match=re.escape(f"orig/config.json: select_layer: {message}")):
         model.load(directory)
+    with pytest.raises(CheckpointError, match=re.escape(f"orig/config.json: select_layer: {message}")):
+        model.loading.load_config(directory)
 
 
 def test_a_projector_option_the_projector_refuses_names_the_checkpoint(tmp_path, hf_internvl, tiny_tokenizer):
@@ -186,3 +195,34 @@ def test_a_native_config_field_transformers_rejects_is_one_error_naming_the_fold
     for load in (model.load, model.loading.load_config):
         with pytest.raises(CheckpointError, match=r"native.*hidden_size"):
             load(directory)
+
+
+@pytest.mark.parametrize("layer,message", [
+    (5, "vision_feature_layer: vision_feature_layer 5 is out of range for a tower of 2 layers"),
+    ([-1, -2], "vision_feature_layer: a list of layers is not supported; give one layer index"),
+])
+def test_a_native_vision_feature_layer_the_tower_lacks_names_config_json(layer, message, tmp_path, native_dir):
+    """The native loader read vision_feature_layer with int() and checked no range; its list refusal named no file."""
+    import shutil
+
+    directory = shutil.copytree(native_dir, tmp_path / "native")
+    config = json.loads((directory / "config.json").read_text())
+    config["vision_feature_layer"] = layer
+    (directory / "config.json").write_text(json.dumps(config))
+    for load in (model.load, model.loading.load_config):
+        with pytest.raises(CheckpointError, match=re.escape(f"native/config.json: {message}")):
+            load(directory)
+
+
+def test_a_native_tiling_of_another_tile_size_is_refused_in_the_shared_checks_words(tmp_path, native_dir):
+    import shutil
+
+    directory = shutil.copytree(native_dir, tmp_path / "native")
+    config = json.loads((directory / "preprocessor_config.json").read_text())
+    tower = config["size"]["height"]
+    config["size"] = {"height": 2 * tower, "width": 2 * tower}
+    (directory / "preprocessor_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=re.escape(
+            f"preprocessor_config.json: the tiling cuts {2 * tower} px tiles, but the vision tower takes {tower} px "
+            f"images (vision_config.image_size); set tiling.tile_size to {tower}, the tower's size")):
+        model.loading.load_config(directory)

@@ -50,8 +50,8 @@ def test_a_mobilevlm_config_with_bad_llm_fields_is_one_checkpoint_error(tmp_path
 
 
 @pytest.mark.parametrize("value,message", [
-    ("x", "must be a layer index (an int; MobileVLM's configs give -2), got 'x'"),
-    (None, "must be a layer index (an int; MobileVLM's configs give -2), got None"),
+    ("x", "must be a layer index (an int; -1 is the last layer), got 'x'"),
+    (None, "must be a layer index (an int; -1 is the last layer), got None"),
     ([-2], "must be a layer index"),
     (-40, "vision_feature_layer -40 is out of range for a tower of 24 layers"),
 ])

@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPVisionConfig, LlamaConfig, PreTrainedConfig
 
-from ..errors import ModelConfigError
 from ..projectors import projector_from_mobilevlm_type
 from ..tiling import CLIP_MEAN, CLIP_STD, TilingConfig
-from ..vision import check_tile_size, clip_vit_l14_336_config, feature_block
+from ..vision import check_feature_layer, check_tile_size, clip_vit_l14_336_config
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     CONFIG_ERRORS,
@@ -103,13 +102,8 @@ def config_from_mobilevlm(raw: dict, directory: Path, image_token_id: int) -> Po
         raise CheckpointError(f"{directory / 'config.json'}: its language-model fields are not a valid LLaMA config "
                               f"({type(err).__name__}: {detail})") from None
     vision = vision_config_for(raw.get("mm_vision_tower"), directory)
-    layer = raw.get("mm_vision_select_layer", -2)
-    try:
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise ModelConfigError(f"must be a layer index (an int; MobileVLM's configs give -2), got {layer!r}")
-        feature_block(vision.num_hidden_layers, layer)
-    except ModelConfigError as err:
-        raise CheckpointError(f"{directory / 'config.json'}: mm_vision_select_layer: {err}") from None
+    layer = check_feature_layer(raw.get("mm_vision_select_layer", -2), vision.num_hidden_layers,
+                                f"{directory / 'config.json'}: mm_vision_select_layer", CheckpointError)
     # MobileVLM's process_images pads only for 'pad'; any other value, or none, is CLIPImageProcessor's
     # shortest-edge resize and centre crop (mobilevlm.md §5)
     pad = raw.get("image_aspect_ratio") == "pad"

@@ -18,6 +18,7 @@ from pathlib import Path
 from transformers import AutoConfig, InternVLConfig, InternVLForConditionalGeneration
 
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
+from ..vision import check_feature_layer, check_tile_size
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     CONFIG_ERRORS,
@@ -69,13 +70,11 @@ def config_from_native(native: InternVLConfig, directory: Path) -> PocketVLMConf
         tiling = TilingConfig.from_dict(tiling).to_dict()
     except TilingError as err:
         raise CheckpointError(f"{directory / source}: {err}") from None
-    if tiling["tile_size"] != tower:  # every image would end in a mismatch of image tokens and features
-        raise CheckpointError(f"{directory / source}: {tiling['tile_size']} px tiles, but the vision tower takes "
-                              f"{tower} px images (vision_config.image_size); make the two agree")
+    check_tile_size(tiling["tile_size"], native.vision_config, str(directory / source), CheckpointError)
     return PocketVLMConfig(
         vision_config=native.vision_config,
         text_config=native.text_config,
-        vision_feature_layer=_single_layer(native.vision_feature_layer),
+        vision_feature_layer=_single_layer(native, directory),
         projector_type="pixel_shuffle_mlp",
         projector_options={
             "downsample_ratio": native.downsample_ratio,
@@ -243,7 +242,8 @@ def gotocr2_preprocessor_config(tiling: TilingConfig) -> dict:
     }
 
 
-def _single_layer(layer) -> int:
+def _single_layer(native: InternVLConfig, directory: Path) -> int:
+    layer, name = native.vision_feature_layer, f"{directory / 'config.json'}: vision_feature_layer"
     if isinstance(layer, (list, tuple)):
-        raise CheckpointError("a list-valued vision_feature_layer is not supported")
-    return int(layer)
+        raise CheckpointError(f"{name}: a list of layers is not supported; give one layer index")
+    return check_feature_layer(layer, native.vision_config.num_hidden_layers, name, CheckpointError)

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoConfig, InternVLVisionConfig, LlamaConfig, PreTrainedConfig
 
 from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
-from ..vision import patch_grid
+from ..vision import check_feature_layer, patch_grid
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     CONFIG_ERRORS,
@@ -146,10 +146,12 @@ def config_from_original(raw: dict, image_token_id: int) -> PocketVLMConfig:
         raise CheckpointError(f"conversation template {template!r} is not supported; known: {sorted(TEMPLATES)}")
     image_size = raw.get("force_image_size") or raw["vision_config"].get("image_size", 448)
     ps_version = raw.get("ps_version", "v1")  # the InternVLChatConfig default; released models say v2
+    vision = vision_config_from_original(raw["vision_config"], image_size)
     return PocketVLMConfig(
-        vision_config=vision_config_from_original(raw["vision_config"], image_size),
+        vision_config=vision,
         text_config=text_config_from_original(raw["llm_config"]),
-        vision_feature_layer=int(raw.get("select_layer", -1)),
+        vision_feature_layer=check_feature_layer(raw.get("select_layer", -1), vision.num_hidden_layers,
+                                                 "select_layer", CheckpointError),
         projector_type="pixel_shuffle_mlp",
         projector_options={"downsample_ratio": float(raw.get("downsample_ratio", 0.5)), "ps_version": ps_version},
         image_token_id=image_token_id,
