@@ -85,7 +85,26 @@ def load_manifest(bundle: Path, runtime: str) -> tuple[dict, dict]:
         if missing:
             name = check.get("name", "?") if isinstance(check, dict) else "?"
             raise BundleError(f"{path}: check {k + 1} ({name}) lacks {', '.join(missing)}; export the bundle again")
+        named = [check["onnx"], check["engine"]] + [spec.get("file") for spec in
+                                                    list(check["inputs"].values()) + list(check["outputs"].values())
+                                                    if isinstance(spec, dict) and "file" in spec]
+        outside = next((name for name in named if not _inside(bundle, name)), None)
+        if outside is not None:  # the manifest names the bundle's own files: nothing else is read or run
+            raise BundleError(f"{path}: check {k + 1} ({check['name']}) names {outside!r}, not a file inside the "
+                              "bundle; export the bundle again")
     return manifest, tolerance
+
+
+def _inside(bundle: Path, name: object) -> bool:
+    """`name` is a relative path that stays inside `bundle` (no absolute path, no ``..`` out of it)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        return False
+    root = bundle.resolve()
+    try:
+        (root / name).resolve().relative_to(root)
+    except ValueError:
+        return False
+    return True
 
 
 def judge(got: np.ndarray | None, expected: np.ndarray, rtol: float, atol: float) -> tuple[bool, str]:

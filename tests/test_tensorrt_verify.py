@@ -179,3 +179,23 @@ def test_a_check_cut_short_in_the_manifest_is_said_not_a_traceback(bundle, damag
             "inputs a list": "check 2 (vision) lacks inputs / outputs as objects",
             "checks an object": "checks is a dict, not a list"}[damage]
     assert said in printed, printed
+
+
+@pytest.mark.parametrize("where", ["input", "output", "onnx", "engine"])
+def test_a_manifest_naming_a_file_outside_the_bundle_is_refused(bundle, tmp_path, where, capsys):
+    """bundle.json's file names were joined to the bundle as they came: an absolute path or ../ read (or ran) a
+    file anywhere on the device."""
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    check = manifest["checks"][1]
+    outside = {"input": "../elsewhere/x.npy", "output": "/etc/passwd", "onnx": "../../vision.onnx",
+               "engine": "/tmp/vision.plan"}[where]
+    if where == "input":
+        check["inputs"]["x"]["file"] = outside
+    elif where == "output":
+        check["outputs"]["y"]["file"] = outside
+    else:
+        check[where] = outside
+    (bundle / "bundle.json").write_text(json.dumps(manifest))
+    assert tensorrt_verify.main(["--bundle", str(bundle), "--runtime", "onnxruntime"]) == 1
+    printed = capsys.readouterr().out
+    assert f"check 2 (vision) names {outside!r}, not a file inside the bundle" in printed, printed
