@@ -422,6 +422,9 @@ class Trainer:
         keep_freed_memory()  # steps free and allocate the same tensors again: don't fault their pages in each time
         start_step = self.start_step
         end_step = min(stop_after, self.total_steps) if stop_after else self.total_steps
+        if end_step < start_step:  # else nothing trains and the later weights are saved under step end_step's name
+            raise TrainingError(f"stop_after {stop_after}: the run in {self.out_dir} is at step {start_step} already; "
+                                "stop after a later step, or set output.dir to start a new run")
         log_path = self.out_dir / "train_log.jsonl"
         writer = self._tensorboard()
         if self.dist.main:
@@ -527,7 +530,8 @@ class Trainer:
             if watch is not None:
                 watch.close()
         stopped = end_step < self.total_steps
-        if not stopped or end_step % self.recipe.output.save_every:  # not saved by the loop already
+        # not saved by the loop already, nor the checkpoint this run resumed from (nothing trained since)
+        if end_step > start_step and (not stopped or end_step % self.recipe.output.save_every):
             self._save(end_step)
         result = self.out_dir / f"checkpoint-{end_step}" if stopped else self._finish()
         if writer:

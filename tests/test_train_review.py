@@ -153,3 +153,20 @@ def test_a_one_process_deepspeed_run_leaves_no_launcher_variable_behind(tmp_path
                                 f"output.dir={tmp_path / 'second'}"])
     Trainer(recipe, progress=False).run()
     assert os.environ.get("LOCAL_RANK") == "0"
+
+
+def test_stop_after_behind_a_resumed_run_is_refused_not_saved_under_the_wrong_step(tmp_path, data_dir):  # noqa: F811
+    """`run(stop_after=N)` on a run already past step N trained nothing and saved its later weights as
+    checkpoint-N (a step-3 model under step 1's name), then returned that folder. It is refused now, naming both;
+    and stopping where the run already is no longer deletes and rewrites the checkpoint it resumed from."""
+    path = write_recipe(tmp_path, data_dir, steps=6, save_every=10)
+    Trainer(load_recipe(path), progress=False).run(stop_after=3)
+    out = tmp_path / "out"
+    trainer = Trainer(load_recipe(path), progress=False)
+    with pytest.raises(TrainingError, match=r"stop_after 1:.*at step 3"):
+        trainer.run(stop_after=1)
+    assert not (out / "checkpoint-1").exists() and (out / "checkpoint-3").is_dir()
+    # stopping where it resumed trains nothing: checkpoint-3 is returned as it is, not deleted and written again
+    written = (out / "checkpoint-3" / "trainable.safetensors").stat().st_mtime_ns
+    assert Trainer(load_recipe(path), progress=False).run(stop_after=3) == out / "checkpoint-3"
+    assert (out / "checkpoint-3" / "trainable.safetensors").stat().st_mtime_ns == written
