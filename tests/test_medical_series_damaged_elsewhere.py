@@ -82,13 +82,19 @@ def test_the_converter_counts_the_other_series_damaged_file_as_skipped(source, t
     assert report.skipped == {"passed over: damaged DICOM image": 1}, report.skipped  # the file, once
 
 
-def test_a_damaged_upload_of_a_disc_is_reported_once(source, tmp_path):
+def _disc_uploads(source, tmp_path):
+    """An empty `up/` folder beside `cd/`, a DICOMDIR disc of case01 for the test to upload from."""
     fileset = FileSet()
     for path in sorted((source / "series" / "case01").glob("*.dcm")):
         fileset.add(pydicom.dcmread(path))
     fileset.write(tmp_path / "cd")
     up = tmp_path / "up"
     up.mkdir()
+    return up
+
+
+def test_a_damaged_upload_of_a_disc_is_reported_once(source, tmp_path):
+    up = _disc_uploads(source, tmp_path)
     original = {}
     for k, path in enumerate(sorted(p for p in (tmp_path / "cd").rglob("*") if p.is_file())):
         original[up / f"upload-{k + 1}"] = path.read_bytes()  # the demo's names, not the disc's
@@ -150,12 +156,7 @@ def test_a_damaged_and_a_missing_upload_of_a_disc_add_up(source, tmp_path):
     file was counted twice, damaged and (as the upload lacked more files than nothing-reads ones) missing too. Now
     the listed files not found are the damaged ones plus the missing ones; which listed file the empty one was is
     unknown, so the missing one is named as one of the candidates."""
-    fileset = FileSet()
-    for path in sorted((source / "series" / "case01").glob("*.dcm")):
-        fileset.add(pydicom.dcmread(path))
-    fileset.write(tmp_path / "cd")
-    up = tmp_path / "up"
-    up.mkdir()
+    up = _disc_uploads(source, tmp_path)
     for k, path in enumerate(sorted(p for p in (tmp_path / "cd").rglob("*") if p.is_file())):
         shutil.copy(path, up / f"upload-{k + 1}")
     images = [p for p in sorted(up.iterdir()) if pydicom.dcmread(p, stop_before_pixels=True).get("Rows")]
