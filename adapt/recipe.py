@@ -1273,15 +1273,30 @@ def resolve_deepspeed_config(name_or_path: str | os.PathLike, base_dir: str | os
         raise RecipeError(f"DeepSpeed config {str(name_or_path)!r}: no such file {path}; "
                           f"use {', '.join(DEEPSPEED_PRESETS)} or a path to a .json file")
     try:
-        config = json.loads(_read_text(path, str(path), "DeepSpeed config"))
+        text = _read_text(path, str(path), "DeepSpeed config")
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read the DeepSpeed config ({exc})") from None
+    try:
+        config = json.loads(text, object_pairs_hook=_unique_json_keys)
     except json.JSONDecodeError as exc:
         raise RecipeError(f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
     if not isinstance(config, dict):
         raise RecipeError(f"{path}: a DeepSpeed config must be a JSON object, got {type(config).__name__}")
     _check_deepspeed_config(config, path, training, world)
     return config
+
+
+def _unique_json_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object, refusing a key given twice: json keeps the last silently (DeepSpeed's own file reader refuses
+    it, but the trainer hands DeepSpeed the dict)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise RecipeError(f"duplicate key {key!r}; keep one")
+        out[key] = value
+    return out
 
 
 # sections pocket-adapt does not pass on to DeepSpeed, and the recipe keys that set what they would

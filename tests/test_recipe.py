@@ -445,6 +445,14 @@ def test_deepspeed_config_from_a_path(tmp_path):
         resolve_deepspeed_config(tmp_path / "broken.json")
 
 
+def test_a_deepspeed_config_with_a_duplicate_key_is_refused(tmp_path):
+    """json keeps the last of two keys silently: the batch size the user read first in the file was not the one
+    DeepSpeed got (its own reader refuses duplicates, but the trainer hands it the dict)."""
+    (tmp_path / "mine.json").write_text('{"zero_optimization": {"stage": 2, "stage": 3}}')
+    message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"))
+    assert "distributed.deepspeed" in message and "mine.json: duplicate key 'stage'" in message, message
+
+
 def test_a_missing_deepspeed_file_fails_validation_only_when_used(tmp_path):
     load_recipe(write(tmp_path, MINIMAL + "distributed: {deepspeed: absent.json}\n"))
     message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: absent.json}\n"))
