@@ -1312,6 +1312,10 @@ def _check_deepspeed_config(config: dict, path: Path, training: Training | None,
     for section, where in _DEEPSPEED_OWN_SECTIONS.items():
         if section in config:
             raise RecipeError(f"{path}: its {section!r} section would be ignored ({where}); remove the section")
+    for section in ("fp16", "bf16"):  # the trainer sets <section>.enabled from training.precision
+        if section in config and not isinstance(config[section], dict):
+            raise RecipeError(f"{path}: {section} is {json.dumps(config[section])}, but DeepSpeed takes a section "
+                              f"there: {{\"enabled\": \"auto\"}} (filled from training.precision)")
     zero = config.get("zero_optimization")
     for key in ("offload_optimizer", "offload_param"):
         device = zero.get(key) if isinstance(zero, dict) else None

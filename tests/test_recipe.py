@@ -478,6 +478,9 @@ def test_a_missing_deepspeed_file_set_by_override_names_the_override(tmp_path):
     ({"gradient_accumulation_steps": 8}, "is 8, but the recipe gives 1 (training.grad_accum)"),
     ({"gradient_clipping": 0.5}, "is 0.5, but the recipe gives 1.0 (training.max_grad_norm)"),
     ({"bf16": {"enabled": True}}, "bf16.enabled is true, but the recipe gives false (training.precision fp32)"),
+    # passed validation, then a TypeError traceback once adapt train had loaded the model and set bf16.enabled
+    ({"bf16": True}, 'bf16 is true, but DeepSpeed takes a section there: {"enabled": "auto"}'),
+    ({"fp16": "auto"}, 'fp16 is "auto", but DeepSpeed takes a section there'),
 ])
 def test_a_deepspeed_config_the_recipe_would_overrule_is_refused(tmp_path, config, said):
     """DeepSpeed's traceback (a batch-size assertion, ZeRO-Offload refusing torch's AdamW) or a setting silently
