@@ -1260,7 +1260,7 @@ def resolve_deepspeed_config(name_or_path: str | os.PathLike, base_dir: str | os
     The bundled configs leave batch sizes, gradient accumulation, clipping and fp16/bf16 on "auto"
     (the trainer fills them from the recipe), give bucket sizes as numbers, and define no optimizer
     or scheduler: the trainer passes its own AdamW with one learning rate per part. A config with an
-    optimizer or scheduler section or ZeRO-Offload is refused, and so, given the recipe's `training`
+    optimizer, scheduler or old-style ``bfloat16`` section or ZeRO-Offload is refused, and so, given the recipe's `training`
     (and the process count `world`), is a fixed value of a key the recipe sets that differs from it.
     """
     if str(name_or_path) in DEEPSPEED_PRESETS:
@@ -1312,6 +1312,10 @@ def _check_deepspeed_config(config: dict, path: Path, training: Training | None,
     for section, where in _DEEPSPEED_OWN_SECTIONS.items():
         if section in config:
             raise RecipeError(f"{path}: its {section!r} section would be ignored ({where}); remove the section")
+    if "bfloat16" in config:  # DeepSpeed reads this old name only without a "bf16" section, which the trainer adds
+        raise RecipeError(f"{path}: its 'bfloat16' section would be ignored (the trainer writes a \"bf16\" section "
+                          "from training.precision, and DeepSpeed reads \"bfloat16\" only without one); rename it "
+                          "to \"bf16\"")
     for section in ("fp16", "bf16"):  # the trainer sets <section>.enabled from training.precision
         if section in config and not isinstance(config[section], dict):
             raise RecipeError(f"{path}: {section} is {json.dumps(config[section])}, but DeepSpeed takes a section "

@@ -481,6 +481,8 @@ def test_a_missing_deepspeed_file_set_by_override_names_the_override(tmp_path):
     # passed validation, then a TypeError traceback once adapt train had loaded the model and set bf16.enabled
     ({"bf16": True}, 'bf16 is true, but DeepSpeed takes a section there: {"enabled": "auto"}'),
     ({"fp16": "auto"}, 'fp16 is "auto", but DeepSpeed takes a section there'),
+    # DeepSpeed's old name: read only without "bf16", which the trainer always writes, so it was silently dropped
+    ({"bfloat16": {"enabled": True}}, "'bfloat16' section would be ignored"),
 ])
 def test_a_deepspeed_config_the_recipe_would_overrule_is_refused(tmp_path, config, said):
     """DeepSpeed's traceback (a batch-size assertion, ZeRO-Offload refusing torch's AdamW) or a setting silently
