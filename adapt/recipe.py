@@ -1453,8 +1453,11 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
         verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
         notes.append(f"distributed.strategy is deepspeed, but deepspeed is not installed here: adapt {verb} would stop "
                      f"only once it has loaded the model and read the data; {install_hint('deepspeed')}")
-    if recipe.distributed.strategy != "deepspeed" and recipe.distributed.deepspeed not in DEEPSPEED_PRESETS:
-        notes.append(f"distributed.deepspeed is set but distributed.strategy is {recipe.distributed.strategy!r}")
+    # any value but the default is a choice (zero3 to fit a model), which a strategy other than deepspeed ignores
+    if recipe.distributed.strategy != "deepspeed" and \
+            recipe.distributed.deepspeed != Distributed.model_fields["deepspeed"].default:
+        notes.append(f"distributed.deepspeed is {recipe.distributed.deepspeed} but distributed.strategy is "
+                     f"{recipe.distributed.strategy!r}, so it is unused; set distributed.strategy: deepspeed to use it")
     return notes + _uncached_hub_weights(recipe)
 
 

@@ -765,6 +765,16 @@ def test_more_data_workers_than_cores_is_noted(tmp_path, capsys, monkeypatch):
     assert "training.num_workers is 64, more than this machine's 2 CPU core(s)" in capsys.readouterr().err
 
 
+def test_a_deepspeed_preset_the_strategy_ignores_is_noted(tmp_path, capsys):
+    """`deepspeed: zero3` (chosen to fit the model) with strategy none or ddp validated without a word, and the run
+    went without ZeRO; only a .json path was noted."""
+    path = write(tmp_path, MINIMAL)
+    assert main(["validate", str(path), "distributed.deepspeed=zero1"]) == 0  # the default: nothing chosen
+    assert "distributed.deepspeed" not in capsys.readouterr().err
+    assert main(["validate", str(path), "distributed.strategy=ddp", "distributed.deepspeed=zero3"]) == 0
+    assert "distributed.deepspeed is zero3 but distributed.strategy is 'ddp', so it is unused" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------- files that are no recipe
 def test_an_oversized_recipe_file_is_refused_without_reading_it_whole(tmp_path):
     from adapt.recipe import MAX_RECIPE_BYTES
