@@ -736,6 +736,16 @@ class DistillSpec(_Section):
     lr: float = Field(1e-4, gt=0)
     projection_lr: float | None = Field(None, gt=0)
 
+    @field_validator("pairs", mode="before")
+    @classmethod
+    def _no_boolean_layers(cls, value: Any) -> Any:
+        # pydantic reads true as layer 1 inside the pairs (the section's check sees only its own fields' types)
+        for pair in value if isinstance(value, list) else ():
+            if isinstance(pair, (list, tuple)) and any(isinstance(v, bool) for v in pair):
+                shown = ", ".join(str(v).lower() if isinstance(v, bool) else repr(v) for v in pair)
+                raise ValueError(f"layers are numbers, counted from 1; got [{shown}]")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> DistillSpec:
         if self.pairs is None and self.layers is None:

@@ -775,6 +775,15 @@ def test_a_deepspeed_preset_the_strategy_ignores_is_noted(tmp_path, capsys):
     assert "distributed.deepspeed is zero3 but distributed.strategy is 'ddp', so it is unused" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("pairs", ["[[true, 4]]", "[[4, 4], [2, true]]"])
+def test_a_boolean_in_distill_pairs_is_refused(pairs):
+    """pydantic read true as layer 1: [[true, 4]] distilled teacher layer 1 into the student's last."""
+    recipe = templates_dir() / "recipes" / "distill_pocket-tiny.yaml"
+    assert load_recipe(recipe, ["distill.layers=null", "distill.pairs=[[4, 4], [2, 1]]"]).distill.pairs == [(4, 4), (2, 1)]
+    with pytest.raises(RecipeError, match=r"distill.pairs: layers are numbers, counted from 1; got \[.*true.*\]"):
+        load_recipe(recipe, ["distill.layers=null", f"distill.pairs={pairs}"])
+
+
 # ---------------------------------------------------------------------- files that are no recipe
 def test_an_oversized_recipe_file_is_refused_without_reading_it_whole(tmp_path):
     from adapt.recipe import MAX_RECIPE_BYTES
