@@ -1003,6 +1003,12 @@ def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) ->
             text = f"expected a mapping of keys (key: value lines), got {type(e['input']).__name__} {_short(e['input'])}"
         elif kind == "list_type":
             text = f"expected a list (lines starting with '- '), got {type(e['input']).__name__} {_short(e['input'])}"
+        elif kind == "string_type" and isinstance(e["input"], (bool, int, float)):
+            # `name: 2024` (a year, a dataset version): "must be a valid string (got 2024)" read as nonsense
+            value = e["input"]
+            read = "a boolean (YAML 1.1 reads yes, no, on, off, y and n as true / false)" if isinstance(value, bool) \
+                else "a number (0x…, 0… and 1_000 are numbers too)"
+            text = f"must be text, but YAML read the value as {read}: {_short(value).lower()}; quote it as written"
         elif kind == "int_parsing" and _exponent_text(e["input"]) is not None:
             number = _exponent_text(e["input"])
             whole = f"write {int(number)}" if number.is_integer() else "give a whole number"

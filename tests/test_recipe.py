@@ -784,6 +784,19 @@ def test_a_boolean_in_distill_pairs_is_refused(pairs):
         load_recipe(recipe, ["distill.layers=null", f"distill.pairs={pairs}"])
 
 
+@pytest.mark.parametrize("text,overrides,key,said", [
+    ("name: 2024\n", (), "name", "a number (0x…, 0… and 1_000 are numbers too): 2024"),
+    ("", ["data.sources[0].name=2019"], "data.sources[0].name", ": 2019"),
+    ("model: {source: off}\n", (), "model.source",
+     "a boolean (YAML 1.1 reads yes, no, on, off, y and n as true / false): false"),
+])
+def test_text_yaml_read_as_a_number_or_boolean_says_to_quote_it(tmp_path, text, overrides, key, said):
+    """`name: 2024` said "must be a valid string (got 2024)", which reads as nonsense to whoever wrote 2024."""
+    message = error_of(write(tmp_path, MINIMAL + text), overrides)
+    assert f"{key}: must be text, but YAML read the value as " in message and said in message, message
+    assert message.split(" (")[-2].endswith("quote it as written"), message
+
+
 # ---------------------------------------------------------------------- files that are no recipe
 def test_an_oversized_recipe_file_is_refused_without_reading_it_whole(tmp_path):
     from adapt.recipe import MAX_RECIPE_BYTES
