@@ -984,7 +984,8 @@ def _presets(args) -> int:
 
 # ---------------------------------------------------------------------- recipe verbs: validate, recipes, init
 _RECIPE_HELP = "the recipe .yaml"
-_OVERRIDES_HELP = "override recipe keys, e.g. training.max_steps=20 parts.llm.mode=full"
+_OVERRIDES_HELP = ("override recipe keys, e.g. training.max_steps=20 parts.llm.mode=full; values are read as YAML "
+                   "(key= sets null), paths relative to the recipe's folder as in the file")
 
 
 def _recipe_verbs(verbs) -> None:
