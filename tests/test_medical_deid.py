@@ -183,7 +183,7 @@ def test_phi_gone_from_saved_bytes_and_header(two_slices, tmp_path):
 def test_input_dataset_is_not_modified(two_slices):
     original = read_dicom(two_slices[0])
     before = original.to_json_dict()
-    deidentify(original)
+    deidentify(original, salt="test")
     assert original.to_json_dict() == before
 
 
@@ -212,7 +212,7 @@ def test_uids_replaced_consistently_across_a_series(two_slices):
 
 def test_geometry_and_pixels_kept(two_slices):
     original = read_dicom(two_slices[1])
-    clean = deidentify(original)
+    clean = deidentify(original, salt="test")
     for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "Rows",
                     "Columns", "BitsStored", "RescaleSlope", "RescaleIntercept", "WindowCenter", "WindowWidth",
                     "Modality", "BodyPartExamined", "PhotometricInterpretation", "InstanceNumber"):
@@ -244,7 +244,7 @@ def _embedded_overlay(signed: bool = False, syntax: str = ExplicitVRLittleEndian
 @pytest.mark.parametrize("signed", [False, True])
 def test_embedded_overlay_bits_are_cleared_with_the_overlay(signed):
     ds, stored = _embedded_overlay(signed)
-    clean = deidentify(ds)
+    clean = deidentify(ds, salt="test")
     assert [tag for tag in clean.keys() if tag.group == 0x6000] == []
     raw = np.frombuffer(clean.PixelData, np.uint16).reshape(8, 8)
     if signed:  # above HighBit: the sign, extended, never the overlay
@@ -262,13 +262,13 @@ def test_embedded_overlay_in_compressed_pixel_data_is_warned_about():
     ds, _ = _embedded_overlay(syntax=RLELossless)
     ds.PixelData = encapsulate([b"\x00" * 16])
     with pytest.warns(UserWarning, match="embedded overlay bits above HighBit 11 stay in the compressed PixelData"):
-        clean = deidentify(ds)
+        clean = deidentify(ds, salt="test")
     assert clean.PixelData == ds.PixelData and [tag for tag in clean.keys() if tag.group == 0x6000] == []
 
 
 def test_burned_in_annotation_reported(two_slices):
     study, series, frame = "1.2.3", "1.2.3.4", "1.2.3.5"
-    flagged = deidentify(read_dicom(two_slices[0]))
+    flagged = deidentify(read_dicom(two_slices[0]), salt="test")
     assert flagged.BurnedInAnnotation == "YES" and burned_in_annotation(flagged)
     assert safe_header(flagged)["burned_in_annotation"] == "YES"
     assert not burned_in_annotation(phi_slice(0, study, series, frame, ["1.2.3.6"], burned_in="NO"))
@@ -292,13 +292,27 @@ def test_pseudonym():
     assert pseudonym(clean, salt="x") == alias  # already de-identified: kept
     assert "MRN" not in alias and "DOE" not in alias.upper()
     a.PatientID = ""  # falls back to name + birth date
-    assert PSEUDONYM_PATTERN.match(pseudonym(a)) and pseudonym(a) != alias
+    assert PSEUDONYM_PATTERN.match(pseudonym(a, salt="x")) and pseudonym(a, salt="x") != alias
 
+
+
+def test_deidentify_refuses_a_missing_or_empty_salt():
+    """deidentify(salt="") was the default: pseudonyms and new UIDs were HMAC('', original), so anyone could
+    recompute them from a guessed patient ID. A salt is required now and an empty one is refused."""
+    ds = phi_slice(0, "1.2.3", "1.2.4", "1.2.5", ["1.2.6"])
+    with pytest.raises(TypeError, match="salt"):
+        deidentify(ds)
+    for salt in ("", "   "):
+        with pytest.raises(ValueError, match="salt must be a secret, non-empty string"):
+            deidentify(ds, salt=salt)
+    with pytest.raises(TypeError, match="salt"):
+        pseudonym(ds)
+    assert PSEUDONYM_PATTERN.match(str(deidentify(ds, salt="secret").PatientID))
 
 def test_keep_patient_characteristics(two_slices):
     original = read_dicom(two_slices[0])
-    assert "PatientAge" not in deidentify(original)
-    kept = deidentify(original, keep_patient_characteristics=True)
+    assert "PatientAge" not in deidentify(original, salt="test")
+    kept = deidentify(original, salt="test", keep_patient_characteristics=True)
     assert kept.PatientAge == "079Y" and kept.PatientSex == "M"
     assert [item.CodeValue for item in kept.DeidentificationMethodCodeSequence] == ["113100", "113108"]
     assert find_phi(kept) == ["PatientAge", "PatientSex", "PatientWeight"]  # find_phi still reports them
@@ -378,7 +392,7 @@ def test_free_text_is_removed_and_method_fits_its_vr():
     ds.InterpretationText = "Johnathan has a lesion"  # ST, retired group 4008
     ds.ImageComments = "seen by Johnathan's GP"  # LT
     assert "InterpretationText" in find_phi(ds) and "ImageComments" in find_phi(ds)
-    out = deidentify(ds)
+    out = deidentify(ds, salt="test")
     assert find_phi(out) == []
     assert "Johnathan" not in str(out) and "JOHNATHAN" not in str(out)
     assert len(out.DeidentificationMethod) <= 64 and "Annex E" in out.DeidentificationMethod

@@ -58,8 +58,8 @@ PatientIdentityRemoved is set to ``YES``, DeidentificationMethod and its code se
 the options used) describe what was done, LongitudinalTemporalInformationModified is ``REMOVED``, and the
 BurnedInAnnotation flag is kept as it was -- pixel values are not touched here (see
 :mod:`domains.medical.redact`), so callers must surface :func:`burned_in_annotation`. Use a secret
-`salt` per project: without it, anyone holding an original UID or patient ID can recompute its
-replacement.
+`salt` per project (required, never empty): without it, anyone holding an original UID or patient ID
+can recompute its replacement.
 
 :func:`find_phi` names what :func:`deidentify` would still change (at any depth, file meta and private tags
 included) and, given `strings`, every element holding any of them.
@@ -168,17 +168,18 @@ def _digest(salt: str, text: str) -> bytes:
     return hmac.new(salt.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).digest()
 
 
-def new_uid(uid: str, *, salt: str = "") -> str:
-    """The replacement of `uid`: ``"2.25."`` + a 128-bit integer from an HMAC-SHA256 of it (at most 44 chars)."""
+def new_uid(uid: str, *, salt: str) -> str:
+    """The replacement of `uid`: ``"2.25."`` + a 128-bit integer from an HMAC-SHA256 of it keyed by `salt` (at most
+    44 chars)."""
     return "2.25." + str(int.from_bytes(_digest(salt, "uid:" + str(uid).strip("\0 ")), "big") >> 128)
 
 
-def pseudonym(ds: Dataset, *, salt: str = "") -> str:
+def pseudonym(ds: Dataset, *, salt: str) -> str:
     """A stable patient pseudonym such as ``"anon-3f9c2a1b07de"`` (12 hex digits of an HMAC-SHA256 keyed by `salt`).
 
     Derived from IssuerOfPatientID + PatientID, else PatientName + PatientBirthDate, else the
     StudyInstanceUID; call it on the *original* dataset. It is non-reversible only with a secret `salt`:
-    with the default ``""`` anyone can recompute it from a guessed ID (a million MRNs take seconds), so pass
+    with ``""`` anyone can recompute it from a guessed ID (a million MRNs take seconds), so pass
     a secret (the converters pass ``--option salt`` or this machine's key,
     :func:`domains.medical.convert.machine_key`). A dataset that :func:`deidentify` already
     processed keeps its pseudonym.
@@ -581,7 +582,7 @@ def _options(keep_patient_characteristics: bool, clean_descriptors: bool) -> tup
 def deidentify(
     ds: Dataset,
     *,
-    salt: str = "",
+    salt: str,
     keep: Iterable[str] = (),
     keep_patient_characteristics: bool = False,
     clean_descriptors: bool = False,
@@ -590,11 +591,18 @@ def deidentify(
 ) -> Dataset:
     """A de-identified copy of `ds` (the input is not modified); see the module docstring.
 
+    `salt`: the secret key of pseudonyms and new UIDs, required and not empty (whoever knows it can recompute
+    them from a guessed patient ID or UID); use one salt for a whole project so its series and patients stay
+    linked, e.g. this machine's key, :func:`domains.medical.convert.machine_key`.
     `keep`: DICOM keywords to leave untouched (at your own risk). Options (off = removal, the basic profile):
     `keep_patient_characteristics` (Retain Patient Characteristics), `clean_descriptors` (Clean Descriptors:
     keep descriptions with identifying text cut out; `known_phi` adds strings to cut), `retain_safe_private`
     (Retain Safe Private: keep numeric private attributes).
     """
+    if not isinstance(salt, str) or not salt.strip():
+        raise ValueError(f"deidentify: salt must be a secret, non-empty string, got {salt!r}: with a known salt "
+                         "anyone can recompute pseudonyms and new UIDs from a guessed patient ID; pass one secret "
+                         "per project (e.g. domains.medical.convert.machine_key()[0])")
     alias = pseudonym(ds, salt=salt)
     chars, clean = _options(keep_patient_characteristics, clean_descriptors)
     cleaner = None
