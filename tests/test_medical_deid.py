@@ -309,6 +309,15 @@ def test_deidentify_refuses_a_missing_or_empty_salt():
         pseudonym(ds)
     assert PSEUDONYM_PATTERN.match(str(deidentify(ds, salt="secret").PatientID))
 
+
+def test_keep_accepts_one_keyword_as_a_string():
+    """keep="PatientName" was split into letters and kept nothing; a string is one keyword now."""
+    ds = phi_slice(0, "1.2.3", "1.2.4", "1.2.5", ["1.2.6"])
+    kept = deidentify(ds, salt="s", keep="PatientName")
+    assert str(kept.PatientName) == str(ds.PatientName)
+    assert kept.PatientID != ds.PatientID
+    assert str(deidentify(ds, salt="s", keep=["PatientName"]).PatientName) == str(ds.PatientName)
+
 def test_keep_patient_characteristics(two_slices):
     original = read_dicom(two_slices[0])
     assert "PatientAge" not in deidentify(original, salt="test")

@@ -594,7 +594,7 @@ def deidentify(
     `salt`: the secret key of pseudonyms and new UIDs, required and not empty (whoever knows it can recompute
     them from a guessed patient ID or UID); use one salt for a whole project so its series and patients stay
     linked, e.g. this machine's key, :func:`domains.medical.convert.machine_key`.
-    `keep`: DICOM keywords to leave untouched (at your own risk). Options (off = removal, the basic profile):
+    `keep`: DICOM keywords (or one keyword as a string) to leave untouched (at your own risk). Options (off = removal, the basic profile):
     `keep_patient_characteristics` (Retain Patient Characteristics), `clean_descriptors` (Clean Descriptors:
     keep descriptions with identifying text cut out; `known_phi` adds strings to cut), `retain_safe_private`
     (Retain Safe Private: keep numeric private attributes).
@@ -614,7 +614,8 @@ def deidentify(
         if meta is not None:
             _identifying_strings(meta, annex_e.table(), frozenset(descriptors), strings)
         cleaner = _Cleaner(strings)
-    ctx = _Ctx(salt=salt, alias=alias, keep=frozenset(keep), clean=clean, characteristics=chars,
+    keep = frozenset([keep] if isinstance(keep, str) else keep)  # one keyword, not its letters
+    ctx = _Ctx(salt=salt, alias=alias, keep=keep, clean=clean, characteristics=chars,
                retain_safe_private=retain_safe_private, cleaner=cleaner)
     out = copy.deepcopy(ds)
     _scrub(out, ctx)
