@@ -76,7 +76,8 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
     position, or frames) or `n_slices` (that many evenly spaced slices); neither = the middle slice.
     `series`: of files of several series, the one to show (its SeriesNumber or SeriesInstanceUID; unset: several
     series are refused, each named). `redact_burned_in` (off by default): images of files whose BurnedInAnnotation is YES come back with their text
-    regions blacked out (:func:`domains.medical.redact.redact_burned_in`), listed under ``"redacted"``.
+    regions blacked out (:func:`domains.medical.redact.redact_burned_in`), listed under ``"redacted"`` (an image
+    whose ultrasound regions cover it whole is left as it is, and a warning says so).
 
     Returns ``{"images": [PIL RGB], "labels": ["slice 6/12", ...] | None, "prompt": "Slice 3/12: <image>\\n…"
     | None (one image: the default), "info": de-identified header fields (never PHI), "warnings": [...]}``, and
@@ -163,13 +164,21 @@ def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[
     burned = [p for p, ds in headers.items() if deid.burned_in_annotation(ds)]
     redacted: list[dict | None] = [None] * len(images)
     if burned and redact_burned_in:
+        whole: list[str] = []  # rules of flagged images left whole: nothing outside their regions to black out
         for n, k in enumerate(chosen):
             done = redact(images[n], headers[slices[k][0]])
             if done.regions:
                 images[n], redacted[n] = done.image, done.as_dict()
+            elif done.rule != "not flagged":
+                whole.append(done.rule)
         rules = sorted({r["rule"] for r in redacted if r})
-        warnings.append(f"burned-in annotation: {len(burned)} file(s) are marked BurnedInAnnotation=YES; their text "
-                        f"regions are blacked out ({', '.join(rules)}); text outside those regions may remain")
+        said = [f"their text regions are blacked out ({', '.join(rules)}); text outside those regions may remain"
+                ] if rules else []
+        if whole:
+            said.append(f"nothing was blacked out in {len(whole)} image(s) ({', '.join(sorted(set(whole)))} cover the "
+                        "whole image): text burned into them remains, check the pixels")
+        warnings.append(f"burned-in annotation: {len(burned)} file(s) are marked BurnedInAnnotation=YES; "
+                        + "; ".join(said))
     elif burned:
         warnings.append(f"burned-in annotation: {len(burned)} file(s) are marked BurnedInAnnotation=YES; "
                         "text burned into the pixels may identify the patient")

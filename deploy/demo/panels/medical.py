@@ -161,8 +161,10 @@ class Study:
         r = self.redaction
         if r is None:
             return ""
-        if not r.regions:
+        if r.rule == "not flagged":
             return "not flagged: nothing blacked out"
+        if not r.regions:  # flagged, but its rule left nothing outside (ultrasound regions covering the image)
+            return f"burned-in text declared, nothing blacked out ({r.rule} cover the whole image): check the pixels"
         return f"burned-in text blacked out ({len(r.regions)} box{'es' if len(r.regions) > 1 else ''}, {r.rule})"
 
     def pick(self, index: int, n: int) -> list[int]:
