@@ -99,6 +99,21 @@ def test_ultrasound_regions_keep_only_the_image_data():
     assert mask_of(half.regions, 50, 60)[10:40, 5:45].sum() == 0 and mask_of(half.regions, 50, 60)[:10].all()
 
 
+
+@pytest.mark.parametrize(("mode", "back"), [("1", "1"), ("L", "L"), ("LA", "LA"), ("RGBA", "RGBA"), ("I;16", "I;16"),
+                                            ("F", "F"), ("P", "RGB"), ("PA", "RGB"), ("CMYK", "RGB")])
+def test_pil_modes_come_back_as_documented(mode, back):
+    """The docs promised the same mode back, but 1-bit and LA images came back as RGB; they keep their mode now, and
+    palette / other colour modes come back as RGB (as the docs now say), their boxes black."""
+    picture = Image.fromarray(noisy(100, 120), mode="RGB").convert(mode)
+    done = redact_burned_in(picture, header("US"))
+    assert isinstance(done.image, Image.Image) and done.image.mode == back and done.image.size == (120, 100)
+    mask = mask_of(done.regions, 100, 120)
+    assert (np.asarray(done.image.convert("L"))[mask] == 0).all()
+    assert np.array_equal(np.asarray(done.image)[~mask], np.asarray(picture.convert(back))[~mask])
+    if back != mode:
+        assert "palette" in " ".join(redact_burned_in.__doc__.split())
+
 def test_regions_given_and_bad_regions():
     ds = header("MR")
     image = noisy()

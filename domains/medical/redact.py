@@ -44,11 +44,14 @@ REDACTION_MASKS: dict[str, tuple[tuple[float, float, float, float], ...]] = {
     "*": ((0.0, 0.0, 1.0, 0.10), (0.0, 0.90, 1.0, 1.0)),
 }
 MIN_BAND_PX = 16
+# PIL modes redacted as they are (numpy round-trips them); others are converted to RGB first
+_KEPT_MODES = frozenset({"1", "L", "LA", "RGB", "RGBA", "I", "I;16", "I;16B", "F"})
 
 
 @dataclass(frozen=True)
 class Redaction:
-    """The redacted image (same type, size and mode as given), the boxes blacked out ``(x1, y1, x2, y2)`` with
+    """The redacted image (same type and size as given; a PIL image in the same mode, except palette and other
+    colour modes, which come back as RGB: :func:`redact_burned_in`), the boxes blacked out ``(x1, y1, x2, y2)`` with
     x2 / y2 exclusive, in pixels of that image, and the rule that chose them (``"regions given"``,
     ``"ultrasound regions"``, ``"mask US"``, ``"mask *"``, or ``"not flagged"`` when nothing was done)."""
 
@@ -142,14 +145,16 @@ def redact_burned_in(image: Any, ds: Dataset, *, regions: Any = None, fill: int 
     """Black out the burned-in text regions of `image`, a render of `ds` (see the module notes).
 
     `image`: a PIL image or an array whose first two axes are rows and columns (any dtype, any trailing axes);
-    a copy is returned, the input is not changed. `regions`: pixel boxes to use instead of the rules. `fill`:
-    the value written. With `only_flagged` (the default) an image whose file does not declare burned-in text
+    a copy is returned, the input is not changed. A PIL image keeps its mode when it is 1-bit, L, LA, RGB, RGBA,
+    I, I;16 or F; any other (palette P / PA, CMYK, YCbCr, ...) comes back as RGB, since a `fill` written into
+    palette indices or ink would not be black. `regions`: pixel boxes to use instead of the rules. `fill`: the
+    value written. With `only_flagged` (the default) an image whose file does not declare burned-in text
     comes back unchanged, with no regions and the rule ``"not flagged"``.
     """
     if only_flagged and not _flagged(ds):
         return Redaction(image, (), "not flagged")
     if isinstance(image, Image.Image):
-        pixels = np.array(image if image.mode in ("L", "RGB", "RGBA", "I", "I;16", "F") else image.convert("RGB"))
+        pixels = np.array(image if image.mode in _KEPT_MODES else image.convert("RGB"))
     else:
         pixels = np.array(image, copy=True)
     if pixels.ndim < 2 or 0 in pixels.shape[:2]:
