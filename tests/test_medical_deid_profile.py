@@ -307,6 +307,15 @@ def test_clean_descriptors_option_is_off_by_default_and_cleans_when_on():
     assert [c.CodeValue for c in cleaned.DeidentificationMethodCodeSequence] == ["113100", "113105"]
 
 
+
+def test_a_lone_string_is_one_phi_string_not_its_letters():
+    """known_phi="House" and find_phi(ds, "DOE") were split into letters: nothing was cut (one letter is too short)
+    and every element holding an "o" was reported. A lone string is one string now."""
+    ds = _described()
+    as_string = deidentify(ds, salt="test", clean_descriptors=True, known_phi="House")
+    assert as_string.ProtocolName == "Brain 5mm"
+    assert find_phi(ds, "HOUSE", rules=False) == find_phi(ds, ["HOUSE"], rules=False) == ["ProtocolName"]
+
 def test_clean_descriptors_cuts_dates_written_with_month_names():
     ds = Dataset()
     ds.PatientName, ds.PatientBirthDate, ds.StudyDate = "DOE^JANE", "19300212", "20230415"

@@ -227,6 +227,11 @@ def _text(value: Any) -> str:
     return str(value).strip("\0 ")
 
 
+def _items(values: str | Iterable[str]) -> list[str]:
+    """`values` as a list, a lone string as one item (not its letters)."""
+    return [values] if isinstance(values, str) else list(values)
+
+
 def _filled(value: Any) -> bool:
     """A value that holds something (a non-empty text, a non-zero byte, an item)."""
     if isinstance(value, Sequence) or type(value).__name__ == "Sequence":
@@ -583,21 +588,22 @@ def deidentify(
     ds: Dataset,
     *,
     salt: str,
-    keep: Iterable[str] = (),
+    keep: str | Iterable[str] = (),
     keep_patient_characteristics: bool = False,
     clean_descriptors: bool = False,
     retain_safe_private: bool = False,
-    known_phi: Iterable[str] = (),
+    known_phi: str | Iterable[str] = (),
 ) -> Dataset:
     """A de-identified copy of `ds` (the input is not modified); see the module docstring.
 
     `salt`: the secret key of pseudonyms and new UIDs, required and not empty (whoever knows it can recompute
     them from a guessed patient ID or UID); use one salt for a whole project so its series and patients stay
     linked, e.g. this machine's key, :func:`domains.medical.convert.machine_key`.
-    `keep`: DICOM keywords (or one keyword as a string) to leave untouched (at your own risk). Options (off = removal, the basic profile):
-    `keep_patient_characteristics` (Retain Patient Characteristics), `clean_descriptors` (Clean Descriptors:
-    keep descriptions with identifying text cut out; `known_phi` adds strings to cut), `retain_safe_private`
-    (Retain Safe Private: keep numeric private attributes).
+    `keep`: DICOM keywords (a lone string is one keyword) to leave untouched (at your own risk). Options (off =
+    removal, the basic profile): `keep_patient_characteristics` (Retain Patient Characteristics),
+    `clean_descriptors` (Clean Descriptors: keep descriptions with identifying text cut out; `known_phi` adds
+    strings to cut, a lone string is one), `retain_safe_private` (Retain Safe Private: keep numeric private
+    attributes).
     """
     if not isinstance(salt, str) or not salt.strip():
         raise ValueError(f"deidentify: salt must be a secret, non-empty string, got {salt!r}: with a known salt "
@@ -607,15 +613,14 @@ def deidentify(
     chars, clean = _options(keep_patient_characteristics, clean_descriptors)
     cleaner = None
     if clean or "C" in chars.values():
-        strings: list[str] = [str(s) for s in known_phi]
+        strings: list[str] = [str(s) for s in _items(known_phi)]
         descriptors = clean | {tag for tag, code in chars.items() if code == "C"}
         _identifying_strings(ds, annex_e.table(), frozenset(descriptors), strings)
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             _identifying_strings(meta, annex_e.table(), frozenset(descriptors), strings)
         cleaner = _Cleaner(strings)
-    keep = frozenset([keep] if isinstance(keep, str) else keep)  # one keyword, not its letters
-    ctx = _Ctx(salt=salt, alias=alias, keep=keep, clean=clean, characteristics=chars,
+    ctx = _Ctx(salt=salt, alias=alias, keep=frozenset(_items(keep)), clean=clean, characteristics=chars,
                retain_safe_private=retain_safe_private, cleaner=cleaner)
     out = copy.deepcopy(ds)
     _scrub(out, ctx)
@@ -643,15 +648,15 @@ def _code(value: str, meaning: str) -> Dataset:
 
 
 # --------------------------------------------------------------------------------------------- checks
-def find_phi(ds: Dataset, strings: Iterable[str] = (), *, rules: bool = True) -> list[str]:
+def find_phi(ds: Dataset, strings: str | Iterable[str] = (), *, rules: bool = True) -> list[str]:
     """Names of elements that still hold identifying information, at any depth, file meta included.
 
     Without `strings`: every element that :func:`deidentify` (default options) would remove, empty, replace
     with a dummy or clean while it holds a value -- the Annex E table rows, free text outside
     :data:`KEEP_TEXT`, non-standard codes, overlays / curves -- and private tags (``"private (gggg,eeee)"``).
     Replaced UIDs are not reported (a new UID looks like an old one) and a pseudonym in PatientName /
-    PatientID is not PHI. With `strings`: also every element whose value contains one of them
-    (case-insensitive; text, numbers as text and binary values alike, pixel data excepted) and
+    PatientID is not PHI. With `strings` (a lone string is one): also every element whose value contains one of
+    them (case-insensitive; text, numbers as text and binary values alike, pixel data excepted) and
     ``"preamble"`` when the file preamble does; ``rules=False`` reports only those. Sorted, without repeats;
     empty means nothing was found.
     """
@@ -659,7 +664,7 @@ def find_phi(ds: Dataset, strings: Iterable[str] = (), *, rules: bool = True) ->
     if rules:
         _scrub(ds, ctx)
         _meta(ds, ctx)
-    needles = [s for s in (str(s).strip() for s in strings) if s]
+    needles = [s for s in (str(s).strip() for s in _items(strings)) if s]
     if needles:
         texts = [s.casefold() for s in needles]
         raws = {form for s in needles for form in (s.encode("utf-8").lower(), s.encode("latin-1", "ignore").lower())
