@@ -307,6 +307,9 @@ def test_deidentify_refuses_a_missing_or_empty_salt():
             deidentify(ds, salt=salt)
     with pytest.raises(TypeError, match="salt"):
         pseudonym(ds)
+    with pytest.raises(ValueError, match="got bytes") as refused:
+        deidentify(ds, salt=b"top-secret")
+    assert "top-secret" not in str(refused.value)  # a secret of the wrong type is not echoed into logs
     assert PSEUDONYM_PATTERN.match(str(deidentify(ds, salt="secret").PatientID))
 
 

@@ -606,7 +606,8 @@ def deidentify(
     attributes).
     """
     if not isinstance(salt, str) or not salt.strip():
-        raise ValueError(f"deidentify: salt must be a secret, non-empty string, got {salt!r}: with a known salt "
+        got = "an empty string" if isinstance(salt, str) else type(salt).__name__  # never echo a secret
+        raise ValueError(f"deidentify: salt must be a secret, non-empty string, got {got}: with a known salt "
                          "anyone can recompute pseudonyms and new UIDs from a guessed patient ID; pass one secret "
                          "per project (e.g. domains.medical.convert.machine_key()[0])")
     alias = pseudonym(ds, salt=salt)
