@@ -338,6 +338,9 @@ def test_phi_keywords_are_dicom_keywords():
                     "PerformingPhysicianName", "OperatorsName", "AccessionNumber", "StudyID", "OtherPatientIDs",
                     "OtherPatientIDsSequence", "PatientBirthTime", "PatientComments"):
         assert keyword in PHI_KEYWORDS, keyword
+    # a plain tuple: it was a tuple subclass whose index / count / == / + saw an empty tuple
+    assert type(PHI_KEYWORDS) is tuple and PHI_KEYWORDS == tuple(sorted(PHI_KEYWORDS))
+    assert PHI_KEYWORDS[PHI_KEYWORDS.index("PatientName")] == "PatientName" and PHI_KEYWORDS.count("PatientID") == 1
 
 
 def test_deidentify_every_pydicom_test_file():

@@ -75,7 +75,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom import __version_info__ as _pydicom_version
@@ -133,35 +133,20 @@ _OPTION_CODES = {"clean_descriptors": ("113105", "Clean Descriptors Option"),
                  "retain_safe_private": ("113111", "Retain Safe Private Option")}
 
 
-class _TableKeywords(tuple):
-    """A tuple filled from the Annex E table on first use, so importing this module needs no table."""
-
-    def _items(self) -> tuple[str, ...]:
-        return _phi_keywords()
-
-    def __len__(self) -> int:
-        return len(self._items())
-
-    def __iter__(self):
-        return iter(self._items())
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._items()
-
-    def __getitem__(self, index):
-        return self._items()[index]
-
-    def __repr__(self) -> str:
-        return repr(self._items())
-
-
 @cache
 def _phi_keywords() -> tuple[str, ...]:
     return tuple(sorted({kw for tag in annex_e.table().tags if (kw := keyword_for_tag(tag))}))
 
 
-# keywords of every Table E.1-1 attribute that pydicom's dictionary knows (sorted)
-PHI_KEYWORDS: tuple[str, ...] = _TableKeywords()
+if TYPE_CHECKING:
+    # keywords of every Table E.1-1 attribute that pydicom's dictionary knows (sorted)
+    PHI_KEYWORDS: tuple[str, ...]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "PHI_KEYWORDS":  # read from the Annex E table on first use, so importing this module needs no table
+        return _phi_keywords()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _digest(salt: str, text: str) -> bytes:
