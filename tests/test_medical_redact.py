@@ -120,8 +120,11 @@ def test_regions_given_and_bad_regions():
     done = redact_burned_in(image, ds, regions=[(5, 5, 25, 15), [100, 90, 500, 500]])
     assert done.rule == "regions given" and done.regions == ((5, 5, 25, 15), (100, 90, 120, 100))
     assert_exactly_masked(image, done.image, mask_of(done.regions, 100, 120))
-    with pytest.raises(DomainError, match="not four numbers"):
+    with pytest.raises(DomainError, match="not four finite numbers"):
         redact_burned_in(image, ds, regions=[(1, 2, 3)])
+    for bad in (float("inf"), float("nan")):  # inf raised a raw OverflowError
+        with pytest.raises(DomainError, match="not four finite numbers"):
+            redact_burned_in(image, ds, regions=[(0, 0, bad, 10)])
     with pytest.raises(DomainError, match="empty inside the 120 x 100 image"):
         redact_burned_in(image, ds, regions=[(30, 30, 30, 40)])
 

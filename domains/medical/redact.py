@@ -114,8 +114,8 @@ def redaction_regions(ds: Dataset, width: int, height: int, regions: Any = None)
         for box in regions:
             try:
                 x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-            except (TypeError, ValueError):
-                raise DomainError(f"redaction region {box!r} is not four numbers (x1, y1, x2, y2)") from None
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite coordinate
+                raise DomainError(f"redaction region {box!r} is not four finite numbers (x1, y1, x2, y2)") from None
             x1, x2 = max(0, min(x1, width)), max(0, min(x2, width))
             y1, y2 = max(0, min(y1, height)), max(0, min(y2, height))
             if x2 <= x1 or y2 <= y1:
