@@ -161,3 +161,13 @@ def test_public_layouts_and_determinism(tmp_path):
         generate("nope", tmp_path / "x")
     with pytest.raises(ValueError, match="unknown option"):
         generate("vqa_rad", tmp_path / "x", burned_in=False)
+
+
+def test_burned_in_must_be_a_bool(tmp_path):
+    """burned_in="no" was read as bool("no") = True: the fake name was burned in; a non-bool is refused now."""
+    from domains.base import DomainError
+
+    for value in ("no", "false", 0, None):
+        with pytest.raises(DomainError, match="burned_in must be true or false"):
+            generate("dicom_qa", tmp_path / "x", n=1, burned_in=value)
+    assert not (tmp_path / "x").exists()  # refused before any folder is made

@@ -658,6 +658,8 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
     unknown = set(options) - ({"burned_in"} if kind == "dicom_qa" else set())
     if unknown:
         raise DomainError(f"unknown option(s) for synthetic {kind!r}: {', '.join(sorted(unknown))}")
+    if not isinstance(options.get("burned_in", True), bool):  # bool("no") would burn the text in
+        raise DomainError(f"synthetic {kind!r}: burned_in must be true or false, got {options['burned_in']!r}")
     n, size, n_slices = int(n), int(size), int(n_slices)
     _check_volume(size, n_slices)
     out = Path(out)
