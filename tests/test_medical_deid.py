@@ -320,6 +320,9 @@ def test_keep_accepts_one_keyword_as_a_string():
     assert str(kept.PatientName) == str(ds.PatientName)
     assert kept.PatientID != ds.PatientID
     assert str(deidentify(ds, salt="s", keep=["PatientName"]).PatientName) == str(ds.PatientName)
+    # the name is still there: the file must not claim the identity was removed
+    assert kept.PatientIdentityRemoved == "NO"
+    assert deidentify(ds, salt="s", keep="Manufacturer").PatientIdentityRemoved == "YES"  # not a table attribute
 
 def test_keep_patient_characteristics(two_slices):
     original = read_dicom(two_slices[0])

@@ -54,9 +54,10 @@ Options (all off by default: off means removal, as the basic profile says):
   pre-medication and special needs are cleaned as descriptors (``C``);
 * `keep` -- keywords left untouched wherever they occur, at your own risk.
 
-PatientIdentityRemoved is set to ``YES``, DeidentificationMethod and its code sequence (DCM 113100 plus
-the options used) describe what was done, LongitudinalTemporalInformationModified is ``REMOVED``, and the
-BurnedInAnnotation flag is kept as it was -- pixel values are not touched here (see
+PatientIdentityRemoved is set to ``YES`` (``NO`` when `keep` names an attribute of Table E.1-1, such as
+PatientName: the file may still identify the patient), DeidentificationMethod and its code sequence (DCM
+113100 plus the options used) describe what was done, LongitudinalTemporalInformationModified is
+``REMOVED``, and the BurnedInAnnotation flag is kept as it was -- pixel values are not touched here (see
 :mod:`domains.medical.redact`), so callers must surface :func:`burned_in_annotation`. Use a secret
 `salt` per project (required, never empty): without it, anyone holding an original UID or patient ID
 can recompute its replacement.
@@ -616,7 +617,8 @@ def deidentify(
     for keyword in _PSEUDONYMISED:
         if keyword not in ctx.keep:
             setattr(out, keyword, alias)
-    out.PatientIdentityRemoved = "YES"
+    # a kept Table E.1-1 attribute (PatientName, a date, an ID...) may still identify the patient: do not claim otherwise
+    out.PatientIdentityRemoved = "NO" if ctx.keep & set(_phi_keywords()) else "YES"
     out.DeidentificationMethod = _METHOD
     used = {"keep_patient_characteristics": keep_patient_characteristics, "clean_descriptors": clean_descriptors,
             "retain_safe_private": retain_safe_private}
