@@ -129,6 +129,18 @@ def test_regions_given_and_bad_regions():
         redact_burned_in(image, ds, regions=[(30, 30, 30, 40)])
 
 
+
+def test_a_fill_that_the_pixels_cannot_hold_is_refused():
+    """fill=300 on 8-bit pixels crashed with numpy's bare OverflowError and fill=1.5 was cut to 1; both are refused
+    naming the fill and the pixels' range, and a fill that fits is written as given."""
+    ds, image = header("US"), noisy()
+    for fill in (300, -1, 1.5, "black"):
+        with pytest.raises(DomainError, match="fill"):
+            redact_burned_in(image, ds, fill=fill)
+    done = redact_burned_in(image, ds, fill=255)
+    assert (done.image[mask_of(done.regions, 100, 120)] == 255).all()
+    assert (redact_burned_in(image.astype(np.float32), ds, fill=-1.5).image[0] == -1.5).all()  # floats hold any
+
 def test_only_files_that_declare_burned_in_text_are_redacted():
     image = noisy()
     for flag in ("NO", None, "yes-ish"):

@@ -148,7 +148,7 @@ def redact_burned_in(image: Any, ds: Dataset, *, regions: Any = None, fill: int 
     a copy is returned, the input is not changed. A PIL image keeps its mode when it is 1-bit, L, LA, RGB, RGBA,
     I, I;16 or F; any other (palette P / PA, CMYK, YCbCr, ...) comes back as RGB, since a `fill` written into
     palette indices or ink would not be black. `regions`: pixel boxes to use instead of the rules. `fill`: the
-    value written. With `only_flagged` (the default) an image whose file does not declare burned-in text
+    value written (one that integer pixels can hold, else a DomainError). With `only_flagged` (the default) an image whose file does not declare burned-in text
     comes back unchanged, with no regions and the rule ``"not flagged"``.
     """
     if only_flagged and not _flagged(ds):
@@ -161,6 +161,15 @@ def redact_burned_in(image: Any, ds: Dataset, *, regions: Any = None, fill: int 
         raise DomainError(f"cannot redact an image of shape {pixels.shape}: expected rows x columns (x samples)")
     height, width = pixels.shape[:2]
     boxes, rule = redaction_regions(ds, width, height, regions)
+    try:
+        number = float(fill)
+    except (TypeError, ValueError):
+        raise DomainError(f"fill {fill!r} is not a number") from None
+    if np.issubdtype(pixels.dtype, np.integer):  # numpy raises a bare OverflowError, or truncates 1.5 to 1
+        info = np.iinfo(pixels.dtype)
+        if not number.is_integer() or not info.min <= number <= info.max:
+            raise DomainError(f"fill {fill!r} is not a value of this image's {pixels.dtype} pixels "
+                              f"({info.min}..{info.max})")
     for x1, y1, x2, y2 in boxes:
         pixels[y1:y2, x1:x2, ...] = fill
     if isinstance(image, Image.Image):
