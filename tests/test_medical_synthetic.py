@@ -171,3 +171,10 @@ def test_burned_in_must_be_a_bool(tmp_path):
         with pytest.raises(DomainError, match="burned_in must be true or false"):
             generate("dicom_qa", tmp_path / "x", n=1, burned_in=value)
     assert not (tmp_path / "x").exists()  # refused before any folder is made
+
+
+def test_one_lesion_organ_given_as_a_string():
+    """make_case(lesion_organs="liver") iterated the letters and failed with "unknown organ 'l'"; a string is one
+    organ now."""
+    case = make_case(5, size=64, n_slices=12, lesion_organs="liver")
+    assert [les.organ for les in case.lesions] == ["liver"]

@@ -193,8 +193,9 @@ def _check_volume(size: int, n_slices: int) -> None:
 
 
 def make_case(seed: int | Sequence[int], size: int = 64, n_slices: int = 12,
-              lesion_organs: Sequence[str] | None = None) -> Case:
-    """A phantom patient. `lesion_organs`: organs to put one lesion each in (default: 0-2 random ones)."""
+              lesion_organs: str | Sequence[str] | None = None) -> Case:
+    """A phantom patient. `lesion_organs`: organs (or one organ) to put one lesion each in (default: 0-2 random
+    ones)."""
     _check_volume(size, n_slices)
     rng = np.random.default_rng(seed)
     scale = {organ: float(rng.uniform(0.9, 1.1)) for organ in ORGANS}  # patients differ a little
@@ -228,6 +229,8 @@ def make_case(seed: int | Sequence[int], size: int = 64, n_slices: int = 12,
         sl[spine_core] = BONE
         organs.append(present)
         masks.append(organ_masks)
+    if isinstance(lesion_organs, str):  # one organ, not its letters
+        lesion_organs = [lesion_organs]
     if lesion_organs is None:
         pool = ["liver", "liver", "kidney", "spleen", "lung"]
         lesion_organs = [pool[int(i)] for i in rng.choice(len(pool), size=int(rng.integers(1, 3)), replace=False)]
