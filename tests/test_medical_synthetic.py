@@ -178,3 +178,15 @@ def test_one_lesion_organ_given_as_a_string():
     organ now."""
     case = make_case(5, size=64, n_slices=12, lesion_organs="liver")
     assert [les.organ for les in case.lesions] == ["liver"]
+
+
+@pytest.mark.parametrize("bad", [{"seed": "abc"}, {"seed": 1.5}, {"seed": None}, {"seed": -1}, {"size": "big"},
+                                 {"n_slices": 12.5}])
+def test_seed_size_and_slices_must_be_whole_numbers(tmp_path, bad):
+    """seed="abc" / None / 1.5 and size="big" ended in a bare ValueError / TypeError from int() or numpy; they are
+    refused with a DomainError naming the parameter, before any folder is made."""
+    from domains.base import DomainError
+
+    with pytest.raises(DomainError, match=next(iter(bad))):
+        generate("vqa_rad", tmp_path / "x", n=1, **bad)
+    assert not (tmp_path / "x").exists()

@@ -55,6 +55,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -656,8 +657,12 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
     if kind not in KINDS:
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
     n = check_synthetic_n(n)
-    if int(seed) < 0:  # numpy's seeding refuses it with a bare ValueError deep in the first draw
-        raise DomainError(f"seed must be a whole number >= 0, got {seed}")
+    # numpy's seeding refuses these with a bare ValueError / TypeError deep in the first draw
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DomainError(f"seed must be a whole number >= 0, got {seed!r}")
+    for name, value in (("size", size), ("n_slices", n_slices)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise DomainError(f"{name} must be a whole number, got {value!r}")
     unknown = set(options) - ({"burned_in"} if kind == "dicom_qa" else set())
     if unknown:
         raise DomainError(f"unknown option(s) for synthetic {kind!r}: {', '.join(sorted(unknown))}")
