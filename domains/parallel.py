@@ -26,6 +26,9 @@ With ``workers == 1`` (the default) there is no pool and no plan: :meth:`Prefetc
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -48,6 +51,18 @@ def check_workers(workers: Any) -> int:
     if not ok:
         raise DomainError(f"workers must be a whole number >= 1, got {workers!r}")
     return int(float(workers))
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker, at start: exit as soon as the converter's process `parent` is gone. A killed converter
+    (``kill -9``, the OOM killer) runs no shutdown, and its idle workers would otherwise wait for work forever."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _run(fn: Callable[..., Any], args: tuple) -> tuple:
@@ -90,7 +105,8 @@ class Prefetch:
             except Exception:  # noqa: BLE001 - a plan is only a hint: the loop computes what it misses
                 pass
         if self.steps:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_exit_with_parent, initargs=(os.getpid(),))
             self._top_up()
 
     # ------------------------------------------------------------------ context

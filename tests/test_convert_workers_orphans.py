@@ -1,0 +1,62 @@
+"""``--workers N``: the spawned workers end when the converter's process is killed outright (``kill -9``, the OOM
+killer), which runs no shutdown; they used to wait for work forever."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from domains.files import process_alive
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = """
+import sys, time
+from domains.parallel import Prefetch
+
+if __name__ == "__main__":
+    Prefetch.wait_while_starting = True
+    steps = [(i, time.sleep, (0.2,)) for i in range(1000)]
+    pf = Prefetch(2, lambda: steps)
+    pf.get(0, time.sleep, 0.2)
+    print(" ".join(str(pid) for pid in pf.pool._processes), flush=True)
+    time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX signals")
+def test_workers_end_when_the_converter_is_killed(tmp_path: Path):
+    script = tmp_path / "convert.py"
+    script.write_text(SCRIPT, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    workers: list[int] = []
+    try:
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 10
+        while any(process_alive(pid) and not _zombie(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in workers if process_alive(pid) and not _zombie(pid)], "orphaned workers"
+    finally:
+        parent.kill()
+        parent.wait(10)
+        for pid in workers:  # only the workers this test started
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return False
