@@ -1450,7 +1450,11 @@ def convert_options_help(domain: str | None = None, dataset: str | None = None, 
         for name in sorted(plugin.converters):
             if not dataset or name == dataset:
                 fn = plugin.converters[name]
-                target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+                try:
+                    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+                except Exception as exc:  # noqa: BLE001 - a plugin's broken import must not hide the others
+                    lines += ["", f"  {plugin.name} {name}: cannot be loaded ({type(exc).__name__}: {exc})"]
+                    continue
                 groups.setdefault(target, []).append(name)
         for target, datasets in groups.items():
             fixed = set(getattr(plugin.converters[datasets[0]], "fixed", ()))

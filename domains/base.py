@@ -252,9 +252,13 @@ def lazy(target: str, doc: str = "", **fixed: Any) -> Callable[..., Any]:
 
 def option_names(fn: Callable[..., Any], positional: int) -> tuple[list[str], bool] | None:
     """The keyword options `fn` takes after its first `positional` parameters (sorted) and whether it takes any
-    other (``**kwargs``); None where its signature cannot be read."""
-    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+    other (``**kwargs``); None where its signature cannot be read (a :func:`lazy` target that does not import: the
+    call itself then says why, and a listing of every plugin's options goes on)."""
     fixed = set(getattr(fn, "fixed", ()))
+    try:
+        target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
+    except Exception:  # noqa: BLE001 - whatever its import raises
+        return None
     try:
         params = list(inspect.signature(target).parameters.values())[positional:]
     except (TypeError, ValueError):
@@ -294,11 +298,11 @@ def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str,
     `positional`: how many leading parameters the caller fills itself (``src, out``: 2). A target taking
     ``**kwargs`` accepts anything; one whose signature cannot be read is not checked.
     """
-    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
     fixed = set(getattr(fn, "fixed", ()))
     found = option_names(fn, positional)
     if found is None:
         return
+    target = fn.resolve() if callable(getattr(fn, "resolve", None)) else fn
     known, open_ended = found
     unknown = [k for k in options if k in fixed or (k not in known and not open_ended)]
     if unknown:

@@ -337,3 +337,20 @@ def test_convert_again_refuses_to_replace_an_edited_split_file(tmp_path, capsys)
     assert f"{train}: changed since a conversion wrote it" in err and "--force" in err
     assert train.read_text(encoding="utf-8") == edited
     assert main([*argv, "--force"]) == 0 and "mine" not in train.read_text(encoding="utf-8")
+
+
+def test_a_plugin_whose_lazy_target_does_not_import_hides_no_other(tmp_path, capsys):
+    """`adapt domains` and `adapt convert --help` read each converter's and generator's signature: one plugin whose
+    lazy target does not import (a missing dependency) stopped both with a traceback, listing no plugin after it."""
+    broken = DomainPlugin(name="aaa_broken", synthetic=base.lazy("no_such_pkg_xyz.gen:generate"),
+                          converters={"x": base.lazy("no_such_pkg_xyz.conv:run")})
+    register_domain(broken, overwrite=True)
+    try:
+        assert main(["domains"]) == 0
+        out = capsys.readouterr().out
+        assert "aaa_broken:" in out and "general:" in out and "remote_sensing:" in out
+        text = _help(["convert", "--help"], capsys)
+        assert "  aaa_broken x: cannot be loaded (ModuleNotFoundError: No module named 'no_such_pkg_xyz')" in text
+        assert "  remote_sensing aid, eurosat, eurosat_ms, nwpu, ucmerced:" in text
+    finally:
+        unregister_domain("aaa_broken")
