@@ -614,7 +614,7 @@ def _ensure_loaded() -> None:
                 raise ValueError(f"{module}.PLUGIN is named {plugin.name!r}, expected {name!r}")
             if plugin.name not in _REGISTRY:
                 _REGISTRY[plugin.name] = plugin
-        except Exception as exc:  # one broken domain must not hide the others
+        except (Exception, SystemExit) as exc:  # one broken domain must not hide the others (nor end the program)
             _report(f"builtin:{name}", exc)
     _load_entry_points()
 
@@ -635,7 +635,7 @@ def _load_entry_points() -> None:
             if old is not None and old is not plugin:
                 raise ValueError(f"domain name {plugin.name!r} is already taken; rename the plugin")
             _REGISTRY[plugin.name] = plugin
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a plugin module calling sys.exit() on import
             _report(label, exc)
 
 

@@ -231,3 +231,21 @@ def test_report_skip_names_the_file_once_and_write_splits_is_idempotent(tmp_path
     newer.write_text("{}")
     os.utime(newer, ns=(before + 10**9, before + 10**9))
     assert is_fresh(path, []) and not is_fresh(path, [newer]) and not is_fresh(tmp_path / "nope", path)
+
+
+def test_a_plugin_that_exits_while_loading_is_reported_not_fatal(clean_registry, monkeypatch):
+    """A plugin module that calls sys.exit() on import (a missing tool, a script's argparse at module level) ended
+    every command that looks up a domain, with that plugin's exit status and no word of which plugin it was."""
+    def quits():
+        raise SystemExit("please install gdal")
+
+    eps = [_FakeEP("quitter", "pkg.quitter:PLUGIN", exc=SystemExit(2)),
+           _FakeEP("factory", "pkg.factory:make", quits),
+           _FakeEP("forestry", "pkg.forestry:PLUGIN", DomainPlugin(name="forestry"))]
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: eps)
+    with pytest.warns(RuntimeWarning, match="quitter"):
+        names = list_domains()
+    assert "forestry" in names and "general" in names
+    errors = base.discovery_errors()
+    assert errors["entry point 'quitter' (pkg.quitter:PLUGIN)"] == "SystemExit: 2"
+    assert errors["entry point 'factory' (pkg.factory:make)"] == "SystemExit: please install gdal"
