@@ -1573,14 +1573,10 @@ def _convert(args) -> int:
         if args.workers < 1:
             raise CliError(f"--workers {args.workers}: give 1 or more processes")
         options["workers"] = args.workers
-    workers = options.get("workers")
-    if isinstance(workers, int) and not isinstance(workers, bool):
-        from model.limits import usable_cores
+    if "workers" in options:  # refused before anything is read or written, however it was typed (1e3, 64.0)
+        from domains.parallel import check_workers
 
-        cores = usable_cores()
-        if workers > max(cores, 2):  # each spawned process imports the readers: a mistyped count exhausts memory
-            raise CliError(f"--workers {workers}: more processes than this machine's {cores} CPU core(s) convert no "
-                           f"faster and each holds its own readers in memory; give at most {max(cores, 2)}")
+        options["workers"] = check_workers(options["workers"])
     plugin = get_domain(args.domain)  # unknown domain: DomainError naming the known ones
     if args.dataset not in plugin.converters:
         known = ", ".join(sorted(plugin.converters)) or "none yet"

@@ -35,6 +35,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
 from domains.base import DomainError, SkipInput
+from model.limits import usable_cores
 
 __all__ = ["STATS", "Prefetch", "check_workers"]
 
@@ -43,13 +44,18 @@ Step = tuple[Hashable, Callable[..., Any], tuple]  # (key, module-level function
 
 
 def check_workers(workers: Any) -> int:
-    """`workers` as a whole number >= 1; DomainError otherwise."""
+    """`workers` as a whole number from 1 to the usable CPU cores (at least 2); DomainError otherwise. Each spawned
+    process imports the readers: a mistyped count exhausted memory, and more than the cores convert no faster."""
     try:
         ok = not isinstance(workers, bool) and float(workers).is_integer() and float(workers) >= 1
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         raise DomainError(f"workers must be a whole number >= 1, got {workers!r}")
+    cores = usable_cores()
+    if float(workers) > max(cores, 2):
+        raise DomainError(f"workers={workers}: more processes than this machine's {cores} CPU core(s) convert no "
+                          f"faster and each holds its own readers in memory; give at most {max(cores, 2)}")
     return int(float(workers))
 
 

@@ -14,7 +14,9 @@ def two_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
 
 
-@pytest.mark.parametrize("argv", [["--workers", "3"], ["--option", "workers=3"], ["--workers", "99999999999999999999"]])
+@pytest.mark.parametrize("argv", [["--workers", "3"], ["--option", "workers=3"], ["--workers", "99999999999999999999"],
+                                  # not read as YAML integers, these passed the check and spawned 1000 / 64 processes
+                                  ["--option", "workers=1e3"], ["--option", "workers=64.0"], ["--option", "workers='3'"]])
 def test_more_workers_than_cores_is_refused_before_anything(tmp_path: Path, capsys, two_cores, argv):
     (tmp_path / "src").mkdir()
     out = tmp_path / "out"
