@@ -99,8 +99,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, 
 def remove_stale_parts(root: Path) -> list[Path]:
     """Delete the temporary ``.part`` files killed runs left under `root`; returns them, sorted.
 
-    A ``.<name>.<pid>-<token>.part`` is stale when process `pid` is gone (or is this process, started after
-    the file was last written); other ``.part`` names (earlier versions) and any ``.part`` on a system where
+    A ``.<name>.<pid>-<token>.part`` is stale when process `pid` is gone or started after the file was last
+    written (a reused pid, where Linux's ``/proc`` tells; this process by its own start time); other ``.part`` names (earlier versions) and any ``.part`` on a system where
     processes cannot be probed are stale after :data:`STALE_PART_SECONDS`. A live writer's file is kept.
     """
     if not root.is_dir():
@@ -125,7 +125,24 @@ def remove_stale_parts(root: Path) -> list[Path]:
 def _owner_gone(pid: int, mtime_ns: int) -> bool:
     if pid == os.getpid():
         return mtime_ns < _STARTED_NS
-    return not process_alive(pid)
+    if not process_alive(pid):
+        return True
+    started = _start_time_ns(pid)  # a pid is reused: a process started after the file was written is not its writer
+    return started is not None and started > mtime_ns + PID_START_SLACK_NS
+
+
+PID_START_SLACK_NS = 5 * 10**9  # the boot time /proc gives is in whole seconds; clock steps since add a little
+
+
+def _start_time_ns(pid: int) -> int | None:
+    """When process `pid` started (ns since the epoch) where Linux's ``/proc`` says; None elsewhere."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot * 10**9 + ticks * 10**9 // os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def process_alive(pid: int) -> bool:

@@ -317,3 +317,21 @@ def test_report_names_inputs_relative_to_its_source(tmp_path):
     assert report.examples["other"] == [f"{tmp_path / 'elsewhere.jpg'}: other"]
     assert ConvertReport(source=src / "qa.json").root == str(src)  # a file: its folder
     assert ConvertReport(source=".").root == "" and ConvertReport().root == ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times from Linux's /proc")
+def test_a_part_whose_pid_now_belongs_to_a_later_process_is_removed(tmp_path):
+    """Process ids are reused (soon, in a container): a killed run's .part named with a pid another process took
+    since was kept as a live writer's for a day. A process started after the file was written is not its writer."""
+    later = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        stale = tmp_path / f".a.png.{later.pid}-0123abcd.part"
+        live = tmp_path / f".b.png.{later.pid}-4567cdef.part"  # written after it started: its own, kept
+        stale.write_bytes(b"half")
+        hour = time.time() - 3600
+        os.utime(stale, (hour, hour))
+        live.write_bytes(b"")
+        assert remove_stale_parts(tmp_path) == [stale] and _parts(tmp_path) == [live]
+    finally:
+        later.kill()
+        later.wait()
