@@ -10,7 +10,7 @@ for, made by a cheap pass over the metadata before the loop.
 
 Why output is byte-identical to one worker: the loop is the same code in both cases and consumes results in
 its own order; a step computes bytes and writes nothing, so a step the loop never asks for (the plan may be a
-superset) leaves no trace; a step the plan missed, or one whose worker failed with anything but
+superset) leaves no trace; a step the plan missed (or planned with other arguments), or one whose worker failed with anything but
 :class:`~domains.base.SkipInput`, is computed again in the loop's process (so an error is raised where and as
 one worker raises it). A ``SkipInput`` raised in a worker is raised again by :meth:`Prefetch.get` with the same
 reason and detail, at the point of the loop where one worker would raise it, so skip reports are the same.
@@ -133,6 +133,8 @@ class Prefetch:
         """``fn(*args)``: taken from the pool when planned under `key`, else computed here. A ``SkipInput``
         raised by the step is raised here with the same reason and detail."""
         outcome = self._take(key)
+        if outcome is not None and not self._planned_as(key, fn, args):
+            outcome = None  # planned with another function or arguments: the pool's value is not this step's
         if outcome is not None and outcome[0] == "ok":
             self._count("prefetched")
             return outcome[1]
@@ -142,6 +144,13 @@ class Prefetch:
             raise SkipInput(outcome[1], outcome[2])
         self._count("inline")
         return fn(*args)  # no pool, not planned, or failed in the worker: as one worker does
+
+    def _planned_as(self, key: Hashable, fn: Callable[..., Any], args: tuple) -> bool:
+        _, planned_fn, planned_args = self.steps[self.position[key]]
+        try:
+            return planned_fn == fn and bool(planned_args == tuple(args))
+        except Exception:  # noqa: BLE001 - arguments that do not compare (arrays): computed here, as one worker does
+            return False
 
     def _count(self, what: str) -> None:
         self.stats[what] = self.stats.get(what, 0) + 1

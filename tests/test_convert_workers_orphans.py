@@ -1,5 +1,5 @@
 """``--workers N``: the spawned workers end when the converter's process is killed outright (``kill -9``, the OOM
-killer), which runs no shutdown; they used to wait for work forever."""
+killer), which runs no shutdown (they used to wait for work forever); a step is the one the loop asks for."""
 
 from __future__ import annotations
 
@@ -60,3 +60,18 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except OSError:
         return False
+
+
+def test_a_step_asked_with_other_arguments_than_planned_is_computed_as_asked(monkeypatch):
+    """The pool's result is the planned step's: a loop that asks under the same key with other arguments (a plan
+    that read a size or an option differently) got the planned step's value, not one worker's."""
+    import math
+
+    from domains import parallel
+
+    monkeypatch.setattr(parallel.Prefetch, "wait_while_starting", True)
+    with parallel.Prefetch(2, lambda: [(k, math.factorial, (k,)) for k in range(4)]) as pf:
+        assert pf.get(0, math.factorial, 0) == 1  # as planned
+        assert pf.get(1, math.factorial, 5) == 120  # planned with 1
+        assert pf.get(2, math.factorial, 2) == 2
+        assert pf.get(3, math.comb, 3, 1) == 3  # planned as another function
