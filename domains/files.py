@@ -85,7 +85,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _new_part(path)
     try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+        # text as written, "\n" everywhere: the same call writes the same bytes on Windows too
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": "\n"})) as f:
             write(f)
         if mtime_ns is not None:
             os.utime(tmp, ns=(time.time_ns(), mtime_ns))

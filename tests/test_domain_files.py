@@ -335,3 +335,21 @@ def test_a_part_whose_pid_now_belongs_to_a_later_process_is_removed(tmp_path):
     finally:
         later.kill()
         later.wait()
+
+
+def test_a_text_write_keeps_its_line_ends_on_every_platform(tmp_path, monkeypatch):
+    """atomic_write(binary=False) (the synthetic sets' JSONL) opened its file with Python's default newline, which
+    writes '\\r\\n' on Windows: the same call wrote other bytes there than on Linux and macOS."""
+    from domains import files
+
+    opened = []
+    real = files.os.fdopen
+
+    def spy(fd, mode, **kw):
+        opened.append((mode, kw))
+        return real(fd, mode, **kw)
+
+    monkeypatch.setattr(files.os, "fdopen", spy)
+    atomic_write(tmp_path / "t.jsonl", lambda f: f.write("a\nb\n"), binary=False)
+    assert opened == [("w", {"encoding": "utf-8", "newline": "\n"})]
+    assert (tmp_path / "t.jsonl").read_bytes() == b"a\nb\n"
