@@ -454,7 +454,7 @@ def inside_root(root: str | os.PathLike[str], name: str | os.PathLike[str]) -> P
 
     Raises ``SkipInput(PATH_ESCAPES, detail)`` (the converter counts it and goes on) for
 
-    * an empty name or one holding a NUL byte;
+    * an empty name, one holding a NUL byte, or a value that is no text (a number or list read from JSON);
     * an absolute name: ``/etc/passwd``, ``C:\\x``, ``\\\\server\\share\\x``;
     * a name whose ``..`` steps leave `root` (``../../etc/passwd``), judged on the text (backslashes count as
       separators), so ``a/../b`` is fine and a symlink cannot turn ``link/..`` into somewhere else;
@@ -465,7 +465,7 @@ def inside_root(root: str | os.PathLike[str], name: str | os.PathLike[str]) -> P
     Returns ``root / name`` normalised (``..`` and ``.`` removed, symlinks kept as written), which the caller
     opens; the file need not exist.
     """
-    text = os.fspath(name)
+    text = os.fspath(name) if isinstance(name, (str, os.PathLike)) else name  # a JSON value may be any type
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise SkipInput(PATH_ESCAPES, f"{text!r}: not a file name under {root}")
     posix = text.replace("\\", "/")

@@ -223,6 +223,7 @@ def test_extracted_zip_entries_honour_the_umask_and_leave_no_part_on_ctrl_c(tmp_
 @pytest.mark.parametrize("name", [
     "../../etc/passwd", "..", "a/../../x.jpg", "..\\..\\etc\\passwd", "/etc/passwd", "C:\\Windows\\win.ini",
     "C:x.jpg", "\\\\server\\share\\x.jpg", "", "  ", "a\x00b.jpg",
+    5, None, ["a.jpg"], {"path": "a.jpg"},  # a JSON value that is no text: a TypeError traceback, not a skip
 ])
 def test_inside_root_refuses_names_leaving_the_root(tmp_path, name):
     """Issue 15 item 10: the one containment check of every converter reading a name from a data file."""
