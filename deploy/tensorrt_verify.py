@@ -2,7 +2,7 @@
 """Check TensorRT engines (or the bundle's ONNX graphs) against the reference outputs shipped in this bundle.
 
     python3 verify.py                          # the engines (*.plan) built on this device, TensorRT
-    python3 verify.py --engines DIR            # engines elsewhere
+    python3 verify.py --engines DIR            # engines elsewhere (TensorRT only)
     python3 verify.py --runtime onnxruntime    # the fp32 ONNX graphs in onnxruntime (no GPU needed)
 
 Every check in bundle.json names an ONNX graph, the engine built from it, the reference inputs (.npy) and the
@@ -13,7 +13,8 @@ is required (the fixed-profile vision engines) and is reported as SKIP otherwise
 tile count, the language-model engines built with trtexec). Exit status 0 when everything checked passes, 1 otherwise.
 
 Needs numpy, and: TensorRT's Python bindings with polygraphy, or with the CUDA Python bindings (`cuda-python`);
-or onnxruntime for --runtime onnxruntime. Nothing else; it does not import pocket-adapt.
+or onnxruntime for --runtime onnxruntime (a missing one is named before any check runs). Nothing else; it does
+not import pocket-adapt.
 """
 
 from __future__ import annotations
@@ -208,10 +209,40 @@ class TrtRunner:
         return {name: array for name, (array, _) in outputs.items()}
 
 
+def missing_runtime(runtime: str) -> str | None:
+    """What to install for `runtime` when its Python modules do not import here, else None."""
+    if runtime == "onnxruntime":
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as error:
+            return f"--runtime onnxruntime needs onnxruntime ({error}): pip install onnxruntime"
+        return None
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as error:
+        return (f"--runtime tensorrt needs TensorRT's Python bindings ({error}): on Jetson `sudo apt install "
+                "python3-libnvinfer` (JetPack's package, for the system python3; a virtual environment sees it only "
+                "with --system-site-packages), elsewhere `pip install tensorrt`; or check the ONNX graphs with "
+                "--runtime onnxruntime")
+    for module in ("polygraphy.backend.trt", "cuda.bindings.runtime", "cuda.cudart"):  # TrtRunner's ways to run
+        try:
+            __import__(module)
+            return None
+        except ImportError:
+            continue
+    return ("--runtime tensorrt needs polygraphy or the CUDA Python bindings besides TensorRT's: "
+            "pip install polygraphy (or pip install cuda-python)")
+
+
 def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float | None = None,
            atol: float | None = None, out=None) -> int:
-    """Run every check of the bundle in `runtime`; print one line per output; 0 when all pass, else 1."""
+    """Run every check of the bundle in `runtime`; print one line per output; 0 when all pass, else 1.
+    `engines` (TensorRT only) is the folder of the *.plan files, default the bundle."""
     out = out or sys.stdout  # at call time: a redirected stdout is honoured
+    if engines is not None and runtime != "tensorrt":  # it was ignored: the ONNX graphs ran, not the engines
+        print(f"verify.py: --engines names TensorRT engines; --runtime {runtime} runs the bundle's ONNX graphs "
+              "and reads no engine (leave out --engines, or use --runtime tensorrt)", file=out)
+        return 1
     try:
         manifest, tolerance = load_manifest(bundle, runtime)
     except BundleError as error:
@@ -220,12 +251,16 @@ def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float 
     rtol = tolerance["rtol"] if rtol is None else rtol
     atol = tolerance["atol"] if atol is None else atol
     engines = engines or bundle
+    # the same graph and references as another check, differing only as an engine: not run in onnxruntime
+    checks = [(check, bundle / check["onnx"] if runtime == "onnxruntime" else engines / check["engine"])
+              for check in manifest["checks"] if runtime == "tensorrt" or not check.get("engine_only")]
+    missing = missing_runtime(runtime) if any(path.is_file() for _, path in checks) else None
+    if missing:  # every check would fail on its own with the same import error
+        print(f"verify.py: {missing}", file=out)
+        return 1
     failed = 0
     print(f"{runtime}: rtol={rtol:g} atol={atol:g} (max|got - expected| <= atol + rtol * max|expected|)", file=out)
-    for check in manifest["checks"]:
-        if runtime == "onnxruntime" and check.get("engine_only"):
-            continue  # the same graph and references as a check already run; differs only as an engine
-        path = bundle / check["onnx"] if runtime == "onnxruntime" else engines / check["engine"]
+    for check, path in checks:
         if not path.is_file():
             if check["required"]:
                 failed += 1
@@ -276,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=HERE, help="the bundle folder (default: this script's)")
     parser.add_argument("--runtime", choices=["tensorrt", "onnxruntime"], default="tensorrt")
-    parser.add_argument("--engines", type=Path, help="folder of the built *.plan files (default: the bundle)")
+    parser.add_argument("--engines", type=Path,
+                        help="folder of the built *.plan files (default: the bundle; --runtime tensorrt only)")
     parser.add_argument("--rtol", type=tolerance, help="override the bundle's relative tolerance for this runtime")
     parser.add_argument("--atol", type=tolerance, help="override the bundle's absolute tolerance for this runtime")
     args = parser.parse_args(argv)

@@ -199,3 +199,28 @@ def test_a_manifest_naming_a_file_outside_the_bundle_is_refused(bundle, tmp_path
     assert tensorrt_verify.main(["--bundle", str(bundle), "--runtime", "onnxruntime"]) == 1
     printed = capsys.readouterr().out
     assert f"check 2 (vision) names {outside!r}, not a file inside the bundle" in printed, printed
+
+
+def test_engines_with_onnxruntime_is_refused_not_ignored(bundle, tmp_path, capsys):
+    """--engines was ignored with --runtime onnxruntime: the ONNX graphs ran and passed, no engine was looked at."""
+    assert tensorrt_verify.main(["--bundle", str(bundle), "--runtime", "onnxruntime", "--engines", str(tmp_path)]) == 1
+    printed = capsys.readouterr().out
+    assert "--engines names TensorRT engines; --runtime onnxruntime" in printed and "PASS" not in printed, printed
+
+
+@pytest.mark.parametrize("absent, said", [
+    ("tensorrt", "sudo apt install python3-libnvinfer"),
+    ("runner", "pip install polygraphy"),
+    ("onnxruntime", "pip install onnxruntime"),
+])
+def test_a_runtime_not_installed_is_said_once_up_front(bundle, fake_tensorrt, monkeypatch, absent, said):
+    """Without TensorRT's bindings every check FAILed on its own with the same ImportError, naming nothing to install."""
+    (bundle / "ids.plan").write_bytes(b"ids")
+    (bundle / "vision.plan").write_bytes(b"vision")
+    blocked = {"tensorrt": ["tensorrt"], "onnxruntime": ["onnxruntime"],
+               "runner": ["polygraphy.backend.trt", "cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart"]}
+    for name in blocked[absent]:
+        monkeypatch.setitem(sys.modules, name, None)  # `import name` raises ImportError
+    code, text = run(bundle, "onnxruntime" if absent == "onnxruntime" else "tensorrt")
+    assert code == 1 and text.startswith("verify.py: ") and said in text, text
+    assert "FAIL" not in text and text.count("\n") == 1, text
