@@ -1081,6 +1081,11 @@ def test_launch_is_local_private_and_limited_by_default(session, monkeypatch, ca
 def test_is_loopback():
     assert demo_app.is_loopback("127.0.0.1") and demo_app.is_loopback("::1") and demo_app.is_loopback("localhost")
     assert not demo_app.is_loopback("0.0.0.0") and not demo_app.is_loopback("example.org")
+    # "LOCALHOST" was told it was reachable from other machines
+    for host in ("LOCALHOST", "Localhost.", "localhost.localdomain", "127.0.0.2", "[::1]", " ::1 "):
+        assert demo_app.is_loopback(host), host
+    for host in ("::", "[::]", "10.0.0.1", "localhost.example.org", "[::1"):
+        assert not demo_app.is_loopback(host), host
 
 
 def test_auth_sources(tmp_path, monkeypatch):

@@ -123,7 +123,10 @@ def _free_uploads(request: gr.Request) -> None:
 
 
 def is_loopback(host: str) -> bool:
-    if host == "localhost":
+    """True for this machine's names (any case) and loopback addresses (127.0.0.0/8, ::1, also as ``[::1]``)."""
+    host = host.strip().lower()
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host.rstrip(".")
+    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
