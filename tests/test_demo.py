@@ -421,6 +421,12 @@ def test_normalize_upload_checks_the_hook_contract():
         normalize_upload({"images": [img, img], "prompt": "a <image>"}, 2)
     with pytest.raises(TypeError, match="labels"):
         normalize_upload({"images": [img], "labels": ["a", "b"]}, 1)
+    # a string was taken one character at a time: "ab" labelled two images "a" and "b", a warning became letters
+    with pytest.raises(TypeError, match=r"read_upload hook returned labels as a str; it must be a list"):
+        normalize_upload({"images": [img, img], "labels": "ab"}, 2)
+    with pytest.raises(TypeError, match=r"read_upload hook returned warnings as a str"):
+        normalize_upload({"images": [img], "warnings": "slice spacing uneven"}, 1)
+    assert normalize_upload({"images": [img, img], "labels": ("a", "b"), "warnings": ()}, 2).labels == ["a", "b"]
 
 
 def write_geotiff(path: Path, bands: int = 3, descriptions=None) -> Path:

@@ -132,7 +132,7 @@ def normalize_upload(result: Any, n_files: int) -> UploadResult:
         if not isinstance(img, Image.Image):
             raise TypeError(f"read_upload image {k + 1} is a {type(img).__name__}, expected a PIL image")
     images = [img if img.mode == "RGB" else img.convert("RGB") for img in images]
-    labels = result.get("labels")
+    labels = _listed(result, "labels", "one per image")
     if labels is None:
         noun = "upload" if len(images) == n_files else "image"  # one image per file: name them by upload
         labels = [f"{noun} {k + 1}" for k in range(len(images))]
@@ -144,5 +144,15 @@ def normalize_upload(result: Any, n_files: int) -> UploadResult:
         raise TypeError(f"read_upload prompt has {str(prompt).count(IMAGE_PLACEHOLDER)} <image> placeholders "
                         f"for {len(images)} images")
     info = {str(k): str(v) for k, v in dict(result.get("info") or {}).items()}
-    warnings = [str(w) for w in result.get("warnings") or []]
+    warnings = [str(w) for w in _listed(result, "warnings", "one line each") or []]
     return UploadResult(images, labels, None if prompt is None else str(prompt), info, warnings)
+
+
+def _listed(result: Mapping, key: str, what: str) -> list | None:
+    """``result[key]`` as a list (None when absent); a TypeError naming the hook for anything else: a string
+    would otherwise be taken one character at a time."""
+    value = result.get(key)
+    if value is None or isinstance(value, (list, tuple)):
+        return None if value is None else list(value)
+    raise TypeError(f"read_upload hook returned {key} as a {type(value).__name__}; it must be a list of "
+                    f"strings ({what}) or None")
