@@ -126,3 +126,23 @@ def test_build_demo_gives_a_loaded_session_the_answer_length_asked_for():
     assert build_demo(session, None).pocket_settings.max_new_tokens == 20 and session.max_new_tokens == 20
     blocks = build_demo(session, None, max_new_tokens=5)
     assert session.max_new_tokens == 5 and blocks.pocket_settings.max_new_tokens == 5
+
+
+@pytest.mark.parametrize("kwargs, named", [({"dtype": "bfloat16"}, "dtype='bfloat16'"),
+                                           ({"device": "cuda"}, "device='cuda'"),
+                                           ({"allow_pickle": True}, "allow_pickle=True")])
+def test_build_demo_refuses_load_settings_for_a_loaded_session(kwargs, named):
+    """dtype / device / allow_pickle given with a loaded ModelSession were silently ignored: the page answered in the
+    session's own dtype on its own device."""
+    from deploy.demo.app import build_demo
+    from deploy.demo.page import DemoError
+    from deploy.demo.session import ModelSession
+
+    session = ModelSession("pocket-tiny", max_new_tokens=20)
+    with pytest.raises(DemoError, match=rf"build_demo: {re.escape(named)} cannot apply to a model already loaded"):
+        build_demo(session, None, max_new_tokens=5, temperature=0.5, **kwargs)
+    assert (session.max_new_tokens, session.temperature) == (20, 0.0)  # a refused build changes nothing
+    with pytest.raises(ValueError):
+        build_demo(session, "no_such_domain", max_new_tokens=5, temperature=0.5)
+    assert (session.max_new_tokens, session.temperature) == (20, 0.0)
+    assert build_demo(session, None, allow_pickle=False).pocket_settings.max_new_tokens == 20  # the default: fine

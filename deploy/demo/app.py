@@ -80,22 +80,30 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
     The model is loaded here, so a wrong path fails now rather than at the first question. Answers are greedy
     unless `temperature` > 0 (then sampled as ``adapt chat`` samples, with `top_p` and `seed`: see
     :class:`ModelSession`); None keeps a given session's setting, as it does for `max_new_tokens` (default
-    DEFAULT_MAX_NEW_TOKENS for a model loaded here).
+    DEFAULT_MAX_NEW_TOKENS for a model loaded here). `dtype`, `device` and `allow_pickle` say how a model is
+    loaded: with a loaded session they are refused (a DemoError), not ignored.
     """
     check_upload_mb(max_upload_mb)
+    loaded = isinstance(model_source, ModelSession)
+    if loaded:  # they were silently ignored: the session answered in the dtype and on the device it was loaded with
+        named = [f"{k}={v!r}" for k, v in (("dtype", dtype), ("device", device), ("allow_pickle", allow_pickle))
+                 if v is not None and v is not False]
+        if named:
+            raise DemoError(f"build_demo: {', '.join(named)} cannot apply to a model already loaded in a ModelSession; "
+                            "give them to ModelSession(...), or pass the preset or checkpoint folder instead")
     if max_new_tokens is not None:
         try:
             max_new_tokens = check_max_new_tokens(max_new_tokens)
         except ValueError as err:
             raise DemoError(str(err)) from None
     sampling = {k: v for k, v in {"temperature": temperature, "top_p": top_p, "seed": seed}.items() if v is not None}
-    if isinstance(model_source, ModelSession):
+    if not loaded:
+        check_sampling(**sampling)  # before the model loads
+    panel, plugin = resolve_domain(domain)  # before a given session is changed: a refused build changes nothing
+    if loaded:
         model_source.set_sampling(**sampling)
         if max_new_tokens is not None:  # a given session answered at its own length whatever was asked here
             model_source.max_new_tokens = max_new_tokens
-    else:
-        check_sampling(**sampling)  # before the model loads
-    panel, plugin = resolve_domain(domain)
     use_private_gradio_cache()  # before any component: Gradio's copies of uploads and renders stay private
     session = model_source if isinstance(model_source, ModelSession) else ModelSession(
         model_source, dtype=dtype, device=device, max_new_tokens=max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
