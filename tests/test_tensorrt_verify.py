@@ -203,7 +203,8 @@ def test_a_manifest_naming_a_file_outside_the_bundle_is_refused(bundle, tmp_path
 
 def test_engines_with_onnxruntime_is_refused_not_ignored(bundle, tmp_path, capsys):
     """--engines was ignored with --runtime onnxruntime: the ONNX graphs ran and passed, no engine was looked at."""
-    assert tensorrt_verify.main(["--bundle", str(bundle), "--runtime", "onnxruntime", "--engines", str(tmp_path)]) == 1
+    argv = ["--bundle", str(bundle), "--runtime", "onnxruntime", "--engines", str(tmp_path)]
+    assert tensorrt_verify.main(argv) == 1
     printed = capsys.readouterr().out
     assert "--engines names TensorRT engines; --runtime onnxruntime" in printed and "PASS" not in printed, printed
 
