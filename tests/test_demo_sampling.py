@@ -146,3 +146,13 @@ def test_build_demo_refuses_load_settings_for_a_loaded_session(kwargs, named):
         build_demo(session, "no_such_domain", max_new_tokens=5, temperature=0.5)
     assert (session.max_new_tokens, session.temperature) == (20, 0.0)
     assert build_demo(session, None, allow_pickle=False).pocket_settings.max_new_tokens == 20  # the default: fine
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "64"])
+def test_a_bad_answer_length_for_one_question_is_refused_not_replaced(value):
+    """stream(max_new_tokens=0) answered at the session's length, 2.5 at 2 tokens, -3 failed inside generate."""
+    from deploy.demo.session import ModelSession
+
+    session = ModelSession("pocket-tiny", max_new_tokens=4)
+    with pytest.raises(ValueError, match=f"max_new_tokens must be a whole number >= 1, got {re.escape(repr(value))}"):
+        session.answer("What is it?", max_new_tokens=value)

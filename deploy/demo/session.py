@@ -102,8 +102,8 @@ class ModelSession:
         """Yield the answer so far each time it grows (the last value is the whole answer, with
         ``repeated`` set when a looping answer was cut; `stop_repetition=False` lets it run).
 
-        Raises ValueError for an empty question or placeholders that do not match the images (before anything is
-        yielded), and :class:`GenerationError` when the model fails while answering (after the text so far).
+        Raises ValueError for an empty question, placeholders that do not match the images or a bad
+        `max_new_tokens` (None: the session's; before anything is yielded), and :class:`GenerationError` when the model fails while answering (after the text so far).
         """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
@@ -115,7 +115,8 @@ class ModelSession:
         images = list(images)
         content = compose_question(question, len(images), prompt)
         encoded = self.processor([{"role": "user", "content": content}], images=images)
-        room = answer_room(self.vlm, len(encoded.input_ids), int(max_new_tokens or self.max_new_tokens))
+        longest = self.max_new_tokens if max_new_tokens is None else check_max_new_tokens(max_new_tokens)
+        room = answer_room(self.vlm, len(encoded.input_ids), longest)
         inputs = {k: v.to(self.vlm.device) for k, v in encoded.to_model_inputs().items()}
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.vlm.dtype)
