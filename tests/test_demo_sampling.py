@@ -156,3 +156,26 @@ def test_a_bad_answer_length_for_one_question_is_refused_not_replaced(value):
     session = ModelSession("pocket-tiny", max_new_tokens=4)
     with pytest.raises(ValueError, match=f"max_new_tokens must be a whole number >= 1, got {re.escape(repr(value))}"):
         session.answer("What is it?", max_new_tokens=value)
+
+
+@pytest.mark.parametrize("kwargs", [{"top_p": 0.9}, {"seed": 5}, {"temperature": 0.0, "top_p": 0.5}])
+def test_build_demo_refuses_top_p_or_seed_for_greedy_answers(kwargs, tmp_path):
+    """`adapt demo --top-p` without --temperature is refused; build_demo(top_p=0.9) served greedy answers silently."""
+    from deploy.demo.app import build_demo
+    from deploy.demo.page import DemoError
+
+    with pytest.raises(DemoError, match="shape sampled answers, and these answers are greedy"):
+        build_demo(tmp_path / "no-model-here", **kwargs)  # before the model loads
+
+
+def test_build_demo_takes_top_p_for_a_session_that_samples():
+    from deploy.demo.app import build_demo
+    from deploy.demo.page import DemoError
+    from deploy.demo.session import ModelSession
+
+    session = ModelSession("pocket-tiny", max_new_tokens=4)
+    with pytest.raises(DemoError, match="greedy"):
+        build_demo(session, None, seed=3)
+    session.set_sampling(temperature=0.7)
+    build_demo(session, None, top_p=0.8, seed=3)
+    assert (session.temperature, session.top_p, session.seed) == (0.7, 0.8, 3)

@@ -79,8 +79,8 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
 
     The model is loaded here, so a wrong path fails now rather than at the first question. Answers are greedy
     unless `temperature` > 0 (then sampled as ``adapt chat`` samples, with `top_p` and `seed`: see
-    :class:`ModelSession`); None keeps a given session's setting, as it does for `max_new_tokens` (default
-    DEFAULT_MAX_NEW_TOKENS for a model loaded here). `dtype`, `device` and `allow_pickle` say how a model is
+    :class:`ModelSession`; given for greedy answers they are a DemoError); None keeps a given session's setting,
+    as it does for `max_new_tokens` (default DEFAULT_MAX_NEW_TOKENS for a model loaded here). `dtype`, `device` and `allow_pickle` say how a model is
     loaded: with a loaded session they are refused (a DemoError), not ignored.
     """
     check_upload_mb(max_upload_mb)
@@ -97,8 +97,11 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
         except ValueError as err:
             raise DemoError(str(err)) from None
     sampling = {k: v for k, v in {"temperature": temperature, "top_p": top_p, "seed": seed}.items() if v is not None}
-    if not loaded:
-        check_sampling(**sampling)  # before the model loads
+    now = model_source if loaded else ModelSession  # the class holds the defaults
+    drawn = check_sampling(**{"temperature": now.temperature, "top_p": now.top_p, "seed": now.seed, **sampling})
+    if not drawn[0] and (top_p not in (None, 1.0) or seed not in (None, 0)):  # greedy answers draw nothing
+        raise DemoError(f"top_p={top_p!r} and seed={seed!r} shape sampled answers, and these answers are greedy: give "
+                        "a temperature too (e.g. temperature=0.7), or leave them out")
     panel, plugin = resolve_domain(domain)  # before a given session is changed: a refused build changes nothing
     if loaded:
         model_source.set_sampling(**sampling)
