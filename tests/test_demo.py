@@ -1075,10 +1075,13 @@ def test_launch_is_local_private_and_limited_by_default(session, monkeypatch, ca
     assert seen["enable_monitoring"] is False and seen["run_history"] is False and seen["mcp_server"] is False
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and blocks.analytics_enabled is False
     assert capsys.readouterr().err == ""
-    demo_app.launch_demo(blocks, host="0.0.0.0", auth=("ann", "pw"), max_upload_mb=2)  # allowed: launch is mocked; checks the non-loopback warning
+    # the server refused files above 2 MB while the page's button and refusal message said 5 MB
+    with pytest.raises(demo_app.DemoError, match=r"max_upload_mb=2 here, but the page was built with 5"):
+        demo_app.launch_demo(blocks, max_upload_mb=2)
+    demo_app.launch_demo(blocks, host="0.0.0.0", auth=("ann", "pw"), max_upload_mb=5)  # allowed: launch is mocked; checks the non-loopback warning
     err = capsys.readouterr().err
     assert "warning: serving on 0.0.0.0" in err and "without a login" not in err
-    assert seen["max_file_size"] == 2 * MB and seen["auth"]("ann", "pw") and not seen["auth"]("ann", "nope")
+    assert seen["max_file_size"] == 5 * MB and seen["auth"]("ann", "pw") and not seen["auth"]("ann", "nope")
     assert not seen["auth"]("bob", "pw")
     demo_app.launch_demo(blocks, host="192.168.1.5")
     assert "without a login" in capsys.readouterr().err

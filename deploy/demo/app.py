@@ -151,14 +151,20 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
     """Serve `blocks` on `host`:`port` (loopback by default), never through a share link.
 
     `auth` is a ``(user, password)`` pair, a list of them, or a checker ``(user, password) -> bool``.
-    Uploads above `max_upload_mb` (default: the value given to :func:`build_demo`) are refused.
+    Uploads above `max_upload_mb` (default: the value given to :func:`build_demo`; a page built by it refuses
+    another value, a DemoError: its upload button and messages state its own) are refused.
     Staging folders of demo processes that have ended are swept first; from the main thread, SIGTERM and
     SIGINT remove this process's staged uploads before it ends.
     Returns Gradio's ``(app, local_url, share_url)``.
     """
     checker = _checker(auth) if auth is not None else None  # a bad auth is refused before anything is touched
+    settings = getattr(blocks, "pocket_settings", None)
     if max_upload_mb is not None:  # nan / inf failed in Gradio's launch with a raw error; 0 or less refused all uploads
         check_upload_mb(max_upload_mb)
+        if settings and float(max_upload_mb) != settings.max_upload_mb:
+            # the page (its upload button, its refusal message, its staging) keeps build_demo's limit
+            raise DemoError(f"max_upload_mb={max_upload_mb:g} here, but the page was built with "
+                            f"{settings.max_upload_mb:g}: give the limit to build_demo (or the same one to both)")
     sweep_stale()
     install_signal_cleanup()
     if not is_loopback(host):
@@ -166,7 +172,6 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
               + ("" if auth else " by anyone, without a login (use --auth-user or --auth-file)")
               + "; the demo is not hardened for untrusted networks.", file=sys.stderr)
     if max_upload_mb is None:
-        settings = getattr(blocks, "pocket_settings", None)
         max_upload_mb = settings.max_upload_mb if settings else DEFAULT_MAX_UPLOAD_MB
     return blocks.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=False, auth=checker,
