@@ -12,7 +12,6 @@ registered domain (and ``general`` / no domain) gets the generic panel, driven b
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import math
 import os
 import sys
@@ -24,6 +23,7 @@ import gradio as gr  # deploy/demo/__init__.py has switched Gradio's analytics o
 from deploy.demo.page import CLEAR_FILE_INPUTS, DemoError, DemoSettings
 from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession, check_max_new_tokens, check_sampling
 from deploy.demo.uploads import close_session, install_signal_cleanup, sweep_stale, use_private_gradio_cache
+from model.hosts import is_loopback
 
 __all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "check_upload_mb", "is_loopback",
            "launch_demo", "load_auth_file", "resolve_domain"]
@@ -131,18 +131,6 @@ def check_upload_mb(max_upload_mb: float) -> float:
 
 def _free_uploads(request: gr.Request) -> None:
     close_session(request.session_hash)
-
-
-def is_loopback(host: str) -> bool:
-    """True for this machine's names (any case) and loopback addresses (127.0.0.0/8, ::1, also as ``[::1]``)."""
-    host = host.strip().lower()
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host.rstrip(".")
-    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,

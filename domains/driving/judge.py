@@ -24,7 +24,6 @@ message; callers count those instead of scoring them 0.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from typing import Any
 
 from domains.base import DomainError
 from model.errors import PocketAdaptError
+from model.hosts import is_loopback
 from model.progress import Progress, progress_bar
 
 __all__ = ["DRIVELM_PROMPT", "DRIVELM_SYSTEM", "Judge", "JudgeConfig", "JudgeError", "judge_messages",
@@ -53,20 +53,6 @@ DRIVELM_PROMPT = ("Rate my answer based on the correct answer out of 100, with h
 
 class JudgeError(PocketAdaptError, RuntimeError):
     """One judge request failed or its reply held no rating."""
-
-
-LOOPBACK_HOSTS = ("localhost", "localhost.localdomain", "ip6-localhost")
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost names and loopback addresses (127.0.0.0/8, ::1)."""
-    host = host.strip("[]").lower().rstrip(".")
-    if host in LOOPBACK_HOSTS:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_judge_url(url: str) -> str:
