@@ -334,11 +334,16 @@ def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> fl
 
     Both are on InternVL's 0–1000 grid. As in InternVL's RefCOCO evaluator, a predicted box whose
     four values sum to less than 4 is read as normalised to 0–1 and scaled by 1000. No predicted box
-    scores 0.0; a reference without a box is an error in the data and raises ValueError.
+    scores 0.0; a reference without a box, or whose first box is not an ordered box of positive area on the
+    grid, is an error in the data and raises ValueError (no answer could hit it).
     """
     refs = parse_boxes(reference)
     if not refs:
         raise ValueError(f"grounding reference has no [[x1, y1, x2, y2]] box: {reference!r}")
+    x1, y1, x2, y2 = refs[0]
+    if not (0 <= x1 < x2 <= 1000 and 0 <= y1 < y2 <= 1000):
+        raise ValueError(f"grounding reference box {list(refs[0])} in {reference!r} must have 0 <= x1 < x2 <= 1000 "
+                         "and 0 <= y1 < y2 <= 1000 (InternVL's 0-1000 grid)")
     preds = parse_boxes(prediction)
     if not preds:
         return 0.0

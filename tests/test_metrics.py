@@ -271,6 +271,14 @@ def test_grounding_hit_strict_threshold():
         grounding_hit("<box>[[0, 0, 1, 1]]</box>", "a cat")
 
 
+@pytest.mark.parametrize("ref", ["[[500, 500, 100, 100]]", "[[100, 100, 100, 500]]", "[[100, 100, 5000, 5000]]",
+                                 "[[-10, 0, 100, 100]]"])
+def test_grounding_reference_off_the_grid_is_refused(ref):
+    # an inverted, empty or off-grid reference box scored every answer 0 without a word
+    with pytest.raises(ValueError, match="0-1000 grid"):
+        grounding_hit("<box>[[100, 100, 500, 500]]</box>", f"<box>{ref}</box>")
+
+
 # ---------------------------------------------------------------------------- dispatch
 
 
