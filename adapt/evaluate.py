@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from domains.base import markdown_cell
+from domains.files import atomic_write
 from model.progress import Progress, progress_bar
 
 from .data.samples import MALFORMED_CONVERSATION, NO_SCORER, UNDECODABLE_IMAGE, UNSCORABLE
@@ -239,12 +240,9 @@ PREDICTIONS = "predictions_{label}.jsonl"
 
 
 def save_predictions(predictions: Iterable[Prediction], path: str | os.PathLike) -> None:
-    """One JSON object per line (the `Prediction` fields)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for p in predictions:
-            f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+    """One JSON object per line (the `Prediction` fields), written whole: a failure leaves the old file as it was."""
+    text = "".join(json.dumps(asdict(p), ensure_ascii=False) + "\n" for p in predictions)
+    atomic_write(Path(path), lambda f: f.write(text), binary=False)
 
 
 def load_predictions(path: str | os.PathLike) -> list[Prediction]:
@@ -510,9 +508,8 @@ def write_report(
     compared = _base_pairs(names)
     header_runs = names + [f"Δ ({n} − {b})" for n, b in compared]
 
-    json_path = out / EVAL_JSON
-    json_path.write_text(json.dumps({"kinds": dict(kinds or {}), "runs": runs}, indent=2, ensure_ascii=False) + "\n",
-                         encoding="utf-8")
+    json_path, md_path = out / EVAL_JSON, out / EVAL_MD
+    json_text = json.dumps({"kinds": dict(kinds or {}), "runs": runs}, indent=2, ensure_ascii=False) + "\n"
 
     md: list[str] = ["# Evaluation", ""]
     md.append(
@@ -604,8 +601,10 @@ def write_report(
         if any(e and e.get("notes") for e in entries):
             md += [""]
 
-    md_path = out / EVAL_MD
-    md_path.write_text("\n".join(md), encoding="utf-8")
+    # both built before either is written, each written whole: a failure never leaves a new eval.json beside an
+    # old eval.md, nor half a file
+    atomic_write(json_path, lambda f: f.write(json_text), binary=False)
+    atomic_write(md_path, lambda f: f.write("\n".join(md)), binary=False)
     return json_path, md_path
 
 

@@ -475,3 +475,24 @@ def test_the_report_is_utf_8_whatever_the_locale(runs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "adapté" in (tmp_path / "report" / "eval.md").read_text(encoding="utf-8")
     assert "adapté" in json.loads((tmp_path / "report" / "eval.json").read_text(encoding="utf-8"))["runs"]
+
+
+def test_report_and_predictions_are_written_whole_or_not_at_all(runs, tmp_path, monkeypatch):
+    """A report that failed half way left a new eval.json beside the old eval.md, and predictions that failed to
+    serialise left a truncated file in place of the old one."""
+    import adapt.evaluate as evaluate
+
+    kinds, r = runs
+    json_path, md_path = write_report(tmp_path, {"base": r["base"]}, kinds)
+    before = json_path.read_text(), md_path.read_text()
+    monkeypatch.setattr(evaluate, "_protocol_rows", lambda runs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        write_report(tmp_path, r, kinds)
+    assert (json_path.read_text(), md_path.read_text()) == before
+
+    path = tmp_path / "predictions.jsonl"
+    save_predictions([P("rs", "mc", {"accuracy": 1.0})], path)
+    old = path.read_text()
+    with pytest.raises(TypeError):
+        save_predictions([P("rs", "mc", {"accuracy": 0.0}), P("rs", "mc", {"accuracy": object()})], path)
+    assert path.read_text() == old and [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
