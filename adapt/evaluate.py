@@ -22,6 +22,7 @@ settings, e.g. DriveLM's ``eval.protocol``); the report prints them in a "Protoc
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -289,7 +290,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     """Per-source and per-group means of a run's scores.
 
     Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "metric_n": {name: samples},
-    "tasks": {task: n}, "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}},
+    "tasks": {task: n}, "samples", "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}},
     "n", "skipped",
     "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
     A metric's mean is over the source's samples that have it (``metric_n`` counts them; a corpus-level metric has
@@ -299,7 +300,8 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     samples in the source and group means. `context` goes to
     the aggregates (e.g. ``{"judge": ...}``). Groups without sources are left out. A group's ``n`` counts the
     samples in its mean; ``left_out`` names the sources whose samples have no main metric (a corpus score not
-    computed) and how many, which the mean leaves out.
+    computed) and how many, which the mean leaves out. A source's ``samples`` fingerprints which of its lines were
+    scored, so a report gives no gain between runs that scored as many but different samples.
     """
     kinds = dict(kinds or {})
     context = dict(context or {})
@@ -354,6 +356,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             "metrics": metrics,
             "metric_n": {name: len(v) for name, v in values.items()},
             "tasks": tasks,
+            "samples": _fingerprint(p.line for p in preds),
             "skipped": sum(1 for e in skipped if e.source == source),
             "notes": list(dict.fromkeys(notes)),
         }
@@ -369,6 +372,11 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     }
     return {"sources": sources, "groups": groups, "n": len(predictions), "skipped": len(skipped),
             "protocols": {task: protocols[task] for task in sorted(protocols)}}
+
+
+def _fingerprint(lines: Iterable[int]) -> str:
+    """A short digest of a set of sample lines: equal for two runs that scored the same samples of a source."""
+    return hashlib.sha256(",".join(map(str, sorted(lines))).encode()).hexdigest()[:16]
 
 
 def _fmt(value: float | None) -> str:
@@ -431,10 +439,15 @@ def _same_group_samples(run: Mapping[str, Any], base: Mapping[str, Any], group: 
 
 
 def _same_source_samples(run: Mapping[str, Any], base: Mapping[str, Any], source: str) -> bool:
-    """Whether both runs scored the same number of `source`'s samples (one that skipped samples the other scored,
-    an export runtime refusing a long prompt, averages other samples: their difference is no gain)."""
+    """Whether both runs scored the same `source` samples (one that skipped samples the other scored, an export
+    runtime refusing a long prompt, averages other samples: their difference is no gain). The same number of them
+    where a summary has no ``samples`` fingerprint (written before it had one)."""
     a, b = run.get("sources", {}).get(source), base.get("sources", {}).get(source)
-    return a is None or b is None or a.get("n") == b.get("n")
+    if a is None or b is None:
+        return True
+    if a.get("samples") and b.get("samples"):
+        return a["samples"] == b["samples"]
+    return a.get("n") == b.get("n")
 
 
 def _source_cells(s: str, runs: Mapping[str, dict], vals: Mapping[str, float | None], names: list[str],
@@ -444,8 +457,9 @@ def _source_cells(s: str, runs: Mapping[str, dict], vals: Mapping[str, float | N
     for k, (n, b) in enumerate(compared):
         if vals[n] is not None and vals[b] is not None and not _same_source_samples(runs[n], runs[b], s):
             cells[len(names) + k] = "—"
-            note = (f"{s}: no Δ ({n} − {b}): {n} scored {runs[n]['sources'][s]['n']} samples, {b} "
-                    f"{runs[b]['sources'][s]['n']} (see skips).")
+            na, nb = runs[n]["sources"][s]["n"], runs[b]["sources"][s]["n"]
+            note = (f"{s}: no Δ ({n} − {b}): {n} scored {na} samples, {b} {nb}" + (" others" if na == nb else "")
+                    + " (see skips).")
             if note not in notes:
                 notes.append(note)
     return cells

@@ -496,3 +496,18 @@ def test_report_and_predictions_are_written_whole_or_not_at_all(runs, tmp_path, 
     with pytest.raises(TypeError):
         save_predictions([P("rs", "mc", {"accuracy": 0.0}), P("rs", "mc", {"accuracy": object()})], path)
     assert path.read_text() == old and [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+
+def test_no_gain_between_runs_that_scored_as_many_but_different_samples(tmp_path):
+    """Base skipped line 3 and adapted line 1: both scored two samples, and the report called their difference a
+    gain."""
+    kinds = {"rs": "domain"}
+    base = summarize([P("rs", "mc", {"accuracy": 0.0}, line=1), P("rs", "mc", {"accuracy": 0.0}, line=2)], kinds)
+    adapted = summarize([P("rs", "mc", {"accuracy": 1.0}, line=2), P("rs", "mc", {"accuracy": 1.0}, line=3)], kinds)
+    md = write_report(tmp_path, {"base": base, "adapted": adapted}, kinds)[1].read_text()
+    assert "| rs | domain | 2 | 0.000 | 1.000 | — |" in md
+    assert "| domain | 2 | 0.000 | 1.000 | — |" in md and "+1.000" not in md
+    assert "rs: no Δ (adapted − base): adapted scored 2 samples, base 2 others" in md
+    same = summarize([P("rs", "mc", {"accuracy": 1.0}, line=1), P("rs", "mc", {"accuracy": 1.0}, line=2)], kinds)
+    assert "| rs | domain | 2 | 0.000 | 1.000 | +1.000 |" in write_report(
+        tmp_path / "same", {"base": base, "adapted": same}, kinds)[1].read_text()
