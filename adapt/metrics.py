@@ -54,7 +54,7 @@ when x and y are scaled by the image width and height, so it is computed on the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from domains.answers import (  # noqa: F401  (re-exported: the one set of answer parsers every scorer uses)
@@ -269,7 +269,8 @@ def infer_task(record: Any) -> str:
 
 
 def score(prediction: str, record: Any, reference: str | None = None) -> dict[str, float]:
-    """Score one prediction with its task's scorer (`infer_task`). Unknown tasks raise KeyError."""
+    """Score one prediction with its task's scorer (`infer_task`). Unknown tasks raise KeyError; a scorer's
+    result that is not a mapping of numbers raises ValueError naming the record (`predict` skips it, said)."""
     if reference is None:
         reference = reference_of(record)
     task = infer_task(record)
@@ -279,4 +280,14 @@ def score(prediction: str, record: Any, reference: str | None = None) -> dict[st
             f"{_where(record)}: no scorer for task {task!r}; known: {', '.join(registered_tasks())}. "
             "Register one with adapt.metrics.register_task."
         )
-    return {name: float(value) for name, value in fn(prediction, record, reference).items()}
+    scores = fn(prediction, record, reference)
+    if not isinstance(scores, Mapping):
+        raise ValueError(f"{_where(record)}: the {task!r} scorer returned {type(scores).__name__}, not a mapping of "
+                         "metric names to numbers")
+    out: dict[str, float] = {}
+    for name, value in scores.items():
+        try:
+            out[name] = float(value)
+        except (TypeError, ValueError):  # a raw float() traceback stopped the whole evaluation
+            raise ValueError(f"{_where(record)}: the {task!r} scorer gave {name} = {value!r}, not a number") from None
+    return out

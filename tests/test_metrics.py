@@ -324,6 +324,18 @@ def test_register_custom_task_scorer():
         score("yes", qa("Is there a lesion?", "yes", task="toy_closed"), "yes")
 
 
+@pytest.mark.parametrize("result, said", [({"acc": None}, "acc = None"), ({"acc": "n/a"}, "acc = 'n/a'"),
+                                          (0.5, "returned float")])
+def test_a_scorer_giving_no_number_is_a_value_error_naming_the_record(result, said):
+    # float(None) was a raw TypeError out of predict, ending the whole evaluation
+    try:
+        register_task("toy_broken", lambda p, r, ref: result)
+        with pytest.raises(ValueError, match=f"toy:1: the 'toy_broken' scorer .*{said}"):
+            score("yes", qa("Is there a lesion?", "yes", task="toy_broken"), "yes")
+    finally:
+        metrics.unregister_task("toy_broken")
+
+
 def test_builtin_tasks_cannot_be_replaced_by_accident():
     with pytest.raises(ValueError):
         register_task("mc", lambda p, r, ref: {"accuracy": 1.0})
