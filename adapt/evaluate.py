@@ -634,6 +634,12 @@ def _figure(width: float, height: float, ncols: int = 1, width_ratios: Sequence[
     return fig, axes
 
 
+def _save_png(fig, png_path: Path) -> None:
+    """`fig` as a PNG at `png_path`, written whole: a failure (a full disk, Ctrl-C) leaves the old picture, not half
+    a file."""
+    atomic_write(png_path, lambda f: fig.savefig(f, format="png"))
+
+
 def _chart_fonts():
     """An rc context whose font.family is matplotlib's, then each installed wide font (``domains.boxes.wide_fonts``):
     matplotlib (>= 3.6) takes each glyph from the first family that has it, where DejaVu alone drew a CJK source name
@@ -748,7 +754,7 @@ def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, p
         # the handles themselves: get_legend_handles_labels() leaves out a label starting with "_" (--model _b=DIR)
         fig.legend(handles, [drawn["runs"][n] for n in runs], fontsize=8, loc="outside upper center", ncols=bars,
                    frameon=False)
-        fig.savefig(png_path)
+        _save_png(fig, png_path)
     return png_path
 
 
@@ -859,5 +865,5 @@ def plot_loss_curve(log_path: str | os.PathLike, png_path: str | os.PathLike, ev
         legend_ax = right  # the twin axes draw over the first: a legend on the first is struck through by its lines
     legend = legend_ax.legend(handles, labels, fontsize=8, framealpha=0.9)
     legend.set_zorder(10)
-    fig.savefig(png_path)
+    _save_png(fig, png_path)
     return png_path

@@ -511,3 +511,21 @@ def test_no_gain_between_runs_that_scored_as_many_but_different_samples(tmp_path
     same = summarize([P("rs", "mc", {"accuracy": 1.0}, line=1), P("rs", "mc", {"accuracy": 1.0}, line=2)], kinds)
     assert "| rs | domain | 2 | 0.000 | 1.000 | +1.000 |" in write_report(
         tmp_path / "same", {"base": base, "adapted": same}, kinds)[1].read_text()
+
+
+def test_a_chart_that_fails_to_save_leaves_the_old_one(runs, tmp_path, monkeypatch):
+    """savefig wrote into comparison.png itself: a failure half way left half a PNG where the last chart was."""
+    from matplotlib.figure import Figure
+
+    kinds, r = runs
+    png = plot_comparison(r, kinds, tmp_path / "comparison.png")
+    old = png.read_bytes()
+
+    def torn(fig, target, **kwargs):
+        (open(target, "wb") if isinstance(target, (str, Path)) else target).write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", torn)
+    with pytest.raises(OSError, match="No space"):
+        plot_comparison(r, kinds, png)
+    assert png.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["comparison.png"]
