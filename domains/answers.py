@@ -32,16 +32,25 @@ def _decimal_point(text: str, k: int) -> bool:
     return text[k] == "." and 0 < k < len(text) - 1 and text[k - 1].isdigit() and text[k + 1].isdigit()
 
 
+def _minus_sign(text: str, k: int) -> bool:
+    """A "-" starting a word and followed by a digit: "-5" is not "5" ("5-10", "COVID-19" keep no sign)."""
+    return text[k] == "-" and (k == 0 or text[k - 1].isspace()) and k < len(text) - 1 and text[k + 1].isdigit()
+
+
+_MINUS = str.maketrans({"\u2212": "-"})  # the Unicode minus sign reads as "-"
+
+
 def normalize_answer(text: str) -> str:
     """Lowercase, drop punctuation (ASCII and Unicode) and the articles a/an/the, squeeze spaces.
 
     SQuAD's normaliser, so "The Forest." and "forest" agree. Like SQuAD, punctuation is removed
     rather than replaced ("don't" is "dont"); unlike SQuAD, a decimal point between digits is kept, so
-    "1.0" does not equal "10", and a text of articles alone keeps them: the answer "A" (a letter) is "a", not
+    "1.0" does not equal "10", and so is a minus sign starting a number ("-5" does not equal "5"), and a text of articles alone keeps them: the answer "A" (a letter) is "a", not
     nothing, which an empty answer would equal.
     """
-    text = str(text).lower()
-    text = "".join(ch for k, ch in enumerate(text) if not _is_punct(ch) or _decimal_point(text, k))
+    text = str(text).lower().translate(_MINUS)
+    text = "".join(ch for k, ch in enumerate(text)
+                   if not _is_punct(ch) or _decimal_point(text, k) or _minus_sign(text, k))
     return " ".join(_ARTICLES.sub(" ", text).split()) or " ".join(text.split())
 
 
@@ -74,7 +83,7 @@ _NUMBER_WORDS = {w: str(k) for k, w in enumerate(
      "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
 _ARTICLE_WORDS = frozenset({"a", "an", "the"})
 # words: a decimal number, or a run of letters / digits (punctuation and symbols separate words)
-_WORD = re.compile(r"\d+\.\d+|[^\W_]+")
+_WORD = re.compile(r"(?<!\S)-\d+(?:\.\d+)?|\d+\.\d+|[^\W_]+")  # a minus sign starting a number kept
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _VQA_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?answer\s*(?:is\b|:)\s*:?\s*", re.IGNORECASE)
 
@@ -82,11 +91,11 @@ _VQA_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?answer\s*(?:i
 def vqa_tokens(text: Any) -> list[str]:
     """The normalised words of an answer, as the VQA evaluator reads them (its processPunctuation and
     processDigitArticle): Unicode NFKC and case folding, punctuation dropped but a decimal point between digits
-    kept ("3.5 cm" is two words), a / an / the dropped (unless nothing else is left: "A" is ["a"], not the empty
+    kept ("3.5 cm" is two words) and so is a minus sign starting a number ("-5" is not "5"), a / an / the dropped (unless nothing else is left: "A" is ["a"], not the empty
     answer), number words up to twenty as digits ("two" is "2"); and a lead-in ("the answer is") dropped and CJK
     text split into single characters (no spaces between its words).
     """
-    text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold()
+    text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold().translate(_MINUS)
     text = _VQA_LEAD_IN.sub("", text)
     out: list[str] = []
     articles: list[str] = []

@@ -393,3 +393,11 @@ def test_registered_tasks_bring_protocols():
     finally:
         metrics.unregister_task("short")
     assert metrics.protocols_of("short") == builtin
+
+
+@pytest.mark.parametrize("pred, ref", [("-5", "5"), ("−5 degrees", "5 degrees"), ("The answer is -3.5", "3.5")])
+def test_a_minus_sign_starting_a_number_is_kept(pred, ref):
+    # punctuation removal made "-5" equal "5": a wrong sign scored as exact
+    assert exact_match(pred, ref) == 0.0 and exact_match(pred, pred.replace("−", "-")) == 1.0
+    assert score(pred, qa("Temperature?", ref, task="vqa"))["exact_match"] == 0.0
+    assert normalize_answer("COVID-19 5-10 x-ray") == "covid19 510 xray"  # a hyphen inside a word is still dropped
