@@ -71,7 +71,11 @@ def _new_part(path: Path) -> tuple[int, Path]:
 
 
 def _name_target(exc: BaseException, path: Path) -> None:
-    if isinstance(exc, OSError) and exc.filename is None:
+    if not isinstance(exc, OSError) or exc.filename is not None:
+        return
+    if exc.errno is None:  # OSError("...") prints "[Errno None] None: path" once it has a file name
+        exc.args = (f"{exc}: {path}" if exc.args else str(path),)
+    else:
         exc.filename = str(path)
 
 

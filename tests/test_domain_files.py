@@ -78,6 +78,16 @@ def test_a_failed_write_leaves_no_part_and_names_the_file(tmp_path):
     assert _parts(tmp_path) == []
 
 
+def test_an_os_error_without_errno_keeps_its_message_and_names_the_file(tmp_path):
+    """OSError("...") given the file name printed "[Errno None] None: path": its own message was lost."""
+    def broken(f):
+        raise OSError("the device went away")
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "x.jsonl", broken)
+    assert str(caught.value) == f"the device went away: {tmp_path / 'x.jsonl'}"
+
+
 def test_a_refused_temporary_file_names_the_target(tmp_path, monkeypatch):
     import domains.files as files
 
