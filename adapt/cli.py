@@ -20,7 +20,7 @@ from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
 from model.errors import PocketAdaptError, install_hint, os_error_of
-from model.limits import DEFAULT_MAX_PIXELS, MAX_SEED
+from model.limits import DEFAULT_MAX_PIXELS, MAX_IMAGES, MAX_SEED
 from model.progress import LINES, shows_bar
 
 DEFAULT_QUESTION = "What shapes are in the picture?"
@@ -529,6 +529,8 @@ def _chat(args) -> int:
     images = list(args.image)
     if args.example_image:
         images.append(str(assets_dir() / "example.png"))
+    if len(images) > MAX_IMAGES:  # each would be read and tiled before the context check refused the prompt
+        raise CliError(f"{len(images)} images: at most {MAX_IMAGES} go into one question")
     if args.domain:
         images, args.question = _read_for_domain(args, images)
     elif args.read_option:

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deploy.demo.hooks import MAX_IMAGES
 from domains.driving.layout import CAMERA_SIZE, STITCHED_SIZE
 from model.errors import PocketAdaptError
+from model.limits import MAX_IMAGES
 from model.progress import Progress
 from model.resources import assets_dir
 from model.tiling import TilingConfig, candidate_grids
@@ -52,7 +52,15 @@ from model.vision import check_tile_size
 
 from .fp16_check import FP16_MAX, compare_fp16, scan_magnitudes
 from .onnx.export import DECODER, EMBED, VISION, write_onnx
-from .onnx.graphs import DecoderGraph, EmbedGraph, VisionGraph, decoder_names, eager_attention, float32_on_cpu, kv_shape
+from .onnx.graphs import (
+    DecoderGraph,
+    EmbedGraph,
+    VisionGraph,
+    decoder_names,
+    eager_attention,
+    float32_on_cpu,
+    kv_shape,
+)
 
 BUNDLE, PROFILES, FP16_REPORT, VERIFY, README = "bundle.json", "profiles.json", "fp16_check.json", "verify.py", "README.md"
 REFERENCES = "references"

@@ -8,6 +8,8 @@ import os
 MAX_TILES_LIMIT = 40
 # Decoded pixels per image: a 48 MP phone photo fits, a 13000x13000 scan (169 MP, ~800 MB to decode) does not.
 DEFAULT_MAX_PIXELS = 50_000_000
+# Images in one question (chat, the demo, the TensorRT bundle's profiles): more would not fit a small model's context.
+MAX_IMAGES = 16
 # Sampling temperatures below this are greedy: logits divided by less overflow float32 (1e-45: inf, nan in softmax).
 MIN_TEMPERATURE = 1e-3
 # Sampling seeds: llama.cpp's helper reads the seed as uint32, so a larger one would wrap onto a smaller one's draw.

@@ -37,10 +37,16 @@ import onnx  # noqa: E402
 
 from adapt.cli import main  # noqa: E402
 from adapt.recipe import load_recipe  # noqa: E402
-from deploy.demo.hooks import MAX_IMAGES  # noqa: E402
 from deploy.fp16_check import FP16_MAX, scan_magnitudes  # noqa: E402
 from deploy.hf import export  # noqa: E402
-from deploy.tensorrt import TensorRTExportError, _check_graphs, layouts, range_layouts, tile_counts  # noqa: E402
+from deploy.tensorrt import (  # noqa: E402
+    TensorRTExportError,
+    _check_graphs,
+    layouts,
+    range_layouts,
+    tile_counts,
+)
+from model.limits import MAX_IMAGES  # noqa: E402
 from model.tiling import TilingConfig  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

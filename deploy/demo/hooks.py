@@ -23,13 +23,13 @@ from typing import Any
 from PIL import Image
 
 from domains.boxes import draw_ref_boxes
+from model.limits import MAX_IMAGES
 from model.processor import IMAGE_PLACEHOLDER
 from model.tiling import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 
 __all__ = ["UploadResult", "default_draw_answer", "default_read_upload", "hooks_for", "name_tag_for", "normalize_upload",
            "options_for", "upload_help_for"]
 
-MAX_IMAGES = 16  # more images than this in one question would not fit any small model's context
 
 
 @dataclass
