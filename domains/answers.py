@@ -118,8 +118,8 @@ def normalize_vqa(text: Any) -> str:
 # multiple choice
 
 _LETTERS = string.ascii_uppercase
-# a whole answer that is only a label: "B", "b", "B.", "(B)", "B)", "[B]"
-_ONLY_LABEL = re.compile(r"^[(\[]?\s*([A-Za-z])\s*[)\]]?\s*[.:]?$")
+# a whole answer that is only a label: "B", "b", "B.", "(B)", "B)", "[B]", "'B'", "“B”"
+_ONLY_LABEL = re.compile(r"^[(\[\"'“‘]?\s*([A-Za-z])\s*[)\]\"'”’]?\s*[.:]?$")
 # an answer starting with a label and a delimiter: "B. forest", "(B) forest", "B) forest", "B: forest"; a lower-case
 # letter only in parentheses or right before ".", ")" or ":" and a space ("b. forest"; "a forest", "e.g. x" are no labels)
 _LEADING_LABEL = re.compile(
@@ -202,7 +202,7 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
     Answer and option texts are compared by `key` (default `normalize_answer`; a domain may pass a wider one,
     e.g. class names with CamelCase split); letters are read the same whatever `key`. Accepted, in this order:
 
-    1. only a label: ``B``, ``b``, ``B.``, ``(B)`` (unless it is an option's text, as ``O`` among blood groups);
+    1. only a label: ``B``, ``b``, ``B.``, ``(B)``, ``'B'`` (unless it is an option's text, as ``O`` among blood groups);
     2. an answer whose normalised text (also after a lead-in like "The answer is") equals exactly one
        option's text: ``Forest.`` → the letter of "forest". Containment never counts, so "forest"
        does not match "rainforest" and "tropical forest" does not match "forest";

@@ -104,7 +104,7 @@ def test_vqa_normalisation_is_the_medical_one():
         ("The answer is B", "B"), ("The answer is B.", "B"), ("Answer: (C)", "C"), ("answer: b", "B"),
         ("the best option is d.", "D"), ("I think it's B", "B"), ("I'd pick (C).", "C"),
         ("Forest.", "B"), ("The answer is forest", "B"), ("tropical forest", "D"), ("A forest.", "B"),
-        ("A", "A"), ("It is A.", "A"),
+        ("A", "A"), ("It is A.", "A"), ("'B'", "B"), ('"B".', "B"), ("“C”", "C"),
     ],
 )
 def test_parse_choice_accepts(prediction, expected):
