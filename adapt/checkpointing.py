@@ -317,12 +317,27 @@ def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer,
     (partial / MANIFEST).write_text(json.dumps({"step": step, "files": files}, indent=1), encoding="utf-8")
     fsync_file(partial / MANIFEST)
     fsync_dir(partial)
+    # an older checkpoint-<step> is moved aside, not deleted, until the new one has its name: a kill in between
+    # leaves one whole checkpoint-<step> or the means to restore it (`settle_saves`)
+    aside = _aside(final)
     if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
+        shutil.rmtree(aside, ignore_errors=True)
+        final.rename(aside)
+    try:
+        partial.rename(final)
+    except BaseException:
+        if aside.exists() and not final.exists():
+            aside.rename(final)
+        raise
     fsync_dir(out_dir)
+    shutil.rmtree(aside, ignore_errors=True)
     _prune(out_dir, keep_last)
     return final
+
+
+def _aside(final: Path) -> Path:
+    """Where `save_checkpoint` keeps the older `final` while the new one takes its name (hidden: a run's own file)."""
+    return final.with_name(f".{final.name}.old")
 
 
 # ---------------------------------------------------------------------- finding and verifying
@@ -357,13 +372,36 @@ def usable_checkpoint(out_dir: Path) -> tuple[Path | None, list[tuple[Path, str]
     return None, []
 
 
-def remove_partials(out_dir: Path) -> list[Path]:
-    """Remove the `checkpoint-<step>.partial/` folders a run stopped while writing them left behind; returns them.
-    `save_checkpoint` clears only its own step's, so after a change of output.save_every one stayed for good."""
-    found = sorted(p for p in Path(out_dir).glob("checkpoint-*.partial") if p.is_dir())
-    for path in found:
-        shutil.rmtree(path, ignore_errors=True)
-    return found
+def settle_saves(out_dir: Path) -> list[str]:
+    """Finish or undo what a run stopped while saving (`save_checkpoint`) left behind; returns a note of each.
+
+    A `checkpoint-<step>.partial/` that verifies whole and has no `checkpoint-<step>` beside it is the step's
+    checkpoint (the run died as it took its name): renamed into place. Any other is removed (after a change of
+    output.save_every a later save would never clear it). A moved-aside older checkpoint (`.checkpoint-<step>.old`)
+    is restored where no whole `checkpoint-<step>` replaced it, else removed."""
+    out_dir = Path(out_dir)
+    notes = []
+    for partial in sorted(p for p in out_dir.glob("checkpoint-*.partial") if p.is_dir()):
+        final = partial.with_name(partial.name.removesuffix(".partial"))
+        if _NAME.match(final.name) and not final.exists() and verify_checkpoint(partial) is None:
+            partial.rename(final)
+            notes.append(f"{partial.name} was written whole by a run stopped as it renamed it: kept as {final.name}")
+        else:
+            shutil.rmtree(partial, ignore_errors=True)
+            notes.append(f"removed {partial.name}, a checkpoint a stopped run did not finish writing")
+    for aside in sorted(p for p in out_dir.glob(".checkpoint-*.old") if p.is_dir()):
+        final = aside.with_name(aside.name[1:].removesuffix(".old"))
+        if not _NAME.match(final.name):
+            continue
+        if final.exists() and verify_checkpoint(final) is None:
+            shutil.rmtree(aside, ignore_errors=True)
+            continue
+        if final.exists():
+            notes.append(f"{final.name} is damaged ({verify_checkpoint(final)}): set aside as {set_aside(final).name}")
+        aside.rename(final)
+        notes.append(f"restored {final.name}, moved aside by a run stopped while replacing it")
+    fsync_dir(out_dir)
+    return notes
 
 
 def verify_checkpoint(path: Path) -> str | None:

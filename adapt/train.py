@@ -52,10 +52,10 @@ from .checkpointing import (
     check_run_folder,
     latest_checkpoint,
     load_checkpoint,
-    remove_partials,
     rng_state,
     save_checkpoint,
     set_aside,
+    settle_saves,
     usable_checkpoint,
 )
 from .data.augment import build_augment
@@ -628,8 +628,9 @@ class Trainer:
 
     def _resume(self) -> int:
         if self.dist.main:
-            for path in remove_partials(self.out_dir):
-                print(f"note: removed {path.name}, a checkpoint a stopped run did not finish writing", flush=True)
+            for note in settle_saves(self.out_dir):
+                print(f"note: {note}", flush=True)
+        self.dist.barrier()  # a checkpoint rank 0 finished renaming is there for every rank to choose
         latest, damaged = usable_checkpoint(self.out_dir)
         if latest is None:
             if self.dist.main:

@@ -568,3 +568,72 @@ def test_each_rank_resumes_with_its_own_random_number_generators(tmp_path):
     assert torch.equal(torch.get_rng_state(), rank0["torch"])
     load_checkpoint(path, net, optimizer, scheduler, rank=3)  # more ranks than were saved (--allow-changes): rank 0's
     assert torch.equal(torch.get_rng_state(), rank0["torch"])
+
+
+def _tiny_training_state():
+    net = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(net.parameters())
+    return net, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+def test_a_kill_while_replacing_a_checkpoint_leaves_a_whole_one(tmp_path, monkeypatch):
+    """Saving step N over an existing checkpoint-N deleted the old folder before renaming the new one in: a kill -9
+    between the two lost step N, and the next start deleted the finished `.partial` too. The old one is now moved
+    aside until the new one has its name, and the next start finishes or undoes whatever a kill left at any point."""
+    import shutil
+
+    from adapt.checkpointing import load_checkpoint, save_checkpoint, settle_saves, usable_checkpoint
+
+    out = tmp_path / "out"
+    net, optimizer, scheduler = _tiny_training_state()
+    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
+    old = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    new = net.weight.detach().clone()
+    kills: list[Path] = []  # the run folder as a kill -9 before each rename or removal would leave it
+
+    def killed_here() -> None:
+        kills.append(tmp_path / f"killed-{len(kills)}")
+        shutil.copytree(out, kills[-1])
+
+    real_rename, real_rmtree = Path.rename, shutil.rmtree
+
+    def rename(self, target):
+        killed_here()
+        return real_rename(self, target)
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).exists():
+            killed_here()
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
+    monkeypatch.undo()
+    assert kills
+    for folder in kills:
+        moved_aside = (folder / ".checkpoint-1.old").exists()
+        settle_saves(folder)
+        latest, damaged = usable_checkpoint(folder)
+        assert latest == folder / "checkpoint-1" and not damaged, folder.name
+        assert not list(folder.glob("*.partial")) and not list(folder.glob(".*.old")), folder.name
+        fresh, fresh_optimizer, fresh_scheduler = _tiny_training_state()
+        assert load_checkpoint(latest, fresh, fresh_optimizer, fresh_scheduler)["step"] == 1
+        # the old one is moved aside only once the new one is whole: from then on the new one is kept
+        assert torch.equal(fresh.weight.detach(), new if moved_aside else old), folder.name
+
+
+def test_a_whole_partial_checkpoint_without_its_final_name_is_resumed_from(tmp_path, data_root, capsys):
+    """A run killed after its checkpoint was written whole, before it took its name, left `checkpoint-N.partial/`
+    alone: the next start deleted it and started over. It is now renamed into place and resumed from."""
+    recipe = load_recipe(make_run(tmp_path, data_root), ["training.max_steps=2"])
+    out = Path(recipe.output.dir)
+    Trainer(recipe, progress=False).run(stop_after=1)
+    (out / "checkpoint-1").rename(out / "checkpoint-1.partial")
+    capsys.readouterr()
+    trainer = Trainer(recipe, progress=False)
+    assert trainer.start_step == 1 and "kept as checkpoint-1" in capsys.readouterr().out
+    trainer.run()
+    assert [e["step"] for e in read_log(out)] == [1, 2] and not list(out.glob("*.partial"))
