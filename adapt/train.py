@@ -45,6 +45,7 @@ from model.yaml_io import YAMLContentError, load_yaml
 from .allocator import keep_freed_memory
 from .checkpointing import (
     RECIPE,
+    CheckpointDamaged,
     RunFolderBusy,
     RunFolderForeign,
     RunLock,
@@ -407,8 +408,14 @@ class Trainer:
             self.close()
 
     def _say_what_is_kept(self) -> None:
+        """Print which steps are kept; never raises: it runs while an interrupt or a lost process is on its way up."""
         done = self.steps_done
-        latest, _ = usable_checkpoint(self.out_dir)
+        try:
+            latest, _ = usable_checkpoint(self.out_dir)
+        except (CheckpointDamaged, OSError) as exc:
+            why = exc if isinstance(exc, CheckpointDamaged) else f"its checkpoints cannot be read ({exc})"
+            print(f"stopped after step {done} of {self.total_steps}; {why}", file=sys.stderr, flush=True)
+            return
         saved = int(latest.name.rsplit("-", 1)[1]) if latest is not None else 0
         lost = f"; the {done - saved} step(s) since are not kept" if done > saved else ""
         if latest is not None:

@@ -436,6 +436,26 @@ def test_ctrl_c_says_which_steps_are_kept(tmp_path, data_root, capsys, monkeypat
     again.close()
 
 
+def test_ctrl_c_with_every_checkpoint_damaged_still_raises_the_interrupt(tmp_path, data_root, capsys, monkeypatch):
+    """The note said on Ctrl-C raised `CheckpointDamaged` itself when no checkpoint verified, and that error replaced
+    the interrupt. The interrupt goes on up now, after a note of what is wrong with the checkpoints."""
+    path = make_run(tmp_path, data_root)
+    trainer = Trainer(load_recipe(path, ["output.save_every=2", "training.max_steps=5"]), progress=False)
+    real = Trainer._stop_if_not_finite
+
+    def ctrl_c_in_step_4(self, step, *args, **kwargs):
+        if step == 4:
+            _cut(self.out_dir / "checkpoint-2" / "trainer_state.json")
+            raise KeyboardInterrupt
+        return real(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "_stop_if_not_finite", ctrl_c_in_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    err = capsys.readouterr().err
+    assert "stopped after step 3 of 5; " in err and "checkpoint-2" in err and "trainer_state.json" in err, err
+
+
 def test_resuming_after_a_harmless_edit_goes_on(tmp_path, data_root, capsys):
     path = make_run(tmp_path, data_root)
     Trainer(load_recipe(path), progress=False).run(stop_after=1)
