@@ -955,13 +955,18 @@ class Trainer:
 @contextlib.contextmanager
 def _write_errors(folder: Path):
     """A failed safetensors write raised as the OSError it is, naming `folder`, so that the command says
-    "disk full" instead of a traceback."""
+    "disk full" instead of a traceback; a plain write's OSError that names no file (a full disk met by write())
+    names `folder` too."""
     try:
         yield
     except SafetensorError as exc:
         if (err := os_error_of(exc, folder)) is None:
             raise
         raise err from exc
+    except OSError as exc:
+        if exc.filename is not None or exc.errno is None:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(folder)) from exc
 
 
 class _GradientWatch:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from safetensors import SafetensorError
@@ -51,6 +52,31 @@ def test_a_full_disk_while_saving_is_one_line_and_the_run_resumes(tmp_path, data
     assert main(["train", str(path), "--no-progress", "eval.every=1000"]) == 0
     assert (out / "final" / "model.safetensors").is_file()
     assert [e["step"] for e in read_log(out)] == [1, 2]
+
+
+def test_a_full_disk_while_writing_a_checkpoints_json_names_the_folder(tmp_path, data_dir, capsys, monkeypatch):  # noqa: F811
+    """A full disk met by trainer_state.json's plain write (an OSError carrying no file name): one line naming the
+    checkpoint folder being written, not only the run folder; the last whole checkpoint is kept and resumed from."""
+    import errno
+    from pathlib import Path
+
+    path = write_recipe(tmp_path, data_dir, steps=3, save_every=1)
+    out = tmp_path / "out"
+    real = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.parent.name == "checkpoint-2.partial" and self.name == "trainer_state.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert main(["train", str(path), "--no-progress", "eval.every=1000"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "disk full" in err and str(out / "checkpoint-2.partial") in err, err
+    assert not list(out.glob("*.partial")) and (out / "checkpoint-1").is_dir()
+    monkeypatch.undo()
+    assert main(["train", str(path), "--no-progress", "eval.every=1000"]) == 0
+    assert [e["step"] for e in read_log(out)] == [1, 2, 3]
 
 
 def _tensorboard_losses(folder) -> list[tuple[int, float]]:
