@@ -44,7 +44,7 @@ from .data.dataset import TileDataset, collate_tiles, record_tiles
 from .data.samples import UNDECODABLE_IMAGE, DataQualityError, Record, SkipLog, read_source
 from .recipe import DistillRecipe, RecipeError
 from .recipe import layer_pairs as recipe_layer_pairs
-from .train import Trainer, TrainingError, _seed_everything, append_entry, source_specs
+from .train import Trainer, TrainingError, _seed_everything, append_entry, source_specs, staged_folder
 
 
 class DistillError(TrainingError):
@@ -290,14 +290,15 @@ class Distiller(Trainer):
         if not self.dist.main:
             return
         d = self.recipe.distill
-        save_tower(self.model.student, self.tiling, final, {
-            "distilled_from": d.teacher.source, "student_start": d.student.source, "pairs": self.pairs,
-            "recipe": self.recipe.name, "steps": self.total_steps})
-        adapter = self.adapter()
-        if adapter is not None:
-            save_vision_adapter(adapter, final, {
-                "vision_feature_layer": self.feature_layer, "pair": list(self.pairs[self.adapter_pair]),
-                "teacher": d.teacher.source})
+        with staged_folder(final) as staging:
+            save_tower(self.model.student, self.tiling, staging, {
+                "distilled_from": d.teacher.source, "student_start": d.student.source, "pairs": self.pairs,
+                "recipe": self.recipe.name, "steps": self.total_steps})
+            adapter = self.adapter()
+            if adapter is not None:
+                save_vision_adapter(adapter, staging, {
+                    "vision_feature_layer": self.feature_layer, "pair": list(self.pairs[self.adapter_pair]),
+                    "teacher": d.teacher.source})
         from .evaluate import plot_loss_curve
 
         after = self._held_out_cosine()

@@ -880,26 +880,14 @@ class Trainer:
         """Write `final` whole or not at all: into a staging folder beside it, renamed into place when complete
         (a run killed while writing left a `final/` with a config and no weights)."""
         if self.dist.main:
-            staging = final.with_name(".final.staging")
-            shutil.rmtree(staging, ignore_errors=True)  # a killed run's
-            try:
+            with staged_folder(final) as staging:
                 if self.recipe.output.merge_lora or not is_peft_model(self.model):
                     merged = merge_lora(self.model)
                 else:  # base weights under their own names, the adapter beside them (model.load merges it back)
                     self.model.save_pretrained(str(staging / ADAPTER_FOLDER))
                     merged = self.model.unload()
                 # in place: training is over, and the adapter (if any) was saved above in the training dtype
-                with _write_errors(staging):
-                    model_core.save(merged.to(self.final_dtype), self.processor, staging)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            old = final.with_name(".final.replaced")
-            shutil.rmtree(old, ignore_errors=True)
-            if final.exists():
-                os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
+                model_core.save(merged.to(self.final_dtype), self.processor, staging)
             from .evaluate import plot_loss_curve
 
             plot_loss_curve(self.out_dir / "train_log.jsonl", self.out_dir / "loss.png", self.out_dir / "eval_log.jsonl")
@@ -950,6 +938,27 @@ class Trainer:
         engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
         return engine
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path):
+    """Yield a staging folder beside `final` (`.<name>.staging`) to write it in, renamed over `final` once the block
+    ends without an error and removed on any error: `final` is whole or not at all (a run killed while writing it
+    left a config and no weights), and holds no file of an earlier one. Write errors name the staging folder."""
+    staging = final.with_name(f".{final.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)  # a killed run's
+    try:
+        with _write_errors(staging):
+            yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = final.with_name(f".{final.name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

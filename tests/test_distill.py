@@ -443,3 +443,27 @@ def test_missing_held_out_images_are_counted_and_held_to_the_limit(tmp_path, dat
     distill(load_recipe(path, ["data.max_bad_fraction=0.5"]), progress=False)
     assert "warning: 2 held-out record(s) skipped" in capsys.readouterr().out
     assert "2 held-out records skipped" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_full_disk_while_writing_the_tower_leaves_no_half_final(tmp_path, data_dir, capsys, monkeypatch):
+    """The tower was written straight into final/: a full disk (or a kill) part way left a final/ with a config and
+    no whole weights, which `model.vision` would then take, and the error named no folder. It is now written beside
+    it and renamed in whole, as `adapt train`'s final/ is."""
+    import errno
+
+    import adapt.distill
+    from adapt.cli import main
+
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=10)
+    real = adapt.distill.save_tower
+
+    def full_after_the_weights(tower, tiling, out_dir, info=None):
+        real(tower, tiling, out_dir, info)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(adapt.distill, "save_tower", full_after_the_weights)
+    assert main(["distill", str(path), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    out = tmp_path / "out"
+    assert "disk full" in err and str(out / ".final.staging") in err and "Traceback" not in err, err
+    assert not (out / "final").exists() and not (out / ".final.staging").exists()
