@@ -32,18 +32,26 @@ MB = 2**20
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def write_ct(path: Path, *, z: float = 0.0, instance: int = 1, series_uid: str | None = None, size: int = 32,
-             frames: int = 1, burned_in: bool = True, hu_shift: float = 0.0) -> Path:
-    """A small CT Image Storage file with fake PHI: a -1000..1000 HU ramp (left to right), WC/WW 40/400."""
+def new_dicom(sop_class: str):
+    """An empty DICOM file's dataset of `sop_class` (explicit VR little endian), its SOP instance UID new."""
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
+def write_ct(path: Path, *, z: float = 0.0, instance: int = 1, series_uid: str | None = None, size: int = 32,
+             frames: int = 1, burned_in: bool = True, hu_shift: float = 0.0) -> Path:
+    """A small CT Image Storage file with fake PHI: a -1000..1000 HU ramp (left to right), WC/WW 40/400."""
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    ds = new_dicom(CTImageStorage)
     ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.1"
     ds.SeriesInstanceUID = series_uid or generate_uid()
     ds.FrameOfReferenceUID = "1.2.826.0.1.3680043.8.498.2"

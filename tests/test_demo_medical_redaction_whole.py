@@ -14,24 +14,20 @@ require("gradio")
 require("pydicom")
 require("dicomanonymizer", "the PS3.15 Annex E table")
 
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid  # noqa: E402
+from pydicom.uid import UltrasoundImageStorage, generate_uid  # noqa: E402
 
 from deploy.demo.panels import medical  # noqa: E402
 from domains.medical import read_upload  # noqa: E402
+from tests.test_demo import new_dicom  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def write_us(path: Path, size: int = 32) -> Path:
     """A flagged ultrasound file whose one region spans every pixel."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UltrasoundImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = UltrasoundImageStorage, meta.MediaStorageSOPInstanceUID
+    ds = new_dicom(UltrasoundImageStorage)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.Modality, ds.BurnedInAnnotation = "US", "YES"
     region = Dataset()
