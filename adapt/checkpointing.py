@@ -378,9 +378,16 @@ def settle_saves(out_dir: Path) -> list[str]:
     A `checkpoint-<step>.partial/` that verifies whole and has no `checkpoint-<step>` beside it is the step's
     checkpoint (the run died as it took its name): renamed into place. Any other is removed (after a change of
     output.save_every a later save would never clear it). A moved-aside older checkpoint (`.checkpoint-<step>.old`)
-    is restored where no whole `checkpoint-<step>` replaced it, else removed."""
+    is restored where no whole `checkpoint-<step>` replaced it, else removed; so is a moved-aside `final/`
+    (`.final.replaced`, `adapt.train.staged_folder`) where no `final/` replaced it."""
     out_dir = Path(out_dir)
     notes = []
+    replaced, final = out_dir / ".final.replaced", out_dir / "final"
+    if replaced.is_dir() and not final.exists():
+        replaced.rename(final)
+        notes.append("restored final/, moved aside by a run stopped while replacing it")
+    for leftover in (replaced, out_dir / ".final.staging"):  # a new final/ took its place, or was never finished
+        shutil.rmtree(leftover, ignore_errors=True)
     for partial in sorted(p for p in out_dir.glob("checkpoint-*.partial") if p.is_dir()):
         final = partial.with_name(partial.name.removesuffix(".partial"))
         if _NAME.match(final.name) and not final.exists() and verify_checkpoint(partial) is None:

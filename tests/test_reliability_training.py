@@ -645,6 +645,47 @@ def test_a_kill_while_replacing_a_checkpoint_leaves_a_whole_one(tmp_path, monkey
         assert torch.equal(fresh.weight.detach(), new if moved_aside else old), folder.name
 
 
+def test_a_kill_while_replacing_final_leaves_a_whole_final(tmp_path, monkeypatch):
+    """`final/` was moved aside before the new one took its name: a kill in between left only `.final.replaced`,
+    which nothing restored. The next start now restores it, or removes it once a new `final/` is in place."""
+    import os
+    import shutil
+
+    from adapt.checkpointing import settle_saves
+    from adapt.train import staged_folder
+
+    out = tmp_path / "out"
+    (out / "final").mkdir(parents=True)
+    (out / "final" / "weights").write_text("old")
+    kills: list[Path] = []  # the run folder as a kill -9 before each rename or removal would leave it
+    real_replace, real_rmtree = os.replace, shutil.rmtree
+
+    def killed_here() -> None:
+        kills.append(tmp_path / f"killed-{len(kills)}")
+        shutil.copytree(out, kills[-1])
+
+    def replace(src, dst):
+        killed_here()
+        return real_replace(src, dst)
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).exists():
+            killed_here()
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    with staged_folder(out / "final") as staging:
+        staging.mkdir()
+        (staging / "weights").write_text("new")
+    monkeypatch.undo()
+    assert any(not (folder / "final").exists() for folder in kills)  # the gap this guards was met
+    for folder in kills:
+        settle_saves(folder)
+        assert (folder / "final" / "weights").read_text() in ("old", "new"), folder.name
+        assert sorted(p.name for p in folder.iterdir()) == ["final"], folder.name
+
+
 def test_a_whole_partial_checkpoint_without_its_final_name_is_resumed_from(tmp_path, data_root, capsys):
     """A run killed after its checkpoint was written whole, before it took its name, left `checkpoint-N.partial/`
     alone: the next start deleted it and started over. It is now renamed into place and resumed from."""
