@@ -146,11 +146,7 @@ def test_the_decoder_attends_through_executorchs_kv_cache_kernels_unless_the_att
     """Full attention: llama::update_cache writes the new positions in place and llama::custom_sdpa reads only the
     filled ones, so a decode step does not grow with the cache length; a window narrower than the cache keeps
     transformers' static cache and masks (custom_sdpa has no window)."""
-    from deploy.executorch.export import (
-        KVCacheDecoder,
-        StaticCacheDecoder,
-        kv_cache_decoder,
-    )
+    from deploy.executorch.export import KVCacheDecoder, StaticCacheDecoder, kv_cache_decoder
 
     for name in ("pocket-tiny", "internvl", "mobilevlm"):
         assert type(kv_cache_decoder(models[name][0].language_model, MAX_SEQ_LEN)) is KVCacheDecoder, name

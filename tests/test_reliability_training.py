@@ -596,11 +596,30 @@ def _tiny_training_state():
     return net, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+def _copies_at_each_kill_point(monkeypatch, out: Path, where: Path, rename: tuple) -> list[Path]:
+    """Copies of `out` (in `where`) as a kill -9 would leave it before each call of `rename` (an (owner, name)
+    pair such as (os, "replace")) and each removal of an existing folder; `monkeypatch.undo()` ends it."""
+    import shutil
+
+    kills: list[Path] = []
+
+    def before(real, only_existing: bool = False):
+        def call(path, *args, **kwargs):
+            if not only_existing or Path(path).exists():
+                kills.append(where / f"killed-{len(kills)}")
+                shutil.copytree(out, kills[-1])
+            return real(path, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(*rename, before(getattr(*rename)))
+    monkeypatch.setattr(shutil, "rmtree", before(shutil.rmtree, only_existing=True))
+    return kills
+
+
 def test_a_kill_while_replacing_a_checkpoint_leaves_a_whole_one(tmp_path, monkeypatch):
     """Saving step N over an existing checkpoint-N deleted the old folder before renaming the new one in: a kill -9
     between the two lost step N, and the next start deleted the finished `.partial` too. The old one is now moved
     aside until the new one has its name, and the next start finishes or undoes whatever a kill left at any point."""
-    import shutil
 
     from adapt.checkpointing import load_checkpoint, save_checkpoint, settle_saves, usable_checkpoint
 
@@ -611,25 +630,7 @@ def test_a_kill_while_replacing_a_checkpoint_leaves_a_whole_one(tmp_path, monkey
     with torch.no_grad():
         net.weight.add_(1.0)
     new = net.weight.detach().clone()
-    kills: list[Path] = []  # the run folder as a kill -9 before each rename or removal would leave it
-
-    def killed_here() -> None:
-        kills.append(tmp_path / f"killed-{len(kills)}")
-        shutil.copytree(out, kills[-1])
-
-    real_rename, real_rmtree = Path.rename, shutil.rmtree
-
-    def rename(self, target):
-        killed_here()
-        return real_rename(self, target)
-
-    def rmtree(path, *args, **kwargs):
-        if Path(path).exists():
-            killed_here()
-        return real_rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "rename", rename)
-    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    kills = _copies_at_each_kill_point(monkeypatch, out, tmp_path, (Path, "rename"))
     save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
     monkeypatch.undo()
     assert kills
@@ -649,7 +650,6 @@ def test_a_kill_while_replacing_final_leaves_a_whole_final(tmp_path, monkeypatch
     """`final/` was moved aside before the new one took its name: a kill in between left only `.final.replaced`,
     which nothing restored. The next start now restores it, or removes it once a new `final/` is in place."""
     import os
-    import shutil
 
     from adapt.checkpointing import settle_saves
     from adapt.train import staged_folder
@@ -657,24 +657,7 @@ def test_a_kill_while_replacing_final_leaves_a_whole_final(tmp_path, monkeypatch
     out = tmp_path / "out"
     (out / "final").mkdir(parents=True)
     (out / "final" / "weights").write_text("old")
-    kills: list[Path] = []  # the run folder as a kill -9 before each rename or removal would leave it
-    real_replace, real_rmtree = os.replace, shutil.rmtree
-
-    def killed_here() -> None:
-        kills.append(tmp_path / f"killed-{len(kills)}")
-        shutil.copytree(out, kills[-1])
-
-    def replace(src, dst):
-        killed_here()
-        return real_replace(src, dst)
-
-    def rmtree(path, *args, **kwargs):
-        if Path(path).exists():
-            killed_here()
-        return real_rmtree(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "replace", replace)
-    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    kills = _copies_at_each_kill_point(monkeypatch, out, tmp_path, (os, "replace"))
     with staged_folder(out / "final") as staging:
         staging.mkdir()
         (staging / "weights").write_text("new")
