@@ -382,9 +382,9 @@ def settle_saves(out_dir: Path) -> list[str]:
     (`.final.replaced`, `adapt.train.staged_folder`) where no `final/` replaced it."""
     out_dir = Path(out_dir)
     notes = []
-    replaced, final = out_dir / ".final.replaced", out_dir / "final"
-    if replaced.is_dir() and not final.exists():
-        replaced.rename(final)
+    replaced, final_dir = out_dir / ".final.replaced", out_dir / "final"
+    if replaced.is_dir() and not final_dir.exists():
+        replaced.rename(final_dir)
         notes.append("restored final/, moved aside by a run stopped while replacing it")
     for leftover in (replaced, out_dir / ".final.staging"):  # a new final/ took its place, or was never finished
         shutil.rmtree(leftover, ignore_errors=True)

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import yaml
 
-from domains.files import STALE_PART_SECONDS, _owner_gone
+from domains.files import STALE_PART_SECONDS, owner_gone
 from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
 from model.progress import Progress
@@ -80,7 +80,7 @@ def remove_stale_staging(data: Path) -> list[Path]:
         if not m or not folder.is_dir() or folder.is_symlink():
             continue
         old = now - st.st_mtime_ns > STALE_PART_SECONDS * 10**9
-        if old or (m["pid"] and _owner_gone(int(m["pid"]), st.st_mtime_ns)):
+        if old or (m["pid"] and owner_gone(int(m["pid"]), st.st_mtime_ns)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed

@@ -41,7 +41,7 @@ from domains.base import DomainError, SkipInput
 from model.tiling import ImageLoadError, load_image
 
 __all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "decode_image", "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh",
-           "link_or_copy", "newest_time", "output_key", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
+           "link_or_copy", "newest_time", "output_key", "owner_gone", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
            "split_of", "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits"]
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
@@ -121,13 +121,15 @@ def remove_stale_parts(root: Path) -> list[Path]:
             continue
         old = now - st.st_mtime_ns > STALE_PART_SECONDS * 10**9
         m = _PART.match(part.name)
-        if old or (m and _owner_gone(int(m.group("pid")), st.st_mtime_ns)):
+        if old or (m and owner_gone(int(m.group("pid")), st.st_mtime_ns)):
             part.unlink(missing_ok=True)
             removed.append(part)
     return removed
 
 
-def _owner_gone(pid: int, mtime_ns: int) -> bool:
+def owner_gone(pid: int, mtime_ns: int) -> bool:
+    """Whether the process `pid` that named a temporary file (or folder) last written at `mtime_ns` is gone: not
+    running, or a later process holding a reused pid; this process when it started after the write."""
     if pid == os.getpid():
         return mtime_ns < _STARTED_NS
     if not process_alive(pid):
