@@ -26,6 +26,7 @@ from domains.medical.deid import (
     burned_in_risk,
     deidentify,
     find_phi,
+    new_uid,
     pseudonym,
     safe_header,
 )
@@ -311,6 +312,19 @@ def test_deidentify_refuses_a_missing_or_empty_salt():
         deidentify(ds, salt=b"top-secret")
     assert "top-secret" not in str(refused.value)  # a secret of the wrong type is not echoed into logs
     assert PSEUDONYM_PATTERN.match(str(deidentify(ds, salt="secret").PatientID))
+
+
+def test_pseudonym_and_new_uid_refuse_an_empty_salt():
+    """pseudonym / new_uid called directly with salt="" gave HMAC('', original): pseudonyms and UIDs anyone could
+    recompute from a guessed patient ID. They refuse an empty or blank salt, as deidentify does."""
+    ds = phi_slice(0, "1.2.3", "1.2.4", "1.2.5", ["1.2.6"])
+    for salt in ("", "  "):
+        with pytest.raises(ValueError, match="pseudonym: salt must be a secret, non-empty string"):
+            pseudonym(ds, salt=salt)
+        with pytest.raises(ValueError, match="new_uid: salt must be a secret, non-empty string"):
+            new_uid("1.2.3", salt=salt)
+    assert PSEUDONYM_PATTERN.match(pseudonym(ds, salt="s")) and new_uid("1.2.3", salt="s").startswith("2.25.")
+    assert "PatientName" in find_phi(ds)  # find_phi (no salt) still walks UIDs
 
 
 def test_keep_accepts_one_keyword_as_a_string():

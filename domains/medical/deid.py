@@ -150,13 +150,23 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _check_salt(salt: Any, caller: str) -> None:
+    """Refuse a salt that is not a secret: with a known (empty) one anyone recomputes pseudonyms and new UIDs."""
+    if not isinstance(salt, str) or not salt.strip():
+        got = "an empty string" if isinstance(salt, str) else type(salt).__name__  # never echo a secret
+        raise ValueError(f"{caller}: salt must be a secret, non-empty string, got {got}: with a known salt "
+                         "anyone can recompute pseudonyms and new UIDs from a guessed patient ID; pass one secret "
+                         "per project (e.g. domains.medical.convert.machine_key()[0])")
+
+
 def _digest(salt: str, text: str) -> bytes:
     return hmac.new(salt.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).digest()
 
 
 def new_uid(uid: str, *, salt: str) -> str:
     """The replacement of `uid`: ``"2.25."`` + a 128-bit integer from an HMAC-SHA256 of it keyed by `salt` (at most
-    44 chars)."""
+    44 chars). An empty `salt` is refused (ValueError): the replacement would be recomputable by anyone."""
+    _check_salt(salt, "new_uid")
     return "2.25." + str(int.from_bytes(_digest(salt, "uid:" + str(uid).strip("\0 ")), "big") >> 128)
 
 
@@ -165,11 +175,12 @@ def pseudonym(ds: Dataset, *, salt: str) -> str:
 
     Derived from IssuerOfPatientID + PatientID, else PatientName + PatientBirthDate, else the
     StudyInstanceUID; call it on the *original* dataset. It is non-reversible only with a secret `salt`:
-    with ``""`` anyone can recompute it from a guessed ID (a million MRNs take seconds), so pass
-    a secret (the converters pass ``--option salt`` or this machine's key,
+    with ``""`` anyone could recompute it from a guessed ID (a million MRNs take seconds), so an empty or
+    blank salt is refused (ValueError); pass a secret (the converters pass ``--option salt`` or this machine's key,
     :func:`domains.medical.convert.machine_key`). A dataset that :func:`deidentify` already
     processed keeps its pseudonym.
     """
+    _check_salt(salt, "pseudonym")
     current = str(ds.get("PatientID") or "").strip()
     if PSEUDONYM_PATTERN.match(current) and str(ds.get("PatientIdentityRemoved") or "").upper() == "YES":
         return current
@@ -488,10 +499,12 @@ def _clean(ds: Dataset, tag: BaseTag, name: str, vr: str, ctx: _Ctx) -> bool:
 
 
 def _uids(ds: Dataset, tag: BaseTag, name: str, ctx: _Ctx) -> None:
+    if not ctx.apply:  # find_phi: a replaced UID is not reported, and its walk has no salt
+        return
     value = _value(ds, tag)
     values = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
     out = [v if not _text(v) or _keep_uid(name, _text(v)) else new_uid(_text(v), salt=ctx.salt) for v in values]
-    if ctx.apply and out != values:  # a replaced UID is not reported: it cannot be told from a new one
+    if out != values:  # a replaced UID is not reported: it cannot be told from a new one
         ds[tag] = DataElement(tag, "UI", out if len(out) != 1 else out[0])
 
 
@@ -591,11 +604,7 @@ def deidentify(
     strings to cut, a lone string is one), `retain_safe_private` (Retain Safe Private: keep numeric private
     attributes).
     """
-    if not isinstance(salt, str) or not salt.strip():
-        got = "an empty string" if isinstance(salt, str) else type(salt).__name__  # never echo a secret
-        raise ValueError(f"deidentify: salt must be a secret, non-empty string, got {got}: with a known salt "
-                         "anyone can recompute pseudonyms and new UIDs from a guessed patient ID; pass one secret "
-                         "per project (e.g. domains.medical.convert.machine_key()[0])")
+    _check_salt(salt, "deidentify")
     alias = pseudonym(ds, salt=salt)
     chars, clean = _options(keep_patient_characteristics, clean_descriptors)
     cleaner = None
