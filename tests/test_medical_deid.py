@@ -338,6 +338,27 @@ def test_keep_accepts_one_keyword_as_a_string():
     assert kept.PatientIdentityRemoved == "NO"
     assert deidentify(ds, salt="s", keep="Manufacturer").PatientIdentityRemoved == "YES"  # not a table attribute
 
+def test_longitudinal_temporal_flag_says_what_was_done_to_dates():
+    """keep=("StudyDate",) left the real study date in place while LongitudinalTemporalInformationModified still
+    said REMOVED. A kept date or time (top level or in a kept sequence) makes it UNMODIFIED (MODIFIED when the
+    source said its dates were shifted already); keeping no date leaves REMOVED."""
+    ds = phi_slice(0, "1.2.3", "1.2.4", "1.2.5", ["1.2.6"])
+    ds.StudyDate, ds.StudyTime = "20230415", "101500"
+    flag = lambda **kw: deidentify(ds, salt="s", **kw).LongitudinalTemporalInformationModified  # noqa: E731
+    assert flag() == "REMOVED"
+    assert flag(keep="Manufacturer") == "REMOVED"
+    assert flag(keep="StudyDate") == "UNMODIFIED"  # StudyTime and the rest removed: the kept date is still real
+    assert flag(keep="StudyTime") == "UNMODIFIED"
+    item = Dataset()
+    item.ScheduledProcedureStepStartDate = "20230414"
+    ds.ScheduledProcedureStepSequence = Sequence([item])
+    assert flag(keep="ScheduledProcedureStepSequence") == "UNMODIFIED"
+    ds.LongitudinalTemporalInformationModified = "MODIFIED"  # dates shifted before they reached us
+    assert flag(keep="StudyDate") == "MODIFIED" and flag() == "REMOVED"
+    del ds.StudyDate
+    assert flag(keep="StudyDate") == "REMOVED"  # nothing was there to keep
+
+
 def test_keep_patient_characteristics(two_slices):
     original = read_dicom(two_slices[0])
     assert "PatientAge" not in deidentify(original, salt="test")

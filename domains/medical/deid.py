@@ -57,8 +57,10 @@ Options (all off by default: off means removal, as the basic profile says):
 PatientIdentityRemoved is set to ``YES`` (``NO`` when `keep` names an attribute of Table E.1-1, such as
 PatientName: the file may still identify the patient), DeidentificationMethod and its code sequence (DCM
 113100 plus the options used) describe what was done, LongitudinalTemporalInformationModified is
-``REMOVED``, and the BurnedInAnnotation flag is kept as it was -- pixel values are not touched here (see
-:mod:`domains.medical.redact`), so callers must surface :func:`burned_in_annotation`. Use a secret
+``REMOVED`` (``UNMODIFIED`` when `keep` left a date or time in place, even with others removed: those are real;
+``MODIFIED`` if the source said its dates were already shifted), and the BurnedInAnnotation flag is kept as it
+was -- pixel values are not touched here (see :mod:`domains.medical.redact`), so callers must surface
+:func:`burned_in_annotation`. Use a secret
 `salt` per project (required, never empty): without it, anyone holding an original UID or patient ID
 can recompute its replacement.
 
@@ -355,6 +357,7 @@ class _Ctx:
     cleaner: _Cleaner | None = None
     apply: bool = True
     found: set[str] = field(default_factory=set)
+    kept_dates: bool = False  # a kept attribute holds a date or time (LongitudinalTemporalInformationModified)
     table: annex_e.Table = field(default_factory=annex_e.table)
 
     def change(self, ds: Dataset, tag: BaseTag, name: str, new: Any, vr: str | None = None) -> None:
@@ -388,6 +391,7 @@ def _scrub(ds: Dataset, ctx: _Ctx) -> None:
             continue
         name = _name(tag)
         if name in ctx.keep:
+            ctx.kept_dates = ctx.kept_dates or _holds_dates(ds, tag)
             continue
         try:
             _element(ds, tag, name, ctx)
@@ -397,6 +401,15 @@ def _scrub(ds: Dataset, ctx: _Ctx) -> None:
                 del ds[tag]
     if ctx.apply and any(tag not in ds for tag in overlays) and "PixelData" in ds and "PixelData" not in ctx.keep:
         _clear_overlay_bits(ds)
+
+
+def _holds_dates(ds: Dataset, tag: BaseTag) -> bool:
+    """The element holds a filled date, date-time or time, itself or in its items at any depth."""
+    vr = _vr(ds, tag)
+    value = _value(ds, tag)
+    if vr == "SQ":
+        return any(_holds_dates(item, t) for item in value or [] for t in item.keys())
+    return vr in ("DA", "DT", "TM") and _filled(value)
 
 
 def _clear_overlay_bits(ds: Dataset) -> None:
@@ -634,7 +647,10 @@ def deidentify(
     codes = [("113100", "Basic Application Confidentiality Profile")]
     codes += sorted(_OPTION_CODES[option] for option, on in used.items() if on)
     out.DeidentificationMethodCodeSequence = Sequence([_code(value, meaning) for value, meaning in codes])
-    out.LongitudinalTemporalInformationModified = "REMOVED"
+    # PS3.15 E.3.6: dates kept by `keep` are real (UNMODIFIED) unless the source already shifted them
+    shifted = str(ds.get("LongitudinalTemporalInformationModified") or "").strip().upper() == "MODIFIED"
+    out.LongitudinalTemporalInformationModified = (
+        ("MODIFIED" if shifted else "UNMODIFIED") if ctx.kept_dates else "REMOVED")
     return out
 
 
