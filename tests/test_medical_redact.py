@@ -114,6 +114,21 @@ def test_pil_modes_come_back_as_documented(mode, back):
     if back != mode:
         assert "palette" in " ".join(redact_burned_in.__doc__.split())
 
+@pytest.mark.parametrize("mode", ["LA", "RGBA"])
+def test_redacted_boxes_of_an_image_with_alpha_are_opaque(mode):
+    """fill=0 went into the alpha channel too: the black box was fully transparent, so whatever lay beneath (the
+    burned-in text of another layer, a viewer's background) showed through once composited. The box is opaque now."""
+    picture = Image.fromarray(noisy(100, 120, 4), mode="RGBA").convert(mode)
+    done = redact_burned_in(picture, header("US"))
+    pixels, mask = np.asarray(done.image), mask_of(done.regions, 100, 120)
+    assert mask.any() and (pixels[mask][:, :-1] == 0).all()
+    assert (pixels[mask][:, -1] == 255).all()  # opaque black
+    assert np.array_equal(pixels[~mask], np.asarray(picture)[~mask])
+    white = Image.new(mode, picture.size, 255)
+    shown = np.asarray(Image.alpha_composite(white.convert("RGBA"), done.image.convert("RGBA")))
+    assert (shown[mask][:, :3] == 0).all()  # composited over white, the box is still black
+
+
 def test_regions_given_and_bad_regions():
     ds = header("MR")
     image = noisy()

@@ -148,8 +148,10 @@ def redact_burned_in(image: Any, ds: Dataset, *, regions: Any = None, fill: int 
     a copy is returned, the input is not changed. A PIL image keeps its mode when it is 1-bit, L, LA, RGB, RGBA,
     I, I;16 or F; any other (palette P / PA, CMYK, YCbCr, ...) comes back as RGB, since a `fill` written into
     palette indices or ink would not be black. `regions`: pixel boxes to use instead of the rules. `fill`: the
-    value written (one that integer pixels can hold, else a DomainError). With `only_flagged` (the default) an image whose file does not declare burned-in text
-    comes back unchanged, with no regions and the rule ``"not flagged"``.
+    value written (one that integer pixels can hold, else a DomainError) into the colour channels; the alpha of an
+    LA / RGBA image is set opaque in the boxes (an array's channels are all filled: it has no mode naming alpha).
+    With `only_flagged` (the default) an image whose file does not declare burned-in text comes back unchanged,
+    with no regions and the rule ``"not flagged"``.
     """
     if only_flagged and not _flagged(ds):
         return Redaction(image, (), "not flagged")
@@ -170,8 +172,12 @@ def redact_burned_in(image: Any, ds: Dataset, *, regions: Any = None, fill: int 
         if not number.is_integer() or not info.min <= number <= info.max:
             raise DomainError(f"fill {fill!r} is not a value of this image's {pixels.dtype} pixels "
                               f"({info.min}..{info.max})")
+    # an alpha channel filled too would make the box transparent: the text under it could show when composited
+    opaque = isinstance(image, Image.Image) and image.mode in ("LA", "RGBA")
     for x1, y1, x2, y2 in boxes:
         pixels[y1:y2, x1:x2, ...] = fill
+        if opaque:
+            pixels[y1:y2, x1:x2, -1] = 255
     if isinstance(image, Image.Image):
         return Redaction(Image.fromarray(pixels), boxes, rule)  # a new image: no text chunks carried over
     return Redaction(pixels, boxes, rule)
