@@ -324,14 +324,15 @@ def is_fresh(dst: Path, sources: Path | Iterable[Path], key: str | None = None) 
     return key is None or stored_key(dst) == key
 
 
-def png_bytes(img: Image.Image, key: str | None = None) -> bytes:
-    """`img` as PNG bytes (:data:`PNG_OPTIONS`; `key`, an :func:`output_key`, in a text chunk for :func:`is_fresh`),
-    made in memory: a converter step computed in a worker process (:mod:`domains.parallel`) returns them and the
-    converter writes them (:func:`write_output`)."""
+def png_bytes(img: Image.Image, key: str | None = None, text: dict[str, str] | None = None) -> bytes:
+    """`img` as PNG bytes (:data:`PNG_OPTIONS`; `key`, an :func:`output_key`, in a text chunk for :func:`is_fresh`;
+    `text`: more text chunks, name -> value), made in memory: a converter step computed in a worker process
+    (:mod:`domains.parallel`) returns them and the converter writes them (:func:`write_output`)."""
     info = None
-    if key is not None:
+    if key is not None or text:
         info = PngInfo()
-        info.add_text(KEY_CHUNK, key)
+        for name, value in (({KEY_CHUNK: key} if key is not None else {}) | (text or {})).items():
+            info.add_text(name, value)
     buf = io.BytesIO()
     img.save(buf, **PNG_OPTIONS, pnginfo=info)
     return buf.getvalue()

@@ -89,6 +89,9 @@ GROUNDING_QUESTION = "Please provide the bounding box coordinate of the region t
 REGION_QUESTION = "What object is in this location [[{}, {}, {}, {}]]?"
 
 RASTER_SUFFIXES = (".tif", ".tiff")
+# PNG text chunk of a GeoTIFF's output: its read's notes, so a re-run that re-uses the PNG need not open the GeoTIFF
+NOTES_CHUNK = "pocket-adapt:notes"
+_SOURCE = "<source>"  # stands for the source's path in a stored note: the output never names where its source lay
 IMAGE_SUFFIXES = PIL_SUFFIXES + RASTER_SUFFIXES
 
 
@@ -142,8 +145,8 @@ def _note_raster(report: ConvertReport, path: Path, bands: Sequence[int | str] |
     """Count in `report` what the scene-chip reader says of a scene, for a GeoTIFF read whole
     (:func:`~domains.remote_sensing.raster.image_notes`: bands 1, 2, 3 of 4+ taken as RGB on a guess, a nodata
     that masks nothing, zeros taken as data without a nodata value). `read`: what :func:`_image_out` put there --
-    the notes of the read that made the output; when the output was re-used (nothing read), the file is looked at
-    here, so the report is the same on every run."""
+    the notes of the read that made the output, or those it stored (:data:`NOTES_CHUNK`) when it was re-used; for an
+    output made without them, the file is looked at here, so the report is the same on every run."""
     if path.suffix.lower() not in RASTER_SUFFIXES:
         return
     from domains.remote_sensing.raster import image_notes
@@ -162,12 +165,15 @@ def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[in
     (:func:`~domains.files.output_key`) and of size `expect`; returns (W, H). `step`: ``(fn, args)``, a
     module-level function returning ``(PNG bytes, (W, H))`` or ``(PNG bytes, (W, H), notes)`` (:func:`_png_step`),
     computed through `pf` (:class:`domains.parallel.Prefetch`: ahead in a worker process with ``workers > 1``)
-    under the key `dst`. `read`: a list that receives the step's notes when the step ran (stays empty when the
-    output is re-used), for :func:`_note_raster`."""
+    under the key `dst`. `read`: a list that receives the step's notes when the step ran, or those the re-used
+    output stored (stays empty when it has none), for :func:`_note_raster`."""
     if is_fresh(dst, src_img, key):
         try:
             size = image_size(dst)
             if expect is None or tuple(size) == tuple(expect):
+                stored = _stored_notes(dst, src_img) if read is not None else None
+                if stored is not None:
+                    read.append(stored)
                 return size
         except (OSError, UnidentifiedImageError):
             pass  # a damaged output: write it again
@@ -179,20 +185,34 @@ def _image_out(src_img: Path, dst: Path, step: tuple, key: str, expect: tuple[in
     return size
 
 
+def _stored_notes(dst: Path, src_img: Path) -> list[tuple[str, str]] | None:
+    """The notes a fresh output `dst` of `src_img` stored (:func:`_png_step`), or None without (readable) ones."""
+    try:
+        with Image.open(dst) as im:
+            stored = json.loads(im.info[NOTES_CHUNK])
+        notes = [(str(reason), str(detail).replace(_SOURCE, str(src_img))) for reason, detail in stored]
+    except (OSError, UnidentifiedImageError, KeyError, TypeError, ValueError):
+        return None
+    return notes
+
+
 def _png_step(src_img: Path, key: str, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
               resize: int | None = None, exact: tuple[int, int] | None = None,
               nodata: float | None = None) -> tuple[bytes, tuple[int, int], list[tuple[str, str]]]:
     """The expensive, pure part of one output image (runs in a worker with ``workers > 1``): read `src_img`
     (:func:`_load_rgb`), resize it (longer side `resize`, or to `exact` (W, H)), encode it as
-    :func:`~domains.files.png_bytes` does; returns (PNG bytes, (W, H), the read's notes for :func:`_note_raster`).
-    Raises :class:`SkipInput`."""
+    :func:`~domains.files.png_bytes` does; returns (PNG bytes, (W, H), the read's notes for :func:`_note_raster`),
+    a GeoTIFF's notes also stored in the PNG (:data:`NOTES_CHUNK`). Raises :class:`SkipInput`."""
     notes: list[tuple[str, str]] = []
     img = _load_rgb(src_img, bands, stretch, nodata, notes)
     if exact is not None:
         img = img.resize(tuple(exact), Image.Resampling.BICUBIC)
     elif resize is not None:
         img = img.resize(_resized_size(img.size, resize), Image.Resampling.BICUBIC)
-    return png_bytes(img, key), img.size, notes
+    text = None
+    if src_img.suffix.lower() in RASTER_SUFFIXES:
+        text = {NOTES_CHUNK: json.dumps([[reason, detail.replace(str(src_img), _SOURCE)] for reason, detail in notes])}
+    return png_bytes(img, key, text), img.size, notes
 
 
 def _record(rid: str, image: str, size: tuple[int, int], question: str, answer: str, task: str, **extra: Any) -> dict:
