@@ -647,7 +647,8 @@ class _SparseBlocks:
 
     def __init__(self, src, indexes: list[int], nodata: float | None):
         fill = 0.0 if src.nodata is None else float(src.nodata)
-        self.on = src.driver == "GTiff" and nodata is not None and float(nodata) == fill
+        same = nodata is not None and (float(nodata) == fill or math.isnan(nodata) and math.isnan(fill))  # NaN != NaN
+        self.on = src.driver == "GTiff" and same
         self.src, self.indexes = src, indexes
         self.bh, self.bw = src.block_shapes[0] if self.on else (1, 1)
         self.cache: dict[tuple[int, int], bool] = {}
