@@ -151,7 +151,7 @@ def redact_burned_in(image: Any, ds: Dataset, *, regions: Any = None, fill: int 
     value written (one that integer pixels can hold, else a DomainError) into the colour channels; the alpha of an
     LA / RGBA image is set opaque in the boxes (an array's channels are all filled: it has no mode naming alpha).
     With `only_flagged` (the default) an image whose file does not declare burned-in text comes back unchanged,
-    with no regions and the rule ``"not flagged"``.
+    with no regions and the rule ``"not flagged"``: the very object given, not a copy.
     """
     if only_flagged and not _flagged(ds):
         return Redaction(image, (), "not flagged")
