@@ -121,9 +121,10 @@ _LETTERS = string.ascii_uppercase
 # a whole answer that is only a label: "B", "b", "B.", "(B)", "B)", "[B]", "'B'", "“B”"
 _ONLY_LABEL = re.compile(r"^[(\[\"'“‘]?\s*([A-Za-z])\s*[)\]\"'”’]?\s*[.:]?$")
 # an answer starting with a label and a delimiter: "B. forest", "(B) forest", "B) forest", "B: forest"; a lower-case
-# letter only in parentheses or right before ".", ")" or ":" and a space ("b. forest"; "a forest", "e.g. x" are no labels)
+# letter only in parentheses or right before ".", ")" or ":" and a space ("b. forest"; "a forest", "e.g. x" are no
+# labels); matched against one line (a capital alone on it is a label too)
 _LEADING_LABEL = re.compile(
-    r"^(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Z])(?:\s*[.:)]|[ \t]*\n)|([a-z])[.:)](?=\s))\s*(.*)$", re.S)
+    r"^(?:\(([A-Za-z])\)|\[([A-Za-z])\]|([A-Z])(?:\s*[.:)]|[ \t]*$)|([a-z])[.:)](?=\s|$))\s*(.*)$")
 # "The answer is B", "Answer: (C)", "option D", "correct choice is b."
 # (a lowercase letter only when punctuation or the end follows: "the answer is a forest" names no option)
 _KEYWORD_LABEL = re.compile(
@@ -211,16 +212,18 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        when the rest is exactly an option's text, the letter counts if that option is its own (capitals
        inside it, as in ``C. Vitamin D``, are no second letter) and None if it is a *different* option
        (checked before 2, so ``A. rainforest`` is not read as the text "rainforest", the article dropped);
-       otherwise other letters in the rest make it None;
+       otherwise other letters in the rest make it None. Only the label's own line counts: the lines after it
+       explain the choice, so ``B.\\nExplanation: A is wrong`` is B;
     4. letters named in text: ``The answer is B``, ``Answer: (C)``, ``I'd pick (B).`` — every
        distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
        count after "answer/option/choice" and before punctuation or the end; a sentence-initial
        article ("A forest") is not a label.
 
     Letters beyond the number of options are ignored; with `options` None any A–Z is a label. The prediction is read
-    after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``.
+    after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
     """
-    text = unicodedata.normalize("NFKC", prediction or "").strip()  # full-width "Ｂ" (CJK output) is B
+    # full-width "Ｂ" (CJK output) is B; markdown bold ("**B**", "**Answer:** C") is no text of the answer
+    text = unicodedata.normalize("NFKC", prediction or "").replace("**", "").strip()
     if not text:
         return None
     valid = _valid_letters(options)
@@ -253,12 +256,18 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
 
 
 def _leading_label(text: str, valid: str) -> tuple[str, str] | None:
-    """``(letter, rest)`` of an answer that starts with a valid option label ("B. forest"), else None."""
-    m = _LEADING_LABEL.match(text)
+    """``(letter, rest of its line)`` of an answer that starts with a valid option label ("B. forest"), else None.
+
+    Only the first line counts: the lines after it explain the choice ("B.\\nExplanation: A is wrong" is B), except
+    later lines starting with a label, kept in the rest: an echoed option list ("A. desert\\nB. forest") names several.
+    """
+    first, *later = text.split("\n")
+    m = _LEADING_LABEL.match(first.strip())
     if m is None:
         return None
     letter = next(g for g in m.groups()[:4] if g).upper()
-    return (letter, m.group(5)) if letter in valid else None
+    rest = "\n".join([m.group(5), *(line for line in later if _LEADING_LABEL.match(line.strip()))])
+    return (letter, rest) if letter in valid else None
 
 
 def _letters_in_text(text: str, valid: str) -> set[str]:

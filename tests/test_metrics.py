@@ -401,3 +401,20 @@ def test_a_minus_sign_starting_a_number_is_kept(pred, ref):
     assert exact_match(pred, ref) == 0.0 and exact_match(pred, pred.replace("−", "-")) == 1.0
     assert score(pred, qa("Temperature?", ref, task="vqa"))["exact_match"] == 0.0
     assert normalize_answer("COVID-19 5-10 x-ray") == "covid19 510 xray"  # a hyphen inside a word is still dropped
+
+
+@pytest.mark.parametrize("prediction", ["B.\nExplanation: A is wrong", "B\nExplanation: A is wrong",
+                                        "(B)\nBecause A is a desert.", "b)\nA is wrong", "B. forest\nNot A: sand.",
+                                        "Answer: B\nExplanation: A is wrong", "**B**", "**Answer:** B",
+                                        "**B. forest**\nA is sand", "The answer is **B**."])
+def test_a_label_on_the_first_line_is_the_answer_and_the_lines_after_it_explain(prediction):
+    """A model writing its letter and then an explanation naming another option scored None (two letters)."""
+    assert parse_choice(prediction, OPTS) == "B"
+    assert mc_accuracy(prediction, "B", OPTS) == 1.0
+
+
+@pytest.mark.parametrize("prediction", ["A. desert\nB. forest\nC. rainforest",  # an echoed option list
+                                        "B. desert\nExplanation: sand",  # label and option text still disagree
+                                        "Explanation: A is wrong\nB", "It could be B.\nOr A."])  # no leading label
+def test_lines_after_a_leading_label_still_refuse(prediction):
+    assert parse_choice(prediction, OPTS) is None
