@@ -206,14 +206,11 @@ class ModelSpec(_Section):
             path = _resolve(value, _base_dir(info))
             if not path.is_file():
                 raise ValueError(f"chat template file {path} does not exist")
-            from model.chat import ChatTemplateError, chat_template_from_dict
+            from model.chat import ChatTemplateError, load_chat_template
 
-            try:  # read as a recipe is (duplicate keys, alias bombs, size, encoding), then its fields checked now
-                data, _ = _yaml_load(_read_text(path, str(path), "chat template"), str(path))
-                chat_template_from_dict(data, path)
-            except OSError as exc:
-                raise ValueError(f"cannot read chat template {path} ({exc})") from None
-            except (RecipeError, ChatTemplateError) as err:
+            try:  # checked now by the loader training and evaluation use, so the two cannot disagree
+                load_chat_template(path)
+            except ChatTemplateError as err:
                 raise ValueError(str(err)) from None
             return str(path)
         from model.chat import list_chat_templates

@@ -863,3 +863,17 @@ def test_a_chat_template_file_is_checked_when_the_recipe_is_read(tmp_path, extra
     assert load_recipe(write(tmp_path, MINIMAL + "model: {chat_template: fine.yaml}\n")).model.chat_template
     message = error_of(write(tmp_path, MINIMAL + "model: {chat_template: mine.yaml}\n"))
     assert "model.chat_template" in message and expected in message
+
+
+@pytest.mark.parametrize("body", ['sep: "</s>"\n', "colour: red\n", "sep: [unclosed\n", b"\xff\n"])
+def test_a_bad_chat_template_file_gets_the_message_of_the_loader_training_uses(tmp_path, body):
+    """The recipe read the template file with its own YAML and text reading: a file the loader refuses got another
+    message (or, where the two disagreed, passed the recipe check and failed at training)."""
+    from model.chat import ChatTemplateError, load_chat_template
+
+    bundled = (templates_dir() / "chat" / "Hermes-2.yaml").read_bytes()
+    (tmp_path / "mine.yaml").write_bytes(bundled + (body if isinstance(body, bytes) else body.encode()))
+    with pytest.raises(ChatTemplateError) as loader:
+        load_chat_template(tmp_path / "mine.yaml")
+    message = error_of(write(tmp_path, MINIMAL + "model: {chat_template: mine.yaml}\n"))
+    assert "model.chat_template" in message and str(loader.value) in message
