@@ -526,6 +526,10 @@ def _chat(args) -> int:
         flag, what = ("--model", "a model") if stat.S_ISDIR(named.st_mode) else ("--image", "an image")
         raise CliError(f"{args.question!r} is a {'folder' if flag == '--model' else 'file'}, not a question: give "
                        f"{what} with {flag} {_q(args.question)}")
+    if one_word and named is None and Path(args.question.strip()).suffix.lower() in _PICTURE_SUFFIXES:
+        # `adapt chat --model m shot.jpg` with a typo in the name: the model was asked "shot.jpg", status 0
+        raise CliError(f"{args.question!r} names a picture, but no such file exists; give an image with --image PATH "
+                       "(the question, if any, in quotes)")
     images = list(args.image)
     if args.example_image:
         images.append(str(assets_dir() / "example.png"))
@@ -687,6 +691,8 @@ def _read_for_domain(args, paths: list[str]) -> tuple[list, str]:
 # Picture formats the ordinary reader (model.tiling.load_image) takes whole: a domain reading them (driving,
 # medical) reads them through it too, so a file of these kinds that it cannot read is damaged for every reader
 _ORDINARY_IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".gif"})
+# a one-word question ending in one of these is a picture's name given without --image
+_PICTURE_SUFFIXES = _ORDINARY_IMAGE_SUFFIXES | {".tif", ".tiff", ".dcm"}
 
 
 def _domain_hint(err: Exception) -> Exception:

@@ -50,3 +50,16 @@ def test_a_question_of_several_words_is_asked_even_where_it_names_a_path(tmp_pat
     monkeypatch.setattr(cli, "_chat_pytorch", lambda args, images: print(f"asked {args.question}") or 0)
     assert main(["chat", "is it red"]) == 0
     assert "asked is it red" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("question", ["shot.jpg", "scans/ct_01.DCM", "tile.tif"])
+def test_a_missing_picture_given_as_the_question_is_refused(question, tmp_path, monkeypatch, capsys):
+    """`adapt chat --model m shot.jpg` (a typo, or no --image) asked the model the question 'shot.jpg', exit 0."""
+    import adapt.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "_chat_pytorch", lambda args, images: print(f"asked {args.question}") or 0)
+    assert main(["chat", question]) == 1
+    out, err = capsys.readouterr()
+    assert "asked" not in out and f"{question!r} names a picture, but no such file exists" in err and "--image" in err
+    assert main(["chat", "What is in shot.jpg?"]) == 0  # a sentence mentioning a file name is a question
