@@ -26,10 +26,10 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
     so base and adapted are scored on the same prompts; the summary's ``chat_template`` names the template used.
     Its predictions go to ``out_dir/predictions_<label>.jsonl``; skipped records as `score_eval_sources` says.
 
-    Another ``runtime`` (`deploy.runtimes`: ``llamacpp``, ``onnx``): the model is exported in that runtime's format
-    at ``variant`` (a GGUF type, an ONNX precision; ``gguf_type`` is the llama.cpp spelling), into
-    ``out_dir/<format>/<label>``, and its answers come from that runtime, given exactly the token ids and tiles
-    PyTorch would get (`deploy.llamacpp.eval`, `deploy.onnx.eval`).
+    Another ``runtime`` (`deploy.runtimes`: ``llamacpp``, ``onnx``, ``executorch``): the model is exported in that
+    runtime's format at ``variant`` (a GGUF type, an ONNX or ExecuTorch precision; ``gguf_type`` is the llama.cpp
+    spelling), into ``out_dir/<format>/<label>``, and its answers come from that runtime, given exactly the token ids
+    and tiles PyTorch would get (`deploy.llamacpp.eval`, `deploy.onnx.eval`, `deploy.executorch.eval`).
     """
     if not recipe.data.eval_sources:
         raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
