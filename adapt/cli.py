@@ -1221,7 +1221,8 @@ def _eval(args) -> int:
         if given and args.runtime != name:
             raise CliError(f"--{VARIANT_FLAGS[name].replace('_', '-')} applies to --runtime {name}")
     if args.runtime != "pytorch":
-        variants = variant_flags.get(args.runtime) or [RUNTIMES[args.runtime].default_variant]
+        # a type given twice is one run (its label, and export folder, would be the same)
+        variants = list(dict.fromkeys(variant_flags.get(args.runtime) or [RUNTIMES[args.runtime].default_variant]))
         runs = {f"{label}-{v}": evaluate_model(recipe, source, f"{label}-{v}", out, progress, runtime=args.runtime,
                                                variant=v)
                 for label, source in models.items() for v in variants}

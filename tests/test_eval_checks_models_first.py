@@ -20,3 +20,17 @@ def test_a_mistyped_second_model_stops_eval_before_the_first_is_scored(tmp_path,
     rc = main(["eval", str(tmp_path / "quickstart.yaml"), "--model", "pocket-tyni", "--out", str(tmp_path / "out"),
                "--no-progress"])
     assert rc == 1 and "did you mean pocket-tiny" in capsys.readouterr().err and scored == []
+
+
+def test_a_runtime_type_given_twice_is_exported_and_scored_once(tmp_path, monkeypatch, capsys):
+    """`--gguf-type f16 --gguf-type f16` exported and scored each model twice under one label (minutes each)."""
+    import adapt.evaluate as evaluate
+
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    scored = []
+    monkeypatch.setattr(run_eval, "evaluate_model", lambda recipe, source, label, *a, **k: scored.append(label) or {})
+    monkeypatch.setattr(evaluate, "write_report", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    rc = main(["eval", str(tmp_path / "quickstart.yaml"), "--model", "base=pocket-tiny", "--runtime", "llamacpp",
+               "--gguf-type", "f16", "--gguf-type", "q8_0", "--gguf-type", "f16", "--out", str(tmp_path / "out"),
+               "--no-progress"])
+    assert rc == 130 and scored == ["base-f16", "base-q8_0"]
