@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from model.checkpoints.tower import load_vision, load_vision_feature, save_tower, save_vision_adapter
 from model.progress import Progress
 from model.tiling import ImageLoadError, TilingConfig, load_image
-from model.vision import feature_block, layer_features
+from model.vision import layer_features, paired_block
 
 from .checkpointing import atomic_write_text
 from .data.augment import build_augment
@@ -63,8 +63,10 @@ def adapter_pair(pairs: list[tuple[int, int]], feature_layer: int, teacher_depth
                  student_depth: int) -> int | None:
     """Index in `pairs` of the pair whose teacher block is the one a VLM with `feature_layer` feeds its projector and
     whose student block is the student's of the same feature layer (the pair to use as the vision adapter); None if
-    none is."""
-    wanted = (feature_block(teacher_depth, feature_layer), feature_block(student_depth, feature_layer))
+    none is (`paired_block`)."""
+    wanted = (paired_block(teacher_depth, feature_layer), paired_block(student_depth, feature_layer))
+    if None in wanted:
+        return None
     return next((i for i, pair in enumerate(pairs) if tuple(pair) == wanted), None)
 
 

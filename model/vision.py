@@ -77,6 +77,17 @@ def feature_block(depth: int, feature_layer: int) -> int:
     return block
 
 
+def paired_block(depth: int, feature_layer: int) -> int | None:
+    """The block k whose `layer_features(tower, pixels, [k])` are `select_features(tower, pixels, feature_layer)`
+    in every tower of `depth` blocks; None where none is: a layer the tower lacks, or a k other than -1 naming the
+    last block (`hidden_states[k]`, before a final norm where the tower has one; `layer_features` gives the output)."""
+    try:
+        block = feature_block(depth, feature_layer)
+    except ModelConfigError:
+        return None
+    return None if block == depth and feature_layer != -1 else block
+
+
 def check_feature_layer(layer: object, depth: int, name: str, error: type[Exception] = ModelConfigError) -> int:
     """`layer`, a checkpoint config's `name`, as the int layer index of a tower of `depth` blocks; else `error`
     naming `name` (a string, null or list was read with int() as a traceback, a layer the tower lacks was taken

@@ -71,6 +71,21 @@ def test_the_paired_feature_is_the_one_the_projector_reads():
     assert adapter_pair([(2, 2), (4, 3)], -2, 4, 3) is None
 
 
+def test_a_layer_index_naming_the_last_block_pairs_nothing():
+    # vision_feature_layer 2 on a 2-block tower reads hidden_states[2], before the final norm; the distilled last
+    # block is the normed output, so no pair gives what that VLM's projector reads
+    tower, _ = load_vision("internvit-300m", {**NARROW, "use_mean_pooling": False})
+    nn.init.normal_(tower.layernorm.weight)
+    pixels = torch.randn(2, 3, 112, 112)
+    assert not torch.allclose(layer_features(tower, pixels, [2])[0], select_features(tower, pixels, 2))
+    assert torch.allclose(layer_features(tower, pixels, [1])[0], select_features(tower, pixels, 1))
+    assert adapter_pair([(3, 2), (4, 3)], 4, 4, 3) is None  # the teacher's last block, and beyond the student's
+    assert adapter_pair([(3, 3), (4, 3)], 3, 4, 3) is None  # the student's last block
+    assert adapter_pair([(2, 2), (4, 3)], 2, 4, 3) == 0
+    assert adapter_pair([(2, 1), (4, 3)], -3, 4, 3) == 0
+    assert adapter_pair([(2, 1), (4, 3)], -4, 4, 3) is None  # blocks 1 and 0: not a pair here
+
+
 def test_distill_writes_the_projection_of_that_pair(run):
     final = run / "final"
     info = json.loads((final / "vision_adapter.json").read_text())
