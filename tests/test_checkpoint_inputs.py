@@ -12,6 +12,7 @@ import torch
 import model
 from model.checkpoints import CheckpointError
 from model.checkpoints.original import export_original
+from model.loading import load_config
 
 from .conftest import original_layout_config, original_layout_tensors, write_original
 
@@ -226,3 +227,27 @@ def test_a_native_tiling_of_another_tile_size_is_refused_in_the_shared_checks_wo
             f"preprocessor_config.json: the tiling cuts {2 * tower} px tiles, but the vision tower takes {tower} px "
             f"images (vision_config.image_size); set tiling.tile_size to {tower}, the tower's size")):
         model.loading.load_config(directory)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["vision_config"].pop("hidden_size"), r"vision_config lacks 'hidden_size'"),
+    (lambda c: c.update(vision_config=[]), r"vision_config must be a JSON object, got a list"),
+    (lambda c: c["vision_config"].update(num_hidden_layers="2"), r"vision_config is not a valid InternViT config"),
+    (lambda c: c.update(min_dynamic_patch="x"), r"min_dynamic_patch must be an int, got 'x'"),
+    (lambda c: c.update(force_image_size="448"), r"force_image_size must be an int, got '448'"),
+    (lambda c: c.update(downsample_ratio="half"), r"downsample_ratio must be a number, got 'half'"),
+    (lambda c: c.update(max_dynamic_patch=float("inf")), r"max_dynamic_patch must be an int, got inf"),
+    (lambda c: c.pop("llm_config"), r"missing 'llm_config'"),
+    (lambda c: (c["llm_config"].update(architectures=["InternLM2ForCausalLM"]), c["llm_config"].pop("vocab_size")),
+     r"llm_config lacks 'vocab_size'"),
+])
+def test_an_original_config_with_a_missing_or_mistyped_field_is_one_error_naming_it(change, message, tmp_path,
+                                                                                   hf_internvl, tiny_tokenizer):
+    """A missing or mistyped field of an original-layout config.json is a CheckpointError naming the file and the
+    field, from `load` and `load_config` alike, not a KeyError / ValueError / AttributeError traceback."""
+    config = original_layout_config(hf_internvl)
+    change(config)
+    directory = write_original(tmp_path / "orig", original_layout_tensors(hf_internvl), config, tiny_tokenizer)
+    for read in (model.load, load_config):
+        with pytest.raises(CheckpointError, match=r"orig/config\.json: " + message):
+            read(directory)

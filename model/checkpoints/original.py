@@ -140,25 +140,55 @@ def _internlm2_as_llama(lc: dict) -> LlamaConfig:
     )
 
 
+def _number(raw: dict, key: str, default: int | float, kind: type[int] | type[float], where: str = "") -> int | float:
+    """`raw[key]` (else `default`) as `kind`; a `CheckpointError` naming `where + key` for a string, null or
+    fraction."""
+    value = raw.get(key, default)
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or (kind is int and value != int(value))):
+        raise CheckpointError(f"{where}{key} must be {'an int' if kind is int else 'a number'}, got {value!r}")
+    return kind(value)
+
+
+def _section(raw: dict, key: str) -> dict:
+    if key not in raw:
+        raise CheckpointError(f"missing {key!r} (not an InternVL chat config)")
+    section = raw[key]
+    if not isinstance(section, dict):
+        raise CheckpointError(f"{key} must be a JSON object, got a {type(section).__name__}")
+    return section
+
+
 def config_from_original(raw: dict, image_token_id: int) -> PocketVLMConfig:
     template = raw.get("template") or "Hermes-2"
     if template not in TEMPLATES:
         raise CheckpointError(f"conversation template {template!r} is not supported; known: {sorted(TEMPLATES)}")
-    image_size = raw.get("force_image_size") or raw["vision_config"].get("image_size", 448)
+    vc, lc = _section(raw, "vision_config"), _section(raw, "llm_config")
+    image_size = (_number(raw, "force_image_size", 0, int) if raw.get("force_image_size")
+                  else _number(vc, "image_size", 448, int, "vision_config."))
     ps_version = raw.get("ps_version", "v1")  # the InternVLChatConfig default; released models say v2
-    vision = vision_config_from_original(raw["vision_config"], image_size)
+    try:
+        vision = vision_config_from_original(vc, image_size)
+    except KeyError as err:
+        raise CheckpointError(f"vision_config lacks {err}") from None
+    except CONFIG_ERRORS as err:
+        raise CheckpointError(f"vision_config is not a valid InternViT config: {' '.join(str(err).split())}") from None
+    try:
+        text = text_config_from_original(lc)
+    except KeyError as err:  # the InternLM2 fields are read one by one
+        raise CheckpointError(f"llm_config lacks {err}") from None
     return PocketVLMConfig(
         vision_config=vision,
-        text_config=text_config_from_original(raw["llm_config"]),
+        text_config=text,
         vision_feature_layer=check_feature_layer(raw.get("select_layer", -1), vision.num_hidden_layers,
                                                  "select_layer", CheckpointError),
         projector_type="pixel_shuffle_mlp",
-        projector_options={"downsample_ratio": float(raw.get("downsample_ratio", 0.5)), "ps_version": ps_version},
+        projector_options={"downsample_ratio": _number(raw, "downsample_ratio", 0.5, float), "ps_version": ps_version},
         image_token_id=image_token_id,
         tiling=TilingConfig(
-            tile_size=int(image_size),
-            min_tiles=int(raw.get("min_dynamic_patch", 1)),
-            max_tiles=int(raw.get("max_dynamic_patch", 12)),
+            tile_size=image_size,
+            min_tiles=_number(raw, "min_dynamic_patch", 1, int),
+            max_tiles=_number(raw, "max_dynamic_patch", 12, int),
             thumbnail=bool(raw.get("use_thumbnail", True)),
             mode="dynamic" if raw.get("dynamic_image_size", True) else "resize",
             mean=IMAGENET_MEAN,
