@@ -251,3 +251,18 @@ def test_an_original_config_with_a_missing_or_mistyped_field_is_one_error_naming
     for read in (model.load, load_config):
         with pytest.raises(CheckpointError, match=r"orig/config\.json: " + message):
             read(directory)
+
+
+@pytest.mark.parametrize("change, message", [({"num_hidden_layers": "4"}, r"not a valid InternViT config: .*num_hidden_layers"),
+                                             ({"hidden_size": None}, r"not a valid InternViT config: .*hidden_size")])
+def test_a_standalone_internvit_config_of_the_wrong_type_is_one_error_naming_it(change, message, tmp_path):
+    """OpenGVLab's standalone InternViT folder (`intern_vit_6b`) with a mistyped field: a CheckpointError naming the
+    file, from reading the config alone and from loading the tower, not a strict-dataclass traceback."""
+    from model.checkpoints.tower import load_tower_folder, vision_config_feature
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "intern_vit_6b", "hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 32, "image_size": 28, "patch_size": 14, "norm_type": "layer_norm", **change}))
+    for read in (vision_config_feature, load_tower_folder):
+        with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / "config.json")) + ": InternViT config is " + message):
+            read(tmp_path)

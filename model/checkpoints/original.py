@@ -63,9 +63,20 @@ _INTERNLM2_RENAMES = [
 
 # ---------------------------------------------------------------- configs
 
-def vision_config_from_original(vc: dict, image_size: int | None) -> InternVLVisionConfig:
+def vision_config_from_original(vc: dict, image_size: int | None, name: str = "vision_config") -> InternVLVisionConfig:
+    """InternViT config `vc` (`name` in errors) as transformers' class; a `CheckpointError` for a missing or mistyped
+    field."""
     if vc.get("model_type", "intern_vit_6b") != "intern_vit_6b":
         raise CheckpointError(f"vision_config.model_type {vc.get('model_type')!r} is not InternViT ('intern_vit_6b')")
+    try:
+        return _internvit_config(vc, image_size)
+    except KeyError as err:
+        raise CheckpointError(f"{name} lacks {err}") from None
+    except CONFIG_ERRORS as err:
+        raise CheckpointError(f"{name} is not a valid InternViT config: {' '.join(str(err).split())}") from None
+
+
+def _internvit_config(vc: dict, image_size: int | None) -> InternVLVisionConfig:
     return InternVLVisionConfig(
         hidden_size=vc["hidden_size"],
         num_hidden_layers=vc["num_hidden_layers"],
@@ -167,12 +178,7 @@ def config_from_original(raw: dict, image_token_id: int) -> PocketVLMConfig:
     image_size = (_number(raw, "force_image_size", 0, int) if raw.get("force_image_size")
                   else _number(vc, "image_size", 448, int, "vision_config."))
     ps_version = raw.get("ps_version", "v1")  # the InternVLChatConfig default; released models say v2
-    try:
-        vision = vision_config_from_original(vc, image_size)
-    except KeyError as err:
-        raise CheckpointError(f"vision_config lacks {err}") from None
-    except CONFIG_ERRORS as err:
-        raise CheckpointError(f"vision_config is not a valid InternViT config: {' '.join(str(err).split())}") from None
+    vision = vision_config_from_original(vc, image_size)
     try:
         text = text_config_from_original(lc)
     except KeyError as err:  # the InternLM2 fields are read one by one

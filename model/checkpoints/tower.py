@@ -86,10 +86,8 @@ def _tower_folder_config(directory: Path) -> tuple[PreTrainedConfig, TilingConfi
     if model_type == "intern_vit_6b":
         from .original import vision_config_from_original
 
-        try:
-            return (config := vision_config_from_original(raw, raw.get("image_size"))), default_tiling(config)
-        except KeyError as err:
-            raise CheckpointError(f"{directory / 'config.json'}: InternViT config lacks {err}") from None
+        config = vision_config_from_original(raw, raw.get("image_size"), f"{directory / 'config.json'}: InternViT config")
+        return config, default_tiling(config)
     if model_type not in CONFIG_MAPPING:
         raise CheckpointError(f"{directory / 'config.json'}: model_type {model_type!r} is not a vision config "
                               "transformers knows (expected e.g. internvl_vision or clip_vision_model)")
@@ -130,10 +128,7 @@ def _load_internvit_original(directory: Path, raw: dict, allow_pickle: bool) -> 
     """A standalone InternViT in OpenGVLab's layout, as an `InternVLVisionModel`."""
     from .original import _vision_key, vision_config_from_original
 
-    try:
-        config = vision_config_from_original(raw, raw.get("image_size"))
-    except KeyError as err:
-        raise CheckpointError(f"{directory / 'config.json'}: InternViT config lacks {err}") from None
+    config = vision_config_from_original(raw, raw.get("image_size"), f"{directory / 'config.json'}: InternViT config")
     converted: dict[str, torch.Tensor] = {}
     for key, tensor in read_state_dict(directory, allow_pickle=allow_pickle).items():
         _vision_key(key.removeprefix("vision_model."), tensor, converted, config)
