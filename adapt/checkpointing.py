@@ -375,8 +375,8 @@ def usable_checkpoint(out_dir: Path) -> tuple[Path | None, list[tuple[Path, str]
 def settle_saves(out_dir: Path) -> list[str]:
     """Finish or undo what a run stopped while saving (`save_checkpoint`) left behind; returns a note of each.
 
-    A `checkpoint-<step>.partial/` that verifies whole and has no `checkpoint-<step>` beside it is the step's
-    checkpoint (the run died as it took its name): renamed into place. Any other is removed (after a change of
+    A `checkpoint-<step>.partial/` that verifies whole and has no whole `checkpoint-<step>` beside it is the step's
+    checkpoint (the run died as it took its name): renamed into place, a damaged `checkpoint-<step>` set aside. Any other is removed (after a change of
     output.save_every a later save would never clear it). A moved-aside older checkpoint (`.checkpoint-<step>.old`)
     is restored where no whole `checkpoint-<step>` replaced it, else removed; so is a moved-aside `final/`
     (`.final.replaced`, `adapt.train.staged_folder`) where no `final/` replaced it."""
@@ -390,7 +390,10 @@ def settle_saves(out_dir: Path) -> list[str]:
         shutil.rmtree(leftover, ignore_errors=True)
     for partial in sorted(p for p in out_dir.glob("checkpoint-*.partial") if p.is_dir()):
         final = partial.with_name(partial.name.removesuffix(".partial"))
-        if _NAME.match(final.name) and not final.exists() and verify_checkpoint(partial) is None:
+        if _NAME.match(final.name) and verify_checkpoint(partial) is None and (
+                not final.exists() or (problem := verify_checkpoint(final)) is not None):
+            if final.exists():  # the whole copy replaces a damaged one, which is kept aside, not deleted
+                notes.append(f"{final.name} is damaged ({problem}): set aside as {set_aside(final).name}")
             partial.rename(final)
             notes.append(f"{partial.name} was written whole by a run stopped as it renamed it: kept as {final.name}")
         else:

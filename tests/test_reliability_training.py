@@ -646,6 +646,34 @@ def test_a_kill_while_replacing_a_checkpoint_leaves_a_whole_one(tmp_path, monkey
         assert torch.equal(fresh.weight.detach(), new if moved_aside else old), folder.name
 
 
+def test_a_kill_while_replacing_a_damaged_checkpoint_keeps_the_whole_copy(tmp_path, monkeypatch):
+    """A run killed after writing `checkpoint-N.partial/` whole, before moving a damaged `checkpoint-N` aside, left the
+    only good copy of step N in `.partial`: the next start deleted it. It now takes the damaged one's place, which is
+    set aside, not deleted."""
+    from adapt.checkpointing import load_checkpoint, save_checkpoint, settle_saves, usable_checkpoint
+
+    out = tmp_path / "out"
+    net, optimizer, scheduler = _tiny_training_state()
+    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
+    weights = out / "checkpoint-1" / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4])  # damaged: shorter than its manifest says
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    new = net.weight.detach().clone()
+    kills = _copies_at_each_kill_point(monkeypatch, out, tmp_path, (Path, "rename"))
+    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
+    monkeypatch.undo()
+    assert any((f / "checkpoint-1.partial").exists() and (f / "checkpoint-1").exists() for f in kills)
+    for folder in kills:
+        settle_saves(folder)
+        latest, damaged = usable_checkpoint(folder)
+        assert latest == folder / "checkpoint-1" and not damaged, folder.name
+        assert not list(folder.glob("*.partial")) and not list(folder.glob(".*.old")), folder.name
+        fresh, fresh_optimizer, fresh_scheduler = _tiny_training_state()
+        load_checkpoint(latest, fresh, fresh_optimizer, fresh_scheduler)
+        assert torch.equal(fresh.weight.detach(), new), folder.name
+
+
 def test_a_kill_while_replacing_final_leaves_a_whole_final(tmp_path, monkeypatch):
     """`final/` was moved aside before the new one took its name: a kill in between left only `.final.replaced`,
     which nothing restored. The next start now restores it, or removes it once a new `final/` is in place."""
