@@ -10,9 +10,10 @@ earlier download) -- is converted again. An output made from several files also 
 time (:func:`source_stamp`).
 
 Written files get the permissions the umask gives any new file (not 0600). A temporary file is named
-``.<name>.<pid>-<token>.part``; a failed write removes its own, and :func:`remove_stale_parts` (run by
-``DomainPlugin.convert`` before each conversion) removes those a killed run left behind. An ``OSError`` raised
-while writing (disk full, permission denied) carries the path being written in ``filename``.
+``.<name>.<pid>@<host>-<token>.part`` (`host`: :data:`HOST_TAG`); a failed write removes its own, and
+:func:`remove_stale_parts` (run by ``DomainPlugin.convert`` before each conversion) removes those a killed run left
+behind. An ``OSError`` raised while writing (disk full, permission denied) carries the path being written in
+``filename``.
 
 **Names read from data files** (an image path in a JSON, an XML ``<filename>``, an id turned into a file name) go
 through :func:`inside_root`, the one containment check of every converter: a name that is absolute, climbs out of
@@ -29,6 +30,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -40,7 +42,7 @@ from PIL.PngImagePlugin import PngInfo
 from domains.base import DomainError, SkipInput
 from model.tiling import ImageLoadError, load_image
 
-__all__ = ["KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "decode_image", "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh",
+__all__ = ["HOST_TAG", "KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "decode_image", "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh",
            "link_or_copy", "newest_time", "output_key", "owner_gone", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
            "split_of", "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits"]
 
@@ -48,16 +50,19 @@ PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 PATH_ESCAPES = "path escapes data root"  # the report reason of a name refused by inside_root
 KEY_CHUNK = "pocket-adapt:key"  # PNG text chunk holding the output_key an image was made with
 STALE_PART_SECONDS = 86_400  # a .part whose owner cannot be told is stale after a day
-_PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]{8}\.part$")
+_PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:@(?P<host>[0-9a-f]{8}))?-[0-9a-f]{8}\.part$")
+# this machine in a temporary file's name: a pid only tells on the host that gave it (a shared file system is
+# written from several)
+HOST_TAG = hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
 _STARTED_NS = time.time_ns()  # a .part carrying this process's pid but older than this is a dead namesake's
 
 
 def _part_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+    return path.with_name(f".{path.name}.{os.getpid()}@{HOST_TAG}-{secrets.token_hex(4)}.part")
 
 
 def _new_part(path: Path) -> tuple[int, Path]:
-    """Create ``.<name>.<pid>-<token>.part`` next to `path`, exclusively; mode 0o666 so the umask applies."""
+    """Create ``.<name>.<pid>@<host>-<token>.part`` next to `path`, exclusively; mode 0o666 so the umask applies."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
         tmp = _part_name(path)
@@ -104,9 +109,11 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, 
 def remove_stale_parts(root: Path) -> list[Path]:
     """Delete the temporary ``.part`` files killed runs left under `root`; returns them, sorted.
 
-    A ``.<name>.<pid>-<token>.part`` is stale when process `pid` is gone or started after the file was last
-    written (a reused pid, where Linux's ``/proc`` tells; this process by its own start time); other ``.part`` names (earlier versions) and any ``.part`` on a system where
-    processes cannot be probed are stale after :data:`STALE_PART_SECONDS`. A live writer's file is kept.
+    A ``.<name>.<pid>@<host>-<token>.part`` of this host (or ``.<name>.<pid>-<token>.part``, an earlier version's)
+    is stale when process `pid` is gone or started after the file was last written (a reused pid, where Linux's
+    ``/proc`` tells; this process by its own start time); one of another host (a shared file system: its pid tells
+    nothing here), other ``.part`` names (earlier versions) and any ``.part`` on a system where processes cannot be
+    probed are stale after :data:`STALE_PART_SECONDS`. A live writer's file is kept.
     """
     if not root.is_dir():
         return []
@@ -121,15 +128,18 @@ def remove_stale_parts(root: Path) -> list[Path]:
             continue
         old = now - st.st_mtime_ns > STALE_PART_SECONDS * 10**9
         m = _PART.match(part.name)
-        if old or (m and owner_gone(int(m.group("pid")), st.st_mtime_ns)):
+        if old or (m and owner_gone(int(m.group("pid")), st.st_mtime_ns, m.group("host"))):
             part.unlink(missing_ok=True)
             removed.append(part)
     return removed
 
 
-def owner_gone(pid: int, mtime_ns: int) -> bool:
+def owner_gone(pid: int, mtime_ns: int, host: str | None = None) -> bool:
     """Whether the process `pid` that named a temporary file (or folder) last written at `mtime_ns` is gone: not
-    running, or a later process holding a reused pid; this process when it started after the write."""
+    running, or a later process holding a reused pid; this process when it started after the write. `host`: the
+    :data:`HOST_TAG` the name carries, if any; a process of another host cannot be probed, so is never gone."""
+    if host is not None and host != HOST_TAG:
+        return False
     if pid == os.getpid():
         return mtime_ns < _STARTED_NS
     if not process_alive(pid):

@@ -330,6 +330,26 @@ def test_report_names_inputs_relative_to_its_source(tmp_path):
     assert ConvertReport(source=".").root == "" and ConvertReport().root == ""
 
 
+def test_a_part_of_another_host_is_kept_until_it_is_old(tmp_path):
+    """On a shared file system a .part of a run on another machine was judged by its pid on this one, where no such
+    process runs: a live writer's file was deleted. The name now carries its host; another host's is kept a day."""
+    import domains.files as files
+    from domains.files import HOST_TAG
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process of this host holds
+    other = "0123abcd" if HOST_TAG != "0123abcd" else "4567cdef"
+    theirs = tmp_path / f".a.png.{gone.pid}@{other}-0123abcd.part"
+    ours = tmp_path / f".b.png.{gone.pid}@{HOST_TAG}-0123abcd.part"
+    older = tmp_path / f".c.png.{gone.pid}@{other}-4567cdef.part"
+    for p in (theirs, ours, older):
+        p.write_bytes(b"half")
+    day = time.time() - 2 * 86400
+    os.utime(older, (day, day))
+    assert remove_stale_parts(tmp_path) == [ours, older] and _parts(tmp_path) == [theirs]
+    assert f"@{HOST_TAG}-" in files._part_name(tmp_path / "d.png").name  # what this host writes carries its tag
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="process start times from Linux's /proc")
 def test_a_part_whose_pid_now_belongs_to_a_later_process_is_removed(tmp_path):
     """Process ids are reused (soon, in a container): a killed run's .part named with a pid another process took
