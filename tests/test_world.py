@@ -160,6 +160,21 @@ def test_deterministic_byte_identical(tmp_path):
         assert tree_bytes(c)["images/train_00000.png"] != files_a["images/train_00000.png"]
 
 
+def test_an_image_left_as_a_symlink_is_replaced_not_written_through(tmp_path):
+    """A PNG was saved by opening its path, so an images/ entry left as a symlink (or hard link) had the new pixels
+    written into its target, a file outside the output folder. The new image now replaces the entry."""
+    outside = tmp_path / "keep.png"
+    outside.write_bytes(b"not the generator's")
+    out = tmp_path / "out"
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "train_00000.png").symlink_to(outside)
+    generate_general(out, n_train=2, n_test=1, progress=False)
+    assert outside.read_bytes() == b"not the generator's"
+    image = out / "images" / "train_00000.png"
+    assert not image.is_symlink() and Image.open(image).size == (112, 112)
+    assert not list(out.rglob("*.part"))
+
+
 def test_train_and_test_share_no_images(general, landcover):
     for out in (general, landcover):
         root = out["root"]

@@ -659,7 +659,9 @@ def landcover_samples(split: str, n: int, seed: int = 1, image_size: int = 112) 
 
 # ---------------------------------------------------------------------------------------------- writing
 def _save_png(pixels: np.ndarray, path: Path) -> None:
-    Image.fromarray(pixels).save(path, **_PNG_PARAMS)
+    # through a temporary file and a rename: an image of an earlier call is replaced, never written through (a
+    # symlink there would carry the pixels into its target, outside out_dir), and a kill leaves no half PNG
+    atomic_write(path, lambda f: Image.fromarray(pixels).save(f, **_PNG_PARAMS))
 
 
 def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None = None, desc: str = "synthetic",
