@@ -19,14 +19,16 @@ in words: the colour, class name, count …; the phrase for grounding) and, for 
 
 Everything is deterministic: each sample draws from its own ``numpy.random.Generator`` seeded with
 ``(domain, seed, split, index)``, images are drawn with PIL primitives and numpy, and PNGs are written with
-fixed parameters and no metadata, so the same call writes byte-identical files. The correct letter is
-balanced across A-D (per task family) and drawn independently of the class, so the letter cannot be
-guessed from the image alone.
+fixed parameters and no metadata, so the same call writes byte-identical files. The pixels are the same on every
+machine too: they are computed with IEEE arithmetic (``+ * / sqrt``, rounding), no BLAS product or library sine,
+whose last bits depend on the CPU. The correct letter is balanced across A-D (per task family) and drawn
+independently of the class, so the letter cannot be guessed from the image alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from collections import Counter, deque
@@ -223,21 +225,14 @@ def _interp_weights(size: int, cells: float, offset: float, n: int) -> tuple[np.
 def _value_noise(rng: np.random.Generator, size: int, cells: float) -> np.ndarray:
     """Smooth value noise in [0, 1] (float32): a random lattice about ``cells`` cells across, interpolated.
 
-    The (smoothstep) bilinear interpolation is separable: two small matrix products (or two gathers).
+    The (smoothstep) bilinear interpolation is separable: two gathers. Not matrix products: BLAS picks its kernel
+    (summation order, fused multiply-add) by CPU, so their last bits, and some rounded pixels, differ between machines.
     """
     n = max(1, int(np.ceil(cells)))
     lattice = rng.random((n + 2, n + 2), dtype=np.float32)
     oy, ox = rng.random(2) * 0.999
     iy, fy = _interp_weights(size, cells, oy, n)
     ix, fx = _interp_weights(size, cells, ox, n)
-    if n <= 40:  # small products stay on one BLAS thread and are fastest
-        r = np.arange(size)
-        wy = np.zeros((size, n + 2), dtype=np.float32)
-        wx = np.zeros((size, n + 2), dtype=np.float32)
-        wy[r, iy], wy[r, iy + 1] = 1 - fy, fy
-        wx[r, ix], wx[r, ix + 1] = 1 - fx, fx
-        return wy @ lattice @ wx.T
-    # larger products would wake BLAS threads: gather the two knots of each row and column instead
     rows = lattice[iy] * (1 - fy)[:, None] + lattice[iy + 1] * fy[:, None]
     return rows[:, ix] * (1 - fx) + rows[:, ix + 1] * fx
 
@@ -289,8 +284,22 @@ def _rotated(size: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
     """Pixel coordinates about the image centre, rotated by ``theta`` (float32)."""
     xs, ys = _grid(size)
     h = np.float32(size / 2)
-    c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+    c, s = np.float32(_sin(theta + np.pi / 2)), np.float32(_sin(theta))
     return (xs - h) * c + (ys - h) * s, (ys - h) * c - (xs - h) * s
+
+
+_SIN_TERMS = [(-1) ** k / math.factorial(2 * k + 1) for k in range(15)]  # Taylor series of sin, to r**29
+
+
+def _sin(x) -> np.ndarray:
+    """sin(x) in float64 (within ~1e-15) from +, *, rint only, so the same on every machine: np.sin and math.sin
+    pick a SIMD or libm routine by CPU, whose last bits (float32's often) differ, and with them some pixels."""
+    x = np.asarray(x, dtype=np.float64)
+    r = x - np.rint(x * (1 / (2 * np.pi))) * (2 * np.pi)  # in [-pi, pi]
+    r2, acc = r * r, np.zeros_like(r)
+    for c in reversed(_SIN_TERMS):
+        acc = acc * r2 + c
+    return acc * r
 
 
 def _frac(x: np.ndarray) -> np.ndarray:
@@ -353,7 +362,7 @@ def _shape_primitive(kind: str, cx: float, cy: float, s: float) -> tuple[str, li
         for i in range(10):
             r = h if i % 2 == 0 else 0.42 * h
             a = -np.pi / 2 + i * np.pi / 5
-            pts.append((cx + r * np.cos(a), cy + r * np.sin(a) + 0.1 * h))
+            pts.append((cx + r * float(_sin(a + np.pi / 2)), cy + r * float(_sin(a)) + 0.1 * h))
         return "polygon", pts
     raise ValueError(kind)
 
@@ -445,7 +454,7 @@ def _scene_water(rng, size, sc):
     u, _ = _rotated(size, rng.uniform(0, np.pi))
     lam = rng.uniform(5, 10) * sc
     warp = _fbm(rng, size, 3, 2) * rng.uniform(2, 5)
-    ripple = np.sin(u * (2 * np.pi / lam) + warp)
+    ripple = _sin(u * (2 * np.pi / lam) + warp).astype(np.float32)
     base = _c(_jitter_color(rng, (30, 85, 150), 18))
     depth = _value_noise(rng, size, 1.5) - 0.5
     return base + depth * _c((10, 20, 25)) + ripple * (_c((10, 14, 16)) * rng.uniform(0.6, 1.2))
@@ -481,7 +490,7 @@ def _scene_farmland(rng, size, sc):
     strip = np.floor(pos).astype(int)
     lo = int(strip.min())
     img = _paint(rng, _FARM_PALETTE, int(strip.max()) - lo + 1, 12, strip - lo)  # one crop colour per strip
-    furrow = np.sin(v * (2 * np.pi / (rng.uniform(2.5, 4) * sc)))  # crop rows along each strip
+    furrow = _sin(v * (2 * np.pi / (rng.uniform(2.5, 4) * sc))).astype(np.float32)  # crop rows along each strip
     frac = pos - strip
     border = np.abs(frac - 0.5) > 0.5 - 0.6 / width  # thin dark field boundaries
     return img * np.where(border, _F32(0.7), 1 + 0.06 * furrow)
@@ -510,7 +519,7 @@ def _scene_snow(rng, size, sc):
     base = _c(_jitter_color(rng, (238, 244, 252), 6))
     shadow = _fbm(rng, size, rng.uniform(2, 4), 3) - 0.3
     u, _ = _rotated(size, rng.uniform(0, np.pi))
-    streak = np.sin(u * (2 * np.pi / (rng.uniform(6, 12) * sc)) + 4 * _value_noise(rng, size, 3))
+    streak = _sin(u * (2 * np.pi / (rng.uniform(6, 12) * sc)) + 4 * _value_noise(rng, size, 3)).astype(np.float32)
     return base - shadow * _c((45, 35, 18)) - streak * _c((5, 4, 2))
 
 
