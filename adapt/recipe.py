@@ -39,7 +39,7 @@ from pydantic import (
 
 from model.errors import PocketAdaptError, install_hint
 from model.limits import MAX_TILES_LIMIT
-from model.yaml_io import YAMLContentError, load_yaml
+from model.yaml_io import YAMLContentError, load_yaml, yaml_error_text
 
 if TYPE_CHECKING:
     from model.tiling import TilingConfig
@@ -1035,21 +1035,13 @@ def _yaml_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
     try:
         return _bounded_load(text, where)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        if "'\\t'" in problem:  # an editor's tab indent: PyYAML names the character, not the rule
-            problem += ": YAML takes no tab there (indentation, or after a colon): replace it with spaces"
-        raise RecipeError(f"{where}: malformed YAML{at}: {problem}{f' ({context})' if context else ''}") from None
+        raise RecipeError(f"{where}: {yaml_error_text(exc)}") from None
 
 
 def load_yaml_value(text: str, where: str) -> Any:
     """One YAML value (an override's, an ``--option``'s) with duplicate keys and alias bombs refused
     (`RecipeError` naming `where`); YAML syntax errors are left to the caller (`yaml.YAMLError`)."""
     return _bounded_load(text, where)[0]
-
-
 
 
 # A recipe is a few KB (the largest template ~13 KB); a file past this is something else (an annotation .jsonl, an

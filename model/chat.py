@@ -32,7 +32,7 @@ import yaml
 
 from model.errors import ModelConfigError, PocketAdaptError
 from model.resources import templates_dir
-from model.yaml_io import YAMLContentError, load_yaml
+from model.yaml_io import YAMLContentError, load_yaml, yaml_error_text
 
 IMAGE_PLACEHOLDER = "<image>"
 MARKER_RUN = 16  # `chat_template_jinja` gives training's prefix to a user turn of up to this many leading markers
@@ -370,7 +370,7 @@ def load_chat_template(path: str | Path) -> ChatTemplate:
     try:
         data, _ = load_yaml(text, str(path))  # duplicate keys refused, as in a recipe
     except yaml.YAMLError as exc:
-        raise ChatTemplateError(f"{path}: malformed YAML ({exc})") from None
+        raise ChatTemplateError(f"{path}: {yaml_error_text(exc)}") from None
     except YAMLContentError as exc:
         raise ChatTemplateError(str(exc)) from None
     return chat_template_from_dict(data, path)

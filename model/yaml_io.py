@@ -13,7 +13,7 @@ import yaml
 
 from model.errors import PocketAdaptError
 
-__all__ = ["MAX_YAML_VALUES", "YAMLContentError", "load_yaml"]
+__all__ = ["MAX_YAML_VALUES", "YAMLContentError", "load_yaml", "yaml_error_text"]
 
 
 class YAMLContentError(PocketAdaptError, ValueError):
@@ -66,6 +66,18 @@ def load_yaml(text: str, where: str) -> tuple[Any, yaml.Node | None]:
         raise YAMLContentError(f"{where}: the YAML is nested too deeply to be a settings file") from None
     finally:
         loader.dispose()
+
+
+def yaml_error_text(exc: yaml.YAMLError) -> str:
+    """A YAML syntax error in one line: where (line, column) and the problem, for a message that names the file
+    first (PyYAML's own text runs over several lines and names the file ``<unicode string>``)."""
+    mark = getattr(exc, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    if "'\\t'" in problem:  # an editor's tab indent: PyYAML names the character, not the rule
+        problem += ": YAML takes no tab there (indentation, or after a colon): replace it with spaces"
+    return f"malformed YAML{at}: {problem}{f' ({context})' if context else ''}"
 
 
 def _check_expansion(root: yaml.Node, where: str) -> None:

@@ -390,6 +390,19 @@ def test_malformed_yaml_names_file(tmp_path):
         load_chat_template(tmp_path / "missing.yaml")
 
 
+def test_malformed_yaml_is_one_line_with_its_place(tmp_path):
+    """As a recipe's: the file, the line and column, the problem; not PyYAML's lines naming "<unicode string>"."""
+    p = _write(tmp_path, "name: mine\nsep: [unclosed\nroles: x\n", "broken.yaml")
+    with pytest.raises(ValueError) as err:
+        load_chat_template(p)
+    message = str(err.value)
+    assert message.startswith(f"{p}: malformed YAML at line ") and "column" in message
+    assert "\n" not in message and "<unicode string>" not in message
+    p = _write(tmp_path, "name: mine\n\tsep: x\n", "tabbed.yaml")
+    with pytest.raises(ValueError, match="tabbed.yaml: malformed YAML at line 2.*no tab there"):
+        load_chat_template(p)
+
+
 @pytest.mark.parametrize("field", [f.name for f in dataclasses.fields(ChatTemplate) if f.name not in ("add_bos", "strip_messages", "image_first")])
 def test_missing_field_names_file_and_field(tmp_path, field):
     data = _good_yaml()
