@@ -484,8 +484,9 @@ def _projector_facts(vlm) -> _Projector:
         raise GGUFExportError(f"CLIP hidden_act {vc.hidden_act!r} is not exported (quick_gelu or gelu)")
     if abs(float(vc.layer_norm_eps) - 1e-5) > 1e-12:
         raise GGUFExportError("llama.cpp's LDP LayerNorms use the tower's eps; it must be 1e-5 as in PyTorch's LDP")
-    if run == n_layers and layer == -1:
-        raise GGUFExportError("LDP export needs a feature layer before the last (MobileVLM uses -2)")
+    if run == n_layers:  # -1 and +L alike: the graph would need one more block than the tower has
+        raise GGUFExportError(f"LDP export needs a feature layer before the last (MobileVLM uses -2); "
+                              f"vision_feature_layer {layer} is the last of the tower's {n_layers} layers")
     return _Projector(kind, run, False)
 
 

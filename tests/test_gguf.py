@@ -819,6 +819,19 @@ def test_unsupported_projector_and_grid_are_named(models):
         check_supported(other, processor)
 
 
+@pytest.mark.parametrize("layer", [-1, 3])
+def test_an_ldp_feature_layer_at_the_towers_end_is_refused(layer, tiny_tokenizer):
+    """llama.cpp's LDP graph reads the output of block_count - 1 layers, so the tower's last layer has no block
+    count; -1 was refused, but the same layer given as +L (3 of 3) was written and llama.cpp then failed to load the
+    mmproj (no tensor v.blk.3.*). Both are refused, naming the layer."""
+    vlm, processor = tiny_ldp_model(tiny_tokenizer)
+    check_supported(vlm, processor)  # -2: MobileVLM's
+    vlm.config.vision_feature_layer = layer
+    with pytest.raises(GGUFExportError, match=rf"feature layer before the last .*vision_feature_layer {layer} is the "
+                                              r"last of the tower's 3 layers"):
+        check_supported(vlm, processor)
+
+
 def test_export_target_rules(models, tmp_path):
     """A non-empty target is refused without --force; with it the earlier export's .gguf files (its SHA256SUMS lists
     them) are replaced, the rest kept; a failed export leaves nothing behind."""
