@@ -88,14 +88,17 @@ def write_gguf(vlm, processor, out_dir: Path, qtype: str = "f16", name: str = "m
     """Write both files into `out_dir` (an existing folder). `quantize(src_f32, dst, type)` makes q4_k_m.
     `progress`: gguf's bar over the tensors written (only a bar: it has no plain-line form)."""
     check_supported(vlm, processor, qtype)
+    if qtype == "q4_k_m" and quantize is None:
+        from deploy.llamacpp import binary
+        from deploy.llamacpp import quantize as quantize  # noqa: PLW0127 - llama.cpp's llama-quantize
+
+        binary("llama-quantize")  # a missing build is said before the files are written, not after
     model_name, mmproj_name = file_names(name, qtype)
     out_dir = Path(out_dir)
     vision = vision_fingerprint(vlm)  # one hash of the vision weights, written into both files
     bar = shows_bar(progress)
     write_mmproj(vlm, processor, out_dir / mmproj_name, "f32" if qtype == "f32" else "f16", name, vision, bar)
     if qtype == "q4_k_m":
-        if quantize is None:
-            from deploy.llamacpp import quantize as quantize  # noqa: PLW0127 - llama.cpp's llama-quantize
         with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
             full = Path(tmp) / "full-f32.gguf"
             write_text_model(vlm, processor, full, "f32", name, vision, bar)

@@ -863,6 +863,22 @@ def test_missing_or_stale_build_names_the_build_command(tmp_path, monkeypatch):
         binary()
 
 
+def test_q4_k_m_without_a_build_is_refused_before_any_file_is_written(tmp_path, monkeypatch):
+    """q4_k_m goes through llama-quantize: without a build, the mmproj and the whole f32 text model were written
+    (minutes and gigabytes for a real model) before the error; it now comes first, and nothing is left behind."""
+    import deploy.gguf as g
+
+    vlm, processor = model.load("pocket-tiny")
+    monkeypatch.setenv("POCKET_LLAMA_CPP", str(tmp_path / "no-build"))
+    written = []
+    for writer in ("write_mmproj", "write_text_model"):
+        monkeypatch.setattr(g, writer, lambda *a, _w=writer, **k: written.append(_w))
+    with pytest.raises(LlamaCppError, match=r"not built here .*python -m deploy.llamacpp"):
+        export(vlm, processor, "gguf", tmp_path / "out", qtype="q4_k_m", name="m")
+    assert written == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_the_build_runs_from_an_installed_package_without_a_checkout(tmp_path):
     """An installed pocket-adapt has no ../../.venv beside deploy/llamacpp: build.sh ran a python that is not there
     (exit 127) and every message sent the user to a Makefile they do not have. build.sh now takes the python on
