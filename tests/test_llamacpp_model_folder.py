@@ -36,3 +36,33 @@ def test_a_stale_driver_alone_says_only_it_is_rebuilt(tmp_path, monkeypatch):
     (tmp_path / "bin" / "BUILD").write_text("llama-cpp-python 0.0.1; driver 0000")
     with pytest.raises(LlamaCppError, match=r"out of date .*20-40 minutes"):
         binary()
+
+
+def test_a_failed_first_request_closes_the_process(monkeypatch):
+    """LlamaCppVLM asks llama.cpp for the stop tokens and a rendered probe once the model is loaded; when that
+    failed (a template llama.cpp's Jinja refuses), the pocket-llama process and its scratch folder were left running
+    with no object to close them (a server loading exports kept one per failure). They are closed, the error kept."""
+    from types import SimpleNamespace
+
+    import deploy.llamacpp.runtime as runtime
+    from model.chat import get_chat_template
+
+    closed = []
+
+    class Llama:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def request(self, **req):
+            raise LlamaCppError("llama.cpp: cannot render the chat template")
+
+        def close(self):
+            closed.append(True)
+
+    export = SimpleNamespace(model="m.gguf", mmproj=None, file_type=1, context=None, n_ctx=lambda wanted: wanted,
+                             template=get_chat_template("vicuna_v1"))
+    monkeypatch.setattr(runtime.ExportFolder, "open", classmethod(lambda cls, folder: export))
+    monkeypatch.setattr(runtime, "PocketLlama", Llama)
+    with pytest.raises(LlamaCppError, match="cannot render the chat template"):
+        runtime.LlamaCppVLM("export")
+    assert closed == [True]

@@ -128,6 +128,14 @@ class LlamaCppVLM:
         f32 = self.export.file_type == 0  # general.file_type ALL_F32: keep the KV cache in f32 too
         self.llama = PocketLlama(self.export.model, self.export.mmproj, n_ctx=self.export.n_ctx(n_ctx), kv_f32=f32,
                                  max_ctx=self.export.context)
+        try:
+            self._probe()
+        except BaseException:  # no caller holds us to close: the process and its scratch folder would outlive us
+            self.llama.close()
+            raise
+
+    def _probe(self) -> None:
+        """Stop tokens and whether the embedded template takes our image placeholders, asked of llama.cpp."""
         single = {s: ids[0] for s in self.export.template.stop_strings
                   if len(ids := self.llama.request(op="tokenize", text=s)["ids"]) == 1}
         self.stop_ids = sorted(set(single.values()))
