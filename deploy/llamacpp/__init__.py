@@ -201,8 +201,11 @@ class PocketLlama:
         return _tail(self._log.read())
 
     def request(self, **req) -> dict:
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.write(json.dumps(req) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:  # it has exited (killed, crashed): `_read` says so; raised, `adapt` read it as a
+            pass  # closed stdout of its own and stopped without a word
         answer = self._read()
         if "error" in answer:
             raise LlamaCppError(f"llama.cpp: {answer['error']}")
