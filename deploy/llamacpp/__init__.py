@@ -181,7 +181,8 @@ class PocketLlama:
                     continue
                 return {**answer, "context_full": full}
         finally:  # the request's tile / image files: an eval writes them for every sample
-            for path in self.scratch.iterdir():
+            # (a reopen that failed has closed us, scratch folder and all: its error is the one to see)
+            for path in self.scratch.glob("*"):
                 path.unlink(missing_ok=True)
 
     def _read(self) -> dict:
