@@ -74,9 +74,16 @@ def binary(name: str = "pocket-llama") -> Path:
 
 
 def threads() -> int:
+    """$POCKET_LLAMA_THREADS (a count of threads), else the cores this process may use."""
     from model.limits import usable_cores
 
-    return int(os.environ.get("POCKET_LLAMA_THREADS") or usable_cores())
+    given = os.environ.get("POCKET_LLAMA_THREADS", "").strip()
+    if not given:
+        return usable_cores()
+    if not given.isdigit() or int(given) < 1:
+        raise LlamaCppError(f"POCKET_LLAMA_THREADS={given!r}: give a number of threads (1 or more), or unset it "
+                            f"to use the {usable_cores()} cores this process may run on")
+    return int(given)
 
 
 def quantize(src: Path, dst: Path, qtype: str = "Q4_K_M") -> None:
