@@ -542,6 +542,9 @@ def test_a_truncated_camera_file_is_skipped_in_every_view_mode(raw, tmp_path, vi
     report = convert_drivelm(drivelm, tmp_path / "out", view_mode=view_mode, progress=False, workers=2)
     assert report.skipped["unreadable camera image"] >= 1
     assert str(cam) in report.examples["unreadable camera image"][0]
+    frames = [f for name in (TRAIN, Q_ONLY) for body in json.loads((drivelm / name).read_text()).values()
+              for f, fr in body["key_frames"].items() if fr["image_paths"]["CAM_FRONT"].endswith(cam.name)]
+    assert frames and f"(CAM_FRONT of frame {frames[0]})" in report.examples["unreadable camera image"][0]
     recs = [json.loads(line) for path in report.outputs.values() for line in path.read_text().splitlines()]
     assert recs and not any(cam.name in json.dumps(r["image"]) for r in recs)
 

@@ -123,6 +123,7 @@ def test_a_camera_picture_of_another_shape_is_refused(raw, tmp_path, view_mode):
     assert report.skipped == {"camera size mismatch": 1}
     (example,) = report.examples["camera size mismatch"]
     assert "CAM_BACK" in example and "1600x928" in example and "1600x900" in example
+    assert f"(CAM_BACK of frame {frames[0][1]})" in example  # the sample token, as a missing camera's skip says
     scenes_frames = {(r["meta"]["scene"], r["meta"]["frame"]) for p in report.outputs.values()
                      for r in map(json.loads, Path(p).read_text().splitlines())}
     assert scenes_frames == {(s, f) for s, f, _ in frames} - {frames[0][:2]}  # the 800x450 frame is converted

@@ -379,7 +379,7 @@ class _Frames:
                 pass  # damaged output: write it again
             got = (self.pf or Prefetch()).get(dst, _stitch_step, tuple(sources), enc, stamp)
             if isinstance(got, tuple):  # (index of the camera, skip reason, why)
-                raise _Skip(got[1], str(sources[got[0]]), got[2])
+                raise _Skip(got[1], str(sources[got[0]]), f"{got[2]} ({STITCH_ORDER[got[0]]} of frame {frame})")
             write_output(dst, got, sources)
             return [rel], [STITCHED_SIZE]
         sizes = []
@@ -389,18 +389,18 @@ class _Frames:
                 # decoded, as stitching does: a truncated camera file is refused
                 sizes.append((self.pf or Prefetch()).get(src, check_image, src))
             except SkipInput as exc:
-                raise _Skip("unreadable camera image", str(src), exc.detail) from exc
+                raise _Skip("unreadable camera image", str(src), f"{exc.detail} ({cam} of frame {frame})") from exc
             except OSError as exc:
-                raise _Skip("unreadable camera image", str(src), f"{src}: {exc}") from exc
+                raise _Skip("unreadable camera image", str(src), f"{src}: {exc} ({cam} of frame {frame})") from exc
             off = _off_frame(src, sizes[-1])
             if off:
-                raise _Skip("camera size mismatch", str(src), off)
+                raise _Skip("camera size mismatch", str(src), f"{off} ({cam} of frame {frame})")
         for cam in self.order:
             src, rel = paths[cam]
             try:
                 link_or_copy(src, self.out / rel, self.link)
             except OSError as exc:
-                raise _Skip("unreadable camera image", str(src), f"{src}: {exc}") from exc
+                raise _Skip("unreadable camera image", str(src), f"{src}: {exc} ({cam} of frame {frame})") from exc
         return [paths[cam][1] for cam in self.order], sizes
 
 
