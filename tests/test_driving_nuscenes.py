@@ -247,6 +247,8 @@ def test_missing_camera_file_is_skipped_and_counted(dataroot, tmp_path, nusc):
     assert report.skipped["missing camera image"] == 1
     # named relative to the data root: a full path would name the folders around the data
     assert report.examples["missing camera image"][0].startswith(gone.relative_to(root).as_posix() + ": ")
+    sd = nusc.get("sample", sample)["data"]["CAM_FRONT"]
+    assert report.examples["missing camera image"][0].endswith(f"(sample_data {sd} of sample {sample})")
     assert str(tmp_path) not in report.table().split("\n", 1)[1]  # the title names --src and --out as given
     # the frame itself and the next frame's sequence (which needs it) are skipped; the rest converts
     assert report.skipped["camera image skipped"] == 2
@@ -314,6 +316,8 @@ def test_a_truncated_camera_file_is_skipped_not_linked(dataroot, tmp_path, nusc,
     assert report.skipped["unreadable camera image"] == 1
     assert report.examples["unreadable camera image"][0].startswith(cut.relative_to(root).as_posix() + ": ")
     assert "truncated" in report.examples["unreadable camera image"][0]
+    sd = nusc.get("sample", sample)["data"]["CAM_FRONT"]  # which sample lost its picture, as a missing one says
+    assert report.examples["unreadable camera image"][0].endswith(f"(sample_data {sd} of sample {sample})")
     recs = [r for split in report.outputs.values() for r in _records(split)]
     assert recs and not any(r["image"].endswith(cut.name) for r in recs if isinstance(r.get("image"), str))
     assert not any(cut.name in str(r.get("image")) for r in recs)

@@ -440,8 +440,9 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                 published[sd_token] = None
                 return None
             rel = f"images/nuscenes/{path.relative_to(Path(os.path.abspath(src))).as_posix()}"
+            of = f"(sample_data {sd_token} of sample {nusc.get('sample_data', sd_token).get('sample_token')})"
             if not path.is_file():
-                report.skip(path, "missing camera image", f"{path}: no such file (sample_data {sd_token})")
+                report.skip(path, "missing camera image", f"{path}: no such file {of}")
                 published[sd_token] = None
             else:
                 try:
@@ -449,10 +450,10 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                     link_or_copy(path, out / rel, link)
                     published[sd_token] = (rel, size)
                 except SkipInput as exc:
-                    report.skip(path, "unreadable camera image", exc.detail)
+                    report.skip(path, "unreadable camera image", f"{exc.detail} {of}")
                     published[sd_token] = None
                 except OSError as exc:
-                    report.skip(path, "unreadable camera image", f"{path}: {exc}")
+                    report.skip(path, "unreadable camera image", f"{path}: {exc} {of}")
                     published[sd_token] = None
         return published[sd_token]
 
