@@ -241,6 +241,9 @@ def test_mc_option_makes_deterministic_four_way_choices(raw, tmp_path):
     q, letter, options = choice_question("Q?", "Stopped.", MOVING_STATUS_CHOICES, "k")
     assert choice_question("Q?", "Stopped.", MOVING_STATUS_CHOICES, "k") == (q, letter, options)
     assert parse_options(q) == options
+    for i in range(20):  # an answer written unlike its choice ("stopped") never sits next to that choice
+        _, letter, options = choice_question("Q?", "stopped", MOVING_STATUS_CHOICES, f"k{i}")
+        assert options["ABCD".index(letter)] == "stopped" and "Stopped." not in options
 
 
 # --------------------------------------------------------------------------------------------- bad input

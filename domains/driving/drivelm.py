@@ -192,11 +192,15 @@ def parse_options(question: str) -> list[str] | None:
 def choice_question(question: str, answer: str, choices: Sequence[str], key: str) -> tuple[str, str, list[str]]:
     """DriveLM's 4-way multiple choice: (question with lettered options, answer letter, the four options).
 
-    Three distractors come from `choices` without the answer; the order is drawn from a generator seeded by
-    `key` (the QA id), so conversion is deterministic.
+    Three distractors come from `choices` without the answer -- nor a choice differing from it only in case,
+    spacing or a final period (``stopped`` next to ``Stopped.`` would make two right options); the order is drawn
+    from a generator seeded by `key` (the QA id), so conversion is deterministic.
     """
+    def same(text: str) -> str:
+        return " ".join(text.split()).rstrip(".").casefold()
+
     rng = random.Random(int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:16], 16))
-    pool = [c for c in choices if c != answer]
+    pool = [c for c in choices if same(c) != same(answer)]
     options = rng.sample(pool, 3)
     options.insert(rng.randrange(4), answer)
     listed = " ".join(f"{chr(65 + i)}. {o}" for i, o in enumerate(options))
