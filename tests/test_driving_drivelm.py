@@ -604,3 +604,21 @@ def test_report_names_cameras_under_nuscenes_root_by_its_label(raw, tmp_path):
                              progress=False)
     assert report.examples["missing camera image"][0].startswith("<nuscenes_root>/samples/CAM_BACK/missing.jpg")
     assert str(tmp_path) not in report.table().split("\n", 1)[1], report.table()
+
+
+def test_an_answer_letter_past_the_listed_options_is_skipped(raw, tmp_path):
+    """A lettered answer the question's options do not reach would be scored against no option."""
+    src, _ = _one_frame(raw, tmp_path / "in")
+    data = json.loads(src.read_text())
+    (body,) = data.values()
+    (qa,) = (fr["QA"] for fr in body["key_frames"].values())
+    listed = " Please select the correct answer from the following options: A. Going ahead. B. Stopped. C. Turn left."
+    qa["behavior"] = [{"Q": "Predict the behavior of the ego vehicle." + listed, "A": "D"},
+                      {"Q": "What does the ego vehicle do next?" + listed, "A": "B"}]
+    src.write_text(json.dumps(data))
+    report = convert_drivelm(src, tmp_path / "out", view_mode="multi", nuscenes_root=raw / "nuscenes",
+                             progress=False)
+    assert report.skipped == {"answer not an option": 1}
+    assert "'D'" in report.examples["answer not an option"][0] and "A-C" in report.examples["answer not an option"][0]
+    kept = [r for r in _records(report.outputs["train"]) if "options" in r]
+    assert [(r["answer"], len(r["options"])) for r in kept] == [("B", 3)]

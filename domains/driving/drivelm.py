@@ -50,7 +50,8 @@ QA, a key frame without any QA (``frame without QA``: no image is written for it
 image, a camera picture not of the 1600x900 frame's shape (``camera size mismatch``: the c-tags are measured in
 that frame), an image path naming another camera (folder ``CAM_X/`` or ``…__CAM_X__…`` file name: ``camera
 mismatch``), a sample token unknown to the nuScenes tables (with ``dataroot``), a c-tag naming an unknown camera or
-lying outside the image, a frame already read from another file (``duplicate frame``: its QA ids would be written
+lying outside the image, an answer letter past the question's lettered options (``answer not an option``), a
+frame already read from another file (``duplicate frame``: its QA ids would be written
 twice, maybe in two splits), a training QA repeating an earlier QA of its frame word for word (``duplicate QA``).
 A scene in DriveLM's early v1.0 layout (``key_frame`` -> ``Perception`` / ``Prediction and Planning`` q/a lists) is
 skipped as ``DriveLM v1.0 layout``. A repeated question with another answer is written with a ``conflicting answers``
@@ -708,6 +709,10 @@ def _qa_record(qa_id: str, category: str, qa: Any, split: str, mc: bool, prefix:
         tag = drivelm_tag(category, question, answer)
 
     options = parse_options(question)
+    letter = re.fullmatch(r"([A-Z])\.?", answer)
+    if options is not None and letter and ord(letter[1]) - 65 >= len(options):  # scored against no option
+        raise _Skip("answer not an option", qa_id, f"answer {answer!r}, but the question lists options "
+                                                   f"A-{chr(64 + len(options))}")
     answer_text = None
     if options is None and mc and answer and (
             (category == "perception" and is_moving_status_question(question)) or
