@@ -622,3 +622,21 @@ def test_an_answer_letter_past_the_listed_options_is_skipped(raw, tmp_path):
     assert "'D'" in report.examples["answer not an option"][0] and "A-C" in report.examples["answer not an option"][0]
     kept = [r for r in _records(report.outputs["train"]) if "options" in r]
     assert [(r["answer"], len(r["options"])) for r in kept] == [("B", 3)]
+
+
+@pytest.mark.parametrize("where", ["drivelm", "drivelm/sub"])
+def test_a_json_named_from_its_own_folder_or_below_reads_its_images(raw, tmp_path, monkeypatch, where):
+    """``convert drivelm v1_1_train_nus.json`` (or ``..``) from the data folder: the JSON's folder is "." or "..",
+    which has no name to put ``../nuscenes/...`` under; every image was refused as an absolute path."""
+    src, _ = _one_frame(raw, tmp_path / "drivelm")
+    (tmp_path / "nuscenes").symlink_to(raw / "nuscenes", target_is_directory=True)
+    (tmp_path / "drivelm" / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / where)
+    name = TRAIN if where == "drivelm" else ".."
+    report = convert_drivelm(name, tmp_path / "out", view_mode="multi", progress=False)
+    assert report.skipped == {"path escapes data root": 1}  # the nuscenes symlink: refused, as from anywhere
+    assert "leads through a symlink" in report.examples["path escapes data root"][0]
+    (tmp_path / "nuscenes").unlink()
+    shutil.copytree(raw / "nuscenes", tmp_path / "nuscenes", copy_function=os.link)
+    report = convert_drivelm(name, tmp_path / "out", view_mode="multi", progress=False)
+    assert report.total_skipped == 0 and report.written > 0

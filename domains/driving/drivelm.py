@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from collections import Counter
@@ -246,6 +247,8 @@ def _resolve_image(raw: Any, camera: str, json_dir: Path, nuscenes_root: Path | 
             path = inside_root(nuscenes_root / "samples", PurePosixPath(*tail).as_posix() if tail else "")
         else:  # an absolute path glued under the JSON's folder would read as a missing file there: refused whole
             absolute = PurePosixPath(text).is_absolute() or bool(PureWindowsPath(text).drive)
+            if json_dir.name in ("", ".."):  # "." or ".." (the JSON named from below): no folder name to glue under
+                json_dir = Path(os.path.abspath(json_dir))
             path = inside_root(json_dir.parent, text if absolute else f"{json_dir.name}/{text}")
     except SkipInput as exc:
         hint = "" if nuscenes_root is not None else (
