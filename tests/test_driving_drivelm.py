@@ -640,3 +640,19 @@ def test_a_json_named_from_its_own_folder_or_below_reads_its_images(raw, tmp_pat
     shutil.copytree(raw / "nuscenes", tmp_path / "nuscenes", copy_function=os.link)
     report = convert_drivelm(name, tmp_path / "out", view_mode="multi", progress=False)
     assert report.total_skipped == 0 and report.written > 0
+
+
+def test_a_lone_surrogate_in_a_qa_is_skipped_not_a_crash_at_writing(raw, tmp_path):
+    """JSON reads ``"\\ud800"`` as a lone surrogate, which UTF-8 cannot write: the whole run broke off at writing."""
+    src, _ = _one_frame(raw, tmp_path / "in")
+    data = json.loads(src.read_text())
+    (body,) = data.values()
+    (qa,) = (fr["QA"] for fr in body["key_frames"].values())
+    qa["perception"][0]["A"] += "\ud800"
+    qa["perception"][1]["Q"] = "Straße, 路口 — what is ahead?"  # real unicode is kept
+    src.write_text(json.dumps(data))  # ensure_ascii: the file holds the \\ud800 escape
+    report = convert_drivelm(src, tmp_path / "out", view_mode="multi", nuscenes_root=raw / "nuscenes",
+                             progress=False)
+    assert report.skipped == {"malformed QA": 1} and "'\\ud800'" in report.examples["malformed QA"][0]
+    recs = _records(report.outputs["train"])
+    assert any(r["meta"]["question_pixels"] == "Straße, 路口 — what is ahead?" for r in recs)

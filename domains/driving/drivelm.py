@@ -705,6 +705,12 @@ def _qa_record(qa_id: str, category: str, qa: Any, split: str, mc: bool, prefix:
     if answer is not None and not isinstance(answer, str):
         raise _Skip("malformed QA", qa_id, f"'A' must be a string, got {type(answer).__name__}")
     answer = (answer or "").strip()
+    for name, text in (("Q", question), ("A", answer)):
+        try:  # json reads a lone "\ud800" escape; writing the record would then fail, with every split unwritten
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _Skip("malformed QA", qa_id, f"{name!r} holds {text[exc.start]!r}, half of a UTF-16 pair, "
+                                               "which is no text") from None
     if not answer and split != "test":
         raise _Skip("missing answer", qa_id, "no answer in a training file")
     tag = _given_tag(qa.get("tag"))
