@@ -656,3 +656,18 @@ def test_a_lone_surrogate_in_a_qa_is_skipped_not_a_crash_at_writing(raw, tmp_pat
     assert report.skipped == {"malformed QA": 1} and "'\\ud800'" in report.examples["malformed QA"][0]
     recs = _records(report.outputs["train"])
     assert any(r["meta"]["question_pixels"] == "Straße, 路口 — what is ahead?" for r in recs)
+
+
+def test_a_lone_surrogate_in_a_scene_or_frame_token_is_skipped(raw, tmp_path):
+    src, _ = _one_frame(raw, tmp_path / "in")
+    (scene, body), = json.loads(src.read_text()).items()
+    (frame, fbody), = body["key_frames"].items()
+    good = {"a" * 32: {**body, "key_frames": {"b" * 32: fbody}}}
+    src.write_text(json.dumps({scene + "\ud800": body, scene: {**body, "key_frames": {frame + "\udc00": fbody}},
+                               **good}))
+    report = convert_drivelm(src, tmp_path / "out", view_mode="multi", nuscenes_root=raw / "nuscenes",
+                             val_fraction=0.5, progress=False)  # the val draw hashes the scene tokens
+    assert report.skipped == {"malformed scene": 1, "malformed frame": 1}
+    assert "'\\ud800'" in report.examples["malformed scene"][0]
+    assert "'\\udc00'" in report.examples["malformed frame"][0]
+    assert report.written == sum(len(v) for v in fbody["QA"].values())

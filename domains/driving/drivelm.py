@@ -562,7 +562,8 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
         loaded.append((path, _split_of_file(path), data))
     # val_fraction draws over the scenes of every training file at once: drawn per file, a scene in two files
     # (train_sample.json next to the full set) could land in train in one and in val in the other
-    train_scenes = {s: s for path, file_split, data in loaded if file_split == "train" for s in data}
+    train_scenes = {s: s for path, file_split, data in loaded if file_split == "train" for s in data
+                    if not _half_pair(s)}  # (skipped below as a malformed scene)
     drawn = hash_split(train_scenes, float(val_fraction)) if val_fraction else {}
     scene_first: dict[str, tuple[str, str]] = {}  # scene -> (its split, the file it was first read from)
     for path, file_split, data in loaded:
@@ -582,15 +583,20 @@ def _convert_frames(src, out, dataset, report, frames, splits, root, known_sampl
                             "Prediction and Planning q/a lists); this converter reads v1.1 (key_frames -> QA -> "
                             f"{', '.join(QA_CATEGORIES)}, image_paths): use v1_1_train_nus.json")
                 continue
-            if not isinstance(body, dict) or not isinstance(body.get("key_frames"), dict):
-                report.skip(f"{path.name} scene {scene}", "malformed scene",
-                            f"{path}: scene {scene} has no key_frames object")
+            if not isinstance(body, dict) or not isinstance(body.get("key_frames"), dict) or _half_pair(scene):
+                report.skip(f"{path.name} scene {scene!a}", "malformed scene", f"{path}: scene {scene!a} " + (
+                    f"token {_half_pair(scene)}" if _half_pair(scene) else "has no key_frames object"))
                 continue
             if not body["key_frames"]:  # nothing to read, but a scene the user expected to see converted
                 report.skip(f"{path.name} scene {scene}", "scene without key frames",
                             f"{path}: scene {scene} has an empty key_frames object")
                 continue
-            items += [(scene, frame, fbody) for frame, fbody in body["key_frames"].items()]
+            for frame, fbody in body["key_frames"].items():
+                if _half_pair(frame):
+                    report.skip(f"{path.name} scene {scene} frame {frame!a}", "malformed frame",
+                                f"{path}: scene {scene} frame {frame!a}: token {_half_pair(frame)}")
+                else:
+                    items.append((scene, frame, fbody))
         for scene, frame, fbody in progress_bar(items, desc=f"DriveLM {path.name}", unit="frame", progress=progress):
             where = f"{path.name} scene {scene} frame {frame}"
             first_file = seen_frames.setdefault((scene, frame), path.name)
@@ -685,6 +691,16 @@ def _frame_parts(fbody: Any, json_dir: Path, root: Path | None, where: str):
     return qas, paths
 
 
+def _half_pair(text: str) -> str | None:
+    """Why `text` cannot be written as UTF-8, else None: json reads a lone ``"\\ud800"`` escape, and writing the
+    records would then fail, with every split unwritten."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds {text[exc.start]!r}, half of a UTF-16 pair, which is no text"
+    return None
+
+
 def _given_tag(raw: Any) -> int | list[int] | None:
     """The QA's own ``tag`` (an int or a list, as ``convert_data.py`` writes it): an int for one tag, the sorted
     list for several (evaluation.py scores the QA under each), None when it names no valid tag."""
@@ -706,11 +722,8 @@ def _qa_record(qa_id: str, category: str, qa: Any, split: str, mc: bool, prefix:
         raise _Skip("malformed QA", qa_id, f"'A' must be a string, got {type(answer).__name__}")
     answer = (answer or "").strip()
     for name, text in (("Q", question), ("A", answer)):
-        try:  # json reads a lone "\ud800" escape; writing the record would then fail, with every split unwritten
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise _Skip("malformed QA", qa_id, f"{name!r} holds {text[exc.start]!r}, half of a UTF-16 pair, "
-                                               "which is no text") from None
+        if _half_pair(text):
+            raise _Skip("malformed QA", qa_id, f"{name!r} {_half_pair(text)}")
     if not answer and split != "test":
         raise _Skip("missing answer", qa_id, "no answer in a training file")
     tag = _given_tag(qa.get("tag"))
