@@ -103,6 +103,10 @@ def test_scorer_edge_cases():
         bleu([["a"]], [])
     with pytest.raises(ValueError, match="no reference"):
         cider([["a"]], [[]])
+    # a prediction given an empty reference list: the same error, not the tokenizer's RuntimeError
+    assert ptb_tokenize_batch([]) == []
+    with pytest.raises(ValueError, match="sample 0 has no reference"):
+        coco_scores(["a car"], [[]])
 
 
 # --------------------------------------------------------------------------------------------- end to end

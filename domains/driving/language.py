@@ -304,6 +304,8 @@ def ptb_tokenize_batch(texts: Sequence[str], protocol: str = "official") -> list
     before a capitalised line also yields a period), so this matches the official pipeline more closely than
     tokenizing texts one by one. `protocol` picks the rule set (:data:`PROTOCOLS`)."""
     lines = [str(t or "").replace("\r", " ").replace("\n", " ") for t in texts]
+    if not lines:  # "".join of no lines is one empty line
+        return []
     out: list[list[str]] = [[]]
     for tok in _lex("\n".join(lines), protocol):
         if tok is _NEWLINE:
