@@ -106,6 +106,9 @@ def test_judge_sends_drivelm_prompt_and_reads_the_rating(server):
 def test_parse_rating():
     assert parse_rating("85") == 85.0
     assert parse_rating("<think>maybe 20?</think>\n62") == 62.0
+    assert parse_rating("The answer names 2 of 3 cars.</think>\n62") == 62.0  # opening tag stripped by the server
+    with pytest.raises(JudgeError, match="no number"):  # cut off while reasoning: its numbers are no rating
+        parse_rating("<think>The answer names 3 cars, the reference 4")
     assert parse_rating("Score: 77/100") == 77.0
     for bad in ("great answer", "150", ""):
         with pytest.raises(JudgeError):

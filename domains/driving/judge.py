@@ -152,8 +152,12 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def parse_rating(reply: str) -> float:
-    """The rating in a judge reply: its first number (after any ``<think>`` block), which must lie in 0..100."""
+    """The rating in a judge reply: its first number (after any ``<think>`` block), which must lie in 0..100.
+
+    Reasoning left open (a reply cut at ``max_tokens`` inside ``<think>``) or closed without its opening tag (a
+    server that strips ``<think>``) is no rating either: its numbers are the judge's working, not its score."""
     text = _THINK.sub(" ", str(reply or ""))
+    text = text.rpartition("</think>")[2].partition("<think>")[0]
     m = _NUMBER.search(text)
     if m is None:
         raise JudgeError(f"judge reply holds no number: {text.strip()[:80]!r}")
