@@ -20,7 +20,7 @@ from typing import Sequence
 
 import yaml
 
-from domains.files import STALE_PART_SECONDS, owner_gone
+from domains.files import HOST_TAG, STALE_PART_SECONDS, owner_gone
 from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
 from model.progress import Progress
@@ -37,9 +37,10 @@ RS_SAMPLES = 24  # per class / image in the synthetic remote-sensing sets
 # candidates listed, answers given as labels: the style pocket-tiny was pre-trained on
 GENERAL_OPTIONS = {"answer_style": "label"}
 GENERAL_STAMP = ".quickstart-general.json"  # in data/general: the options it was made with, the digest of its files
-# prepare_general's staging folders in data/: .general-<pid>-<random> (a new set), .general-old-<pid>-<random> (the
-# set it replaces, being deleted); earlier versions' carry no pid
-_STAGING = re.compile(r"^\.general-(?:old-)?(?:(?P<pid>\d+)-)?[^/]+$")
+# prepare_general's staging folders in data/: .general-<pid>@<host>-<random> (a new set), .general-old-<pid>@<host>-
+# <random> (the set it replaces, being deleted); <host> is domains.files.HOST_TAG; earlier versions' carry no host or
+# no pid
+_STAGING = re.compile(r"^\.general-(?:old-)?(?:(?P<pid>\d+)(?:@(?P<host>[0-9a-f]+))?-)?[^/]+$")
 
 
 class QuickstartError(PocketAdaptError, ValueError):
@@ -67,7 +68,8 @@ def _unchanged_general(folder: Path) -> bool:
 def remove_stale_staging(data: Path) -> list[Path]:
     """Delete the staging folders of :func:`prepare_general` that a killed run (kill -9, power loss) left in `data`;
     returns them, sorted. One is stale when the process its name carries is gone (or is this one, started after it
-    was made); one without a pid (an earlier version's), or whose owner cannot be told, after a day, as
+    was made); one without a pid (an earlier version's), one another host of a shared file system made (its name's
+    host tag), or whose owner cannot be told, after a day, as
     :func:`domains.files.remove_stale_parts` judges ``.part`` files. A live run's folder is kept."""
     removed = []
     now = time.time_ns()
@@ -80,7 +82,7 @@ def remove_stale_staging(data: Path) -> list[Path]:
         if not m or not folder.is_dir() or folder.is_symlink():
             continue
         old = now - st.st_mtime_ns > STALE_PART_SECONDS * 10**9
-        if old or (m["pid"] and owner_gone(int(m["pid"]), st.st_mtime_ns)):
+        if old or (m["pid"] and owner_gone(int(m["pid"]), st.st_mtime_ns, m["host"])):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
@@ -98,7 +100,7 @@ def prepare_general(data: Path, progress: Progress = True, force: bool = False) 
     if _unchanged_general(folder):
         return
     data.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".general-{os.getpid()}-", dir=data))
+    staging = Path(tempfile.mkdtemp(prefix=f".general-{os.getpid()}@{HOST_TAG}-", dir=data))
     try:
         generate_general(staging, **GENERAL_OPTIONS, progress=progress)
         digest = _digest(staging)
@@ -109,7 +111,7 @@ def prepare_general(data: Path, progress: Progress = True, force: bool = False) 
                                   "rewritten: choose another --out, move it, or pass --force to replace it")
         if not (complete and _digest(folder) == digest):
             if folder.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".general-old-{os.getpid()}-", dir=data))
+                old = Path(tempfile.mkdtemp(prefix=f".general-old-{os.getpid()}@{HOST_TAG}-", dir=data))
                 os.replace(folder, old / "general")
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(staging, folder)

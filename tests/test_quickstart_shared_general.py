@@ -90,7 +90,11 @@ def test_staging_folders_a_killed_run_left_are_removed_on_the_next_run(tmp_path)
     killed_old = tmp_path / f".general-old-{_dead_pid()}-abcd1234"  # kill -9 while the replaced set was deleted
     earlier_version = tmp_path / ".general-k2j4_x9a"  # no pid: stale after a day
     fresh_earlier_version = tmp_path / ".general-q8w3_z1b"
-    for folder in (killed, killed_old, earlier_version, fresh_earlier_version):
+    from domains.files import HOST_TAG
+
+    killed_here = tmp_path / f".general-{_dead_pid()}@{HOST_TAG}-abcd1234"
+    other_host = tmp_path / f".general-{_dead_pid()}@{'0' if HOST_TAG[0] != '0' else '1'}{HOST_TAG[1:]}-abcd1234"
+    for folder in (killed, killed_old, earlier_version, fresh_earlier_version, killed_here, other_host):
         (folder / "images").mkdir(parents=True)
         (folder / "images" / "0.png").write_bytes(b"x")
     day_ago = time.time() - 2 * 86_400
@@ -101,7 +105,8 @@ def test_staging_folders_a_killed_run_left_are_removed_on_the_next_run(tmp_path)
         running.mkdir()
         qs.prepare_general(tmp_path, progress=False)  # reuses the set, and cleans up
         left = sorted(p.name for p in tmp_path.iterdir())
-        assert left == sorted(["general", fresh_earlier_version.name, running.name])
+        # another host's pid cannot be probed here (a shared file system): kept until it is a day old
+        assert left == sorted(["general", fresh_earlier_version.name, running.name, other_host.name])
     finally:
         live.kill()
         live.wait()
