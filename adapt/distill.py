@@ -70,6 +70,20 @@ def adapter_pair(pairs: list[tuple[int, int]], feature_layer: int, teacher_depth
     return next((i for i, pair in enumerate(pairs) if tuple(pair) == wanted), None)
 
 
+def no_adapter_reason(feature_layer: int, teacher_depth: int, student_depth: int) -> str:
+    """Why `adapter_pair` found no pair for `feature_layer` (the report's words)."""
+    for who, depth in (("teacher", teacher_depth), ("student", student_depth)):
+        if paired_block(depth, feature_layer) is not None:
+            continue
+        if feature_layer == depth:
+            return (f"vision_feature_layer {feature_layer} names the {who}'s last block by its index, so a VLM reads "
+                    f"it before the tower's final norm (hidden_states[{feature_layer}]), and distillation pairs the "
+                    "tower's output (-1) there")
+        return f"vision_feature_layer {feature_layer} is not a layer of the {who}'s {depth} blocks"
+    return (f"no pair joins the teacher block its VLM's projector reads (vision_feature_layer {feature_layer}) with "
+            "the student's")
+
+
 class FeatureDistiller(nn.Module):
     """Teacher (frozen, always in eval mode) + student + one width projection per pair; `forward` gives the loss
     of each tile."""
@@ -357,8 +371,8 @@ class Distiller(Trainer):
                     f"teacher VLM's projector reads, vision_feature_layer {self.feature_layer}) is in final/ "
                     "(vision_adapter.safetensors): on the teacher's VLM the trained projector stays behind it.")
         why = ("the widths are equal (no projection)" if self.adapter_pair is not None else
-               f"no pair joins the teacher block its VLM's projector reads (vision_feature_layer {self.feature_layer}) "
-               "with the student's")
+               no_adapter_reason(self.feature_layer, self.model.teacher.config.num_hidden_layers,
+                                 self.model.student.config.num_hidden_layers))
         return f"No vision adapter in final/: {why}."
 
     def _print_plan(self, start_step: int) -> None:

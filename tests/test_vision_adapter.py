@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import model
-from adapt.distill import adapter_pair, distill
+from adapt.distill import adapter_pair, distill, no_adapter_reason
 from adapt.recipe import RecipeError, load_recipe
 from adapt.train import train
 from deploy.hf import ExportError, export
@@ -84,6 +84,11 @@ def test_a_layer_index_naming_the_last_block_pairs_nothing():
     assert adapter_pair([(2, 2), (4, 3)], 2, 4, 3) == 0
     assert adapter_pair([(2, 1), (4, 3)], -3, 4, 3) == 0
     assert adapter_pair([(2, 1), (4, 3)], -4, 4, 3) is None  # blocks 1 and 0: not a pair here
+    # the report says which of these it was
+    assert "names the teacher's last block by its index" in no_adapter_reason(4, 4, 3)
+    assert "names the student's last block by its index" in no_adapter_reason(3, 4, 3)
+    assert no_adapter_reason(5, 6, 3) == "vision_feature_layer 5 is not a layer of the student's 3 blocks"
+    assert no_adapter_reason(-4, 4, 3).startswith("no pair joins the teacher block")
 
 
 def test_distill_writes_the_projection_of_that_pair(run):
