@@ -152,12 +152,25 @@ def _tensor_type(kind: str, array: np.ndarray, name: str):
     if array.ndim == 4 and name.startswith("mm."):
         # the projector's depthwise convolutions (ggml_conv_2d_dw): ggml's CPU backend multiplies a float16 im2col
         # only with a float16 kernel, so these are float16 even in an f32 export (as llama.cpp's converter writes)
-        return array.astype(np.float16), T.F16
+        return _float16(array, name, "in every export type"), T.F16
     if array.ndim <= 1 or kind == "f32" or name.endswith("position_embd.weight") or name == "v.class_embd":
         return array, T.F32
     if kind == "q8_0" and array.ndim == 2 and array.shape[-1] % gguf.GGML_QUANT_SIZES[T.Q8_0][0] == 0:
         return gguf.quants.quantize(array, T.Q8_0), T.Q8_0
-    return array.astype(np.float16), T.F16
+    return _float16(array, name, "use --type f32"), T.F16
+
+
+FP16_MAX = 65504.0  # float16's largest finite value
+
+
+def _float16(array: np.ndarray, name: str, way_out: str) -> np.ndarray:
+    """`array` as float16; a weight beyond float16's range (it would become inf) is a `GGUFExportError`."""
+    peak = float(np.abs(array).max()) if array.size else 0.0
+    if not peak <= FP16_MAX:  # NaN too
+        raise GGUFExportError(f"tensor {name}: a weight of magnitude {peak:g} does not fit float16 (largest "
+                              f"{FP16_MAX:g}) and would become inf in the GGUF, which stores it as float16 "
+                              f"({way_out})")
+    return array.astype(np.float16)
 
 
 def _add(writer, name: str, tensor: torch.Tensor | np.ndarray, kind: str) -> None:

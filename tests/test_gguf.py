@@ -1056,3 +1056,18 @@ def test_every_shipped_template_reads_back_from_its_fields():
     for name in list_chat_templates():
         template = get_chat_template(name)
         assert chat_template_from_dict(template.to_dict(), name) == template
+
+
+def test_a_weight_beyond_float16_is_refused_not_written_as_inf(tmp_path):
+    """An f16 export wrote a weight past 65504 as inf, without a word, and llama.cpp computed NaN. q8_0 (a float16
+    scale per 32 weights) and f32 hold it."""
+    vlm, processor = model.load("pocket-tiny")
+    with torch.no_grad():
+        vlm.language_model.model.layers[0].mlp.down_proj.weight[0, 1] = 1e5
+    with pytest.raises(GGUFExportError, match=r"tensor blk\.0\.ffn_down\.weight: a weight of magnitude 100000 does "
+                                              r"not fit float16.*--type f32"):
+        export(vlm, processor, "gguf", tmp_path / "out", qtype="f16", name="m")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    for qtype in ("q8_0", "f32"):
+        export(vlm, processor, "gguf", tmp_path / qtype, qtype=qtype, name="m")
+        assert (tmp_path / qtype / f"m-{qtype}.gguf").is_file()
