@@ -110,7 +110,11 @@ def test_parse_rating():
     with pytest.raises(JudgeError, match="no number"):  # cut off while reasoning: its numbers are no rating
         parse_rating("<think>The answer names 3 cars, the reference 4")
     assert parse_rating("Score: 77/100") == 77.0
-    for bad in ("great answer", "150", ""):
+    assert parse_rating("Score: 77 / 100.") == 77.0
+    assert parse_rating("1e2") == 100.0  # not 1
+    with pytest.raises(JudgeError, match="'8/10' is not out of 100"):  # another scale: not 8 of 100
+        parse_rating("8/10")
+    for bad in ("great answer", "150", "", "5e3"):
         with pytest.raises(JudgeError):
             parse_rating(bad)
 
