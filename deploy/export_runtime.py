@@ -79,6 +79,8 @@ class ExportedVLM:
         """New tokens for prompt `ids` (tiles `pixel_values`), stop token excluded, and timings (ms). Greedy at
         temperature 0; `on_logits(logits)` sees each step's logits (parity checks). A prompt the decoder cannot
         hold is refused; an answer that fills the decoder's last position just ends there."""
+        if not len(ids):
+            raise self.error("the prompt is empty (no token ids): the decoder needs at least one position to answer")
         if self.max_positions and len(ids) > self.max_positions:
             raise self.error(self.too_long(len(ids)))
         rng = np.random.default_rng(seed)

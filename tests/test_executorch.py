@@ -255,6 +255,21 @@ def test_kv_cache_bounds(models, exports):
         assert len(tokens) == MAX_SEQ_LEN - len(ids) + 1  # the last one read the final cache position
 
 
+def test_feeding_no_positions_is_refused_naming_the_program(tmp_path):
+    """`_feed` with 0 positions ran no decoder call and failed on its None logits; now a clear refusal."""
+    from types import SimpleNamespace
+
+    runtime = ExecuTorchVLM.__new__(ExecuTorchVLM)
+    runtime.export = SimpleNamespace(folder=tmp_path)
+    runtime.max_prefill_len = 4
+    runtime.decoder = SimpleNamespace(execute=lambda args: pytest.fail("the decoder was called with no positions"))
+    with pytest.raises(ExecuTorchError, match=r"model.pte: text_decoder needs \(1, positions, hidden\) embeddings "
+                                              r"of at least one position, got shape \(1, 0, 8\)"):
+        runtime.prefill(torch.zeros(1, 0, 8).numpy())
+    with pytest.raises(ExecuTorchError, match="the prompt is empty"):
+        runtime.generate([], None, 4)
+
+
 def _copy(folder: Path, dest: Path) -> Path:
     shutil.copytree(folder, dest)
     return dest

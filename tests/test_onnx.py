@@ -362,6 +362,16 @@ def test_a_prompt_longer_than_the_context_is_refused(exports):
         vlm.close()
 
 
+def test_an_empty_prompt_is_refused(exports):
+    """No token ids: refused naming the cause, not an IndexError from the decoder's empty output."""
+    vlm = OnnxVLM(exports("pocket-tiny"))
+    try:
+        with pytest.raises(OnnxRuntimeError, match=r"the prompt is empty \(no token ids\)"):
+            vlm.generate([], None, 4)
+    finally:
+        vlm.close()
+
+
 def test_an_answer_the_context_ends_is_marked(exports):
     """An answer that fills the decoder's last position stops there; Answer.context_full says so (adapt chat notes
     it), as for llama.cpp; one that ends by its stop token or --max-new-tokens is not marked."""

@@ -112,7 +112,9 @@ class ExecuTorchVLM(ExportedVLM):
         """`embeds` (1, n, hidden) at positions start.. (in prefill-sized chunks); the last position's logits. The
         KV cache is the program's own: positions from `start` on are overwritten."""
         embeds = torch.from_numpy(np.ascontiguousarray(embeds, dtype=np.float32))
-        logits = None
+        if embeds.ndim != 3 or embeds.shape[1] == 0:
+            raise ExecuTorchError(f"{self.export.folder / PTE}: {DECODER_METHOD} needs (1, positions, hidden) "
+                                  f"embeddings of at least one position, got shape {tuple(embeds.shape)}")
         for k in range(0, embeds.shape[1], self.max_prefill_len):
             chunk = embeds[:, k : k + self.max_prefill_len].contiguous()
             positions = torch.arange(start + k, start + k + chunk.shape[1], dtype=torch.long)
