@@ -297,6 +297,18 @@ def test_an_edited_mirror_key_is_refused(exports, tmp_path):
         OnnxVLM(folder)
 
 
+def test_an_edited_image_seq_length_is_refused_at_load(exports, tmp_path):
+    """image_seq_length (image tokens per tile) edited after export: refused when the folder is opened, naming the
+    file and the vision graph's count, not on the first image with a message naming neither."""
+    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    exported = pre["image_seq_length"]
+    (folder / PREPROCESSOR).write_text(json.dumps({**pre, "image_seq_length": exported + 1}))
+    with pytest.raises(OnnxRuntimeError, match=rf"preprocessor_config.json: 'image_seq_length' {exported + 1}, but "
+                                               rf"vision.onnx makes {exported} image features per tile"):
+        OnnxVLM(folder)
+
+
 @pytest.mark.slow
 def test_another_tokenizer_is_refused(exports, tmp_path):
     from .test_gguf import spm_tokenizer

@@ -153,6 +153,11 @@ class OnnxVLM(ExportedVLM):
         # (a user's, for that tool) must not make the feeds disagree with the graph
         self.n_layers, self.kv_heads, self.head_dim = cache_shape(self.decoder, folder / DECODER)
         self.input_names, self.output_names = decoder_names(self.n_layers)
+        per_tile = self.vision.get_outputs()[0].shape[1]  # a fixed size in the graph: the tower's tokens per tile
+        if isinstance(per_tile, int) and per_tile != self.processor.image_seq_length:
+            raise OnnxRuntimeError(f"{folder / PREPROCESSOR}: 'image_seq_length' {self.processor.image_seq_length}, "
+                                   f"but {VISION} makes {per_tile} image features per tile; restore the exported "
+                                   "file or re-export")
         self.image_token_id = self.processor.image_token_id
         self.max_positions = context_length(self.export.genai, folder / GENAI_CONFIG)
         self._past: list[np.ndarray] = []
