@@ -288,6 +288,18 @@ def test_tiling_edited_after_export_is_refused(exports, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_edited_image_seq_length_is_refused_at_load(exports, tmp_path):
+    """image_seq_length edited after export: refused on opening, naming the file and the program's count."""
+    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    exported = pre["image_seq_length"]
+    (folder / PREPROCESSOR).write_text(json.dumps({**pre, "image_seq_length": exported + 1}))
+    with pytest.raises(ExecuTorchError, match=rf"preprocessor_config.json: 'image_seq_length' {exported + 1}, but "
+                                              rf"model.pte was exported with {exported} image features per tile"):
+        ExecuTorchVLM(folder)
+
+
+@pytest.mark.slow
 def test_a_program_damaged_in_place_is_refused(exports, tmp_path, capsys):
     """Bytes flipped inside model.pte, size intact: the export's SHA256SUMS catches it, naming the file."""
     from tests.test_export_checksums import assert_chat_refuses_damaged

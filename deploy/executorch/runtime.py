@@ -69,6 +69,12 @@ class ExecuTorchExport(SidecarExport):
         check_tiling(json.loads(constants[TILING_METHOD]), processor.tiling, folder / PREPROCESSOR, PTE, ExecuTorchError)
         check_tokenizer(json.loads(constants[TOKENIZER_METHOD]), processor.tokenizer, folder, PTE, ExecuTorchError)
         check_preprocessor_config(processor, pre, folder, ExecuTorchError)
+        if "get_image_seq_length" in names:
+            per_tile = program.load_method("get_image_seq_length").execute([])[0]
+            if per_tile != processor.image_seq_length:
+                raise ExecuTorchError(f"{folder / PREPROCESSOR}: 'image_seq_length' {processor.image_seq_length}, but "
+                                      f"{PTE} was exported with {per_tile} image features per tile; restore the "
+                                      "exported file or re-export")
         return cls(folder, processor, program, constants)
 
 
