@@ -11,6 +11,7 @@ Arrays crossing this interface are numpy.
 
 from __future__ import annotations
 
+import numbers
 import time
 
 import numpy as np
@@ -79,6 +80,8 @@ class ExportedVLM:
         """New tokens for prompt `ids` (tiles `pixel_values`), stop token excluded, and timings (ms). Greedy at
         temperature 0; `on_logits(logits)` sees each step's logits (parity checks). A prompt the decoder cannot
         hold is refused; an answer that fills the decoder's last position just ends there."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
+            raise self.error(f"max_new_tokens must be a whole number of at least 1, got {max_new_tokens!r}")
         if not len(ids):
             raise self.error("the prompt is empty (no token ids): the decoder needs at least one position to answer")
         if self.max_positions and len(ids) > self.max_positions:
