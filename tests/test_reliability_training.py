@@ -596,6 +596,26 @@ def _tiny_training_state():
     return net, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 
+def _kill_points_of_saving_step_1_again(out: Path, where: Path, monkeypatch, damage=None):
+    """Save step 1 in `out`, change the weights and save step 1 again, copying `out` at each kill point of the second
+    save; `damage(trainable.safetensors)` spoils the first save's weights first. Returns (old weights, new weights,
+    the copies)."""
+    from adapt.checkpointing import save_checkpoint
+
+    net, optimizer, scheduler = _tiny_training_state()
+    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
+    if damage is not None:
+        damage(out / "checkpoint-1" / "trainable.safetensors")
+    old = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    new = net.weight.detach().clone()
+    kills = _copies_at_each_kill_point(monkeypatch, out, where, (Path, "rename"))
+    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
+    monkeypatch.undo()
+    return old, new, kills
+
+
 def _copies_at_each_kill_point(monkeypatch, out: Path, where: Path, rename: tuple) -> list[Path]:
     """Copies of `out` (in `where`) as a kill -9 would leave it before each call of `rename` (an (owner, name)
     pair such as (os, "replace")) and each removal of an existing folder; `monkeypatch.undo()` ends it."""
@@ -621,18 +641,10 @@ def test_a_kill_while_replacing_a_checkpoint_leaves_a_whole_one(tmp_path, monkey
     between the two lost step N, and the next start deleted the finished `.partial` too. The old one is now moved
     aside until the new one has its name, and the next start finishes or undoes whatever a kill left at any point."""
 
-    from adapt.checkpointing import load_checkpoint, save_checkpoint, settle_saves, usable_checkpoint
+    from adapt.checkpointing import load_checkpoint, settle_saves, usable_checkpoint
 
     out = tmp_path / "out"
-    net, optimizer, scheduler = _tiny_training_state()
-    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
-    old = net.weight.detach().clone()
-    with torch.no_grad():
-        net.weight.add_(1.0)
-    new = net.weight.detach().clone()
-    kills = _copies_at_each_kill_point(monkeypatch, out, tmp_path, (Path, "rename"))
-    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
-    monkeypatch.undo()
+    old, new, kills = _kill_points_of_saving_step_1_again(out, tmp_path, monkeypatch)
     assert kills
     for folder in kills:
         moved_aside = (folder / ".checkpoint-1.old").exists()
@@ -650,19 +662,14 @@ def test_a_kill_while_replacing_a_damaged_checkpoint_keeps_the_whole_copy(tmp_pa
     """A run killed after writing `checkpoint-N.partial/` whole, before moving a damaged `checkpoint-N` aside, left the
     only good copy of step N in `.partial`: the next start deleted it. It now takes the damaged one's place, which is
     set aside, not deleted."""
-    from adapt.checkpointing import load_checkpoint, save_checkpoint, settle_saves, usable_checkpoint
+    from adapt.checkpointing import load_checkpoint, settle_saves, usable_checkpoint
 
     out = tmp_path / "out"
-    net, optimizer, scheduler = _tiny_training_state()
-    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
-    weights = out / "checkpoint-1" / "trainable.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-4])  # damaged: shorter than its manifest says
-    with torch.no_grad():
-        net.weight.add_(1.0)
-    new = net.weight.detach().clone()
-    kills = _copies_at_each_kill_point(monkeypatch, out, tmp_path, (Path, "rename"))
-    save_checkpoint(out, 1, net, optimizer, scheduler, {}, keep_last=3)
-    monkeypatch.undo()
+
+    def damage(weights: Path) -> None:  # shorter than its manifest says
+        weights.write_bytes(weights.read_bytes()[:-4])
+
+    _, new, kills = _kill_points_of_saving_step_1_again(out, tmp_path, monkeypatch, damage)
     assert any((f / "checkpoint-1.partial").exists() and (f / "checkpoint-1").exists() for f in kills)
     for folder in kills:
         settle_saves(folder)
