@@ -46,7 +46,8 @@ A corpus-level aggregate whose rules depend on the run's settings returns its ow
 Choices are parsed strictly (`parse_choice`): an explicit letter, or an answer whose normalised text
 *equals* one option's text. A prediction is never counted right because the reference happens to
 be a substring of it ("rainforest" does not answer "forest"; see the LLaVA-Med closed-question
-pitfall in domains.md §3.3), and answers naming two different options count as wrong.
+pitfall in domains.md §3.3), and answers naming two different options count as wrong, unless the reply concludes
+with an answer phrase naming its last letter ("A is a lake and C a road. So the answer is B.").
 
 Boxes follow InternVL: ``<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>`` on a 0–1000 grid; a hit is
 IoU > 0.5 (strictly) between the first predicted and the first reference box. IoU does not change
@@ -121,7 +122,9 @@ _GROUNDING_SOURCE = ("Zhan et al., DIOR-RSVG, IEEE TGRS 2023 (Acc@0.5); InternVL
                      "(IoU > 0.5; it adds 1 px to widths after rescaling to pixels, which this does not)")
 _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
     "mc": {"accuracy": ("pocket strict choice", "an explicit option letter, or an answer whose normalised text "
-                        "equals exactly one option's; several options, or an option's text merely contained, score 0",
+                        "equals exactly one option's, or the letter a reasoning reply's last sentence names after an "
+                        "answer phrase ('So the answer is B.'); several options otherwise, or an option's text "
+                        "merely contained, score 0",
                         "pocket-adapt adapt/metrics.py (parse_choice); avoids the containment pitfall of "
                         "LLaVA-Med's evaluate_metrics.py, which counts an answer containing an option's text")},
     "short": {"exact_match": ("SQuAD", "normalised exact match: lower case, punctuation (but a decimal point "

@@ -141,6 +141,18 @@ _LABEL_IN_TEXT = re.compile(
     r"|(?<![A-Za-z0-9'’])([AI])(?=\s*(?:/|,|&|\bor\b|\band\b|\bvs\b\.?)\s*[(\[]?[A-Z](?![A-Za-z0-9'’]))"
     r"|(?<![A-Za-z0-9'’])(A)(?=\s+(?:is|was)\b)"
 )
+# an explicit answer phrase ending right before a letter: "the answer is", "Answer:", "the correct option is",
+# "Final answer:", "I choose" (an opening bracket or quote may sit between it and the letter)
+_ANSWER_PHRASE = re.compile(
+    r"(?:\banswer\s*(?:(?:is|would\s+be|should\s+be|must\s+be)\b\s*:?|:)"
+    r"|\b(?:correct|right|best|final)\s+(?:option|choice)\s*(?:is\b\s*:?|:)"
+    r"|\bfinal\s+answer\b"
+    r"|\bI(?:\s+would|\s+will|['’](?:d|ll))?\s+(?:choose|pick|select|go\s+with)\b)"
+    r"\s*(?:(?:option|choice)\s+)?[(\[\"'“‘]?\s*$",
+    re.I,
+)
+# a sentence or line starting after a letter: its answer phrase is not the reply's conclusion
+_NEXT_SENTENCE = re.compile(r"(?:[.!?](?=\s)|[。！？]|\n)\s*\S")
 # lettered options listed in a question: "A. text", "(B) text", "C) text", "D: text", one per line
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.M)
 # an option's own label written into its text: "B. forest" as the second option
@@ -212,12 +224,18 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        when the rest is exactly an option's text, the letter counts if that option is its own (capitals
        inside it, as in ``C. Vitamin D``, are no second letter) and None if it is a *different* option
        (checked before 2, so ``A. rainforest`` is not read as the text "rainforest", the article dropped);
-       otherwise other letters in the rest make it None. Only the label's own line counts: the lines after it
-       explain the choice, so ``B.\\nExplanation: A is wrong`` is B;
+       otherwise other letters in the rest make it None (but see 5). Only the label's own line counts: the lines
+       after it explain the choice, so ``B.\\nExplanation: A is wrong`` is B;
     4. letters named in text: ``The answer is B``, ``Answer: (C)``, ``I'd pick (B).`` — every
        distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
        count after "answer/option/choice" and before punctuation or the end; a sentence-initial
-       article ("A forest") is not a label.
+       article ("A forest") is not a label;
+    5. a reply that 3 or 4 finds naming several letters, concluding with an answer: when its *last* letter
+       mention comes right after an answer phrase ("answer is", "answer:", "correct option is", "final answer",
+       "I choose" / "I'd pick" / "I'll go with") and no sentence or line follows that one, that letter counts:
+       ``A is a lake and C is a road. So the answer is B.`` and ``...\\nFinal answer: B`` are B. A hedge after it
+       (``The answer is B. Or maybe (C).``), two letters in the phrase (``the answer is B or C``) or a sentence
+       after it (``The answer is B. A is wrong.``) still give None.
 
     Letters beyond the number of options are ignored; with `options` None any A–Z is a label. The prediction is read
     after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
@@ -249,10 +267,12 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
 
     if labels:
         letter, rest = labels[0]
-        return None if _letters_in_text(rest, valid) - {letter} else letter
+        return _final_answer(text, valid) if _letters_in_text(rest, valid) - {letter} else letter
 
     letters = _letters_in_text(text, valid)
-    return letters.pop() if len(letters) == 1 else None
+    if len(letters) == 1:
+        return letters.pop()
+    return _final_answer(text, valid) if letters else None
 
 
 def _leading_label(text: str, valid: str) -> tuple[str, str] | None:
@@ -270,11 +290,30 @@ def _leading_label(text: str, valid: str) -> tuple[str, str] | None:
     return (letter, rest) if letter in valid else None
 
 
+def _letter_mentions(text: str, valid: str) -> list[tuple[int, str]]:
+    """``(position, letter)`` of every valid option letter named in text, in order."""
+    found = []
+    for pattern in (_KEYWORD_LABEL, _LABEL_IN_TEXT):
+        for m in pattern.finditer(text):
+            k = next(k for k in range(1, len(m.groups()) + 1) if m.group(k))
+            found.append((m.start(k), m.group(k).upper()))
+    return sorted((pos, x) for pos, x in set(found) if x in valid)
+
+
 def _letters_in_text(text: str, valid: str) -> set[str]:
-    letters = {(m.group(1) or m.group(2)).upper() for m in _KEYWORD_LABEL.finditer(text)}
-    for m in _LABEL_IN_TEXT.finditer(text):
-        letters.add(next(g for g in m.groups() if g))
-    return {x for x in letters if x in valid}
+    return {letter for _, letter in _letter_mentions(text, valid)}
+
+
+def _final_answer(text: str, valid: str) -> str | None:
+    """The letter a reply concludes with: its last letter mention, when an answer phrase ("So the answer is B.",
+    "Final answer: B") ends right before it and no sentence or line follows; else None."""
+    mentions = _letter_mentions(text, valid)
+    if not mentions:
+        return None
+    pos, letter = mentions[-1]
+    if _ANSWER_PHRASE.search(text[:pos]) and not _NEXT_SENTENCE.search(text[pos + 1:]):
+        return letter
+    return None
 
 
 def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:

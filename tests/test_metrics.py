@@ -418,3 +418,30 @@ def test_a_label_on_the_first_line_is_the_answer_and_the_lines_after_it_explain(
                                         "Explanation: A is wrong\nB", "It could be B.\nOr A."])  # no leading label
 def test_lines_after_a_leading_label_still_refuse(prediction):
     assert parse_choice(prediction, OPTS) is None
+
+
+@pytest.mark.parametrize("prediction, expected", [
+    ("A is a lake and C is a road. So the answer is B.", "B"),
+    ("Option A is sand and option C is wet. Therefore, the correct option is (B).", "B"),
+    ("The image shows trees, not sand (A) or palms (C).\nFinal answer: B", "B"),
+    ("A) desert: no sand. C) rainforest: too dry.\nFinal answer: (C)", "C"),
+    ("Not A or D. The answer is B because the canopy is sparse.", "B"),
+    ("A. desert is dry, so no. The answer is C", "C"),  # a leading label, then a concluding answer
+    ("B. forest, not A. So the answer is B.", "B"),
+    ("A. desert\nB. forest\nC. rainforest\nThe answer is B.", "B"),  # an echoed option list, then the answer
+    ("Between A and C, I choose C.", "C"),
+    ("A and D are wrong; the final answer is **B**", "B"),
+    ("B or C? The answer is: b.", "B"),
+    ("A is a lake and C is a road. So the answer is B. Or maybe (C).", None),  # a hedge after the answer
+    ("A is wrong. The answer is B or C.", None),  # two letters in the final phrase
+    ("A is wrong. The answer is B, not C.", None),  # the last mention is no answer phrase
+    ("The answer is B. A is wrong.", None),  # the answer phrase is not the last sentence
+    ("A is wrong, so the answer is B. Desert would be dry.", None),
+    ("A is wrong, so the answer is B\nDesert would be dry", None),  # the answer phrase is not the last line
+    ("A is a lake and C is a road, B is a forest.", None),  # no answer phrase at all
+    ("I choose B over C.", None),
+])
+def test_a_reply_concluding_with_an_answer_phrase_chooses_its_letter(prediction, expected):
+    """A chain-of-thought reply naming other options before "So the answer is B." gave None: every letter counted."""
+    assert parse_choice(prediction, OPTS) == expected
+    assert mc_accuracy(prediction, expected or "A", OPTS) == float(expected is not None)
