@@ -1,7 +1,9 @@
 """Generic answer metrics, and the registry domains plug their task scorers into.
 
-Every scorer answers one question about one sample: ``(prediction, record, reference) -> {name: value}``
-with values in [0, 1]. `score` picks the scorer from the record's task (`infer_task`).
+Every scorer answers one question about one sample: ``(prediction, record, reference) -> {name: value}``,
+each value on its metric's own scale: the built-in ones in [0, 1]; a domain's may keep its benchmark's (DriveLM's
+``chatgpt`` and ``match`` 0-100, ``CIDEr`` x10; see its module and report notes). Nothing checks or rescales the
+range: reports print values as given. `score` picks the scorer from the record's task (`infer_task`).
 
 Built-in tasks and their **main metric** (the one number a source is judged by in reports):
 
@@ -86,7 +88,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from adapt.data.samples import Record
 
 MetricFn = Callable[[str, "Record", str], dict[str, float]]
-"""A task scorer: (prediction, record, reference) -> named scores in [0, 1]."""
+"""A task scorer: (prediction, record, reference) -> named scores, each on its metric's own scale (see above)."""
 
 # --------------------------------------------------------------------------------------------------
 # task registry and dispatch
@@ -183,7 +185,8 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
                   protocols: dict[str, dict[str, str]] | None = None) -> None:
     """Register the scorer of a task; domains plug their metrics in here.
 
-    `fn(prediction, record, reference)` returns named scores in [0, 1]. `main_metric` names the score
+    `fn(prediction, record, reference)` returns named scores, each on its metric's own scale (built-ins in [0, 1];
+    not checked, so say a wider one in the protocol's rule). `main_metric` names the score
     reports rank by (default: the first key `fn` returns). `aggregate` computes corpus-level metrics
     (see the module docstring; default: `fn.aggregate` when the scorer has one). `protocols` names the rule
     and source of each metric (default: `fn.protocols`; see the module docstring). Re-registering a task

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from adapt import metrics
@@ -445,3 +447,20 @@ def test_a_reply_concluding_with_an_answer_phrase_chooses_its_letter(prediction,
     """A chain-of-thought reply naming other options before "So the answer is B." gave None: every letter counted."""
     assert parse_choice(prediction, OPTS) == expected
     assert mc_accuracy(prediction, expected or "A", OPTS) == float(expected is not None)
+
+
+def test_scores_keep_their_own_scale_and_the_docs_say_so():
+    """The registry's docs said every score is in [0, 1], but DriveLM's chatgpt / match are 0-100 and CIDEr x10:
+    a plugin author read the bound as checked (it is not) and a reader of reports misread those columns."""
+    def rated(prediction, record, reference):
+        return {"rating": 85.0, "cider": 3.2}
+
+    metrics.register_task("toy_scale", rated)
+    try:
+        assert score("x", qa("Q?", "y", task="toy_scale")) == {"rating": 85.0, "cider": 3.2}  # passed on unchanged
+    finally:
+        metrics.unregister_task("toy_scale")
+    source = " ".join(inspect.getsource(metrics).split())
+    assert "scores in [0, 1]" not in source and "with values in [0, 1]" not in source
+    for doc in (metrics.__doc__, metrics.register_task.__doc__):
+        assert "own scale" in " ".join(doc.split())
