@@ -428,9 +428,10 @@ def _turn_value(turn: Any, role: str) -> str | None:
 
 def reference_of(record: Any) -> str:
     """The record's reference answer: `record.answer`, else the value of its last gpt turn."""
-    if getattr(record, "answer", None) is not None:
-        return record.answer
-    for turn in reversed(record.conversations):
+    answer = _field(record, "answer")
+    if answer is not None:
+        return answer
+    for turn in reversed(_field(record, "conversations") or []):
         value = _turn_value(turn, "gpt")
         if value is not None:
             return value
@@ -459,4 +460,5 @@ def record_options(record: Any) -> list[str] | None:
 
 
 def _where(record: Any) -> str:
-    return f"{getattr(record, 'source', '?')}:{getattr(record, 'line', '?')}"
+    source, line = _field(record, "source"), _field(record, "line")
+    return f"{'?' if source is None else source}:{'?' if line is None else line}"

@@ -464,3 +464,16 @@ def test_scores_keep_their_own_scale_and_the_docs_say_so():
     assert "scores in [0, 1]" not in source and "with values in [0, 1]" not in source
     for doc in (metrics.__doc__, metrics.register_task.__doc__):
         assert "own scale" in " ".join(doc.split())
+
+
+def test_the_sample_field_readers_take_a_plain_mapping():
+    """`reference_of` read ``record.conversations`` as an attribute: a mapping (as domain scorers may be handed, and
+    as `question_of` / `record_options` take) failed with a raw AttributeError."""
+    turns = [{"from": "human", "value": "Which?\nA. desert\nB. forest"}, {"from": "gpt", "value": "B"}]
+    assert metrics.reference_of({"conversations": turns}) == "B"
+    assert metrics.reference_of({"answer": "forest", "conversations": turns}) == "forest"
+    assert metrics.question_of({"conversations": turns}).startswith("Which?")
+    with pytest.raises(ValueError, match=r"^toy:4: no answer and no gpt turn"):
+        metrics.reference_of({"source": "toy", "line": 4, "conversations": turns[:1]})
+    with pytest.raises(ValueError, match=r"^toy:5: no answer and no gpt turn"):
+        metrics.reference_of({"source": "toy", "line": 5})
