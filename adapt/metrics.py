@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from domains.answers import (  # noqa: F401  (re-exported: the one set of answer parsers every scorer uses)
     Box,
+    _field,
     _where,
     bag_f1,
     box_iou,
@@ -263,9 +264,9 @@ def main_metric(task: str, scores: dict[str, float]) -> float | None:
 
 
 def infer_task(record: Any) -> str:
-    """`record.task` if set; else "grounding" if the reference holds a ``<box>``; else "mc" if the
+    """`record.task` (an adapt `Record` or a mapping) if set; else "grounding" if the reference holds a ``<box>``; else "mc" if the
     record has options or its question lists lettered options ("A. …\\nB. …"); else "short"."""
-    task = getattr(record, "task", None)
+    task = _field(record, "task")
     if task:
         return task
     if "<box>" in reference_of(record):

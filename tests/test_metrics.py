@@ -477,3 +477,6 @@ def test_the_sample_field_readers_take_a_plain_mapping():
         metrics.reference_of({"source": "toy", "line": 4, "conversations": turns[:1]})
     with pytest.raises(ValueError, match=r"^toy:5: no answer and no gpt turn"):
         metrics.reference_of({"source": "toy", "line": 5})
+    # and the task a mapping names is the one it is scored by (it read as "mc" from the question's options)
+    assert infer_task({"task": "vqa", "conversations": turns}) == "vqa"
+    assert score("b", {"task": "short", "conversations": turns}) == {"exact_match": 1.0, "token_f1": 1.0}
