@@ -235,7 +235,7 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        "I choose" / "I'd pick" / "I'll go with") and no sentence or line follows that one, that letter counts:
        ``A is a lake and C is a road. So the answer is B.`` and ``...\\nFinal answer: B`` are B. A hedge after it
        (``The answer is B. Or maybe (C).``), two letters in the phrase (``the answer is B or C``) or a sentence
-       after it (``The answer is B. A is wrong.``) still give None.
+       after it (``A is wrong, so the answer is B. Desert is dry.``) still give None.
 
     Letters beyond the number of options are ignored; with `options` None any A–Z is a label. The prediction is read
     after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
