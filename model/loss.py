@@ -44,7 +44,8 @@ def supervised_token_losses(hidden: torch.Tensor, head: nn.Module, labels: torch
             pieces.append(_chunk_losses(head, *part))
         else:
             pieces.append(checkpoint(_chunk_losses, head, *part, use_reentrant=False))
-    losses = torch.cat(pieces) if pieces else states.new_zeros(0, dtype=torch.float32)
+    # no supervised position: the head on no states, so the (zero) loss still has a graph to backward through
+    losses = torch.cat(pieces) if pieces else _chunk_losses(head, states, wanted)
     return torch.zeros(targets.shape, dtype=torch.float32, device=hidden.device).masked_scatter(mask, losses)
 
 

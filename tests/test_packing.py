@@ -34,6 +34,19 @@ def test_chunked_loss_equals_the_full_logits_loss_with_its_gradients():
             torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
 
 
+def test_an_all_ignored_batch_gives_zero_losses_that_backward_either_way():
+    """A batch with no supervised label (answers cut off): zeros, no NaN, and a graph to backward through in the
+    chunked way too (it returned a constant, and `loss.backward()` failed: "does not require grad")."""
+    head = torch.nn.Linear(16, 50, bias=False)
+    hidden = torch.randn(2, 6, 16, requires_grad=True)
+    labels = torch.full((2, 6), IGNORE_INDEX)
+    for full_bytes in (None, 0):
+        got = supervised_token_losses(hidden, head, labels, full_logits_bytes=full_bytes)
+        assert got.shape == (2, 5) and torch.equal(got, torch.zeros(2, 5))
+        grads = torch.autograd.grad(got.sum() / 1, [hidden, head.weight])
+        assert all(torch.equal(g, torch.zeros_like(g)) for g in grads)
+
+
 def test_chunked_loss_takes_each_softmax_over_contiguous_classes(monkeypatch):
     """CUDA's softmax over a strided class dimension (its "spatial" kernel) took half the GPU time of an InternVL2-1B
     training step on an H200: every chunk hands cross-entropy (positions, vocab) logits, the classes contiguous."""
