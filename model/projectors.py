@@ -317,6 +317,7 @@ class PixelShuffleMLPProjector(nn.Module):
             raise ModelConfigError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
         factor = _shuffle_factor(downsample_ratio)
         self.pool = _positive_int(pool, "pool", "pixel_shuffle_mlp")
+        _layer_norm_eps(layer_norm_eps, "pixel_shuffle_mlp")
         from transformers.activations import ACT2FN
 
         if hidden_act not in ACT2FN:
@@ -331,10 +332,12 @@ class PixelShuffleMLPProjector(nn.Module):
 
     @classmethod
     def count_tokens(
-        cls, grid_h: int, grid_w: int, downsample_ratio: float = 0.5, ps_version: str = "v2", pool: int = 1, **_: Any
+        cls, grid_h: int, grid_w: int, downsample_ratio: float = 0.5, ps_version: str = "v2", pool: int = 1,
+        layer_norm_eps: float = 1e-5, **_: Any
     ) -> int:
         if ps_version not in ("v1", "v2"):
             raise ModelConfigError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
+        _layer_norm_eps(layer_norm_eps, "pixel_shuffle_mlp")
         side = _square_grid(grid_h, grid_w, "pixel_shuffle_mlp")
         k = _shuffle_factor(downsample_ratio)
         pool = _positive_int(pool, "pool", "pixel_shuffle_mlp")
@@ -650,6 +653,13 @@ def _positive_int(value: Any, label: str, who: str) -> int:
     return value
 
 
+def _layer_norm_eps(value: Any, who: str) -> float:
+    # a YAML "1e-5" is a string (YAML 1.1 floats need a dot): LayerNorm would keep it and fail at the first forward
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ModelConfigError(f"{who}: layer_norm_eps must be a positive number, got {value!r}")
+    return float(value)
+
+
 def _check_heads(width: int, heads: int, who: str, label: str = "hidden width") -> None:
     _positive_int(heads, "num_heads", who)
     if width % heads:
@@ -738,6 +748,7 @@ class QFormerProjector(nn.Module):
         super().__init__()
         width = vision_hidden if hidden_size is None else hidden_size
         _qformer_options(width, num_queries, num_layers, num_heads, intermediate_size, cross_attention_freq, dropout)
+        _layer_norm_eps(layer_norm_eps, "qformer")
         ffn = 4 * width if intermediate_size is None else intermediate_size
         self.vision_hidden, self.text_hidden, self.num_queries, self.hidden_size = (
             vision_hidden, text_hidden, num_queries, width
@@ -762,12 +773,14 @@ class QFormerProjector(nn.Module):
         num_heads: int = 8,
         intermediate_size: int | None = None,
         cross_attention_freq: int = 1,
+        layer_norm_eps: float = 1e-12,
         dropout: float = 0.0,
         **_: Any,
     ) -> int:
         # what building checks (but the width, unknown without the model), so a recipe fails validation, not training
         _qformer_options(hidden_size, num_queries, num_layers, num_heads, intermediate_size, cross_attention_freq,
                          dropout)
+        _layer_norm_eps(layer_norm_eps, "qformer")
         return _query_tokens(grid_h, grid_w, num_queries, "qformer")
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
@@ -844,6 +857,7 @@ class ResamplerProjector(nn.Module):
         side = _query_side(num_queries)
         heads = max(1, text_hidden // 128) if num_heads is None else num_heads
         _check_heads(text_hidden, heads, who, "text_hidden")
+        _layer_norm_eps(layer_norm_eps, who)
         if text_hidden % 4:
             raise ModelConfigError(f"{who}: 2-D sin-cos positions need text_hidden divisible by 4, got {text_hidden}")
         self.vision_hidden, self.text_hidden, self.num_queries, self.query_side = (
@@ -859,12 +873,14 @@ class ResamplerProjector(nn.Module):
 
     @classmethod
     def count_tokens(
-        cls, grid_h: int, grid_w: int, num_queries: int = 256, num_heads: int | None = None, **_: Any
+        cls, grid_h: int, grid_w: int, num_queries: int = 256, num_heads: int | None = None,
+        layer_norm_eps: float = 1e-6, **_: Any
     ) -> int:
         _square_grid(grid_h, grid_w, "resampler")
         _query_side(num_queries)  # what building checks, so a recipe naming a non-square count fails validation
         if num_heads is not None:  # its split of text_hidden is checked once the model (the width) is known
             _positive_int(num_heads, "num_heads", "resampler")
+        _layer_norm_eps(layer_norm_eps, "resampler")
         return _query_tokens(grid_h, grid_w, num_queries, "resampler")
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:

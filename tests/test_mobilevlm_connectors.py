@@ -70,6 +70,9 @@ def test_a_bad_pooled_grid_is_refused_naming_the_option(value):
     ("qformer", {"dropout": 2}, "dropout must be in"),
     ("resampler", {"num_heads": 0}, "num_heads must be a positive int"),
     ("resampler", {"num_heads": "8"}, "num_heads must be a positive int"),
+    ("qformer", {"layer_norm_eps": "1e-12"}, "qformer: layer_norm_eps must be a positive number"),
+    ("resampler", {"layer_norm_eps": -1.0}, "resampler: layer_norm_eps must be a positive number"),
+    ("pixel_shuffle_mlp", {"layer_norm_eps": "1e-5"}, "pixel_shuffle_mlp: layer_norm_eps must be a positive number"),
 ])
 def test_connector_options_are_refused_when_the_recipe_is_validated(name, options, message):
     # the same check building does, before any data is read or weights made
