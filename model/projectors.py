@@ -625,6 +625,10 @@ class MLPGeluProjector(nn.Sequential):
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
         return self.count_tokens(grid_h, grid_w)
 
+    def forward(self, x: Tensor) -> Tensor:
+        _check_features(x, self.vision_hidden, f"mlp{self.depth}x_gelu")
+        return super().forward(x)
+
 
 @register_projector("linear")
 class LinearProjector(nn.Linear):
@@ -640,6 +644,10 @@ class LinearProjector(nn.Linear):
 
     def num_tokens(self, grid_h: int, grid_w: int) -> int:
         return self.count_tokens(grid_h, grid_w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        _check_features(x, self.vision_hidden, "linear")
+        return super().forward(x)
 
 
 # --------------------------------------------------------------------------------------------------------------------

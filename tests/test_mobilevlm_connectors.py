@@ -85,7 +85,8 @@ def test_connector_options_are_refused_when_the_recipe_is_validated(name, option
 
 
 @pytest.mark.parametrize("name, options", [("ldp", {}), ("ldpv2", {}), ("qformer", {}), ("resampler", {"num_queries": 4}),
-                                           ("pixel_shuffle_mlp", {})])
+                                           ("pixel_shuffle_mlp", {}), ("linear", {}), ("mlp2x_gelu", {}),
+                                           ("mlp3x_gelu", {})])
 def test_features_of_another_width_are_refused_naming_both_widths(name, options):
     projector = build_projector(name, 64, 32, **options)
     with pytest.raises(ValueError, match=rf"{name} was built for features of width 64, got 48"):
