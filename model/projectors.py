@@ -16,7 +16,8 @@ Built-in projectors (state-dict keys match the upstream checkpoints so they load
 - ``mlp2x_gelu`` (any ``mlp{N}x_gelu`` name is accepted): LLaVA MLP; ``g_h*g_w`` tokens.
 - ``linear``: a plain ``nn.Linear``; ``g_h*g_w`` tokens.
 - ``qformer``: BLIP-2 Q-Former (query branch); ``num_queries`` tokens (default 32) for any grid.
-- ``resampler``: Qwen-VL position-aware cross-attention adapter; ``num_queries`` tokens (default 256) for any grid.
+- ``resampler``: Qwen-VL position-aware cross-attention adapter; ``num_queries`` tokens (default 256) for any square
+  grid (its keys carry the grid's 2-D positions).
 
 ``AdaptedProjector`` (not registered: a projector with a vision adapter in front) is any of them behind an
 ``nn.Linear`` from a distilled student tower's width to its teacher's (the width the projector was trained on).
@@ -320,7 +321,7 @@ class PixelShuffleMLPProjector(nn.Module):
         _layer_norm_eps(layer_norm_eps, "pixel_shuffle_mlp")
         from transformers.activations import ACT2FN
 
-        if hidden_act not in ACT2FN:
+        if not isinstance(hidden_act, str) or hidden_act not in ACT2FN:  # a YAML list is unhashable: no bare TypeError
             raise ModelConfigError(f"unknown hidden_act {hidden_act!r}; known: {sorted(ACT2FN)}")
         self.vision_hidden, self.text_hidden = vision_hidden, text_hidden
         self.downsample_ratio, self.ps_version, self.factor = downsample_ratio, ps_version, factor

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.errors import ModelConfigError
 from model.projectors import (
     PROJECTORS,
     LDPProjector,
@@ -271,6 +272,8 @@ def test_pixel_shuffle_mlp_options_and_errors():
         projector_tokens("pixel_shuffle_mlp", 32, 32, ps_version="v3")
     with pytest.raises(ValueError, match="hidden_act"):
         build_projector("pixel_shuffle_mlp", 8, 12, hidden_act="nope")
+    with pytest.raises(ModelConfigError, match="hidden_act"):
+        build_projector("pixel_shuffle_mlp", 8, 12, hidden_act=["gelu"])  # a YAML list: unhashable
 
 
 # ----------------------------------------------------------------------------------------------- LDP behaviour
