@@ -160,8 +160,8 @@ def build_projector(name: str, vision_hidden: int, text_hidden: int, **options: 
 def projector_tokens(name: str, grid_h: int, grid_w: int, **options: Any) -> int:
     """Tokens the projector ``name`` emits for a ``grid_h x grid_w`` feature grid, without building weights.
 
-    Options are those of :func:`build_projector`; ones that do not change the count (``hidden_act``) are accepted
-    and ignored.
+    Options are those of :func:`build_projector`; the built-in projectors check even those that do not change the
+    count (``hidden_act``, ``layer_norm_eps``) as building does, so a recipe fails validation, not loading.
     """
     cls, implied = _resolve(name)
     merged = _merge_options(name, cls, implied, options)
@@ -291,6 +291,13 @@ def pixel_shuffle(x: Tensor, ratio: float = 0.5, version: str = "v2") -> Tensor:
     return out.contiguous()
 
 
+def _check_act(hidden_act: Any) -> None:
+    from transformers.activations import ACT2FN
+
+    if not isinstance(hidden_act, str) or hidden_act not in ACT2FN:  # a YAML list is unhashable: no bare TypeError
+        raise ModelConfigError(f"pixel_shuffle_mlp: unknown hidden_act {hidden_act!r}; known: {sorted(ACT2FN)}")
+
+
 @register_projector("pixel_shuffle_mlp")
 class PixelShuffleMLPProjector(nn.Module):
     """InternVL ``mlp1``: pixel shuffle, then LayerNorm(C*k^2) -> Linear -> act -> Linear.
@@ -321,8 +328,7 @@ class PixelShuffleMLPProjector(nn.Module):
         _layer_norm_eps(layer_norm_eps, "pixel_shuffle_mlp")
         from transformers.activations import ACT2FN
 
-        if not isinstance(hidden_act, str) or hidden_act not in ACT2FN:  # a YAML list is unhashable: no bare TypeError
-            raise ModelConfigError(f"unknown hidden_act {hidden_act!r}; known: {sorted(ACT2FN)}")
+        _check_act(hidden_act)
         self.vision_hidden, self.text_hidden = vision_hidden, text_hidden
         self.downsample_ratio, self.ps_version, self.factor = downsample_ratio, ps_version, factor
         in_width = vision_hidden * factor * factor
@@ -334,11 +340,12 @@ class PixelShuffleMLPProjector(nn.Module):
     @classmethod
     def count_tokens(
         cls, grid_h: int, grid_w: int, downsample_ratio: float = 0.5, ps_version: str = "v2", pool: int = 1,
-        layer_norm_eps: float = 1e-5, **_: Any
+        layer_norm_eps: float = 1e-5, hidden_act: str = "gelu", **_: Any
     ) -> int:
         if ps_version not in ("v1", "v2"):
             raise ModelConfigError(f"ps_version must be 'v1' or 'v2', got {ps_version!r}")
         _layer_norm_eps(layer_norm_eps, "pixel_shuffle_mlp")
+        _check_act(hidden_act)  # what building checks, so a recipe naming an unknown one fails validation
         side = _square_grid(grid_h, grid_w, "pixel_shuffle_mlp")
         k = _shuffle_factor(downsample_ratio)
         pool = _positive_int(pool, "pool", "pixel_shuffle_mlp")

@@ -73,6 +73,7 @@ def test_a_bad_pooled_grid_is_refused_naming_the_option(value):
     ("qformer", {"layer_norm_eps": "1e-12"}, "qformer: layer_norm_eps must be a positive number"),
     ("resampler", {"layer_norm_eps": -1.0}, "resampler: layer_norm_eps must be a positive number"),
     ("pixel_shuffle_mlp", {"layer_norm_eps": "1e-5"}, "pixel_shuffle_mlp: layer_norm_eps must be a positive number"),
+    ("pixel_shuffle_mlp", {"hidden_act": "gelu_nope"}, "pixel_shuffle_mlp: unknown hidden_act 'gelu_nope'"),
 ])
 def test_connector_options_are_refused_when_the_recipe_is_validated(name, options, message):
     # the same check building does, before any data is read or weights made
