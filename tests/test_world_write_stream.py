@@ -25,18 +25,60 @@ def test_a_split_is_streamed_to_a_temporary_file_and_appears_whole(tmp_path):
     assert all((tmp_path / "images" / f"train_{i:05d}.png").is_file() for i in range(6))
 
 
-def test_a_failure_half_way_leaves_no_index_of_redrawn_images(tmp_path):
-    # the earlier train.jsonl would have named images the failed call had already redrawn with other contents
+def test_a_failure_half_way_leaves_the_earlier_index_and_its_images_as_they_were(tmp_path):
+    # the earlier train.jsonl was deleted first, then the call failed: the set was lost
     _write(tmp_path, {"train": general_samples("train", 3, image_size=32)}, progress=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
     def failing():
-        yield from general_samples("train", 4, seed=5, image_size=32)
+        yield from general_samples("train", 5, image_size=32)
         raise RuntimeError("generator failed")
 
     with pytest.raises(RuntimeError, match="generator failed"):
         _write(tmp_path, {"train": failing()}, progress=False)
-    assert not (tmp_path / "train.jsonl").exists()
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name in before} == before
     assert not list(tmp_path.glob(".*.part"))
+
+
+@pytest.mark.parametrize("other", [{"seed": 5}, {"image_size": 48}, {"answer_style": "label"}, "landcover", "real"])
+def test_a_folder_holding_another_set_is_refused_before_anything_is_written(tmp_path, other):
+    # generate_general / generate_landcover deleted train.jsonl and test.jsonl of whatever set the folder held
+    from domains.base import DomainError
+    from domains.general.world import generate_general, generate_landcover
+
+    out = tmp_path / "set"
+    if other == "real":
+        (out / "images").mkdir(parents=True)
+        (out / "train.jsonl").write_text('{"id": "mine", "image": "images/train_00000.png"}\n', encoding="utf-8")
+        (out / "images" / "train_00000.png").write_bytes(b"my image")
+    elif other == "landcover":
+        generate_landcover(out, n_train=3, n_test=2, image_size=32, progress=False)
+    else:
+        generate_general(out, n_train=3, n_test=2, progress=False, **{"image_size": 32, **other})
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(DomainError, match=r"train\.jsonl: already there and holds another set .*nothing was written"):
+        generate_general(out, n_train=4, n_test=2, image_size=32, progress=False)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_the_same_set_is_rewritten_larger_or_smaller_and_an_edited_one_is_refused(tmp_path):
+    from domains.base import DomainError
+    from domains.general.world import generate_general
+
+    generate_general(tmp_path, n_train=3, n_test=2, image_size=32, progress=False)
+    generate_general(tmp_path, n_train=5, n_test=2, image_size=32, progress=False)  # a larger call of the same set
+    assert len((tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines()) == 5
+    generate_general(tmp_path, n_train=2, n_test=0, image_size=32, progress=False)  # a smaller one
+    assert len((tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines()) == 2
+    assert (tmp_path / "test.jsonl").read_text(encoding="utf-8") == ""
+    lines = (tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "train.jsonl").write_text(lines[0] + lines[1].replace('"answer": "', '"answer": "X'), encoding="utf-8")
+    with pytest.raises(DomainError, match=r"train\.jsonl: line 2 differs"):
+        generate_general(tmp_path, n_train=2, n_test=0, image_size=32, progress=False)
+    assert '"answer": "X' in (tmp_path / "train.jsonl").read_text(encoding="utf-8")
+    # nothing in the new splits to compare with: an existing set is not taken for this one
+    with pytest.raises(DomainError, match="an empty split cannot tell"):
+        generate_general(tmp_path, n_train=0, n_test=0, image_size=32, progress=False)
 
 
 def test_a_set_too_large_for_the_disk_names_the_output_folder_not_the_staging_folder(tmp_path, capsys):

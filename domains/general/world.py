@@ -27,6 +27,8 @@ independently of the class, so the letter cannot be guessed from the image alone
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import math
 import re
@@ -673,35 +675,84 @@ def _save_png(pixels: np.ndarray, path: Path) -> None:
     atomic_write(path, lambda f: Image.fromarray(pixels).save(f, **_PNG_PARAMS))
 
 
+def _line(sample: Sample) -> str:
+    return json.dumps(sample.record, ensure_ascii=False) + "\n"
+
+
+def _check_same_set(out_dir: Path, firsts: dict[str, Sample | None]) -> None:
+    """Refuse, before anything is written, an ``out_dir`` whose split files hold another set than the one about to
+    be written (another seed, image size or answer style, another generator, a downloaded set): the same set, larger
+    or smaller (a smaller call draws exactly the first samples of a larger one), is rewritten byte for byte.
+    `firsts`: each split's first sample, None for an empty split."""
+    verified, unverified = False, []
+    for split, first in firsts.items():
+        path = out_dir / f"{split}.jsonl"
+        if not path.exists():
+            continue
+        try:
+            with path.open(encoding="utf-8") as f:
+                line = f.readline()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DomainError(f"{path}: already there and unreadable ({exc}); write into another folder") from None
+        if not line.strip():
+            continue  # empty: nothing there to lose
+        if first is None:
+            unverified.append(path)
+        elif line == _line(first):
+            verified = True
+        else:
+            raise DomainError(f"{path}: already there and holds another set than this call writes (another seed, "
+                              "image_size, answer_style or generator, or not a synthetic set); write into another "
+                              "folder or delete it (nothing was written)")
+    if unverified and not verified:
+        raise DomainError(f"{', '.join(map(str, unverified))}: already there, and an empty split cannot tell whether "
+                          "it holds this set; write into another folder or delete it (nothing was written)")
+
+
 def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None = None, desc: str = "synthetic",
            progress: Progress = True) -> dict[str, Path]:
+    """Write `splits` (name -> samples) as ``out_dir/<split>.jsonl`` and ``out_dir/images``. A split file already
+    there must hold the same set (:func:`_check_same_set`), line by line, else :class:`DomainError` is raised before
+    the first image it would redraw: an earlier set is never overwritten."""
     out_dir = Path(out_dir)
+    splits = {split: iter(samples) for split, samples in splits.items()}
+    firsts = {split: next(samples, None) for split, samples in splits.items()}
+    _check_same_set(out_dir, firsts)
+    splits = {split: (samples if firsts[split] is None else itertools.chain([firsts[split]], samples))
+              for split, samples in splits.items()}
     images = out_dir / "images"
     images.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()
     result: dict[str, Path] = {}
-    for split in splits:  # its images are about to be redrawn: an earlier index left by a failure would mislabel them
-        (out_dir / f"{split}.jsonl").unlink(missing_ok=True)
     # PNG encoding releases the GIL: encode on worker threads while the main thread draws the next samples.
     # Every file's bytes depend only on its own pixels, so the order of completion does not matter.
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=min(4, usable_cores())) as pool, \
             progress_bar(total=total, desc=desc, unit="image", progress=progress) as bar:
         for split, samples in splits.items():
-            def write_split(f: IO[str], samples: Iterator[Sample] = samples) -> None:
-                for sample in samples:  # one line at a time: a large set never sits in memory
-                    bar.update()
-                    rel = sample.record["image"]
-                    pending.append(pool.submit(_save_png, sample.image, out_dir / rel))
-                    while len(pending) > 64:
-                        pending.popleft().result()
-                    written.add(Path(rel).name)
-                    f.write(json.dumps(sample.record, ensure_ascii=False) + "\n")
-                while pending:  # the file appears only once every image it names is on disk
-                    pending.popleft().result()
-
-            # through a temporary file: a failure half-way leaves no file, never half a split
             path = out_dir / f"{split}.jsonl"
+
+            def write_split(f: IO[str], samples: Iterator[Sample] = samples, path: Path = path) -> None:
+                with contextlib.ExitStack() as stack:
+                    old = stack.enter_context(path.open(encoding="utf-8")) if path.exists() else None
+                    for i, sample in enumerate(samples):  # one line at a time: a large set never sits in memory
+                        bar.update()
+                        line = _line(sample)
+                        before = old.readline() if old is not None else ""
+                        if before and before != line:  # an edited set: its image i is not this call's to redraw
+                            raise DomainError(f"{path}: line {i + 1} differs from the set this call writes (edited, "
+                                              "or another set); write into another folder or delete it (the lines "
+                                              "before it were rewritten unchanged)")
+                        rel = sample.record["image"]
+                        pending.append(pool.submit(_save_png, sample.image, out_dir / rel))
+                        while len(pending) > 64:
+                            pending.popleft().result()
+                        written.add(Path(rel).name)
+                        f.write(line)
+                    while pending:  # the file appears only once every image it names is on disk
+                        pending.popleft().result()
+
+            # through a temporary file: a failure half-way leaves no new file, never half a split
             atomic_write(path, write_split, binary=False)
             result[split] = path
     for stale in images.iterdir():  # images of an earlier, larger call would otherwise linger
@@ -775,6 +826,8 @@ def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed
 
     `answer_style`: "letter" (Mini-InternVL multiple choice, A-D) or "label" (see :func:`label_style`).
     `progress`: a bar over the images (on a terminal). `image_size`: 32..1024 px; `seed`, `n_train`, `n_test` >= 0.
+    An ``out_dir`` already holding another set (``train.jsonl`` / ``test.jsonl``) is refused with :class:`DomainError`,
+    nothing written; the same set (these arguments, any ``n_train`` / ``n_test``) is rewritten.
     """
     _check_args(n_train, n_test, seed, image_size)
     _check_disk(out_dir, n_train, n_test, image_size)
