@@ -173,6 +173,27 @@ def test_a_bare_box_in_an_answer_leaves_the_record_alone():
                 assert got is rec and got_image is image
 
 
+@pytest.mark.parametrize("answer", [
+    "<quad>[[100, 0, 500, 0, 500, 1000, 100, 1000]]</quad>", "<ref>field</ref><box>[[0, 0, 500]]</box>",
+    "<box>[[0, 0, 500, 1000, 7]]</box>", "<box>(0,0),(500,1000)</box>",
+])
+def test_grounding_markup_whose_coordinates_cannot_move_leaves_the_record_alone(answer):
+    """A <quad> polygon or a <box> of other than four values was not found as a box, so the pixels were flipped and
+    turned while the coordinates in the answer stayed where they were: a wrong label, trained on."""
+    a = np.zeros((100, 200, 3), np.uint8)
+    a[:, :100] = 255
+    image = Image.fromarray(a)
+    rec = {"images": ["x.png"], "conversations": [
+        {"from": "human", "value": "<image>\nPlease provide the bounding box of the white field."},
+        {"from": "gpt", "value": answer}]}
+    for flips, rot90 in ((True, False), (False, True), (True, True)):
+        aug = build_augmentation(flips=flips, rot90=rot90, color_jitter=0.0, seed=0)
+        assert aug.plan(rec) == ("none", "with boxes that cannot be moved")
+        for k in range(8):
+            got_image, got = aug(image, rec, key=(0, k))
+            assert got is rec and got_image is image
+
+
 @pytest.mark.parametrize("text,names", [
     ("<ref>The ship on the left</ref>", True), ("Where is the shape?\nA. right\nB. top", True),
     ("the LOWER-LEFT corner", True), ("the leftmost car", True), ("a north-eastern field", True),

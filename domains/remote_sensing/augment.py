@@ -35,8 +35,9 @@ counts them for the run's log):
   ``"augment": false`` leaves it alone.
 
 Also left alone (returned unchanged): records without exactly one image, records whose boxes do not
-parse as ordered 0–1000 grid boxes, and records with a bare ``[[x1, y1, x2, y2]]`` in an answer (a gpt
-turn or ``record.answer``): it may be a box, which would no longer match the moved pixels. Colour
+parse as ordered 0–1000 grid boxes (a ``<box>`` holding anything else, a ``<quad>`` polygon), and records
+with a bare ``[[x1, y1, x2, y2]]`` in an answer (a gpt turn or ``record.answer``): it may be a box, which
+would no longer match the moved pixels. Colour
 jitter changes brightness, contrast and saturation but never hue (colour can be the label: water,
 vegetation).
 
@@ -93,6 +94,13 @@ def _is_human(turn: Mapping) -> bool:
 def _bare_box(text: str) -> bool:
     """Whether `text` holds a bare ``[[x1, y1, x2, y2], …]`` list (outside ``<box>``) with a box in it."""
     return any(m.group(2) is not None and _ONE_BOX.search(m.group(2)) for m in _SPANS.finditer(text))
+
+
+def _unmovable_markup(text: str) -> bool:
+    """Whether `text` holds grounding markup whose coordinates would not move: a ``<quad>`` polygon, or a ``<box>``
+    holding numbers that are not ``[x1, y1, x2, y2]`` boxes (three or five values, ``(x, y),(x, y)`` pairs)."""
+    return "<quad>" in text or any(m.group(1) is not None and re.search(r"\d", _ONE_BOX.sub("", m.group(1)))
+                                   for m in _SPANS.finditer(text))
 
 
 def _rewrite(text: str, human: bool, on_box: Callable[[list[float]], str]) -> str:
@@ -163,7 +171,7 @@ class Augmentation:
             return ""
 
         for _, human, text in texts:
-            if not human and _bare_box(text):
+            if _unmovable_markup(text) or (not human and _bare_box(text)):
                 return "none", UNMOVABLE_BOXES, []  # likely a box in an answer, but not one we can tell from others
             _rewrite(text, human, collect)
         if any(not all(0 <= v <= GRID for v in vals) or vals[2] < vals[0] or vals[3] < vals[1] for vals in boxes):
