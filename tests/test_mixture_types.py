@@ -35,3 +35,15 @@ def test_a_numpy_int_epoch_size_is_taken_as_sizes_and_seed_are():
 
     plan = MixturePlan(SIZES, KINDS, 0.5, epoch_size=np.int64(6))
     assert plan.epoch_size == 6 and type(plan.epoch_size) is int
+
+
+@pytest.mark.parametrize("value", ["0.5", True, [1], -1.0, float("inf")])
+def test_a_source_spec_ratio_that_is_not_a_number_ge_0_is_named(value):
+    """SourceSpec(ratio="0.5") failed with a bare TypeError from its own check; ratio=True was taken as 1."""
+    from adapt.data.samples import SourceSpec
+
+    with pytest.raises(DataError, match=r"source 'a': ratio must be a number >= 0, got "):
+        SourceSpec("a", "a.jsonl", ratio=value)
+    import numpy as np
+
+    assert SourceSpec("a", "a.jsonl", ratio=np.float32(0.5)).ratio == 0.5

@@ -22,6 +22,7 @@ import codecs
 import difflib
 import json
 import math
+import numbers
 import os
 import re
 import warnings
@@ -121,8 +122,9 @@ class SourceSpec:
             self.root = Path(self.root)
         if self.kind not in KINDS:
             raise DataError(f"source {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
-        if self.ratio is not None and not (self.ratio >= 0 and math.isfinite(self.ratio)):
-            raise DataError(f"source {self.name!r}: ratio must be >= 0, got {self.ratio!r}")
+        if self.ratio is not None and (isinstance(self.ratio, bool) or not isinstance(self.ratio, numbers.Real)
+                                       or not (self.ratio >= 0 and math.isfinite(self.ratio))):
+            raise DataError(f"source {self.name!r}: ratio must be a number >= 0, got {self.ratio!r}")
         _check_repeat(self.repeat, f"source {self.name!r}")
         if self.max_tiles is not None and (isinstance(self.max_tiles, bool) or not isinstance(self.max_tiles, int) or self.max_tiles < 1):
             raise DataError(f"source {self.name!r}: max_tiles must be an int >= 1, got {self.max_tiles!r}")
