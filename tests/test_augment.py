@@ -355,3 +355,18 @@ def test_dataset_applies_augmentation_per_epoch_and_position(tmp_path):
     ds.set_order(order, epoch=4)
     assert ds.epoch == 4
     assert record.answer == grounding_record(to_grid(BOX_PX, W, H)).answer  # the stored record is untouched
+
+
+def test_a_dict_spec_is_read_as_the_recipe_section_is(tmp_path):
+    """{"color_jitter": 0.1} switched flips and turns off (a recipe's augment: {color_jitter: 0.1} leaves them on),
+    and a misspelt {"flip": true} switched everything off without a word."""
+    from adapt.data.samples import DataError
+
+    aug = build_augment({"color_jitter": 0.1})
+    assert (aug.flips, aug.rot90, aug.color_jitter) == (True, True, 0.1)
+    recipe = load_recipe(_recipe(tmp_path, "  augment: {color_jitter: 0.1}\n"))
+    assert repr(build_augment(recipe.data.augment)) == repr(aug)
+    with pytest.raises(DataError, match=r"data.augment .*flip: Extra inputs are not permitted"):
+        build_augment({"flip": True})
+    with pytest.raises(DataError, match="color_jitter"):
+        build_augment({"color_jitter": 2})

@@ -14,16 +14,29 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .samples import DataError
+
 __all__ = ["build_augment"]
 
 
 def build_augment(spec: Any, seed: int = 0, general_sources: Iterable[str] = ()):
     """An augmentation for `spec` (``recipe.data.augment``: an object or dict with ``flips``, ``rot90``,
-    ``color_jitter``), or None when `spec` is None or switches everything off. Records of
-    `general_sources` (the names of the ``kind: general`` sources) are left as they are."""
+    ``color_jitter``; a dict is read as the recipe section is, a key left out taking its default), or None when
+    `spec` is None or switches everything off. Records of `general_sources` (the names of the ``kind: general``
+    sources) are left as they are. Raises `DataError` for a dict the recipe would refuse (an unknown key)."""
     if spec is None:
         return None
-    values = spec if isinstance(spec, dict) else spec.model_dump()
+    if isinstance(spec, dict):  # {"color_jitter": 0.1} meant flips and turns off here, on in a recipe
+        from pydantic import ValidationError
+
+        from adapt.recipe import Augment
+
+        try:
+            spec = Augment.model_validate(spec)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'augment'}: {e['msg']}" for e in exc.errors())
+            raise DataError(f"data.augment {spec!r}: {problems}") from None
+    values = spec.model_dump()
     if not (values.get("flips") or values.get("rot90") or values.get("color_jitter")):
         return None
     from domains.remote_sensing.augment import build_augmentation
