@@ -370,3 +370,30 @@ def test_a_dict_spec_is_read_as_the_recipe_section_is(tmp_path):
         build_augment({"flip": True})
     with pytest.raises(DataError, match="color_jitter"):
         build_augment({"color_jitter": 2})
+
+
+def test_a_record_whose_moved_boxes_run_too_long_is_trained_as_read_not_dropped(tmp_path):
+    """A moved box's digits can take more tokens ([[5, ...]] -> [[995, ...]]): a record measure() had let in, one
+    augmented visit over max_seq_length dropped it for the whole run and counted it as bad."""
+    from model.processor import SampleTooLongError
+
+    marked_image().save(tmp_path / "x.png")
+    record = grounding_record(to_grid(BOX_PX, W, H))
+    record.images = [tmp_path / "x.png"]
+
+    class Tight(_EchoProcessor):
+        def __call__(self, conversation, images, **kwargs):
+            if conversation != record.conversations:
+                raise SampleTooLongError("longer than max_length")
+            return super().__call__(conversation, images, **kwargs)
+
+    skips = SkipLog()
+    aug = build_augmentation(flips=True, rot90=False, color_jitter=0.0, seed=11)
+    ds = SupervisedDataset({"rs": [record]}, [("rs", 0)] * 6, Tight(), 512, skips, augment=aug)
+    moved = [i for i in range(6) if aug(marked_image(), record, key=(0, i))[1] is not record]
+    assert moved
+    for i in range(6):
+        item = ds[i]
+        assert item is not None and item["encoded"]["conversation"] == record.conversations
+        assert white_bbox(item["encoded"]["images"][0]) == BOX_PX  # the pixels as read, with the text as read
+    assert skips.count() == 0 and ds.dropped_entry(moved[0]) is None

@@ -67,8 +67,9 @@ class SupervisedDataset(torch.utils.data.Dataset):
         """``(source, reason, where, detail)`` when item ``i`` was dropped (call after ``self[i]``), else None."""
         return self._bad.get(self.order[i])
 
-    def _decoded(self, i: int) -> tuple[Record, list] | None:
-        """Record ``order[i]`` and its decoded (and augmented) images; None when they do not decode."""
+    def _decoded(self, i: int, augment: bool = True) -> tuple[Record, list] | None:
+        """Record ``order[i]`` and its decoded (and, with `augment`, augmented) images; None when they do not
+        decode."""
         source, index = self.order[i]
         if (source, index) in self._bad:
             return None
@@ -78,30 +79,35 @@ class SupervisedDataset(torch.utils.data.Dataset):
         except ImageLoadError as exc:
             self._drop(record, index, UNDECODABLE_IMAGE, str(exc))
             return None
-        if self.augment is not None and len(images) == 1:
+        if augment and self.augment is not None and len(images) == 1:
             image, record = self.augment(images[0], record, key=(self.epoch, i))
             images = [image]
         return record, images
 
     def __getitem__(self, i: int) -> dict | None:
-        decoded = self._decoded(i)
-        if decoded is None:
-            return None
-        record, images = decoded
         source, index = self.order[i]
+        for augment in (True, False):
+            decoded = self._decoded(i, augment)
+            if decoded is None:
+                return None
+            record, images = decoded
+            try:
+                return {"encoded": self._encode(record, images, source, index), "source": source, "record": record}
+            except SampleTooLongError as exc:  # measure() was skipped or used another tiling
+                if augment and record is not self.records[source][index]:
+                    continue  # only its augmented text (a moved box's digits) is too long: train it as it was read
+                self._drop(record, index, TOO_LONG, str(exc))
+                return None
+        return None
+
+    def _encode(self, record: Record, images: list, source: str, index: int) -> Encoded:
         tiling = record_tiling(record, self.tiling)
         # measure()'s tokens, unless augmentation handed back another record or the decoded sizes tile otherwise
         plan = record.token_plan if record is self.records[source][index] else None
-        try:
-            if plan is None:
-                encoded = self.processor(record.conversations, images, add_generation_prompt=False, with_labels=True,
-                                         max_length=self.max_seq_length, tiling=tiling)
-            else:
-                encoded = self._planned(record, plan, *self.processor.prepare_images(images, tiling))
-        except SampleTooLongError as exc:  # measure() was skipped or used another tiling
-            self._drop(record, index, TOO_LONG, str(exc))
-            return None
-        return {"encoded": encoded, "source": source, "record": record}
+        if plan is None:
+            return self.processor(record.conversations, images, add_generation_prompt=False, with_labels=True,
+                                  max_length=self.max_seq_length, tiling=tiling)
+        return self._planned(record, plan, *self.processor.prepare_images(images, tiling))
 
     def _planned(self, record: Record, plan, pixel_values, num_tiles: list[int]) -> Encoded:
         """What ``processor(...)`` returns for this record, from its token plan when that plan fits these tiles."""
