@@ -47,3 +47,14 @@ def test_a_source_spec_ratio_that_is_not_a_number_ge_0_is_named(value):
     import numpy as np
 
     assert SourceSpec("a", "a.jsonl", ratio=np.float32(0.5)).ratio == 0.5
+
+
+@pytest.mark.parametrize("epoch", [1.5, "1", True, -1])
+def test_an_epoch_that_is_not_an_int_ge_0_is_named(epoch):
+    """epoch(1.5) failed inside numpy with 'TypeError: seed must be integer'; epoch(True) was read as epoch 1."""
+    import numpy as np
+
+    plan = MixturePlan(SIZES, KINDS, 0.5)
+    with pytest.raises(DataError, match=r"epoch must be an int >= 0, got "):
+        plan.epoch(epoch)
+    assert plan.epoch(np.int64(1)) == plan.epoch(1)

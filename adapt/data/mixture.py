@@ -190,8 +190,8 @@ class MixturePlan:
 
     def epoch(self, epoch: int) -> list[tuple[str, int]]:
         """``(source, record index)`` in training order for ``epoch``; deterministic in (seed, epoch)."""
-        if epoch < 0:
-            raise DataError(f"epoch must be >= 0, got {epoch}")
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:  # 1.5: numpy's "seed"
+            raise DataError(f"epoch must be an int >= 0, got {epoch!r}")
         items: list[tuple[str, int]] = []
         for name in self.names:
             idx = self._source_indices(name, epoch)
