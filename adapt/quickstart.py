@@ -130,7 +130,8 @@ def _replace_general(data: Path, progress: Progress, force: bool) -> None:
 
 def prepare_landcover(data: Path, progress: Progress = True) -> None:
     prepare_general(data, progress)
-    generate_landcover(data / "landcover", **GENERAL_OPTIONS, progress=progress)
+    # replace: the callers have refused a data/landcover a quick start did not write, unless --force
+    generate_landcover(data / "landcover", **GENERAL_OPTIONS, progress=progress, replace=True)
 
 
 def prepare_remote_sensing(data: Path, progress: Progress = True) -> None:

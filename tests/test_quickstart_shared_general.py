@@ -111,3 +111,18 @@ def test_staging_folders_a_killed_run_left_are_removed_on_the_next_run(tmp_path)
         live.kill()
         live.wait()
     assert qs._unchanged_general(tmp_path / "general")
+
+
+def test_the_quick_start_replaces_a_land_cover_set_it_wrote_with_other_options(tmp_path, monkeypatch):
+    """generate_landcover refuses a folder holding another set; the quick start, which has already refused a
+    data/landcover it did not write (unless --force), replaces one an earlier version made with other options."""
+    from domains.general.world import generate_landcover
+
+    small = functools.partial(generate_landcover, n_train=4, n_test=2)
+    monkeypatch.setattr(qs, "generate_landcover", small)
+    landcover = tmp_path / "data" / "landcover"
+    small(landcover, seed=9, progress=False)  # an earlier version's set
+    qs.prepare_data(tmp_path, "landcover", progress=False, force=True)
+    expected = tmp_path / "expected"
+    small(expected, **qs.GENERAL_OPTIONS, progress=False)
+    assert (landcover / "train.jsonl").read_bytes() == (expected / "train.jsonl").read_bytes()
