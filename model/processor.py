@@ -394,7 +394,18 @@ class VLMProcessor:
         return re.sub(f"(?:{re.escape(token)})+", lambda m: f"{token}×{len(m.group(0)) // len(token)}", text)
 
     def pad(self, samples: Sequence[Encoded], padding_side: str = "right") -> dict[str, torch.Tensor]:
-        """Pad a batch with the tokenizer's pad id; the mask comes from lengths (never from id 0)."""
+        """Pad a batch with the tokenizer's pad id; the mask comes from lengths (never from id 0).
+
+        `padding_side` is ``"right"`` (training) or ``"left"`` (batched generation); the samples either all carry
+        labels or none does (a ValueError otherwise: the labels rows would not line up with the samples)."""
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if not samples:
+            raise ValueError("pad() got no samples")
+        labelled = [s.labels is not None for s in samples]
+        if any(labelled) and not all(labelled):
+            raise ValueError(f"sample {labelled.index(False)} has no labels but sample {labelled.index(True)} has: "
+                             "a batch is either all training samples (with_labels=True) or all prompts")
         longest = max(len(s.input_ids) for s in samples)
         batch_ids, batch_mask, batch_labels = [], [], []
         for s in samples:

@@ -158,3 +158,18 @@ def test_vicuna_puts_the_image_first_as_llava_trains_and_prompts(metaspace_token
     internvl = _processor(tok, "Hermes-2")
     kept = internvl.encode_tokens(trailing, [1], add_generation_prompt=False).input_ids.tolist()
     assert tok.decode(kept).index("image?") < tok.decode(kept).index("<img>")
+
+
+def test_pad_refuses_an_unknown_side_and_a_batch_mixing_labelled_and_unlabelled_samples(metaspace_tokenizer):
+    processor = _processor(metaspace_tokenizer, "Hermes-2")
+    short = processor([{"role": "user", "content": "two"}], images=[], with_labels=False)
+    long = processor(CONV, add_generation_prompt=False, with_labels=True)
+    left = processor.pad([short, short.__class__(long.input_ids, long.attention_mask, None)], padding_side="left")
+    assert left["attention_mask"][0, 0] == 0 and left["attention_mask"][0, -1] == 1  # padded on the left
+    with pytest.raises(ValueError, match="padding_side.*'Left'"):  # was padded on the right without a word
+        processor.pad([short, long], padding_side="Left")
+    # sample 1's labels were stacked as the batch's only row, so they lined up with sample 0
+    with pytest.raises(ValueError, match="sample 0 has no labels but sample 1 has"):
+        processor.pad([short, long])
+    with pytest.raises(ValueError, match="no samples"):
+        processor.pad([])
