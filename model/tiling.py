@@ -161,9 +161,18 @@ class TilingConfig:
 
 
 def _triple(name: str, values: Sequence[float]) -> tuple[float, float, float]:
-    vals = tuple(float(v) for v in values)
-    if len(vals) != 3:
-        raise TilingError(f"TilingConfig.{name} must have 3 values, got {values!r}")
+    try:
+        items = () if isinstance(values, (str, bytes)) else tuple(values)
+    except TypeError:  # a bare number
+        items = ()
+    if len(items) != 3:
+        raise TilingError(f"TilingConfig.{name} must have 3 values (one per RGB channel), got {values!r}")
+    try:
+        vals = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise TilingError(f"TilingConfig.{name} must be 3 numbers, got {values!r}") from None
+    if not all(math.isfinite(v) for v in vals):  # a NaN std would turn every tile into NaN
+        raise TilingError(f"TilingConfig.{name} must be finite numbers, got {values!r}")
     return vals  # type: ignore[return-value]
 
 

@@ -676,3 +676,14 @@ def test_an_eps_file_is_refused_without_running_ghostscript(tmp_path, monkeypatc
     assert ran == []
     Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "ok.png")
     assert load_image(tmp_path / "ok.png").getpixel((0, 0)) == (200, 30, 30)  # other formats read as before
+
+
+@pytest.mark.parametrize("field, value, said", [
+    ("std", [float("nan")] * 3, "finite"),  # was accepted: every tile came out NaN
+    ("mean", [0.5, float("inf"), 0.5], "finite"),
+    ("mean", 0.5, "3 values"),  # was TypeError: 'float' object is not iterable
+    ("std", ["a", 1, 1], "numbers"),  # was ValueError naming neither the field nor the setting
+])
+def test_a_mean_or_std_that_is_not_three_finite_numbers_is_a_tiling_error_naming_it(field, value, said):
+    with pytest.raises(tiling.TilingError, match=f"TilingConfig.{field}.*{said}"):
+        TilingConfig(**{field: value})
