@@ -217,7 +217,8 @@ class VLMProcessor:
     ) -> tuple[torch.Tensor | None, list[int]]:
         """Tiles of all images, concatenated, and the tile count of each (multi-image cap applied).
 
-        Paths are read with `load_image` under the tiling's `max_pixels` cap (`ImageLoadError` above it)."""
+        Paths are read with `load_image` under the tiling's `max_pixels` cap (`ImageLoadError` above it); an image
+        given opened is turned by its EXIF orientation as `load_image` turns its file."""
         if not images:
             return None, []
         tiling = (tiling or self.tiling).for_images(len(images))

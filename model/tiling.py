@@ -12,7 +12,8 @@ by ``1/255`` in float64, cast to float32, then ``(x - mean) / std`` is computed 
 
 :func:`load_image` is the one image reader of training, evaluation, chat and the demo: EXIF orientation
 applied, 16-bit / 32-bit / float images stretched to 8 bit, and images above ``max_pixels`` refused
-before they are decoded.
+before they are decoded. An image handed over in memory (a caller's ``Image.open``) that still carries an EXIF
+orientation is turned by it as well, so a photo tiles the same whether its path or its opened image is given.
 """
 
 from __future__ import annotations
@@ -257,6 +258,18 @@ def _expand_to_square(image: Image.Image, color: tuple[int, int, int]) -> Image.
     return canvas
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """`image` turned by its EXIF orientation, as :func:`load_image` turns a file, so a caller's own ``Image.open``
+    of a photo tiles as its path does (transformers' ``load_image`` turns PIL inputs too). An image without a turning
+    tag (load_image's output: the tag is dropped once applied; an array) is returned as it is."""
+    try:
+        if image.getexif().get(_EXIF_ORIENTATION, 1) in range(2, 9):
+            return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels as stored, as load_image keeps them
+        pass
+    return image
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     # Plain convert, as InternVL does: alpha is dropped, not composited onto white. Wide samples
     # (16-bit, float) are stretched rather than clipped, as load_image does.
@@ -330,7 +343,7 @@ def _tile_of_resize(image: Image.Image, target: tuple[int, int], top: int, left:
 
 def split_into_tiles(image: Image.Image, config: TilingConfig) -> list[Image.Image]:
     """RGB tiles of ``config.tile_size``², row-major, thumbnail last (dynamic mode, >1 tile)."""
-    source, plan = _resize_plan(_to_rgb(image), config)
+    source, plan = _resize_plan(_to_rgb(_upright(image)), config)
     size = config.tile_size
     tiles = []
     for target, cuts in plan:
@@ -481,7 +494,7 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
     horizontal pass runs in row bands and the vertical pass in bands of tile columns (each band gathered into
     its tiles as soon as it is resized). PIL's resize and numpy's gather release the GIL.
     """
-    source, plan = _resize_plan(_to_rgb(image), config)
+    source, plan = _resize_plan(_to_rgb(_upright(image)), config)
     size = config.tile_size
     n_tiles = sum(len(tiles) for _, tiles in plan)
     lut, pairs = _lookup_table(config.mean, config.std), _pair_table(config.mean, config.std)

@@ -687,3 +687,23 @@ def test_an_eps_file_is_refused_without_running_ghostscript(tmp_path, monkeypatc
 def test_a_mean_or_std_that_is_not_three_finite_numbers_is_a_tiling_error_naming_it(field, value, said):
     with pytest.raises(tiling.TilingError, match=f"TilingConfig.{field}.*{said}"):
         TilingConfig(**{field: value})
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+def test_an_opened_photo_is_turned_by_its_exif_orientation_as_its_path_is(tmp_path, orientation) -> None:
+    """A phone photo stored sideways: given as a path, load_image turns it upright; given as the caller's own
+    ``Image.open`` of the same file (the processor, the export runtimes' chat, llama.cpp's tiles), it was tiled
+    sideways, on another grid."""
+    stored = Image.fromarray(np.random.default_rng(orientation).integers(0, 256, (32, 64, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "phone.png"
+    stored.save(path, exif=exif)
+    config = TilingConfig(tile_size=16, max_tiles=12)
+    expected = preprocess_image(load_image(path), config)
+    with Image.open(path) as opened:
+        assert torch.equal(preprocess_image(opened, config), expected)
+        assert [np.asarray(t).tolist() for t in split_into_tiles(opened, config)] == \
+            [np.asarray(t).tolist() for t in split_into_tiles(load_image(path), config)]
+    assert torch.equal(preprocess_image(load_image(path), config), expected)  # turned once, never twice
+    assert torch.equal(preprocess_image(stored, config), preprocess_image(stored.copy(), config))  # no tag: as given
