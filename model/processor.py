@@ -33,7 +33,7 @@ from .chat import (
     image_prefix,
     normalize_messages,
 )
-from .errors import PocketAdaptError
+from .errors import ModelConfigError, PocketAdaptError
 from .tiling import TilingConfig, count_tiles, load_image, preprocess_image
 
 IGNORE_INDEX = -100
@@ -77,6 +77,9 @@ class VLMProcessor:
         image_start_token: str | None = "<img>",
         image_end_token: str | None = "</img>",
     ):
+        if isinstance(image_seq_length, bool) or not isinstance(image_seq_length, int) or image_seq_length < 1:
+            raise ModelConfigError(f"image_seq_length (image tokens per tile) must be a positive whole number, got "
+                                   f"{image_seq_length!r}")
         self.tokenizer = tokenizer
         self.tiling = tiling
         self.chat_template = chat_template

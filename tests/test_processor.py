@@ -173,3 +173,10 @@ def test_pad_refuses_an_unknown_side_and_a_batch_mixing_labelled_and_unlabelled_
         processor.pad([short, long])
     with pytest.raises(ValueError, match="no samples"):
         processor.pad([])
+
+
+@pytest.mark.parametrize("count", [0, -256, 256.0, True])
+def test_an_image_seq_length_that_is_no_positive_whole_number_is_refused_naming_it(metaspace_tokenizer, count):
+    # 0 gave prompts without a single image token; 256.0 failed on the first image with "can't multiply sequence"
+    with pytest.raises(ValueError, match="image_seq_length"):
+        VLMProcessor(metaspace_tokenizer, TilingConfig(), get_chat_template("Hermes-2"), image_seq_length=count)
