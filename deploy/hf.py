@@ -31,8 +31,10 @@ that the export would replace is refused).
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
+import stat
 import sys
 import uuid
 from collections.abc import Callable
@@ -98,8 +100,9 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
         fold_vision_adapter(vlm, fmt)
     check_target(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_staging(out)
-    staging = out.parent / f".{out.name}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    target = out.resolve() if out.is_symlink() else out  # a linked folder is swapped where it is, the link kept
+    _remove_dead_staging(target)
+    staging = target.parent / f".{target.name}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         os.mkdir(staging)  # not mkdtemp: the folder gets the umask's mode, as the files do
     except OSError as err:  # name the folder the user gave, not the staging folder beside it
@@ -111,15 +114,22 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
         for f in staging.iterdir():
             if f.is_file():
                 honour_umask(f)
-        _move_in(staging, out)
+        _move_in(staging, target)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not _journal(staging).exists():  # else the user's files may be in it: left for the next run to restore
+            shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
 def _remove_dead_staging(out: Path) -> None:
     """Remove the staging folders of exports to `out` whose process is gone (killed by a signal it could not
-    catch, or by a power cut): each holds a whole export's worth of weights. A live export's is left alone."""
+    catch, or by a power cut): each holds a whole export's worth of weights. A live export's is left alone.
+    A swap into `out` that was cut short (a journal beside its staging folder) is first undone or finished
+    (`_finish_swap`), so the user's files set aside in it are never removed."""
+    for journal in out.parent.glob(f".{glob.escape(out.name)}.export-*.swap"):
+        pid = journal.name.rsplit(".export-", 1)[1].split("-")[0]
+        if journal.is_file() and pid.isdigit() and not process_alive(int(pid)):
+            _finish_swap(journal.with_suffix(""), out)
     for folder in out.parent.glob(f".{glob.escape(out.name)}.export-*"):
         pid = folder.name.rsplit(".export-", 1)[1].split("-")[0]
         if not folder.is_dir() or folder.is_symlink() or not pid.isdigit() or process_alive(int(pid)):
@@ -265,11 +275,15 @@ def _writer(fmt: str, target: Path, **options) -> Callable[[PocketVLM, VLMProces
 
 
 def _move_in(staging: Path, out: Path) -> None:
-    """Put the staged files in `out`, then remove what an earlier export left there and this one did not write:
-    the edge files and notes its SHA256SUMS lists (:data:`EDGE_SUFFIXES`, :data:`EXPORT_NOTES`, digest unchanged),
-    and checkpoint files (:data:`OWNED`) of any origin. The files removed that this export did not replace are named
-    on stderr. A note of the user's (not listed so) that this export would replace is refused before anything
-    moves (`ExportError`)."""
+    """Put the staged export in `out`, keeping the user's files there and dropping what an earlier export left that
+    this one did not write: the edge files and notes its SHA256SUMS lists (:data:`EDGE_SUFFIXES`,
+    :data:`EXPORT_NOTES`, digest unchanged), and checkpoint files (:data:`OWNED`) of any origin. The files removed
+    that this export did not replace are named on stderr. A note of the user's (not listed so) that this export would
+    replace is refused before anything moves (`ExportError`).
+
+    The folder is swapped whole (`_swap`), so a kill never leaves the new text model beside the old projector: the
+    user's files move into the staging folder, `out` is set aside, the staging folder takes its name. A mount point
+    cannot be renamed: there the files are moved one at a time."""
     if not out.exists():
         os.replace(staging, out)
         return
@@ -286,6 +300,75 @@ def _move_in(staging: Path, out: Path) -> None:
             raise ExportError(f"{there}: not written by an earlier export (the folder's {CHECKSUMS} does not list it "
                               f"as it is now), so --force keeps it, and this export writes its own {name}; move yours "
                               "aside and export again, or export into another folder (nothing was changed)")
+    removed, keep = [], []
+    for f in sorted(out.iterdir()):
+        if f.name in written:
+            continue
+        if f.is_file() and (any(f.match(pattern) for pattern in OWNED)
+                            or (f.name in earlier and file_sha256(f) == listed[f.name])):
+            removed.append(f.name)
+        elif f.is_dir() and not f.is_symlink() and f.name in OWNED_FOLDERS:
+            removed.append(f.name + "/")
+        else:
+            keep.append(f.name)
+    if os.path.ismount(out):
+        _move_files(staging, out, removed)
+    else:
+        _swap(staging, out, keep)
+    if removed:
+        print(f"note: removed the earlier export's files this one did not write: {', '.join(removed)}", file=sys.stderr)
+
+
+def _journal(staging: Path) -> Path:
+    """The file beside a staging folder that says a swap is under way and which of the user's entries it moves."""
+    return staging.with_name(staging.name + ".swap")
+
+
+def _aside(staging: Path) -> Path:
+    """Where the earlier export's folder waits, during a swap, until the new one has taken its name."""
+    return staging.with_name(staging.name + ".old")
+
+
+def _swap(staging: Path, out: Path, keep: list[str]) -> None:
+    """Replace folder `out` by `staging`, moving `out`'s entries named in `keep` across first. Committed by the one
+    rename of `staging` to `out`; before it, a failure (here) or a kill (the next export's `_finish_swap`) puts
+    everything back."""
+    journal = _journal(staging)
+    journal.write_text(json.dumps({"keep": keep}), encoding="utf-8")
+    try:
+        os.chmod(staging, stat.S_IMODE(os.stat(out).st_mode))  # the folder keeps its mode (a group's, say)
+        for name in keep:
+            os.replace(out / name, staging / name)
+        os.replace(out, _aside(staging))
+        os.replace(staging, out)
+    except BaseException:
+        _finish_swap(staging, out)  # where it cannot put things back it raises, and the journal stays for a next run
+        raise
+    _finish_swap(staging, out)
+
+
+def _finish_swap(staging: Path, out: Path) -> None:
+    """Settle the swap of `staging` into `out` that its journal describes: done (`staging` renamed to `out`) -> the
+    earlier folder set aside is removed; not done -> the user's entries go back and `out` is as it was. Then the
+    journal is removed."""
+    journal, aside = _journal(staging), _aside(staging)
+    if staging.exists():  # not committed: undo
+        keep = json.loads(journal.read_text(encoding="utf-8")).get("keep", []) if journal.is_file() else []
+        home = aside if aside.exists() else out
+        for name in keep:
+            if (staging / name).exists() or (staging / name).is_symlink():
+                os.replace(staging / name, home / name)
+        if home == aside:
+            os.replace(aside, out)
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        shutil.rmtree(aside, ignore_errors=True)
+    journal.unlink(missing_ok=True)
+
+
+def _move_files(staging: Path, out: Path, removed: list[str]) -> None:
+    """Move the staged files into `out` one at a time (a mount point, which cannot be swapped whole), then remove
+    the earlier export's entries `removed` names."""
     for f in staging.iterdir():
         if f.is_dir() and (out / f.name).is_dir():  # an earlier export's folder: set aside, then removed
             old = out / f".{f.name}.old-{uuid.uuid4().hex[:8]}"
@@ -294,16 +377,8 @@ def _move_in(staging: Path, out: Path) -> None:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(f, out / f.name)
-    removed = []
-    for f in sorted(out.iterdir()):
-        if f.name in written:
-            continue
-        if f.is_file() and (any(f.match(pattern) for pattern in OWNED)
-                            or (f.name in earlier and file_sha256(f) == listed[f.name])):
-            f.unlink()
-            removed.append(f.name)
-        elif f.is_dir() and f.name in OWNED_FOLDERS:
-            shutil.rmtree(f)
-            removed.append(f.name + "/")
-    if removed:
-        print(f"note: removed the earlier export's files this one did not write: {', '.join(removed)}", file=sys.stderr)
+    for name in removed:
+        if name.endswith("/"):
+            shutil.rmtree(out / name[:-1])
+        else:
+            (out / name).unlink()
