@@ -28,11 +28,27 @@ class ExportEvalModel(torch.nn.Module):
     def close(self) -> None:
         """Release the runtime (a subprocess, sessions, programs)."""
 
-    def check_image_token(self, folder, exported_id: int) -> None:
-        """Refuse an export whose image token is not the evaluated processor's."""
-        if self.processor.image_token_id != exported_id:
-            raise self.error(f"{folder}: the export's image token id {exported_id} is not the evaluated "
-                             f"processor's {self.processor.image_token_id}")
+    def check_processor(self, folder, exported) -> None:
+        """Refuse (closing the runtime first) an export whose processor `exported` (read from its folder) is not the
+        evaluated one: image token, image tokens per tile, tiling or tokenizer. Such a folder holds another model's
+        export, and its answers would be scored as this model's."""
+        from deploy.onnx.export import tokenizer_fingerprint
+
+        mine, differ = self.processor, []
+        if exported.image_token_id != mine.image_token_id:
+            differ.append(f"image token id {exported.image_token_id}, not {mine.image_token_id}")
+        if exported.image_seq_length != mine.image_seq_length:
+            differ.append(f"{exported.image_seq_length} image tokens per tile, not {mine.image_seq_length}")
+        theirs, ours = exported.tiling.to_dict(), mine.tiling.to_dict()
+        changed = [f"{k} {theirs[k]} (evaluated: {ours.get(k)})" for k in theirs if theirs[k] != ours.get(k)]
+        if changed:
+            differ.append(f"tiling {'; '.join(changed)}")
+        if tokenizer_fingerprint(exported.tokenizer) != tokenizer_fingerprint(mine.tokenizer):
+            differ.append("another tokenizer")
+        if differ:
+            self.close()
+            raise self.error(f"{folder}: not an export of the evaluated model's processor ({'; '.join(differ)}); "
+                             "export this model into it again")
 
     def prepare_tiles(self, pixel_values: torch.Tensor):
         """The batch's tiles in the form `answer_row` takes (indexable by tile)."""

@@ -17,7 +17,7 @@ class ExecuTorchEvalModel(ExportEvalModel):
     def __init__(self, folder, processor):
         super().__init__(processor)
         self.runtime = ExecuTorchVLM(folder)
-        self.check_image_token(folder, self.runtime.image_token_id)
+        self.check_processor(folder, self.runtime.processor)
 
     def close(self) -> None:
         self.runtime.close()

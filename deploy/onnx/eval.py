@@ -16,7 +16,7 @@ class OnnxEvalModel(ExportEvalModel):
     def __init__(self, folder, processor, threads: int | None = None):
         super().__init__(processor)
         self.runtime = OnnxVLM(folder, threads)
-        self.check_image_token(folder, self.runtime.image_token_id)
+        self.check_processor(folder, self.runtime.processor)
 
     def close(self) -> None:
         self.runtime.close()
