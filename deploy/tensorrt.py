@@ -575,7 +575,10 @@ def fp16_report(graphs: dict[str, dict], clamped: list[dict] | None = None) -> d
     norms = sorted({f"{r['module']}:{r['op']}" for e in graphs.values()
                     for r in e["magnitudes"]["norm_sum_of_squares_over_fp16"]})
     ok = all(s["within_tolerance"] for _, _, s in judged)
-    summary = (f"fp16 check: {'within' if ok else 'OUTSIDE'} tolerance; worst relative error "
+    nonfinite = [f"{g}/{o} ({s['nonfinite_fp16']})" for g, e in graphs.items() for o, s in e["outputs"].items()
+                 if s.get("nonfinite_fp16")]
+    summary = (f"fp16 check: {'within' if ok else 'OUTSIDE'} tolerance"
+               + (f"; inf or NaN in fp16 in {', '.join(nonfinite)}" if nonfinite else "") + "; worst relative error "
                f"{worst[2]['relative_error']:.2e} ({worst[0]}/{worst[1]}); {len(overflow)} operator(s) above "
                f"fp16's 65504 in fp32{': ' + ', '.join(overflow[:3]) if overflow else ''}; {len(norms)} "
                f"normalisation(s) whose sum of squares exceeds it"
