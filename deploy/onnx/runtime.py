@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +149,19 @@ class OnnxVLM(ExportedVLM):
         self.export = OnnxExport.open(folder)
         self.processor = self.export.processor
         folder = self.export.folder
-        self.vision, self.embedding, self.decoder = (session(folder / n, threads) for n in (VISION, EMBED, DECODER))
+        self.vision = self.embedding = self.decoder = None
+        try:
+            self.vision, self.embedding, self.decoder = (session(folder / n, threads)
+                                                         for n in (VISION, EMBED, DECODER))
+            self._check(folder)
+        except BaseException as err:  # the sessions (weights in memory) go now, not with the error's traceback
+            self.close()
+            if isinstance(err, OnnxRuntimeError):  # a refusal: its frames' locals (a session among them) go too
+                traceback.clear_frames(err.__traceback__)
+            raise
+
+    def _check(self, folder: Path) -> None:
+        """The cache's shape, tokens per tile and context read off the loaded graphs, or an `OnnxRuntimeError`."""
         # the cache's shape from the graph itself: genai_config.json is for onnxruntime-genai, and an edit there
         # (a user's, for that tool) must not make the feeds disagree with the graph
         self.n_layers, self.kv_heads, self.head_dim = cache_shape(self.decoder, folder / DECODER)
