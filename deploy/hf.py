@@ -353,7 +353,10 @@ def _finish_swap(staging: Path, out: Path) -> None:
     journal is removed."""
     journal, aside = _journal(staging), _aside(staging)
     if staging.exists():  # not committed: undo
-        keep = json.loads(journal.read_text(encoding="utf-8")).get("keep", []) if journal.is_file() else []
+        try:
+            keep = json.loads(journal.read_text(encoding="utf-8"))["keep"]
+        except (OSError, ValueError, KeyError, TypeError):  # not written whole: nothing was moved after it
+            keep = []
         home = aside if aside.exists() else out
         for name in keep:
             if (staging / name).exists() or (staging / name).is_symlink():

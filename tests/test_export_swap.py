@@ -105,3 +105,12 @@ def test_a_forced_export_into_a_linked_folder_keeps_the_link(tmp_path):
     assert (tmp_path / "link").is_symlink() and (real / "model.safetensors").is_file()
     assert (real / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
+def test_a_journal_cut_short_is_tidied_not_fatal(tmp_path, monkeypatch):
+    """A journal only half written (a full disk) means nothing had moved yet: the next export removes it."""
+    out, staging, old, _ = _folders(tmp_path)
+    hf._journal(staging).write_text('{"ke')
+    monkeypatch.setattr(hf, "process_alive", lambda pid: False)
+    hf._remove_dead_staging(out)
+    assert _tree(out) == old and [p.name for p in tmp_path.iterdir()] == ["out"]
