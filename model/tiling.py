@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # torch is imported where tensors are made, so tile planning 
     import torch
 
 __all__ = [
+    "as_rgb",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "CLIP_MEAN",
@@ -270,6 +271,12 @@ def _upright(image: Image.Image) -> Image.Image:
     return image
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """`image` as the tiling reads it: turned by its EXIF orientation, RGB, 16-bit and float samples stretched
+    rather than clipped to white (for callers showing or handing on an image they did not tile)."""
+    return _to_rgb(_upright(image))
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     # Plain convert, as InternVL does: alpha is dropped, not composited onto white. Wide samples
     # (16-bit, float) are stretched rather than clipped, as load_image does.
@@ -343,7 +350,7 @@ def _tile_of_resize(image: Image.Image, target: tuple[int, int], top: int, left:
 
 def split_into_tiles(image: Image.Image, config: TilingConfig) -> list[Image.Image]:
     """RGB tiles of ``config.tile_size``², row-major, thumbnail last (dynamic mode, >1 tile)."""
-    source, plan = _resize_plan(_to_rgb(_upright(image)), config)
+    source, plan = _resize_plan(as_rgb(image), config)
     size = config.tile_size
     tiles = []
     for target, cuts in plan:
@@ -494,7 +501,7 @@ def preprocess_image(image: Image.Image, config: TilingConfig) -> torch.Tensor:
     horizontal pass runs in row bands and the vertical pass in bands of tile columns (each band gathered into
     its tiles as soon as it is resized). PIL's resize and numpy's gather release the GIL.
     """
-    source, plan = _resize_plan(_to_rgb(_upright(image)), config)
+    source, plan = _resize_plan(as_rgb(image), config)
     size = config.tile_size
     n_tiles = sum(len(tiles) for _, tiles in plan)
     lut, pairs = _lookup_table(config.mean, config.std), _pair_table(config.mean, config.std)

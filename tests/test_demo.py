@@ -437,6 +437,19 @@ def test_normalize_upload_checks_the_hook_contract():
     assert normalize_upload({"images": [img, img], "labels": ("a", "b"), "warnings": ()}, 2).labels == ["a", "b"]
 
 
+def test_an_uploaded_16_bit_image_is_stretched_as_the_tiling_reads_it_not_clipped():
+    """A plugin's 16-bit image was converted with a plain convert("RGB"): every sample above 255 came out white, and
+    the model was asked about that white picture, not the one the tiling and load_image see."""
+    import numpy as np
+
+    from model.tiling import as_rgb
+
+    wide = Image.fromarray(np.arange(64 * 16, dtype=np.uint16).reshape(16, 64) * 4, mode="I;16")
+    shown = normalize_upload({"images": [wide]}, 1).images[0]
+    assert np.array_equal(np.asarray(shown), np.asarray(as_rgb(wide)))
+    assert np.asarray(shown).min() == 0 and (np.asarray(shown) == 255).mean() < 0.05  # not white from 255 up
+
+
 def write_geotiff(path: Path, bands: int = 3, descriptions=None) -> Path:
     rasterio = require("rasterio")
     from rasterio.transform import from_origin

@@ -25,7 +25,7 @@ from PIL import Image
 from domains.boxes import draw_ref_boxes
 from model.limits import MAX_IMAGES
 from model.processor import IMAGE_PLACEHOLDER
-from model.tiling import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
+from model.tiling import DEFAULT_MAX_PIXELS, ImageLoadError, as_rgb, load_image
 
 __all__ = ["UploadResult", "default_draw_answer", "default_read_upload", "hooks_for", "name_tag_for", "normalize_upload",
            "options_for", "upload_help_for"]
@@ -131,7 +131,7 @@ def normalize_upload(result: Any, n_files: int) -> UploadResult:
     for k, img in enumerate(images):
         if not isinstance(img, Image.Image):
             raise TypeError(f"read_upload image {k + 1} is a {type(img).__name__}, expected a PIL image")
-    images = [img if img.mode == "RGB" else img.convert("RGB") for img in images]
+    images = [as_rgb(img) for img in images]  # as the tiling reads them: 16-bit stretched, not clipped to white
     labels = _listed(result, "labels", "one per image")
     if labels is None:
         noun = "upload" if len(images) == n_files else "image"  # one image per file: name them by upload

@@ -19,7 +19,7 @@ from deploy.runtimes import Answer
 from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, ChatTemplateError, chat_template_from_dict, normalize_messages
 from model.checkpoints.checksums import verify_weights
 from model.generation import cut_at_repetition
-from model.tiling import TilingConfig, TilingError, load_image
+from model.tiling import TilingConfig, TilingError, as_rgb, load_image
 
 from . import MARKER, LlamaCppError, PocketLlama, tiles_of
 
@@ -197,7 +197,8 @@ class LlamaCppVLM:
                 entries.append(self.llama.tiles_file(tiles_of(pil, tiling)))
             elif preprocess == "llamacpp":
                 path = self.llama.scratch / f"image-{len(entries)}.rgb"
-                path.write_bytes(pil.convert("RGB").tobytes())
+                pil = as_rgb(pil)  # upright, 16-bit stretched: the picture pocket's preprocessing sees
+                path.write_bytes(pil.tobytes())
                 entries.append({"rgb": str(path), "width": pil.width, "height": pil.height})
             else:
                 raise LlamaCppError(f"unknown preprocessing {preprocess!r}; pocket or llamacpp")
