@@ -148,7 +148,7 @@ _ANSWER_PHRASE = re.compile(
     r"|\b(?:correct|right|best|final)\s+(?:option|choice)\s*(?:is\b\s*:?|:)"
     r"|\bfinal\s+answer\b"
     r"|\bI(?:\s+would|\s+will|['’](?:d|ll))?\s+(?:choose|pick|select|go\s+with)\b)"
-    r"\s*(?:(?:option|choice)\s+)?[(\[\"'“‘]?\s*$",
+    r"\s*(?:(?:option|choice)\s+)?(?:\$?\s*\\boxed\{|[(\[\"'“‘])?\s*$",  # also LaTeX's $\boxed{B}$
     re.I,
 )
 # a sentence or line starting after a letter: its answer phrase is not the reply's conclusion

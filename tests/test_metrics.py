@@ -434,6 +434,8 @@ def test_lines_after_a_leading_label_still_refuse(prediction):
     ("Between A and C, I choose C.", "C"),
     ("A and D are wrong; the final answer is **B**", "B"),
     ("B or C? The answer is: b.", "B"),
+    ("A is a lake and C is a road. Final Answer: $\\boxed{B}$", "B"),  # LaTeX, as maths-tuned models write
+    ("A is a lake. The answer is $\\boxed{B}$ or C.", None),
     ("A is a lake and C is a road. So the answer is B. Or maybe (C).", None),  # a hedge after the answer
     ("A is wrong. The answer is B or C.", None),  # two letters in the final phrase
     ("A is wrong. The answer is B, not C.", None),  # the last mention is no answer phrase
