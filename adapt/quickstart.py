@@ -130,8 +130,12 @@ def _replace_general(data: Path, progress: Progress, force: bool) -> None:
 
 def prepare_landcover(data: Path, progress: Progress = True) -> None:
     prepare_general(data, progress)
-    # replace: the callers have refused a data/landcover a quick start did not write, unless --force
-    generate_landcover(data / "landcover", **GENERAL_OPTIONS, progress=progress, replace=True)
+    folder = data / "landcover"
+    # the callers have refused a data/landcover a quick start did not write, unless --force: a set an earlier
+    # version wrote with other options (which generate_landcover refuses to overwrite) is the quick start's to replace
+    for split in ("train", "test"):
+        (folder / f"{split}.jsonl").unlink(missing_ok=True)
+    generate_landcover(folder, **GENERAL_OPTIONS, progress=progress)
 
 
 def prepare_remote_sensing(data: Path, progress: Progress = True) -> None:

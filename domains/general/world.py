@@ -710,15 +710,14 @@ def _check_same_set(out_dir: Path, firsts: dict[str, Sample | None]) -> None:
 
 
 def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None = None, desc: str = "synthetic",
-           progress: Progress = True, replace: bool = False) -> dict[str, Path]:
+           progress: Progress = True) -> dict[str, Path]:
     """Write `splits` (name -> samples) as ``out_dir/<split>.jsonl`` and ``out_dir/images``. A split file already
     there must hold the same set (:func:`_check_same_set`), line by line, else :class:`DomainError` is raised before
-    the first image it would redraw: an earlier set is never overwritten, unless `replace`."""
+    the first image it would redraw: an earlier set is never overwritten."""
     out_dir = Path(out_dir)
     splits = {split: iter(samples) for split, samples in splits.items()}
     firsts = {split: next(samples, None) for split, samples in splits.items()}
-    if not replace:
-        _check_same_set(out_dir, firsts)
+    _check_same_set(out_dir, firsts)
     splits = {split: (samples if firsts[split] is None else itertools.chain([firsts[split]], samples))
               for split, samples in splits.items()}
     images = out_dir / "images"
@@ -735,7 +734,7 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
 
             def write_split(f: IO[str], samples: Iterator[Sample] = samples, path: Path = path) -> None:
                 with contextlib.ExitStack() as stack:
-                    old = stack.enter_context(path.open(encoding="utf-8")) if path.exists() and not replace else None
+                    old = stack.enter_context(path.open(encoding="utf-8")) if path.exists() else None
                     for i, sample in enumerate(samples):  # one line at a time: a large set never sits in memory
                         bar.update()
                         line = _line(sample)
@@ -822,26 +821,25 @@ def _check_disk(out_dir: Path, n_train: int, n_test: int, image_size: int) -> No
 
 
 def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed: int = 0,
-                     image_size: int = 112, answer_style: str = "letter", progress: Progress = True,
-                     replace: bool = False) -> dict[str, Path]:
+                     image_size: int = 112, answer_style: str = "letter", progress: Progress = True) -> dict[str, Path]:
     """Write the general shapes world (multiple choice over :data:`GENERAL_TASKS`) under ``out_dir``.
 
     `answer_style`: "letter" (Mini-InternVL multiple choice, A-D) or "label" (see :func:`label_style`).
     `progress`: a bar over the images (on a terminal). `image_size`: 32..1024 px; `seed`, `n_train`, `n_test` >= 0.
     An ``out_dir`` already holding another set (``train.jsonl`` / ``test.jsonl``) is refused with :class:`DomainError`,
-    nothing written, unless `replace`; the same set (these arguments, any ``n_train`` / ``n_test``) is rewritten.
+    nothing written; the same set (these arguments, any ``n_train`` / ``n_test``) is rewritten.
     """
     _check_args(n_train, n_test, seed, image_size)
     _check_disk(out_dir, n_train, n_test, image_size)
     return _write(Path(out_dir), {
         "train": _styled(general_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(general_samples("test", n_test, seed, image_size), answer_style),
-    }, n_train + n_test, "synthetic general", progress, replace)
+    }, n_train + n_test, "synthetic general", progress)
 
 
 def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, seed: int = 1,
                        image_size: int = 112, answer_style: str = "letter",
-                       progress: Progress = True, replace: bool = False) -> dict[str, Path]:
+                       progress: Progress = True) -> dict[str, Path]:
     """Write the land-cover specialist domain (~70 % classification mc, ~30 % grounding) under ``out_dir``;
     arguments as :func:`generate_general`."""
     _check_args(n_train, n_test, seed, image_size)
@@ -849,7 +847,7 @@ def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, se
     return _write(Path(out_dir), {
         "train": _styled(landcover_samples("train", n_train, seed, image_size), answer_style),
         "test": _styled(landcover_samples("test", n_test, seed, image_size), answer_style),
-    }, n_train + n_test, "synthetic land cover", progress, replace)
+    }, n_train + n_test, "synthetic land cover", progress)
 
 
 def _writes(**_: object) -> list[str]:
