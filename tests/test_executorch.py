@@ -36,7 +36,7 @@ from deploy.hf import export  # noqa: E402
 from deploy.onnx.export import PREPROCESSOR  # noqa: E402
 
 from .test_gguf import sharpen_attention  # noqa: E402
-from .test_onnx import load_models, relative_error, torch_greedy  # noqa: E402
+from .test_onnx import copy_folder, copy_with_image_seq_length_edited, load_models, relative_error, torch_greedy  # noqa: E402
 
 QUESTION = "What shapes are in the picture?"
 N_TOKENS = 32
@@ -270,14 +270,9 @@ def test_feeding_no_positions_is_refused_naming_the_program(tmp_path):
         runtime.generate([], None, 4)
 
 
-def _copy(folder: Path, dest: Path) -> Path:
-    shutil.copytree(folder, dest)
-    return dest
-
-
 @pytest.mark.slow
 def test_tiling_edited_after_export_is_refused(exports, tmp_path):
-    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
     ExecuTorchVLM(folder).close()  # as exported: loads
     pre = json.loads((folder / PREPROCESSOR).read_text())
     pre["tiling"]["max_tiles"] = 12
@@ -290,10 +285,7 @@ def test_tiling_edited_after_export_is_refused(exports, tmp_path):
 @pytest.mark.slow
 def test_an_edited_image_seq_length_is_refused_at_load(exports, tmp_path):
     """image_seq_length edited after export: refused on opening, naming the file and the program's count."""
-    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
-    pre = json.loads((folder / PREPROCESSOR).read_text())
-    exported = pre["image_seq_length"]
-    (folder / PREPROCESSOR).write_text(json.dumps({**pre, "image_seq_length": exported + 1}))
+    folder, exported = copy_with_image_seq_length_edited(exports("pocket-tiny"), tmp_path / "edited")
     with pytest.raises(ExecuTorchError, match=rf"preprocessor_config.json: 'image_seq_length' {exported + 1}, but "
                                               rf"model.pte was exported with {exported} image features per tile"):
         ExecuTorchVLM(folder)
@@ -313,13 +305,13 @@ def test_a_program_damaged_in_place_is_refused(exports, tmp_path, capsys):
 def test_another_tokenizer_is_refused(exports, tmp_path):
     from .test_gguf import spm_tokenizer
 
-    folder = _copy(exports("pocket-tiny"), tmp_path / "swapped")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "swapped")
     for f in folder.glob("tokenizer*"):
         f.unlink()
     spm_tokenizer().save_pretrained(str(folder))
     with pytest.raises(ExecuTorchError, match=r"not the tokenizer model.pte was exported with \(\d+ tokens"):
         ExecuTorchVLM(folder)
-    folder = _copy(exports("pocket-tiny"), tmp_path / "permuted")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "permuted")
     spec = json.loads((folder / "tokenizer.json").read_text())
     vocab = spec["model"]["vocab"]
     vocab["red"], vocab["blue"] = vocab["blue"], vocab["red"]

@@ -228,14 +228,23 @@ def test_eval_through_onnx_predicts_as_pytorch(models, exports, tmp_path):
     assert_predicts_as_pytorch(OnnxEvalModel(exports("pocket-tiny"), processor), vlm, processor, tmp_path)
 
 
-def _copy(folder: Path, dest: Path) -> Path:
+def copy_folder(folder: Path, dest: Path) -> Path:
     shutil.copytree(folder, dest)
     return dest
 
 
+def copy_with_image_seq_length_edited(export: Path, dest: Path) -> tuple[Path, int]:
+    """A copy of `export` whose preprocessor_config.json claims one image token per tile more than exported, and the
+    exported count."""
+    folder = copy_folder(export, dest)
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    (folder / PREPROCESSOR).write_text(json.dumps({**pre, "image_seq_length": pre["image_seq_length"] + 1}))
+    return folder, pre["image_seq_length"]
+
+
 @pytest.mark.slow
 def test_tiling_edited_after_export_is_refused(exports, tmp_path):
-    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
     OnnxVLM(folder).close()  # as exported: loads
     pre = json.loads((folder / PREPROCESSOR).read_text())
     pre["tiling"]["max_tiles"] = 12
@@ -259,7 +268,7 @@ def test_transformers_image_processor_cuts_the_same_tiles(exports, tmp_path):
     theirs = AutoImageProcessor.from_pretrained(folder)(image, return_tensors="np")["pixel_values"]
     assert theirs.shape == ours.shape and ours.shape[0] > 1
     assert np.abs(theirs - ours).max() == 0
-    former = _copy(folder, tmp_path / "former")
+    former = copy_folder(folder, tmp_path / "former")
     pre = json.loads((former / PREPROCESSOR).read_text())
     (former / PREPROCESSOR).write_text(json.dumps({**pre, "resample": "bicubic"}))
     OnnxExport.open(former)
@@ -289,7 +298,7 @@ def test_chat_without_onnxruntime_says_which_extra(exports, tmp_path, block):
 def test_an_edited_mirror_key_is_refused(exports, tmp_path):
     """preprocessor_config.json's image-processor keys (max_patches, image_mean, ...) only mirror 'tiling'; an
     edit to them used to be ignored without a word."""
-    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
     pre = json.loads((folder / PREPROCESSOR).read_text())
     pre["max_patches"] = 12
     (folder / PREPROCESSOR).write_text(json.dumps(pre))
@@ -300,10 +309,7 @@ def test_an_edited_mirror_key_is_refused(exports, tmp_path):
 def test_an_edited_image_seq_length_is_refused_at_load(exports, tmp_path):
     """image_seq_length (image tokens per tile) edited after export: refused when the folder is opened, naming the
     file and the vision graph's count, not on the first image with a message naming neither."""
-    folder = _copy(exports("pocket-tiny"), tmp_path / "edited")
-    pre = json.loads((folder / PREPROCESSOR).read_text())
-    exported = pre["image_seq_length"]
-    (folder / PREPROCESSOR).write_text(json.dumps({**pre, "image_seq_length": exported + 1}))
+    folder, exported = copy_with_image_seq_length_edited(exports("pocket-tiny"), tmp_path / "edited")
     with pytest.raises(OnnxRuntimeError, match=rf"preprocessor_config.json: 'image_seq_length' {exported + 1}, but "
                                                rf"vision.onnx makes {exported} image features per tile"):
         OnnxVLM(folder)
@@ -313,14 +319,14 @@ def test_an_edited_image_seq_length_is_refused_at_load(exports, tmp_path):
 def test_another_tokenizer_is_refused(exports, tmp_path):
     from .test_gguf import spm_tokenizer
 
-    folder = _copy(exports("pocket-tiny"), tmp_path / "swapped")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "swapped")
     for f in folder.glob("tokenizer*"):
         f.unlink()
     spm_tokenizer().save_pretrained(str(folder))
     with pytest.raises(OnnxRuntimeError, match=r"not the tokenizer embed.onnx was exported with \(\d+ tokens"):
         OnnxVLM(folder)
     # same size, two ids swapped: still refused (the token -> id map)
-    folder = _copy(exports("pocket-tiny"), tmp_path / "permuted")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "permuted")
     spec = json.loads((folder / "tokenizer.json").read_text())
     vocab = spec["model"]["vocab"]
     a, b = "red", "blue"
@@ -330,7 +336,7 @@ def test_another_tokenizer_is_refused(exports, tmp_path):
     with pytest.raises(OnnxRuntimeError, match="token -> id map differs"):
         OnnxVLM(folder)
     # same vocabulary, half the merges: words split differently (the probe sentence alone did not notice)
-    folder = _copy(exports("pocket-tiny"), tmp_path / "merges")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "merges")
     spec = json.loads((folder / "tokenizer.json").read_text())
     spec["model"]["merges"] = spec["model"]["merges"][: len(spec["model"]["merges"]) // 2]
     (folder / "tokenizer.json").write_text(json.dumps(spec))
@@ -344,7 +350,7 @@ def test_a_truncated_graph_or_weights_file_is_one_line_naming_it(cut, exports, t
     protobuf's DecodeError / onnxruntime's Fail traceback."""
     from adapt.cli import main
 
-    folder = _copy(exports("pocket-tiny"), tmp_path / "cut")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "cut")
     target = folder / cut
     assert target.is_file(), sorted(p.name for p in folder.iterdir())
     target.write_bytes(target.read_bytes()[: target.stat().st_size // 3])
@@ -361,7 +367,7 @@ def test_a_graph_or_weights_file_damaged_in_place_is_refused(damage, exports, tm
     numbers; the export's SHA256SUMS catches it, naming the file."""
     from tests.test_export_checksums import assert_chat_refuses_damaged
 
-    folder = _copy(exports("pocket-tiny"), tmp_path / "flipped")
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "flipped")
     assert_chat_refuses_damaged(capsys, "onnx", folder, folder / damage)
 
 
