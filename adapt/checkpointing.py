@@ -376,10 +376,10 @@ def settle_saves(out_dir: Path) -> list[str]:
     """Finish or undo what a run stopped while saving (`save_checkpoint`) left behind; returns a note of each.
 
     A `checkpoint-<step>.partial/` that verifies whole and has no whole `checkpoint-<step>` beside it is the step's
-    checkpoint (the run died as it took its name): renamed into place, a damaged `checkpoint-<step>` set aside. Any other is removed (after a change of
-    output.save_every a later save would never clear it). A moved-aside older checkpoint (`.checkpoint-<step>.old`)
-    is restored where no whole `checkpoint-<step>` replaced it, else removed; so is a moved-aside `final/`
-    (`.final.replaced`, `adapt.train.staged_folder`) where no `final/` replaced it."""
+    checkpoint (the run died as it took its name): renamed into place, a damaged `checkpoint-<step>` set aside. Any
+    other is removed (after a change of output.save_every a later save would never clear it). A moved-aside older
+    checkpoint (`.checkpoint-<step>.old`) is restored where no whole `checkpoint-<step>` replaced it, else removed; so
+    is a moved-aside `final/` (`.final.replaced`, `adapt.train.staged_folder`) where no `final/` replaced it."""
     out_dir = Path(out_dir)
     notes = []
     replaced, final_dir = out_dir / ".final.replaced", out_dir / "final"

@@ -290,8 +290,8 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     """Per-source and per-group means of a run's scores.
 
     Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "metric_n": {name: samples},
-    "tasks": {task: n}, "samples", "skipped", "notes"}}, "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}},
-    "n", "skipped",
+    "tasks": {task: n}, "samples", "skipped", "notes"}},
+    "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}}, "n", "skipped",
     "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
     A metric's mean is over the source's samples that have it (``metric_n`` counts them; a corpus-level metric has
     no count there). Tasks with a corpus-level aggregate

@@ -16,9 +16,9 @@ task                   scores                         main metric
 ``grounding``          ``acc@0.5``                    acc@0.5
 =====================  =============================  ===========
 
-``short`` normalises as SQuAD does (`normalize_answer`), ``vqa`` as the VQA evaluator does (`vqa_tokens`: number
-words read as digits, so "two" answers "2"); in both a decimal point between digits is kept ("1.0" is not "10"), and so is a minus sign starting a number
-("-5" is not "5").
+``short`` normalises as SQuAD does (`normalize_answer`), ``vqa`` as the VQA evaluator does (`vqa_tokens`: number words
+read as digits, so "two" answers "2"); in both a decimal point between digits is kept ("1.0" is not "10"), and so is a
+minus sign starting a number ("-5" is not "5").
 
 ``classification`` is scored as ``mc``: a record with options by `parse_choice`, one without by exact match of
 the normalised label. A domain may replace it (the remote-sensing plugin does, once `adapt.domains_bridge`
@@ -131,15 +131,15 @@ _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
                         "pocket-adapt adapt/metrics.py (parse_choice); avoids the containment pitfall of "
                         "LLaVA-Med's evaluate_metrics.py, which counts an answer containing an option's text")},
     "short": {"exact_match": ("SQuAD", "normalised exact match: lower case, punctuation (but a decimal point "
-                              "between digits and a minus sign starting a number, which SQuAD drop) and a/an/the dropped (kept when nothing else is "
-                              "left)",
+                              "between digits and a minus sign starting a number, which SQuAD drop) and "
+                              "a/an/the dropped (kept when nothing else is left)",
                               f"{_SQUAD} (normalize_answer, compute_exact)"),
               "token_f1": ("SQuAD", "token F1 over normalised words (bags of words); both sides empty score 1",
                            f"{_SQUAD} (compute_f1)")},
     "vqa": {"exact_match": ("VQA normalised exact match", "lower case, punctuation dropped but a decimal point "
-                            "between digits and a minus sign starting a number kept, a/an/the dropped (unless only they are left), number words up to "
-                            "twenty as digits, a lead-in ('the answer is') dropped; the words equal one reference "
-                            "(no 10-annotator min(n/3, 1))",
+                            "between digits and a minus sign starting a number kept, a/an/the dropped (unless "
+                            "only they are left), number words up to twenty as digits, a lead-in ('the answer "
+                            "is') dropped; the words equal one reference (no 10-annotator min(n/3, 1))",
                             f"{_VQA_EVAL} (processPunctuation, processDigitArticle; it reads number words up to ten "
                             "and expands contractions, which this does not)"),
             "token_f1": ("SQuAD token F1, VQA normalisation", "token F1 over the VQA-normalised words (bags of "
@@ -264,8 +264,8 @@ def main_metric(task: str, scores: dict[str, float]) -> float | None:
 
 
 def infer_task(record: Any) -> str:
-    """`record.task` (an adapt `Record` or a mapping) if set; else "grounding" if the reference holds a ``<box>``; else "mc" if the
-    record has options or its question lists lettered options ("A. …\\nB. …"); else "short"."""
+    """`record.task` (an adapt `Record` or a mapping) if set; else "grounding" if the reference holds a ``<box>``; else
+    "mc" if the record has options or its question lists lettered options ("A. …\\nB. …"); else "short"."""
     task = _field(record, "task")
     if task:
         return task

@@ -43,10 +43,10 @@ _MINUS = str.maketrans({"\u2212": "-"})  # the Unicode minus sign reads as "-"
 def normalize_answer(text: str) -> str:
     """Lowercase, drop punctuation (ASCII and Unicode) and the articles a/an/the, squeeze spaces.
 
-    SQuAD's normaliser, so "The Forest." and "forest" agree. Like SQuAD, punctuation is removed
-    rather than replaced ("don't" is "dont"); unlike SQuAD, a decimal point between digits is kept, so
-    "1.0" does not equal "10", and so is a minus sign starting a number ("-5" does not equal "5"), and a text of articles alone keeps them: the answer "A" (a letter) is "a", not
-    nothing, which an empty answer would equal.
+    SQuAD's normaliser, so "The Forest." and "forest" agree. Like SQuAD, punctuation is removed rather than replaced
+    ("don't" is "dont"); unlike SQuAD, a decimal point between digits is kept, so "1.0" does not equal "10", and so is a
+    minus sign starting a number ("-5" does not equal "5"), and a text of articles alone keeps them: the answer "A" (a
+    letter) is "a", not nothing, which an empty answer would equal.
     """
     text = str(text).lower().translate(_MINUS)
     text = "".join(ch for k, ch in enumerate(text)
@@ -90,10 +90,10 @@ _VQA_LEAD_IN = re.compile(r"^\s*(?:the\s+)?(?:correct\s+|final\s+)?answer\s*(?:i
 
 def vqa_tokens(text: Any) -> list[str]:
     """The normalised words of an answer, as the VQA evaluator reads them (its processPunctuation and
-    processDigitArticle): Unicode NFKC and case folding, punctuation dropped but a decimal point between digits
-    kept ("3.5 cm" is two words) and so is a minus sign starting a number ("-5" is not "5"), a / an / the dropped (unless nothing else is left: "A" is ["a"], not the empty
-    answer), number words up to twenty as digits ("two" is "2"); and a lead-in ("the answer is") dropped and CJK
-    text split into single characters (no spaces between its words).
+    processDigitArticle): Unicode NFKC and case folding, punctuation dropped but a decimal point between digits kept
+    ("3.5 cm" is two words) and so is a minus sign starting a number ("-5" is not "5"), a / an / the dropped (unless
+    nothing else is left: "A" is ["a"], not the empty answer), number words up to twenty as digits ("two" is "2"); and a
+    lead-in ("the answer is") dropped and CJK text split into single characters (no spaces between its words).
     """
     text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold().translate(_MINUS)
     text = _VQA_LEAD_IN.sub("", text)
@@ -215,7 +215,8 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
     Answer and option texts are compared by `key` (default `normalize_answer`; a domain may pass a wider one,
     e.g. class names with CamelCase split); letters are read the same whatever `key`. Accepted, in this order:
 
-    1. only a label: ``B``, ``b``, ``B.``, ``(B)``, ``'B'`` (unless it is an option's text, as ``O`` among blood groups);
+    1. only a label: ``B``, ``b``, ``B.``, ``(B)``, ``'B'`` (unless it is an option's text, as ``O`` among blood
+       groups);
     2. an answer whose normalised text (also after a lead-in like "The answer is") equals exactly one
        option's text: ``Forest.`` → the letter of "forest". Containment never counts, so "forest"
        does not match "rainforest" and "tropical forest" does not match "forest";

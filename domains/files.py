@@ -42,9 +42,10 @@ from PIL.PngImagePlugin import PngInfo
 from domains.base import DomainError, SkipInput
 from model.tiling import ImageLoadError, load_image
 
-__all__ = ["HOST_TAG", "KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "decode_image", "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh",
-           "link_or_copy", "newest_time", "output_key", "owner_gone", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
-           "split_of", "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits"]
+__all__ = ["HOST_TAG", "KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "decode_image",
+           "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh", "link_or_copy", "newest_time",
+           "output_key", "owner_gone", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp", "split_of",
+           "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits"]
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 PATH_ESCAPES = "path escapes data root"  # the report reason of a name refused by inside_root

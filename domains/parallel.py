@@ -8,12 +8,12 @@ of the loop in a :class:`concurrent.futures.ProcessPoolExecutor` (spawn start me
 function with picklable arguments), in the order of a *plan*: the list of steps the converter expects to ask
 for, made by a cheap pass over the metadata before the loop.
 
-Why output is byte-identical to one worker: the loop is the same code in both cases and consumes results in
-its own order; a step computes bytes and writes nothing, so a step the loop never asks for (the plan may be a
-superset) leaves no trace; a step the plan missed (or planned with other arguments), or one whose worker failed with anything but
-:class:`~domains.base.SkipInput`, is computed again in the loop's process (so an error is raised where and as
-one worker raises it). A ``SkipInput`` raised in a worker is raised again by :meth:`Prefetch.get` with the same
-reason and detail, at the point of the loop where one worker would raise it, so skip reports are the same.
+Why output is byte-identical to one worker: the loop is the same code in both cases and consumes results in its own
+order; a step computes bytes and writes nothing, so a step the loop never asks for (the plan may be a superset) leaves
+no trace; a step the plan missed (or planned with other arguments), or one whose worker failed with anything but
+:class:`~domains.base.SkipInput`, is computed again in the loop's process (so an error is raised where and as one worker
+raises it). A ``SkipInput`` raised in a worker is raised again by :meth:`Prefetch.get` with the same reason and detail,
+at the point of the loop where one worker would raise it, so skip reports are the same.
 
 While the pool is still starting (spawned workers import the readers first: a second or more) the loop does not
 wait for it: a step whose result is not ready before any result of the pool is computed in the loop's process

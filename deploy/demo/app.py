@@ -77,10 +77,10 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
                temperature: float | None = None, top_p: float | None = None, seed: int | None = None) -> gr.Blocks:
     """The demo page for `domain` around `model_source` (preset, checkpoint folder, or a loaded session).
 
-    The model is loaded here, so a wrong path fails now rather than at the first question. Answers are greedy
-    unless `temperature` > 0 (then sampled as ``adapt chat`` samples, with `top_p` and `seed`: see
-    :class:`ModelSession`; given for greedy answers they are a DemoError); None keeps a given session's setting,
-    as it does for `max_new_tokens` (default DEFAULT_MAX_NEW_TOKENS for a model loaded here). `dtype`, `device` and `allow_pickle` say how a model is
+    The model is loaded here, so a wrong path fails now rather than at the first question. Answers are greedy unless
+    `temperature` > 0 (then sampled as ``adapt chat`` samples, with `top_p` and `seed`: see :class:`ModelSession`; given
+    for greedy answers they are a DemoError); None keeps a given session's setting, as it does for `max_new_tokens`
+    (default DEFAULT_MAX_NEW_TOKENS for a model loaded here). `dtype`, `device` and `allow_pickle` say how a model is
     loaded: with a loaded session they are refused (a DemoError), not ignored.
     """
     check_upload_mb(max_upload_mb)

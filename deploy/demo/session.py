@@ -102,8 +102,9 @@ class ModelSession:
         """Yield the answer so far each time it grows (the last value is the whole answer, with
         ``repeated`` set when a looping answer was cut; `stop_repetition=False` lets it run).
 
-        Raises ValueError for an empty question, placeholders that do not match the images or a bad
-        `max_new_tokens` (None: the session's; before anything is yielded), and :class:`GenerationError` when the model fails while answering (after the text so far).
+        Raises ValueError for an empty question, placeholders that do not match the images or a bad `max_new_tokens`
+        (None: the session's; before anything is yielded), and :class:`GenerationError` when the model fails while
+        answering (after the text so far).
         """
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList

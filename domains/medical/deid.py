@@ -639,7 +639,7 @@ def deidentify(
     for keyword in _PSEUDONYMISED:
         if keyword not in ctx.keep:
             setattr(out, keyword, alias)
-    # a kept Table E.1-1 attribute (PatientName, a date, an ID...) may still identify the patient: do not claim otherwise
+    # a kept Table E.1-1 attribute (PatientName, a date, an ID...) may still identify the patient: claim no removal
     out.PatientIdentityRemoved = "NO" if ctx.keep & set(_phi_keywords()) else "YES"
     out.DeidentificationMethod = _METHOD
     used = {"keep_patient_characteristics": keep_patient_characteristics, "clean_descriptors": clean_descriptors,

@@ -27,11 +27,11 @@ key, the main metric) is closed accuracy or open recall by type.
 **Protocols.** :func:`score_med_vqa`'s ``protocols`` attribute names each metric's rule and source
 (LLaVA-Med's evaluation, SQuAD's token F1); ``adapt eval`` prints them in its report.
 
-**Normalisation** (:func:`tokens`: ``domains.answers.vqa_tokens``, the one task ``vqa`` uses): Unicode NFKC and
-case folding (full-width "Ｙｅｓ" = "yes"), punctuation dropped (ASCII and Unicode; a decimal point between digits
-is kept: "3.5 cm" stays two words, and so is a minus sign starting a number: "-5" is not "5"), the articles a / an / the dropped, number words up to twenty read as digits
-("two" = "2"), a lead-in ("the answer is") dropped, and CJK text split into single characters (Chinese has no
-spaces between words).
+**Normalisation** (:func:`tokens`: ``domains.answers.vqa_tokens``, the one task ``vqa`` uses): Unicode NFKC and case
+folding (full-width "Ｙｅｓ" = "yes"), punctuation dropped (ASCII and Unicode; a decimal point between digits is kept:
+"3.5 cm" stays two words, and so is a minus sign starting a number: "-5" is not "5"), the articles a / an / the
+dropped, number words up to twenty read as digits ("two" = "2"), a lead-in ("the answer is") dropped, and CJK text
+split into single characters (Chinese has no spaces between words).
 """
 
 from __future__ import annotations

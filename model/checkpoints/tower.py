@@ -86,7 +86,8 @@ def _tower_folder_config(directory: Path) -> tuple[PreTrainedConfig, TilingConfi
     if model_type == "intern_vit_6b":
         from .original import vision_config_from_original
 
-        config = vision_config_from_original(raw, raw.get("image_size"), f"{directory / 'config.json'}: InternViT config")
+        where = f"{directory / 'config.json'}: InternViT config"
+        config = vision_config_from_original(raw, raw.get("image_size"), where)
         return config, default_tiling(config)
     if model_type not in CONFIG_MAPPING:
         raise CheckpointError(f"{directory / 'config.json'}: model_type {model_type!r} is not a vision config "
