@@ -390,12 +390,11 @@ def settle_saves(out_dir: Path) -> list[str]:
         shutil.rmtree(leftover, ignore_errors=True)
     for partial in sorted(p for p in out_dir.glob("checkpoint-*.partial") if p.is_dir()):
         final = partial.with_name(partial.name.removesuffix(".partial"))
-        if _NAME.match(final.name) and verify_checkpoint(partial) is None and (
-                not final.exists() or (problem := verify_checkpoint(final)) is not None):
-            if final.exists():  # the whole copy replaces a damaged one, which is kept aside, not deleted
-                notes.append(f"{final.name} is damaged ({problem}): set aside as {set_aside(final).name}")
-            partial.rename(final)
-            notes.append(f"{partial.name} was written whole by a run stopped as it renamed it: kept as {final.name}")
+        problem = verify_checkpoint(final) if final.exists() else None
+        whole = verify_checkpoint(partial) is None
+        if _NAME.match(final.name) and whole and (problem is not None or not final.exists()):
+            _into_place(partial, final, problem, notes,
+                        f"{partial.name} was written whole by a run stopped as it renamed it: kept as {final.name}")
         else:
             shutil.rmtree(partial, ignore_errors=True)
             notes.append(f"removed {partial.name}, a checkpoint a stopped run did not finish writing")
@@ -403,15 +402,23 @@ def settle_saves(out_dir: Path) -> list[str]:
         final = aside.with_name(aside.name[1:].removesuffix(".old"))
         if not _NAME.match(final.name):
             continue
-        if final.exists() and verify_checkpoint(final) is None:
+        problem = verify_checkpoint(final) if final.exists() else None
+        if final.exists() and problem is None:
             shutil.rmtree(aside, ignore_errors=True)
-            continue
-        if final.exists():
-            notes.append(f"{final.name} is damaged ({verify_checkpoint(final)}): set aside as {set_aside(final).name}")
-        aside.rename(final)
-        notes.append(f"restored {final.name}, moved aside by a run stopped while replacing it")
+        else:
+            _into_place(aside, final, problem, notes,
+                        f"restored {final.name}, moved aside by a run stopped while replacing it")
     fsync_dir(out_dir)
     return notes
+
+
+def _into_place(source: Path, final: Path, problem: str | None, notes: list[str], note: str) -> None:
+    """Rename `source` to `final`; a damaged `final` (`problem`: what `verify_checkpoint` said) is set aside first,
+    not deleted."""
+    if problem is not None:
+        notes.append(f"{final.name} is damaged ({problem}): set aside as {set_aside(final).name}")
+    source.rename(final)
+    notes.append(note)
 
 
 def verify_checkpoint(path: Path) -> str | None:
