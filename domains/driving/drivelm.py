@@ -392,17 +392,17 @@ class _Frames:
             return [rel], [STITCHED_SIZE]
         sizes = []
         for cam in self.order:  # every camera checked before any is linked: a skipped frame leaves no file
-            src = paths[cam][0]
+            src, where = paths[cam][0], f"({cam} of frame {frame})"
             try:
                 # decoded, as stitching does: a truncated camera file is refused
                 sizes.append((self.pf or Prefetch()).get(src, check_image, src))
             except SkipInput as exc:
-                raise _Skip("unreadable camera image", str(src), f"{exc.detail} ({cam} of frame {frame})") from exc
+                raise _Skip("unreadable camera image", str(src), f"{exc.detail} {where}") from exc
             except OSError as exc:
-                raise _Skip("unreadable camera image", str(src), f"{src}: {exc} ({cam} of frame {frame})") from exc
+                raise _Skip("unreadable camera image", str(src), f"{src}: {exc} {where}") from exc
             off = _off_frame(src, sizes[-1])
             if off:
-                raise _Skip("camera size mismatch", str(src), f"{off} ({cam} of frame {frame})")
+                raise _Skip("camera size mismatch", str(src), f"{off} {where}")
         for cam in self.order:
             src, rel = paths[cam]
             try:
