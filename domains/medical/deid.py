@@ -54,15 +54,13 @@ Options (all off by default: off means removal, as the basic profile says):
   pre-medication and special needs are cleaned as descriptors (``C``);
 * `keep` -- keywords left untouched wherever they occur, at your own risk.
 
-PatientIdentityRemoved is set to ``YES`` (``NO`` when `keep` names an attribute of Table E.1-1, such as
-PatientName: the file may still identify the patient), DeidentificationMethod and its code sequence (DCM
-113100 plus the options used) describe what was done, LongitudinalTemporalInformationModified is
-``REMOVED`` (``UNMODIFIED`` when `keep` left a date or time in place, even with others removed: those are real;
-``MODIFIED`` if the source said its dates were already shifted), and the BurnedInAnnotation flag is kept as it
-was -- pixel values are not touched here (see :mod:`domains.medical.redact`), so callers must surface
-:func:`burned_in_annotation`. Use a secret
-`salt` per project (required, never empty): without it, anyone holding an original UID or patient ID
-can recompute its replacement.
+PatientIdentityRemoved is set to ``YES`` (``NO`` when `keep` names an attribute of Table E.1-1, such as PatientName: the
+file may still identify the patient), DeidentificationMethod and its code sequence (DCM 113100 plus the options used)
+describe what was done, LongitudinalTemporalInformationModified is ``REMOVED`` (``UNMODIFIED`` when `keep` left a date
+or time in place, even with others removed: those are real; ``MODIFIED`` if the source said its dates were already
+shifted), and the BurnedInAnnotation flag is kept as it was -- pixel values are not touched here (see
+:mod:`domains.medical.redact`), so callers must surface :func:`burned_in_annotation`. Use a secret `salt` per project
+(required, never empty): without it, anyone holding an original UID or patient ID can recompute its replacement.
 
 :func:`find_phi` names what :func:`deidentify` would still change (at any depth, file meta and private tags
 included) and, given `strings`, every element holding any of them.
