@@ -125,8 +125,8 @@ _GROUNDING_SOURCE = ("Zhan et al., DIOR-RSVG, IEEE TGRS 2023 (Acc@0.5); InternVL
                      "(IoU > 0.5; it adds 1 px to widths after rescaling to pixels, which this does not)")
 _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
     "mc": {"accuracy": ("pocket strict choice", "an explicit option letter, or an answer whose normalised text "
-                        "equals exactly one option's, or the letter a reasoning reply's last sentence names after an "
-                        "answer phrase ('So the answer is B.'); several options otherwise, or an option's text "
+                        "equals exactly one option's, or the letter a reasoning reply names after an answer phrase "
+                        "('So the answer is B.'), no other option named after it; several options otherwise, or an option's text "
                         "merely contained, score 0",
                         "pocket-adapt adapt/metrics.py (parse_choice); avoids the containment pitfall of "
                         "LLaVA-Med's evaluate_metrics.py, which counts an answer containing an option's text")},

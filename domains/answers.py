@@ -151,8 +151,6 @@ _ANSWER_PHRASE = re.compile(
     r"\s*(?:(?:option|choice)\s+)?(?:\$?\s*\\boxed\{|[(\[\"'“‘])?\s*$",  # also LaTeX's $\boxed{B}$
     re.I,
 )
-# a sentence or line starting after a letter: its answer phrase is not the reply's conclusion
-_NEXT_SENTENCE = re.compile(r"(?:[.!?](?=\s)|[。！？]|\n)\s*\S")
 # lettered options listed in a question: "A. text", "(B) text", "C) text", "D: text", one per line
 _OPTION_LINE = re.compile(r"^\s*\(?([A-Z])\s*[.):]\s+(\S.*?)\s*$", re.M)
 # an option's own label written into its text: "B. forest" as the second option
@@ -233,10 +231,11 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        article ("A forest") is not a label;
     5. a reply that 3 or 4 finds naming several letters, concluding with an answer: when its *last* letter
        mention comes right after an answer phrase ("answer is", "answer:", "correct option is", "final answer",
-       "I choose" / "I'd pick" / "I'll go with") and no sentence or line follows that one, that letter counts:
-       ``A is a lake and C is a road. So the answer is B.`` and ``...\\nFinal answer: B`` are B. A hedge after it
-       (``The answer is B. Or maybe (C).``), two letters in the phrase (``the answer is B or C``) or a sentence
-       after it (``A is wrong, so the answer is B. Desert is dry.``) still give None.
+       "I choose" / "I'd pick" / "I'll go with") and the text after it names no other option, that letter counts:
+       ``A is a lake and C is a road. So the answer is B.``, ``...\\nFinal answer: B`` and ``A is a lake. The
+       answer is B. The trees are dense.`` are B (a sentence explaining the choice does not cancel it). Another
+       letter after it (``The answer is B. Or maybe (C).``, ``the answer is B or C``) or another option's text
+       (``A is wrong, so the answer is B. Desert is dry.``) still gives None.
 
     Letters beyond the number of options are ignored; with `options` None any A–Z is a label. The prediction is read
     after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
@@ -268,12 +267,12 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
 
     if labels:
         letter, rest = labels[0]
-        return _final_answer(text, valid) if _letters_in_text(rest, valid) - {letter} else letter
+        return _final_answer(text, valid, options, key) if _letters_in_text(rest, valid) - {letter} else letter
 
     letters = _letters_in_text(text, valid)
     if len(letters) == 1:
         return letters.pop()
-    return _final_answer(text, valid) if letters else None
+    return _final_answer(text, valid, options, key) if letters else None
 
 
 def _leading_label(text: str, valid: str) -> tuple[str, str] | None:
@@ -305,16 +304,39 @@ def _letters_in_text(text: str, valid: str) -> set[str]:
     return {letter for _, letter in _letter_mentions(text, valid)}
 
 
-def _final_answer(text: str, valid: str) -> str | None:
-    """The letter a reply concludes with: its last letter mention, when an answer phrase ("So the answer is B.",
-    "Final answer: B") ends right before it and no sentence or line follows; else None."""
+def _final_answer(text: str, valid: str, options: Sequence[str] | None = None, key: TextKey | None = None
+                  ) -> str | None:
+    """The letter a reply concludes with: a letter mention right after an answer phrase ("So the answer is B.",
+    "Final answer: B") when nothing after it names another option, by letter or by text; else None."""
     mentions = _letter_mentions(text, valid)
     if not mentions:
         return None
-    pos, letter = mentions[-1]
-    if _ANSWER_PHRASE.search(text[:pos]) and not _NEXT_SENTENCE.search(text[pos + 1:]):
-        return letter
+    letter = mentions[-1][1]
+    for pos, named in reversed(mentions):
+        if named != letter:  # "The answer is B. Or maybe C.": another letter after the phrase
+            return None
+        if _ANSWER_PHRASE.search(text[:pos]):
+            return None if _names_other_option(text[pos + 1:], letter, options, key) else letter
     return None
+
+
+def _names_other_option(text: str, letter: str, options: Sequence[str] | None, key: TextKey | None) -> bool:
+    """Whether `text` names the text of an option other than `letter`'s, as whole words (after `key`); words
+    inside a mention of the letter's own option text do not count ("tropical forest" names no "forest")."""
+    if not options:
+        return False
+    key = key or normalize_answer
+    words = key(text).split()
+
+    def spans(option: str) -> list[tuple[int, int]]:
+        phrase = key(option).split()
+        n = len(phrase)
+        return [(i, i + n) for i in range(len(words) - n + 1) if n and words[i:i + n] == phrase]
+
+    own = spans(options[_LETTERS.index(letter)]) if _LETTERS.index(letter) < len(options) else []
+    return any(not any(a <= i and j <= b for a, b in own)
+               for k, option in enumerate(options[:len(_LETTERS)]) if _LETTERS[k] != letter
+               for i, j in spans(option))
 
 
 def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:

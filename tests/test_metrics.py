@@ -439,9 +439,9 @@ def test_lines_after_a_leading_label_still_refuse(prediction):
     ("A is a lake and C is a road. So the answer is B. Or maybe (C).", None),  # a hedge after the answer
     ("A is wrong. The answer is B or C.", None),  # two letters in the final phrase
     ("A is wrong. The answer is B, not C.", None),  # the last mention is no answer phrase
-    ("The answer is B. A is wrong.", None),  # the answer phrase is not the last sentence
+    ("The answer is B. A is wrong.", None),  # another letter after the answer phrase
     ("A is wrong, so the answer is B. Desert would be dry.", None),
-    ("A is wrong, so the answer is B\nDesert would be dry", None),  # the answer phrase is not the last line
+    ("A is wrong, so the answer is B\nDesert would be dry", None),  # option A's text after it
     ("A is a lake and C is a road, B is a forest.", None),  # no answer phrase at all
     ("I choose B over C.", None),
 ])
@@ -449,6 +449,22 @@ def test_a_reply_concluding_with_an_answer_phrase_chooses_its_letter(prediction,
     """A chain-of-thought reply naming other options before "So the answer is B." gave None: every letter counted."""
     assert parse_choice(prediction, OPTS) == expected
     assert mc_accuracy(prediction, expected or "A", OPTS) == float(expected is not None)
+
+
+@pytest.mark.parametrize("prediction, expected", [
+    ("A is a lake and C is a road. So the answer is B. The trees are dense and green.", "B"),
+    ("Option A shows water.\nAnswer: (B)\nBecause the canopy covers the whole tile.", "B"),
+    ("Not A or C. The answer is B. It is the only one with trees.", "B"),
+    ("A is wrong. The answer is B. B has the sparse canopy.", "B"),  # the same letter again
+    ("A is wrong. The answer is D. It is a tropical forest.", "D"),  # its own text; "forest" inside it is no B
+    ("A is wrong. The answer is B. Or maybe C.", None),  # another letter after it
+    ("A is wrong. The answer is B. Or maybe rainforest.", None),  # another option's text after it
+    ("A is wrong. The answer is B.\nC could also fit.", None),
+])
+def test_an_answer_phrase_followed_by_an_explanation_still_chooses(prediction, expected):
+    """"So the answer is B. The trees are dense." gave None: any sentence after the answer phrase cancelled it, though
+    one that names no other option only explains the choice."""
+    assert parse_choice(prediction, OPTS) == expected
 
 
 def test_scores_keep_their_own_scale_and_the_docs_say_so():

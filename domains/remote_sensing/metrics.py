@@ -217,7 +217,7 @@ _RSVQA = "Lobry et al., RSVQA, IEEE TGRS 2020 (accuracy per question type)"
 _RS_VQA_SCORE = "Mini-InternVL internvl_chat/eval/domain_specific/rs_vqa/score.py"
 _BUCKETS = "the same bucket 0 / 1-100 / 101-1000 / >1000"
 _LABEL_RULE = ("with options, the option parse_choice reads (as mc: an explicit letter, or an answer whose text equals "
-               "exactly one option's, or the letter a reasoning reply's last sentence names after an answer phrase; "
+               "exactly one option's, or the letter a reasoning reply names after an answer phrase, no other option named after it; "
                "several options otherwise, or an option's text merely contained, score 0), texts compared "
                "as labels (CamelCase and _ / - split, lower case, punctuation and articles dropped); without options, "
                "the answer's label equals the reference's")
