@@ -119,6 +119,16 @@ def test_parse_rating():
             parse_rating(bad)
 
 
+def test_parse_rating_reads_the_scale_written_in_words():
+    """"8 out of 10" was read as 8 (of 100) while "8/10" was refused: a rating on another scale scored a tenth of
+    what the judge meant. The judge rates out of 100 (DriveLM's prompt), so a scale in words is checked the same."""
+    assert parse_rating("77 out of 100") == 77.0
+    assert parse_rating("Rating: 85 (out of 100).") == 85.0
+    for bad in ("8 out of 10", "I'd give it 8 Out Of 10", "score of 7 (out of 10)", "8 / 10", "Rating: 8.5/10", "8/5"):
+        with pytest.raises(JudgeError, match="is not out of 100"):
+            parse_rating(bad)
+
+
 def test_failures_are_counted_not_scored_and_the_key_is_masked(server):
     server.replies.update({"broken": 500, "denied": 401, "chatty": "I cannot rate this."})
     judge = Judge(judge_config(server))

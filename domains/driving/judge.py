@@ -148,12 +148,15 @@ def judge_messages(answer: str, reference: str) -> list[dict[str, str]]:
 
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?P<exponent>[eE][+-]?\d+)?(?:\s*/\s*(?P<scale>\d+(?:\.\d+)?))?")
+# a number, and the scale it is written on: "77/100", "8 / 10", "8 out of 10", "7 (out of 10)"
+_NUMBER = re.compile(r"(?P<value>-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)"
+                     r"(?:\s*/\s*(?P<scale>\d+(?:\.\d+)?)|\s*\(?\s*out\s+of\s+(?P<out_of>\d+(?:\.\d+)?)\)?)?", re.I)
 
 
 def parse_rating(reply: str) -> float:
     """The rating in a judge reply: its first number (after any ``<think>`` block), which must lie in 0..100; one
-    written as a fraction must be out of 100 (``77/100``; ``8/10`` is refused, not read as 8).
+    written on a scale must be out of 100 (``77/100``, ``77 out of 100``; ``8/10`` and ``8 out of 10`` are refused,
+    not read as 8 of 100).
 
     Reasoning left open (a reply cut at ``max_tokens`` inside ``<think>``) or closed without its opening tag (a
     server that strips ``<think>``) is no rating either: its numbers are the judge's working, not its score."""
@@ -162,8 +165,9 @@ def parse_rating(reply: str) -> float:
     m = _NUMBER.search(text)
     if m is None:
         raise JudgeError(f"judge reply holds no number: {text.strip()[:80]!r}")
-    value = float(m.group(0).partition("/")[0])
-    if m["scale"] is not None and float(m["scale"]) != 100.0:  # "8/10": a rating on another scale, not 8 of 100
+    value = float(m["value"])
+    scale = m["scale"] or m["out_of"]
+    if scale is not None and float(scale) != 100.0:  # "8/10", "8 out of 10": another scale, not 8 of 100
         raise JudgeError(f"judge rating {m.group(0)!r} is not out of 100 (reply {text.strip()[:80]!r})")
     if not 0.0 <= value <= 100.0:
         raise JudgeError(f"judge rating {value:g} is outside 0..100 (reply {text.strip()[:80]!r})")
