@@ -124,6 +124,10 @@ def test_coco_scores_match_the_official_pipeline():
         coco_scores([], [])
     with pytest.raises(ValueError, match="references"):
         coco_scores(["a"], ["a", "b"])
+    # a missing or blank reference raised a raw TypeError (None) or scored as a near-zero match (""): now named
+    for refs in ([None], ["  "], [["a car", None]], [5]):
+        with pytest.raises(ValueError, match="sample 1: reference"):
+            coco_scores(["a car", "a bus"], [["a car"], *refs])
 
 
 # --------------------------------------------------------------------------------------------- protocols

@@ -51,6 +51,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["COCO_KEYS", "PROTOCOLS", "PUNCTUATION_TOKENS", "bleu", "check_protocol", "cider", "coco_scores",
            "ptb_tokenize", "ptb_tokenize_batch", "rouge_l"]
@@ -467,20 +468,29 @@ def cider(hypotheses: Sequence[Sequence[str]], references: Sequence[Sequence[Seq
 
 
 # ---------------------------------------------------------------------------------------------- together
+def _reference_list(k: int, ref: Any) -> list[str]:
+    """Sample `k`'s references as a list, or a ValueError naming the sample when one is missing or blank (nothing
+    to score against: a caller leaves such samples out, as DriveLM's q_only file has no answers)."""
+    refs = [ref] if isinstance(ref, str) else list(ref) if isinstance(ref, Sequence) else None
+    if refs is None or not all(isinstance(r, str) and r.strip() for r in refs):
+        raise ValueError(f"sample {k}: reference {ref!r} is not a non-empty text or list of non-empty texts")
+    return refs
+
+
 def coco_scores(predictions: Sequence[str], references: Sequence[str | Sequence[str]],
                 protocol: str = "official") -> dict[str, float]:
     """``{"Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "ROUGE_L", "CIDEr"}`` (in this order) for raw texts.
 
     `references` holds one string or a list of strings per prediction. Texts are tokenized with
     :func:`ptb_tokenize` first (with `protocol`'s rules), as ``language_evaluation.CocoEvaluator`` does with
-    the Java tokenizer.
+    the Java tokenizer. A missing (None) or blank reference is a ValueError naming its sample.
     """
     check_protocol(protocol)
     if not predictions:
         raise ValueError("no predictions to score")
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    ref_lists = [[ref] if isinstance(ref, str) else list(ref) for ref in references]
+    ref_lists = [_reference_list(k, ref) for k, ref in enumerate(references)]
     hyp_text = [" ".join(t) for t in ptb_tokenize_batch(predictions, protocol)]
     flat = ptb_tokenize_batch([r for refs in ref_lists for r in refs], protocol)
     ref_text, k = [], 0
