@@ -450,9 +450,14 @@ def _turn_value(turn: Any, role: str) -> str | None:
 
 
 def reference_of(record: Any) -> str:
-    """The record's reference answer: `record.answer`, else the value of its last gpt turn."""
+    """The record's reference answer: `record.answer` (a number as its text, as the record reader keeps it), else
+    the value of its last gpt turn; ValueError naming the record for an answer of another type."""
     answer = _field(record, "answer")
+    if isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        return str(answer)  # {"answer": 3} from a mapping, as the reader's Record holds "3"
     if answer is not None:
+        if not isinstance(answer, str):
+            raise ValueError(f"{_where(record)}: answer must be a string, got {type(answer).__name__} {answer!r}")
         return answer
     for turn in reversed(_field(record, "conversations") or []):
         value = _turn_value(turn, "gpt")

@@ -495,6 +495,12 @@ def test_the_sample_field_readers_take_a_plain_mapping():
         metrics.reference_of({"source": "toy", "line": 4, "conversations": turns[:1]})
     with pytest.raises(ValueError, match=r"^toy:5: no answer and no gpt turn"):
         metrics.reference_of({"source": "toy", "line": 5})
+    # a number answer reads as its text, as the record reader keeps it (a raw TypeError from score() before)
+    assert metrics.reference_of({"answer": 3}) == "3"
+    assert score("3", {"answer": 3}) == {"exact_match": 1.0, "token_f1": 1.0}
+    assert score("B", {"answer": 1, "options": ["0", "1"]}) == {"accuracy": 1.0}
+    with pytest.raises(ValueError, match=r"^toy:6: answer must be a string, got list"):
+        metrics.reference_of({"source": "toy", "line": 6, "answer": ["B"]})
     # and the task a mapping names is the one it is scored by (it read as "mc" from the question's options)
     assert infer_task({"task": "vqa", "conversations": turns}) == "vqa"
     assert score("b", {"task": "short", "conversations": turns}) == {"exact_match": 1.0, "token_f1": 1.0}
