@@ -12,6 +12,7 @@ from tests.deps import require
 
 require("pydicom")
 import pydicom
+from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import JPEGLSLossless
 
@@ -60,3 +61,26 @@ def test_convert_counts_undecodable_files_under_one_reason(tmp_path, no_jpeg_ls_
     assert report.skipped == {reason: 3}
     assert report.examples[reason] == [f"mr/ls{k}.dcm: not decoded" for k in range(3)]
     assert report.written == 2
+
+
+@pytest.mark.parametrize("syntax, name", [("1.2.840.10008.1.2.4.100", "MPEG2 Main Profile / Main Level"),
+                                          ("1.2.3.4.5", "1.2.3.4.5")])
+def test_a_syntax_no_plugin_decodes_is_named_unsupported(tmp_path, syntax, name):
+    """A transfer syntax pydicom has no decoder for at all (video, a private UID) is "unsupported", naming it, not
+    "invalid image attributes" (a private UID) nor "cannot decode" (as if the data were damaged); convert skips the
+    file naming it and the reason."""
+    ds = pydicom.dcmread(PLAIN)
+    ds.file_meta.TransferSyntaxUID = syntax
+    with pytest.raises(DicomError) as err:
+        dicom_to_rgb(ds)
+    assert err.value.reason == f"unsupported transfer syntax {name}"
+    assert "no pixel-data decoder" in err.value.detail
+    src = tmp_path / "raw"
+    for label in ("mr", "ct"):
+        (src / label).mkdir(parents=True)
+        shutil.copy(PLAIN, src / label / "plain.dcm")
+    ds.PixelData = encapsulate([ds.PixelData])  # as a compressed syntax is stored
+    ds.save_as(src / "mr" / "video.dcm", enforce_file_format=True)
+    report = convert_classification(src, tmp_path / "out", test_fraction=0.0)
+    assert report.skipped == {"unreadable DICOM": 1}
+    assert report.examples["unreadable DICOM"][0].startswith(f"mr/video.dcm: unsupported transfer syntax {name} (")

@@ -596,7 +596,11 @@ def _decode(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
     tsyntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if not tsyntax:
         raise _Fail("no Transfer Syntax UID in the file meta information")
-    decoder = get_decoder(UID(tsyntax))
+    try:
+        decoder = get_decoder(UID(tsyntax))
+    except NotImplementedError:  # a syntax pydicom has no plug-in for at all (video, private): nothing to install
+        raise _Fail(f"unsupported transfer syntax {UID(tsyntax).name}", "pydicom has no pixel-data decoder for it; "
+                    "transcode the file to an uncompressed transfer syntax first") from None
     if not decoder.is_available:
         raise _Fail(f"{NO_DECODER} for {UID(tsyntax).name} ({_install_hint(decoder)})")
     part = _whole_frame(ds, frame, UID(tsyntax))
