@@ -919,3 +919,47 @@ def test_a_series_path_leaving_the_source_is_not_named_by_the_folders_around_it(
     assert len(rows) == 2 and not any("DOE^JANE" in e or str(tmp_path) in e for e in rows), rows
     assert any(e.endswith("'../x' leads outside . (to ../x)") for e in rows), rows
     assert any(e.endswith("'link' leads through a symlink to a place outside .") for e in rows), rows
+
+
+def test_vqa_sets_never_write_two_source_images_to_one_output(tmp_path):
+    """VQA-RAD, SLAKE and PMC-VQA rows naming a.jpg and a.JPG (two files), or a.bmp beside a_bmp.png, each get
+    their own output image: one was written over the other, and a record showed the other's pixels."""
+    shades = {"a.jpg": 0, "a.JPG": 250, "b.bmp": 80, "b_bmp.png": 170}
+
+    def images(folder: Path) -> None:
+        folder.mkdir(parents=True)
+        for name, shade in shades.items():
+            Image.new("L", (16, 16), shade).save(folder / name, format=Image.registered_extensions()[
+                Path(name).suffix.lower()], quality=100)
+
+    def check(recs: list[dict], out: Path, name_of) -> None:
+        assert len(recs) == len(shades)
+        for r in recs:
+            pixel = Image.open(out / r["image"]).convert("L").getpixel((8, 8))
+            assert abs(pixel - shades[name_of(r)]) <= 3, (r["image"], name_of(r), pixel)
+
+    rad = tmp_path / "rad"
+    images(rad / "VQA_RAD Image Folder")
+    (rad / "VQA_RAD Dataset Public.json").write_text(json.dumps(
+        [{"qid": k, "image_name": name, "question": "Is it dark?", "answer": "yes", "answer_type": "CLOSED",
+          "phrase_type": "freeform"} for k, name in enumerate(shades)]))
+    check(all_records(convert_vqa_rad(rad, tmp_path / "rad_out", progress=False)), tmp_path / "rad_out",
+          lambda r: r["meta"]["image_name"])
+
+    slake = tmp_path / "Slake1.0"
+    images(slake / "imgs" / "xmlab0")
+    (slake / "train.json").write_text(json.dumps(
+        [{"qid": k, "img_name": f"xmlab0/{name}", "question": "Is it dark?", "answer": "yes", "answer_type": "CLOSED",
+          "q_lang": "en", "img_id": k} for k, name in enumerate(shades)]))
+    names = list(shades)
+    check(all_records(convert_slake(slake, tmp_path / "slake_out", progress=False)), tmp_path / "slake_out",
+          lambda r: names[r["meta"]["img_id"]])
+
+    pmc = tmp_path / "pmc"
+    images(pmc / "images")
+    with (pmc / "train.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["Figure_path", "Question", "Answer"])
+        writer.writerows([name, "What is shown?", "a square"] for name in shades)
+    check(all_records(convert_pmc_vqa(pmc, tmp_path / "pmc_out", mode="open", progress=False)),
+          tmp_path / "pmc_out", lambda r: r["meta"]["figure"])

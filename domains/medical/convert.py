@@ -122,6 +122,7 @@ from domains.files import (
     remove_unreferenced_images,
     safe_name,
     split_of,
+    unique_stems,
     write_output,
     write_splits,
 )
@@ -273,19 +274,19 @@ def _name(value: Any) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _out_stem(name: str) -> str:
-    """The output stem of an image named in a data file: its path without the suffix, as one safe name
-    (``xmlab0/source.jpg`` -> ``xmlab0_source-<hash>``: :func:`~domains.files.safe_name`)."""
-    return safe_name(Path(name).with_suffix("").as_posix())
+def _out_stems(names: Iterable[str]) -> dict[str, str]:
+    """The output stem of each image named in a data file (:func:`~domains.files.unique_stems`: its path without the
+    suffix as one safe name, ``xmlab0/source.jpg`` -> ``xmlab0_source-<hash>``), distinct for distinct names:
+    ``a.jpg`` and ``a.JPG``, or ``a.bmp`` and ``a.png``, are two images and must not land on one output file."""
+    return unique_stems(name for name in names if name)
 
 
 def _copy_target(src: Path, rel_stem: str) -> tuple[str, bool]:
     """(output path relative to `out`, whether the file is kept byte for byte) of :func:`_copy_image`."""
     suffix = src.suffix.lower()
     keep = suffix in (".jpg", ".jpeg", ".png")
-    # a converted a.bmp must not land on the a.png of a neighbour
-    rel = f"{rel_stem}{suffix}" if keep else f"{rel_stem}_{safe_name(suffix[1:])}.png"
-    return rel, keep
+    # `rel_stem` is unique for the source name (_out_stems): a converted a.bmp and a neighbour a.png have two stems
+    return f"{rel_stem}{suffix if keep else '.png'}", keep
 
 
 def _copy_step(src: Path, keep: bool) -> tuple[bytes, tuple[int, int]]:
@@ -642,11 +643,13 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     splits: dict[str, list[dict]] = {"train": [], "test": []}
     images: dict[tuple[Path, str], tuple[str, tuple[int, int]] | SkipInput] = {}
     ids: set[str] = set()
+    stems = _out_stems(_name(row.get("image_name")) for row in rows if isinstance(row, dict))
+
     def plan():  # every image a row names, in row order (a superset of those converted)
         for row in rows:
             name = _name(row.get("image_name")) if isinstance(row, dict) else ""
             try:
-                yield _copy_plan(inside_root(img_dir, name), out, f"images/{dataset}/{_out_stem(name)}")
+                yield _copy_plan(inside_root(img_dir, name), out, f"images/{dataset}/{stems.get(name)}")
             except SkipInput:
                 continue
 
@@ -663,7 +666,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
                 if split is None:
                     raise SkipInput("unknown split", f"{where}: phrase_type {phrase!r} is not one of {sorted(VQA_RAD_SPLITS)}")
                 question, answer, atype, name = _vqa_fields(row, where, "image_name")
-                status = _image_once(images, name, img_dir, out, f"images/{dataset}/{_out_stem(name)}", report, where,
+                status = _image_once(images, name, img_dir, out, f"images/{dataset}/{stems[name]}", report, where,
                                      pf)
             except SkipInput as exc:
                 report.skip(where, exc.reason, exc.detail)
@@ -714,6 +717,8 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     out_splits: dict[str, list[dict]] = {}
     images: dict[tuple[Path, str], tuple[str, tuple[int, int]] | SkipInput] = {}
     ids: set[str] = set()
+    stems = _out_stems(_name(row.get("img_name")) for row in _json_rows(found.values()))
+
     def plan():  # every image a row names, in row order (a superset of those converted)
         for path in found.values():
             rows = json.loads(path.read_text(encoding="utf-8"))
@@ -721,7 +726,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                 name = _name(row.get("img_name")) if isinstance(row, dict) else ""
                 try:
                     yield _copy_plan(inside_root(root / "imgs", name), out,
-                                     f"images/{dataset}/{_out_stem(name)}")
+                                     f"images/{dataset}/{stems.get(name)}")
                 except (SkipInput, ValueError):
                     continue
 
@@ -745,8 +750,8 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                     if lang is not None and row_lang != lang:
                         continue
                     question, answer, atype, name = _vqa_fields(row, where, "img_name")
-                    stem = _out_stem(name)  # xmlab0/source.jpg -> xmlab0_source-<hash>
-                    status = _image_once(images, name, root / "imgs", out, f"images/{dataset}/{stem}", report, where, pf)
+                    status = _image_once(images, name, root / "imgs", out, f"images/{dataset}/{stems[name]}", report,
+                                         where, pf)
                 except SkipInput as exc:
                     report.skip(where, exc.reason, exc.detail)
                     continue
@@ -761,17 +766,22 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
-def _slake_languages(paths: Iterable[Path]) -> set[str]:
-    """The q_lang values (absent: ``en``) of the rows of the SLAKE files that parse (the others are reported later)."""
-    langs: set[str] = set()
+def _json_rows(paths: Iterable[Path]) -> list[dict]:
+    """The object rows of the JSON lists in `paths` that parse (the others are reported later)."""
+    out: list[dict] = []
     for path in paths:
         try:
             rows = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
         if isinstance(rows, list):
-            langs.update(_text(row.get("q_lang")) or "en" for row in rows if isinstance(row, dict))
-    return langs
+            out += [row for row in rows if isinstance(row, dict)]
+    return out
+
+
+def _slake_languages(paths: Iterable[Path]) -> set[str]:
+    """The q_lang values (absent: ``en``) of the rows of the SLAKE files that parse (the others are reported later)."""
+    return {_text(row.get("q_lang")) or "en" for row in _json_rows(paths)}
 
 
 # --------------------------------------------------------------------------------------------- PMC-VQA
@@ -834,6 +844,14 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     report = _report(dataset, src, out, Path(images_dir) if images_dir is not None else None)
     out_splits: dict[str, list[dict]] = {}
     images: dict[tuple[Path, str], tuple[str, tuple[int, int]] | SkipInput] = {}
+    figures: dict[Path, list[str]] = {}  # the figures each image folder's CSVs name, for their output stems
+    for name in names:
+        try:
+            figures.setdefault(image_dir(name), []).extend(_name(row.get("Figure_path")) for *_, row in
+                                                           _read_csv(src / name))
+        except (OSError, csv.Error, UnicodeDecodeError, ValueError):  # reported in the loop
+            continue
+    stems = {folder: _out_stems(found) for folder, found in figures.items()}
 
     def plan():  # every figure a row names, in row order (a superset of those converted)
         for name in names:
@@ -846,7 +864,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                 figure = _name(row.get("Figure_path"))
                 try:
                     yield _copy_plan(inside_root(img_dir, figure), out,
-                                     f"images/{dataset}/{safe_name(img_dir.name)}/{_out_stem(figure)}")
+                                     f"images/{dataset}/{safe_name(img_dir.name)}/{stems[img_dir].get(figure)}")
                 except SkipInput:
                     continue
 
@@ -894,7 +912,7 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                     elif not answer:
                         raise SkipInput("empty answer", f"{where}: empty Answer")
                     status = _image_once(images, figure, img_dir, out,
-                                         f"images/{dataset}/{safe_name(img_dir.name)}/{_out_stem(figure)}", report,
+                                         f"images/{dataset}/{safe_name(img_dir.name)}/{stems[img_dir][figure]}", report,
                                          where, pf)
                 except SkipInput as exc:
                     report.skip(where, exc.reason, exc.detail)
