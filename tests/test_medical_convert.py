@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from adapt.metrics import mc_accuracy
-from domains.base import get_domain
+from domains.base import DomainError, get_domain
 from domains.boxes import parse_ref_boxes
 from domains.files import PATH_ESCAPES
 from domains.medical.convert import (
@@ -963,3 +963,20 @@ def test_vqa_sets_never_write_two_source_images_to_one_output(tmp_path):
         writer.writerows([name, "What is shown?", "a square"] for name in shades)
     check(all_records(convert_pmc_vqa(pmc, tmp_path / "pmc_out", mode="open", progress=False)),
           tmp_path / "pmc_out", lambda r: r["meta"]["figure"])
+
+
+def test_classification_refuses_two_class_folders_giving_one_label(tmp_path):
+    """Liver_Lesion/ and liver-lesion/ beside each other were merged into one class without a word; now an error
+    naming both (the same class folder under train/ and test/ still makes one class)."""
+    src = tmp_path / "src"
+    for name in ("Liver_Lesion", "liver-lesion", "normal"):
+        (src / name).mkdir(parents=True)
+        Image.new("L", (16, 16), 9).save(src / name / "a.png")
+    with pytest.raises(DomainError, match="'Liver_Lesion' and 'liver-lesion' both give the label 'liver lesion'"):
+        convert_classification(src, tmp_path / "out", progress=False)
+    split = tmp_path / "split"
+    for name in ("train/normal", "test/normal", "train/cyst", "test/cyst"):
+        (split / name).mkdir(parents=True)
+        Image.new("L", (16, 16), 9).save(split / name / "a.png")
+    recs = all_records(convert_classification(split, tmp_path / "out2", progress=False))
+    assert len(recs) == 4 and {r["answer"] for r in recs} == {"A", "B"}

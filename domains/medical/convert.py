@@ -982,7 +982,8 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         <image>\\nWhich of the following best describes this image?\\nA. {class 1}\\nB. {class 2}\\n…
         Answer with the option's letter from the given choices directly.
 
-    over all class labels (sorted; at most 26), answer = the letter, ``options`` = the labels. A class folder none of
+    over all class labels (sorted; at most 26), answer = the letter, ``options`` = the labels; two class folders
+    beside each other giving one label (``Liver_Lesion``, ``liver-lesion``) are a :class:`DomainError`. A class folder none of
     whose files converts (only RT dose grids, say) is left out of the labels and reported (``class without images``).
 
     DICOM files (``.dcm``, ``.dicom``, or any other name but an image suffix whose first bytes say DICOM: files
@@ -1009,7 +1010,12 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     roots = list(split_dirs.items()) if split_dirs and len(split_dirs) == len(subdirs) else [(src, None)]
     items: list[tuple[str | None, Path, Path, str]] = []  # (split, class dir, file, label)
     for root, split in roots:
+        named: dict[str, Path] = {}
         for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            other = named.setdefault(label_fn(d.name), d)
+            if other != d:  # two folders of one root would be merged into one class, unsaid
+                raise DomainError(f"{root}: class folders {other.name!r} and {d.name!r} both give the label "
+                                  f"{label_fn(d.name)!r}; rename or merge them")
             files = _class_files(d, src, report)
             if not files:
                 report.skip(d, "empty class folder", f"{d}: no PNG / JPEG / DICOM files")
