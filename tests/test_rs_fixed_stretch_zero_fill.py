@@ -83,7 +83,7 @@ def test_a_zero_filled_edge_without_nodata_is_said(tmp_path, scope):
     assert report.warnings.get(ZERO_FILL) == 1
     text = report.warning_examples[ZERO_FILL][0]
     assert text.startswith("s.tif: 31.2% of the pixels read are 0 in every band")
-    assert "and the file has no nodata value" in text and text.endswith("pass --option nodata=0")
+    assert "and no nodata value marks them" in text and text.endswith("pass --option nodata=0")
     assert (scope == "chip") == ("band (1 chip(s) over 2% zeros) and" in text)
     assert "they pull the 2 % stretch limit down to 0 (washed-out colours); if they are fill" in text
 

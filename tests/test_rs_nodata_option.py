@@ -70,3 +70,28 @@ def test_a_nan_nodata_of_integer_pixels_is_said_naming_the_file(tmp_path):
     assert "tagged.tif" in text and "the file's nodata 0.5 cannot occur in its int16 pixels" in text
     notes = dict(image_notes(tagged))
     assert str(tagged) in notes["nodata masks nothing"] and "--option nodata=" in notes["nodata masks nothing"]
+
+
+def test_zero_fill_is_still_said_when_the_nodata_masks_nothing(tmp_path):
+    # a nodata the pixels cannot hold leaves the zero collar as data: it drags the stretch as with no nodata at all
+    path = scene(tmp_path / "s.tif")
+    for nodata in (float("nan"), -9999):
+        report = convert_scene_chips(path, tmp_path / f"out{nodata}", size=64, overlap=0, nodata=nodata,
+                                     progress=False)
+        assert report.warnings.get("nodata masks nothing") == 1 and report.warnings.get("zero fill without nodata") == 1
+        notes = dict(image_notes(path, nodata=nodata))
+        assert "nodata masks nothing" in notes and "pass --option nodata=0" in notes["zero fill without nodata"]
+        seen: list = []
+        read_rgb(path, nodata=nodata, notes=seen)
+        assert "zero fill without nodata" in dict(seen)
+    # a uint16 GeoTIFF tagged nodata "nan" (rasterio refuses to write it, so the tag is patched in): ignored as GDAL
+    # ignores it, every pixel read as data, and its zero collar said
+    tagged = tmp_path / "nan_tag.tif"
+    with rasterio.open(path) as ds, rasterio.open(tagged, "w", **{**ds.profile, "nodata": 123}) as out:
+        out.write(ds.read())  # zeros in the left half, as in `path`
+    raw = tagged.read_bytes()
+    assert raw.count(b"123\0") == 1
+    tagged.write_bytes(raw.replace(b"123\0", b"nan\0"))
+    image, valid = read_rgb(tagged)
+    assert valid.all() and np.asarray(image)[:, 48:].any()
+    assert "zero fill without nodata" in dict(image_notes(tagged))

@@ -39,7 +39,9 @@ file's) or is NaN / infinite -- as GDAL's dataset mask (``dataset_mask()``) read
 (per-dataset) mask masks it. Zeros are data unless nodata says otherwise: a scene edge zero-filled without a nodata
 tag (common in Sentinel-2 / Landsat products, and an orthomosaic's black collar) pulls a percentile stretch's low end
 to 0 and gives all-black chips that are kept, which :func:`iter_chips` reports (``zero fill without nodata``, naming
-``nodata=0``). Invalid pixels are black in the image and ``False`` in the mask; a band's
+``nodata=0``). A nodata the pixel type cannot hold (-9999 in uint16, NaN in an integer band: rasterio reads a
+file's NaN tag there as no nodata) masks nothing: said (``nodata masks nothing``), and zeros are then reported as
+with no nodata. Invalid pixels are black in the image and ``False`` in the mask; a band's
 stretch percentiles are taken over its own valid values (not nodata, finite) of the valid pixels.
 
 Errors name the file: :class:`RasterError` (a ``ValueError``) for unreadable, truncated or corrupt files,
@@ -274,11 +276,9 @@ def _unheld_nodata(src, indexes: list[int], nodata: float | None) -> str | None:
     """A note when the nodata in use -- the `nodata` option, else the file's own -- cannot occur in the bands' pixel
     type (-9999 in uint16, NaN in any integer type), so it masks nothing; None otherwise."""
     value = _nodata(src, nodata)
-    if value is None:
+    if value is None or _masking_nodata(src, indexes, value) is not None:
         return None
     types = sorted({src.dtypes[i - 1] for i in indexes})
-    if all(_representable(value, np.dtype(t)) for t in types):
-        return None
     if nodata is None:
         return (f"the file's nodata {value:g} cannot occur in its {'/'.join(types)} pixels, so it masks nothing; "
                 "pass --option nodata=N for the value that marks no data")
@@ -291,6 +291,14 @@ def _nodata(src, nodata: float | None) -> float | None:
     if nodata is not None:
         return float(nodata)
     return None if src.nodata is None else float(src.nodata)
+
+
+def _masking_nodata(src, indexes: list[int], nd: float | None) -> float | None:
+    """`nd` (the nodata in use), or None when it masks nothing: a value the bands' pixel type cannot hold, so their
+    zeros are data as without any nodata (and said so)."""
+    if nd is None or not all(_representable(nd, np.dtype(src.dtypes[i - 1])) for i in indexes):
+        return None
+    return nd
 
 
 def _read(src, path: Path, indexes: list[int], window: Window | None = None, cache: int | None = None) -> np.ndarray:
@@ -514,11 +522,12 @@ def read_rgb(path: str | Path, bands: Sequence[int | str] | None = None,
         data = _read(src, p, indexes)
         masks = _file_masks(src, p, indexes)
         header = _header_notes(src, p, indexes, bands, band_names, nodata) if notes is not None else []
+        zeros = _masking_nodata(src, indexes, nd) is None and lut is None  # zeros are data: said when they matter
     valid = _valid_mask(data, nd, masks)
     if not valid.any():
         raise RasterError(f"{p}: every pixel is nodata ({nd}), masked or not finite in bands {indexes}")
     if notes is not None:
-        notes += header + (_zero_notes(p, data, valid, stretch) if nd is None and lut is None else [])
+        notes += header + (_zero_notes(p, data, valid, stretch) if zeros else [])
     if lut is not None and not coloured:
         return Image.fromarray(_palette_rgb(data, valid, lut), mode="RGB"), valid
     if coloured:
@@ -726,7 +735,7 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
                             "hold no valid pixel (sparse data), so each chip is stretched on its own (as with "
                             "stretch_scope=chip) and chips' colours are not comparable")
         # zeros taken as data (no nodata): counted, to say when they drag a percentile stretch or make kept chips
-        zero_check = report is not None and nd is None and lut is None
+        zero_check = report is not None and _masking_nodata(src, indexes, nd) is None and lut is None
         drag_at = _drag_share(stretch)
         zeros = seen = zero_chips = empty_chips = 0
         step = size - overlap
@@ -785,7 +794,7 @@ def _zero_fill_text(path: Path, share: float, dragged: tuple[float, float] | Non
     percentile stretch they pull down, `kept` what all-zero output is kept."""
     why = ([f"they pull the {dragged[0]:g} % stretch limit down to 0 (washed-out colours)"] if dragged else []) \
         + ([kept] if kept else [])
-    return (f"{path}: {share:.1%} of the pixels read are 0 in every band{where} and the file has no nodata value, so "
+    return (f"{path}: {share:.1%} of the pixels read are 0 in every band{where} and no nodata value marks them, so "
             f"the zeros count as data: {'; '.join(why)}; if they are fill (a scene edge), pass --option nodata=0")
 
 
@@ -805,7 +814,7 @@ def image_notes(path: str | Path, bands: Sequence[int | str] | None = None,
         indexes = resolve_bands(src, bands, band_names)
         notes = _header_notes(src, p, indexes, bands, band_names, nodata)
         stretch = resolve_stretch(src, indexes, stretch)
-        if _nodata(src, nodata) is not None or palette_of(src, indexes) is not None \
+        if _masking_nodata(src, indexes, _nodata(src, nodata)) is not None or palette_of(src, indexes) is not None \
                 or src.width * src.height > max_pixels:
             return notes
         data = _read(src, p, indexes)
