@@ -1106,7 +1106,8 @@ def load_scene_boxes(path: str | Path, report: ConvertReport | None = None) -> t
             elif feature and item.get("geometry"):
                 bounds = _geometry_bounds(item["geometry"])
             elif feature and item.get("bbox") is not None:
-                bounds = _four(item["bbox"][:2] + item["bbox"][-2:] if len(item["bbox"]) == 6 else item["bbox"], "bbox")
+                bb = item["bbox"]  # 3D (RFC 7946): west, south, min-z, east, north, max-z
+                bounds = _four(bb[:2] + bb[3:5] if isinstance(bb, list) and len(bb) == 6 else bb, "bbox")
             else:
                 raise ValueError(f"needs a pixel box ({'/'.join(_PIXEL_KEYS)}), map bounds ({'/'.join(_MAP_KEYS)}) "
                                  "or a GeoJSON geometry")

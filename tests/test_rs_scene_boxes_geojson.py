@@ -1,0 +1,24 @@
+"""GeoJSON members of a scene boxes file: a 3D ``bbox`` (RFC 7946: west, south, min-z, east, north, max-z) gives
+its west / south / east / north corners, and a geometry holding a non-finite coordinate is a malformed box."""
+
+from __future__ import annotations
+
+import json
+
+from domains.remote_sensing.convert import load_scene_boxes
+
+
+def _features(tmp_path, *features):
+    path = tmp_path / "boxes.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": list(features)}))
+    return path
+
+
+def test_a_3d_bbox_gives_its_horizontal_corners(tmp_path):
+    path = _features(tmp_path,
+                     {"type": "Feature", "properties": {"id": "a", "class": "ship"}, "geometry": None,
+                      "bbox": [510200.0, 3989500.0, 0.0, 510400.0, 3989600.0, 30.0]},
+                     {"type": "Feature", "properties": {"id": "b", "class": "ship"}, "geometry": None,
+                      "bbox": [510200.0, 3989500.0, 510400.0, 3989600.0]})
+    objects, _ = load_scene_boxes(path)
+    assert [o["bounds"] for o in objects] == [(510200.0, 3989500.0, 510400.0, 3989600.0)] * 2
