@@ -1037,6 +1037,8 @@ def _geometry_bounds(geom: Any) -> tuple[float, float, float, float]:
         walk(geom.get("coordinates"))
     if not xs:
         raise ValueError(f"geometry {geom.get('type')!r} holds no coordinates")
+    if not all(math.isfinite(v) for v in xs + ys):  # min / max would pass over a NaN (JSON's NaN is read)
+        raise ValueError(f"geometry {geom.get('type')!r} holds a coordinate that is not finite")
     return min(xs), min(ys), max(xs), max(ys)
 
 
