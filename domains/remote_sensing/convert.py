@@ -1279,7 +1279,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
       down, x2/y2 the far edges, so the whole scene is ``[0, 0, W, H]``);
     * ``bounds`` (or ``map_bounds``, ``map_box``): **map** ``[left, bottom, right, top]`` in the file's ``crs``,
       reprojected to each scene's CRS where it differs (the bounding box of the box's densified edges; one that
-      cannot be reprojected is skipped as ``"crs mismatch"``), or in the scene CRS when the file names none;
+      cannot be reprojected is skipped as ``"crs mismatch"``), or in the scene CRS when the file names none (on a
+    scene whose geotransform is rotated a map box becomes the pixel box bounding its turned outline, larger than the
+    object: warned once per scene, ``map boxes on a rotated scene``);
       a GeoJSON feature may instead carry a ``geometry`` (Polygon, MultiPolygon, ...: its bounding box is
       used) or a ``bbox`` member -- GeoJSON coordinates are taken in the *scene CRS*, not WGS 84, unless
       the file names its ``crs`` (``"crs": "EPSG:4326"``; an object lying outside every scene whose bounds
@@ -1360,6 +1362,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         tag = tag_of[rel]
         # -- objects of this scene, in scene pixels
         scene_objs: list[tuple[int, Box]] = []
+        turned = False  # a map box placed on this scene through a rotated geotransform: said once
         try:
             with open_raster(scene) as ds:
                 W, H, transform, crs = ds.width, ds.height, ds.transform, ds.crs
@@ -1396,6 +1399,12 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                                              f"{exc}")
                         continue
                 b = Box(*(round(v, 6) for v in map_box_to_chip(bounds, transform)))
+                if not transform.is_rectilinear and not turned:
+                    turned = True
+                    report.warn(scene, "map boxes on a rotated scene",
+                                f"{scene}: its geotransform is rotated, so a map box becomes the pixel box bounding "
+                                "its turned outline, larger than the object; give boxes in pixels "
+                                f"({_PIXEL_KEYS[0]}) for tight ones")
             if b.x2 <= 0 or b.y2 <= 0 or b.x1 >= W or b.y1 >= H:
                 hint = ""
                 if obj["pixel"] is None and boxes_crs is None and crs is not None and crs.is_projected and \
