@@ -99,6 +99,7 @@ def test_a_scene_linked_in_from_outside_the_folder_is_refused(tmp_path):
     ({"min_valid": 5}, "min_valid must be a fraction from 0 to 1 (of a chip's pixels that hold data), got 5"),
     ({"min_valid": "abc"}, "min_valid must be a fraction from 0 to 1"),
     ({"min_valid": -0.1}, "min_valid must be a fraction from 0 to 1"),
+    ({"min_valid": float("nan")}, "min_valid must be a fraction from 0 to 1"),
     ({"stretch_scope": "tile"}, "stretch_scope must be 'scene' or 'chip', got 'tile'"),
 ])
 def test_min_valid_and_stretch_scope_are_checked_before_reading(tmp_path, monkeypatch, options, named):
@@ -111,6 +112,11 @@ def test_min_valid_and_stretch_scope_are_checked_before_reading(tmp_path, monkey
     with pytest.raises(DomainError) as err:
         convert_scene_chips(path, tmp_path / "out", size=256, overlap=0, progress=False, **options)
     assert str(err.value).startswith(named)
+    # the chip readers too (min_valid=5 skipped every chip without a word, "abc" failed in the first with TypeError)
+    with pytest.raises(DomainError, match="^" + named.split(" must")[0] + " must"):
+        iter_scene_chips(path, size=256, overlap=0, **options)  # eager, as for size and overlap
+    with pytest.raises(DomainError, match="^" + named.split(" must")[0] + " must"):
+        next(raster.iter_chips(path, size=256, overlap=0, **options))
 
 
 def test_an_object_naming_no_scene_read_is_an_unknown_scene(tmp_path):

@@ -997,11 +997,12 @@ def _scene_files(src: Path) -> list[Path]:
 def iter_scene_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
                      stretch: Any = "auto", nodata: float | None = None, band_names: Sequence[str] | None = None,
                      stretch_scope: str = "scene", min_valid: float = 0.0, report: ConvertReport | None = None):
-    """:func:`~domains.remote_sensing.raster.iter_chips` with ``stretch="auto"`` (uint8 as is, else 2-98 %); `size`
-    and `overlap` are checked here, before the scene is opened (DomainError)."""
-    from domains.remote_sensing.raster import check_chip_options, iter_chips
+    """:func:`~domains.remote_sensing.raster.iter_chips` with ``stretch="auto"`` (uint8 as is, else 2-98 %); `size`,
+    `overlap`, `min_valid` and `stretch_scope` are checked here, before the scene is opened (DomainError)."""
+    from domains.remote_sensing.raster import check_chip_filters, check_chip_options, iter_chips
 
     size, overlap = check_chip_options(size, overlap)
+    min_valid, stretch_scope = check_chip_filters(min_valid, stretch_scope)
 
     return iter_chips(path, size=size, overlap=overlap, bands=bands, stretch=stretch, nodata=nodata,
                       band_names=band_names, stretch_scope=stretch_scope, min_valid=min_valid, report=report)
@@ -1317,6 +1318,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     from domains.remote_sensing.raster import (
         RasterError,
         _starts,
+        check_chip_filters,
         check_chip_options,
         check_nodata_option,
         map_box_to_chip,
@@ -1326,11 +1328,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     size, overlap = check_chip_options(size, overlap)  # before any scene or boxes file is read
     check_nodata_option(nodata)
     _check_stretch(stretch)
-    if isinstance(min_valid, bool) or not isinstance(min_valid, (int, float)) or not 0 <= min_valid <= 1:
-        raise DomainError(f"min_valid must be a fraction from 0 to 1 (of a chip's pixels that hold data), "
-                          f"got {min_valid!r}")
-    if stretch_scope not in ("scene", "chip"):
-        raise DomainError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
+    check_chip_filters(min_valid, stretch_scope)
     src, out = Path(src), Path(out)
     if not 0 < min_inside <= 1:
         raise DomainError(f"min_inside must be in (0, 1], got {min_inside}")

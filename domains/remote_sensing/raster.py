@@ -83,6 +83,7 @@ __all__ = [
     "RasterError",
     "chip_box_to_map",
     "chip_cache_bytes",
+    "check_chip_filters",
     "check_chip_options",
     "check_nodata_option",
     "MAX_CHIP_SIZE",
@@ -599,6 +600,17 @@ def check_chip_options(size: Any, overlap: Any) -> tuple[int, int]:
     return size, overlap
 
 
+def check_chip_filters(min_valid: Any, stretch_scope: Any) -> tuple[float, str]:
+    """`min_valid` and `stretch_scope` of :func:`iter_chips` checked; DomainError naming the option otherwise (a
+    ``min_valid`` of 5 skipped every chip without a word, ``"0.5"`` failed in the first chip with a TypeError)."""
+    if isinstance(min_valid, bool) or not isinstance(min_valid, (int, float)) or not 0 <= min_valid <= 1:
+        raise DomainError(f"min_valid must be a fraction from 0 to 1 (of a chip's pixels that hold data), "
+                          f"got {min_valid!r}")
+    if stretch_scope not in ("scene", "chip"):
+        raise DomainError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
+    return float(min_valid), stretch_scope
+
+
 def _starts(length: int, size: int, step: int) -> list[int]:
     if length <= size:
         return [0]
@@ -709,8 +721,7 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
     p = Path(path)
     size, overlap = check_chip_options(size, overlap)
     nodata = check_nodata_option(nodata)
-    if stretch_scope not in ("scene", "chip"):
-        raise DomainError(f"stretch_scope must be 'scene' or 'chip', got {stretch_scope!r}")
+    min_valid, stretch_scope = check_chip_filters(min_valid, stretch_scope)
     stretch = _check_stretch(stretch)
     with open_raster(p) as src:
         indexes = resolve_bands(src, bands, band_names)
