@@ -129,3 +129,11 @@ def test_an_object_naming_no_scene_read_is_an_unknown_scene(tmp_path):
     report = convert_scene_chips(src, tmp_path / "out", size=256, overlap=0, boxes=boxes, progress=False)
     assert report.skipped == {"unknown scene": 1} and report.written == 1
     assert "scene 'tile_7.tif' is none of the 1 scene(s) read (tile_07.tif)" in report.examples["unknown scene"][0]
+
+
+@pytest.mark.parametrize("min_inside", ["0.5", None, True, float("nan"), 0, 1.5])
+def test_a_min_inside_that_is_no_fraction_is_refused_naming_it(tmp_path, min_inside):
+    with pytest.raises(DomainError, match=r"^min_inside must be in \(0, 1\]") as err:
+        convert_scene_chips(scene(tmp_path / "scene.tif"), tmp_path / "out", size=256, overlap=0,
+                            min_inside=min_inside, progress=False)
+    assert str(err.value).endswith(f"got {min_inside!r}") and not (tmp_path / "out").exists()

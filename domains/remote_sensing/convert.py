@@ -1330,8 +1330,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     _check_stretch(stretch)
     check_chip_filters(min_valid, stretch_scope)
     src, out = Path(src), Path(out)
-    if not 0 < min_inside <= 1:
-        raise DomainError(f"min_inside must be in (0, 1], got {min_inside}")
+    if isinstance(min_inside, bool) or not isinstance(min_inside, (int, float)) or not 0 < min_inside <= 1:
+        raise DomainError(f"min_inside must be in (0, 1] (the share of a box's area a chip must hold), "
+                          f"got {min_inside!r}")
     scenes = _scene_files(src)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     if not scenes:
