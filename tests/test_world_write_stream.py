@@ -1,5 +1,6 @@
 """The synthetic general / land-cover sets stream each split to a temporary file and rename it when complete."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,9 @@ def test_the_same_set_is_rewritten_larger_or_smaller_and_an_edited_one_is_refuse
     assert (tmp_path / "test.jsonl").read_text(encoding="utf-8") == ""
     lines = (tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     (tmp_path / "train.jsonl").write_text(lines[0] + lines[1].replace('"answer": "', '"answer": "X'), encoding="utf-8")
+    with pytest.raises(DomainError, match=r"train\.jsonl: edited since it was generated"):
+        generate_general(tmp_path, n_train=2, n_test=0, image_size=32, progress=False)
+    (tmp_path / "manifest.json").unlink()  # an earlier version's set: the edit is met as the split is rewritten
     with pytest.raises(DomainError, match=r"train\.jsonl: line 2 differs"):
         generate_general(tmp_path, n_train=2, n_test=0, image_size=32, progress=False)
     assert '"answer": "X' in (tmp_path / "train.jsonl").read_text(encoding="utf-8")
@@ -99,3 +103,31 @@ def test_an_unknown_split_is_named(name):
 
     with pytest.raises(DomainError, match="split must be one of 'train', 'test', got 'val'"):
         next(getattr(world, name)("val", 1))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_split_edited_after_its_first_line_is_refused_before_anything_is_written(tmp_path, split):
+    # only each split's first line was compared up front: an edit on line 5 was lost without a word to a smaller
+    # call (the file cut to its first lines), or, in test.jsonl, noticed only after train.jsonl had been rewritten
+    from domains.base import DomainError
+    from domains.general.world import generate_general
+
+    generate_general(tmp_path, n_train=6, n_test=6, image_size=32, progress=False)
+    path = tmp_path / f"{split}.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[4] = lines[4].replace('"answer": "', '"answer": "X')
+    path.write_text("".join(lines), encoding="utf-8")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(DomainError, match=rf"{split}\.jsonl: .*edited since it was generated.*nothing was written"):
+        generate_general(tmp_path, n_train=3, n_test=6, image_size=32, progress=False)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_the_manifest_is_the_same_bytes_for_the_same_call(tmp_path):
+    from domains.general.world import MANIFEST, generate_general
+
+    for out in (tmp_path / "a", tmp_path / "b"):
+        generate_general(out, n_train=3, n_test=2, image_size=32, progress=False)
+    assert (tmp_path / "a" / MANIFEST).read_bytes() == (tmp_path / "b" / MANIFEST).read_bytes()
+    manifest = json.loads((tmp_path / "a" / MANIFEST).read_text(encoding="utf-8"))
+    assert {split: entry["lines"] for split, entry in manifest.items()} == {"train": 3, "test": 2}

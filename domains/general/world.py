@@ -1,7 +1,8 @@
 """Synthetic data for the CPU quick start: a "general" world of shapes and a "specialist" land-cover domain.
 
 Two generators write InternVL-style fine-tune data (``internvl.md`` §8): ``out_dir/images/*.png`` plus
-``train.jsonl`` / ``test.jsonl`` whose ``image`` paths are relative to ``out_dir``.
+``train.jsonl`` / ``test.jsonl`` whose ``image`` paths are relative to ``out_dir``, and ``manifest.json`` (each
+split's line count and SHA-256, so that a later call notices a split edited since).
 
 * :func:`generate_general` -- multiple choice (4 options, A-D) over four task families
   (:data:`GENERAL_TASKS`): the colour of a large shape, its kind, how many shapes there are (1-4) and
@@ -28,6 +29,7 @@ independently of the class, so the letter cannot be guessed from the image alone
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -679,12 +681,37 @@ def _line(sample: Sample) -> str:
     return json.dumps(sample.record, ensure_ascii=False) + "\n"
 
 
+MANIFEST = "manifest.json"  # each split file's line count and SHA-256 as written, to tell an edit anywhere in it
+
+
+def _read_manifest(out_dir: Path) -> dict:
+    """`MANIFEST` of `out_dir` as ``{split: {"lines", "sha256"}}``; {} where there is none (an earlier version's set)
+    or it does not parse."""
+    try:
+        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _file_digest(path: Path) -> tuple[int, str]:
+    """Lines and SHA-256 of a split file, read in blocks."""
+    digest, lines = hashlib.sha256(), 0
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            lines += block.count(b"\n")
+    return lines, digest.hexdigest()
+
+
 def _check_same_set(out_dir: Path, firsts: dict[str, Sample | None]) -> None:
     """Refuse, before anything is written, an ``out_dir`` whose split files hold another set than the one about to
-    be written (another seed, image size or answer style, another generator, a downloaded set): the same set, larger
-    or smaller (a smaller call draws exactly the first samples of a larger one), is rewritten byte for byte.
+    be written (another seed, image size or answer style, another generator, a downloaded set), or one edited since
+    it was generated (its line count or SHA-256 differ from `MANIFEST`'s): the same set, larger or smaller (a smaller
+    call draws exactly the first samples of a larger one), is rewritten byte for byte.
     `firsts`: each split's first sample, None for an empty split."""
     verified, unverified = False, []
+    manifest = _read_manifest(out_dir)
     for split, first in firsts.items():
         path = out_dir / f"{split}.jsonl"
         if not path.exists():
@@ -692,6 +719,11 @@ def _check_same_set(out_dir: Path, firsts: dict[str, Sample | None]) -> None:
         try:
             with path.open(encoding="utf-8") as f:
                 line = f.readline()
+            written = manifest.get(split)
+            if isinstance(written, dict) and [written.get("lines"), written.get("sha256")] != list(_file_digest(path)):
+                raise DomainError(f"{path}: edited since it was generated (its lines or bytes differ from those "
+                                  f"{out_dir / MANIFEST} records); write into another folder, or delete it to "
+                                  "regenerate (nothing was written)")
         except (OSError, UnicodeDecodeError) as exc:
             raise DomainError(f"{path}: already there and unreadable ({exc}); write into another folder") from None
         if not line.strip():
@@ -724,6 +756,7 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
     images.mkdir(parents=True, exist_ok=True)
     written: set[str] = set()
     result: dict[str, Path] = {}
+    manifest = _read_manifest(out_dir)
     # PNG encoding releases the GIL: encode on worker threads while the main thread draws the next samples.
     # Every file's bytes depend only on its own pixels, so the order of completion does not matter.
     pending: deque[Future] = deque()
@@ -755,6 +788,11 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
             # through a temporary file: a failure half-way leaves no new file, never half a split
             atomic_write(path, write_split, binary=False)
             result[split] = path
+            # after each split: a failure in the next one leaves the manifest true to the files there
+            lines, sha256 = _file_digest(path)  # read back, as _check_same_set will read it
+            manifest[split] = {"lines": lines, "sha256": sha256}
+            atomic_write(out_dir / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n"),
+                         binary=False)
     for stale in images.iterdir():  # images of an earlier, larger call would otherwise linger
         if _IMAGE_NAME.match(stale.name) and stale.name not in written:
             stale.unlink()
@@ -826,8 +864,9 @@ def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed
 
     `answer_style`: "letter" (Mini-InternVL multiple choice, A-D) or "label" (see :func:`label_style`).
     `progress`: a bar over the images (on a terminal). `image_size`: 32..1024 px; `seed`, `n_train`, `n_test` >= 0.
-    An ``out_dir`` already holding another set (``train.jsonl`` / ``test.jsonl``) is refused with :class:`DomainError`,
-    nothing written; the same set (these arguments, any ``n_train`` / ``n_test``) is rewritten.
+    An ``out_dir`` already holding another set (``train.jsonl`` / ``test.jsonl``), or this one edited since, is refused
+    with :class:`DomainError`, nothing written; the same set (these arguments, any ``n_train`` / ``n_test``) is
+    rewritten.
     """
     _check_args(n_train, n_test, seed, image_size)
     _check_disk(out_dir, n_train, n_test, image_size)
@@ -852,7 +891,7 @@ def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, se
 
 def _writes(**_: object) -> list[str]:
     """What the generators write into `out_dir` (so ``adapt synthesize`` refuses a clash before drawing)."""
-    return ["images", "train.jsonl", "test.jsonl"]
+    return ["images", "train.jsonl", "test.jsonl", MANIFEST]
 
 
 generate_general.writes = generate_landcover.writes = _writes  # type: ignore[attr-defined]
