@@ -22,6 +22,7 @@ from adapt.data import (
     measure,
     read_source,
 )
+from adapt.data.samples import _count_lines
 from adapt.recipe import parse_recipe
 from adapt.train import source_specs
 from model.errors import PocketAdaptError
@@ -846,3 +847,42 @@ def test_a_small_epoch_keeps_its_general_share_or_says_why_not(n_domain, ratio, 
         assert f"({share:.1%}), not general_ratio {ratio:g}" in said[0] and said[0] in plan.describe()
     empty = MixturePlan({"d": 1, "g": 50}, {"d": "domain", "g": "general"}, general_ratio=0.4, epoch_size=1)
     assert empty.counts()["g"] == 0 and "general sources get 0 of the 1 samples" in empty.warnings()[0]
+
+
+def test_read_source_reads_a_large_file_a_line_at_a_time(tmp_path):
+    """The whole JSONL was read into memory, then split into a second copy of it, before the first record was parsed:
+    a file of a few GB needed twice that in memory on top of its records."""
+    import tracemalloc
+
+    bad = '{"conversations": "' + "x" * 4000 + '"}'  # skipped: nothing of it is kept
+    ann = tmp_path / "big.jsonl"
+    ann.write_text(json.dumps({"conversations": conv()}) + "\n" + "\n".join([bad] * 2000) + "\n", encoding="utf-8")
+    assert ann.stat().st_size > 8_000_000
+    skips = SkipLog()
+    tracemalloc.start()
+    try:
+        records = read_source(SourceSpec("big", ann), skips)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(records) == 1 and skips.count("big", "malformed conversation") == 2000
+    assert peak < 2_000_000, f"{peak:,} bytes at peak for an {ann.stat().st_size:,}-byte file"
+
+
+def test_blank_lines_are_no_records_for_repeat_and_keep_line_numbers(tmp_path):
+    """Blank and whitespace-only lines (CR, CRLF and LF endings mixed) are neither records nor skips, a fractional
+    repeat keeps the first int(records x repeat) records, and every line keeps the number an editor shows."""
+    ok = json.dumps({"conversations": conv()}).encode()
+    ann = tmp_path / "blank.jsonl"
+    ann.write_bytes(b"\xef\xbb\xbf\r\n" + ok + b"\r\n  \t\n" + ok + b"\r\r{bad\n" + ok + b"\n\n")
+    assert _count_lines(ann) == 4
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("b", ann), skips)] == [2, 4, 7]
+    assert skips.count() == 1 and skips.examples("b", "invalid JSON")[0][0] == f"{ann}:6"
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("b", ann, repeat=0.5), skips)] == [2, 4] and skips.count() == 0
+    with pytest.raises(DataError, match=r"repeat 0\.2 of its 4 records keeps none; give at least 0\.25"):
+        read_source(SourceSpec("b", ann, repeat=0.2), SkipLog())
+    for repeat in (0, -1, 1.5, float("inf")):
+        with pytest.raises(DataError, match="repeat"):
+            SourceSpec("b", ann, repeat=repeat)

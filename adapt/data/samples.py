@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import itertools
 import json
 import math
 import numbers
@@ -27,7 +28,7 @@ import os
 import re
 import warnings
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -423,8 +424,23 @@ def _meta_path(meta_path: Path, value) -> Path:
 
 
 def _count_lines(path: Path) -> int:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return sum(1 for line in f if line.strip())
+    """The records `read_source` would read from `path` (its non-blank lines)."""
+    return sum(1 for _ in _lines(path))
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The non-blank lines of `path` as bytes, numbered as an editor shows them, read one at a time (a large file
+    never sits in memory whole). Lines end at \n, \r\n or a lone \r (old Mac tools), as InternVL's text-mode
+    readlines() splits them; JSON escapes a CR inside a string, so no record holds one. A UTF-8 byte-order mark
+    opening the file is not part of line 1."""
+    # latin-1 maps each byte to one character and back: text mode splits the lines, the bytes stay as they were
+    with open(path, encoding="latin-1", newline=None) as f:
+        for n, line in enumerate(f, start=1):
+            raw = line.rstrip("\n").encode("latin-1")
+            if n == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            if raw.strip():
+                yield n, raw
 
 
 def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
@@ -450,23 +466,21 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
         raise MissingDataError(f"source {spec.name!r}: data root not found: {root}")
     root = root.resolve()
 
-    # Lines end at \n, \r\n or a lone \r (old Mac tools), as InternVL's text-mode readlines() splits them; JSON
-    # escapes a CR inside a string, so no record holds one. A BOM opening the file is not part of record 1.
-    data = path.read_bytes()
-    _refuse_utf16(spec, path, data)
-    data = data.removeprefix(codecs.BOM_UTF8)
-    lines = list(enumerate(data.splitlines(), start=1))
-    lines = [(n, raw) for n, raw in lines if raw.strip()]
-    if not lines:  # scored or trained on, it would leave the report silent about the whole source
+    with open(path, "rb") as f:
+        _refuse_utf16(spec, path, f.read(4))
+    head = list(itertools.islice(_lines(path), 2))
+    if not head:  # scored or trained on, it would leave the report silent about the whole source
         raise DataError(f"source {spec.name!r}: {path} holds no records (an empty file); fill it, or remove the "
                         "source from the recipe")
-    _refuse_whole_json(spec, path, lines)
+    _refuse_whole_json(spec, path, head)
+    lines: Iterable[tuple[int, bytes]] = _lines(path)
     if spec.repeat is not None and spec.repeat < 1:
-        kept = int(len(lines) * spec.repeat)
+        total = _count_lines(path)
+        kept = int(total * spec.repeat)
         if not kept:
-            raise DataError(f"source {spec.name!r}: repeat {spec.repeat} of its {len(lines)} records keeps none; "
-                            f"give at least {1 / len(lines):.3g}")
-        lines = lines[:kept]
+            raise DataError(f"source {spec.name!r}: repeat {spec.repeat} of its {total} records keeps none; "
+                            f"give at least {1 / total:.3g}")
+        lines = itertools.islice(lines, kept)
 
     sizes: dict[Path, tuple[int, int] | str] = {}  # header cache: many records share an image
     records = []
@@ -497,7 +511,8 @@ def _refuse_utf16(spec: SourceSpec, path: Path, data: bytes) -> None:
 def _refuse_whole_json(spec: SourceSpec, path: Path, lines: list[tuple[int, bytes]]) -> None:
     """Raise `DataError` for a JSON array or a pretty-printed JSON document saved as ``.jsonl`` (InternVL's val files
     are arrays): read line by line it would be skipped as dozens of "invalid JSON" fragments. Line 1 tells: ``[``
-    opening an array that does not end on that line (or the file's only line), or ``{`` alone."""
+    opening an array that does not end on that line (or the file's only line), or ``{`` alone. `lines`: the file's
+    first two non-blank lines (one where it has only one)."""
     first = lines[0][1].strip()
     out = path.with_suffix(".lines.jsonl")
     if first.startswith(b"[") and (len(lines) == 1 or not _parses(first)):
