@@ -35,6 +35,11 @@ from .io import (
 
 SIDECAR = "pocket_adapt.json"  # our tiling + chat template, kept beside exported checkpoints
 VIDEO_TOKEN = "<video>"  # transformers' InternVL video placeholder (its template renders a video item so)
+# Keys transformers' `save_pretrained` always writes and whose `InternVLConfig` defaults (Qwen2 / InternViT-300M
+# geometry, token 151667, ratio 0.5, layer -1) would silently misdescribe another model; the other keys'
+# defaults (projector_hidden_act, vision_feature_select_strategy, tie_word_embeddings, ...) are taken as transformers
+# takes them.
+REQUIRED_KEYS = ("vision_config", "text_config", "image_token_id", "downsample_ratio", "vision_feature_layer")
 
 
 def native_to_ours(key: str) -> str:
@@ -123,6 +128,11 @@ def read_native_config(directory: Path) -> InternVLConfig:
                               f"{detail})") from None
     if not isinstance(native, InternVLConfig):
         raise CheckpointError(f"{directory}: config.json is {native.model_type!r}, not transformers' 'internvl'")
+    path = Path(directory) / "config.json"
+    missing = [key for key in REQUIRED_KEYS if key not in read_json(path)]
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)}; transformers' save_pretrained writes each, and "
+                              "taking its defaults would build another geometry than these weights': add them")
     return native
 
 
