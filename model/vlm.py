@@ -130,9 +130,26 @@ class PocketVLM(PreTrainedModel):
         if config.vision_adapter_width:
             projector = AdaptedProjector(
                 nn.Linear(config.vision_config.hidden_size, config.vision_adapter_width), projector)
+        self._check_projector_grid(projector, config.projector_type)
         self.multi_modal_projector = projector
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
+
+    def _check_projector_grid(self, projector: nn.Module, projector_type: str) -> None:
+        """`ModelConfigError` naming the tower's patch grid when the projector cannot read it (a non-square grid for
+        the grid projectors and the resampler): else the model builds, and a grid whose token count happens to be a
+        square (2x8 = 4x4) is read with the wrong rows and columns, silently."""
+        vision = self.config.vision_config
+        if getattr(vision, "image_size", None) is None or getattr(vision, "patch_size", None) is None:
+            return
+        rows, cols = patch_grid(vision)
+        try:
+            projector.num_tokens(rows, cols)
+        except ValueError as err:
+            raise ModelConfigError(
+                f"the vision tower's {rows}x{cols} patch grid (vision_config image_size {vision.image_size}, "
+                f"patch_size {vision.patch_size}) cannot feed the {projector_type} projector: {err}"
+            ) from None
 
     def replace_projector(self, projector_type: str, projector_options: dict | None = None) -> None:
         """Swap in a freshly initialised projector (any registered name) and record it in the config, so the
@@ -144,6 +161,7 @@ class PocketVLM(PreTrainedModel):
         )
         if reference is not None:
             projector = projector.to(device=reference.device, dtype=reference.dtype)
+        self._check_projector_grid(projector, projector_type)
         self.multi_modal_projector = projector
         self.config.projector_type, self.config.projector_options = projector_type, options
         self.config.vision_adapter_width = None  # a fresh projector reads the tower's own features
