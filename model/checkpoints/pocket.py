@@ -13,7 +13,7 @@ import torch
 
 from ..vision import check_tile_size
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import CONFIG_ERRORS, CheckpointError, load_vlm, read_json, read_state_dict
+from .io import CONFIG_ERRORS, CheckpointError, load_vlm, read_json, read_state_dict, stored_dtype
 
 
 def config_from_pocket(path: Path) -> PocketVLMConfig:
@@ -36,10 +36,10 @@ def load_pocket(directory: Path, allow_pickle: bool = False) -> PocketVLM:
 
 
 def _stored_dtype(config: PocketVLMConfig, state: dict[str, torch.Tensor]) -> torch.dtype:
-    """The config's `dtype` when it names one, else that of the first floating-point tensor."""
+    """The config's `dtype` when it names one, else the one most of the weights are stored in."""
     named = getattr(config, "dtype", None)
     if isinstance(named, torch.dtype):
         return named
     if isinstance(named, str) and isinstance(getattr(torch, named, None), torch.dtype):
         return getattr(torch, named)
-    return next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
+    return stored_dtype(state)
