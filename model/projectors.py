@@ -562,9 +562,11 @@ class LDPv2Projector(nn.Module):
     """MobileVLM V2 ``LDPNetV2Projector``: token MLP -> adaptive avg pool -> PEG (depthwise conv + residual).
 
     Keys: ``mlp.mlp.{0,2}.*``, ``peg.peg.0.{weight,bias}`` (``dwn`` has no parameters).  MobileVLM pools to a fixed
-    12x12; here ``pooled_grid=None`` (default) pools to half the input grid (floor), which is the same for the
-    24x24 CLIP-L/336 grid and for llama.cpp's 2x2 average pool.  Pass ``pooled_grid=12`` for MobileVLM's
-    fixed-output behaviour at other resolutions.
+    12x12; here ``pooled_grid=None`` (default) pools to half the input grid (floor), the same 12x12 for the 24x24
+    CLIP-L/336 grid.  Both are adaptive average pools: on an even grid to half its side that is exactly a 2x2,
+    stride-2 average pool (llama.cpp's), but on an odd grid (25 -> 12) some windows span 3 cells, and a
+    ``pooled_grid`` larger than the grid repeats cells, as ``AdaptiveAvgPool2d`` does in MobileVLM.  Pass
+    ``pooled_grid=12`` for MobileVLM's fixed-output behaviour at other resolutions.
     """
 
     def __init__(
