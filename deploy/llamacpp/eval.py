@@ -55,7 +55,11 @@ class LlamaCppEvalModel(ExportEvalModel):
             if is_image:
                 n = (end - k) // per_tile
                 if n * per_tile != end - k or used + n > len(tiles):
-                    raise LlamaCppError("image tokens and tiles disagree")
+                    raise LlamaCppError(
+                        f"image tokens and tiles disagree in a prompt of {len(ids)} tokens: {end - k} image-context "
+                        f"tokens at position {k} ({per_tile} per tile, so {(end - k) / per_tile:g} tiles), but "
+                        f"{len(tiles) - used} of the sample's {len(tiles)} tiles are left for them; the processor's "
+                        "image_seq_length and the tiles it cut must come from the same export")
                 segments.append(self.llama.tiles_file(tiles[used : used + n]))
                 used += n
             else:
