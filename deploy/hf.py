@@ -341,32 +341,43 @@ def _swap(staging: Path, out: Path, keep: list[str]) -> None:
             os.replace(out / name, staging / name)
         os.replace(out, _aside(staging))
         os.replace(staging, out)
-    except BaseException:
-        _finish_swap(staging, out)  # where it cannot put things back it raises, and the journal stays for a next run
+    except BaseException as err:
+        restored = _finish_swap(staging, out)  # where it cannot put things back it raises; the journal stays
+        if isinstance(err, FileNotFoundError) and (restored or not out.exists()):  # `out` removed mid-swap
+            where = (f"the files of yours it was keeping ({', '.join(restored)}) are back in a new {out}" if restored
+                     else "nothing of yours was left in it to put back")
+            raise ExportError(f"{out}: removed while the export was moving into it; {where}, and nothing was "
+                              "exported: export again") from err
         raise
     _finish_swap(staging, out)
 
 
-def _finish_swap(staging: Path, out: Path) -> None:
+def _finish_swap(staging: Path, out: Path) -> list[str]:
     """Settle the swap of `staging` into `out` that its journal describes: done (`staging` renamed to `out`) -> the
     earlier folder set aside is removed; not done -> the user's entries go back and `out` is as it was. Then the
-    journal is removed."""
+    journal is removed. Returns the user's entries put back into a new `out` because `out` itself was removed
+    (by the user) mid-swap; otherwise empty."""
     journal, aside = _journal(staging), _aside(staging)
+    recreated: list[str] = []
     if staging.exists():  # not committed: undo
         try:
             keep = json.loads(journal.read_text(encoding="utf-8"))["keep"]
         except (OSError, ValueError, KeyError, TypeError):  # not written whole: nothing was moved after it
             keep = []
         home = aside if aside.exists() else out
-        for name in keep:
-            if (staging / name).exists() or (staging / name).is_symlink():
-                os.replace(staging / name, home / name)
+        back = [name for name in keep if (staging / name).exists() or (staging / name).is_symlink()]
+        if back and not home.exists():  # `out` was removed while set apart from the user's entries: they still go back
+            os.mkdir(out)
+            recreated = back
+        for name in back:
+            os.replace(staging / name, home / name)
         if home == aside:
             os.replace(aside, out)
         shutil.rmtree(staging, ignore_errors=True)
     else:
         shutil.rmtree(aside, ignore_errors=True)
     journal.unlink(missing_ok=True)
+    return recreated
 
 
 def _move_files(staging: Path, out: Path, removed: list[str]) -> None:

@@ -5,6 +5,7 @@ old projector (files were renamed in one at a time)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,39 @@ def test_a_journal_cut_short_is_tidied_not_fatal(tmp_path, monkeypatch):
     monkeypatch.setattr(hf, "process_alive", lambda pid: False)
     hf._remove_dead_staging(out)
     assert _tree(out) == old and [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_target_removed_mid_swap_gets_the_users_files_back_and_a_clear_error(tmp_path, monkeypatch):
+    """The user removed the target folder after its files were moved into the staging folder: the undo wrote into
+    the missing folder and raised a raw FileNotFoundError, leaving the user's files in a hidden staging folder (and
+    every later export hit the same error). They go back into a new folder, and the error says what happened."""
+    import shutil
+
+    out, staging, _, _ = _folders(tmp_path)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(src) == out:  # between moving the user's entries across and setting the folder aside
+            shutil.rmtree(out)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(hf.os, "replace", replace)
+    with pytest.raises(hf.ExportError, match=r"removed while the export was moving into it.*notes\.txt") as err:
+        hf._move_in(staging, out)
+    assert str(out) in str(err.value)
+    assert _tree(out) == USER
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_a_target_removed_before_the_swap_is_a_clear_error(tmp_path, monkeypatch):
+    out, staging, _, _ = _folders(tmp_path)
+    real_chmod = os.chmod
+
+    def chmod(path, mode):
+        shutil.rmtree(out)
+        real_chmod(path, mode)
+
+    monkeypatch.setattr(hf.os, "chmod", chmod)
+    with pytest.raises(hf.ExportError, match="nothing of yours was left in it"):
+        hf._move_in(staging, out)
+    assert [p.name for p in tmp_path.iterdir()] == []
