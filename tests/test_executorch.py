@@ -376,3 +376,61 @@ def test_the_bar_shows_stages_without_an_eta_and_is_closed_on_an_error(monkeypat
     err = capsys.readouterr().err
     assert failed.value and err.endswith("\n") and "ExecuTorch export: 1/4 stages" in err, err
     assert "<" not in err and "it/s" not in err and "%" not in err, err
+
+
+class _FakeProgram:
+    """A loaded program that says it has the export's methods (no .pte needed)."""
+
+    method_names = ("vision_encoder", "token_embedding", "text_decoder", "get_pocket_adapt_tiling",
+                    "get_pocket_adapt_tokenizer", "get_max_seq_len", "get_max_prefill_len", "get_max_tiles")
+
+    def load_method(self, name):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(execute=lambda args: ["{}" if name.startswith("get_pocket") else 8])
+
+
+def test_a_refused_export_keeps_no_program_loaded(tmp_path, monkeypatch):
+    """A check after loading (here the processor's files) refused the export, but its traceback kept the loaded
+    program alive (a whole model's weights, for as long as the caller held the error); the error names the file."""
+    import weakref
+
+    from executorch.runtime import Runtime
+
+    from deploy.executorch.runtime import ExecuTorchExport
+    from deploy.onnx.export import CHAT_TEMPLATE
+
+    for name in (PTE, PREPROCESSOR, CHAT_TEMPLATE):
+        (tmp_path / name).write_text("{}")
+    held = [_FakeProgram()]  # handed over on loading: from then on only the loader holds it
+    ref = weakref.ref(held[0])
+    monkeypatch.setattr(Runtime, "get", staticmethod(lambda: type("R", (), {"load_program": lambda s, p: held.pop()})()))
+    with pytest.raises(ExecuTorchError, match=PREPROCESSOR) as err:
+        ExecuTorchExport.open(tmp_path)
+    gc.collect()
+    assert ref() is None, "the refused export's program is still alive in the error's traceback"
+    assert err.value is not None
+
+
+def test_a_runtime_that_fails_to_load_its_methods_keeps_no_program(monkeypatch):
+    """`ExecuTorchVLM` set the opened export on itself before loading the methods: a failure there left the program
+    alive on the half-made runtime that the error's traceback holds."""
+    import weakref
+    from types import SimpleNamespace
+
+    from deploy.executorch.runtime import ExecuTorchExport
+
+    def fail(name):
+        raise ExecuTorchError(f"model.pte: cannot load {name}")
+
+    class Program:  # its method holds no frame of its own, as ExecuTorch's compiled one does not
+        load_method = staticmethod(fail)
+
+    held = [Program()]
+    ref = weakref.ref(held[0])
+    monkeypatch.setattr(ExecuTorchExport, "open", classmethod(
+        lambda cls, folder: SimpleNamespace(program=held.pop(), processor=None)))
+    with pytest.raises(ExecuTorchError, match="cannot load vision_encoder") as err:
+        ExecuTorchVLM("folder")
+    gc.collect()
+    assert ref() is None and err.value is not None

@@ -58,23 +58,28 @@ class ExecuTorchExport(SidecarExport):
             program = Runtime.get().load_program(folder / PTE)
         except Exception as err:  # noqa: BLE001 - a corrupt or foreign file: say which
             raise ExecuTorchError(f"{folder / PTE}: ExecuTorch cannot load it ({err})") from err
-        names = set(program.method_names)
-        needed = [VISION_METHOD, EMBED_METHOD, DECODER_METHOD, TILING_METHOD, TOKENIZER_METHOD, "get_max_seq_len",
-                  "get_max_prefill_len", "get_max_tiles"]
-        if not set(needed) <= names:
-            raise ExecuTorchError(f"{folder / PTE}: not written by `adapt export --format executorch` (no "
-                                  f"{', '.join(sorted(set(needed) - names))})")
-        constants = {n: program.load_method(n).execute([])[0] for n in needed[3:]}
-        processor, pre = read_processor(folder, ExecuTorchError)
-        check_tiling(json.loads(constants[TILING_METHOD]), processor.tiling, folder / PREPROCESSOR, PTE, ExecuTorchError)
-        check_tokenizer(json.loads(constants[TOKENIZER_METHOD]), processor.tokenizer, folder, PTE, ExecuTorchError)
-        check_preprocessor_config(processor, pre, folder, ExecuTorchError)
-        if "get_image_seq_length" in names:
-            per_tile = program.load_method("get_image_seq_length").execute([])[0]
-            if per_tile != processor.image_seq_length:
-                raise ExecuTorchError(f"{folder / PREPROCESSOR}: 'image_seq_length' {processor.image_seq_length}, but "
-                                      f"{PTE} was exported with {per_tile} image features per tile; restore the "
-                                      "exported file or re-export")
+        try:
+            names = set(program.method_names)
+            needed = [VISION_METHOD, EMBED_METHOD, DECODER_METHOD, TILING_METHOD, TOKENIZER_METHOD, "get_max_seq_len",
+                      "get_max_prefill_len", "get_max_tiles"]
+            if not set(needed) <= names:
+                raise ExecuTorchError(f"{folder / PTE}: not written by `adapt export --format executorch` (no "
+                                      f"{', '.join(sorted(set(needed) - names))})")
+            constants = {n: program.load_method(n).execute([])[0] for n in needed[3:]}
+            processor, pre = read_processor(folder, ExecuTorchError)
+            check_tiling(json.loads(constants[TILING_METHOD]), processor.tiling, folder / PREPROCESSOR, PTE,
+                         ExecuTorchError)
+            check_tokenizer(json.loads(constants[TOKENIZER_METHOD]), processor.tokenizer, folder, PTE, ExecuTorchError)
+            check_preprocessor_config(processor, pre, folder, ExecuTorchError)
+            if "get_image_seq_length" in names:
+                per_tile = program.load_method("get_image_seq_length").execute([])[0]
+                if per_tile != processor.image_seq_length:
+                    raise ExecuTorchError(f"{folder / PREPROCESSOR}: 'image_seq_length' {processor.image_seq_length}, "
+                                          f"but {PTE} was exported with {per_tile} image features per tile; restore the "
+                                          "exported file or re-export")
+        except BaseException:
+            del program  # the refusal's traceback holds this frame: the loaded program must not stay alive in it
+            raise
         return cls(folder, processor, program, constants)
 
 
@@ -84,15 +89,19 @@ class ExecuTorchVLM(ExportedVLM):
     error = ExecuTorchError
 
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
-        self.export = ExecuTorchExport.open(folder)
-        if threads:  # XNNPACK's thread pool is process-wide; the default is one thread per core
-            from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        export = ExecuTorchExport.open(folder)
+        try:
+            if threads:  # XNNPACK's thread pool is process-wide; the default is one thread per core
+                from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
-            _unsafe_reset_threadpool(int(threads))
-        self.processor = self.export.processor
-        program = self.export.program
-        self.vision, self.embedding, self.decoder = (program.load_method(n)
-                                                     for n in (VISION_METHOD, EMBED_METHOD, DECODER_METHOD))
+                _unsafe_reset_threadpool(int(threads))
+            methods = [export.program.load_method(n) for n in (VISION_METHOD, EMBED_METHOD, DECODER_METHOD)]
+        except BaseException:
+            del export  # nothing loaded stays on the half-made runtime that the traceback holds
+            raise
+        self.export = export
+        self.processor = export.processor
+        self.vision, self.embedding, self.decoder = methods
         self.max_positions = int(self.export.constants["get_max_seq_len"])
         self.max_prefill_len = int(self.export.constants["get_max_prefill_len"])
         self.max_tiles = int(self.export.constants["get_max_tiles"])
