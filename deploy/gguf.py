@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -411,10 +412,16 @@ def _write_vocab(writer, processor, n_vocab: int) -> None:
         writer.add_bos_token_id(int(tok.bos_token_id))
     if tok.pad_token_id is not None and tok.pad_token_id < n_vocab:
         writer.add_pad_token_id(int(tok.pad_token_id))
-    for stop in stops:  # the template's stop tokens end generation in llama.cpp too
-        if stop != eos:
-            writer.add_eot_token_id(int(stop))
-            break
+    # the template's stop tokens end generation in llama.cpp too: it stops on EOS, EOT and EOM (and on a fixed list
+    # of token texts), and reads no list of stop ids, so two besides EOS fit its keys
+    extra = [stop for stop in stops if stop != eos]
+    for add, stop in zip((writer.add_eot_token_id, writer.add_eom_token_id), extra):
+        add(int(stop))
+    if len(extra) > 2:
+        names = ", ".join(repr(tok.convert_ids_to_tokens(i)) for i in extra[2:])
+        warnings.warn(f"chat template {processor.chat_template.name!r} has {len(extra) + 1} stop tokens, and a GGUF "
+                      f"holds three (EOS, EOT, EOM): llama.cpp's own tools may not stop on {names} (`adapt chat "
+                      "--runtime llamacpp` does)", stacklevel=2)
     add_bos = bool(processor.chat_template.add_bos and tok.bos_token_id is not None)
     writer.add_add_bos_token(add_bos)
     writer.add_add_eos_token(False)

@@ -1071,3 +1071,41 @@ def test_a_weight_beyond_float16_is_refused_not_written_as_inf(tmp_path):
     for qtype in ("q8_0", "f32"):
         export(vlm, processor, "gguf", tmp_path / qtype, qtype=qtype, name="m")
         assert (tmp_path / qtype / f"m-{qtype}.gguf").is_file()
+
+
+class _Recorder:
+    """A GGUF writer that records the keys `_write_vocab` adds."""
+
+    def __init__(self):
+        self.keys: dict[str, object] = {}
+
+    def __getattr__(self, name):
+        return lambda *args: self.keys.__setitem__(name, args[0] if len(args) == 1 else args)
+
+
+@pytest.mark.parametrize("stops, eot, eom, lost", [
+    (("<|im_end|>", "</quad>"), "</quad>", None, None),  # pocket-tiny's EOS is <|im_end|>
+    (("<|im_end|>", "</quad>", "</ref>"), "</quad>", "</ref>", None),
+    (("<|im_end|>", "</quad>", "</ref>", "<box>"), "</quad>", "</ref>", "<box>"),
+])
+def test_every_stop_token_of_the_template_ends_generation_in_llamacpp(stops, eot, eom, lost, models):
+    """The GGUF named one stop token besides EOS (as EOT): a template's second one (Hermes-2's <|endoftext|> on a
+    tokenizer whose EOS is </s>, a custom template's) did not end llama.cpp's own tools' answers where PyTorch's
+    ended. The second goes in as EOM (llama.cpp stops on EOS, EOT and EOM); one past those is said."""
+    import dataclasses
+    import warnings
+
+    from deploy.gguf import _write_vocab
+
+    _, processor = models["pocket-tiny"]
+    processor = _with_template(processor, "pocket-tiny")
+    processor.chat_template = dataclasses.replace(processor.chat_template, stop_strings=stops)
+    tok, writer = processor.tokenizer, _Recorder()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        _write_vocab(writer, processor, len(tok))
+    assert writer.keys["add_eos_token_id"] == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+    assert writer.keys.get("add_eot_token_id") == tok.convert_tokens_to_ids(eot)
+    assert writer.keys.get("add_eom_token_id") == (tok.convert_tokens_to_ids(eom) if eom else None)
+    said = [str(w.message) for w in said if "stop tokens" in str(w.message)]
+    assert (said and repr(lost) in said[0]) if lost else not said
