@@ -434,3 +434,22 @@ def test_a_runtime_that_fails_to_load_its_methods_keeps_no_program(monkeypatch):
         ExecuTorchVLM("folder")
     gc.collect()
     assert ref() is None and err.value is not None
+
+
+def test_closing_the_runtime_releases_the_program():
+    """`close` dropped the three methods but kept the loaded program (the whole model) on `export` while the runtime
+    object lived (an `adapt eval` sweep holds one per variant)."""
+    import weakref
+
+    from deploy.executorch.runtime import ExecuTorchExport
+
+    program = _FakeProgram()
+    ref = weakref.ref(program)
+    runtime = ExecuTorchVLM.__new__(ExecuTorchVLM)
+    runtime.export = ExecuTorchExport(Path("folder"), "processor", program, {})
+    runtime.vision = runtime.embedding = runtime.decoder = object()
+    del program
+    with runtime:
+        pass
+    gc.collect()
+    assert ref() is None and runtime.export.folder == Path("folder") and runtime.decoder is None

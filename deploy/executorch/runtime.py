@@ -9,6 +9,7 @@ time; the KV cache stays inside the loaded program. Loading refuses a folder who
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -106,6 +107,11 @@ class ExecuTorchVLM(ExportedVLM):
         self.max_prefill_len = int(self.export.constants["get_max_prefill_len"])
         self.max_tiles = int(self.export.constants["get_max_tiles"])
         self.image_token_id = self.processor.image_token_id
+
+    def close(self) -> None:
+        """Drop the methods and the loaded program (the folder and processor stay readable)."""
+        super().close()
+        self.export = dataclasses.replace(self.export, program=None)
 
     def encode_images(self, pixel_values) -> np.ndarray:
         """(tiles, tokens_per_tile, hidden) image features of normalised tiles, at most `max_tiles` per call."""
