@@ -716,3 +716,23 @@ def test_a_whole_partial_checkpoint_without_its_final_name_is_resumed_from(tmp_p
     assert trainer.start_step == 1 and "kept as checkpoint-1" in capsys.readouterr().out
     trainer.run()
     assert [e["step"] for e in read_log(out)] == [1, 2] and not list(out.glob("*.partial"))
+
+
+@pytest.mark.parametrize("fails", ["write", "rename"])
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch, fails):
+    """A full disk or a refused rename while `atomic_write_text` replaced a log left its hidden `.tmp` file behind
+    (one per failed attempt, in the run folder); it is removed, the error goes on up and the old file is as it was."""
+    import adapt.checkpointing as checkpointing
+
+    target = tmp_path / "train_log.jsonl"
+    target.write_text("old\n")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpointing.os, "fsync" if fails == "write" else "replace", fail)
+    with pytest.raises(OSError, match="No space left"):
+        checkpointing.atomic_write_text(target, "new\n")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train_log.jsonl"]
+    assert target.read_text() == "old\n"
