@@ -917,9 +917,9 @@ class Trainer:
         except ImportError:
             print("tensorboard is not installed: pip install tensorboard (or set logging.tensorboard: false)", flush=True)
             return None
-        # a resumed run: steps a stopped run logged after its last checkpoint are trained again, and without a purge
-        # TensorBoard would draw both (train_log.jsonl drops them in `_truncate_log`)
-        return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.start_step + 1 if self.start_step else None)
+        # steps a stopped run logged after its last checkpoint (every step, where it wrote none) are trained again, and
+        # without a purge TensorBoard would draw both (train_log.jsonl drops them in `_truncate_log` / `_resume`)
+        return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.start_step + 1)
 
     def _deepspeed(self):
         import deepspeed

@@ -107,6 +107,26 @@ def test_a_resume_after_kill_shows_each_step_once_in_tensorboard(tmp_path, data_
     assert [e["step"] for e in read_log(out)] == [1, 2, 3]
 
 
+def test_a_run_starting_over_after_a_kill_shows_each_step_once_in_tensorboard(tmp_path, data_dir):  # noqa: F811
+    """A run killed before its first checkpoint had logged steps to TensorBoard; the run starting over (which drops
+    train_log.jsonl) logged them again beside the killed run's, so TensorBoard drew two curves over those steps."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from adapt.recipe import load_recipe
+    from adapt.train import Trainer
+
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text("")  # a run killed (kill -9) before its first checkpoint: its lock and its events
+    killed = SummaryWriter(str(out / "tensorboard"))
+    killed.add_scalar("loss", 999.0, 1)
+    killed.close()
+    Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run()
+    logged = _tensorboard_losses(out / "tensorboard")
+    assert [step for step, _ in logged] == [1, 2] and 999.0 not in [v for _, v in logged]
+
+
 def test_a_resume_drops_the_evaluations_a_killed_run_logged_past_its_checkpoint(tmp_path, data_dir):  # noqa: F811
     """eval_log.jsonl was never cut back on resume (train_log.jsonl was): a killed run's evaluations past the
     checkpoint stayed beside the resumed run's own, and loss.png drew both; a run starting over kept them all."""
