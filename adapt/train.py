@@ -906,6 +906,12 @@ class Trainer:
               f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
         if self.augment is not None:
             print(f"  {self.augment.summary(self.records)}", flush=True)
+        ratio = self.recipe.training.warmup_ratio
+        if ratio and warmup_steps(ratio, self.total_steps) >= self.total_steps:
+            only = "; its only step trains at learning rate 0, so nothing changes" if self.total_steps == 1 else ""
+            print(f"note: training.warmup_ratio {ratio:g} warms up over every one of the {self.total_steps} step(s) "
+                  f"(rounded up, as transformers rounds it), so the learning rate never reaches parts.*.lr{only}; "
+                  "lower training.warmup_ratio or train more steps", flush=True)
         if self.skips.count():
             print(self.skips.table(), flush=True)
 

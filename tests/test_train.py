@@ -341,6 +341,24 @@ def test_the_run_warms_up_for_the_steps_transformers_would(tmp_path, data_dir):
         trainer.close()
 
 
+@pytest.mark.parametrize("steps, said", [(1, "its only step trains at learning rate 0"), (2, "never reaches"), (20, None)])
+def test_a_run_that_is_all_warm_up_says_so(tmp_path, data_dir, capsys, steps, said):
+    """max_steps 1 with the default warmup_ratio: warm-up rounds up to the one step, which trains at learning rate 0,
+    and the run reported success with the weights it started from, without a word. The plan now says so."""
+    trainer = Trainer(load_recipe(write_recipe(tmp_path, data_dir, steps=steps), ["training.warmup_ratio=0.6"]),
+                      progress=False)
+    try:
+        capsys.readouterr()
+        trainer._print_plan(0)
+        out = capsys.readouterr().out
+    finally:
+        trainer.close()
+    if said is None:
+        assert "warmup_ratio" not in out, out
+    else:
+        assert f"training.warmup_ratio 0.6 warms up over every one of the {steps} step(s)" in out and said in out, out
+
+
 @pytest.mark.parametrize("existed", [False, True])
 def test_a_run_that_cannot_load_its_weights_leaves_no_run_folder(tmp_path, data_dir, monkeypatch, existed):
     # the lock made output.dir (and runs/) before the weights were found missing; an empty folder kept its own
