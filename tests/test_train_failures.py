@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from safetensors import SafetensorError
@@ -122,6 +123,7 @@ def test_a_run_starting_over_after_a_kill_shows_each_step_once_in_tensorboard(tm
     killed = SummaryWriter(str(out / "tensorboard"))
     killed.add_scalar("loss", 999.0, 1)
     killed.close()
+    time.sleep(1.1)  # event files are read in name order, which starts with the second they were opened in
     Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run()
     logged = _tensorboard_losses(out / "tensorboard")
     assert [step for step, _ in logged] == [1, 2] and 999.0 not in [v for _, v in logged]
