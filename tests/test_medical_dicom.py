@@ -360,6 +360,44 @@ def test_voi_lut_sequence():
     assert np.array_equal(rgb(ds, window=(600, 1600)), rgb(shipped("MR_small.dcm")))
 
 
+def _ct_with_voi_lut(first_mapped: int, pixel_representation: int, intercept: float) -> Dataset:
+    """A tiny 2x3 CT whose VOI LUT maps -1024..-1024+2047 linearly onto 0..2047 (11 bits)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 2, 3, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = pixel_representation
+    ds.RescaleSlope, ds.RescaleIntercept = 1, intercept
+    hu = np.array([[-1024, -500, 0], [500, 1023, 3000]], dtype=np.int64)
+    ds.PixelData = (hu - int(intercept)).astype("<i2" if pixel_representation else "<u2").tobytes()
+    item = Dataset()
+    item.LUTDescriptor = [2048, first_mapped, 11]
+    item.LUTData = list(range(2048))
+    ds.VOILUTSequence = Sequence([item])
+    return ds
+
+
+@pytest.mark.parametrize("pixel_representation, intercept", [(1, 0), (0, -1024)])
+@pytest.mark.parametrize("first_mapped", [-1024, 64512])
+def test_voi_lut_first_mapped_value_signed_for_signed_modality_values(first_mapped, pixel_representation, intercept):
+    """PS3.3 C.11.2.1.1: the descriptor's first mapped value is SS when the modality LUT output is signed; a file
+    that writes -1024 unsigned (64512) must map as -1024 does, not send every pixel to the LUT's first entry."""
+    ds = _ct_with_voi_lut(first_mapped, pixel_representation, intercept)
+    hu = np.array([[-1024, -500, 0], [500, 1023, 3000]])
+    expected = np.rint(np.clip(hu + 1024, 0, 2047) / 2047 * 255)
+    assert np.array_equal(rgb(ds)[..., 0], expected)
+
+
+def test_voi_lut_first_mapped_value_unsigned_for_unsigned_modality_values():
+    """Unsigned modality values keep a large first mapped value as written: 64512 stays 64512."""
+    ds = _ct_with_voi_lut(64512, 0, 0)
+    ds.PixelData = np.array([[0, 64511, 64512], [64513, 65000, 65535]], dtype="<u2").tobytes()
+    expected = np.rint(np.array([[0, 0, 0], [1, 488, 1023]]) / 2047 * 255)
+    assert np.array_equal(rgb(ds)[..., 0], expected)
+
+
 def test_monochrome1_inverted_after_windowing():
     ds = pydicom.dcmread(shipped("MR_small.dcm"))
     normal = rgb(ds)

@@ -825,17 +825,38 @@ def _voi_lut(values: np.ndarray, view: Dataset) -> np.ndarray:
     quirk: 12-bit entries under a 16-bit descriptor).
     """
     descriptor = view.VOILUTSequence[0].LUTDescriptor
-    entries, first, bits = int(descriptor[0]) or 2**16, int(descriptor[1]), int(descriptor[2])
-    # LUT inputs are integers; clip first so pydicom's uint16 index array cannot wrap around
-    inputs = np.clip(np.rint(np.nan_to_num(values)), first, first + entries - 1).astype(np.int64)
-    mapped = apply_voi(inputs, view, index=0).astype(np.float64)
-    top = float(apply_voi(np.arange(first, first + entries, dtype=np.int64), view, index=0).max())
+    entries, stored_first, bits = int(descriptor[0]) or 2**16, int(descriptor[1]), int(descriptor[2])
+    # PS3.3 C.11.2.1.1: the first mapped value is SS when the modality LUT output is signed; pydicom reads it as
+    # the file's VR says, and a file writing -1024 as US 64512 would send every pixel to the LUT's first entry
+    first = stored_first - 2**16 if stored_first >= 2**15 and _modality_signed(view) else stored_first
+    # the whole LUT, entry i for input first + i, as pydicom reads it (indexed by the descriptor's value as stored)
+    table = apply_voi(np.arange(stored_first, stored_first + entries, dtype=np.int64), view, index=0)
+    table = np.asarray(table, dtype=np.float64)
+    # LUT inputs are integers; below the first mapped value the first entry, above the last the last
+    index = np.clip(np.rint(np.nan_to_num(values)), first, first + entries - 1).astype(np.int64) - first
+    mapped = table[index]
+    top = float(table.max())
     nominal = float(2**bits - 1)
     if top > nominal:
         nominal = top
     elif max(int(top).bit_length(), 1) <= bits - 4:
         nominal = float(2 ** max(int(top).bit_length(), 1) - 1)
     return np.clip(mapped / nominal, 0.0, 1.0) if nominal > 0 else _minmax(mapped)
+
+
+def _modality_signed(view: Dataset) -> bool:
+    """Whether the modality LUT output can be negative: signed stored values, or a rescale that makes them
+    negative (a Modality LUT's entries are unsigned)."""
+    if view.get("ModalityLUTSequence"):
+        return False
+    bits = _int_or_none(view.get("BitsStored"))
+    bits = bits if bits is not None and 1 <= bits <= 32 else 16
+    signed = int(view.get("PixelRepresentation") or 0) == 1
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+    slope = _first_number(view.get("RescaleSlope"))
+    intercept = _first_number(view.get("RescaleIntercept"))
+    slope, intercept = (1.0 if slope is None else slope), (0.0 if intercept is None else intercept)
+    return min(slope * lo + intercept, slope * hi + intercept) < 0
 
 
 def windowable(ds: Dataset) -> bool:
