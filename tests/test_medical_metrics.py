@@ -182,3 +182,42 @@ def test_scores_follow_their_named_rules():
     assert scores["open_recall"] == pytest.approx(1 / 3)
     assert scores["open_token_f1"] == pytest.approx(2 * 1 / (4 + 3))
     assert scores["open_exact_match"] == 0.0 and scores["score"] == scores["open_recall"]
+
+
+# --------------------------------------------------------------------------------------------- yes/no references
+@pytest.mark.parametrize("prediction, reference, hit", [
+    # a closed reference written as a sentence is read as its yes / no
+    ("yes", "Yes, there is.", 1.0),
+    ("Yes.", "yes, it is", 1.0),
+    ("no", "No, it is not.", 1.0),
+    ("no", "Yes, there is.", 0.0),
+    ("yes", "No, there is no effusion.", 0.0),
+    ("I cannot tell.", "Yes, there is.", 0.0),
+    # not a yes / no reference: a sentence that only mentions no, or holds both, still needs an exact match
+    ("no", "There is no effusion", 0.0),
+    ("yes", "yes and no", 0.0),
+    # Chinese (SLAKE's closed answers): 是 / 是的 / 对 / 有 are yes; 否 / 不是 / 不 / 没有 / 无 are no
+    ("是的", "是", 1.0),
+    ("是的，可以看到病变。", "是", 1.0),
+    ("对", "是的", 1.0),
+    ("不是", "否", 1.0),
+    ("没有", "否", 1.0),
+    ("否", "没有。", 1.0),
+    ("是", "否", 0.0),
+    ("不是", "是的", 0.0),
+    ("是，不是", "是", 0.0),        # both: wrong
+    ("肝脏有病变", "是", 0.0),       # neither as a clause of its own
+    ("yes", "是", 1.0),             # an English yes answers a Chinese yes
+    ("否", "no", 1.0),
+    # not Chinese yes / no: exact match as before
+    ("左肺", "左", 0.0),
+    ("有些", "有些", 1.0),
+])
+def test_closed_yes_no_reference_reduced_to_polarity(prediction, reference, hit):
+    assert closed(prediction, reference) == hit
+
+
+def test_answer_type_from_yes_no_sentence_or_chinese_reference():
+    assert "closed_accuracy" in score_med_vqa("yes", {}, "Yes, there is.")
+    assert "closed_accuracy" in score_med_vqa("是的", {}, "是")
+    assert "open_recall" in score_med_vqa("no", {}, "There is no effusion")

@@ -3,7 +3,7 @@
 One scorer, task ``"med_vqa"``, with the signature ``(prediction, record, reference) -> {name: value}`` that
 ``adapt.metrics.register_task`` takes. `record` may be an ``adapt`` ``Record`` or a plain mapping; only
 ``meta["answer_type"]`` is read (``"CLOSED"`` / ``"OPEN"``, any case; missing: CLOSED when the reference is
-yes/no, else OPEN). Answers are normalised by ``domains.answers.vqa_tokens``, as task ``vqa`` normalises
+a yes/no one, see below, else OPEN). Answers are normalised by ``domains.answers.vqa_tokens``, as task ``vqa`` normalises
 them, so that the two read an answer one way.
 
 The convention is LLaVA-Med's (``domains.md`` §3.3) -- papers report *closed accuracy* and *open recall* --
@@ -11,10 +11,14 @@ without its pitfalls:
 
 **CLOSED** -> ``{"score": a, "closed_accuracy": a}`` with ``a`` 1.0 or 0.0 for *every* closed question, so
 a source's mean is hits over all closed questions (LLaVA-Med drops misses that mention yes/no from the
-denominator). Yes/no references: the prediction's *words* (after normalisation) must contain exactly one
-of ``yes`` / ``no`` and it must be the reference's; both or neither is wrong, and "no" inside "nodule" or
-"not" is no "no". Other closed references ("left", "CT", "male", any Chinese answer): the normalised
-prediction must *equal* the normalised reference, so "left lower lobe" does not answer "left".
+denominator). Yes/no references are reduced to their polarity first: an English reference whose first word
+is ``yes`` / ``no`` ("yes", "Yes, there is", "No, it is not"), or a Chinese one whose first clause is a yes
+(是 / 是的 / 对 / 对的 / 有) or no (否 / 不是 / 不 / 不对 / 没有 / 无) word, as SLAKE's closed answers are. The
+prediction must then say exactly one polarity -- ``yes`` / ``no`` among its normalised *words*, or one of
+those Chinese words as a clause of its own ("是的，可以看到" is yes, "肝脏有病变" is neither) -- and it must be
+the reference's; both or neither is wrong, and "no" inside "nodule" or "not" is no "no". Other closed
+references ("left", "CT", "male", "左"): the normalised prediction must *equal* the normalised reference, so
+"left lower lobe" does not answer "left".
 
 **OPEN** -> ``{"score": r, "open_recall": r, "open_token_f1": f, "open_exact_match": e}``: ``r`` the share
 of the reference's normalised words found among the prediction's words (LLaVA-Med's main open number),
@@ -36,6 +40,7 @@ split into single characters (Chinese has no spaces between words).
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,18 +70,36 @@ def answer_type(record: Any, reference: str) -> str:
     meta = _field(record, "meta") or {}
     value = meta.get("answer_type") if isinstance(meta, Mapping) else None
     if value is None or str(value).strip() == "":
-        return "CLOSED" if normalize_text(reference) in ("yes", "no") else "OPEN"
+        return "CLOSED" if _reference_polarity(reference) is not None else "OPEN"
     kind = str(value).strip().upper()
     if kind not in ("CLOSED", "OPEN"):
         raise ValueError(f"med_vqa: meta answer_type must be 'CLOSED' or 'OPEN', got {value!r}")
     return kind
 
 
-def _yes_no(words: list[str]) -> str | None:
-    has_yes, has_no = "yes" in words, "no" in words
-    if has_yes == has_no:
-        return None  # both or neither
-    return "yes" if has_yes else "no"
+_ZH_POLARITY = {"是": "yes", "是的": "yes", "对": "yes", "对的": "yes", "有": "yes",
+                "否": "no", "不是": "no", "不": "no", "不对": "no", "没有": "no", "无": "no"}
+
+
+def _clauses(text: str) -> list[str]:
+    """`text` split at punctuation and spaces (NFKC first, so full-width "，" splits too)."""
+    text = unicodedata.normalize("NFKC", str(text or ""))
+    return "".join(" " if unicodedata.category(ch)[0] in "PZ" or ch.isspace() else ch for ch in text).split()
+
+
+def _polarity(text: str) -> str | None:
+    """"yes" / "no" when `text` says exactly one of them (English words, or a Chinese yes / no clause), else None."""
+    words = tokens(text)
+    found = {w for w in ("yes", "no") if w in words} | {_ZH_POLARITY[c] for c in _clauses(text) if c in _ZH_POLARITY}
+    return found.pop() if len(found) == 1 else None  # both or neither: None
+
+
+def _reference_polarity(reference: str) -> str | None:
+    """The polarity of a yes/no reference (its first word or first Chinese clause a yes / no), else None."""
+    words, clauses = tokens(reference), _clauses(reference)
+    if (words and words[0] in ("yes", "no")) or (clauses and clauses[0] in _ZH_POLARITY):
+        return _polarity(reference)
+    return None
 
 
 def closed_hit(prediction: str, reference: str) -> float:
@@ -84,8 +107,9 @@ def closed_hit(prediction: str, reference: str) -> float:
     ref = normalize_text(reference)
     if not ref:
         raise ValueError(f"med_vqa: closed reference has no words after normalisation: {reference!r}")
-    if ref in ("yes", "no"):
-        return float(_yes_no(tokens(prediction)) == ref)
+    polarity = _reference_polarity(reference)
+    if polarity is not None:
+        return float(_polarity(prediction) == polarity)
     return float(normalize_text(prediction) == ref)
 
 
@@ -120,7 +144,9 @@ score_med_vqa.protocols = {  # type: ignore[attr-defined]
                        "(papers report both)", _LLAVA_MED),
     "closed_accuracy": _protocol(
         "LLaVA-Med closed accuracy, fixed denominator",
-        "yes/no references: the answer's normalised words hold exactly one of yes / no and it is the reference's; "
+        "yes/no references (first word yes / no, or a Chinese yes / no first clause) reduced to that polarity: the "
+        "answer says exactly one of yes / no (its normalised words, or a Chinese yes / no clause) and it is the "
+        "reference's; "
         "other closed references: normalised exact match; every closed question counts (LLaVA-Med drops misses "
         "that mention yes or no from the denominator)", _LLAVA_MED),
     "open_recall": _protocol("LLaVA-Med open recall", "share of the reference's normalised words found among the "
