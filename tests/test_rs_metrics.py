@@ -324,3 +324,22 @@ def test_rsvqa_and_grounding_follow_their_named_rules():
     assert score_grounding("<box>[[0, 0, 199, 100]]</box>", {}, "<box>[[0, 0, 100, 100]]</box>")["acc@0.5"] == 1.0
     # boxes summing to < 4 are 0-1 coordinates (InternVL's rule)
     assert score_grounding("[[0.0, 0.0, 0.1, 0.1]]", {}, "<box>[[0, 0, 100, 100]]</box>")["acc@0.5"] == 1.0
+
+
+@pytest.mark.parametrize("text, number", [
+    ("1,234.5", 1234.5), ("+3", 3), ("+1,000", 1000), ("-1,234.25", -1234.25), ("1,234", 1234), ("12.0", 12),
+    ("1,234.5m2", None), ("1,23", None), ("+", None), ("++3", None), ("1,2345", None),
+])
+def test_parse_number_thousands_with_decimals_and_plus_sign(text, number):
+    assert parse_number(text) == number
+
+
+def test_parse_number_keeps_large_counts_exact():
+    """An integer answer stays an int: a float would make 2**53 + 1 equal 2**53."""
+    big = 2**53 + 1
+    assert parse_number(str(big)) == big and parse_number(f"{big:,}") == big
+    assert parse_number(str(big)) != parse_number(str(big - 1))
+    assert isinstance(parse_number("+3"), int) and isinstance(parse_number("12.5"), float)
+    out = score_rsvqa(str(big - 1), rec(qtype="count"), str(big))
+    assert out["accuracy"] == 0.0
+    assert parse_number("1,234.5m2", area=True) == 1234.5

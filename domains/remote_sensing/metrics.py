@@ -12,8 +12,8 @@ read one way whichever scorer a task has.
 containment, so "no" does not hit inside "not sure" and "1" does not hit inside "12":
 
 * yes/no and other words (``rural``/``urban``): lower case, punctuation and articles dropped;
-* ``count``: the whole answer must be one number (digits, ``1,234``, or an English number word up to
-  twenty); ``accuracy`` needs the same integer, and ``bucket_accuracy/count`` the same Mini-InternVL
+* ``count``: the whole answer must be one number (digits, ``+3``, ``1,234``, ``1,234.5``, or an English number word
+  up to twenty; integers kept exact); ``accuracy`` needs the same integer, and ``bucket_accuracy/count`` the same Mini-InternVL
   bucket (0 / 1–100 / 101–1000 / >1000);
 * ``area``: ``"<n>m2"`` (``m2``, ``m^2``, ``m²``, ``square meters`` stripped); scored in the same buckets, as
   Mini-InternVL does, with the exact value as ``exact_accuracy/area``.
@@ -95,12 +95,13 @@ def normalize_rsvqa(text: str) -> str:
 
 _NUMBER_WORDS = {w: k for k, w in enumerate(
     ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"])}
-_NUMBER = re.compile(r"^\s*(-?\d{1,3}(?:,\d{3})+|-?\d+(?:\.\d+)?)\s*$")
+_NUMBER = re.compile(r"^\s*([-+]?(?:\d{1,3}(?:,\d{3})+|\d+))(\.\d+)?\s*$")
 _AREA_UNIT = re.compile(r"\s*(?:m2|m\^2|m²|sq\.?\s*m|square\s+met(?:er|re)s?)\s*\.?\s*$", re.IGNORECASE)
 
 
-def parse_number(text: str, *, area: bool = False) -> float | None:
-    """The number a whole answer states ("12", "1,234", "12.0", "twelve"; with `area`, "300m2"), else None.
+def parse_number(text: str, *, area: bool = False) -> int | float | None:
+    """The number a whole answer states ("12", "+3", "1,234", "1,234.5", "12.0", "twelve"; with `area`, "300m2"),
+    else None: an int for an integer (exact however large, as RSVQA counts are), else a float.
 
     Only an answer that is a number as a whole counts: "12 or 13" and "about 12 cars" give None.
     """
@@ -109,9 +110,12 @@ def parse_number(text: str, *, area: bool = False) -> float | None:
         text = _AREA_UNIT.sub("", text)
     m = _NUMBER.match(text)
     if m:
-        return float(m.group(1).replace(",", ""))
+        whole, fraction = int(m.group(1).replace(",", "")), m.group(2)
+        if fraction is None or not fraction.strip(".0"):  # "12.0" is the integer 12
+            return whole
+        return float(m.group(1).replace(",", "") + fraction)
     word = text.lower()
-    return float(_NUMBER_WORDS[word]) if word in _NUMBER_WORDS else None
+    return _NUMBER_WORDS.get(word)
 
 
 def bucket(value: float) -> int | None:
