@@ -431,3 +431,23 @@ def test_nodata_masks_a_pixel_only_where_every_band_is_nodata(tmp_path):
     rgb = np.asarray(image)
     assert rgb[0, 0, 1] == 0 and rgb[0, 9, 1] == 0  # band 2: only 3000 is data (no spread): 0
     assert rgb[0, 0, 2] == 255 and rgb[1, 0, 2] == 0  # band 3: 2000..2100, not 0..2100
+
+
+def test_digit_string_bands_are_indexes_unless_a_band_is_so_named(tmp_path, recwarn):
+    """A band given as "1" (a command-line option) is band index 1, not an unknown band name; a file with a band
+    literally named "1" gets that band, and a warning says the name was taken over the index."""
+    data = np.random.default_rng(3).integers(0, 4000, (4, 8, 8)).astype(np.uint16)
+    with rasterio.open(write_tif(tmp_path / "plain.tif", data)) as src:
+        assert resolve_bands(src, "1") == [1]
+        assert resolve_bands(src, ["3", " 2 ", "1"]) == [3, 2, 1]
+        with pytest.raises(RasterError, match=r"band index 5 out of range; band indexes are 1-based, 1\.\.4"):
+            resolve_bands(src, "5")
+        with pytest.raises(RasterError, match="band index 0 out of range"):
+            resolve_bands(src, ["0", "1", "2"])
+    assert not recwarn.list
+    named = write_tif(tmp_path / "named.tif", data, descriptions=["B02", "1", "B04", "B08"])
+    with rasterio.open(named) as src:
+        assert resolve_bands(src, ["3", "4", "B02"]) == [3, 4, 1]  # no band named "3" / "4": indexes
+        with pytest.warns(UserWarning, match=r"named\.tif: band '1' taken as the band named '1' \(band 2\), "
+                                             r"not band index 1"):
+            assert resolve_bands(src, "1") == [2]

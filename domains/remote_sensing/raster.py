@@ -7,8 +7,9 @@
   between chip pixels and map coordinates (:func:`chip_box_to_map`, :func:`map_box_to_chip`).
 
 **Band selection** (`bands`): ``None`` (the default: RGB guessed, see below), 1-based band indexes
-(``[4, 3, 2]``) or band names (``["B4", "B3", "B2"]``). One band gives a grey image; otherwise exactly
-three are needed. Names are matched, in this order, against
+(``[4, 3, 2]``; a digit string such as ``"4"``, as a command line gives it, is an index too, unless the file names a
+band ``"4"``: then that band, with a warning where it is another band) or band names (``["B4", "B3", "B2"]``). One
+band gives a grey image; otherwise exactly three are needed. Names are matched, in this order, against
 
 1. `band_names` if given (one name per band of the file, in file order),
 2. the band descriptions stored in the file (``src.descriptions``, e.g. ``"B04"``),
@@ -174,6 +175,9 @@ def _known_names(src, band_names: Sequence[str] | None) -> list[str] | None:
     return None
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
 def resolve_bands(src, bands: Sequence[int | str] | None = None,
                   band_names: Sequence[str] | None = None) -> list[int]:
     """1-based indexes of the bands to read from the open dataset `src` (see the module notes)."""
@@ -193,12 +197,17 @@ def resolve_bands(src, bands: Sequence[int | str] | None = None,
         raise RasterError(f"{path}: give 1 band (grey) or 3 bands (RGB), got {bands!r}")
     out = []
     for b in bands:
+        if isinstance(b, str) and _DIGITS.fullmatch(b.strip()) and not (names and b.strip() in names):
+            b = int(b.strip())  # "1" from a command line is band index 1: the file names no band "1"
         if isinstance(b, (int, np.integer)) and not isinstance(b, bool):
             if not 1 <= int(b) <= src.count:
                 raise RasterError(f"{path}: band index {b} out of range; band indexes are 1-based, 1..{src.count}")
             out.append(int(b))
         elif isinstance(b, str):
             key = normalize_band_name(b)
+            if names and key in names and _DIGITS.fullmatch(key) and names.index(key) + 1 != int(key):
+                warnings.warn(f"{path}: band {key!r} taken as the band named {key!r} (band {names.index(key) + 1}), "
+                              f"not band index {int(key)}", UserWarning, stacklevel=2)
             if not names or key not in names:
                 known = ", ".join(names) if names else "none (the file has no band descriptions; pass band_names)"
                 raise RasterError(f"{path}: no band named {b!r}; known band names: {known}")
