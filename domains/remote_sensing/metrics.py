@@ -235,7 +235,7 @@ score_rsvqa.protocols = _protocols(  # type: ignore[attr-defined]
                             "answer equals the reference (lower case, punctuation, articles and a lead-in such as "
                             "'the answer is' dropped); never containment", f"{_RSVQA}; {_RS_VQA_SCORE} compares "
                             "case-insensitively without the rest of this normalisation")},
-    accuracy__count=("exact count", "the answer is one number (digits, 1,234 or a number word up to twenty) equal "
+    accuracy__count=("exact count", "the answer is one number (digits, +3, 1,234, 1,234.5 or a number word up to twenty) equal "
                      "to the reference", f"pocket-adapt, stricter than {_RS_VQA_SCORE}, whose count rule is "
                      "bucket_accuracy/count"),
     bucket_accuracy__count=("Mini-InternVL buckets", f"the answer's number and the reference fall in {_BUCKETS}",
