@@ -393,6 +393,8 @@ class Distiller(Trainer):
               f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
         if self.augment is not None:
             print(f"  {self.augment.summary(self.records)}", flush=True)
+        self._print_warmup_note("distill.lr / distill.projection_lr" if self.recipe.distill.projection_lr
+                                else "distill.lr")
         if self.skips.count():
             print(self.skips.table(), flush=True)
 

@@ -906,14 +906,18 @@ class Trainer:
               f"{self.dist.world} process(es){parallel}, output {self.out_dir}", flush=True)
         if self.augment is not None:
             print(f"  {self.augment.summary(self.records)}", flush=True)
+        self._print_warmup_note("parts.*.lr")
+        if self.skips.count():
+            print(self.skips.table(), flush=True)
+
+    def _print_warmup_note(self, lr_setting: str) -> None:
+        """Say so when warm-up covers every step: the learning rate never reaches `lr_setting` (the recipe key)."""
         ratio = self.recipe.training.warmup_ratio
         if ratio and warmup_steps(ratio, self.total_steps) >= self.total_steps:
             only = "; its only step trains at learning rate 0, so nothing changes" if self.total_steps == 1 else ""
             print(f"note: training.warmup_ratio {ratio:g} warms up over every one of the {self.total_steps} step(s) "
-                  f"(rounded up, as transformers rounds it), so the learning rate never reaches parts.*.lr{only}; "
+                  f"(rounded up, as transformers rounds it), so the learning rate never reaches {lr_setting}{only}; "
                   "lower training.warmup_ratio or train more steps", flush=True)
-        if self.skips.count():
-            print(self.skips.table(), flush=True)
 
     def _tensorboard(self):
         if not (self.recipe.logging.tensorboard and self.dist.main):

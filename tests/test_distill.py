@@ -303,6 +303,26 @@ def test_an_edited_recipe_is_refused_on_resume(tmp_path, data_dir):
         Distiller(load_recipe(path, ["distill.lr=1e-3"]), progress=False)
 
 
+@pytest.mark.parametrize("steps, extra, said", [
+    (1, [], "never reaches distill.lr; its only step trains at learning rate 0"),
+    (1, ["distill.projection_lr=1e-3"], "never reaches distill.lr / distill.projection_lr;"),
+    (20, [], None)])
+def test_a_distillation_that_is_all_warm_up_says_so(tmp_path, data_dir, capsys, steps, extra, said):
+    """`adapt distill` has `adapt train`'s schedule: max_steps 1 at warmup_ratio 0.1 trains at learning rate 0, and
+    its plan said nothing (train's plan says so; both now print the one note)."""
+    distiller = Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=steps), extra), progress=False)
+    try:
+        capsys.readouterr()
+        distiller._print_plan(0)
+        out = capsys.readouterr().out
+    finally:
+        distiller.close()
+    if said is None:
+        assert "warmup_ratio" not in out, out
+    else:
+        assert f"training.warmup_ratio 0.1 warms up over every one of the {steps} step(s)" in out and said in out, out
+
+
 # ---------------------------------------------------------------------- the tower it writes
 def test_the_tower_loads_as_model_vision_and_trains(tmp_path, data_dir, distilled, example_image):
     final = distilled / "final"
