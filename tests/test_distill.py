@@ -405,6 +405,27 @@ def test_a_tower_folder_whose_tiling_is_not_its_towers_size_is_refused(tmp_path)
         model.load("pocket-tiny", vision=folder, vision_adapter="fresh")
 
 
+def test_a_tower_folder_whose_config_cannot_be_built_is_one_error(tmp_path, data_dir):
+    """A tower folder (e.g. a distillation's student) whose config.json the model refuses — a width no head count
+    divides — passed the recipe's config-only check, then stopped `adapt distill` with transformers' bare ValueError
+    (a traceback); it is now a CheckpointError naming the folder's config.json."""
+    from model.checkpoints.tower import save_tower
+
+    tower, tiling = load_vision("internvit-300m", {"hidden_size": 48, "num_hidden_layers": 3, "num_attention_heads": 4,
+                                                   "intermediate_size": 96, "image_size": 112})
+    folder = save_tower(tower, tiling, tmp_path / "tower")
+    config = json.loads((folder / "config.json").read_text())
+    config["num_attention_heads"] = 5
+    (folder / "config.json").write_text(json.dumps(config))
+    said = rf"{re.escape(str(folder / 'config.json'))}: the tower cannot be built from this config \(.*divisible"
+    with pytest.raises(CheckpointError, match=said):
+        load_vision(folder)
+    text = RECIPE.replace(f"student: {{source: internvit-300m, config: {STUDENT}}}", f"student: {{source: {folder}}}")
+    recipe = load_recipe(write_recipe(tmp_path / "run", data_dir, text=text))
+    with pytest.raises(CheckpointError, match=said):
+        Distiller(recipe, progress=False)
+
+
 def test_hub_towers_are_named_owner_slash_name(tmp_path, data_dir):
     path = write_recipe(tmp_path, data_dir)
     recipe = load_recipe(path, ["distill.teacher.source=hub:OpenGVLab/InternViT-6B-448px-V1-5"])

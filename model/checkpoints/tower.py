@@ -117,12 +117,22 @@ def load_tower_folder(directory: Path, allow_pickle: bool = False) -> tuple[nn.M
     if raw.get("model_type") == "intern_vit_6b":
         return _load_internvit_original(directory, raw, allow_pickle)
     config, tiling = _tower_folder_config(directory)
-    with no_init_weights():  # the weights are read right after
-        tower = build_vision_tower(config)
+    tower = _build_from_folder_config(config, directory)
     state = read_state_dict(directory, allow_pickle=allow_pickle)
     load_strict(tower, state, str(directory))
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     return tower.to(dtype), tiling
+
+
+def _build_from_folder_config(config: PreTrainedConfig, directory: Path) -> nn.Module:
+    """The tower `config` describes, weights uninitialised (they are read right after); CheckpointError naming the
+    folder's config.json where the model refuses the config (e.g. a width no head count divides)."""
+    try:
+        with no_init_weights():
+            return build_vision_tower(config)
+    except CONFIG_ERRORS as err:
+        raise CheckpointError(f"{directory / 'config.json'}: the tower cannot be built from this config "
+                              f"({' '.join(str(err).split())})") from None
 
 
 def _load_internvit_original(directory: Path, raw: dict, allow_pickle: bool) -> tuple[nn.Module, TilingConfig]:
@@ -134,8 +144,7 @@ def _load_internvit_original(directory: Path, raw: dict, allow_pickle: bool) -> 
     for key, tensor in read_state_dict(directory, allow_pickle=allow_pickle).items():
         _vision_key(key.removeprefix("vision_model."), tensor, converted, config)
     state = {k.removeprefix("vision_tower."): v for k, v in converted.items()}
-    with no_init_weights():
-        tower = build_vision_tower(config)
+    tower = _build_from_folder_config(config, directory)
     load_strict(tower, state, str(directory))
     dtype = next((t.dtype for t in state.values() if t.is_floating_point()), torch.float32)
     return tower.to(dtype), default_tiling(config)
