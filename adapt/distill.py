@@ -41,7 +41,7 @@ from model.vision import layer_features, paired_block
 from .checkpointing import atomic_write_text
 from .data.augment import build_augment
 from .data.dataset import TileDataset, collate_tiles, record_tiles
-from .data.samples import UNDECODABLE_IMAGE, DataQualityError, Record, SkipLog, read_source
+from .data.samples import UNDECODABLE_IMAGE, DataError, DataQualityError, Record, SkipLog, read_source
 from .recipe import DistillRecipe, RecipeError
 from .recipe import layer_pairs as recipe_layer_pairs
 from .train import Trainer, TrainingError, _seed_everything, append_entry, source_specs, staged_folder
@@ -168,7 +168,14 @@ class Distiller(Trainer):
         specs = source_specs(recipe.data.sources)
         records = {s.name: read_source(s, self.skips) for s in specs}
         self.text_only = {name: sum(1 for r in rs if not r.images) for name, rs in records.items()}
-        self._plan_data(specs, {name: [r for r in rs if r.images] for name, rs in records.items()})
+        try:
+            self._plan_data(specs, {name: [r for r in rs if r.images] for name, rs in records.items()})
+        except DataError as err:  # skips.md does not list the text-only records: say where they went
+            left_out = ", ".join(f"{name}: {n} of {len(records[name])}" for name, n in self.text_only.items() if n)
+            if not left_out:
+                raise
+            raise type(err)(f"{err}. adapt distill trains on images only and left out the text-only records "
+                            f"({left_out})") from None
 
         torch.manual_seed(recipe.seed)  # the projections' initial weights
         self.model = FeatureDistiller(teacher, student, self.pairs, d.cosine, d.mse, self.tiling, teacher_tiling)

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import AutoModel
 
 import model
+from adapt.data.samples import DataError
 from adapt.distill import Distiller, DistillError, FeatureDistiller, distill, layer_pairs
 from adapt.recipe import DistillRecipe, Recipe, RecipeError, load_recipe
 from adapt.train import TrainingError, train
@@ -484,6 +485,20 @@ def test_missing_held_out_images_are_counted_and_held_to_the_limit(tmp_path, dat
     distill(load_recipe(path, ["data.max_bad_fraction=0.5"]), progress=False)
     assert "warning: 2 held-out record(s) skipped" in capsys.readouterr().out
     assert "2 held-out records skipped" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_source_with_text_only_records_says_they_were_left_out(tmp_path, data_dir):
+    """Distillation keeps only records with images. A source of text-only records stopped the run with the
+    mixture's "no domain source has records ... see why their records were skipped (skips.md)", and skips.md did
+    not list them; the error now says the text-only records were left out, and how many."""
+    text_only = tmp_path / "chat.jsonl"
+    text_only.write_text("".join(json.dumps({"id": str(i), "conversations": [
+        {"from": "human", "value": "hello"}, {"from": "gpt", "value": "hi"}]}) + "\n" for i in range(3)))
+    text = RECIPE.replace("path: data/landcover/train.jsonl", f"path: {text_only}")
+    recipe = load_recipe(write_recipe(tmp_path / "run", data_dir, text=text))
+    with pytest.raises(DataError, match=r"no domain source .* has records \(landcover\).*adapt distill trains on "
+                                        r"images only and left out the text-only records \(landcover: 3 of 3\)"):
+        Distiller(recipe, progress=False)
 
 
 def test_a_full_disk_while_writing_the_tower_leaves_no_half_final(tmp_path, data_dir, capsys, monkeypatch):
