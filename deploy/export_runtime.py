@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from deploy.runtimes import Answer, pick_token
+from deploy.runtimes import Answer, BadLogitsError, pick_token
 from model.errors import PocketAdaptError
 
 
@@ -97,7 +97,11 @@ class ExportedVLM:
         while True:
             if on_logits is not None:
                 on_logits(logits)
-            token = pick_token(logits, temperature, rng)
+            try:
+                token = pick_token(logits, temperature, rng)
+            except BadLogitsError as exc:
+                step = "the prompt pass" if not tokens else f"decoding token {len(tokens) + 1}"
+                raise self.error(f"{step}: {exc}") from exc
             if token in stops:
                 break
             tokens.append(token)

@@ -17,15 +17,26 @@ from dataclasses import dataclass
 from model.errors import PocketAdaptError
 
 
+class BadLogitsError(PocketAdaptError, ValueError):
+    """Logits no token can be picked from: NaN, +inf, or every one -inf."""
+
+
 def pick_token(logits, temperature: float, rng) -> int:
     """The next token from last-position `logits` (numpy or torch, 1-D): greedy at a temperature below
     :data:`~model.limits.MIN_TEMPERATURE` (0 included), else sampled from the softmax at that temperature with numpy
-    generator `rng`."""
+    generator `rng`. Logits with a NaN or +inf, or all -inf, raise `BadLogitsError` (argmax would pick a garbage
+    token, sampling fail inside numpy)."""
     import numpy as np
 
     from model.limits import MIN_TEMPERATURE
 
     z = np.asarray(logits, dtype=np.float64)
+    nan, posinf = int(np.isnan(z).sum()), int(np.isposinf(z).sum())
+    if nan or posinf or not np.isfinite(z).any():
+        what = (", ".join(f"{n} {name}" for n, name in ((nan, "NaN"), (posinf, "+inf")) if n) + f" of {z.size}"
+                if nan or posinf else f"all {z.size} are -inf")
+        raise BadLogitsError(f"the model produced unusable logits ({what}): a quantised or float16 "
+                             "export that overflows gives these; check it against fp32")
     if temperature < MIN_TEMPERATURE:  # dividing by less overflows (1e-310: 'Probabilities contain NaN')
         return int(np.argmax(z))
     z = z / temperature
