@@ -195,6 +195,8 @@ def predict(
             batch = {name: t.to(device) for name, t in batch.items()}
             if "pixel_values" in batch:
                 batch["pixel_values"] = batch["pixel_values"].to(dtype)
+            if getattr(vlm, "names_samples", False):  # an export runtime's error then says which sample failed
+                batch["samples"] = [f"{record.source}:{record.line}" for _, record, _ in meta]
             with torch.inference_mode():
                 new_tokens = vlm.generate(**batch, **gen_kwargs)
             for (k, record, reference), row in zip(meta, new_tokens):

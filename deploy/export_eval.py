@@ -18,6 +18,7 @@ class ExportEvalModel(torch.nn.Module):
 
     runtime_title = "this runtime"
     error: type[PocketAdaptError] = PocketAdaptError
+    names_samples = True  # adapt.evaluate.predict passes `samples` (source:line per row) to generate
 
     def __init__(self, processor):
         super().__init__()
@@ -60,7 +61,10 @@ class ExportEvalModel(torch.nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, pixel_values=None, max_new_tokens: int = 32,
-                 eos_token_id=None, pad_token_id=None, do_sample: bool = False, **_) -> torch.LongTensor:
+                 eos_token_id=None, pad_token_id=None, do_sample: bool = False, samples: list[str] | None = None,
+                 **_) -> torch.LongTensor:
+        """New tokens per row, as `PocketVLM.generate`; a runtime's error names the row's sample (`samples`: one
+        name per row, e.g. ``source:line``; else the row's number in the batch)."""
         if do_sample:
             raise self.error(f"evaluation through {self.runtime_title} is greedy")
         stops = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id or [])
@@ -68,11 +72,15 @@ class ExportEvalModel(torch.nn.Module):
         per_tile = self.processor.image_seq_length
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
         rows, used = [], 0
-        for row, keep in zip(input_ids.tolist(), mask.tolist()):
+        for k, (row, keep) in enumerate(zip(input_ids.tolist(), mask.tolist())):
             ids = [i for i, m in zip(row, keep) if m]
             n_tiles = sum(i == self.processor.image_token_id for i in ids) // per_tile
-            tokens, timings = self.answer_row(ids, tiles[used : used + n_tiles] if n_tiles else None,
-                                              max_new_tokens, stops)
+            try:
+                tokens, timings = self.answer_row(ids, tiles[used : used + n_tiles] if n_tiles else None,
+                                                  max_new_tokens, stops)
+            except PocketAdaptError as exc:
+                name = f"sample {samples[k]}" if samples else f"row {k + 1} of the batch"
+                raise self.error(f"{self.runtime_title}, {name}: {exc}") from exc
             used += n_tiles
             self.timings.append(timings)
             rows.append(tokens)
