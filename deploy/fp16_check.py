@@ -36,13 +36,21 @@ def compare_fp16(graph: Path, feeds: dict[str, np.ndarray]) -> dict[str, dict]:
     from deploy.onnx.runtime import import_extra
 
     onnx, ort = import_extra("onnx"), import_extra("onnxruntime")
+    from onnx.external_data_helper import load_external_data_for_model
     convert_float_to_float16 = import_extra("onnxruntime.transformers.float16").convert_float_to_float16
 
     graph = Path(graph)
     fp32 = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
     expected = dict(zip([o.name for o in fp32.get_outputs()], fp32.run(None, feeds)))
-    half = convert_float_to_float16(onnx.load(str(graph)), keep_io_types=True)
     with tempfile.TemporaryDirectory(prefix="fp16-", dir=graph.parent) as tmp:
+        # shape inference from the file: the converter's own (onnx.shape_inference.infer_shapes on the loaded model)
+        # serialises the model, weights included, which protobuf refuses past 2 GB (a 2B model's fp32 decoder)
+        inferred = Path(tmp) / f"shapes-{graph.name}"
+        onnx.shape_inference.infer_shapes_path(str(graph), str(inferred))
+        model = onnx.load(str(inferred), load_external_data=False)
+        load_external_data_for_model(model, str(graph.parent))
+        half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+        del model
         path = Path(tmp) / graph.name
         onnx.save(half, str(path), save_as_external_data=True, location=graph.name + ".data")
         del half
