@@ -27,8 +27,8 @@ from model.limits import MAX_IMAGES
 from model.processor import IMAGE_PLACEHOLDER
 from model.tiling import DEFAULT_MAX_PIXELS, ImageLoadError, as_rgb, load_image
 
-__all__ = ["UploadResult", "default_draw_answer", "default_read_upload", "hooks_for", "name_tag_for", "normalize_upload",
-           "options_for", "upload_help_for"]
+__all__ = ["UploadResult", "check_file_count", "default_draw_answer", "default_read_upload", "hooks_for", "name_tag_for",
+           "normalize_upload", "options_for", "upload_help_for"]
 
 
 
@@ -44,7 +44,9 @@ class UploadResult:
 
 
 def default_read_upload(paths: Sequence[Path], *, plugin=None, **options: Any) -> dict:
-    """Read each file with the domain's reader for its suffix when it has one, else as an ordinary image."""
+    """Read each file with the domain's reader for its suffix when it has one, else as an ordinary image.
+    More files than one question takes (MAX_IMAGES) are refused before any is read."""
+    check_file_count(len(paths))
     images, info = [], {}
     for k, path in enumerate(paths):
         path = Path(path)
@@ -55,6 +57,14 @@ def default_read_upload(paths: Sequence[Path], *, plugin=None, **options: Any) -
         images.append(img)
         info[f"image {k + 1}"] = f"{img.width} × {img.height} px"
     return {"images": images, "labels": None, "prompt": None, "info": info, "warnings": []}
+
+
+def check_file_count(n_files: int) -> None:
+    """ValueError when `n_files` uploads, one image each, are more than one question takes (checked before reading:
+    a few hundred small files of huge blank images would otherwise all be decoded, then refused)."""
+    if n_files > MAX_IMAGES:
+        raise ValueError(f"the upload holds {n_files} files; at most {MAX_IMAGES} images can go into one question: "
+                         f"upload {MAX_IMAGES} or fewer")
 
 
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:

@@ -1,0 +1,40 @@
+"""An upload of more files than one question takes is refused before any file is read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.deps import require
+
+require("gradio")
+
+from deploy.demo.hooks import hooks_for  # noqa: E402
+from deploy.demo.panels.generic import read_files  # noqa: E402
+from deploy.demo.uploads import UploadError  # noqa: E402
+from model.limits import MAX_IMAGES  # noqa: E402
+
+MB = 2**20
+
+
+def pngs(folder: Path, n: int) -> list[Path]:
+    for k in range(n):
+        Image.new("RGB", (8, 8), (k, 0, 0)).save(folder / f"scan{k}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def test_too_many_plain_images_are_refused_unread(tmp_path, monkeypatch):
+    """Every file was decoded (each up to 50 MP) before the image count was checked: a few hundred small PNGs of
+    huge blank images held many GB at once, then were refused anyway."""
+    import deploy.demo.hooks as hooks
+
+    reads: list[Path] = []
+    monkeypatch.setattr(hooks, "read_image", lambda path, *a, **k: reads.append(path) or Image.new("RGB", (8, 8)))
+    files = pngs(tmp_path, MAX_IMAGES + 1)
+    with pytest.raises(UploadError) as err:
+        read_files(files, hooks_for(None)[0], max_bytes=MB)
+    assert reads == []
+    assert f"holds {MAX_IMAGES + 1} files" in str(err.value) and f"at most {MAX_IMAGES}" in str(err.value)
+    assert len(read_files(files[:MAX_IMAGES], hooks_for(None)[0], max_bytes=MB).images) == MAX_IMAGES
