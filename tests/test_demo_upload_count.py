@@ -38,3 +38,21 @@ def test_too_many_plain_images_are_refused_unread(tmp_path, monkeypatch):
     assert reads == []
     assert f"holds {MAX_IMAGES + 1} files" in str(err.value) and f"at most {MAX_IMAGES}" in str(err.value)
     assert len(read_files(files[:MAX_IMAGES], hooks_for(None)[0], max_bytes=MB).images) == MAX_IMAGES
+
+
+def test_too_many_rasters_are_refused_unread(tmp_path, monkeypatch):
+    """The remote-sensing reader read every raster (GDAL, up to 50 MP each) before the count was checked."""
+    require("rasterio")
+    import domains.remote_sensing.raster as raster
+    from domains.base import get_domain
+
+    opened: list[Path] = []
+    real = raster.reads_as_picture
+    monkeypatch.setattr(raster, "reads_as_picture", lambda path, *a: opened.append(path) or real(path, *a))
+    read = hooks_for(get_domain("remote_sensing"))[0]
+    files = pngs(tmp_path, MAX_IMAGES + 1)
+    with pytest.raises(UploadError) as err:
+        read_files(files, read, max_bytes=MB)
+    assert opened == []
+    assert f"holds {MAX_IMAGES + 1} files" in str(err.value) and f"at most {MAX_IMAGES}" in str(err.value)
+    assert len(read_files(files[:2], read, max_bytes=MB).images) == 2

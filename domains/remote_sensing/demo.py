@@ -211,7 +211,8 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
     """Demo hook: each uploaded raster read to RGB with `bands` and `stretch`; the info says which bands,
     which stretch and how much is nodata. A JPEG / PNG / BMP with auto bands and the auto or no stretch goes through
     the one image reader; with a stretch chosen it is stretched as a raster is (EXIF orientation applied both ways).
-    Raises DomainError (a ValueError) in words for bad choices and damaged files."""
+    Raises DomainError (a ValueError) in words for bad choices, damaged files and more files than one question takes
+    (:data:`model.limits.MAX_IMAGES`, refused before any is read)."""
     from rasterio.errors import RasterioError
 
     from domains.remote_sensing.raster import (
@@ -224,8 +225,12 @@ def read_upload(paths: Sequence[str | Path], *, bands: str | Sequence[int | str]
         resolve_bands,
         resolve_stretch,
     )
+    from model.limits import MAX_IMAGES
     from model.tiling import ImageLoadError, load_image
 
+    if len(paths) > MAX_IMAGES:  # before any is read: each may be a scene of up to 50 MP
+        raise DomainError(f"the upload holds {len(paths)} files; at most {MAX_IMAGES} images can go into one question: "
+                          f"upload {MAX_IMAGES} or fewer")
     wanted = parse_bands(bands)
     choice = _stretch(stretch)
     images, info, warnings = [], {}, []
