@@ -384,7 +384,7 @@ def _series_study(staged: StagedUpload, source) -> Study:
     passed_over = _passed_over([record for record in passed if record[:2] not in bad], "passed over, not shown:")
     if passed_over:
         warnings.append(f"{passed_over}.")
-    same_position = series.same_position_note()
+    same_position = staged.neutralize(series.same_position_note() or "")  # it names files: "upload 2", as the page
     if same_position:
         warnings.append(same_position[0].upper() + same_position[1:] + ".")
     headers = [dicom.read_dicom(p, header_only=True) for p in series.paths]
