@@ -1234,6 +1234,28 @@ def test_medical_series_with_two_slices_at_one_position_warns(medical, tmp_path)
         study.close()
 
 
+def test_a_gzipped_slice_that_does_not_decode_is_reported_damaged(medical, tmp_path):
+    """Staging kept only ``.gz`` of ``IM1.dcm.gz``, so a gzipped slice whose first bytes were overwritten was
+    "passed over" as some other file, and the series silently lost a slice; a zip's members kept ``.dcm.gz``."""
+    import gzip
+
+    from pydicom.uid import generate_uid
+
+    series = generate_uid()
+    files = []
+    for k in range(3):
+        dcm = write_ct(tmp_path / f"IM{k}.dcm", z=k, instance=k + 1, series_uid=series)
+        files.append(tmp_path / f"IM{k}.dcm.gz")
+        files[-1].write_bytes(gzip.compress(dcm.read_bytes()))
+    files[1].write_bytes(b"\0" * 500)
+    study = medical.load_study(files, max_bytes=MB)
+    try:
+        assert study.staged.paths[0].name == "upload-1.dcm.gz"
+        assert any("1 damaged DICOM file(s) left out (upload 2)" in w for w in study.warnings), study.warnings
+    finally:
+        study.close()
+
+
 def test_medical_series_warnings_read_every_slice_not_only_the_first(medical, tmp_path, gradio_cache):
     """The identifying-attributes warning and the PhotometricInterpretation used to come from the first slice
     only: a series whose first slice was de-identified but a later one still named the patient showed no warning,

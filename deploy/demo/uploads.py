@@ -288,8 +288,8 @@ def stage_uploads(files: Iterable[str | os.PathLike] | str | os.PathLike | None,
                 _SESSIONS.setdefault(session, []).append(staged)
         try:
             for k, (src, tag) in enumerate(zip(sources, tags)):
-                suffix = items[k].suffix.lower()  # the original's: a neutral cached copy has none
-                name = f"upload-{k + 1}" + (f".{tag}" if tag else "") + (suffix if _SUFFIX.match(suffix) else "")
+                suffix = _suffix_of(items[k].name)  # the original's: a neutral cached copy has none
+                name = f"upload-{k + 1}" + (f".{tag}" if tag else "") + suffix
                 dst = root / name
                 shutil.copyfile(src, dst)
                 staged.paths.append(dst)
@@ -303,6 +303,16 @@ def stage_uploads(files: Iterable[str | os.PathLike] | str | os.PathLike | None,
                 if neutral is not None and session:  # kept for identical uploads arriving now; freed with the page
                     _SESSION_RETIRED.setdefault(session, []).append(neutral)
     return staged
+
+
+def _suffix_of(name: str) -> str:
+    """The suffix a staged copy keeps: the name's last one when it looks like a file type, ``.dcm.gz`` whole (the
+    medical reader judges a gzipped slice that does not decode as damaged by it, as for a zip's members)."""
+    name = name.lower()
+    if name.endswith(".dcm.gz"):
+        return ".dcm.gz"
+    suffix = Path(name).suffix
+    return suffix if _SUFFIX.match(suffix) else ""
 
 
 def _safe_tag(name_tag: Callable[[str], str | None] | None, name: str) -> str | None:
