@@ -56,3 +56,22 @@ def test_too_many_rasters_are_refused_unread(tmp_path, monkeypatch):
     assert opened == []
     assert f"holds {MAX_IMAGES + 1} files" in str(err.value) and f"at most {MAX_IMAGES}" in str(err.value)
     assert len(read_files(files[:2], read, max_bytes=MB).images) == 2
+
+
+def test_a_geotiff_pillow_cannot_open_says_which_domain_reads_it(tmp_path):
+    """A 5-band GeoTIFF on the plain-image page was "not an image file ... (PNG, JPEG, WebP, TIFF, ...)": TIFF listed
+    as readable, and nothing said the remote sensing domain reads it."""
+    import numpy as np
+
+    rasterio = require("rasterio")
+    tif = tmp_path / "scene.tif"
+    with rasterio.open(tif, "w", driver="GTiff", width=8, height=6, count=5, dtype="uint16") as dst:
+        dst.write(np.arange(5 * 6 * 8, dtype="uint16").reshape(5, 6, 8))
+    with pytest.raises(UploadError) as err:
+        read_files([tif], hooks_for(None)[0], max_bytes=MB)
+    assert str(err.value).startswith("upload 1: not an image file") and "--domain remote_sensing" in str(err.value)
+    garbage = tmp_path / "scan.png"
+    garbage.write_bytes(b"not a picture")
+    with pytest.raises(UploadError) as err:
+        read_files([garbage], hooks_for(None)[0], max_bytes=MB)
+    assert "remote_sensing" not in str(err.value)

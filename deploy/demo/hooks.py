@@ -70,12 +70,18 @@ def check_file_count(n_files: int) -> None:
 def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """An ordinary image file (PNG, JPEG, WebP, TIFF, ...) as RGB, read by :func:`model.tiling.load_image` (the
     reader of training and evaluation: EXIF orientation, wide samples stretched, `max_pixels` cap).
-    Raises :class:`~model.tiling.ImageLoadError` (a ValueError) naming the file by its (neutral) name only."""
+    Raises :class:`~model.tiling.ImageLoadError` (a ValueError) naming the file by its (neutral) name only; for a
+    TIFF Pillow cannot open (a multi-band or float GeoTIFF), saying which domain reads it."""
     path = Path(path)
     try:
         return load_image(path, max_pixels=max_pixels)
     except ImageLoadError as err:
-        raise ImageLoadError(path.name, err.reason) from None
+        reason = err.reason
+        if reason.startswith("not an image file") and path.suffix.lower() in (".tif", ".tiff"):
+            # the reason lists TIFF as readable, which left a GeoTIFF's owner with nothing to try
+            reason += ("; a TIFF of more than 3 bands or of floating-point samples (a GeoTIFF raster) is read by the "
+                       "remote sensing domain (adapt demo --domain remote_sensing), which picks the bands to show")
+        raise ImageLoadError(path.name, reason) from None
 
 
 def default_draw_answer(images: Sequence[Image.Image], answer: str, **options: Any) -> list[Image.Image]:
