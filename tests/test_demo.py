@@ -1256,6 +1256,27 @@ def test_a_gzipped_slice_that_does_not_decode_is_reported_damaged(medical, tmp_p
         study.close()
 
 
+def test_a_gzipped_slice_cut_short_is_reported_damaged(medical, tmp_path):
+    """A ``.dcm.gz`` slice whose gzip stream ends early ("corrupt gzip file") was "passed over, not shown" as if it
+    were some unrelated file, so the series lost a slice without the damaged-slice warning."""
+    import gzip
+
+    from pydicom.uid import generate_uid
+
+    series = generate_uid()
+    files = []
+    for k in range(3):
+        dcm = write_ct(tmp_path / f"IM{k}.dcm", z=k, instance=k + 1, series_uid=series)
+        files.append(tmp_path / f"IM{k}.dcm.gz")
+        files[-1].write_bytes(gzip.compress(dcm.read_bytes()))
+    files[1].write_bytes(files[1].read_bytes()[:200])  # the gzip header stays: the stream ends early
+    study = medical.load_study(files, max_bytes=MB)
+    try:
+        assert any("1 damaged DICOM file(s) left out (upload 2)" in w for w in study.warnings), study.warnings
+    finally:
+        study.close()
+
+
 def test_medical_series_warnings_read_every_slice_not_only_the_first(medical, tmp_path, gradio_cache):
     """The identifying-attributes warning and the PhotometricInterpretation used to come from the first slice
     only: a series whose first slice was de-identified but a later one still named the patient showed no warning,

@@ -139,8 +139,9 @@ NO_DECODER = "no pixel-data decoder installed"
 # skip reasons of a file that was meant to be a slice; in a series they move every later slice's index
 # a file a disc's DICOMDIR lists that is not there (a partial copy of the disc)
 LISTED_MISSING = "listed in DICOMDIR, missing"
+CORRUPT_GZIP = "corrupt gzip file"  # a gzipped file cut short or damaged: gzip is how a slice travels compressed
 DAMAGED_REASONS = frozenset({"empty file", "cannot read file", "unreadable or corrupt DICOM", DAMAGED_IMAGE,
-                             LISTED_MISSING})
+                             LISTED_MISSING, CORRUPT_GZIP})
 DICOMDIR_KINDS = ("DICOMDIR", "Media Storage Directory Storage")  # the kinds `not_an_image` names a DICOMDIR by
 DICOMDIR_NAME = "dicomdir"  # a disc's index file, any case (ISO 9660 discs mounted on Linux show names lowercase)
 
@@ -364,7 +365,7 @@ def _gunzipped(path: Path) -> io.BytesIO | None:
         with gzip.open(path, "rb") as fh:
             data = fh.read(MAX_GZIP_BYTES + 1)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DicomError(path, "corrupt gzip file", str(exc)) from exc
+        raise DicomError(path, CORRUPT_GZIP, str(exc)) from exc
     if len(data) > MAX_GZIP_BYTES:
         raise DicomError(path, "gzipped file too large", f"more than {MAX_GZIP_BYTES} bytes uncompressed")
     return io.BytesIO(data)
