@@ -7,7 +7,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -120,15 +120,12 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
         return state
     pickles = sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES) if directory.is_dir() else []
     if pickles and allow_pickle:
+        files = _pickle_weights(directory, pickles)
+        if (directory / PICKLE_INDEX).is_file():
+            return _read_sharded(directory / PICKLE_INDEX, _load_pickle)
         state = {}
-        for f in _pickle_weights(directory, pickles):
-            try:
-                state.update(torch.load(f, map_location="cpu", weights_only=True))
-            except Exception as err:  # torch raises many kinds; all mean the same to the user
-                reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise CheckpointError(
-                    f"{f}: not a weights file torch.load(weights_only=True) can read ({reason})"
-                ) from None
+        for f in files:
+            state.update(_load_pickle(f))
         return state
     if pickles:
         raise CheckpointError(
@@ -155,10 +152,12 @@ def _shards(index: Path) -> list[Path]:
     return [index.parent / s for s in sorted(set(_weight_map(index).values()))]
 
 
-def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
-    """The tensors a safetensors index maps, each read from the shard the index names (as transformers does): a
-    tensor a shard holds but the index places elsewhere (a stray copy) is not read; one the index places in a shard
-    that lacks it is an error."""
+def _read_sharded(index: Path, load: Callable[[Path], dict[str, torch.Tensor]] | None = None
+                  ) -> dict[str, torch.Tensor]:
+    """The tensors an index maps, each read from the shard the index names (as transformers does) with `load`
+    (safetensors by default): a tensor a shard holds but the index places elsewhere (a stray copy) is not read; one
+    the index places in a shard that lacks it is an error."""
+    load = load or _load_safetensors
     wanted: dict[str, set[str]] = {}
     for key, shard in _weight_map(index).items():
         wanted.setdefault(shard, set()).add(key)
@@ -167,7 +166,7 @@ def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
         path = index.parent / shard
         if not path.is_file():
             raise CheckpointError(f"{path}: shard listed in {index.name} is missing")
-        tensors = _load_safetensors(path)
+        tensors = load(path)
         absent = sorted(wanted[shard] - tensors.keys())
         if absent:
             raise CheckpointError(f"{path}: lacks {len(absent)} tensor(s) {index.name} places in it ({absent[:3]}"
@@ -198,6 +197,16 @@ def _pickle_weights(directory: Path, pickles: list[Path]) -> list[Path]:
         warnings.warn(f"{directory}: read {', '.join(f.name for f in files)}; left unread (not model weights): "
                       f"{', '.join(ignored)}", stacklevel=3)
     return files
+
+
+def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+    """A pickle weights file read with `torch.load(weights_only=True)`; it must hold a dict of tensors."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds; all mean the same to the user
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(f"{path}: not a weights file torch.load(weights_only=True) can read ({reason})") from None
+    return state
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:

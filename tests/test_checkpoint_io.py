@@ -1,0 +1,39 @@
+"""model/checkpoints/io.py: reading a checkpoint directory's weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from model.checkpoints.io import CheckpointError, read_state_dict
+
+
+def _sharded(directory: Path, fmt: str, shards: dict[str, dict[str, torch.Tensor]], weight_map: dict[str, str]) -> None:
+    directory.mkdir()
+    for name, tensors in shards.items():
+        if fmt == "safetensors":
+            save_file(tensors, str(directory / name))
+        else:
+            torch.save(tensors, directory / name)
+    index = "model.safetensors.index.json" if fmt == "safetensors" else "pytorch_model.bin.index.json"
+    (directory / index).write_text(json.dumps({"weight_map": weight_map}))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pickle"])
+def test_a_sharded_checkpoint_is_read_by_its_index(tmp_path, fmt):
+    """A stray copy of a tensor in a shard the index does not place it in is not read (the index's one is), and a
+    tensor the index places in a shard that lacks it is an error naming that shard: pickle shards as safetensors."""
+    ext = "safetensors" if fmt == "safetensors" else "bin"
+    a, b, stray = torch.ones(2), torch.full((3,), 2.0), torch.zeros(2)
+    _sharded(tmp_path / "ok", fmt, {f"1.{ext}": {"a": a}, f"2.{ext}": {"b": b, "a": stray}},
+             {"a": f"1.{ext}", "b": f"2.{ext}"})
+    state = read_state_dict(tmp_path / "ok", allow_pickle=True)
+    assert state.keys() == {"a", "b"} and torch.equal(state["a"], a) and torch.equal(state["b"], b)
+
+    _sharded(tmp_path / "moved", fmt, {f"1.{ext}": {"a": a}, f"2.{ext}": {"b": b}}, {"a": f"2.{ext}", "b": f"2.{ext}"})
+    with pytest.raises(CheckpointError, match=rf"2\.{ext}: lacks 1 tensor\(s\) .*index\.json places in it \(\['a'\]\)"):
+        read_state_dict(tmp_path / "moved", allow_pickle=True)
