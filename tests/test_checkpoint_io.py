@@ -37,3 +37,10 @@ def test_a_sharded_checkpoint_is_read_by_its_index(tmp_path, fmt):
     _sharded(tmp_path / "moved", fmt, {f"1.{ext}": {"a": a}, f"2.{ext}": {"b": b}}, {"a": f"2.{ext}", "b": f"2.{ext}"})
     with pytest.raises(CheckpointError, match=rf"2\.{ext}: lacks 1 tensor\(s\) .*index\.json places in it \(\['a'\]\)"):
         read_state_dict(tmp_path / "moved", allow_pickle=True)
+
+
+@pytest.mark.parametrize("payload", [torch.zeros(2), {"state_dict": {"a": torch.zeros(2)}}, [torch.zeros(2)]])
+def test_a_pickle_that_is_no_state_dict_is_named(tmp_path, payload):
+    torch.save(payload, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: holds .*not a state dict of tensor names"):
+        read_state_dict(tmp_path, allow_pickle=True)

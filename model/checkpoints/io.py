@@ -206,6 +206,11 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
     except Exception as err:  # torch raises many kinds; all mean the same to the user
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise CheckpointError(f"{path}: not a weights file torch.load(weights_only=True) can read ({reason})") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        held = type(state).__name__ if not isinstance(state, dict) else "a dict whose values are not all tensors"
+        raise CheckpointError(f"{path}: holds {held}, not a state dict of tensor names to tensors "
+                              "(a training checkpoint? save model.state_dict() instead)")
     return state
 
 
