@@ -88,12 +88,14 @@ def sampling_options(temperature: float, top_p: float = 1.0) -> dict:
     """`generate` options for `temperature`: greedy below :data:`~model.limits.MIN_TEMPERATURE` (0 included), else a
     draw at that temperature from the whole softmax (`top_p` 1, as the export runtimes' ``pick_token`` draws) or from
     its likeliest tokens that hold `top_p` of it. Sampling says ``top_k=0``: left unset, transformers fills in its
-    default ``top_k=50`` and only the 50 likeliest tokens could ever be drawn."""
+    default ``top_k=50`` and only the 50 likeliest tokens could ever be drawn. A negative or non-finite temperature,
+    or a `top_p` outside (0, 1], is a ValueError."""
     from .limits import MIN_TEMPERATURE
 
-    if temperature < MIN_TEMPERATURE:
+    top_p = check_top_p(top_p)
+    if isinstance(temperature, (int, float)) and 0 <= temperature < MIN_TEMPERATURE:
         return {"do_sample": False}
-    return {"do_sample": True, "temperature": float(temperature), "top_k": 0, "top_p": check_top_p(top_p)}
+    return {"do_sample": True, "temperature": check_temperature(temperature), "top_k": 0, "top_p": top_p}
 
 
 def _is_number_like(text: str) -> bool:

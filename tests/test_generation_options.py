@@ -1,0 +1,26 @@
+"""model/generation.py: the generate options a temperature and top-p give, and what they refuse."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.generation import sampling_options
+
+
+@pytest.mark.parametrize("temperature", [-1.0, float("nan"), float("inf"), "0.7"])
+def test_a_temperature_that_cannot_work_is_refused_not_greedy_or_nan(temperature):
+    """-1 was greedy without a word; nan / inf reached generate as a sampling temperature."""
+    with pytest.raises(ValueError, match="must be a finite number >= 0"):
+        sampling_options(temperature)
+
+
+@pytest.mark.parametrize("top_p", [0.0, 1.5, float("nan")])
+def test_a_top_p_outside_0_1_is_refused_greedy_or_not(top_p):
+    for temperature in (0.0, 0.7):
+        with pytest.raises(ValueError, match="above 0 and at most 1"):
+            sampling_options(temperature, top_p)
+
+
+def test_temperature_zero_is_greedy_and_a_real_one_samples_from_the_whole_softmax():
+    assert sampling_options(0) == {"do_sample": False}
+    assert sampling_options(0.7, 0.9) == {"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 0.9}
