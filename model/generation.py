@@ -45,7 +45,9 @@ def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
     (``text_config.max_position_embeddings``) ends first; `PromptTooLongError` when the prompt leaves none
     (past its context a model answers noise, or nothing). The answer's last token comes from the context's last
     position and is never fed back, so prompt + answer may be one more than the context, as llama.cpp
-    (`pocket-llama`) and the exported runtimes count."""
+    (`pocket-llama`) and the exported runtimes count. A `max_new_tokens` below 1 is a ValueError."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
     context = getattr(vlm.config.text_config, "max_position_embeddings", None)
     if not context:
         return max_new_tokens

@@ -24,3 +24,17 @@ def test_a_top_p_outside_0_1_is_refused_greedy_or_not(top_p):
 def test_temperature_zero_is_greedy_and_a_real_one_samples_from_the_whole_softmax():
     assert sampling_options(0) == {"do_sample": False}
     assert sampling_options(0.7, 0.9) == {"do_sample": True, "temperature": 0.7, "top_k": 0, "top_p": 0.9}
+
+
+@pytest.mark.parametrize("longest", [0, -3, 2.5, True])
+def test_answer_room_refuses_an_answer_of_no_tokens(longest):
+    """0 went on to generate (or, with no context known, was handed back as the room for the answer)."""
+    from types import SimpleNamespace
+
+    from model.generation import answer_room
+
+    for context in (None, 100):
+        vlm = SimpleNamespace(config=SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=context)))
+        with pytest.raises(ValueError, match="max_new_tokens must be a whole number >= 1"):
+            answer_room(vlm, 10, longest)
+        assert answer_room(vlm, 10, 5) == 5
