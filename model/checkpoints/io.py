@@ -182,10 +182,7 @@ def _pickle_weights(directory: Path, pickles: list[Path]) -> list[Path]:
     `non_lora_trainables.bin`) are not the model's weights: left unread, and named in a warning."""
     index = directory / PICKLE_INDEX
     if index.is_file():
-        files = _shards(index)
-        missing = next((f for f in files if not f.is_file()), None)
-        if missing is not None:
-            raise CheckpointError(f"{missing}: shard listed in {index.name} is missing")
+        files = _shards(index)  # a missing one: `_read_sharded` names it
     else:
         files = [p for p in pickles if p.name.startswith("pytorch_model") and p.suffix == ".bin"]
     if not files:
