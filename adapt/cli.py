@@ -628,7 +628,7 @@ def _chat_turn(args, vlm, processor, messages: list[dict], images: list, tiling)
             raise
         context = vlm.config.text_config.max_position_embeddings
         raise CliError(f"question {len(messages) // 2 + 1}: the conversation so far takes {len(encoded.input_ids)} "
-                       f"tokens, no fewer than the model's context of {context}; start a new `adapt chat` (with "
+                       f"tokens, more than the model's context of {context}; start a new `adapt chat` (with "
                        "fewer --max-tiles or a lower --max-new-tokens, a conversation goes on longer)") from None
     print(f"[{args.model}: {len(images)} image(s), {sum(encoded.num_tiles)} tile(s), {len(encoded.input_ids)} tokens]",
           file=sys.stderr)

@@ -42,7 +42,7 @@ class PromptTooLongError(PocketAdaptError, ValueError):
 
 def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
     """How many new tokens to ask for: `max_new_tokens`, or fewer where the model's context
-    (``text_config.max_position_embeddings``) ends first; `PromptTooLongError` when the prompt leaves none
+    (``text_config.max_position_embeddings``) ends first; `PromptTooLongError` when the prompt is longer
     (past its context a model answers noise, or nothing). The answer's last token comes from the context's last
     position and is never fed back, so prompt + answer may be one more than the context, as llama.cpp
     (`pocket-llama`) and the exported runtimes count. A `max_new_tokens` below 1 is a ValueError."""
@@ -51,7 +51,7 @@ def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
     context = getattr(vlm.config.text_config, "max_position_embeddings", None)
     if not context:
         return max_new_tokens
-    if prompt_tokens >= context:
+    if prompt_tokens > context:  # a prompt of exactly `context` still gets the one token its last position gives
         raise PromptTooLongError(f"the prompt takes {prompt_tokens} tokens, more than the model's context of {context}; "
                                  "ask with fewer tiles (adapt chat --max-tiles), fewer images or a shorter question")
     return min(max_new_tokens, context - prompt_tokens + 1)

@@ -38,3 +38,7 @@ def test_the_answer_uses_the_contexts_last_position(monkeypatch, capsys):
     assert main([*chat, "64"]) == 0
     assert seen["answer"] == 4
     assert "[cut at 4 tokens: the model's context is full]" in capsys.readouterr().err
+    seen["context"] = prompt  # a prompt that fills the context: the one token its last position gives
+    assert main([*chat, "64"]) == 0
+    assert seen["answer"] == 1
+    assert "[cut at 1 tokens: the model's context is full]" in capsys.readouterr().err

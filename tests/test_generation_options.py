@@ -38,3 +38,17 @@ def test_answer_room_refuses_an_answer_of_no_tokens(longest):
         with pytest.raises(ValueError, match="max_new_tokens must be a whole number >= 1"):
             answer_room(vlm, 10, longest)
         assert answer_room(vlm, 10, 5) == 5
+
+
+def test_a_prompt_that_fills_the_context_gets_its_last_positions_token_as_the_export_runtimes_give_it():
+    """A prompt of exactly the context was refused as 'more than' it, while the exported runtimes answer it with
+    the one token the context's last position gives (prompt + answer may be one more than the context)."""
+    from types import SimpleNamespace
+
+    from model.generation import PromptTooLongError, answer_room
+
+    vlm = SimpleNamespace(config=SimpleNamespace(text_config=SimpleNamespace(max_position_embeddings=100)))
+    assert answer_room(vlm, 99, 64) == 2
+    assert answer_room(vlm, 100, 64) == 1
+    with pytest.raises(PromptTooLongError, match="takes 101 tokens, more than the model's context of 100"):
+        answer_room(vlm, 101, 64)
