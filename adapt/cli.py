@@ -614,9 +614,16 @@ def _chat_turn(args, vlm, processor, messages: list[dict], images: list, tiling)
     """Answer the conversation `messages` (ending in a user turn; the images in the first one), printing the answer
     as it comes; returns its text."""
     import torch
-    from transformers import StoppingCriteriaList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
-    from model.generation import PromptTooLongError, RepetitionStop, StopStreamer, answer_room, sampling_options
+    from model.generation import (
+        FiniteScores,
+        PromptTooLongError,
+        RepetitionStop,
+        StopStreamer,
+        answer_room,
+        sampling_options,
+    )
 
     encoded = processor(messages, images=images, tiling=tiling, system_message=args.system)
     if args.show_prompt:
@@ -639,7 +646,8 @@ def _chat_turn(args, vlm, processor, messages: list[dict], images: list, tiling)
     stops = StoppingCriteriaList([] if args.keep_repeats else [repeating])
     with torch.inference_mode():
         vlm.generate(**inputs, max_new_tokens=room, pad_token_id=processor.pad_token_id, streamer=streamer,
-                     stopping_criteria=stops, **processor.stop_kwargs(), **sampling)
+                     stopping_criteria=stops, logits_processor=LogitsProcessorList([FiniteScores()]),
+                     **processor.stop_kwargs(), **sampling)
     print(flush=True)
     cut = None
     if len(streamer.tokens) >= room and not streamer.stopped:

@@ -21,12 +21,13 @@ import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from transformers import StoppingCriteria
+from transformers import LogitsProcessor, StoppingCriteria
 
 from .errors import PocketAdaptError
 from .limits import MAX_SEED
 
-__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "PromptTooLongError", "RepetitionStop",
+__all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "FiniteScores", "NonFiniteScoresError",
+           "PromptTooLongError", "RepetitionStop",
            "StopStreamer", "answer_room", "check_seed", "check_temperature", "check_top_p", "cut_at_repetition",
            "repetition_at_end", "sampling_options"]
 
@@ -38,6 +39,26 @@ NUMBER_SPAN = 32  # ... this many for a unit of digits and punctuation (numbers,
 
 class PromptTooLongError(PocketAdaptError, ValueError):
     """A prompt that fills the model's context: no room left for an answer."""
+
+
+class NonFiniteScoresError(PocketAdaptError, RuntimeError):
+    """The model's next-token scores hold NaN or +inf: its weights (or the dtype it runs in) are broken."""
+
+
+class FiniteScores(LogitsProcessor):
+    """Refuses next-token scores holding NaN or +inf (``-inf`` is a masked token) with a
+    :class:`NonFiniteScoresError`: greedy decoding would pick the NaN's token as if it were the likeliest, and
+    sampling fails inside ``torch.multinomial``. Pass it as ``generate(logits_processor=[...])``."""
+
+    def __init__(self, start: int = 0):
+        self.start = int(start)  # ids before the answer in `input_ids` (none when generating from embeddings)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if bool((torch.isnan(scores) | (scores == float("inf"))).any()):
+            raise NonFiniteScoresError(
+                f"the model's scores for answer token {input_ids.shape[-1] - self.start + 1} are NaN or infinite: its "
+                "weights hold NaN / inf (a diverged training run?) or overflow in the dtype it runs in (float16?)")
+        return scores
 
 
 def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:

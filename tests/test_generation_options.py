@@ -52,3 +52,37 @@ def test_a_prompt_that_fills_the_context_gets_its_last_positions_token_as_the_ex
     assert answer_room(vlm, 100, 64) == 1
     with pytest.raises(PromptTooLongError, match="takes 101 tokens, more than the model's context of 100"):
         answer_room(vlm, 101, 64)
+
+
+@pytest.mark.parametrize("temperature", ["0", "0.7"])
+def test_adapt_chat_names_nan_scores_instead_of_answering_nothing_or_a_traceback(monkeypatch, capsys, temperature):
+    """A model whose weights hold NaN: greedy answered nothing without a word, sampling ended in torch.multinomial's
+    RuntimeError traceback; both are now one line saying what is wrong."""
+    import torch
+
+    import model
+    from adapt.cli import main
+
+    real_load = model.load
+
+    def broken_load(*args, **kwargs):
+        vlm, processor = real_load(*args, **kwargs)
+        with torch.no_grad():
+            vlm.language_model.get_output_embeddings().weight[5].fill_(float("nan"))
+        return vlm, processor
+
+    monkeypatch.setattr(model, "load", broken_load)
+    rc = main(["chat", "Hi", "--model", "pocket-tiny-scratch", "--max-new-tokens", "3", "--temperature", temperature])
+    err = capsys.readouterr().err
+    assert rc == 1 and "scores for answer token 1 are NaN or infinite" in err and "Traceback" not in err
+
+
+def test_finite_scores_lets_masked_tokens_through():
+    import torch
+
+    from model.generation import FiniteScores, NonFiniteScoresError
+
+    scores = torch.tensor([[0.5, float("-inf"), 1.0]])
+    assert FiniteScores()(torch.zeros((1, 2), dtype=torch.long), scores) is scores
+    with pytest.raises(NonFiniteScoresError, match="answer token 3"):
+        FiniteScores()(torch.zeros((1, 2), dtype=torch.long), torch.tensor([[0.5, float("inf"), 1.0]]))
