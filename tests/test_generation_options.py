@@ -86,3 +86,17 @@ def test_finite_scores_lets_masked_tokens_through():
     assert FiniteScores()(torch.zeros((1, 2), dtype=torch.long), scores) is scores
     with pytest.raises(NonFiniteScoresError, match="answer token 3"):
         FiniteScores()(torch.zeros((1, 2), dtype=torch.long), torch.tensor([[0.5, float("inf"), 1.0]]))
+
+
+def test_the_demo_fails_on_nan_scores_instead_of_answering_nothing():
+    import torch
+
+    from deploy.demo.session import GenerationError, ModelSession
+    from model.generation import NonFiniteScoresError
+
+    session = ModelSession("pocket-tiny", max_new_tokens=3)
+    with torch.no_grad():
+        session.vlm.language_model.get_output_embeddings().weight[5].fill_(float("nan"))
+    with pytest.raises(GenerationError) as caught:
+        session.answer("Hi")
+    assert isinstance(caught.value.__cause__, NonFiniteScoresError)

@@ -107,9 +107,9 @@ class ModelSession:
         answering (after the text so far).
         """
         import torch
-        from transformers import StoppingCriteria, StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-        from model.generation import RepetitionStop, StopStreamer, answer_room
+        from model.generation import FiniteScores, RepetitionStop, StopStreamer, answer_room
 
         if not question or not question.strip():
             raise ValueError("type a question first")
@@ -141,7 +141,8 @@ class ModelSession:
                 with torch.inference_mode():
                     self.vlm.generate(
                         **inputs, max_new_tokens=room, pad_token_id=self.processor.pad_token_id, streamer=streamer,
-                        stopping_criteria=criteria, **self.processor.stop_kwargs(), **sampling)
+                        stopping_criteria=criteria, logits_processor=LogitsProcessorList([FiniteScores()]),
+                        **self.processor.stop_kwargs(), **sampling)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consuming thread
                 failure.append(exc)
                 streamer.end()
