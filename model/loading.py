@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -304,11 +305,26 @@ def _unknown_source(source: str | os.PathLike) -> CheckpointError:
             f"{source}: is the hub id of the preset {named[0].name}, not a checkpoint folder; give the preset name "
             f"(--model {named[0].name}), which fetches it, or a local copy: "
             f"{hub_fetch_advice(named[0].hub_id, str(source))}")
+    if (moved := moved_aside_note(source)) is not None:
+        return CheckpointError(moved)
     import difflib
 
     close = difflib.get_close_matches(str(source).lower(), list(PRESETS), n=1, cutoff=0.8)
     hint = f" (did you mean {close[0]}?)" if close else ""
     return CheckpointError(f"{source}: not a checkpoint directory nor a preset{hint}; presets: {', '.join(PRESETS)}")
+
+
+def moved_aside_note(source: str | os.PathLike) -> str | None:
+    """Why a missing folder `source` is missing when a run stopped between the two renames that replace it
+    (`adapt.train.staged_folder`) left only the earlier one, moved aside as `.<name>.replaced`; None otherwise.
+    Said, not undone here: the run may still be live and about to rename its new folder into place."""
+    path = Path(source)
+    aside = path.with_name(f".{path.name}.replaced") if path.name else None
+    if aside is None or path.exists() or not aside.is_dir():
+        return None
+    return (f"{source}: missing: a run stopped while replacing it and left the earlier one as {aside}; run that "
+            f"run's `adapt train` (or `adapt distill`) command again, which restores it first, or, when no run is "
+            f"training in {path.parent}, rename it back: mv {shlex.quote(str(aside))} {shlex.quote(str(path))}")
 
 
 def _load_preset(name: str, allow_pickle: bool, seed: int):

@@ -199,7 +199,7 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
     - ``hub:OWNER/NAME``: a tower repository on the Hugging Face hub (config and safetensors fetched; needs network),
       e.g. ``hub:OpenGVLab/InternViT-6B-448px-V1-5``.
     """
-    from ..loading import load
+    from ..loading import load, moved_aside_note
     from ..presets import PRESETS
 
     path = Path(source)
@@ -228,6 +228,8 @@ def load_vision_feature(source: str | Path, config: dict | None = None, seed: in
     if str(source) in PRESETS:
         vlm, _ = load(str(source), seed=seed)
         return vlm.vision_tower, vlm.config.tiling_config, vlm.config.vision_feature_layer
+    if (moved := moved_aside_note(source)) is not None:
+        raise CheckpointError(moved)
     raise CheckpointError(f"{source}: not a vision-tower folder, a checkpoint folder, a preset "
                           f"({', '.join(PRESETS)}) nor a tower config ({', '.join(VISION_CONFIGS)})")
 
@@ -238,7 +240,7 @@ def vision_config_feature(source: str | Path, config: dict | None = None
     files alone: no weights read, nothing built, nothing fetched (a ``hub:`` tower is read from the hub cache; None
     when it is not there). For checks that must not wait for, or allocate, a whole tower (`adapt validate` on a
     distillation)."""
-    from ..loading import load_config
+    from ..loading import load_config, moved_aside_note
     from ..presets import PRESETS
 
     path = Path(source)
@@ -260,6 +262,8 @@ def vision_config_feature(source: str | Path, config: dict | None = None
     if path.is_dir() or str(source) in PRESETS:
         vlm = load_config(path if path.is_dir() else str(source))
         return vlm.vision_config, TilingConfig.from_dict(vlm.tiling), vlm.vision_feature_layer
+    if (moved := moved_aside_note(source)) is not None:
+        raise CheckpointError(moved)
     raise CheckpointError(f"{source}: not a vision-tower folder, a checkpoint folder, a preset "
                           f"({', '.join(PRESETS)}) nor a tower config ({', '.join(VISION_CONFIGS)})")
 
