@@ -1177,6 +1177,8 @@ MAX_LABEL_BYTES = 200  # + "predictions_", "-q4_k_m", ".jsonl": within the 255-b
 
 
 def _eval(args) -> int:
+    from model.loading import moved_aside_note
+
     from .evaluate import COMPARISON_PNG, PREDICTIONS, plot_comparison, write_report
     from .recipe import load_recipe
     from .run_eval import eval_kinds, evaluate_model
@@ -1204,6 +1206,8 @@ def _eval(args) -> int:
         final = Path(recipe.output.dir) / "final"
         if final.is_dir():
             models["adapted"] = str(final)
+        elif (moved := moved_aside_note(final)) is not None:  # the run's model is there, under another name
+            raise CliError(moved)
         else:
             # `adapt quickstart --field F` trains into train/ next to its copy of the recipe, whatever output.dir says
             quick = recipe.base_dir / "train" / "final"

@@ -52,3 +52,18 @@ def test_a_half_replaced_tower_is_named_by_the_config_only_check(half_replaced):
 
     with pytest.raises(CheckpointError, match="missing: a run stopped while replacing it"):
         vision_config_feature(half_replaced / "final")
+
+
+def test_eval_without_models_refuses_a_half_replaced_final_rather_than_score_the_base_alone(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """It said "no adapted model ...; train first" and scored the base model alone, the trained one beside it."""
+    import adapt.run_eval as run_eval
+
+    assert main(["init", "quickstart", str(tmp_path / "r")]) == 0
+    (tmp_path / "r" / "train" / ".final.replaced").mkdir(parents=True)
+    scored = []
+    monkeypatch.setattr(run_eval, "evaluate_model", lambda recipe, source, label, *a, **k: scored.append(label) or {})
+    capsys.readouterr()
+    rc = main(["eval", str(tmp_path / "r" / "quickstart.yaml"), "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and scored == [] and ".final.replaced" in err and "train first" not in err
