@@ -8,7 +8,7 @@ import model as model_core
 from model.errors import PocketAdaptError
 from model.progress import Progress
 
-from .data.samples import SkipLog
+from .data.samples import MissingDataError, SkipLog
 from .evaluate import PREDICTIONS, predict, save_predictions, summarize
 from .recipe import Recipe
 from .train import load_records, source_specs
@@ -16,6 +16,16 @@ from .train import load_records, source_specs
 
 class EvalError(PocketAdaptError):
     """A recipe that cannot be evaluated as asked (no eval sources)."""
+
+
+def _check_eval_sources(recipe: Recipe) -> None:
+    """Refuse a recipe with no `data.eval_sources`, or one whose annotation file is missing, before a model is loaded
+    and exported for nothing."""
+    if not recipe.data.eval_sources:
+        raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
+    for spec in source_specs(recipe.data.eval_sources, held_out=True):
+        if not spec.path.is_file():
+            raise MissingDataError(f"data.eval_sources: source {spec.name!r}: annotation file not found: {spec.path}")
 
 
 def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: Progress = True,
@@ -31,8 +41,7 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
     spelling), into ``out_dir/<format>/<label>``, and its answers come from that runtime, given exactly the token ids
     and tiles PyTorch would get (`deploy.llamacpp.eval`, `deploy.onnx.eval`, `deploy.executorch.eval`).
     """
-    if not recipe.data.eval_sources:
-        raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
+    _check_eval_sources(recipe)
     vlm, processor = model_core.load(source, dtype=recipe.model.dtype, allow_pickle=recipe.model.allow_pickle,
                                      chat_template=recipe.model.chat_template)
     processor.tiling = recipe.tiling_for(processor.tiling)

@@ -1,0 +1,28 @@
+"""`adapt eval`: a missing eval annotation file is refused before the model is loaded (and, with --runtime, exported)."""
+
+from __future__ import annotations
+
+import pytest
+
+import adapt.run_eval as run_eval
+from adapt.cli import main
+from adapt.data.samples import MissingDataError
+from adapt.recipe import load_recipe
+
+
+def test_a_missing_eval_file_is_refused_before_the_model_is_loaded(tmp_path, monkeypatch):
+    """The model was loaded (and exported, with another runtime: minutes for a real one) before the file was read."""
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    recipe = load_recipe(tmp_path / "quickstart.yaml")
+    loaded = []
+    monkeypatch.setattr(run_eval.model_core, "load", lambda source, **k: loaded.append(source) or 1 / 0)
+    with pytest.raises(MissingDataError, match=r"data.eval_sources: source 'landcover'.*landcover[/\\]test.jsonl"):
+        run_eval.evaluate_model(recipe, "pocket-tiny", "base", tmp_path / "out", progress=False, runtime="onnx")
+    assert loaded == []
+
+
+def test_a_recipe_without_eval_sources_is_refused(tmp_path):
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    recipe = load_recipe(tmp_path / "quickstart.yaml", ["data.eval_sources=[]"])
+    with pytest.raises(run_eval.EvalError, match="no data.eval_sources"):
+        run_eval.evaluate_model(recipe, "pocket-tiny", "base", tmp_path / "out", progress=False)
