@@ -1183,6 +1183,10 @@ def _eval(args) -> int:
     from .recipe import load_recipe
     from .run_eval import eval_kinds, evaluate_model
 
+    variant_flags = {name: getattr(args, flag) for name, flag in VARIANT_FLAGS.items()}
+    for name, given in variant_flags.items():  # the command line alone: refused before any note on the models
+        if given and args.runtime != name:
+            raise CliError(f"--{VARIANT_FLAGS[name].replace('_', '-')} applies to --runtime {name}")
     recipe = load_recipe(args.recipe, args.overrides)
     models: dict[str, str] = {}
     for item in args.model:
@@ -1228,10 +1232,6 @@ def _eval(args) -> int:
     out = args.out or Path(recipe.output.dir) / "eval"
     _check_out_folder(out)  # before any scoring
     progress = args.progress
-    variant_flags = {name: getattr(args, flag) for name, flag in VARIANT_FLAGS.items()}
-    for name, given in variant_flags.items():
-        if given and args.runtime != name:
-            raise CliError(f"--{VARIANT_FLAGS[name].replace('_', '-')} applies to --runtime {name}")
     if args.runtime != "pytorch":
         # a type given twice is one run (its label, and export folder, would be the same)
         variants = list(dict.fromkeys(variant_flags.get(args.runtime) or [RUNTIMES[args.runtime].default_variant]))

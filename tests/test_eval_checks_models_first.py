@@ -34,3 +34,12 @@ def test_a_runtime_type_given_twice_is_exported_and_scored_once(tmp_path, monkey
                "--gguf-type", "f16", "--gguf-type", "q8_0", "--gguf-type", "f16", "--out", str(tmp_path / "out"),
                "--no-progress"])
     assert rc == 130 and scored == ["base-f16", "base-q8_0"]
+
+
+def test_a_type_flag_of_another_runtime_is_refused_before_any_note(tmp_path, capsys):
+    """`--runtime onnx --gguf-type f16` printed "no adapted model ...; scoring the base model only" and then refused."""
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rc = main(["eval", str(tmp_path / "quickstart.yaml"), "--runtime", "onnx", "--gguf-type", "f16", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.strip() == "adapt eval: error: --gguf-type applies to --runtime llamacpp"
