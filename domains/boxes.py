@@ -13,6 +13,7 @@ half a step is kept one step wide by :func:`to_grid`: within one step, a pixel u
 from __future__ import annotations
 
 import math
+import numbers
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -68,7 +69,7 @@ class Box(NamedTuple):
 
     def checked(self) -> Box:
         """Return self if the coordinates are finite and ordered (x1 <= x2, y1 <= y2), else ValueError."""
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self):
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in self):  # numpy scalars too
             raise ValueError(f"box {tuple(self)} has non-finite or non-numeric coordinates")
         if self.x2 < self.x1 or self.y2 < self.y1:
             raise ValueError(f"box {tuple(self)} is not ordered: need x1 <= x2 and y1 <= y2")
@@ -172,8 +173,9 @@ def _grid_box(box: Sequence[float]) -> list[int]:
     vals = list(box)
     if len(vals) != 4:
         raise ValueError(f"grid box needs 4 values, got {vals!r}")
-    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= GRID for v in vals):
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= GRID for v in vals):
         raise ValueError(f"grid box {vals!r} must hold integers in 0..{GRID}; pass width/height to convert pixels")
+    vals = [int(v) for v in vals]  # numpy integers written as plain ones
     if vals[2] < vals[0] or vals[3] < vals[1]:
         raise ValueError(f"grid box {vals!r} is not ordered: need x1 <= x2 and y1 <= y2")
     return vals
@@ -189,7 +191,7 @@ def render_ref_box(phrase: str, boxes: Sequence[float] | Iterable[Sequence[float
     if "<ref>" in phrase or "</ref>" in phrase or "<box>" in phrase or "</box>" in phrase:
         raise ValueError(f"phrase {phrase!r} must not contain <ref>/<box> tags")
     items = list(boxes)
-    if len(items) == 4 and all(isinstance(v, (int, float)) for v in items):
+    if len(items) == 4 and all(isinstance(v, numbers.Real) for v in items):  # numpy scalars too (an array row)
         items = [items]  # a single box
     if not items:
         raise ValueError(f"no boxes given for phrase {phrase!r}")

@@ -205,3 +205,17 @@ def test_a_box_with_a_runaway_number_is_skipped_like_any_malformed_box():
     assert [len(boxes) for _, boxes in parse_ref_boxes(answer)] == [1]
     assert [len(boxes) for _, boxes in parse_ref_boxes(answer, 200, 100)] == [1]
     assert draw_ref_boxes(Image.new("RGB", (200, 100)), answer).getpixel((20, 50)) == PALETTE[0]
+
+
+def test_numpy_boxes_convert_like_python_numbers():
+    # a box straight from numpy (float32 projections, int64 annotation arrays) was refused as "non-numeric", or
+    # failed with a raw TypeError ("'numpy.int64' object is not iterable") when rendered
+    pixel = np.array([1, 2, 30, 40], dtype=np.float32)
+    assert to_grid(pixel, 100, 100) == [10, 20, 300, 400]
+    assert clip_box(pixel, 100, 100) == Box(1, 2, 30, 40)
+    assert render_ref_box("car", pixel, 100, 100) == "<ref>car</ref><box>[[10, 20, 300, 400]]</box>"
+    assert render_ref_box("car", pixel.astype(np.int64)) == "<ref>car</ref><box>[[1, 2, 30, 40]]</box>"
+    assert render_ref_box("car", np.array([[1, 2, 3, 4], [5, 6, 7, 8]])) == (
+        "<ref>car</ref><box>[[1, 2, 3, 4], [5, 6, 7, 8]]</box>")
+    with pytest.raises(ValueError, match="non-finite"):
+        Box(1, 2, np.float32("nan"), 4).checked()
