@@ -671,3 +671,25 @@ def test_a_lone_surrogate_in_a_scene_or_frame_token_is_skipped(raw, tmp_path):
     assert "'\\ud800'" in report.examples["malformed scene"][0]
     assert "'\\udc00'" in report.examples["malformed frame"][0]
     assert report.written == sum(len(v) for v in fbody["QA"].values())
+
+
+def test_two_frames_whose_tokens_join_alike_get_their_own_stitched_image(raw, tmp_path):
+    """``a_b`` + ``c`` and ``a`` + ``b_c`` both made ``stitch/a_b_c.png``: the first frame's records showed the
+    second frame's cameras. nuScenes' hex tokens keep Mini-InternVL's ``{scene}_{frame}`` name."""
+    data = json.loads((raw / "drivelm" / TRAIN).read_text())
+    (s1, b1), (s2, b2) = list(data.items())[:2]
+    f1, f2 = next(iter(b1["key_frames"].items())), next(iter(b2["key_frames"].items()))
+    src = tmp_path / "drivelm"
+    src.mkdir()
+    (src / TRAIN).write_text(json.dumps({
+        "a_b": {**b1, "key_frames": {"c": f1[1]}}, "a": {**b2, "key_frames": {"b_c": f2[1]}},
+        s1: {**b1, "key_frames": {f1[0]: f1[1]}}}))
+    report = convert_drivelm(src, tmp_path / "out", nuscenes_root=raw / "nuscenes", progress=False)
+    images = {}
+    for r in _records(report.outputs["train"]):
+        images.setdefault((r["meta"]["scene"], r["meta"]["frame"]), set()).add(r["image"])
+    assert len(images) == 3 and all(len(v) == 1 for v in images.values())
+    assert len({next(iter(v)) for v in images.values()}) == 3  # one stitched file per frame
+    assert images[(s1, f1[0])] == {f"images/drivelm/stitch/{s1}_{f1[0]}.png"}
+    a = Image.open(tmp_path / "out" / next(iter(images[("a_b", "c")])))
+    assert np.array_equal(np.asarray(a), np.asarray(Image.open(tmp_path / "out" / next(iter(images[(s1, f1[0])])))))

@@ -98,6 +98,7 @@ from domains.files import (
     inside_root,
     is_fresh,
     link_or_copy,
+    safe_name,
     source_stamp,
     write_output,
     write_splits,
@@ -347,8 +348,7 @@ class _Frames:
         decoding each camera file (multi)."""
         if self.view_mode != "stitched":
             return [(paths[cam][0], check_image, (paths[cam][0],)) for cam in self.order]
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{scene}_{frame}")
-        dst = self.out / f"images/{self.dataset}/stitch/{name}{self.encoding.suffix}"
+        dst = self.out / f"images/{self.dataset}/stitch/{_stitch_name(scene, frame)}{self.encoding.suffix}"
         sources = tuple(paths[c][0] for c in STITCH_ORDER)
         try:
             stamp = source_stamp(sources)
@@ -374,9 +374,8 @@ class _Frames:
             if not src.is_file():
                 raise _Skip("missing camera image", str(src), f"{src}: no such file ({cam} of frame {frame})")
         if self.view_mode == "stitched":
-            name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{scene}_{frame}")
             enc = self.encoding
-            rel = f"images/{self.dataset}/stitch/{name}{enc.suffix}"
+            rel = f"images/{self.dataset}/stitch/{_stitch_name(scene, frame)}{enc.suffix}"
             dst = self.out / rel
             sources = [paths[c][0] for c in STITCH_ORDER]
             stamp = source_stamp(sources)
@@ -410,6 +409,16 @@ class _Frames:
             except OSError as exc:
                 raise _Skip("unreadable camera image", str(src), f"{src}: {exc} ({cam} of frame {frame})") from exc
         return [paths[cam][1] for cam in self.order], sizes
+
+
+def _stitch_name(scene: str, frame: str) -> str:
+    """The stitched frame's file stem: Mini-InternVL's ``{scene}_{frame}`` for nuScenes' hex tokens; any other pair
+    (``_`` or characters unsafe in a file name) gets a hash of it (:func:`~domains.files.safe_name`), as ``a_b`` +
+    ``c`` and ``a`` + ``b_c`` would share one file and a frame's records show the other frame's cameras."""
+    name = f"{scene}_{frame}"
+    if "_" not in scene + frame and safe_name(name) == name:
+        return name
+    return safe_name(json.dumps([scene, frame]))
 
 
 def _off_frame(path: Path, size: tuple[int, int]) -> str | None:
