@@ -232,7 +232,9 @@ def test_options_categories_and_min_visibility(dataroot, tmp_path):
                        ({"split_by": "random"}, "split_by must be"),
                        # each was taken: val_fraction ignored unless split_by=hash, a negative min_box_px kept all
                        ({"val_fraction": 1.0}, "val_fraction must be"), ({"val_fraction": "x"}, "val_fraction must be"),
-                       ({"min_box_px": -1}, "min_box_px must be"), ({"min_box_px": True}, "min_box_px must be")]:
+                       ({"min_box_px": -1}, "min_box_px must be"), ({"min_box_px": True}, "min_box_px must be"),
+                       # a misspelt category filtered out every object: an empty output and no word why
+                       ({"categories": "car,cars"}, r"categories 'cars' match no nuScenes category.*traffic cone")]:
         with pytest.raises(ValueError, match=match):
             convert_nuscenes(dataroot, tmp_path / "c", progress=False, **bad)
 

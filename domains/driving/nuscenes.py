@@ -370,7 +370,7 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     `version`: table version (detected when None). `cameras`: camera order name (``stitch``, ``drivelm``,
     ``nuscenes``) fixing the order samples are written in. `history`: previous key frames per sample (0 = single
     images). `min_visibility`: least nuScenes visibility token (1-4). `categories`: names, prefixes or phrases
-    to keep (all when None). `tasks`: ``grounding`` and/or ``region``. `box_vis_level`: ``any`` (part of the box
+    to keep (all when None; one matching no nuScenes category is refused). `tasks`: ``grounding`` and/or ``region``. `box_vis_level`: ``any`` (part of the box
     in the image, as nuScenes' 2-D export) or ``all`` (every corner in the image). `min_box_px`: smallest
     clipped box side kept. `split_by`: ``official`` (the devkit's scene splits; mini: mini_train / mini_val),
     ``hash`` (`val_fraction` of the scenes by a hash of the name) or ``auto`` (official when every scene is
@@ -414,6 +414,13 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     held_scenes = _held_out_scenes(held_out)  # before the tables load: a wrong path fails at once
     version = version or detect_version(src)
     nusc = open_nuscenes(src, version)
+    if categories:  # a misspelt name ("cars") would filter out every object, converting nothing without a word
+        known = set(CATEGORY_PHRASES) | {c["name"] for c in nusc.category}
+        unknown = [w for w in categories if not any(_category_match(name, [w]) for name in known)]
+        if unknown:
+            raise DomainError(f"categories {', '.join(map(repr, unknown))} match no nuScenes category; give names "
+                              f"(vehicle.car), prefixes (vehicle) or phrases: "
+                              f"{', '.join(sorted({category_phrase(n) for n in known}))}")
     report = ConvertReport(dataset=dataset, source=src, out=out)
     scene_split = _scene_splits(nusc, version, split_by, float(val_fraction))
     for name, held in held_scenes.items():
