@@ -208,4 +208,8 @@ def test_argument_checks(tmp_path):
     for quality in (-5, 0, 200, 2.5, "high"):
         with pytest.raises(ValueError, match=r"quality \(JPEG\) must be a whole number 1-95"):
             generate(tmp_path, quality=quality)
+    for bad in ({"seed": 1.5}, {"seed": "x"}, {"n_scenes": "2"}, {"n_frames": None}, {"n_scenes": True}):
+        name, value = next(iter(bad.items()))
+        with pytest.raises(ValueError, match=rf"{name} must be a whole number, got {value!r}"):
+            generate(tmp_path, **bad)
     assert not any(tmp_path.iterdir())  # refused before writing

@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -590,6 +591,11 @@ def generate(out: str | Path, n_scenes: int = 3, n_frames: int = 3, seed: int = 
     `n_scenes` (1-10, named after the official mini scenes) x `n_frames` (1-40) key frames; `quality`: JPEG quality
     (1-95, PIL's useful range). `progress`: a bar over the frames (:func:`model.progress.progress_bar`).
     """
+    for name, value in (("n_scenes", n_scenes), ("n_frames", n_frames), ("seed", seed)):
+        # int() took seed=1.5 as seed 1 (another set than asked for, without a word) and "x" with a bare ValueError
+        whole = isinstance(value, numbers.Integral) or isinstance(value, float) and value.is_integer()
+        if isinstance(value, bool) or not whole:
+            raise DomainError(f"{name} must be a whole number, got {value!r}")
     if not 1 <= int(n_scenes) <= len(MINI_SCENES):
         raise DomainError(f"n_scenes must be 1-{len(MINI_SCENES)} (the v1.0-mini scene names), got {n_scenes}")
     if int(n_frames) < 1:
