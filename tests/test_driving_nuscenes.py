@@ -228,7 +228,10 @@ def test_options_categories_and_min_visibility(dataroot, tmp_path):
     assert recs and all(r["meta"]["visibility"] == 4 and r["task"] == "region" for r in recs)
     assert len({r["meta"]["scene"] for r in _records(strict.outputs["val"])}) == 1
     for bad, match in [({"tasks": ["detect"]}, "tasks must be"), ({"history": -1}, "history must be"),
-                       ({"min_visibility": 5}, "min_visibility must be"), ({"cameras": "ring"}, "unknown camera order"),
+                       ({"min_visibility": 5}, "min_visibility must be"),
+                       # int() took them as 1 and 2 without a word
+                       ({"history": 1.5}, "history must be a whole number"), ({"history": "x"}, "history must be"),
+                       ({"min_visibility": 2.5}, "min_visibility must be"), ({"cameras": "ring"}, "unknown camera order"),
                        ({"split_by": "random"}, "split_by must be"),
                        # each was taken: val_fraction ignored unless split_by=hash, a negative min_box_px kept all
                        ({"val_fraction": 1.0}, "val_fraction must be"), ({"val_fraction": "x"}, "val_fraction must be"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -278,6 +279,12 @@ def _in(value: object, low: float, high: float) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value < high
 
 
+def _whole(value: object) -> bool:
+    """`value` is a whole number (an int, or a float such as 2.0; not a bool)."""
+    return not isinstance(value, bool) and (isinstance(value, numbers.Integral) or
+                                             isinstance(value, float) and value.is_integer())
+
+
 def _scene_splits(nusc, version: str, split_by: str, val_fraction: float) -> dict[str, str]:
     """scene token -> "train" | "val" (| "test" for v1.0-test)."""
     names = {s["token"]: s["name"] for s in nusc.scene}
@@ -401,10 +408,11 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
     if not tasks or set(tasks) - {"grounding", "region"}:
         raise DomainError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tasks!r}")
-    if int(history) < 0:
-        raise DomainError(f"history must be >= 0 previous key frames, got {history}")
-    if not 1 <= int(min_visibility) <= 4:
-        raise DomainError(f"min_visibility must be a nuScenes visibility token 1-4, got {min_visibility}")
+    # int() took history=1.5 as 1 and min_visibility=2.5 as 2 without a word, and a text with a bare ValueError
+    if not _whole(history) or history < 0:
+        raise DomainError(f"history must be a whole number >= 0 of previous key frames, got {history!r}")
+    if not _whole(min_visibility) or not 1 <= min_visibility <= 4:
+        raise DomainError(f"min_visibility must be a nuScenes visibility token 1-4, got {min_visibility!r}")
     if not _in(min_box_px, 0, math.inf):
         raise DomainError(f"min_box_px must be a number of pixels >= 0, got {min_box_px!r}")
     if not _in(val_fraction, 0, 1):  # checked for every split_by: auto may come to the hash split
