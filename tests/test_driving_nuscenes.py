@@ -68,6 +68,10 @@ def test_version_detection_and_loading_errors(dataroot, tmp_path):
     (broken / "v1.0-mini" / "scene.json").unlink()
     with pytest.raises(ValueError, match="the nuScenes tables do not load"):
         open_nuscenes(broken)
+    # with the version given, a wrong dataroot failed listing its folders (a bare FileNotFoundError)
+    for wrong in (tmp_path / "nowhere", dataroot / "v1.0-mini" / "scene.json"):
+        with pytest.raises(ValueError, match="no such nuScenes dataroot"):
+            open_nuscenes(wrong, "v1.0-mini")
 
 
 def test_missing_devkit_gives_the_install_hint(monkeypatch):

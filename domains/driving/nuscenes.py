@@ -132,6 +132,8 @@ def open_nuscenes(dataroot: str | Path, version: str | None = None):
     NuScenes = require_devkit()
     root = Path(dataroot)
     version = version or detect_version(root)
+    if not root.is_dir():  # listing its folders below would fail with a bare FileNotFoundError
+        raise DomainError(f"{root}: no such nuScenes dataroot (a folder holding {version}/ and samples/)")
     if not (root / version).is_dir():
         raise DomainError(f"{root}: no table folder {version}/ (found: "
                          f"{', '.join(sorted(p.name for p in root.iterdir() if p.is_dir())) or 'nothing'})")
