@@ -99,3 +99,28 @@ def test_a_stop_string_of_several_tokens_ends_the_answer_as_in_pytorch(tmp_path,
     assert whole.text == "greenpink"
     assert answer.text == "gree" == processor.decode(processor.tokenizer.encode("greenpink"))
     assert len(answer.tokens) < len(whole.tokens) and not answer.context_full
+
+
+def test_given_stop_ids_are_the_whole_stop_set_as_in_pytorch(answered, llama_cpp):  # noqa: F811
+    """PyTorch's generate stops on its ``eos_token_id`` list only; pocket-llama also stopped on every end token
+    llama.cpp guesses from the vocabulary (``<|endoftext|>``, ``<|im_end|>``, ...), so a model that drew one of those
+    (not the template's stop, not EOS) ended its answer in llama.cpp and went on in PyTorch. With stop ids given,
+    they are now the whole set: here an id the answer never draws, so the answer runs past its end token."""
+    folder, _, tokens, stops = answered
+    unrelated = max(stops) + 1
+    assert unrelated not in tokens
+    with PocketLlama(ExportFolder.open(folder).model, n_ctx=512, kv_f32=True) as llama:
+        answer = llama.generate(len(tokens) + 4, messages=MESSAGES, stop_ids=[unrelated])
+    assert answer["tokens"][:len(tokens)] == tokens and len(answer["tokens"]) == len(tokens) + 4, answer
+    assert answer["stop"] == "length"
+
+
+def test_the_runtime_stops_on_the_exports_eos_as_pytorch_does(answered, llama_cpp):  # noqa: F811
+    """The processor's stop ids are the template's stop tokens plus EOS; the runtime's are the same set, EOS read
+    from the GGUF (tokenizer.ggml.eos_token_id)."""
+    folder, *_ = answered
+    vlm, processor = model.load("pocket-tiny")
+    export_folder = ExportFolder.open(folder)
+    assert export_folder.eos == processor.tokenizer.eos_token_id
+    with LlamaCppVLM(folder, n_ctx=512) as runtime:
+        assert runtime.stop_ids == sorted(set(processor.stop_token_ids))

@@ -17,6 +17,8 @@
 //            ("eog": an end-of-generation or stop token, the last of `tokens`; "length": n_predict tokens;
 //            "context": the context is full, every position holds a prompt or answer token and the last token
 //            was drawn from the last position's logits)
+//            (stop_ids, when given, are the whole stop set, as PyTorch's eos_token_id list is; without them
+//            llama.cpp's own end tokens end an answer: eos, eot, eom and the texts it guesses, <|endoftext|> ...)
 //            (or segments: [{"ids": [...]} | {"tiles": ...}], the caller's own token ids and tiles)
 //
 // An image is {"path": FILE} (decoded by llama.cpp), {"rgb": FILE, "width": W, "height": H} (raw RGB bytes)
@@ -334,6 +336,10 @@ struct Runner {
         uint32_t seed = req.value("seed", 0u);
         std::vector<llama_token> stop_ids = req.value("stop_ids", std::vector<llama_token>{});
         bool ignore_eos = req.value("ignore_eos", false);
+        auto is_stop = [&](llama_token tok) {
+            return stop_ids.empty() ? llama_vocab_is_eog(vocab, tok)
+                                    : std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end();
+        };
         std::vector<llama_token> prompt_ids;  // image rows as -1
 
         double t0 = now_ms();
@@ -370,8 +376,7 @@ struct Runner {
                 tok = dist(rng);
             }
             out.push_back(tok);
-            bool stop = llama_vocab_is_eog(vocab, tok) || std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end();
-            if (stop && !ignore_eos) {
+            if (is_stop(tok) && !ignore_eos) {
                 stop_reason = "eog";
                 break;
             }
@@ -389,7 +394,7 @@ struct Runner {
         double decode_ms = now_ms() - t2;
         std::string text;
         for (auto tok : out) {
-            if (llama_vocab_is_eog(vocab, tok) || std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end()) break;
+            if (is_stop(tok)) break;
             text += common_token_to_piece(vocab, tok, false);
         }
         json r;

@@ -34,6 +34,7 @@ class ExportFolder:
     template: ChatTemplate
     file_type: int
     context: int | None = None  # the text model's trained context (<arch>.context_length)
+    eos: int | None = None  # tokenizer.ggml.eos_token_id: the tokenizer's EOS, which PyTorch's generate stops on
 
     def n_ctx(self, wanted: int) -> int:
         """`wanted`, or the trained context where that is shorter: as `adapt chat` on PyTorch, never past it."""
@@ -79,8 +80,10 @@ class ExportFolder:
                                     f"it beside it, or export again")
         arch = meta.get("general.architecture")
         context = meta.get(f"{arch}.context_length")
+        eos = meta.get("tokenizer.ggml.eos_token_id")
         return cls(models[0], mmprojs[0] if mmprojs else None, tiling, template, int(meta.get("general.file_type", 1)),
-                   int(context) if isinstance(context, int) and context > 0 else None)
+                   int(context) if isinstance(context, int) and context > 0 else None,
+                   int(eos) if isinstance(eos, int) else None)
 
 
 def _tiling(mmproj: Path, fields: dict) -> TilingConfig:
@@ -110,7 +113,8 @@ def _reader(path: Path):
 def _fields(reader) -> dict:
     out = {}
     for key, field in reader.fields.items():
-        if key.startswith(("pocket_adapt.", "general.")) or key.endswith(".context_length"):
+        if key.startswith(("pocket_adapt.", "general.")) or key.endswith(".context_length") or \
+                key == "tokenizer.ggml.eos_token_id":
             try:
                 out[key] = field.contents()
             except Exception:  # noqa: BLE001 - a field this reader cannot decode is not one we need
@@ -138,7 +142,9 @@ class LlamaCppVLM:
         """Stop tokens and whether the embedded template takes our image placeholders, asked of llama.cpp."""
         single = {s: ids[0] for s in self.export.template.stop_strings
                   if len(ids := self.llama.request(op="tokenize", text=s)["ids"]) == 1}
-        self.stop_ids = sorted(set(single.values()))
+        # the whole stop set, as the processor's `stop_token_ids` (the template's plus EOS): pocket-llama stops on
+        # these only, not on the further end tokens llama.cpp guesses from their texts, which PyTorch does not know
+        self.stop_ids = sorted(set(single.values()) | ({self.export.eos} if self.export.eos is not None else set()))
         # stop strings that are no single token (a custom template's "###"): the answer's text is cut at them, as
         # the processor's `decode` cuts PyTorch's
         self.text_stops = [s for s in self.export.template.stop_strings if s not in single]
