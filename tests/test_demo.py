@@ -1108,6 +1108,22 @@ def test_launch_is_local_private_and_limited_by_default(session, monkeypatch, ca
     assert "without a login" in capsys.readouterr().err
 
 
+def test_launch_blank_or_no_host_serves_on_loopback(session, monkeypatch, capsys):
+    """host="" printed "serving on , reachable from other machines" while Gradio fell back to GRADIO_SERVER_NAME
+    (or 127.0.0.1); host=None failed with a raw AttributeError. Both now mean the default, 127.0.0.1."""
+    blocks = demo_app.build_demo(session, None, max_upload_mb=5)
+    seen = {}
+    monkeypatch.setattr(type(blocks), "launch", lambda self, **kw: seen.update(kw) or (None, "url", None))
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # must not widen a blank host
+    for host in ("", "  ", None):
+        demo_app.launch_demo(blocks, host=host)
+        assert seen["server_name"] == "127.0.0.1", host
+        assert capsys.readouterr().err == "", host
+    demo_app.launch_demo(blocks, host=" 0.0.0.0 ")
+    assert seen["server_name"] == "0.0.0.0" and "serving on 0.0.0.0," in capsys.readouterr().err
+    with pytest.raises(demo_app.DemoError, match=r"host must be a host name or address.*7860"):
+        demo_app.launch_demo(blocks, host=7860)
+
 def test_is_loopback():
     assert demo_app.is_loopback("127.0.0.1") and demo_app.is_loopback("::1") and demo_app.is_loopback("localhost")
     assert not demo_app.is_loopback("0.0.0.0") and not demo_app.is_loopback("example.org")

@@ -133,10 +133,10 @@ def _free_uploads(request: gr.Request) -> None:
     close_session(request.session_hash)
 
 
-def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+def launch_demo(blocks: gr.Blocks, host: str | None = DEFAULT_HOST, port: int = DEFAULT_PORT,
                 auth: Auth | tuple[str, str] | Sequence[tuple[str, str]] | None = None,
                 max_upload_mb: float | None = None, *, prevent_thread_lock: bool = False, quiet: bool = False):
-    """Serve `blocks` on `host`:`port` (loopback by default), never through a share link.
+    """Serve `blocks` on `host`:`port` (loopback by default; None or "" too), never through a share link.
 
     `auth` is a ``(user, password)`` pair, a list of them, or a checker ``(user, password) -> bool``.
     Uploads above `max_upload_mb` (default: the value given to :func:`build_demo`; a page built by it refuses
@@ -146,6 +146,7 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
     Returns Gradio's ``(app, local_url, share_url)``.
     """
     checker = _checker(auth) if auth is not None else None  # a bad auth is refused before anything is touched
+    host = _serving_host(host)
     settings = getattr(blocks, "pocket_settings", None)
     if max_upload_mb is not None:  # nan / inf failed in Gradio's launch with a raw error; 0 or less refused all uploads
         check_upload_mb(max_upload_mb)
@@ -167,6 +168,16 @@ def launch_demo(blocks: gr.Blocks, host: str = DEFAULT_HOST, port: int = DEFAULT
         show_error=False, inbrowser=False, enable_monitoring=False, mcp_server=False, ssr_mode=False,
         run_history=False, footer_links=["settings"], strict_cors=True,
         theme=gr.themes.Default(font=_FONTS, font_mono=_MONO), css=CSS, js=CLEAR_FILE_INPUTS)
+
+
+def _serving_host(host: str | None) -> str:
+    """`host` stripped; None or blank is DEFAULT_HOST (given to Gradio as "" it took GRADIO_SERVER_NAME or 127.0.0.1,
+    and the warning said "serving on , reachable from other machines"); anything but a string is a DemoError."""
+    if host is None or (isinstance(host, str) and not host.strip()):
+        return DEFAULT_HOST
+    if not isinstance(host, str):
+        raise DemoError(f"host must be a host name or address such as {DEFAULT_HOST!r} or '0.0.0.0', got {host!r}")
+    return host.strip()
 
 
 def _checker(auth) -> Auth:
