@@ -60,3 +60,32 @@ def test_a_model_failing_mid_answer_is_said_as_such(session, monkeypatch, error)
     assert threading.active_count() < 50
     *_, (text, drawn, note) = answer_stream(session, default_draw_answer, "What is shown?", None)
     assert text and note == "" or "no image" in note
+
+
+def test_a_model_with_broken_weights_says_why(session):
+    """NonFiniteScoresError (a PocketAdaptError, written for users) reached both pages as its type name alone, with
+    "see the server log": the page now says what it says (NaN / inf scores: broken weights or an overflowing dtype)."""
+    from deploy.demo.hooks import default_draw_answer
+    from deploy.demo.panels import medical
+    from deploy.demo.panels.generic import answer_stream
+
+    class Study:
+        staged = None
+
+        def model_inputs(self, index, n, window):
+            return [Image.new("RGB", (32, 32), (90, 90, 90))], ["upload 1"], None
+
+    head = session.vlm.get_output_embeddings().weight
+    saved = head.detach().clone()
+    try:
+        with torch.no_grad():
+            head.fill_(float("nan"))
+        *_, (text, drawn, note) = answer_stream(session, default_draw_answer, "What is shown?", None)
+        *_, (_, _, _, medical_note) = medical.ask(session, "What is shown?", Study())
+    finally:
+        with torch.no_grad():
+            head.copy_(saved)
+    for shown in (note, medical_note):
+        assert shown.startswith("**Could not answer:**"), shown
+        assert "NaN or infinite" in shown and "float16" in shown, shown
+        assert "server log" not in shown, shown

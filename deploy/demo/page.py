@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from model.errors import PocketAdaptError
 
 __all__ = ["CLEAR_FILE_INPUTS", "DISCLAIMER", "MEDICAL_DISCLAIMER", "REFUSED_BUTTON", "DemoError", "DemoSettings",
-           "error_md", "escape_md", "info_md", "notice_md", "refused_md", "warnings_md"]
+           "answer_failed_md", "error_md", "escape_md", "info_md", "notice_md", "refused_md", "warnings_md"]
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
 
@@ -88,6 +88,16 @@ def warnings_md(warnings: Sequence[str]) -> str:
 
 def error_md(message: str, what: str = "Could not read the upload") -> str:
     return f"**{escape_md(what)}:** {escape_md(message)}"
+
+
+def answer_failed_md(exc: BaseException) -> str:
+    """The notice for a model that failed while answering (`exc`, its ``__cause__`` the model's own error): a
+    PocketAdaptError's message, which is written for users (NaN scores from broken weights, ...); for anything else
+    only the type, as its text may quote inputs (the server log has it)."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, PocketAdaptError) and str(cause):
+        return error_md(f"the model failed while answering: {cause}"[:600], "Could not answer")
+    return error_md(f"the model failed while answering ({type(cause).__name__}); see the server log", "Could not answer")
 
 
 def notice_md(message: str, what: str = "Note") -> str:

@@ -23,6 +23,7 @@ from deploy.demo.page import (
     REFUSED_BUTTON,
     REPEATED_NOTE,
     DemoSettings,
+    answer_failed_md,
     error_md,
     escape_md,
     info_md,
@@ -112,8 +113,7 @@ def answer_stream(session: ModelSession, draw_answer: Callable[..., list], quest
         return
     except Exception as exc:
         log.error("demo: generation failed", exc_info=exc)
-        yield text, None, error_md(f"the model failed while answering ({type(exc.__cause__ or exc).__name__}); see "
-                                   "the server log", "Could not answer")
+        yield text, None, answer_failed_md(exc)
         return
     note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
     if not images:

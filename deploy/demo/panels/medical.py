@@ -27,6 +27,7 @@ from deploy.demo.page import (
     REFUSED_BUTTON,
     REPEATED_NOTE,
     DemoSettings,
+    answer_failed_md,
     error_md,
     escape_md,
     info_md,
@@ -670,8 +671,7 @@ def ask(session: ModelSession, question: str, study: Study | None, index: int = 
         return
     except Exception as exc:
         log.error("demo: generation failed", exc_info=exc)
-        yield text, None, labels, error_md(f"the model failed while answering ({type(exc.__cause__ or exc).__name__}); "
-                                           "see the server log", "Could not answer")
+        yield text, None, labels, answer_failed_md(exc)
         return
     note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
     try:
