@@ -389,6 +389,7 @@ def test_a_box_under_a_pixel_is_drawn_and_the_answers_other_boxes_too():
 @pytest.mark.parametrize("content, expected", [
     (b"this is not an image", "not an image file"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "not an image file|damaged"),
+    (b"", "^upload 1: empty file$"),  # read "not an image file", while the medical page said "empty file"
 ])
 def test_a_bad_image_gives_a_readable_message(tmp_path, content, expected):
     from deploy.demo.panels.generic import read_files
@@ -933,6 +934,7 @@ def test_medical_png_upload(medical, tmp_path):
     ("DOE_JANE.dcm", b"plain text, not DICOM", "upload 1"),
     ("DOE_JANE.zip", b"PK\x03\x04 not really a zip", "upload 1"),
     ("notes.txt", b"hello", "upload 1"),
+    ("DOE_JANE.png", b"", "upload 1: empty file"),  # as an empty .dcm reads, not "not an image file"
     ("DOE_JANE.tif", b"II*\x00\x08\x00\x00\x00", "upload 1: not a DICOM file; this page reads DICOM files (one file, "
                                                   "the files of one series, or a .zip of them) and PNG / JPEG images"),
 ])
