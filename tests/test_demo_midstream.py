@@ -1,5 +1,6 @@
 """The model failing mid-answer: the page keeps what was said, says the model failed (not "Could not ask"), and
-shows none of the exception's text (which may quote inputs); the next question works."""
+shows none of an unexpected exception's text (which may quote inputs), only a PocketAdaptError's message (written
+for users); the next question works."""
 
 from __future__ import annotations
 
