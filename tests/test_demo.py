@@ -1126,6 +1126,19 @@ def test_launch_blank_or_no_host_serves_on_loopback(session, monkeypatch, capsys
     with pytest.raises(demo_app.DemoError, match=r"host must be a host name or address.*7860"):
         demo_app.launch_demo(blocks, host=7860)
 
+def test_launch_refuses_a_port_that_cannot_be_served(session, monkeypatch):
+    """launch_demo passed any port to Gradio (the CLI alone checked --port): 70000 or "7860" failed inside Gradio's
+    launch, after the signal handlers were installed; now a DemoError naming the port, before anything is touched."""
+    blocks = demo_app.build_demo(session, None, max_upload_mb=5)
+    seen = {}
+    monkeypatch.setattr(type(blocks), "launch", lambda self, **kw: seen.update(kw) or (None, "url", None))
+    for bad in (0, 70000, -1, "7860", 7860.0, True):
+        with pytest.raises(demo_app.DemoError, match=r"port must be a whole number in 1\.\.65535, got"):
+            demo_app.launch_demo(blocks, port=bad)
+    assert not seen
+    demo_app.launch_demo(blocks, port=8123)
+    assert seen["server_port"] == 8123
+
 def test_is_loopback():
     assert demo_app.is_loopback("127.0.0.1") and demo_app.is_loopback("::1") and demo_app.is_loopback("localhost")
     assert not demo_app.is_loopback("0.0.0.0") and not demo_app.is_loopback("example.org")
@@ -1172,6 +1185,9 @@ def test_cli_flags_defaults_and_password_never_on_the_command_line(monkeypatch, 
     assert main(["--auth-user", "ann"]) == 1  # fails before loading any model
     assert PASSWORD_ENV in capsys.readouterr().err
     assert main(["--max-upload-mb", "0"]) == 1
+    capsys.readouterr()
+    assert main(["--port", "70000"]) == 1  # the library's check, named as the flag
+    assert "--port must be a whole number in 1..65535, got 70000" in capsys.readouterr().err
     for bad in ("inf", "nan"):  # refused before the model loads (inf ended in an OverflowError trace at launch)
         capsys.readouterr()
         assert main(["--max-upload-mb", bad]) == 1

@@ -25,8 +25,8 @@ from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession, check_max_
 from deploy.demo.uploads import close_session, install_signal_cleanup, sweep_stale, use_private_gradio_cache
 from model.hosts import is_loopback
 
-__all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "check_upload_mb", "is_loopback",
-           "launch_demo", "load_auth_file", "resolve_domain"]
+__all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "check_port", "check_upload_mb",
+           "is_loopback", "launch_demo", "load_auth_file", "resolve_domain"]
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -147,6 +147,7 @@ def launch_demo(blocks: gr.Blocks, host: str | None = DEFAULT_HOST, port: int = 
     """
     checker = _checker(auth) if auth is not None else None  # a bad auth is refused before anything is touched
     host = _serving_host(host)
+    check_port(port)
     settings = getattr(blocks, "pocket_settings", None)
     if max_upload_mb is not None:  # nan / inf failed in Gradio's launch with a raw error; 0 or less refused all uploads
         check_upload_mb(max_upload_mb)
@@ -168,6 +169,13 @@ def launch_demo(blocks: gr.Blocks, host: str | None = DEFAULT_HOST, port: int = 
         show_error=False, inbrowser=False, enable_monitoring=False, mcp_server=False, ssr_mode=False,
         run_history=False, footer_links=["settings"], strict_cors=True,
         theme=gr.themes.Default(font=_FONTS, font_mono=_MONO), css=CSS, js=CLEAR_FILE_INPUTS)
+
+
+def check_port(port: int, name: str = "port") -> int:
+    """`port` as a TCP port, 1..65535, else a DemoError naming it as `name` (``--port`` for the CLI)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise DemoError(f"{name} must be a whole number in 1..65535, got {port!r}")
+    return port
 
 
 def _serving_host(host: str | None) -> str:

@@ -100,11 +100,10 @@ class _RefuseShare(argparse.Action):
 
 def run_demo(args: argparse.Namespace) -> int:
     """Check the flags, load the model, build the page and serve it until interrupted."""
-    from deploy.demo.app import auth_from_env, build_demo, launch_demo, load_auth_file, resolve_domain
+    from deploy.demo.app import auth_from_env, build_demo, check_port, launch_demo, load_auth_file, resolve_domain
     from deploy.demo.page import DemoError
 
-    if not 0 < args.port < 65536:
-        raise DemoError(f"--port must be in 1..65535, got {args.port}")
+    check_port(args.port, "--port")
     if not 0 < args.max_upload_mb < math.inf:  # nan and inf too: they failed after the model loaded, inf with a trace
         raise DemoError(f"--max-upload-mb must be a positive number of MB, got {args.max_upload_mb}")
     auth = None
