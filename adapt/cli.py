@@ -436,6 +436,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, choices=(17, 18),
                         help="tensorrt only: the graphs' ONNX opset (default 17, which every JetPack's TensorRT parses; "
                              "18 needs TensorRT 10, JetPack 6.1)")
+    export.add_argument("--max-new-tokens", type=positive_int,
+                        help="tensorrt only: the answer tokens TensorRT-LLM's max_input_len leaves room for within "
+                             "max_seq_len (default 256); fewer leave a longer prompt room")
     export.add_argument("--no-progress", action="store_true", help="no progress bars")
     export.set_defaults(handler=_export, builds_model=True)
 
@@ -796,6 +799,8 @@ def _export(args) -> int:
         raise CliError("--max-images applies to --format tensorrt only")
     if args.opset is not None and args.format != "tensorrt":
         raise CliError("--opset applies to --format tensorrt only")
+    if args.max_new_tokens is not None and args.format != "tensorrt":
+        raise CliError("--max-new-tokens applies to --format tensorrt only")
     check_target(Path(args.out), args.force, args.model)  # a refused target fails before the model is loaded
     check_dtype(args.format, args.dtype)
     if args.adapter is not None:
@@ -804,7 +809,8 @@ def _export(args) -> int:
     if args.format == "tensorrt":
         options = {"tiling": None, "source": None, "progress": args.progress,
                    **({"max_images": args.max_images} if args.max_images else {}),
-                   **({"opset": args.opset} if args.opset else {})}
+                   **({"opset": args.opset} if args.opset else {}),
+                   **({"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})}
         if args.recipe is not None:
             from deploy.tensorrt import source_tile_caps
 

@@ -245,8 +245,8 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
             f"{source or 'the model'}: the reference prompt (the stitched {STITCHED_SIZE[0]}x{STITCHED_SIZE[1]} driving "
             f"image and the question) is {n} tokens, more than max_input_len {max_input} (max_seq_len {longest} - "
             f"max_new_tokens {max_new_tokens}; max_position_embeddings {max_positions}): the decoder profile's opt shape "
-            f"would pass its max and the prompt could not run on the engines; ask for fewer new tokens or fewer "
-            f"tiles (max_tiles)")
+            f"would pass its max and the prompt could not run on the engines; ask for fewer new tokens "
+            f"(--max-new-tokens) or fewer tiles (max_tiles)")
     prompts = prompt_lengths(processor, found, tiling)
     widest = max(prompts, key=prompts.get)
     if prompts[widest] > max_input:
@@ -256,7 +256,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
             f"= {layout.tiles * processor.image_seq_length} image tokens, with the question {prompts[widest]} tokens) "
             f"is longer than max_input_len {max_input} (max_seq_len {longest} - max_new_tokens {max_new_tokens}; "
             f"max_position_embeddings {max_positions}): TensorRT-LLM and the decoder profile could not take it; ask "
-            f"for fewer new tokens, fewer images (--max-images) or fewer tiles (max_tiles)")
+            f"for fewer new tokens (--max-new-tokens), fewer images (--max-images) or fewer tiles (max_tiles)")
     write_onnx(vlm, processor, out_dir, progress=progress)
     clamped = []
     for graph in (VISION, EMBED, DECODER):
@@ -412,7 +412,8 @@ def sequence_limits(multimodal: int, positions: int, max_new_tokens: int, what: 
     if max_input <= multimodal:
         raise TensorRTExportError(f"{what}: max_new_tokens {max_new_tokens} leaves {max_input} input tokens of the "
                                   f"{longest}-token sequence, not more than the {multimodal} image tokens of the "
-                                  f"largest prompt; ask for fewer new tokens or fewer images (--max-images)")
+                                  f"largest prompt; ask for fewer new tokens (--max-new-tokens) or fewer "
+                                  f"images (--max-images)")
     return longest, max_input, cut
 
 

@@ -185,3 +185,23 @@ def test_every_prompt_tile_count_has_an_engine_route():
             pieces = split_tiles(total, other["fixed"])
             assert pieces is not None and sum(pieces) == total and set(pieces) <= set(other["fixed"]), (n, each)
     assert split_tiles(5, [3]) is None and split_tiles(6, [1, 3]) == [3, 3]
+
+
+def test_max_new_tokens_is_a_tensorrt_flag_that_reaches_the_writer(tmp_path, capsys, monkeypatch):
+    """The refusals of a too-long answer advise --max-new-tokens: `adapt export -f tensorrt` takes it (other formats
+    refuse it) and hands it to write_tensorrt, which refuses a value that leaves no room, naming the flag."""
+    from adapt.cli import main
+    from deploy import tensorrt
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the export started: the setting was not refused up front")
+
+    monkeypatch.setattr(tensorrt, "write_onnx", reached)
+    assert main(["export", "-f", "onnx", "--model", "pocket-tiny", "--max-new-tokens", "8",
+                 "--out", str(tmp_path / "a")]) == 1
+    assert "--max-new-tokens applies to --format tensorrt only" in capsys.readouterr().err
+    assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--max-new-tokens", "100000",
+                 "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "max_new_tokens 100000 leaves" in err and "fewer new tokens (--max-new-tokens)" in err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
