@@ -14,11 +14,12 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from model.errors import PocketAdaptError
+from model.errors import NonFiniteScoresError, PocketAdaptError
 
 
-class BadLogitsError(PocketAdaptError, ValueError):
-    """Logits no token can be picked from: NaN, +inf, or every one -inf."""
+class BadLogitsError(NonFiniteScoresError, ValueError):
+    """Logits no token can be picked from: NaN, +inf, or every one -inf (an export runtime's numpy logits; PyTorch
+    generation raises the parent, `NonFiniteScoresError`)."""
 
 
 def pick_token(logits, temperature: float, rng) -> int:

@@ -25,6 +25,12 @@ class ModelConfigError(PocketAdaptError, ValueError):
     """A model setting is unknown or invalid: a preset name, a chat template, a projector or tower option."""
 
 
+class NonFiniteScoresError(PocketAdaptError, RuntimeError):
+    """The model's next-token scores hold NaN or +inf (or mask every token): its weights, or the dtype it runs in,
+    are broken. PyTorch generation raises it (`model.generation.FiniteScores`), the export runtimes a subclass
+    (`deploy.runtimes.BadLogitsError`): one type to catch for both."""
+
+
 # The optional parts of pocket-adapt (pyproject.toml's extras) by the top-level modules they bring: a verb that
 # meets one missing says which extra to install instead of ending in a traceback.
 _EXTRA_OF_MODULE = {

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
-from .errors import PocketAdaptError
+from .errors import NonFiniteScoresError, PocketAdaptError
 from .limits import MAX_SEED
 
 __all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "FiniteScores", "NonFiniteScoresError",
@@ -39,10 +39,6 @@ NUMBER_SPAN = 32  # ... this many for a unit of digits and punctuation (numbers,
 
 class PromptTooLongError(PocketAdaptError, ValueError):
     """A prompt that fills the model's context: no room left for an answer."""
-
-
-class NonFiniteScoresError(PocketAdaptError, RuntimeError):
-    """The model's next-token scores hold NaN or +inf: its weights (or the dtype it runs in) are broken."""
 
 
 class FiniteScores(LogitsProcessor):

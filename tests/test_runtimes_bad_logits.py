@@ -56,3 +56,15 @@ class _Overflowing(ExportedVLM):
 def test_the_generation_loop_names_the_step(bad_at, step, temperature):
     with pytest.raises(PocketAdaptError, match=rf"^{step}: the model produced unusable logits \(1 NaN of 4\)"):
         _Overflowing(bad_at).generate([1, 1], max_new_tokens=5, temperature=temperature)
+
+
+def test_one_error_type_serves_pytorch_and_the_export_runtimes():
+    """PyTorch generation's NaN check (`NonFiniteScoresError`) and the export runtimes' (`BadLogitsError`) were two
+    unrelated types: a caller had to know both. The runtimes' is now the PyTorch one's subclass, each with its hint."""
+    from model.errors import NonFiniteScoresError
+    from model.generation import NonFiniteScoresError as from_generation
+
+    assert from_generation is NonFiniteScoresError
+    with pytest.raises(NonFiniteScoresError, match="unusable logits .*float16"):
+        pick_token(np.array([np.nan, 1.0]), 0.0, None)
+    assert issubclass(BadLogitsError, ValueError)  # as before, for callers catching ValueError
