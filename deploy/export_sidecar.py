@@ -7,6 +7,7 @@ with the keys that differ, instead of answering with another tiling or tokenizer
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,12 @@ def check_tokenizer(want: dict, tokenizer, folder: Path, artefact: str, error: t
                     f"({'; '.join(problems)}); put the exported tokenizer back or re-export")
 
 
-def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
+def read_processor(folder: Path, error: type[PocketAdaptError], tokenizers: Sequence[tuple[dict, str]] = ()) -> tuple:
     """Training's processor rebuilt from the sidecar files (tokenizer, tiling, chat template, image tokens), and
-    the preprocessor config it came from (for `check_preprocessor_config`, after the tiling and tokenizer checks)."""
+    the preprocessor config it came from (for `check_preprocessor_config`, after the tiling check). `tokenizers`:
+    the (fingerprint, artefact) pairs the export recorded, checked (`check_tokenizer`) on the folder's tokenizer as
+    it loads, before an image token the config names and the tokenizer lacks is refused (the processor would add it
+    as a new token, which the fingerprint would then blame on the tokenizer files)."""
     from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR
     from model.chat import ChatTemplateError, chat_template_from_dict
     from model.loading import load_tokenizer
@@ -95,7 +99,15 @@ def read_processor(folder: Path, error: type[PocketAdaptError]) -> tuple:
         template = chat_template_from_dict(fields, folder / CHAT_TEMPLATE)
     except ChatTemplateError as err:
         raise error(f"{err}; restore the exported file or re-export") from None
-    processor = VLMProcessor(load_tokenizer(folder), tiling, template, seq_length, *tokens)
+    tokenizer = load_tokenizer(folder)
+    for want, artefact in tokenizers:
+        check_tokenizer(want, tokenizer, folder, artefact, error)
+    vocab = tokenizer.get_vocab()
+    for key, token in zip(("image_context_token", "image_start_token", "image_end_token"), tokens):
+        if token and token not in vocab:
+            raise error(f"{folder / PREPROCESSOR}: {key!r} {token!r} is not a token of the exported tokenizer; "
+                        "restore the exported file or re-export")
+    processor = VLMProcessor(tokenizer, tiling, template, seq_length, *tokens)
     return processor, pre
 
 

@@ -58,3 +58,29 @@ def test_an_edited_sidecar_file_is_one_error_naming_the_file_and_key(sidecar, fi
     with pytest.raises(OnnxRuntimeError) as caught:
         read_processor(sidecar, OnnxRuntimeError)
     assert said in str(caught.value) and str(sidecar / file) in str(caught.value)
+
+
+@pytest.mark.parametrize("key", ["image_context_token", "image_start_token", "image_end_token"])
+def test_an_image_token_the_tokenizer_lacks_is_refused_naming_the_key(sidecar, key):
+    """An image token edited to a string the tokenizer lacks was added to the tokenizer as a new token, and the
+    load then blamed the tokenizer files (its fingerprint no longer matched); it is refused naming file and key."""
+    from deploy.onnx.export import tokenizer_fingerprint
+    from model.loading import load_tokenizer
+
+    recorded = tokenizer_fingerprint(load_tokenizer(sidecar))
+    _edit(sidecar / PREPROCESSOR, lambda d: d.update({key: "<NOT_A_TOKEN>"}))
+    with pytest.raises(OnnxRuntimeError) as caught:
+        read_processor(sidecar, OnnxRuntimeError, [(recorded, "embed.onnx")])
+    said = str(caught.value)
+    assert str(sidecar / PREPROCESSOR) in said and f"{key!r} '<NOT_A_TOKEN>' is not a token" in said, said
+
+
+def test_the_tokenizer_is_compared_before_it_is_read_for_image_tokens(sidecar):
+    """A recorded fingerprint that differs is the tokenizer's error, whatever the image tokens."""
+    from deploy.onnx.export import tokenizer_fingerprint
+    from model.loading import load_tokenizer
+
+    recorded = {**tokenizer_fingerprint(load_tokenizer(sidecar)), "size": 7}
+    _edit(sidecar / PREPROCESSOR, lambda d: d.update(image_context_token="<NOT_A_TOKEN>"))
+    with pytest.raises(OnnxRuntimeError, match="not the tokenizer embed.onnx was exported with"):
+        read_processor(sidecar, OnnxRuntimeError, [(recorded, "embed.onnx")])

@@ -316,6 +316,18 @@ def test_an_edited_image_seq_length_is_refused_at_load(exports, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_image_token_the_tokenizer_lacks_is_refused_not_blamed_on_the_tokenizer(exports, tmp_path):
+    """preprocessor_config.json's image token edited to a string the tokenizer lacks was added to the tokenizer as a
+    new token, and the load then said the tokenizer files were not the exported ones."""
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
+    pre = json.loads((folder / "preprocessor_config.json").read_text())
+    pre["image_start_token"] = "<image_begin>"
+    (folder / "preprocessor_config.json").write_text(json.dumps(pre))
+    with pytest.raises(OnnxRuntimeError, match=r"preprocessor_config.json: 'image_start_token' '<image_begin>' is "
+                                               r"not a token of the exported tokenizer"):
+        OnnxVLM(folder)
+
+
 def test_another_tokenizer_is_refused(exports, tmp_path):
     from .test_gguf import spm_tokenizer
 

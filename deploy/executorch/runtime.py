@@ -23,7 +23,6 @@ from deploy.export_sidecar import (
     SidecarExport,
     check_preprocessor_config,
     check_tiling,
-    check_tokenizer,
     read_processor,
 )
 from model.checkpoints.checksums import verify_weights
@@ -67,10 +66,10 @@ class ExecuTorchExport(SidecarExport):
                 raise ExecuTorchError(f"{folder / PTE}: not written by `adapt export --format executorch` (no "
                                       f"{', '.join(sorted(set(needed) - names))})")
             constants = {n: program.load_method(n).execute([])[0] for n in needed[3:]}
-            processor, pre = read_processor(folder, ExecuTorchError)
+            processor, pre = read_processor(folder, ExecuTorchError,
+                                            [(json.loads(constants[TOKENIZER_METHOD]), PTE)])
             check_tiling(json.loads(constants[TILING_METHOD]), processor.tiling, folder / PREPROCESSOR, PTE,
                          ExecuTorchError)
-            check_tokenizer(json.loads(constants[TOKENIZER_METHOD]), processor.tokenizer, folder, PTE, ExecuTorchError)
             check_preprocessor_config(processor, pre, folder, ExecuTorchError)
             if "get_image_seq_length" in names:
                 per_tile = program.load_method("get_image_seq_length").execute([])[0]

@@ -22,7 +22,6 @@ from deploy.export_sidecar import (
     SidecarExport,
     check_preprocessor_config,
     check_tiling,
-    check_tokenizer,
     read_json,
     read_processor,
 )
@@ -88,14 +87,15 @@ class OnnxExport(SidecarExport):
         exported = _metadata(folder / VISION).get(TILING_KEY)
         if exported is None:
             raise OnnxRuntimeError(f"{folder / VISION}: not written by `adapt export --format onnx` (no {TILING_KEY})")
-        processor, pre = read_processor(folder, OnnxRuntimeError)
-        check_tiling(json.loads(exported), processor.tiling, folder / PREPROCESSOR, VISION, OnnxRuntimeError)
+        fingerprints = []
         for graph in (EMBED, DECODER):
             recorded = _metadata(folder / graph).get(TOKENIZER_KEY)
             if recorded is None:
                 raise OnnxRuntimeError(f"{folder / graph}: not written by `adapt export --format onnx` "
                                        f"(no {TOKENIZER_KEY})")
-            check_tokenizer(json.loads(recorded), processor.tokenizer, folder, graph, OnnxRuntimeError)
+            fingerprints.append((json.loads(recorded), graph))
+        processor, pre = read_processor(folder, OnnxRuntimeError, fingerprints)
+        check_tiling(json.loads(exported), processor.tiling, folder / PREPROCESSOR, VISION, OnnxRuntimeError)
         check_preprocessor_config(processor, pre, folder, OnnxRuntimeError)
         return cls(folder, processor, read_json(folder / GENAI_CONFIG, OnnxRuntimeError))
 
