@@ -1187,7 +1187,7 @@ def _eval(args) -> int:
 
     from .evaluate import COMPARISON_PNG, PREDICTIONS, plot_comparison, write_report
     from .recipe import load_recipe
-    from .run_eval import eval_kinds, evaluate_model
+    from .run_eval import check_eval_sources, eval_kinds, evaluate_model
 
     variant_flags = {name: getattr(args, flag) for name, flag in VARIANT_FLAGS.items()}
     for name, given in variant_flags.items():  # the command line alone: refused before any note on the models
@@ -1225,6 +1225,7 @@ def _eval(args) -> int:
                    f"{_q(recipe.model.source)} --model adapted={_q(quick)}" if quick.is_dir() else
                    f"train first: adapt train {_q(args.recipe)}, with the same overrides, or name a model: --model "
                    "adapted=DIR")
+            check_eval_sources(recipe)  # a refusal, if any, before a note on what would be scored
             print(f"note: no adapted model at {final}; scoring the base model only ({how})", file=sys.stderr)
     if args.model:  # a typo in the last --model must not wait until the others are scored
         from model.checkpoints.io import CheckpointError

@@ -18,7 +18,7 @@ class EvalError(PocketAdaptError):
     """A recipe that cannot be evaluated as asked (no eval sources)."""
 
 
-def _check_eval_sources(recipe: Recipe) -> None:
+def check_eval_sources(recipe: Recipe) -> None:
     """Refuse a recipe with no `data.eval_sources`, or one whose annotation file is missing, before a model is loaded
     and exported for nothing."""
     if not recipe.data.eval_sources:
@@ -41,7 +41,7 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
     spelling), into ``out_dir/<format>/<label>``, and its answers come from that runtime, given exactly the token ids
     and tiles PyTorch would get (`deploy.llamacpp.eval`, `deploy.onnx.eval`, `deploy.executorch.eval`).
     """
-    _check_eval_sources(recipe)
+    check_eval_sources(recipe)
     vlm, processor = model_core.load(source, dtype=recipe.model.dtype, allow_pickle=recipe.model.allow_pickle,
                                      chat_template=recipe.model.chat_template)
     processor.tiling = recipe.tiling_for(processor.tiling)

@@ -26,3 +26,15 @@ def test_a_recipe_without_eval_sources_is_refused(tmp_path):
     recipe = load_recipe(tmp_path / "quickstart.yaml", ["data.eval_sources=[]"])
     with pytest.raises(run_eval.EvalError, match="no data.eval_sources"):
         run_eval.evaluate_model(recipe, "pocket-tiny", "base", tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("override", [[], ["data.eval_sources=[]"]])
+def test_adapt_eval_refuses_missing_eval_data_before_the_base_model_only_note(tmp_path, capsys, override):
+    """With no --model and no run, "note: no adapted model ...; scoring the base model only" came before the refusal
+    of a missing eval file (or of no data.eval_sources): a note about scoring that was never going to happen."""
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rc = main(["eval", str(tmp_path / "quickstart.yaml"), *override, "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and ("no data.eval_sources" in err or "annotation file not found" in err)
+    assert "scoring the base model only" not in err and not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ import pytest
 import adapt.quickstart as qs
 import adapt.run_eval as run_eval
 from adapt.cli import main
+from adapt.data.mixture import source_specs
 from adapt.recipe import load_recipe
 from model.resources import templates_dir
 
@@ -66,6 +67,9 @@ def test_eval_on_a_field_quickstart_recipe_says_where_the_run_is(tmp_path, monke
     out = tmp_path / "qs"
     run_dir, recipe = _quickstart_run_dir(monkeypatch, out, field)
     (run_dir / "final").mkdir(parents=True)
+    for spec in source_specs(load_recipe(recipe).data.eval_sources, held_out=True):  # the data is checked first
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        spec.path.write_text("{}\n", encoding="utf-8")
     capsys.readouterr()
     monkeypatch.setattr(run_eval, "evaluate_model", lambda *a, **k: (_ for _ in ()).throw(_Stop()))
     with pytest.raises(_Stop):
