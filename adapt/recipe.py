@@ -1090,8 +1090,9 @@ def load_recipe(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Recip
             raise RecipeError(f"{err}\n{where} looks like an annotation file (InternVL chat JSONL), not a recipe: give "
                               "the recipe .yaml, whose data.sources list it (`adapt recipes` lists templates)") from None
         raise
-    if data is None:
-        data = {}
+    if data is None:  # a file saved empty by mistake is no recipe of defaults (nothing to train on, nothing to score)
+        raise RecipeError(f"{where}: the recipe file holds no settings (it is empty or only comments); write the "
+                          "recipe there, or start from a template: adapt init NAME DIR (`adapt recipes` lists them)")
     if not isinstance(data, dict):
         raise RecipeError(f"{where}: expected a mapping of sections (model:, data:, training: …), "
                           f"got a {type(data).__name__}")

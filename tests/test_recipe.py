@@ -80,7 +80,7 @@ def test_eval_protocol_and_graph_filter_reach_the_scorers(tmp_path):
     from domains.driving import language
     from domains.driving import metrics as drivelm
 
-    recipe = load_recipe(write(tmp_path, ""))
+    recipe = load_recipe(write(tmp_path, "{}\n"))
     # the official rules by default; the graph filter follows the protocol unless set
     assert (recipe.eval.protocol, recipe.eval.graph_filter) == ("official", None)
     assert recipe.eval.context() == {"judge": None, "protocol": "official", "graph_filter": None}
@@ -91,8 +91,11 @@ def test_eval_protocol_and_graph_filter_reach_the_scorers(tmp_path):
 
 
 def test_empty_recipe_is_all_defaults(tmp_path):
-    recipe = load_recipe(write(tmp_path, ""))
+    """An empty mapping asks for every default; an empty file is refused (see test_validate_refusals)."""
+    recipe = load_recipe(write(tmp_path, "{}\n"))
     assert recipe.name == "recipe" and recipe.data.sources == []
+    with pytest.raises(RecipeError, match="holds no settings"):
+        load_recipe(write(tmp_path, ""))
 
 
 def test_name_in_the_file_wins_over_the_stem(tmp_path):

@@ -118,3 +118,15 @@ def test_an_epoch_too_large_for_this_machine_is_said_by_validate(tmp_path, capsy
             "or the sources' records x repeat) needs about 476.8 GiB to hold its sample order (2 process(es)") in err
     assert main(["validate", str(path), "mixing.epoch_size=1000"]) == 0
     assert "would stop" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# a recipe, to be written\n"])
+@pytest.mark.parametrize("verb", ["validate", "train"])
+def test_an_empty_recipe_file_is_refused_by_validate_as_by_train(tmp_path, capsys, text, verb):
+    """An empty file (saved by mistake) was a "valid recipe" of defaults to validate, which train then refused for
+    having no data.sources: both now say the file holds no settings."""
+    path = write(tmp_path, text)
+    assert main([verb, str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: the recipe file holds no settings" in err and "valid recipe" not in err
+    assert "Traceback" not in err
