@@ -920,3 +920,25 @@ def test_frame_bytes_counts_samples_and_bytes_per_sample():
     ds.Rows = 0
     with pytest.raises(DicomError, match="invalid image attributes"):
         frame_bytes(ds)
+
+
+def test_an_entry_over_the_remaining_budget_is_not_called_larger_than_declared(tmp_path):
+    """An honest entry over what is left of max_bytes was reported as "larger than declared"; it now names the budget,
+    and an entry whose size header lies is still called larger than declared."""
+    from domains.medical.dicom import _copy_member
+
+    path = _zip(tmp_path / "a.zip", {"a.dcm": b"x" * 100})
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("a.dcm")
+        with pytest.raises(DicomError, match="zip too large") as over:
+            _copy_member(archive, info, tmp_path / "out.dcm", 40, path)
+        assert "over the 40 bytes left" in str(over.value) and "declared" not in str(over.value)
+
+    class Lying:  # zipfile itself stops at the declared size (then fails the CRC); a reader that does not
+        def open(self, info):
+            return io.BytesIO(b"x" * 100)
+
+    info.file_size = 10
+    with pytest.raises(DicomError, match=r"larger than its header declares \(10 bytes\)"):
+        _copy_member(Lying(), info, tmp_path / "out.dcm", 1000, path)
+    assert not (tmp_path / "out.dcm").exists()

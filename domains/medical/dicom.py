@@ -1629,8 +1629,12 @@ def _copy_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, 
         with archive.open(info) as src:
             while chunk := src.read(1 << 20):
                 copied += len(chunk)
-                if copied > info.file_size or copied > budget:
-                    raise DicomError(zip_path, "zip too large", f"entry {info.filename!r} is larger than declared")
+                if copied > info.file_size:
+                    raise DicomError(zip_path, "zip too large", f"entry {info.filename!r} is larger than its header "
+                                     f"declares ({info.file_size} bytes)")
+                if copied > budget:
+                    raise DicomError(zip_path, "zip too large", f"entry {info.filename!r} goes over the {budget} bytes "
+                                     "left of the upload's max_bytes")
                 dst.write(chunk)
 
     try:
