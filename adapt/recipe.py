@@ -809,7 +809,7 @@ class DistillRecipe(_RecipeBase):
     def towers_fit(self, teacher: Any, student: Any, student_tiling: TilingConfig
                    ) -> tuple[list[tuple[int, int]], TilingConfig]:
         """The layer pairs and the tiling for towers of these vision configs; ValueError naming what does not fit
-        (patch grids, layers, tiling.tile_size)."""
+        (patch grids, layers, tiling.tile_size, a projection_lr with no projection)."""
         from model.vision import patch_grid
 
         for role, config in (("teacher", teacher), ("student", student)):
@@ -825,6 +825,10 @@ class DistillRecipe(_RecipeBase):
                              "compared token by token, so pick towers whose image_size / patch_size give the same grid")
         pairs = layer_pairs(self.distill.layers, self.distill.pairs, teacher.num_hidden_layers,
                             student.num_hidden_layers)
+        if self.distill.projection_lr is not None and teacher.hidden_size == student.hidden_size:
+            raise ValueError(f"distill.projection_lr is {self.distill.projection_lr:g}, but the teacher and the "
+                             f"student are both {student.hidden_size} wide, so there is no width projection to "
+                             "train; remove distill.projection_lr (or set it to null)")
         return pairs, self.tiling_for(student_tiling, whose="the student's")
 
     @model_validator(mode="after")

@@ -61,6 +61,9 @@ BAD = [
     (["distill.layers=null", "distill.pairs=[[5, 3]]"], r"distill.pairs: \[5, 3\] is out of range"),
     (["distill.student.config.patch_size=16"], r"the teacher's patch grid \(8, 8\) .* differs from the student's \(7, 7\)"),
     (["tiling.tile_size=224"], r"tiling.tile_size 224 differs from the student's image size 112"),
+    # equal widths: no projection, so projection_lr was silently ignored
+    (["distill.student.config.hidden_size=96", "distill.projection_lr=1e-3"],
+     r"distill.projection_lr is 0.001, but the teacher and the student are both 96 wide"),
 ]
 
 
