@@ -220,16 +220,24 @@ class Distiller(Trainer):
 
     # ------------------------------------------------------------------ held-out cosine
     def _held_out_records(self) -> tuple[dict[str, list[Record]], SkipLog]:
-        """The held-out records with images, and what reading skipped (held to data.max_bad_fraction, as the
-        training sources and `adapt eval`'s are: a missing image is never left out of the cosine unsaid); read
-        once per run, for the evaluation before, every eval.every steps and after."""
+        """The held-out records with images, whole records up to eval.max_images images per source (at least one
+        record), and what reading skipped (held to data.max_bad_fraction, as the training sources and `adapt eval`'s
+        are: a missing image is never left out of the cosine unsaid); read once per run, for the evaluation before,
+        every eval.every steps and after."""
         if getattr(self, "_held_out", None) is not None:
             return self._held_out
         skips = SkipLog()
-        out = {}
+        out, limit = {}, self.recipe.eval.max_images
         for spec in source_specs(self.recipe.data.eval_sources, held_out=True):
-            records = [r for r in read_source(spec, skips) if r.images]
-            out[spec.name] = records[: self.recipe.eval.max_images] if self.recipe.eval.max_images else records
+            records, images = [], 0
+            for record in read_source(spec, skips):
+                if not record.images:
+                    continue
+                if limit and records and images + len(record.images) > limit:
+                    break
+                records.append(record)
+                images += len(record.images)
+            out[spec.name] = records
         self._check_held_out(skips, {name: len(rs) for name, rs in out.items()})
         self._held_out = out, skips
         return self._held_out
@@ -260,7 +268,7 @@ class Distiller(Trainer):
         per_source, undecodable = {}, 0
         try:
             for name, rs in records.items():
-                cosines, batch = [], []
+                cosines, batch, scored = [], [], 0
                 for record in rs:
                     try:
                         images = [load_image(p, max_pixels=self.tiling.max_pixels) for p in record.images]
@@ -269,6 +277,7 @@ class Distiller(Trainer):
                         undecodable += 1
                         continue
                     batch.append(record_tiles(record, images, self.tiling))
+                    scored += len(images)
                     if len(batch) == self.recipe.eval.batch_size:
                         cosines.append(self.model.cosines(torch.cat(batch).to(self.dist.device)).double().cpu())
                         batch = []
@@ -277,7 +286,7 @@ class Distiller(Trainer):
                 if cosines:
                     cos = torch.cat(cosines)
                     sums, n = cos.sum(0), cos.shape[0]
-                    per_source[name] = {"tiles": n, "images": len(rs), "per_pair": (sums / n).tolist()}
+                    per_source[name] = {"tiles": n, "images": scored, "per_pair": (sums / n).tolist()}
         finally:
             self.model.train(was_training)
         if undecodable:

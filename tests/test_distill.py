@@ -304,6 +304,28 @@ def test_an_edited_recipe_is_refused_on_resume(tmp_path, data_dir):
         Distiller(load_recipe(path, ["distill.lr=1e-3"]), progress=False)
 
 
+def test_held_out_max_images_counts_images_not_records(tmp_path, data_dir):
+    """eval.max_images ("held-out images per eval source") cut records, and the report's per-source "images" was a
+    record count: 3 two-image records scored 6 images under max_images 3 and said 3."""
+    general = data_dir / "data" / "general"
+    first = json.loads((general / "test.jsonl").read_text().splitlines()[0])
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({**first, "id": f"pair-{i}", "image": [first["image"]] * 2,
+                                         "conversations": [{"from": "human", "value": "<image>\n<image>\nSame?"},
+                                                           {"from": "gpt", "value": "yes"}]}) + "\n"
+                             for i in range(3)))
+    text = RECIPE.replace("eval: {max_images: 6}", "eval: {max_images: 5}").replace(
+        "    - {name: general, path: data/general/test.jsonl, kind: general}\n",
+        f"    - {{name: general, path: data/general/test.jsonl, kind: general}}\n"
+        f"    - {{name: pairs, path: {pairs}, root: {general}, kind: domain}}\n")
+    distiller = Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=1, text=text)), progress=False)
+    try:
+        sources = distiller.before["sources"]
+    finally:
+        distiller.close()
+    assert sources["pairs"]["images"] == 4 and sources["general"]["images"] == 5, sources
+
+
 @pytest.mark.parametrize("steps, extra, said", [
     (1, [], "never reaches distill.lr; its only step trains at learning rate 0"),
     (1, ["distill.projection_lr=1e-3"], "never reaches distill.lr / distill.projection_lr;"),
