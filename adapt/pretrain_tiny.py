@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -36,6 +37,7 @@ from domains.general.world import generate_general
 from model.errors import PocketAdaptError
 from model.resources import assets_dir
 
+from .checkpointing import atomic_write_text
 from .recipe import load_recipe
 from .run_eval import evaluate_model
 from .train import train
@@ -122,18 +124,41 @@ def pretrain_tiny(out_dir: Path, steps: int = 5000, lr: float = 1e-3, install: b
 
 
 def install_run(train_dir: Path, steps: int, lr: float, general_accuracy: float) -> Path:
-    """Ship a finished pre-training run as pocket-tiny: its weights, and rebuild.json describing them."""
-    target = assets_dir() / "pocket-tiny" / "model.safetensors"
-    shutil.copyfile(train_dir / "final" / "model.safetensors", target)
-    record = {
-        "command": f"python -m adapt.pretrain_tiny --install --steps {steps} --lr {lr}",
-        "steps": steps, "lr": lr, "weights_sha256": weights_digest(target),
-        "general_accuracy": general_accuracy,
-        "prefix_losses": logged_losses(train_dir, PREFIX_STEPS),
-        "made_with": {"python": platform.python_version(), "torch": torch.__version__,
-                      "transformers": transformers.__version__, "machine": platform.machine()},
-    }
-    record_path().write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    """Ship a finished pre-training run as pocket-tiny: its weights, and rebuild.json describing them. Both are made
+    beside the shipped pair and each renamed into place, weights first, so a failure leaves the old pair (killed
+    between the two renames: the new weights, whose sha256 the old record does not give, which ``--check`` names)."""
+    folder = assets_dir() / "pocket-tiny"
+    target = folder / "model.safetensors"
+    staged = folder / f".{target.name}.{os.getpid()}.tmp"
+    previous = folder / f".{target.name}.{os.getpid()}.old"
+    try:
+        shutil.copyfile(train_dir / "final" / "model.safetensors", staged)
+        record = {
+            "command": f"python -m adapt.pretrain_tiny --install --steps {steps} --lr {lr}",
+            "steps": steps, "lr": lr, "weights_sha256": weights_digest(staged),
+            "general_accuracy": general_accuracy,
+            "prefix_losses": logged_losses(train_dir, PREFIX_STEPS),
+            "made_with": {"python": platform.python_version(), "torch": torch.__version__,
+                          "transformers": transformers.__version__, "machine": platform.machine()},
+        }
+        text = json.dumps(record, indent=1) + "\n"
+        with open(staged, "rb+") as fh:  # on disk before it replaces the shipped file
+            os.fsync(fh.fileno())
+        had_weights = target.exists()
+        if had_weights:
+            shutil.copyfile(target, previous)  # put back if the record cannot be written
+        os.replace(staged, target)
+        try:
+            atomic_write_text(record_path(), text)
+        except BaseException:
+            if had_weights:
+                os.replace(previous, target)
+            else:
+                target.unlink(missing_ok=True)
+            raise
+    finally:
+        staged.unlink(missing_ok=True)
+        previous.unlink(missing_ok=True)
     print(f"installed {target} ({target.stat().st_size / 2**20:.1f} MiB) and {record_path().name}")
     return target
 

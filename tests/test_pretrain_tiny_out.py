@@ -57,3 +57,55 @@ def test_an_unwritable_out_is_one_line_not_a_traceback(tmp_path, fake_run, capsy
     assert pt.main(["--out", str(out), "--steps", "1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(out) in err and "Traceback" not in err
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A pocket-tiny asset folder holding an old pair, and a finished run with new weights and its log."""
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    assets = tmp_path / "assets"
+    (assets / "pocket-tiny").mkdir(parents=True)
+    save_file({"w": torch.zeros(2)}, str(assets / "pocket-tiny" / "model.safetensors"))
+    (assets / "pocket-tiny" / "rebuild.json").write_text('{"old": true}\n')
+    monkeypatch.setattr(pt, "assets_dir", lambda: assets)
+    run = tmp_path / "train"
+    (run / "final").mkdir(parents=True)
+    save_file({"w": torch.ones(2)}, str(run / "final" / "model.safetensors"))
+    (run / "train_log.jsonl").write_text(json.dumps({"step": 10, "loss": 1.5}) + "\n")
+    return assets / "pocket-tiny", run
+
+
+def _state(folder: Path) -> tuple[bytes, str, list[str]]:
+    return ((folder / "model.safetensors").read_bytes(), (folder / "rebuild.json").read_text(),
+            sorted(p.name for p in folder.iterdir()))
+
+
+@pytest.mark.parametrize("failing", ["the log", "the record"])
+def test_a_failed_install_leaves_the_shipped_pair_as_it_was(shipped, monkeypatch, failing):
+    """install_run overwrote model.safetensors before writing rebuild.json: a failure between (no train_log.jsonl,
+    a record that cannot be written) left new weights under the old record."""
+    folder, run = shipped
+    before = _state(folder)
+    if failing == "the log":
+        (run / "train_log.jsonl").unlink()
+    else:
+        monkeypatch.setattr(pt, "record_path", lambda: folder / "missing" / "rebuild.json")
+    with pytest.raises(OSError):
+        pt.install_run(run, steps=10, lr=1e-3, general_accuracy=0.5)
+    assert _state(folder) == before
+
+
+def test_an_install_ships_the_weights_and_their_record(shipped):
+    import json
+
+    folder, run = shipped
+    pt.install_run(run, steps=10, lr=1e-3, general_accuracy=0.5)
+    record = json.loads((folder / "rebuild.json").read_text())
+    assert (folder / "model.safetensors").read_bytes() == (run / "final" / "model.safetensors").read_bytes()
+    assert record["weights_sha256"] == pt.weights_digest(folder / "model.safetensors")
+    assert record["prefix_losses"] == {"10": 1.5}
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "rebuild.json"]
