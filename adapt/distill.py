@@ -268,7 +268,7 @@ class Distiller(Trainer):
         per_source, undecodable = {}, 0
         try:
             for name, rs in records.items():
-                cosines, batch, scored = [], [], 0
+                cosines, batch, scored, batch_images = [], [], 0, 0
                 for record in rs:
                     try:
                         images = [load_image(p, max_pixels=self.tiling.max_pixels) for p in record.images]
@@ -278,9 +278,10 @@ class Distiller(Trainer):
                         continue
                     batch.append(record_tiles(record, images, self.tiling))
                     scored += len(images)
-                    if len(batch) == self.recipe.eval.batch_size:
+                    batch_images += len(images)
+                    if batch_images >= self.recipe.eval.batch_size:  # images per forward pass, whole records
                         cosines.append(self.model.cosines(torch.cat(batch).to(self.dist.device)).double().cpu())
-                        batch = []
+                        batch, batch_images = [], 0
                 if batch:
                     cosines.append(self.model.cosines(torch.cat(batch).to(self.dist.device)).double().cpu())
                 if cosines:

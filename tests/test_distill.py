@@ -304,16 +304,22 @@ def test_an_edited_recipe_is_refused_on_resume(tmp_path, data_dir):
         Distiller(load_recipe(path, ["distill.lr=1e-3"]), progress=False)
 
 
-def test_held_out_max_images_counts_images_not_records(tmp_path, data_dir):
-    """eval.max_images ("held-out images per eval source") cut records, and the report's per-source "images" was a
-    record count: 3 two-image records scored 6 images under max_images 3 and said 3."""
+def write_pairs(folder: Path, data_dir: Path, n: int = 3) -> tuple[Path, Path]:
+    """`n` held-out records of two images each (a general test image twice): the file, and its root."""
     general = data_dir / "data" / "general"
     first = json.loads((general / "test.jsonl").read_text().splitlines()[0])
-    pairs = tmp_path / "pairs.jsonl"
+    pairs = folder / "pairs.jsonl"
     pairs.write_text("".join(json.dumps({**first, "id": f"pair-{i}", "image": [first["image"]] * 2,
                                          "conversations": [{"from": "human", "value": "<image>\n<image>\nSame?"},
                                                            {"from": "gpt", "value": "yes"}]}) + "\n"
-                             for i in range(3)))
+                             for i in range(n)))
+    return pairs, general
+
+
+def test_held_out_max_images_counts_images_not_records(tmp_path, data_dir):
+    """eval.max_images ("held-out images per eval source") cut records, and the report's per-source "images" was a
+    record count: 3 two-image records scored 6 images under max_images 3 and said 3."""
+    pairs, general = write_pairs(tmp_path, data_dir)
     text = RECIPE.replace("eval: {max_images: 6}", "eval: {max_images: 5}").replace(
         "    - {name: general, path: data/general/test.jsonl, kind: general}\n",
         f"    - {{name: general, path: data/general/test.jsonl, kind: general}}\n"
@@ -324,6 +330,23 @@ def test_held_out_max_images_counts_images_not_records(tmp_path, data_dir):
     finally:
         distiller.close()
     assert sources["pairs"]["images"] == 4 and sources["general"]["images"] == 5, sources
+
+
+def test_held_out_batch_size_counts_images_not_records(tmp_path, data_dir, monkeypatch):
+    """eval.batch_size ("images per forward pass") batched records: two-image records went 2 to a pass at 2."""
+    pairs, general = write_pairs(tmp_path, data_dir)
+    text = RECIPE.replace("eval: {max_images: 6}", "eval: {max_images: 6, batch_size: 2}").replace(
+        "    - {name: landcover, path: data/landcover/test.jsonl, kind: domain}\n"
+        "    - {name: general, path: data/general/test.jsonl, kind: general}\n",
+        f"    - {{name: pairs, path: {pairs}, root: {general}, kind: domain}}\n")
+    distiller = Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=1, text=text)), progress=False)
+    try:
+        passes, cosines = [], distiller.model.cosines
+        monkeypatch.setattr(distiller.model, "cosines", lambda pixels: (passes.append(len(pixels)), cosines(pixels))[1])
+        result = distiller._held_out_cosine()
+    finally:
+        distiller.close()
+    assert result["sources"]["pairs"]["images"] == 6 and len(passes) == 3, passes
 
 
 @pytest.mark.parametrize("steps, extra, said", [
