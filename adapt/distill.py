@@ -227,18 +227,18 @@ class Distiller(Trainer):
         if getattr(self, "_held_out", None) is not None:
             return self._held_out
         skips = SkipLog()
-        out, limit = {}, self.recipe.eval.max_images
+        out, limit, self._held_out_read = {}, self.recipe.eval.max_images, {}
         for spec in source_specs(self.recipe.data.eval_sources, held_out=True):
             records, images = [], 0
-            for record in read_source(spec, skips):
-                if not record.images:
-                    continue
+            with_images = [r for r in read_source(spec, skips) if r.images]
+            self._held_out_read[spec.name] = len(with_images)  # the skips are of the whole source, not the kept part
+            for record in with_images:
                 if limit and records and images + len(record.images) > limit:
                     break
                 records.append(record)
                 images += len(record.images)
             out[spec.name] = records
-        self._check_held_out(skips, {name: len(rs) for name, rs in out.items()})
+        self._check_held_out(skips, self._held_out_read)
         self._held_out = out, skips
         return self._held_out
 
@@ -291,7 +291,7 @@ class Distiller(Trainer):
         finally:
             self.model.train(was_training)
         if undecodable:
-            self._check_held_out(skips, {name: len(rs) for name, rs in records.items()})
+            self._check_held_out(skips, self._held_out_read)
         if not per_source:
             return None
         tiles = sum(v["tiles"] for v in per_source.values())

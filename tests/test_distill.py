@@ -349,6 +349,25 @@ def test_held_out_batch_size_counts_images_not_records(tmp_path, data_dir, monke
     assert result["sources"]["pairs"]["images"] == 6 and len(passes) == 3, passes
 
 
+def test_held_out_bad_fraction_is_of_the_whole_source_not_the_max_images_kept(tmp_path, data_dir, capsys):
+    """1 missing image in 21 held-out records (4.8%, under data.max_bad_fraction 5%) was judged against the
+    eval.max_images records kept: 1 of 3 (33%), and the run refused."""
+    general = data_dir / "data" / "general"
+    first = json.loads((general / "test.jsonl").read_text().splitlines()[0])
+    records = [{**first, "id": f"r-{i}"} for i in range(20)] + [{**first, "id": "gone", "image": "images/gone.png"}]
+    (tmp_path / "many.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = RECIPE.replace("eval: {max_images: 6}", "eval: {max_images: 2}").replace(
+        "    - {name: landcover, path: data/landcover/test.jsonl, kind: domain}\n"
+        "    - {name: general, path: data/general/test.jsonl, kind: general}\n",
+        f"    - {{name: many, path: {tmp_path / 'many.jsonl'}, root: {general}, kind: domain}}\n")
+    distiller = Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=1, text=text)), progress=False)
+    try:
+        assert distiller.before["sources"]["many"]["images"] == 2 and distiller.before["skipped"] == 1
+    finally:
+        distiller.close()
+    assert "1 held-out record(s) skipped" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("steps, extra, said", [
     (1, [], "never reaches distill.lr; its only step trains at learning rate 0"),
     (1, ["distill.projection_lr=1e-3"], "never reaches distill.lr / distill.projection_lr;"),
