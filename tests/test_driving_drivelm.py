@@ -693,3 +693,26 @@ def test_two_frames_whose_tokens_join_alike_get_their_own_stitched_image(raw, tm
     assert images[(s1, f1[0])] == {f"images/drivelm/stitch/{s1}_{f1[0]}.png"}
     a = Image.open(tmp_path / "out" / next(iter(images[("a_b", "c")])))
     assert np.array_equal(np.asarray(a), np.asarray(Image.open(tmp_path / "out" / next(iter(images[(s1, f1[0])])))))
+
+
+@pytest.mark.parametrize("same_bytes", [False, True])
+def test_two_camera_files_of_one_name_in_multi_mode(raw, tmp_path, same_bytes):
+    """Multi mode keeps only a camera file's name under ``samples/CAM_X/``: a second frame's CAM_FRONT of the same
+    name in another folder overwrote the first one, whose records then showed the second frame's picture. A
+    different file is skipped by name; a copy of the same bytes is one picture and kept."""
+    drivelm = _copy_raw(raw, tmp_path)
+    data = json.loads((drivelm / TRAIN).read_text())
+    frames = [f for body in data.values() for f in body["key_frames"].values()]
+    first, second = (tmp_path / "drivelm" / f["image_paths"]["CAM_FRONT"] for f in frames[:2])
+    other = tmp_path / "nuscenes2" / "samples" / "CAM_FRONT" / first.name
+    other.parent.mkdir(parents=True)
+    shutil.copyfile(first if same_bytes else second, other)
+    frames[1]["image_paths"]["CAM_FRONT"] = f"../nuscenes2/samples/CAM_FRONT/{first.name}"
+    (drivelm / TRAIN).write_text(json.dumps(data))
+    report = convert_drivelm(drivelm / TRAIN, tmp_path / "out", view_mode="multi", progress=False)
+    assert (tmp_path / "out" / "images/nuscenes/samples/CAM_FRONT" / first.name).read_bytes() == first.read_bytes()
+    if same_bytes:
+        assert "camera name clash" not in report.skipped
+    else:
+        assert report.skipped.get("camera name clash") == 1
+        assert str(other) in report.examples["camera name clash"][0]

@@ -26,7 +26,8 @@ nuScenes folder symlinked next to the JSON, or absolute ``image_paths``, therefo
   x2, y2)`` (CAM_FRONT pixels) become ``(traffic light, green, [x1,y1,x2,y2])`` on the same grid
   (``layout.rewrite_traffic_boxes``).
 * ``multi``: the six camera images in the named ``camera_order`` (linked or copied to
-  ``images/nuscenes/samples/CAM_X/``), introduced by ``layout.multi_view_prefix``; c-tags on the named camera's
+  ``images/nuscenes/samples/CAM_X/`` under their file name; a frame whose camera file shares its name with a
+  different file linked before is skipped as ``camera name clash``), introduced by ``layout.multi_view_prefix``; c-tags on the named camera's
   own grid (``layout.to_camera_grid``), traffic-element boxes on CAM_FRONT's grid.
 
 **Records**: ``task: "drivelm"``, ``answer`` in the sample's coordinates, ``meta`` with ``scene``, ``frame``,
@@ -61,6 +62,7 @@ questions have no official id and are not converted). Re-runs reuse images and r
 
 from __future__ import annotations
 
+import filecmp
 import hashlib
 import json
 import os
@@ -342,6 +344,7 @@ class _Frames:
         self.encoding = encoding or StitchEncoding()
         self.done: dict[tuple[str, str], tuple[list[str], list[tuple[int, int]]] | _Skip] = {}
         self.pf: Prefetch | None = None  # frames stitched or cameras decoded ahead in worker processes (workers > 1)
+        self.linked: dict[str, Path] = {}  # multi mode: output path -> the camera file linked there this run
 
     def plan(self, scene: str, frame: str, paths: dict[str, tuple[Path, str]]) -> list[tuple]:
         """The :class:`~domains.parallel.Prefetch` steps of a frame (see :meth:`_write`): stitching it, or
@@ -402,13 +405,28 @@ class _Frames:
             off = _off_frame(src, sizes[-1])
             if off:
                 raise _Skip("camera size mismatch", str(src), f"{off} {where}")
+            # the output keeps only the file name: another file of that name (another folder) would overwrite it
+            first = self.linked.get(paths[cam][1])
+            if first is not None and not _same_file(first, src):
+                raise _Skip("camera name clash", f"frame {frame}",
+                            f"{src} ({cam} of frame {frame}) and {first}, linked earlier, are different files "
+                            f"with one name, and both would be {paths[cam][1]}")
         for cam in self.order:
             src, rel = paths[cam]
             try:
                 link_or_copy(src, self.out / rel, self.link)
             except OSError as exc:
                 raise _Skip("unreadable camera image", str(src), f"{src}: {exc} ({cam} of frame {frame})") from exc
+            self.linked.setdefault(rel, src)
         return [paths[cam][1] for cam in self.order], sizes
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether `a` and `b` are one file, or two of the same bytes (one nuScenes picture in two copies)."""
+    try:
+        return os.path.samefile(a, b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def _stitch_name(scene: str, frame: str) -> str:
