@@ -330,3 +330,22 @@ def test_a_truncated_camera_file_is_skipped_not_linked(dataroot, tmp_path, nusc,
     recs = [r for split in report.outputs.values() for r in _records(split)]
     assert recs and not any(r["image"].endswith(cut.name) for r in recs if isinstance(r.get("image"), str))
     assert not any(cut.name in str(r.get("image")) for r in recs)
+
+
+def test_a_camera_file_of_another_size_is_skipped_before_it_is_linked(dataroot, tmp_path, nusc):
+    """The size check came after the file was linked into out/: the skipped record left an image nothing used."""
+    from PIL import Image
+
+    root = tmp_path / "nus"
+    shutil.copytree(dataroot, root)
+    sample = min(nusc.scene, key=lambda s: s["name"])["first_sample_token"]
+    sd = nusc.get("sample_data", nusc.get("sample", sample)["data"]["CAM_FRONT"])
+    small = root / sd["filename"]
+    with Image.open(small) as im:
+        im.resize((sd["width"] // 2, sd["height"] // 2)).save(small)
+    report = convert_nuscenes(root, tmp_path / "out", progress=False)
+    assert report.skipped["image size mismatch"] == 1
+    assert not (tmp_path / "out" / "images" / "nuscenes" / sd["filename"]).exists()
+    assert report.examples["image size mismatch"][0].startswith(small.relative_to(root).as_posix() + ": file is 800x450")
+    recs = [r for split in report.outputs.values() for r in _records(split)]
+    assert recs and not any(r["meta"]["sample_data"] == sd["token"] for r in recs)

@@ -396,9 +396,10 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     root``, :func:`domains.files.inside_root`); re-runs rewrite nothing when nothing changed.
 
     Each camera file is decoded once in full before it is linked (a truncated JPEG has a whole header) and
-    skipped as an ``unreadable camera image`` when it does not decode. `workers`: processes doing that decoding
-    ahead of the loop (:mod:`domains.parallel`; output byte-identical to 1); the devkit's tables and the box
-    projection stay in this process, in the one ``NuScenes`` object.
+    skipped as an ``unreadable camera image`` when it does not decode, or as an ``image size mismatch`` when
+    its size is not the ``sample_data`` table's (the boxes are projected for that size); neither is linked.
+    `workers`: processes doing that decoding ahead of the loop (:mod:`domains.parallel`; output byte-identical
+    to 1); the devkit's tables and the box projection stay in this process, in the one ``NuScenes`` object.
     """
     from domains.parallel import Prefetch, check_workers
 
@@ -464,6 +465,12 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
             else:
                 try:
                     size = pf.get(path, check_image, path)  # decoded in full: a truncated JPEG has a whole header
+                    sd = nusc.get("sample_data", sd_token)
+                    if size != (int(sd["width"]), int(sd["height"])):  # checked before linking: no stray file
+                        report.skip(path, "image size mismatch", f"{path}: file is {size[0]}x{size[1]}, the "
+                                    f"sample_data table says {sd['width']}x{sd['height']} {of}")
+                        published[sd_token] = None
+                        return None
                     link_or_copy(path, out / rel, link)
                     published[sd_token] = (rel, size)
                 except SkipInput as exc:
@@ -512,12 +519,7 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                 objects = camera_objects(nusc, data[camera], box_vis_level=box_vis_level,
                                          min_visibility=int(min_visibility), categories=categories,
                                          min_box_px=float(min_box_px))
-                w, h = sizes[-1]
-                sd_w, sd_h = (int(nusc.get("sample_data", data[camera])[k]) for k in ("width", "height"))
-                if (w, h) != (sd_w, sd_h):
-                    report.skip(images[-1], "image size mismatch",
-                                f"{images[-1]}: file is {w}x{h}, the sample_data table says {sd_w}x{sd_h}")
-                    continue
+                w, h = sizes[-1]  # the sample_data table's size (publish refuses any other)
                 frame_note = f" in Frame-{len(images)}" if len(images) > 1 else ""
                 base = {"dataset": dataset, "split": split, "scene": scene_name, "sample": sample_token,
                         "camera": camera, "sample_data": data[camera], "history": len(images) - 1}
