@@ -120,6 +120,10 @@ def test_camera_objects_are_devkit_boxes_with_filters(nusc, monkeypatch):
     assert total > 30
     with pytest.raises(ValueError, match="box_vis_level must be"):
         camera_objects(nusc, nusc.sample[0]["data"]["CAM_FRONT"], box_vis_level="some")
+    # only convert_nuscenes checked it: 5 kept no object, 0 every one, each without a word
+    for bad in (0, 5, 2.5, "2", True):
+        with pytest.raises(ValueError, match="min_visibility must be a nuScenes visibility token 1-4"):
+            camera_objects(nusc, nusc.sample[0]["data"]["CAM_FRONT"], min_visibility=bad)
 
 
 def test_an_object_beside_the_ego_vehicle_keeps_its_part_in_the_image(dataroot, tmp_path):

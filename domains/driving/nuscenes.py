@@ -197,6 +197,7 @@ def camera_objects(nusc, sd_token: str, *, box_vis_level: str | int = "any", min
     from nuscenes.scripts.export_2d_annotations_as_json import post_process_coords
     from nuscenes.utils.geometry_utils import view_points
 
+    _check_visibility(min_visibility)
     sd = nusc.get("sample_data", sd_token)
     width, height = int(sd["width"]), int(sd["height"])
     _, boxes, intrinsic = nusc.get_sample_data(sd_token, box_vis_level=_vis_level(box_vis_level))
@@ -285,6 +286,12 @@ def _whole(value: object) -> bool:
     """`value` is a whole number (an int, or a float such as 2.0; not a bool)."""
     return not isinstance(value, bool) and (isinstance(value, numbers.Integral) or
                                              isinstance(value, float) and value.is_integer())
+
+
+def _check_visibility(min_visibility: object) -> None:
+    """A `min_visibility` outside 1-4 (or 2.5) would keep every object or none without a word."""
+    if not _whole(min_visibility) or not 1 <= min_visibility <= 4:
+        raise DomainError(f"min_visibility must be a nuScenes visibility token 1-4, got {min_visibility!r}")
 
 
 def _scene_splits(nusc, version: str, split_by: str, val_fraction: float) -> dict[str, str]:
@@ -414,8 +421,7 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     # int() took history=1.5 as 1 and min_visibility=2.5 as 2 without a word, and a text with a bare ValueError
     if not _whole(history) or history < 0:
         raise DomainError(f"history must be a whole number >= 0 of previous key frames, got {history!r}")
-    if not _whole(min_visibility) or not 1 <= min_visibility <= 4:
-        raise DomainError(f"min_visibility must be a nuScenes visibility token 1-4, got {min_visibility!r}")
+    _check_visibility(min_visibility)
     if not _in(min_box_px, 0, math.inf):
         raise DomainError(f"min_box_px must be a number of pixels >= 0, got {min_box_px!r}")
     if not _in(val_fraction, 0, 1):  # checked for every split_by: auto may come to the hash split
