@@ -44,3 +44,23 @@ def test_a_pickle_that_is_no_state_dict_is_named(tmp_path, payload):
     torch.save(payload, tmp_path / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: holds .*not a state dict of tensor names"):
         read_state_dict(tmp_path, allow_pickle=True)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pickle"])
+def test_a_tensor_in_two_files_without_an_index_is_refused(tmp_path, fmt):
+    """With no index, every weight file was merged and a tensor in two of them taken from the last one read,
+    without a word; files holding different tensors still merge."""
+    ext = "safetensors" if fmt == "safetensors" else "bin"
+    _sharded(tmp_path / "apart", fmt, {f"pytorch_model-1.{ext}": {"a": torch.ones(2)},
+                                       f"pytorch_model-2.{ext}": {"b": torch.zeros(3)}}, {})
+    for index in tmp_path.joinpath("apart").glob("*.index.json"):
+        index.unlink()
+    assert read_state_dict(tmp_path / "apart", allow_pickle=True).keys() == {"a", "b"}
+
+    _sharded(tmp_path / "both", fmt, {f"pytorch_model-1.{ext}": {"a": torch.ones(2), "b": torch.ones(1)},
+                                      f"pytorch_model-2.{ext}": {"a": torch.zeros(2), "b": torch.zeros(1)}}, {})
+    for index in tmp_path.joinpath("both").glob("*.index.json"):
+        index.unlink()
+    with pytest.raises(CheckpointError, match=rf"tensor 'a' \(and 1 more\) is in both pytorch_model-1\.{ext} and "
+                                              rf"pytorch_model-2\.{ext}"):
+        read_state_dict(tmp_path / "both", allow_pickle=True)

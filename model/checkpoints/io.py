@@ -99,7 +99,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint directory: `model.safetensors`, a sharded index, or any `*.safetensors`.
+    """All tensors of a checkpoint directory: `model.safetensors`, a sharded index, or the `*.safetensors` there
+    (a tensor in two of them is an error: no index says which copy to read).
 
     PyTorch pickle files are refused unless `allow_pickle`; even then only the model's (`pytorch_model*.bin`, or
     those `pytorch_model.bin.index.json` lists) are read, with `torch.load(weights_only=True)`, which rebuilds
@@ -114,19 +115,13 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
     else:
         files = sorted(directory.glob("*.safetensors"))
     if files:
-        state: dict[str, torch.Tensor] = {}
-        for f in files:
-            state.update(_load_safetensors(f))
-        return state
+        return _merge(files, _load_safetensors)
     pickles = sorted(p for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES) if directory.is_dir() else []
     if pickles and allow_pickle:
         files = _pickle_weights(directory, pickles)
         if (directory / PICKLE_INDEX).is_file():
             return _read_sharded(directory / PICKLE_INDEX, _load_pickle)
-        state = {}
-        for f in files:
-            state.update(_load_pickle(f))
-        return state
+        return _merge(files, _load_pickle)
     if pickles:
         raise CheckpointError(
             f"{directory}: only PyTorch pickle weights ({', '.join(p.name for p in pickles)}); pocket-adapt reads "
@@ -134,6 +129,25 @@ def read_state_dict(directory: Path, allow_pickle: bool = False) -> dict[str, to
             "torch.load(weights_only=True), which loads tensors only and runs no code."
         )
     raise CheckpointError(f"{directory}: no weights found (expected model.safetensors or a sharded index)")
+
+
+def _merge(files: list[Path], load: Callable[[Path], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The tensors of weight files read without an index. A tensor in two of them is an error naming both: with
+    no index to say which copy is the model's, the last file read would silently win (a stale export or an
+    adapter file left beside the weights)."""
+    state: dict[str, torch.Tensor] = {}
+    origin: dict[str, Path] = {}
+    for f in files:
+        tensors = load(f)
+        both = sorted(tensors.keys() & origin.keys())
+        if both:
+            more = f" (and {len(both) - 1} more)" if len(both) > 1 else ""
+            raise CheckpointError(f"{f.parent}: tensor {both[0]!r}{more} is in both {origin[both[0]].name} and "
+                                  f"{f.name}, and no index says which is the model's; move the file that is not out "
+                                  "of the folder")
+        state.update(tensors)
+        origin.update(dict.fromkeys(tensors, f))
+    return state
 
 
 def _weight_map(index: Path) -> dict[str, str]:
