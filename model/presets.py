@@ -79,6 +79,9 @@ def _mini_internvl_4b() -> PocketVLMConfig:
     from .vision import internvit_config
     from .vlm import PocketVLMConfig
 
+    # Phi-3-mini-128k's released config adds longrope `rope_scaling` (per-dimension short/long factors over 4096
+    # original positions, and a cos/sin scale); they are not reproduced here, so this RoPE is plain (see the
+    # preset's description). Loading the weights builds from the checkpoint's own config, which has them.
     text = Phi3Config(
         vocab_size=32020, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
         num_attention_heads=32, num_key_value_heads=32, rms_norm_eps=1e-5, max_position_embeddings=131072,
@@ -147,7 +150,9 @@ PRESETS: dict[str, Preset] = {
         Preset("pocket-tiny-scratch", "pocket-tiny with seeded random weights (the start of its pre-training)", _pocket_tiny, layout="pocket"),
         Preset("internvl2-1b", "InternVL2-1B / Mini-InternVL-1B: InternViT-300M + Qwen2-0.5B", _internvl2_1b, "OpenGVLab/InternVL2-1B"),
         Preset("mini-internvl-2b", "Mini-InternVL-2B: InternViT-300M + InternLM2-1.8B (as Llama)", _mini_internvl_2b, "OpenGVLab/InternVL2-2B"),
-        Preset("mini-internvl-4b", "Mini-InternVL-4B: InternViT-300M + Phi-3-mini", _mini_internvl_4b, "OpenGVLab/InternVL2-4B"),
+        Preset("mini-internvl-4b", "Mini-InternVL-4B: InternViT-300M + Phi-3-mini-128k; this config has plain RoPE, "
+               "not the released longrope scaling (its weights load with their own config)", _mini_internvl_4b,
+               "OpenGVLab/InternVL2-4B"),
         Preset("mobilevlm-v2-1.7b", "MobileVLM V2 1.7B: CLIP ViT-L/14-336 + LDPv2 + MobileLLaMA-1.4B", lambda: _mobilevlm_v2(2048, 5632, 24, 16), "mtgv/MobileVLM_V2-1.7B", "mobilevlm"),
         Preset("mobilevlm-v2-3b", "MobileVLM V2 3B: CLIP ViT-L/14-336 + LDPv2 + MobileLLaMA-2.7B", lambda: _mobilevlm_v2(2560, 6912, 32, 32), "mtgv/MobileVLM_V2-3B", "mobilevlm"),
     ]

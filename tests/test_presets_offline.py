@@ -92,3 +92,13 @@ def test_a_hub_tower_without_network_names_the_hub_id_and_the_local_folder_way(n
                                               r"OpenGVLab/InternViT-300M-448px .*hf download OpenGVLab/InternViT-300M-448px"
                                               r".*instead of hub:OpenGVLab/InternViT-300M-448px .*model.vision: DIR"):
         load_vision("hub:OpenGVLab/InternViT-300M-448px")
+
+
+def test_a_preset_without_the_released_longrope_says_so() -> None:
+    """Phi-3-mini-128k (mini-internvl-4b) is released with longrope scaling, which changes every position's
+    rotation; a preset built with plain RoPE must say so where the presets are listed."""
+    preset = PRESETS["mini-internvl-4b"]
+    text = preset_config(preset.name).text_config
+    assert text.max_position_embeddings == 131072 and text.original_max_position_embeddings == 4096
+    if text.rope_parameters["rope_type"] != "longrope":
+        assert "plain RoPE" in preset.description and "longrope" in preset.description
