@@ -24,6 +24,16 @@ pytest_plugins = ["pytester", "tests.skip_policy"]
 TILE = 56  # 56 px tiles, 14 px patches: a 4x4 grid, 4 tokens per tile after pixel shuffle
 
 
+def printed_plan(runner, capsys) -> str:
+    """What a `Trainer` / `Distiller` prints as its plan (``_print_plan``), the runner closed after."""
+    try:
+        capsys.readouterr()
+        runner._print_plan(0)
+        return capsys.readouterr().out
+    finally:
+        runner.close()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_config_home(tmp_path_factory):
     """XDG_CONFIG_HOME in a temporary folder for the whole run (subprocesses inherit it): the medical converters'

@@ -1268,19 +1268,24 @@ def test_medical_series_with_two_slices_at_one_position_warns(medical, tmp_path)
         study.close()
 
 
-def test_a_gzipped_slice_that_does_not_decode_is_reported_damaged(medical, tmp_path):
-    """Staging kept only ``.gz`` of ``IM1.dcm.gz``, so a gzipped slice whose first bytes were overwritten was
-    "passed over" as some other file, and the series silently lost a slice; a zip's members kept ``.dcm.gz``."""
+def _gzipped_series(tmp_path: Path, slices: int = 3) -> list[Path]:
+    """`slices` CT slices of one series, each gzipped as ``IM<k>.dcm.gz``."""
     import gzip
 
     from pydicom.uid import generate_uid
 
-    series = generate_uid()
-    files = []
-    for k in range(3):
+    series, files = generate_uid(), []
+    for k in range(slices):
         dcm = write_ct(tmp_path / f"IM{k}.dcm", z=k, instance=k + 1, series_uid=series)
         files.append(tmp_path / f"IM{k}.dcm.gz")
         files[-1].write_bytes(gzip.compress(dcm.read_bytes()))
+    return files
+
+
+def test_a_gzipped_slice_that_does_not_decode_is_reported_damaged(medical, tmp_path):
+    """Staging kept only ``.gz`` of ``IM1.dcm.gz``, so a gzipped slice whose first bytes were overwritten was
+    "passed over" as some other file, and the series silently lost a slice; a zip's members kept ``.dcm.gz``."""
+    files = _gzipped_series(tmp_path)
     files[1].write_bytes(b"\0" * 500)
     study = medical.load_study(files, max_bytes=MB)
     try:
@@ -1293,16 +1298,7 @@ def test_a_gzipped_slice_that_does_not_decode_is_reported_damaged(medical, tmp_p
 def test_a_gzipped_slice_cut_short_is_reported_damaged(medical, tmp_path):
     """A ``.dcm.gz`` slice whose gzip stream ends early ("corrupt gzip file") was "passed over, not shown" as if it
     were some unrelated file, so the series lost a slice without the damaged-slice warning."""
-    import gzip
-
-    from pydicom.uid import generate_uid
-
-    series = generate_uid()
-    files = []
-    for k in range(3):
-        dcm = write_ct(tmp_path / f"IM{k}.dcm", z=k, instance=k + 1, series_uid=series)
-        files.append(tmp_path / f"IM{k}.dcm.gz")
-        files[-1].write_bytes(gzip.compress(dcm.read_bytes()))
+    files = _gzipped_series(tmp_path)
     files[1].write_bytes(files[1].read_bytes()[:200])  # the gzip header stays: the stream ends early
     study = medical.load_study(files, max_bytes=MB)
     try:

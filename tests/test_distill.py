@@ -25,6 +25,7 @@ from adapt.train import TrainingError, train
 from domains.general.world import generate_general, generate_landcover
 from model.checkpoints.io import CheckpointError
 from model.checkpoints.tower import load_vision
+from tests.conftest import printed_plan
 
 STUDENT = "{hidden_size: 48, num_hidden_layers: 3, num_attention_heads: 4, intermediate_size: 96, image_size: 112}"
 RECIPE = """
@@ -375,13 +376,8 @@ def test_held_out_bad_fraction_is_of_the_whole_source_not_the_max_images_kept(tm
 def test_a_distillation_that_is_all_warm_up_says_so(tmp_path, data_dir, capsys, steps, extra, said):
     """`adapt distill` has `adapt train`'s schedule: max_steps 1 at warmup_ratio 0.1 trains at learning rate 0, and
     its plan said nothing (train's plan says so; both now print the one note)."""
-    distiller = Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=steps), extra), progress=False)
-    try:
-        capsys.readouterr()
-        distiller._print_plan(0)
-        out = capsys.readouterr().out
-    finally:
-        distiller.close()
+    out = printed_plan(Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=steps), extra), progress=False),
+                       capsys)
     if said is None:
         assert "warmup_ratio" not in out, out
     else:

@@ -20,6 +20,7 @@ from adapt.parts import PartSetting, apply_parts, parameter_groups, trainable_su
 from adapt.recipe import load_recipe
 from adapt.train import Trainer, train
 from domains.general.world import generate_general, generate_landcover
+from tests.conftest import printed_plan
 from tests.deps import require
 
 RECIPE = """
@@ -345,14 +346,8 @@ def test_the_run_warms_up_for_the_steps_transformers_would(tmp_path, data_dir):
 def test_a_run_that_is_all_warm_up_says_so(tmp_path, data_dir, capsys, steps, said):
     """max_steps 1 with the default warmup_ratio: warm-up rounds up to the one step, which trains at learning rate 0,
     and the run reported success with the weights it started from, without a word. The plan now says so."""
-    trainer = Trainer(load_recipe(write_recipe(tmp_path, data_dir, steps=steps), ["training.warmup_ratio=0.6"]),
-                      progress=False)
-    try:
-        capsys.readouterr()
-        trainer._print_plan(0)
-        out = capsys.readouterr().out
-    finally:
-        trainer.close()
+    out = printed_plan(Trainer(load_recipe(write_recipe(tmp_path, data_dir, steps=steps), ["training.warmup_ratio=0.6"]),
+                               progress=False), capsys)
     if said is None:
         assert "warmup_ratio" not in out, out
     else:
