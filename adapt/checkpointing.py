@@ -30,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.errors import PocketAdaptError
+from model.loading import moved_aside
 
 from .data.samples import SKIP_FILES
 from .evaluate import COMPARISON_PNG, EVAL_JSON, EVAL_MD, PREDICTIONS
@@ -382,7 +383,8 @@ def settle_saves(out_dir: Path) -> list[str]:
     is a moved-aside `final/` (`.final.replaced`, `adapt.train.staged_folder`) where no `final/` replaced it."""
     out_dir = Path(out_dir)
     notes = []
-    replaced, final_dir = out_dir / ".final.replaced", out_dir / "final"
+    final_dir = out_dir / "final"
+    replaced = moved_aside(final_dir)
     if replaced.is_dir() and not final_dir.exists():
         replaced.rename(final_dir)
         notes.append("restored final/, moved aside by a run stopped while replacing it")

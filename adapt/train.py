@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 import model as model_core
 from model.errors import PocketAdaptError, os_error_of
-from model.loading import ADAPTER_FOLDER
+from model.loading import ADAPTER_FOLDER, moved_aside
 from model.processor import IGNORE_INDEX
 from model.progress import Progress, progress_bar, shows_bar
 from model.yaml_io import YAMLContentError, load_yaml
@@ -963,7 +963,7 @@ def staged_folder(final: Path):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    old = final.with_name(f".{final.name}.replaced")
+    old = moved_aside(final)
     shutil.rmtree(old, ignore_errors=True)
     if final.exists():
         os.replace(final, old)

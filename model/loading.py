@@ -314,12 +314,18 @@ def _unknown_source(source: str | os.PathLike) -> CheckpointError:
     return CheckpointError(f"{source}: not a checkpoint directory nor a preset{hint}; presets: {', '.join(PRESETS)}")
 
 
+def moved_aside(folder: Path) -> Path:
+    """Where a folder being replaced waits while its new version is renamed into place (`adapt.train.staged_folder`):
+    `.<name>.replaced` beside it."""
+    return folder.with_name(f".{folder.name}.replaced")
+
+
 def moved_aside_note(source: str | os.PathLike) -> str | None:
     """Why a missing folder `source` is missing when a run stopped between the two renames that replace it
-    (`adapt.train.staged_folder`) left only the earlier one, moved aside as `.<name>.replaced`; None otherwise.
+    (`adapt.train.staged_folder`) left only the earlier one, moved aside (:func:`moved_aside`); None otherwise.
     Said, not undone here: the run may still be live and about to rename its new folder into place."""
     path = Path(source)
-    aside = path.with_name(f".{path.name}.replaced") if path.name else None
+    aside = moved_aside(path) if path.name else None
     if aside is None or path.exists() or not aside.is_dir():
         return None
     return (f"{source}: missing: a run stopped while replacing it and left the earlier one as {aside}; run that "
