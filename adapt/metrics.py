@@ -126,8 +126,8 @@ _GROUNDING_SOURCE = ("Zhan et al., DIOR-RSVG, IEEE TGRS 2023 (Acc@0.5); InternVL
 _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
     "mc": {"accuracy": ("pocket strict choice", "an explicit option letter, or an answer whose normalised text "
                         "equals exactly one option's, or the letter a reasoning reply names after an answer phrase "
-                        "('So the answer is B.'), no other option named after it; several options otherwise, or an option's text "
-                        "merely contained, score 0",
+                        "('So the answer is B.'), no other option named after it; several options otherwise, or an "
+                        "option's text merely contained, score 0",
                         "pocket-adapt adapt/metrics.py (parse_choice); avoids the containment pitfall of "
                         "LLaVA-Med's evaluate_metrics.py, which counts an answer containing an option's text")},
     "short": {"exact_match": ("SQuAD", "normalised exact match: lower case, punctuation (but a decimal point "

@@ -239,7 +239,8 @@ def test_options_categories_and_min_visibility(dataroot, tmp_path):
                        ({"min_visibility": 5}, "min_visibility must be"),
                        # int() took them as 1 and 2 without a word
                        ({"history": 1.5}, "history must be a whole number"), ({"history": "x"}, "history must be"),
-                       ({"min_visibility": 2.5}, "min_visibility must be"), ({"cameras": "ring"}, "unknown camera order"),
+                       ({"min_visibility": 2.5}, "min_visibility must be"),
+                       ({"cameras": "ring"}, "unknown camera order"),
                        ({"split_by": "random"}, "split_by must be"),
                        # each was taken: val_fraction ignored unless split_by=hash, a negative min_box_px kept all
                        ({"val_fraction": 1.0}, "val_fraction must be"), ({"val_fraction": "x"}, "val_fraction must be"),
@@ -350,6 +351,7 @@ def test_a_camera_file_of_another_size_is_skipped_before_it_is_linked(dataroot, 
     report = convert_nuscenes(root, tmp_path / "out", progress=False)
     assert report.skipped["image size mismatch"] == 1
     assert not (tmp_path / "out" / "images" / "nuscenes" / sd["filename"]).exists()
-    assert report.examples["image size mismatch"][0].startswith(small.relative_to(root).as_posix() + ": file is 800x450")
+    shown = report.examples["image size mismatch"][0]
+    assert shown.startswith(small.relative_to(root).as_posix() + ": file is 800x450")
     recs = [r for split in report.outputs.values() for r in _records(split)]
     assert recs and not any(r["meta"]["sample_data"] == sd["token"] for r in recs)

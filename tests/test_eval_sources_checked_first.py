@@ -1,4 +1,5 @@
-"""`adapt eval`: a missing eval annotation file is refused before the model is loaded (and, with --runtime, exported)."""
+"""`adapt eval`: a missing eval annotation file is refused before the model is loaded (and, with --runtime,
+exported)."""
 
 from __future__ import annotations
 

@@ -404,7 +404,8 @@ def test_a_refused_export_keeps_no_program_loaded(tmp_path, monkeypatch):
         (tmp_path / name).write_text("{}")
     held = [_FakeProgram()]  # handed over on loading: from then on only the loader holds it
     ref = weakref.ref(held[0])
-    monkeypatch.setattr(Runtime, "get", staticmethod(lambda: type("R", (), {"load_program": lambda s, p: held.pop()})()))
+    runtime = type("R", (), {"load_program": lambda s, p: held.pop()})
+    monkeypatch.setattr(Runtime, "get", staticmethod(lambda: runtime()))
     with pytest.raises(ExecuTorchError, match=PREPROCESSOR) as err:
         ExecuTorchExport.open(tmp_path)
     gc.collect()

@@ -342,12 +342,13 @@ def test_the_run_warms_up_for_the_steps_transformers_would(tmp_path, data_dir):
         trainer.close()
 
 
-@pytest.mark.parametrize("steps, said", [(1, "its only step trains at learning rate 0"), (2, "never reaches"), (20, None)])
+@pytest.mark.parametrize("steps, said",
+                         [(1, "its only step trains at learning rate 0"), (2, "never reaches"), (20, None)])
 def test_a_run_that_is_all_warm_up_says_so(tmp_path, data_dir, capsys, steps, said):
     """max_steps 1 with the default warmup_ratio: warm-up rounds up to the one step, which trains at learning rate 0,
     and the run reported success with the weights it started from, without a word. The plan now says so."""
-    out = printed_plan(Trainer(load_recipe(write_recipe(tmp_path, data_dir, steps=steps), ["training.warmup_ratio=0.6"]),
-                               progress=False), capsys)
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=steps), ["training.warmup_ratio=0.6"])
+    out = printed_plan(Trainer(recipe, progress=False), capsys)
     if said is None:
         assert "warmup_ratio" not in out, out
     else:

@@ -27,8 +27,8 @@ from model.limits import MAX_IMAGES
 from model.processor import IMAGE_PLACEHOLDER
 from model.tiling import DEFAULT_MAX_PIXELS, ImageLoadError, as_rgb, load_image
 
-__all__ = ["UploadResult", "check_file_count", "default_draw_answer", "default_read_upload", "hooks_for", "name_tag_for",
-           "normalize_upload", "options_for", "upload_help_for"]
+__all__ = ["UploadResult", "check_file_count", "default_draw_answer", "default_read_upload", "hooks_for",
+           "name_tag_for", "normalize_upload", "options_for", "upload_help_for"]
 
 
 

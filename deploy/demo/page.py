@@ -97,7 +97,8 @@ def answer_failed_md(exc: BaseException) -> str:
     cause = exc.__cause__ or exc
     if isinstance(cause, PocketAdaptError) and str(cause):
         return error_md(f"the model failed while answering: {cause}"[:600], "Could not answer")
-    return error_md(f"the model failed while answering ({type(cause).__name__}); see the server log", "Could not answer")
+    return error_md(f"the model failed while answering ({type(cause).__name__}); see the server log",
+                    "Could not answer")
 
 
 def notice_md(message: str, what: str = "Note") -> str:

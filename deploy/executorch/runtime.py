@@ -75,8 +75,8 @@ class ExecuTorchExport(SidecarExport):
                 per_tile = program.load_method("get_image_seq_length").execute([])[0]
                 if per_tile != processor.image_seq_length:
                     raise ExecuTorchError(f"{folder / PREPROCESSOR}: 'image_seq_length' {processor.image_seq_length}, "
-                                          f"but {PTE} was exported with {per_tile} image features per tile; restore the "
-                                          "exported file or re-export")
+                                          f"but {PTE} was exported with {per_tile} image features per tile; restore "
+                                          "the exported file or re-export")
         except BaseException:
             del program  # the refusal's traceback holds this frame: the loaded program must not stay alive in it
             raise

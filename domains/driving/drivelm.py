@@ -27,8 +27,8 @@ nuScenes folder symlinked next to the JSON, or absolute ``image_paths``, therefo
   (``layout.rewrite_traffic_boxes``).
 * ``multi``: the six camera images in the named ``camera_order`` (linked or copied to
   ``images/nuscenes/samples/CAM_X/`` under their file name; a frame whose camera file shares its name with a
-  different file linked before is skipped as ``camera name clash``), introduced by ``layout.multi_view_prefix``; c-tags on the named camera's
-  own grid (``layout.to_camera_grid``), traffic-element boxes on CAM_FRONT's grid.
+  different file linked before is skipped as ``camera name clash``), introduced by ``layout.multi_view_prefix``;
+  c-tags on the named camera's own grid (``layout.to_camera_grid``), traffic-element boxes on CAM_FRONT's grid.
 
 **Records**: ``task: "drivelm"``, ``answer`` in the sample's coordinates, ``meta`` with ``scene``, ``frame``,
 ``qa_id`` (``f"{scene}_{frame}_{i}"``, i over perception + prediction + planning + behavior), ``category``,

@@ -386,8 +386,9 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     `version`: table version (detected when None). `cameras`: camera order name (``stitch``, ``drivelm``,
     ``nuscenes``) fixing the order samples are written in. `history`: previous key frames per sample (0 = single
     images). `min_visibility`: least nuScenes visibility token (1-4). `categories`: names, prefixes or phrases
-    to keep (all when None; one matching no nuScenes category is refused). `tasks`: ``grounding`` and/or ``region``. `box_vis_level`: ``any`` (part of the box
-    in the image, as nuScenes' 2-D export) or ``all`` (every corner in the image). `min_box_px`: smallest
+    to keep (all when None; one matching no nuScenes category is refused). `tasks`: ``grounding`` and/or
+    ``region``. `box_vis_level`: ``any`` (part of the box in the image, as nuScenes' 2-D export) or ``all`` (every
+    corner in the image). `min_box_px`: smallest
     clipped box side kept. `split_by`: ``official`` (the devkit's scene splits; mini: mini_train / mini_val),
     ``hash`` (`val_fraction` of the scenes by a hash of the name) or ``auto`` (official when every scene is
     listed there). `val_fraction`: the share of scenes in ``val`` with ``hash``. `link`: ``hardlink`` or

@@ -983,8 +983,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
         Answer with the option's letter from the given choices directly.
 
     over all class labels (sorted; at most 26), answer = the letter, ``options`` = the labels; two class folders
-    beside each other giving one label (``Liver_Lesion``, ``liver-lesion``) are a :class:`DomainError`. A class folder none of
-    whose files converts (only RT dose grids, say) is left out of the labels and reported (``class without images``).
+    beside each other giving one label (``Liver_Lesion``, ``liver-lesion``) are a :class:`DomainError`. A class
+    folder none of whose files converts (only RT dose grids, say) is left out of the labels and reported (``class
+    without images``).
 
     DICOM files (``.dcm``, ``.dicom``, or any other name but an image suffix whose first bytes say DICOM: files
     without a suffix, files named by their SOPInstanceUID) are rendered with `window`

@@ -3,8 +3,8 @@
 One scorer, task ``"med_vqa"``, with the signature ``(prediction, record, reference) -> {name: value}`` that
 ``adapt.metrics.register_task`` takes. `record` may be an ``adapt`` ``Record`` or a plain mapping; only
 ``meta["answer_type"]`` is read (``"CLOSED"`` / ``"OPEN"``, any case; missing: CLOSED when the reference is
-a yes/no one, see below, else OPEN). Answers are normalised by ``domains.answers.vqa_tokens``, as task ``vqa`` normalises
-them, so that the two read an answer one way.
+a yes/no one, see below, else OPEN). Answers are normalised by ``domains.answers.vqa_tokens``, as task ``vqa``
+normalises them, so that the two read an answer one way.
 
 The convention is LLaVA-Med's (``domains.md`` §3.3) -- papers report *closed accuracy* and *open recall* --
 without its pitfalls:

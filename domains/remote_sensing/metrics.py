@@ -13,8 +13,8 @@ containment, so "no" does not hit inside "not sure" and "1" does not hit inside 
 
 * yes/no and other words (``rural``/``urban``): lower case, punctuation and articles dropped;
 * ``count``: the whole answer must be one number (digits, ``+3``, ``1,234``, ``1,234.5``, or an English number word
-  up to twenty; integers kept exact); ``accuracy`` needs the same integer, and ``bucket_accuracy/count`` the same Mini-InternVL
-  bucket (0 / 1–100 / 101–1000 / >1000);
+  up to twenty; integers kept exact); ``accuracy`` needs the same integer, and ``bucket_accuracy/count`` the same
+  Mini-InternVL bucket (0 / 1–100 / 101–1000 / >1000);
 * ``area``: ``"<n>m2"`` (``m2``, ``m^2``, ``m²``, ``square meters`` stripped); scored in the same buckets, as
   Mini-InternVL does, with the exact value as ``exact_accuracy/area``.
 
@@ -221,10 +221,10 @@ _RSVQA = "Lobry et al., RSVQA, IEEE TGRS 2020 (accuracy per question type)"
 _RS_VQA_SCORE = "Mini-InternVL internvl_chat/eval/domain_specific/rs_vqa/score.py"
 _BUCKETS = "the same bucket 0 / 1-100 / 101-1000 / >1000"
 _LABEL_RULE = ("with options, the option parse_choice reads (as mc: an explicit letter, or an answer whose text equals "
-               "exactly one option's, or the letter a reasoning reply names after an answer phrase, no other option named after it; "
-               "several options otherwise, or an option's text merely contained, score 0), texts compared "
-               "as labels (CamelCase and _ / - split, lower case, punctuation and articles dropped); without options, "
-               "the answer's label equals the reference's")
+               "exactly one option's, or the letter a reasoning reply names after an answer phrase, no other option "
+               "named after it; several options otherwise, or an option's text merely contained, score 0), texts "
+               "compared as labels (CamelCase and _ / - split, lower case, punctuation and articles dropped); without "
+               "options, the answer's label equals the reference's")
 _LABEL_SOURCE = ("pocket-adapt adapt/metrics.py (parse_choice) and domains/remote_sensing/metrics.py (label_key): "
                  "accuracy as share of samples whose label is named (no public evaluator's parser)")
 score_rsvqa.protocols = _protocols(  # type: ignore[attr-defined]
@@ -235,8 +235,8 @@ score_rsvqa.protocols = _protocols(  # type: ignore[attr-defined]
                             "answer equals the reference (lower case, punctuation, articles and a lead-in such as "
                             "'the answer is' dropped); never containment", f"{_RSVQA}; {_RS_VQA_SCORE} compares "
                             "case-insensitively without the rest of this normalisation")},
-    accuracy__count=("exact count", "the answer is one number (digits, +3, 1,234, 1,234.5 or a number word up to twenty) equal "
-                     "to the reference", f"pocket-adapt, stricter than {_RS_VQA_SCORE}, whose count rule is "
+    accuracy__count=("exact count", "the answer is one number (digits, +3, 1,234, 1,234.5 or a number word up to "
+                     "twenty) equal to the reference", f"pocket-adapt, stricter than {_RS_VQA_SCORE}, whose count rule is "
                      "bucket_accuracy/count"),
     bucket_accuracy__count=("Mini-InternVL buckets", f"the answer's number and the reference fall in {_BUCKETS}",
                             f"{_RS_VQA_SCORE} (is_correct_count; it reads bare integers only)"),
