@@ -333,13 +333,18 @@ def test_held_out_max_images_counts_images_not_records(tmp_path, data_dir):
     assert sources["pairs"]["images"] == 4 and sources["general"]["images"] == 5, sources
 
 
+def held_out_recipe(eval_setting: str, sources: str) -> str:
+    """RECIPE with `eval_setting` as its eval: mapping and `sources` (YAML list items) as its held-out sources."""
+    return RECIPE.replace("eval: {max_images: 6}", f"eval: {eval_setting}").replace(
+        "    - {name: landcover, path: data/landcover/test.jsonl, kind: domain}\n"
+        "    - {name: general, path: data/general/test.jsonl, kind: general}\n", sources)
+
+
 def test_held_out_batch_size_counts_images_not_records(tmp_path, data_dir, monkeypatch):
     """eval.batch_size ("images per forward pass") batched records: two-image records went 2 to a pass at 2."""
     pairs, general = write_pairs(tmp_path, data_dir)
-    text = RECIPE.replace("eval: {max_images: 6}", "eval: {max_images: 6, batch_size: 2}").replace(
-        "    - {name: landcover, path: data/landcover/test.jsonl, kind: domain}\n"
-        "    - {name: general, path: data/general/test.jsonl, kind: general}\n",
-        f"    - {{name: pairs, path: {pairs}, root: {general}, kind: domain}}\n")
+    text = held_out_recipe("{max_images: 6, batch_size: 2}",
+                           f"    - {{name: pairs, path: {pairs}, root: {general}, kind: domain}}\n")
     distiller = Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=1, text=text)), progress=False)
     try:
         passes, cosines = [], distiller.model.cosines
@@ -357,10 +362,8 @@ def test_held_out_bad_fraction_is_of_the_whole_source_not_the_max_images_kept(tm
     first = json.loads((general / "test.jsonl").read_text().splitlines()[0])
     records = [{**first, "id": f"r-{i}"} for i in range(20)] + [{**first, "id": "gone", "image": "images/gone.png"}]
     (tmp_path / "many.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    text = RECIPE.replace("eval: {max_images: 6}", "eval: {max_images: 2}").replace(
-        "    - {name: landcover, path: data/landcover/test.jsonl, kind: domain}\n"
-        "    - {name: general, path: data/general/test.jsonl, kind: general}\n",
-        f"    - {{name: many, path: {tmp_path / 'many.jsonl'}, root: {general}, kind: domain}}\n")
+    text = held_out_recipe("{max_images: 2}",
+                           f"    - {{name: many, path: {tmp_path / 'many.jsonl'}, root: {general}, kind: domain}}\n")
     distiller = Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=1, text=text)), progress=False)
     try:
         assert distiller.before["sources"]["many"]["images"] == 2 and distiller.before["skipped"] == 1
