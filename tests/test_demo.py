@@ -1133,7 +1133,7 @@ def test_launch_refuses_a_port_that_cannot_be_served(session, monkeypatch):
     seen = {}
     monkeypatch.setattr(type(blocks), "launch", lambda self, **kw: seen.update(kw) or (None, "url", None))
     for bad in (0, 70000, -1, "7860", 7860.0, True):
-        with pytest.raises(demo_app.DemoError, match=r"port must be a whole number in 1\.\.65535, got"):
+        with pytest.raises(demo_app.DemoError, match=r"port must be in 1\.\.65535 \(a whole number\), got"):
             demo_app.launch_demo(blocks, port=bad)
     assert not seen
     demo_app.launch_demo(blocks, port=8123)
@@ -1187,7 +1187,7 @@ def test_cli_flags_defaults_and_password_never_on_the_command_line(monkeypatch, 
     assert main(["--max-upload-mb", "0"]) == 1
     capsys.readouterr()
     assert main(["--port", "70000"]) == 1  # the library's check, named as the flag
-    assert "--port must be a whole number in 1..65535, got 70000" in capsys.readouterr().err
+    assert "--port must be in 1..65535 (a whole number), got 70000" in capsys.readouterr().err
     for bad in ("inf", "nan"):  # refused before the model loads (inf ended in an OverflowError trace at launch)
         capsys.readouterr()
         assert main(["--max-upload-mb", bad]) == 1

@@ -174,7 +174,7 @@ def launch_demo(blocks: gr.Blocks, host: str | None = DEFAULT_HOST, port: int = 
 def check_port(port: int, name: str = "port") -> int:
     """`port` as a TCP port, 1..65535, else a DemoError naming it as `name` (``--port`` for the CLI)."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise DemoError(f"{name} must be a whole number in 1..65535, got {port!r}")
+        raise DemoError(f"{name} must be in 1..65535 (a whole number), got {port!r}")
     return port
 
 
