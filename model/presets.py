@@ -151,7 +151,7 @@ PRESETS: dict[str, Preset] = {
         Preset("internvl2-1b", "InternVL2-1B / Mini-InternVL-1B: InternViT-300M + Qwen2-0.5B", _internvl2_1b, "OpenGVLab/InternVL2-1B"),
         Preset("mini-internvl-2b", "Mini-InternVL-2B: InternViT-300M + InternLM2-1.8B (as Llama)", _mini_internvl_2b, "OpenGVLab/InternVL2-2B"),
         Preset("mini-internvl-4b", "Mini-InternVL-4B: InternViT-300M + Phi-3-mini-128k; this config has plain RoPE, "
-               "not the released longrope scaling (its weights load with their own config)", _mini_internvl_4b,
+               "not the released longrope scaling (loading the weights uses the checkpoint's config)", _mini_internvl_4b,
                "OpenGVLab/InternVL2-4B"),
         Preset("mobilevlm-v2-1.7b", "MobileVLM V2 1.7B: CLIP ViT-L/14-336 + LDPv2 + MobileLLaMA-1.4B", lambda: _mobilevlm_v2(2048, 5632, 24, 16), "mtgv/MobileVLM_V2-1.7B", "mobilevlm"),
         Preset("mobilevlm-v2-3b", "MobileVLM V2 3B: CLIP ViT-L/14-336 + LDPv2 + MobileLLaMA-2.7B", lambda: _mobilevlm_v2(2560, 6912, 32, 32), "mtgv/MobileVLM_V2-3B", "mobilevlm"),
