@@ -235,7 +235,9 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        ``A is a lake and C is a road. So the answer is B.``, ``...\\nFinal answer: B`` and ``A is a lake. The
        answer is B. The trees are dense.`` are B (a sentence explaining the choice does not cancel it). Another
        letter after it (``The answer is B. Or maybe (C).``, ``the answer is B or C``) or another option's text
-       (``A is wrong, so the answer is B. Desert is dry.``) still gives None.
+       in its own clause (``the answer is B, maybe desert``) or in a later sentence or line that starts with it or
+       hedges (``A is wrong, so the answer is B. Desert is dry.``, ``... B. It could also be desert.``) still gives
+       None; a later sentence only mentioning it explains the choice (``... B.\\nBecause a desert has no trees.``).
 
     Letters beyond the number of options are ignored; with `options` None any A–Z is a label. The prediction is read
     after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
@@ -316,13 +318,33 @@ def _final_answer(text: str, valid: str, options: Sequence[str] | None = None, k
         if named != letter:  # "The answer is B. Or maybe C.": another letter after the phrase
             return None
         if _ANSWER_PHRASE.search(text[:pos]):
-            return None if _names_other_option(text[pos + 1:], letter, options, key) else letter
+            return None if _hedges_other_option(text[pos + 1:], letter, options, key) else letter
     return None
 
 
-def _names_other_option(text: str, letter: str, options: Sequence[str] | None, key: TextKey | None) -> bool:
-    """Whether `text` names the text of an option other than `letter`'s, as whole words (after `key`); words
-    inside a mention of the letter's own option text do not count ("tropical forest" names no "forest")."""
+def _hedges_other_option(after: str, letter: str, options: Sequence[str] | None, key: TextKey | None) -> bool:
+    """Whether the text after a concluding letter weighs another option's text against it: in the letter's own clause
+    ("B or river", "B, maybe river"), or in a later sentence or line that starts with it ("Desert would be dry.") or
+    hedges ("Or maybe river.", "It could also be river."). A later sentence merely mentioning it explains the choice
+    ("B.\nBecause the river bends.")."""
+    clause, *sentences = _SENTENCE_BREAK.split(after)
+    if _names_other_option(clause, letter, options, key):
+        return True
+    return any(_names_other_option(s, letter, options, key, leading=True)
+               or (_HEDGE.search(s) and _names_other_option(s, letter, options, key)) for s in sentences)
+
+
+# where a sentence or line ends, and words that make one naming another option a hedge rather than an explanation
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n")
+_HEDGE = re.compile(r"\b(?:or|maybe|perhaps|possibly|probably|likely|could|might|would|also|either|alternatively)\b",
+                    re.I)
+
+
+def _names_other_option(text: str, letter: str, options: Sequence[str] | None, key: TextKey | None,
+                        leading: bool = False) -> bool:
+    """Whether `text` names the text of an option other than `letter`'s, as whole words (after `key`; with `leading`,
+    only as its first words); words inside a mention of the letter's own option text do not count ("tropical forest"
+    names no "forest")."""
     if not options:
         return False
     key = key or normalize_answer
@@ -331,7 +353,7 @@ def _names_other_option(text: str, letter: str, options: Sequence[str] | None, k
     def spans(option: str) -> list[tuple[int, int]]:
         phrase = key(option).split()
         n = len(phrase)
-        return [(i, i + n) for i in range(len(words) - n + 1) if n and words[i:i + n] == phrase]
+        return [(i, i + n) for i in range(1 if leading else len(words) - n + 1) if n and words[i:i + n] == phrase]
 
     own = spans(options[_LETTERS.index(letter)]) if _LETTERS.index(letter) < len(options) else []
     return any(not any(a <= i and j <= b for a, b in own)

@@ -467,6 +467,21 @@ def test_an_answer_phrase_followed_by_an_explanation_still_chooses(prediction, e
     assert parse_choice(prediction, OPTS) == expected
 
 
+@pytest.mark.parametrize("prediction, expected", [
+    ("A is a lake. Answer: B\nBecause the rainforest is too wet here.", "B"),  # an explanation on a new line
+    ("A is wrong. The answer is B. Because a desert has no trees.", "B"),  # a new sentence explaining it
+    ("A is wrong. The answer is B.\nUnlike a desert, it has a canopy.", "B"),
+    ("A is wrong. The answer is B or rainforest.", None),  # a hedge in the same clause
+    ("A is wrong. The answer is B, maybe rainforest.", None),
+    ("A is wrong. The answer is B. It could also be rainforest.", None),  # a hedging sentence after it
+    ("A is wrong. The answer is B.\nRainforest fits too.", None),  # a sentence proposing another option
+])
+def test_an_explanation_naming_another_option_does_not_cancel_the_answer(prediction, expected):
+    """"Answer: B\nBecause the river bends." gave None where "river" was an option: any option text after the answer
+    counted as a hedge, though a new sentence or line that only mentions it explains the choice."""
+    assert parse_choice(prediction, OPTS) == expected
+
+
 def test_scores_keep_their_own_scale_and_the_docs_say_so():
     """The registry's docs said every score is in [0, 1], but DriveLM's chatgpt / match are 0-100 and CIDEr x10:
     a plugin author read the bound as checked (it is not) and a reader of reports misread those columns."""
