@@ -285,7 +285,7 @@ def _probe_table(results: dict) -> list[str]:
 
 def _cosine_table(report: dict) -> list[str]:
     before, after = report["held_out_before"], report["held_out_after"]
-    lines = ["| held-out images | tiles | cosine before | cosine after |", "|---|---:|---:|---:|"]
+    lines = ["| held-out source | tiles | cosine before | cosine after |", "|---|---:|---:|---:|"]
     for name, entry in after["sources"].items():
         lines.append(f"| {name} | {entry['tiles']} | {before['sources'][name]['cosine']:.3f} | {entry['cosine']:.3f} |")
     lines.append(f"| all | {sum(e['tiles'] for e in after['sources'].values())} | {before['cosine']:.3f} | {after['cosine']:.3f} |")

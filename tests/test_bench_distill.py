@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.bench_distill import sample_scores, seeds_paired  # noqa: E402
+from bench.bench_distill import _cosine_table, sample_scores, seeds_paired  # noqa: E402
 from bench.sections import paired_difference  # noqa: E402
 
 KINDS = {"landcover": "domain", "replay": "general"}
@@ -51,3 +51,11 @@ def test_paired_difference_needs_two_common_answers():
     assert paired_difference({1: 1.0, 2: 0.0}, {1: 0.0, 2: 0.0}) == pytest.approx((0.5, 2 * 0.5 ** 0.5 / 2 ** 0.5, 2))
     with pytest.raises(ValueError, match="1 answers in common"):
         paired_difference({1: 1.0, 2: 0.0}, {1: 0.0, 3: 0.0})
+
+
+def test_cosine_table_labels_its_first_column_as_the_source():
+    """The README's cosine table headed its column of source names (ucmerced, rsvqa_lr) "held-out images"; it and
+    distil's report.md now both say "held-out source"."""
+    side = {"cosine": 0.5, "sources": {"ucmerced": {"cosine": 0.5, "tiles": 3}}}
+    lines = _cosine_table({"held_out_before": side, "held_out_after": side})
+    assert lines[0].startswith("| held-out source | tiles |") and lines[2].startswith("| ucmerced | 3 |")
