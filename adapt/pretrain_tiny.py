@@ -196,12 +196,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/pocket-tiny-pretrain; "
                         "a temporary folder for the checks)")
-    parser.add_argument("--steps", type=int, default=5000)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 5000)")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     parser.add_argument("--install", action="store_true", help="copy the weights into model/assets/pocket-tiny/")
-    parser.add_argument("--check", action="store_true", help="rebuild in full and compare with the shipped weights")
-    parser.add_argument("--check-prefix", action="store_true", help=f"replay the first {PREFIX_STEPS} steps only")
+    checks = parser.add_mutually_exclusive_group()
+    checks.add_argument("--check", action="store_true", help="rebuild in full and compare with the shipped weights "
+                        "(the recorded run's settings: no --steps, --lr or --install)")
+    checks.add_argument("--check-prefix", action="store_true", help=f"replay the first {PREFIX_STEPS} steps only")
     args = parser.parse_args(argv)
+    if args.check or args.check_prefix:
+        given = [flag for flag, value in (("--steps", args.steps), ("--lr", args.lr), ("--install", args.install))
+                 if value not in (None, False)]
+        if given:
+            parser.error(f"{'--check' if args.check else '--check-prefix'} replays the recorded run's own settings "
+                         f"({record_path().name}) and installs nothing: drop {', '.join(given)}")
+    args.steps = 5000 if args.steps is None else args.steps
+    args.lr = 1e-3 if args.lr is None else args.lr
     try:
         return _run(args)
     except (PocketAdaptError, OSError) as err:

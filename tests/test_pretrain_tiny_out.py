@@ -109,3 +109,29 @@ def test_an_install_ships_the_weights_and_their_record(shipped):
     assert record["weights_sha256"] == pt.weights_digest(folder / "model.safetensors")
     assert record["prefix_losses"] == {"10": 1.5}
     assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "rebuild.json"]
+
+
+@pytest.mark.parametrize("argv, dropped", [
+    (["--check", "--steps", "10"], "--steps"),
+    (["--check-prefix", "--lr", "0.01"], "--lr"),
+    (["--check", "--install"], "--install"),
+    (["--check-prefix", "--steps", "10", "--install"], "--steps, --install"),
+])
+def test_a_check_refuses_settings_it_would_ignore(argv, dropped, monkeypatch, capsys):
+    """--check / --check-prefix replay the recorded run's settings and install nothing, yet took --steps, --lr and
+    --install without a word: a user asking for a 100-step check waited for the full rebuild."""
+    monkeypatch.setattr(pt, "check_full", lambda *a, **k: pytest.fail("ran the check"))
+    monkeypatch.setattr(pt, "check_prefix", lambda *a, **k: pytest.fail("ran the check"))
+    with pytest.raises(SystemExit) as exc:
+        pt.main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"drop {dropped}" in err and "recorded run's own settings" in err and "Traceback" not in err
+
+
+def test_the_two_checks_are_not_given_together(monkeypatch, capsys):
+    """--check --check-prefix ran the full rebuild only, saying nothing of the prefix check asked for."""
+    monkeypatch.setattr(pt, "check_full", lambda *a, **k: pytest.fail("ran the check"))
+    with pytest.raises(SystemExit):
+        pt.main(["--check", "--check-prefix"])
+    assert "not allowed with argument --check" in capsys.readouterr().err
