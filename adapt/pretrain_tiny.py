@@ -193,10 +193,12 @@ def check_full(out_dir: Path, progress: bool = True) -> tuple[list[str], dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .cli import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/pocket-tiny-pretrain; "
                         "a temporary folder for the checks)")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 5000)")
+    parser.add_argument("--steps", type=positive_int, default=None, help="training steps (default 5000)")
     parser.add_argument("--lr", type=float, default=None, help="learning rate (default 1e-3)")
     parser.add_argument("--install", action="store_true", help="copy the weights into model/assets/pocket-tiny/")
     checks = parser.add_mutually_exclusive_group()
@@ -210,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
         if given:
             parser.error(f"{'--check' if args.check else '--check-prefix'} replays the recorded run's own settings "
                          f"({record_path().name}) and installs nothing: drop {', '.join(given)}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr must be a positive number, got {args.lr}")
     args.steps = 5000 if args.steps is None else args.steps
     args.lr = 1e-3 if args.lr is None else args.lr
     try:

@@ -135,3 +135,16 @@ def test_the_two_checks_are_not_given_together(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         pt.main(["--check", "--check-prefix"])
     assert "not allowed with argument --check" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--steps", "0"], "--steps"), (["--steps", "-5"], "--steps"), (["--lr", "0"], "--lr"), (["--lr", "nan"], "--lr"),
+])
+def test_bad_steps_or_lr_are_refused_before_any_work(tmp_path, argv, named, monkeypatch, capsys):
+    """--steps 0 or --lr 0 generated the 8000-sample general set first, then failed naming pretrain.yaml's
+    training.max_steps / parts.vision.lr, not the flag given."""
+    monkeypatch.setattr(pt, "generate_general", lambda *a, **k: pytest.fail("generated data"))
+    with pytest.raises(SystemExit) as exc:
+        pt.main(["--out", str(tmp_path / "run"), *argv])
+    assert exc.value.code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
