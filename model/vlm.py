@@ -225,19 +225,21 @@ class PocketVLM(PreTrainedModel):
         old_state, new_state = old.state_dict(), new.state_dict()
         changed = sorted(k for k in old_state.keys() | new_state.keys()
                          if k not in old_state or k not in new_state or old_state[k].shape != new_state[k].shape)
-        if changed and isinstance(new, PixelShuffleMLPProjector) and isinstance(old, PixelShuffleMLPProjector) \
-                and new.factor != old.factor:
-            if new.factor % old.factor:
-                raise ModelConfigError(
-                    f"projector_options {projector_options}: the trained pixel shuffle's downsample_ratio "
-                    f"{old.downsample_ratio} can only be made coarser by a whole factor (0.5 -> 0.25, 0.125), "
-                    f"not {new.downsample_ratio}; name a projector to start a fresh one")
-            new.load_widened(old)
-        elif changed:
+        widen = bool(changed) and isinstance(new, PixelShuffleMLPProjector) \
+            and isinstance(old, PixelShuffleMLPProjector) and new.factor != old.factor
+        if widen and new.factor % old.factor:
+            raise ModelConfigError(
+                f"projector_options {projector_options}: the trained pixel shuffle's downsample_ratio "
+                f"{old.downsample_ratio} can only be made coarser by a whole factor (0.5 -> 0.25, 0.125), "
+                f"not {new.downsample_ratio}; name a projector to start a fresh one")
+        if changed and not widen:
             raise ModelConfigError(
                 f"projector_options {projector_options} change the {self.config.projector_type} weights' shapes "
                 f"({', '.join(changed[:4])}), so the trained ones cannot be kept; name a projector to start a fresh one"
             )
+        self._check_projector_grid(new, self.config.projector_type)  # before anything of the model is replaced
+        if widen:
+            new.load_widened(old)
         else:
             new.load_state_dict(old_state, strict=True)
         reference = next(old.parameters(), None)
