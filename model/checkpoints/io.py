@@ -57,6 +57,28 @@ def read_json(path: Path) -> dict:
     return data
 
 
+# Keys inside a checkpoint's `vision_config` / `text_config` that transformers' `save_pretrained` (ours included)
+# always writes, and whose class defaults (InternViT-300M / Qwen2-7B geometry) would silently build another model
+# than the weights'
+SUB_CONFIG_KEYS = (
+    "vision_config.hidden_size", "vision_config.num_hidden_layers", "vision_config.image_size",
+    "vision_config.patch_size", "text_config.model_type", "text_config.hidden_size", "text_config.num_hidden_layers",
+)
+
+
+def missing_config_keys(raw: dict, paths: tuple[str, ...]) -> list[str]:
+    """The key paths of `paths` (``"image_token_id"``, ``"vision_config.hidden_size"``) that `raw` lacks; a section
+    that is missing or no JSON object is named once, as itself."""
+    missing: list[str] = []
+    for path in paths:
+        section, _, key = path.rpartition(".")
+        node = raw.get(section) if section else raw
+        name = path if isinstance(node, dict) else section
+        if (not isinstance(node, dict) or key not in node) and name not in missing:
+            missing.append(name)
+    return missing
+
+
 def _json_kind(value) -> str:
     return {list: "list", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(value), "null")
 

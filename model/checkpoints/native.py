@@ -23,11 +23,13 @@ from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     CONFIG_ERRORS,
     HEAD_KEY,
+    SUB_CONFIG_KEYS,
     CheckpointError,
     build_empty,
     head_is_tied,
     load_strict,
     load_vlm,
+    missing_config_keys,
     read_json,
     read_state_dict,
     write_json,
@@ -120,20 +122,24 @@ def tiling_from_preprocessor(directory: Path, tile_size: int = 448) -> dict:
 
 def read_native_config(directory: Path) -> InternVLConfig:
     """The transformers-native InternVL config in `directory`; anything else is a `CheckpointError` naming it."""
+    path = Path(directory) / "config.json"
     try:
         native = AutoConfig.from_pretrained(str(directory), trust_remote_code=False)  # never a config.json auto_map
     except CONFIG_ERRORS as err:
+        _check_required(path)  # a missing key is what makes transformers' own check fail (num_hidden_layers)
         detail = " ".join(str(err).split())
-        raise CheckpointError(f"{directory / 'config.json'}: not a valid transformers config ({type(err).__name__}: "
-                              f"{detail})") from None
+        raise CheckpointError(f"{path}: not a valid transformers config ({type(err).__name__}: {detail})") from None
     if not isinstance(native, InternVLConfig):
         raise CheckpointError(f"{directory}: config.json is {native.model_type!r}, not transformers' 'internvl'")
-    path = Path(directory) / "config.json"
-    missing = [key for key in REQUIRED_KEYS if key not in read_json(path)]
+    _check_required(path)
+    return native
+
+
+def _check_required(path: Path) -> None:
+    missing = missing_config_keys(read_json(path), REQUIRED_KEYS + SUB_CONFIG_KEYS)
     if missing:
         raise CheckpointError(f"{path}: no {', '.join(missing)}; transformers' save_pretrained writes each, and "
                               "taking its defaults would build another geometry than these weights': add them")
-    return native
 
 
 def load_native(directory: Path, allow_pickle: bool = False) -> PocketVLM:

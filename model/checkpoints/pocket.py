@@ -13,12 +13,25 @@ import torch
 
 from ..vision import check_tile_size
 from ..vlm import PocketVLM, PocketVLMConfig
-from .io import CONFIG_ERRORS, CheckpointError, load_vlm, read_json, read_state_dict, stored_dtype
+from .io import (
+    CONFIG_ERRORS,
+    SUB_CONFIG_KEYS,
+    CheckpointError,
+    load_vlm,
+    missing_config_keys,
+    read_json,
+    read_state_dict,
+    stored_dtype,
+)
 
 
 def config_from_pocket(path: Path) -> PocketVLMConfig:
     """The `PocketVLMConfig` in `path` (a `config.json`); a bad field is a `CheckpointError` naming the file."""
     raw = read_json(path)
+    missing = missing_config_keys(raw, ("vision_config", "text_config") + SUB_CONFIG_KEYS)
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)}; save_pretrained writes each, and taking the "
+                              "defaults would build another geometry than these weights': add them")
     try:
         config = PocketVLMConfig.from_dict(raw)
     except (*CONFIG_ERRORS, AttributeError) as err:
