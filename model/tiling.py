@@ -613,7 +613,8 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     - 16-bit, 32-bit and float images are stretched to 8 bit as the domain readers do (2nd-98th
       percentile of the finite pixels mapped linearly to 0..255; non-finite pixels black); 16-bit colour
       (PNG, TIFF) is read as its high byte, and refused when that leaves it near-black (all samples < 8192);
-    - alpha is dropped, not composited, as in InternVL.
+    - alpha is dropped, not composited, as in InternVL;
+    - a file of 0 bytes is refused as "empty file".
     """
     try:
         with _open_past_pil_limit(path) as image:
@@ -649,12 +650,21 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
     except RefusedFormatError as exc:
         raise ImageLoadError(path, str(exc)) from None
     except Image.UnidentifiedImageError:
+        if _is_empty(path):  # Pillow says "cannot identify image file" for 0 bytes too
+            raise ImageLoadError(path, "empty file") from None
         raise ImageLoadError(path, "not an image file pocket-adapt can read (PNG, JPEG, WebP, TIFF, ...)") from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(path, f"too many pixels to decode safely ({exc})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = str(exc) or type(exc).__name__
         raise ImageLoadError(path, f"the image is damaged or truncated ({reason})") from exc
+
+
+def _is_empty(path: str | os.PathLike[str]) -> bool:
+    try:
+        return os.stat(path).st_size == 0
+    except OSError:
+        return False
 
 
 # Pillow decodes EPS by running Ghostscript (an outside program) on the file: never for a file someone uploaded

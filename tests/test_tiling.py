@@ -707,3 +707,16 @@ def test_an_opened_photo_is_turned_by_its_exif_orientation_as_its_path_is(tmp_pa
             [np.asarray(t).tolist() for t in split_into_tiles(load_image(path), config)]
     assert torch.equal(preprocess_image(load_image(path), config), expected)  # turned once, never twice
     assert torch.equal(preprocess_image(stored, config), preprocess_image(stored.copy(), config))  # no tag: as given
+
+
+def test_an_empty_file_is_refused_as_empty_by_the_shared_reader(tmp_path):
+    """Only the demo said "empty file" for 0 bytes; training, eval and chat said Pillow's "not an image file"."""
+    from model.tiling import ImageLoadError, load_image
+
+    path = tmp_path / "blank.png"
+    path.write_bytes(b"")
+    with pytest.raises(ImageLoadError, match=r"blank\.png: empty file$"):
+        load_image(path)
+    path.write_bytes(b"not an image")
+    with pytest.raises(ImageLoadError, match="not an image file"):
+        load_image(path)

@@ -71,11 +71,8 @@ def read_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     """An ordinary image file (PNG, JPEG, WebP, TIFF, ...) as RGB, read by :func:`model.tiling.load_image` (the
     reader of training and evaluation: EXIF orientation, wide samples stretched, `max_pixels` cap).
     Raises :class:`~model.tiling.ImageLoadError` (a ValueError) naming the file by its (neutral) name only; for a
-    TIFF Pillow cannot open (a multi-band or float GeoTIFF), saying which domain reads it, and for a file of 0 bytes,
-    "empty file", as the medical page's DICOM reader says (Pillow reads it as "not an image file")."""
+    TIFF Pillow cannot open (a multi-band or float GeoTIFF), saying which domain reads it."""
     path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise ImageLoadError(path.name, "empty file")
     try:
         return load_image(path, max_pixels=max_pixels)
     except ImageLoadError as err:
