@@ -24,6 +24,7 @@ import math
 import os
 import struct
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -686,9 +687,11 @@ def _open_past_pil_limit(path: str | os.PathLike[str]) -> Image.Image:
     ~179 M pixels refused): ``tiling.max_pixels`` is the limit, applied by the callers from the header, so an image
     above it is refused in their words and a ``max_pixels`` above PIL's takes effect. PIL's limit is a global, so
     rather than lifting it (other threads read it), an image PIL refuses is opened once more through the plugin of
-    its format, as ``Image.open`` does, without the check."""
+    its format, as ``Image.open`` does, without the check. PIL's warning below its limit is silenced here too."""
     try:
-        return Image.open(path, formats=_readable_formats())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path, formats=_readable_formats())
     except Image.DecompressionBombError:
         pass
     except Image.UnidentifiedImageError:

@@ -720,3 +720,24 @@ def test_an_empty_file_is_refused_as_empty_by_the_shared_reader(tmp_path):
     path.write_bytes(b"not an image")
     with pytest.raises(ImageLoadError, match="not an image file"):
         load_image(path)
+
+
+def test_an_image_between_pils_warning_and_refusal_gives_our_refusal_without_pils_warning(tmp_path, monkeypatch):
+    """Between Image.MAX_IMAGE_PIXELS and twice it, Pillow warned "could be decompression bomb DOS attack", and
+    then the pixel cap refused the image anyway: the user saw both. PIL's limit is lowered to stand for its 89 M."""
+    import warnings
+
+    from model.tiling import ImageLoadError, load_image, upright_size
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (40, 30)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,200 pixels: above it, below twice it
+    with pytest.warns(Image.DecompressionBombWarning):
+        Image.open(path).close()  # Pillow's own open does warn
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(ImageLoadError, match=r"big\.png: 40x30 = 1,200 pixels, above the limit of 1,100"):
+            load_image(path, max_pixels=1100)
+        assert load_image(path, max_pixels=1200).size == (40, 30)
+        assert upright_size(path) == ((40, 30), 1)
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]

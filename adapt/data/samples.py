@@ -26,7 +26,6 @@ import math
 import numbers
 import os
 import re
-import warnings
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -719,9 +718,7 @@ def _read_size(path: Path) -> tuple[int, int] | _Skip:
     if not path.is_file():
         return _Skip(UNREADABLE_IMAGE, f"{path} is not a file")
     try:
-        with warnings.catch_warnings():  # PIL's own size warning: tiling.max_pixels is the limit (measure)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            (w, h), _ = upright_size(path)  # as load_image returns it: EXIF orientation applied
+        (w, h), _ = upright_size(path)  # as load_image returns it: EXIF orientation applied; no PIL size warning
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
         return _Skip(UNREADABLE_IMAGE, f"{path}: {exc or type(exc).__name__}")
     if w <= 0 or h <= 0:
