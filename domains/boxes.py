@@ -130,14 +130,14 @@ def upright_box(box: Sequence[float], width: float, height: float, orientation: 
 def to_grid(box: Sequence[float], width: float, height: float) -> list[int]:
     """Pixel box -> ``[x1, y1, x2, y2]`` on the 0-1000 grid: clipped to the image, ``round(v / W * 1000)``.
 
-    A side of positive pixel extent that rounds to nothing (under half a grid step) keeps one grid step, on the
+    A side that rounds to nothing (under half a grid step, or of zero pixel extent) keeps one grid step, on the
     side of its centre (so within one step of the pixels), instead of a zero-area box that no IoU can hit and
-    :func:`parse_ref_boxes` drops."""
+    :func:`parse_ref_boxes` drops: the grid box always has ``x2 > x1`` and ``y2 > y1``."""
     b = clip_box(box, width, height)
     scale = (width, height, width, height)
     g = [min(GRID, max(0, round(v / s * GRID))) for v, s in zip(b, scale)]
-    for lo, hi, extent, size in ((0, 2, b.width, width), (1, 3, b.height, height)):
-        if g[hi] == g[lo] and extent > 0:
+    for lo, hi, size in ((0, 2, width), (1, 3, height)):
+        if g[hi] == g[lo]:
             centre = (b[lo] + b[hi]) / 2 / size * GRID
             if (centre >= g[lo] and g[hi] < GRID) or g[lo] == 0:
                 g[hi] += 1

@@ -219,3 +219,14 @@ def test_numpy_boxes_convert_like_python_numbers():
         "<ref>car</ref><box>[[1, 2, 3, 4], [5, 6, 7, 8]]</box>")
     with pytest.raises(ValueError, match="non-finite"):
         Box(1, 2, np.float32("nan"), 4).checked()
+
+
+def test_to_grid_widens_a_zero_extent_box_to_one_step():
+    """A pixel box of zero width or height became a zero-area grid box, which parse_ref_boxes then dropped:
+    grid boxes always have x2 > x1 and y2 > y1, within 0..1000."""
+    assert to_grid((50, 10, 50, 40), 100, 100) == [500, 100, 501, 400]
+    assert to_grid((10, 20, 60, 20), 100, 100) == [100, 200, 600, 201]
+    assert to_grid((100, 100, 100, 100), 200, 200) == [500, 500, 501, 501]
+    assert to_grid((199.9, 0, 199.9, 50), 200, 100) == [999, 0, 1000, 500]  # at the right edge: widened inward
+    for grid in (to_grid((50, 10, 50, 40), 100, 100), to_grid((199.9, 0, 199.9, 50), 200, 100)):
+        assert parse_ref_boxes(render_ref_box("line", grid), 100, 100)[0][1]  # the parser keeps it
