@@ -648,6 +648,8 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageLoadError(path, "file not found") from None
     except IsADirectoryError:
         raise ImageLoadError(path, "is a folder, not an image file") from None
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied: this user may not read the file") from None
     except RefusedFormatError as exc:
         raise ImageLoadError(path, str(exc)) from None
     except Image.UnidentifiedImageError:

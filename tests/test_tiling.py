@@ -741,3 +741,19 @@ def test_an_image_between_pils_warning_and_refusal_gives_our_refusal_without_pil
         assert load_image(path, max_pixels=1200).size == (40, 30)
         assert upright_size(path) == ((40, 30), 1)
     assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def test_an_unreadable_file_is_called_unreadable_not_damaged(tmp_path, monkeypatch):
+    """A file the user may not read (PermissionError) was reported as "the image is damaged or truncated"."""
+    from model.tiling import ImageLoadError, load_image
+
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4)).save(path)
+
+    def refuse(fp, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(fp))
+
+    monkeypatch.setattr(Image, "open", refuse)  # as chmod 000 does for a user other than root
+    with pytest.raises(ImageLoadError, match=r"locked\.png: permission denied") as err:
+        load_image(path)
+    assert "damaged" not in str(err.value)
