@@ -652,9 +652,9 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageLoadError(path, "permission denied: this user may not read the file") from None
     except RefusedFormatError as exc:
         raise ImageLoadError(path, str(exc)) from None
+    except EmptyImageError:
+        raise ImageLoadError(path, "empty file") from None
     except Image.UnidentifiedImageError:
-        if _is_empty(path):  # Pillow says "cannot identify image file" for 0 bytes too
-            raise ImageLoadError(path, "empty file") from None
         raise ImageLoadError(path, "not an image file pocket-adapt can read (PNG, JPEG, WebP, TIFF, ...)") from None
     except Image.DecompressionBombError as exc:
         raise ImageLoadError(path, f"too many pixels to decode safely ({exc})") from None
@@ -663,19 +663,16 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
         raise ImageLoadError(path, f"the image is damaged or truncated ({reason})") from exc
 
 
-def _is_empty(path: str | os.PathLike[str]) -> bool:
-    try:
-        return os.stat(path).st_size == 0
-    except OSError:
-        return False
-
-
 # Pillow decodes EPS by running Ghostscript (an outside program) on the file: never for a file someone uploaded
 _UNREAD_FORMATS = ("EPS",)
 
 
 class RefusedFormatError(Image.UnidentifiedImageError):
     """An image format the reader does not open on purpose (see `_UNREAD_FORMATS`)."""
+
+
+class EmptyImageError(Image.UnidentifiedImageError):
+    """A file of 0 bytes (Pillow says "cannot identify image file" for it too)."""
 
 
 def _readable_formats() -> list[str]:
@@ -689,7 +686,8 @@ def _open_past_pil_limit(path: str | os.PathLike[str]) -> Image.Image:
     ~179 M pixels refused): ``tiling.max_pixels`` is the limit, applied by the callers from the header, so an image
     above it is refused in their words and a ``max_pixels`` above PIL's takes effect. PIL's limit is a global, so
     rather than lifting it (other threads read it), an image PIL refuses is opened once more through the plugin of
-    its format, as ``Image.open`` does, without the check. PIL's warning below its limit is silenced here too."""
+    its format, as ``Image.open`` does, without the check. PIL's warning below its limit is silenced here too; a file
+    of 0 bytes raises :class:`EmptyImageError` ("empty file")."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -699,6 +697,8 @@ def _open_past_pil_limit(path: str | os.PathLike[str]) -> Image.Image:
     except Image.UnidentifiedImageError:
         with open(path, "rb") as fp:
             prefix = fp.read(16)
+        if not prefix:
+            raise EmptyImageError("empty file") from None
         if any(Image.OPEN[name][1](prefix) for name in _UNREAD_FORMATS if name in Image.OPEN):
             raise RefusedFormatError("PostScript (EPS) is not read: Pillow decodes it by running Ghostscript on the "
                                      "file; convert it to PNG") from None
