@@ -980,3 +980,21 @@ def test_classification_refuses_two_class_folders_giving_one_label(tmp_path):
         Image.new("L", (16, 16), 9).save(split / name / "a.png")
     recs = all_records(convert_classification(split, tmp_path / "out2", progress=False))
     assert len(recs) == 4 and {r["answer"] for r in recs} == {"A", "B"}
+
+
+def test_file_options_that_leave_src_are_refused(raw, tmp_path):
+    """`pmc_vqa files=` and `dicom_qa qa_file=` were joined to src unchecked: ``../`` steps or an absolute path read
+    a CSV / JSON from anywhere; each is now refused with one line naming the option, before anything is written."""
+    pmc = copy_of(raw, "pmc_vqa", tmp_path)
+    outside = tmp_path / "elsewhere.csv"
+    shutil.copy(pmc / "train.csv", outside)
+    for name in ("../elsewhere.csv", str(outside)):
+        with pytest.raises(DomainError, match=r"^files option: .*elsewhere\.csv"):
+            convert_pmc_vqa(pmc, tmp_path / "o_pmc", files=[name], progress=False)
+        assert not (tmp_path / "o_pmc").exists()
+    dq = copy_of(raw, "dicom_qa", tmp_path)
+    shutil.copy(dq / "qa.json", tmp_path / "qa_out.json")
+    for name in ("../qa_out.json", str(tmp_path / "qa_out.json")):
+        with pytest.raises(DomainError, match=r"^qa_file option: .*qa_out\.json"):
+            convert_dicom_qa(dq, tmp_path / "o_dq", qa_file=name, progress=False)
+        assert not (tmp_path / "o_dq").exists()

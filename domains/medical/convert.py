@@ -541,6 +541,15 @@ def _window_option(reader: _Dicom, window: Any) -> tuple[Any, str]:
         raise DomainError(f"window option: {exc.detail}") from None
 
 
+def _option_inside(src: Path, name: Any, option: str) -> Path:
+    """`name`, a file named by `option`, as a path under `src` (:func:`~domains.files.inside_root`); a name leading
+    out of `src` is a :class:`DomainError` naming the option."""
+    try:
+        return inside_root(src, name)
+    except SkipInput as exc:
+        raise DomainError(f"{option} option: {exc.detail}") from None
+
+
 # --------------------------------------------------------------------------------------------- VQA-RAD
 VQA_RAD_JSON = "VQA_RAD Dataset Public.json"
 VQA_RAD_IMAGES = "VQA_RAD Image Folder"
@@ -830,6 +839,8 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected the PMC-VQA CSV files)")
     names = list(files) if files is not None else [f for f in PMC_FILES if (src / f).is_file()]
+    for name in names if files is not None else ():
+        _option_inside(src, name, "files")
     if not names:
         raise DomainError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
     def image_dir(name: str) -> Path:
@@ -1221,7 +1232,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     bar over the questions (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
-    qa_path = src / qa_file
+    qa_path = _option_inside(src, qa_file, "qa_file")
     if not qa_path.is_file():
         raise DomainError(f"{src}: no {qa_file} (see domains.medical.convert for the dicom_qa layout)")
     if default_split is not None and default_split not in SPLITS:
