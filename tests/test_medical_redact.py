@@ -144,6 +144,14 @@ def test_regions_given_and_bad_regions():
         redact_burned_in(image, ds, regions=[(30, 30, 30, 40)])
 
 
+@pytest.mark.parametrize("bad", [5, 2.5, True, "0,0,10,10", {"x1": 0}, [0, 0, 10, 10]])
+def test_regions_not_a_list_of_boxes_are_refused_naming_the_shape(bad):
+    """A number (a YAML option ``regions=5``) raised a raw TypeError, and text or a mapping was iterated by
+    character / key; a flat box too is now refused naming the option and the shape expected."""
+    with pytest.raises(DomainError, match=r"regions must be a list of pixel boxes \[\[x1, y1, x2, y2\], \.\.\.\]"):
+        redaction_regions(header("MR"), 120, 100, bad)
+
+
 
 def test_a_fill_that_the_pixels_cannot_hold_is_refused():
     """fill=300 on 8-bit pixels crashed with numpy's bare OverflowError and fill=1.5 was cut to 1; both are refused

@@ -26,7 +26,9 @@ models downloaded at run time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from numbers import Number
 from typing import Any
 
 import numpy as np
@@ -108,8 +110,18 @@ def _ultrasound_keep(ds: Dataset, width: int, height: int) -> np.ndarray | None:
 
 
 def redaction_regions(ds: Dataset, width: int, height: int, regions: Any = None) -> tuple[tuple[Box, ...], str]:
-    """The boxes to black out in a `width` x `height` render of `ds`, and the rule that chose them (module notes)."""
+    """The boxes to black out in a `width` x `height` render of `ds`, and the rule that chose them (module notes).
+
+    `regions`: ``[[x1, y1, x2, y2], ...]`` in pixels (x2 / y2 exclusive), used instead of the rules; anything
+    else is a :class:`DomainError` naming that shape."""
     if regions is not None:
+        shape = "regions must be a list of pixel boxes [[x1, y1, x2, y2], ...] (x2 / y2 exclusive)"
+        # text and mappings iterate (by character / key) but are no list of boxes; a number does not iterate at all
+        if isinstance(regions, (str, bytes, Mapping)) or not isinstance(regions, Iterable):
+            raise DomainError(f"{shape}, got {regions!r}")
+        regions = list(regions)
+        if any(isinstance(box, Number) for box in regions):
+            raise DomainError(f"{shape}, got {regions!r} (a single box is a list too: [[x1, y1, x2, y2]])")
         boxes = []
         for box in regions:
             try:
