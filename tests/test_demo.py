@@ -1371,3 +1371,27 @@ def test_frames_and_slices_are_picked_by_one_rule(medical, tmp_path, gradio_cach
     finally:
         cine.close()
         series.close()
+
+
+def test_medical_page_says_why_the_boxes_could_not_be_drawn():
+    """The medical page showed only the exception type of a drawing failure ("ValueError"); it now shows its
+    message too, as the generic page does, and still the answer and the slices sent."""
+    from deploy.demo.panels import medical
+
+    class Session:
+        def stream(self, question, images, prompt=None):
+            yield "<box>[[1, 2]]</box>"
+
+    class Study:
+        staged = None
+
+        def model_inputs(self, index, n, window):
+            return [Image.new("RGB", (32, 32))], ["slice 1"], None
+
+    def draw(images, text):
+        raise ValueError("box [1, 2] is not four numbers")
+
+    *_, (text, drawn, labels, note) = medical.ask(Session(), "where?", Study(), draw_answer=draw)
+    assert text == "<box>[[1, 2]]</box>" and len(drawn) == 1 and labels == ["slice 1"]
+    assert note.startswith("**The answer is shown, but its boxes could not be drawn:**"), note
+    assert "ValueError" in note and "is not four numbers" in note, note

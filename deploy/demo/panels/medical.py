@@ -678,8 +678,8 @@ def ask(session: ModelSession, question: str, study: Study | None, index: int = 
         drawn = list(draw_answer(images, text))
     except Exception as exc:
         log.error("demo: drawing the answer failed", exc_info=exc)
-        yield text, images, labels, error_md(f"{type(exc).__name__}", "The answer is shown, but its boxes could "
-                                                                      "not be drawn")
+        yield text, images, labels, error_md(f"{type(exc).__name__}: {exc}"[:300],  # as the generic page says it
+                                             "The answer is shown, but its boxes could not be drawn")
         return
     yield text, drawn, labels, note
 
