@@ -998,3 +998,14 @@ def test_file_options_that_leave_src_are_refused(raw, tmp_path):
         with pytest.raises(DomainError, match=r"^qa_file option: .*qa_out\.json"):
             convert_dicom_qa(dq, tmp_path / "o_dq", qa_file=name, progress=False)
         assert not (tmp_path / "o_dq").exists()
+
+
+def test_pmc_vqa_files_given_as_one_name(raw, tmp_path):
+    """`--option files=train.csv` reaches the converter as text, which was iterated by character ("." read src
+    itself: a raw IsADirectoryError); one name now means that file, and a folder named is refused in one line."""
+    pmc = copy_of(raw, "pmc_vqa", tmp_path)
+    one = convert_pmc_vqa(pmc, tmp_path / "one", files="train.csv", progress=False)
+    listed = convert_pmc_vqa(pmc, tmp_path / "listed", files=["train.csv"], progress=False)
+    assert one.written == listed.written > 0 and set(one.outputs) == {"train"}
+    with pytest.raises(DomainError, match=r"^files option: 'images' is a folder"):
+        convert_pmc_vqa(pmc, tmp_path / "folder", files=["images"], progress=False)

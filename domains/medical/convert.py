@@ -822,7 +822,8 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     """PMC-VQA -> multiple choice (``mode="mc"``, task ``mc``) or open-ended ``med_vqa`` (``mode="open"``).
 
     `src`: the folder with the CSVs (``Figure_path, Question, Answer, Choice A..D, Answer_label``; the choices
-    are ``"A:…"``); `files`: which CSVs (default every one of :data:`PMC_FILES` present); each gives the split
+    are ``"A:…"``); `files`: which CSVs, names under `src` (one name or a list; default every one of
+    :data:`PMC_FILES` present); each gives the split
     named by its stem (``pmc_vqa_train.jsonl``, ``pmc_vqa_test_clean.jsonl``, ...). Images are
     ``<images_dir>/<Figure_path>``, default ``images/`` (``images_2/`` for the ``*_2.csv`` files when present).
 
@@ -838,9 +839,12 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
         raise DomainError(f"mode must be 'mc' or 'open', got {mode!r}")
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected the PMC-VQA CSV files)")
+    if isinstance(files, str):  # `--option files=train.csv`: one name, not its characters
+        files = [files]
     names = list(files) if files is not None else [f for f in PMC_FILES if (src / f).is_file()]
     for name in names if files is not None else ():
-        _option_inside(src, name, "files")
+        if _option_inside(src, name, "files").is_dir():
+            raise DomainError(f"files option: {name!r} is a folder in {src}, not a PMC-VQA CSV file")
     if not names:
         raise DomainError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
     def image_dir(name: str) -> Path:
