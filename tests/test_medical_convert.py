@@ -1009,3 +1009,11 @@ def test_pmc_vqa_files_given_as_one_name(raw, tmp_path):
     assert one.written == listed.written > 0 and set(one.outputs) == {"train"}
     with pytest.raises(DomainError, match=r"^files option: 'images' is a folder"):
         convert_pmc_vqa(pmc, tmp_path / "folder", files=["images"], progress=False)
+
+
+def test_slake_splits_given_as_one_name(raw, tmp_path):
+    """`--option splits=test` reaches the converter as text, which was iterated by character ("unknown SLAKE
+    split(s) ['t', 'e', 's', 't']"); one name now means that split."""
+    one = convert_slake(raw / "slake", tmp_path / "one", splits="test", progress=False)
+    listed = convert_slake(raw / "slake", tmp_path / "listed", splits=["test"], progress=False)
+    assert one.written == listed.written > 0 and set(one.outputs) == set(listed.outputs) == {"test"}

@@ -701,14 +701,15 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     `q_lang`: ``"en"`` (default: the English benchmark), ``"zh"``, or ``None`` / ``"all"`` for both;
     questions in other languages are dropped without counting (a filter, not bad input); a `q_lang` no question
     has is a :class:`DomainError` naming those the files have. Chinese
-    questions get a Chinese answer instruction. ``meta`` keeps ``answer_type``, ``content_type``,
+    questions get a Chinese answer instruction. `splits`: which of ``train`` / ``val`` / ``test`` (one name or a
+    list; default all three). ``meta`` keeps ``answer_type``, ``content_type``,
     ``base_type``, ``location``, ``modality``, ``q_lang``, ``qid`` and ``img_id``.
     `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a
     bar over each split's questions (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
     root = src / "Slake1.0" if (src / "Slake1.0").is_dir() else src
-    wanted = list(splits) if splits is not None else list(SLAKE_FILES)
+    wanted = [splits] if isinstance(splits, str) else list(splits) if splits is not None else list(SLAKE_FILES)
     bad = [s for s in wanted if s not in SLAKE_FILES]
     if bad:
         raise DomainError(f"unknown SLAKE split(s) {bad}; known: {list(SLAKE_FILES)}")
