@@ -163,9 +163,10 @@ def _picture_how(path: Path) -> tuple[str, str]:
     try:
         with _open_past_pil_limit(path) as image:
             mode, wide_colour = image.mode, any(";16" in _rawmode(tile) for tile in image.tile)
+            coloured = _has_colour(image)
     except Exception:  # noqa: BLE001 - load_image read it already; a header that will not reopen says nothing new
         return "red, green, blue as stored", "none (an 8-bit image)"
-    grey = mode in _WIDE_MODES or mode in ("1", "L", "LA", "P") and not _has_colour(path)
+    grey = mode in _WIDE_MODES or mode in ("1", "L", "LA", "P") and not coloured
     bands = "one band as grey" if grey else "red, green, blue as stored"
     if mode in _WIDE_MODES:
         return bands, "2–98 percentiles of the pixels, to 0–255 (a 16-bit, 32-bit or float image)"
@@ -174,14 +175,11 @@ def _picture_how(path: Path) -> tuple[str, str]:
     return bands, "none (an 8-bit image)"
 
 
-def _has_colour(path: Path) -> bool:
-    """Whether a one-channel picture (grey, or a palette) shows colour: a palette of non-grey entries."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.mode != "P":
-            return False
-        palette = image.getpalette() or []
+def _has_colour(image) -> bool:
+    """Whether an open one-channel picture (grey, or a palette) shows colour: a palette of non-grey entries."""
+    if image.mode != "P":
+        return False
+    palette = image.getpalette() or []
     return any(len(set(palette[k:k + 3])) > 1 for k in range(0, len(palette), 3))
 
 
