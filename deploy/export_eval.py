@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from model.errors import PocketAdaptError
+from model.errors import NonFiniteScoresError, PocketAdaptError
 
 
 class ExportEvalModel(torch.nn.Module):
@@ -80,7 +80,8 @@ class ExportEvalModel(torch.nn.Module):
                                                   max_new_tokens, stops)
             except PocketAdaptError as exc:
                 name = f"sample {samples[k]}" if samples else f"row {k + 1} of the batch"
-                raise self.error(f"{self.runtime_title}, {name}: {exc}") from exc
+                kind = type(exc) if isinstance(exc, NonFiniteScoresError) else self.error  # still caught as one
+                raise kind(f"{self.runtime_title}, {name}: {exc}") from exc
             used += n_tiles
             self.timings.append(timings)
             rows.append(tokens)

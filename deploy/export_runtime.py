@@ -101,7 +101,8 @@ class ExportedVLM:
                 token = pick_token(logits, temperature, rng)
             except BadLogitsError as exc:
                 step = "the prompt pass" if not tokens else f"decoding token {len(tokens) + 1}"
-                raise self.error(f"{step}: {exc}") from exc
+                # its own type, not self.error: `except NonFiniteScoresError` catches it as on PyTorch's path
+                raise BadLogitsError(f"{step}: {exc}") from exc
             if token in stops:
                 break
             tokens.append(token)

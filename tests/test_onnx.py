@@ -518,3 +518,42 @@ def test_int8_quantisation_keeps_onnxruntimes_preprocessing_note_off_stderr(tmp_
     finally:
         root.removeHandler(handler)
     assert not [m for m in said if "pre-processing" in m] and "pre-processing" not in capsys.readouterr().err, said
+
+
+class _NanLogits:
+    """An onnxruntime decoder session whose logits come out NaN (a float16 export overflowing)."""
+
+    def __init__(self, session):
+        self.session = session
+
+    def __getattr__(self, name):
+        return getattr(self.session, name)
+
+    def run(self, names, feeds):
+        out = self.session.run(names, feeds)
+        return [np.full_like(out[0], np.nan), *out[1:]]
+
+
+def test_nan_logits_are_caught_as_pytorchs_non_finite_scores_error(models, exports):
+    """The generation loop (chat) and `adapt eval`'s wrapper re-raised the runtime's NaN check as OnnxRuntimeError:
+    `except NonFiniteScoresError`, which catches PyTorch's, let it through. Both now keep the type, and their
+    messages still name the step and the sample."""
+    from deploy.onnx.eval import OnnxEvalModel
+    from model.errors import NonFiniteScoresError
+
+    vlm = OnnxVLM(exports("pocket-tiny"))
+    try:
+        vlm.decoder = _NanLogits(vlm.decoder)
+        with pytest.raises(NonFiniteScoresError, match=r"^the prompt pass: the model produced unusable logits"):
+            vlm.chat([{"role": "user", "content": "red blue"}], max_new_tokens=2)
+    finally:
+        vlm.close()
+    _, processor = models["pocket-tiny"]
+    evaluated = OnnxEvalModel(exports("pocket-tiny"), processor)
+    try:
+        evaluated.runtime.decoder = _NanLogits(evaluated.runtime.decoder)
+        ids = processor([{"role": "user", "content": "red blue"}]).input_ids[None]
+        with pytest.raises(NonFiniteScoresError, match=r"^ONNX Runtime, sample a:1: the prompt pass: .*unusable"):
+            evaluated.generate(ids, max_new_tokens=2, samples=["a:1"])
+    finally:
+        evaluated.close()
