@@ -45,7 +45,10 @@ class ExecuTorchExport(SidecarExport):
 
         folder = Path(folder)
         if not folder.is_dir():
-            raise ExecuTorchError(f"{folder}: not a folder; give the folder `adapt export --format executorch` wrote")
+            from model.loading import moved_aside_note
+
+            raise ExecuTorchError(moved_aside_note(folder) or f"{folder}: not a folder; give the folder "
+                                  "`adapt export --format executorch` wrote")
         missing = [n for n in (PTE, PREPROCESSOR, CHAT_TEMPLATE) if not (folder / n).is_file()]
         if missing:
             raise ExecuTorchError(f"{folder}: not an ExecuTorch export, missing {', '.join(missing)}")

@@ -78,7 +78,10 @@ class OnnxExport(SidecarExport):
     def open(cls, folder: str | os.PathLike) -> OnnxExport:
         folder = Path(folder)
         if not folder.is_dir():
-            raise OnnxRuntimeError(f"{folder}: not a folder; give the folder `adapt export --format onnx` wrote")
+            from model.loading import moved_aside_note
+
+            raise OnnxRuntimeError(moved_aside_note(folder)
+                                   or f"{folder}: not a folder; give the folder `adapt export --format onnx` wrote")
         missing = [n for n in (VISION, EMBED, DECODER, GENAI_CONFIG, PREPROCESSOR, CHAT_TEMPLATE)
                    if not (folder / n).is_file()]
         if missing:
