@@ -72,7 +72,7 @@ def read_processor(folder: Path, error: type[PocketAdaptError], tokenizers: Sequ
     the (fingerprint, artefact) pairs the export recorded, checked (`check_tokenizer`) on the folder's tokenizer as
     it loads, before an image token the config names and the tokenizer lacks is refused (the processor would add it
     as a new token, which the fingerprint would then blame on the tokenizer files)."""
-    from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR
+    from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, image_token_ids
     from model.chat import ChatTemplateError, chat_template_from_dict
     from model.loading import load_tokenizer
     from model.processor import VLMProcessor
@@ -108,6 +108,16 @@ def read_processor(folder: Path, error: type[PocketAdaptError], tokenizers: Sequ
             raise error(f"{folder / PREPROCESSOR}: {key!r} {token!r} is not a token of the exported tokenizer; "
                         "restore the exported file or re-export")
     processor = VLMProcessor(tokenizer, tiling, template, seq_length, *tokens)
+    have = image_token_ids(processor)
+    for want, artefact in tokenizers:
+        recorded = want.get("image_token_ids")
+        if not isinstance(recorded, dict):  # (older exports did not record them)
+            continue
+        changed = [f"{key} {getattr(processor, key)!r} is id {have[key]}, {artefact} was exported with id "
+                   f"{recorded.get(key)}" for key in have if recorded.get(key) != have[key]]
+        if changed:
+            raise error(f"{folder / PREPROCESSOR}: {'; '.join(changed)} -- the prompt would mark images with other "
+                        "tokens than the model was exported with; restore the exported file or re-export")
     return processor, pre
 
 

@@ -84,3 +84,24 @@ def test_the_tokenizer_is_compared_before_it_is_read_for_image_tokens(sidecar):
     _edit(sidecar / PREPROCESSOR, lambda d: d.update(image_context_token="<NOT_A_TOKEN>"))
     with pytest.raises(OnnxRuntimeError, match="not the tokenizer embed.onnx was exported with"):
         read_processor(sidecar, OnnxRuntimeError, [(recorded, "embed.onnx")])
+
+
+@pytest.mark.parametrize("key, other", [("image_start_token", "</img>"), ("image_end_token", "<img>"),
+                                        ("image_start_token", "")])
+def test_an_image_token_edited_to_another_token_is_refused(sidecar, tiny_tokenizer, key, other):
+    """An image start/end token edited to another token the tokenizer has (or to none) changed every prompt without
+    a word: the graphs do not hold the image tokens. Their ids are recorded at export and checked at load."""
+    from deploy.onnx.export import export_fingerprint
+
+    exported = VLMProcessor(tiny_tokenizer, TilingConfig(tile_size=112), get_chat_template("pocket-tiny"), 16)
+    recorded = export_fingerprint(exported)
+    assert recorded["image_token_ids"][key] == tiny_tokenizer.convert_tokens_to_ids(getattr(exported, key))
+    read_processor(sidecar, OnnxRuntimeError, [(recorded, "embed.onnx")])  # as exported: loads
+    _edit(sidecar / PREPROCESSOR, lambda d: d.update({key: other}))
+    read_processor(sidecar, OnnxRuntimeError, [({k: v for k, v in recorded.items() if k != "image_token_ids"},
+                                                "embed.onnx")])  # an older export, which recorded no ids: loads
+    with pytest.raises(OnnxRuntimeError) as caught:
+        read_processor(sidecar, OnnxRuntimeError, [(recorded, "embed.onnx")])
+    said = str(caught.value)
+    assert said.startswith(f"{sidecar / PREPROCESSOR}: {key} {other!r} is id "), said
+    assert "embed.onnx was exported with id" in said

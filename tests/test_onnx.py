@@ -557,3 +557,16 @@ def test_nan_logits_are_caught_as_pytorchs_non_finite_scores_error(models, expor
             evaluated.generate(ids, max_new_tokens=2, samples=["a:1"])
     finally:
         evaluated.close()
+
+
+def test_an_image_token_edited_to_another_token_is_refused_at_load(exports, tmp_path):
+    """preprocessor_config.json's image start token edited to another token of the tokenizer: the prompt changed
+    without a word. The export records the image token ids beside the tokenizer's fingerprint; a differing one is
+    refused, naming the file, the key and both ids."""
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    pre["image_start_token"] = pre["image_end_token"]
+    (folder / PREPROCESSOR).write_text(json.dumps(pre))
+    with pytest.raises(OnnxRuntimeError, match=rf"{PREPROCESSOR}: image_start_token '{pre['image_end_token']}' is id "
+                                               r"\d+, embed.onnx was exported with id \d+"):
+        OnnxVLM(folder)

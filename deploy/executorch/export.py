@@ -11,8 +11,8 @@ up to the tiling's tile count per call (max tiles + thumbnail; the runtime split
 `--quantize int8`: torchao's int8 dynamic-activation, int8 per-channel weight quantisation of every Linear (vision
 tower, projector, decoder, LM head) -- the form XNNPACK runs as int8 GEMMs; the token embedding stays float32.
 
-The tiling and a fingerprint of the tokenizer are written into the program itself (constant methods), so the runtime
-refuses a folder whose preprocessor_config.json or tokenizer files were changed after export.
+The tiling, a fingerprint of the tokenizer and the image tokens' ids are written into the program itself (constant
+methods), so the runtime refuses a folder whose preprocessor_config.json or tokenizer files were changed after export.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def write_executorch(vlm, processor, out_dir: Path, quantize: str | None = None,
 
 def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_seq_len: int | None,
                       max_prefill_len: int | None, progress: Progress) -> Path:
-    from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, _template, preprocessor_config, tokenizer_fingerprint
+    from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, _template, export_fingerprint, preprocessor_config
     from deploy.onnx.graphs import EmbedGraph, VisionGraph, eager_attention
 
     if quantize not in (None, *QUANTIZE):
@@ -239,7 +239,7 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
             "get_hidden_size": int(hidden), "get_image_seq_length": int(processor.image_seq_length),
             "use_kv_cache": True, "enable_dynamic_shape": True, "get_quantize": quantize or "fp32",
             TILING_METHOD: json.dumps(tiling.to_dict()),
-            TOKENIZER_METHOD: json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False),
+            TOKENIZER_METHOD: json.dumps(export_fingerprint(processor), ensure_ascii=False),
         }
         (out_dir / PTE).write_bytes(lower(programs, constants))
         steps.update()

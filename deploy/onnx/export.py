@@ -12,8 +12,9 @@
 of every MatMul in vision.onnx and decoder.onnx; the embedding table stays float32.
 
 What the runtime checks at load (deploy/onnx/runtime.py) is written into the graphs' own metadata: vision.onnx
-holds the tiling it was exported for, embed.onnx and decoder.onnx a fingerprint of the tokenizer, so an edited
-preprocessor_config.json or a swapped tokenizer is refused instead of silently answering differently.
+holds the tiling it was exported for, embed.onnx and decoder.onnx a fingerprint of the tokenizer and the image
+tokens' ids (`export_fingerprint`), so an edited preprocessor_config.json or a swapped tokenizer is refused instead
+of silently answering differently.
 """
 
 from __future__ import annotations
@@ -70,6 +71,19 @@ def tokenizer_fingerprint(tokenizer) -> dict:
             "probe_ids": tokenizer.encode(PROBE, add_special_tokens=False)}
 
 
+def image_token_ids(processor) -> dict:
+    """The ids `processor`'s tokenizer gives its image start, context and end tokens (None: no such token), by their
+    preprocessor_config.json keys: recorded beside the tokenizer's fingerprint, since the graphs do not hold them."""
+    tokens = {"image_start_token": processor.image_start_token, "image_context_token": processor.image_context_token,
+              "image_end_token": processor.image_end_token}
+    return {key: processor.tokenizer.convert_tokens_to_ids(token) if token else None for key, token in tokens.items()}
+
+
+def export_fingerprint(processor) -> dict:
+    """What an export records of its processor's tokens: the tokenizer's fingerprint and the image token ids."""
+    return {**tokenizer_fingerprint(processor.tokenizer), "image_token_ids": image_token_ids(processor)}
+
+
 def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progress: Progress = True) -> Path:
     """Write the ONNX export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder); `progress`:
     a bar over the graphs (vision, embedding, decoder; then int8 quantisation)."""
@@ -81,7 +95,7 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progr
     tiling = processor.tiling
     check_tile_size(tiling.tile_size, vlm.config.vision_config, "cannot export to onnx", OnnxWriteError)
     vlm = onnx_model(vlm)
-    fingerprint = json.dumps(tokenizer_fingerprint(processor.tokenizer), ensure_ascii=False)
+    fingerprint = json.dumps(export_fingerprint(processor), ensure_ascii=False)
     # stages of unequal cost (the decoder and int8 take most of the time): the stage and the time so far, no ETA
     with progress_bar(total=3 + (2 if quantize == "int8" else 0), desc="ONNX export", unit="graphs",
                       progress=progress, stages=True) as bar:
