@@ -283,6 +283,19 @@ def test_tiling_edited_after_export_is_refused(exports, tmp_path):
 
 
 @pytest.mark.slow
+def test_an_image_token_edited_to_another_token_is_refused_at_load(exports, tmp_path):
+    """The image end token edited to another token of the tokenizer changed the prompt without a word; the program
+    records the image token ids with the tokenizer's fingerprint, and a differing one is refused."""
+    folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    pre["image_end_token"] = pre["image_start_token"]
+    (folder / PREPROCESSOR).write_text(json.dumps(pre))
+    with pytest.raises(ExecuTorchError, match=r"preprocessor_config.json: image_end_token '.+' is id \d+, model.pte "
+                                              r"was exported with id \d+"):
+        ExecuTorchVLM(folder)
+
+
+@pytest.mark.slow
 def test_an_edited_image_seq_length_is_refused_at_load(exports, tmp_path):
     """image_seq_length edited after export: refused on opening, naming the file and the program's count."""
     folder, exported = copy_with_image_seq_length_edited(exports("pocket-tiny"), tmp_path / "edited")
