@@ -27,6 +27,14 @@ class SidecarExport:
         return self.processor.tiling
 
 
+def not_a_folder(folder: Path, fmt: str) -> str:
+    """Why the export folder `folder` (given as a runtime's --model) cannot be opened: the note of a run stopped while
+    replacing it (a `final/` left moved aside), or that it is no folder `adapt export --format fmt` wrote."""
+    from model.loading import moved_aside_note  # lazily: the runtimes start without the model loaders
+
+    return moved_aside_note(folder) or f"{folder}: not a folder; give the folder `adapt export --format {fmt}` wrote"
+
+
 def read_json(path: Path, error: type[PocketAdaptError]) -> dict:
     """A JSON object from `path`, or `error` naming the file."""
     try:

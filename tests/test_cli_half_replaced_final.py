@@ -22,6 +22,7 @@ def half_replaced(tmp_path):
     ["chat", "--model", "pocket-tiny", "--vision", "{final}"],
     ["chat", "--runtime", "onnx", "--model", "{final}"],  # the export runtimes said only "not a folder"
     ["chat", "--runtime", "executorch", "--model", "{final}"],
+    ["chat", "--runtime", "llamacpp", "--model", "{final}"],
 ])
 def test_a_half_replaced_final_says_how_to_restore_it(half_replaced, tmp_path, capsys, argv):
     final = half_replaced / "final"

@@ -23,6 +23,7 @@ from deploy.export_sidecar import (
     SidecarExport,
     check_preprocessor_config,
     check_tiling,
+    not_a_folder,
     read_processor,
 )
 from model.checkpoints.checksums import verify_weights
@@ -45,10 +46,7 @@ class ExecuTorchExport(SidecarExport):
 
         folder = Path(folder)
         if not folder.is_dir():
-            from model.loading import moved_aside_note
-
-            raise ExecuTorchError(moved_aside_note(folder) or f"{folder}: not a folder; give the folder "
-                                  "`adapt export --format executorch` wrote")
+            raise ExecuTorchError(not_a_folder(folder, "executorch"))
         missing = [n for n in (PTE, PREPROCESSOR, CHAT_TEMPLATE) if not (folder / n).is_file()]
         if missing:
             raise ExecuTorchError(f"{folder}: not an ExecuTorch export, missing {', '.join(missing)}")

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy.export_sidecar import not_a_folder
 from deploy.gguf import VISION_KEY
 from deploy.runtimes import Answer
 from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, ChatTemplateError, chat_template_from_dict, normalize_messages
@@ -46,7 +47,7 @@ class ExportFolder:
         if folder.is_file() and folder.suffix == ".gguf":  # one of the export's files, as llama.cpp's tools take it
             raise LlamaCppError(f"{folder}: a file; give the folder it is in, --model {folder.parent}")
         if not folder.is_dir():
-            raise LlamaCppError(f"{folder}: not a folder; give the folder `adapt export --format gguf` wrote")
+            raise LlamaCppError(not_a_folder(folder, "gguf"))
         verify_weights(folder, LlamaCppError)
         # which file is the vision part is read from the file (general.type), not its name: `--name mmproj-x`
         # writes mmproj-x-f16.gguf as the text model

@@ -22,6 +22,7 @@ from deploy.export_sidecar import (
     SidecarExport,
     check_preprocessor_config,
     check_tiling,
+    not_a_folder,
     read_json,
     read_processor,
 )
@@ -78,10 +79,7 @@ class OnnxExport(SidecarExport):
     def open(cls, folder: str | os.PathLike) -> OnnxExport:
         folder = Path(folder)
         if not folder.is_dir():
-            from model.loading import moved_aside_note
-
-            raise OnnxRuntimeError(moved_aside_note(folder)
-                                   or f"{folder}: not a folder; give the folder `adapt export --format onnx` wrote")
+            raise OnnxRuntimeError(not_a_folder(folder, "onnx"))
         missing = [n for n in (VISION, EMBED, DECODER, GENAI_CONFIG, PREPROCESSOR, CHAT_TEMPLATE)
                    if not (folder / n).is_file()]
         if missing:
