@@ -1115,6 +1115,9 @@ def _train(args) -> int:
         other, what = ("distill", "a distillation recipe (it has a distill: section)") if args.verb == "train" else \
             ("train", "a training recipe (no distill: section)")
         raise CliError(f"{args.recipe} is {what}; run it with `adapt {other}`")
+    from .train import check_training_sources
+
+    check_training_sources(recipe, args.verb)  # before any note, or any process launched
     if "LOCAL_RANK" not in os.environ:
         for note in recipe_warnings(recipe):
             print(f"note: {note}", file=sys.stderr)
@@ -1285,15 +1288,16 @@ def _quickstart(args) -> int:
 
 
 def _validate(args) -> int:
+    from .checkpointing import RunFolderForeign, check_run_folder
     from .recipe import load_recipe, recipe_warnings
+    from .train import check_training_sources
 
     recipe = load_recipe(args.recipe, args.overrides)
+    distill = type(recipe).__name__ == "DistillRecipe"
+    check_training_sources(recipe, "distill" if distill else "train")  # a recipe that cannot train is not valid
     print(recipe.to_yaml(), end="")
     for note in recipe_warnings(recipe):
         print(f"note: {note}", file=sys.stderr)
-    distill = type(recipe).__name__ == "DistillRecipe"
-    from .checkpointing import RunFolderForeign, check_run_folder
-
     try:  # what adapt train / distill refuse as they start
         check_run_folder(recipe.output.dir, "distill" if distill else "train")
     except RunFolderForeign as err:

@@ -1424,9 +1424,6 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
         if unused:
             notes.append(f"data.eval_sources[{i}] ({source.name}): {' and '.join(unused)} unused: evaluation scores "
                          "every record of an eval source (a meta entry's repeat_time too)")
-    if not recipe.data.sources:
-        notes.append("data.sources is empty: there is nothing to train on (adapt train and adapt distill refuse the "
-                     "recipe; adapt eval scores its data.eval_sources)")
     general = [s for s in recipe.data.sources if s.kind == "general"]
     if general and recipe.mixing.general_ratio == 0:
         notes.append("mixing.general_ratio is 0, so the general source(s) are not used")

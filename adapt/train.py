@@ -72,6 +72,13 @@ class TrainingError(PocketAdaptError):
     """A run that cannot go on as asked: a non-finite step, an edited recipe on resume, a damaged log."""
 
 
+def check_training_sources(recipe: Recipe, verb: str = "train") -> None:
+    """Refuse a recipe with no `data.sources` (`adapt train` / `distill` as they start, and `adapt validate`)."""
+    if not recipe.data.sources:  # a recipe may list only data.eval_sources, for `adapt eval`
+        raise TrainingError(f"recipe {recipe.name!r}: data.sources is empty, so there is nothing to {verb} on; list "
+                            "the training data there (data.eval_sources only serve scoring)")
+
+
 # Recipe keys whose edits leave the steps of a resumed run as they were: reporting, evaluation, checkpoint
 # cadence, data loading speed. Any other edit changes what is trained and needs allow_changes.
 SAFE_TO_EDIT = ("name", "logging", "eval", "data.eval_sources", "data.max_bad_fraction", "output.dir",
@@ -191,9 +198,7 @@ class Trainer:
         self.allow_changes = allow_changes
         if recipe.training.precision == "fp16" and self.dist.device.type != "cuda":
             raise TrainingError("training.precision fp16 needs a CUDA GPU; use bf16 or fp32 on CPU")
-        if not recipe.data.sources:  # a recipe may list only data.eval_sources, for `adapt eval`
-            raise TrainingError(f"recipe {recipe.name!r}: data.sources is empty, so there is nothing to "
-                                f"{self.VERB} on; list the training data there (data.eval_sources only serve scoring)")
+        check_training_sources(recipe, self.VERB)
         self._lock = self._lock_run_folder()  # before anything is written there
         try:
             self._setup()

@@ -402,12 +402,12 @@ def test_edits_that_reshape_the_weights_are_refused_even_with_allow_changes(tmp_
 
 def test_a_recipe_without_training_sources_is_refused_before_anything_is_written(tmp_path, data_root, capsys):
     """`data.sources: []` validated with a note, then `adapt train` failed on the general share, leaving skips.* in
-    the output folder. It is refused first, saying what is missing."""
+    the output folder. Both refuse it first, saying what is missing."""
     from adapt.cli import main
 
     path = make_run(tmp_path, data_root)
-    assert main(["validate", str(path), "data.sources=[]"]) == 0
-    assert "note: data.sources is empty: there is nothing to train on" in capsys.readouterr().err
+    assert main(["validate", str(path), "data.sources=[]"]) == 1
+    assert "data.sources is empty, so there is nothing to train on" in capsys.readouterr().err
     assert main(["train", str(path), "data.sources=[]", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "data.sources is empty, so there is nothing to train on" in err and "general" not in err

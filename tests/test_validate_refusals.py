@@ -130,3 +130,18 @@ def test_an_empty_recipe_file_is_refused_by_validate_as_by_train(tmp_path, capsy
     err = capsys.readouterr().err
     assert f"{path}: the recipe file holds no settings" in err and "valid recipe" not in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("text, overrides", [("data: {}\n", []), (MINIMAL, ["data.sources=[]"]),
+                                             (MINIMAL + "  eval_sources: [{name: field, path: data/field/test.jsonl}]\n",
+                                              ["data.sources=[]"])])
+@pytest.mark.parametrize("verb", ["validate", "train"])
+def test_a_recipe_without_training_sources_is_refused_by_validate_as_by_train(tmp_path, capsys, text, overrides,
+                                                                               verb):
+    """`data: {}` was a "valid recipe" (with a note) to validate, which train then refused: both now refuse it in one
+    line saying what is missing."""
+    path = write(tmp_path, text)
+    assert main([verb, str(path), *overrides, *(["--no-progress"] if verb == "train" else [])]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
+    assert len(lines) == 1 and "data.sources is empty, so there is nothing to train on" in lines[0], lines
+    assert "valid recipe" not in lines[0] and not (tmp_path / "runs").exists()
