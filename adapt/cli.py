@@ -1214,6 +1214,7 @@ def _eval(args) -> int:
             raise CliError(f"--model {item!r}: label {label!r} is used twice; give each model its own, "
                            "e.g. --model a=DIR1 --model b=DIR2")
         models[label] = source
+    check_eval_sources(recipe)  # before a check of, or a note on, the models: the data is what the user fixes first
     if not models:
         models = {"base": recipe.model.source}
         final = Path(recipe.output.dir) / "final"
@@ -1228,7 +1229,6 @@ def _eval(args) -> int:
                    f"{_q(recipe.model.source)} --model adapted={_q(quick)}" if quick.is_dir() else
                    f"train first: adapt train {_q(args.recipe)}, with the same overrides, or name a model: --model "
                    "adapted=DIR")
-            check_eval_sources(recipe)  # a refusal, if any, before a note on what would be scored
             print(f"note: no adapted model at {final}; scoring the base model only ({how})", file=sys.stderr)
     if args.model:  # a typo in the last --model must not wait until the others are scored
         from model.checkpoints.io import CheckpointError

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from adapt.cli import main
+from tests.test_eval_sources_checked_first import write_eval_files
 
 
 @pytest.fixture
@@ -36,6 +37,7 @@ def test_a_half_replaced_final_says_how_to_restore_it(half_replaced, tmp_path, c
 
 def test_eval_names_the_half_replaced_model_before_scoring(half_replaced, tmp_path, capsys):
     assert main(["init", "quickstart", str(tmp_path / "r")]) == 0
+    write_eval_files(tmp_path / "r" / "quickstart.yaml")  # checked first
     capsys.readouterr()
     rc = main(["eval", str(tmp_path / "r" / "quickstart.yaml"), "--model", f"adapted={half_replaced / 'final'}",
                "--out", str(tmp_path / "out"), "--no-progress"])
@@ -63,6 +65,7 @@ def test_eval_without_models_refuses_a_half_replaced_final_rather_than_score_the
     import adapt.run_eval as run_eval
 
     assert main(["init", "quickstart", str(tmp_path / "r")]) == 0
+    write_eval_files(tmp_path / "r" / "quickstart.yaml")  # checked first
     (tmp_path / "r" / "train" / ".final.replaced").mkdir(parents=True)
     scored = []
     monkeypatch.setattr(run_eval, "evaluate_model", lambda recipe, source, label, *a, **k: scored.append(label) or {})

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import adapt.run_eval as run_eval
 from adapt.cli import main
+from tests.test_eval_sources_checked_first import write_eval_files
+
+
+def _init_with_eval_files(tmp_path) -> None:
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    write_eval_files(tmp_path / "quickstart.yaml")
 
 
 def test_a_mistyped_second_model_stops_eval_before_the_first_is_scored(tmp_path, monkeypatch, capsys):
     """The base model was scored in full (minutes to hours) before the typo in adapted=… was reported."""
-    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    _init_with_eval_files(tmp_path)
     scored = []
     monkeypatch.setattr(run_eval, "evaluate_model", lambda recipe, source, label, *a, **k: scored.append(label) or {})
     capsys.readouterr()
@@ -26,7 +32,7 @@ def test_a_runtime_type_given_twice_is_exported_and_scored_once(tmp_path, monkey
     """`--gguf-type f16 --gguf-type f16` exported and scored each model twice under one label (minutes each)."""
     import adapt.evaluate as evaluate
 
-    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    _init_with_eval_files(tmp_path)
     scored = []
     monkeypatch.setattr(run_eval, "evaluate_model", lambda recipe, source, label, *a, **k: scored.append(label) or {})
     monkeypatch.setattr(evaluate, "write_report", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))

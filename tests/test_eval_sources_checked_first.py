@@ -3,12 +3,22 @@ exported)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import adapt.run_eval as run_eval
 from adapt.cli import main
+from adapt.data.mixture import source_specs
 from adapt.data.samples import MissingDataError
 from adapt.recipe import load_recipe
+
+
+def write_eval_files(recipe_path: Path) -> None:
+    """One (empty) record per eval file of the recipe: `adapt eval` checks those files before the models."""
+    for spec in source_specs(load_recipe(recipe_path).data.eval_sources, held_out=True):
+        spec.path.parent.mkdir(parents=True, exist_ok=True)
+        spec.path.write_text("{}\n", encoding="utf-8")
 
 
 def test_a_missing_eval_file_is_refused_before_the_model_is_loaded(tmp_path, monkeypatch):
@@ -39,3 +49,14 @@ def test_adapt_eval_refuses_missing_eval_data_before_the_base_model_only_note(tm
     err = capsys.readouterr().err
     assert rc == 1 and ("no data.eval_sources" in err or "annotation file not found" in err)
     assert "scoring the base model only" not in err and not (tmp_path / "out").exists()
+
+
+def test_adapt_eval_with_models_refuses_a_missing_eval_file_before_checking_the_models(tmp_path, capsys):
+    """With --model, a mistyped model folder was reported first; fixing it only led to the missing eval file."""
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    capsys.readouterr()
+    rc = main(["eval", str(tmp_path / "quickstart.yaml"), "--model", f"adapted={tmp_path / 'trian' / 'final'}",
+               "--out", str(tmp_path / "out"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "annotation file not found" in err and "landcover" in err
+    assert "--model" not in err and "trian" not in err and not (tmp_path / "out").exists()

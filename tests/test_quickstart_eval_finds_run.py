@@ -12,6 +12,7 @@ from adapt.cli import main
 from adapt.data.mixture import source_specs
 from adapt.recipe import load_recipe
 from model.resources import templates_dir
+from tests.test_eval_sources_checked_first import write_eval_files
 
 
 class _Stop(Exception):
@@ -46,6 +47,7 @@ def test_eval_on_the_quickstart_recipe_scores_the_adapted_model(tmp_path, monkey
     recipe = out / "quickstart.yaml"
     shutil.copyfile(templates_dir() / "recipes" / "quickstart.yaml", recipe)
     (out / "train" / "final").mkdir(parents=True)  # as `adapt quickstart --out qs` leaves it
+    write_eval_files(recipe)  # the data is checked first
     scored = []
 
     def record(recipe, source, label, *args, **kwargs):
