@@ -533,7 +533,9 @@ class Trainer:
                 if self.dist.main:
                     self._log(entry, log_path, writer, bar)
                 bar.update(1)
-                if self.recipe.eval.every and (step + 1) % self.recipe.eval.every == 0:  # the last step's too
+                every = self.recipe.eval.every
+                # the last step too, when eval.every does not divide the steps: the final eval is of the model saved
+                if every and ((step + 1) % every == 0 or step + 1 == self.total_steps):
                     self._evaluate(step + 1, writer)
                 if (step + 1) % self.recipe.output.save_every == 0 and step + 1 < self.total_steps:
                     self._save(step + 1)

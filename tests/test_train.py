@@ -416,7 +416,7 @@ def test_data_workers_and_checkpointing_give_the_same_run_and_eval_runs_during_t
     a, b = read_log(Path(plain.output.dir)), read_log(Path(workers.output.dir))
     assert [e["loss"] for e in a] == pytest.approx([e["loss"] for e in b], abs=1e-6)
     evals = [json.loads(line) for line in (Path(workers.output.dir) / "eval_log.jsonl").read_text().splitlines()]
-    # every multiple of eval.every, the last step included (as transformers' Trainer does)
+    # every multiple of eval.every, and the last step
     assert [e["step"] for e in evals] == [2, 4] and "eval/domain" in evals[0] and "eval/general" in evals[0]
     from adapt.checkpointing import not_run_outputs
 
@@ -836,3 +836,16 @@ def test_ddp_all_reduces_once_per_optimizer_step(tmp_path):
         assert all(isinstance(c, contextlib.nullcontext) for c in gradient_syncs(plain, 3))
     finally:
         torch_dist.destroy_process_group()
+
+
+def test_the_last_step_is_evaluated_once_when_eval_every_does_not_divide_the_steps(tmp_path, data_dir, monkeypatch):
+    """5 steps with eval.every 2 evaluated at 2 and 4 only: the final eval line was not the model the run gives."""
+    evaluated = []
+    monkeypatch.setattr(Trainer, "_evaluate_main", lambda self, step, writer: evaluated.append(step))
+    train(load_recipe(write_recipe(tmp_path / "odd", data_dir, steps=5, save_every=10), ["eval.every=2"]),
+          progress=False)
+    assert evaluated == [2, 4, 5]
+    evaluated.clear()
+    train(load_recipe(write_recipe(tmp_path / "even", data_dir, steps=4, save_every=10), ["eval.every=2"]),
+          progress=False)
+    assert evaluated == [2, 4]  # the last step once
