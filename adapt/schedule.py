@@ -18,16 +18,16 @@ SCHEDULES = ("cosine", "linear", "constant")
 
 def lr_factor(step: int, *, schedule: str, warmup: int, total: int) -> float:
     """The multiplier of each base learning rate at optimizer step `step`."""
+    if schedule not in SCHEDULES:  # checked first: a warm-up step returned its factor for any name
+        raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
     if schedule == "constant":
         return float(step) / float(max(1.0, warmup)) if step < warmup else 1.0
     if step < warmup:
         return float(step) / float(max(1, warmup))
     if schedule == "linear":
         return max(0.0, float(total - step) / float(max(1, total - warmup)))
-    if schedule == "cosine":  # half a cosine period, as transformers' num_cycles=0.5
-        progress = float(step - warmup) / float(max(1, total - warmup))
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(0.5) * 2.0 * progress)))
-    raise ValueError(f"unknown schedule {schedule!r}; known: {', '.join(SCHEDULES)}")
+    progress = float(step - warmup) / float(max(1, total - warmup))  # cosine: half a period, as num_cycles=0.5
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * float(0.5) * 2.0 * progress)))
 
 
 def warmup_steps(warmup_ratio: float, total: int) -> int:

@@ -52,3 +52,10 @@ def test_warmup_steps_are_rounded_up_as_transformers_rounds_them(tmp_path) -> No
         for total in (1, 10, 20, 57, 100, 179, 1000):
             assert warmup_steps(ratio, total) == args.get_warmup_steps(total), (ratio, total)
     assert (warmup_steps(0.03, 20), warmup_steps(0.03, 179)) == (1, 6)
+
+
+def test_an_unknown_schedule_is_refused_during_warmup_too() -> None:
+    # a warm-up step returned step / warmup for any name: lr_factor(0, schedule="cosin", ...) was 0.0, not an error
+    for step in (0, 2, 5, 9):
+        with pytest.raises(ValueError, match="unknown schedule 'cosin'"):
+            lr_factor(step, schedule="cosin", warmup=5, total=10)
