@@ -570,3 +570,13 @@ def test_an_image_token_edited_to_another_token_is_refused_at_load(exports, tmp_
     with pytest.raises(OnnxRuntimeError, match=rf"{PREPROCESSOR}: image_start_token '{pre['image_end_token']}' is id "
                                                r"\d+, embed.onnx was exported with id \d+"):
         OnnxVLM(folder)
+
+
+@pytest.mark.parametrize("tiles", [0, -1, 2.0, True])
+def test_a_fixed_tile_count_that_is_not_a_whole_number_above_zero_is_refused(tiles, tmp_path):
+    # tiles=0 wrote a graph fixed at 2 tiles (the example's count), silently
+    from deploy.onnx.graphs import export_vision
+
+    with pytest.raises(OnnxExportError, match=r"vision\.onnx: tiles must be None .* got "):
+        export_vision(object(), tmp_path / "vision.onnx", tiles=tiles)
+    assert not (tmp_path / "vision.onnx").exists()
