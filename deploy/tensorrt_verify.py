@@ -83,6 +83,13 @@ def load_manifest(bundle: Path, runtime: str) -> tuple[dict, dict]:
         missing = [key for key in CHECK_KEYS if not isinstance(check, dict) or key not in check]
         if not missing and not all(isinstance(check[key], dict) for key in ("inputs", "outputs")):
             missing = ["inputs / outputs as objects"]
+        if not missing:  # feeds_for / verify read spec["file"] (or "zeros" and "dtype") of each: a KeyError there
+            bad = [f"{kind} {name!r} as {{'file': ...}}" + (" or {'zeros': [...], 'dtype': ...}" if kind == "input" else "")
+                   for kind, specs in (("input", check["inputs"]), ("output", check["outputs"]))
+                   for name, spec in specs.items()
+                   if not (isinstance(spec, dict) and ("file" in spec or kind == "input" and "zeros" in spec
+                                                       and "dtype" in spec))]
+            missing = bad[:1]
         if missing:
             name = check.get("name", "?") if isinstance(check, dict) else "?"
             raise BundleError(f"{path}: check {k + 1} ({name}) lacks {', '.join(missing)}; export the bundle again")

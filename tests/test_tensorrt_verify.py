@@ -159,7 +159,8 @@ def test_a_tolerance_that_would_fail_or_pass_every_check_is_refused(flag, value,
     assert exit_.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("damage", ["no outputs", "not an object", "inputs a list", "checks an object"])
+@pytest.mark.parametrize("damage", ["no outputs", "not an object", "inputs a list", "checks an object",
+                                    "input without file", "output without file"])
 def test_a_check_cut_short_in_the_manifest_is_said_not_a_traceback(bundle, damage, capsys):
     """A bundle.json whose check lacked a key (a hand edit, a copy cut short) ended in a KeyError traceback."""
     manifest = json.loads((bundle / "bundle.json").read_text())
@@ -169,6 +170,10 @@ def test_a_check_cut_short_in_the_manifest_is_said_not_a_traceback(bundle, damag
         manifest["checks"][0] = "vision"
     elif damage == "inputs a list":
         manifest["checks"][1]["inputs"] = ["x"]
+    elif damage == "input without file":  # a KeyError traceback from feeds_for
+        manifest["checks"][1]["inputs"]["x"] = {"zeros": [1, 3]}
+    elif damage == "output without file":  # a KeyError traceback from verify's output loop
+        manifest["checks"][0]["outputs"]["y"] = "references/ids.y.npy"
     else:
         manifest["checks"] = {"vision": manifest["checks"][1]}
     (bundle / "bundle.json").write_text(json.dumps(manifest))
@@ -177,7 +182,9 @@ def test_a_check_cut_short_in_the_manifest_is_said_not_a_traceback(bundle, damag
     assert printed.startswith(f"verify.py: {bundle / 'bundle.json'}") and "export the bundle again" in printed, printed
     said = {"no outputs": "check 2 (vision) lacks outputs", "not an object": "check 1 (?) lacks name",
             "inputs a list": "check 2 (vision) lacks inputs / outputs as objects",
-            "checks an object": "checks is a dict, not a list"}[damage]
+            "checks an object": "checks is a dict, not a list",
+            "input without file": "check 2 (vision) lacks input 'x' as {'file': ...} or {'zeros': [...], 'dtype': ...}",
+            "output without file": "check 1 (ids) lacks output 'y' as {'file': ...}"}[damage]
     assert said in printed, printed
 
 
