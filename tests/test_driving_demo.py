@@ -122,6 +122,10 @@ def test_one_stitched_image_in_both_modes(tmp_path):
     layout.stitch_cameras(views).resize((1344, 448)).save(path)
     out = read_upload([path])
     assert out["images"][0].size == layout.STITCHED_SIZE and out["prompt"] == layout.STITCHED_PREFIX
+    assert any("1344×448; it was resized to 2688×896" in w for w in out["warnings"])  # never resized silently
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (3, 1)).save(tiny)
+    assert any("3×1; it was resized" in w for w in read_upload([tiny])["warnings"])
     out = read_upload([path], mode="multi")
     assert out["labels"] == list(layout.STITCH_ORDER) and len(out["images"]) == 6
     assert all(img.size == layout.CAMERA_SIZE for img in out["images"])

@@ -146,6 +146,9 @@ def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: s
             raise DomainError(f"{_label(paths[0])}: one image must be a stitched six-camera image with a 3:1 aspect "
                               f"(2688×896), got {img.width}×{img.height}; or upload the six camera images")
         info["upload"] = f"one stitched image ({img.width}×{img.height})"
+        if mode == "stitched" and img.size != layout.STITCHED_SIZE:
+            warnings.append(f"the stitched image is {img.width}×{img.height}; it was resized to "
+                            f"{layout.STITCHED_SIZE[0]}×{layout.STITCHED_SIZE[1]} for the model")
         if mode == "stitched":
             stitched = img if img.size == layout.STITCHED_SIZE else img.resize(layout.STITCHED_SIZE,
                                                                                Image.Resampling.BICUBIC)
