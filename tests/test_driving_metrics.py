@@ -141,6 +141,11 @@ def test_score_drivelm_rejects_broken_meta_naming_the_sample():
         score_drivelm("x", {"meta": {"qa_id": "s_f_3"}}, "y")
     with pytest.raises(ValueError, match="drivelm_tag"):
         score_drivelm("x", {"meta": {"drivelm_tag": 7}}, "y")
+    for bad in (1.7, True, [0, 2.5], float("nan"), float("inf")):  # never truncated into a tag
+        with pytest.raises(ValueError, match="drivelm_tag"):
+            score_drivelm("x", {"meta": {"drivelm_tag": bad}}, "y")
+    assert score_drivelm("y", {"meta": {"drivelm_tag": 0.0}}, "y") == {"accuracy": 1.0}  # a whole float still counts
+    assert score_drivelm("y", {"meta": {"drivelm_tag": "0"}}, "y") == {"accuracy": 1.0}
     with pytest.raises(ValueError, match="view_mode"):
         score_drivelm("x", {"meta": {"drivelm_tag": 0, "view_mode": "fisheye"}}, "y")
 

@@ -180,8 +180,11 @@ def drivelm_tags(meta: Mapping) -> frozenset[int]:
     raw = meta.get("drivelm_tag") if isinstance(meta, Mapping) else None
     values = raw if isinstance(raw, (list, tuple, set, frozenset)) else [raw]
     try:
+        # int() alone would read 1.7 or True as tag 1: only whole numbers (or their digit strings) name a tag
+        if any(isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()) for v in values):
+            raise ValueError
         tags = frozenset(int(v) for v in values)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         tags = frozenset()
     if not tags or not tags <= set(TAG_NAMES):
         raise ValueError(f"{_where(meta)}: meta['drivelm_tag'] must be 0, 1, 2 or 3 (or a list of them), got {raw!r}")
