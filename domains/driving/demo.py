@@ -32,7 +32,7 @@ UPLOAD_HELP = ("Upload the six camera frames of one nuScenes sample with their o
                "CAM_BACK, CAM_BACK_RIGHT).")
 
 MODES = ("stitched", "multi")
-ASPECT_TOLERANCE = 0.05  # a stitched upload's width / height may differ from 3 by this share
+ASPECT_TOLERANCE = layout.STITCHED_ASPECT_TOLERANCE  # how far from 3:1 a stitched upload may be
 _CAMERA_IN_NAME = re.compile(r"CAM_(?:FRONT|BACK)(?:_(?:LEFT|RIGHT))?(?![A-Z])")
 
 

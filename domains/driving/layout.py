@@ -54,6 +54,7 @@ __all__ = [
     "DRIVELM_ORDER",
     "BOX_GRID_DECIMALS",
     "GRID_DECIMALS",
+    "STITCHED_ASPECT_TOLERANCE",
     "STITCHED_PREFIX",
     "STITCHED_SIZE",
     "STITCH_ORDER",
@@ -79,6 +80,7 @@ __all__ = [
 CAMERA_SIZE = (1600, 900)  # nuScenes camera images, (W, H)
 CELL_SIZE = (896, 448)  # one camera in the stitched image
 STITCHED_SIZE = (2688, 896)
+STITCHED_ASPECT_TOLERANCE = 0.05  # a stitched image's width / height may differ from 3 by this share
 GRID = 1000.0
 GRID_DECIMALS = 2
 CAMERA_DECIMALS = 1  # DriveLM writes camera pixels with one decimal; the inverse rounds to it
@@ -334,8 +336,13 @@ def stitch_cameras(images: Mapping[str, Image.Image], *, label: bool = True) -> 
 
 
 def split_stitched(image: Image.Image, *, camera_size: tuple[int, int] | None = CAMERA_SIZE) -> dict[str, Image.Image]:
-    """A stitched image (any size with the 3:1 layout) -> camera name -> its cell, resized to `camera_size`."""
+    """A stitched image (any size with the 3:1 layout) -> camera name -> its cell, resized to `camera_size`.
+
+    Raises DomainError for an image that is not 3:1 (within :data:`STITCHED_ASPECT_TOLERANCE`): its cells
+    would not be cameras."""
     w, h = image.size
+    if not h or abs(w / h / 3.0 - 1.0) > STITCHED_ASPECT_TOLERANCE:
+        raise DomainError(f"a stitched six-camera image is 3:1 ({STITCHED_SIZE[0]}x{STITCHED_SIZE[1]}), got {w}x{h}")
     out = {}
     for camera in STITCH_ORDER:
         col, row = cell_of(camera)
