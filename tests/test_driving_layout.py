@@ -184,6 +184,8 @@ def test_stitch_geometry_and_split_back():
         assert np.abs(back[:, 100:700] - src[:, 100:700]).max() <= 2  # away from the seam
     with pytest.raises(CTagError, match="missing"):
         stitch_cameras({c: cams[c] for c in STITCH_ORDER[:5]})
+    with pytest.raises(TypeError, match=r"not an image: CAM_BACK \(str\)"):
+        stitch_cameras({**cams, "CAM_BACK": "samples/CAM_BACK/x.jpg"})
     assert set(split_stitched(stitched.resize((1344, 440)), camera_size=None)) == set(STITCH_ORDER)  # near 3:1
     with pytest.raises(ValueError, match=r"3:1 .*got 1600x900"):  # one camera frame is not six cameras
         split_stitched(cams["CAM_FRONT"])

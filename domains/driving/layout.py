@@ -318,13 +318,18 @@ def stitch_cameras(images: Mapping[str, Image.Image], *, label: bool = True) -> 
     """Six camera images (camera name -> image, any size) -> one 2688×896 RGB image in :data:`STITCH_ORDER`.
 
     Each camera is resized to 896×448 (bicubic) and, with `label`, its name is drawn at the cell's top-left in
-    magenta DejaVuSans-Bold 50 as Mini-InternVL does. A missing or unknown camera raises `CTagError`.
+    magenta DejaVuSans-Bold 50 as Mini-InternVL does. A missing or unknown camera raises `CTagError`, a value
+    that is not a PIL image (a path) TypeError naming its camera.
     """
     unknown = sorted(set(images) - CAMERAS)
     missing = [c for c in STITCH_ORDER if c not in images]
     if unknown or missing:
         raise CTagError(f"stitching needs exactly the six nuScenes cameras; missing {missing or 'none'}, "
                         f"unknown {unknown or 'none'}")
+    not_images = [f"{c} ({type(images[c]).__name__})" for c in STITCH_ORDER if not isinstance(images[c], Image.Image)]
+    if not_images:  # a path here failed deep in PIL as "'str' object has no attribute 'convert'"
+        raise TypeError(f"stitching needs opened PIL images (model.tiling.load_image); not an image: "
+                        f"{', '.join(not_images)}")
     canvas = Image.new("RGB", STITCHED_SIZE)
     for camera in STITCH_ORDER:
         col, row = cell_of(camera)
