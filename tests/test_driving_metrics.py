@@ -130,6 +130,10 @@ def test_score_drivelm_by_tag():
     record = {"meta": {"drivelm_tag": 2, "view_mode": "stitched", "answer_pixels": "There is a car."}}
     assert score_drivelm("There is a car.", record, "")["ROUGE_L"] == pytest.approx(1.0)
     assert score_drivelm("x", {"meta": {"drivelm_tag": 1}}, "y") == {}
+    # no reference answer (q_only): no per-sample score, as the aggregate leaves the sample out
+    for tag in (0, 2, 3):
+        assert score_drivelm("", {"meta": {"drivelm_tag": tag, "answer_pixels": ""}}, "") == {}
+        assert score_drivelm("A", {"meta": {"drivelm_tag": tag}}, "  ") == {}
     # without answer_pixels the reference's grid tags are mapped back
     record = {"meta": {"drivelm_tag": 3, "view_mode": "stitched"}}
     tag = stitched_tag(1, "CAM_BACK", 1088.3, 497.5)

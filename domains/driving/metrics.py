@@ -351,12 +351,15 @@ def _reference_pixels(meta: Mapping, reference: str, mode: str) -> str:
 def score_drivelm(prediction: str, record: Any, reference: str) -> dict[str, float]:
     """Per-sample DriveLM scores by the record's tag, official protocol: ``accuracy`` (tag 0), ``ROUGE_L`` (tag
     2, for inspection; the corpus metrics come from :func:`aggregate_drivelm`), ``match_f1`` (tag 3); tag 1
-    (judge) has none per sample. Raises ValueError naming the sample when its meta lacks a valid tag."""
+    (judge) has none per sample; nor has a sample without a reference answer (q_only), which
+    :func:`aggregate_drivelm` leaves out too. Raises ValueError naming the sample when its meta lacks a valid tag."""
     meta = _field(record, "meta") or {}
     tags = drivelm_tags(meta)
     mode = _view_mode(meta)
     ref_px = _reference_pixels(meta, reference, mode)
     out: dict[str, float] = {}
+    if not ref_px.strip():  # an empty answer would "equal" it: accuracy 1.0 for saying nothing
+        return out
     if 0 in tags:
         out["accuracy"] = answer_accuracy(to_camera_pixels(prediction, mode), ref_px)
     if 2 in tags:
