@@ -87,6 +87,8 @@ def test_match_points_greedy_l1_within_16px_and_same_camera():
     assert matched == [gt[0]] and f1 == pytest.approx(2 / 3, abs=1e-6)
     assert match_points([], [])[1] == 0.0
     assert pixel_points(f"{stitched_tag(1, 'CAM_BACK', 1088.3, 497.5)}", "stitched") == [("CAM_BACK", 1088.3, 497.5)]
+    with pytest.raises(ValueError, match="view mode"):  # was read as a multi-image grid
+        pixel_points(f"{stitched_tag(1, 'CAM_BACK', 1088.3, 497.5)}", "Stitched")
 
 
 def test_official_points_are_decimal_pairs_and_match_across_cameras():

@@ -199,6 +199,8 @@ def _view_mode(meta: Mapping) -> str:
 
 
 def _from_grid(mode: str):
+    if mode not in VIEW_MODES:
+        raise ValueError(f"view mode must be 'stitched' or 'multi', got {mode!r}")
     return layout.from_stitched if mode == "stitched" else layout.from_camera_grid
 
 
@@ -217,8 +219,6 @@ def to_camera_pixels(text: str, mode: str = "stitched") -> str:
     naming an unknown camera are left unchanged. Bracketed traffic-element boxes ``(c, s, [x1,y1,x2,y2])`` go back to
     DriveLM's ``(c, s, x1, y1, x2, y2)`` in CAM_FRONT pixels.
     """
-    if mode not in VIEW_MODES:
-        raise ValueError(f"view mode must be 'stitched' or 'multi', got {mode!r}")
     convert = _from_grid(mode)
     out, pos = [], 0
     for tag in layout.iter_ctags(text or ""):
@@ -255,8 +255,8 @@ def _traffic_boxes_to_pixels(text: str, convert) -> str:
 def pixel_points(text: str, mode: str | None = None) -> list[tuple[str, float, float]]:
     """``[(camera, x, y), ...]`` in camera pixels for the c-tags of `text`.
 
-    With `mode`, bracketed tags are grid coordinates of that view mode and are mapped back; unbracketed tags
-    (and all tags when `mode` is None) are read as camera pixels.
+    With `mode` (``"stitched"`` or ``"multi"``, else ValueError), bracketed tags are grid coordinates of that view
+    mode and are mapped back; unbracketed tags (and all tags when `mode` is None) are read as camera pixels.
     """
     convert = _from_grid(mode) if mode is not None else None
     points = []
