@@ -146,6 +146,10 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
             raise PartsError(f"unknown part {part!r}; parts are {', '.join(PART_PREFIXES)}")
         if setting.mode not in MODES:
             raise PartsError(f"part {part}: mode {setting.mode!r} is not one of {', '.join(MODES)}")
+        # a parameter-free part (an identity projector) would train nothing, silently
+        if setting.mode != "frozen" and not any(n.startswith(PART_PREFIXES[part]) for n, _ in model.named_parameters()):
+            raise PartsError(f"parts.{part}: mode {setting.mode} but the {part} part has no parameters, so it would "
+                             f"train nothing; set parts.{part}.mode: frozen")
     lora_parts = {p: s for p, s in settings.items() if s.mode == "lora"}
     if lora_parts:
         targets: list[str] = []
