@@ -39,7 +39,7 @@ MARKER_RUN = 16  # `chat_template_jinja` gives training's prefix to a user turn 
 
 
 class ConversationError(PocketAdaptError, ValueError):
-    """A conversation that does not fit its images (placeholder count, no user turn)."""
+    """A conversation that does not fit its images (placeholder count, no user turn), or an empty user turn."""
 
 
 def image_prefix(found: int, n_images: int) -> str:
@@ -333,6 +333,8 @@ def _split_system(messages: list[dict], template_name: str) -> tuple[str | None,
                 f"message {i}: expected role {expected!r}, got {role!r} "
                 "(messages must alternate user/assistant, starting with user, after an optional system message)"
             )
+        if role == "user" and not content.strip():  # images are placed by now: a placeholder counts as text
+            raise ConversationError(f"message {i} (user): no text and no image; a user turn must ask something")
         turns.append((role, content))
     if not turns:
         raise ChatTemplateError(f"chat template {template_name!r}: the conversation has no user message")

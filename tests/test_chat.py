@@ -9,6 +9,7 @@ import yaml
 
 from model.chat import (
     ChatTemplate,
+    ConversationError,
     chat_template_jinja,
     get_chat_template,
     list_chat_templates,
@@ -512,3 +513,18 @@ def test_a_template_file_with_a_duplicate_key_or_non_utf8_bytes_is_one_error(tmp
     with pytest.raises(ChatTemplateError, match=message) as err:
         load_chat_template(path)
     assert str(path) in str(err.value)
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("text", ["", " \n "])
+def test_an_empty_user_turn_is_a_conversation_error(name, text):
+    """An empty question (no text, no image) rendered as ``USER:  ASSISTANT:``: a prompt of nothing, which neither
+    InternVL nor LLaVA renders so (their templates read an empty message as the bare role)."""
+    t = get_chat_template(name)
+    with pytest.raises(ConversationError, match="message 0 \\(user\\): no text"):
+        t.render([{"role": "user", "content": text}])
+    later = [{"role": "system", "content": "S"}, *TWO_TURNS[:2], {"role": "user", "content": text}]
+    with pytest.raises(ConversationError, match="message 3 \\(user\\): no text"):
+        t.render(later)
+    # an empty answer is history as the model gave it (it may stop at once): rendered, not refused
+    assert t.render([{"role": "user", "content": "Q"}, {"role": "assistant", "content": ""}], False)
