@@ -232,7 +232,9 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
 
     Every export embeds it (GGUF `tokenizer.chat_template`, ONNX `chat_template.json`, the tokenizer's
     `chat_template.jinja` through `VLMProcessor.save_pretrained`) so that other runtimes prompt the model as training
-    did. String literals are JSON literals, which Jinja reads as its own.
+    did. String literals are JSON literals, which Jinja reads as its own. A conversation `render` refuses for its
+    order (not starting with user, two turns of one role in a row, a system message after the first) calls
+    ``raise_exception``, as Hugging Face templates do.
     """
     def js(text: str) -> str:
         return json.dumps(text, ensure_ascii=False)
@@ -283,6 +285,11 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
         + "{%- if messages and messages[0]['role'] == 'system' -%}{%- set loop_messages = messages[1:] -%}"
         "{%- else -%}{%- set loop_messages = messages -%}"
         f"{{{{- {js(prefix + template.system_message + suffix + template.sep)} -}}}}{{%- endif -%}}"
+        "{%- for message in loop_messages -%}"  # `render`'s order rule, else another runtime prompts silently wrong
+        "{%- if message['role'] != ['user', 'assistant'][loop.index0 % 2] -%}"
+        "{{- raise_exception('messages must alternate user/assistant, starting with user, after an optional system "
+        "message; message ' ~ (loop.index0 + messages|length - loop_messages|length) ~ ' is ' ~ message['role']) -}}"
+        "{%- endif -%}{%- endfor -%}"
         "{%- for message in messages -%}" + content
         + "{%- if loop.first and message['role'] == 'system' -%}"
         f"{{{{- {js(prefix)} + text.value + {js(suffix + template.sep)} -}}}}"

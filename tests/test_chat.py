@@ -528,3 +528,29 @@ def test_an_empty_user_turn_is_a_conversation_error(name, text):
         t.render(later)
     # an empty answer is history as the model gave it (it may stop at once): rendered, not refused
     assert t.render([{"role": "user", "content": "Q"}, {"role": "assistant", "content": ""}], False)
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("msgs", [
+    [{"role": "assistant", "content": "A"}],
+    [{"role": "user", "content": "Q"}, {"role": "user", "content": "Q"}],
+    [{"role": "user", "content": "Q"}, {"role": "system", "content": "S"}],
+    [{"role": "system", "content": "S"}, {"role": "assistant", "content": "A"}, {"role": "user", "content": "Q"}],
+], ids=["assistant-first", "two-users", "late-system", "system-then-assistant"])
+def test_jinja_refuses_what_render_refuses(name, msgs):
+    """The exported Jinja template rendered a misordered conversation silently (a late system message as an
+    assistant turn, two user turns in a row), where `render` refuses it: another runtime got a prompt the model
+    never saw. It now raises, as HF templates do, with `render`'s rule."""
+    from jinja2.exceptions import TemplateError
+    from transformers.utils.chat_template_utils import render_jinja_template
+
+    t = get_chat_template(name)
+    with pytest.raises(ValueError, match="expected role|only allowed as the first"):
+        t.render(msgs)
+    for jinja in (chat_template_jinja(t), chat_template_jinja(t, markers=("<__media__>",))):
+        with pytest.raises(TemplateError, match="must alternate user/assistant"):
+            render_jinja_template(conversations=[msgs], chat_template=jinja, add_generation_prompt=True)
+    fine = [{"role": "system", "content": "S"}, *TWO_TURNS, {"role": "user", "content": "Q3"}]
+    rendered, _ = render_jinja_template(conversations=[fine], chat_template=chat_template_jinja(t),
+                                        add_generation_prompt=True)
+    assert rendered[0] == t.render(fine)
