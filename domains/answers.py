@@ -223,12 +223,14 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        when the rest is exactly an option's text, the letter counts if that option is its own (capitals
        inside it, as in ``C. Vitamin D``, are no second letter) and None if it is a *different* option
        (checked before 2, so ``A. rainforest`` is not read as the text "rainforest", the article dropped);
-       otherwise other letters in the rest make it None (but see 5). Only the label's own line counts: the lines
+       otherwise other letters in the rest make it None (but see 5), and so does another option's text weighed
+       against it as in 5 (``B. forest or desert``). Only the label's own line counts: the lines
        after it explain the choice, so ``B.\\nExplanation: A is wrong`` is B;
     4. letters named in text: ``The answer is B``, ``Answer: (C)``, ``I'd pick (B).`` — every
        distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
        count after "answer/option/choice" and before punctuation or the end; a sentence-initial
-       article ("A forest") is not a label;
+       article ("A forest") is not a label; one letter followed by another option's text that hedges, as in 5
+       (``The answer is B or rainforest.``), gives None;
     5. a reply that 3 or 4 finds naming several letters, concluding with an answer: when its *last* letter
        mention comes right after an answer phrase ("answer is", "answer:", "correct option is", "final answer",
        "I choose" / "I'd pick" / "I'll go with") and the text after it names no other option, that letter counts:
@@ -256,7 +258,7 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
 
     stripped = _LEAD_IN.sub("", text)
     labels = [label for candidate in dict.fromkeys((text, stripped)) if (label := _leading_label(candidate, valid))]
-    for letter, rest in labels:
+    for letter, rest, _ in labels:
         # "C. Vitamin D": the rest is an option's own text, so capitals in it are no second letter
         named = _option_by_text(rest, options, key)
         if named is not None:
@@ -268,17 +270,22 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
         return by_text
 
     if labels:
-        letter, rest = labels[0]
-        return _final_answer(text, valid, options, key) if _letters_in_text(rest, valid) - {letter} else letter
+        letter, rest, after = labels[0]
+        if _letters_in_text(rest, valid) - {letter}:
+            return _final_answer(text, valid, options, key)
+        return None if _hedges_other_option(after, letter, options, key) else letter  # "B. forest or desert"
 
-    letters = _letters_in_text(text, valid)
-    if len(letters) == 1:
-        return letters.pop()
+    mentions = _letter_mentions(text, valid)
+    letters = {letter for _, letter in mentions}
+    if len(letters) == 1:  # "The answer is B or rainforest": hedged as after several letters (see 5)
+        pos, letter = mentions[0]
+        return None if _hedges_other_option(text[pos + 1:], letter, options, key) else letter
     return _final_answer(text, valid, options, key) if letters else None
 
 
-def _leading_label(text: str, valid: str) -> tuple[str, str] | None:
-    """``(letter, rest of its line)`` of an answer that starts with a valid option label ("B. forest"), else None.
+def _leading_label(text: str, valid: str) -> tuple[str, str, str] | None:
+    """``(letter, rest of its line, all the text after it)`` of an answer that starts with a valid option label
+    ("B. forest"), else None.
 
     Only the first line counts: the lines after it explain the choice ("B.\\nExplanation: A is wrong" is B), except
     later lines starting with a label, kept in the rest: an echoed option list ("A. desert\\nB. forest") names several.
@@ -289,7 +296,7 @@ def _leading_label(text: str, valid: str) -> tuple[str, str] | None:
         return None
     letter = next(g for g in m.groups()[:4] if g).upper()
     rest = "\n".join([m.group(5), *(line for line in later if _LEADING_LABEL.match(line.strip()))])
-    return (letter, rest) if letter in valid else None
+    return (letter, rest, "\n".join([m.group(5), *later])) if letter in valid else None
 
 
 def _letter_mentions(text: str, valid: str) -> list[tuple[int, str]]:

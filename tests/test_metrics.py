@@ -482,6 +482,20 @@ def test_an_explanation_naming_another_option_does_not_cancel_the_answer(predict
     assert parse_choice(prediction, OPTS) == expected
 
 
+@pytest.mark.parametrize("reply, expected", [
+    ("The answer is B or rainforest.", None), ("B or desert", None), ("The answer is B. Or maybe rainforest.", None),
+    ("B. forest or desert", None), ("The answer is B, maybe rainforest.", None), ("B.\nRainforest fits too.", None),
+    ("The answer is B.\nBecause a desert has no trees.", "B"), ("The answer is B. It has trees.", "B"),
+    ("The answer is D. It is a tropical forest.", "D"), ("B. forest\nUnlike a desert, it has a canopy.", "B"),
+])
+def test_one_letter_and_a_hedge_on_another_options_text_agree_with_several_letters(reply, expected):
+    """With one letter named, a hedge on another option's text ("The answer is B or rainforest.") was ignored and
+    gave B, while the same reply after "A is wrong." gave None: both are read by the same hedge rule now."""
+    assert parse_choice(reply, OPTS) == expected
+    if reply.startswith("The answer is"):  # without an answer phrase, several letters give None anyway
+        assert parse_choice("A is wrong. " + reply, OPTS) == expected
+
+
 def test_scores_keep_their_own_scale_and_the_docs_say_so():
     """The registry's docs said every score is in [0, 1], but DriveLM's chatgpt / match are 0-100 and CIDEr x10:
     a plugin author read the bound as checked (it is not) and a reader of reports misread those columns."""
