@@ -98,10 +98,13 @@ MIN_INSIDE = 0.5  # a box with less of its area inside the image is a wrong box 
 
 def clip_box(box: Sequence[float], width: float, height: float, min_inside: float = 0.0) -> Box:
     """Clip a pixel box to the ``width x height`` image; a box lying wholly outside, or with less than
-    `min_inside` of its area inside, raises ValueError."""
+    `min_inside` of its area inside, raises ValueError. A side of zero extent lying on the image's edge, as
+    ``(0, 0, 0, 10)``, is inside (the closed image rectangle): :func:`to_grid` widens it inward."""
     _size(width, height)
     b = Box(*box).checked()
-    if b.x1 >= width or b.y1 >= height or b.x2 <= 0 or b.y2 <= 0:
+    # a side with extent must overlap the open image; one of zero extent may lie on its edge
+    if any(hi < 0 or lo > size or (lo < hi and (lo >= size or hi <= 0))
+           for lo, hi, size in ((b.x1, b.x2, width), (b.y1, b.y2, height))):
         raise ValueError(f"box {tuple(b)} lies outside the {width}x{height} image")
     clipped = Box(max(0, b.x1), max(0, b.y1), min(width, b.x2), min(height, b.y2))
     inside = clipped.width * clipped.height / b.area if b.area > 0 else 1.0

@@ -230,3 +230,17 @@ def test_to_grid_widens_a_zero_extent_box_to_one_step():
     assert to_grid((199.9, 0, 199.9, 50), 200, 100) == [999, 0, 1000, 500]  # at the right edge: widened inward
     for grid in (to_grid((50, 10, 50, 40), 100, 100), to_grid((199.9, 0, 199.9, 50), 200, 100)):
         assert parse_ref_boxes(render_ref_box("line", grid), 100, 100)[0][1]  # the parser keeps it
+
+
+def test_a_zero_extent_box_on_the_image_edge_is_inside():
+    """A zero-width box on the left / right edge, (0, 0, 0, 10), was refused as lying outside though it touches the
+    image; it lies in the closed image rectangle, and to_grid widens it one step inward."""
+    assert clip_box((0, 0, 0, 10), 100, 100) == Box(0, 0, 0, 10)
+    assert clip_box((100, 5, 100, 10), 100, 100) == Box(100, 5, 100, 10)
+    assert clip_box((10, 100, 20, 100), 100, 100) == Box(10, 100, 20, 100)
+    assert to_grid((0, 0, 0, 10), 100, 100) == [0, 0, 1, 100]
+    assert to_grid((100, 0, 100, 10), 100, 100) == [999, 0, 1000, 100]
+    assert to_grid((10, 0, 20, 0), 100, 100) == [100, 0, 200, 1]
+    for box in ((-5, 0, 0, 10), (100, 0, 110, 10), (101, 0, 101, 10), (-1, 0, -1, 10), (10, 100, 20, 120)):
+        with pytest.raises(ValueError, match="lies outside the 100x100 image"):  # beyond, or only touching
+            clip_box(box, 100, 100)
