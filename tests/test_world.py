@@ -64,6 +64,24 @@ def test_box_to_grid():
     assert box_to_grid((-3, 0, 500, 50), 100, 100) == [0, 0, 1000, 500]  # clamped to the grid
 
 
+def test_box_to_grid_is_the_shared_to_grid():
+    """box_to_grid repeated to_grid's rounding but clamped each value alone: a box wholly outside became a zero-area
+    grid box on the border, a reversed one an unordered box, and a zero-width one a box no parser keeps."""
+    from domains.boxes import to_grid
+
+    for box, size in ((30, 10, 30, 40), 100), ((120.0, 5.0, 110.0, 9.0), 100), ((0, 0, 112, 112), 112):
+        try:
+            expected = to_grid(box, size, size)
+        except ValueError as exc:
+            with pytest.raises(ValueError, match=re.escape(str(exc))):
+                box_to_grid(box, size, size)
+        else:
+            assert box_to_grid(box, size, size) == expected
+    assert box_to_grid((30, 10, 30, 40), 100, 100) == [300, 100, 301, 400]
+    with pytest.raises(ValueError, match="lies outside the 100x100 image"):
+        box_to_grid((120, 5, 130, 9), 100, 100)
+
+
 def test_returned_paths(general, landcover):
     for out in (general, landcover):
         assert set(out) == {"train", "test", "root"}

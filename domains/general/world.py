@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from domains.base import DomainError
+from domains.boxes import to_grid
 from domains.files import atomic_write
 from model.limits import usable_cores
 from model.progress import Progress, progress_bar
@@ -126,10 +127,9 @@ _IMAGE_NAME = re.compile(r"^(train|test)_\d{5,}\.png$")
 
 # --------------------------------------------------------------------------------------------- formats
 def box_to_grid(box_px: Sequence[float], width: int, height: int) -> list[int]:
-    """Pixel box ``(x1, y1, x2, y2)`` -> integers on the 0-1000 grid, ``round(x / W * 1000)`` (InternVL)."""
-    x1, y1, x2, y2 = box_px
-    scale = (width, height, width, height)
-    return [min(1000, max(0, int(round(v / s * 1000)))) for v, s in zip((x1, y1, x2, y2), scale)]
+    """Pixel box ``(x1, y1, x2, y2)`` -> integers on the 0-1000 grid, ``round(x / W * 1000)`` (InternVL): the shared
+    :func:`domains.boxes.to_grid` (clipped to the image; a box outside it raises ValueError)."""
+    return to_grid(box_px, width, height)
 
 
 def mc_prompt(question: str, options: Sequence[str]) -> str:
