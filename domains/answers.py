@@ -294,9 +294,11 @@ def _leading_label(text: str, valid: str) -> tuple[str, str, str] | None:
     m = _LEADING_LABEL.match(first.strip())
     if m is None:
         return None
-    letter = next(g for g in m.groups()[:4] if g).upper()
+    k = next(k for k in range(1, 5) if m.group(k))
+    letter = m.group(k).upper()
     rest = "\n".join([m.group(5), *(line for line in later if _LEADING_LABEL.match(line.strip()))])
-    return (letter, rest, "\n".join([m.group(5), *later])) if letter in valid else None
+    # the text after the letter keeps its delimiter: "B. It has trees" is the letter and then a sentence
+    return (letter, rest, "\n".join([m.string[m.end(k):], *later])) if letter in valid else None
 
 
 def _letter_mentions(text: str, valid: str) -> list[tuple[int, str]]:

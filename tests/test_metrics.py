@@ -487,6 +487,8 @@ def test_an_explanation_naming_another_option_does_not_cancel_the_answer(predict
     ("B. forest or desert", None), ("The answer is B, maybe rainforest.", None), ("B.\nRainforest fits too.", None),
     ("The answer is B.\nBecause a desert has no trees.", "B"), ("The answer is B. It has trees.", "B"),
     ("The answer is D. It is a tropical forest.", "D"), ("B. forest\nUnlike a desert, it has a canopy.", "B"),
+    ("The answer is B. It has trees, unlike a desert.", "B"), ("B. It has trees, unlike a desert.", "B"),
+    ("(B). It has trees, unlike a desert.", "B"),
 ])
 def test_one_letter_and_a_hedge_on_another_options_text_agree_with_several_letters(reply, expected):
     """With one letter named, a hedge on another option's text ("The answer is B or rainforest.") was ignored and
