@@ -181,6 +181,8 @@ def _grid_box(box: Sequence[float]) -> list[int]:
     vals = [int(v) for v in vals]  # numpy integers written as plain ones
     if vals[2] < vals[0] or vals[3] < vals[1]:
         raise ValueError(f"grid box {vals!r} is not ordered: need x1 <= x2 and y1 <= y2")
+    if vals[2] == vals[0] or vals[3] == vals[1]:  # parse_ref_boxes drops it, grounding_hit refuses it as a reference
+        raise ValueError(f"grid box {vals!r} has no area: need x1 < x2 and y1 < y2 (to_grid widens a thin pixel box)")
     return vals
 
 

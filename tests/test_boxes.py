@@ -232,6 +232,15 @@ def test_to_grid_widens_a_zero_extent_box_to_one_step():
         assert parse_ref_boxes(render_ref_box("line", grid), 100, 100)[0][1]  # the parser keeps it
 
 
+def test_render_ref_box_refuses_a_grid_box_of_no_area():
+    """A grid box of zero width or height ([5, 5, 5, 9]) was rendered as an answer that parse_ref_boxes drops and
+    grounding_hit refuses as a reference: a training sample no prediction could hit."""
+    for grid in ([5, 5, 5, 9], [5, 5, 9, 5], [0, 0, 0, 0]):
+        with pytest.raises(ValueError, match=r"has no area: need x1 < x2 and y1 < y2"):
+            render_ref_box("x", grid)
+    assert render_ref_box("x", [5, 5, 6, 6]) == "<ref>x</ref><box>[[5, 5, 6, 6]]</box>"
+
+
 def test_a_zero_extent_box_on_the_image_edge_is_inside():
     """A zero-width box on the left / right edge, (0, 0, 0, 10), was refused as lying outside though it touches the
     image; it lies in the closed image rectangle, and to_grid widens it one step inward."""
