@@ -223,9 +223,10 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        when the rest is exactly an option's text, the letter counts if that option is its own (capitals
        inside it, as in ``C. Vitamin D``, are no second letter) and None if it is a *different* option
        (checked before 2, so ``A. rainforest`` is not read as the text "rainforest", the article dropped);
-       otherwise other letters in the rest make it None (but see 5), and so does another option's text weighed
-       against it as in 5 (``B. forest or desert``). Only the label's own line counts: the lines
-       after it explain the choice, so ``B.\\nExplanation: A is wrong`` is B;
+       otherwise other letters in the rest make it None (but see 5). Either way, another option's text weighed
+       against the letter as in 5 makes it None (``B. forest or desert``, ``B. forest\\nOr maybe desert.``). For
+       letters only the label's own line counts: the lines after it explain the choice, so
+       ``B.\\nExplanation: A is wrong`` is B;
     4. letters named in text: ``The answer is B``, ``Answer: (C)``, ``I'd pick (B).`` — every
        distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
        count after "answer/option/choice" and before punctuation or the end; a sentence-initial
@@ -258,11 +259,13 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
 
     stripped = _LEAD_IN.sub("", text)
     labels = [label for candidate in dict.fromkeys((text, stripped)) if (label := _leading_label(candidate, valid))]
-    for letter, rest, _ in labels:
+    for letter, rest, after in labels:
         # "C. Vitamin D": the rest is an option's own text, so capitals in it are no second letter
         named = _option_by_text(rest, options, key)
         if named is not None:
-            return letter if named == letter else None  # "B. desert" where desert is option C: contradictory
+            if named != letter:  # "B. desert" where desert is option C: contradictory
+                return None
+            return None if _hedges_other_option(after, letter, options, key) else letter  # "B. forest\nOr desert."
 
     # an option's exact text wins over letters inside it (option "type A" is not the label A)
     by_text = _option_by_text(text, options, key) or _option_by_text(stripped, options, key)

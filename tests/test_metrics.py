@@ -489,6 +489,8 @@ def test_an_explanation_naming_another_option_does_not_cancel_the_answer(predict
     ("The answer is D. It is a tropical forest.", "D"), ("B. forest\nUnlike a desert, it has a canopy.", "B"),
     ("The answer is B. It has trees, unlike a desert.", "B"), ("B. It has trees, unlike a desert.", "B"),
     ("(B). It has trees, unlike a desert.", "B"),
+    ("B. forest\nRainforest fits too.", None), ("b) forest\nrainforest would be wetter", None),
+    ("The answer is B. forest. Or maybe desert.", None),
 ])
 def test_one_letter_and_a_hedge_on_another_options_text_agree_with_several_letters(reply, expected):
     """With one letter named, a hedge on another option's text ("The answer is B or rainforest.") was ignored and
