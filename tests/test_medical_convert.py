@@ -1019,7 +1019,7 @@ def test_slake_splits_given_as_one_name(raw, tmp_path):
     assert one.written == listed.written > 0 and set(one.outputs) == set(listed.outputs) == {"test"}
 
 
-@pytest.mark.parametrize("splits", [[["train"]], [None], 5, {"train": 1}])
+@pytest.mark.parametrize("splits", [[["train"]], [None], 5, {"train": 1}, []])
 def test_slake_splits_that_are_no_names_are_refused_naming_the_option(raw, tmp_path, splits):
     """`splits: [[train]]` (a list inside a list from YAML) crashed with a raw "unhashable type" TypeError at the
     known-split check; anything but a name or a list of names is refused with one line naming the option."""

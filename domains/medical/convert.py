@@ -709,9 +709,9 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     """
     src, out = Path(src), Path(out)
     root = src / "Slake1.0" if (src / "Slake1.0").is_dir() else src
-    if splits is not None and not (isinstance(splits, str) or isinstance(splits, Sequence)
+    if splits is not None and not (isinstance(splits, str) or isinstance(splits, Sequence) and splits
                                    and all(isinstance(s, str) for s in splits)):
-        # `splits: [[train]]` from YAML was a raw "unhashable type" at the known-split check
+        # `splits: [[train]]` from YAML was a raw "unhashable type" at the known-split check; `[]` said "no SLAKE files"
         raise DomainError(f"splits option: expected a SLAKE split name or a list of them ({', '.join(SLAKE_FILES)}), "
                           f"got {splits!r}")
     wanted = [splits] if isinstance(splits, str) else list(splits) if splits is not None else list(SLAKE_FILES)
