@@ -46,7 +46,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from domains.base import DomainError
-from domains.boxes import to_grid
+from domains.boxes import render_ref_box, to_grid
 from domains.files import atomic_write
 from model.limits import usable_cores
 from model.progress import Progress, progress_bar
@@ -143,8 +143,8 @@ def grounding_prompt(phrase: str) -> str:
 
 
 def grounding_answer(phrase: str, grid_box: Sequence[int]) -> str:
-    x1, y1, x2, y2 = grid_box
-    return f"<ref>{phrase}</ref><box>[[{x1}, {y1}, {x2}, {y2}]]</box>"
+    """``<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>`` of one 0-1000 grid box (:func:`domains.boxes.render_ref_box`)."""
+    return render_ref_box(phrase, grid_box)
 
 
 @dataclass
