@@ -149,6 +149,20 @@ def test_chat_template_matches_pocket_tiny(tok):
             assert hf == template.render(msgs, add_generation_prompt=gen)
 
 
+def test_chat_template_refuses_misordered_conversation(tok):
+    """The shipped template is the shared `chat_template_jinja`: a conversation `render` refuses for its order is
+    refused, not prompted silently wrong (the tokenizer once had its own copy without that check)."""
+    require("jinja2")
+    bad = [
+        [{"role": "user", "content": "Q1"}, {"role": "user", "content": "Q2"}],
+        [{"role": "assistant", "content": "A"}, {"role": "user", "content": "Q"}],
+        [{"role": "user", "content": "Q"}, {"role": "system", "content": "S"}],
+    ]
+    for msgs in bad:
+        with pytest.raises(Exception, match="alternate user/assistant"):
+            tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+
 @pytest.mark.parametrize("name", ["pocket-tiny", "internvl2_5"])
 def test_segments_tokenize_independently(tok, name):
     """Tokenising the segments one by one gives the ids of the whole text, so label masks line up."""

@@ -220,29 +220,11 @@ def build_tokenizer(vocab_size: int = VOCAB_SIZE) -> Tokenizer:
 
 
 def _chat_template_jinja() -> str:
-    """A Jinja chat template that renders like ``templates/chat/pocket-tiny.yaml`` (Hermes-2 ChatML)."""
-    from model.chat import get_chat_template
+    """The Jinja chat template of ``templates/chat/pocket-tiny.yaml``: the shared `model.chat.chat_template_jinja`,
+    so the shipped tokenizer refuses a misordered conversation as every export's template does."""
+    from model.chat import chat_template_jinja, get_chat_template
 
-    t = get_chat_template("pocket-tiny")
-    if t.sep_style != "mpt":
-        raise RuntimeError("pocket-tiny chat template must use the mpt separator style")
-    js = json.dumps  # a JSON string literal is a valid Jinja string literal
-    system_prefix, system_suffix = t.system_template.split("{system_message}")
-    return (
-        "{%- if messages and messages[0]['role'] == 'system' -%}"
-        "{%- set system_message = messages[0]['content'] -%}{%- set loop_messages = messages[1:] -%}"
-        f"{{%- else -%}}{{%- set system_message = {js(t.system_message)} -%}}{{%- set loop_messages = messages -%}}"
-        "{%- endif -%}"
-        f"{{{{- {js(system_prefix)} + system_message + {js(system_suffix + t.sep)} -}}}}"
-        "{%- for message in loop_messages -%}"
-        f"{{%- if message['role'] == 'user' -%}}{{{{- {js(t.user_role)} -}}}}"
-        f"{{%- else -%}}{{{{- {js(t.assistant_role)} -}}}}{{%- endif -%}}"
-        f"{{{{- message['content'] + {js(t.sep)} -}}}}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt and loop_messages and loop_messages[-1]['role'] == 'user' -%}"
-        f"{{{{- {js(t.assistant_role)} -}}}}"
-        "{%- endif -%}"
-    )
+    return chat_template_jinja(get_chat_template("pocket-tiny"))
 
 
 def tokenizer_config() -> dict:
