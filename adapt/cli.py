@@ -588,11 +588,33 @@ def _chat_pytorch(args, images: list) -> int:
         else:
             if not args.interactive:
                 return 0
-            messages.append({"role": "assistant", "content": answer})
+            messages.append({"role": "assistant", "content": _kept_answer(processor, answer)})
         question = _follow_up()
         if question is None:
             return 0
         messages.append({"role": "user", "content": question})
+
+
+def _kept_answer(processor, answer: str) -> str:
+    """`answer` as the conversation keeps it for the next question: an ``<image>`` placeholder or a control token the
+    model wrote as text is left out, with a note (`check_text` refuses them in an answer, so kept, they would refuse
+    every later question of the session)."""
+    from model.processor import IMAGE_PLACEHOLDER
+
+    pattern = processor._control_pattern()
+    removed: dict[str, None] = {}
+    kept = answer
+    while True:  # until none is left: removing one may join the text around it into another
+        found = [IMAGE_PLACEHOLDER] * (IMAGE_PLACEHOLDER in kept) + (pattern.findall(kept) if pattern else [])
+        if not found:
+            break
+        removed.update(dict.fromkeys(found))
+        for text in found:
+            kept = kept.replace(text, "")
+    if removed:
+        print(f"note: the answer's {', '.join(removed)} left out of the conversation's history (an answer may hold no "
+              "image placeholder or control token)", file=sys.stderr)
+    return kept
 
 
 def _follow_up() -> str | None:

@@ -77,6 +77,30 @@ def test_a_bad_follow_up_is_refused_and_the_session_goes_on(monkeypatch, capsys,
     assert "Which colour?" in tail and "now" not in tail
 
 
+def test_an_answer_with_a_placeholder_does_not_stick_the_session(monkeypatch, capsys, recorded):
+    """An answer holding <image> or a control token as text (the processor refuses them in an answer) is kept in the
+    history without them, with a note: every later question is still answered, not refused."""
+    import adapt.cli as cli
+
+    real_turn = cli._chat_turn
+    calls = []
+
+    def turn(*args, **kwargs):
+        real_turn(*args, **kwargs)
+        calls.append(1)
+        return "a red <image> circle<|im_start|>" if len(calls) == 1 else "ok"
+
+    monkeypatch.setattr(cli, "_chat_turn", turn)
+    _stdin(monkeypatch, "Which colour?\nAnd the size?\n")
+    assert main(["chat", "--example-image", "--interactive", "--max-new-tokens", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "ask again" not in err
+    assert "the answer's <image>, <|im_start|> left out of the conversation's history" in err
+    assert len(recorded["prompts"]) == 3
+    tail = recorded["processor"].tokenizer.decode(recorded["prompts"][2])
+    assert "assistant\na red  circle<|im_end|>" in tail and "And the size?" in tail
+
+
 def test_a_history_past_the_context_is_a_clear_error(monkeypatch, capsys, recorded):
     """The first prompt takes 154 tokens; with a context of 160 the second question no longer fits: one line naming
     the question, the tokens and the context, exit 1, no traceback."""
