@@ -439,6 +439,22 @@ def test_unsupported_operator_names_its_module(tmp_path):
     assert not (tmp_path / "net.onnx").exists()
 
 
+def test_export_graph_restores_the_callers_train_mode(tmp_path):
+    """The graph is exported in eval mode (no dropout in it), and each submodule's own mode comes back afterwards,
+    after a failed export too: a model being trained stayed in eval mode."""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Linear(4, 4))
+    net[2].eval()  # a frozen part kept in eval mode
+    export_graph(net, (torch.randn(2, 4),), tmp_path / "seq.onnx", ["x"], ["y"])
+    assert [m.training for m in net.modules()] == [True, True, True, False]
+    import onnx
+
+    assert "Dropout" not in {n.op_type for n in onnx.load(str(tmp_path / "seq.onnx")).graph.node}
+    failing = _Net()
+    with pytest.raises(OnnxExportError):
+        export_graph(failing, (torch.randn(2, 4),), tmp_path / "net.onnx", ["x"], ["y"])
+    assert all(m.training for m in failing.modules())
+
+
 def test_unknown_quantisation_and_misplaced_flags_are_refused(tmp_path, capsys):
     from adapt.cli import main
 

@@ -191,7 +191,8 @@ def export_decoder(vlm, path: str | Path, metadata: dict[str, str] | None = None
 def export_graph(module: nn.Module, args: tuple, path: str | Path, input_names: list[str], output_names: list[str],
                  dynamic_shapes: dict | None = None, metadata: dict[str, str] | None = None) -> Path:
     """One module to one ONNX file (weights beside it in ``<file>.data``), eager attention; `metadata` goes to the
-    model's metadata_props. Any exporter failure is an `OnnxExportError` naming the submodule that ran the op."""
+    model's metadata_props. Any exporter failure is an `OnnxExportError` naming the submodule that ran the op.
+    The module is exported in eval mode; each submodule's own train/eval mode is restored afterwards."""
     import warnings
 
     # the dynamo exporter's packages, imported here so that a missing one is a ModuleNotFoundError naming it (`adapt`
@@ -200,7 +201,8 @@ def export_graph(module: nn.Module, args: tuple, path: str | Path, input_names: 
     import onnxscript  # noqa: F401
 
     path = Path(path)
-    module = module.eval()
+    modes = [(m, m.training) for m in module.modules()]  # per submodule: a model may hold frozen parts in eval
+    module.eval()
     owner = next((m for m in module.modules() if hasattr(m, "get_image_features")), None)
     context = eager_attention(owner if owner is not None else module)
     try:
@@ -211,6 +213,9 @@ def export_graph(module: nn.Module, args: tuple, path: str | Path, input_names: 
                                         external_data=True, optimize=True, report=False)
     except Exception as err:  # noqa: BLE001 - every exporter failure becomes one error naming where it happened
         raise OnnxExportError(describe_failure(module, args, err, path.name)) from err
+    finally:
+        for m, training in modes:
+            m.training = training
     for key, value in (metadata or {}).items():
         program.model.metadata_props[key] = value
     program.save(str(path), external_data=True)
