@@ -58,6 +58,25 @@ def test_cells_follow_the_mini_internvl_grid():
         cell_of("CAM_TOP")
 
 
+def test_cell_box_of_every_camera_in_the_stitched_image():
+    boxes = {cam: layout.cell_box(cam) for cam in STITCH_ORDER}
+    assert boxes == {"CAM_FRONT_LEFT": (0, 0, 896, 448), "CAM_FRONT": (896, 0, 1792, 448),
+                     "CAM_FRONT_RIGHT": (1792, 0, 2688, 448), "CAM_BACK_LEFT": (0, 448, 896, 896),
+                     "CAM_BACK": (896, 448, 1792, 896), "CAM_BACK_RIGHT": (1792, 448, 2688, 896)}
+    assert layout.cell_box("CAM_BACK_RIGHT", (1000, 334)) == (667, 167, 1000, 334)  # any size, rounded edges
+    with pytest.raises(CTagError, match="unknown camera 'cam_front'"):
+        layout.cell_box("cam_front")
+
+
+def test_grid_map_and_grid_tag_test_shared_by_drawing_and_scoring():
+    assert layout.grid_map("stitched") is from_stitched and layout.grid_map("multi") is from_camera_grid
+    with pytest.raises(ValueError, match="view mode must be 'stitched' or 'multi', got 'tiles'"):
+        layout.grid_map("tiles")
+    text = "<c1,CAM_BACK,[500,750]> and <c2,CAM_FRONT,800.0,450.0>"
+    grid, pixels = iter_ctags(text)
+    assert layout.is_grid_tag(text, grid) and not layout.is_grid_tag(text, pixels)
+
+
 # --------------------------------------------------------------------------------------------- coordinate maps
 @pytest.mark.parametrize("camera", STITCH_ORDER)
 def test_stitched_round_trip_within_a_tenth_of_a_pixel(camera):

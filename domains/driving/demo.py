@@ -198,9 +198,8 @@ def _note(image: Image.Image, text: str) -> None:
 
 def _camera_xy(tag: layout.CTag, text: str, mode: str, camera: str) -> tuple[float, float]:
     """The tag's point in `camera`'s 1600×900 pixels (bracketed = grid of `mode`; else camera pixels)."""
-    if "[" in text[tag.start:tag.end]:
-        convert = layout.from_stitched if mode == "stitched" else layout.from_camera_grid
-        return convert(tag.x, tag.y, camera, decimals=None)
+    if layout.is_grid_tag(text, tag):
+        return layout.grid_map(mode)(tag.x, tag.y, camera, decimals=None)
     cw, ch = layout.CAMERA_SIZE
     return min(max(tag.x, 0.0), float(cw)), min(max(tag.y, 0.0), float(ch))
 
@@ -212,16 +211,14 @@ def _traffic_box(out: list[Image.Image], tb: layout.TrafficBox, mode: str, cams:
     cam = layout.TRAFFIC_CAMERA
     cw, ch = layout.CAMERA_SIZE
     if tb.bracketed:
-        convert = layout.from_stitched if mode == "stitched" else layout.from_camera_grid
+        convert = layout.grid_map(mode)
         corners = [*convert(tb.box[0], tb.box[1], cam, decimals=None),
                    *convert(tb.box[2], tb.box[3], cam, decimals=None)]
     else:
         corners = [min(max(v, 0.0), float(lim)) for v, lim in zip(tb.box, (cw, ch, cw, ch))]
     if mode == "stitched":
         img = out[0]
-        col, row = layout.cell_of(cam)
-        where = (round(col * img.width / 3), round(row * img.height / 2),
-                 round((col + 1) * img.width / 3), round((row + 1) * img.height / 2))
+        where = layout.cell_box(cam, img.size)
         target = img.crop(where)
     else:
         img, where = out[list(cams).index(cam)], None
@@ -264,9 +261,7 @@ def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stit
         x_cam, y_cam = _camera_xy(tag, text, mode, camera)
         if mode == "stitched":
             img = out[0]
-            col, row = layout.cell_of(camera)
-            box = (round(col * img.width / 3), round(row * img.height / 2),
-                   round((col + 1) * img.width / 3), round((row + 1) * img.height / 2))
+            box = layout.cell_box(camera, img.size)
             cell = img.crop(box)  # drawing on the cell alone keeps the marker on its camera
             _marker(cell, x_cam / layout.CAMERA_SIZE[0] * cell.width, y_cam / layout.CAMERA_SIZE[1] * cell.height,
                     f"c{tag.obj}", _color(tag.obj))

@@ -60,11 +60,15 @@ __all__ = [
     "STITCH_ORDER",
     "CTag",
     "CTagError",
+    "VIEW_MODES",
     "camera_order",
+    "cell_box",
     "cell_of",
     "ctag_points",
     "from_camera_grid",
     "from_stitched",
+    "grid_map",
+    "is_grid_tag",
     "iter_ctags",
     "iter_traffic_boxes",
     "multi_view_prefix",
@@ -96,6 +100,7 @@ DRIVELM_ORDER = ("CAM_FRONT", "CAM_FRONT_LEFT", "CAM_FRONT_RIGHT", "CAM_BACK", "
 NUSCENES_ORDER = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_FRONT_LEFT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_BACK_RIGHT")
 CAMERA_ORDERS: dict[str, tuple[str, ...]] = {"stitch": STITCH_ORDER, "drivelm": DRIVELM_ORDER, "nuscenes": NUSCENES_ORDER}
 CAMERAS = frozenset(STITCH_ORDER)
+VIEW_MODES = ("stitched", "multi")  # grid of c-tags: the whole stitched image, or the named camera's own image
 
 LABEL_COLOR = (255, 0, 255)  # camera names drawn in magenta, DejaVuSans-Bold 50, at the cell's top-left
 LABEL_SIZE = 50
@@ -123,6 +128,13 @@ def cell_of(camera: str) -> tuple[int, int]:
     """(col, row) of `camera` in the stitched 3×2 grid."""
     k = STITCH_ORDER.index(_check_camera(camera))
     return k % 3, k // 3
+
+
+def cell_box(camera: str, size: tuple[int, int] = STITCHED_SIZE) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of `camera`'s cell in a stitched 3:1 image of `size` (W, H)."""
+    col, row = cell_of(camera)
+    w, h = size
+    return round(col * w / 3), round(row * h / 2), round((col + 1) * w / 3), round((row + 1) * h / 2)
 
 
 def _inside(value: float, limit: float, what: str, camera: str) -> None:
@@ -170,6 +182,14 @@ def from_camera_grid(xn: float, yn: float, camera: str, decimals: int | None = C
     return (round(x, decimals), round(y, decimals)) if decimals is not None else (x, y)
 
 
+def grid_map(mode: str) -> Callable[..., tuple[float, float]]:
+    """The map from `mode`'s 0–1000 grid back to camera pixels: :func:`from_stitched` (``"stitched"``) or
+    :func:`from_camera_grid` (``"multi"``); ValueError for another mode."""
+    if mode not in VIEW_MODES:
+        raise ValueError(f"view mode must be 'stitched' or 'multi', got {mode!r}")
+    return from_stitched if mode == "stitched" else from_camera_grid
+
+
 # --------------------------------------------------------------------------------------------- c-tags
 _NUM = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"  # what float() reads without an exponent: 12, 12.5, 12., .5
 # <c1,CAM_BACK,1088.3,497.5> (DriveLM) and <c1,CAM_BACK,[x,y]> (Mini-InternVL); spaces tolerated, brackets in pairs
@@ -196,6 +216,11 @@ def iter_ctags(text: str) -> Iterator[CTag]:
     """Every c-tag in `text`, bracketed or not, in order (the camera is not checked here)."""
     for m in _CTAG.finditer(text or ""):
         yield CTag(int(m["id"]), m["cam"], float(m["x"]), float(m["y"]), m.start(), m.end())
+
+
+def is_grid_tag(text: str, tag: CTag) -> bool:
+    """Whether `tag`, read from `text`, is written on the grid (``<c1,CAM_BACK,[x,y]>``), not in camera pixels."""
+    return "[" in text[tag.start:tag.end]
 
 
 def ctag_points(text: str) -> list[tuple[str, float, float]]:
@@ -350,8 +375,6 @@ def split_stitched(image: Image.Image, *, camera_size: tuple[int, int] | None = 
         raise DomainError(f"a stitched six-camera image is 3:1 ({STITCHED_SIZE[0]}x{STITCHED_SIZE[1]}), got {w}x{h}")
     out = {}
     for camera in STITCH_ORDER:
-        col, row = cell_of(camera)
-        box = (round(col * w / 3), round(row * h / 2), round((col + 1) * w / 3), round((row + 1) * h / 2))
-        cell = image.crop(box)
+        cell = image.crop(cell_box(camera, (w, h)))
         out[camera] = cell.resize(camera_size, Image.Resampling.BICUBIC) if camera_size else cell
     return out

@@ -82,7 +82,7 @@ __all__ = [
 
 TAG_NAMES = {0: "accuracy", 1: "chatgpt", 2: "language", 3: "match"}
 MATCH_THRESHOLD = 16.0  # px (L1), official
-VIEW_MODES = ("stitched", "multi")
+VIEW_MODES = layout.VIEW_MODES
 
 NOTE_NO_JUDGE = ("LLM-judge term not computed (no judge endpoint configured): chatgpt, match and final_score are "
                  "None; final_score_no_judge = 0.2*language + 0.2*accuracy + 0.1*match_f1 covers the judge-free "
@@ -198,17 +198,7 @@ def _view_mode(meta: Mapping) -> str:
     return mode
 
 
-def _from_grid(mode: str):
-    if mode not in VIEW_MODES:
-        raise ValueError(f"view mode must be 'stitched' or 'multi', got {mode!r}")
-    return layout.from_stitched if mode == "stitched" else layout.from_camera_grid
-
-
 # ---------------------------------------------------------------------------------------------- coordinates
-def _bracketed(text: str, tag: layout.CTag) -> bool:
-    return "[" in text[tag.start:tag.end]
-
-
 def to_camera_pixels(text: str, mode: str = "stitched") -> str:
     """`text` with every bracketed grid c-tag rewritten as DriveLM's ``<cN,CAM,x,y>`` in camera pixels.
 
@@ -219,10 +209,10 @@ def to_camera_pixels(text: str, mode: str = "stitched") -> str:
     naming an unknown camera are left unchanged. Bracketed traffic-element boxes ``(c, s, [x1,y1,x2,y2])`` go back to
     DriveLM's ``(c, s, x1, y1, x2, y2)`` in CAM_FRONT pixels.
     """
-    convert = _from_grid(mode)
+    convert = layout.grid_map(mode)
     out, pos = [], 0
     for tag in layout.iter_ctags(text or ""):
-        if tag.camera not in layout.CAMERAS or not _bracketed(text, tag):
+        if tag.camera not in layout.CAMERAS or not layout.is_grid_tag(text, tag):
             continue
         x, y = convert(tag.x, tag.y, tag.camera)
         out += [text[pos:tag.start], f"<c{tag.obj},{tag.camera},{float(x)},{float(y)}>"]
@@ -258,10 +248,10 @@ def pixel_points(text: str, mode: str | None = None) -> list[tuple[str, float, f
     With `mode` (``"stitched"`` or ``"multi"``, else ValueError), bracketed tags are grid coordinates of that view
     mode and are mapped back; unbracketed tags (and all tags when `mode` is None) are read as camera pixels.
     """
-    convert = _from_grid(mode) if mode is not None else None
+    convert = layout.grid_map(mode) if mode is not None else None
     points = []
     for tag in layout.iter_ctags(text or ""):
-        if convert is not None and tag.camera in layout.CAMERAS and _bracketed(text, tag):
+        if convert is not None and tag.camera in layout.CAMERAS and layout.is_grid_tag(text, tag):
             x, y = convert(tag.x, tag.y, tag.camera)
             points.append((tag.camera, float(x), float(y)))
         else:
