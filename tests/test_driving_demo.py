@@ -171,6 +171,19 @@ def test_markers_in_multi_mode_and_unknown_cameras():
         draw_answer(images, "x")
 
 
+def test_drawing_reads_camera_names_as_scoring_does():
+    """A lower-case camera is unknown to the metrics (left unmapped, never scored as that camera); drawing it on
+    CAM_FRONT showed the user a point that was not what got scored. Both now refuse it the same way."""
+    from domains.driving.metrics import to_camera_pixels
+
+    xn, yn = layout.to_stitched(800.0, 450.0, "CAM_FRONT")
+    answer = f"<c1,cam_front,[{xn},{yn}]>"
+    assert to_camera_pixels(answer) == answer  # scoring: unknown camera, left as written
+    (out,) = draw_answer([stitched_image()], answer)
+    assert close(out.getpixel((896 + 448, 224)), COLORS["CAM_FRONT"])  # no marker at the CAM_FRONT centre
+    assert out.getpixel((2, 895)) == (0, 0, 0)  # the note listing c1 (cam_front)
+
+
 def test_boxes_are_drawn_too():
     (out,) = draw_answer([stitched_image()], "<ref>car</ref><box>[[100, 500, 200, 900]]</box>")
     assert out.getpixel((int(0.15 * 2688), round(0.9 * 896) - 2)) == PALETTE[0]

@@ -243,7 +243,8 @@ def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stit
     * ``multi`` (one image per camera in `order`): a tag is drawn on its camera's image at its own grid point;
       boxes, which name no camera, are drawn on every view.
 
-    Tags naming unknown cameras are listed in a note at the bottom of the first image, never drawn.
+    Tags naming unknown cameras (names are exact, upper-case, as the metrics read them: ``cam_front`` is unknown)
+    are listed in a note at the bottom of the first image, never drawn.
     """
     cams = _check_mode(mode, order)
     out = [img.convert("RGB").copy() for img in images]
@@ -254,7 +255,7 @@ def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stit
     text = str(answer or "")
     unknown: list[str] = []
     for tag in layout.iter_ctags(text):
-        camera = tag.camera.upper()
+        camera = tag.camera  # exact, as metrics read it: a tag scoring leaves unmapped is not drawn either
         if camera not in layout.CAMERAS:
             unknown.append(f"c{tag.obj} ({tag.camera})")
             continue
