@@ -119,6 +119,16 @@ def test_forward_maps_reject_points_outside_the_image_and_unknown_cameras(fn):
         fn(10, 10, "FRONT")
 
 
+@pytest.mark.parametrize("fn", [from_stitched, from_camera_grid])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_inverse_maps_refuse_a_non_finite_coordinate(fn, bad):
+    # NaN slipped through the clamp and came back as a NaN pixel; inf was clamped to the frame's edge
+    with pytest.raises(ValueError, match=r"grid x = (nan|inf|-inf) for CAM_FRONT is not a finite number"):
+        fn(bad, 500.0, "CAM_FRONT", decimals=None)
+    with pytest.raises(CTagError, match=r"grid y = (nan|inf|-inf) for CAM_BACK is not a finite number"):
+        fn(500.0, bad, "CAM_BACK")
+
+
 # --------------------------------------------------------------------------------------------- c-tags
 def test_iter_ctags_reads_both_forms_with_spans():
     text = "Notice <c1,CAM_BACK,1088.3,497.5> then <c2,CAM_FRONT,[405.25,80]> and < c3 , CAM_FRONT_LEFT , [ 1 , 2 ] >."

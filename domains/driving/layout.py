@@ -36,6 +36,7 @@ integer grid values could not give back the camera pixel; with two decimals ever
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
@@ -142,6 +143,13 @@ def _inside(value: float, limit: float, what: str, camera: str) -> None:
         raise CTagError(f"{what} = {value:g} lies outside {camera}'s image (0..{limit:g})")
 
 
+def _finite_grid(xn: float, yn: float, camera: str) -> None:
+    # the clamp below would hand NaN back unchanged (every comparison with it is False) and turn ±inf into an edge
+    for what, value in (("x", xn), ("y", yn)):
+        if not math.isfinite(value):
+            raise CTagError(f"grid {what} = {value!r} for {camera} is not a finite number")
+
+
 # --------------------------------------------------------------------------------------------- coordinate maps
 def to_stitched(x: float, y: float, camera: str, decimals: int | None = GRID_DECIMALS) -> tuple[float, float]:
     """Camera pixels (1600×900 frame of `camera`) -> 0–1000 grid of the stitched 2688×896 image."""
@@ -154,8 +162,11 @@ def to_stitched(x: float, y: float, camera: str, decimals: int | None = GRID_DEC
 
 
 def from_stitched(xn: float, yn: float, camera: str, decimals: int | None = CAMERA_DECIMALS) -> tuple[float, float]:
-    """Stitched-image grid -> `camera`'s pixels, clamped to its 1600×900 frame (Mini-InternVL's inverse)."""
+    """Stitched-image grid -> `camera`'s pixels, clamped to its 1600×900 frame (Mini-InternVL's inverse).
+
+    Raises `CTagError` (a ValueError) for an unknown camera or a non-finite coordinate."""
     col, row = cell_of(camera)
+    _finite_grid(xn, yn, camera)
     cw, ch = CELL_SIZE
     # post_process's own order of float operations: another order rounds a few points 0.1 px the other way
     x = ((xn / GRID) * STITCHED_SIZE[0] - col * cw) / cw * CAMERA_SIZE[0]
@@ -175,8 +186,10 @@ def to_camera_grid(x: float, y: float, camera: str, decimals: int | None = GRID_
 
 
 def from_camera_grid(xn: float, yn: float, camera: str, decimals: int | None = CAMERA_DECIMALS) -> tuple[float, float]:
-    """A camera's own 0–1000 grid -> its pixels, clamped to the frame."""
+    """A camera's own 0–1000 grid -> its pixels, clamped to the frame; `CTagError` (a ValueError) for an unknown
+    camera or a non-finite coordinate."""
     _check_camera(camera)
+    _finite_grid(xn, yn, camera)
     x = min(max(xn / GRID * CAMERA_SIZE[0], 0.0), float(CAMERA_SIZE[0]))
     y = min(max(yn / GRID * CAMERA_SIZE[1], 0.0), float(CAMERA_SIZE[1]))
     return (round(x, decimals), round(y, decimals)) if decimals is not None else (x, y)
