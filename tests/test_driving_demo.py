@@ -132,6 +132,9 @@ def test_one_stitched_image_in_both_modes(tmp_path):
     for cam, img in zip(layout.STITCH_ORDER, out["images"]):
         assert close(img.getpixel((800, 700)), COLORS[cam]), cam
     assert any("cut from the stitched image" in w for w in out["warnings"])
+    # one path given bare, not in a list: a str was split into characters ("got 41 files"), a Path crashed
+    for one in (path, str(path)):
+        assert read_upload(one)["images"][0].size == layout.STITCHED_SIZE
 
 
 # --------------------------------------------------------------------------------------------- draw_answer

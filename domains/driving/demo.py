@@ -113,14 +113,17 @@ def _assign_cameras(paths: list[Path]) -> dict[str, Path]:
           "camera; files are never placed by upload order.")
 
 
-def read_upload(paths: Sequence[str | Path], *, mode: str = "stitched", order: str = "stitch") -> dict:
+def read_upload(paths: str | Path | Sequence[str | Path], *, mode: str = "stitched", order: str = "stitch") -> dict:
     """Six camera images or one stitched image -> the demo's model input (see the module docstring).
 
-    Returns ``{"images", "labels", "prompt", "info", "warnings"}``. `order` names the camera order
+    `paths` may be one path (the stitched image). Returns ``{"images", "labels", "prompt", "info", "warnings"}``.
+    `order` names the camera order
     (:data:`~domains.driving.layout.CAMERA_ORDERS`) of the six images in multi mode. Raises ValueError
     (DomainError) for a wrong number of files, file names that do not say one camera each, a single image
     that is not 3:1, and unreadable images.
     """
+    if isinstance(paths, (str, Path)):  # one path, not a sequence: a str was read character by character
+        paths = [paths]
     paths = [Path(p) for p in paths]
     cams = _check_mode(mode, order)
     warnings: list[str] = []
