@@ -36,7 +36,14 @@ from deploy.hf import export  # noqa: E402
 from deploy.onnx.export import PREPROCESSOR  # noqa: E402
 
 from .test_gguf import sharpen_attention  # noqa: E402
-from .test_onnx import copy_folder, copy_with_image_seq_length_edited, load_models, relative_error, torch_greedy  # noqa: E402
+from .test_onnx import (  # noqa: E402
+    copy_folder,
+    copy_with_image_seq_length_edited,
+    copy_with_image_token_as,
+    load_models,
+    relative_error,
+    torch_greedy,
+)
 
 QUESTION = "What shapes are in the picture?"
 N_TOKENS = 32
@@ -286,10 +293,8 @@ def test_tiling_edited_after_export_is_refused(exports, tmp_path):
 def test_an_image_token_edited_to_another_token_is_refused_at_load(exports, tmp_path):
     """The image end token edited to another token of the tokenizer changed the prompt without a word; the program
     records the image token ids with the tokenizer's fingerprint, and a differing one is refused."""
-    folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
-    pre = json.loads((folder / PREPROCESSOR).read_text())
-    pre["image_end_token"] = pre["image_start_token"]
-    (folder / PREPROCESSOR).write_text(json.dumps(pre))
+    folder, _ = copy_with_image_token_as(exports("pocket-tiny"), tmp_path / "edited", "image_end_token",
+                                         "image_start_token")
     with pytest.raises(ExecuTorchError, match=r"preprocessor_config.json: image_end_token '.+' is id \d+, model.pte "
                                               r"was exported with id \d+"):
         ExecuTorchVLM(folder)

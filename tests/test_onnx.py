@@ -242,6 +242,15 @@ def copy_with_image_seq_length_edited(export: Path, dest: Path) -> tuple[Path, i
     return folder, pre["image_seq_length"]
 
 
+def copy_with_image_token_as(export: Path, dest: Path, key: str, other: str) -> tuple[Path, dict]:
+    """A copy of `export` whose preprocessor_config.json gives image token `key` the token of `other` (another token
+    the tokenizer has), and the config as exported."""
+    folder = copy_folder(export, dest)
+    pre = json.loads((folder / PREPROCESSOR).read_text())
+    (folder / PREPROCESSOR).write_text(json.dumps({**pre, key: pre[other]}))
+    return folder, pre
+
+
 @pytest.mark.slow
 def test_tiling_edited_after_export_is_refused(exports, tmp_path):
     folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
@@ -579,10 +588,8 @@ def test_an_image_token_edited_to_another_token_is_refused_at_load(exports, tmp_
     """preprocessor_config.json's image start token edited to another token of the tokenizer: the prompt changed
     without a word. The export records the image token ids beside the tokenizer's fingerprint; a differing one is
     refused, naming the file, the key and both ids."""
-    folder = copy_folder(exports("pocket-tiny"), tmp_path / "edited")
-    pre = json.loads((folder / PREPROCESSOR).read_text())
-    pre["image_start_token"] = pre["image_end_token"]
-    (folder / PREPROCESSOR).write_text(json.dumps(pre))
+    folder, pre = copy_with_image_token_as(exports("pocket-tiny"), tmp_path / "edited", "image_start_token",
+                                           "image_end_token")
     with pytest.raises(OnnxRuntimeError, match=rf"{PREPROCESSOR}: image_start_token '{pre['image_end_token']}' is id "
                                                r"\d+, embed.onnx was exported with id \d+"):
         OnnxVLM(folder)
