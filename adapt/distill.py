@@ -146,6 +146,7 @@ class Distiller(Trainer):
 
     VERB = "distill"
     FIND_UNUSED_PARAMETERS = True  # e.g. a CLIP student's post_layernorm never sees a gradient
+    EVAL_LAST_STEP = False  # the report scores the last step's held-out cosine (held_out_after)
 
     def _setup(self) -> None:
         recipe: DistillRecipe = self.recipe

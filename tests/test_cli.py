@@ -245,15 +245,15 @@ def test_every_domain_reader_names_its_options_so_a_misspelt_read_option_is_refu
         assert inspect.Parameter.VAR_KEYWORD not in kinds, name
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage, not a picture"])
-def test_chat_suggests_no_domain_for_a_damaged_png(tmp_path, capsys, content):
+@pytest.mark.parametrize("content, said", [(b"", "empty file"), (b"garbage, not a picture", "not an image file")])
+def test_chat_suggests_no_domain_for_a_damaged_png(tmp_path, capsys, content, said):
     """A zero-byte or garbage .png was met with 'the driving / medical domain reads .png files: add --domain
     medical', which then failed the same way: those domains read a .png through the same reader."""
     bad = tmp_path / "z.png"
     bad.write_bytes(content)
     assert main(["chat", "--image", str(bad)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"adapt chat: error: {bad}: not an image file") and "--domain" not in err
+    assert err.startswith(f"adapt chat: error: {bad}: {said}") and "--domain" not in err
 
 
 @pytest.mark.parametrize("device,needle", [("gpu", "not a torch device name"), ("cuda:99", "finds"),
