@@ -366,7 +366,8 @@ class Distiller(Trainer):
             lines.append("No held-out feature cosine: the recipe has no data.eval_sources with images.")
         else:
             lines += ["Held-out patch-feature cosine, student (through its projection) vs teacher, mean over tiles, "
-                      "tokens and layer pairs:", "", "| held-out source | tiles | before | after |", "|---|---:|---:|---:|"]
+                      "tokens and layer pairs:", "", "| held-out source | tiles | before | after |",
+                      "|---|---:|---:|---:|"]
             for name, v in after["sources"].items():
                 b = self.before["sources"].get(name, {}).get("cosine")
                 lines.append(f"| {name} | {v['tiles']} | {b:.4f} | {v['cosine']:.4f} |" if b is not None else

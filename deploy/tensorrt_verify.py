@@ -84,7 +84,8 @@ def load_manifest(bundle: Path, runtime: str) -> tuple[dict, dict]:
         if not missing and not all(isinstance(check[key], dict) for key in ("inputs", "outputs")):
             missing = ["inputs / outputs as objects"]
         if not missing:  # feeds_for / verify read spec["file"] (or "zeros" and "dtype") of each: a KeyError there
-            bad = [f"{kind} {name!r} as {{'file': ...}}" + (" or {'zeros': [...], 'dtype': ...}" if kind == "input" else "")
+            bad = [f"{kind} {name!r} as {{'file': ...}}"
+                   + (" or {'zeros': [...], 'dtype': ...}" if kind == "input" else "")
                    for kind, specs in (("input", check["inputs"]), ("output", check["outputs"]))
                    for name, spec in specs.items()
                    if not (isinstance(spec, dict) and ("file" in spec or kind == "input" and "zeros" in spec

@@ -132,9 +132,11 @@ def test_an_empty_recipe_file_is_refused_by_validate_as_by_train(tmp_path, capsy
     assert "Traceback" not in err
 
 
+EVAL_ONLY = MINIMAL + "  eval_sources: [{name: field, path: data/field/test.jsonl}]\n"
+
+
 @pytest.mark.parametrize("text, overrides", [("data: {}\n", []), (MINIMAL, ["data.sources=[]"]),
-                                             (MINIMAL + "  eval_sources: [{name: field, path: data/field/test.jsonl}]\n",
-                                              ["data.sources=[]"])])
+                                             (EVAL_ONLY, ["data.sources=[]"])])
 @pytest.mark.parametrize("verb", ["validate", "train"])
 def test_a_recipe_without_training_sources_is_refused_by_validate_as_by_train(tmp_path, capsys, text, overrides,
                                                                                verb):

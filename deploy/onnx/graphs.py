@@ -147,7 +147,8 @@ def export_vision(vlm, path: str | Path, tiles: int | None = None, metadata: dic
     """vision graph to `path`; `tiles=None`: any tile count (dynamic axis ``tiles``), else exactly `tiles`."""
     if tiles is not None and (isinstance(tiles, bool) or not isinstance(tiles, int) or tiles < 1):
         # 0 (falsy) wrote a graph fixed at the 2-tile example's count
-        raise OnnxExportError(f"{Path(path).name}: tiles must be None (any count) or a whole number >= 1, got {tiles!r}")
+        raise OnnxExportError(f"{Path(path).name}: tiles must be None (any count) or a whole number >= 1, "
+                              f"got {tiles!r}")
     size = _tile_size(vlm)
     # 2: torch.export specialises a dimension of size 1; on the model's device (a model loaded with --device cuda)
     example = torch.randn(tiles or 2, 3, size, size, device=model_device(vlm))

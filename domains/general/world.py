@@ -143,7 +143,8 @@ def grounding_prompt(phrase: str) -> str:
 
 
 def grounding_answer(phrase: str, grid_box: Sequence[int]) -> str:
-    """``<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>`` of one 0-1000 grid box (:func:`domains.boxes.render_ref_box`)."""
+    """``<ref>phrase</ref><box>[[x1, y1, x2, y2]]</box>`` of one 0-1000 grid box
+    (:func:`domains.boxes.render_ref_box`)."""
     return render_ref_box(phrase, grid_box)
 
 
