@@ -66,17 +66,19 @@ SUB_CONFIG_KEYS = (
 )
 
 
-def missing_config_keys(raw: dict, paths: tuple[str, ...]) -> list[str]:
-    """The key paths of `paths` (``"image_token_id"``, ``"vision_config.hidden_size"``) that `raw` lacks; a section
-    that is missing or no JSON object is named once, as itself."""
+def require_config_keys(path: Path, raw: dict, paths: tuple[str, ...]) -> None:
+    """A `CheckpointError` naming the key paths of `paths` (``"image_token_id"``, ``"vision_config.hidden_size"``)
+    that `raw`, read from `path`, lacks; a section that is missing or no JSON object is named once, as itself."""
     missing: list[str] = []
-    for path in paths:
-        section, _, key = path.rpartition(".")
+    for key_path in paths:
+        section, _, key = key_path.rpartition(".")
         node = raw.get(section) if section else raw
-        name = path if isinstance(node, dict) else section
+        name = key_path if isinstance(node, dict) else section
         if (not isinstance(node, dict) or key not in node) and name not in missing:
             missing.append(name)
-    return missing
+    if missing:
+        raise CheckpointError(f"{path}: no {', '.join(missing)}; transformers' save_pretrained writes each, and "
+                              "taking its defaults would build another geometry than these weights': add them")
 
 
 def _json_kind(value) -> str:

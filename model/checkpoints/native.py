@@ -29,9 +29,9 @@ from .io import (
     head_is_tied,
     load_strict,
     load_vlm,
-    missing_config_keys,
     read_json,
     read_state_dict,
+    require_config_keys,
     write_json,
 )
 
@@ -126,20 +126,14 @@ def read_native_config(directory: Path) -> InternVLConfig:
     try:
         native = AutoConfig.from_pretrained(str(directory), trust_remote_code=False)  # never a config.json auto_map
     except CONFIG_ERRORS as err:
-        _check_required(path)  # a missing key is what makes transformers' own check fail (num_hidden_layers)
+        # a missing key is what makes transformers' own check fail (num_hidden_layers)
+        require_config_keys(path, read_json(path), REQUIRED_KEYS + SUB_CONFIG_KEYS)
         detail = " ".join(str(err).split())
         raise CheckpointError(f"{path}: not a valid transformers config ({type(err).__name__}: {detail})") from None
     if not isinstance(native, InternVLConfig):
         raise CheckpointError(f"{directory}: config.json is {native.model_type!r}, not transformers' 'internvl'")
-    _check_required(path)
+    require_config_keys(path, read_json(path), REQUIRED_KEYS + SUB_CONFIG_KEYS)
     return native
-
-
-def _check_required(path: Path) -> None:
-    missing = missing_config_keys(read_json(path), REQUIRED_KEYS + SUB_CONFIG_KEYS)
-    if missing:
-        raise CheckpointError(f"{path}: no {', '.join(missing)}; transformers' save_pretrained writes each, and "
-                              "taking its defaults would build another geometry than these weights': add them")
 
 
 def load_native(directory: Path, allow_pickle: bool = False) -> PocketVLM:

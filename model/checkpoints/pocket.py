@@ -18,9 +18,9 @@ from .io import (
     SUB_CONFIG_KEYS,
     CheckpointError,
     load_vlm,
-    missing_config_keys,
     read_json,
     read_state_dict,
+    require_config_keys,
     stored_dtype,
 )
 
@@ -28,10 +28,7 @@ from .io import (
 def config_from_pocket(path: Path) -> PocketVLMConfig:
     """The `PocketVLMConfig` in `path` (a `config.json`); a bad field is a `CheckpointError` naming the file."""
     raw = read_json(path)
-    missing = missing_config_keys(raw, ("vision_config", "text_config") + SUB_CONFIG_KEYS)
-    if missing:
-        raise CheckpointError(f"{path}: no {', '.join(missing)}; save_pretrained writes each, and taking the "
-                              "defaults would build another geometry than these weights': add them")
+    require_config_keys(path, raw, ("vision_config", "text_config") + SUB_CONFIG_KEYS)
     try:
         config = PocketVLMConfig.from_dict(raw)
     except (*CONFIG_ERRORS, AttributeError) as err:
