@@ -84,6 +84,7 @@ from domains.driving.layout import (
     STITCH_ORDER,
     STITCHED_PREFIX,
     STITCHED_SIZE,
+    VIEW_MODES,
     CTagError,
     iter_ctags,
     multi_view_prefix,
@@ -129,7 +130,6 @@ __all__ = [
 
 QA_CATEGORIES = ("perception", "prediction", "planning", "behavior")
 TAGS = {0: "accuracy", 1: "chatgpt", 2: "language", 3: "match"}
-VIEW_MODES = ("stitched", "multi")
 MC_PREFIX = " Please select the correct answer from the following options:"
 
 # DriveLM challenge/convert_data.py: the answer sets the 4-way multiple choice draws its distractors from
