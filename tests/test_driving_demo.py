@@ -41,6 +41,13 @@ def test_camera_from_name():
     assert camera_from_name("samples/CAM_BACK/x__CAM_BACK_RIGHT__1.jpg") == "CAM_BACK_RIGHT"  # the file name counts
     assert camera_from_name("CAM_FRONT_and_CAM_BACK.png") is None
     assert camera_from_name("frame_001.png") is None
+    # names match on whole tokens: a longer word is no camera, never its CAM_FRONT prefix
+    assert camera_from_name("CAM_FRONT_LEFTY.jpg") is None
+    assert camera_from_name("CAM_BACK_RIGHTS.jpg") is None
+    assert camera_from_name("CAM_BACK2.jpg") is None
+    assert camera_from_name("MYCAM_FRONT.jpg") is None
+    assert camera_from_name("n015-2018-07-24__CAM_FRONT_LEFT__1533.jpg") == "CAM_FRONT_LEFT"
+    assert camera_from_name("CAM_FRONT_1533.jpg") == "CAM_FRONT"
 
 
 def test_six_named_cameras_are_stitched_whatever_the_upload_order(tmp_path):

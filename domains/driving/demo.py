@@ -33,12 +33,14 @@ UPLOAD_HELP = ("Upload the six camera frames of one nuScenes sample with their o
 
 MODES = ("stitched", "multi")
 ASPECT_TOLERANCE = layout.STITCHED_ASPECT_TOLERANCE  # how far from 3:1 a stitched upload may be
-_CAMERA_IN_NAME = re.compile(r"CAM_(?:FRONT|BACK)(?:_(?:LEFT|RIGHT))?(?![A-Z])")
+# whole tokens only: CAM_FRONT_LEFTY or CAM_BACK2 name no camera (not their CAM_FRONT / CAM_BACK prefix);
+# "_" still separates words, so …__CAM_FRONT_LEFT__1533.jpg and CAM_FRONT_and_CAM_BACK.png are read
+_CAMERA_IN_NAME = re.compile(r"(?<![A-Z0-9])CAM_(?:FRONT|BACK)(?:_(?:LEFT|RIGHT))?(?![A-Z0-9]|_(?:LEFT|RIGHT))")
 
 
 def camera_from_name(name: str) -> str | None:
-    """The nuScenes camera a file name names (``CAM_FRONT_LEFT`` wins over its prefix ``CAM_FRONT``), or None
-    when it names none or several different ones."""
+    """The nuScenes camera a file name names as a whole token (``CAM_FRONT_LEFT``, never its prefix
+    ``CAM_FRONT``; ``CAM_FRONT_LEFTY`` names none), or None when it names none or several different ones."""
     found = {m.group(0) for m in _CAMERA_IN_NAME.finditer(Path(name).name.upper())}
     return found.pop() if len(found) == 1 else None
 
