@@ -105,8 +105,19 @@ def test_upload_errors_are_clear(tmp_path):
         read_upload(paths, mode="panorama")
     square = tmp_path / "square.png"
     Image.new("RGB", (500, 500)).save(square)
-    with pytest.raises(ValueError, match="3:1"):
+    with pytest.raises(ValueError, match=r"square.png: a stitched six-camera image is 3:1 .*got 500x500; or upload"):
         read_upload([square])
+
+
+def test_stitched_upload_aspect_follows_the_one_layout_setting(tmp_path, monkeypatch):
+    """read_upload and layout.split_stitched share layout's one 3:1 check (STITCHED_ASPECT_TOLERANCE)."""
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (400, 200)).save(wide)  # 2:1
+    with pytest.raises(ValueError, match="3:1"):
+        read_upload([wide])
+    monkeypatch.setattr(layout, "STITCHED_ASPECT_TOLERANCE", 0.5)
+    assert read_upload([wide])["images"][0].size == layout.STITCHED_SIZE
+    assert len(read_upload([wide], mode="multi")["images"]) == 6
 
 
 def test_staged_names_keep_the_camera_and_messages_name_uploads(tmp_path):

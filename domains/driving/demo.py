@@ -32,7 +32,6 @@ UPLOAD_HELP = ("Upload the six camera frames of one nuScenes sample with their o
                "CAM_BACK, CAM_BACK_RIGHT).")
 
 MODES = ("stitched", "multi")
-ASPECT_TOLERANCE = layout.STITCHED_ASPECT_TOLERANCE  # how far from 3:1 a stitched upload may be
 # whole tokens only: CAM_FRONT_LEFTY or CAM_BACK2 name no camera (not their CAM_FRONT / CAM_BACK prefix);
 # "_" still separates words, so …__CAM_FRONT_LEFT__1533.jpg and CAM_FRONT_and_CAM_BACK.png are read
 _CAMERA_IN_NAME = re.compile(r"(?<![A-Z0-9])CAM_(?:FRONT|BACK)(?:_(?:LEFT|RIGHT))?(?![A-Z0-9]|_(?:LEFT|RIGHT))")
@@ -146,10 +145,7 @@ def read_upload(paths: str | Path | Sequence[str | Path], *, mode: str = "stitch
                             f"each image)")
     elif len(paths) == 1:
         img = _read_image(paths[0])
-        aspect = img.width / img.height
-        if abs(aspect / 3.0 - 1.0) > ASPECT_TOLERANCE:
-            raise DomainError(f"{_label(paths[0])}: one image must be a stitched six-camera image with a 3:1 aspect "
-                              f"(2688×896), got {img.width}×{img.height}; or upload the six camera images")
+        layout.check_stitched_aspect(img.size, _label(paths[0]), "; or upload the six camera images")
         info["upload"] = f"one stitched image ({img.width}×{img.height})"
         if mode == "stitched" and img.size != layout.STITCHED_SIZE:
             warnings.append(f"the stitched image is {img.width}×{img.height}; it was resized to "

@@ -65,6 +65,7 @@ __all__ = [
     "camera_order",
     "cell_box",
     "cell_of",
+    "check_stitched_aspect",
     "ctag_points",
     "from_camera_grid",
     "from_stitched",
@@ -378,14 +379,22 @@ def stitch_cameras(images: Mapping[str, Image.Image], *, label: bool = True) -> 
     return canvas
 
 
+def check_stitched_aspect(size: tuple[int, int], where: str = "", hint: str = "") -> tuple[int, int]:
+    """`size` (W, H) if it has the stitched 3:1 aspect within :data:`STITCHED_ASPECT_TOLERANCE`, else DomainError
+    (prefixed with `where`, `hint` appended): the one check for every stitched image read."""
+    w, h = size
+    if not h or abs(w / h / 3.0 - 1.0) > STITCHED_ASPECT_TOLERANCE:
+        raise DomainError(f"{where + ': ' if where else ''}a stitched six-camera image is 3:1 "
+                          f"({STITCHED_SIZE[0]}x{STITCHED_SIZE[1]}), got {w}x{h}{hint}")
+    return w, h
+
+
 def split_stitched(image: Image.Image, *, camera_size: tuple[int, int] | None = CAMERA_SIZE) -> dict[str, Image.Image]:
     """A stitched image (any size with the 3:1 layout) -> camera name -> its cell, resized to `camera_size`.
 
-    Raises DomainError for an image that is not 3:1 (within :data:`STITCHED_ASPECT_TOLERANCE`): its cells
-    would not be cameras."""
-    w, h = image.size
-    if not h or abs(w / h / 3.0 - 1.0) > STITCHED_ASPECT_TOLERANCE:
-        raise DomainError(f"a stitched six-camera image is 3:1 ({STITCHED_SIZE[0]}x{STITCHED_SIZE[1]}), got {w}x{h}")
+    Raises DomainError for an image that is not 3:1 (:func:`check_stitched_aspect`): its cells would not be
+    cameras."""
+    w, h = check_stitched_aspect(image.size)
     out = {}
     for camera in STITCH_ORDER:
         cell = image.crop(cell_box(camera, (w, h)))
