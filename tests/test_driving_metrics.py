@@ -87,6 +87,11 @@ def test_match_points_greedy_l1_within_16px_and_same_camera():
     assert matched == [gt[0]] and f1 == pytest.approx(2 / 3, abs=1e-6)
     assert match_points([], [])[1] == 0.0
     assert pixel_points(f"{stitched_tag(1, 'CAM_BACK', 1088.3, 497.5)}", "stitched") == [("CAM_BACK", 1088.3, 497.5)]
+    # an unknown camera's grid point has no cell to map from: skipped, never its 0-1000 values taken as pixels
+    text = f"<c1,CAM_TOP,[500,750]> {stitched_tag(2, 'CAM_BACK', 800.0, 450.0)} <c3,cam_back,[10,10]>"
+    assert pixel_points(text, "stitched") == [("CAM_BACK", 800.0, 450.0)]
+    assert pixel_points("<c1,CAM_TOP,[500,750]> <c2,CAM_BACK,[500,500]>", "multi") == [("CAM_BACK", 800.0, 450.0)]
+    assert pixel_points("<c1,CAM_TOP,10.5,20.5>", "stitched") == [("CAM_TOP", 10.5, 20.5)]  # pixels as written
     with pytest.raises(ValueError, match="view mode"):  # was read as a multi-image grid
         pixel_points(f"{stitched_tag(1, 'CAM_BACK', 1088.3, 497.5)}", "Stitched")
 

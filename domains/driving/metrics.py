@@ -246,12 +246,15 @@ def pixel_points(text: str, mode: str | None = None) -> list[tuple[str, float, f
     """``[(camera, x, y), ...]`` in camera pixels for the c-tags of `text`.
 
     With `mode` (``"stitched"`` or ``"multi"``, else ValueError), bracketed tags are grid coordinates of that view
-    mode and are mapped back; unbracketed tags (and all tags when `mode` is None) are read as camera pixels.
+    mode and are mapped back; a bracketed tag naming an unknown camera has no cell to map from and is skipped
+    (its 0–1000 values are no pixels). Unbracketed tags (and all tags when `mode` is None) are read as camera pixels.
     """
     convert = layout.grid_map(mode) if mode is not None else None
     points = []
     for tag in layout.iter_ctags(text or ""):
-        if convert is not None and tag.camera in layout.CAMERAS and layout.is_grid_tag(text, tag):
+        if convert is not None and layout.is_grid_tag(text, tag):
+            if tag.camera not in layout.CAMERAS:
+                continue
             x, y = convert(tag.x, tag.y, tag.camera)
             points.append((tag.camera, float(x), float(y)))
         else:
