@@ -118,6 +118,16 @@ def test_camera_objects_are_devkit_boxes_with_filters(nusc, monkeypatch):
             peds = camera_objects(nusc, sd, min_visibility=1, min_box_px=0, categories=["pedestrian"])
             assert {o.annotation for o in peds} == {o.annotation for o in objs if o.phrase == "pedestrian"}
     assert total > 30
+    # one string is one comma-separated list of names, never its letters; an unknown name is refused
+    sd = next(s["data"]["CAM_FRONT"] for s in nusc.sample
+              if camera_objects(nusc, s["data"]["CAM_FRONT"], min_visibility=1, min_box_px=0, categories=["car"]))
+    cars = camera_objects(nusc, sd, min_visibility=1, min_box_px=0, categories=["car"])
+    assert camera_objects(nusc, sd, min_visibility=1, min_box_px=0, categories="car") == cars
+    assert camera_objects(nusc, sd, min_visibility=1, min_box_px=0, categories=" car, truck") == camera_objects(
+        nusc, sd, min_visibility=1, min_box_px=0, categories=["car", "truck"])
+    for bad in ("cars", ["car", "spaceship"], [5]):
+        with pytest.raises(ValueError, match="categories"):
+            camera_objects(nusc, sd, categories=bad)
     with pytest.raises(ValueError, match="box_vis_level must be"):
         camera_objects(nusc, nusc.sample[0]["data"]["CAM_FRONT"], box_vis_level="some")
     # only convert_nuscenes checked it: 5 kept no object, 0 every one, each without a word

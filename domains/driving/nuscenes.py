@@ -180,8 +180,27 @@ def _category_match(category: str, wanted: Sequence[str] | None) -> bool:
     return any(category == w or category.startswith(w + ".") or phrase == w for w in wanted)
 
 
+def _wanted_categories(nusc, categories: Sequence[str] | str | None) -> list[str] | None:
+    """`categories` as a list (a string: comma-separated names), or None for all; DomainError naming any that
+    matches no nuScenes category (a misspelt "cars" would keep no object, without a word)."""
+    if categories is None:
+        return None
+    if isinstance(categories, str):  # iterated as it is, "car" would be the names "c", "a", "r"
+        categories = [c for c in categories.split(",") if c.strip()]
+    if not all(isinstance(c, str) and c.strip() for c in categories):
+        raise DomainError(f"categories must be names, got {list(categories)!r}")
+    wanted = [c.strip() for c in categories]
+    known = set(CATEGORY_PHRASES) | {c["name"] for c in nusc.category}
+    unknown = [w for w in wanted if not any(_category_match(name, [w]) for name in known)]
+    if unknown:
+        raise DomainError(f"categories {', '.join(map(repr, unknown))} match no nuScenes category; give names "
+                          f"(vehicle.car), prefixes (vehicle) or phrases: "
+                          f"{', '.join(sorted({category_phrase(n) for n in known}))}")
+    return wanted or None
+
+
 def camera_objects(nusc, sd_token: str, *, box_vis_level: str | int = "any", min_visibility: int = 1,
-                   categories: Sequence[str] | None = None, min_box_px: float = 2.0) -> list[CameraObject]:
+                   categories: Sequence[str] | str | None = None, min_box_px: float = 2.0) -> list[CameraObject]:
     """The annotated objects of a camera sample_data with their clipped 2-D boxes, nearest first.
 
     As nuScenes' own 2-D annotation export (``get_2d_boxes``): ``view_points`` of the box corners in front of
@@ -190,7 +209,8 @@ def camera_objects(nusc, sd_token: str, *, box_vis_level: str | int = "any", min
     beside the ego vehicle with corners behind the camera is kept, clipped), ``all`` only a box with every
     corner in front of the camera and inside the image (the devkit's ``BoxVisibility.ALL``).
     `min_visibility` keeps annotations whose visibility token is at least this (1-4); `categories` keeps
-    category names, prefixes (``"vehicle"``) or phrases (``"car"``); boxes narrower or lower than
+    category names, prefixes (``"vehicle"``) or phrases (``"car"``), a list or one comma-separated string (one
+    matching no nuScenes category: DomainError); boxes narrower or lower than
     `min_box_px` after clipping are dropped.
     """
     import numpy as np
@@ -198,6 +218,7 @@ def camera_objects(nusc, sd_token: str, *, box_vis_level: str | int = "any", min
     from nuscenes.utils.geometry_utils import view_points
 
     _check_visibility(min_visibility)
+    categories = _wanted_categories(nusc, categories)
     sd = nusc.get("sample_data", sd_token)
     width, height = int(sd["width"]), int(sd["height"])
     _, boxes, intrinsic = nusc.get_sample_data(sd_token, box_vis_level=_vis_level(box_vis_level))
@@ -414,8 +435,6 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     check_workers(workers)
 
     src, out = Path(src), Path(out)
-    if isinstance(categories, str):
-        categories = [c.strip() for c in categories.split(",") if c.strip()]
     tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
     if not tasks or set(tasks) - {"grounding", "region"}:
         raise DomainError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tasks!r}")
@@ -432,13 +451,7 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     held_scenes = _held_out_scenes(held_out)  # before the tables load: a wrong path fails at once
     version = version or detect_version(src)
     nusc = open_nuscenes(src, version)
-    if categories:  # a misspelt name ("cars") would filter out every object, converting nothing without a word
-        known = set(CATEGORY_PHRASES) | {c["name"] for c in nusc.category}
-        unknown = [w for w in categories if not any(_category_match(name, [w]) for name in known)]
-        if unknown:
-            raise DomainError(f"categories {', '.join(map(repr, unknown))} match no nuScenes category; give names "
-                              f"(vehicle.car), prefixes (vehicle) or phrases: "
-                              f"{', '.join(sorted({category_phrase(n) for n in known}))}")
+    categories = _wanted_categories(nusc, categories)  # before the loop: a misspelt name fails at once
     report = ConvertReport(dataset=dataset, source=src, out=out)
     scene_split = _scene_splits(nusc, version, split_by, float(val_fraction))
     for name, held in held_scenes.items():
