@@ -328,6 +328,32 @@ def test_sample_data_file_names_leaving_the_dataroot_are_skipped_not_read(dataro
     assert report.written > 0
 
 
+
+def test_samples_linked_in_from_another_disk_are_read_but_links_inside_them_still_may_not_leave(dataroot, tmp_path,
+                                                                                                 nusc):
+    """A dataroot whose samples/ is a symlink (nuScenes kept on another disk) converts like a plain one; a file
+    link below samples/ that leads out of it is still skipped."""
+    plain = convert_nuscenes(dataroot, tmp_path / "plain", link="copy", progress=False)
+    root, disk = tmp_path / "nus", tmp_path / "disk2"
+    shutil.copytree(dataroot, root, copy_function=shutil.copy)
+    shutil.move(root / "samples", disk / "samples")
+    (root / "samples").symlink_to(disk / "samples", target_is_directory=True)
+    linked = convert_nuscenes(root, tmp_path / "linked", link="copy", progress=False)
+    assert "path escapes data root" not in linked.skipped
+    assert linked.written == plain.written > 0
+    assert sorted(p.name for p in (tmp_path / "linked").rglob("*.jsonl")) == sorted(
+        p.name for p in (tmp_path / "plain").rglob("*.jsonl"))
+
+    sample = min(nusc.scene, key=lambda s: s["name"])["first_sample_token"]
+    front = nusc.get("sample_data", nusc.get("sample", sample)["data"]["CAM_FRONT"])["filename"]
+    secret = tmp_path / "secret.jpg"  # a real image outside both folders: only the guard keeps it out
+    shutil.copy(disk / front, secret)
+    (disk / front).unlink()
+    (disk / front).symlink_to(secret)
+    escaped = convert_nuscenes(root, tmp_path / "escaped", link="copy", progress=False)
+    assert escaped.skipped["path escapes data root"] == 1
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_truncated_camera_file_is_skipped_not_linked(dataroot, tmp_path, nusc, workers):
     """A camera JPEG cut short keeps a whole header: it is decoded before it is linked, and skipped."""

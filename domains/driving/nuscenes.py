@@ -395,6 +395,11 @@ def _record(rid: str, images: list[str], sizes: list[tuple[int, int]], question:
             "task": task, "answer": answer, "meta": meta}
 
 
+# the dataroot's image folders, which users often link in from another disk: such a link is the data set's own
+# layout and is followed, but a file name must stay inside the folder it names
+LINKABLE_FOLDERS = ("samples", "sweeps")
+
+
 def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = None, cameras: str = "stitch",
                      history: int = 0, min_visibility: int = 2, categories: Sequence[str] | str | None = None,
                      tasks: Sequence[str] | str = ("grounding", "region"), box_vis_level: str = "any",
@@ -422,7 +427,8 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     Output ``out/<dataset>_<split>.jsonl``; ``report.outputs[split]``. A missing camera file or camera (on the
     key frame or a previous one of its sequence), or a sequence needing one, is skipped and counted, as is a
     ``sample_data`` file name that leaves `src` (absolute, ``..``, a symlink pointing outside: ``path escapes data
-    root``, :func:`domains.files.inside_root`); re-runs rewrite nothing when nothing changed.
+    root``, :func:`domains.files.inside_root`; ``samples/`` and ``sweeps/`` themselves may be links, and a name
+    under them must stay inside them); re-runs rewrite nothing when nothing changed.
 
     Each camera file is decoded once in full before it is linked (a truncated JPEG has a whole header) and
     skipped as an ``unreadable camera image`` when it does not decode, or as an ``image size mismatch`` when
@@ -465,9 +471,14 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     published: dict[str, tuple[str, tuple[int, int]] | None] = {}  # sd token -> (out path, size) | None
 
     def camera_file(sd_token: str) -> Path:
-        """The table's file name, read as a path under the dataroot (never outside it): SkipInput otherwise."""
+        """The table's file name, read as a path under the dataroot (never outside it): SkipInput otherwise.
+        ``samples/`` and ``sweeps/`` may be links to another disk (a common set-up); nothing below them may leave."""
         sd = nusc.get("sample_data", sd_token)
-        return inside_root(src, sd.get("filename") if isinstance(sd.get("filename"), str) else "")
+        name = sd.get("filename") if isinstance(sd.get("filename"), str) else ""
+        head, _, tail = name.partition("/")
+        if head in LINKABLE_FOLDERS and tail:
+            return inside_root(src / head, tail)
+        return inside_root(src, name)
 
     def publish(sd_token: str) -> tuple[str, tuple[int, int]] | None:
         if sd_token not in published:
