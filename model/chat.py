@@ -39,7 +39,8 @@ MARKER_RUN = 16  # `chat_template_jinja` gives training's prefix to a user turn 
 
 
 class ConversationError(PocketAdaptError, ValueError):
-    """A conversation that does not fit its images (placeholder count, no user turn), or an empty user turn."""
+    """A conversation that does not fit its images (placeholder count, no user turn), an empty user turn, or messages
+    a template cannot render (misordered roles, a late system message, a turn that is not a role and a string)."""
 
 
 def image_prefix(found: int, n_images: int) -> str:
@@ -97,7 +98,8 @@ _ROLES = ("system", "user", "assistant")
 
 
 class ChatTemplateError(ModelConfigError):
-    """A chat template (name, file or field) or a conversation it cannot render."""
+    """A chat template (name, file or field) that cannot be used; a conversation it cannot render is a
+    `ConversationError`."""
 
 
 @dataclass(frozen=True)
@@ -317,26 +319,26 @@ def _merge(pieces: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
 def _split_system(messages: list[dict], template_name: str) -> tuple[str | None, list[tuple[str, str]]]:
     """Validate ``messages``; return (leading system content or None, [(role, content), ...])."""
     if isinstance(messages, (str, bytes)) or not hasattr(messages, "__iter__"):
-        raise ChatTemplateError(f"chat template {template_name!r}: messages must be a list of dicts")
+        raise ConversationError(f"chat template {template_name!r}: messages must be a list of dicts")
     messages = list(messages)
     system: str | None = None
     turns: list[tuple[str, str]] = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise ChatTemplateError(f"message {i}: expected a dict with 'role' and 'content', got {msg!r}")
+            raise ConversationError(f"message {i}: expected a dict with 'role' and 'content', got {msg!r}")
         role, content = msg["role"], msg["content"]
         if role not in _ROLES:
-            raise ChatTemplateError(f"message {i}: unknown role {role!r} (expected one of {', '.join(_ROLES)})")
+            raise ConversationError(f"message {i}: unknown role {role!r} (expected one of {', '.join(_ROLES)})")
         if not isinstance(content, str):
-            raise ChatTemplateError(f"message {i} ({role}): content must be a string, got {type(content).__name__}")
+            raise ConversationError(f"message {i} ({role}): content must be a string, got {type(content).__name__}")
         if role == "system":
             if i != 0:
-                raise ChatTemplateError(f"message {i}: a system message is only allowed as the first message")
+                raise ConversationError(f"message {i}: a system message is only allowed as the first message")
             system = content
             continue
         expected = "user" if len(turns) % 2 == 0 else "assistant"
         if role != expected:
-            raise ChatTemplateError(
+            raise ConversationError(
                 f"message {i}: expected role {expected!r}, got {role!r} "
                 "(messages must alternate user/assistant, starting with user, after an optional system message)"
             )
@@ -344,7 +346,7 @@ def _split_system(messages: list[dict], template_name: str) -> tuple[str | None,
             raise ConversationError(f"message {i} (user): no text and no image; a user turn must ask something")
         turns.append((role, content))
     if not turns:
-        raise ChatTemplateError(f"chat template {template_name!r}: the conversation has no user message")
+        raise ConversationError(f"chat template {template_name!r}: the conversation has no user message")
     return system, turns
 
 
@@ -479,28 +481,28 @@ def normalize_messages(conversation: list[dict]) -> list[dict]:
     role/content messages (``{"role": "user"|"assistant"|"system", "content": str}``) into
     ``[{"role": ..., "content": ...}, ...]``.  Turn order is not checked here (``render`` does)."""
     if isinstance(conversation, (str, bytes, dict)) or not hasattr(conversation, "__iter__"):
-        raise ChatTemplateError(f"conversation must be a list of turns, got {type(conversation).__name__}")
+        raise ConversationError(f"conversation must be a list of turns, got {type(conversation).__name__}")
     out: list[dict] = []
     for i, turn in enumerate(conversation):
         if not isinstance(turn, dict):
-            raise ChatTemplateError(f"turn {i}: expected a dict, got {type(turn).__name__}")
+            raise ConversationError(f"turn {i}: expected a dict, got {type(turn).__name__}")
         if "from" in turn:
             source = turn["from"]
             if source not in _FROM_TO_ROLE:
-                raise ChatTemplateError(f"turn {i}: unknown 'from' value {source!r} (expected human, gpt or system)")
+                raise ConversationError(f"turn {i}: unknown 'from' value {source!r} (expected human, gpt or system)")
             if "value" not in turn:
-                raise ChatTemplateError(f"turn {i}: missing 'value'")
+                raise ConversationError(f"turn {i}: missing 'value'")
             role, content = _FROM_TO_ROLE[source], turn["value"]
         elif "role" in turn:
             role = turn["role"]
             if role not in _ROLES:
-                raise ChatTemplateError(f"turn {i}: unknown role {role!r} (expected user, assistant or system)")
+                raise ConversationError(f"turn {i}: unknown role {role!r} (expected user, assistant or system)")
             if "content" not in turn:
-                raise ChatTemplateError(f"turn {i}: missing 'content'")
+                raise ConversationError(f"turn {i}: missing 'content'")
             content = turn["content"]
         else:
-            raise ChatTemplateError(f"turn {i}: expected 'from'/'value' or 'role'/'content' keys, got {sorted(turn)}")
+            raise ConversationError(f"turn {i}: expected 'from'/'value' or 'role'/'content' keys, got {sorted(turn)}")
         if not isinstance(content, str):
-            raise ChatTemplateError(f"turn {i}: content must be a string, got {type(content).__name__}")
+            raise ConversationError(f"turn {i}: content must be a string, got {type(content).__name__}")
         out.append({"role": role, "content": content})
     return out

@@ -348,7 +348,9 @@ def test_segments_examples():
     ],
 )
 def test_bad_messages(msgs, match):
-    with pytest.raises(ValueError, match=match):
+    """A misordered or malformed conversation is the data's fault, not the template's: a `ConversationError` (which
+    evaluation skips, naming the record) rather than a `ChatTemplateError` (a model-config error)."""
+    with pytest.raises(ConversationError, match=match):
         get_chat_template("Hermes-2").render(msgs)
 
 
@@ -477,7 +479,7 @@ def test_normalize_role_content_messages():
     ],
 )
 def test_normalize_errors(conv, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ConversationError, match=match):
         normalize_messages(conv)
 
 
