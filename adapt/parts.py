@@ -36,11 +36,16 @@ class PartSetting:
     targets: tuple[str, ...] | None = None  # module-name suffixes inside the part; None = every Linear
 
 
+_PART_OF_MODULE = {prefix.rstrip("."): part for part, prefix in PART_PREFIXES.items()}
+
+
 def part_of(name: str) -> str:
-    """Which part a parameter or module name (with or without peft's prefixes) belongs to."""
-    for part, prefix in PART_PREFIXES.items():
-        if name.startswith(prefix) or f".{prefix}" in name:
-            return part
+    """Which part a parameter or module name (with or without a wrapper's prefix: peft's ``base_model.model.``,
+    DDP's ``module.``) belongs to: its outermost module that is one of the model's part attributes, so an LLM's own
+    submodule named ``vision_tower`` stays in the llm part."""
+    for component in name.split("."):
+        if component in _PART_OF_MODULE:
+            return _PART_OF_MODULE[component]
     raise PartsError(f"{name!r} belongs to no part ({', '.join(PART_PREFIXES)})")
 
 

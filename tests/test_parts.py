@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from adapt.parts import PartsError, PartSetting, apply_parts
+from adapt.parts import PartsError, PartSetting, apply_parts, part_of
 
 
 class _Tiny(nn.Module):
@@ -35,3 +35,27 @@ def test_a_misspelt_part_or_mode_is_refused():
         apply_parts(_Tiny(), {"lm": PartSetting(mode="full")})
     with pytest.raises(PartsError, match="mode 'ful' is not one of"):
         apply_parts(_Tiny(), {"llm": PartSetting(mode="ful")})
+
+
+@pytest.mark.parametrize("name, part", [
+    ("vision_tower.embeddings.patch_embedding.weight", "vision"),
+    ("multi_modal_projector.0.weight", "projector"),
+    ("language_model.lm_head.weight", "llm"),
+    # wrappers' prefixes: peft, DDP / DeepSpeed, torch.compile
+    ("base_model.model.language_model.model.layers.0.self_attn.q_proj.lora_A.default.weight", "llm"),
+    ("module.vision_tower.encoder.layers.0.mlp.fc1.weight", "vision"),
+    ("_orig_mod.multi_modal_projector.mlp1.weight", "projector"),
+    # a part's own module named like another part: the outermost part module decides, not the order of the checks
+    ("language_model.model.vision_tower.weight", "llm"),
+    ("base_model.model.language_model.model.layers.0.vision_tower.lora_B.default.weight", "llm"),
+    ("multi_modal_projector.vision_tower.weight", "projector"),
+])
+def test_part_of_reads_the_outermost_part_module(name, part):
+    assert part_of(name) == part
+
+
+@pytest.mark.parametrize("name", ["vision_tower_extra.weight", "my_language_model.weight", "lm_head.weight",
+                                  "model.vision_towers.0.weight"])
+def test_part_of_refuses_a_name_that_only_looks_like_a_part(name):
+    with pytest.raises(PartsError, match="belongs to no part"):
+        part_of(name)
