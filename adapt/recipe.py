@@ -1435,10 +1435,15 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
         notes.append("data.augment flips, turns and colour-jitters the images the student and teacher both see")
     if isinstance(recipe, Recipe):
         for name, part in recipe.parts.items():
-            if part.mode != "lora" and part.lora.targets is not None:
-                notes.append(f"parts.{name}.lora.targets is set but parts.{name}.mode is {part.mode}, so it is unused "
-                             f"(the {name} part {'trains in full' if part.mode == 'full' else 'stays frozen'}); "
-                             f"set parts.{name}.mode: lora to train those modules with LoRA")
+            # the default block every bundled recipe carries (to switch a mode by one word) is not worth a note
+            unused = [f"parts.{name}.lora.{key}" for key, field in LoraSpec.model_fields.items()
+                      if part.mode != "lora" and getattr(part.lora, key) != field.default]
+            if unused:
+                one = len(unused) == 1
+                notes.append(f"{' and '.join(unused)} {'is' if one else 'are'} set but parts.{name}.mode is "
+                             f"{part.mode}, so {'it is' if one else 'they are'} unused (the {name} part "
+                             f"{'trains in full' if part.mode == 'full' else 'stays frozen'}); "
+                             f"set parts.{name}.mode: lora to train it with LoRA")
     if isinstance(recipe, Recipe) and recipe.model.trust_remote_code:
         notes.append("model.trust_remote_code is true, but pocket-adapt reads every supported layout without "
                      "running checkpoint code, so it has no effect")

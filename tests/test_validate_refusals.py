@@ -105,6 +105,35 @@ def test_lora_targets_of_a_part_not_in_lora_mode_are_said_to_be_unused(tmp_path,
     assert "unused" not in capsys.readouterr().err
 
 
+def test_lora_options_of_a_part_not_in_lora_mode_are_said_to_be_unused(tmp_path, capsys):
+    """A rank, alpha or dropout on a full or frozen part was ignored without a word (a YAML user setting r: 64 on a
+    full LLM thinks it trains a LoRA of rank 64); the default block every bundled recipe carries stays silent."""
+    path = write(tmp_path, MINIMAL + "parts: {llm: {mode: full, lora: {r: 64, alpha: 128}}, vision: {mode: frozen, "
+                                     "lora: {r: 16, alpha: 32, dropout: 0.05, targets: null}}}\n")
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert ("note: parts.llm.lora.r and parts.llm.lora.alpha are set but parts.llm.mode is full, so they are unused "
+            "(the llm part trains in full); set parts.llm.mode: lora") in err
+    assert "parts.vision" not in err and "parts.projector" not in err
+    assert main(["validate", str(path), "parts.vision.lora.dropout=0.1"]) == 0
+    assert "note: parts.vision.lora.dropout is set but parts.vision.mode is frozen, so it is unused (the vision part " \
+           "stays frozen)" in capsys.readouterr().err
+    assert main(["validate", str(path), "parts.llm.mode=lora"]) == 0
+    assert "unused" not in capsys.readouterr().err
+
+
+def test_bundled_recipes_carry_no_unused_lora_options():
+    """Every bundled recipe keeps a lora: block on each part (to switch a mode by one word); none sets an option the
+    part's mode leaves unused, so validating a bundled recipe says nothing about it."""
+    from adapt.recipe import Recipe, list_recipe_templates, recipe_warnings
+    from model.resources import templates_dir
+
+    for name in list_recipe_templates():
+        recipe = load_recipe(templates_dir() / "recipes" / f"{name}.yaml")
+        if isinstance(recipe, Recipe):
+            assert not [n for n in recipe_warnings(recipe) if ".lora." in n], name
+
+
 def test_an_epoch_too_large_for_this_machine_is_said_by_validate(tmp_path, capsys, monkeypatch):
     """`adapt train` refused mixing.epoch_size 1e9 (over 100 GiB of sample order) only after loading the model and
     reading every source; validate says it with train's message."""
