@@ -425,6 +425,11 @@ def chat_template_from_dict(data: Any, path: str | Path) -> ChatTemplate:
         sep2 = need_str("sep2", allow_empty=False)
     elif sep2 is not None:
         raise ChatTemplateError(f"{path}: field 'sep2' must be null for sep_style 'mpt'")
+    end = "sep" if sep_style == "mpt" else "sep2"
+    if not (sep if end == "sep" else sep2).strip():  # `segments` trains the end stripped: nothing to learn to stop
+        raise ChatTemplateError(f"{path}: field {end!r} ends each assistant answer and must hold more than white space "
+                                "(training teaches the answer's end without its trailing white space, e.g. "
+                                "<|im_end|>, so the model learns to stop)")
     stops = data["stop_strings"]
     if not isinstance(stops, list) or not stops or not all(isinstance(s, str) and s for s in stops):
         raise ChatTemplateError(f"{path}: field 'stop_strings' must be a non-empty list of non-empty strings")

@@ -426,6 +426,9 @@ def test_missing_field_names_file_and_field(tmp_path, field):
         ({"stop_strings": "<|im_end|>"}, "'stop_strings'"),
         ({"sep2": "</s>"}, "'sep2' must be null"),
         ({"sep_style": "two"}, "'sep2'"),
+        # white space alone as the end of an answer: training strips it, so the model never learnt to stop
+        ({"sep": "\n"}, "'sep' .*ends each assistant answer.*more than white space"),
+        ({"sep_style": "two", "sep": " ", "sep2": "\n\n"}, "'sep2' .*ends each assistant answer"),
         ({"extra": 1}, "unknown field"),
     ],
 )
