@@ -224,6 +224,9 @@ class ModelSpec(_Section):
         return value
 
 
+_MODULE_NAME = re.compile(r"[^.\s*?+|^$()\[\]{}\\]+(?:\.[^.\s*?+|^$()\[\]{}\\]+)*")
+
+
 class LoraSpec(_Section):
     """LoRA settings of one part (used when the part's mode is ``lora``)."""
 
@@ -242,6 +245,11 @@ class LoraSpec(_Section):
                 raise ValueError("must list at least one module name, or be null for the part's default modules")
             if any(not t.strip() for t in value):
                 raise ValueError("module names must not be empty")
+            # a peft-style regex or a stray space matches no module: found only once adapt train has loaded the model
+            odd = [t for t in value if not _MODULE_NAME.fullmatch(t)]
+            if odd:
+                raise ValueError(f"{', '.join(map(repr, odd))}: targets are module-name suffixes inside the part "
+                                 "(q_proj, self_attn.q_proj), dotted names without spaces, not patterns")
         return value
 
 

@@ -880,3 +880,15 @@ def test_a_bad_chat_template_file_gets_the_message_of_the_loader_training_uses(t
         load_chat_template(tmp_path / "mine.yaml")
     message = error_of(write(tmp_path, MINIMAL + "model: {chat_template: mine.yaml}\n"))
     assert "model.chat_template" in message and str(loader.value) in message
+
+
+@pytest.mark.parametrize("target", [".*q_proj", "layers.*.q_proj", "q_proj|v_proj", "q_proj ", "self_attn..q_proj",
+                                    ".q_proj", "q_proj."])
+def test_a_lora_target_that_is_no_module_name_is_refused_by_validate(tmp_path, target):
+    """A peft-style regex or a stray space passed validation and stopped `adapt train` only once the model was loaded
+    (matching no module); it is refused from the recipe now, naming the key and the target."""
+    path = write(tmp_path, MINIMAL)
+    message = error_of(path, [f"parts.llm.lora.targets=[{json.dumps(target)}]"])
+    assert "parts.llm.lora.targets" in message and repr(target) in message and "suffixes" in message
+    assert load_recipe(path, ["parts.llm.lora.targets=[self_attn.q_proj, experts.0.w1]"]).parts.llm.lora.targets == [
+        "self_attn.q_proj", "experts.0.w1"]
