@@ -186,6 +186,11 @@ def _grid_box(box: Sequence[float]) -> list[int]:
     return vals
 
 
+def _is_values(obj: object) -> bool:
+    """Whether `obj` can be a box or a list of boxes: iterable and not text (a string iterates as characters)."""
+    return isinstance(obj, Iterable) and not isinstance(obj, (str, bytes))
+
+
 def render_ref_box(phrase: str, boxes: Sequence[float] | Iterable[Sequence[float]],
                    width: float | None = None, height: float | None = None) -> str:
     """``<ref>phrase</ref><box>[[x1, y1, x2, y2], ...]</box>``.
@@ -193,8 +198,13 @@ def render_ref_box(phrase: str, boxes: Sequence[float] | Iterable[Sequence[float
     `boxes` is one box or a list of boxes. Without `width`/`height` they are already 0-1000 grid integers;
     with them they are pixel boxes, clipped and converted with :func:`to_grid`.
     """
+    if not isinstance(phrase, str):
+        raise ValueError(f"phrase must be a string, got {type(phrase).__name__} {phrase!r}")
     if "<ref>" in phrase or "</ref>" in phrase or "<box>" in phrase or "</box>" in phrase:
         raise ValueError(f"phrase {phrase!r} must not contain <ref>/<box> tags")
+    if not _is_values(boxes):
+        raise ValueError(f"boxes for phrase {phrase!r} must be one [x1, y1, x2, y2] box or a list of them, got "
+                         f"{type(boxes).__name__} {boxes!r}")
     items = list(boxes)
     if len(items) == 4 and all(isinstance(v, numbers.Real) for v in items):  # numpy scalars too (an array row)
         items = [items]  # a single box
@@ -202,6 +212,10 @@ def render_ref_box(phrase: str, boxes: Sequence[float] | Iterable[Sequence[float
         raise ValueError(f"no boxes given for phrase {phrase!r}")
     if (width is None) != (height is None):
         raise ValueError("give both width and height (pixel boxes) or neither (grid boxes)")
+    bad = [b for b in items if not _is_values(b)]
+    if bad:
+        raise ValueError(f"each box for phrase {phrase!r} must be [x1, y1, x2, y2], got {type(bad[0]).__name__} "
+                         f"{bad[0]!r}")
     grid = [to_grid(b, width, height) if width is not None else _grid_box(b) for b in items]
     inner = ", ".join(f"[{b[0]}, {b[1]}, {b[2]}, {b[3]}]" for b in grid)
     return f"<ref>{phrase}</ref><box>[{inner}]</box>"
@@ -222,6 +236,8 @@ def parse_ref_boxes(text: str, width: float | None = None, height: float | None 
     with `width`/`height`, are reversed ones (x1 > x2 or y1 > y2) and those with no area left once clamped to
     the image (wholly off it): a model's answer may hold any of them.
     """
+    if not isinstance(text, str):
+        raise ValueError(f"parse_ref_boxes needs the answer's text as a string, got {type(text).__name__} {text!r}")
     out: list[tuple[str, list]] = []
     for m in _REF_OR_BOX.finditer(text):
         phrase = m.group(1) if m.group(1) is not None else ""

@@ -253,3 +253,19 @@ def test_a_zero_extent_box_on_the_image_edge_is_inside():
     for box in ((-5, 0, 0, 10), (100, 0, 110, 10), (101, 0, 101, 10), (-1, 0, -1, 10), (10, 100, 20, 120)):
         with pytest.raises(ValueError, match="lies outside the 100x100 image"):  # beyond, or only touching
             clip_box(box, 100, 100)
+
+
+@pytest.mark.parametrize("call, names", [
+    (lambda: render_ref_box(None, [1, 2, 3, 4]), "phrase must be a string, got NoneType"),
+    (lambda: render_ref_box("car", None), "boxes for phrase 'car' must be one [x1, y1, x2, y2] box"),
+    (lambda: render_ref_box("car", "1234"), "boxes for phrase 'car' must be one [x1, y1, x2, y2] box"),
+    (lambda: render_ref_box("car", 5), "boxes for phrase 'car' must be one [x1, y1, x2, y2] box"),
+    (lambda: render_ref_box("car", [[1, 2, 3, 4], None]), "each box for phrase 'car' must be [x1, y1, x2, y2]"),
+    (lambda: render_ref_box("car", [None], 100, 100), "each box for phrase 'car' must be [x1, y1, x2, y2]"),
+    (lambda: parse_ref_boxes(None), "parse_ref_boxes needs the answer's text as a string, got NoneType"),
+])
+def test_none_or_text_where_a_phrase_boxes_or_an_answer_belong_is_refused_naming_it(call, names):
+    """These raised a raw TypeError ("argument of type 'NoneType' is not iterable")."""
+    with pytest.raises(ValueError) as err:
+        call()
+    assert names in str(err.value)
