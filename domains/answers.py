@@ -447,7 +447,8 @@ def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> fl
     """1.0 when the first predicted box overlaps the first reference box with IoU > `threshold`.
 
     Both are on InternVL's 0–1000 grid. As in InternVL's RefCOCO evaluator, a predicted box whose
-    four values sum to less than 4 is read as normalised to 0–1 and scaled by 1000. No predicted box
+    four values sum to less than 4 is read as normalised to 0–1 and scaled by 1000, unless one is negative: that is
+    no 0–1 box (nor a grid one) and is scored as written, not scaled up into a hit. No predicted box
     scores 0.0; a reference without a box, or whose first box is not an ordered box of positive area on the
     grid, is an error in the data and raises ValueError (no answer could hit it).
     """
@@ -462,7 +463,7 @@ def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> fl
     if not preds:
         return 0.0
     pred = preds[0]
-    if sum(pred) < 4:
+    if sum(pred) < 4 and min(pred) >= 0:
         pred = tuple(v * 1000 for v in pred)
     return float(box_iou(pred, refs[0]) > threshold)
 

@@ -269,6 +269,8 @@ def test_grounding_hit_strict_threshold():
     assert grounding_hit("<box>[[500, 500, 600, 600], [0, 0, 100, 100]]</box>", ref) == 0.0
     # InternVL reads a box summing to < 4 as normalised to 0-1
     assert grounding_hit("[[0.0, 0.0, 0.1, 0.1]]", ref) == 1.0
+    # but a negative value is no 0-1 coordinate: the box is not scaled up into a hit ([-10, -10, 100, 100] scaled)
+    assert grounding_hit("[[-0.01, -0.01, 0.1, 0.1]]", ref) == 0.0
     with pytest.raises(ValueError, match="no"):
         grounding_hit("<box>[[0, 0, 1, 1]]</box>", "a cat")
 
