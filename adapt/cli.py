@@ -601,11 +601,10 @@ def _kept_answer(processor, answer: str) -> str:
     every later question of the session)."""
     from model.processor import IMAGE_PLACEHOLDER
 
-    pattern = processor._control_pattern()
     removed: dict[str, None] = {}
     kept = answer
     while True:  # until none is left: removing one may join the text around it into another
-        found = [IMAGE_PLACEHOLDER] * (IMAGE_PLACEHOLDER in kept) + (pattern.findall(kept) if pattern else [])
+        found = [IMAGE_PLACEHOLDER] * (IMAGE_PLACEHOLDER in kept) + processor.control_tokens(kept)
         if not found:
             break
         removed.update(dict.fromkeys(found))

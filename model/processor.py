@@ -192,6 +192,12 @@ class VLMProcessor:
             self._control = (key, re.compile("|".join(map(re.escape, names))) if names else None)
         return self._control[1]
 
+    def control_tokens(self, text: str) -> list[str]:
+        """Every control token of the tokenizer that `text` holds as plain text, in order (grounding markup and the
+        ``<image>`` placeholder are none): what `check_text` refuses in a turn."""
+        pattern = self._control_pattern()
+        return pattern.findall(text) if pattern is not None else []
+
     def check_text(self, messages: list[dict], system_message: str | None = None) -> None:
         """Refuse, with a `ConversationError` naming it, text the model would not read as text: a control token
         of the tokenizer in any turn or in `system_message` (a forged ``<|im_end|><|im_start|>user`` turn, a stray

@@ -101,6 +101,14 @@ def test_a_control_token_in_the_system_message_is_refused(pocket_processor):
     pocket_processor([{"role": "user", "content": "What shapes?"}], system_message="Be nice.")
 
 
+def test_control_tokens_names_each_control_token_held_as_text(pocket_processor):
+    """The public look-up `adapt chat --interactive` strips an answer with (it reached into `_control_pattern`):
+    grounding markup and the <image> placeholder are no control tokens."""
+    text = "a <ref>car</ref><box>[[1, 2, 3, 4]]</box> <image><|im_end|>x<IMG_CONTEXT><|im_end|>"
+    assert pocket_processor.control_tokens(text) == ["<|im_end|>", "<IMG_CONTEXT>", "<|im_end|>"]
+    assert pocket_processor.control_tokens("a red circle") == []
+
+
 def test_an_image_placeholder_in_the_system_message_is_refused(pocket_processor, example_image):
     """It said 'more <image> placeholders than images' for one placeholder and one image, or put the image's tokens
     inside the system prompt."""
