@@ -240,7 +240,10 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        letter after it (``The answer is B. Or maybe (C).``, ``the answer is B or C``) or another option's text
        in its own clause (``the answer is B, maybe desert``) or in a later sentence or line that starts with it or
        hedges (``A is wrong, so the answer is B. Desert is dry.``, ``... B. It could also be desert.``) still gives
-       None; a later sentence only mentioning it explains the choice (``... B.\\nBecause a desert has no trees.``).
+       None; a later sentence only mentioning it explains the choice (``... B.\\nBecause a desert has no trees.``),
+       and so does text ruling other options out: named under a negation (``B. It is not desert or rainforest.``,
+       ``the answer is B, not desert``) or in a sentence starting with one that holds a negation (``B. forest.
+       Desert has no trees.``).
 
     Letters beyond the number of options are ignored; with `options` None any A–Z is a label. The prediction is read
     after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
@@ -338,18 +341,29 @@ def _hedges_other_option(after: str, letter: str, options: Sequence[str] | None,
     """Whether the text after a concluding letter weighs another option's text against it: in the letter's own clause
     ("B or river", "B, maybe river"), or in a later sentence or line that starts with it ("Desert would be dry.") or
     hedges ("Or maybe river.", "It could also be river."). A later sentence merely mentioning it explains the choice
-    ("B.\nBecause the river bends.")."""
+    ("B.\nBecause the river bends."), and so does one ruling it out: options named under a negation ("B, not river",
+    "It is not desert or river.") or a sentence starting with one that holds a negation ("Desert has no trees.")."""
     clause, *sentences = _SENTENCE_BREAK.split(after)
-    if _names_other_option(clause, letter, options, key):
+    if _names_other_option(_unnegated(clause), letter, options, key):
         return True
-    return any(_names_other_option(s, letter, options, key, leading=True)
-               or (_HEDGE.search(s) and _names_other_option(s, letter, options, key)) for s in sentences)
+    return any((_names_other_option(s, letter, options, key, leading=True) and not _NEGATION.search(s))
+               or (_HEDGE.search(kept := _unnegated(s)) and _names_other_option(kept, letter, options, key))
+               for s in sentences)
+
+
+def _unnegated(text: str) -> str:
+    """`text` without its negated stretches: from a negation to the next comma, semicolon, colon or "but" ("not desert
+    or river, maybe lake" keeps ", maybe lake")."""
+    return _NEGATED.sub(" ", text)
 
 
 # where a sentence or line ends, and words that make one naming another option a hedge rather than an explanation
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n")
 _HEDGE = re.compile(r"\b(?:or|maybe|perhaps|possibly|probably|likely|could|might|would|also|either|alternatively)\b",
                     re.I)
+# a negation, and the stretch it rules out (to the next comma, semicolon, colon, "but" or the end)
+_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|cannot|rather\s+than|instead\s+of)\b|n['’]t\b", re.I)
+_NEGATED = re.compile(r"(?:" + _NEGATION.pattern + r").*?(?=[,;:]|\bbut\b|$)", re.I | re.S)
 
 
 def _names_other_option(text: str, letter: str, options: Sequence[str] | None, key: TextKey | None,

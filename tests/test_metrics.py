@@ -502,6 +502,22 @@ def test_one_letter_and_a_hedge_on_another_options_text_agree_with_several_lette
         assert parse_choice("A is wrong. " + reply, OPTS) == expected
 
 
+@pytest.mark.parametrize("reply, expected", [
+    ("B. It is not desert or rainforest.", "B"), ("B. It is neither desert nor rainforest.", "B"),
+    ("The answer is B, not rainforest.", "B"), ("B. forest. Desert has no trees.", "B"),
+    ("B. forest.\nDesert doesn't have a canopy.", "B"), ("A is wrong. The answer is B. Rainforest is not it.", "B"),
+    # a hedge outside the negation's stretch, or a sentence proposing another option, still refuses
+    ("B. It is not desert, or rainforest.", None), ("B. Not sure, maybe desert.", None),
+    ("B. It is not desert but it could be rainforest.", None), ("B. Not desert; maybe rainforest.", None),
+    ("The answer is B or rainforest, not desert.", None), ("B. forest. Desert is dry.", None),
+    ("B. forest. Desert would also fit.", None),
+])
+def test_other_options_ruled_out_under_a_negation_do_not_cancel_the_letter(reply, expected):
+    """"B. It is not desert or rainforest." and "B. forest. Desert has no trees." gave None: the "or" read as a hedge
+    and a sentence starting with another option's text as proposing it, though both rule the other options out."""
+    assert parse_choice(reply, OPTS) == expected
+
+
 def test_scores_keep_their_own_scale_and_the_docs_say_so():
     """The registry's docs said every score is in [0, 1], but DriveLM's chatgpt / match are 0-100 and CIDEr x10:
     a plugin author read the bound as checked (it is not) and a reader of reports misread those columns."""
