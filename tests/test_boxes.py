@@ -269,3 +269,20 @@ def test_none_or_text_where_a_phrase_boxes_or_an_answer_belong_is_refused_naming
     with pytest.raises(ValueError) as err:
         call()
     assert names in str(err.value)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: to_grid([1, 2, 3], 100, 100), lambda: render_ref_box("car", [[1, 2, 3]], 100, 100),
+    lambda: clip_box([1, 2, 3, 4, 5], 10, 10), lambda: clip_box(None, 10, 10),
+])
+def test_a_pixel_box_without_four_values_is_refused_naming_it(call):
+    """These raised a raw TypeError from Box ("Box.__new__() missing 1 required positional argument: 'y2'")."""
+    with pytest.raises(ValueError, match=r"pixel box needs 4 values \(x1, y1, x2, y2\), got"):
+        call()
+
+
+def test_upright_box_refuses_a_box_without_four_values():
+    from domains.boxes import upright_box
+
+    with pytest.raises(ValueError, match="pixel box needs 4 values"):
+        upright_box((1, 2), 10, 10, 1)
