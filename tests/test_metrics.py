@@ -44,6 +44,8 @@ def test_normalize_answer_squad_style():
     assert normalize_answer("An apple a day") == "apple day"
     assert normalize_answer("“Théâtre” — yes") == "théâtre yes"  # unicode punctuation too
     assert normalize_answer("") == ""
+    # None read as the text "None" made a missing prediction an exact match of the answer "none"
+    assert normalize_answer(None) == "" and exact_match(None, "none") == 0.0 and token_f1(None, "None") == 0.0
 
 
 def test_exact_match_and_token_f1_known_values():
