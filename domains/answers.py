@@ -529,8 +529,12 @@ def question_of(record: Any) -> str:
 def record_options(record: Any) -> list[str] | None:
     """`record.options` (`option_texts`), else the lettered options listed in its question, else None.
 
-    `record` is an adapt `Record` or a mapping with ``options`` / ``conversations``."""
+    `record` is an adapt `Record` or a mapping with ``options`` / ``conversations``; ValueError naming the record
+    for ``options`` that are no list (a string's characters would be read as options)."""
     options = _field(record, "options")
+    if options is not None and not isinstance(options, (list, tuple)):
+        raise ValueError(f"{_where(record)}: options must be a list of option texts, got {type(options).__name__} "
+                         f"{options!r}")
     if options:
         return option_texts(options)
     return options_from_question(question_of(record))

@@ -554,6 +554,9 @@ def test_the_sample_field_readers_take_a_plain_mapping():
     assert score("B", {"answer": 1, "options": ["0", "1"]}) == {"accuracy": 1.0}
     with pytest.raises(ValueError, match=r"^toy:6: answer must be a string, got list"):
         metrics.reference_of({"source": "toy", "line": 6, "answer": ["B"]})
+    # options that are no list: a string's letters were read as the options ("desert" as six)
+    with pytest.raises(ValueError, match=r"^toy:7: options must be a list of option texts, got str 'desert, forest'"):
+        score("B", {"source": "toy", "line": 7, "answer": "forest", "options": "desert, forest"})
     # and the task a mapping names is the one it is scored by (it read as "mc" from the question's options)
     assert infer_task({"task": "vqa", "conversations": turns}) == "vqa"
     assert score("b", {"task": "short", "conversations": turns}) == {"exact_match": 1.0, "token_f1": 1.0}
