@@ -175,6 +175,8 @@ def options_from_question(question: str) -> list[str] | None:
     found = _OPTION_LINE.findall(question or "")
     options: list[str] = []
     for letter, text in found:
+        if len(options) == len(_LETTERS):  # Z was the last label: a later lettered line starts something else
+            break
         if letter == _LETTERS[len(options)]:
             options.append(text)
         elif options:

@@ -229,6 +229,9 @@ def test_full_width_letters_are_labels():
 def test_options_from_question():
     q = "<image>\nWhich scene?\nA. desert\nB) forest\n(C) lake\nAnswer with the option's letter."
     assert options_from_question(q) == ["desert", "forest", "lake"]
+    # a lettered line after Z raised a raw IndexError
+    every = "\n".join(f"{c}. option {c}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    assert len(options_from_question(f"Which?\n{every}\nA. again")) == 26
     assert options_from_question("What is B. subtilis?") is None
     assert options_from_question("B. one\nC. two") is None  # must start at A
 
