@@ -233,7 +233,8 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
        count after "answer/option/choice" and before punctuation or the end; a sentence-initial
        article ("A forest") is not a label; one letter followed by another option's text that hedges, as in 5
-       (``The answer is B or rainforest.``), gives None;
+       (``The answer is B or rainforest.``), gives None, and so does one letter under a negation (``Not B.``,
+       ``It is not C``: it rules the option out);
     5. a reply that 3 or 4 finds naming several letters, concluding with an answer: when its *last* letter
        mention comes right after an answer phrase ("answer is", "answer:", "correct option is", "final answer",
        "I choose" / "I'd pick" / "I'll go with") and the text after it names no other option, that letter counts:
@@ -287,6 +288,8 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
     letters = {letter for _, letter in mentions}
     if len(letters) == 1:  # "The answer is B or rainforest": hedged as after several letters (see 5)
         pos, letter = mentions[0]
+        if any(m.start() < pos < m.end() for m in _NEGATED.finditer(text)):  # "Not B.", "It is not C": ruled out
+            return None
         return None if _hedges_other_option(text[pos + 1:], letter, options, key) else letter
     return _final_answer(text, valid, options, key) if letters else None
 
@@ -354,8 +357,8 @@ def _hedges_other_option(after: str, letter: str, options: Sequence[str] | None,
 
 
 def _unnegated(text: str) -> str:
-    """`text` without its negated stretches: from a negation to the next comma, semicolon, colon or "but" ("not desert
-    or river, maybe lake" keeps ", maybe lake")."""
+    """`text` without its negated stretches: from a negation to the next comma, semicolon, colon, "but" or the
+    sentence's end ("not desert or river, maybe lake" keeps ", maybe lake")."""
     return _NEGATED.sub(" ", text)
 
 
@@ -363,9 +366,9 @@ def _unnegated(text: str) -> str:
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n")
 _HEDGE = re.compile(r"\b(?:or|maybe|perhaps|possibly|probably|likely|could|might|would|also|either|alternatively)\b",
                     re.I)
-# a negation, and the stretch it rules out (to the next comma, semicolon, colon, "but" or the end)
+# a negation, and the stretch it rules out (to the next comma, semicolon, colon, "but" or the sentence's end)
 _NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|cannot|rather\s+than|instead\s+of)\b|n['’]t\b", re.I)
-_NEGATED = re.compile(r"(?:" + _NEGATION.pattern + r").*?(?=[,;:]|\bbut\b|$)", re.I | re.S)
+_NEGATED = re.compile(r"(?:" + _NEGATION.pattern + r").*?(?=[,;:\n]|[.!?](?:\s|$)|\bbut\b|$)", re.I)
 
 
 def _names_other_option(text: str, letter: str, options: Sequence[str] | None, key: TextKey | None,

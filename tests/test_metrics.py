@@ -523,6 +523,15 @@ def test_other_options_ruled_out_under_a_negation_do_not_cancel_the_letter(reply
     assert parse_choice(reply, OPTS) == expected
 
 
+@pytest.mark.parametrize("reply, expected", [
+    ("Not B.", None), ("It is not C.", None), ("The answer is not B.", None), ("I would not choose B.", None),
+    ("No, B.", "B"), ("Not sure. B", "B"), ("I don't know, B.", "B"), ("B is not wrong.", "B"), ("nothing but B", "B"),
+])
+def test_one_letter_under_a_negation_chooses_nothing(reply, expected):
+    """"Not B." and "It is not C." gave B and C: the one letter named counted though the reply rules it out."""
+    assert parse_choice(reply, OPTS) == expected
+
+
 def test_scores_keep_their_own_scale_and_the_docs_say_so():
     """The registry's docs said every score is in [0, 1], but DriveLM's chatgpt / match are 0-100 and CIDEr x10:
     a plugin author read the bound as checked (it is not) and a reader of reports misread those columns."""
