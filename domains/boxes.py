@@ -166,9 +166,17 @@ def from_grid(grid: Sequence[float], width: float, height: float) -> Box:
     return Box(g[0] / GRID * width, g[1] / GRID * height, g[2] / GRID * width, g[3] / GRID * height).checked()
 
 
+def _xy(point: Sequence[float], what: str) -> tuple[float, float]:
+    """The two finite numbers of a point; ValueError naming it otherwise (not a raw unpacking or TypeError)."""
+    vals = list(point) if isinstance(point, Iterable) and not isinstance(point, (str, bytes)) else None
+    if vals is None or len(vals) != 2 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in vals):
+        raise ValueError(f"{what} needs 2 finite numbers (x, y), got {point!r}")
+    return vals[0], vals[1]
+
+
 def point_to_grid(point: Sequence[float], width: float, height: float) -> list[int]:
     _size(width, height)
-    x, y = point
+    x, y = _xy(point, "point")
     if not (0 <= x <= width and 0 <= y <= height):
         raise ValueError(f"point {tuple(point)} lies outside the {width}x{height} image")
     return [round(x / width * GRID), round(y / height * GRID)]
@@ -176,7 +184,7 @@ def point_to_grid(point: Sequence[float], width: float, height: float) -> list[i
 
 def point_from_grid(grid: Sequence[float], width: float, height: float) -> Point:
     _size(width, height)
-    gx, gy = (min(GRID, max(0, float(v))) for v in grid)
+    gx, gy = (min(GRID, max(0, float(v))) for v in _xy(grid, "grid point"))
     return Point(gx / GRID * width, gy / GRID * height)
 
 

@@ -95,6 +95,12 @@ def test_points_and_iou():
     assert point_from_grid([500, 250], 448, 448) == (224.0, 112.0)
     with pytest.raises(ValueError, match="outside"):
         point_to_grid((500, 0), 448, 448)
+    # a point without two numbers was a raw "too many values to unpack" or TypeError
+    for bad in ((1, 2, 3), None, (1, None), "12"):
+        with pytest.raises(ValueError, match=r"point needs 2 finite numbers \(x, y\), got"):
+            point_to_grid(bad, 448, 448)
+        with pytest.raises(ValueError, match=r"grid point needs 2 finite numbers \(x, y\), got"):
+            point_from_grid(bad, 448, 448)
     assert Box(0, 0, 10, 10).iou(Box(5, 0, 15, 10)) == pytest.approx(1 / 3)
     assert Box(0, 0, 10, 10).center == (5, 5)
 
