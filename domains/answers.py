@@ -16,6 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from domains.boxes import ONE_BOX
+from domains.boxes import Box as _PixelBox
+
 Box = tuple[float, float, float, float]
 
 # --------------------------------------------------------------------------------------------------
@@ -432,8 +435,6 @@ def mc_accuracy(prediction: str, reference: str, options: Sequence[str] | None) 
 # --------------------------------------------------------------------------------------------------
 # grounding boxes
 
-_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_BOX_LIST = re.compile(r"\[" + _NUM + "," + _NUM + "," + _NUM + "," + _NUM + r"\]")
 _BOX_TAG = re.compile(r"<box>(.*?)(?:</box>|$)", re.S)
 
 
@@ -446,20 +447,14 @@ def parse_boxes(text: str) -> list[Box]:
     """
     text = text or ""
     spans = _BOX_TAG.findall(text) if "<box>" in text else [text]
-    return [tuple(float(v) for v in m.groups()) for span in spans for m in _BOX_LIST.finditer(span)]
+    return [tuple(float(v) for v in m.groups()) for span in spans for m in ONE_BOX.finditer(span)]
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
     """Intersection over union of two ``(x1, y1, x2, y2)`` boxes; 0.0 for empty or inverted boxes."""
     ax1, ay1, ax2, ay2 = (float(v) for v in a)
     bx1, by1, bx2, by2 = (float(v) for v in b)
-    iw = max(0.0, min(ax2, bx2) - max(ax1, bx1))
-    ih = max(0.0, min(ay2, by2) - max(ay1, by1))
-    inter = iw * ih
-    area_a = max(0.0, ax2 - ax1) * max(0.0, ay2 - ay1)
-    area_b = max(0.0, bx2 - bx1) * max(0.0, by2 - by1)
-    union = area_a + area_b - inter
-    return inter / union if union > 0 else 0.0
+    return _PixelBox(ax1, ay1, ax2, ay2).iou(_PixelBox(bx1, by1, bx2, by2))
 
 
 def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> float:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 __all__ = [
     "GRID",
     "MIN_INSIDE",
+    "ONE_BOX",
     "Box",
     "draw_ref_boxes",
     "label_font",
@@ -238,7 +239,8 @@ def render_ref_box(phrase: str, boxes: Sequence[float] | Iterable[Sequence[float
 
 
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_ONE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
+ONE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
+"""One ``[x1, y1, x2, y2]`` of numbers in text (groups: the four values): how every box of an answer is read."""
 _REF_OR_BOX = re.compile(r"<ref>(.*?)</ref>\s*(?:<box>(.*?)</box>)?|<box>(.*?)</box>", re.DOTALL)
 
 
@@ -259,7 +261,7 @@ def parse_ref_boxes(text: str, width: float | None = None, height: float | None 
         phrase = m.group(1) if m.group(1) is not None else ""
         body = m.group(2) if m.group(1) is not None else m.group(3)
         boxes: list = []
-        for bm in _ONE_BOX.finditer(body or ""):
+        for bm in ONE_BOX.finditer(body or ""):
             try:  # int() refuses over 4300 digits: a runaway answer's number is one more malformed box
                 vals = [float(v) if "." in v else int(v) for v in bm.groups()]
                 if width is None:

@@ -572,3 +572,19 @@ def test_the_sample_field_readers_take_a_plain_mapping():
     # and the task a mapping names is the one it is scored by (it read as "mc" from the question's options)
     assert infer_task({"task": "vqa", "conversations": turns}) == "vqa"
     assert score("b", {"task": "short", "conversations": turns}) == {"exact_match": 1.0, "token_f1": 1.0}
+
+
+def test_answer_boxes_are_read_and_compared_by_the_shared_box_helpers():
+    """domains.answers kept its own copy of the box regex and of the IoU that domains.boxes holds."""
+    import random
+
+    from domains import answers, boxes
+
+    source = inspect.getsource(answers)
+    assert "ONE_BOX.finditer" in source and "re.compile(r\"\\[\" + _NUM" not in source
+    assert "_PixelBox(ax1, ay1, ax2, ay2).iou(" in source
+    rng = random.Random(0)
+    for _ in range(200):
+        a, b = ([rng.uniform(-5, 20) for _ in range(4)] for _ in range(2))
+        assert box_iou(a, b) == boxes.Box(*a).iou(boxes.Box(*b))
+    assert parse_boxes("<box>[[1, 2.5, 3, -4], [1, 2]]</box>") == [(1.0, 2.5, 3.0, -4.0)]
