@@ -55,12 +55,10 @@ from typing import Any
 import numpy as np
 
 from domains.base import DomainError
-from domains.boxes import GRID, from_grid, to_grid
+from domains.boxes import GRID, ONE_BOX, from_grid, to_grid
 
 __all__ = ["Augmentation", "build_augmentation", "derive_seed"]
 
-_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
-_ONE_BOX = re.compile(r"\[" + ",".join([_NUM] * 4) + r"\]")
 # a <box> span, or (group 2) a bare [[...], [...]] list of boxes
 _SPANS = re.compile(r"<box>(.*?)</box>|(\[\s*\[[^\[\]]*\](?:\s*,\s*\[[^\[\]]*\])*\s*\])", re.DOTALL)
 # (transpose, hflip, vflip), applied in that order, for 0, 1, 2, 3 quarter turns anticlockwise
@@ -93,13 +91,13 @@ def _is_human(turn: Mapping) -> bool:
 
 def _bare_box(text: str) -> bool:
     """Whether `text` holds a bare ``[[x1, y1, x2, y2], …]`` list (outside ``<box>``) with a box in it."""
-    return any(m.group(2) is not None and _ONE_BOX.search(m.group(2)) for m in _SPANS.finditer(text))
+    return any(m.group(2) is not None and ONE_BOX.search(m.group(2)) for m in _SPANS.finditer(text))
 
 
 def _unmovable_markup(text: str) -> bool:
     """Whether `text` holds grounding markup whose coordinates would not move: a ``<quad>`` polygon, or a ``<box>``
     holding numbers that are not ``[x1, y1, x2, y2]`` boxes (three or five values, ``(x, y),(x, y)`` pairs)."""
-    return "<quad>" in text or any(m.group(1) is not None and re.search(r"\d", _ONE_BOX.sub("", m.group(1)))
+    return "<quad>" in text or any(m.group(1) is not None and re.search(r"\d", ONE_BOX.sub("", m.group(1)))
                                    for m in _SPANS.finditer(text))
 
 
@@ -109,7 +107,7 @@ def _rewrite(text: str, human: bool, on_box: Callable[[list[float]], str]) -> st
     def span(m: re.Match) -> str:
         if m.group(1) is None and not human:
             return m.group(0)  # a bare [[...]] outside a human turn is not a box we own
-        return _ONE_BOX.sub(lambda b: on_box([float(v) for v in b.groups()]), m.group(0))
+        return ONE_BOX.sub(lambda b: on_box([float(v) for v in b.groups()]), m.group(0))
 
     return _SPANS.sub(span, text)
 
