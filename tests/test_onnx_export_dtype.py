@@ -67,3 +67,21 @@ def test_cpu_copies_are_made_directly(take, no_same_dtype_duplicate):
     copied = take(half)
     assert copied is not half and {p.dtype for p in copied.parameters()} == {torch.float32}
     assert {p.device.type for p in copied.parameters()} == {"cpu"}
+
+
+def test_write_onnx_leaves_the_callers_train_and_eval_modes(monkeypatch, tmp_path):
+    """`write_onnx` used to put a float32 model in eval mode and leave it there: a model being trained came back from
+    an export in eval mode (dropout off). Each submodule's own mode is what it was (a frozen tower stays in eval)."""
+    def stub(vlm, path, metadata=None):
+        path.write_bytes(b"")
+        return path
+
+    for name in ("export_vision", "export_embed", "export_decoder"):
+        monkeypatch.setattr(onnx_export, name, stub)
+    vlm, processor = model.load("pocket-tiny-scratch")
+    vlm.train()
+    vlm.vision_tower.eval()
+    before = {name: m.training for name, m in vlm.named_modules()}
+    onnx_export.write_onnx(vlm, processor, tmp_path, progress=False)
+    assert {name: m.training for name, m in vlm.named_modules()} == before
+    assert vlm.training and not vlm.vision_tower.training

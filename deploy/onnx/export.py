@@ -119,13 +119,14 @@ def write_onnx(vlm, processor, out_dir: Path, quantize: str | None = None, progr
 
 
 def onnx_model(vlm):
-    """The model the graphs are exported from, in eval mode: `vlm` itself where it is float32, else one float32 copy
-    on its own device (onnxruntime's CPU kernels are float32; int8 is --quantize), made without a second copy in the
-    model's own dtype there first."""
+    """The model the graphs are exported from: `vlm` itself where it is float32 (its train/eval modes untouched:
+    `export_graph` exports each graph in eval mode and restores them), else one float32 copy in eval mode on its own
+    device (onnxruntime's CPU kernels are float32; int8 is --quantize), made without a second copy in the model's own
+    dtype there first."""
     weight = next(vlm.parameters())
     if weight.dtype != torch.float32:
-        vlm = copy_as(vlm, weight.device, torch.float32)
-    return vlm.eval()
+        return copy_as(vlm, weight.device, torch.float32).eval()
+    return vlm
 
 
 def quantize_int8(path: Path) -> None:
