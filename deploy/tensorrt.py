@@ -262,7 +262,9 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     for graph in (VISION, EMBED, DECODER):
         convert_opset(out_dir / graph, opset)
         clamped += [{"graph": graph, **c} for c in clamp_fp16_constants(out_dir / graph)]
-    vlm = float32_on_cpu(vlm).eval()  # the references are CPU float32 (a --device cuda model left its inputs behind)
+    # the references are CPU float32 (a --device cuda model left its inputs behind) and made in eval mode: a copy
+    # where the caller's model is (partly) in training mode, which it is still in afterwards
+    vlm = float32_on_cpu(vlm, always_copy=any(m.training for m in vlm.modules())).eval()
     refs = References(out_dir / REFERENCES)
     checks, vision_profiles, fp16 = [], [], {}
     features_shape = None

@@ -85,3 +85,26 @@ def test_write_onnx_leaves_the_callers_train_and_eval_modes(monkeypatch, tmp_pat
     onnx_export.write_onnx(vlm, processor, tmp_path, progress=False)
     assert {name: m.training for name, m in vlm.named_modules()} == before
     assert vlm.training and not vlm.vision_tower.training
+
+
+def test_write_tensorrt_leaves_the_callers_train_and_eval_modes(monkeypatch, tmp_path):
+    """The bundle's references are made in eval mode; a float32 CPU model was switched to eval itself and left so."""
+    from deploy import tensorrt
+
+    class Stop(Exception):
+        pass
+
+    def references(folder):
+        raise Stop  # the graphs and references are not needed: the mode is set before them
+
+    monkeypatch.setattr(tensorrt, "write_onnx", lambda *a, **k: None)
+    monkeypatch.setattr(tensorrt, "convert_opset", lambda *a: None)
+    monkeypatch.setattr(tensorrt, "clamp_fp16_constants", lambda *a: [])
+    monkeypatch.setattr(tensorrt, "References", references)
+    vlm, processor = model.load("pocket-tiny-scratch")
+    vlm.train()
+    vlm.vision_tower.eval()
+    before = {name: m.training for name, m in vlm.named_modules()}
+    with pytest.raises(Stop):
+        tensorrt.write_tensorrt(vlm, processor, tmp_path, progress=False)
+    assert {name: m.training for name, m in vlm.named_modules()} == before
