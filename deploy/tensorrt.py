@@ -5,7 +5,7 @@ a Jetson Orin (engines are specific to the device and TensorRT version, so they 
     genai_config.json
                         what `write_onnx` writes (deploy/onnx): the vision graph has fixed tile_size x tile_size
                         tiles and a symbolic tile axis; the decoder takes inputs_embeds and a KV cache; converted
-                        to ONNX opset 17 (every JetPack's TensorRT parses it; `opset=18` keeps the exporter's), and
+                        to ONNX opset 17 (TensorRT 8.6 / 10.3, JetPack 6.0 / 6.1; `opset=18` keeps the exporter's), and
                         float constants below fp16's range (the attention-mask fill) set to FP16_MASK_FILL
     profiles.json       one TensorRT profile per tile count the tiling produces (min = opt = max), named after the
                         inputs it serves: the fewest tiles, the most one image gets (max_tiles + thumbnail), the
@@ -67,8 +67,8 @@ REFERENCES = "references"
 QUESTION = "What shapes are in the picture?"
 TEXT_BUDGET = 1024  # text tokens the decoder profile allows beside the largest profile's image tokens
 MAX_NEW_TOKENS = 256  # of TEXT_BUDGET, the tokens TensorRT-LLM's max_input_len leaves for the answer
-# ONNX opsets the bundle can be written at: 17 is the newest that TensorRT 8.5 / 8.6 (JetPack 5 / 6.0) parse and
-# TensorRT 10 (JetPack 6.1) parses it too, so it serves every JetPack; 18 is what torch.onnx's exporter writes
+# ONNX opsets the bundle can be written at: 17, which TensorRT 8.6 (JetPack 6.0) and 10 (JetPack 6.1) parse (8.5,
+# JetPack 5, lacks its LayerNormalization: tensorrt_readme), and 18, what torch.onnx's exporter writes
 OPSETS, DEFAULT_OPSET = (17, 18), 17
 # an attention mask's fill (torch.finfo(float32).min, -3.4e38) becomes -inf in fp16, and a fully masked row's
 # softmax NaN; this fill is exact in fp16 and leaves room below it for any score added (fp16 ends at -65504)
@@ -223,7 +223,7 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     max_input_len leaves room for within max_seq_len."""
     if opset not in OPSETS:
         raise TensorRTExportError(f"ONNX opset {opset!r} is not one the bundle is written at; choose one of "
-                                  f"{', '.join(map(str, OPSETS))} (17: every JetPack; 18: TensorRT 10 only)")
+                                  f"{', '.join(map(str, OPSETS))} (17: JetPack 6.0 and 6.1; 18: TensorRT 10)")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise TensorRTExportError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
     out_dir = Path(out_dir)
@@ -360,10 +360,13 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
 
     import onnx
 
+    graphs = {graph: onnx.load(str(out_dir / graph), load_external_data=False) for graph in (VISION, EMBED, DECODER)}
     profiles = {
         "tiling": tiling.to_dict(), "tiling_source": source or "the model's own tiling", "max_images": max_images,
-        "onnx_opset": max(_opset(onnx.load(str(out_dir / graph), load_external_data=False))
-                          for graph in (VISION, EMBED, DECODER)),
+        "onnx_opset": max(_opset(g) for g in graphs.values()),
+        # the opset-17 operator TensorRT 8.5 (JetPack 5) has no importer for (the README says so)
+        "layer_normalization": [name for name, g in graphs.items()
+                                if any(n.op_type == "LayerNormalization" for n in g.graph.node)],
         "image_tokens_per_tile": processor.image_seq_length,
         "vision": {"onnx": VISION, "input": "pixel_values", "output": "image_features",
                    "output_per_tile": features_shape, "profiles": vision_profiles, "range_profile": range_profile,

@@ -4,6 +4,8 @@ edge_export.md §5 (what it leaves unconfirmed is marked so here too)."""
 
 from __future__ import annotations
 
+import textwrap
+
 # TensorRT-LLM's checkpoint converter per LLM family (convert_checkpoint.py lives under examples/<family>/)
 TRTLLM_FAMILY = {"qwen2": "qwen", "qwen": "qwen", "internlm2": "internlm2", "phi3": "phi", "phi": "phi",
                  "llama": "llama", "mobilellama": "llama"}
@@ -45,14 +47,34 @@ def _export_routes(vlm, projector: str) -> tuple[str, str]:
             "For a model that has a layout, the commands are")
 
 
-def _opset_note(opset: int) -> str:
-    """What parses graphs of ONNX opset `opset` on which JetPack."""
+# what is known of TensorRT's ONNX parsers on the JetPacks (none of their support matrices at hand gives an opset
+# range; TensorRT 11.x's gives 9 to 25): LayerNormalization, the opset-17 operator a LayerNorm is exported as, is
+# parsed from TensorRT 8.6 on (its release notes advise opset 17 for it); 8.5 has no importer for it (reported to
+# fail with "No importer registered for op: LayerNormalization", fixed by moving to 8.6)
+def _opset_note(opset: int, layer_norm: list[str] | None = None) -> str:
+    """What is known of which JetPack's TensorRT parses the graphs: ONNX opset `opset`, LayerNormalization nodes in
+    the graphs named in `layer_norm` (None: not recorded, a bundle written before profiles.json held them)."""
+    return textwrap.fill(_opset_text(opset, layer_norm), 115)
+
+
+def _opset_text(opset: int, layer_norm: list[str] | None) -> str:
     if opset <= 17:
-        return (f"The graphs are ONNX opset {opset}, which the TensorRT of every JetPack parses: 8.5 (JetPack 5),\n"
-                "8.6 (JetPack 6.0) and 10.3 (JetPack 6.1).")
-    return (f"The graphs are ONNX opset {opset}: build with TensorRT 10 (JetPack 6.1 ships 10.3). TensorRT 8.6\n"
-            "(JetPack 6.0) and 8.5 (JetPack 5) parse ONNX operators up to opset 17 only: export again with\n"
-            "`--opset 17` for them.")
+        text = f"The graphs are ONNX opset {opset}, which TensorRT 8.6 (JetPack 6.0) and 10.3 (JetPack 6.1) parse."
+    else:
+        text = (f"The graphs are ONNX opset {opset}: build with TensorRT 10 (JetPack 6.1 ships 10.3). Whether TensorRT "
+                "8.6 (JetPack 6.0) parses this opset is unconfirmed: export again with `--opset 17` for it.")
+    if layer_norm is None:
+        return (text + " TensorRT 8.5 (JetPack 5) has no importer for LayerNormalization, the opset-17 operator a "
+                "LayerNorm is exported as (it came with 8.6): a graph holding one does not parse there.")
+    if layer_norm:
+        named = ", ".join(f"`{g}`" for g in layer_norm)
+        return (text + f" TensorRT 8.5 (JetPack 5) cannot build this bundle: {named} "
+                f"{'holds' if len(layer_norm) == 1 else 'hold'} LayerNormalization, the opset-17 operator a LayerNorm is exported as, which its ONNX parser has "
+                "no importer for (it came with 8.6).")
+    if opset <= 17:
+        return (text + " No graph holds LayerNormalization, the operator TensorRT 8.5 (JetPack 5) has no importer "
+                "for; whether 8.5 parses the rest is unconfirmed.")
+    return text
 
 
 def _sequence_note(decoder: dict) -> str:
@@ -179,7 +201,7 @@ export PATH="$PATH:/usr/src/tensorrt/bin"
 {commands}
 ```
 
-{_opset_note(profiles['onnx_opset'])}
+{_opset_note(profiles['onnx_opset'], profiles.get('layer_normalization'))}
 
 fp16 notes: an operator listed under `overflow` in `fp16_check.json` produces values above 65504 in fp32 and
 becomes inf in fp16; a normalisation listed under `norm_sum_of_squares_over_fp16` overflows if TensorRT reduces

@@ -408,13 +408,16 @@ def test_readme_build_commands_run_as_written(bundles):
     readme = (bundle / "README.md").read_text()
     block = readme.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
     assert block[0] == 'export PATH="$PATH:/usr/src/tensorrt/bin"' and block[1].startswith("trtexec ")
-    assert read(bundle, "profiles.json")["onnx_opset"] == 17
-    assert "The graphs are ONNX opset 17, which the TensorRT of every JetPack parses: 8.5 (JetPack 5)," in readme
+    profiles = read(bundle, "profiles.json")
+    assert profiles["onnx_opset"] == 17 and "vision.onnx" in profiles["layer_normalization"]
+    flat = " ".join(readme.split())
+    assert "The graphs are ONNX opset 17, which TensorRT 8.6 (JetPack 6.0) and 10.3 (JetPack 6.1) parse." in flat
+    assert "TensorRT 8.5 (JetPack 5) cannot build this bundle: `vision.onnx`" in flat
 
 
 @pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])
 def test_graphs_are_written_at_opset_17_and_match_pytorch(name, bundles):
-    """TensorRT 8.5 / 8.6 (JetPack 5 / 6.0) parse opset <= 17 and torch.onnx writes 18: every graph is converted,
+    """TensorRT 8.6 (JetPack 6.0) parses opset 17 and torch.onnx writes 18: every graph is converted,
     and still reproduces PyTorch's references (verify.py in onnxruntime)."""
     bundle, _ = bundles[name]
     for graph in ("vision.onnx", "embed.onnx", "decoder.onnx"):

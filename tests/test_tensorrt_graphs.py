@@ -205,3 +205,23 @@ def test_max_new_tokens_is_a_tensorrt_flag_that_reaches_the_writer(tmp_path, cap
     err = capsys.readouterr().err
     assert "max_new_tokens 100000 leaves" in err and "fewer new tokens (--max-new-tokens)" in err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_readme_opset_note_says_what_is_known_of_each_jetpack():
+    """The README claimed TensorRT 8.5 (JetPack 5) parses the opset-17 graphs; its ONNX parser has no importer for
+    LayerNormalization (added in 8.6), which the vision graph holds, so the note says JetPack 5 cannot build it."""
+    from deploy.tensorrt_readme import _opset_note
+
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    note = flat(_opset_note(17, ["vision.onnx"]))
+    assert note.startswith("The graphs are ONNX opset 17, which TensorRT 8.6 (JetPack 6.0) and 10.3 (JetPack 6.1)")
+    assert "TensorRT 8.5 (JetPack 5) cannot build this bundle: `vision.onnx` holds LayerNormalization" in note
+    assert "every JetPack" not in note and "8.5 (JetPack 5)," not in note
+    assert "No graph holds LayerNormalization" in flat(_opset_note(17, []))
+    assert "a graph holding one does not parse there" in flat(_opset_note(17))  # a bundle that did not record them
+    note = flat(_opset_note(18, ["vision.onnx", "decoder.onnx"]))
+    assert "build with TensorRT 10" in note and "8.6 (JetPack 6.0) parses this opset is unconfirmed" in note
+    assert "`vision.onnx`, `decoder.onnx` hold LayerNormalization" in note
+    assert all(len(line) <= 115 for line in _opset_note(18, ["vision.onnx"]).splitlines())
