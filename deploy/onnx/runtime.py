@@ -69,6 +69,22 @@ def _metadata(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
+def _recorded(path: Path, key: str) -> dict:
+    """The JSON object the export wrote under metadata `key` of the graph at `path`, or an `OnnxRuntimeError` naming
+    the graph and the key where there is none or it is not one."""
+    value = _metadata(path).get(key)
+    if value is None:
+        raise OnnxRuntimeError(f"{path}: not written by `adapt export --format onnx` (no {key})")
+    try:
+        recorded = json.loads(value)
+    except ValueError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise OnnxRuntimeError(f"{path}: its {key} metadata is not the JSON object the export writes ({value[:80]!r});"
+                               " export it again")
+    return recorded
+
+
 @dataclass(frozen=True)
 class OnnxExport(SidecarExport):
     """An export folder, checked: its processor (tokenizer + tiling + template) and its genai_config."""
@@ -85,18 +101,10 @@ class OnnxExport(SidecarExport):
         if missing:
             raise OnnxRuntimeError(f"{folder}: not an ONNX export, missing {', '.join(missing)}")
         verify_weights(folder, OnnxRuntimeError)
-        exported = _metadata(folder / VISION).get(TILING_KEY)
-        if exported is None:
-            raise OnnxRuntimeError(f"{folder / VISION}: not written by `adapt export --format onnx` (no {TILING_KEY})")
-        fingerprints = []
-        for graph in (EMBED, DECODER):
-            recorded = _metadata(folder / graph).get(TOKENIZER_KEY)
-            if recorded is None:
-                raise OnnxRuntimeError(f"{folder / graph}: not written by `adapt export --format onnx` "
-                                       f"(no {TOKENIZER_KEY})")
-            fingerprints.append((json.loads(recorded), graph))
+        exported = _recorded(folder / VISION, TILING_KEY)
+        fingerprints = [(_recorded(folder / graph, TOKENIZER_KEY), graph) for graph in (EMBED, DECODER)]
         processor, pre = read_processor(folder, OnnxRuntimeError, fingerprints)
-        check_tiling(json.loads(exported), processor.tiling, folder / PREPROCESSOR, VISION, OnnxRuntimeError)
+        check_tiling(exported, processor.tiling, folder / PREPROCESSOR, VISION, OnnxRuntimeError)
         check_preprocessor_config(processor, pre, folder, OnnxRuntimeError)
         return cls(folder, processor, read_json(folder / GENAI_CONFIG, OnnxRuntimeError))
 
