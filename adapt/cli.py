@@ -434,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tensorrt only: the most images one prompt may hold; the largest vision profile and "
                              "max_multimodal_len take the most tiles such a prompt gives (default 16)")
     export.add_argument("--opset", type=int, choices=(17, 18),
-                        help="tensorrt only: the graphs' ONNX opset (default 17, which every JetPack's TensorRT parses; "
-                             "18 needs TensorRT 10, JetPack 6.1)")
+                        help="tensorrt only: the graphs' ONNX opset (default 17, which TensorRT 8.6 and 10 parse, JetPack "
+                             "6.0 and 6.1; 18 needs TensorRT 10, JetPack 6.1)")
     export.add_argument("--max-new-tokens", type=positive_int,
                         help="tensorrt only: the answer tokens TensorRT-LLM's max_input_len leaves room for within "
                              "max_seq_len (default 256); fewer leave a longer prompt room")
