@@ -187,7 +187,9 @@ class Trainer:
 
     VERB = "train"  # the command that runs it, for messages
     FIND_UNUSED_PARAMETERS = False  # DDP: every trainable weight gets a gradient every step
-    EVAL_LAST_STEP = True  # with eval.every, the last step too (the model the run gives), where every does not divide
+    # with eval.every, the last step too (the model the run gives, or the stop point of `run(stop_after=N)`),
+    # where every does not divide it
+    EVAL_LAST_STEP = True
 
     def __init__(self, recipe: Recipe, dist: Distributed | None = None, progress: Progress = True,
                  allow_changes: bool = False):
@@ -535,7 +537,7 @@ class Trainer:
                     self._log(entry, log_path, writer, bar)
                 bar.update(1)
                 every = self.recipe.eval.every
-                if every and ((step + 1) % every == 0 or self.EVAL_LAST_STEP and step + 1 == self.total_steps):
+                if every and ((step + 1) % every == 0 or self.EVAL_LAST_STEP and step + 1 == end_step):
                     self._evaluate(step + 1, writer)
                 if (step + 1) % self.recipe.output.save_every == 0 and step + 1 < self.total_steps:
                     self._save(step + 1)

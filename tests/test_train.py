@@ -849,3 +849,20 @@ def test_the_last_step_is_evaluated_once_when_eval_every_does_not_divide_the_ste
     train(load_recipe(write_recipe(tmp_path / "even", data_dir, steps=4, save_every=10), ["eval.every=2"]),
           progress=False)
     assert evaluated == [2, 4]  # the last step once
+
+
+def test_a_run_stopped_after_n_steps_evaluates_step_n(tmp_path, data_dir, monkeypatch):
+    """`run(stop_after=3)` with eval.every 2 evaluated step 2 only: the checkpoint it returns was never scored,
+    though a full run scores its last step. The stop point is scored (once), as the end of a full run is."""
+    evaluated = []
+    monkeypatch.setattr(Trainer, "_evaluate_main", lambda self, step, writer: evaluated.append(step))
+    path = write_recipe(tmp_path, data_dir, steps=5, save_every=10)
+    train(load_recipe(path, ["eval.every=2"]), progress=False, stop_after=3)
+    assert evaluated == [2, 3]
+    evaluated.clear()
+    train(load_recipe(path, ["eval.every=2"]), progress=False)  # resumed from checkpoint-3: step 3 not again
+    assert evaluated == [4, 5]
+    evaluated.clear()
+    train(load_recipe(write_recipe(tmp_path / "even", data_dir, steps=5, save_every=10), ["eval.every=2"]),
+          progress=False, stop_after=4)
+    assert evaluated == [2, 4]  # the stop point once

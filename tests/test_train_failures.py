@@ -141,7 +141,8 @@ def test_a_resume_drops_the_evaluations_a_killed_run_logged_past_its_checkpoint(
     (out / LOCK_NAME).write_text("")  # a run killed (kill -9) before its first checkpoint: its lock and evaluations
     (out / "eval_log.jsonl").write_text('{"step": 1, "eval/landcover": 0.5}\n')
     Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run(stop_after=2)
-    assert not (out / "eval_log.jsonl").exists()  # it started over
+    started = [json.loads(line) for line in (out / "eval_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in started] == [2]  # it started over: only its own evaluation of the stop point
     (out / "eval_log.jsonl").write_text('{"step": 2, "eval/landcover": 0.5}\n{"step": 3, "eval/landcover": 0.9}\n')
     Trainer(load_recipe(path, ["eval.every=1000"]), progress=False).run()
     entries = [json.loads(line) for line in (out / "eval_log.jsonl").read_text().splitlines()]
