@@ -1113,6 +1113,9 @@ def _recipe_verbs(verbs) -> None:
     validate.add_argument("--no-plan", dest="plan", action="store_false",
                           help="check the recipe only: skip the mixing plan, which reads every record (and image "
                                "header) of every source -- minutes on very large sets")
+    validate.add_argument("--eval", dest="for_eval", action="store_true",
+                          help="check the recipe for `adapt eval` only: it needs data.eval_sources (their files "
+                               "present), not data.sources; no run folder check, no mixing plan")
     validate.set_defaults(handler=_validate)
 
     recipes = verbs.add_parser("recipes", help="list the recipe templates (copy one with `adapt init`)")
@@ -1311,11 +1314,26 @@ def _quickstart(args) -> int:
 def _validate(args) -> int:
     from .checkpointing import RunFolderForeign, check_run_folder
     from .recipe import load_recipe, recipe_warnings
-    from .train import check_training_sources
+    from .train import TrainingError, check_training_sources
 
     recipe = load_recipe(args.recipe, args.overrides)
     distill = type(recipe).__name__ == "DistillRecipe"
-    check_training_sources(recipe, "distill" if distill else "train")  # a recipe that cannot train is not valid
+    if args.for_eval:  # what adapt eval refuses before loading a model
+        from .run_eval import check_eval_sources
+
+        check_eval_sources(recipe)
+        print(recipe.to_yaml(), end="")
+        for note in recipe_warnings(recipe):
+            print(f"note: {note}", file=sys.stderr)
+        print(f"{args.recipe}: valid recipe {recipe.name!r} for adapt eval", file=sys.stderr)
+        return 0
+    try:  # a recipe that cannot train is not valid
+        check_training_sources(recipe, "distill" if distill else "train")
+    except TrainingError as err:
+        if recipe.data.eval_sources:  # an eval-only recipe: say how to check it for what it serves
+            raise TrainingError(f"{err}; to check a recipe for adapt eval only: adapt validate --eval "
+                                f"{_q(args.recipe)}") from None
+        raise
     print(recipe.to_yaml(), end="")
     for note in recipe_warnings(recipe):
         print(f"note: {note}", file=sys.stderr)

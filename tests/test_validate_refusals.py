@@ -176,3 +176,22 @@ def test_a_recipe_without_training_sources_is_refused_by_validate_as_by_train(tm
     lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("note: ")]
     assert len(lines) == 1 and "data.sources is empty, so there is nothing to train on" in lines[0], lines
     assert "valid recipe" not in lines[0] and not (tmp_path / "runs").exists()
+
+
+def test_an_eval_only_recipe_is_valid_to_validate_eval_as_adapt_eval_takes_it(tmp_path, capsys):
+    """A recipe listing only data.eval_sources (all `adapt eval` needs) could not be checked at all: validate refused
+    it for having no data.sources. `validate --eval` checks it as adapt eval does, and the plain refusal names it."""
+    path = write(tmp_path, EVAL_ONLY)
+    assert main(["validate", str(path), "data.sources=[]"]) == 1
+    err = capsys.readouterr().err
+    assert "nothing to train on" in err and f"adapt validate --eval {path}" in err
+    assert main(["validate", "--eval", str(path), "data.sources=[]"]) == 1  # as adapt eval: its file is missing
+    err = capsys.readouterr().err
+    assert "annotation file not found" in err and "valid recipe" not in err and "Traceback" not in err
+    (tmp_path / "data" / "field").mkdir(parents=True)
+    (tmp_path / "data" / "field" / "test.jsonl").write_text("")
+    assert main(["validate", "--eval", str(path), "data.sources=[]"]) == 0
+    captured = capsys.readouterr()
+    assert "eval_sources:" in captured.out and f"{path}: valid recipe 'recipe' for adapt eval" in captured.err
+    assert main(["validate", "--eval", str(write(tmp_path, MINIMAL))]) == 1  # nothing to evaluate on
+    assert "has no data.eval_sources to evaluate on" in capsys.readouterr().err
