@@ -499,6 +499,10 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, ra
     if unknown:
         raise CheckpointDamaged(f"{path}: checkpoint holds weights this model does not have: {unknown[:5]} "
                                 "(did parts.*.mode or the LoRA settings change since it was written?)")
+    missing = sorted(n for n, p in params.items() if p.requires_grad and n not in weights)
+    if missing:  # else they would go on from their initial values, with nothing said
+        raise CheckpointDamaged(f"{path}: checkpoint lacks trainable weights of this model: {missing[:5]} "
+                                "(did parts.*.mode or the LoRA settings change since it was written?)")
     try:
         with torch.no_grad():
             for name, value in weights.items():

@@ -590,6 +590,22 @@ def test_each_rank_resumes_with_its_own_random_number_generators(tmp_path):
     assert torch.equal(torch.get_rng_state(), rank0["torch"])
 
 
+def test_a_checkpoint_lacking_trainable_weights_is_refused_not_resumed_from_initial_values(tmp_path):
+    """load_checkpoint refused weights the model lacks, but not trainable weights the checkpoint lacks: those went
+    on from their initial values, with nothing said."""
+    from adapt.checkpointing import CheckpointDamaged, load_checkpoint, save_checkpoint
+
+    net, optimizer, scheduler = _tiny_training_state()
+    net.bias.requires_grad_(False)  # saved: the weight alone
+    path = save_checkpoint(tmp_path, 1, net, None, scheduler, {}, keep_last=1)
+    fresh, _, fresh_scheduler = _tiny_training_state()
+    with pytest.raises(CheckpointDamaged, match=r"lacks trainable weights of this model: \['bias'\]"):
+        load_checkpoint(path, fresh, None, fresh_scheduler)
+    fresh.bias.requires_grad_(False)
+    load_checkpoint(path, fresh, None, fresh_scheduler)
+    assert torch.equal(fresh.weight, net.weight)
+
+
 def _tiny_training_state():
     net = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(net.parameters())
