@@ -436,6 +436,10 @@ class Trainer:
     def _run(self, stop_after: int | None) -> Path:
         keep_freed_memory()  # steps free and allocate the same tensors again: don't fault their pages in each time
         start_step = self.start_step
+        if stop_after is not None and (not isinstance(stop_after, int) or isinstance(stop_after, bool)
+                                       or stop_after < 1):
+            # 0 read as "no stop" and trained the whole schedule; a negative one was "at step 0 already"
+            raise TrainingError(f"stop_after must be a step count of at least 1, got {stop_after!r}")
         end_step = min(stop_after, self.total_steps) if stop_after else self.total_steps
         if end_step < start_step:  # else nothing trains and the later weights are saved under step end_step's name
             raise TrainingError(f"stop_after {stop_after}: the run in {self.out_dir} is at step {start_step} already; "

@@ -170,3 +170,12 @@ def test_stop_after_behind_a_resumed_run_is_refused_not_saved_under_the_wrong_st
     written = (out / "checkpoint-3" / "trainable.safetensors").stat().st_mtime_ns
     assert Trainer(load_recipe(path), progress=False).run(stop_after=3) == out / "checkpoint-3"
     assert (out / "checkpoint-3" / "trainable.safetensors").stat().st_mtime_ns == written
+
+
+@pytest.mark.parametrize("stop_after", [0, -1, 1.5])
+def test_a_stop_after_that_is_no_step_count_is_refused_before_training(tmp_path, data_dir, stop_after):  # noqa: F811
+    """`run(stop_after=0)` trained the whole schedule (0 read as no stop), and -1 was refused as "at step 0 already"."""
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=10)
+    with pytest.raises(TrainingError, match=rf"stop_after must be a step count of at least 1, got {stop_after}"):
+        Trainer(load_recipe(path), progress=False).run(stop_after=stop_after)
+    assert not (tmp_path / "out" / "final").exists() and not list((tmp_path / "out").glob("checkpoint-*"))
