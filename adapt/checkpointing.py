@@ -431,6 +431,8 @@ def verify_checkpoint(path: Path) -> str | None:
         state = json.loads(state_path.read_text(encoding="utf-8"))
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
             return f"{state_path} holds no step"
+        if not isinstance(state.get("checkpoint_format", 1), int):
+            return f"{state_path}: checkpoint_format is not a whole number ({state['checkpoint_format']!r})"
     except FileNotFoundError:
         return f"{state_path} is missing"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -606,6 +606,20 @@ def test_a_checkpoint_lacking_trainable_weights_is_refused_not_resumed_from_init
     assert torch.equal(fresh.weight, net.weight)
 
 
+def test_a_trainer_state_with_a_format_that_is_no_number_is_a_damaged_checkpoint(tmp_path):
+    """`"checkpoint_format": null` (or a string) in trainer_state.json was a TypeError traceback from
+    usable_checkpoint at the start of a resume, not the damaged checkpoint it is."""
+    from adapt.checkpointing import CheckpointDamaged, save_checkpoint, usable_checkpoint
+
+    net, optimizer, scheduler = _tiny_training_state()
+    path = save_checkpoint(tmp_path, 1, net, optimizer, scheduler, {}, keep_last=1)
+    state = json.loads((path / "trainer_state.json").read_text())
+    (path / "trainer_state.json").write_text(json.dumps({**state, "checkpoint_format": None}))
+    (path / "manifest.json").unlink()
+    with pytest.raises(CheckpointDamaged, match="checkpoint_format is not a whole number"):
+        usable_checkpoint(tmp_path)
+
+
 def _tiny_training_state():
     net = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(net.parameters())
