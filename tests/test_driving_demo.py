@@ -48,6 +48,11 @@ def test_camera_from_name():
     assert camera_from_name("MYCAM_FRONT.jpg") is None
     assert camera_from_name("n015-2018-07-24__CAM_FRONT_LEFT__1533.jpg") == "CAM_FRONT_LEFT"
     assert camera_from_name("CAM_FRONT_1533.jpg") == "CAM_FRONT"
+    # a hyphen or space between the words is read as "_", never as the end of a shorter camera's name
+    assert camera_from_name("cam_front-left.jpg") == "CAM_FRONT_LEFT"
+    assert camera_from_name("CAM-BACK-RIGHT.png") == "CAM_BACK_RIGHT"
+    assert camera_from_name("cam front right.png") == "CAM_FRONT_RIGHT"
+    assert camera_from_name("scene-0103_cam_back.jpg") == "CAM_BACK"
 
 
 def test_six_named_cameras_are_stitched_whatever_the_upload_order(tmp_path):

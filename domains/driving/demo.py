@@ -39,8 +39,10 @@ _CAMERA_IN_NAME = re.compile(r"(?<![A-Z0-9])CAM_(?:FRONT|BACK)(?:_(?:LEFT|RIGHT)
 
 def camera_from_name(name: str) -> str | None:
     """The nuScenes camera a file name names as a whole token (``CAM_FRONT_LEFT``, never its prefix
-    ``CAM_FRONT``; ``CAM_FRONT_LEFTY`` names none), or None when it names none or several different ones."""
-    found = {m.group(0) for m in _CAMERA_IN_NAME.finditer(Path(name).name.upper())}
+    ``CAM_FRONT``; ``CAM_FRONT_LEFTY`` names none), or None when it names none or several different ones. A hyphen
+    or a space counts as ``_`` (``cam_front-left.jpg`` is CAM_FRONT_LEFT, not CAM_FRONT)."""
+    words = re.sub(r"[-\s]", "_", Path(name).name.upper())  # cam_front-left.jpg, "cam front left.png"
+    found = {m.group(0) for m in _CAMERA_IN_NAME.finditer(words)}
     return found.pop() if len(found) == 1 else None
 
 
