@@ -152,6 +152,16 @@ def test_regions_not_a_list_of_boxes_are_refused_naming_the_shape(bad):
         redaction_regions(header("MR"), 120, 100, bad)
 
 
+@pytest.mark.parametrize("empty", [[], (), iter([])])
+def test_an_empty_regions_list_is_refused_not_a_silent_no_op(empty):
+    """regions=[] on a file flagged BurnedInAnnotation YES blacked out nothing (rule "regions given", no boxes);
+    it is refused, pointing at regions=None for the automatic rule, and the image is never returned unredacted."""
+    with pytest.raises(DomainError, match=r"empty list, which would redact nothing.*regions=None"):
+        redact_burned_in(noisy(), header("US"), regions=empty)
+    with pytest.raises(DomainError, match="empty list"):
+        redaction_regions(header("MR"), 120, 100, empty)
+
+
 
 def test_a_fill_that_the_pixels_cannot_hold_is_refused():
     """fill=300 on 8-bit pixels crashed with numpy's bare OverflowError and fill=1.5 was cut to 1; both are refused

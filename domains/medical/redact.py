@@ -4,7 +4,8 @@ Text burned into the pixels (patient name, ID, dates, institution) is not remove
 de-identification. :func:`redact_burned_in` blacks out the places where it is put, decided by the first rule
 that applies:
 
-1. ``regions`` given by the caller: rectangles ``(x1, y1, x2, y2)`` in pixels of the image (x2 / y2 exclusive);
+1. ``regions`` given by the caller: rectangles ``(x1, y1, x2, y2)`` in pixels of the image (x2 / y2 exclusive;
+   an empty list is refused, since it would redact nothing);
 2. **ultrasound regions** -- a file with a SequenceOfUltrasoundRegions keeps only those regions (each
    RegionLocationMinX0 / MinY0 / MaxX1 / MaxY1, inclusive) and everything around them is blacked out: scanners
    put the image data inside the regions and their text (patient, date, settings) outside. This is the rule of
@@ -112,14 +113,17 @@ def _ultrasound_keep(ds: Dataset, width: int, height: int) -> np.ndarray | None:
 def redaction_regions(ds: Dataset, width: int, height: int, regions: Any = None) -> tuple[tuple[Box, ...], str]:
     """The boxes to black out in a `width` x `height` render of `ds`, and the rule that chose them (module notes).
 
-    `regions`: ``[[x1, y1, x2, y2], ...]`` in pixels (x2 / y2 exclusive), used instead of the rules; anything
-    else is a :class:`DomainError` naming that shape."""
+    `regions`: ``[[x1, y1, x2, y2], ...]`` in pixels (x2 / y2 exclusive), used instead of the rules; an empty
+    list (which would redact nothing) or anything else is a :class:`DomainError` naming that shape."""
     if regions is not None:
         shape = "regions must be a list of pixel boxes [[x1, y1, x2, y2], ...] (x2 / y2 exclusive)"
         # text and mappings iterate (by character / key) but are no list of boxes; a number does not iterate at all
         if isinstance(regions, (str, bytes, Mapping)) or not isinstance(regions, Iterable):
             raise DomainError(f"{shape}, got {regions!r}")
         regions = list(regions)
+        if not regions:  # an empty list would leave a file that declares burned-in text unredacted, silently
+            raise DomainError("regions is an empty list, which would redact nothing: give at least one pixel box "
+                              "[[x1, y1, x2, y2]], or regions=None for the automatic rule (module notes)")
         if any(isinstance(box, Number) for box in regions):
             raise DomainError(f"{shape}, got {regions!r} (a single box is a list too: [[x1, y1, x2, y2]])")
         boxes = []
