@@ -583,6 +583,7 @@ def test_generic_answer_stream_names_what_failed(session, tmp_path):
     *_, (text, drawn, note) = answer_stream(Scripted(), broken_draw, "Where?", upload)
     assert text.endswith("</box>") and drawn == upload.images
     assert note.startswith("**The answer is shown, but its marks could not be drawn:**") and "Could not answer" not in note
+    assert "no pen" not in note and "RuntimeError" in note and "reference" in note, note  # text: server log only
 
 
 def test_generic_page_handlers(session, tmp_path, gradio_cache):
@@ -1373,10 +1374,12 @@ def test_frames_and_slices_are_picked_by_one_rule(medical, tmp_path, gradio_cach
         series.close()
 
 
-def test_medical_page_says_why_the_boxes_could_not_be_drawn():
-    """The medical page showed only the exception type of a drawing failure ("ValueError"); it now shows its
-    message too, as the generic page does, and still the answer and the slices sent."""
+def test_medical_page_says_why_the_boxes_could_not_be_drawn(caplog):
+    """A drawing failure's message was shown on the page whatever the error, and may quote inputs; now a
+    PocketAdaptError keeps its message and anything else shows its type and a reference to the server log,
+    with the answer and the slices sent still shown."""
     from deploy.demo.panels import medical
+    from model.errors import PocketAdaptError
 
     class Session:
         def stream(self, question, images, prompt=None):
@@ -1394,4 +1397,14 @@ def test_medical_page_says_why_the_boxes_could_not_be_drawn():
     *_, (text, drawn, labels, note) = medical.ask(Session(), "where?", Study(), draw_answer=draw)
     assert text == "<box>[[1, 2]]</box>" and len(drawn) == 1 and labels == ["slice 1"]
     assert note.startswith("**The answer is shown, but its boxes could not be drawn:**"), note
-    assert "ValueError" in note and "is not four numbers" in note, note
+    # an unexpected error's text may quote inputs (patient data): the type and a reference on the page, the text
+    # in the server log under that reference
+    assert "ValueError" in note and "is not four numbers" not in note and "reference" in note, note
+    ref = note.split("reference ")[-1]
+    assert any(ref in r.getMessage() and "is not four numbers" in str(r.exc_info[1]) for r in caplog.records)
+
+    def refused(images, text):
+        raise PocketAdaptError("the answer names slice 9 of 1")
+
+    *_, (_text, _drawn, _labels, note) = medical.ask(Session(), "where?", Study(), draw_answer=refused)
+    assert "the answer names slice 9 of 1" in note, note  # a user-facing error keeps its message

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import html
+import logging
 import re
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from model.errors import PocketAdaptError
 
 __all__ = ["CLEAR_FILE_INPUTS", "DISCLAIMER", "MEDICAL_DISCLAIMER", "REFUSED_BUTTON", "DemoError", "DemoSettings",
-           "answer_failed_md", "error_md", "escape_md", "info_md", "notice_md", "refused_md", "warnings_md"]
+           "answer_failed_md", "error_md", "escape_md", "failed_md", "info_md", "notice_md", "refused_md",
+           "warnings_md"]
+
+log = logging.getLogger(__name__)
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
 
@@ -99,6 +104,17 @@ def answer_failed_md(exc: BaseException) -> str:
         return error_md(f"the model failed while answering: {cause}"[:600], "Could not answer")
     return error_md(f"the model failed while answering ({type(cause).__name__}); see the server log",
                     "Could not answer")
+
+
+def failed_md(exc: BaseException, what: str, doing: str) -> str:
+    """The notice for `exc`, raised while `doing` something: a PocketAdaptError's message, which is written for
+    users; for anything else the type and a reference only, as its text may quote inputs (patient data): the full
+    error goes to the server log under that reference."""
+    if isinstance(exc, PocketAdaptError) and str(exc):
+        return error_md(f"{exc}"[:600], what)
+    ref = secrets.token_hex(4)
+    log.error("demo: %s failed (reference %s)", doing, ref, exc_info=exc)
+    return error_md(f"{doing} failed ({type(exc).__name__}); see the server log, reference {ref}", what)
 
 
 def notice_md(message: str, what: str = "Note") -> str:

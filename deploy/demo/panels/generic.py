@@ -26,6 +26,7 @@ from deploy.demo.page import (
     answer_failed_md,
     error_md,
     escape_md,
+    failed_md,
     info_md,
     notice_md,
     refused_md,
@@ -122,9 +123,8 @@ def answer_stream(session: ModelSession, draw_answer: Callable[..., list], quest
     try:
         drawn = list(draw_answer(images, text, **options))
     except Exception as exc:  # a drawing bug must not hide the answer
-        log.error("demo: drawing the answer failed", exc_info=exc)
-        yield text, list(images), error_md(f"{type(exc).__name__}: {exc}"[:300],
-                                           "The answer is shown, but its marks could not be drawn")
+        yield text, list(images), failed_md(exc, "The answer is shown, but its marks could not be drawn",
+                                            "drawing the answer")
         return
     yield text, drawn, note
 

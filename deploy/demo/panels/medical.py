@@ -30,6 +30,7 @@ from deploy.demo.page import (
     answer_failed_md,
     error_md,
     escape_md,
+    failed_md,
     info_md,
     notice_md,
     refused_md,
@@ -677,9 +678,8 @@ def ask(session: ModelSession, question: str, study: Study | None, index: int = 
     try:
         drawn = list(draw_answer(images, text))
     except Exception as exc:
-        log.error("demo: drawing the answer failed", exc_info=exc)
-        yield text, images, labels, error_md(f"{type(exc).__name__}: {exc}"[:300],  # as the generic page says it
-                                             "The answer is shown, but its boxes could not be drawn")
+        yield text, images, labels, failed_md(exc, "The answer is shown, but its boxes could not be drawn",
+                                              "drawing the answer")
         return
     yield text, drawn, labels, note
 
