@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 import os
 import struct
 import threading
@@ -616,7 +617,13 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
       (PNG, TIFF) is read as its high byte, and refused when that leaves it near-black (all samples < 8192);
     - alpha is dropped, not composited, as in InternVL;
     - a file of 0 bytes is refused as "empty file".
+
+    `max_pixels` must be a whole number >= 1 (else a :class:`TilingError`): there is no "no limit", since the
+    PIL decompression-bomb check is bypassed here in favour of this one.
     """
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < 1:
+        raise TilingError(f"max_pixels (tiling.max_pixels) must be a whole number >= 1, got {max_pixels!r}; "
+                          f"the default is {DEFAULT_MAX_PIXELS:,}")
     try:
         with _open_past_pil_limit(path) as image:
             width, height = image.size

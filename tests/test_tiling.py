@@ -757,3 +757,17 @@ def test_an_unreadable_file_is_called_unreadable_not_damaged(tmp_path, monkeypat
     with pytest.raises(ImageLoadError, match=r"locked\.png: permission denied") as err:
         load_image(path)
     assert "damaged" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", [None, 0, -5, 1.5, "1000", True])
+def test_load_image_refuses_a_max_pixels_that_is_no_limit(tmp_path, bad):
+    """max_pixels=None (a YAML ``max_pixels: null``) raised a raw TypeError from the comparison; it and every other
+    value that is not a whole number >= 1 are a TilingError naming the setting (no "no limit": the PIL
+    decompression-bomb check is bypassed in favour of this one)."""
+    from model.tiling import TilingError, load_image
+
+    path = tmp_path / "a.png"
+    Image.new("RGB", (4, 3)).save(path)
+    with pytest.raises(TilingError, match=r"max_pixels \(tiling\.max_pixels\) must be a whole number >= 1, got"):
+        load_image(path, max_pixels=bad)
+    assert load_image(path, max_pixels=np.int64(12)).size == (4, 3)
