@@ -240,6 +240,8 @@ def test_a_native_tiling_of_another_tile_size_is_refused_in_the_shared_checks_wo
     (lambda c: c.pop("llm_config"), r"missing 'llm_config'"),
     (lambda c: (c["llm_config"].update(architectures=["InternLM2ForCausalLM"]), c["llm_config"].pop("vocab_size")),
      r"llm_config lacks 'vocab_size'"),
+    (lambda c: c["llm_config"].pop("hidden_size"), r"llm_config lacks 'hidden_size'"),
+    (lambda c: c["llm_config"].pop("num_hidden_layers"), r"llm_config lacks 'num_hidden_layers'"),
 ])
 def test_an_original_config_with_a_missing_or_mistyped_field_is_one_error_naming_it(change, message, tmp_path,
                                                                                    hf_internvl, tiny_tokenizer):

@@ -96,6 +96,9 @@ def _internvit_config(vc: dict, image_size: int | None) -> InternVLVisionConfig:
     )
 
 
+_LLM_GEOMETRY = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
 def text_config_from_original(lc: dict) -> PreTrainedConfig:
     arch = (lc.get("architectures") or [""])[0]
     model_type = lc.get("model_type", "")
@@ -103,6 +106,11 @@ def text_config_from_original(lc: dict) -> PreTrainedConfig:
     if model_type == "internlm2" or arch.startswith("InternLM2"):
         return _internlm2_as_llama(lc)
     if model_type in LLM_CLASSES:
+        # AutoConfig would fill these from the class defaults (Qwen2-7B, Llama-7B geometry): weights that then do
+        # not fit, reported as shape mismatches, or none reported at all when only the config is read
+        missing = [key for key in _LLM_GEOMETRY if key not in lc]
+        if missing:
+            raise CheckpointError(f"llm_config lacks {', '.join(map(repr, missing))}")
         if model_type == "phi3":
             fields["rope_scaling"] = _phi3_rope_scaling(fields)
         try:
