@@ -310,9 +310,11 @@ def fuse_internlm2_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text:
 def load_original(directory: Path, tokenizer, allow_pickle: bool = False) -> PocketVLM:
     directory = Path(directory)
     raw = read_json(directory / "config.json")
-    for field in ("vision_config", "llm_config"):
-        if field not in raw:
-            raise CheckpointError(f"{directory / 'config.json'}: missing {field!r} (not an InternVL chat config)")
+    for field in ("vision_config", "llm_config"):  # before the tokenizer check: a wrong config is the first fault
+        try:
+            _section(raw, field)
+        except CheckpointError as err:
+            raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
     image_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:
         raise CheckpointError(f"{directory}: the tokenizer has no <IMG_CONTEXT> token")
