@@ -5,7 +5,8 @@ a Jetson Orin (engines are specific to the device and TensorRT version, so they 
     genai_config.json
                         what `write_onnx` writes (deploy/onnx): the vision graph has fixed tile_size x tile_size
                         tiles and a symbolic tile axis; the decoder takes inputs_embeds and a KV cache; converted
-                        to ONNX opset 17 (TensorRT 8.6 / 10.3, JetPack 6.0 / 6.1; `opset=18` keeps the exporter's), and
+                        to ONNX opset 17 (TensorRT 8.6 / 10.3, JetPack 6.0 / 6.1; `opset=18` keeps the exporter's;
+                        `opset=16`, LayerNormalization decomposed, for TensorRT 8.5 / JetPack 5), and
                         float constants below fp16's range (the attention-mask fill) set to FP16_MASK_FILL
     profiles.json       one TensorRT profile per tile count the tiling produces (min = opt = max), named after the
                         inputs it serves: the fewest tiles, the most one image gets (max_tiles + thumbnail), the
@@ -67,9 +68,10 @@ REFERENCES = "references"
 QUESTION = "What shapes are in the picture?"
 TEXT_BUDGET = 1024  # text tokens the decoder profile allows beside the largest profile's image tokens
 MAX_NEW_TOKENS = 256  # of TEXT_BUDGET, the tokens TensorRT-LLM's max_input_len leaves for the answer
-# ONNX opsets the bundle can be written at: 17, which TensorRT 8.6 (JetPack 6.0) and 10 (JetPack 6.1) parse (8.5,
-# JetPack 5, lacks its LayerNormalization: tensorrt_readme), and 18, what torch.onnx's exporter writes
-OPSETS, DEFAULT_OPSET = (17, 18), 17
+# ONNX opsets the bundle can be written at: 16, LayerNormalization decomposed, for TensorRT 8.5 (JetPack 5), which
+# lacks it (tensorrt_readme); 17, which TensorRT 8.6 (JetPack 6.0) and 10 (JetPack 6.1) parse; and 18, what
+# torch.onnx's exporter writes
+OPSETS, DEFAULT_OPSET = (16, 17, 18), 17
 # an attention mask's fill (torch.finfo(float32).min, -3.4e38) becomes -inf in fp16, and a fully masked row's
 # softmax NaN; this fill is exact in fp16 and leaves room below it for any score added (fp16 ends at -65504)
 FP16_MASK_FILL = -32768.0
@@ -223,7 +225,8 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
     max_input_len leaves room for within max_seq_len."""
     if opset not in OPSETS:
         raise TensorRTExportError(f"ONNX opset {opset!r} is not one the bundle is written at; choose one of "
-                                  f"{', '.join(map(str, OPSETS))} (17: JetPack 6.0 and 6.1; 18: TensorRT 10)")
+                                  f"{', '.join(map(str, OPSETS))} (16: JetPack 5; 17: JetPack 6.0 and 6.1; "
+                                  "18: TensorRT 10)")
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise TensorRTExportError(f"max_new_tokens must be a whole number >= 1, got {max_new_tokens!r}")
     out_dir = Path(out_dir)
@@ -258,9 +261,10 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
             f"max_position_embeddings {max_positions}): TensorRT-LLM and the decoder profile could not take it; ask "
             f"for fewer new tokens (--max-new-tokens), fewer images (--max-images) or fewer tiles (max_tiles)")
     write_onnx(vlm, processor, out_dir, progress=progress)
-    clamped = []
+    clamped, decomposed = [], []
     for graph in (VISION, EMBED, DECODER):
-        convert_opset(out_dir / graph, opset)
+        if convert_opset(out_dir / graph, opset):
+            decomposed.append(graph)
         clamped += [{"graph": graph, **c} for c in clamp_fp16_constants(out_dir / graph)]
     # the references are CPU float32 (a --device cuda model left its inputs behind) and made in eval mode: a copy
     # where the caller's model is (partly) in training mode, which it is still in afterwards
@@ -367,6 +371,8 @@ def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = 
         # the opset-17 operator TensorRT 8.5 (JetPack 5) has no importer for (the README says so)
         "layer_normalization": [name for name, g in graphs.items()
                                 if any(n.op_type == "LayerNormalization" for n in g.graph.node)],
+        # the graphs whose LayerNormalization nodes opset 16 decomposed into ReduceMean / Sub / Mul / Add / Sqrt / Div
+        "layer_normalization_decomposed": decomposed,
         "image_tokens_per_tile": processor.image_seq_length,
         "vision": {"onnx": VISION, "input": "pixel_values", "output": "image_features",
                    "output_per_tile": features_shape, "profiles": vision_profiles, "range_profile": range_profile,
@@ -422,18 +428,29 @@ def sequence_limits(multimodal: int, positions: int, max_new_tokens: int, what: 
     return longest, max_input, cut
 
 
-def convert_opset(path: Path, opset: int) -> None:
-    """Rewrite the graph at `path` at ONNX opset `opset` in place (the weights in its .data file stay as they are);
+def convert_opset(path: Path, opset: int) -> int:
+    """Rewrite the graph at `path` at ONNX opset `opset` in place (the weights in its .data file stay as they are)
+    and return how many LayerNormalization nodes were decomposed (below opset 17, which has none: TensorRT 8.5).
     onnx's converter leaves ReduceMean & co. (opset < 18) with ReduceSum's noop_with_empty_axes, which they do not
-    have: dropped where it holds the default, refused where not."""
+    have: dropped where it holds the default, refused where not. An operator the target opset lacks (other than
+    LayerNormalization) is refused naming it, not left to the converter's assertion."""
     import onnx
     from onnx import version_converter
 
     model = onnx.load(str(path), load_external_data=False)
     if _opset(model) == opset:
-        return
+        return 0
+    # before any step: an opset-18 operator is refused naming it, not by a converter assertion at 17
+    _refuse_missing_operators(model, opset, path.name, {"LayerNormalization"} if opset < 17 else set())
+    decomposed = 0
     try:
+        if opset < 17:  # LayerNormalization first, at 17 (ReduceMean's axes an attribute), then the opset step
+            if _opset(model) > 17:
+                model = version_converter.convert_version(model, 17)
+            decomposed = decompose_layer_norm(model, path.name)
         converted = version_converter.convert_version(model, opset)
+    except TensorRTExportError:
+        raise
     except Exception as err:  # noqa: BLE001 - any converter failure names the graph and the opset
         raise TensorRTExportError(f"{path.name}: cannot convert to ONNX opset {opset} ({err})") from err
     for node in _all_nodes(converted.graph):
@@ -452,6 +469,96 @@ def convert_opset(path: Path, opset: int) -> None:
     except onnx.checker.ValidationError as err:
         raise TensorRTExportError(f"{path.name}: the graph converted to ONNX opset {opset} is invalid "
                                   f"({str(err).splitlines()[0]})") from err
+    return decomposed
+
+
+def _refuse_missing_operators(model, opset: int, what: str, lowered: set[str]) -> None:
+    """Refuse a node of the default domain whose operator ONNX opset `opset` does not have (came later), but for
+    those in `lowered` (decomposed before the conversion)."""
+    from onnx import defs
+
+    missing = {}
+    for node in _all_nodes(model.graph):
+        if node.domain in ("", "ai.onnx") and node.op_type not in missing and node.op_type not in lowered:
+            try:
+                defs.get_schema(node.op_type, opset, "")
+            except defs.SchemaError:
+                missing[node.op_type] = node.name
+    if missing:
+        named = ", ".join(f"{op} (node {name!r})" for op, name in missing.items())
+        raise TensorRTExportError(f"{what}: ONNX opset {opset} has no {named}: the operator came with a later opset "
+                                  f"and no lowering of it is known here; export at a later opset (--opset)")
+
+
+def decompose_layer_norm(model, what: str = "the graph") -> int:
+    """Replace every LayerNormalization node of `model` (opset 17, in place) by ReduceMean / Sub / Mul / Add / Sqrt /
+    Div (opset 13 forms), as PyTorch computes it: the variance as the mean of (x - mean)^2. onnx's own function body
+    for the operator takes mean(x^2) - mean(x)^2, which cancels where the mean is large and whose x^2 an fp16
+    engine overflows for |x| > 256. Returns how many were replaced."""
+    from onnx import helper
+
+    count = 0
+    for graph in _all_graphs(model.graph):
+        types = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.value_info, *graph.output)}
+        types.update({t.name: t.data_type for t in graph.initializer})
+        taken = {name for node in graph.node for name in (*node.input, *node.output)}
+        nodes = []
+        for node in graph.node:
+            if node.op_type != "LayerNormalization" or node.domain not in ("", "ai.onnx"):
+                nodes.append(node)
+                continue
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            axis, epsilon, stash = attrs.get("axis", -1), attrs.get("epsilon", 1e-5), attrs.get("stash_type", 1)
+            x, scale, bias = node.input[0], node.input[1], node.input[2] if len(node.input) > 2 else ""
+            if axis >= 0:  # the reduced axes counted from the end need the rank
+                rank = _rank(graph, x)
+                if rank is None:
+                    raise TensorRTExportError(f"{what}: LayerNormalization node {node.name!r} normalises from axis "
+                                              f"{axis} of {x!r}, whose rank the graph does not record")
+                axis -= rank
+            base = node.output[0] or node.name
+
+            def fresh(suffix: str, base=base) -> str:
+                name, i = f"{base}/ln_{suffix}", 0
+                while name in taken:
+                    i += 1
+                    name = f"{base}/ln_{suffix}_{i}"
+                taken.add(name)
+                return name
+
+            def add(op: str, inputs: list[str], output: str | None = None, **kw) -> str:
+                output = output or fresh(op.lower())
+                nodes.append(helper.make_node(op, inputs, [output], name=fresh(f"{op}_node"), **kw))
+                return output
+
+            cast = types.get(x) != stash
+            xs = add("Cast", [x], to=stash) if cast else x
+            axes = list(range(axis, 0))
+            mean = add("ReduceMean", [xs], node.output[1] if len(node.output) > 1 and node.output[1] else None,
+                       axes=axes, keepdims=1)
+            dev = add("Sub", [xs, mean])
+            var = add("ReduceMean", [add("Mul", [dev, dev])], axes=axes, keepdims=1)
+            eps = add("Constant", [], value=helper.make_tensor(fresh("epsilon"), stash, [], [epsilon]))
+            std = add("Sqrt", [add("Add", [var, eps])])
+            normed = add("Div", [dev, std])
+            if cast:
+                normed = add("CastLike", [normed, x])
+            out = add("Mul", [normed, scale], None if bias else node.output[0])
+            if bias:
+                add("Add", [out, bias], node.output[0])
+            if len(node.output) > 2 and node.output[2]:
+                add("Reciprocal", [std], node.output[2])
+            count += 1
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
+
+
+def _rank(graph, name: str) -> int | None:
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.name == name and value.type.tensor_type.HasField("shape"):
+            return len(value.type.tensor_type.shape.dim)
+    return None
 
 
 def clamp_fp16_constants(path: Path) -> list[dict]:

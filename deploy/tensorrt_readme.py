@@ -51,13 +51,21 @@ def _export_routes(vlm, projector: str) -> tuple[str, str]:
 # range; TensorRT 11.x's gives 9 to 25): LayerNormalization, the opset-17 operator a LayerNorm is exported as, is
 # parsed from TensorRT 8.6 on (its release notes advise opset 17 for it); 8.5 has no importer for it (reported to
 # fail with "No importer registered for op: LayerNormalization", fixed by moving to 8.6)
-def _opset_note(opset: int, layer_norm: list[str] | None = None) -> str:
+def _opset_note(opset: int, layer_norm: list[str] | None = None, decomposed: list[str] | None = None) -> str:
     """What is known of which JetPack's TensorRT parses the graphs: ONNX opset `opset`, LayerNormalization nodes in
-    the graphs named in `layer_norm` (None: not recorded, a bundle written before profiles.json held them)."""
-    return textwrap.fill(_opset_text(opset, layer_norm), 115)
+    the graphs named in `layer_norm` (None: not recorded, a bundle written before profiles.json held them), the
+    graphs whose LayerNormalization nodes opset 16 decomposed in `decomposed`."""
+    return textwrap.fill(_opset_text(opset, layer_norm, decomposed), 115)
 
 
-def _opset_text(opset: int, layer_norm: list[str] | None) -> str:
+def _opset_text(opset: int, layer_norm: list[str] | None, decomposed: list[str] | None = None) -> str:
+    if opset <= 16 and not layer_norm:
+        where = f" (in {', '.join(f'`{g}`' for g in decomposed)})" if decomposed else ""
+        return (f"The graphs are ONNX opset {opset}, for TensorRT 8.5 (JetPack 5): every LayerNormalization, the "
+                f"opset-17 operator its ONNX parser has no importer for, is decomposed into ReduceMean / Sub / Mul / "
+                f"Add / Sqrt / Div{where}. Whether 8.5 parses the rest of the graphs is unconfirmed; verify.py on "
+                "the device says whether its engines reproduce PyTorch. TensorRT 8.6 (JetPack 6.0) and 10.3 (JetPack "
+                "6.1) parse opset 16 as well; for them `--opset 17` keeps LayerNormalization whole.")
     if opset <= 17:
         text = f"The graphs are ONNX opset {opset}, which TensorRT 8.6 (JetPack 6.0) and 10.3 (JetPack 6.1) parse."
     else:
@@ -65,12 +73,13 @@ def _opset_text(opset: int, layer_norm: list[str] | None) -> str:
                 "8.6 (JetPack 6.0) parses this opset is unconfirmed: export again with `--opset 17` for it.")
     if layer_norm is None:
         return (text + " TensorRT 8.5 (JetPack 5) has no importer for LayerNormalization, the opset-17 operator a "
-                "LayerNorm is exported as (it came with 8.6): a graph holding one does not parse there.")
+                "LayerNorm is exported as (it came with 8.6): a graph holding one does not parse there; export "
+                "again with `--opset 16` for it.")
     if layer_norm:
         named = ", ".join(f"`{g}`" for g in layer_norm)
         return (text + f" TensorRT 8.5 (JetPack 5) cannot build this bundle: {named} "
                 f"{'holds' if len(layer_norm) == 1 else 'hold'} LayerNormalization, the opset-17 operator a LayerNorm is exported as, which its ONNX parser has "
-                "no importer for (it came with 8.6).")
+                "no importer for (it came with 8.6); export again with `--opset 16` for it, which decomposes it.")
     if opset <= 17:
         return (text + " No graph holds LayerNormalization, the operator TensorRT 8.5 (JetPack 5) has no importer "
                 "for; whether 8.5 parses the rest is unconfirmed.")
@@ -201,7 +210,7 @@ export PATH="$PATH:/usr/src/tensorrt/bin"
 {commands}
 ```
 
-{_opset_note(profiles['onnx_opset'], profiles.get('layer_normalization'))}
+{_opset_note(profiles['onnx_opset'], profiles.get('layer_normalization'), profiles.get('layer_normalization_decomposed'))}
 
 fp16 notes: an operator listed under `overflow` in `fp16_check.json` produces values above 65504 in fp32 and
 becomes inf in fp16; a normalisation listed under `norm_sum_of_squares_over_fp16` overflows if TensorRT reduces

@@ -34,6 +34,7 @@ require("onnxruntime", "the deploy extra: ONNX Runtime")
 require("onnxscript", "the deploy extra: torch.onnx's dynamo exporter")
 
 import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
 
 from adapt.cli import main  # noqa: E402
 from adapt.recipe import load_recipe  # noqa: E402
@@ -426,6 +427,41 @@ def test_graphs_are_written_at_opset_17_and_match_pytorch(name, bundles):
         onnx.checker.check_model(str(bundle / graph))
     result = verify(bundle, "--runtime", "onnxruntime")
     assert result.returncode == 0 and "FAIL" not in result.stdout, result.stdout
+
+
+def test_opset_16_bundle_has_no_layer_normalization_and_matches_opset_17(bundles, tmp_path):
+    """TensorRT 8.5 (JetPack 5) has no LayerNormalization importer: `--opset 16` writes pocket-tiny's graphs at opset
+    16 with none (the export's own check against PyTorch passed, as verify.py's does), computing what the opset-17
+    graphs do on every reference input, and the README and profiles.json say so."""
+    from deploy.tensorrt import TOLERANCE
+    from deploy.tensorrt_verify import feeds_for
+
+    shipped, _ = bundles["pocket-tiny"]
+    out = tmp_path / "jetpack5"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(DRIVING), "--max-images", "6",
+                     "--opset", "16", "--out", str(out)]) == 0
+    for graph in ("vision.onnx", "embed.onnx", "decoder.onnx"):
+        model = onnx.load(str(out / graph), load_external_data=False)
+        assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [16], graph
+        assert "LayerNormalization" not in {n.op_type for n in model.graph.node}, graph
+    profiles = read(out, "profiles.json")
+    assert profiles["onnx_opset"] == 16 and profiles["layer_normalization"] == []
+    assert profiles["layer_normalization_decomposed"] == ["vision.onnx"]
+    flat = " ".join((out / "README.md").read_text().split())
+    assert "The graphs are ONNX opset 16, for TensorRT 8.5 (JetPack 5): every LayerNormalization" in flat
+    result = verify(out, "--runtime", "onnxruntime")
+    assert result.returncode == 0 and "FAIL" not in result.stdout, result.stdout
+    tol = TOLERANCE["onnxruntime"]
+    sessions = {}
+    for check in read(shipped, "bundle.json")["checks"]:
+        if check.get("engine_only"):
+            continue
+        feeds = feeds_for(check, shipped)
+        got = [sessions.setdefault((b, check["onnx"]), ort.InferenceSession(str(b / check["onnx"]))).run(None, feeds)[0]
+               for b in (shipped, out)]
+        assert got[0].shape == got[1].shape, check["name"]
+        assert np.abs(got[1] - got[0]).max() <= tol["atol"] + tol["rtol"] * np.abs(got[0]).max(), check["name"]
 
 
 @pytest.mark.parametrize("name", ["pocket-tiny", "internvl"])

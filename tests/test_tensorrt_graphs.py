@@ -96,6 +96,54 @@ def test_opset_17_conversion_gives_a_valid_graph_with_the_same_outputs(tmp_path)
     np.testing.assert_allclose(_run(path, x=x)[0], before, rtol=1e-6)
 
 
+def _layer_norm(path: Path, axis: int, stats: bool = False, bias: bool = True) -> Path:
+    """One LayerNormalization over x (2, 3, 4) from `axis` (opset 18, as torch.onnx writes it); `stats`: its Mean and
+    InvStdDev outputs too."""
+    outputs = ["y", "mean", "inv_std"] if stats else ["y"]
+    node = helper.make_node("LayerNormalization", ["x", "scale", "bias"] if bias else ["x", "scale"], outputs,
+                            axis=axis, epsilon=1e-3, name="node_ln")
+    shape = [2, 3, 4][axis:]
+    reduced = [2, 3, 4][:axis] + [1] * len(shape)
+    graph = helper.make_graph(
+        [node], "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4]),
+         *(helper.make_tensor_value_info(n, TensorProto.FLOAT, reduced) for n in outputs[1:])],
+        [numpy_helper.from_array(np.linspace(0.5, 2, np.prod(shape), dtype=np.float32).reshape(shape), "scale"),
+         numpy_helper.from_array(np.linspace(-1, 1, np.prod(shape), dtype=np.float32).reshape(shape), "bias")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("axis, stats, bias", [(-1, False, True), (1, True, True), (-2, True, False)])
+def test_opset_16_decomposes_layer_normalization(tmp_path, axis, stats, bias):
+    """TensorRT 8.5 (JetPack 5) has no LayerNormalization importer: at opset 16 none is left, and the graph (its
+    Mean / InvStdDev outputs too) computes layer norm, on rows whose mean is far from zero."""
+    x = (np.random.default_rng(0).standard_normal((2, 3, 4)) + 30).astype(np.float32)
+    path = _layer_norm(tmp_path / "ln.onnx", axis, stats, bias)
+    init = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in onnx.load(str(path)).graph.initializer}
+    axes = tuple(range(axis % 3, 3))
+    mean = x.astype(np.float64).mean(axes, keepdims=True)
+    std = np.sqrt(((x - mean) ** 2).mean(axes, keepdims=True) + 1e-3)
+    y = (x - mean) / std * init["scale"] + (init["bias"] if bias else 0)
+    assert convert_opset(path, 16) == 1
+    converted = onnx.load(str(path))
+    assert [(o.domain, o.version) for o in converted.opset_import] == [("", 16)]
+    assert "LayerNormalization" not in {n.op_type for n in converted.graph.node}
+    onnx.checker.check_model(converted)
+    for got, expected in zip(_run(path, x=x), [y, mean, 1 / std][:3 if stats else 1]):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_operator_opset_16_lacks_is_refused_naming_it(tmp_path):
+    path = tmp_path / "bits.onnx"
+    graph = helper.make_graph([helper.make_node("BitwiseAnd", ["a", "b"], ["c"], name="node_and")], "bits",
+                              [helper.make_tensor_value_info(n, TensorProto.INT32, [2]) for n in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.INT32, [2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    with pytest.raises(TensorRTExportError, match=r"bits.onnx: ONNX opset 16 has no BitwiseAnd \(node 'node_and'\)"):
+        convert_opset(path, 16)
+
+
 def test_max_input_len_leaves_room_for_the_answer():
     longest, max_input, cut = sequence_limits(288, 32768, 256)
     assert (longest, max_input, cut) == (288 + TEXT_BUDGET, 288 + TEXT_BUDGET - 256, None)
@@ -118,16 +166,16 @@ def test_opset_is_a_tensorrt_choice(tmp_path, capsys):
     assert main(["export", "-f", "onnx", "--model", "pocket-tiny", "--opset", "17", "--out", str(tmp_path / "a")]) == 1
     assert "--opset applies to --format tensorrt only" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--opset", "16", "--out", str(tmp_path / "b")])
-    assert "invalid choice: 16" in capsys.readouterr().err
+        main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--opset", "15", "--out", str(tmp_path / "b")])
+    assert "invalid choice: 15" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_write_tensorrt_refuses_an_opset_or_answer_length_it_cannot_serve(tmp_path):
     from deploy.tensorrt import write_tensorrt
 
-    with pytest.raises(TensorRTExportError, match="ONNX opset 16 is not one the bundle is written at; choose one of 17, 18"):
-        write_tensorrt(None, None, tmp_path, opset=16)
+    with pytest.raises(TensorRTExportError, match="ONNX opset 15 is not one the bundle is written at; choose one of 16, 17, 18"):
+        write_tensorrt(None, None, tmp_path, opset=15)
     with pytest.raises(TensorRTExportError, match="max_new_tokens must be a whole number >= 1, got 0"):
         write_tensorrt(None, None, tmp_path, max_new_tokens=0)
 
@@ -221,6 +269,10 @@ def test_readme_opset_note_says_what_is_known_of_each_jetpack():
     assert "every JetPack" not in note and "8.5 (JetPack 5)," not in note
     assert "No graph holds LayerNormalization" in flat(_opset_note(17, []))
     assert "a graph holding one does not parse there" in flat(_opset_note(17))  # a bundle that did not record them
+    assert "export again with `--opset 16` for it, which decomposes it" in note
+    note = flat(_opset_note(16, [], ["vision.onnx"]))
+    assert note.startswith("The graphs are ONNX opset 16, for TensorRT 8.5 (JetPack 5): every LayerNormalization")
+    assert "decomposed into ReduceMean / Sub / Mul / Add / Sqrt / Div (in `vision.onnx`)" in note
     note = flat(_opset_note(18, ["vision.onnx", "decoder.onnx"]))
     assert "build with TensorRT 10" in note and "8.6 (JetPack 6.0) parses this opset is unconfirmed" in note
     assert "`vision.onnx`, `decoder.onnx` hold LayerNormalization" in note
