@@ -277,6 +277,22 @@ def test_slope_and_intercept(tmp_path):
     assert np.array_equal(rgb(path)[..., 0], expected)
 
 
+@pytest.mark.parametrize("missing", ["absent", "empty"])
+def test_intercept_without_slope_still_rescales(tmp_path, missing):
+    # pydicom's apply_modality_lut skips the rescale unless both are there (and fails on an empty one): the HU
+    # would be off by 1024, windowed wrong, with no error
+    ds = pydicom.dcmread(shipped("CT_small.dcm"))
+    if missing == "absent":
+        del ds.RescaleSlope
+    else:
+        ds.RescaleSlope = None
+    path = tmp_path / "slope.dcm"
+    ds.save_as(path)
+    raw = ds.pixel_array.astype(float)
+    assert np.array_equal(modality_values(path), raw - 1024)
+    assert np.array_equal(rgb(path, window="40/400")[..., 0], np.rint(window_values(raw - 1024, 40, 400) * 255))
+
+
 def test_modality_lut_sequence():
     ds = pydicom.dcmread(shipped("CT_small.dcm"))
     del ds.RescaleSlope, ds.RescaleIntercept

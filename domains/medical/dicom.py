@@ -723,7 +723,7 @@ def modality_values(ds_or_path: Dataset | str | os.PathLike, *, frame: int = 0, 
         if arr.ndim != 2:
             raise _Fail(f"not a greyscale image ({photometric})")
         view = _frame_view(ds, frame)
-        values = np.asarray(apply_modality_lut(arr, view), dtype=np.float64)
+        values = _modality(arr, view)
         mask = None if padding else _padding(arr, view)
         return values if mask is None else np.where(mask, np.nan, values)
 
@@ -766,8 +766,23 @@ def _checked_frame(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
     return arr, photometric.strip().upper()
 
 
+def _modality(arr: np.ndarray, view: Dataset) -> np.ndarray:
+    """The modality LUT of stored values `arr` (float64). A rescale with RescaleSlope or RescaleIntercept missing or
+    empty reads that one as 1 / 0 (pydicom skips the rescale unless both are there, and fails on an empty one)."""
+    if view.get("ModalityLUTSequence") or not ("RescaleSlope" in view or "RescaleIntercept" in view):
+        return np.asarray(apply_modality_lut(arr, view), dtype=np.float64)
+    rescale = []
+    for keyword, default in (("RescaleSlope", 1.0), ("RescaleIntercept", 0.0)):
+        value = view.get(keyword)
+        number = default if value is None or (isinstance(value, str) and not value.strip()) else _first_number(value)
+        if number is None:
+            raise _Fail(f"invalid {keyword}", "not a finite number")
+        rescale.append(number)
+    return arr.astype(np.float64) * rescale[0] + rescale[1]
+
+
 def _grey(arr: np.ndarray, view: Dataset, window: tuple[float, float] | str | None, photometric: str) -> np.ndarray:
-    values = np.asarray(apply_modality_lut(arr, view), dtype=np.float64)
+    values = _modality(arr, view)
     padding = _padding(arr, view)
     if isinstance(window, tuple):
         out = window_values(values, *window)
