@@ -801,6 +801,15 @@ def test_dicom_error_is_value_error_and_names_file():
     assert (err.path, err.reason, err.detail) == ("/data/x.dcm", "no pixel data", "Basic Text SR Storage")
 
 
+@pytest.mark.parametrize("window", [(40, 0.5), "40/0.5", (40, 0), "40/-10"])
+def test_a_window_too_narrow_is_refused_as_the_argument_not_the_file(window):
+    # a width under 1 passed resolve_window and then failed in the LINEAR window as "invalid image attributes or
+    # pixel data" of the file: a converter counted a good slice as damaged
+    with pytest.raises(DomainError, match="window width must be a number >= 1") as err:
+        dicom_to_rgb(shipped("CT_small.dcm"), window=window)
+    assert not isinstance(err.value, DicomError)
+
+
 def test_window_text_with_a_negative_centre():
     from domains.medical.dicom import WINDOW_PRESETS, resolve_window
 

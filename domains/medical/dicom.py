@@ -459,7 +459,7 @@ def resolve_window(window: str | Sequence[float] | None) -> tuple[float, float] 
     """Normalise a `window` argument: ``None`` (the file's own), ``"minmax"`` or ``(center, width)``.
 
     Accepts a preset name (:data:`WINDOW_PRESETS`, case-insensitive, ``-`` or space for ``_``), a
-    ``"40/400"`` or ``"40,400"`` string, or a pair of numbers. Raises ``ValueError`` on anything else.
+    ``"40/400"`` or ``"40,400"`` string, or a pair of numbers (width >= 1). Raises ``ValueError`` on anything else.
     """
     if window is None:
         return None
@@ -484,8 +484,10 @@ def resolve_window(window: str | Sequence[float] | None) -> tuple[float, float] 
             center, width = (float(v) for v in window)
         except (TypeError, ValueError):
             raise DomainError(f"window must be a preset name or a (center, width) pair, got {window!r}") from None
-    if not (np.isfinite(center) and np.isfinite(width)) or width <= 0:
-        raise DomainError(f"window width must be a positive number, got center={center}, width={width}")
+    # an override is applied as LINEAR, which needs w >= 1 (a smaller one failed later as a fault of the file)
+    if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
+        raise DomainError(f"window width must be a number >= 1 (the DICOM LINEAR window), got center={center}, "
+                          f"width={width}")
     return center, width
 
 
