@@ -477,6 +477,8 @@ def test_multiframe_frame_selection():
     assert not np.array_equal(rgb(path, frame=0), rgb(path, frame=29))
     with pytest.raises(DicomError, match="frame 30 out of range"):
         dicom_to_rgb(path, frame=30)
+    with pytest.raises(DicomError, match="frame True out of range"):  # a flag is no frame number (it read as 1)
+        dicom_to_rgb(path, frame=True)
     dose = shipped("rtdose.dcm")
     volume = pydicom.dcmread(dose).pixel_array.astype(np.float64)
     k = 7

@@ -759,7 +759,7 @@ def _checked_frame(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
     if not has_pixel_data(ds):
         raise _Fail("no pixel data", _object_kind(ds))
     n = frame_count(ds)
-    if not isinstance(frame, (int, np.integer)) or not 0 <= int(frame) < n:
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or not 0 <= int(frame) < n:
         raise _Fail(f"frame {frame} out of range", f"the file has {n} frame{'s' * (n != 1)}")
     _check_size(ds)
     arr, photometric = _decode(ds, int(frame))
