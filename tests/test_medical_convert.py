@@ -510,6 +510,9 @@ def test_dicom_qa_bad_input(raw, tmp_path):
         convert_dicom_qa(raw / "dicom_qa", tmp_path / "o1", window="disco")
     with pytest.raises(ValueError, match="window option"):
         convert_classification(raw / "classification", tmp_path / "o1", window=[40, -5])
+    for frame in ("x", True, 1.7, -1):  # "x" was a raw int() ValueError; True and 1.7 read as frame 1
+        with pytest.raises(DomainError, match="frame option: expected a frame index"):
+            convert_classification(raw / "classification", tmp_path / "o1", frame=frame)
     (src / "qa.json").write_text("{")
     assert convert_dicom_qa(src, tmp_path / "o2").skipped == {"malformed JSON": 1}
     with pytest.raises(ValueError, match="qa.json"):

@@ -1026,6 +1026,10 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected one folder per class)")
     check_held_out_fraction(test_fraction)
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int) or frame < 0):
+        # int() read "x" as a raw ValueError and True / 1.7 as frame 1, unsaid
+        raise DomainError(f"frame option: expected a frame index (an integer >= 0) or none for the middle frame, got "
+                          f"{frame!r}")
     report = _report(dataset, src, out)
     subdirs = [p for p in sorted(src.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in subdirs if p.name.lower() in SPLIT_FOLDERS}
