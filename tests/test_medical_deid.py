@@ -337,6 +337,9 @@ def test_keep_accepts_one_keyword_as_a_string():
     # the name is still there: the file must not claim the identity was removed
     assert kept.PatientIdentityRemoved == "NO"
     assert deidentify(ds, salt="s", keep="Manufacturer").PatientIdentityRemoved == "YES"  # not a table attribute
+    # a misspelt keyword kept nothing, unsaid: the caller believed StudyDate was kept
+    with pytest.raises(ValueError, match=r"keep names \['StudyDates'\], not DICOM keywords"):
+        deidentify(ds, salt="s", keep=["StudyDate", "StudyDates"])
 
 def test_longitudinal_temporal_flag_says_what_was_done_to_dates():
     """keep=("StudyDate",) left the real study date in place while LongitudinalTemporalInformationModified still

@@ -80,7 +80,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom import __version_info__ as _pydicom_version
-from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -609,7 +609,8 @@ def deidentify(
     `salt`: the secret key of pseudonyms and new UIDs, required and not empty (whoever knows it can recompute
     them from a guessed patient ID or UID); use one salt for a whole project so its series and patients stay
     linked, e.g. this machine's key, :func:`domains.medical.convert.machine_key`.
-    `keep`: DICOM keywords (a lone string is one keyword) to leave untouched (at your own risk). Options (off =
+    `keep`: DICOM keywords (a lone string is one keyword; one pydicom does not know is a ValueError) to leave
+    untouched (at your own risk). Options (off =
     removal, the basic profile): `keep_patient_characteristics` (Retain Patient Characteristics),
     `clean_descriptors` (Clean Descriptors: keep descriptions with identifying text cut out; `known_phi` adds
     strings to cut, a lone string is one), `retain_safe_private` (Retain Safe Private: keep numeric private
@@ -627,7 +628,7 @@ def deidentify(
         if meta is not None:
             _identifying_strings(meta, annex_e.table(), frozenset(descriptors), strings)
         cleaner = _Cleaner(strings)
-    ctx = _Ctx(salt=salt, alias=alias, keep=frozenset(_items(keep)), clean=clean, characteristics=chars,
+    ctx = _Ctx(salt=salt, alias=alias, keep=_keep_keywords(keep), clean=clean, characteristics=chars,
                retain_safe_private=retain_safe_private, cleaner=cleaner)
     out = copy.deepcopy(ds)
     _scrub(out, ctx)
@@ -650,6 +651,16 @@ def deidentify(
     out.LongitudinalTemporalInformationModified = (
         ("MODIFIED" if shifted else "UNMODIFIED") if ctx.kept_dates else "REMOVED")
     return out
+
+
+def _keep_keywords(keep: str | Iterable[str]) -> frozenset[str]:
+    """`keep` as a set of DICOM keywords; ValueError naming any that is none (a misspelt one kept nothing, unsaid)."""
+    names = frozenset(_items(keep))
+    unknown = sorted(str(k) for k in names if not isinstance(k, str) or tag_for_keyword(k) is None)
+    if unknown:
+        raise ValueError(f"deidentify: keep names {unknown}, not DICOM keywords (as pydicom spells them, e.g. "
+                         "'PatientName', 'StudyDate')")
+    return names
 
 
 def _code(value: str, meaning: str) -> Dataset:
