@@ -368,6 +368,21 @@ def test_classification_split_folders_dicom_without_suffix_and_bad_files(raw, tm
     assert report.outputs["train"].name == "xray_train.jsonl"
 
 
+def test_gzipped_dicom_files_are_classified(raw, tmp_path):
+    """``.dcm.gz`` (read_dicom reads it) was no DICOM and no image to classification: its files were ignored
+    without a word, a class of them reported as an empty folder."""
+    import gzip
+
+    src = copy_of(raw, "classification", tmp_path)
+    for dcm in sorted(src.rglob("*.dcm")):
+        dcm.with_name(dcm.name + ".gz").write_bytes(gzip.compress(dcm.read_bytes()))
+        dcm.unlink()
+    report = convert_classification(src, tmp_path / "out", test_fraction=0)
+    n_files = sum(1 for p in src.rglob("*") if p.is_file())
+    assert report.written == n_files and not report.skipped
+    assert sum(1 for r in all_records(report) if "patient" in r["meta"]) == len(list(src.rglob("*.dcm.gz"))) > 0
+
+
 def test_dicom_files_named_by_their_uid_are_found_by_their_first_bytes(raw, tmp_path):
     """PACS / CD exports name files by SOPInstanceUID (``1.2.840.113619.2.55.3.6046.504``): the suffix ``.504`` is
     no image suffix, so the first bytes decide (the DICM marker, or a dataset without preamble), for the upload

@@ -350,11 +350,12 @@ def _clean_image(src: Path, out: Path, rel: str, pf: Prefetch | None = None) -> 
 
 
 def is_dicom_file(path: Path) -> bool:
-    """``.dcm`` / ``.dicom`` suffix; never an :data:`IMAGE_SUFFIXES` one; any other name (none, or the ``.504``
-    of a file named by its SOPInstanceUID) when its first bytes say DICOM: the ``DICM`` marker at byte 128 or a
-    dataset without preamble (:func:`domains.medical.dicom.starts_as_dicom`)."""
+    """``.dcm`` / ``.dicom`` suffix, gzipped too (``.dcm.gz``, which :func:`~domains.medical.dicom.read_dicom`
+    reads); never an :data:`IMAGE_SUFFIXES` one; any other name (none, or the ``.504`` of a file named by its
+    SOPInstanceUID) when its first bytes say DICOM: the ``DICM`` marker at byte 128 or a dataset without preamble
+    (:func:`domains.medical.dicom.starts_as_dicom`)."""
     suffix = path.suffix.lower()
-    if suffix in DICOM_SUFFIXES:
+    if suffix in DICOM_SUFFIXES or path.name.lower().endswith(tuple(s + ".gz" for s in DICOM_SUFFIXES)):
         return True
     if suffix in IMAGE_SUFFIXES:
         return False
