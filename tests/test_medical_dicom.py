@@ -293,6 +293,14 @@ def test_intercept_without_slope_still_rescales(tmp_path, missing):
     assert np.array_equal(rgb(path, window="40/400")[..., 0], np.rint(window_values(raw - 1024, 40, 400) * 255))
 
 
+def test_a_zero_rescale_slope_is_refused_naming_it():
+    # every pixel read as the intercept: a blank image was rendered without a word
+    ds = pydicom.dcmread(shipped("CT_small.dcm"))
+    ds.RescaleSlope = 0
+    with pytest.raises(DicomError, match="invalid RescaleSlope"):
+        dicom_to_rgb(ds)
+
+
 def test_modality_lut_sequence():
     ds = pydicom.dcmread(shipped("CT_small.dcm"))
     del ds.RescaleSlope, ds.RescaleIntercept

@@ -780,6 +780,8 @@ def _modality(arr: np.ndarray, view: Dataset) -> np.ndarray:
         if number is None:
             raise _Fail(f"invalid {keyword}", "not a finite number")
         rescale.append(number)
+    if rescale[0] == 0:  # every pixel would be the intercept: a blank image, unsaid
+        raise _Fail("invalid RescaleSlope", "0: every pixel would read as the intercept")
     return arr.astype(np.float64) * rescale[0] + rescale[1]
 
 
