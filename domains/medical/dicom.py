@@ -4,9 +4,9 @@
 
 1. decode one frame with pydicom's pixel-data plug-ins (native, RLE, JPEG baseline / extended /
    lossless, JPEG-LS, JPEG 2000 through pylibjpeg-libjpeg / -openjpeg / -rle, pyjpegls and Pillow);
-2. **modality LUT**: RescaleSlope / RescaleIntercept or a Modality LUT Sequence
-   (``pydicom.pixels.apply_modality_lut``; Hounsfield units for CT). In enhanced multi-frame files the
-   frame's functional groups (Pixel Value Transformation, Frame VOI LUT) override the top level;
+2. **modality LUT**: RescaleSlope / RescaleIntercept (one missing or empty reads as 1 / 0; a slope of 0 is refused)
+   or a Modality LUT Sequence (``pydicom.pixels.apply_modality_lut``; Hounsfield units for CT). In enhanced
+   multi-frame files the frame's functional groups (Pixel Value Transformation, Frame VOI LUT) override the top level;
 3. **VOI**: `window` ``None`` uses the file's own VOI LUT Sequence or WindowCenter / WindowWidth (the
    first value when multi-valued) with its VOILUTFunction (``LINEAR``, ``LINEAR_EXACT``, ``SIGMOID``);
    with neither, the frame's min-max. A preset name (:data:`WINDOW_PRESETS`), ``(center, width)``,
