@@ -41,6 +41,7 @@ from domains.medical.dicom import (
     DicomError,
     dicom_to_rgb,
     extract_zip,
+    file_window,
     find_series,
     frame_bytes,
     frame_count,
@@ -382,6 +383,9 @@ def test_voi_lut_sequence():
     assert np.array_equal(rgb(ds)[..., 0], np.rint(expected * 255))
     # an explicit window overrides the file's VOI LUT
     assert np.array_equal(rgb(ds, window=(600, 1600)), rgb(shipped("MR_small.dcm")))
+    # MR_small's own WindowCenter / Width (600 / 1600) are not what the default render applies beside the LUT, so
+    # file_window (the demo's "file default" sliders) does not report them
+    assert (ds.WindowCenter, ds.WindowWidth) == (600, 1600) and file_window(ds) is None
 
 
 def _ct_with_voi_lut(first_mapped: int, pixel_representation: int, intercept: float) -> Dataset:

@@ -545,8 +545,10 @@ def _file_window(view: Dataset) -> tuple[float, float, str] | None:
 
 def file_window(ds: Dataset, frame: int = 0) -> tuple[float, float, str] | None:
     """The window (centre, width, VOI function) the file itself gives `frame` -- top level or the frame's functional
-    groups -- as :func:`dicom_to_rgb` applies it by default; None where it has none valid (min-max is used then)."""
-    return _file_window(_frame_view(ds, frame))
+    groups -- as :func:`dicom_to_rgb` applies it by default; None where it has none valid (min-max is used then) or
+    where a VOI LUT Sequence is what the default applies (it comes before any window the file also gives)."""
+    view = _frame_view(ds, frame)
+    return None if view.get("VOILUTSequence") else _file_window(view)
 
 
 def _minmax(x: np.ndarray, leave_out: np.ndarray | None = None) -> np.ndarray:
