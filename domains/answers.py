@@ -236,8 +236,9 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        distinct letter found counts, so ``B or C`` is ambiguous and gives None. Lowercase letters only
        count after "answer/option/choice" and before punctuation or the end; a sentence-initial
        article ("A forest") is not a label; one letter followed by another option's text that hedges, as in 5
-       (``The answer is B or rainforest.``), gives None, and so does one letter under a negation (``Not B.``,
-       ``It is not C``: it rules the option out);
+       (``The answer is B or rainforest.``), gives None. A letter under a negation is no mention: it rules the
+       option out, as a negated option text does, so ``Not B.`` and ``It is not C`` are None and ``B, not C`` and
+       ``The answer is B, not C.`` are B;
     5. a reply that 3 or 4 finds naming several letters, concluding with an answer: when its *last* letter
        mention comes right after an answer phrase ("answer is", "answer:", "correct option is", "final answer",
        "I choose" / "I'd pick" / "I'll go with") and the text after it names no other option, that letter counts:
@@ -291,8 +292,6 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
     letters = {letter for _, letter in mentions}
     if len(letters) == 1:  # "The answer is B or rainforest": hedged as after several letters (see 5)
         pos, letter = mentions[0]
-        if any(m.start() < pos < m.end() for m in _NEGATED.finditer(text)):  # "Not B.", "It is not C": ruled out
-            return None
         return None if _hedges_other_option(text[pos + 1:], letter, options, key) else letter
     return _final_answer(text, valid, options, key) if letters else None
 
@@ -316,13 +315,16 @@ def _leading_label(text: str, valid: str) -> tuple[str, str, str] | None:
 
 
 def _letter_mentions(text: str, valid: str) -> list[tuple[int, str]]:
-    """``(position, letter)`` of every valid option letter named in text, in order."""
+    """``(position, letter)`` of every valid option letter named in text, in order, but those under a negation
+    ("not C", "neither A nor C"): they rule the option out, as a negated option text does."""
+    negated = [(m.start(), m.end()) for m in _NEGATED.finditer(text)]
     found = []
     for pattern in (_KEYWORD_LABEL, _LABEL_IN_TEXT):
         for m in pattern.finditer(text):
             k = next(k for k in range(1, len(m.groups()) + 1) if m.group(k))
             found.append((m.start(k), m.group(k).upper()))
-    return sorted((pos, x) for pos, x in set(found) if x in valid)
+    return sorted((pos, x) for pos, x in set(found)
+                  if x in valid and not any(a < pos < b for a, b in negated))
 
 
 def _letters_in_text(text: str, valid: str) -> set[str]:

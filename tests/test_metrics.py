@@ -119,7 +119,7 @@ def test_parse_choice_accepts(prediction, expected):
     "prediction",
     [
         "", "   ", "blah", "E", "(F)",  # nothing, or a letter beyond the options
-        "B or C", "B, not C", "The answer is B. Or maybe (C).",  # two letters
+        "B or C", "The answer is B. Or maybe (C).",  # two letters
         "A or B", "A/B", "A, B", "A is wrong, B",  # two letters, A among them (A alone was read as an article)
         "B. desert",  # label and option text disagree
         "It is a rainforest in the tropics",  # containment never counts
@@ -445,7 +445,8 @@ def test_lines_after_a_leading_label_still_refuse(prediction):
     ("A is a lake. The answer is $\\boxed{B}$ or C.", None),
     ("A is a lake and C is a road. So the answer is B. Or maybe (C).", None),  # a hedge after the answer
     ("A is wrong. The answer is B or C.", None),  # two letters in the final phrase
-    ("A is wrong. The answer is B, not C.", None),  # the last mention is no answer phrase
+    # C under a negation is ruled out, as "rainforest" is in "The answer is B, not rainforest." (it gave None)
+    ("A is wrong. The answer is B, not C.", "B"),
     ("The answer is B. A is wrong.", None),  # another letter after the answer phrase
     ("A is wrong, so the answer is B. Desert would be dry.", None),
     ("A is wrong, so the answer is B\nDesert would be dry", None),  # option A's text after it
@@ -530,6 +531,19 @@ def test_other_options_ruled_out_under_a_negation_do_not_cancel_the_letter(reply
 def test_one_letter_under_a_negation_chooses_nothing(reply, expected):
     """"Not B." and "It is not C." gave B and C: the one letter named counted though the reply rules it out."""
     assert parse_choice(reply, OPTS) == expected
+
+
+@pytest.mark.parametrize("reply, expected", [
+    ("B, not C", "B"), ("The answer is B, not C.", "B"), ("It is not A or C, the answer is B.", "B"),
+    ("Neither A nor C; B.", "B"), ("The answer is B, not C or rainforest.", "B"), ("Not A but D.", "D"),
+    ("The answer is B, not C. Or maybe D.", None),  # a hedge outside the negation still refuses
+    ("Not A or B.", None), ("B or C, not D.", None),
+])
+def test_letters_under_a_negation_are_ruled_out_like_option_texts(reply, expected):
+    """"The answer is B, not C." gave None (two letters, the last no answer phrase's) while "The answer is B, not
+    rainforest." gave B: a letter under a negation counted as a second choice, though it rules the option out."""
+    assert parse_choice(reply, OPTS) == expected
+    assert parse_choice(reply.replace("not C", "not rainforest"), OPTS) == expected
 
 
 def test_scores_keep_their_own_scale_and_the_docs_say_so():
