@@ -166,6 +166,16 @@ _LEAD_IN = re.compile(
 )
 
 
+def _answer_text(value: Any, what: str) -> str:
+    """`value` as a prediction's or reference's text: None is no answer (""), anything but a string a ValueError
+    naming it (an int or list from a malformed JSONL was a raw TypeError, and 0 or [] passed as no answer)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string (or None for no answer), got {type(value).__name__} {value!r}")
+    return value
+
+
 def _valid_letters(options: Sequence[str] | None) -> str:
     return _LETTERS[: len(options)] if options else _LETTERS
 
@@ -213,7 +223,8 @@ def _option_by_text(text: str, options: Sequence[str] | None, key: TextKey | Non
 
 
 def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
-    """The option letter a prediction chooses, or None when it chooses none or several.
+    """The option letter a prediction chooses, or None when it chooses none or several (or the prediction is None);
+    ValueError for a prediction that is no string.
 
     Answer and option texts are compared by `key` (default `normalize_answer`; a domain may pass a wider one,
     e.g. class names with CamelCase split); letters are read the same whatever `key`. Accepted, in this order:
@@ -256,7 +267,7 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
     after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
     """
     # full-width "Ｂ" (CJK output) is B; markdown bold ("**B**", "**Answer:** C") is no text of the answer
-    text = unicodedata.normalize("NFKC", prediction or "").replace("**", "").strip()
+    text = unicodedata.normalize("NFKC", _answer_text(prediction, "prediction")).replace("**", "").strip()
     if not text:
         return None
     valid = _valid_letters(options)
@@ -398,8 +409,9 @@ def _names_other_option(text: str, letter: str, options: Sequence[str] | None, k
 
 
 def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
-    """The option letter a reference names (a label such as ``B`` / ``(B)``, or an option's text), else None."""
-    ref = unicodedata.normalize("NFKC", reference or "").strip()
+    """The option letter a reference names (a label such as ``B`` / ``(B)``, or an option's text), else None;
+    ValueError for a reference that is no string (None is no answer)."""
+    ref = unicodedata.normalize("NFKC", _answer_text(reference, "reference")).strip()
     m = _ONLY_LABEL.match(ref)
     if m and m.group(1).upper() in _valid_letters(options):
         # a one-letter reference is a label, unless the options say it is an option's text
@@ -445,9 +457,10 @@ def parse_boxes(text: str) -> list[Box]:
 
     Without any ``<box>`` tag the whole text is searched, as InternVL's evaluator does with its regex
     ``\\[*\\[(.*?),(.*?),(.*?),(.*?)\\]\\]*``; an unclosed final ``<box>`` (generation cut short) still
-    counts. Lists without exactly four numbers are skipped, so malformed text gives ``[]``.
+    counts. Lists without exactly four numbers are skipped, so malformed text gives ``[]`` (and None); a `text` that
+    is no string is a ValueError.
     """
-    text = text or ""
+    text = _answer_text(text, "box text")
     spans = _BOX_TAG.findall(text) if "<box>" in text else [text]
     return [tuple(float(v) for v in m.groups()) for span in spans for m in ONE_BOX.finditer(span)]
 

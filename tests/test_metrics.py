@@ -602,3 +602,23 @@ def test_answer_boxes_are_read_and_compared_by_the_shared_box_helpers():
         a, b = ([rng.uniform(-5, 20) for _ in range(4)] for _ in range(2))
         assert box_iou(a, b) == boxes.Box(*a).iou(boxes.Box(*b))
     assert parse_boxes("<box>[[1, 2.5, 3, -4], [1, 2]]</box>") == [(1.0, 2.5, 3.0, -4.0)]
+
+
+@pytest.mark.parametrize("value", [2, 0, 1.5, ["B"], [], {"answer": "B"}, b"B"])
+def test_an_answer_that_is_no_string_is_refused_naming_it(value):
+    """A prediction or reference that is no string (an int or a list from a malformed JSONL) was a raw TypeError from
+    unicodedata, and 0 or [] passed silently as no answer; it is now a ValueError naming the value."""
+    for call, what in ((lambda: parse_choice(value, OPTS), "prediction"),
+                       (lambda: metrics.reference_choice(value, OPTS), "reference"),
+                       (lambda: mc_accuracy("B", value, OPTS), "reference"),
+                       (lambda: metrics.parse_boxes(value), "box text")):
+        with pytest.raises(ValueError, match=rf"^{what} must be a string .*got {type(value).__name__} "):
+            call()
+
+
+def test_a_none_answer_is_no_answer():
+    """None reads as the empty answer, as `normalize_answer(None)` does."""
+    assert parse_choice(None, OPTS) is None
+    assert metrics.reference_choice(None, OPTS) is None
+    assert metrics.parse_boxes(None) == []
+    assert metrics.grounding_hit(None, "<box>[[0, 0, 10, 10]]</box>") == 0.0
