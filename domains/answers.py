@@ -479,8 +479,11 @@ def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> fl
     four values sum to less than 4 is read as normalised to 0–1 and scaled by 1000, unless one is negative: that is
     no 0–1 box (nor a grid one) and is scored as written, not scaled up into a hit. No predicted box
     scores 0.0; a reference without a box, or whose first box is not an ordered box of positive area on the
-    grid, is an error in the data and raises ValueError (no answer could hit it).
+    grid, is an error in the data and raises ValueError (no answer could hit it); so is a `threshold` outside (0, 1]
+    (50 meant as 50% would score every prediction 0).
     """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+        raise ValueError(f"grounding IoU threshold must be a number in (0, 1], got {threshold!r}")
     refs = parse_boxes(reference)
     if not refs:
         raise ValueError(f"grounding reference has no [[x1, y1, x2, y2]] box: {reference!r}")

@@ -622,3 +622,17 @@ def test_a_none_answer_is_no_answer():
     assert metrics.reference_choice(None, OPTS) is None
     assert metrics.parse_boxes(None) == []
     assert metrics.grounding_hit(None, "<box>[[0, 0, 10, 10]]</box>") == 0.0
+
+
+@pytest.mark.parametrize("threshold", [50, 1.5, 0, -0.5, float("nan"), "0.5", None, True])
+def test_grounding_threshold_outside_zero_one_is_refused(threshold):
+    """grounding_hit(..., threshold=50) (a percentage) scored every prediction 0 silently: no IoU exceeds 50."""
+    with pytest.raises(ValueError, match=r"^grounding IoU threshold must be a number in \(0, 1\], got "):
+        metrics.grounding_hit("<box>[[0, 0, 10, 10]]</box>", "<box>[[0, 0, 10, 10]]</box>", threshold)
+
+
+def test_grounding_threshold_bounds_are_usable():
+    box = "<box>[[0, 0, 10, 10]]</box>"
+    assert metrics.grounding_hit(box, box, 0.9) == 1.0
+    assert metrics.grounding_hit(box, box, 1) == 0.0  # IoU 1 is not > 1
+    assert metrics.grounding_hit("<box>[[0, 0, 10, 2]]</box>", box, 0.1) == 1.0
