@@ -18,7 +18,9 @@ task                   scores                         main metric
 
 ``short`` normalises as SQuAD does (`normalize_answer`), ``vqa`` as the VQA evaluator does (`vqa_tokens`: number words
 read as digits, so "two" answers "2"); in both a decimal point between digits is kept ("1.0" is not "10"), and so is a
-minus sign starting a number ("-5" is not "5").
+minus sign starting a number ("-5" is not "5"). A reference left with no words (``""``, ``"."``), in these and in an
+``mc`` / ``classification`` one compared as text, is a ValueError naming the record: only an empty answer (a failed
+generation) would match it.
 
 ``classification`` is scored as ``mc``: a record with options by `parse_choice`, one without by exact match of
 the normalised label. A domain may replace it (the remote-sensing plugin does, once `adapt.domains_bridge`
@@ -95,18 +97,30 @@ MetricFn = Callable[[str, "Record", str], dict[str, float]]
 # task registry and dispatch
 
 
+def _check_reference_words(record: Any, reference: str, words: Any) -> None:
+    """ValueError naming the record when its reference has no words left to compare with: every answer would score
+    0 but an empty one (a failed generation), which would score 1."""
+    if not words:
+        raise ValueError(f"{_where(record)}: reference {reference!r} has no words to compare an answer with "
+                         "(empty after normalisation)")
+
+
 def _score_mc(prediction: str, record: Any, reference: str) -> dict[str, float]:
     options = record_options(record)
     check_reference_is_option(record, reference, options)
+    if reference_choice(reference, options) is None:  # compared as text
+        _check_reference_words(record, reference, normalize_answer(reference))
     return {"accuracy": mc_accuracy(prediction, reference, options)}
 
 
 def _score_short(prediction: str, record: Any, reference: str) -> dict[str, float]:
+    _check_reference_words(record, reference, normalize_answer(reference))
     return {"exact_match": exact_match(prediction, reference), "token_f1": token_f1(prediction, reference)}
 
 
 def _score_vqa(prediction: str, record: Any, reference: str) -> dict[str, float]:
     pred, ref = vqa_tokens(prediction), vqa_tokens(reference)
+    _check_reference_words(record, reference, ref)
     return {"exact_match": float(pred == ref), "token_f1": bag_f1(pred, ref)}
 
 
@@ -134,7 +148,8 @@ _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
                               "between digits and a minus sign starting a number, which SQuAD drop) and "
                               "a/an/the dropped (kept when nothing else is left)",
                               f"{_SQUAD} (normalize_answer, compute_exact)"),
-              "token_f1": ("SQuAD", "token F1 over normalised words (bags of words); both sides empty score 1",
+              "token_f1": ("SQuAD", "token F1 over normalised words (bags of words); a reference with no words is "
+                           "refused (the sample skipped)",
                            f"{_SQUAD} (compute_f1)")},
     "vqa": {"exact_match": ("VQA normalised exact match", "lower case, punctuation dropped but a decimal point "
                             "between digits and a minus sign starting a number kept, a/an/the dropped (unless "
@@ -143,7 +158,7 @@ _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
                             f"{_VQA_EVAL} (processPunctuation, processDigitArticle; it reads number words up to ten "
                             "and expands contractions, which this does not)"),
             "token_f1": ("SQuAD token F1, VQA normalisation", "token F1 over the VQA-normalised words (bags of "
-                         "words); both sides empty score 1", f"{_SQUAD} (compute_f1); {_VQA_EVAL}")},
+                         "words); a reference with no words is refused (the sample skipped)", f"{_SQUAD} (compute_f1); {_VQA_EVAL}")},
     "grounding": {"acc@0.5": ("Acc@0.5 on the 0-1000 grid", _GROUNDING_RULE, _GROUNDING_SOURCE)},
 }
 _BUILTIN_PROTOCOLS["classification"] = _BUILTIN_PROTOCOLS["mc"]

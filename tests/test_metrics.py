@@ -636,3 +636,22 @@ def test_grounding_threshold_bounds_are_usable():
     assert metrics.grounding_hit(box, box, 0.9) == 1.0
     assert metrics.grounding_hit(box, box, 1) == 0.0  # IoU 1 is not > 1
     assert metrics.grounding_hit("<box>[[0, 0, 10, 2]]</box>", box, 0.1) == 1.0
+
+
+@pytest.mark.parametrize("task, answer", [("short", ""), ("short", " . "), ("vqa", "?"), ("vqa", ""),
+                                          ("mc", ""), ("mc", "...")])
+def test_a_reference_without_words_is_refused_naming_the_record(task, answer):
+    """A record whose answer was "" or "." scored every prediction 0 (and an empty, failed generation 1) as if the
+    model had answered wrong: a sample no answer could be scored against, averaged in without a word."""
+    record = qa("Which colour?", "red", task=task, answer=answer, line=7)
+    with pytest.raises(ValueError, match=r"^toy:7: reference .* has no words to compare an answer with"):
+        score("red", record)
+    with pytest.raises(ValueError, match=r"^toy:7: reference "):
+        score("", record)
+
+
+def test_references_with_words_still_score():
+    assert score("red", qa("Which colour?", "red", task="short", answer="Red."))["exact_match"] == 1.0
+    assert score("A", qa("Which one?", "a", task="vqa", answer="A"))["exact_match"] == 1.0  # an article alone
+    assert score("B", qa("Which?\nA. desert\nB. forest", "B", task="mc"))["accuracy"] == 1.0
+    assert score("x", qa("Which?", "y", task="mc", answer="0"))["accuracy"] == 0.0
