@@ -211,15 +211,16 @@ TextKey = Callable[[str], str]
 
 
 def _option_by_text(text: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
-    """The letter of the one option whose text equals `text` exactly (after `key`), else None."""
+    """The letter of the one option whose text equals `text` exactly (after `key`), else None (also for an option
+    past the 26th, Z: it has no letter)."""
     if not options:
         return None
     key = key or normalize_answer
     norm = key(text)
     if not norm:
         return None
-    hits = {_LETTERS[k] for k, opt in enumerate(options) if key(opt) == norm}
-    return hits.pop() if len(hits) == 1 else None
+    hits = [k for k, opt in enumerate(options) if key(opt) == norm]
+    return _LETTERS[hits[0]] if len(hits) == 1 and hits[0] < len(_LETTERS) else None
 
 
 def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
@@ -263,7 +264,8 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        ``the answer is B, not desert``) or in a sentence starting with one that holds a negation (``B. forest.
        Desert has no trees.``).
 
-    Letters beyond the number of options are ignored; with `options` None any A–Z is a label. The prediction is read
+    Letters beyond the number of options are ignored; with `options` None any A–Z is a label. Options past the 26th
+    (Z) have no letter: an answer naming one's text chooses none. The prediction is read
     after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
     """
     # full-width "Ｂ" (CJK output) is B; markdown bold ("**B**", "**Answer:** C") is no text of the answer
@@ -430,8 +432,10 @@ def check_reference_is_option(record: Any, reference: str, options: Sequence[str
     if not _field(record, "options") or not options or reference_choice(reference, options, key) is not None:
         return
     last = _LETTERS[min(len(options), len(_LETTERS)) - 1]
+    past_z = (f"; options past the {len(_LETTERS)}th (Z) have no letter, so a reference to one cannot be scored"
+              if len(options) > len(_LETTERS) else "")
     raise ValueError(f"{_where(record)}: reference {reference!r} is neither an option letter (A-{last}) nor the text "
-                     f"of one of the record's {len(options)} options {list(options)!r}")
+                     f"of one of the record's {len(options)} options {list(options)!r}{past_z}")
 
 
 def mc_accuracy(prediction: str, reference: str, options: Sequence[str] | None) -> float:

@@ -655,3 +655,17 @@ def test_references_with_words_still_score():
     assert score("A", qa("Which one?", "a", task="vqa", answer="A"))["exact_match"] == 1.0  # an article alone
     assert score("B", qa("Which?\nA. desert\nB. forest", "B", task="mc"))["accuracy"] == 1.0
     assert score("x", qa("Which?", "y", task="mc", answer="0"))["accuracy"] == 0.0
+
+
+def test_options_past_z_have_no_letter_and_raise_no_index_error():
+    """With more than 26 options (AID's 30 or NWPU-RESISC45's 45 scene classes), an answer or reference naming an
+    option past Z was a raw IndexError that stopped the whole evaluation; it now chooses none, and a record whose
+    reference is such an option is refused, saying why."""
+    classes = [f"class {k}" for k in range(30)]
+    assert parse_choice("class 28", classes) is None
+    assert metrics.reference_choice("class 28", classes) is None
+    assert parse_choice("class 2", classes) == "C" and parse_choice("Z", classes) == "Z"
+    assert mc_accuracy("class 28", "class 3", classes) == 0.0
+    assert score("class 3", qa("Which scene?", "class 3", options=classes))["accuracy"] == 1.0
+    with pytest.raises(ValueError, match=r"^toy:1: reference 'class 28' is neither .* past the 26th \(Z\) have no"):
+        score("class 28", qa("Which scene?", "class 28", options=classes))
