@@ -250,7 +250,8 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        article ("A forest") is not a label; one letter followed by another option's text that hedges, as in 5
        (``The answer is B or rainforest.``), gives None. A letter under a negation is no mention: it rules the
        option out, as a negated option text does, so ``Not B.`` and ``It is not C`` are None and ``B, not C`` and
-       ``The answer is B, not C.`` are B;
+       ``The answer is B, not C.`` are B (a letter right after an answer phrase counts: ``There is no doubt the
+       answer is B`` is B);
     5. a reply that 3 or 4 finds naming several letters, concluding with an answer: when its *last* letter
        mention comes right after an answer phrase ("answer is", "answer:", "correct option is", "final answer",
        "I choose" / "I'd pick" / "I'll go with") and the text after it names no other option, that letter counts:
@@ -329,15 +330,16 @@ def _leading_label(text: str, valid: str) -> tuple[str, str, str] | None:
 
 def _letter_mentions(text: str, valid: str) -> list[tuple[int, str]]:
     """``(position, letter)`` of every valid option letter named in text, in order, but those under a negation
-    ("not C", "neither A nor C"): they rule the option out, as a negated option text does."""
+    ("not C", "neither A nor C"): they rule the option out, as a negated option text does. A letter right after an
+    answer phrase is named whatever comes before it ("there is no doubt the answer is B")."""
     negated = [(m.start(), m.end()) for m in _NEGATED.finditer(text)]
     found = []
     for pattern in (_KEYWORD_LABEL, _LABEL_IN_TEXT):
         for m in pattern.finditer(text):
             k = next(k for k in range(1, len(m.groups()) + 1) if m.group(k))
             found.append((m.start(k), m.group(k).upper()))
-    return sorted((pos, x) for pos, x in set(found)
-                  if x in valid and not any(a < pos < b for a, b in negated))
+    return sorted((pos, x) for pos, x in set(found) if x in valid and (
+        not any(a < pos < b for a, b in negated) or _ANSWER_PHRASE.search(text[:pos])))
 
 
 def _letters_in_text(text: str, valid: str) -> set[str]:

@@ -538,6 +538,8 @@ def test_one_letter_under_a_negation_chooses_nothing(reply, expected):
     ("Neither A nor C; B.", "B"), ("The answer is B, not C or rainforest.", "B"), ("Not A but D.", "D"),
     ("The answer is B, not C. Or maybe D.", None),  # a hedge outside the negation still refuses
     ("Not A or B.", None), ("B or C, not D.", None),
+    # a negation's stretch running into an answer phrase does not rule out the letter it names
+    ("A is wrong; there is no doubt the answer is B.", "B"), ("I would not choose B.", None),
 ])
 def test_letters_under_a_negation_are_ruled_out_like_option_texts(reply, expected):
     """"The answer is B, not C." gave None (two letters, the last no answer phrase's) while "The answer is B, not
