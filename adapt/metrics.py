@@ -132,7 +132,8 @@ _SQUAD = "SQuAD v2.0 evaluate-v2.0.py"
 _VQA_EVAL = "VQA v2 evaluation PythonEvaluationTools/vqaEvaluation/vqaEval.py"
 _GROUNDING_RULE = ("first [[x1, y1, x2, y2]] of the answer (inside <box> when there is one) against the first "
                    "reference box on the 0-1000 grid; a box summing < 4 (none negative) is read as 0-1 and scaled by "
-                   "1000; hit when the continuous IoU is > 0.5")
+                   "1000 (a reference box with no value above 1 is refused: nothing could hit it); hit when the "
+                   "continuous IoU is > 0.5")
 _GROUNDING_SOURCE = ("Zhan et al., DIOR-RSVG, IEEE TGRS 2023 (Acc@0.5); InternVL internvl_chat/eval/refcoco/"
                      "evaluate_grounding.py (box regex, 0-1 rule; it counts "
                      "IoU >= 0.5 in pixels); Mini-InternVL internvl_chat/eval/domain_specific/rs_det/caculate.py "

@@ -485,7 +485,8 @@ def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> fl
     four values sum to less than 4 is read as normalised to 0–1 and scaled by 1000, unless one is negative: that is
     no 0–1 box (nor a grid one) and is scored as written, not scaled up into a hit. No predicted box
     scores 0.0; a reference without a box, or whose first box is not an ordered box of positive area on the
-    grid, is an error in the data and raises ValueError (no answer could hit it); so is a `threshold` outside (0, 1]
+    grid or has no value above 1 (a 0-1 box: the same box predicted is scaled by 1000), is an error in the data and
+    raises ValueError (no answer could hit it); so is a `threshold` outside (0, 1]
     (50 meant as 50% would score every prediction 0).
     """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
@@ -497,6 +498,9 @@ def grounding_hit(prediction: str, reference: str, threshold: float = 0.5) -> fl
     if not (0 <= x1 < x2 <= 1000 and 0 <= y1 < y2 <= 1000):
         raise ValueError(f"grounding reference box {list(refs[0])} in {reference!r} must have 0 <= x1 < x2 <= 1000 "
                          "and 0 <= y1 < y2 <= 1000 (InternVL's 0-1000 grid)")
+    if max(refs[0]) <= 1:  # no answer could hit it: the same box predicted sums to < 4, so it is scaled by 1000
+        raise ValueError(f"grounding reference box {list(refs[0])} in {reference!r} has no value above 1, so it reads "
+                         "as normalised to 0-1: write it on InternVL's 0-1000 grid (x1000)")
     preds = parse_boxes(prediction)
     if not preds:
         return 0.0

@@ -280,6 +280,15 @@ def test_grounding_hit_strict_threshold():
         grounding_hit("<box>[[0, 0, 1, 1]]</box>", "a cat")
 
 
+@pytest.mark.parametrize("prediction", ["[[0.1, 0.1, 0.5, 0.5]]", "[[100, 100, 500, 500]]"])
+def test_a_reference_box_normalised_to_0_1_is_refused(prediction):
+    """A reference written on 0-1 ([[0.1, 0.1, 0.5, 0.5]]) scored every answer 0 without a word: the same box predicted
+    is read as 0-1 and scaled by 1000, and a grid box cannot overlap one under a unit wide."""
+    with pytest.raises(ValueError, match=r"has no value above 1, so it reads as normalised to 0-1"):
+        grounding_hit(prediction, "<box>[[0.1, 0.1, 0.5, 0.5]]</box>")
+    assert grounding_hit(prediction, "<box>[[100, 100, 500, 500]]</box>") == 1.0
+
+
 @pytest.mark.parametrize("ref", ["[[500, 500, 100, 100]]", "[[100, 100, 100, 500]]", "[[100, 100, 5000, 5000]]",
                                  "[[-10, 0, 100, 100]]"])
 def test_grounding_reference_off_the_grid_is_refused(ref):
