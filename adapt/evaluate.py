@@ -175,8 +175,14 @@ def predict(
                     skipped.append((k, Skipped(record.source, record.line, str(exc))))
                     bar.update(1)
                     continue
-                if infer_task(record) not in known_tasks:  # said before the model spends time on it
-                    skipped.append((k, Skipped(record.source, record.line, f"no scorer for task {infer_task(record)!r}; "
+                try:
+                    task = infer_task(record)
+                except ValueError as exc:  # options or a reference its task cannot be told from: said, not scored
+                    skipped.append((k, Skipped(record.source, record.line, str(exc), UNSCORABLE)))
+                    bar.update(1)
+                    continue
+                if task not in known_tasks:  # said before the model spends time on it
+                    skipped.append((k, Skipped(record.source, record.line, f"no scorer for task {task!r}; "
                                                f"known: {', '.join(known_tasks)}", NO_SCORER)))
                     bar.update(1)
                     continue
