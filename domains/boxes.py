@@ -30,6 +30,7 @@ __all__ = [
     "label_font",
     "Point",
     "clip_box",
+    "pixel_box",
     "upright_box",
     "from_grid",
     "parse_ref_boxes",
@@ -94,7 +95,7 @@ def _size(width: float, height: float) -> None:
         raise ValueError(f"image size must be positive, got {width}x{height}")
 
 
-def _pixel_box(box: Sequence[float]) -> Box:
+def pixel_box(box: Sequence[float]) -> Box:
     """`box` as a checked :class:`Box`; ValueError for one without exactly four values (not a raw TypeError)."""
     vals = list(box) if isinstance(box, Iterable) and not isinstance(box, (str, bytes)) else None
     if vals is None or len(vals) != 4:
@@ -110,7 +111,7 @@ def clip_box(box: Sequence[float], width: float, height: float, min_inside: floa
     `min_inside` of its area inside, raises ValueError. A side of zero extent lying on the image's edge, as
     ``(0, 0, 0, 10)``, is inside (the closed image rectangle): :func:`to_grid` widens it inward."""
     _size(width, height)
-    b = _pixel_box(box)
+    b = pixel_box(box)
     # a side with extent must overlap the open image; one of zero extent may lie on its edge
     if any(hi < 0 or lo > size or (lo < hi and (lo >= size or hi <= 0))
            for lo, hi, size in ((b.x1, b.x2, width), (b.y1, b.y2, height))):
@@ -126,7 +127,7 @@ def upright_box(box: Sequence[float], width: float, height: float, orientation: 
     """A pixel box of a ``width x height`` image as stored -> the same pixels once the image is turned upright by
     its EXIF `orientation` (1-8, as ``ImageOps.exif_transpose`` and :func:`model.tiling.load_image` turn it)."""
     _size(width, height)
-    x1, y1, x2, y2 = _pixel_box(box)
+    x1, y1, x2, y2 = pixel_box(box)
     w, h = width, height
     corners = {  # where the stored corner (x, y) lands in the upright image
         1: lambda x, y: (x, y), 2: lambda x, y: (w - x, y), 3: lambda x, y: (w - x, h - y),

@@ -252,6 +252,19 @@ def test_chip_transform_and_boxes(big_scene):
     assert r - l > 20 and t - b > 20  # the bounding box of the rotated square
 
 
+@pytest.mark.parametrize("box", [(1, 2, 3), (1, 2, 3, 4, 5), None])
+def test_chip_box_to_map_refuses_a_box_without_four_values(box):
+    """Box(*box) gave a raw TypeError ("missing 1 required positional argument") for a 3- or 5-value box."""
+    with pytest.raises(ValueError, match=r"pixel box needs 4 values \(x1, y1, x2, y2\), got"):
+        chip_box_to_map(box, TRANSFORM)
+
+
+@pytest.mark.parametrize("bounds", [(1, 2, 3), (1, 2, 3, 4, 5)])
+def test_map_box_to_chip_refuses_bounds_without_four_values(bounds):
+    with pytest.raises(ValueError, match=r"map bounds need 4 values \(left, bottom, right, top\)"):
+        map_box_to_chip(bounds, TRANSFORM)
+
+
 def test_small_scene_one_chip_and_min_valid(tmp_path):
     data = np.full((3, 100, 150), 500, np.uint16)
     data[:, :, :100] = 0

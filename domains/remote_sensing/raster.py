@@ -69,7 +69,7 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
 from domains.base import DomainError
-from domains.boxes import Box
+from domains.boxes import Box, pixel_box
 from model.errors import PocketAdaptError
 from model.limits import DEFAULT_MAX_PIXELS
 from model.tiling import STRETCH_PERCENTILES
@@ -876,13 +876,15 @@ def chip_box_to_map(box: Sequence[float], transform: Affine) -> tuple[float, flo
 
     For rotated transforms the result is the axis-aligned bounding box of the four transformed corners.
     """
-    x1, y1, x2, y2 = Box(*box).checked()
+    x1, y1, x2, y2 = pixel_box(box)
     xs, ys = zip(*(transform @ (x, y) for x, y in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))))
     return min(xs), min(ys), max(xs), max(ys)
 
 
 def map_box_to_chip(bounds: Sequence[float], transform: Affine) -> Box:
     """Map bounds ``(left, bottom, right, top)`` -> pixel :class:`Box` in the chip (or scene) of `transform`."""
+    if len(bounds) != 4:
+        raise ValueError(f"map bounds need 4 values (left, bottom, right, top), got {tuple(bounds)}")
     left, bottom, right, top = bounds
     if right < left or top < bottom:
         raise ValueError(f"map bounds {tuple(bounds)} must be (left, bottom, right, top) with left <= right, "
