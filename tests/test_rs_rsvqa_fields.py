@@ -49,3 +49,22 @@ def test_an_answer_with_an_unhashable_id_is_passed_over(tmp_path):
                            progress=False)
     report = convert_rsvqa(src, tmp_path / "out", splits=["train"], progress=False)
     assert report.written == before.written and report.skipped == before.skipped
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", ["yes"], True, float("nan")])
+def test_an_answer_that_is_not_text_or_a_number_is_skipped_and_named(tmp_path, value):
+    """A null answer was trained as "none", an empty one as "", a list as its repr."""
+    src = generate("rsvqa_lr", tmp_path / "raw", n=3)
+    questions = json.loads((src / "LR_split_train_questions.json").read_text())["questions"]
+    live = [q for q in questions if "question" in q and q.get("active", True)]
+    apath = src / "LR_split_train_answers.json"
+    data = json.loads(apath.read_text())
+    aid = live[0]["answers_ids"][0]
+    for a in data["answers"]:
+        if a["id"] == aid:
+            a["answer"] = value
+    apath.write_text(json.dumps(data))
+    report = convert_rsvqa(src, tmp_path / "out", splits=["train"], progress=False)
+    assert report.skipped.get("malformed record") == 1
+    assert "must be a non-empty string or a number" in report.examples["malformed record"][0]
+    assert report.written == len(live) - 1

@@ -733,6 +733,13 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                 if ans is None or "answer" not in ans or not ans.get("active", True):
                     report.skip(where, "missing answer", f"{where}: no active answer {ids[:1]} in {apath.name}")
                     continue
+                value = ans["answer"]
+                if isinstance(value, bool) or not (isinstance(value, str) and value.strip()
+                                                   or isinstance(value, (int, float)) and math.isfinite(value)):
+                    # str() would train a null answer as "none", a list as its repr
+                    report.skip(where, "malformed record", f"{where}: answer {ids[0]!r} in {apath.name} must be a "
+                                                           f"non-empty string or a number, got {value!r}")
+                    continue
                 img_key = str(q["img_id"])
                 info = images_info.get(img_key, {})
                 if not info.get("active", True):
@@ -756,7 +763,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                     report.skip(where, "image skipped", f"{where}: {status.reason}: {status.detail}")
                     continue
                 qtype = str(q.get("type", ""))
-                answer = normalize_rsvqa_answer(ans["answer"], qtype)
+                answer = normalize_rsvqa_answer(value, qtype)
                 meta = {"dataset": dataset, "split": split, "question_type": qtype, "img_id": q["img_id"],
                         "question_id": q["id"]}
                 if info.get("original_name") is not None:
