@@ -754,3 +754,15 @@ def test_rsvqa_ignores_appledouble_question_files(tmp_path):
         (src / f"._{q.name}").write_bytes(b"\x00\x05\x16\x07AppleDouble")
     report = convert_rsvqa(src, tmp_path / "out", progress=False)
     assert "malformed JSON" not in report.skipped and report.written > 0
+
+
+def test_dior_object_in_two_split_files_is_said_and_kept_in_the_first(tmp_path):
+    """An index in both train.txt and test.txt (a train / test overlap) went to train without a word."""
+    src = generate("dior_rsvg", tmp_path / "src", n=4)
+    idx = (src / "train.txt").read_text().split()[0]
+    with (src / "test.txt").open("a") as f:
+        f.write(f"{idx}\n")
+    report = convert_dior_rsvg(src, tmp_path / "out", tasks=("grounding",), progress=False)
+    assert report.warnings.get("object in two split files") == 1
+    assert f"object index {idx} is listed in train.txt too" in report.warning_examples["object in two split files"][0]
+    assert [r["meta"]["split"] for r in all_records(report) if r["meta"]["object_index"] == int(idx)] == ["train"]

@@ -798,9 +798,14 @@ def _split_indices(src: Path, report: ConvertReport) -> dict[int, str] | None:
             if not line:
                 continue
             try:
-                found.setdefault(int(line), split)
+                idx = int(line)
             except ValueError:
                 report.skip(f"{p}:{n}", "malformed split file", f"{p}:{n}: {line!r} is not an object index")
+                continue
+            first = found.setdefault(idx, split)
+            if first != split:  # a train / test overlap: the object is kept in the first split only
+                report.warn(f"{p}:{n}", "object in two split files",
+                            f"{p}:{n}: object index {idx} is listed in {first}.txt too; kept in {first} only")
     return found if any_file else None
 
 
@@ -827,7 +832,8 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
 
     Splits: ``train.txt`` / ``val.txt`` / ``test.txt`` in `src` list global object indices counted over the
     xml files in sorted order (RSVG-pytorch counts in ``os.walk`` order, which is the sorted order on
-    most file systems); objects in none of them are skipped, and so are the objects of every file after an
+    most file systems); objects in none of them are skipped, one listed in two is kept in the first (train, val,
+    test; counted as the warning ``object in two split files``), and skipped are the objects of every file after an
     unreadable XML (``object index unknown``: how many objects it held is unknown). Without split files everything goes to
     ``all``. `resize`: longer side of the output PNGs; boxes are scaled with the image, so the grid box is
     unchanged and the pixel round trip stays within one pixel. `tasks`: ``grounding`` and / or ``region``.
