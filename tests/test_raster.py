@@ -23,6 +23,7 @@ from domains.remote_sensing.raster import (
     read_rgb,
     resolve_bands,
 )
+from tests.test_rs_convert import zero_size_tiff
 
 CRS_UTM33 = CRS.from_epsg(32633)
 TRANSFORM = Affine(10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0)  # 10 m pixels, north up
@@ -168,10 +169,8 @@ def test_errors_name_the_file(tmp_path):
     cpx = write_tif(tmp_path / "cpx.tif", np.ones((1, 8, 8), np.complex64))
     with pytest.raises(RasterError, match=r"cpx\.tif: band 1 has unsupported data type 'complex64'"):
         read_rgb(cpx)
-    zero = tmp_path / "zero.vrt"
-    zero.write_text('<VRTDataset rasterXSize="0" rasterYSize="0">'
-                    '<VRTRasterBand dataType="Byte" band="1"></VRTRasterBand></VRTDataset>')
-    with pytest.raises(RasterError, match=r"zero\.vrt: zero-size raster"):
+    zero = zero_size_tiff(tmp_path / "zero.tif")
+    with pytest.raises(RasterError, match=r"zero\.tif: zero-size raster"):
         read_rgb(zero)
     empty = write_tif(tmp_path / "empty.tif", np.zeros((3, 8, 8), np.uint16), nodata=0)
     with pytest.raises(RasterError, match=r"empty\.tif: every pixel is nodata"):
@@ -464,3 +463,20 @@ def test_digit_string_bands_are_indexes_unless_a_band_is_so_named(tmp_path, recw
         with pytest.warns(UserWarning, match=r"named\.tif: band '1' taken as the band named '1' \(band 2\), "
                                              r"not band index 1"):
             assert resolve_bands(src, "1") == [2]
+
+
+@pytest.mark.parametrize("name", ["scene.tif", "scene.vrt"])  # GDAL picks the driver by content, not by name
+def test_a_raster_pointing_at_other_files_is_refused_unread(tmp_path, name):
+    """A data set's .tif that is a VRT was opened as one: a raw band of any file on the machine (a key, say) was
+    read into the converted images."""
+    secret = tmp_path / "elsewhere" / "secret.bin"
+    secret.parent.mkdir()
+    secret.write_bytes(b"SECRET-KEY-BYTES" * 4)
+    scene = tmp_path / "data" / name
+    scene.parent.mkdir()
+    scene.write_text(f'<VRTDataset rasterXSize="16" rasterYSize="4"><VRTRasterBand dataType="Byte" band="1" '
+                     f'subClass="VRTRawRasterBand"><SourceFilename relativetoVRT="0">{secret}</SourceFilename>'
+                     '<ImageOffset>0</ImageOffset><PixelOffset>1</PixelOffset><LineOffset>16</LineOffset>'
+                     '</VRTRasterBand></VRTDataset>')
+    with pytest.raises(RasterError, match=rf"{name}: cannot open as a raster .*a VRT or other file that points at"):
+        read_rgb(scene, stretch=None)

@@ -116,6 +116,10 @@ CHIP_CACHE_MIN = 16 * 2**20
 CHIP_CACHE_MAX = 256 * 2**20
 _STAT_WINDOWS = 8  # iter_chips samples up to 8 x 8 windows for scene-wide stretch statistics
 _STAT_WINDOW = 128  # ... each at most 128 x 128 pixels (and never larger than a chip)
+# the GDAL drivers a raster is opened with: formats that read nothing but the file (and its sidecars). GDAL picks the
+# driver by content, not by name, so a data set's "scene.tif" that is a VRT would read any file on the machine into
+# the output images (a raw band of ~/.ssh/id_rsa), and a GDAL_WMS XML file would fetch URLs
+READ_DRIVERS = ("GTiff", "JP2OpenJPEG", "HFA", "PNG", "JPEG", "BMP")
 ZERO_FILL = "zero fill without nodata"  # iter_chips' report warning
 ZERO_FILL_MIN = 0.01  # a share of zero pixels below 1 % is taken as dark ground, not fill
 
@@ -241,18 +245,28 @@ def guessed_rgb(src, bands: Sequence[int | str] | None = None, band_names: Seque
 # --------------------------------------------------------------------------------------------- reading
 def open_raster(path: str | Path):
     """The open rasterio dataset of `path` (no warning for a raster without a CRS: it reads as pixels), checked
-    for a size, bands and a pixel type pocket-adapt reads; failures raise `RasterError` naming the file."""
+    for a size, bands and a pixel type pocket-adapt reads; failures raise `RasterError` naming the file. Only the
+    drivers of :data:`READ_DRIVERS` open it: a VRT (or GDAL_WMS XML) would read other files or URLs."""
     p = Path(path)
     if not p.exists():
         raise RasterError(f"{p}: no such file")
-    try:
-        with warnings.catch_warnings():  # a raster without a CRS is fine here: only pixels are read
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            src = rasterio.open(p)
-    except RasterioError as exc:
-        if "dimensions" in str(exc).lower():
+    errors: list[RasterioError] = []
+    for driver in READ_DRIVERS:
+        try:
+            with warnings.catch_warnings():  # a raster without a CRS is fine here: only pixels are read
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                src = rasterio.open(p, driver=driver)
+            break
+        except RasterioError as exc:
+            errors.append(exc)
+    else:
+        zero = [e for e in errors if any(t in str(e).lower() for t in ("dimensions", "zero number of strips"))]
+        exc = (zero or errors)[0]
+        if zero:
             raise RasterError(f"{p}: zero-size raster: {exc}") from exc
-        raise RasterError(f"{p}: cannot open as a raster (corrupt, truncated or not a GDAL format): {exc}") from exc
+        raise RasterError(f"{p}: cannot open as a raster (corrupt, truncated, or not one of the formats read: "
+                          f"{', '.join(READ_DRIVERS)}; a VRT or other file that points at other files or URLs is "
+                          f"refused): {exc}") from exc
     try:
         _check(src, p)
     except Exception:
