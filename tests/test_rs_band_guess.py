@@ -79,3 +79,20 @@ def test_scene_chips_count_a_guessed_scene_once(tmp_path, bands, interp, expecte
     report = convert_scene_chips(tmp_path / "scenes", tmp_path / "out", size=16, overlap=0, bands=bands,
                                  progress=False)
     assert report.written == 9 and report.warnings == expected
+
+
+@pytest.mark.parametrize("names", [["Blue", "Green", "Red", "NIR"], ["blue", "green", "red", "nir"]])
+def test_bands_named_red_green_blue_are_read_as_such(tmp_path, names):
+    """A B, G, R, NIR file whose band descriptions say so was read as bands 1, 2, 3 (blue shown as red) on a guess."""
+    from domains.remote_sensing.raster import open_raster, read_rgb, resolve_bands
+
+    data = np.stack([np.full((8, 8), v, np.uint8) for v in (10, 20, 30, 40)])  # blue 10, green 20, red 30
+    tif = write_tif(tmp_path / "bgrn.tif", data)
+    with rasterio.open(tif, "r+") as dst:
+        for i, name in enumerate(names, start=1):
+            dst.set_band_description(i, name)
+    with open_raster(tif) as src:
+        assert resolve_bands(src) == [3, 2, 1]
+    assert read_rgb(tif)[0].getpixel((2, 2)) == (30, 20, 10)
+    report = convert_scene_chips(tmp_path, tmp_path / "out", size=8, overlap=0, progress=False)
+    assert report.written == 1 and GUESSED_RGB not in report.warnings

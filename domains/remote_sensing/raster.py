@@ -19,8 +19,9 @@ band gives a grey image; otherwise exactly three are needed. Names are matched, 
 
 Sentinel-2 names are normalised, so ``"B4"``, ``"b04"`` and ``"B04"`` are one band, and ``"B8a"`` is
 ``"B8A"``. The default RGB is B04/B03/B02 when those names are known (descriptions, `band_names` or a
-13-band EuroSAT file), else the bands the file's colour interpretation marks red, green and blue (a 4-band
-blue-green-red-NIR file tagged so reads bands 3, 2, 1), else bands 1, 2, 3, else band 1 as grey. Bands 1, 2, 3 of
+13-band EuroSAT file), else the bands named ``red``, ``green``, ``blue`` (any case; descriptions or `band_names`),
+else the bands the file's colour interpretation marks red, green and blue (a 4-band blue-green-red-NIR file tagged so
+reads bands 3, 2, 1), else bands 1, 2, 3, else band 1 as grey. Bands 1, 2, 3 of
 a 4+ band file are a guess (NAIP's RGBN: right; Planet's BGRN untagged: red and blue swapped): the converters
 count such files in their report (:func:`guessed_rgb`, one row) with how to pick others.
 
@@ -78,6 +79,7 @@ __all__ = [
     "EUROSAT_BANDS",
     "FixedStretch",
     "SENTINEL2_RGB",
+    "NAMED_RGB",
     "CHIP_CACHE_MAX",
     "CHIP_CACHE_MIN",
     "Chip",
@@ -108,6 +110,7 @@ EUROSAT_BANDS: tuple[str, ...] = (
     "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A",
 )
 SENTINEL2_RGB: tuple[str, ...] = ("B04", "B03", "B02")
+NAMED_RGB: tuple[str, ...] = ("RED", "GREEN", "BLUE")  # band descriptions such as "Blue", "Green", "Red", "NIR"
 AUTO = "auto"
 AUTO_STRETCH = STRETCH_PERCENTILES  # "auto" for bands wider than uint8: the one image reader's stretch
 # GDAL's block cache while iter_chips reads: room for the blocks one row of chips spans (so neighbouring chips
@@ -190,6 +193,8 @@ def resolve_bands(src, bands: Sequence[int | str] | None = None,
     if bands is None:
         if names and all(b in names for b in SENTINEL2_RGB):
             return [names.index(b) + 1 for b in SENTINEL2_RGB]
+        if names and all(b in names for b in NAMED_RGB):  # before the colour interpretation, which GDAL sets to
+            return [names.index(b) + 1 for b in NAMED_RGB]  # red, green, blue for any 3+ band 8-bit file it writes
         tagged = list(src.colorinterp)
         if all(c in tagged for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
             return [tagged.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)]
@@ -231,8 +236,8 @@ def guessed_rgb(src, bands: Sequence[int | str] | None = None, band_names: Seque
     if bands is not None or src.count < 4 or resolve_bands(src, None, band_names) != [1, 2, 3]:
         return None
     names = _known_names(src, band_names)
-    if names and all(b in names for b in SENTINEL2_RGB):
-        return None  # B04, B03, B02 are bands 1, 2, 3: named, not guessed
+    if names and (all(b in names for b in SENTINEL2_RGB) or all(b in names for b in NAMED_RGB)):
+        return None  # B04, B03, B02 (or red, green, blue) are bands 1, 2, 3: named, not guessed
     tagged = list(src.colorinterp)
     if all(c in tagged for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue)):
         return None
