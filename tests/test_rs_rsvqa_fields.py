@@ -68,3 +68,15 @@ def test_an_answer_that_is_not_text_or_a_number_is_skipped_and_named(tmp_path, v
     assert report.skipped.get("malformed record") == 1
     assert "must be a non-empty string or a number" in report.examples["malformed record"][0]
     assert report.written == len(live) - 1
+
+
+def test_an_answers_file_that_cannot_be_read_is_skipped_and_named(tmp_path):
+    """A folder (or an unreadable file) where the answers file goes was a raw IsADirectoryError traceback."""
+    src = generate("rsvqa_lr", tmp_path / "raw", n=3)
+    apath = src / "LR_split_val_answers.json"
+    apath.unlink()
+    apath.mkdir()
+    report = convert_rsvqa(src, tmp_path / "out", progress=False)
+    assert report.skipped.get("unreadable file") == 1
+    assert "LR_split_val_answers.json" in report.examples["unreadable file"][0]
+    assert report.written > 0  # the other splits are converted

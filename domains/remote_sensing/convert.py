@@ -517,6 +517,8 @@ def _load_json(path: Path, key: str, report: ConvertReport) -> list | None:
         return rows
     except FileNotFoundError:
         report.skip(path, "missing file", f"{path}: no such file")
+    except OSError as exc:  # a folder of that name, no permission: said, not a traceback
+        report.skip(path, "unreadable file", f"{path}: {exc.strerror or exc}")
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         report.skip(path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
     return None
