@@ -360,3 +360,8 @@ def test_map_bounds_on_a_scene_without_georeferencing_are_refused(tmp_path):
     assert "no CRS or geotransform" in report.examples["scene not georeferenced"][0]
     assert [r["meta"].get("phrase", r["answer"]) for r in read_jsonl(report.outputs["all"])
             if r["task"] == "grounding"] == ["a road"]
+    # and back: a box predicted on such a chip has scene pixels only, never pixels passed off as map bounds
+    meta = read_jsonl(report.outputs["all"])[0]["meta"]
+    assert chip_grid_to_scene([0, 0, 500, 500], meta) == (0, 0, 32, 32)
+    with pytest.raises(ValueError, match="has no CRS or geotransform.*use chip_grid_to_scene"):
+        chip_grid_to_map([0, 0, 500, 500], meta)

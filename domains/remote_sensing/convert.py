@@ -1202,14 +1202,20 @@ def chip_grid_to_scene(grid: Sequence[float], meta: dict) -> Box:
 
 def chip_grid_to_map(grid: Sequence[float], meta: dict) -> tuple[float, float, float, float]:
     """A 0-1000 grid box predicted on a chip -> map bounds ``(left, bottom, right, top)`` in ``meta["crs"]``,
-    through the chip's affine ``meta["transform"]`` (6 numbers ``a, b, c, d, e, f``)."""
+    through the chip's affine ``meta["transform"]`` (6 numbers ``a, b, c, d, e, f``). A chip of a scene with
+    neither CRS nor geotransform (GDAL's identity: pixels) has no map: ValueError, naming
+    :func:`chip_grid_to_scene`, instead of scene pixels passed off as map bounds."""
     from affine import Affine
 
     from domains.boxes import from_grid
     from domains.remote_sensing.raster import chip_box_to_map
 
     _, _, w, h = meta["window"]
-    return chip_box_to_map(from_grid(grid, w, h), Affine(*meta["transform"][:6]))
+    transform = Affine(*meta["transform"][:6])
+    if meta.get("crs") is None and (transform.a, transform.b, transform.d, transform.e) == (1, 0, 0, 1):
+        raise ValueError(f"scene {meta.get('scene')!r} has no CRS or geotransform, so its chips have no map bounds; "
+                         "use chip_grid_to_scene for the box in scene pixels")
+    return chip_box_to_map(from_grid(grid, w, h), transform)
 
 
 def _jsonl_line(row: dict) -> bytes:
