@@ -766,3 +766,12 @@ def test_dior_object_in_two_split_files_is_said_and_kept_in_the_first(tmp_path):
     assert report.warnings.get("object in two split files") == 1
     assert f"object index {idx} is listed in train.txt too" in report.warning_examples["object in two split files"][0]
     assert [r["meta"]["split"] for r in all_records(report) if r["meta"]["object_index"] == int(idx)] == ["train"]
+
+
+def test_dior_split_file_that_cannot_be_read_is_refused_naming_it(tmp_path):
+    """A folder where test.txt goes was a raw IsADirectoryError traceback."""
+    src = generate("dior_rsvg", tmp_path / "src", n=2)
+    (src / "test.txt").unlink()
+    (src / "test.txt").mkdir()
+    with pytest.raises(DomainError, match=r"test\.txt: cannot read the split file"):
+        convert_dior_rsvg(src, tmp_path / "out", progress=False)

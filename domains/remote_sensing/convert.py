@@ -795,7 +795,11 @@ def _split_indices(src: Path, report: ConvertReport) -> dict[int, str] | None:
         if not p.exists():
             continue
         any_file = True
-        for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            text = p.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:  # without it every object's split is unknown: refused, not a traceback
+            raise DomainError(f"{p}: cannot read the split file ({exc.strerror or exc})") from exc
+        for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
