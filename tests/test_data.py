@@ -721,6 +721,25 @@ def test_a_line_that_is_not_utf8_is_skipped_not_replaced(tmp_path):
     assert where == f"{root / 't.jsonl'}:2" and "0xe9" in detail
 
 
+def test_half_an_emoji_escaped_in_a_record_is_skipped_not_a_crash(tmp_path, processor):
+    """ShareGPT-style data holds emoji cut in two, written by json.dumps as a lone "\\ud83d": valid JSON and valid
+    UTF-8 bytes, but no character. The tokenizer raised a bare TypeError on it in measure(), ending the run without
+    naming the record; it is skipped as not UTF-8, naming the line and field. A whole pair is an emoji, kept."""
+    root = tmp_path / "data"
+    root.mkdir()
+    lines = [json.dumps({"conversations": conv("Nice \ud83d\ude00?", "Yes")}),  # a pair: kept
+             json.dumps({"conversations": conv("Nice \ud83d", "Yes")}),  # half of one
+             json.dumps({"conversations": conv(), "meta": {"note": "x\ude00"}})]
+    (root / "t.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    skips = SkipLog()
+    records = measure(read_source(SourceSpec("d", root / "t.jsonl"), skips), processor, 512, skips)
+    assert [r.line for r in records] == [1] and records[0].conversations[0]["value"] == "Nice \U0001f600?"
+    assert skips.count("d", "not UTF-8") == 2
+    (where, detail), (where3, detail3) = skips.examples("d", "not UTF-8")
+    assert where.endswith("t.jsonl:2") and "conversations[0].value" in detail and "'\\ud83d'" in detail
+    assert where3.endswith("t.jsonl:3") and "meta.note" in detail3
+
+
 @pytest.mark.parametrize("encoding, named", [("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32-le", "UTF-32")])
 def test_a_utf16_file_is_one_error_naming_its_encoding(tmp_path, encoding, named):
     """Windows PowerShell 5's `python convert.py > train.jsonl` writes UTF-16: its 3 records were skipped as 6

@@ -563,6 +563,8 @@ def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes
         raise _Skip(INVALID_JSON, f"{exc.msg} {where}") from None
     if not isinstance(obj, dict):
         raise _Skip(NOT_OBJECT, f"got {type(obj).__name__}")
+    if _SURROGATE_ESCAPE.search(text):  # the tokenizer crashed the whole run on one: said here, with file:line
+        _refuse_lone_surrogates(obj)
     if "conversations" not in obj:
         raise _Skip(MISSING_CONVERSATIONS, f"keys: {', '.join(sorted(obj)) or '(none)'}")
     turns = _check_conversation(obj["conversations"])
@@ -600,6 +602,28 @@ def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes
         max_tiles=max_tiles,
         file=path,
     )
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(value, where: str = "") -> None:
+    """Skip, as not UTF-8, a record with a string holding half of a surrogate pair (``"\\ud83d"``: an emoji cut in
+    two, common in scraped chat data): it is no character, so it cannot be written as UTF-8 nor tokenised."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _Skip(INVALID_UTF8, f"{where or 'a key'} holds {value[exc.start]!r} at character {exc.start + 1}, "
+                                      "half of a UTF-16 surrogate pair (an emoji cut in two?), which is no "
+                                      "character") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_lone_surrogates(key)
+            _refuse_lone_surrogates(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_lone_surrogates(item, f"{where}[{i}]")
 
 
 def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None, dict]:
