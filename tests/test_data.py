@@ -400,7 +400,9 @@ def test_a_misspelt_meta_key_is_refused_and_internvls_other_keys_pass(tmp_path):
 
 def test_a_misspelt_media_key_is_skipped_not_trained_as_text(tmp_path):
     """`"images": [...]` (or "img", "videos") was read as a text-only sample and trained without a word; and a meta
-    entry's "repeat" (for repeat_time) passed the typo check."""
+    entry's "repeat" (for repeat_time) passed the typo check. Metadata near those names ("video_id" beside an image,
+    "image_id": 7 in a text record) is no misspelt media: such records were skipped; "images" beside an empty "image"
+    is one, and was trained as text."""
     root = tmp_path / "data"
     png(root / "a.png")
     png(tmp_path / "elsewhere.png")
@@ -411,9 +413,13 @@ def test_a_misspelt_media_key_is_skipped_not_trained_as_text(tmp_path):
         {"conversations": conv(), "id": 4, "meta": {}, "width": 10},            # 4 ok: text only
         {"image": "a.png", "image_id": 7, "conversations": conv()},             # 5 ok: image given
         {"image": str(tmp_path / "elsewhere.png"), "conversations": conv()},    # 6 absolute, outside the root
+        {"image": "a.png", "video_id": "clip7", "conversations": conv()},       # 7 ok: a frame's video named
+        {"conversations": conv(), "image_id": 7, "image_size": [640, 480]},     # 8 ok: text, no paths lost
+        {"image": None, "images": ["a.png"], "conversations": conv()},          # 9 misspelt beside an empty image
     ])
     skips = SkipLog()
-    assert [r.line for r in read_source(SourceSpec("dom", ann), skips)] == [4, 5]
+    assert [r.line for r in read_source(SourceSpec("dom", ann), skips)] == [4, 5, 7, 8]
+    assert skips.count("dom", "invalid image field") == 4
     examples = skips.examples("dom", "invalid image field")
     assert [where for where, _ in examples] == [f"{ann}:1", f"{ann}:2", f"{ann}:3"]
     assert "unknown key 'images'; did you mean 'image'?" in examples[0][1]

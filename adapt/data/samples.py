@@ -568,11 +568,14 @@ def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes
     if "conversations" not in obj:
         raise _Skip(MISSING_CONVERSATIONS, f"keys: {', '.join(sorted(obj)) or '(none)'}")
     turns = _check_conversation(obj["conversations"])
-    for key in obj:  # "images": [...] would train the sample as text only
-        near = [] if key in ("image", "video") else [k for k in _near_miss(key, ("image", "video")) if k not in obj]
-        if near:
-            raise _Skip(INVALID_MEDIA, f"unknown key {key!r}; did you mean {near[0]!r}? (read as it is, the "
-                                       "record would train without its images)")
+    # "images": [...] would train the sample as text only. Only a record left without media can lose any, and only
+    # to a key holding paths: "video_id" beside an image, "image_id": 7 in a text record, are metadata
+    if all(obj.get(k) in (None, [], "") for k in ("image", "video")):
+        for key, value in obj.items():
+            near = [] if key in ("image", "video") or not _paths_like(value) else _near_miss(key, ("image", "video"))
+            if near:
+                raise _Skip(INVALID_MEDIA, f"unknown key {key!r}; did you mean {near[0]!r}? (read as it is, the "
+                                           "record would train without its images)")
 
     if "image" in obj and "video" in obj and obj["image"] not in (None, [], "") and obj["video"] not in (None, [], ""):
         raise _Skip(INVALID_MEDIA, "a record has either 'image' or 'video', not both")
@@ -624,6 +627,13 @@ def _refuse_lone_surrogates(value, where: str = "") -> None:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _refuse_lone_surrogates(item, f"{where}[{i}]")
+
+
+def _paths_like(value) -> bool:
+    """Whether a JSON value could be what ``image`` / ``video`` hold: a path or a list of paths."""
+    if isinstance(value, list):
+        return bool(value) and all(isinstance(v, str) for v in value)
+    return isinstance(value, str) and bool(value)
 
 
 def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None, dict]:
