@@ -204,6 +204,23 @@ def test_old_mac_cr_line_endings_are_line_endings(tmp_path):
     assert [where for where, _ in skips.examples("mac", "invalid JSON")] == [f"{ann}:3"]
 
 
+def test_a_media_name_too_long_for_the_file_system_skips_the_record_not_the_read(tmp_path):
+    """An inline base64 image in "image" (or any name over the file system's 255 bytes) made the existence check raise
+    ENAMETOOLONG: read_source crashed with a bare OSError naming no line. The record is skipped, its name cut."""
+    root = tmp_path / "data"
+    png(root / "a.png")
+    ann = write_jsonl(root / "t.jsonl", [
+        {"image": "x" * 300 + ".png", "conversations": conv()},
+        {"video": "y" * 300, "conversations": conv("<video>\nWhat happens?")},
+        {"image": "a.png", "conversations": conv()},
+    ])
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("d", ann), skips)] == [3]
+    examples = skips.examples("d", "unreadable image")
+    assert [where for where, _ in examples] == [f"{ann}:1", f"{ann}:2"]
+    assert all("characters)" in detail and len(detail) < 400 for _, detail in examples)
+
+
 def test_an_image_url_is_said_to_be_a_url(tmp_path):
     ann = write_jsonl(tmp_path / "a.jsonl", [{"image": "https://example.com/a.png", "conversations": conv()}])
     skips = SkipLog()

@@ -747,10 +747,13 @@ def _image_size(path: Path, cache: dict) -> tuple[int, int]:
 
 
 def _read_size(path: Path) -> tuple[int, int] | _Skip:
-    if not path.exists():
-        return _Skip(MISSING_IMAGE, f"{path} not found")
-    if not path.is_file():
-        return _Skip(UNREADABLE_IMAGE, f"{path} is not a file")
+    try:
+        if not path.exists():
+            return _Skip(MISSING_IMAGE, f"{path} not found")
+        if not path.is_file():
+            return _Skip(UNREADABLE_IMAGE, f"{path} is not a file")
+    except OSError as exc:
+        return _lookup_failed(path, exc)
     try:
         (w, h), _ = upright_size(path)  # as load_image returns it: EXIF orientation applied; no PIL size warning
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
@@ -758,6 +761,13 @@ def _read_size(path: Path) -> tuple[int, int] | _Skip:
     if w <= 0 or h <= 0:
         return _Skip(UNREADABLE_IMAGE, f"{path}: size {w}x{h}")
     return (w, h)
+
+
+def _lookup_failed(path: Path, exc: OSError) -> _Skip:
+    """A path the file system would not look up (a name too long: an inline base64 image? a folder it may not
+    enter): the record is skipped, where it crashed the whole read. A long name is shown cut."""
+    shown = str(path) if len(str(path)) <= 200 else f"{str(path)[:200]}... ({len(str(path)):,} characters)"
+    return _Skip(UNREADABLE_IMAGE, f"{shown}: {exc.strerror or exc}")
 
 
 def _natural_key(path: Path):
@@ -776,11 +786,15 @@ def _video_frames(video, root: Path) -> list[Path]:
     if Path(video).suffix.lower() in VIDEO_SUFFIXES:
         raise _Skip(VIDEO_FILE, f"{video!r}: extract frames to a folder (or list the frame images) first")
     folder = _inside_root(video, root)
-    if not folder.exists():
-        raise _Skip(MISSING_IMAGE, f"video frame folder {folder} not found")
-    if not folder.is_dir():
-        raise _Skip(VIDEO_FILE, f"{video!r} is a file; extract frames to a folder (or list the frame images) first")
-    frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()), key=_natural_key)
+    try:
+        if not folder.exists():
+            raise _Skip(MISSING_IMAGE, f"video frame folder {folder} not found")
+        if not folder.is_dir():
+            raise _Skip(VIDEO_FILE, f"{video!r} is a file; extract frames to a folder (or list the frame images) first")
+        frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+                        key=_natural_key)
+    except OSError as exc:
+        raise _lookup_failed(folder, exc) from None
     if not frames:
         raise _Skip(MISSING_IMAGE, f"no frame images in {folder}")
     return [_inside_root(str(p), root) for p in frames]
