@@ -228,6 +228,13 @@ def test_an_image_url_is_said_to_be_a_url(tmp_path):
     [(_, detail)] = skips.examples("a", "missing image")
     assert "is a URL" in detail and "from disk only" in detail
 
+    inline = "data:image/png;base64," + "iVBORw0KGgo/AAAANSUhEUg" * 400  # an image inside the JSON: said so, not quoted
+    ann = write_jsonl(tmp_path / "b.jsonl", [{"image": inline, "conversations": conv()}])
+    skips = SkipLog()
+    assert read_source(SourceSpec("b", ann), skips) == []
+    [(_, detail)] = skips.examples("b", "missing image")
+    assert "inline data: URI" in detail and "from disk only" in detail and len(detail) < 300
+
 
 @pytest.mark.parametrize("layout", ["pretty array", "one-line array", "pretty object"])
 def test_a_json_array_or_pretty_printed_json_saved_as_jsonl_is_one_error(tmp_path, layout):

@@ -720,6 +720,9 @@ def _inside_root(value: str, root: Path) -> Path:
     if _URL.match(value):
         raise _Skip(MISSING_IMAGE, f"{value!r} is a URL; images are read from disk only: download them under {root} "
                                    "and name them relative to it")
+    if value.startswith("data:"):  # its whole base64 body was the detail of a "not found" path
+        raise _Skip(MISSING_IMAGE, f"{value[:30]!r}... ({len(value):,} characters) is an inline data: URI; images are "
+                                   f"read from disk only: decode it to a file under {root} and name it relative to it")
     p = Path(value)
     try:
         if not p.is_absolute():
