@@ -221,6 +221,20 @@ def test_a_media_name_too_long_for_the_file_system_skips_the_record_not_the_read
     assert all("characters)" in detail and len(detail) < 400 for _, detail in examples)
 
 
+def test_a_role_that_is_a_list_or_object_is_one_skipped_record(tmp_path):
+    """{"from": ["human"]} (or an object) made the role lookup raise 'unhashable type', ending the whole read."""
+    ann = write_jsonl(tmp_path / "a.jsonl", [
+        {"conversations": [{"from": ["human"], "value": "Q"}, {"from": "gpt", "value": "A"}]},
+        {"conversations": [{"role": {"name": "user"}, "content": "Q"}, {"role": "assistant", "content": "A"}]},
+        {"conversations": conv()},
+    ])
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("a", ann), skips)] == [3]
+    assert [e[1] for e in skips.examples("a", "malformed conversation")] == [
+        "turn 0: unknown role ['human'] (expected human, gpt or system)",
+        "turn 0: unknown role {'name': 'user'} (expected human, gpt or system)"]
+
+
 def test_an_image_url_is_said_to_be_a_url(tmp_path):
     ann = write_jsonl(tmp_path / "a.jsonl", [{"image": "https://example.com/a.png", "conversations": conv()}])
     skips = SkipLog()

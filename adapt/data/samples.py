@@ -678,7 +678,7 @@ def _check_conversation(conversations) -> list[dict]:
             raise _Skip(MALFORMED_CONVERSATION, f"turn {i} is not an object")
         role = turn.get("from", turn.get("role"))
         value = turn.get("value", turn.get("content"))
-        if role not in _FROM:
+        if not isinstance(role, str) or role not in _FROM:  # {"from": ["human"]}: unhashable, a TypeError
             raise _Skip(MALFORMED_CONVERSATION, f"turn {i}: unknown role {role!r} (expected human, gpt or system)")
         if not isinstance(value, str) or not value.strip():
             raise _Skip(MALFORMED_CONVERSATION, f"turn {i} ({_FROM[role]}): value must be a non-empty string")
