@@ -292,6 +292,7 @@ def test_record_kinds_and_placeholders(tmp_path):
     png(root / "img" / "b.png", (224, 112))
     for k in (1, 2, 10):  # natural order: frame_2 before frame_10
         png(root / "vid" / f"frame_{k}.png", (160, 90))
+    (root / "vid" / "._frame_1.png").write_bytes(b"\x00\x05\x16\x07")  # macOS metadata beside a frame: no frame
     ann = write_jsonl(root / "train.jsonl", [
         {"conversations": conv("Hello?", "Hi."), "task": "chat", "answer": "Hi.", "meta": {"k": 1}, "id": 7},
         {"image": "img/a.png", "conversations": conv("Colour?", "Red.")},

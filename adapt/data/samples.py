@@ -794,8 +794,9 @@ def _video_frames(video, root: Path) -> list[Path]:
             raise _Skip(MISSING_IMAGE, f"video frame folder {folder} not found")
         if not folder.is_dir():
             raise _Skip(VIDEO_FILE, f"{video!r} is a file; extract frames to a folder (or list the frame images) first")
-        frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
-                        key=_natural_key)
+        # hidden names are no frames: macOS copies leave a "._frame_1.jpg" of metadata beside each frame
+        frames = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                         and not p.name.startswith(".")), key=_natural_key)
     except OSError as exc:
         raise _lookup_failed(folder, exc) from None
     if not frames:
