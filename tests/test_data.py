@@ -798,6 +798,19 @@ def test_a_utf16_file_is_one_error_naming_its_encoding(tmp_path, encoding, named
     assert skips.count() == 0
 
 
+def test_a_compressed_annotation_file_is_one_error_saying_to_unpack_it(tmp_path):
+    """A train.jsonl.gz named as the source had every line skipped as 'not UTF-8 (re-save the file as UTF-8)' and the
+    source refused for too many bad records."""
+    import gzip
+
+    path = tmp_path / "train.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(json.dumps({"conversations": conv()}).encode() + b"\n" for _ in range(3))))
+    skips = SkipLog()
+    with pytest.raises(DataError, match=r"train\.jsonl\.gz is gzip-compressed, not JSON Lines text; unpack it"):
+        read_source(SourceSpec("d", path), skips)
+    assert skips.count() == 0
+
+
 def test_records_dropped_after_reading_are_merged_once_and_count_against_the_limit(tmp_path):
     skips = SkipLog()
     skips.add("d", "invalid JSON", "t.jsonl:9")

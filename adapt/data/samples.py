@@ -466,7 +466,9 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
     root = root.resolve()
 
     with open(path, "rb") as f:
-        _refuse_utf16(spec, path, f.read(4))
+        start = f.read(6)
+    _refuse_utf16(spec, path, start)
+    _refuse_compressed(spec, path, start)
     head = list(itertools.islice(_lines(path), 2))
     if not head:  # scored or trained on, it would leave the report silent about the whole source
         raise DataError(f"source {spec.name!r}: {path} holds no records (an empty file); fill it, or remove the "
@@ -505,6 +507,20 @@ def _refuse_utf16(spec: SourceSpec, path: Path, data: bytes) -> None:
             out = path.with_suffix(".utf8.jsonl")
             raise DataError(f"source {spec.name!r}: {path} is {encoding} text (its byte-order mark says so), not "
                             f"UTF-8; re-save it as UTF-8, e.g. iconv -f {encoding} -t UTF-8 {path} > {out}")
+
+
+# magic bytes -> (format, how to unpack it)
+_COMPRESSED = ((b"\x1f\x8b", "gzip", "gunzip -k"), (b"\x28\xb5\x2f\xfd", "zstd", "zstd -d"),
+               (b"BZh", "bzip2", "bunzip2 -k"), (b"\xfd7zXZ\x00", "xz", "unxz -k"), (b"PK\x03\x04", "zip", "unzip"))
+
+
+def _refuse_compressed(spec: SourceSpec, path: Path, data: bytes) -> None:
+    """Raise `DataError` for a compressed annotation file (data sets ship ``train.jsonl.gz``): read as text, its every
+    line was skipped as "not UTF-8" and the source refused for too many bad records, told to re-save it as UTF-8."""
+    for magic, name, unpack in _COMPRESSED:
+        if data.startswith(magic):
+            raise DataError(f"source {spec.name!r}: {path} is {name}-compressed, not JSON Lines text; unpack it "
+                            f"({unpack} {path}) and name the .jsonl file as the source's path")
 
 
 def _refuse_whole_json(spec: SourceSpec, path: Path, lines: list[tuple[int, bytes]]) -> None:
