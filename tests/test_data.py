@@ -284,6 +284,9 @@ def test_a_record_cut_short_is_said_to_be_cut_short(tmp_path):
 def test_missing_annotation_file_names_source_and_path(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"'gone'.*nothing\.jsonl"):
         read_source(SourceSpec("gone", tmp_path / "nothing.jsonl"), SkipLog())
+    write_jsonl(tmp_path / "drivelm" / "train.jsonl", [{"conversations": conv()}])  # the folder named, not its file
+    with pytest.raises(FileNotFoundError, match=r"drivelm is a folder, not an annotation file; .*holds train\.jsonl\)"):
+        read_source(SourceSpec("dir", tmp_path / "drivelm"), SkipLog())
 
 
 def test_record_kinds_and_placeholders(tmp_path):

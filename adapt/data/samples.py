@@ -458,6 +458,11 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
     path = spec.path
     if path.suffix.lower() == ".json":
         raise DataError(f"source {spec.name!r}: {path} is a meta JSON; expand it with expand_sources() first")
+    if path.is_dir():  # the data set's folder named as the source: "not found" would send the user looking for it
+        held = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json"))
+        inside = f" (it holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''})" if held else ""
+        raise MissingDataError(f"source {spec.name!r}: {path} is a folder, not an annotation file; name the .jsonl "
+                               f"file (or InternVL meta .json) in it as the source's path{inside}")
     if not path.is_file():
         raise MissingDataError(f"source {spec.name!r}: annotation file not found: {path}")
     root = spec.data_root
