@@ -8,7 +8,7 @@ import model as model_core
 from model.errors import PocketAdaptError
 from model.progress import Progress
 
-from .data.samples import MissingDataError, SkipLog
+from .data.samples import MissingDataError, SkipLog, missing_annotation_file
 from .evaluate import PREDICTIONS, predict, save_predictions, summarize
 from .recipe import Recipe
 from .train import load_records, source_specs
@@ -24,8 +24,8 @@ def check_eval_sources(recipe: Recipe) -> None:
     if not recipe.data.eval_sources:
         raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
     for spec in source_specs(recipe.data.eval_sources, held_out=True):
-        if not spec.path.is_file():
-            raise MissingDataError(f"data.eval_sources: source {spec.name!r}: annotation file not found: {spec.path}")
+        if (missing := missing_annotation_file(spec.path)) is not None:
+            raise MissingDataError(f"data.eval_sources: source {spec.name!r}: {missing}")
 
 
 def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path, progress: Progress = True,

@@ -62,7 +62,15 @@ from .checkpointing import (
 from .data.augment import build_augment
 from .data.dataset import SupervisedDataset, collate
 from .data.mixture import MixturePlan, epoch_order_refusal, source_specs
-from .data.samples import DataQualityError, MissingDataError, SkipLog, SourceSpec, measure, read_source
+from .data.samples import (
+    DataQualityError,
+    MissingDataError,
+    SkipLog,
+    SourceSpec,
+    measure,
+    missing_annotation_file,
+    read_source,
+)
 from .parts import PartSetting, apply_parts, base_model, is_peft_model, merge_lora, parameter_groups, trainable_summary
 from .recipe import Recipe, RecipeError, _read_text, resolve_deepspeed_config
 from .schedule import make_scheduler, warmup_steps
@@ -275,10 +283,9 @@ class Trainer:
         self._plan_data(specs, load_records(specs, processor, self.max_length, self.skips, self.tiling))
         if recipe.eval.every and recipe.data.eval_sources:  # missing now, the first evaluation would end the run
             for spec in source_specs(recipe.data.eval_sources, held_out=True):
-                if not spec.path.is_file():
-                    raise MissingDataError(f"data.eval_sources: source {spec.name!r}: annotation file not found: "
-                                           f"{spec.path} (eval.every {recipe.eval.every} evaluates on it during "
-                                           "training)")
+                if (missing := missing_annotation_file(spec.path)) is not None:
+                    raise MissingDataError(f"data.eval_sources: source {spec.name!r}: {missing} (eval.every "
+                                           f"{recipe.eval.every} evaluates on it during training)")
 
         if t.gradient_checkpointing:
             vlm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

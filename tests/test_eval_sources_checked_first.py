@@ -60,3 +60,17 @@ def test_adapt_eval_with_models_refuses_a_missing_eval_file_before_checking_the_
     err = capsys.readouterr().err
     assert rc == 1 and "annotation file not found" in err and "landcover" in err
     assert "--model" not in err and "trian" not in err and not (tmp_path / "out").exists()
+
+
+def test_eval_and_training_say_an_eval_source_that_is_a_folder_is_one(tmp_path, capsys):
+    """An eval source that is a folder was refused as 'annotation file not found' by `adapt eval` and by
+    training's evaluation check, sending the user looking for a folder that is there; both say it is a folder."""
+    folder = tmp_path / "held.jsonl"  # a folder where the file should be (an archive unpacked under its name)
+    folder.mkdir()
+    (folder / "test.jsonl").write_text("")
+    assert main(["init", "quickstart", str(tmp_path)]) == 0
+    capsys.readouterr()
+    recipe = load_recipe(tmp_path / "quickstart.yaml",
+                         [f"data.eval_sources=[{{name: held, path: {folder}, kind: domain}}]"])
+    with pytest.raises(MissingDataError, match=r"source 'held': .*held\.jsonl is a folder, not an annotation file.*test\.jsonl"):
+        run_eval.check_eval_sources(recipe)

@@ -560,6 +560,12 @@ def test_a_missing_eval_source_is_refused_before_training(tmp_path, data_root):
     with pytest.raises(PocketAdaptError, match=r"data\.eval_sources: source 'held': annotation file not found: .*nope"):
         Trainer(recipe, progress=False)
     assert not list(Path(recipe.output.dir).glob("checkpoint-*"))
+    (tmp_path / "data" / "field" / "held.jsonl").mkdir()  # a folder where the file should be: said to be one
+    recipe = load_recipe(tmp_path / "tiny.yaml", [
+        "eval.every=2", "data.eval_sources=[{name: held, path: data/field/held.jsonl, kind: domain}]",
+        f"output.dir={tmp_path / 'out-folder'}"])
+    with pytest.raises(PocketAdaptError, match=r"source 'held': .*held\.jsonl is a folder, not an annotation file"):
+        Trainer(recipe, progress=False)
 
 
 def test_each_rank_resumes_with_its_own_random_number_generators(tmp_path):

@@ -399,8 +399,8 @@ def _expand_meta(spec: SourceSpec, repeats: bool = True) -> list[SourceSpec]:
     if spec.ratio is not None:
         weights = []
         for child in children:
-            if not child.path.is_file():
-                raise MissingDataError(f"source {child.name!r}: annotation file not found: {child.path}")
+            if (missing := missing_annotation_file(child.path)) is not None:
+                raise MissingDataError(f"source {child.name!r}: {missing}")
             lines = _count_lines(child.path)
             r = child.repeat or 1
             weights.append(int(lines * r) if r < 1 else lines * r)
@@ -442,6 +442,17 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield n, raw
 
 
+def missing_annotation_file(path: Path) -> str | None:
+    """What is wrong with `path` as a source's annotation file -- not there, or a folder (the data set's, named as
+    the source: "not found" would send the user looking for a folder that is there) -- or None where it is a file."""
+    if path.is_dir():
+        held = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json"))
+        inside = f" (it holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''})" if held else ""
+        return (f"{path} is a folder, not an annotation file; name the .jsonl file (or InternVL meta .json) in it as "
+                f"the source's path{inside}")
+    return None if path.is_file() else f"annotation file not found: {path}"
+
+
 def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
     """Read and validate one ``.jsonl`` source; bad records are logged in ``skips``, never raised.
 
@@ -458,13 +469,8 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
     path = spec.path
     if path.suffix.lower() == ".json":
         raise DataError(f"source {spec.name!r}: {path} is a meta JSON; expand it with expand_sources() first")
-    if path.is_dir():  # the data set's folder named as the source: "not found" would send the user looking for it
-        held = sorted(p.name for p in path.iterdir() if p.suffix.lower() in (".jsonl", ".json"))
-        inside = f" (it holds {', '.join(held[:5])}{', ...' if len(held) > 5 else ''})" if held else ""
-        raise MissingDataError(f"source {spec.name!r}: {path} is a folder, not an annotation file; name the .jsonl "
-                               f"file (or InternVL meta .json) in it as the source's path{inside}")
-    if not path.is_file():
-        raise MissingDataError(f"source {spec.name!r}: annotation file not found: {path}")
+    if (missing := missing_annotation_file(path)) is not None:
+        raise MissingDataError(f"source {spec.name!r}: {missing}")
     root = spec.data_root
     if not root.is_dir():
         raise MissingDataError(f"source {spec.name!r}: data root not found: {root}")
