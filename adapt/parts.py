@@ -7,7 +7,6 @@ vision tower and the LLM sharing names such as `q_proj` can never wrap the wrong
 from __future__ import annotations
 
 import re
-import sys
 import warnings
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ from torch import nn
 from adapt.recipe import did_you_mean, expert_lora_refusal
 from model.errors import PocketAdaptError
 from model.loading import peft_quietly
+from model.lora import is_peft_model
 
 PART_PREFIXES = {"vision": "vision_tower.", "projector": "multi_modal_projector.", "llm": "language_model."}
 MODES = ("frozen", "lora", "full")
@@ -203,20 +203,9 @@ def _expert_setting(params: dict[str, list[str]], lora_parts: dict[str, PartSett
     return setting
 
 
-def is_peft_model(model: nn.Module) -> bool:
-    """Whether `model` is a peft wrapper (peft itself is imported only where LoRA was used: no import here)."""
-    peft = sys.modules.get("peft")
-    return peft is not None and isinstance(model, peft.PeftModel)
-
-
 def base_model(model: nn.Module) -> nn.Module:
     """The PocketVLM inside a PeftModel (or the model itself)."""
     return model.get_base_model() if is_peft_model(model) else model
-
-
-def merge_lora(model: nn.Module) -> nn.Module:
-    """Fold LoRA weights into the base weights and drop the wrappers."""
-    return model.merge_and_unload() if is_peft_model(model) else model
 
 
 # transformers' Trainer.get_decay_parameter_names: no decay inside an nn.LayerNorm nor for these (lower-cased) names

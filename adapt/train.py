@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 import model as model_core
 from model.errors import PocketAdaptError, os_error_of
 from model.loading import ADAPTER_FOLDER, moved_aside
+from model.lora import is_peft_model, merge_lora
 from model.processor import IGNORE_INDEX
 from model.progress import Progress, progress_bar, shows_bar
 from model.yaml_io import YAMLContentError, load_yaml
@@ -71,7 +72,7 @@ from .data.samples import (
     missing_annotation_file,
     read_source,
 )
-from .parts import PartSetting, apply_parts, base_model, is_peft_model, merge_lora, parameter_groups, trainable_summary
+from .parts import PartSetting, apply_parts, base_model, parameter_groups, trainable_summary
 from .recipe import Recipe, RecipeError, _read_text, resolve_deepspeed_config
 from .schedule import make_scheduler, warmup_steps
 

@@ -49,6 +49,7 @@ from model.checkpoints.native import SIDECAR, export_native, native_config
 from model.checkpoints.original import export_original, original_config
 from model.errors import ModelConfigError, PocketAdaptError
 from model.loading import ADAPTER_FOLDER
+from model.lora import merge_lora
 from model.tiling import IMAGENET_MEAN, IMAGENET_STD
 from model.vision import check_tile_size
 
@@ -227,15 +228,6 @@ def fold_vision_adapter(vlm: PocketVLM, fmt: str) -> None:
         vlm.fold_vision_adapter()
     except ModelConfigError as err:
         raise ExportError(f"cannot export to {fmt}: {err}") from None
-
-
-def merge_lora(vlm):
-    """The model with LoRA folded into its weights (vision and language alike); other models as they are."""
-    if "peft" not in sys.modules:  # no PeftModel without peft loaded: importing it to ask costs a quarter second
-        return vlm
-    from peft import PeftModel
-
-    return vlm.merge_and_unload() if isinstance(vlm, PeftModel) else vlm
 
 
 def _writer(fmt: str, target: Path, **options) -> Callable[[PocketVLM, VLMProcessor, Path], Path]:

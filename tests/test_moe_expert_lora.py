@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import model
-from adapt.parts import PartsError, PartSetting, apply_parts, merge_lora
+from adapt.parts import PartsError, PartSetting, apply_parts
 from adapt.recipe import load_recipe
 from adapt.train import Trainer
+from model.lora import merge_lora
 from tests.test_moe_checkpoints import IDS, _moe_vlm
 from tests.test_train import RECIPE, data_dir  # noqa: F401  (the module fixture)
 

@@ -59,3 +59,30 @@ def test_part_of_reads_the_outermost_part_module(name, part):
 def test_part_of_refuses_a_name_that_only_looks_like_a_part(name):
     with pytest.raises(PartsError, match="belongs to no part"):
         part_of(name)
+
+
+def test_train_and_export_merge_lora_through_one_helper():
+    """Training's final/ and every export fold LoRA in with `model.lora.merge_lora` (deploy may not import adapt):
+    the merged model computes what the wrapped one did, and a plain model comes back as it is."""
+    import torch
+
+    import adapt.train
+    import deploy.hf
+    import model.lora
+
+    assert deploy.hf.merge_lora is model.lora.merge_lora and adapt.train.merge_lora is model.lora.merge_lora
+    torch.manual_seed(0)
+    tiny = _Tiny()
+    tiny.language_model = nn.Sequential(nn.Linear(4, 4))
+    assert model.lora.merge_lora(tiny) is tiny and not model.lora.is_peft_model(tiny)
+    wrapped = apply_parts(tiny, {"llm": PartSetting(mode="lora", r=2, dropout=0.0)})
+    assert model.lora.is_peft_model(wrapped)
+    with torch.no_grad():
+        for name, param in wrapped.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.5)  # peft starts B at zero: make the adapter change the output
+        x = torch.randn(3, 4)
+        expected = wrapped.base_model.model.language_model(x)
+        merged = model.lora.merge_lora(wrapped)
+        assert not model.lora.is_peft_model(merged) and isinstance(merged.language_model[0], nn.Linear)
+        assert torch.allclose(merged.language_model(x), expected, atol=1e-6)
