@@ -36,6 +36,8 @@ from .data.samples import SKIP_FILES
 from .evaluate import COMPARISON_PNG, EVAL_JSON, EVAL_MD, PREDICTIONS
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_RANDOM_KEYS = ("python_random", "numpy_random")
+_STATE_KEYS = ("optimizer", "scheduler", *_RANDOM_KEYS)  # what `load_checkpoint` reads from trainer_state.json
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
 RECIPE = "recipe.yaml"
@@ -433,6 +435,9 @@ def verify_checkpoint(path: Path) -> str | None:
             return f"{state_path} holds no step"
         if not isinstance(state.get("checkpoint_format", 1), int):
             return f"{state_path}: checkpoint_format is not a whole number ({state['checkpoint_format']!r})"
+        problem = _state_problem(state)
+        if problem:
+            return f"{state_path}: {problem}"
     except FileNotFoundError:
         return f"{state_path} is missing"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -461,6 +466,17 @@ def verify_checkpoint(path: Path) -> str | None:
         if problem:
             return f"{file}: {problem}"
     return None
+
+
+def _state_problem(state: dict) -> str | None:
+    """The keys `load_checkpoint` reads that `trainer_state.json` (`state`) lacks, named; None when it has them."""
+    missing = [k for k in _STATE_KEYS if k not in state]
+    rank_random = state.get("rank_random") or []
+    if not isinstance(rank_random, list):
+        return f"rank_random is not a list ({type(rank_random).__name__})"
+    for rank, own in enumerate(rank_random):
+        missing += [f"rank_random[{rank}].{k}" for k in _RANDOM_KEYS if not isinstance(own, dict) or k not in own]
+    return f"lacks {', '.join(missing)}" if missing else None
 
 
 def _safetensors_problem(path: Path) -> str | None:
@@ -512,6 +528,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, ra
     except RuntimeError as exc:
         raise CheckpointDamaged(f"{path}: its weights do not fit this model ({exc})") from None
     state = read_trainer_state(path)
+    problem = _state_problem(state) if isinstance(state, dict) else "holds no JSON object"
+    if problem:
+        raise CheckpointDamaged(f"{path / STATE}: {problem}")
     try:
         if optimizer is not None and state["optimizer"] is not None:
             optimizer.load_state_dict(_unflatten_optimizer(_load_tensors(path / "optimizer.safetensors"), state["optimizer"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -624,6 +625,29 @@ def test_a_trainer_state_with_a_format_that_is_no_number_is_a_damaged_checkpoint
     (path / "manifest.json").unlink()
     with pytest.raises(CheckpointDamaged, match="checkpoint_format is not a whole number"):
         usable_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("key", ["python_random", "numpy_random", "scheduler", "optimizer", "rank_random[1].numpy_random"])
+def test_a_trainer_state_lacking_a_key_resuming_reads_is_a_damaged_checkpoint(tmp_path, key):
+    """A trainer_state.json without `python_random` (or another key load_checkpoint reads) verified, then resuming
+    died with a raw KeyError; it is a damaged checkpoint naming the key, passed over for an older whole one."""
+    from adapt.checkpointing import CheckpointDamaged, load_checkpoint, rng_state, save_checkpoint, usable_checkpoint
+
+    net, optimizer, scheduler = _tiny_training_state()
+    older = save_checkpoint(tmp_path, 1, net, optimizer, scheduler, {}, keep_last=3)
+    path = save_checkpoint(tmp_path, 2, net, optimizer, scheduler, {}, keep_last=3, rank_rng=[rng_state(), rng_state()])
+    state = json.loads((path / "trainer_state.json").read_text())
+    if key.startswith("rank_random"):
+        del state["rank_random"][1]["numpy_random"]
+    else:
+        del state[key]
+    (path / "trainer_state.json").write_text(json.dumps(state))
+    (path / "manifest.json").unlink()
+    state_file = re.escape(str(path / "trainer_state.json"))
+    with pytest.raises(CheckpointDamaged, match=rf"{state_file}: lacks {re.escape(key)}"):
+        load_checkpoint(path, net, optimizer, scheduler, rank=1)
+    found, damaged = usable_checkpoint(tmp_path)
+    assert found == older and damaged[0][0] == path and f"lacks {key}" in damaged[0][1]
 
 
 def _tiny_training_state():
