@@ -5,7 +5,8 @@ the scheduler, the RNG states, the step, the resolved recipe (`recipe.yaml`) and
 `manifest.json` of every file's size. It is written as `checkpoint-<step>.partial/`, every file and
 the folder are flushed to disk (`fsync`), and only then renamed. `usable_checkpoint` picks the newest
 checkpoint that verifies (every file present at its manifest size, safetensors headers readable,
-`trainer_state.json` parseable) and says why it passed over any newer one.
+`trainer_state.json` parseable, holding what resuming reads and the step its folder is named for) and
+says why it passed over any newer one.
 
 `RunLock` keeps a second run out of an output folder while one is using it: an OS file lock
 (`flock`) that the system releases when the holder dies, even by kill -9. Its file, `.adapt-train.lock`, stays
@@ -36,6 +37,7 @@ from .data.samples import SKIP_FILES
 from .evaluate import COMPARISON_PNG, EVAL_JSON, EVAL_MD, PREDICTIONS
 
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+_FOLDER = re.compile(r"^checkpoint-(\d+)(?:\.partial)?$")  # a checkpoint's folder, whole or being written
 _RANDOM_KEYS = ("python_random", "numpy_random")
 _STATE_KEYS = ("optimizer", "scheduler", *_RANDOM_KEYS)  # what `load_checkpoint` reads from trainer_state.json
 MANIFEST = "manifest.json"
@@ -438,6 +440,10 @@ def verify_checkpoint(path: Path) -> str | None:
         problem = _state_problem(state)
         if problem:
             return f"{state_path}: {problem}"
+        named = _FOLDER.match(path.name)
+        if named and int(named.group(1)) != state["step"]:  # it would resume at one step and be pruned as the other
+            return (f"{state_path} holds step {state['step']} but its folder is named {path.name} (step "
+                    f"{named.group(1)}): renamed or copied from another checkpoint")
     except FileNotFoundError:
         return f"{state_path} is missing"
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

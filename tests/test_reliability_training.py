@@ -650,6 +650,21 @@ def test_a_trainer_state_lacking_a_key_resuming_reads_is_a_damaged_checkpoint(tm
     assert found == older and damaged[0][0] == path and f"lacks {key}" in damaged[0][1]
 
 
+def test_a_checkpoint_folder_renamed_from_another_step_is_refused(tmp_path):
+    """A checkpoint-1 copied to checkpoint-5 resumed at step 1 but was pruned and preferred as step 5; the folder
+    whose name and trainer_state.json's step differ is damaged, naming both."""
+    from adapt.checkpointing import CheckpointDamaged, save_checkpoint, usable_checkpoint, verify_checkpoint
+
+    net, optimizer, scheduler = _tiny_training_state()
+    path = save_checkpoint(tmp_path, 1, net, optimizer, scheduler, {}, keep_last=3)
+    assert verify_checkpoint(path) is None
+    path.rename(tmp_path / "checkpoint-5")
+    problem = verify_checkpoint(tmp_path / "checkpoint-5")
+    assert problem is not None and "step 1" in problem and "checkpoint-5" in problem
+    with pytest.raises(CheckpointDamaged, match=r"holds step 1 but its folder is named checkpoint-5"):
+        usable_checkpoint(tmp_path)
+
+
 def _tiny_training_state():
     net = torch.nn.Linear(2, 2)
     optimizer = torch.optim.AdamW(net.parameters())
