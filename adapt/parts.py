@@ -163,6 +163,7 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         params: dict[str, list[str]] = {}
         for part, setting in lora_parts.items():
             names, part_params = lora_targets(model, part, setting.targets)
+            _check_rank(model, part, setting, names, part_params)
             targets += names
             ranks.update({n: setting.r for n in names})
             alphas.update({n: setting.alpha for n in names})
@@ -187,6 +188,24 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         mode = settings.get(part_of(name), PartSetting()).mode
         param.requires_grad = mode == "full" or (mode == "lora" and "lora_" in name)
     return model
+
+
+def _check_rank(model: nn.Module, part: str, setting: PartSetting, modules: list[str], params: list[str]) -> None:
+    """Refuse a LoRA rank above the smaller width of a layer it wraps (a Linear's in / out features, a fused expert
+    parameter's last two dimensions): such an adapter is no smaller than the layer, and a huge r runs out of memory.
+    With the default targets (every Linear) only an r above every layer's is refused: a narrow gate (a MoE LM's
+    ``shared_expert_gate``, 1 wide) must not rule out the rank the other layers train with."""
+    widths = {n: (model.get_submodule(n).in_features, model.get_submodule(n).out_features) for n in modules}
+    for n in params:  # a DeepSpeed ZeRO-3 parameter keeps its full shape in ds_shape
+        param = model.get_parameter(n)
+        widths[n] = tuple(getattr(param, "ds_shape", param.shape)[-2:])
+    narrow = {n: (a, b) for n, (a, b) in widths.items() if setting.r > min(a, b)}
+    if narrow and (setting.targets or len(narrow) == len(widths)):
+        name, (a, b) = max(narrow.items(), key=lambda item: min(item[1]))
+        where = f"parts.{part}.lora.targets" if setting.targets else f"parts.{part}.lora.targets (every Linear now)"
+        raise PartsError(f"parts.{part}.lora.r: {setting.r} is larger than {name} allows (widths {a} and {b}): a "
+                         f"LoRA rank is at most the smaller width of each layer it wraps; lower r to {min(a, b)} or "
+                         f"less, or leave that layer out of {where}")
 
 
 def _expert_setting(params: dict[str, list[str]], lora_parts: dict[str, PartSetting]) -> PartSetting:

@@ -227,6 +227,9 @@ class ModelSpec(_Section):
 _MODULE_NAME = re.compile(r"[^.\s*?+|^$()\[\]{}\\]+(?:\.[^.\s*?+|^$()\[\]{}\\]+)*")
 
 
+MAX_LORA_RANK = 4096  # wider than any small VLM's layers; a larger r is a typo that would run peft out of memory
+
+
 class LoraSpec(_Section):
     """LoRA settings of one part (used when the part's mode is ``lora``)."""
 
@@ -236,6 +239,15 @@ class LoraSpec(_Section):
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
     targets: list[str] | None = None
+
+    @field_validator("r")
+    @classmethod
+    def _rank(cls, value: int) -> int:
+        # the bound that matters, a targeted layer's width, is checked when the model is loaded (adapt.parts)
+        if value > MAX_LORA_RANK:
+            raise ValueError(f"{value} is above {MAX_LORA_RANK}: a LoRA rank cannot exceed the width of the layers "
+                             "it wraps (8 to 64 is usual)")
+        return value
 
     @field_validator("targets")
     @classmethod

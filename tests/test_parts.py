@@ -86,3 +86,22 @@ def test_train_and_export_merge_lora_through_one_helper():
         merged = model.lora.merge_lora(wrapped)
         assert not model.lora.is_peft_model(merged) and isinstance(merged.language_model[0], nn.Linear)
         assert torch.allclose(merged.language_model(x), expected, atol=1e-6)
+
+
+def test_a_lora_rank_above_a_targeted_layer_width_is_refused_naming_it():
+    """A rank above a wrapped layer's smaller width passed to peft, which built an adapter no smaller than the layer
+    (and, for a huge r, ran out of memory); it is refused naming the part, the layer and r."""
+    def tiny() -> nn.Module:
+        model = _Tiny()
+        model.language_model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 3))  # a wide layer and a narrow gate
+        return model
+
+    with pytest.raises(PartsError, match=r"parts\.llm\.lora\.r: 4 is larger than language_model\.1 allows "
+                                         r"\(widths 8 and 3\).*lower r to 3"):
+        apply_parts(tiny(), {"llm": PartSetting(mode="lora", r=4, targets=("0", "1"))})
+    with pytest.raises(PartsError, match=r"parts\.llm\.lora\.r: 4096 is larger than language_model\.0 allows "
+                                         r"\(widths 8 and 8\).*lower r to 8"):
+        apply_parts(tiny(), {"llm": PartSetting(mode="lora", r=4096)})
+    # the default targets (every Linear): the narrow gate does not rule out a rank the wide layer can take
+    wrapped = apply_parts(tiny(), {"llm": PartSetting(mode="lora", r=4)})
+    assert any("language_model.0.lora_A" in n for n, _ in wrapped.named_parameters())

@@ -892,3 +892,11 @@ def test_a_lora_target_that_is_no_module_name_is_refused_by_validate(tmp_path, t
     assert "parts.llm.lora.targets" in message and repr(target) in message and "suffixes" in message
     assert load_recipe(path, ["parts.llm.lora.targets=[self_attn.q_proj, experts.0.w1]"]).parts.llm.lora.targets == [
         "self_attn.q_proj", "experts.0.w1"]
+
+
+def test_a_lora_rank_beyond_any_layer_width_is_refused_by_validate(tmp_path):
+    """`r: 1000000000000` passed validate and then ran peft out of memory building the adapter."""
+    text = MINIMAL + "parts: {llm: {mode: lora, lora: {r: 1000000000000}}}\n"
+    message = error_of(write(tmp_path, text))
+    assert "parts.llm.lora.r" in message and "above 4096" in message
+    assert load_recipe(write(tmp_path, MINIMAL + "parts: {llm: {mode: lora, lora: {r: 4096}}}\n")).parts.llm.lora.r == 4096
