@@ -159,7 +159,8 @@ _BUILTIN_PROTOCOLS: dict[str, dict[str, tuple[str, str, str]]] = {
                             f"{_VQA_EVAL} (processPunctuation, processDigitArticle; it reads number words up to ten "
                             "and expands contractions, which this does not)"),
             "token_f1": ("SQuAD token F1, VQA normalisation", "token F1 over the VQA-normalised words (bags of "
-                         "words); a reference with no words is refused (the sample skipped)", f"{_SQUAD} (compute_f1); {_VQA_EVAL}")},
+                         "words); a reference with no words is refused (the sample skipped)",
+                         f"{_SQUAD} (compute_f1); {_VQA_EVAL}")},
     "grounding": {"acc@0.5": ("Acc@0.5 on the 0-1000 grid", _GROUNDING_RULE, _GROUNDING_SOURCE)},
 }
 _BUILTIN_PROTOCOLS["classification"] = _BUILTIN_PROTOCOLS["mc"]

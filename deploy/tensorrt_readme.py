@@ -78,8 +78,8 @@ def _opset_text(opset: int, layer_norm: list[str] | None, decomposed: list[str] 
     if layer_norm:
         named = ", ".join(f"`{g}`" for g in layer_norm)
         return (text + f" TensorRT 8.5 (JetPack 5) cannot build this bundle: {named} "
-                f"{'holds' if len(layer_norm) == 1 else 'hold'} LayerNormalization, the opset-17 operator a LayerNorm is exported as, which its ONNX parser has "
-                "no importer for (it came with 8.6); export again with `--opset 16` for it, which decomposes it.")
+                f"{'holds' if len(layer_norm) == 1 else 'hold'} LayerNormalization, the opset-17 operator a LayerNorm "
+                "is exported as, which its ONNX parser has no importer for (it came with 8.6); export again with `--opset 16` for it, which decomposes it.")
     if opset <= 17:
         return (text + " No graph holds LayerNormalization, the operator TensorRT 8.5 (JetPack 5) has no importer "
                 "for; whether 8.5 parses the rest is unconfirmed.")
@@ -163,6 +163,8 @@ def bundle_readme(vlm, processor, profiles: dict, fp16: dict, files: list[str] |
     context = f"{profiles['image_tokens_per_tile']} x `{processor.image_context_token}` per tile"
     run = ", ".join(f"`{t}`" if t != context else t for t in (processor.image_start_token, context,
                                                                 processor.image_end_token) if t)
+    opset_note = _opset_note(profiles["onnx_opset"], profiles.get("layer_normalization"),
+                             profiles.get("layer_normalization_decomposed"))
     return f"""# TensorRT bundle for Jetson Orin
 
 Written by `adapt export --format tensorrt` (pocket-adapt). Tiling: {profiles['tiling_source']}
@@ -210,7 +212,7 @@ export PATH="$PATH:/usr/src/tensorrt/bin"
 {commands}
 ```
 
-{_opset_note(profiles['onnx_opset'], profiles.get('layer_normalization'), profiles.get('layer_normalization_decomposed'))}
+{opset_note}
 
 fp16 notes: an operator listed under `overflow` in `fp16_check.json` produces values above 65504 in fp32 and
 becomes inf in fp16; a normalisation listed under `norm_sum_of_squares_over_fp16` overflows if TensorRT reduces

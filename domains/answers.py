@@ -46,10 +46,11 @@ _MINUS = str.maketrans({"\u2212": "-"})  # the Unicode minus sign reads as "-"
 def normalize_answer(text: str) -> str:
     """Lowercase, drop punctuation (ASCII and Unicode) and the articles a/an/the, squeeze spaces.
 
-    SQuAD's normaliser, so "The Forest." and "forest" agree; None is the empty answer (as in `vqa_tokens`). Like SQuAD, punctuation is removed rather than replaced
-    ("don't" is "dont"); unlike SQuAD, a decimal point between digits is kept, so "1.0" does not equal "10", and so is a
-    minus sign starting a number ("-5" does not equal "5"), and a text of articles alone keeps them: the answer "A" (a
-    letter) is "a", not nothing, which an empty answer would equal.
+    SQuAD's normaliser, so "The Forest." and "forest" agree; None is the empty answer (as in `vqa_tokens`). Like
+    SQuAD, punctuation is removed rather than replaced ("don't" is "dont"); unlike SQuAD, a decimal point between
+    digits is kept, so "1.0" does not equal "10", and so is a minus sign starting a number ("-5" does not equal "5"),
+    and a text of articles alone keeps them: the answer "A" (a letter) is "a", not nothing, which an empty answer
+    would equal.
     """
     text = str(text if text is not None else "").lower().translate(_MINUS)  # None is no answer, not "none"
     text = "".join(ch for k, ch in enumerate(text)

@@ -72,5 +72,6 @@ def test_eval_and_training_say_an_eval_source_that_is_a_folder_is_one(tmp_path, 
     capsys.readouterr()
     recipe = load_recipe(tmp_path / "quickstart.yaml",
                          [f"data.eval_sources=[{{name: held, path: {folder}, kind: domain}}]"])
-    with pytest.raises(MissingDataError, match=r"source 'held': .*held\.jsonl is a folder, not an annotation file.*test\.jsonl"):
+    with pytest.raises(MissingDataError,
+                       match=r"source 'held': .*held\.jsonl is a folder, not an annotation file.*test\.jsonl"):
         run_eval.check_eval_sources(recipe)

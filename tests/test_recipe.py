@@ -899,4 +899,5 @@ def test_a_lora_rank_beyond_any_layer_width_is_refused_by_validate(tmp_path):
     text = MINIMAL + "parts: {llm: {mode: lora, lora: {r: 1000000000000}}}\n"
     message = error_of(write(tmp_path, text))
     assert "parts.llm.lora.r" in message and "above 4096" in message
-    assert load_recipe(write(tmp_path, MINIMAL + "parts: {llm: {mode: lora, lora: {r: 4096}}}\n")).parts.llm.lora.r == 4096
+    recipe = load_recipe(write(tmp_path, MINIMAL + "parts: {llm: {mode: lora, lora: {r: 4096}}}\n"))
+    assert recipe.parts.llm.lora.r == 4096

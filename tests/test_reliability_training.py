@@ -627,7 +627,8 @@ def test_a_trainer_state_with_a_format_that_is_no_number_is_a_damaged_checkpoint
         usable_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("key", ["python_random", "numpy_random", "scheduler", "optimizer", "rank_random[1].numpy_random"])
+@pytest.mark.parametrize("key", ["python_random", "numpy_random", "scheduler", "optimizer",
+                                 "rank_random[1].numpy_random"])
 def test_a_trainer_state_lacking_a_key_resuming_reads_is_a_damaged_checkpoint(tmp_path, key):
     """A trainer_state.json without `python_random` (or another key load_checkpoint reads) verified, then resuming
     died with a raw KeyError; it is a damaged checkpoint naming the key, passed over for an older whole one."""

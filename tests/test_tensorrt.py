@@ -439,8 +439,8 @@ def test_opset_16_bundle_has_no_layer_normalization_and_matches_opset_17(bundles
     shipped, _ = bundles["pocket-tiny"]
     out = tmp_path / "jetpack5"
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(DRIVING), "--max-images", "6",
-                     "--opset", "16", "--out", str(out)]) == 0
+        assert main(["export", "-f", "tensorrt", "--model", "pocket-tiny", "--recipe", str(DRIVING),
+                     "--max-images", "6", "--opset", "16", "--out", str(out)]) == 0
     for graph in ("vision.onnx", "embed.onnx", "decoder.onnx"):
         model = onnx.load(str(out / graph), load_external_data=False)
         assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [16], graph

@@ -174,7 +174,8 @@ def test_opset_is_a_tensorrt_choice(tmp_path, capsys):
 def test_write_tensorrt_refuses_an_opset_or_answer_length_it_cannot_serve(tmp_path):
     from deploy.tensorrt import write_tensorrt
 
-    with pytest.raises(TensorRTExportError, match="ONNX opset 15 is not one the bundle is written at; choose one of 16, 17, 18"):
+    with pytest.raises(TensorRTExportError,
+                       match="ONNX opset 15 is not one the bundle is written at; choose one of 16, 17, 18"):
         write_tensorrt(None, None, tmp_path, opset=15)
     with pytest.raises(TensorRTExportError, match="max_new_tokens must be a whole number >= 1, got 0"):
         write_tensorrt(None, None, tmp_path, max_new_tokens=0)
