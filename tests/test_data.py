@@ -966,3 +966,17 @@ def test_blank_lines_are_no_records_for_repeat_and_keep_line_numbers(tmp_path):
     for repeat in (0, -1, 1.5, float("inf")):
         with pytest.raises(DataError, match="repeat"):
             SourceSpec("b", ann, repeat=repeat)
+
+
+def test_json_python_will_not_hold_is_one_skipped_record_not_a_crash(tmp_path):
+    """A number of 5,000 digits (int's string limit) or nesting deeper than the recursion limit is valid JSON that
+    json.loads refuses with a ValueError / RecursionError, not a JSONDecodeError: the whole read stopped there."""
+    (tmp_path / "0.png").write_bytes(b"")
+    good = json.dumps({"conversations": [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]})
+    huge = '{"conversations": [], "n": ' + "9" * 5000 + "}"
+    deep = '{"conversations": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    ann = tmp_path / "t.jsonl"
+    ann.write_text("\n".join([good, huge, deep, good]) + "\n")
+    skips = SkipLog()
+    assert len(read_source(SourceSpec("dom", ann), skips)) == 2
+    assert [where for where, _ in skips.examples("dom", "invalid JSON")] == [f"{ann}:2", f"{ann}:3"]

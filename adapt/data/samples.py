@@ -555,7 +555,7 @@ def _refuse_whole_json(spec: SourceSpec, path: Path, lines: list[tuple[int, byte
 def _parses(raw: bytes) -> bool:
     try:
         json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, int's digit limit; deep nesting
         return False
     return True
 
@@ -588,6 +588,8 @@ def _parse(spec: SourceSpec, root: Path, path: Path, line: int, text: str, sizes
         where = "at the end of the line (the record is cut short?)" if exc.pos >= len(text.rstrip()) else \
             f"at column {exc.pos + 1}"
         raise _Skip(INVALID_JSON, f"{exc.msg} {where}") from None
+    except (ValueError, RecursionError) as exc:  # valid JSON Python will not hold: a 5,000-digit number, deep nesting
+        raise _Skip(INVALID_JSON, f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(obj, dict):
         raise _Skip(NOT_OBJECT, f"got {type(obj).__name__}")
     if _SURROGATE_ESCAPE.search(text):  # the tokenizer crashed the whole run on one: said here, with file:line
