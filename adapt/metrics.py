@@ -70,6 +70,7 @@ from domains.answers import (  # noqa: F401  (re-exported: the one set of answer
     bag_f1,
     box_iou,
     check_reference_is_option,
+    check_reference_words,
     exact_match,
     grounding_hit,
     mc_accuracy,
@@ -97,30 +98,22 @@ MetricFn = Callable[[str, "Record", str], dict[str, float]]
 # task registry and dispatch
 
 
-def _check_reference_words(record: Any, reference: str, words: Any) -> None:
-    """ValueError naming the record when its reference has no words left to compare with: every answer would score
-    0 but an empty one (a failed generation), which would score 1."""
-    if not words:
-        raise ValueError(f"{_where(record)}: reference {reference!r} has no words to compare an answer with "
-                         "(empty after normalisation)")
-
-
 def _score_mc(prediction: str, record: Any, reference: str) -> dict[str, float]:
     options = record_options(record)
     check_reference_is_option(record, reference, options)
     if reference_choice(reference, options) is None:  # compared as text
-        _check_reference_words(record, reference, normalize_answer(reference))
+        check_reference_words(record, reference, normalize_answer(reference))
     return {"accuracy": mc_accuracy(prediction, reference, options)}
 
 
 def _score_short(prediction: str, record: Any, reference: str) -> dict[str, float]:
-    _check_reference_words(record, reference, normalize_answer(reference))
+    check_reference_words(record, reference, normalize_answer(reference))
     return {"exact_match": exact_match(prediction, reference), "token_f1": token_f1(prediction, reference)}
 
 
 def _score_vqa(prediction: str, record: Any, reference: str) -> dict[str, float]:
     pred, ref = vqa_tokens(prediction), vqa_tokens(reference)
-    _check_reference_words(record, reference, ref)
+    check_reference_words(record, reference, ref)
     return {"exact_match": float(pred == ref), "token_f1": bag_f1(pred, ref)}
 
 

@@ -425,6 +425,15 @@ def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey
     return _option_by_text(ref, options, key)
 
 
+def check_reference_words(record: Any, reference: str, words: Any) -> None:
+    """ValueError naming the record when its reference has no words left to compare with (`words`: the reference
+    as the scorer normalises it): every answer would score 0 but an empty one (a failed generation), which would
+    score 1."""
+    if not words:
+        raise ValueError(f"{_where(record)}: reference {reference!r} has no words to compare an answer with "
+                         "(empty after normalisation)")
+
+
 def check_reference_is_option(record: Any, reference: str, options: Sequence[str] | None,
                               key: TextKey | None = None) -> None:
     """ValueError naming the record when it lists its own ``options`` and `reference` names none of them.

@@ -107,6 +107,19 @@ def test_classification_exact_label(pred, ref, hit):
     assert score_region(pred, rec(task="region"), ref) == {"accuracy": hit}
 
 
+
+@pytest.mark.parametrize("ref", ["", ".", "  "])
+def test_a_classification_reference_without_a_label_is_refused_naming_the_record(ref):
+    """Without options, a reference with no label left ('', '.') scored every answer 0 without a word (and, where
+    the question lists options the reference is none of, an empty answer 1): refused as the built-in scorers do."""
+    for score, task in ((score_classification, "classification"), (score_region, "region")):
+        with pytest.raises(ValueError, match="has no words to compare an answer with"):
+            score("forest", rec(task=task), ref)
+    in_question = rec(task="classification")
+    in_question.conversations[0]["value"] = "<image>\nScene?\nA. desert\nB. forest"
+    with pytest.raises(ValueError, match="has no words to compare an answer with"):
+        score_classification("", in_question, ref)
+
 def test_classification_with_options_letters_and_text():
     r = rec(task="classification", options=["forest", "river", "desert"])
     assert score_classification("B", r, "B")["accuracy"] == 1.0

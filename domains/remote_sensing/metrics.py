@@ -46,7 +46,13 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from domains.answers import check_reference_is_option, parse_choice, record_options, reference_choice
+from domains.answers import (
+    check_reference_is_option,
+    check_reference_words,
+    parse_choice,
+    record_options,
+    reference_choice,
+)
 
 __all__ = [
     "AREA_BUCKETS",
@@ -197,8 +203,10 @@ def _label_accuracy(prediction: str, record: Any, reference: str) -> float:
         check_reference_is_option(record, reference, options, key=label_key)
         ref = reference_choice(reference, options, key=label_key)
         if ref is None:  # options read from the question, the reference none of them: compare texts
-            return float(label_key(prediction) == label_key(reference) != "")
+            check_reference_words(record, reference, label_key(reference))
+            return float(label_key(prediction) == label_key(reference))
         return float(parse_choice(prediction, options, key=label_key) == ref)
+    check_reference_words(record, reference, label_key(reference))
     pred = match_label(prediction)
     return float(pred is not None and pred == label_key(reference))
 
