@@ -31,22 +31,3 @@ def test_position_embeddings_of_another_size_are_resized_as_internvl_does(hf_int
     assert got.shape == (1, 1 + grid * grid, width)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
     assert loaded.config.tiling_config.tile_size == TILE
-
-
-def test_a_model_not_normalised_with_imagenet_values_is_refused_by_the_original_layout():
-    """The original layout has no normalisation field (InternVL's code and the loader use ImageNet's): a model
-    with CLIP's mean / std was exported silently and came back normalised otherwise; it is refused, naming both."""
-    import pytest
-
-    from model.checkpoints.io import CheckpointError
-    from model.checkpoints.original import original_config
-    from model.tiling import CLIP_MEAN, CLIP_STD
-
-    vlm, _ = model.load("pocket-tiny")
-    config = vlm.config.__class__.from_dict(vlm.config.to_dict())
-    config.chat_template = "Hermes-2"
-    assert original_config(config)["model_type"] == "internvl_chat"  # ImageNet's values: exported
-    config.tiling = {**config.tiling, "mean": list(CLIP_MEAN), "std": list(CLIP_STD)}
-    with pytest.raises(CheckpointError, match=r"normalises images with ImageNet's mean / std; this model uses mean "
-                                              r"\[0\.4814"):
-        original_config(config)
