@@ -435,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "max_multimodal_len take the most tiles such a prompt gives (default 16)")
     export.add_argument("--opset", type=int, choices=(16, 17, 18),
                         help="tensorrt only: the graphs' ONNX opset (default 17, which TensorRT 8.6 and 10 parse, "
-                             "JetPack 6.0 and 6.1; 16 decomposes LayerNormalization for TensorRT 8.5, JetPack 5; 18 needs "
-                             "TensorRT 10, JetPack 6.1)")
+                             "JetPack 6.0 and 6.1; 16 decomposes LayerNormalization for TensorRT 8.5, JetPack 5; "
+                             "18 needs TensorRT 10, JetPack 6.1)")
     export.add_argument("--max-new-tokens", type=positive_int,
                         help="tensorrt only: the answer tokens TensorRT-LLM's max_input_len leaves room for within "
                              "max_seq_len (default 256); fewer leave a longer prompt room")

@@ -79,7 +79,8 @@ def _opset_text(opset: int, layer_norm: list[str] | None, decomposed: list[str] 
         named = ", ".join(f"`{g}`" for g in layer_norm)
         return (text + f" TensorRT 8.5 (JetPack 5) cannot build this bundle: {named} "
                 f"{'holds' if len(layer_norm) == 1 else 'hold'} LayerNormalization, the opset-17 operator a LayerNorm "
-                "is exported as, which its ONNX parser has no importer for (it came with 8.6); export again with `--opset 16` for it, which decomposes it.")
+                "is exported as, which its ONNX parser has no importer for (it came with 8.6); export again with "
+                "`--opset 16` for it, which decomposes it.")
     if opset <= 17:
         return (text + " No graph holds LayerNormalization, the operator TensorRT 8.5 (JetPack 5) has no importer "
                 "for; whether 8.5 parses the rest is unconfirmed.")
