@@ -24,6 +24,7 @@ from deploy.demo.hooks import default_draw_answer, hooks_for, normalize_upload
 from deploy.demo.page import escape_md, info_md
 from deploy.demo.session import ModelSession, compose_question
 from deploy.demo.uploads import UploadError, readable_error, stage_uploads
+from domains.base import DomainError
 
 PHI_NAME = "DOE^JANE"
 PHI_ID = "PHI-998877"
@@ -237,7 +238,7 @@ def test_uploads_are_staged_under_neutral_names_and_the_cached_original_renamed(
         assert mine.exists(), "a file outside Gradio's cache is never touched"
         assert not cached.exists(), "Gradio's copy under the original name is gone"
         assert not any("DOE" in p.name for p in gradio_cache.rglob("*")), "no name in the cache carries PHI"
-        msg = readable_error(ValueError(f"{staged.paths[1]}: not a DICOM file"), staged)
+        msg = readable_error(DomainError(f"{staged.paths[1]}: not a DICOM file"), staged)  # a reader's own error
         assert msg == "upload 2: not a DICOM file"
     finally:
         staged.cleanup()
@@ -415,7 +416,7 @@ def test_a_reader_error_names_the_upload_by_its_page_label(tmp_path):
     staged = stage_uploads(files, max_bytes=MB, remove_originals=False)
     try:
         assert staged.neutralize("upload-10.png and upload-1.png") == "upload 10 and upload 1"
-        assert readable_error(ValueError("the upload gives 17 images"), staged) == "the upload gives 17 images"
+        assert readable_error(UploadError("the upload gives 17 images"), staged) == "the upload gives 17 images"
     finally:
         staged.cleanup()
 

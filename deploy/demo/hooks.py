@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from deploy.demo.uploads import UploadError
 from domains.boxes import draw_ref_boxes
 from model.limits import MAX_IMAGES
 from model.processor import IMAGE_PLACEHOLDER
@@ -60,10 +61,10 @@ def default_read_upload(paths: Sequence[Path], *, plugin=None, **options: Any) -
 
 
 def check_file_count(n_files: int) -> None:
-    """ValueError when `n_files` uploads, one image each, are more than one question takes (checked before reading:
+    """UploadError (a ValueError) when `n_files` uploads, one image each, are more than one question takes (checked before reading:
     a few hundred small files of huge blank images would otherwise all be decoded, then refused)."""
     if n_files > MAX_IMAGES:
-        raise ValueError(f"the upload holds {n_files} files; at most {MAX_IMAGES} images can go into one question: "
+        raise UploadError(f"the upload holds {n_files} files; at most {MAX_IMAGES} images can go into one question: "
                          f"upload {MAX_IMAGES} or fewer")
 
 
@@ -136,14 +137,15 @@ def options_for(plugin) -> dict[str, dict]:
 
 
 def normalize_upload(result: Any, n_files: int) -> UploadResult:
-    """Check a ``read_upload`` result against the contract; ValueError naming what is wrong."""
+    """Check a ``read_upload`` result against the contract; UploadError (a ValueError) for too few or too many
+    images, TypeError for a result the hook should not have returned."""
     if not isinstance(result, Mapping):
         raise TypeError(f"read_upload returned {type(result).__name__}, expected a dict")
     images = list(result.get("images") or [])
     if not images:
-        raise ValueError("no image could be read from the upload")
+        raise UploadError("no image could be read from the upload")
     if len(images) > MAX_IMAGES:
-        raise ValueError(f"the upload gives {len(images)} images; at most {MAX_IMAGES} can go into one question")
+        raise UploadError(f"the upload gives {len(images)} images; at most {MAX_IMAGES} can go into one question")
     for k, img in enumerate(images):
         if not isinstance(img, Image.Image):
             raise TypeError(f"read_upload image {k + 1} is a {type(img).__name__}, expected a PIL image")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from model.errors import PocketAdaptError
 
 __all__ = ["CLEAR_FILE_INPUTS", "DISCLAIMER", "MEDICAL_DISCLAIMER", "REFUSED_BUTTON", "DemoError", "DemoSettings",
-           "answer_failed_md", "error_md", "escape_md", "failed_md", "info_md", "notice_md", "refused_md",
-           "warnings_md"]
+           "answer_failed_md", "ask_failed_md", "error_md", "escape_md", "failed_md", "info_md", "log_reference",
+           "notice_md", "refused_md", "warnings_md"]
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,29 @@ def failed_md(exc: BaseException, what: str, doing: str) -> str:
     error goes to the server log under that reference."""
     if isinstance(exc, PocketAdaptError) and str(exc):
         return error_md(f"{exc}"[:600], what)
+    ref = log_reference(exc, doing)
+    return error_md(f"{doing} failed ({type(exc).__name__}); see the server log, reference {ref}", what)
+
+
+def log_reference(exc: BaseException, doing: str) -> str:
+    """Log `exc` (raised while `doing` something) with its traceback under a fresh reference, and return that
+    reference: the page names it instead of the error's text."""
     ref = secrets.token_hex(4)
     log.error("demo: %s failed (reference %s)", doing, ref, exc_info=exc)
-    return error_md(f"{doing} failed ({type(exc).__name__}); see the server log, reference {ref}", what)
+    return ref
+
+
+def ask_failed_md(exc: BaseException) -> str:
+    """The notice for `exc`, raised by ``ModelSession.stream``: the model failing while answering
+    (:func:`answer_failed_md`), a refused question in its own words (a PocketAdaptError: empty, too long, ...), and
+    anything else by its type and a server-log reference only (its text may quote inputs)."""
+    from deploy.demo.session import GenerationError
+
+    if isinstance(exc, GenerationError):
+        log.error("demo: generation failed", exc_info=exc)
+        return answer_failed_md(exc)
+    return failed_md(exc, "Could not ask" if isinstance(exc, PocketAdaptError) else "Could not answer",
+                     "answering the question")
 
 
 def notice_md(message: str, what: str = "Note") -> str:

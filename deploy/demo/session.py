@@ -11,10 +11,15 @@ from typing import Any
 from model.errors import PocketAdaptError
 from model.processor import IMAGE_PLACEHOLDER
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "GenerationError", "ModelSession", "check_max_new_tokens",
-           "check_sampling", "compose_question"]
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "Answer", "GenerationError", "ModelSession", "QuestionError",
+           "check_max_new_tokens", "check_sampling", "compose_question"]
 
 DEFAULT_MAX_NEW_TOKENS = 128  # the demo's answers: a few sentences; a looping answer is cut long before this
+
+
+class QuestionError(PocketAdaptError, ValueError):
+    """A question or setting the session refuses (empty, placeholders that do not match the images, a bad
+    sampling value), worded for the page, which shows a PocketAdaptError's text (any other error's by type only)."""
 
 
 class GenerationError(PocketAdaptError, RuntimeError):
@@ -45,7 +50,7 @@ def compose_question(question: str, n_images: int, prompt: str | None = None) ->
     if IMAGE_PLACEHOLDER in question or not prompt or n_images == 0:
         return question
     if prompt.count(IMAGE_PLACEHOLDER) != n_images:
-        raise ValueError(f"the domain prompt has {prompt.count(IMAGE_PLACEHOLDER)} <image> placeholders "
+        raise QuestionError(f"the domain prompt has {prompt.count(IMAGE_PLACEHOLDER)} <image> placeholders "
                          f"for {n_images} image(s)")
     return prompt.rstrip("\n") + "\n" + question
 
@@ -102,8 +107,8 @@ class ModelSession:
         """Yield the answer so far each time it grows (the last value is the whole answer, with
         ``repeated`` set when a looping answer was cut; `stop_repetition=False` lets it run).
 
-        Raises ValueError for an empty question, placeholders that do not match the images or a bad `max_new_tokens`
-        (None: the session's; before anything is yielded), and :class:`GenerationError` when the model fails while
+        Raises :class:`QuestionError` (a ValueError) for an empty question, placeholders that do not match the images
+        or a bad `max_new_tokens` (None: the session's; before anything is yielded), and :class:`GenerationError` when the model fails while
         answering (after the text so far).
         """
         import torch
@@ -112,7 +117,7 @@ class ModelSession:
         from model.generation import FiniteScores, RepetitionStop, StopStreamer, answer_room
 
         if not question or not question.strip():
-            raise ValueError("type a question first")
+            raise QuestionError("type a question first")
         images = list(images)
         content = compose_question(question, len(images), prompt)
         encoded = self.processor([{"role": "user", "content": content}], images=images)
@@ -178,7 +183,7 @@ class ModelSession:
 def check_max_new_tokens(value: int) -> int:
     """`value` as the longest answer in tokens: a whole number >= 1, else a ValueError naming the setting."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"max_new_tokens must be a whole number >= 1, got {value!r}")
+        raise QuestionError(f"max_new_tokens must be a whole number >= 1, got {value!r}")
     return int(value)
 
 
@@ -192,5 +197,5 @@ def check_sampling(temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) 
         try:
             checked.append(check(value))
         except ValueError as err:
-            raise ValueError(f"{name} {err}") from None
+            raise QuestionError(f"{name} {err}") from None
     return checked[0], checked[1], checked[2]

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.demo.page import log_reference
 from model.errors import PocketAdaptError
 
 log = logging.getLogger(__name__)
@@ -385,8 +386,9 @@ def _unlink_quietly(path: Path) -> None:
 
 
 def readable_error(exc: BaseException, staged: StagedUpload | None = None) -> str:
-    """A one-paragraph message for the page: the error's own text for user errors (paths neutralized),
-    a generic line for anything unexpected (its traceback goes to the server log only)."""
+    """A one-paragraph message for the page: a PocketAdaptError's own text (paths neutralized), an OSError's
+    system reason, and for anything else its type and a reference (its text and traceback go to the server log
+    only)."""
     from PIL import Image
 
     if isinstance(exc, Image.DecompressionBombError):
@@ -400,11 +402,13 @@ def readable_error(exc: BaseException, staged: StagedUpload | None = None) -> st
             text += "; the file is incomplete or damaged: copy or export it again"
     elif isinstance(exc, Image.UnidentifiedImageError):
         text = "not an image file this demo can read (PNG, JPEG, ...)"
-    elif isinstance(exc, (ValueError, OSError, KeyError)) and str(exc):
-        text = str(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
-    else:
-        log.error("demo: unexpected error while handling an upload", exc_info=exc)
-        text = f"the file could not be processed ({type(exc).__name__}); see the server log"
+    elif isinstance(exc, PocketAdaptError) and str(exc):  # the readers' and the demo's own errors, worded for users
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:  # the system's fixed words ("No space left on device"), no path
+        text = exc.strerror
+    else:  # any other error's text may quote the file's content (patient data): its type and a log reference only
+        ref = log_reference(exc, "reading an upload")
+        text = f"the file could not be processed ({type(exc).__name__}); see the server log, reference {ref}"
     text = _pixel_limit_text(text)
     if staged is not None:
         text = staged.neutralize(text)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from domains.base import DomainPlugin, lazy
+from domains.base import DomainError, DomainPlugin, lazy
 from domains.boxes import draw_ref_boxes
 from domains.medical.metrics import METRICS
 
@@ -88,7 +88,7 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
 
     files = [Path(p) for p in paths]
     if not files:
-        raise ValueError("no files uploaded")
+        raise DomainError("no files uploaded")
     with tempfile.TemporaryDirectory(prefix="pocket-medical-upload-") as tmp:
         expanded: list[Path] = []
         inner_zips: list[str] = []  # not opened: one level of extraction keeps the limits of extract_zip meaningful
@@ -112,7 +112,7 @@ def read_upload(paths: Sequence[str | Path], *, window: Any = None, slices: Sequ
         if not dicoms:
             if not pictures:
                 names = ", ".join(p.name for p in files)
-                raise ValueError(f"no DICOM or image files among the upload ({names})"
+                raise DomainError(f"no DICOM or image files among the upload ({names})"
                                  + (f"; {not_opened}: upload the inner zip itself" if not_opened else ""))
             images = [read_image_rgb(p) for p in pictures]
             labels = [f"image {k + 1}/{len(images)}" for k in range(len(images))] if len(images) > 1 else None
@@ -148,7 +148,7 @@ def _read_dicom_upload(dicoms: list[Path], window: Any, slices_wanted: Sequence[
         chosen = [int(k) for k in slices_wanted]
         bad = [k for k in chosen if not 0 <= k < total]
         if bad:
-            raise ValueError(f"slice(s) {bad} out of range: the series has {total} (0..{total - 1})")
+            raise DomainError(f"slice(s) {bad} out of range: the series has {total} (0..{total - 1})")
     elif n_slices and int(n_slices) > 1:
         chosen = list(series.pick(int(n_slices)))
     else:

@@ -1486,13 +1486,13 @@ SERIES_OPTION = "series"  # the option (of load_series, the dicom_qa converter, 
 
 
 def _series_choice(series: str | int | None) -> str | int | None:
-    """`series` as given: a SeriesNumber (int) or a SeriesInstanceUID / SeriesNumber as text; ValueError for other
+    """`series` as given: a SeriesNumber (int) or a SeriesInstanceUID / SeriesNumber as text; DomainError for other
     types (a UID such as ``1.2`` read as a number by YAML must be quoted)."""
     if series is None or (isinstance(series, int) and not isinstance(series, bool)):
         return series
     if isinstance(series, str) and series.strip():
         return series.strip()
-    raise ValueError(f"{SERIES_OPTION}={series!r}: give a SeriesNumber (an integer) or a SeriesInstanceUID as text "
+    raise DomainError(f"{SERIES_OPTION}={series!r}: give a SeriesNumber (an integer) or a SeriesInstanceUID as text "
                      "(quote a UID that reads as a number)")
 
 

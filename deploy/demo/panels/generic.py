@@ -23,7 +23,7 @@ from deploy.demo.page import (
     REFUSED_BUTTON,
     REPEATED_NOTE,
     DemoSettings,
-    answer_failed_md,
+    ask_failed_md,
     error_md,
     escape_md,
     failed_md,
@@ -109,12 +109,8 @@ def answer_stream(session: ModelSession, draw_answer: Callable[..., list], quest
     try:
         for text in session.stream(question, images, prompt=upload.prompt if upload else None):
             yield text, None, ""
-    except ValueError as exc:
-        yield text, None, error_md(str(exc), "Could not ask")
-        return
     except Exception as exc:
-        log.error("demo: generation failed", exc_info=exc)
-        yield text, None, answer_failed_md(exc)
+        yield text, None, ask_failed_md(exc)
         return
     note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
     if not images:

@@ -27,7 +27,7 @@ from deploy.demo.page import (
     REFUSED_BUTTON,
     REPEATED_NOTE,
     DemoSettings,
-    answer_failed_md,
+    ask_failed_md,
     error_md,
     escape_md,
     failed_md,
@@ -667,12 +667,8 @@ def ask(session: ModelSession, question: str, study: Study | None, index: int = 
     try:
         for text in session.stream(question, images, prompt=prompt):
             yield text, None, labels, ""
-    except ValueError as exc:
-        yield text, None, labels, error_md(str(exc), "Could not ask")
-        return
     except Exception as exc:
-        log.error("demo: generation failed", exc_info=exc)
-        yield text, None, labels, answer_failed_md(exc)
+        yield text, None, labels, ask_failed_md(exc)
         return
     note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
     try:
