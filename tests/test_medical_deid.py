@@ -410,6 +410,21 @@ def test_safe_header_of_ct_small():
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in header.items())
 
 
+def test_safe_header_shows_a_rescale_with_one_of_its_two_values():
+    """"rescale" was shown only with both RescaleSlope and RescaleIntercept; with one, the other has its DICOM
+    default (slope 1, intercept 0), which the reader applies (dicom._modality), so the page showed no rescale for
+    pixels that were rescaled."""
+    ds = read_dicom(TEST_FILES / "CT_small.dcm")
+    del ds.RescaleSlope
+    assert safe_header(ds)["rescale"] == "slope 1, intercept -1024"
+    ds = read_dicom(TEST_FILES / "CT_small.dcm")
+    ds.RescaleSlope = 2
+    del ds.RescaleIntercept
+    assert safe_header(ds)["rescale"] == "slope 2, intercept 0"
+    del ds.RescaleSlope
+    assert "rescale" not in safe_header(ds)
+
+
 def test_safe_header_reads_an_enhanced_files_functional_groups():
     """An enhanced multi-frame file keeps spacing, window and rescale in its functional groups: the header table
     showed none of them."""

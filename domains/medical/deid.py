@@ -780,8 +780,7 @@ def safe_header(ds: Dataset) -> dict[str, str]:
     put("spacing_between_slices_mm", lambda: _numbers(measures("SpacingBetweenSlices")))
     put("window", lambda: _window(voi("WindowCenter"), voi("WindowWidth")))
     put("voi_lut_function", lambda: _cs(voi("VOILUTFunction")))
-    put("rescale", lambda: (f"slope {_numbers(values('RescaleSlope'))}, intercept {_numbers(values('RescaleIntercept'))}"
-                            if values("RescaleSlope") is not None and values("RescaleIntercept") is not None else None))
+    put("rescale", lambda: _rescale(values("RescaleSlope"), values("RescaleIntercept")))
     put("rescale_type", lambda: _cs(values("RescaleType")))
     put("photometric_interpretation", lambda: _cs(get("PhotometricInterpretation")))
     put("samples_per_pixel", lambda: str(int(get("SamplesPerPixel"))) if get("SamplesPerPixel") else None)
@@ -825,6 +824,14 @@ def _grouped(ds: Dataset, group: str, keyword: str) -> Any:
         if found and found[0].get(keyword) not in (None, ""):
             return found[0].get(keyword)
     return None
+
+
+def _rescale(slope: Any, intercept: Any) -> str | None:
+    """``"slope S, intercept I"`` when either is given, the other at its DICOM default (slope 1, intercept 0), as the
+    reader applies it (``dicom._modality``); None when neither is."""
+    if slope is None and intercept is None:
+        return None
+    return f"slope {_numbers(1 if slope is None else slope)}, intercept {_numbers(0 if intercept is None else intercept)}"
 
 
 def _numbers(value: Any) -> str | None:
