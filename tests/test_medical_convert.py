@@ -275,6 +275,24 @@ def test_pmc_vqa_bad_rows(raw, tmp_path):
         convert_pmc_vqa(src, tmp_path / "out3", mode="free")
 
 
+def test_pmc_vqa_mc_without_choice_columns_is_refused(raw, tmp_path):
+    """mode 'mc' on a CSV without the Choice columns skipped every row, said only in the report; it is now an error
+    naming the file and the missing columns, and saying to convert with mode 'open'."""
+    src = copy_of(raw, "pmc_vqa", tmp_path)
+    path = src / "train.csv"
+    with path.open(newline="") as f:
+        header, *rows = list(csv.reader(f))
+    keep = [k for k, name in enumerate(header) if name not in ("Choice C", "Choice D")]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([[row[k] for k in keep] for row in [header, *rows]])
+    with pytest.raises(DomainError, match=r"train\.csv: mode 'mc' needs the columns Choice A-D, and this file has no "
+                                          r"Choice C, Choice D; convert it with mode 'open' \(--option mode=open\)"):
+        convert_pmc_vqa(src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    opened = convert_pmc_vqa(src, tmp_path / "open", mode="open", files=["train.csv"], progress=False)
+    assert opened.written == len(rows) and not opened.skipped
+
+
 def test_pmc_vqa_counts_a_bad_figure_once_as_the_other_sets_do(raw, tmp_path):
     """PMC-VQA had its own copy of the image-once logic, which counted a figure path leaving the images folder once
     per row naming it (VQA-RAD and SLAKE: once, then each row as 'image skipped'); it now shares _image_once."""

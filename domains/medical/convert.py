@@ -802,6 +802,7 @@ def _slake_languages(paths: Iterable[Path]) -> set[str]:
 
 # --------------------------------------------------------------------------------------------- PMC-VQA
 PMC_FILES = ("train.csv", "test.csv", "test_clean.csv", "train_2.csv", "test_2.csv")
+_PMC_COLUMNS = ("Figure_path", "Question", "Answer")  # every mode's; mc needs "Choice A".."Choice D" too
 _CHOICE = re.compile(r"^\s*\(?([A-Da-d])\s*[:.)]\s*(.*?)\s*$", re.DOTALL)
 
 
@@ -836,9 +837,10 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
 
     ``mc``: the question lists the four options (``A. …``) and the answer is ``Answer_label``; ``options``
     holds the texts. A missing / invalid label (anything but one of ``A``-``D``: ``"AB"`` too) is recovered when
-    ``Answer`` equals one option's text, else the row is skipped. ``open``: the answer is ``Answer`` (``meta["answer_type"]`` OPEN). ``meta`` keeps
-    ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``. `workers`: processes decoding
-    the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a bar over each file's rows
+    ``Answer`` equals one option's text, else the row is skipped; a CSV without the Choice columns is refused
+    (DomainError: convert it with ``open``). ``open``: the answer is ``Answer`` (``meta["answer_type"]`` OPEN).
+    ``meta`` keeps ``figure``, ``row`` (0-based data row), ``answer_text`` and ``answer_label``. `workers`: processes
+    decoding the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a bar over each file's rows
     (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
@@ -854,6 +856,14 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
             raise DomainError(f"files option: {name!r} is a folder in {src}, not a PMC-VQA CSV file")
     if not names:
         raise DomainError(f"{src}: no PMC-VQA CSV files ({', '.join(PMC_FILES)})")
+    if mode == "mc":  # without the choices every row would be skipped, said only in the report
+        for name in names:
+            header = _csv_header(src / name)
+            missing = [f"Choice {letter}" for letter in "ABCD" if f"Choice {letter}" not in header]
+            if missing and all(c in header for c in _PMC_COLUMNS):  # a file without these is reported as malformed
+                raise DomainError(f"{src / name}: mode 'mc' needs the columns Choice A-D, and this file has no "
+                                  f"{', '.join(missing)}; convert it with mode 'open' (--option mode=open), "
+                                  "whose answers are the Answer column")
     def image_dir(name: str) -> Path:
         if images_dir is not None:
             return Path(images_dir)
@@ -953,6 +963,16 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
+def _csv_header(path: Path) -> list[str]:
+    """The stripped column names of a CSV (as :func:`_read_csv` reads them); [] when it cannot be read (the
+    conversion reports that file)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            return [h.strip() for h in next(csv.reader(f), [])]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
 def _read_csv(path: Path) -> list[tuple[int, int, dict]]:
     """Rows of a CSV with a header as ``(first line, last line, {column: value})``; header names are stripped.
     A row whose last line is past its first holds a line break inside quotes, which PMC-VQA's fields never
@@ -962,7 +982,7 @@ def _read_csv(path: Path) -> list[tuple[int, int, dict]]:
         if reader.fieldnames is None:
             raise ValueError("empty file (no header)")
         reader.fieldnames = [(h or "").strip() for h in reader.fieldnames]
-        missing = [c for c in ("Figure_path", "Question", "Answer") if c not in reader.fieldnames]
+        missing = [c for c in _PMC_COLUMNS if c not in reader.fieldnames]
         if missing:
             raise ValueError(f"missing column(s) {missing}; header is {reader.fieldnames}")
         rows = []
