@@ -15,7 +15,7 @@ require("gradio")
 from deploy.demo.hooks import hooks_for, normalize_upload  # noqa: E402
 from deploy.demo.panels.generic import read_files  # noqa: E402
 from deploy.demo.uploads import UploadError  # noqa: E402
-from domains.base import get_domain  # noqa: E402
+from domains.base import DomainError, get_domain  # noqa: E402
 
 MB = 2**20
 
@@ -88,3 +88,20 @@ def test_a_16_bit_png_says_it_was_stretched_not_kept_as_stored(tmp_path):
     Image.new("RGB", (8, 8), (200, 10, 10)).save(photo)
     info = normalize_upload(read([photo]), 1).info
     assert info["image 1 bands"] == "red, green, blue as stored" and info["image 1 stretch"] == "none (an 8-bit image)"
+
+
+def test_the_demo_opens_uploads_with_the_readers_drivers_only(tmp_path, monkeypatch):
+    """The demo kept its own copy of raster.READ_DRIVERS (to load without rasterio): two lists to keep in step. It
+    now reads the reader's list when it opens an upload; importing the demo still imports no rasterio."""
+    import subprocess
+    import sys
+
+    from domains.remote_sensing import demo, raster
+
+    monkeypatch.setattr(raster, "READ_DRIVERS", ("PNG",))  # a GeoTIFF is then no format the demo opens
+    with pytest.raises(DomainError, match="not in a format this demo reads"):
+        demo._self_contained_driver(write_tif(tmp_path / "a.tif"))
+    probe = "import sys, domains.remote_sensing.demo; print('rasterio' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr[-2000:]

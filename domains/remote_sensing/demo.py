@@ -38,10 +38,6 @@ UPLOAD_HELP = ("Upload a GeoTIFF (or a JPEG 2000 / Erdas Imagine .img raster) wi
                "Sentinel-2 / EuroSAT MS patch or an aerial tile. Choose which bands make red, green and blue "
                "(1-based indexes or names such as B04,B03,B02; auto = B04,B03,B02 when the bands are named, else "
                "1,2,3) and how the values are stretched to 8 bits (auto: as the converters do for training).")
-# GDAL drivers an upload may be opened with: single-file formats that read nothing but the uploaded file. GDAL picks
-# the driver by content, not by name, so without this a VRT or a GDAL_WMS XML file (named .tif or anything) would
-# read rasters elsewhere on the server or fetch URLs from it
-UPLOAD_DRIVERS = ("GTiff", "JP2OpenJPEG", "HFA", "PNG", "JPEG", "BMP")
 _UPLOAD_NAME = re.compile(r"^upload-(\d+)")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
 
@@ -115,15 +111,19 @@ def _damaged(path: Path, err: Exception, *, opened: bool) -> DomainError:
 
 
 def _self_contained_driver(path: Path) -> str:
-    """The first of :data:`UPLOAD_DRIVERS` that opens `path`, when the dataset it opens reads no file but those
-    beside it (its own sidecars); DomainError otherwise, before any other driver can open the file."""
+    """The first of the reader's drivers (:data:`~domains.remote_sensing.raster.READ_DRIVERS`: GDAL picks a driver
+    by content, not by name, so a VRT or GDAL_WMS XML named .tif would read server files or fetch URLs) that opens
+    `path`, when the dataset it opens reads no file but those beside it (its own sidecars); DomainError otherwise,
+    before any other driver can open the file."""
     import warnings
 
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
+    from domains.remote_sensing.raster import READ_DRIVERS  # imported here, as rasterio is: not when the page loads
+
     folder = path.resolve().parent
-    for driver in UPLOAD_DRIVERS:
+    for driver in READ_DRIVERS:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
