@@ -154,6 +154,15 @@ def test_answer_type_from_meta_or_reference():
         score_med_vqa("yes", OPEN, "?!")
 
 
+@pytest.mark.parametrize("kind, reference", [("CLOSED", "..."), ("OPEN", "?!"), ("", " . ")])
+def test_a_reference_without_words_is_refused_naming_the_record(kind, reference):
+    """med_vqa refused such a reference with its own message, naming no record (among thousands, which one?); it
+    now says it as the built-in scorers do (domains.answers.check_reference_words), with the record's source:line."""
+    record = {"source": "vqa_rad_test", "line": 12, "meta": {"answer_type": kind}}
+    with pytest.raises(ValueError, match=r"^vqa_rad_test:12: reference .* has no words to compare an answer with"):
+        score_med_vqa("yes", record, reference)
+
+
 def test_normaliser_and_registry():
     assert tokens("The Left-lower LOBE, 2.5 cm; two nodules") == ["left", "lower", "lobe", "2.5", "cm", "2", "nodules"]
     assert normalize_text("  A  CT scan. ") == "ct scan"

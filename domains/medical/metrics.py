@@ -44,7 +44,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
-from domains.answers import bag_f1
+from domains.answers import bag_f1, check_reference_words
 from domains.answers import normalize_vqa as normalize_text
 from domains.answers import vqa_tokens as tokens
 
@@ -124,7 +124,10 @@ def open_scores(prediction: str, reference: str) -> dict[str, float]:
 
 
 def score_med_vqa(prediction: str, record: Any, reference: str) -> dict[str, float]:
-    """Medical VQA: closed accuracy for CLOSED questions, open recall (+ F1, exact) for OPEN ones."""
+    """Medical VQA: closed accuracy for CLOSED questions, open recall (+ F1, exact) for OPEN ones. A reference with
+    no words left after normalisation is a ValueError naming the record (``source:line``), as the built-in scorers
+    say it."""
+    check_reference_words(record, reference, tokens(reference))
     if answer_type(record, reference) == "CLOSED":
         hit = closed_hit(prediction, reference)
         return {"score": hit, "closed_accuracy": hit}
