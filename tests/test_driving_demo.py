@@ -236,3 +236,18 @@ def test_traffic_element_boxes_are_outlined_on_the_front_camera(mode):
     x_left, y_mid = left + round(400 / 1600 * w), top + round(450 / 900 * h)
     assert out.getpixel((x_left, y_mid)) == PALETTE[0]  # the box's left edge
     assert close(out.getpixel((left + round(800 / 1600 * w), y_mid)), COLORS["CAM_FRONT"])  # inside: untouched
+
+
+@pytest.mark.parametrize(("images", "mode", "order", "message"), [
+    (2, "stitched", "stitch", "stitched mode draws on one stitched image, got 2"),
+    (5, "multi", "stitch", "multi mode draws on 6 camera images"),
+    (1, "panorama", "stitch", "mode must be 'stitched' or 'multi'"),
+    (6, "multi", ["CAM_FRONT"] * 6, "camera order must list the six nuScenes cameras once each"),
+])
+def test_drawing_refusals_are_the_domains_own_errors_so_the_page_shows_them(images, mode, order, message):
+    """The demo page shows only a PocketAdaptError's text (anything else as its type and a reference), so a wrong
+    upload count must be a DomainError to reach the user in words."""
+    from model.errors import PocketAdaptError
+
+    with pytest.raises(PocketAdaptError, match=message):
+        draw_answer([Image.new("RGB", (48, 16))] * images, "", mode=mode, order=order)

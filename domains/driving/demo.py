@@ -83,10 +83,10 @@ def _read_image(path: Path) -> Image.Image:
 
 def _check_mode(mode: str, order: str | Sequence[str]) -> tuple[str, ...]:
     if mode not in MODES:
-        raise ValueError(f"mode must be 'stitched' or 'multi', got {mode!r}")
+        raise DomainError(f"mode must be 'stitched' or 'multi', got {mode!r}")
     cams = layout.camera_order(order) if isinstance(order, str) else tuple(order)
     if sorted(cams) != sorted(layout.STITCH_ORDER):
-        raise ValueError(f"camera order must list the six nuScenes cameras once each, got {list(cams)}")
+        raise DomainError(f"camera order must list the six nuScenes cameras once each, got {list(cams)}")
     return cams
 
 
@@ -252,9 +252,9 @@ def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stit
     cams = _check_mode(mode, order)
     out = [img.convert("RGB").copy() for img in images]
     if mode == "stitched" and len(out) != 1:
-        raise ValueError(f"stitched mode draws on one stitched image, got {len(out)} images")
+        raise DomainError(f"stitched mode draws on one stitched image, got {len(out)} images")
     if mode == "multi" and len(out) != len(cams):
-        raise ValueError(f"multi mode draws on {len(cams)} camera images ({', '.join(cams)}), got {len(out)}")
+        raise DomainError(f"multi mode draws on {len(cams)} camera images ({', '.join(cams)}), got {len(out)}")
     text = str(answer or "")
     unknown: list[str] = []
     for tag in layout.iter_ctags(text):
