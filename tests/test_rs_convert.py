@@ -252,6 +252,15 @@ def test_rsvqa_answer_normalisation():
     assert [rsvqa_bucket(a) for a in ("0", "7", "101m2", "5000m2", "yes")] == ["0", "1-100", "101-1000", ">1000", None]
 
 
+def test_rsvqa_count_with_thousands_separators_is_read_as_its_number():
+    """A count "1,234" was kept as written: no bucket, and trained in a form no other count has."""
+    assert normalize_rsvqa_answer("1,234", "count") == "1234"
+    assert normalize_rsvqa_answer("12,345,678", "count") == "12345678"
+    assert normalize_rsvqa_answer("1 234", "count") == "1234"
+    assert rsvqa_bucket(normalize_rsvqa_answer("1,234", "count")) == ">1000"
+    assert normalize_rsvqa_answer("12,5", "count") == "12,5"  # no thousands grouping: left as written
+
+
 def test_rsvqa_bad_inputs(tmp_path):
     src = generate("rsvqa_lr", tmp_path / "src", n=5)
     (src / "LR_split_val_answers.json").write_text('{"answers": [ {"id": 1,')  # malformed JSON

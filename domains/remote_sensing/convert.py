@@ -466,7 +466,8 @@ def _resized_size(size: tuple[int, int], longer: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------------------- RSVQA
 def normalize_rsvqa_answer(answer: Any, qtype: str | None = None) -> str:
-    """RSVQA answer -> the scored form: lower case, spaces collapsed; area ``"1 234 m2"`` -> ``"1234m2"``."""
+    """RSVQA answer -> the scored form: lower case, spaces collapsed; area ``"1 234 m2"`` -> ``"1234m2"``, count
+    ``"1 234"`` / ``"1,234"`` -> ``"1234"``."""
     text = " ".join(str(answer).strip().lower().split())
     if qtype == "area" or re.fullmatch(r"[\d ,.]+\s*m2", text):
         m = re.fullmatch(r"([\d ,.]+?)\s*m2", text)
@@ -474,6 +475,8 @@ def normalize_rsvqa_answer(answer: Any, qtype: str | None = None) -> str:
             text = m.group(1).replace(" ", "").replace(",", "") + "m2"
     elif qtype == "count":
         text = text.replace(" ", "")
+        if re.fullmatch(r"\d{1,3}(?:,\d{3})+", text):  # thousands separators: "1,234" had no bucket
+            text = text.replace(",", "")
     return text
 
 
