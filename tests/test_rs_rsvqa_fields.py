@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from tests.converted import records
 from tests.deps import require
 
 require("rasterio")
@@ -80,3 +81,34 @@ def test_an_answers_file_that_cannot_be_read_is_skipped_and_named(tmp_path):
     assert report.skipped.get("unreadable file") == 1
     assert "LR_split_val_answers.json" in report.examples["unreadable file"][0]
     assert report.written > 0  # the other splits are converted
+
+
+@pytest.mark.parametrize("side", ["questions", "answers"])
+def test_answer_ids_written_as_strings_match_their_answers(tmp_path, side):
+    """``answers_ids: ["12"]`` (or an answer ``"id": "12"``) found no answer: every question skipped as missing."""
+    src = generate("rsvqa_lr", tmp_path / "raw", n=3)
+    clean = convert_rsvqa(src, tmp_path / "o1", splits=["train"], progress=False)
+    path = src / f"LR_split_train_{side}.json"
+    data = json.loads(path.read_text())
+    for row in data[side]:
+        if side == "questions" and "answers_ids" in row:
+            row["answers_ids"] = [f" {a} " if k % 2 else str(a) for k, a in enumerate(row["answers_ids"])]
+        elif side == "answers":
+            row["id"] = str(row["id"])
+    path.write_text(json.dumps(data))
+    report = convert_rsvqa(src, tmp_path / "out", splits=["train"], progress=False)
+    assert report.written == clean.written > 0 and report.skipped == clean.skipped
+    assert [r["conversations"] for r in records(report.outputs["train"])] == [
+        r["conversations"] for r in records(clean.outputs["train"])]
+
+
+def test_a_non_numeric_answer_id_with_no_answer_is_named(tmp_path):
+    src = generate("rsvqa_lr", tmp_path / "raw", n=3)
+    qpath = src / "LR_split_train_questions.json"
+    data = json.loads(qpath.read_text())
+    live = [q for q in data["questions"] if "question" in q and q.get("active", True)]
+    live[0]["answers_ids"] = ["twelve"]
+    qpath.write_text(json.dumps(data))
+    report = convert_rsvqa(src, tmp_path / "out", splits=["train"], progress=False)
+    assert report.skipped.get("missing answer") == 1
+    assert "no active answer ['twelve']" in report.examples["missing answer"][0]

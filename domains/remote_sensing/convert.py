@@ -596,6 +596,13 @@ def _scalar_id(v: Any) -> bool:
     return isinstance(v, (int, str)) and not isinstance(v, bool)
 
 
+def _answer_key(v: int | str) -> int | str:
+    """An RSVQA answer id as matched: a number and its string (``12``, ``"12"``) are one id; other strings as is."""
+    if isinstance(v, str) and v.strip().isascii() and v.strip().isdigit():
+        return int(v.strip())
+    return v
+
+
 def _rsvqa_problem(q: dict) -> str | None:
     """What is wrong with the fields of RSVQA question `q` (ids are numbers or strings, the question a non-empty
     string, ``answers_ids`` one id or a list of them), or None."""
@@ -632,7 +639,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     in ``meta["original_name"]`` only. An id that is not a plain name under the tiles' folder
     (``../../etc/passwd``, a symlink pointing outside) is skipped as ``path escapes data root`` without being
     read. Only ``active`` questions, answers and images are used; a question's answer is
-    ``answers[answers_ids[0]]``. A split file lists every id of the data set in order, the other splits' items as
+    ``answers[answers_ids[0]]`` (an id written ``12`` in one file and ``"12"`` in the other is one id). A split file lists every id of the data set in order, the other splits' items as
     bare ``{"id": n, "active": false}`` stand-ins: those are passed over without a word; an inactive question of
     this split (one with its fields) is counted as ``inactive question``.
 
@@ -717,7 +724,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
             images_info: dict[str, dict] = {}
             if ipath.exists():
                 images_info = {str(i.get("id")): i for i in _load_json(ipath, "images", report) or [] if isinstance(i, dict)}
-            by_id = {a.get("id"): a for a in answers if isinstance(a, dict) and _scalar_id(a.get("id"))}
+            by_id = {_answer_key(a["id"]): a for a in answers if isinstance(a, dict) and _scalar_id(a.get("id"))}
             records: list[dict] = []
             for q in progress_bar(questions, desc=f"{dataset} {split}", unit="question", progress=progress):
                 if isinstance(q, dict) and q.get("active") is False and set(q) <= {"id", "active"}:
@@ -734,7 +741,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                     report.skip(where, "inactive question", f"{where}: active is false")
                     continue
                 ids = q["answers_ids"] if isinstance(q["answers_ids"], list) else [q["answers_ids"]]
-                ans = by_id.get(ids[0]) if ids else None
+                ans = by_id.get(_answer_key(ids[0])) if ids else None
                 if ans is None or "answer" not in ans or not ans.get("active", True):
                     report.skip(where, "missing answer", f"{where}: no active answer {ids[:1]} in {apath.name}")
                     continue
