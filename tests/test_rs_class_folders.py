@@ -5,8 +5,10 @@ too high looks the same), links out of the source refused; split folders refused
 
 from __future__ import annotations
 
+import pytest
 from PIL import Image
 
+from domains.base import DomainError
 from domains.remote_sensing.convert import convert_classification
 
 
@@ -118,3 +120,22 @@ def test_without_nested_images_below_a_class_folder_are_named_not_read(tmp_path)
         "1 image(s), not read: pass --option nested=true" in report.examples["empty class folder"][0]
     assert "forest: its folders (site1) hold 1 image(s), not read" in \
         report.warning_examples["class subfolders not read"][0]
+
+
+def test_class_folders_that_give_one_label_are_refused_naming_both(tmp_path):
+    """``AnnualCrop`` and ``annual_crop`` both gave "annual crop": their images merged into one class unsaid."""
+    src = tmp_path / "raw"
+    for folder in ("AnnualCrop", "Forest", "annual_crop"):
+        _png(src / folder / "a.png")
+    with pytest.raises(DomainError, match=r"class folders 'AnnualCrop' and 'annual_crop' both give the class "
+                                          r"'annual crop'"):
+        convert_classification(src, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_distinct_labels_are_read(tmp_path):
+    src = tmp_path / "raw"
+    for folder in ("AnnualCrop", "PermanentCrop", "rainforest", "forest"):
+        _png(src / folder / "a.png")
+    report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
+    assert sorted(r["label"] for r in _records(report)) == ["annual crop", "forest", "permanent crop", "rainforest"]

@@ -58,7 +58,7 @@ from domains.files import (
 )
 from domains.parallel import Prefetch, check_workers
 from domains.remote_sensing import PIL_SUFFIXES
-from domains.remote_sensing.metrics import BUCKET_LABELS, bucket
+from domains.remote_sensing.metrics import BUCKET_LABELS, bucket, label_key
 from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
 from model.tiling import ImageLoadError, upright_size
@@ -310,6 +310,18 @@ def _image_key(bands: Any, stretch: Any, resize: int | None, nodata: float | Non
     return output_key(bands=bands, stretch=stretch, resize=resize, **extra)
 
 
+def _check_distinct_labels(root: Path, folders: Sequence[str], label_fn: Callable[[str], str]) -> None:
+    """Refuse class folders that give one label (``AnnualCrop`` and ``annual_crop``; or labels scoring reads as
+    one, by :func:`~domains.remote_sensing.metrics.label_key`): their images would merge into one class unsaid."""
+    seen: dict[str, str] = {}
+    for name in folders:
+        label = label_fn(name)
+        other = seen.setdefault(label_key(label), name)
+        if other != name:
+            raise DomainError(f"{root}: class folders {other!r} and {name!r} both give the class {label!r} "
+                              f"(as {label_fn(other)!r} and {label!r}); rename or merge one of them")
+
+
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
                            bands: Sequence[int | str] | None = None, stretch: Any = "auto",
                            test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
@@ -399,6 +411,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
             report.warn(d, "class images in subfolders", f"{d}: {len(below)} of its {len(imgs)} images lie in its "
                         f"folders {named} and are read as class {label_fn(d.name)!r}")
         classes.append((d, imgs))
+    _check_distinct_labels(root, [d.name for d, _ in classes], label_fn)
     labels = sorted({label_fn(d.name) for d, _ in classes})
     question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
     splits: dict[str, list[dict]] = {"train": [], "test": []} if test_fraction > 0 else {"train": []}
