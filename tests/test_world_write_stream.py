@@ -131,3 +131,29 @@ def test_the_manifest_is_the_same_bytes_for_the_same_call(tmp_path):
     assert (tmp_path / "a" / MANIFEST).read_bytes() == (tmp_path / "b" / MANIFEST).read_bytes()
     manifest = json.loads((tmp_path / "a" / MANIFEST).read_text(encoding="utf-8"))
     assert {split: entry["lines"] for split, entry in manifest.items()} == {"train": 3, "test": 2}
+
+
+@pytest.mark.parametrize("case", ["smaller call", "appended tail", "emptied split"])
+def test_an_earlier_versions_set_is_not_cut_to_a_smaller_call(tmp_path, case):
+    # without a manifest entry, only the lines this call rewrote were compared: a smaller call (or one of the same
+    # size over a file the user had added lines to) cut the rest off without a word
+    from domains.base import DomainError
+    from domains.general.world import MANIFEST, generate_general
+
+    generate_general(tmp_path, n_train=4, n_test=2, image_size=32, progress=False)
+    (tmp_path / MANIFEST).unlink()  # as an earlier version wrote it
+    n_train, n_test, split = {"smaller call": (2, 2, "train"), "appended tail": (4, 2, "train"),
+                              "emptied split": (4, 0, "test")}[case]
+    if case == "appended tail":
+        with (tmp_path / "train.jsonl").open("a", encoding="utf-8") as f:
+            f.write('{"id": "mine", "image": "images/train_00000.png", "answer": "mine"}\n')
+    before = (tmp_path / f"{split}.jsonl").read_bytes()
+    writes = n_train if split == "train" else n_test
+    with pytest.raises(DomainError, match=rf"{split}\.jsonl: holds more lines than the {writes} this call writes, "
+                                          rf"and has no {MANIFEST} entry"):
+        generate_general(tmp_path, n_train=n_train, n_test=n_test, image_size=32, progress=False)
+    assert (tmp_path / f"{split}.jsonl").read_bytes() == before and not list(tmp_path.glob(".*.part"))
+    if case == "smaller call":  # the same call, or a larger one, rewrites it and records it
+        generate_general(tmp_path, n_train=5, n_test=2, image_size=32, progress=False)
+        generate_general(tmp_path, n_train=2, n_test=2, image_size=32, progress=False)
+        assert len((tmp_path / "train.jsonl").read_text(encoding="utf-8").splitlines()) == 2

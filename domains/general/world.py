@@ -746,7 +746,9 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
            progress: Progress = True) -> dict[str, Path]:
     """Write `splits` (name -> samples) as ``out_dir/<split>.jsonl`` and ``out_dir/images``. A split file already
     there must hold the same set (:func:`_check_same_set`), line by line, else :class:`DomainError` is raised before
-    the first image it would redraw: an earlier set is never overwritten."""
+    the first image it would redraw: an earlier set is never overwritten. A split file without a `MANIFEST` entry
+    (an earlier version's set) is compared line by line as it is rewritten, and refused, left as it was, if it holds
+    more lines than this call writes (they cannot be told from the user's own)."""
     out_dir = Path(out_dir)
     splits = {split: iter(samples) for split, samples in splits.items()}
     firsts = {split: next(samples, None) for split, samples in splits.items()}
@@ -766,9 +768,11 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
         for split, samples in splits.items():
             path = out_dir / f"{split}.jsonl"
 
-            def write_split(f: IO[str], samples: Iterator[Sample] = samples, path: Path = path) -> None:
+            def write_split(f: IO[str], samples: Iterator[Sample] = samples, path: Path = path,
+                            split: str = split) -> None:
                 with contextlib.ExitStack() as stack:
                     old = stack.enter_context(path.open(encoding="utf-8")) if path.exists() else None
+                    i = -1
                     for i, sample in enumerate(samples):  # one line at a time: a large set never sits in memory
                         bar.update()
                         line = _line(sample)
@@ -783,6 +787,13 @@ def _write(out_dir: Path, splits: dict[str, Iterator[Sample]], total: int | None
                             pending.popleft().result()
                         written.add(Path(rel).name)
                         f.write(line)
+                    if old is not None and not isinstance(manifest.get(split), dict) and old.readline():
+                        # no digest of an earlier version's set: lines past this call's could be the user's own
+                        raise DomainError(f"{path}: holds more lines than the {i + 1} this call "
+                                          f"writes, and has no {MANIFEST} entry (an earlier version wrote it), "
+                                          "so its further lines cannot be told from edits; call with at least as "
+                                          "many samples, write into another folder, or delete it to regenerate "
+                                          "(it was left as it was)")
                     while pending:  # the file appears only once every image it names is on disk
                         pending.popleft().result()
 
