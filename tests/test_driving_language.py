@@ -157,6 +157,17 @@ def test_official_is_the_default_and_follows_the_java_rules_on_the_named_cases()
     assert ptb_tokenize(text) == ptb_tokenize(text, "official") != ptb_tokenize(text, "pocket")
 
 
+@pytest.mark.parametrize("brk", ["\u2028", "\u2029", "\x0b", "\x0c", "\x85"])
+@pytest.mark.parametrize("protocol", ["official", "pocket"])
+def test_the_java_line_breaks_are_read_as_the_wrapper_reads_a_newline(brk, protocol):
+    # Java reads them as line breaks (its NEWLINE); read as a bare space character they kept "b." and dropped the
+    # period of "no." where "\n" gives "b" and "no." (the scores differ); each stays within its own text
+    text = "It is B.{0}The car. See no.{0}5 now{0}ok"
+    assert ptb_tokenize(text.format(brk), protocol) == ptb_tokenize(text.format("\n"), protocol)
+    assert ptb_tokenize("option B.\u2028The car") == ["option", "b", "the", "car"]
+    assert ptb_tokenize_batch([f"a{brk}b", "c"], protocol) == [["a", "b"], ["c"]]
+
+
 def test_official_tokenizer_drops_characters_outside_the_bmp_as_java_does():
     # the Java tokenizer's output (pycocoevalcap 1.2): a surrogate ends a token and is deleted, "Untokenizable"
     assert ptb_tokenize("Ünïcödé ✓ naïve ½ emoji 🚗 car") == ["ünïcödé", "✓", "naïve", "1/2", "emoji", "car"]

@@ -221,6 +221,10 @@ def _from_utf16(token: str) -> str:
     """`token` with its surrogate pairs joined back into characters."""
     return token.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
 _NEWLINE = None  # marker between lines in the token stream
+# the Java lexer's NEWLINE characters: each a line break of the wrapper's one-caption-per-line input (the official
+# pipeline would misalign every later caption), so each is a space, as the wrapper makes "\n"; as a bare space
+# character instead, "B.\u2028The" kept "b." and "no.\u20285" lost its period, where "\n" gives "b" and "no."
+_LINE_BREAKS = str.maketrans(dict.fromkeys("\r\n\u2028\u2029\x0b\x0c\x85", " "))
 
 
 def check_protocol(protocol: str) -> str:
@@ -304,7 +308,7 @@ def ptb_tokenize_batch(texts: Sequence[str], protocol: str = "official") -> list
     tokenizer: one per line of a single input. A text's last token can depend on the next line (``etc.``
     before a capitalised line also yields a period), so this matches the official pipeline more closely than
     tokenizing texts one by one. `protocol` picks the rule set (:data:`PROTOCOLS`)."""
-    lines = [str(t or "").replace("\r", " ").replace("\n", " ") for t in texts]
+    lines = [str(t or "").translate(_LINE_BREAKS) for t in texts]
     if not lines:  # "".join of no lines is one empty line
         return []
     out: list[list[str]] = [[]]
@@ -325,8 +329,9 @@ def ptb_tokenize(text: str, protocol: str = "official") -> list[str]:
 
     ``"The IDs are <c1,CAM_BACK,1088.3,497.5>, (<c2,CAM_BACK,[1,2]>)."`` gives ``['the', 'ids', 'are', '<',
     'c1', 'cam_back', ',1088.3,497.5', '>', '-lrb-', '<', 'c2', 'cam_back', '-lsb-', '1,2', '-rsb-', '>',
-    '-rrb-']``. Line breaks count as spaces. ``"The car stopped.The light"`` gives ``[..., 'stopped.the',
-    'light']`` with the official rules and ``[..., 'stopped', 'the', 'light']`` with the pocket ones.
+    '-rrb-']``. Line breaks count as spaces: ``\\r``, ``\\n`` and the others the Java tokenizer reads as one
+    (``\\u2028``, ``\\u2029``, ``\\x0b``, ``\\x0c``, ``\\x85``). ``"The car stopped.The light"`` gives ``[...,
+    'stopped.the', 'light']`` with the official rules and ``[..., 'stopped', 'the', 'light']`` with the pocket ones.
     """
     return ptb_tokenize_batch([text], protocol)[0]
 
