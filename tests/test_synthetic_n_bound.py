@@ -69,3 +69,29 @@ def test_remote_sensing_size_that_is_no_whole_number_is_refused(tmp_path, size):
 
     with pytest.raises(DomainError, match=rf"^size must be a whole number of pixels, got {size!r}$"):
         generate("ucmerced", tmp_path / "u", size=size)
+
+
+@pytest.mark.parametrize(("kind", "options", "words"), [
+    ("ucmerced", {"classes": ["forest", "nope"]}, "'nope' unknown"),
+    ("ucmerced", {"classes": []}, "got []"),
+    ("ucmerced", {"classes": 5}, "got 5"),
+    ("ucmerced", {"clases": ["forest"]}, "unknown option(s) clases for synthetic kind 'ucmerced' (options: classes)"),
+    ("rsvqa_lr", {"classes": ["forest"]}, "unknown option(s) classes for synthetic kind 'rsvqa_lr' (options: none)"),
+])
+def test_remote_sensing_classes_are_checked_before_anything_is_written(tmp_path, kind, options, words):
+    # a misspelt class was a raw KeyError after the classes before it were written; a misspelt option was ignored
+    require("rasterio")
+    from domains.remote_sensing.synthetic import generate
+
+    with pytest.raises(DomainError) as info:
+        generate(kind, tmp_path / "u", n=1, **options)
+    assert words in str(info.value)
+    assert not (tmp_path / "u").exists()
+
+
+def test_remote_sensing_classes_as_one_string_are_its_comma_separated_names(tmp_path):
+    require("rasterio")
+    from domains.remote_sensing.synthetic import generate
+
+    out = generate("ucmerced", tmp_path / "u", n=1, classes="forest, river")
+    assert sorted(p.name for p in out.iterdir()) == ["forest", "river"]  # not the letters "f", "o", ...

@@ -298,13 +298,35 @@ def _dior_rsvg(out: Path, n: int, seed: int, size: int) -> None:
 
 
 # --------------------------------------------------------------------------------------------- API
+def _classes(kind: str, options: dict[str, Any]) -> list[str] | None:
+    """The ``classes`` option of a classification kind, checked before anything is written (a misspelt class was
+    a raw KeyError after the classes before it were drawn, a string its letters, a misspelt option ignored)."""
+    known = {"ucmerced": UCMERCED_CLASSES, "eurosat_ms": EUROSAT_CLASSES}.get(kind)
+    extra = sorted(set(options) - ({"classes"} if known is not None else set()))
+    if extra:
+        allowed = "classes" if known is not None else "none"
+        raise DomainError(f"unknown option(s) {', '.join(extra)} for synthetic kind {kind!r} (options: {allowed})")
+    classes = options.get("classes")
+    if classes is None:
+        return None
+    if isinstance(classes, str):
+        names = [c.strip() for c in classes.split(",")]
+    else:
+        names = list(classes) if isinstance(classes, (list, tuple)) else []
+    unknown = [c for c in names if not isinstance(c, str) or c not in known]
+    if unknown or not names:
+        raise DomainError(f"classes must be a non-empty list of {kind} classes ({', '.join(known)}), got "
+                          f"{classes!r}" + (f" ({', '.join(map(repr, unknown))} unknown)" if unknown else ""))
+    return names
+
+
 def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | None = None, **options: Any) -> Path:
     """Write a small synthetic data set of `kind` (see the module notes) under `out`; returns `out`.
 
     `n`: images per class (``ucmerced``, ``eurosat_ms``) or images in all (``rsvqa_*``, ``dior_rsvg``); 1 to 1000
     (:data:`domains.base.MAX_SYNTHETIC_N`).
-    `size`: image side in pixels, 8-1024 (default per kind: tiny, for tests). `options`: ``classes=[...]`` for the
-    classification kinds.
+    `size`: image side in pixels, 8-1024 (default per kind: tiny, for tests). `options`: ``classes=[...]`` (or one
+    comma-separated string) for the classification kinds, a subset of their class folders; any other is refused.
     """
     if kind not in KINDS:
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
@@ -319,12 +341,13 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
         raise DomainError(f"size must be >= 8 pixels, got {size}")
     if size > MAX_SIZE:  # refused before allocating: the scenes are drawn whole in memory
         raise DomainError(f"size must be <= {MAX_SIZE} pixels, got {size}")
+    classes = _classes(kind, options)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if kind == "ucmerced":
-        _ucmerced(out, n, seed, size, options.get("classes"))
+        _ucmerced(out, n, seed, size, classes)
     elif kind == "eurosat_ms":
-        _eurosat_ms(out, n, seed, size, options.get("classes"))
+        _eurosat_ms(out, n, seed, size, classes)
     elif kind in ("rsvqa_lr", "rsvqa_hr"):
         _rsvqa(out, n, seed, size, hr=kind == "rsvqa_hr")
     else:
