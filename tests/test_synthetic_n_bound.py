@@ -95,3 +95,13 @@ def test_remote_sensing_classes_as_one_string_are_its_comma_separated_names(tmp_
 
     out = generate("ucmerced", tmp_path / "u", n=1, classes="forest, river")
     assert sorted(p.name for p in out.iterdir()) == ["forest", "river"]  # not the letters "f", "o", ...
+
+
+@pytest.mark.parametrize("seed", [2.5, "x", True])
+def test_remote_sensing_seed_that_is_no_whole_number_is_refused(tmp_path, seed):
+    # 2.5 was drawn as seed 2 (another set than asked for), "x" a bare ValueError
+    require("rasterio")
+    from domains.remote_sensing.synthetic import generate
+
+    with pytest.raises(DomainError, match=rf"^seed must be a whole number >= 0, got {seed!r}$"):
+        generate("ucmerced", tmp_path / "u", n=1, seed=seed)

@@ -331,8 +331,9 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
     if kind not in KINDS:
         raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
     n = check_synthetic_n(n)
-    if int(seed) < 0:  # numpy's seeding refuses it with a bare ValueError deep in the first draw
-        raise DomainError(f"seed must be a whole number >= 0, got {seed}")
+    # int() took seed=2.5 as seed 2 (another set than asked for) and "x" with a bare ValueError; numpy refuses -1
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DomainError(f"seed must be a whole number >= 0, got {seed!r}")
     size = _DEFAULT_SIZE[kind] if size is None else size
     if isinstance(size, bool) or not isinstance(size, numbers.Integral):  # int() turned 2.5 into 2 and "x" a ValueError
         raise DomainError(f"size must be a whole number of pixels, got {size!r}")
