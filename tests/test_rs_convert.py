@@ -447,6 +447,24 @@ def _website_sample(root: Path, n: int = 3) -> dict[int, np.ndarray]:
     return pixels
 
 
+def test_rsvqa_lr_and_rsvqa_hr_convert_their_own_resolution(tmp_path):
+    """The data set name was ignored: rsvqa_lr converted HR files (written as rsvqa_hr) without a word, and on a folder
+    holding both it asked for the resolution the name already gave."""
+    plugin = get_domain("remote_sensing")
+    hr = generate("rsvqa_hr", tmp_path / "hr", n=3)
+    with pytest.raises(DomainError, match=r"no RSVQA LR files; it holds RSVQA HR files \(convert them as rsvqa_hr"):
+        plugin.convert("rsvqa_lr", hr, tmp_path / "out", show_progress=False)
+    assert not list((tmp_path / "out").glob("*.jsonl"))
+    both = tmp_path / "RSVQA_website"
+    _website_sample(both)
+    for res, split in (("hr", "train"), ("lr", "all")):
+        report = plugin.convert(f"rsvqa_{res}", both, tmp_path / res, show_progress=False)
+        assert set(report.outputs) == {split} and report.outputs[split].name == f"rsvqa_{res}_{split}.jsonl"
+        assert {r["id"].split("/")[0] for r in all_records(report)} == {f"rsvqa_{res}"}
+    with pytest.raises(DomainError, match="has no option 'resolution'"):
+        plugin.convert("rsvqa_hr", both, tmp_path / "x", show_progress=False, resolution="lr")
+
+
 def test_rsvqa_website_sample_layout(tmp_path):
     """Issue 15 item 9: the sample's renumbered PNGs are found by id; original_name (another tile's number)
     is kept in meta, never used to pick the file."""

@@ -52,8 +52,10 @@ synthetic = lazy("domains.remote_sensing.synthetic:generate_all", "Small synthet
 CONVERTERS = {
     **{name: _classification(name) for name in ("ucmerced", "aid", "nwpu", "eurosat", "eurosat_ms")},
     "rsvqa": convert_rsvqa,
-    "rsvqa_lr": convert_rsvqa,
-    "rsvqa_hr": convert_rsvqa,
+    # the name picks the resolution: unnamed, rsvqa_lr converted HR files (as rsvqa_hr) without a word
+    **{f"rsvqa_{res}": lazy(f"{_CONVERT}:convert_rsvqa", f"RSVQA {res.upper()} -> VQA JSONL "
+                            "(:func:`domains.remote_sensing.convert.convert_rsvqa`).", resolution=res)
+       for res in ("lr", "hr")},
     "dior_rsvg": convert_dior_rsvg,
     "scene_chips": convert_scene_chips,
     "dota": convert_dota,

@@ -695,7 +695,9 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     res = str(resolution).lower() if resolution is not None else kinds[0]
     found = [f for f in found if _resolution(f[0]) == res]
     if not found:
-        raise DomainError(f"{src}: no RSVQA {res.upper()} files")
+        other = "lr" if res == "hr" else "hr"
+        raise DomainError(f"{src}: no RSVQA {res.upper()} files; it holds RSVQA {other.upper()} files (convert them "
+                          f"as rsvqa_{other}, or as rsvqa with --option resolution={other})")
     dataset = dataset or f"rsvqa_{res}"
     if images_dir is None:
         images_dir = next((src / d for d in _RSVQA_IMAGE_DIRS[res] if (src / d).is_dir()),
