@@ -261,6 +261,13 @@ def test_rsvqa_count_with_thousands_separators_is_read_as_its_number():
     assert normalize_rsvqa_answer("12,5", "count") == "12,5"  # no thousands grouping: left as written
 
 
+def test_rsvqa_count_in_words_keeps_its_spaces():
+    """Every space of a count answer was removed, whatever it said: "between 1 and 10" became "between1and10"."""
+    assert normalize_rsvqa_answer("Between 1 and 10", "count") == "between 1 and 10"
+    assert normalize_rsvqa_answer("more than 1000", "count") == "more than 1000"
+    assert normalize_rsvqa_answer(" 1 234 ", "count") == "1234"
+
+
 def test_rsvqa_bad_inputs(tmp_path):
     src = generate("rsvqa_lr", tmp_path / "src", n=5)
     (src / "LR_split_val_answers.json").write_text('{"answers": [ {"id": 1,')  # malformed JSON

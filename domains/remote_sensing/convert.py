@@ -486,10 +486,9 @@ def normalize_rsvqa_answer(answer: Any, qtype: str | None = None) -> str:
         m = re.fullmatch(r"([\d ,.]+?)\s*m2", text)
         if m:
             text = m.group(1).replace(" ", "").replace(",", "") + "m2"
-    elif qtype == "count":
-        text = text.replace(" ", "")
-        if re.fullmatch(r"\d{1,3}(?:,\d{3})+", text):  # thousands separators: "1,234" had no bucket
-            text = text.replace(",", "")
+    elif qtype == "count" and re.fullmatch(r"\d{1,3}(?:[ ,]\d{3})+", text):
+        # digit groups only: "1,234" had no bucket, and every space went ("between 1 and 10" -> "between1and10")
+        text = text.replace(" ", "").replace(",", "")
     return text
 
 
