@@ -127,7 +127,7 @@ def test_class_folders_that_give_one_label_are_refused_naming_both(tmp_path):
     src = tmp_path / "raw"
     for folder in ("AnnualCrop", "Forest", "annual_crop"):
         _png(src / folder / "a.png")
-    with pytest.raises(DomainError, match=r"class folders 'AnnualCrop' and 'annual_crop' both give the class "
+    with pytest.raises(DomainError, match=r"class folders 'AnnualCrop' and 'annual_crop' both give the label "
                                           r"'annual crop'"):
         convert_classification(src, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

@@ -111,6 +111,7 @@ from PIL import Image, UnidentifiedImageError
 
 from domains.base import ConvertReport, DomainError, SkipInput
 from domains.boxes import render_ref_box
+from domains.class_folders import check_distinct_labels, class_label
 from domains.files import (
     PNG_OPTIONS,
     check_held_out_fraction,
@@ -333,7 +334,10 @@ def _clean_step(src: Path) -> tuple[bytes, tuple[int, int]]:
     """`src` decoded by the one image reader (:func:`model.tiling.load_image`: upright per EXIF orientation, RGB)
     and saved as PNG from the decoded pixels, without any metadata (EXIF, text chunks, ICC); (bytes, (W, H)).
     Raises :class:`SkipInput`."""
-    from model.tiling import ImageLoadError, load_image  # lazily: the plugin registry stays free of torch
+    from model.tiling import (  # lazily: the plugin registry stays free of torch
+        ImageLoadError,
+        load_image,
+    )
 
     if not src.is_file():
         raise SkipInput("missing image", f"{src}: no such file")
@@ -994,14 +998,8 @@ def _read_csv(path: Path) -> list[tuple[int, int, dict]]:
 
 
 # --------------------------------------------------------------------------------------------- classification
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
-
-
-def class_label(folder: str) -> str:
-    """Class folder name -> label text: ``"PNEUMONIA"`` -> ``"pneumonia"``, ``"liver_lesion"`` -> ``"liver lesion"``."""
-    return " ".join(_CAMEL.sub(" ", folder).replace("_", " ").replace("-", " ").split()).lower()
 
 
 def _class_files(folder: Path, src: Path, report: ConvertReport) -> list[Path]:
@@ -1057,12 +1055,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     roots = list(split_dirs.items()) if split_dirs and len(split_dirs) == len(subdirs) else [(src, None)]
     items: list[tuple[str | None, Path, Path, str]] = []  # (split, class dir, file, label)
     for root, split in roots:
-        named: dict[str, Path] = {}
-        for d in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            other = named.setdefault(label_fn(d.name), d)
-            if other != d:  # two folders of one root would be merged into one class, unsaid
-                raise DomainError(f"{root}: class folders {other.name!r} and {d.name!r} both give the label "
-                                  f"{label_fn(d.name)!r}; rename or merge them")
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        check_distinct_labels(root, [d.name for d in folders], label_fn)
+        for d in folders:
             files = _class_files(d, src, report)
             if not files:
                 report.skip(d, "empty class folder", f"{d}: no PNG / JPEG / DICOM files")

@@ -40,7 +40,15 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from domains.base import ConvertReport, DomainError, SkipInput
-from domains.boxes import MIN_INSIDE, Box, clip_box, render_ref_box, to_grid, upright_box
+from domains.boxes import (
+    MIN_INSIDE,
+    Box,
+    clip_box,
+    render_ref_box,
+    to_grid,
+    upright_box,
+)
+from domains.class_folders import check_distinct_labels, class_label
 from domains.files import (
     atomic_write,
     check_held_out_fraction,
@@ -223,15 +231,6 @@ def _record(rid: str, image: str, size: tuple[int, int], question: str, answer: 
 
 
 # --------------------------------------------------------------------------------------------- classification
-_CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
-
-
-def class_label(folder: str) -> str:
-    """Class folder name -> label text: ``"AnnualCrop"`` -> ``"annual crop"``, ``"basketball_court"`` ->
-    ``"basketball court"``, ``"denseresidential"`` stays."""
-    return " ".join(_CAMEL.sub(" ", folder).replace("_", " ").replace("-", " ").split()).lower()
-
-
 def _listed(p: Path) -> bool:
     """Not a hidden entry, nor the ``__MACOSX`` folder / ``._name`` AppleDouble files a zip made on a Mac holds."""
     return not p.name.startswith(".") and p.name != "__MACOSX"
@@ -289,7 +288,9 @@ def _class_images(d: Path, src: Path, report: ConvertReport) -> list[Path]:
 
 
 def _check_stretch(stretch: Any) -> None:
-    from domains.remote_sensing.raster import check_stretch_option  # rasterio: only once a conversion runs
+    from domains.remote_sensing.raster import (
+        check_stretch_option,  # rasterio: only once a conversion runs
+    )
 
     check_stretch_option(stretch)
 
@@ -308,18 +309,6 @@ def _image_key(bands: Any, stretch: Any, resize: int | None, nodata: float | Non
     if stretch is not None and stretch != "auto":
         extra["pictures_stretched"] = True
     return output_key(bands=bands, stretch=stretch, resize=resize, **extra)
-
-
-def _check_distinct_labels(root: Path, folders: Sequence[str], label_fn: Callable[[str], str]) -> None:
-    """Refuse class folders that give one label (``AnnualCrop`` and ``annual_crop``; or labels scoring reads as
-    one, by :func:`~domains.remote_sensing.metrics.label_key`): their images would merge into one class unsaid."""
-    seen: dict[str, str] = {}
-    for name in folders:
-        label = label_fn(name)
-        other = seen.setdefault(label_key(label), name)
-        if other != name:
-            raise DomainError(f"{root}: class folders {other!r} and {name!r} both give the class {label!r} "
-                              f"(as {label_fn(other)!r} and {label!r}); rename or merge one of them")
 
 
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
@@ -411,7 +400,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
             report.warn(d, "class images in subfolders", f"{d}: {len(below)} of its {len(imgs)} images lie in its "
                         f"folders {named} and are read as class {label_fn(d.name)!r}")
         classes.append((d, imgs))
-    _check_distinct_labels(root, [d.name for d, _ in classes], label_fn)
+    check_distinct_labels(root, [d.name for d, _ in classes], label_fn, key=label_key)
     labels = sorted({label_fn(d.name) for d, _ in classes})
     question = CLASSIFICATION_QUESTION.format(classes=", ".join(labels)) + "\n" + CLASSIFICATION_INSTRUCTION
     splits: dict[str, list[dict]] = {"train": [], "test": []} if test_fraction > 0 else {"train": []}
@@ -1042,7 +1031,11 @@ def iter_scene_chips(path: str | Path, size: int = 448, overlap: int = 64, bands
                      stretch_scope: str = "scene", min_valid: float = 0.0, report: ConvertReport | None = None):
     """:func:`~domains.remote_sensing.raster.iter_chips` with ``stretch="auto"`` (uint8 as is, else 2-98 %); `size`,
     `overlap`, `min_valid` and `stretch_scope` are checked here, before the scene is opened (DomainError)."""
-    from domains.remote_sensing.raster import check_chip_filters, check_chip_options, iter_chips
+    from domains.remote_sensing.raster import (
+        check_chip_filters,
+        check_chip_options,
+        iter_chips,
+    )
 
     size, overlap = check_chip_options(size, overlap)
     min_valid, stretch_scope = check_chip_filters(min_valid, stretch_scope)
