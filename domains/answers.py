@@ -43,6 +43,20 @@ def _minus_sign(text: str, k: int) -> bool:
 _MINUS = str.maketrans({"\u2212": "-"})  # the Unicode minus sign reads as "-"
 
 
+def _answer_text(value: Any, what: str, numbers: bool = False) -> str:
+    """`value` as a prediction's or reference's text: None is no answer (""), anything but a string a ValueError
+    naming it (an int or list from a malformed JSONL was a raw TypeError, and 0 or [] passed as no answer); with
+    `numbers`, an int or float (not a bool) is its text (``{"answer": 3}`` is "3")."""
+    if value is None:
+        return ""
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        kinds = "a string or a number" if numbers else "a string"
+        raise ValueError(f"{what} must be {kinds} (or None for no answer), got {type(value).__name__} {value!r}")
+    return value
+
+
 def normalize_answer(text: str) -> str:
     """Lowercase, drop punctuation (ASCII and Unicode) and the articles a/an/the, squeeze spaces.
 
@@ -50,9 +64,10 @@ def normalize_answer(text: str) -> str:
     SQuAD, punctuation is removed rather than replaced ("don't" is "dont"); unlike SQuAD, a decimal point between
     digits is kept, so "1.0" does not equal "10", and so is a minus sign starting a number ("-5" does not equal "5"),
     and a text of articles alone keeps them: the answer "A" (a letter) is "a", not nothing, which an empty answer
-    would equal.
+    would equal. A number is its text (3 is "3"); any other value (a list, a dict, a bool) is a ValueError naming it,
+    not its printed form (``["B"]`` matched "b").
     """
-    text = str(text if text is not None else "").lower().translate(_MINUS)  # None is no answer, not "none"
+    text = _answer_text(text, "answer", numbers=True).lower().translate(_MINUS)  # None is no answer, not "none"
     text = "".join(ch for k, ch in enumerate(text)
                    if not _is_punct(ch) or _decimal_point(text, k) or _minus_sign(text, k))
     return " ".join(_ARTICLES.sub(" ", text).split()) or " ".join(text.split())
@@ -98,8 +113,9 @@ def vqa_tokens(text: Any) -> list[str]:
     ("3.5 cm" is two words) and so is a minus sign starting a number ("-5" is not "5"), a / an / the dropped (unless
     nothing else is left: "A" is ["a"], not the empty answer), number words up to twenty as digits ("two" is "2"); and a
     lead-in ("the answer is") dropped and CJK text split into single characters (no spaces between its words).
+    None is the empty answer and a number its text; any other value that is no string is a ValueError naming it.
     """
-    text = unicodedata.normalize("NFKC", str(text if text is not None else "")).casefold().translate(_MINUS)
+    text = unicodedata.normalize("NFKC", _answer_text(text, "answer", numbers=True)).casefold().translate(_MINUS)
     text = _VQA_LEAD_IN.sub("", text)
     out: list[str] = []
     articles: list[str] = []
@@ -167,14 +183,6 @@ _LEAD_IN = re.compile(
 )
 
 
-def _answer_text(value: Any, what: str) -> str:
-    """`value` as a prediction's or reference's text: None is no answer (""), anything but a string a ValueError
-    naming it (an int or list from a malformed JSONL was a raw TypeError, and 0 or [] passed as no answer)."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string (or None for no answer), got {type(value).__name__} {value!r}")
-    return value
 
 
 def _valid_letters(options: Sequence[str] | None) -> str:

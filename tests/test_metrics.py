@@ -48,6 +48,30 @@ def test_normalize_answer_squad_style():
     assert normalize_answer(None) == "" and exact_match(None, "none") == 0.0 and token_f1(None, "None") == 0.0
 
 
+def test_answers_of_other_types_are_refused_but_numbers_are_their_text():
+    """str() of any value made a list prediction an exact match: exact_match(["B"], "b") was 1.0. A number is its
+    text (a JSONL reference 3 is common); a list, dict or bool is a ValueError naming it, and a sample so answered is
+    skipped by `score`'s callers, not scored."""
+    from adapt.metrics import normalize_vqa, vqa_tokens
+
+    assert exact_match(3, "3") == 1.0 and exact_match("2.5", 2.5) == 1.0
+    assert token_f1("-4 m", -4) == pytest.approx(2 / 3)
+    assert vqa_tokens(3) == ["3"] and normalize_vqa(2.5) == "2.5" and normalize_answer(0) == "0"
+    assert score("3", qa("How many?", "x", task="vqa"), reference=3)["exact_match"] == 1.0
+    for value in (["B"], {"answer": "b"}, True, ("b",)):
+        for fn in (normalize_answer, vqa_tokens):
+            with pytest.raises(ValueError, match=r"must be a string or a number.*" + type(value).__name__):
+                fn(value)
+    with pytest.raises(ValueError, match=r"got list \['B'\]"):
+        exact_match(["B"], "b")
+    with pytest.raises(ValueError, match="got bool True"):
+        token_f1("yes", True)
+    with pytest.raises(ValueError, match="got list"):
+        score(["B"], qa("Which?", "b", task="short"))
+    with pytest.raises(ValueError, match="got dict"):
+        score("b", qa("Which?", "b", task="vqa"), reference={"b": 1})
+
+
 def test_exact_match_and_token_f1_known_values():
     assert exact_match("The forest.", "forest") == 1.0
     assert exact_match("forests", "forest") == 0.0
