@@ -186,7 +186,12 @@ def predict(
                                                f"known: {', '.join(known_tasks)}", NO_SCORER)))
                     bar.update(1)
                     continue
-                conversation, reference = split_for_eval(record)
+                try:
+                    conversation, reference = split_for_eval(record)
+                except ValueError as exc:  # an answer of another type (a list): said, not a traceback ending the run
+                    skipped.append((k, Skipped(record.source, record.line, str(exc), UNSCORABLE)))
+                    bar.update(1)
+                    continue
                 tiling = _tiling_for(processor, record)
                 try:
                     encoded.append(processor(conversation, images, add_generation_prompt=True, tiling=tiling))

@@ -448,8 +448,9 @@ def test_predict_skips_what_it_cannot_ask_or_score_naming_the_record(tiny, recor
         Rec("c", 6, turns("What is <IMG_CONTEXT>?", "A token."), task="vqa"),
         Rec("o", 7, turns("Which one?", "A"), options="desert, forest"),  # a Record built by code, not the loader
         Rec("l", 8, turns("Which one?"), task="short", answer=["B"]),  # str(["B"]) was scored as the text "['b']"
+        Rec("l", 9, turns("Which one?", "B"), task="short", answer=["B"]),  # a raw ValueError ended the evaluation
     ]
-    with pytest.warns(UserWarning, match=r"skipped 5 of 8"):
+    with pytest.warns(UserWarning, match=r"skipped 6 of 9"):
         preds = predict(vlm, processor, records, max_new_tokens=2, batch_size=2, progress=False)
     assert [(p.source, p.line) for p in preds] == [("scenes", 1), ("scenes", 2), ("chat", 3)]
     kinds = {(s.source, s.line): (s.kind, s.reason) for s in preds.skipped}
@@ -458,6 +459,7 @@ def test_predict_skips_what_it_cannot_ask_or_score_naming_the_record(tiny, recor
     assert kinds[("c", 6)][0] == "malformed conversation" and "<IMG_CONTEXT>" in kinds[("c", 6)][1]
     assert kinds[("o", 7)][0] == "reference its task cannot score" and "options must be a list" in kinds[("o", 7)][1]
     assert kinds[("l", 8)][0] == "reference its task cannot score" and "got list ['B']" in kinds[("l", 8)][1]
+    assert kinds[("l", 9)] == ("reference its task cannot score", "l:9: answer must be a string, got list ['B']")
 
 
 def test_the_report_is_utf_8_whatever_the_locale(runs, tmp_path):
