@@ -168,6 +168,7 @@ _TASKS: dict[str, MetricFn] = {}
 _MAIN: dict[str, str] = {}
 _AGGREGATE: dict[str, Callable[..., dict]] = {}
 _PROTOCOLS: dict[str, dict[str, dict[str, str]]] = {}
+_MAIN_CHECKED: set[str] = set()  # tasks whose registered main metric a first score has returned
 _BUILTIN = {
     "mc": (_score_mc, "accuracy"),
     "classification": (_score_mc, "accuracy"),
@@ -198,7 +199,8 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
 
     `fn(prediction, record, reference)` returns named scores, each on its metric's own scale (built-ins in [0, 1];
     not checked, so say a wider one in the protocol's rule). `main_metric` names the score
-    reports rank by (default: the first key `fn` returns). `aggregate` computes corpus-level metrics
+    reports rank by (default: the first key `fn` returns); the task's first `score` checks that `fn` returns it
+    (unless an `aggregate` names the main metric). `aggregate` computes corpus-level metrics
     (see the module docstring; default: `fn.aggregate` when the scorer has one). `protocols` names the rule
     and source of each metric (default: `fn.protocols`; see the module docstring). Re-registering a task
     needs `overwrite=True`.
@@ -215,6 +217,7 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
     protocols = protocols if protocols is not None else getattr(fn, "protocols", None)
     checked = check_protocols(protocols, f"protocols of task {task!r}") if protocols is not None else None
     _TASKS[task] = fn
+    _MAIN_CHECKED.discard(task)
     if checked is not None:
         _PROTOCOLS[task] = checked
     else:
@@ -245,6 +248,7 @@ def unregister_task(task: str) -> None:
     _MAIN.pop(task, None)
     _AGGREGATE.pop(task, None)
     _PROTOCOLS.pop(task, None)
+    _MAIN_CHECKED.discard(task)
     if task in _BUILTIN:
         register_task(task, _BUILTIN[task][0], main_metric=_BUILTIN[task][1],
                       protocols=_protocol_table(_BUILTIN_PROTOCOLS[task]))
@@ -288,7 +292,8 @@ def infer_task(record: Any) -> str:
 
 def score(prediction: str, record: Any, reference: str | None = None) -> dict[str, float]:
     """Score one prediction with its task's scorer (`infer_task`). Unknown tasks raise KeyError; a scorer's
-    result that is not a mapping of numbers raises ValueError naming the record (`predict` skips it, said)."""
+    result that is not a mapping of numbers raises ValueError naming the record (`predict` skips it, said), and so
+    does a task's first score lacking the main metric it was registered with (unless an aggregate names its own)."""
     if reference is None:
         reference = reference_of(record)
     task = infer_task(record)
@@ -308,4 +313,11 @@ def score(prediction: str, record: Any, reference: str | None = None) -> dict[st
             out[name] = float(value)
         except (TypeError, ValueError):  # a raw float() traceback stopped the whole evaluation
             raise ValueError(f"{_where(record)}: the {task!r} scorer gave {name} = {value!r}, not a number") from None
+    if task not in _MAIN_CHECKED:  # a misspelt main metric showed "—" for the task in every table
+        name = _MAIN.get(task)
+        if name is not None and task not in _AGGREGATE and name not in out:  # an aggregate names its own
+            raise ValueError(f"{_where(record)}: task {task!r} is registered with main_metric={name!r}, but its "
+                             f"scorer returned {', '.join(map(repr, out)) or 'no scores'}: name one of them in "
+                             "register_task(..., main_metric=...)")
+        _MAIN_CHECKED.add(task)
     return out

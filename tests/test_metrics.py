@@ -366,6 +366,25 @@ def test_register_custom_task_scorer():
         score("yes", qa("Is there a lesion?", "yes", task="toy_closed"), "yes")
 
 
+def test_a_main_metric_its_scorer_does_not_return_is_refused_at_the_first_score():
+    """A misspelt main_metric ("acuracy") showed "—" for the task in every table, without a word."""
+    rec = qa("Is there a lesion?", "yes", task="toy_main")
+    try:
+        register_task("toy_main", lambda p, r, ref: {"accuracy": 1.0, "f1": 0.5}, main_metric="acuracy")
+        for _ in range(2):  # not once only: every sample of a run is refused, and so skipped, said
+            with pytest.raises(ValueError, match=r"toy:1: task 'toy_main' is registered with main_metric='acuracy', "
+                                                 r"but its scorer returned 'accuracy', 'f1'"):
+                score("yes", rec, "yes")
+        register_task("toy_main", lambda p, r, ref: {"accuracy": 1.0, "f1": 0.5}, overwrite=True, main_metric="f1")
+        assert score("yes", rec, "yes") == {"accuracy": 1.0, "f1": 0.5}
+        # the main metric of a task with a corpus-level aggregate is the aggregate's (DriveLM's final_score)
+        register_task("toy_main", lambda p, r, ref: {"accuracy": 1.0}, overwrite=True, main_metric="final",
+                      aggregate=lambda preds, context: {"final": 1.0})
+        assert score("yes", rec, "yes") == {"accuracy": 1.0}
+    finally:
+        metrics.unregister_task("toy_main")
+
+
 @pytest.mark.parametrize("result, said", [({"acc": None}, "acc = None"), ({"acc": "n/a"}, "acc = 'n/a'"),
                                           (0.5, "returned float")])
 def test_a_scorer_giving_no_number_is_a_value_error_naming_the_record(result, said):
