@@ -272,7 +272,8 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
        None; a later sentence only mentioning it explains the choice (``... B.\\nBecause a desert has no trees.``),
        and so does text ruling other options out: named under a negation (``B. It is not desert or rainforest.``,
        ``the answer is B, not desert``) or in a sentence starting with one that holds a negation (``B. forest.
-       Desert has no trees.``).
+       Desert has no trees.``). A double negation rules nothing out but hedges: ``B. Rainforest is no less
+       likely.``, ``... not unlikely``, ``... cannot be ruled out`` give None.
 
     Letters beyond the number of options are ignored; with `options` None any A–Z is a label. Options past the 26th
     (Z) have no letter: an answer naming one's text chooses none. The prediction is read
@@ -391,12 +392,20 @@ def _unnegated(text: str) -> str:
     return _NEGATED.sub(" ", text)
 
 
+# a negation word, and what turns it into a double negation that keeps an option open rather than ruling it out:
+# "no less likely", "not unlikely", "cannot be ruled out", "isn't wrong", "would not rule out"
+_NOT = r"(?:\b(?:not|no|never|neither|nor|cannot|rather\s+than|instead\s+of)\b|n['’]t\b)"
+_NOT_RULING_OUT = (r"(?:\s+(?:be|been|being|to\s+be|so|that|too|at\s+all|entirely|completely|any)\b)*\s+"
+                   r"(?:less\s+(?:likely|probable|plausible|possible|reasonable|correct|valid|suitable)"
+                   r"|unlikely|improbable|impossible|implausible|unreasonable|incorrect|wrong"
+                   r"|(?:ruled?|ruling)\s+out|exclud(?:e|ed|ing)|out\s+of\s+the\s+question)\b")
 # where a sentence or line ends, and words that make one naming another option a hedge rather than an explanation
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|\n")
-_HEDGE = re.compile(r"\b(?:or|maybe|perhaps|possibly|probably|likely|could|might|would|also|either|alternatively)\b",
-                    re.I)
-# a negation, and the stretch it rules out (to the next comma, semicolon, colon, "but" or the sentence's end)
-_NEGATION = re.compile(r"\b(?:not|no|never|neither|nor|cannot|rather\s+than|instead\s+of)\b|n['’]t\b", re.I)
+_HEDGE = re.compile(r"\b(?:or|maybe|perhaps|possibly|probably|likely|could|might|would|also|either|alternatively)\b"
+                    r"|" + _NOT + _NOT_RULING_OUT, re.I)
+# a negation (not a double one), and the stretch it rules out (to the next comma, semicolon, colon, "but" or the
+# sentence's end)
+_NEGATION = re.compile(_NOT + r"(?!" + _NOT_RULING_OUT + r")", re.I)
 _NEGATED = re.compile(r"(?:" + _NEGATION.pattern + r").*?(?=[,;:\n]|[.!?](?:\s|$)|\bbut\b|$)", re.I)
 
 

@@ -577,6 +577,22 @@ def test_other_options_ruled_out_under_a_negation_do_not_cancel_the_letter(reply
 
 
 @pytest.mark.parametrize("reply, expected", [
+    ("B. Rainforest is no less likely.", None), ("The answer is B. Rainforest is no less likely.", None),
+    ("B. forest. Desert is not unlikely.", None), ("The answer is B. Rainforest is not impossible.", None),
+    ("B. Rainforest cannot be ruled out.", None), ("B. I wouldn't rule out desert.", None),
+    ("B, not unlikely rainforest", None), ("B. It is not unlikely to be rainforest.", None),
+    ("The answer is B; I cannot exclude C.", None), ("B. Desert isn't wrong either.", None),
+    # single negations still rule the other option out
+    ("B. Desert is not likely.", "B"), ("B. It is not rainforest, which is less likely.", "B"),
+    ("The answer is B, not C.", "B"), ("B is not wrong.", "B"),
+])
+def test_a_double_negation_keeps_another_option_open(reply, expected):
+    """"B. Rainforest is no less likely." gave B: "no" read as ruling rainforest out, though "no less likely",
+    "not unlikely" and "cannot be ruled out" keep it as open as the letter's: a hedge, so no one choice."""
+    assert parse_choice(reply, OPTS) == expected
+
+
+@pytest.mark.parametrize("reply, expected", [
     ("Not B.", None), ("It is not C.", None), ("The answer is not B.", None), ("I would not choose B.", None),
     ("No, B.", "B"), ("Not sure. B", "B"), ("I don't know, B.", "B"), ("B is not wrong.", "B"), ("nothing but B", "B"),
 ])
