@@ -8,8 +8,10 @@
 **Main metric.** Each task has one (accuracy for mc/classification, acc@0.5 for grounding, token_f1
 for short answers; registered tasks name theirs, see `adapt.metrics`). A source's main metric is the
 mean over its samples of each sample's task's main metric, so a source mixing tasks still has one
-number. The "domain" and "general" aggregates are means over all samples of their sources (sources
-weigh by their sample counts), not means of source means.
+number, unless one of its tasks' main metric is not on the 0-1 scale (a value outside [0, 1] in the run: a
+0-100 rating): then it has none, and a main per task instead (``task_main``). The "domain" and "general"
+aggregates are means over all samples of their sources (sources weigh by their sample counts), not means of
+source means, under the same rule.
 
 **Kinds.** `kinds` maps a source to "domain" or "general" (general = replay / retention sets).
 Sources it does not name count as "domain".
@@ -314,7 +316,10 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     the aggregates (e.g. ``{"judge": ...}``). Groups without sources are left out. A group's ``n`` counts the
     samples in its mean; ``left_out`` names the sources whose samples have no main metric (a corpus score not
     computed) and how many, which the mean leaves out. A source's ``samples`` fingerprints which of its lines were
-    scored, so a report gives no gain between runs that scored as many but different samples.
+    scored, so a report gives no gain between runs that scored as many but different samples. A source or group
+    whose samples' main metrics come from several tasks, one of them not on the 0-1 scale (a value outside [0, 1]
+    in this run), has ``"main": None`` and ``"task_main": {task: mean}`` (and, a source, a note saying so): one mean
+    of 0-100 ratings and accuracies means nothing.
     """
     kinds = dict(kinds or {})
     context = dict(context or {})
@@ -329,8 +334,10 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     sources: dict[str, dict] = {}
     protocols: dict[str, dict[str, dict[str, str]]] = {}
     group_mains: dict[str, list[float]] = {g: [] for g in GROUPS}
+    group_task_mains: dict[str, dict[str, list[float]]] = {g: {} for g in GROUPS}
     group_sources: dict[str, list[str]] = {g: [] for g in GROUPS}
     group_left_out: dict[str, dict[str, int]] = {g: {} for g in GROUPS}
+    source_mains: dict[str, dict[str, list[float]]] = {}
     for source in sorted(per_source):
         preds = per_source[source]
         kind = kinds.get(source, "domain")
@@ -344,7 +351,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             by_task.setdefault(p.task, []).append(p)
         corpus: dict[str, float | None] = {}
         notes: list[str] = []
-        mains: list[float] = []
+        mains: dict[str, list[float]] = {}  # task -> its samples' main values
         for task, task_preds in by_task.items():
             aggregated = aggregator(task) is not None
             agg_values, agg_notes, agg_main, agg_protocols = _aggregate(task, task_preds, context)
@@ -359,13 +366,13 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
                         values.setdefault(name, []).append(float(value))
                 m = agg_main if aggregated else main_metric(p.task, p.scores)
                 if m is not None:
-                    mains.append(float(m))
+                    mains.setdefault(task, []).append(float(m))
         metrics = {name: _mean(v) for name, v in values.items()}
         metrics.update(corpus)
         sources[source] = {
             "kind": kind,
             "n": len(preds),
-            "main": _mean(mains),
+            "main": _mean(flat := [v for vs in mains.values() for v in vs]),
             "metrics": metrics,
             "metric_n": {name: len(v) for name, v in values.items()},
             "tasks": tasks,
@@ -373,18 +380,46 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             "skipped": sum(1 for e in skipped if e.source == source),
             "notes": list(dict.fromkeys(notes)),
         }
-        group_mains[kind].extend(mains)
+        source_mains[source] = mains
+        group_mains[kind].extend(flat)
+        for task, vs in mains.items():
+            group_task_mains[kind].setdefault(task, []).extend(vs)
         group_sources[kind].append(source)
-        if len(mains) < len(preds):  # e.g. DriveLM without a final score: its samples cannot enter the group mean
-            group_left_out[kind][source] = len(preds) - len(mains)
+        if len(flat) < len(preds):  # e.g. DriveLM without a final score: its samples cannot enter the group mean
+            group_left_out[kind][source] = len(preds) - len(flat)
+    # a task's main metric is on the 0-1 scale when every value it took in this run is; a mean across tasks of which
+    # one is not (a 0-100 rating beside accuracies) means nothing, so such a source or group has a main per task
+    off_scale = {task for by_task in source_mains.values() for task, vs in by_task.items()
+                 if any(not 0 <= v <= 1 for v in vs)}
+    for source, mains in source_mains.items():
+        if _mixed_scales(mains, off_scale):
+            sources[source]["main"] = None
+            sources[source]["task_main"] = {task: _mean(vs) for task, vs in mains.items()}
+            sources[source]["notes"].append(_mixed_scales_note(mains, off_scale))
     groups = {
         g: {"n": len(group_mains[g]), "main": _mean(group_mains[g]), "sources": group_sources[g],
             "left_out": group_left_out[g]}
         for g in GROUPS
         if group_sources[g]
     }
+    for g, entry in groups.items():
+        if _mixed_scales(group_task_mains[g], off_scale):
+            entry.update(main=None, task_main={task: _mean(vs) for task, vs in group_task_mains[g].items()})
     return {"sources": sources, "groups": groups, "n": len(predictions), "skipped": len(skipped),
             "protocols": {task: protocols[task] for task in sorted(protocols)}}
+
+
+def _mixed_scales(mains: Mapping[str, list[float]], off_scale: set[str]) -> bool:
+    """Whether the main values of several tasks (``{task: values}``) cannot make one mean: one of them is not on
+    the 0-1 scale (two such may differ from each other too: 0-100 and x10)."""
+    return len(mains) > 1 and any(task in off_scale for task in mains)
+
+
+def _mixed_scales_note(mains: Mapping[str, list[float]], off_scale: set[str]) -> str:
+    off = ", ".join(sorted(task for task in mains if task in off_scale))
+    return (f"no one main metric: the main metric of {off} is not on the 0-1 scale of the other tasks' (values "
+            f"outside [0, 1] in this run), so each task's mean is given instead: "
+            f"{', '.join(f'main ({task})' for task in mains)}")
 
 
 def _fingerprint(lines: Iterable[int]) -> str:
@@ -562,6 +597,10 @@ def write_report(
                 group_notes.append(f"{g}: no Δ ({n} − {b}): the two means do not cover the same sources' samples.")
         rows.append([g, _ns(entries)] + cells)
         for n, e in zip(names, entries):
+            if (e or {}).get("task_main"):
+                group_notes.append(f"{g} ({n}): no one mean (—): its tasks' main metrics are not all on the 0-1 "
+                                   "scale; per task: " + ", ".join(f"{markdown_cell(t)} {_fmt(v)}"
+                                                                    for t, v in e["task_main"].items()) + ".")
             for source, k in ((e or {}).get("left_out") or {}).items():
                 group_notes.append(f"{g} ({n}): leaves out {k} sample{'s' * (k != 1)} of {source}, whose main metric "
                                    "was not computed (n counts the samples in the mean).")
@@ -589,6 +628,9 @@ def write_report(
         vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
         rows.append([markdown_cell(s), _kind_of(s, runs, kinds), _ns(entries)]
                     + _source_cells(s, runs, vals, names, compared, source_notes))
+        if any(e and e.get("task_main") for e in entries):
+            source_notes.append(f"{s}: no one main metric (—) where its tasks' main metrics are not all on the 0-1 "
+                                "scale; each task's is in its table below.")
     md += _table(["source", "kind", "n"] + header_runs, rows, text_columns=2) + [""]
     if source_notes:
         md += [f"- {markdown_cell(note)}" for note in source_notes] + [""]
@@ -612,9 +654,12 @@ def write_report(
         md += [f"### {markdown_cell(s)} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
                + (f"; {skipped} skipped" if skipped else "") + ")", ""]
         rows = []
-        for m in ["main"] + metric_names:
+        task_mains = list(dict.fromkeys(t for e in entries if e for t in e.get("task_main") or {}))
+        for m in ["main"] + [f"main ({t})" for t in task_mains] + metric_names:
             if m == "main":
                 vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
+            elif m.startswith("main (") and m[6:-1] in task_mains:
+                vals = {n: ((e or {}).get("task_main") or {}).get(m[6:-1]) for n, e in zip(names, entries)}
             else:
                 vals = {n: (e or {}).get("metrics", {}).get(m) for n, e in zip(names, entries)}
             rows.append([m + _metric_n(m, entries)] + _source_cells(s, runs, vals, names, compared, []))

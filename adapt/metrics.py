@@ -29,7 +29,7 @@ its scorer calls `parse_choice` with its own text comparison (``key``).
 
 A registered task names its main metric (`register_task(..., main_metric=...)`), else it is the first
 key its scorer returns. A source's main metric is the mean over its samples of each sample's task's
-main metric (see `adapt.evaluate.summarize`).
+main metric, or one per task where they are not all on the 0-1 scale (see `adapt.evaluate.summarize`).
 
 **Corpus-level metrics.** Some scores exist only over a whole set (BLEU, CIDEr, DriveLM's final score).
 A task registers an `aggregate` callable, ``(predictions, context) -> {name: value}``, where each

@@ -134,6 +134,37 @@ def test_summarize_numbers(runs):
     assert summarize([P("x", "mc", {"accuracy": 1.0})])["sources"]["x"]["kind"] == "domain"  # default kind
 
 
+def test_summarize_keeps_main_metrics_of_other_scales_apart(tmp_path):
+    """A source holding a 0-100 rating task beside 0-1 accuracies had one main metric, the mean of both (here
+    (85 + 0 + 1) / 3 = 28.667), and so had its group: a number on no scale. Such a source and group have a main per
+    task instead; sources of one task, or of tasks all on the 0-1 scale, keep their one mean."""
+    from adapt import metrics
+
+    metrics.register_task("toy_rating", lambda p, r, ref: {"rating": 85.0})
+    try:
+        preds = [P("drive", "toy_rating", {"rating": 85.0}, 1), P("drive", "mc", {"accuracy": 0.0}, 2),
+                 P("drive", "mc", {"accuracy": 1.0}, 3), P("rs", "mc", {"accuracy": 1.0}, 1),
+                 P("rs", "short", {"exact_match": 0.0, "token_f1": 0.5}, 2),
+                 P("rated", "toy_rating", {"rating": 40.0}, 1), P("replay", "mc", {"accuracy": 1.0}, 1)]
+        kinds = {"replay": "general"}
+        summary = summarize(preds, kinds)
+    finally:
+        metrics.unregister_task("toy_rating")
+    drive = summary["sources"]["drive"]
+    assert drive["main"] is None and drive["task_main"] == {"toy_rating": 85.0, "mc": 0.5}
+    assert any("toy_rating is not on the 0-1 scale" in note for note in drive["notes"])
+    assert summary["sources"]["rs"]["main"] == 0.75 and "task_main" not in summary["sources"]["rs"]  # both 0-1
+    assert summary["sources"]["rated"]["main"] == 40.0 and "task_main" not in summary["sources"]["rated"]
+    domain = summary["groups"]["domain"]
+    assert domain["main"] is None and domain["n"] == 6
+    assert domain["task_main"] == {"toy_rating": 62.5, "mc": pytest.approx(2 / 3), "short": 0.5}
+    assert summary["groups"]["general"] == {"n": 1, "main": 1.0, "sources": ["replay"], "left_out": {}}
+    md = write_report(tmp_path, {"base": summary}, kinds)[1].read_text()
+    assert "| drive | domain | 3 | — |" in md and "| rs | domain | 2 | 0.750 |" in md
+    assert "| main (toy_rating) | 85.000 |" in md and "| main (mc) | 0.500 |" in md
+    assert "domain (base): no one mean (—)" in md and "toy_rating 62.500, mc 0.667, short 0.500." in md
+
+
 def test_report_tables_and_deltas(runs, tmp_path):
     kinds, r = runs
     json_path, md_path = write_report(tmp_path / "report", r, kinds)
