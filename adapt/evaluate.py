@@ -283,9 +283,20 @@ def _aggregate(task: str, preds: list[Prediction], context: Mapping[str, Any]
     if fn is None:
         return {}, [], None, {}
     out = dict(fn(preds, dict(context)) or {})
-    notes = [str(n) for n in out.pop("notes", []) or []]
+    notes = out.pop("notes", []) or []
+    notes = [notes] if isinstance(notes, str) else [str(n) for n in notes]  # one note, not one per character
     protocols = check_protocols(out.pop("protocols", None) or {}, f"protocols returned by the {task} aggregate")
-    values = {k: (None if v is None else float(v)) for k, v in out.items()}
+    values: dict[str, float | None] = {}
+    for name, value in out.items():
+        try:
+            values[name] = None if value is None else float(value)
+        except (TypeError, ValueError):  # a raw float() traceback named neither the task nor the metric
+            raise ValueError(f"the {task!r} aggregate gave {name} = {value!r}, not a number (None: not computed)"
+                             ) from None
+    named = [n for n in (getattr(fn, "main_metric", None), getattr(fn, "fallback_main_metric", None)) if n is not None]
+    if named and not any(n in values for n in named):  # a misspelt name left every sample out, as "not computed"
+        raise ValueError(f"the {task!r} aggregate names its main metric {' / '.join(map(repr, named))}, but returned "
+                         f"{', '.join(map(repr, values)) or 'no metrics'}")
     for name, value in values.items():  # a NaN would be a mean of NaN and invalid JSON in eval.json
         if value is not None and not math.isfinite(value):
             values[name] = None

@@ -412,6 +412,42 @@ def test_corpus_aggregate_replaces_means_and_reports_not_computed(tmp_path):
         unregister_task("corpus_demo")
 
 
+@pytest.mark.parametrize("out, said", [
+    ({"final": "n/a"}, r"the 'toy_agg' aggregate gave final = 'n/a', not a number"),
+    ({"finl": 0.5}, r"the 'toy_agg' aggregate names its main metric 'final' / 'final_no_judge', but returned 'finl'"),
+])
+def test_a_corpus_aggregate_giving_no_number_or_no_main_metric_is_refused_naming_it(out, said):
+    """A value float() cannot read was a raw "could not convert string to float" naming neither task nor metric; a
+    main metric name the aggregate never returns (a typo) left every sample out of the means as 'not computed'."""
+    from adapt.metrics import register_task, unregister_task
+
+    def aggregate(preds, context):
+        return dict(out)
+
+    aggregate.main_metric, aggregate.fallback_main_metric = "final", "final_no_judge"
+    register_task("toy_agg", lambda p, r, ref: {"hit": 1.0}, aggregate=aggregate)
+    try:
+        with pytest.raises(ValueError, match=said):
+            summarize([P("drive", "toy_agg", {"hit": 1.0})])
+    finally:
+        unregister_task("toy_agg")
+
+
+def test_a_corpus_aggregates_note_given_as_one_string_is_one_note():
+    """A "notes" string was read as a list: each of its characters a note (deduplicated)."""
+    from adapt.metrics import register_task, unregister_task
+
+    def aggregate(preds, context):
+        return {"final": 0.5, "notes": "judge not configured"}
+
+    aggregate.main_metric = "final"
+    register_task("toy_agg", lambda p, r, ref: {"hit": 1.0}, aggregate=aggregate)
+    try:
+        assert summarize([P("drive", "toy_agg", {"hit": 1.0})])["sources"]["drive"]["notes"] == ["judge not configured"]
+    finally:
+        unregister_task("toy_agg")
+
+
 # --------------------------------------------------------------------------------------------- protocols
 def test_summary_and_report_name_every_metrics_protocol(runs, tmp_path):
     from adapt.metrics import protocols_of
