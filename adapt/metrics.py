@@ -209,6 +209,9 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
         raise ValueError(f"task name must be a non-empty string, got {task!r}")
     if not callable(fn):
         raise TypeError(f"scorer for task {task!r} must be callable, got {type(fn).__name__}")
+    if main_metric is not None and (not isinstance(main_metric, str) or not main_metric):
+        raise ValueError(f"main_metric of task {task!r} must be a metric name (a non-empty string), got "
+                         f"{main_metric!r}")
     if task in _TASKS and not overwrite and _TASKS[task] is not fn:
         raise ValueError(f"task {task!r} already has a scorer ({_TASKS[task].__qualname__}); pass overwrite=True")
     aggregate = aggregate if aggregate is not None else getattr(fn, "aggregate", None)

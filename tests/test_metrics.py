@@ -381,6 +381,9 @@ def test_a_main_metric_its_scorer_does_not_return_is_refused_at_the_first_score(
         register_task("toy_main", lambda p, r, ref: {"accuracy": 1.0}, overwrite=True, main_metric="final",
                       aggregate=lambda preds, context: {"final": 1.0})
         assert score("yes", rec, "yes") == {"accuracy": 1.0}
+        for bad in (["accuracy"], ""):  # a list was a raw "unhashable type" at the first score
+            with pytest.raises(ValueError, match=r"main_metric of task 'toy_main' must be a metric name"):
+                register_task("toy_main", lambda p, r, ref: {"accuracy": 1.0}, overwrite=True, main_metric=bad)
     finally:
         metrics.unregister_task("toy_main")
 
