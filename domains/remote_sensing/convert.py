@@ -646,8 +646,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
 
     `images_dir`: the tiles' folder (default: the first present of ``Data``, ``Images_HR``,
     ``dataUSGS_reduced`` for HR; ``Images_LR``, ``Data``, ``data_S2_reduced`` for LR). `resolution`: ``lr`` or
-    ``hr``, needed only when `src` holds both (the website repository does); it picks the files by prefix
-    (``USGS`` / ``HR`` are HR, others LR). `splits`: only these split names (``[train, test]``; ``all`` for the
+    ``hr``, needed only by ``rsvqa`` when `src` holds both (the website repository does; ``rsvqa_lr`` and
+    ``rsvqa_hr`` set it by their names); it picks the files by prefix (``USGS`` / ``HR`` are HR, others LR). `splits`: only these split names (``[train, test]``; ``all`` for the
     whole-set files). `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the
     first three unless the file tags or names its red, green, blue; a 4+ band tile read so is counted in the
     report). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null``, two percentiles or
