@@ -43,7 +43,7 @@ def _minus_sign(text: str, k: int) -> bool:
 _MINUS = str.maketrans({"\u2212": "-"})  # the Unicode minus sign reads as "-"
 
 
-def _answer_text(value: Any, what: str, numbers: bool = False) -> str:
+def answer_text(value: Any, what: str, numbers: bool = False) -> str:
     """`value` as a prediction's or reference's text: None is no answer (""), anything but a string a ValueError
     naming it (an int or list from a malformed JSONL was a raw TypeError, and 0 or [] passed as no answer); with
     `numbers`, an int or float (not a bool) is its text (``{"answer": 3}`` is "3")."""
@@ -67,7 +67,7 @@ def normalize_answer(text: str) -> str:
     would equal. A number is its text (3 is "3"); any other value (a list, a dict, a bool) is a ValueError naming it,
     not its printed form (``["B"]`` matched "b").
     """
-    text = _answer_text(text, "answer", numbers=True).lower().translate(_MINUS)  # None is no answer, not "none"
+    text = answer_text(text, "answer", numbers=True).lower().translate(_MINUS)  # None is no answer, not "none"
     text = "".join(ch for k, ch in enumerate(text)
                    if not _is_punct(ch) or _decimal_point(text, k) or _minus_sign(text, k))
     return " ".join(_ARTICLES.sub(" ", text).split()) or " ".join(text.split())
@@ -115,7 +115,7 @@ def vqa_tokens(text: Any) -> list[str]:
     lead-in ("the answer is") dropped and CJK text split into single characters (no spaces between its words).
     None is the empty answer and a number its text; any other value that is no string is a ValueError naming it.
     """
-    text = unicodedata.normalize("NFKC", _answer_text(text, "answer", numbers=True)).casefold().translate(_MINUS)
+    text = unicodedata.normalize("NFKC", answer_text(text, "answer", numbers=True)).casefold().translate(_MINUS)
     text = _VQA_LEAD_IN.sub("", text)
     out: list[str] = []
     articles: list[str] = []
@@ -280,7 +280,7 @@ def parse_choice(prediction: str, options: Sequence[str] | None, key: TextKey | 
     after Unicode NFKC, so a full-width ``Ｂ`` or ``（Ｂ）`` is ``B``, and markdown bold (``**B**``) is dropped.
     """
     # full-width "Ｂ" (CJK output) is B; markdown bold ("**B**", "**Answer:** C") is no text of the answer
-    text = unicodedata.normalize("NFKC", _answer_text(prediction, "prediction")).replace("**", "").strip()
+    text = unicodedata.normalize("NFKC", answer_text(prediction, "prediction")).replace("**", "").strip()
     if not text:
         return None
     valid = _valid_letters(options)
@@ -433,7 +433,7 @@ def _names_other_option(text: str, letter: str, options: Sequence[str] | None, k
 def reference_choice(reference: str, options: Sequence[str] | None, key: TextKey | None = None) -> str | None:
     """The option letter a reference names (a label such as ``B`` / ``(B)``, or an option's text), else None;
     ValueError for a reference that is no string (None is no answer)."""
-    ref = unicodedata.normalize("NFKC", _answer_text(reference, "reference")).strip()
+    ref = unicodedata.normalize("NFKC", answer_text(reference, "reference")).strip()
     m = _ONLY_LABEL.match(ref)
     if m and m.group(1).upper() in _valid_letters(options):
         # a one-letter reference is a label, unless the options say it is an option's text
@@ -493,7 +493,7 @@ def parse_boxes(text: str) -> list[Box]:
     counts. Lists without exactly four numbers are skipped, so malformed text gives ``[]`` (and None); a `text` that
     is no string is a ValueError.
     """
-    text = _answer_text(text, "box text")
+    text = answer_text(text, "box text")
     spans = _BOX_TAG.findall(text) if "<box>" in text else [text]
     return [tuple(float(v) for v in m.groups()) for span in spans for m in ONE_BOX.finditer(span)]
 

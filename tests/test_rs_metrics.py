@@ -356,3 +356,17 @@ def test_parse_number_keeps_large_counts_exact():
     out = score_rsvqa(str(big - 1), rec(qtype="count"), str(big))
     assert out["accuracy"] == 0.0
     assert parse_number("1,234.5m2", area=True) == 1234.5
+
+
+def test_labels_of_other_types_are_refused_and_a_number_is_its_text():
+    """``str(text or "")`` read the label 0 as no answer and a list as its printed form; they follow
+    `domains.answers.answer_text` now, as every other scorer does."""
+    from domains.remote_sensing.metrics import label_key, match_label
+
+    assert label_key(0) == "0" and match_label(0) == "0"
+    assert label_key(None) == "" and match_label(None) is None
+    for value in (["forest"], {"a": 1}, True):
+        with pytest.raises(ValueError, match="must be a string or a number"):
+            label_key(value)
+        with pytest.raises(ValueError, match="must be a string or a number"):
+            match_label(value)

@@ -48,6 +48,7 @@ from typing import Any
 
 from domains.answers import (
     check_reference_is_option,
+    answer_text,
     check_reference_words,
     parse_choice,
     record_options,
@@ -177,7 +178,7 @@ _LETTERS = string.ascii_uppercase
 def label_key(text: str) -> str:
     """A label's comparison key: CamelCase and ``_``/``-`` split into words, lower case, no punctuation
     or articles ("AnnualCrop", "annual_crop" and "Annual crop." all give "annual crop")."""
-    text = _CAMEL.sub(" ", str(text or "").strip())
+    text = _CAMEL.sub(" ", answer_text(text, "label", numbers=True).strip())
     return _words(text.replace("_", " ").replace("-", " "))
 
 
@@ -188,7 +189,7 @@ def match_label(answer: str, labels: Sequence[str] | None = None) -> str | None:
     the one label whose key equals the answer's, after a lead-in such as "The answer is"), texts compared by
     `label_key`. Containment never counts ("forest" ≠ "rainforest").
     """
-    text = str(answer or "").strip()
+    text = answer_text(answer, "answer", numbers=True).strip()
     if not labels:
         key = label_key(_LEAD_IN.sub("", text))
         return key or None
