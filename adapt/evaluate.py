@@ -262,9 +262,18 @@ def save_predictions(predictions: Iterable[Prediction], path: str | os.PathLike)
 
 
 def load_predictions(path: str | os.PathLike) -> list[Prediction]:
-    """Read what `save_predictions` wrote."""
+    """Read what `save_predictions` wrote; a line that is no prediction is a ValueError naming its file:line."""
+    out = []
     with Path(path).open(encoding="utf-8") as f:
-        return [Prediction(**json.loads(line)) for line in f if line.strip()]
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                fields = json.loads(line)
+                out.append(Prediction(**fields))
+            except (ValueError, TypeError) as err:  # bad JSON, a field Prediction lacks, a line that is no object
+                raise ValueError(f"{path}:{n}: not a prediction as save_predictions writes them: {err}") from None
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

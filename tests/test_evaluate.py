@@ -602,3 +602,14 @@ def test_a_chart_that_fails_to_save_leaves_the_old_one(runs, tmp_path, monkeypat
     with pytest.raises(OSError, match="No space"):
         plot_comparison(r, kinds, png)
     assert png.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir()) == ["comparison.png"]
+
+
+@pytest.mark.parametrize(("line", "why"), [("{not json", "Expecting"), ('{"bogus": 1}', "unexpected keyword"),
+                                           ("[1, 2]", "argument after")])
+def test_load_predictions_names_the_line_that_is_no_prediction(tmp_path, line, why):
+    """A damaged predictions file was a raw JSONDecodeError / TypeError naming neither file nor line."""
+    path = tmp_path / "p.jsonl"
+    save_predictions([P("rs", "mc", {"accuracy": 1.0}, line=3)], path)
+    path.write_text(path.read_text() + "\n" + line + "\n")
+    with pytest.raises(ValueError, match=rf"p\.jsonl:3: not a prediction .*{why}"):
+        load_predictions(path)
