@@ -46,11 +46,17 @@ def read_json(path: Path, error: type[PocketAdaptError]) -> dict:
     return value
 
 
-def check_tiling(exported: dict, current, config: Path, artefact: str, error: type[PocketAdaptError]) -> None:
-    """`error` naming every tiling key of `config` that differs from the one `artefact` was exported with."""
+def check_tiling(exported: dict | str, current, config: Path, artefact: str, error: type[PocketAdaptError]) -> None:
+    """`error` naming every tiling key of `config` that differs from the one `artefact` (a file beside `config`) was
+    exported with: `exported`, the tiling it records (a dict, or its JSON text); `error` naming `artefact` when that
+    record is damaged."""
     from model.tiling import TilingConfig
 
-    a, b = TilingConfig.from_dict(exported).to_dict(), current.to_dict()
+    try:
+        a = TilingConfig.from_dict(json.loads(exported) if isinstance(exported, str) else exported).to_dict()
+    except ValueError as err:  # not JSON, or no tiling (TilingError is a ValueError)
+        raise error(f"{config.parent / artefact}: the tiling it records is damaged ({err}); export it again") from None
+    b = current.to_dict()
     changed = [f"{k} {a[k]} -> {b[k]}" for k in a if a[k] != b.get(k)]
     if changed:
         raise error(

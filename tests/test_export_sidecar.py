@@ -105,3 +105,18 @@ def test_an_image_token_edited_to_another_token_is_refused(sidecar, tiny_tokeniz
     said = str(caught.value)
     assert said.startswith(f"{sidecar / PREPROCESSOR}: {key} {other!r} is id "), said
     assert "embed.onnx was exported with id" in said
+
+
+@pytest.mark.parametrize("recorded", ['{"tile_size": 112, "max_tiles": 99}', '{"tile_size": ', {"mode": "tiles"},
+                                      {"tiles": 6}])
+def test_a_damaged_recorded_tiling_is_refused_naming_the_graph(tmp_path, recorded):
+    """A tiling record damaged in a graph's metadata (ONNX) or a program's constant (ExecuTorch, JSON text) was a raw
+    TilingError / JSONDecodeError naming neither the graph nor the folder; it is the runtime's error naming the file."""
+    from deploy.export_sidecar import check_tiling
+
+    with pytest.raises(OnnxRuntimeError) as caught:
+        check_tiling(recorded, TilingConfig(tile_size=112), tmp_path / PREPROCESSOR, "vision.onnx", OnnxRuntimeError)
+    said = str(caught.value)
+    assert said.startswith(f"{tmp_path / 'vision.onnx'}: the tiling it records is damaged ("), said
+    check_tiling('{"tile_size": 112}', TilingConfig(tile_size=112), tmp_path / PREPROCESSOR, "vision.onnx",
+                 OnnxRuntimeError)  # an intact record that matches: no error

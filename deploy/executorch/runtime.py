@@ -69,7 +69,7 @@ class ExecuTorchExport(SidecarExport):
             constants = {n: program.load_method(n).execute([])[0] for n in needed[3:]}
             processor, pre = read_processor(folder, ExecuTorchError,
                                             [(json.loads(constants[TOKENIZER_METHOD]), PTE)])
-            check_tiling(json.loads(constants[TILING_METHOD]), processor.tiling, folder / PREPROCESSOR, PTE,
+            check_tiling(constants[TILING_METHOD], processor.tiling, folder / PREPROCESSOR, PTE,
                          ExecuTorchError)
             check_preprocessor_config(processor, pre, folder, ExecuTorchError)
             if "get_image_seq_length" in names:
