@@ -202,7 +202,7 @@ def config_from_original(raw: dict, image_token_id: int) -> PocketVLMConfig:
         tiling=TilingConfig(
             tile_size=image_size,
             min_tiles=_number(raw, "min_dynamic_patch", 1, int),
-            max_tiles=_number(raw, "max_dynamic_patch", 12, int),
+            max_tiles=_number(raw, "max_dynamic_patch", 6, int),  # InternVLChatConfig's default, as InternVL reads it
             thumbnail=bool(raw.get("use_thumbnail", True)),
             mode="dynamic" if raw.get("dynamic_image_size", True) else "resize",
             mean=IMAGENET_MEAN,
