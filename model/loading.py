@@ -276,16 +276,12 @@ def load_config(source: str | os.PathLike) -> PocketVLMConfig:
 
             return config_from_native(read_native_config(path), path)
         from .checkpoints.io import read_json
-        from .tiling import TilingError
 
         raw = read_json(path / "config.json")
         if layout == "original":
             from .checkpoints.original import config_from_original
 
-            try:
-                return config_from_original(raw, 0)
-            except (TilingError, CheckpointError) as err:
-                raise CheckpointError(f"{path / 'config.json'}: {err}") from None
+            return config_from_original(raw, 0, path / "config.json")
         from .checkpoints.mobilevlm import config_from_mobilevlm
 
         return config_from_mobilevlm(raw, path, 0)

@@ -230,7 +230,7 @@ def test_a_native_tiling_of_another_tile_size_is_refused_in_the_shared_checks_wo
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda c: c["vision_config"].pop("hidden_size"), r"vision_config lacks 'hidden_size'"),
+    (lambda c: c["vision_config"].pop("hidden_size"), r"no vision_config\.hidden_size; transformers' save_pretrained"),
     (lambda c: c.update(vision_config=[]), r"vision_config must be a JSON object, got a list"),
     (lambda c: c["vision_config"].update(num_hidden_layers="2"), r"vision_config is not a valid InternViT config"),
     (lambda c: c.update(min_dynamic_patch="x"), r"min_dynamic_patch must be an int, got 'x'"),
@@ -239,9 +239,11 @@ def test_a_native_tiling_of_another_tile_size_is_refused_in_the_shared_checks_wo
     (lambda c: c.update(max_dynamic_patch=float("inf")), r"max_dynamic_patch must be an int, got inf"),
     (lambda c: c.pop("llm_config"), r"missing 'llm_config'"),
     (lambda c: (c["llm_config"].update(architectures=["InternLM2ForCausalLM"]), c["llm_config"].pop("vocab_size")),
-     r"llm_config lacks 'vocab_size'"),
-    (lambda c: c["llm_config"].pop("hidden_size"), r"llm_config lacks 'hidden_size'"),
-    (lambda c: c["llm_config"].pop("num_hidden_layers"), r"llm_config lacks 'num_hidden_layers'"),
+     r"no llm_config\.vocab_size;"),
+    (lambda c: c["llm_config"].pop("hidden_size"), r"no llm_config\.hidden_size;"),
+    (lambda c: c["llm_config"].pop("num_hidden_layers"), r"no llm_config\.num_hidden_layers;"),
+    (lambda c: [c["llm_config"].pop(k) for k in ("vocab_size", "intermediate_size")],
+     r"no llm_config\.vocab_size, llm_config\.intermediate_size;"),
 ])
 def test_an_original_config_with_a_missing_or_mistyped_field_is_one_error_naming_it(change, message, tmp_path,
                                                                                    hf_internvl, tiny_tokenizer):

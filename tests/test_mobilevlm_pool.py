@@ -35,6 +35,25 @@ def test_the_template_says_how_a_fresh_ldpv2_pools_as_mobilevlm_v2(tmp_path):
     assert recipe.model.projector_options == {"pooled_grid": 12}
 
 
+# a MobileVLM config's language-model geometry (its top level), as save_pretrained writes it
+_LLM = {"model_type": "mobilevlm", "mm_projector_type": "ldpnetv2", "vocab_size": 100, "hidden_size": 64,
+        "intermediate_size": 128, "num_hidden_layers": 1, "num_attention_heads": 4}
+
+
+@pytest.mark.parametrize("missing", [("hidden_size",), ("vocab_size", "num_attention_heads")])
+def test_a_mobilevlm_config_without_its_llm_geometry_is_refused_naming_the_file(tmp_path, missing):
+    """LlamaConfig filled a missing hidden_size / vocab_size / layer or head count with Llama-7B's: `adapt inspect`
+    described a 7B model and a load failed on shape mismatches; it is refused naming the file and the keys."""
+    from model.checkpoints.io import CheckpointError
+    from model.loading import load_config
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        **{k: v for k, v in _LLM.items() if k not in missing}, "mm_vision_tower": "openai/clip-vit-large-patch14-336"}))
+    with pytest.raises(CheckpointError) as caught:
+        load_config(tmp_path)
+    assert str(caught.value).startswith(f"{tmp_path / 'config.json'}: no {', '.join(missing)}; "), str(caught.value)
+
+
 @pytest.mark.parametrize("fields", [{"hidden_size": "x"}, {"num_attention_heads": 0}, {"hidden_size": 64, "num_attention_heads": 5}])
 def test_a_mobilevlm_config_with_bad_llm_fields_is_one_checkpoint_error(tmp_path, fields):
     """transformers 5's strict LlamaConfig raised its own StrictDataclassError (or a ZeroDivisionError) through
@@ -43,8 +62,7 @@ def test_a_mobilevlm_config_with_bad_llm_fields_is_one_checkpoint_error(tmp_path
     from model.loading import load_config
 
     (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "mobilevlm", "mm_projector_type": "ldpnetv2", "vocab_size": 100, "num_hidden_layers": 1,
-        "mm_vision_tower": "openai/clip-vit-large-patch14-336", **fields}))
+        **_LLM, "mm_vision_tower": "openai/clip-vit-large-patch14-336", **fields}))
     with pytest.raises(CheckpointError, match=r"config.json: its language-model fields are not a valid LLaMA config"):
         load_config(tmp_path)
 
@@ -64,8 +82,7 @@ def test_a_bad_mm_vision_select_layer_is_one_checkpoint_error(tmp_path, value, m
     from model.loading import load_config
 
     (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "mobilevlm", "mm_projector_type": "ldpnetv2", "vocab_size": 100, "num_hidden_layers": 1,
-        "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_vision_select_layer": value}))
+        **_LLM, "mm_vision_tower": "openai/clip-vit-large-patch14-336", "mm_vision_select_layer": value}))
     with pytest.raises(CheckpointError, match=re.escape(f"config.json: mm_vision_select_layer: {message}")):
         load_config(tmp_path)
     raw = json.loads((tmp_path / "config.json").read_text())

@@ -33,12 +33,12 @@ def test_position_embeddings_of_another_size_are_resized_as_internvl_does(hf_int
     assert loaded.config.tiling_config.tile_size == TILE
 
 
-def test_a_config_without_max_dynamic_patch_tiles_as_internvl_does(hf_internvl):
+def test_a_config_without_max_dynamic_patch_tiles_as_internvl_does(hf_internvl, tmp_path):
     """InternVLChatConfig defaults max_dynamic_patch to 6 (reference internvl.md, §1); a config lacking it was read
     with 12 tiles, so an image got up to twice the tiles InternVL's own code gives it."""
     from model.checkpoints.original import config_from_original
 
     raw = original_layout_config(hf_internvl)
     raw.pop("max_dynamic_patch")
-    tiling = config_from_original(raw, image_token_id=5).tiling_config
+    tiling = config_from_original(raw, 5, tmp_path / "config.json").tiling_config
     assert (tiling.min_tiles, tiling.max_tiles) == (1, 6)

@@ -66,6 +66,11 @@ SUB_CONFIG_KEYS = (
 )
 
 
+# The language model's geometry in a config (the original layout's `llm_config`, MobileVLM's top level): a class
+# default (Qwen2-7B, Llama-7B) taken for one builds another model than the weights'
+LLM_GEOMETRY_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
+
+
 def require_config_keys(path: Path, raw: dict, paths: tuple[str, ...]) -> None:
     """A `CheckpointError` naming the key paths of `paths` (``"image_token_id"``, ``"vision_config.hidden_size"``)
     that `raw`, read from `path`, lacks; a section that is missing or no JSON object is named once, as itself."""

@@ -32,11 +32,13 @@ from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     CONFIG_ERRORS,
     HEAD_KEY,
+    LLM_GEOMETRY_KEYS,
     CheckpointError,
     head_is_tied,
     load_vlm,
     read_json,
     read_state_dict,
+    require_config_keys,
     wrapper_hint,
     write_json,
     write_state_dict,
@@ -95,6 +97,8 @@ def config_from_mobilevlm(raw: dict, directory: Path, image_token_id: int) -> Po
         del llm_fields["rope_scaling"]
     if "rope_theta" in llm_fields:
         llm_fields["rope_parameters"] = {"rope_type": "default", "rope_theta": float(llm_fields.pop("rope_theta"))}
+    # LlamaConfig would take Llama-7B's geometry for a missing one
+    require_config_keys(directory / "config.json", raw, LLM_GEOMETRY_KEYS)
     try:
         text = LlamaConfig(**llm_fields)
     except CONFIG_ERRORS as err:

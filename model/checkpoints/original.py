@@ -22,11 +22,13 @@ from ..vision import check_feature_layer, patch_grid
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
     CONFIG_ERRORS,
+    LLM_GEOMETRY_KEYS,
     CheckpointError,
     head_is_tied,
     load_vlm,
     read_json,
     read_state_dict,
+    require_config_keys,
     wrapper_hint,
     write_json,
     write_state_dict,
@@ -96,21 +98,13 @@ def _internvit_config(vc: dict, image_size: int | None) -> InternVLVisionConfig:
     )
 
 
-_LLM_GEOMETRY = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-
-
 def text_config_from_original(lc: dict) -> PreTrainedConfig:
     arch = (lc.get("architectures") or [""])[0]
     model_type = lc.get("model_type", "")
     fields = {k: v for k, v in lc.items() if k not in ("architectures", "auto_map", "_name_or_path", "model_type", "transformers_version", "torch_dtype", "dtype")}
     if model_type == "internlm2" or arch.startswith("InternLM2"):
         return _internlm2_as_llama(lc)
-    if model_type in LLM_CLASSES:
-        # AutoConfig would fill these from the class defaults (Qwen2-7B, Llama-7B geometry): weights that then do
-        # not fit, reported as shape mismatches, or none reported at all when only the config is read
-        missing = [key for key in _LLM_GEOMETRY if key not in lc]
-        if missing:
-            raise CheckpointError(f"llm_config lacks {', '.join(map(repr, missing))}")
+    if model_type in LLM_CLASSES:  # its geometry is there: `check_original_config`
         if model_type == "phi3":
             fields["rope_scaling"] = _phi3_rope_scaling(fields)
         try:
@@ -178,7 +172,33 @@ def _section(raw: dict, key: str) -> dict:
     return section
 
 
-def config_from_original(raw: dict, image_token_id: int) -> PocketVLMConfig:
+# InternViT fields `_internvit_config` has no default for
+_VISION_GEOMETRY = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+def check_original_config(path: Path, raw: dict) -> None:
+    """A `CheckpointError` naming `path` (the config.json `raw` was read from) when a section is missing or no object,
+    or a field of the models' geometry is missing (`require_config_keys`)."""
+    for field in ("vision_config", "llm_config"):
+        try:
+            _section(raw, field)
+        except CheckpointError as err:
+            raise CheckpointError(f"{path}: {err}") from None
+    require_config_keys(path, raw, tuple(f"vision_config.{k}" for k in _VISION_GEOMETRY)
+                        + tuple(f"llm_config.{k}" for k in LLM_GEOMETRY_KEYS))
+
+
+def config_from_original(raw: dict, image_token_id: int, path: Path) -> PocketVLMConfig:
+    """The config of original-layout `raw`, read from `path`: a `CheckpointError` naming `path` for a missing or
+    mistyped field."""
+    check_original_config(path, raw)
+    try:
+        return _config_from_original(raw, image_token_id)
+    except (TilingError, CheckpointError) as err:  # e.g. max_dynamic_patch beyond the bound, a bad llm_config
+        raise CheckpointError(f"{path}: {err}") from None
+
+
+def _config_from_original(raw: dict, image_token_id: int) -> PocketVLMConfig:
     template = raw.get("template") or "Hermes-2"
     if template not in TEMPLATES:
         raise CheckpointError(f"conversation template {template!r} is not supported; known: {sorted(TEMPLATES)}")
@@ -310,18 +330,11 @@ def fuse_internlm2_wqkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, text:
 def load_original(directory: Path, tokenizer, allow_pickle: bool = False) -> PocketVLM:
     directory = Path(directory)
     raw = read_json(directory / "config.json")
-    for field in ("vision_config", "llm_config"):  # before the tokenizer check: a wrong config is the first fault
-        try:
-            _section(raw, field)
-        except CheckpointError as err:
-            raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
+    check_original_config(directory / "config.json", raw)  # before the tokenizer check: the config is the first fault
     image_token_id = tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:
         raise CheckpointError(f"{directory}: the tokenizer has no <IMG_CONTEXT> token")
-    try:
-        config = config_from_original(raw, image_token_id)
-    except (TilingError, CheckpointError) as err:  # e.g. max_dynamic_patch beyond the bound, a bad llm_config
-        raise CheckpointError(f"{directory / 'config.json'}: {err}") from None
+    config = config_from_original(raw, image_token_id, directory / "config.json")
     lc = raw["llm_config"]
     is_internlm2 = lc.get("model_type") == "internlm2" or (lc.get("architectures") or [""])[0].startswith("InternLM2")
     state = state_dict_from_original(read_state_dict(directory, allow_pickle=allow_pickle), config, is_internlm2)
