@@ -41,6 +41,7 @@ import torch
 
 from model.errors import PocketAdaptError
 from model.progress import Progress, shows_bar
+from model.tiling import warn_if_thumbnail_added
 
 TYPES = ("f32", "f16", "q8_0", "q4_k_m")
 LANGUAGE_MODELS = {"qwen2": "qwen2", "llama": "llama"}
@@ -570,6 +571,8 @@ def write_mmproj(vlm, processor, path: Path, kind: str, name: str, vision: str |
     w.add_string(VISION_KEY, vision or vision_fingerprint(vlm))
     sd = _vision_state(vlm)
     if facts.kind == "internvl":
+        warn_if_thumbnail_added(tiling, "llama.cpp's own InternVL preprocessing (llama-mtmd-cli; the mmproj records "
+                                        "the tile counts only)")
         ratio = (vlm.config.projector_options or {}).get("downsample_ratio", 0.5)
         w.add_vision_projector_scale_factor(int(round(1 / ratio)))
         w.add_vision_preproc_min_tiles(int(tiling.min_tiles))

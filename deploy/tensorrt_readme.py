@@ -139,6 +139,17 @@ def _tokenizer_files(files: list[str] | None) -> str:
     return ", ".join(f"`{f}`" for f in rest) if rest else "tokenizer files"
 
 
+def _cutting(tiling: dict) -> str:
+    """How the host cuts an image into tiles under `tiling` (a `TilingConfig.to_dict()`), in words."""
+    return {
+        "dynamic": "InternVL dynamic tiles (the closest aspect-ratio grid, bicubic resize, row-major tiles, "
+                   + ("a thumbnail when there is more than one tile)" if tiling["thumbnail"] else "no thumbnail)"),
+        "pad": "one tile per image: padded to a centred square with the mean colour, then resized (bicubic)",
+        "crop": "one tile per image: the shortest edge resized (bicubic) to the tile size, then the centred tile cut",
+        "resize": "one tile per image: resized (bicubic) to the tile size",
+    }[tiling["mode"]]
+
+
 def bundle_readme(vlm, processor, profiles: dict, fp16: dict, files: list[str] | None = None) -> str:
     """The bundle's README.md; `files`: the names in the bundle's top folder (the tokenizer's are listed by name)."""
     vision, decoder, embed = profiles["vision"], profiles["decoder"], profiles["embed"]
@@ -154,13 +165,7 @@ def bundle_readme(vlm, processor, profiles: dict, fp16: dict, files: list[str] |
     export_first, trtllm_export = _export_routes(vlm, projector)
     mobilevlm = ("\n\nThis model has an LDP projector (MobileVLM): TensorRT-LLM has no `model_type` for MobileVLM; it "
                  "would need its own vision wrapper and the LLaMA path (unconfirmed)." if projector.startswith("ldp") else "")
-    cutting = {
-        "dynamic": "InternVL dynamic tiles (the closest aspect-ratio grid, bicubic resize, row-major tiles, a "
-                   "thumbnail when there is more than one tile)",
-        "pad": "one tile per image: padded to a centred square with the mean colour, then resized (bicubic)",
-        "crop": "one tile per image: the shortest edge resized (bicubic) to the tile size, then the centred tile cut",
-        "resize": "one tile per image: resized (bicubic) to the tile size",
-    }[tiling["mode"]]
+    cutting = _cutting(tiling)
     context = f"{profiles['image_tokens_per_tile']} x `{processor.image_context_token}` per tile"
     run = ", ".join(f"`{t}`" if t != context else t for t in (processor.image_start_token, context,
                                                                 processor.image_end_token) if t)
@@ -269,7 +274,7 @@ of a whole-VLM folder (it may need the LLM alone), and its pinned transformers v
 ## 3. Preprocessing on the host
 
 `preprocessor_config.json` holds the tiling: {cutting}; then `(x / 255 - mean) / std`. A prompt of n images gives
-each image at most `max(1, max_tiles // n)` tiles (+ thumbnail; dynamic mode); the tiles of all images go to the vision
+each image at most `max(1, max_tiles // n)` tiles{' (+ thumbnail; dynamic mode)' if tiling['thumbnail'] else ''}; the tiles of all images go to the vision
 engine in one batch (one that takes their count, section 1). **At most {profiles['max_images']} images per prompt**: the largest profile ({most} tiles) and
 `--max_multimodal_len` hold the most tiles such a prompt gives; refuse a prompt with more images on the host (its
 tiles may not fit), or export again with `adapt export --format tensorrt --max-images N`. The prompt

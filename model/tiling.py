@@ -56,6 +56,7 @@ __all__ = [
     "candidate_grids",
     "tile_grid",
     "count_tiles",
+    "warn_if_thumbnail_added",
     "split_into_tiles",
     "normalize",
     "preprocess_image",
@@ -245,6 +246,17 @@ def count_tiles(width: int, height: int, config: TilingConfig) -> int:
     cols, rows = tile_grid(width, height, config.min_tiles, config.max_tiles, config.tile_size)
     n = cols * rows
     return n + 1 if config.thumbnail and n > 1 else n
+
+
+def warn_if_thumbnail_added(config: TilingConfig, reader: str) -> None:
+    """The one warning of every export whose other reader (`reader`: transformers' GotOcr2 image processor for hf,
+    llama.cpp's own InternVL preprocessing for gguf) always adds a thumbnail after an image's tiles, for a dynamic
+    tiling of more than one tile without one. The internvl, pocket, onnx, executorch and tensorrt exports record
+    ``thumbnail`` where their readers follow it."""
+    if config.mode == "dynamic" and not config.thumbnail and config.max_tiles > 1:
+        warnings.warn(f"this model tiles images without a thumbnail (tiling.thumbnail false), but {reader} always adds "
+                      "one after the tiles of an image cut into more than one, so there the model sees other tiles "
+                      "than in training; pocket-adapt's own runtimes cut them as trained", stacklevel=3)
 
 
 def _pad_color(mean: Sequence[float]) -> tuple[int, int, int]:

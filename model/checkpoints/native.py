@@ -12,12 +12,11 @@ no part, since the inner language model has no head of its own.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 
 from transformers import AutoConfig, InternVLConfig, InternVLForConditionalGeneration
 
-from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError
+from ..tiling import IMAGENET_MEAN, IMAGENET_STD, TilingConfig, TilingError, warn_if_thumbnail_added
 from ..vision import check_feature_layer, check_tile_size
 from ..vlm import PocketVLM, PocketVLMConfig
 from .io import (
@@ -227,8 +226,7 @@ def _preprocessor_config(tiling: TilingConfig) -> dict:
     if tiling.mode != "dynamic":
         raise CheckpointError(f"GotOcr2 image processors implement dynamic tiling and one resized tile only, not "
                               f"mode {tiling.mode!r}")
-    if not tiling.thumbnail:
-        warnings.warn("GotOcr2 image processors always add a thumbnail; this model was set up without one", stacklevel=3)
+    warn_if_thumbnail_added(tiling, "transformers' InternVL image processor (GotOcr2)")
     return gotocr2_preprocessor_config(tiling)
 
 
