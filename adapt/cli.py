@@ -9,7 +9,6 @@ read-only file system) are printed as one line, ``adapt VERB: error: ...``, exit
 from __future__ import annotations
 
 import argparse
-import errno
 import inspect
 import math
 import os
@@ -19,7 +18,8 @@ import time
 from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
-from model.errors import PocketAdaptError, install_hint, os_error_of
+from model.arguments import positive_int, sampling_seed, sampling_temperature
+from model.errors import PocketAdaptError, user_error_message
 from model.limits import DEFAULT_MAX_PIXELS, MAX_IMAGES, MAX_SEED
 from model.progress import LINES, shows_bar
 
@@ -227,38 +227,6 @@ def _show_our_warnings_as_lines() -> None:
     warnings.showwarning = show
 
 
-def user_error_message(err: BaseException, out: Path | None = None) -> str | None:
-    """The one-line message for an anticipated failure, or None for a bug. `out`: the verb's output folder,
-    named when an OSError does not say which file it was writing."""
-    if isinstance(err, PocketAdaptError):
-        return str(err)
-    if isinstance(err, ModuleNotFoundError) and err.name and (hint := install_hint(err.name)):
-        return f"this needs the {err.name.split('.')[0]} package, which is not installed: {hint}"
-    err = os_error_of(err) or err  # safetensors' write errors (a full disk) carry the OSError they are
-    if not isinstance(err, OSError):
-        return None
-    where = err.filename if err.filename is not None else (f"writing under {out}" if out is not None else None)
-    where = f"{where}: " if where is not None else ""
-    reason = err.strerror or str(err)
-    if isinstance(err, FileNotFoundError):
-        return f"{where}no such file or folder; check the path"
-    if isinstance(err, FileExistsError):
-        return f"{where}already exists and is not a folder; move it away or choose another path"
-    if isinstance(err, NotADirectoryError):
-        return f"{where}not a folder (a file is in the way on this path); move it away or choose another path"
-    if isinstance(err, IsADirectoryError):
-        return f"{where}is a folder, not a file; give the path of a file"
-    if isinstance(err, PermissionError):
-        return f"{where}permission denied; make it writable (readable for inputs) or choose another path"
-    # numpy's ndarray.tofile (the GGUF writer's) reports a full disk without an errno
-    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or (
-            err.errno is None and str(err).startswith("Not enough free space")):
-        return f"{where}disk full ({reason}); free some space or write elsewhere"
-    if err.errno == errno.EROFS:
-        return f"{where}read-only file system; choose a writable path"
-    return None
-
-
 def _printable_stdout() -> None:
     """On a stdout whose encoding cannot write every character (a non-UTF-8 locale: LANG=en_US.ISO-8859-1, or
     LC_ALL=C with PYTHONUTF8=0), write those it cannot as ``\\xe9`` escapes, as Python does on stderr, rather than
@@ -293,17 +261,6 @@ def _path(text: str) -> Path:
     return Path(text).expanduser()
 
 
-def positive_int(text: str) -> int:
-    """argparse type of a count: 1 or more, else a usage error naming the value."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _tile_count(text: str) -> int:
     """A tile cap given on the command line: 1 to :data:`~model.limits.MAX_TILES_LIMIT`, a usage error naming the flag
     otherwise (not the ``TilingConfig.max_tiles`` it becomes)."""
@@ -330,30 +287,6 @@ def _image_count(text: str) -> int:
     return value
 
 
-def _checked(convert, check: str, what: str):
-    """An argparse type: `convert` the text, then `model.generation.<check>` it (the checks the demo's session and
-    `generate`'s callers share), each failure an ArgumentTypeError in words."""
-
-    def parse(text: str):
-        from model import generation  # at parse time: adapt.cli loads without torch
-
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        try:
-            return getattr(generation, check)(value)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    return parse
-
-
-# a sampling seed every runtime reads alike: 0 to MAX_SEED (numpy refuses a negative seed, torch one above 2**64,
-# llama.cpp's helper keeps 32 bits)
-_seed = _checked(int, "check_seed", "a whole number")
-_temperature = _checked(float, "check_temperature", "a number")
-_top_p = _checked(float, "check_top_p", "a number")
 
 
 class _Version(argparse.Action):
@@ -389,9 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--read-option", action="append", default=[], metavar="KEY=VALUE",
                       help="--domain only: a reading option of the domain's demo (e.g. window=lung), repeatable")
     chat.add_argument("--max-new-tokens", type=positive_int, default=64, help="longest answer in tokens (default 64)")
-    chat.add_argument("--temperature", type=_temperature, default=0.0,
+    chat.add_argument("--temperature", type=sampling_temperature, default=0.0,
                       help=f"0 = greedy (default), else sampled at this temperature (at least {MIN_TEMPERATURE:g})")
-    chat.add_argument("--seed", type=_seed, default=0,
+    chat.add_argument("--seed", type=sampling_seed, default=0,
                       help=f"random seed of sampling (--temperature > 0), every runtime: 0 to {MAX_SEED} "
                            "(default 0: the same draw each run)")
     chat.add_argument("--max-tiles", type=_tile_count, help="override the model's tile cap for this question (1-40)")

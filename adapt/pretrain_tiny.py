@@ -193,7 +193,7 @@ def check_full(out_dir: Path, progress: bool = True) -> tuple[list[str], dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import positive_int
+    from model.arguments import positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="run folder (default: runs/pocket-tiny-pretrain; "
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except (PocketAdaptError, OSError) as err:
-        from .cli import user_error_message  # the CLI's messages: a file in the way, permission, disk full
+        from model.errors import user_error_message  # the CLI's messages: a file in the way, permission, disk full
 
         message = user_error_message(err, args.out)
         if message is None:

@@ -11,7 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from adapt.cli import positive_int  # noqa: F401  (the bench scripts' count type, as the CLI's)
+from model.arguments import positive_int  # noqa: F401  (the bench scripts' count type, as the CLI's)
 from model.checkpoints.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]

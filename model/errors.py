@@ -7,6 +7,7 @@ already catch it, from `ValueError` too). It lives here, in the package every ot
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -69,3 +70,35 @@ def os_error_of(err: BaseException, filename: str | Path | None = None) -> OSErr
         return None
     code = int(found.group(1))
     return OSError(code, os.strerror(code), None if filename is None else str(filename))
+
+
+def user_error_message(err: BaseException, out: Path | None = None) -> str | None:
+    """The one-line message for an anticipated failure, or None for a bug. `out`: the verb's output folder,
+    named when an OSError does not say which file it was writing."""
+    if isinstance(err, PocketAdaptError):
+        return str(err)
+    if isinstance(err, ModuleNotFoundError) and err.name and (hint := install_hint(err.name)):
+        return f"this needs the {err.name.split('.')[0]} package, which is not installed: {hint}"
+    err = os_error_of(err) or err  # safetensors' write errors (a full disk) carry the OSError they are
+    if not isinstance(err, OSError):
+        return None
+    where = err.filename if err.filename is not None else (f"writing under {out}" if out is not None else None)
+    where = f"{where}: " if where is not None else ""
+    reason = err.strerror or str(err)
+    if isinstance(err, FileNotFoundError):
+        return f"{where}no such file or folder; check the path"
+    if isinstance(err, FileExistsError):
+        return f"{where}already exists and is not a folder; move it away or choose another path"
+    if isinstance(err, NotADirectoryError):
+        return f"{where}not a folder (a file is in the way on this path); move it away or choose another path"
+    if isinstance(err, IsADirectoryError):
+        return f"{where}is a folder, not a file; give the path of a file"
+    if isinstance(err, PermissionError):
+        return f"{where}permission denied; make it writable (readable for inputs) or choose another path"
+    # numpy's ndarray.tofile (the GGUF writer's) reports a full disk without an errno
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or (
+            err.errno is None and str(err).startswith("Not enough free space")):
+        return f"{where}disk full ({reason}); free some space or write elsewhere"
+    if err.errno == errno.EROFS:
+        return f"{where}read-only file system; choose a writable path"
+    return None

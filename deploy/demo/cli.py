@@ -10,7 +10,8 @@ import math
 import sys
 from pathlib import Path
 
-from adapt.cli import _seed, _temperature, _top_p, positive_int, user_error_message
+from model.arguments import positive_int, sampling_seed, sampling_temperature, sampling_top_p
+from model.errors import user_error_message
 
 __all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "default_model", "main", "quickstart_model",
            "run_demo"]
@@ -76,13 +77,13 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=positive_int, default=DEFAULT_MAX_NEW_TOKENS,
                       help=f"longest answer in tokens (default {DEFAULT_MAX_NEW_TOKENS}; a looping answer is cut "
                            "sooner)")
-    demo.add_argument("--temperature", type=_temperature, default=0.0,
+    demo.add_argument("--temperature", type=sampling_temperature, default=0.0,
                       help="0 = greedy answers (default), else answers sampled at this temperature, as `adapt chat "
                            "--temperature` samples (at least 0.001)")
-    demo.add_argument("--top-p", type=_top_p, default=1.0,
+    demo.add_argument("--top-p", type=sampling_top_p, default=1.0,
                       help="with --temperature: draw only from the likeliest tokens holding this share of the "
                            "probability, in (0, 1] (default 1: all of them)")
-    demo.add_argument("--seed", type=_seed, default=0,
+    demo.add_argument("--seed", type=sampling_seed, default=0,
                       help="with --temperature: random seed, set afresh for each question, so the same question about "
                            "the same images gets the same answer (default 0)")
     demo.set_defaults(handler=run_demo, builds_model=True)

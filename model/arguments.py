@@ -1,0 +1,44 @@
+"""argparse types of the command lines (`adapt` and `adapt demo`): a count, and the sampling settings checked as
+`model.generation` checks them, each failure a usage error in words. Here, below both `adapt` and `deploy`, so each
+command line takes the same types from one place; importing it loads no torch."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """argparse type of a count: 1 or more, else a usage error naming the value."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _checked(convert, check: str, what: str):
+    """An argparse type: `convert` the text, then `model.generation.<check>` it (the checks the demo's session and
+    `generate`'s callers share), each failure an ArgumentTypeError in words."""
+
+    def parse(text: str):
+        from model import generation  # at parse time: the command lines load without torch
+
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        try:
+            return getattr(generation, check)(value)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return parse
+
+
+# a sampling seed every runtime reads alike: 0 to MAX_SEED (numpy refuses a negative seed, torch one above 2**64,
+# llama.cpp's helper keeps 32 bits)
+sampling_seed = _checked(int, "check_seed", "a whole number")
+sampling_temperature = _checked(float, "check_temperature", "a number")
+sampling_top_p = _checked(float, "check_top_p", "a number")
