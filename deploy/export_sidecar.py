@@ -46,16 +46,31 @@ def read_json(path: Path, error: type[PocketAdaptError]) -> dict:
     return value
 
 
+def recorded_object(value: dict | str, source: Path, what: str, error: type[PocketAdaptError]) -> dict:
+    """The JSON object an export recorded in `source` (a graph's metadata, a program's constant) as `what`, given as a
+    dict or its JSON text; `error` naming `source` where it is not one."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, dict):
+        raise error(f"{source}: the {what} it records is damaged (not the JSON object the export writes); "
+                    "export it again")
+    return value
+
+
 def check_tiling(exported: dict | str, current, config: Path, artefact: str, error: type[PocketAdaptError]) -> None:
     """`error` naming every tiling key of `config` that differs from the one `artefact` (a file beside `config`) was
-    exported with: `exported`, the tiling it records (a dict, or its JSON text); `error` naming `artefact` when that
-    record is damaged."""
-    from model.tiling import TilingConfig
+    exported with: `exported`, the tiling it records (`recorded_object`); `error` naming `artefact` when that is
+    damaged."""
+    from model.tiling import TilingConfig, TilingError
 
+    source = config.parent / artefact
     try:
-        a = TilingConfig.from_dict(json.loads(exported) if isinstance(exported, str) else exported).to_dict()
-    except ValueError as err:  # not JSON, or no tiling (TilingError is a ValueError)
-        raise error(f"{config.parent / artefact}: the tiling it records is damaged ({err}); export it again") from None
+        a = TilingConfig.from_dict(recorded_object(exported, source, "tiling", error)).to_dict()
+    except TilingError as err:
+        raise error(f"{source}: the tiling it records is damaged ({err}); export it again") from None
     b = current.to_dict()
     changed = [f"{k} {a[k]} -> {b[k]}" for k in a if a[k] != b.get(k)]
     if changed:
@@ -80,18 +95,22 @@ def check_tokenizer(want: dict, tokenizer, folder: Path, artefact: str, error: t
                     f"({'; '.join(problems)}); put the exported tokenizer back or re-export")
 
 
-def read_processor(folder: Path, error: type[PocketAdaptError], tokenizers: Sequence[tuple[dict, str]] = ()) -> tuple:
+def read_processor(folder: Path, error: type[PocketAdaptError],
+                   tokenizers: Sequence[tuple[dict | str, str]] = ()) -> tuple:
     """Training's processor rebuilt from the sidecar files (tokenizer, tiling, chat template, image tokens), and
     the preprocessor config it came from (for `check_preprocessor_config`, after the tiling check). `tokenizers`:
-    the (fingerprint, artefact) pairs the export recorded, checked (`check_tokenizer`) on the folder's tokenizer as
-    it loads, before an image token the config names and the tokenizer lacks is refused (the processor would add it
-    as a new token, which the fingerprint would then blame on the tokenizer files)."""
+    the (fingerprint, artefact) pairs the export recorded (each a dict or its JSON text, `recorded_object`), checked
+    (`check_tokenizer`) on the folder's tokenizer as it loads, before an image token the config names and the
+    tokenizer lacks is refused (the processor would add it as a new token, which the fingerprint would then blame on
+    the tokenizer files)."""
     from deploy.onnx.export import CHAT_TEMPLATE, PREPROCESSOR, image_token_ids
     from model.chat import ChatTemplateError, chat_template_from_dict
     from model.loading import load_tokenizer
     from model.processor import VLMProcessor
     from model.tiling import TilingConfig, TilingError
 
+    tokenizers = [(recorded_object(want, folder / artefact, "tokenizer fingerprint", error), artefact)
+                  for want, artefact in tokenizers]
     pre = read_json(folder / PREPROCESSOR, error)
     try:
         tiling = TilingConfig.from_dict(pre.get("tiling"))

@@ -120,3 +120,13 @@ def test_a_damaged_recorded_tiling_is_refused_naming_the_graph(tmp_path, recorde
     assert said.startswith(f"{tmp_path / 'vision.onnx'}: the tiling it records is damaged ("), said
     check_tiling('{"tile_size": 112}', TilingConfig(tile_size=112), tmp_path / PREPROCESSOR, "vision.onnx",
                  OnnxRuntimeError)  # an intact record that matches: no error
+
+
+@pytest.mark.parametrize("fingerprint", ['{"size": ', '["size"]', "null"])
+def test_a_damaged_recorded_tokenizer_fingerprint_is_refused_naming_the_program(sidecar, fingerprint):
+    """ExecuTorch's program records the tokenizer fingerprint as JSON text: a damaged one was a raw JSONDecodeError
+    (or an AttributeError on a list) from `adapt chat --runtime executorch`; it is the runtime's error naming it."""
+    with pytest.raises(OnnxRuntimeError) as caught:
+        read_processor(sidecar, OnnxRuntimeError, [(fingerprint, "model.pte")])
+    said = str(caught.value)
+    assert said.startswith(f"{sidecar / 'model.pte'}: the tokenizer fingerprint it records is damaged"), said

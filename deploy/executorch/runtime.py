@@ -10,7 +10,6 @@ time; the KV cache stays inside the loaded program. Loading refuses a folder who
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +67,7 @@ class ExecuTorchExport(SidecarExport):
                                       f"{', '.join(sorted(set(needed) - names))})")
             constants = {n: program.load_method(n).execute([])[0] for n in needed[3:]}
             processor, pre = read_processor(folder, ExecuTorchError,
-                                            [(json.loads(constants[TOKENIZER_METHOD]), PTE)])
+                                            [(constants[TOKENIZER_METHOD], PTE)])
             check_tiling(constants[TILING_METHOD], processor.tiling, folder / PREPROCESSOR, PTE,
                          ExecuTorchError)
             check_preprocessor_config(processor, pre, folder, ExecuTorchError)
