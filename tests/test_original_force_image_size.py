@@ -42,3 +42,17 @@ def test_a_config_without_max_dynamic_patch_tiles_as_internvl_does(hf_internvl, 
     raw.pop("max_dynamic_patch")
     tiling = config_from_original(raw, 5, tmp_path / "config.json").tiling_config
     assert (tiling.min_tiles, tiling.max_tiles) == (1, 6)
+
+
+def test_a_config_without_the_tiling_switches_reads_them_as_internvl_does(hf_internvl, tmp_path):
+    """InternVLChatConfig defaults dynamic_image_size and use_thumbnail to False (reference internvl.md, §11); a
+    config lacking them was read as dynamic tiling with a thumbnail, where InternVL's own code resizes to one tile."""
+    from model.checkpoints.original import config_from_original
+
+    raw = original_layout_config(hf_internvl)
+    raw.pop("dynamic_image_size"), raw.pop("use_thumbnail")
+    tiling = config_from_original(raw, 5, tmp_path / "config.json").tiling_config
+    assert (tiling.mode, tiling.thumbnail) == ("resize", False)
+    raw.update(dynamic_image_size=True, use_thumbnail=True)
+    tiling = config_from_original(raw, 5, tmp_path / "config.json").tiling_config
+    assert (tiling.mode, tiling.thumbnail) == ("dynamic", True)

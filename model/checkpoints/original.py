@@ -223,8 +223,9 @@ def _config_from_original(raw: dict, image_token_id: int) -> PocketVLMConfig:
             tile_size=image_size,
             min_tiles=_number(raw, "min_dynamic_patch", 1, int),
             max_tiles=_number(raw, "max_dynamic_patch", 6, int),  # InternVLChatConfig's default, as InternVL reads it
-            thumbnail=bool(raw.get("use_thumbnail", True)),
-            mode="dynamic" if raw.get("dynamic_image_size", True) else "resize",
+            # both False in InternVLChatConfig (one tile, resized); released configs say true
+            thumbnail=bool(raw.get("use_thumbnail", False)),
+            mode="dynamic" if raw.get("dynamic_image_size", False) else "resize",
             mean=IMAGENET_MEAN,
             std=IMAGENET_STD,
         ).to_dict(),
