@@ -155,6 +155,8 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         if setting.mode != "frozen" and not any(n.startswith(PART_PREFIXES[part]) for n, _ in model.named_parameters()):
             raise PartsError(f"parts.{part}: mode {setting.mode} but the {part} part has no parameters, so it would "
                              f"train nothing; set parts.{part}.mode: frozen")
+        if setting.mode == "lora":
+            _check_lora_values(part, setting)
     lora_parts = {p: s for p, s in settings.items() if s.mode == "lora"}
     if lora_parts:
         targets: list[str] = []
@@ -188,6 +190,17 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         mode = settings.get(part_of(name), PartSetting()).mode
         param.requires_grad = mode == "full" or (mode == "lora" and "lora_" in name)
     return model
+
+
+def _check_lora_values(part: str, setting: PartSetting) -> None:
+    """Refuse what the recipe schema (`adapt.recipe.LoraSpec`) refuses, for settings built in code: peft raises a
+    raw error for r 0 and builds adapters that train nothing, or diverge, for a negative r, alpha or dropout."""
+    if isinstance(setting.r, bool) or not isinstance(setting.r, int) or setting.r < 1:
+        raise PartsError(f"parts.{part}.lora.r: {setting.r!r} is not a whole number of at least 1 (8 to 64 is usual)")
+    if not setting.alpha > 0:  # NaN too
+        raise PartsError(f"parts.{part}.lora.alpha: {setting.alpha!r} is not above 0")
+    if not 0 <= setting.dropout < 1:
+        raise PartsError(f"parts.{part}.lora.dropout: {setting.dropout!r} is not in [0, 1)")
 
 
 def _check_rank(model: nn.Module, part: str, setting: PartSetting, modules: list[str], params: list[str]) -> None:

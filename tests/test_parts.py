@@ -105,3 +105,21 @@ def test_a_lora_rank_above_a_targeted_layer_width_is_refused_naming_it():
     # the default targets (every Linear): the narrow gate does not rule out a rank the wide layer can take
     wrapped = apply_parts(tiny(), {"llm": PartSetting(mode="lora", r=4)})
     assert any("language_model.0.lora_A" in n for n, _ in wrapped.named_parameters())
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("r", 0, r"parts\.llm\.lora\.r: 0 is not a whole number of at least 1"),
+    ("r", -2, r"parts\.llm\.lora\.r: -2 is not"),
+    ("r", 2.5, r"parts\.llm\.lora\.r: 2\.5 is not"),
+    ("alpha", 0.0, r"parts\.llm\.lora\.alpha: 0\.0 is not above 0"),
+    ("alpha", float("nan"), r"parts\.llm\.lora\.alpha: nan"),
+    ("dropout", 1.0, r"parts\.llm\.lora\.dropout: 1\.0 is not in \[0, 1\)"),
+    ("dropout", -0.1, r"parts\.llm\.lora\.dropout: -0\.1"),
+])
+def test_lora_values_the_recipe_schema_refuses_are_refused_from_code_too(field, value, message):
+    """A recipe's r, alpha and dropout are checked by its schema; `PartSetting` built in code went to peft unchecked:
+    r 0 a raw peft error, a negative r a LoRA that trained nothing. Refused naming the part and the field."""
+    model = _Tiny()
+    model.language_model = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(PartsError, match=message):
+        apply_parts(model, {"llm": PartSetting(**{"mode": "lora", "r": 2, "dropout": 0.0, field: value})})
