@@ -40,6 +40,7 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 _FOLDER = re.compile(r"^checkpoint-(\d+)(?:\.partial)?$")  # a checkpoint's folder, whole or being written
 _RANDOM_KEYS = ("python_random", "numpy_random")
 _STATE_KEYS = ("optimizer", "scheduler", *_RANDOM_KEYS)  # what `load_checkpoint` reads from trainer_state.json
+_RESERVED_KEYS = ("step", "checkpoint_format", *_STATE_KEYS, "rank_random")  # what `extra` may not replace
 MANIFEST = "manifest.json"
 STATE = "trainer_state.json"
 RECIPE = "recipe.yaml"
@@ -279,7 +280,12 @@ def save_checkpoint(out_dir: Path, step: int, model: torch.nn.Module, optimizer,
     """`optimizer=None` leaves the optimizer state out (DeepSpeed's ZeRO state holds objects, not just tensors).
     `recipe_yaml`: the resolved recipe, kept as `recipe.yaml` so a resume can tell what was edited since.
     `rank_rng`: every rank's `rng_state()` (a data-parallel run), so that each rank resumes with its own.
-    `weights`: the trainable weights to store instead of the model's (DeepSpeed's fp32 master copies)."""
+    `weights`: the trainable weights to store instead of the model's (DeepSpeed's fp32 master copies).
+    `extra`: more trainer state, returned by `load_checkpoint`; it may not hold the keys this function writes."""
+    clash = [k for k in extra if k in _RESERVED_KEYS]
+    if clash:  # else `extra` replaced them: a checkpoint named for one step that resumed at another, or not at all
+        raise ValueError(f"save_checkpoint: extra holds {', '.join(map(repr, clash))}, which the checkpoint writes "
+                         f"itself ({', '.join(_RESERVED_KEYS)}); give them other names")
     out_dir = Path(out_dir)
     final = out_dir / f"checkpoint-{step}"
     partial = out_dir / f"checkpoint-{step}.partial"

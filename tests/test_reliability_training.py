@@ -812,3 +812,18 @@ def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch, f
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train_log.jsonl"]
     assert target.read_text() == "old\n"
+
+
+@pytest.mark.parametrize("key", ["step", "optimizer", "rank_random"])
+def test_extra_state_may_not_replace_what_the_checkpoint_writes(tmp_path, key):
+    """`extra` was merged last into trainer_state.json: {"step": 7} made checkpoint-2 hold step 7 (then passed over
+    as damaged), an "optimizer" key broke resuming. Refused naming the key, before anything is written."""
+    from adapt.checkpointing import load_checkpoint, save_checkpoint
+
+    net, optimizer, scheduler = _tiny_training_state()
+    with pytest.raises(ValueError, match=rf"extra holds '{key}', which the checkpoint writes itself"):
+        save_checkpoint(tmp_path, 2, net, optimizer, scheduler, {"recipe": "r", key: 7}, keep_last=2)
+    assert list(tmp_path.iterdir()) == []
+    path = save_checkpoint(tmp_path, 2, net, optimizer, scheduler, {"recipe": "r"}, keep_last=2)
+    state = load_checkpoint(path, net, optimizer, scheduler)
+    assert state["step"] == 2 and state["recipe"] == "r"
