@@ -20,6 +20,7 @@ from .errors import ModelConfigError, PocketAdaptError
 from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
 from .processor import VLMProcessor
 from .projectors import projector_tokens
+from .quiet import ignoring
 from .resources import assets_dir
 from .tiling import TilingConfig
 from .vision import patch_grid
@@ -136,8 +137,7 @@ ADAPTER_FOLDER = "adapter"  # a checkpoint's own LoRA adapter, kept apart from i
 def peft_quietly():
     """peft 0.x reads transformers' deprecated `is_gradient_checkpointing` (a FutureWarning per wrap that the
     user can do nothing about); everything else it warns about still shows."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+    with ignoring(FutureWarning, "`is_gradient_checkpointing` is deprecated"):
         yield
 
 

@@ -25,7 +25,6 @@ import numbers
 import os
 import struct
 import threading
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from PIL import Image, ImageOps
 
 from .errors import PocketAdaptError
 from .limits import DEFAULT_MAX_PIXELS, MAX_TILES_LIMIT
+from .quiet import ignoring
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so tile planning (`adapt tiles`) stays light
     import torch
@@ -708,8 +708,7 @@ def _open_past_pil_limit(path: str | os.PathLike[str]) -> Image.Image:
     its format, as ``Image.open`` does, without the check. PIL's warning below its limit is silenced here too; a file
     of 0 bytes raises :class:`EmptyImageError` ("empty file")."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with ignoring(Image.DecompressionBombWarning):
             return Image.open(path, formats=_readable_formats())
     except Image.DecompressionBombError:
         pass

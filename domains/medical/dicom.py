@@ -43,7 +43,6 @@ import os
 import re
 import stat
 import struct
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -77,6 +76,7 @@ from pydicom.uid import (
 from domains.base import DomainError
 from domains.files import atomic_write
 from model.progress import Progress, progress_bar
+from model.quiet import ignoring
 
 __all__ = [
     "DICOM_SUFFIXES",
@@ -196,8 +196,7 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
                 raise DicomError(path, "not a DICOM file",
                                  f"no DICM prefix and no DICOM data elements in its first {PROBE_BYTES // 1024} KiB"
                                  ) from None
-            with warnings.catch_warnings():  # a probe: garbage parses with VR warnings, judged below
-                warnings.simplefilter("ignore")
+            with ignoring():  # a probe: garbage parses with VR warnings, judged below
                 ds = pydicom.dcmread(source, stop_before_pixels=header_only, force=True)
             if not any(tag.group == 0x0008 for tag in ds.keys()):  # noqa: SIM118 - a Dataset iterates elements
                 raise DicomError(path, "not a DICOM file", "no DICM prefix and no DICOM data elements") from None
@@ -227,8 +226,7 @@ def _header_without_pixels(source: Path | io.BytesIO) -> bool:
     if isinstance(source, io.BytesIO):
         source.seek(0)
     try:
-        with warnings.catch_warnings():  # a probe: the full read already warned
-            warnings.simplefilter("ignore")
+        with ignoring():  # a probe: the full read already warned
             return len(pydicom.dcmread(source, stop_before_pixels=True, force=True)) > 0
     except Exception:  # noqa: BLE001 - pydicom raises many types on a broken file; only the answer matters
         return False
@@ -250,8 +248,7 @@ def _cut_encapsulated(source: Path | io.BytesIO) -> Dataset | None:
     raw = source.getvalue() if isinstance(source, io.BytesIO) else source.read_bytes()
     fh = io.BytesIO(raw)
     try:
-        with warnings.catch_warnings():  # the full read already warned
-            warnings.simplefilter("ignore")
+        with ignoring():  # the full read already warned
             ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
         syntax = UID(str(ds.file_meta.TransferSyntaxUID))
         frames = frame_count(ds)
@@ -340,8 +337,7 @@ def _starts_like_dataset(source: Path | io.BytesIO) -> bool:
             return True
         return False
 
-    with warnings.catch_warnings():  # a probe: garbage parses with VR warnings
-        warnings.simplefilter("ignore")
+    with ignoring():  # a probe: garbage parses with VR warnings
         try:
             read_partial(io.BytesIO(head), stop_when=stop, force=True)
         except Exception:  # noqa: BLE001 - pydicom raises many types on garbage; only `first` is judged
@@ -1351,8 +1347,7 @@ def _salvaged_uids(path: Path) -> tuple[str, str]:
 
     try:
         source = _gunzipped(path)
-        with warnings.catch_warnings(), (open(path, "rb") if source is None else source) as fp:
-            warnings.simplefilter("ignore")
+        with ignoring(), (open(path, "rb") if source is None else source) as fp:
             ds = read_partial(fp, stop_when=stop, force=True)
             if after:
                 series_uid = str(ds.get("SeriesInstanceUID") or "").strip()

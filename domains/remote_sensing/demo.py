@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from domains.base import DomainError
+from model.quiet import ignoring
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,6 @@ def _self_contained_driver(path: Path) -> str:
     by content, not by name, so a VRT or GDAL_WMS XML named .tif would read server files or fetch URLs) that opens
     `path`, when the dataset it opens reads no file but those beside it (its own sidecars); DomainError otherwise,
     before any other driver can open the file."""
-    import warnings
-
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
@@ -125,8 +124,7 @@ def _self_contained_driver(path: Path) -> str:
     folder = path.resolve().parent
     for driver in READ_DRIVERS:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with ignoring(NotGeoreferencedWarning):
                 with rasterio.open(path, driver=driver) as src:
                     files = list(src.files)
         except RasterioError:

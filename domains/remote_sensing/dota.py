@@ -18,7 +18,6 @@ import heapq
 import math
 import re
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -45,6 +44,7 @@ from domains.remote_sensing import PIL_SUFFIXES
 from domains.remote_sensing.convert import GROUNDING_QUESTION, RSVQA_INSTRUCTION, _listed, _record, rsvqa_bucket
 from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
+from model.quiet import ignoring
 from model.tiling import ImageLoadError, load_image, upright_size
 
 __all__ = ["CHIP_GAP", "CHIP_SIZE", "COUNT_QUESTION", "DOTA_DATASET", "EMPTY_LABELS", "MIN_KEEP", "PRESENCE_QUESTION",
@@ -624,8 +624,7 @@ def _strip_chips(path: Path, bands: tuple[int, ...], windows: Sequence[tuple[int
 
     out: list[bytes] = [b""] * len(windows)
     try:
-        with warnings.catch_warnings():  # a PNG has no map coordinates: only pixels are read
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with ignoring(NotGeoreferencedWarning):  # a PNG has no map coordinates: only pixels are read
             # GDAL would keep every row read in its block cache (5 % of RAM): rows are read once, top to bottom
             with _block_cache(CHIP_CACHE_MIN), rasterio.open(path, driver="PNG") as src:
                 top, held = 0, None  # rows top .. top + held.shape[1] of the image, all columns

@@ -73,6 +73,7 @@ from domains.base import DomainError
 from domains.boxes import Box, pixel_box
 from model.errors import PocketAdaptError
 from model.limits import DEFAULT_MAX_PIXELS
+from model.quiet import ignoring
 from model.tiling import STRETCH_PERCENTILES
 
 __all__ = [
@@ -258,8 +259,7 @@ def open_raster(path: str | Path):
     errors: list[RasterioError] = []
     for driver in READ_DRIVERS:
         try:
-            with warnings.catch_warnings():  # a raster without a CRS is fine here: only pixels are read
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with ignoring(NotGeoreferencedWarning):  # a raster without a CRS is fine here: only pixels are read
                 src = rasterio.open(p, driver=driver)
             break
         except RasterioError as exc:
