@@ -68,9 +68,10 @@ def _unchanged_general(folder: Path) -> bool:
 def remove_stale_staging(data: Path) -> list[Path]:
     """Delete the staging folders of :func:`prepare_general` that a killed run (kill -9, power loss) left in `data`;
     returns them, sorted. One is stale when the process its name carries is gone (or is this one, started after it
-    was made); one without a pid (an earlier version's), one another host of a shared file system made (its name's
-    host tag), or whose owner cannot be told, after a day, as
-    :func:`domains.files.remove_stale_parts` judges ``.part`` files. A live run's folder is kept."""
+    was made), judged only where its name's host tag is :data:`domains.files.HOST_TAG` (this machine and container,
+    as :func:`domains.files.remove_stale_parts` judges ``.part`` files); one without a pid or a tag (an earlier
+    version's), one another machine or container made, or whose owner cannot be told, after a day. A live run's
+    folder is kept."""
     removed = []
     now = time.time_ns()
     for folder in sorted(data.glob(".general-*")) if data.is_dir() else ():

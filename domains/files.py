@@ -11,9 +11,9 @@ time (:func:`source_stamp`).
 
 Written files get the permissions the umask gives any new file (not 0600). A temporary file is named
 ``.<name>.<pid>@<host>-<token>.part`` (`host`: :data:`HOST_TAG`); a failed write removes its own, and
-:func:`remove_stale_parts` (run by ``DomainPlugin.convert`` before each conversion) removes those a killed run left
-behind. An ``OSError`` raised while writing (disk full, permission denied) carries the path being written in
-``filename``.
+:func:`remove_stale_parts` (run by ``DomainPlugin.convert`` before each conversion) removes those a killed run of
+this machine and container left behind, and names the others it keeps. An ``OSError`` raised while writing (disk
+full, permission denied) carries the path being written in ``filename``.
 
 **Names read from data files** (an image path in a JSON, an XML ``<filename>``, an id turned into a file name) go
 through :func:`inside_root`, the one containment check of every converter: a name that is absolute, climbs out of
@@ -32,6 +32,7 @@ import secrets
 import shutil
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -50,11 +51,34 @@ __all__ = ["HOST_TAG", "KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 PATH_ESCAPES = "path escapes data root"  # the report reason of a name refused by inside_root
 KEY_CHUNK = "pocket-adapt:key"  # PNG text chunk holding the output_key an image was made with
-STALE_PART_SECONDS = 86_400  # a .part whose owner cannot be told is stale after a day
+STALE_PART_SECONDS = 86_400  # a quick start's staging folder whose owner cannot be told is stale after a day
 _PART = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:@(?P<host>[0-9a-f]{8}))?-[0-9a-f]{8}\.part$")
-# this machine in a temporary file's name: a pid only tells on the host that gave it (a shared file system is
-# written from several)
-HOST_TAG = hashlib.sha1(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def host_tag(hostname: str, boot_id: str, pid_namespace: str) -> str:
+    """The 8 hex digits naming the processes whose pids mean the same: a pid only tells on the machine, in the boot
+    and in the pid namespace (container) that gave it. Containers of one host share its boot id, and may share a
+    host name (``--network host``, a fixed ``--hostname``), but not their pid namespace."""
+    identity = "\0".join((hostname, boot_id, pid_namespace))
+    return hashlib.sha1(identity.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
+def _pid_space() -> tuple[str, str]:
+    """This boot (Linux's boot id) and pid namespace (``pid:[inode]``); empty where there are none (no ``/proc``)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        boot = ""
+    try:
+        space = os.readlink("/proc/self/ns/pid")
+    except OSError:  # a namespace not told could be any container's: a tag no other process shares
+        space = f"unknown {secrets.token_hex(8)}" if os.path.isdir("/proc/self") else ""
+    return boot, space
+
+
+# this process's pid space in a temporary file's name (a shared file system is written from several machines, a
+# shared volume from several containers)
+HOST_TAG = host_tag(socket.gethostname(), *_pid_space())
 _STARTED_NS = time.time_ns()  # a .part carrying this process's pid but older than this is a dead namesake's
 
 
@@ -110,16 +134,16 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = True, 
 def remove_stale_parts(root: Path) -> list[Path]:
     """Delete the temporary ``.part`` files killed runs left under `root`; returns them, sorted.
 
-    A ``.<name>.<pid>@<host>-<token>.part`` of this host (or ``.<name>.<pid>-<token>.part``, an earlier version's)
-    is stale when process `pid` is gone or started after the file was last written (a reused pid, where Linux's
-    ``/proc`` tells; this process by its own start time); one of another host (a shared file system: its pid tells
-    nothing here), other ``.part`` names (earlier versions) and any ``.part`` on a system where processes cannot be
-    probed are stale after :data:`STALE_PART_SECONDS`. A live writer's file is kept.
+    Only a ``.<name>.<pid>@<host>-<token>.part`` whose `host` is :data:`HOST_TAG` (this machine, boot and container)
+    is judged, stale when process `pid` is gone or started after the file was last written (a reused pid, where
+    Linux's ``/proc`` tells; this process by its own start time); a live writer's file is kept. Any other ``.part``
+    -- another machine's or container's, an earlier version's (no tag, or one of the host name alone), any on a
+    system where processes cannot be probed -- may be a live writer's whose pid means nothing here: it is kept, at
+    any age, and a warning names it for the user to delete.
     """
     if not root.is_dir():
         return []
-    removed = []
-    now = time.time_ns()
+    removed, unknown = [], []
     for part in sorted(root.rglob(".*.part")):
         try:
             st = part.lstat()
@@ -127,19 +151,26 @@ def remove_stale_parts(root: Path) -> list[Path]:
             continue
         if not os.path.isfile(part) or os.path.islink(part):
             continue
-        old = now - st.st_mtime_ns > STALE_PART_SECONDS * 10**9
         m = _PART.match(part.name)
-        if old or (m and owner_gone(int(m.group("pid")), st.st_mtime_ns, m.group("host"))):
+        if not m or m.group("host") != HOST_TAG or os.name == "nt":
+            unknown.append(part)
+        elif owner_gone(int(m.group("pid")), st.st_mtime_ns, m.group("host")):
             part.unlink(missing_ok=True)
             removed.append(part)
+    if unknown:
+        shown = ", ".join(map(str, unknown[:3])) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        warnings.warn(f"kept {len(unknown)} temporary file(s) under {root} whose writer cannot be checked from here "
+                      f"(another machine or container, or an earlier pocket-adapt): {shown}; delete them once no "
+                      "conversion writes there", stacklevel=2)
     return removed
 
 
 def owner_gone(pid: int, mtime_ns: int, host: str | None = None) -> bool:
     """Whether the process `pid` that named a temporary file (or folder) last written at `mtime_ns` is gone: not
     running, or a later process holding a reused pid; this process when it started after the write. `host`: the
-    :data:`HOST_TAG` the name carries, if any; a process of another host cannot be probed, so is never gone."""
-    if host is not None and host != HOST_TAG:
+    :data:`HOST_TAG` the name carries; a process of another machine or container (or of a name without a tag, an
+    earlier version's) cannot be probed, so is never gone."""
+    if host != HOST_TAG:
         return False
     if pid == os.getpid():
         return mtime_ns < _STARTED_NS

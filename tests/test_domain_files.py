@@ -17,6 +17,7 @@ from PIL import Image
 
 from domains.base import ConvertReport, DomainPlugin, SkipInput
 from domains.files import (
+    HOST_TAG,
     PATH_ESCAPES,
     atomic_write,
     inside_root,
@@ -119,20 +120,25 @@ def test_parts_left_by_a_killed_run_are_removed_on_the_next_run(tmp_path):
     _killed_writer(out / "images" / "a.png")
     stray = _parts(out)
     assert len(stray) == 1 and stray[0].name.startswith(".a.png.")
-    mine = out / f".b.png.{os.getpid()}-0123abcd.part"  # this live process's: left alone
+    mine = out / f".b.png.{os.getpid()}@{HOST_TAG}-0123abcd.part"  # this live process's: left alone
     mine.write_bytes(b"")
     assert remove_stale_parts(out) == stray
     assert _parts(out) == [mine]
 
 
-def test_old_parts_of_unknown_owners_are_removed_fresh_ones_kept(tmp_path):
+def test_parts_of_unknown_owners_are_kept_at_any_age_and_named(tmp_path):
+    """A .part whose writer cannot be probed here was deleted once a day old: a writer stopped for a day (a
+    suspended container) lost its file. It is kept and named, for the user to delete."""
     old = tmp_path / ".a.png.k2j3h4_x.part"  # mkstemp-style name of an older version
     new = tmp_path / ".b.png.q9w8e7_r.part"
     for p in (old, new):
         p.write_bytes(b"")
     day = time.time() - 2 * 86400
     os.utime(old, (day, day))
-    assert remove_stale_parts(tmp_path) == [old] and _parts(tmp_path) == [new]
+    with pytest.warns(UserWarning, match=rf"kept 2 temporary file\(s\) under {re.escape(str(tmp_path))} whose writer "
+                                         rf"cannot be checked from here .*{re.escape(str(old))}"):
+        assert remove_stale_parts(tmp_path) == []
+    assert _parts(tmp_path) == [old, new]
     assert remove_stale_parts(tmp_path / "missing") == []
 
 
@@ -330,11 +336,10 @@ def test_report_names_inputs_relative_to_its_source(tmp_path):
     assert ConvertReport(source=".").root == "" and ConvertReport().root == ""
 
 
-def test_a_part_of_another_host_is_kept_until_it_is_old(tmp_path):
+def test_a_part_of_another_host_is_kept(tmp_path):
     """On a shared file system a .part of a run on another machine was judged by its pid on this one, where no such
-    process runs: a live writer's file was deleted. The name now carries its host; another host's is kept a day."""
+    process runs: a live writer's file was deleted. The name now carries its host; another host's is kept."""
     import domains.files as files
-    from domains.files import HOST_TAG
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a pid no process of this host holds
@@ -346,7 +351,9 @@ def test_a_part_of_another_host_is_kept_until_it_is_old(tmp_path):
         p.write_bytes(b"half")
     day = time.time() - 2 * 86400
     os.utime(older, (day, day))
-    assert remove_stale_parts(tmp_path) == [ours, older] and _parts(tmp_path) == [theirs]
+    with pytest.warns(UserWarning, match="kept 2 temporary file"):
+        assert remove_stale_parts(tmp_path) == [ours]
+    assert _parts(tmp_path) == [theirs, older]
     assert f"@{HOST_TAG}-" in files._part_name(tmp_path / "d.png").name  # what this host writes carries its tag
 
 
@@ -356,8 +363,8 @@ def test_a_part_whose_pid_now_belongs_to_a_later_process_is_removed(tmp_path):
     since was kept as a live writer's for a day. A process started after the file was written is not its writer."""
     later = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
-        stale = tmp_path / f".a.png.{later.pid}-0123abcd.part"
-        live = tmp_path / f".b.png.{later.pid}-4567cdef.part"  # written after it started: its own, kept
+        stale = tmp_path / f".a.png.{later.pid}@{HOST_TAG}-0123abcd.part"
+        live = tmp_path / f".b.png.{later.pid}@{HOST_TAG}-4567cdef.part"  # written after it started: its own, kept
         stale.write_bytes(b"half")
         hour = time.time() - 3600
         os.utime(stale, (hour, hour))
@@ -384,3 +391,35 @@ def test_a_text_write_keeps_its_line_ends_on_every_platform(tmp_path, monkeypatc
     atomic_write(tmp_path / "t.jsonl", lambda f: f.write("a\nb\n"), binary=False)
     assert opened == [("w", {"encoding": "utf-8", "newline": "\n"})]
     assert (tmp_path / "t.jsonl").read_bytes() == b"a\nb\n"
+
+
+def test_a_part_of_another_container_or_boot_with_this_host_name_is_kept(tmp_path):
+    """Two containers with one host name (``--network host``, a fixed ``--hostname``) tagged their .part files
+    alike, and judged each other's by pid, in pid namespaces that are not the same: a live writer's file was deleted
+    (its pid ran nothing here), and an earlier version's untagged one too. The tag is now of the host name, the boot
+    and the pid namespace: only this process's own pid space is judged by pid."""
+    import socket
+
+    from domains import files
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process here holds
+    boot, space = files._pid_space()
+    host = socket.gethostname()
+    assert HOST_TAG == files.host_tag(host, boot, space)
+    container = tmp_path / f".a.png.{gone.pid}@{files.host_tag(host, boot, 'pid:[1]')}-0123abcd.part"
+    reboot = tmp_path / f".b.png.{gone.pid}@{files.host_tag(host, 'another boot', space)}-0123abcd.part"
+    earlier = tmp_path / f".c.png.{gone.pid}-0123abcd.part"  # an earlier version's: no tag
+    named_only = tmp_path / f".d.png.{gone.pid}@{files.hashlib.sha1(host.encode()).hexdigest()[:8]}-0123abcd.part"
+    ours = tmp_path / f".e.png.{gone.pid}@{HOST_TAG}-0123abcd.part"
+    for p in (container, reboot, earlier, named_only, ours):
+        p.write_bytes(b"half")
+    with pytest.warns(UserWarning, match="kept 4 temporary file") as said:
+        assert remove_stale_parts(tmp_path) == [ours]
+    assert _parts(tmp_path) == [container, reboot, earlier, named_only]
+    shown = str(said[0].message)
+    assert all(str(p) in shown for p in (container, reboot, earlier)) and "and 1 more" in shown
+    # a child process shares this pid space, so its tag: what it leaves when killed is judged
+    child = subprocess.run([sys.executable, "-c", "from domains.files import HOST_TAG; print(HOST_TAG)"],
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    assert child.stdout.strip() == HOST_TAG

@@ -86,27 +86,29 @@ def test_staging_folders_a_killed_run_left_are_removed_on_the_next_run(tmp_path)
     import time
 
     qs.prepare_general(tmp_path, progress=False)
-    killed = tmp_path / f".general-{_dead_pid()}-abcd1234"  # kill -9 during generation
-    killed_old = tmp_path / f".general-old-{_dead_pid()}-abcd1234"  # kill -9 while the replaced set was deleted
-    earlier_version = tmp_path / ".general-k2j4_x9a"  # no pid: stale after a day
-    fresh_earlier_version = tmp_path / ".general-q8w3_z1b"
     from domains.files import HOST_TAG
 
-    killed_here = tmp_path / f".general-{_dead_pid()}@{HOST_TAG}-abcd1234"
+    killed = tmp_path / f".general-{_dead_pid()}@{HOST_TAG}-abcd1234"  # kill -9 during generation
+    # kill -9 while the replaced set was deleted
+    killed_old = tmp_path / f".general-old-{_dead_pid()}@{HOST_TAG}-abcd1234"
+    earlier_version = tmp_path / ".general-k2j4_x9a"  # no pid: stale after a day
+    fresh_earlier_version = tmp_path / ".general-q8w3_z1b"
+    earlier_with_pid = tmp_path / f".general-{_dead_pid()}-abcd1234"  # no tag: its pid may be another container's
     other_host = tmp_path / f".general-{_dead_pid()}@{'0' if HOST_TAG[0] != '0' else '1'}{HOST_TAG[1:]}-abcd1234"
-    for folder in (killed, killed_old, earlier_version, fresh_earlier_version, killed_here, other_host):
+    for folder in (killed, killed_old, earlier_version, fresh_earlier_version, earlier_with_pid, other_host):
         (folder / "images").mkdir(parents=True)
         (folder / "images" / "0.png").write_bytes(b"x")
     day_ago = time.time() - 2 * 86_400
     os.utime(earlier_version, (day_ago, day_ago))
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        running = tmp_path / f".general-{live.pid}-abcd1234"  # another field's quick start, generating now
+        running = tmp_path / f".general-{live.pid}@{HOST_TAG}-abcd1234"  # another field's quick start, generating now
         running.mkdir()
         qs.prepare_general(tmp_path, progress=False)  # reuses the set, and cleans up
         left = sorted(p.name for p in tmp_path.iterdir())
         # another host's pid cannot be probed here (a shared file system): kept until it is a day old
-        assert left == sorted(["general", fresh_earlier_version.name, running.name, other_host.name])
+        assert left == sorted(["general", fresh_earlier_version.name, running.name, other_host.name,
+                               earlier_with_pid.name])
     finally:
         live.kill()
         live.wait()
