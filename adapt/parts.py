@@ -201,6 +201,12 @@ def _check_lora_values(part: str, setting: PartSetting) -> None:
         raise PartsError(f"parts.{part}.lora.alpha: {setting.alpha!r} is not above 0")
     if not 0 <= setting.dropout < 1:
         raise PartsError(f"parts.{part}.lora.dropout: {setting.dropout!r} is not in [0, 1)")
+    targets = setting.targets
+    # a bare string would be read letter by letter; an empty tuple as None, every Linear
+    if targets is not None and (isinstance(targets, str) or not targets
+                                or not all(isinstance(t, str) and t.strip() for t in targets)):
+        raise PartsError(f"parts.{part}.lora.targets: {targets!r} is not a non-empty tuple of module names "
+                         "(('q_proj', 'v_proj')), nor None for every Linear of the part")
 
 
 def _check_rank(model: nn.Module, part: str, setting: PartSetting, modules: list[str], params: list[str]) -> None:

@@ -115,6 +115,9 @@ def test_a_lora_rank_above_a_targeted_layer_width_is_refused_naming_it():
     ("alpha", float("nan"), r"parts\.llm\.lora\.alpha: nan"),
     ("dropout", 1.0, r"parts\.llm\.lora\.dropout: 1\.0 is not in \[0, 1\)"),
     ("dropout", -0.1, r"parts\.llm\.lora\.dropout: -0\.1"),
+    ("targets", (), r"parts\.llm\.lora\.targets: \(\) is not a non-empty tuple of module names"),
+    ("targets", "0", r"parts\.llm\.lora\.targets: '0' is not"),
+    ("targets", ("0", ""), r"parts\.llm\.lora\.targets: \('0', ''\) is not"),
 ])
 def test_lora_values_the_recipe_schema_refuses_are_refused_from_code_too(field, value, message):
     """A recipe's r, alpha and dropout are checked by its schema; `PartSetting` built in code went to peft unchecked:
