@@ -8,12 +8,22 @@ the blocks that silence warnings, every reader's, run one at a time.
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 _LOCK = threading.RLock()  # re-entrant: a block may call another that silences a warning
+
+
+def _new_lock() -> None:  # a forked child (a DataLoader worker) has none of the parent's threads, so no holder
+    global _LOCK
+    _LOCK = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock)
 
 
 @contextmanager

@@ -6,7 +6,10 @@ for good."""
 from __future__ import annotations
 
 import io
+import os
+import signal
 import threading
+import time
 import warnings
 
 import pytest
@@ -103,3 +106,39 @@ def test_the_block_is_reentrant_and_silences_only_its_category():
     other.start()
     other.join(5)
     assert not other.is_alive()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork")
+def test_a_process_forked_while_another_thread_silences_a_warning_can_silence_its_own():
+    """A DataLoader worker forked while a thread of its parent read an image inherited the lock held, by a thread it
+    does not have: its first read would wait for ever."""
+    from model.quiet import ignoring
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with ignoring():
+            inside.set()
+            leave.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert inside.wait(5)
+        pid = os.fork()
+        if pid == 0:  # the child: enter and leave a block, or hang
+            try:
+                with ignoring(UserWarning):
+                    warnings.warn("child", UserWarning)
+            finally:
+                os._exit(0)
+        deadline = time.monotonic() + 5
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 0, "the forked child hung on the lock"
+    finally:
+        leave.set()
+        holder.join(5)
