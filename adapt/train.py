@@ -785,7 +785,7 @@ class Trainer:
         old, new = list(Path(recorded).parts), list(self.out_dir.parts)
         while old and new and old[-1] == new[-1]:
             old.pop(), new.pop()
-        if not old or not new:
+        if len(old) < 2 or not new:  # moved out of the file system's root: every path is under it, none told moved
             return before
         old_root, new_root = str(Path(*old)), str(Path(*new))
 
@@ -795,7 +795,7 @@ class Trainer:
             if isinstance(value, list):
                 return [moved(v) for v in value]
             if isinstance(value, str) and (value == old_root or value.startswith(old_root.rstrip("/") + "/")):
-                return new_root + value[len(old_root):]
+                return str(Path(new_root, value[len(old_root):].lstrip("/")))  # to the root: no "//data"
             return value
 
         if self.dist.main:
