@@ -1,5 +1,7 @@
 """MixturePlan used as a library: a non-number ratio / repeat / general_ratio is a DataError naming the field."""
 
+import re
+
 import pytest
 
 from adapt.data.mixture import MixturePlan
@@ -58,3 +60,15 @@ def test_an_epoch_that_is_not_an_int_ge_0_is_named(epoch):
     with pytest.raises(DataError, match=r"epoch must be an int >= 0, got "):
         plan.epoch(epoch)
     assert plan.epoch(np.int64(1)) == plan.epoch(1)
+
+
+def test_the_plan_and_source_specs_take_the_one_list_of_kinds():
+    """mixture kept its own copy of samples.KINDS: a kind added to one would be refused by the other."""
+    from adapt.data import mixture, samples
+
+    refused = re.escape(f"kind must be one of {samples.KINDS!r}, got 'replay'")
+    assert getattr(mixture, "KINDS", None) is samples.KINDS
+    with pytest.raises(DataError, match=refused):
+        MixturePlan(SIZES, {"a": "domain", "g": "replay"}, 0.5)
+    with pytest.raises(DataError, match=refused):
+        samples.SourceSpec("g", "g.jsonl", kind="replay")

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .samples import DataError, SourceSpec, expand_sources
+from .samples import KINDS, DataError, SourceSpec, expand_sources
 
 __all__ = ["MixturePlan", "source_specs"]
 
-_KINDS = ("domain", "general")
 RATIO_TOLERANCE = 0.05  # `warnings` names an epoch whose general share misses general_ratio by more than this
 OVERSAMPLED = 4  # `warnings` names a source whose records are each drawn this many times per epoch (or more)
 
@@ -58,8 +57,8 @@ class MixturePlan:
         if missing:
             raise DataError(f"no kind given for source(s): {', '.join(missing)}")
         for name, kind in kinds.items():
-            if kind not in _KINDS:
-                raise DataError(f"source {name!r}: kind must be one of {_KINDS}, got {kind!r}")
+            if kind not in KINDS:
+                raise DataError(f"source {name!r}: kind must be one of {KINDS}, got {kind!r}")
         for name, n in sizes.items():
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
                 raise DataError(f"source {name!r}: size must be an int >= 0, got {n!r}")
