@@ -322,6 +322,25 @@ def test_record_kinds_and_placeholders(tmp_path):
     assert frames.conversations[0]["value"].startswith("Frame-1: <image>\nFrame-2: <image>\nDescribe.")
 
 
+def test_video_text_after_the_placeholder_starts_a_line_of_its_own(tmp_path):
+    """`<video>Q` left the question on the last frame's line ("Frame-2: <image>Q"), where `<video>\\nQ` (the public
+    format) and the Image-k lines of several images put it on a line of its own."""
+    root = tmp_path / "data"
+    for k in (1, 2):
+        png(root / "vid" / f"frame_{k}.png", (160, 90))
+    frames = "Frame-1: <image>\nFrame-2: <image>"
+    ann = write_jsonl(root / "train.jsonl", [
+        {"video": "vid", "conversations": conv("<video>What moves?")},
+        {"video": "vid", "conversations": conv("<video>  What moves?")},
+        {"video": "vid", "conversations": conv("<video>\nWhat moves?")},
+        {"video": "vid", "conversations": conv("What moves in <video>")},
+    ])
+    skips = SkipLog()
+    got = [r.conversations[0]["value"] for r in read_source(SourceSpec("d", ann), skips)]
+    assert skips.count() == 0
+    assert got == [f"{frames}\nWhat moves?"] * 3 + [f"What moves in {frames}"]
+
+
 def test_training_and_chat_place_images_by_one_rule(tmp_path, processor):
     """A multi-image record without <image> placeholders: `adapt chat` prepends Image-k lines, so training does."""
     root = tmp_path / "data"

@@ -859,7 +859,7 @@ def _place_images(turns: list[dict], n_images: int) -> list[dict]:
 
 def _expand_video(turns: list[dict], n_frames: int) -> list[dict]:
     """``<video>`` (prepended to the first human turn when absent, as InternVL does) becomes
-    ``Frame-1: <image>\\nFrame-2: <image>\\n…``."""
+    ``Frame-1: <image>\\nFrame-2: <image>\\n…``; text after ``<video>`` on its line starts a line of its own."""
     if _count(turns, IMAGE_PLACEHOLDER):
         raise _Skip(IMAGE_COUNT_MISMATCH, "<image> placeholder in a video record (use <video>)")
     found = _count(turns, VIDEO_PLACEHOLDER)
@@ -871,10 +871,13 @@ def _expand_video(turns: list[dict], n_frames: int) -> list[dict]:
         turns[k]["value"] = VIDEO_PLACEHOLDER + "\n" + turns[k]["value"]
     frames = "\n".join(f"Frame-{i + 1}: {IMAGE_PLACEHOLDER}" for i in range(n_frames))
     for t in turns:
-        if VIDEO_PLACEHOLDER in t["value"]:
-            value = t["value"]
-            t["value"] = value.replace(VIDEO_PLACEHOLDER + "\n", frames + "\n") if VIDEO_PLACEHOLDER + "\n" in value else value.replace(VIDEO_PLACEHOLDER, frames)
+        # the frames are lines of their own, as `image_prefix`'s Image-k lines are: "<video>Q" would leave the
+        # question on the last frame's line ("Frame-3: <image>Q")
+        t["value"] = _VIDEO_RUN_ON.sub(frames + "\n", t["value"]).replace(VIDEO_PLACEHOLDER, frames)
     return turns
+
+
+_VIDEO_RUN_ON = re.compile(re.escape(VIDEO_PLACEHOLDER) + r"[ \t]*(?=\S)")  # <video> with text after it on its line
 
 
 # ---------------------------------------------------------------------------------- measuring
