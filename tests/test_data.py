@@ -188,9 +188,23 @@ def test_a_utf8_bom_opening_a_jsonl_or_meta_file_is_not_part_of_the_data(tmp_pat
     meta.write_bytes(b"\xef\xbb\xbf" + json.dumps({"a": {"annotation": "a.jsonl"}}).encode())
     assert [s.path for s in expand_sources([SourceSpec("m", meta)])] == [ann]
 
-    ann.write_bytes(b"".join(b"\xef\xbb\xbf" + line.encode() + b"\n" for line in lines))  # BOMs inside: line 1 only
+
+
+def test_a_utf8_bom_opening_a_line_inside_a_joined_file_is_not_part_of_the_record(tmp_path):
+    """`cat a.jsonl b.jsonl` where b.jsonl opens with a BOM: that line was skipped as invalid JSON ('Unexpected UTF-8
+    BOM'). A BOM is never JSON content: it is read without it, and a warning names the lines."""
+    lines = [json.dumps({"conversations": conv(answer=f"a{i}")}) for i in range(4)]
+    ann = tmp_path / "joined.jsonl"
+    bom = b"\xef\xbb\xbf"
+    ann.write_bytes(bom + lines[0].encode() + b"\n" + lines[1].encode() + b"\n" + bom + lines[2].encode() + b"\r\n"
+                    + bom + bom + lines[3].encode() + b"\n")
     skips = SkipLog()
-    assert len(read_source(SourceSpec("dom", ann), skips)) == 1 and skips.count("dom", "invalid JSON") == 2
+    with pytest.warns(UserWarning, match=r"2 line\(s\) inside the file open with a UTF-8 byte-order mark "
+                                         r"\(line\(s\) 3, 4;"):
+        records = read_source(SourceSpec("dom", ann), skips)
+    assert [r.conversations[1]["value"] for r in records] == ["a0", "a1", "a2", "a3"]
+    assert [r.line for r in records] == [1, 2, 3, 4] and skips.count() == 0
+    assert _count_lines(ann) == 4
 
 
 def test_old_mac_cr_line_endings_are_line_endings(tmp_path):

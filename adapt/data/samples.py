@@ -26,6 +26,7 @@ import math
 import numbers
 import os
 import re
+import warnings
 from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -427,17 +428,21 @@ def _count_lines(path: Path) -> int:
     return sum(1 for _ in _lines(path))
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(path: Path, boms: list[int] | None = None) -> Iterator[tuple[int, bytes]]:
     """The non-blank lines of `path` as bytes, numbered as an editor shows them, read one at a time (a large file
     never sits in memory whole). Lines end at \n, \r\n or a lone \r (old Mac tools), as InternVL's text-mode
     readlines() splits them; JSON escapes a CR inside a string, so no record holds one. A UTF-8 byte-order mark
-    opening the file is not part of line 1."""
+    opening a line is not part of it: one opens the file, or, in files joined with ``cat a.jsonl b.jsonl``, a line
+    inside it (where it cost the record as invalid JSON); the numbers of those inside go to `boms`."""
     # latin-1 maps each byte to one character and back: text mode splits the lines, the bytes stay as they were
     with open(path, encoding="latin-1", newline=None) as f:
         for n, line in enumerate(f, start=1):
             raw = line.rstrip("\n").encode("latin-1")
-            if n == 1:
-                raw = raw.removeprefix(codecs.BOM_UTF8)
+            if raw.startswith(codecs.BOM_UTF8):
+                while raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                if n > 1 and boms is not None:
+                    boms.append(n)
             if raw.strip():
                 yield n, raw
 
@@ -485,7 +490,8 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
         raise DataError(f"source {spec.name!r}: {path} holds no records (an empty file); fill it, or remove the "
                         "source from the recipe")
     _refuse_whole_json(spec, path, head)
-    lines: Iterable[tuple[int, bytes]] = _lines(path)
+    boms: list[int] = []
+    lines: Iterable[tuple[int, bytes]] = _lines(path, boms)
     if spec.repeat is not None and spec.repeat < 1:
         total = _count_lines(path)
         kept = int(total * spec.repeat)
@@ -503,6 +509,10 @@ def read_source(spec: SourceSpec, skips: SkipLog) -> list[Record]:
             skips.add(spec.name, skip.reason, f"{path}:{n}", skip.detail)
             continue
         records.append(record)
+    if boms:
+        shown = ", ".join(map(str, boms[:5])) + (", ..." if len(boms) > 5 else "")
+        warnings.warn(f"source {spec.name!r}: {path}: {len(boms)} line(s) inside the file open with a UTF-8 "
+                      f"byte-order mark (line(s) {shown}; files joined with cat?); read without it", stacklevel=2)
     return records
 
 
