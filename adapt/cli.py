@@ -1257,7 +1257,7 @@ def _validate(args) -> int:
 
         check_eval_sources(recipe)
         print(recipe.to_yaml(), end="")
-        for note in recipe_warnings(recipe):
+        for note in recipe_warnings(recipe, for_eval=True):
             print(f"note: {note}", file=sys.stderr)
         print(f"{args.recipe}: valid recipe {recipe.name!r} for adapt eval", file=sys.stderr)
         return 0

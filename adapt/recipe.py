@@ -1430,10 +1430,14 @@ def copy_recipe_template(name: str, dest_dir: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------- advice (not errors)
-def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
-    """Things that are allowed but probably not meant (missing data files, an empty general share…)."""
+def recipe_warnings(recipe: Recipe | DistillRecipe, for_eval: bool = False) -> list[str]:
+    """Things that are allowed but probably not meant (missing data files, an empty general share…). ``for_eval``
+    (``adapt validate --eval``): only those that matter to ``adapt eval``, none about training's sources, mixing,
+    parts or processes."""
     notes = []
-    for key, sources in (("data.sources", recipe.data.sources), ("data.eval_sources", recipe.data.eval_sources)):
+    checked = (("data.eval_sources", recipe.data.eval_sources),) if for_eval else \
+        (("data.sources", recipe.data.sources), ("data.eval_sources", recipe.data.eval_sources))
+    for key, sources in checked:
         for i, source in enumerate(sources):
             if not source.path.exists():
                 notes.append(f"{key}[{i}] ({source.name}): {source.path} does not exist yet")
@@ -1444,6 +1448,11 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
         if unused:
             notes.append(f"data.eval_sources[{i}] ({source.name}): {' and '.join(unused)} unused: evaluation scores "
                          "every record of an eval source (a meta entry's repeat_time too)")
+    if isinstance(recipe, Recipe) and recipe.model.trust_remote_code:
+        notes.append("model.trust_remote_code is true, but pocket-adapt reads every supported layout without "
+                     "running checkpoint code, so it has no effect")
+    if for_eval:
+        return notes + _uncached_hub_weights(recipe, "eval")
     general = [s for s in recipe.data.sources if s.kind == "general"]
     if general and recipe.mixing.general_ratio == 0:
         notes.append("mixing.general_ratio is 0, so the general source(s) are not used")
@@ -1464,9 +1473,6 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
                              f"{part.mode}, so {'it is' if one else 'they are'} unused (the {name} part "
                              f"{'trains in full' if part.mode == 'full' else 'stays frozen'}); "
                              f"set parts.{name}.mode: lora to train it with LoRA")
-    if isinstance(recipe, Recipe) and recipe.model.trust_remote_code:
-        notes.append("model.trust_remote_code is true, but pocket-adapt reads every supported layout without "
-                     "running checkpoint code, so it has no effect")
     from model.limits import usable_cores
 
     cores = usable_cores()
@@ -1490,12 +1496,12 @@ def recipe_warnings(recipe: Recipe | DistillRecipe) -> list[str]:
             recipe.distributed.deepspeed != Distributed.model_fields["deepspeed"].default:
         notes.append(f"distributed.deepspeed is {recipe.distributed.deepspeed} but distributed.strategy is "
                      f"{recipe.distributed.strategy!r}, so it is unused; set distributed.strategy: deepspeed to use it")
-    return notes + _uncached_hub_weights(recipe)
+    return notes + _uncached_hub_weights(recipe, "distill" if isinstance(recipe, DistillRecipe) else "train")
 
 
-def _uncached_hub_weights(recipe: Recipe | DistillRecipe) -> list[str]:
+def _uncached_hub_weights(recipe: Recipe | DistillRecipe, verb: str) -> list[str]:
     """A note per preset or hub:OWNER/NAME source whose weights are not in the local Hugging Face cache (looked up
-    on disk only): `adapt train` would stop there without network, after loading nothing."""
+    on disk only): `adapt <verb>` would stop there without network, after loading nothing."""
     from model.checkpoints.tower import HUB_PREFIX
     from model.loading import hub_fetch_advice, hub_weights_cached
     from model.presets import PRESETS
@@ -1503,6 +1509,8 @@ def _uncached_hub_weights(recipe: Recipe | DistillRecipe) -> list[str]:
     if isinstance(recipe, DistillRecipe):
         sources = [("distill.teacher.source", recipe.distill.teacher.source),
                    ("distill.student.source", recipe.distill.student.source)]
+    elif verb == "eval":  # the base model adapt eval scores without --model; model.vision only builds one to train
+        sources = [("model.source", recipe.model.source)]
     else:
         sources = [("model.source", recipe.model.source), ("model.vision", recipe.model.vision)]
     notes = []
@@ -1518,7 +1526,6 @@ def _uncached_hub_weights(recipe: Recipe | DistillRecipe) -> list[str]:
         else:
             continue
         if not hub_weights_cached(hub_id):
-            verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
             notes.append(f"{key}: {what} not in the local Hugging Face cache: adapt {verb} downloads them if the hub "
                          f"is reachable; else {hub_fetch_advice(hub_id, instead_of, f'{key}: DIR')}")
     return notes

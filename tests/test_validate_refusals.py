@@ -195,3 +195,26 @@ def test_an_eval_only_recipe_is_valid_to_validate_eval_as_adapt_eval_takes_it(tm
     assert "eval_sources:" in captured.out and f"{path}: valid recipe 'recipe' for adapt eval" in captured.err
     assert main(["validate", "--eval", str(write(tmp_path, MINIMAL))]) == 1  # nothing to evaluate on
     assert "has no data.eval_sources to evaluate on" in capsys.readouterr().err
+
+
+def test_validate_eval_notes_only_what_matters_to_adapt_eval(tmp_path, capsys):
+    """`validate --eval` printed training's notes too (a missing data.sources file, general_ratio 0, unused LoRA
+    settings, a deepspeed setting): noise for a recipe checked for adapt eval. It keeps the eval sources' notes."""
+    text = EVAL_ONLY.replace("test.jsonl}", "test.jsonl, ratio: 2}") + (
+        "mixing: {general_ratio: 0}\n"
+        "parts: {vision: {mode: frozen, lora: {r: 4}}}\n"
+        "distributed: {deepspeed: zero3}\n"
+        "model: {trust_remote_code: true}\n")
+    path = write(tmp_path, text)
+    (tmp_path / "data" / "field").mkdir(parents=True)
+    (tmp_path / "data" / "field" / "test.jsonl").write_text("")
+    assert main(["validate", "--eval", str(path)]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2, notes
+    assert "data.eval_sources[0] (field): ratio unused" in notes[0]
+    assert "model.trust_remote_code is true" in notes[1]
+    assert main(["validate", "--no-plan", str(path)]) == 0  # a plain validate still notes what training would meet
+    err = capsys.readouterr().err
+    assert "data.sources[0] (field)" in err and "does not exist yet" in err
+    for note in ("mixing.general_ratio is 0", "parts.vision.lora.r is set", "distributed.deepspeed is zero3"):
+        assert note in err, note
