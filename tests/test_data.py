@@ -531,6 +531,21 @@ def test_a_scoring_field_of_the_wrong_type_is_skipped_not_dropped(tmp_path):
     assert records[1].options is None and records[1].meta == {}
 
 
+def test_a_nan_scoring_field_is_skipped_not_scored_as_the_text_nan(tmp_path):
+    """`"answer": NaN` (json.dumps of a pandas missing value; Python's json reads it) became the reference "nan"."""
+    ann = write_jsonl(tmp_path / "train.jsonl", [
+        '{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}], "answer": NaN}',
+        {"conversations": conv(), "options": ["cat", float("inf")]},
+        {"conversations": conv(), "task": float("-inf")},
+        {"conversations": conv(), "answer": 0.5, "options": [0.5, 2]},  # ok: numbers
+    ])
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("dom", ann), skips)] == [4]
+    examples = dict(skips.examples("dom", "malformed scoring field"))
+    assert "'answer' is nan, no text" in examples[f"{ann}:1"]
+    assert "'options'[1] is inf" in examples[f"{ann}:2"] and "'task' is -inf" in examples[f"{ann}:3"]
+
+
 @pytest.mark.parametrize("patches", [5000, 0, 2.5, "12"])
 def test_meta_max_dynamic_patch_is_bounded_and_named(tmp_path, patches):
     write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])

@@ -685,12 +685,15 @@ def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None
             return None
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise _Skip(MALFORMED_FIELD, f"{key!r} must be a string, got {type(value).__name__}")
+        _refuse_not_finite(value, repr(key))
         return str(value)
 
     options = obj.get("options")
     if options is not None and (not isinstance(options, list) or
                                 any(isinstance(o, bool) or not isinstance(o, (str, int, float)) for o in options)):
         raise _Skip(MALFORMED_FIELD, f"'options' must be a list of option texts, got {_shape(options)}")
+    for i, option in enumerate(options or []):
+        _refuse_not_finite(option, f"'options'[{i}]")
     meta = obj.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise _Skip(MALFORMED_FIELD, f"'meta' must be an object, got {type(meta).__name__}")
@@ -698,6 +701,14 @@ def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None
     if "id" in obj:
         meta.setdefault("id", obj["id"])
     return scalar("task"), scalar("answer"), [str(o) for o in options] if options is not None else None, meta
+
+
+def _refuse_not_finite(value, what: str) -> None:
+    """Python's json reads ``NaN`` / ``Infinity`` (no JSON, but what ``json.dumps`` writes for a pandas missing
+    value): as a scoring field it became the reference text "nan", scored without a word."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _Skip(MALFORMED_FIELD, f"{what} is {value!r}, no text (a missing value written as NaN?); leave the "
+                                     "key out or give the text")
 
 
 def _shape(value) -> str:
