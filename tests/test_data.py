@@ -928,9 +928,30 @@ def test_control_tokens_and_answer_images_are_skipped_naming_the_line(tmp_path, 
     records = measure(read_source(SourceSpec("d", ann), skips), processor, 512, skips)
     assert [r.line for r in records] == [1, 5]  # grounding markup is text the model is meant to read
     assert skips.count("d", "malformed conversation") == 3
-    examples = skips.examples("d", "malformed conversation")
+    examples = sorted(skips.examples("d", "malformed conversation"))  # line 4 is skipped reading, 2 and 3 measuring
     assert [e[0] for e in examples] == [f"{ann}:2", f"{ann}:3", f"{ann}:4"]
     assert "'<IMG_CONTEXT>'" in examples[0][1] and "'<|im_end|>'" in examples[1][1] and "in an answer" in examples[2][1]
+
+
+def test_a_media_placeholder_outside_a_human_turn_is_skipped_when_read(tmp_path):
+    """A <video> in an answer was expanded there, then refused when measured as "an <image> placeholder in an
+    answer" (a placeholder the record did not hold); `adapt validate`'s plan, which does not measure, counted such
+    records as good. Reading skips them, naming the turn and the placeholder written."""
+    root = tmp_path / "data"
+    png(root / "a.png")
+    png(root / "vid" / "f1.png")
+    ann = write_jsonl(root / "t.jsonl", [
+        {"video": "vid", "conversations": conv("What moves?", "Nothing <video> moves.")},
+        {"image": "a.png", "conversations": conv("What colour?", "<image>\nred")},
+        {"image": "a.png", "conversations": [{"from": "system", "value": "Read <image> first."}] + conv()},
+        {"image": "a.png", "conversations": conv("<image>\nWhat colour?", "Red.")},
+    ])
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("d", ann), skips)] == [4]
+    examples = dict(skips.examples("d", "malformed conversation"))
+    assert "turn 1 (gpt): a <video> placeholder in an answer" in examples[f"{ann}:1"]
+    assert "turn 1 (gpt): a <image> placeholder in an answer" in examples[f"{ann}:2"]
+    assert "turn 0 (system): a <image> placeholder in the system turn" in examples[f"{ann}:3"]
 
 
 def test_measured_image_size_is_the_upright_one_load_image_returns(tmp_path):

@@ -743,6 +743,12 @@ def _check_conversation(conversations) -> list[dict]:
                 f"turn {i + offset}: expected {expected!r}, got {turn['from']!r} "
                 "(roles must alternate human/gpt after an optional system turn)",
             )
+    for i, turn in enumerate(turns):  # the processor refuses them there too, but only once the model is loaded
+        held = [p for p in (IMAGE_PLACEHOLDER, VIDEO_PLACEHOLDER) if p in turn["value"]]
+        if turn["from"] != "human" and held:
+            where = "an answer" if turn["from"] == "gpt" else "the system turn"
+            raise _Skip(MALFORMED_CONVERSATION, f"turn {i} ({turn['from']}): a {held[0]} placeholder in {where}; "
+                                                "images and videos go in human turns")
     if not any(t["from"] == "gpt" for t in body):
         raise _Skip(MALFORMED_CONVERSATION, "no gpt turn to learn from")
     if body[-1]["from"] != "gpt":
