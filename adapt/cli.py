@@ -1295,6 +1295,7 @@ def _print_mixing_plan(recipe, distill: bool) -> None:
     try:
         specs = source_specs(recipe.data.sources)
         records = {spec.name: read_source(spec, skips) for spec in specs}
+        text_only = {name: (sum(1 for r in rs if not r.images), len(rs)) for name, rs in records.items()}
         if distill:  # as adapt distill plans: a record without an image has nothing to distil
             records = {name: [r for r in rs if r.images] for name, rs in records.items()}
         plan = MixturePlan.from_sources(specs, records, recipe.mixing.general_ratio, recipe.mixing.epoch_size,
@@ -1304,6 +1305,10 @@ def _print_mixing_plan(recipe, distill: bool) -> None:
         return
     print(plan.describe(), file=sys.stderr)
     verb = "distill" if distill else "train"
+    left_out = ", ".join(f"{name}: {n} of {of}" for name, (n, of) in text_only.items() if n)
+    if distill and left_out:  # neither skipped nor planned: said, so that the counts add up
+        print(f"note: adapt distill trains on images only: it leaves out the text-only records ({left_out}), "
+              "which the plan does not count", file=sys.stderr)
     if recipe.mixing.epoch_size is None:  # a given one is checked with the recipe's notes; this one the records size
         refusal = epoch_order_refusal(len(plan), 1 + recipe.training.num_workers)
         if refusal:

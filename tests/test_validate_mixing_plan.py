@@ -92,3 +92,16 @@ def test_no_plan_checks_the_recipe_without_reading_a_record(run, capsys, monkeyp
     captured = capsys.readouterr()
     assert "epoch_size: 100" in captured.out and "Mixture:" not in captured.err
     assert "valid recipe 'quickstart'" in captured.err
+
+
+def test_a_distillation_plan_names_the_text_only_records_it_leaves_out(run, capsys):
+    """The plan counted only records with images, and the skip note only bad ones: text-only records vanished from
+    both, so read, skipped and planned did not add up."""
+    assert main(["init", "distill_pocket-tiny", str(run.parent)]) == 0
+    with open(run.parent / "data" / "landcover" / "train.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]}\n')
+    capsys.readouterr()
+    assert main(["validate", str(run.parent / "distill_pocket-tiny.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "| landcover | domain | 30 |" in err
+    assert "leaves out the text-only records (landcover: 1 of 31)" in err
