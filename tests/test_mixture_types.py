@@ -72,3 +72,14 @@ def test_the_plan_and_source_specs_take_the_one_list_of_kinds():
         MixturePlan(SIZES, {"a": "domain", "g": "replay"}, 0.5)
     with pytest.raises(DataError, match=refused):
         samples.SourceSpec("g", "g.jsonl", kind="replay")
+
+
+@pytest.mark.parametrize("value", [0, 5000, 2.0, True])
+def test_a_source_spec_max_tiles_is_bounded_as_a_recipe_and_a_meta_entry_bound_it(value):
+    """SourceSpec(max_tiles=5000) was taken (a recipe's max_tiles and a meta's max_dynamic_patch stop at 40)."""
+    from adapt.data.samples import SourceSpec
+    from model.limits import MAX_TILES_LIMIT
+
+    with pytest.raises(DataError, match=rf"source 'a': max_tiles must be a whole number from 1 to {MAX_TILES_LIMIT}"):
+        SourceSpec("a", "a.jsonl", max_tiles=value)
+    assert SourceSpec("a", "a.jsonl", max_tiles=MAX_TILES_LIMIT).max_tiles == MAX_TILES_LIMIT

@@ -127,8 +127,10 @@ class SourceSpec:
                                        or not (self.ratio >= 0 and math.isfinite(self.ratio))):
             raise DataError(f"source {self.name!r}: ratio must be a number >= 0, got {self.ratio!r}")
         _check_repeat(self.repeat, f"source {self.name!r}")
-        if self.max_tiles is not None and (isinstance(self.max_tiles, bool) or not isinstance(self.max_tiles, int) or self.max_tiles < 1):
-            raise DataError(f"source {self.name!r}: max_tiles must be an int >= 1, got {self.max_tiles!r}")
+        if self.max_tiles is not None and (isinstance(self.max_tiles, bool) or not isinstance(self.max_tiles, int)
+                                           or not 1 <= self.max_tiles <= MAX_TILES_LIMIT):  # as a recipe's and a meta's
+            raise DataError(f"source {self.name!r}: max_tiles must be a whole number from 1 to {MAX_TILES_LIMIT}, "
+                            f"got {self.max_tiles!r}")
 
     @property
     def data_root(self) -> Path:
