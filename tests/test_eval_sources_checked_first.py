@@ -75,3 +75,18 @@ def test_eval_and_training_say_an_eval_source_that_is_a_folder_is_one(tmp_path, 
     with pytest.raises(MissingDataError,
                        match=r"source 'held': .*held\.jsonl is a folder, not an annotation file.*test\.jsonl"):
         run_eval.check_eval_sources(recipe)
+
+
+@pytest.mark.parametrize("verb", [["validate", "--eval"], ["eval"]])
+def test_a_distillation_recipe_is_refused_by_eval_and_validate_eval_in_one_line(tmp_path, capsys, verb):
+    """`validate --eval` called a distillation recipe "valid for adapt eval", which then stopped on a raw
+    AttributeError ('DistillRecipe' object has no attribute 'model')."""
+    assert main(["init", "distill_pocket-tiny", str(tmp_path)]) == 0
+    for name in ("landcover", "general"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "test.jsonl").write_text("")
+    capsys.readouterr()
+    assert main([*verb, str(tmp_path / "distill_pocket-tiny.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "is a distillation recipe (it has a distill: section)" in err
+    assert "Traceback" not in err and "valid recipe" not in err
