@@ -37,10 +37,11 @@ import shutil
 import stat
 import sys
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from domains.files import process_alive
+from domains.files import HOST_TAG, owner_gone
 from model import PocketVLM, VLMProcessor, save
 from model.checkpoints.checksums import CHECKSUMS, file_sha256, read_checksums, write_checksums
 from model.checkpoints.io import honour_umask
@@ -103,7 +104,7 @@ def export(vlm: PocketVLM, processor: VLMProcessor, fmt: str, out_dir: str | Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     target = out.resolve() if out.is_symlink() else out  # a linked folder is swapped where it is, the link kept
     _remove_dead_staging(target)
-    staging = target.parent / f".{target.name}.export-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging = target.parent / f".{target.name}.export-{os.getpid()}@{HOST_TAG}-{uuid.uuid4().hex[:8]}"
     try:
         os.mkdir(staging)  # not mkdtemp: the folder gets the umask's mode, as the files do
     except OSError as err:  # name the folder the user gave, not the staging folder beside it
@@ -126,17 +127,46 @@ def _remove_dead_staging(out: Path) -> None:
     """Remove the staging folders of exports to `out` whose process is gone (killed by a signal it could not
     catch, or by a power cut): each holds a whole export's worth of weights. A live export's is left alone.
     A swap into `out` that was cut short (a journal beside its staging folder) is first undone or finished
-    (`_finish_swap`), so the user's files set aside in it are never removed."""
-    for journal in out.parent.glob(f".{glob.escape(out.name)}.export-*.swap"):
-        pid = journal.name.rsplit(".export-", 1)[1].split("-")[0]
-        if journal.is_file() and pid.isdigit() and not process_alive(int(pid)):
-            _finish_swap(journal.with_suffix(""), out)
-    for folder in out.parent.glob(f".{glob.escape(out.name)}.export-*"):
-        pid = folder.name.rsplit(".export-", 1)[1].split("-")[0]
-        if not folder.is_dir() or folder.is_symlink() or not pid.isdigit() or process_alive(int(pid)):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
+    (`_finish_swap`), so the user's files set aside in it are never removed.
 
+    A staging folder is named ``.<out>.export-<pid>@<host>-<token>``; as for a converter's ``.part`` files
+    (:func:`domains.files.remove_stale_parts`), only one whose `host` is this machine, boot and container is judged
+    by its pid. Any other -- another container's sharing the folder, an earlier version's without a tag -- is kept,
+    and a warning names it for the user to delete."""
+    unknown = []
+    for journal in out.parent.glob(f".{glob.escape(out.name)}.export-*.swap"):
+        gone = _staging_owner_gone(journal)
+        if journal.is_file() and gone:
+            _finish_swap(journal.with_suffix(""), out)
+        elif journal.is_file() and gone is None:
+            unknown.append(journal)
+    for folder in out.parent.glob(f".{glob.escape(out.name)}.export-*"):
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        gone = _staging_owner_gone(folder)
+        if gone:
+            shutil.rmtree(folder, ignore_errors=True)
+        elif gone is None:
+            unknown.append(folder)
+    if unknown:
+        warnings.warn(f"kept {len(unknown)} export staging folder(s) beside {out} whose export cannot be checked from "
+                      f"here (another machine or container, or an earlier pocket-adapt): "
+                      f"{', '.join(str(p) for p in sorted(unknown))}; delete them once no export writes there",
+                      stacklevel=3)
+
+
+def _staging_owner_gone(path: Path) -> bool | None:
+    """Whether the export that named staging folder (or journal) `path` is gone; None when its pid means nothing
+    here (no tag of this machine, boot and container)."""
+    owner = path.name.rsplit(".export-", 1)[1].split("-")[0]
+    pid, _, host = owner.partition("@")
+    if not pid.isdigit() or host != HOST_TAG or os.name == "nt":
+        return None
+    try:
+        mtime_ns = path.lstat().st_mtime_ns
+    except OSError:
+        return False
+    return owner_gone(int(pid), mtime_ns, host)
 
 
 # Formats written in float32 whatever dtype the model was loaded in (their runtimes' kernels; int8 is --quantize)

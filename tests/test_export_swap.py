@@ -32,7 +32,7 @@ def _tree(folder: Path) -> dict[str, str]:
 
 
 def _folders(tmp_path: Path) -> tuple[Path, Path, dict[str, str], dict[str, str]]:
-    out, staging = tmp_path / "out", tmp_path / f".out.export-{os.getpid()}-0123abcd"
+    out, staging = tmp_path / "out", tmp_path / f".out.export-{os.getpid()}@{hf.HOST_TAG}-0123abcd"
     _write(out, {name: "old" for name in EXPORT} | {"old-f16.gguf": "old"})
     write_checksums(out)  # the earlier export's: its .gguf goes with it
     _write(out, USER)
@@ -64,7 +64,7 @@ def test_a_killed_forced_move_in_leaves_the_old_or_the_new_export_whole(tmp_path
         with pytest.raises(Killed):
             hf._move_in(staging, out)
             raise Killed  # a kill after the last step
-    monkeypatch.setattr(hf, "process_alive", lambda pid: False)
+    monkeypatch.setattr(hf, "owner_gone", lambda *args: True)
     hf._remove_dead_staging(out)  # what the next export does first
     assert _tree(out) in (old, new)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
@@ -112,7 +112,7 @@ def test_a_journal_cut_short_is_tidied_not_fatal(tmp_path, monkeypatch):
     """A journal only half written (a full disk) means nothing had moved yet: the next export removes it."""
     out, staging, old, _ = _folders(tmp_path)
     hf._journal(staging).write_text('{"ke')
-    monkeypatch.setattr(hf, "process_alive", lambda pid: False)
+    monkeypatch.setattr(hf, "owner_gone", lambda *args: True)
     hf._remove_dead_staging(out)
     assert _tree(out) == old and [p.name for p in tmp_path.iterdir()] == ["out"]
 
@@ -151,3 +151,24 @@ def test_a_target_removed_before_the_swap_is_a_clear_error(tmp_path, monkeypatch
     with pytest.raises(hf.ExportError, match="nothing of yours was left in it"):
         hf._move_in(staging, out)
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_only_staging_folders_of_this_machine_boot_and_container_are_judged_by_pid(tmp_path):
+    """Staging folders were judged by a bare pid: another container sharing the folder (its own pid space) could have
+    a live export's staging -- or the user's files it set aside mid-swap -- removed because a pid of that name was
+    not running here. A folder of this pid space is removed when its export is gone; any other is kept and named."""
+    import subprocess
+    import sys
+
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    out = tmp_path / "out"
+    dead = tmp_path / f".out.export-{gone}@{hf.HOST_TAG}-0123abcd"
+    other = tmp_path / f".out.export-{gone}@0badc0de-0123abcd"
+    legacy = tmp_path / f".out.export-{gone}-0123abcd"
+    for folder in (dead, other, legacy):
+        _write(folder, {"model.safetensors": "x"})
+    with pytest.warns(UserWarning, match=r"kept 2 export staging folder\(s\)") as caught:
+        hf._remove_dead_staging(out)
+    assert str(other) in str(caught[0].message) and str(legacy) in str(caught[0].message)
+    assert not dead.exists() and other.exists() and legacy.exists()

@@ -435,8 +435,10 @@ def test_an_export_clears_staging_folders_of_dead_exports(tmp_path):
     from model import load
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = tmp_path / f".ck.export-{int(gone.stdout)}-0123abcd"
-    live = tmp_path / f".ck.export-{os.getpid()}-4567cdef"
+    from domains.files import HOST_TAG
+
+    dead = tmp_path / f".ck.export-{int(gone.stdout)}@{HOST_TAG}-0123abcd"
+    live = tmp_path / f".ck.export-{os.getpid()}@{HOST_TAG}-4567cdef"
     for folder in (dead, live):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"x" * 1000)
