@@ -317,15 +317,17 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     recipe_path = out_dir / f"{template}.yaml"
     source = templates_dir() / "recipes" / f"{template}.yaml"
     run_dir = (out_dir / "train").resolve()
+    # quoted: unquoted, YAML reads " #" in a path as a comment (`--out "runs/exp #2"` emptied runs/exp) and ": " as a key
+    train_into = f"output.dir={json.dumps(str(run_dir))}"
     # overrides are checked before anything is written: a typo costs seconds and loses nothing
-    load_recipe(source, [*overrides, f"output.dir={run_dir}"])
+    load_recipe(source, [*overrides, train_into])
     _refuse_output_dir(overrides)
     if not force:
         _refuse_to_lose(recipe_path, source, run_dir)
         _refuse_to_replace_data(out_dir, field)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, recipe_path)
-    recipe = load_recipe(recipe_path, [*overrides, f"output.dir={run_dir}"])
+    recipe = load_recipe(recipe_path, [*overrides, train_into])
     print(f"[1/4] generating data in {data}", flush=True)
     _stamp_data(out_dir, field)  # before writing: a run stopped half-way must not make its rerun refuse its own data
     _replace_general(data, progress, force)
