@@ -1213,7 +1213,7 @@ def apply_overrides(data: dict, overrides: Iterable[str], schema: type[BaseModel
     ``data.sources[0].ratio=0.5``, ``data.sources=[{name: a, path: a.jsonl}]``. Keys are checked
     against the schema, so a misspelt key fails here with a suggestion.
     """
-    data = copy.deepcopy(data) if data else {}
+    data = _unshared_copy(data) if data else {}
     schema = schema or recipe_schema(data)
     for item in overrides:
         if "=" not in item:
@@ -1230,6 +1230,17 @@ def apply_overrides(data: dict, overrides: Iterable[str], schema: type[BaseModel
                               "quote it if it is text") from None
         _set(data, path, value, item, schema)
     return data
+
+
+def _unshared_copy(value: Any) -> Any:
+    """A deep copy in which no two places share a mapping or list: a YAML alias (``llm: *same``) gives one object in
+    two places, which `copy.deepcopy` keeps shared, so an override of one place set the other too. Its size is the
+    document's expanded one, which `model.yaml_io` bounds."""
+    if isinstance(value, dict):
+        return {k: _unshared_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unshared_copy(v) for v in value]
+    return copy.deepcopy(value)
 
 
 def _set(data: dict, path: list[str | int], value: Any, item: str, schema: type[BaseModel]) -> None:

@@ -299,6 +299,18 @@ def test_overrides_do_not_touch_the_input():
     assert original == {"training": {"batch_size": 2}}
 
 
+def test_an_override_changes_only_its_key_where_yaml_aliases_share_a_block(tmp_path):
+    # the parts shared one dict (`llm: *same`), which the overrides' deepcopy kept shared: parts.llm.lr=5.0e-5 and
+    # parts.llm.mode=lora also set the projector's learning rate and put it in LoRA mode
+    path = write(tmp_path, MINIMAL + "parts:\n  projector: &same {mode: full, lr: 1.0e-4}\n  llm: *same\n")
+    recipe = load_recipe(path, ["parts.llm.lr=5.0e-5", "parts.llm.mode=lora"])
+    assert (recipe.parts.llm.mode, recipe.parts.llm.lr) == ("lora", 5e-5)
+    assert (recipe.parts.projector.mode, recipe.parts.projector.lr) == ("full", 1e-4)
+    shared = {"name": "a", "path": "a.jsonl"}
+    out = apply_overrides({"data": {"sources": [shared], "eval_sources": [shared]}}, ["data.sources[0].ratio=0.5"])
+    assert out["data"]["eval_sources"] == [{"name": "a", "path": "a.jsonl"}]
+
+
 def test_override_into_a_list_item():
     data = {"data": {"sources": [{"name": "a", "path": "a.jsonl"}, {"name": "b", "path": "b.jsonl"}]}}
     out = apply_overrides(data, ["data.sources[1].ratio=0.25", "data.sources.0.kind=general"])
