@@ -1051,7 +1051,51 @@ def _bounded_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
         document, node = load_yaml(text, where)
     except YAMLContentError as exc:
         raise RecipeError(str(exc)) from None
+    if node is not None:
+        _refuse_yaml11_numbers(node, where)
     return document, _line_numbers(node) if node is not None else {}
+
+
+_INT_TAG, _FLOAT_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_OCTAL = re.compile(r"([-+]?)0([0-7_]+)")
+
+
+def _refuse_yaml11_numbers(root: yaml.Node, where: str) -> None:
+    """`RecipeError` for a plain number YAML 1.1 reads as another one than it shows: a leading 0 makes it octal
+    (``seed: 0042`` was 34, ``batch_size=010`` 8, while ``08`` is 8), a colon base 60 (``max_steps: 1:30`` was 90)."""
+    seen: set[int] = set()
+    several_lines = root.end_mark.line > root.start_mark.line  # a file, not an override's value
+
+    def walk(node: yaml.Node, loc: tuple) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                walk(value_node, loc + ((key_node.value,) if isinstance(key_node, yaml.ScalarNode) else ()))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, loc + (i,))
+        elif isinstance(node, yaml.ScalarNode) and node.style is None and node.tag in (_INT_TAG, _FLOAT_TAG):
+            text = node.value
+            octal = _OCTAL.fullmatch(text) if node.tag == _INT_TAG else None
+            if octal:
+                sign, digits = octal.group(1), octal.group(2).replace("_", "")
+                read = int(sign + digits, 8)
+                if read == int(sign + digits, 10):  # 07: the same either way
+                    return
+                fix = f"write {sign}{digits.lstrip('0') or '0'} (or {read} if that is meant)"
+                how = f"as the octal number {read} (a leading 0)"
+            elif ":" in text:
+                fix = "write the number itself"
+                how = f"as the base-60 number {yaml.safe_load(text)} (a ':' between digits)"
+            else:
+                return
+            key = f"{_dotted(loc)}: " if loc else ""
+            line = f" (line {node.start_mark.line + 1})" if several_lines else ""
+            raise RecipeError(f"{where}: {key}YAML 1.1 reads {text} {how}; {fix}{line}")
+
+    walk(root, ())
 
 
 def _yaml_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:

@@ -311,6 +311,18 @@ def test_an_override_changes_only_its_key_where_yaml_aliases_share_a_block(tmp_p
     assert out["data"]["eval_sources"] == [{"name": "a", "path": "a.jsonl"}]
 
 
+def test_numbers_yaml_11_reads_as_other_numbers_are_refused(tmp_path):
+    # a leading 0 is octal and a colon base 60 in YAML 1.1: seed 0042 trained with seed 34, batch_size=010 with 8
+    path = write(tmp_path, MINIMAL + "mixing:\n  seed: 0042\n")
+    assert "mixing.seed: YAML 1.1 reads 0042 as the octal number 34 (a leading 0); write 42" in error_of(path)
+    path = write(tmp_path, MINIMAL)
+    assert "override training.batch_size=…: YAML 1.1 reads 010 as the octal number 8" in \
+        error_of(path, ["training.batch_size=010"])
+    assert "reads 1:30 as the base-60 number 90" in error_of(path, ["training.max_steps=1:30"])
+    recipe = load_recipe(path, ["training.batch_size=08", "training.grad_accum=07", "name='010'"])
+    assert (recipe.training.batch_size, recipe.training.grad_accum, recipe.name) == (8, 7, "010")
+
+
 def test_override_into_a_list_item():
     data = {"data": {"sources": [{"name": "a", "path": "a.jsonl"}, {"name": "b", "path": "b.jsonl"}]}}
     out = apply_overrides(data, ["data.sources[1].ratio=0.25", "data.sources.0.kind=general"])
