@@ -1190,7 +1190,7 @@ def _validate(data: Any, base_dir: str | os.PathLike, name: str, where: str, ove
         schema = recipe_schema(data)
         recipe = schema.model_validate(data, context={"base_dir": base, "name": name})
     except ValidationError as err:
-        set_by = {tuple(_parse_key(o.split("=", 1)[0])): o for o in overrides if "=" in o}
+        set_by = {_absolute_key(_parse_key(o.split("=", 1)[0]), data): o for o in overrides if "=" in o}
         found = []
         for loc, text in _error_lines(err, schema):
             by = [repr(o) for k, o in set_by.items() if loc[:len(k)] == k]
@@ -1203,6 +1203,22 @@ def _validate(data: Any, base_dir: str | os.PathLike, name: str, where: str, ove
         raise RecipeError("\n".join(text for _, text in sorted(found, key=lambda f: f[0]))) from None
     recipe._base_dir = base
     return recipe
+
+
+def _absolute_key(key: list[str | int], data: Any) -> tuple:
+    """An override's key with its negative list indices counted from the start of the lists in `data`, as error
+    locations count them (``data.sources[-1]`` of two sources is ``data.sources[1]``)."""
+    out: list[str | int] = []
+    node = data
+    for part in key:
+        if isinstance(part, int) and part < 0 and isinstance(node, list) and -len(node) <= part:
+            part += len(node)
+        out.append(part)
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return tuple(out)
 
 
 def _line_numbers(root: yaml.Node) -> dict[tuple, int]:

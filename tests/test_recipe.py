@@ -359,6 +359,10 @@ def test_overrides_through_load_recipe(tmp_path):
     assert "unknown projector 'qformerr'" in message and message.endswith("(set by override 'model.projector=qformerr')")
     message = error_of(path, ["model.projector=qformer", "model.projector_options.num_queries=abc"])
     assert "num_queries must be a positive int" in message and "'model.projector_options.num_queries=abc')" in message
+    # a negative index names its override too (it was blamed on the file's line of the item, which has no ratio)
+    message = error_of(path, ["data.sources[-1].ratio=-1"])
+    assert message.endswith("data.sources[1].ratio: must be greater than or equal to 0 (got -1) "
+                            "(set by override 'data.sources[-1].ratio=-1')"), message
 
 
 # ---------------------------------------------------------------------- paths
