@@ -1108,8 +1108,16 @@ def _yaml_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
 
 def load_yaml_value(text: str, where: str) -> Any:
     """One YAML value (an override's, an ``--option``'s) with duplicate keys and alias bombs refused
-    (`RecipeError` naming `where`); YAML syntax errors are left to the caller (`yaml.YAMLError`)."""
-    return _bounded_load(text, where)[0]
+    (`RecipeError` naming `where`); YAML syntax errors are left to the caller (`yaml.YAMLError`). A ``#`` that
+    starts a YAML comment is refused: on a command line it is part of the value (``output.dir=runs/exp #2`` read
+    as runs/exp, ``name=#1`` as null)."""
+    value = _bounded_load(text, where)[0]
+    comment = re.search(r"(?:^|\s)#.*", text)
+    if comment and "#" not in json.dumps(value, default=str):
+        raise RecipeError(f"{where}: YAML reads {comment.group().strip()!r} as a comment, leaving "
+                          f"{'null' if value is None else _short(value)}; "
+                          "quote the value (KEY='…') to keep the '#'")
+    return value
 
 
 # A recipe is a few KB (the largest template ~13 KB); a file past this is something else (an annotation .jsonl, an

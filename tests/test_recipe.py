@@ -338,6 +338,9 @@ def test_override_into_a_list_item():
     ("training.max_steps", "expected dotted.key=value"),
     ("training.max_steps.x=1", "'training.max_steps' is a value, not a section"),
     ("data.sources=[", "the value is not valid YAML"),
+    # YAML comments: the value was cut silently (a run folder runs/exp, a name of null)
+    ("output.dir=runs/exp #2", "override output.dir=…: YAML reads '#2' as a comment, leaving 'runs/exp'; quote"),
+    ("name=#1", "YAML reads '#1' as a comment, leaving null"),
 ])
 def test_bad_overrides(override, expected):
     with pytest.raises(RecipeError) as info:
