@@ -8,7 +8,7 @@ mapped; the peak resident memory is what the step needed anyway, but up to 2 GiB
 process ends. bench/bench_train.py's `system-malloc` variant runs without it: at the 164 M-parameter bench size the
 step time did not change beyond the run-to-run spread.
 
-``POCKET_ADAPT_KEEP_FREED_MEMORY=0`` leaves the allocator as it is.
+``POCKET_ADAPT_KEEP_FREED_MEMORY=0`` (or ``false``, ``no``, ``off``) leaves the allocator as it is.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def keep_freed_memory() -> bool:
     if _applied is not None:
         return _applied
     _applied = False
-    if not sys.platform.startswith("linux") or os.environ.get("POCKET_ADAPT_KEEP_FREED_MEMORY", "1") == "0":
+    opted_out = os.environ.get("POCKET_ADAPT_KEEP_FREED_MEMORY", "1").strip().lower() in ("0", "false", "no", "off")
+    if not sys.platform.startswith("linux") or opted_out:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

@@ -39,9 +39,10 @@ def test_freed_blocks_are_reused_without_page_faults():
     assert kept < PAGES // 20, kept
 
 
-def test_opting_out_leaves_the_allocator_alone(monkeypatch):
+@pytest.mark.parametrize("value", ["0", "false", "No", " off "])  # only "0" opted out: "false" tuned it anyway
+def test_opting_out_leaves_the_allocator_alone(monkeypatch, value):
     import adapt.allocator as allocator
 
     monkeypatch.setattr(allocator, "_applied", None)
-    monkeypatch.setenv("POCKET_ADAPT_KEEP_FREED_MEMORY", "0")
+    monkeypatch.setenv("POCKET_ADAPT_KEEP_FREED_MEMORY", value)
     assert allocator.keep_freed_memory() is False
