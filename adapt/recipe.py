@@ -162,7 +162,7 @@ class ModelSpec(_Section):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str, info: ValidationInfo) -> str:
-        from model.presets import PRESETS
+        from model.presets import PRESETS, preset_of_hub_id
 
         if not value.strip():
             raise ValueError(f"must name a model preset ({', '.join(PRESETS)}) or a checkpoint directory")
@@ -177,6 +177,10 @@ class ModelSpec(_Section):
             return str(directory)
         if value in PRESETS:
             return value
+        if (named := preset_of_hub_id(value)) is not None:  # as model.load says of it
+            raise ValueError(f"{value!r} is the hub id of the preset {named.name}, not a checkpoint directory (no "
+                             f"folder {directory}); give model.source: {named.name}, which fetches it, or a local copy's "
+                             "folder")
         raise ValueError(
             f"{value!r} is neither a model preset nor a checkpoint directory (no folder {directory}); "
             f"presets: {', '.join(PRESETS)}{did_you_mean(value, PRESETS)}"

@@ -17,7 +17,7 @@ from .checkpoints.checksums import verify_weights
 from .checkpoints.io import CheckpointError, honour_umask, write_json
 from .checkpoints.layouts import detect_layout
 from .errors import ModelConfigError, PocketAdaptError
-from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset
+from .presets import POCKET_TINY_TOKENIZER, PRESETS, get_preset, preset_of_hub_id
 from .processor import VLMProcessor
 from .projectors import projector_tokens
 from .quiet import ignoring
@@ -295,12 +295,12 @@ def load_config(source: str | os.PathLike) -> PocketVLMConfig:
 def _unknown_source(source: str | os.PathLike) -> CheckpointError:
     """What a source that is neither a folder nor a preset gets; a preset's hub id (what `adapt inspect` and
     `adapt presets` show next to it) is pointed at its preset, since hub ids are never fetched as such."""
-    named = [p for p in PRESETS.values() if p.hub_id and p.hub_id.lower() == str(source).lower()]
-    if named:
+    named = preset_of_hub_id(str(source))
+    if named is not None:
         return CheckpointError(
-            f"{source}: is the hub id of the preset {named[0].name}, not a checkpoint folder; give the preset name "
-            f"(--model {named[0].name}), which fetches it, or a local copy: "
-            f"{hub_fetch_advice(named[0].hub_id, str(source))}")
+            f"{source}: is the hub id of the preset {named.name}, not a checkpoint folder; give the preset name "
+            f"(--model {named.name}), which fetches it, or a local copy: "
+            f"{hub_fetch_advice(named.hub_id, str(source))}")
     if (moved := moved_aside_note(source)) is not None:
         return CheckpointError(moved)
     import difflib

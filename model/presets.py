@@ -167,6 +167,11 @@ def get_preset(name: str) -> Preset:
                                "checkpoint folder") from None
 
 
+def preset_of_hub_id(source: str) -> Preset | None:
+    """The preset whose hub id `source` is (any case): hub ids are never fetched as such, their preset is."""
+    return next((p for p in PRESETS.values() if p.hub_id and p.hub_id.lower() == source.lower()), None)
+
+
 def preset_config(name: str) -> PocketVLMConfig:
     return get_preset(name).build()
 

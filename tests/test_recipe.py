@@ -183,6 +183,13 @@ def test_preset_typo_suggests_the_preset(tmp_path):
     assert "did you mean 'pocket-tiny'?" in error_of(write(tmp_path, "model: {source: pocket-tinny}\n"))
 
 
+def test_a_preset_hub_id_as_source_points_at_its_preset(tmp_path):
+    # `adapt chat --model OpenGVLab/InternVL2-1B` names the preset; the recipe only listed the presets
+    message = error_of(write(tmp_path, "model: {source: mtgv/mobilevlm_v2-1.7b}\n"))
+    assert "model.source: 'mtgv/mobilevlm_v2-1.7b' is the hub id of the preset mobilevlm-v2-1.7b" in message
+    assert "give model.source: mobilevlm-v2-1.7b, which fetches it" in message
+
+
 def test_every_error_is_reported_in_file_order(tmp_path):
     message = error_of(write(tmp_path, MINIMAL + "training: {batch_size: 0}\nmixing: {general_ratio: 2}\n"))
     lines = message.splitlines()
