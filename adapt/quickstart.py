@@ -29,7 +29,7 @@ from model.yaml_io import load_yaml
 
 from .checkpointing import EVAL_DIR, not_run_outputs
 from .evaluate import COMPARISON_PNG, plot_comparison, write_report
-from .recipe import _parse_key, _read_text, load_recipe, load_yaml_value
+from .recipe import _parse_key, _read_text, load_recipe, load_yaml_value, path_override
 from .run_eval import eval_kinds, evaluate_model
 from .train import train
 
@@ -317,8 +317,7 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     recipe_path = out_dir / f"{template}.yaml"
     source = templates_dir() / "recipes" / f"{template}.yaml"
     run_dir = (out_dir / "train").resolve()
-    # quoted: unquoted, YAML reads " #" in a path as a comment (`--out "runs/exp #2"` emptied runs/exp) and ": " as a key
-    train_into = f"output.dir={json.dumps(str(run_dir))}"
+    train_into = path_override("output.dir", run_dir)  # unquoted, `--out "runs/exp #2"` emptied runs/exp
     # overrides are checked before anything is written: a typo costs seconds and loses nothing
     load_recipe(source, [*overrides, train_into])
     _refuse_output_dir(overrides)

@@ -56,6 +56,7 @@ __all__ = [
     "load_recipe",
     "load_yaml_value",
     "parse_recipe",
+    "path_override",
     "recipe_schema",
     "recipe_warnings",
     "resolve_deepspeed_config",
@@ -1302,6 +1303,12 @@ def apply_overrides(data: dict, overrides: Iterable[str], schema: type[BaseModel
                               "quote it if it is text") from None
         _set(data, path, value, item, schema)
     return data
+
+
+def path_override(key: str, path: str | os.PathLike) -> str:
+    """``key="path"``: an override that reads back as `path` whatever it holds (unquoted, YAML reads `` #`` in a
+    path as a comment and ``: `` as a mapping)."""
+    return f"{key}={json.dumps(str(path))}"
 
 
 def _unshared_copy(value: Any) -> Any:

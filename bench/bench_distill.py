@@ -41,7 +41,7 @@ from adapt.distill import distill  # noqa: E402
 from adapt.domains_bridge import register_domain_metrics  # noqa: E402
 from adapt.metrics import main_metric  # noqa: E402
 from adapt.quickstart import prepare_landcover, prepare_remote_sensing  # noqa: E402
-from adapt.recipe import load_recipe  # noqa: E402
+from adapt.recipe import load_recipe, path_override  # noqa: E402
 from adapt.run_eval import evaluate_model  # noqa: E402
 from adapt.train import train  # noqa: E402
 from bench.sections import ROOT, machine_line, paired_difference, write_section  # noqa: E402
@@ -77,8 +77,8 @@ def copy_template(name: str, folder: Path) -> Path:
 def run_distill(folder: Path, steps: int, batch: int, overrides: list[str] = (), progress: bool = False) -> dict:
     """Distil into `folder/run`; the report plus the initial (random) student saved as `folder/student-random`."""
     recipe = load_recipe(copy_template("distill_pocket-tiny", folder),
-                         [f"training.max_steps={steps}", f"training.batch_size={batch}", f"output.save_every={steps}", f"output.dir={folder / 'run'}",
-                          "logging.tensorboard=false", *overrides])
+                         [f"training.max_steps={steps}", f"training.batch_size={batch}", f"output.save_every={steps}",
+                          path_override("output.dir", folder / "run"), "logging.tensorboard=false", *overrides])
     done = folder / "run" / "bench.json"  # a finished run of this very recipe is reused (it is deterministic)
     if done.is_file() and json.loads(done.read_text())["recipe"] == recipe.to_yaml():
         final, minutes = Path(recipe.output.dir) / "final", json.loads(done.read_text())["minutes"]
@@ -112,7 +112,8 @@ def adapt_on(folder: Path, template: str, vision: str | None, steps: int, eval_s
     seeded = [f"seed={seed}", f"mixing.seed={seed}"] if seed else []  # seed 0: the template as it stands
     recipe = load_recipe(copy_template(template, folder),
                          [*tower, *seeded, f"training.max_steps={steps}",
-                          f"output.save_every={steps}", f"output.dir={folder / 'train'}", "logging.tensorboard=false",
+                          f"output.save_every={steps}", path_override("output.dir", folder / "train"),
+                          "logging.tensorboard=false",
                           *([f"eval.max_samples={eval_samples}"] if eval_samples else []), *overrides])
     done = folder / "result.json"  # a finished run of this very recipe is reused (another process may have made it)
     if done.is_file() and json.loads(done.read_text())["recipe"] == recipe.to_yaml():

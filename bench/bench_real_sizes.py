@@ -183,14 +183,16 @@ def prepare_data(data: Path, image_size: int, n: int) -> None:
 
 
 def recipe_overrides(source: Path, out: Path, precision: str, dtype: str, args) -> list[str]:
+    from adapt.recipe import path_override
+
     return [
-        f"model.source={source}", f"model.dtype={dtype}",
+        path_override("model.source", source), f"model.dtype={dtype}",
         "parts.vision.mode=frozen", "parts.projector.mode=full", "parts.llm.mode=lora", "parts.llm.lora.r=16",
         "parts.llm.lora.alpha=32", "training.gradient_checkpointing=true", f"training.precision={precision}",
         f"training.batch_size={args.batch_size}", "training.grad_accum=1", "training.max_seq_length=2048",
         f"training.max_steps={args.steps + 1}", "training.num_workers=0", f"tiling.max_tiles={args.max_tiles}",
         "output.save_every=1000000", "eval.every=null", "logging.every=1", "logging.tensorboard=false",
-        f"output.dir={out}",
+        path_override("output.dir", out),
     ]
 
 

@@ -90,7 +90,9 @@ def _first_image(data: Path) -> Path:
 def _fresh_output(argv: list[str], out: Path) -> list[str]:
     """`argv` writing into the new folder `out`: each run starts afresh (no resume, no lock, no refused folder)."""
     if "train" in argv or "eval" in argv:
-        return [*argv, f"output.dir={out}"]
+        from adapt.recipe import path_override
+
+        return [*argv, path_override("output.dir", out)]
     if "export" in argv:
         return [*argv, "--out", str(out)]
     return argv

@@ -221,13 +221,13 @@ def run_variant(variant: Variant, recipe_path: Path, out: Path, budget: list[str
     held-out prompts of the eval source `prompts`)."""
     import model as model_core
     from adapt.data import SkipLog, read_source
-    from adapt.recipe import load_recipe
+    from adapt.recipe import load_recipe, path_override
     from adapt.run_eval import evaluate_model
     from adapt.train import source_specs, train
 
     probe = model_core.load("pocket-tiny")[0]
     per_tile = probe.config.image_seq_length  # pocket-tiny's own, for the Q-Former's queries
-    overrides = [*budget, *variant.overrides(per_tile), f"output.dir={(out / 'train').resolve()}"]
+    overrides = [*budget, *variant.overrides(per_tile), path_override("output.dir", (out / "train").resolve())]
     recipe = load_recipe(recipe_path, overrides)
     shutil.rmtree(recipe.output.dir, ignore_errors=True)
     started = time.perf_counter()
@@ -376,11 +376,11 @@ def measure(args: argparse.Namespace) -> dict:
     budget = budget_overrides(args.steps, args.batch_size, args.eval_samples, args.max_new_tokens)
     before = None
     if args.set == "probe":  # pocket-tiny untrained: the probe's views against the same questions' bare scenes
-        from adapt.recipe import load_recipe
+        from adapt.recipe import load_recipe, path_override
         from adapt.run_eval import evaluate_model
 
         report = out / "probe" / "pocket-tiny"
-        recipe = load_recipe(recipe_path, [*budget, f"output.dir={report.resolve()}"])
+        recipe = load_recipe(recipe_path, [*budget, path_override("output.dir", report.resolve())])
         summary = evaluate_model(recipe, "pocket-tiny", "base", report, args.progress)
         before = {source: entry["main"] for source, entry in summary["sources"].items()}
     variants = {}

@@ -73,11 +73,12 @@ def time_variant(key: str, recipe_path: Path, out: Path, budget: list[str], warm
     pocket-tiny's image tokens a tile, which the Q-Former's queries scale with)."""
     import model as model_core
     from adapt.data import SkipLog, read_source
-    from adapt.recipe import load_recipe
+    from adapt.recipe import load_recipe, path_override
     from adapt.train import Trainer, source_specs
 
     variant = VARIANTS[key]
-    recipe = load_recipe(recipe_path, [*budget, *variant.overrides(per_tile), f"output.dir={out.resolve()}"])
+    recipe = load_recipe(recipe_path,
+                         [*budget, *variant.overrides(per_tile), path_override("output.dir", out.resolve())])
     shutil.rmtree(out, ignore_errors=True)
     final = Trainer(recipe, progress=False).run()
     steps = step_times(out / "train_log.jsonl", warmup)

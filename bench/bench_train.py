@@ -156,10 +156,10 @@ class Setup:
     info: dict = field(default_factory=dict)
 
     def recipe(self, precision: str, out: str, extra: list[str] = (), steps: int | None = None):
-        from adapt.recipe import load_recipe
+        from adapt.recipe import load_recipe, path_override
 
         overrides = [*self.base, f"training.precision={precision}", *extra,
-                     f"output.dir={(self.work / 'runs' / out).resolve()}"]
+                     path_override("output.dir", (self.work / "runs" / out).resolve())]
         if steps is not None:
             overrides.append(f"training.max_steps={steps}")
         return load_recipe(self.recipe_path, overrides)

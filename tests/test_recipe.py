@@ -939,3 +939,13 @@ def test_a_lora_rank_beyond_any_layer_width_is_refused_by_validate(tmp_path):
     assert "parts.llm.lora.r" in message and "above 4096" in message
     recipe = load_recipe(write(tmp_path, MINIMAL + "parts: {llm: {mode: lora, lora: {r: 4096}}}\n"))
     assert recipe.parts.llm.lora.r == 4096
+
+
+def test_path_override_reads_back_as_the_path_whatever_it_holds(tmp_path):
+    """Bench scripts and the quick start built ``output.dir=<path>`` unquoted: YAML cut a path at `` #`` (a
+    comment) or read ``: `` as a mapping. `path_override` quotes it."""
+    from adapt.recipe import apply_overrides, path_override
+
+    for path in (tmp_path / "runs" / "exp #2", tmp_path / "a: b", tmp_path / "plain"):
+        data = apply_overrides({"output": {}}, [path_override("output.dir", path)])
+        assert data["output"]["dir"] == str(path)
