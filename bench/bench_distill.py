@@ -108,7 +108,8 @@ def adapt_on(folder: Path, template: str, vision: str | None, steps: int, eval_s
     """The quick start's recipe `template` trained `steps` steps on pocket-tiny with tower `vision` (None: its own),
     its vision adapter in front of pocket-tiny's projector or (`fresh`) a fresh projector, from training seed
     `seed` (initialisation and data order); its eval summary."""
-    tower = [f"model.vision={vision}", *(FRESH_PROJECTOR if fresh else ["model.vision_adapter=auto"])] if vision else []
+    adapter = FRESH_PROJECTOR if fresh else ["model.vision_adapter=auto"]
+    tower = [path_override("model.vision", vision), *adapter] if vision else []
     seeded = [f"seed={seed}", f"mixing.seed={seed}"] if seed else []  # seed 0: the template as it stands
     recipe = load_recipe(copy_template(template, folder),
                          [*tower, *seeded, f"training.max_steps={steps}",

@@ -167,6 +167,7 @@ class Setup:
 
 def make_setup(name: str, work: Path, data: Path, steps: int, batch_size: int, grad_accum: int,
                max_seq_length: int | None = None, workers: int = 0) -> Setup:
+    from adapt.recipe import path_override
     from model.resources import templates_dir
 
     folder = work / name
@@ -183,7 +184,8 @@ def make_setup(name: str, work: Path, data: Path, steps: int, batch_size: int, g
         source = str(build_mid(work / "mid-qwen2-vocab-model", QWEN2_VOCAB).resolve())
     if name in PRESET_MODELS:
         source = str(build_preset(name, work / f"{name}-model").resolve())
-    base = [f"model.source={source}", f"training.max_steps={WARMUP + steps}", f"training.batch_size={batch_size}",
+    base = [path_override("model.source", source), f"training.max_steps={WARMUP + steps}",
+            f"training.batch_size={batch_size}",
             f"training.grad_accum={grad_accum}", "output.save_every=1000000", "eval.every=null"]
     if workers:
         base.append(f"training.num_workers={workers}")
