@@ -38,7 +38,7 @@ def test_the_model_verbs_of_the_goal_are_timed_each_into_a_fresh_folder(tmp_path
     names = " ".join(bench._commands(tmp_path))
     assert all(f"`adapt {verb}" in names for verb in ("train", "eval", "chat", "export"))
     out = tmp_path / "o"
-    assert bench._fresh_output(["py", "train", "r.yaml"], out) == ["py", "train", "r.yaml", f"output.dir={out}"]
-    assert bench._fresh_output(["py", "eval", "r.yaml"], out) == ["py", "eval", "r.yaml", f"output.dir={out}"]
+    assert bench._fresh_output(["py", "train", "r.yaml"], out) == ["py", "train", "r.yaml", f"output.dir=\"{out}\""]
+    assert bench._fresh_output(["py", "eval", "r.yaml"], out) == ["py", "eval", "r.yaml", f"output.dir=\"{out}\""]
     assert bench._fresh_output(["py", "export", "-f", "hf"], out) == ["py", "export", "-f", "hf", "--out", str(out)]
     assert bench._fresh_output(["py", "presets"], out) == ["py", "presets"]
