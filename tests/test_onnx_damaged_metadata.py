@@ -23,18 +23,21 @@ def graph(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
+@pytest.mark.parametrize("damaged", ["tiling", "tokenizer"])
 @pytest.mark.parametrize("recorded", ["{not json", "[1, 2]"], ids=["not-json", "not-an-object"])
-def test_damaged_tokenizer_metadata_is_refused_naming_the_graph(tmp_path, recorded):
+def test_damaged_metadata_is_refused_naming_the_graph(tmp_path, recorded, damaged):
+    """Refused by the one `recorded_object` the ExecuTorch runtime uses too: its message, naming graph and key."""
     require("onnx", "the deploy extra: ONNX export")
     from deploy.onnx.export import DECODER, EMBED, TILING_KEY, TOKENIZER_KEY, VISION
     from deploy.onnx.runtime import OnnxExport, OnnxRuntimeError
 
-    graph(tmp_path / VISION, {TILING_KEY: "{}"})
-    graph(tmp_path / EMBED, {TOKENIZER_KEY: recorded})
+    graph(tmp_path / VISION, {TILING_KEY: recorded if damaged == "tiling" else "{}"})
+    graph(tmp_path / EMBED, {TOKENIZER_KEY: recorded if damaged == "tokenizer" else "{}"})
     graph(tmp_path / DECODER, {TOKENIZER_KEY: "{}"})
     for name in ("genai_config.json", "preprocessor_config.json", "chat_template.json"):
         (tmp_path / name).write_text("{}\n", encoding="utf-8")
     with pytest.raises(OnnxRuntimeError) as info:
         OnnxExport.open(tmp_path)
-    assert str(info.value).startswith(f"{tmp_path / EMBED}: its {TOKENIZER_KEY} metadata is not the JSON object")
-    assert "export it again" in str(info.value)
+    path, key = (tmp_path / VISION, TILING_KEY) if damaged == "tiling" else (tmp_path / EMBED, TOKENIZER_KEY)
+    assert str(info.value) == (f"{path}: the {key} metadata it records is damaged (not the JSON object the export "
+                               "writes); export it again")

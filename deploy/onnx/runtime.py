@@ -9,7 +9,6 @@ tokenizer other than the one the graphs were exported with.
 
 from __future__ import annotations
 
-import json
 import os
 import traceback
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from deploy.export_sidecar import (
     not_a_folder,
     read_json,
     read_processor,
+    recorded_object,
 )
 from model.checkpoints.checksums import verify_weights
 from model.errors import MissingExtraError, PocketAdaptError, install_hint
@@ -71,18 +71,11 @@ def _metadata(path: Path) -> dict[str, str]:
 
 def _recorded(path: Path, key: str) -> dict:
     """The JSON object the export wrote under metadata `key` of the graph at `path`, or an `OnnxRuntimeError` naming
-    the graph and the key where there is none or it is not one."""
+    the graph and the key where there is none or it is not one (`recorded_object`)."""
     value = _metadata(path).get(key)
     if value is None:
         raise OnnxRuntimeError(f"{path}: not written by `adapt export --format onnx` (no {key})")
-    try:
-        recorded = json.loads(value)
-    except ValueError:
-        recorded = None
-    if not isinstance(recorded, dict):
-        raise OnnxRuntimeError(f"{path}: its {key} metadata is not the JSON object the export writes ({value[:80]!r});"
-                               " export it again")
-    return recorded
+    return recorded_object(value, path, f"{key} metadata", OnnxRuntimeError)
 
 
 @dataclass(frozen=True)
