@@ -261,6 +261,21 @@ def test_rsvqa_count_with_thousands_separators_is_read_as_its_number():
     assert normalize_rsvqa_answer("12,5", "count") == "12,5"  # no thousands grouping: left as written
 
 
+def test_rsvqa_question_types_are_read_in_any_case(tmp_path):
+    """A "Count" / "Area" question got no bucket and its answer was not normalised, while the metrics lower-case the
+    type and score it as a count / area."""
+    assert normalize_rsvqa_answer("1,234", "Count") == "1234"
+    src = generate("rsvqa_hr", tmp_path / "src", n=5)
+    path = src / "USGS_split_train_questions.json"
+    data = json.loads(path.read_text())
+    for q in data["questions"]:
+        q["type"] = str(q.get("type", "")).capitalize()
+    path.write_text(json.dumps(data))
+    recs = records(convert_rsvqa(src, tmp_path / "out").outputs["train"])
+    counted = [r for r in recs if r["meta"]["question_type"] in ("Count", "Area")]
+    assert counted and all(r["meta"]["bucket"] for r in counted)
+
+
 def test_rsvqa_count_in_words_keeps_its_spaces():
     """Every space of a count answer was removed, whatever it said: "between 1 and 10" became "between1and10"."""
     assert normalize_rsvqa_answer("Between 1 and 10", "count") == "between 1 and 10"

@@ -469,8 +469,9 @@ def _resized_size(size: tuple[int, int], longer: int) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------- RSVQA
 def normalize_rsvqa_answer(answer: Any, qtype: str | None = None) -> str:
     """RSVQA answer -> the scored form: lower case, spaces collapsed; area ``"1 234 m2"`` -> ``"1234m2"``, count
-    ``"1 234"`` / ``"1,234"`` -> ``"1234"``."""
+    ``"1 234"`` / ``"1,234"`` -> ``"1234"``; `qtype` is read in any case."""
     text = " ".join(str(answer).strip().lower().split())
+    qtype = str(qtype or "").strip().lower()  # as the metrics read it: "Count" is a count
     if qtype == "area" or re.fullmatch(r"[\d ,.]+\s*m2", text):
         m = re.fullmatch(r"([\d ,.]+?)\s*m2", text)
         if m:
@@ -783,7 +784,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                         "question_id": q["id"]}
                 if info.get("original_name") is not None:
                     meta["original_name"] = info["original_name"]
-                if qtype in ("count", "area"):
+                if qtype.strip().lower() in ("count", "area"):  # as the metrics read it: "Count" is a count
                     meta["bucket"] = rsvqa_bucket(answer)
                 question = str(q["question"]).strip() + "\n" + RSVQA_INSTRUCTION
                 records.append(_record(f"{dataset}/{split}/{q['id']}", status[0], status[1], question, answer, "rsvqa",
