@@ -276,6 +276,18 @@ def test_rsvqa_question_types_are_read_in_any_case(tmp_path):
     assert counted and all(r["meta"]["bucket"] for r in counted)
 
 
+def test_rsvqa_area_with_a_decimal_comma_keeps_its_fraction():
+    """Every comma of an area answer was dropped: "1,5 m2" (a decimal comma) became "15m2"."""
+    assert normalize_rsvqa_answer("1,5 m2", "area") == "1.5m2"
+    assert normalize_rsvqa_answer("1 234,56 m2", "area") == "1234.56m2"
+    assert normalize_rsvqa_answer("1,234,5 m2", "area") == "1234.5m2"
+    assert rsvqa_bucket(normalize_rsvqa_answer("1,5 m2", "area")) == "1-100"
+    # a group of 3 digits after a comma is thousands
+    assert normalize_rsvqa_answer("1,234 m2", "area") == "1234m2"
+    assert normalize_rsvqa_answer("12,345,678 m2", "area") == "12345678m2"
+    assert normalize_rsvqa_answer("1,234.5 m2", "area") == "1234.5m2"
+
+
 def test_rsvqa_count_in_words_keeps_its_spaces():
     """Every space of a count answer was removed, whatever it said: "between 1 and 10" became "between1and10"."""
     assert normalize_rsvqa_answer("Between 1 and 10", "count") == "between 1 and 10"

@@ -468,14 +468,19 @@ def _resized_size(size: tuple[int, int], longer: int) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------------------- RSVQA
 def normalize_rsvqa_answer(answer: Any, qtype: str | None = None) -> str:
-    """RSVQA answer -> the scored form: lower case, spaces collapsed; area ``"1 234 m2"`` -> ``"1234m2"``, count
-    ``"1 234"`` / ``"1,234"`` -> ``"1234"``; `qtype` is read in any case."""
+    """RSVQA answer -> the scored form: lower case, spaces collapsed; area ``"1 234 m2"`` / ``"1,234 m2"`` ->
+    ``"1234m2"``, ``"1,5 m2"`` (decimal comma) -> ``"1.5m2"``; count ``"1 234"`` / ``"1,234"`` -> ``"1234"``. `qtype`
+    is read in any case."""
     text = " ".join(str(answer).strip().lower().split())
     qtype = str(qtype or "").strip().lower()  # as the metrics read it: "Count" is a count
     if qtype == "area" or re.fullmatch(r"[\d ,.]+\s*m2", text):
         m = re.fullmatch(r"([\d ,.]+?)\s*m2", text)
         if m:
-            text = m.group(1).replace(" ", "").replace(",", "") + "m2"
+            number = m.group(1).replace(" ", "")
+            # a last comma before other than 3 digits is no thousands separator: a decimal comma ("1,5 m2")
+            decimal = re.fullmatch(r"(\d+|\d{1,3}(?:,\d{3})+),(\d{1,2}|\d{4,})", number)
+            number = f"{decimal[1]}.{decimal[2]}" if decimal else number
+            text = number.replace(",", "") + "m2"
     elif qtype == "count" and re.fullmatch(r"\d{1,3}(?:[ ,]\d{3})+", text):
         # digit groups only: "1,234" had no bucket, and every space went ("between 1 and 10" -> "between1and10")
         text = text.replace(" ", "").replace(",", "")
