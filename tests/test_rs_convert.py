@@ -609,6 +609,24 @@ def test_dior_filenames_leaving_the_images_folder_are_skipped_unread(tmp_path):
     assert not any("secret" in p.name for p in (tmp_path / "out").rglob("*"))
 
 
+def test_dior_images_of_one_stem_are_two_outputs(tmp_path):
+    """a.jpg and a.png named by two annotations were both written as a.png, the second over the first, and the
+    first one's boxes then pointed into the other image."""
+    src = generate("dior_rsvg", tmp_path / "src", n=2)
+    images, ann = src / "JPEGImages", src / "Annotations"
+    second = np.asarray(Image.open(images / "00002.jpg").convert("RGB"))
+    Image.fromarray(second).save(images / "00001.png")
+    (images / "00002.jpg").unlink()
+    text = (ann / "00002.xml").read_text()
+    (ann / "00002.xml").write_text(text.replace("<filename>00002.jpg</filename>", "<filename>00001.png</filename>"))
+    out = tmp_path / "out"
+    report = assert_idempotent(convert_dior_rsvg, src, out)
+    image_of = {r["meta"]["source"]: r["image"] for r in all_records(report)}
+    assert image_of == {"00001.xml": "images/dior_rsvg/00001.jpg.png", "00002.xml": "images/dior_rsvg/00001.png.png"}
+    for xml, original in (("00001.xml", images / "00001.jpg"), ("00002.xml", images / "00001.png")):
+        assert np.array_equal(np.asarray(Image.open(out / image_of[xml])), np.asarray(Image.open(original)))
+
+
 def test_plain_images_go_through_the_one_image_reader(tmp_path):
     """A phone JPEG stored sideways comes out upright, a 16-bit PNG is stretched (not saturated), as in training."""
     src = tmp_path / "src"

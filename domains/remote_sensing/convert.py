@@ -834,6 +834,18 @@ def _split_indices(src: Path, report: ConvertReport) -> dict[int, str] | None:
     return found if any_file else None
 
 
+def _dior_image(root: ET.Element, xml: Path, images: Path) -> tuple[str, Path]:
+    """The image annotation `xml` (parsed: `root`) names, as its name under `images` and its path: ``<filename>``
+    (else the xml's stem, .jpg), a name without suffix that is no file taken with .jpg; `SkipInput` where the name
+    leaves `images` (:func:`~domains.files.inside_root`)."""
+    fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
+    img_src = inside_root(images, fname)
+    if not img_src.exists() and not Path(fname).suffix:
+        fname = f"{fname}.jpg"
+        img_src = inside_root(images, fname)
+    return fname, img_src
+
+
 def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsvg",
                       tasks: Sequence[str] = ("grounding", "region"), resize: int | None = None,
                       images_dir: str = "JPEGImages", annotations_dir: str = "Annotations",
@@ -842,7 +854,9 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
 
     Reads ``Annotations/*.xml`` (sorted by name) and ``JPEGImages/<filename>``; a ``<filename>`` that is
     absolute or leaves ``JPEGImages`` (``../../etc/passwd``, a symlink pointing outside) is skipped as ``path
-    escapes data root`` without being read. Each ``<object>`` with a
+    escapes data root`` without being read. Each image is written once, as ``images/<dataset>/<name>.png``;
+    ``a.jpg`` and ``a.png`` (two images of one stem) become ``a.jpg.png`` and ``a.png.png``
+    (:func:`~domains.files.unique_stems`). Each ``<object>`` with a
     ``<description>`` gives, for `tasks`:
 
     * ``"grounding"``: ``<image>\\nPlease provide the bounding box coordinate of the region this sentence
@@ -879,19 +893,23 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     resize = _resize_option(resize)
     xml_files = sorted(p for p in ann_dir.glob("*.xml") if _listed(p))  # a Mac zip's ._name.xml is no annotation
 
+    named: dict[Path, tuple[str, Path]] = {}  # the image each readable annotation names (the loop reports the rest)
+    for xml in xml_files:
+        try:
+            named[xml] = _dior_image(ET.parse(xml).getroot(), xml, src / images_dir)
+        except (ET.ParseError, OSError, SkipInput):
+            pass
+    # by the name under images_dir: a.jpg and a.png are two output PNGs, not one written over the other
+    stems = unique_stems(name for name, _ in named.values())
+
     def plan():  # every annotated image, in the loop's order (a superset of those converted)
-        for xml in xml_files:
+        for name, img_src in named.values():
             try:
-                root = ET.parse(xml).getroot()
-                fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
-                img_src = inside_root(src / images_dir, fname)
-                if not img_src.exists() and not Path(fname).suffix:
-                    img_src = inside_root(src / images_dir, f"{fname}.jpg")
                 (src_w, src_h), _ = upright_size(img_src)
                 wh = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
             except Exception:  # noqa: BLE001 - the loop reports it
                 continue
-            yield (out / f"images/{dataset}/{safe_name(Path(fname).with_suffix('').as_posix())}.png", *_dior_step(img_src, resize, wh))
+            yield (out / f"images/{dataset}/{stems[name]}.png", *_dior_step(img_src, resize, wh))
 
     with Prefetch(workers, plan) as pf:
         obj_index = -1
@@ -916,11 +934,8 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                                 f"{where}: {broken.name} cannot be read, so the global object indices of "
                                 "train/val/test.txt are unknown for the files after it; repair it and convert again")
                 continue
-            fname = (root.findtext("filename") or "").strip() or f"{xml.stem}.jpg"
             try:  # the XML names the image: it must stay under the images folder (domains.files.inside_root)
-                img_src = inside_root(src / images_dir, fname)
-                if not img_src.exists() and not Path(fname).suffix:
-                    img_src = inside_root(src / images_dir, f"{fname}.jpg")
+                fname, img_src = _dior_image(root, xml, src / images_dir)
             except SkipInput as exc:
                 report.skip(xml, exc.reason, f"{xml}: <filename> {exc.detail}")
                 continue
@@ -937,7 +952,7 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                 continue
             out_w, out_h = _resized_size((src_w, src_h), int(resize)) if resize else (src_w, src_h)
             sx, sy = out_w / src_w, out_h / src_h
-            image = f"images/{dataset}/{safe_name(Path(fname).with_suffix('').as_posix())}.png"
+            image = f"images/{dataset}/{stems[fname]}.png"
             pending: list[tuple[str, dict]] = []
             for k, obj in enumerate(objects):
                 idx = first + k
