@@ -60,6 +60,7 @@ __all__ = [
     "discovery_errors",
     "check_options",
     "check_synthetic_n",
+    "comma_names",
     "MAX_SYNTHETIC_N",
     "get_domain",
     "lazy",
@@ -268,12 +269,18 @@ def option_names(fn: Callable[..., Any], positional: int) -> tuple[list[str], bo
     return known, any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def comma_names(value: Iterable[str] | str) -> list[str]:
+    """An option naming several things, as a list: a string is comma-separated names, stripped, empty ones dropped
+    (a bare name is not read letter by letter); any other iterable is listed as it is."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return list(value)
+
+
 def pick_kinds(kinds: Iterable[str] | str | None, known: Sequence[str]) -> list[str]:
-    """A generator's `kinds` option as a list: a string is comma-separated (a bare name is not read letter by
-    letter), None or empty means every one of `known`; an unknown kind is refused before anything is written."""
-    if isinstance(kinds, str):
-        kinds = [k.strip() for k in kinds.split(",") if k.strip()]
-    kinds = list(kinds or known)
+    """A generator's `kinds` option as a list: a string is comma-separated (`comma_names`), None or empty means
+    every one of `known`; an unknown kind is refused before anything is written."""
+    kinds = comma_names(kinds or known)
     for kind in kinds:
         if kind not in known:
             raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(known)}")

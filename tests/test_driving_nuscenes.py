@@ -261,6 +261,19 @@ def test_options_categories_and_min_visibility(dataroot, tmp_path):
             convert_nuscenes(dataroot, tmp_path / "c", progress=False, **bad)
 
 
+def test_tasks_take_a_comma_separated_string_as_categories_do(dataroot, tmp_path):
+    """tasks="grounding,region" (as `--option tasks=grounding,region` gives it) was refused as one unknown task,
+    while categories="car,truck" was read as two names."""
+    both = convert_nuscenes(dataroot, tmp_path / "a", tasks="grounding, region", progress=False)
+    assert {r["task"] for r in _records(both.outputs["train"])} == {"grounding", "region"}
+    listed = convert_nuscenes(dataroot, tmp_path / "b", tasks=["grounding", "region"], progress=False)
+    assert _records(both.outputs["train"]) == _records(listed.outputs["train"])
+    with pytest.raises(ValueError, match="tasks must be"):
+        convert_nuscenes(dataroot, tmp_path / "c", tasks="grounding,detect", progress=False)
+    with pytest.raises(ValueError, match="tasks must be"):
+        convert_nuscenes(dataroot, tmp_path / "c", tasks=" , ", progress=False)
+
+
 def test_missing_camera_file_is_skipped_and_counted(dataroot, tmp_path, nusc):
     root = tmp_path / "nus"
     shutil.copytree(dataroot, root)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from domains.base import ConvertReport, DomainError, SkipInput
+from domains.base import ConvertReport, DomainError, SkipInput, comma_names
 from domains.boxes import Box, render_ref_box, to_grid
 from domains.driving.layout import camera_order
 from domains.files import check_image, inside_root, link_or_copy, write_splits
@@ -185,8 +185,7 @@ def _wanted_categories(nusc, categories: Sequence[str] | str | None) -> list[str
     matches no nuScenes category (a misspelt "cars" would keep no object, without a word)."""
     if categories is None:
         return None
-    if isinstance(categories, str):  # iterated as it is, "car" would be the names "c", "a", "r"
-        categories = [c for c in categories.split(",") if c.strip()]
+    categories = comma_names(categories)  # iterated as it is, "car" would be the names "c", "a", "r"
     if not all(isinstance(c, str) and c.strip() for c in categories):
         raise DomainError(f"categories must be names, got {list(categories)!r}")
     wanted = [c.strip() for c in categories]
@@ -413,8 +412,8 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     ``nuscenes``) fixing the order samples are written in. `history`: previous key frames per sample (0 = single
     images). `min_visibility`: least nuScenes visibility token (1-4). `categories`: names, prefixes or phrases
     to keep (all when None; one matching no nuScenes category is refused). `tasks`: ``grounding`` and/or
-    ``region``. `box_vis_level`: ``any`` (part of the box in the image, as nuScenes' 2-D export) or ``all`` (every
-    corner in the image). `min_box_px`: smallest
+    ``region`` (`categories` and `tasks`: a list or a comma-separated string). `box_vis_level`: ``any`` (part of
+    the box in the image, as nuScenes' 2-D export) or ``all`` (every corner in the image). `min_box_px`: smallest
     clipped box side kept. `split_by`: ``official`` (the devkit's scene splits; mini: mini_train / mini_val),
     ``hash`` (`val_fraction` of the scenes by a hash of the name) or ``auto`` (official when every scene is
     listed there). `val_fraction`: the share of scenes in ``val`` with ``hash``. `link`: ``hardlink`` or
@@ -441,7 +440,7 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
     check_workers(workers)
 
     src, out = Path(src), Path(out)
-    tasks = (tasks,) if isinstance(tasks, str) else tuple(tasks)
+    tasks = tuple(comma_names(tasks))  # "grounding,region" as categories take it
     if not tasks or set(tasks) - {"grounding", "region"}:
         raise DomainError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tasks!r}")
     # int() took history=1.5 as 1 and min_visibility=2.5 as 2 without a word, and a text with a bare ValueError
