@@ -627,6 +627,17 @@ def test_dior_images_of_one_stem_are_two_outputs(tmp_path):
         assert np.array_equal(np.asarray(Image.open(out / image_of[xml])), np.asarray(Image.open(original)))
 
 
+def test_dior_tasks_take_a_comma_separated_string(tmp_path):
+    """tasks="grounding" was read letter by letter and refused, "grounding,region" too, as nuScenes took them."""
+    src = generate("dior_rsvg", tmp_path / "src", n=2)
+    one = convert_dior_rsvg(src, tmp_path / "a", tasks="grounding", progress=False)
+    assert {r["task"] for r in all_records(one)} == {"grounding"}
+    both = convert_dior_rsvg(src, tmp_path / "b", tasks="grounding, region", progress=False)
+    assert {r["task"] for r in all_records(both)} == {"grounding", "region"}
+    with pytest.raises(DomainError, match=r"tasks must be .*'detect'"):
+        convert_dior_rsvg(src, tmp_path / "c", tasks="grounding,detect", progress=False)
+
+
 def test_plain_images_go_through_the_one_image_reader(tmp_path):
     """A phone JPEG stored sideways comes out upright, a 16-bit PNG is stretched (not saturated), as in training."""
     src = tmp_path / "src"

@@ -39,7 +39,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport, DomainError, SkipInput
+from domains.base import ConvertReport, DomainError, SkipInput, comma_names
 from domains.boxes import (
     MIN_INSIDE,
     Box,
@@ -875,12 +875,14 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
     test; counted as the warning ``object in two split files``), and skipped are the objects of every file after an
     unreadable XML (``object index unknown``: how many objects it held is unknown). Without split files everything goes to
     ``all``. `resize`: longer side of the output PNGs; boxes are scaled with the image, so the grid box is
-    unchanged and the pixel round trip stays within one pixel. `tasks`: ``grounding`` and / or ``region``.
+    unchanged and the pixel round trip stays within one pixel. `tasks`: ``grounding`` and / or ``region`` (a list or
+    a comma-separated string).
     `dataset`: output name. `images_dir`: the images' folder under `src`. `annotations_dir`: the XML folder
     under `src`. `workers`: processes reading and encoding the images (:mod:`domains.parallel`; output
     byte-identical to 1). `progress`: a bar over the annotation files (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
+    tasks = comma_names(tasks)  # as nuScenes takes them: set("grounding") would be its letters
     unknown = set(tasks) - {"grounding", "region"}
     if unknown or not tasks:
         raise DomainError(f"tasks must be a non-empty subset of ('grounding', 'region'), got {tuple(tasks)!r}")
