@@ -56,6 +56,7 @@ __all__ = [
     "candidate_grids",
     "tile_grid",
     "count_tiles",
+    "most_tiles_per_image",
     "warn_if_thumbnail_added",
     "split_into_tiles",
     "normalize",
@@ -246,6 +247,15 @@ def count_tiles(width: int, height: int, config: TilingConfig) -> int:
     cols, rows = tile_grid(width, height, config.min_tiles, config.max_tiles, config.tile_size)
     n = cols * rows
     return n + 1 if config.thumbnail and n > 1 else n
+
+
+def most_tiles_per_image(config: TilingConfig) -> int:
+    """The most tiles ``split_into_tiles`` yields for one image of any size, thumbnail included: one in the
+    single-tile modes (``pad``, ``crop``, ``resize``), else ``max_tiles`` (a max_tiles x 1 grid is always a
+    candidate) and the thumbnail."""
+    if config.mode != "dynamic":
+        return 1
+    return config.max_tiles + (1 if config.thumbnail and config.max_tiles > 1 else 0)
 
 
 def warn_if_thumbnail_added(config: TilingConfig, reader: str) -> None:

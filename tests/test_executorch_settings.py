@@ -34,3 +34,35 @@ def test_sizes_that_cannot_work_are_refused_naming_the_setting(tiny, tmp_path, m
     vlm, processor = tiny
     with pytest.raises(ExecuTorchError, match=said):
         write_executorch(vlm, processor, tmp_path, **options)
+
+
+@pytest.mark.parametrize(("tiling", "most"), [
+    ({"mode": "pad"}, 1), ({"mode": "crop"}, 1), ({"mode": "resize"}, 1),
+    ({}, 13), ({"thumbnail": False}, 12), ({"max_tiles": 1}, 1), ({"max_tiles": 6}, 7),
+])
+def test_the_vision_program_is_sized_for_the_tiles_the_tiling_gives(tiny, tmp_path, monkeypatch, tiling, most):
+    """A pad / crop / resize tiling (one tile an image) with the default max_tiles 12 and thumbnail was sized for 13
+    tiles a call; the vision program and get_max_tiles take the most tiles the mode gives (two at least: an example
+    of one would fix the tile axis)."""
+    import copy
+
+    import deploy.executorch.export as et
+    from model.tiling import TilingConfig, count_tiles, most_tiles_per_image
+
+    config = TilingConfig(tile_size=tiny[1].tiling.tile_size, **tiling)
+    sizes = [(w, h) for w in (1, 300, 448, 2000, 9000) for h in (1, 300, 448, 2000, 9000)]
+    assert most_tiles_per_image(config) == most == max(count_tiles(w, h, config) for w, h in sizes)
+    seen = {}
+
+    def capture(module, args, dynamic_shapes, method):
+        seen[method] = dynamic_shapes[0][0].max
+        raise ExecuTorchError("stop after the vision program's sizes (test)")
+
+    monkeypatch.setattr(et, "require_executorch", lambda: None)
+    monkeypatch.setattr(et, "_capture", capture)
+    vlm, processor = tiny
+    processor = copy.copy(processor)
+    processor.tiling = config
+    with pytest.raises(ExecuTorchError, match="stop after"):
+        write_executorch(vlm, processor, tmp_path, progress=False)
+    assert seen == {et.VISION_METHOD: max(2, most)}

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from model.progress import Progress, progress_bar
+from model.tiling import most_tiles_per_image
 from model.vision import check_tile_size
 
 from . import (
@@ -159,11 +160,6 @@ def default_max_seq_len(vlm) -> int:
     return min(context, DEFAULT_MAX_SEQ_LEN)
 
 
-def tiles_per_call(tiling) -> int:
-    """The most tiles one image makes under `tiling` (max tiles, plus the thumbnail when it is added)."""
-    return tiling.max_tiles + (1 if tiling.thumbnail and tiling.max_tiles > 1 else 0)
-
-
 def write_executorch(vlm, processor, out_dir: Path, quantize: str | None = None, max_seq_len: int | None = None,
                      max_prefill_len: int | None = None, progress: Progress = True) -> Path:
     """Write the ExecuTorch export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder).
@@ -206,7 +202,7 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
 
     # stages of unequal cost (the lowering takes most of the time): the stage and the time so far, no ETA
     with progress_bar(total=4, desc="ExecuTorch export", unit="stages", progress=progress, stages=True) as steps:
-        max_tiles = tiles_per_call(tiling)
+        max_tiles = most_tiles_per_image(tiling)  # one in pad / crop / resize, whatever max_tiles and thumbnail say
         hidden = vlm.config.text_config.hidden_size
         with eager_attention(vlm), torch.no_grad():
             programs = {}
