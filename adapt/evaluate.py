@@ -8,8 +8,9 @@
 **Main metric.** Each task has one (accuracy for mc/classification, acc@0.5 for grounding, token_f1
 for short answers; registered tasks name theirs, see `adapt.metrics`). A source's main metric is the
 mean over its samples of each sample's task's main metric, so a source mixing tasks still has one
-number, unless one of its tasks' main metric is not on the 0-1 scale (a value outside [0, 1] in the run: a
-0-100 rating): then it has none, and a main per task instead (``task_main``). The "domain" and "general"
+number, unless one of its tasks' main metric is not on the 0-1 scale (as the task declared it,
+``register_task(..., scale=(0, 100))``; for one declaring none, a value outside [0, 1] in the run): then it has
+none, and a main per task instead (``task_main``). The "domain" and "general"
 aggregates are means over all samples of their sources (sources weigh by their sample counts), not means of
 source means, under the same rule.
 
@@ -45,6 +46,7 @@ from .metrics import (
     check_protocols,
     infer_task,
     main_metric,
+    main_scale,
     protocols_of,
     question_of,
     reference_of,
@@ -337,7 +339,8 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     samples in its mean; ``left_out`` names the sources whose samples have no main metric (a corpus score not
     computed) and how many, which the mean leaves out. A source's ``samples`` fingerprints which of its lines were
     scored, so a report gives no gain between runs that scored as many but different samples. A source or group
-    whose samples' main metrics come from several tasks, one of them not on the 0-1 scale (a value outside [0, 1]
+    whose samples' main metrics come from several tasks, one of them not on the 0-1 scale (its declared scale,
+    `adapt.metrics.main_scale`, so every run reads a task alike; for a task declaring none, a value outside [0, 1]
     in this run), has ``"main": None`` and ``"task_main": {task: mean}`` (and, a source, a note saying so): one mean
     of 0-100 ratings and accuracies means nothing.
     """
@@ -407,10 +410,11 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         group_sources[kind].append(source)
         if len(flat) < len(preds):  # e.g. DriveLM without a final score: its samples cannot enter the group mean
             group_left_out[kind][source] = len(preds) - len(flat)
-    # a task's main metric is on the 0-1 scale when every value it took in this run is; a mean across tasks of which
-    # one is not (a 0-100 rating beside accuracies) means nothing, so such a source or group has a main per task
+    # a task's main metric is on the scale it declared (a 0-100 rating scoring only 0s in one run is still 0-100),
+    # else on the 0-1 scale when every value it took in this run is; a mean across tasks of which one is not (a
+    # 0-100 rating beside accuracies) means nothing, so such a source or group has a main per task
     off_scale = {task for by_task in source_mains.values() for task, vs in by_task.items()
-                 if any(not 0 <= v <= 1 for v in vs)}
+                 if (main_scale(task) != (0, 1) if main_scale(task) is not None else any(not 0 <= v <= 1 for v in vs))}
     for source, mains in source_mains.items():
         if _mixed_scales(mains, off_scale):
             sources[source]["main"] = None
@@ -436,9 +440,12 @@ def _mixed_scales(mains: Mapping[str, list[float]], off_scale: set[str]) -> bool
 
 
 def _mixed_scales_note(mains: Mapping[str, list[float]], off_scale: set[str]) -> str:
-    off = ", ".join(sorted(task for task in mains if task in off_scale))
-    return (f"no one main metric: the main metric of {off} is not on the 0-1 scale of the other tasks' (values "
-            f"outside [0, 1] in this run), so each task's mean is given instead: "
+    off = sorted(task for task in mains if task in off_scale)
+    declared = [f"{task} {low:g}-{high:g}" for task in off if (scale := main_scale(task)) for low, high in [scale]]
+    why = [f"declared {', '.join(declared)}"] if declared else []
+    why += ["values outside [0, 1] in this run"] if len(declared) < len(off) else []
+    return (f"no one main metric: the main metric of {', '.join(off)} is not on the 0-1 scale of the other tasks' "
+            f"({'; '.join(why)}), so each task's mean is given instead: "
             f"{', '.join(f'main ({task})' for task in mains)}")
 
 

@@ -28,8 +28,9 @@ registers domain scorers, as ``adapt eval`` does) only to read labels more widel
 its scorer calls `parse_choice` with its own text comparison (``key``).
 
 A registered task names its main metric (`register_task(..., main_metric=...)`), else it is the first
-key its scorer returns. A source's main metric is the mean over its samples of each sample's task's
-main metric, or one per task where they are not all on the 0-1 scale (see `adapt.evaluate.summarize`).
+key its scorer returns, and that metric's scale (`register_task(..., scale=...)`, e.g. ``(0, 100)``; built-ins
+``(0, 1)``). A source's main metric is the mean over its samples of each sample's task's main metric, or one per
+task where they are not all on the 0-1 scale (see `adapt.evaluate.summarize`).
 
 **Corpus-level metrics.** Some scores exist only over a whole set (BLEU, CIDEr, DriveLM's final score).
 A task registers an `aggregate` callable, ``(predictions, context) -> {name: value}``, where each
@@ -60,6 +61,7 @@ when x and y are scaled by the image width and height, so it is computed on the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +170,7 @@ _TASKS: dict[str, MetricFn] = {}
 _MAIN: dict[str, str] = {}
 _AGGREGATE: dict[str, Callable[..., dict]] = {}
 _PROTOCOLS: dict[str, dict[str, dict[str, str]]] = {}
+_SCALE: dict[str, tuple[float, float]] = {}  # task -> the (low, high) its main metric is on, where declared
 _MAIN_CHECKED: set[str] = set()  # tasks whose registered main metric a first score has returned
 _BUILTIN = {
     "mc": (_score_mc, "accuracy"),
@@ -194,7 +197,8 @@ def check_protocols(protocols: Any, what: str = "protocols") -> dict[str, dict[s
 
 def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metric: str | None = None,
                   aggregate: Callable[..., dict] | None = None,
-                  protocols: dict[str, dict[str, str]] | None = None) -> None:
+                  protocols: dict[str, dict[str, str]] | None = None,
+                  scale: tuple[float, float] | None = None) -> None:
     """Register the scorer of a task; domains plug their metrics in here.
 
     `fn(prediction, record, reference)` returns named scores, each on its metric's own scale (built-ins in [0, 1];
@@ -202,8 +206,10 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
     reports rank by (default: the first key `fn` returns); the task's first `score` checks that `fn` returns it
     (unless an `aggregate` names the main metric). `aggregate` computes corpus-level metrics
     (see the module docstring; default: `fn.aggregate` when the scorer has one). `protocols` names the rule
-    and source of each metric (default: `fn.protocols`; see the module docstring). Re-registering a task
-    needs `overwrite=True`.
+    and source of each metric (default: `fn.protocols`; see the module docstring). `scale`: the (low, high) range
+    of the main metric, e.g. ``(0, 100)`` for a 0-100 rating (default: `fn.scale`), by which
+    `adapt.evaluate.summarize` keeps a main metric off the 0-1 scale out of a mean with others, in every run alike;
+    for a task declaring none it goes by the values of each run. Re-registering a task needs `overwrite=True`.
     """
     if not task or not isinstance(task, str):
         raise ValueError(f"task name must be a non-empty string, got {task!r}")
@@ -219,6 +225,8 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
         raise TypeError(f"aggregate of task {task!r} must be callable, got {type(aggregate).__name__}")
     protocols = protocols if protocols is not None else getattr(fn, "protocols", None)
     checked = check_protocols(protocols, f"protocols of task {task!r}") if protocols is not None else None
+    scale = scale if scale is not None else getattr(fn, "scale", None)
+    scale = _check_scale(task, scale) if scale is not None else None
     _TASKS[task] = fn
     _MAIN_CHECKED.discard(task)
     if checked is not None:
@@ -233,6 +241,26 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
         _AGGREGATE[task] = aggregate
     else:
         _AGGREGATE.pop(task, None)
+    if scale is not None:
+        _SCALE[task] = scale
+    else:
+        _SCALE.pop(task, None)
+
+
+def _check_scale(task: str, scale: Any) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        low = high = math.nan
+    if isinstance(scale, (str, bytes)) or not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(f"scale of task {task!r} must be (low, high), two finite numbers with low < high, got "
+                         f"{scale!r}")
+    return low, high
+
+
+def main_scale(task: str) -> tuple[float, float] | None:
+    """The (low, high) range `task` declared its main metric on (`register_task(..., scale=...)`), or None."""
+    return _SCALE.get(task)
 
 
 def aggregator(task: str) -> Callable[..., dict] | None:
@@ -251,10 +279,11 @@ def unregister_task(task: str) -> None:
     _MAIN.pop(task, None)
     _AGGREGATE.pop(task, None)
     _PROTOCOLS.pop(task, None)
+    _SCALE.pop(task, None)
     _MAIN_CHECKED.discard(task)
     if task in _BUILTIN:
         register_task(task, _BUILTIN[task][0], main_metric=_BUILTIN[task][1],
-                      protocols=_protocol_table(_BUILTIN_PROTOCOLS[task]))
+                      protocols=_protocol_table(_BUILTIN_PROTOCOLS[task]), scale=(0, 1))
 
 
 def registered_tasks() -> list[str]:
@@ -262,7 +291,7 @@ def registered_tasks() -> list[str]:
 
 
 for _name, (_fn, _main) in _BUILTIN.items():
-    register_task(_name, _fn, main_metric=_main, protocols=_protocol_table(_BUILTIN_PROTOCOLS[_name]))
+    register_task(_name, _fn, main_metric=_main, protocols=_protocol_table(_BUILTIN_PROTOCOLS[_name]), scale=(0, 1))
 
 
 def main_metric_name(task: str, scores: dict[str, float] | None = None) -> str | None:

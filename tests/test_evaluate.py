@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +164,42 @@ def test_summarize_keeps_main_metrics_of_other_scales_apart(tmp_path):
     assert "| drive | domain | 3 | — |" in md and "| rs | domain | 2 | 0.750 |" in md
     assert "| main (toy_rating) | 85.000 |" in md and "| main (mc) | 0.500 |" in md
     assert "domain (base): no one mean (—)" in md and "toy_rating 62.500, mc 0.667, short 0.500." in md
+
+
+def test_a_declared_scale_keeps_a_run_scoring_only_zeros_apart_too(tmp_path):
+    """Whether a task's main metric was off the 0-1 scale was guessed from each run's values: a base run whose 0-100
+    rating scored only 0s had one mean of ratings and accuracies, the adapted run a main per task, and the report
+    compared the two. A task declares its scale at registration; every run reads it alike."""
+    from adapt import metrics
+
+    metrics.register_task("toy_rating", lambda p, r, ref: {"rating": 0.0}, scale=(0, 100))
+    try:
+        def run(rating: float) -> dict:
+            return summarize([P("drive", "toy_rating", {"rating": rating}, 1), P("drive", "mc", {"accuracy": 1.0}, 2),
+                              P("rated", "toy_rating", {"rating": rating}, 1)])
+
+        runs = {"base": run(0.0), "adapted": run(85.0)}
+    finally:
+        metrics.unregister_task("toy_rating")
+    assert metrics.main_scale("toy_rating") is None and metrics.main_scale("mc") == (0, 1)
+    for name, rating in (("base", 0.0), ("adapted", 85.0)):
+        drive = runs[name]["sources"]["drive"]
+        assert drive["main"] is None and drive["task_main"] == {"toy_rating": rating, "mc": 1.0}, name
+        assert any("toy_rating is not on the 0-1 scale of the other tasks' (declared toy_rating 0-100)" in note
+                   for note in drive["notes"]), drive["notes"]
+        assert runs[name]["groups"]["domain"]["main"] is None
+        assert runs[name]["sources"]["rated"]["main"] == rating  # one task: its one mean
+    md = write_report(tmp_path, runs, {})[1].read_text()
+    assert "| drive | domain | 2 | — | — | — |" in md, md
+
+
+@pytest.mark.parametrize("scale", [(1, 0), (0, math.inf), "0-100", (0, 1, 2), 5])
+def test_a_scale_that_is_no_range_is_refused_naming_the_task(scale):
+    from adapt import metrics
+
+    with pytest.raises(ValueError, match=r"scale of task 'toy_rating' must be \(low, high\)"):
+        metrics.register_task("toy_rating", lambda p, r, ref: {"rating": 0.0}, scale=scale)
+    assert "toy_rating" not in metrics.registered_tasks()
 
 
 def test_report_tables_and_deltas(runs, tmp_path):

@@ -564,6 +564,7 @@ aggregate_drivelm.fallback_main_metric = "final_score_no_judge"  # type: ignore[
 score_drivelm.aggregate = aggregate_drivelm  # type: ignore[attr-defined]
 score_drivelm.main_metric = "final_score"  # type: ignore[attr-defined]
 score_drivelm.fallback_main_metric = "final_score_no_judge"  # type: ignore[attr-defined]
+score_drivelm.scale = (0, 1)  # type: ignore[attr-defined]  # final_score (and the no-judge part) are 0-1
 score_drivelm.protocols = protocols("official")  # type: ignore[attr-defined]
 
 METRICS = {"drivelm": score_drivelm}
