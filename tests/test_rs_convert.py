@@ -288,6 +288,17 @@ def test_rsvqa_area_with_a_decimal_comma_keeps_its_fraction():
     assert normalize_rsvqa_answer("1,234.5 m2", "area") == "1234.5m2"
 
 
+def test_rsvqa_splits_given_as_a_string_are_names(tmp_path):
+    """splits="test_phili" (as --option splits=test_phili gives it) was searched as text, so the "test" split, a
+    part of it, was converted too."""
+    src = generate("rsvqa_hr", tmp_path / "src", n=5)
+    for kind in ("questions", "answers", "images"):
+        shutil.copy(src / f"USGS_split_test_{kind}.json", src / f"USGS_split_test_phili_{kind}.json")
+    assert set(convert_rsvqa(src, tmp_path / "a", splits="test_phili").outputs) == {"test_phili"}
+    assert set(convert_rsvqa(src, tmp_path / "b", splits="train, test").outputs) == {"train", "test"}
+    assert set(convert_rsvqa(src, tmp_path / "c", splits=["test_phili"]).outputs) == {"test_phili"}
+
+
 def test_rsvqa_count_in_words_keeps_its_spaces():
     """Every space of a count answer was removed, whatever it said: "between 1 and 10" became "between1and10"."""
     assert normalize_rsvqa_answer("Between 1 and 10", "count") == "between 1 and 10"

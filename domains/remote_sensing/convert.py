@@ -653,8 +653,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     `images_dir`: the tiles' folder (default: the first present of ``Data``, ``Images_HR``,
     ``dataUSGS_reduced`` for HR; ``Images_LR``, ``Data``, ``data_S2_reduced`` for LR). `resolution`: ``lr`` or
     ``hr``, needed only by ``rsvqa`` when `src` holds both (the website repository does; ``rsvqa_lr`` and
-    ``rsvqa_hr`` set it by their names); it picks the files by prefix (``USGS`` / ``HR`` are HR, others LR). `splits`: only these split names (``[train, test]``; ``all`` for the
-    whole-set files). `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the
+    ``rsvqa_hr`` set it by their names); it picks the files by prefix (``USGS`` / ``HR`` are HR, others LR). `splits`: only these split names (``[train, test]`` or
+    ``"train,test"``; ``all`` for the whole-set files). `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the
     first three unless the file tags or names its red, green, blue; a 4+ band tile read so is counted in the
     report). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null``, two percentiles or
     ``"fixed:LOW,HIGH"`` (stored values to 0..255). `nodata`: the pixel value that marks no data in the tiles
@@ -678,7 +678,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
         raise DomainError(f"resolution must be 'lr' or 'hr', got {resolution!r}")
     _check_stretch(stretch)
     nodata = _check_nodata(nodata)
-    found = _rsvqa_files(src, splits)
+    # a string is names, not text to search: "test_phili" in "test_phili" took the test split too
+    found = _rsvqa_files(src, comma_names(splits) if splits is not None else None)
     if not found:
         raise DomainError(f"{src}: no RSVQA files (*_split_*_questions.json, all_questions.json, or the website "
                           "sample's *_questions_reduced.js / questionsS2_reduced.js)")
