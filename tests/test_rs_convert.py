@@ -649,6 +649,18 @@ def test_dior_tasks_take_a_comma_separated_string(tmp_path):
         convert_dior_rsvg(src, tmp_path / "c", tasks="grounding,detect", progress=False)
 
 
+def test_bands_given_as_a_string_are_read_as_the_demo_reads_them(tmp_path):
+    """bands="4,3,2" (as --option bands=4,3,2 gives it) was taken for one band named '4,3,2': every image skipped."""
+    src = generate("eurosat_ms", tmp_path / "src", n=2)
+    listed = convert_classification(src, tmp_path / "a", dataset="eurosat_ms", bands=[4, 3, 2], test_fraction=0)
+    given = convert_classification(src, tmp_path / "b", dataset="eurosat_ms", bands="4, 3, 2", test_fraction=0)
+    assert given.written == listed.written > 0 and not given.skipped
+    assert [p.read_bytes() for p in sorted((tmp_path / "b").rglob("*.png"))] == [
+        p.read_bytes() for p in sorted((tmp_path / "a").rglob("*.png"))]
+    with pytest.raises(DomainError, match="bands: give one band"):
+        convert_classification(src, tmp_path / "c", dataset="eurosat_ms", bands="4,3", test_fraction=0)
+
+
 def test_plain_images_go_through_the_one_image_reader(tmp_path):
     """A phone JPEG stored sideways comes out upright, a 16-bit PNG is stretched (not saturated), as in training."""
     src = tmp_path / "src"

@@ -295,6 +295,15 @@ def _check_stretch(stretch: Any) -> None:
     check_stretch_option(stretch)
 
 
+def _bands_option(bands: Any) -> Any:
+    """`bands` as the readers take it: a string (``--option bands=4,3,2``) read as the demo reads one (``"4,3,2"`` ->
+    ``[4, 3, 2]``, ``"auto"`` -> None; not one or three bands: DomainError), where the reader took it for one band
+    name and skipped every image."""
+    from domains.remote_sensing.demo import parse_bands
+
+    return parse_bands(bands) if isinstance(bands, str) else bands
+
+
 def _check_nodata(nodata: Any) -> float | None:
     from domains.remote_sensing.raster import check_nodata_option
 
@@ -358,6 +367,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
         raise DomainError(f"dataset must be one of {CLASSIFICATION_DATASETS}, got {dataset!r}")
     check_held_out_fraction(test_fraction)
     _check_stretch(stretch)
+    bands = _bands_option(bands)
     nodata = _check_nodata(nodata)
     if not src.is_dir():
         raise DomainError(f"{src}: not a directory (expected one folder per class)")
@@ -677,6 +687,7 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     if resolution is not None and str(resolution).lower() not in ("lr", "hr"):
         raise DomainError(f"resolution must be 'lr' or 'hr', got {resolution!r}")
     _check_stretch(stretch)
+    bands = _bands_option(bands)
     nodata = _check_nodata(nodata)
     # a string is names, not text to search: "test_phili" in "test_phili" took the test split too
     found = _rsvqa_files(src, comma_names(splits) if splits is not None else None)
@@ -1394,6 +1405,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     size, overlap = check_chip_options(size, overlap)  # before any scene or boxes file is read
     check_nodata_option(nodata)
     _check_stretch(stretch)
+    bands = _bands_option(bands)
     check_chip_filters(min_valid, stretch_scope)
     src, out = Path(src), Path(out)
     if isinstance(min_inside, bool) or not isinstance(min_inside, (int, float)) or not 0 < min_inside <= 1:
