@@ -95,6 +95,20 @@ def check_tokenizer(want: dict, tokenizer, folder: Path, artefact: str, error: t
                     f"({'; '.join(problems)}); put the exported tokenizer back or re-export")
 
 
+_FINGERPRINT_KEYS = ("size", "vocab_sha256", "probe_ids")  # every export recorded these (pipeline_sha256 later)
+
+
+def _fingerprint(value: dict | str, source: Path, error: type[PocketAdaptError]) -> dict:
+    """The tokenizer fingerprint `source` records (`recorded_object`), `error` naming it where it lacks a key every
+    export writes (`check_tokenizer` would fail on it with a raw KeyError, or check nothing)."""
+    want = recorded_object(value, source, "tokenizer fingerprint", error)
+    missing = [key for key in _FINGERPRINT_KEYS if want.get(key) is None]
+    if missing:
+        raise error(f"{source}: the tokenizer fingerprint it records is damaged (no {', '.join(missing)}); "
+                    "export it again")
+    return want
+
+
 def read_processor(folder: Path, error: type[PocketAdaptError],
                    tokenizers: Sequence[tuple[dict | str, str]] = ()) -> tuple:
     """Training's processor rebuilt from the sidecar files (tokenizer, tiling, chat template, image tokens), and
@@ -109,8 +123,7 @@ def read_processor(folder: Path, error: type[PocketAdaptError],
     from model.processor import VLMProcessor
     from model.tiling import TilingConfig, TilingError
 
-    tokenizers = [(recorded_object(want, folder / artefact, "tokenizer fingerprint", error), artefact)
-                  for want, artefact in tokenizers]
+    tokenizers = [(_fingerprint(want, folder / artefact, error), artefact) for want, artefact in tokenizers]
     pre = read_json(folder / PREPROCESSOR, error)
     try:
         tiling = TilingConfig.from_dict(pre.get("tiling"))

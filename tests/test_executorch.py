@@ -405,7 +405,8 @@ class _FakeProgram:
     def load_method(self, name):
         from types import SimpleNamespace
 
-        return SimpleNamespace(execute=lambda args: ["{}" if name.startswith("get_pocket") else 8])
+        recorded = '{"size": 1, "vocab_sha256": "0", "probe_ids": [0]}' if name.endswith("tokenizer") else "{}"
+        return SimpleNamespace(execute=lambda args: [recorded if name.startswith("get_pocket") else 8])
 
 
 def test_a_refused_export_keeps_no_program_loaded(tmp_path, monkeypatch):

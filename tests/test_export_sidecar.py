@@ -122,10 +122,11 @@ def test_a_damaged_recorded_tiling_is_refused_naming_the_graph(tmp_path, recorde
                  OnnxRuntimeError)  # an intact record that matches: no error
 
 
-@pytest.mark.parametrize("fingerprint", ['{"size": ', '["size"]', "null"])
+@pytest.mark.parametrize("fingerprint", ['{"size": ', '["size"]', "null", "{}", '{"vocab_sha256": "0f", "size": 9}'])
 def test_a_damaged_recorded_tokenizer_fingerprint_is_refused_naming_the_program(sidecar, fingerprint):
     """ExecuTorch's program records the tokenizer fingerprint as JSON text: a damaged one was a raw JSONDecodeError
-    (or an AttributeError on a list) from `adapt chat --runtime executorch`; it is the runtime's error naming it."""
+    (or an AttributeError on a list) from `adapt chat --runtime executorch`, and an object lacking a key every export
+    writes a raw KeyError 'size' (or no check at all); it is the runtime's error naming it."""
     with pytest.raises(OnnxRuntimeError) as caught:
         read_processor(sidecar, OnnxRuntimeError, [(fingerprint, "model.pte")])
     said = str(caught.value)
