@@ -702,6 +702,23 @@ def test_classification_never_writes_two_sources_to_one_image(tmp_path):
         assert r["label"] == r["meta"]["class_dir"]
 
 
+def test_scene_chips_band_names_given_as_a_string_are_names(tmp_path):
+    """band_names="blue,green,red,nir" (as --option band_names=... gives it) was counted by its letters, 18 names
+    for a 4-band scene, and every scene was skipped."""
+    from domains.remote_sensing.convert import convert_scene_chips
+
+    data = np.stack([np.full((16, 16), v, np.uint8) for v in (10, 20, 30, 40)])
+    src = tmp_path / "scenes"
+    write_tif(src / "scene.tif", data)
+    given = convert_scene_chips(src, tmp_path / "a", size=16, overlap=0, band_names="blue, green,red,nir",
+                                bands=["red", "green", "blue"], progress=False)
+    listed = convert_scene_chips(src, tmp_path / "b", size=16, overlap=0, band_names=["blue", "green", "red", "nir"],
+                                 bands=["red", "green", "blue"], progress=False)
+    assert given.written == listed.written == 1 and not given.skipped
+    png = next((tmp_path / "a").rglob("*.png"))
+    assert np.asarray(Image.open(png))[0, 0].tolist() == [30, 20, 10]
+
+
 def test_scene_chips_of_two_scenes_never_share_a_name(tmp_path):
     from domains.remote_sensing.convert import convert_scene_chips
 

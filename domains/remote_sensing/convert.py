@@ -1408,6 +1408,8 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     bands = _bands_option(bands)
     check_chip_filters(min_valid, stretch_scope)
     src, out = Path(src), Path(out)
+    # a string was counted by its letters: "B02,B03,B04,B08" was 15 names for a 4-band scene, every scene skipped
+    band_names = comma_names(band_names) if band_names is not None else None
     if isinstance(min_inside, bool) or not isinstance(min_inside, (int, float)) or not 0 < min_inside <= 1:
         raise DomainError(f"min_inside must be in (0, 1] (the share of a box's area a chip must hold), "
                           f"got {min_inside!r}")
