@@ -48,7 +48,7 @@ from model.errors import PocketAdaptError
 from model.limits import MAX_IMAGES
 from model.progress import Progress
 from model.resources import assets_dir
-from model.tiling import TilingConfig, candidate_grids
+from model.tiling import TilingConfig, candidate_grids, tile_counts
 from model.vision import check_tile_size
 
 from .fp16_check import FP16_MAX, compare_fp16, scan_magnitudes
@@ -205,14 +205,6 @@ def split_tiles(count: int, fixed: list[int]) -> list[int] | None:
             if rest is not None and (best[total] is None or len(rest) + 1 < len(best[total])):
                 best[total] = sorted([piece, *rest], reverse=True)
     return best[count]
-
-
-def tile_counts(tiling: TilingConfig) -> list[int]:
-    """Every tile count the tiling gives one image, whatever its size (each candidate grid, + thumbnail)."""
-    if tiling.mode != "dynamic":
-        return [1]
-    return sorted({c * r + (1 if tiling.thumbnail and c * r > 1 else 0)
-                   for c, r in candidate_grids(tiling.min_tiles, tiling.max_tiles)})
 
 
 def write_tensorrt(vlm, processor, out_dir: Path, tiling: TilingConfig | None = None, source: str | None = None,

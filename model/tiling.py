@@ -25,6 +25,7 @@ import numbers
 import os
 import struct
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -42,28 +43,29 @@ if TYPE_CHECKING:  # torch is imported where tensors are made, so tile planning 
     import torch
 
 __all__ = [
-    "as_rgb",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
     "CLIP_MEAN",
     "CLIP_STD",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageLoadError",
+    "MAX_TILES_LIMIT",
     "SIGLIP_MEAN",
     "SIGLIP_STD",
-    "DEFAULT_MAX_PIXELS",
-    "MAX_TILES_LIMIT",
     "TilingConfig",
     "TilingError",
+    "as_rgb",
     "candidate_grids",
-    "tile_grid",
     "count_tiles",
+    "load_image",
     "most_tiles_per_image",
-    "warn_if_thumbnail_added",
-    "split_into_tiles",
     "normalize",
     "preprocess_image",
-    "ImageLoadError",
-    "load_image",
+    "split_into_tiles",
+    "tile_counts",
+    "tile_grid",
     "upright_size",
+    "warn_if_thumbnail_added",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -249,13 +251,18 @@ def count_tiles(width: int, height: int, config: TilingConfig) -> int:
     return n + 1 if config.thumbnail and n > 1 else n
 
 
-def most_tiles_per_image(config: TilingConfig) -> int:
-    """The most tiles ``split_into_tiles`` yields for one image of any size, thumbnail included: one in the
-    single-tile modes (``pad``, ``crop``, ``resize``), else ``max_tiles`` (a max_tiles x 1 grid is always a
-    candidate) and the thumbnail."""
+def tile_counts(config: TilingConfig) -> list[int]:
+    """Every tile count ``split_into_tiles`` gives one image, whatever its size, thumbnail included: ``[1]`` in the
+    single-tile modes (``pad``, ``crop``, ``resize``), else each candidate grid's."""
     if config.mode != "dynamic":
-        return 1
-    return config.max_tiles + (1 if config.thumbnail and config.max_tiles > 1 else 0)
+        return [1]
+    return sorted({c * r + (1 if config.thumbnail and c * r > 1 else 0)
+                   for c, r in candidate_grids(config.min_tiles, config.max_tiles)})
+
+
+def most_tiles_per_image(config: TilingConfig) -> int:
+    """The most tiles ``split_into_tiles`` gives one image of any size (`tile_counts`' largest)."""
+    return tile_counts(config)[-1]
 
 
 def warn_if_thumbnail_added(config: TilingConfig, reader: str) -> None:
