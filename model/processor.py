@@ -37,6 +37,7 @@ from .errors import ModelConfigError, PocketAdaptError
 from .tiling import TilingConfig, count_tiles, load_image, preprocess_image
 
 IGNORE_INDEX = -100
+ImageInput = Image.Image | str | os.PathLike  # an opened image or the path of its file
 GROUNDING_MARKUP = ("<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>")
 
 
@@ -222,12 +223,15 @@ class VLMProcessor:
         return self._start_ids + [self.image_token_id] * (num_tiles * self.image_seq_length) + self._end_ids
 
     def prepare_images(
-        self, images: Sequence[Image.Image | str | os.PathLike], tiling: TilingConfig | None = None
+        self, images: ImageInput | Sequence[ImageInput], tiling: TilingConfig | None = None
     ) -> tuple[torch.Tensor | None, list[int]]:
         """Tiles of all images, concatenated, and the tile count of each (multi-image cap applied).
 
         Paths are read with `load_image` under the tiling's `max_pixels` cap (`ImageLoadError` above it); an image
-        given opened is turned by its EXIF orientation as `load_image` turns its file."""
+        given opened is turned by its EXIF orientation as `load_image` turns its file. One image may be given alone,
+        not in a list."""
+        if isinstance(images, (str, os.PathLike, Image.Image)):  # a path is no sequence of one-letter paths
+            images = [images]
         if not images:
             return None, []
         tiling = (tiling or self.tiling).for_images(len(images))
@@ -238,7 +242,7 @@ class VLMProcessor:
     def __call__(
         self,
         conversation: list[dict],
-        images: Sequence[Image.Image | str | os.PathLike] = (),
+        images: ImageInput | Sequence[ImageInput] = (),
         add_generation_prompt: bool = True,
         with_labels: bool = False,
         max_length: int | None = None,
@@ -459,7 +463,7 @@ def add_image_placeholders(messages: list[dict], n_images: int) -> list[dict]:
     return messages
 
 
-def _as_image(image: Image.Image | str | os.PathLike, max_pixels: int) -> Image.Image:
+def _as_image(image: ImageInput, max_pixels: int) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     return load_image(Path(image), max_pixels=max_pixels)

@@ -188,3 +188,17 @@ def test_an_image_seq_length_that_is_no_positive_whole_number_is_refused_naming_
     # 0 gave prompts without a single image token; 256.0 failed on the first image with "can't multiply sequence"
     with pytest.raises(ValueError, match="image_seq_length"):
         VLMProcessor(metaspace_tokenizer, TilingConfig(), get_chat_template("Hermes-2"), image_seq_length=count)
+
+
+def test_one_image_given_alone_is_one_image_as_in_a_list(pocket_processor, example_image, tmp_path):
+    """``images="photo.png"`` was read as one image per letter ("/: is a folder"), and an opened image alone failed
+    with a bare "object of type 'Image' has no len()"."""
+    path = tmp_path / "photo.png"
+    example_image.save(path)
+    conversation = [{"role": "user", "content": "What shapes?"}]
+    expected = pocket_processor(conversation, images=[example_image])
+    for alone in (str(path), path, example_image):
+        encoded = pocket_processor(conversation, images=alone)
+        assert encoded.num_tiles == expected.num_tiles
+        assert encoded.input_ids.tolist() == expected.input_ids.tolist()
+        assert encoded.pixel_values.equal(expected.pixel_values)
