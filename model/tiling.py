@@ -134,6 +134,10 @@ class TilingConfig:
             raise TilingError(f"TilingConfig.thumbnail must be a bool, got {self.thumbnail!r}")
         if any(s <= 0 for s in self.std):
             raise TilingError(f"TilingConfig.std must be > 0, got {self.std}")
+        if not all(0 <= m <= 1 for m in self.mean):  # 123.675, ... (mmcv's 0-255 means) normalised every tile to ~-2
+            raise TilingError(f"TilingConfig.mean must be on the 0-1 scale of pixels divided by 255 (ImageNet's is "
+                              f"{IMAGENET_MEAN}), got {self.mean}; for a mean on the 0-255 scale, divide it and the "
+                              "std by 255")
         if self.max_pixels < 1:
             raise TilingError(f"TilingConfig.max_pixels must be >= 1, got {self.max_pixels}")
 

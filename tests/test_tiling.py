@@ -683,8 +683,10 @@ def test_an_eps_file_is_refused_without_running_ghostscript(tmp_path, monkeypatc
     ("mean", [0.5, float("inf"), 0.5], "finite"),
     ("mean", 0.5, "3 values"),  # was TypeError: 'float' object is not iterable
     ("std", ["a", 1, 1], "numbers"),  # was ValueError naming neither the field nor the setting
+    ("mean", [123.675, 116.28, 103.53], "0-1 scale"),  # mmcv's 0-255 mean: every tile was normalised to ~-2
+    ("mean", [0.5, -0.1, 0.5], "0-1 scale"),
 ])
-def test_a_mean_or_std_that_is_not_three_finite_numbers_is_a_tiling_error_naming_it(field, value, said):
+def test_a_mean_or_std_not_three_finite_numbers_of_their_range_is_a_tiling_error_naming_it(field, value, said):
     with pytest.raises(tiling.TilingError, match=f"TilingConfig.{field}.*{said}"):
         TilingConfig(**{field: value})
 
