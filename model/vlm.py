@@ -327,11 +327,16 @@ class PocketVLM(PreTrainedModel):
         features = self.get_image_features(pixel_values)
         n_features = features.shape[0] * features.shape[1]
         if n_tokens != n_features:
+            token = f"image_token_id {self.config.image_token_id} ({self.config.image_context_token})"
+            cause = (f"The prompt was encoded for other image tokens (a tokenizer whose {self.config.image_context_token} "
+                     f"is not id {self.config.image_token_id}, another tiling, or other than {features.shape[1]} "
+                     "tokens per tile): encode it with this model's processor.")
+            if n_tokens < n_features:  # more tokens than features is never a cut
+                cause = ("A sequence was probably truncated inside its image tokens; drop such samples instead of "
+                         "truncating them. Or: " + cause[0].lower() + cause[1:])
             raise ImageTokenMismatchError(
-                f"image tokens and image features disagree: {n_tokens} tokens in input_ids, "
-                f"{n_features} features ({features.shape[0]} tiles x {features.shape[1]}). "
-                "A sequence was probably truncated inside its image tokens; drop such samples "
-                "instead of truncating them."
+                f"image tokens and image features disagree: {n_tokens} tokens of {token} in input_ids, "
+                f"{n_features} features ({features.shape[0]} tiles x {features.shape[1]}). {cause}"
             )
         embeds = embeds.masked_scatter(image_mask.unsqueeze(-1), features.to(embeds.dtype))
         return embeds, features

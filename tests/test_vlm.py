@@ -62,6 +62,19 @@ def test_image_token_mismatch_is_a_hard_error(ours, prompt_inputs):
         vlm(input_ids=ids)
 
 
+def test_more_image_tokens_than_features_is_not_blamed_on_truncation(ours, prompt_inputs):
+    """A prompt with more image tokens than the tiles give (encoded with another tiling or token count) was said to
+    be 'probably truncated', which never adds tokens; the error names the image token's id and the other causes."""
+    vlm, processor = ours
+    pixels = prompt_inputs["pixel_values"]
+    with pytest.raises(ImageTokenMismatchError) as err:
+        vlm(input_ids=prompt_inputs["input_ids"], pixel_values=pixels[:-1])
+    message = str(err.value)
+    assert "truncated" not in message
+    assert f"image_token_id {processor.image_token_id} (<IMG_CONTEXT>)" in message
+    assert "encode it with this model's processor" in message
+
+
 def test_labels_supervise_only_assistant_turns(ours, tiny_tokenizer, example_image):
     vlm, processor = ours
     conversation = [
