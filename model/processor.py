@@ -232,6 +232,15 @@ class VLMProcessor:
         not in a list."""
         if isinstance(images, (str, os.PathLike, Image.Image)):  # a path is no sequence of one-letter paths
             images = [images]
+        elif hasattr(images, "shape"):  # an array: one image, not one per row (refused below)
+            images = [images]
+        elif images is not None and not isinstance(images, Sequence):  # a generator of paths
+            images = list(images)
+        for k, image in enumerate(images or ()):
+            if not isinstance(image, (str, os.PathLike, Image.Image)):
+                hint = " (PIL.Image.fromarray makes one of an RGB uint8 array)" if hasattr(image, "shape") else ""
+                raise TypeError(f"image {k}: expected an opened PIL image or the path of an image file, got "
+                                f"{type(image).__module__}.{type(image).__name__}{hint}")
         if not images:
             return None, []
         tiling = (tiling or self.tiling).for_images(len(images))

@@ -202,3 +202,20 @@ def test_one_image_given_alone_is_one_image_as_in_a_list(pocket_processor, examp
         assert encoded.num_tiles == expected.num_tiles
         assert encoded.input_ids.tolist() == expected.input_ids.tolist()
         assert encoded.pixel_values.equal(expected.pixel_values)
+
+
+def test_an_image_that_is_no_pil_image_nor_path_is_refused_naming_it(pocket_processor, example_image):
+    """A numpy array (cv2.imread's) alone failed with numpy's 'truth value of an array is ambiguous', in a list with
+    os.fspath's 'expected str, bytes or os.PathLike object', naming neither the image nor what to give."""
+    import numpy as np
+
+    conversation = [{"role": "user", "content": "What shapes?"}]
+    array = np.asarray(example_image)
+    for images in (array, [array], [example_image, array]):
+        with pytest.raises(TypeError, match=r"image \d: expected an opened PIL image or the path of an image file, "
+                                            r"got numpy\.ndarray \(PIL\.Image\.fromarray"):
+            pocket_processor(conversation, images=images)
+    with pytest.raises(TypeError, match=r"image 1: .* got builtins\.NoneType$"):
+        pocket_processor(conversation, images=[example_image, None])
+    from_generator = pocket_processor(conversation, images=(image for image in [example_image]))
+    assert from_generator.num_tiles == pocket_processor(conversation, images=[example_image]).num_tiles
