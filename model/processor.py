@@ -34,7 +34,7 @@ from .chat import (
     normalize_messages,
 )
 from .errors import ModelConfigError, PocketAdaptError
-from .tiling import TilingConfig, count_tiles, load_image, preprocess_image
+from .tiling import TilingConfig, TilingError, count_tiles, load_image, preprocess_image
 
 IGNORE_INDEX = -100
 ImageInput = Image.Image | str | os.PathLike  # an opened image or the path of its file
@@ -243,7 +243,7 @@ class VLMProcessor:
                                 f"{type(image).__module__}.{type(image).__name__}{hint}")
         if not images:
             return None, []
-        tiling = (tiling or self.tiling).for_images(len(images))
+        tiling = self._call_tiling(tiling).for_images(len(images))
         tensors = [preprocess_image(_as_image(img, tiling.max_pixels), tiling) for img in images]
         pixels = tensors[0] if len(tensors) == 1 else torch.cat(tensors)  # one image: no copy
         return pixels, [t.shape[0] for t in tensors]
@@ -270,8 +270,19 @@ class VLMProcessor:
 
     def tiles_for_sizes(self, sizes: Sequence[tuple[int, int]], tiling: TilingConfig | None = None) -> list[int]:
         """Tile counts of images of these (width, height) sizes, without reading pixels."""
-        tiling = (tiling or self.tiling).for_images(len(sizes))
+        tiling = self._call_tiling(tiling).for_images(len(sizes))
         return [count_tiles(w, h, tiling) for w, h in sizes]
+
+    def _call_tiling(self, tiling: TilingConfig | None) -> TilingConfig:
+        """`tiling` (the model's own when None) for one call, refused when its tiles are of another size: the model's
+        vision tower and its `image_seq_length` tokens per tile are for its own tile size."""
+        if tiling is None:
+            return self.tiling
+        if tiling.tile_size != self.tiling.tile_size:
+            raise TilingError(f"tiling.tile_size {tiling.tile_size} differs from the model's tile size "
+                              f"{self.tiling.tile_size} (the image size its vision tower takes, "
+                              f"{self.image_seq_length} image tokens per tile); change the tile counts only")
+        return tiling
 
     def encode_tokens(
         self,

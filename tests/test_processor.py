@@ -219,3 +219,20 @@ def test_an_image_that_is_no_pil_image_nor_path_is_refused_naming_it(pocket_proc
         pocket_processor(conversation, images=[example_image, None])
     from_generator = pocket_processor(conversation, images=(image for image in [example_image]))
     assert from_generator.num_tiles == pocket_processor(conversation, images=[example_image]).num_tiles
+
+
+def test_a_call_tiling_of_another_tile_size_is_refused_naming_both(pocket_processor, example_image):
+    """``tiling=TilingConfig(max_tiles=2)`` for a 112 px model cut 448 px tiles: the tower embedded them on another
+    grid and the forward pass failed on the image-token count, blaming truncation."""
+    from model.tiling import TilingError
+
+    conversation = [{"role": "user", "content": "What shapes?"}]
+    other = TilingConfig(tile_size=pocket_processor.tiling.tile_size * 2, max_tiles=2)
+    with pytest.raises(TilingError, match=rf"tiling\.tile_size {other.tile_size} differs from the model's tile size "
+                                          rf"{pocket_processor.tiling.tile_size}"):
+        pocket_processor(conversation, images=[example_image], tiling=other)
+    with pytest.raises(TilingError, match="differs from the model's tile size"):
+        pocket_processor.tiles_for_sizes([example_image.size], other)
+    fewer = TilingConfig(tile_size=pocket_processor.tiling.tile_size, max_tiles=2)  # tile counts may change
+    assert pocket_processor(conversation, images=[example_image], tiling=fewer).num_tiles == \
+        pocket_processor.tiles_for_sizes([example_image.size], fewer)
