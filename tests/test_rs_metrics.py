@@ -370,3 +370,13 @@ def test_labels_of_other_types_are_refused_and_a_number_is_its_text():
             label_key(value)
         with pytest.raises(ValueError, match="must be a string or a number"):
             match_label(value)
+
+
+def test_the_domain_scorers_declare_their_main_metrics_scale():
+    """Without a declared scale a report judged a task's scale from one run's values, so two runs could disagree."""
+    from adapt.domains_bridge import register_domain_metrics
+    from adapt.metrics import main_scale
+
+    register_domain_metrics()
+    for task in ("rsvqa", "classification", "region", "med_vqa", "drivelm"):
+        assert main_scale(task) == (0, 1), task

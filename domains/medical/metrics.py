@@ -160,4 +160,5 @@ score_med_vqa.protocols = {  # type: ignore[attr-defined]
                                   "pocket-adapt domains/medical/metrics.py"),
 }
 
+score_med_vqa.scale = (0, 1)  # type: ignore[attr-defined]  # accuracy / token F1
 METRICS = {"med_vqa": score_med_vqa}

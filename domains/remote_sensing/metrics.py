@@ -262,6 +262,8 @@ score_region.protocols = _protocols(  # type: ignore[attr-defined]
 score_rsvqa.main_metric = "accuracy"  # type: ignore[attr-defined]
 score_classification.main_metric = "accuracy"  # type: ignore[attr-defined]
 score_region.main_metric = "accuracy"  # type: ignore[attr-defined]
+for _fn in (score_rsvqa, score_classification, score_region):
+    _fn.scale = (0, 1)  # type: ignore[attr-defined]  # accuracies
 
 METRICS = {
     "rsvqa": score_rsvqa,
