@@ -356,10 +356,7 @@ def _held_out_scenes(held_out: str | Path | Sequence[str | Path] | None) -> dict
     `held_out` (paths, or one string of comma-separated paths); DomainError naming a file or line it cannot read."""
     if held_out is None or held_out == "":
         return {}
-    if isinstance(held_out, str):
-        paths: list[str | Path] = [p.strip() for p in held_out.split(",") if p.strip()]
-    else:
-        paths = [held_out] if isinstance(held_out, Path) else list(held_out)
+    paths: list[str | Path] = [held_out] if isinstance(held_out, Path) else comma_names(held_out)
     found: dict[str, set[str]] = {}
     for path in map(Path, paths):
         scenes = found.setdefault(path.name, set())
