@@ -908,6 +908,24 @@ def test_the_build_runs_from_an_installed_package_without_a_checkout(tmp_path):
     assert "c++ (a C++17 compiler" in proc.stderr and not (tmp_path / "cache2").exists()
 
 
+@pytest.mark.parametrize("args, rc", [(["--help"], 0), (["--frobnicate"], 2)])
+def test_the_build_entry_answers_help_and_refuses_stray_arguments_without_building(tmp_path, args, rc):
+    """`python -m deploy.llamacpp --help` ignored its arguments and started the 20-40 minute build (or, with tools
+    missing, said what the build needs); --help now prints the usage and a stray argument is refused, both before
+    any tool is looked for or anything is fetched."""
+    import sys
+
+    empty = tmp_path / "empty"  # no cmake on PATH: should the arguments be ignored, the entry stops at its tool check
+    empty.mkdir()
+    env = {"PATH": str(empty), "POCKET_LLAMA_CPP": str(tmp_path / "cache"), "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "deploy.llamacpp", *args], capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == rc, proc.stderr
+    assert "usage: python -m deploy.llamacpp" in proc.stdout + proc.stderr
+    assert "building llama.cpp" not in proc.stdout and "needs:" not in proc.stderr
+    assert not (tmp_path / "cache").exists()
+
+
 def _fake_sdist(folder: Path, version: str, marker: Path) -> Path:
     """A llama-cpp-python sdist whose setup.py and build backend write `marker`: run means code from it ran."""
     import tarfile

@@ -6,6 +6,7 @@ tools the build needs are looked for first; a missing one is named with how to g
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -20,7 +21,11 @@ TOOLS = {  # tool -> how to get it
 }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    # parsed first, so that --help (or a mistyped flag) is answered and never starts a 20-40 minute build
+    argparse.ArgumentParser(prog="python -m deploy.llamacpp", description=(
+        f"Build llama.cpp {VERSION} and pocket-llama from source into {cache_dir()} (about 20-40 minutes on 2 "
+        "cores, once); does nothing when that build is already there. Takes no arguments.")).parse_args(argv)
     try:
         print(f"llama.cpp is built: {binary().parent}")
         return 0
