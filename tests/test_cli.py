@@ -256,6 +256,20 @@ def test_chat_suggests_no_domain_for_a_damaged_png(tmp_path, capsys, content, sa
     assert err.startswith(f"adapt chat: error: {bad}: {said}") and "--domain" not in err
 
 
+def test_chat_sends_no_vrt_to_a_domain_whose_reader_refuses_it(tmp_path, capsys):
+    """remote_sensing registered a reader for .vrt, so `adapt chat --image x.vrt` said 'add --domain remote_sensing',
+    whose raster reader then refused every VRT (it points at other files or URLs). No domain claims .vrt now."""
+    from domains.base import get_domain, list_domains
+
+    assert not [name for name in list_domains() if ".vrt" in get_domain(name).readers]
+    vrt = tmp_path / "scene.vrt"
+    vrt.write_text('<VRTDataset rasterXSize="4" rasterYSize="4"><VRTRasterBand dataType="Byte" band="1">'
+                   '</VRTRasterBand></VRTDataset>')
+    assert main(["chat", "--image", str(vrt)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"adapt chat: error: {vrt}: not an image file") and "--domain" not in err
+
+
 @pytest.mark.parametrize("device,needle", [("gpu", "not a torch device name"), ("cuda:99", "finds"),
                                            ("mps:7", "finds")])
 def test_a_device_this_machine_lacks_is_one_line(capsys, device, needle):

@@ -17,7 +17,8 @@ from domains.base import DomainPlugin, lazy
 from domains.boxes import draw_ref_boxes
 from domains.remote_sensing.metrics import METRICS
 
-RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img", ".vrt")
+# no .vrt: the raster reader refuses a VRT (it points at other files or URLs; raster.READ_DRIVERS)
+RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img")
 PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # read through model.tiling.load_image (EXIF orientation)
 
 
