@@ -43,3 +43,14 @@ def test_general_replay_data_is_made_in_the_style_pocket_tiny_was_pretrained_on(
 def test_every_domain_field_template_is_checked():
     fields = {f"{template}.yaml" for field, (template, _) in FIELDS.items() if field != "landcover"}
     assert fields <= {p.name for p in WITH_GENERAL}
+
+
+def test_the_driving_template_keeps_drivelm_val_scenes_out_of_nuscenes_training():
+    """driving_pocket-tiny_full.yaml converted nuScenes without `held_out`: DriveLM's val scenes are nuScenes
+    training scenes, so the recipe trained on the very camera pictures whose DriveLM questions it scores (the quick
+    start and the README pass held_out=data/driving/drivelm_val.jsonl)."""
+    path = templates_dir() / "recipes" / "driving_pocket-tiny_full.yaml"
+    text = path.read_text(encoding="utf-8").replace("\\\n#", " ")  # a command continued on the next comment line
+    lines = [re.sub(r"\s+", " ", line.split("  #")[0]) for line in text.splitlines()
+             if "adapt convert driving nuscenes" in line]
+    assert lines and all("--option held_out=data/driving/drivelm_val.jsonl" in line for line in lines), lines
