@@ -919,7 +919,7 @@ def test_the_build_entry_answers_help_and_refuses_stray_arguments_without_buildi
     empty.mkdir()
     env = {"PATH": str(empty), "POCKET_LLAMA_CPP": str(tmp_path / "cache"), "HOME": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", "deploy.llamacpp", *args], capture_output=True, text=True, env=env,
-                          timeout=60)
+                          timeout=60, cwd=Path(__file__).resolve().parents[1])  # this checkout's deploy/
     assert proc.returncode == rc, proc.stderr
     assert "usage: python -m deploy.llamacpp" in proc.stdout + proc.stderr
     assert "building llama.cpp" not in proc.stdout and "needs:" not in proc.stderr
