@@ -64,6 +64,7 @@ __all__ = [
     "MAX_SYNTHETIC_N",
     "get_domain",
     "lazy",
+    "read_image_rgb",
     "list_domains",
     "register_domain",
     "unregister_domain",
@@ -233,6 +234,14 @@ def markdown_cell(text: object) -> str:
 
 
 # --------------------------------------------------------------------------------------------- options
+def read_image_rgb(path: str | Path, **options: Any):
+    """A plugin's reader for PNG / JPEG and the like: the image as RGB, by pocket-adapt's one image reader
+    (:func:`model.tiling.load_image`: EXIF orientation, wide samples stretched, ``max_pixels`` cap)."""
+    from model.tiling import load_image  # lazily: the plugin registry stays free of torch
+
+    return load_image(path, **{k: v for k, v in options.items() if k == "max_pixels"})
+
+
 def lazy(target: str, doc: str = "", **fixed: Any) -> Callable[..., Any]:
     """A callable that imports ``"package.module:function"`` on first call and calls it with `fixed` keywords
     added (for example ``dataset="eurosat"``), so a plugin registers without importing heavy readers.

@@ -13,21 +13,12 @@ Converters, the devkit and the demo code are imported only when used, so the reg
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from domains.base import DomainPlugin, lazy
+from domains.base import DomainPlugin, lazy, read_image_rgb
 from domains.driving.metrics import METRICS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def read_image_rgb(path: str | Path, **options: Any):
-    """Reader for the plugin: a camera (or stitched) image as RGB, by pocket-adapt's one image reader
-    (:func:`model.tiling.load_image`: EXIF orientation, wide samples stretched, ``max_pixels`` cap)."""
-    from model.tiling import load_image  # lazily: the plugin registry stays free of torch
-
-    return load_image(path, **{k: v for k, v in options.items() if k == "max_pixels"})
 
 
 convert_drivelm = lazy("domains.driving.drivelm:convert_drivelm",

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from domains.base import DomainError, DomainPlugin, lazy
+from domains.base import DomainError, DomainPlugin, lazy, read_image_rgb
 from domains.boxes import draw_ref_boxes
 from domains.medical.metrics import METRICS
 
@@ -32,14 +32,6 @@ def read_dicom_rgb(path: str | Path, **options: Any):
     from domains.medical.dicom import read_dicom_rgb as fn
 
     return fn(path, **options)
-
-
-def read_image_rgb(path: str | Path, **options: Any):
-    """Reader for PNG / JPEG: the image as RGB, by pocket-adapt's one image reader
-    (:func:`model.tiling.load_image`: EXIF orientation, wide samples stretched, ``max_pixels`` cap)."""
-    from model.tiling import load_image  # lazily: the plugin registry stays free of torch
-
-    return load_image(path, **{k: v for k, v in options.items() if k == "max_pixels"})
 
 
 def read_any(path: str | Path, **options: Any):
