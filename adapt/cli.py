@@ -1066,13 +1066,10 @@ def _train(args) -> int:
     """`adapt train` and `adapt distill`: the recipe's kind must be the verb's."""
     import os
 
-    from .recipe import DistillRecipe, load_recipe, recipe_warnings
+    from .recipe import load_recipe, recipe_warnings
 
     recipe = load_recipe(args.recipe, args.overrides)  # fail fast, before any process is launched
-    if isinstance(recipe, DistillRecipe) != (args.verb == "distill"):
-        other, what = ("distill", "a distillation recipe (it has a distill: section)") if args.verb == "train" else \
-            ("train", "a training recipe (no distill: section)")
-        raise CliError(f"{args.recipe} is {what}; run it with `adapt {other}`")
+    _check_recipe_kind(recipe, args.recipe, args.verb)
     from .train import check_training_sources
 
     check_training_sources(recipe, args.verb)  # before any note, or any process launched
@@ -1104,6 +1101,20 @@ def _train(args) -> int:
         again = " ".join(_q(a) for a in (args.recipe, *args.overrides))  # output.dir=... must follow
         print(f"final model: {final}\nnext: adapt eval {again}   |   adapt chat --model {_q(final)} --image IMAGE")
     return 0
+
+
+def _check_recipe_kind(recipe, path: Path, verb: str) -> None:
+    """Refuse a recipe of the other kind: a distillation recipe serves `adapt distill` only (its held-out score is the
+    feature cosine in its report.md), a training recipe every other verb."""
+    from .recipe import DistillRecipe
+
+    if isinstance(recipe, DistillRecipe) == (verb == "distill"):
+        return
+    if verb == "distill":
+        raise CliError(f"{path} is a training recipe (no distill: section); run it with `adapt train`")
+    also = "" if verb == "train" else (f"; adapt {verb} scores a VLM, so give it a training recipe (the distillation's "
+                                       "held-out cosine is in its output.dir's report.md)")
+    raise CliError(f"{path} is a distillation recipe (it has a distill: section); run it with `adapt distill`{also}")
 
 
 def _launch(cmd: list[str], env: dict[str, str]):
@@ -1155,6 +1166,7 @@ def _eval(args) -> int:
         if given and args.runtime != name:
             raise CliError(f"--{VARIANT_FLAGS[name].replace('_', '-')} applies to --runtime {name}")
     recipe = load_recipe(args.recipe, args.overrides)
+    _check_recipe_kind(recipe, args.recipe, "eval")
     models: dict[str, str] = {}
     for item in args.model:
         label, source = item.split("=", 1) if "=" in item else (Path(item).name, item)
@@ -1255,6 +1267,7 @@ def _validate(args) -> int:
     if args.for_eval:  # what adapt eval refuses before loading a model
         from .run_eval import check_eval_sources
 
+        _check_recipe_kind(recipe, args.recipe, "eval")
         check_eval_sources(recipe)
         print(recipe.to_yaml(), end="")
         for note in recipe_warnings(recipe, for_eval=True):

@@ -146,6 +146,20 @@ def test_verbs_check_the_recipe_kind(tmp_path, data_dir, capsys):
     assert "valid distillation recipe" in captured.err and "layers: 1" in captured.out
 
 
+def test_eval_refuses_a_distillation_recipe(tmp_path, data_dir, capsys):
+    """adapt eval on a distillation recipe was a raw AttributeError ('DistillRecipe' has no 'model'), and
+    `adapt validate --eval` called such a recipe valid for adapt eval."""
+    from adapt.cli import main
+
+    path = write_recipe(tmp_path, data_dir)
+    for argv in (["eval", str(path)], ["eval", str(path), "--model", "base=pocket-tiny"],
+                 ["validate", "--eval", str(path)]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err
+        assert "is a distillation recipe (it has a distill: section); run it with `adapt distill`" in err, argv
+        assert "report.md" in err and "Traceback" not in err, argv
+
+
 # ---------------------------------------------------------------------- the loss and the projection
 def test_layer_pairs():
     assert layer_pairs(2, None, 45, 24) == [(44, 23), (45, 24)]
