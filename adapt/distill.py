@@ -42,6 +42,7 @@ from .checkpointing import atomic_write_text
 from .data.augment import build_augment
 from .data.dataset import TileDataset, collate_tiles, record_tiles
 from .data.samples import UNDECODABLE_IMAGE, DataError, DataQualityError, Record, SkipLog, read_source
+from .parts import decayed_names
 from .recipe import DistillRecipe, RecipeError
 from .recipe import layer_pairs as recipe_layer_pairs
 from .train import Trainer, TrainingError, _seed_everything, append_entry, source_specs, staged_folder
@@ -192,9 +193,11 @@ class Distiller(Trainer):
         groups = []
         for part, module, lr in (("student", self.model.student, d.lr),
                                  ("projection", self.model.projections, d.projection_lr or d.lr)):
-            params = [p for p in module.parameters() if p.requires_grad]
-            for wd, chosen in ((decay, [p for p in params if p.ndim >= 2]), (0.0, [p for p in params if p.ndim < 2])):
-                if chosen:  # matrices decay; biases, norms and the like do not
+            decayed = decayed_names(module)  # adapt train's rule: all but norms and biases (layer scales decay)
+            params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+            for wd, chosen in ((decay, [p for n, p in params if n in decayed]),
+                               (0.0, [p for n, p in params if n not in decayed])):
+                if chosen:
                     groups.append({"params": chosen, "lr": lr, "weight_decay": wd, "part": part})
         return groups
 

@@ -350,6 +350,25 @@ def test_held_out_max_images_counts_images_not_records(tmp_path, data_dir):
     assert sources["pairs"]["images"] == 4 and sources["general"]["images"] == 5, sources
 
 
+def test_weight_decay_follows_adapt_trains_rule(tmp_path, data_dir):
+    """Distillation decayed matrices only (ndim >= 2), so an InternViT student's layer scales (lambda_1, lambda_2)
+    were spared where adapt train decays them: both follow transformers' Trainer, all but norms and biases."""
+    distiller = Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=1), ["training.weight_decay=0.05"]),
+                          progress=False)
+    try:
+        names = {id(p): f"{part}.{n}" for part, module in (("student", distiller.model.student),
+                                                           ("projection", distiller.model.projections))
+                 for n, p in module.named_parameters()}
+        decayed = {names[id(p)] for g in distiller._param_groups() if g["weight_decay"] for p in g["params"]}
+        spared = {names[id(p)] for g in distiller._param_groups() if not g["weight_decay"] for p in g["params"]}
+    finally:
+        distiller.close()
+    assert "student.encoder.layer.0.lambda_1" in decayed and "student.embeddings.position_embeddings" in decayed
+    assert "projection.0.weight" in decayed and "projection.0.bias" in spared
+    assert "student.encoder.layer.0.layernorm_before.weight" in spared and "student.encoder.layer.0.mlp.fc1.bias" in spared
+    assert decayed | spared == set(names.values()) and not decayed & spared
+
+
 def held_out_recipe(eval_setting: str, sources: str) -> str:
     """RECIPE with `eval_setting` as its eval: mapping and `sources` (YAML list items) as its held-out sources."""
     return RECIPE.replace("eval: {max_images: 6}", f"eval: {eval_setting}").replace(
