@@ -625,6 +625,10 @@ class _RecipeBase(_Section):
             raise ValueError(
                 f"mixing.general_ratio is {self.mixing.general_ratio:g} but no entry of data.sources has kind: general; "
                 "add a general source (general replay keeps the model's general skills) or set mixing.general_ratio: 0")
+        if self.data.sources and self.mixing.epoch_size is None and not any(s.kind == "domain" for s in self.data.sources):
+            # MixturePlan's refusal, said here so that adapt validate does not call a recipe valid that cannot train
+            raise ValueError("without mixing.epoch_size an epoch is sized by its domain records, but no data.sources "
+                             "entry has kind: domain; add the field's data as a source with kind: domain")
         return self
 
     @property

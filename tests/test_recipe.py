@@ -233,6 +233,16 @@ def test_a_kind_whose_every_ratio_is_zero_is_refused(tmp_path):
     load_recipe(write(tmp_path, fine))  # one source left out of the mix on purpose is fine
 
 
+def test_a_recipe_without_a_domain_source_is_refused(tmp_path):
+    """Only general sources and no mixing.epoch_size: adapt validate said 'valid recipe' (the plan a note), and
+    adapt train then stopped, as the epoch is sized by the domain records."""
+    text = "data:\n  sources:\n    - {name: g, path: g.jsonl, kind: general}\nmixing: {general_ratio: 0.3}\n"
+    assert "no data.sources entry has kind: domain" in error_of(write(tmp_path, text))
+    assert "no data.sources entry has kind: domain" in error_of(write(tmp_path, text.replace("0.3", "0")))
+    load_recipe(write(tmp_path, text.replace("{general_ratio: 0.3}", "{general_ratio: 0.3, epoch_size: 1}")))
+    load_recipe(write(tmp_path, "data:\n  eval_sources:\n    - {name: g, path: g.jsonl, kind: general}\n"))
+
+
 def test_general_ratio_needs_a_general_source(tmp_path):
     message = error_of(write(tmp_path, "data:\n  sources:\n    - {name: a, path: a.jsonl}\n"))
     assert "mixing.general_ratio is 0.3 but no entry of data.sources has kind: general" in message
