@@ -19,12 +19,8 @@ class EvalError(PocketAdaptError):
 
 
 def check_eval_sources(recipe: Recipe) -> None:
-    """Refuse a distillation recipe, a recipe with no `data.eval_sources`, or one whose annotation file is missing,
-    before a model is loaded and exported for nothing."""
-    if not isinstance(recipe, Recipe):  # a DistillRecipe has no model: adapt eval stopped on an AttributeError
-        raise EvalError(f"recipe {recipe.name!r} is a distillation recipe (it has a distill: section); adapt eval "
-                        "scores a chat model's answers with a training recipe. adapt distill's report.md gives the "
-                        "held-out feature cosine on its data.eval_sources")
+    """Refuse a recipe with no `data.eval_sources`, or one whose annotation file is missing, before a model is loaded
+    and exported for nothing (a distillation recipe is refused before, by the CLI's `_check_recipe_kind`)."""
     if not recipe.data.eval_sources:
         raise EvalError(f"recipe {recipe.name!r} has no data.eval_sources to evaluate on")
     for spec in source_specs(recipe.data.eval_sources, held_out=True):
