@@ -778,7 +778,8 @@ class DistillSpec(_Section):
             self.layers = 1
         if self.pairs is not None:
             if self.layers is not None:  # null is "not given", as the template writes pairs: null
-                raise ValueError("give layers (the last K of each tower paired) or pairs (explicit), not both")
+                raise ValueError("give layers (the last K of each tower paired) or pairs (explicit), not both; to "
+                                 "override the one a recipe sets, null it too (distill.layers=null)")
             if not self.pairs:
                 raise ValueError("pairs must list at least one [teacher_layer, student_layer]")
             bad = [p for p in self.pairs if min(p) < 1]

@@ -94,7 +94,8 @@ def test_a_distill_section_makes_a_distillation_recipe(tmp_path, data_dir):
 
 
 @pytest.mark.parametrize("edit,message", [
-    ("  layers: 2\n  pairs: [[1, 1]]\n", r"distill: give layers .* or pairs .*, not both \(line 3\)"),
+    ("  layers: 2\n  pairs: [[1, 1]]\n",
+     r"distill: give layers .* or pairs .*, not both; .*\(distill.layers=null\) \(line 3\)"),
     ("  layer: 2\n", r"unknown key 'distill.layer' — did you mean 'distill.layers'\? \(line 6\)"),
     ("  pairs: [[0, 3]]\n", r"distill: pairs: layers are numbered from 1.* \(line 3\)"),
     ("  cosine: 0\n", r"cosine and mse are both 0"),
