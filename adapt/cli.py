@@ -811,7 +811,9 @@ def _model_name(source: str) -> str:
     name = path.resolve().name if path.is_dir() else str(source)
     if name in ("final", "merged") and path.is_dir():  # runs/<recipe>/final -> <recipe>
         name = path.resolve().parent.name
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name) or "model"
+    # the stem --name takes (ASCII letters, digits, . _ -; not starting with '.': a hidden file)
+    stem = "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "-" for c in name).lstrip(".-_")
+    return stem or "model"
 
 
 def _inspect(args) -> int:

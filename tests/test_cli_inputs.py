@@ -113,3 +113,19 @@ def test_large_but_machine_sized_counts_still_validate(tmp_path):
     recipe = load_recipe(tmp_path / "quickstart.yaml", ["training.max_steps=1000000000", "training.grad_accum=1000",
                                                          "mixing.epoch_size=5000000", "training.epochs=1000"])
     assert recipe.training.max_steps == 10**9
+
+
+def test_the_default_gguf_name_is_a_stem_that_name_would_take(tmp_path):
+    """The default --name (the model folder's) kept non-ASCII letters and a leading '.', which --name itself refuses:
+    `.x` gave the hidden files .x-f16.gguf."""
+    import re
+
+    from adapt.cli import _model_name
+
+    for folder, stem in ((".hidden", "hidden"), ("модель", "model"), ("ct-модель v2", "ct--------v2"),
+                         ("runs", "runs")):
+        (tmp_path / folder).mkdir()
+        assert _model_name(str(tmp_path / folder)) == stem
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", stem)
+    (tmp_path / "my run" / "final").mkdir(parents=True)
+    assert _model_name(str(tmp_path / "my run" / "final")) == "my-run"
