@@ -180,8 +180,8 @@ class ModelSpec(_Section):
             return value
         if (named := preset_of_hub_id(value)) is not None:  # as model.load says of it
             raise ValueError(f"{value!r} is the hub id of the preset {named.name}, not a checkpoint directory (no "
-                             f"folder {directory}); give model.source: {named.name}, which fetches it, or a local copy's "
-                             "folder")
+                             f"folder {directory}); give model.source: {named.name}, which fetches it, or a local "
+                             "copy's folder")
         raise ValueError(
             f"{value!r} is neither a model preset nor a checkpoint directory (no folder {directory}); "
             f"presets: {', '.join(PRESETS)}{did_you_mean(value, PRESETS)}"
@@ -625,7 +625,8 @@ class _RecipeBase(_Section):
             raise ValueError(
                 f"mixing.general_ratio is {self.mixing.general_ratio:g} but no entry of data.sources has kind: general; "
                 "add a general source (general replay keeps the model's general skills) or set mixing.general_ratio: 0")
-        if self.data.sources and self.mixing.epoch_size is None and not any(s.kind == "domain" for s in self.data.sources):
+        domain = any(s.kind == "domain" for s in self.data.sources)
+        if self.data.sources and self.mixing.epoch_size is None and not domain:
             # MixturePlan's refusal, said here so that adapt validate does not call a recipe valid that cannot train
             raise ValueError("without mixing.epoch_size an epoch is sized by its domain records, but no data.sources "
                              "entry has kind: domain; add the field's data as a source with kind: domain")

@@ -274,8 +274,9 @@ of a whole-VLM folder (it may need the LLM alone), and its pinned transformers v
 ## 3. Preprocessing on the host
 
 `preprocessor_config.json` holds the tiling: {cutting}; then `(x / 255 - mean) / std`. A prompt of n images gives
-each image at most `max(1, max_tiles // n)` tiles{' (+ thumbnail; dynamic mode)' if tiling['thumbnail'] else ''}; the tiles of all images go to the vision
-engine in one batch (one that takes their count, section 1). **At most {profiles['max_images']} images per prompt**: the largest profile ({most} tiles) and
+each image at most `max(1, max_tiles // n)` tiles{' (+ thumbnail; dynamic mode)' if tiling['thumbnail'] else ''};
+the tiles of all images go to the vision engine in one batch (one that takes their count, section 1).
+**At most {profiles['max_images']} images per prompt**: the largest profile ({most} tiles) and
 `--max_multimodal_len` hold the most tiles such a prompt gives; refuse a prompt with more images on the host (its
 tiles may not fit), or export again with `adapt export --format tensorrt --max-images N`. The prompt
 follows `chat_template.json`: each image becomes {run}; the decoder's `inputs_embeds` are `embed(ids)` with the image-context rows replaced by the vision

@@ -328,8 +328,9 @@ class PocketVLM(PreTrainedModel):
         n_features = features.shape[0] * features.shape[1]
         if n_tokens != n_features:
             token = f"image_token_id {self.config.image_token_id} ({self.config.image_context_token})"
-            cause = (f"The prompt was encoded for other image tokens (a tokenizer whose {self.config.image_context_token} "
-                     f"is not id {self.config.image_token_id}, another tiling, or other than {features.shape[1]} "
+            cause = (f"The prompt was encoded for other image tokens (a tokenizer whose "
+                     f"{self.config.image_context_token} is not id {self.config.image_token_id}, another tiling, or "
+                     f"other than {features.shape[1]} "
                      "tokens per tile): encode it with this model's processor.")
             if n_tokens < n_features:  # more tokens than features is never a cut
                 cause = ("A sequence was probably truncated inside its image tokens; drop such samples instead of "

@@ -61,8 +61,8 @@ def default_read_upload(paths: Sequence[Path], *, plugin=None, **options: Any) -
 
 
 def check_file_count(n_files: int) -> None:
-    """UploadError (a ValueError) when `n_files` uploads, one image each, are more than one question takes (checked before reading:
-    a few hundred small files of huge blank images would otherwise all be decoded, then refused)."""
+    """UploadError (a ValueError) when `n_files` uploads, one image each, are more than one question takes (checked
+    before reading: a few hundred small files of huge blank images would otherwise all be decoded, then refused)."""
     if n_files > MAX_IMAGES:
         raise UploadError(f"the upload holds {n_files} files; at most {MAX_IMAGES} images can go into one question: "
                          f"upload {MAX_IMAGES} or fewer")

@@ -108,8 +108,8 @@ class ModelSession:
         ``repeated`` set when a looping answer was cut; `stop_repetition=False` lets it run).
 
         Raises :class:`QuestionError` (a ValueError) for an empty question, placeholders that do not match the images
-        or a bad `max_new_tokens` (None: the session's; before anything is yielded), and :class:`GenerationError` when the model fails while
-        answering (after the text so far).
+        or a bad `max_new_tokens` (None: the session's; before anything is yielded), and :class:`GenerationError`
+        when the model fails while answering (after the text so far).
         """
         import torch
         from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList

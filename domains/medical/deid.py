@@ -831,7 +831,8 @@ def _rescale(slope: Any, intercept: Any) -> str | None:
     reader applies it (``dicom._modality``); None when neither is."""
     if slope is None and intercept is None:
         return None
-    return f"slope {_numbers(1 if slope is None else slope)}, intercept {_numbers(0 if intercept is None else intercept)}"
+    slope, intercept = 1 if slope is None else slope, 0 if intercept is None else intercept  # DICOM's defaults
+    return f"slope {_numbers(slope)}, intercept {_numbers(intercept)}"
 
 
 def _numbers(value: Any) -> str | None:

@@ -656,18 +656,20 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
     in ``meta["original_name"]`` only. An id that is not a plain name under the tiles' folder
     (``../../etc/passwd``, a symlink pointing outside) is skipped as ``path escapes data root`` without being
     read. Only ``active`` questions, answers and images are used; a question's answer is
-    ``answers[answers_ids[0]]`` (an id written ``12`` in one file and ``"12"`` in the other is one id). A split file lists every id of the data set in order, the other splits' items as
-    bare ``{"id": n, "active": false}`` stand-ins: those are passed over without a word; an inactive question of
-    this split (one with its fields) is counted as ``inactive question``.
+    ``answers[answers_ids[0]]`` (an id written ``12`` in one file and ``"12"`` in the other is one id). A split file
+    lists every id of the data set in order, the other splits' items as bare ``{"id": n, "active": false}``
+    stand-ins: those are passed over without a word; an inactive question of this split (one with its fields) is
+    counted as ``inactive question``.
 
     `images_dir`: the tiles' folder (default: the first present of ``Data``, ``Images_HR``,
     ``dataUSGS_reduced`` for HR; ``Images_LR``, ``Data``, ``data_S2_reduced`` for LR). `resolution`: ``lr`` or
     ``hr``, needed only by ``rsvqa`` when `src` holds both (the website repository does; ``rsvqa_lr`` and
-    ``rsvqa_hr`` set it by their names); it picks the files by prefix (``USGS`` / ``HR`` are HR, others LR). `splits`: only these split names (``[train, test]`` or
-    ``"train,test"``; ``all`` for the whole-set files). `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the
-    first three unless the file tags or names its red, green, blue; a 4+ band tile read so is counted in the
-    report). `stretch`: ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null``, two percentiles or
-    ``"fixed:LOW,HIGH"`` (stored values to 0..255). `nodata`: the pixel value that marks no data in the tiles
+    ``rsvqa_hr`` set it by their names); it picks the files by prefix (``USGS`` / ``HR`` are HR, others LR).
+    `splits`: only these split names (``[train, test]`` or ``"train,test"``; ``all`` for the whole-set files).
+    `bands`: the bands of multi-band tiles shown as RGB (1-based indexes or names; default the first three unless
+    the file tags or names its red, green, blue; a 4+ band tile read so is counted in the report). `stretch`:
+    ``auto`` (uint8 as is, else a 2-98 % percentile stretch), ``null``, two percentiles or ``"fixed:LOW,HIGH"``
+    (stored values to 0..255). `nodata`: the pixel value that marks no data in the tiles
     (default: the file's own; zeros taken as data that drag the stretch are counted as ``zero fill without
     nodata``, as in ``scene_chips``). `resize`: longer side of the output PNGs in pixels.
 

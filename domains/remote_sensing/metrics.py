@@ -47,8 +47,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from domains.answers import (
-    check_reference_is_option,
     answer_text,
+    check_reference_is_option,
     check_reference_words,
     parse_choice,
     record_options,
