@@ -21,7 +21,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
@@ -1074,39 +1074,27 @@ _OCTAL = re.compile(r"([-+]?)0([0-7_]+)")
 def _refuse_yaml11_numbers(root: yaml.Node, where: str) -> None:
     """`RecipeError` for a plain number YAML 1.1 reads as another one than it shows: a leading 0 makes it octal
     (``seed: 0042`` was 34, ``batch_size=010`` 8, while ``08`` is 8), a colon base 60 (``max_steps: 1:30`` was 90)."""
-    seen: set[int] = set()
     several_lines = root.end_mark.line > root.start_mark.line  # a file, not an override's value
-
-    def walk(node: yaml.Node, loc: tuple) -> None:
-        if id(node) in seen:
-            return
-        seen.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                walk(value_node, loc + ((key_node.value,) if isinstance(key_node, yaml.ScalarNode) else ()))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, loc + (i,))
-        elif isinstance(node, yaml.ScalarNode) and node.style is None and node.tag in (_INT_TAG, _FLOAT_TAG):
-            text = node.value
-            octal = _OCTAL.fullmatch(text) if node.tag == _INT_TAG else None
-            if octal:
-                sign, digits = octal.group(1), octal.group(2).replace("_", "")
-                read = int(sign + digits, 8)
-                if read == int(sign + digits, 10):  # 07: the same either way
-                    return
-                fix = f"write {sign}{digits.lstrip('0') or '0'} (or {read} if that is meant)"
-                how = f"as the octal number {read} (a leading 0)"
-            elif ":" in text:
-                fix = "write the number itself"
-                how = f"as the base-60 number {yaml.safe_load(text)} (a ':' between digits)"
-            else:
-                return
-            key = f"{_dotted(loc)}: " if loc else ""
-            line = f" (line {node.start_mark.line + 1})" if several_lines else ""
-            raise RecipeError(f"{where}: {key}YAML 1.1 reads {text} {how}; {fix}{line}")
-
-    walk(root, ())
+    for loc, _, node in _document_nodes(root):
+        if not (isinstance(node, yaml.ScalarNode) and node.style is None and node.tag in (_INT_TAG, _FLOAT_TAG)):
+            continue
+        text = node.value
+        octal = _OCTAL.fullmatch(text) if node.tag == _INT_TAG else None
+        if octal:
+            sign, digits = octal.group(1), octal.group(2).replace("_", "")
+            read = int(sign + digits, 8)
+            if read == int(sign + digits, 10):  # 07: the same either way
+                continue
+            fix = f"write {sign}{digits.lstrip('0') or '0'} (or {read} if that is meant)"
+            how = f"as the octal number {read} (a leading 0)"
+        elif ":" in text:
+            fix = "write the number itself"
+            how = f"as the base-60 number {yaml.safe_load(text)} (a ':' between digits)"
+        else:
+            continue
+        key = f"{_dotted(loc)}: " if loc else ""
+        line = f" (line {node.start_mark.line + 1})" if several_lines else ""
+        raise RecipeError(f"{where}: {key}YAML 1.1 reads {text} {how}; {fix}{line}")
 
 
 def _yaml_load(text: str, where: str) -> tuple[Any, dict[tuple, int]]:
@@ -1241,29 +1229,34 @@ def _absolute_key(key: list[str | int], data: Any) -> tuple:
 
 
 def _line_numbers(root: yaml.Node) -> dict[tuple, int]:
-    """1-based line of every key and list item of a composed YAML document, by its location tuple.
-
-    A node reached again through an alias is not walked again (its lines are those of the anchor).
-    """
+    """1-based line of every key and list item of a composed YAML document, by its location tuple."""
     lines: dict[tuple, int] = {}
+    for loc, marker, _ in _document_nodes(root):
+        if loc:
+            lines.setdefault(loc, marker.start_mark.line + 1)
+    return lines
+
+
+def _document_nodes(root: yaml.Node) -> Iterator[tuple[tuple, yaml.Node, yaml.Node]]:
+    """``(location, node whose line is the location's, node)`` of the root, every value under a scalar key (the key
+    gives its line) and every list item of a composed YAML document. A node reached again through an alias is
+    given at that place too, but not walked again (the places under it are those of the anchor)."""
     seen: set[int] = set()
 
-    def walk(node: yaml.Node, loc: tuple) -> None:
+    def walk(node: yaml.Node, loc: tuple, marker: yaml.Node) -> Iterator[tuple[tuple, yaml.Node, yaml.Node]]:
+        yield loc, marker, node
         if id(node) in seen:
             return
         seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode):
-                    lines.setdefault(loc + (key_node.value,), key_node.start_mark.line + 1)
-                    walk(value_node, loc + (key_node.value,))
+                    yield from walk(value_node, loc + (key_node.value,), key_node)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                lines[loc + (i,)] = item.start_mark.line + 1
-                walk(item, loc + (i,))
+                yield from walk(item, loc + (i,), item)
 
-    walk(root, ())
-    return lines
+    yield from walk(root, (), root)
 
 
 # ---------------------------------------------------------------------- overrides
