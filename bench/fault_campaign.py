@@ -776,22 +776,27 @@ def _cli_numbers(ws: Workspace, folder: Path) -> str:
     return "all three: exit 2, usage error naming the flag"
 
 
-@case("stale-part", (15,), "`adapt convert` into a folder holding a .part file of a dead process and one of a "
-      "live one", "exit 0; the dead process's .part removed, the live one's kept")
+@case("stale-part", (15,), "`adapt convert` into a folder holding a .part file of a dead process, one of a live one "
+      "and one without this machine's tag (another container's, an earlier version's)",
+      "exit 0; the dead process's .part removed, the live one's and the untagged one kept")
 def _stale_part(ws: Workspace, folder: Path) -> str:
+    from domains.files import HOST_TAG
+
     gone = subprocess.Popen(["true"])
     gone.wait()  # reaped: its pid names no process now
     out = folder / "o"
     out.mkdir()
-    dead = out / f".ucmerced_train.jsonl.{gone.pid}-deadbeef.part"
-    live = out / f".notes.txt.{os.getpid()}-cafef00d.part"  # this campaign: alive
-    dead.write_text("half a file")
-    live.write_text("being written")
+    dead = out / f".ucmerced_train.jsonl.{gone.pid}@{HOST_TAG}-deadbeef.part"
+    live = out / f".notes.txt.{os.getpid()}@{HOST_TAG}-cafef00d.part"  # this campaign: alive
+    other = out / f".old.txt.{gone.pid}-0badc0de.part"  # its pid means nothing here: never judged by it
+    for part, text in ((dead, "half a file"), (live, "being written"), (other, "someone's")):
+        part.write_text(text)
     ran = adapt("convert", "remote_sensing", "ucmerced", "--src", str(ws.raw() / "ucmerced"), "--out", "o", cwd=folder)
     succeeded(ran)
-    expect(not dead.exists() and live.exists(), f"{ran.status()}; dead .part {'kept' if dead.exists() else 'removed'}, "
-           f"live .part {'kept' if live.exists() else 'removed'}")
-    return f"{ran.status()}; dead .part removed, live .part kept"
+    state = ", ".join(f"{what} .part {'kept' if p.exists() else 'removed'}"
+                      for what, p in (("dead", dead), ("live", live), ("untagged", other)))
+    expect(not dead.exists() and live.exists() and other.exists(), f"{ran.status()}; {state}")
+    return f"{ran.status()}; dead .part removed, live and untagged .part kept"
 
 
 @case("wrote-nothing", (15,), "`adapt convert remote_sensing ucmerced --src <the parent of the data set>` into a "
