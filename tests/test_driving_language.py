@@ -168,6 +168,16 @@ def test_the_java_line_breaks_are_read_as_the_wrapper_reads_a_newline(brk, proto
     assert ptb_tokenize_batch([f"a{brk}b", "c"], protocol) == [["a", "b"], ["c"]]
 
 
+@pytest.mark.parametrize("space", ["\u2000", "\u2002", "\u2009", "\u200a", "\u3000"])
+@pytest.mark.parametrize("protocol", ["official", "pocket"])
+def test_unicode_spaces_are_spaces_in_the_look_aheads_too(space, protocol):
+    # the Java lexer's SPACE is [ \t\u00A0\u2000-\u200A\u3000]; the look-aheads once knew only " \t\u00a0",
+    # so a thin space after "B." kept "b." and one after "No." dropped its period, where " " gives "b" and "no."
+    text = "It is B.{0}The car. See no.{0}5 now{0}ok. Etc.{0}The end"
+    assert ptb_tokenize(text.format(space), protocol) == ptb_tokenize(text.format(" "), protocol)
+    assert ptb_tokenize(f"option B.{space}The car") == ["option", "b", "the", "car"]
+
+
 def test_official_tokenizer_drops_characters_outside_the_bmp_as_java_does():
     # the Java tokenizer's output (pycocoevalcap 1.2): a surrogate ends a token and is deleted, "Untokenizable"
     assert ptb_tokenize("Ünïcödé ✓ naïve ½ emoji 🚗 car") == ["ünïcödé", "✓", "naïve", "1/2", "emoji", "car"]

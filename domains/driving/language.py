@@ -97,11 +97,14 @@ _SENT_ABBREVS = ("jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|mon|tue|tues|
                  "|inc|cos?|corp|pp?tys?|ltd|plc|bancorp|dept|bhd|assn|univ|intl|sys|est|jr|sr|bros|blvd|rd|esq"
                  "|etc|al|seq")
 _ABBREV1 = rf"(?:(?i:{_SENT_ABBREVS}|ed\.d|ph\.d)|Ark|Ill|Mass|Miss|Ore|Wash)\."
+# the lexer's SPACE class (CoreNLP PTBLexer.flex: [ \t\u00A0\u2000-\u200A\u3000]): the en/em/thin/hair spaces and
+# the ideographic space count as spaces in its look-aheads too, as str.split and the other scorers read them
+_SP = " \t\u00a0\u2000-\u200a\u3000"
 # what follows the end of a sentence: a space, then another space / line break, a capital or a tag
-_SENT_END = re.compile(r"[ \t\u00a0\n](?:[ \t\u00a0\n]|[A-Z]|<[A-Za-z/!?])")
+_SENT_END = re.compile(rf"[{_SP}\n](?:[{_SP}\n]|[A-Z]|<[A-Za-z/!?])")
 # words that start a new sentence after an acronym or a single letter ("is B. The car" -> "b" "." "the")
 _ACRO_END = re.compile(
-    r"[ \t\u00a0\n]+(?:A(?i:bout|ccording|dditionally|fter|n|s|t)?|B(?i:ut)|E(?i:arlier)|H(?i:e|er|ere|owever)"
+    rf"[{_SP}\n]+(?:A(?i:bout|ccording|dditionally|fter|n|s|t)?|B(?i:ut)|E(?i:arlier)|H(?i:e|er|ere|owever)"
     r"|I(?i:f|n|t)|L(?i:ast)|M(?i:any|ore|r\.|s\.)|N(?i:ow)|O(?i:nce|ne|ther|ur)|S(?i:he|ince|o|ome|uch)"
     r"|T(?i:hat|he|hen|here|hese|hey|his)|W(?i:e|hen|hile|hat)|Y(?i:et|ou))(?:\s|$)")
 
@@ -114,7 +117,7 @@ _POCKET_RULES: list[tuple[str, str]] = [
     ("word_nt", rf"(?P<tok>[A-Za-z]*[A-MO-Za-mo-z])[nN][{_APOS}\u2018][tT]"),
     ("redaux", rf"[{_APOS}](?:[msdMSD]|[rR][eE]|[vV][eE]|[lL][lL])(?![^\W\d_])"),
     ("nt", rf"[nN][{_APOS}\u2018][tT]"),
-    ("number_abbrev", r"(?P<tok>[nN][oO][sS]?\.)(?=[ \t\u00a0]*\d)"),  # "No. 5" (but "No." alone is a word)
+    ("number_abbrev", rf"(?P<tok>[nN][oO][sS]?\.)(?=[{_SP}]*\d)"),  # "No. 5" (but "No." alone is a word)
     ("sent_abbrev", rf"(?:(?i:{_SENT_ABBREVS})|Ark|Ill|Mass|Miss|Ore|Wash)\."),
     ("title", rf"(?:(?i:{_TITLES})|Miss)\."),
     ("acronym", r"[A-Za-z](?:\.[A-Za-z])+\.?"),
@@ -167,7 +170,7 @@ _OFFICIAL_CHANGES: list[tuple[str, list[str], str | None]] = [
                 rf"(?i:c\.d\.s|pro-|anti-|s&p-500|s&ls|cap[{_APOS}]n|c[{_APOS}]est)", rf"[{_APOS}]\d\d(?!\S)"],
      "redaux"),
     ("twitter", [r"@[a-zA-Z_][a-zA-Z_0-9]*", "#" + _WORD], "redaux"),
-    ("number_abbrev", [r"(?P<tok>(?i:ca|figs?|prop|nos?|art|bldg|pp|op)\.)(?=[ \t\u00a0\n]?\d)"], None),
+    ("number_abbrev", [rf"(?P<tok>(?i:ca|figs?|prop|nos?|art|bldg|pp|op)\.)(?=[{_SP}\n]?\d)"], None),
     # a dotted word keeps its period before , ; : ("S.Mr.:" -> "s.mr."); hyphen parts may be acronyms ("-p.m.")
     ("thing_dot", [rf"(?P<tok>{_DOTTED_WORD}\.)[,;:]"], "hthing"),
     ("hthing", [r"[A-Za-z0-9][A-Za-z0-9.,]*(?:-(?:[A-Za-z](?:\.[A-Za-z])+\.|[A-Za-z0-9]+))+"], None),
@@ -330,8 +333,11 @@ def ptb_tokenize(text: str, protocol: str = "official") -> list[str]:
     ``"The IDs are <c1,CAM_BACK,1088.3,497.5>, (<c2,CAM_BACK,[1,2]>)."`` gives ``['the', 'ids', 'are', '<',
     'c1', 'cam_back', ',1088.3,497.5', '>', '-lrb-', '<', 'c2', 'cam_back', '-lsb-', '1,2', '-rsb-', '>',
     '-rrb-']``. Line breaks count as spaces: ``\\r``, ``\\n`` and the others the Java tokenizer reads as one
-    (``\\u2028``, ``\\u2029``, ``\\x0b``, ``\\x0c``, ``\\x85``). ``"The car stopped.The light"`` gives ``[...,
-    'stopped.the', 'light']`` with the official rules and ``[..., 'stopped', 'the', 'light']`` with the pocket ones.
+    (``\\u2028``, ``\\u2029``, ``\\x0b``, ``\\x0c``, ``\\x85``). The no-break, en/em/thin/hair
+    (``\\u2000``-``\\u200a``) and ideographic spaces are spaces everywhere, also where a rule looks at what follows
+    (``"B.\\u2009The"`` as ``"B. The"``), as the Java lexer's SPACE class reads them. ``"The car stopped.The
+    light"`` gives ``[..., 'stopped.the', 'light']`` with the official rules and ``[..., 'stopped', 'the',
+    'light']`` with the pocket ones.
     """
     return ptb_tokenize_batch([text], protocol)[0]
 
