@@ -276,6 +276,28 @@ def test_rsvqa_question_types_are_read_in_any_case(tmp_path):
     assert counted and all(r["meta"]["bucket"] for r in counted)
 
 
+def test_rsvqa_hr_area_classes_get_their_bucket(tmp_path):
+    """RSVQA-HR area answers stored as the data set's classes ("between 10m2 and 100m2", "more than 1000m2") got
+    no bucket (None in meta), while the LR-style "<n>m2" did."""
+    classes = {"0m2": "0", "between 0m2 and 10m2": "1-100", "Between 10m2 and 100m2": "1-100",
+               "between 100m2 and 1000m2": "101-1000", "more than 1000m2": ">1000"}
+    assert {a: rsvqa_bucket(normalize_rsvqa_answer(a, "area")) for a in classes} == classes
+    assert rsvqa_bucket("more than 100m2") is None  # across two buckets
+    src = generate("rsvqa_hr", tmp_path / "src", n=5)
+    qs = json.loads((src / "USGS_split_train_questions.json").read_text())["questions"]
+    path = src / "USGS_split_train_answers.json"
+    data = json.loads(path.read_text())
+    area_answers = {aid for q in qs if q.get("type") == "area" for aid in q["answers_ids"][:1]}
+    labels = list(classes)
+    for k, a in enumerate(x for x in data["answers"] if x["id"] in area_answers):
+        a["answer"] = labels[k % len(labels)]
+    path.write_text(json.dumps(data))
+    recs = records(convert_rsvqa(src, tmp_path / "out").outputs["train"])
+    area = [r for r in recs if r["meta"]["question_type"] == "area"]
+    want = {a.lower(): b for a, b in classes.items()}
+    assert len({r["answer"] for r in area}) > 1 and all(r["meta"]["bucket"] == want[r["answer"]] for r in area)
+
+
 def test_rsvqa_area_with_a_decimal_comma_keeps_its_fraction():
     """Every comma of an area answer was dropped: "1,5 m2" (a decimal comma) became "15m2"."""
     assert normalize_rsvqa_answer("1,5 m2", "area") == "1.5m2"

@@ -62,6 +62,26 @@ def test_rsvqa_area_buckets(pred, ref, hit, exact):
     assert out["exact_accuracy/area"] == exact
 
 
+@pytest.mark.parametrize("pred,ref,hit,exact", [
+    ("0m2", "0m2", 1.0, 1.0), ("between 0m2 and 10m2", "between 0m2 and 10m2", 1.0, 1.0),
+    ("between 0m2 and 10m2", "0m2", 0.0, 0.0), ("5m2", "between 0m2 and 10m2", 1.0, 0.0),
+    ("50m2", "between 0m2 and 10m2", 1.0, 0.0),  # 1-100 holds both 0-10 and 10-100
+    ("between 10m2 and 100m2", "between 0m2 and 10m2", 1.0, 0.0), ("0", "between 0m2 and 10m2", 0.0, 0.0),
+    ("between 100m2 and 1000m2", "500m2", 1.0, 0.0), ("between 101m2 and 1000m2", "between 100m2 and 1000m2", 1.0, 0.0),
+    ("More than 1000m2", "more than 1000m2", 1.0, 1.0), ("5000 m2", "more than 1000m2", 1.0, 0.0),
+    ("1000m2", "more than 1000m2", 0.0, 0.0), ("between 1m2 and 10m2", "7m2", 1.0, 0.0),
+    ("more than 100m2", "more than 1000m2", 0.0, 0.0),  # spans two buckets: in none
+])
+def test_rsvqa_hr_area_classes_are_scored_by_their_bucket(pred, ref, hit, exact):
+    """RSVQA-HR's own area classes ("between 0m2 and 10m2", "more than 1000m2") as reference were "not a number": a
+    ValueError that stopped the evaluation; they are now scored by the bucket they lie in."""
+    out = score_rsvqa(pred, rec(qtype="area"), ref)
+    assert out["accuracy"] == out["accuracy/area"] == out["bucket_accuracy/area"] == hit
+    assert out["exact_accuracy/area"] == exact
+    with pytest.raises(ValueError, match="area class"):
+        score_rsvqa("5m2", rec(qtype="area"), "more than 100m2")  # a class across buckets has no bucket
+
+
 def test_buckets_and_numbers():
     assert [bucket(v) for v in (0, 1, 100, 101, 1000, 1001)] == [0, 1, 1, 2, 2, 3]
     assert parse_number("300m2", area=True) == 300 and parse_number("300m2") is None

@@ -66,7 +66,7 @@ from domains.files import (
 )
 from domains.parallel import Prefetch, check_workers
 from domains.remote_sensing import PIL_SUFFIXES
-from domains.remote_sensing.metrics import BUCKET_LABELS, bucket, label_key
+from domains.remote_sensing.metrics import BUCKET_LABELS, area_bucket, label_key
 from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
 from model.tiling import ImageLoadError, upright_size
@@ -498,11 +498,10 @@ def normalize_rsvqa_answer(answer: Any, qtype: str | None = None) -> str:
 
 
 def rsvqa_bucket(answer: str) -> str | None:
-    """Count / area answers in the Mini-InternVL buckets ``0``, ``1-100``, ``101-1000``, ``>1000``."""
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(?:m2)?", answer)
-    if not m:
-        return None
-    return BUCKET_LABELS[bucket(float(m.group(1)))]
+    """Count / area answers in the Mini-InternVL buckets ``0``, ``1-100``, ``101-1000``, ``>1000``; an RSVQA-HR
+    area class by the bucket it lies in (``"between 10m2 and 100m2"``: ``1-100``), as the metrics score it."""
+    k = area_bucket(answer)
+    return BUCKET_LABELS[k] if k is not None else None
 
 
 # full release: LR_split_train_questions.json / USGS_split_test_phili_questions.json; all_questions.json; the

@@ -15,8 +15,10 @@ containment, so "no" does not hit inside "not sure" and "1" does not hit inside 
 * ``count``: the whole answer must be one number (digits, ``+3``, ``1,234``, ``1,234.5``, or an English number word
   up to twenty; integers kept exact); ``accuracy`` needs the same integer, and ``bucket_accuracy/count`` the same
   Mini-InternVL bucket (0 / 1–100 / 101–1000 / >1000);
-* ``area``: ``"<n>m2"`` (``m2``, ``m^2``, ``m²``, ``square meters`` stripped); scored in the same buckets, as
-  Mini-InternVL does, with the exact value as ``exact_accuracy/area``.
+* ``area``: ``"<n>m2"`` (``m2``, ``m^2``, ``m²``, ``square meters`` stripped), or one of RSVQA-HR's own area
+  classes (``"0m2"``, ``"between 0m2 and 10m2"`` ... ``"more than 1000m2"``, as some releases store the answers);
+  scored in the same buckets, as Mini-InternVL does (a class by the bucket it lies in: "between 10m2 and 100m2"
+  is 1–100), with the exact value or class as ``exact_accuracy/area``.
 
 Returns ``{"accuracy": a, "accuracy/<type>": a}`` (+ the bucket / exact keys for count and area), so a
 source's summary shows overall and per-type accuracy side by side.
@@ -40,6 +42,7 @@ evaluator; ``adapt eval`` prints them in its report.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 import unicodedata
@@ -58,6 +61,8 @@ from domains.answers import (
 __all__ = [
     "AREA_BUCKETS",
     "METRICS",
+    "area_bucket",
+    "area_span",
     "bucket",
     "label_key",
     "match_label",
@@ -136,6 +141,49 @@ def bucket(value: float) -> int | None:
     return len(AREA_BUCKETS)
 
 
+# RSVQA-HR's own area classes (syvlo/RSVQA VQALoader; some releases store these instead of "<n>m2"): "0m2",
+# "between 0m2 and 10m2" (an area above 0 and at most 10; the paper writes "between 1m2 and 10m2"), ...,
+# "more than 1000m2"
+_AREA_BETWEEN = re.compile(r"^between\s+(.+?)\s+and\s+(.+)$", re.IGNORECASE)
+_AREA_ABOVE = re.compile(r"^(?:more|greater)\s+than\s+(.+)$", re.IGNORECASE)
+
+
+def area_span(text: str) -> tuple[str, float, float] | None:
+    """An area answer as ``("=", n, n)`` (a number, unit optional), ``("between", lo, hi)`` (RSVQA's class
+    ``between lo and hi``: above `lo`, at most `hi`) or ``("above", lo, inf)`` (``more than lo``), else None."""
+    text = _LEAD_IN.sub("", str(text or "").strip()).strip().rstrip(".").strip()
+    value = parse_number(text, area=True)
+    if value is not None:
+        return ("=", value, value)
+    m = _AREA_BETWEEN.match(text)
+    if m:
+        lo, hi = parse_number(m.group(1), area=True), parse_number(m.group(2), area=True)
+        return ("between", lo, hi) if lo is not None and hi is not None and lo < hi else None
+    m = _AREA_ABOVE.match(text)
+    if m:
+        lo = parse_number(m.group(1), area=True)
+        return ("above", lo, math.inf) if lo is not None else None
+    return None
+
+
+def area_bucket(text: str) -> int | None:
+    """The Mini-InternVL bucket (:func:`bucket`) of an area or count answer: of its number, or of an RSVQA area
+    class when the whole class lies in one bucket ("between 10m2 and 100m2" is 1-100; "more than 1000m2" is
+    >1000); else None."""
+    span = area_span(text)
+    if span is None:
+        return None
+    kind, lo, hi = span
+    if kind == "=":
+        return bucket(lo)
+    low = bucket(lo)
+    if low is None:
+        return None
+    low += lo in AREA_BUCKETS  # the class starts above lo: "between 0m2 and 10m2" is not 0
+    high = len(AREA_BUCKETS) if math.isinf(hi) else bucket(hi)
+    return low if low == high else None
+
+
 # ---------------------------------------------------------------------------------------------- rsvqa
 def _question_type(record: Any) -> str | None:
     """The record's RSVQA question type, lower case and stripped (``"Count"`` is scored as a count)."""
@@ -149,18 +197,23 @@ def score_rsvqa(prediction: str, record: Any, reference: str) -> dict[str, float
     """RSVQA accuracy, overall and for the record's question type (see the module docstring)."""
     qtype = _question_type(record)
     extra: dict[str, float] = {}
-    if qtype in ("count", "area"):
-        is_area = qtype == "area"
-        ref = parse_number(reference, area=is_area)
+    if qtype == "area":
+        ref_span, ref_bucket = area_span(reference), area_bucket(reference)
+        if ref_span is None or ref_bucket is None:
+            raise ValueError(f"rsvqa area reference is neither an area (\"500m2\") nor an RSVQA area class within "
+                             f"one bucket (\"between 10m2 and 100m2\", \"more than 1000m2\"): {reference!r}")
+        pred_bucket = area_bucket(prediction)
+        hit = float(pred_bucket is not None and pred_bucket == ref_bucket)
+        extra["bucket_accuracy/area"] = hit
+        extra["exact_accuracy/area"] = float(area_span(prediction) == ref_span)
+    elif qtype == "count":
+        ref = parse_number(reference)
         if ref is None:
-            raise ValueError(f"rsvqa {qtype} reference is not a number: {reference!r}")
-        pred = parse_number(prediction, area=is_area)
-        exact = float(pred is not None and pred == ref)
-        in_bucket = float(pred is not None and bucket(pred) is not None and bucket(pred) == bucket(ref))
-        hit = in_bucket if is_area else exact
-        extra[f"bucket_accuracy/{qtype}"] = in_bucket
-        if is_area:
-            extra["exact_accuracy/area"] = exact
+            raise ValueError(f"rsvqa count reference is not a number: {reference!r}")
+        pred = parse_number(prediction)
+        hit = float(pred is not None and pred == ref)
+        in_bucket = pred is not None and bucket(pred) is not None and bucket(pred) == bucket(ref)
+        extra["bucket_accuracy/count"] = float(in_bucket)
     else:
         hit = float(normalize_rsvqa(prediction) == normalize_rsvqa(reference) != "")
     out = {"accuracy": hit}
@@ -250,9 +303,11 @@ score_rsvqa.protocols = _protocols(  # type: ignore[attr-defined]
     bucket_accuracy__count=("Mini-InternVL buckets", f"the answer's number and the reference fall in {_BUCKETS}",
                             f"{_RS_VQA_SCORE} (is_correct_count; it reads bare integers only)"),
     accuracy__area=("Mini-InternVL buckets", f"the answer's area (m2, m^2, square meters stripped) and the "
-                    f"reference fall in {_BUCKETS}", f"{_RS_VQA_SCORE} (is_correct_area)"),
+                    f"reference fall in {_BUCKETS}; an RSVQA-HR area class (between 10m2 and 100m2, more than "
+                    "1000m2) counts as the bucket it lies in", f"{_RS_VQA_SCORE} (is_correct_area)"),
     bucket_accuracy__area=("Mini-InternVL buckets", "as accuracy/area", f"{_RS_VQA_SCORE} (is_correct_area)"),
-    exact_accuracy__area=("exact area", "the answer states the reference's area exactly", "pocket-adapt"),
+    exact_accuracy__area=("exact area", "the answer states the reference's area, or its RSVQA-HR area class, "
+                          "exactly", "pocket-adapt"),
 )
 score_classification.protocols = _protocols(  # type: ignore[attr-defined]
     accuracy=("pocket exact label", _LABEL_RULE, _LABEL_SOURCE))
