@@ -129,3 +129,13 @@ def test_a_camera_picture_of_another_shape_is_refused(raw, tmp_path, view_mode):
     assert scenes_frames == {(s, f) for s, f, _ in frames} - {frames[0][:2]}  # the 800x450 frame is converted
     written = {p.name for p in (tmp_path / "out").rglob("*.jpg")}
     assert not written & {Path(p).name for p in frames[0][2]["image_paths"].values()}  # no camera of it linked
+
+
+def test_val_fraction_help_says_val_is_not_the_official_test_subset():
+    """Where a user picks the split (`adapt convert driving drivelm --help`), nothing said that the val split drawn
+    from the training scenes is not DriveLM's official test subset, so its scores looked like the challenge's."""
+    from adapt.cli import convert_options_help
+
+    text = " ".join(convert_options_help("driving", "drivelm").split())
+    val = text[text.index("val_fraction=0.0:"):text.index("dataset (default")]
+    assert "not the official test questions" in val and "not comparable" in val

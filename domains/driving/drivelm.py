@@ -43,8 +43,9 @@ into DriveLM's 4-way multiple choice (``convert_data.py``) with distractors draw
 (``v1_1_val_nus_q_only.json``, no answers) -> ``test``, with empty answers (never used for training); a
 ``val`` / ``validation`` file -> ``val``; any other (``v1_1_train_nus.json``) -> ``train`` (``val_fraction``
 moves that share of the training files' scenes, drawn over all of them at once, to ``val``; a scene whose files
-name two splits is warned about). The report names each file's split. Output
-``out/<dataset>_<split>.jsonl``; ``dataset`` defaults to ``drivelm`` (stitched) / ``drivelm_multi``.
+name two splits is warned about). That ``val`` is not DriveLM's official test subset (whose answers are not
+public): its scores are not comparable with the challenge's published numbers. The report names each file's
+split. Output ``out/<dataset>_<split>.jsonl``; ``dataset`` defaults to ``drivelm`` (stitched) / ``drivelm_multi``.
 
 **Bad input** is skipped and counted: a file that is not JSON or not the layout, a malformed scene / frame /
 QA, a key frame without any QA (``frame without QA``: no image is written for it), a missing or unreadable camera
@@ -491,7 +492,9 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     `dataroot`: a nuScenes folder whose tables the sample tokens are checked against (unknown ones are skipped).
     `version`: its table version (detected when not given).
     `mc`: DriveLM's test-style 4-way multiple choice for moving-status and behavior questions.
-    `val_fraction`: share of the training files' scenes put in ``val`` (by a hash of the scene token). `dataset`:
+    `val_fraction`: share of the training files' scenes put in ``val`` (by a hash of the scene token). This ``val`` is
+    drawn from DriveLM's *training* scenes, not the official test questions (``v1_1_val_nus_q_only.json`` has no
+    answers): scores on it are not comparable with the challenge's published test numbers. `dataset`:
     output name (default ``drivelm`` / ``drivelm_multi``). `link`: ``hardlink`` or ``copy`` for the camera images
     of multi mode. `image_format`: stitched frames as ``png`` (lossless: the default, so training and evaluation
     see exactly the stitched pixels) or ``jpeg`` (several times smaller and faster to write, lossy: see
