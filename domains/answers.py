@@ -40,7 +40,9 @@ def _minus_sign(text: str, k: int) -> bool:
     return text[k] == "-" and (k == 0 or text[k - 1].isspace()) and k < len(text) - 1 and text[k + 1].isdigit()
 
 
-_MINUS = str.maketrans({"\u2212": "-"})  # the Unicode minus sign reads as "-"
+# the Unicode minus sign reads as "-"; the invisible marks inside a word (soft hyphen, zero-width (non-)joiner, word
+# joiner, BOM), common in text copied from PDF or HTML (PMC captions), are no word break: "hemor\u00adrhage" is one word
+_READ_AS = str.maketrans({"\u2212": "-", **dict.fromkeys("\u00ad\u200c\u200d\u2060\ufeff")})
 
 
 def answer_text(value: Any, what: str, numbers: bool = False) -> str:
@@ -67,7 +69,7 @@ def normalize_answer(text: str) -> str:
     would equal. A number is its text (3 is "3"); any other value (a list, a dict, a bool) is a ValueError naming it,
     not its printed form (``["B"]`` matched "b").
     """
-    text = answer_text(text, "answer", numbers=True).lower().translate(_MINUS)  # None is no answer, not "none"
+    text = answer_text(text, "answer", numbers=True).lower().translate(_READ_AS)  # None is no answer, not "none"
     text = "".join(ch for k, ch in enumerate(text)
                    if not _is_punct(ch) or _decimal_point(text, k) or _minus_sign(text, k))
     return " ".join(_ARTICLES.sub(" ", text).split()) or " ".join(text.split())
@@ -115,7 +117,7 @@ def vqa_tokens(text: Any) -> list[str]:
     lead-in ("the answer is") dropped and CJK text split into single characters (no spaces between its words).
     None is the empty answer and a number its text; any other value that is no string is a ValueError naming it.
     """
-    text = unicodedata.normalize("NFKC", answer_text(text, "answer", numbers=True)).casefold().translate(_MINUS)
+    text = unicodedata.normalize("NFKC", answer_text(text, "answer", numbers=True)).casefold().translate(_READ_AS)
     text = _VQA_LEAD_IN.sub("", text)
     out: list[str] = []
     articles: list[str] = []

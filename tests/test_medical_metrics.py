@@ -230,3 +230,17 @@ def test_answer_type_from_yes_no_sentence_or_chinese_reference():
     assert "closed_accuracy" in score_med_vqa("yes", {}, "Yes, there is.")
     assert "closed_accuracy" in score_med_vqa("是的", {}, "是")
     assert "open_recall" in score_med_vqa("no", {}, "There is no effusion")
+
+
+@pytest.mark.parametrize("mark", ["\u00ad", "\u200c", "\u200d", "\u2060", "\ufeff"])
+def test_invisible_marks_inside_a_word_do_not_split_it(mark):
+    """A soft hyphen or zero-width joiner inside a word (PMC captions copied from PDF / HTML carry them) split it in
+    two ("hemor" "rhage"), so the right answer "hemorrhage" scored 0 and "nodule" written so said "no"."""
+    reference = f"hemor{mark}rhage"
+    assert tokens(reference) == ["hemorrhage"]
+    assert score_med_vqa("hemorrhage", OPEN, reference)["open_recall"] == 1.0
+    assert closed("hemorrhage", reference) == 1.0
+    assert closed("no", "no") == 1.0 and closed(f"no{mark}dule", "no") == 0.0  # "nodule" says no "no"
+    from domains.answers import exact_match
+
+    assert exact_match("hemorrhage", reference) == 1.0
