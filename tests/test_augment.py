@@ -194,6 +194,29 @@ def test_grounding_markup_whose_coordinates_cannot_move_leaves_the_record_alone(
             assert got is rec and got_image is image
 
 
+@pytest.mark.parametrize("turn,text", [
+    ("gpt", "There is a white sedan to the front of the ego vehicle <c1,CAM_FRONT,[512.3,300]>."),
+    ("gpt", "<c2,CAM_BACK,1088.3,497.5> is parked."),
+    ("gpt", "(traffic light, green, [100,200,150,260])"),
+    ("gpt", "The ship is at [100, 200, 300, 400]."),
+    ("human", "<image>\nIs the object at [120, 300, 400, 560] a ship?"),
+])
+def test_coordinates_outside_the_moved_boxes_leave_the_record_alone(turn, text):
+    """A DriveLM c-tag point or a single-bracket [x1, y1, x2, y2] (a box to the scorers) was not moved, yet the
+    pixels were flipped and turned under it: the point or box then named the wrong place, trained on."""
+    image = marked_image()
+    question = "<image>\nWhat are the important objects in the current scene?"
+    rec = {"images": ["x.png"], "conversations": [
+        {"from": "human", "value": text if turn == "human" else question},
+        {"from": "gpt", "value": "yes" if turn == "human" else text}]}
+    for flips, rot90 in ((True, False), (False, True), (True, True)):
+        aug = build_augmentation(flips=flips, rot90=rot90, color_jitter=0.0, seed=0)
+        assert aug.plan(rec) == ("none", "with boxes that cannot be moved")
+        for k in range(8):
+            got_image, got = aug(image, rec, key=(0, k))
+            assert got is rec and got_image is image
+
+
 @pytest.mark.parametrize("text,names", [
     ("<ref>The ship on the left</ref>", True), ("Where is the shape?\nA. right\nB. top", True),
     ("the LOWER-LEFT corner", True), ("the leftmost car", True), ("a north-eastern field", True),

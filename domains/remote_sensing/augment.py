@@ -37,7 +37,8 @@ counts them for the run's log):
 Also left alone (returned unchanged): records without exactly one image, records whose boxes do not
 parse as ordered 0–1000 grid boxes (a ``<box>`` holding anything else, a ``<quad>`` polygon), and records
 with a bare ``[[x1, y1, x2, y2]]`` in an answer (a gpt turn or ``record.answer``): it may be a box, which
-would no longer match the moved pixels. Colour
+would no longer match the moved pixels, and records with coordinates outside those boxes in any text (a
+single-bracket ``[x1, y1, x2, y2]``, read as a box when scored; a DriveLM c-tag ``<c1,CAM_FRONT,[x,y]>``). Colour
 jitter changes brightness, contrast and saturation but never hue (colour can be the label: water,
 vegetation).
 
@@ -56,6 +57,7 @@ import numpy as np
 
 from domains.base import DomainError
 from domains.boxes import GRID, ONE_BOX, from_grid, to_grid
+from domains.driving.layout import iter_ctags
 
 __all__ = ["Augmentation", "build_augmentation", "derive_seed"]
 
@@ -99,6 +101,13 @@ def _unmovable_markup(text: str) -> bool:
     holding numbers that are not ``[x1, y1, x2, y2]`` boxes (three or five values, ``(x, y),(x, y)`` pairs)."""
     return "<quad>" in text or any(m.group(1) is not None and re.search(r"\d", ONE_BOX.sub("", m.group(1)))
                                    for m in _SPANS.finditer(text))
+
+
+def _loose_coordinates(text: str, human: bool) -> bool:
+    """Whether `text` holds coordinates outside the boxes `_rewrite` moves: a single-bracket ``[x1, y1, x2, y2]``
+    (the scorers read it as a box) or a DriveLM c-tag point (``<c1,CAM_FRONT,[x,y]>``)."""
+    rest = _SPANS.sub(lambda m: "" if m.group(1) is not None or human else m.group(0), text)
+    return ONE_BOX.search(rest) is not None or next(iter_ctags(text), None) is not None
 
 
 def _rewrite(text: str, human: bool, on_box: Callable[[list[float]], str]) -> str:
@@ -169,7 +178,7 @@ class Augmentation:
             return ""
 
         for _, human, text in texts:
-            if _unmovable_markup(text) or (not human and _bare_box(text)):
+            if _unmovable_markup(text) or (not human and _bare_box(text)) or _loose_coordinates(text, human):
                 return "none", UNMOVABLE_BOXES, []  # likely a box in an answer, but not one we can tell from others
             _rewrite(text, human, collect)
         if any(not all(0 <= v <= GRID for v in vals) or vals[2] < vals[0] or vals[3] < vals[1] for vals in boxes):
