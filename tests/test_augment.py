@@ -393,6 +393,9 @@ def test_a_dict_spec_is_read_as_the_recipe_section_is(tmp_path):
         build_augment({"flip": True})
     with pytest.raises(DataError, match="color_jitter"):
         build_augment({"color_jitter": 2})
+    for spec in (True, "flips", ["flips"]):  # an AttributeError on model_dump before
+        with pytest.raises(DataError, match=r"data.augment: .* not a mapping"):
+            build_augment(spec)
 
 
 def test_a_record_whose_moved_boxes_run_too_long_is_trained_as_read_not_dropped(tmp_path):

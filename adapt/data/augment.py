@@ -23,7 +23,8 @@ def build_augment(spec: Any, seed: int = 0, general_sources: Iterable[str] = ())
     """An augmentation for `spec` (``recipe.data.augment``: an object or dict with ``flips``, ``rot90``,
     ``color_jitter``; a dict is read as the recipe section is, a key left out taking its default), or None when
     `spec` is None or switches everything off. Records of `general_sources` (the names of the ``kind: general``
-    sources) are left as they are. Raises `DataError` for a dict the recipe would refuse (an unknown key)."""
+    sources) are left as they are. Raises `DataError` for a dict the recipe would refuse (an unknown key) and for a
+    `spec` that is neither."""
     if spec is None:
         return None
     if isinstance(spec, dict):  # {"color_jitter": 0.1} meant flips and turns off here, on in a recipe
@@ -36,6 +37,8 @@ def build_augment(spec: Any, seed: int = 0, general_sources: Iterable[str] = ())
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'augment'}: {e['msg']}" for e in exc.errors())
             raise DataError(f"data.augment {spec!r}: {problems}") from None
+    elif not hasattr(spec, "model_dump"):
+        raise DataError(f"data.augment: {spec!r} is not a mapping of flips, rot90 and color_jitter (nor null, for off)")
     values = spec.model_dump()
     if not (values.get("flips") or values.get("rot90") or values.get("color_jitter")):
         return None
