@@ -278,7 +278,7 @@ def trainable_summary(model: nn.Module) -> dict[str, tuple[int, int]]:
     counts = {p: [0, 0] for p in PART_PREFIXES}
     for name, param in model.named_parameters():
         part = part_of(name)
-        # ZeRO-3 leaves each rank an empty tensor after deepspeed.initialize; ds_numel is the partitioned size
+        # ZeRO-3 leaves each rank an empty tensor after deepspeed.initialize; ds_numel is the whole, unpartitioned size
         size = getattr(param, "ds_numel", param.numel())
         counts[part][1] += size
         if param.requires_grad:
