@@ -60,6 +60,11 @@ class RunFolderForeign(PocketAdaptError):
     """The output folder holds files, but no run of `adapt train` / `adapt distill` made it."""
 
 
+class RunFolderUnusable(RunFolderBusy):
+    """The output folder cannot be made or its lock file written (no permission, a read-only file system, a file
+    where a folder should be). A `RunFolderBusy`: the other ranks of a run learn that rank 0 could not lock it."""
+
+
 # ---------------------------------------------------------------------- files
 def atomic_write_text(path: Path, text: str) -> None:
     """Write `text` through a temporary file, flushed to disk, then renamed over `path`; the new file
@@ -181,18 +186,28 @@ def not_run_outputs(out_dir: Path) -> list[str]:
 class RunLock:
     """An exclusive OS lock on `out_dir/.adapt-train.lock`, holding the owner's pid and host.
 
-    Raises `RunFolderBusy` naming the holder when another process has it. One run takes it once (its
-    rank 0), so the ranks of a data-parallel run never block each other.
+    Raises `RunFolderBusy` naming the holder when another process has it, and `RunFolderUnusable` naming the folder
+    when it cannot be made or written. One run takes it once (its rank 0), so the ranks of a data-parallel run never
+    block each other.
     """
 
     def __init__(self, out_dir: Path):
         out_dir = Path(out_dir)
         where = out_dir.absolute()
         self._made = [d for d in (where, *where.parents) if not d.exists()]  # what `discard` may remove
-        out_dir.mkdir(parents=True, exist_ok=True)
         self.path = out_dir / LOCK_NAME
-        self._made_file = not self.path.exists()
-        self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self._made_file = not self.path.exists()
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            self._fd = None
+            self._remove_made()
+            why = err.strerror or type(err).__name__
+            raise RunFolderUnusable(
+                f"output.dir {out_dir}: cannot {'make the folder' if self._made else 'write its lock file'} "
+                f"({why}{f': {err.filename}' if err.filename else ''}); set output.dir to a folder you can write to, "
+                "or fix its permissions") from err
         if not _try_lock(self._fd):
             os.close(self._fd)
             self._fd = None
@@ -226,9 +241,14 @@ class RunLock:
             return
         if self._made_file:
             self.path.unlink(missing_ok=True)
+        self._remove_made()
+
+    def _remove_made(self) -> None:
         for folder in self._made:
             try:
                 folder.rmdir()
+            except FileNotFoundError:  # never made, or removed already
+                continue
             except OSError:  # something else was written there: keep it
                 return
 

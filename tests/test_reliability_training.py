@@ -280,6 +280,26 @@ def test_a_forked_data_worker_does_not_let_go_of_the_run_lock(tmp_path):
     RunLock(tmp_path).release()
 
 
+def test_a_run_folder_that_cannot_be_made_or_written_is_one_clear_error(tmp_path, monkeypatch):
+    """mkdir / open of the lock raised a raw OSError (and rank 0 alone stopping left the other ranks waiting)."""
+    from adapt.checkpointing import RunFolderBusy, RunFolderUnusable, RunLock
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(RunFolderUnusable, match=r"output.dir .*file/run: cannot make the folder \(Not a directory"):
+        RunLock(tmp_path / "file" / "run")
+    assert issubclass(RunFolderUnusable, RunFolderBusy)  # what `_lock_run_folder` tells the other ranks about
+
+    def refuse(path, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("adapt.checkpointing.os.open", refuse)
+    with pytest.raises(RunFolderUnusable, match=r"cannot write its lock file \(Permission denied: .*\.adapt-train"):
+        RunLock(tmp_path)
+    with pytest.raises(RunFolderUnusable, match="cannot make the folder"):
+        RunLock(tmp_path / "new" / "run")
+    assert not (tmp_path / "new").exists()  # the folders it made for the run are gone again
+
+
 @pytest.mark.slow
 def test_two_train_processes_on_one_folder(tmp_path, data_root):
     path = make_run(tmp_path, data_root)
