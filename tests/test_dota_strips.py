@@ -90,3 +90,30 @@ def test_a_truncated_png_is_an_unreadable_image(tmp_path):
     with pytest.raises(SkipInput) as exc:
         _chip_pngs(path, _windows(70, 90, 32, 20), KEY, 10**6)
     assert exc.value.reason == "unreadable image" and "P0001.png" in exc.value.detail
+
+
+def test_the_warnings_lock_is_not_held_while_strips_are_read(tmp_path, monkeypatch):
+    """`model.quiet.ignoring`'s lock, shared by every reader's thread, was held over the whole strip read: another
+    thread's image open waited for the length of a big scene."""
+    import threading
+
+    from model import quiet
+
+    path = tmp_path / "P0001.png"
+    _scene(path, "RGB")
+    free, real_read = [], rasterio.io.DatasetReader.read
+
+    def take() -> None:  # what another thread opening an image does first
+        free.append(quiet._LOCK.acquire(timeout=0.2))
+        if free[-1]:
+            quiet._LOCK.release()
+
+    def read(self, *args, **kwargs):
+        other = threading.Thread(target=take)
+        other.start()
+        other.join()
+        return real_read(self, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", read)
+    assert len(_chip_pngs(path, _windows(70, 90, 32, 20), KEY, 10**6)) == 12
+    assert free and all(free)

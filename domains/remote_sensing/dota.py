@@ -624,9 +624,12 @@ def _strip_chips(path: Path, bands: tuple[int, ...], windows: Sequence[tuple[int
 
     out: list[bytes] = [b""] * len(windows)
     try:
-        with ignoring(NotGeoreferencedWarning):  # a PNG has no map coordinates: only pixels are read
-            # GDAL would keep every row read in its block cache (5 % of RAM): rows are read once, top to bottom
-            with _block_cache(CHIP_CACHE_MIN), rasterio.open(path, driver="PNG") as src:
+        # GDAL would keep every row read in its block cache (5 % of RAM): rows are read once, top to bottom
+        with _block_cache(CHIP_CACHE_MIN):
+            # only the open warns; the lock of `ignoring` is shared by every reader's thread, so not held for the read
+            with ignoring(NotGeoreferencedWarning):  # a PNG has no map coordinates: only pixels are read
+                src = rasterio.open(path, driver="PNG")
+            with src:
                 top, held = 0, None  # rows top .. top + held.shape[1] of the image, all columns
                 for i in sorted(range(len(windows)), key=lambda k: (windows[k][1], windows[k][3])):
                     x1, y1, x2, y2 = windows[i]
