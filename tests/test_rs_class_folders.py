@@ -10,6 +10,7 @@ from PIL import Image
 
 from domains.base import DomainError
 from domains.remote_sensing.convert import convert_classification
+from tests.deps import require
 
 
 def test_a_class_folder_of_folders_names_them(tmp_path):
@@ -21,8 +22,8 @@ def test_a_class_folder_of_folders_names_them(tmp_path):
     report = convert_classification(src, tmp_path / "out", progress=False)
     assert report.skipped == {"empty class folder": 2}
     empty, urban = report.examples["empty class folder"]
-    assert empty == "Empty: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff)"
-    assert urban == ("urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff), nor do its "
+    assert empty == "Empty: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .jp2, .img)"
+    assert urban == ("urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .jp2, .img), nor do its "
                      "folders (industrial, residential)")
 
 
@@ -116,7 +117,7 @@ def test_without_nested_images_below_a_class_folder_are_named_not_read(tmp_path)
     report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
     assert sorted(r["meta"]["source"] for r in _records(report)) == ["forest/f0.png", "water/w.png"]
     assert report.skipped == {"empty class folder": 1} and report.warnings == {"class subfolders not read": 1}
-    assert "urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff); its folders (tiles) hold " \
+    assert "urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .jp2, .img); its folders (tiles) hold " \
         "1 image(s), not read: pass --option nested=true" in report.examples["empty class folder"][0]
     assert "forest: its folders (site1) hold 1 image(s), not read" in \
         report.warning_examples["class subfolders not read"][0]
@@ -139,3 +140,27 @@ def test_distinct_labels_are_read(tmp_path):
         _png(src / folder / "a.png")
     report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
     assert sorted(r["label"] for r in _records(report)) == ["annual crop", "forest", "permanent crop", "rainforest"]
+
+
+def test_jpeg_2000_and_erdas_imagine_rasters_are_read_and_a_bad_one_is_named(tmp_path):
+    """The plugin reads .jp2 / .img through rasterio, but the converters' own suffix list stopped at .tif / .tiff:
+    such images in a class folder were left out without a word."""
+    np = require("numpy")
+    rasterio = require("rasterio")
+
+    src = tmp_path / "raw"
+    _png(src / "forest" / "f0.png")
+    (src / "urban").mkdir()
+    for name, driver, value in (("u0.jp2", "JP2OpenJPEG", 100), ("u1.img", "HFA", 200)):
+        with rasterio.open(src / "urban" / name, "w", driver=driver, width=8, height=8, count=3, dtype="uint8",
+                           transform=rasterio.transform.from_origin(0, 8, 1, 1)) as dst:
+            dst.write(np.full((3, 8, 8), value, np.uint8))
+    (src / "urban" / "u2.img").write_bytes(b"a disk image, no raster")
+    report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
+    recs = {r["meta"]["source"]: r for r in _records(report)}
+    assert sorted(recs) == ["forest/f0.png", "urban/u0.jp2", "urban/u1.img"]
+    for name, value in (("urban/u0.jp2", 100), ("urban/u1.img", 200)):
+        with Image.open(tmp_path / "out" / recs[name]["image"]) as im:
+            assert im.getpixel((4, 4)) == (value,) * 3
+    assert report.skipped == {"unreadable image": 1}
+    assert "u2.img" in report.examples["unreadable image"][0]

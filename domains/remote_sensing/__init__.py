@@ -17,7 +17,8 @@ from domains.base import DomainPlugin, lazy
 from domains.boxes import draw_ref_boxes
 from domains.remote_sensing.metrics import METRICS
 
-# no .vrt: the raster reader refuses a VRT (it points at other files or URLs; raster.READ_DRIVERS)
+# what the raster reader opens through rasterio (GeoTIFF, JPEG 2000, Erdas Imagine; raster.READ_DRIVERS), the plugin's
+# readers and the converters alike; no .vrt: the reader refuses a VRT (it points at other files or URLs)
 RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img")
 PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # read through model.tiling.load_image (EXIF orientation)
 

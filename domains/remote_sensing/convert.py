@@ -65,7 +65,7 @@ from domains.files import (
     write_splits,
 )
 from domains.parallel import Prefetch, check_workers
-from domains.remote_sensing import PIL_SUFFIXES
+from domains.remote_sensing import PIL_SUFFIXES, RASTER_SUFFIXES
 from domains.remote_sensing.metrics import BUCKET_LABELS, area_bucket, label_key
 from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
@@ -96,7 +96,6 @@ RSVQA_INSTRUCTION = "Answer the question using a single word or phrase."
 GROUNDING_QUESTION = "Please provide the bounding box coordinate of the region this sentence describes: <ref>{}</ref>"
 REGION_QUESTION = "What object is in this location [[{}, {}, {}, {}]]?"
 
-RASTER_SUFFIXES = (".tif", ".tiff")
 # PNG text chunk of a GeoTIFF's output: its read's notes, so a re-run that re-uses the PNG need not open the GeoTIFF
 NOTES_CHUNK = "pocket-adapt:notes"
 _SOURCE = "<source>"  # stands for the source's path in a stored note: the output never names where its source lay
@@ -649,8 +648,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
       and ``{questions,answers,images}S2_reduced.js`` (the JSON inside ``JSON.parse('…')``), tiles renumbered
       as ``dataUSGS_reduced/{img_id}.png`` / ``data_S2_reduced/{img_id}.png``.
 
-    A tile is found by its id with **any image suffix present** (``.tif``, ``.tiff``, ``.png``, ``.jpg``,
-    ``.jpeg``, ``.bmp``; the GeoTIFF first when both exist), never by ``original_name``: that field names the
+    A tile is found by its id with **any image suffix present** (``.tif``, ``.tiff``, ``.jp2``, ``.img``, ``.png``,
+    ``.jpg``, ``.jpeg``, ``.bmp``; the raster first when both exist), never by ``original_name``: that field names the
     tile the image was cut from (``"1206.png"``), which in the sample is *another* tile's number, so it is kept
     in ``meta["original_name"]`` only. An id that is not a plain name under the tiles' folder
     (``../../etc/passwd``, a symlink pointing outside) is skipped as ``path escapes data root`` without being
