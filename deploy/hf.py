@@ -41,7 +41,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from domains.files import HOST_TAG, owner_gone
+from domains.files import HOST_TAG, kept_warning, writer_state
 from model import PocketVLM, VLMProcessor, save
 from model.checkpoints.checksums import CHECKSUMS, file_sha256, read_checksums, write_checksums
 from model.checkpoints.io import honour_umask
@@ -129,44 +129,40 @@ def _remove_dead_staging(out: Path) -> None:
     A swap into `out` that was cut short (a journal beside its staging folder) is first undone or finished
     (`_finish_swap`), so the user's files set aside in it are never removed.
 
-    A staging folder is named ``.<out>.export-<pid>@<host>-<token>``; as for a converter's ``.part`` files
-    (:func:`domains.files.remove_stale_parts`), only one whose `host` is this machine, boot and container is judged
+    A staging folder is named ``.<out>.export-<pid>@<host>-<token>``; by the rule of every such clean-up
+    (:func:`domains.files.writer_state`), only one whose `host` is this machine, boot and container is judged
     by its pid. Any other -- another container's sharing the folder, an earlier version's without a tag -- is kept,
     and a warning names it for the user to delete."""
     unknown = []
     for journal in out.parent.glob(f".{glob.escape(out.name)}.export-*.swap"):
-        gone = _staging_owner_gone(journal)
-        if journal.is_file() and gone:
+        state = _staging_state(journal)
+        if journal.is_file() and state == "gone":
             _finish_swap(journal.with_suffix(""), out)
-        elif journal.is_file() and gone is None:
+        elif journal.is_file() and state == "unknown":
             unknown.append(journal)
     for folder in out.parent.glob(f".{glob.escape(out.name)}.export-*"):
         if not folder.is_dir() or folder.is_symlink():
             continue
-        gone = _staging_owner_gone(folder)
-        if gone:
+        state = _staging_state(folder)
+        if state == "gone":
             shutil.rmtree(folder, ignore_errors=True)
-        elif gone is None:
+        elif state == "unknown":
             unknown.append(folder)
     if unknown:
-        warnings.warn(f"kept {len(unknown)} export staging folder(s) beside {out} whose export cannot be checked from "
-                      f"here (another machine or container, or an earlier pocket-adapt): "
-                      f"{', '.join(str(p) for p in sorted(unknown))}; delete them once no export writes there",
+        warnings.warn(kept_warning(sorted(unknown), "export staging folder(s)", f"beside {out}", "export", "export"),
                       stacklevel=3)
 
 
-def _staging_owner_gone(path: Path) -> bool | None:
-    """Whether the export that named staging folder (or journal) `path` is gone; None when its pid means nothing
-    here (no tag of this machine, boot and container)."""
+def _staging_state(path: Path) -> str:
+    """:func:`domains.files.writer_state` of the export that named staging folder (or journal) `path`; "alive" for
+    one removed meanwhile (nothing left to do)."""
     owner = path.name.rsplit(".export-", 1)[1].split("-")[0]
     pid, _, host = owner.partition("@")
-    if not pid.isdigit() or host != HOST_TAG or os.name == "nt":
-        return None
     try:
         mtime_ns = path.lstat().st_mtime_ns
     except OSError:
-        return False
-    return owner_gone(int(pid), mtime_ns, host)
+        return "alive"
+    return writer_state(pid, host, mtime_ns)
 
 
 # Formats written in float32 whatever dtype the model was loaded in (their runtimes' kernels; int8 is --quantize)

@@ -44,9 +44,9 @@ from domains.base import DomainError, SkipInput
 from model.tiling import ImageLoadError, load_image
 
 __all__ = ["HOST_TAG", "KEY_CHUNK", "PATH_ESCAPES", "PNG_OPTIONS", "atomic_write", "check_image", "decode_image",
-           "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh", "link_or_copy", "newest_time",
-           "output_key", "owner_gone", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp", "split_of",
-           "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits"]
+           "edited_outputs", "files_inside", "image_size", "inside_root", "is_fresh", "kept_warning", "link_or_copy",
+           "newest_time", "output_key", "owner_gone", "png_bytes", "remove_stale_parts", "safe_name", "source_stamp",
+           "split_of", "stored_key", "unique_stems", "write_jsonl", "write_output", "write_splits", "writer_state"]
 
 PNG_OPTIONS = {"format": "PNG", "compress_level": 6, "optimize": False}
 PATH_ESCAPES = "path escapes data root"  # the report reason of a name refused by inside_root
@@ -152,17 +152,37 @@ def remove_stale_parts(root: Path) -> list[Path]:
         if not os.path.isfile(part) or os.path.islink(part):
             continue
         m = _PART.match(part.name)
-        if not m or m.group("host") != HOST_TAG or os.name == "nt":
+        state = writer_state(m and m.group("pid"), m and m.group("host"), st.st_mtime_ns)
+        if state == "unknown":
             unknown.append(part)
-        elif owner_gone(int(m.group("pid")), st.st_mtime_ns, m.group("host")):
+        elif state == "gone":
             part.unlink(missing_ok=True)
             removed.append(part)
     if unknown:
-        shown = ", ".join(map(str, unknown[:3])) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
-        warnings.warn(f"kept {len(unknown)} temporary file(s) under {root} whose writer cannot be checked from here "
-                      f"(another machine or container, or an earlier pocket-adapt): {shown}; delete them once no "
-                      "conversion writes there", stacklevel=2)
+        warnings.warn(kept_warning(unknown, "temporary file(s)", f"under {root}", "writer", "conversion"), stacklevel=2)
     return removed
+
+
+def writer_state(pid: int | str | None, host: str | None, mtime_ns: int) -> str:
+    """What is known of the process `pid` that named a temporary file or folder (last written at `mtime_ns`) with
+    the :data:`HOST_TAG` `host`: ``"gone"`` (not running, or a later process holding a reused pid: what it left may
+    be removed), ``"alive"``, or ``"unknown"`` where its pid means nothing here -- no pid or no tag (an earlier
+    version's name), another machine's, boot's or container's tag, or a system whose processes cannot be probed
+    (Windows). The one rule of every clean-up of what a killed process left (converters' ``.part`` files, export
+    staging folders, the demo's runtime folders); what is "unknown" is kept and named (:func:`kept_warning`)."""
+    text = str(pid) if pid is not None else ""
+    if not text.isdigit() or host != HOST_TAG or os.name == "nt":
+        return "unknown"
+    return "gone" if owner_gone(int(text), mtime_ns, host) else "alive"
+
+
+def kept_warning(kept: list[Path], what: str, where: str, owner: str = "writer", writer: str = "process") -> str:
+    """The warning naming the `kept` paths (first three) a clean-up left because :func:`writer_state` is "unknown":
+    ``kept N <what> <where> whose <owner> cannot be checked from here (...): ...; delete them once no <writer>
+    writes there``."""
+    shown = ", ".join(map(str, kept[:3])) + (f" and {len(kept) - 3} more" if len(kept) > 3 else "")
+    return (f"kept {len(kept)} {what} {where} whose {owner} cannot be checked from here (another machine or "
+            f"container, or an earlier pocket-adapt): {shown}; delete them once no {writer} writes there")
 
 
 def owner_gone(pid: int, mtime_ns: int, host: str | None = None) -> bool:

@@ -423,3 +423,25 @@ def test_a_part_of_another_container_or_boot_with_this_host_name_is_kept(tmp_pat
     child = subprocess.run([sys.executable, "-c", "from domains.files import HOST_TAG; print(HOST_TAG)"],
                            capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     assert child.stdout.strip() == HOST_TAG
+
+
+def test_writer_state_judges_a_pid_only_in_this_pid_space(tmp_path, monkeypatch):
+    """The one rule of the clean-ups of .part files, export staging folders and the demo's runtime folders
+    (each had its own copy of it): a pid is judged only under this machine, boot and container's tag."""
+    from domains import files
+    from domains.files import kept_warning, writer_state
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    now = time.time_ns()
+    other = "0123abcd" if HOST_TAG != "0123abcd" else "4567cdef"
+    assert writer_state(gone.pid, HOST_TAG, now) == "gone"
+    assert writer_state(str(os.getpid()), HOST_TAG, now) == "alive"
+    for pid, host in ((gone.pid, other), (gone.pid, None), (gone.pid, ""), (None, HOST_TAG), ("x1", HOST_TAG)):
+        assert writer_state(pid, host, now) == "unknown", (pid, host)
+    monkeypatch.setattr(files.os, "name", "nt")  # processes cannot be probed there
+    assert writer_state(gone.pid, HOST_TAG, now) == "unknown"
+    said = kept_warning([tmp_path / f"{k}" for k in range(5)], "thing(s)", f"in {tmp_path}", "owner", "job")
+    assert said.startswith(f"kept 5 thing(s) in {tmp_path} whose owner cannot be checked from here")
+    assert str(tmp_path / "2") in said and str(tmp_path / "3") not in said and "and 2 more" in said
+    assert said.endswith("delete them once no job writes there")

@@ -64,7 +64,7 @@ def test_a_killed_forced_move_in_leaves_the_old_or_the_new_export_whole(tmp_path
         with pytest.raises(Killed):
             hf._move_in(staging, out)
             raise Killed  # a kill after the last step
-    monkeypatch.setattr(hf, "owner_gone", lambda *args: True)
+    monkeypatch.setattr(hf, "writer_state", lambda *args: "gone")
     hf._remove_dead_staging(out)  # what the next export does first
     assert _tree(out) in (old, new)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
@@ -112,7 +112,7 @@ def test_a_journal_cut_short_is_tidied_not_fatal(tmp_path, monkeypatch):
     """A journal only half written (a full disk) means nothing had moved yet: the next export removes it."""
     out, staging, old, _ = _folders(tmp_path)
     hf._journal(staging).write_text('{"ke')
-    monkeypatch.setattr(hf, "owner_gone", lambda *args: True)
+    monkeypatch.setattr(hf, "writer_state", lambda *args: "gone")
     hf._remove_dead_staging(out)
     assert _tree(out) == old and [p.name for p in tmp_path.iterdir()] == ["out"]
 
