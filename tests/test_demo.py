@@ -309,11 +309,15 @@ def test_identical_files_uploaded_at_once_all_stage(tmp_path, gradio_cache):
 
 
 def test_sweep_removes_only_folders_of_ended_demos(tmp_path):
+    """A folder is judged by its owner's pid only where the owner file carries this machine, boot and container's
+    tag (domains.files.writer_state): one of another container sharing /tmp, or an untagged one of an earlier
+    version, was removed because no process of that pid ran here; it is now kept until `stale_after`."""
     import subprocess
     import sys
     import time
 
     from deploy.demo.uploads import OWNER_FILE, RUNTIME_PREFIX, _start_token, sweep_stale
+    from domains.files import HOST_TAG
 
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(done.stdout)
@@ -329,18 +333,22 @@ def test_sweep_removes_only_folders_of_ended_demos(tmp_path):
                 os.utime(path, (time.time() - age, time.time() - age))
             return path
 
-        dead = folder("dead", f"{dead_pid} 1")
-        live = folder("live", f"{sleeper.pid} {_start_token(sleeper.pid)}")
-        live_old = folder("live-old", f"{sleeper.pid} {_start_token(sleeper.pid)}", age=10 * 86400)
-        reused = folder("reused", f"{sleeper.pid} 12345")  # that pid now belongs to a process started later
+        dead = folder("dead", f"{dead_pid}@{HOST_TAG} 1")
+        live = folder("live", f"{sleeper.pid}@{HOST_TAG} {_start_token(sleeper.pid)}")
+        live_old = folder("live-old", f"{sleeper.pid}@{HOST_TAG} {_start_token(sleeper.pid)}", age=10 * 86400)
+        reused = folder("reused", f"{sleeper.pid}@{HOST_TAG} 12345")  # that pid now belongs to a later process
         unknown_old = folder("unknown-old", age=2 * 86400)
         unknown_new = folder("unknown-new")
+        container = folder("container", f"{dead_pid}@{'0' if HOST_TAG[0] != '0' else '1'}{HOST_TAG[1:]} 1")
+        untagged = folder("untagged", f"{dead_pid} 1")  # an earlier version's owner file
+        untagged_old = folder("untagged-old", f"{dead_pid} 1", age=2 * 86400)
         other = tmp_path / "not-ours"
         other.mkdir()
         removed = sweep_stale(tmp_path)
-        assert sorted(p.name for p in removed) == sorted(p.name for p in (dead, reused, unknown_old))
+        assert sorted(p.name for p in removed) == sorted(p.name for p in (dead, reused, unknown_old, untagged_old))
         assert live.exists() and live_old.exists() and unknown_new.exists() and other.exists()
         assert not dead.exists() and not reused.exists() and not unknown_old.exists()
+        assert container.exists() and untagged.exists()  # their pids mean nothing here: kept for `stale_after`
     finally:
         sleeper.kill()
         sleeper.wait()

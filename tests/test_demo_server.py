@@ -21,6 +21,7 @@ gradio = require("gradio")
 
 from deploy.demo import app as demo_app  # noqa: E402
 from deploy.demo.uploads import OWNER_FILE, RUNTIME_PREFIX, _start_token  # noqa: E402
+from domains.files import HOST_TAG  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -90,10 +91,10 @@ def test_sigterm_removes_the_staged_uploads_and_a_start_sweeps_ended_demos(tmp_p
     dead = tmp / f"{RUNTIME_PREFIX}{dead_pid}-old"
     (dead / "upload-x").mkdir(parents=True)
     (dead / "upload-x" / "upload-1.dcm").write_bytes(b"PHI of an ended demo")
-    (dead / OWNER_FILE).write_text(f"{dead_pid} 1\n")
+    (dead / OWNER_FILE).write_text(f"{dead_pid}@{HOST_TAG} 1\n")
     live = tmp / f"{RUNTIME_PREFIX}{os.getpid()}-live"  # a demo still running (this test process)
     live.mkdir()
-    (live / OWNER_FILE).write_text(f"{os.getpid()} {_start_token(os.getpid())}\n")
+    (live / OWNER_FILE).write_text(f"{os.getpid()}@{HOST_TAG} {_start_token(os.getpid())}\n")
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy.demo.page import log_reference
+from domains.files import HOST_TAG, writer_state
 from model.errors import PocketAdaptError
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ __all__ = ["RUNTIME_PREFIX", "StagedUpload", "UploadError", "cleanup_all", "clos
            "readable_error", "runtime_root", "stage_uploads", "sweep_stale", "upload_label", "use_private_gradio_cache"]
 
 RUNTIME_PREFIX = "pocket-adapt-demo-"
-OWNER_FILE = "owner"  # "<pid> <process start token>" of the demo process that made the runtime folder
+# "<pid>@<host> <process start token>" of the demo process that made the runtime folder (host: domains.files.HOST_TAG;
+# a shared /tmp is written from several containers, whose pids mean nothing here)
+OWNER_FILE = "owner"
 STALE_AFTER_S = 24 * 3600  # a runtime folder whose owner cannot be told is swept after this long
 RETIRED_MAX_AGE_S = 3600  # a neutral copy of a cached upload is removed after this (Gradio's own cache age)
 
@@ -79,7 +82,7 @@ def runtime_root() -> Path:
         pid = os.getpid()
         if _ROOT is None or _ROOT[0] != pid or not _ROOT[1].is_dir():
             root = Path(tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{pid}-"))
-            (root / OWNER_FILE).write_text(f"{pid} {_start_token(pid)}\n", encoding="ascii")
+            (root / OWNER_FILE).write_text(f"{pid}@{HOST_TAG} {_start_token(pid)}\n", encoding="ascii")
             _ROOT = (pid, root)
             with _LIVE_LOCK:
                 _LIVE.add(root)
@@ -108,31 +111,31 @@ def _start_token(pid: int) -> str:
 
 
 def _owner_alive(folder: Path) -> bool | None:
-    """Whether the process that made `folder` still runs; None when the folder does not say who made it."""
+    """Whether the process that made `folder` still runs; None when the folder does not say who made it, or its pid
+    means nothing here (:func:`domains.files.writer_state`: another machine's or container's, an earlier version's
+    owner file without a tag, Windows)."""
+    owner = folder / OWNER_FILE
     try:
-        pid_text, _, token = (folder / OWNER_FILE).read_text(encoding="ascii").strip().partition(" ")
-        pid = int(pid_text)
+        pid_host, _, token = owner.read_text(encoding="ascii").strip().partition(" ")
+        mtime_ns = owner.stat().st_mtime_ns
     except (OSError, ValueError, UnicodeDecodeError):
         return None
-    if pid <= 0:
+    pid, _, host = pid_host.partition("@")
+    if not pid.strip("0"):  # no pid (0 would be os.kill's process group)
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process with that pid: not our demo
-        return False
-    except OSError:
-        return None
-    current = _start_token(pid)
+    state = writer_state(pid, host, mtime_ns)
+    if state != "alive":
+        return None if state == "unknown" else False
+    current = _start_token(int(pid))
     return not (token and current and token != current)  # a different start time: the pid was reused
 
 
 def sweep_stale(tmp_dir: str | os.PathLike | None = None, *, stale_after: float = STALE_AFTER_S,
                 now: float | None = None) -> list[Path]:
     """Remove runtime folders left by demo processes that are gone (killed, crashed): folders of this user
-    whose owner process has ended, or, when a folder does not say its owner, that are older than
-    `stale_after` seconds. A live demo's folder is never touched. Returns the folders removed."""
+    whose owner process has ended, or, when a folder does not say its owner or its owner's pid means nothing here
+    (another machine's or container's, an earlier version's), that are older than `stale_after` seconds. A live
+    demo's folder is never touched. Returns the folders removed."""
     base = Path(tmp_dir or tempfile.gettempdir())
     now = time.time() if now is None else now
     own = _ROOT[1] if _ROOT is not None else None
