@@ -286,6 +286,22 @@ def test_folder_of_scenes_and_bad_input(tmp_path):
     assert {r["scene"] for r in index} == {"a.tif", "b.tif"} and len(index) == 2 * 2 * 2
 
 
+def test_a_folder_of_jpeg_2000_and_erdas_imagine_scenes_is_chipped(tmp_path):
+    """A folder scan took *.tif / *.tiff only: the .jp2 / .img rasters the reader opens were left out without a
+    word (one given as --src alone was chipped)."""
+    src = tmp_path / "scenes"
+    src.mkdir()
+    small_scene(src / "a.tif")
+    for name, driver in (("b.jp2", "JP2OpenJPEG"), ("c.img", "HFA")):
+        with rasterio.open(src / name, "w", driver=driver, width=500, height=300, count=3, dtype="uint8",
+                           crs=CRS, transform=TRANSFORM) as ds:
+            ds.write(np.full((3, 300, 500), 120, dtype="uint8"))
+    report = convert_scene_chips(src, tmp_path / "out", size=256, overlap=0)
+    index = read_jsonl(tmp_path / "out" / "chips.jsonl")
+    assert {r["scene"] for r in index} == {"a.tif", "b.jp2", "c.img"} and len(index) == 3 * 2 * 2
+    assert not report.skipped
+
+
 def test_sparse_precheck_matches_iter_chips(tmp_path):
     """The block-index shortcut yields exactly the chips (and skip counts) iter_chips yields by reading."""
     from domains.base import ConvertReport

@@ -1048,7 +1048,7 @@ def _dior_step(img_src: Path, resize: int | None, wh: tuple[int, int]) -> tuple:
 
 # --------------------------------------------------------------------------------------------- scene chips
 SCENE_CHIPS_DATASET = "scene_chips"
-SCENE_SUFFIXES = (".tif", ".tiff")
+SCENE_SUFFIXES = RASTER_SUFFIXES  # a scene is any raster the chip reader opens (rasterio), never a picture
 MAX_SCENE_CHIPS = 1_000_000  # per scene: a mistyped size / overlap (size=1) is refused before any read
 
 
@@ -1058,7 +1058,8 @@ def _scene_files(src: Path) -> list[Path]:
     if src.is_dir():
         return sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in SCENE_SUFFIXES
                       and not p.name.startswith("."))
-    raise DomainError(f"{src}: no such file or directory (expected a GeoTIFF scene or a folder of them)")
+    raise DomainError(f"{src}: no such file or directory (expected a GeoTIFF or other raster scene, or a folder of "
+                      "them)")
 
 
 def iter_scene_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequence[int | str] | None = None,
@@ -1306,7 +1307,8 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                         workers: int = 1, progress: Progress = True) -> ConvertReport:
     """Cut large GeoTIFF scenes into georeferenced chips; with `boxes`, grounding records per chip.
 
-    `src`: one GeoTIFF or a folder of them (``*.tif`` / ``*.tiff``, searched recursively, sorted). Each scene
+    `src`: one GeoTIFF or a folder of them (``*.tif`` / ``*.tiff``, and the JPEG 2000 / Erdas Imagine ``*.jp2`` /
+    ``*.img`` rasters the reader opens too; searched recursively, sorted). Each scene
     is cut by :func:`iter_scene_chips` (``iter_chips`` semantics: ``size x size`` chips stepping by
     ``size - overlap``, last row / column aligned to the edge, windowed reads only, so memory stays bounded;
     all-nodata blocks of sparse GeoTIFFs are recognised without reading). Chips that are all nodata or whose
@@ -1416,7 +1418,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     scenes = _scene_files(src)
     report = ConvertReport(dataset=dataset, source=src, out=out)
     if not scenes:
-        raise DomainError(f"{src}: no GeoTIFF scenes ({', '.join(SCENE_SUFFIXES)})")
+        raise DomainError(f"{src}: no GeoTIFF or other raster scenes ({', '.join(SCENE_SUFFIXES)})")
     if src.is_dir():
         scenes = files_inside(src, scenes, report)  # a scene linked in from outside --src is refused, as elsewhere
     objects: list[dict] = []
