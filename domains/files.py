@@ -278,12 +278,16 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
         made[path.name] = _sha256(path)
     manifest = out / f".{dataset}.splits.json"
     try:
-        earlier = set(json.loads(manifest.read_text(encoding="utf-8")))
+        listed = json.loads(manifest.read_text(encoding="utf-8"))
+        earlier = set(listed) if isinstance(listed, (list, dict)) else None
     except (OSError, ValueError, TypeError):
+        earlier = None
+    if earlier is None:
         earlier = {f"{dataset}_{split}.jsonl" for split in ("train", "val", "test")}
-    for name in sorted(earlier - set(made)):
+    for name in sorted(n for n in earlier - set(made) if isinstance(n, str)):
         stale = out / name
-        if Path(name).name == name and stale.is_file():
+        # only a split file of this data set: a damaged or edited manifest never removes another file of `out`
+        if Path(name).name == name and name.startswith(f"{dataset}_") and name.endswith(".jsonl") and stale.is_file():
             stale.unlink()
             report.removed.append(stale)
     data = json.dumps(dict(sorted(made.items())), indent=0).encode("utf-8")

@@ -445,3 +445,17 @@ def test_writer_state_judges_a_pid_only_in_this_pid_space(tmp_path, monkeypatch)
     assert said.startswith(f"kept 5 thing(s) in {tmp_path} whose owner cannot be checked from here")
     assert str(tmp_path / "2") in said and str(tmp_path / "3") not in said and "and 2 more" in said
     assert said.endswith("delete them once no job writes there")
+
+
+@pytest.mark.parametrize("manifest", ['{"notes.txt": "0", "toy_test.jsonl": "0"}', '["notes.txt", 1, "toy_test.jsonl"]',
+                                      '"toy_test.jsonl"'])
+def test_a_damaged_split_manifest_removes_only_this_data_sets_split_files(tmp_path, manifest):
+    """The manifest's names were removed whatever they were: one naming a file of the user's (edited, damaged)
+    deleted it, a JSON string was taken letter by letter, a number among the names crashed with a TypeError."""
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "t").write_text("mine too")
+    (tmp_path / "toy_test.jsonl").write_text("{}\n")
+    (tmp_path / ".toy.splits.json").write_text(manifest)
+    report = write_splits(ConvertReport("toy"), tmp_path, "toy", {"train": [{"id": 1}]})
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "t").read_text() == "mine too"
+    assert report.removed == [tmp_path / "toy_test.jsonl"]  # the earlier run's held-out split still goes
