@@ -219,8 +219,13 @@ class RunLock:
                 f"{out_dir} is in use by another run ({holder}); wait for it to finish or stop it, "
                 "or set output.dir to another folder")
         self._owner = os.getpid()
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"pid {self._owner} on {socket.gethostname()}\n".encode())
+        try:
+            os.ftruncate(self._fd, 0)
+            os.write(self._fd, f"pid {self._owner} on {socket.gethostname()}\n".encode())
+        except OSError as err:  # a full disk, a quota: the run could not write there either
+            self.discard()
+            raise RunFolderUnusable(f"output.dir {out_dir}: cannot write its lock file ({err.strerror or err}); free "
+                                    "space there or set output.dir to another folder") from err
 
     def release(self) -> None:
         fd, self._fd = getattr(self, "_fd", None), None

@@ -298,6 +298,17 @@ def test_a_run_folder_that_cannot_be_made_or_written_is_one_clear_error(tmp_path
     with pytest.raises(RunFolderUnusable, match="cannot make the folder"):
         RunLock(tmp_path / "new" / "run")
     assert not (tmp_path / "new").exists()  # the folders it made for the run are gone again
+    monkeypatch.undo()
+
+    def full(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("adapt.checkpointing.os.write", full)
+    with pytest.raises(RunFolderUnusable, match=r"run2: cannot write its lock file \(No space left on device\)"):
+        RunLock(tmp_path / "run2")
+    monkeypatch.undo()
+    assert not (tmp_path / "run2").exists()
+    RunLock(tmp_path).release()  # the lock was let go
 
 
 @pytest.mark.slow
