@@ -31,6 +31,7 @@ import json
 import math
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -331,7 +332,9 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}}, "n", "skipped",
     "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
     A metric's mean is over the source's samples that have it (``metric_n`` counts them; a corpus-level metric has
-    no count there). Tasks with a corpus-level aggregate
+    no count there); a metric several of the source's tasks return is given per task, named ``<task>/<metric>``
+    (never one mean across tasks: the one cross-task figure is ``main``, the mean over samples). Tasks with a
+    corpus-level aggregate
     (`adapt.metrics.register_task(..., aggregate=...)`) get its values instead (None = not computed; named
     ``<task>/<metric>`` where the source holds other tasks too) and its main value stands for each of their
     samples in the source and group means. `context` goes to
@@ -366,7 +369,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         kind = kinds.get(source, "domain")
         if kind not in GROUPS:
             raise ValueError(f"kind of source {source!r} must be 'domain' or 'general', got {kind!r}")
-        values: dict[str, list[float]] = {}
+        values: dict[tuple[str, str], list[float]] = {}  # (task, metric) -> its samples' values
         tasks: dict[str, int] = {}
         by_task: dict[str, list[Prediction]] = {}
         for p in preds:
@@ -386,10 +389,14 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             for p in task_preds:
                 for name, value in p.scores.items():
                     if name not in agg_values:
-                        values.setdefault(name, []).append(float(value))
+                        values.setdefault((task, name), []).append(float(value))
                 m = agg_main if aggregated else main_metric(p.task, p.scores)
                 if m is not None:
                     mains.setdefault(task, []).append(float(m))
+        # a name several tasks return (mc's and classification's "accuracy", short's and vqa's "exact_match") is
+        # kept per task: one mean over both hid which task scored what, and mixed two normalisations
+        shared = {name for name, k in Counter(name for _, name in values).items() if k > 1}
+        values = {(f"{task}/{name}" if name in shared else name): v for (task, name), v in values.items()}
         metrics = {name: _mean(v) for name, v in values.items()}
         metrics.update(corpus)
         sources[source] = {

@@ -135,6 +135,28 @@ def test_summarize_numbers(runs):
     assert summarize([P("x", "mc", {"accuracy": 1.0})])["sources"]["x"]["kind"] == "domain"  # default kind
 
 
+def test_a_metric_several_tasks_return_is_kept_per_task(tmp_path):
+    """A source holding mc and classification samples (both "accuracy"), or short and vqa (both "exact_match",
+    normalised differently), had one mean of each name over all its samples: 3 right mc answers and 1 wrong
+    classification read "accuracy 0.75", which no task scored. Such a metric is now given per task; a name one task
+    returns keeps its name, and a source of one task is as it was."""
+    preds = [P("x", "mc", {"accuracy": 1.0}, k) for k in (1, 2, 3)] + [
+        P("x", "classification", {"accuracy": 0.0}, 4), P("x", "short", {"exact_match": 0.0, "token_f1": 0.5}, 5),
+        P("x", "vqa", {"exact_match": 1.0, "token_f1": 1.0}, 6), P("x", "grounding", {"acc@0.5": 1.0}, 7),
+        P("one", "mc", {"accuracy": 1.0}, 1), P("one", "mc", {"accuracy": 0.0}, 2)]
+    summary = summarize(preds)
+    x = summary["sources"]["x"]
+    assert x["metrics"] == {"mc/accuracy": 1.0, "classification/accuracy": 0.0, "short/exact_match": 0.0,
+                            "short/token_f1": 0.5, "vqa/exact_match": 1.0, "vqa/token_f1": 1.0, "acc@0.5": 1.0}
+    assert x["metric_n"] == {"mc/accuracy": 3, "classification/accuracy": 1, "short/exact_match": 1,
+                             "short/token_f1": 1, "vqa/exact_match": 1, "vqa/token_f1": 1, "acc@0.5": 1}
+    assert x["main"] == pytest.approx((3 + 0 + 0.5 + 1 + 1) / 7)  # the one cross-task figure: a mean over samples
+    assert summary["sources"]["one"]["metrics"] == {"accuracy": 0.5}
+    md = write_report(tmp_path, {"base": summary})[1].read_text()
+    assert "| mc/accuracy (n = 3) | 1.000 |" in md and "| classification/accuracy (n = 1) | 0.000 |" in md
+    assert "| accuracy |" in md and "| accuracy (n" not in md
+
+
 def test_summarize_keeps_main_metrics_of_other_scales_apart(tmp_path):
     """A source holding a 0-100 rating task beside 0-1 accuracies had one main metric, the mean of both (here
     (85 + 0 + 1) / 3 = 28.667), and so had its group: a number on no scale. Such a source and group have a main per
