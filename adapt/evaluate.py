@@ -9,8 +9,8 @@
 for short answers; registered tasks name theirs, see `adapt.metrics`). A source's main metric is the
 mean over its samples of each sample's task's main metric, so a source mixing tasks still has one
 number, unless one of its tasks' main metric is not on the 0-1 scale (as the task declared it,
-``register_task(..., scale=(0, 100))``; for one declaring none, a value outside [0, 1] in the run): then it has
-none, and a main per task instead (``task_main``). The "domain" and "general"
+``register_task(..., scale=(0, 100))``; one declaring none is read as 0-1, and a value outside [0, 1] warned of): then
+it has none, and a main per task instead (``task_main``). The "domain" and "general"
 aggregates are means over all samples of their sources (sources weigh by their sample counts), not means of
 source means, under the same rule.
 
@@ -343,8 +343,8 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     computed) and how many, which the mean leaves out. A source's ``samples`` fingerprints which of its lines were
     scored, so a report gives no gain between runs that scored as many but different samples. A source or group
     whose samples' main metrics come from several tasks, one of them not on the 0-1 scale (its declared scale,
-    `adapt.metrics.main_scale`, so every run reads a task alike; for a task declaring none, a value outside [0, 1]
-    in this run), has ``"main": None`` and ``"task_main": {task: mean}`` (and, a source, a note saying so): one mean
+    `adapt.metrics.main_scale`, so every run reads a task alike; a task declaring none is read as 0-1, and a value
+    outside [0, 1] is warned of and noted under its source, naming how to declare the scale), has ``"main": None`` and ``"task_main": {task: mean}`` (and, a source, a note saying so): one mean
     of 0-100 ratings and accuracies means nothing.
     """
     kinds = dict(kinds or {})
@@ -418,10 +418,20 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         if len(flat) < len(preds):  # e.g. DriveLM without a final score: its samples cannot enter the group mean
             group_left_out[kind][source] = len(preds) - len(flat)
     # a task's main metric is on the scale it declared (a 0-100 rating scoring only 0s in one run is still 0-100),
-    # else on the 0-1 scale when every value it took in this run is; a mean across tasks of which one is not (a
-    # 0-100 rating beside accuracies) means nothing, so such a source or group has a main per task
-    off_scale = {task for by_task in source_mains.values() for task, vs in by_task.items()
-                 if (main_scale(task) != (0, 1) if main_scale(task) is not None else any(not 0 <= v <= 1 for v in vs))}
+    # else on the 0-1 scale, never judged from a run's values (a base run of 0s read 0-1, the adapted one not); a
+    # mean across tasks of which one is not on 0-1 (a 0-100 rating beside accuracies) means nothing, so such a
+    # source or group has a main per task
+    off_scale = {task for by_task in source_mains.values() for task in by_task
+                 if main_scale(task) is not None and main_scale(task) != (0, 1)}
+    undeclared: dict[str, float] = {}  # task -> a value of it outside the 0-1 scale it is read on
+    for source, mains in source_mains.items():
+        for task, vs in mains.items():
+            outside = [v for v in vs if not 0 <= v <= 1]
+            if main_scale(task) is None and outside:
+                undeclared.setdefault(task, outside[0])
+                sources[source]["notes"].append(_undeclared_scale_note(task, outside[0]))
+    if undeclared:
+        warnings.warn("; ".join(_undeclared_scale_note(t, v) for t, v in undeclared.items()), stacklevel=2)
     for source, mains in source_mains.items():
         if _mixed_scales(mains, off_scale):
             sources[source]["main"] = None
@@ -446,13 +456,17 @@ def _mixed_scales(mains: Mapping[str, list[float]], off_scale: set[str]) -> bool
     return len(mains) > 1 and any(task in off_scale for task in mains)
 
 
+def _undeclared_scale_note(task: str, value: float) -> str:
+    return (f"task {task!r} declares no scale, so its main metric is read on the 0-1 scale (and averaged with other "
+            f"tasks' as such), but it scored {value:g}; declare its range: "
+            f"adapt.metrics.register_task({task!r}, ..., scale=(low, high)), e.g. scale=(0, 100)")
+
+
 def _mixed_scales_note(mains: Mapping[str, list[float]], off_scale: set[str]) -> str:
     off = sorted(task for task in mains if task in off_scale)
-    declared = [f"{task} {low:g}-{high:g}" for task in off if (scale := main_scale(task)) for low, high in [scale]]
-    why = [f"declared {', '.join(declared)}"] if declared else []
-    why += ["values outside [0, 1] in this run"] if len(declared) < len(off) else []
+    declared = [f"{task} {low:g}-{high:g}" for task in off for low, high in [main_scale(task)]]
     return (f"no one main metric: the main metric of {', '.join(off)} is not on the 0-1 scale of the other tasks' "
-            f"({'; '.join(why)}), so each task's mean is given instead: "
+            f"(declared {', '.join(declared)}), so each task's mean is given instead: "
             f"{', '.join(f'main ({task})' for task in mains)}")
 
 

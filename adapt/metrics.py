@@ -29,8 +29,9 @@ its scorer calls `parse_choice` with its own text comparison (``key``).
 
 A registered task names its main metric (`register_task(..., main_metric=...)`), else it is the first
 key its scorer returns, and that metric's scale (`register_task(..., scale=...)`, e.g. ``(0, 100)``; built-ins
-``(0, 1)``). A source's main metric is the mean over its samples of each sample's task's main metric, or one per
-task where they are not all on the 0-1 scale (see `adapt.evaluate.summarize`).
+``(0, 1)``; one declaring none is read as ``(0, 1)``). A source's main metric is the mean over its samples of each
+sample's task's main metric, or one per task where they are not all on the 0-1 scale (see
+`adapt.evaluate.summarize`).
 
 **Corpus-level metrics.** Some scores exist only over a whole set (BLEU, CIDEr, DriveLM's final score).
 A task registers an `aggregate` callable, ``(predictions, context) -> {name: value}``, where each
@@ -209,7 +210,7 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
     and source of each metric (default: `fn.protocols`; see the module docstring). `scale`: the (low, high) range
     of the main metric, e.g. ``(0, 100)`` for a 0-100 rating (default: `fn.scale`), by which
     `adapt.evaluate.summarize` keeps a main metric off the 0-1 scale out of a mean with others, in every run alike;
-    for a task declaring none it goes by the values of each run. Re-registering a task needs `overwrite=True`.
+    a task declaring none is read as 0-1 (a value outside [0, 1] is warned of, never a reason to read it otherwise). Re-registering a task needs `overwrite=True`.
     """
     if not task or not isinstance(task, str):
         raise ValueError(f"task name must be a non-empty string, got {task!r}")

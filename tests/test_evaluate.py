@@ -163,7 +163,7 @@ def test_summarize_keeps_main_metrics_of_other_scales_apart(tmp_path):
     task instead; sources of one task, or of tasks all on the 0-1 scale, keep their one mean."""
     from adapt import metrics
 
-    metrics.register_task("toy_rating", lambda p, r, ref: {"rating": 85.0})
+    metrics.register_task("toy_rating", lambda p, r, ref: {"rating": 85.0}, scale=(0, 100))
     try:
         preds = [P("drive", "toy_rating", {"rating": 85.0}, 1), P("drive", "mc", {"accuracy": 0.0}, 2),
                  P("drive", "mc", {"accuracy": 1.0}, 3), P("rs", "mc", {"accuracy": 1.0}, 1),
@@ -213,6 +213,32 @@ def test_a_declared_scale_keeps_a_run_scoring_only_zeros_apart_too(tmp_path):
         assert runs[name]["sources"]["rated"]["main"] == rating  # one task: its one mean
     md = write_report(tmp_path, runs, {})[1].read_text()
     assert "| drive | domain | 2 | — | — | — |" in md, md
+
+
+def test_a_task_declaring_no_scale_is_read_as_0_1_in_every_run(tmp_path):
+    """A task registered with no scale had its scale judged from each run's values: a base run scoring only 0s on a
+    0-100 rating read 0-1 (one mean with the accuracies), the adapted run's 85s did not (a main per task), and the
+    report compared the two. Undeclared is now 0-1 in every run; a value outside it is warned of and noted, naming
+    the task and how to declare its scale."""
+    from adapt import metrics
+
+    metrics.register_task("toy_rating", lambda p, r, ref: {"rating": 0.0})
+    try:
+        def run(rating: float) -> dict:
+            return summarize([P("drive", "toy_rating", {"rating": rating}, 1), P("drive", "mc", {"accuracy": 1.0}, 2)])
+
+        base = run(0.0)
+        with pytest.warns(UserWarning, match=r"task 'toy_rating' declares no scale.*scored 85.*"
+                                             r"register_task\('toy_rating', \.\.\., scale=\(low, high\)\)"):
+            adapted = run(85.0)
+    finally:
+        metrics.unregister_task("toy_rating")
+    for summary, rating in ((base, 0.0), (adapted, 85.0)):  # alike: one mean, no main per task
+        drive = summary["sources"]["drive"]
+        assert drive["main"] == pytest.approx((rating + 1.0) / 2) and "task_main" not in drive
+        assert summary["groups"]["domain"]["main"] == pytest.approx((rating + 1.0) / 2)
+    assert base["sources"]["drive"]["notes"] == []
+    assert any("declares no scale" in note and "scale=(0, 100)" in note for note in adapted["sources"]["drive"]["notes"])
 
 
 @pytest.mark.parametrize("scale", [(1, 0), (0, math.inf), "0-100", (0, 1, 2), 5])
