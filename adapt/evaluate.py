@@ -99,17 +99,15 @@ class Predictions(list):
 def split_for_eval(record: Any) -> tuple[list[dict], str]:
     """The conversation up to (excluding) the LAST gpt turn, and the reference answer.
 
-    The reference is `record.answer` when set, else the value of that last gpt turn. Earlier gpt
-    turns stay in the prompt as history.
+    The reference is `record.answer` when set (a number as its text: ``3`` is ``"3"``, as predictions are text),
+    else the value of that last gpt turn (`adapt.metrics.reference_of`). Earlier gpt turns stay in the prompt as
+    history.
     """
     turns = list(record.conversations)
     gpt_turns = [k for k, t in enumerate(turns) if t.get("from") == "gpt" or t.get("role") == "assistant"]
-    last_gpt = gpt_turns[-1] if gpt_turns else None
-    if last_gpt is None:
-        if getattr(record, "answer", None) is None:
-            raise ValueError(f"{record.source}:{record.line}: no gpt turn and no answer to evaluate against")
-        return turns, record.answer
-    return turns[:last_gpt], reference_of(record)
+    if not gpt_turns and getattr(record, "answer", None) is None:
+        raise ValueError(f"{record.source}:{record.line}: no gpt turn and no answer to evaluate against")
+    return (turns[:gpt_turns[-1]] if gpt_turns else turns), reference_of(record)
 
 
 def _tiling_for(processor, record):

@@ -62,6 +62,21 @@ def test_split_for_eval_cuts_at_last_gpt_turn():
     assert split_for_eval(rec)[1] == "override"
 
 
+def test_split_for_eval_gives_a_numeric_answer_as_text():
+    """A record with no gpt turn and ``answer=3`` (a number, as a mapping or a hand-built record holds it) kept the
+    int as its reference, where the gpt-turn path gave "3": a multiple-choice sample whose options are "1", "2", "3"
+    was then refused as unscorable ("reference must be a string") and the prediction saved with a number."""
+    from adapt.metrics import score
+
+    rec = Rec("s", 1, [{"from": "human", "value": "How many?"}], task="mc", answer=3, options=["1", "2", "3"])
+    conv, ref = split_for_eval(rec)
+    assert conv == rec.conversations and ref == "3"
+    assert score("3", rec, ref) == {"accuracy": 1.0}
+    assert split_for_eval(Rec("s", 2, turns("q", "a"), answer=2.5))[1] == "2.5"
+    with pytest.raises(ValueError, match="s:3: answer must be a string"):
+        split_for_eval(Rec("s", 3, [{"from": "human", "value": "q"}], answer=["a"]))
+
+
 def test_predict_structure_and_batching_matches_unbatched(tiny, records):
     vlm, processor = tiny
     # random weights like to emit special tokens that decode to "": forbid them, so that equal
