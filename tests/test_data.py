@@ -531,6 +531,25 @@ def test_a_scoring_field_of_the_wrong_type_is_skipped_not_dropped(tmp_path):
     assert records[1].options is None and records[1].meta == {}
 
 
+def test_a_skip_log_keeping_no_examples_counts_only(tmp_path):
+    """`SkipLog(examples=0)` logged nothing to show, and its table (skips.md, and `check`'s error) took the first
+    example of each reason: an IndexError where a DataQualityError was due. 0 means counts only; a negative count
+    or one that is no whole number is refused."""
+    skips = SkipLog(examples=0)
+    skips.add("dom", "invalid JSON", "a.jsonl:1", "cut short")
+    skips.add("dom", "invalid JSON", "a.jsonl:2")
+    assert skips.count("dom") == 2 and skips.examples("dom", "invalid JSON") == []
+    assert skips.to_dict() == [{"source": "dom", "reason": "invalid JSON", "count": 2, "examples": []}]
+    assert "| dom | invalid JSON | 2 | — |" in skips.table()
+    skips.save(tmp_path)
+    assert "| dom | invalid JSON | 2 | — |" in (tmp_path / "skips.md").read_text()
+    with pytest.raises(DataQualityError, match="dom: 2 of 3 records skipped"):
+        skips.check({"dom": 1}, 0.1)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="SkipLog examples must be a whole number >= 0"):
+            SkipLog(examples=bad)
+
+
 def test_a_nan_scoring_field_is_skipped_not_scored_as_the_text_nan(tmp_path):
     """`"answer": NaN` (json.dumps of a pandas missing value; Python's json reads it) became the reference "nan"."""
     ann = write_jsonl(tmp_path / "train.jsonl", [

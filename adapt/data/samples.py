@@ -197,6 +197,9 @@ class SkipLog:
     """
 
     def __init__(self, examples: int = _EXAMPLES_KEPT):
+        """`examples`: how many ``(where, detail)`` pairs to keep per source and reason; 0 counts only."""
+        if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+            raise ValueError(f"SkipLog examples must be a whole number >= 0 (0: count only), got {examples!r}")
         self._examples_kept = examples
         self._counts: dict[tuple[str, str], int] = {}
         self._examples: dict[tuple[str, str], list[tuple[str, str]]] = {}
@@ -267,7 +270,8 @@ class SkipLog:
             return "No records were skipped."
         lines = ["| source | reason | count | first example |", "|---|---|---:|---|"]
         for (s, r), n in sorted(self._counts.items()):
-            where, detail = self._examples[(s, r)][0]
+            kept = self._examples[(s, r)]
+            where, detail = kept[0] if kept else ("—", "")  # SkipLog(examples=0): counts only
             example = f"{where}: {detail}" if detail else where
             lines.append(f"| {markdown_cell(s)} | {markdown_cell(r)} | {n} | {markdown_cell(example)} |")
         if self._dropped:
