@@ -550,6 +550,23 @@ def test_a_skip_log_keeping_no_examples_counts_only(tmp_path):
             SkipLog(examples=bad)
 
 
+def test_an_empty_task_or_options_is_skipped_not_read_as_absent(tmp_path):
+    """`"task": ""` and `"options": []` were kept and read as "none given": the task was then guessed from the
+    reference and the options parsed from the question, without a word. Both are malformed scoring fields now."""
+    ann = write_jsonl(tmp_path / "train.jsonl", [
+        {"conversations": conv(), "task": ""},                       # 1
+        {"conversations": conv(), "task": "  "},                     # 2
+        {"conversations": conv(), "options": [], "task": "mc"},      # 3
+        {"conversations": conv(), "options": ["cat"], "task": "mc"},  # 4 ok
+    ])
+    skips = SkipLog()
+    assert [r.line for r in read_source(SourceSpec("dom", ann), skips)] == [4]
+    assert skips.count("dom", "malformed scoring field") == 3
+    examples = dict(skips.examples("dom", "malformed scoring field"))
+    assert "'task' is '', no task name" in examples[f"{ann}:1"] and "'task' is '  '" in examples[f"{ann}:2"]
+    assert "'options' is an empty list" in examples[f"{ann}:3"]
+
+
 def test_a_nan_scoring_field_is_skipped_not_scored_as_the_text_nan(tmp_path):
     """`"answer": NaN` (json.dumps of a pandas missing value; Python's json reads it) became the reference "nan"."""
     ann = write_jsonl(tmp_path / "train.jsonl", [

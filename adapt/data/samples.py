@@ -684,7 +684,8 @@ def _paths_like(value) -> bool:
 def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None, dict]:
     """`task`, `answer`, `options` (a list of texts) and `meta` (an object) of a record, checked: one of another
     type (``"options": {"A": "cat"}``, ``"A. cat\nB. dog"``) was dropped without a word and the sample scored by
-    options parsed from its question instead."""
+    options parsed from its question instead; so was an empty one (``"task": ""``, ``"options": []``), which is
+    refused too."""
     def scalar(key: str) -> str | None:
         value = obj.get(key)
         if value is None:
@@ -698,6 +699,8 @@ def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None
     if options is not None and (not isinstance(options, list) or
                                 any(isinstance(o, bool) or not isinstance(o, (str, int, float)) for o in options)):
         raise _Skip(MALFORMED_FIELD, f"'options' must be a list of option texts, got {_shape(options)}")
+    if options == []:  # read as "no options": the task and options were guessed from the question
+        raise _Skip(MALFORMED_FIELD, "'options' is an empty list; leave the key out or list the option texts")
     for i, option in enumerate(options or []):
         _refuse_not_finite(option, f"'options'[{i}]")
     meta = obj.get("meta")
@@ -706,7 +709,10 @@ def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None
     meta = dict(meta or {})
     if "id" in obj:
         meta.setdefault("id", obj["id"])
-    return scalar("task"), scalar("answer"), [str(o) for o in options] if options is not None else None, meta
+    task = scalar("task")
+    if task is not None and not task.strip():  # read as "no task": the task was guessed from the reference
+        raise _Skip(MALFORMED_FIELD, f"'task' is {task!r}, no task name; leave the key out or name the task")
+    return task, scalar("answer"), [str(o) for o in options] if options is not None else None, meta
 
 
 def _refuse_not_finite(value, what: str) -> None:
