@@ -1111,12 +1111,30 @@ def load_yaml_value(text: str, where: str) -> Any:
     starts a YAML comment is refused: on a command line it is part of the value (``output.dir=runs/exp #2`` read
     as runs/exp, ``name=#1`` as null)."""
     value = _bounded_load(text, where)[0]
-    comment = re.search(r"(?:^|\s)#.*", text)
-    if comment and "#" not in json.dumps(value, default=str):
-        raise RecipeError(f"{where}: YAML reads {comment.group().strip()!r} as a comment, leaving "
+    comment = _yaml_comment(text)
+    if comment is not None:
+        raise RecipeError(f"{where}: YAML reads {comment!r} as a comment, leaving "
                           f"{'null' if value is None else _short(value)}; "
                           "quote the value (KEY='…') to keep the '#'")
     return value
+
+
+def _yaml_comment(text: str) -> str | None:
+    """The first comment in `text`, as YAML's scanner reads it, or None. A comment is a ``#`` outside every token:
+    one inside a value (``runs/exp#2``, ``'a #b'``) is inside its scalar's token, where a check of the value's text
+    for a ``#`` let ``x#1 #note`` lose its comment unsaid. A block scalar's header line (``| # note``) is no part of
+    its text."""
+    covered = bytearray(len(text))
+    for token in yaml.scan(text, Loader=yaml.SafeLoader):
+        start, end = token.start_mark.index, token.end_mark.index
+        if isinstance(token, yaml.ScalarToken) and token.style in ("|", ">"):
+            newline = text.find("\n", start, end)
+            start = end if newline < 0 else newline
+        covered[start:end] = b"\x01" * (end - start)
+    for k, char in enumerate(text):
+        if char == "#" and not covered[k]:
+            return text[k:].split("\n", 1)[0].strip()
+    return None
 
 
 # A recipe is a few KB (the largest template ~13 KB); a file past this is something else (an annotation .jsonl, an

@@ -358,11 +358,27 @@ def test_override_into_a_list_item():
     # YAML comments: the value was cut silently (a run folder runs/exp, a name of null)
     ("output.dir=runs/exp #2", "override output.dir=…: YAML reads '#2' as a comment, leaving 'runs/exp'; quote"),
     ("name=#1", "YAML reads '#1' as a comment, leaving null"),
+    # a '#' inside the value as well hid the comment from a check of the value's text
+    ("output.dir=runs/exp#1 #2", "YAML reads '#2' as a comment, leaving 'runs/exp#1'"),
+    ("name='a #1' #2", "YAML reads '#2' as a comment, leaving 'a #1'"),
+    ("data.sources=[a#1, b] # two", "YAML reads '# two' as a comment, leaving ['a#1', 'b']"),
 ])
 def test_bad_overrides(override, expected):
     with pytest.raises(RecipeError) as info:
         apply_overrides({}, [override])
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(("override", "value"), [
+    ("output.dir=runs/exp#2", "runs/exp#2"), ("name='a #1'", "a #1"), ("name=C#", "C#"),
+    ("output.dir={dir: '#x'}", {"dir": "#x"}), ("name=|\n  a # b\n", "a # b\n"),
+])
+def test_a_hash_inside_a_value_is_no_comment(override, value):
+    key = override.split("=", 1)[0]
+    out = apply_overrides({}, [override])
+    for part in key.split("."):
+        out = out[part]
+    assert out == value
 
 
 def test_overrides_through_load_recipe(tmp_path):
