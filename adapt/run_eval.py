@@ -80,7 +80,8 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
     Records skipped while reading and those skipped while predicting (images that do not decode, a reference its
     task cannot score, a task without a scorer) are counted
     together in `out_dir/skips.md` and in the summary's ``skipped`` (per source and in all), and held to
-    ``data.max_bad_fraction`` (a `DataQualityError` past it), as in training. `adapt eval` and the
+    ``data.max_bad_fraction`` (a `DataQualityError` past it), as in training; with ``eval.max_samples``, those dropped
+    while predicting are held to it as a share of the records scored too. `adapt eval` and the
     evaluations during `adapt train` (``eval.every``) both score through here.
     """
     skips = SkipLog()
@@ -92,7 +93,8 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
     except PocketAdaptError:
         skips.save(out_dir)
         raise
-    flat = [r for rs in records.values() for r in (rs[: recipe.eval.max_samples] if recipe.eval.max_samples else rs)]
+    scored = {name: rs[: recipe.eval.max_samples] if recipe.eval.max_samples else rs for name, rs in records.items()}
+    flat = [r for rs in scored.values() for r in rs]
     predictions = predict(vlm, processor, flat, max_new_tokens=recipe.eval.max_new_tokens,
                           batch_size=recipe.eval.batch_size, progress=progress, desc=desc)
     where = {(r.source, r.line): r.where for r in flat}
@@ -101,7 +103,8 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
                           skipped.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
     skips.save(out_dir)
-    skips.check(kept, recipe.data.max_bad_fraction)
+    # with eval.max_samples, the drops are a share of the records scored, not of the file: 5 of 5 is not 5 of 100
+    skips.check(kept, recipe.data.max_bad_fraction, used={name: len(rs) for name, rs in scored.items()})
     summary = summarize(predictions, {s.name: s.kind for s in specs}, recipe.eval.context())
     for name in skips.sources():  # the true count: skipped while reading too, not only while predicting
         entry = summary["sources"].setdefault(name, {"kind": next(s.kind for s in specs if s.name == name), "n": 0,

@@ -453,6 +453,31 @@ def test_eval_sources_are_scored_in_full_whatever_their_repeat(tmp_path, process
     assert [s.repeat for s in source_specs(recipe.data.eval_sources)] == [0.5, 0.5]  # the training reading
 
 
+def test_eval_drops_count_against_the_samples_scored_not_the_file(tmp_path, processor, monkeypatch):
+    """With eval.max_samples=2 of a 40-record held-out file, both scored samples dropped while predicting (a task
+    with no scorer) were 2 of 40 (5%, within the limit), so `adapt eval` passed with nothing scored for the source.
+    The drops are a share of the samples scored: 2 of 2 is refused, and 1 of 2 past the limit too."""
+    import adapt.run_eval as run_eval
+    from adapt.evaluate import Predictions, Skipped
+
+    write_jsonl(tmp_path / "test.jsonl", [{"conversations": conv(answer=f"a{i}")} for i in range(40)])
+    recipe = parse_recipe({"data": {"eval_sources": [{"name": "f", "path": "test.jsonl"}]},
+                           "eval": {"max_samples": 2}, "mixing": {"general_ratio": 0}}, tmp_path, "r")
+    drop = 2
+
+    def predict(vlm, processor, records, **kwargs):
+        assert len(records) == 2
+        return Predictions([], skipped=[Skipped(r.source, r.line, "no scorer", "no scorer for its task")
+                                        for r in records[:drop]])
+
+    monkeypatch.setattr(run_eval, "predict", predict)
+    with pytest.raises(DataQualityError, match=r"f: 2 of 40 records skipped .*not one record is left"):
+        run_eval.score_eval_sources(None, processor, recipe, tmp_path / "eval", progress=False)
+    drop = 1
+    with pytest.raises(DataQualityError, match=r"1 of the 2 it came to \(50.0%\) dropped after reading"):
+        run_eval.score_eval_sources(None, processor, recipe, tmp_path / "eval", progress=False)
+
+
 def test_meta_repeat_above_one_must_be_whole(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [{"conversations": conv()}])
     meta = tmp_path / "meta.json"

@@ -299,24 +299,31 @@ class SkipLog:
         (out / json_name).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (out / md_name).write_text("# Skipped records\n\n" + self.table() + "\n", encoding="utf-8")
 
-    def check(self, kept: dict[str, int], max_bad_fraction: float) -> None:
+    def check(self, kept: dict[str, int], max_bad_fraction: float, used: dict[str, int] | None = None) -> None:
         """Raise `DataQualityError` naming every source whose skipped share exceeds the limit.
 
         ``kept`` maps each source to the record count reading kept; a source counts as bad at
         ``skipped / total > max_bad_fraction``, where records dropped later (`add_dropped`) count
         once, as skipped, and whatever the limit once every record reading kept was dropped later (as
-        reading refuses a source with no usable record).
+        reading refuses a source with no usable record). ``used``: how many of each source's kept records the later
+        stage came to, where it took fewer (evaluation's ``eval.max_samples``); then the share of those dropped is
+        held to the limit too, and all of them dropped fails whatever the limit.
         """
         failing = []
         for source in sorted(set(kept) | set(self.sources())):
             bad = self.count(source)
             late = self.dropped(source)
             total = bad + kept.get(source, 0) - late
-            none_left = bool(late) and late >= kept.get(source, 0)
-            if total and (bad / total > max_bad_fraction or none_left):
+            came = kept.get(source, 0) if used is None else min(used.get(source, 0), kept.get(source, 0))
+            none_left = bool(late) and late >= came
+            # without `used` this is never the deciding share: bad / total is at least late / kept
+            late_over = bool(came) and late / came > max_bad_fraction
+            if total and (bad / total > max_bad_fraction or none_left or late_over):
                 undecodable = self._dropped_reasons(source).get(UNDECODABLE_IMAGE, 0)
                 found = f"; {undecodable} of them because their images do not decode" if undecodable else ""
                 found += "; not one record is left" if none_left else ""
+                if came < kept.get(source, 0) and late:
+                    found += f"; {late} of the {came} it came to ({late / came:.1%}) dropped after reading"
                 failing.append(f"  {source}: {bad} of {total} records skipped ({bad / total:.1%}{found})")
         if failing:
             raise DataQualityError(
