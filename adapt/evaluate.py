@@ -342,7 +342,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     scored, so a report gives no gain between runs that scored as many but different samples. A source or group
     whose samples' main metrics come from several tasks, one of them not on the 0-1 scale (its declared scale,
     `adapt.metrics.main_scale`, so every run reads a task alike; a task declaring none is read as 0-1, and a value
-    outside [0, 1] is warned of and noted under its source, naming how to declare the scale), has ``"main": None`` and ``"task_main": {task: mean}`` (and, a source, a note saying so): one mean
+    outside [0, 1], or a declared task's outside its scale, is warned of and noted under its source), has ``"main": None`` and ``"task_main": {task: mean}`` (and, a source, a note saying so): one mean
     of 0-100 ratings and accuracies means nothing.
     """
     kinds = dict(kinds or {})
@@ -421,15 +421,16 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     # source or group has a main per task
     off_scale = {task for by_task in source_mains.values() for task in by_task
                  if main_scale(task) is not None and main_scale(task) != (0, 1)}
-    undeclared: dict[str, float] = {}  # task -> a value of it outside the 0-1 scale it is read on
+    outside_scale: dict[str, float] = {}  # task -> a main value of it outside the scale it is read on
     for source, mains in source_mains.items():
         for task, vs in mains.items():
-            outside = [v for v in vs if not 0 <= v <= 1]
-            if main_scale(task) is None and outside:
-                undeclared.setdefault(task, outside[0])
-                sources[source]["notes"].append(_undeclared_scale_note(task, outside[0]))
-    if undeclared:
-        warnings.warn("; ".join(_undeclared_scale_note(t, v) for t, v in undeclared.items()), stacklevel=2)
+            low, high = main_scale(task) or (0, 1)
+            outside = [v for v in vs if not low <= v <= high]
+            if outside:
+                outside_scale.setdefault(task, outside[0])
+                sources[source]["notes"].append(_outside_scale_note(task, outside[0]))
+    if outside_scale:
+        warnings.warn("; ".join(_outside_scale_note(t, v) for t, v in outside_scale.items()), stacklevel=2)
     for source, mains in source_mains.items():
         if _mixed_scales(mains, off_scale):
             sources[source]["main"] = None
@@ -454,7 +455,11 @@ def _mixed_scales(mains: Mapping[str, list[float]], off_scale: set[str]) -> bool
     return len(mains) > 1 and any(task in off_scale for task in mains)
 
 
-def _undeclared_scale_note(task: str, value: float) -> str:
+def _outside_scale_note(task: str, value: float) -> str:
+    """What to say of a main metric `value` of `task` outside its scale (declared, else 0-1)."""
+    if (scale := main_scale(task)) is not None:
+        return (f"task {task!r} declares its main metric on {scale[0]:g}-{scale[1]:g}, but it scored {value:g}: "
+                f"its scorer or its declared scale is wrong (adapt.metrics.register_task({task!r}, ..., scale=...))")
     return (f"task {task!r} declares no scale, so its main metric is read on the 0-1 scale (and averaged with other "
             f"tasks' as such), but it scored {value:g}; declare its range: "
             f"adapt.metrics.register_task({task!r}, ..., scale=(low, high)), e.g. scale=(0, 100)")

@@ -3,8 +3,8 @@
 Every scorer answers one question about one sample: ``(prediction, record, reference) -> {name: value}``,
 each value on its metric's own scale: the built-in ones in [0, 1]; a domain's may keep its benchmark's (DriveLM's
 ``chatgpt`` and ``match`` 0-100, ``CIDEr`` x10; see its module and report notes). Nothing rescales the range:
-reports print values as given (`adapt.evaluate.summarize` warns of a main metric outside [0, 1] for a task declaring
-no ``scale``). `score` picks the scorer from the record's task (`infer_task`).
+reports print values as given (`adapt.evaluate.summarize` warns of a main metric outside its task's ``scale``,
+[0, 1] where it declares none). `score` picks the scorer from the record's task (`infer_task`).
 
 Built-in tasks and their **main metric** (the one number a source is judged by in reports):
 
@@ -204,7 +204,7 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
     """Register the scorer of a task; domains plug their metrics in here.
 
     `fn(prediction, record, reference)` returns named scores, each on its metric's own scale (built-ins in [0, 1];
-    only the main metric's checked, against `scale`; say a wider one in the protocol's rule). `main_metric` names the score
+    only the main metric is checked, against `scale`; say a wider one in the protocol's rule). `main_metric` names the score
     reports rank by (default: the first key `fn` returns); the task's first `score` checks that `fn` returns it
     (unless an `aggregate` names the main metric). `aggregate` computes corpus-level metrics
     (see the module docstring; default: `fn.aggregate` when the scorer has one). `protocols` names the rule

@@ -256,6 +256,20 @@ def test_a_task_declaring_no_scale_is_read_as_0_1_in_every_run(tmp_path):
     assert any("declares no scale" in note and "scale=(0, 100)" in note for note in adapted["sources"]["drive"]["notes"])
 
 
+def test_a_main_metric_outside_its_declared_scale_is_warned_of():
+    """A declared scale was taken on trust: a scorer giving 850 on a task declared 0-100 (CIDEr x10 where x1 was
+    declared) passed without a word."""
+    from adapt import metrics
+
+    metrics.register_task("toy_rating", lambda p, r, ref: {"rating": 0.0}, scale=(0, 100))
+    try:
+        with pytest.warns(UserWarning, match=r"task 'toy_rating' declares its main metric on 0-100, but it scored 850"):
+            summary = summarize([P("drive", "toy_rating", {"rating": 850.0}, 1)])
+    finally:
+        metrics.unregister_task("toy_rating")
+    assert any("scored 850" in note for note in summary["sources"]["drive"]["notes"])
+
+
 @pytest.mark.parametrize("scale", [(1, 0), (0, math.inf), "0-100", (0, 1, 2), 5])
 def test_a_scale_that_is_no_range_is_refused_naming_the_task(scale):
     from adapt import metrics
