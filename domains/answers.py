@@ -45,14 +45,22 @@ def _minus_sign(text: str, k: int) -> bool:
 _READ_AS = str.maketrans({"\u2212": "-", **dict.fromkeys("\u00ad\u200c\u200d\u2060\ufeff")})
 
 
+def number_text(value: int | float) -> str:
+    """A JSON number as an answer's text: ``3`` and ``3.0`` are both "3" (JSON has one number type; a pandas column
+    with a gap writes its whole numbers as 3.0, and "3.0" then missed the answer "3"), ``0.5`` is "0.5"."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    return str(value)
+
+
 def answer_text(value: Any, what: str, numbers: bool = False) -> str:
     """`value` as a prediction's or reference's text: None is no answer (""), anything but a string a ValueError
     naming it (an int or list from a malformed JSONL was a raw TypeError, and 0 or [] passed as no answer); with
-    `numbers`, an int or float (not a bool) is its text (``{"answer": 3}`` is "3")."""
+    `numbers`, an int or float (not a bool) is its text (``{"answer": 3}`` is "3", `number_text`)."""
     if value is None:
         return ""
     if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
+        return number_text(value)
     if not isinstance(value, str):
         kinds = "a string or a number" if numbers else "a string"
         raise ValueError(f"{what} must be {kinds} (or None for no answer), got {type(value).__name__} {value!r}")
@@ -212,8 +220,9 @@ def option_texts(options: Sequence[Any]) -> list[str]:
     """Option texts without a label of their own letter in front ("B. forest" as the second option is "forest")."""
     out = []
     for k, opt in enumerate(options):
-        m = _OPTION_PREFIX.match(str(opt))
-        out.append(m.group(2) if m and k < len(_LETTERS) and m.group(1) == _LETTERS[k] else str(opt))
+        text = number_text(opt) if isinstance(opt, (int, float)) and not isinstance(opt, bool) else str(opt)
+        m = _OPTION_PREFIX.match(text)
+        out.append(m.group(2) if m and k < len(_LETTERS) and m.group(1) == _LETTERS[k] else text)
     return out
 
 
@@ -560,7 +569,7 @@ def reference_of(record: Any) -> str:
     the value of its last gpt turn; ValueError naming the record for an answer of another type."""
     answer = _field(record, "answer")
     if isinstance(answer, (int, float)) and not isinstance(answer, bool):
-        return str(answer)  # {"answer": 3} from a mapping, as the reader's Record holds "3"
+        return number_text(answer)  # {"answer": 3} from a mapping, as the reader's Record holds "3"
     if answer is not None:
         if not isinstance(answer, str):
             raise ValueError(f"{_where(record)}: answer must be a string, got {type(answer).__name__} {answer!r}")

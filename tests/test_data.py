@@ -592,6 +592,23 @@ def test_an_empty_task_or_options_is_skipped_not_read_as_absent(tmp_path):
     assert "'options' is an empty list" in examples[f"{ann}:3"]
 
 
+def test_a_whole_number_written_as_a_float_is_its_whole_number(tmp_path):
+    """`"answer": 3.0` (a pandas column with a gap writes whole numbers so; JSON has one number type) became the
+    reference "3.0", which the answer "3" missed (a decimal point is kept by normalisation); options likewise."""
+    from adapt.metrics import reference_of, score
+
+    ann = write_jsonl(tmp_path / "train.jsonl", [
+        {"conversations": conv(), "answer": 3.0, "task": "vqa"},
+        {"conversations": conv(), "answer": 2.0, "options": [1.0, 2.0, 2.5], "task": "mc"},
+    ])
+    first, second = read_source(SourceSpec("dom", ann), SkipLog())
+    assert first.answer == "3" and (second.answer, second.options) == ("2", ["1", "2", "2.5"])
+    assert score("3", first)["exact_match"] == 1.0 and score("2", second) == {"accuracy": 1.0}
+    mapping = {"source": "m", "line": 1, "task": "mc", "answer": 2.0, "options": [1.0, 2.0],
+               "conversations": conv()}
+    assert reference_of(mapping) == "2" and score("2", mapping) == {"accuracy": 1.0}
+
+
 def test_a_nan_scoring_field_is_skipped_not_scored_as_the_text_nan(tmp_path):
     """`"answer": NaN` (json.dumps of a pandas missing value; Python's json reads it) became the reference "nan"."""
     ann = write_jsonl(tmp_path / "train.jsonl", [

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from domains.answers import number_text
 from domains.base import SkipInput, markdown_cell
 from domains.files import inside_root
 from model.chat import IMAGE_PLACEHOLDER, ConversationError, image_prefix
@@ -700,7 +701,7 @@ def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise _Skip(MALFORMED_FIELD, f"{key!r} must be a string, got {type(value).__name__}")
         _refuse_not_finite(value, repr(key))
-        return str(value)
+        return number_text(value) if isinstance(value, (int, float)) else value
 
     options = obj.get("options")
     if options is not None and (not isinstance(options, list) or
@@ -719,7 +720,8 @@ def _scoring_fields(obj: dict) -> tuple[str | None, str | None, list[str] | None
     task = scalar("task")
     if task is not None and not task.strip():  # read as "no task": the task was guessed from the reference
         raise _Skip(MALFORMED_FIELD, f"'task' is {task!r}, no task name; leave the key out or name the task")
-    return task, scalar("answer"), [str(o) for o in options] if options is not None else None, meta
+    options = [number_text(o) if isinstance(o, (int, float)) else o for o in options] if options is not None else None
+    return task, scalar("answer"), options, meta
 
 
 def _refuse_not_finite(value, what: str) -> None:
