@@ -192,15 +192,25 @@ class ModelSpec(_Section):
     def _vision(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        from model.presets import PRESETS
+        from model.checkpoints.tower import HUB_ID, HUB_PREFIX
+        from model.loading import hub_fetch_advice
+        from model.presets import PRESETS, preset_of_hub_id
 
         directory = _resolve(value, _base_dir(info))
         if directory.is_dir():
             return str(directory)
         if value in PRESETS:
             return value
-        raise ValueError(f"{value!r} is neither a vision-tower folder (such as an `adapt distill` run's final/), a "
-                         f"checkpoint folder nor a preset (no folder {directory}){did_you_mean(value, PRESETS)}")
+        if (named := preset_of_hub_id(value)) is not None:  # as model.source says of it
+            raise ValueError(f"{value!r} is the hub id of the preset {named.name}, not a folder (no folder "
+                             f"{directory}); give model.vision: {named.name}, which fetches it, or a local copy's folder")
+        what = (f"{value!r} is neither a vision-tower folder (such as an `adapt distill` run's final/), a checkpoint "
+                f"folder nor a preset (no folder {directory})")
+        hub_id = value[len(HUB_PREFIX):] if value.startswith(HUB_PREFIX) else value
+        if HUB_ID.fullmatch(HUB_PREFIX + hub_id):  # OWNER/NAME: model.vision fetches nothing but a preset's weights
+            raise ValueError(f"{what}; model.vision fetches no hub repository's weights: "
+                             f"{hub_fetch_advice(hub_id, repr(value), 'model.vision: DIR')}; presets: {', '.join(PRESETS)}")
+        raise ValueError(f"{what}; presets: {', '.join(PRESETS)}{did_you_mean(value, PRESETS)}")
 
     @field_validator("chat_template")
     @classmethod

@@ -190,6 +190,18 @@ def test_a_preset_hub_id_as_source_points_at_its_preset(tmp_path):
     assert "give model.source: mobilevlm-v2-1.7b, which fetches it" in message
 
 
+def test_a_hub_id_as_model_vision_says_the_presets_and_a_local_folder(tmp_path):
+    # model.source listed the presets and pointed a preset's hub id at its preset; model.vision said neither
+    message = error_of(write(tmp_path, "model: {vision: OpenGVLab/InternVL2-1B}\n"))
+    assert "model.vision: 'OpenGVLab/InternVL2-1B' is the hub id of the preset internvl2-1b" in message
+    assert "give model.vision: internvl2-1b, which fetches it" in message
+    for tower in ("OpenGVLab/InternViT-300M-448px", "hub:OpenGVLab/InternViT-300M-448px"):
+        message = error_of(write(tmp_path, f"model: {{vision: '{tower}'}}\n"))
+        assert "hf download OpenGVLab/InternViT-300M-448px --local-dir DIR" in message
+        assert "(model.vision: DIR); presets: pocket-tiny, " in message
+    assert "; presets: pocket-tiny, " in error_of(write(tmp_path, "model: {vision: no-such-tower}\n"))
+
+
 def test_every_error_is_reported_in_file_order(tmp_path):
     message = error_of(write(tmp_path, MINIMAL + "training: {batch_size: 0}\nmixing: {general_ratio: 2}\n"))
     lines = message.splitlines()
