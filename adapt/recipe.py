@@ -623,7 +623,9 @@ class _RecipeBase(_Section):
         self._base_dir = base
         if self.name is None:
             fallback = _context(info).get("name") or "recipe"
-            self.name = fallback if _NAME_RE.fullmatch(fallback) else re.sub(r"[^A-Za-z0-9._-]", "_", fallback)
+            if not _NAME_RE.fullmatch(fallback):  # not starting with '.' either: runs/.x would be a hidden folder
+                fallback = re.sub(r"[^A-Za-z0-9._-]", "_", fallback).lstrip("._-") or "recipe"
+            self.name = fallback
         if self.output.dir is None:
             self.output.dir = base / "runs" / self.name
         if self.distributed.strategy == "deepspeed":  # its fixed values against the recipe's

@@ -103,6 +103,13 @@ def test_name_in_the_file_wins_over_the_stem(tmp_path):
     assert recipe.name == "landcover-lora" and recipe.output.dir == tmp_path / "runs" / "landcover-lora"
 
 
+@pytest.mark.parametrize("file, name", [(".x.yaml", "x"), ("._é.yaml", "recipe"), ("été.yaml", "t_")])
+def test_a_file_stem_that_is_no_usable_name_gives_a_visible_run_folder(tmp_path, file, name):
+    # `.x.yaml` named the run `.x`, so its output went to the hidden runs/.x
+    recipe = load_recipe(write(tmp_path, MINIMAL, file))
+    assert recipe.name == name and recipe.output.dir == tmp_path / "runs" / name
+
+
 def test_round_trip_through_yaml(tmp_path):
     recipe = load_recipe(write(tmp_path, MINIMAL + "training: {max_steps: 7}\ntiling: {max_tiles: 4}\n"))
     text = recipe.to_yaml()
