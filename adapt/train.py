@@ -511,6 +511,7 @@ class Trainer:
                     for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
                         sums[self.source_names.index(src)] += torch.tensor([l, n, 1], dtype=torch.float64)
                 sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
+                lr = self.scheduler.get_last_lr()[0]  # this update's: the scheduler steps (also in DeepSpeed's) after it
                 if not deepspeed:
                     scaler.unscale_(self.optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)
@@ -537,7 +538,7 @@ class Trainer:
                 total_loss = sum(v[0] for v in sums) / max(1, sum(v[1] for v in sums))
                 self.steps_done = step + 1
                 entry = {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "loss": total_loss,
-                         "lr": self.scheduler.get_last_lr()[0],
+                         "lr": lr,
                          # not measured (DeepSpeed stage 0): left out, as a 0.0 would read as a vanished gradient
                          **({} if grad_norm is None else {"grad_norm": float(grad_norm)}),
                          "step_time": round(time.perf_counter() - started, 4)}

@@ -342,6 +342,20 @@ def test_the_run_warms_up_for_the_steps_transformers_would(tmp_path, data_dir):
         trainer.close()
 
 
+def test_the_logged_lr_is_the_one_its_step_trained_with(tmp_path, data_dir):
+    # the lr was read after scheduler.step(): each step logged the next one's (warm-up step 1 trains at 0, logged 0.5)
+    from adapt.schedule import lr_factor
+
+    recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=3, save_every=3),
+                         ["training.warmup_ratio=0.6", "logging.tensorboard=false"])
+    trainer = Trainer(recipe, progress=False)
+    base = trainer.optimizer.param_groups[0]["initial_lr"]
+    trainer.run()
+    logged = [entry["lr"] for entry in read_log(Path(recipe.output.dir))]
+    expected = [base * lr_factor(step, schedule=recipe.training.schedule, warmup=2, total=3) for step in range(3)]
+    assert logged == pytest.approx(expected) and logged[0] == 0.0, logged
+
+
 @pytest.mark.parametrize("steps, said",
                          [(1, "its only step trains at learning rate 0"), (2, "never reaches"), (20, None)])
 def test_a_run_that_is_all_warm_up_says_so(tmp_path, data_dir, capsys, steps, said):
