@@ -65,6 +65,22 @@ def test_an_empty_line_or_exit_ends_the_session(monkeypatch, capsys, recorded, e
     assert len(recorded["prompts"]) == 1
 
 
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_prompt_on_stderr_says_it_waits_for_a_question_at_a_terminal(monkeypatch, capsys, recorded, terminal):
+    """At a terminal, a wait for the next question looked like a hung run; a "> " on stderr (not in the answers on
+    stdout) now shows it before each read. Piped questions get none: no one watches it."""
+    monkeypatch.setattr(sys, "stdin", (_Terminal if terminal else io.StringIO)("Which colour?\n\n"))
+    assert main(["chat", "--example-image", "--interactive", "--max-new-tokens", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert len(recorded["prompts"]) == 2 and len(out.splitlines()) == 2 and "> " not in out
+    assert err.count("> ") == (2 if terminal else 0), err
+
+
 def test_a_bad_follow_up_is_refused_and_the_session_goes_on(monkeypatch, capsys, recorded):
     """A follow-up with <image> (the images stay with the first question) or a control token is refused with its
     reason, and the next question is asked with the history unchanged."""
