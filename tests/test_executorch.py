@@ -351,7 +351,7 @@ def test_refusals_before_any_lowering(tmp_path, capsys):
     vlm, processor = model.load("pocket-tiny")
     with pytest.raises(ExecuTorchError, match="unknown ExecuTorch quantisation 'int4'"):
         export(vlm, processor, "executorch", tmp_path / "x", quantize="int4")
-    with pytest.raises(ExecuTorchError, match=r"max_seq_len 99999: must be 2 .. the model's context \(4096\)"):
+    with pytest.raises(ExecuTorchError, match=r"max_seq_len 99999: must be \d+ .. the model's context \(4096\)"):
         export(vlm, processor, "executorch", tmp_path / "x", max_seq_len=99999)
     assert not (tmp_path / "x").exists()
     assert main(["export", "-f", "onnx", "--out", str(tmp_path / "z"), "--max-seq-len", "64"]) == 1

@@ -17,8 +17,13 @@ def tiny():
 @pytest.mark.parametrize(("options", "said"), [
     ({"max_prefill_len": -5}, r"max_prefill_len -5: must be at least 1 \(positions per decoder call\)"),
     ({"max_prefill_len": 0}, r"max_prefill_len 0: must be at least 1"),
-    ({"max_seq_len": 0}, r"max_seq_len 0: must be 2 \.\. the model's context"),
-    ({"max_seq_len": 99999}, r"max_seq_len 99999: must be 2 \.\. the model's context \(4096\)"),
+    ({"max_seq_len": 0}, r"max_seq_len 0: must be 39 \.\. the model's context"),
+    ({"max_seq_len": 99999}, r"max_seq_len 99999: must be 39 \.\. the model's context \(4096\)"),
+    # a cache of 8 positions cannot hold one image's 16 tokens: the program could answer no image question
+    ({"max_seq_len": 8}, r"max_seq_len 8: must be 39 \.\. the model's context \(4096\); 39: a prompt of one image at "
+                         r"one tile \(16 image tokens\) with a one-character question and no system message, and one "
+                         r"answer token"),
+    ({"max_seq_len": 38}, r"max_seq_len 38: must be 39 \.\."),
     ({"max_seq_len": 64.5}, r"max_seq_len must be a whole number, got 64.5"),
     ({"max_prefill_len": True}, r"max_prefill_len must be a whole number, got True"),
 ])
@@ -34,6 +39,18 @@ def test_sizes_that_cannot_work_are_refused_naming_the_setting(tiny, tmp_path, m
     vlm, processor = tiny
     with pytest.raises(ExecuTorchError, match=said):
         write_executorch(vlm, processor, tmp_path, **options)
+
+
+def test_the_least_max_seq_len_that_holds_one_image_passes_the_size_checks(tiny, tmp_path, monkeypatch):
+    import deploy.executorch.export as et
+
+    def required():
+        raise RuntimeError("sizes passed")
+
+    monkeypatch.setattr(et, "require_executorch", required)
+    vlm, processor = tiny
+    with pytest.raises(RuntimeError, match="sizes passed"):
+        write_executorch(vlm, processor, tmp_path, max_seq_len=et.least_seq_len(processor))
 
 
 @pytest.mark.parametrize(("tiling", "most"), [

@@ -160,6 +160,12 @@ def default_max_seq_len(vlm) -> int:
     return min(context, DEFAULT_MAX_SEQ_LEN)
 
 
+def least_seq_len(processor) -> int:
+    """The fewest cache positions a program can answer an image question in: a prompt of one image at one tile
+    (what --max-tiles 1 asks for) and a one-character question, no system message, and one answer token."""
+    return len(processor.encode_tokens([{"role": "user", "content": "?"}], [1], system_message="").input_ids) + 1
+
+
 def write_executorch(vlm, processor, out_dir: Path, quantize: str | None = None, max_seq_len: int | None = None,
                      max_prefill_len: int | None = None, progress: Progress = True) -> Path:
     """Write the ExecuTorch export of `vlm` (LoRA already merged) into `out_dir` (an empty staging folder).
@@ -185,8 +191,12 @@ def _write_executorch(vlm, processor, out_dir: Path, quantize: str | None, max_s
     # the sizes before executorch is required: a wrong one is said whether or not it is installed
     context = int(getattr(vlm.config.text_config, "max_position_embeddings", 0) or 0)
     max_seq_len = default_max_seq_len(vlm) if max_seq_len is None else _whole("max_seq_len", max_seq_len)
-    if max_seq_len < 2 or (context and max_seq_len > context):
-        raise ExecuTorchError(f"max_seq_len {max_seq_len}: must be 2 .. the model's context ({context or '?'})")
+    least = least_seq_len(processor)
+    if max_seq_len < least or (context and max_seq_len > context):
+        raise ExecuTorchError(
+            f"max_seq_len {max_seq_len}: must be {least} .. the model's context ({context or '?'}); {least}: a prompt "
+            f"of one image at one tile ({processor.image_seq_length} image tokens) with a one-character question "
+            "and no system message, and one answer token")
     # a prefill length below 1 made a program whose runtime fed the decoder nothing and failed on the first prompt
     max_prefill_len = DEFAULT_MAX_PREFILL_LEN if max_prefill_len is None else _whole("max_prefill_len", max_prefill_len)
     if max_prefill_len < 1:
