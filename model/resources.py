@@ -7,8 +7,12 @@ from pathlib import Path
 
 
 def templates_dir() -> Path:
-    """The installed (or source-tree) `templates/` folder."""
-    return Path(str(resources.files("templates")))
+    """The installed `templates/` folder (the package `pocket_adapt_templates`), or the source tree's when the
+    checkout runs uninstalled."""
+    try:
+        return Path(str(resources.files("pocket_adapt_templates")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parents[1] / "templates"
 
 
 def assets_dir() -> Path:

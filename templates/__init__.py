@@ -1,1 +1,1 @@
-"""Package data: recipe YAMLs, chat templates and DeepSpeed configs (no code)."""
+"""Package data: recipe YAMLs, chat templates and DeepSpeed configs (no code); installed as `pocket_adapt_templates`."""

@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("adapt/", "domains/", "model/", "deploy/", "templates/")
+# the source folder templates/ installs as this package (a top-level `templates` clashed with other distributions')
+INSTALLED_AS = {"templates/": "pocket_adapt_templates/"}
 # files a working tree may hold beside the package data (notes, scratch output)
 STRAYS = ("model/assets/notes.txt", "model/assets/pocket-tiny/scratch.json", "adapt/notes.md", "deploy/llamacpp/a.sh")
 
@@ -39,10 +41,12 @@ def test_the_wheel_holds_every_tracked_package_file_and_the_licence(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     tracked = subprocess.run(["git", "ls-files", *PACKAGES], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
+    tracked = [next((to + name[len(src):] for src, to in INSTALLED_AS.items() if name.startswith(src)), name)
+               for name in tracked]
     missing = [name for name in tracked if name not in names]
     assert not missing, f"tracked files missing from the wheel: {missing[:10]}"
     assert any(name.endswith(".dist-info/licenses/LICENSE") for name in names)
-    assert not [name for name in names if name.startswith(("tests/", "bench/", "build/"))]
+    assert not [name for name in names if name.startswith(("tests/", "bench/", "build/", *INSTALLED_AS))]
     extra = sorted(name for name in names - set(tracked) if ".dist-info/" not in name)
     assert not extra, f"files in the wheel that are not tracked package files: {extra[:10]}"
 
@@ -57,6 +61,8 @@ def test_the_installed_package_runs_outside_the_checkout(wheel, tmp_path):
     script = (f"import sys; sys.path.insert(0, {str(site)!r}); import adapt, deploy.llamacpp as l; "
               f"assert adapt.__file__.startswith({str(site)!r}), adapt.__file__; "
               "assert (l.HERE / 'build.sh').is_file() and (l.HERE / 'pocket_llama.cpp').is_file(); "
+              "from model.resources import templates_dir; "
+              f"assert str(templates_dir()).startswith({str(site)!r}), templates_dir(); "
               "from adapt.cli import main; sys.exit(main(['init', 'quickstart', 'mine']) or main(['presets']))")
     proc = subprocess.run([sys.executable, "-c", script], cwd=work, capture_output=True, text=True, timeout=300,
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
