@@ -7,12 +7,13 @@ from pathlib import Path
 
 
 def templates_dir() -> Path:
-    """The installed `templates/` folder (the package `pocket_adapt_templates`), or the source tree's when the
-    checkout runs uninstalled."""
-    try:
-        return Path(str(resources.files("pocket_adapt_templates")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parents[1] / "templates"
+    """The `templates/` folder of the source checkout this code runs from (its `pyproject.toml` beside it), else the
+    installed one (the package `pocket_adapt_templates`). The checkout comes first: an editable install points
+    `pocket_adapt_templates` at the checkout it was made from, not at another worktree run with its `.venv`."""
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "templates").is_dir():
+        return checkout / "templates"
+    return Path(str(resources.files("pocket_adapt_templates")))
 
 
 def assets_dir() -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -68,3 +70,16 @@ def test_the_installed_package_runs_outside_the_checkout(wheel, tmp_path):
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (work / "mine" / "quickstart.yaml").is_file() and "pocket-tiny" in proc.stdout
+
+
+def test_a_checkout_reads_its_own_templates_not_the_installed_ones(tmp_path):
+    """A worktree run with another checkout's `.venv` (bench/reproduce.py's way) read that checkout's templates: the
+    editable install maps `pocket_adapt_templates` to the folder it was installed from."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
+    shutil.copyfile(ROOT / "model" / "resources.py", tmp_path / "model" / "resources.py")
+    spec = importlib.util.spec_from_file_location("worktree_resources", tmp_path / "model" / "resources.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.templates_dir() == tmp_path / "templates"
