@@ -856,6 +856,35 @@ def test_dataset_truncated_image_is_dropped_at_load_time(tmp_path, processor, mo
         collate([None, None], processor)
 
 
+def test_dataset_order_is_checked_item_by_item(tmp_path, processor):
+    """set_order checked only the first item: a later one out of range or of an unknown source failed mid-epoch
+    with a raw IndexError / KeyError, a negative index read another record, and a bad pair raised a raw
+    unpacking or TypeError; each is now a DataError naming the item and what is wrong."""
+    ann = write_jsonl(tmp_path / "t.jsonl", [{"conversations": conv("Hi?", "Hi.")}] * 3)
+    skips = SkipLog()
+    records = {"d": measure(read_source(SourceSpec("d", ann), skips), processor, 512, skips)}
+    ds = SupervisedDataset(records, [("d", 0)], processor, 512, skips)
+    ds.set_order([("d", 2), ["d", 1], ("d", 2)])  # a record may repeat (repeat_time); a list pair is a pair
+    assert ds.order == [("d", 2), ("d", 1), ("d", 2)] and ds.dropped_entry(1) is None
+    for order, message in [
+        ([("d", 0), ("d", 3)], r"order item 1: record index 3 is out of range for source 'd' \(indices 0 to 2\)"),
+        ([("d", 0), ("d", -1)], r"order item 1: record index -1 is out of range"),
+        ([("d", 0), ("x", 0)], r"order item 1 names source 'x', which is not one of the records' sources \('d'\)"),
+        ([("d", "1")], r"order item 0: the record index of 'd' must be a whole number, got '1'"),
+        ([("d", 1.0)], r"must be a whole number, got 1.0"),
+        ([("d", True)], r"must be a whole number, got True"),
+        ([("d",)], r"order item 0 is \('d',\); each item must be a \(source, record index\) pair"),
+        ([("d", 0, 1)], r"each item must be a \(source, record index\) pair"),
+        (["d0"], r"order item 0 is 'd0'"),
+        ([(["d"], 0)], r"order item 0 names source \['d'\]"),
+    ]:
+        with pytest.raises(DataError, match=message):
+            ds.set_order(order)
+        with pytest.raises(DataError, match=message):
+            SupervisedDataset(records, order, processor, 512, skips)
+    assert ds.order == [("d", 2), ("d", 1), ("d", 2)]  # a refused order leaves the last one in place
+
+
 def test_labels_supervise_only_answers(tmp_path, processor):
     root = tmp_path / "data"
     png(root / "a.png")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Hashable, Sequence
 
 import torch
 
@@ -53,12 +54,17 @@ class SupervisedDataset(torch.utils.data.Dataset):
         self.set_order(order)
 
     def set_order(self, order: Sequence[tuple[str, int]], epoch: int | None = None) -> None:
-        """Use a new order (e.g. the next epoch's) without rebuilding the dataset."""
+        """Use a new order (e.g. the next epoch's) without rebuilding the dataset; a `DataError` names an item that
+        is no ``(source, record index)`` of ``records`` (a record may appear any number of times)."""
         if epoch is not None:
             self.epoch = int(epoch)
-        for source, index in order[:1]:
-            self.records[source][index]  # fail fast on a wrong order
-        self.order = list(order)
+        order = list(order)
+        sizes = {source: len(records) for source, records in self.records.items()}
+        for k, item in enumerate(order):  # every item, or a wrong one fails (or reads another record) mid-epoch
+            if not (type(item) is tuple and len(item) == 2 and type(item[0]) is str and type(item[1]) is int
+                    and 0 <= item[1] < sizes.get(item[0], 0)):
+                order[k] = _order_item(k, item, sizes)
+        self.order = order
 
     def __len__(self) -> int:
         return len(self.order)
@@ -122,6 +128,23 @@ class SupervisedDataset(torch.utils.data.Dataset):
     def _drop(self, record: Record, index: int, reason: str, detail: str) -> None:
         self._bad[(record.source, index)] = (record.source, reason, record.where, detail)
         self.skips.add_dropped(record.source, reason, record.where, detail)
+
+
+def _order_item(k: int, item, sizes: dict[str, int]) -> tuple[str, int]:
+    """Item `k` of a dataset order as a ``(source, record index)`` tuple (from a list pair, a numpy integer index),
+    or a `DataError` naming what is wrong with it."""
+    if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+        raise DataError(f"order item {k} is {item!r}; each item must be a (source, record index) pair")
+    source, index = item
+    if not isinstance(source, Hashable) or source not in sizes:
+        raise DataError(f"order item {k} names source {source!r}, which is not one of the records' sources "
+                        f"({', '.join(map(repr, sorted(sizes))) or 'none'})")
+    if isinstance(index, bool) or not isinstance(index, numbers.Integral):
+        raise DataError(f"order item {k}: the record index of {source!r} must be a whole number, got {index!r}")
+    if not 0 <= index < sizes[source]:
+        held = f"indices 0 to {sizes[source] - 1}" if sizes[source] else "no records"
+        raise DataError(f"order item {k}: record index {index} is out of range for source {source!r} ({held})")
+    return source, int(index)
 
 
 class TileDataset(SupervisedDataset):
