@@ -101,8 +101,9 @@ class VLMProcessor:
 
     @classmethod
     def from_config(cls, config, tokenizer: PreTrainedTokenizerBase) -> VLMProcessor:
-        """Build from a `PocketVLMConfig` and its tokenizer."""
-        return cls(
+        """Build from a `PocketVLMConfig` and its tokenizer; a `ModelConfigError` when the tokenizer's image context
+        token is not the config's ``image_token_id`` (the model would look for its image tokens under another id)."""
+        processor = cls(
             tokenizer=tokenizer,
             tiling=config.tiling_config,
             chat_template=get_chat_template(config.chat_template),
@@ -111,6 +112,14 @@ class VLMProcessor:
             image_start_token=config.image_start_token,
             image_end_token=config.image_end_token,
         )
+        if processor.image_token_id != config.image_token_id:
+            raise ModelConfigError(
+                f"the model config's image_token_id is {config.image_token_id}, but its tokenizer "
+                f"({type(tokenizer).__name__}, {len(tokenizer)} tokens) reads the image context token "
+                f"{config.image_context_token!r} as id {processor.image_token_id}: prompts would carry their image "
+                "tokens under an id the model does not replace with image features; use the tokenizer the model "
+                f"was saved with, or set image_token_id to {processor.image_token_id}")
+        return processor
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, config) -> VLMProcessor:

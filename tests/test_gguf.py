@@ -120,18 +120,20 @@ def tiny_ldp_model(tokenizer, projector: str = "ldp"):
 
     from .conftest import randomize_
 
+    vocab_size = len(tokenizer)
+    tokenizer.add_tokens(["<IMG_CONTEXT>"], special_tokens=True)  # where it lacks it: beyond the vocabulary (MobileVLM)
     config = PocketVLMConfig(
         vision_config=clip_vit_l14_336_config(hidden_size=32, intermediate_size=64, num_hidden_layers=3,
                                               num_attention_heads=4),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        text_config=LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                                 num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
                                 bos_token_id=tokenizer.bos_token_id, pad_token_id=None),
-        image_token_id=0, vision_feature_layer=-2, projector_type=projector,
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), vision_feature_layer=-2,
+        projector_type=projector,
         chat_template="vicuna_v1", image_start_token=None, image_end_token=None,
         tiling=TilingConfig(tile_size=336, mode="pad", max_tiles=1, thumbnail=False, mean=CLIP_MEAN, std=CLIP_STD).to_dict(),
     )
-    processor = VLMProcessor.from_config(config, tokenizer)  # adds <IMG_CONTEXT> beyond a vocabulary that lacks it
-    config.image_token_id = processor.image_token_id
+    processor = VLMProcessor.from_config(config, tokenizer)
     torch.manual_seed(7)
     vlm = PocketVLM(config)
     randomize_(vlm, seed=7)

@@ -236,3 +236,22 @@ def test_a_call_tiling_of_another_tile_size_is_refused_naming_both(pocket_proces
     fewer = TilingConfig(tile_size=pocket_processor.tiling.tile_size, max_tiles=2)  # tile counts may change
     assert pocket_processor(conversation, images=[example_image], tiling=fewer).num_tiles == \
         pocket_processor.tiles_for_sizes([example_image.size], fewer)
+
+
+def test_from_config_refuses_an_image_token_id_the_tokenizer_does_not_give_its_image_context_token():
+    """A config whose image_token_id is not the tokenizer's id of <IMG_CONTEXT> (another tokenizer, a hand-edited
+    config.json) built a processor whose prompts carried image tokens the model never replaced with features."""
+    import copy
+
+    import model
+    from model.errors import ModelConfigError
+
+    vlm, processor = model.load("pocket-tiny")
+    assert VLMProcessor.from_config(vlm.config, processor.tokenizer).image_token_id == vlm.config.image_token_id
+    config = copy.deepcopy(vlm.config)
+    config.image_token_id = processor.image_token_id + 1
+    with pytest.raises(ModelConfigError, match=rf"image_token_id is {config.image_token_id}, but its tokenizer .* "
+                                               rf"reads the image context token '<IMG_CONTEXT>' as id "
+                                               rf"{processor.image_token_id}.*set image_token_id to "
+                                               rf"{processor.image_token_id}"):
+        VLMProcessor.from_config(config, processor.tokenizer)
