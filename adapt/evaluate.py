@@ -24,7 +24,6 @@ settings, e.g. DriveLM's ``eval.protocol``); the report prints them in a "Protoc
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -114,8 +113,7 @@ def _tiling_for(processor, record):
     max_tiles = getattr(record, "max_tiles", None)
     if not max_tiles or max_tiles == processor.tiling.max_tiles:
         return None
-    tiling = processor.tiling
-    return dataclasses.replace(tiling, max_tiles=max_tiles, min_tiles=min(tiling.min_tiles, max_tiles))
+    return processor.tiling.with_max_tiles(max_tiles)
 
 
 def predict(

@@ -32,7 +32,6 @@ graph keeps one copy of the weights; a profile with min = opt = max fixes the ti
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import shutil
 import warnings
@@ -134,8 +133,7 @@ def source_tile_caps(recipe, processor, tiling: TilingConfig, what: str) -> str 
         return None
 
     def six(cap: int) -> int:
-        t = dataclasses.replace(tiling, max_tiles=cap, min_tiles=min(tiling.min_tiles, cap))
-        return sum(processor.tiles_for_sizes([CAMERA_SIZE] * 6, t))
+        return sum(processor.tiles_for_sizes([CAMERA_SIZE] * 6, tiling.with_max_tiles(cap)))
 
     named = ", ".join(f"{name} (max_tiles {cap}: six camera views {six(cap)} tiles)" for name, cap in other)
     text = (f"{what}: data source(s) {named} cap tiles otherwise than tiling.max_tiles {tiling.max_tiles}, which the "

@@ -92,7 +92,8 @@ class TilingConfig:
     colour ``int(255 * mean)`` then resize to one tile; ``crop`` = resize the shortest edge to the tile
     size, then cut the centred tile (transformers' CLIPImageProcessor); ``resize`` = squash to one tile.
     ``min_tiles`` / ``max_tiles`` / ``thumbnail`` only apply to ``dynamic``; tile counts are at most
-    :data:`MAX_TILES_LIMIT`. ``max_pixels`` caps the decoded pixels of one image file (:func:`load_image`).
+    :data:`MAX_TILES_LIMIT`. An image whose share of ``max_tiles`` (:meth:`for_images`) is below ``min_tiles``
+    gets one tile, as in InternVL. ``max_pixels`` caps the decoded pixels of one image file (:func:`load_image`).
     Every path that sets these (recipes, CLI flags, meta JSON caps, checkpoint configs) builds a
     ``TilingConfig``, so an out-of-range value fails here with a :class:`TilingError`.
     """
@@ -162,14 +163,23 @@ class TilingConfig:
         return cls(**d)
 
     def for_images(self, n_images: int) -> TilingConfig:
-        """Config for each image of an ``n_images``-image sample: ``max(1, max_tiles // n)`` tiles.
+        """Config for each image of an ``n_images``-image sample: at most ``max(1, max_tiles // n)`` tiles
+        (:meth:`with_max_tiles`: one tile where that share is below ``min_tiles``, as in InternVL).
 
-        A cap of 1 gives a single tile (hence no thumbnail). ``min_tiles`` is clamped to the cap.
+        A cap of 1 gives a single tile (hence no thumbnail).
         """
         if n_images < 1:
             raise TilingError(f"n_images must be >= 1, got {n_images}")
-        cap = max(1, self.max_tiles // n_images)
-        return dataclasses.replace(self, max_tiles=cap, min_tiles=min(self.min_tiles, cap))
+        return self.with_max_tiles(max(1, self.max_tiles // n_images))
+
+    def with_max_tiles(self, max_tiles: int) -> TilingConfig:
+        """This tiling with at most `max_tiles` tiles per image (a multi-image sample's share, a source's or meta
+        entry's ``max_dynamic_patch``), as InternVL's ``dynamic_preprocess`` takes it with ``min_tiles`` unchanged:
+        where ``min_tiles`` is above the cap no grid fits, so each image gets one tile (no thumbnail), never a grid
+        of fewer tiles than ``min_tiles`` asks for."""
+        if self.min_tiles > max_tiles:
+            return dataclasses.replace(self, min_tiles=1, max_tiles=1)
+        return dataclasses.replace(self, max_tiles=max_tiles)
 
 
 def _triple(name: str, values: Sequence[float]) -> tuple[float, float, float]:

@@ -539,6 +539,24 @@ def test_for_images_cap_one_has_no_thumbnail_and_clamps_min() -> None:
         TilingConfig().for_images(0)
 
 
+@pytest.mark.parametrize(("min_tiles", "max_tiles", "n_images"), [(4, 12, 4), (5, 12, 3), (3, 6, 3), (2, 12, 6),
+                                                                   (4, 12, 2), (6, 6, 1)])
+def test_for_images_keeps_min_tiles_as_internvl_does(min_tiles: int, max_tiles: int, n_images: int) -> None:
+    """A share of max_tiles below min_tiles lowered min_tiles to the share without a word (min 4, 4 images of 12:
+    a 3-tile grid plus thumbnail each); InternVL's dynamic_preprocess keeps min_dynamic_patch, finds no grid and
+    keeps one tile, and so does pocket-adapt now, wherever a cap is applied (a source's max_tiles too)."""
+    from adapt.data.samples import Record, record_tiling
+
+    config = TilingConfig(min_tiles=min_tiles, max_tiles=max_tiles)
+    share = max(1, max_tiles // n_images)
+    for capped in (config.for_images(n_images), config.with_max_tiles(share),
+                   record_tiling(Record("s", 1, [], [], [], max_tiles=share), config)):
+        for w, h in REFERENCE_SIZES + [(900, 300), (300, 1200)]:
+            assert count_tiles(w, h, capped) == rule.tiles(w, h, min_tiles, share), (w, h, capped)
+        if min_tiles <= share:
+            assert (capped.min_tiles, capped.max_tiles) == (min_tiles, share)
+
+
 # --- load_image ------------------------------------------------------------------------------
 
 

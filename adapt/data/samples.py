@@ -930,10 +930,11 @@ _VIDEO_RUN_ON = re.compile(re.escape(VIDEO_PLACEHOLDER) + r"[ \t]*(?=\S)")  # <v
 
 # ---------------------------------------------------------------------------------- measuring
 def record_tiling(record: Record, tiling):
-    """The tiling for this record: ``tiling`` with the record's ``max_tiles`` cap, if any."""
+    """The tiling for this record: ``tiling`` with the record's ``max_tiles`` cap, if any
+    (`TilingConfig.with_max_tiles`)."""
     if record.max_tiles is None or record.max_tiles == tiling.max_tiles:
         return tiling
-    return replace(tiling, max_tiles=record.max_tiles, min_tiles=min(tiling.min_tiles, record.max_tiles))
+    return tiling.with_max_tiles(record.max_tiles)
 
 
 def measure(records: list[Record], processor, max_seq_length: int, skips: SkipLog, tiling=None) -> list[Record]:
