@@ -327,6 +327,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     # (16-bit, float) are stretched rather than clipped, as load_image does.
     if image.mode == "RGB":
         return image
+    if image.mode == "La":  # premultiplied alpha, which Pillow converts to RGB only through LA (as RGBa -> RGB does)
+        image = image.convert("LA")
     return _stretch_to_rgb(image) if image.mode in _WIDE_MODES else image.convert("RGB")
 
 
@@ -682,8 +684,8 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXEL
                 ImageOps.exif_transpose(image, in_place=True)
             except Exception:  # noqa: BLE001 - a damaged EXIF block: keep the pixels as stored
                 pass
-            # both return new in-memory images (even from RGB), so the file can be closed now
-            rgb = _stretch_to_rgb(image) if image.mode in _WIDE_MODES else image.convert("RGB")
+            # a new in-memory image either way (a copy of RGB), so the file can be closed now
+            rgb = image.copy() if image.mode == "RGB" else _to_rgb(image)
             if wide_colour and max(high for _, high in rgb.getextrema()) < _DARK_HIGH_BYTE:
                 raise ImageLoadError(
                     path,

@@ -22,6 +22,7 @@ from model.tiling import (
     SIGLIP_STD,
     ImageLoadError,
     TilingConfig,
+    as_rgb,
     candidate_grids,
     count_tiles,
     load_image,
@@ -434,6 +435,24 @@ def test_rgba_drops_alpha_like_internvl() -> None:
     rgb = Image.fromarray(np.asarray(rgba)[..., :3])
     config = TilingConfig(tile_size=16)
     assert torch.equal(preprocess_image(rgba, config), preprocess_image(rgb, config))
+
+
+@pytest.mark.parametrize("mode", ["LA", "La", "RGBA", "RGBa"])
+def test_every_alpha_mode_drops_alpha_as_rgba_does(mode: str) -> None:
+    """An La image (greyscale, premultiplied alpha) failed inside the tiling with Pillow's bare "conversion from La
+    to L not supported"; every alpha mode now tiles as RGBA does: alpha dropped, colours as stored unpremultiplied.
+    Opaque pixels keep their colour exactly; half-transparent ones come back within premultiplication's rounding."""
+    colour = _noise(40, 24, seed=3, mode="RGB" if mode.startswith("RGB") else "L")
+    alpha = np.full((24, 40), 255, dtype=np.uint8)
+    alpha[12:] = 128
+    image = Image.merge("RGBA" if mode.startswith("RGB") else "LA", [*colour.split(), Image.fromarray(alpha)])
+    image = image.convert(mode)
+    config = TilingConfig(tile_size=16, max_tiles=4)
+    tiles = preprocess_image(image, config)
+    assert torch.equal(tiles, normalize(split_into_tiles(image, config), config.mean, config.std))
+    rgb = np.asarray(as_rgb(image), dtype=np.int16)
+    want = np.asarray(colour.convert("RGB"), dtype=np.int16)
+    assert rgb.shape == want.shape and (rgb[:12] == want[:12]).all() and np.abs(rgb - want).max() <= 2
 
 
 def test_normalize_values_and_errors() -> None:
