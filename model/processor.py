@@ -10,6 +10,7 @@ text by character offsets. A sequence that does not fit is refused, never cut in
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import re
 import shutil
@@ -277,8 +278,22 @@ class VLMProcessor:
             conversation, num_tiles, add_generation_prompt, with_labels, max_length, system_message, pixel_values
         )
 
-    def tiles_for_sizes(self, sizes: Sequence[tuple[int, int]], tiling: TilingConfig | None = None) -> list[int]:
-        """Tile counts of images of these (width, height) sizes, without reading pixels."""
+    def tiles_for_sizes(self, sizes: Sequence[tuple[int, int]] | tuple[int, int],
+                        tiling: TilingConfig | None = None) -> list[int]:
+        """Tile counts of images of these (width, height) sizes (the images of one sample: they share the tile cap),
+        without reading pixels. One size may be given alone, not in a list."""
+        if isinstance(sizes, Sequence) and len(sizes) == 2 and all(_is_whole(v) for v in sizes):
+            sizes = [sizes]  # one (width, height), not two sizes
+        sizes = list(sizes)
+        for k, size in enumerate(sizes):
+            try:
+                width, height = size
+            except (TypeError, ValueError):
+                width = height = None
+            if not (_is_whole(width) and _is_whole(height) and width >= 1 and height >= 1):
+                raise ValueError(f"size {k}: expected a (width, height) pair of whole numbers >= 1, got {size!r}")
+        if not sizes:
+            return []
         tiling = self._call_tiling(tiling).for_images(len(sizes))
         return [count_tiles(w, h, tiling) for w, h in sizes]
 
@@ -490,6 +505,10 @@ def add_image_placeholders(messages: list[dict], n_images: int) -> list[dict]:
     messages = [dict(m) for m in messages]
     messages[first_user]["content"] = prefix + messages[first_user]["content"]
     return messages
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _as_image(image: ImageInput, max_pixels: int) -> Image.Image:

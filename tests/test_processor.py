@@ -255,3 +255,22 @@ def test_from_config_refuses_an_image_token_id_the_tokenizer_does_not_give_its_i
                                                rf"{processor.image_token_id}.*set image_token_id to "
                                                rf"{processor.image_token_id}"):
         VLMProcessor.from_config(config, processor.tokenizer)
+
+
+def test_tiles_for_sizes_takes_one_size_alone_and_names_a_bad_one(pocket_processor, example_image):
+    """``tiles_for_sizes((640, 480))`` was read as two sizes and failed with a bare "cannot unpack non-iterable int";
+    one size alone is now one size, as in a list, and a malformed size is refused naming it."""
+    import numpy as np
+
+    size = example_image.size
+    expected = pocket_processor.tiles_for_sizes([size])
+    assert pocket_processor.tiles_for_sizes(size) == expected
+    assert pocket_processor.tiles_for_sizes(list(size)) == expected
+    assert pocket_processor.tiles_for_sizes((np.int64(size[0]), np.int64(size[1]))) == expected
+    assert pocket_processor.tiles_for_sizes([]) == []
+    assert pocket_processor.tiles_for_sizes([size, size]) == pocket_processor.tiles_for_sizes(iter([size, size]))
+    for sizes, bad in [([size, (640,)], r"\(640,\)"), ([(640, 0)], r"\(640, 0\)"), ([(640.0, 480)], r"\(640\.0, 480\)"),
+                       ([(True, 480)], r"\(True, 480\)"), ([size, 640], "640")]:
+        with pytest.raises(ValueError, match=rf"size \d: expected a \(width, height\) pair of whole numbers >= 1, "
+                                             rf"got {bad}$"):
+            pocket_processor.tiles_for_sizes(sizes)
