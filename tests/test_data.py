@@ -337,8 +337,9 @@ def test_record_kinds_and_placeholders(tmp_path):
 
 
 def test_video_text_after_the_placeholder_starts_a_line_of_its_own(tmp_path):
-    """`<video>Q` left the question on the last frame's line ("Frame-2: <image>Q"), where `<video>\\nQ` (the public
-    format) and the Image-k lines of several images put it on a line of its own."""
+    """`<video>Q` left the question on the last frame's line ("Frame-2: <image>Q"), and `Q <video>` the first frame on
+    the question's ("Q Frame-1: <image>"), where `<video>\\nQ` (the public format) and the Image-k lines of several
+    images put each frame on a line of its own."""
     root = tmp_path / "data"
     for k in (1, 2):
         png(root / "vid" / f"frame_{k}.png", (160, 90))
@@ -348,11 +349,19 @@ def test_video_text_after_the_placeholder_starts_a_line_of_its_own(tmp_path):
         {"video": "vid", "conversations": conv("<video>  What moves?")},
         {"video": "vid", "conversations": conv("<video>\nWhat moves?")},
         {"video": "vid", "conversations": conv("What moves in <video>")},
+        {"video": "vid", "conversations": conv("What moves in <video>\nLook closely.")},
+        {"video": "vid", "conversations": conv("What moves in\t<video> \r\nLook closely.")},
+        {"video": "vid", "conversations": conv("<video> \nWhat moves?")},
+        {"video": "vid", "conversations": conv("Look.\n  <video>\nWhat moves?")},
     ])
     skips = SkipLog()
     got = [r.conversations[0]["value"] for r in read_source(SourceSpec("d", ann), skips)]
     assert skips.count() == 0
-    assert got == [f"{frames}\nWhat moves?"] * 3 + [f"What moves in {frames}"]
+    # text before <video> on its line (a question ending in it) ends there too: "What moves in Frame-1: <image>"
+    # put the first frame on the question's line, asking about that frame alone
+    assert got == [f"{frames}\nWhat moves?"] * 3 + [
+        f"What moves in\n{frames}", f"What moves in\n{frames}\nLook closely.", f"What moves in\n{frames}\r\nLook closely.",
+        f"{frames}\nWhat moves?", f"Look.\n{frames}\nWhat moves?"]
 
 
 def test_training_and_chat_place_images_by_one_rule(tmp_path, processor):

@@ -907,7 +907,8 @@ def _place_images(turns: list[dict], n_images: int) -> list[dict]:
 
 def _expand_video(turns: list[dict], n_frames: int) -> list[dict]:
     """``<video>`` (prepended to the first human turn when absent, as InternVL does) becomes
-    ``Frame-1: <image>\\nFrame-2: <image>\\n…``; text after ``<video>`` on its line starts a line of its own."""
+    ``Frame-1: <image>\\nFrame-2: <image>\\n…``, lines of their own: text before ``<video>`` on its line ends there,
+    text after it starts a line of its own."""
     if _count(turns, IMAGE_PLACEHOLDER):
         raise _Skip(IMAGE_COUNT_MISMATCH, "<image> placeholder in a video record (use <video>)")
     found = _count(turns, VIDEO_PLACEHOLDER)
@@ -918,14 +919,23 @@ def _expand_video(turns: list[dict], n_frames: int) -> list[dict]:
         k = _first_human(turns)
         turns[k]["value"] = VIDEO_PLACEHOLDER + "\n" + turns[k]["value"]
     frames = "\n".join(f"Frame-{i + 1}: {IMAGE_PLACEHOLDER}" for i in range(n_frames))
-    for t in turns:
+
+    def own_lines(m: re.Match) -> str:
         # the frames are lines of their own, as `image_prefix`'s Image-k lines are: "<video>Q" would leave the
-        # question on the last frame's line ("Frame-3: <image>Q")
-        t["value"] = _VIDEO_RUN_ON.sub(frames + "\n", t["value"]).replace(VIDEO_PLACEHOLDER, frames)
+        # question on the last frame's line ("Frame-3: <image>Q"), "Q <video>\n" the first frame on the
+        # question's ("Q Frame-1: <image>"), read as a question about that frame alone
+        text = m.string
+        before = m.start() > 0 and text[m.start() - 1] not in "\r\n"
+        after = m.end() < len(text) and text[m.end()] not in "\r\n"
+        return ("\n" if before else "") + frames + ("\n" if after else "")
+
+    for t in turns:
+        t["value"] = _VIDEO_ON_ITS_LINE.sub(own_lines, t["value"])
     return turns
 
 
-_VIDEO_RUN_ON = re.compile(re.escape(VIDEO_PLACEHOLDER) + r"[ \t]*(?=\S)")  # <video> with text after it on its line
+# <video> with the spaces beside it on its line (any whitespace but a line break)
+_VIDEO_ON_ITS_LINE = re.compile(r"[^\S\r\n]*" + re.escape(VIDEO_PLACEHOLDER) + r"[^\S\r\n]*")
 
 
 # ---------------------------------------------------------------------------------- measuring
