@@ -177,6 +177,8 @@ class TilingConfig:
         entry's ``max_dynamic_patch``), as InternVL's ``dynamic_preprocess`` takes it with ``min_tiles`` unchanged:
         where ``min_tiles`` is above the cap no grid fits, so each image gets one tile (no thumbnail), never a grid
         of fewer tiles than ``min_tiles`` asks for."""
+        if isinstance(max_tiles, bool) or not isinstance(max_tiles, int) or max_tiles < 1:
+            raise TilingError(f"max_tiles must be a whole number >= 1, got {max_tiles!r}")
         if self.min_tiles > max_tiles:
             return dataclasses.replace(self, min_tiles=1, max_tiles=1)
         return dataclasses.replace(self, max_tiles=max_tiles)

@@ -574,6 +574,9 @@ def test_for_images_keeps_min_tiles_as_internvl_does(min_tiles: int, max_tiles: 
             assert count_tiles(w, h, capped) == rule.tiles(w, h, min_tiles, share), (w, h, capped)
         if min_tiles <= share:
             assert (capped.min_tiles, capped.max_tiles) == (min_tiles, share)
+    for bad in (0, -1, 2.0, True, None):
+        with pytest.raises(tiling.TilingError, match="max_tiles must be a whole number >= 1"):
+            config.with_max_tiles(bad)
 
 
 # --- load_image ------------------------------------------------------------------------------
