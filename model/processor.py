@@ -82,6 +82,9 @@ class VLMProcessor:
         if isinstance(image_seq_length, bool) or not isinstance(image_seq_length, int) or image_seq_length < 1:
             raise ModelConfigError(f"image_seq_length (image tokens per tile) must be a positive whole number, got "
                                    f"{image_seq_length!r}")
+        if not isinstance(image_context_token, str) or not image_context_token:
+            raise ModelConfigError(f"image_context_token (the token each image feature replaces) must be a non-empty "
+                                   f"string such as '<IMG_CONTEXT>', got {image_context_token!r}")
         self.tokenizer = tokenizer
         self.tiling = tiling
         self.chat_template = chat_template

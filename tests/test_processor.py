@@ -190,6 +190,15 @@ def test_an_image_seq_length_that_is_no_positive_whole_number_is_refused_naming_
         VLMProcessor(metaspace_tokenizer, TilingConfig(), get_chat_template("Hermes-2"), image_seq_length=count)
 
 
+@pytest.mark.parametrize("token", [None, ""])
+def test_an_image_context_token_that_is_no_token_is_refused_naming_it(metaspace_tokenizer, token):
+    # None failed on construction with a bare "'NoneType' object is not iterable"; "" took some id and failed on
+    # the first image, blaming the tokenizer
+    with pytest.raises(ValueError, match=rf"image_context_token .* must be a non-empty string .*got {token!r}"):
+        VLMProcessor(metaspace_tokenizer, TilingConfig(), get_chat_template("Hermes-2"), image_seq_length=3,
+                     image_context_token=token)
+
+
 def test_one_image_given_alone_is_one_image_as_in_a_list(pocket_processor, example_image, tmp_path):
     """``images="photo.png"`` was read as one image per letter ("/: is a folder"), and an opened image alone failed
     with a bare "object of type 'Image' has no len()"."""
