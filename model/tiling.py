@@ -168,8 +168,8 @@ class TilingConfig:
 
         A cap of 1 gives a single tile (hence no thumbnail).
         """
-        if n_images < 1:
-            raise TilingError(f"n_images must be >= 1, got {n_images}")
+        if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+            raise TilingError(f"n_images must be a whole number >= 1, got {n_images!r}")
         return self.with_max_tiles(max(1, self.max_tiles // n_images))
 
     def with_max_tiles(self, max_tiles: int) -> TilingConfig:

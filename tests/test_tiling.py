@@ -577,6 +577,8 @@ def test_for_images_keeps_min_tiles_as_internvl_does(min_tiles: int, max_tiles: 
     for bad in (0, -1, 2.0, True, None):
         with pytest.raises(tiling.TilingError, match="max_tiles must be a whole number >= 1"):
             config.with_max_tiles(bad)
+        with pytest.raises(tiling.TilingError, match="n_images must be a whole number >= 1"):
+            config.for_images(bad)
 
 
 # --- load_image ------------------------------------------------------------------------------
