@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -892,6 +893,16 @@ def test_dataset_order_is_checked_item_by_item(tmp_path, processor):
         with pytest.raises(DataError, match=message):
             SupervisedDataset(records, order, processor, 512, skips)
     assert ds.order == [("d", 2), ("d", 1), ("d", 2)]  # a refused order leaves the last one in place
+    with pytest.raises(DataError):
+        ds.set_order([("d", 9)], epoch=5)
+    assert ds.epoch == 0  # a refused call changes neither
+    ds.set_order([("d", 0)], epoch=np.int64(3))
+    assert ds.epoch == 3 and type(ds.epoch) is int
+    for epoch in (1.5, "2", -1, True):
+        with pytest.raises(DataError, match=rf"epoch must be a whole number >= 0, got {epoch!r}"):
+            ds.set_order([("d", 0)], epoch=epoch)
+        with pytest.raises(DataError, match="epoch must be a whole number"):
+            SupervisedDataset(records, [("d", 0)], processor, 512, skips, epoch=epoch)
 
 
 def test_labels_supervise_only_answers(tmp_path, processor):

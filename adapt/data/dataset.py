@@ -45,26 +45,26 @@ class SupervisedDataset(torch.utils.data.Dataset):
         # single-image record and decides itself what each may get (`Augmentation.plan`: no flips for text that
         # names a direction, nothing for general sources).
         self.augment = augment
-        self.epoch = int(epoch)
+        self.epoch = 0
         self.processor = processor
         self.max_seq_length = max_seq_length
         self.skips = skips
         self.tiling = tiling if tiling is not None else processor.tiling
         self._bad: dict[tuple[str, int], tuple[str, str, str, str]] = {}  # -> (source, reason, where, detail)
-        self.set_order(order)
+        self.set_order(order, epoch)
 
     def set_order(self, order: Sequence[tuple[str, int]], epoch: int | None = None) -> None:
-        """Use a new order (e.g. the next epoch's) without rebuilding the dataset; a `DataError` names an item that
-        is no ``(source, record index)`` of ``records`` (a record may appear any number of times)."""
-        if epoch is not None:
-            self.epoch = int(epoch)
+        """Use a new order (e.g. the next epoch's, with its `epoch` for augmentation) without rebuilding the dataset;
+        a `DataError`, changing nothing, names an item that is no ``(source, record index)`` of ``records`` (a record
+        may appear any number of times) or an epoch that is no whole number >= 0."""
+        epoch = self.epoch if epoch is None else _epoch(epoch)
         order = list(order)
         sizes = {source: len(records) for source, records in self.records.items()}
         for k, item in enumerate(order):  # every item, or a wrong one fails (or reads another record) mid-epoch
             if not (type(item) is tuple and len(item) == 2 and type(item[0]) is str and type(item[1]) is int
                     and 0 <= item[1] < sizes.get(item[0], 0)):
                 order[k] = _order_item(k, item, sizes)
-        self.order = order
+        self.order, self.epoch = order, epoch
 
     def __len__(self) -> int:
         return len(self.order)
@@ -128,6 +128,13 @@ class SupervisedDataset(torch.utils.data.Dataset):
     def _drop(self, record: Record, index: int, reason: str, detail: str) -> None:
         self._bad[(record.source, index)] = (record.source, reason, record.where, detail)
         self.skips.add_dropped(record.source, reason, record.where, detail)
+
+
+def _epoch(epoch) -> int:
+    """`epoch` as an int (augmentation draws by it: 1.5 or "2" would draw another epoch's pixels), else a `DataError`."""
+    if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+        raise DataError(f"epoch must be a whole number >= 0, got {epoch!r}")
+    return int(epoch)
 
 
 def _order_item(k: int, item, sizes: dict[str, int]) -> tuple[str, int]:
