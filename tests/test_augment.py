@@ -19,6 +19,7 @@ from domains.remote_sensing.augment import (
     GENERAL,
     NAMES_DIRECTION,
     OPTED_OUT,
+    STITCHED,
     Augmentation,
     build_augmentation,
     derive_seed,
@@ -253,6 +254,34 @@ def test_text_naming_a_direction_keeps_its_orientation():
     aug = build_augmentation(flips=True, rot90=True, color_jitter=0.0, seed=0)
     assert aug.plan(forced) == ("all", "")
     assert any(aug(marked_image(), forced, key=(0, k))[1] != forced for k in range(8))
+
+
+def test_a_stitched_six_camera_frame_is_never_flipped_or_turned():
+    """A behaviour question on a stitched frame names no direction and holds no coordinates, yet a flip put
+    CAM_FRONT_LEFT on the right of the layout every other driving sample teaches: colour jitter only."""
+    from domains.driving.layout import STITCHED_SIZE
+
+    turns = [{"from": "human", "value": "<image>\nPredict the behavior of the ego vehicle."},
+             {"from": "gpt", "value": "The ego vehicle is going straight. The ego vehicle is driving slowly."}]
+    by_meta = Record(source="drivelm", line=1, images=["f.png"], image_sizes=[(1344, 448)], task="drivelm",
+                     conversations=turns, meta={"view_mode": "stitched", "augment": True})
+    by_size = Record(source="mine", line=1, images=["f.png"], image_sizes=[STITCHED_SIZE], conversations=turns)
+    as_dict = {"conversations": turns, "images": ["f.png"], "width": 2688, "height": 896}
+    picture = Record(source="rs", line=1, images=["x.png"], image_sizes=[(W, H)], conversations=turns)
+    frame = Image.fromarray(np.random.default_rng(0).integers(0, 256, (448, 1344, 3), np.uint8))
+    for jitter, what in ((0.0, "none"), (0.3, "colour")):
+        aug = build_augmentation(flips=True, rot90=True, color_jitter=jitter, seed=0)
+        assert aug.plan(picture) == ("all", "")
+        for rec in (by_meta, by_size, as_dict):
+            assert aug.plan(rec) == (what, STITCHED)
+        for k in range(8):
+            image, out = aug(frame, by_meta, key=(0, k))
+            assert out is by_meta and image.size == frame.size
+            if jitter == 0:
+                assert np.array_equal(np.asarray(image), np.asarray(frame))
+    assert aug.summary({"d": [by_meta, picture]}) == (
+        "augment (flips, 90-degree turns, colour jitter 0.3): 1 of 2 records flipped / turned; held back: "
+        f"1 {STITCHED} (colour jitter only)")
 
 
 def test_general_sources_are_left_alone_and_counted(tmp_path):

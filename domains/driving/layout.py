@@ -72,6 +72,7 @@ __all__ = [
     "grid_map",
     "is_grid_tag",
     "iter_ctags",
+    "is_stitched_frame",
     "iter_traffic_boxes",
     "multi_view_prefix",
     "render_ctag",
@@ -387,6 +388,15 @@ def check_stitched_aspect(size: tuple[int, int], where: str = "", hint: str = ""
         raise DomainError(f"{where + ': ' if where else ''}a stitched six-camera image is 3:1 "
                           f"({STITCHED_SIZE[0]}x{STITCHED_SIZE[1]}), got {w}x{h}{hint}")
     return w, h
+
+
+def is_stitched_frame(meta: Mapping | None, size: tuple[int, int] | None = None) -> bool:
+    """Whether a record's one image is a stitched six-camera frame: its `meta` says ``view_mode: "stitched"`` (the
+    DriveLM converter's records) or its `size` (W, H) is :data:`STITCHED_SIZE`. The one rule for every reader that
+    must not treat such an image as a plain picture (a flip would put CAM_FRONT_LEFT on the right)."""
+    if isinstance(meta, Mapping) and meta.get("view_mode") == "stitched":
+        return True
+    return size is not None and tuple(size) == STITCHED_SIZE
 
 
 def split_stitched(image: Image.Image, *, camera_size: tuple[int, int] | None = CAMERA_SIZE) -> dict[str, Image.Image]:

@@ -32,7 +32,10 @@ counts them for the run's log):
   such text is not rewritten. "Centre" and "middle" survive every flip and turn and hold nothing back;
 * records of ``general_sources`` (replay data, not overhead imagery) are left as they are;
 * a record's ``meta`` ``"augment": true`` lifts both rules (the record is augmented like any other),
-  ``"augment": false`` leaves it alone.
+  ``"augment": false`` leaves it alone;
+* stitched six-camera driving frames (``domains.driving.layout.is_stitched_frame``: ``meta.view_mode``
+  ``"stitched"`` or a 2688×896 image) get colour jitter only, even with ``"augment": true``: a flip or turn
+  would move the cameras out of their layout (CAM_FRONT_LEFT on the right).
 
 Also left alone (returned unchanged): records without exactly one image, records whose boxes do not
 parse as ordered 0–1000 grid boxes (a ``<box>`` holding anything else, a ``<quad>`` polygon), and records
@@ -57,7 +60,7 @@ import numpy as np
 
 from domains.base import DomainError
 from domains.boxes import GRID, ONE_BOX, from_grid, to_grid
-from domains.driving.layout import iter_ctags
+from domains.driving.layout import is_stitched_frame, iter_ctags
 
 __all__ = ["Augmentation", "build_augmentation", "derive_seed"]
 
@@ -76,6 +79,7 @@ OPTED_OUT = "with meta.augment false"
 GENERAL = "from general sources"
 NAMES_DIRECTION = "whose text names a direction such as left, top or north"
 UNMOVABLE_BOXES = "with boxes that cannot be moved"
+STITCHED = "that are stitched six-camera frames"
 _EPS = 1e-3  # px added to zero-width/height boxes (albumentations rejects them); removed after the move
 
 
@@ -168,6 +172,8 @@ class Augmentation:
             return "none", GENERAL, []
         if not (self.flips or self.rot90):
             return "all", "", []
+        if is_stitched_frame(meta, _image_size(record)):
+            return ("colour" if self.color_jitter > 0 else "none"), STITCHED, []
         texts = _texts(record)
         if not forced and any(_DIRECTION.search(text) for _, _, text in texts):
             return ("colour" if self.color_jitter > 0 else "none"), NAMES_DIRECTION, []
@@ -194,7 +200,7 @@ class Augmentation:
         line = (f"augment ({', '.join(ops)}): {counts[('all', '')]} of {sum(counts.values())} records "
                 f"{'flipped / turned' if self.flips or self.rot90 else 'colour-jittered'}")
         held = [f"{counts[what, why]} {why} ({'colour jitter only' if what == 'colour' else 'untouched'})"
-                for why in (NAMES_DIRECTION, GENERAL, OPTED_OUT, UNMOVABLE_BOXES, NOT_ONE_IMAGE)
+                for why in (NAMES_DIRECTION, STITCHED, GENERAL, OPTED_OUT, UNMOVABLE_BOXES, NOT_ONE_IMAGE)
                 for what in ("colour", "none") if counts[what, why]]
         return line + ("; held back: " + ", ".join(held) if held else "")
 
@@ -296,6 +302,16 @@ def build_augmentation(flips: bool = True, rot90: bool = True, color_jitter: flo
 # ------------------------------------------------------------------------------------------ records
 def _get(record: Any, name: str) -> Any:
     return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
+
+
+def _image_size(record: Any) -> tuple[int, int] | None:
+    """The (W, H) of the record's one image as the record gives it (``image_sizes`` or a converter's ``width`` /
+    ``height``), else None."""
+    sizes = _get(record, "image_sizes")
+    if isinstance(sizes, (list, tuple)) and len(sizes) == 1 and isinstance(sizes[0], (list, tuple)):
+        return tuple(sizes[0])
+    width, height = _get(record, "width"), _get(record, "height")
+    return (width, height) if isinstance(width, int) and isinstance(height, int) else None
 
 
 def _texts(record: Any) -> list[tuple[Any, bool, str]]:
