@@ -51,6 +51,23 @@ def test_rsvqa_count_exact_number_and_bucket(pred, ref, hit, bucket_hit):
     assert out["bucket_accuracy/count"] == bucket_hit
 
 
+@pytest.mark.parametrize("pred,ref,hit,bucket_hit", [
+    ("12", "between 10 and 100", 1.0, 1.0), ("10", "between 10 and 100", 0.0, 1.0),  # the class starts above 10
+    ("100", "between 10 and 100", 1.0, 1.0), ("Between 10 and 100", "between 10 and 100", 1.0, 1.0),
+    ("5", "between 0 and 10", 1.0, 1.0), ("0", "between 0 and 10", 0.0, 0.0), ("2000", "more than 1000", 1.0, 1.0),
+    ("1000", "more than 1000", 0.0, 0.0), ("12.5", "between 10 and 100", 0.0, 1.0), ("many", "more than 1000", 0.0, 0.0),
+    ("between 10 and 100", "12", 0.0, 1.0), ("300m2", "between 100 and 1000", 0.0, 0.0),
+])
+def test_rsvqa_count_classes_are_scored_as_their_range(pred, ref, hit, bucket_hit):
+    """A count reference written as an RSVQA count class (syvlo/RSVQA range_numbers: "between 10 and 100") raised
+    "not a number"; a number in the class (or the class) now hits it, and it is in the bucket it lies in."""
+    out = score_rsvqa(pred, rec(qtype="count"), ref)
+    assert out["accuracy"] == out["accuracy/count"] == hit
+    assert out["bucket_accuracy/count"] == bucket_hit
+    with pytest.raises(ValueError, match="count class within one bucket"):
+        score_rsvqa("50", rec(qtype="count"), "between 10 and 1000")  # spans two buckets
+
+
 @pytest.mark.parametrize("pred,ref,hit,exact", [
     ("500m2", "500m2", 1.0, 1.0), ("600 m2", "500m2", 1.0, 0.0), ("600", "500m2", 1.0, 0.0),
     ("50m2", "500m2", 0.0, 0.0), ("0m2", "0m2", 1.0, 1.0), ("2000 square meters", "1500m2", 1.0, 0.0),

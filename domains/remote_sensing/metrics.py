@@ -14,7 +14,10 @@ containment, so "no" does not hit inside "not sure" and "1" does not hit inside 
 * yes/no and other words (``rural``/``urban``): lower case, punctuation and articles dropped;
 * ``count``: the whole answer must be one number (digits, ``+3``, ``1,234``, ``1,234.5``, or an English number word
   up to twenty; integers kept exact); ``accuracy`` needs the same integer, and ``bucket_accuracy/count`` the same
-  Mini-InternVL bucket (0 / 1–100 / 101–1000 / >1000);
+  Mini-InternVL bucket (0 / 1–100 / 101–1000 / >1000). A reference written as one of RSVQA's count classes
+  (``"between 0 and 10"`` ... ``"more than 1000"``, the ``range_numbers`` vocabulary of syvlo/RSVQA's
+  ``VocabEncoder``) is hit by a number inside the class (above its low end, at most its high end) or by the same
+  class, and is in the bucket it lies in;
 * ``area``: ``"<n>m2"`` (``m2``, ``m^2``, ``m²``, ``square meters`` stripped), or one of RSVQA-HR's own area
   classes (``"0m2"``, ``"between 0m2 and 10m2"`` ... ``"more than 1000m2"``, as some releases store the answers);
   scored in the same buckets, as Mini-InternVL does (a class by the bucket it lies in: "between 10m2 and 100m2"
@@ -148,29 +151,30 @@ _AREA_BETWEEN = re.compile(r"^between\s+(.+?)\s+and\s+(.+)$", re.IGNORECASE)
 _AREA_ABOVE = re.compile(r"^(?:more|greater)\s+than\s+(.+)$", re.IGNORECASE)
 
 
-def area_span(text: str) -> tuple[str, float, float] | None:
+def area_span(text: str, *, area: bool = True) -> tuple[str, float, float] | None:
     """An area answer as ``("=", n, n)`` (a number, unit optional), ``("between", lo, hi)`` (RSVQA's class
-    ``between lo and hi``: above `lo`, at most `hi`) or ``("above", lo, inf)`` (``more than lo``), else None."""
+    ``between lo and hi``: above `lo`, at most `hi`) or ``("above", lo, inf)`` (``more than lo``), else None.
+    `area` False reads a count (no unit: "between 10 and 100")."""
     text = _LEAD_IN.sub("", str(text or "").strip()).strip().rstrip(".").strip()
-    value = parse_number(text, area=True)
+    value = parse_number(text, area=area)
     if value is not None:
         return ("=", value, value)
     m = _AREA_BETWEEN.match(text)
     if m:
-        lo, hi = parse_number(m.group(1), area=True), parse_number(m.group(2), area=True)
+        lo, hi = parse_number(m.group(1), area=area), parse_number(m.group(2), area=area)
         return ("between", lo, hi) if lo is not None and hi is not None and lo < hi else None
     m = _AREA_ABOVE.match(text)
     if m:
-        lo = parse_number(m.group(1), area=True)
+        lo = parse_number(m.group(1), area=area)
         return ("above", lo, math.inf) if lo is not None else None
     return None
 
 
-def area_bucket(text: str) -> int | None:
+def area_bucket(text: str, *, area: bool = True) -> int | None:
     """The Mini-InternVL bucket (:func:`bucket`) of an area or count answer: of its number, or of an RSVQA area
     class when the whole class lies in one bucket ("between 10m2 and 100m2" is 1-100; "more than 1000m2" is
-    >1000); else None."""
-    span = area_span(text)
+    >1000); else None. `area` False reads a count (:func:`area_span`)."""
+    span = area_span(text, area=area)
     if span is None:
         return None
     kind, lo, hi = span
@@ -207,13 +211,16 @@ def score_rsvqa(prediction: str, record: Any, reference: str) -> dict[str, float
         extra["bucket_accuracy/area"] = hit
         extra["exact_accuracy/area"] = float(area_span(prediction) == ref_span)
     elif qtype == "count":
-        ref = parse_number(reference)
-        if ref is None:
-            raise ValueError(f"rsvqa count reference is not a number: {reference!r}")
-        pred = parse_number(prediction)
-        hit = float(pred is not None and pred == ref)
-        in_bucket = pred is not None and bucket(pred) is not None and bucket(pred) == bucket(ref)
-        extra["bucket_accuracy/count"] = float(in_bucket)
+        ref_span, ref_bucket = area_span(reference, area=False), area_bucket(reference, area=False)
+        if ref_span is None or (ref_span[0] != "=" and ref_bucket is None):
+            raise ValueError(f"rsvqa count reference is neither a number (\"12\") nor an RSVQA count class within "
+                             f"one bucket (\"between 10 and 100\", \"more than 1000\"): {reference!r}")
+        pred_span = area_span(prediction, area=False)
+        kind, lo, hi = ref_span
+        counted = pred_span is not None and pred_span[0] == "=" and isinstance(pred_span[1], int)  # 12.5 is no count
+        hit = float(pred_span == ref_span or (kind != "=" and counted and lo < pred_span[1] <= hi))
+        pred_bucket = area_bucket(prediction, area=False)
+        extra["bucket_accuracy/count"] = float(pred_bucket is not None and pred_bucket == ref_bucket)
     else:
         hit = float(normalize_rsvqa(prediction) == normalize_rsvqa(reference) != "")
     out = {"accuracy": hit}
@@ -298,7 +305,8 @@ score_rsvqa.protocols = _protocols(  # type: ignore[attr-defined]
                             "'the answer is' dropped); never containment", f"{_RSVQA}; {_RS_VQA_SCORE} compares "
                             "case-insensitively without the rest of this normalisation")},
     accuracy__count=("exact count", "the answer is one number (digits, +3, 1,234, 1,234.5 or a number word up to "
-                     "twenty) equal to the reference", f"pocket-adapt, stricter than {_RS_VQA_SCORE}, whose count rule is "
+                     "twenty) equal to the reference; for an RSVQA count class (between 10 and 100, more than 1000) "
+                     "a number in the class or the class itself", f"pocket-adapt, stricter than {_RS_VQA_SCORE}, whose count rule is "
                      "bucket_accuracy/count"),
     bucket_accuracy__count=("Mini-InternVL buckets", f"the answer's number and the reference fall in {_BUCKETS}",
                             f"{_RS_VQA_SCORE} (is_correct_count; it reads bare integers only)"),
