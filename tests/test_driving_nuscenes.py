@@ -140,6 +140,7 @@ def test_an_object_beside_the_ego_vehicle_keeps_its_part_in_the_image(dataroot, 
     """A car alongside the ego vehicle, its rear corners behind CAM_FRONT: nuScenes' 2-D export keeps its in-image
     part (the hull of the corners in front, clipped); 'all' wants every corner in the image, so drops it."""
     import numpy as np
+    from nuscenes.utils.geometry_utils import BoxVisibility, view_points
     from pyquaternion import Quaternion
 
     root = tmp_path / "nus"
@@ -166,6 +167,22 @@ def test_an_object_beside_the_ego_vehicle_keeps_its_part_in_the_image(dataroot, 
     assert obj.box.x1 == pytest.approx(1084.9, abs=0.5) and obj.box.y1 == pytest.approx(433.9, abs=0.5)
     assert (obj.box.x2, obj.box.y2) == (1600.0, 900.0)
     assert ann["token"] not in {o.annotation for o in camera_objects(nusc, sd["token"], box_vis_level="all")}
+
+    # a truck filling the view, every corner in front of the camera but projected outside the image: the devkit's
+    # "any corner visible" would drop it; the export's hull clipped to the image keeps it, the whole image
+    ann.update(translation=(cam_pos + cam_rot.rotate(np.array([0.0, 0.0, 3.5]))).tolist(),
+               rotation=list((cam_rot * Quaternion(axis=[0, 1, 0], angle=-np.pi / 2)).elements),
+               size=[20.0, 4.0, 10.0], category_name="vehicle.truck")
+    (tables / "sample_annotation.json").write_text(json.dumps(read["sample_annotation"]))
+    nusc = open_nuscenes(root)
+    assert ann["token"] not in {b.token for b in nusc.get_sample_data(sd["token"], BoxVisibility.ANY)[1]}
+    _, boxes, intrinsic = nusc.get_sample_data(sd["token"], BoxVisibility.NONE)
+    (truck,) = [b for b in boxes if b.token == ann["token"]]
+    corners = view_points(truck.corners(), intrinsic, normalize=True)
+    assert (truck.corners()[2] > 0).all()
+    assert not ((corners[0] >= 0) & (corners[0] <= 1600) & (corners[1] >= 0) & (corners[1] <= 900)).any()
+    (obj,) = [o for o in camera_objects(nusc, sd["token"]) if o.annotation == ann["token"]]
+    assert tuple(obj.box) == (0.0, 0.0, 1600.0, 900.0)
 
 
 def test_category_phrases():
