@@ -18,6 +18,7 @@ from domains.boxes import from_grid, parse_ref_boxes, to_grid
 from domains.remote_sensing.augment import (
     GENERAL,
     NAMES_DIRECTION,
+    NOT_ONE_IMAGE,
     OPTED_OUT,
     STITCHED,
     Augmentation,
@@ -282,6 +283,19 @@ def test_a_stitched_six_camera_frame_is_never_flipped_or_turned():
     assert aug.summary({"d": [by_meta, picture]}) == (
         "augment (flips, 90-degree turns, colour jitter 0.3): 1 of 2 records flipped / turned; held back: "
         f"1 {STITCHED} (colour jitter only)")
+
+
+def test_a_converters_multi_image_record_is_left_alone():
+    """A converter's JSONL record lists its images under "image" (DriveLM multi: six cameras): it was read as one
+    image and flipped like a single picture."""
+    turns = [{"from": "human", "value": "CAM_FRONT: <image>\nCAM_BACK: <image>\nPredict the behavior of the ego "
+                                         "vehicle."}, {"from": "gpt", "value": "The ego vehicle is not moving."}]
+    multi = {"image": ["a.jpg", "b.jpg"], "width_list": [W, W], "height_list": [H, H], "conversations": turns}
+    one = {"image": "a.jpg", "width": W, "height": H, "conversations": turns}
+    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0)
+    assert aug.plan(multi) == ("none", NOT_ONE_IMAGE) and aug.plan(one) == ("all", "")
+    image, out = aug(marked_image(), multi, key=(0, 0))
+    assert out is multi and np.array_equal(np.asarray(image), np.asarray(marked_image()))
 
 
 def test_general_sources_are_left_alone_and_counted(tmp_path):

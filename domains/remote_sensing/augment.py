@@ -163,6 +163,8 @@ class Augmentation:
         meta = _get(record, "meta")
         meta = meta if isinstance(meta, Mapping) else {}
         images = _get(record, "images")
+        if images is None and isinstance(record, Mapping) and isinstance(record.get("image"), (list, tuple)):
+            images = record["image"]  # a converter's multi-image record: "image" is the list of six cameras
         if images is not None and len(images) != 1:
             return "none", NOT_ONE_IMAGE, []
         if meta.get("augment") is False:
