@@ -195,6 +195,9 @@ def test_markers_in_multi_mode_and_unknown_cameras():
         draw_answer(images[:2], "x", mode="multi")
     with pytest.raises(ValueError, match="one stitched image"):
         draw_answer(images, "x")
+    # one camera picture in stitched mode: its "cells" are no cameras, and the marks landed anywhere
+    with pytest.raises(ValueError, match=r"stitched mode: a stitched six-camera image is 3:1 .*got 400x225"):
+        draw_answer(images[:1], "<c1,CAM_BACK,[500,700]>")
 
 
 def test_drawing_reads_camera_names_as_scoring_does():

@@ -240,7 +240,7 @@ def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stit
     """Copies of `images` with the answer's c-tags, traffic-element boxes (on CAM_FRONT) and ``<ref>/<box>``
     boxes drawn.
 
-    * ``stitched`` (one 3:1 image): a tag is mapped to its named camera's pixels (``from_stitched``, clamped
+    * ``stitched`` (one 3:1 image, else DomainError): a tag is mapped to its named camera's pixels (``from_stitched``, clamped
       to that camera) and drawn inside that camera's cell, so a point that strays into a neighbouring cell
       still lands on the camera it names; boxes are read on the whole image's 0–1000 grid.
     * ``multi`` (one image per camera in `order`): a tag is drawn on its camera's image at its own grid point;
@@ -253,6 +253,8 @@ def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stit
     out = [img.convert("RGB").copy() for img in images]
     if mode == "stitched" and len(out) != 1:
         raise DomainError(f"stitched mode draws on one stitched image, got {len(out)} images")
+    if mode == "stitched":  # the cells of another shape are no cameras: every mark would land off its object
+        layout.check_stitched_aspect(out[0].size, "stitched mode", "; draw one camera image with mode='multi'")
     if mode == "multi" and len(out) != len(cams):
         raise DomainError(f"multi mode draws on {len(cams)} camera images ({', '.join(cams)}), got {len(out)}")
     text = str(answer or "")
