@@ -23,28 +23,18 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_llamacpp import QUESTION, _example, build  # noqa: E402  (one definition of the bench models)
+from bench.sections import median_seconds  # noqa: E402
 
 N_DECODE = 64
 TILES = (1, 13)
 REPEAT = {1: 3, 13: 1}  # timed runs after the warm-up (13 tiles of InternViT-300M take a minute in PyTorch)
 VARIANTS = ("fp32", "int8")
-
-
-def _median(fn, repeat: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _pixels(processor, n: int):
@@ -62,14 +52,14 @@ def torch_run(vlm, processor, encoded, vision_only: bool = False) -> dict:
     with torch.inference_mode():
         for n in TILES[:1] if vision_only else TILES:
             pixels = _pixels(processor, n)
-            out[f"encode_{n}_ms"] = _median(lambda: vlm.get_image_features(pixels), REPEAT[n]) * 1e3
+            out[f"encode_{n}_ms"] = median_seconds(lambda: vlm.get_image_features(pixels), REPEAT[n]) * 1e3
         if vision_only:
             return out
         inputs = encoded.to_model_inputs()
         embeds, _ = vlm.embed(inputs["input_ids"], inputs["pixel_values"])
         gen = dict(inputs_embeds=embeds, do_sample=False, eos_token_id=None, pad_token_id=processor.pad_token_id)
-        one = _median(lambda: lm.generate(**gen, max_new_tokens=1, min_new_tokens=1), 2)
-        full = _median(lambda: lm.generate(**gen, max_new_tokens=N_DECODE, min_new_tokens=N_DECODE), 2)
+        one = median_seconds(lambda: lm.generate(**gen, max_new_tokens=1, min_new_tokens=1), 2)
+        full = median_seconds(lambda: lm.generate(**gen, max_new_tokens=N_DECODE, min_new_tokens=N_DECODE), 2)
     out["decode_tps"] = (N_DECODE - 1) / max(full - one, 1e-9)
     return out
 
@@ -83,7 +73,7 @@ def runtime_run(runtime_class, folder: Path, processor, encoded, threads: int, n
         for n in TILES:
             pixels = _pixels(processor, n)
             pixels = pixels.numpy() if numpy_pixels else pixels
-            out[f"encode_{n}_ms"] = _median(lambda: runtime.encode_images(pixels), REPEAT[n]) * 1e3
+            out[f"encode_{n}_ms"] = median_seconds(lambda: runtime.encode_images(pixels), REPEAT[n]) * 1e3
         ids = encoded.input_ids.tolist()
         pixels = encoded.pixel_values.numpy() if numpy_pixels else encoded.pixel_values
         runs = []
@@ -107,7 +97,7 @@ def vision_run(path: Path, processor, threads: int) -> dict:
 
     vision = session(path, threads)
     pixels = _pixels(processor, 1).numpy()
-    ms = _median(lambda: vision.run(None, {"pixel_values": pixels}), REPEAT[1]) * 1e3
+    ms = median_seconds(lambda: vision.run(None, {"pixel_values": pixels}), REPEAT[1]) * 1e3
     return {"encode_1_ms": ms, "files_mb": sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6}
 
 

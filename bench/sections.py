@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 import platform
 import shlex
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from model.arguments import positive_int  # noqa: F401  (the bench scripts' count type, as the CLI's)
@@ -110,6 +113,29 @@ def gpu_name() -> str:
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     counted = ", ".join(f"{names.count(n)}x {n}" for n in dict.fromkeys(names))
     return f"{counted} (CUDA {torch.version.cuda})"
+
+
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median wall seconds of `repeats` timed calls of each of `fns`, after `warmup` untimed calls of each (first-use
+    costs: lazy imports, caches, allocator growth); the timed calls take turns, so drift in machine load hits every
+    side alike."""
+    if repeats < 1:
+        raise ValueError(f"repeats={repeats}: at least one timed call is needed for a median")
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of `repeats` calls of `fn` after `warmup` untimed ones (:func:`interleaved_medians`)."""
+    return interleaved_medians({"": fn}, repeats, warmup)[""]
 
 
 def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:

@@ -141,3 +141,29 @@ def test_an_unknown_revision_to_compare_with_is_one_line(tmp_path):
 
     with pytest.raises(SystemExit, match="no-such-revision-xyz"):
         unpack_revision("no-such-revision-xyz", tmp_path / "before")
+
+
+def test_interleaved_medians_leave_out_the_warm_up_and_take_turns(monkeypatch):
+    """The bench scripts' one timing loop: an untimed warm-up call of every side first, then the timed calls in
+    turn, each side's median."""
+    import types
+
+    import bench.sections as sections
+
+    now = [0.0]
+    monkeypatch.setattr(sections, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+    calls: list[str] = []
+
+    def side(name: str, seconds: list[float]):
+        def call():
+            calls.append(name)
+            now[0] += seconds.pop(0)
+        return call
+
+    medians = sections.interleaved_medians({"a": side("a", [50.0, 1.0, 3.0, 2.0]),
+                                            "b": side("b", [40.0, 5.0, 6.0, 4.0])}, repeats=3)
+    assert calls == ["a", "b", "a", "b", "a", "b", "a", "b"]
+    assert medians == {"a": 2.0, "b": 5.0}  # the 50 s and 40 s first calls are not among them
+    assert sections.median_seconds(side("c", [9.0, 4.0]), repeats=1) == 4.0
+    with pytest.raises(ValueError, match="repeats=0"):
+        sections.median_seconds(lambda: None, repeats=0)
