@@ -112,23 +112,17 @@ def torch_run(name: str, n_threads: int) -> dict:
     image = _example(processor.tiling.tile_size)
     encoded = processor([{"role": "user", "content": QUESTION}], images=[image])
     inputs = encoded.to_model_inputs()
+    from bench.sections import median_seconds
+
     lm = vlm.language_model
-
-    def timed(fn, repeat=3):
-        times = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
+    # each after an untimed warm-up call, as llama.cpp's first run is left out of its medians
     with torch.inference_mode():
-        encode = timed(lambda: vlm.get_image_features(inputs["pixel_values"]))
+        encode = median_seconds(lambda: vlm.get_image_features(inputs["pixel_values"]), 3)
         embeds, _ = vlm.embed(inputs["input_ids"], inputs["pixel_values"])
-        prefill = timed(lambda: lm(inputs_embeds=embeds, use_cache=True))
+        prefill = median_seconds(lambda: lm(inputs_embeds=embeds, use_cache=True), 3)
         gen = dict(inputs_embeds=embeds, do_sample=False, eos_token_id=None, pad_token_id=processor.pad_token_id)
-        one = timed(lambda: lm.generate(**gen, max_new_tokens=1, min_new_tokens=1), repeat=2)
-        full = timed(lambda: lm.generate(**gen, max_new_tokens=N_DECODE, min_new_tokens=N_DECODE), repeat=2)
+        one = median_seconds(lambda: lm.generate(**gen, max_new_tokens=1, min_new_tokens=1), 2)
+        full = median_seconds(lambda: lm.generate(**gen, max_new_tokens=N_DECODE, min_new_tokens=N_DECODE), 2)
     n_prompt = int(inputs["input_ids"].shape[1])
     return {"image_encode_ms": encode * 1e3, "prompt_tps": n_prompt / prefill,
             "decode_tps": (N_DECODE - 1) / max(full - one, 1e-9), "prompt_tokens": n_prompt,
@@ -188,7 +182,7 @@ def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, fl
         "Image encode: ms for the one tile; prompt: tokens/s over the whole prompt, image "
         "tokens included; decode: tokens/s; peak RSS of the process that ran it (PyTorch: its own process, float32 "
         "eager; llama.cpp: the pocket-llama process, mmproj f16). Medians of the last 2 of 3 runs (llama.cpp) / of 3 "
-        "(PyTorch). Decode bound = bandwidth / bytes one decode step reads (every text-model weight at that type, one "
+        "(PyTorch encode and prompt; of 2 for its decode) after a warm-up call. Decode bound = bandwidth / bytes one decode step reads (every text-model weight at that type, one "
         "row of the embedding table); ratios are against PyTorch in the same run.",
         "",
         f"- Machine: {machine_line()}; {n_threads} threads for both runtimes; llama.cpp from llama-cpp-python 0.3.36's "
