@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_llamacpp import bench_models  # noqa: E402
 from bench.bench_onnx import run_export_model, runtime_run  # noqa: E402
 
 MAX_SEQ_LEN = 1024  # a one-tile prompt and 64 new tokens fit; the cache length decode attends over
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     from bench.sections import positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="pocket-tiny,internvl2-1b-shaped")
+    parser.add_argument("--models", type=bench_models, default="pocket-tiny,internvl2-1b-shaped")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="threads of both runtimes (default 1: on a loaded machine more threads than free cores "
                              "slow PyTorch's OpenMP down many times)")

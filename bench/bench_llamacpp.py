@@ -35,6 +35,19 @@ N_DECODE = 64
 QUESTION = "Describe the picture."
 
 
+MODELS = ("pocket-tiny", "internvl2-1b-shaped")  # what `build` makes
+
+
+def bench_models(text: str) -> str:
+    """`--models` (argparse type): comma-separated names of `MODELS`, refused before anything is measured."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in MODELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown bench model(s) {', '.join(map(repr, unknown))}; "
+                                         f"known: {', '.join(MODELS)} (comma-separated, no spaces)")
+    return text
+
+
 def _threads() -> int:
     from deploy.llamacpp import threads
 
@@ -219,9 +232,12 @@ def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, fl
 
 
 def main(argv=None) -> int:
+    from model.arguments import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="pocket-tiny,internvl2-1b-shaped")
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--models", type=bench_models, default=",".join(MODELS))
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="threads of both runtimes (default: $POCKET_LLAMA_THREADS, else the usable cores)")
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--torch-only", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_llamacpp import QUESTION, _example, build  # noqa: E402  (one definition of the bench models)
+from bench.bench_llamacpp import QUESTION, _example, bench_models, build  # noqa: E402  (the one set of bench models)
 from bench.sections import median_seconds  # noqa: E402
 
 N_DECODE = 64
@@ -201,11 +201,11 @@ def main(argv=None) -> int:
     from bench.sections import positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="pocket-tiny,internvl2-1b-shaped")
+    parser.add_argument("--models", type=bench_models, default="pocket-tiny,internvl2-1b-shaped")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="threads of both runtimes (default 1: on a loaded machine, PyTorch's OpenMP with more "
                              "threads than free cores slows down many times, which would flatter ONNX Runtime)")
-    parser.add_argument("--vision-only", default="", metavar="MODELS",
+    parser.add_argument("--vision-only", type=lambda text: text and bench_models(text), default="", metavar="MODELS",
                         help="comma-separated models measured for one tile's image encode only (vision.onnx alone)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)

@@ -96,6 +96,10 @@ def test_a_script_needing_llama_cpp_says_it_is_missing_in_one_line(tmp_path):
     ("bench_executorch", "run_model", ["--threads", "0"]),
     ("bench_real_sizes", "run_all", ["--threads", "0"]),
     ("bench_real_sizes", "run_all", ["--steps", "0"]),
+    ("bench_llamacpp", "bandwidth_gbs", ["--threads", "0"]),
+    ("bench_llamacpp", "bandwidth_gbs", ["--models", "pocket-tiny,internvl2-1b"]),
+    ("bench_onnx", "run_model", ["--models", "pocket-tiny,internvl2-1b"]),
+    ("bench_executorch", "run_model", ["--models", "tiny"]),
 ])
 def test_a_count_below_one_is_refused_before_measuring(monkeypatch, capsys, script, measure, argv):
     """`--repeats 0` ran the whole set-up (unpacking revisions, generating data) and then ended in a
@@ -107,3 +111,18 @@ def test_a_count_below_one_is_refused_before_measuring(monkeypatch, capsys, scri
     with pytest.raises(SystemExit) as stop:
         module.main(argv)
     assert stop.value.code == 2 and f"{argv[0]}: " in capsys.readouterr().err
+
+
+def _measuring_fails(monkeypatch, module, *names: str) -> None:
+    for name in names:
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail(f"{module.__name__}.{name} measured"))
+
+
+def test_bench_onnx_refuses_an_unknown_vision_only_model(monkeypatch, capsys):
+    from bench import bench_onnx
+
+    _measuring_fails(monkeypatch, bench_onnx, "run_model", "run_vision_only")
+    with pytest.raises(SystemExit) as stop:
+        bench_onnx.main(["--models", "pocket-tiny", "--vision-only", "pocket_tiny"])
+    assert stop.value.code == 2 and "--vision-only: unknown bench model(s) 'pocket_tiny'" in capsys.readouterr().err
+
