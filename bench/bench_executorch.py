@@ -93,6 +93,9 @@ def main(argv=None) -> int:
                         help=f"KV cache positions of the exports (default {MAX_SEQ_LEN}; prompt + 64 tokens must fit)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
+    from deploy.executorch import require_executorch
+
+    require_executorch()  # missing, named before minutes of measuring and lowering, not after
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-executorch-") as tmp:
         results = {name: run_model(name, args.threads, Path(tmp), args.max_seq_len)
@@ -108,4 +111,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.sections import run_script
+
+    run_script(main)

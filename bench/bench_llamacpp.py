@@ -48,6 +48,14 @@ def bench_models(text: str) -> str:
     return text
 
 
+def require_llama_cpp() -> None:
+    """`LlamaCppError` naming the build command when llama.cpp's programs this bench runs are not built here."""
+    from deploy.llamacpp import binary
+
+    for program in ("pocket-llama", "llama-quantize"):  # q4_k_m is written by llama-quantize
+        binary(program)
+
+
 def _threads() -> int:
     from deploy.llamacpp import threads
 
@@ -245,6 +253,7 @@ def main(argv=None) -> int:
     if args.torch_only:
         print(json.dumps(torch_run(args.torch_only, n_threads)))
         return 0
+    require_llama_cpp()  # before minutes of measuring PyTorch and exporting, not after
     load_before = os.getloadavg()[0]
     bandwidth = bandwidth_gbs(n_threads)
     with tempfile.TemporaryDirectory(prefix="bench-llamacpp-") as tmp:

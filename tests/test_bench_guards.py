@@ -126,3 +126,48 @@ def test_bench_onnx_refuses_an_unknown_vision_only_model(monkeypatch, capsys):
         bench_onnx.main(["--models", "pocket-tiny", "--vision-only", "pocket_tiny"])
     assert stop.value.code == 2 and "--vision-only: unknown bench model(s) 'pocket_tiny'" in capsys.readouterr().err
 
+
+def test_bench_llamacpp_says_llama_cpp_is_not_built_before_measuring(monkeypatch, tmp_path):
+    """Without a llama.cpp build it measured the memory bandwidth, ran PyTorch and exported the model first."""
+    from bench import bench_llamacpp
+    from deploy.llamacpp import LlamaCppError
+
+    monkeypatch.setenv("POCKET_LLAMA_CPP", str(tmp_path / "none"))
+    _measuring_fails(monkeypatch, bench_llamacpp, "bandwidth_gbs", "run_model")
+    with pytest.raises(LlamaCppError, match="llama.cpp is not built here"):
+        bench_llamacpp.main(["--models", "pocket-tiny"])
+
+
+@pytest.mark.parametrize("script, module, error", [
+    ("bench_onnx", "onnxruntime", "onnxruntime package"),
+    ("bench_onnx", "onnx", "onnx package"),
+    ("bench_executorch", "executorch", "executorch package, which is not installed"),
+])
+def test_a_missing_runtime_is_named_before_measuring(monkeypatch, script, module, error):
+    """Without onnxruntime (executorch) the bench ran PyTorch and exported first, then ended in a
+    ModuleNotFoundError traceback (bench_onnx: only where its table imported onnxruntime, after every model)."""
+    import importlib
+
+    from model.errors import PocketAdaptError
+
+    bench = importlib.import_module(f"bench.{script}")
+    _measuring_fails(monkeypatch, bench, "run_model")
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now fails as a missing package does
+    with pytest.raises(PocketAdaptError, match=error):
+        bench.main(["--models", "pocket-tiny"])
+
+
+@pytest.mark.parametrize("script", ["bench_onnx.py", "bench_executorch.py"])
+def test_a_user_error_ends_in_one_line(tmp_path, script):
+    """A PocketAdaptError (a missing runtime, an export refused) ended in a traceback: these scripts ran main()
+    without bench.sections.run_script."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for module in ("onnxruntime", "executorch"):  # shadow the installed package with one that cannot import
+        (site / module).mkdir()
+        (site / module / "__init__.py").write_text("raise ModuleNotFoundError('gone', name=__name__)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--models", "pocket-tiny"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")

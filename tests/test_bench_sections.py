@@ -104,6 +104,7 @@ def test_llamacpp_section_names_the_options_and_only_the_models_measured(monkeyp
            "weight_bytes_per_token": 1e6}
     monkeypatch.setattr(bench_llamacpp, "bandwidth_gbs", lambda threads: 10.0)
     monkeypatch.setattr(bench_llamacpp, "run_model", lambda name, threads, work: {"pytorch": run, "f16": run})
+    monkeypatch.setattr(bench_llamacpp, "require_llama_cpp", lambda: None)  # what is measured is stubbed
     text = bench_llamacpp.table({"pocket-tiny": {"pytorch": run, "f16": run}}, 10.0, 1, (0.0, 0.0),
                                 "python bench/bench_llamacpp.py --models pocket-tiny --threads 1 --write")
     assert "- Command: `python bench/bench_llamacpp.py --models pocket-tiny --threads 1 --write`" in text
@@ -123,6 +124,7 @@ def test_llamacpp_section_names_extra_buffer_types_when_the_run_used_them(monkey
            "weight_bytes_per_token": 1e6}
     monkeypatch.setattr(bench_llamacpp, "bandwidth_gbs", lambda threads: 10.0)
     monkeypatch.setattr(bench_llamacpp, "run_model", lambda name, threads, work: {"pytorch": run, "f16": run})
+    monkeypatch.setattr(bench_llamacpp, "require_llama_cpp", lambda: None)  # what is measured is stubbed
     monkeypatch.setenv("POCKET_LLAMA_EXTRA_BUFTS", "1")
     texts: list = []
     table = bench_llamacpp.table
