@@ -90,6 +90,10 @@ def measure(repeats: int, before: str, also: list[str], command: str) -> str:
                     bar.update()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     n = len(results["now"][0]["answers"])
+    counts = {name: sorted({len(r["answers"]) for r in rs}) for name, rs in results.items()}
+    if any(c != [n] for c in counts.values()):  # samples/s divides every version's time by n
+        raise SystemExit("the versions evaluated different numbers of samples, so their samples/s and answers do not "
+                         "compare: " + ", ".join(f"{name} {'/'.join(map(str, c))}" for name, c in counts.items()))
     reference = results["before"][0]["answers"]
     rows = []
     for name, rs in results.items():
