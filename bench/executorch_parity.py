@@ -33,14 +33,16 @@ def measure(write: bool) -> str:
 
     from deploy.executorch import require_executorch
 
-    # named in one line here: tests/test_executorch.py, whose helpers this uses, would end in pytest's Skipped traceback
-    require_executorch()
+    require_executorch()  # named in one line (with how to install it) before anything is built
     from bench.llamacpp_parity import models
+    from bench.sections import test_helpers
     from deploy.executorch.runtime import ExecuTorchVLM
     from deploy.hf import export
     from model.resources import assets_dir
-    from tests.test_executorch import QUESTION, executorch_greedy
-    from tests.test_onnx import relative_error, torch_greedy
+
+    et_tests, onnx_tests = test_helpers("tests.test_executorch"), test_helpers("tests.test_onnx")
+    QUESTION, executorch_greedy = et_tests.QUESTION, et_tests.executorch_greedy
+    relative_error, torch_greedy = onnx_tests.relative_error, onnx_tests.torch_greedy
 
     image = Image.open(assets_dir() / "example.png").convert("RGB")
     rows = ["| model | ExecuTorch | KV cache (per call) | tiles | embeddings vs PyTorch "

@@ -24,10 +24,13 @@ def models(tmp: Path) -> dict:
     from transformers import AutoTokenizer, InternVLForConditionalGeneration
 
     import model
+    from bench.sections import test_helpers
     from model.resources import assets_dir
     from tests.conftest import randomize_, tiny_internvl_config, write_preprocessor
     from tests.test_checkpoints import write_mobilevlm_v2
-    from tests.test_gguf import sharpen_attention, tiny_ldp_model
+
+    gguf_tests = test_helpers("tests.test_gguf")
+    sharpen_attention, tiny_ldp_model = gguf_tests.sharpen_attention, gguf_tests.tiny_ldp_model
 
     tok = AutoTokenizer.from_pretrained(str(assets_dir() / "pocket-tiny"))
     torch.manual_seed(0)
@@ -51,11 +54,13 @@ def models(tmp: Path) -> dict:
 def measure(write: bool) -> str:
     from PIL import Image
 
+    from bench.sections import test_helpers
     from deploy.hf import export
     from deploy.llamacpp import PocketLlama
     from deploy.llamacpp.runtime import LlamaCppVLM
     from model.resources import assets_dir
-    from tests import test_gguf as t
+
+    t = test_helpers("tests.test_gguf")
 
     image = Image.open(assets_dir() / "example.png").convert("RGB")
     rows = []

@@ -28,13 +28,16 @@ def measure(write: bool) -> str:
 
     from deploy.onnx.runtime import OnnxVLM, import_extra
 
-    # named in one line here: tests/test_onnx.py, whose helpers this uses, would end in pytest's Skipped traceback
+    # named in one line, with how to install it, before anything is built
     for module in ("onnx", "onnxruntime", "onnxscript"):
         import_extra(module)
     from bench.llamacpp_parity import models
+    from bench.sections import test_helpers
     from deploy.hf import export
     from model.resources import assets_dir
-    from tests.test_onnx import QUESTION, onnx_greedy, relative_error, torch_greedy
+
+    t = test_helpers("tests.test_onnx")
+    QUESTION, onnx_greedy, relative_error, torch_greedy = t.QUESTION, t.onnx_greedy, t.relative_error, t.torch_greedy
 
     image = Image.open(assets_dir() / "example.png").convert("RGB")
     rows = ["| model | ONNX | tiles | embeddings vs PyTorch | logits vs PyTorch (worst of 32 steps) "

@@ -172,6 +172,22 @@ def command_line(script: str, parser: argparse.ArgumentParser, args: argparse.Na
     return shlex.join(words) + " --write"
 
 
+def test_helpers(module: str):
+    """The tests module `module` (``"tests.test_gguf"``), whose tiny-model builders and comparisons a bench script
+    shares. Its `tests.deps.require` calls skip (under CI: fail) the module where an optional package is missing,
+    which outside pytest is a traceback; here it is a one-line `MissingExtraError`."""
+    import importlib
+
+    import pytest
+
+    from model.errors import MissingExtraError
+
+    try:
+        return importlib.import_module(module)
+    except (pytest.skip.Exception, pytest.fail.Exception) as err:
+        raise MissingExtraError(f"{module.replace('.', '/')}.py, whose helpers this uses, {err.msg}") from None
+
+
 def run_script(main) -> None:
     """Exit with `main()`'s status; an error the user can fix (`PocketAdaptError`, e.g. llama.cpp not built) ends in
     its one-line message and status 1 instead of a traceback."""

@@ -173,3 +173,19 @@ def test_a_user_error_ends_in_one_line(tmp_path, script):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("script, missing", [("onnx_parity.py", "gguf"), ("executorch_parity.py", "onnxscript")])
+def test_a_package_the_shared_test_helpers_need_is_named_in_one_line(tmp_path, script, missing):
+    """The parity scripts build their models with tests/test_gguf.py's (and compare with tests/test_onnx.py's)
+    helpers: a package those modules `require` (gguf, onnxscript) ended in pytest's Skipped traceback."""
+    site = tmp_path / "site"
+    (site / missing).mkdir(parents=True)
+    (site / missing / "__init__.py").write_text("raise ModuleNotFoundError('gone', name=__name__)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    env.pop("CI", None)
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: tests/test_") and f"needs {missing!r}" in last
