@@ -26,7 +26,15 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sections import ROOT, command_line, machine_line, positive_int, publish, unpack_revision  # noqa: E402
+from bench.sections import (  # noqa: E402
+    ROOT,
+    available_gib,
+    command_line,
+    machine_line,
+    positive_int,
+    publish,
+    unpack_revision,
+)
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "bench_load"
@@ -77,13 +85,6 @@ def _build(preset: str, folder: Path) -> None:
         raise SystemExit(f"building the {preset} checkpoint in {folder} failed:\n{done.stderr[-3000:]}")
 
 
-def _available_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 2**20
-    return float("inf")
-
-
 def measure(models: list[str], repeats: int, before: str, work: Path, command: str) -> str:
     old = unpack_revision(before, work / "before")
     rows = []
@@ -93,7 +94,7 @@ def measure(models: list[str], repeats: int, before: str, work: Path, command: s
         size_gb = sum(p.stat().st_size for p in folder.glob("*.safetensors")) / 1e9
         # before: the weights read (1x) + a float32 model (2x) + the bfloat16 cast (1x); skipped where it cannot fit
         versions = [("now", ROOT)]
-        if _available_gib() > 4.5 * size_gb / 1.074:
+        if available_gib() > 4.5 * size_gb / 1.074:
             versions.append(("before", old))
         runs: dict[str, list[dict]] = {version: [] for version, _ in versions}
         for _ in tqdm(range(repeats), desc=f"loading {preset}"):

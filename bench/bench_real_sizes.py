@@ -155,13 +155,6 @@ def train_child(spec: dict, result_path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- parent
-def mem_available_gb() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
 def loadavg() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -197,6 +190,7 @@ def recipe_overrides(source: Path, out: Path, precision: str, dtype: str, args) 
 
 
 def run_all(args) -> list[dict]:
+    from bench.sections import available_gib
     from model.resources import templates_dir
 
     work = Path(args.work)
@@ -210,7 +204,7 @@ def run_all(args) -> list[dict]:
         need = args.min_free_gb if big else MIN_FREE_SMALL_GB
         dtype = "bfloat16" if big else "float32"
         precisions = ["bf16"] if big else args.precisions.split(",")
-        free = mem_available_gb()
+        free = available_gib()
         if free < need:
             rows.append({"preset": preset, "skipped": f"{free:.1f} GiB available < {need:g} GiB needed"})
             print(f"{preset}: skipped ({rows[-1]['skipped']})", flush=True)
@@ -226,7 +220,7 @@ def run_all(args) -> list[dict]:
                 continue
             built = {"build_s": wall}
         for precision in precisions:
-            free = mem_available_gb()
+            free = available_gib()
             if free < need:
                 rows.append({"preset": preset, "precision": precision, "model_dtype": dtype,
                              "skipped": f"{free:.1f} GiB available < {need:g} GiB needed"})

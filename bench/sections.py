@@ -138,6 +138,15 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return interleaved_medians({"": fn}, repeats, warmup)[""]
 
 
+def available_gib() -> float:
+    """GiB of memory the system can give without swapping (`adapt`'s reading of MemAvailable); inf where unknown, so
+    a bench's guard against running out lets through a run it cannot judge."""
+    from adapt.data.mixture import _available_memory
+
+    available = _available_memory()
+    return float("inf") if available is None else available / 2**30
+
+
 def paired_difference(a: dict, b: dict) -> tuple[float, float, int]:
     """Mean of ``a[k] - b[k]`` over the keys both score (the same held-out answers), two standard errors of that
     mean, and the number of pairs. Pairing removes the variance the two runs share (which questions are hard)."""

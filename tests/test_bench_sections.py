@@ -169,3 +169,18 @@ def test_interleaved_medians_leave_out_the_warm_up_and_take_turns(monkeypatch):
     assert sections.median_seconds(side("c", [9.0, 4.0]), repeats=1) == 4.0
     with pytest.raises(ValueError, match="repeats=0"):
         sections.median_seconds(lambda: None, repeats=0)
+
+
+def test_available_memory_is_adapts_reading_and_unknown_lets_a_run_through(monkeypatch):
+    """bench_load and bench_real_sizes each parsed /proc/meminfo their own way (unknown: inf in one, nan in the
+    other); both now ask bench.sections.available_gib, which reads adapt's one MemAvailable helper."""
+    import adapt.data.mixture
+    import bench.bench_load
+    import bench.bench_real_sizes
+    from bench.sections import available_gib
+
+    assert not hasattr(bench.bench_load, "_available_gib") and not hasattr(bench.bench_real_sizes, "mem_available_gb")
+    monkeypatch.setattr(adapt.data.mixture, "_available_memory", lambda: 3 * 2**30)
+    assert available_gib() == 3.0
+    monkeypatch.setattr(adapt.data.mixture, "_available_memory", lambda: None)
+    assert available_gib() == float("inf")
