@@ -153,3 +153,11 @@ def test_the_published_command_reproduces_a_cpu_run_of_a_gpu_model():
     words = shlex.split(bench.published_command(args))
     assert "--allow-cpu" in words and words[words.index("--label") + 1] == "my laptop"
     assert words[words.index("--adapt-variant") + 1] == "note=logging.every=5,output.dir=a b"
+
+
+def test_the_published_description_is_the_one_the_script_writes():
+    """The section's description says how the figures were taken (for two repeats the "median run" is the faster
+    one, while the CPU columns are the median over both runs): BENCHMARKS.md must carry the script's own text."""
+    body = read_section(ROOT / "BENCHMARKS.md", bench.SECTION)
+    assert bench.INTRO in body
+    assert "of an even number the faster of the middle two" in bench.INTRO
