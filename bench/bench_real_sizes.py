@@ -277,8 +277,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _per_image(image_size: int, max_tiles: int) -> str:
+    """What one `image_size` px square image is to the presets (448 px tiles, 256 image tokens a tile)."""
+    from model.tiling import TilingConfig, count_tiles
+
+    tiles = count_tiles(image_size, image_size, TilingConfig(tile_size=448, max_tiles=max_tiles))
+    return ("one 448 px tile, 256 image tokens" if tiles == 1 else
+            f"{tiles} 448 px tiles (thumbnail included), {256 * tiles} image tokens")
+
+
 def section(rows: list[dict], args, argv: list[str], load_before: str, load_after: str) -> str:
     from bench.sections import machine_line
+    from model.limits import usable_cores
 
     return f"""## Real model sizes on CPU (one optimizer step)
 
@@ -286,7 +296,7 @@ Public-model presets at their real shapes with seeded random weights (no downloa
 stands in for the hub one, the vocabulary size stays the preset's), trained by `adapt train`'s `Trainer` in one
 subprocess per row: LLM LoRA r 16 (alpha 32, every Linear layer), projector full, vision frozen, gradient
 checkpointing, AdamW, batch as in the table (accumulation 1), max_seq_length 2048, {args.image_size} px synthetic quick-start
-images (max_tiles {args.max_tiles}: one 448 px tile, 256 image tokens, per image), {args.threads} torch thread(s),
+images (max_tiles {args.max_tiles}: {_per_image(args.image_size, args.max_tiles)}, per image), {args.threads} torch thread(s),
 `nice -n 5`. Step 1 is the warm-up; "timed step" is the mean of the later steps (a row run for one step only
 shows step 1 again). weights = `model.dtype`
 (float32 master weights where they fit; bfloat16 for the 4B preset, whose fp32 weights alone are 15 GB);
@@ -296,8 +306,8 @@ the process' peak while loading model + data, then (peak reset) over the optimiz
 - Command: `{shlex.join(['python', 'bench/bench_real_sizes.py', *argv])}`
 - Machine: {machine_line()}
 - Load average (1, 5, 15 min) before: {load_before}; after: {load_after} (per row: the table below). The run's own
-  two threads make a load of about 2 on this 2-core machine; well above that, other jobs shared the cores and the
-  times are upper bounds
+  {args.threads} thread(s) make a load of about {args.threads} on this {usable_cores()}-core machine; well above that,
+  other jobs shared the cores and the times are upper bounds
 
 {table(rows)}
 """

@@ -55,3 +55,17 @@ def test_published_command_is_shell_quoted(tmp_path, ran):
     import shlex
 
     assert shlex.split(line[len("- Command: `"):-1])[-1] == str(work)
+
+
+def test_the_section_describes_the_images_and_threads_of_its_run(tmp_path, ran, monkeypatch):
+    """The text said "one 448 px tile, 256 image tokens" and "two threads ... on this 2-core machine" whatever
+    --image-size, --max-tiles and --threads the run had."""
+    import model.limits
+
+    monkeypatch.setattr(model.limits, "usable_cores", lambda: 8)
+    rs.main(["--models", "mini-internvl-4b", "--work", str(tmp_path), "--image-size", "896", "--threads", "3"])
+    text = " ".join((tmp_path / "section.md").read_text().split())
+    assert "max_tiles 4: 5 448 px tiles (thumbnail included), 1280 image tokens, per image" in text
+    assert "own 3 thread(s) make a load of about 3 on this 8-core machine" in text
+    rs.main(["--models", "mini-internvl-4b", "--work", str(tmp_path)])
+    assert "max_tiles 4: one 448 px tile, 256 image tokens, per image" in (tmp_path / "section.md").read_text()
