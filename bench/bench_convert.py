@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rs-n", type=positive_int, default=24, help="synthetic remote-sensing images per class / set")
-    parser.add_argument("--rs-size", type=int, default=256, help="synthetic remote-sensing image side")
+    parser.add_argument("--rs-size", type=positive_int, default=256, help="synthetic remote-sensing image side")
     parser.add_argument("--med-n", type=positive_int, default=6, help="synthetic medical patients / images per class")
     parser.add_argument("--scenes", type=positive_int, default=2, help="synthetic driving scenes")
     parser.add_argument("--frames", type=positive_int, default=3, help="key frames per scene")

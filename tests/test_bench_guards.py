@@ -89,6 +89,7 @@ def test_a_script_needing_llama_cpp_says_it_is_missing_in_one_line(tmp_path):
     ("bench_drivelm_convert", "run", ["--frames", "0"]),
     ("bench_convert", "run", ["--repeats", "-1"]),
     ("bench_convert", "run", ["--scenes", "0"]),
+    ("bench_convert", "run", ["--rs-size", "0"]),
     ("bench_startup", "measure", ["--repeats", "0"]),
     ("bench_eval", "measure", ["--repeats", "0"]),
     ("bench_load", "measure", ["--repeats", "0"]),
