@@ -48,6 +48,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 def run(rs_n: int, rs_size: int, med_n: int, scenes: int, frames: int, repeats: int, command: str) -> str:
     from bench.sections import machine_line
     from domains.base import get_domain
+    from model.limits import usable_cores
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_convert_"))
     try:
@@ -82,6 +83,7 @@ def run(rs_n: int, rs_size: int, med_n: int, scenes: int, frames: int, repeats: 
                         f"{'yes' if same else '**NO**'} |")
             print(rows[-1], flush=True)
         load_after = os.getloadavg()
+        cores = usable_cores()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return "\n".join([
@@ -102,9 +104,9 @@ def run(rs_n: int, rs_size: int, med_n: int, scenes: int, frames: int, repeats: 
         "",
         f"- Machine: {machine_line()}",
         f"- Load average (1, 5, 15 min) before: {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; after: "
-        f"{load_after[0]:.2f}, {load_after[1]:.2f}, {load_after[2]:.2f}. The machine has 2 cores and is shared with "
-        "other jobs (load above 2 means the workers wait for a core), so the 2-worker figures are understated here "
-        "(the main process still parses, checks and writes while both workers compute).",
+        f"{load_after[0]:.2f}, {load_after[1]:.2f}, {load_after[2]:.2f}. The machine has {cores} core(s) and is shared "
+        f"with other jobs (load above {cores} means the workers wait for a core), so the 2-worker figures are "
+        "understated here (the main process still parses, checks and writes while both workers compute).",
         f"- Command: `{command}`",
         "",
         "| converter | records | s / 1,000 records, 1 worker | 2 workers | speed-up | identical |",

@@ -190,3 +190,26 @@ def test_a_package_the_shared_test_helpers_need_is_named_in_one_line(tmp_path, s
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: tests/test_") and f"needs {missing!r}" in last
+
+
+def test_bench_convert_names_the_cores_of_its_machine(monkeypatch):
+    """The section said "The machine has 2 cores" (and "load above 2") on any machine."""
+    import types
+
+    import domains.base
+    import model.limits
+    from bench import bench_convert
+
+    class Plugin:
+        def synthetic(self, root, **kwargs):
+            return {dataset: root for _, dataset, _ in bench_convert.CASES}
+
+        def convert(self, dataset, src, out, workers, **options):
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "records.jsonl").write_text(dataset)
+            return types.SimpleNamespace(written=10)
+
+    monkeypatch.setattr(domains.base, "get_domain", lambda name: Plugin())
+    monkeypatch.setattr(model.limits, "usable_cores", lambda: 16)
+    text = bench_convert.run(8, 16, 2, 1, 1, 1, "python bench/bench_convert.py --write")
+    assert "The machine has 16 core(s)" in text and "load above 16 means" in text and "2 cores" not in text
