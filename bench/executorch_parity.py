@@ -35,12 +35,12 @@ def measure(write: bool) -> str:
 
     require_executorch()  # named in one line (with how to install it) before anything is built
     from bench.llamacpp_parity import models
-    from bench.sections import test_helpers
+    from bench.sections import helpers_of_tests
     from deploy.executorch.runtime import ExecuTorchVLM
     from deploy.hf import export
     from model.resources import assets_dir
 
-    et_tests, onnx_tests = test_helpers("tests.test_executorch"), test_helpers("tests.test_onnx")
+    et_tests, onnx_tests = helpers_of_tests("tests.test_executorch"), helpers_of_tests("tests.test_onnx")
     QUESTION, executorch_greedy = et_tests.QUESTION, et_tests.executorch_greedy
     relative_error, torch_greedy = onnx_tests.relative_error, onnx_tests.torch_greedy
 

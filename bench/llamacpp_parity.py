@@ -24,12 +24,12 @@ def models(tmp: Path) -> dict:
     from transformers import AutoTokenizer, InternVLForConditionalGeneration
 
     import model
-    from bench.sections import test_helpers
+    from bench.sections import helpers_of_tests
     from model.resources import assets_dir
     from tests.conftest import randomize_, tiny_internvl_config, write_preprocessor
     from tests.test_checkpoints import write_mobilevlm_v2
 
-    gguf_tests = test_helpers("tests.test_gguf")
+    gguf_tests = helpers_of_tests("tests.test_gguf")
     sharpen_attention, tiny_ldp_model = gguf_tests.sharpen_attention, gguf_tests.tiny_ldp_model
 
     tok = AutoTokenizer.from_pretrained(str(assets_dir() / "pocket-tiny"))
@@ -54,13 +54,13 @@ def models(tmp: Path) -> dict:
 def measure(write: bool) -> str:
     from PIL import Image
 
-    from bench.sections import test_helpers
+    from bench.sections import helpers_of_tests
     from deploy.hf import export
     from deploy.llamacpp import PocketLlama
     from deploy.llamacpp.runtime import LlamaCppVLM
     from model.resources import assets_dir
 
-    t = test_helpers("tests.test_gguf")
+    t = helpers_of_tests("tests.test_gguf")
 
     image = Image.open(assets_dir() / "example.png").convert("RGB")
     rows = []

@@ -32,11 +32,11 @@ def measure(write: bool) -> str:
     for module in ("onnx", "onnxruntime", "onnxscript"):
         import_extra(module)
     from bench.llamacpp_parity import models
-    from bench.sections import test_helpers
+    from bench.sections import helpers_of_tests
     from deploy.hf import export
     from model.resources import assets_dir
 
-    t = test_helpers("tests.test_onnx")
+    t = helpers_of_tests("tests.test_onnx")
     QUESTION, onnx_greedy, relative_error, torch_greedy = t.QUESTION, t.onnx_greedy, t.relative_error, t.torch_greedy
 
     image = Image.open(assets_dir() / "example.png").convert("RGB")

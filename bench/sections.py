@@ -181,7 +181,7 @@ def command_line(script: str, parser: argparse.ArgumentParser, args: argparse.Na
     return shlex.join(words) + " --write"
 
 
-def test_helpers(module: str):
+def helpers_of_tests(module: str):
     """The tests module `module` (``"tests.test_gguf"``), whose tiny-model builders and comparisons a bench script
     shares. Its `tests.deps.require` calls skip (under CI: fail) the module where an optional package is missing,
     which outside pytest is a traceback; here it is a one-line `MissingExtraError`."""
