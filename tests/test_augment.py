@@ -466,3 +466,29 @@ def test_a_record_whose_moved_boxes_run_too_long_is_trained_as_read_not_dropped(
         assert item is not None and item["encoded"]["conversation"] == record.conversations
         assert white_bbox(item["encoded"]["images"][0]) == BOX_PX  # the pixels as read, with the text as read
     assert skips.count() == 0 and ds.dropped_entry(moved[0]) is None
+
+
+def test_a_camera_picture_is_flipped_left_right_only():
+    """A nuScenes camera picture (meta.camera) was turned and flipped upside down like an overhead scene: the sky
+    ended below the street. It keeps its up: a left-right flip at most, with its box moved."""
+    turns = [{"from": "human", "value": "<image>\nPlease provide the bounding box of <ref>the truck</ref>."},
+             {"from": "gpt", "value": "<ref>the truck</ref><box>[[100, 500, 300, 900]]</box>"}]
+    record = Record(source="nuscenes", line=1, images=["c.jpg"], image_sizes=[(W, H)], task="grounding",
+                    conversations=turns, meta={"camera": "CAM_FRONT"})
+    sky_above = np.zeros((H, W, 3), np.uint8)
+    sky_above[: H // 2] = 255  # white sky over a black street
+    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.0, seed=0)
+    assert aug.summary({"d": [record]}) == ("augment (flips, 90-degree turns): 1 of 1 records flipped / turned "
+                                            "(1 of them camera pictures, flipped left-right only)")
+    boxes = set()
+    for k in range(16):
+        image, out = aug(Image.fromarray(sky_above), record, key=(0, k))
+        pixels = np.asarray(image)
+        assert image.size == (W, H) and pixels[0].min() == 255 and pixels[-1].max() == 0, k
+        boxes.add(out.conversations[1]["value"])
+    assert boxes == {"<ref>the truck</ref><box>[[100, 500, 300, 900]]</box>",
+                     "<ref>the truck</ref><box>[[700, 500, 900, 900]]</box>"}
+    assert aug.plan(record) == ("all", "")
+    rot_only = build_augmentation(flips=False, rot90=True, color_jitter=0.0, seed=0)
+    for k in range(8):
+        assert rot_only(Image.fromarray(sky_above), record, key=(0, k))[1] is record

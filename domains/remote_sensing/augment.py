@@ -35,7 +35,9 @@ counts them for the run's log):
   ``"augment": false`` leaves it alone;
 * stitched six-camera driving frames (``domains.driving.layout.is_stitched_frame``: ``meta.view_mode``
   ``"stitched"`` or a 2688×896 image) get colour jitter only, even with ``"augment": true``: a flip or turn
-  would move the cameras out of their layout (CAM_FRONT_LEFT on the right).
+  would move the cameras out of their layout (CAM_FRONT_LEFT on the right);
+* a single camera picture (``meta.camera``, as the nuScenes converter writes it) has an up: it is at most
+  flipped left-right (with ``flips``), never upside down or turned, so a street stays a street.
 
 Also left alone (returned unchanged): records without exactly one image, records whose boxes do not
 parse as ordered 0–1000 grid boxes (a ``<box>`` holding anything else, a ``<quad>`` polygon), and records
@@ -204,6 +206,8 @@ class Augmentation:
         held = [f"{counts[what, why]} {why} ({'colour jitter only' if what == 'colour' else 'untouched'})"
                 for why in (NAMES_DIRECTION, STITCHED, GENERAL, OPTED_OUT, UNMOVABLE_BOXES, NOT_ONE_IMAGE)
                 for what in ("colour", "none") if counts[what, why]]
+        upright = sum(self.plan(r) == ("all", "") and _is_camera_picture(r) for rs in records.values() for r in rs)
+        line += f" ({upright} of them camera pictures, flipped left-right only)" if upright else ""
         return line + ("; held back: " + ", ".join(held) if held else "")
 
     def _draw(self, key: Any) -> tuple[tuple[bool, bool, bool], int]:
@@ -264,6 +268,8 @@ class Augmentation:
         symmetry, jitter_seed = self._draw(key)
         if what == "colour":
             symmetry = (False, False, False)
+        elif _is_camera_picture(record):
+            symmetry = (False, self.flips and symmetry[1], False)
         if not any(symmetry):  # colour only (or nothing): the boxes stay where they are
             if self.color_jitter == 0:
                 return image, record
@@ -302,6 +308,13 @@ def build_augmentation(flips: bool = True, rot90: bool = True, color_jitter: flo
 
 
 # ------------------------------------------------------------------------------------------ records
+def _is_camera_picture(record: Any) -> bool:
+    """Whether `record` is one ground-level camera picture (``meta.camera``, as the nuScenes converter writes it):
+    it has an up, so only a left-right flip keeps it a plausible picture."""
+    meta = _get(record, "meta")
+    return isinstance(meta, Mapping) and bool(meta.get("camera"))
+
+
 def _get(record: Any, name: str) -> Any:
     return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
 
