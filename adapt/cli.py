@@ -359,8 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="onnx or executorch only: int8 (onnx: onnxruntime's dynamic int8 quantisation of the vision and "
                              "decoder MatMuls; executorch: torchao int8 per-channel weights with dynamic int8 activations, run by XNNPACK)")
     export.add_argument("--max-seq-len", type=positive_int,
-                        help="executorch only: positions of the static KV cache (default: the model's context, at most 4096; "
-                             "at least one image at one tile and a short question)")
+                        help="executorch only: positions of the static KV cache (default: the model's context, at most "
+                             "4096; at least one image at one tile and a short question)")
     export.add_argument("--adapter", type=_path, help="a LoRA adapter folder (adapter_config.json) to merge before export")
     export.add_argument("--recipe", type=_path, help="tensorrt only: a recipe whose tiling sets the engine profiles "
                                                     "(default: the model's own tiling)")

@@ -340,8 +340,9 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     scored, so a report gives no gain between runs that scored as many but different samples. A source or group
     whose samples' main metrics come from several tasks, one of them not on the 0-1 scale (its declared scale,
     `adapt.metrics.main_scale`, so every run reads a task alike; a task declaring none is read as 0-1, and a value
-    outside [0, 1], or a declared task's outside its scale, is warned of and noted under its source), has ``"main": None`` and ``"task_main": {task: mean}`` (and, a source, a note saying so): one mean
-    of 0-100 ratings and accuracies means nothing.
+    outside [0, 1], or a declared task's outside its scale, is warned of and noted under its source), has
+    ``"main": None`` and ``"task_main": {task: mean}`` (and, a source, a note saying so): one mean of 0-100 ratings
+    and accuracies means nothing.
     """
     kinds = dict(kinds or {})
     context = dict(context or {})

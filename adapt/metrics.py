@@ -204,14 +204,15 @@ def register_task(task: str, fn: MetricFn, *, overwrite: bool = False, main_metr
     """Register the scorer of a task; domains plug their metrics in here.
 
     `fn(prediction, record, reference)` returns named scores, each on its metric's own scale (built-ins in [0, 1];
-    only the main metric is checked, against `scale`; say a wider one in the protocol's rule). `main_metric` names the score
-    reports rank by (default: the first key `fn` returns); the task's first `score` checks that `fn` returns it
-    (unless an `aggregate` names the main metric). `aggregate` computes corpus-level metrics
+    only the main metric is checked, against `scale`; say a wider one in the protocol's rule). `main_metric` names
+    the score reports rank by (default: the first key `fn` returns); the task's first `score` checks that `fn`
+    returns it (unless an `aggregate` names the main metric). `aggregate` computes corpus-level metrics
     (see the module docstring; default: `fn.aggregate` when the scorer has one). `protocols` names the rule
     and source of each metric (default: `fn.protocols`; see the module docstring). `scale`: the (low, high) range
     of the main metric, e.g. ``(0, 100)`` for a 0-100 rating (default: `fn.scale`), by which
     `adapt.evaluate.summarize` keeps a main metric off the 0-1 scale out of a mean with others, in every run alike;
-    a task declaring none is read as 0-1 (a value outside [0, 1] is warned of, never a reason to read it otherwise). Re-registering a task needs `overwrite=True`.
+    a task declaring none is read as 0-1 (a value outside [0, 1] is warned of, never a reason to read it otherwise).
+    Re-registering a task needs `overwrite=True`.
     """
     if not task or not isinstance(task, str):
         raise ValueError(f"task name must be a non-empty string, got {task!r}")

@@ -361,7 +361,8 @@ def test_video_text_after_the_placeholder_starts_a_line_of_its_own(tmp_path):
     # text before <video> on its line (a question ending in it) ends there too: "What moves in Frame-1: <image>"
     # put the first frame on the question's line, asking about that frame alone
     assert got == [f"{frames}\nWhat moves?"] * 3 + [
-        f"What moves in\n{frames}", f"What moves in\n{frames}\nLook closely.", f"What moves in\n{frames}\r\nLook closely.",
+        f"What moves in\n{frames}", f"What moves in\n{frames}\nLook closely.",
+        f"What moves in\n{frames}\r\nLook closely.",
         f"{frames}\nWhat moves?", f"Look.\n{frames}\nWhat moves?"]
 
 

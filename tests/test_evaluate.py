@@ -253,7 +253,8 @@ def test_a_task_declaring_no_scale_is_read_as_0_1_in_every_run(tmp_path):
         assert drive["main"] == pytest.approx((rating + 1.0) / 2) and "task_main" not in drive
         assert summary["groups"]["domain"]["main"] == pytest.approx((rating + 1.0) / 2)
     assert base["sources"]["drive"]["notes"] == []
-    assert any("declares no scale" in note and "scale=(0, 100)" in note for note in adapted["sources"]["drive"]["notes"])
+    assert any("declares no scale" in note and "scale=(0, 100)" in note
+               for note in adapted["sources"]["drive"]["notes"])
 
 
 def test_a_main_metric_outside_its_declared_scale_is_warned_of():

@@ -23,8 +23,8 @@ def test_a_class_folder_of_folders_names_them(tmp_path):
     assert report.skipped == {"empty class folder": 2}
     empty, urban = report.examples["empty class folder"]
     assert empty == "Empty: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .jp2, .img)"
-    assert urban == ("urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .jp2, .img), nor do its "
-                     "folders (industrial, residential)")
+    assert urban == ("urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .jp2, .img), "
+                     "nor do its folders (industrial, residential)")
 
 
 def _png(path, value=0):
@@ -117,8 +117,8 @@ def test_without_nested_images_below_a_class_folder_are_named_not_read(tmp_path)
     report = convert_classification(src, tmp_path / "out", test_fraction=0, progress=False)
     assert sorted(r["meta"]["source"] for r in _records(report)) == ["forest/f0.png", "water/w.png"]
     assert report.skipped == {"empty class folder": 1} and report.warnings == {"class subfolders not read": 1}
-    assert "urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .jp2, .img); its folders (tiles) hold " \
-        "1 image(s), not read: pass --option nested=true" in report.examples["empty class folder"][0]
+    assert "urban: class folder holds no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .jp2, .img); its folders " \
+        "(tiles) hold 1 image(s), not read: pass --option nested=true" in report.examples["empty class folder"][0]
     assert "forest: its folders (site1) hold 1 image(s), not read" in \
         report.warning_examples["class subfolders not read"][0]
 

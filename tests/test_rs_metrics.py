@@ -55,7 +55,8 @@ def test_rsvqa_count_exact_number_and_bucket(pred, ref, hit, bucket_hit):
     ("12", "between 10 and 100", 1.0, 1.0), ("10", "between 10 and 100", 0.0, 1.0),  # the class starts above 10
     ("100", "between 10 and 100", 1.0, 1.0), ("Between 10 and 100", "between 10 and 100", 1.0, 1.0),
     ("5", "between 0 and 10", 1.0, 1.0), ("0", "between 0 and 10", 0.0, 0.0), ("2000", "more than 1000", 1.0, 1.0),
-    ("1000", "more than 1000", 0.0, 0.0), ("12.5", "between 10 and 100", 0.0, 1.0), ("many", "more than 1000", 0.0, 0.0),
+    ("1000", "more than 1000", 0.0, 0.0), ("12.5", "between 10 and 100", 0.0, 1.0),
+    ("many", "more than 1000", 0.0, 0.0),
     ("between 10 and 100", "12", 0.0, 1.0), ("300m2", "between 100 and 1000", 0.0, 0.0),
 ])
 def test_rsvqa_count_classes_are_scored_as_their_range(pred, ref, hit, bucket_hit):

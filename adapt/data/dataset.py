@@ -131,7 +131,8 @@ class SupervisedDataset(torch.utils.data.Dataset):
 
 
 def _epoch(epoch) -> int:
-    """`epoch` as an int (augmentation draws by it: 1.5 or "2" would draw another epoch's pixels), else a `DataError`."""
+    """`epoch` as an int (augmentation draws by it: 1.5 or "2" would draw another epoch's pixels), else a
+    `DataError`."""
     if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
         raise DataError(f"epoch must be a whole number >= 0, got {epoch!r}")
     return int(epoch)

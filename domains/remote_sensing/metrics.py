@@ -306,8 +306,8 @@ score_rsvqa.protocols = _protocols(  # type: ignore[attr-defined]
                             "case-insensitively without the rest of this normalisation")},
     accuracy__count=("exact count", "the answer is one number (digits, +3, 1,234, 1,234.5 or a number word up to "
                      "twenty) equal to the reference; for an RSVQA count class (between 10 and 100, more than 1000) "
-                     "a number in the class or the class itself", f"pocket-adapt, stricter than {_RS_VQA_SCORE}, whose count rule is "
-                     "bucket_accuracy/count"),
+                     "a number in the class or the class itself",
+                     f"pocket-adapt, stricter than {_RS_VQA_SCORE}, whose count rule is bucket_accuracy/count"),
     bucket_accuracy__count=("Mini-InternVL buckets", f"the answer's number and the reference fall in {_BUCKETS}",
                             f"{_RS_VQA_SCORE} (is_correct_count; it reads bare integers only)"),
     accuracy__area=("Mini-InternVL buckets", f"the answer's area (m2, m^2, square meters stripped) and the "
