@@ -169,9 +169,10 @@ EVAL_DIR = "eval"  # `adapt eval`'s default --out, <output.dir>/eval
 # What `adapt eval` writes into it: the names its writers use (with --runtime also a folder per export format)
 EVAL_OUTPUTS = (EVAL_JSON, EVAL_MD, COMPARISON_PNG, PREDICTIONS.format(label="*"), *SKIP_FILES)
 
+MIXTURE_JSON = "mixture.json"  # the data mix a run trains on (`adapt.train.mixture_summary`)
 # What a run writes into its output.dir (adapt/train.py, adapt/distill.py), and its hidden staging files
 RUN_OUTPUTS = (LOCK_NAME, "final", "checkpoint-*", "train_log.jsonl", "eval_log.jsonl", "eval_during_training", "loss.png",
-               *SKIP_FILES, "tensorboard", "held_out", "report.json", "report.md", ".*")
+               MIXTURE_JSON, *SKIP_FILES, "tensorboard", "held_out", "report.json", "report.md", ".*")
 
 
 def not_run_outputs(out_dir: Path) -> list[str]:

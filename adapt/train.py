@@ -45,6 +45,7 @@ from model.yaml_io import YAMLContentError, load_yaml
 
 from .allocator import keep_freed_memory
 from .checkpointing import (
+    MIXTURE_JSON,
     RECIPE,
     CheckpointDamaged,
     RunFolderBusy,
@@ -309,6 +310,8 @@ class Trainer:
         self.plan = MixturePlan.from_sources(specs, self.records, recipe.mixing.general_ratio,
                                              recipe.mixing.epoch_size, recipe.mixing.seed)
         self._check_epoch_fits()
+        if self.dist.main:  # the console plan scrolls away: the run folder says what data mix trained it
+            atomic_write_text(self.out_dir / MIXTURE_JSON, json.dumps(mixture_summary(self.plan), indent=2) + "\n")
         self.source_names = sorted(self.records)
         self.micro_batch = t.batch_size
         self.samples_per_step = t.batch_size * t.grad_accum * self.dist.world
@@ -970,6 +973,22 @@ class Trainer:
         engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=config)
         return engine
+
+
+def mixture_summary(plan: MixturePlan) -> dict:
+    """What `plan.describe` prints, as data: the epoch size, the general ratio asked for and achieved, and each
+    source's kind, records, repeat, ratio and samples per epoch."""
+    counts = {name: int(c) for name, c in plan.counts().items()}
+    general = sum(c for name, c in counts.items() if plan.kinds[name] == "general")
+    number = lambda v: None if v is None else float(v)  # noqa: E731
+    return {
+        "epoch_size": int(plan.epoch_size), "general_ratio": plan.general_ratio,
+        "achieved_general_ratio": general / plan.epoch_size if plan.epoch_size else 0.0,
+        "sources": {name: {"kind": plan.kinds[name], "records": plan.sizes[name],
+                           "repeat": number(plan.repeats.get(name)), "ratio": number(plan.ratios.get(name)),
+                           "per_epoch": counts[name]} for name in plan.names},
+        "warnings": plan.warnings(),
+    }
 
 
 @contextlib.contextmanager

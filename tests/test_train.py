@@ -189,6 +189,23 @@ def test_training_run_writes_checkpoints_logs_and_a_merged_model(tmp_path, data_
     assert vlm.generate(**enc.to_model_inputs(), max_new_tokens=3).shape[1] <= 3
 
 
+def test_the_run_folder_records_the_mixture_it_trains_on(tmp_path, data_dir):
+    """The mixture plan was only printed: a finished run folder did not say which data mix trained it."""
+    from adapt.checkpointing import not_run_outputs
+
+    recipe = load_recipe(write_recipe(tmp_path, data_dir), ["mixing.epoch_size=40", "mixing.general_ratio=0.25"])
+    trainer = Trainer(recipe, progress=False)
+    try:
+        out = Path(recipe.output.dir)
+        mix = json.loads((out / "mixture.json").read_text())
+        assert mix["epoch_size"] == 40 and mix["general_ratio"] == 0.25 and mix["achieved_general_ratio"] == 0.25
+        assert {k: (v["kind"], v["records"], v["per_epoch"]) for k, v in mix["sources"].items()} == {
+            "landcover": ("domain", 32, 30), "general": ("general", 48, 10)}
+        assert mix["warnings"] == [] and not_run_outputs(out) == []
+    finally:
+        trainer.close()
+
+
 def test_an_unmerged_lora_run_writes_base_weights_and_an_adapter_that_load_merges(tmp_path, data_dir):
     """output.merge_lora: false -- final/ holds the base weights under their own names and the LoRA adapter in
     final/adapter/; loading final/ gives the same model as the merged run. Finishing the same run merged
