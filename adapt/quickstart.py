@@ -15,12 +15,13 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import yaml
 
-from domains.files import HOST_TAG, STALE_PART_SECONDS, owner_gone
+from domains.files import HOST_TAG, STALE_PART_SECONDS, kept_warning, writer_state
 from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
 from model.progress import Progress
@@ -68,11 +69,10 @@ def _unchanged_general(folder: Path) -> bool:
 def remove_stale_staging(data: Path) -> list[Path]:
     """Delete the staging folders of :func:`prepare_general` that a killed run (kill -9, power loss) left in `data`;
     returns them, sorted. One is stale when the process its name carries is gone (or is this one, started after it
-    was made), judged only where its name's host tag is :data:`domains.files.HOST_TAG` (this machine and container,
-    as :func:`domains.files.remove_stale_parts` judges ``.part`` files); one without a pid or a tag (an earlier
-    version's), one another machine or container made, or whose owner cannot be told, after a day. A live run's
-    folder is kept."""
-    removed = []
+    was made), judged by :func:`domains.files.writer_state` as every clean-up is; one whose owner cannot be told
+    there (no pid or no tag: an earlier version's; another machine's or container's) after a day, and until then it
+    is kept and named in a warning. A live run's folder is kept."""
+    removed, unknown = [], []
     now = time.time_ns()
     for folder in sorted(data.glob(".general-*")) if data.is_dir() else ():
         m = _STAGING.match(folder.name)
@@ -82,10 +82,15 @@ def remove_stale_staging(data: Path) -> list[Path]:
             continue
         if not m or not folder.is_dir() or folder.is_symlink():
             continue
-        old = now - st.st_mtime_ns > STALE_PART_SECONDS * 10**9
-        if old or (m["pid"] and owner_gone(int(m["pid"]), st.st_mtime_ns, m["host"])):
+        state = writer_state(m["pid"], m["host"], st.st_mtime_ns)
+        if state == "unknown" and now - st.st_mtime_ns <= STALE_PART_SECONDS * 10**9:
+            unknown.append(folder)
+        elif state != "alive":
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
+    if unknown:
+        warnings.warn(kept_warning(unknown, "staging folder(s)", f"in {data}", "quick start", "quick start"),
+                      stacklevel=2)
     return removed
 
 

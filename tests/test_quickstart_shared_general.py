@@ -104,7 +104,12 @@ def test_staging_folders_a_killed_run_left_are_removed_on_the_next_run(tmp_path)
     try:
         running = tmp_path / f".general-{live.pid}@{HOST_TAG}-abcd1234"  # another field's quick start, generating now
         running.mkdir()
-        qs.prepare_general(tmp_path, progress=False)  # reuses the set, and cleans up
+        with pytest.warns(UserWarning, match=r"kept 3 staging folder\(s\) in .* whose quick start cannot be checked"
+                          ) as said:
+            qs.prepare_general(tmp_path, progress=False)  # reuses the set, and cleans up
+        # the folders kept for want of an owner to probe are named
+        message = next(str(w.message) for w in said if "staging folder" in str(w.message))
+        assert all(str(p) in message for p in (fresh_earlier_version, earlier_with_pid, other_host))
         left = sorted(p.name for p in tmp_path.iterdir())
         # another host's pid cannot be probed here (a shared file system): kept until it is a day old
         assert left == sorted(["general", fresh_earlier_version.name, running.name, other_host.name,
