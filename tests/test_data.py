@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -904,6 +905,23 @@ def test_dataset_order_is_checked_item_by_item(tmp_path, processor):
             ds.set_order([("d", 0)], epoch=epoch)
         with pytest.raises(DataError, match="epoch must be a whole number"):
             SupervisedDataset(records, [("d", 0)], processor, 512, skips, epoch=epoch)
+
+
+def test_a_tile_dataset_without_a_tiling_is_refused_by_name(tmp_path, processor):
+    """TileDataset(..., tiling=None) failed with a bare AttributeError on None.tiling (it has no processor)."""
+    from adapt.data.dataset import TileDataset
+
+    png(tmp_path / "a.png")
+    ann = write_jsonl(tmp_path / "t.jsonl", [{"image": "a.png", "conversations": conv("<image>\nHi?", "Hi.")}])
+    skips = SkipLog()
+    records = {"d": read_source(SourceSpec("d", ann), skips)}
+    for tiling in (None, {"tile_size": 448}):
+        with pytest.raises(DataError, match=rf"TileDataset: tiling must be a model.tiling.TilingConfig .*, got "
+                                            rf"{re.escape(repr(tiling))}"):
+            TileDataset(records, [("d", 0)], skips, tiling)
+    item = TileDataset(records, [("d", 0)], skips, processor.tiling)[0]
+    assert item["source"] == "d" and item["pixel_values"].shape[1:] == (3, processor.tiling.tile_size,
+                                                                         processor.tiling.tile_size)
 
 
 def test_labels_supervise_only_answers(tmp_path, processor):

@@ -8,7 +8,7 @@ from collections.abc import Hashable, Sequence
 import torch
 
 from model.processor import IGNORE_INDEX, Encoded, SampleTooLongError
-from model.tiling import ImageLoadError, load_image, preprocess_image
+from model.tiling import ImageLoadError, TilingConfig, load_image, preprocess_image
 
 from .samples import TOO_LONG, UNDECODABLE_IMAGE, DataError, Record, SkipLog, record_tiling
 
@@ -163,6 +163,9 @@ class TileDataset(SupervisedDataset):
 
     def __init__(self, records: dict[str, list[Record]], order: Sequence[tuple[str, int]], skips: SkipLog, tiling,
                  augment=None, epoch: int = 0):
+        if not isinstance(tiling, TilingConfig):  # no processor to take one from: None failed on None.tiling
+            raise DataError(f"TileDataset: tiling must be a model.tiling.TilingConfig (the tile size and caps to cut "
+                            f"the images by), got {tiling!r}")
         super().__init__(records, order, None, 0, skips, tiling, augment, epoch)
 
     def __getitem__(self, i: int) -> dict | None:
