@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -111,6 +114,36 @@ def test_every_skip_reason_is_counted_with_file_and_line(tmp_path):
     saved = json.loads((tmp_path / "out" / "skips.json").read_text())
     assert sum(row["count"] for row in saved) == skips.count()
     assert "path escapes data root" in (tmp_path / "out" / "skips.md").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE and SIGXFSZ as Linux has them")
+def test_a_failed_skip_log_write_leaves_the_last_one_whole(tmp_path):
+    """SkipLog.save wrote skips.json in place: a write that failed part-way (a full disk) left it cut off, no JSON,
+    where the last save's was. Written through a temporary file now, the last one stays as it was."""
+    out = tmp_path / "out"
+    script = f"""
+import resource, signal
+from adapt.data.samples import SkipLog
+skips = SkipLog()
+skips.add("d", "invalid JSON", "t.jsonl:1")
+skips.save({str(out)!r})
+for k in range(200):
+    skips.add("d", "invalid JSON", f"t.jsonl:{{k + 2}}", "x" * 50)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is then an OSError (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (400, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    skips.save({str(out)!r})
+except OSError as exc:
+    print("refused:", exc.filename)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((out / "skips.json").read_text())
+    assert [(row["source"], row["count"]) for row in saved] == [("d", 1)]
+    assert done.stdout.startswith("refused:") and "skips." in done.stdout  # the error names the file
+    assert "invalid JSON" in (out / "skips.md").read_text()
+    assert not [p.name for p in out.iterdir() if p.name not in ("skips.json", "skips.md")]  # no temporary file left
 
 
 def test_backslash_paths_are_read_as_the_converters_read_them(tmp_path):

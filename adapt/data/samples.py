@@ -36,7 +36,7 @@ from PIL import Image
 
 from domains.answers import number_text
 from domains.base import SkipInput, markdown_cell
-from domains.files import inside_root
+from domains.files import atomic_write, inside_root
 from model.chat import IMAGE_PLACEHOLDER, ConversationError, image_prefix
 from model.errors import PocketAdaptError
 from model.limits import MAX_TILES_LIMIT
@@ -293,12 +293,13 @@ class SkipLog:
         return "\n".join(lines)
 
     def save(self, out_dir: str | os.PathLike) -> None:
-        """Write ``skips.json`` (every count, first examples) and ``skips.md`` (the table)."""
+        """Write ``skips.json`` (every count, first examples) and ``skips.md`` (the table), each whole or not at all
+        (a failed write leaves the last ones in place)."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         json_name, md_name = SKIP_FILES
-        (out / json_name).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (out / md_name).write_text("# Skipped records\n\n" + self.table() + "\n", encoding="utf-8")
+        json_text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        atomic_write(out / json_name, lambda f: f.write(json_text), binary=False)
+        atomic_write(out / md_name, lambda f: f.write("# Skipped records\n\n" + self.table() + "\n"), binary=False)
 
     def check(self, kept: dict[str, int], max_bad_fraction: float, used: dict[str, int] | None = None) -> None:
         """Raise `DataQualityError` naming every source whose skipped share exceeds the limit.
