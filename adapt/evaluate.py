@@ -618,7 +618,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     names = list(runs)
     compared = _base_pairs(names)
-    header_runs = names + [f"Δ ({n} − {b})" for n, b in compared]
+    header_runs = [markdown_cell(h) for h in names + [f"Δ ({n} − {b})" for n, b in compared]]
 
     json_path, md_path = out / EVAL_JSON, out / EVAL_MD
     json_text = json.dumps({"kinds": dict(kinds or {}), "runs": runs}, indent=2, ensure_ascii=False) + "\n"
@@ -700,7 +700,7 @@ def write_report(
         metric_names = list(dict.fromkeys(m for e in entries if e for m in e.get("metrics", {})))
         skipped = max((e or {}).get("skipped", 0) for e in entries)
         counts = next((e.get("tasks", {}) for e in entries if e and e.get("tasks")), {})  # samples per task
-        tasks = [f"{t} {counts[t]}" for t in sorted(counts)]
+        tasks = [f"{markdown_cell(t)} {counts[t]}" for t in sorted(counts)]
         md += [f"### {markdown_cell(s)} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
                + (f"; {skipped} skipped" if skipped else "") + ")", ""]
         rows = []
@@ -712,7 +712,7 @@ def write_report(
                 vals = {n: ((e or {}).get("task_main") or {}).get(m[6:-1]) for n, e in zip(names, entries)}
             else:
                 vals = {n: (e or {}).get("metrics", {}).get(m) for n, e in zip(names, entries)}
-            rows.append([m + _metric_n(m, entries)] + _source_cells(s, runs, vals, names, compared, []))
+            rows.append([markdown_cell(m + _metric_n(m, entries))] + _source_cells(s, runs, vals, names, compared, []))
         md += _table(["metric"] + header_runs, rows) + [""]
         not_computed = [m for m in metric_names
                         if any(e and m in e.get("metrics", {}) and e["metrics"][m] is None for e in entries)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,19 @@ def test_a_metric_several_tasks_return_is_kept_per_task(tmp_path):
     md = write_report(tmp_path, {"base": summary})[1].read_text()
     assert "| mc/accuracy (n = 3) | 1.000 |" in md and "| classification/accuracy (n = 1) | 0.000 |" in md
     assert "| accuracy |" in md and "| accuracy (n" not in md
+
+
+def test_a_metric_name_holding_a_pipe_keeps_the_report_table_whole(tmp_path):
+    """Metric names (``<task>/<metric>``) went into eval.md's tables as they were: a ``|`` in one split its row into
+    more cells than the header has, shifting every number after it. They are escaped as the other cells are."""
+    summary = summarize([P("s", "mc", {"accuracy": 1.0}, 1), P("s", "my|task", {"accuracy": 0.0, "f|1": 0.5}, 2)])
+    md = write_report(tmp_path, {"base": summary, "ad|apted": summary})[1].read_text()
+    assert "| my\\|task/accuracy (n = 1) | 0.000 | 0.000 | +0.000 |" in md
+    assert "| f\\|1 (n = 1) | 0.500 | 0.500 | +0.000 |" in md and "tasks: mc 1, my\\|task 1)" in md
+    assert "| metric | base | ad\\|apted | Δ (ad\\|apted − base) |" in md
+    cells = [len(re.split(r"(?<!\\)\|", line)) if line.startswith("|") else 0 for line in md.splitlines()]
+    for k, n in enumerate(cells):  # every table row has as many cells as its header
+        assert n == 0 or cells[k - 1] in (0, n), md.splitlines()[k]
 
 
 def test_summarize_keeps_main_metrics_of_other_scales_apart(tmp_path):
