@@ -140,7 +140,8 @@ class ModelSpec(_Section):
     allow_pickle: bool = False
     projector: str | None = None
     projector_options: dict[str, Any] = Field(default_factory=dict)
-    vision: str | None = None  # another vision tower: a tower folder (adapt distill), a checkpoint or a preset
+    # another vision tower: a tower folder (adapt distill), a checkpoint, a preset or hub:OWNER/NAME
+    vision: str | None = None
     # auto: a distilled tower's vision adapter (its projection into the teacher's features) goes in front of the
     # model's trained projector when it fits; fresh: a tower of another width gets a fresh projector
     vision_adapter: Literal["auto", "fresh"] = "auto"
@@ -196,6 +197,10 @@ class ModelSpec(_Section):
         from model.loading import hub_fetch_advice
         from model.presets import PRESETS, preset_of_hub_id
 
+        if value.startswith(HUB_PREFIX):  # a tower repository, fetched as distill.*.source's (`load_vision`)
+            if not HUB_ID.fullmatch(value):
+                raise ValueError(f"{value!r}: a hub tower is named hub:OWNER/NAME, e.g. hub:OpenGVLab/InternViT-300M-448px")
+            return value
         directory = _resolve(value, _base_dir(info))
         if directory.is_dir():
             return str(directory)
@@ -205,11 +210,10 @@ class ModelSpec(_Section):
             raise ValueError(f"{value!r} is the hub id of the preset {named.name}, not a folder (no folder "
                              f"{directory}); give model.vision: {named.name}, which fetches it, or a local copy's folder")
         what = (f"{value!r} is neither a vision-tower folder (such as an `adapt distill` run's final/), a checkpoint "
-                f"folder nor a preset (no folder {directory})")
-        hub_id = value[len(HUB_PREFIX):] if value.startswith(HUB_PREFIX) else value
-        if HUB_ID.fullmatch(HUB_PREFIX + hub_id):  # OWNER/NAME: model.vision fetches nothing but a preset's weights
-            raise ValueError(f"{what}; model.vision fetches no hub repository's weights: "
-                             f"{hub_fetch_advice(hub_id, repr(value), 'model.vision: DIR')}; presets: {', '.join(PRESETS)}")
+                f"folder, a preset nor hub:OWNER/NAME (no folder {directory})")
+        if HUB_ID.fullmatch(HUB_PREFIX + value):  # OWNER/NAME: a hub tower is named with its prefix
+            raise ValueError(f"{what}; give model.vision: {HUB_PREFIX}{value} to fetch that tower from the hub, or "
+                             f"{hub_fetch_advice(value, repr(value), 'model.vision: DIR')}; presets: {', '.join(PRESETS)}")
         raise ValueError(f"{what}; presets: {', '.join(PRESETS)}{did_you_mean(value, PRESETS)}")
 
     @field_validator("chat_template")

@@ -202,11 +202,40 @@ def test_a_hub_id_as_model_vision_says_the_presets_and_a_local_folder(tmp_path):
     message = error_of(write(tmp_path, "model: {vision: OpenGVLab/InternVL2-1B}\n"))
     assert "model.vision: 'OpenGVLab/InternVL2-1B' is the hub id of the preset internvl2-1b" in message
     assert "give model.vision: internvl2-1b, which fetches it" in message
-    for tower in ("OpenGVLab/InternViT-300M-448px", "hub:OpenGVLab/InternViT-300M-448px"):
-        message = error_of(write(tmp_path, f"model: {{vision: '{tower}'}}\n"))
-        assert "hf download OpenGVLab/InternViT-300M-448px --local-dir DIR" in message
-        assert "(model.vision: DIR); presets: pocket-tiny, " in message
+    message = error_of(write(tmp_path, "model: {vision: 'OpenGVLab/InternViT-300M-448px'}\n"))
+    assert "give model.vision: hub:OpenGVLab/InternViT-300M-448px to fetch that tower from the hub" in message
+    assert "hf download OpenGVLab/InternViT-300M-448px --local-dir DIR" in message
+    assert "(model.vision: DIR); presets: pocket-tiny, " in message
     assert "; presets: pocket-tiny, " in error_of(write(tmp_path, "model: {vision: no-such-tower}\n"))
+    assert "a hub tower is named hub:OWNER/NAME" in error_of(write(tmp_path, "model: {vision: 'hub:InternViT'}\n"))
+
+
+def test_a_hub_tower_as_model_vision_loads_from_the_hub_cache(tmp_path, monkeypatch):
+    """model.vision refused hub:OWNER/NAME, which distill.*.source takes, model.load(vision=...) loads and adapt
+    validate looked up in the hub cache (a branch no recipe could reach); it is a tower fetched as distill's are."""
+    from huggingface_hub import constants
+
+    import model
+    from adapt.recipe import recipe_warnings
+    from model.checkpoints.tower import load_vision, save_tower
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    recipe = load_recipe(write(tmp_path, MINIMAL + "model: {source: pocket-tiny-scratch, vision: 'hub:someone/tower'}\n"))
+    assert recipe.model.vision == "hub:someone/tower"
+    assert any(note.startswith("model.vision: the weights of someone/tower are not in the local Hugging Face cache")
+               for note in recipe_warnings(recipe))
+    repo = tmp_path / "hub" / "models--someone--tower"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    tower, tiling = load_vision("pocket-tiny-scratch")
+    for p in tower.parameters():  # weights the model's own tower does not have
+        p.data.add_(0.5)
+    save_tower(tower, tiling, repo / "snapshots" / ("0" * 40))
+    assert not any("model.vision" in note for note in recipe_warnings(recipe))
+    vlm, _ = model.load(recipe.model.source, vision=recipe.model.vision)
+    loaded, saved = vlm.vision_tower.state_dict(), tower.state_dict()
+    assert loaded.keys() == saved.keys() and all(loaded[k].equal(saved[k]) for k in saved)
 
 
 def test_every_error_is_reported_in_file_order(tmp_path):
