@@ -50,6 +50,7 @@ from .checkpointing import (
     CheckpointDamaged,
     RunFolderBusy,
     RunFolderForeign,
+    RunFolderUnusable,
     RunLock,
     atomic_write_text,
     check_run_folder,
@@ -244,12 +245,17 @@ class Trainer:
             try:
                 check_run_folder(self.out_dir, self.VERB)
                 lock = RunLock(self.out_dir)
-            except (RunFolderBusy, RunFolderForeign) as exc:
+            except (RunFolderBusy, RunFolderForeign) as exc:  # RunFolderUnusable is a RunFolderBusy
                 refused = exc
-        code = 0.0 if refused is None else 1.0 + isinstance(refused, RunFolderForeign)  # 1 busy, 2 not a run's
+        # 1 busy, 2 not a run's, 3 cannot be made or written
+        code = 0.0 if refused is None else (3.0 if isinstance(refused, RunFolderUnusable) else
+                                            1.0 + isinstance(refused, RunFolderForeign))
         code = self.dist.all_sum(torch.tensor([code])).item()  # rank 0 alone decides; the others learn what it found
         if refused is not None:
             raise refused
+        if code == 3:
+            raise RunFolderUnusable(f"{self.out_dir} cannot be made or its lock file written (rank 0 refused it; "
+                                    "its error says why)")
         if code == 2:
             raise RunFolderForeign(f"{self.out_dir} holds files no `adapt {self.VERB}` run wrote (rank 0 refused it)")
         if code:

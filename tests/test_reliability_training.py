@@ -248,7 +248,7 @@ def test_a_folder_no_run_made_is_refused_before_anything_is_written(tmp_path, da
 
 def test_every_rank_stops_when_rank_0_refuses_the_folder(tmp_path):
     """Rank 0 alone looks at the folder; the other ranks stop with what it found, not a wrong 'in use'."""
-    from adapt.checkpointing import RunFolderBusy, RunFolderForeign
+    from adapt.checkpointing import RunFolderBusy, RunFolderForeign, RunFolderUnusable
     from adapt.train import Distributed
 
     class Peer(Distributed):
@@ -257,11 +257,26 @@ def test_every_rank_stops_when_rank_0_refuses_the_folder(tmp_path):
 
     trainer = Trainer.__new__(Trainer)
     trainer.dist, trainer.out_dir = Peer(rank=1, world=2), tmp_path
-    for found, error, says in ((2.0, RunFolderForeign, "no `adapt train` run wrote"), (1.0, RunFolderBusy, "in use")):
-        with pytest.raises(error, match=says):
+    for found, error, says in ((2.0, RunFolderForeign, "no `adapt train` run wrote"), (1.0, RunFolderBusy, "in use"),
+                               (3.0, RunFolderUnusable, "cannot be made or its lock file written")):
+        with pytest.raises(error, match=says) as info:  # an unwritable folder was "in use by another run" there
             trainer._lock_run_folder()
+        assert "in use" not in str(info.value) or found == 1.0
     found = 0.0
     assert trainer._lock_run_folder() is None and not any(tmp_path.iterdir())  # rank 1 neither locks nor writes
+
+    sent = []
+
+    class Main(Distributed):
+        def all_sum(self, values: torch.Tensor) -> torch.Tensor:
+            sent.append(values.item())
+            return values.to(torch.float64)
+
+    (tmp_path / "file").write_text("not a folder")
+    trainer.dist, trainer.out_dir = Main(rank=0, world=2), tmp_path / "file" / "run"
+    with pytest.raises(RunFolderUnusable):
+        trainer._lock_run_folder()
+    assert sent == [3.0]  # what rank 0 tells the others: the folder is unusable, not busy
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="data workers are forked only where fork exists")
