@@ -28,7 +28,7 @@ from model.progress import Progress
 from model.resources import templates_dir
 from model.yaml_io import load_yaml
 
-from .checkpointing import EVAL_DIR, not_run_outputs
+from .checkpointing import EVAL_DIR, RunFolderBusy, RunFolderUnusable, RunLock, not_run_outputs
 from .evaluate import COMPARISON_PNG, plot_comparison, write_report
 from .recipe import _parse_key, _read_text, load_recipe, load_yaml_value, path_override
 from .run_eval import eval_kinds, evaluate_model
@@ -251,6 +251,19 @@ def _refuse_to_lose(recipe_path: Path, template: Path, run_dir: Path) -> None:
                               "pass --force to delete them too")
 
 
+def _refuse_live_run(run_dir: Path) -> None:
+    """QuickstartError, even with --force, when a run still trains in `run_dir` (another quick start, `adapt train`
+    on its recipe): starting over there deleted its checkpoints from under it."""
+    if not run_dir.is_dir():
+        return
+    try:
+        RunLock(run_dir).discard()  # taken and let go of at once: only a live holder refuses it
+    except RunFolderUnusable:
+        return  # the run's own start names what is wrong with the folder
+    except RunFolderBusy as err:
+        raise QuickstartError(f"{err}; a quick start would delete that run's folder") from None
+
+
 def _refuse_output_dir(overrides: Sequence[str]) -> None:
     """QuickstartError for an override of output.dir, which a quick start sets to OUT/train (it would be ignored)."""
     for item in overrides:
@@ -326,6 +339,7 @@ def quickstart(out_dir: Path = Path("runs/quickstart"), overrides: list[str] = (
     # overrides are checked before anything is written: a typo costs seconds and loses nothing
     load_recipe(source, [*overrides, train_into])
     _refuse_output_dir(overrides)
+    _refuse_live_run(run_dir)
     if not force:
         _refuse_to_lose(recipe_path, source, run_dir)
         _refuse_to_replace_data(out_dir, field)

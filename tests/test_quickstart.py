@@ -125,6 +125,34 @@ def test_domain_quickstarts_run_end_to_end(tmp_path, capsys, field, sources):
         assert any("LLM-judge term not computed" in note for note in drivelm["notes"])
 
 
+def test_a_quickstart_never_deletes_a_run_still_training_in_its_folder(tmp_path, capsys, monkeypatch):
+    """OUT/train was emptied whatever held it: a second quick start (or `adapt train` on its recipe) still training
+    there lost its checkpoints from under it, --force or not. A live run's folder is refused before anything is
+    written; a finished one is started over as before."""
+    from adapt.checkpointing import LOCK_NAME, RunLock
+
+    def no_scoring(*args, **kwargs):  # the quick start got past the refusal: stop before training
+        raise RuntimeError("scored")
+
+    monkeypatch.setattr("adapt.quickstart.evaluate_model", no_scoring)
+    out = tmp_path / "qs"
+    live = RunLock(out / "train")
+    (out / "train" / "checkpoint-4").mkdir()
+    try:
+        for argv in ([], ["--force"]):
+            assert main(["quickstart", "--out", str(out), "--no-progress", *argv]) == 1
+            err = capsys.readouterr().err
+            assert f"{out / 'train'} is in use by another run" in err and "would delete that run's folder" in err
+        assert sorted(p.name for p in out.iterdir()) == ["train"]  # nothing written, not even the recipe
+        assert sorted(p.name for p in (out / "train").iterdir()) == [LOCK_NAME, "checkpoint-4"]
+    finally:
+        live.release()
+    from adapt.quickstart import _refuse_live_run
+
+    _refuse_live_run(out / "train")  # the run ended: its folder may be started over
+    assert sorted(p.name for p in (out / "train").iterdir()) == [LOCK_NAME, "checkpoint-4"]
+
+
 def test_a_quickstart_never_replaces_data_it_did_not_write(tmp_path, capsys):
     """`adapt quickstart --field medical --out proj` replaced proj/raw/* (a real study kept there) and the user's
     proj/data/general with synthetic data, --force or not. Folders an earlier quick start did not write are refused."""
