@@ -316,8 +316,6 @@ class Trainer:
         self.plan = MixturePlan.from_sources(specs, self.records, recipe.mixing.general_ratio,
                                              recipe.mixing.epoch_size, recipe.mixing.seed)
         self._check_epoch_fits()
-        if self.dist.main:  # the console plan scrolls away: the run folder says what data mix trained it
-            atomic_write_text(self.out_dir / MIXTURE_JSON, json.dumps(mixture_summary(self.plan), indent=2) + "\n")
         self.source_names = sorted(self.records)
         self.micro_batch = t.batch_size
         self.samples_per_step = t.batch_size * t.grad_accum * self.dist.world
@@ -464,6 +462,9 @@ class Trainer:
         log_path = self.out_dir / "train_log.jsonl"
         writer = self._tensorboard()
         if self.dist.main:
+            # the console plan scrolls away: the run folder says what data mix trains it (written once the resume
+            # took the recipe, so a refused edit leaves the run's own)
+            atomic_write_text(self.out_dir / MIXTURE_JSON, json.dumps(mixture_summary(self.plan), indent=2) + "\n")
             self._print_plan(start_step)
         t = self.recipe.training
         autocast = torch.autocast(self.dist.device.type, dtype=_AUTOCAST[t.precision], enabled=t.precision != "fp32")

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import model
 from adapt.parts import PartSetting, apply_parts, parameter_groups, trainable_summary
 from adapt.recipe import load_recipe
-from adapt.train import Trainer, train
+from adapt.train import Trainer, TrainingError, train
 from domains.general.world import generate_general, generate_landcover
 from tests.conftest import printed_plan
 from tests.deps import require
@@ -193,17 +193,18 @@ def test_the_run_folder_records_the_mixture_it_trains_on(tmp_path, data_dir):
     """The mixture plan was only printed: a finished run folder did not say which data mix trained it."""
     from adapt.checkpointing import not_run_outputs
 
-    recipe = load_recipe(write_recipe(tmp_path, data_dir), ["mixing.epoch_size=40", "mixing.general_ratio=0.25"])
-    trainer = Trainer(recipe, progress=False)
-    try:
-        out = Path(recipe.output.dir)
-        mix = json.loads((out / "mixture.json").read_text())
-        assert mix["epoch_size"] == 40 and mix["general_ratio"] == 0.25 and mix["achieved_general_ratio"] == 0.25
-        assert {k: (v["kind"], v["records"], v["per_epoch"]) for k, v in mix["sources"].items()} == {
-            "landcover": ("domain", 32, 30), "general": ("general", 48, 10)}
-        assert mix["warnings"] == [] and not_run_outputs(out) == []
-    finally:
-        trainer.close()
+    path = write_recipe(tmp_path, data_dir, steps=2, save_every=1)
+    recipe = load_recipe(path, ["mixing.epoch_size=40", "mixing.general_ratio=0.25"])
+    Trainer(recipe, progress=False).run(stop_after=1)
+    out = Path(recipe.output.dir)
+    mix = json.loads((out / "mixture.json").read_text())
+    assert mix["epoch_size"] == 40 and mix["general_ratio"] == 0.25 and mix["achieved_general_ratio"] == 0.25
+    assert {k: (v["kind"], v["records"], v["per_epoch"]) for k, v in mix["sources"].items()} == {
+        "landcover": ("domain", 32, 30), "general": ("general", 48, 10)}
+    assert mix["warnings"] == [] and not_run_outputs(out) == []
+    with pytest.raises(TrainingError, match="mixing.general_ratio"):  # a refused edit: the run's own mix is kept
+        Trainer(load_recipe(path, ["mixing.epoch_size=40", "mixing.general_ratio=0.5"]), progress=False)
+    assert json.loads((out / "mixture.json").read_text()) == mix
 
 
 def test_an_unmerged_lora_run_writes_base_weights_and_an_adapter_that_load_merges(tmp_path, data_dir):
