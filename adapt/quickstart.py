@@ -21,7 +21,7 @@ from typing import Sequence
 
 import yaml
 
-from domains.files import HOST_TAG, STALE_PART_SECONDS, kept_warning, writer_state
+from domains.files import HOST_TAG, STALE_PART_SECONDS, atomic_write, kept_warning, writer_state
 from domains.general.world import generate_general, generate_landcover
 from model.errors import PocketAdaptError
 from model.progress import Progress
@@ -121,8 +121,8 @@ def prepare_general(data: Path, progress: Progress = True, force: bool = False) 
                 os.replace(folder, old / "general")
                 shutil.rmtree(old, ignore_errors=True)
             os.replace(staging, folder)
-        (folder / GENERAL_STAMP).write_text(json.dumps({"options": GENERAL_OPTIONS, "digest": digest}) + "\n",
-                                            encoding="utf-8")
+        stamp = json.dumps({"options": GENERAL_OPTIONS, "digest": digest}) + "\n"
+        atomic_write(folder / GENERAL_STAMP, lambda f: f.write(stamp), binary=False)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -294,8 +294,9 @@ def _refuse_to_replace_data(out_dir: Path, field: str) -> None:
 
 
 def _stamp_data(out_dir: Path, field: str) -> None:
-    (out_dir / DATA_STAMP).write_text(json.dumps(sorted(_written_before(out_dir) | set(DATA_FOLDERS[field]))) + "\n",
-                                      encoding="utf-8")
+    # through a temporary file: a stamp cut off by a kill or a full disk made the next quick start refuse its own data
+    stamp = json.dumps(sorted(_written_before(out_dir) | set(DATA_FOLDERS[field]))) + "\n"
+    atomic_write(out_dir / DATA_STAMP, lambda f: f.write(stamp), binary=False)
 
 
 def prepare_data(out_dir: Path, field: str = "landcover", progress: Progress = True, force: bool = False) -> Path:

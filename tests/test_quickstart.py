@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -192,3 +196,29 @@ def test_driving_quickstart_keeps_drivelm_val_scenes_out_of_nuscenes_train(tmp_p
     held = {names[token] for token in scenes("drivelm_val.jsonl")}
     assert held and held <= scenes("nuscenes_val.jsonl")
     assert not held & scenes("nuscenes_train.jsonl")
+
+
+def test_a_data_stamp_write_that_fails_part_way_keeps_the_last_stamp(tmp_path):
+    """The stamp saying which folders a quick start wrote was written in place: cut off by a full disk (or a kill),
+    it read as no stamp, and the next quick start refused its own data as not written by a quick start."""
+    from adapt.quickstart import DATA_FOLDERS, DATA_STAMP, _stamp_data, _written_before
+
+    out = tmp_path / "proj"
+    out.mkdir()
+    _stamp_data(out, "landcover")
+    script = f"""
+import resource, signal
+from pathlib import Path
+from adapt.quickstart import _stamp_data
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is then an OSError (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (8, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    _stamp_data(Path({str(out)!r}), "medical")
+except OSError as exc:
+    print("refused:", exc.filename)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0 and done.stdout.startswith("refused:"), done.stderr
+    assert _written_before(out) == set(DATA_FOLDERS["landcover"])
+    assert [p.name for p in out.iterdir()] == [DATA_STAMP]  # no temporary file left
