@@ -128,6 +128,16 @@ def _projector_takes(name: str, options: dict[str, Any]) -> bool:
     return True
 
 
+def _hub_tower(value: str, example: str) -> str:
+    """`value` (``hub:…``, a vision tower fetched by `model.load_vision`) when it is ``hub:OWNER/NAME``, else a
+    ValueError showing `example`."""
+    from model.checkpoints.tower import HUB_ID
+
+    if not HUB_ID.fullmatch(value):
+        raise ValueError(f"{value!r}: a hub tower is named hub:OWNER/NAME, e.g. {example}")
+    return value
+
+
 class ModelSpec(_Section):
     """Which model to start from."""
 
@@ -198,9 +208,7 @@ class ModelSpec(_Section):
         from model.presets import PRESETS, preset_of_hub_id
 
         if value.startswith(HUB_PREFIX):  # a tower repository, fetched as distill.*.source's (`load_vision`)
-            if not HUB_ID.fullmatch(value):
-                raise ValueError(f"{value!r}: a hub tower is named hub:OWNER/NAME, e.g. hub:OpenGVLab/InternViT-300M-448px")
-            return value
+            return _hub_tower(value, "hub:OpenGVLab/InternViT-300M-448px")
         directory = _resolve(value, _base_dir(info))
         if directory.is_dir():
             return str(directory)
@@ -208,12 +216,14 @@ class ModelSpec(_Section):
             return value
         if (named := preset_of_hub_id(value)) is not None:  # as model.source says of it
             raise ValueError(f"{value!r} is the hub id of the preset {named.name}, not a folder (no folder "
-                             f"{directory}); give model.vision: {named.name}, which fetches it, or a local copy's folder")
+                             f"{directory}); give model.vision: {named.name}, which fetches it, or a local copy's "
+                             "folder")
         what = (f"{value!r} is neither a vision-tower folder (such as an `adapt distill` run's final/), a checkpoint "
                 f"folder, a preset nor hub:OWNER/NAME (no folder {directory})")
         if HUB_ID.fullmatch(HUB_PREFIX + value):  # OWNER/NAME: a hub tower is named with its prefix
             raise ValueError(f"{what}; give model.vision: {HUB_PREFIX}{value} to fetch that tower from the hub, or "
-                             f"{hub_fetch_advice(value, repr(value), 'model.vision: DIR')}; presets: {', '.join(PRESETS)}")
+                             f"{hub_fetch_advice(value, repr(value), 'model.vision: DIR')}; "
+                             f"presets: {', '.join(PRESETS)}")
         raise ValueError(f"{what}; presets: {', '.join(PRESETS)}{did_you_mean(value, PRESETS)}")
 
     @field_validator("chat_template")
@@ -728,14 +738,12 @@ class TowerSpec(_Section):
     @field_validator("source")
     @classmethod
     def _source(cls, value: str, info: ValidationInfo) -> str:
-        from model.checkpoints.tower import HUB_ID, HUB_PREFIX
+        from model.checkpoints.tower import HUB_PREFIX
         from model.presets import PRESETS
         from model.vision import VISION_CONFIGS
 
         if value.startswith(HUB_PREFIX):
-            if not HUB_ID.fullmatch(value):
-                raise ValueError(f"{value!r}: a hub tower is named hub:OWNER/NAME, e.g. hub:OpenGVLab/InternViT-6B-448px-V1-5")
-            return value
+            return _hub_tower(value, "hub:OpenGVLab/InternViT-6B-448px-V1-5")
         directory = _resolve(value, _base_dir(info))
         if directory.is_dir():
             return str(directory)

@@ -521,7 +521,8 @@ class Trainer:
                     for src, l, n in zip(sources, row_loss.tolist(), row_tokens.tolist()):
                         sums[self.source_names.index(src)] += torch.tensor([l, n, 1], dtype=torch.float64)
                 sums = self.dist.all_sum(sums).tolist()  # the logged losses are the whole step's, every rank's rows
-                lr = self.scheduler.get_last_lr()[0]  # this update's: the scheduler steps (also in DeepSpeed's) after it
+                # this update's lr: the scheduler steps (also in DeepSpeed's step) after it
+                lr = self.scheduler.get_last_lr()[0]
                 if not deepspeed:
                     scaler.unscale_(self.optimizer)
                     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm)

@@ -204,7 +204,8 @@ def table(results: dict, bandwidth: float, n_threads: int, load: tuple[float, fl
         "tokens included; decode: tokens/s; peak RSS of the process that ran it (PyTorch: its own process, float32 "
         "eager; llama.cpp: the pocket-llama process, mmproj f16). Medians of the last 2 of 3 runs (llama.cpp) / of 3 "
         "(PyTorch encode and prompt; of 2 for its decode) after a warm-up call. Decode bound = bandwidth / bytes one "
-        "decode step reads (every text-model weight at that type, one row of the embedding table); ratios are against PyTorch in the same run.",
+        "decode step reads (every text-model weight at that type, one row of the embedding table); ratios are "
+        "against PyTorch in the same run.",
         "",
         f"- Machine: {machine_line()}; {n_threads} threads for both runtimes; llama.cpp from llama-cpp-python 0.3.36's "
         f"vendored tree, CPU, -DGGML_NATIVE=ON, {'with' if extra_bufts else 'without'} its extra buffer types "

@@ -221,7 +221,8 @@ def test_a_hub_tower_as_model_vision_loads_from_the_hub_cache(tmp_path, monkeypa
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    recipe = load_recipe(write(tmp_path, MINIMAL + "model: {source: pocket-tiny-scratch, vision: 'hub:someone/tower'}\n"))
+    recipe = load_recipe(write(tmp_path, MINIMAL + "model: {source: pocket-tiny-scratch, "
+                                                   "vision: 'hub:someone/tower'}\n"))
     assert recipe.model.vision == "hub:someone/tower"
     assert any(note.startswith("model.vision: the weights of someone/tower are not in the local Hugging Face cache")
                for note in recipe_warnings(recipe))

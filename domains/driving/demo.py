@@ -241,8 +241,8 @@ def draw_answer(images: Sequence[Image.Image], answer: str, *, mode: str = "stit
     boxes drawn.
 
     * ``stitched`` (one 3:1 image, else DomainError): a tag is mapped to its named camera's pixels
-      (``from_stitched``, clamped to that camera) and drawn inside that camera's cell, so a point that strays into a neighbouring cell
-      still lands on the camera it names; boxes are read on the whole image's 0–1000 grid.
+      (``from_stitched``, clamped to that camera) and drawn inside that camera's cell, so a point that strays into a
+      neighbouring cell still lands on the camera it names; boxes are read on the whole image's 0–1000 grid.
     * ``multi`` (one image per camera in `order`): a tag is drawn on its camera's image at its own grid point;
       boxes, which name no camera, are drawn on every view.
 
