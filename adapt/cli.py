@@ -832,9 +832,13 @@ def _inspect(args) -> int:
         source = f"preset {args.model}, from its config (no weights read)"
         source += f"; weights: {hub_id} on the hub, or a local copy as --model DIR" if hub_id else ""
         dtype = args.dtype or "float32 when built from the preset; a checkpoint loads in its own dtype"
+        rope, released = _rope(vlm.config.text_config), PRESETS[args.model].released_rope
+        if released and released != (vlm.config.text_config.rope_parameters or {}).get("rope_type"):
+            rope += (f"; the released checkpoint uses {released} scaling, which this preset's config leaves out "
+                     "(loading its weights uses the checkpoint's own config)")
     else:
         vlm, _ = _load(args)
-        source, dtype = str(args.model), str(vlm.dtype)
+        source, dtype, rope = str(args.model), str(vlm.dtype), _rope(vlm.config.text_config)
     if Path(args.model).is_dir():
         layout = LAYOUTS[detect_layout(Path(args.model))].replace("`", "")
     else:  # a preset: the layout its weights come in
@@ -851,6 +855,7 @@ def _inspect(args) -> int:
                       + (f", a vision adapter {cfg.vision_config.hidden_size} -> {cfg.vision_adapter_width} in front)"
                          if cfg.vision_adapter_width else ")")),
         ("language model", f"{type(vlm.language_model).__name__} ({count(vlm.language_model):,} params)"),
+        ("rope", rope),
         ("image tokens", f"{_image_tokens(cfg)}, id {cfg.image_token_id} ({cfg.image_context_token})"),
         ("tiling", ", ".join(f"{k}={v}" for k, v in cfg.tiling.items())),
         ("chat template", cfg.chat_template),
@@ -860,6 +865,21 @@ def _inspect(args) -> int:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _rope(text_config) -> str:
+    """The language model's RoPE: its type (plain, or the scaling), theta and configured positions."""
+    rope = getattr(text_config, "rope_parameters", None) or {}
+    kind = rope.get("rope_type", "default")
+    details = [f"factor {rope['factor']}"] if rope.get("factor") is not None else []
+    if kind == "longrope":
+        details.append(f"{len(rope.get('short_factor') or [])} short and long factors")
+    original = rope.get("original_max_position_embeddings") or getattr(text_config, "original_max_position_embeddings",
+                                                                        None)
+    if kind != "default" and original:
+        details.append(f"over {original:,} original positions")
+    name = "plain (no scaling)" if kind == "default" else kind + (f" ({', '.join(details)})" if details else "")
+    return f"{name}, theta {rope.get('rope_theta')}, max_position_embeddings {text_config.max_position_embeddings:,}"
 
 
 def _image_tokens(cfg) -> str:

@@ -32,6 +32,8 @@ class Preset:
     hub_id: str | None = None
     layout: str = "original"
     weights: str | None = None  # safetensors file under model/assets/ with the preset's trained weights
+    # the RoPE scaling the released checkpoint's config has and this preset's config leaves out (`adapt inspect`)
+    released_rope: str | None = None
 
 
 def _internvl2_1b() -> PocketVLMConfig:
@@ -152,7 +154,7 @@ PRESETS: dict[str, Preset] = {
         Preset("mini-internvl-2b", "Mini-InternVL-2B: InternViT-300M + InternLM2-1.8B (as Llama)", _mini_internvl_2b, "OpenGVLab/InternVL2-2B"),
         Preset("mini-internvl-4b", "Mini-InternVL-4B: InternViT-300M + Phi-3-mini-128k; this config has plain RoPE, "
                "not the released longrope scaling (loading the weights uses the checkpoint's config)", _mini_internvl_4b,
-               "OpenGVLab/InternVL2-4B"),
+               "OpenGVLab/InternVL2-4B", released_rope="longrope"),
         Preset("mobilevlm-v2-1.7b", "MobileVLM V2 1.7B: CLIP ViT-L/14-336 + LDPv2 + MobileLLaMA-1.4B", lambda: _mobilevlm_v2(2048, 5632, 24, 16), "mtgv/MobileVLM_V2-1.7B", "mobilevlm"),
         Preset("mobilevlm-v2-3b", "MobileVLM V2 3B: CLIP ViT-L/14-336 + LDPv2 + MobileLLaMA-2.7B", lambda: _mobilevlm_v2(2560, 6912, 32, 32), "mtgv/MobileVLM_V2-3B", "mobilevlm"),
     ]

@@ -176,3 +176,27 @@ def test_a_preset_name_as_the_model_card_spells_it_is_pointed_at_the_preset(give
     assert main(["inspect", "--model", given]) == 1
     assert f"{given}: not a checkpoint directory nor a preset (did you mean {meant}?); presets: pocket-tiny" in \
         capsys.readouterr().err
+
+
+
+def test_inspect_states_the_rope_a_preset_has_and_what_its_release_has(tmp_path, tiny_tokenizer, capsys) -> None:
+    """mini-internvl-4b's config has plain RoPE where the released Phi-3-mini-128k LLM has longrope scaling; inspect
+    said nothing of RoPE, so the preset read as the released model. A checkpoint's row gives its own scaling."""
+    from tests.conftest import write_preprocessor
+    from tests.test_checkpoint_inputs import _phi3_internvl
+
+    assert main(["inspect", "--model", "mini-internvl-4b"]) == 0
+    rope = _rows(capsys.readouterr().out)["rope"]
+    assert rope.startswith("plain (no scaling), theta 10000.0, max_position_embeddings 131,072; ")
+    assert "the released checkpoint uses longrope scaling, which this preset's config leaves out" in rope
+    assert main(["inspect", "--model", "internvl2-1b"]) == 0  # its release has no scaling this config leaves out
+    plain = "plain (no scaling), theta 1000000.0, max_position_embeddings 32,768"
+    assert _rows(capsys.readouterr().out)["rope"] == plain
+
+    checkpoint = tmp_path / "phi3-longrope"
+    _phi3_internvl(tiny_tokenizer).save_pretrained(str(checkpoint))
+    tiny_tokenizer.save_pretrained(str(checkpoint))
+    write_preprocessor(checkpoint)
+    assert main(["inspect", "--model", str(checkpoint)]) == 0
+    assert _rows(capsys.readouterr().out)["rope"] == ("longrope (6 short and long factors, over 1,024 original "
+                                                      "positions), theta 10000.0, max_position_embeddings 4,096")
