@@ -201,6 +201,35 @@ def test_jinja_renders_transformers_style_content_and_bos(name):
     assert render(plain, items[1:2], bos_token="<s>") == t.render([{"role": "user", "content": "<image>\nQ?"}])
 
 
+@pytest.mark.parametrize("name", BUNDLED)
+@pytest.mark.parametrize("label", ["Frame-1: ", "Frame1: "])
+def test_a_one_frame_video_prompts_as_its_family_does(name, label):
+    """A one-frame video is ``Frame-1: <image>\\nQ`` (InternVL's `video_get_item`; its inference docs write
+    ``Frame1:``), kept so by InternVL templates. Templates that put the image first (LLaVA / MobileVLM, which have no
+    frame labels) moved only the placeholder: ``<image>\\nFrame-1:\\nQ``, a label naming no frame. They now prompt
+    it as one image, ``<image>\\nQ``, in our builder, the exports' Jinja and llama.cpp's (marker) Jinja alike;
+    several frames keep their labels everywhere."""
+    import jinja2
+
+    from model.processor import place_images
+
+    t = get_chat_template(name)
+    video = [{"role": "user", "content": f"{label}<image>\nWhat moves?"}]
+    built = t.render(place_images(video, 1, t))
+    if t.image_first:
+        assert built == t.render([{"role": "user", "content": "<image>\nWhat moves?"}]) and "Frame" not in built
+    else:
+        assert f"{label}<image>\nWhat moves?" in built
+    two = [{"role": "user", "content": "Frame-1: <image>\nFrame-2: <image>\nWhat moves?"}]
+    assert "Frame-1: <image>\nFrame-2: <image>\nWhat moves?" in t.render(place_images(two, 2, t))
+    env = jinja2.Environment()
+    for messages in (video, [{"role": "user", "content": [{"type": "text", "text": label}, {"type": "image"},
+                                                           {"type": "text", "text": "What moves?"}]}]):
+        assert env.from_string(chat_template_jinja(t)).render(messages=messages, add_generation_prompt=True) == built
+    marked = env.from_string(chat_template_jinja(t, markers=("<__media__>",)))
+    assert marked.render(messages=video, add_generation_prompt=True) == built.replace("<image>", "<__media__>")
+
+
 def test_image_placeholder_is_plain_text():
     for name in BUNDLED:
         assert get_chat_template(name).render(ASKING).count("<image>") == 1
