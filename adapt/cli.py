@@ -495,9 +495,18 @@ def _note_no_image(images: list) -> None:
         print("note: no --image (nor --example-image): the model answers without a picture", file=sys.stderr)
 
 
-def _chat_pytorch(args, images: list) -> int:
+def _capped_tiling(tiling, max_tiles: int):
+    """`tiling` with `adapt chat --max-tiles`' cap. A cap under the model's min_tiles lowers it too, as the export
+    runtimes do, and says so on stderr: the model then sees fewer tiles than it was trained with."""
     import dataclasses
 
+    if max_tiles < tiling.min_tiles:
+        print(f"note: --max-tiles {max_tiles} is below the model's min_tiles {tiling.min_tiles}: using "
+              f"{max_tiles}-{max_tiles} tiles", file=sys.stderr)
+    return dataclasses.replace(tiling, max_tiles=max_tiles, min_tiles=min(tiling.min_tiles, max_tiles))
+
+
+def _chat_pytorch(args, images: list) -> int:
     import torch
 
     from model.chat import ConversationError
@@ -506,10 +515,7 @@ def _chat_pytorch(args, images: list) -> int:
         raise CliError("--preprocess llamacpp applies to --runtime llamacpp")
     vlm, processor = _load(args)
     _note_no_image(images)
-    tiling = None
-    if args.max_tiles is not None:  # a cap under the model's min_tiles lowers it too, as the export runtimes do
-        tiling = dataclasses.replace(processor.tiling, max_tiles=args.max_tiles,
-                                     min_tiles=min(processor.tiling.min_tiles, args.max_tiles))
+    tiling = None if args.max_tiles is None else _capped_tiling(processor.tiling, args.max_tiles)
     torch.manual_seed(args.seed)  # once: a session's answers are one run of draws
     messages = [{"role": "user", "content": args.question}]
     while True:
@@ -680,8 +686,6 @@ def _domain_hint(err: Exception) -> Exception:
 
 def _chat_export(args, images: list[str]) -> int:
     """`adapt chat --runtime llamacpp|onnx|...`: the export folder `--model` answered in that runtime."""
-    import dataclasses
-
     from deploy.runtimes import get_runtime
 
     runtime = get_runtime(args.runtime)
@@ -697,7 +701,7 @@ def _chat_export(args, images: list[str]) -> int:
         _note_no_image(images)
         tiling = vlm.export.tiling
         if args.max_tiles is not None and tiling is not None:
-            tiling = dataclasses.replace(tiling, max_tiles=args.max_tiles, min_tiles=min(tiling.min_tiles, args.max_tiles))
+            tiling = _capped_tiling(tiling, args.max_tiles)
         answer = vlm.chat([{"role": "user", "content": args.question}], images, max_new_tokens=args.max_new_tokens,
                           temperature=args.temperature, seed=args.seed, system=args.system, tiling=tiling,
                           cut_repeats=not args.keep_repeats, **options)

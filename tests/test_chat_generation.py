@@ -64,7 +64,8 @@ def test_chat_samples_from_the_whole_softmax_as_the_export_runtimes_do(monkeypat
 def test_max_tiles_below_the_models_min_tiles_lowers_both_as_the_export_runtimes_do(monkeypatch, capsys):
     """`adapt chat --max-tiles 2` on a model trained with min_tiles 4 failed on the PyTorch model with
     "TilingConfig.min_tiles (4) must be <= max_tiles (2)" (a config's words, not the flag's), while the export
-    runtimes lower min_tiles to the cap; now PyTorch does too and answers on at most 2 tiles (+ thumbnail)."""
+    runtimes lower min_tiles to the cap; now PyTorch does too and answers on at most 2 tiles (+ thumbnail), saying
+    once on stderr that the model's min_tiles was lowered (it was done without a word)."""
     import dataclasses
 
     import model
@@ -79,7 +80,46 @@ def test_max_tiles_below_the_models_min_tiles_lowers_both_as_the_export_runtimes
 
     monkeypatch.setattr(model, "load", min4_load)
     assert main(["chat", "--example-image", "--max-tiles", "2", "--max-new-tokens", "1"]) == 0
-    assert "1 image(s), 3 tile(s)" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "1 image(s), 3 tile(s)" in err
+    assert err.count("note: --max-tiles 2 is below the model's min_tiles 4: using 2-2 tiles") == 1
+    assert main(["chat", "--example-image", "--max-tiles", "4", "--max-new-tokens", "1"]) == 0
+    assert "min_tiles" not in capsys.readouterr().err  # a cap at min_tiles lowers nothing
+
+
+def test_max_tiles_below_an_exports_min_tiles_is_said_once(monkeypatch, tmp_path, capsys):
+    """An export runtime got min_tiles lowered to `--max-tiles` silently too; the note now says so, and the runtime
+    is asked with the lowered tiling."""
+    from types import SimpleNamespace
+
+    from adapt.cli import main
+    from deploy.runtimes import RUNTIMES, Answer
+    from model.tiling import TilingConfig
+
+    asked: list = []
+
+    class FakeVLM:
+        export = SimpleNamespace(tiling=TilingConfig(min_tiles=2, max_tiles=6))
+
+        def __init__(self, folder):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def chat(self, conversation, images=(), **options):
+            asked.append(options["tiling"])
+            timings = {"prompt_tokens": 5, "image_encode_ms": 0.0, "prompt_ms": 1.0, "decode_tokens": 1,
+                       "decode_ms": 1.0}
+            return Answer("a", [1], "prompt", False, timings)
+
+    monkeypatch.setattr(type(RUNTIMES["onnx"]), "load", lambda self, which: FakeVLM)
+    assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--max-tiles", "1", "hello"]) == 0
+    assert capsys.readouterr().err.count("note: --max-tiles 1 is below the model's min_tiles 2: using 1-1 tiles") == 1
+    assert (asked[0].min_tiles, asked[0].max_tiles) == (1, 1)
 
 
 def _template_with_stops(tmp_path, *stops: str) -> str:
