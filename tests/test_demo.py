@@ -354,6 +354,66 @@ def test_sweep_removes_only_folders_of_ended_demos(tmp_path):
         sleeper.wait()
 
 
+def test_an_idle_live_demo_of_another_container_keeps_its_folder(tmp_path):
+    """A folder whose owner cannot be checked (another container sharing /tmp) was swept once the folder itself had
+    not changed for a day: a live demo that got no upload for a day lost its folder (and its Gradio cache). The
+    live demo's heartbeat now counts as a change; a folder whose heartbeat stopped a day ago (a killed demo's) is
+    still removed, with what it held."""
+    import time
+
+    from deploy.demo.uploads import HEARTBEAT_FILE, OWNER_FILE, RUNTIME_PREFIX, STALE_AFTER_S, sweep_stale
+    from domains.files import HOST_TAG
+
+    elsewhere = f"{os.getpid()}@{'0' if HOST_TAG[0] != '0' else '1'}{HOST_TAG[1:]} 1"
+
+    def folder(name: str, beat_age: float) -> Path:
+        path = tmp_path / f"{RUNTIME_PREFIX}{name}"
+        (path / "upload-x").mkdir(parents=True)
+        (path / "upload-x" / "upload-1.dcm").write_bytes(b"PHI")
+        (path / OWNER_FILE).write_text(elsewhere)
+        (path / HEARTBEAT_FILE).touch()
+        then = time.time() - beat_age
+        os.utime(path / HEARTBEAT_FILE, (then, then))
+        old = time.time() - 2 * STALE_AFTER_S  # no upload for two days
+        os.utime(path, (old, old))
+        return path
+
+    idle = folder("idle", beat_age=60)
+    killed = folder("killed", beat_age=STALE_AFTER_S + 60)
+    assert sweep_stale(tmp_path) == [killed]
+    assert idle.exists() and not killed.exists()
+    assert sweep_stale(tmp_path, now=time.time() + STALE_AFTER_S + 120) == [idle]  # once its beat has stopped a day
+
+
+def test_a_live_demo_touches_its_heartbeat_file(tmp_path, monkeypatch):
+    """The runtime folder's heartbeat file is touched every HEARTBEAT_S while the folder is the process's own, and
+    the beating stops once it is not."""
+    import tempfile
+    import threading
+    import time
+
+    from deploy.demo import uploads
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(uploads, "_ROOT", None)
+    monkeypatch.setattr(uploads, "HEARTBEAT_S", 0.02)
+    before = set(threading.enumerate())
+    root = uploads.runtime_root()
+    threads = [t for t in set(threading.enumerate()) - before if t.name == "pocket-adapt-demo-heartbeat"]
+    assert len(threads) == 1
+    beat = root / uploads.HEARTBEAT_FILE
+    os.utime(beat, (0, 0))
+    deadline = time.time() + 10
+    while beat.stat().st_mtime < time.time() - 60 and time.time() < deadline:
+        time.sleep(0.02)
+    assert beat.stat().st_mtime > time.time() - 60, "the heartbeat file was not touched"
+    monkeypatch.setattr(uploads, "_ROOT", (os.getpid(), tmp_path / "another"))  # no longer this process's folder
+    threads[0].join(timeout=5)
+    assert not threads[0].is_alive()
+    with uploads._LIVE_LOCK:
+        uploads._LIVE.discard(root)
+
+
 def test_upload_size_limit_and_missing_files(tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(b"\0" * (2 * MB))

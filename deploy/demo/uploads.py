@@ -10,7 +10,8 @@ Where things live: every folder of one demo process sits inside that process's r
 ``<tmp>/pocket-adapt-demo-<pid>-<random>/`` (mode 0700, :func:`runtime_root`), which also holds Gradio's
 upload cache and rendered images unless ``GRADIO_TEMP_DIR`` says otherwise (:func:`use_private_gradio_cache`).
 It is removed at exit, on SIGTERM / SIGINT (:func:`install_signal_cleanup`), and by the next demo to start
-once its owner is dead (:func:`sweep_stale`).
+once its owner is dead (:func:`sweep_stale`). While the demo runs it touches the folder's heartbeat file, which tells
+a demo in another container (that cannot see whether the owner runs) that the folder is still in use.
 
 Gradio's cached copy of an upload keeps the original name; once staged it is renamed to a neutral name in
 its own folder. Gradio names that folder by the file's content, so identical files uploaded at the same time
@@ -48,7 +49,10 @@ RUNTIME_PREFIX = "pocket-adapt-demo-"
 # "<pid>@<host> <process start token>" of the demo process that made the runtime folder (host: domains.files.HOST_TAG;
 # a shared /tmp is written from several containers, whose pids mean nothing here)
 OWNER_FILE = "owner"
-STALE_AFTER_S = 24 * 3600  # a runtime folder whose owner cannot be told is swept after this long
+STALE_AFTER_S = 24 * 3600  # a runtime folder whose owner cannot be told is swept after this long without a heartbeat
+# touched every HEARTBEAT_S by the live demo: an idle demo's folder (no upload for a day) is not taken for a dead one's
+HEARTBEAT_FILE = "heartbeat"
+HEARTBEAT_S = 15 * 60
 RETIRED_MAX_AGE_S = 3600  # a neutral copy of a cached upload is removed after this (Gradio's own cache age)
 
 # a suffix is kept only if it looks like an ordinary file type (never arbitrary text from the name)
@@ -83,10 +87,25 @@ def runtime_root() -> Path:
         if _ROOT is None or _ROOT[0] != pid or not _ROOT[1].is_dir():
             root = Path(tempfile.mkdtemp(prefix=f"{RUNTIME_PREFIX}{pid}-"))
             (root / OWNER_FILE).write_text(f"{pid}@{HOST_TAG} {_start_token(pid)}\n", encoding="ascii")
+            (root / HEARTBEAT_FILE).touch()
             _ROOT = (pid, root)
             with _LIVE_LOCK:
                 _LIVE.add(root)
+            threading.Thread(target=_heartbeat, args=(root,), name="pocket-adapt-demo-heartbeat", daemon=True).start()
         return _ROOT[1]
+
+
+def _heartbeat(root: Path) -> None:
+    """Touch `root`'s heartbeat file every :data:`HEARTBEAT_S` seconds while it is this process's runtime folder."""
+    while True:
+        time.sleep(HEARTBEAT_S)
+        if _ROOT != (os.getpid(), root):  # a later runtime folder beats for itself
+            return
+        try:
+            os.utime(root / HEARTBEAT_FILE)  # never creates: a folder being removed stays removed
+        except OSError:
+            if not root.is_dir():
+                return
 
 
 def use_private_gradio_cache() -> Path:
@@ -134,7 +153,8 @@ def sweep_stale(tmp_dir: str | os.PathLike | None = None, *, stale_after: float 
                 now: float | None = None) -> list[Path]:
     """Remove runtime folders left by demo processes that are gone (killed, crashed): folders of this user
     whose owner process has ended, or, when a folder does not say its owner or its owner's pid means nothing here
-    (another machine's or container's, an earlier version's), that are older than `stale_after` seconds. A live
+    (another machine's or container's, an earlier version's), that neither changed nor had a heartbeat for
+    `stale_after` seconds (a live demo touches its heartbeat file every :data:`HEARTBEAT_S`, uploads or not). A live
     demo's folder is never touched. Returns the folders removed."""
     base = Path(tmp_dir or tempfile.gettempdir())
     now = time.time() if now is None else now
@@ -148,7 +168,7 @@ def sweep_stale(tmp_dir: str | os.PathLike | None = None, *, stale_after: float 
         if not stat.S_ISDIR(info.st_mode) or folder == own or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
             continue
         alive = _owner_alive(folder)
-        if alive or (alive is None and now - info.st_mtime <= stale_after):
+        if alive or (alive is None and now - _last_sign_of_life(folder, info.st_mtime) <= stale_after):
             continue
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():
@@ -156,6 +176,14 @@ def sweep_stale(tmp_dir: str | os.PathLike | None = None, *, stale_after: float 
     if removed:
         log.info("demo: removed %d staging folder(s) left by demo processes that have ended", len(removed))
     return removed
+
+
+def _last_sign_of_life(folder: Path, folder_mtime: float) -> float:
+    """When `folder` last changed or its owner last beat (an earlier version's folder has no heartbeat file)."""
+    try:
+        return max(folder_mtime, (folder / HEARTBEAT_FILE).lstat().st_mtime)
+    except OSError:
+        return folder_mtime
 
 
 def cleanup_all() -> None:
