@@ -949,6 +949,9 @@ def _tiles(args) -> int:
     if args.no_thumbnail:
         given["thumbnail"] = False
     if "max_tiles" in given and "min_tiles" not in given:
+        if given["max_tiles"] < tiling.min_tiles:
+            print(f"note: --max-tiles {given['max_tiles']} is below the model's min_tiles {tiling.min_tiles}: using "
+                  f"{given['max_tiles']}-{given['max_tiles']} tiles", file=sys.stderr)
         given["min_tiles"] = min(tiling.min_tiles, given["max_tiles"])
     min_tiles, max_tiles = given.get("min_tiles", tiling.min_tiles), given.get("max_tiles", tiling.max_tiles)
     if min_tiles > max_tiles:

@@ -92,6 +92,21 @@ def test_tiles_reads_a_checkpoints_config_without_its_weights(tmp_path, capsys):
     assert "default: the model's, else 12" in help_text and "else 256" in help_text and "else 448" in help_text
 
 
+def test_tiles_says_when_max_tiles_lowers_the_models_min_tiles(tmp_path, capsys):
+    """`adapt tiles --model M --max-tiles N` under M's min_tiles plans N-N tiles, as chat does, and says so once."""
+    from model.presets import preset_config
+
+    config = preset_config("pocket-tiny")
+    config.tiling = {**config.tiling, "min_tiles": 4}
+    config.save_pretrained(str(tmp_path))
+    assert main(["tiles", "640x480", "--model", str(tmp_path), "--max-tiles", "2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("note: --max-tiles 2 is below the model's min_tiles 4: using 2-2 tiles") == 1
+    assert "grid 2x1 (cols x rows), 3 tiles incl. thumbnail" in captured.out
+    assert main(["tiles", "640x480", "--model", str(tmp_path), "--max-tiles", "4"]) == 0
+    assert "min_tiles" not in capsys.readouterr().err  # a cap at min_tiles lowers nothing
+
+
 def test_tiles_of_an_image_above_the_pixel_cap_says_it_is_refused(tmp_path, capsys):
     """A 20000x20000 file crashed with PIL's DecompressionBombError traceback; 8000x8000 planned 10 tiles without
     a word that chat refuses the image (64 M pixels > tiling.max_pixels)."""
