@@ -446,7 +446,7 @@ class DataSource(_Section):
 
 
 class Augment(_Section):
-    """Training-time augmentation (``domains.remote_sensing.augment``): random flips, 90° turns and
+    """Training-time augmentation (``domains.augment``): random flips, 90° turns and
     colour jitter, boxes in the text moved with the pixels. Training items of domain sources only, never
     eval; records whose text names a direction, and stitched six-camera frames, get colour jitter only; a camera
     picture (``meta.camera``) is flipped left-right at most (see the module)."""

@@ -1,4 +1,4 @@
-"""Box-aware augmentation (domains.remote_sensing.augment), its recipe key and the dataset hook."""
+"""Box-aware augmentation (domains.augment), its recipe key and the dataset hook."""
 
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from adapt.data.augment import build_augment
 from adapt.data.dataset import SupervisedDataset
 from adapt.data.samples import Record, SkipLog
 from adapt.recipe import RecipeError, load_recipe
-from domains.boxes import from_grid, parse_ref_boxes, to_grid
-from domains.remote_sensing.augment import (
+from domains.augment import (
     GENERAL,
     NAMES_DIRECTION,
     NOT_ONE_IMAGE,
@@ -25,6 +24,7 @@ from domains.remote_sensing.augment import (
     build_augmentation,
     derive_seed,
 )
+from domains.boxes import from_grid, parse_ref_boxes, to_grid
 from model.tiling import TilingConfig
 
 W, H = 320, 200
@@ -421,6 +421,14 @@ def test_dataset_applies_augmentation_per_epoch_and_position(tmp_path):
     ds.set_order(order, epoch=4)
     assert ds.epoch == 4
     assert record.answer == grounding_record(to_grid(BOX_PX, W, H)).answer  # the stored record is untouched
+
+
+def test_the_augmentation_lives_beside_the_shared_box_helpers():
+    """It serves every domain (driving frames, camera pictures, replay) but lived in domains.remote_sensing."""
+    import importlib.util
+
+    assert type(build_augment({})).__module__ == "domains.augment"
+    assert importlib.util.find_spec("domains.remote_sensing.augment") is None
 
 
 def test_a_dict_spec_is_read_as_the_recipe_section_is(tmp_path):

@@ -5,7 +5,7 @@
     print(augment.summary(records))   # how many records are flipped / turned, and why the others are not
 
 The augmentation itself (flips, 90° turns, colour jitter, boxes in the text moved with the pixels)
-lives with the domains: ``domains.remote_sensing.augment.build_augmentation``. It is applied by
+lives with the domains: ``domains.augment.build_augmentation``. It is applied by
 `SupervisedDataset` to training items only, keyed by ``(epoch, position)`` so resume is exact.
 """
 
@@ -42,7 +42,7 @@ def build_augment(spec: Any, seed: int = 0, general_sources: Iterable[str] = ())
     values = spec.model_dump()
     if not (values.get("flips") or values.get("rot90") or values.get("color_jitter")):
         return None
-    from domains.remote_sensing.augment import build_augmentation
+    from domains.augment import build_augmentation
 
     return build_augmentation(flips=bool(values.get("flips")), rot90=bool(values.get("rot90")),
                               color_jitter=float(values.get("color_jitter") or 0.0), seed=seed,

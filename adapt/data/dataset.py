@@ -40,7 +40,7 @@ class SupervisedDataset(torch.utils.data.Dataset):
     ):
         self.records = records
         # training-time augmentation: ``augment(image, record, key=(epoch, i)) -> (image, record)``
-        # (e.g. ``domains.remote_sensing.augment.build_augmentation``); a pure function of (its seed,
+        # (e.g. ``domains.augment.build_augmentation``); a pure function of (its seed,
         # epoch, position), so a resumed run sees the same pixels. Evaluation never uses it. It is handed every
         # single-image record and decides itself what each may get (`Augmentation.plan`: no flips for text that
         # names a direction, nothing for general sources).

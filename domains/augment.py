@@ -1,4 +1,4 @@
-"""Box-aware image augmentation for overhead imagery (albumentations): flips, 90° turns, colour jitter.
+"""Box-aware training-time image augmentation for every domain (albumentations): flips, 90° turns, colour jitter.
 
     aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0, general_sources={"replay"})
     image, record = aug(image, record, key=(epoch, index))   # deterministic per (seed, key)
