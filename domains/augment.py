@@ -200,13 +200,18 @@ class Augmentation:
         many are held back, and why."""
         ops = [name for name, on in (("flips", self.flips), ("90-degree turns", self.rot90)) if on]
         ops += [f"colour jitter {self.color_jitter:g}"] if self.color_jitter > 0 else []
-        counts = Counter(self.plan(r) for rs in records.values() for r in rs)
+        counts: Counter[tuple[str, str]] = Counter()
+        upright = 0
+        for rs in records.values():
+            for record in rs:  # one plan per record: each reads every text of the record
+                plan = self.plan(record)
+                counts[plan] += 1
+                upright += plan == ("all", "") and _is_camera_picture(record)
         line = (f"augment ({', '.join(ops)}): {counts[('all', '')]} of {sum(counts.values())} records "
                 f"{'flipped / turned' if self.flips or self.rot90 else 'colour-jittered'}")
         held = [f"{counts[what, why]} {why} ({'colour jitter only' if what == 'colour' else 'untouched'})"
                 for why in (NAMES_DIRECTION, STITCHED, GENERAL, OPTED_OUT, UNMOVABLE_BOXES, NOT_ONE_IMAGE)
                 for what in ("colour", "none") if counts[what, why]]
-        upright = sum(self.plan(r) == ("all", "") and _is_camera_picture(r) for rs in records.values() for r in rs)
         line += f" ({upright} of them camera pictures, flipped left-right only)" if upright else ""
         return line + ("; held back: " + ", ".join(held) if held else "")
 

@@ -285,6 +285,28 @@ def test_a_stitched_six_camera_frame_is_never_flipped_or_turned():
         f"1 {STITCHED} (colour jitter only)")
 
 
+def test_the_summary_plans_each_record_once(monkeypatch):
+    """summary planned every record twice (counts, then camera pictures): twice the regex work on a large run."""
+    turns = [{"from": "human", "value": "<image>\nWhat is here?"}, {"from": "gpt", "value": "A field."}]
+    plain = Record(source="rs", line=1, images=["x.png"], image_sizes=[(W, H)], conversations=turns)
+    camera = Record(**{**plain.__dict__, "meta": {"camera": "CAM_FRONT"}})
+    left = Record(**{**plain.__dict__, "conversations": [turns[0], {"from": "gpt", "value": "On the left."}]})
+    stitched = Record(**{**plain.__dict__, "image_sizes": [(2688, 896)]})
+    records = {"rs": [plain, camera, left, stitched, Record(**{**plain.__dict__, "meta": {"augment": False}}),
+                      Record(**{**plain.__dict__, "images": ["a.png", "b.png"]}), grounding_record([5, 5, 1, 1])],
+               "replay": [Record(**{**plain.__dict__, "source": "replay"})]}
+    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0, general_sources={"replay"})
+    calls = []
+    plan = Augmentation.plan
+    monkeypatch.setattr(Augmentation, "plan", lambda self, record: calls.append(record) or plan(self, record))
+    assert aug.summary(records) == (
+        "augment (flips, 90-degree turns, colour jitter 0.2): 2 of 8 records flipped / turned (1 of them camera "
+        f"pictures, flipped left-right only); held back: 1 {NAMES_DIRECTION} (colour jitter only), 1 {STITCHED} "
+        f"(colour jitter only), 1 {GENERAL} (untouched), 1 {OPTED_OUT} (untouched), 1 with boxes that cannot be "
+        f"moved (untouched), 1 {NOT_ONE_IMAGE} (untouched)")
+    assert len(calls) == 8 and {id(r) for r in calls} == {id(r) for rs in records.values() for r in rs}
+
+
 def test_a_converters_multi_image_record_is_left_alone():
     """A converter's JSONL record lists its images under "image" (DriveLM multi: six cameras): it was read as one
     image and flipped like a single picture."""
