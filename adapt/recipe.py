@@ -448,8 +448,8 @@ class DataSource(_Section):
 class Augment(_Section):
     """Training-time augmentation (``domains.augment``): random flips, 90° turns and
     colour jitter, boxes in the text moved with the pixels. Training items of domain sources only, never
-    eval; records whose text names a direction, and stitched six-camera frames, get colour jitter only; a camera
-    picture (``meta.camera``) is flipped left-right at most (see the module)."""
+    eval; records whose text names a direction, stitched six-camera frames and camera pictures (``meta.camera``)
+    get colour jitter only (see the module)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -36,8 +36,9 @@ counts them for the run's log):
 * stitched six-camera driving frames (``domains.driving.layout.is_stitched_frame``: ``meta.view_mode``
   ``"stitched"`` or a 2688×896 image) get colour jitter only, even with ``"augment": true``: a flip or turn
   would move the cameras out of their layout (CAM_FRONT_LEFT on the right);
-* a single camera picture (``meta.camera``, as the nuScenes converter writes it) has an up: it is at most
-  flipped left-right (with ``flips``), never upside down or turned, so a street stays a street.
+* a single camera picture (``meta.camera``, as the nuScenes converter writes it) gets colour jitter only, by the
+  same rule and even with ``"augment": true``: it has an up (a turn puts the sky below the street), and a
+  left-right flip swaps left and right in its answers ("the car on the left", CAM_FRONT_LEFT).
 
 Also left alone (returned unchanged): records without exactly one image, records whose boxes do not
 parse as ordered 0–1000 grid boxes (a ``<box>`` holding anything else, a ``<quad>`` polygon), and records
@@ -82,6 +83,7 @@ GENERAL = "from general sources"
 NAMES_DIRECTION = "whose text names a direction such as left, top or north"
 UNMOVABLE_BOXES = "with boxes that cannot be moved"
 STITCHED = "that are stitched six-camera frames"
+CAMERA_PICTURE = "that are camera pictures, whose left and right a flip would swap"
 _EPS = 1e-3  # px added to zero-width/height boxes (albumentations rejects them); removed after the move
 
 
@@ -176,8 +178,10 @@ class Augmentation:
             return "none", GENERAL, []
         if not (self.flips or self.rot90):
             return "all", "", []
-        if is_stitched_frame(meta, _image_size(record)):
-            return ("colour" if self.color_jitter > 0 else "none"), STITCHED, []
+        held = (STITCHED if is_stitched_frame(meta, _image_size(record))
+                else CAMERA_PICTURE if meta.get("camera") else "")
+        if held:  # no flip or turn keeps these true, whatever meta.augment says
+            return ("colour" if self.color_jitter > 0 else "none"), held, []
         texts = _texts(record)
         if not forced and any(_DIRECTION.search(text) for _, _, text in texts):
             return ("colour" if self.color_jitter > 0 else "none"), NAMES_DIRECTION, []
@@ -200,19 +204,13 @@ class Augmentation:
         many are held back, and why."""
         ops = [name for name, on in (("flips", self.flips), ("90-degree turns", self.rot90)) if on]
         ops += [f"colour jitter {self.color_jitter:g}"] if self.color_jitter > 0 else []
-        counts: Counter[tuple[str, str]] = Counter()
-        upright = 0
-        for rs in records.values():
-            for record in rs:  # one plan per record: each reads every text of the record
-                plan = self.plan(record)
-                counts[plan] += 1
-                upright += plan == ("all", "") and _is_camera_picture(record)
+        counts = Counter(self.plan(r) for rs in records.values() for r in rs)
         line = (f"augment ({', '.join(ops)}): {counts[('all', '')]} of {sum(counts.values())} records "
                 f"{'flipped / turned' if self.flips or self.rot90 else 'colour-jittered'}")
         held = [f"{counts[what, why]} {why} ({'colour jitter only' if what == 'colour' else 'untouched'})"
-                for why in (NAMES_DIRECTION, STITCHED, GENERAL, OPTED_OUT, UNMOVABLE_BOXES, NOT_ONE_IMAGE)
+                for why in (NAMES_DIRECTION, STITCHED, CAMERA_PICTURE, GENERAL, OPTED_OUT, UNMOVABLE_BOXES,
+                            NOT_ONE_IMAGE)
                 for what in ("colour", "none") if counts[what, why]]
-        line += f" ({upright} of them camera pictures, flipped left-right only)" if upright else ""
         return line + ("; held back: " + ", ".join(held) if held else "")
 
     def _draw(self, key: Any) -> tuple[tuple[bool, bool, bool], int]:
@@ -273,8 +271,6 @@ class Augmentation:
         symmetry, jitter_seed = self._draw(key)
         if what == "colour":
             symmetry = (False, False, False)
-        elif _is_camera_picture(record):
-            symmetry = (False, self.flips and symmetry[1], False)
         if not any(symmetry):  # colour only (or nothing): the boxes stay where they are
             if self.color_jitter == 0:
                 return image, record
@@ -313,13 +309,6 @@ def build_augmentation(flips: bool = True, rot90: bool = True, color_jitter: flo
 
 
 # ------------------------------------------------------------------------------------------ records
-def _is_camera_picture(record: Any) -> bool:
-    """Whether `record` is one ground-level camera picture (``meta.camera``, as the nuScenes converter writes it):
-    it has an up, so only a left-right flip keeps it a plausible picture."""
-    meta = _get(record, "meta")
-    return isinstance(meta, Mapping) and bool(meta.get("camera"))
-
-
 def _get(record: Any, name: str) -> Any:
     return record.get(name) if isinstance(record, Mapping) else getattr(record, name, None)
 

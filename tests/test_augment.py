@@ -15,6 +15,7 @@ from adapt.data.dataset import SupervisedDataset
 from adapt.data.samples import Record, SkipLog
 from adapt.recipe import RecipeError, load_recipe
 from domains.augment import (
+    CAMERA_PICTURE,
     GENERAL,
     NAMES_DIRECTION,
     NOT_ONE_IMAGE,
@@ -300,10 +301,10 @@ def test_the_summary_plans_each_record_once(monkeypatch):
     plan = Augmentation.plan
     monkeypatch.setattr(Augmentation, "plan", lambda self, record: calls.append(record) or plan(self, record))
     assert aug.summary(records) == (
-        "augment (flips, 90-degree turns, colour jitter 0.2): 2 of 8 records flipped / turned (1 of them camera "
-        f"pictures, flipped left-right only); held back: 1 {NAMES_DIRECTION} (colour jitter only), 1 {STITCHED} "
-        f"(colour jitter only), 1 {GENERAL} (untouched), 1 {OPTED_OUT} (untouched), 1 with boxes that cannot be "
-        f"moved (untouched), 1 {NOT_ONE_IMAGE} (untouched)")
+        "augment (flips, 90-degree turns, colour jitter 0.2): 1 of 8 records flipped / turned; held back: "
+        f"1 {NAMES_DIRECTION} (colour jitter only), 1 {STITCHED} (colour jitter only), 1 {CAMERA_PICTURE} (colour "
+        f"jitter only), 1 {GENERAL} (untouched), 1 {OPTED_OUT} (untouched), 1 with boxes that cannot be moved "
+        f"(untouched), 1 {NOT_ONE_IMAGE} (untouched)")
     assert len(calls) == 8 and {id(r) for r in calls} == {id(r) for rs in records.values() for r in rs}
 
 
@@ -498,27 +499,27 @@ def test_a_record_whose_moved_boxes_run_too_long_is_trained_as_read_not_dropped(
     assert skips.count() == 0 and ds.dropped_entry(moved[0]) is None
 
 
-def test_a_camera_picture_is_flipped_left_right_only():
-    """A nuScenes camera picture (meta.camera) was turned and flipped upside down like an overhead scene: the sky
-    ended below the street. It keeps its up: a left-right flip at most, with its box moved."""
+def test_a_camera_picture_is_never_flipped_or_turned():
+    """A nuScenes camera picture (meta.camera) was flipped left-right: "the car on the left" and CAM_FRONT_LEFT then
+    named the wrong side, a wrong answer trained on. Like a stitched frame it gets colour jitter only, even when its
+    meta asks for augmentation, and the summary counts it."""
     turns = [{"from": "human", "value": "<image>\nPlease provide the bounding box of <ref>the truck</ref>."},
              {"from": "gpt", "value": "<ref>the truck</ref><box>[[100, 500, 300, 900]]</box>"}]
     record = Record(source="nuscenes", line=1, images=["c.jpg"], image_sizes=[(W, H)], task="grounding",
                     conversations=turns, meta={"camera": "CAM_FRONT"})
-    sky_above = np.zeros((H, W, 3), np.uint8)
-    sky_above[: H // 2] = 255  # white sky over a black street
-    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.0, seed=0)
-    assert aug.summary({"d": [record]}) == ("augment (flips, 90-degree turns): 1 of 1 records flipped / turned "
-                                            "(1 of them camera pictures, flipped left-right only)")
-    boxes = set()
-    for k in range(16):
-        image, out = aug(Image.fromarray(sky_above), record, key=(0, k))
-        pixels = np.asarray(image)
-        assert image.size == (W, H) and pixels[0].min() == 255 and pixels[-1].max() == 0, k
-        boxes.add(out.conversations[1]["value"])
-    assert boxes == {"<ref>the truck</ref><box>[[100, 500, 300, 900]]</box>",
-                     "<ref>the truck</ref><box>[[700, 500, 900, 900]]</box>"}
-    assert aug.plan(record) == ("all", "")
-    rot_only = build_augmentation(flips=False, rot90=True, color_jitter=0.0, seed=0)
-    for k in range(8):
-        assert rot_only(Image.fromarray(sky_above), record, key=(0, k))[1] is record
+    forced = Record(**{**record.__dict__, "meta": {"camera": "CAM_FRONT_LEFT", "augment": True}})
+    picture = np.zeros((H, W, 3), np.uint8)
+    picture[: H // 2, : W // 4] = 255  # a white patch at the top left
+    for jitter, what in ((0.0, "none"), (0.3, "colour")):
+        for flips, rot90 in ((True, False), (False, True), (True, True)):
+            aug = build_augmentation(flips=flips, rot90=rot90, color_jitter=jitter, seed=0)
+            for rec in (record, forced):
+                assert aug.plan(rec) == (what, CAMERA_PICTURE)
+                for k in range(16):
+                    image, out = aug(Image.fromarray(picture), rec, key=(0, k))
+                    assert out is rec and image.size == (W, H)
+                    pixels = np.asarray(image).astype(int)
+                    assert pixels[: H // 2, : W // 4].min() > pixels[:, W // 4:].max(), k  # the patch stays put
+    assert aug.summary({"d": [record, forced, grounding_record([100, 200, 300, 400])]}) == (
+        "augment (flips, 90-degree turns, colour jitter 0.3): 1 of 3 records flipped / turned; held back: "
+        f"2 {CAMERA_PICTURE} (colour jitter only)")
