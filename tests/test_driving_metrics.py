@@ -161,6 +161,44 @@ def test_score_drivelm_rejects_broken_meta_naming_the_sample():
         score_drivelm("x", {"meta": {"drivelm_tag": 0, "view_mode": "fisheye"}}, "y")
 
 
+def test_a_sample_without_view_mode_is_read_by_its_images():
+    """A record without meta['view_mode'] (an older or a foreign converter's) was read as stitched: the grid c-tags
+    of six camera images went through the stitched layout, so every point landed in the wrong place. Its images
+    tell the mode now; where they do not, only a sample whose grid tags need it is refused, naming it."""
+    answer = "<c1,CAM_BACK,1088.3,497.5> and <c2,CAM_FRONT_LEFT,200.0,100.0>"
+    points = [("CAM_BACK", 1088.3, 497.5), ("CAM_FRONT_LEFT", 200.0, 100.0)]
+    meta = {"drivelm_tag": 3, "qa_id": "s_f_7", "answer_pixels": answer}
+    multi = " and ".join(multi_tag(k, cam, x, y) for k, (cam, x, y) in enumerate(points, 1))
+    stitched = " and ".join(stitched_tag(k, cam, x, y) for k, (cam, x, y) in enumerate(points, 1))
+    six = {"images": [f"{cam}.jpg" for cam in layout.STITCH_ORDER], "image_sizes": [layout.CAMERA_SIZE] * 6}
+    for prediction, record in (
+        (multi, {**six, "meta": meta}),
+        (multi, {"image": six["images"], "meta": meta}),  # a converter's JSONL record
+        (stitched, {"images": ["f.png"], "image_sizes": [layout.STITCHED_SIZE], "meta": meta}),
+        (stitched, {"image": "f.jpg", "width": 1344, "height": 448, "meta": meta}),  # a smaller 3:1 frame
+        (multi_tag(1, "CAM_BACK", 1088.3, 497.5),  # one camera picture: its tags are on its own grid
+         {"images": ["b.jpg"], "image_sizes": [layout.CAMERA_SIZE],
+          "meta": {**meta, "camera": "CAM_BACK", "answer_pixels": answer.split(" and ")[0]}}),
+    ):
+        assert score_drivelm(prediction, record, "")["match_f1"] == pytest.approx(1.0, abs=1e-6), record
+    assert score_drivelm(stitched, {**six, "meta": meta}, "")["match_f1"] == 0.0  # multi is no longer guessed
+    camera_sized = {"images": ["c.jpg"], "image_sizes": [layout.CAMERA_SIZE], "meta": meta}  # 16:9, no meta.camera
+    with pytest.raises(ValueError, match=r"s_f_7.*view_mode"):
+        score_drivelm(multi, camera_sized, "")
+    assert score_drivelm("Yes.", {**camera_sized, "meta": {**meta, "drivelm_tag": 0, "answer_pixels": "Yes."}},
+                         "") == {"accuracy": 1.0}  # no grid coordinates: the mode does not matter
+
+    # the aggregate sees predictions, whose question holds one <image> per image of the record
+    def unnamed(prediction: str, prompt: str) -> SimpleNamespace:
+        return SimpleNamespace(prediction=prediction, reference="", meta=meta, task="drivelm", scores={},
+                               prompt=prompt + "Where are the objects?")
+
+    out = aggregate_drivelm([unnamed(multi, layout.multi_view_prefix()), unnamed(stitched, layout.STITCHED_PREFIX),
+                             unnamed(multi, "")], {"protocol": "pocket"})
+    assert out["match_f1"] == pytest.approx(1.0, abs=1e-6)
+    assert "1 predictions without a valid meta['drivelm_tag'] / meta['view_mode'] were left out" in out["notes"]
+
+
 # --------------------------------------------------------------------------------------------- corpus
 def corpus():
     important = "There is a white sedan to the front of the ego vehicle. The ID of this object is {}."

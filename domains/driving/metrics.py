@@ -29,7 +29,10 @@ uses the pocket tokenizer, which splits ``stopped.The``; the graph filter is off
 made under ``pocket`` are not comparable with the challenge's.
 
 **Coordinates.** Samples write c-tags on a 0–1000 grid: ``<c1,CAM_BACK,[x,y]>`` on the stitched image
-(``meta["view_mode"] == "stitched"``) or on the named camera's own image (``"multi"``). Before scoring, a
+(``meta["view_mode"] == "stitched"``) or on the named camera's own image (``"multi"``). A record without
+``view_mode`` (an older or a foreign converter's) is read by its images: six camera images are ``multi``, one camera
+picture (``meta.camera``) is on its camera's grid, one 3:1 image is stitched; when they do not tell, a sample whose
+texts hold grid c-tags is refused, naming it, rather than read in a guessed layout. Before scoring, a
 prediction's bracketed c-tags are mapped back to that camera's 1600×900 pixels and rewritten in DriveLM's form
 ``<c1,CAM_BACK,1088.3,497.5>`` (Mini-InternVL's ``post_process``: clamped to the frame, rounded to 0.1), and
 bracketed traffic-element boxes ``(c, s, [x1,y1,x2,y2])`` to DriveLM's ``(c, s, x1, y1, x2, y2)`` in CAM_FRONT
@@ -191,11 +194,43 @@ def drivelm_tags(meta: Mapping) -> frozenset[int]:
     return tags
 
 
-def _view_mode(meta: Mapping) -> str:
-    mode = meta.get("view_mode", "stitched") or "stitched"
+def _view_mode(meta: Mapping, sample: Any = None) -> str | None:
+    """``meta["view_mode"]`` ("stitched" or "multi", else ValueError naming the sample); when it is missing (a record
+    written by an older or a foreign converter), the mode `sample`'s images show (:func:`_shown_view_mode`), else
+    None: :func:`_in_pixels` then refuses only a text whose grid coordinates need the mode."""
+    mode = meta.get("view_mode")
+    if mode is None or mode == "":
+        return _shown_view_mode(meta, sample)
     if mode not in VIEW_MODES:
         raise ValueError(f"{_where(meta)}: meta['view_mode'] must be 'stitched' or 'multi', got {mode!r}")
     return mode
+
+
+def _shown_view_mode(meta: Mapping, sample: Any) -> str | None:
+    """The view mode a sample's images show, as the converters lay them out: six camera images are ``multi``; one
+    camera picture (``meta.camera``) has its c-tags on its own camera's grid, as ``multi`` reads them; one other
+    image is the stitched frame unless its size is known and not the stitched 3:1 (2688x896,
+    :func:`layout.check_stitched_aspect`). None when they do not tell.
+
+    `sample` is a record (``images`` and ``image_sizes``; a converter's ``image``, ``width`` / ``height``) or, in the
+    aggregate, a prediction, whose question holds one ``<image>`` per image of its record."""
+    images = _field(sample, "images", _field(sample, "image"))
+    if isinstance(images, str) or hasattr(images, "__fspath__"):
+        images = [images]
+    count = len(images) if isinstance(images, (list, tuple)) else str(_field(sample, "prompt") or "").count("<image>")
+    if count == len(layout.CAMERAS):
+        return "multi"
+    if count != 1:
+        return None
+    if meta.get("camera") in layout.CAMERAS:
+        return "multi"
+    sizes = _field(sample, "image_sizes") or [(_field(sample, "width"), _field(sample, "height"))]
+    try:
+        if None not in sizes[0]:
+            layout.check_stitched_aspect(tuple(sizes[0]))
+    except (TypeError, ValueError):
+        return None
+    return "stitched"
 
 
 # ---------------------------------------------------------------------------------------------- coordinates
@@ -336,9 +371,21 @@ def answer_accuracy(prediction: str, reference: str, protocol: str = "official")
 
 
 # ---------------------------------------------------------------------------------------------- per sample
-def _reference_pixels(meta: Mapping, reference: str, mode: str) -> str:
+def _in_pixels(text: str, mode: str | None, meta: Mapping) -> str:
+    """:func:`to_camera_pixels` for the sample's `mode`; with no mode known, `text` as it is when it holds no grid
+    coordinates to map back, else ValueError naming the sample (guessing a mode put points in the wrong camera)."""
+    if mode is not None:
+        return to_camera_pixels(text, mode)
+    if to_camera_pixels(text, "stitched") != text:
+        raise ValueError(f"{_where(meta)}: its grid coordinates (<cN,CAM,[x,y]>) need meta['view_mode'], which it "
+                         f"lacks, and its images do not tell the mode (six camera images: 'multi'; one 3:1 stitched "
+                         f"frame: 'stitched'): add meta['view_mode'] to the record")
+    return text
+
+
+def _reference_pixels(meta: Mapping, reference: str, mode: str | None) -> str:
     answer = meta.get("answer_pixels")
-    return str(answer) if answer is not None else to_camera_pixels(str(reference or ""), mode)
+    return str(answer) if answer is not None else _in_pixels(str(reference or ""), mode, meta)
 
 
 def score_drivelm(prediction: str, record: Any, reference: str) -> dict[str, float]:
@@ -348,18 +395,18 @@ def score_drivelm(prediction: str, record: Any, reference: str) -> dict[str, flo
     :func:`aggregate_drivelm` leaves out too. Raises ValueError naming the sample when its meta lacks a valid tag."""
     meta = _field(record, "meta") or {}
     tags = drivelm_tags(meta)
-    mode = _view_mode(meta)
+    mode = _view_mode(meta, record)
     ref_px = _reference_pixels(meta, reference, mode)
     out: dict[str, float] = {}
     if not ref_px.strip():  # an empty answer would "equal" it: accuracy 1.0 for saying nothing
         return out
     if 0 in tags:
-        out["accuracy"] = answer_accuracy(to_camera_pixels(prediction, mode), ref_px)
+        out["accuracy"] = answer_accuracy(_in_pixels(prediction, mode, meta), ref_px)
     if 2 in tags:
-        _, per_sample = rouge_l([ptb_tokenize(to_camera_pixels(prediction, mode))], [[ptb_tokenize(ref_px)]])
+        _, per_sample = rouge_l([ptb_tokenize(_in_pixels(prediction, mode, meta))], [[ptb_tokenize(ref_px)]])
         out["ROUGE_L"] = per_sample[0]
     if 3 in tags:
-        _, f1 = match_points(_points(to_camera_pixels(prediction, mode), "official"), _points(ref_px, "official"),
+        _, f1 = match_points(_points(_in_pixels(prediction, mode, meta), "official"), _points(ref_px, "official"),
                              by_camera=False)
         out["match_f1"] = f1
     return out
@@ -466,15 +513,16 @@ def aggregate_drivelm(predictions: Sequence[Any], context: Mapping[str, Any] | N
         if (_field(p, "task") or "drivelm") != "drivelm":
             continue
         meta = _field(p, "meta") or {}
+        prediction = str(_field(p, "prediction") or "")  # as generated: the official accuracy is exact
         try:
             tags = drivelm_tags(meta)
-            mode = _view_mode(meta)
+            mode = _view_mode(meta, p)
+            row = {"meta": meta, "tags": tags, "pred_px": _in_pixels(prediction, mode, meta),
+                   "ref_px": _reference_pixels(meta, str(_field(p, "reference") or ""), mode)}
         except ValueError:
             bad += 1
             continue
-        prediction = str(_field(p, "prediction") or "")  # as generated: the official accuracy is exact
-        rows.append({"meta": meta, "tags": tags, "pred_px": to_camera_pixels(prediction, mode),
-                     "ref_px": _reference_pixels(meta, str(_field(p, "reference") or ""), mode)})
+        rows.append(row)
     if bad:
         notes.append(f"{bad} predictions without a valid meta['drivelm_tag'] / meta['view_mode'] were left out")
     answered = [r for r in rows if r["ref_px"].strip()]
