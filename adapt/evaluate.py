@@ -324,7 +324,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     """Per-source and per-group means of a run's scores.
 
     Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "metric_n": {name: samples},
-    "tasks": {task: n}, "samples", "skipped", "notes"}},
+    "metric_task": {name: task}, "tasks": {task: n}, "samples", "skipped", "notes"}},
     "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}}, "n", "skipped",
     "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
     A metric's mean is over the source's samples that have it (``metric_n`` counts them; a corpus-level metric has
@@ -373,6 +373,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             tasks[p.task] = tasks.get(p.task, 0) + 1
             by_task.setdefault(p.task, []).append(p)
         corpus: dict[str, float | None] = {}
+        metric_task: dict[str, str] = {}  # each metric's task: a report joins runs on it, whatever a run named it
         notes: list[str] = []
         mains: dict[str, list[float]] = {}  # task -> its samples' main values
         for task, task_preds in by_task.items():
@@ -381,7 +382,9 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             protocols.setdefault(task, protocols_of(task)).update(agg_protocols)
             # beside other tasks, an aggregate is named by its task: a DriveLM "accuracy" must not stand for
             # the mean "accuracy" of the source's multiple-choice samples
-            corpus.update(agg_values if len(by_task) == 1 else {f"{task}/{k}": v for k, v in agg_values.items()})
+            named = agg_values if len(by_task) == 1 else {f"{task}/{k}": v for k, v in agg_values.items()}
+            corpus.update(named)
+            metric_task.update(dict.fromkeys(named, task))
             notes += agg_notes
             for p in task_preds:
                 for name, value in p.scores.items():
@@ -393,6 +396,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
         # a name several tasks return (mc's and classification's "accuracy", short's and vqa's "exact_match") is
         # kept per task: one mean over both hid which task scored what, and mixed two normalisations
         shared = {name for name, k in Counter(name for _, name in values).items() if k > 1}
+        metric_task = {(f"{task}/{name}" if name in shared else name): task for task, name in values} | metric_task
         values = {(f"{task}/{name}" if name in shared else name): v for (task, name), v in values.items()}
         metrics = {name: _mean(v) for name, v in values.items()}
         metrics.update(corpus)
@@ -402,6 +406,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             "main": _mean(flat := [v for vs in mains.values() for v in vs]),
             "metrics": metrics,
             "metric_n": {name: len(v) for name, v in values.items()},
+            "metric_task": {name: metric_task[name] for name in metrics},
             "tasks": tasks,
             "samples": _fingerprint(p.line for p in preds),
             "skipped": sum(1 for e in skipped if e.source == source),
@@ -511,12 +516,36 @@ def _ns(entries: list[dict | None]) -> str:
     return "/".join(dict.fromkeys(ns)) if ns else "0"
 
 
-def _metric_n(metric: str, entries: list[dict | None]) -> str:
+def _metric_n(own: list[str | None], entries: list[dict | None]) -> str:
     """`` (n = k)`` after a metric averaged over fewer samples than its source has (closed_accuracy over the closed
-    questions alone, accuracy/count over the count questions), else ``""``: the denominator a quoted number needs."""
-    counts = [str(e["metric_n"][metric]) for e in entries
-              if e and metric in (e.get("metric_n") or {}) and e["metric_n"][metric] != e.get("n")]
+    questions alone, accuracy/count over the count questions), else ``""``: the denominator a quoted number needs.
+    `own`: each entry's name for the metric (`_metric_rows`)."""
+    counts = [str(e["metric_n"][m]) for e, m in zip(entries, own)
+              if e and m in (e.get("metric_n") or {}) and e["metric_n"][m] != e.get("n")]
     return f" (n = {'/'.join(dict.fromkeys(counts))})" if counts else ""
+
+
+NO_SAMPLES = "no samples"  # the cell of a run that scored no sample of the row's task or source (all skipped)
+
+
+def _metric_rows(entries: list[dict | None]) -> list[tuple[str, str | None, list[str | None]]]:
+    """A source's metric rows across runs' summaries: (name shown, its task or None where unknown, each entry's own
+    name for it or None). Rows join on (task, metric) (``metric_task``), not on the name: a source's ``mc/accuracy``
+    is ``accuracy`` in a run that lost all its other tasks' samples. A name is shown as the runs give it, or
+    ``<task>/<metric>`` where they differ or it would stand for several tasks' metrics."""
+    own: dict[tuple[str | None, str], list[str | None]] = {}
+    for k, e in enumerate(entries):
+        for name in (e or {}).get("metrics", {}):
+            task = (e.get("metric_task") or {}).get(name)
+            metric = name.removeprefix(f"{task}/") if task is not None else name
+            own.setdefault((task, metric), [None] * len(entries))[k] = name
+    shown = {}
+    for (task, metric), names in own.items():
+        given = set(names) - {None}
+        shown[task, metric] = given.pop() if len(given) == 1 else f"{task}/{metric}"
+    clashes = Counter(shown.values())
+    return [(f"{task}/{metric}" if clashes[shown[task, metric]] > 1 and task is not None else shown[task, metric],
+             task, names) for (task, metric), names in own.items()]
 
 
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
@@ -610,7 +639,8 @@ def write_report(
     "base" run exists, every other run gets a delta column (run − base; runs of an export runtime, ``adapted-f16``,
     against the base of the same variant, ``base-f16``, when there is no "base"): the domain row shows the
     gain, the general row the retention. A "Protocols" table names the rule and source of every metric
-    (the summaries' ``protocols``). Returns (json_path, md_path).
+    (the summaries' ``protocols``). A source's metric rows join the runs on (task, metric), and a run that scored no
+    sample of a row's task (all skipped) reads "no samples" there, not "—". Returns (json_path, md_path).
     """
     if not runs:
         raise ValueError("write_report needs at least one run")
@@ -697,7 +727,6 @@ def write_report(
     md += ["## Per source, all metrics", ""]
     for s in sources:
         entries = [runs[n].get("sources", {}).get(s) for n in names]
-        metric_names = list(dict.fromkeys(m for e in entries if e for m in e.get("metrics", {})))
         skipped = max((e or {}).get("skipped", 0) for e in entries)
         counts = next((e.get("tasks", {}) for e in entries if e and e.get("tasks")), {})  # samples per task
         tasks = [f"{markdown_cell(t)} {counts[t]}" for t in sorted(counts)]
@@ -705,19 +734,31 @@ def write_report(
                + (f"; {skipped} skipped" if skipped else "") + ")", ""]
         rows = []
         task_mains = list(dict.fromkeys(t for e in entries if e for t in e.get("task_main") or {}))
-        for m in ["main"] + [f"main ({t})" for t in task_mains] + metric_names:
+        metric_rows = _metric_rows(entries)
+        for m, task, own in ([("main", None, ["main"] * len(entries))]
+                             + [(f"main ({t})", t, [f"main ({t})"] * len(entries)) for t in task_mains] + metric_rows):
             if m == "main":
                 vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
             elif m.startswith("main (") and m[6:-1] in task_mains:
                 vals = {n: ((e or {}).get("task_main") or {}).get(m[6:-1]) for n, e in zip(names, entries)}
             else:
-                vals = {n: (e or {}).get("metrics", {}).get(m) for n, e in zip(names, entries)}
-            rows.append([markdown_cell(m + _metric_n(m, entries))] + _source_cells(s, runs, vals, names, compared, []))
+                vals = {n: (e or {}).get("metrics", {}).get(o) for n, e, o in zip(names, entries, own)}
+            cells = _source_cells(s, runs, vals, names, compared, [])
+            for k, e in enumerate(entries):  # a task (or source) a run scored no sample of: not a "not computed"
+                if not (e or {}).get("n") or (task is not None and task not in (e.get("tasks") or {})):
+                    cells[k] = NO_SAMPLES
+            rows.append([markdown_cell(m + _metric_n(own, entries))] + cells)
         md += _table(["metric"] + header_runs, rows) + [""]
-        not_computed = [m for m in metric_names
-                        if any(e and m in e.get("metrics", {}) and e["metrics"][m] is None for e in entries)]
+        not_computed = [m for m, _, own in metric_rows
+                        if any(e and e.get("metrics", {}).get(o, 0) is None for e, o in zip(entries, own))]
         if not_computed:
             md += [f"Not computed (shown as —, not 0): {', '.join(not_computed)}.", ""]
+        all_tasks = dict.fromkeys(t for e in entries if e for t in e.get("tasks") or {})
+        lost = {n: [markdown_cell(t) for t in all_tasks if t not in e["tasks"]]
+                for n, e in zip(names, entries) if e and e.get("n")}
+        if any(lost.values()):
+            md += [f"- {markdown_cell(n)} scored no sample of {', '.join(ts)} (see skips)."
+                   for n, ts in lost.items() if ts] + [""]
         for note in dict.fromkeys(n for e in entries if e for n in e.get("notes", [])):
             md += [f"- {note}"]
         if any(e and e.get("notes") for e in entries):
