@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from numpy.random.bit_generator import ISeedSequence
 
 from .samples import KINDS, DataError, SourceSpec, expand_sources
 
@@ -203,7 +202,7 @@ class MixturePlan:
             return np.empty(0, dtype=np.int64)
         full, rest = divmod(c, n)
         tag = zlib.crc32(name.encode("utf-8"))
-        parts = _permutations([self.seed, int(epoch), 1, tag], full, n)
+        parts = [np.random.default_rng([self.seed, epoch, 1, tag, k]).permutation(n) for k in range(full)]
         if rest:
             parts.append(_remainder_stream(n, rest, epoch, [self.seed, 2, tag]))
         return np.concatenate(parts)
@@ -279,48 +278,6 @@ def source_specs(sources: Sequence, held_out: bool = False) -> list[SourceSpec]:
                    None if held_out else s.ratio, None if held_out else s.repeat, s.max_tiles)
         for s in sources
     ], repeats=not held_out)
-
-
-class _Seeded(ISeedSequence):
-    """A seed sequence whose state is already generated: `PCG64` takes it as it would `SeedSequence`'s."""
-
-    def __init__(self, state: np.ndarray):
-        self.state = state
-
-    def generate_state(self, n_words: int, dtype=np.uint32) -> np.ndarray:
-        return self.state
-
-
-_M32 = np.uint64(0xFFFFFFFF)
-
-
-def _hashmix(values: np.ndarray, const: int, mult: int) -> tuple[np.ndarray, int]:
-    """`SeedSequence`'s hashmix of 32-bit ``values`` (held in uint64) with hash constant ``const``: (hashed, next
-    constant)."""
-    after = const * mult & 0xFFFFFFFF
-    values = (values ^ np.uint64(const)) * np.uint64(after) & _M32
-    return values ^ (values >> np.uint64(16)), after
-
-
-def _permutations(key: list[int], count: int, n: int) -> list[np.ndarray]:
-    """``[np.random.default_rng(key + [k]).permutation(n) for k in range(count)]``, the same arrays, without hashing
-    each seed in Python: ``SeedSequence(key)`` mixes the shared ``key`` (4 or more 32-bit words) once, then each
-    ``k`` is mixed in and the PCG64 state generated for all ``k`` at once, as numpy's `SeedSequence` does it. A
-    tiny source repeated thousands of times per epoch spent most of its time building those generators."""
-    words = sum(max(1, -(-int(x).bit_length() // 32)) for x in key)  # each int is one or more 32-bit words
-    const = 0x43B0D7E5 * pow(0x931E8875, 16 + 4 * (words - 4), 2**32) & 0xFFFFFFFF  # after the key's hashmixes
-    k = np.arange(count, dtype=np.uint64)
-    pool = []
-    for word in np.random.SeedSequence(key).pool.astype(np.uint64):  # mix each k into each pool word
-        hashed, const = _hashmix(k, const, 0x931E8875)
-        mixed = (np.uint64(0xCA01F9DD) * word - np.uint64(0x4973F715) * hashed) & _M32
-        pool.append(mixed ^ (mixed >> np.uint64(16)))
-    const, state = 0x8B51F9DD, []
-    for j in range(8):  # generate_state(4, np.uint64): 8 words cycling through the pool, paired little-endian
-        hashed, const = _hashmix(pool[j % 4], const, 0x58F38DED)
-        state.append(hashed)
-    state = np.stack([state[2 * j] | (state[2 * j + 1] << np.uint64(32)) for j in range(4)], axis=1)
-    return [np.random.Generator(np.random.PCG64(_Seeded(row))).permutation(n) for row in state]
 
 
 def _remainder_stream(n: int, r: int, epoch: int, key: list[int]) -> np.ndarray:
