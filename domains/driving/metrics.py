@@ -98,7 +98,8 @@ NOTE_TOKENIZER = {
     "pocket": ("language scores (Bleu_1..4, ROUGE_L, CIDEr) tokenize with the pocket rules (\"stopped.The\" split "
                "in two, \"gonna\" kept whole): not the official numbers"),
 }
-NOTE_SCALES = "chatgpt and match are on the official 0-100 scale, CIDEr on pycocoevalcap's x10 scale; the rest in [0, 1]"
+NOTE_SCALES = ("chatgpt and match are on the official 0-100 scale, CIDEr on pycocoevalcap's x10 scale; "
+               "the rest in [0, 1]")
 
 
 _EVALUATION = "OpenDriveLab/DriveLM challenge/evaluation.py"
