@@ -73,4 +73,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.sections import run_script
+
+    run_script(main)

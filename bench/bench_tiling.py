@@ -181,4 +181,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from bench.sections import run_script
+
+    run_script(main)

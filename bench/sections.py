@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from model.arguments import positive_int  # noqa: F401  (the bench scripts' count type, as the CLI's)
-from model.checkpoints.io import atomic_write_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +34,9 @@ def read_section(path: Path, name: str) -> str:
 
 def write_section(path: Path, name: str, body: str) -> None:
     """Replace section `name` in `path` with `body` (atomically); other text is left as it is."""
+    # here, not at the top: run_script must import under bench/mobilevlm_v433_check.py's transformers 4.33
+    from model.checkpoints.io import atomic_write_bytes
+
     path = Path(path)
     read_section(path, name)  # exactly one well-formed section, or a clear error
     text = path.read_text(encoding="utf-8")
@@ -197,15 +199,19 @@ def helpers_of_tests(module: str):
         raise MissingExtraError(f"{module.replace('.', '/')}.py, whose helpers this uses, {err.msg}") from None
 
 
-def run_script(main) -> None:
-    """Exit with `main()`'s status; an error the user can fix (`PocketAdaptError`, e.g. llama.cpp not built) ends in
-    its one-line message and status 1 instead of a traceback."""
-    from model.errors import PocketAdaptError
+def run_script(main: Callable[[], int | None]) -> None:
+    """Exit with `main()`'s status; an error the user can fix ends in its one-line message and status 1 instead of a
+    traceback: what `adapt` reports so (`model.errors.user_error_message`: a `PocketAdaptError` such as llama.cpp
+    not built, a missing package of an extra, a missing file, a file in the way, a full disk). Bugs keep theirs."""
+    from model.errors import user_error_message
 
     try:
         status = main()
-    except PocketAdaptError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        message = user_error_message(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         status = 1
     raise SystemExit(status)
 

@@ -213,3 +213,31 @@ def test_bench_convert_names_the_cores_of_its_machine(monkeypatch):
     monkeypatch.setattr(model.limits, "usable_cores", lambda: 16)
     text = bench_convert.run(8, 16, 2, 1, 1, 1, "python bench/bench_convert.py --write")
     assert "The machine has 16 core(s)" in text and "load above 16 means" in text and "2 cores" not in text
+
+
+@pytest.mark.parametrize("script, argv", [
+    ("bench_real_sizes.py", ["--models", "internvl2-1b", "--work", "{file}/work"]),
+    ("bench_distill.py", ["--out", "{file}/out"]),
+    ("bench_token_budget_time.py", ["--out", "{file}/out"]),
+])
+def test_a_path_blocked_by_a_file_ends_in_one_line(tmp_path, script, argv):
+    """A work folder a file stands in the way of ended in a NotADirectoryError traceback: these scripts ran main()
+    without bench.sections.run_script, which reports what `adapt` reports in one line (a missing or blocked path)."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = [arg.format(file=blocker) for arg in argv]
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *argv], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: {blocker}/{'work' if script == 'bench_real_sizes.py' else 'out/data'}: not a folder (a file is in "
+        "the way on this path); move it away or choose another path")
+
+
+def test_importing_bench_sections_loads_no_torch():
+    """mobilevlm_v433_check.py runs its `check` step under run_script in a transformers 4.33 venv, where
+    model.checkpoints.io (which bench.sections imported at the top) does not import."""
+    code = "import sys, bench.sections; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
