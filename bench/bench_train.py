@@ -23,11 +23,11 @@ gradient clipping, batch size, accumulation and max_seq_length:
   and to take the same token-summed loss.
 
 Each run is a fresh process (no runner inherits another's allocator state or heap) and times `--steps`
-optimizer steps after 2 warm-up steps; the runners are interleaved (A, B, C, A, B, C, ...
-`--repeats` times) and the median run is reported: samples/s, supervised tokens/s (labels the loss is taken over) and
-tokens/s (non-pad input tokens, image tokens included). `--precision bf16`: `training.precision=bf16` / `torch.autocast
-("cpu", torch.bfloat16)` / `TrainingArguments(bf16=True)`. The mean loss of the last steps is kept per runner and
-precision (same seed, same data) so that bf16 can be held against fp32.
+optimizer steps after 2 warm-up steps; the runners and the precisions are interleaved (fp32 A, B, C, bf16 A, B, C,
+fp32 A, B, C, ... `--repeats` times) and the median run is reported: samples/s, supervised tokens/s (labels the loss
+is taken over) and tokens/s (non-pad input tokens, image tokens included). `--precision bf16`:
+`training.precision=bf16` / `torch.autocast("cpu", torch.bfloat16)` / `TrainingArguments(bf16=True)`. The mean loss
+of the last steps is kept per runner and precision (same seed, same data) so that bf16 can be held against fp32.
 
 Achieved GFLOP/s: the FLOPs of one optimizer step's forward + backward counted by `torch.utils.flop_counter.
 FlopCounterMode` (fp32, first timed step), scaled to every timed step by its padded token positions, over the step
@@ -704,8 +704,8 @@ def in_fresh_process(fn, *args):
 def measure_model(setup: Setup, precisions: list[str], repeats: int, variants: dict[str, list[str]]) -> dict:
     runners = [*RUNNERS, *(f"adapt:{v}" for v in variants)]
     runs: dict[tuple[str, str], list[dict]] = {}
-    for precision in precisions:
-        for r in range(repeats):
+    for r in range(repeats):  # precisions interleaved as the runners are: drift in machine load hits both alike
+        for precision in precisions:
             for runner in runners:
                 print(f"[{setup.name}] {precision} repeat {r + 1}/{repeats}: {runner}", file=sys.stderr, flush=True)
                 run = run_in_child(setup, runner, precision, variants)

@@ -161,3 +161,20 @@ def test_the_published_description_is_the_one_the_script_writes():
     body = read_section(ROOT / "BENCHMARKS.md", bench.SECTION)
     assert bench.INTRO in body
     assert "of an even number the faster of the middle two" in bench.INTRO
+
+
+def test_precisions_take_turns_as_the_runners_do(monkeypatch):
+    """All fp32 runs came before all bf16 runs, so drift in machine load went into the bf16 / fp32 ratio."""
+    order = []
+
+    def run_in_child(setup, runner, precision, variants):
+        order.append((precision, runner))
+        step = {"rows": 2, "supervised": 10, "tokens": 20, "positions": 24, "time": 1.0, "cpu": 1.0, "loss": 1.0}
+        return {"steps": [step] * (bench.WARMUP + 1)}
+
+    monkeypatch.setattr(bench, "run_in_child", run_in_child)
+    results = bench.measure_model(bench.Setup("pocket-tiny", Path("."), Path("r.yaml"), []),
+                                  ["fp32", "bf16"], 2, {})
+    one_round = [(p, r) for p in ("fp32", "bf16") for r in bench.RUNNERS]
+    assert order == one_round * 2
+    assert list(results) == [f"{r}|{p}" for p, r in one_round]
