@@ -912,18 +912,21 @@ def published_command(args: argparse.Namespace) -> str:
 
 
 def main(argv=None) -> int:
+    from bench.sections import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pocket-tiny",
                         help="comma-separated: pocket-tiny, mid, mid-qwen2-vocab (mid with Qwen2's 151,936-token "
                              "vocabulary, LoRA on the LLM), internvl2-1b (the preset's real shapes, random weights; "
                              "projector + LLM in full: a GPU run)")
-    parser.add_argument("--precision", default="fp32,bf16")
-    parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per run (after 2 warm-up steps)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--steps", type=positive_int, default=6,
+                        help="timed optimizer steps per run (after 2 warm-up steps)")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--grad-accum", type=positive_int, default=1)
     parser.add_argument("--max-seq-length", type=int, default=None, help="default: the recipe's")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads for every runner and the peaks (default 1: on a loaded machine, OpenMP "
                              "with more threads than free cores stalls and makes the timings noise)")
     parser.add_argument("--workers", type=int, default=0,
@@ -945,6 +948,10 @@ def main(argv=None) -> int:
         parser.error("--profile slows every run: its timings are not for BENCHMARKS.md (drop --write)")
     if args.label is not None and not args.label.strip():
         parser.error("--label is empty: name the machine the block was measured on, or leave --label out")
+    precisions = args.precision.split(",")
+    # the plain loop and the Trainer know fp32 and bf16 only: fp16 would be an fp32 run in their rows
+    if not set(precisions) <= {"fp32", "bf16"} or len(set(precisions)) < len(precisions):
+        parser.error(f"--precision {args.precision}: expected fp32, bf16 or both, comma-separated, each once")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -954,7 +961,6 @@ def main(argv=None) -> int:
         parser.error(f"--models {','.join(gpu_models)} is a GPU run and torch sees no CUDA device: nothing measured "
                      "(drop --write, or --allow-cpu to publish a CPU run)")
     variants = parse_variants(args.adapt_variant)
-    precisions = args.precision.split(",")
     load_before = os.getloadavg()[0]
     peaks = {p: matmul_peak(p, device=args.device) for p in ("fp32", "bf16")}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:

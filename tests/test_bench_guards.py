@@ -69,6 +69,21 @@ def test_bench_train_refuses_to_publish_a_gpu_model_measured_on_cpu(capsys, monk
     assert stop.value.code == 2 and "--models internvl2-1b is a GPU run" in err and "--allow-cpu" in err
 
 
+@pytest.mark.parametrize("argv, error", [
+    (["--precision", "fp32,fp16"], "--precision fp32,fp16: expected fp32, bf16 or both"),
+    (["--precision", "bf16,bf16"], "--precision bf16,bf16: expected fp32, bf16 or both"),
+    (["--repeats", "0"], "--repeats: "),
+    (["--steps", "0"], "--steps: "),
+])
+def test_bench_train_refuses_a_precision_or_count_it_cannot_measure(capsys, bench_train, argv, error):
+    """fp16 on a GPU ran adapt train in fp16 but the plain loop and the Trainer in fp32, all labelled fp16 (on a CPU:
+    adapt train's error after the data and the FLOP count); `--repeats 0` made an empty table, `--steps 0` divided by
+    zero after every run."""
+    with pytest.raises(SystemExit) as stop:
+        bench_train.main(["--models", "pocket-tiny", *argv])
+    assert stop.value.code == 2 and error in capsys.readouterr().err
+
+
 def test_mobilevlm_v433_check_help_is_argparse_help():
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "mobilevlm_v433_check.py"), "--help"],
                           capture_output=True, text=True, timeout=120)
