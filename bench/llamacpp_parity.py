@@ -26,9 +26,10 @@ def models(tmp: Path) -> dict:
     import model
     from bench.sections import helpers_of_tests
     from model.resources import assets_dir
-    from tests.conftest import randomize_, tiny_internvl_config, write_preprocessor
-    from tests.test_checkpoints import write_mobilevlm_v2
 
+    conftest, checkpoints = helpers_of_tests("tests.conftest"), helpers_of_tests("tests.test_checkpoints")
+    randomize_, tiny_internvl_config = conftest.randomize_, conftest.tiny_internvl_config
+    write_preprocessor, write_mobilevlm_v2 = conftest.write_preprocessor, checkpoints.write_mobilevlm_v2
     gguf_tests = helpers_of_tests("tests.test_gguf")
     sharpen_attention, tiny_ldp_model = gguf_tests.sharpen_attention, gguf_tests.tiny_ldp_model
 

@@ -35,9 +35,11 @@ def export(work: Path) -> None:
     from transformers import AutoTokenizer
 
     import model
+    from bench.sections import helpers_of_tests
     from deploy.hf import export as export_model
     from model.resources import assets_dir
-    from tests.test_checkpoints import write_mobilevlm_v2
+
+    write_mobilevlm_v2 = helpers_of_tests("tests.test_checkpoints").write_mobilevlm_v2
 
     shutil.rmtree(work / "src", ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(assets_dir() / "pocket-tiny"))

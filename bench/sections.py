@@ -186,17 +186,24 @@ def command_line(script: str, parser: argparse.ArgumentParser, args: argparse.Na
 def helpers_of_tests(module: str):
     """The tests module `module` (``"tests.test_gguf"``), whose tiny-model builders and comparisons a bench script
     shares. Its `tests.deps.require` calls skip (under CI: fail) the module where an optional package is missing,
-    which outside pytest is a traceback; here it is a one-line `MissingExtraError`."""
+    which outside pytest is a traceback; here it is a one-line `MissingExtraError`, as is pytest itself missing
+    (the tests modules import it; only the dev extra brings it)."""
     import importlib
-
-    import pytest
 
     from model.errors import MissingExtraError
 
+    where = f"{module.replace('.', '/')}.py, whose helpers this uses,"
+    try:
+        import pytest
+    except ModuleNotFoundError as err:
+        if err.name != "pytest":
+            raise
+        raise MissingExtraError(f"{where} needs 'pytest', which is not installed: pip install pytest (the dev extra; "
+                                "a checkout's `make setup` installs it)") from None
     try:
         return importlib.import_module(module)
     except (pytest.skip.Exception, pytest.fail.Exception) as err:
-        raise MissingExtraError(f"{module.replace('.', '/')}.py, whose helpers this uses, {err.msg}") from None
+        raise MissingExtraError(f"{where} {err.msg}") from None
 
 
 def run_script(main: Callable[[], int | None]) -> None:

@@ -256,3 +256,23 @@ def test_importing_bench_sections_loads_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("script, argv, helpers", [
+    ("onnx_parity.py", [], "test_onnx"),
+    ("executorch_parity.py", [], "test_executorch"),
+    ("mobilevlm_v433_check.py", ["export", "{tmp}/work"], "test_checkpoints"),
+])
+def test_the_parity_scripts_name_a_missing_pytest_in_one_line(tmp_path, script, argv, helpers):
+    """The tests modules whose tiny-model builders the parity scripts share import pytest, which only the dev extra
+    installs: without it these scripts ended in a ModuleNotFoundError traceback."""
+    site = tmp_path / "site"
+    (site / "pytest").mkdir(parents=True)
+    (site / "pytest" / "__init__.py").write_text("raise ModuleNotFoundError('gone', name='pytest')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *(a.format(tmp=tmp_path) for a in argv)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error: tests/{helpers}.py, whose helpers this uses, needs 'pytest', which is not installed: pip install "
+        "pytest (the dev extra; a checkout's `make setup` installs it)")
