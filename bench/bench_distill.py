@@ -44,7 +44,7 @@ from adapt.quickstart import prepare_landcover, prepare_remote_sensing  # noqa: 
 from adapt.recipe import load_recipe, path_override  # noqa: E402
 from adapt.run_eval import evaluate_model  # noqa: E402
 from adapt.train import train  # noqa: E402
-from bench.sections import ROOT, machine_line, paired_difference, write_section  # noqa: E402
+from bench.sections import ROOT, machine_line, paired_difference, positive_int, write_section  # noqa: E402
 from model.checkpoints.tower import load_vision, load_vision_feature, save_tower, save_vision_adapter  # noqa: E402
 from model.resources import templates_dir  # noqa: E402
 
@@ -471,12 +471,13 @@ def section(results: dict, command: str, budget: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_distill")
-    parser.add_argument("--distill-steps", type=int, default=DEFAULTS["distill_steps"])
-    parser.add_argument("--distill-batch", type=int, default=DEFAULTS["distill_batch"], help="images per distillation step")
-    parser.add_argument("--train-steps", type=int, default=DEFAULTS["train_steps"])
+    parser.add_argument("--distill-steps", type=positive_int, default=DEFAULTS["distill_steps"])
+    parser.add_argument("--distill-batch", type=positive_int, default=DEFAULTS["distill_batch"],
+                        help="images per distillation step")
+    parser.add_argument("--train-steps", type=positive_int, default=DEFAULTS["train_steps"])
     parser.add_argument("--eval-samples", type=int, default=DEFAULTS["eval_samples"],
                         help="held-out samples per eval source (0 = all)")
-    parser.add_argument("--seeds", type=int, default=DEFAULTS["seeds"],
+    parser.add_argument("--seeds", type=positive_int, default=DEFAULTS["seeds"],
                         help="training seeds for (a), (b) and (c): 0..N-1 (the others run seed 0)")
     parser.add_argument("--domain", action="store_true", help="also distil on remote-sensing images only (item 4)")
     parser.add_argument("--write", action="store_true", help=f"replace the `distill` section of {README.name}")
