@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import IO, Iterator, Sequence
+from typing import IO, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -880,12 +880,8 @@ def generate_general(out_dir: Path, n_train: int = 4000, n_test: int = 200, seed
     with :class:`DomainError`, nothing written; the same set (these arguments, any ``n_train`` / ``n_test``) is
     rewritten.
     """
-    _check_args(n_train, n_test, seed, image_size)
-    _check_disk(out_dir, n_train, n_test, image_size)
-    return _write(Path(out_dir), {
-        "train": _styled(general_samples("train", n_train, seed, image_size), answer_style),
-        "test": _styled(general_samples("test", n_test, seed, image_size), answer_style),
-    }, n_train + n_test, "synthetic general", progress)
+    return _generate(general_samples, out_dir, n_train, n_test, seed, image_size, answer_style, "synthetic general",
+                     progress)
 
 
 def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, seed: int = 1,
@@ -893,12 +889,20 @@ def generate_landcover(out_dir: Path, n_train: int = 1500, n_test: int = 200, se
                        progress: Progress = True) -> dict[str, Path]:
     """Write the land-cover specialist domain (~70 % classification mc, ~30 % grounding) under ``out_dir``;
     arguments as :func:`generate_general`."""
+    return _generate(landcover_samples, out_dir, n_train, n_test, seed, image_size, answer_style,
+                     "synthetic land cover", progress)
+
+
+def _generate(samples: Callable[[str, int, int, int], Iterator[Sample]], out_dir: Path, n_train: int, n_test: int,
+              seed: int, image_size: int, answer_style: str, desc: str, progress: Progress) -> dict[str, Path]:
+    """Check the arguments and the disk, then write the train and test splits of a world's `samples`
+    (``samples(split, n, seed, image_size)``) in `answer_style`: the body of both generators."""
     _check_args(n_train, n_test, seed, image_size)
     _check_disk(out_dir, n_train, n_test, image_size)
     return _write(Path(out_dir), {
-        "train": _styled(landcover_samples("train", n_train, seed, image_size), answer_style),
-        "test": _styled(landcover_samples("test", n_test, seed, image_size), answer_style),
-    }, n_train + n_test, "synthetic land cover", progress)
+        "train": _styled(samples("train", n_train, seed, image_size), answer_style),
+        "test": _styled(samples("test", n_test, seed, image_size), answer_style),
+    }, n_train + n_test, desc, progress)
 
 
 def _writes(**_: object) -> list[str]:
