@@ -7,6 +7,7 @@ with the keys that differ, instead of answering with another tiling or tokenizer
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,22 @@ def not_a_folder(folder: Path, fmt: str) -> str:
     from model.loading import moved_aside_note  # lazily: the runtimes start without the model loaders
 
     return moved_aside_note(folder) or f"{folder}: not a folder; give the folder `adapt export --format {fmt}` wrote"
+
+
+def export_folder(folder: str | os.PathLike, fmt: str, what: str, needed: Sequence[str],
+                  error: type[PocketAdaptError]) -> Path:
+    """`folder` as a Path, checked before anything in it is read: `error` where it is no folder (`not_a_folder`, for
+    `fmt`), lacks a file of `needed` ("not an <what> export, missing ...") or holds weights its checksums refuse."""
+    from model.checkpoints.checksums import verify_weights  # lazily, as not_a_folder's import
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise error(not_a_folder(folder, fmt))
+    missing = [n for n in needed if not (folder / n).is_file()]
+    if missing:
+        raise error(f"{folder}: not an {what} export, missing {', '.join(missing)}")
+    verify_weights(folder, error)
+    return folder
 
 
 def read_json(path: Path, error: type[PocketAdaptError]) -> dict:

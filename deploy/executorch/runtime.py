@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,10 +21,9 @@ from deploy.export_sidecar import (
     SidecarExport,
     check_preprocessor_config,
     check_tiling,
-    not_a_folder,
+    export_folder,
     read_processor,
 )
-from model.checkpoints.checksums import verify_weights
 
 from . import DECODER_METHOD, EMBED_METHOD, PTE, TILING_METHOD, TOKENIZER_METHOD, VISION_METHOD, ExecuTorchError
 
@@ -43,13 +41,7 @@ class ExecuTorchExport(SidecarExport):
 
         from . import require_executorch
 
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise ExecuTorchError(not_a_folder(folder, "executorch"))
-        missing = [n for n in (PTE, PREPROCESSOR, CHAT_TEMPLATE) if not (folder / n).is_file()]
-        if missing:
-            raise ExecuTorchError(f"{folder}: not an ExecuTorch export, missing {', '.join(missing)}")
-        verify_weights(folder, ExecuTorchError)
+        folder = export_folder(folder, "executorch", "ExecuTorch", (PTE, PREPROCESSOR, CHAT_TEMPLATE), ExecuTorchError)
         require_executorch()
         from executorch.extension.llm.custom_ops import custom_ops  # noqa: F401 - the decoder's KV-cache kernels
         from executorch.runtime import Runtime

@@ -21,12 +21,11 @@ from deploy.export_sidecar import (
     SidecarExport,
     check_preprocessor_config,
     check_tiling,
-    not_a_folder,
+    export_folder,
     read_json,
     read_processor,
     recorded_object,
 )
-from model.checkpoints.checksums import verify_weights
 from model.errors import MissingExtraError, PocketAdaptError, install_hint
 
 from .export import (
@@ -86,14 +85,8 @@ class OnnxExport(SidecarExport):
 
     @classmethod
     def open(cls, folder: str | os.PathLike) -> OnnxExport:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise OnnxRuntimeError(not_a_folder(folder, "onnx"))
-        missing = [n for n in (VISION, EMBED, DECODER, GENAI_CONFIG, PREPROCESSOR, CHAT_TEMPLATE)
-                   if not (folder / n).is_file()]
-        if missing:
-            raise OnnxRuntimeError(f"{folder}: not an ONNX export, missing {', '.join(missing)}")
-        verify_weights(folder, OnnxRuntimeError)
+        needed = (VISION, EMBED, DECODER, GENAI_CONFIG, PREPROCESSOR, CHAT_TEMPLATE)
+        folder = export_folder(folder, "onnx", "ONNX", needed, OnnxRuntimeError)
         exported = _recorded(folder / VISION, TILING_KEY)
         fingerprints = [(_recorded(folder / graph, TOKENIZER_KEY), graph) for graph in (EMBED, DECODER)]
         processor, pre = read_processor(folder, OnnxRuntimeError, fingerprints)
