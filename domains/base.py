@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from model.errors import PocketAdaptError
-from model.progress import Progress
+from model.progress import Progress, progress_bar
 
 __all__ = [
     "BUILTIN_DOMAINS",
@@ -61,6 +61,8 @@ __all__ = [
     "check_options",
     "check_synthetic_n",
     "comma_names",
+    "generate_kinds",
+    "kinds_written",
     "MAX_SYNTHETIC_N",
     "get_domain",
     "lazy",
@@ -306,6 +308,31 @@ def check_synthetic_n(n: Any, what: str = "n") -> int:
         raise DomainError(f"{what} must be a whole number from 1 to {MAX_SYNTHETIC_N} (synthetic sets are small, "
                           f"for tests and trying things out), got {n!r}")
     return int(n)
+
+
+def generate_kinds(generate: Callable[..., Path], out_dir: str | Path, kinds: Iterable[str] | str | None,
+                   known: Sequence[str], n: int, desc: str, progress: Progress, **options: Any) -> dict[str, Path]:
+    """Each of `kinds` (:func:`pick_kinds` of `known`) written by a plugin's ``generate(kind, out_dir / kind, n=n,
+    **options)``, with a bar `desc` over the sets: the body of a ``generate_all``, whose ``writes`` is
+    :func:`kinds_written`."""
+    kinds = pick_kinds(kinds, known)
+    check_synthetic_n(n)  # before the bar starts
+    written = {}
+    with progress_bar(kinds, desc=desc, unit="set", progress=progress) as bar:  # closed on errors too
+        for kind in bar:
+            written[kind] = generate(kind, Path(out_dir) / kind, n=n, **options)
+    return written
+
+
+def kinds_written(known: Sequence[str]) -> Callable[..., list[str]]:
+    """A :func:`generate_kinds` user's ``writes``: the folders it makes in `out_dir` (so ``adapt synthesize`` refuses a
+    clash before generating); `n` is checked too, so a huge one is refused before any folder is made."""
+
+    def writes(kinds: Iterable[str] | str | None = None, n: int = 1, **_: Any) -> list[str]:
+        check_synthetic_n(n)
+        return pick_kinds(kinds, known)
+
+    return writes
 
 
 def check_options(fn: Callable[..., Any], options: Mapping[str, Any], what: str, positional: int) -> None:

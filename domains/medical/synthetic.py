@@ -64,8 +64,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from domains.base import DomainError, check_synthetic_n, pick_kinds
-from model.progress import Progress, progress_bar
+from domains.base import DomainError, check_synthetic_n, generate_kinds, kinds_written
+from model.progress import Progress
 
 __all__ = [
     "KINDS",
@@ -689,20 +689,8 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, 
                  size: int = 64, n_slices: int = 12, progress: Progress = True) -> dict[str, Path]:
     """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``medical`` plugin's ``synthetic``. `progress`: a bar
     over the data sets (:func:`model.progress.progress_bar`)."""
-    kinds = pick_kinds(kinds, KINDS)
-    check_synthetic_n(n)  # before the bar starts
-    written = {}
-    with progress_bar(kinds, desc="synthetic medical", unit="set", progress=progress) as bar:  # closed on errors too
-        for k in bar:
-            written[k] = generate(k, Path(out_dir) / k, n=n, seed=seed, size=size, n_slices=n_slices)
-    return written
+    return generate_kinds(generate, out_dir, kinds, KINDS, n, "synthetic medical", progress, seed=seed, size=size,
+                          n_slices=n_slices)
 
 
-def _writes(kinds: Iterable[str] | str | None = None, n: int = 1, **_: Any) -> list[str]:
-    """What :func:`generate_all` writes into `out_dir` (so ``adapt synthesize`` refuses a clash before generating);
-    `n` is checked here too, so a huge one is refused before ``adapt synthesize`` makes any folder."""
-    check_synthetic_n(n)
-    return pick_kinds(kinds, KINDS)
-
-
-generate_all.writes = _writes  # type: ignore[attr-defined]
+generate_all.writes = kinds_written(KINDS)  # type: ignore[attr-defined]

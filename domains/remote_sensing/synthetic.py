@@ -51,9 +51,9 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
-from domains.base import DomainError, check_synthetic_n, pick_kinds
+from domains.base import DomainError, check_synthetic_n, generate_kinds, kinds_written
 from domains.general.world import render_scene
-from model.progress import Progress, progress_bar
+from model.progress import Progress
 
 __all__ = [
     "DIOR_OBJECTS",
@@ -360,21 +360,8 @@ def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int
                  size: int | None = None, progress: Progress = True) -> dict[str, Path]:
     """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``remote_sensing`` plugin's ``synthetic``. `progress`:
     a bar over the data sets (:func:`model.progress.progress_bar`)."""
-    kinds = pick_kinds(kinds, KINDS)
-    check_synthetic_n(n)  # before the bar starts
-    written = {}
-    # a with block: the bar is closed on errors too
-    with progress_bar(kinds, desc="synthetic remote sensing", unit="set", progress=progress) as bar:
-        for k in bar:
-            written[k] = generate(k, Path(out_dir) / k, n=n, seed=seed, size=size)
-    return written
+    return generate_kinds(generate, out_dir, kinds, KINDS, n, "synthetic remote sensing", progress, seed=seed,
+                          size=size)
 
 
-def _writes(kinds: Iterable[str] | None = None, n: int = 1, **_: Any) -> list[str]:
-    """What :func:`generate_all` writes into `out_dir` (so ``adapt synthesize`` refuses a clash before generating);
-    `n` is checked here too, so a huge one is refused before ``adapt synthesize`` makes any folder."""
-    check_synthetic_n(n)
-    return pick_kinds(kinds, KINDS)
-
-
-generate_all.writes = _writes  # type: ignore[attr-defined]
+generate_all.writes = kinds_written(KINDS)  # type: ignore[attr-defined]
