@@ -23,6 +23,17 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".jp2", ".img")
 PIL_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")  # read through model.tiling.load_image (EXIF orientation)
 
 
+def chip_starts(length: int, size: int, step: int) -> list[int]:
+    """Chip offsets along one side, as DOTA's devkit splits: every `step`, the last one aligned to the edge (so every
+    chip is full size); DOTA's chipping and the GeoTIFF chipper alike."""
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, step))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
+
+
 def read_raster_rgb(path: str | Path, **options: Any):
     """Reader for the plugin: ``domains.remote_sensing.raster.read_rgb_image`` (imports rasterio lazily)."""
     from domains.remote_sensing.raster import read_rgb_image
@@ -104,5 +115,5 @@ PLUGIN = DomainPlugin(
                 "upload_help": _upload_help},
 )
 
-__all__ = ["CONVERTERS", "PIL_SUFFIXES", "PLUGIN", "RASTER_SUFFIXES", "convert_dior_rsvg", "convert_dota", "convert_rsvqa",
-           "convert_scene_chips", "read_raster_rgb", "synthetic"]
+__all__ = ["CONVERTERS", "PIL_SUFFIXES", "PLUGIN", "RASTER_SUFFIXES", "chip_starts", "convert_dior_rsvg", "convert_dota",
+           "convert_rsvqa", "convert_scene_chips", "read_raster_rgb", "synthetic"]

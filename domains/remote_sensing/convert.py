@@ -65,7 +65,7 @@ from domains.files import (
     write_splits,
 )
 from domains.parallel import Prefetch, check_workers
-from domains.remote_sensing import PIL_SUFFIXES, RASTER_SUFFIXES
+from domains.remote_sensing import PIL_SUFFIXES, RASTER_SUFFIXES, chip_starts
 from domains.remote_sensing.metrics import BUCKET_LABELS, area_bucket, label_key
 from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
@@ -1396,7 +1396,6 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
 
     from domains.remote_sensing.raster import (
         RasterError,
-        _starts,
         check_chip_filters,
         check_chip_options,
         check_nodata_option,
@@ -1450,7 +1449,7 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
         except Exception:  # noqa: BLE001 - iter_scene_chips reports the problem below
             W = H = 0
             transform = crs = None
-        n_chips = len(_starts(W, size, size - overlap)) * len(_starts(H, size, size - overlap)) if W else 0
+        n_chips = len(chip_starts(W, size, size - overlap)) * len(chip_starts(H, size, size - overlap)) if W else 0
         if n_chips > MAX_SCENE_CHIPS:  # refused before any read
             report.skip(scene, "too many chips", f"{scene}: {W}x{H} in {size} px chips {overlap} px apart makes "
                                                  f"{n_chips:,} chips, above {MAX_SCENE_CHIPS:,}; use a larger size or "

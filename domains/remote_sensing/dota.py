@@ -40,7 +40,7 @@ from domains.files import (
     write_splits,
 )
 from domains.parallel import Prefetch, check_workers
-from domains.remote_sensing import PIL_SUFFIXES
+from domains.remote_sensing import PIL_SUFFIXES, chip_starts
 from domains.remote_sensing.convert import GROUNDING_QUESTION, RSVQA_INSTRUCTION, _listed, _record, rsvqa_bucket
 from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
@@ -112,16 +112,6 @@ def _crosses(poly: Polygon) -> bool:
 def _bounds(poly: Polygon) -> Box:
     xs, ys = [p[0] for p in poly], [p[1] for p in poly]
     return Box(min(xs), min(ys), max(xs), max(ys))
-
-
-def chip_starts(length: int, size: int, step: int) -> list[int]:
-    """Chip offsets along one side, as the devkit's split: every `step`, the last one aligned to the edge."""
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size + 1, step))
-    if starts[-1] != length - size:
-        starts.append(length - size)
-    return starts
 
 
 def read_dota_labels(path: Path, report: ConvertReport) -> tuple[list[DotaObject], dict[str, Any]]:

@@ -71,6 +71,7 @@ from rasterio.windows import Window
 
 from domains.base import DomainError
 from domains.boxes import Box, pixel_box
+from domains.remote_sensing import chip_starts
 from model.errors import PocketAdaptError
 from model.limits import DEFAULT_MAX_PIXELS
 from model.quiet import ignoring
@@ -639,15 +640,6 @@ def check_chip_filters(min_valid: Any, stretch_scope: Any) -> tuple[float, str]:
     return float(min_valid), stretch_scope
 
 
-def _starts(length: int, size: int, step: int) -> list[int]:
-    if length <= size:
-        return [0]
-    starts = list(range(0, length - size + 1, step))
-    if starts[-1] != length - size:
-        starts.append(length - size)  # the last chip is aligned to the edge, so every chip is full size
-    return starts
-
-
 def chip_cache_bytes(src, size: int) -> int:
     """GDAL block-cache size for chipping the open dataset `src` in ``size``-pixel chips: the bytes of the
     blocks one row of chips spans, whole scene width, all bands, within CHIP_CACHE_MIN..CHIP_CACHE_MAX."""
@@ -778,8 +770,8 @@ def iter_chips(path: str | Path, size: int = 448, overlap: int = 64, bands: Sequ
         drag_at = _drag_share(stretch)
         zeros = seen = zero_chips = empty_chips = 0
         step = size - overlap
-        for r, row_off in enumerate(_starts(src.height, size, step)):
-            for c, col_off in enumerate(_starts(src.width, size, step)):
+        for r, row_off in enumerate(chip_starts(src.height, size, step)):
+            for c, col_off in enumerate(chip_starts(src.width, size, step)):
                 win = Window(col_off, row_off, min(size, src.width), min(size, src.height))
                 if sparse.window_empty(col_off, row_off, win.width, win.height):
                     if report is not None:
