@@ -21,17 +21,15 @@ from deploy.demo.hooks import UploadResult, hooks_for, name_tag_for, normalize_u
 from deploy.demo.page import (
     DISCLAIMER,
     REFUSED_BUTTON,
-    REPEATED_NOTE,
     DemoSettings,
-    ask_failed_md,
     error_md,
     escape_md,
-    failed_md,
     info_md,
     notice_md,
     refused_md,
     warnings_md,
 )
+from deploy.demo.panels import stream_and_draw
 from deploy.demo.session import ModelSession
 from deploy.demo.uploads import StagedUpload, UploadError, readable_error, stage_uploads
 
@@ -104,25 +102,8 @@ def answer_stream(session: ModelSession, draw_answer: Callable[..., list], quest
     answer's boxes on each image). The notice is page markdown naming what failed — the question, the
     generation or only the drawing — or saying that a looping answer was cut; "" when all went well.
     `options` go to `draw_answer` (the ones the images were read with)."""
-    images = upload.images if upload else []
-    text = ""
-    try:
-        for text in session.stream(question, images, prompt=upload.prompt if upload else None):
-            yield text, None, ""
-    except Exception as exc:
-        yield text, None, ask_failed_md(exc)
-        return
-    note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
-    if not images:
-        yield text, [], note
-        return
-    try:
-        drawn = list(draw_answer(images, text, **options))
-    except Exception as exc:  # a drawing bug must not hide the answer
-        yield text, list(images), failed_md(exc, "The answer is shown, but its marks could not be drawn",
-                                            "drawing the answer")
-        return
-    yield text, drawn, note
+    yield from stream_and_draw(session, question, upload.images if upload else [], upload.prompt if upload else None,
+                               lambda images, text: draw_answer(images, text, **options), "marks")
 
 
 def _columns(n: int) -> int:

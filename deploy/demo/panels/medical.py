@@ -25,17 +25,15 @@ from deploy.demo.hooks import default_draw_answer, read_image
 from deploy.demo.page import (
     MEDICAL_DISCLAIMER,
     REFUSED_BUTTON,
-    REPEATED_NOTE,
     DemoSettings,
-    ask_failed_md,
     error_md,
     escape_md,
-    failed_md,
     info_md,
     notice_md,
     refused_md,
     warnings_md,
 )
+from deploy.demo.panels import stream_and_draw
 from deploy.demo.session import ModelSession
 from deploy.demo.uploads import (
     StagedUpload,
@@ -664,20 +662,8 @@ def ask(session: ModelSession, question: str, study: Study | None, index: int = 
     except Exception as exc:  # noqa: BLE001 - a slice that does not decode: say so in the page
         yield text, None, [], error_md(readable_error(exc, study.staged), "Could not prepare the slices")
         return
-    try:
-        for text in session.stream(question, images, prompt=prompt):
-            yield text, None, labels, ""
-    except Exception as exc:
-        yield text, None, labels, ask_failed_md(exc)
-        return
-    note = notice_md(REPEATED_NOTE) if getattr(text, "repeated", False) else ""
-    try:
-        drawn = list(draw_answer(images, text))
-    except Exception as exc:
-        yield text, images, labels, failed_md(exc, "The answer is shown, but its boxes could not be drawn",
-                                              "drawing the answer")
-        return
-    yield text, drawn, labels, note
+    for text, drawn, note in stream_and_draw(session, question, images, prompt, draw_answer, "boxes"):
+        yield text, drawn, labels, note
 
 
 # --------------------------------------------------------------------------------------------- page
