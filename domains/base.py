@@ -57,6 +57,7 @@ __all__ = [
     "Reader",
     "SkipInput",
     "WHOLE_FILE_REASONS",
+    "chat_record",
     "discovery_errors",
     "check_options",
     "check_synthetic_n",
@@ -296,6 +297,16 @@ def pick_kinds(kinds: Iterable[str] | str | None, known: Sequence[str]) -> list[
         if kind not in known:
             raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(known)}")
     return kinds
+
+
+def chat_record(rid: str, image: str | list[str], size: tuple[int, int], question: str, answer: str, task: str,
+                prefix: str = "<image>\n", **extra: Any) -> dict:
+    """A converter's InternVL chat record: one human turn (`prefix` + `question`) and one gpt turn (`answer`), with
+    the image(s), `size` as width and height, the task, the reference answer and any `extra` keys (``meta``)."""
+    return {"id": rid, "image": image, "width": size[0], "height": size[1],
+            "conversations": [{"from": "human", "value": prefix + question},
+                              {"from": "gpt", "value": answer}],
+            "task": task, "answer": answer, **extra}
 
 
 MAX_SYNTHETIC_N = 1000  # synthetic sets are for tests and trials; a mistyped 10**12 filled the disk file by file

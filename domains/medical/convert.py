@@ -109,7 +109,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport, DomainError, SkipInput
+from domains.base import ConvertReport, DomainError, SkipInput, chat_record
 from domains.boxes import render_ref_box
 from domains.class_folders import check_distinct_labels, class_label
 from domains.files import (
@@ -251,14 +251,6 @@ def mc_question(question: str, options: Sequence[str]) -> str:
     """A question with its lettered options and the answer-with-a-letter instruction (InternVL MC style)."""
     lines = [question.strip(), *(f"{LETTERS[k]}. {opt}" for k, opt in enumerate(options)), MC_INSTRUCTION]
     return "\n".join(lines)
-
-
-def _record(rid: str, image: str | list[str], size: tuple[int, int], question: str, answer: str, task: str,
-            prefix: str = "<image>\n", **extra: Any) -> dict:
-    return {"id": rid, "image": image, "width": size[0], "height": size[1],
-            "conversations": [{"from": "human", "value": prefix + question},
-                              {"from": "gpt", "value": answer}],
-            "task": task, "answer": answer, **extra}
 
 
 def _text(value: Any) -> str:
@@ -689,8 +681,8 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
                     "question_type": _text(row.get("question_type")), "organ": _text(row.get("image_organ")),
                     "phrase_type": phrase, "image_name": name}
             rid = _unique_id(ids, f"{dataset}/{split}/{safe_name(qid)}", phrase, f"row{n}")
-            splits[split].append(_record(rid, status[0], status[1],
-                                         f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa", meta=meta))
+            splits[split].append(chat_record(rid, status[0], status[1],
+                                             f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa", meta=meta))
     return write_splits(report, out, dataset, splits, keep_empty=False)
 
 
@@ -780,8 +772,8 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                         "content_type": _text(row.get("content_type")), "base_type": _text(row.get("base_type")),
                         "location": _text(row.get("location")), "modality": _text(row.get("modality")), "q_lang": row_lang}
                 rid = _unique_id(ids, f"{dataset}/{split}/{safe_name(qid)}", row_lang, f"row{n}")
-                records.append(_record(rid, status[0], status[1], f"{question}\n{instruction}", answer, "med_vqa",
-                                       meta=meta))
+                records.append(chat_record(rid, status[0], status[1], f"{question}\n{instruction}", answer, "med_vqa",
+                                           meta=meta))
             out_splits[split] = records
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
@@ -957,12 +949,12 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
                 rid = f"{dataset}/{split}/{n}"
                 if mode == "mc":
                     meta["answer_label"] = label
-                    records.append(_record(rid, status[0], status[1], mc_question(question, options), label, "mc",
-                                           options=options, meta=meta))
+                    records.append(chat_record(rid, status[0], status[1], mc_question(question, options), label, "mc",
+                                               options=options, meta=meta))
                 else:
                     meta["answer_type"] = "OPEN"
-                    records.append(_record(rid, status[0], status[1], f"{question}\n{VQA_INSTRUCTION}", answer, "med_vqa",
-                                           meta=meta))
+                    records.append(chat_record(rid, status[0], status[1], f"{question}\n{VQA_INSTRUCTION}", answer,
+                                               "med_vqa", meta=meta))
             out_splits[split] = records
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
@@ -1144,7 +1136,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     question = mc_question(CLASSIFICATION_QUESTION, kept)
     for split, rid, image, size, label, meta in made:
         out_splits.setdefault(split, []).append(
-            _record(rid, image, size, question, LETTERS[kept.index(label)], "mc", options=list(kept), meta=meta))
+            chat_record(rid, image, size, question, LETTERS[kept.index(label)], "mc", options=list(kept), meta=meta))
     order = {s: k for k, s in enumerate(SPLITS)}
     remove_unreferenced_images(report, out, f"images/{dataset}", out_splits)
     return write_splits(report, out, dataset, dict(sorted(out_splits.items(), key=lambda kv: order.get(kv[0], 9))), keep_empty=False)
@@ -1393,8 +1385,8 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                 report.skip(where, exc.reason, exc.detail)
                 continue
             image = images[0] if len(images) == 1 else images
-            out_splits[split].append(_record(f"{dataset}/{split}/{safe_name(qid)}", image, size, text, answer, task,
-                                             prefix=slice_prompt(labels), meta=meta, **extra))
+            out_splits[split].append(chat_record(f"{dataset}/{split}/{safe_name(qid)}", image, size, text, answer, task,
+                                                 prefix=slice_prompt(labels), meta=meta, **extra))
     remove_unreferenced_images(report, out, f"images/{dataset}", out_splits)
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 

@@ -39,7 +39,7 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from domains.base import ConvertReport, DomainError, SkipInput, comma_names
+from domains.base import ConvertReport, DomainError, SkipInput, chat_record, comma_names
 from domains.boxes import (
     MIN_INSIDE,
     Box,
@@ -220,13 +220,6 @@ def _png_step(src_img: Path, key: str, bands: Sequence[int | str] | None = None,
     if src_img.suffix.lower() in RASTER_SUFFIXES:
         text = {NOTES_CHUNK: json.dumps([[reason, detail.replace(str(src_img), _SOURCE)] for reason, detail in notes])}
     return png_bytes(img, key, text), img.size, notes
-
-
-def _record(rid: str, image: str, size: tuple[int, int], question: str, answer: str, task: str, **extra: Any) -> dict:
-    return {"id": rid, "image": image, "width": size[0], "height": size[1],
-            "conversations": [{"from": "human", "value": "<image>\n" + question},
-                              {"from": "gpt", "value": answer}],
-            "task": task, "answer": answer, **extra}
 
 
 # --------------------------------------------------------------------------------------------- classification
@@ -445,7 +438,7 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
                 continue
             _note_raster(report, img, bands, stretch, nodata, read)
             rid = f"{dataset}/{safe_name(d.name)}/{stem(d, img)}"
-            splits[split_of(rel, test_fraction)].append(_record(
+            splits[split_of(rel, test_fraction)].append(chat_record(
                 rid, image, size, question, label, "classification", options=list(labels), label=label,
                 meta={"dataset": dataset, "class_dir": d.name, "source": rel}))
     return write_splits(report, out, dataset, splits)
@@ -804,8 +797,8 @@ def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, 
                 if qtype.strip().lower() in ("count", "area"):  # as the metrics read it: "Count" is a count
                     meta["bucket"] = rsvqa_bucket(answer)
                 question = str(q["question"]).strip() + "\n" + RSVQA_INSTRUCTION
-                records.append(_record(f"{dataset}/{split}/{q['id']}", status[0], status[1], question, answer, "rsvqa",
-                                       meta=meta))
+                records.append(chat_record(f"{dataset}/{split}/{q['id']}", status[0], status[1], question, answer,
+                                           "rsvqa", meta=meta))
             out_splits[split] = records
     return write_splits(report, out, dataset, out_splits)
 
@@ -1019,12 +1012,13 @@ def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsv
                         "source_bbox": list(raw), "source_size": [src_w, src_h], "source": xml.name}
                 base = f"{dataset}/{xml.stem}/{k}"
                 if "grounding" in tasks:
-                    pending.append((split, _record(f"{base}/grounding", image, (out_w, out_h), GROUNDING_QUESTION.format(desc),
-                                                   render_ref_box(desc, grid), "grounding",
-                                                   meta={**meta, "phrase": desc, "grid_box": grid})))
+                    pending.append((split, chat_record(f"{base}/grounding", image, (out_w, out_h),
+                                                       GROUNDING_QUESTION.format(desc), render_ref_box(desc, grid),
+                                                       "grounding", meta={**meta, "phrase": desc, "grid_box": grid})))
                 if "region" in tasks:
-                    pending.append((split, _record(f"{base}/region", image, (out_w, out_h), REGION_QUESTION.format(*grid),
-                                                   name, "region", meta={**meta, "grid_box": grid})))
+                    pending.append((split, chat_record(f"{base}/region", image, (out_w, out_h),
+                                                       REGION_QUESTION.format(*grid), name, "region",
+                                                       meta={**meta, "grid_box": grid})))
             if not pending:
                 continue
             try:
@@ -1535,9 +1529,9 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
                             "scene_bbox": [_round(v) for v in b],
                             "map_bounds": [_round(v, 6) for v in (left, bottom, right, top)],
                             "inside_fraction": _round(frac[n], 4)}
-                    records.append(_record(f"{cid}/{rid_of[k]}", image, (w, h),
-                                           GROUNDING_QUESTION.format(obj["phrase"]),
-                                           render_ref_box(obj["phrase"], grid), "grounding", meta=meta))
+                    records.append(chat_record(f"{cid}/{rid_of[k]}", image, (w, h),
+                                               GROUNDING_QUESTION.format(obj["phrase"]),
+                                               render_ref_box(obj["phrase"], grid), "grounding", meta=meta))
                     placed[k] = ""
         except RasterError as exc:
             # a scene read only in part is dropped whole: its chips before the failure would pass for all of it

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
-from domains.base import ConvertReport, DomainError, SkipInput
+from domains.base import ConvertReport, DomainError, SkipInput, chat_record
 from domains.boxes import Box, render_ref_box, to_grid, upright_box
 from domains.files import (
     files_inside,
@@ -41,7 +41,7 @@ from domains.files import (
 )
 from domains.parallel import Prefetch, check_workers
 from domains.remote_sensing import PIL_SUFFIXES, chip_starts
-from domains.remote_sensing.convert import GROUNDING_QUESTION, RSVQA_INSTRUCTION, _listed, _record, rsvqa_bucket
+from domains.remote_sensing.convert import GROUNDING_QUESTION, RSVQA_INSTRUCTION, _listed, rsvqa_bucket
 from model.limits import DEFAULT_MAX_PIXELS
 from model.progress import Progress, progress_bar
 from model.quiet import ignoring
@@ -526,8 +526,8 @@ def _chip_records(dataset: str, stem: str, split: str, col: int, row: int, w: in
         if category in absent:  # a negative: only presence asks about it
             meta = {"dataset": dataset, "split": split, **chip_meta, "name": category, "phrase": phrase,
                     "question_type": "presence"}
-            records.append(_record(f"{cid}/{safe_name(category)}/presence", image, (w, h), asked, "no", "rsvqa",
-                                   meta=meta))
+            records.append(chat_record(f"{cid}/{safe_name(category)}/presence", image, (w, h), asked, "no", "rsvqa",
+                                       meta=meta))
             continue
         entry = by_cat[category]
         boxes = sorted(entry["boxes"], key=lambda bo: (bo[0].y1, bo[0].x1, bo[0].y2, bo[0].x2))
@@ -538,17 +538,18 @@ def _chip_records(dataset: str, stem: str, split: str, col: int, row: int, w: in
                 "bbox": [[round(v, 3) for v in b] for b, _ in boxes], "grid_box": grids,
                 "difficult": [o.difficult for _, o in boxes], "lines": [o.line for _, o in boxes]}
         if "grounding" in tasks:
-            records.append(_record(f"{cid}/{safe_name(category)}/grounding", image, (w, h),
-                                   GROUNDING_QUESTION.format(phrase), render_ref_box(phrase, grids), "grounding",
-                                   meta=meta))
+            records.append(chat_record(f"{cid}/{safe_name(category)}/grounding", image, (w, h),
+                                       GROUNDING_QUESTION.format(phrase), render_ref_box(phrase, grids), "grounding",
+                                       meta=meta))
         if "count" in tasks and not entry["uncertain"]:
             answer = str(len(boxes))
-            records.append(_record(f"{cid}/{safe_name(category)}/count", image, (w, h),
-                                   COUNT_QUESTION.format(_plural(phrase)) + "\n" + RSVQA_INSTRUCTION, answer, "rsvqa",
-                                   meta={**meta, "question_type": "count", "bucket": rsvqa_bucket(answer)}))
+            records.append(chat_record(f"{cid}/{safe_name(category)}/count", image, (w, h),
+                                       COUNT_QUESTION.format(_plural(phrase)) + "\n" + RSVQA_INSTRUCTION, answer,
+                                       "rsvqa",
+                                       meta={**meta, "question_type": "count", "bucket": rsvqa_bucket(answer)}))
         if "presence" in tasks:
-            records.append(_record(f"{cid}/{safe_name(category)}/presence", image, (w, h), asked, "yes", "rsvqa",
-                                   meta={**meta, "question_type": "presence"}))
+            records.append(chat_record(f"{cid}/{safe_name(category)}/presence", image, (w, h), asked, "yes", "rsvqa",
+                                       meta={**meta, "question_type": "presence"}))
     return records
 
 
