@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.sections import ROOT, machine_line, paired_difference, write_section  # noqa: E402
+from bench.sections import ROOT, machine_line, paired_difference, positive_int, write_section  # noqa: E402
 
 README = ROOT / "README.md"
 SECTION = "token_budget"
@@ -403,16 +403,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     # defaults per set: (driving, probe)
     defaults = {"steps": (40, 300), "batch_size": (8, 16), "eval_samples": (40, 200), "max_new_tokens": (96, 8)}
-    parser.add_argument("--steps", type=int, help="optimizer steps per variant (default 40 / probe 300; template: 300)")
-    parser.add_argument("--batch-size", type=int, help="samples per step (default 8 / probe 16; template: 16)")
-    parser.add_argument("--eval-samples", type=int,
+    parser.add_argument("--steps", type=positive_int,
+                        help="optimizer steps per variant (default 40 / probe 300; template: 300)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="samples per step (default 8 / probe 16; template: 16)")
+    parser.add_argument("--eval-samples", type=positive_int,
                         help="held-out samples per source (default 40 / probe 200; template: 200)")
-    parser.add_argument("--max-new-tokens", type=int,
+    parser.add_argument("--max-new-tokens", type=positive_int,
                         help="generated tokens per answer (default 96 / probe 8; template: 200)")
     parser.add_argument("--set", choices=["driving", "probe"], default="driving",
                         help=f"driving: the quick start's driving sets (README section {SECTION}); probe: the detail "
                              f"probe ({PROBE_SECTION})")
-    parser.add_argument("--probe-train", type=int, default=1500, help="training views of the detail probe")
+    parser.add_argument("--probe-train", type=positive_int, default=1500, help="training views of the detail probe")
     parser.add_argument("--write", action="store_true", help=f"replace the set's section of {README.name}")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)

@@ -118,6 +118,11 @@ def test_a_script_needing_llama_cpp_says_it_is_missing_in_one_line(tmp_path):
     ("bench_executorch", "run_model", ["--models", "tiny"]),
     ("bench_distill", "measure", ["--seeds", "0"]),
     ("bench_distill", "measure", ["--train-steps", "0"]),
+    ("bench_token_budget", "measure", ["--steps", "0"]),
+    ("bench_token_budget", "measure", ["--batch-size", "0"]),
+    ("bench_token_budget", "measure", ["--eval-samples", "-1"]),
+    ("bench_token_budget", "measure", ["--max-new-tokens", "0"]),
+    ("bench_token_budget", "measure", ["--probe-train", "0", "--set", "probe"]),
 ])
 def test_a_count_below_one_is_refused_before_measuring(monkeypatch, capsys, script, measure, argv):
     """`--repeats 0` ran the whole set-up (unpacking revisions, generating data) and then ended in a
