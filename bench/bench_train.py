@@ -912,7 +912,7 @@ def published_command(args: argparse.Namespace) -> str:
 
 
 def main(argv=None) -> int:
-    from bench.sections import positive_int
+    from model.arguments import non_negative_int, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="pocket-tiny",
@@ -924,12 +924,12 @@ def main(argv=None) -> int:
                         help="timed optimizer steps per run (after 2 warm-up steps)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--grad-accum", type=positive_int, default=1)
-    parser.add_argument("--max-seq-length", type=int, default=None, help="default: the recipe's")
+    parser.add_argument("--max-seq-length", type=positive_int, default=None, help="default: the recipe's")
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads for every runner and the peaks (default 1: on a loaded machine, OpenMP "
                              "with more threads than free cores stalls and makes the timings noise)")
-    parser.add_argument("--workers", type=int, default=0,
+    parser.add_argument("--workers", type=non_negative_int, default=0,
                         help="data-loader worker processes in every runner (training.num_workers; default 0)")
     parser.add_argument("--adapt-variant", action="append", default=[], metavar="NAME=key=value[,key=value]")
     parser.add_argument("--work", type=Path, default=None,

@@ -7,15 +7,20 @@ from __future__ import annotations
 import argparse
 
 
-def positive_int(text: str) -> int:
-    """argparse type of a count: 1 or more, else a usage error naming the value."""
+def positive_int(text: str, least: int = 1) -> int:
+    """argparse type of a count: `least` (1) or more, else a usage error naming the value."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type of a count where 0 means none (worker processes): 0 or more, else a usage error."""
+    return positive_int(text, least=0)
 
 
 def _checked(convert, check: str, what: str):

@@ -74,11 +74,14 @@ def test_bench_train_refuses_to_publish_a_gpu_model_measured_on_cpu(capsys, monk
     (["--precision", "bf16,bf16"], "--precision bf16,bf16: expected fp32, bf16 or both"),
     (["--repeats", "0"], "--repeats: "),
     (["--steps", "0"], "--steps: "),
+    (["--workers", "-1"], "--workers: must be at least 0, got -1"),
+    (["--max-seq-length", "0"], "--max-seq-length: must be at least 1, got 0"),
 ])
 def test_bench_train_refuses_a_precision_or_count_it_cannot_measure(capsys, bench_train, argv, error):
     """fp16 on a GPU ran adapt train in fp16 but the plain loop and the Trainer in fp32, all labelled fp16 (on a CPU:
     adapt train's error after the data and the FLOP count); `--repeats 0` made an empty table, `--steps 0` divided by
-    zero after every run."""
+    zero after every run; `--workers -1` was refused by the recipe only after the data was generated, and
+    `--max-seq-length 0` silently ran the recipe's length."""
     with pytest.raises(SystemExit) as stop:
         bench_train.main(["--models", "pocket-tiny", *argv])
     assert stop.value.code == 2 and error in capsys.readouterr().err
