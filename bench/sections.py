@@ -209,11 +209,15 @@ def helpers_of_tests(module: str):
 def run_script(main: Callable[[], int | None]) -> None:
     """Exit with `main()`'s status; an error the user can fix ends in its one-line message and status 1 instead of a
     traceback: what `adapt` reports so (`model.errors.user_error_message`: a `PocketAdaptError` such as llama.cpp
-    not built, a missing package of an extra, a missing file, a file in the way, a full disk). Bugs keep theirs."""
+    not built, a missing package of an extra, a missing file, a file in the way, a full disk). Bugs keep theirs.
+    Ctrl-C ends as `adapt`'s does: ``interrupted``, status 130."""
     from model.errors import user_error_message
 
     try:
         status = main()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        status = 130
     except Exception as err:
         message = user_error_message(err)
         if message is None:

@@ -201,6 +201,15 @@ def test_a_user_error_ends_in_one_line(tmp_path, script):
     assert done.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
+def test_ctrl_c_in_a_bench_script_ends_as_adapts_does():
+    """Ctrl-C in a bench script ended in a KeyboardInterrupt traceback; `adapt` prints `interrupted`, status 130.
+    In a child process: an escaping KeyboardInterrupt would stop this test session."""
+    code = "from bench.sections import run_script\n\ndef main():\n    raise KeyboardInterrupt\n\nrun_script(main)\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stderr) == (130, "interrupted\n")
+
+
 @pytest.mark.parametrize("script, missing", [("onnx_parity.py", "gguf"), ("executorch_parity.py", "onnxscript")])
 def test_a_package_the_shared_test_helpers_need_is_named_in_one_line(tmp_path, script, missing):
     """The parity scripts build their models with tests/test_gguf.py's (and compare with tests/test_onnx.py's)
