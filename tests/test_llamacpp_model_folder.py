@@ -66,3 +66,37 @@ def test_a_failed_first_request_closes_the_process(monkeypatch):
     with pytest.raises(LlamaCppError, match="cannot render the chat template"):
         runtime.LlamaCppVLM("export")
     assert closed == [True]
+
+
+@pytest.mark.parametrize("damage", ["bytes", "missing"])
+def test_weights_are_checked_against_their_checksums_before_any_gguf_is_read(tmp_path, damage):
+    """llama.cpp's open makes the checks ONNX and ExecuTorch make (deploy.export_sidecar.export_folder), in the
+    same words: a damaged or missing weight listed in SHA256SUMS is refused before the GGUF reader sees a file."""
+    from deploy.export_sidecar import export_folder
+    from model.checkpoints.checksums import write_checksums
+
+    gguf = tmp_path / "pocket-tiny-f16.gguf"
+    gguf.write_bytes(b"not a gguf")  # were it read, the error would say "not a readable GGUF file"
+    write_checksums(tmp_path)
+    if damage == "bytes":
+        gguf.write_bytes(b"not a gguf either")
+    else:
+        gguf.unlink()
+    with pytest.raises(LlamaCppError) as err:
+        ExportFolder.open(tmp_path)
+    with pytest.raises(LlamaCppError) as shared:
+        export_folder(tmp_path, "gguf", "GGUF", (), LlamaCppError)
+    assert str(err.value) == str(shared.value)
+    assert ("its bytes do not match the SHA-256" if damage == "bytes" else "is missing (copied in part?)") in str(
+        err.value)
+
+
+def test_a_run_stopped_while_replacing_the_export_says_so(tmp_path):
+    """A folder missing because a run left its earlier one moved aside: the note ONNX and ExecuTorch give."""
+    from model.loading import moved_aside, moved_aside_note
+
+    export = tmp_path / "export"
+    moved_aside(export).mkdir()
+    with pytest.raises(LlamaCppError) as err:
+        ExportFolder.open(export)
+    assert str(err.value) == moved_aside_note(export) and "a run stopped while replacing it" in str(err.value)

@@ -14,11 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.export_sidecar import not_a_folder
+from deploy.export_sidecar import export_folder
 from deploy.gguf import VISION_KEY
 from deploy.runtimes import Answer
 from model.chat import IMAGE_PLACEHOLDER, ChatTemplate, ChatTemplateError, chat_template_from_dict, normalize_messages
-from model.checkpoints.checksums import verify_weights
 from model.generation import cut_at_repetition
 from model.tiling import TilingConfig, TilingError, as_rgb, load_image
 
@@ -46,9 +45,8 @@ class ExportFolder:
         folder = Path(folder)
         if folder.is_file() and folder.suffix == ".gguf":  # one of the export's files, as llama.cpp's tools take it
             raise LlamaCppError(f"{folder}: a file; give the folder it is in, --model {folder.parent}")
-        if not folder.is_dir():
-            raise LlamaCppError(not_a_folder(folder, "gguf"))
-        verify_weights(folder, LlamaCppError)
+        # no fixed file names to require: the .gguf files are told apart by what they hold, below
+        folder = export_folder(folder, "gguf", "GGUF", (), LlamaCppError)
         # which file is the vision part is read from the file (general.type), not its name: `--name mmproj-x`
         # writes mmproj-x-f16.gguf as the text model
         metas = {p: _fields(_reader(p)) for p in sorted(folder.glob("*.gguf"))}
