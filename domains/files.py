@@ -243,6 +243,21 @@ def stored_key(path: Path) -> str | None:
         return None
 
 
+def read_json_file(path: Path, report, parse: Callable[[Path], Any] | None = None) -> Any:
+    """The JSON of `path` (`parse(path)`, by default its UTF-8 text as JSON), or None with the file counted as a skip
+    in `report`: a missing file, an unreadable one (a folder of that name, no permission), malformed JSON (or a
+    shape `parse` refuses with a TypeError / KeyError / ValueError)."""
+    try:
+        return parse(path) if parse else json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        report.skip(path, "missing file", f"{path}: no such file")
+    except OSError as exc:  # said, not a traceback
+        report.skip(path, "unreadable file", f"{path}: {exc.strerror or exc}")
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        report.skip(path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
+    return None
+
+
 def write_jsonl(records: Iterable[dict], path: Path) -> bool:
     """Write `records` unless `path` already holds exactly these bytes (idempotent re-runs); True if written."""
     data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode("utf-8")

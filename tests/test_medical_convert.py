@@ -180,6 +180,24 @@ def test_vqa_rad_bad_input_is_skipped_and_counted(raw, tmp_path):
         convert_vqa_rad(tmp_path / "nowhere", tmp_path / "out3")
 
 
+def test_an_unreadable_question_file_is_a_skip_not_a_traceback(raw, tmp_path, monkeypatch):
+    """A question file that cannot be read (no permission; chmod does not stop root, so read_text is made to fail)
+    ended in a PermissionError traceback; it is counted as remote sensing's RSVQA files are: "unreadable file"."""
+    src = copy_of(raw, "vqa_rad", tmp_path)
+    path = src / "VQA_RAD Dataset Public.json"
+    real = Path.read_text
+
+    def denied(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    report = convert_vqa_rad(src, tmp_path / "out")
+    assert report.skipped == {"unreadable file": 1} and report.written == 0
+    assert report.examples["unreadable file"][0].endswith("VQA_RAD Dataset Public.json: Permission denied")
+
+
 # --------------------------------------------------------------------------------------------- SLAKE
 def test_slake_language_filter_and_splits(raw, tmp_path):
     out = tmp_path / "out"

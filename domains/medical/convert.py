@@ -120,6 +120,7 @@ from domains.files import (
     inside_root,
     is_fresh,
     png_bytes,
+    read_json_file,
     remove_unreferenced_images,
     safe_name,
     split_of,
@@ -553,14 +554,6 @@ VQA_RAD_IMAGES = "VQA_RAD Image Folder"
 VQA_RAD_SPLITS = {"freeform": "train", "para": "train", "frame": "train", "test_freeform": "test", "test_para": "test"}
 
 
-def _load_json_file(path: Path, report: ConvertReport) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        report.skip(path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
-    return None
-
-
 def _answer_type(value: Any) -> str | None:
     kind = _text(value).upper()
     return kind if kind in ("CLOSED", "OPEN") else None
@@ -640,7 +633,7 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     img_dir = _image_folder(Path(images_dir), "images_dir: the VQA-RAD images") if images_dir is not None else \
         _image_folder(path.parent / VQA_RAD_IMAGES, f"the VQA-RAD images, beside {VQA_RAD_JSON!r}; or pass images_dir")
     report = _report(dataset, src, out, img_dir)
-    rows = _load_json_file(path, report)
+    rows = read_json_file(path, report)
     if rows is None:
         return report
     if not isinstance(rows, list):
@@ -744,7 +737,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
 
     with Prefetch(workers, plan) as pf:
         for split, path in found.items():
-            rows = _load_json_file(path, report)
+            rows = read_json_file(path, report)
             if rows is None:
                 continue
             if not isinstance(rows, list):
@@ -1263,7 +1256,7 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
         raise DomainError(f"series must be a SeriesNumber (an integer) or a SeriesInstanceUID (text; quote a UID "
                           f"that reads as a number), got {series!r}")
     report = _report(dataset, src, out)
-    doc = _load_json_file(qa_path, report)
+    doc = read_json_file(qa_path, report)
     if doc is None:
         return report
     items = doc.get("questions") if isinstance(doc, dict) else doc

@@ -58,6 +58,7 @@ from domains.files import (
     is_fresh,
     output_key,
     png_bytes,
+    read_json_file,
     safe_name,
     split_of,
     unique_stems,
@@ -520,19 +521,16 @@ def _json_text(path: Path) -> Any:
 
 
 def _load_json(path: Path, key: str, report: ConvertReport) -> list | None:
-    try:
+    """The `key` list of an RSVQA file (`_json_text`), or None with the file counted as a skip (`read_json_file`)."""
+
+    def rows(path: Path) -> list:
         data = _json_text(path)
-        rows = data[key] if isinstance(data, dict) else None
-        if not isinstance(rows, list):
+        found = data[key] if isinstance(data, dict) else None
+        if not isinstance(found, list):
             raise TypeError(f"expected an object with a {key!r} list")
-        return rows
-    except FileNotFoundError:
-        report.skip(path, "missing file", f"{path}: no such file")
-    except OSError as exc:  # a folder of that name, no permission: said, not a traceback
-        report.skip(path, "unreadable file", f"{path}: {exc.strerror or exc}")
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        report.skip(path, "malformed JSON", f"{path}: {type(exc).__name__}: {exc}")
-    return None
+        return found
+
+    return read_json_file(path, report, rows)
 
 
 def _sibling(qpath: Path, kind: str) -> Path:
