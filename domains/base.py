@@ -321,6 +321,18 @@ def check_synthetic_n(n: Any, what: str = "n") -> int:
     return int(n)
 
 
+def check_synthetic_call(kind: Any, known: Sequence[str], n: Any, seed: Any) -> int:
+    """What a synthetic ``generate(kind, out, n, seed)`` checks before anything is drawn or written: `kind` one of
+    `known`, `n` (:func:`check_synthetic_n`) and `seed` a whole number >= 0 (numpy refuses a negative one with a bare
+    ValueError deep in the first draw; int() took 2.5 as seed 2, another set than asked for). Returns `n` as an int."""
+    if kind not in known:
+        raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(known)}")
+    n = check_synthetic_n(n)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DomainError(f"seed must be a whole number >= 0, got {seed!r}")
+    return n
+
+
 def generate_kinds(generate: Callable[..., Path], out_dir: str | Path, kinds: Iterable[str] | str | None,
                    known: Sequence[str], n: int, desc: str, progress: Progress, **options: Any) -> dict[str, Path]:
     """Each of `kinds` (:func:`pick_kinds` of `known`) written by a plugin's ``generate(kind, out_dir / kind, n=n,

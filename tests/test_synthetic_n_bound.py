@@ -105,3 +105,24 @@ def test_remote_sensing_seed_that_is_no_whole_number_is_refused(tmp_path, seed):
 
     with pytest.raises(DomainError, match=rf"^seed must be a whole number >= 0, got {seed!r}$"):
         generate("ucmerced", tmp_path / "u", n=1, seed=seed)
+
+
+@pytest.mark.parametrize(("module", "kind"), [("pydicom", "domains.medical.synthetic:vqa_rad"),
+                                              ("rasterio", "domains.remote_sensing.synthetic:ucmerced")])
+@pytest.mark.parametrize(("args", "error"), [
+    ({"kind": "bogus"}, "^unknown synthetic kind 'bogus'; known: "),
+    ({"n": 0}, "^n must be a whole number from 1 to "),
+    ({"seed": -1}, r"^seed must be a whole number >= 0, got -1$"),
+    ({"seed": 2.5}, r"^seed must be a whole number >= 0, got 2.5$"),
+])
+def test_medical_and_remote_sensing_generate_check_kind_n_and_seed_alike(monkeypatch, tmp_path, module, kind, args,
+                                                                          error):
+    """Both generators make domains.base.check_synthetic_call's checks, in its words, before any folder is made."""
+    import importlib
+
+    require(module)
+    name, known = kind.split(":")
+    generate = importlib.import_module(name).generate
+    _no_writing(monkeypatch)
+    with pytest.raises(DomainError, match=error):
+        generate(args.get("kind", known), tmp_path / "out", n=args.get("n", 1), seed=args.get("seed", 0))

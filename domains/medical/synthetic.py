@@ -64,7 +64,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from domains.base import DomainError, check_synthetic_n, generate_kinds, kinds_written
+from domains.base import DomainError, check_synthetic_call, generate_kinds, kinds_written
 from model.progress import Progress
 
 __all__ = [
@@ -654,12 +654,7 @@ def generate(kind: str, out: str | Path, n: int = 3, seed: int = 0, size: int = 
     pixels (32-512); `n_slices`: slices per patient (4-1024; at most 512 x 512 x 128 voxels). `options`:
     ``burned_in`` (``dicom_qa``, default True).
     """
-    if kind not in KINDS:
-        raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
-    n = check_synthetic_n(n)
-    # numpy's seeding refuses these with a bare ValueError / TypeError deep in the first draw
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise DomainError(f"seed must be a whole number >= 0, got {seed!r}")
+    n = check_synthetic_call(kind, KINDS, n, seed)
     for name, value in (("size", size), ("n_slices", n_slices)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise DomainError(f"{name} must be a whole number, got {value!r}")

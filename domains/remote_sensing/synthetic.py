@@ -51,7 +51,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from PIL import Image, ImageDraw
 
-from domains.base import DomainError, check_synthetic_n, generate_kinds, kinds_written
+from domains.base import DomainError, check_synthetic_call, generate_kinds, kinds_written
 from domains.general.world import render_scene
 from model.progress import Progress
 
@@ -328,12 +328,7 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
     `size`: image side in pixels, 8-1024 (default per kind: tiny, for tests). `options`: ``classes=[...]`` (or one
     comma-separated string) for the classification kinds, a subset of their class folders; any other is refused.
     """
-    if kind not in KINDS:
-        raise DomainError(f"unknown synthetic kind {kind!r}; known: {', '.join(KINDS)}")
-    n = check_synthetic_n(n)
-    # int() took seed=2.5 as seed 2 (another set than asked for) and "x" with a bare ValueError; numpy refuses -1
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise DomainError(f"seed must be a whole number >= 0, got {seed!r}")
+    n = check_synthetic_call(kind, KINDS, n, seed)
     size = _DEFAULT_SIZE[kind] if size is None else size
     if isinstance(size, bool) or not isinstance(size, numbers.Integral):  # int() turned 2.5 into 2 and "x" a ValueError
         raise DomainError(f"size must be a whole number of pixels, got {size!r}")
