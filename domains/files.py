@@ -246,9 +246,13 @@ def stored_key(path: Path) -> str | None:
 def read_json_file(path: Path, report, parse: Callable[[Path], Any] | None = None) -> Any:
     """The JSON of `path` (`parse(path)`, by default its UTF-8 text as JSON), or None with the file counted as a skip
     in `report`: a missing file, an unreadable one (a folder of that name, no permission), malformed JSON (or a
-    shape `parse` refuses with a TypeError / KeyError / ValueError)."""
+    shape `parse` refuses with a TypeError / KeyError / ValueError) or a file holding only ``null`` (so None always
+    means "counted")."""
     try:
-        return parse(path) if parse else json.loads(path.read_text(encoding="utf-8"))
+        value = parse(path) if parse else json.loads(path.read_text(encoding="utf-8"))
+        if value is not None:
+            return value
+        report.skip(path, "malformed JSON", f"{path}: the file holds null, not the data")
     except FileNotFoundError:
         report.skip(path, "missing file", f"{path}: no such file")
     except OSError as exc:  # said, not a traceback

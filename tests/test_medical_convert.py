@@ -198,6 +198,15 @@ def test_an_unreadable_question_file_is_a_skip_not_a_traceback(raw, tmp_path, mo
     assert report.examples["unreadable file"][0].endswith("VQA_RAD Dataset Public.json: Permission denied")
 
 
+def test_a_question_file_holding_null_is_counted_not_dropped_unsaid(raw, tmp_path):
+    """A question file holding only `null` read as "already reported": the conversion lost it without a count."""
+    src = copy_of(raw, "vqa_rad", tmp_path)
+    (src / "VQA_RAD Dataset Public.json").write_text("null")
+    report = convert_vqa_rad(src, tmp_path / "out")
+    assert report.skipped == {"malformed JSON": 1} and report.written == 0
+    assert report.examples["malformed JSON"][0].endswith("the file holds null, not the data")
+
+
 # --------------------------------------------------------------------------------------------- SLAKE
 def test_slake_language_filter_and_splits(raw, tmp_path):
     out = tmp_path / "out"
@@ -240,6 +249,25 @@ def test_slake_bad_input(raw, tmp_path):
     with pytest.raises(ValueError, match=r"no SLAKE question has q_lang 'english'.*\['en', 'zh'\]"):
         convert_slake(src, tmp_path / "y", q_lang="english")
     assert not (tmp_path / "y").exists()
+
+
+def test_slake_counts_an_unreadable_or_null_question_file_and_converts_the_others(raw, tmp_path, monkeypatch):
+    """SLAKE read each question file three times, twice with a bare read: one it could not read (no permission) was
+    a PermissionError traceback, one holding `null` was dropped unsaid; each is now read once and counted."""
+    src = copy_of(raw, "slake", tmp_path)
+    root = src / "Slake1.0"
+    (root / "validate.json").write_text("null")
+    real = Path.read_text
+
+    def denied(self, *args, **kwargs):
+        if self == root / "train.json":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    report = convert_slake(src, tmp_path / "out", q_lang="all")
+    assert report.skipped == {"unreadable file": 1, "malformed JSON": 1}
+    assert set(report.outputs) == {"test"} and report.written > 0
 
 
 # --------------------------------------------------------------------------------------------- PMC-VQA

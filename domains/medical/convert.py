@@ -711,23 +711,30 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     found = {s: root / SLAKE_FILES[s] for s in wanted if (root / SLAKE_FILES[s]).is_file()}
     if not found:
         raise DomainError(f"{src}: no SLAKE files ({', '.join(SLAKE_FILES.values())}) in {root}")
+    report = _report(dataset, src, out)
+    split_rows: dict[str, list] = {}  # each question file read once; one that cannot be read is counted, not raised
+    for split, path in found.items():
+        rows = read_json_file(path, report)
+        if rows is not None and not isinstance(rows, list):
+            report.skip(path, "malformed JSON", f"{path}: expected a list of question objects")
+        elif rows is not None:
+            split_rows[split] = rows
+    objects = [row for rows in split_rows.values() for row in rows if isinstance(row, dict)]
     lang = None if q_lang in (None, "", "all") else str(q_lang)
     if lang is not None:  # a language no question has would drop every question: an empty conversion, unsaid
-        langs = _slake_languages(found.values())
+        langs = {_text(row.get("q_lang")) or "en" for row in objects}
         if langs and lang not in langs:
             raise DomainError(f"{src}: no SLAKE question has q_lang {lang!r}; the files have {sorted(langs)} "
                               "(or q_lang='all' for every question)")
     _image_folder(root / "imgs", "the SLAKE images, imgs/xmlabN/source.jpg")
-    report = _report(dataset, src, out)
     out_splits: dict[str, list[dict]] = {}
     images: dict[tuple[Path, str], tuple[str, tuple[int, int]] | SkipInput] = {}
     ids: set[str] = set()
-    stems = _out_stems(_name(row.get("img_name")) for row in _json_rows(found.values()))
+    stems = _out_stems(_name(row.get("img_name")) for row in objects)
 
     def plan():  # every image a row names, in row order (a superset of those converted)
-        for path in found.values():
-            rows = json.loads(path.read_text(encoding="utf-8"))
-            for row in rows if isinstance(rows, list) else []:
+        for rows in split_rows.values():
+            for row in rows:
                 name = _name(row.get("img_name")) if isinstance(row, dict) else ""
                 try:
                     yield _copy_plan(inside_root(root / "imgs", name), out,
@@ -736,13 +743,8 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                     continue
 
     with Prefetch(workers, plan) as pf:
-        for split, path in found.items():
-            rows = read_json_file(path, report)
-            if rows is None:
-                continue
-            if not isinstance(rows, list):
-                report.skip(path, "malformed JSON", f"{path}: expected a list of question objects")
-                continue
+        for split, rows in split_rows.items():
+            path = found[split]
             records: list[dict] = []
             for n, row in enumerate(progress_bar(rows, desc=f"{dataset} {split}", unit="question", progress=progress)):
                 where = f"{path.name} item {n}"
@@ -769,24 +771,6 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
                                            meta=meta))
             out_splits[split] = records
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
-
-
-def _json_rows(paths: Iterable[Path]) -> list[dict]:
-    """The object rows of the JSON lists in `paths` that parse (the others are reported later)."""
-    out: list[dict] = []
-    for path in paths:
-        try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(rows, list):
-            out += [row for row in rows if isinstance(row, dict)]
-    return out
-
-
-def _slake_languages(paths: Iterable[Path]) -> set[str]:
-    """The q_lang values (absent: ``en``) of the rows of the SLAKE files that parse (the others are reported later)."""
-    return {_text(row.get("q_lang")) or "en" for row in _json_rows(paths)}
 
 
 # --------------------------------------------------------------------------------------------- PMC-VQA
