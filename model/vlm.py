@@ -17,9 +17,11 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
+    DynamicCache,
     PreTrainedConfig,
     PreTrainedModel,
 )
+from transformers.cache_utils import DynamicLayer
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -99,6 +101,8 @@ class VLMOutput(CausalLMOutputWithPast):
 
 
 _VLM_OUTPUT_FIELDS = frozenset(field.name for field in fields(VLMOutput))
+_CACHE_KWARG = "cache" if "cache" in _VLM_OUTPUT_FIELDS else "past_key_values"  # the KV cache's name, as above
+_MIN_SHARED_PREFIX = 2  # common prefix tokens worth a forward pass of their own
 # LMs whose logits are exactly `lm_head(last hidden state)` (no soft-capping, scaling or extra heads), so the
 # training loss may take the hidden states and project only supervised positions
 _PLAIN_HEAD_LMS = frozenset({"llama", "mistral", "qwen2", "qwen3", "phi3", "internlm2"})
@@ -415,13 +419,71 @@ class PocketVLM(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> torch.LongTensor:
-        """Generate with the LLM's own `generate` (KV cache included); returns the new tokens only."""
+        """Generate with the LLM's own `generate` (KV cache included); returns the new tokens only.
+
+        Where the rows of a left-padded batch all begin with the same text tokens (the chat template's system prompt),
+        that prefix runs once and its KV cache is shared by every row (`_shared_prefix`): the same answers, less
+        prefill."""
         inputs_embeds, _ = self.embed(input_ids, pixel_values)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        shared = self._shared_prefix(input_ids, inputs_embeds, attention_mask, generate_kwargs)
+        if shared is not None:
+            inputs_embeds, attention_mask, generate_kwargs = shared
         return self.language_model.generate(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
         )
+
+    def _shared_prefix(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                       generate_kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, dict] | None:
+        """The batch rearranged to share its rows' common text prefix, or None where nothing is shared.
+
+        The prefix (up to the first image token or the first token where rows differ, and never a row's last token)
+        runs once, for one row; its KV cache, repeated for every row, goes to `generate` with each row laid out as
+        prefix, padding, rest. The positions come from the attention mask (padding takes none), so every token keeps
+        its position and attends to what it did. Only greedy or sampled search over a plain full-attention cache of
+        the LLM's own making is rearranged: beams, a caller's cache or another cache layout are left as they were."""
+        rows, length = input_ids.shape
+        lm = self.language_model
+        if rows < 2 or {"past_key_values", "cache", "cache_implementation", "generation_config",
+                        "position_ids"} & generate_kwargs.keys():
+            return None
+        if not type(lm).__module__.startswith("transformers."):  # remote code: its own cache and argument names
+            return None
+        config = lm.generation_config
+        if (generate_kwargs.get("num_beams") or config.num_beams or 1) != 1 \
+                or (generate_kwargs.get("num_return_sequences") or config.num_return_sequences or 1) != 1 \
+                or generate_kwargs.get("use_cache", config.use_cache) is False:
+            return None
+        mask = attention_mask.bool()
+        starts = length - mask.sum(1)
+        positions = torch.arange(length, device=input_ids.device)
+        if not torch.equal(mask, positions >= starts[:, None]):  # not left padded
+            return None
+        common = int(length - starts.max()) - 1  # each row keeps a token to prefill: its logits give the first answer
+        if common < _MIN_SHARED_PREFIX:
+            return None
+        aligned = input_ids.gather(1, starts[:, None] + positions[:common])
+        # an image token stands for each row's own features: the prefix ends before the first
+        same = (aligned == aligned[:1]).all(0) & (aligned[0] != self.config.image_token_id)
+        shared = int(same.long().cumprod(0).sum())
+        if shared < _MIN_SHARED_PREFIX:
+            return None
+        cache = DynamicCache(config=lm.config)
+        if not cache.layers or any(type(layer) is not DynamicLayer for layer in cache.layers):  # sliding, linear...
+            return None
+        first = int(starts[0])
+        lm(inputs_embeds=inputs_embeds[:1, first:first + shared], use_cache=True, **{_CACHE_KWARG: cache},
+           **({"logits_to_keep": 1} if lm._supports_logits_to_keep() else {}))
+        cache.batch_repeat_interleave(rows)
+        order = torch.stack([torch.cat([positions[s:s + shared], positions[:s], positions[s + shared:]])
+                             for s in starts.tolist()])
+        inputs_embeds = inputs_embeds.gather(1, order[..., None].expand(-1, -1, inputs_embeds.shape[-1]))
+        attention_mask = attention_mask.gather(1, order)
+        # given, not left to `generate`, which derives them only where the LM's forward names position_ids (a wrapped
+        # forward may not): positions counted from the start would move each row's rest by its padding
+        position_ids = (attention_mask.long().cumsum(1) - 1).masked_fill(attention_mask == 0, 0)
+        return inputs_embeds, attention_mask, {**generate_kwargs, _CACHE_KWARG: cache, "position_ids": position_ids}
 
 
 def _restarts(position_ids: torch.Tensor | None) -> bool:
