@@ -25,7 +25,15 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sections import ROOT, command_line, machine_line, positive_int, publish, unpack_revision  # noqa: E402
+from bench.sections import (  # noqa: E402
+    ROOT,
+    command_line,
+    machine_line,
+    positive_int,
+    publish,
+    run_script,
+    unpack_revision,
+)
 
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
 SECTION = "bench_eval"
@@ -145,4 +153,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -295,3 +295,18 @@ def test_the_parity_scripts_name_a_missing_pytest_in_one_line(tmp_path, script, 
     assert done.stderr.strip().splitlines()[-1] == (
         f"error: tests/{helpers}.py, whose helpers this uses, needs 'pytest', which is not installed: pip install "
         "pytest (the dev extra; a checkout's `make setup` installs it)")
+
+
+def test_every_bench_script_runs_main_under_run_script():
+    """A bench script whose entry point calls main() itself ends a user's error (bad path, Ctrl-C) in a traceback;
+    every script's `if __name__ == "__main__":` block goes through bench.sections.run_script."""
+    import ast
+
+    bare = []
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test):
+                calls = {c.func.id for c in ast.walk(node) if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)}
+                if "run_script" not in calls:
+                    bare.append(path.name)
+    assert not bare, bare
