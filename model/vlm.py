@@ -183,8 +183,9 @@ class PocketVLM(PreTrainedModel):
 
     def fold_vision_adapter(self) -> None:
         """Merge the vision adapter into the projector's first op where that is a per-token Linear (`linear`,
-        `mlp{N}x_gelu`, `ldp`, `ldpv2`): W1·(Wa·x + ba) + b1 = (W1·Wa)·x + (W1·ba + b1), the same outputs; afterwards the
-        projector reads the tower's features directly, so layouts without a slot for the adapter can hold it.
+        `mlp{N}x_gelu`, `ldp`, `ldpv2`): W1·(Wa·x + ba) + b1 = (W1·Wa)·x + (W1·ba + b1), the same outputs;
+        afterwards the projector reads the tower's features directly, so layouts without a slot for the adapter can
+        hold it.
         Refused (`ModelConfigError`, saying why) for the others: `pixel_shuffle_mlp` (InternVL's) shuffles 2x2
         tokens together and then applies a LayerNorm, which does not commute with a Linear in front of it;
         `qformer` starts with attention over the tokens, `resampler` with a LayerNorm after its `kv_proj`.
@@ -225,7 +226,8 @@ class PocketVLM(PreTrainedModel):
             new = build_projector(self.config.projector_type, self.projector_width,
                                   self.config.text_config.hidden_size, **options)
         except (TypeError, ValueError) as err:
-            raise ModelConfigError(f"projector_options {projector_options} for the model's own projector: {err}") from None
+            raise ModelConfigError(
+                f"projector_options {projector_options} for the model's own projector: {err}") from None
         old_state, new_state = old.state_dict(), new.state_dict()
         changed = sorted(k for k in old_state.keys() | new_state.keys()
                          if k not in old_state or k not in new_state or old_state[k].shape != new_state[k].shape)

@@ -221,9 +221,8 @@ class MixturePlan:
             c = self._counts[name]
             share = c / self.epoch_size if self.epoch_size else 0.0
             rep = self.repeats.get(name)
-            lines.append(
-                f"| {name} | {self.kinds[name]} | {self.sizes[name]} | {'' if rep is None else f'{rep:g}'} | {c} | {share:.1%} |"
-            )
+            repeats = "" if rep is None else f"{rep:g}"
+            lines.append(f"| {name} | {self.kinds[name]} | {self.sizes[name]} | {repeats} | {c} | {share:.1%} |")
         return "\n".join(lines + [f"warning: {w}" for w in self.warnings()])
 
     def warnings(self) -> list[str]:

@@ -115,5 +115,5 @@ PLUGIN = DomainPlugin(
                 "upload_help": _upload_help},
 )
 
-__all__ = ["CONVERTERS", "PIL_SUFFIXES", "PLUGIN", "RASTER_SUFFIXES", "chip_starts", "convert_dior_rsvg", "convert_dota",
-           "convert_rsvqa", "convert_scene_chips", "read_raster_rgb", "synthetic"]
+__all__ = ["CONVERTERS", "PIL_SUFFIXES", "PLUGIN", "RASTER_SUFFIXES", "chip_starts", "convert_dior_rsvg",
+           "convert_dota", "convert_rsvqa", "convert_scene_chips", "read_raster_rgb", "synthetic"]
