@@ -1254,6 +1254,8 @@ def _eval(args) -> int:
     _, md = write_report(out, runs, kinds)
     plot_comparison(runs, kinds, out / COMPARISON_PNG)
     print(md.read_text(encoding="utf-8"))
+    # the report scrolls past in the terminal: say where it is kept, as train says where final/ is
+    print(f"report: {md} (eval.json, {COMPARISON_PNG} and the predictions beside it)", file=sys.stderr)
     before, after = PREDICTIONS.split("{label}")
     earlier = sorted(p.name for p in out.glob(PREDICTIONS.format(label="*"))
                      if p.name.removeprefix(before).removesuffix(after) not in runs)
