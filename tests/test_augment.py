@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,6 +18,7 @@ from adapt.data.dataset import SupervisedDataset
 from adapt.data.samples import Record, SkipLog
 from adapt.recipe import RecipeError, load_recipe
 from domains.augment import (
+    _DIRECTION,
     CAMERA_PICTURE,
     GENERAL,
     NAMES_DIRECTION,
@@ -523,3 +527,13 @@ def test_a_camera_picture_is_never_flipped_or_turned():
     assert aug.summary({"d": [record, forced, grounding_record([100, 200, 300, 400])]}) == (
         "augment (flips, 90-degree turns, colour jitter 0.3): 1 of 3 records flipped / turned; held back: "
         f"2 {CAMERA_PICTURE} (colour jitter only)")
+
+
+def test_readme_names_the_direction_words_the_augmentation_holds_back():
+    """README's list of direction words is the augmentation's: each holds a record back, and none is missing."""
+    readme = " ".join(Path(__file__).resolve().parents[1].joinpath("README.md").read_text(encoding="utf-8").split())
+    listed = re.search(r"names a direction — (.*?) and their forms", readme).group(1).split(", ")
+    assert all(_DIRECTION.fullmatch(word) for word in listed), listed
+    stems = {"left", "right", "top", "bottom", "upper", "lower", "above", "below", "north", "south", "east", "west",
+             "horizontal", "vertical", "upward", "downward", "clockwise"}  # the alternatives of _DIRECTION
+    assert set(listed) == stems
