@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+import pytest
+
 from adapt.cli import main
 from adapt.recipe import list_recipe_templates
 from model.resources import templates_dir
@@ -30,3 +35,28 @@ def test_recipe_description_reads_one_sentence_of_a_wrapped_comment(tmp_path, mo
 
 def test_templates_dir_holds_the_recipes_listed():
     assert sorted(p.stem for p in (templates_dir() / "recipes").glob("*.yaml")) == sorted(list_recipe_templates())
+
+
+@pytest.mark.parametrize("field", ["remote_sensing", "medical"])
+def test_readme_synthesizes_the_quick_starts_size(field, monkeypatch):
+    """README's `adapt synthesize FIELD` is the data the field's quick start (and its table) is made from: the same n."""
+    import domains.base
+    from adapt import quickstart
+
+    asked: dict = {}
+
+    class Stop(Exception):
+        pass
+
+    class Plugin:
+        def synthesize(self, out, **options):
+            asked.update(options)
+            raise Stop
+
+    monkeypatch.setattr(quickstart, "prepare_general", lambda *a, **k: None)
+    monkeypatch.setattr(domains.base, "get_domain", lambda name: Plugin())
+    with pytest.raises(Stop):
+        quickstart.FIELDS[field][1](Path("unused") / "data", progress=False)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    command = re.search(rf"^adapt synthesize {field} --out raw(.*?)#", readme, re.MULTILINE).group(1)
+    assert f"--option n={asked['n']}" in command, (command, asked)
