@@ -158,15 +158,19 @@ def _terminate_as_interrupt() -> None:
 def _quiet_libraries(progress: bool, command_line: bool = True) -> None:
     """Keep off stderr what a user can neither act on nor needs: torchao's note that its optional CUDA kernels do
     not load on this machine, the torch deprecation warnings torchao's import triggers (transformers imports
-    torchao when it is installed), the ONNX exporter's notes on torchvision ops (not a dependency); without
-    progress, the libraries' own bars too (transformers' shard writer). On the command line, pocket-adapt's own
-    warnings print as ``warning: ...`` lines instead of Python's source-location form."""
+    torchao when it is installed), the ONNX exporter's notes on torchvision ops (not a dependency), Pillow's logged
+    errors (each also raised, and reported by adapt); without progress, the libraries' own bars too (transformers'
+    shard writer). On the command line, pocket-adapt's own warnings print as ``warning: ...`` lines instead of
+    Python's source-location form."""
     import logging
 
     from model import QUIET_LOGGERS
 
     for name in (*QUIET_LOGGERS, "torch.onnx._internal.exporter._registration"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Pillow logs an error (a 13-band TIFF's "More samples per pixel than can be decoded") just before it raises,
+    # and the raise becomes adapt's own line naming the file
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)
     if not progress:
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # read by huggingface_hub / transformers on import
         if "transformers.utils.logging" in sys.modules:

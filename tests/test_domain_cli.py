@@ -3,6 +3,9 @@ on the remote_sensing plugin's UC Merced layout."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -354,3 +357,20 @@ def test_a_plugin_whose_lazy_target_does_not_import_hides_no_other(tmp_path, cap
         assert "  remote_sensing aid, eurosat, eurosat_ms, nwpu, ucmerced:" in text
     finally:
         unregister_domain("aaa_broken")
+
+
+def test_chat_on_a_13_band_geotiff_without_its_domain_says_one_line(tmp_path):
+    """Pillow cannot decode a 13-band TIFF and logs that before it raises; the user gets adapt's line naming the file
+    and --domain remote_sensing, not Pillow's log line on top of it."""
+    require("rasterio", "the EuroSAT MS GeoTIFFs")
+    from domains.remote_sensing.synthetic import generate
+
+    tif = next(generate("eurosat_ms", tmp_path / "raw", n=1).rglob("*.tif"))
+    root = Path(__file__).resolve().parents[1]
+    # a process of its own: pytest's log capture would take Pillow's line off stderr
+    done = subprocess.run([sys.executable, "-m", "adapt", "chat", "--model", "pocket-tiny", "--image", str(tif),
+                           "Which scene?"], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(err) == 1, done.stderr
+    assert err[0].startswith("adapt chat: error: ") and "--domain remote_sensing" in err[0], err
