@@ -623,6 +623,9 @@ def convert_vqa_rad(src: str | Path, out: str | Path, dataset: str = "vqa_rad", 
     phrase types are skipped (``unknown split``). Record ids are ``vqa_rad/<split>/<qid>``; a qid met again in the
     split (a question and its paraphrase) gets ``-<phrase_type>`` (then ``-row<n>``) appended. ``meta`` keeps ``answer_type`` (CLOSED / OPEN, scored by
     type), ``question_type``, ``organ`` (``image_organ``), ``phrase_type``, ``qid`` and ``image_name``.
+    `images_dir`: the folder of the images (default ``VQA_RAD Image Folder/`` beside the JSON file).
+    `dataset`: the name of the outputs (``<dataset>_<split>.jsonl``, ``images/<dataset>/``) and the first part of the
+    record ids.
     `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a
     bar over the questions (:func:`model.progress.progress_bar`).
     """
@@ -694,6 +697,8 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     questions get a Chinese answer instruction. `splits`: which of ``train`` / ``val`` / ``test`` (one name or a
     list; default all three). ``meta`` keeps ``answer_type``, ``content_type``,
     ``base_type``, ``location``, ``modality``, ``q_lang``, ``qid`` and ``img_id``.
+    `dataset`: the name of the outputs (``<dataset>_<split>.jsonl``, ``images/<dataset>/``) and the first part of the
+    record ids.
     `workers`: processes decoding the images (:mod:`domains.parallel`; output byte-identical to 1). `progress`: a
     bar over each split's questions (:func:`model.progress.progress_bar`).
     """
@@ -805,8 +810,12 @@ def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", 
     `src`: the folder with the CSVs (``Figure_path, Question, Answer, Choice A..D, Answer_label``; the choices
     are ``"A:…"``); `files`: which CSVs, names under `src` (one name or a list; default every one of
     :data:`PMC_FILES` present); each gives the split
-    named by its stem (``pmc_vqa_train.jsonl``, ``pmc_vqa_test_clean.jsonl``, ...). Images are
-    ``<images_dir>/<Figure_path>``, default ``images/`` (``images_2/`` for the ``*_2.csv`` files when present).
+    named by its stem (``pmc_vqa_train.jsonl``, ``pmc_vqa_test_clean.jsonl``, ...). `images_dir`: the folder of
+    the images, ``<images_dir>/<Figure_path>`` (default ``images/`` under `src`; ``images_2/`` for the ``*_2.csv``
+    files when present). `mode`: ``"mc"`` (multiple choice, task ``mc``) or ``"open"`` (open-ended ``med_vqa``), as
+    below.
+    `dataset`: the name of the outputs (``<dataset>_<split>.jsonl``, ``images/<dataset>/``) and the first part of the
+    record ids.
 
     ``mc``: the question lists the four options (``A. …``) and the answer is ``Answer_label``; ``options``
     holds the texts. A missing / invalid label (anything but one of ``A``-``D``: ``"AB"`` too) is recovered when
@@ -997,16 +1006,19 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "cla
     without images``).
 
     DICOM files (``.dcm``, ``.dicom``, or any other name but an image suffix whose first bytes say DICOM: files
-    without a suffix, files named by their SOPInstanceUID) are rendered with `window`
-    (preset name, ``[center, width]``, or None = the file's own) at `frame` (None = the middle frame of a
-    multi-frame file); their ids and image names are ``deid.pseudonym`` + a keyed hash of the path, and their
-    ``meta`` holds no source path. `salt`: the secret key of pseudonyms and hashes ('' = this machine's key,
+    without a suffix, files named by their SOPInstanceUID) are rendered with `window` at `frame`; their ids and
+    image names are ``deid.pseudonym`` + a keyed hash of the path, and their ``meta`` holds no source path.
+    `window`: a preset name, ``[center, width]``, or None = the file's own. `frame`: the frame of a multi-frame
+    file (None = the middle frame). `salt`: the secret key of pseudonyms and hashes ('' = this machine's key,
     module notes). Other images (PNG, JPEG, BMP, TIFF) are decoded by :func:`model.tiling.load_image` (upright per
     EXIF orientation) and written as PNG without metadata (no EXIF, no text chunks: a hospital's files may carry
     names there), named by a keyed hash of their path; no record holds a source file name. DICOM files that may
     hold burned-in text (``BurnedInAnnotation`` YES, or undeclared in ultrasound / secondary capture: module notes)
     are kept with a warning unless an option says otherwise. `skip_burned_in`: drop them. `redact_burned_in`:
     render them with their text regions blacked out, the boxes in ``meta["redacted"]`` (module notes).
+    `test_fraction`: the share of the images put in ``test`` when `src` has no split folders.
+    `dataset`: the name of the outputs (``<dataset>_<split>.jsonl``, ``images/<dataset>/``) and the first part of the
+    record ids.
     `workers`: processes decoding / rendering the images (:mod:`domains.parallel`; output byte-identical to 1).
     `progress`: a bar over the files (:func:`model.progress.progress_bar`).
     """
@@ -1221,7 +1233,10 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     ``meta["redacted"]`` (module notes). `default_split`: the split of questions without one (else they are
     skipped). `series`: of a folder holding several series (a flat export), the one to use -- its SeriesNumber
     or SeriesInstanceUID (quoted); a question's ``series_select`` overrides it (unset: such a folder is skipped,
-    the report naming each of its series).
+    the report naming each of its series). `qa_file`: the name of the QA file under `src` (its layout in the
+    module notes).
+    `dataset`: the name of the outputs (``<dataset>_<split>.jsonl``, ``images/<dataset>/``) and the first part of the
+    record ids.
 
     Records: ``closed`` / ``open`` -> task ``med_vqa`` with ``meta["answer_type"]`` CLOSED / OPEN and the
     answer instruction; ``mc`` -> task ``mc`` with lettered options; ``grounding`` -> task ``grounding``.
