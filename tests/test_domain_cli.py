@@ -214,6 +214,24 @@ def test_convert_help_explains_every_data_sets_options(capsys):
     assert "label_fn" not in text  # a Python callable is no command-line option
 
 
+def test_convert_help_describes_every_option_of_every_converter(capsys):
+    """`adapt convert remote_sensing ucmerced --help` showed ``nested=false`` bare (the README describes it), and
+    scene_chips and the medical converters had more such options: every option line of every data set now says what
+    the option does."""
+    import re
+
+    text = _help(["convert", "--help"], capsys)
+    listing = text[text.index("data sets and their options"):]
+    bare, dataset = [], None
+    for line in listing.splitlines():
+        if re.match(r"  \S", line):
+            dataset = line.split(":")[0].strip()
+        elif re.fullmatch(r"    \w+(=\S+|=\[.*\]| \(default: unset\))?", line):  # the option's name and default alone
+            bare.append(f"{dataset}: {line.strip()}")
+    assert dataset is not None and not bare, bare
+    ucmerced = " ".join(_help(["convert", "remote_sensing", "ucmerced", "--help"], capsys).split())
+    assert "nested=false: also read the images below a class folder" in ucmerced
+
 def test_convert_help_after_domain_and_dataset_shows_that_one(fake_domain, capsys):
     text = _help(["convert", "driving", "drivelm", "--help"], capsys)
     assert "  driving drivelm:" in text and "nuscenes_root" in text

@@ -348,7 +348,9 @@ def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucm
     for EuroSAT MS, whose per-image percentiles give the same ground another colour in each image); JPEG / PNG
     images take a stretch or `nodata` given on their stored values as GeoTIFFs do. `test_fraction`: share of images
     put in the ``test`` split, chosen by a hash of the relative path (stable across runs and machines). `resize`:
-    longer image side of the output PNGs.
+    longer image side of the output PNGs. `nested`: also read the images below a class folder
+    (``forest/site1/a.tif``: class ``forest``; counted as the warning ``class images in subfolders``); without it
+    they are left unread and the report says so.
     `nodata`: the pixel value that marks no data in GeoTIFFs (default: the file's own); a GeoTIFF whose zeros are
     taken as data (no nodata value) so that they drag the percentile stretch or make it all black is counted as the
     warning ``zero fill without nodata`` (as ``scene_chips`` does): pass ``nodata=0`` when they are fill.
@@ -1305,11 +1307,20 @@ def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overl
     ``size - overlap``, last row / column aligned to the edge, windowed reads only, so memory stays bounded;
     all-nodata blocks of sparse GeoTIFFs are recognised without reading). Chips that are all nodata or whose
     valid fraction is below `min_valid` are not written and are counted in the report (``"all nodata"``,
-    ``"valid fraction below …"``). `size`: 1 to :data:`~domains.remote_sensing.raster.MAX_CHIP_SIZE` (7071) pixels
-    and `overlap`: 0 to ``size - 1``, else DomainError before anything is read; a scene smaller than `size` gives
-    smaller chips (warned: ``scene smaller than chip size``) and one that would make more than
-    :data:`MAX_SCENE_CHIPS` (1 M) chips is skipped unread (``too many chips``). `bands`, `band_names`,
-    `stretch_scope` go to the chip reader.
+    ``"valid fraction below …"``). `size`: the chip side, 1 to :data:`~domains.remote_sensing.raster.MAX_CHIP_SIZE`
+    (7071) pixels; a scene smaller than `size` gives smaller chips (warned: ``scene smaller than chip size``) and one
+    that would make more than :data:`MAX_SCENE_CHIPS` (1 M) chips is skipped unread (``too many chips``).
+    `overlap`: the pixels two neighbouring chips share, 0 to ``size - 1`` (a size or overlap out of range is a
+    DomainError before anything is read). `min_valid`: the least share of a chip's pixels holding data (0 to 1) for
+    the chip to be written. `bands`: the bands shown as RGB, 1-based indexes or names (default: B04, B03, B02 where
+    the bands are named so, else the file's red, green, blue, else bands 1, 2, 3), passed to the chip reader
+    (:func:`~domains.remote_sensing.raster.iter_chips`). `band_names`: one name per band of the file, in file order,
+    for files whose bands carry no descriptions, so that `bands` can name them. `stretch_scope`: ``"scene"``
+    stretches every chip of a scene with the same percentiles, estimated from sample windows spread over the scene;
+    ``"chip"`` computes them per chip. `boxes`: a JSON or GeoJSON file of objects, each a phrase and a pixel or map
+    box; with it, grounding records per chip are written too. `dataset`: the name of the outputs
+    (``out/images/<dataset>/``, ``out/<dataset>_all.jsonl``). `min_inside`: the least share of an object's box area
+    a chip must hold for the object to be kept in it, above 0 and at most 1.
     `stretch`: ``"auto"`` (uint8 as is, else 2-98 % percentiles), ``null``, two percentiles ``[low, high]``, or
     ``"fixed:LOW,HIGH"``: stored values LOW..HIGH to 0..255 in every chip alike (Sentinel-2 L1C / EuroSAT MS,
     reflectance x 10000: ``fixed:0,3000``), so the same ground keeps its colour from chip to chip.
