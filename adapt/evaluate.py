@@ -19,8 +19,7 @@ Sources it does not name count as "domain".
 
 **Protocols.** A summary's ``protocols`` names, for every task it scored, the rule each metric follows and
 its source (`adapt.metrics.protocols_of`, updated by what a corpus-level aggregate reports for the run's
-settings, e.g. DriveLM's ``eval.protocol``); the report prints those of the metrics a run scored in a "Protocols"
-table (RSVQA's area rows only where a run scored an area question).
+settings, e.g. DriveLM's ``eval.protocol``); the report prints them in a "Protocols" table.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ import itertools
 import json
 import math
 import os
-import re
 import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -609,63 +607,13 @@ def _ordered_sources(runs: Mapping[str, dict], kinds: Mapping[str, str] | None) 
     return sorted(names, key=lambda s: (rank.get(_kind_of(s, runs, kinds), len(GROUPS)), s))
 
 
-def _scored_metrics(summary: Mapping[str, Any]) -> dict[str, set[str]] | None:
-    """``{task: metric names}`` a run's summary scored (a value or "not computed"), each without its ``<task>/``
-    prefix. A metric of a source whose summary gives no ``metric_task`` counts for each of the source's tasks; None
-    where a summary names neither (written by hand): which task scored what is unknown."""
-    if "sources" not in summary:
-        return None
-    scored: dict[str, set[str]] = {}
-    for entry in summary["sources"].values():
-        for name in entry.get("metrics") or {}:
-            task = (entry.get("metric_task") or {}).get(name)
-            tasks = [task] if task is not None else list(entry.get("tasks") or {})
-            if not tasks:
-                return None
-            for t in tasks:
-                scored.setdefault(t, set()).add(name.removeprefix(f"{t}/"))
-    return scored
-
-
-_PLACEHOLDER = re.compile(r"<[^<>/]+>")
-_NUMBERED_RANGE = re.compile(r"(\D+)(\d+)\.\.\1(\d+)")  # "Bleu_1..Bleu_4"
-
-
-def _row_names_metric(row: str, metric: str, own_rows: Iterable[str]) -> bool | None:
-    """Whether the protocol row `row` ("accuracy", "accuracy/<type>", "Bleu_1..Bleu_4, ROUGE_L, language") covers
-    `metric`; a placeholder never stands for a metric with a row of its own (`own_rows`). None where `row` names
-    no metric at all (a name with spaces, e.g. DriveLM's "samples (graph filter)": how samples were chosen)."""
-    parts = [part.strip() for part in row.split(",")]
-    if any(not part or any(c.isspace() for c in part) for part in parts):
-        return None
-    for part in parts:
-        if part == metric:
-            return True
-        if _PLACEHOLDER.search(part) and metric not in own_rows:
-            pattern = "[^/]+".join(re.escape(text) for text in _PLACEHOLDER.split(part))
-            if re.fullmatch(pattern, metric):
-                return True
-        if (span := _NUMBERED_RANGE.fullmatch(part)) and metric.startswith(span[1]):
-            number = metric.removeprefix(span[1])
-            if number.isdigit() and int(span[2]) <= int(number) <= int(span[3]):
-                return True
-    return False
-
-
 def _protocol_rows(runs: Mapping[str, dict]) -> list[list[str]]:
-    """One row per task and metric some run scored: protocol, rule, source; a metric whose protocol differs between
-    the runs that scored it gets a row per protocol, naming its runs. A task's metric no run scored (RSVQA's area
-    rows in a run without area questions) has no row; a row naming no metric (`_row_names_metric`) shows with its
-    task. A summary that does not say which task scored which metric (`_scored_metrics`) keeps every protocol it
-    names."""
+    """One row per task and metric: protocol, rule, source; a metric whose protocol differs between runs gets
+    a row per protocol, naming its runs."""
     entries: dict[tuple[str, str], list[tuple[dict, list[str]]]] = {}
     for name, summary in runs.items():
-        scored = _scored_metrics(summary)
         for task, metrics in (summary.get("protocols") or {}).items():
             for metric, entry in metrics.items():
-                if scored is not None and not any(
-                        _row_names_metric(metric, m, metrics) is not False for m in scored.get(task, ())):
-                    continue
                 seen = entries.setdefault((task, metric), [])
                 for known, names in seen:
                     if known == entry:
@@ -690,9 +638,9 @@ def write_report(
     `runs` maps a run name to its `summarize` output, e.g. ``{"base": …, "adapted": …}``. When a
     "base" run exists, every other run gets a delta column (run − base; runs of an export runtime, ``adapted-f16``,
     against the base of the same variant, ``base-f16``, when there is no "base"): the domain row shows the
-    gain, the general row the retention. A "Protocols" table names the rule and source of every metric a run
-    scored (the summaries' ``protocols``). A source's metric rows join the runs on (task, metric), and a run that
-    scored no sample of a row's task (all skipped) reads "no samples" there, not "—". Returns (json_path, md_path).
+    gain, the general row the retention. A "Protocols" table names the rule and source of every metric
+    (the summaries' ``protocols``). A source's metric rows join the runs on (task, metric), and a run that scored no
+    sample of a row's task (all skipped) reads "no samples" there, not "—". Returns (json_path, md_path).
     """
     if not runs:
         raise ValueError("write_report needs at least one run")

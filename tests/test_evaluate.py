@@ -634,56 +634,6 @@ def test_report_names_the_domain_protocols_and_the_drivelm_settings(tmp_path):
             am.unregister_task(task)
 
 
-def test_protocols_list_only_the_metrics_a_run_scored(tmp_path):
-    """RSVQA's area rows (and LLaVA-Med's open-question rows) were listed for a run that scored no area (no open)
-    question, as the remote-sensing quick start's count and presence questions; a row now needs a run that scored
-    its metric, while a row naming no metric (DriveLM's graph filter) stays with its task."""
-    from adapt import metrics as am
-    from adapt.domains_bridge import register_domain_metrics
-
-    def scored(source: str, task: str, answer: str, **meta) -> Prediction:
-        record = Record(source, 1, [], [], [], task=task, answer=answer, meta=meta)
-        return Prediction(source, 1, task, "q", answer, answer, am.score(answer, record, answer), meta=meta)
-
-    def protocol_rows(out: Path, runs: dict) -> list[tuple[str, str, str]]:
-        """(task, metric, protocol) of each row of the report's Protocols table."""
-        text = write_report(out, runs)[1].read_text()
-        table = text[text.index("## Protocols"):text.index("## Per source")]
-        return re.findall(r"^\| (\S+) \| ([^|]+?) \| ([^|]+?) \|", table, re.M)
-
-    register_domain_metrics()
-    try:
-        no_area = [scored("rsvqa", "rsvqa", "yes", question_type="presence"),
-                   scored("rsvqa", "rsvqa", "3", question_type="count"),
-                   scored("vqa_rad", "med_vqa", "yes", answer_type="CLOSED"),
-                   scored("drivelm", "drivelm", "D", drivelm_tag=0, answer_pixels="D")]
-        context = {"judge": None, "protocol": "official", "graph_filter": None}
-        run = summarize(no_area, None, context)
-        assert "bucket_accuracy/area" in run["protocols"]["rsvqa"]  # the summary keeps what the task registered
-        rows = protocol_rows(tmp_path, {"adapted": run})
-        assert {m for t, m, _ in rows if t == "rsvqa"} == {"accuracy", "accuracy/<type>", "accuracy/count",
-                                                        "bucket_accuracy/count"}
-        assert {m for t, m, _ in rows if t == "med_vqa"} == {"score", "closed_accuracy"}
-        assert {"samples (graph filter)", "Bleu_1..Bleu_4, ROUGE_L, CIDEr, language"} <= {
-            m for t, m, _ in rows if t == "drivelm"}
-        # a run that scored an area question (and no presence one) brings the area rows, once, not accuracy/<type>
-        area = summarize([scored("rsvqa", "rsvqa", "500m2", question_type="area")], None, context)
-        rows = [(m, p) for t, m, p in protocol_rows(tmp_path / "both", {"base": area, "adapted": run}) if t == "rsvqa"]
-        assert sorted(m for m, _ in rows) == ["accuracy", "accuracy/<type>", "accuracy/area", "accuracy/count",
-                                              "bucket_accuracy/area", "bucket_accuracy/count", "exact_accuracy/area"]
-        assert not any("(base" in p or "adapted)" in p for _, p in rows)  # the same protocol in both runs
-        rows = [m for t, m, _ in protocol_rows(tmp_path / "area", {"a": area}) if t == "rsvqa"]
-        assert sorted(rows) == ["accuracy", "accuracy/area", "bucket_accuracy/area", "exact_accuracy/area"]
-        # a summary that does not say which task scored what (written by hand) keeps every protocol it names
-        for source in (old := json.loads(json.dumps(area)))["sources"].values():
-            del source["metric_task"], source["tasks"]
-        rows = [m for t, m, _ in protocol_rows(tmp_path / "old", {"a": old}) if t == "rsvqa"]
-        assert len(rows) == len(old["protocols"]["rsvqa"]) == 7
-    finally:
-        for task in ("rsvqa", "grounding", "classification", "region", "med_vqa", "drivelm"):
-            am.unregister_task(task)
-
-
 def test_predict_skips_what_it_cannot_ask_or_score_naming_the_record(tiny, records):
     """A grounding reference without a box, a task no scorer knows and a control token in the question end
     neither `adapt eval` nor training's evaluation in a traceback: each record is skipped, said and counted."""
