@@ -60,3 +60,35 @@ def test_readme_synthesizes_the_quick_starts_size(field, monkeypatch):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     command = re.search(rf"^adapt synthesize {field} --out raw(.*?)#", readme, re.MULTILINE).group(1)
     assert f"--option n={asked['n']}" in command, (command, asked)
+
+
+def test_readme_driving_commands_make_the_quick_starts_data(monkeypatch):
+    """README's and the driving template's synthesize / DriveLM convert commands pass the driving quick start's scene
+    and frame counts and val_fraction, so they hold out the samples the driving table quotes (drivelm 156)."""
+    import domains.base
+    from adapt import quickstart
+
+    calls: dict = {}
+
+    class Plugin:
+        def synthesize(self, out, **options):
+            calls["synthesize"] = options
+            return {"drivelm": Path("raw/drivelm"), "nuscenes": Path("raw/nuscenes")}
+
+        def convert(self, dataset, src, out, **options):
+            calls.setdefault(dataset, options)
+
+    monkeypatch.setattr(quickstart, "prepare_general", lambda *a, **k: None)
+    monkeypatch.setattr(domains.base, "get_domain", lambda name: Plugin())
+    quickstart.FIELDS["driving"][1](Path("unused") / "data", progress=False)
+    root = Path(__file__).resolve().parents[1]
+    template = templates_dir() / "recipes" / "driving_pocket-tiny_full.yaml"
+    for where, text in (("README.md", (root / "README.md").read_text(encoding="utf-8")),
+                        (template.name, re.sub(r"^#", "", template.read_text(encoding="utf-8"), flags=re.MULTILINE))):
+        synthesize = re.search(r"^\s*adapt synthesize driving --out raw(.*?)#", text, re.MULTILINE).group(1)
+        for key in ("n_scenes", "n_frames"):
+            assert f"--option {key}={calls['synthesize'][key]}" in synthesize, (where, synthesize)
+        convert = re.search(r"^\s*adapt convert driving drivelm +--src raw/drivelm(.*?\\\n.*?)#", text,
+                            re.MULTILINE).group(1)
+        for key in ("view_mode", "val_fraction"):
+            assert f"--option {key}={calls['drivelm'][key]}" in convert, (where, convert)
