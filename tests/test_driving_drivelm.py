@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -481,6 +482,21 @@ def _one_frame(raw: Path, dst: Path) -> tuple[Path, dict]:
 def _pixels(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB")).astype(np.int16)
+
+
+def test_readme_says_jpeg_is_not_smaller_on_the_synthetic_renders(raw, tmp_path):
+    """The flat synthetic cameras compress better as PNG than as JPEG (quality 95): README's JPEG option must not
+    promise the user of `adapt synthesize driving` smaller frames (its sizes hold for grainy, real pictures)."""
+    src, _ = _one_frame(raw, tmp_path / "qa")
+    sizes = {}
+    for image_format in ("png", "jpeg"):
+        convert_drivelm(src, tmp_path / image_format, nuscenes_root=raw / "nuscenes", image_format=image_format,
+                        progress=False)
+        sizes[image_format] = sum(f.stat().st_size for f in (tmp_path / image_format / "images").rglob("*.*"))
+    assert sizes["jpeg"] > sizes["png"] > 0
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").split())
+    claim = re.search(r"`--option image_format=jpeg` \(.*?\)[^.;]*", readme).group(0)
+    assert "adapt synthesize driving` are smaller as PNG" in claim, claim
 
 
 def test_png_levels_decode_to_the_same_pixels_and_jpeg_is_close(raw, tmp_path):
