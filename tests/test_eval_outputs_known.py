@@ -20,7 +20,8 @@ def test_every_file_eval_writes_is_known_as_evals(tmp_path, capsys):
     shutil.copyfile(templates_dir() / "recipes" / "quickstart.yaml", out / "quickstart.yaml")
     assert main(["eval", str(out / "quickstart.yaml"), "--no-progress", "eval.max_new_tokens=2"]) == 0
     # the report printed scrolls away: the last line says where eval.md is kept
-    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"report: {out / 'train' / EVAL_DIR / 'eval.md'} ")
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"report: {out / 'train' / EVAL_DIR / 'eval.md'} ")
     written = sorted(p.name for p in (out / "train" / EVAL_DIR).iterdir())
     assert {"eval.md", "eval.json", "comparison.png", "predictions_base.jsonl", "skips.md"} <= set(written)
     assert [n for n in written if not any(fnmatch.fnmatchcase(n, pattern) for pattern in EVAL_OUTPUTS)] == []

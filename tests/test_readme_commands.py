@@ -39,7 +39,8 @@ def test_templates_dir_holds_the_recipes_listed():
 
 @pytest.mark.parametrize("field", ["remote_sensing", "medical"])
 def test_readme_synthesizes_the_quick_starts_size(field, monkeypatch):
-    """README's `adapt synthesize FIELD` is the data the field's quick start (and its table) is made from: the same n."""
+    """README's `adapt synthesize FIELD` is the data the field's quick start (and its table) is made from: the same
+    n."""
     import domains.base
     from adapt import quickstart
 

@@ -497,10 +497,10 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
     answers): scores on it are not comparable with the challenge's published test numbers. `dataset`:
     output name (default ``drivelm`` / ``drivelm_multi``). `link`: ``hardlink`` or ``copy`` for the camera images
     of multi mode. `image_format`: stitched frames as ``png`` (lossless: the default, so training and evaluation
-    see exactly the stitched pixels) or ``jpeg`` (faster to write, several times smaller on real camera pictures, lossy: see
-    `jpeg_quality`; figures in BENCHMARKS.md, ``python bench/bench_drivelm_convert.py --write``). `png_level`:
-    zlib level 0-9 of the PNGs (default 1; every level decodes to the same pixels, higher levels only make
-    smaller files more slowly). `jpeg_quality`: 1-95 (default 95, 4:4:4 chroma).
+    see exactly the stitched pixels) or ``jpeg`` (faster to write, several times smaller on real camera pictures,
+    lossy: see `jpeg_quality`; figures in BENCHMARKS.md, ``python bench/bench_drivelm_convert.py --write``).
+    `png_level`: zlib level 0-9 of the PNGs (default 1; every level decodes to the same pixels, higher levels only
+    make smaller files more slowly). `jpeg_quality`: 1-95 (default 95, 4:4:4 chroma).
     `progress`: show a progress bar. `workers`: processes reading, stitching and encoding the frames of stitched
     mode, or decoding each camera file of multi mode before it is linked (a truncated camera JPEG is skipped in
     both modes) (:mod:`domains.parallel`; output byte-identical to 1).
