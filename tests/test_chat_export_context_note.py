@@ -3,29 +3,13 @@ export was written with (--max-seq-len), not the model's own context, which the 
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
 from adapt.cli import main
 from deploy.runtimes import RUNTIMES, Answer
+from tests.export_fakes import fake_export_vlm, timings
 
-
-class _FakeVLM:
-    export = SimpleNamespace(tiling=None)
-
-    def __init__(self, folder):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def chat(self, conversation, images=(), **options):
-        timings = {"prompt_tokens": 5, "image_encode_ms": 0.0, "prompt_ms": 1.0, "decode_tokens": 3, "decode_ms": 1.0}
-        return Answer("a b c", [1, 2, 3], "prompt", False, timings, context_full=True)
+_FakeVLM = fake_export_vlm(Answer("a b c", [1, 2, 3], "prompt", False, timings(3), context_full=True))
 
 
 @pytest.mark.parametrize("runtime, expected", [("executorch", "the exported cache (adapt export --max-seq-len) is full"),

@@ -90,36 +90,18 @@ def test_max_tiles_below_the_models_min_tiles_lowers_both_as_the_export_runtimes
 def test_max_tiles_below_an_exports_min_tiles_is_said_once(monkeypatch, tmp_path, capsys):
     """An export runtime got min_tiles lowered to `--max-tiles` silently too; the note now says so, and the runtime
     is asked with the lowered tiling."""
-    from types import SimpleNamespace
-
     from adapt.cli import main
     from deploy.runtimes import RUNTIMES, Answer
     from model.tiling import TilingConfig
+    from tests.export_fakes import fake_export_vlm, timings
 
-    asked: list = []
-
-    class FakeVLM:
-        export = SimpleNamespace(tiling=TilingConfig(min_tiles=2, max_tiles=6))
-
-        def __init__(self, folder):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def chat(self, conversation, images=(), **options):
-            asked.append(options["tiling"])
-            timings = {"prompt_tokens": 5, "image_encode_ms": 0.0, "prompt_ms": 1.0, "decode_tokens": 1,
-                       "decode_ms": 1.0}
-            return Answer("a", [1], "prompt", False, timings)
-
+    asked: list[dict] = []
+    FakeVLM = fake_export_vlm(Answer("a", [1], "prompt", False, timings(1)), TilingConfig(min_tiles=2, max_tiles=6),
+                              asked)
     monkeypatch.setattr(type(RUNTIMES["onnx"]), "load", lambda self, which: FakeVLM)
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--max-tiles", "1", "hello"]) == 0
     assert capsys.readouterr().err.count("note: --max-tiles 1 is below the model's min_tiles 2: using 1-1 tiles") == 1
-    assert (asked[0].min_tiles, asked[0].max_tiles) == (1, 1)
+    assert (asked[0]["tiling"].min_tiles, asked[0]["tiling"].max_tiles) == (1, 1)
 
 
 def _template_with_stops(tmp_path, *stops: str) -> str:
