@@ -377,6 +377,23 @@ def test_an_images_folder_that_is_not_there_is_an_error(raw, tmp_path):
     assert not any((tmp_path / f"o{k}").exists() for k in range(1, 6))
 
 
+def test_slake_without_imgs_is_said_before_any_question_file_is_read(tmp_path, monkeypatch):
+    """convert_slake read (and checked the languages of) every question file before finding imgs/ missing: a q_lang
+    no question has was reported instead of the missing folder. Now the folder is checked first, nothing read."""
+    import domains.medical.convert as convert
+
+    slake = tmp_path / "Slake1.0"
+    slake.mkdir()
+    (slake / "train.json").write_text(json.dumps([{"qid": 1, "img_name": "xmlab0/source.jpg", "q_lang": "en",
+                                                   "question": "Organ?", "answer": "Lung"}]), encoding="utf-8")
+    read: list[Path] = []
+    real_read = convert.read_json_file
+    monkeypatch.setattr(convert, "read_json_file", lambda path, report: read.append(path) or real_read(path, report))
+    with pytest.raises(DomainError, match=r"imgs: no such folder \(the SLAKE images"):
+        convert_slake(slake, tmp_path / "out", q_lang="xx", progress=False)
+    assert read == [] and not (tmp_path / "out").exists()
+
+
 def test_pmc_vqa_a_label_of_several_letters_is_not_an_answer(raw, tmp_path):
     src = copy_of(raw, "pmc_vqa", tmp_path)
     path = src / "train.csv"

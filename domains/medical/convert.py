@@ -716,6 +716,7 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
     found = {s: root / SLAKE_FILES[s] for s in wanted if (root / SLAKE_FILES[s]).is_file()}
     if not found:
         raise DomainError(f"{src}: no SLAKE files ({', '.join(SLAKE_FILES.values())}) in {root}")
+    _image_folder(root / "imgs", "the SLAKE images, imgs/xmlabN/source.jpg")
     report = _report(dataset, src, out)
     split_rows: dict[str, list] = {}  # each question file read once; one that cannot be read is counted, not raised
     for split, path in found.items():
@@ -731,7 +732,6 @@ def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_la
         if langs and lang not in langs:
             raise DomainError(f"{src}: no SLAKE question has q_lang {lang!r}; the files have {sorted(langs)} "
                               "(or q_lang='all' for every question)")
-    _image_folder(root / "imgs", "the SLAKE images, imgs/xmlabN/source.jpg")
     out_splits: dict[str, list[dict]] = {}
     images: dict[tuple[Path, str], tuple[str, tuple[int, int]] | SkipInput] = {}
     ids: set[str] = set()
