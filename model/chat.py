@@ -59,21 +59,23 @@ def image_prefix(found: int, n_images: int) -> str:
     raise ConversationError(f"the conversation has {found} <image> placeholders but {n_images} images were given")
 
 
-# a one-frame video's label (InternVL training's `Frame-1: `, its inference docs' `Frame1: `) at a line's start
-FRAME_LABELS = ("Frame-1: ", "Frame1: ")
+# a lone image's label at a line's start: a one-frame video's (InternVL training's `Frame-1: `, its inference docs'
+# `Frame1: `) or a hand-written `Image-1: ` (`image_prefix` labels several images only)
+ONE_IMAGE_LABELS = ("Frame-1: ", "Frame1: ", "Image-1: ")
 
 
 def image_first(content: str) -> str:
     """`content` with its one ``<image>`` moved to the front, as LLaVA / MobileVLM train and prompt: the placeholder
     removed, the text stripped, ``<image>\\n`` prepended (``Q\\n<image>`` and ``<image>\\nQ`` both become the latter).
-    A one-frame video's label before it (:data:`FRAME_LABELS` at a line's start) goes with it: ``Frame-1: <image>\\nQ``
-    becomes ``<image>\\nQ``, LLaVA's one-image prompt, not ``<image>\\nFrame-1:\\nQ``, a label naming no frame.
+    A lone image's label before it (:data:`ONE_IMAGE_LABELS` at a line's start: a one-frame video's, a hand-written
+    ``Image-1: ``) goes with it: ``Frame-1: <image>\\nQ`` becomes ``<image>\\nQ``, LLaVA's one-image prompt, not
+    ``<image>\\nFrame-1:\\nQ``, a label naming no frame.
     Text with no placeholder or several is returned as it is (LLaVA would merge several into one; a video's
     ``Frame-k: <image>`` lines stay, as InternVL writes them)."""
     if content.count(IMAGE_PLACEHOLDER) != 1:
         return content
     content = "\n" + content  # the text's start is a line start too; strip() drops the "\n"
-    for label in FRAME_LABELS:
+    for label in ONE_IMAGE_LABELS:
         content = content.replace(f"\n{label}{IMAGE_PLACEHOLDER}", f"\n{IMAGE_PLACEHOLDER}")
     return f"{IMAGE_PLACEHOLDER}\n{content.replace(IMAGE_PLACEHOLDER, '').strip()}".strip()
 
@@ -285,9 +287,9 @@ def chat_template_jinja(template: ChatTemplate, image_token: str = IMAGE_PLACEHO
                              if other != token)
             return f"(text.value | length) - ({rest(token)} | length) == {len(token)}{absent}"
 
-        def unlabelled(token: str) -> str:  # `image_first`'s FRAME_LABELS rule; the trim below drops the "\n"
+        def unlabelled(token: str) -> str:  # `image_first`'s ONE_IMAGE_LABELS rule; the trim below drops the "\n"
             return f"({js(chr(10))} + text.value)" + "".join(
-                f" | replace({js(chr(10) + label + token)}, {js(chr(10) + token)})" for label in FRAME_LABELS)
+                f" | replace({js(chr(10) + label + token)}, {js(chr(10) + token)})" for label in ONE_IMAGE_LABELS)
 
         content += "{%- if message['role'] == 'user' -%}" + "".join(
             f"{{%- {'if' if k == 0 else 'elif'} {only(token)} -%}}"

@@ -18,6 +18,7 @@ CONVERSATIONS = [
     ([{"role": "user", "content": "Look: <image> what is it? "}], None, 1),
     ([{"role": "user", "content": "<image>"}], None, 1),
     ([{"role": "user", "content": "<image>\nWhat is it?"}], None, 1),
+    ([{"role": "user", "content": "Image-1: <image>\nWhat is it?"}], None, 1),  # vicuna_v1: the label goes too
     ([{"role": "user", "content": "<image> and <image>?"}], None, 2),  # several: left as they are
     ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
       {"role": "assistant", "content": "an answer"}, {"role": "user", "content": "and this? <image>"}], None, 1),
