@@ -506,6 +506,9 @@ class Mixing(_Section):
     epoch_size: int | None = Field(None, ge=1, le=_MAX_COUNT)
 
 
+MIN_SEQ_LENGTH = 16  # training.max_seq_length's least (bench_train.py's --max-seq-length checks it too)
+
+
 class Training(_Section):
     model_config = ConfigDict(extra="forbid")
 
@@ -517,7 +520,7 @@ class Training(_Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
-    max_seq_length: int = Field(4096, ge=16)
+    max_seq_length: int = Field(4096, ge=MIN_SEQ_LENGTH)
     gradient_checkpointing: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     packing: bool = False

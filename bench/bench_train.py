@@ -912,6 +912,7 @@ def published_command(args: argparse.Namespace) -> str:
 
 
 def main(argv=None) -> int:
+    from adapt.recipe import MIN_SEQ_LENGTH
     from model.arguments import non_negative_int, positive_int
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -924,7 +925,8 @@ def main(argv=None) -> int:
                         help="timed optimizer steps per run (after 2 warm-up steps)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--grad-accum", type=positive_int, default=1)
-    parser.add_argument("--max-seq-length", type=positive_int, default=None, help="default: the recipe's")
+    parser.add_argument("--max-seq-length", type=partial(positive_int, least=MIN_SEQ_LENGTH), default=None,
+                        help=f"default: the recipe's (at least {MIN_SEQ_LENGTH})")
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads for every runner and the peaks (default 1: on a loaded machine, OpenMP "

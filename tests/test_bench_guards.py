@@ -75,16 +75,24 @@ def test_bench_train_refuses_to_publish_a_gpu_model_measured_on_cpu(capsys, monk
     (["--repeats", "0"], "--repeats: "),
     (["--steps", "0"], "--steps: "),
     (["--workers", "-1"], "--workers: must be at least 0, got -1"),
-    (["--max-seq-length", "0"], "--max-seq-length: must be at least 1, got 0"),
+    (["--max-seq-length", "0"], "--max-seq-length: must be at least 16, got 0"),
+    (["--max-seq-length", "15"], "--max-seq-length: must be at least 16, got 15"),
 ])
 def test_bench_train_refuses_a_precision_or_count_it_cannot_measure(capsys, bench_train, argv, error):
     """fp16 on a GPU ran adapt train in fp16 but the plain loop and the Trainer in fp32, all labelled fp16 (on a CPU:
     adapt train's error after the data and the FLOP count); `--repeats 0` made an empty table, `--steps 0` divided by
     zero after every run; `--workers -1` was refused by the recipe only after the data was generated, and
-    `--max-seq-length 0` silently ran the recipe's length."""
+    `--max-seq-length 0` silently ran the recipe's length; 1 to 15 passed here and the recipe (training.max_seq_length
+    >= 16) refused them only after the data was generated."""
     with pytest.raises(SystemExit) as stop:
         bench_train.main(["--models", "pocket-tiny", *argv])
     assert stop.value.code == 2 and error in capsys.readouterr().err
+
+
+def test_bench_train_takes_the_recipes_shortest_max_seq_length(bench_train):
+    """16, the recipe's minimum, passes the argument checks and goes on to measure."""
+    with pytest.raises(AssertionError, match="the run went on to measure"):
+        bench_train.main(["--models", "pocket-tiny", "--max-seq-length", "16"])
 
 
 def test_mobilevlm_v433_check_help_is_argparse_help():
