@@ -2,12 +2,13 @@
 draw the same samples in the same order. `_frozen_epoch` is a verbatim copy of the algorithm as it was (one numpy
 generator per repetition of a source, one Python tuple per sample), kept here to compare against."""
 
+import math
 import zlib
 
 import numpy as np
 import pytest
 
-from adapt.data.mixture import MixturePlan
+from adapt.data.mixture import MixturePlan, _remainder_stream
 
 
 def _frozen_remainder_stream(n: int, r: int, epoch: int, key: list[int]) -> np.ndarray:
@@ -79,3 +80,21 @@ def test_epoch_order_is_the_frozen_algorithms(spec, seed):
         got = plan.epoch(epoch)
         assert got == _frozen_epoch(plan, epoch), (seed, epoch)
         assert all(type(s) is str and type(i) is int for s, i in got[:50])  # plain ints, as before
+
+
+@pytest.mark.parametrize("n, r", [(7, 3), (10, 4), (12, 8), (13, 12), (100, 37), (6, 5), (9, 1)])
+def test_the_remainder_stream_is_the_frozen_one_at_every_epoch_without_replaying_them(n, r, monkeypatch):
+    """`_remainder_stream` replayed every earlier epoch, its cost growing with the epoch number; it now rebuilds at
+    most r / gcd(n, r) permutations (from the last one an epoch began with), in the frozen order at every epoch,
+    those after permutations rebuilt around straddling epochs (epoch 3 and later) included."""
+    key = [5, 2, 77]
+    late = 10**4 + 3
+    for epoch in [*range(3 * n), late]:
+        assert np.array_equal(_remainder_stream(n, r, epoch, key), _frozen_remainder_stream(n, r, epoch, key)), epoch
+    drawn: list = []
+    real = np.random.default_rng
+    monkeypatch.setattr(np.random, "default_rng", lambda seed: drawn.append(seed) or real(seed))
+    for epoch in (late, 10**12 + 1):
+        drawn.clear()
+        take = _remainder_stream(n, r, epoch, key).tolist()
+        assert len(drawn) <= r // math.gcd(n, r) + 1 and len(set(take)) == len(take) == r

@@ -284,28 +284,35 @@ def _remainder_stream(n: int, r: int, epoch: int, key: list[int]) -> np.ndarray:
     ``range(n)``, ``r`` per epoch: every index comes once before any comes twice.
 
     When an epoch straddles two permutations, the next one is drawn so that its head avoids the
-    indices the current epoch already took, keeping the epoch free of duplicates.
+    indices the current epoch already took, keeping the epoch free of duplicates. Epoch ``e`` is the stream's
+    items ``e * r`` to ``e * r + r``; permutation ``c`` fills items ``c * n`` to ``c * n + n``.
     """
-    cycle = 0
-    perm = np.random.default_rng(key + [cycle]).permutation(n)
-    pos = 0
-    for e in range(epoch + 1):
-        take = perm[pos:pos + r]
-        pos += len(take)
-        if len(take) < r:
-            need = r - len(take)
-            cycle += 1
-            rng = np.random.default_rng(key + [cycle])
-            taken = np.zeros(n, dtype=bool)
-            taken[take] = True
-            others = rng.permutation(np.flatnonzero(~taken))
-            tail = rng.permutation(np.concatenate([others[need:], take]))
-            perm = np.concatenate([others[:need], tail])
-            take = np.concatenate([take, perm[:need]])
-            pos = need
-        if e == epoch:
-            return take
-    raise AssertionError("unreachable")
+    start = int(epoch) * r
+    cycle, pos = divmod(start, n)
+    # a permutation depends on the one before only through an epoch straddling them: rebuild from the last one that
+    # began where an epoch began (at most r / gcd(n, r) - 1 permutations back), not from the first epoch
+    period = r // math.gcd(n, r)  # permutation c begins where an epoch begins when c * n % r == 0
+    first = cycle // period * period
+    perm = np.random.default_rng(key + [0]).permutation(n) if first == 0 else \
+        _next_permutation(n, np.empty(0, dtype=np.int64), r, key + [first])
+    for c in range(first, cycle):  # the epoch over the boundary after permutation c begins at item `at` of it
+        at = (c + 1) * n // r * r - c * n
+        perm = _next_permutation(n, perm[at:], r - (n - at), key + [c + 1])
+    take = perm[pos:pos + r]
+    if len(take) < r:
+        need = r - len(take)
+        take = np.concatenate([take, _next_permutation(n, take, need, key + [cycle + 1])[:need]])
+    return take
+
+
+def _next_permutation(n: int, take: np.ndarray, need: int, key: list[int]) -> np.ndarray:
+    """The permutation of ``range(n)`` after one whose last items ``take`` began an epoch that `need` more items
+    finish: its first `need` items avoid `take`."""
+    rng = np.random.default_rng(key)
+    taken = np.zeros(n, dtype=bool)
+    taken[take] = True
+    others = rng.permutation(np.flatnonzero(~taken))
+    return np.concatenate([others[:need], rng.permutation(np.concatenate([others[need:], take]))])
 
 
 ORDER_BYTES_PER_SAMPLE = 128  # one (source, index) of `MixturePlan.epoch` and the dataset's copy (measured: ~115)
