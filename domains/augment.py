@@ -40,13 +40,13 @@ counts them for the run's log):
   same rule and even with ``"augment": true``: it has an up (a turn puts the sky below the street), and a
   left-right flip swaps left and right in its answers ("the car on the left", CAM_FRONT_LEFT).
 
-Also left alone (returned unchanged): records without exactly one image, records whose boxes do not
-parse as ordered 0–1000 grid boxes (a ``<box>`` holding anything else, a ``<quad>`` polygon), and records
-with a bare ``[[x1, y1, x2, y2]]`` in an answer (a gpt turn or ``record.answer``): it may be a box, which
-would no longer match the moved pixels, and records with coordinates outside those boxes in any text (a
-single-bracket ``[x1, y1, x2, y2]``, read as a box when scored; a DriveLM c-tag ``<c1,CAM_FRONT,[x,y]>``). Colour
-jitter changes brightness, contrast and saturation but never hue (colour can be the label: water,
-vegetation).
+Also left alone (returned unchanged): records without exactly one image (multi-view DriveLM records and nuScenes
+frame sequences get neither flips nor colour jitter; the summary counts them as not augmented, not as held back),
+records whose boxes do not parse as ordered 0–1000 grid boxes (a ``<box>`` holding anything else, a ``<quad>``
+polygon), and records with a bare ``[[x1, y1, x2, y2]]`` in an answer (a gpt turn or ``record.answer``): it may
+be a box, which would no longer match the moved pixels, and records with coordinates outside those boxes in any
+text (a single-bracket ``[x1, y1, x2, y2]``, read as a box when scored; a DriveLM c-tag ``<c1,CAM_FRONT,[x,y]>``).
+Colour jitter changes brightness, contrast and saturation but never hue (colour can be the label: water, vegetation).
 
 ``albumentations`` is imported when the augmentation is built, so the plugin loads without it.
 """
@@ -76,8 +76,10 @@ _DIRECTION = re.compile(
     r"\b(?:left|right|top|bottom|upper|lower|above|below|horizontal|vertical|upwards?|downwards?"
     r"|(?:counter|anti)?-?clockwise|(?:north|south)(?:-?(?:east|west))?|east|west)(?:most|ern|erly|ly|wards?|s)?\b",
     re.IGNORECASE)
+# why a record is not augmented at all, by design (the summary counts these apart from the records held back)
+SEVERAL_IMAGES = "with several images (camera views or frames of one scene)"
+NO_IMAGE = "without an image"
 # why a record is not flipped or turned (`Augmentation.plan`), worded for `Augmentation.summary`
-NOT_ONE_IMAGE = "without exactly one image"
 OPTED_OUT = "with meta.augment false"
 GENERAL = "from general sources"
 NAMES_DIRECTION = "whose text names a direction such as left, top or north"
@@ -170,7 +172,7 @@ class Augmentation:
         if images is None and isinstance(record, Mapping) and isinstance(record.get("image"), (list, tuple)):
             images = record["image"]  # a converter's multi-image record: "image" is the list of six cameras
         if images is not None and len(images) != 1:
-            return "none", NOT_ONE_IMAGE, []
+            return "none", SEVERAL_IMAGES if images else NO_IMAGE, []
         if meta.get("augment") is False:
             return "none", OPTED_OUT, []
         forced = meta.get("augment") is True
@@ -208,10 +210,12 @@ class Augmentation:
         line = (f"augment ({', '.join(ops)}): {counts[('all', '')]} of {sum(counts.values())} records "
                 f"{'flipped / turned' if self.flips or self.rot90 else 'colour-jittered'}")
         held = [f"{counts[what, why]} {why} ({'colour jitter only' if what == 'colour' else 'untouched'})"
-                for why in (NAMES_DIRECTION, STITCHED, CAMERA_PICTURE, GENERAL, OPTED_OUT, UNMOVABLE_BOXES,
-                            NOT_ONE_IMAGE)
+                for why in (NAMES_DIRECTION, STITCHED, CAMERA_PICTURE, GENERAL, OPTED_OUT, UNMOVABLE_BOXES)
                 for what in ("colour", "none") if counts[what, why]]
-        return line + ("; held back: " + ", ".join(held) if held else "")
+        # not held back but out of scope: the augmentation transforms a record's one image
+        unaugmented = [f"{counts['none', why]} {why}" for why in (SEVERAL_IMAGES, NO_IMAGE) if counts["none", why]]
+        return (line + ("; held back: " + ", ".join(held) if held else "")
+                + ("; not augmented (one-image records only): " + ", ".join(unaugmented) if unaugmented else ""))
 
     def _draw(self, key: Any) -> tuple[tuple[bool, bool, bool], int]:
         """The symmetry ``(transpose, hflip, vflip)`` and the colour jitter's seed for `key`.

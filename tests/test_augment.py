@@ -22,8 +22,9 @@ from domains.augment import (
     CAMERA_PICTURE,
     GENERAL,
     NAMES_DIRECTION,
-    NOT_ONE_IMAGE,
+    NO_IMAGE,
     OPTED_OUT,
+    SEVERAL_IMAGES,
     STITCHED,
     Augmentation,
     build_augmentation,
@@ -308,7 +309,7 @@ def test_the_summary_plans_each_record_once(monkeypatch):
         "augment (flips, 90-degree turns, colour jitter 0.2): 1 of 8 records flipped / turned; held back: "
         f"1 {NAMES_DIRECTION} (colour jitter only), 1 {STITCHED} (colour jitter only), 1 {CAMERA_PICTURE} (colour "
         f"jitter only), 1 {GENERAL} (untouched), 1 {OPTED_OUT} (untouched), 1 with boxes that cannot be moved "
-        f"(untouched), 1 {NOT_ONE_IMAGE} (untouched)")
+        f"(untouched); not augmented (one-image records only): 1 {SEVERAL_IMAGES}")
     assert len(calls) == 8 and {id(r) for r in calls} == {id(r) for rs in records.values() for r in rs}
 
 
@@ -320,9 +321,28 @@ def test_a_converters_multi_image_record_is_left_alone():
     multi = {"image": ["a.jpg", "b.jpg"], "width_list": [W, W], "height_list": [H, H], "conversations": turns}
     one = {"image": "a.jpg", "width": W, "height": H, "conversations": turns}
     aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0)
-    assert aug.plan(multi) == ("none", NOT_ONE_IMAGE) and aug.plan(one) == ("all", "")
+    assert aug.plan(multi) == ("none", SEVERAL_IMAGES) and aug.plan(one) == ("all", "")
     image, out = aug(marked_image(), multi, key=(0, 0))
     assert out is multi and np.array_equal(np.asarray(image), np.asarray(marked_image()))
+
+
+def test_the_summary_says_multi_image_records_are_not_augmented_rather_than_held_back():
+    """Multi-view DriveLM records and nuScenes frame sequences get no flip, turn or colour jitter (by design): the
+    summary listed them among the records held back, "(untouched)" beside those whose text names a direction. They
+    are now a clause of their own, text-only records apart from them."""
+    turns = [{"from": "human", "value": "Frame-1: <image>\nFrame-2: <image>\nWhat moves?"},
+             {"from": "gpt", "value": "A car."}]
+    frames = Record(source="nuscenes", line=1, images=["a.jpg", "b.jpg"], image_sizes=[(W, H)] * 2,
+                    conversations=turns)
+    text_only = Record(source="nuscenes", line=2, images=[], image_sizes=[],
+                       conversations=[{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello."}])
+    one = Record(source="nuscenes", line=3, images=["a.jpg"], image_sizes=[(W, H)],
+                 conversations=[{"from": "human", "value": "<image>\nWhat is here?"}, turns[1]])
+    aug = build_augmentation(flips=True, rot90=True, color_jitter=0.2, seed=0)
+    assert aug.plan(frames) == ("none", SEVERAL_IMAGES) and aug.plan(text_only) == ("none", NO_IMAGE)
+    assert aug.summary({"nuscenes": [frames, frames, text_only, one]}) == (
+        "augment (flips, 90-degree turns, colour jitter 0.2): 1 of 4 records flipped / turned; not augmented "
+        f"(one-image records only): 2 {SEVERAL_IMAGES}, 1 {NO_IMAGE}")
 
 
 def test_general_sources_are_left_alone_and_counted(tmp_path):
