@@ -78,6 +78,7 @@ class Skipped(NamedTuple):
     line: int
     reason: str
     kind: str = UNDECODABLE_IMAGE  # the skip log's reason: what went wrong, in short
+    task: str | None = None  # the task it would have been scored as; None where that cannot be told
 
     def __str__(self) -> str:
         return f"{self.source}:{self.line}: {self.reason}"
@@ -107,6 +108,14 @@ def split_for_eval(record: Any) -> tuple[list[dict], str]:
     if not gpt_turns and getattr(record, "answer", None) is None:
         raise ValueError(f"{record.source}:{record.line}: no gpt turn and no answer to evaluate against")
     return (turns[:gpt_turns[-1]] if gpt_turns else turns), reference_of(record)
+
+
+def _task_or_none(record: Any) -> str | None:
+    """`record`'s task (`infer_task`), or None where its options or reference do not tell it."""
+    try:
+        return infer_task(record)
+    except ValueError:
+        return None
 
 
 def _tiling_for(processor, record):
@@ -238,7 +247,7 @@ def predict(
     finally:
         bar.close()
         vlm.train(was_training)
-    skipped = [entry for _, entry in sorted(skipped, key=lambda item: item[0])]
+    skipped = [entry._replace(task=_task_or_none(records[k])) for k, entry in sorted(skipped, key=lambda item: item[0])]
     if skipped:
         shown = "; ".join(map(str, skipped[:10])) + (f"; … and {len(skipped) - 10} more" if len(skipped) > 10 else "")
         warnings.warn(
@@ -324,7 +333,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     """Per-source and per-group means of a run's scores.
 
     Returns ``{"sources": {source: {"kind", "n", "main", "metrics": {name: mean}, "metric_n": {name: samples},
-    "metric_task": {name: task}, "tasks": {task: n}, "samples", "skipped", "notes"}},
+    "metric_task": {name: task}, "tasks": {task: n}, "samples", "skipped", "skipped_tasks": {task: k}, "notes"}},
     "groups": {"domain"|"general": {"n", "main", "sources": [...], "left_out": {source: k}}}, "n", "skipped",
     "protocols": {task: {metric: {"protocol", "rule", "source"}}}}``.
     A metric's mean is over the source's samples that have it (``metric_n`` counts them; a corpus-level metric has
@@ -337,7 +346,9 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
     the aggregates (e.g. ``{"judge": ...}``). Groups without sources are left out. A group's ``n`` counts the
     samples in its mean; ``left_out`` names the sources whose samples have no main metric (a corpus score not
     computed) and how many, which the mean leaves out. A source's ``samples`` fingerprints which of its lines were
-    scored, so a report gives no gain between runs that scored as many but different samples. A source or group
+    scored, so a report gives no gain between runs that scored as many but different samples; ``skipped_tasks``
+    counts its skipped samples by task (`Skipped.task`; those whose task cannot be told are left out), so a report
+    of one run names a task it lost every sample of. A source or group
     whose samples' main metrics come from several tasks, one of them not on the 0-1 scale (its declared scale,
     `adapt.metrics.main_scale`, so every run reads a task alike; a task declaring none is read as 0-1, and a value
     outside [0, 1], or a declared task's outside its scale, is warned of and noted under its source), has
@@ -410,6 +421,7 @@ def summarize(predictions: Iterable[Prediction], kinds: Mapping[str, str] | None
             "tasks": tasks,
             "samples": _fingerprint(p.line for p in preds),
             "skipped": sum(1 for e in skipped if e.source == source),
+            "skipped_tasks": dict(Counter(e.task for e in skipped if e.source == source and e.task is not None)),
             "notes": list(dict.fromkeys(notes)),
         }
         source_mains[source] = mains
@@ -728,8 +740,10 @@ def write_report(
     for s in sources:
         entries = [runs[n].get("sources", {}).get(s) for n in names]
         skipped = max((e or {}).get("skipped", 0) for e in entries)
-        counts = next((e.get("tasks", {}) for e in entries if e and e.get("tasks")), {})  # samples per task
-        tasks = [f"{markdown_cell(t)} {counts[t]}" for t in sorted(counts)]
+        # every task a run scored or lost (skipped_tasks): a lone run that lost one named it nowhere
+        all_tasks = sorted({t for e in entries if e for t in [*e.get("tasks", {}), *e.get("skipped_tasks", {})]})
+        tasks = [markdown_cell(t) + " " + "/".join(dict.fromkeys(str(e.get("tasks", {}).get(t, 0))
+                                                                for e in entries if e)) for t in all_tasks]
         md += [f"### {markdown_cell(s)} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
                + (f"; {skipped} skipped" if skipped else "") + ")", ""]
         rows = []
@@ -753,7 +767,6 @@ def write_report(
                         if any(e and e.get("metrics", {}).get(o, 0) is None for e, o in zip(entries, own))]
         if not_computed:
             md += [f"Not computed (shown as —, not 0): {', '.join(not_computed)}.", ""]
-        all_tasks = dict.fromkeys(t for e in entries if e for t in e.get("tasks") or {})
         lost = {n: [markdown_cell(t) for t in all_tasks if t not in e["tasks"]]
                 for n, e in zip(names, entries) if e and e.get("n")}
         if any(lost.values()):

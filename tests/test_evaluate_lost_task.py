@@ -2,7 +2,9 @@
 a run that scored them: beside classification, mc's "accuracy" is ``mc/accuracy``; alone, ``accuracy``. The report's
 per-source table joined the runs by name, so the two runs' mc accuracies sat on different rows, each beside a "—",
 and the lost task's rows read "—" as a metric not computed does. Rows now join on (task, metric), and a run that
-has no sample of the row's task says "no samples"."""
+has no sample of the row's task says "no samples". A lone run names a task it lost too (`Skipped.task`)."""
+
+import pytest
 
 from adapt.evaluate import Prediction, Predictions, Skipped, summarize, write_report
 
@@ -76,3 +78,41 @@ def test_a_corpus_aggregate_joins_its_run_without_the_other_task(tmp_path):
     table = _table(write_report(tmp_path, {"base": both, "adapted": lost}, KINDS)[1].read_text(), "x")
     assert "| agg_demo/accuracy | 0.500 | 1.000 | — |" in table
     assert "| accuracy (n = 1) | 1.000 | no samples | — |" in table  # mc's, which adapted has no sample of
+
+
+def test_a_lone_run_names_the_task_it_lost_every_sample_of(tmp_path):
+    """One run, no other to compare with: its lost task (every sample skipped) was named nowhere in the report."""
+    preds = Predictions([P("mc", 1.0, 1), P("mc", 0.0, 2)],
+                        skipped=[Skipped("x", 3, "image does not decode", task="classification"),
+                                 Skipped("x", 4, "options are no list", task=None)])
+    summary = summarize(preds, KINDS)
+    assert summary["sources"]["x"]["skipped_tasks"] == {"classification": 1}  # the untold task is left out
+    table = _table(write_report(tmp_path, {"adapted": summary}, KINDS)[1].read_text(), "x")
+    assert table.startswith("(domain; n = 2; tasks: classification 0, mc 2; 2 skipped)")
+    assert "- adapted scored no sample of classification (see skips)." in table
+
+
+def test_predict_records_the_task_of_each_skipped_sample(tmp_path):
+    from PIL import Image
+
+    from adapt.data.samples import Record
+    from adapt.evaluate import predict
+    from model import load
+
+    image = tmp_path / "red.png"
+    Image.new("RGB", (56, 56), (200, 30, 40)).save(image)
+
+    def rec(line: int, images: list, **fields) -> Record:
+        question = "<image>\nWhich?" if images else "Which?"
+        conversation = [{"from": "human", "value": question}, {"from": "gpt", "value": "B"}]
+        return Record("x", line, conversation, images, [(0, 0)] * len(images), **fields)
+
+    records = [rec(1, [image], task="mc", options=["desert", "forest"]),
+               rec(2, [tmp_path / "missing.png"], task="classification", options=["desert", "forest"]),
+               rec(3, [], task="caption"),  # no scorer: its task is still known
+               rec(4, [], options="desert, forest")]  # its task cannot be told
+    vlm, processor = load("pocket-tiny")
+    with pytest.warns(UserWarning, match="skipped 3 of 4"):
+        preds = predict(vlm, processor, records, max_new_tokens=2, progress=False)
+    assert [(s.line, s.task) for s in preds.skipped] == [(2, "classification"), (3, "caption"), (4, None)]
+    assert summarize(preds, KINDS)["sources"]["x"]["skipped_tasks"] == {"classification": 1, "caption": 1}
