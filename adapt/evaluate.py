@@ -540,6 +540,18 @@ def _metric_n(own: list[str | None], entries: list[dict | None]) -> str:
 NO_SAMPLES = "no samples"  # the cell of a run that scored no sample of the row's task or source (all skipped)
 
 
+def _no_samples(entry: Mapping[str, Any] | None, task: str | None = None) -> str | None:
+    """The cell of a run (`entry`: its summary of a source) that scored no sample of the source, or of `task`:
+    NO_SAMPLES with how many were skipped where the summary says; None where it scored some."""
+    if not (entry or {}).get("n"):
+        skipped = (entry or {}).get("skipped")
+    elif task is not None and task not in (entry.get("tasks") or {}):
+        skipped = (entry.get("skipped_tasks") or {}).get(task)
+    else:
+        return None
+    return NO_SAMPLES + (f" ({skipped} skipped)" if skipped else "")
+
+
 def _metric_rows(entries: list[dict | None]) -> list[tuple[str, str | None, list[str | None]]]:
     """A source's metric rows across runs' summaries: (name shown, its task or None where unknown, each entry's own
     name for it or None). Rows join on (task, metric) (``metric_task``), not on the name: a source's ``mc/accuracy``
@@ -652,7 +664,9 @@ def write_report(
     against the base of the same variant, ``base-f16``, when there is no "base"): the domain row shows the
     gain, the general row the retention. A "Protocols" table names the rule and source of every metric
     (the summaries' ``protocols``). A source's metric rows join the runs on (task, metric), and a run that scored no
-    sample of a row's task (all skipped) reads "no samples" there, not "—". Returns (json_path, md_path).
+    sample of a row's task (all skipped) reads "no samples" there, not "—", with how many were skipped where its
+    summary says (``skipped``, ``skipped_tasks``); so does its cell of a source it lost in the Sources table.
+    Returns (json_path, md_path).
     """
     if not runs:
         raise ValueError("write_report needs at least one run")
@@ -718,8 +732,10 @@ def write_report(
     for s in sources:
         entries = [runs[n].get("sources", {}).get(s) for n in names]
         vals = {n: (e or {}).get("main") for n, e in zip(names, entries)}
-        rows.append([markdown_cell(s), _kind_of(s, runs, kinds), _ns(entries)]
-                    + _source_cells(s, runs, vals, names, compared, source_notes))
+        cells = _source_cells(s, runs, vals, names, compared, source_notes)
+        for k, e in enumerate(entries):  # a run that lost the whole source: said, not "—" as a main not computed
+            cells[k] = _no_samples(e) or cells[k]
+        rows.append([markdown_cell(s), _kind_of(s, runs, kinds), _ns(entries)] + cells)
         if any(e and e.get("task_main") for e in entries):
             source_notes.append(f"{s}: no one main metric (—) where its tasks' main metrics are not all on the 0-1 "
                                 "scale; each task's is in its table below.")
@@ -759,8 +775,7 @@ def write_report(
                 vals = {n: (e or {}).get("metrics", {}).get(o) for n, e, o in zip(names, entries, own)}
             cells = _source_cells(s, runs, vals, names, compared, [])
             for k, e in enumerate(entries):  # a task (or source) a run scored no sample of: not a "not computed"
-                if not (e or {}).get("n") or (task is not None and task not in (e.get("tasks") or {})):
-                    cells[k] = NO_SAMPLES
+                cells[k] = _no_samples(e, task) or cells[k]
             rows.append([markdown_cell(m + _metric_n(own, entries))] + cells)
         md += _table(["metric"] + header_runs, rows) + [""]
         not_computed = [m for m, _, own in metric_rows

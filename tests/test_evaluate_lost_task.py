@@ -116,3 +116,20 @@ def test_predict_records_the_task_of_each_skipped_sample(tmp_path):
         preds = predict(vlm, processor, records, max_new_tokens=2, progress=False)
     assert [(s.line, s.task) for s in preds.skipped] == [(2, "classification"), (3, "caption"), (4, None)]
     assert summarize(preds, KINDS)["sources"]["x"]["skipped_tasks"] == {"classification": 1, "caption": 1}
+
+
+def test_a_source_a_run_lost_says_no_samples_in_the_sources_table(tmp_path):
+    """The Sources table read "—" (as a main metric not computed) for a source a run lost every sample of, beside an
+    n of 1/0; its cell now says so, with the skips, as the per-task rows do."""
+    kinds = {"x": "domain", "gone": "domain"}
+    base = summarize([P("mc", 1.0, 1), P("classification", 1.0, 2), Prediction("gone", 1, "mc", "q", "p", "r",
+                                                                                {"accuracy": 1.0})], kinds)
+    adapted = summarize(Predictions([P("mc", 0.0, 1)], skipped=[
+        Skipped("x", 2, "image does not decode", task="classification"),
+        Skipped("gone", 1, "image does not decode", task="mc")]), kinds)
+    md = write_report(tmp_path, {"base": base, "adapted": adapted}, kinds)[1].read_text()
+    assert "| gone | domain | 1/0 | 1.000 | no samples (1 skipped) | — |" in md
+    assert "| main | 1.000 | no samples (1 skipped) | — |" in _table(md, "gone")
+    assert "| classification/accuracy (n = 1) | 1.000 | no samples (1 skipped) | — |" in _table(md, "x")
+    md = write_report(tmp_path / "one", {"adapted": adapted}, kinds)[1].read_text()
+    assert "| gone | domain | 0 | no samples (1 skipped) |" in md
