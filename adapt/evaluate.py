@@ -31,7 +31,7 @@ import math
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -876,8 +876,9 @@ BAR_INCHES = 0.45  # room for one bar and its 3-decimal value label (fontsize 7)
 
 
 def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], value_of, title: str,
-          run_labels: Mapping[str, str]) -> list:
-    """Each run's bars of `keys` on `ax`; returns their containers, for the legend."""
+          run_labels: Mapping[str, str], entry_of: Callable[[dict, str], dict | None] | None = None) -> list:
+    """Each run's bars of `keys` on `ax`; returns their containers, for the legend. `entry_of(run, key)`: the run's
+    summary of a source, whose bar reads "no samples" (`_no_samples`) where the run scored none of it."""
     names = list(runs)
     containers = []
     width = 0.8 / max(1, len(names))
@@ -890,9 +891,11 @@ def _bars(ax, keys: list[str], labels: list[str], runs: Mapping[str, dict], valu
         heights = [v if v is not None else 0.0 for v in vals]
         bars = ax.bar(xs, heights, width * 0.95, label=run_labels[n])
         containers.append(bars)
-        for b, v, h in zip(bars, vals, heights):
-            ax.annotate(_fmt(v), (b.get_x() + b.get_width() / 2, h), ha="center", va="top" if h < 0 else "bottom",
-                        fontsize=7)
+        for b, v, h, key in zip(bars, vals, heights, keys):
+            # a run that lost every sample of a source: its empty bar said "—", as a main metric not computed
+            empty = _no_samples(entry_of(runs[n], key)) if entry_of is not None else None
+            ax.annotate(empty or _fmt(v), (b.get_x() + b.get_width() / 2, h), ha="center",
+                        va="top" if h < 0 else "bottom", fontsize=7, rotation=90 if empty else 0)
     crowded = len(labels) > 3
     ax.set_xticks(range(len(labels)), labels, rotation=35 if crowded else 0, ha="right" if crowded else "center",
                   rotation_mode="anchor" if crowded else "default")
@@ -920,13 +923,15 @@ def plot_comparison(runs: Mapping[str, dict], kinds: Mapping[str, str] | None, p
                           sources=sources, runs=list(runs))
         fig, (ax_g, ax_s) = _figure(max(9.0, sum(widths) + 1.0), 4.6, ncols=2, width_ratios=widths)
         group_main = lambda r, g: r.get("groups", {}).get(g, {}).get("main")  # noqa: E731
+        source_of = lambda r, s: r.get("sources", {}).get(s)  # noqa: E731
         group_n = [_ns([r.get("groups", {}).get(g) for r in runs.values()]) for g in groups]
+        # a group's n counts only the samples in its mean (none where a corpus score was not computed): no "no samples"
         handles = _bars(ax_g, groups, [f"{g}\nn = {n}" for g, n in zip(groups, group_n)], runs, group_main,
                         "domain gain / general retention", drawn["runs"])
         labels = [f"{_short(drawn['sources'][s])}\n{_kind_of(s, runs, kinds)}, "
                   f"n = {_ns([r.get('sources', {}).get(s) for r in runs.values()])}" for s in sources]
-        _bars(ax_s, sources, labels, runs, lambda r, s: r.get("sources", {}).get(s, {}).get("main"), "per source",
-              drawn["runs"])
+        _bars(ax_s, sources, labels, runs, lambda r, s: (source_of(r, s) or {}).get("main"), "per source",
+              drawn["runs"], source_of)
         # one legend for both panels, above them: inside a panel it covered the value labels of bars near 1.0
         # the handles themselves: get_legend_handles_labels() leaves out a label starting with "_" (--model _b=DIR)
         fig.legend(handles, [drawn["runs"][n] for n in runs], fontsize=8, loc="outside upper center", ncols=bars,

@@ -184,3 +184,36 @@ def test_comparison_legend_names_a_run_whose_label_starts_with_an_underscore(tmp
     runs = {"base": runs["base"], "_ft": runs["adapted"]}
     fig = _drawn_figure(monkeypatch, lambda: plot_comparison(runs, kinds, tmp_path / "comparison.png"))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["base", "_ft"]
+
+
+def test_comparison_says_no_samples_for_a_source_a_run_lost(tmp_path, monkeypatch):
+    """A run that lost every sample of a source drew an empty bar labelled "—", as a main metric not computed."""
+    from adapt.evaluate import Predictions, Skipped
+
+    kinds = {"x": "domain", "gone": "domain"}
+    preds = [Prediction("x", 1, "mc", "q", "A", "A", scores={"accuracy": 1.0})]
+    base = summarize([*preds, Prediction("gone", 1, "mc", "q", "A", "A", scores={"accuracy": 1.0})], kinds)
+    adapted = summarize(Predictions(preds, skipped=[Skipped("gone", 1, "image does not decode", task="mc")]), kinds)
+    fig = _drawn_figure(monkeypatch, lambda: plot_comparison({"base": base, "adapted": adapted}, kinds,
+                                                             tmp_path / "comparison.png"))
+    assert [t.get_text() for t in fig.axes[1].texts] == ["1.000", "1.000", "no samples (1 skipped)", "1.000"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["1.000", "1.000"]  # domain still has x's sample
+
+
+def test_comparison_keeps_a_dash_for_a_group_whose_corpus_score_was_not_computed(tmp_path, monkeypatch):
+    """A group's n counts the samples in its mean: 0 where its source's corpus score was not computed, which is no
+    "no samples" (every sample was scored)."""
+    from adapt.metrics import register_task, unregister_task
+
+    def aggregate(preds, context):
+        return {"score": None}
+
+    aggregate.main_metric = "score"
+    register_task("agg_none", lambda prediction, record, reference: {"accuracy": 1.0}, aggregate=aggregate)
+    try:
+        run = summarize([Prediction("d", 1, "agg_none", "q", "A", "A", scores={"accuracy": 1.0})], {"d": "domain"})
+    finally:
+        unregister_task("agg_none")
+    assert run["groups"]["domain"]["n"] == 0 and run["sources"]["d"]["n"] == 1
+    fig = _drawn_figure(monkeypatch, lambda: plot_comparison({"base": run}, {"d": "domain"}, tmp_path / "c.png"))
+    assert [t.get_text() for t in fig.axes[0].texts] == ["—"] and [t.get_text() for t in fig.axes[1].texts] == ["—"]
