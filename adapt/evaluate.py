@@ -755,13 +755,17 @@ def write_report(
     md += ["## Per source, all metrics", ""]
     for s in sources:
         entries = [runs[n].get("sources", {}).get(s) for n in names]
-        skipped = max((e or {}).get("skipped", 0) for e in entries)
+        # each run's count where they differ: the largest alone read as every run's, beside an n of 3/2
+        skips = {n: e.get("skipped", 0) for n, e in zip(names, entries) if e}
+        skipped = "" if not any(skips.values()) else f"; {max(skips.values())} skipped"
+        if len(set(skips.values())) > 1:
+            skipped = "; skipped: " + ", ".join(f"{markdown_cell(n)} {k}" for n, k in skips.items())
         # every task a run scored or lost (skipped_tasks): a lone run that lost one named it nowhere
         all_tasks = sorted({t for e in entries if e for t in [*e.get("tasks", {}), *e.get("skipped_tasks", {})]})
         tasks = [markdown_cell(t) + " " + "/".join(dict.fromkeys(str(e.get("tasks", {}).get(t, 0))
                                                                 for e in entries if e)) for t in all_tasks]
         md += [f"### {markdown_cell(s)} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
-               + (f"; {skipped} skipped" if skipped else "") + ")", ""]
+               + skipped + ")", ""]
         rows = []
         task_mains = list(dict.fromkeys(t for e in entries if e for t in e.get("task_main") or {}))
         metric_rows = _metric_rows(entries)

@@ -133,3 +133,13 @@ def test_a_source_a_run_lost_says_no_samples_in_the_sources_table(tmp_path):
     assert "| classification/accuracy (n = 1) | 1.000 | no samples (1 skipped) | — |" in _table(md, "x")
     md = write_report(tmp_path / "one", {"adapted": adapted}, kinds)[1].read_text()
     assert "| gone | domain | 0 | no samples (1 skipped) |" in md
+
+
+def test_the_heading_gives_each_runs_skips_where_they_differ(tmp_path):
+    """The heading gave the largest count alone ("n = 3/2; 1 skipped"), read as every run's."""
+    base = summarize([P("mc", 0.0, 1), P("mc", 1.0, 2), P("classification", 1.0, 3)], KINDS)
+    adapted = summarize(Predictions([P("mc", 1.0, 1), P("mc", 1.0, 2)], skipped=[Skipped("x", 3, "bad")]), KINDS)
+    md = write_report(tmp_path, {"base": base, "adapted": adapted}, KINDS)[1].read_text()
+    assert "### x (domain; n = 3/2; tasks: classification 1/0, mc 2; skipped: base 0, adapted 1)" in md
+    md = write_report(tmp_path, {"base": adapted, "adapted": adapted}, KINDS)[1].read_text()
+    assert "### x (domain; n = 2; tasks: mc 2; 1 skipped)" in md
