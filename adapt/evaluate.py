@@ -609,8 +609,8 @@ def _source_cells(s: str, runs: Mapping[str, dict], vals: Mapping[str, float | N
         if vals[n] is not None and vals[b] is not None and not _same_source_samples(runs[n], runs[b], s):
             cells[len(names) + k] = "—"
             na, nb = runs[n]["sources"][s]["n"], runs[b]["sources"][s]["n"]
-            note = (f"{s}: no Δ ({n} − {b}): {n} scored {na} samples, {b} {nb}" + (" others" if na == nb else "")
-                    + " (see skips).")
+            note = (f"{s}: no Δ ({n} − {b}): {n} scored {na} sample{'s' * (na != 1)}, {b} {nb}"
+                    + (f" other{'s' * (nb != 1)}" if na == nb else "") + " (see skips).")
             if note not in notes:
                 notes.append(note)
     return cells

@@ -1071,7 +1071,7 @@ def test_skip_table_says_which_dropped_records_did_not_decode():
     assert "do not decode" not in str(err.value) and "not one record is left" in str(err.value)
     skips.add_dropped("d", "image does not decode", "t.jsonl:3", "cut.png: truncated")
     table = skips.table()
-    assert "1 of these records were dropped after reading, when their images were decoded" in table
+    assert "1 of these records was dropped after reading, when their images were decoded" in table
     assert "2 other records were dropped after reading" in table and "data.max_bad_fraction" in table
     with pytest.raises(DataQualityError) as err:
         skips.check({"d": 3}, max_bad_fraction=0.5)

@@ -143,3 +143,11 @@ def test_the_heading_gives_each_runs_skips_where_they_differ(tmp_path):
     assert "### x (domain; n = 3/2; tasks: classification 1/0, mc 2; skipped: base 0, adapted 1)" in md
     md = write_report(tmp_path, {"base": adapted, "adapted": adapted}, KINDS)[1].read_text()
     assert "### x (domain; n = 2; tasks: mc 2; 1 skipped)" in md
+
+
+def test_a_no_delta_note_on_one_sample_says_sample(tmp_path):
+    """It read "adapted scored 1 samples, base 1 others"."""
+    base = summarize(Predictions([P("mc", 1.0, 1)], skipped=[Skipped("x", 2, "bad")]), KINDS)
+    adapted = summarize(Predictions([P("mc", 1.0, 2)], skipped=[Skipped("x", 1, "bad")]), KINDS)
+    md = write_report(tmp_path, {"base": base, "adapted": adapted}, KINDS)[1].read_text()
+    assert "- x: no Δ (adapted − base): adapted scored 1 sample, base 1 other (see skips)." in md

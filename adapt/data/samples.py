@@ -280,8 +280,9 @@ class SkipLog:
             undecodable = reasons.pop(UNDECODABLE_IMAGE, 0)
             notes = []
             if undecodable:
-                notes.append(f"{undecodable} of these records were dropped after reading, when their images were "
-                             "decoded for training or evaluation (the header read, the pixels did not).")
+                notes.append(f"{undecodable} of these records {'was' if undecodable == 1 else 'were'} dropped after "
+                             "reading, when their images were decoded for training or evaluation (the header read, the "
+                             "pixels did not).")
             if reasons:
                 n = sum(reasons.values())
                 listed = ", ".join(f"{r} ({k})" for r, k in reasons.items())
