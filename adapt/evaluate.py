@@ -786,11 +786,13 @@ def write_report(
                         if any(e and e.get("metrics", {}).get(o, 0) is None for e, o in zip(entries, own))]
         if not_computed:
             md += [f"Not computed (shown as —, not 0): {', '.join(not_computed)}.", ""]
-        lost = {n: [markdown_cell(t) for t in all_tasks if t not in e["tasks"]]
-                for n, e in zip(names, entries) if e and e.get("n")}
-        if any(lost.values()):
-            md += [f"- {markdown_cell(n)} scored no sample of {', '.join(ts)} (see skips)."
-                   for n, ts in lost.items() if ts] + [""]
+        lost: dict[str, list[str]] = {}  # the tasks lost -> the runs that lost them: one line, not one per run
+        for n, e in zip(names, entries):
+            if e and e.get("n") and (ts := [markdown_cell(t) for t in all_tasks if t not in e["tasks"]]):
+                lost.setdefault(", ".join(ts), []).append(markdown_cell(n))
+        if lost:
+            md += [f"- {' and '.join([', '.join(ns[:-1]), ns[-1]] if len(ns) > 1 else ns)} scored no sample of "
+                   f"{ts} (see skips)." for ts, ns in lost.items()] + [""]
         for note in dict.fromkeys(n for e in entries if e for n in e.get("notes", [])):
             md += [f"- {note}"]
         if any(e and e.get("notes") for e in entries):

@@ -151,3 +151,12 @@ def test_a_no_delta_note_on_one_sample_says_sample(tmp_path):
     adapted = summarize(Predictions([P("mc", 1.0, 2)], skipped=[Skipped("x", 1, "bad")]), KINDS)
     md = write_report(tmp_path, {"base": base, "adapted": adapted}, KINDS)[1].read_text()
     assert "- x: no Δ (adapted − base): adapted scored 1 sample, base 1 other (see skips)." in md
+
+
+def test_runs_that_lost_the_same_task_share_one_line(tmp_path):
+    """Data every run skips alike (an image that does not decode) gave one line per run, each the same."""
+    lost = summarize(Predictions([P("mc", 1.0, 1)], skipped=[Skipped("x", 2, "bad", task="classification")]), KINDS)
+    other = summarize(Predictions([P("classification", 1.0, 2)], skipped=[Skipped("x", 1, "bad", task="mc")]), KINDS)
+    md = write_report(tmp_path, {"base": lost, "adapted": lost, "b-q8": lost, "c": other}, KINDS)[1].read_text()
+    assert "- base, adapted and b-q8 scored no sample of classification (see skips)." in md
+    assert "- c scored no sample of mc (see skips)." in md and md.count("scored no sample") == 2
