@@ -118,6 +118,27 @@ def _task_or_none(record: Any) -> str | None:
         return None
 
 
+def _prompt_length(record: Any) -> int:
+    """About the tokens of the record's prompt as `predict` encodes it, to batch prompts of like length: its measured
+    tokens (`adapt.data.samples.measure`) before its last answer, the last run of trained labels.
+
+    Not `record.n_tokens`: that counts the answer too, and answers differ in length far more than prompts (a
+    grounding box against a one-word class), so batches sorted by it held prompts of mixed lengths, all padded to
+    the longest."""
+    from model.processor import IGNORE_INDEX
+
+    plan = getattr(record, "token_plan", None)
+    if plan is None:
+        return getattr(record, "n_tokens", None) or 0
+    labels = plan.labels
+    end = len(labels)
+    while end > 0 and labels[end - 1] == IGNORE_INDEX:  # after the last answer
+        end -= 1
+    while end > 0 and labels[end - 1] != IGNORE_INDEX:  # the last answer
+        end -= 1
+    return end or len(labels)
+
+
 def _tiling_for(processor, record):
     max_tiles = getattr(record, "max_tiles", None)
     if not max_tiles or max_tiles == processor.tiling.max_tiles:
@@ -138,7 +159,7 @@ def predict(
     """Greedy answers for `records`, scored with `adapt.metrics.score`, in the records' order.
 
     Batches are left padded (so every row's last prompt token sits at the end) and formed from
-    records of similar length (`record.n_tokens`) to waste little padding; `record.max_tiles`
+    records of similar prompt length (`_prompt_length`) to waste little padding; `record.max_tiles`
     caps a record's tiles as in training. Records whose images fail to load are skipped, counted in
     the result's ``skipped`` and named in a warning. Domain plugins' task scorers are registered first
     (`adapt.domains_bridge.register_domain_metrics`). `progress`: a bar with ETA, ``"lines"`` or nothing
@@ -157,8 +178,8 @@ def predict(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     records = list(records)
-    # longest first: the batch most likely to run out of memory runs first, and the ETA errs high
-    order = sorted(range(len(records)), key=lambda k: -(getattr(records[k], "n_tokens", None) or 0))
+    # longest prompt first: the batch most likely to run out of memory runs first, and the ETA errs high
+    order = sorted(range(len(records)), key=lambda k: -_prompt_length(records[k]))
     device = next(vlm.parameters()).device
     dtype = next(vlm.parameters()).dtype
     gen_kwargs = dict(
