@@ -8,6 +8,7 @@ from transformers import AutoModelForImageTextToText
 
 from adapt.cli import build_parser, main
 from model.resources import assets_dir
+from tests.export_fakes import fake_export_vlm, timings
 
 
 def shown_prompt(err: str) -> str:
@@ -181,37 +182,12 @@ def test_flags_that_do_not_apply_say_why(capsys, argv, needle):
     assert err.startswith("adapt chat: error:") and needle in err and "GGUF" not in err
 
 
-def timings(decoded: int) -> dict:
-    return {"prompt_tokens": 9, "image_encode_ms": 1, "prompt_ms": 1, "decode_tokens": decoded, "decode_ms": 0}
-
-
-def fake_export_runtime(answer):
-    """An export runtime class (OnnxVLM's interface) that answers `answer` to every chat."""
-
-    class Fake:
-        export = type("E", (), {"tiling": None})()
-
-        def __init__(self, folder):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return None
-
-        def chat(self, *args, **kwargs):
-            return answer
-
-    return Fake
-
-
 def test_an_empty_answer_from_an_export_runtime_is_said(monkeypatch, tmp_path, capsys):
     """An export whose weights were damaged in place answered with an empty line and status 0, nothing more."""
     import deploy.onnx.runtime as onnx_runtime
     from deploy.runtimes import Answer
 
-    monkeypatch.setattr(onnx_runtime, "OnnxVLM", fake_export_runtime(Answer("", [], "", False, timings(0))))
+    monkeypatch.setattr(onnx_runtime, "OnnxVLM", fake_export_vlm(Answer("", [], "", False, timings(0))))
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--example-image"]) == 0
     assert "[no answer: the model's first token ended it" in capsys.readouterr().err
 
@@ -492,7 +468,7 @@ def test_chat_notes_a_cut_or_empty_answer_on_every_runtime(monkeypatch, capsys, 
     err = capsys.readouterr().err
     assert "[no answer: the model's first token ended it]" in err and "[cut at" not in err
 
-    monkeypatch.setattr(onnx_runtime, "OnnxVLM", fake_export_runtime(Answer("a b c", [1, 2, 3], "", False, timings(3))))
+    monkeypatch.setattr(onnx_runtime, "OnnxVLM", fake_export_vlm(Answer("a b c", [1, 2, 3], "", False, timings(3))))
     assert main(["chat", "--runtime", "onnx", "--model", str(tmp_path), "--example-image", "--max-new-tokens", "3"]) == 0
     assert "[cut at --max-new-tokens 3]" in capsys.readouterr().err
 
