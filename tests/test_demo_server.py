@@ -79,6 +79,35 @@ def test_twenty_identical_uploads_at_once_all_succeed(served, tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_ends_adapt_demo_with_status_130(tmp_path):
+    """Ctrl+C on a serving `adapt demo` is an interrupt as for every verb: "adapt demo: interrupted", status 130
+    (Gradio's block_thread swallowed it: the demo printed Gradio's own line and ended with status 0)."""
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(TMPDIR=str(tmp_path), PYTHONPATH=str(REPO))
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "adapt", "demo", "--model", "pocket-tiny", "--port",
+                                 str(free_port())], cwd=tmp_path, env=env, stdout=stdout, stderr=stderr,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    try:
+        deadline = time.monotonic() + 180
+        while "(Ctrl+C to stop)" not in err.read_text():  # printed once serving, right before the wait for Ctrl+C
+            assert proc.poll() is None, err.read_text()[-2000:]
+            assert time.monotonic() < deadline, "the demo did not start within 180 s"
+            time.sleep(0.2)
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = out.read_text() + err.read_text()
+    assert proc.returncode == 130, said
+    assert said.rstrip().endswith("adapt demo: interrupted") and "Keyboard interruption" not in said, said
+
+
+@pytest.mark.slow
 def test_sigterm_removes_the_staged_uploads_and_a_start_sweeps_ended_demos(tmp_path):
     """`python -m deploy.demo` with TMPDIR pointed here: at start it removes the folder of a demo that has
     ended (never a live one); a study is uploaded; SIGTERM; nothing of the upload is left."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from pathlib import Path
 
 from model.arguments import positive_int, sampling_seed, sampling_temperature, sampling_top_p
@@ -131,7 +132,11 @@ def run_demo(args: argparse.Namespace) -> int:
                             prevent_thread_lock=True, quiet=True)
     print(f"adapt demo: serving {args.domain or 'general'} on {url} (Ctrl+C to stop)"
           + (" with a login" if auth else ""), file=sys.stderr)
-    blocks.block_thread()
+    try:  # not Gradio's block_thread: it swallows Ctrl+C, which must end the demo as an interrupt (status 130)
+        while blocks.is_running:
+            time.sleep(0.1)
+    finally:
+        blocks.close()
     return 0
 
 
