@@ -338,6 +338,24 @@ def test_another_tokenizer_is_refused(exports, tmp_path):
         ExecuTorchVLM(folder)
 
 
+def test_adapt_chat_executorch_prints_no_cpu_probe_log(exports):
+    """A fresh process's first method load starts XNNPACK's thread pool, whose ExecuTorch code logged five ARM
+    probe lines to stderr on x86 ("Failed to open midr file ..."), as if something were broken; they are dropped."""
+    import os
+    import subprocess
+    import sys
+
+    from model.resources import assets_dir
+
+    folder = exports("pocket-tiny")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-m", "adapt", "chat", "--runtime", "executorch", "--model", str(folder),
+                           "--image", str(assets_dir() / "example.png"), QUESTION], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 0 and "in ExecuTorch" in done.stderr, done.stderr[-2000:]
+    assert "cpuinfo" not in done.stderr and "midr" not in done.stderr, done.stderr
+
+
 def test_the_export_keeps_the_tracings_warnings_off_stderr(exports):
     """torch.export's side-effect notes and torch / ExecuTorch deprecations printed some 36 warnings in Python's
     source-location form during `adapt export -f executorch`; none reach the user now."""

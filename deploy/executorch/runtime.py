@@ -10,7 +10,10 @@ time; the KV cache stays inside the loaded program. Loading refuses a folder who
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +78,21 @@ class ExecuTorchExport(SidecarExport):
         return cls(folder, processor, program, constants)
 
 
+@contextmanager
+def _without_cpu_probe_log():
+    """Drop the lines ExecuTorch's cpuinfo_utils logs (through Python's sys.stderr) when XNNPACK's thread pool starts:
+    ARM probes such as "Failed to open midr file ..." on every x86 machine. Anything else written meanwhile is kept."""
+    real, caught = sys.stderr, io.StringIO()
+    sys.stderr = caught
+    try:
+        yield
+    finally:
+        sys.stderr = real
+        kept = [line for line in caught.getvalue().splitlines(keepends=True) if "cpuinfo_utils.cpp" not in line]
+        if kept:
+            real.write("".join(kept))
+
+
 class ExecuTorchVLM(ExportedVLM):
     """An export loaded in ExecuTorch's runtime: its three methods behind the shared generation loop."""
 
@@ -83,11 +101,12 @@ class ExecuTorchVLM(ExportedVLM):
     def __init__(self, folder: str | os.PathLike, threads: int | None = None):
         export = ExecuTorchExport.open(folder)
         try:
-            if threads:  # XNNPACK's thread pool is process-wide; the default is one thread per core
-                from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+            with _without_cpu_probe_log():  # the first method load (or reset) starts XNNPACK's thread pool
+                if threads:  # XNNPACK's thread pool is process-wide; the default is one thread per core
+                    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
-                _unsafe_reset_threadpool(int(threads))
-            methods = [export.program.load_method(n) for n in (VISION_METHOD, EMBED_METHOD, DECODER_METHOD)]
+                    _unsafe_reset_threadpool(int(threads))
+                methods = [export.program.load_method(n) for n in (VISION_METHOD, EMBED_METHOD, DECODER_METHOD)]
         except BaseException:
             del export  # nothing loaded stays on the half-made runtime that the traceback holds
             raise
