@@ -1491,6 +1491,8 @@ def _check_deepspeed_config(config: dict, path: Path, training: Training | None,
         if device is not None and not (isinstance(device, dict) and device.get("device", "none") == "none"):
             raise RecipeError(f"{path}: zero_optimization.{key} (ZeRO-Offload) needs DeepSpeed's own CPU optimizer, "
                               "but pocket-adapt trains with torch's AdamW; remove it (or set its device to \"none\")")
+    if zero is not None:
+        _check_zero_section(zero, path)
     if training is None:
         return
     per_step = training.batch_size * training.grad_accum
@@ -1516,6 +1518,34 @@ def _check_deepspeed_config(config: dict, path: Path, training: Training | None,
         raise RecipeError(f"{path}: train_batch_size is {json.dumps(given)}, not a multiple of the recipe's "
                           f"{per_step} samples per process (training.batch_size x training.grad_accum); set it to "
                           "\"auto\" (filled from the recipe) or remove it")
+
+
+def _check_zero_section(zero: Any, path: Path) -> None:
+    """Refuse a ``zero_optimization`` section DeepSpeed would refuse: it checks the section only inside
+    ``deepspeed.initialize``, once the model has loaded, and a stage 4 or a misspelt key was a pydantic traceback."""
+    if isinstance(zero, bool):  # DeepSpeed's deprecated form (stage 1 when true), which it reads itself
+        return
+    if not isinstance(zero, dict):
+        raise RecipeError(f"{path}: zero_optimization is {json.dumps(zero)}, but DeepSpeed takes a section there: "
+                          '{"stage": 2, ...}')
+    stage = zero.get("stage", 0)
+    if isinstance(stage, bool) or stage not in (0, 1, 2, 3):  # DeepSpeed reads true as 1 and "2" as 2
+        raise RecipeError(f"{path}: zero_optimization.stage is {json.dumps(stage)}; it must be 0, 1, 2 or 3 (a number)")
+    if importlib.util.find_spec("deepspeed") is None:
+        return  # nothing to check the other keys against (recipe_warnings notes it is missing)
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig  # (the CLI quiets its accelerator line)
+
+    try:
+        DeepSpeedZeroConfig(**zero)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        if first["type"] == "extra_forbidden":
+            known = [field.alias or name for name, field in DeepSpeedZeroConfig.model_fields.items()]
+            raise RecipeError(f"{path}: zero_optimization.{key} is not a DeepSpeed ZeRO setting"
+                              f"{did_you_mean(key, known)}") from None
+        raise RecipeError(f"{path}: zero_optimization.{key}: {first['msg'].lower()} (got {_short(first['input'])})"
+                          ) from None
 
 
 # ---------------------------------------------------------------------- templates

@@ -609,6 +609,26 @@ def test_a_deepspeed_config_the_recipe_would_overrule_is_refused(tmp_path, confi
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("zero,said", [
+    ({"stage": 7}, "zero_optimization.stage is 7; it must be 0, 1, 2 or 3"),
+    ({"stage": "2"}, 'zero_optimization.stage is "2"; it must be 0, 1, 2 or 3'),
+    ({"stage": True}, "zero_optimization.stage is true; it must be 0, 1, 2 or 3"),
+    ({"stage": 2, "overlap_com": True}, "zero_optimization.overlap_com is not a DeepSpeed ZeRO setting — did you "
+                                        "mean 'overlap_comm'?"),
+    ({"stage": 2, "reduce_bucket_size": "big"}, "zero_optimization.reduce_bucket_size: input should be a valid "
+                                                "integer"),
+])
+def test_a_zero_section_deepspeed_would_refuse_is_refused(tmp_path, zero, said):
+    """adapt validate passed these, and adapt train stopped with DeepSpeed's pydantic traceback inside
+    deepspeed.initialize, after the model had loaded."""
+    if "stage is" not in said:  # the stage is checked without DeepSpeed, the other keys by its own schema
+        pytest.importorskip("deepspeed")
+    (tmp_path / "mine.json").write_text(json.dumps({"zero_optimization": zero}))
+    message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"))
+    assert "distributed.deepspeed" in message and f"mine.json: {said}" in message, message
+    assert "\n" not in message
+
+
 def test_a_deepspeed_config_that_agrees_with_the_recipe_is_taken(tmp_path):
     config = {"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2,
               "gradient_clipping": 1.0, "bf16": {"enabled": True}, "zero_optimization": {
