@@ -776,6 +776,26 @@ class TowerSpec(_Section):
                 raise ValueError(f"config: {' '.join(str(err).split())}") from None
         return self
 
+    def check_builds(self, vision_config: Any, role: str) -> None:
+        """Build the tower of a tower config with overrides on the meta device (no memory): its shapes (a negative
+        width, heads that do not divide it) are checked only there, else `adapt validate` passed them and `adapt
+        distill` stopped at them. ValueError naming the overrides."""
+        from model.vision import VISION_CONFIGS
+
+        if not self.config or self.source not in VISION_CONFIGS:
+            return
+        import torch
+
+        from model.quiet import ignoring
+        from model.vision import build_vision_tower
+
+        try:
+            with torch.device("meta"), ignoring(UserWarning, "Initializing zero-element"):
+                build_vision_tower(vision_config)
+        except (TypeError, ValueError, RuntimeError, ArithmeticError) as err:
+            raise ValueError(f"distill.{role}: config: {_short(self.config)} builds no {self.source} tower: "
+                             f"{' '.join(str(err).split())}") from None
+
 
 class DistillSpec(_Section):
     """What is distilled into what: layer pairs, loss, learning rates (`adapt distill`)."""
@@ -906,7 +926,10 @@ class DistillRecipe(_RecipeBase):
                 towers.append(None)
         teacher, student = towers
         if teacher is not None and student is not None:
-            self.towers_fit(teacher[0], student[0], student[1])
+            self.towers_fit(teacher[0], student[0], student[1])  # first: its patch-grid message says more
+        for role, tower in (("teacher", teacher), ("student", student)):
+            if tower is not None:
+                getattr(self.distill, role).check_builds(tower[0], role)
         return self
 
 

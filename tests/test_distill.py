@@ -174,19 +174,28 @@ def test_layer_pairs():
         layer_pairs(1, [(4, 2)], 4, 3)
 
 
-def test_a_tower_config_that_cannot_be_built_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("verb", ["distill", "validate"])
+@pytest.mark.parametrize("override,said", [
+    ("hidden_size=50", "divisible"),  # 4 heads
+    # passed adapt validate, then a RuntimeError traceback from the tower's constructor inside adapt distill
+    ("hidden_size=-4", "negative dimension -4"),
+])
+def test_a_tower_config_that_cannot_be_built_is_one_line(tmp_path, capsys, verb, override, said):
     """distill.student.config.hidden_size=50 with 4 heads: a recipe error naming the override, not the attention
-    layer's ValueError traceback from inside the run."""
+    layer's ValueError traceback from inside the run; adapt validate refuses it too (it called it valid), since the
+    recipe builds the tower on the meta device."""
     from adapt.cli import main
 
     assert main(["init", "distill_pocket-tiny", str(tmp_path)]) == 0
     capsys.readouterr()
-    rc = main(["distill", str(tmp_path / "distill_pocket-tiny.yaml"), "distill.student.config.hidden_size=50",
-               "--no-progress"])
+    rc = main([verb, str(tmp_path / "distill_pocket-tiny.yaml"), f"distill.student.config.{override}",
+               *(["--no-progress"] if verb == "distill" else ["--no-plan"])])
     err = capsys.readouterr().err  # (notes on the data the template expects come first)
-    line = next(x for x in err.splitlines() if x.startswith("adapt distill: error:"))
-    assert rc == 1 and "Traceback" not in err and line.startswith("adapt distill: error: internvit-300m: bad config")
-    assert "'hidden_size': 50" in line and "divisible" in line
+    line = next(x for x in err.splitlines() if x.startswith(f"adapt {verb}: error:"))
+    assert rc == 1 and "Traceback" not in err and "distill.student: config: {" in line, line
+    key, value = override.split("=")
+    assert f"'{key}': {value}" in line and "builds no internvit-300m tower: " in line, line
+    assert said in line and f"(set by override 'distill.student.config.{override}')" in line, line
 
 
 def test_width_projection_only_where_widths_differ():
