@@ -727,6 +727,34 @@ class Recipe(_RecipeBase):
         self.tiling_for(model_tiling)
         return self
 
+    @model_validator(mode="after")
+    def _projector_fits_the_model(self) -> Recipe:
+        """Build a fresh projector (model.projector) at the model's widths on the meta device (no memory): the
+        schema's check has no widths, so options they rule out (a resampler's num_heads that does not divide the LLM's
+        width) passed adapt validate and stopped adapt train once the weights had loaded. A replaced vision tower
+        (model.vision) brings its own width, which only loading it tells."""
+        if self.model.projector is None or self.model.vision is not None:
+            return self
+        import torch
+
+        from model.loading import load_config
+        from model.projectors import build_projector
+
+        try:
+            config = load_config(self.model.source)
+        except (PocketAdaptError, OSError, ValueError):  # an unreadable checkpoint: `adapt train` says what is wrong
+            return self
+        width = config.vision_adapter_width or config.vision_config.hidden_size
+        try:
+            with torch.device("meta"):
+                build_projector(self.model.projector, width, config.text_config.hidden_size,
+                                **self.model.projector_options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"model.projector_options: {self.model.projector} does not fit {self.model.source} "
+                             f"({width}-wide image features, a {config.text_config.hidden_size}-wide language "
+                             f"model): {err}") from None
+        return self
+
 
 class TowerSpec(_Section):
     """A vision tower for distillation: a tower config name (random weights; ``config`` overrides its values), a

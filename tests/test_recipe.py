@@ -537,6 +537,18 @@ def test_the_pixel_cap_is_a_tiling_setting(tmp_path):
     assert load_recipe(write(tmp_path, MINIMAL)).tiling_for(TilingConfig()).max_pixels == TilingConfig().max_pixels
 
 
+def test_a_fresh_projector_that_does_not_fit_the_models_widths_is_refused(tmp_path):
+    """The projector check had no widths (5040 divides by every head count to 10): a resampler with 7 heads over
+    pocket-tiny's 128-wide language model passed adapt validate and stopped adapt train once the model had loaded."""
+    path = write(tmp_path, MINIMAL)
+    message = error_of(path, ["model.projector=resampler", "model.projector_options={num_heads: 7}"])
+    assert "model.projector_options: resampler does not fit pocket-tiny (96-wide image features, a 128-wide " \
+           "language model): resampler: text_hidden 128 is not divisible by num_heads=7" in message, message
+    assert "\n" not in message
+    recipe = load_recipe(path, ["model.projector=resampler", "model.projector_options={num_heads: 8}"])
+    assert recipe.model.projector_options == {"num_heads": 8}
+
+
 # ---------------------------------------------------------------------- DeepSpeed
 @pytest.mark.parametrize("name", DEEPSPEED_PRESETS)
 def test_bundled_deepspeed_configs(name):
