@@ -729,30 +729,41 @@ class Recipe(_RecipeBase):
 
     @model_validator(mode="after")
     def _projector_fits_the_model(self) -> Recipe:
-        """Build a fresh projector (model.projector) at the model's widths on the meta device (no memory): the
-        schema's check has no widths, so options they rule out (a resampler's num_heads that does not divide the LLM's
-        width) passed adapt validate and stopped adapt train once the weights had loaded. A replaced vision tower
-        (model.vision) brings its own width, which only loading it tells."""
-        if self.model.projector is None or self.model.vision is not None:
+        """Build the projector at the model's widths on the meta device (no memory): a fresh one (model.projector), or
+        with model.projector null the model's own with the options. The schema's check has no widths and knows no
+        model, so options they rule out (a resampler's num_heads that does not divide the LLM's width, num_queries for
+        a pixel-shuffle projector) passed adapt validate and stopped adapt train once the weights had loaded. A
+        replaced vision tower (model.vision) brings its own width, which only loading it tells."""
+        if self.model.vision is not None or (self.model.projector is None and not self.model.projector_options):
             return self
         import torch
 
+        from model.checkpoints.io import CONFIG_ERRORS
         from model.loading import load_config
-        from model.projectors import build_projector
+        from model.projectors import build_projector, projector_tokens
+        from model.vision import patch_grid
 
         try:
             config = load_config(self.model.source)
-        except (PocketAdaptError, OSError, ValueError):  # an unreadable checkpoint: `adapt train` says what is wrong
+        except (PocketAdaptError, OSError, *CONFIG_ERRORS):  # an unreadable checkpoint: `adapt train` says what
             return self
         width = config.vision_adapter_width or config.vision_config.hidden_size
+        name, options = self.model.projector, self.model.projector_options
+        if name is None:  # the options go over the model's own, as PocketVLM.reconfigure_projector merges them
+            name, options = config.projector_type, {**config.projector_options, **options}
         try:
             with torch.device("meta"):
-                build_projector(self.model.projector, width, config.text_config.hidden_size,
-                                **self.model.projector_options)
+                build_projector(name, width, config.text_config.hidden_size, **options)
+            projector_tokens(name, *patch_grid(config.vision_config), **options)  # the tower's grid, as load checks
         except (TypeError, ValueError) as err:
-            raise ValueError(f"model.projector_options: {self.model.projector} does not fit {self.model.source} "
-                             f"({width}-wide image features, a {config.text_config.hidden_size}-wide language "
-                             f"model): {err}") from None
+            grid = "x".join(map(str, patch_grid(config.vision_config)))
+            widths = (f"{width}-wide image features on the {grid} patch grid, a {config.text_config.hidden_size}-wide "
+                      "language model")
+            if self.model.projector is None:
+                raise ValueError(f"model.projector_options: {self.model.source}'s own projector {name} ({widths}) does "
+                                 f"not take them: {err}") from None
+            raise ValueError(f"model.projector_options: {name} does not fit {self.model.source} ({widths}): {err}"
+                             ) from None
         return self
 
 

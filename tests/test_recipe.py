@@ -537,16 +537,28 @@ def test_the_pixel_cap_is_a_tiling_setting(tmp_path):
     assert load_recipe(write(tmp_path, MINIMAL)).tiling_for(TilingConfig()).max_pixels == TilingConfig().max_pixels
 
 
-def test_a_fresh_projector_that_does_not_fit_the_models_widths_is_refused(tmp_path):
-    """The projector check had no widths (5040 divides by every head count to 10): a resampler with 7 heads over
-    pocket-tiny's 128-wide language model passed adapt validate and stopped adapt train once the model had loaded."""
+def test_projector_options_that_do_not_fit_the_model_are_refused(tmp_path):
+    """The projector check had no widths (5040 divides by every head count to 10) and no model: a resampler with 7
+    heads over pocket-tiny's 128-wide language model passed adapt validate and stopped adapt train once the model had
+    loaded."""
     path = write(tmp_path, MINIMAL)
     message = error_of(path, ["model.projector=resampler", "model.projector_options={num_heads: 7}"])
-    assert "model.projector_options: resampler does not fit pocket-tiny (96-wide image features, a 128-wide " \
-           "language model): resampler: text_hidden 128 is not divisible by num_heads=7" in message, message
+    assert "model.projector_options: resampler does not fit pocket-tiny (96-wide image features on the 8x8 patch " \
+           "grid, a 128-wide language model): resampler: text_hidden 128 is not divisible by num_heads=7" in message, \
+           message
     assert "\n" not in message
     recipe = load_recipe(path, ["model.projector=resampler", "model.projector_options={num_heads: 8}"])
     assert recipe.model.projector_options == {"num_heads": 8}
+
+    # with model.projector null the options go to the model's own projector (pocket-tiny's pixel_shuffle_mlp): they
+    # were checked against every projector there is, and the patch grid not at all
+    own = "model.projector_options: pocket-tiny's own projector pixel_shuffle_mlp (96-wide image features on the 8x8 " \
+          "patch grid, a 128-wide language model) does not take them: "
+    message = error_of(path, ["model.projector_options={num_queries: 4}"])
+    assert own + "projector 'pixel_shuffle_mlp' got unknown option(s) ['num_queries']" in message, message
+    message = error_of(path, ["model.projector_options={pool: 3}"])
+    assert own + "pixel_shuffle_mlp: grid 8x8 is not divisible by 6 (ratio 0.5, pool 3)" in message, message
+    assert load_recipe(path, ["model.projector_options={pool: 2}"]).model.projector_options == {"pool": 2}
 
 
 # ---------------------------------------------------------------------- DeepSpeed
