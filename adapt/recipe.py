@@ -1714,6 +1714,13 @@ def recipe_warnings(recipe: Recipe | DistillRecipe, for_eval: bool = False) -> l
         if refusal:
             notes.append(f"on this machine adapt {'distill' if isinstance(recipe, DistillRecipe) else 'train'} "
                          f"would stop: {refusal}")
+    if recipe.training.precision == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():  # the trainer's refusal, said before the recipe is taken elsewhere
+            verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
+            notes.append(f"on this machine adapt {verb} would stop: training.precision fp16 needs a CUDA GPU, and "
+                         "there is none here; use bf16 or fp32 on CPU")
     if recipe.distributed.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
         notes.append(f"distributed.strategy is deepspeed, but deepspeed is not installed here: adapt {verb} would stop "

@@ -941,6 +941,19 @@ def test_a_deepspeed_preset_the_strategy_ignores_is_noted(tmp_path, capsys):
     assert "distributed.deepspeed is zero3 but distributed.strategy is 'ddp', so it is unused" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("cuda", [False, True])
+def test_fp16_without_a_gpu_is_noted(tmp_path, capsys, monkeypatch, cuda):
+    """adapt train refuses training.precision fp16 without a CUDA GPU (at once, before loading anything), but adapt
+    validate on that machine called the recipe valid without a word."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    path = write(tmp_path, MINIMAL)
+    assert main(["validate", "--no-plan", str(path), "training.precision=fp16"]) == 0
+    said = "on this machine adapt train would stop: training.precision fp16 needs a CUDA GPU, and there is none here"
+    assert (said in capsys.readouterr().err) is not cuda
+
+
 @pytest.mark.parametrize("pairs", ["[[true, 4]]", "[[4, 4], [2, true]]"])
 def test_a_boolean_in_distill_pairs_is_refused(pairs):
     """pydantic read true as layer 1: [[true, 4]] distilled teacher layer 1 into the student's last."""
