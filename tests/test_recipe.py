@@ -27,6 +27,7 @@ from adapt.recipe import (
 )
 from model.resources import templates_dir
 from model.tiling import TilingConfig
+from tests.deps import require
 
 MINIMAL = """\
 data:
@@ -648,7 +649,7 @@ def test_a_zero_section_deepspeed_would_refuse_is_refused(tmp_path, zero, said):
     """adapt validate passed these, and adapt train stopped with DeepSpeed's pydantic traceback inside
     deepspeed.initialize, after the model had loaded."""
     if "stage is" not in said:  # the stage is checked without DeepSpeed, the other keys by its own schema
-        pytest.importorskip("deepspeed")
+        require("deepspeed", "its ZeRO schema checks the other keys")
     (tmp_path / "mine.json").write_text(json.dumps({"zero_optimization": zero}))
     message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"))
     assert "distributed.deepspeed" in message and f"mine.json: {said}" in message, message
