@@ -1272,14 +1272,14 @@ def test_cli_runs_the_demo_with_launch_settings(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr(demo_app, "launch_demo",
                         lambda blocks, **kw: seen.update(kw, blocks=blocks) or (None, "http://127.0.0.1:7999/", None))
-    monkeypatch.setattr(gradio.Blocks, "block_thread", lambda self: seen.update(blocked=True))
+    monkeypatch.setattr(cli, "serve_until_stopped", lambda blocks: seen.update(blocked=blocks))
     users = tmp_path / "users"
     users.write_text("ann:pw\n")
     users.chmod(0o600)
     assert cli.main(["--domain", "remote_sensing", "--model", "pocket-tiny", "--auth-file", str(users),
                      "--port", "7999", "--max-upload-mb", "3"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 7999 and seen["auth"] == [("ann", "pw")]
-    assert seen["max_upload_mb"] == 3 and seen["blocks"].pocket_settings.max_upload_mb == 3 and seen["blocked"]
+    assert seen["max_upload_mb"] == 3 and seen["blocks"].pocket_settings.max_upload_mb == 3 and seen["blocked"] is seen["blocks"]
 
 
 

@@ -132,12 +132,18 @@ def run_demo(args: argparse.Namespace) -> int:
                             prevent_thread_lock=True, quiet=True)
     print(f"adapt demo: serving {args.domain or 'general'} on {url} (Ctrl+C to stop)"
           + (" with a login" if auth else ""), file=sys.stderr)
-    try:  # not Gradio's block_thread: it swallows Ctrl+C, which must end the demo as an interrupt (status 130)
+    serve_until_stopped(blocks)
+    return 0
+
+
+def serve_until_stopped(blocks) -> None:
+    """Wait while the launched demo serves, then close it. Not Gradio's ``block_thread``: it swallows Ctrl+C, which
+    must end the demo as an interrupt (status 130), as it ends every verb."""
+    try:
         while blocks.is_running:
             time.sleep(0.1)
     finally:
         blocks.close()
-    return 0
 
 
 def check_address(host: str, port: int) -> None:
