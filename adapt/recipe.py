@@ -1680,6 +1680,7 @@ def recipe_warnings(recipe: Recipe | DistillRecipe, for_eval: bool = False) -> l
                      "running checkpoint code, so it has no effect")
     if for_eval:
         return notes + _uncached_hub_weights(recipe, "eval")
+    verb = "distill" if isinstance(recipe, DistillRecipe) else "train"  # the verb that would stop, in these notes
     general = [s for s in recipe.data.sources if s.kind == "general"]
     if general and recipe.mixing.general_ratio == 0:
         notes.append("mixing.general_ratio is 0, so the general source(s) are not used")
@@ -1712,17 +1713,14 @@ def recipe_warnings(recipe: Recipe | DistillRecipe, for_eval: bool = False) -> l
 
         refusal = epoch_order_refusal(recipe.mixing.epoch_size, 1 + recipe.training.num_workers)
         if refusal:
-            notes.append(f"on this machine adapt {'distill' if isinstance(recipe, DistillRecipe) else 'train'} "
-                         f"would stop: {refusal}")
+            notes.append(f"on this machine adapt {verb} would stop: {refusal}")
     if recipe.training.precision == "fp16":
         import torch
 
         if not torch.cuda.is_available():  # the trainer's refusal, said before the recipe is taken elsewhere
-            verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
             notes.append(f"on this machine adapt {verb} would stop: training.precision fp16 needs a CUDA GPU, and "
                          "there is none here; use bf16 or fp32 on CPU")
     if recipe.distributed.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-        verb = "distill" if isinstance(recipe, DistillRecipe) else "train"
         notes.append(f"distributed.strategy is deepspeed, but deepspeed is not installed here: adapt {verb} would stop "
                      f"only once it has loaded the model and read the data; {install_hint('deepspeed')}")
     # any value but the default is a choice (zero3 to fit a model), which a strategy other than deepspeed ignores
@@ -1730,7 +1728,7 @@ def recipe_warnings(recipe: Recipe | DistillRecipe, for_eval: bool = False) -> l
             recipe.distributed.deepspeed != Distributed.model_fields["deepspeed"].default:
         notes.append(f"distributed.deepspeed is {recipe.distributed.deepspeed} but distributed.strategy is "
                      f"{recipe.distributed.strategy!r}, so it is unused; set distributed.strategy: deepspeed to use it")
-    return notes + _uncached_hub_weights(recipe, "distill" if isinstance(recipe, DistillRecipe) else "train")
+    return notes + _uncached_hub_weights(recipe, verb)
 
 
 def _uncached_hub_weights(recipe: Recipe | DistillRecipe, verb: str) -> list[str]:
