@@ -293,8 +293,10 @@ def _remainder_stream(n: int, r: int, epoch: int, key: list[int]) -> np.ndarray:
     # began where an epoch began (at most r / gcd(n, r) - 1 permutations back), not from the first epoch
     period = r // math.gcd(n, r)  # permutation c begins where an epoch begins when c * n % r == 0
     first = cycle // period * period
-    perm = np.random.default_rng(key + [0]).permutation(n) if first == 0 else \
-        _next_permutation(n, np.empty(0, dtype=np.int64), r, key + [first])
+    if first == 0:
+        perm = np.random.default_rng(key + [0]).permutation(n)
+    else:
+        perm = _next_permutation(n, np.empty(0, dtype=np.int64), r, key + [first])
     for c in range(first, cycle):  # the epoch over the boundary after permutation c begins at item `at` of it
         at = (c + 1) * n // r * r - c * n
         perm = _next_permutation(n, perm[at:], r - (n - at), key + [c + 1])
