@@ -544,9 +544,14 @@ def _base_pairs(names: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def _per_run(counts: Sequence[int]) -> str:
+    """One count where every run's is the same, else each run's in run order: de-duplicated, 1, 0 and 1 read "1/0"."""
+    return "/".join(map(str, counts if len(set(counts)) > 1 else counts[:1])) or "0"
+
+
 def _ns(entries: list[dict | None]) -> str:
-    ns = [str(e["n"]) for e in entries if e is not None]
-    return "/".join(dict.fromkeys(ns)) if ns else "0"
+    """Each run's sample count of a source or group (`_per_run`; 0 for a run without it)."""
+    return _per_run([e["n"] if e is not None else 0 for e in entries])
 
 
 def _metric_n(own: list[str | None], entries: list[dict | None]) -> str:
@@ -783,8 +788,8 @@ def write_report(
             skipped = "; skipped: " + ", ".join(f"{markdown_cell(n)} {k}" for n, k in skips.items())
         # every task a run scored or lost (skipped_tasks): a lone run that lost one named it nowhere
         all_tasks = sorted({t for e in entries if e for t in [*e.get("tasks", {}), *e.get("skipped_tasks", {})]})
-        tasks = [markdown_cell(t) + " " + "/".join(dict.fromkeys(str(e.get("tasks", {}).get(t, 0))
-                                                                for e in entries if e)) for t in all_tasks]
+        tasks = [markdown_cell(t) + " " + _per_run([(e or {}).get("tasks", {}).get(t, 0) for e in entries])
+                 for t in all_tasks]
         md += [f"### {markdown_cell(s)} ({_kind_of(s, runs, kinds)}; n = {_ns(entries)}; tasks: {', '.join(tasks) or '—'}"
                + skipped + ")", ""]
         rows = []
