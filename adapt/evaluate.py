@@ -557,10 +557,14 @@ def _ns(entries: list[dict | None]) -> str:
 def _metric_n(own: list[str | None], entries: list[dict | None]) -> str:
     """`` (n = k)`` after a metric averaged over fewer samples than its source has (closed_accuracy over the closed
     questions alone, accuracy/count over the count questions), else ``""``: the denominator a quoted number needs.
-    `own`: each entry's name for the metric (`_metric_rows`)."""
-    counts = [str(e["metric_n"][m]) for e, m in zip(entries, own)
-              if e and m in (e.get("metric_n") or {}) and e["metric_n"][m] != e.get("n")]
-    return f" (n = {'/'.join(dict.fromkeys(counts))})" if counts else ""
+    `own`: each entry's name for the metric (`_metric_rows`). Every run's count, not only those below their run's n
+    (one run's 2 of 3 beside another's 3 of 3 read "(n = 2)" for both): one where the runs with the metric agree, else
+    each run's in run order (0 for a run without it)."""
+    counts = [((e or {}).get("metric_n") or {}).get(m) for e, m in zip(entries, own)]
+    if all(k is None or k == e.get("n") for e, k in zip(entries, counts)):
+        return ""
+    present = [k for k in counts if k is not None]
+    return f" (n = {_per_run(present if len(set(present)) == 1 else [k or 0 for k in counts])})"
 
 
 NO_SAMPLES = "no samples"  # the cell of a run that scored no sample of the row's task or source (all skipped)
