@@ -40,7 +40,7 @@ from domains.base import markdown_cell
 from domains.files import atomic_write
 from model.progress import Progress, progress_bar
 
-from .data.samples import MALFORMED_CONVERSATION, NO_SCORER, UNDECODABLE_IMAGE, UNSCORABLE
+from .data.samples import MALFORMED_CONVERSATION, NO_SCORER, UNDECODABLE_IMAGE, UNSCORABLE, SkipLog
 from .metrics import (
     aggregator,
     check_protocols,
@@ -696,6 +696,7 @@ def write_report(
     (the summaries' ``protocols``). A source's metric rows join the runs on (task, metric), and a run that scored no
     sample of a row's task (all skipped) reads "no samples" there, not "—", with how many were skipped where its
     summary says (``skipped``, ``skipped_tasks``); so does its cell of a source it lost in the Sources table.
+    The skip files of `out_dir` keep only these runs' tables (`SkipLog.keep_runs`), in this order.
     Returns (json_path, md_path).
     """
     if not runs:
@@ -832,6 +833,7 @@ def write_report(
     # old eval.md, nor half a file
     atomic_write(json_path, lambda f: f.write(json_text), binary=False)
     atomic_write(md_path, lambda f: f.write("\n".join(md)), binary=False)
+    SkipLog.keep_runs(out, names)
     return json_path, md_path
 
 

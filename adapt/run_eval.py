@@ -34,7 +34,8 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
 
     Every model is prompted with the recipe's ``model.chat_template`` when it sets one (as training does),
     so base and adapted are scored on the same prompts; the summary's ``chat_template`` names the template used.
-    Its predictions go to ``out_dir/predictions_<label>.jsonl``; skipped records as `score_eval_sources` says.
+    Its predictions go to ``out_dir/predictions_<label>.jsonl``; skipped records as `score_eval_sources` says, as
+    run ``label`` (each model scored into `out_dir` has its own in ``skips.md``).
 
     Another ``runtime`` (`deploy.runtimes`: ``llamacpp``, ``onnx``, ``executorch``): the model is exported in that
     runtime's format at ``variant`` (a GGUF type, an ONNX or ExecuTorch precision; ``gguf_type`` is the llama.cpp
@@ -62,7 +63,7 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
         vlm = engine.load("eval")(folder, processor)
     try:
         summary, predictions = score_eval_sources(vlm, processor, recipe, out_dir, progress=progress,
-                                                  desc=f"evaluating {label}")
+                                                  desc=f"evaluating {label}", run=label)
     finally:
         if engine is not None:
             vlm.close()
@@ -74,12 +75,13 @@ def evaluate_model(recipe: Recipe, source: str | Path, label: str, out_dir: Path
 
 
 def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: Progress = True,
-                       desc: str = "evaluating") -> tuple[dict, list]:
+                       desc: str = "evaluating", run: str | None = None) -> tuple[dict, list]:
     """Generate and score answers on `recipe.data.eval_sources` with `processor.tiling`; returns (summary, predictions).
 
     Records skipped while reading and those skipped while predicting (images that do not decode, a reference its
     task cannot score, a task without a scorer) are counted
-    together in `out_dir/skips.md` and in the summary's ``skipped`` (per source and in all), and held to
+    together in `out_dir/skips.md` (with `run`, that run's table beside those of the other runs scored there:
+    `adapt.data.samples.SkipLog.save`) and in the summary's ``skipped`` (per source and in all), and held to
     ``data.max_bad_fraction`` (a `DataQualityError` past it), as in training; with ``eval.max_samples``, those dropped
     while predicting are held to it as a share of the records scored too. `adapt eval` and the
     evaluations during `adapt train` (``eval.every``) both score through here.
@@ -91,7 +93,7 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
     try:
         skips.check(kept, recipe.data.max_bad_fraction)
     except PocketAdaptError:
-        skips.save(out_dir)
+        skips.save(out_dir, run)
         raise
     scored = {name: rs[: recipe.eval.max_samples] if recipe.eval.max_samples else rs for name, rs in records.items()}
     flat = [r for rs in scored.values() for r in rs]
@@ -102,7 +104,7 @@ def score_eval_sources(vlm, processor, recipe: Recipe, out_dir: Path, progress: 
         skips.add_dropped(skipped.source, skipped.kind, where.get((skipped.source, skipped.line), skipped.source),
                           skipped.reason)
     out_dir.mkdir(parents=True, exist_ok=True)
-    skips.save(out_dir)
+    skips.save(out_dir, run)
     # with eval.max_samples, the drops are a share of the records scored, not of the file: 5 of 5 is not 5 of 100
     skips.check(kept, recipe.data.max_bad_fraction, used={name: len(rs) for name, rs in scored.items()})
     summary = summarize(predictions, {s.name: s.kind for s in specs}, recipe.eval.context())

@@ -28,7 +28,7 @@ import os
 import re
 import warnings
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -293,14 +293,63 @@ class SkipLog:
                       "like the rest."]
         return "\n".join(lines)
 
-    def save(self, out_dir: str | os.PathLike) -> None:
+    def save(self, out_dir: str | os.PathLike, run: str | None = None) -> None:
         """Write ``skips.json`` (every count, first examples) and ``skips.md`` (the table), each whole or not at all
-        (a failed write leaves the last ones in place)."""
-        out = Path(out_dir)
-        json_name, md_name = SKIP_FILES
-        json_text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
-        atomic_write(out / json_name, lambda f: f.write(json_text), binary=False)
-        atomic_write(out / md_name, lambda f: f.write("# Skipped records\n\n" + self.table() + "\n"), binary=False)
+        (a failed write leaves the last ones in place).
+
+        ``run``: this is that run's log, one of several scored into `out_dir` (`adapt eval`'s models, which may skip
+        differently: an export runtime refusing a sample): the files keep the other runs' logs found there and give
+        each run's (`save_runs`), this one after them, in place of an earlier one of its name."""
+        if run is not None:
+            logs = self.load_runs(out_dir)
+            logs.pop(run, None)
+            self.save_runs(out_dir, {**logs, run: self})
+            return
+        _write_skip_files(Path(out_dir), self.to_dict(), "# Skipped records\n\n" + self.table() + "\n")
+
+    @classmethod
+    def from_dict(cls, skips: Iterable[Mapping], dropped: Iterable[Sequence[str]] = ()) -> SkipLog:
+        """The log whose `to_dict` is `skips` and whose `dropped_entries` are `dropped`."""
+        log = cls()
+        for row in skips:
+            key = (row["source"], row["reason"])
+            log._counts[key] = int(row["count"])
+            log._examples[key] = [(x["where"], x["detail"]) for x in row["examples"]]
+        for source, reason, where, detail in dropped:
+            log._dropped[(source, where)] = (reason, detail)
+        return log
+
+    @staticmethod
+    def save_runs(out_dir: str | os.PathLike, logs: Mapping[str, SkipLog]) -> None:
+        """Write several runs' logs (``{run: log}``, in run order) as `save` writes one: ``skips.json`` as
+        ``{"runs": {run: {"skips": to_dict, "dropped": dropped_entries}}}``, ``skips.md`` a table per run, runs whose
+        tables are the same (the records read alike and none dropped otherwise) under one heading."""
+        runs: dict[str, list[str]] = {}  # table -> the runs it is the table of
+        for run, log in logs.items():
+            runs.setdefault(log.table(), []).append(run)
+        md = ("# Skipped records\n\nA table per run scored here (eval.md's columns; eval.json counts the same); runs "
+              "that skipped alike share one.\n")
+        md += "".join(f"\n## {', '.join(names)}\n\n{table}\n" for table, names in runs.items())
+        _write_skip_files(Path(out_dir), {"runs": {run: {"skips": log.to_dict(), "dropped": log.dropped_entries()}
+                                                   for run, log in logs.items()}}, md)
+
+    @classmethod
+    def load_runs(cls, out_dir: str | os.PathLike) -> dict[str, SkipLog]:
+        """The runs' logs `save_runs` wrote into `out_dir`; none where it holds none (a single log's files)."""
+        try:
+            runs = json.loads((Path(out_dir) / SKIP_FILES[0]).read_text(encoding="utf-8"))["runs"]
+            return {run: cls.from_dict(entry["skips"], entry["dropped"]) for run, entry in runs.items()}
+        except (OSError, ValueError, LookupError, TypeError, AttributeError):
+            return {}
+
+    @classmethod
+    def keep_runs(cls, out_dir: str | os.PathLike, runs: Iterable[str]) -> None:
+        """Leave only `runs`' logs in `out_dir`'s skip files, in that order: an earlier evaluation's runs into the same
+        folder are not the report's. Files that hold none of them are left as they are."""
+        logs = cls.load_runs(out_dir)
+        kept = {run: logs[run] for run in runs if run in logs}
+        if kept and list(kept) != list(logs):
+            cls.save_runs(out_dir, kept)
 
     def check(self, kept: dict[str, int], max_bad_fraction: float, used: dict[str, int] | None = None) -> None:
         """Raise `DataQualityError` naming every source whose skipped share exceeds the limit.
@@ -333,6 +382,14 @@ class SkipLog:
                 f"too many bad records (limit {max_bad_fraction:.1%} per source, data.max_bad_fraction):\n"
                 + "\n".join(failing) + "\n\n" + self.table()
             )
+
+
+def _write_skip_files(out: Path, data: object, md: str) -> None:
+    """``skips.json`` (`data`) and ``skips.md`` (`md`) in `out`, each whole or not at all."""
+    json_name, md_name = SKIP_FILES
+    json_text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(out / json_name, lambda f: f.write(json_text), binary=False)
+    atomic_write(out / md_name, lambda f: f.write(md), binary=False)
 
 
 # ---------------------------------------------------------------------------------- sources
