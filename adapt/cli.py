@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         _printable_stdout()
     try:  # the imports take seconds: Ctrl-C during them is an interrupt like any other, not a traceback
         _quiet_libraries(progress=shows_bar(getattr(args, "progress", True)), command_line=argv is None)
+        if getattr(args, "precheck", None):  # a verb's flag checks that import nothing heavy: said before the imports
+            args.precheck(args)
         if argv is None and getattr(args, "builds_model", False):
             _import_model_stack()
         return args.handler(args) or 0

@@ -1294,6 +1294,7 @@ def test_the_demo_serves_the_domains_quick_start_model_or_says_how_to_make_one(m
     built = []
     monkeypatch.setattr(demo_app, "build_demo", lambda model, domain, **kw: built.append((model, domain)) or
                         (_ for _ in ()).throw(SystemExit(0)))
+    monkeypatch.setattr(cli, "check_model", lambda model: None)  # the quick-start folder below is a config.json `{}`
     assert adapt_cli.main(["demo", "--domain", "no_such_domain", "--model", "pocket-tiny"]) == 1
     err = capsys.readouterr().err  # refused before anything is loaded (or said to be)
     assert "unknown domain 'no_such_domain'" in err and "loading" not in err and built == []

@@ -12,14 +12,13 @@ registered domain (and ``general`` / no domain) gets the generic panel, driven b
 from __future__ import annotations
 
 import hmac
-import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import gradio as gr  # deploy/demo/__init__.py has switched Gradio's analytics off before this import
 
+from deploy.demo.checks import PASSWORD_ENV, auth_from_env, check_domain, check_port, check_upload_mb, load_auth_file
 from deploy.demo.page import CLEAR_FILE_INPUTS, DemoError, DemoSettings
 from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession, check_max_new_tokens, check_sampling
 from deploy.demo.uploads import close_session, install_signal_cleanup, sweep_stale, use_private_gradio_cache
@@ -31,7 +30,6 @@ __all__ = ["DEFAULT_HOST", "PASSWORD_ENV", "auth_from_env", "build_demo", "check
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 200.0
-PASSWORD_ENV = "POCKET_ADAPT_DEMO_PASSWORD"
 Auth = Callable[[str, str], bool]
 
 # system fonts only: the default theme would make every browser fetch fonts from Google
@@ -58,17 +56,9 @@ class _DemoBlocks(gr.Blocks):
 def resolve_domain(domain: str | None):
     """``(panel module, plugin or None)`` for a domain name (None / "general" = plain images)."""
     from deploy.demo import panels
-    from domains.base import get_domain
 
-    name = (domain or "general").strip()
-    panel = panels.panel_for(name)
-    try:
-        plugin = get_domain(name)
-    except ValueError:
-        if not panels.has_own_panel(name):
-            raise
-        plugin = None  # a dedicated panel works from its own modules even before the plugin is registered
-    return panel, plugin
+    plugin = check_domain(domain)
+    return panels.panel_for((domain or "general").strip()), plugin
 
 
 def build_demo(model_source: str | Path | ModelSession, domain: str | None = None, *, dtype: str | None = None,
@@ -121,14 +111,6 @@ def build_demo(model_source: str | Path | ModelSession, domain: str | None = Non
     return blocks
 
 
-def check_upload_mb(max_upload_mb: float) -> float:
-    """`max_upload_mb` as a finite number of MB above 0, else a DemoError naming it."""
-    number = isinstance(max_upload_mb, (int, float)) and not isinstance(max_upload_mb, bool)
-    if not number or not 0 < max_upload_mb < math.inf:
-        raise DemoError(f"max_upload_mb must be a positive number of MB, got {max_upload_mb!r}")
-    return float(max_upload_mb)
-
-
 def _free_uploads(request: gr.Request) -> None:
     close_session(request.session_hash)
 
@@ -171,13 +153,6 @@ def launch_demo(blocks: gr.Blocks, host: str | None = DEFAULT_HOST, port: int = 
         theme=gr.themes.Default(font=_FONTS, font_mono=_MONO), css=CSS, js=CLEAR_FILE_INPUTS)
 
 
-def check_port(port: int, name: str = "port") -> int:
-    """`port` as a TCP port, 1..65535, else a DemoError naming it as `name` (``--port`` for the CLI)."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise DemoError(f"{name} must be in 1..65535 (a whole number), got {port!r}")
-    return port
-
-
 def _serving_host(host: str | None) -> str:
     """`host` stripped; None or blank is DEFAULT_HOST (given to Gradio as "" it took GRADIO_SERVER_NAME or 127.0.0.1,
     and the warning said "serving on , reachable from other machines"); anything but a string is a DemoError."""
@@ -210,47 +185,3 @@ def _checker(auth) -> Auth:
         return bool(expected) and ok
 
     return check
-
-
-def auth_from_env(user: str, env: str = PASSWORD_ENV) -> tuple[str, str]:
-    """``(user, password)`` with the password read from the environment variable `env`."""
-    password = os.environ.get(env, "")
-    if not user:
-        raise DemoError("--auth-user needs a user name")
-    if not password:
-        raise DemoError(f"--auth-user {user}: set the password in the environment variable {env} "
-                         "(it is never taken on the command line)")
-    return user, password
-
-
-def load_auth_file(path: str | Path) -> list[tuple[str, str]]:
-    """``user:password`` lines (blank lines and ``#`` comments ignored), the password exactly as written after
-    the first ``:``; DemoError naming a bad line (never its text: it may hold a password)."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")  # an editor's byte-order mark would join the first user's name
-    except OSError as err:
-        raise DemoError(f"{p}: cannot read the auth file ({err.strerror or err})") from None
-    except UnicodeDecodeError:
-        raise DemoError(f"{p}: not UTF-8 text; save the auth file as UTF-8") from None
-    if os.name == "posix" and p.stat().st_mode & 0o077:
-        print(f"adapt demo: warning: {p} is readable by other users; consider chmod 600", file=sys.stderr)
-    pairs: list[tuple[str, str]] = []
-    seen: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        user, sep, password = line.partition(":")
-        user = user.strip()
-        if not sep or not user or not password:
-            raise DemoError(f"{p}:{n}: expected 'user:password'")
-        if password != password.strip():  # invisible in the file, and a login typed without them fails
-            raise DemoError(f"{p}:{n}: the password begins or ends with spaces or tabs; write 'user:password' "
-                            "with nothing around the password")
-        if user in seen:  # one of the two passwords would silently stop working
-            raise DemoError(f"{p}:{n}: this user is already on line {seen[user]}; give each user one line")
-        seen[user] = n
-        pairs.append((user, password))
-    if not pairs:
-        raise DemoError(f"{p}: no 'user:password' lines")
-    return pairs

@@ -11,13 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+from deploy.demo.checks import PASSWORD_ENV
 from model.arguments import positive_int, sampling_seed, sampling_temperature, sampling_top_p
 from model.errors import user_error_message
 
-__all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "default_model", "main", "quickstart_model",
-           "run_demo"]
+__all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "check_flags", "default_model", "main",
+           "quickstart_model", "run_demo"]
 
-PASSWORD_ENV = "POCKET_ADAPT_DEMO_PASSWORD"  # kept equal to deploy.demo.app.PASSWORD_ENV (tested)
 DEFAULT_MAX_NEW_TOKENS = 128  # kept equal to deploy.demo.session.DEFAULT_MAX_NEW_TOKENS (tested)
 GENERAL_MODEL = "pocket-tiny"  # pre-trained on the synthetic general world: the model for plain images
 # domain -> the `adapt quickstart --field` that adapts pocket-tiny to it
@@ -87,7 +87,7 @@ def add_demo_parser(verbs) -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=sampling_seed, default=0,
                       help="with --temperature: random seed, set afresh for each question, so the same question about "
                            "the same images gets the same answer (default 0)")
-    demo.set_defaults(handler=run_demo, builds_model=True)
+    demo.set_defaults(handler=run_demo, precheck=check_flags, builds_model=True)
     return demo
 
 
@@ -100,9 +100,13 @@ class _RefuseShare(argparse.Action):
                      "login (--auth-user or --auth-file)")
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Check the flags, load the model, build the page and serve it until interrupted."""
-    from deploy.demo.app import auth_from_env, build_demo, check_port, launch_demo, load_auth_file, resolve_domain
+def check_flags(args: argparse.Namespace) -> tuple[str, list[tuple[str, str]] | tuple[str, str] | None]:
+    """``(model to serve, login)``, or a DemoError for a flag that is wrong without importing Gradio or torch
+    (seconds; tens on a busy machine): port, upload limit, login, sampling flags, domain (and its quick-start model),
+    host. ``adapt``'s main runs it before those imports (the verb's ``precheck``); `run_demo` when it has not run."""
+    if getattr(args, "checked", None) is not None:
+        return args.checked
+    from deploy.demo.checks import auth_from_env, check_domain, check_port, load_auth_file
     from deploy.demo.page import DemoError
 
     check_port(args.port, "--port")
@@ -116,13 +120,22 @@ def run_demo(args: argparse.Namespace) -> int:
     if not args.temperature and (args.top_p != 1.0 or args.seed):  # greedy answers draw nothing: they would not apply
         raise DemoError("--top-p and --seed shape sampled answers; give --temperature too (e.g. --temperature 0.7), "
                         "or leave them out for greedy answers")
-    resolve_domain(args.domain)  # an unknown domain fails before anything is loaded
+    check_domain(args.domain)
     check_address(args.host, args.port)
+    args.checked = (args.model or default_model(args.domain), auth)
+    return args.checked
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Check the flags, load the model, build the page and serve it until interrupted."""
+    model, auth = check_flags(args)
     if args.device:
         from model.loading import check_device
 
         check_device(args.device)
-    model = args.model or default_model(args.domain)
+    check_model(model)
+    from deploy.demo.app import build_demo, launch_demo
+
     print(f"adapt demo: loading {model} ...", file=sys.stderr)
     blocks = build_demo(model, args.domain, dtype=args.dtype, device=args.device,
                         max_new_tokens=args.max_new_tokens, max_upload_mb=args.max_upload_mb,
@@ -134,6 +147,14 @@ def run_demo(args: argparse.Namespace) -> int:
           + (" with a login" if auth else ""), file=sys.stderr)
     serve_until_stopped(blocks)
     return 0
+
+
+def check_model(model: str) -> None:
+    """Refuse now, before Gradio is imported, a `model` the demo cannot load: a missing folder, a file, an unknown
+    preset (the loader's error)."""
+    from model.loading import load_config
+
+    load_config(model)
 
 
 def serve_until_stopped(blocks) -> None:

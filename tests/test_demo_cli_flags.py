@@ -1,0 +1,73 @@
+"""`adapt demo` refuses a wrong flag before the imports that take seconds (tens on a busy machine): Gradio always,
+torch too for every flag that can be checked without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# adapt's own entry point as the console script runs it (argv from sys.argv), then what it had imported
+_RUN = """\
+import json, sys
+from adapt.cli import main
+sys.argv = ["adapt", "demo", *json.loads(sys.argv[1])]
+try:
+    code = main()
+except SystemExit as stop:
+    code = stop.code
+print(json.dumps({"code": code, "gradio": "gradio" in sys.modules, "torch": "torch" in sys.modules}))
+"""
+
+
+def run_demo_flags(flags: list[str], tmp_path: Path) -> tuple[dict, str]:
+    """`adapt demo FLAGS` in a fresh interpreter: ``({"code", "gradio", "torch"}, stderr)``."""
+    env = {k: v for k, v in os.environ.items() if k != "POCKET_ADAPT_DEMO_PASSWORD"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([sys.executable, "-c", _RUN, json.dumps(flags)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--port", "70000"], "adapt demo: error: --port must be in 1..65535 (a whole number), got 70000"),
+    (["--port", "-1"], "adapt demo: error: --port must be in 1..65535 (a whole number), got -1"),
+    (["--domain", "no_such_domain"], "adapt demo: error: unknown domain 'no_such_domain'; known domains:"),
+    (["--domain", "medical"], "adapt demo: error: no medical model: runs/quickstart-medical/train/final"),
+    (["--host", "no-such-host.invalid"], "adapt demo: error: --host no-such-host.invalid: not a host name"),
+    (["--auth-file", "missing-users.txt"], "adapt demo: error: missing-users.txt: cannot read the auth file"),
+    (["--auth-user", "ann"], "adapt demo: error: --auth-user ann: set the password in the environment variable"),
+    (["--max-upload-mb", "nan"], "adapt demo: error: --max-upload-mb must be a positive number of MB, got nan"),
+    # parsing --top-p imports torch (model.arguments checks it with model.generation's check); Gradio still not
+    pytest.param(["--top-p", "0.5"], "adapt demo: error: --top-p and --seed shape sampled answers", id="top-p"),
+])
+def test_a_wrong_flag_is_refused_before_gradio_or_torch_is_imported(flags, said, tmp_path):
+    """They were checked after Gradio's and torch's imports: ~30 s on busy cores to refuse --port 70000."""
+    seen, err = run_demo_flags(flags, tmp_path)
+    assert seen["code"] == 1 and not seen["gradio"], err
+    assert not seen["torch"] or "--top-p" in flags, err
+    assert said in err and "Traceback" not in err and "loading" not in err, err
+
+
+def test_a_model_the_demo_cannot_load_is_refused_before_gradio_is_imported(tmp_path):
+    """A missing --model folder was found only when the model loaded, after Gradio's import."""
+    seen, err = run_demo_flags(["--model", "no-such-folder"], tmp_path)
+    assert seen["code"] == 1 and not seen["gradio"], err
+    assert "adapt demo: error: no-such-folder: not a checkpoint directory nor a preset" in err and "loading" not in err
+
+
+def test_the_model_check_passes_a_preset_and_a_checkpoint_folder(native_dir, tmp_path):
+    from deploy.demo.cli import check_model
+
+    check_model("pocket-tiny")
+    folder = tmp_path / "final"
+    folder.mkdir()
+    (folder / "config.json").write_bytes((native_dir / "config.json").read_bytes())  # all the check reads
+    (folder / "stray.onnx").write_bytes(b"")  # with a config.json it is a checkpoint, whatever lies beside it
+    check_model(str(folder))
