@@ -62,6 +62,25 @@ def test_a_model_the_demo_cannot_load_is_refused_before_gradio_is_imported(tmp_p
     assert "adapt demo: error: no-such-folder: not a checkpoint directory nor a preset" in err and "loading" not in err
 
 
+@pytest.mark.parametrize(("telltale", "runtime"), [("vision.onnx", "onnx"), ("model.pte", "executorch"),
+                                                    ("m-f16.gguf", "llamacpp")])
+def test_an_export_folder_is_refused_naming_what_the_demo_serves_and_the_verb_that_runs_it(telltale, runtime,
+                                                                                          tmp_path):
+    """`adapt demo --model EXPORT` said "run it with --runtime onnx", a flag the demo does not have."""
+    from deploy.demo.cli import check_model
+    from deploy.demo.page import DemoError
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / telltale).write_bytes(b"")
+    with pytest.raises(DemoError) as err:
+        check_model(str(export))
+    said = str(err.value)
+    assert "the demo serves PyTorch models only" in said and "`adapt export --format hf`" in said
+    assert f"`adapt chat --model {export} --runtime {runtime} --image IMAGE`" in said
+    assert "run it with --runtime" not in said
+
+
 def test_the_model_check_passes_a_preset_and_a_checkpoint_folder(native_dir, tmp_path):
     from deploy.demo.cli import check_model
 

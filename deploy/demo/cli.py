@@ -150,10 +150,19 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def check_model(model: str) -> None:
-    """Refuse now, before Gradio is imported, a `model` the demo cannot load: a missing folder, a file, an unknown
-    preset (the loader's error)."""
+    """Refuse now, before Gradio is imported, a `model` the demo cannot load: an `adapt export` folder it cannot
+    serve (a DemoError saying what it serves), a missing folder, a file, an unknown preset (the loader's error)."""
+    from deploy.demo.page import DemoError
+    from model.checkpoints.layouts import _export_kind
     from model.loading import load_config
 
+    export = None if (Path(model) / "config.json").is_file() else _export_kind(Path(model))
+    if export:
+        what, runtime = export
+        raise DemoError(f"--model {model}: {what} export; the demo serves PyTorch models only: a preset or a "
+                        "checkpoint folder with config.json (a run's final/, or `adapt export --format hf` of one). "
+                        f"Give the checkpoint it was exported from, or ask the export with `adapt chat --model {model} "
+                        f"--runtime {runtime} --image IMAGE`")
     load_config(model)
 
 
