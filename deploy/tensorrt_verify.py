@@ -251,6 +251,10 @@ def verify(bundle: Path, runtime: str, engines: Path | None = None, rtol: float 
         print(f"verify.py: --engines names TensorRT engines; --runtime {runtime} runs the bundle's ONNX graphs "
               "and reads no engine (leave out --engines, or use --runtime tensorrt)", file=out)
         return 1
+    if engines is not None and not engines.is_dir():  # each check then FAILed on its own, "<engine> not found"
+        print(f"verify.py: --engines {engines}: {'not a folder' if engines.exists() else 'no such folder'} (give "
+              "the folder that holds the built *.plan files)", file=out)
+        return 1
     try:
         manifest, tolerance = load_manifest(bundle, runtime)
     except BundleError as error:

@@ -216,6 +216,19 @@ def test_engines_with_onnxruntime_is_refused_not_ignored(bundle, tmp_path, capsy
     assert "--engines names TensorRT engines; --runtime onnxruntime" in printed and "PASS" not in printed, printed
 
 
+@pytest.mark.parametrize("make, said", [(None, "no such folder"), ("file", "not a folder")])
+def test_an_engines_folder_that_is_not_there_is_one_line_naming_it(bundle, tmp_path, capsys, make, said):
+    """--engines /missing/dir FAILed each required check as "<engine> not found", never saying the folder is not
+    there."""
+    engines = tmp_path / "elsewhere" / "engines"
+    if make:
+        engines.parent.mkdir()
+        engines.write_bytes(b"")
+    assert tensorrt_verify.main(["--bundle", str(bundle), "--engines", str(engines)]) == 1
+    printed = capsys.readouterr().out
+    assert printed == f"verify.py: --engines {engines}: {said} (give the folder that holds the built *.plan files)\n"
+
+
 @pytest.mark.parametrize("absent, said", [
     ("tensorrt", "sudo apt install python3-libnvinfer"),
     ("runner", "pip install polygraphy"),
