@@ -55,6 +55,32 @@ def test_a_wrong_flag_is_refused_before_gradio_or_torch_is_imported(flags, said,
     assert said in err and "Traceback" not in err and "loading" not in err, err
 
 
+def demo_args(*flags: str):
+    """The parsed ``adapt demo FLAGS``."""
+    import argparse
+
+    from deploy.demo.cli import add_demo_parser
+
+    parser = argparse.ArgumentParser()
+    add_demo_parser(parser.add_subparsers(dest="verb"))
+    return parser.parse_args(["demo", *flags])
+
+
+def test_an_empty_auth_user_is_refused_not_served_without_a_login(monkeypatch):
+    """`--auth-user ""` (an unset variable: `--auth-user "$DEMO_USER"`) was read as no --auth-user: the demo served
+    everyone, without a login and without a word."""
+    from deploy.demo import cli
+    from deploy.demo.cli import PASSWORD_ENV, check_flags
+    from deploy.demo.page import DemoError
+
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    monkeypatch.setattr(cli, "check_address", lambda host, port: None)  # whether 7860 is free is not the point
+    with pytest.raises(DemoError, match="--auth-user needs a user name"):
+        check_flags(demo_args("--auth-user", "", "--model", "pocket-tiny"))
+    assert check_flags(demo_args("--auth-user", "ann", "--model", "pocket-tiny")) == (
+        "pocket-tiny", ("ann", "s3cret"))
+
+
 def test_a_model_the_demo_cannot_load_is_refused_before_gradio_is_imported(tmp_path):
     """A missing --model folder was found only when the model loaded, after Gradio's import."""
     seen, err = run_demo_flags(["--model", "no-such-folder"], tmp_path)

@@ -113,7 +113,7 @@ def check_flags(args: argparse.Namespace) -> tuple[str, list[tuple[str, str]] | 
     if not 0 < args.max_upload_mb < math.inf:  # nan and inf too: they failed after the model loaded, inf with a trace
         raise DemoError(f"--max-upload-mb must be a positive number of MB, got {args.max_upload_mb}")
     auth = None
-    if args.auth_user:
+    if args.auth_user is not None:  # an empty name (`--auth-user "$UNSET"`) served the demo with no login at all
         auth = auth_from_env(args.auth_user, PASSWORD_ENV)
     elif args.auth_file:
         auth = load_auth_file(args.auth_file)
