@@ -81,6 +81,18 @@ def test_an_empty_auth_user_is_refused_not_served_without_a_login(monkeypatch):
         "pocket-tiny", ("ann", "s3cret"))
 
 
+@pytest.mark.parametrize("flag", ["--model", "--domain", "--device", "--host"])
+def test_an_empty_model_domain_or_device_is_refused_not_taken_for_the_default(flag, monkeypatch):
+    """`--model ""` served pocket-tiny and `--domain ""` the general panel, silently; `--device ""` failed only
+    after "loading ..." was printed; `--host ""` was "not a host name" ("--host : ...")."""
+    from deploy.demo import cli
+    from deploy.demo.page import DemoError
+
+    monkeypatch.setattr(cli, "check_address", lambda host, port: None)
+    with pytest.raises(DemoError, match=f"^{flag} is empty; give a value or leave the flag out for the default$"):
+        cli.check_flags(demo_args(flag, ""))
+
+
 def test_a_model_the_demo_cannot_load_is_refused_before_gradio_is_imported(tmp_path):
     """A missing --model folder was found only when the model loaded, after Gradio's import."""
     seen, err = run_demo_flags(["--model", "no-such-folder"], tmp_path)

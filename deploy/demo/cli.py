@@ -110,6 +110,11 @@ def check_flags(args: argparse.Namespace) -> tuple[str, list[tuple[str, str]] | 
     from deploy.demo.page import DemoError
 
     check_port(args.port, "--port")
+    # given empty (`--model "$UNSET"`), they were taken as not given: the default model or panel, without a word
+    blank = [flag for flag in ("model", "domain", "device", "host") if getattr(args, flag) is not None
+             and not getattr(args, flag).strip()]
+    if blank:
+        raise DemoError(f"--{blank[0]} is empty; give a value or leave the flag out for the default")
     if not 0 < args.max_upload_mb < math.inf:  # nan and inf too: they failed after the model loaded, inf with a trace
         raise DemoError(f"--max-upload-mb must be a positive number of MB, got {args.max_upload_mb}")
     auth = None
@@ -129,7 +134,7 @@ def check_flags(args: argparse.Namespace) -> tuple[str, list[tuple[str, str]] | 
 def run_demo(args: argparse.Namespace) -> int:
     """Check the flags, load the model, build the page and serve it until interrupted."""
     model, auth = check_flags(args)
-    if args.device:
+    if args.device is not None:
         from model.loading import check_device
 
         check_device(args.device)
