@@ -408,13 +408,16 @@ def sequence_limits(multimodal: int, positions: int, max_new_tokens: int, what: 
         cut = (f"{what}: the decoder profile wants {wanted} tokens ({multimodal} image tokens + {TEXT_BUDGET} text) "
                f"but the model has max_position_embeddings {positions}; the decoder profile and TensorRT-LLM's "
                f"max_seq_len are cut to {positions}")
-        warnings.warn(cut, stacklevel=3)
     max_input = longest - max_new_tokens
     if max_input <= multimodal:
-        raise TensorRTExportError(f"{what}: max_new_tokens {max_new_tokens} leaves {max_input} input tokens of the "
+        # a --max-new-tokens past the whole sequence was said as "leaves -998719 input tokens"
+        left = f"leaves {max_input} input tokens of" if max_input > 0 else "leaves no input tokens in"
+        raise TensorRTExportError(f"{what}: max_new_tokens {max_new_tokens} {left} the "
                                   f"{longest}-token sequence, not more than the {multimodal} image tokens of the "
                                   f"largest prompt; ask for fewer new tokens (--max-new-tokens) or fewer "
                                   f"images (--max-images)")
+    if cut:  # only for an export that goes on: before a refusal it was a warning about a bundle never written
+        warnings.warn(cut, stacklevel=3)
     return longest, max_input, cut
 
 

@@ -151,6 +151,16 @@ def test_max_input_len_leaves_room_for_the_answer():
         sequence_limits(288, 32768, 1100)
 
 
+def test_an_answer_longer_than_the_whole_sequence_is_refused_in_words_without_the_cut_warning(recwarn):
+    """`--max-new-tokens 999999` said "leaves -998719 input tokens", after warning that the profile was cut."""
+    with pytest.raises(TensorRTExportError, match=r"^the model: max_new_tokens 999999 leaves no input tokens in the "
+                                                  r"1280-token sequence, not more than the 256 image tokens"):
+        sequence_limits(256, 32768, 999999)
+    with pytest.raises(TensorRTExportError, match="max_new_tokens 256 leaves 3840 input tokens of the 4096-token"):
+        sequence_limits(15984, 4096, 256)  # --max-images 999: no warning that a profile is cut first
+    assert not recwarn.list
+
+
 def test_a_cut_to_max_position_embeddings_is_said():
     with pytest.warns(UserWarning) as caught:
         longest, max_input, cut = sequence_limits(3328, 4096, 256, "recipe r.yaml")
