@@ -1108,8 +1108,12 @@ def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) ->
             # YAML 1.1 reads an unquoted key on / off / yes / no / y / n as a boolean, null / ~ as null, 1 as a number
             parent = loc[:-2] if kind == "string_type" else loc[:-1]
             value = e["input"]
-            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
             where_ = f"{_dotted(parent)}: " if parent else ""
+            if isinstance(value, (int, float)) and not isinstance(value, bool):  # `1: x`: no YAML 1.1 surprise there
+                lines.append((parent, f"{where_}a key that YAML read as the number {value}, not a name: keys here are "
+                                      f"names; quote the key ('{value}': …) if it is meant as text, or remove it"))
+                continue
+            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
             lines.append((parent, f"{where_}a key that YAML read as {shown} ({type(value).__name__}), not a name: YAML "
                                   "1.1 reads on, off, yes, no, y and n as true / false, and ~ as null; quote the key "
                                   "('on': …) or remove it"))
