@@ -1538,6 +1538,11 @@ _DEEPSPEED_OWN_SECTIONS = {
 }
 
 
+# the numbers the trainer fills from the recipe ("auto")
+_DEEPSPEED_NUMBERS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                      "gradient_clipping")
+
+
 def _check_deepspeed_config(config: dict, path: Path, training: Training | None, world: int | None) -> None:
     """Refuse what DeepSpeed would ignore, overwrite or crash on (see `resolve_deepspeed_config`)."""
     for section, where in _DEEPSPEED_OWN_SECTIONS.items():
@@ -1559,6 +1564,10 @@ def _check_deepspeed_config(config: dict, path: Path, training: Training | None,
                               "but pocket-adapt trains with torch's AdamW; remove it (or set its device to \"none\")")
     if zero is not None:
         _check_zero_section(zero, path)
+    for key in _DEEPSPEED_NUMBERS:  # DeepSpeed reads true as 1, which also equals the recipe's 1 below
+        if isinstance(config.get(key), bool):
+            raise RecipeError(f"{path}: {key} is {json.dumps(config[key])}, but DeepSpeed takes a number there; set it "
+                              "to \"auto\" (filled from the recipe) or remove it")
     if training is None:
         return
     per_step = training.batch_size * training.grad_accum
@@ -1601,6 +1610,12 @@ def _check_zero_section(zero: Any, path: Path) -> None:
         return  # nothing to check the other keys against (recipe_warnings notes it is missing)
     from deepspeed.runtime.zero.config import DeepSpeedZeroConfig  # (the CLI quiets its accelerator line)
 
+    fields = {field.alias or name: field for name, field in DeepSpeedZeroConfig.model_fields.items()}
+    for key, value in zero.items():  # its schema reads true as 1 for a number (reduce_bucket_size: true)
+        kinds = _kinds(fields[key].annotation) if key in fields else set()
+        if isinstance(value, bool) and kinds & {int, float} and bool not in kinds:
+            raise RecipeError(f"{path}: zero_optimization.{key} is {json.dumps(value)}, but DeepSpeed takes a number "
+                              "there")
     try:
         DeepSpeedZeroConfig(**zero)
     except ValidationError as err:

@@ -636,6 +636,16 @@ def test_a_deepspeed_config_the_recipe_would_overrule_is_refused(tmp_path, confi
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("key", ["train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "train_batch_size",
+                                 "gradient_clipping"])
+def test_a_boolean_where_deepspeed_takes_a_number_is_refused(tmp_path, key):
+    """true == 1 in Python: it equalled the recipe's batch size 1 (grad_accum 1, max_grad_norm 1.0) and passed."""
+    (tmp_path / "mine.json").write_text(json.dumps({key: True}))
+    message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"
+                                                 "training: {batch_size: 1, grad_accum: 1, max_grad_norm: 1.0}\n"))
+    assert f"mine.json: {key} is true, but DeepSpeed takes a number there" in message, message
+
+
 @pytest.mark.parametrize("zero,said", [
     ({"stage": 7}, "zero_optimization.stage is 7; it must be 0, 1, 2 or 3"),
     ({"stage": "2"}, 'zero_optimization.stage is "2"; it must be 0, 1, 2 or 3'),
@@ -644,6 +654,9 @@ def test_a_deepspeed_config_the_recipe_would_overrule_is_refused(tmp_path, confi
                                         "mean 'overlap_comm'?"),
     ({"stage": 2, "reduce_bucket_size": "big"}, "zero_optimization.reduce_bucket_size: input should be a valid "
                                                 "integer"),
+    # DeepSpeed's schema reads true as a bucket of 1
+    ({"stage": 2, "reduce_bucket_size": True}, "zero_optimization.reduce_bucket_size is true, but DeepSpeed takes a "
+                                               "number there"),
 ])
 def test_a_zero_section_deepspeed_would_refuse_is_refused(tmp_path, zero, said):
     """adapt validate passed these, and adapt train stopped with DeepSpeed's pydantic traceback inside
