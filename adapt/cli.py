@@ -1319,8 +1319,9 @@ def _validate(args) -> int:
             raise TrainingError(f"{err}; to check a recipe for adapt eval only: adapt validate --eval "
                                 f"{_q(args.recipe)}") from None
         raise
+    parts_notes = [] if distill else _check_parts(recipe, args.recipe)
     print(recipe.to_yaml(), end="")
-    for note in recipe_warnings(recipe):
+    for note in recipe_warnings(recipe) + parts_notes:
         print(f"note: {note}", file=sys.stderr)
     try:  # what adapt train / distill refuse as they start
         check_run_folder(recipe.output.dir, "distill" if distill else "train")
@@ -1331,6 +1332,17 @@ def _validate(args) -> int:
     kind = "distillation recipe (adapt distill)" if distill else "recipe"
     print(f"{args.recipe}: valid {kind} {recipe.name!r}", file=sys.stderr)
     return 0
+
+
+def _check_parts(recipe, path: Path) -> list[str]:
+    """What `adapt train` refuses of the parts once the model has loaded (a misspelt LoRA target), checked on the
+    model's skeleton from its config (`adapt.parts.check_recipe_parts`); its notes."""
+    from .parts import PartsError, check_recipe_parts
+
+    try:
+        return check_recipe_parts(recipe)
+    except PartsError as err:
+        raise PartsError(f"{path}: {err}") from None
 
 
 def _print_mixing_plan(recipe, distill: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -17,6 +18,9 @@ from adapt.recipe import did_you_mean, expert_lora_refusal
 from model.errors import PocketAdaptError
 from model.loading import peft_quietly
 from model.lora import is_peft_model
+
+if TYPE_CHECKING:
+    from adapt.recipe import Recipe
 
 PART_PREFIXES = {"vision": "vision_tower.", "projector": "multi_modal_projector.", "llm": "language_model."}
 MODES = ("frozen", "lora", "full")
@@ -119,7 +123,7 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
         if params and left:  # `down_proj` picks the shared expert's Linear, not the fused experts.down_proj
             warnings.warn(
                 f"parts.{part}: LoRA trains the fused experts' {', '.join(_tails(params))} but not "
-                f"{', '.join(_tails(left))}; name them in parts.{part}.lora.targets to train them too", stacklevel=3)
+                f"{', '.join(_tails(left))}; name them in parts.{part}.lora.targets to train them too", stacklevel=4)
     if not names and not params:
         raise PartsError(f"the {part} part has no Linear module for LoRA; use mode 'full' or 'frozen'")
     if fused and not params:
@@ -127,7 +131,7 @@ def lora_targets(model: nn.Module, part: str, suffixes: tuple[str, ...] | None) 
             f"parts.{part}: this MoE LM keeps its experts and router in fused parameters "
             f"({', '.join(_tails(fused))}), not Linear modules, so LoRA leaves them frozen; it trains "
             f"{', '.join(_tails(names))}. To train the experts use mode full, or name them in "
-            f"parts.{part}.lora.targets ({', '.join(_tails(experts))}; with lora.dropout 0)", stacklevel=3)
+            f"parts.{part}.lora.targets ({', '.join(_tails(experts))}; with lora.dropout 0)", stacklevel=4)
     return names, params
 
 
@@ -144,8 +148,11 @@ def _near_targets(unreached: list[str], names: list[str], prefix: str, experts: 
     return f"{'; '.join(hints)} (the Linear modules LoRA can wrap there: {known}{fused})"
 
 
-def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module:
-    """Freeze, LoRA-wrap or unfreeze each part. Returns the model to train (a PeftModel if any LoRA)."""
+def check_parts(model: nn.Module, settings: dict[str, PartSetting]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Refuse (`PartsError`) what `apply_parts` cannot do with `settings` on `model`, before anything is wrapped: a
+    mode, a part without parameters, LoRA values, targets that match no module (`lora_targets`), a rank above a
+    wrapped layer's width. Works on a skeleton on the meta device too. Returns each LoRA part's Linear module names
+    and the fused MoE expert parameter names of the parts that wrap some."""
     for part, setting in settings.items():
         if part not in PART_PREFIXES:
             raise PartsError(f"unknown part {part!r}; parts are {', '.join(PART_PREFIXES)}")
@@ -158,27 +165,34 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         if setting.mode == "lora":
             _check_lora_values(part, setting)
     lora_parts = {p: s for p, s in settings.items() if s.mode == "lora"}
+    modules: dict[str, list[str]] = {}
+    params: dict[str, list[str]] = {}
+    for part, setting in lora_parts.items():
+        names, part_params = lora_targets(model, part, setting.targets)
+        _check_rank(model, part, setting, names, part_params)
+        modules[part] = names
+        if part_params:
+            params[part] = part_params
+    dropouts = {s.dropout for s in lora_parts.values()}
+    if len(dropouts) > 1:
+        raise PartsError(f"LoRA dropout must be the same for every LoRA part (got {sorted(dropouts)})")
+    if params:
+        _expert_setting(params, lora_parts)
+    return modules, params
+
+
+def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module:
+    """Freeze, LoRA-wrap or unfreeze each part. Returns the model to train (a PeftModel if any LoRA)."""
+    modules, params = check_parts(model, settings)
+    lora_parts = {p: s for p, s in settings.items() if s.mode == "lora"}
     if lora_parts:
-        targets: list[str] = []
-        ranks: dict[str, int] = {}
-        alphas: dict[str, float] = {}
-        params: dict[str, list[str]] = {}
-        for part, setting in lora_parts.items():
-            names, part_params = lora_targets(model, part, setting.targets)
-            _check_rank(model, part, setting, names, part_params)
-            targets += names
-            ranks.update({n: setting.r for n in names})
-            alphas.update({n: setting.alpha for n in names})
-            if part_params:
-                params[part] = part_params
-        dropouts = {s.dropout for s in lora_parts.values()}
-        if len(dropouts) > 1:
-            raise PartsError(f"LoRA dropout must be the same for every LoRA part (got {sorted(dropouts)})")
         from peft import LoraConfig, get_peft_model  # only when a part trains with LoRA: seconds to import
 
-        first = next(iter(lora_parts.values()))
-        if params:
-            first = _expert_setting(params, lora_parts)
+        targets = [n for names in modules.values() for n in names]
+        ranks = {n: lora_parts[p].r for p, names in modules.items() for n in names}
+        alphas = {n: lora_parts[p].alpha for p, names in modules.items() for n in names}
+        # the experts take the config's default rank and alpha: their part's (`_expert_setting`)
+        first = lora_parts[next(iter(params))] if params else next(iter(lora_parts.values()))
         config = LoraConfig(
             r=first.r, lora_alpha=first.alpha, lora_dropout=first.dropout, target_modules=targets,
             rank_pattern=_exact(ranks), alpha_pattern=_exact(alphas), bias="none",
@@ -190,6 +204,50 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
         mode = settings.get(part_of(name), PartSetting()).mode
         param.requires_grad = mode == "full" or (mode == "lora" and "lora_" in name)
     return model
+
+
+def check_recipe_parts(recipe: Recipe) -> list[str]:
+    """`check_parts` for `adapt validate`: on the model's skeleton, built on the meta device from its config alone
+    (nothing read nor fetched), so that a misspelt LoRA target is refused before `adapt train` loads the weights.
+    Raises `PartsError` as train would; returns notes: the warnings train would give, and the parts left unchecked
+    (a config that cannot be read, a replaced vision tower, which only loading it tells) and why."""
+    import torch
+
+    from model.checkpoints.io import CONFIG_ERRORS
+    from model.loading import load_config
+    from model.vlm import PocketVLM
+
+    from .train import part_settings
+
+    settings_all = {p: s for p, s in part_settings(recipe).items() if s.mode != "frozen"}
+    unchecked = [p for p in ("vision", "projector") if p in settings_all] if recipe.model.vision is not None else []
+    settings = {p: s for p, s in settings_all.items() if p not in unchecked}
+
+    def not_checked(parts: list[str], why: str) -> list[str]:  # said of LoRA parts: a full part's check is slight
+        parts = [p for p in parts if settings_all[p].mode == "lora"]
+        shown = " and ".join(f"parts.{p}" for p in parts)
+        return [f"{shown} not checked against the model ({why}): adapt train checks {'them' if len(parts) > 1 else 'it'}"
+                f" once it has loaded the model"] if parts else []
+
+    notes = not_checked(unchecked, f"model.vision {recipe.model.vision} brings its own tower, known once loaded")
+    if not settings:
+        return notes
+    try:
+        config = load_config(recipe.model.source)
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the model's own init warnings; the weights are never made
+            vlm = PocketVLM(config)
+            if recipe.model.projector is not None:
+                vlm.replace_projector(recipe.model.projector, recipe.model.projector_options)
+            elif recipe.model.projector_options:
+                vlm.reconfigure_projector(recipe.model.projector_options)
+    except (PocketAdaptError, OSError, ImportError, RuntimeError, *CONFIG_ERRORS) as err:  # adapt train says why
+        return notes + not_checked(list(settings), f"{recipe.model.source}'s config builds no model here: "
+                                                   f"{' '.join(str(err).split())}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_parts(vlm, settings)
+    return notes + [str(w.message) for w in caught if str(w.message).startswith("parts.")]
 
 
 def _check_lora_values(part: str, setting: PartSetting) -> None:

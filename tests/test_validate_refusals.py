@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+import model
 from adapt.cli import main
 from adapt.parts import PartsError, PartSetting, apply_parts
 from adapt.recipe import RecipeError, load_recipe
+from model.checkpoints.io import CheckpointError
+from model.presets import preset_config
+from model.vlm import PocketVLM
 from tests.test_moe_checkpoints import _moe_vlm
 from tests.test_recipe import MINIMAL, write
 
@@ -218,3 +222,52 @@ def test_validate_eval_notes_only_what_matters_to_adapt_eval(tmp_path, capsys):
     assert "data.sources[0] (field)" in err and "does not exist yet" in err
     for note in ("mixing.general_ratio is 0", "parts.vision.lora.r is set", "distributed.deepspeed is zero3"):
         assert note in err, note
+
+
+def test_a_misspelt_lora_target_is_refused_by_validate_as_by_train(tmp_path, capsys):
+    """`v_prj` beside `q_proj` passed adapt validate and stopped adapt train once the model had loaded; validate now
+    checks the targets on the model's skeleton (its config on the meta device), with train's message."""
+    path = write(tmp_path, MINIMAL + "parts: {llm: {lora: {targets: [q_proj, v_prj]}}}\n")
+    assert main(["validate", "--no-plan", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "parts.llm.lora.targets: LoRA targets ['v_prj'] match no Linear module in the llm part" in err, err
+    with pytest.raises(PartsError) as trained:
+        llm = PartSetting("lora", targets=("q_proj", "v_prj"))
+        apply_parts(PocketVLM(preset_config("pocket-tiny")), {"projector": PartSetting("full"), "llm": llm})
+    assert f"{path}: {trained.value}" in err and "did you mean 'v_proj'?" in err
+    path = write(tmp_path, MINIMAL + "parts: {llm: {lora: {targets: [q_proj, v_proj]}}}\n")
+    assert main(["validate", "--no-plan", str(path)]) == 0
+
+
+def test_expert_targets_are_checked_on_a_moe_model_by_validate(tmp_path, capsys):
+    """On a MoE LM the fused experts are targets (the MoE rules above still come first: dropout 0); a misspelt
+    one is refused naming them, and train's warning about the experts left out is a note."""
+    model.save(_moe_vlm(), model.load("pocket-tiny-scratch")[1], tmp_path / "moe")
+    recipe = MINIMAL + "model: {source: moe}\nparts: {llm: {lora: {dropout: 0, targets: [q_proj, %s]}}}\n"
+    assert main(["validate", "--no-plan", str(write(tmp_path, recipe % "experts.gate_up_proj"))]) == 0
+    assert "note: parts.llm: LoRA trains the fused experts' mlp.experts.gate_up_proj but not" in capsys.readouterr().err
+    assert main(["validate", "--no-plan", str(write(tmp_path, recipe % "experts.gate_up_prj"))]) == 1
+    err = capsys.readouterr().err
+    assert "LoRA targets ['experts.gate_up_prj'] match no Linear module in the llm part" in err
+    assert "did you mean 'experts.gate_up_proj'?" in err
+
+
+def test_lora_targets_validate_cannot_check_are_a_note_not_a_refusal(tmp_path, capsys, monkeypatch):
+    """A model whose config cannot be read here, or a replaced tower (model.vision), which only loading tells:
+    validate passes as before and says the parts were not checked."""
+    import model.loading
+
+    def unreadable(source):
+        raise CheckpointError(f"{source}: config.json cannot be read")
+
+    monkeypatch.setattr(model.loading, "load_config", unreadable)
+    path = write(tmp_path, MINIMAL + "parts: {llm: {lora: {targets: [q_proj, v_prj]}}}\n")
+    assert main(["validate", "--no-plan", str(path)]) == 0
+    assert ("note: parts.llm not checked against the model (pocket-tiny's config builds no model here: pocket-tiny: "
+            "config.json cannot be read): adapt train checks it once it has loaded the model") in capsys.readouterr().err
+    monkeypatch.undo()
+    path = write(tmp_path, MINIMAL + "model: {vision: pocket-tiny}\n"
+                                     "parts: {vision: {mode: lora, lora: {targets: [qkv]}}, llm: {mode: frozen}}\n")
+    assert main(["validate", "--no-plan", str(path)]) == 0
+    err = capsys.readouterr().err  # the projector (mode full) is not named: its check is only that it has weights
+    assert "note: parts.vision not checked against the model (model.vision pocket-tiny brings its own tower" in err
