@@ -1565,9 +1565,12 @@ def _check_deepspeed_config(config: dict, path: Path, training: Training | None,
     if zero is not None:
         _check_zero_section(zero, path)
     for key in _DEEPSPEED_NUMBERS:  # DeepSpeed reads true as 1, which also equals the recipe's 1 below
-        if isinstance(config.get(key), bool):
-            raise RecipeError(f"{path}: {key} is {json.dumps(config[key])}, but DeepSpeed takes a number there; set it "
-                              "to \"auto\" (filled from the recipe) or remove it")
+        value = config.get(key, "auto")
+        batch = key != "gradient_clipping"
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, (int, float)) or batch and value < 1):
+            raise RecipeError(f"{path}: {key} is {json.dumps(value)}, but DeepSpeed takes a number there"
+                              f"{' (at least 1)' if batch else ''}; set it to \"auto\" (filled from the recipe) or "
+                              "remove it")
     if training is None:
         return
     per_step = training.batch_size * training.grad_accum

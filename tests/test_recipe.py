@@ -18,6 +18,7 @@ from adapt.recipe import (
     EvalSpec,
     Recipe,
     RecipeError,
+    Training,
     _all_keys,
     apply_overrides,
     list_recipe_templates,
@@ -644,6 +645,17 @@ def test_a_boolean_where_deepspeed_takes_a_number_is_refused(tmp_path, key):
     message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"
                                                  "training: {batch_size: 1, grad_accum: 1, max_grad_norm: 1.0}\n"))
     assert f"mine.json: {key} is true, but DeepSpeed takes a number there" in message, message
+
+
+@pytest.mark.parametrize("value", ['"16"', "0", "-8", "[16]"])
+def test_a_deepspeed_batch_size_that_is_no_count_is_named_so(tmp_path, value):
+    """"16" (text), 0 or -8 were refused as "not a multiple of the recipe's 4 samples per process", which 0 and -8
+    are, and "16" reads as; and with the process count given, "16" was "but the recipe gives 16"."""
+    (tmp_path / "mine.json").write_text(f'{{"train_batch_size": {value}}}')
+    message = error_of(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"))
+    assert f"mine.json: train_batch_size is {value}, but DeepSpeed takes a number there (at least 1)" in message
+    with pytest.raises(RecipeError, match="takes a number there"):
+        resolve_deepspeed_config(tmp_path / "mine.json", training=Training(), world=4)
 
 
 @pytest.mark.parametrize("zero,said", [
