@@ -1113,7 +1113,11 @@ def _error_lines(err: ValidationError, schema: type[BaseModel] | None = None) ->
                 lines.append((parent, f"{where_}a key that YAML read as the number {value}, not a name: keys here are "
                                       f"names; quote the key ('{value}': …) if it is meant as text, or remove it"))
                 continue
-            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else repr(value)
+            if value is None:  # `~: x`, `null: x`: the on / off example does not fit it
+                lines.append((parent, f"{where_}a key that YAML read as null, not a name: YAML reads an unquoted ~ or "
+                                      "null as null; quote the key ('~': …) or remove it"))
+                continue
+            shown = str(value).lower() if isinstance(value, bool) else repr(value)
             lines.append((parent, f"{where_}a key that YAML read as {shown} ({type(value).__name__}), not a name: YAML "
                                   "1.1 reads on, off, yes, no, y and n as true / false, and ~ as null; quote the key "
                                   "('on': …) or remove it"))

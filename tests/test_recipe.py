@@ -1054,12 +1054,14 @@ def test_an_empty_section_says_it_is_empty(tmp_path, text, key):
                                               ("model: {projector_options: {no: 2}}\n", "model.projector_options: ",
                                                "false (bool)"),
                                               ("1: 2\n", ": ", "the number 1"),
+                                              ("training: {~: 2}\n", "training: ", "null"),
                                               ("training: {max_steps: 2, 2.5: x}\n", "training: ", "the number 2.5")])
 def test_a_key_yaml_reads_as_no_name_is_explained(tmp_path, text, where, shown):
     message = error_of(write(tmp_path, MINIMAL + text))
     assert f"{where}a key that YAML read as {shown}, not a name" in message and "quote the key" in message
-    # the on / off / yes / no hint fits a key read as a boolean or null, not a number
-    assert ("reads on, off, yes, no" in message) == (not shown.startswith("the number"))
+    # the on / off / yes / no hint fits a key read as a boolean, not a number nor null
+    assert ("reads on, off, yes, no" in message) == shown.endswith("(bool)"), message
+    assert "NoneType" not in message
 
 
 @pytest.mark.parametrize("extra,expected", [('sep: "</s>"\n', "duplicate key 'sep'"),
