@@ -1,10 +1,13 @@
 """argparse types of the command lines (`adapt` and `adapt demo`): a count, and the sampling settings checked as
-`model.generation` checks them, each failure a usage error in words. Here, below both `adapt` and `deploy`, so each
-command line takes the same types from one place; importing it loads no torch."""
+`model.generation` checks them (`model.limits`' checks), each failure a usage error in words. Here, below both `adapt`
+and `deploy`, so each command line takes the same types from one place; importing or using it loads no torch."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+
+from model.limits import check_seed, check_temperature, check_top_p
 
 
 def positive_int(text: str, least: int = 1) -> int:
@@ -23,19 +26,17 @@ def non_negative_int(text: str) -> int:
     return positive_int(text, least=0)
 
 
-def _checked(convert, check: str, what: str):
-    """An argparse type: `convert` the text, then `model.generation.<check>` it (the checks the demo's session and
-    `generate`'s callers share), each failure an ArgumentTypeError in words."""
+def _checked(convert: Callable[[str], object], check: Callable, what: str) -> Callable[[str], object]:
+    """An argparse type: `convert` the text, then `check` it (one of `model.limits`' checks, which the demo's session
+    and `generate`'s callers share), each failure an ArgumentTypeError in words."""
 
     def parse(text: str):
-        from model import generation  # at parse time: the command lines load without torch
-
         try:
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
         try:
-            return getattr(generation, check)(value)
+            return check(value)
         except ValueError as err:
             raise argparse.ArgumentTypeError(str(err)) from None
 
@@ -44,6 +45,6 @@ def _checked(convert, check: str, what: str):
 
 # a sampling seed every runtime reads alike: 0 to MAX_SEED (numpy refuses a negative seed, torch one above 2**64,
 # llama.cpp's helper keeps 32 bits)
-sampling_seed = _checked(int, "check_seed", "a whole number")
-sampling_temperature = _checked(float, "check_temperature", "a number")
-sampling_top_p = _checked(float, "check_top_p", "a number")
+sampling_seed = _checked(int, check_seed, "a whole number")
+sampling_temperature = _checked(float, check_temperature, "a number")
+sampling_top_p = _checked(float, check_top_p, "a number")

@@ -24,7 +24,7 @@ import torch
 from transformers import LogitsProcessor, StoppingCriteria
 
 from .errors import NonFiniteScoresError, PocketAdaptError
-from .limits import MAX_SEED
+from .limits import check_seed, check_temperature, check_top_p
 
 __all__ = ["MAX_NGRAM", "MIN_REPEATS", "MIN_SPAN", "NUMBER_SPAN", "FiniteScores", "NonFiniteScoresError",
            "PromptTooLongError", "RepetitionStop",
@@ -72,35 +72,6 @@ def answer_room(vlm, prompt_tokens: int, max_new_tokens: int) -> int:
         raise PromptTooLongError(f"the prompt takes {prompt_tokens} tokens, more than the model's context of {context}; "
                                  "ask with fewer tiles (adapt chat --max-tiles), fewer images or a shorter question")
     return min(max_new_tokens, context - prompt_tokens + 1)
-
-
-def check_temperature(value: float) -> float:
-    """`value` as a sampling temperature (0 = greedy), else ValueError saying what it must be."""
-    from .limits import MIN_TEMPERATURE
-
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"must be a finite number >= 0 (0 = greedy), got {_shown(value)}")
-    if 0 < value < MIN_TEMPERATURE:  # logits divided by it overflow
-        raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {_shown(value)}")
-    return float(value)
-
-
-def check_top_p(value: float) -> float:
-    """`value` as nucleus sampling's top-p, in (0, 1] (1 = the whole softmax), else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:  # nan fails too
-        raise ValueError(f"must be above 0 and at most 1 (1 = the whole softmax), got {_shown(value)}")
-    return float(value)
-
-
-def check_seed(value: int) -> int:
-    """`value` as a sampling seed every runtime reads alike (0 to :data:`~model.limits.MAX_SEED`), else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
-        raise ValueError(f"must be 0 to {MAX_SEED}, got {_shown(value)}")
-    return value
-
-
-def _shown(value: object) -> str:
-    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)
 
 
 def sampling_options(temperature: float, top_p: float = 1.0) -> dict:

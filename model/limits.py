@@ -1,7 +1,9 @@
-"""Bounds on what one image may cost, shared by tiling and by recipe validation (which must not import torch)."""
+"""Bounds on what one image may cost, shared by tiling and by recipe validation, and the sampling settings' bounds
+and checks, shared by generation and the command lines' argument types: none of them may import torch."""
 
 from __future__ import annotations
 
+import math
 import os
 
 # InternVL models use at most 12 tiles (40 is generous); more only costs memory and time.
@@ -23,3 +25,30 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # macOS, Windows
         return os.cpu_count() or 1
+
+
+def check_temperature(value: float) -> float:
+    """`value` as a sampling temperature (0 = greedy), else ValueError saying what it must be."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be a finite number >= 0 (0 = greedy), got {_shown(value)}")
+    if 0 < value < MIN_TEMPERATURE:  # logits divided by it overflow
+        raise ValueError(f"must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {_shown(value)}")
+    return float(value)
+
+
+def check_top_p(value: float) -> float:
+    """`value` as nucleus sampling's top-p, in (0, 1] (1 = the whole softmax), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:  # nan fails too
+        raise ValueError(f"must be above 0 and at most 1 (1 = the whole softmax), got {_shown(value)}")
+    return float(value)
+
+
+def check_seed(value: int) -> int:
+    """`value` as a sampling seed every runtime reads alike (0 to :data:`MAX_SEED`), else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ValueError(f"must be 0 to {MAX_SEED}, got {_shown(value)}")
+    return value
+
+
+def _shown(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value) if isinstance(value, str) else str(value)

@@ -44,15 +44,29 @@ def run_demo_flags(flags: list[str], tmp_path: Path) -> tuple[dict, str]:
     (["--auth-file", "missing-users.txt"], "adapt demo: error: missing-users.txt: cannot read the auth file"),
     (["--auth-user", "ann"], "adapt demo: error: --auth-user ann: set the password in the environment variable"),
     (["--max-upload-mb", "nan"], "adapt demo: error: --max-upload-mb must be a positive number of MB, got nan"),
-    # parsing --top-p imports torch (model.arguments checks it with model.generation's check); Gradio still not
-    pytest.param(["--top-p", "0.5"], "adapt demo: error: --top-p and --seed shape sampled answers", id="top-p"),
+    # the sampling flags' parsing imported torch (model.arguments took model.generation's checks)
+    (["--top-p", "0.5"], "adapt demo: error: --top-p and --seed shape sampled answers"),
+    (["--seed", "7"], "adapt demo: error: --top-p and --seed shape sampled answers"),
 ])
 def test_a_wrong_flag_is_refused_before_gradio_or_torch_is_imported(flags, said, tmp_path):
     """They were checked after Gradio's and torch's imports: ~30 s on busy cores to refuse --port 70000."""
     seen, err = run_demo_flags(flags, tmp_path)
     assert seen["code"] == 1 and not seen["gradio"], err
-    assert not seen["torch"] or "--top-p" in flags, err
+    assert not seen["torch"], err
     assert said in err and "Traceback" not in err and "loading" not in err, err
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    (["--temperature", "1e-9"], "argument --temperature: must be 0 (greedy) or at least 0.001, got 1e-09"),
+    (["--top-p", "0"], "argument --top-p: must be above 0 and at most 1 (1 = the whole softmax), got 0"),
+    (["--seed", "-1"], "argument --seed: must be 0 to 4294967295, got -1"),
+    (["--seed", "x"], "argument --seed: 'x' is not a whole number"),
+])
+def test_a_sampling_value_out_of_range_is_a_usage_error_without_torch(flags, said, tmp_path):
+    """The sampling flags' argparse types check with `model.limits`, not with torch-importing `model.generation`."""
+    seen, err = run_demo_flags(flags, tmp_path)
+    assert seen["code"] == 2 and not seen["gradio"] and not seen["torch"], err
+    assert said in err and "Traceback" not in err, err
 
 
 def demo_args(*flags: str):
