@@ -95,6 +95,25 @@ def test_an_empty_auth_user_is_refused_not_served_without_a_login(monkeypatch):
         "pocket-tiny", ("ann", "s3cret"))
 
 
+def test_the_auth_user_name_is_trimmed_as_auth_file_names_are(monkeypatch, tmp_path):
+    """`--auth-user " ann"` asked for a login as " ann" (a login typed as "ann" failed), while " ann:pw" in an auth file
+    is the user "ann"; a name of only spaces served behind a login nobody could type."""
+    from deploy.demo import cli
+    from deploy.demo.cli import PASSWORD_ENV, check_flags
+    from deploy.demo.page import DemoError
+
+    monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+    monkeypatch.setattr(cli, "check_address", lambda host, port: None)
+    users = tmp_path / "users.txt"
+    users.write_text(" ann :s3cret\n", encoding="utf-8")
+    users.chmod(0o600)
+    from_file = check_flags(demo_args("--auth-file", str(users), "--model", "pocket-tiny"))[1]
+    assert from_file == [("ann", "s3cret")]
+    assert check_flags(demo_args("--auth-user", " ann\t", "--model", "pocket-tiny"))[1] == from_file[0]
+    with pytest.raises(DemoError, match="--auth-user needs a user name"):
+        check_flags(demo_args("--auth-user", "  ", "--model", "pocket-tiny"))
+
+
 @pytest.mark.parametrize("flag", ["--model", "--domain", "--device", "--host"])
 def test_an_empty_model_domain_or_device_is_refused_not_taken_for_the_default(flag, monkeypatch):
     """`--model ""` served pocket-tiny and `--domain ""` the general panel, silently; `--device ""` failed only

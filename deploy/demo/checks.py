@@ -46,8 +46,9 @@ def check_domain(domain: str | None):
 
 
 def auth_from_env(user: str, env: str = PASSWORD_ENV) -> tuple[str, str]:
-    """``(user, password)`` with the password read from the environment variable `env`."""
-    password = os.environ.get(env, "")
+    """``(user, password)`` with the password read from the environment variable `env`; the user name trimmed, as
+    `load_auth_file` trims the names in an auth file (a login typed without the spaces failed)."""
+    user, password = user.strip(), os.environ.get(env, "")
     if not user:
         raise DemoError("--auth-user needs a user name")
     if not password:
