@@ -161,3 +161,38 @@ def test_the_model_check_passes_a_preset_and_a_checkpoint_folder(native_dir, tmp
     (folder / "config.json").write_bytes((native_dir / "config.json").read_bytes())  # all the check reads
     (folder / "stray.onnx").write_bytes(b"")  # with a config.json it is a checkpoint, whatever lies beside it
     check_model(str(folder))
+
+
+def _ipv6_loopback_port() -> int:
+    """A free port on ::1, or skip where this machine has no IPv6 loopback."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+            return probe.getsockname()[1]
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+
+
+@pytest.mark.parametrize("host", ["[::1]", "::1"])
+def test_an_ipv6_host_in_brackets_or_bare_is_served_as_gradio_takes_it(host, monkeypatch):
+    """`--host [::1]` was "not a host name or address this machine can resolve", though the loopback check reads
+    it as this machine; `--host ::1` passed, and Gradio's check of ``http://::1:PORT/`` failed once the model had
+    loaded. Both are checked as ::1 and reach Gradio as [::1] (it binds the address inside the brackets)."""
+    from deploy.demo import app, cli
+
+    port = _ipv6_loopback_port()
+    cli.check_address(host, port)
+    assert cli.gradio_host("127.0.0.1") == "127.0.0.1" and cli.gradio_host("localhost") == "localhost"
+    served = {}
+
+    def launch_demo(blocks, host, **kwargs):
+        served["host"] = host
+        raise SystemExit(0)
+
+    monkeypatch.setattr(app, "build_demo", lambda *a, **k: object())
+    monkeypatch.setattr(app, "launch_demo", launch_demo)
+    with pytest.raises(SystemExit):
+        cli.run_demo(demo_args("--host", host, "--port", str(port), "--model", "pocket-tiny"))
+    assert served["host"] == "[::1]"

@@ -146,8 +146,8 @@ def run_demo(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, max_upload_mb=args.max_upload_mb,
                         allow_pickle=args.allow_pickle, temperature=args.temperature, top_p=args.top_p,
                         seed=args.seed)
-    _, url, _ = launch_demo(blocks, host=args.host, port=args.port, auth=auth, max_upload_mb=args.max_upload_mb,
-                            prevent_thread_lock=True, quiet=True)
+    _, url, _ = launch_demo(blocks, host=gradio_host(args.host), port=args.port, auth=auth,
+                            max_upload_mb=args.max_upload_mb, prevent_thread_lock=True, quiet=True)
     print(f"adapt demo: serving {args.domain or 'general'} on {url} (Ctrl+C to stop)"
           + (" with a login" if auth else ""), file=sys.stderr)
     serve_until_stopped(blocks)
@@ -181,16 +181,30 @@ def serve_until_stopped(blocks) -> None:
         blocks.close()
 
 
+def gradio_host(host: str) -> str:
+    """`host` as Gradio takes it: an IPv6 address in brackets (``[::1]``; it binds the address inside them, and
+    ``::1`` bare made its address check fail on ``http://::1:7860/`` once the model had loaded), anything else as
+    given."""
+    import ipaddress
+
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:  # a name, or already in brackets
+        return host
+
+
 def check_address(host: str, port: int) -> None:
     """`DemoError` now, before the model loads, for a host this machine cannot serve on or a port in use (Gradio
-    says "Cannot find empty port" for both, after a traceback, and points at its own settings)."""
+    says "Cannot find empty port" for both, after a traceback, and points at its own settings). An IPv6 address may
+    be given in brackets (``[::1]``), as in a URL and as the loopback check reads it."""
     import errno
     import socket
 
     from deploy.demo.page import DemoError
 
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # the address Gradio binds
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family, kind, proto, _, address = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)[0]
     except (socket.gaierror, UnicodeError, ValueError) as err:
         raise DemoError(f"--host {host}: not a host name or address this machine can resolve ({err})") from None
     with socket.socket(family, kind, proto) as probe:
