@@ -681,6 +681,17 @@ def test_a_zero_section_deepspeed_would_refuse_is_refused(tmp_path, zero, said):
     assert "\n" not in message
 
 
+def test_a_zero_stage_written_as_a_whole_float_is_taken_as_deepspeed_reads_it(tmp_path):
+    """`"stage": 2.0` is no misreading: DeepSpeed's schema takes it as ZeRO-2 (true, also == 1, is refused above)."""
+    require("deepspeed", "its ZeRO schema reads the stage")
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+
+    (tmp_path / "mine.json").write_text(json.dumps({"zero_optimization": {"stage": 2.0}}))
+    recipe = load_recipe(write(tmp_path, MINIMAL + "distributed: {strategy: deepspeed, deepspeed: mine.json}\n"))
+    zero = recipe.deepspeed_config()["zero_optimization"]
+    assert DeepSpeedZeroConfig(**zero).stage == 2
+
+
 def test_a_deepspeed_config_that_agrees_with_the_recipe_is_taken(tmp_path):
     config = {"train_batch_size": 16, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2,
               "gradient_clipping": 1.0, "bf16": {"enabled": True}, "zero_optimization": {
