@@ -26,6 +26,9 @@ teacher's VLM keeps the VLM's trained projector behind it (``model.vision_adapte
 from __future__ import annotations
 
 import json
+import os
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -36,7 +39,7 @@ from tqdm.auto import tqdm
 from model.checkpoints.tower import load_vision, load_vision_feature, save_tower, save_vision_adapter
 from model.progress import Progress
 from model.tiling import ImageLoadError, TilingConfig, load_image
-from model.vision import layer_features, paired_block
+from model.vision import VISION_CONFIGS, build_vision_tower, layer_features, paired_block
 
 from .checkpointing import atomic_write_text
 from .data.augment import build_augment
@@ -83,6 +86,42 @@ def no_adapter_reason(feature_layer: int, teacher_depth: int, student_depth: int
         return f"vision_feature_layer {feature_layer} is not a layer of the {who}'s {depth} blocks"
     return (f"no pair joins the teacher block its VLM's projector reads (vision_feature_layer {feature_layer}) with "
             "the student's")
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes; None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # Windows
+        return None
+
+
+def check_tower_fits(role: str, source: str, config: dict) -> None:
+    """A tower config's random-weight tower is built in float32 in this machine's memory: refuse one whose weights
+    alone need more than that memory (counted on the meta device), before the allocator stops with a traceback."""
+    memory = machine_memory()
+    if source not in VISION_CONFIGS or memory is None:
+        return
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_vision_tower(VISION_CONFIGS[source](**config)).parameters())
+    if params * 4 > memory:
+        raise DistillError(f"distill.{role}: {source} with config {config} has {params:,} parameters "
+                           f"({params * 4 / 2**30:,.1f} GiB in float32), more than this machine's "
+                           f"{memory / 2**30:,.1f} GiB of memory; make it smaller (distill.{role}.config)")
+
+
+@contextmanager
+def memory_for(what: str):
+    """An allocation that fails while `what` is built or moved is one line naming it, not a traceback."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        if not isinstance(err, (MemoryError, torch.OutOfMemoryError)) and "allocate" not in reason:
+            raise
+        reason = re.sub(r"^\[enforce fail[^]]*\] (err == 0\. )?", "", reason)  # the CPU allocator's source line
+        raise DistillError(f"{what} does not fit in memory ({reason}); make it smaller or use a machine with more "
+                           "memory") from None
 
 
 class FeatureDistiller(nn.Module):
@@ -153,11 +192,15 @@ class Distiller(Trainer):
         recipe: DistillRecipe = self.recipe
         d = recipe.distill
         _seed_everything(recipe.seed)
-        teacher, teacher_tiling, self.feature_layer = load_vision_feature(d.teacher.source, d.teacher.config,
-                                                                          seed=recipe.seed + 1)
-        student, student_tiling = load_vision(d.student.source, d.student.config, seed=recipe.seed)
-        teacher = teacher.to(getattr(torch, d.teacher.dtype))
-        student = student.to(getattr(torch, d.student.dtype))
+        for role, spec in (("teacher", d.teacher), ("student", d.student)):
+            check_tower_fits(role, spec.source, spec.config)
+        with memory_for(f"distill.teacher ({d.teacher.source})"):
+            teacher, teacher_tiling, self.feature_layer = load_vision_feature(d.teacher.source, d.teacher.config,
+                                                                              seed=recipe.seed + 1)
+            teacher = teacher.to(getattr(torch, d.teacher.dtype))
+        with memory_for(f"distill.student ({d.student.source})"):
+            student, student_tiling = load_vision(d.student.source, d.student.config, seed=recipe.seed)
+            student = student.to(getattr(torch, d.student.dtype))
         try:  # the recipe checked the towers' config files already, unless it could not read them (hub:)
             self.pairs, self.tiling = recipe.towers_fit(teacher.config, student.config, student_tiling)
         except RecipeError:
@@ -180,8 +223,9 @@ class Distiller(Trainer):
                             f"({left_out})") from None
 
         torch.manual_seed(recipe.seed)  # the projections' initial weights
-        self.model = FeatureDistiller(teacher, student, self.pairs, d.cosine, d.mse, self.tiling, teacher_tiling)
-        self.model = self.model.to(self.dist.device)
+        with memory_for(f"the teacher, student and projections on {self.dist.device}"):
+            self.model = FeatureDistiller(teacher, student, self.pairs, d.cosine, d.mse, self.tiling, teacher_tiling)
+            self.model = self.model.to(self.dist.device)
         self.model.train()
         self.before = self._held_out_cosine() if self.dist.main else None  # the initial weights, resumed or not
         self._prepare_run(self._param_groups())

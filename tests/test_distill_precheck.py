@@ -4,6 +4,7 @@ from the towers' config files alone, before either tower is loaded."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,30 @@ def test_a_tower_config_override_of_the_wrong_type_is_one_line(tmp_path, data_di
         load_recipe(path, ["distill.student.config.hidden_size=x"])
     assert main(["validate", str(path), "distill.student.config.hidden_size=x"]) == 1
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_student_too_large_for_this_machine_is_one_line(tmp_path, data_dir, capsys, no_loading):
+    """hidden_size 2**20 builds on the meta device (adapt validate passes it), but its weights need 64 TiB: adapt
+    distill stopped in the CPU allocator with a traceback; now it refuses before building, naming the size."""
+    path = write(tmp_path, data_dir)
+    assert main(["distill", str(path), "distill.student.config.hidden_size=1048576"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and [line.startswith("adapt distill: error: ") for line in err.splitlines()
+                                       if not line.startswith("note: ")] == [True], err
+    assert re.search(r"distill.student: internvit-300m with config .* has [\d,]+ parameters \([\d,.]+ GiB in "
+                     r"float32\), more than this machine's [\d,.]+ GiB of memory", err), err
+    assert not (tmp_path / "out" / "final").exists()
+
+
+def test_an_allocation_that_fails_while_building_a_tower_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
+    """Where the OS does not say its memory (or other work holds it), the allocator's own failure is one line."""
+    monkeypatch.setattr(adapt.distill, "machine_memory", lambda: None)
+    path = write(tmp_path, data_dir)
+    # a 2**23-wide attention projection is 2**48 bytes, beyond any address space: the allocation itself fails
+    huge = ["distill.student.config={hidden_size: 8388608, num_hidden_layers: 3, num_attention_heads: 2, "
+            "intermediate_size: 8, image_size: 8, patch_size: 1, use_absolute_position_embeddings: false}"]
+    assert main(["distill", str(path), *huge]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and [line.startswith("adapt distill: error: ") for line in err.splitlines()
+                                       if not line.startswith("note: ")] == [True], err
+    assert "distill.student (internvit-300m) does not fit in memory (" in err and "can't allocate memory" in err, err
