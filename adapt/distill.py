@@ -286,19 +286,22 @@ class Distiller(Trainer):
                 records.append(record)
                 images += len(record.images)
             out[spec.name] = records
-        self._check_held_out(skips, self._held_out_read)
         self._held_out = out, skips
+        self._check_held_out(skips, self._held_out_read)
         return self._held_out
 
     def _check_held_out(self, skips: SkipLog, kept: dict[str, int]) -> None:
-        """Save the held-out skips (``held_out/skips.md``), say them once, and stop past data.max_bad_fraction."""
+        """Save the held-out skips (``held_out/skips.md``), say them once, and stop past data.max_bad_fraction: of
+        each whole source, and of the records the cosine came to (eval.max_images), as `adapt eval` holds those of
+        eval.max_samples (every image it came to undecodable left the source out of the cosine unsaid)."""
         if skips.count() <= getattr(self, "_held_out_said", 0):
             return
         self._held_out_said = skips.count()
         folder = self.out_dir / "held_out"
         skips.save(folder)
         try:
-            skips.check(kept, self.recipe.data.max_bad_fraction)
+            used = {name: len(records) for name, records in self._held_out[0].items()}
+            skips.check(kept, self.recipe.data.max_bad_fraction, used=used)
         except DataQualityError as err:
             raise DataQualityError(f"held-out images (data.eval_sources): {err}") from None
         print(f"warning: {skips.count()} held-out record(s) skipped; the cosine leaves them out: see "

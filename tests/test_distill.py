@@ -419,6 +419,31 @@ def test_held_out_bad_fraction_is_of_the_whole_source_not_the_max_images_kept(tm
     assert "1 held-out record(s) skipped" in capsys.readouterr().out
 
 
+def test_a_held_out_source_whose_scored_images_all_fail_to_decode_stops_the_run(tmp_path, data_dir, capsys):
+    """Held-out images that pass reading but do not decode were held to the limit over the whole file only: with
+    every image eval.max_images came to undecodable (2 of 60 records, 3%) the source was left out of the cosine and
+    the run went on, its report's "all" row the other sources' alone. Now held as `adapt eval` holds eval.max_samples:
+    of the records scored, and a source with none left stops the run."""
+    general = data_dir / "data" / "general"
+    first = json.loads((general / "test.jsonl").read_text().splitlines()[0])
+    good = (general / first["image"]).read_bytes()
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "good.png").write_bytes(good)
+    (tmp_path / "held" / "cut.png").write_bytes(good[:len(good) // 2])  # the header intact: reading keeps it
+    records = [{**first, "id": f"cut-{i}", "image": "cut.png"} for i in range(2)]
+    records += [{**first, "id": f"r-{i}", "image": "good.png"} for i in range(58)]
+    (tmp_path / "held" / "many.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    text = held_out_recipe("{max_images: 2}",
+                           f"    - {{name: many, path: {tmp_path / 'held' / 'many.jsonl'}, kind: domain}}\n"
+                           "    - {name: general, path: data/general/test.jsonl, kind: general}\n")
+    from adapt.data.samples import DataQualityError
+
+    with pytest.raises(DataQualityError, match=r"(?s)held-out images \(data.eval_sources\): too many bad records.*"
+                                               r"many: 2 of 60 .*not one record is left"):
+        Distiller(load_recipe(write_recipe(tmp_path, data_dir, steps=1, text=text)), progress=False)
+    assert "image does not decode" in (tmp_path / "out" / "held_out" / "skips.md").read_text()
+
+
 @pytest.mark.parametrize("steps, extra, said", [
     (1, [], "never reaches distill.lr; its only step trains at learning rate 0"),
     (1, ["distill.projection_lr=1e-3"], "never reaches distill.lr / distill.projection_lr;"),
