@@ -1193,6 +1193,10 @@ def test_launch_blank_or_no_host_serves_on_loopback(session, monkeypatch, capsys
         assert capsys.readouterr().err == "", host
     demo_app.launch_demo(blocks, host=" 0.0.0.0 ")
     assert seen["server_name"] == "0.0.0.0" and "serving on 0.0.0.0," in capsys.readouterr().err
+    # an API caller's bare IPv6 address made Gradio fail on http://::1:7860/; it binds the address inside brackets
+    for host in ("::1", " ::1 ", "[::1]"):
+        demo_app.launch_demo(blocks, host=host)
+        assert seen["server_name"] == "[::1]" and capsys.readouterr().err == "", host
     with pytest.raises(demo_app.DemoError, match=r"host must be a host name or address.*7860"):
         demo_app.launch_demo(blocks, host=7860)
 

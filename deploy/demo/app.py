@@ -18,7 +18,15 @@ from pathlib import Path
 
 import gradio as gr  # deploy/demo/__init__.py has switched Gradio's analytics off before this import
 
-from deploy.demo.checks import PASSWORD_ENV, auth_from_env, check_domain, check_port, check_upload_mb, load_auth_file
+from deploy.demo.checks import (
+    PASSWORD_ENV,
+    auth_from_env,
+    check_domain,
+    check_port,
+    check_upload_mb,
+    gradio_host,
+    load_auth_file,
+)
 from deploy.demo.page import CLEAR_FILE_INPUTS, DemoError, DemoSettings
 from deploy.demo.session import DEFAULT_MAX_NEW_TOKENS, ModelSession, check_max_new_tokens, check_sampling
 from deploy.demo.uploads import close_session, install_signal_cleanup, sweep_stale, use_private_gradio_cache
@@ -154,13 +162,14 @@ def launch_demo(blocks: gr.Blocks, host: str | None = DEFAULT_HOST, port: int = 
 
 
 def _serving_host(host: str | None) -> str:
-    """`host` stripped; None or blank is DEFAULT_HOST (given to Gradio as "" it took GRADIO_SERVER_NAME or 127.0.0.1,
+    """`host` stripped, an IPv6 address in brackets (:func:`gradio_host`: the CLI and API callers both pass here);
+    None or blank is DEFAULT_HOST (given to Gradio as "" it took GRADIO_SERVER_NAME or 127.0.0.1,
     and the warning said "serving on , reachable from other machines"); anything but a string is a DemoError."""
     if host is None or (isinstance(host, str) and not host.strip()):
         return DEFAULT_HOST
     if not isinstance(host, str):
         raise DemoError(f"host must be a host name or address such as {DEFAULT_HOST!r} or '0.0.0.0', got {host!r}")
-    return host.strip()
+    return gradio_host(host.strip())
 
 
 def _checker(auth) -> Auth:

@@ -10,9 +10,21 @@ from pathlib import Path
 
 from deploy.demo.page import DemoError
 
-__all__ = ["PASSWORD_ENV", "auth_from_env", "check_domain", "check_port", "check_upload_mb", "load_auth_file"]
+__all__ = ["PASSWORD_ENV", "auth_from_env", "check_domain", "check_port", "check_upload_mb", "gradio_host",
+           "load_auth_file"]
 
 PASSWORD_ENV = "POCKET_ADAPT_DEMO_PASSWORD"
+
+
+def gradio_host(host: str) -> str:
+    """`host` as Gradio takes it: an IPv6 address in brackets (``[::1]``; it binds the address inside them, and
+    ``::1`` bare made its address check fail on ``http://::1:7860/``), anything else as given."""
+    import ipaddress
+
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:  # a name, or already in brackets
+        return host
 
 
 def check_port(port: int, name: str = "port") -> int:

@@ -126,7 +126,7 @@ def check_flags(args: argparse.Namespace) -> tuple[str, list[tuple[str, str]] | 
         raise DemoError("--top-p and --seed shape sampled answers; give --temperature too (e.g. --temperature 0.7), "
                         "or leave them out for greedy answers")
     check_domain(args.domain)
-    check_address(args.host, args.port)
+    check_address(args.host.strip(), args.port)  # stripped, as launch_demo serves it
     args.checked = (args.model or default_model(args.domain), auth)
     return args.checked
 
@@ -146,7 +146,7 @@ def run_demo(args: argparse.Namespace) -> int:
                         max_new_tokens=args.max_new_tokens, max_upload_mb=args.max_upload_mb,
                         allow_pickle=args.allow_pickle, temperature=args.temperature, top_p=args.top_p,
                         seed=args.seed)
-    _, url, _ = launch_demo(blocks, host=gradio_host(args.host), port=args.port, auth=auth,
+    _, url, _ = launch_demo(blocks, host=args.host, port=args.port, auth=auth,
                             max_upload_mb=args.max_upload_mb, prevent_thread_lock=True, quiet=True)
     print(f"adapt demo: serving {args.domain or 'general'} on {url} (Ctrl+C to stop)"
           + (" with a login" if auth else ""), file=sys.stderr)
@@ -179,18 +179,6 @@ def serve_until_stopped(blocks) -> None:
             time.sleep(0.1)
     finally:
         blocks.close()
-
-
-def gradio_host(host: str) -> str:
-    """`host` as Gradio takes it: an IPv6 address in brackets (``[::1]``; it binds the address inside them, and
-    ``::1`` bare made its address check fail on ``http://::1:7860/`` once the model had loaded), anything else as
-    given."""
-    import ipaddress
-
-    try:
-        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
-    except ValueError:  # a name, or already in brackets
-        return host
 
 
 def check_address(host: str, port: int) -> None:
