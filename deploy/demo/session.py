@@ -189,7 +189,7 @@ def check_max_new_tokens(value: int) -> int:
 
 def check_sampling(temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> tuple[float, float, int]:
     """The checks of ``adapt chat --temperature / --seed`` (and top-p's), a ValueError naming the setting."""
-    from model.generation import check_seed, check_temperature, check_top_p
+    from model.limits import check_seed, check_temperature, check_top_p
 
     checked = []
     for name, check, value in (("temperature", check_temperature, temperature), ("top_p", check_top_p, top_p),
