@@ -233,6 +233,7 @@ def _header_without_pixels(source: Path | io.BytesIO) -> bool:
 
 
 _ITEM = 0xFFFEE000  # (FFFE,E000), an encapsulated fragment
+_ITEM_TAG = b"\xfe\xff\x00\xe0"  # the same, as it starts little-endian encapsulated pixel data
 _WHOLE_CODESTREAM = ((b"\xff\xd8", b"\xff\xd9"), (b"\xff\x4f", b"\xff\xd9"),  # JPEG family; JPEG 2000
                      (b"\x00\x00\x00\x0cjP  ", b"\xff\xd9"))  # JP2 file format
 
@@ -602,11 +603,33 @@ def _decode(ds: Dataset, frame: int) -> tuple[np.ndarray, str]:
     except NotImplementedError:  # a syntax pydicom has no plug-in for at all (video, private): nothing to install
         raise _Fail(f"unsupported transfer syntax {UID(tsyntax).name}", "pydicom has no pixel-data decoder for it; "
                     "transcode the file to an uncompressed transfer syntax first") from None
+    _check_encapsulation(ds, UID(tsyntax))
     if not decoder.is_available:
         raise _Fail(f"{NO_DECODER} for {UID(tsyntax).name} ({_install_hint(decoder)})")
     part = _whole_frame(ds, frame, UID(tsyntax))
     arr, meta = decoder.as_array(part, index=frame if part is ds else 0, as_rgb=False)
     return arr, str(meta.get("photometric_interpretation") or ds.get("PhotometricInterpretation") or "")
+
+
+def _check_encapsulation(ds: Dataset, syntax: UID) -> None:
+    """Refuse pixel data stored otherwise than the file meta's transfer syntax says: uncompressed data under a
+    compressed syntax (a tool that decompressed the file and kept its old TransferSyntaxUID), or encapsulated
+    (compressed) data under an uncompressed one. pydicom would fail on them with a parsing message, or decode
+    compressed bytes as pixels where there are enough of them."""
+    if "PixelData" not in ds:
+        return
+    element = ds["PixelData"]
+    value = element.value or b""
+    # undefined length: encapsulated as read from a file; an item tag first: re-encapsulated (a file cut short)
+    encapsulated = element.is_undefined_length or bytes(value[:4]) == _ITEM_TAG
+    if syntax.is_encapsulated and not encapsulated:
+        raise _Fail("wrong transfer syntax", f"the file meta says {syntax.name}, a compressed syntax, but the pixel "
+                    f"data is stored uncompressed ({len(value)} bytes); correct its TransferSyntaxUID (e.g. "
+                    "Explicit VR Little Endian)")
+    if not syntax.is_encapsulated and element.is_undefined_length:
+        raise _Fail("wrong transfer syntax", f"the file meta says {syntax.name}, an uncompressed syntax, but the "
+                    "pixel data is encapsulated (compressed); correct its TransferSyntaxUID to the compression "
+                    "it was written with")
 
 
 def _native_frame_bytes(ds: Dataset, syntax: UID) -> tuple[str, int] | None:
