@@ -33,7 +33,7 @@ import shutil
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
@@ -315,18 +315,22 @@ def write_splits(report, out: Path, dataset: str, splits: dict[str, list[dict]],
     return report
 
 
-def remove_unreferenced_images(report, out: Path, folder: str, splits: dict[str, list[dict]]) -> None:
+def remove_unreferenced_images(report, out: Path, folder: str, splits: dict[str, list[dict]],
+                               made: Collection[Path] = ()) -> None:
     """Delete the files under ``out/folder`` (a converter's own image folder) that no record of `splits` names
     in its ``image`` (a path, or a list of paths, relative to `out`), listing them in ``report.removed``: left
     behind, an earlier run's images (an unredacted render beside its redacted one, an image of a file skipped
-    this time) would stay in the data set unreferenced. Nothing under the report's source (the data being converted)
-    is removed. Hidden files (a live writer's ``.part``) are left, nothing
-    outside ``out/folder`` is touched and symlinked folders are not entered; nothing is removed when every split
-    is empty (as :func:`write_splits`: a run that converted nothing leaves the outputs as they were)."""
+    this time) would stay in the data set unreferenced. Those in `made` -- written by this run where no file was,
+    for a sample skipped after its image was made -- are deleted unlisted: they are no earlier run's. Nothing under
+    the report's source (the data being converted) is removed. Hidden files (a live writer's ``.part``) are left,
+    nothing outside ``out/folder`` is touched and symlinked folders are not entered; when every split is empty,
+    only `made` is removed (as :func:`write_splits`: a run that converted nothing leaves the outputs as they were)."""
     top = Path(os.path.normpath(out / folder))
     if not top.is_relative_to(os.path.normpath(out)) or top == Path(os.path.normpath(out)):
         raise ValueError(f"{folder!r}: an image folder outside {out} (or {out} itself); nothing removed")
     if not any(splits.values()):
+        for path in made:
+            Path(path).unlink(missing_ok=True)
         return
     used = set()
     for records in splits.values():
@@ -335,6 +339,7 @@ def remove_unreferenced_images(report, out: Path, folder: str, splits: dict[str,
             for rel in image if isinstance(image, list) else [image]:
                 if isinstance(rel, str):
                     used.add(os.path.normpath(out / rel))
+    ours = {os.path.normpath(p) for p in made}
     source = Path(report.source).resolve() if getattr(report, "source", None) not in (None, "") else None
     for dirpath, dirnames, filenames in os.walk(out / folder):
         dirnames.sort()
@@ -346,7 +351,8 @@ def remove_unreferenced_images(report, out: Path, folder: str, splits: dict[str,
             path = Path(dirpath) / name
             if not name.startswith(".") and os.path.normpath(path) not in used and path.resolve() != source:
                 path.unlink()
-                report.removed.append(path)
+                if os.path.normpath(path) not in ours:
+                    report.removed.append(path)
 
 
 def _sha256(path: Path) -> str:

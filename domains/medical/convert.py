@@ -379,6 +379,7 @@ class _Dicom:
         self.checked: dict[Path, Any] = {}  # path -> the header, or the SkipInput raised for it
         self.renders: dict[tuple, tuple[str, tuple[int, int]] | SkipInput] = {}
         self.redacted: dict[tuple, list[list[int]]] = {}  # render key -> boxes blacked out
+        self.made: set[Path] = set()  # renders this run wrote where no file was: not an earlier run's if unused
         self.pf: Prefetch | None = None  # renders computed ahead in worker processes (workers > 1)
 
     def window(self, value: Any) -> tuple[Any, str]:
@@ -474,6 +475,8 @@ class _Dicom:
             data, size, regions = (self.pf or Prefetch()).get(dst, _render_step, path, window, frame, redact)
             if redact:
                 self.redacted[key] = regions
+            if not dst.exists():
+                self.made.add(dst)
             write_output(dst, data, path)
             self.renders[key] = (rel, size)
             return self.renders[key]
@@ -1379,7 +1382,8 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
             image = images[0] if len(images) == 1 else images
             out_splits[split].append(chat_record(f"{dataset}/{split}/{safe_name(qid)}", image, size, text, answer, task,
                                                  prefix=slice_prompt(labels), meta=meta, **extra))
-    remove_unreferenced_images(report, out, f"images/{dataset}", out_splits)
+    # a multi-slice question skipped at a later slice leaves its earlier slices' renders unnamed
+    remove_unreferenced_images(report, out, f"images/{dataset}", out_splits, made=reader.made)
     return write_splits(report, out, dataset, out_splits, keep_empty=False)
 
 
