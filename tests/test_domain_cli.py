@@ -333,6 +333,21 @@ def test_synthesize_never_overwrites_or_mixes_without_force(tmp_path, capsys):
         unregister_domain(plugin.name)
 
 
+@pytest.mark.parametrize("domain, kinds, expected", [("remote_sensing", "ucmerced,dior_rsvg", ["dior_rsvg", "ucmerced"]),
+                                                     ("medical", "vqa_rad", ["vqa_rad"])])
+def test_synthesize_kinds_as_comma_separated_text(tmp_path, capsys, domain, kinds, expected):
+    """`--option kinds=vqa_rad` picked the medical kinds while the remote-sensing generator refused
+    `kinds=ucmerced` ("not a list such as [a, b]"), though it reads a comma-separated string as the medical one
+    does; both take the text form now."""
+    if domain == "remote_sensing":
+        require("rasterio", "the synthetic GeoTIFFs")
+    else:
+        require("pydicom", "the synthetic DICOM series")
+    out = tmp_path / "raw"
+    assert main(["synthesize", domain, "--out", str(out), "--option", f"kinds={kinds}", "--option", "n=1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == expected
+
+
 def test_a_refused_synthesize_option_leaves_no_empty_folder(tmp_path, capsys):
     out = tmp_path / "syn"
     assert main(["synthesize", "driving", "--out", str(out), "--no-progress", "--option", "quality=-5"]) == 1

@@ -351,10 +351,11 @@ def generate(kind: str, out: str | Path, n: int = 4, seed: int = 0, size: int | 
     return out
 
 
-def generate_all(out_dir: str | Path, kinds: Iterable[str] | None = None, n: int = 4, seed: int = 0,
+def generate_all(out_dir: str | Path, kinds: Iterable[str] | str | None = None, n: int = 4, seed: int = 0,
                  size: int | None = None, progress: Progress = True) -> dict[str, Path]:
-    """Every kind (or `kinds`) under ``out_dir/<kind>``; the ``remote_sensing`` plugin's ``synthetic``. `progress`:
-    a bar over the data sets (:func:`model.progress.progress_bar`)."""
+    """Every kind (or `kinds`: a list, or one comma-separated string) under ``out_dir/<kind>``; the
+    ``remote_sensing`` plugin's ``synthetic``. `progress`: a bar over the data sets
+    (:func:`model.progress.progress_bar`)."""
     return generate_kinds(generate, out_dir, kinds, KINDS, n, "synthetic remote sensing", progress, seed=seed,
                           size=size)
 
