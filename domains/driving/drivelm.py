@@ -527,9 +527,12 @@ def convert_drivelm(src: str | Path, out: str | Path, view_mode: str = "stitched
         prefix, convert = STITCHED_PREFIX, to_stitched
     else:
         prefix, convert = multi_view_prefix(order), to_camera_grid
-    # camera files under nuscenes_root (outside src) are named <nuscenes_root>/samples/..., not by a full path
-    report = ConvertReport(dataset=dataset, source=src, out=out,
-                           labels={str(root): "<nuscenes_root>"} if root is not None else {})
+    # camera files outside src are named <nuscenes_root>/samples/... or, in the default layout (image_paths read
+    # from the JSON folder's parent), ../nuscenes/samples/... as image_paths write them: not by a full path
+    data_root = Path(os.path.abspath(src if src.is_dir() else src.parent)).parent
+    labels = ({str(root): "<nuscenes_root>"} if root is not None else
+              {str(data_root): ".."} if data_root.parent != data_root else {})
+    report = ConvertReport(dataset=dataset, source=src, out=out, labels=labels)
     encoding = StitchEncoding(image_format, png_level, jpeg_quality)
     if view_mode != "stitched" and (encoding.format != "png" or png_level is not None or jpeg_quality is not None):
         raise DomainError("image_format, png_level and jpeg_quality apply to view_mode=stitched (multi mode links "
