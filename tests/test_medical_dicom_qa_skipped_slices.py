@@ -1,10 +1,12 @@
-"""A dicom_qa question over several slices, skipped at a slice that does not render, used to leave the renders of
-its earlier slices unnamed; the clean-up then listed them as "removed: an earlier run's file this run did not
-make", in a first run into an empty --out. They are this run's: deleted, not listed as an earlier run's."""
+"""dicom_qa inputs a user meets. A question over several slices, skipped at a slice that does not render, used to
+leave the renders of its earlier slices unnamed; the clean-up then listed them as "removed: an earlier run's file
+this run did not make", in a first run into an empty --out. They are this run's: deleted, not listed as an earlier
+run's."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from tests.deps import require
 
 require("pydicom")
 
+from domains.base import DomainError
 from domains.medical.convert import convert_dicom_qa
 from domains.medical.dicom import load_series
 from domains.medical.synthetic import generate
@@ -32,7 +35,8 @@ def _images(out: Path) -> set[Path]:
 
 
 def _named(out: Path, report) -> set[Path]:
-    return {out / i for r in all_records(report) for i in (r["image"] if isinstance(r["image"], list) else [r["image"]])}
+    return {out / i for r in all_records(report)
+            for i in (r["image"] if isinstance(r["image"], list) else [r["image"]])}
 
 
 def test_a_question_skipped_at_a_later_slice_leaves_nothing_called_an_earlier_runs(raw, tmp_path):
@@ -69,3 +73,10 @@ def test_an_earlier_runs_render_is_still_listed(raw, tmp_path):
     report = convert_dicom_qa(src, out, progress=False)
     images = {p for p in report.removed if p.suffix == ".png"}
     assert images and images == before - _named(out, report)
+
+
+def test_the_qa_file_given_as_src_names_its_folder(raw, tmp_path):
+    """``--src raw/dicom_qa/qa.json`` said "no qa.json"; it now says a folder is expected, and which."""
+    with pytest.raises(DomainError, match=rf"qa\.json: not a directory \(expected the folder holding qa\.json and "
+                                          rf"the series folders: {re.escape(str(raw))}\)"):
+        convert_dicom_qa(raw / "qa.json", tmp_path / "out", progress=False)

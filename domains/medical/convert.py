@@ -1249,6 +1249,9 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
     bar over the questions (:func:`model.progress.progress_bar`).
     """
     src, out = Path(src), Path(out)
+    if src.is_file():  # the QA file itself: "no qa.json" would read as if it were not there
+        raise DomainError(f"{src}: not a directory (expected the folder holding {qa_file} and the series folders"
+                          f"{f': {src.parent}' if src.name == qa_file else ''})")
     qa_path = _option_inside(src, qa_file, "qa_file")
     if not qa_path.is_file():
         raise DomainError(f"{src}: no {qa_file} (see domains.medical.convert for the dicom_qa layout)")
