@@ -314,7 +314,7 @@ def _image_key(bands: Any, stretch: Any, resize: int | None, nodata: float | Non
 
 
 def convert_classification(src: str | Path, out: str | Path, dataset: str = "ucmerced",
-                           bands: Sequence[int | str] | None = None, stretch: Any = "auto",
+                           bands: Sequence[int | str] | str | None = None, stretch: Any = "auto",
                            test_fraction: float = 0.2, label_fn: Callable[[str], str] = class_label,
                            resize: int | None = None, nested: bool = False, nodata: float | None = None,
                            workers: int = 1, progress: Progress = True) -> ConvertReport:
@@ -627,9 +627,9 @@ def _rsvqa_problem(q: dict) -> str | None:
 
 
 def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, images_dir: str | Path | None = None,
-                  splits: Sequence[str] | None = None, bands: Sequence[int | str] | None = None, stretch: Any = "auto",
-                  resize: int | None = None, resolution: str | None = None, nodata: float | None = None,
-                  workers: int = 1, progress: Progress = True) -> ConvertReport:
+                  splits: Sequence[str] | None = None, bands: Sequence[int | str] | str | None = None,
+                  stretch: Any = "auto", resize: int | None = None, resolution: str | None = None,
+                  nodata: float | None = None, workers: int = 1, progress: Progress = True) -> ConvertReport:
     """RSVQA (LR or HR) -> ``task: "rsvqa"`` VQA records, one per active question.
 
     Two layouts are read:
@@ -1294,7 +1294,7 @@ def _write_spooled(spool: Any, path: Path, chunk: int = 2**20) -> bool:
 
 
 def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overlap: int = 64,
-                        bands: Sequence[int | str] | None = None, boxes: str | Path | None = None,
+                        bands: Sequence[int | str] | str | None = None, boxes: str | Path | None = None,
                         min_valid: float = 0.05, stretch: Any = "auto", nodata: float | None = None,
                         band_names: Sequence[str] | None = None, stretch_scope: str = "scene",
                         dataset: str = SCENE_CHIPS_DATASET, min_inside: float = MIN_INSIDE,

@@ -1,0 +1,33 @@
+"""``adapt convert remote_sensing ... --option bands=B4,B3,B2`` (the README's notation, and the form the converters'
+own bands reader parses) was refused by the option check as "not a list such as [a, b]"; only ``bands=[...]``
+passed. Text is read as the demo and ``adapt chat --read-option`` read it: names or indexes, comma-separated."""
+
+from __future__ import annotations
+
+import pytest
+
+from adapt.cli import main
+from tests.converted import records
+from tests.deps import require
+
+
+@pytest.mark.parametrize("dataset, bands", [("eurosat_ms", "B4,B3,B2"), ("ucmerced", "3,2,1")])
+def test_bands_given_as_text_convert(tmp_path, capsys, dataset, bands):
+    require("rasterio", "the synthetic GeoTIFFs")
+    raw = tmp_path / "raw"
+    assert main(["synthesize", "remote_sensing", "--out", str(raw), "--option", f"kinds=[{dataset}]",
+                 "--option", "n=1"]) == 0
+    out = tmp_path / "out"
+    assert main(["convert", "remote_sensing", dataset, "--src", str(raw / dataset), "--out", str(out),
+                 "--option", f"bands={bands}", "--option", "test_fraction=0"]) == 0
+    assert len(records(out / f"{dataset}_train.jsonl")) > 0 and "skipped" not in capsys.readouterr().out
+
+
+def test_two_bands_as_text_are_refused_naming_the_option(tmp_path, capsys):
+    require("rasterio", "the synthetic GeoTIFFs")
+    raw = tmp_path / "raw"
+    assert main(["synthesize", "remote_sensing", "--out", str(raw), "--option", "kinds=[eurosat_ms]",
+                 "--option", "n=1"]) == 0
+    assert main(["convert", "remote_sensing", "eurosat_ms", "--src", str(raw / "eurosat_ms"), "--out",
+                 str(tmp_path / "out"), "--option", "bands=B4,B3"]) != 0
+    assert "bands: give one band (grey) or three (red, green, blue)" in capsys.readouterr().err
