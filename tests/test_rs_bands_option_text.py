@@ -31,3 +31,20 @@ def test_two_bands_as_text_are_refused_naming_the_option(tmp_path, capsys):
     assert main(["convert", "remote_sensing", "eurosat_ms", "--src", str(raw / "eurosat_ms"), "--out",
                  str(tmp_path / "out"), "--option", "bands=B4,B3"]) != 0
     assert "bands: give one band (grey) or three (red, green, blue)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dataset, option, written", [("dior_rsvg", "tasks=grounding", {"grounding"}),
+                                                      ("rsvqa_lr", "splits=train,val", {"train", "val"})])
+def test_other_list_options_as_text(tmp_path, dataset, option, written):
+    """The DIOR-RSVG converter's `tasks` and the RSVQA converter's `splits` are comma-separated text to the
+    converters (as nuScenes' `tasks=grounding`), yet the option check refused text for them too."""
+    require("rasterio", "the synthetic GeoTIFFs")
+    raw = tmp_path / "raw"
+    assert main(["synthesize", "remote_sensing", "--out", str(raw), "--option", f"kinds=[{dataset}]",
+                 "--option", "n=4"]) == 0
+    out = tmp_path / "out"
+    assert main(["convert", "remote_sensing", dataset, "--src", str(raw / dataset), "--out", str(out),
+                 "--option", option]) == 0
+    rows = [r for path in sorted(out.glob(f"{dataset}_*.jsonl")) for r in records(path)]
+    seen = {r["task"] for r in rows} if option.startswith("tasks") else {r["meta"]["split"] for r in rows}
+    assert rows and seen == written

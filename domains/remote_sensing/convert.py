@@ -627,7 +627,7 @@ def _rsvqa_problem(q: dict) -> str | None:
 
 
 def convert_rsvqa(src: str | Path, out: str | Path, dataset: str | None = None, images_dir: str | Path | None = None,
-                  splits: Sequence[str] | None = None, bands: Sequence[int | str] | str | None = None,
+                  splits: Sequence[str] | str | None = None, bands: Sequence[int | str] | str | None = None,
                   stretch: Any = "auto", resize: int | None = None, resolution: str | None = None,
                   nodata: float | None = None, workers: int = 1, progress: Progress = True) -> ConvertReport:
     """RSVQA (LR or HR) -> ``task: "rsvqa"`` VQA records, one per active question.
@@ -852,7 +852,7 @@ def _dior_image(root: ET.Element, xml: Path, images: Path) -> tuple[str, Path]:
 
 
 def convert_dior_rsvg(src: str | Path, out: str | Path, dataset: str = "dior_rsvg",
-                      tasks: Sequence[str] = ("grounding", "region"), resize: int | None = None,
+                      tasks: Sequence[str] | str = ("grounding", "region"), resize: int | None = None,
                       images_dir: str = "JPEGImages", annotations_dir: str = "Annotations",
                       workers: int = 1, progress: Progress = True) -> ConvertReport:
     """DIOR-RSVG -> grounding and region-perception records.
@@ -1296,7 +1296,7 @@ def _write_spooled(spool: Any, path: Path, chunk: int = 2**20) -> bool:
 def convert_scene_chips(src: str | Path, out: str | Path, size: int = 448, overlap: int = 64,
                         bands: Sequence[int | str] | str | None = None, boxes: str | Path | None = None,
                         min_valid: float = 0.05, stretch: Any = "auto", nodata: float | None = None,
-                        band_names: Sequence[str] | None = None, stretch_scope: str = "scene",
+                        band_names: Sequence[str] | str | None = None, stretch_scope: str = "scene",
                         dataset: str = SCENE_CHIPS_DATASET, min_inside: float = MIN_INSIDE,
                         workers: int = 1, progress: Progress = True) -> ConvertReport:
     """Cut large GeoTIFF scenes into georeferenced chips; with `boxes`, grounding records per chip.
