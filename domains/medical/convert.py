@@ -690,7 +690,8 @@ SLAKE_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json
 
 
 def convert_slake(src: str | Path, out: str | Path, dataset: str = "slake", q_lang: str | None = "en",
-                  splits: Sequence[str] | None = None, workers: int = 1, progress: Progress = True) -> ConvertReport:
+                  splits: Sequence[str] | str | None = None, workers: int = 1,
+                  progress: Progress = True) -> ConvertReport:
     """SLAKE 1.0 -> ``med_vqa`` records (``slake_{train,val,test}.jsonl`` from train / validate / test.json).
 
     `src`: the ``Slake1.0`` folder or its parent. Images are ``imgs/<img_name>`` (``xmlabN/source.jpg``).
@@ -806,7 +807,7 @@ def _choices(row: dict) -> list[str]:
 
 
 def convert_pmc_vqa(src: str | Path, out: str | Path, dataset: str = "pmc_vqa", mode: str = "mc",
-                    files: Sequence[str] | None = None, images_dir: str | Path | None = None,
+                    files: Sequence[str] | str | None = None, images_dir: str | Path | None = None,
                     workers: int = 1, progress: Progress = True) -> ConvertReport:
     """PMC-VQA -> multiple choice (``mode="mc"``, task ``mc``) or open-ended ``med_vqa`` (``mode="open"``).
 
