@@ -17,6 +17,7 @@ import hashlib
 import heapq
 import math
 import re
+import struct
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -572,12 +573,16 @@ def _chip_pngs(img_src: Path, windows: Sequence[tuple[int, int, int, int]], key:
                max_pixels: int) -> list[bytes]:
     """The expensive, pure step (in a worker with ``workers > 1``): read the image once and encode each window as a
     chip PNG. An 8-bit PNG is read in full-width strips of at most a chip's height (:func:`_strip_chips`), so a
-    scene never sits in memory whole; any other image is decoded whole by the one image reader. Raises
-    ``SkipInput("unreadable image")``."""
+    scene never sits in memory whole (a PNG cut short is refused from its chunk headers first: :func:`_png_cut`);
+    any other image is decoded whole by the one image reader. Raises ``SkipInput("unreadable image")``."""
     try:
         bands = _strip_bands(img_src)
         if bands is not None:
-            return _strip_chips(img_src, bands, windows, key)
+            cut = _png_cut(img_src)
+            if cut:
+                raise SkipInput("unreadable image", f"{img_src}: the image is damaged or truncated ({cut})")
+            if cut is None:
+                return _strip_chips(img_src, bands, windows, key)
         image = load_image(img_src, max_pixels=max_pixels)
     except ImageLoadError as exc:
         raise SkipInput("unreadable image", str(exc)) from exc
@@ -600,6 +605,29 @@ def _strip_bands(path: Path) -> tuple[int, ...] | None:
     except Exception:  # noqa: BLE001 - not a PNG, or a damaged header: the one image reader says what is wrong
         pass
     return None
+
+
+def _png_cut(path: Path) -> str | None:
+    """Why the PNG at `path` is cut short (a chunk running past the end of the file); None when its chunks end with
+    IEND; "" when the file ends between chunks without one, which the headers cannot judge (decode it whole).
+    GDAL's PNG driver decodes the rows a cut file lacks as zeros, without an error; the chunk headers tell it
+    (a seek per chunk, nothing decoded)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fp:
+            pos = 8  # past the signature
+            while pos + 12 <= size:
+                fp.seek(pos)
+                length, kind = struct.unpack(">I4s", fp.read(8))
+                if pos + 12 + length > size:
+                    return (f"its {kind.decode('latin-1')} chunk at byte {pos} runs past the end of the file "
+                            f"({size:,} bytes)")
+                if kind == b"IEND":
+                    return None
+                pos += 12 + length
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    return ""
 
 
 def _strip_chips(path: Path, bands: tuple[int, ...], windows: Sequence[tuple[int, int, int, int]],
