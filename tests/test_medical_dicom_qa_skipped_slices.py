@@ -80,3 +80,19 @@ def test_the_qa_file_given_as_src_names_its_folder(raw, tmp_path):
     with pytest.raises(DomainError, match=rf"qa\.json: not a directory \(expected the folder holding qa\.json and "
                                           rf"the series folders: {re.escape(str(raw))}\)"):
         convert_dicom_qa(raw / "qa.json", tmp_path / "out", progress=False)
+
+
+def test_a_question_without_a_series_is_a_malformed_record(raw, tmp_path):
+    """``"series": null`` (or missing, or blank) was counted under "path escapes data root" ('': not a file name
+    under .); no path was given, so nothing escaped: it is a malformed record naming the field."""
+    src = tmp_path / "dicom_qa"
+    shutil.copytree(raw, src)
+    doc = json.loads((src / "qa.json").read_text())
+    doc["questions"][0]["series"] = None
+    doc["questions"][1].pop("series")
+    doc["questions"][2]["series"] = "  "
+    (src / "qa.json").write_text(json.dumps(doc))
+    report = convert_dicom_qa(src, tmp_path / "out", progress=False)
+    assert "path escapes data root" not in report.skipped
+    assert report.skipped["malformed record"] == 3
+    assert report.examples["malformed record"][0].endswith(": no series (the folder of its DICOM series)")

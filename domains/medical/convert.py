@@ -1327,6 +1327,8 @@ def convert_dicom_qa(src: str | Path, out: str | Path, dataset: str = "dicom_qa"
                 answer = _text(item.get("answer"))
                 if kind in ("closed", "open", "mc") and not answer:
                     raise SkipInput("empty answer", f"{where}: empty answer")
+                if not _name(item.get("series")):  # not a path that escapes: no path at all
+                    raise SkipInput("malformed record", f"{where}: no series (the folder of its DICOM series)")
                 folder = inside_root(src, _name(item.get("series")))
                 key = (folder, _series_select(item, series, where))
                 loaded = series_cache.get(key)
