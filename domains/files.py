@@ -547,6 +547,15 @@ def split_of(key: str, held_out_fraction: float, held_out: str = "test") -> str:
     return held_out if h < held_out_fraction else "train"
 
 
+def _root_name(root: str | os.PathLike[str]) -> str:
+    """`root` as the user gave it, or its absolute path where that text names no folder (``.``, ``..``, ``""``):
+    "leads outside ." would not say where the root is."""
+    given = os.fspath(root)
+    if any(part not in (".", "..") for part in Path(given).parts):
+        return given
+    return os.path.abspath(given)
+
+
 def inside_root(root: str | os.PathLike[str], name: str | os.PathLike[str]) -> Path:
     """`name` -- a relative path read from a data file -- as a path under `root`; nothing is opened.
 
@@ -564,6 +573,7 @@ def inside_root(root: str | os.PathLike[str], name: str | os.PathLike[str]) -> P
     opens; the file need not exist.
     """
     text = os.fspath(name) if isinstance(name, (str, os.PathLike)) else name  # a JSON value may be any type
+    root = _root_name(root)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise SkipInput(PATH_ESCAPES, f"{text!r}: not a file name under {root}")
     posix = text.replace("\\", "/")

@@ -459,3 +459,20 @@ def test_a_damaged_split_manifest_removes_only_this_data_sets_split_files(tmp_pa
     report = write_splits(ConvertReport("toy"), tmp_path, "toy", {"train": [{"id": 1}]})
     assert (tmp_path / "notes.txt").read_text() == "mine" and (tmp_path / "t").read_text() == "mine too"
     assert report.removed == [tmp_path / "toy_test.jsonl"]  # the earlier run's held-out split still goes
+
+
+def test_inside_root_names_a_root_given_as_dot_by_its_absolute_path(tmp_path, monkeypatch):
+    """A root given as "." read "'../x' leads outside . (to ../x)": the message did not say where the root was. A
+    root whose text names no folder is now named by its absolute path; any other root as it was given."""
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path / "data")
+    details = []
+    for root, name in ((".", "../x.jpg"), ("", "/etc/passwd"), ("./", "\x00"), ("../data", "../../y.jpg")):
+        with pytest.raises(SkipInput) as info:
+            inside_root(root, name)
+        details.append(info.value.detail)
+    here = str(tmp_path / "data")
+    assert details[0] == f"'../x.jpg' leads outside {here} (to ../x.jpg)"
+    assert details[1] == f"'/etc/passwd': an absolute path; expected a path relative to {here}"
+    assert details[2] == f"'\\x00': not a file name under {here}"
+    assert details[3] == "'../../y.jpg' leads outside ../data (to ../../y.jpg)"  # as given: it names a folder
