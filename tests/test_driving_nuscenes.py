@@ -306,6 +306,8 @@ def test_missing_camera_file_is_skipped_and_counted(dataroot, tmp_path, nusc):
     assert str(tmp_path) not in report.table().split("\n", 1)[1]  # the title names --src and --out as given
     # the frame itself and the next frame's sequence (which needs it) are skipped; the rest converts
     assert report.skipped["camera image skipped"] == 2
+    assert all(e.endswith(f"a camera image of the sequence is missing ({gone.relative_to(root).as_posix()})")
+               for e in report.examples["camera image skipped"]), report.examples["camera image skipped"]
     recs = _records(report.outputs["train"])
     assert recs and all(r["meta"]["sample"] != sample or r["meta"]["camera"] != "CAM_FRONT" for r in recs)
 
@@ -398,6 +400,11 @@ def test_a_truncated_camera_file_is_skipped_not_linked(dataroot, tmp_path, nusc,
     assert "truncated" in report.examples["unreadable camera image"][0]
     sd = nusc.get("sample", sample)["data"]["CAM_FRONT"]  # which sample lost its picture, as a missing one says
     assert report.examples["unreadable camera image"][0].endswith(f"(sample_data {sd} of sample {sample})")
+    # the frame losing it said the image was missing although the file is there: it now says it does not decode,
+    # with the image reader's error
+    (frame,) = report.examples["camera image skipped"]
+    assert f"sample {sample} CAM_FRONT: a camera image of the sequence does not decode (" in frame, frame
+    assert f"({cut.relative_to(root).as_posix()}: " in frame and "truncated" in frame and "missing" not in frame
     recs = [r for split in report.outputs.values() for r in _records(split)]
     assert recs and not any(r["image"].endswith(cut.name) for r in recs if isinstance(r.get("image"), str))
     assert not any(cut.name in str(r.get("image")) for r in recs)

@@ -465,6 +465,7 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                                              f"{len(moved)} training scene{'s' * (len(moved) != 1)} moved to val")
     splits: dict[str, list[dict]] = {s: [] for s in sorted(set(scene_split.values()))}
     published: dict[str, tuple[str, tuple[int, int]] | None] = {}  # sd token -> (out path, size) | None
+    lost: dict[str, str] = {}  # sd token published as None -> why, for the frames whose sequence needs it
 
     def camera_file(sd_token: str) -> Path:
         """The table's file name, read as a path under the dataroot (never outside it): SkipInput otherwise.
@@ -482,13 +483,13 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                 path = camera_file(sd_token)
             except SkipInput as exc:
                 report.skip(f"sample_data {sd_token}", exc.reason, f"sample_data {sd_token}: {exc.detail}")
-                published[sd_token] = None
+                published[sd_token], lost[sd_token] = None, f"is refused ({exc.detail})"
                 return None
             rel = f"images/nuscenes/{path.relative_to(Path(os.path.abspath(src))).as_posix()}"
             of = f"(sample_data {sd_token} of sample {nusc.get('sample_data', sd_token).get('sample_token')})"
             if not path.is_file():
                 report.skip(path, "missing camera image", f"{path}: no such file {of}")
-                published[sd_token] = None
+                published[sd_token], lost[sd_token] = None, f"is missing ({path})"
             else:
                 try:
                     size = pf.get(path, check_image, path)  # decoded in full: a truncated JPEG has a whole header
@@ -496,16 +497,16 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                     if size != (int(sd["width"]), int(sd["height"])):  # checked before linking: no stray file
                         report.skip(path, "image size mismatch", f"{path}: file is {size[0]}x{size[1]}, the "
                                     f"sample_data table says {sd['width']}x{sd['height']} {of}")
-                        published[sd_token] = None
+                        published[sd_token], lost[sd_token] = None, f"is not the table's size ({path})"
                         return None
                     link_or_copy(path, out / rel, link)
                     published[sd_token] = (rel, size)
                 except SkipInput as exc:
                     report.skip(path, "unreadable camera image", f"{exc.detail} {of}")
-                    published[sd_token] = None
+                    published[sd_token], lost[sd_token] = None, f"does not decode ({exc.detail})"
                 except OSError as exc:
                     report.skip(path, "unreadable camera image", f"{path}: {exc} {of}")
-                    published[sd_token] = None
+                    published[sd_token], lost[sd_token] = None, f"cannot be read ({path}: {exc})"
         return published[sd_token]
 
     samples = [(scene["token"], t) for scene in sorted(nusc.scene, key=lambda s: s["name"])
@@ -539,8 +540,9 @@ def convert_nuscenes(src: str | Path, out: str | Path, version: str | None = Non
                     continue
                 got = [publish(t) for t in seq]
                 if any(g is None for g in got):
+                    why = lost[next(t for t, g in zip(seq, got) if g is None)]
                     report.skip(f"sample {sample_token} {camera}", "camera image skipped",
-                                f"sample {sample_token} {camera}: a camera image of the sequence is missing")
+                                f"sample {sample_token} {camera}: a camera image of the sequence {why}")
                     continue
                 images, sizes = [g[0] for g in got], [g[1] for g in got]
                 objects = camera_objects(nusc, data[camera], box_vis_level=box_vis_level,
