@@ -981,3 +981,23 @@ def test_an_entry_over_the_remaining_budget_is_not_called_larger_than_declared(t
     with pytest.raises(DicomError, match=r"larger than its header declares \(10 bytes\)"):
         _copy_member(Lying(), info, tmp_path / "out.dcm", 1000, path)
     assert not (tmp_path / "out.dcm").exists()
+
+
+def test_pydicom_warnings_name_the_file_they_are_about(tmp_path):
+    """pydicom's "Expected implicit VR, but found explicit VR" printed without the file name for a file that then
+    converts fine: it is now said once per read with the file in front."""
+    import warnings
+
+    ct = tmp_path / "mislabelled.dcm"
+    data = bytearray(shipped("CT_small.dcm").read_bytes())
+    at = data.index(b"1.2.840.10008.1.2.1\x00")  # the meta says explicit VR, as the dataset is written
+    data[at:at + 20] = b"1.2.840.10008.1.2\x00\x00\x00"  # now it says implicit VR
+    ct.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert read_dicom(ct).Rows == 128 and rgb(ct).shape[:2] == (128, 128)
+    texts = [str(w.message) for w in caught]
+    said = f"{ct}: Expected implicit VR, but found explicit VR - using explicit VR for reading"
+    assert texts.count(said) == 2, texts  # once for each of the two reads
+    assert not [t for t in texts if t.startswith("Expected")], texts
+    assert all(w.filename == read_dicom.__code__.co_filename for w in caught if str(w.message) == said)

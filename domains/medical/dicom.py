@@ -43,9 +43,11 @@ import os
 import re
 import stat
 import struct
+import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -187,6 +189,31 @@ def read_dicom(path: str | os.PathLike, *, header_only: bool = False) -> Dataset
         raise DicomError(path, "cannot read file", str(exc)) from exc
     if size == 0:
         raise DicomError(path, "empty file")
+    with _naming_warnings(path):
+        return _read_dicom(path, header_only)
+
+
+@contextmanager
+def _naming_warnings(path: Path) -> Iterator[None]:
+    """pydicom's warnings inside the block (``Expected implicit VR, but found explicit VR``) said again with
+    ``path`` in front, each text once: of a file that then converts fine they would not say which one it was."""
+    # ignoring() only for its lock (catch_warnings is process-wide); "always" records every warning, none ignored
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with ignoring(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:
+        pydicom_dir = Path(pydicom.__file__).parent
+        for w in {(w.category, str(w.message)): w for w in caught}.values():
+            if Path(w.filename).is_relative_to(pydicom_dir):
+                warnings.warn(f"{path}: {w.message}", w.category, stacklevel=3)
+            else:  # another thread's, or ours naming the file already: as it was
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _read_dicom(path: Path, header_only: bool) -> Dataset:
+    """:func:`read_dicom` of an existing, non-empty file."""
     try:
         source = _gunzipped(path) or path
         try:
