@@ -200,6 +200,7 @@ class RunLock:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._made_file = not self.path.exists()
+            self._found = {p.name for p in out_dir.iterdir()}  # what `discard` leaves alone
             self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as err:
             self._fd = None
@@ -240,14 +241,22 @@ class RunLock:
 
     def discard(self) -> None:
         """Release, and remove the lock file and the folders the lock made if nothing else went in: a run that
-        failed to start leaves nothing behind."""
+        failed to start leaves nothing behind. A start that wrote files (the skips.md of a run stopped for bad
+        records) keeps the lock file, so the folder stays a run's and the same command can go on in it."""
         owner = getattr(self, "_owner", None) == os.getpid()
         self.release()
         if not owner:
             return
-        if self._made_file:
+        if self._made_file and not self._wrote_since():
             self.path.unlink(missing_ok=True)
         self._remove_made()
+
+    def _wrote_since(self) -> bool:
+        """Whether the folder holds entries besides the lock file that were not there when the lock was taken."""
+        try:
+            return bool({p.name for p in self.path.parent.iterdir()} - self._found - {self.path.name})
+        except OSError:
+            return False
 
     def _remove_made(self) -> None:
         for folder in self._made:

@@ -574,6 +574,8 @@ def test_a_run_stopped_at_load_for_bad_records_lists_them(tmp_path, data_root):
         Trainer(recipe, progress=False)
     report = (Path(recipe.output.dir) / "skips.md").read_text()
     assert "missing.png" in report and f"{field}:{N + 1}" in report
+    # the folder stays a run's: the same run with a looser limit (or mended data) goes on in it
+    Trainer(load_recipe(path, ["data.max_bad_fraction=0.5"]), progress=False).close()
 
 
 def test_final_is_written_whole_or_not_at_all(tmp_path, data_root, monkeypatch):
