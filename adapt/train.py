@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,7 +422,8 @@ class Trainer:
         recipe's either way, so those steps are exactly a full run's); returns `final/` or, when
         stopped early, the checkpoint written there. The output folder is let go of at the end."""
         try:
-            return self._run(stop_after)
+            with _write_errors(self.out_dir):  # a full disk met by a plain write (a log line, TensorBoard) names it
+                return self._run(stop_after)
         except BaseException as exc:
             # Ctrl-C or SIGTERM, or another process of the run is gone (killed): say what was kept
             if (not isinstance(exc, Exception) or lost_peer(exc)) and self.dist.main:
@@ -962,6 +964,7 @@ class Trainer:
             return None
         # steps a stopped run logged after its last checkpoint (every step, where it wrote none) are trained again, and
         # without a purge TensorBoard would draw both (train_log.jsonl drops them in `_truncate_log` / `_resume`)
+        _quiet_tensorboard_thread()
         return SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=self.start_step + 1)
 
     def _deepspeed(self):
@@ -1018,6 +1021,21 @@ def staged_folder(final: Path):
         os.replace(final, old)
     os.replace(staging, final)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _quiet_tensorboard_thread() -> None:
+    """Keep Python from printing a traceback when TensorBoard's writer thread fails to write (a full disk): the
+    writer raises the same error again in the training thread, which reports it in one line."""
+    previous = threading.excepthook
+    if getattr(previous, "quiet_tensorboard", False):
+        return
+
+    def hook(args) -> None:
+        if not (type(args.thread).__name__ == "_AsyncWriterThread" and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    hook.quiet_tensorboard = True
+    threading.excepthook = hook
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -875,3 +876,26 @@ def test_extra_state_may_not_replace_what_the_checkpoint_writes(tmp_path, key):
     path = save_checkpoint(tmp_path, 2, net, optimizer, scheduler, {"recipe": "r"}, keep_last=2)
     state = load_checkpoint(path, net, optimizer, scheduler)
     assert state["step"] == 2 and state["recipe"] == "r"
+
+
+def test_a_full_disk_under_tensorboard_is_one_line_naming_the_run_folder(tmp_path, data_root, monkeypatch, capsys):
+    """TensorBoard's writer thread met the full disk first: its traceback was printed beside the one-line error,
+    which named no folder."""
+    import errno
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from adapt.cli import main
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(RecordWriter, "write", full)
+    printed = []  # what Python's threading.excepthook would print as a traceback
+    monkeypatch.setattr(threading, "excepthook", printed.append)
+    path = make_run(tmp_path, data_root)
+    assert main(["train", str(path), "training.max_steps=1", "logging.tensorboard=true", "--no-progress"]) == 1
+    assert printed == []
+    err = capsys.readouterr().err
+    assert err.strip() == (f"adapt train: error: {tmp_path / 'out'}: disk full (No space left on "
+                           "device); free some space or write elsewhere")
