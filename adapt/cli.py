@@ -102,15 +102,27 @@ def main(argv: list[str] | None = None) -> int:
 PEER_LOST = 75
 
 
+RUN_FOLDER_ENV = "POCKET_ADAPT_RUN_FOLDER"  # the run's output.dir, for the launcher to name its checkpoint
+
 # torchrun, whose failure report (a traceback of its own and a "Root Cause" table) is dropped: the worker that
 # failed has printed its one line already, and the launcher exits with that worker's status
 _TORCHRUN = f"""\
-import logging, signal, sys
+import logging, os, signal, sys
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.run import main
 for name in ("torch.distributed.elastic.multiprocessing.api", "torch.distributed.elastic.agent.server.api"):
     logging.getLogger(name).setLevel(logging.CRITICAL)
+def kept():  # rank 0 says which checkpoint holds the run; killed, it cannot
+    try:
+        from adapt.checkpointing import usable_checkpoint
+
+        latest, _ = usable_checkpoint(os.environ[{RUN_FOLDER_ENV!r}])
+    except Exception:  # (no run folder given, or its checkpoints are damaged: the next run says so)
+        return ""
+    if latest is None:
+        return "; no checkpoint was written yet: the same command starts over"
+    return f"; {{latest.name}} holds step {{latest.name.rsplit('-', 1)[1]}}: run the same command to resume from it"
 try:
     main(sys.argv[1:])
 except SignalException as err:  # Ctrl-C or SIGTERM: passed on to the workers, which said what the run kept
@@ -126,7 +138,7 @@ except ChildFailedError as err:
         if killed:
             f = killed[0]
             print(f"adapt: the process of local rank {{f.local_rank}} was killed by "
-                  f"{{signal.Signals(-f.exitcode).name}}", file=sys.stderr)
+                  f"{{signal.Signals(-f.exitcode).name}}{{kept() if f.local_rank == 0 else ''}}", file=sys.stderr)
         else:
             print("adapt: a process of the run lost contact with the others", file=sys.stderr)
         said = None
@@ -1117,7 +1129,8 @@ def _train(args) -> int:
                "-m", "adapt.cli", args.verb, str(args.recipe), *args.overrides] + (["--no-progress"] if args.progress is False else []) \
             + (["--allow-changes"] if args.allow_changes else [])
         # what torchrun sets anyway, given, so that it does not print a banner about it
-        launcher = _launch(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+        launcher = _launch(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                                     RUN_FOLDER_ENV: str(recipe.output.dir)})
         try:
             return launcher.wait()
         except BaseException as stop:  # Ctrl-C or SIGTERM (subprocess.call would SIGKILL torchrun, orphaning its workers)
