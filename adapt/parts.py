@@ -206,6 +206,16 @@ def apply_parts(model: nn.Module, settings: dict[str, PartSetting]) -> nn.Module
     return model
 
 
+def part_settings(recipe: Recipe) -> dict[str, PartSetting]:
+    """Each part's recipe section (`recipe.parts`) as the `PartSetting` that `apply_parts` takes."""
+    out = {}
+    for part in ("vision", "projector", "llm"):
+        p = getattr(recipe.parts, part)
+        targets = tuple(p.lora.targets) if p.lora.targets else None
+        out[part] = PartSetting(p.mode, p.lr, p.lora.r, p.lora.alpha, p.lora.dropout, targets)
+    return out
+
+
 def check_recipe_parts(recipe: Recipe) -> list[str]:
     """`check_parts` for `adapt validate`: on the model's skeleton, built on the meta device from its config alone
     (nothing read nor fetched), so that a misspelt LoRA target is refused before `adapt train` loads the weights.
@@ -216,8 +226,6 @@ def check_recipe_parts(recipe: Recipe) -> list[str]:
     from model.checkpoints.io import CONFIG_ERRORS
     from model.loading import load_config
     from model.vlm import PocketVLM
-
-    from .train import part_settings
 
     settings_all = {p: s for p, s in part_settings(recipe).items() if s.mode != "frozen"}
     unchecked = [p for p in ("vision", "projector") if p in settings_all] if recipe.model.vision is not None else []

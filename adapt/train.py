@@ -75,7 +75,7 @@ from .data.samples import (
     missing_annotation_file,
     read_source,
 )
-from .parts import PartSetting, apply_parts, base_model, parameter_groups, trainable_summary
+from .parts import apply_parts, base_model, parameter_groups, part_settings, trainable_summary
 from .recipe import Recipe, RecipeError, _read_text, resolve_deepspeed_config
 from .schedule import make_scheduler, warmup_steps
 
@@ -147,15 +147,6 @@ def setup_distributed(group: bool = False) -> Distributed:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return Distributed(int(os.environ.get("RANK", "0")), world, local_rank, device)
-
-
-def part_settings(recipe: Recipe) -> dict[str, PartSetting]:
-    out = {}
-    for part in ("vision", "projector", "llm"):
-        p = getattr(recipe.parts, part)
-        targets = tuple(p.lora.targets) if p.lora.targets else None
-        out[part] = PartSetting(p.mode, p.lr, p.lora.r, p.lora.alpha, p.lora.dropout, targets)
-    return out
 
 
 def sample_limit(max_seq_length: int, vlm, say: bool = True) -> int:

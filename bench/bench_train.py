@@ -268,8 +268,7 @@ def load_model(recipe, device: str = "cpu"):
     import torch
 
     import model as model_core
-    from adapt.parts import apply_parts, parameter_groups
-    from adapt.train import part_settings
+    from adapt.parts import apply_parts, parameter_groups, part_settings
 
     seed_everything(recipe.seed)
     vlm, processor = model_core.load(recipe.model.source, allow_pickle=recipe.model.allow_pickle,
