@@ -148,7 +148,8 @@ def _near_targets(unreached: list[str], names: list[str], prefix: str, experts: 
     return f"{'; '.join(hints)} (the Linear modules LoRA can wrap there: {known}{fused})"
 
 
-def check_parts(model: nn.Module, settings: dict[str, PartSetting]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def check_parts(model: nn.Module,
+                settings: dict[str, PartSetting]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Refuse (`PartsError`) what `apply_parts` cannot do with `settings` on `model`, before anything is wrapped: a
     mode, a part without parameters, LoRA values, targets that match no module (`lora_targets`), a rank above a
     wrapped layer's width. Works on a skeleton on the meta device too. Returns each LoRA part's Linear module names
@@ -234,8 +235,9 @@ def check_recipe_parts(recipe: Recipe) -> list[str]:
     def not_checked(parts: list[str], why: str) -> list[str]:  # said of LoRA parts: a full part's check is slight
         parts = [p for p in parts if settings_all[p].mode == "lora"]
         shown = " and ".join(f"parts.{p}" for p in parts)
-        return [f"{shown} not checked against the model ({why}): adapt train checks {'them' if len(parts) > 1 else 'it'}"
-                f" once it has loaded the model"] if parts else []
+        them = "them" if len(parts) > 1 else "it"
+        return [f"{shown} not checked against the model ({why}): adapt train checks {them} once it has loaded the "
+                "model"] if parts else []
 
     notes = not_checked(unchecked, f"model.vision {recipe.model.vision} brings its own tower, known once loaded")
     if not settings:

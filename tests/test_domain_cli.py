@@ -333,8 +333,8 @@ def test_synthesize_never_overwrites_or_mixes_without_force(tmp_path, capsys):
         unregister_domain(plugin.name)
 
 
-@pytest.mark.parametrize("domain, kinds, expected", [("remote_sensing", "ucmerced,dior_rsvg", ["dior_rsvg", "ucmerced"]),
-                                                     ("medical", "vqa_rad", ["vqa_rad"])])
+@pytest.mark.parametrize("domain, kinds, expected", [
+    ("remote_sensing", "ucmerced,dior_rsvg", ["dior_rsvg", "ucmerced"]), ("medical", "vqa_rad", ["vqa_rad"])])
 def test_synthesize_kinds_as_comma_separated_text(tmp_path, capsys, domain, kinds, expected):
     """`--option kinds=vqa_rad` picked the medical kinds while the remote-sensing generator refused
     `kinds=ucmerced` ("not a list such as [a, b]"), though it reads a comma-separated string as the medical one

@@ -908,11 +908,11 @@ def test_a_killed_rank_0_is_named_with_the_checkpoint_to_resume_from(tmp_path, d
     recipe = load_recipe(write_recipe(tmp_path, data_dir, steps=6, save_every=2))
     Trainer(recipe, progress=False).run(stop_after=3)  # checkpoints 2 and 3
     worker = tmp_path / "worker.py"
-    worker.write_text("import os, signal, time\nif os.environ['RANK'] == '0':\n    os.kill(os.getpid(), signal.SIGKILL)\n"
-                      "time.sleep(60)\n")
+    worker.write_text("import os, signal, time\nif os.environ['RANK'] == '0':\n"
+                      "    os.kill(os.getpid(), signal.SIGKILL)\ntime.sleep(60)\n")
     run = subprocess.run([sys.executable, "-c", _TORCHRUN, "--standalone", "--nproc_per_node=2", str(worker)],
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "OMP_NUM_THREADS": "1", RUN_FOLDER_ENV: str(recipe.output.dir)})
     assert run.returncode == 1
-    assert run.stderr.strip() == ("adapt: the process of local rank 0 was killed by SIGKILL; checkpoint-3 holds step 3: "
-                                  "run the same command to resume from it"), run.stderr
+    assert run.stderr.strip() == ("adapt: the process of local rank 0 was killed by SIGKILL; checkpoint-3 holds "
+                                  "step 3: run the same command to resume from it"), run.stderr

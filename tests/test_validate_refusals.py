@@ -264,7 +264,8 @@ def test_lora_targets_validate_cannot_check_are_a_note_not_a_refusal(tmp_path, c
     path = write(tmp_path, MINIMAL + "parts: {llm: {lora: {targets: [q_proj, v_prj]}}}\n")
     assert main(["validate", "--no-plan", str(path)]) == 0
     assert ("note: parts.llm not checked against the model (pocket-tiny's config builds no model here: pocket-tiny: "
-            "config.json cannot be read): adapt train checks it once it has loaded the model") in capsys.readouterr().err
+            "config.json cannot be read): adapt train checks it once it has loaded the model"
+            ) in capsys.readouterr().err
     monkeypatch.undo()
     path = write(tmp_path, MINIMAL + "model: {vision: pocket-tiny}\n"
                                      "parts: {vision: {mode: lora, lora: {targets: [qkv]}}, llm: {mode: frozen}}\n")
