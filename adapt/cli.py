@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from deploy.runtimes import RUNTIMES
-from model.arguments import positive_int, sampling_seed, sampling_temperature
+from model.arguments import blank_flag, positive_int, sampling_seed, sampling_temperature
 from model.errors import PocketAdaptError, user_error_message
 from model.limits import DEFAULT_MAX_PIXELS, MAX_IMAGES, MAX_SEED
 from model.progress import LINES, shows_bar
@@ -468,6 +468,9 @@ def _chat(args) -> int:
     from model.resources import assets_dir
     from model.tiling import ImageLoadError
 
+    blank = blank_flag(args, ("model", "device", "vision", "image", "domain"))
+    if blank:  # `--domain ""` chatted with no domain, `--model ""` named the current folder
+        raise CliError(f"{blank} is empty; give a value or leave the flag out for the default")
     if not args.question.strip():  # an empty "$QUESTION": the model would answer no question at all
         raise CliError(f"the question is empty; ask one, or leave it out for the default ({DEFAULT_QUESTION!r})")
     try:

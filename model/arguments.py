@@ -5,7 +5,7 @@ and `deploy`, so each command line takes the same types from one place; importin
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from model.limits import check_seed, check_temperature, check_top_p
 
@@ -24,6 +24,16 @@ def positive_int(text: str, least: int = 1) -> int:
 def non_negative_int(text: str) -> int:
     """argparse type of a count where 0 means none (worker processes): 0 or more, else a usage error."""
     return positive_int(text, least=0)
+
+
+def blank_flag(args: argparse.Namespace, flags: Iterable[str]) -> str | None:
+    """The first of `flags` (argparse dest names; a repeatable flag's every value) given as empty text, as ``--flag``;
+    None where none is. `--model "$UNSET"` would otherwise read as the flag left out: the default, without a word."""
+    for flag in flags:
+        values = getattr(args, flag, None)
+        if any(isinstance(v, str) and not v.strip() for v in (values if isinstance(values, list) else [values])):
+            return "--" + flag.replace("_", "-")
+    return None
 
 
 def _checked(convert: Callable[[str], object], check: Callable, what: str) -> Callable[[str], object]:

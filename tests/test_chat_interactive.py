@@ -133,6 +133,16 @@ def test_interactive_is_refused_for_an_export_runtime(tmp_path, capsys):
     assert "--interactive applies to the pytorch runtime" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, flag", [(["--model", ""], "--model"), (["--domain", " "], "--domain"),
+                                        (["--device", ""], "--device"), (["--image", "x.png", "--image", ""], "--image")])
+def test_an_empty_flag_is_refused_before_loading(argv, flag, capsys, recorded):
+    """`adapt chat --domain "$UNSET"` chatted with no domain and `--model ""` named the current folder; an empty value
+    is refused by name, as `adapt demo` refuses it, before the model loads."""
+    assert main(["chat", "--example-image", *argv]) == 1
+    err = capsys.readouterr().err
+    assert f"{flag} is empty; give a value or leave the flag out for the default" in err and "processor" not in recorded
+
+
 @pytest.mark.parametrize("question", ["", "  \n"])
 def test_an_empty_question_is_refused_before_loading(question, capsys, recorded):
     """`adapt chat "$Q"` with Q unset asked the model with no question at all (an answer, exit 0); the demo refuses

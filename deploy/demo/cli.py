@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from deploy.demo.checks import PASSWORD_ENV
-from model.arguments import positive_int, sampling_seed, sampling_temperature, sampling_top_p
+from model.arguments import blank_flag, positive_int, sampling_seed, sampling_temperature, sampling_top_p
 from model.errors import user_error_message
 
 __all__ = ["GENERAL_MODEL", "QUICKSTART_FIELDS", "add_demo_parser", "check_flags", "default_model", "main",
@@ -111,10 +111,9 @@ def check_flags(args: argparse.Namespace) -> tuple[str, list[tuple[str, str]] | 
 
     check_port(args.port, "--port")
     # given empty (`--model "$UNSET"`), they were taken as not given: the default model or panel, without a word
-    blank = [flag for flag in ("model", "domain", "device", "host") if getattr(args, flag) is not None
-             and not getattr(args, flag).strip()]
+    blank = blank_flag(args, ("model", "domain", "device", "host"))
     if blank:
-        raise DemoError(f"--{blank[0]} is empty; give a value or leave the flag out for the default")
+        raise DemoError(f"{blank} is empty; give a value or leave the flag out for the default")
     if not 0 < args.max_upload_mb < math.inf:  # nan and inf too: they failed after the model loaded, inf with a trace
         raise DemoError(f"--max-upload-mb must be a positive number of MB, got {args.max_upload_mb}")
     auth = None
