@@ -541,22 +541,6 @@ class _PosInject(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.peg = nn.Sequential(nn.Conv2d(channels, channels, 3, stride=1, padding=1, groups=channels, bias=True))
-        self._grad_layout()
-        self.register_load_state_dict_post_hook(_PosInject._after_load)  # load_state_dict(assign=True) replaces it
-
-    @staticmethod
-    def _after_load(module: _PosInject, _incompatible: Any) -> None:  # a function, not a lambda: modules pickle
-        module._grad_layout()
-
-    def _grad_layout(self) -> None:
-        """Give the (C, 1, 3, 3) weight the strides its gradient has: the map arrives channels-last (tokens
-        transposed), so the conv's weight grad is (9, 1, 3, 1) where the weight was (9, 9, 3, 1). Autograd takes both
-        (a size-1 dimension's stride is free), but DDP compares them exactly and warned on every rank "Grad strides do
-        not match bucket view strides". Same bytes, only the size-1 stride changes: outputs are unchanged."""
-        weight = self.peg[0].weight
-        if weight.dim() == 4 and weight.shape[1] == 1:
-            _, _, kh, kw = weight.shape
-            weight.data = weight.data.as_strided(weight.shape, (kh * kw, 1, kw, 1), weight.data.storage_offset())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.peg(x) + x
