@@ -157,10 +157,10 @@ def check_model(model: str) -> None:
     """Refuse now, before Gradio is imported, a `model` the demo cannot load: an `adapt export` folder it cannot
     serve (a DemoError saying what it serves), a missing folder, a file, an unknown preset (the loader's error)."""
     from deploy.demo.page import DemoError
-    from model.checkpoints.layouts import _export_kind
+    from model.checkpoints.layouts import export_kind
     from model.loading import load_config
 
-    export = None if (Path(model) / "config.json").is_file() else _export_kind(Path(model))
+    export = None if (Path(model) / "config.json").is_file() else export_kind(Path(model))
     if export:
         what, runtime = export
         raise DemoError(f"--model {model}: {what} export; the demo serves PyTorch models only: a preset or a "

@@ -19,7 +19,9 @@ _EXPORT_FILES = (("*.gguf", ("a GGUF (llama.cpp)", "llamacpp")), ("*.onnx", ("an
                  ("*.pte", ("an ExecuTorch", "executorch")))
 
 
-def _export_kind(directory: Path) -> tuple[str, str] | None:
+def export_kind(directory: Path) -> tuple[str, str] | None:
+    """(what it is, the ``--runtime`` that runs it) of an `adapt export` folder (GGUF, ONNX, ExecuTorch); None for any
+    other folder."""
     for pattern, kind in _EXPORT_FILES:
         if directory.is_dir() and next(directory.glob(pattern), None) is not None:
             return kind
@@ -34,7 +36,7 @@ def detect_layout(directory: Path) -> str:
                 f"{directory}: a training checkpoint (only the weights being trained, to resume from), not a model; "
                 "use the run's final/ folder, which `adapt train` writes when it ends (resume an unfinished run "
                 "with the same `adapt train` command)")
-        export = _export_kind(Path(directory))
+        export = export_kind(Path(directory))
         if export:
             raise CheckpointError(f"{directory}: {export[0]} export, not a checkpoint; run it with --runtime {export[1]} "
                                   f"(adapt chat), or give the checkpoint it was exported from (adapt eval --runtime "
